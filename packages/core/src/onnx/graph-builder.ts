@@ -1,0 +1,206 @@
+/**
+ * A small imperative helper for writing ONNX graphs in code: unique value names, shared constant
+ * initializers, one-line ops, and the numeric conversions (fp32→fp16, transposes) that weight
+ * writers need. Nothing here knows about language models.
+ */
+import { DataType, makeNode, makeTensor, type GraphProto, type NodeProto, type TensorProto, type ValueInfoProto } from './proto.js';
+
+/** Attribute values accepted by {@link makeNode}. */
+export type Attrs = Parameters<typeof makeNode>[3];
+
+/**
+ * Collects the nodes of one graph. Sub-graph builders (If/Loop bodies) are made with {@link GraphBuilder.child}:
+ * they emit their own nodes under their own name prefix but put constants and initializers into the root
+ * graph, which sub-graphs may reference from the outer scope.
+ */
+export class GraphBuilder {
+  /** Nodes of this graph, in topological (emission) order. */
+  readonly nodes: NodeProto[] = [];
+  /** Initializers; only the root builder holds any. */
+  readonly initializers: TensorProto[] = [];
+  private readonly root: GraphBuilder;
+  private readonly used: Set<string>;
+  private readonly counters: Map<string, number>;
+  private readonly constCache = new Map<string, string>();
+
+  /** @param prefix prepended to every value and node name this builder makes (keeps sub-graphs' names apart). */
+  constructor(
+    readonly prefix = '',
+    parent?: GraphBuilder,
+  ) {
+    this.root = parent ? parent.root : this;
+    this.used = parent ? parent.used : new Set();
+    this.counters = parent ? parent.counters : new Map();
+  }
+
+  /** A builder for a sub-graph (e.g. an If branch) whose names start with `prefix`; constants go to the root graph. */
+  child(prefix: string): GraphBuilder {
+    return new GraphBuilder(prefix, this);
+  }
+
+  /** A fresh value name derived from `hint` (and this builder's prefix), unique across the root graph and its sub-graphs. */
+  fresh(hint: string): string {
+    const base = `${this.prefix}${hint}`;
+    let n = this.counters.get(base) ?? 0;
+    let name = n === 0 ? base : `${base}_${n}`;
+    while (this.used.has(name)) name = `${base}_${++n}`;
+    this.counters.set(base, n + 1);
+    this.used.add(name);
+    return name;
+  }
+
+  /** Reserves an exact name (graph inputs, outputs, initializers) so that {@link fresh} never returns it. */
+  reserve(name: string): string {
+    if (this.used.has(name)) throw new Error(`graph value name already used: ${name}`);
+    this.used.add(name);
+    return name;
+  }
+
+  /**
+   * Emits one node with a single output and returns the output's name. `out` names the output exactly
+   * (the caller made it with {@link fresh} or {@link reserve}); otherwise a fresh name is derived from the op type.
+   */
+  op(opType: string, inputs: string[], attrs: Attrs = {}, out?: string): string {
+    const output = out ?? this.fresh(opType.toLowerCase());
+    this.nodes.push(makeNode(opType, inputs, [output], attrs, this.fresh(`n_${opType}`)));
+    return output;
+  }
+
+  /** Emits one node with several outputs named from `hints`, and returns their names. */
+  opN(opType: string, inputs: string[], hints: string[], attrs: Attrs = {}): string[] {
+    const outputs = hints.map((h) => this.fresh(h));
+    this.nodes.push(makeNode(opType, inputs, outputs, attrs, this.fresh(`n_${opType}`)));
+    return outputs;
+  }
+
+  /** Adds an initializer to the root graph under an exact name. */
+  initializer(tensor: TensorProto): string {
+    this.root.reserve(tensor.name!);
+    this.root.initializers.push(tensor);
+    return tensor.name!;
+  }
+
+  /** A shared int64 constant initializer (1-D unless `dims` says otherwise, `[]` for a scalar). */
+  i64(values: number[], dims: number[] = [values.length]): string {
+    return this.constant('i64', DataType.INT64, dims, values, () => BigInt64Array.from(values, (v) => BigInt(v)));
+  }
+
+  /** A shared float32 constant initializer (1-D unless `dims` says otherwise, `[]` for a scalar). */
+  f32(values: number[], dims: number[] = [values.length]): string {
+    return this.constant('f32', DataType.FLOAT, dims, values, () => Float32Array.from(values));
+  }
+
+  /** A shared float32 constant from an existing array (not cached by value; named from `hint`). */
+  f32Array(hint: string, dims: number[], data: Float32Array): string {
+    const tensor = makeTensor(this.root.fresh(hint), DataType.FLOAT, dims, data);
+    this.root.initializers.push(tensor);
+    return tensor.name!;
+  }
+
+  private constant(
+    kind: string,
+    dataType: number,
+    dims: number[],
+    values: number[],
+    make: () => Float32Array | BigInt64Array,
+  ): string {
+    const key = `${kind}:${dims.join('x')}:${values.join(',')}`;
+    const root = this.root;
+    const hit = root.constCache.get(key);
+    if (hit) return hit;
+    const hint = values.length <= 4 ? `const_${kind}_${values.join('_').replace(/[^0-9a-zA-Z_]/g, (c) => (c === '-' ? 'm' : 'p'))}` : `const_${kind}`;
+    const name = root.fresh(hint);
+    root.initializers.push(makeTensor(name, dataType, dims, make()));
+    root.constCache.set(key, name);
+    return name;
+  }
+
+  /** Packs this builder's nodes into a graph (sub-graphs pass no initializers). */
+  toGraph(name: string, inputs: ValueInfoProto[], outputs: ValueInfoProto[]): GraphProto {
+    return {
+      name,
+      node: this.nodes,
+      initializer: this === this.root ? this.initializers : [],
+      input: inputs,
+      output: outputs,
+    };
+  }
+}
+
+const f32Scratch = new Float32Array(1);
+const u32Scratch = new Uint32Array(f32Scratch.buffer);
+
+/** IEEE-754 binary16 bits of one float32 bit pattern, rounded to nearest, ties to even (subnormals, ±inf, NaN kept). */
+export function float32BitsToFloat16(bits: number): number {
+  const sign = (bits >>> 16) & 0x8000;
+  const abs = bits & 0x7fffffff;
+  if (abs >= 0x7f800000) return sign | (abs > 0x7f800000 ? 0x7e00 | ((abs >>> 13) & 0x3ff) : 0x7c00);
+  if (abs >= 0x477ff000) return sign | 0x7c00; // ≥ 65520 rounds past the largest half (65504)
+  if (abs >= 0x38800000) {
+    // Normal half: re-bias the exponent (127 → 15), round the 13 dropped mantissa bits to nearest even.
+    const m = abs - 0x38000000;
+    return sign | ((m + 0x0fff + ((m >>> 13) & 1)) >>> 13);
+  }
+  if (abs <= 0x33000000) return sign; // ≤ 2^-25 (the tie rounds to even zero)
+  // Subnormal half: value = mantissa · 2^-24.
+  const e = abs >>> 23;
+  const mant = (abs & 0x7fffff) | 0x800000;
+  const shift = 126 - e; // 14..24
+  let r = mant >>> shift;
+  const rem = mant & ((1 << shift) - 1);
+  const half = 1 << (shift - 1);
+  if (rem > half || (rem === half && (r & 1) === 1)) r++;
+  return sign | r;
+}
+
+/** Converts a float32 number to binary16 bits (round to nearest even). */
+export function float32ToFloat16(x: number): number {
+  f32Scratch[0] = x;
+  return float32BitsToFloat16(u32Scratch[0]!);
+}
+
+/** Converts a whole Float32Array to binary16 bits (round to nearest even), without per-element allocation. */
+export function float32ArrayToFloat16(src: Float32Array): Uint16Array {
+  const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
+  const out = new Uint16Array(src.length);
+  for (let i = 0; i < bits.length; i++) {
+    const b = bits[i]!;
+    const abs = b & 0x7fffffff;
+    // Fast path: normal halves (the overwhelming majority of weights).
+    if (abs >= 0x38800000 && abs < 0x477ff000) {
+      const m = abs - 0x38000000;
+      out[i] = ((b >>> 16) & 0x8000) | ((m + 0x0fff + ((m >>> 13) & 1)) >>> 13);
+    } else {
+      out[i] = float32BitsToFloat16(b);
+    }
+  }
+  return out;
+}
+
+/** Converts binary16 bits back to a float32 number. */
+export function float16ToFloat32(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const e = (h >>> 10) & 0x1f;
+  const m = h & 0x3ff;
+  if (e === 0) return sign * m * 2 ** -24;
+  if (e === 31) return m ? NaN : sign * Infinity;
+  return sign * (1 + m / 1024) * 2 ** (e - 15);
+}
+
+/** Transposes a row-major `[rows, cols]` matrix into a new row-major `[cols, rows]` one (cache-blocked). */
+export function transpose2d(src: Float32Array, rows: number, cols: number): Float32Array {
+  if (src.length !== rows * cols) throw new Error(`transpose2d: expected ${rows}×${cols}=${rows * cols} values, got ${src.length}`);
+  const out = new Float32Array(src.length);
+  const B = 64;
+  for (let r0 = 0; r0 < rows; r0 += B) {
+    const r1 = Math.min(rows, r0 + B);
+    for (let c0 = 0; c0 < cols; c0 += B) {
+      const c1 = Math.min(cols, c0 + B);
+      for (let r = r0; r < r1; r++) {
+        const base = r * cols;
+        for (let c = c0; c < c1; c++) out[c * rows + r] = src[base + c]!;
+      }
+    }
+  }
+  return out;
+}

@@ -1,0 +1,496 @@
+/**
+ * Builds ONNX graphs of Llama-architecture decoders from a {@link LlamaConfig} and {@link LlamaWeights},
+ * with the I/O layout of optimum's `text-generation-with-past` exports (see ARCHITECTURE.md, "ONNX decoder
+ * conventions accepted"), so that converted and randomly initialised models run through the same engine
+ * path as exported ones. Only standard ONNX operators (default domain, opset 17) are used; all arithmetic is
+ * float32 even when weights and I/O are stored as float16, so graphs run on onnxruntime's CPU EP.
+ */
+import { open } from 'node:fs/promises';
+import { basename } from 'node:path';
+import type { onnx as O } from 'onnx-proto';
+import { DataType, makeNode, makeTensor, makeValueInfo, onnx, writeModel, type TensorProto, type ValueInfoProto } from './proto.js';
+import { GraphBuilder, float32ArrayToFloat16, transpose2d } from './graph-builder.js';
+import type { LlamaConfig, LlamaWeights, LlamaLayerWeights, RopeStyle } from './llama-spec.js';
+
+/** Default-domain opset the builder writes (ReduceMean still takes `axes` as an attribute here). */
+const OPSET = 17;
+/** ONNX IR version written into the model. */
+const IR_VERSION = 8;
+/** Additive bias for disallowed keys: large but finite, so fully masked (padding) rows stay NaN-free. */
+const MASK_MIN = -1e9;
+/** Initializers at least this large go to the external data file when `externalData` is set (as onnx does). */
+const EXTERNAL_MIN_BYTES = 1024;
+/** External tensors of at least 1 MiB start on a 4 KiB boundary (mmap-friendly, like onnx's `align`). */
+const ALIGN_LARGE_BYTES = 1 << 20;
+const PAGE = 4096;
+/** Protobuf cannot hold a model of 2 GiB or more; leave room for the graph itself. */
+const MAX_INLINE_BYTES = 2 ** 31 - 64 * 1024 * 1024;
+
+/** Options of {@link buildLlamaModel}; every flag defaults to the plain optimum `text-generation-with-past` layout. */
+export interface LlamaBuildOptions {
+  /**
+   * Storage type of the weights and of the float I/O (past/present KV, logits, hidden state, inputs_embeds).
+   * Default `float32`. With `float16` the initializers are stored fp16 and cast to fp32 right after the
+   * initializer, past KV is cast up and outputs are cast down: arithmetic stays fp32 (runs on the CPU EP).
+   */
+  dtype?: 'float32' | 'float16';
+  /** Element type of `input_ids`, `attention_mask` and `position_ids`. Default `int64`. */
+  idsType?: 'int64' | 'int32';
+  /**
+   * Include a `position_ids` input `[batch_size, sequence_length]`. Default true. When false, positions are
+   * derived in the graph from the attention mask: `max(cumsum(mask, axis=1) - 1, 0)`, last `sequence_length` columns.
+   */
+  positionIds?: boolean;
+  /**
+   * Optimum's "merged" layout: an extra bool input `use_cache_branch` `[1]`; logits and presents come out of an
+   * `If` node whose two branches hold the same decoder body (branches reference the outer graph's initializers).
+   * Default false.
+   */
+  mergedDecoder?: boolean;
+  /**
+   * Extra int64 scalar input `num_logits_to_keep` (shape `[]`): logits are computed for the last N positions
+   * only (N = 0 keeps all, as in transformers). Default false.
+   */
+  numLogitsToKeep?: boolean;
+  /** Extra output `last_hidden_state` `[batch_size, sequence_length, hidden]`: the final RMSNorm output (the LM head's input). */
+  outputHidden?: boolean;
+  /**
+   * Extra input `inputs_embeds` `[batch_size, embeds_length, hidden]`. The sequence fed to the layers is
+   * `Concat(embed[input_ids], inputs_embeds, axis=1)`; pass a 0-length tensor for whichever part is unused.
+   * `attention_mask` and `position_ids` then cover the concatenated length (input_ids' length is named `ids_length`).
+   */
+  inputsEmbeds?: boolean;
+  /** `producer_name` written into the model. Default `reasonplug`. */
+  producer?: string;
+}
+
+/** A config with every default filled in. */
+interface Resolved {
+  vocab: number;
+  hidden: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  inter: number;
+  theta: number;
+  eps: number;
+  rope: RopeStyle;
+  tied: boolean;
+}
+
+function resolve(config: LlamaConfig): Resolved {
+  const heads = config.numHeads;
+  const kvHeads = config.numKvHeads ?? heads;
+  const headDim = config.headDim ?? config.hiddenSize / heads;
+  const r: Resolved = {
+    vocab: config.vocabSize,
+    hidden: config.hiddenSize,
+    layers: config.numLayers,
+    heads,
+    kvHeads,
+    headDim,
+    inter: config.intermediateSize,
+    theta: config.ropeTheta ?? 10000,
+    eps: config.rmsNormEps ?? 1e-5,
+    rope: config.ropeStyle ?? 'half',
+    tied: config.tieWordEmbeddings ?? false,
+  };
+  for (const key of ['vocab', 'hidden', 'layers', 'heads', 'kvHeads', 'headDim', 'inter'] as const) {
+    if (!Number.isInteger(r[key]) || r[key] <= 0) throw new Error(`invalid Llama config: ${key} must be a positive integer, got ${r[key]}`);
+  }
+  if (heads % kvHeads !== 0) throw new Error(`invalid Llama config: numHeads (${heads}) must be a multiple of numKvHeads (${kvHeads})`);
+  if (headDim % 2 !== 0) throw new Error(`invalid Llama config: headDim (${headDim}) must be even for rotary embeddings`);
+  if (r.rope !== 'half' && r.rope !== 'adjacent') throw new Error(`invalid Llama config: unknown ropeStyle ${String(r.rope)}`);
+  return r;
+}
+
+/** Number of parameters (weights) of a Llama decoder with this config; tied embeddings count once. */
+export function llamaParameterCount(config: LlamaConfig): number {
+  const c = resolve(config);
+  const q = c.heads * c.headDim;
+  const kv = c.kvHeads * c.headDim;
+  const perLayer = 2 * c.hidden + c.hidden * q + 2 * c.hidden * kv + q * c.hidden + 3 * c.hidden * c.inter;
+  return c.vocab * c.hidden * (c.tied ? 1 : 2) + c.layers * perLayer + c.hidden;
+}
+
+/** mulberry32: a tiny, fast, seedable 32-bit PRNG returning uniforms in [0, 1). */
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * Deterministic random weights for a config (same seed, same weights): projection and embedding matrices
+ * ~ N(0, scale²), norm weights 1 + N(0, 0.05²). `scale` defaults to 0.02 (the usual Llama init).
+ */
+export function randomLlamaWeights(config: LlamaConfig, seed: number, scale = 0.02): LlamaWeights {
+  const c = resolve(config);
+  const rand = mulberry32(seed);
+  const normal = (n: number, std: number, mean = 0): Float32Array => {
+    const out = new Float32Array(n);
+    for (let i = 0; i < n; i += 2) {
+      const r = Math.sqrt(-2 * Math.log(1 - rand())) * std;
+      const t = 2 * Math.PI * rand();
+      out[i] = mean + r * Math.cos(t);
+      if (i + 1 < n) out[i + 1] = mean + r * Math.sin(t);
+    }
+    return out;
+  };
+  const norm = () => normal(c.hidden, 0.05, 1);
+  const q = c.heads * c.headDim;
+  const kv = c.kvHeads * c.headDim;
+  const embed = normal(c.vocab * c.hidden, scale);
+  const layers: LlamaLayerWeights[] = [];
+  for (let i = 0; i < c.layers; i++) {
+    layers.push({
+      attnNorm: norm(),
+      wq: normal(q * c.hidden, scale),
+      wk: normal(kv * c.hidden, scale),
+      wv: normal(kv * c.hidden, scale),
+      wo: normal(c.hidden * q, scale),
+      mlpNorm: norm(),
+      wGate: normal(c.inter * c.hidden, scale),
+      wUp: normal(c.inter * c.hidden, scale),
+      wDown: normal(c.hidden * c.inter, scale),
+    });
+  }
+  const finalNorm = norm();
+  return c.tied ? { embed, layers, finalNorm } : { embed, layers, finalNorm, lmHead: normal(c.vocab * c.hidden, scale) };
+}
+
+function checkWeights(c: Resolved, w: LlamaWeights): void {
+  const q = c.heads * c.headDim;
+  const kv = c.kvHeads * c.headDim;
+  const expect = (what: string, a: Float32Array | undefined, n: number) => {
+    if (!(a instanceof Float32Array)) throw new Error(`Llama weights: ${what} is missing (expected a Float32Array of ${n} values)`);
+    if (a.length !== n) throw new Error(`Llama weights: ${what} has ${a.length} values, the config needs ${n}`);
+  };
+  expect('embed', w.embed, c.vocab * c.hidden);
+  if (w.layers.length !== c.layers) throw new Error(`Llama weights: ${w.layers.length} layers given, the config has ${c.layers}`);
+  w.layers.forEach((l, i) => {
+    expect(`layers[${i}].attnNorm`, l.attnNorm, c.hidden);
+    expect(`layers[${i}].wq`, l.wq, q * c.hidden);
+    expect(`layers[${i}].wk`, l.wk, kv * c.hidden);
+    expect(`layers[${i}].wv`, l.wv, kv * c.hidden);
+    expect(`layers[${i}].wo`, l.wo, c.hidden * q);
+    expect(`layers[${i}].mlpNorm`, l.mlpNorm, c.hidden);
+    expect(`layers[${i}].wGate`, l.wGate, c.inter * c.hidden);
+    expect(`layers[${i}].wUp`, l.wUp, c.inter * c.hidden);
+    expect(`layers[${i}].wDown`, l.wDown, c.hidden * c.inter);
+  });
+  expect('finalNorm', w.finalNorm, c.hidden);
+  if (!c.tied) expect('lmHead (the config does not tie embeddings)', w.lmHead, c.vocab * c.hidden);
+}
+
+/** Float-valued weight names (fp32 views) the decoder body reads. */
+interface LayerRefs {
+  attnNorm: string;
+  wq: string;
+  wk: string;
+  wv: string;
+  wo: string;
+  mlpNorm: string;
+  wGate: string;
+  wUp: string;
+  wDown: string;
+}
+
+/**
+ * Builds the ONNX model of a Llama decoder (optimum `text-generation-with-past` I/O names; see
+ * {@link LlamaBuildOptions} for the optional inputs and outputs). Weights are copied (and transposed to
+ * `[in, out]` for MatMul); the inputs are not modified. The result can be passed to `encodeModel`/`writeModel`.
+ */
+export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights, options: LlamaBuildOptions = {}): O.IModelProto {
+  const c = resolve(config);
+  checkWeights(c, weights);
+  const fp16 = options.dtype === 'float16';
+  if (options.dtype !== undefined && options.dtype !== 'float32' && !fp16) throw new Error(`unknown dtype ${String(options.dtype)}`);
+  const ioType = fp16 ? DataType.FLOAT16 : DataType.FLOAT;
+  const idsType = options.idsType === 'int32' ? DataType.INT32 : DataType.INT64;
+  const withPositions = options.positionIds ?? true;
+  const merged = options.mergedDecoder ?? false;
+  const keepLogits = options.numLogitsToKeep ?? false;
+  const withHidden = options.outputHidden ?? false;
+  const withEmbeds = options.inputsEmbeds ?? false;
+  const { hidden, heads, kvHeads, headDim, vocab, inter } = c;
+  const qDim = heads * headDim;
+  const kvDim = kvHeads * headDim;
+
+  const g = new GraphBuilder();
+
+  // ---- graph inputs and outputs (names reserved first so nothing else can take them)
+  const seq = 'sequence_length';
+  const inputs: ValueInfoProto[] = [];
+  const addInput = (name: string, type: number, shape: (string | number)[]) => {
+    inputs.push(makeValueInfo(g.reserve(name), type, shape));
+    return name;
+  };
+  const inputIds = addInput('input_ids', idsType, ['batch_size', withEmbeds ? 'ids_length' : seq]);
+  const embedsIn = withEmbeds ? addInput('inputs_embeds', ioType, ['batch_size', 'embeds_length', hidden]) : undefined;
+  const attentionMask = addInput('attention_mask', idsType, ['batch_size', 'total_sequence_length']);
+  const positionIds = withPositions ? addInput('position_ids', idsType, ['batch_size', seq]) : undefined;
+  const past: [string, string][] = [];
+  for (let i = 0; i < c.layers; i++) {
+    const shape = ['batch_size', kvHeads, 'past_sequence_length', headDim];
+    past.push([addInput(`past_key_values.${i}.key`, ioType, shape), addInput(`past_key_values.${i}.value`, ioType, shape)]);
+  }
+  const useCacheBranch = merged ? addInput('use_cache_branch', DataType.BOOL, [1]) : undefined;
+  const numLogits = keepLogits ? addInput('num_logits_to_keep', DataType.INT64, []) : undefined;
+
+  const outputSpecs: { name: string; shape: (string | number)[] }[] = [
+    { name: 'logits', shape: ['batch_size', keepLogits ? 'logits_length' : seq, vocab] },
+  ];
+  for (let i = 0; i < c.layers; i++) {
+    const shape = ['batch_size', kvHeads, 'total_sequence_length', headDim];
+    outputSpecs.push({ name: `present.${i}.key`, shape }, { name: `present.${i}.value`, shape });
+  }
+  if (withHidden) outputSpecs.push({ name: 'last_hidden_state', shape: ['batch_size', seq, hidden] });
+  for (const o of outputSpecs) g.reserve(o.name);
+  const outputs = outputSpecs.map((o) => makeValueInfo(o.name, ioType, o.shape));
+
+  // ---- weights: stored as initializers (fp16 or fp32), read through an fp32 view (a Cast for fp16)
+  const stored = (name: string, dims: number[], data: Float32Array): string =>
+    g.initializer(
+      fp16 ? makeTensor(name, DataType.FLOAT16, dims, float32ArrayToFloat16(data)) : makeTensor(name, DataType.FLOAT, dims, data),
+    );
+  const asFloat = (name: string): string => (fp16 ? g.op('Cast', [name], { to: DataType.FLOAT }, g.fresh(`${name}.f32`)) : name);
+  const matrix = (name: string, out: number, inp: number, data: Float32Array): string =>
+    asFloat(stored(`${name}.T`, [inp, out], transpose2d(data, out, inp)));
+  const vector = (name: string, data: Float32Array): string => asFloat(stored(name, [data.length], data));
+
+  // The embedding stays in its storage type: Gather reads a few rows, which are cast afterwards.
+  const embedStored = stored('model.embed_tokens.weight', [vocab, hidden], weights.embed);
+  const layerRefs: LayerRefs[] = weights.layers.map((l, i) => {
+    const p = `model.layers.${i}`;
+    return {
+      attnNorm: vector(`${p}.input_layernorm.weight`, l.attnNorm),
+      wq: matrix(`${p}.self_attn.q_proj.weight`, qDim, hidden, l.wq),
+      wk: matrix(`${p}.self_attn.k_proj.weight`, kvDim, hidden, l.wk),
+      wv: matrix(`${p}.self_attn.v_proj.weight`, kvDim, hidden, l.wv),
+      wo: matrix(`${p}.self_attn.o_proj.weight`, hidden, qDim, l.wo),
+      mlpNorm: vector(`${p}.post_attention_layernorm.weight`, l.mlpNorm),
+      wGate: matrix(`${p}.mlp.gate_proj.weight`, inter, hidden, l.wGate),
+      wUp: matrix(`${p}.mlp.up_proj.weight`, inter, hidden, l.wUp),
+      wDown: matrix(`${p}.mlp.down_proj.weight`, hidden, inter, l.wDown),
+    };
+  });
+  const finalNorm = vector('model.norm.weight', weights.finalNorm);
+  const lmHead = c.tied
+    ? g.op('Transpose', [asFloat(embedStored)], { perm: [1, 0] }, g.fresh('lm_head.weight.T'))
+    : matrix('lm_head.weight', vocab, hidden, weights.lmHead!);
+  const invFreq = g.f32Array(
+    'rope.inv_freq',
+    [headDim / 2],
+    Float32Array.from({ length: headDim / 2 }, (_, j) => Math.pow(c.theta, (-2 * j) / headDim)),
+  );
+
+  // ---- the decoder body, emitted into `b` (the main graph, or each branch of the merged If)
+  const body = (b: GraphBuilder, outName: (base: string) => string): void => {
+    const one = b.i64([1]);
+    const rms = (x: string, w: string, out?: string): string => {
+      const ms = b.op('ReduceMean', [b.op('Mul', [x, x])], { axes: [-1], keepdims: 1 });
+      const denom = b.op('Sqrt', [b.op('Add', [ms, b.f32([c.eps], [])])]);
+      return b.op('Mul', [b.op('Div', [x, denom]), w], {}, out);
+    };
+    const toFloat = (x: string) => (fp16 ? b.op('Cast', [x], { to: DataType.FLOAT }) : x);
+    /** Writes a float value to a graph output: a Cast for fp16, else the producing op names it directly. */
+    const emit = (base: string, make: (out?: string) => string): void => {
+      const name = outName(base);
+      if (fp16) b.op('Cast', [make()], { to: DataType.FLOAT16 }, name);
+      else make(name);
+    };
+
+    // Hidden states [B, S, hidden]: embedded ids, then (optionally) the caller's embeddings.
+    let h = toFloat(b.op('Gather', [embedStored, inputIds], { axis: 0 }));
+    if (embedsIn) h = b.op('Concat', [h, toFloat(embedsIn)], { axis: 1 });
+
+    // Dynamic sizes: B, S (rows fed), T (total keys), P = T - S (past length); 1-D [1] and scalar forms.
+    const hShape = b.op('Shape', [h]);
+    const B1 = b.op('Slice', [hShape, b.i64([0]), one]);
+    const S1 = b.op('Slice', [hShape, one, b.i64([2])]);
+    const T1 = b.op('Slice', [b.op('Shape', [attentionMask]), one, b.i64([2])]);
+    const P1 = b.op('Sub', [T1, S1]);
+    const S0 = b.op('Squeeze', [S1]);
+    const T0 = b.op('Squeeze', [T1]);
+    const P0 = b.op('Squeeze', [P1]);
+
+    // Positions [B, S] as float.
+    let posF: string;
+    if (positionIds) {
+      posF = b.op('Cast', [positionIds], { to: DataType.FLOAT });
+    } else {
+      const cs = b.op('CumSum', [b.op('Cast', [attentionMask], { to: DataType.INT64 }), b.i64([1], [])]);
+      const clipped = b.op('Max', [b.op('Sub', [cs, b.i64([1], [])]), b.i64([0], [])]);
+      posF = b.op('Cast', [b.op('Slice', [clipped, P1, T1, one])], { to: DataType.FLOAT });
+    }
+
+    // Rotary tables cos/sin [B, 1, S, headDim/2] (an extra trailing 1 for the adjacent style).
+    const freqs = b.op('Mul', [b.op('Unsqueeze', [posF, b.i64([2])]), invFreq]);
+    const ropeAxes = b.i64(c.rope === 'adjacent' ? [1, 4] : [1]);
+    const cos = b.op('Unsqueeze', [b.op('Cos', [freqs]), ropeAxes]);
+    const sin = b.op('Unsqueeze', [b.op('Sin', [freqs]), ropeAxes]);
+    const half = headDim / 2;
+    const rope = (x: string): string => {
+      // x: [B, heads, S, headDim]
+      let x1: string, x2: string, axis: number;
+      if (c.rope === 'half') {
+        axis = 3;
+        [x1, x2] = b.opN('Split', [x, b.i64([half, half])], ['rope_x1', 'rope_x2'], { axis });
+      } else {
+        axis = 4;
+        const pairs = b.op('Reshape', [x, b.i64([0, 0, 0, half, 2])]);
+        [x1, x2] = b.opN('Split', [pairs, b.i64([1, 1])], ['rope_x1', 'rope_x2'], { axis });
+      }
+      const o1 = b.op('Sub', [b.op('Mul', [x1, cos]), b.op('Mul', [x2, sin])]);
+      const o2 = b.op('Add', [b.op('Mul', [x2, cos]), b.op('Mul', [x1, sin])]);
+      const joined = b.op('Concat', [o1, o2], { axis });
+      return c.rope === 'half' ? joined : b.op('Reshape', [joined, b.i64([0, 0, 0, headDim])]);
+    };
+
+    // Additive attention bias: key j is visible to query i iff j <= P + i and attention_mask[b, j] == 1.
+    const zero = b.i64([0], []);
+    const rows = b.op('Unsqueeze', [b.op('Add', [b.op('Range', [zero, S0, b.i64([1], [])]), P0]), one]); // [S, 1]
+    const cols = b.op('Range', [zero, T0, b.i64([1], [])]); // [T]
+    const causal = b.op('LessOrEqual', [cols, rows]); // [S, T]
+    const keyOk = b.op('Unsqueeze', [b.op('Cast', [attentionMask], { to: DataType.BOOL }), one]); // [B, 1, T]
+    const allowed = b.op('And', [causal, keyOk]); // [B, S, T]
+    const rep = heads / kvHeads;
+    const biasAxes = b.i64(rep === 1 ? [1] : [1, 2]);
+    const bias = b.op('Unsqueeze', [b.op('Where', [allowed, b.f32([0], []), b.f32([MASK_MIN], [])]), biasAxes]);
+    // GQA: queries are grouped [B, kvHeads, rep, S, headDim] so each group shares one kv head (head h → kv h / rep).
+    const qGroupShape = rep === 1 ? '' : b.op('Concat', [B1, b.i64([kvHeads, rep]), S1, b.i64([headDim])], { axis: 0 });
+    const oShape = rep === 1 ? '' : b.op('Concat', [B1, b.i64([heads]), S1, b.i64([headDim])], { axis: 0 });
+    const scale = b.f32([1 / Math.sqrt(headDim)], []);
+    const perm0213 = { perm: [0, 2, 1, 3] };
+
+    for (let i = 0; i < c.layers; i++) {
+      const L = layerRefs[i]!;
+      const x = rms(h, L.attnNorm);
+      const split = (w: string, n: number) => b.op('Transpose', [b.op('Reshape', [b.op('MatMul', [x, w]), b.i64([0, 0, n, headDim])])], perm0213);
+      const q = b.op('Mul', [rope(split(L.wq, heads)), scale]);
+      const k = rope(split(L.wk, kvHeads));
+      const v = split(L.wv, kvHeads);
+      const cat = (pastName: string, cur: string, base: string): string => {
+        let all = '';
+        emit(base, (out) => (all = b.op('Concat', [toFloat(pastName), cur], { axis: 2 }, out)));
+        return all;
+      };
+      const kAll = cat(past[i]![0], k, `present.${i}.key`); // [B, kvHeads, T, headDim]
+      const vAll = cat(past[i]![1], v, `present.${i}.value`);
+      let o: string;
+      if (rep === 1) {
+        const scores = b.op('Add', [b.op('MatMul', [q, b.op('Transpose', [kAll], { perm: [0, 1, 3, 2] })]), bias]);
+        o = b.op('MatMul', [b.op('Softmax', [scores], { axis: -1 }), vAll]);
+      } else {
+        const q5 = b.op('Reshape', [q, qGroupShape]);
+        const kT5 = b.op('Unsqueeze', [b.op('Transpose', [kAll], { perm: [0, 1, 3, 2] }), b.i64([2])]);
+        const scores = b.op('Add', [b.op('MatMul', [q5, kT5]), bias]);
+        const o5 = b.op('MatMul', [b.op('Softmax', [scores], { axis: -1 }), b.op('Unsqueeze', [vAll, b.i64([2])])]);
+        o = b.op('Reshape', [o5, oShape]);
+      }
+      const attn = b.op('Reshape', [b.op('Transpose', [o], perm0213), b.i64([0, 0, qDim])]);
+      h = b.op('Add', [h, b.op('MatMul', [attn, L.wo])]);
+      const y = rms(h, L.mlpNorm);
+      const gate = b.op('MatMul', [y, L.wGate]);
+      const act = b.op('Mul', [b.op('Mul', [gate, b.op('Sigmoid', [gate])]), b.op('MatMul', [y, L.wUp])]);
+      h = b.op('Add', [h, b.op('MatMul', [act, L.wDown])]);
+    }
+
+    let normed = '';
+    if (withHidden) emit('last_hidden_state', (out) => (normed = rms(h, finalNorm, out)));
+    else normed = rms(h, finalNorm);
+    let headIn = normed;
+    if (numLogits) {
+      const start = b.op('Neg', [b.op('Unsqueeze', [numLogits, b.i64([0])])]);
+      headIn = b.op('Slice', [normed, start, S1, one]);
+    }
+    emit('logits', (out) => b.op('MatMul', [headIn, lmHead], {}, out));
+  };
+
+  // The body's outputs come in `outputSpecs` order: logits, presents (emitted layer by layer), hidden.
+  if (!merged) {
+    body(g, (base) => base);
+  } else {
+    const branch = (prefix: string) => {
+      const b = g.child(prefix);
+      const names = new Map<string, string>();
+      body(b, (base) => {
+        const n = b.fresh(base);
+        names.set(base, n);
+        return n;
+      });
+      const outs = outputSpecs.map((o) => makeValueInfo(names.get(o.name)!, ioType, o.shape));
+      return b.toGraph(`${prefix}decoder`, [], outs);
+    };
+    const withPast = branch('with_past/');
+    const noPast = branch('no_past/');
+    g.nodes.push(
+      makeNode('If', [useCacheBranch!], outputSpecs.map((o) => o.name), { then_branch: withPast, else_branch: noPast }, g.fresh('optimum::if')),
+    );
+  }
+
+  return {
+    irVersion: IR_VERSION,
+    producerName: options.producer ?? 'reasonplug',
+    opsetImport: [{ domain: '', version: OPSET }],
+    graph: g.toGraph('llama_decoder', inputs, outputs),
+  };
+}
+
+/**
+ * Builds the model and writes it to `path`. With `externalData`, every initializer of at least 1 KiB goes to
+ * `${basename(path)}.data` beside the model, referenced by ONNX external-data entries (relative `location`,
+ * `offset`, `length`), as optimum exports do; large tensors start on 4 KiB boundaries.
+ */
+export async function writeLlamaModel(
+  path: string,
+  config: LlamaConfig,
+  weights: LlamaWeights,
+  options: LlamaBuildOptions & { externalData?: boolean } = {},
+): Promise<void> {
+  const model = buildLlamaModel(config, weights, options);
+  const inits = model.graph!.initializer as TensorProto[];
+  if (options.externalData) {
+    const location = `${basename(path)}.data`;
+    const file = await open(`${path}.data`, 'w');
+    try {
+      let offset = 0;
+      for (const t of inits) {
+        const raw = t.rawData as Uint8Array;
+        if (raw.byteLength < EXTERNAL_MIN_BYTES) continue;
+        if (raw.byteLength >= ALIGN_LARGE_BYTES && offset % PAGE !== 0) {
+          const pad = PAGE - (offset % PAGE);
+          await file.write(new Uint8Array(pad), 0, pad, offset);
+          offset += pad;
+        }
+        await file.write(raw, 0, raw.byteLength, offset);
+        t.externalData = [
+          { key: 'location', value: location },
+          { key: 'offset', value: String(offset) },
+          { key: 'length', value: String(raw.byteLength) },
+        ];
+        t.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
+        delete t.rawData;
+        offset += raw.byteLength;
+      }
+    } finally {
+      await file.close();
+    }
+  } else {
+    const total = inits.reduce((n, t) => n + ((t.rawData as Uint8Array | undefined)?.byteLength ?? 0), 0);
+    if (total > MAX_INLINE_BYTES) {
+      throw new Error(
+        `the weights take ${(total / 2 ** 30).toFixed(2)} GiB, more than one protobuf file can hold (2 GiB); ` +
+          'write the model with { externalData: true }',
+      );
+    }
+  }
+  await writeModel(path, model);
+}

@@ -1,0 +1,519 @@
+/**
+ * The Llama ONNX builder against an independent plain-TypeScript forward pass (full recomputation, no KV
+ * cache), run through real onnxruntime-node sessions.
+ */
+import { expect } from 'chai';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import {
+  buildLlamaModel,
+  llamaParameterCount,
+  randomLlamaWeights,
+  writeLlamaModel,
+  type LlamaBuildOptions,
+} from '../src/onnx/llama-builder.js';
+import { float32ArrayToFloat16, float32ToFloat16 } from '../src/onnx/graph-builder.js';
+import { decodeModel, encodeModel, onnx } from '../src/onnx/proto.js';
+import type { LlamaConfig, LlamaWeights } from '../src/onnx/llama-spec.js';
+
+// ---------------------------------------------------------------- reference implementation (float64)
+
+/** binary16 bits → number, written independently of the builder. */
+function halfToNumber(h: number): number {
+  const s = h >> 15 ? -1 : 1;
+  const e = (h >> 10) & 31;
+  const m = h & 1023;
+  if (e === 0) return s * m * Math.pow(2, -24);
+  if (e === 31) return m ? NaN : s * Infinity;
+  return s * Math.pow(2, e - 15) * (1 + m / 1024);
+}
+
+interface Dims {
+  V: number;
+  H: number;
+  heads: number;
+  kv: number;
+  D: number;
+  I: number;
+  theta: number;
+  eps: number;
+}
+function dims(cfg: LlamaConfig): Dims {
+  return {
+    V: cfg.vocabSize,
+    H: cfg.hiddenSize,
+    heads: cfg.numHeads,
+    kv: cfg.numKvHeads ?? cfg.numHeads,
+    D: cfg.headDim ?? cfg.hiddenSize / cfg.numHeads,
+    I: cfg.intermediateSize,
+    theta: cfg.ropeTheta ?? 10000,
+    eps: cfg.rmsNormEps ?? 1e-5,
+  };
+}
+
+/** y = W x with W in nn.Linear layout [out, in]. */
+function linear(W: Float32Array, x: Float64Array, out: number): Float64Array {
+  const inp = x.length;
+  const y = new Float64Array(out);
+  for (let o = 0; o < out; o++) {
+    let acc = 0;
+    for (let i = 0; i < inp; i++) acc += W[o * inp + i]! * x[i]!;
+    y[o] = acc;
+  }
+  return y;
+}
+
+function rmsNorm(x: Float64Array, w: Float32Array, eps: number): Float64Array {
+  let ss = 0;
+  for (const v of x) ss += v * v;
+  const r = 1 / Math.sqrt(ss / x.length + eps);
+  return x.map((v, i) => v * r * w[i]!);
+}
+
+function rope(x: Float64Array, nHeads: number, D: number, pos: number, theta: number, style: 'half' | 'adjacent'): void {
+  for (let h = 0; h < nHeads; h++) {
+    for (let j = 0; j < D / 2; j++) {
+      const ang = pos * Math.pow(theta, (-2 * j) / D);
+      const [a, b] = style === 'half' ? [h * D + j, h * D + j + D / 2] : [h * D + 2 * j, h * D + 2 * j + 1];
+      const xa = x[a]!;
+      const xb = x[b]!;
+      x[a] = xa * Math.cos(ang) - xb * Math.sin(ang);
+      x[b] = xb * Math.cos(ang) + xa * Math.sin(ang);
+    }
+  }
+}
+
+/** Causal forward pass over one unpadded sequence of input rows; returns per-position logits and final hidden. */
+function reference(cfg: LlamaConfig, w: LlamaWeights, rows: Float64Array[], positions = rows.map((_, i) => i)) {
+  const d = dims(cfg);
+  const style = cfg.ropeStyle ?? 'half';
+  const rep = d.heads / d.kv;
+  const S = rows.length;
+  let h = rows.map((r) => Float64Array.from(r));
+  for (const L of w.layers) {
+    const qs: Float64Array[] = [];
+    const ks: Float64Array[] = [];
+    const vs: Float64Array[] = [];
+    for (let s = 0; s < S; s++) {
+      const x = rmsNorm(h[s]!, L.attnNorm, d.eps);
+      const q = linear(L.wq, x, d.heads * d.D);
+      const k = linear(L.wk, x, d.kv * d.D);
+      rope(q, d.heads, d.D, positions[s]!, d.theta, style);
+      rope(k, d.kv, d.D, positions[s]!, d.theta, style);
+      qs.push(q);
+      ks.push(k);
+      vs.push(linear(L.wv, x, d.kv * d.D));
+    }
+    h = h.map((hs, s) => {
+      const o = new Float64Array(d.heads * d.D);
+      for (let hh = 0; hh < d.heads; hh++) {
+        const g = Math.floor(hh / rep);
+        const sc: number[] = [];
+        for (let t = 0; t <= s; t++) {
+          let dot = 0;
+          for (let e = 0; e < d.D; e++) dot += qs[s]![hh * d.D + e]! * ks[t]![g * d.D + e]!;
+          sc.push(dot / Math.sqrt(d.D));
+        }
+        const m = Math.max(...sc);
+        const p = sc.map((v) => Math.exp(v - m));
+        const z = p.reduce((a, b) => a + b, 0);
+        for (let t = 0; t <= s; t++) for (let e = 0; e < d.D; e++) o[hh * d.D + e]! += (p[t]! / z) * vs[t]![g * d.D + e]!;
+      }
+      const attn = linear(L.wo, o, d.H);
+      const h1 = hs.map((v, i) => v + attn[i]!);
+      const y = rmsNorm(h1, L.mlpNorm, d.eps);
+      const gate = linear(L.wGate, y, d.I);
+      const up = linear(L.wUp, y, d.I);
+      const act = gate.map((gv, i) => (gv / (1 + Math.exp(-gv))) * up[i]!);
+      const down = linear(L.wDown, act, d.H);
+      return h1.map((v, i) => v + down[i]!);
+    });
+  }
+  const hidden = h.map((x) => rmsNorm(x, w.finalNorm, d.eps));
+  const head = cfg.tieWordEmbeddings ? w.embed : w.lmHead!;
+  return { hidden, logits: hidden.map((x) => linear(head, x, d.V)) };
+}
+
+function embedRows(cfg: LlamaConfig, w: LlamaWeights, ids: number[]): Float64Array[] {
+  const H = cfg.hiddenSize;
+  return ids.map((id) => Float64Array.from(w.embed.subarray(id * H, (id + 1) * H)));
+}
+
+/** The weights as the fp16 model stores them (each value rounded to binary16). */
+function roundWeights(w: LlamaWeights): LlamaWeights {
+  const r = (a: Float32Array) => Float32Array.from(float32ArrayToFloat16(a), halfToNumber);
+  return {
+    embed: r(w.embed),
+    finalNorm: r(w.finalNorm),
+    ...(w.lmHead ? { lmHead: r(w.lmHead) } : {}),
+    layers: w.layers.map((l) => Object.fromEntries(Object.entries(l).map(([k, v]) => [k, r(v)])) as unknown as typeof l),
+  };
+}
+
+// ---------------------------------------------------------------- driving the ONNX model
+
+interface Runner {
+  session: ort.InferenceSession;
+  cfg: LlamaConfig;
+  opts: LlamaBuildOptions;
+}
+
+async function runner(cfg: LlamaConfig, w: LlamaWeights, opts: LlamaBuildOptions = {}): Promise<Runner> {
+  const session = await ort.InferenceSession.create(encodeModel(buildLlamaModel(cfg, w, opts)));
+  return { session, cfg, opts };
+}
+
+function floatTensor(opts: LlamaBuildOptions, data: Float32Array, shape: number[]): ort.Tensor {
+  return opts.dtype === 'float16' ? new ort.Tensor('float16', float32ArrayToFloat16(data), shape) : new ort.Tensor('float32', data, shape);
+}
+
+function idsTensor(opts: LlamaBuildOptions, rows: number[][], width: number): ort.Tensor {
+  const flat = rows.flat();
+  const shape = [rows.length, width];
+  return opts.idsType === 'int32' ? new ort.Tensor('int32', Int32Array.from(flat), shape) : new ort.Tensor('int64', BigInt64Array.from(flat, BigInt), shape);
+}
+
+function toNumbers(t: ort.Tensor): Float64Array {
+  if (t.type === 'float16') return Float64Array.from(t.data as Uint16Array, halfToNumber);
+  return Float64Array.from(t.data as Float32Array);
+}
+
+/** [b][s] → vector of the last dimension. */
+function unflatten(t: ort.Tensor): Float64Array[][] {
+  const [B, S, V] = t.dims as number[];
+  const all = toNumbers(t);
+  return Array.from({ length: B! }, (_, b) => Array.from({ length: S! }, (_, s) => all.subarray((b * S! + s) * V!, (b * S! + s + 1) * V!)));
+}
+
+interface Step {
+  ids: number[][];
+  mask: number[][];
+  /** Explicit position ids; by default cumsum(mask) - 1 clipped at 0, last columns. */
+  positions?: number[][];
+  /** Per-layer [key, value]; empty past by default. */
+  past?: [ort.Tensor, ort.Tensor][];
+  /** inputs_embeds rows [B][E] (each of hidden size); empty by default. */
+  embeds?: Float32Array[][];
+  numLogits?: number;
+}
+
+async function run(r: Runner, step: Step) {
+  const { cfg, opts } = r;
+  const d = dims(cfg);
+  const B = step.mask.length;
+  const idsLen = step.ids[0]!.length;
+  const E = step.embeds?.[0]?.length ?? 0;
+  const S = idsLen + E;
+  const feeds: Record<string, ort.Tensor> = {
+    input_ids: idsTensor(opts, step.ids, idsLen),
+    attention_mask: idsTensor(opts, step.mask, step.mask[0]!.length),
+  };
+  if (opts.positionIds !== false) {
+    const positions =
+      step.positions ??
+      step.mask.map((m) => {
+        let c = 0;
+        return m.map((v) => Math.max((c += v) - 1, 0)).slice(m.length - S);
+      });
+    feeds.position_ids = idsTensor(opts, positions, S);
+  }
+  for (let i = 0; i < cfg.numLayers; i++) {
+    const empty = () => floatTensor(opts, new Float32Array(0), [B, d.kv, 0, d.D]);
+    feeds[`past_key_values.${i}.key`] = step.past?.[i]?.[0] ?? empty();
+    feeds[`past_key_values.${i}.value`] = step.past?.[i]?.[1] ?? empty();
+  }
+  if (opts.mergedDecoder) feeds.use_cache_branch = new ort.Tensor('bool', Uint8Array.from([step.past ? 1 : 0]), [1]);
+  if (opts.numLogitsToKeep) feeds.num_logits_to_keep = new ort.Tensor('int64', BigInt64Array.from([BigInt(step.numLogits ?? 0)]), []);
+  if (opts.inputsEmbeds) {
+    const flat = new Float32Array(B * E * d.H);
+    step.embeds?.forEach((row, b) => row.forEach((v, e) => flat.set(v, (b * E + e) * d.H)));
+    feeds.inputs_embeds = floatTensor(opts, flat, [B, E, d.H]);
+  }
+  const out = await r.session.run(feeds);
+  const present: [ort.Tensor, ort.Tensor][] = [];
+  for (let i = 0; i < cfg.numLayers; i++) present.push([out[`present.${i}.key`]!, out[`present.${i}.value`]!]);
+  return {
+    out,
+    logits: unflatten(out.logits!),
+    present,
+    hidden: out.last_hidden_state ? unflatten(out.last_hidden_state) : undefined,
+  };
+}
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  expect(a.length).to.equal(b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
+
+function expectClose(a: ArrayLike<number>, b: ArrayLike<number>, tol: number, what: string): void {
+  const diff = maxAbsDiff(a, b);
+  expect(diff, `${what}: max |diff| = ${diff}`).to.be.at.most(tol);
+}
+
+// ---------------------------------------------------------------- tests
+
+const base: LlamaConfig = { vocabSize: 64, hiddenSize: 16, numLayers: 2, numHeads: 4, intermediateSize: 40 };
+const SCALE = 0.25; // larger than the 0.02 default so attention and logits are far from uniform
+
+const cases: { title: string; cfg: LlamaConfig; opts: LlamaBuildOptions; tol: number }[] = [
+  { title: 'fp32, half rope, MHA, separate head', cfg: { ...base }, opts: {}, tol: 1e-4 },
+  {
+    title: 'fp32, adjacent rope, GQA 4/2, tied head',
+    cfg: { ...base, numKvHeads: 2, ropeStyle: 'adjacent', tieWordEmbeddings: true, hiddenSize: 32, headDim: 6 },
+    opts: {},
+    tol: 1e-4,
+  },
+  {
+    title: 'fp32, MQA 4/1, int32 ids, no position_ids, theta 500000',
+    cfg: { ...base, numKvHeads: 1, ropeTheta: 500000, rmsNormEps: 1e-6 },
+    opts: { idsType: 'int32', positionIds: false },
+    tol: 1e-4,
+  },
+  {
+    title: 'fp16, adjacent rope, GQA 4/2, separate head',
+    cfg: { ...base, numKvHeads: 2, ropeStyle: 'adjacent' },
+    opts: { dtype: 'float16' },
+    tol: 1e-2,
+  },
+  {
+    title: 'fp16, half rope, tied head, merged decoder',
+    cfg: { ...base, tieWordEmbeddings: true },
+    opts: { dtype: 'float16', mergedDecoder: true },
+    tol: 1e-2,
+  },
+  {
+    title: 'fp32 merged decoder, GQA, int32 ids',
+    cfg: { ...base, numKvHeads: 2 },
+    opts: { mergedDecoder: true, idsType: 'int32' },
+    tol: 1e-4,
+  },
+];
+
+describe('Llama ONNX builder', function () {
+  this.timeout(30000);
+
+  for (const [n, tc] of cases.entries()) {
+    it(`prefill and cached steps match the reference (${tc.title})`, async () => {
+      const w = randomLlamaWeights(tc.cfg, 100 + n, SCALE);
+      const refW = tc.opts.dtype === 'float16' ? roundWeights(w) : w;
+      const r = await runner(tc.cfg, w, tc.opts);
+      const d = dims(tc.cfg);
+      const tokens = [3, 17, 42, 5, 60, 9, 33, 1];
+      const prompt = tokens.slice(0, 5);
+
+      const pre = await run(r, { ids: [prompt], mask: [prompt.map(() => 1)] });
+      const ref = reference(tc.cfg, refW, embedRows(tc.cfg, refW, prompt));
+      expect(pre.out.logits!.dims).to.deep.equal([1, 5, d.V]);
+      expect(pre.out.logits!.type).to.equal(tc.opts.dtype ?? 'float32');
+      for (let s = 0; s < prompt.length; s++) expectClose(pre.logits[0]![s]!, ref.logits[s]!, tc.tol, `prefill logits at ${s}`);
+      expect(pre.present[0]![0].dims).to.deep.equal([1, d.kv, 5, d.D]);
+
+      let past = pre.present;
+      for (let t = prompt.length; t < tokens.length; t++) {
+        const step = await run(r, { ids: [[tokens[t]!]], mask: [Array(t + 1).fill(1)], past, positions: [[t]] });
+        const full = reference(tc.cfg, refW, embedRows(tc.cfg, refW, tokens.slice(0, t + 1)));
+        expect(step.out.logits!.dims).to.deep.equal([1, 1, d.V]);
+        expectClose(step.logits[0]![0]!, full.logits[t]!, tc.tol, `step ${t} logits`);
+        expect(step.present[1]![1].dims).to.deep.equal([1, d.kv, t + 1, d.D]);
+        past = step.present;
+      }
+    });
+  }
+
+  for (const opts of [{}, { positionIds: false }, { dtype: 'float16' as const, positionIds: false, idsType: 'int32' as const }]) {
+    it(`a left-padded batch matches each prompt alone (${JSON.stringify(opts)})`, async () => {
+      const cfg: LlamaConfig = { ...base, numKvHeads: 2 };
+      const w = randomLlamaWeights(cfg, 7, SCALE);
+      const refW = opts.dtype === 'float16' ? roundWeights(w) : w;
+      const tol = opts.dtype === 'float16' ? 1e-2 : 1e-4;
+      const r = await runner(cfg, w, opts);
+      const a = [4, 8, 15, 16, 23, 42];
+      const b = [7, 11, 13];
+      const pad = a.length - b.length;
+      const ids = [a, [...Array(pad).fill(0), ...b]];
+      const mask = [a.map(() => 1), [...Array(pad).fill(0), ...b.map(() => 1)]];
+      const pre = await run(r, { ids, mask });
+      const refA = reference(cfg, refW, embedRows(cfg, refW, a));
+      const refB = reference(cfg, refW, embedRows(cfg, refW, b));
+      expectClose(pre.logits[0]![a.length - 1]!, refA.logits[a.length - 1]!, tol, 'row 0 last logits');
+      expectClose(pre.logits[1]![a.length - 1]!, refB.logits[b.length - 1]!, tol, 'row 1 (padded) last logits');
+      expect(pre.logits.flat().every((v) => v.every(Number.isFinite))).to.equal(true);
+
+      // One cached step for the whole batch.
+      const next = [[31], [2]];
+      const stepMask = mask.map((m) => [...m, 1]);
+      const step = await run(r, { ids: next, mask: stepMask, past: pre.present });
+      const fullA = reference(cfg, refW, embedRows(cfg, refW, [...a, 31]));
+      const fullB = reference(cfg, refW, embedRows(cfg, refW, [...b, 2]));
+      expectClose(step.logits[0]![0]!, fullA.logits[a.length]!, tol, 'row 0 step logits');
+      expectClose(step.logits[1]![0]!, fullB.logits[b.length]!, tol, 'row 1 step logits');
+    });
+  }
+
+  it('num_logits_to_keep restricts logits to the last N positions (0 keeps all)', async () => {
+    const cfg: LlamaConfig = { ...base, numKvHeads: 2 };
+    const w = randomLlamaWeights(cfg, 11, SCALE);
+    const r = await runner(cfg, w, { numLogitsToKeep: true, mergedDecoder: true });
+    const prompt = [1, 2, 3, 4, 5];
+    const ref = reference(cfg, w, embedRows(cfg, w, prompt));
+    const mask = [prompt.map(() => 1)];
+    const last = await run(r, { ids: [prompt], mask, numLogits: 1 });
+    expect(last.out.logits!.dims).to.deep.equal([1, 1, cfg.vocabSize]);
+    expectClose(last.logits[0]![0]!, ref.logits[4]!, 1e-4, 'last logits');
+    const two = await run(r, { ids: [prompt], mask, numLogits: 2 });
+    expect(two.out.logits!.dims).to.deep.equal([1, 2, cfg.vocabSize]);
+    expectClose(two.logits[0]![0]!, ref.logits[3]!, 1e-4, 'second-to-last logits');
+    const all = await run(r, { ids: [prompt], mask, numLogits: 0 });
+    expect(all.out.logits!.dims).to.deep.equal([1, 5, cfg.vocabSize]);
+    // Presents still cover the whole prompt.
+    expect(last.present[0]![0].dims).to.deep.equal([1, 2, 5, 4]);
+  });
+
+  for (const dtype of ['float32', 'float16'] as const) {
+    it(`last_hidden_state is the final RMSNorm output (${dtype})`, async () => {
+      const cfg: LlamaConfig = { ...base, tieWordEmbeddings: true };
+      const w = randomLlamaWeights(cfg, 12, SCALE);
+      const refW = dtype === 'float16' ? roundWeights(w) : w;
+      const tol = dtype === 'float16' ? 1e-2 : 1e-4;
+      const r = await runner(cfg, w, { outputHidden: true, numLogitsToKeep: true, dtype });
+      const prompt = [9, 8, 7];
+      const ref = reference(cfg, refW, embedRows(cfg, refW, prompt));
+      const res = await run(r, { ids: [prompt], mask: [[1, 1, 1]], numLogits: 1 });
+      expect(res.out.last_hidden_state!.dims).to.deep.equal([1, 3, cfg.hiddenSize]);
+      expect(res.out.last_hidden_state!.type).to.equal(dtype);
+      for (let s = 0; s < 3; s++) expectClose(res.hidden![0]![s]!, ref.hidden[s]!, tol, `hidden ${s}`);
+      expectClose(res.logits[0]![0]!, ref.logits[2]!, tol, 'logits');
+    });
+  }
+
+  it('inputs_embeds equal to embedding rows gives the same logits as the ids', async () => {
+    const cfg: LlamaConfig = { ...base, numKvHeads: 2, ropeStyle: 'adjacent' };
+    const w = randomLlamaWeights(cfg, 13, SCALE);
+    const r = await runner(cfg, w, { inputsEmbeds: true, outputHidden: true });
+    const H = cfg.hiddenSize;
+    const row = (id: number) => w.embed.slice(id * H, (id + 1) * H);
+    const prompt = [5, 6, 7, 8];
+    const mask = [[1, 1, 1, 1]];
+    const viaIds = await run(r, { ids: [prompt], mask });
+    const viaEmbeds = await run(r, { ids: [[]], embeds: [prompt.map(row)], mask });
+    const mixed = await run(r, { ids: [prompt.slice(0, 2)], embeds: [prompt.slice(2).map(row)], mask });
+    const ref = reference(cfg, w, embedRows(cfg, w, prompt));
+    for (let s = 0; s < 4; s++) {
+      expectClose(viaIds.logits[0]![s]!, ref.logits[s]!, 1e-4, `ids ${s}`);
+      expectClose(viaEmbeds.logits[0]![s]!, viaIds.logits[0]![s]!, 1e-5, `embeds ${s}`);
+      expectClose(mixed.logits[0]![s]!, viaIds.logits[0]![s]!, 1e-5, `mixed ${s}`);
+    }
+    // A continuous (non-vocabulary) embedding, then a cached id step.
+    const soft = Float32Array.from({ length: H }, (_, i) => Math.sin(i) * 0.5);
+    const pre = await run(r, { ids: [[]], embeds: [[row(5), soft]], mask: [[1, 1]] });
+    const refSoft = reference(cfg, w, [...embedRows(cfg, w, [5]), Float64Array.from(soft), ...embedRows(cfg, w, [9])]);
+    expectClose(pre.logits[0]![1]!, refSoft.logits[1]!, 1e-4, 'soft prefill');
+    const step = await run(r, { ids: [[9]], mask: [[1, 1, 1]], past: pre.present });
+    expectClose(step.logits[0]![0]!, refSoft.logits[2]!, 1e-4, 'step after soft prefill');
+  });
+
+  it('writes a loadable model inline and with external data', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'reasonplug-builder-'));
+    try {
+      const cfg: LlamaConfig = { ...base, numKvHeads: 2, numLayers: 1 };
+      const w = randomLlamaWeights(cfg, 14, SCALE);
+      const prompt = [10, 20, 30];
+      const ref = reference(cfg, w, embedRows(cfg, w, prompt));
+      let inlineSize = 0;
+      for (const externalData of [false, true]) {
+        const path = join(dir, externalData ? 'external.onnx' : 'inline.onnx');
+        await writeLlamaModel(path, cfg, w, { externalData, producer: 'builder-test' });
+        const model = decodeModel(await readFile(path), path);
+        expect(model.producerName).to.equal('builder-test');
+        const ext = model.graph!.initializer!.filter((t) => t.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL);
+        if (externalData) {
+          const dataSize = (await stat(`${path}.data`)).size;
+          expect(ext.length).to.be.greaterThan(5);
+          for (const t of ext) {
+            const kv = Object.fromEntries(t.externalData!.map((e) => [e.key, e.value]));
+            expect(kv.location).to.equal('external.onnx.data');
+            expect(Number(kv.offset) + Number(kv.length)).to.be.at.most(dataSize);
+            expect(t.rawData?.length ?? 0).to.equal(0);
+          }
+          expect((await stat(path)).size).to.be.lessThan(inlineSize / 2);
+        } else {
+          expect(ext).to.have.length(0);
+          inlineSize = (await stat(path)).size;
+        }
+        const session = await ort.InferenceSession.create(path);
+        const res = await run({ session, cfg, opts: {} }, { ids: [prompt], mask: [[1, 1, 1]] });
+        for (let s = 0; s < 3; s++) expectClose(res.logits[0]![s]!, ref.logits[s]!, 1e-4, `${path} logits ${s}`);
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('converts float32 to float16 with round-to-nearest-even', () => {
+    const cases: [number, number][] = [
+      [0, 0x0000],
+      [-0, 0x8000],
+      [1, 0x3c00],
+      [-2, 0xc000],
+      [0.1, 0x2e66],
+      [65504, 0x7bff],
+      [65519, 0x7bff],
+      [65520, 0x7c00],
+      [1e6, 0x7c00],
+      [-Infinity, 0xfc00],
+      [2 ** -14, 0x0400],
+      [2 ** -24, 0x0001],
+      [2 ** -25, 0x0000], // tie → even (0)
+      [2 ** -25 * 1.0001, 0x0001],
+      [3 * 2 ** -25, 0x0002], // 1.5 units → 2 (even)
+      [5 * 2 ** -25, 0x0002], // 2.5 units → 2 (even)
+      [1 + 2 ** -11, 0x3c00], // tie → even
+      [1 + 3 * 2 ** -11, 0x3c02], // tie → even (up)
+      [1 + 2 ** -11 + 2 ** -20, 0x3c01],
+      [2 ** -15 + 2 ** -16, 0x0300],
+    ];
+    for (const [x, bits] of cases) expect(float32ToFloat16(x), `f16(${x})`).to.equal(bits);
+    expect(float32ToFloat16(NaN) & 0x7c00).to.equal(0x7c00);
+    expect(float32ToFloat16(NaN) & 0x3ff).to.not.equal(0);
+    const arr = Float32Array.from(cases.map(([x]) => x));
+    expect(Array.from(float32ArrayToFloat16(arr))).to.deep.equal(cases.map(([, b]) => b));
+    // Every half value round-trips.
+    const all = Float32Array.from({ length: 0x10000 }, (_, h) => halfToNumber(h));
+    const back = float32ArrayToFloat16(all);
+    for (let h = 0; h < 0x10000; h++) {
+      if (Number.isNaN(all[h])) continue;
+      if (back[h] !== h) expect.fail(`half 0x${h.toString(16)} → 0x${back[h]!.toString(16)}`);
+    }
+  });
+
+  it('random weights are deterministic and the parameter count matches them', () => {
+    for (const cfg of [base, { ...base, numKvHeads: 2, tieWordEmbeddings: true, headDim: 8 }] as LlamaConfig[]) {
+      const a = randomLlamaWeights(cfg, 1);
+      const b = randomLlamaWeights(cfg, 1);
+      const c = randomLlamaWeights(cfg, 2);
+      expect(Array.from(a.layers[1]!.wq)).to.deep.equal(Array.from(b.layers[1]!.wq));
+      expect(Array.from(a.embed)).to.not.deep.equal(Array.from(c.embed));
+      const n =
+        a.embed.length +
+        a.finalNorm.length +
+        (a.lmHead?.length ?? 0) +
+        a.layers.reduce((s, l) => s + Object.values(l).reduce((t, v: Float32Array) => t + v.length, 0), 0);
+      expect(llamaParameterCount(cfg)).to.equal(n);
+      expect(a.lmHead === undefined).to.equal(!!cfg.tieWordEmbeddings);
+      let sq = 0;
+      for (const v of a.embed) sq += v * v;
+      expect(Math.sqrt(sq / a.embed.length)).to.be.within(0.015, 0.025);
+    }
+  });
+
+  it('refuses weights that do not fit the config', () => {
+    const w = randomLlamaWeights(base, 1);
+    expect(() => buildLlamaModel({ ...base, hiddenSize: 32 }, w)).to.throw(/embed has 1024 values, the config needs 2048/);
+    expect(() => buildLlamaModel({ ...base, numKvHeads: 3 }, w)).to.throw(/multiple of numKvHeads/);
+    expect(() => buildLlamaModel(base, { ...w, lmHead: undefined })).to.throw(/lmHead/);
+  });
+});
