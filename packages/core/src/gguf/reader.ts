@@ -1,0 +1,669 @@
+/**
+ * A reader for GGUF files (llama.cpp's model container), versions 2 and 3, little-endian.
+ *
+ * Only the header (metadata and tensor infos) is parsed up front; tensor data is read on demand,
+ * straight from the file into the returned `Float32Array` (F32) or through one staging buffer per
+ * tensor (F16, BF16). The whole file is never held in memory.
+ *
+ * Layout (https://github.com/ggml-org/ggml/blob/master/docs/gguf.md):
+ *   magic "GGUF" · u32 version · u64 tensor_count · u64 kv_count
+ *   kv_count × (string key · u32 value_type · value)
+ *   tensor_count × (string name · u32 n_dims · n_dims × u64 ne · u32 ggml_type · u64 offset)
+ *   padding to `general.alignment` (default 32) · tensor data (offsets relative to here)
+ * Strings are u64 length + UTF-8 bytes; arrays are u32 item type + u64 count + items.
+ */
+import { open, type FileHandle } from 'node:fs/promises';
+import { basename } from 'node:path';
+
+/** Raised for a file this reader cannot use; the message says what was found and what is supported. */
+export class GgufError extends Error {
+  override name = 'GgufError';
+  constructor(
+    message: string,
+    /** A machine-readable reason. */
+    readonly code:
+      | 'bad-magic'
+      | 'unsupported-version'
+      | 'big-endian'
+      | 'truncated'
+      | 'corrupt'
+      | 'unsupported-tensor-type'
+      | 'missing-tensor'
+      | 'missing-metadata'
+      | 'unsupported-model',
+  ) {
+    super(message);
+  }
+}
+
+/** GGUF metadata value types. */
+export enum GgufValueType {
+  UINT8 = 0,
+  INT8 = 1,
+  UINT16 = 2,
+  INT16 = 3,
+  UINT32 = 4,
+  INT32 = 5,
+  FLOAT32 = 6,
+  BOOL = 7,
+  STRING = 8,
+  ARRAY = 9,
+  UINT64 = 10,
+  INT64 = 11,
+  FLOAT64 = 12,
+}
+
+/** ggml tensor element types (the numbering of ggml.h; gaps are removed types). */
+export const GGML_TYPE_NAMES: Readonly<Record<number, string>> = {
+  0: 'F32',
+  1: 'F16',
+  2: 'Q4_0',
+  3: 'Q4_1',
+  6: 'Q5_0',
+  7: 'Q5_1',
+  8: 'Q8_0',
+  9: 'Q8_1',
+  10: 'Q2_K',
+  11: 'Q3_K',
+  12: 'Q4_K',
+  13: 'Q5_K',
+  14: 'Q6_K',
+  15: 'Q8_K',
+  16: 'IQ2_XXS',
+  17: 'IQ2_XS',
+  18: 'IQ3_XXS',
+  19: 'IQ1_S',
+  20: 'IQ4_NL',
+  21: 'IQ3_S',
+  22: 'IQ2_S',
+  23: 'IQ4_XS',
+  24: 'I8',
+  25: 'I16',
+  26: 'I32',
+  27: 'I64',
+  28: 'F64',
+  29: 'IQ1_M',
+  30: 'BF16',
+  31: 'Q4_0_4_4',
+  32: 'Q4_0_4_8',
+  33: 'Q4_0_8_8',
+  34: 'TQ1_0',
+  35: 'TQ2_0',
+  36: 'IQ4_NL_4_4',
+  37: 'IQ4_NL_4_8',
+  38: 'IQ4_NL_8_8',
+  39: 'MXFP4',
+};
+
+export const GGML_TYPE_F32 = 0;
+export const GGML_TYPE_F16 = 1;
+export const GGML_TYPE_BF16 = 30;
+
+/** Element types whose tensors `readTensor` converts to float32. */
+export const SUPPORTED_TENSOR_TYPES = ['F32', 'F16', 'BF16'] as const;
+
+/** Bytes per element of the readable types. */
+const ELEMENT_SIZE: Readonly<Record<number, number>> = { [GGML_TYPE_F32]: 4, [GGML_TYPE_F16]: 2, [GGML_TYPE_BF16]: 2 };
+
+/** A decoded metadata value. 64-bit integers are numbers when they are safe integers, bigints otherwise. */
+export type GgufValue = number | bigint | boolean | string | GgufValue[];
+
+/** One metadata entry with its declared type (and item type for arrays). */
+export interface GgufMetadataEntry {
+  type: GgufValueType;
+  /** For arrays: the type of the items (nested arrays report ARRAY). */
+  itemType?: GgufValueType;
+  value: GgufValue;
+}
+
+/** Where one tensor lives and what it holds. */
+export interface GgufTensorInfo {
+  name: string;
+  /** ggml `ne`: dims[0] is the fastest-varying (innermost) dimension. */
+  dims: number[];
+  /** Row-major shape (the reverse of `dims`): a tensor with dims [in, out] has shape [out, in]. */
+  shape: number[];
+  /** ggml type number. */
+  type: number;
+  /** ggml type name, e.g. "F32", "Q4_K", or "type 99" for unknown ones. */
+  typeName: string;
+  /** Offset relative to the start of the data section. */
+  offset: number;
+  /** Absolute offset in the file. */
+  fileOffset: number;
+  /** Number of elements (product of dims). */
+  elementCount: number;
+  /** Data size in bytes when the type is readable; undefined for other types. */
+  byteLength?: number;
+}
+
+/** The parsed header of a GGUF file. */
+export interface GgufHeader {
+  version: number;
+  metadata: Map<string, GgufMetadataEntry>;
+  tensors: GgufTensorInfo[];
+  alignment: number;
+  /** Absolute offset of the tensor data section. */
+  dataOffset: number;
+}
+
+const MAGIC = 0x46554747; // "GGUF" read as a little-endian u32
+const SUPPORTED_VERSIONS = [2, 3];
+const DEFAULT_ALIGNMENT = 32;
+
+/** Thrown internally when the parser needs more bytes than the current window holds. */
+class NeedMore extends Error {}
+
+/** A cursor over one window of the file (starting at file offset 0). */
+class Cursor {
+  pos = 0;
+  private readonly view: DataView;
+  private readonly decoder = new TextDecoder('utf-8', { fatal: true });
+  constructor(
+    private readonly bytes: Uint8Array,
+    /** The true size of the file: reading past the window but within this asks for a larger window. */
+    private readonly fileSize: number,
+    readonly source: string,
+  ) {
+    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+
+  need(n: number, what: string): void {
+    if (this.pos + n <= this.bytes.length) return;
+    if (this.pos + n <= this.fileSize && this.bytes.length < this.fileSize) throw new NeedMore();
+    throw new GgufError(
+      `${this.source} is truncated: reading ${what} needs ${n} bytes at offset ${this.pos}, ` +
+        `but the file ends at ${this.fileSize} bytes. Re-download or re-export the GGUF file.`,
+      'truncated',
+    );
+  }
+  u8(what: string): number {
+    this.need(1, what);
+    return this.view.getUint8(this.pos++);
+  }
+  i8(what: string): number {
+    this.need(1, what);
+    return this.view.getInt8(this.pos++);
+  }
+  u16(what: string): number {
+    this.need(2, what);
+    const v = this.view.getUint16(this.pos, true);
+    this.pos += 2;
+    return v;
+  }
+  i16(what: string): number {
+    this.need(2, what);
+    const v = this.view.getInt16(this.pos, true);
+    this.pos += 2;
+    return v;
+  }
+  u32(what: string): number {
+    this.need(4, what);
+    const v = this.view.getUint32(this.pos, true);
+    this.pos += 4;
+    return v;
+  }
+  i32(what: string): number {
+    this.need(4, what);
+    const v = this.view.getInt32(this.pos, true);
+    this.pos += 4;
+    return v;
+  }
+  f32(what: string): number {
+    this.need(4, what);
+    const v = this.view.getFloat32(this.pos, true);
+    this.pos += 4;
+    return v;
+  }
+  f64(what: string): number {
+    this.need(8, what);
+    const v = this.view.getFloat64(this.pos, true);
+    this.pos += 8;
+    return v;
+  }
+  u64(what: string): number | bigint {
+    this.need(8, what);
+    const v = this.view.getBigUint64(this.pos, true);
+    this.pos += 8;
+    return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+  }
+  i64(what: string): number | bigint {
+    this.need(8, what);
+    const v = this.view.getBigInt64(this.pos, true);
+    this.pos += 8;
+    return v <= BigInt(Number.MAX_SAFE_INTEGER) && v >= BigInt(Number.MIN_SAFE_INTEGER) ? Number(v) : v;
+  }
+  /**
+   * A u64 count of items of at least `minItemBytes` each (string bytes, array items, header entries):
+   * absurd values are corruption; values the rest of the file cannot hold mean truncation.
+   */
+  count(what: string, minItemBytes: number): number {
+    const at = this.pos;
+    const v = this.u64(what);
+    if (typeof v === 'bigint' || v > 2 ** 40) {
+      throw new GgufError(`${this.source} is corrupt: ${what} is ${v} at offset ${at}, implausibly large.`, 'corrupt');
+    }
+    const left = this.fileSize - this.pos;
+    if (v * minItemBytes > left) {
+      throw new GgufError(
+        `${this.source} is truncated or corrupt: ${what} is ${v} at offset ${at} (at least ${v * minItemBytes} bytes), ` +
+          `but only ${left} bytes of the file's ${this.fileSize} remain.`,
+        'truncated',
+      );
+    }
+    return v;
+  }
+  /** A u64 offset or dimension. */
+  size(what: string, limit: number): number {
+    const at = this.pos;
+    const v = this.u64(what);
+    if (typeof v === 'bigint' || v > limit) {
+      throw new GgufError(`${this.source} is corrupt: ${what} is ${v} at offset ${at}, larger than ${limit}.`, 'corrupt');
+    }
+    return v;
+  }
+  string(what: string): string {
+    const len = this.count(`the length of ${what}`, 1);
+    this.need(len, what);
+    const start = this.pos;
+    this.pos += len;
+    try {
+      return this.decoder.decode(this.bytes.subarray(start, start + len));
+    } catch {
+      throw new GgufError(`${this.source} is corrupt: ${what} at offset ${start} is not valid UTF-8.`, 'corrupt');
+    }
+  }
+}
+
+/** Smallest encoding of one value of each type (strings: the u64 length; arrays: item type + count). */
+const MIN_VALUE_BYTES: Readonly<Record<number, number>> = {
+  [GgufValueType.UINT8]: 1,
+  [GgufValueType.INT8]: 1,
+  [GgufValueType.UINT16]: 2,
+  [GgufValueType.INT16]: 2,
+  [GgufValueType.UINT32]: 4,
+  [GgufValueType.INT32]: 4,
+  [GgufValueType.FLOAT32]: 4,
+  [GgufValueType.BOOL]: 1,
+  [GgufValueType.STRING]: 8,
+  [GgufValueType.ARRAY]: 12,
+  [GgufValueType.UINT64]: 8,
+  [GgufValueType.INT64]: 8,
+  [GgufValueType.FLOAT64]: 8,
+};
+
+function readValue(c: Cursor, type: number, what: string, depth = 0): GgufValue {
+  switch (type) {
+    case GgufValueType.UINT8:
+      return c.u8(what);
+    case GgufValueType.INT8:
+      return c.i8(what);
+    case GgufValueType.UINT16:
+      return c.u16(what);
+    case GgufValueType.INT16:
+      return c.i16(what);
+    case GgufValueType.UINT32:
+      return c.u32(what);
+    case GgufValueType.INT32:
+      return c.i32(what);
+    case GgufValueType.FLOAT32:
+      return c.f32(what);
+    case GgufValueType.BOOL: {
+      const b = c.u8(what);
+      if (b > 1) throw new GgufError(`${c.source} is corrupt: ${what} is a bool with byte value ${b} (expected 0 or 1).`, 'corrupt');
+      return b === 1;
+    }
+    case GgufValueType.STRING:
+      return c.string(what);
+    case GgufValueType.UINT64:
+      return c.u64(what);
+    case GgufValueType.INT64:
+      return c.i64(what);
+    case GgufValueType.FLOAT64:
+      return c.f64(what);
+    case GgufValueType.ARRAY: {
+      if (depth > 8) throw new GgufError(`${c.source} is corrupt: ${what} nests arrays more than 8 deep.`, 'corrupt');
+      const itemType = c.u32(`the item type of ${what}`);
+      const count = c.count(`the length of ${what}`, MIN_VALUE_BYTES[itemType] ?? 1);
+      const out: GgufValue[] = [];
+      for (let i = 0; i < count; i++) out.push(readValue(c, itemType, `${what}[${i}]`, depth + 1));
+      return out;
+    }
+    default:
+      throw new GgufError(
+        `${c.source}: ${what} has value type ${type}; GGUF value types are 0..12 (uint8 … float64). The file is corrupt or from a newer GGUF revision.`,
+        'corrupt',
+      );
+  }
+}
+
+/** Parses the header from the first bytes of a file; throws NeedMore when the window is too short. */
+function parseHeaderWindow(bytes: Uint8Array, fileSize: number, source: string): GgufHeader {
+  const c = new Cursor(bytes, fileSize, source);
+  if (fileSize < 4) {
+    throw new GgufError(`${source} is ${fileSize} bytes long: too short to be a GGUF file (expected the magic "GGUF").`, 'truncated');
+  }
+  const magic = c.u32('the magic');
+  if (magic !== MAGIC) {
+    const found = Array.from(bytes.subarray(0, 4), (b) => (b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, '0')}`)).join('');
+    throw new GgufError(`${source} is not a GGUF file: its first bytes are "${found}", expected the magic "GGUF".`, 'bad-magic');
+  }
+  const version = c.u32('the version');
+  if (!SUPPORTED_VERSIONS.includes(version)) {
+    const swapped = ((version & 0xff) << 24) | ((version & 0xff00) << 8) | ((version >>> 8) & 0xff00) | (version >>> 24);
+    if (SUPPORTED_VERSIONS.includes(swapped >>> 0)) {
+      throw new GgufError(`${source} is a big-endian GGUF (version ${swapped >>> 0}); only little-endian GGUF files are supported.`, 'big-endian');
+    }
+    throw new GgufError(
+      `${source} is GGUF version ${version}; supported versions are ${SUPPORTED_VERSIONS.join(' and ')}` +
+        (version === 1 ? ' (version 1 is obsolete: re-convert the model with a current llama.cpp).' : '.'),
+      'unsupported-version',
+    );
+  }
+  const tensorCount = c.count('the tensor count', 32); // name length, n_dims, one dim, type, offset
+  const kvCount = c.count('the metadata count', 13); // key length, value type, one byte
+
+  const metadata = new Map<string, GgufMetadataEntry>();
+  for (let i = 0; i < kvCount; i++) {
+    const key = c.string(`metadata key #${i}`);
+    const type = c.u32(`the value type of "${key}"`);
+    let itemType: GgufValueType | undefined;
+    if (type === GgufValueType.ARRAY) {
+      c.need(4, `the item type of "${key}"`);
+      itemType = new DataView(bytes.buffer, bytes.byteOffset + c.pos, 4).getUint32(0, true);
+    }
+    const value = readValue(c, type, `metadata "${key}"`);
+    metadata.set(key, itemType === undefined ? { type, value } : { type, itemType, value });
+  }
+
+  let alignment = DEFAULT_ALIGNMENT;
+  const alignEntry = metadata.get('general.alignment');
+  if (alignEntry) {
+    const a = alignEntry.value;
+    if (typeof a !== 'number' || !Number.isInteger(a) || a <= 0 || (a & (a - 1)) !== 0) {
+      throw new GgufError(`${source} has general.alignment = ${String(a)}; it must be a positive power of two.`, 'corrupt');
+    }
+    alignment = a;
+  }
+
+  const tensors: GgufTensorInfo[] = [];
+  const seen = new Set<string>();
+  for (let i = 0; i < tensorCount; i++) {
+    const name = c.string(`the name of tensor #${i}`);
+    if (seen.has(name)) throw new GgufError(`${source} is corrupt: tensor "${name}" appears twice.`, 'corrupt');
+    seen.add(name);
+    const nDims = c.u32(`the dimension count of tensor "${name}"`);
+    if (nDims < 1 || nDims > 4) {
+      throw new GgufError(`${source} is corrupt: tensor "${name}" has ${nDims} dimensions (GGUF allows 1 to 4).`, 'corrupt');
+    }
+    const dims: number[] = [];
+    let elementCount = 1;
+    for (let d = 0; d < nDims; d++) {
+      const ne = c.size(`dimension ${d} of tensor "${name}"`, Number.MAX_SAFE_INTEGER);
+      dims.push(ne);
+      elementCount *= ne;
+    }
+    if (!Number.isSafeInteger(elementCount)) {
+      throw new GgufError(`${source} is corrupt: tensor "${name}" has dims [${dims.join(', ')}].`, 'corrupt');
+    }
+    const type = c.u32(`the type of tensor "${name}"`);
+    const offset = c.size(`the data offset of tensor "${name}"`, Number.MAX_SAFE_INTEGER);
+    if (offset % alignment !== 0) {
+      throw new GgufError(
+        `${source} is corrupt: tensor "${name}" starts at data offset ${offset}, not a multiple of the alignment ${alignment}.`,
+        'corrupt',
+      );
+    }
+    const elSize = ELEMENT_SIZE[type];
+    tensors.push({
+      name,
+      dims,
+      shape: [...dims].reverse(),
+      type,
+      typeName: GGML_TYPE_NAMES[type] ?? `type ${type}`,
+      offset,
+      fileOffset: 0, // set below once the data offset is known
+      elementCount,
+      ...(elSize !== undefined ? { byteLength: elementCount * elSize } : {}),
+    });
+  }
+  const dataOffset = Math.ceil(c.pos / alignment) * alignment;
+  for (const t of tensors) t.fileOffset = dataOffset + t.offset;
+  return { version, metadata, tensors, alignment, dataOffset };
+}
+
+/** Checks that every readable tensor's data lies inside the file. */
+function checkTensorBounds(h: GgufHeader, fileSize: number, source: string): void {
+  if (h.tensors.length > 0 && h.dataOffset > fileSize) {
+    throw new GgufError(
+      `${source} is truncated: its tensor data should start at byte ${h.dataOffset}, but the file is ${fileSize} bytes long.`,
+      'truncated',
+    );
+  }
+  for (const t of h.tensors) {
+    if (t.byteLength !== undefined && t.fileOffset + t.byteLength > fileSize) {
+      throw new GgufError(
+        `${source} is truncated: tensor "${t.name}" (${t.typeName} [${t.dims.join(', ')}]) ends at byte ` +
+          `${t.fileOffset + t.byteLength}, but the file is ${fileSize} bytes long. Re-download or re-export the GGUF file.`,
+        'truncated',
+      );
+    }
+  }
+}
+
+/** Parses a GGUF header held in memory (the bytes may hold the whole file or just its start). */
+export function parseGgufHeader(bytes: Uint8Array, source = '<bytes>', fileSize = bytes.length): GgufHeader {
+  try {
+    const h = parseHeaderWindow(bytes, fileSize, source);
+    checkTensorBounds(h, fileSize, source);
+    return h;
+  } catch (err) {
+    if (err instanceof NeedMore) {
+      throw new GgufError(`${source}: the header extends past the ${bytes.length} bytes given.`, 'truncated');
+    }
+    throw err;
+  }
+}
+
+let f16Table: Float32Array | undefined;
+/** float16 bit pattern → float32 value, for all 65536 patterns. */
+function halfTable(): Float32Array {
+  if (f16Table) return f16Table;
+  const t = new Float32Array(65536);
+  for (let h = 0; h < 65536; h++) {
+    const sign = h & 0x8000 ? -1 : 1;
+    const exp = (h >> 10) & 0x1f;
+    const frac = h & 0x3ff;
+    if (exp === 0) t[h] = sign * frac * 2 ** -24;
+    else if (exp === 31) t[h] = frac ? NaN : sign * Infinity;
+    else t[h] = sign * (1 + frac / 1024) * 2 ** (exp - 15);
+  }
+  return (f16Table = t);
+}
+
+/** Converts raw little-endian tensor bytes of a readable type (F32, F16, BF16) to float32. */
+export function tensorBytesToFloat32(bytes: Uint8Array, type: number, elementCount: number): Float32Array {
+  const size = ELEMENT_SIZE[type];
+  if (size === undefined) {
+    throw new GgufError(`tensor type ${GGML_TYPE_NAMES[type] ?? type} cannot be converted; supported: ${SUPPORTED_TENSOR_TYPES.join(', ')}.`, 'unsupported-tensor-type');
+  }
+  if (bytes.length < elementCount * size) {
+    throw new GgufError(`${elementCount} ${GGML_TYPE_NAMES[type]} elements need ${elementCount * size} bytes, got ${bytes.length}.`, 'truncated');
+  }
+  if (type === GGML_TYPE_F32) {
+    const out = new Float32Array(elementCount);
+    new Uint8Array(out.buffer).set(bytes.subarray(0, elementCount * 4));
+    return out;
+  }
+  const src = new Uint16Array(elementCount);
+  new Uint8Array(src.buffer).set(bytes.subarray(0, elementCount * 2));
+  return halfBitsToFloat32(src, type);
+}
+
+function halfBitsToFloat32(src: Uint16Array, type: number): Float32Array {
+  const out = new Float32Array(src.length);
+  if (type === GGML_TYPE_F16) {
+    const table = halfTable();
+    for (let i = 0; i < src.length; i++) out[i] = table[src[i]!]!;
+  } else {
+    // bfloat16: the top half of a float32
+    const u32 = new Uint32Array(out.buffer);
+    for (let i = 0; i < src.length; i++) u32[i] = src[i]! << 16;
+  }
+  return out;
+}
+
+function unsupportedType(t: GgufTensorInfo, source: string): GgufError {
+  return new GgufError(
+    `${source}: tensor "${t.name}" has type ${t.typeName}; only ${SUPPORTED_TENSOR_TYPES.join(', ')} tensors can be read ` +
+      '(quantized GGUF files are not supported: use an F32/F16 GGUF, e.g. `convert_hf_to_gguf.py --outtype f16`).',
+    'unsupported-tensor-type',
+  );
+}
+
+if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
+  throw new Error('The GGUF reader assumes a little-endian host.');
+}
+
+/** An open GGUF file: the parsed header plus on-demand tensor reads. Close it when done. */
+export class GgufFile implements GgufHeader {
+  readonly version: number;
+  readonly metadata: Map<string, GgufMetadataEntry>;
+  readonly tensors: GgufTensorInfo[];
+  readonly alignment: number;
+  readonly dataOffset: number;
+  private readonly byName: Map<string, GgufTensorInfo>;
+
+  private constructor(
+    private fh: FileHandle | undefined,
+    readonly path: string,
+    readonly fileSize: number,
+    header: GgufHeader,
+  ) {
+    this.version = header.version;
+    this.metadata = header.metadata;
+    this.tensors = header.tensors;
+    this.alignment = header.alignment;
+    this.dataOffset = header.dataOffset;
+    this.byName = new Map(header.tensors.map((t) => [t.name, t]));
+  }
+
+  /** Opens a file and parses its header, reading only as many bytes as the header needs. */
+  static async open(path: string): Promise<GgufFile> {
+    const source = basename(path);
+    const fh = await open(path, 'r');
+    try {
+      const fileSize = (await fh.stat()).size;
+      let window = Math.min(fileSize, 1 << 20);
+      for (;;) {
+        const bytes = new Uint8Array(window);
+        const { bytesRead } = await fh.read(bytes, 0, window, 0);
+        if (bytesRead !== window) throw new GgufError(`${source}: short read (${bytesRead} of ${window} bytes).`, 'truncated');
+        try {
+          const header = parseHeaderWindow(bytes, fileSize, source);
+          checkTensorBounds(header, fileSize, source);
+          return new GgufFile(fh, path, fileSize, header);
+        } catch (err) {
+          if (!(err instanceof NeedMore)) throw err;
+          window = Math.min(fileSize, window * 4);
+        }
+      }
+    } catch (err) {
+      await fh.close();
+      throw err;
+    }
+  }
+
+  /** True when the metadata has the key. */
+  has(key: string): boolean {
+    return this.metadata.has(key);
+  }
+
+  /** The value of a metadata key, or undefined. */
+  get(key: string): GgufValue | undefined {
+    return this.metadata.get(key)?.value;
+  }
+
+  /** A numeric metadata value (any integer or float type); throws a GgufError when present with another type. */
+  getNumber(key: string): number | undefined {
+    const v = this.get(key);
+    if (v === undefined) return undefined;
+    if (typeof v === 'number') return v;
+    if (typeof v === 'bigint') return Number(v);
+    throw new GgufError(`${basename(this.path)}: metadata "${key}" is ${describe(v)}, expected a number.`, 'corrupt');
+  }
+
+  /** A string metadata value; throws a GgufError when present with another type. */
+  getString(key: string): string | undefined {
+    const v = this.get(key);
+    if (v === undefined || typeof v === 'string') return v;
+    throw new GgufError(`${basename(this.path)}: metadata "${key}" is ${describe(v)}, expected a string.`, 'corrupt');
+  }
+
+  /** A bool metadata value; throws a GgufError when present with another type. */
+  getBool(key: string): boolean | undefined {
+    const v = this.get(key);
+    if (v === undefined || typeof v === 'boolean') return v;
+    throw new GgufError(`${basename(this.path)}: metadata "${key}" is ${describe(v)}, expected a bool.`, 'corrupt');
+  }
+
+  /** Metadata as a plain object (arrays included), e.g. for tokenizer conversion. */
+  metadataObject(): Record<string, GgufValue> {
+    return Object.fromEntries([...this.metadata].map(([k, e]) => [k, e.value]));
+  }
+
+  /** The info of a tensor, or undefined. */
+  tensorInfo(name: string): GgufTensorInfo | undefined {
+    return this.byName.get(name);
+  }
+
+  /** Reads one tensor as float32 (F32 as stored, F16 and BF16 converted), row-major with shape `info.shape`. */
+  async readTensor(name: string): Promise<Float32Array> {
+    const source = basename(this.path);
+    const t = this.byName.get(name);
+    if (!t) throw new GgufError(`${source} has no tensor "${name}".`, 'missing-tensor');
+    if (t.byteLength === undefined) throw unsupportedType(t, source);
+    const fh = this.fh;
+    if (!fh) throw new Error(`${source} is closed.`);
+    const out = new Float32Array(t.elementCount);
+    if (t.type === GGML_TYPE_F32) {
+      await readFully(fh, new Uint8Array(out.buffer), t.fileOffset, source, t.name);
+      return out;
+    }
+    const half = new Uint16Array(t.elementCount);
+    await readFully(fh, new Uint8Array(half.buffer), t.fileOffset, source, t.name);
+    return halfBitsToFloat32(half, t.type);
+  }
+
+  async close(): Promise<void> {
+    const fh = this.fh;
+    this.fh = undefined;
+    await fh?.close();
+  }
+}
+
+async function readFully(fh: FileHandle, dst: Uint8Array, position: number, source: string, what: string): Promise<void> {
+  let done = 0;
+  while (done < dst.length) {
+    const { bytesRead } = await fh.read(dst, done, dst.length - done, position + done);
+    if (bytesRead === 0) {
+      throw new GgufError(`${source} is truncated: tensor "${what}" ends past the end of the file.`, 'truncated');
+    }
+    done += bytesRead;
+  }
+}
+
+function describe(v: GgufValue): string {
+  if (Array.isArray(v)) return `an array of ${v.length}`;
+  return `${typeof v} ${JSON.stringify(typeof v === 'bigint' ? v.toString() : v)}`;
+}
+
+/** Opens a GGUF file, runs `fn`, and closes the file. */
+export async function withGguf<T>(path: string, fn: (file: GgufFile) => Promise<T>): Promise<T> {
+  const file = await GgufFile.open(path);
+  try {
+    return await fn(file);
+  } finally {
+    await file.close();
+  }
+}
