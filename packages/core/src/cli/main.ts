@@ -1,0 +1,153 @@
+/**
+ * `reasonplug` command line: generate, inspect, convert.
+ */
+import { Command, InvalidArgumentError, Option } from 'commander';
+import * as ort from 'onnxruntime-node';
+import { Engine } from '../engine.js';
+import { locateModel } from '../modules/locate.js';
+import { detectSignature, describeSignature } from '../onnx/signature.js';
+import { convertGguf } from '../gguf/convert.js';
+import { DEVICES } from '../runtime/devices.js';
+import type { PromptInput } from '../runtime/protocol.js';
+
+const int = (name: string) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n)) throw new InvalidArgumentError(`${name} must be an integer`);
+  return n;
+};
+const num = (name: string) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new InvalidArgumentError(`${name} must be a number`);
+  return n;
+};
+const idList = (v: string) => {
+  const ids = v.split(',').map((s) => Number(s.trim()));
+  if (ids.length === 0 || ids.some((n) => !Number.isInteger(n) || n < 0)) {
+    throw new InvalidArgumentError('expected comma-separated non-negative integers, e.g. 1,2,3');
+  }
+  return ids;
+};
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+interface GenerateFlags {
+  model: string;
+  prompt?: string;
+  promptIds?: number[];
+  maxTokens: number;
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  minP?: number;
+  repetitionPenalty?: number;
+  seed?: number;
+  stop?: string[];
+  device: string;
+  threads?: number;
+  json?: boolean;
+}
+
+async function generate(flags: GenerateFlags): Promise<void> {
+  if ((flags.prompt === undefined) === (flags.promptIds === undefined)) {
+    throw new InvalidArgumentError('give exactly one of --prompt or --prompt-ids');
+  }
+  const input: PromptInput = flags.promptIds ? { promptIds: flags.promptIds } : { prompt: flags.prompt! };
+  const engine = await Engine.load({
+    model: flags.model,
+    device: flags.device,
+    ...(flags.threads ? { intraOpThreads: flags.threads } : {}),
+  });
+  const controller = new AbortController();
+  process.once('SIGINT', () => controller.abort());
+  try {
+    const stream = engine.stream(input, {
+      maxTokens: flags.maxTokens,
+      signal: controller.signal,
+      ...(flags.temperature !== undefined ? { temperature: flags.temperature } : {}),
+      ...(flags.topK !== undefined ? { topK: flags.topK } : {}),
+      ...(flags.topP !== undefined ? { topP: flags.topP } : {}),
+      ...(flags.minP !== undefined ? { minP: flags.minP } : {}),
+      ...(flags.repetitionPenalty !== undefined ? { repetitionPenalty: flags.repetitionPenalty } : {}),
+      ...(flags.seed !== undefined ? { seed: flags.seed } : {}),
+      ...(flags.stop ? { stop: flags.stop } : {}),
+    });
+    if (!flags.json) for await (const t of stream) process.stdout.write(t.text);
+    const result = await stream.result;
+    const row = result.rows[0]!;
+    if (flags.json) {
+      const { loadMs, prefillMs, msPerToken } = result.timing;
+      process.stdout.write(
+        JSON.stringify({ ids: row.ids, text: row.text, usage: result.usage, timing: { loadMs, prefillMs, msPerToken }, finishReason: row.finishReason }) + '\n',
+      );
+    } else {
+      process.stdout.write('\n');
+      process.stderr.write(
+        `[${result.usage.promptTokens} prompt + ${result.usage.completionTokens} generated tokens, ` +
+          `${result.timing.prefillMs.toFixed(1)} ms prefill, ${result.timing.msPerToken.toFixed(2)} ms/token, ${row.finishReason}]\n`,
+      );
+    }
+  } finally {
+    await engine.dispose();
+  }
+}
+
+async function inspect(path: string): Promise<void> {
+  const location = await locateModel(path);
+  const session = await ort.InferenceSession.create(location.modelPath);
+  try {
+    const signature = detectSignature(session.inputMetadata, session.outputMetadata, location.modelPath);
+    process.stdout.write(JSON.stringify({ ...location, signature: describeSignature(signature) }, null, 2) + '\n');
+  } finally {
+    await session.release();
+  }
+}
+
+/** Builds the command tree (exported for tests and embedding). */
+export function buildProgram(): Command {
+  const program = new Command('reasonplug').description('Run ONNX causal LMs and compose them with reasoner modules.');
+  program
+    .command('generate')
+    .description('generate text from a model')
+    .requiredOption('--model <path>', 'module directory, plain export directory, or .onnx file')
+    .option('--prompt <text>', 'prompt text (tokenized with the model tokenizer, BOS added as it specifies)')
+    .option('--prompt-ids <ids>', 'prompt as comma-separated token ids, fed as given', idList)
+    .option('--max-tokens <n>', 'tokens to generate at most', int('--max-tokens'), 128)
+    .option('--temperature <t>', '0 = greedy (default)', num('--temperature'))
+    .option('--top-k <k>', 'keep the k most likely tokens', int('--top-k'))
+    .option('--top-p <p>', 'nucleus sampling mass', num('--top-p'))
+    .option('--min-p <p>', 'drop tokens below p × the top probability', num('--min-p'))
+    .option('--repetition-penalty <r>', 'penalise tokens already present (>1)', num('--repetition-penalty'))
+    .option('--seed <s>', 'seed of the sampler', int('--seed'))
+    .option('--stop <text>', 'stop string (repeatable)', collect)
+    .addOption(new Option('--device <d>', 'execution provider').choices([...DEVICES]).default('cpu'))
+    .option('--threads <n>', 'intra-op threads', int('--threads'))
+    .option('--json', 'print one JSON object instead of streaming text')
+    .action((flags: GenerateFlags) => generate(flags));
+  program
+    .command('inspect')
+    .argument('<path>', 'model path')
+    .description('print the detected decoder signature as JSON')
+    .action((path: string) => inspect(path));
+  program
+    .command('convert')
+    .description('convert a model into a reasonplug module directory')
+    .command('gguf')
+    .argument('<file>', 'F32/F16 llama-architecture GGUF file')
+    .argument('<outdir>', 'module directory to write')
+    .addOption(new Option('--dtype <t>', 'weight and I/O precision').choices(['float32', 'float16']).default('float32'))
+    .option('--name <name>', 'module name')
+    .action(async (file: string, outDir: string, flags: { dtype: 'float32' | 'float16'; name?: string }) => {
+      const { dir } = await convertGguf(file, outDir, { dtype: flags.dtype, ...(flags.name ? { name: flags.name } : {}) });
+      process.stdout.write(`${dir}\n`);
+    });
+  return program;
+}
+
+/** Runs the CLI; errors print one clear line and set exit code 1. */
+export async function main(argv = process.argv): Promise<void> {
+  try {
+    await buildProgram().parseAsync(argv);
+  } catch (err) {
+    process.stderr.write(`reasonplug: ${(err as Error).name === 'Error' ? '' : (err as Error).name + ': '}${(err as Error).message}\n`);
+    process.exitCode = 1;
+  }
+}

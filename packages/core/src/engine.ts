@@ -1,0 +1,213 @@
+/**
+ * The engine: loads a model into its own worker thread and generates from it. The main thread only
+ * sends requests and receives streamed tokens, so it stays responsive while the model runs.
+ */
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import type { GenerateOptions, GenerationResult, TokenEvent } from './generate/types.js';
+import type { RuntimeOptions } from './runtime/decoder-session.js';
+import type { FromWorker, ModelInfo, PromptInput, ToWorker, WireError, WorkerConfig } from './runtime/protocol.js';
+import { validateSamplingOptions } from './sampling/index.js';
+
+/** How to load a model. */
+export interface EngineOptions extends RuntimeOptions {
+  /** A module directory, a plain export directory, or an .onnx file. */
+  model: string;
+  /** Where prepared graphs are cached (default `$REASONPLUG_CACHE/prepared` or `~/.cache/reasonplug/prepared`). */
+  cacheDir?: string;
+}
+
+/** Options of one call, plus cancellation. */
+export interface StreamOptions extends GenerateOptions {
+  /** Stops generation between two steps; the result then has `finishReason: 'abort'`. */
+  signal?: AbortSignal;
+}
+
+/** Raised for failures reported by the worker, keeping the original error's name. */
+export class EngineError extends Error {
+  constructor(error: WireError) {
+    super(error.message);
+    this.name = error.name;
+  }
+}
+
+/** Streamed tokens of one generation, and its result once done. */
+export interface GenerationStream extends AsyncIterable<TokenEvent> {
+  readonly result: Promise<GenerationResult>;
+}
+
+const fromSource = import.meta.url.endsWith('.ts');
+const workerUrl = new URL(`./runtime/generation-worker${fromSource ? '.ts' : '.js'}`, import.meta.url);
+
+/** Starts the worker; from TypeScript sources (tests, tsx) it first registers tsx's hooks inside the worker. */
+function spawnWorker(workerData: WorkerConfig): Worker {
+  if (!fromSource) return new Worker(workerUrl, { workerData });
+  // Node 20 does not share module hooks with workers, and tsx registers its hooks on the main thread only.
+  const tsxApi = pathToFileURL(join(dirname(createRequire(import.meta.url).resolve('tsx/package.json')), 'dist/esm/api/index.mjs')).href;
+  const boot = `import(${JSON.stringify(tsxApi)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(workerUrl.href)}); });`;
+  return new Worker(boot, { eval: true, workerData });
+}
+
+/** A request before it gets its id (distributes over the union). */
+type Request<T = Extract<ToWorker, { id: number }>> = T extends unknown ? Omit<T, 'id'> : never;
+
+type Pending = { onToken(e: TokenEvent): void; resolve(v: unknown): void; reject(e: Error): void };
+
+/** A loaded model, ready to generate. */
+export class Engine {
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private queue: Promise<unknown> = Promise.resolve();
+  private closed = false;
+
+  private constructor(
+    private readonly worker: Worker,
+    /** What was loaded. */
+    readonly info: ModelInfo,
+    private readonly loadMs: number,
+  ) {
+    worker.on('message', (msg: FromWorker) => this.dispatch(msg));
+    worker.on('error', (err) => this.failAll(err));
+    worker.on('exit', (code) => {
+      if (!this.closed) this.failAll(new Error(`the model worker exited unexpectedly (code ${code})`));
+    });
+  }
+
+  /** Loads a model (prepares its graph on first use, then starts its session in a worker). */
+  static async load(options: EngineOptions): Promise<Engine> {
+    const t0 = performance.now();
+    const { model, cacheDir, ...runtime } = options;
+    const config: WorkerConfig = { model, runtime, ...(cacheDir ? { cacheDir } : {}) };
+    const worker = spawnWorker(config);
+    const info = await new Promise<ModelInfo>((resolve, reject) => {
+      const onExit = (code: number) => reject(new Error(`the model worker exited during load (code ${code})`));
+      worker.once('error', reject);
+      worker.once('exit', onExit);
+      worker.once('message', (msg: FromWorker) => {
+        worker.off('exit', onExit);
+        worker.off('error', reject);
+        if (msg.type === 'ready') resolve(msg.info);
+        else if (msg.type === 'failed') reject(new EngineError(msg.error));
+        else reject(new Error(`unexpected first message from the model worker: ${msg.type}`));
+      });
+    }).catch(async (err) => {
+      await worker.terminate();
+      throw err;
+    });
+    return new Engine(worker, info, performance.now() - t0);
+  }
+
+  /** Streams a generation. Calls are queued: one generation runs at a time per engine. */
+  stream(input: PromptInput, options: StreamOptions = {}): GenerationStream {
+    const { signal, ...generateOptions } = options;
+    validateSamplingOptions(generateOptions);
+    const tokens: TokenEvent[] = [];
+    let wake: (() => void) | undefined;
+    let finished = false;
+    const result = this.enqueue(async () => {
+      const abort = new SharedArrayBuffer(4);
+      const flag = new Int32Array(abort);
+      const onAbort = () => Atomics.store(flag, 0, 1);
+      if (signal?.aborted) onAbort();
+      signal?.addEventListener('abort', onAbort, { once: true });
+      const t0 = performance.now();
+      try {
+        const done = (await this.request({ type: 'generate', input, options: generateOptions, abort }, (e) => {
+          tokens.push(e);
+          wake?.();
+        })) as Extract<FromWorker, { type: 'done' }>['result'];
+        const totalMs = performance.now() - t0;
+        return {
+          rows: done.rows,
+          usage: done.usage,
+          timing: {
+            loadMs: this.loadMs,
+            prefillMs: done.prefillMs,
+            msPerToken: done.decodeSteps > 0 ? done.decodeMs / done.decodeSteps : 0,
+            totalMs,
+          },
+        } satisfies GenerationResult;
+      } finally {
+        signal?.removeEventListener('abort', onAbort);
+      }
+    });
+    result.then(
+      () => {
+        finished = true;
+        wake?.();
+      },
+      () => {
+        finished = true;
+        wake?.();
+      },
+    );
+    return {
+      result,
+      async *[Symbol.asyncIterator]() {
+        for (let i = 0; ; ) {
+          while (i < tokens.length) yield tokens[i++]!;
+          if (finished) {
+            await result; // surfaces the error, if any
+            return;
+          }
+          await new Promise<void>((r) => (wake = r));
+          wake = undefined;
+        }
+      },
+    };
+  }
+
+  /** Generates to the end and returns the result. */
+  generate(input: PromptInput, options: StreamOptions = {}): Promise<GenerationResult> {
+    return this.stream(input, options).result;
+  }
+
+  /** Tokenizes text with the model's tokenizer. */
+  tokenize(text: string, addSpecialTokens = true): Promise<number[]> {
+    return this.enqueue(() => this.request({ type: 'tokenize', text, addSpecialTokens }, () => {})) as Promise<number[]>;
+  }
+
+  /** Stops the worker and frees the session. Pending calls fail. */
+  async dispose(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const exited = new Promise((r) => this.worker.once('exit', r));
+    this.worker.postMessage({ type: 'dispose' } satisfies ToWorker);
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 2000).unref())]);
+    await this.worker.terminate();
+    this.failAll(new Error('the engine was disposed'));
+  }
+
+  private enqueue<T>(job: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(job, job);
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  private request(msg: Request, onToken: (e: TokenEvent) => void): Promise<unknown> {
+    if (this.closed) return Promise.reject(new Error('the engine was disposed'));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { onToken, resolve, reject });
+      this.worker.postMessage({ ...msg, id } as ToWorker);
+    });
+  }
+
+  private dispatch(msg: FromWorker): void {
+    if (!('id' in msg)) return;
+    const p = this.pending.get(msg.id);
+    if (!p) return;
+    if (msg.type === 'token') return p.onToken(msg.event);
+    this.pending.delete(msg.id);
+    if (msg.type === 'done') p.resolve(msg.result);
+    else if (msg.type === 'tokens') p.resolve(msg.ids);
+    else if (msg.type === 'error') p.reject(new EngineError(msg.error));
+  }
+
+  private failAll(err: Error): void {
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+  }
+}

@@ -1,0 +1,148 @@
+/**
+ * The decode loop: prefill, then sample → stream → feed one token per row until every row stops
+ * (end-of-sequence id, stop string, token limit, or abort checked between steps).
+ */
+import { Sampler } from '../sampling/index.js';
+import { StreamDecoder, type DecodeFn } from '../tokenizer/stream-decoder.js';
+import { StopStringMatcher } from './stop-strings.js';
+import type { FinishReason, GenerateOptions, RowResult, TokenEvent, Usage } from './types.js';
+
+/** Anything that turns a token stream into next-token logits: one model, or a composition of several. */
+export interface LogitSource {
+  /** Runs the prompts; returns `[rows × vocab]` last-position logits. */
+  prefill(prompts: readonly (readonly number[])[]): Promise<Float32Array>;
+  /** Feeds one token per row; returns `[rows × vocab]` logits. */
+  step(tokens: readonly number[]): Promise<Float32Array>;
+  readonly vocabSize: number;
+}
+
+/** What the loop needs besides the model. */
+export interface DecodeLoopInput {
+  prompts: number[][];
+  options: GenerateOptions;
+  /** End-of-sequence ids (ignored with `options.ignoreEos`). */
+  eosTokenIds: readonly number[];
+  /** Detokenizer; without one, texts stay empty and stop strings cannot match. */
+  decode?: DecodeFn;
+  /** Ids at or above this are never sampled (a tokenizer smaller than the logits). */
+  vocabLimit?: number;
+  shouldAbort: () => boolean;
+  onToken: (event: TokenEvent) => void;
+}
+
+/** Rows, usage and the loop's own timing. */
+export interface DecodeLoopOutput {
+  rows: RowResult[];
+  usage: Usage;
+  prefillMs: number;
+  /** Time spent in decode steps after the first token, and how many there were. */
+  decodeMs: number;
+  decodeSteps: number;
+}
+
+class RowState {
+  readonly ids: number[] = [];
+  text = '';
+  streamed = 0;
+  finish: FinishReason | undefined;
+  private readonly decoder: StreamDecoder | undefined;
+
+  constructor(
+    readonly prompt: readonly number[],
+    readonly sampler: Sampler,
+    decode: DecodeFn | undefined,
+    private readonly stops: StopStringMatcher | undefined,
+  ) {
+    this.decoder = decode ? new StreamDecoder(decode, prompt) : undefined;
+  }
+
+  /** Records a sampled id; returns the text that may be streamed now. */
+  accept(id: number, isEos: boolean): string {
+    this.ids.push(id);
+    if (isEos) {
+      this.finish = 'eos';
+      return this.release(this.text.length);
+    }
+    if (!this.decoder) return '';
+    const checked = this.text.length;
+    this.text += this.decoder.push(id);
+    if (this.stops) {
+      const at = this.stops.find(this.text, checked);
+      if (at !== -1) {
+        this.text = this.text.slice(0, at);
+        this.finish = 'stop';
+        return this.release(at);
+      }
+      return this.release(this.text.length - this.stops.holdback(this.text));
+    }
+    return this.release(this.text.length);
+  }
+
+  /**
+   * Ends the row at the token limit (releasing held-back text) or on abort (keeping exactly the text
+   * already streamed, so the result matches what the caller saw).
+   */
+  end(reason: 'length' | 'abort'): string {
+    this.finish = reason;
+    if (reason === 'abort') {
+      this.text = this.text.slice(0, this.streamed);
+      return '';
+    }
+    if (this.decoder) this.text += this.decoder.flush();
+    return this.release(this.text.length);
+  }
+
+  private release(upTo: number): string {
+    const out = this.text.slice(this.streamed, upTo);
+    this.streamed = Math.max(this.streamed, upTo);
+    return out;
+  }
+}
+
+/** Runs one generation over a logit source. */
+export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput): Promise<DecodeLoopOutput> {
+  const { options } = input;
+  const maxTokens = options.maxTokens ?? 256;
+  const vocab = source.vocabSize;
+  const limit = Math.min(input.vocabLimit ?? vocab, vocab);
+  const eos = new Set(options.ignoreEos ? [] : (options.eosTokenIds ?? input.eosTokenIds));
+  const stops = options.stop?.length && input.decode ? new StopStringMatcher(options.stop) : undefined;
+  const rows = input.prompts.map((p) => new RowState(p, new Sampler(options), input.decode, stops));
+  const usage: Usage = { promptTokens: input.prompts.reduce((n, p) => n + p.length, 0), completionTokens: 0 };
+
+  const t0 = performance.now();
+  let logits = await source.prefill(input.prompts);
+  const prefillMs = performance.now() - t0;
+  let decodeSteps = 0;
+  const tDecode = performance.now();
+
+  if (maxTokens <= 0) for (const row of rows) row.end('length');
+  while (rows.some((r) => !r.finish)) {
+    if (input.shouldAbort()) {
+      for (const row of rows) if (!row.finish) row.end('abort');
+      break;
+    }
+    const next = rows.map((row, r) => {
+      if (row.finish) return row.ids[row.ids.length - 1] ?? row.prompt[row.prompt.length - 1]!;
+      const id = row.sampler.sample(logits.subarray(r * vocab, r * vocab + limit), {
+        generated: row.ids,
+        prompt: row.prompt,
+      });
+      let text = row.accept(id, eos.has(id));
+      if (!row.finish && row.ids.length >= maxTokens) text += row.end('length');
+      usage.completionTokens++;
+      input.onToken({ row: r, id, text });
+      return id;
+    });
+    if (rows.every((r) => r.finish)) break;
+    logits = await source.step(next);
+    decodeSteps++;
+  }
+  return {
+    rows: rows.map((r) => ({ ids: r.ids, text: r.text, finishReason: r.finish ?? 'abort' })),
+    usage,
+    prefillMs,
+    decodeMs: performance.now() - tDecode,
+    decodeSteps,
+  };
+}

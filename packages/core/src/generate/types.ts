@@ -1,0 +1,55 @@
+/** The public shapes of a generation: options, streamed events, and the final result. */
+import type { SamplingOptions } from '../sampling/index.js';
+
+/** Options of one generation request. */
+export interface GenerateOptions extends SamplingOptions {
+  /** Generated tokens per row at most (default 256). */
+  maxTokens?: number;
+  /** Strings that end a row; the text is cut before them. */
+  stop?: string[];
+  /** Replace the model's end-of-sequence ids. */
+  eosTokenIds?: number[];
+  /** Keep generating past end-of-sequence ids. */
+  ignoreEos?: boolean;
+}
+
+/** Why a row stopped. */
+export type FinishReason = 'eos' | 'stop' | 'length' | 'abort';
+
+/** One generated token of one row, with the text it completed (possibly empty). */
+export interface TokenEvent {
+  row: number;
+  id: number;
+  text: string;
+}
+
+/** Token counts. */
+export interface Usage {
+  promptTokens: number;
+  completionTokens: number;
+}
+
+/** Wall-clock timing of a run. */
+export interface Timing {
+  /** Time to load the model(s), once per engine. */
+  loadMs: number;
+  /** Prompt processing up to the first token's logits. */
+  prefillMs: number;
+  /** Mean time per generated token after the first. */
+  msPerToken: number;
+  totalMs: number;
+}
+
+/** What one prompt produced. */
+export interface RowResult {
+  ids: number[];
+  text: string;
+  finishReason: FinishReason;
+}
+
+/** The result of a generation (one row per prompt). */
+export interface GenerationResult {
+  rows: RowResult[];
+  usage: Usage;
+  timing: Timing;
+}

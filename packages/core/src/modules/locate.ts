@@ -1,0 +1,70 @@
+/**
+ * Finds the decoder graph and tokenizer behind a model path: a module directory (reasonplug.json),
+ * a plain export directory (model.onnx or decoder_model_merged.onnx beside tokenizer files), or an .onnx file.
+ */
+import { readFile, stat } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+
+/** Raised when a path holds no model the engine can find. */
+export class ModelNotFoundError extends Error {
+  override name = 'ModelNotFoundError';
+}
+
+/** What a model path resolves to. */
+export interface ModelLocation {
+  /** The decoder graph. */
+  modelPath: string;
+  /** Directory holding tokenizer.json, when there is one. */
+  tokenizerDir?: string;
+  /** Special ids declared by a module manifest (they win over tokenizer files). */
+  generation?: { bosTokenId?: number; eosTokenIds?: number[] };
+  /** The module manifest, when the path is a module directory. */
+  manifestPath?: string;
+}
+
+/** Export file names tried in a plain directory, in order (optimum, onnxruntime-genai, transformers.js layouts). */
+const EXPORT_FILES = ['model.onnx', 'decoder_model_merged.onnx', 'onnx/model.onnx', 'onnx/decoder_model_merged.onnx'];
+
+async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isDirectory();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new ModelNotFoundError(`model path not found: ${path}`);
+    throw err;
+  }
+}
+
+/** Resolves a model path. */
+export async function locateModel(path: string): Promise<ModelLocation> {
+  const abs = resolve(path);
+  if (!(await isDirectory(abs))) {
+    const dir = dirname(abs);
+    return { modelPath: abs, ...(existsSync(join(dir, 'tokenizer.json')) ? { tokenizerDir: dir } : {}) };
+  }
+  const manifestPath = join(abs, 'reasonplug.json');
+  if (existsSync(manifestPath)) {
+    let manifest: { files?: Record<string, { path?: string }>; generation?: ModelLocation['generation'] };
+    try {
+      manifest = JSON.parse(await readFile(manifestPath, 'utf8'));
+    } catch (err) {
+      throw new ModelNotFoundError(`${manifestPath} is not valid JSON: ${(err as Error).message}`);
+    }
+    const model = manifest.files?.model?.path;
+    if (!model) throw new ModelNotFoundError(`${manifestPath} has no files.model.path naming the ONNX graph`);
+    return {
+      modelPath: join(abs, model),
+      manifestPath,
+      ...(existsSync(join(abs, 'tokenizer.json')) ? { tokenizerDir: abs } : {}),
+      ...(manifest.generation ? { generation: manifest.generation } : {}),
+    };
+  }
+  const found = EXPORT_FILES.map((f) => join(abs, f)).find((f) => existsSync(f));
+  if (!found) {
+    throw new ModelNotFoundError(
+      `no model in ${abs}: expected reasonplug.json (a module) or one of ${EXPORT_FILES.join(', ')} (a plain export)`,
+    );
+  }
+  const tokenizerDir = [abs, dirname(found)].find((d) => existsSync(join(d, 'tokenizer.json')));
+  return { modelPath: found, ...(tokenizerDir ? { tokenizerDir } : {}) };
+}

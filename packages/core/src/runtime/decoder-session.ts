@@ -1,0 +1,214 @@
+/**
+ * One decoder model in onnxruntime with its KV cache: prefill a (left-padded) batch, then advance every
+ * row by one token per step. Returns last-position logits only, as fp32.
+ * Runs wherever it is created; the engine creates it inside a worker thread because `session.run` blocks.
+ */
+import * as ort from 'onnxruntime-node';
+import { readFile } from 'node:fs/promises';
+import { detectSignature } from '../onnx/signature.js';
+import type { DecoderSignature, IdType } from '../onnx/signature.js';
+import { executionProvidersFor, deviceFailure } from './devices.js';
+
+/** Where a prepared decoder graph lives and how to load it. */
+export interface DecoderSource {
+  /** The graph file to load. */
+  path: string;
+  /** Set when the graph keeps external data that lives in another directory: the graph is loaded from bytes. */
+  externalDataDir?: string;
+  /** Original file, for messages. */
+  label?: string;
+}
+
+/** Session settings a user may choose. */
+export interface RuntimeOptions {
+  /** Execution provider name: cpu (default), cuda, tensorrt, webgpu, coreml, dml. */
+  device?: string;
+  /** Threads inside one operator; default lets onnxruntime pick (one per physical core). */
+  intraOpThreads?: number;
+}
+
+/** Raised when a model run fails; names the model and the step. */
+export class ModelRunError extends Error {
+  override name = 'ModelRunError';
+}
+
+type IdArray = BigInt64Array | Int32Array;
+
+function idTensor(type: IdType, values: ArrayLike<number>, dims: number[]): ort.Tensor {
+  if (type === 'int32') return new ort.Tensor('int32', Int32Array.from(values), dims);
+  const data = new BigInt64Array(values.length);
+  for (let i = 0; i < values.length; i++) data[i] = BigInt(values[i]!);
+  return new ort.Tensor('int64', data, dims);
+}
+
+function appendColumn(type: IdType, mask: IdArray, rows: number, cols: number, value: number): IdArray {
+  const next = type === 'int32' ? new Int32Array(rows * (cols + 1)) : new BigInt64Array(rows * (cols + 1));
+  for (let r = 0; r < rows; r++) {
+    (next as Int32Array).set((mask as Int32Array).subarray(r * cols, (r + 1) * cols), r * (cols + 1));
+    (next as Int32Array)[r * (cols + 1) + cols] = (type === 'int32' ? value : BigInt(value)) as number;
+  }
+  return next;
+}
+
+/** A decoder session with its own KV cache. */
+export class DecoderSession {
+  private past: Record<string, ort.Tensor> = {};
+  private mask: IdArray = new BigInt64Array(0);
+  private rows = 0;
+  private length = 0;
+  private nextPosition: number[] = [];
+
+  private constructor(
+    private readonly session: ort.InferenceSession,
+    /** The detected I/O signature. */
+    readonly signature: DecoderSignature,
+    private readonly label: string,
+  ) {}
+
+  /** Creates the onnxruntime session and reads the signature from its metadata. */
+  static async create(source: DecoderSource, options: RuntimeOptions = {}): Promise<DecoderSession> {
+    const device = options.device ?? 'cpu';
+    const sessionOptions: ort.InferenceSession.SessionOptions = {
+      executionProviders: executionProvidersFor(device),
+      graphOptimizationLevel: 'all',
+      ...(options.intraOpThreads ? { intraOpNumThreads: options.intraOpThreads } : {}),
+    };
+    let session: ort.InferenceSession;
+    try {
+      if (source.externalDataDir) {
+        sessionOptions.extra = { session: { model_external_initializers_file_folder_path: source.externalDataDir } };
+        session = await ort.InferenceSession.create(await readFile(source.path), sessionOptions);
+      } else {
+        session = await ort.InferenceSession.create(source.path, sessionOptions);
+      }
+    } catch (err) {
+      throw deviceFailure(device, err);
+    }
+    const label = source.label ?? source.path;
+    try {
+      return new DecoderSession(session, detectSignature(session.inputMetadata, session.outputMetadata, label), label);
+    } catch (err) {
+      await session.release();
+      throw err;
+    }
+  }
+
+  /** Vocabulary size of the logits. */
+  get vocabSize(): number {
+    return this.signature.logits.vocabSize;
+  }
+
+  /** Tokens currently in the cache (including left padding). */
+  get cachedLength(): number {
+    return this.length;
+  }
+
+  /**
+   * Runs the prompts (left-padded to one length) through the model, replacing the cache.
+   * Returns `[rows × vocab]` fp32 logits of each row's last position.
+   */
+  async prefill(prompts: readonly (readonly number[])[]): Promise<Float32Array> {
+    const sig = this.signature;
+    const rows = prompts.length;
+    const seq = Math.max(...prompts.map((p) => p.length));
+    if (rows === 0 || seq === 0) throw new ModelRunError(`${this.label}: prefill needs at least one non-empty prompt`);
+    const ids = new Array<number>(rows * seq).fill(0);
+    const mask = new Array<number>(rows * seq).fill(0);
+    const positions = new Array<number>(rows * seq).fill(1);
+    this.nextPosition = [];
+    prompts.forEach((p, r) => {
+      const pad = seq - p.length;
+      for (let i = 0; i < p.length; i++) {
+        ids[r * seq + pad + i] = p[i]!;
+        mask[r * seq + pad + i] = 1;
+        positions[r * seq + pad + i] = i;
+      }
+      this.nextPosition.push(p.length);
+    });
+    this.rows = rows;
+    this.length = 0;
+    this.past = {};
+    const emptyKv = (): ort.Tensor =>
+      new ort.Tensor(sig.kvType, sig.kvType === 'float16' ? new Uint16Array(0) : new Float32Array(0), [
+        rows,
+        sig.kvHeads,
+        0,
+        sig.headDim,
+      ]);
+    for (const kv of sig.kv) {
+      this.past[kv.pastKey] = emptyKv();
+      this.past[kv.pastValue] = emptyKv();
+    }
+    const maskType = sig.attentionMask?.type ?? 'int64';
+    this.mask = (maskType === 'int32' ? Int32Array.from(mask) : BigInt64Array.from(mask, BigInt)) as IdArray;
+    return this.run(idTensor(sig.inputIds.type, ids, [rows, seq]), positions, seq, 'prefill');
+  }
+
+  /** Appends one token per row (in row order) and returns the new last-position logits. */
+  async step(tokens: readonly number[]): Promise<Float32Array> {
+    if (tokens.length !== this.rows) {
+      throw new ModelRunError(`${this.label}: step got ${tokens.length} tokens for ${this.rows} rows`);
+    }
+    const type = this.signature.attentionMask?.type ?? 'int64';
+    this.mask = appendColumn(type, this.mask, this.rows, this.length, 1);
+    const logits = await this.run(idTensor(this.signature.inputIds.type, tokens, [this.rows, 1]), this.nextPosition, 1, 'step');
+    for (let r = 0; r < this.rows; r++) this.nextPosition[r]! += 1;
+    return logits;
+  }
+
+  private async run(inputIds: ort.Tensor, positions: number[], seq: number, what: string): Promise<Float32Array> {
+    const sig = this.signature;
+    const total = this.length + seq;
+    const feeds: Record<string, ort.Tensor> = { [sig.inputIds.name]: inputIds, ...this.past };
+    if (sig.attentionMask) feeds[sig.attentionMask.name] = new ort.Tensor(sig.attentionMask.type, this.mask, [this.rows, total]);
+    if (sig.positionIds) feeds[sig.positionIds.name] = idTensor(sig.positionIds.type, positions, [this.rows, seq]);
+    if (sig.useCacheBranch) feeds[sig.useCacheBranch] = new ort.Tensor('bool', [this.length > 0], [1]);
+    if (sig.numLogitsToKeep) feeds[sig.numLogitsToKeep.name] = idTensor(sig.numLogitsToKeep.type, [1], []);
+    let out: ort.InferenceSession.OnnxValueMapType;
+    try {
+      out = await this.session.run(feeds);
+    } catch (err) {
+      throw new ModelRunError(`${this.label}: ${what} failed at position ${this.length}: ${(err as Error).message}`);
+    }
+    for (const kv of sig.kv) {
+      this.past[kv.pastKey] = out[kv.presentKey] as ort.Tensor;
+      this.past[kv.pastValue] = out[kv.presentValue] as ort.Tensor;
+    }
+    this.length = total;
+    return lastPositionLogits(out[sig.logits.name] as ort.Tensor, this.rows, sig.logits.vocabSize);
+  }
+
+  /** Frees the native session. */
+  async release(): Promise<void> {
+    this.past = {};
+    await this.session.release();
+  }
+}
+
+const f16Table = (() => {
+  const table = new Float32Array(65536);
+  for (let h = 0; h < 65536; h++) {
+    const sign = h & 0x8000 ? -1 : 1;
+    const exp = (h >> 10) & 0x1f;
+    const frac = h & 0x3ff;
+    table[h] =
+      exp === 0 ? sign * 2 ** -14 * (frac / 1024) : exp === 31 ? (frac ? NaN : sign * Infinity) : sign * 2 ** (exp - 15) * (1 + frac / 1024);
+  }
+  return table;
+})();
+
+/** `[rows, seq, vocab]` logits (fp32 or fp16) → `[rows × vocab]` fp32 of the last position. */
+function lastPositionLogits(t: ort.Tensor, rows: number, vocab: number): Float32Array {
+  const seq = t.dims.length === 3 ? Number(t.dims[1]) : 1;
+  if (t.type === 'float32' && seq === 1) return t.data as Float32Array;
+  const out = new Float32Array(rows * vocab);
+  for (let r = 0; r < rows; r++) {
+    const offset = (r * seq + seq - 1) * vocab;
+    if (t.type === 'float32') out.set((t.data as Float32Array).subarray(offset, offset + vocab), r * vocab);
+    else {
+      const src = t.data as Uint16Array;
+      for (let v = 0; v < vocab; v++) out[r * vocab + v] = f16Table[src[offset + v]!]!;
+    }
+  }
+  return out;
+}

@@ -1,0 +1,160 @@
+/**
+ * Text ↔ ids for a model directory: Hugging Face `tokenizer.json` through @huggingface/tokenizers,
+ * special ids gathered from the files that carry them, and chat templates through @huggingface/jinja.
+ */
+import { Tokenizer } from '@huggingface/tokenizers';
+import { Template } from '@huggingface/jinja';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+/** Raised when tokenizer files are missing or unusable. */
+export class TokenizerError extends Error {
+  override name = 'TokenizerError';
+}
+
+/** One chat message as chat templates expect it. */
+export interface ChatMessage {
+  role: string;
+  content: string;
+  [key: string]: unknown;
+}
+
+type TokenizerConfig = Record<string, unknown> & { chat_template?: unknown };
+
+async function readJsonIfPresent(path: string): Promise<Record<string, unknown> | undefined> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  try {
+    return JSON.parse(text) as Record<string, unknown>;
+  } catch (err) {
+    throw new TokenizerError(`${path} is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
+function tokenContent(value: unknown): string | undefined {
+  if (typeof value === 'string') return value;
+  if (value && typeof value === 'object' && typeof (value as { content?: unknown }).content === 'string') {
+    return (value as { content: string }).content;
+  }
+  return undefined;
+}
+
+function idList(value: unknown): number[] {
+  if (typeof value === 'number') return [value];
+  if (Array.isArray(value)) return value.filter((v): v is number => typeof v === 'number');
+  return [];
+}
+
+/** A loaded tokenizer with the special ids generation needs. */
+export class TextTokenizer {
+  /** Number of ids the tokenizer can produce (base vocabulary plus added tokens). */
+  readonly vocabSize: number;
+
+  private constructor(
+    private readonly tokenizer: Tokenizer,
+    private readonly config: TokenizerConfig,
+    /** Id prepended to prompts when the tokenizer adds one, else undefined. */
+    readonly bosTokenId: number | undefined,
+    /** Ids that end generation. */
+    readonly eosTokenIds: readonly number[],
+    /** Whether `encode` adds BOS by itself. */
+    readonly addsBos: boolean,
+  ) {
+    let max = -1;
+    for (const id of tokenizer.get_vocab(true).values()) if (id > max) max = id;
+    this.vocabSize = max + 1;
+  }
+
+  /**
+   * Loads `tokenizer.json` (+ `tokenizer_config.json`, `generation_config.json`, `config.json` when present)
+   * from a directory. `overrides` (e.g. from a module manifest) win over the files.
+   */
+  static async fromDirectory(
+    dir: string,
+    overrides: { bosTokenId?: number; eosTokenIds?: number[] } = {},
+  ): Promise<TextTokenizer> {
+    const json = await readJsonIfPresent(join(dir, 'tokenizer.json'));
+    if (!json) throw new TokenizerError(`no tokenizer.json in ${dir}; pass --prompt-ids or add the tokenizer files`);
+    const config = ((await readJsonIfPresent(join(dir, 'tokenizer_config.json'))) ?? {}) as TokenizerConfig;
+    const generation = (await readJsonIfPresent(join(dir, 'generation_config.json'))) ?? {};
+    const modelConfig = (await readJsonIfPresent(join(dir, 'config.json'))) ?? {};
+    let tokenizer: Tokenizer;
+    try {
+      tokenizer = new Tokenizer(json, config);
+    } catch (err) {
+      throw new TokenizerError(`cannot load ${join(dir, 'tokenizer.json')}: ${(err as Error).message}`);
+    }
+    const idOf = (token: unknown) => {
+      const content = tokenContent(token);
+      return content === undefined ? undefined : tokenizer.token_to_id(content);
+    };
+    // generation_config.json and config.json are what transformers uses at generation time; the
+    // tokenizer's own tokens are the fallback. (onnxruntime-genai's genai_config.json is known to
+    // disagree with the tokenizer in the wild, so it is not consulted.)
+    const eos = overrides.eosTokenIds ?? [
+      ...new Set([
+        ...idList(generation.eos_token_id),
+        ...idList(modelConfig.eos_token_id),
+        ...idList(idOf(config.eos_token)),
+      ]),
+    ];
+    const bos = overrides.bosTokenId ?? idList(generation.bos_token_id)[0] ?? idOf(config.bos_token);
+    const probe = tokenizer.encode('a', { add_special_tokens: true }).ids;
+    const addsBos = bos !== undefined && probe[0] === bos;
+    return new TextTokenizer(tokenizer, config, bos, eos, addsBos);
+  }
+
+  /** Encodes text; `addSpecialTokens` (default true) follows the tokenizer's own post-processor. */
+  encode(text: string, addSpecialTokens = true): number[] {
+    return this.tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids;
+  }
+
+  /** Decodes ids to text, dropping special tokens unless asked to keep them. */
+  decode(ids: readonly number[], skipSpecialTokens = true): string {
+    if (ids.length === 0) return '';
+    return this.tokenizer.decode(ids as number[], { skip_special_tokens: skipSpecialTokens, clean_up_tokenization_spaces: false });
+  }
+
+  /** The chat template from tokenizer_config.json, if the model ships one. */
+  get chatTemplate(): string | undefined {
+    const t = this.config.chat_template;
+    if (typeof t === 'string') return t;
+    if (Array.isArray(t)) {
+      const named = t.find((x) => x && (x as { name?: string }).name === 'default') ?? t[0];
+      return typeof named?.template === 'string' ? named.template : undefined;
+    }
+    return undefined;
+  }
+
+  /**
+   * Renders messages with the model's chat template (or `template`), ready to encode without adding
+   * special tokens again. Throws when the model has no template and none is given.
+   */
+  applyChatTemplate(
+    messages: ChatMessage[],
+    options: { template?: string; addGenerationPrompt?: boolean; tools?: unknown[]; extra?: Record<string, unknown> } = {},
+  ): string {
+    const source = options.template ?? this.chatTemplate;
+    if (!source) {
+      throw new TokenizerError(
+        'this model has no chat template (tokenizer_config.json has no chat_template); pass a template explicitly or use text completion',
+      );
+    }
+    const special = (key: string) => tokenContent(this.config[key]) ?? '';
+    return new Template(source).render({
+      messages,
+      add_generation_prompt: options.addGenerationPrompt ?? true,
+      bos_token: special('bos_token'),
+      eos_token: special('eos_token'),
+      unk_token: special('unk_token'),
+      pad_token: special('pad_token'),
+      ...(options.tools ? { tools: options.tools } : {}),
+      ...options.extra,
+    });
+  }
+}

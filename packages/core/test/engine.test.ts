@@ -1,0 +1,250 @@
+import { expect } from 'chai';
+import { writeFile, copyFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Engine } from '../src/engine.js';
+import { DecoderSession } from '../src/runtime/decoder-session.js';
+import { prepareDecoder } from '../src/onnx/prepared-cache.js';
+import { models } from '../../../test/support/paths.js';
+import { builtModel, cacheDir, smallConfig, testDir } from './support/models.js';
+
+const KNOWN_FP16_IDS = [30016, 7356, 9023, 25068, 22665, 2507, 5236, 14142];
+
+async function openSession(path: string): Promise<DecoderSession> {
+  const p = await prepareDecoder(path, { lastLogitsOnly: true, logitsFloat32: true, cacheDir });
+  return DecoderSession.create({ path: p.preparedPath, ...(p.externalDataDir ? { externalDataDir: p.externalDataDir } : {}) });
+}
+
+function argmaxRow(logits: Float32Array, row: number, vocab: number): number {
+  let best = 0;
+  for (let v = 1; v < vocab; v++) if (logits[row * vocab + v]! > logits[row * vocab + best]!) best = v;
+  return best;
+}
+
+function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  expect(a.length).to.equal(b.length);
+  let d = 0;
+  for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i]! - b[i]!));
+  return d;
+}
+
+describe('decoder session', () => {
+  for (const [name, opts, tol] of [
+    ['fp32', {}, 1e-4],
+    ['fp16 int32 ids without position_ids', { dtype: 'float16', idsType: 'int32', positionIds: false }, 2e-2],
+    ['merged decoder', { mergedDecoder: true }, 1e-4],
+  ] as const) {
+    it(`KV-cached steps equal full recomputation (${name})`, async () => {
+      const session = await openSession(await builtModel(`kv-${name}`, smallConfig, opts));
+      const fresh = await openSession(await builtModel(`kv-${name}`, smallConfig, opts));
+      try {
+        const seq = [5, 17, 3, 44];
+        let logits = await session.prefill([seq]);
+        for (let step = 0; step < 6; step++) {
+          const full = await fresh.prefill([seq]);
+          expect(maxAbsDiff(logits, full)).to.be.below(tol);
+          const next = argmaxRow(logits, 0, session.vocabSize);
+          expect(argmaxRow(full, 0, fresh.vocabSize)).to.equal(next);
+          seq.push(next);
+          logits = await session.step([next]);
+        }
+        expect(session.cachedLength).to.equal(seq.length);
+      } finally {
+        await session.release();
+        await fresh.release();
+      }
+    });
+  }
+
+  it('KV-cached steps equal full recomputation on the onnxruntime-genai fp16 export', async () => {
+    const session = await openSession(join(models.llamaFp16, 'model.onnx'));
+    const fresh = await openSession(join(models.llamaFp16, 'model.onnx'));
+    try {
+      const seq = [1, 15043, 3186];
+      let logits = await session.prefill([seq]);
+      for (let step = 0; step < 4; step++) {
+        const full = await fresh.prefill([seq]);
+        expect(maxAbsDiff(logits, full)).to.be.below(5e-2);
+        const next = argmaxRow(logits, 0, session.vocabSize);
+        seq.push(next);
+        logits = await session.step([next]);
+      }
+      expect(seq.slice(3)).to.deep.equal(KNOWN_FP16_IDS.slice(0, 4));
+    } finally {
+      await session.release();
+      await fresh.release();
+    }
+  });
+
+  it('a left-padded batch gives each row the logits it gets alone', async () => {
+    const session = await openSession(await builtModel('batch'));
+    try {
+      const prompts = [[4, 9, 33, 2, 61], [7, 1], [50, 51, 52]];
+      let batch = await session.prefill(prompts);
+      const V = session.vocabSize;
+      const alone = [];
+      for (const p of prompts) alone.push(await session.prefill([p]));
+      for (let r = 0; r < prompts.length; r++) expect(maxAbsDiff(batch.subarray(r * V, (r + 1) * V), alone[r]!)).to.be.below(1e-4);
+      // and after a step
+      await session.prefill(prompts);
+      batch = await session.step([10, 11, 12]);
+      for (let r = 0; r < prompts.length; r++) {
+        await session.prefill([prompts[r]!]);
+        const one = await session.step([10 + r]);
+        expect(maxAbsDiff(batch.subarray(r * V, (r + 1) * V), one)).to.be.below(1e-4);
+      }
+    } finally {
+      await session.release();
+    }
+  });
+});
+
+describe('engine', function () {
+  this.timeout(120_000);
+
+  it('reproduces the known greedy ids of the onnxruntime-genai fp16 model', async () => {
+    const engine = await Engine.load({ model: models.llamaFp16, cacheDir });
+    try {
+      const r = await engine.generate({ promptIds: [1, 15043, 3186] }, { maxTokens: 8 });
+      expect(r.rows[0]!.ids).to.deep.equal(KNOWN_FP16_IDS);
+      expect(r.usage).to.deep.equal({ promptTokens: 3, completionTokens: 8 });
+      expect(r.rows[0]!.finishReason).to.equal('length');
+      expect(r.timing.msPerToken).to.be.greaterThan(0);
+    } finally {
+      await engine.dispose();
+    }
+  });
+
+  it('a batch equals the same prompts one by one (greedy and seeded sampling)', async () => {
+    const engine = await Engine.load({ model: await builtModel('engine-batch'), cacheDir });
+    try {
+      const prompts = [[3, 8, 20, 1, 9], [12], [40, 41]];
+      for (const opts of [{ maxTokens: 10 }, { maxTokens: 10, temperature: 0.9, topK: 20, seed: 42 }]) {
+        const batch = await engine.generate({ promptIds: prompts }, opts);
+        for (let r = 0; r < prompts.length; r++) {
+          const one = await engine.generate({ promptIds: prompts[r]! }, opts);
+          expect(batch.rows[r]!.ids).to.deep.equal(one.rows[0]!.ids);
+        }
+        expect(batch.usage.promptTokens).to.equal(8);
+      }
+    } finally {
+      await engine.dispose();
+    }
+  });
+
+  it('a seed reproduces a sampled run; another seed changes it', async () => {
+    const engine = await Engine.load({ model: await builtModel('engine-seed'), cacheDir });
+    try {
+      const opts = { maxTokens: 24, temperature: 1.0, topP: 0.95, seed: 1234 };
+      const a = await engine.generate({ promptIds: [1, 2, 3] }, opts);
+      const b = await engine.generate({ promptIds: [1, 2, 3] }, opts);
+      const c = await engine.generate({ promptIds: [1, 2, 3] }, { ...opts, seed: 99 });
+      expect(a.rows[0]!.ids).to.deep.equal(b.rows[0]!.ids);
+      expect(a.rows[0]!.ids).to.not.deep.equal(c.rows[0]!.ids);
+    } finally {
+      await engine.dispose();
+    }
+  });
+
+  it('stops on an end-of-sequence id and reports it', async () => {
+    const engine = await Engine.load({ model: await builtModel('engine-eos'), cacheDir });
+    try {
+      const free = await engine.generate({ promptIds: [5, 6] }, { maxTokens: 12 });
+      const eos = free.rows[0]!.ids[4]!;
+      const r = await engine.generate({ promptIds: [5, 6] }, { maxTokens: 12, eosTokenIds: [eos] });
+      const cut = free.rows[0]!.ids.indexOf(eos);
+      expect(r.rows[0]!.ids).to.deep.equal(free.rows[0]!.ids.slice(0, cut + 1));
+      expect(r.rows[0]!.finishReason).to.equal('eos');
+    } finally {
+      await engine.dispose();
+    }
+  });
+
+  it('abort stops within one step and keeps the main thread responsive meanwhile', async () => {
+    const big = { ...smallConfig, vocabSize: 4000, hiddenSize: 256, numLayers: 4, numHeads: 8, numKvHeads: 4, intermediateSize: 768 };
+    const engine = await Engine.load({ model: await builtModel('engine-abort', big), cacheDir });
+    try {
+      const controller = new AbortController();
+      let ticks = 0;
+      const timer = setInterval(() => ticks++, 1);
+      const stream = engine.stream({ promptIds: [1, 2, 3] }, { maxTokens: 100_000, ignoreEos: true, signal: controller.signal });
+      let seen = 0;
+      let atAbort = 0;
+      for await (const _ of stream) {
+        seen++;
+        if (seen === 50) {
+          atAbort = seen;
+          controller.abort();
+        }
+      }
+      clearInterval(timer);
+      const r = await stream.result;
+      expect(r.rows[0]!.finishReason).to.equal('abort');
+      // tokens already in flight when abort was observed: at most one step's worth
+      expect(r.usage.completionTokens).to.be.within(atAbort, atAbort + 2);
+      expect(ticks).to.be.greaterThan(10);
+    } finally {
+      await engine.dispose();
+    }
+  });
+
+  it('streams text that concatenates to the result, and cuts at a stop string', async () => {
+    const engine = await Engine.load({ model: models.llamaFp16, cacheDir });
+    try {
+      const free = await engine.generate({ prompt: 'Hello' }, { maxTokens: 12 });
+      const text = free.rows[0]!.text;
+      expect(text.length).to.be.greaterThan(4);
+      const stop = text.slice(3, 5);
+      const stream = engine.stream({ prompt: 'Hello' }, { maxTokens: 12, stop: [stop] });
+      let streamed = '';
+      for await (const t of stream) streamed += t.text;
+      const r = await stream.result;
+      expect(r.rows[0]!.finishReason).to.equal('stop');
+      expect(r.rows[0]!.text).to.equal(text.slice(0, text.indexOf(stop)));
+      expect(streamed).to.equal(r.rows[0]!.text);
+    } finally {
+      await engine.dispose();
+    }
+  });
+});
+
+describe('bad models', () => {
+  it('refuses the legacy stacked-KV GPT-2 layout naming past_N', async () => {
+    const err = await Engine.load({ model: join(models.gpt2Legacy, 'past.onnx'), cacheDir }).then(
+      () => undefined,
+      (e: Error) => e,
+    );
+    expect(err?.name).to.equal('UnsupportedModelError');
+    expect(err?.message).to.match(/past_N|past_0/);
+  });
+
+  it('reports a missing file, a corrupt protobuf and a model without logits clearly', async () => {
+    const dir = testDir('bad');
+    const corrupt = join(dir, 'corrupt.onnx');
+    await writeFile(corrupt, Buffer.from('this is not a protobuf at all, just text'));
+    const truncated = join(dir, 'truncated.onnx');
+    await copyFile(await builtModel('bad-src'), truncated);
+    const { truncate } = await import('node:fs/promises');
+    await truncate(truncated, 2000);
+    for (const [path, pattern] of [
+      [join(dir, 'nope.onnx'), /not found/],
+      [corrupt, /not a valid ONNX model|protobuf/i],
+      [truncated, /not a valid ONNX model|protobuf|truncat/i],
+    ] as const) {
+      const err = await Engine.load({ model: path, cacheDir }).then(
+        () => undefined,
+        (e: Error) => e,
+      );
+      expect(err, path).to.be.instanceOf(Error);
+      expect(err!.message).to.match(pattern);
+    }
+  });
+
+  it('asks for the CUDA install when --device cuda has no provider libraries', async () => {
+    const err = await Engine.load({ model: await builtModel('bad-device'), cacheDir, device: 'cuda' }).then(
+      () => undefined,
+      (e: Error) => e,
+    );
+    expect(err?.name).to.equal('DeviceUnavailableError');
+    expect(err?.message).to.include('ONNXRUNTIME_NODE_INSTALL=cuda12 npm install');
+  });
+});

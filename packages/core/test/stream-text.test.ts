@@ -1,0 +1,67 @@
+import { expect } from 'chai';
+import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
+import { StreamDecoder } from '../src/tokenizer/stream-decoder.js';
+import { StopStringMatcher } from '../src/generate/stop-strings.js';
+import { models } from '../../../test/support/paths.js';
+
+describe('incremental detokenization', () => {
+  let tok: TextTokenizer;
+  before(async () => {
+    tok = await TextTokenizer.fromDirectory(models.llamaFp16);
+  });
+
+  it('reads special ids from the tokenizer files, not from genai_config.json', () => {
+    expect(tok.bosTokenId).to.equal(1);
+    expect(tok.eosTokenIds).to.deep.equal([2]);
+    expect(tok.addsBos).to.equal(true);
+  });
+
+  for (const text of ['Hello world, how are you?', 'naïve café – 日本語 😀 done', '  two  spaces\nnew line', '🦙🦙']) {
+    it(`streams ${JSON.stringify(text)} piecewise to exactly the decoded text, never half a character`, () => {
+      const ids = tok.encode(text, false);
+      const decoder = new StreamDecoder((x) => tok.decode(x));
+      const pieces = ids.map((id) => decoder.push(id));
+      pieces.push(decoder.flush());
+      for (const p of pieces) expect(p).to.not.include('\uFFFD');
+      expect(pieces.join('')).to.equal(tok.decode(ids));
+    });
+  }
+
+  it('holds back the bytes of a character split over byte-fallback tokens', () => {
+    const ids = tok.encode('😀', false);
+    expect(ids.length).to.be.greaterThan(2); // byte fallback: ▁ plus four <0xNN> tokens
+    const decoder = new StreamDecoder((x) => tok.decode(x));
+    const pieces = ids.map((id) => decoder.push(id));
+    expect(pieces.slice(0, -1).join('')).to.not.include('😀');
+    expect(pieces.join('')).to.equal('😀');
+  });
+});
+
+describe('stop strings', () => {
+  it('finds a stop string completed across pieces, only in the unchecked tail', () => {
+    const m = new StopStringMatcher(['###', 'END']);
+    expect(m.find('abc#', 0)).to.equal(-1);
+    expect(m.find('abc###x', 4)).to.equal(3);
+    expect(m.find('END then more', 13)).to.equal(-1); // already checked past it
+    expect(m.find('xxEND', 3)).to.equal(2);
+  });
+
+  it('holds back the longest tail that could still become a stop string', () => {
+    const m = new StopStringMatcher(['</answer>', 'STOP']);
+    expect(m.holdback('result </ans')).to.equal(5);
+    expect(m.holdback('result ST')).to.equal(2);
+    expect(m.holdback('result')).to.equal(0);
+    expect(m.holdback('STOP')).to.equal(0); // complete matches are found, not held
+  });
+});
+
+describe('incremental detokenization after a prompt', () => {
+  it('keeps the leading space of the first generated word', async () => {
+    const tok = await TextTokenizer.fromDirectory(models.llamaFp16);
+    const prompt = tok.encode('Once upon');
+    const generated = tok.encode('Once upon a time', true).slice(prompt.length);
+    const decoder = new StreamDecoder((x) => tok.decode(x), prompt);
+    const text = generated.map((id) => decoder.push(id)).join('') + decoder.flush();
+    expect(text).to.equal(' a time');
+  });
+});
