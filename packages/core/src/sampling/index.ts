@@ -1,0 +1,20 @@
+export type { LogitProcessor, SamplingContext } from './types.js';
+export { SamplingOptionsError, validateSamplingOptions, type SamplingOptions } from './options.js';
+export { createRng, randomSeed } from './rng.js';
+export { argmax, heapKthLargest, quickselectKthLargest } from './select.js';
+export {
+  MinPProcessor,
+  RepetitionPenaltyProcessor,
+  TemperatureProcessor,
+  TopKProcessor,
+  TopPProcessor,
+} from './processors.js';
+export {
+  CandidateBuffer,
+  drawCandidates,
+  gatherFinite,
+  maskToCandidates,
+  type CandidateFilter,
+} from './candidates.js';
+export { expNeg } from './math.js';
+export { drawFromLogits, NoCandidatesError, Sampler } from './sampler.js';

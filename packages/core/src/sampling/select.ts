@@ -1,0 +1,121 @@
+/** Selection primitives for the hot loop: argmax and k-th-largest without sorting the vocabulary. */
+
+/**
+ * Index of the largest of `logits[0 .. limit)` in one pass; the first one on ties. NaN is never
+ * chosen over a number. Returns 0 when every entry is -Infinity/NaN, -1 when the range is empty.
+ * @param limit how many leading entries to consider (e.g. the real vocab size of a padded row); default all.
+ */
+export function argmax(logits: Float32Array, limit?: number): number {
+  const n = limit === undefined ? logits.length : Math.min(Math.max(0, Math.floor(limit)), logits.length);
+  if (n === 0) return -1;
+  let best = -Infinity;
+  let idx = 0;
+  for (let i = 0; i < n; i++) {
+    const v = logits[i]!;
+    if (v > best) {
+      best = v;
+      idx = i;
+    }
+  }
+  return idx;
+}
+
+/**
+ * Value of the k-th largest (1-based) of `a[0 .. n)`, reordering `a` in place (Hoare quickselect
+ * with a median-of-three pivot; O(n) on average, robust to many equal keys). `a` must hold no NaN.
+ * After the call, `a[0 .. k-1)` are >= the result.
+ */
+export function quickselectKthLargest(a: Float32Array, n: number, k: number): number {
+  if (k < 1 || k > n) throw new RangeError(`quickselectKthLargest: k=${k} outside [1, ${n}]`);
+  const target = k - 1;
+  let lo = 0;
+  let hi = n - 1;
+  while (hi > lo) {
+    const mid = (lo + hi) >>> 1;
+    const x = a[lo]!;
+    const y = a[mid]!;
+    const z = a[hi]!;
+    // median of three
+    const pivot = x < y ? (y < z ? y : x < z ? z : x) : x < z ? x : y < z ? z : y;
+    let i = lo;
+    let j = hi;
+    while (i <= j) {
+      while (a[i]! > pivot) i++;
+      while (a[j]! < pivot) j--;
+      if (i <= j) {
+        const t = a[i]!;
+        a[i] = a[j]!;
+        a[j] = t;
+        i++;
+        j--;
+      }
+    }
+    // now a[lo..j] >= pivot, a[i..hi] <= pivot, a[j+1..i-1] == pivot
+    if (target <= j) hi = j;
+    else if (target >= i) lo = i;
+    else return a[target]!;
+  }
+  return a[target]!;
+}
+
+/**
+ * Value of the k-th largest (1-based) of the entries of `values[0 .. n)` that are not -Infinity or
+ * NaN, together with how many entries are strictly greater, using a size-k min-heap in `heap`
+ * (capacity >= k). One pass; most entries cost a single comparison against the heap root, so this
+ * is the fast path for small k. Returns undefined when fewer than k entries are eligible.
+ */
+export function heapKthLargest(
+  values: Float32Array,
+  n: number,
+  k: number,
+  heap: Float32Array,
+): { value: number; greater: number } | undefined {
+  if (k < 1) throw new RangeError(`heapKthLargest: k must be >= 1 (got ${k})`);
+  let size = 0;
+  let i = 0;
+  // fill phase
+  for (; i < n && size < k; i++) {
+    const v = values[i]!;
+    if (!(v > -Infinity)) continue;
+    // sift up
+    let c = size++;
+    while (c > 0) {
+      const p = (c - 1) >> 1;
+      const pv = heap[p]!;
+      if (pv <= v) break;
+      heap[c] = pv;
+      c = p;
+    }
+    heap[c] = v;
+  }
+  if (size < k) return undefined;
+  let root = heap[0]!;
+  for (; i < n; i++) {
+    const v = values[i]!;
+    if (!(v > root)) continue; // also rejects NaN and -Infinity
+    // replace root and sift down
+    let c = 0;
+    for (;;) {
+      const l = 2 * c + 1;
+      if (l >= k) break;
+      const r = l + 1;
+      let m = l;
+      let mv = heap[l]!;
+      if (r < k) {
+        const rv = heap[r]!;
+        if (rv < mv) {
+          m = r;
+          mv = rv;
+        }
+      }
+      if (mv >= v) break;
+      heap[c] = mv;
+      c = m;
+    }
+    heap[c] = v;
+    root = heap[0]!;
+  }
+  let greater = 0;
+  for (let j = 0; j < k; j++) if (heap[j]! > root) greater++;
+  return { value: root, greater };
+}
