@@ -1,0 +1,163 @@
+/**
+ * Decode speed and memory, side by side in one run: reasonplug's engine vs transformers.js 4.x vs a bare
+ * loop of `session.run` calls, on the same ONNX files. Greedy; per-token time is the slope between a short
+ * and a long generation (so load and prefill do not blur it); medians over rounds that interleave contenders.
+ *
+ *   npm run bench:decode [-- --rounds 5 --short 16 --long 144]
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { Engine } from '../packages/core/src/engine.js';
+import { randomLlamaWeights, writeLlamaModel, llamaParameterCount } from '../packages/core/src/onnx/llama-builder.js';
+import type { LlamaConfig } from '../packages/core/src/onnx/llama-spec.js';
+import { loadBareLoop } from './support/bare-loop.js';
+import { loadTransformersModel, prepareTransformersDir, readDecoderInfo } from './support/transformers-ref.js';
+import { median, printTable } from './support/stats.js';
+import { models, repoRoot } from '../test/support/paths.js';
+
+type Contender = 'reasonplug' | 'transformers.js' | 'bare loop';
+const CONTENDERS: Contender[] = ['reasonplug', 'transformers.js', 'bare loop'];
+
+interface Runner {
+  /** Generates n tokens greedily; returns ms to the first token and in total. */
+  run(n: number): Promise<{ firstTokenMs: number; totalMs: number }>;
+  dispose(): Promise<void>;
+}
+
+/** The ~24M-parameter compute-bound model of the issue: dim 288, 6 layers, 6 heads, ffn 768, vocab 32000. */
+const LLAMA_24M: LlamaConfig = { vocabSize: 32000, hiddenSize: 288, numLayers: 6, numHeads: 6, intermediateSize: 768 };
+
+async function ensure24M(): Promise<string> {
+  const dir = join(repoRoot, '.cache', 'bench', 'llama24m');
+  const path = join(dir, 'model.onnx');
+  if (!existsSync(path)) {
+    mkdirSync(dir, { recursive: true });
+    await writeLlamaModel(path, LLAMA_24M, randomLlamaWeights(LLAMA_24M, 1));
+  }
+  return path;
+}
+
+const PROMPT = [1, 15043, 3186, 29892, 920, 526, 366, 29973];
+
+async function load(contender: Contender, onnxPath: string): Promise<Runner> {
+  if (contender === 'reasonplug') {
+    const engine = await Engine.load({ model: onnxPath });
+    return {
+      async run(n) {
+        const t0 = performance.now();
+        let first = 0;
+        const stream = engine.stream({ promptIds: PROMPT }, { maxTokens: n, ignoreEos: true });
+        for await (const _ of stream) if (!first) first = performance.now() - t0;
+        await stream.result;
+        return { firstTokenMs: first, totalMs: performance.now() - t0 };
+      },
+      dispose: () => engine.dispose(),
+    };
+  }
+  const impl =
+    contender === 'bare loop'
+      ? await loadBareLoop(onnxPath)
+      : await loadTransformersModel(await prepareTransformersDir(onnxPath, await readDecoderInfo(onnxPath)));
+  return { run: (n) => impl.generate(PROMPT, n), dispose: () => impl.dispose() };
+}
+
+interface ModelFigures {
+  model: string;
+  msPerToken: Record<Contender, number>;
+  firstTokenMs: Record<Contender, number>;
+}
+
+async function measure(label: string, onnxPath: string, rounds: number, short: number, long: number): Promise<ModelFigures> {
+  const runners = new Map<Contender, Runner>();
+  for (const c of CONTENDERS) runners.set(c, await load(c, onnxPath));
+  const slopes = new Map<Contender, number[]>(CONTENDERS.map((c) => [c, []]));
+  const firsts = new Map<Contender, number[]>(CONTENDERS.map((c) => [c, []]));
+  for (const r of runners.values()) await r.run(short); // warm-up
+  for (let round = 0; round < rounds; round++) {
+    // Rotate the order each round so no contender always runs first (or last) on a warm machine.
+    const order = CONTENDERS.map((_, i) => CONTENDERS[(i + round) % CONTENDERS.length]!);
+    for (const c of order) {
+      const r = runners.get(c)!;
+      const a = await r.run(short);
+      const b = await r.run(long);
+      slopes.get(c)!.push((b.totalMs - a.totalMs) / (long - short));
+      firsts.get(c)!.push(a.firstTokenMs, b.firstTokenMs);
+    }
+  }
+  for (const r of runners.values()) await r.dispose();
+  const pick = (m: Map<Contender, number[]>) =>
+    Object.fromEntries(CONTENDERS.map((c) => [c, median(m.get(c)!)])) as Record<Contender, number>;
+  return { model: label, msPerToken: pick(slopes), firstTokenMs: pick(firsts) };
+}
+
+/** Peak RSS (MiB) of a fresh process that loads the model and generates `n` tokens with one contender. */
+function peakRss(contender: Contender, onnxPath: string, n: number): number {
+  const out = execFileSync(
+    process.execPath,
+    ['--import', 'tsx', fileURLToPath(import.meta.url), '--rss-probe', contender, '--model', onnxPath, '--long', String(n)],
+    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  return Number(out.trim().split('\n').pop());
+}
+
+const { values } = parseArgs({
+  options: {
+    rounds: { type: 'string', default: '5' },
+    short: { type: 'string', default: '16' },
+    long: { type: 'string', default: '144' },
+    'rss-probe': { type: 'string' },
+    model: { type: 'string' },
+  },
+});
+
+if (values['rss-probe']) {
+  const runner = await load(values['rss-probe'] as Contender, values.model!);
+  await runner.run(Number(values.long));
+  await runner.dispose();
+  console.log((process.resourceUsage().maxRSS / 1024).toFixed(1));
+  process.exit(0);
+}
+
+const rounds = Number(values.rounds);
+const short = Number(values.short);
+const long = Number(values.long);
+const fp16Path = join(models.llamaFp16, 'model.onnx');
+const path24m = await ensure24M();
+// Prepared graphs are made once and cached; do that outside the measurements.
+for (const p of [fp16Path, path24m]) await (await load('reasonplug', p)).dispose();
+
+const figures = [
+  await measure('tiny-random-llama-fp16 (overhead-bound)', fp16Path, rounds, short, long),
+  await measure(`llama-24M fp32 (${(llamaParameterCount(LLAMA_24M) / 1e6).toFixed(1)}M params, compute-bound)`, path24m, rounds, short, long),
+];
+const rss = Object.fromEntries(CONTENDERS.filter((c) => c !== 'bare loop').map((c) => [c, peakRss(c, path24m, long)])) as Record<
+  'reasonplug' | 'transformers.js',
+  number
+>;
+
+const summary = figures.map((f) => ({
+  model: f.model,
+  msPerToken: f.msPerToken,
+  firstTokenMs: f.firstTokenMs,
+  ratioVsTransformersJs: f.msPerToken.reasonplug / f.msPerToken['transformers.js'],
+  ratioVsBareLoop: f.msPerToken.reasonplug / f.msPerToken['bare loop'],
+}));
+console.log(JSON.stringify({ bench: 'decode', rounds, short, long, models: summary, peakRssMiB24M: rss }));
+printTable(
+  `decode, greedy, ms/token = slope between ${short} and ${long} tokens, median of ${rounds} rounds`,
+  ['model', 'reasonplug', 'transformers.js', 'bare loop', 'vs tjs', 'vs bare', 'TTFT rp', 'TTFT tjs'],
+  summary.map((s) => [
+    s.model,
+    s.msPerToken.reasonplug,
+    s.msPerToken['transformers.js'],
+    s.msPerToken['bare loop'],
+    `${s.ratioVsTransformersJs.toFixed(2)}x`,
+    `${s.ratioVsBareLoop.toFixed(2)}x`,
+    s.firstTokenMs.reasonplug,
+    s.firstTokenMs['transformers.js'],
+  ]),
+);
+printTable('peak RSS, 24M model, fresh process, load + generate', ['contender', 'MiB'], Object.entries(rss));

@@ -1,0 +1,87 @@
+import { expect } from 'chai';
+import { execFile } from 'node:child_process';
+import { copyFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { models } from '../../../test/support/paths.js';
+import { builtModel, cacheDir, testDir } from './support/models.js';
+
+const cli = fileURLToPath(new URL('../src/cli/reasonplug.ts', import.meta.url));
+const run = promisify(execFile);
+
+async function reasonplug(...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', cli, ...args], {
+      env: { ...process.env, REASONPLUG_CACHE: join(cacheDir, '..', 'cli-cache') },
+    });
+    return { stdout, stderr, code: 0 };
+  } catch (err) {
+    const e = err as { stdout: string; stderr: string; code: number };
+    return { stdout: e.stdout, stderr: e.stderr, code: e.code };
+  }
+}
+
+const STORY = 'Once upon a time, there was a little girl named Lily. She loved to play outside in the park.';
+
+describe('reasonplug CLI', function () {
+  this.timeout(120_000);
+  let storiesDir: string;
+
+  before(async () => {
+    storiesDir = join(testDir('cli'), 'stories260K');
+    const r = await reasonplug('convert', 'gguf', models.stories260K, storiesDir);
+    expect(r.code, r.stderr).to.equal(0);
+  });
+
+  it('converts stories260K and generates its known greedy story from BOS, token for token', async () => {
+    const r = await reasonplug('generate', '--model', storiesDir, '--prompt-ids', '1', '--max-tokens', '31', '--json');
+    expect(r.code, r.stderr).to.equal(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.text).to.equal(STORY);
+    expect(out.ids).to.have.length(31);
+    expect(out.usage).to.deep.equal({ promptTokens: 1, completionTokens: 31 });
+    expect(Object.keys(out.timing)).to.have.members(['loadMs', 'prefillMs', 'msPerToken']);
+  });
+
+  it('streams text for a text prompt', async () => {
+    const r = await reasonplug('generate', '--model', storiesDir, '--prompt', 'Once upon a time', '--max-tokens', '20');
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stdout.startsWith(STORY.slice('Once upon a time'.length, 60))).to.equal(true);
+    expect(r.stderr).to.match(/prompt \+ 20 generated tokens/);
+  });
+
+  it('runs a bare .onnx with no tokenizer from --prompt-ids, with empty text', async () => {
+    const dir = testDir('bare');
+    const model = join(dir, 'model.onnx');
+    await copyFile(await builtModel('cli-bare'), model);
+    const r = await reasonplug('generate', '--model', model, '--prompt-ids', '3,4,5', '--max-tokens', '5', '--json');
+    expect(r.code, r.stderr).to.equal(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.ids).to.have.length(5);
+    expect(out.text).to.equal('');
+    const noText = await reasonplug('generate', '--model', model, '--prompt', 'hi');
+    expect(noText.code).to.equal(1);
+    expect(noText.stderr).to.match(/no tokenizer/);
+  });
+
+  it('inspects an export and refuses the legacy layout with a one-line error', async () => {
+    const ok = await reasonplug('inspect', models.llamaFp16);
+    expect(ok.code, ok.stderr).to.equal(0);
+    const info = JSON.parse(ok.stdout);
+    expect(JSON.stringify(info.signature)).to.include('past_key_values.0.key');
+    const bad = await reasonplug('inspect', join(models.gpt2Legacy, 'past.onnx'));
+    expect(bad.code).to.equal(1);
+    expect(bad.stderr).to.match(/UnsupportedModelError: .*past_/);
+    expect(bad.stderr.trim().split('\n')).to.have.length(1);
+  });
+
+  it('rejects bad flags with a clear message', async () => {
+    const r = await reasonplug('generate', '--model', storiesDir, '--prompt-ids', '1,x');
+    expect(r.code).to.not.equal(0);
+    expect(r.stderr).to.match(/comma-separated/);
+    const t = await reasonplug('generate', '--model', storiesDir, '--prompt-ids', '1', '--temperature', '-1');
+    expect(t.code).to.equal(1);
+    expect(t.stderr).to.match(/temperature/);
+  });
+});
