@@ -1,0 +1,20 @@
+/**
+ * @reasonplug/core — run ONNX causal LMs with onnxruntime-node; build, convert and prepare decoder graphs.
+ */
+export { Engine, EngineError, type EngineOptions, type GenerationStream, type StreamOptions } from './engine.js';
+export type { ModelInfo, PromptInput } from './runtime/protocol.js';
+export type { FinishReason, GenerateOptions, GenerationResult, RowResult, TokenEvent, Timing, Usage } from './generate/types.js';
+export { runDecodeLoop, type LogitSource } from './generate/decode-loop.js';
+export { DecoderSession, ModelRunError, type DecoderSource, type RuntimeOptions } from './runtime/decoder-session.js';
+export { DEVICES, DeviceUnavailableError, executionProvidersFor, type Device } from './runtime/devices.js';
+export { locateModel, ModelNotFoundError, type ModelLocation } from './modules/locate.js';
+export { TextTokenizer, TokenizerError, type ChatMessage } from './tokenizer/tokenizer.js';
+export { StreamDecoder } from './tokenizer/stream-decoder.js';
+export * from './sampling/index.js';
+export * from './onnx/signature.js';
+export { OnnxFormatError } from './onnx/proto.js';
+export * from './onnx/llama-spec.js';
+export * from './onnx/llama-builder.js';
+export * from './onnx/adapt.js';
+export * from './onnx/prepared-cache.js';
+export * from './gguf/convert.js';

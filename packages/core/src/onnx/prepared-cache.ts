@@ -1,0 +1,181 @@
+/**
+ * An on-disk cache of prepared decoder graphs ({@link adaptDecoder} outputs), keyed by the content of the source
+ * graph file and the adaptation options. Files are written to a process-unique temporary name and renamed into
+ * place, so concurrent processes never see a partial file; a hit reads only a small JSON sidecar (the model is
+ * not parsed again).
+ *
+ * External data: a prepared graph keeps the source's external-data references (relative paths such as
+ * `model.onnx.data`). onnxruntime refuses external-data paths that leave the model's directory, so a graph in
+ * the cache cannot point at the source's data file by path. Instead, when {@link PreparedDecoder.externalDataDir}
+ * is set, load the prepared graph from its bytes with the session option
+ * `{ extra: { session: { model_external_initializers_file_folder_path: externalDataDir } } }`.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { adaptDecoder, modelValueMetadata, usesExternalData, type AdaptOptions } from './adapt.js';
+import { detectSignature } from './signature.js';
+import { OnnxFormatError, encodeModel, readModel } from './proto.js';
+
+/** Bump when the adaptation changes what it writes: old cache entries are then ignored. */
+export const PREPARED_FORMAT_VERSION = 1;
+
+/** Options of {@link prepareDecoder}. */
+export interface PrepareOptions extends AdaptOptions {
+  /** Directory of prepared graphs; default `$REASONPLUG_CACHE/prepared` or `~/.cache/reasonplug/prepared`. */
+  cacheDir?: string;
+}
+
+/** A prepared decoder graph and how to load it. */
+export interface PreparedDecoder {
+  /** The source graph (absolute). */
+  sourcePath: string;
+  /** The graph to load (the source itself when no adaptation was asked for). */
+  preparedPath: string;
+  /**
+   * Set when the graph keeps external data: load `preparedPath`'s bytes with the session option
+   * `model_external_initializers_file_folder_path` = this directory (the source's directory).
+   */
+  externalDataDir?: string;
+  /** `sha256:<hex>` of the source graph file. */
+  digest: string;
+  /** What the adaptation did (from the run that filled the cache). */
+  notes: string[];
+}
+
+/** Counters for tests and diagnostics. */
+export const preparedCacheStats = { hits: 0, misses: 0, parses: 0 };
+
+interface Sidecar {
+  format: number;
+  digest: string;
+  options: Required<AdaptOptions>;
+  externalData: boolean;
+  notes: string[];
+}
+
+/** The default directory of prepared graphs. */
+export function defaultPreparedCacheDir(): string {
+  const base = process.env['REASONPLUG_CACHE'] || join(homedir(), '.cache', 'reasonplug');
+  return join(base, 'prepared');
+}
+
+/** sha256 of a file, streamed (the file is never held in memory). */
+export async function sha256File(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  await new Promise<void>((done, fail) => {
+    const stream = createReadStream(path, { highWaterMark: 1 << 20 });
+    stream.on('data', (chunk) => hash.update(chunk));
+    stream.on('error', fail);
+    stream.on('end', done);
+  });
+  return hash.digest('hex');
+}
+
+function normalize(opts: AdaptOptions): Required<AdaptOptions> {
+  return {
+    lastLogitsOnly: opts.lastLogitsOnly ?? false,
+    logitsFloat32: opts.logitsFloat32 ?? false,
+    hiddenState: opts.hiddenState ?? false,
+    inputsEmbeds: opts.inputsEmbeds ?? false,
+  };
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Writes `data` to `path` through a process-unique temporary file and an atomic rename. */
+async function writeAtomic(path: string, data: Uint8Array | string): Promise<void> {
+  const tmp = `${path}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
+  try {
+    await writeFile(tmp, data);
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+/**
+ * Returns the prepared form of the decoder graph at `sourcePath` for these options, adapting and caching it
+ * on the first call. Throws {@link OnnxFormatError} for a missing or unreadable file and
+ * `UnsupportedModelError` when the graph's I/O is not an accepted decoder layout (checked with
+ * `detectSignature` on the graph's declared inputs and outputs) or the graph cannot be adapted.
+ */
+export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = {}): Promise<PreparedDecoder> {
+  const source = resolve(sourcePath);
+  let size: number;
+  try {
+    const st = await stat(source);
+    if (!st.isFile()) throw new OnnxFormatError(`model path is not a file: ${source}`);
+    size = st.size;
+  } catch (err) {
+    if (err instanceof OnnxFormatError) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new OnnxFormatError(code === 'ENOENT' ? `model file not found: ${source}` : `cannot read model file ${source}: ${(err as Error).message}`);
+  }
+  if (size === 0) throw new OnnxFormatError(`${source} is empty; is the download complete?`);
+  const hex = await sha256File(source);
+  const digest = `sha256:${hex}`;
+  const options = normalize(opts);
+  const sourceDir = dirname(source);
+
+  if (!Object.values(options).some(Boolean)) {
+    return { sourcePath: source, preparedPath: source, digest, notes: ['no adaptation requested: the source graph is used as is'] };
+  }
+
+  const key = createHash('sha256').update(JSON.stringify({ format: PREPARED_FORMAT_VERSION, source: hex, options })).digest('hex');
+  const dir = resolve(opts.cacheDir ?? defaultPreparedCacheDir());
+  const preparedPath = join(dir, `${key}.onnx`);
+  const sidecarPath = join(dir, `${key}.json`);
+
+  // Hit: the sidecar is written after the graph, so its presence means the graph is complete.
+  if ((await exists(sidecarPath)) && (await exists(preparedPath))) {
+    try {
+      const meta = JSON.parse(await readFile(sidecarPath, 'utf8')) as Sidecar;
+      if (meta.format === PREPARED_FORMAT_VERSION && meta.digest === digest) {
+        preparedCacheStats.hits++;
+        return {
+          sourcePath: source,
+          preparedPath,
+          ...(meta.externalData ? { externalDataDir: sourceDir } : {}),
+          digest,
+          notes: meta.notes,
+        };
+      }
+    } catch {
+      // An unreadable sidecar is rewritten below.
+    }
+  }
+
+  preparedCacheStats.misses++;
+  preparedCacheStats.parses++;
+  let model: Awaited<ReturnType<typeof readModel>> | undefined = await readModel(source);
+  // Refuse unsupported layouts (e.g. stacked past_N) with the signature's message before touching the graph.
+  const io = modelValueMetadata(model);
+  detectSignature(io.inputs, io.outputs, source);
+  const externalData = usesExternalData(model);
+  let adapted: ReturnType<typeof adaptDecoder> | undefined = adaptDecoder(model, options, source);
+  model = undefined;
+  let bytes: Uint8Array | undefined = encodeModel(adapted.model);
+  const notes = adapted.notes;
+  adapted = undefined;
+  try {
+    await mkdir(dir, { recursive: true });
+    await writeAtomic(preparedPath, bytes);
+    bytes = undefined;
+    const meta: Sidecar = { format: PREPARED_FORMAT_VERSION, digest, options, externalData, notes };
+    await writeAtomic(sidecarPath, `${JSON.stringify(meta, null, 2)}\n`);
+  } catch (err) {
+    throw new Error(`cannot write the prepared graph of ${source} to ${dir}: ${(err as Error).message}`);
+  }
+  return { sourcePath: source, preparedPath, ...(externalData ? { externalDataDir: sourceDir } : {}), digest, notes };
+}
