@@ -42,10 +42,11 @@ async function ensure24M(): Promise<string> {
 
 const PROMPT = [1, 15043, 3186, 29892, 920, 526, 366, 29973];
 
-async function load(contender: Contender, onnxPath: string): Promise<Runner> {
+async function load(contender: Contender, onnxPath: string, threads?: number): Promise<Runner & { threads?: number }> {
   if (contender === 'reasonplug') {
     const engine = await Engine.load({ model: onnxPath });
     return {
+      ...(engine.info.intraOpThreads ? { threads: engine.info.intraOpThreads } : {}),
       async run(n) {
         const t0 = performance.now();
         let first = 0;
@@ -59,10 +60,14 @@ async function load(contender: Contender, onnxPath: string): Promise<Runner> {
   }
   const impl =
     contender === 'bare loop'
-      ? await loadBareLoop(onnxPath)
+      ? await loadBareLoop(onnxPath, threads ? { intraOpNumThreads: threads } : {})
       : await loadTransformersModel(await prepareTransformersDir(onnxPath, await readDecoderInfo(onnxPath)));
   return { run: (n) => impl.generate(PROMPT, n), dispose: () => impl.dispose() };
 }
+
+const threadsUsed: Record<string, number | string> = {};
+
+const settle = () => new Promise((r) => setTimeout(r, 25));
 
 interface ModelFigures {
   model: string;
@@ -72,7 +77,11 @@ interface ModelFigures {
 
 async function measure(label: string, onnxPath: string, rounds: number, short: number, long: number): Promise<ModelFigures> {
   const runners = new Map<Contender, Runner>();
-  for (const c of CONTENDERS) runners.set(c, await load(c, onnxPath));
+  // The bare loop runs with the engine's thread count, so it stays the floor of the same configuration;
+  // transformers.js runs as users run it, with onnxruntime's defaults.
+  const engine = await load('reasonplug', onnxPath);
+  runners.set('reasonplug', engine);
+  for (const c of CONTENDERS.slice(1)) runners.set(c, await load(c, onnxPath, engine.threads));
   const slopes = new Map<Contender, number[]>(CONTENDERS.map((c) => [c, []]));
   const firsts = new Map<Contender, number[]>(CONTENDERS.map((c) => [c, []]));
   for (const r of runners.values()) await r.run(short); // warm-up
@@ -81,13 +90,18 @@ async function measure(label: string, onnxPath: string, rounds: number, short: n
     const order = CONTENDERS.map((_, i) => CONTENDERS[(i + round) % CONTENDERS.length]!);
     for (const c of order) {
       const r = runners.get(c)!;
+      // Let the previous contender's onnxruntime threads stop spinning before timing the next one: on a
+      // small machine they would otherwise take the cores the next contender's first step needs.
+      await settle();
       const a = await r.run(short);
+      await settle();
       const b = await r.run(long);
       slopes.get(c)!.push((b.totalMs - a.totalMs) / (long - short));
       firsts.get(c)!.push(a.firstTokenMs, b.firstTokenMs);
     }
   }
   for (const r of runners.values()) await r.dispose();
+  threadsUsed[label] = engine.threads ?? 'onnxruntime default';
   const pick = (m: Map<Contender, number[]>) =>
     Object.fromEntries(CONTENDERS.map((c) => [c, median(m.get(c)!)])) as Record<Contender, number>;
   return { model: label, msPerToken: pick(slopes), firstTokenMs: pick(firsts) };
@@ -105,7 +119,7 @@ function peakRss(contender: Contender, onnxPath: string, n: number): number {
 
 const { values } = parseArgs({
   options: {
-    rounds: { type: 'string', default: '5' },
+    rounds: { type: 'string', default: '9' },
     short: { type: 'string', default: '16' },
     long: { type: 'string', default: '144' },
     'rss-probe': { type: 'string' },
@@ -144,13 +158,15 @@ const summary = figures.map((f) => ({
   firstTokenMs: f.firstTokenMs,
   ratioVsTransformersJs: f.msPerToken.reasonplug / f.msPerToken['transformers.js'],
   ratioVsBareLoop: f.msPerToken.reasonplug / f.msPerToken['bare loop'],
+  intraOpThreads: threadsUsed[f.model],
 }));
 console.log(JSON.stringify({ bench: 'decode', rounds, short, long, models: summary, peakRssMiB24M: rss }));
 printTable(
   `decode, greedy, ms/token = slope between ${short} and ${long} tokens, median of ${rounds} rounds`,
-  ['model', 'reasonplug', 'transformers.js', 'bare loop', 'vs tjs', 'vs bare', 'TTFT rp', 'TTFT tjs'],
+  ['model', 'threads', 'reasonplug', 'transformers.js', 'bare loop', 'vs tjs', 'vs bare', 'TTFT rp', 'TTFT tjs'],
   summary.map((s) => [
     s.model,
+    String(s.intraOpThreads),
     s.msPerToken.reasonplug,
     s.msPerToken['transformers.js'],
     s.msPerToken['bare loop'],

@@ -53,7 +53,7 @@ function spawnWorker(workerData: WorkerConfig): Worker {
 /** A request before it gets its id (distributes over the union). */
 type Request<T = Extract<ToWorker, { id: number }>> = T extends unknown ? Omit<T, 'id'> : never;
 
-type Pending = { onToken(e: TokenEvent): void; resolve(v: unknown): void; reject(e: Error): void };
+type Pending = { onTokens(e: TokenEvent[]): void; resolve(v: unknown): void; reject(e: Error): void };
 
 /** A loaded model, ready to generate. */
 export class Engine {
@@ -114,8 +114,8 @@ export class Engine {
       signal?.addEventListener('abort', onAbort, { once: true });
       const t0 = performance.now();
       try {
-        const done = (await this.request({ type: 'generate', input, options: generateOptions, abort }, (e) => {
-          tokens.push(e);
+        const done = (await this.request({ type: 'generate', input, options: generateOptions, abort }, (events) => {
+          tokens.push(...events);
           wake?.();
         })) as Extract<FromWorker, { type: 'done' }>['result'];
         const totalMs = performance.now() - t0;
@@ -186,11 +186,11 @@ export class Engine {
     return run;
   }
 
-  private request(msg: Request, onToken: (e: TokenEvent) => void): Promise<unknown> {
+  private request(msg: Request, onTokens: (e: TokenEvent[]) => void): Promise<unknown> {
     if (this.closed) return Promise.reject(new Error('the engine was disposed'));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { onToken, resolve, reject });
+      this.pending.set(id, { onTokens, resolve, reject });
       this.worker.postMessage({ ...msg, id } as ToWorker);
     });
   }
@@ -199,10 +199,10 @@ export class Engine {
     if (!('id' in msg)) return;
     const p = this.pending.get(msg.id);
     if (!p) return;
-    if (msg.type === 'token') return p.onToken(msg.event);
+    if (msg.type === 'stream') return p.onTokens(msg.events);
     this.pending.delete(msg.id);
     if (msg.type === 'done') p.resolve(msg.result);
-    else if (msg.type === 'tokens') p.resolve(msg.ids);
+    else if (msg.type === 'encoded') p.resolve(msg.ids);
     else if (msg.type === 'error') p.reject(new EngineError(msg.error));
   }
 

@@ -111,6 +111,20 @@ describe('sampling', () => {
       expect(argmax(Float32Array.from([1, 2, 9, 3]), 2)).to.equal(1);
       expect(argmax(new Float32Array(0))).to.equal(-1);
     });
+
+    it('agrees with a one-lane scan on random tie-heavy vectors of every length mod 4', () => {
+      const rng = createRng(3);
+      for (let trial = 0; trial < 400; trial++) {
+        const n = 1 + Math.floor(rng() * 70);
+        const a = Float32Array.from({ length: n }, () => (rng() < 0.1 ? -Infinity : Math.floor(rng() * 6)));
+        let expected = 0;
+        for (let i = 1; i < n; i++) if (a[i]! > a[expected]!) expected = i;
+        const limit = trial % 3 === 0 ? Math.max(1, Math.floor(n / 2)) : undefined;
+        let expectedLimited = 0;
+        for (let i = 1; i < (limit ?? n); i++) if (a[i]! > a[expectedLimited]!) expectedLimited = i;
+        expect(argmax(a, limit), `n=${n}`).to.equal(limit === undefined ? expected : expectedLimited);
+      }
+    });
   });
 
   describe('selection helpers', () => {

@@ -17,10 +17,10 @@ import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { adaptDecoder, modelValueMetadata, usesExternalData, type AdaptOptions } from './adapt.js';
 import { detectSignature } from './signature.js';
-import { OnnxFormatError, encodeModel, readModel } from './proto.js';
+import { OnnxFormatError, encodeModel, readModel, type TensorProto } from './proto.js';
 
 /** Bump when the adaptation changes what it writes: old cache entries are then ignored. */
-export const PREPARED_FORMAT_VERSION = 1;
+export const PREPARED_FORMAT_VERSION = 2;
 
 /** Options of {@link prepareDecoder}. */
 export interface PrepareOptions extends AdaptOptions {
@@ -43,6 +43,8 @@ export interface PreparedDecoder {
   digest: string;
   /** What the adaptation did (from the run that filled the cache). */
   notes: string[];
+  /** Bytes of all initializers, inline and external: what the model weighs, for runtime defaults. */
+  weightBytes: number;
 }
 
 /** Counters for tests and diagnostics. */
@@ -54,6 +56,7 @@ interface Sidecar {
   options: Required<AdaptOptions>;
   externalData: boolean;
   notes: string[];
+  weightBytes: number;
 }
 
 /** The default directory of prepared graphs. */
@@ -129,7 +132,14 @@ export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = 
   const sourceDir = dirname(source);
 
   if (!Object.values(options).some(Boolean)) {
-    return { sourcePath: source, preparedPath: source, digest, notes: ['no adaptation requested: the source graph is used as is'] };
+    const model = await readModel(source);
+    return {
+      sourcePath: source,
+      preparedPath: source,
+      digest,
+      notes: ['no adaptation requested: the source graph is used as is'],
+      weightBytes: initializerBytes(model),
+    };
   }
 
   const key = createHash('sha256').update(JSON.stringify({ format: PREPARED_FORMAT_VERSION, source: hex, options })).digest('hex');
@@ -149,6 +159,7 @@ export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = 
           ...(meta.externalData ? { externalDataDir: sourceDir } : {}),
           digest,
           notes: meta.notes,
+          weightBytes: meta.weightBytes,
         };
       }
     } catch {
@@ -163,6 +174,7 @@ export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = 
   const io = modelValueMetadata(model);
   detectSignature(io.inputs, io.outputs, source);
   const externalData = usesExternalData(model);
+  const weightBytes = initializerBytes(model);
   let adapted: ReturnType<typeof adaptDecoder> | undefined = adaptDecoder(model, options, source);
   model = undefined;
   let bytes: Uint8Array | undefined = encodeModel(adapted.model);
@@ -172,10 +184,21 @@ export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = 
     await mkdir(dir, { recursive: true });
     await writeAtomic(preparedPath, bytes);
     bytes = undefined;
-    const meta: Sidecar = { format: PREPARED_FORMAT_VERSION, digest, options, externalData, notes };
+    const meta: Sidecar = { format: PREPARED_FORMAT_VERSION, digest, options, externalData, notes, weightBytes };
     await writeAtomic(sidecarPath, `${JSON.stringify(meta, null, 2)}\n`);
   } catch (err) {
     throw new Error(`cannot write the prepared graph of ${source} to ${dir}: ${(err as Error).message}`);
   }
-  return { sourcePath: source, preparedPath, ...(externalData ? { externalDataDir: sourceDir } : {}), digest, notes };
+  return { sourcePath: source, preparedPath, ...(externalData ? { externalDataDir: sourceDir } : {}), digest, notes, weightBytes };
+}
+
+/** Bytes held by a graph's initializers, counting external data by its declared length. */
+function initializerBytes(model: { graph?: { initializer?: TensorProto[] | null } | null }): number {
+  let total = 0;
+  for (const t of model.graph?.initializer ?? []) {
+    const length = t.externalData?.find((e) => e.key === 'length')?.value;
+    if (length) total += Number(length);
+    else total += (t.rawData?.length ?? 0) + (t.floatData?.length ?? 0) * 4;
+  }
+  return total;
 }

@@ -26,6 +26,8 @@ export interface ModelInfo {
   tokenizer?: { vocabSize: number; bosTokenId?: number; eosTokenIds: number[]; hasChatTemplate: boolean };
   /** What graph preparation did (or could not do). */
   notes: string[];
+  /** Intra-op threads of the session; absent means onnxruntime's default (one per physical core). */
+  intraOpThreads?: number;
 }
 
 export type ToWorker =
@@ -42,7 +44,8 @@ export interface WireError {
 export type FromWorker =
   | { type: 'ready'; info: ModelInfo }
   | { type: 'failed'; error: WireError }
-  | { type: 'token'; id: number; event: TokenEvent }
+  /** Tokens in generation order; several per message when tokens come faster than the flush interval. */
+  | { type: 'stream'; id: number; events: TokenEvent[] }
   | { type: 'done'; id: number; result: Omit<GenerationResult, 'timing'> & { prefillMs: number; decodeMs: number; decodeSteps: number } }
-  | { type: 'tokens'; id: number; ids: number[] }
+  | { type: 'encoded'; id: number; ids: number[] }
   | { type: 'error'; id: number; error: WireError };
