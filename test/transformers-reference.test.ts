@@ -15,6 +15,10 @@ import {
   type DecoderInfo,
 } from '../bench/support/transformers-ref.js';
 import { loadBareLoop } from '../bench/support/bare-loop.js';
+import { Engine } from '../packages/core/src/engine.js';
+import { randomLlamaWeights, writeLlamaModel } from '../packages/core/src/onnx/llama-builder.js';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const MODEL_DIR = resolve(here, '../../shared/models/tiny-random-llama-fp16');
@@ -64,6 +68,31 @@ describe('transformers.js reference harness (tiny-random-llama-fp16)', function 
       expect(r.firstTokenMs).to.be.greaterThan(0).and.at.most(r.totalMs);
     } finally {
       await loop.dispose();
+    }
+  });
+
+  it("reasonplug's engine generates what transformers.js generates, beyond the known 8 ids", async function () {
+    this.timeout(60_000);
+    const scratch = await mkdtemp(join(tmpdir(), 'rp-tjs-'));
+    try {
+      // A builder model too: fp32, GQA, half-split RoPE — another export than the genai one.
+      const config = { vocabSize: 500, hiddenSize: 64, numLayers: 2, numHeads: 4, numKvHeads: 2, intermediateSize: 128 };
+      const builder = join(scratch, 'model.onnx');
+      await writeLlamaModel(builder, config, randomLlamaWeights(config, 11, 0.1));
+      for (const [path, prompt] of [[MODEL, PROMPT], [builder, [1, 150, 300]]] as const) {
+        const reference = await loadTransformersModel(await prepareTransformersDir(path, await readDecoderInfo(path)));
+        const engine = await Engine.load({ model: path, cacheDir: join(scratch, 'cache') });
+        try {
+          const expected = (await reference.generate([...prompt], 24)).ids;
+          const r = await engine.generate({ promptIds: [...prompt] }, { maxTokens: 24, ignoreEos: true });
+          expect(r.rows[0]!.ids, path).to.deep.equal(expected);
+        } finally {
+          await reference.dispose();
+          await engine.dispose();
+        }
+      }
+    } finally {
+      await rm(scratch, { recursive: true, force: true });
     }
   });
 

@@ -32,10 +32,12 @@ describe('decoder session', () => {
     ['fp32', {}, 1e-4],
     ['fp16 int32 ids without position_ids', { dtype: 'float16', idsType: 'int32', positionIds: false }, 2e-2],
     ['merged decoder', { mergedDecoder: true }, 1e-4],
+    ['num_logits_to_keep, external data, adjacent RoPE', { numLogitsToKeep: true, externalData: true }, 1e-4],
   ] as const) {
     it(`KV-cached steps equal full recomputation (${name})`, async () => {
-      const session = await openSession(await builtModel(`kv-${name}`, smallConfig, opts));
-      const fresh = await openSession(await builtModel(`kv-${name}`, smallConfig, opts));
+      const config = name.includes('adjacent') ? { ...smallConfig, ropeStyle: 'adjacent' as const } : smallConfig;
+      const session = await openSession(await builtModel(`kv-${name}`, config, opts));
+      const fresh = await openSession(await builtModel(`kv-${name}`, config, opts));
       try {
         const seq = [5, 17, 3, 44];
         let logits = await session.prefill([seq]);
@@ -246,5 +248,23 @@ describe('bad models', () => {
     );
     expect(err?.name).to.equal('DeviceUnavailableError');
     expect(err?.message).to.include('ONNXRUNTIME_NODE_INSTALL=cuda12 npm install');
+  });
+});
+
+describe('bad prompts', () => {
+  it('refuses ids outside the vocabulary and empty prompts, and the engine keeps working', async () => {
+    const engine = await Engine.load({ model: await builtModel('bad-prompt'), cacheDir });
+    try {
+      const outside = await engine.generate({ promptIds: [1, smallConfig.vocabSize] }).catch((e: Error) => e);
+      expect(outside).to.be.instanceOf(Error);
+      expect((outside as Error).name).to.equal('PromptError');
+      expect((outside as Error).message).to.include(`token id ${smallConfig.vocabSize}`);
+      const empty = await engine.generate({ promptIds: [] }).catch((e: Error) => e);
+      expect((empty as Error).message).to.match(/empty/);
+      const ok = await engine.generate({ promptIds: [1, 2] }, { maxTokens: 3 });
+      expect(ok.rows[0]!.ids).to.have.length(3);
+    } finally {
+      await engine.dispose();
+    }
   });
 });

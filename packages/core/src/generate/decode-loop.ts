@@ -107,6 +107,7 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
   const limit = Math.min(input.vocabLimit ?? vocab, vocab);
   const eos = new Set(options.ignoreEos ? [] : (options.eosTokenIds ?? input.eosTokenIds));
   const stops = options.stop?.length && input.decode ? new StopStringMatcher(options.stop) : undefined;
+  checkPrompts(input.prompts, vocab);
   const rows = input.prompts.map((p) => new RowState(p, new Sampler(options), input.decode, stops));
   const usage: Usage = { promptTokens: input.prompts.reduce((n, p) => n + p.length, 0), completionTokens: 0 };
 
@@ -145,4 +146,18 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
     decodeMs: performance.now() - tDecode,
     decodeSteps,
   };
+}
+
+/** Raised for prompts the model cannot take. */
+export class PromptError extends Error {
+  override name = 'PromptError';
+}
+
+function checkPrompts(prompts: readonly (readonly number[])[], vocab: number): void {
+  if (prompts.length === 0) throw new PromptError('no prompt given');
+  prompts.forEach((p, r) => {
+    if (p.length === 0) throw new PromptError(`prompt ${r} is empty: give at least one token (e.g. BOS)`);
+    const bad = p.find((id) => !Number.isInteger(id) || id < 0 || id >= vocab);
+    if (bad !== undefined) throw new PromptError(`prompt ${r} has token id ${bad}, outside this model's vocabulary [0, ${vocab})`);
+  });
 }

@@ -1,0 +1,52 @@
+import { expect } from 'chai';
+import { mkdir, copyFile, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
+import { Engine } from '../src/engine.js';
+import { models } from '../../../test/support/paths.js';
+import { cacheDir, testDir } from './support/models.js';
+
+const ZEPHYR_LIKE =
+  "{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}{{ eos_token }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}";
+
+describe('chat templates', () => {
+  it('renders the template from tokenizer_config.json with messages, special tokens and the generation prompt', async () => {
+    const dir = testDir('chat');
+    await mkdir(dir, { recursive: true });
+    for (const f of ['tokenizer.json', 'model.onnx', 'model.onnx.data']) await copyFile(join(models.llamaFp16, f), join(dir, f));
+    const config = JSON.parse(await readFile(join(models.llamaFp16, 'tokenizer_config.json'), 'utf8'));
+    await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify({ ...config, chat_template: ZEPHYR_LIKE }));
+    const tok = await TextTokenizer.fromDirectory(dir);
+    const text = tok.applyChatTemplate([
+      { role: 'system', content: 'Be brief.' },
+      { role: 'user', content: 'Hi!' },
+    ]);
+    expect(text).to.equal('<|system|>\nBe brief.</s>\n<|user|>\nHi!</s>\n<|assistant|>\n');
+
+    const engine = await Engine.load({ model: dir, cacheDir });
+    try {
+      expect(engine.info.tokenizer?.hasChatTemplate).to.equal(true);
+      const r = await engine.generate({ messages: [{ role: 'user', content: 'Hi!' }] }, { maxTokens: 4 });
+      // the prompt is the rendered template, tokenized without adding BOS a second time
+      const expectedPrompt = tok.encode('<|user|>\nHi!</s>\n<|assistant|>\n', false);
+      expect(r.usage.promptTokens).to.equal(expectedPrompt.length);
+    } finally {
+      await engine.dispose();
+    }
+  });
+
+  it("renders the real model's Llama-2 template", async () => {
+    const tok = await TextTokenizer.fromDirectory(models.llamaFp16);
+    expect(tok.applyChatTemplate([{ role: 'user', content: ' Hi! ' }])).to.equal('<s>[INST] Hi! [/INST]');
+  });
+
+  it('says clearly when a model has no chat template', async () => {
+    const dir = testDir('nochat');
+    await copyFile(join(models.llamaFp16, 'tokenizer.json'), join(dir, 'tokenizer.json'));
+    const config = JSON.parse(await readFile(join(models.llamaFp16, 'tokenizer_config.json'), 'utf8'));
+    delete config.chat_template;
+    await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify(config));
+    const tok = await TextTokenizer.fromDirectory(dir);
+    expect(() => tok.applyChatTemplate([{ role: 'user', content: 'x' }])).to.throw(/no chat template/);
+  });
+});
