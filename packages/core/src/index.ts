@@ -8,6 +8,26 @@ export { runDecodeLoop, type LogitSource } from './generate/decode-loop.js';
 export { DecoderSession, ModelRunError, type DecoderSource, type RuntimeOptions } from './runtime/decoder-session.js';
 export { DEVICES, DeviceUnavailableError, executionProvidersFor, type Device } from './runtime/devices.js';
 export { locateModel, ModelNotFoundError, type ModelLocation } from './modules/locate.js';
+export {
+  MANIFEST_FILE,
+  MODULE_KINDS,
+  ManifestError,
+  ModuleManifestSchema,
+  parseManifest,
+  type ManifestIssue,
+  type ModuleFileEntry,
+  type ModuleKind,
+  type ModuleManifest,
+} from './modules/manifest.js';
+export {
+  loadModuleDir,
+  ModuleIntegrityError,
+  tokenizerFingerprintOfDir,
+  writeModuleDir,
+  type IntegrityProblem,
+  type LoadedModule,
+  type ModuleDirInit,
+} from './modules/module-dir.js';
 export { TextTokenizer, TokenizerError, type ChatMessage } from './tokenizer/tokenizer.js';
 export { StreamDecoder } from './tokenizer/stream-decoder.js';
 export * from './sampling/index.js';

@@ -2,9 +2,11 @@
  * Finds the decoder graph and tokenizer behind a model path: a module directory (reasonplug.json),
  * a plain export directory (model.onnx or decoder_model_merged.onnx beside tokenizer files), or an .onnx file.
  */
-import { readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
+import { MANIFEST_FILE, type ModuleManifest } from './manifest.js';
+import { loadModuleDir } from './module-dir.js';
 
 /** Raised when a path holds no model the engine can find. */
 export class ModelNotFoundError extends Error {
@@ -19,8 +21,10 @@ export interface ModelLocation {
   tokenizerDir?: string;
   /** Special ids declared by a module manifest (they win over tokenizer files). */
   generation?: { bosTokenId?: number; eosTokenIds?: number[] };
-  /** The module manifest, when the path is a module directory. */
+  /** Path of the module manifest, when the path is a module directory. */
   manifestPath?: string;
+  /** The validated manifest, when the path is a module directory. */
+  manifest?: ModuleManifest;
 }
 
 /** Export file names tried in a plain directory, in order (optimum, onnxruntime-genai, transformers.js layouts). */
@@ -35,26 +39,23 @@ async function isDirectory(path: string): Promise<boolean> {
   }
 }
 
-/** Resolves a model path. */
+/**
+ * Resolves a model path. A module directory is loaded with `loadModuleDir`, so an invalid manifest or a
+ * missing, truncated or corrupt file fails here (`ManifestError`, `ModuleIntegrityError`).
+ */
 export async function locateModel(path: string): Promise<ModelLocation> {
   const abs = resolve(path);
   if (!(await isDirectory(abs))) {
     const dir = dirname(abs);
     return { modelPath: abs, ...(existsSync(join(dir, 'tokenizer.json')) ? { tokenizerDir: dir } : {}) };
   }
-  const manifestPath = join(abs, 'reasonplug.json');
+  const manifestPath = join(abs, MANIFEST_FILE);
   if (existsSync(manifestPath)) {
-    let manifest: { files?: Record<string, { path?: string }>; generation?: ModelLocation['generation'] };
-    try {
-      manifest = JSON.parse(await readFile(manifestPath, 'utf8'));
-    } catch (err) {
-      throw new ModelNotFoundError(`${manifestPath} is not valid JSON: ${(err as Error).message}`);
-    }
-    const model = manifest.files?.model?.path;
-    if (!model) throw new ModelNotFoundError(`${manifestPath} has no files.model.path naming the ONNX graph`);
+    const { manifest, files } = await loadModuleDir(abs);
     return {
-      modelPath: join(abs, model),
+      modelPath: files.model,
       manifestPath,
+      manifest,
       ...(existsSync(join(abs, 'tokenizer.json')) ? { tokenizerDir: abs } : {}),
       ...(manifest.generation ? { generation: manifest.generation } : {}),
     };

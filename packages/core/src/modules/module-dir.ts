@@ -1,0 +1,226 @@
+/**
+ * Module directories on disk: load one (validate `reasonplug.json`, then check every listed file's size and
+ * SHA-256) and write the manifest of one whose files are already in place.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { tokenizerFingerprint } from '../tokenizer/fingerprint.js';
+import { TokenizerError } from '../tokenizer/tokenizer.js';
+import { MANIFEST_FILE, ManifestError, parseManifest, type ModuleFileEntry, type ModuleManifest } from './manifest.js';
+
+/** A module directory whose manifest is valid and whose files were found (and, by default, verified). */
+export interface LoadedModule {
+  /** Absolute path of the directory. */
+  dir: string;
+  manifest: ModuleManifest;
+  /** Absolute path of every file the manifest lists, by its key (`files.model` is the ONNX graph). */
+  files: Record<string, string>;
+}
+
+/** What `writeModuleDir` needs: the manifest less what it computes, with files as paths relative to the directory. */
+export type ModuleDirInit = Omit<ModuleManifest, 'files' | 'schemaVersion'> & { files: Record<string, string> };
+
+export type IntegrityProblem = 'missing' | 'not-a-file' | 'size' | 'sha256';
+
+/** Raised when a file of a module directory is missing or differs from its manifest entry. */
+export class ModuleIntegrityError extends Error {
+  override name = 'ModuleIntegrityError';
+  /** The manifest key of the file (`model`, `tokenizer`, ...). */
+  readonly file: string;
+  /** Absolute path of the file. */
+  readonly path: string;
+  readonly problem: IntegrityProblem;
+  /** What the manifest declares and what is on disk, for `size` (bytes) and `sha256` (hex) problems. */
+  readonly expected?: number | string;
+  readonly actual?: number | string;
+
+  constructor(
+    message: string,
+    details: { file: string; path: string; problem: IntegrityProblem; expected?: number | string; actual?: number | string },
+  ) {
+    super(message);
+    this.file = details.file;
+    this.path = details.path;
+    this.problem = details.problem;
+    this.expected = details.expected;
+    this.actual = details.actual;
+  }
+}
+
+/** Files hashed at once: enough to overlap I/O with hashing, few enough not to thrash a disk. */
+const HASH_CONCURRENCY = 4;
+const REMEDY = 'download the module again, or re-pack it (writeModuleDir / `reasonplug pack`) if you changed the file on purpose';
+
+/** Hex SHA-256 and size of a file, streamed. */
+async function hashFile(path: string, signal?: AbortSignal): Promise<{ sha256: string; size: number }> {
+  const hash = createHash('sha256');
+  let size = 0;
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 22, ...(signal ? { signal } : {}) })) {
+    hash.update(chunk as Buffer);
+    size += (chunk as Buffer).length;
+  }
+  return { sha256: hash.digest('hex'), size };
+}
+
+/** Size in bytes of a regular file, or why there is none. */
+async function fileSize(path: string): Promise<number | 'missing' | 'not-a-file'> {
+  try {
+    const s = await stat(path);
+    return s.isFile() ? s.size : 'not-a-file';
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return 'missing';
+    throw err;
+  }
+}
+
+/** Maps `items` through `fn`, at most `limit` at a time; the first failure aborts the others and is thrown. */
+async function mapBounded<T, R>(items: readonly T[], limit: number, fn: (item: T, signal: AbortSignal) => Promise<R>): Promise<R[]> {
+  const abort = new AbortController();
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length && !abort.signal.aborted) {
+      const i = next++;
+      try {
+        results[i] = await fn(items[i], abort.signal);
+      } catch (err) {
+        abort.abort();
+        throw err;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}
+
+async function readManifest(dir: string): Promise<ModuleManifest> {
+  const path = join(dir, MANIFEST_FILE);
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'ENOENT' && code !== 'ENOTDIR') throw err;
+    throw new ManifestError(path, [
+      { path: '', message: `not found, so ${dir} is not a module directory; make one with writeModuleDir or \`reasonplug pack\`` },
+    ]);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new ManifestError(path, [{ path: '', message: `not valid JSON (${(err as Error).message}); ${REMEDY}` }]);
+  }
+  return parseManifest(json, path);
+}
+
+/**
+ * Loads a module directory: validates `reasonplug.json`, checks that every listed file exists with its declared
+ * size and, unless `verify` is false, its SHA-256. Sizes are always checked (one stat each), before any hashing,
+ * so a missing or truncated file fails at once. Throws `ManifestError` or `ModuleIntegrityError`.
+ */
+export async function loadModuleDir(dir: string, opts: { verify?: boolean } = {}): Promise<LoadedModule> {
+  const abs = resolve(dir);
+  const manifest = await readManifest(abs);
+  const entries = Object.entries(manifest.files).map(([key, entry]) => ({ key, entry, path: join(abs, entry.path) }));
+
+  const sizes = await Promise.all(entries.map((e) => fileSize(e.path)));
+  entries.forEach(({ key, entry, path }, i) => {
+    const size = sizes[i];
+    if (size === 'missing') {
+      throw new ModuleIntegrityError(`${path} (files.${key}) is missing; the module is incomplete — ${REMEDY}`, { file: key, path, problem: 'missing' });
+    }
+    if (size === 'not-a-file') {
+      throw new ModuleIntegrityError(`${path} (files.${key}) is not a regular file — ${REMEDY}`, { file: key, path, problem: 'not-a-file' });
+    }
+    if (size !== entry.size) {
+      throw new ModuleIntegrityError(
+        `${path} (files.${key}) is ${size} bytes but the manifest says ${entry.size}; it is truncated or was replaced — ${REMEDY}`,
+        { file: key, path, problem: 'size', expected: entry.size, actual: size },
+      );
+    }
+  });
+
+  if (opts.verify ?? true) {
+    await mapBounded(entries, HASH_CONCURRENCY, async ({ key, entry, path }, signal) => {
+      const { sha256 } = await hashFile(path, signal);
+      if (sha256 !== entry.sha256) {
+        throw new ModuleIntegrityError(
+          `${path} (files.${key}) has SHA-256 ${sha256} but the manifest says ${entry.sha256}; the file is corrupt or was changed — ${REMEDY}`,
+          { file: key, path, problem: 'sha256', expected: entry.sha256, actual: sha256 },
+        );
+      }
+    });
+  }
+  return { dir: abs, manifest, files: Object.fromEntries(entries.map((e) => [e.key, e.path])) };
+}
+
+/**
+ * Writes `reasonplug.json` for a directory whose files are already in place: hashes and sizes the named files
+ * (paths relative to `dir`), validates the result and writes it atomically. Returns the manifest written.
+ * Throws `ManifestError` for an invalid manifest and `ModuleIntegrityError` for a file that is not there.
+ */
+export async function writeModuleDir(dir: string, init: ModuleDirInit): Promise<ModuleManifest> {
+  const abs = resolve(dir);
+  const manifestPath = join(abs, MANIFEST_FILE);
+  const { files: paths, ...fields } = init;
+  // Model first, the rest by key, so the same module always serializes the same way.
+  const keys = Object.keys(paths).sort((a, b) => (a === 'model' ? -1 : b === 'model' ? 1 : a < b ? -1 : a > b ? 1 : 0));
+  const withFiles = (entry: (key: string, i: number) => ModuleFileEntry) => ({
+    ...fields,
+    schemaVersion: 1,
+    files: Object.fromEntries(keys.map((key, i) => [key, entry(key, i)])),
+  });
+
+  // Validate all but the hashes before opening any file: a path such as "../x" is never read, and a bad
+  // name or version fails before a large model is hashed.
+  parseManifest(withFiles((key) => ({ path: paths[key], sha256: '0'.repeat(64), size: 0 })), manifestPath);
+
+  for (const key of keys) {
+    const path = join(abs, paths[key]);
+    const size = await fileSize(path);
+    if (typeof size !== 'number') {
+      throw new ModuleIntegrityError(
+        `cannot write ${manifestPath}: files.${key} names ${path}, which ${size === 'missing' ? 'does not exist' : 'is not a regular file'}; put the file in the module directory first`,
+        { file: key, path, problem: size },
+      );
+    }
+  }
+  const hashed = await mapBounded(keys, HASH_CONCURRENCY, (key, signal) => hashFile(join(abs, paths[key]), signal));
+  const manifest = parseManifest(withFiles((key, i) => ({ path: paths[key], ...hashed[i] })), manifestPath);
+
+  const tmp = `${manifestPath}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  try {
+    await writeFile(tmp, JSON.stringify(manifest, null, 2) + '\n');
+    await rename(tmp, manifestPath);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+  return manifest;
+}
+
+/** `compat.tokenizer` for the `tokenizer.json` in `dir` (see tokenizer/fingerprint.ts); undefined when there is none. */
+export async function tokenizerFingerprintOfDir(dir: string): Promise<string | undefined> {
+  const path = join(resolve(dir), 'tokenizer.json');
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new TokenizerError(`${path} is not valid JSON (${(err as Error).message}); download or export the tokenizer again`);
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) {
+    throw new TokenizerError(`${path} does not hold a tokenizer object; download or export the tokenizer again`);
+  }
+  return tokenizerFingerprint(json);
+}
