@@ -2,13 +2,20 @@
  * The engine: loads a model into its own worker thread and generates from it. The main thread only
  * sends requests and receives streamed tokens, so it stays responsive while the model runs.
  */
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import type { GenerateOptions, GenerationResult, TokenEvent } from './generate/types.js';
 import type { RuntimeOptions } from './runtime/decoder-session.js';
-import type { FromWorker, ModelInfo, PromptInput, ToWorker, WireError, WorkerConfig } from './runtime/protocol.js';
+import type {
+  CompositionOptions,
+  FromWorker,
+  ModelInfo,
+  PromptInput,
+  ReasonerSpec,
+  ToWorker,
+  WorkerConfig,
+} from './runtime/protocol.js';
+import { spawnWorker, type WireError } from './runtime/spawn-worker.js';
+import type { FusionMode } from './compose/fusion.js';
 import { validateSamplingOptions } from './sampling/index.js';
 
 /** How to load a model. */
@@ -17,10 +24,14 @@ export interface EngineOptions extends RuntimeOptions {
   model: string;
   /** Where prepared graphs are cached (default `$REASONPLUG_CACHE/prepared` or `~/.cache/reasonplug/prepared`). */
   cacheDir?: string;
+  /** Reasoners composed with the backbone (UniR), each in a worker of its own. */
+  reasoners?: ReasonerSpec[];
+  /** Default transform of logits before weighting: 'logits' (UniR) or 'logprobs' (GenARM). */
+  mode?: FusionMode;
 }
 
 /** Options of one call, plus cancellation. */
-export interface StreamOptions extends GenerateOptions {
+export interface StreamOptions extends GenerateOptions, CompositionOptions {
   /** Stops generation between two steps; the result then has `finishReason: 'abort'`. */
   signal?: AbortSignal;
 }
@@ -36,18 +47,6 @@ export class EngineError extends Error {
 /** Streamed tokens of one generation, and its result once done. */
 export interface GenerationStream extends AsyncIterable<TokenEvent> {
   readonly result: Promise<GenerationResult>;
-}
-
-const fromSource = import.meta.url.endsWith('.ts');
-const workerUrl = new URL(`./runtime/generation-worker${fromSource ? '.ts' : '.js'}`, import.meta.url);
-
-/** Starts the worker; from TypeScript sources (tests, tsx) it first registers tsx's hooks inside the worker. */
-function spawnWorker(workerData: WorkerConfig): Worker {
-  if (!fromSource) return new Worker(workerUrl, { workerData });
-  // Node 20 does not share module hooks with workers, and tsx registers its hooks on the main thread only.
-  const tsxApi = pathToFileURL(join(dirname(createRequire(import.meta.url).resolve('tsx/package.json')), 'dist/esm/api/index.mjs')).href;
-  const boot = `import(${JSON.stringify(tsxApi)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(workerUrl.href)}); });`;
-  return new Worker(boot, { eval: true, workerData });
 }
 
 /** A request before it gets its id (distributes over the union). */
@@ -78,9 +77,15 @@ export class Engine {
   /** Loads a model (prepares its graph on first use, then starts its session in a worker). */
   static async load(options: EngineOptions): Promise<Engine> {
     const t0 = performance.now();
-    const { model, cacheDir, ...runtime } = options;
-    const config: WorkerConfig = { model, runtime, ...(cacheDir ? { cacheDir } : {}) };
-    const worker = spawnWorker(config);
+    const { model, cacheDir, reasoners, mode, ...runtime } = options;
+    const config: WorkerConfig = {
+      model,
+      runtime,
+      reasoners: reasoners ?? [],
+      ...(cacheDir ? { cacheDir } : {}),
+      ...(mode ? { mode } : {}),
+    };
+    const worker = spawnWorker('generation-worker', config);
     const info = await new Promise<ModelInfo>((resolve, reject) => {
       const onExit = (code: number) => reject(new Error(`the model worker exited during load (code ${code})`));
       worker.once('error', reject);
@@ -187,7 +192,7 @@ export class Engine {
   }
 
   private request(msg: Request, onTokens: (e: TokenEvent[]) => void): Promise<unknown> {
-    if (this.closed) return Promise.reject(new Error('the engine was disposed'));
+    if (this.closed) return Promise.reject(new Error('the engine is closed (disposed, or a reasoner failed); load it again'));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { onTokens, resolve, reject });
@@ -196,6 +201,11 @@ export class Engine {
   }
 
   private dispatch(msg: FromWorker): void {
+    if (msg.type === 'closed') {
+      this.closed = true;
+      void this.worker.terminate();
+      return this.failAll(new Error(`the engine closed: ${msg.reason}`));
+    }
     if (!('id' in msg)) return;
     const p = this.pending.get(msg.id);
     if (!p) return;

@@ -8,7 +8,10 @@ import { locateModel } from '../modules/locate.js';
 import { detectSignature, describeSignature } from '../onnx/signature.js';
 import { convertGguf } from '../gguf/convert.js';
 import { DEVICES } from '../runtime/devices.js';
-import type { PromptInput } from '../runtime/protocol.js';
+import type { PromptInput, ReasonerSpec } from '../runtime/protocol.js';
+import type { FusionMode } from '../compose/fusion.js';
+import type { TokenTrace } from '../compose/composed-source.js';
+import { existsSync } from 'node:fs';
 
 const int = (name: string) => (v: string) => {
   const n = Number(v);
@@ -28,6 +31,14 @@ const idList = (v: string) => {
   return ids;
 };
 const collect = (v: string, prev: string[] = []) => [...prev, v];
+/** `PATH[=WEIGHT]`: the weight is what follows the last `=` when it is a number. */
+const reasonerFlag = (v: string, prev: ReasonerSpec[] = []): ReasonerSpec[] => {
+  const at = v.lastIndexOf('=');
+  const weight = at > 0 ? Number(v.slice(at + 1)) : NaN;
+  if (at > 0 && v.slice(at + 1).trim() !== '' && Number.isFinite(weight)) return [...prev, { model: v.slice(0, at), weight }];
+  if (at > 0 && !existsSync(v)) throw new InvalidArgumentError(`--reasoner ${v}: the weight after "=" must be a number`);
+  return [...prev, { model: v }];
+};
 
 interface GenerateFlags {
   model: string;
@@ -41,6 +52,9 @@ interface GenerateFlags {
   repetitionPenalty?: number;
   seed?: number;
   stop?: string[];
+  reasoner?: ReasonerSpec[];
+  mode?: FusionMode;
+  trace?: number | true;
   device: string;
   threads?: number;
   json?: boolean;
@@ -53,6 +67,8 @@ async function generate(flags: GenerateFlags): Promise<void> {
   const input: PromptInput = flags.promptIds ? { promptIds: flags.promptIds } : { prompt: flags.prompt! };
   const engine = await Engine.load({
     model: flags.model,
+    reasoners: flags.reasoner ?? [],
+    ...(flags.mode ? { mode: flags.mode } : {}),
     device: flags.device,
     ...(flags.threads ? { intraOpThreads: flags.threads } : {}),
   });
@@ -69,14 +85,33 @@ async function generate(flags: GenerateFlags): Promise<void> {
       ...(flags.repetitionPenalty !== undefined ? { repetitionPenalty: flags.repetitionPenalty } : {}),
       ...(flags.seed !== undefined ? { seed: flags.seed } : {}),
       ...(flags.stop ? { stop: flags.stop } : {}),
+      ...(flags.trace ? { trace: flags.trace === true ? 5 : flags.trace } : {}),
     });
-    if (!flags.json) for await (const t of stream) process.stdout.write(t.text);
+    for (const w of engine.info.warnings) process.stderr.write(`warning: ${w}\n`);
+    const traces: unknown[] = [];
+    for await (const t of stream) {
+      if (t.trace) {
+        if (flags.json) traces.push({ id: t.id, ...t.trace });
+        else process.stderr.write(`${formatTrace(t.id, t.trace)}\n`);
+      }
+      if (!flags.json) process.stdout.write(t.text);
+    }
     const result = await stream.result;
     const row = result.rows[0]!;
     if (flags.json) {
       const { loadMs, prefillMs, msPerToken } = result.timing;
+      // Reasoners come back in the order they were given.
+      const reasoners = engine.info.reasoners.map((r, i) => ({ path: flags.reasoner![i]!.model, name: r.name, weight: r.weight }));
       process.stdout.write(
-        JSON.stringify({ ids: row.ids, text: row.text, usage: result.usage, timing: { loadMs, prefillMs, msPerToken }, finishReason: row.finishReason }) + '\n',
+        JSON.stringify({
+          ids: row.ids,
+          text: row.text,
+          usage: result.usage,
+          timing: { loadMs, prefillMs, msPerToken },
+          finishReason: row.finishReason,
+          reasoners,
+          ...(flags.trace ? { trace: traces } : {}),
+        }) + '\n',
       );
     } else {
       process.stdout.write('\n');
@@ -88,6 +123,13 @@ async function generate(flags: GenerateFlags): Promise<void> {
   } finally {
     await engine.dispose();
   }
+}
+
+/** One line per token: what the fusion chose from, and each model's favourites. */
+function formatTrace(id: number, trace: TokenTrace): string {
+  const top = (c: { id: number; logit: number }[]) => c.map((x) => `${x.id}:${x.logit.toFixed(2)}`).join(' ');
+  const models = trace.models.map((m) => `${m.name}×${m.weight} [${top(m.top)}]`).join('  ');
+  return `[trace] ${id} ← fused [${trace.fused.map((c) => `${c.id}:${(c.prob * 100).toFixed(1)}%`).join(' ')}]  ${models}`;
 }
 
 async function inspect(path: string): Promise<void> {
@@ -118,6 +160,9 @@ export function buildProgram(): Command {
     .option('--repetition-penalty <r>', 'penalise tokens already present (>1)', num('--repetition-penalty'))
     .option('--seed <s>', 'seed of the sampler', int('--seed'))
     .option('--stop <text>', 'stop string (repeatable)', collect)
+    .option('--reasoner <path[=weight]>', 'reasoner module composed with the model (repeatable)', reasonerFlag)
+    .addOption(new Option('--mode <mode>', 'transform before weighting: logits (UniR) or logprobs (GenARM)').choices(['logits', 'logprobs']))
+    .option('--trace [n]', 'show the top n candidates of every model and of the fusion per token', int('--trace'))
     .addOption(new Option('--device <d>', 'execution provider').choices([...DEVICES]).default('cpu'))
     .option('--threads <n>', 'intra-op threads', int('--threads'))
     .option('--json', 'print one JSON object instead of streaming text')

@@ -1,5 +1,6 @@
 /** The public shapes of a generation: options, streamed events, and the final result. */
 import type { SamplingOptions } from '../sampling/index.js';
+import type { TokenTrace } from '../compose/composed-source.js';
 
 /** Options of one generation request. */
 export interface GenerateOptions extends SamplingOptions {
@@ -21,6 +22,8 @@ export interface TokenEvent {
   row: number;
   id: number;
   text: string;
+  /** What each composed model proposed for this token (when tracing was asked for). */
+  trace?: TokenTrace;
 }
 
 /** Token counts. */

@@ -1,33 +1,28 @@
 /**
- * Worker-thread entry: owns the model session, its tokenizer and the decode loop, so that onnxruntime's
- * blocking `run` never stalls the main thread and tokens stream out as messages.
+ * Worker-thread entry: owns the backbone session, its tokenizer, the reasoners (each in a worker of its own)
+ * and the decode loop, so that onnxruntime's blocking `run` never stalls the main thread and tokens stream
+ * out as messages.
  */
+import { basename } from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
-import { locateModel } from '../modules/locate.js';
-import { prepareDecoder } from '../onnx/prepared-cache.js';
 import { TextTokenizer, TokenizerError } from '../tokenizer/tokenizer.js';
+import { tokenizerFingerprintOfDir } from '../modules/module-dir.js';
+import type { ModelLocation } from '../modules/locate.js';
 import { runDecodeLoop } from '../generate/decode-loop.js';
-import { DecoderSession } from './decoder-session.js';
-import type { FromWorker, ModelInfo, PromptInput, ToWorker, WireError, WorkerConfig } from './protocol.js';
 import type { TokenEvent } from '../generate/types.js';
+import { ComposedSource, type CompositionPlan, type ReasonerSlot } from '../compose/composed-source.js';
+import { sharedVocabulary } from '../compose/vocabulary.js';
+import { validateWeightSpec, type WeightSpec } from '../compose/weights.js';
+import type { FusionMode } from '../compose/fusion.js';
+import { openDecoder } from './open-decoder.js';
+import { RemoteDecoder, ReasonerError } from './remote-decoder.js';
+import { toWire } from './spawn-worker.js';
+import type { DecoderSession } from './decoder-session.js';
+import type { FromWorker, GenerateRequestOptions, ModelInfo, PromptInput, ToWorker, WorkerConfig } from './protocol.js';
 
 const port = parentPort!;
 const config = workerData as WorkerConfig;
 const post = (msg: FromWorker) => port.postMessage(msg);
-const wire = (err: unknown): WireError => ({ name: (err as Error).name ?? 'Error', message: (err as Error).message ?? String(err) });
-
-function toPromptIds(input: PromptInput, tokenizer: TextTokenizer | undefined): number[][] {
-  if ('promptIds' in input) {
-    const ids = input.promptIds;
-    return ids.length > 0 && Array.isArray(ids[0]) ? (ids as number[][]) : [ids as number[]];
-  }
-  if (!tokenizer) throw new TokenizerError('this model has no tokenizer.json beside it: pass prompt ids instead of text');
-  if ('messages' in input) {
-    const text = tokenizer.applyChatTemplate(input.messages, input.chatTemplate ? { template: input.chatTemplate } : {});
-    return [tokenizer.encode(text, false)];
-  }
-  return (Array.isArray(input.prompt) ? input.prompt : [input.prompt]).map((p) => tokenizer.encode(p));
-}
 
 /**
  * Posts streamed tokens at most once per {@link FLUSH_MS}: a message costs the worker ~10 µs, a real share
@@ -55,25 +50,102 @@ class StreamBatcher {
   }
 }
 
-async function start(): Promise<{ session: DecoderSession; tokenizer?: TextTokenizer }> {
-  const location = await locateModel(config.model);
-  const prepared = await prepareDecoder(location.modelPath, {
-    lastLogitsOnly: true,
-    logitsFloat32: true,
-    ...(config.cacheDir ? { cacheDir: config.cacheDir } : {}),
-  });
-  const session = await DecoderSession.create(
-    { path: prepared.preparedPath, label: location.modelPath, weightBytes: prepared.weightBytes, ...(prepared.externalDataDir ? { externalDataDir: prepared.externalDataDir } : {}) },
-    config.runtime,
-  );
+interface Loaded {
+  backbone: DecoderSession;
+  tokenizer?: TextTokenizer;
+  reasoners: (ReasonerSlot & { weight: WeightSpec; decoder: RemoteDecoder })[];
+  vocab: number;
+  mode: FusionMode;
+}
+
+function toPromptIds(input: PromptInput, tokenizer: TextTokenizer | undefined): number[][] {
+  if ('promptIds' in input) {
+    const ids = input.promptIds;
+    return ids.length > 0 && Array.isArray(ids[0]) ? (ids as number[][]) : [ids as number[]];
+  }
+  if (!tokenizer) throw new TokenizerError('this model has no tokenizer.json beside it: pass prompt ids instead of text');
+  if ('messages' in input) {
+    const text = tokenizer.applyChatTemplate(input.messages, input.chatTemplate ? { template: input.chatTemplate } : {});
+    return [tokenizer.encode(text, false)];
+  }
+  return (Array.isArray(input.prompt) ? input.prompt : [input.prompt]).map((p) => tokenizer.encode(p));
+}
+
+/** The manifest's tokenizer fingerprint, else one computed from tokenizer.json beside the model. */
+async function fingerprintOf(location: { manifest?: ModelLocation['manifest']; tokenizerDir?: string }): Promise<string | undefined> {
+  return location.manifest?.compat.tokenizer ?? (location.tokenizerDir ? tokenizerFingerprintOfDir(location.tokenizerDir) : undefined);
+}
+
+/** A reasoner's display name: as given, else its manifest's, else its file or directory name. */
+function reasonerName(spec: WorkerConfig['reasoners'][number], manifestName: string | undefined): string {
+  return spec.name ?? manifestName ?? basename(spec.model).replace(/\.onnx$/, '');
+}
+
+async function start(): Promise<Loaded> {
+  const opening: Promise<unknown>[] = [
+    openDecoder(config.model, config.runtime, config.cacheDir),
+    ...config.reasoners.map((r, i) =>
+      RemoteDecoder.open(r.name ?? `reasoner ${i + 1} (${r.model})`, {
+        model: r.model,
+        runtime: config.runtime,
+        ...(config.cacheDir ? { cacheDir: config.cacheDir } : {}),
+      }),
+    ),
+  ];
+  const [first, ...rest] = await Promise.allSettled(opening);
+  const remotes = rest.flatMap((s) => (s.status === 'fulfilled' ? [s.value as RemoteDecoder] : []));
+  const failure = [first, ...rest].find((s) => s.status === 'rejected') as PromiseRejectedResult | undefined;
+  if (first.status === 'rejected' || failure) {
+    // Nothing half-loaded stays behind: release what did load before reporting.
+    if (first.status === 'fulfilled') await (first.value as Awaited<ReturnType<typeof openDecoder>>).session.release();
+    await Promise.allSettled(remotes.map((r) => r.release()));
+    throw failure!.reason;
+  }
+  const { location, session, notes } = first.value as Awaited<ReturnType<typeof openDecoder>>;
   const tokenizer = location.tokenizerDir
     ? await TextTokenizer.fromDirectory(location.tokenizerDir, location.generation ?? {})
     : undefined;
+
+  const reasoners = await Promise.all(
+    remotes.map(async (decoder, i) => {
+      const spec = config.reasoners[i]!;
+      const manifest = decoder.info.manifest;
+      const name = reasonerName(spec, manifest?.name);
+      decoder.name = name;
+      return {
+        name,
+        decoder,
+        weight: validateWeightSpec(spec.weight ?? manifest?.composition?.defaultWeight ?? 1, name),
+        manifest,
+        fingerprint: manifest?.compat.tokenizer ?? decoder.info.tokenizerFingerprint,
+      };
+    }),
+  );
+  const names = reasoners.map((r) => r.name);
+  const duplicate = names.find((n, i) => names.indexOf(n) !== i);
+  if (duplicate) throw new ReasonerError(`two reasoners are named "${duplicate}"; give them distinct names`);
+
+  const backboneFingerprint = await fingerprintOf(location);
+  const { vocab, warnings } = sharedVocabulary(
+    {
+      name: `backbone (${location.modelPath})`,
+      logits: session.vocabSize,
+      ...(backboneFingerprint ? { fingerprint: backboneFingerprint } : {}),
+      ...(tokenizer ? { tokenizerSize: Math.min(tokenizer.vocabSize, session.vocabSize) } : {}),
+    },
+    reasoners.map((r) => ({ name: r.name, logits: r.decoder.vocabSize, ...(r.fingerprint ? { fingerprint: r.fingerprint } : {}) })),
+  );
+  const mode: FusionMode = config.mode ?? reasoners.find((r) => r.manifest?.composition)?.manifest?.composition?.mode ?? 'logits';
+
   const info: ModelInfo = {
     modelPath: location.modelPath,
     signature: session.signature,
     vocabSize: session.vocabSize,
-    notes: prepared.notes,
+    sharedVocabSize: vocab,
+    notes,
+    warnings,
+    mode,
+    reasoners: reasoners.map((r) => ({ name: r.name, modelPath: r.decoder.info.modelPath, weight: r.weight, vocabSize: r.decoder.vocabSize })),
     ...(session.intraOpThreads ? { intraOpThreads: session.intraOpThreads } : {}),
     ...(tokenizer
       ? {
@@ -87,12 +159,28 @@ async function start(): Promise<{ session: DecoderSession; tokenizer?: TextToken
       : {}),
   };
   post({ type: 'ready', info });
-  return { session, ...(tokenizer ? { tokenizer } : {}) };
+  return { backbone: session, ...(tokenizer ? { tokenizer } : {}), reasoners, vocab, mode };
 }
 
-async function serve(session: DecoderSession, tokenizer: TextTokenizer | undefined, msg: ToWorker): Promise<void> {
+/** Which reasoners take part in one request, with which weights. */
+function planFor(loaded: Loaded, options: GenerateRequestOptions): CompositionPlan {
+  const byName = new Map(loaded.reasoners.map((r, slot) => [r.name, slot]));
+  const active = options.reasoners
+    ? options.reasoners.map((r) => {
+        const slot = byName.get(r.name);
+        if (slot === undefined) {
+          throw new ReasonerError(`no reasoner named "${r.name}" is loaded (loaded: ${[...byName.keys()].join(', ') || 'none'})`);
+        }
+        return { slot, weight: validateWeightSpec(r.weight ?? loaded.reasoners[slot]!.weight, r.name) };
+      })
+    : loaded.reasoners.map((r, slot) => ({ slot, weight: r.weight }));
+  return { active, mode: options.mode ?? loaded.mode, normalize: options.normalize ?? false, traceTop: options.trace ?? 0 };
+}
+
+async function serve(loaded: Loaded, msg: ToWorker): Promise<void> {
+  const { backbone, tokenizer } = loaded;
   if (msg.type === 'dispose') {
-    await session.release();
+    await Promise.all([backbone.release(), ...loaded.reasoners.map((r) => r.decoder.release())]);
     port.close();
     return;
   }
@@ -102,30 +190,44 @@ async function serve(session: DecoderSession, tokenizer: TextTokenizer | undefin
       post({ type: 'encoded', id: msg.id, ids: tokenizer.encode(msg.text, msg.addSpecialTokens) });
       return;
     }
+    const { reasoners: _r, mode: _m, normalize: _n, trace: _t, ...options } = msg.options;
+    const source = new ComposedSource(backbone, loaded.reasoners, loaded.vocab, planFor(loaded, msg.options));
     const abort = new Int32Array(msg.abort);
     const stream = new StreamBatcher((events) => post({ type: 'stream', id: msg.id, events }));
-    const result = await runDecodeLoop(session, {
+    const result = await runDecodeLoop(source, {
       prompts: toPromptIds(msg.input, tokenizer),
-      options: msg.options,
+      options,
       eosTokenIds: tokenizer?.eosTokenIds ?? [],
-      ...(tokenizer ? { decode: (ids: readonly number[]) => tokenizer.decode(ids), vocabLimit: tokenizer.vocabSize } : {}),
+      ...(tokenizer ? { decode: (ids: readonly number[]) => tokenizer.decode(ids) } : {}),
       shouldAbort: () => Atomics.load(abort, 0) !== 0,
-      onToken: (event) => stream.push(event),
+      onToken: (event) => {
+        const trace = msg.options.trace ? source.trace(event.row) : undefined;
+        stream.push(trace ? { ...event, trace } : event);
+      },
     });
     stream.flush();
     post({ type: 'done', id: msg.id, result });
   } catch (err) {
-    post({ type: 'error', id: msg.id, error: wire(err) });
+    post({ type: 'error', id: msg.id, error: toWire(err) });
+    // A failed reasoner leaves its KV cache behind the token stream: the engine cannot go on with it.
+    if (err instanceof ReasonerError) await shutDown(loaded);
   }
 }
 
+/** Releases every model and closes the channel; the engine then reports itself closed. */
+async function shutDown(loaded: Loaded): Promise<void> {
+  await Promise.allSettled([loaded.backbone.release(), ...loaded.reasoners.map((r) => r.decoder.release())]);
+  post({ type: 'closed', reason: 'a reasoner failed; load the engine again' });
+  port.close();
+}
+
 start().then(
-  ({ session, tokenizer }) => {
+  (loaded) => {
     // One request at a time, in arrival order: the engine already queues, this keeps the worker honest.
     let chain = Promise.resolve();
     port.on('message', (msg: ToWorker) => {
-      chain = chain.then(() => serve(session, tokenizer, msg));
+      chain = chain.then(() => serve(loaded, msg));
     });
   },
-  (err) => post({ type: 'failed', error: wire(err) }),
+  (err) => post({ type: 'failed', error: toWire(err) }),
 );

@@ -3,6 +3,9 @@ import type { DecoderSignature } from '../onnx/signature.js';
 import type { ChatMessage } from '../tokenizer/tokenizer.js';
 import type { GenerateOptions, GenerationResult, TokenEvent } from '../generate/types.js';
 import type { RuntimeOptions } from './decoder-session.js';
+import type { WireError } from './spawn-worker.js';
+import type { FusionMode } from '../compose/fusion.js';
+import type { WeightSpec } from '../compose/weights.js';
 
 /** A prompt in one of the forms the engine takes. A list makes a batch (left-padded). */
 export type PromptInput =
@@ -10,12 +13,39 @@ export type PromptInput =
   | { promptIds: number[] | number[][] }
   | { messages: ChatMessage[]; chatTemplate?: string };
 
+/** A reasoner to load beside the backbone. */
+export interface ReasonerSpec {
+  /** Module directory, plain export directory, or .onnx file. */
+  model: string;
+  /** Name used in per-call options, traces and metadata; default: the manifest's name, else the file name. */
+  name?: string;
+  /** Default weight (or schedule); default: the manifest's `composition.defaultWeight`, else 1. */
+  weight?: WeightSpec;
+}
+
 /** What the worker is started with. */
 export interface WorkerConfig {
   model: string;
   runtime: RuntimeOptions;
   cacheDir?: string;
+  reasoners: ReasonerSpec[];
+  mode?: FusionMode;
 }
+
+/** Per-call composition options on top of the generation options. */
+export interface CompositionOptions {
+  /** The reasoners taking part in this call (by name), with optional weights; default: all loaded, default weights. */
+  reasoners?: { name: string; weight?: WeightSpec }[];
+  /** Transform applied to each model's logits before weighting; default: the engine's. */
+  mode?: FusionMode;
+  /** Divide fused logits by the sum of weights (backbone 1 included): GenARM's T/(1+a). */
+  normalize?: boolean;
+  /** Record the top N candidates of every model and of the fusion with each token. */
+  trace?: number;
+}
+
+/** What a generate request carries. */
+export type GenerateRequestOptions = GenerateOptions & CompositionOptions;
 
 /** What the engine learns about its model once loaded. */
 export interface ModelInfo {
@@ -24,22 +54,25 @@ export interface ModelInfo {
   /** Logit width of the model. */
   vocabSize: number;
   tokenizer?: { vocabSize: number; bosTokenId?: number; eosTokenIds: number[]; hasChatTemplate: boolean };
+  /** Vocabulary the fused logits cover (the tokenizer's size; padded logits are cut to it). */
+  sharedVocabSize: number;
   /** What graph preparation did (or could not do). */
   notes: string[];
+  /** Things the user should know, e.g. a reasoner whose tokenizer could not be checked. */
+  warnings: string[];
+  /** How reasoner logits are transformed before weighting. */
+  mode: FusionMode;
+  /** Loaded reasoners with their default weights. */
+  reasoners: { name: string; modelPath: string; weight: WeightSpec; vocabSize: number }[];
   /** Intra-op threads of the session; absent means onnxruntime's default (one per physical core). */
   intraOpThreads?: number;
 }
 
 export type ToWorker =
-  | { type: 'generate'; id: number; input: PromptInput; options: GenerateOptions; abort: SharedArrayBuffer }
+  | { type: 'generate'; id: number; input: PromptInput; options: GenerateRequestOptions; abort: SharedArrayBuffer }
   | { type: 'tokenize'; id: number; text: string; addSpecialTokens: boolean }
   | { type: 'dispose' };
 
-/** An error as it crosses the thread boundary (name kept so callers can tell the kinds apart). */
-export interface WireError {
-  name: string;
-  message: string;
-}
 
 export type FromWorker =
   | { type: 'ready'; info: ModelInfo }
@@ -48,4 +81,6 @@ export type FromWorker =
   | { type: 'stream'; id: number; events: TokenEvent[] }
   | { type: 'done'; id: number; result: Omit<GenerationResult, 'timing'> & { prefillMs: number; decodeMs: number; decodeSteps: number } }
   | { type: 'encoded'; id: number; ids: number[] }
-  | { type: 'error'; id: number; error: WireError };
+  | { type: 'error'; id: number; error: WireError }
+  /** The worker released its models after a failure it cannot recover from. */
+  | { type: 'closed'; reason: string };

@@ -1,0 +1,70 @@
+/**
+ * Worker-thread entry for one extra model (a reasoner): holds its session and KV cache and answers
+ * prefill/step requests from the generation worker with last-position logits.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { openDecoder } from './open-decoder.js';
+import { toWire } from './spawn-worker.js';
+import type { RuntimeOptions } from './decoder-session.js';
+import { tokenizerFingerprintOfDir } from '../modules/module-dir.js';
+import type { ModuleManifest } from '../modules/manifest.js';
+
+/** Requests from the generation worker. */
+export type ToModelWorker =
+  | { type: 'prefill'; prompts: number[][] }
+  | { type: 'step'; tokens: number[] };
+
+/** Replies to it. */
+export type FromModelWorker =
+  | {
+      type: 'ready';
+      vocabSize: number;
+      modelPath: string;
+      manifest?: ModuleManifest;
+      tokenizerFingerprint?: string;
+      notes: string[];
+    }
+  | { type: 'failed'; error: { name: string; message: string } }
+  | { type: 'logits'; logits: Float32Array }
+  | { type: 'error'; error: { name: string; message: string } };
+
+/** What the worker is started with. */
+export interface ModelWorkerConfig {
+  model: string;
+  runtime: RuntimeOptions;
+  cacheDir?: string;
+}
+
+const port = parentPort!;
+const config = workerData as ModelWorkerConfig;
+const post = (msg: FromModelWorker) => port.postMessage(msg);
+
+async function start() {
+  const opened = await openDecoder(config.model, config.runtime, config.cacheDir);
+  const { location } = opened;
+  const fingerprint =
+    location.manifest?.compat.tokenizer ?? (location.tokenizerDir ? await tokenizerFingerprintOfDir(location.tokenizerDir) : undefined);
+  return { ...opened, fingerprint };
+}
+
+start().then(
+  ({ location, session, notes, fingerprint }) => {
+    post({
+      type: 'ready',
+      vocabSize: session.vocabSize,
+      modelPath: location.modelPath,
+      ...(location.manifest ? { manifest: location.manifest } : {}),
+      ...(fingerprint ? { tokenizerFingerprint: fingerprint } : {}),
+      notes,
+    });
+    port.on('message', async (msg: ToModelWorker) => {
+      try {
+        const logits = msg.type === 'prefill' ? await session.prefill(msg.prompts) : await session.step(msg.tokens);
+        post({ type: 'logits', logits });
+      } catch (err) {
+        post({ type: 'error', error: toWire(err) });
+      }
+    });
+  },
+  (err) => post({ type: 'failed', error: toWire(err) }),
+);

@@ -1,0 +1,281 @@
+import { expect } from 'chai';
+import { execFile } from 'node:child_process';
+import { readFile, writeFile, copyFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { Engine } from '../src/engine.js';
+import { openDecoder } from '../src/runtime/open-decoder.js';
+import { ComposedSource } from '../src/compose/composed-source.js';
+import type { FusionMode } from '../src/compose/fusion.js';
+import { addLogitBias, limitContext } from './support/graph-edits.js';
+import { makeModule, storiesConfig } from './support/modules.js';
+import { builtModel, cacheDir, smallConfig, testDir } from './support/models.js';
+
+const PROMPT = [1, 403, 407, 261];
+
+function logSoftmax64(z: Float32Array, n: number): Float64Array {
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) max = Math.max(max, z[i]!);
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += Math.exp(z[i]! - max);
+  const lse = max + Math.log(sum);
+  return Float64Array.from({ length: n }, (_, i) => z[i]! - lse);
+}
+
+function argmax(z: ArrayLike<number>): number {
+  let b = 0;
+  for (let i = 1; i < z.length; i++) if (z[i]! > z[b]!) b = i;
+  return b;
+}
+
+describe('UniR composition', function () {
+  this.timeout(120_000);
+  let backbone: string;
+  let mathR: string;
+  let cipherR: string;
+
+  before(async () => {
+    [backbone, mathR, cipherR] = await Promise.all([
+      makeModule({ name: 'backbone-s', kind: 'backbone', config: storiesConfig({ hiddenSize: 64, numLayers: 3 }), seed: 1 }),
+      makeModule({ name: 'math-r', config: storiesConfig({ hiddenSize: 32 }), seed: 2 }),
+      makeModule({ name: 'cipher-r', config: storiesConfig({ hiddenSize: 32, numHeads: 2, numKvHeads: 1 }), seed: 3 }),
+    ]);
+  });
+
+  it('fused logits equal the weighted sum computed independently, in both modes', async () => {
+    const opened = await Promise.all([backbone, mathR, cipherR].map((m) => openDecoder(m, {}, cacheDir)));
+    const refs = await Promise.all([backbone, mathR, cipherR].map((m) => openDecoder(m, {}, cacheDir)));
+    try {
+      const [b, r1, r2] = opened.map((o) => o.session);
+      const V = 512;
+      for (const mode of ['logits', 'logprobs'] as FusionMode[]) {
+        for (const [w1, w2, normalize] of [[1, 1, false], [0.5, -0.3, false], [2.5, 0.7, true]] as const) {
+          const source = new ComposedSource(b!, [{ name: 'math', decoder: r1! }, { name: 'cipher', decoder: r2! }], V, {
+            active: [{ slot: 0, weight: w1 }, { slot: 1, weight: w2 }],
+            mode,
+            normalize,
+            traceTop: 0,
+          });
+          let fused = await source.prefill([PROMPT]);
+          let zs = await Promise.all(refs.map((r) => r.session.prefill([PROMPT])));
+          for (let step = 0; step < 3; step++) {
+            const T = (z: Float32Array) => (mode === 'logprobs' ? logSoftmax64(z, V) : Float64Array.from(z.subarray(0, V)));
+            const [t0, t1, t2] = zs.map((z) => T(z));
+            const scale = normalize ? 1 / (1 + w1 + w2) : 1;
+            for (let v = 0; v < V; v++) {
+              const expected = (t0![v]! + w1 * t1![v]! + w2 * t2![v]!) * scale;
+              expect(fused[v]!).to.be.closeTo(expected, 1e-4 * Math.max(1, Math.abs(expected)));
+            }
+            const next = argmax(fused);
+            fused = await source.step([next]);
+            zs = await Promise.all(refs.map((r) => r.session.step([next])));
+          }
+        }
+      }
+    } finally {
+      for (const o of [...opened, ...refs]) await o.session.release();
+    }
+  });
+
+  it('weight 0 reproduces the backbone alone token for token; reasoner order does not matter', async () => {
+    const alone = await Engine.load({ model: backbone, cacheDir });
+    const ab = await Engine.load({ model: backbone, reasoners: [{ model: mathR, weight: 0.8 }, { model: cipherR, weight: 0.6 }], cacheDir });
+    const ba = await Engine.load({ model: backbone, reasoners: [{ model: cipherR, weight: 0.6 }, { model: mathR, weight: 0.8 }], cacheDir });
+    try {
+      const opts = { maxTokens: 20, ignoreEos: true };
+      const base = (await alone.generate({ promptIds: PROMPT }, opts)).rows[0]!.ids;
+      const zero = await ab.generate({ promptIds: PROMPT }, { ...opts, reasoners: [{ name: 'math-r', weight: 0 }, { name: 'cipher-r', weight: 0 }] });
+      expect(zero.rows[0]!.ids).to.deep.equal(base);
+      const x = (await ab.generate({ promptIds: PROMPT }, opts)).rows[0]!.ids;
+      const y = (await ba.generate({ promptIds: PROMPT }, opts)).rows[0]!.ids;
+      expect(x).to.deep.equal(y);
+      expect(x).to.not.deep.equal(base); // the reasoners do change the output
+      const sampled = { ...opts, temperature: 0.9, seed: 5 };
+      expect((await ab.generate({ promptIds: PROMPT }, sampled)).rows[0]!.ids).to.deep.equal(
+        (await ba.generate({ promptIds: PROMPT }, sampled)).rows[0]!.ids,
+      );
+    } finally {
+      await Promise.all([alone.dispose(), ab.dispose(), ba.dispose()]);
+    }
+  });
+
+  it('a reasoner that favours one token steers greedy decoding to it exactly past the margin', async () => {
+    const favoured = 300;
+    const steer = await makeModule({
+      name: 'steer-r',
+      config: storiesConfig({ hiddenSize: 32 }),
+      seed: 9,
+      edit: (p) => addLogitBias(p, 512, { [favoured]: 8 }),
+    });
+    const engine = await Engine.load({ model: backbone, reasoners: [{ model: steer }], cacheDir });
+    try {
+      // The first step's logits of both models, every candidate (the trace lists all 512).
+      const stream = engine.stream({ promptIds: PROMPT }, { maxTokens: 1, trace: 512 });
+      let trace;
+      for await (const t of stream) trace = t.trace!;
+      const zb = new Float64Array(512);
+      const zr = new Float64Array(512);
+      for (const c of trace!.models[0]!.top) zb[c.id] = c.logit;
+      for (const c of trace!.models[1]!.top) zr[c.id] = c.logit;
+      const first = argmax(zb);
+      expect(first).to.not.equal(favoured);
+      // favoured wins once w·(zr[f] − zr[c]) > zb[c] − zb[f] for every other token c.
+      let margin = 0;
+      for (let c = 0; c < 512; c++) {
+        if (c === favoured) continue;
+        const gap = zb[c]! - zb[favoured]!;
+        const pull = zr[favoured]! - zr[c]!;
+        if (pull <= 0) expect(gap).to.be.below(0);
+        else margin = Math.max(margin, gap / pull);
+      }
+      expect(margin).to.be.greaterThan(0);
+      const at = async (w: number) =>
+        (await engine.generate({ promptIds: PROMPT }, { maxTokens: 1, reasoners: [{ name: 'steer-r', weight: w }] })).rows[0]!.ids[0];
+      expect(await at(0)).to.equal(first);
+      expect(await at(margin * 0.99)).to.not.equal(favoured);
+      expect(await at(margin * 1.01)).to.equal(favoured);
+    } finally {
+      await engine.dispose();
+    }
+  });
+
+  it('follows a weight schedule over generated tokens', async () => {
+    const engine = await Engine.load({ model: backbone, reasoners: [{ model: mathR }], cacheDir });
+    try {
+      const schedule = [{ until: 5, weight: 3 }, { weight: 0 }];
+      const stream = engine.stream({ promptIds: PROMPT }, { maxTokens: 12, ignoreEos: true, trace: 1, reasoners: [{ name: 'math-r', weight: schedule }] });
+      const weights: number[] = [];
+      const ids: number[] = [];
+      for await (const t of stream) {
+        weights.push(t.trace!.models[1]!.weight);
+        ids.push(t.id);
+      }
+      expect(weights).to.deep.equal([3, 3, 3, 3, 3, 0, 0, 0, 0, 0, 0, 0]);
+      const constant = await engine.generate({ promptIds: PROMPT }, { maxTokens: 5, ignoreEos: true, reasoners: [{ name: 'math-r', weight: 3 }] });
+      expect(ids.slice(0, 5)).to.deep.equal(constant.rows[0]!.ids);
+      const bad = await engine.generate({ promptIds: PROMPT }, { reasoners: [{ name: 'math-r', weight: [{ until: 5, weight: 1 }] }] }).catch((e: Error) => e);
+      expect((bad as Error).message).to.match(/last segment/);
+    } finally {
+      await engine.dispose();
+    }
+  });
+
+  it('composes reasoners with a backbone of another size that shares the tokenizer (weak-to-strong shape)', async () => {
+    const large = await makeModule({ name: 'backbone-l', kind: 'backbone', config: storiesConfig({ hiddenSize: 128, numLayers: 4, numHeads: 8, numKvHeads: 4, intermediateSize: 256 }), seed: 4 });
+    const alone = await Engine.load({ model: large, cacheDir });
+    const composed = await Engine.load({ model: large, reasoners: [{ model: mathR, weight: 2 }], cacheDir });
+    try {
+      const opts = { maxTokens: 16, ignoreEos: true };
+      const a = await alone.generate({ promptIds: PROMPT }, opts);
+      const c = await composed.generate({ promptIds: PROMPT }, opts);
+      expect(c.rows[0]!.ids).to.have.length(16);
+      expect(c.rows[0]!.ids).to.not.deep.equal(a.rows[0]!.ids);
+      expect(composed.info.reasoners).to.deep.equal([{ name: 'math-r', modelPath: join(mathR, 'model.onnx'), weight: 2, vocabSize: 512 }]);
+    } finally {
+      await Promise.all([alone.dispose(), composed.dispose()]);
+    }
+  });
+
+  it('refuses a reasoner with another tokenizer, naming both fingerprints', async () => {
+    const other = await makeModule({
+      name: 'other-tok',
+      seed: 5,
+      tokenizer: (json) => {
+        const vocab = json.model.vocab;
+        const [a, b] = Object.keys(vocab).filter((k) => vocab[k]! > 300).slice(0, 2);
+        [vocab[a!], vocab[b!]] = [vocab[b!]!, vocab[a!]!];
+      },
+    });
+    const err = await Engine.load({ model: backbone, reasoners: [{ model: other }], cacheDir }).catch((e: Error) => e);
+    expect((err as Error).name).to.equal('VocabularyMismatchError');
+    expect((err as Error).message).to.match(/other-tok uses another tokenizer.*sha256:[0-9a-f]{64} vs sha256:[0-9a-f]{64}/);
+  });
+
+  it('truncates padded vocabularies to the tokenizer: padded ids are never sampled', async () => {
+    const padded = await makeModule({
+      name: 'padded-r',
+      config: storiesConfig({ vocabSize: 520, hiddenSize: 32 }),
+      seed: 6,
+      edit: (p) => addLogitBias(p, 520, { 515: 50, 519: 50 }),
+    });
+    const engine = await Engine.load({ model: backbone, reasoners: [{ model: padded, weight: 1 }], cacheDir });
+    try {
+      expect(engine.info.sharedVocabSize).to.equal(512);
+      expect(engine.info.reasoners[0]!.vocabSize).to.equal(520);
+      const r = await engine.generate({ promptIds: [PROMPT, [1]] }, { maxTokens: 40, ignoreEos: true, temperature: 2, seed: 3 });
+      for (const row of r.rows) for (const id of row.ids) expect(id).to.be.below(512);
+    } finally {
+      await engine.dispose();
+    }
+  });
+
+  it('refuses a corrupt reasoner module, naming the file', async () => {
+    const broken = await makeModule({ name: 'broken-r', seed: 7 });
+    const model = join(broken, 'model.onnx');
+    const bytes = await readFile(model);
+    bytes[bytes.length - 10] ^= 0xff;
+    await writeFile(model, bytes);
+    const err = await Engine.load({ model: backbone, reasoners: [{ model: broken }], cacheDir }).catch((e: Error) => e);
+    expect((err as Error).name).to.equal('ModuleIntegrityError');
+    expect((err as Error).message).to.include('model.onnx');
+  });
+
+  it('composes bare .onnx files by vocabulary size with a warning, and refuses different sizes', async () => {
+    const dir = testDir('bare-compose');
+    const a = join(dir, 'a.onnx');
+    const b = join(dir, 'b.onnx');
+    await copyFile(await builtModel('bare-a'), a);
+    await copyFile(await builtModel('bare-b', smallConfig, {}, 8), b);
+    const engine = await Engine.load({ model: a, reasoners: [{ model: b, weight: 0.5 }], cacheDir });
+    try {
+      expect(engine.info.warnings.join('\n')).to.match(/no tokenizer to check/);
+      expect((await engine.generate({ promptIds: [1, 2, 3] }, { maxTokens: 4 })).rows[0]!.ids).to.have.length(4);
+    } finally {
+      await engine.dispose();
+    }
+    const wide = join(dir, 'wide.onnx');
+    await copyFile(await builtModel('bare-wide', { ...smallConfig, vocabSize: 100 }), wide);
+    const err = await Engine.load({ model: a, reasoners: [{ model: wide }], cacheDir }).catch((e: Error) => e);
+    expect((err as Error).name).to.equal('VocabularyMismatchError');
+  });
+
+  it('a reasoner failing mid-run fails the generation clearly and leaves no worker behind', async () => {
+    const fragile = await makeModule({ name: 'fragile-r', seed: 8, edit: (p) => limitContext(p, 10) });
+    const script = join(testDir('fragile'), 'run.mts');
+    const engineUrl = new URL('../src/engine.js', import.meta.url).href;
+    await writeFile(
+      script,
+      `import { Engine } from ${JSON.stringify(engineUrl)};
+const engine = await Engine.load({ model: ${JSON.stringify(backbone)}, reasoners: [{ model: ${JSON.stringify(fragile)} }], cacheDir: ${JSON.stringify(cacheDir)} });
+const err = await engine.generate({ promptIds: [1, 2, 3] }, { maxTokens: 30, ignoreEos: true }).catch((e) => e);
+console.log(JSON.stringify({ name: err.name, message: err.message }));
+const again = await engine.generate({ promptIds: [1] }).catch((e) => e);
+console.log(JSON.stringify({ message: again.message }));
+// no dispose: the process must still exit on its own, so no worker may be left running`,
+    );
+    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', script], { timeout: 60_000 });
+    const [first, second] = stdout.trim().split('\n').map((l) => JSON.parse(l));
+    expect(first.name).to.equal('ReasonerError');
+    expect(first.message).to.match(/reasoner fragile-r failed: .*out of/i);
+    expect(second.message).to.match(/closed/);
+  });
+});
+
+describe('reasonplug generate --reasoner', function () {
+  this.timeout(120_000);
+  it('composes from the CLI and reports the reasoners and a trace in JSON', async () => {
+    const backbone = await makeModule({ name: 'cli-backbone', kind: 'backbone', seed: 11 });
+    const reasoner = await makeModule({ name: 'cli-r', seed: 12, config: storiesConfig({ hiddenSize: 32 }) });
+    const cli = fileURLToPath(new URL('../src/cli/reasonplug.ts', import.meta.url));
+    const { stdout } = await promisify(execFile)(process.execPath, [
+      '--import', 'tsx', cli, 'generate', '--model', backbone, '--reasoner', `${reasoner}=1.5`, '--prompt-ids', '1,403', '--max-tokens', '4', '--trace', '3', '--json',
+    ]);
+    const out = JSON.parse(stdout);
+    expect(out.reasoners).to.deep.equal([{ path: reasoner, name: 'cli-r', weight: 1.5 }]);
+    expect(out.ids).to.have.length(4);
+    expect(out.trace).to.have.length(4);
+    expect(out.trace[0].models.map((m: { name: string }) => m.name)).to.deep.equal(['backbone', 'cli-r']);
+    expect(out.trace[0].fused[0].id).to.equal(out.ids[0]);
+  });
+});

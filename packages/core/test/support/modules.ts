@@ -1,0 +1,68 @@
+/** Module directories made from builder models and the real stories260K tokenizer (vocab 512). */
+import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { convertGguf } from '../../src/gguf/convert.js';
+import { randomLlamaWeights, writeLlamaModel } from '../../src/onnx/llama-builder.js';
+import type { LlamaConfig } from '../../src/onnx/llama-spec.js';
+import { writeModuleDir } from '../../src/modules/module-dir.js';
+import { tokenizerFingerprint } from '../../src/tokenizer/fingerprint.js';
+import type { ModuleManifest } from '../../src/modules/manifest.js';
+import { models } from '../../../../test/support/paths.js';
+import { testDir } from './models.js';
+
+let stories: Promise<string> | undefined;
+
+/** The converted stories260K module (made once per test process). */
+export function storiesModule(): Promise<string> {
+  stories ??= (async () => {
+    const dir = join(testDir('stories'), 'stories260K');
+    await convertGguf(models.stories260K, dir, { name: 'stories260k' });
+    return dir;
+  })();
+  return stories;
+}
+
+/** A Llama config over the stories vocabulary. */
+export function storiesConfig(over: Partial<LlamaConfig> = {}): LlamaConfig {
+  return { vocabSize: 512, hiddenSize: 48, numLayers: 2, numHeads: 4, numKvHeads: 2, intermediateSize: 96, ...over };
+}
+
+export interface ModuleSpec {
+  name: string;
+  config?: LlamaConfig;
+  seed?: number;
+  kind?: ModuleManifest['kind'];
+  defaultWeight?: number;
+  /** Edits applied to model.onnx after building (e.g. a logit bias). */
+  edit?: (modelPath: string) => Promise<void>;
+  /** Rewrites tokenizer.json before the manifest is written (a different tokenizer). */
+  tokenizer?: (json: { model: { vocab: Record<string, number> } }) => void;
+}
+
+/** Builds a module directory: random-weight Llama model, the stories tokenizer, a full manifest. */
+export async function makeModule(spec: ModuleSpec): Promise<string> {
+  const source = await storiesModule();
+  const dir = join(testDir(spec.name), spec.name);
+  await mkdir(dir, { recursive: true });
+  const config = spec.config ?? storiesConfig();
+  await writeLlamaModel(join(dir, 'model.onnx'), config, randomLlamaWeights(config, spec.seed ?? 1, 0.1));
+  if (spec.edit) await spec.edit(join(dir, 'model.onnx'));
+  const tokenizer = JSON.parse(await readFile(join(source, 'tokenizer.json'), 'utf8'));
+  spec.tokenizer?.(tokenizer);
+  await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tokenizer));
+  await copyFile(join(source, 'tokenizer_config.json'), join(dir, 'tokenizer_config.json'));
+  const kind = spec.kind ?? 'logit-reasoner';
+  await writeModuleDir(dir, {
+    name: spec.name,
+    version: '1.0.0',
+    kind,
+    tasks: kind === 'logit-reasoner' ? ['test'] : [],
+    description: `test ${kind}`,
+    license: 'MIT',
+    compat: { tokenizer: tokenizerFingerprint(tokenizer), vocabSize: 512, hiddenSize: config.hiddenSize },
+    ...(kind === 'logit-reasoner' ? { composition: { defaultWeight: spec.defaultWeight ?? 1, mode: 'logits' as const } } : {}),
+    generation: { bosTokenId: 1, eosTokenIds: [2] },
+    files: { model: 'model.onnx', tokenizer: 'tokenizer.json', tokenizerConfig: 'tokenizer_config.json' },
+  });
+  return dir;
+}
