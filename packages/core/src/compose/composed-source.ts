@@ -72,9 +72,11 @@ export class ComposedSource implements LogitSource {
   private async run(call: (d: Decoder) => Promise<Float32Array>, rows: number): Promise<Float32Array> {
     const active = this.plan.active.filter((a) => !isAlwaysZero(a.weight));
     // Reasoner requests go out first so their threads work while the backbone runs on this one.
-    const pending = active.map((a) => call(this.reasoners[a.slot]!.decoder));
+    const pending = Promise.all(active.map((a) => call(this.reasoners[a.slot]!.decoder)));
+    // A reasoner may fail while the backbone runs; its rejection is awaited below, not left unhandled.
+    pending.catch(() => {});
     const base = await call(this.backbone);
-    const outputs = await Promise.all(pending);
+    const outputs = await pending;
     const inputs: (FusionInput & { name: string })[] = [
       { name: 'backbone', logits: base, stride: this.backbone.vocabSize, weight: 1 },
       ...active.map((a, i) => ({

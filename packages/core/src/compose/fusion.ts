@@ -32,16 +32,18 @@ export function fuseLogits(
   if (normalize && !Number.isFinite(scale)) {
     throw new RangeError('cannot normalise composed logits: the weights sum to zero');
   }
+  const used = inputs.filter((x) => x.weight !== 0);
   for (let r = 0; r < rows; r++) {
     const o = r * vocab;
-    out.fill(0, o, o + vocab);
-    for (const { logits, stride, weight } of inputs) {
-      if (weight === 0) continue;
-      const z = logits.subarray(r * stride, r * stride + vocab);
-      const shift = mode === 'logprobs' ? logSumExp(z) : 0;
+    if (used.length === 0) out.fill(0, o, o + vocab);
+    used.forEach(({ logits, stride, weight }, k) => {
+      const z = r * stride;
+      const shift = mode === 'logprobs' ? logSumExp(logits.subarray(z, z + vocab)) : 0;
       const w = weight * scale;
-      for (let v = 0; v < vocab; v++) out[o + v]! += w * (z[v]! - shift);
-    }
+      // The first model writes, the others add: one pass per model over the vocabulary, this is per token.
+      if (k === 0) for (let v = 0; v < vocab; v++) out[o + v] = w * (logits[z + v]! - shift);
+      else for (let v = 0; v < vocab; v++) out[o + v]! += w * (logits[z + v]! - shift);
+    });
   }
   return out;
 }

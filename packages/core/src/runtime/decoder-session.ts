@@ -8,6 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { detectSignature } from '../onnx/signature.js';
 import type { DecoderSignature, IdType } from '../onnx/signature.js';
 import { executionProvidersFor, deviceFailure } from './devices.js';
+import { intraOpThreadsFor } from './thread-budget.js';
 
 /** Where a prepared decoder graph lives and how to load it. */
 export interface DecoderSource {
@@ -19,18 +20,6 @@ export interface DecoderSource {
   label?: string;
   /** Bytes of weights; small models default to one intra-op thread. */
   weightBytes?: number;
-}
-
-/**
- * Below this many bytes of weights an operator takes microseconds, and handing its halves to other threads
- * costs more than it saves (measured on the overhead-bound test model: ~0.30 vs ~0.41 ms/token).
- */
-const SINGLE_THREAD_BELOW_BYTES = 16 * 1024 * 1024;
-
-/** Intra-op threads: the user's choice, else one for small models, else onnxruntime's default (physical cores). */
-export function intraOpThreadsFor(options: RuntimeOptions, weightBytes: number | undefined): number | undefined {
-  if (options.intraOpThreads) return options.intraOpThreads;
-  return weightBytes !== undefined && weightBytes < SINGLE_THREAD_BELOW_BYTES ? 1 : undefined;
 }
 
 /** Session settings a user may choose. */

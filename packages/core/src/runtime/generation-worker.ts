@@ -17,6 +17,7 @@ import type { FusionMode } from '../compose/fusion.js';
 import { openDecoder } from './open-decoder.js';
 import { RemoteDecoder, ReasonerError } from './remote-decoder.js';
 import { toWire } from './spawn-worker.js';
+import { partitionThreads } from './thread-budget.js';
 import type { DecoderSession } from './decoder-session.js';
 import type { FromWorker, GenerateRequestOptions, ModelInfo, PromptInput, ToWorker, WorkerConfig } from './protocol.js';
 
@@ -82,12 +83,13 @@ function reasonerName(spec: WorkerConfig['reasoners'][number], manifestName: str
 }
 
 async function start(): Promise<Loaded> {
+  const threads = partitionThreads(config.runtime, config.reasoners.length);
   const opening: Promise<unknown>[] = [
-    openDecoder(config.model, config.runtime, config.cacheDir),
+    openDecoder(config.model, threads.backbone, config.cacheDir),
     ...config.reasoners.map((r, i) =>
       RemoteDecoder.open(r.name ?? `reasoner ${i + 1} (${r.model})`, {
         model: r.model,
-        runtime: config.runtime,
+        runtime: threads.reasoner,
         ...(config.cacheDir ? { cacheDir: config.cacheDir } : {}),
       }),
     ),
@@ -178,6 +180,7 @@ function planFor(loaded: Loaded, options: GenerateRequestOptions): CompositionPl
 }
 
 async function serve(loaded: Loaded, msg: ToWorker): Promise<void> {
+  if (closed) return;
   const { backbone, tokenizer } = loaded;
   if (msg.type === 'dispose') {
     await Promise.all([backbone.release(), ...loaded.reasoners.map((r) => r.decoder.release())]);
@@ -208,17 +211,21 @@ async function serve(loaded: Loaded, msg: ToWorker): Promise<void> {
     stream.flush();
     post({ type: 'done', id: msg.id, result });
   } catch (err) {
-    post({ type: 'error', id: msg.id, error: toWire(err) });
-    // A failed reasoner leaves its KV cache behind the token stream: the engine cannot go on with it.
+    // A failed reasoner leaves its KV cache behind the token stream: the engine cannot go on with it, so
+    // every model is released before the error is reported, and later requests are refused.
     if (err instanceof ReasonerError) await shutDown(loaded);
+    post({ type: 'error', id: msg.id, error: toWire(err) });
+    // The engine terminates this worker when it reads 'closed'; exiting first could overtake the message.
+    if (closed) post({ type: 'closed', reason: `${(err as Error).message}; load the engine again` });
   }
 }
 
-/** Releases every model and closes the channel; the engine then reports itself closed. */
+let closed = false;
+
+/** Releases every model; the worker then answers nothing more. */
 async function shutDown(loaded: Loaded): Promise<void> {
+  closed = true;
   await Promise.allSettled([loaded.backbone.release(), ...loaded.reasoners.map((r) => r.decoder.release())]);
-  post({ type: 'closed', reason: 'a reasoner failed; load the engine again' });
-  port.close();
 }
 
 start().then(

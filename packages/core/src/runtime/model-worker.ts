@@ -60,7 +60,8 @@ start().then(
     port.on('message', async (msg: ToModelWorker) => {
       try {
         const logits = msg.type === 'prefill' ? await session.prefill(msg.prompts) : await session.step(msg.tokens);
-        post({ type: 'logits', logits });
+        // The logits buffer is this step's alone (the session reads only its KV tensors again): move it, not copy it.
+        port.postMessage({ type: 'logits', logits } satisfies FromModelWorker, [logits.buffer as ArrayBuffer]);
       } catch (err) {
         post({ type: 'error', error: toWire(err) });
       }

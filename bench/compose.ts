@@ -1,0 +1,140 @@
+/**
+ * UniR composition speed, side by side in one run: a ~24M-parameter backbone alone, with 1 and with 3
+ * reasoners 1/8 its size (engine: each model in its own worker thread), and the naive sequential loop the
+ * reference implementation uses (every model one after another on one thread). Greedy; ms/token is the slope
+ * between a short and a long generation; medians over rounds that interleave the settings.
+ *
+ *   npm run bench:compose [-- --rounds 7 --short 16 --long 144]
+ */
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { Engine } from '../packages/core/src/engine.js';
+import { ComposedSource } from '../packages/core/src/compose/composed-source.js';
+import { runDecodeLoop } from '../packages/core/src/generate/decode-loop.js';
+import { openDecoder } from '../packages/core/src/runtime/open-decoder.js';
+import { llamaParameterCount, randomLlamaWeights, writeLlamaModel } from '../packages/core/src/onnx/llama-builder.js';
+import type { LlamaConfig } from '../packages/core/src/onnx/llama-spec.js';
+import { median, printTable } from './support/stats.js';
+import { repoRoot } from '../test/support/paths.js';
+
+const BACKBONE: LlamaConfig = { vocabSize: 32000, hiddenSize: 288, numLayers: 6, numHeads: 6, intermediateSize: 768 };
+/** 1/8 of the backbone's parameters over the same vocabulary (tied head, as small LMs have). */
+const REASONER: LlamaConfig = { vocabSize: 32000, hiddenSize: 88, numLayers: 2, numHeads: 4, intermediateSize: 236, tieWordEmbeddings: true };
+
+async function ensureModel(name: string, config: LlamaConfig, seed: number): Promise<string> {
+  const dir = join(repoRoot, '.cache', 'bench', name);
+  const path = join(dir, 'model.onnx');
+  if (!existsSync(path)) {
+    mkdirSync(dir, { recursive: true });
+    await writeLlamaModel(path, config, randomLlamaWeights(config, seed));
+  }
+  return path;
+}
+
+const PROMPT = [1, 15043, 3186, 29892, 920, 526, 366, 29973];
+
+interface Setting {
+  label: string;
+  run(n: number): Promise<number>;
+  dispose(): Promise<void>;
+}
+
+async function engineSetting(label: string, backbone: string, reasoners: string[]): Promise<Setting> {
+  const engine = await Engine.load({ model: backbone, reasoners: reasoners.map((model, i) => ({ model, name: `r${i}`, weight: 0.5 })) });
+  return {
+    label,
+    async run(n) {
+      const t0 = performance.now();
+      await engine.generate({ promptIds: PROMPT }, { maxTokens: n, ignoreEos: true });
+      return performance.now() - t0;
+    },
+    dispose: () => engine.dispose(),
+  };
+}
+
+/** The reference implementation's way: every model stepped one after another on this one thread. */
+async function sequentialSetting(label: string, backbone: string, reasoners: string[]): Promise<Setting> {
+  const opened = await Promise.all([backbone, ...reasoners].map((m) => openDecoder(m, {})));
+  const [b, ...rs] = opened.map((o) => o.session);
+  return {
+    label,
+    async run(n) {
+      const source = new ComposedSource(b!, rs.map((decoder, i) => ({ name: `r${i}`, decoder })), BACKBONE.vocabSize, {
+        active: rs.map((_, slot) => ({ slot, weight: 0.5 })),
+        mode: 'logits',
+        normalize: false,
+        traceTop: 0,
+      });
+      const t0 = performance.now();
+      await runDecodeLoop(source, {
+        prompts: [PROMPT],
+        options: { maxTokens: n, ignoreEos: true },
+        eosTokenIds: [],
+        shouldAbort: () => false,
+        onToken: () => {},
+      });
+      return performance.now() - t0;
+    },
+    dispose: async () => {
+      for (const o of opened) await o.session.release();
+    },
+  };
+}
+
+const { values } = parseArgs({
+  options: { rounds: { type: 'string', default: '7' }, short: { type: 'string', default: '16' }, long: { type: 'string', default: '144' } },
+});
+const rounds = Number(values.rounds);
+const short = Number(values.short);
+const long = Number(values.long);
+
+const backbone = await ensureModel('llama24m', BACKBONE, 1);
+const reasoners = await Promise.all([2, 3, 4].map((seed) => ensureModel(`reasoner3m-${seed}`, REASONER, seed)));
+const settings: Setting[] = [];
+settings.push(await engineSetting('backbone alone', backbone, []));
+settings.push(await engineSetting('backbone + 1 reasoner', backbone, reasoners.slice(0, 1)));
+settings.push(await engineSetting('backbone + 3 reasoners', backbone, reasoners));
+settings.push(await sequentialSetting('sequential, + 1 reasoner', backbone, reasoners.slice(0, 1)));
+settings.push(await sequentialSetting('sequential, + 3 reasoners', backbone, reasoners));
+
+const slopes = settings.map(() => [] as number[]);
+for (const s of settings) await s.run(short); // warm-up
+const settle = () => new Promise((r) => setTimeout(r, 25));
+for (let round = 0; round < rounds; round++) {
+  for (let k = 0; k < settings.length; k++) {
+    const i = (k + round) % settings.length;
+    await settle();
+    const a = await settings[i]!.run(short);
+    await settle();
+    const b = await settings[i]!.run(long);
+    slopes[i]!.push((b - a) / (long - short));
+  }
+}
+for (const s of settings) await s.dispose();
+
+const ms = slopes.map(median);
+const alone = ms[0]!;
+const rows = settings.map((s, i) => ({ setting: s.label, msPerToken: ms[i]!, vsBackboneAlone: ms[i]! / alone }));
+const vsSequential = { oneReasoner: ms[1]! / ms[3]!, threeReasoners: ms[2]! / ms[4]! };
+console.log(
+  JSON.stringify({
+    bench: 'compose',
+    rounds,
+    short,
+    long,
+    backboneParams: llamaParameterCount(BACKBONE),
+    reasonerParams: llamaParameterCount(REASONER),
+    rows,
+    engineVsSequential: vsSequential,
+  }),
+);
+printTable(
+  `UniR composition, greedy, ms/token (slope ${short}→${long} tokens, median of ${rounds}); backbone ${(llamaParameterCount(BACKBONE) / 1e6).toFixed(1)}M, reasoners ${(llamaParameterCount(REASONER) / 1e6).toFixed(2)}M each`,
+  ['setting', 'ms/token', 'vs backbone alone'],
+  rows.map((r) => [r.setting, r.msPerToken, `${r.vsBackboneAlone.toFixed(2)}x`]),
+);
+printTable('engine (parallel workers) vs the sequential loop', ['reasoners', 'ratio'], [
+  ['1', `${vsSequential.oneReasoner.toFixed(2)}x`],
+  ['3', `${vsSequential.threeReasoners.toFixed(2)}x`],
+]);
