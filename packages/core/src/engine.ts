@@ -28,6 +28,8 @@ export interface EngineOptions extends RuntimeOptions {
   reasoners?: ReasonerSpec[];
   /** Default transform of logits before weighting: 'logits' (UniR) or 'logprobs' (GenARM). */
   mode?: FusionMode;
+  /** LiteReason reasoning projector (module directory or .onnx); enables latent decoding. */
+  projector?: string;
 }
 
 /** Options of one call, plus cancellation. */
@@ -77,11 +79,12 @@ export class Engine {
   /** Loads a model (prepares its graph on first use, then starts its session in a worker). */
   static async load(options: EngineOptions): Promise<Engine> {
     const t0 = performance.now();
-    const { model, cacheDir, reasoners, mode, ...runtime } = options;
+    const { model, cacheDir, reasoners, mode, projector, ...runtime } = options;
     const config: WorkerConfig = {
       model,
       runtime,
       reasoners: reasoners ?? [],
+      ...(projector ? { projector } : {}),
       ...(cacheDir ? { cacheDir } : {}),
       ...(mode ? { mode } : {}),
     };

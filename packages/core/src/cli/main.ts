@@ -55,6 +55,9 @@ interface GenerateFlags {
   reasoner?: ReasonerSpec[];
   mode?: FusionMode;
   trace?: number | true;
+  projector?: string;
+  latent?: string;
+  latentPlaceholder?: string;
   device: string;
   threads?: number;
   json?: boolean;
@@ -69,6 +72,7 @@ async function generate(flags: GenerateFlags): Promise<void> {
     model: flags.model,
     reasoners: flags.reasoner ?? [],
     ...(flags.mode ? { mode: flags.mode } : {}),
+    ...(flags.projector ? { projector: flags.projector } : {}),
     device: flags.device,
     ...(flags.threads ? { intraOpThreads: flags.threads } : {}),
   });
@@ -86,6 +90,8 @@ async function generate(flags: GenerateFlags): Promise<void> {
       ...(flags.seed !== undefined ? { seed: flags.seed } : {}),
       ...(flags.stop ? { stop: flags.stop } : {}),
       ...(flags.trace ? { trace: flags.trace === true ? 5 : flags.trace } : {}),
+      ...(flags.latent ? { latent: flags.latent } : {}),
+      ...(flags.latentPlaceholder !== undefined ? { latentPlaceholder: flags.latentPlaceholder } : {}),
     });
     for (const w of engine.info.warnings) process.stderr.write(`warning: ${w}\n`);
     const traces: unknown[] = [];
@@ -116,7 +122,8 @@ async function generate(flags: GenerateFlags): Promise<void> {
     } else {
       process.stdout.write('\n');
       process.stderr.write(
-        `[${result.usage.promptTokens} prompt + ${result.usage.completionTokens} generated tokens, ` +
+        `[${result.usage.promptTokens} prompt + ${result.usage.completionTokens} generated tokens` +
+          `${result.usage.latentSteps !== undefined ? ` + ${result.usage.latentSteps} latent steps` : ''}, ` +
           `${result.timing.prefillMs.toFixed(1)} ms prefill, ${result.timing.msPerToken.toFixed(2)} ms/token, ${row.finishReason}]\n`,
       );
     }
@@ -163,6 +170,9 @@ export function buildProgram(): Command {
     .option('--reasoner <path[=weight]>', 'reasoner module composed with the model (repeatable)', reasonerFlag)
     .addOption(new Option('--mode <mode>', 'transform before weighting: logits (UniR) or logprobs (GenARM)').choices(['logits', 'logprobs']))
     .option('--trace [n]', 'show the top n candidates of every model and of the fusion per token', int('--trace'))
+    .option('--projector <path>', 'LiteReason reasoning projector (module directory or .onnx)')
+    .option('--latent <policy>', 'latent steps: marker (default with a projector), never, or fixed:K')
+    .option('--latent-placeholder <text>', 'shown once per latent step in place of a marker')
     .addOption(new Option('--device <d>', 'execution provider').choices([...DEVICES]).default('cpu'))
     .option('--threads <n>', 'intra-op threads', int('--threads'))
     .option('--json', 'print one JSON object instead of streaming text')

@@ -11,6 +11,17 @@ export interface Decoder extends LogitSource {
   release(): Promise<void>;
 }
 
+/** A backbone that can take continuous input embeddings and report its final hidden state (LiteReason). */
+export interface LatentBackbone extends Decoder {
+  stepEmbeds(embeds: Float32Array): Promise<Float32Array>;
+  readonly lastHidden: Float32Array;
+}
+
+/** Maps hidden states to latent input embeddings. */
+export interface Projector {
+  project(hidden: Float32Array, rows: number): Promise<Float32Array>;
+}
+
 /** A loaded reasoner. */
 export interface ReasonerSlot {
   name: string;
@@ -43,8 +54,11 @@ export interface TokenTrace {
 /** Fuses a backbone with reasoners according to a plan. */
 export class ComposedSource implements LogitSource {
   private generated = 0;
+  private rows = 0;
   private fused = new Float32Array(0);
   private traces: TokenTrace[] = [];
+  /** The reasoners' latest logits: latent steps fuse with them, since reasoners never see latent inputs. */
+  private reasonerLogits: Float32Array[] = [];
 
   constructor(
     private readonly backbone: Decoder,
@@ -52,6 +66,7 @@ export class ComposedSource implements LogitSource {
     /** The shared vocabulary (the tokenizer's); wider logits are truncated to it. */
     readonly vocabSize: number,
     private readonly plan: CompositionPlan,
+    private readonly latent?: { backbone: LatentBackbone; projector: Projector },
   ) {}
 
   async prefill(prompts: readonly (readonly number[])[]): Promise<Float32Array> {
@@ -69,17 +84,38 @@ export class ComposedSource implements LogitSource {
     return this.traces[row];
   }
 
+  /**
+   * Runs `steps` LiteReason latent steps on the backbone: `e = P(h)` fed back as an input embedding, each
+   * step from the hidden state the previous one produced. Reasoners do not run: their caches hold only
+   * discrete tokens, and their latest logits are fused with the backbone's after the last latent step.
+   */
+  async latentSteps(steps: number): Promise<Float32Array> {
+    if (!this.latent) throw new Error('no projector is loaded');
+    const { backbone, projector } = this.latent;
+    let base!: Float32Array;
+    for (let k = 0; k < steps; k++) base = await backbone.stepEmbeds(await projector.project(backbone.lastHidden, this.rows));
+    return this.fuse(base, this.reasonerLogits, this.rows);
+  }
+
+  private get active() {
+    return this.plan.active.filter((a) => !isAlwaysZero(a.weight));
+  }
+
   private async run(call: (d: Decoder) => Promise<Float32Array>, rows: number): Promise<Float32Array> {
-    const active = this.plan.active.filter((a) => !isAlwaysZero(a.weight));
+    this.rows = rows;
     // Reasoner requests go out first so their threads work while the backbone runs on this one.
-    const pending = Promise.all(active.map((a) => call(this.reasoners[a.slot]!.decoder)));
+    const pending = Promise.all(this.active.map((a) => call(this.reasoners[a.slot]!.decoder)));
     // A reasoner may fail while the backbone runs; its rejection is awaited below, not left unhandled.
     pending.catch(() => {});
     const base = await call(this.backbone);
-    const outputs = await pending;
+    this.reasonerLogits = await pending;
+    return this.fuse(base, this.reasonerLogits, rows);
+  }
+
+  private fuse(base: Float32Array, outputs: readonly Float32Array[], rows: number): Float32Array {
     const inputs: (FusionInput & { name: string })[] = [
       { name: 'backbone', logits: base, stride: this.backbone.vocabSize, weight: 1 },
-      ...active.map((a, i) => ({
+      ...this.active.map((a, i) => ({
         name: this.reasoners[a.slot]!.name,
         logits: outputs[i]!,
         stride: this.reasoners[a.slot]!.decoder.vocabSize,

@@ -5,6 +5,7 @@
 import { Sampler } from '../sampling/index.js';
 import { StreamDecoder, type DecodeFn } from '../tokenizer/stream-decoder.js';
 import { StopStringMatcher } from './stop-strings.js';
+import { MarkerScanner, type MarkerSpec } from './latent-marker.js';
 import type { FinishReason, GenerateOptions, RowResult, TokenEvent, Usage } from './types.js';
 
 /** Anything that turns a token stream into next-token logits: one model, or a composition of several. */
@@ -28,6 +29,34 @@ export interface DecodeLoopInput {
   vocabLimit?: number;
   shouldAbort: () => boolean;
   onToken: (event: TokenEvent) => void;
+  /** LiteReason latent decoding, when a projector is loaded. */
+  latent?: LatentDriver;
+}
+
+/** When latent steps happen (LiteReason): at markers the model writes, never, or K steps after the prompt (Coconut). */
+export type LatentPolicy = 'marker' | 'never' | { fixed: number };
+
+/** What the loop needs to run latent steps. */
+export interface LatentDriver {
+  policy: LatentPolicy;
+  marker: MarkerSpec;
+  /** Shown in the stream once per latent step (default: nothing). */
+  placeholder?: string;
+  /** Runs `steps` latent steps on every row from the current state; returns the logits after the last one. */
+  run(steps: number): Promise<Float32Array>;
+}
+
+/** Raised for a latent policy that cannot apply. */
+export class LatentPolicyError extends Error {
+  override name = 'LatentPolicyError';
+}
+
+/** Parses `marker`, `never` or `fixed:K` (K ≥ 1). */
+export function parseLatentPolicy(text: string): LatentPolicy {
+  if (text === 'marker' || text === 'never') return text;
+  const m = /^fixed:(\d+)$/.exec(text);
+  if (m && Number(m[1]) >= 1) return { fixed: Number(m[1]) };
+  throw new LatentPolicyError(`latent policy must be marker, never or fixed:K with K ≥ 1; got "${text}"`);
 }
 
 /** Rows, usage and the loop's own timing. */
@@ -45,6 +74,9 @@ class RowState {
   text = '';
   streamed = 0;
   finish: FinishReason | undefined;
+  /** Latent steps run for this row, and those asked for by a marker just written. */
+  latentSteps = 0;
+  pendingLatent = 0;
   private readonly decoder: StreamDecoder | undefined;
 
   constructor(
@@ -52,8 +84,17 @@ class RowState {
     readonly sampler: Sampler,
     decode: DecodeFn | undefined,
     private readonly stops: StopStringMatcher | undefined,
+    private readonly markers: MarkerScanner | undefined,
   ) {
     this.decoder = decode ? new StreamDecoder(decode, prompt) : undefined;
+  }
+
+  /** Text as the reader sees it: markers become latent steps (and placeholders). */
+  private visible(piece: string): string {
+    if (!this.markers) return piece;
+    const { text, markers } = this.markers.push(piece);
+    for (const n of markers) this.pendingLatent += n;
+    return text;
   }
 
   /** Records a sampled id; returns the text that may be streamed now. */
@@ -61,11 +102,12 @@ class RowState {
     this.ids.push(id);
     if (isEos) {
       this.finish = 'eos';
+      this.text += this.markers?.flush() ?? '';
       return this.release(this.text.length);
     }
     if (!this.decoder) return '';
     const checked = this.text.length;
-    this.text += this.decoder.push(id);
+    this.text += this.visible(this.decoder.push(id));
     if (this.stops) {
       const at = this.stops.find(this.text, checked);
       if (at !== -1) {
@@ -88,7 +130,7 @@ class RowState {
       this.text = this.text.slice(0, this.streamed);
       return '';
     }
-    if (this.decoder) this.text += this.decoder.flush();
+    if (this.decoder) this.text += this.visible(this.decoder.flush()) + (this.markers?.flush() ?? '');
     return this.release(this.text.length);
   }
 
@@ -108,11 +150,24 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
   const eos = new Set(options.ignoreEos ? [] : (options.eosTokenIds ?? input.eosTokenIds));
   const stops = options.stop?.length && input.decode ? new StopStringMatcher(options.stop) : undefined;
   checkPrompts(input.prompts, vocab);
-  const rows = input.prompts.map((p) => new RowState(p, new Sampler(options), input.decode, stops));
+  const latent = input.latent;
+  const markerPolicy = latent?.policy === 'marker' && input.decode !== undefined;
+  if (markerPolicy && input.prompts.length > 1) {
+    throw new LatentPolicyError('the marker policy decodes one prompt at a time; run batch rows separately or use fixed:K');
+  }
+  const rows = input.prompts.map(
+    (p) => new RowState(p, new Sampler(options), input.decode, stops, markerPolicy ? new MarkerScanner(latent!.marker, latent!.placeholder) : undefined),
+  );
   const usage: Usage = { promptTokens: input.prompts.reduce((n, p) => n + p.length, 0), completionTokens: 0 };
+  const runLatent = async (steps: number, who: readonly RowState[]) => {
+    for (const row of who) row.latentSteps += steps;
+    return latent!.run(steps);
+  };
 
   const t0 = performance.now();
   let logits = await source.prefill(input.prompts);
+  // Coconut-style: K continuous thoughts right after the prompt, before the first token.
+  if (latent && typeof latent.policy === 'object') logits = await runLatent(latent.policy.fixed, rows);
   const prefillMs = performance.now() - t0;
   let decodeSteps = 0;
   const tDecode = performance.now();
@@ -138,9 +193,17 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
     if (rows.every((r) => r.finish)) break;
     logits = await source.step(next);
     decodeSteps++;
+    // A marker was just written (and fed): think N latent steps from its last token, then sample again.
+    const thinking = markerPolicy ? rows[0]! : undefined;
+    if (thinking?.pendingLatent) {
+      const steps = thinking.pendingLatent;
+      thinking.pendingLatent = 0;
+      logits = await runLatent(steps, [thinking]);
+    }
   }
+  if (latent) usage.latentSteps = rows.reduce((n, r) => n + r.latentSteps, 0);
   return {
-    rows: rows.map((r) => ({ ids: r.ids, text: r.text, finishReason: r.finish ?? 'abort' })),
+    rows: rows.map((r) => ({ ids: r.ids, text: r.text, finishReason: r.finish ?? 'abort', ...(latent ? { latentSteps: r.latentSteps } : {}) })),
     usage,
     prefillMs,
     decodeMs: performance.now() - tDecode,

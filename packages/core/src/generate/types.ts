@@ -29,7 +29,10 @@ export interface TokenEvent {
 /** Token counts. */
 export interface Usage {
   promptTokens: number;
+  /** Discrete tokens generated. */
   completionTokens: number;
+  /** Latent (continuous) steps run instead of written reasoning, when a projector is loaded. */
+  latentSteps?: number;
 }
 
 /** Wall-clock timing of a run. */
@@ -48,6 +51,8 @@ export interface RowResult {
   ids: number[];
   text: string;
   finishReason: FinishReason;
+  /** Latent steps this row ran, when a projector is loaded. */
+  latentSteps?: number;
 }
 
 /** The result of a generation (one row per prompt). */

@@ -503,6 +503,13 @@ function locateHead(ctx: Ctx, scope: Scope, value: string): HeadLoc | string {
     }
     if (dom === '' && BINARY_PASS.has(op) && ins.length === 2) {
       const consts = ins.filter((i) => scope.isConst(i));
+      if (consts.length === 0) {
+        // e.g. a position-dependent bias added to the head's output: the head (and so the hidden state) is
+        // still found, but slicing it alone would no longer give last-position logits.
+        const found = ins.map((i) => locateHead(ctx, scope, i)).filter((l): l is HeadLoc => typeof l === 'object');
+        if (found.length !== 1) return `${describeNode(n)} combines the logits with a non-constant value`;
+        return { ...found[0]!, safe: false, why: `${describeNode(n)} adds a computed value to the head's output` };
+      }
       if (consts.length !== 1) return `${describeNode(n)} combines the logits with a non-constant value`;
       const dims = scope.constInfo(consts[0]!).dims;
       const broadcastSafe = dims !== undefined && (dims.length <= 1 || (dims.length <= 3 && dims[dims.length - 2] === 1));

@@ -5,6 +5,7 @@
  * path as exported ones. Only standard ONNX operators (default domain, opset 17) are used; all arithmetic is
  * float32 even when weights and I/O are stored as float16, so graphs run on onnxruntime's CPU EP.
  */
+import { seededNormals } from './random-weights.js';
 import { open } from 'node:fs/promises';
 import { basename } from 'node:path';
 import type { onnx as O } from 'onnx-proto';
@@ -114,35 +115,13 @@ export function llamaParameterCount(config: LlamaConfig): number {
   return c.vocab * c.hidden * (c.tied ? 1 : 2) + c.layers * perLayer + c.hidden;
 }
 
-/** mulberry32: a tiny, fast, seedable 32-bit PRNG returning uniforms in [0, 1). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /**
  * Deterministic random weights for a config (same seed, same weights): projection and embedding matrices
  * ~ N(0, scale²), norm weights 1 + N(0, 0.05²). `scale` defaults to 0.02 (the usual Llama init).
  */
 export function randomLlamaWeights(config: LlamaConfig, seed: number, scale = 0.02): LlamaWeights {
   const c = resolve(config);
-  const rand = mulberry32(seed);
-  const normal = (n: number, std: number, mean = 0): Float32Array => {
-    const out = new Float32Array(n);
-    for (let i = 0; i < n; i += 2) {
-      const r = Math.sqrt(-2 * Math.log(1 - rand())) * std;
-      const t = 2 * Math.PI * rand();
-      out[i] = mean + r * Math.cos(t);
-      if (i + 1 < n) out[i + 1] = mean + r * Math.sin(t);
-    }
-    return out;
-  };
+  const normal = seededNormals(seed);
   const norm = () => normal(c.hidden, 0.05, 1);
   const q = c.heads * c.headDim;
   const kv = c.kvHeads * c.headDim;

@@ -9,6 +9,7 @@ import { detectSignature } from '../onnx/signature.js';
 import type { DecoderSignature, IdType } from '../onnx/signature.js';
 import { executionProvidersFor, deviceFailure } from './devices.js';
 import { intraOpThreadsFor } from './thread-budget.js';
+import { float32ArrayToFloat16 } from '../onnx/graph-builder.js';
 
 /** Where a prepared decoder graph lives and how to load it. */
 export interface DecoderSource {
@@ -60,6 +61,7 @@ export class DecoderSession {
   private rows = 0;
   private length = 0;
   private nextPosition: number[] = [];
+  private hidden: Float32Array | undefined;
 
   private constructor(
     private readonly session: ort.InferenceSession,
@@ -147,7 +149,7 @@ export class DecoderSession {
     }
     const maskType = sig.attentionMask?.type ?? 'int64';
     this.mask = (maskType === 'int32' ? Int32Array.from(mask) : BigInt64Array.from(mask, BigInt)) as IdArray;
-    return this.run(idTensor(sig.inputIds.type, ids, [rows, seq]), positions, seq, 'prefill');
+    return this.run(idTensor(sig.inputIds.type, ids, [rows, seq]), undefined, positions, seq, 'prefill');
   }
 
   /** Appends one token per row (in row order) and returns the new last-position logits. */
@@ -155,17 +157,45 @@ export class DecoderSession {
     if (tokens.length !== this.rows) {
       throw new ModelRunError(`${this.label}: step got ${tokens.length} tokens for ${this.rows} rows`);
     }
+    return this.advance(idTensor(this.signature.inputIds.type, tokens, [this.rows, 1]), undefined, 'step');
+  }
+
+  /**
+   * Appends one continuous input embedding per row (`[rows × hidden]`, fp32) instead of a token — a latent
+   * step — and returns the new last-position logits. Needs a graph prepared with `inputs_embeds`.
+   */
+  async stepEmbeds(embeds: Float32Array): Promise<Float32Array> {
+    const spec = this.signature.inputsEmbeds;
+    if (!spec) throw new ModelRunError(`${this.label}: this session was not prepared with an inputs_embeds input`);
+    if (embeds.length !== this.rows * spec.hiddenSize) {
+      throw new ModelRunError(`${this.label}: got ${embeds.length} embedding values for ${this.rows} rows of ${spec.hiddenSize}`);
+    }
+    const ids = idTensor(this.signature.inputIds.type, [], [this.rows, 0]);
+    return this.advance(ids, floatTensor(spec.type, embeds, [this.rows, 1, spec.hiddenSize]), 'latent step');
+  }
+
+  /** The final (post-norm) hidden state of each row's last position, `[rows × hidden]` fp32; needs a graph prepared with it. */
+  get lastHidden(): Float32Array {
+    if (!this.hidden) throw new ModelRunError(`${this.label}: this session was not prepared with a last_hidden_state output`);
+    return this.hidden;
+  }
+
+  private async advance(ids: ort.Tensor, embeds: ort.Tensor | undefined, what: string): Promise<Float32Array> {
     const type = this.signature.attentionMask?.type ?? 'int64';
     this.mask = appendColumn(type, this.mask, this.rows, this.length, 1);
-    const logits = await this.run(idTensor(this.signature.inputIds.type, tokens, [this.rows, 1]), this.nextPosition, 1, 'step');
+    const logits = await this.run(ids, embeds, this.nextPosition, 1, what);
     for (let r = 0; r < this.rows; r++) this.nextPosition[r]! += 1;
     return logits;
   }
 
-  private async run(inputIds: ort.Tensor, positions: number[], seq: number, what: string): Promise<Float32Array> {
+  private async run(inputIds: ort.Tensor, embeds: ort.Tensor | undefined, positions: number[], seq: number, what: string): Promise<Float32Array> {
     const sig = this.signature;
     const total = this.length + seq;
     const feeds: Record<string, ort.Tensor> = { [sig.inputIds.name]: inputIds, ...this.past };
+    if (sig.inputsEmbeds) {
+      // Token steps pass no embeddings: the prepared graph concatenates token and continuous inputs.
+      feeds[sig.inputsEmbeds.name] = embeds ?? floatTensor(sig.inputsEmbeds.type, new Float32Array(0), [this.rows, 0, sig.inputsEmbeds.hiddenSize]);
+    }
     if (sig.attentionMask) feeds[sig.attentionMask.name] = new ort.Tensor(sig.attentionMask.type, this.mask, [this.rows, total]);
     if (sig.positionIds) feeds[sig.positionIds.name] = idTensor(sig.positionIds.type, positions, [this.rows, seq]);
     if (sig.useCacheBranch) feeds[sig.useCacheBranch] = new ort.Tensor('bool', [this.length > 0], [1]);
@@ -181,7 +211,8 @@ export class DecoderSession {
       this.past[kv.pastValue] = out[kv.presentValue] as ort.Tensor;
     }
     this.length = total;
-    return lastPositionLogits(out[sig.logits.name] as ort.Tensor, this.rows, sig.logits.vocabSize);
+    if (sig.hiddenState) this.hidden = lastPosition(out[sig.hiddenState.name] as ort.Tensor, this.rows, sig.hiddenState.hiddenSize);
+    return lastPosition(out[sig.logits.name] as ort.Tensor, this.rows, sig.logits.vocabSize);
   }
 
   /** Frees the native session. */
@@ -203,8 +234,13 @@ const f16Table = (() => {
   return table;
 })();
 
-/** `[rows, seq, vocab]` logits (fp32 or fp16) → `[rows × vocab]` fp32 of the last position. */
-function lastPositionLogits(t: ort.Tensor, rows: number, vocab: number): Float32Array {
+/** An fp32 or fp16 tensor from fp32 values. */
+function floatTensor(type: 'float32' | 'float16', values: Float32Array, dims: number[]): ort.Tensor {
+  return type === 'float16' ? new ort.Tensor('float16', float32ArrayToFloat16(values), dims) : new ort.Tensor('float32', values, dims);
+}
+
+/** `[rows, seq, width]` values (fp32 or fp16) → `[rows × width]` fp32 of the last position. */
+function lastPosition(t: ort.Tensor, rows: number, vocab: number): Float32Array {
   const seq = t.dims.length === 3 ? Number(t.dims[1]) : 1;
   if (t.type === 'float32' && seq === 1) return t.data as Float32Array;
   const out = new Float32Array(rows * vocab);

@@ -8,7 +8,10 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { TextTokenizer, TokenizerError } from '../tokenizer/tokenizer.js';
 import { tokenizerFingerprintOfDir } from '../modules/module-dir.js';
 import type { ModelLocation } from '../modules/locate.js';
-import { runDecodeLoop } from '../generate/decode-loop.js';
+import { LatentPolicyError, parseLatentPolicy, runDecodeLoop } from '../generate/decode-loop.js';
+import type { MarkerSpec } from '../generate/latent-marker.js';
+import { locateModel } from '../modules/locate.js';
+import { ProjectorError, ProjectorSession } from './projector-session.js';
 import type { TokenEvent } from '../generate/types.js';
 import { ComposedSource, type CompositionPlan, type ReasonerSlot } from '../compose/composed-source.js';
 import { sharedVocabulary } from '../compose/vocabulary.js';
@@ -57,6 +60,30 @@ interface Loaded {
   reasoners: (ReasonerSlot & { weight: WeightSpec; decoder: RemoteDecoder })[];
   vocab: number;
   mode: FusionMode;
+  projector?: { session: ProjectorSession; marker: MarkerSpec };
+}
+
+/** LiteReason's marker, as its reference code writes it. */
+const DEFAULT_MARKER: MarkerSpec = { open: '<implicit_thought>', close: '</implicit_thought>', maxSteps: 32 };
+
+/** Loads the projector and checks it against the backbone's hidden size (and its manifest, when it has one). */
+async function openProjector(path: string, backbone: DecoderSession): Promise<{ session: ProjectorSession; marker: MarkerSpec }> {
+  const location = await locateModel(path);
+  const manifest = location.manifest;
+  if (manifest && manifest.kind !== 'latent-projector') {
+    throw new ProjectorError(`${path} is a ${manifest.kind} module, not a latent-projector`);
+  }
+  const session = await ProjectorSession.create(location.modelPath);
+  const hidden = backbone.signature.hiddenState!.hiddenSize;
+  const declared = manifest?.compat.hiddenSize;
+  if (session.hiddenSize !== hidden || (declared !== undefined && declared !== hidden)) {
+    await session.release();
+    throw new ProjectorError(
+      `projector ${path} maps hidden size ${declared ?? session.hiddenSize} but the backbone's hidden size is ${hidden}; ` +
+        'use a projector trained for this backbone',
+    );
+  }
+  return { session, marker: manifest?.latent ?? DEFAULT_MARKER };
 }
 
 function toPromptIds(input: PromptInput, tokenizer: TextTokenizer | undefined): number[][] {
@@ -85,7 +112,7 @@ function reasonerName(spec: WorkerConfig['reasoners'][number], manifestName: str
 async function start(): Promise<Loaded> {
   const threads = partitionThreads(config.runtime, config.reasoners.length);
   const opening: Promise<unknown>[] = [
-    openDecoder(config.model, threads.backbone, config.cacheDir),
+    openDecoder(config.model, threads.backbone, config.cacheDir, config.projector !== undefined),
     ...config.reasoners.map((r, i) =>
       RemoteDecoder.open(r.name ?? `reasoner ${i + 1} (${r.model})`, {
         model: r.model,
@@ -106,6 +133,12 @@ async function start(): Promise<Loaded> {
   const { location, session, notes } = first.value as Awaited<ReturnType<typeof openDecoder>>;
   const tokenizer = location.tokenizerDir
     ? await TextTokenizer.fromDirectory(location.tokenizerDir, location.generation ?? {})
+    : undefined;
+  const projector = config.projector
+    ? await openProjector(config.projector, session).catch(async (err) => {
+        await Promise.allSettled([session.release(), ...remotes.map((r) => r.release())]);
+        throw err;
+      })
     : undefined;
 
   const reasoners = await Promise.all(
@@ -149,6 +182,7 @@ async function start(): Promise<Loaded> {
     mode,
     reasoners: reasoners.map((r) => ({ name: r.name, modelPath: r.decoder.info.modelPath, weight: r.weight, vocabSize: r.decoder.vocabSize })),
     ...(session.intraOpThreads ? { intraOpThreads: session.intraOpThreads } : {}),
+    ...(projector ? { projector: { modelPath: config.projector!, hiddenSize: projector.session.hiddenSize, marker: projector.marker } } : {}),
     ...(tokenizer
       ? {
           tokenizer: {
@@ -161,7 +195,7 @@ async function start(): Promise<Loaded> {
       : {}),
   };
   post({ type: 'ready', info });
-  return { backbone: session, ...(tokenizer ? { tokenizer } : {}), reasoners, vocab, mode };
+  return { backbone: session, ...(tokenizer ? { tokenizer } : {}), reasoners, vocab, mode, ...(projector ? { projector } : {}) };
 }
 
 /** Which reasoners take part in one request, with which weights. */
@@ -183,7 +217,7 @@ async function serve(loaded: Loaded, msg: ToWorker): Promise<void> {
   if (closed) return;
   const { backbone, tokenizer } = loaded;
   if (msg.type === 'dispose') {
-    await Promise.all([backbone.release(), ...loaded.reasoners.map((r) => r.decoder.release())]);
+    await Promise.all([backbone.release(), loaded.projector?.session.release(), ...loaded.reasoners.map((r) => r.decoder.release())]);
     port.close();
     return;
   }
@@ -193,8 +227,17 @@ async function serve(loaded: Loaded, msg: ToWorker): Promise<void> {
       post({ type: 'encoded', id: msg.id, ids: tokenizer.encode(msg.text, msg.addSpecialTokens) });
       return;
     }
-    const { reasoners: _r, mode: _m, normalize: _n, trace: _t, ...options } = msg.options;
-    const source = new ComposedSource(backbone, loaded.reasoners, loaded.vocab, planFor(loaded, msg.options));
+    const { reasoners: _r, mode: _m, normalize: _n, trace: _t, latent: _l, latentPlaceholder: _p, ...options } = msg.options;
+    const projector = loaded.projector;
+    const policy = parseLatentPolicy(msg.options.latent ?? (projector ? 'marker' : 'never'));
+    if (policy !== 'never' && !projector) throw new LatentPolicyError('latent decoding needs a projector: load the engine with one');
+    const source = new ComposedSource(
+      backbone,
+      loaded.reasoners,
+      loaded.vocab,
+      planFor(loaded, msg.options),
+      projector ? { backbone, projector: projector.session } : undefined,
+    );
     const abort = new Int32Array(msg.abort);
     const stream = new StreamBatcher((events) => post({ type: 'stream', id: msg.id, events }));
     const result = await runDecodeLoop(source, {
@@ -202,6 +245,16 @@ async function serve(loaded: Loaded, msg: ToWorker): Promise<void> {
       options,
       eosTokenIds: tokenizer?.eosTokenIds ?? [],
       ...(tokenizer ? { decode: (ids: readonly number[]) => tokenizer.decode(ids) } : {}),
+      ...(projector && policy !== 'never'
+        ? {
+            latent: {
+              policy,
+              marker: projector.marker,
+              ...(msg.options.latentPlaceholder ? { placeholder: msg.options.latentPlaceholder } : {}),
+              run: (steps: number) => source.latentSteps(steps),
+            },
+          }
+        : {}),
       shouldAbort: () => Atomics.load(abort, 0) !== 0,
       onToken: (event) => {
         const trace = msg.options.trace ? source.trace(event.row) : undefined;
@@ -225,7 +278,7 @@ let closed = false;
 /** Releases every model; the worker then answers nothing more. */
 async function shutDown(loaded: Loaded): Promise<void> {
   closed = true;
-  await Promise.allSettled([loaded.backbone.release(), ...loaded.reasoners.map((r) => r.decoder.release())]);
+  await Promise.allSettled([loaded.backbone.release(), loaded.projector?.session.release(), ...loaded.reasoners.map((r) => r.decoder.release())]);
 }
 
 start().then(

@@ -10,12 +10,16 @@ export interface OpenedDecoder {
   notes: string[];
 }
 
-/** Opens the decoder behind a model path with last-position fp32 logits. */
-export async function openDecoder(model: string, runtime: RuntimeOptions, cacheDir?: string): Promise<OpenedDecoder> {
+/**
+ * Opens the decoder behind a model path with last-position fp32 logits; with `latent`, the graph also takes
+ * `inputs_embeds` and returns its final hidden state (what LiteReason's projector loop needs).
+ */
+export async function openDecoder(model: string, runtime: RuntimeOptions, cacheDir?: string, latent = false): Promise<OpenedDecoder> {
   const location = await locateModel(model);
   const prepared = await prepareDecoder(location.modelPath, {
     lastLogitsOnly: true,
     logitsFloat32: true,
+    ...(latent ? { inputsEmbeds: true, hiddenState: true } : {}),
     ...(cacheDir ? { cacheDir } : {}),
   });
   const session = await DecoderSession.create(

@@ -6,6 +6,7 @@ import type { RuntimeOptions } from './decoder-session.js';
 import type { WireError } from './spawn-worker.js';
 import type { FusionMode } from '../compose/fusion.js';
 import type { WeightSpec } from '../compose/weights.js';
+import type { MarkerSpec } from '../generate/latent-marker.js';
 
 /** A prompt in one of the forms the engine takes. A list makes a batch (left-padded). */
 export type PromptInput =
@@ -30,6 +31,8 @@ export interface WorkerConfig {
   cacheDir?: string;
   reasoners: ReasonerSpec[];
   mode?: FusionMode;
+  /** LiteReason reasoning projector: a module directory (kind latent-projector) or an .onnx file. */
+  projector?: string;
 }
 
 /** Per-call composition options on top of the generation options. */
@@ -42,6 +45,10 @@ export interface CompositionOptions {
   normalize?: boolean;
   /** Record the top N candidates of every model and of the fusion with each token. */
   trace?: number;
+  /** When latent steps run (needs a projector): `marker` (default with a projector), `never`, or `fixed:K`. */
+  latent?: string;
+  /** Shown in the stream once per latent step in place of a marker (default: nothing). */
+  latentPlaceholder?: string;
 }
 
 /** What a generate request carries. */
@@ -62,6 +69,8 @@ export interface ModelInfo {
   warnings: string[];
   /** How reasoner logits are transformed before weighting. */
   mode: FusionMode;
+  /** The loaded reasoning projector and the marker it answers to. */
+  projector?: { modelPath: string; hiddenSize: number; marker: MarkerSpec };
   /** Loaded reasoners with their default weights. */
   reasoners: { name: string; modelPath: string; weight: WeightSpec; vocabSize: number }[];
   /** Intra-op threads of the session; absent means onnxruntime's default (one per physical core). */

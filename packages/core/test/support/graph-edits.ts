@@ -39,3 +39,20 @@ async function appendToLogits(
   graph.node!.push(...(nodes as never[]), makeNode('Add', ['logits_before_edit', operand], ['logits']) as never);
   await writeModel(path, model);
 }
+
+/**
+ * Makes a model follow a script: `logits += table[position]`, where `table[p]` is `strength` at `script[p]`
+ * (absolute positions). Hidden states are untouched, so latent steps compute as usual, but the tokens the
+ * model writes are known in advance: a deterministic stand-in for a trained policy.
+ */
+export async function followScript(path: string, vocab: number, script: readonly number[], strength = 100): Promise<void> {
+  await appendToLogits(path, 'script_table', (name) => {
+    const table = new Float32Array(script.length * vocab);
+    script.forEach((id, p) => (table[p * vocab + id] = strength));
+    return {
+      initializers: [makeTensor(name, DataType.FLOAT, [script.length, vocab], table)],
+      nodes: [makeNode('Gather', [name, 'position_ids'], [`${name}_rows`], { axis: 0 })],
+      operand: `${name}_rows`,
+    };
+  });
+}

@@ -1,0 +1,71 @@
+/**
+ * LiteReason latent steps vs discrete steps, side by side in one run, on the ~24M-parameter backbone.
+ * A discrete step feeds a sampled token; a latent step runs the projector on the last hidden state and feeds
+ * the result as an input embedding. Per-step time is a slope (short vs long run), medians over rounds.
+ *
+ *   npm run bench:latent [-- --rounds 7 --short 8 --long 72]
+ */
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { Engine } from '../packages/core/src/engine.js';
+import { randomLlamaWeights, writeLlamaModel } from '../packages/core/src/onnx/llama-builder.js';
+import { buildProjectorModel, randomProjectorWeights, writeProjectorModel } from '../packages/core/src/onnx/projector-builder.js';
+import type { LlamaConfig } from '../packages/core/src/onnx/llama-spec.js';
+import { median, printTable } from './support/stats.js';
+import { repoRoot } from '../test/support/paths.js';
+
+const BACKBONE: LlamaConfig = { vocabSize: 32000, hiddenSize: 288, numLayers: 6, numHeads: 6, intermediateSize: 768 };
+const PROMPT = [1, 15043, 3186, 29892, 920, 526, 366, 29973];
+
+const { values } = parseArgs({
+  options: { rounds: { type: 'string', default: '7' }, short: { type: 'string', default: '8' }, long: { type: 'string', default: '72' } },
+});
+const rounds = Number(values.rounds);
+const short = Number(values.short);
+const long = Number(values.long);
+
+const dir = join(repoRoot, '.cache', 'bench');
+const backbone = join(dir, 'llama24m', 'model.onnx');
+if (!existsSync(backbone)) {
+  mkdirSync(join(dir, 'llama24m'), { recursive: true });
+  await writeLlamaModel(backbone, BACKBONE, randomLlamaWeights(BACKBONE, 1));
+}
+const projector = join(dir, 'projector288.onnx');
+if (!existsSync(projector)) {
+  await writeProjectorModel(projector, buildProjectorModel({ hiddenSize: 288 }, randomProjectorWeights({ hiddenSize: 288 }, 1)));
+}
+
+const engine = await Engine.load({ model: backbone, projector });
+const timed = async (options: Parameters<Engine['generate']>[1]) => {
+  const t0 = performance.now();
+  await engine.generate({ promptIds: PROMPT }, options);
+  return performance.now() - t0;
+};
+// discrete: n tokens, no latent steps; latent: n latent steps after the prompt, then one token
+const discrete = (n: number) => timed({ maxTokens: n, ignoreEos: true, latent: 'never' });
+const latent = (n: number) => timed({ maxTokens: 1, ignoreEos: true, latent: `fixed:${n}` });
+
+await discrete(short);
+await latent(short);
+const settle = () => new Promise((r) => setTimeout(r, 25));
+const slopes = { discrete: [] as number[], latent: [] as number[] };
+for (let round = 0; round < rounds; round++) {
+  for (const kind of round % 2 ? (['latent', 'discrete'] as const) : (['discrete', 'latent'] as const)) {
+    const run = kind === 'discrete' ? discrete : latent;
+    await settle();
+    const a = await run(short);
+    await settle();
+    const b = await run(long);
+    slopes[kind].push((b - a) / (long - short));
+  }
+}
+await engine.dispose();
+
+const d = median(slopes.discrete);
+const l = median(slopes.latent);
+console.log(JSON.stringify({ bench: 'latent', rounds, short, long, msPerDiscreteStep: d, msPerLatentStep: l, latentVsDiscrete: l / d }));
+printTable(`LiteReason steps on the 24M backbone (slope ${short}→${long} steps, median of ${rounds})`, ['step', 'ms', 'ratio'], [
+  ['discrete (token)', d, '1.00x'],
+  ['latent (projector + inputs_embeds)', l, `${(l / d).toFixed(2)}x`],
+]);

@@ -1,0 +1,274 @@
+import { expect } from 'chai';
+import * as ort from 'onnxruntime-node';
+import { join } from 'node:path';
+import { mkdir } from 'node:fs/promises';
+import { Engine } from '../src/engine.js';
+import { MarkerScanner } from '../src/generate/latent-marker.js';
+import { buildIdentityProjector, buildProjectorModel, randomProjectorWeights, writeProjectorModel, type SwiGluWeights } from '../src/onnx/projector-builder.js';
+import { randomLlamaWeights, writeLlamaModel } from '../src/onnx/llama-builder.js';
+import { tokenizerFingerprintOfDir, writeModuleDir } from '../src/modules/module-dir.js';
+import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
+import { followScript } from './support/graph-edits.js';
+import { makeModule, storiesConfig, storiesModule } from './support/modules.js';
+import { cacheDir, testDir } from './support/models.js';
+
+const MARKER = { open: '<implicit_thought>', close: '</implicit_thought>', maxSteps: 32 };
+
+describe('latent markers', () => {
+  const scan = (pieces: string[], placeholder = '') => {
+    const s = new MarkerScanner(MARKER, placeholder);
+    const results = pieces.map((p) => s.push(p));
+    return { text: results.map((r) => r.text).join('') + s.flush(), markers: results.flatMap((r) => r.markers) };
+  };
+
+  it('finds a marker split across pieces at any point', () => {
+    const full = 'So <implicit_thought>3</implicit_thought> the answer';
+    for (let a = 1; a < full.length - 1; a++) {
+      for (const b of [a + 1, Math.min(full.length - 1, a + 7)]) {
+        const r = scan([full.slice(0, a), full.slice(a, b), full.slice(b)], '.');
+        expect(r.markers, `split at ${a},${b}`).to.deep.equal([3]);
+        expect(r.text).to.equal('So ... the answer');
+      }
+    }
+  });
+
+  it('clamps N into [1, maxSteps]', () => {
+    expect(scan(['<implicit_thought>0</implicit_thought>']).markers).to.deep.equal([1]);
+    expect(scan(['<implicit_thought>99</implicit_thought>']).markers).to.deep.equal([32]);
+    expect(scan(['<implicit_thought>0007</implicit_thought>']).markers).to.deep.equal([7]);
+  });
+
+  it('treats malformed markers as text, never as steps', () => {
+    for (const text of [
+      '<implicit_thought></implicit_thought>',
+      '<implicit_thought>x</implicit_thought>',
+      '<implicit_thought>12345</implicit_thought>',
+      '<implicit_thought>3</implicit_though',
+      '<implicit_thought>3 and no close tag',
+      '<implicit <implicit_thought>',
+    ]) {
+      const r = scan([text]);
+      expect(r.markers, text).to.deep.equal([]);
+      expect(r.text, text).to.equal(text);
+    }
+    const r = scan(['<<implicit_thought>2</implicit_thought>>']);
+    expect(r.markers).to.deep.equal([2]);
+    expect(r.text).to.equal('<>');
+  });
+});
+
+/** Plain-TypeScript SwiGLU stack: down(silu(gate(x)) * up(x)) per layer. */
+function swiglu(x: Float32Array, layers: SwiGluWeights[], H: number, inner: number): Float32Array {
+  let h = Float64Array.from(x);
+  for (const w of layers) {
+    const a = new Float64Array(inner);
+    for (let i = 0; i < inner; i++) {
+      let g = 0;
+      let u = 0;
+      for (let j = 0; j < H; j++) {
+        g += w.gate[i * H + j]! * h[j]!;
+        u += w.up[i * H + j]! * h[j]!;
+      }
+      a[i] = (g / (1 + Math.exp(-g))) * u;
+    }
+    const next = new Float64Array(H);
+    for (let j = 0; j < H; j++) for (let i = 0; i < inner; i++) next[j]! += w.down[j * inner + i]! * a[i]!;
+    h = next;
+  }
+  return Float32Array.from(h);
+}
+
+describe('LiteReason latent decoding', function () {
+  this.timeout(120_000);
+  const H = 48;
+  let backboneDir: string;
+  let tokenizer: TextTokenizer;
+  let projectorPath: string;
+  let identityPath: string;
+  let weights: SwiGluWeights[];
+
+  before(async () => {
+    tokenizer = await TextTokenizer.fromDirectory(await storiesModule());
+    backboneDir = await makeModule({ name: 'latent-backbone', kind: 'backbone', config: storiesConfig({ hiddenSize: H }), seed: 21 });
+    const dir = testDir('projectors');
+    weights = randomProjectorWeights({ hiddenSize: H }, 5, 0.2);
+    projectorPath = join(dir, 'projector.onnx');
+    await writeProjectorModel(projectorPath, buildProjectorModel({ hiddenSize: H }, weights));
+    identityPath = join(dir, 'identity.onnx');
+    await writeProjectorModel(identityPath, buildIdentityProjector(H));
+  });
+
+  it('the projector graph computes the SwiGLU stack', async () => {
+    const session = await ort.InferenceSession.create(projectorPath);
+    const x = Float32Array.from({ length: 2 * H }, (_, i) => Math.sin(i));
+    const out = (await session.run({ hidden_state: new ort.Tensor('float32', x, [2, H]) })).latent_embedding!.data as Float32Array;
+    for (let r = 0; r < 2; r++) {
+      const expected = swiglu(x.subarray(r * H, (r + 1) * H), weights, H, 2 * H);
+      for (let j = 0; j < H; j++) expect(out[r * H + j]).to.be.closeTo(expected[j]!, 1e-4 * Math.max(1, Math.abs(expected[j]!)));
+    }
+    await session.release();
+  });
+
+  /**
+   * The backbone by hand with raw onnxruntime: the builder's native inputs_embeds/last_hidden_state model,
+   * prefill then `steps` latent steps where each input embedding is `project(h)` of the previous hidden state.
+   */
+  async function byHand(prompt: number[], steps: number, project: (h: Float32Array) => Float32Array): Promise<Float32Array> {
+    const config = storiesConfig({ hiddenSize: H });
+    const path = join(testDir('by-hand'), 'native.onnx');
+    await writeLlamaModel(path, config, randomLlamaWeights(config, 21, 0.1), { inputsEmbeds: true, outputHidden: true });
+    const s = await ort.InferenceSession.create(path);
+    const past: Record<string, ort.Tensor> = {};
+    for (let i = 0; i < config.numLayers; i++) for (const kv of ['key', 'value']) past[`past_key_values.${i}.${kv}`] = new ort.Tensor('float32', new Float32Array(0), [1, 2, 0, H / 4]);
+    let total = 0;
+    const run = async (ids: number[], embeds: Float32Array, n: number) => {
+      const out = await s.run({
+        input_ids: new ort.Tensor('int64', BigInt64Array.from(ids, BigInt), [1, ids.length]),
+        inputs_embeds: new ort.Tensor('float32', embeds, [1, embeds.length / H, H]),
+        attention_mask: new ort.Tensor('int64', new BigInt64Array(total + n).fill(1n), [1, total + n]),
+        position_ids: new ort.Tensor('int64', BigInt64Array.from({ length: n }, (_, i) => BigInt(total + i)), [1, n]),
+        ...past,
+      });
+      for (let i = 0; i < config.numLayers; i++) for (const kv of ['key', 'value']) past[`past_key_values.${i}.${kv}`] = out[`present.${i}.${kv}`] as ort.Tensor;
+      total += n;
+      const hidden = out.last_hidden_state!.data as Float32Array;
+      const logits = out.logits!.data as Float32Array;
+      return { hidden: hidden.slice(hidden.length - H), logits: logits.slice(logits.length - 512) };
+    };
+    let r = await run(prompt, new Float32Array(0), prompt.length);
+    for (let k = 0; k < steps; k++) r = await run([], project(r.hidden), 1);
+    await s.release();
+    return r.logits;
+  }
+
+  async function engineLogits(projector: string, steps: number, prompt: number[]): Promise<Float32Array> {
+    const engine = await Engine.load({ model: backboneDir, projector, cacheDir });
+    try {
+      const stream = engine.stream({ promptIds: prompt }, { maxTokens: 1, latent: `fixed:${steps}`, trace: 512 });
+      const logits = new Float32Array(512);
+      for await (const t of stream) for (const c of t.trace!.models[0]!.top) logits[c.id] = c.logit;
+      expect((await stream.result).usage.latentSteps).to.equal(steps);
+      return logits;
+    } finally {
+      await engine.dispose();
+    }
+  }
+
+  it('a latent step equals running the decoder with inputs_embeds = P(h) by hand', async () => {
+    const prompt = [1, 403, 407];
+    const expected = await byHand(prompt, 1, (h) => swiglu(h, weights, H, 2 * H));
+    const got = await engineLogits(projectorPath, 1, prompt);
+    for (let v = 0; v < 512; v++) expect(got[v]).to.be.closeTo(expected[v]!, 2e-4);
+  });
+
+  it('the identity projector with fixed:K feeds the hidden states back (Coconut), as computed independently', async () => {
+    const prompt = [1, 403, 407, 261];
+    const expected = await byHand(prompt, 3, (h) => h);
+    const got = await engineLogits(identityPath, 3, prompt);
+    for (let v = 0; v < 512; v++) expect(got[v]).to.be.closeTo(expected[v]!, 2e-4);
+  });
+
+  /**
+   * A backbone that writes `text` token by token after the prompt; after each complete marker it leaves
+   * `steps` positions for the latent steps (the token after them is read at the last one).
+   */
+  async function scriptedBackbone(name: string, prompt: number[], text: string, stepsPerMarker: number[]): Promise<{ dir: string; discrete: number[] }> {
+    const discrete = tokenizer.encode(text, false);
+    const script = new Array<number>(prompt.length - 1).fill(0);
+    // The token completing the k-th close tag is the first whose prefix decodes to k close tags.
+    const closes = (ids: number[]) => tokenizer.decode(ids).split(MARKER.close).length - 1;
+    const markerEnds = stepsPerMarker.map((_, k) => discrete.findIndex((_, i) => closes(discrete.slice(0, i + 1)) > k));
+    discrete.forEach((id, i) => {
+      script.push(id);
+      const m = markerEnds.indexOf(i);
+      if (m >= 0) for (let k = 0; k < stepsPerMarker[m]!; k++) script.push(id);
+    });
+    const dir = await makeModule({
+      name,
+      kind: 'backbone',
+      config: storiesConfig({ hiddenSize: H }),
+      seed: 21,
+      edit: (p) => followScript(p, 512, [...script, 2]),
+    });
+    return { dir, discrete };
+  }
+
+  it('runs N latent steps where the model writes a marker, hides the marker and counts steps and tokens', async () => {
+    const prompt = tokenizer.encode('Once upon a time');
+    const { dir, discrete } = await scriptedBackbone('scripted', prompt, 'there was a dog. <implicit_thought>3</implicit_thought> The dog was happy.', [3]);
+    const engine = await Engine.load({ model: dir, projector: projectorPath, cacheDir });
+    try {
+      const stream = engine.stream({ prompt: 'Once upon a time' }, { maxTokens: discrete.length, latentPlaceholder: '…' });
+      let streamed = '';
+      for await (const t of stream) streamed += t.text;
+      const r = await stream.result;
+      expect(r.rows[0]!.ids).to.deep.equal(discrete);
+      expect(r.rows[0]!.text).to.equal(' there was a dog. ……… The dog was happy.');
+      expect(streamed).to.equal(r.rows[0]!.text);
+      expect(r.usage.latentSteps).to.equal(3);
+      expect(r.usage.completionTokens).to.equal(discrete.length);
+
+      const never = await engine.generate({ prompt: 'Once upon a time' }, { maxTokens: discrete.length, latent: 'never' });
+      expect(never.rows[0]!.text).to.include('<implicit_thought>3</implicit_thought>');
+      expect(never.usage.latentSteps ?? 0).to.equal(0);
+    } finally {
+      await engine.dispose();
+    }
+  });
+
+  it('clamps a marker asking for too many steps, and ignores markers in the prompt', async () => {
+    const promptText = 'Once <implicit_thought>2</implicit_thought> upon';
+    const prompt = tokenizer.encode(promptText);
+    const { dir, discrete } = await scriptedBackbone('scripted-clamp', prompt, 'a <implicit_thought>99</implicit_thought> time.', [4]);
+    const projector = join(testDir('small-max'), 'projector');
+    await mkdir(projector, { recursive: true });
+    await writeProjectorModel(join(projector, 'model.onnx'), buildProjectorModel({ hiddenSize: H }, weights));
+    await writeModuleDir(projector, {
+      name: 'test-projector',
+      version: '1.0.0',
+      kind: 'latent-projector',
+      tasks: ['test'],
+      description: 'projector with a small step limit',
+      license: 'MIT',
+      compat: { tokenizer: (await tokenizerFingerprintOfDir(dir))!, vocabSize: 512, hiddenSize: H },
+      latent: { ...MARKER, maxSteps: 4 },
+      files: { model: 'model.onnx' },
+    });
+    const engine = await Engine.load({ model: dir, projector, cacheDir });
+    try {
+      const r = await engine.generate({ prompt: promptText }, { maxTokens: discrete.length });
+      expect(r.rows[0]!.ids).to.deep.equal(discrete);
+      expect(r.usage.latentSteps).to.equal(4); // 99 clamped to the projector's maxSteps; the prompt's marker ignored
+      expect(r.rows[0]!.text).to.equal(' a  time.');
+    } finally {
+      await engine.dispose();
+    }
+  });
+
+  it('composes with a reasoner: reasoners skip latent steps and the generation still follows the policy', async () => {
+    const prompt = tokenizer.encode('Once upon a time');
+    const { dir, discrete } = await scriptedBackbone('scripted-unir', prompt, 'a cat. <implicit_thought>2</implicit_thought> It ran.', [2]);
+    const reasoner = await makeModule({ name: 'latent-r', config: storiesConfig({ hiddenSize: 32 }), seed: 22 });
+    const engine = await Engine.load({ model: dir, projector: projectorPath, reasoners: [{ model: reasoner, weight: 0.5 }], cacheDir });
+    try {
+      const r = await engine.generate({ prompt: 'Once upon a time' }, { maxTokens: discrete.length });
+      expect(r.rows[0]!.ids).to.deep.equal(discrete);
+      expect(r.usage.latentSteps).to.equal(2);
+      const batch = await engine.generate({ prompt: ['a', 'b'] }).catch((e: Error) => e);
+      expect((batch as Error).name).to.equal('LatentPolicyError');
+    } finally {
+      await engine.dispose();
+    }
+  });
+
+  it('refuses a projector of another hidden size, and a graph that is not a projector', async () => {
+    const wrong = join(testDir('wrong-projector'), 'p.onnx');
+    await writeProjectorModel(wrong, buildIdentityProjector(H + 16));
+    const err = await Engine.load({ model: backboneDir, projector: wrong, cacheDir }).catch((e: Error) => e);
+    expect((err as Error).name).to.equal('ProjectorError');
+    expect((err as Error).message).to.match(/hidden size 64 .* backbone's hidden size is 48/);
+    const notProjector = join(backboneDir, 'model.onnx');
+    const err2 = await Engine.load({ model: backboneDir, projector: notProjector, cacheDir }).catch((e: Error) => e);
+    expect((err2 as Error).message).to.match(/is not a reasoning projector/);
+  });
+});
