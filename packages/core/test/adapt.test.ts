@@ -476,7 +476,9 @@ describe('adaptDecoder / prepareDecoder', function () {
       for (let r = 0; r < 2; r++) expectClose(lastOf(b, r), lastOf(a, r), 1e-6, `row ${r}`);
       await ref.release();
       await s.release();
-      expectThrows(() => adaptDecoder(model, { hiddenState: true }, 'synthetic'), UnsupportedModelError, /hidden state/, /synthetic/);
+      // The head is still found behind the bias, so its input can be exposed as the hidden state.
+      const withHidden = adaptDecoder(model, { hiddenState: true }, 'synthetic');
+      expect(withHidden.notes.join('\n')).to.match(/hiddenState: added output `last_hidden_state`/);
     });
 
     it('adapts a graph whose LM head reads the embedding directly', async () => {
