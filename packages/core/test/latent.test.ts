@@ -231,7 +231,7 @@ describe('LiteReason latent decoding', function () {
       description: 'projector with a small step limit',
       license: 'MIT',
       compat: { tokenizer: (await tokenizerFingerprintOfDir(dir))!, vocabSize: 512, hiddenSize: H },
-      latent: { ...MARKER, maxSteps: 4 },
+      latent: { ...MARKER, maxSteps: 4, tokensPerStep: 12.5 },
       files: { model: 'model.onnx' },
     });
     const engine = await Engine.load({ model: dir, projector, cacheDir });
@@ -239,6 +239,7 @@ describe('LiteReason latent decoding', function () {
       const r = await engine.generate({ prompt: promptText }, { maxTokens: discrete.length });
       expect(r.rows[0]!.ids).to.deep.equal(discrete);
       expect(r.usage.latentSteps).to.equal(4); // 99 clamped to the projector's maxSteps; the prompt's marker ignored
+      expect(r.usage.reasoningTokensSaved).to.equal(50);
       expect(r.rows[0]!.text).to.equal(' a  time.');
     } finally {
       await engine.dispose();

@@ -201,7 +201,10 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
       logits = await runLatent(steps, [thinking]);
     }
   }
-  if (latent) usage.latentSteps = rows.reduce((n, r) => n + r.latentSteps, 0);
+  if (latent) {
+    usage.latentSteps = rows.reduce((n, r) => n + r.latentSteps, 0);
+    if (latent.marker.tokensPerStep) usage.reasoningTokensSaved = Math.round(usage.latentSteps * latent.marker.tokensPerStep);
+  }
   return {
     rows: rows.map((r) => ({ ids: r.ids, text: r.text, finishReason: r.finish ?? 'abort', ...(latent ? { latentSteps: r.latentSteps } : {}) })),
     usage,

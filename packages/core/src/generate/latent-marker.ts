@@ -10,6 +10,8 @@ export interface MarkerSpec {
   close: string;
   /** N is clamped to [1, maxSteps]. */
   maxSteps: number;
+  /** Discrete tokens one latent step stood for in training, when the projector's manifest says. */
+  tokensPerStep?: number;
 }
 
 /** What one piece of text produced: visible text and, where a marker completed, its clamped step count. */

@@ -33,6 +33,8 @@ export interface Usage {
   completionTokens: number;
   /** Latent (continuous) steps run instead of written reasoning, when a projector is loaded. */
   latentSteps?: number;
+  /** Reasoning tokens the latent steps stood for (steps × the projector's `latent.tokensPerStep`, when declared). */
+  reasoningTokensSaved?: number;
 }
 
 /** Wall-clock timing of a run. */

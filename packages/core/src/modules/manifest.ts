@@ -99,6 +99,8 @@ export const ModuleManifestSchema = z
         open: z.string().min(1),
         close: z.string().min(1),
         maxSteps: z.int().min(1).max(1024),
+        /** Discrete tokens one latent step stood for in training (for `usage.reasoningTokensSaved`). */
+        tokensPerStep: z.number().positive().optional(),
       })
       .optional(),
     generation: z
