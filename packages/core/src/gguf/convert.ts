@@ -8,8 +8,8 @@
  * permutes Hugging Face Q/K weights into the "adjacent pairs" rotary order when it writes llama GGUFs,
  * so the converted model uses ropeStyle 'adjacent'.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream, existsSync } from 'node:fs';
+import { hashFile } from '../modules/file-digest.js';
+import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { basename, extname, join, resolve } from 'node:path';
 import type { LlamaConfig, LlamaLayerWeights, LlamaWeights } from '../onnx/llama-spec.js';
@@ -190,16 +190,6 @@ function sameFloats(a: Float32Array, b: Float32Array): boolean {
 }
 
 /** Hex SHA-256 and size of a file, streamed. */
-export async function hashFile(path: string): Promise<{ sha256: string; size: number }> {
-  const hash = createHash('sha256');
-  let size = 0;
-  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 22 })) {
-    hash.update(chunk as Buffer);
-    size += (chunk as Buffer).length;
-  }
-  return { sha256: hash.digest('hex'), size };
-}
-
 async function fileEntry(dir: string, path: string): Promise<ManifestFile> {
   const { sha256, size } = await hashFile(join(dir, path));
   return { path, sha256, size };

@@ -2,8 +2,8 @@
  * Module directories on disk: load one (validate `reasonplug.json`, then check every listed file's size and
  * SHA-256) and write the manifest of one whose files are already in place.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { cachedHashFile, hashFile } from './file-digest.js';
+import { randomBytes } from 'node:crypto';
 import { readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { tokenizerFingerprint } from '../tokenizer/fingerprint.js';
@@ -54,16 +54,6 @@ const HASH_CONCURRENCY = 4;
 const REMEDY = 'download the module again, or re-pack it (writeModuleDir / `reasonplug pack`) if you changed the file on purpose';
 
 /** Hex SHA-256 and size of a file, streamed. */
-async function hashFile(path: string, signal?: AbortSignal): Promise<{ sha256: string; size: number }> {
-  const hash = createHash('sha256');
-  let size = 0;
-  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 22, ...(signal ? { signal } : {}) })) {
-    hash.update(chunk as Buffer);
-    size += (chunk as Buffer).length;
-  }
-  return { sha256: hash.digest('hex'), size };
-}
-
 /** Size in bytes of a regular file, or why there is none. */
 async function fileSize(path: string): Promise<number | 'missing' | 'not-a-file'> {
   try {
@@ -146,7 +136,7 @@ export async function loadModuleDir(dir: string, opts: { verify?: boolean } = {}
 
   if (opts.verify ?? true) {
     await mapBounded(entries, HASH_CONCURRENCY, async ({ key, entry, path }, signal) => {
-      const { sha256 } = await hashFile(path, signal);
+      const { sha256 } = await cachedHashFile(path, signal);
       if (sha256 !== entry.sha256) {
         throw new ModuleIntegrityError(
           `${path} (files.${key}) has SHA-256 ${sha256} but the manifest says ${entry.sha256}; the file is corrupt or was changed — ${REMEDY}`,

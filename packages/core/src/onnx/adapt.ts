@@ -60,7 +60,6 @@ export interface AdaptResult {
 }
 
 const INT64_MAX = 9223372036854775807n;
-const A = onnx.AttributeProto.AttributeType;
 const MS = 'com.microsoft';
 
 type Dim = string | number | undefined;
@@ -183,7 +182,7 @@ class Scope {
   constructor(
     readonly graph: GraphProto,
     readonly parent: Scope | undefined,
-    private readonly ctx: Ctx,
+    ctx: Ctx,
   ) {
     for (const i of graph.input ?? []) this.inputs.add(i.name ?? '');
     for (const o of graph.output ?? []) this.outputs.add(o.name ?? '');

@@ -10,10 +10,10 @@
  * is set, load the prepared graph from its bytes with the session option
  * `{ extra: { session: { model_external_initializers_file_folder_path: externalDataDir } } }`.
  */
+import { cachedHashFile } from '../modules/file-digest.js';
+import { cacheRoot } from '../modules/cache-root.js';
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { adaptDecoder, modelValueMetadata, usesExternalData, type AdaptOptions } from './adapt.js';
 import { detectSignature } from './signature.js';
@@ -61,20 +61,7 @@ interface Sidecar {
 
 /** The default directory of prepared graphs. */
 export function defaultPreparedCacheDir(): string {
-  const base = process.env['REASONPLUG_CACHE'] || join(homedir(), '.cache', 'reasonplug');
-  return join(base, 'prepared');
-}
-
-/** sha256 of a file, streamed (the file is never held in memory). */
-export async function sha256File(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  await new Promise<void>((done, fail) => {
-    const stream = createReadStream(path, { highWaterMark: 1 << 20 });
-    stream.on('data', (chunk) => hash.update(chunk));
-    stream.on('error', fail);
-    stream.on('end', done);
-  });
-  return hash.digest('hex');
+  return join(cacheRoot(), 'prepared');
 }
 
 function normalize(opts: AdaptOptions): Required<AdaptOptions> {
@@ -126,7 +113,7 @@ export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = 
     throw new OnnxFormatError(code === 'ENOENT' ? `model file not found: ${source}` : `cannot read model file ${source}: ${(err as Error).message}`);
   }
   if (size === 0) throw new OnnxFormatError(`${source} is empty; is the download complete?`);
-  const hex = await sha256File(source);
+  const hex = (await cachedHashFile(source)).sha256;
   const digest = `sha256:${hex}`;
   const options = normalize(opts);
   const sourceDir = dirname(source);

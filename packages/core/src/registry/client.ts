@@ -1,0 +1,203 @@
+/**
+ * The OCI distribution API calls the client needs (manifests, blobs, uploads, tags), over one
+ * `Transport`. Everything read from the registry is size-limited and digest-checked here or by the caller.
+ */
+import { DigestMismatchError, InvalidArtifactError, ModuleNotFoundError, RegistryResponseError } from './errors.js';
+import { MAX_MANIFEST_BYTES, MediaTypes, sha256Digest, type Descriptor } from './artifact.js';
+import { readLimited, Transport, type TransportOptions } from './transport.js';
+
+/** Manifest types asked for, so that a tag holding something else is reported as such instead of as missing. */
+const ACCEPT_MANIFESTS = [
+  MediaTypes.manifest,
+  'application/vnd.oci.image.index.v1+json',
+  'application/vnd.docker.distribution.manifest.v2+json',
+  'application/vnd.docker.distribution.manifest.list.v2+json',
+].join(', ');
+
+const TAG_PAGE = 1000;
+/** Pages of tags followed at most (a runaway `Link` chain must end). */
+const MAX_TAG_PAGES = 100;
+
+/** A blob body, from `offset` on (0 when the registry ignored the Range). */
+export interface BlobStream {
+  body: ReadableStream<Uint8Array>;
+  offset: number;
+}
+
+export class RegistryClient {
+  readonly transport: Transport;
+
+  constructor(opts: TransportOptions) {
+    this.transport = new Transport(opts);
+  }
+
+  get registry(): string {
+    return this.transport.registry;
+  }
+
+  /** The token scope for reading (and, with `push`, writing) a repository. */
+  static scope(repository: string, push = false): string {
+    return `repository:${repository}:${push ? 'pull,push' : 'pull'}`;
+  }
+
+  /**
+   * Fetches a manifest by tag or digest: at most `MAX_MANIFEST_BYTES`, and its SHA-256 must be the digest
+   * asked for and the one the registry announces. Throws `ModuleNotFoundError` when it does not exist.
+   */
+  async getManifest(repository: string, reference: string, signal?: AbortSignal): Promise<{ bytes: Buffer; digest: string }> {
+    const source = this.describe(repository, reference);
+    const res = await this.transport.request('GET', `/v2/${repository}/manifests/${reference}`, {
+      scope: RegistryClient.scope(repository),
+      headers: { accept: ACCEPT_MANIFESTS },
+      allow: [404],
+      ...(signal ? { signal } : {}),
+    });
+    if (res.status === 404) {
+      await res.body?.cancel();
+      throw new ModuleNotFoundError(`registry ${this.registry} has no ${source}; check the name and the tag or version`);
+    }
+    const bytes = await readLimited(
+      res,
+      MAX_MANIFEST_BYTES,
+      (size) => new InvalidArtifactError(`the manifest of ${source} is ${size}, over the ${MAX_MANIFEST_BYTES}-byte limit; refusing it`),
+    );
+    const digest = sha256Digest(bytes);
+    const announced = res.headers.get('docker-content-digest');
+    const expected = reference.startsWith('sha256:') ? reference : announced?.startsWith('sha256:') ? announced : undefined;
+    if (expected !== undefined && expected !== digest) {
+      throw new DigestMismatchError(
+        `the manifest of ${source} has digest ${digest}, not ${expected}; the registry or something between us changed it — nothing was kept`,
+        expected,
+        digest,
+      );
+    }
+    return { bytes, digest };
+  }
+
+  /** The digest a tag points to, or undefined when the tag does not exist. */
+  async manifestDigest(repository: string, reference: string, push = false): Promise<string | undefined> {
+    const res = await this.transport.request('HEAD', `/v2/${repository}/manifests/${reference}`, {
+      scope: RegistryClient.scope(repository, push),
+      headers: { accept: ACCEPT_MANIFESTS },
+      allow: [404],
+    });
+    await res.body?.cancel();
+    if (res.status === 404) return undefined;
+    const digest = res.headers.get('docker-content-digest');
+    // The header is optional in the spec; without it, hash the manifest itself.
+    return digest?.startsWith('sha256:') ? digest : (await this.getManifest(repository, reference)).digest;
+  }
+
+  /** Stores a manifest under a tag; returns the digest the registry computed. */
+  async putManifest(repository: string, tag: string, bytes: Buffer): Promise<string> {
+    const res = await this.transport.request('PUT', `/v2/${repository}/manifests/${tag}`, {
+      scope: RegistryClient.scope(repository, true),
+      headers: { 'content-type': MediaTypes.manifest },
+      body: () => bytes,
+    });
+    await res.body?.cancel();
+    return res.headers.get('docker-content-digest') ?? sha256Digest(bytes);
+  }
+
+  async hasBlob(repository: string, digest: string, push = false): Promise<boolean> {
+    const res = await this.transport.request('HEAD', `/v2/${repository}/blobs/${digest}`, {
+      scope: RegistryClient.scope(repository, push),
+      allow: [404],
+    });
+    await res.body?.cancel();
+    return res.status !== 404;
+  }
+
+  /** Opens a blob from byte `offset` on (a `Range` request); the registry may answer with the whole blob. */
+  async openBlob(repository: string, digest: string, offset: number, signal?: AbortSignal): Promise<BlobStream> {
+    const path = `/v2/${repository}/blobs/${digest}`;
+    const common = { scope: RegistryClient.scope(repository), allow: [404, 416], ...(signal ? { signal } : {}) };
+    let res = await this.transport.request('GET', path, { ...common, ...(offset > 0 ? { headers: { range: `bytes=${offset}-` } } : {}) });
+    if (res.status === 416) {
+      // What we hold is longer than the blob: start over.
+      await res.body?.cancel();
+      res = await this.transport.request('GET', path, common);
+    }
+    if (res.status === 404) {
+      await res.body?.cancel();
+      throw new ModuleNotFoundError(`registry ${this.registry} has no blob ${digest} in ${repository}, though its manifest lists it`);
+    }
+    if (!res.body) throw new RegistryResponseError(`registry ${this.registry} sent no body for blob ${digest}`, this.registry, res.status);
+    const served = res.status === 206 ? /^bytes (\d+)-/.exec(res.headers.get('content-range') ?? '') : null;
+    if (res.status === 206 && Number(served?.[1]) !== offset) {
+      await res.body.cancel();
+      throw new RegistryResponseError(
+        `registry ${this.registry} answered a request for ${digest} from byte ${offset} with Content-Range ${res.headers.get('content-range')}`,
+        this.registry,
+        206,
+      );
+    }
+    return { body: res.body, offset: res.status === 206 ? offset : 0 };
+  }
+
+  /** Reads a small blob whole (at most `MAX_MANIFEST_BYTES`) and checks its digest. */
+  async readBlob(repository: string, descriptor: Descriptor): Promise<Buffer> {
+    const { body } = await this.openBlob(repository, descriptor.digest, 0);
+    const bytes = await readLimited(
+      new Response(body),
+      MAX_MANIFEST_BYTES,
+      (size) => new InvalidArtifactError(`blob ${descriptor.digest} of ${repository} is ${size}, over the ${MAX_MANIFEST_BYTES}-byte limit`),
+    );
+    const digest = sha256Digest(bytes);
+    if (digest !== descriptor.digest) {
+      throw new DigestMismatchError(`registry ${this.registry} sent ${digest} for blob ${descriptor.digest} of ${repository}; refusing it`, descriptor.digest, digest);
+    }
+    return bytes;
+  }
+
+  /** Uploads a blob in one PUT (POST for a session, then PUT with `?digest=`); `open` makes its bytes. */
+  async uploadBlob(repository: string, descriptor: Descriptor, open: () => AsyncIterable<Uint8Array> | Uint8Array): Promise<void> {
+    const scope = RegistryClient.scope(repository, true);
+    const started = await this.transport.request('POST', `/v2/${repository}/blobs/uploads/`, { scope });
+    await started.body?.cancel();
+    const location = started.headers.get('location');
+    if (!location) {
+      throw new RegistryResponseError(`registry ${this.registry} started an upload to ${repository} without a Location header`, this.registry, started.status);
+    }
+    const url = new URL(location, this.transport.baseUrl);
+    url.searchParams.set('digest', descriptor.digest);
+    const done = await this.transport.request('PUT', url, {
+      scope,
+      headers: { 'content-type': 'application/octet-stream', 'content-length': String(descriptor.size) },
+      body: open,
+    });
+    await done.body?.cancel();
+  }
+
+  /** Every tag of a repository, following `Link` pagination. Throws `ModuleNotFoundError` for an unknown repository. */
+  async listTags(repository: string): Promise<string[]> {
+    const tags: string[] = [];
+    let next: string | undefined = `/v2/${repository}/tags/list?n=${TAG_PAGE}`;
+    for (let page = 0; next !== undefined && page < MAX_TAG_PAGES; page++) {
+      const res = await this.transport.request('GET', next, { scope: RegistryClient.scope(repository), allow: [404] });
+      if (res.status === 404) {
+        await res.body?.cancel();
+        throw new ModuleNotFoundError(`registry ${this.registry} has no repository ${repository}`);
+      }
+      const body = (await readLimited(res, MAX_MANIFEST_BYTES, (size) => new InvalidArtifactError(`the tag list of ${repository} is ${size}, too large`)))
+        .toString('utf8');
+      let parsed: { tags?: unknown };
+      try {
+        parsed = JSON.parse(body) as { tags?: unknown };
+      } catch {
+        throw new InvalidArtifactError(`registry ${this.registry} sent a tag list for ${repository} that is not JSON`);
+      }
+      // Distribution answers `"tags": null` for a repository whose tags were all deleted.
+      if (parsed.tags !== null && parsed.tags !== undefined && (!Array.isArray(parsed.tags) || parsed.tags.some((t) => typeof t !== 'string'))) {
+        throw new InvalidArtifactError(`registry ${this.registry} sent a malformed tag list for ${repository}`);
+      }
+      tags.push(...((parsed.tags as string[] | null) ?? []));
+      next = /<([^>]+)>\s*;\s*rel="?next"?/.exec(res.headers.get('link') ?? '')?.[1];
+    }
+    return tags;
+  }
+
+  private describe(repository: string, reference: string): string {
+    return `${this.registry}/${repository}${reference.startsWith('sha256:') ? '@' : ':'}${reference}`;
+  }
+}

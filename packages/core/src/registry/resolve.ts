@@ -1,0 +1,83 @@
+/**
+ * From a reference's selector to the manifest to fetch. Ranges follow npm: the highest version that
+ * satisfies the range, except that `latest` wins when its version satisfies it. A registry with the
+ * `_reasonplug` extension resolves them itself; on plain OCI registries the client lists the tags and
+ * picks among the exact-version ones.
+ */
+import semver from 'semver';
+import { Annotations } from './artifact.js';
+import type { RegistryClient } from './client.js';
+import { ModuleNotFoundError } from './errors.js';
+import { hasExtension, resolveRemote } from './extension.js';
+import { tagVersion, versionTag, type ModuleRef } from './reference.js';
+
+/** What a reference stands for once resolved. */
+export interface Target {
+  /** Tag or digest to fetch the manifest by. */
+  reference: string;
+  /** The tag it was found under, when it was found under one. */
+  tag?: string;
+  /** The exact version, when known before fetching the manifest. */
+  version?: string;
+  /** The manifest digest, when known before fetching it. */
+  digest?: string;
+}
+
+/** The version a range names when it names exactly one (`1.2.3`, not `^1.2.3`). */
+export function exactVersion(range: string): string | undefined {
+  return tagVersion(versionTag(range));
+}
+
+/**
+ * Picks among exact-version tags by npm's rule. `latestVersion` is the version the `latest` tag stands for,
+ * when known. Undefined when no tag satisfies the range.
+ */
+export function pickVersion(tags: Iterable<string>, range: string, latestVersion?: string): { tag: string; version: string } | undefined {
+  const byVersion = new Map<string, string>();
+  for (const tag of tags) {
+    const version = tagVersion(tag);
+    if (version !== undefined) byVersion.set(version, tag);
+  }
+  if (latestVersion !== undefined && byVersion.has(latestVersion) && semver.satisfies(latestVersion, range)) {
+    return { tag: byVersion.get(latestVersion)!, version: latestVersion };
+  }
+  const version = semver.maxSatisfying([...byVersion.keys()], range);
+  return version === null ? undefined : { tag: byVersion.get(version)!, version };
+}
+
+/** Resolves a reference against its registry. Throws `ModuleNotFoundError` when no version matches. */
+export async function resolveTarget(client: RegistryClient, ref: ModuleRef): Promise<Target> {
+  const s = ref.selector;
+  if (s.type === 'digest') return { reference: s.digest, digest: s.digest };
+  if (s.type === 'tag') {
+    const version = tagVersion(s.tag);
+    return { reference: s.tag, tag: s.tag, ...(version ? { version } : {}) };
+  }
+  const exact = exactVersion(s.range);
+  if (exact !== undefined) return { reference: versionTag(exact), tag: versionTag(exact), version: exact };
+  if (await hasExtension(client)) {
+    const r = await resolveRemote(client, ref.repository, s.range);
+    return { reference: r.digest, tag: r.tag, version: r.version, digest: r.digest };
+  }
+  const tags = await client.listTags(ref.repository);
+  const picked = pickVersion(tags, s.range, tags.includes('latest') ? await latestVersion(client, ref.repository) : undefined);
+  if (!picked) {
+    const known = tags.filter((t) => tagVersion(t) !== undefined);
+    throw new ModuleNotFoundError(
+      `registry ${client.registry} has no version of ${ref.repository} matching ${JSON.stringify(s.range)}` +
+        (known.length > 0 ? ` (it has ${known.slice(-10).join(', ')})` : ' (it has no version tags)'),
+    );
+  }
+  return { reference: picked.tag, ...picked };
+}
+
+/** The version annotation of the manifest tagged `latest`. */
+async function latestVersion(client: RegistryClient, repository: string): Promise<string | undefined> {
+  const { bytes } = await client.getManifest(repository, 'latest');
+  try {
+    const version = (JSON.parse(bytes.toString('utf8')) as { annotations?: Record<string, unknown> }).annotations?.[Annotations.version];
+    return typeof version === 'string' ? version : undefined;
+  } catch {
+    return undefined;
+  }
+}
