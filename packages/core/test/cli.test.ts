@@ -44,6 +44,16 @@ describe('reasonplug CLI', function () {
     expect(Object.keys(out.timing)).to.have.members(['loadMs', 'prefillMs', 'msPerToken']);
   });
 
+  it('reproduces a seeded sampled story, and another seed tells another', async () => {
+    const run = (seed: string) =>
+      reasonplug('generate', '--model', storiesDir, '--prompt', 'Once upon a time', '--max-tokens', '40', '--temperature', '1', '--top-p', '0.9', '--seed', seed, '--json');
+    const [a, b, c] = await Promise.all([run('7'), run('7'), run('8')]);
+    const [ta, tb, tc] = [a, b, c].map((r) => JSON.parse(r.stdout).text as string);
+    expect(ta).to.equal(tb);
+    expect(ta).to.not.equal(tc);
+    expect(ta.length).to.be.greaterThan(40);
+  });
+
   it('streams text for a text prompt', async () => {
     const r = await reasonplug('generate', '--model', storiesDir, '--prompt', 'Once upon a time', '--max-tokens', '20');
     expect(r.code, r.stderr).to.equal(0);
