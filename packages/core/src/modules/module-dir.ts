@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { tokenizerFingerprint } from '../tokenizer/fingerprint.js';
-import { TokenizerError } from '../tokenizer/tokenizer.js';
+import { readJsonIfPresent } from '../tokenizer/tokenizer.js';
 import { MANIFEST_FILE, ManifestError, parseManifest, type ModuleFileEntry, type ModuleManifest } from './manifest.js';
 
 /** A module directory whose manifest is valid and whose files were found (and, by default, verified). */
@@ -195,22 +195,6 @@ export async function writeModuleDir(dir: string, init: ModuleDirInit): Promise<
 
 /** `compat.tokenizer` for the `tokenizer.json` in `dir` (see tokenizer/fingerprint.ts); undefined when there is none. */
 export async function tokenizerFingerprintOfDir(dir: string): Promise<string | undefined> {
-  const path = join(resolve(dir), 'tokenizer.json');
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (err) {
-    throw new TokenizerError(`${path} is not valid JSON (${(err as Error).message}); download or export the tokenizer again`);
-  }
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) {
-    throw new TokenizerError(`${path} does not hold a tokenizer object; download or export the tokenizer again`);
-  }
-  return tokenizerFingerprint(json);
+  const json = await readJsonIfPresent(join(resolve(dir), 'tokenizer.json'));
+  return json ? tokenizerFingerprint(json) : undefined;
 }

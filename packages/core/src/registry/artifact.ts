@@ -61,8 +61,8 @@ export interface PackedModule {
   bytes: Buffer;
   digest: string;
   config: { descriptor: Descriptor; bytes: Buffer };
-  /** Layers in manifest order, each with the absolute path of its file. */
-  files: { descriptor: Descriptor; path: string }[];
+  /** Layers in manifest order, each with its title (path in the module) and the absolute path of its file. */
+  files: { descriptor: Descriptor; title: string; path: string }[];
 }
 
 export const sha256Digest = (bytes: Uint8Array): string => `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
@@ -85,6 +85,7 @@ export async function packModule(dir: string): Promise<PackedModule> {
       size: entry.size,
       annotations: { [Annotations.title]: entry.path },
     },
+    title: entry.path,
     path: loaded.files[key]!,
   }));
   const manifest: OciManifest = {

@@ -87,12 +87,18 @@ export class ModuleNotFoundError extends RegistryClientError {
   override name = 'ModuleNotFoundError';
 }
 
-/** Offline mode, and the module is not in the cache. */
-export class NotCachedError extends RegistryClientError {
-  override name = 'NotCachedError';
-}
 
 /** The registry does not offer the `_reasonplug` extension an operation needs (search). */
 export class ExtensionUnavailableError extends RegistryClientError {
   override name = 'ExtensionUnavailableError';
+}
+
+/** Offline mode (`--offline`, `REASONPLUG_OFFLINE=1`) and the operation needs the network. */
+export class OfflineError extends RegistryClientError {
+  override name = 'OfflineError';
+}
+
+/** Offline mode, and the module is not in the cache. */
+export class NotCachedError extends OfflineError {
+  override name = 'NotCachedError';
 }

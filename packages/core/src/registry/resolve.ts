@@ -6,6 +6,7 @@
  */
 import semver from 'semver';
 import { Annotations } from './artifact.js';
+import type { ModuleCache } from './cache.js';
 import type { RegistryClient } from './client.js';
 import { ModuleNotFoundError } from './errors.js';
 import { hasExtension, resolveRemote } from './extension.js';
@@ -80,4 +81,22 @@ async function latestVersion(client: RegistryClient, repository: string): Promis
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Resolves a reference from the cache's refs alone (offline): a digest as is, a tag through its ref, a
+ * range among the exact versions pulled before. Undefined when the cache cannot answer.
+ */
+export async function resolveCached(cache: ModuleCache, ref: ModuleRef): Promise<{ digest: string; tag?: string } | undefined> {
+  const s = ref.selector;
+  if (s.type === 'digest') return { digest: s.digest };
+  if (s.type === 'tag') {
+    const digest = await cache.readRef(ref.registry, ref.repository, s.tag);
+    return digest === undefined ? undefined : { digest, tag: s.tag };
+  }
+  const refs = await cache.refs(ref.registry, ref.repository);
+  const latest = refs.get('latest');
+  const latestTag = latest === undefined ? undefined : [...refs].find(([tag, digest]) => digest === latest && tagVersion(tag) !== undefined)?.[0];
+  const picked = pickVersion(refs.keys(), s.range, latestTag === undefined ? undefined : tagVersion(latestTag));
+  return picked === undefined ? undefined : { digest: refs.get(picked.tag)!, tag: picked.tag };
 }

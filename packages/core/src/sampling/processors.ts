@@ -151,17 +151,7 @@ export class TopKProcessor implements LogitProcessor, CandidateFilter {
 
   filter(idx: Int32Array, val: Float32Array, n: number): number {
     if (!this.threshold(val, n)) return n;
-    const t = this.t;
-    let quota = this.quota;
-    let w = 0;
-    for (let j = 0; j < n; j++) {
-      const v = val[j]!;
-      if (v > t || (v === t && quota-- > 0)) {
-        idx[w] = idx[j]!;
-        val[w++] = v;
-      }
-    }
-    return w;
+    return keepAbove(idx, val, n, this.t, this.quota);
   }
 
   /**
@@ -288,16 +278,7 @@ export class TopPProcessor implements LogitProcessor, CandidateFilter {
     const t = val[cand[last]!]!;
     let quota = 0;
     for (let j = last; j >= 0 && val[cand[j]!] === t; j--) quota++;
-    // pass 3: compact
-    let w = 0;
-    for (let j = 0; j < n; j++) {
-      const v = val[j]!;
-      if (v > t || (v === t && quota-- > 0)) {
-        idx[w] = idx[j]!;
-        val[w++] = v;
-      }
-    }
-    return w;
+    return keepAbove(idx, val, n, t, quota);
   }
 }
 
@@ -343,4 +324,20 @@ export class MinPProcessor implements LogitProcessor, CandidateFilter {
     }
     return w;
   }
+}
+
+/**
+ * Compacts the candidate list in place to entries above `t`, plus the first `quota` entries equal to it
+ * (ties broken toward lower positions). Returns the new count.
+ */
+function keepAbove(idx: Int32Array, val: Float32Array, n: number, t: number, quota: number): number {
+  let w = 0;
+  for (let j = 0; j < n; j++) {
+    const v = val[j]!;
+    if (v > t || (v === t && quota-- > 0)) {
+      idx[w] = idx[j]!;
+      val[w++] = v;
+    }
+  }
+  return w;
 }

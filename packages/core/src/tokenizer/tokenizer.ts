@@ -21,7 +21,8 @@ export interface ChatMessage {
 
 type TokenizerConfig = Record<string, unknown> & { chat_template?: unknown };
 
-async function readJsonIfPresent(path: string): Promise<Record<string, unknown> | undefined> {
+/** Reads a JSON object from a tokenizer-side file; undefined when the file is absent. */
+export async function readJsonIfPresent(path: string): Promise<Record<string, unknown> | undefined> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
@@ -29,11 +30,16 @@ async function readJsonIfPresent(path: string): Promise<Record<string, unknown> 
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw err;
   }
+  let json: unknown;
   try {
-    return JSON.parse(text) as Record<string, unknown>;
+    json = JSON.parse(text);
   } catch (err) {
-    throw new TokenizerError(`${path} is not valid JSON: ${(err as Error).message}`);
+    throw new TokenizerError(`${path} is not valid JSON (${(err as Error).message}); download or export it again`);
   }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) {
+    throw new TokenizerError(`${path} does not hold a JSON object; download or export it again`);
+  }
+  return json as Record<string, unknown>;
 }
 
 function tokenContent(value: unknown): string | undefined {

@@ -1,0 +1,198 @@
+/**
+ * Downloading one blob into the cache: streamed to a process-unique `.partial` file while hashing,
+ * fsynced, and renamed to its digest only when the SHA-256 matches. A download that breaks off keeps its
+ * partial file; the next process to want the blob adopts it (when its owner is gone) and asks the
+ * registry for the rest with `Range`.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { suffixPid, uniqueSuffix } from './atomic.js';
+import type { Descriptor } from './artifact.js';
+import type { ModuleCache } from './cache.js';
+import type { RegistryClient } from './client.js';
+import { DigestMismatchError, RegistryUnreachableError } from './errors.js';
+
+/** Progress of one file of a push or pull. */
+export interface TransferProgress {
+  /** The file's path in the module. */
+  file: string;
+  digest: string;
+  size: number;
+  /** Bytes present so far, including resumed ones. */
+  bytes: number;
+  /** Bytes taken over from an interrupted download (0 for a fresh one or an upload). */
+  resumedFrom: number;
+  done: boolean;
+}
+
+export interface DownloadOptions {
+  /** Name shown in progress and errors (the layer title). */
+  file: string;
+  onProgress?: (p: TransferProgress) => void;
+  signal?: AbortSignal;
+}
+
+/** A partial file untouched this long is abandoned even if a process with its pid exists (pid reuse, other hosts). */
+const STALE_MS = 15 * 60 * 1000;
+const HASH_CHUNK = 1 << 22;
+
+/**
+ * Ensures blob `descriptor` is in the cache, verified. Throws `DigestMismatchError` (nothing of the blob is
+ * kept) or `RegistryUnreachableError` (what arrived is kept, and the next attempt resumes from it).
+ */
+export async function downloadBlob(
+  client: RegistryClient,
+  repository: string,
+  descriptor: Descriptor,
+  cache: ModuleCache,
+  opts: DownloadOptions,
+): Promise<void> {
+  if ((await cache.blobSize(descriptor.digest)) === descriptor.size) {
+    opts.onProgress?.({ file: opts.file, digest: descriptor.digest, size: descriptor.size, bytes: descriptor.size, resumedFrom: 0, done: true });
+    return;
+  }
+  await mkdir(cache.blobsDir, { recursive: true });
+  const hex = descriptor.digest.slice('sha256:'.length);
+  const job = { client, repository, descriptor, target: cache.blobPath(descriptor.digest), opts };
+  const partial = await claimPartial(cache.blobsDir, hex, descriptor.size, true);
+  try {
+    await fetchInto(job, partial);
+  } catch (err) {
+    // A resumed prefix may itself have been bad (written by a faulty process); one fresh try settles it.
+    if (!(err instanceof DigestMismatchError) || partial.size === 0) throw err;
+    await fetchInto(job, await claimPartial(cache.blobsDir, hex, descriptor.size, false));
+  }
+}
+
+interface Job {
+  client: RegistryClient;
+  repository: string;
+  descriptor: Descriptor;
+  /** Final path of the blob. */
+  target: string;
+  opts: DownloadOptions;
+}
+
+interface PartialFile {
+  path: string;
+  /** Bytes already in it. */
+  size: number;
+}
+
+/** Fetches the rest of a blob into `partial`, verifies it and renames it to `job.target`. */
+async function fetchInto({ client, repository, descriptor, target, opts }: Job, partial: PartialFile): Promise<void> {
+  const { digest, size } = descriptor;
+  const where = `${opts.file} (${digest}) of ${client.registry}/${repository}`;
+  const fh = await open(partial.path, 'r+');
+  let keep = true;
+  let resumedFrom = 0;
+  let pos = 0;
+  const report = (done: boolean) => opts.onProgress?.({ file: opts.file, digest, size, bytes: pos, resumedFrom, done });
+  try {
+    let hash = await hashPrefix(partial.path, partial.size);
+    // A partial that is already whole (its process died before the rename) needs no request.
+    const { body, offset } =
+      partial.size === size ? { body: new ReadableStream<Uint8Array>({ start: (c) => c.close() }), offset: size } : await client.openBlob(repository, digest, partial.size, opts.signal);
+    if (offset === 0 && partial.size > 0) {
+      // The registry ignored our Range: start over.
+      await fh.truncate(0);
+      hash = createHash('sha256');
+    }
+    resumedFrom = offset;
+    pos = offset;
+    report(false);
+    try {
+      for await (const chunk of body) {
+        if (pos + chunk.length > size) {
+          keep = false;
+          throw new DigestMismatchError(`registry ${client.registry} sent more than the ${size} bytes of ${where}; refusing it, nothing was kept`, digest, `more than ${size} bytes`);
+        }
+        hash.update(chunk);
+        await fh.write(chunk, 0, chunk.length, pos);
+        pos += chunk.length;
+        report(false);
+      }
+    } catch (err) {
+      if (err instanceof DigestMismatchError || opts.signal?.aborted) throw err;
+      const why = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message;
+      throw new RegistryUnreachableError(`the download of ${where} broke off at byte ${pos} of ${size} (${why}); pull again to resume`, client.registry);
+    }
+    if (pos < size) {
+      throw new RegistryUnreachableError(`the download of ${where} ended at byte ${pos} of ${size}; pull again to resume`, client.registry);
+    }
+    const actual = `sha256:${hash.digest('hex')}`;
+    if (actual !== digest) {
+      keep = false;
+      throw new DigestMismatchError(
+        `registry ${client.registry} sent ${where} with digest ${actual}; the content is corrupt or was replaced, so it was refused and nothing was kept`,
+        digest,
+        actual,
+      );
+    }
+    await fh.sync();
+  } finally {
+    await fh.close();
+    if (!keep) await rm(partial.path, { force: true });
+  }
+  await rename(partial.path, target);
+  report(true);
+}
+
+/** Hashes the first `size` bytes of a file (the prefix a resumed download continues). */
+async function hashPrefix(path: string, size: number): Promise<Hash> {
+  const hash = createHash('sha256');
+  if (size === 0) return hash;
+  for await (const chunk of createReadStream(path, { start: 0, end: size - 1, highWaterMark: HASH_CHUNK })) hash.update(chunk as Buffer);
+  return hash;
+}
+
+/**
+ * A partial file of our own for blob `hex`: the largest abandoned one (its owner is dead or it has been
+ * still for `STALE_MS`) renamed to our name, or a new empty one. Other abandoned ones are removed.
+ */
+async function claimPartial(dir: string, hex: string, size: number, adopt: boolean): Promise<PartialFile> {
+  const mine = join(dir, `${hex}.${uniqueSuffix()}.partial`);
+  const abandoned: { path: string; size: number }[] = [];
+  if (adopt) {
+    for (const name of await readdir(dir)) {
+      if (!name.startsWith(`${hex}.`) || !name.endsWith('.partial')) continue;
+      const path = join(dir, name);
+      const info = await stat(path).catch(() => undefined);
+      if (info && !ownerAlive(suffixPid(name.slice(hex.length + 1)), info.mtimeMs)) abandoned.push({ path, size: info.size });
+    }
+  }
+  abandoned.sort((a, b) => b.size - a.size);
+  let claimed: PartialFile | undefined;
+  for (const candidate of abandoned) {
+    if (!claimed && candidate.size <= size) {
+      // Two processes may race for it; rename lets exactly one win.
+      const won = await rename(candidate.path, mine).then(
+        () => true,
+        () => false,
+      );
+      if (won) {
+        claimed = { path: mine, size: candidate.size };
+        continue;
+      }
+    }
+    await rm(candidate.path, { force: true });
+  }
+  if (claimed) return claimed;
+  await writeFile(mine, '', { flag: 'wx' });
+  return { path: mine, size: 0 };
+}
+
+function ownerAlive(pid: number, mtimeMs: number): boolean {
+  if (Date.now() - mtimeMs > STALE_MS) return false;
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: the process exists but belongs to someone else.
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

@@ -1,0 +1,123 @@
+/**
+ * `push`: a module directory to `registry/namespace/name:VERSION`, tagged with its exact version and
+ * `latest`. Exact versions are immutable: the client checks first and refuses to replace one with other
+ * content (unless forced, which registries that enforce immutability refuse in turn).
+ */
+import { createReadStream } from 'node:fs';
+import { packModule, type Descriptor } from './artifact.js';
+import { RegistryClient } from './client.js';
+import type { TransferProgress } from './download.js';
+import { InvalidReferenceError, OfflineError, RegistryAuthError, VersionExistsError } from './errors.js';
+import { forEachBounded } from './parallel.js';
+import { formatRef, parseRef, tagVersion, versionTag } from './reference.js';
+import { settingsFrom, type RegistryOptions } from './settings.js';
+
+export interface PushOptions extends RegistryOptions {
+  /** Replace an exact version that exists with other content (where the registry allows it). */
+  force?: boolean;
+  onProgress?: (p: TransferProgress) => void;
+}
+
+export interface PushResult {
+  registry: string;
+  repository: string;
+  version: string;
+  /** Manifest digest. */
+  digest: string;
+  /** Tags set: the exact version and `latest`. */
+  tags: string[];
+  /** Bytes uploaded, and blobs skipped because the registry had them. */
+  uploaded: number;
+  skipped: number;
+}
+
+/** Blobs uploaded at once. */
+const CONCURRENCY = 3;
+const READ_CHUNK = 1 << 20;
+
+/**
+ * Pushes the module in `dir` to `spec` (`[registry/]namespace/name[:VERSION]`); the version, if given,
+ * must be the one in reasonplug.json, and the repository's last component its name.
+ */
+export async function pushModule(dir: string, spec: string, opts: PushOptions = {}): Promise<PushResult> {
+  const s = settingsFrom(opts);
+  if (s.offline) throw new OfflineError('push needs the network, but offline mode is on (--offline or REASONPLUG_OFFLINE=1); turn it off to push');
+  const packed = await packModule(dir);
+  const { module } = packed;
+  const ref = parseRef(spec, s.registry);
+  const { registry, repository } = ref;
+  const sel = ref.selector;
+  // `:latest` is what a reference without a version parses to; push always sets it anyway.
+  if (sel.type !== 'tag' || (sel.tag !== 'latest' && tagVersion(sel.tag) !== module.version)) {
+    const given = sel.type === 'tag' ? `:${sel.tag}` : sel.type === 'range' ? `@${sel.range}` : `@${sel.digest}`;
+    throw new InvalidReferenceError(
+      `cannot push ${dir} as ${spec}: ${given} is not the module's version ${module.version} (from reasonplug.json); push to ${registry}/${repository}:${versionTag(module.version)}`,
+    );
+  }
+  const name = repository.slice(repository.lastIndexOf('/') + 1);
+  if (name !== module.name) {
+    throw new InvalidReferenceError(
+      `cannot push module ${JSON.stringify(module.name)} to repository ${repository}: the repository's last component must be the module name (e.g. ${repository.slice(0, repository.lastIndexOf('/'))}/${module.name})`,
+    );
+  }
+
+  const client = new RegistryClient({ registry, plainHttp: s.plainHttp, ...(s.token !== undefined ? { credential: s.token } : {}) });
+  const tag = versionTag(module.version);
+  const where = formatRef({ registry, repository, selector: { type: 'tag', tag } });
+  const existing = await client.manifestDigest(repository, tag, true);
+  const conflict = (extra = '') =>
+    new VersionExistsError(
+      `${where} already exists with digest ${existing}, and this module packs to ${packed.digest}${extra}; published versions are immutable, so bump "version" in reasonplug.json`,
+      existing!,
+      packed.digest,
+    );
+  if (existing !== undefined && existing !== packed.digest && !opts.force) throw conflict(' (pass --force to replace it where the registry allows)');
+
+  let uploaded = 0;
+  let skipped = 0;
+  const blobs: { descriptor: Descriptor; file: string; open: () => AsyncIterable<Uint8Array> | Uint8Array }[] = [
+    { descriptor: packed.config.descriptor, file: 'reasonplug.json', open: () => packed.config.bytes },
+    ...packed.files.map((f) => ({
+      descriptor: f.descriptor,
+      file: f.title,
+      open: () => counted(createReadStream(f.path, { highWaterMark: READ_CHUNK }), f.descriptor, f.title, opts.onProgress),
+    })),
+  ];
+  await forEachBounded(blobs, CONCURRENCY, async (b) => {
+    const { digest, size } = b.descriptor;
+    if (await client.hasBlob(repository, digest, true)) {
+      skipped++;
+    } else {
+      await client.uploadBlob(repository, b.descriptor, b.open);
+      uploaded += size;
+    }
+    opts.onProgress?.({ file: b.file, digest, size, bytes: size, resumedFrom: 0, done: true });
+  });
+
+  try {
+    await client.putManifest(repository, tag, packed.bytes);
+  } catch (err) {
+    // Registries that keep versions immutable answer DENIED; say so rather than blame the token.
+    if (err instanceof RegistryAuthError && err.reason === 'denied' && existing !== undefined && existing !== packed.digest) {
+      throw conflict(` and the registry refused to replace it (${err.message})`);
+    }
+    throw err;
+  }
+  await client.putManifest(repository, 'latest', packed.bytes);
+  return { registry, repository, version: module.version, digest: packed.digest, tags: [tag, 'latest'], uploaded, skipped };
+}
+
+/** Passes a file's chunks through, reporting upload progress. */
+async function* counted(
+  source: AsyncIterable<Buffer>,
+  descriptor: Descriptor,
+  file: string,
+  onProgress?: (p: TransferProgress) => void,
+): AsyncIterable<Uint8Array> {
+  let bytes = 0;
+  for await (const chunk of source) {
+    bytes += chunk.length;
+    onProgress?.({ file, digest: descriptor.digest, size: descriptor.size, bytes, resumedFrom: 0, done: false });
+    yield chunk;
+  }
+}
