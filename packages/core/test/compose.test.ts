@@ -279,3 +279,21 @@ describe('reasonplug generate --reasoner', function () {
     expect(out.trace[0].fused[0].id).to.equal(out.ids[0]);
   });
 });
+
+describe('per-call reasoner choice', function () {
+  this.timeout(60_000);
+  it('refuses a reasoner listed twice for one call, and a name that is not loaded', async () => {
+    const backbone = await makeModule({ name: 'dup-backbone', kind: 'backbone', seed: 31 });
+    const reasoner = await makeModule({ name: 'dup-r', seed: 32, config: storiesConfig({ hiddenSize: 32 }) });
+    const engine = await Engine.load({ model: backbone, reasoners: [{ model: reasoner }], cacheDir });
+    try {
+      const twice = await engine.generate({ promptIds: [1, 2] }, { reasoners: [{ name: 'dup-r' }, { name: 'dup-r', weight: 2 }] }).catch((e: Error) => e);
+      expect((twice as Error).message).to.match(/listed twice/);
+      const unknown = await engine.generate({ promptIds: [1, 2] }, { reasoners: [{ name: 'nope' }] }).catch((e: Error) => e);
+      expect((unknown as Error).message).to.match(/no reasoner named "nope" is loaded \(loaded: dup-r\)/);
+      expect((await engine.generate({ promptIds: [1, 2] }, { maxTokens: 2 })).rows[0]!.ids).to.have.length(2);
+    } finally {
+      await engine.dispose();
+    }
+  });
+});

@@ -268,3 +268,20 @@ describe('bad prompts', () => {
     }
   });
 });
+
+describe('abort before start', () => {
+  it('a call aborted while queued runs nothing', async () => {
+    const engine = await Engine.load({ model: await builtModel('abort-queued'), cacheDir });
+    try {
+      const controller = new AbortController();
+      controller.abort();
+      const r = await engine.generate({ promptIds: [1, 2, 3] }, { maxTokens: 5, signal: controller.signal });
+      expect(r.rows[0]!.finishReason).to.equal('abort');
+      expect(r.rows[0]!.ids).to.deep.equal([]);
+      expect(r.usage.completionTokens).to.equal(0);
+      expect(r.timing.prefillMs).to.equal(0);
+    } finally {
+      await engine.dispose();
+    }
+  });
+});

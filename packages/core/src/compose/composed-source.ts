@@ -28,6 +28,11 @@ export interface ReasonerSlot {
   decoder: Decoder;
 }
 
+/** Raised when a call names reasoners that cannot be used as asked (not loaded, listed twice). */
+export class ReasonerSelectionError extends Error {
+  override name = 'ReasonerSelectionError';
+}
+
 /** What one generation composes. */
 export interface CompositionPlan {
   /** Reasoners taking part, by slot index, with their weights for this request. */

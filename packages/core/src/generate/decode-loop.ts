@@ -164,6 +164,11 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
     return latent!.run(steps);
   };
 
+  if (input.shouldAbort()) {
+    // Aborted while it waited its turn: nothing is run.
+    for (const row of rows) row.end('abort');
+    return { rows: rows.map((r) => ({ ids: r.ids, text: r.text, finishReason: 'abort' as const })), usage, prefillMs: 0, decodeMs: 0, decodeSteps: 0 };
+  }
   const t0 = performance.now();
   let logits = await source.prefill(input.prompts);
   // Coconut-style: K continuous thoughts right after the prompt, before the first token.

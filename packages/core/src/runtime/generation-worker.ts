@@ -13,7 +13,7 @@ import type { MarkerSpec } from '../generate/latent-marker.js';
 import { locateModel } from '../modules/locate.js';
 import { ProjectorError, ProjectorSession } from './projector-session.js';
 import type { TokenEvent } from '../generate/types.js';
-import { ComposedSource, type CompositionPlan, type ReasonerSlot } from '../compose/composed-source.js';
+import { ComposedSource, ReasonerSelectionError, type CompositionPlan, type ReasonerSlot } from '../compose/composed-source.js';
 import { sharedVocabulary } from '../compose/vocabulary.js';
 import { validateWeightSpec, type WeightSpec } from '../compose/weights.js';
 import type { FusionMode } from '../compose/fusion.js';
@@ -201,11 +201,15 @@ async function start(): Promise<Loaded> {
 /** Which reasoners take part in one request, with which weights. */
 function planFor(loaded: Loaded, options: GenerateRequestOptions): CompositionPlan {
   const byName = new Map(loaded.reasoners.map((r, slot) => [r.name, slot]));
+  const named = options.reasoners?.map((r) => r.name) ?? [];
+  const twice = named.find((n, i) => named.indexOf(n) !== i);
+  // A reasoner listed twice would be stepped twice per token and fall out of step with the stream.
+  if (twice) throw new ReasonerSelectionError(`reasoner "${twice}" is listed twice for this call; list each reasoner once`);
   const active = options.reasoners
     ? options.reasoners.map((r) => {
         const slot = byName.get(r.name);
         if (slot === undefined) {
-          throw new ReasonerError(`no reasoner named "${r.name}" is loaded (loaded: ${[...byName.keys()].join(', ') || 'none'})`);
+          throw new ReasonerSelectionError(`no reasoner named "${r.name}" is loaded (loaded: ${[...byName.keys()].join(', ') || 'none'})`);
         }
         return { slot, weight: validateWeightSpec(r.weight ?? loaded.reasoners[slot]!.weight, r.name) };
       })

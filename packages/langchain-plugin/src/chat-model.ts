@@ -1,0 +1,204 @@
+/**
+ * `ChatReasoner`: a backbone composed with reasoner modules as a LangChain chat model, for LCEL chains, agents
+ * and LangGraph nodes. Conversations go through the backbone's chat template; replies stream as `AIMessageChunk`s
+ * (text, then tool calls parsed from what the model wrote, then one chunk with usage and response metadata).
+ */
+import type { CallbackManagerForLLMRun } from '@langchain/core/callbacks/manager';
+import type { BaseLanguageModelInput, ToolDefinition } from '@langchain/core/language_models/base';
+import {
+  BaseChatModel,
+  type BaseChatModelCallOptions,
+  type BaseChatModelParams,
+  type BindToolsInput,
+  type LangSmithParams,
+} from '@langchain/core/language_models/chat_models';
+import { AIMessageChunk, type BaseMessage } from '@langchain/core/messages';
+import { ChatGenerationChunk, type ChatResult, type LLMResult } from '@langchain/core/outputs';
+import type { Runnable } from '@langchain/core/runnables';
+import { convertToOpenAITool } from '@langchain/core/utils/function_calling';
+import { ChatPrompter } from './chat-prompt.js';
+import { ToolsNotSupportedError } from './errors.js';
+import { abortError, startGeneration } from './generation.js';
+import { ChatModelOptionsSchema, parseOptions, splitOptions, type ChatModelOptions, type ReasonerCallOptions } from './options.js';
+import { ReasonerRuntime } from './runtime.js';
+import { ToolCallSplitter, type SplitText } from './tool-calls.js';
+
+/** Call options of `ChatReasoner`: LangChain's, the reasoner options, and bound tools. */
+export interface ChatReasonerCallOptions extends BaseChatModelCallOptions, ReasonerCallOptions {
+  /** Tools rendered into the chat template; `bindTools` sets them. */
+  tools?: BindToolsInput[];
+}
+
+/** What `ChatReasoner.create` takes: the module options and defaults, and LangChain's model parameters. */
+export type ChatReasonerOptions = ChatModelOptions & BaseChatModelParams;
+
+type TokenUsage = { promptTokens: number; completionTokens: number; totalTokens: number };
+
+/**
+ * A chat model over a backbone and reasoner modules loaded once into one engine.
+ *
+ * ```ts
+ * const model = await ChatReasoner.create({ backbone: './qwen', reasoners: [{ module: './math-r', weight: 0.8 }] });
+ * await model.withConfig({ reasoners: [{ name: 'math-r', weight: 1.2 }], temperature: 0.7, seed: 1 }).invoke('2+2?');
+ * await model.dispose();
+ * ```
+ */
+export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessageChunk> {
+  static override lc_name(): string {
+    return 'ChatReasoner';
+  }
+
+  private constructor(
+    private readonly runtime: ReasonerRuntime,
+    private readonly prompter: ChatPrompter,
+    /** The template given at creation, if any (part of what identifies the model). */
+    private readonly chatTemplate: string | undefined,
+    fields: BaseChatModelParams,
+  ) {
+    super(fields);
+  }
+
+  /**
+   * Loads the backbone and reasoners (each a local module directory, export directory or .onnx file) into one
+   * engine. Throws `ReasonerOptionsError` for invalid options and `ChatTemplateError` when the backbone has no
+   * chat template and none is given.
+   */
+  static async create(options: ChatReasonerOptions): Promise<ChatReasoner> {
+    const { ours, rest } = splitOptions(ChatModelOptionsSchema, options);
+    const { chatTemplate, ...modelOptions } = parseOptions(ChatModelOptionsSchema, ours, 'ChatReasoner.create');
+    const runtime = await ReasonerRuntime.load(modelOptions);
+    try {
+      return new ChatReasoner(runtime, await ChatPrompter.load(runtime.backbone, chatTemplate), chatTemplate, rest);
+    } catch (err) {
+      await runtime.dispose();
+      throw err;
+    }
+  }
+
+  _llmType(): string {
+    return 'reasonplug';
+  }
+
+  /**
+   * Binds tools: they are rendered into the chat template on every call, and `<tool_call>` blocks the model
+   * writes come back as `tool_calls`. Throws `ToolsNotSupportedError` when the template does not render tools.
+   */
+  override bindTools(
+    tools: BindToolsInput[],
+    kwargs?: Partial<ChatReasonerCallOptions>,
+  ): Runnable<BaseLanguageModelInput, AIMessageChunk, ChatReasonerCallOptions> {
+    this.checkToolsRendered();
+    return this.withConfig({ tools: tools.map((t) => convertToOpenAITool(t)), ...kwargs });
+  }
+
+  override async *_streamResponseChunks(
+    messages: BaseMessage[],
+    options: this['ParsedCallOptions'],
+    runManager?: CallbackManagerForLLMRun,
+  ): AsyncGenerator<ChatGenerationChunk> {
+    const plan = this.runtime.plan(options);
+    const tools = this.toolsFor(options);
+    const promptIds = this.prompter.render(messages, tools);
+    const splitter = tools ? new ToolCallSplitter() : undefined;
+    const generation = startGeneration(this.runtime.engine, { promptIds }, plan.engine, options.signal);
+    const emit = async (split: SplitText) => {
+      if (!split.content && split.toolCalls.length === 0) return undefined;
+      const chunk = new ChatGenerationChunk({
+        text: split.content,
+        message: new AIMessageChunk({ content: split.content, tool_call_chunks: split.toolCalls }),
+      });
+      await runManager?.handleLLMNewToken(split.content, undefined, undefined, undefined, undefined, { chunk });
+      return chunk;
+    };
+    for await (const text of generation.pieces) {
+      const chunk = await emit(splitter ? splitter.push(text) : { content: text, toolCalls: [] });
+      if (chunk) yield chunk;
+    }
+    const result = await generation.result;
+    const usage_metadata = this.runtime.usage(result);
+    const response_metadata = this.runtime.responseMetadata(plan, result);
+    if (result.rows[0]!.finishReason === 'abort') {
+      throw abortError(options.signal, new AIMessageChunk({ content: result.rows[0]!.text, usage_metadata, response_metadata }));
+    }
+    const tail = splitter && (await emit(splitter.end()));
+    if (tail) yield tail;
+    yield new ChatGenerationChunk({ text: '', message: new AIMessageChunk({ content: '', usage_metadata, response_metadata }) });
+  }
+
+  /** Generates through the stream, so callbacks see every token here too, and returns the whole reply as one chunk. */
+  override async _generate(
+    messages: BaseMessage[],
+    options: this['ParsedCallOptions'],
+    runManager?: CallbackManagerForLLMRun,
+  ): Promise<ChatResult> {
+    let message = new AIMessageChunk({ content: '' });
+    for await (const chunk of this._streamResponseChunks(messages, options, runManager)) message = message.concat(chunk.message as AIMessageChunk);
+    const usage = message.usage_metadata!;
+    return {
+      generations: [{ text: message.text, message }],
+      llmOutput: { tokenUsage: { promptTokens: usage.input_tokens, completionTokens: usage.output_tokens, totalTokens: usage.total_tokens } },
+    };
+  }
+
+  /** Sums token usage over the conversations of one `generate` call. */
+  override _combineLLMOutput(...outputs: LLMResult['llmOutput'][]): LLMResult['llmOutput'] {
+    const tokenUsage: TokenUsage = { promptTokens: 0, completionTokens: 0, totalTokens: 0 };
+    for (const output of outputs) {
+      const u = output?.tokenUsage as TokenUsage | undefined;
+      if (!u) continue;
+      tokenUsage.promptTokens += u.promptTokens;
+      tokenUsage.completionTokens += u.completionTokens;
+      tokenUsage.totalTokens += u.totalTokens;
+    }
+    return { tokenUsage };
+  }
+
+  /** The settings one call runs with (validated; throws for invalid call options). */
+  override invocationParams(options?: this['ParsedCallOptions']): Record<string, unknown> {
+    const tools = options && this.toolsFor(options);
+    return { model_name: this.runtime.backbone.name, ...this.runtime.plan(options).engine, ...(tools ? { tools } : {}) };
+  }
+
+  override getLsParams(options: this['ParsedCallOptions']): LangSmithParams {
+    const { engine } = this.runtime.plan(options);
+    return {
+      ls_provider: 'reasonplug',
+      ls_model_name: this.runtime.backbone.name,
+      ls_model_type: 'chat',
+      ls_temperature: engine.temperature ?? 0,
+      ...(engine.maxTokens !== undefined ? { ls_max_tokens: engine.maxTokens } : {}),
+      ...(engine.stop ? { ls_stop: engine.stop } : {}),
+    };
+  }
+
+  /** Backbone, reasoners with default weights, device, defaults and chat template: what tells two models apart. */
+  override _identifyingParams(): Record<string, unknown> {
+    return { ...this.runtime.identifyingParams(), ...(this.chatTemplate ? { chat_template: this.chatTemplate } : {}) };
+  }
+
+  /** Stops the engine's workers and frees the models; later calls fail. */
+  dispose(): Promise<void> {
+    return this.runtime.dispose();
+  }
+
+  /** The tools to render for a call, or undefined when none apply. */
+  private toolsFor(options: this['ParsedCallOptions']): ToolDefinition[] | undefined {
+    const choice = options.tool_choice;
+    if (!options.tools?.length || choice === 'none') return undefined;
+    this.checkToolsRendered();
+    if (choice !== undefined && choice !== 'auto') {
+      throw new ToolsNotSupportedError(
+        `tool_choice ${JSON.stringify(choice)} cannot be honoured: the model decides by itself whether to call a tool ("auto")`,
+      );
+    }
+    return options.tools.map((t) => convertToOpenAITool(t));
+  }
+
+  private checkToolsRendered(): void {
+    if (!this.prompter.rendersTools) {
+      throw new ToolsNotSupportedError(
+        `the chat template of ${this.runtime.backbone.name} does not render tools; pass a template that does as create({ chatTemplate })`,
+      );
+    }
+  }
+}

@@ -1,0 +1,107 @@
+/**
+ * Chat prompts: LangChain messages in the shape Hugging Face chat templates expect, rendered with the backbone's
+ * template (or the one given) and tokenized by core's tokenizer.
+ *
+ * Rendering happens here rather than through the engine's `{ messages }` input because that input cannot carry
+ * tools, and tools are part of what a template renders.
+ */
+import type { BaseMessage } from '@langchain/core/messages';
+import type { ToolDefinition } from '@langchain/core/language_models/base';
+import type { BackboneInfo } from './backbone.js';
+import { TextTokenizer, type ChatMessage } from './core.js';
+import { ChatTemplateError, UnsupportedMessageError } from './errors.js';
+
+/** A tool rendered once at load to find out whether the template shows tools to the model at all. */
+const PROBE_TOOL: ToolDefinition = {
+  type: 'function',
+  function: { name: 'reasonplug_probe', description: 'probe', parameters: { type: 'object', properties: {} } },
+};
+
+/** The text of a message; refuses content a text model cannot read. */
+function textOf(message: BaseMessage): string {
+  if (typeof message.content === 'string') return message.content;
+  return message.content
+    .map((block) => {
+      if (block.type === 'text' && typeof block.text === 'string') return block.text;
+      throw new UnsupportedMessageError(`a ${message.type} message holds a "${block.type}" block; reasonplug models read text only`);
+    })
+    .join('');
+}
+
+/** One LangChain message as a chat template expects it (`role`, `content`, `tool_calls`, `tool_call_id`). */
+export function toTemplateMessage(message: BaseMessage): ChatMessage {
+  const content = textOf(message);
+  switch (message.type) {
+    case 'system':
+      return { role: 'system', content };
+    case 'human':
+      return { role: 'user', content };
+    case 'ai': {
+      const calls = 'tool_calls' in message && Array.isArray(message.tool_calls) ? message.tool_calls : [];
+      return {
+        role: 'assistant',
+        content,
+        ...(calls.length
+          ? { tool_calls: calls.map((c) => ({ id: c.id, type: 'function', function: { name: c.name, arguments: c.args } })) }
+          : {}),
+      };
+    }
+    case 'tool': {
+      const { tool_call_id: id } = message as BaseMessage & { tool_call_id?: string };
+      return { role: 'tool', content, ...(id ? { tool_call_id: id } : {}), ...(message.name ? { name: message.name } : {}) };
+    }
+    case 'generic':
+      return { role: (message as BaseMessage & { role: string }).role, content };
+    default:
+      throw new UnsupportedMessageError(`cannot put a "${message.type}" message into a chat template`);
+  }
+}
+
+/** Renders conversations with one chat template. */
+export class ChatPrompter {
+  /** Whether the template shows tools to the model (rendering with a tool changes the text). */
+  readonly rendersTools: boolean;
+
+  private constructor(
+    private readonly tokenizer: TextTokenizer,
+    private readonly template: string | undefined,
+  ) {
+    const probe: ChatMessage[] = [{ role: 'user', content: 'hello' }];
+    try {
+      this.rendersTools = this.text(probe, [PROBE_TOOL]) !== this.text(probe, undefined);
+    } catch {
+      this.rendersTools = false; // a template that fails when given tools does not support them
+    }
+  }
+
+  /**
+   * Loads the backbone's tokenizer and checks there is a template to render with: `template` if given, else the
+   * one in tokenizer_config.json. Throws `ChatTemplateError` when there is neither.
+   */
+  static async load(backbone: BackboneInfo, template: string | undefined): Promise<ChatPrompter> {
+    if (!backbone.tokenizerDir) {
+      throw new ChatTemplateError(`${backbone.path} has no tokenizer.json beside it, so it cannot take chat messages; use ReasonerLLM with prompt ids`);
+    }
+    const tokenizer = await TextTokenizer.fromDirectory(backbone.tokenizerDir);
+    if (!template && !tokenizer.chatTemplate) {
+      throw new ChatTemplateError(
+        `the backbone ${backbone.name} has no chat template (its tokenizer_config.json has no chat_template): ` +
+          'pass one as create({ chatTemplate }), or use ReasonerLLM for text completion',
+      );
+    }
+    return new ChatPrompter(tokenizer, template);
+  }
+
+  /** The prompt ids of a conversation, ending with the template's generation prompt. */
+  render(messages: readonly BaseMessage[], tools: ToolDefinition[] | undefined): number[] {
+    // The template writes the special tokens (BOS included), so the tokenizer must not add them again.
+    return this.tokenizer.encode(this.text(messages.map(toTemplateMessage), tools), false);
+  }
+
+  private text(messages: ChatMessage[], tools: ToolDefinition[] | undefined): string {
+    return this.tokenizer.applyChatTemplate(messages, {
+      ...(this.template ? { template: this.template } : {}),
+      ...(tools?.length ? { tools } : {}),
+    });
+  }
+}

@@ -1,0 +1,48 @@
+/**
+ * One generation on the shared engine, tied to the caller's lifetime: the caller's AbortSignal (LangChain folds
+ * `timeout` into it) stops the engine between two steps, and so does leaving the stream of pieces early, so an
+ * abandoned call never keeps the engine, and the calls queued behind it, busy.
+ */
+import { ModelAbortError } from '@langchain/core/errors';
+import type { AIMessageChunk } from '@langchain/core/messages';
+import type { Engine, GenerationResult, PromptInput, StreamOptions } from './core.js';
+
+/** A running generation: its text as it comes, then its result. */
+export interface Generation {
+  /** The non-empty text of each generated token (a token that completes no character gives none). */
+  pieces: AsyncIterable<string>;
+  /** The engine's result; errors surface through `pieces` first. */
+  result: Promise<GenerationResult>;
+}
+
+/** Starts a generation of one sequence (callers read the first row of the result). */
+export function startGeneration(
+  engine: Engine,
+  input: PromptInput,
+  options: Omit<StreamOptions, 'signal'>,
+  signal: AbortSignal | undefined,
+): Generation {
+  const stop = new AbortController();
+  const stream = engine.stream(input, { ...options, signal: stop.signal });
+  const forward = () => stop.abort(signal?.reason);
+  if (signal?.aborted) forward();
+  else signal?.addEventListener('abort', forward, { once: true });
+  const result = stream.result.finally(() => signal?.removeEventListener('abort', forward));
+  result.catch(() => {}); // a caller that stops at the error from `pieces` never awaits this
+  async function* pieces(): AsyncGenerator<string> {
+    try {
+      for await (const token of stream) if (token.text) yield token.text;
+    } finally {
+      // Reached early when the consumer stops iterating: end the engine's generation too (no-op once done).
+      stop.abort();
+    }
+  }
+  return { pieces: pieces(), result };
+}
+
+/** The error an aborted generation raises, carrying what was generated before the abort. */
+export function abortError(signal: AbortSignal | undefined, partial: AIMessageChunk): ModelAbortError {
+  const reason = signal?.reason as { name?: unknown } | undefined;
+  const why = reason?.name === 'TimeoutError' ? 'timed out' : 'was aborted';
+  return new ModelAbortError(`the generation ${why} after ${partial.usage_metadata?.output_tokens ?? 0} tokens`, partial);
+}

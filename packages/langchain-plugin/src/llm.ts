@@ -1,0 +1,119 @@
+/**
+ * `ReasonerLLM`: a backbone composed with reasoner modules as a LangChain text-completion model. The prompt is
+ * tokenized as text (the tokenizer adds BOS where it should); no chat template is involved.
+ */
+import type { CallbackManagerForLLMRun } from '@langchain/core/callbacks/manager';
+import { LLM, type BaseLLMCallOptions, type BaseLLMParams } from '@langchain/core/language_models/llms';
+import { AIMessageChunk } from '@langchain/core/messages';
+import { GenerationChunk, type LLMResult } from '@langchain/core/outputs';
+import { abortError, startGeneration } from './generation.js';
+import { ModelOptionsSchema, parseOptions, splitOptions, type ModelOptions, type ReasonerCallOptions } from './options.js';
+import { ReasonerRuntime } from './runtime.js';
+
+/** Call options of `ReasonerLLM`: LangChain's and the reasoner options. */
+export interface ReasonerLLMCallOptions extends BaseLLMCallOptions, ReasonerCallOptions {}
+
+/** What `ReasonerLLM.create` takes: the module options and defaults, and LangChain's model parameters. */
+export type ReasonerLLMOptions = ModelOptions & BaseLLMParams;
+
+/**
+ * A text-completion model over a backbone and reasoner modules loaded once into one engine.
+ *
+ * ```ts
+ * const llm = await ReasonerLLM.create({ backbone: './stories260K', reasoners: [{ module: './happy-r' }], maxTokens: 60 });
+ * for await (const text of await llm.stream('Once upon a time')) process.stdout.write(text);
+ * await llm.dispose();
+ * ```
+ */
+export class ReasonerLLM extends LLM<ReasonerLLMCallOptions> {
+  static override lc_name(): string {
+    return 'ReasonerLLM';
+  }
+
+  private constructor(
+    private readonly runtime: ReasonerRuntime,
+    fields: BaseLLMParams,
+  ) {
+    super(fields);
+  }
+
+  /**
+   * Loads the backbone and reasoners (each a local module directory, export directory or .onnx file) into one
+   * engine. Throws `ReasonerOptionsError` for invalid options.
+   */
+  static async create(options: ReasonerLLMOptions): Promise<ReasonerLLM> {
+    const { ours, rest } = splitOptions(ModelOptionsSchema, options);
+    const runtime = await ReasonerRuntime.load(parseOptions(ModelOptionsSchema, ours, 'ReasonerLLM.create'));
+    return new ReasonerLLM(runtime, rest);
+  }
+
+  _llmType(): string {
+    return 'reasonplug';
+  }
+
+  /**
+   * Streams text pieces, then one empty chunk whose `generationInfo` holds the response metadata (backbone,
+   * reasoners, finish reason, timing) and `usage_metadata`.
+   */
+  override async *_streamResponseChunks(
+    prompt: string,
+    options: this['ParsedCallOptions'],
+    runManager?: CallbackManagerForLLMRun,
+  ): AsyncGenerator<GenerationChunk> {
+    const plan = this.runtime.plan(options);
+    const generation = startGeneration(this.runtime.engine, { prompt }, plan.engine, options.signal);
+    for await (const text of generation.pieces) {
+      const chunk = new GenerationChunk({ text });
+      await runManager?.handleLLMNewToken(text, undefined, undefined, undefined, undefined, { chunk });
+      yield chunk;
+    }
+    const result = await generation.result;
+    const usage_metadata = this.runtime.usage(result);
+    const response_metadata = this.runtime.responseMetadata(plan, result);
+    if (result.rows[0]!.finishReason === 'abort') {
+      throw abortError(options.signal, new AIMessageChunk({ content: result.rows[0]!.text, usage_metadata, response_metadata }));
+    }
+    yield new GenerationChunk({ text: '', generationInfo: { ...response_metadata, usage_metadata } });
+  }
+
+  /** One completion, through the stream so that callbacks see every token. */
+  override async _call(prompt: string, options: this['ParsedCallOptions'], runManager?: CallbackManagerForLLMRun): Promise<string> {
+    return (await this.complete(prompt, options, runManager)).text;
+  }
+
+  /** Completes the prompts one after another (the engine runs one generation at a time) and sums their usage. */
+  override async _generate(prompts: string[], options: this['ParsedCallOptions'], runManager?: CallbackManagerForLLMRun): Promise<LLMResult> {
+    const generations: GenerationChunk[][] = [];
+    const tokenUsage = { promptTokens: 0, completionTokens: 0, totalTokens: 0 };
+    for (const prompt of prompts) {
+      const generation = await this.complete(prompt, options, runManager);
+      const usage = generation.generationInfo!.usage_metadata as AIMessageChunk['usage_metadata'] & object;
+      tokenUsage.promptTokens += usage.input_tokens;
+      tokenUsage.completionTokens += usage.output_tokens;
+      tokenUsage.totalTokens += usage.total_tokens;
+      generations.push([generation]);
+    }
+    return { generations, llmOutput: { tokenUsage } };
+  }
+
+  /** The settings one call runs with (validated; throws for invalid call options). */
+  override invocationParams(options?: this['ParsedCallOptions']): Record<string, unknown> {
+    return { model_name: this.runtime.backbone.name, ...this.runtime.plan(options).engine };
+  }
+
+  /** Backbone, reasoners with default weights, device and defaults: what tells two models apart. */
+  override _identifyingParams(): Record<string, unknown> {
+    return this.runtime.identifyingParams();
+  }
+
+  /** Stops the engine's workers and frees the models; later calls fail. */
+  dispose(): Promise<void> {
+    return this.runtime.dispose();
+  }
+
+  private async complete(prompt: string, options: this['ParsedCallOptions'], runManager?: CallbackManagerForLLMRun): Promise<GenerationChunk> {
+    let generation = new GenerationChunk({ text: '' });
+    for await (const chunk of this._streamResponseChunks(prompt, options, runManager)) generation = generation.concat(chunk);
+    return generation;
+  }
+}

@@ -1,0 +1,146 @@
+/**
+ * Options of a reasoner model as zod schemas: what `create` loads and the model's defaults, and what one call
+ * may set (through call options or `withConfig`). Parsing reports every violation at once, one line each.
+ */
+import { z } from 'zod';
+import { ReasonerOptionsError, type OptionIssue } from './errors.js';
+
+/**
+ * A reasoner's weight: a constant, or a schedule over generated tokens such as
+ * `[{ until: 40, weight: 1.2 }, { weight: 1 }]` (each segment up to `until`, the last one to the end).
+ */
+const Weight = z.union([
+  z.number(),
+  z
+    .array(z.strictObject({ until: z.int().positive().optional(), weight: z.number() }))
+    .min(1)
+    .superRefine((segments, ctx) => {
+      let previous = 0;
+      segments.forEach((s, i) => {
+        const last = i === segments.length - 1;
+        if (last && s.until !== undefined) {
+          ctx.addIssue({ code: 'custom', path: [i, 'until'], message: 'the last segment has no "until": it covers the rest' });
+        } else if (!last && (s.until === undefined || s.until <= previous)) {
+          ctx.addIssue({ code: 'custom', path: [i, 'until'], message: `needs an "until" greater than ${previous}` });
+        } else if (!last) previous = s.until!;
+      });
+    }),
+]);
+
+/** Generation settings: defaults of a model, overridable per call. Ranges are the engine's. */
+const generation = {
+  /** Generated tokens at most (the engine's default is 256). */
+  maxTokens: z.int().positive().optional(),
+  /** 0 (the default) is greedy. */
+  temperature: z.number().min(0).optional(),
+  /** 0 disables. */
+  topK: z.int().nonnegative().optional(),
+  topP: z.number().gt(0).max(1).optional(),
+  minP: z.number().min(0).lt(1).optional(),
+  /** 1 is off. */
+  repetitionPenalty: z.number().positive().optional(),
+  /** Makes sampled output reproducible. */
+  seed: z.int().optional(),
+  /** Strings that end generation; the text is cut before them (the engine enforces them). */
+  stop: z.array(z.string().min(1)).optional(),
+  /** How reasoner logits are transformed before weighting: 'logits' (UniR) or 'logprobs' (GenARM). */
+  mode: z.enum(['logits', 'logprobs']).optional(),
+  /** Divide fused logits by the sum of weights, the backbone's 1 included. */
+  normalize: z.boolean().optional(),
+};
+
+/** What `ReasonerLLM.create` takes (LangChain's own model parameters come beside these). */
+export const ModelOptionsSchema = z.strictObject({
+  /** The backbone: a module directory, a plain ONNX export directory, or an .onnx file. */
+  backbone: z.string().min(1),
+  /** Reasoner modules composed with the backbone, each a local module directory (or export, or .onnx file). */
+  reasoners: z
+    .array(
+      z.strictObject({
+        module: z.string().min(1),
+        /** Name used per call and in metadata; default: the module manifest's name. */
+        name: z.string().min(1).optional(),
+        /** Default weight; default: the manifest's `composition.defaultWeight`, else 1. */
+        weight: Weight.optional(),
+      }),
+    )
+    .optional(),
+  /** Execution provider: cpu (default), cuda, tensorrt, webgpu, coreml, dml. */
+  device: z.string().min(1).optional(),
+  intraOpThreads: z.int().positive().optional(),
+  /** Where prepared graphs are cached (default: core's). */
+  cacheDir: z.string().min(1).optional(),
+  ...generation,
+});
+
+/** What `ChatReasoner.create` takes: the model options, and a chat template for backbones without one. */
+export const ChatModelOptionsSchema = ModelOptionsSchema.extend({
+  /** A jinja chat template that replaces (or stands in for) the one in the backbone's tokenizer_config.json. */
+  chatTemplate: z.string().min(1).optional(),
+});
+
+/** What one call may set, besides LangChain's own call options. */
+export const CallOptionsSchema = z.strictObject({
+  /**
+   * The reasoners taking part in this call, by name, among those loaded; `[]` runs the backbone alone.
+   * Default: every loaded reasoner with its default weight.
+   */
+  reasoners: z
+    .array(z.strictObject({ name: z.string().min(1), weight: Weight.optional() }))
+    .superRefine((list, ctx) => {
+      // A model runs at most once per step; naming it twice would advance its cache twice.
+      list.forEach((r, i) => {
+        if (list.findIndex((o) => o.name === r.name) !== i) {
+          ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `"${r.name}" is named twice` });
+        }
+      });
+    })
+    .optional(),
+  ...generation,
+});
+
+export type ModelOptions = z.input<typeof ModelOptionsSchema>;
+export type ChatModelOptions = z.input<typeof ChatModelOptionsSchema>;
+export type ParsedModelOptions = z.output<typeof ModelOptionsSchema>;
+/** Per-call options of reasoner models (`model.withConfig({ reasoners: [{ name: 'math', weight: 0.8 }] })`). */
+export type ReasonerCallOptions = z.input<typeof CallOptionsSchema>;
+export type ParsedCallOptions = z.output<typeof CallOptionsSchema>;
+/** The generation settings a model holds as defaults. */
+export type GenerationDefaults = Omit<ParsedCallOptions, 'reasoners'>;
+
+/** The keys of an object schema, to pick them out of a wider options object. */
+function keysOf(schema: z.ZodObject): string[] {
+  return Object.keys(schema.shape);
+}
+
+/**
+ * Splits `options` into the keys `schema` defines and the rest (LangChain's own parameters or call options,
+ * which LangChain validates itself).
+ */
+export function splitOptions(schema: z.ZodObject, options: object): { ours: Record<string, unknown>; rest: Record<string, unknown> } {
+  const keys = new Set(keysOf(schema));
+  const ours: Record<string, unknown> = {};
+  const rest: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(options)) {
+    if (value === undefined) continue;
+    (keys.has(key) ? ours : rest)[key] = value;
+  }
+  return { ours, rest };
+}
+
+/** `reasoners[0].weight`, `stop[1]`. */
+function formatPath(path: readonly PropertyKey[]): string {
+  return path.reduce<string>((out, seg) => (typeof seg === 'number' ? `${out}[${seg}]` : out ? `${out}.${String(seg)}` : String(seg)), '');
+}
+
+/** Validates `value` against `schema`; throws `ReasonerOptionsError` naming `where` and every offending field. */
+export function parseOptions<S extends z.ZodType>(schema: S, value: unknown, where: string): z.output<S> {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  const issues: OptionIssue[] = result.error.issues.flatMap((iss) =>
+    iss.code === 'unrecognized_keys'
+      ? iss.keys.map((key) => ({ path: formatPath([...iss.path, key]), message: 'unknown option' }))
+      : [{ path: formatPath(iss.path), message: iss.message }],
+  );
+  throw new ReasonerOptionsError(where, issues);
+}

@@ -1,0 +1,123 @@
+/**
+ * A backbone and its reasoners loaded once into one engine, with the model's default settings. Every call of a
+ * model, and of the `withConfig` bindings made from it, runs here; the engine queues concurrent calls.
+ */
+import { resolve } from 'node:path';
+import type { UsageMetadata } from '@langchain/core/messages';
+import { describeBackbone, type BackboneInfo } from './backbone.js';
+import { Engine, type EngineOptions, type GenerationResult, type StreamOptions } from './core.js';
+import { UnknownReasonerError } from './errors.js';
+import {
+  CallOptionsSchema,
+  parseOptions,
+  splitOptions,
+  type GenerationDefaults,
+  type ParsedModelOptions,
+} from './options.js';
+
+/** A weight or weight schedule, as core takes it. */
+type Weight = NonNullable<NonNullable<EngineOptions['reasoners']>[number]['weight']>;
+
+/** A reasoner taking part in a call, with its weight for that call. */
+export interface ActiveReasoner {
+  name: string;
+  weight: Weight;
+}
+
+/** What one call runs with. */
+export interface CallPlan {
+  /** Options for the engine, reasoners included. */
+  engine: Omit<StreamOptions, 'signal'>;
+  /** The reasoners taking part, with their weights. */
+  reasoners: ActiveReasoner[];
+}
+
+/** The loaded models of a reasoner model. */
+export class ReasonerRuntime {
+  private constructor(
+    readonly engine: Engine,
+    readonly backbone: BackboneInfo,
+    /** Reasoner module paths as given, in load order. */
+    private readonly modulePaths: readonly string[],
+    private readonly defaults: GenerationDefaults,
+    private readonly device: string | undefined,
+  ) {}
+
+  /** Loads the backbone and reasoners of parsed model options into one engine. */
+  static async load(options: ParsedModelOptions): Promise<ReasonerRuntime> {
+    const { backbone, reasoners = [], device, intraOpThreads, cacheDir, ...defaults } = options;
+    const engine = await Engine.load({
+      model: backbone,
+      reasoners: reasoners.map((r) => ({ model: r.module, ...(r.name ? { name: r.name } : {}), ...(r.weight !== undefined ? { weight: r.weight } : {}) })),
+      ...(defaults.mode ? { mode: defaults.mode } : {}),
+      ...(device ? { device } : {}),
+      ...(intraOpThreads ? { intraOpThreads } : {}),
+      ...(cacheDir ? { cacheDir } : {}),
+    });
+    try {
+      const info = await describeBackbone(backbone, engine.info);
+      return new ReasonerRuntime(engine, info, reasoners.map((r) => resolve(r.module)), defaults, device);
+    } catch (err) {
+      await engine.dispose();
+      throw err;
+    }
+  }
+
+  /** Loaded reasoners with their default weights. */
+  get reasoners(): ActiveReasoner[] {
+    return this.engine.info.reasoners.map((r) => ({ name: r.name, weight: r.weight }));
+  }
+
+  /**
+   * Validates the options of one call (LangChain's included; only this package's keys are read) and merges
+   * them over the model's defaults. Throws `ReasonerOptionsError` or `UnknownReasonerError`.
+   */
+  plan(callOptions: object = {}): CallPlan {
+    const { reasoners: chosen, ...settings } = parseOptions(CallOptionsSchema, splitOptions(CallOptionsSchema, callOptions).ours, 'call options');
+    const loaded = this.reasoners;
+    const reasoners = chosen
+      ? chosen.map(({ name, weight }) => {
+          const match = loaded.find((r) => r.name === name);
+          if (!match) throw new UnknownReasonerError(name, loaded.map((r) => r.name));
+          return { name, weight: weight ?? match.weight };
+        })
+      : loaded;
+    return { engine: { ...this.defaults, ...settings, reasoners }, reasoners };
+  }
+
+  /** What identifies this model: backbone, reasoners with their default weights, device and default settings. */
+  identifyingParams(): Record<string, unknown> {
+    return {
+      model_name: this.backbone.name,
+      backbone: this.backbone.path,
+      reasoners: this.engine.info.reasoners.map((r, i) => ({ name: r.name, module: this.modulePaths[i], weight: r.weight })),
+      mode: this.engine.info.mode,
+      device: this.device ?? 'cpu',
+      ...this.defaults,
+    };
+  }
+
+  /** `usage_metadata` of a finished generation. */
+  usage(result: GenerationResult): UsageMetadata {
+    const { promptTokens, completionTokens } = result.usage;
+    return { input_tokens: promptTokens, output_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
+  }
+
+  /** `response_metadata` of a finished generation: who generated it, with which reasoners, why it stopped. */
+  responseMetadata(plan: CallPlan, result: GenerationResult): Record<string, unknown> {
+    return {
+      model_provider: 'reasonplug',
+      model_name: this.backbone.name,
+      backbone: { name: this.backbone.name, ...(this.backbone.version ? { version: this.backbone.version } : {}), path: this.backbone.path },
+      reasoners: plan.reasoners,
+      mode: plan.engine.mode ?? this.engine.info.mode,
+      finish_reason: result.rows[0]!.finishReason,
+      timing: { prefill_ms: result.timing.prefillMs, ms_per_token: result.timing.msPerToken, total_ms: result.timing.totalMs },
+    };
+  }
+
+  /** Stops the engine's workers; later calls fail. */
+  dispose(): Promise<void> {
+    return this.engine.dispose();
+  }
+}

@@ -1,0 +1,427 @@
+/**
+ * Conformance of `ChatReasoner`, after LangChain's standard chat-model tests (which are not published on npm):
+ * invoke, stream, batch, streamEvents, callbacks, usage, stop, abort and timeout, per-call options, chains,
+ * identifying params, chat templates and tools. Real engine, real ONNX models: the converted stories260K model
+ * as backbone (it writes real, deterministic stories) and random-weight builder reasoners over its tokenizer.
+ */
+import { expect } from 'chai';
+import { ModelAbortError } from '@langchain/core/errors';
+import { AIMessage, AIMessageChunk, HumanMessage, SystemMessage, ToolMessage, type BaseMessageChunk } from '@langchain/core/messages';
+import { StringOutputParser } from '@langchain/core/output_parsers';
+import { ChatGenerationChunk, type ChatGeneration } from '@langchain/core/outputs';
+import { ChatPromptTemplate } from '@langchain/core/prompts';
+import { toJsonSchema } from '@langchain/core/utils/json_schema';
+import { z } from 'zod';
+import { TextTokenizer } from '../../core/src/index.js';
+import {
+  ChatReasoner,
+  ChatTemplateError,
+  ReasonerOptionsError,
+  ToolsNotSupportedError,
+  UnknownReasonerError,
+} from '../src/index.js';
+import {
+  PLAIN_TEMPLATE,
+  TOOLS_TEMPLATE,
+  cacheDir,
+  makeModule,
+  scriptedReasoner,
+  slowBackbone,
+  storiesConfig,
+  storiesModule,
+  withChatTemplate,
+} from './support/modules.js';
+import { Recorder } from './support/recorder.js';
+
+const STORY = 'Tell me a story';
+const MAX = 24;
+
+const AddSchema = z.object({ a: z.number().int(), b: z.number().int() }).describe('Add two integers');
+/** The tool as `withStructuredOutput(AddSchema, { name: 'add' })` renders it, so both render the same prompt. */
+const ADD_TOOL = { type: 'function', function: { name: 'add', description: 'Add two integers', parameters: toJsonSchema(AddSchema) } };
+
+function joined(chunks: BaseMessageChunk[]): AIMessageChunk {
+  return chunks.reduce((a, b) => a.concat(b)) as AIMessageChunk;
+}
+
+async function collect<T>(stream: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const x of stream) out.push(x);
+  return out;
+}
+
+function usageOf(m: { usage_metadata?: { input_tokens: number; output_tokens: number; total_tokens: number } }) {
+  const { input_tokens, output_tokens, total_tokens } = m.usage_metadata!;
+  return { input_tokens, output_tokens, total_tokens };
+}
+
+describe('ChatReasoner', function () {
+  this.timeout(60_000);
+  let storiesChat: string;
+  let mathR: string;
+  let cipherR: string;
+  let tokenizer: TextTokenizer;
+  let model: ChatReasoner;
+  let alone: ChatReasoner;
+  let reference: AIMessageChunk;
+
+  before(async () => {
+    storiesChat = await withChatTemplate(await storiesModule(), 'stories-chat', TOOLS_TEMPLATE);
+    [mathR, cipherR] = await Promise.all([
+      makeModule({ name: 'math-r', config: storiesConfig({ hiddenSize: 32 }), seed: 2 }),
+      makeModule({ name: 'cipher-r', config: storiesConfig({ hiddenSize: 32, numHeads: 2, numKvHeads: 1 }), seed: 3 }),
+    ]);
+    tokenizer = await TextTokenizer.fromDirectory(storiesChat);
+    [model, alone] = await Promise.all([
+      ChatReasoner.create({ backbone: storiesChat, reasoners: [{ module: mathR, weight: 0.5 }, { module: cipherR, weight: 0.3 }], cacheDir, maxTokens: MAX }),
+      ChatReasoner.create({ backbone: storiesChat, cacheDir, maxTokens: MAX }),
+    ]);
+    reference = await model.invoke(STORY);
+  });
+
+  after(async () => {
+    await Promise.all([model?.dispose(), alone?.dispose()]);
+  });
+
+  describe('invoke, stream, batch', () => {
+    it('invoke returns an AIMessageChunk with text, usage and response metadata naming backbone and reasoners', () => {
+      expect(reference.constructor).to.equal(AIMessageChunk);
+      expect(reference.text).to.be.a('string').that.is.not.empty;
+      const prompt = tokenizer.encode(`<s><|user|>${STORY}<|end|><|assistant|>`, false);
+      expect(usageOf(reference)).to.deep.equal({ input_tokens: prompt.length, output_tokens: MAX, total_tokens: prompt.length + MAX });
+      expect(reference.response_metadata).to.deep.include({
+        model_provider: 'reasonplug',
+        model_name: 'stories-chat',
+        backbone: { name: 'stories-chat', version: '0.1.0', path: storiesChat },
+        reasoners: [{ name: 'math-r', weight: 0.5 }, { name: 'cipher-r', weight: 0.3 }],
+        mode: 'logits',
+        finish_reason: 'length',
+      });
+    });
+
+    it('stream yields AIMessageChunks that add up to the invoked reply, usage and metadata in the last one only', async () => {
+      const chunks = await collect(await model.stream(STORY));
+      expect(chunks.length).to.be.greaterThan(2);
+      for (const c of chunks) expect(c.constructor).to.equal(AIMessageChunk);
+      expect(chunks.slice(0, -1).every((c) => c.usage_metadata === undefined && c.response_metadata.model_name === undefined)).to.equal(true);
+      const whole = joined(chunks);
+      expect(whole.content).to.equal(reference.content);
+      expect(usageOf(whole)).to.deep.equal(usageOf(reference));
+      expect(whole.response_metadata).to.deep.include({ finish_reason: 'length', reasoners: reference.response_metadata.reasoners });
+    });
+
+    it('concurrent batches and streams queue in the engine: every reply is the one it gets alone', async () => {
+      const inputs = [STORY, 'Hello', 'Once upon a time'];
+      const alone: string[] = [];
+      for (const input of inputs) alone.push((await model.invoke(input)).text);
+      const [forward, backward, streamed] = await Promise.all([
+        model.batch(inputs),
+        model.batch([...inputs].reverse()),
+        Promise.all(inputs.map(async (input) => joined(await collect(await model.stream(input))).text)),
+      ]);
+      expect(forward.map((m) => m.text)).to.deep.equal(alone);
+      expect(backward.map((m) => m.text)).to.deep.equal([...alone].reverse());
+      expect(streamed).to.deep.equal(alone);
+    });
+
+    it('generate sums the token usage of its conversations', async () => {
+      const result = await model.generate([[new HumanMessage('Hello')], [new HumanMessage(STORY)]]);
+      const usages = result.generations.map((g) => usageOf((g[0] as ChatGeneration).message as AIMessageChunk));
+      expect(result.llmOutput?.tokenUsage).to.deep.equal({
+        promptTokens: usages[0]!.input_tokens + usages[1]!.input_tokens,
+        completionTokens: usages[0]!.output_tokens + usages[1]!.output_tokens,
+        totalTokens: usages[0]!.total_tokens + usages[1]!.total_tokens,
+      });
+    });
+  });
+
+  describe('events and callbacks', () => {
+    it('streamEvents (v2) reports start, each chunk and the end, whose output is the chunks joined', async () => {
+      const events = await collect(model.streamEvents(STORY, { version: 'v2' }));
+      expect(events[0]!.event).to.equal('on_chat_model_start');
+      expect(events.at(-1)!.event).to.equal('on_chat_model_end');
+      const streamed = events.filter((e) => e.event === 'on_chat_model_stream').map((e) => e.data.chunk as AIMessageChunk);
+      expect(streamed.length).to.be.greaterThan(2);
+      const output = events.at(-1)!.data.output as AIMessageChunk;
+      expect(joined(streamed).content).to.equal(output.content);
+      expect(output.content).to.equal(reference.content);
+      expect(usageOf(output)).to.deep.equal(usageOf(reference));
+    });
+
+    it('streamEvents (content blocks) gives the text and the usage', async () => {
+      const stream = model.streamEvents(STORY);
+      expect(await stream.text).to.equal(reference.content);
+      expect(await stream.usage).to.deep.include(usageOf(reference));
+    });
+
+    it('callbacks receive every token with its chunk, when invoking and when streaming', async () => {
+      const runs = {
+        invoke: (cb: Recorder) => model.invoke(STORY, { callbacks: [cb] }),
+        stream: async (cb: Recorder) => joined(await collect(await model.stream(STORY, { callbacks: [cb] }))),
+      };
+      for (const [how, run] of Object.entries(runs)) {
+        const recorder = new Recorder();
+        const reply = await run(recorder);
+        expect(recorder.tokens.length, how).to.be.greaterThan(2);
+        expect(recorder.tokens.join(''), how).to.equal(reply.content);
+        recorder.fields.forEach((f, i) => {
+          expect(f?.chunk, how).to.be.instanceOf(ChatGenerationChunk);
+          expect(f!.chunk!.text, how).to.equal(recorder.tokens[i]);
+        });
+        expect(recorder.end?.llmOutput?.tokenUsage, how).to.deep.equal({ promptTokens: reply.usage_metadata!.input_tokens, completionTokens: MAX, totalTokens: reply.usage_metadata!.total_tokens });
+      }
+    });
+  });
+
+  describe('stop, abort and timeout', () => {
+    let slow: ChatReasoner;
+    const LONG = 1500;
+
+    /** A call queued behind an abandoned generation would wait seconds; a free engine answers at once. */
+    async function expectEngineFree(): Promise<void> {
+      const t0 = performance.now();
+      const reply = await slow.invoke('Hi', { maxTokens: 3 });
+      expect(reply.usage_metadata?.output_tokens).to.equal(3);
+      expect(performance.now() - t0).to.be.below(1500);
+    }
+
+    before(async () => {
+      const backbone = await withChatTemplate(await slowBackbone(), 'slow-chat', PLAIN_TEMPLATE);
+      slow = await ChatReasoner.create({ backbone, cacheDir, maxTokens: LONG });
+    });
+
+    after(() => slow?.dispose());
+
+    it('enforces stop sequences in the engine, cutting the text before them', async () => {
+      const text = reference.text;
+      const stop = text.slice(12, 15);
+      const expected = text.slice(0, text.indexOf(stop));
+      const cut = await model.invoke(STORY, { stop: [stop] });
+      expect(cut.content).to.equal(expected);
+      expect(cut.response_metadata.finish_reason).to.equal('stop');
+      expect(cut.usage_metadata!.output_tokens).to.be.below(MAX);
+      const streamed = joined(await collect(await model.withConfig({ stop: ['no such text', stop] }).stream(STORY)));
+      expect(streamed.content).to.equal(expected);
+    });
+
+    it('an AbortSignal stops a non-streaming call mid-generation, with the partial reply on the error', async () => {
+      const controller = new AbortController();
+      const recorder = new Recorder((r) => r.tokens.length === 5 && controller.abort());
+      const err = await slow.invoke('Hello', { signal: controller.signal, callbacks: [recorder] }).catch((e: unknown) => e);
+      expect(ModelAbortError.isInstance(err), String(err)).to.equal(true);
+      const partial = (err as ModelAbortError).partialOutput!;
+      expect(partial.response_metadata.finish_reason).to.equal('abort');
+      expect(partial.usage_metadata!.output_tokens).to.be.within(5, LONG / 2);
+      expect(partial.content).to.equal(recorder.tokens.join(''));
+      await expectEngineFree();
+    });
+
+    it('an AbortSignal stops a stream mid-generation, and so does leaving the stream early', async () => {
+      const controller = new AbortController();
+      let seen = 0;
+      const err = await (async () => {
+        for await (const _ of await slow.stream('Hello', { signal: controller.signal })) if (++seen === 5) controller.abort();
+      })().catch((e: Error) => e);
+      expect(err).to.be.instanceOf(Error);
+      expect((err as Error).name).to.be.oneOf(['AbortError', 'ModelAbortError']);
+      await expectEngineFree();
+      seen = 0;
+      for await (const _ of await slow.stream('Hello')) if (++seen === 3) break;
+      await expectEngineFree();
+    });
+
+    it('a timeout stops a call mid-generation, streaming or not', async () => {
+      let t0 = performance.now();
+      const err = await slow.invoke('Hello', { timeout: 300 }).catch((e: unknown) => e);
+      expect(performance.now() - t0).to.be.below(1500);
+      expect(ModelAbortError.isInstance(err), String(err)).to.equal(true);
+      expect((err as Error).message).to.match(/timed out/);
+      expect((err as ModelAbortError).partialOutput!.usage_metadata!.output_tokens).to.be.within(1, LONG - 1);
+      await expectEngineFree();
+
+      t0 = performance.now();
+      let seen = 0;
+      const streamErr = await (async () => {
+        for await (const _ of await slow.stream('Hello', { timeout: 300 })) seen++;
+      })().catch((e: Error) => e);
+      expect(performance.now() - t0).to.be.below(1500);
+      expect(streamErr).to.be.instanceOf(Error);
+      expect(seen).to.be.within(1, LONG - 1);
+      await expectEngineFree();
+    });
+  });
+
+  describe('per-call options', () => {
+    it('withConfig chooses reasoners and weights per call among the loaded ones', async () => {
+      const base = await alone.invoke(STORY);
+      const none = await model.withConfig({ reasoners: [] }).invoke(STORY);
+      expect(none.content).to.equal(base.content);
+      expect(none.response_metadata.reasoners).to.deep.equal([]);
+      const zero = await model.withConfig({ reasoners: [{ name: 'math-r', weight: 0 }, { name: 'cipher-r', weight: 0 }] }).invoke(STORY);
+      expect(zero.content).to.equal(base.content);
+      const strong = await model.withConfig({ reasoners: [{ name: 'math-r', weight: 4 }] }).invoke(STORY);
+      expect(strong.content).to.not.equal(base.content);
+      expect(strong.response_metadata.reasoners).to.deep.equal([{ name: 'math-r', weight: 4 }]);
+      const defaults = await model.withConfig({ reasoners: [{ name: 'cipher-r' }, { name: 'math-r' }] }).invoke(STORY);
+      expect(defaults.content).to.equal(reference.content);
+      expect(defaults.response_metadata.reasoners).to.deep.equal([{ name: 'cipher-r', weight: 0.3 }, { name: 'math-r', weight: 0.5 }]);
+      const schedule = [{ until: 4, weight: 4 }, { weight: 0 }];
+      const scheduled = await model.withConfig({ reasoners: [{ name: 'math-r', weight: schedule }] }).invoke(STORY);
+      expect(scheduled.response_metadata.reasoners).to.deep.equal([{ name: 'math-r', weight: schedule }]);
+    });
+
+    it('carries sampling settings: a seed reproduces a sampled reply, maxTokens bounds it', async () => {
+      const sampled = { temperature: 1.2, topK: 40, topP: 0.95, minP: 0.01, repetitionPenalty: 1.1, maxTokens: 12 };
+      const a = await model.withConfig({ ...sampled, seed: 7 }).invoke(STORY);
+      const b = await model.withConfig({ ...sampled, seed: 7 }).invoke(STORY);
+      const c = await model.withConfig({ ...sampled, seed: 8 }).invoke(STORY);
+      expect(a.content).to.equal(b.content);
+      expect(a.content).to.not.equal(c.content);
+      expect(a.usage_metadata!.output_tokens).to.be.at.most(12);
+    });
+
+    it('refuses unknown reasoners and invalid settings clearly, before the call runs', async () => {
+      const unknown = await model.withConfig({ reasoners: [{ name: 'poetry-r' }] }).invoke(STORY).catch((e: Error) => e);
+      expect(unknown).to.be.instanceOf(UnknownReasonerError);
+      expect((unknown as Error).message).to.match(/"poetry-r".*loaded: math-r, cipher-r/);
+      const invalid = await model.invoke(STORY, { temperature: -1, topP: 2 }).catch((e: Error) => e);
+      expect(invalid).to.be.instanceOf(ReasonerOptionsError);
+      expect((invalid as ReasonerOptionsError).issues.map((i) => i.path)).to.deep.equal(['temperature', 'topP']);
+      const twice = await model.invoke(STORY, { reasoners: [{ name: 'math-r' }, { name: 'math-r', weight: 2 }] }).catch((e: Error) => e);
+      expect((twice as Error).message).to.match(/reasoners\[1\]\.name: "math-r" is named twice/);
+      const badSchedule = await model.invoke(STORY, { reasoners: [{ name: 'math-r', weight: [{ until: 5, weight: 1 }] }] }).catch((e: Error) => e);
+      expect((badSchedule as Error).message).to.match(/reasoners\[0\]\.weight\[0\]\.until: the last segment/);
+    });
+
+    it('validates its creation options, every problem at once', async () => {
+      const err = await ChatReasoner.create({ backbone: '', reasoners: [{ module: mathR, weight: Number.NaN }], maxTokens: 0, cacheDir }).catch((e: Error) => e);
+      expect(err).to.be.instanceOf(ReasonerOptionsError);
+      expect((err as ReasonerOptionsError).issues.map((i) => i.path)).to.deep.equal(['backbone', 'reasoners[0].weight', 'maxTokens']);
+      expect((err as Error).message).to.match(/^ChatReasoner\.create: backbone: /);
+    });
+  });
+
+  describe('chains and identity', () => {
+    it('runs in an LCEL chain: prompt template, model, output parser, streamed', async () => {
+      const prompt = ChatPromptTemplate.fromMessages([
+        ['system', 'You tell stories.'],
+        ['human', 'Tell me about {hero}'],
+      ]);
+      const chain = prompt.pipe(model).pipe(new StringOutputParser());
+      const text = await chain.invoke({ hero: 'a cat' });
+      const direct = await model.invoke([new SystemMessage('You tell stories.'), new HumanMessage('Tell me about a cat')]);
+      expect(text).to.equal(direct.content);
+      const pieces = await collect(await chain.stream({ hero: 'a cat' }));
+      expect(pieces.length).to.be.greaterThan(2);
+      expect(pieces.join('')).to.equal(text);
+    });
+
+    it('serialises its identifying params and reports per-call settings to tracers', async () => {
+      expect(JSON.parse(JSON.stringify(model.serialize()))).to.deep.equal({
+        model_name: 'stories-chat',
+        backbone: storiesChat,
+        reasoners: [
+          { name: 'math-r', module: mathR, weight: 0.5 },
+          { name: 'cipher-r', module: cipherR, weight: 0.3 },
+        ],
+        mode: 'logits',
+        device: 'cpu',
+        maxTokens: MAX,
+        _type: 'reasonplug',
+        _model: 'base_chat_model',
+      });
+      const recorder = new Recorder();
+      await model.withConfig({ reasoners: [{ name: 'cipher-r', weight: 2 }] }).invoke('Hi', { callbacks: [recorder], maxTokens: 2, stop: ['\n'] });
+      expect(recorder.start?.extraParams?.invocation_params).to.deep.equal({
+        model_name: 'stories-chat',
+        maxTokens: 2,
+        stop: ['\n'],
+        reasoners: [{ name: 'cipher-r', weight: 2 }],
+      });
+      expect(recorder.start?.metadata).to.deep.include({
+        ls_provider: 'reasonplug',
+        ls_model_name: 'stories-chat',
+        ls_model_type: 'chat',
+        ls_temperature: 0,
+        ls_max_tokens: 2,
+        ls_stop: ['\n'],
+      });
+    });
+  });
+
+  describe('chat templates and tools', () => {
+    it('says clearly when the backbone has no chat template, and takes one given at creation', async () => {
+      const bare = await storiesModule();
+      const err = await ChatReasoner.create({ backbone: bare, cacheDir }).catch((e: Error) => e);
+      expect(err).to.be.instanceOf(ChatTemplateError);
+      expect((err as Error).message).to.match(/stories260k has no chat template.*create\(\{ chatTemplate \}\)/);
+      const given = await ChatReasoner.create({
+        backbone: bare,
+        cacheDir,
+        maxTokens: 20,
+        chatTemplate: '{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}',
+      });
+      try {
+        // The real TinyStories model continues its prompt with the story it is known for.
+        expect((await given.invoke('Once upon a time')).content).to.match(/^, there was a little girl named Lily\./);
+      } finally {
+        await given.dispose();
+      }
+    });
+
+    it('renders a conversation with tool calls and tool results through the template', async () => {
+      const history = [
+        new HumanMessage('Add 2 and 3'),
+        new AIMessage({ content: '', tool_calls: [{ id: 'c1', name: 'add', args: { a: 2, b: 3 } }] }),
+        new ToolMessage({ content: '5', tool_call_id: 'c1' }),
+      ];
+      const reply = await model.invoke(history, { maxTokens: 1 });
+      const rendered =
+        '<s><|user|>Add 2 and 3<|end|><|assistant|><tool_call>{"name": "add", "arguments": {"a": 2, "b": 3}}</tool_call><|end|>' +
+        '<|tool|>5<|end|><|assistant|>';
+      expect(reply.usage_metadata!.input_tokens).to.equal(tokenizer.encode(rendered, false).length);
+    });
+
+    it("bindTools renders tools into the template, and the model's tool calls come back parsed, streamed or not", async () => {
+      const question = [new HumanMessage('Add 2 and 3')];
+      const withTools = await alone.bindTools([ADD_TOOL]).invoke(question, { maxTokens: 1 });
+      const rendered = tokenizer.applyChatTemplate([{ role: 'user', content: 'Add 2 and 3' }], { tools: [ADD_TOOL] });
+      expect(rendered).to.match(/^<s><\|tools\|>\[\{"type": "function", "function": \{"name": "add"/);
+      const promptLength = withTools.usage_metadata!.input_tokens;
+      expect(promptLength).to.equal(tokenizer.encode(rendered, false).length);
+
+      // A reasoner that writes a tool call at exactly this prompt length: what the model writes is parsed.
+      const script = tokenizer.encode(' Sure.<tool_call>{"name": "add", "arguments": {"a": 2, "b": 3}}</tool_call>', false);
+      const scripted = await ChatReasoner.create({
+        backbone: storiesChat,
+        reasoners: [{ module: await scriptedReasoner('add-script-r', script, promptLength) }],
+        cacheDir,
+        maxTokens: 100,
+      });
+      try {
+        const reply = await scripted.bindTools([ADD_TOOL]).invoke(question);
+        expect(reply.text.trim()).to.equal('Sure.');
+        expect(reply.tool_calls!.map(({ name, args }) => ({ name, args }))).to.deep.equal([{ name: 'add', args: { a: 2, b: 3 } }]);
+        expect(reply.response_metadata.finish_reason).to.equal('eos');
+        const chunks = await collect(await scripted.bindTools([ADD_TOOL]).stream(question));
+        expect(chunks.some((c) => c.tool_call_chunks?.length)).to.equal(true);
+        expect(joined(chunks).tool_calls!.map((c) => c.args)).to.deep.equal([{ a: 2, b: 3 }]);
+        // LangChain's own structured-output pipeline (bindTools, then its tool-call parser) reads the call.
+        expect(await scripted.withStructuredOutput(AddSchema, { name: 'add' }).invoke(question)).to.deep.equal({ a: 2, b: 3 });
+      } finally {
+        await scripted.dispose();
+      }
+    });
+
+    it('refuses tools a template cannot render, and tool choices it cannot honour', async () => {
+      const plain = await ChatReasoner.create({ backbone: await withChatTemplate(storiesChat, 'stories-plain', PLAIN_TEMPLATE), cacheDir });
+      try {
+        expect(() => plain.bindTools([ADD_TOOL])).to.throw(ToolsNotSupportedError, /does not render tools/);
+      } finally {
+        await plain.dispose();
+      }
+      const forced = await model.bindTools([ADD_TOOL], { tool_choice: 'any' }).invoke('x').catch((e: Error) => e);
+      expect(forced).to.be.instanceOf(ToolsNotSupportedError);
+    });
+  });
+});

@@ -1,0 +1,98 @@
+/**
+ * `ReasonerLLM` on the converted stories260K model (greedy, so its known story) composed with builder reasoners:
+ * invoke, stream, batch, callbacks, usage, stop, abort, per-call reasoners and a prompt-template chain.
+ */
+import { expect } from 'chai';
+import { ModelAbortError } from '@langchain/core/errors';
+import { StringOutputParser } from '@langchain/core/output_parsers';
+import { GenerationChunk } from '@langchain/core/outputs';
+import { PromptTemplate } from '@langchain/core/prompts';
+import { ReasonerLLM, UnknownReasonerError } from '../src/index.js';
+import { cacheDir, makeModule, slowBackbone, storiesConfig, storiesModule } from './support/modules.js';
+import { Recorder } from './support/recorder.js';
+
+const PROMPT = 'Once upon a time';
+/** What stories260K writes greedily after PROMPT, in 20 tokens. */
+const STORY = /^, there was a little girl named Lily\. She loved to play/;
+
+async function collect<T>(stream: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const x of stream) out.push(x);
+  return out;
+}
+
+describe('ReasonerLLM', function () {
+  this.timeout(60_000);
+  let llm: ReasonerLLM;
+  let alone: string;
+
+  before(async () => {
+    const reasoner = await makeModule({ name: 'llm-r', config: storiesConfig({ hiddenSize: 32 }), seed: 21 });
+    llm = await ReasonerLLM.create({ backbone: await storiesModule(), reasoners: [{ module: reasoner, weight: 3 }], cacheDir, maxTokens: 20 });
+    alone = await llm.invoke(PROMPT, { reasoners: [] });
+  });
+
+  after(() => llm?.dispose());
+
+  it('completes text; with no reasoners it is the backbone alone, with them the composition', async () => {
+    expect(alone).to.match(STORY);
+    const composed = await llm.invoke(PROMPT);
+    expect(composed).to.be.a('string').that.is.not.empty;
+    expect(composed).to.not.equal(alone);
+    const unknown = await llm.invoke(PROMPT, { reasoners: [{ name: 'nope' }] }).catch((e: Error) => e);
+    expect(unknown).to.be.instanceOf(UnknownReasonerError);
+  });
+
+  it('streams text pieces that join to the completion, and reports each to callbacks', async () => {
+    const recorder = new Recorder();
+    const pieces = await collect(await llm.withConfig({ reasoners: [] }).stream(PROMPT, { callbacks: [recorder] }));
+    expect(pieces.length).to.be.greaterThan(5);
+    expect(pieces.join('')).to.equal(alone);
+    expect(recorder.tokens.join('')).to.equal(alone);
+    for (const f of recorder.fields) expect(f?.chunk).to.be.instanceOf(GenerationChunk);
+  });
+
+  it('reports usage and metadata per completion, summed over a generate call', async () => {
+    const result = await llm.generate([PROMPT, 'Tim and Lily'], { reasoners: [] });
+    const infos = result.generations.map((g) => g[0]!.generationInfo!);
+    expect(infos[0]).to.deep.include({ model_provider: 'reasonplug', model_name: 'stories260k', reasoners: [], finish_reason: 'length' });
+    expect(infos[0]!.usage_metadata).to.deep.equal({ input_tokens: 5, output_tokens: 20, total_tokens: 25 });
+    const sum = (key: 'input_tokens' | 'output_tokens' | 'total_tokens') => infos.reduce((n, i) => n + i.usage_metadata[key], 0);
+    expect(result.llmOutput?.tokenUsage).to.deep.equal({ promptTokens: sum('input_tokens'), completionTokens: sum('output_tokens'), totalTokens: sum('total_tokens') });
+  });
+
+  it('batches concurrent calls through the engine queue, each as if alone', async () => {
+    const prompts = [PROMPT, 'Tim and Lily', 'The sun'];
+    const each: string[] = [];
+    for (const p of prompts) each.push(await llm.invoke(p));
+    const [a, b] = await Promise.all([llm.batch(prompts), llm.batch([...prompts].reverse())]);
+    expect(a).to.deep.equal(each);
+    expect(b).to.deep.equal([...each].reverse());
+  });
+
+  it('enforces stop sequences', async () => {
+    expect(await llm.invoke(PROMPT, { reasoners: [], stop: [' named'] })).to.equal(', there was a little girl');
+  });
+
+  it('stops mid-generation on abort, with the partial completion on the error', async () => {
+    const slow = await ReasonerLLM.create({ backbone: await slowBackbone(), cacheDir, maxTokens: 1500 });
+    try {
+      const controller = new AbortController();
+      const recorder = new Recorder((r) => r.tokens.length === 3 && controller.abort());
+      const err = await slow.invoke(PROMPT, { signal: controller.signal, callbacks: [recorder] }).catch((e: unknown) => e);
+      expect(ModelAbortError.isInstance(err), String(err)).to.equal(true);
+      const partial = (err as ModelAbortError).partialOutput!;
+      expect(partial.response_metadata.finish_reason).to.equal('abort');
+      expect(partial.usage_metadata!.output_tokens).to.be.within(3, 750);
+      expect(partial.content).to.equal(recorder.tokens.join(''));
+    } finally {
+      await slow.dispose();
+    }
+  });
+
+  it('runs in a chain with a prompt template and an output parser', async () => {
+    const chain = PromptTemplate.fromTemplate('Once upon a {when}').pipe(llm.withConfig({ reasoners: [] })).pipe(new StringOutputParser());
+    expect(await chain.invoke({ when: 'time' })).to.equal(alone);
+    expect((await collect(await chain.stream({ when: 'time' }))).join('')).to.equal(alone);
+  });
+});

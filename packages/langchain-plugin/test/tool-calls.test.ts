@@ -1,0 +1,84 @@
+import { expect } from 'chai';
+import { AIMessage, AIMessageChunk, ChatMessage, HumanMessage, SystemMessage, ToolMessage } from '@langchain/core/messages';
+import { toTemplateMessage } from '../src/chat-prompt.js';
+import { UnsupportedMessageError } from '../src/errors.js';
+import { ToolCallSplitter, type SplitText } from '../src/tool-calls.js';
+
+/** Feeds `text` to a splitter in pieces cut at `cuts`, and assembles the message LangChain would. */
+function split(text: string, cuts: number[]): AIMessageChunk {
+  const splitter = new ToolCallSplitter();
+  const pieces: SplitText[] = [];
+  let from = 0;
+  for (const at of [...cuts, text.length]) {
+    pieces.push(splitter.push(text.slice(from, at)));
+    from = at;
+  }
+  pieces.push(splitter.end());
+  return pieces
+    .map((p) => new AIMessageChunk({ content: p.content, tool_call_chunks: p.toolCalls }))
+    .reduce((a, b) => a.concat(b));
+}
+
+const TEXT =
+  'Let me add. <tool_call>{"name": "add", "arguments": {"a": 2, "b": 3}}</tool_call>' +
+  ' and <tool_call>\n{"name": "mul", "parameters": {"x": [1, 2]}}\n</tool_call> done <t';
+
+describe('tool calls in generated text', () => {
+  it('separates content from tool calls however the text is cut', () => {
+    const cutsList = [[], [1, 2, 3], [13, 14, 20, 60, 70, 83], Array.from({ length: TEXT.length - 1 }, (_, i) => i + 1)];
+    for (const cuts of cutsList) {
+      const message = split(TEXT, cuts);
+      expect(message.content).to.equal('Let me add.  and  done <t');
+      expect(message.tool_calls!.map(({ name, args, type }) => ({ name, args, type }))).to.deep.equal([
+        { name: 'add', args: { a: 2, b: 3 }, type: 'tool_call' },
+        { name: 'mul', args: { x: [1, 2] }, type: 'tool_call' },
+      ]);
+      const ids = message.tool_calls!.map((c) => c.id);
+      expect(new Set(ids).size).to.equal(2);
+      expect(message.invalid_tool_calls).to.deep.equal([]);
+    }
+  });
+
+  it('never streams part of an opening tag as content', () => {
+    const splitter = new ToolCallSplitter();
+    expect(splitter.push('Hi <tool').content).to.equal('Hi ');
+    expect(splitter.push('_ca').content).to.equal('');
+    expect(splitter.push('ll>{"name": "f", "arguments": {}}</tool_call>!')).to.deep.include({ content: '!' });
+  });
+
+  it('reports a block that is not JSON as an invalid tool call, and an unclosed one as text', () => {
+    const invalid = split('<tool_call>add(2, 3)</tool_call>', [5]);
+    expect(invalid.tool_calls).to.deep.equal([]);
+    expect(invalid.invalid_tool_calls!.map((c) => c.args)).to.deep.equal(['add(2, 3)']);
+    const unclosed = split('x <tool_call>{"name": "add"', [4]);
+    expect(unclosed.content).to.equal('x <tool_call>{"name": "add"');
+    expect(unclosed.tool_calls).to.deep.equal([]);
+  });
+});
+
+describe('messages for chat templates', () => {
+  it('maps roles, tool calls and tool results to the shape Hugging Face templates expect', () => {
+    expect(toTemplateMessage(new SystemMessage('Be brief.'))).to.deep.equal({ role: 'system', content: 'Be brief.' });
+    expect(toTemplateMessage(new HumanMessage({ content: [{ type: 'text', text: 'Hi ' }, { type: 'text', text: 'there' }] }))).to.deep.equal({
+      role: 'user',
+      content: 'Hi there',
+    });
+    expect(toTemplateMessage(new AIMessage({ content: '', tool_calls: [{ id: 'c1', name: 'add', args: { a: 1 } }] }))).to.deep.equal({
+      role: 'assistant',
+      content: '',
+      tool_calls: [{ id: 'c1', type: 'function', function: { name: 'add', arguments: { a: 1 } } }],
+    });
+    expect(toTemplateMessage(new ToolMessage({ content: '3', tool_call_id: 'c1', name: 'add' }))).to.deep.equal({
+      role: 'tool',
+      content: '3',
+      tool_call_id: 'c1',
+      name: 'add',
+    });
+    expect(toTemplateMessage(new ChatMessage('note', 'narrator'))).to.deep.equal({ role: 'narrator', content: 'note' });
+  });
+
+  it('refuses content a text model cannot read', () => {
+    const image = new HumanMessage({ content: [{ type: 'image_url', image_url: { url: 'https://example.com/a.png' } }] });
+    expect(() => toTemplateMessage(image)).to.throw(UnsupportedMessageError, /image_url/);
+  });
+});
