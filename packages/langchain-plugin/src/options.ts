@@ -47,6 +47,10 @@ const generation = {
   mode: z.enum(['logits', 'logprobs']).optional(),
   /** Divide fused logits by the sum of weights, the backbone's 1 included. */
   normalize: z.boolean().optional(),
+  /** When latent steps run (needs a projector): 'marker' (default then), 'never', or 'fixed:K'. */
+  latent: z.union([z.enum(['marker', 'never']), z.string().regex(/^fixed:[1-9][0-9]*$/, 'expected marker, never or fixed:K')]).optional(),
+  /** Shown in the text once per latent step in place of a marker (default: nothing). */
+  latentPlaceholder: z.string().optional(),
 };
 
 /** What `ReasonerLLM.create` takes (LangChain's own model parameters come beside these). */
@@ -65,6 +69,8 @@ export const ModelOptionsSchema = z.strictObject({
       }),
     )
     .optional(),
+  /** LiteReason reasoning projector: a latent-projector module directory or an .onnx file. */
+  projector: z.string().min(1).optional(),
   /** Execution provider: cpu (default), cuda, tensorrt, webgpu, coreml, dml. */
   device: z.string().min(1).optional(),
   intraOpThreads: z.int().positive().optional(),

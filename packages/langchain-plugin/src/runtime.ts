@@ -45,9 +45,10 @@ export class ReasonerRuntime {
 
   /** Loads the backbone and reasoners of parsed model options into one engine. */
   static async load(options: ParsedModelOptions): Promise<ReasonerRuntime> {
-    const { backbone, reasoners = [], device, intraOpThreads, cacheDir, ...defaults } = options;
+    const { backbone, reasoners = [], projector, device, intraOpThreads, cacheDir, ...defaults } = options;
     const engine = await Engine.load({
       model: backbone,
+      ...(projector ? { projector } : {}),
       reasoners: reasoners.map((r) => ({ model: r.module, ...(r.name ? { name: r.name } : {}), ...(r.weight !== undefined ? { weight: r.weight } : {}) })),
       ...(defaults.mode ? { mode: defaults.mode } : {}),
       ...(device ? { device } : {}),
@@ -92,6 +93,7 @@ export class ReasonerRuntime {
       backbone: this.backbone.path,
       reasoners: this.engine.info.reasoners.map((r, i) => ({ name: r.name, module: this.modulePaths[i], weight: r.weight })),
       mode: this.engine.info.mode,
+      ...(this.engine.info.projector ? { projector: this.engine.info.projector.modelPath } : {}),
       device: this.device ?? 'cpu',
       ...this.defaults,
     };
@@ -112,6 +114,15 @@ export class ReasonerRuntime {
       reasoners: plan.reasoners,
       mode: plan.engine.mode ?? this.engine.info.mode,
       finish_reason: result.rows[0]!.finishReason,
+      ...(result.usage.latentSteps !== undefined
+        ? {
+            latent: {
+              policy: plan.engine.latent ?? 'marker',
+              steps: result.usage.latentSteps,
+              ...(result.usage.reasoningTokensSaved !== undefined ? { reasoning_tokens_saved: result.usage.reasoningTokensSaved } : {}),
+            },
+          }
+        : {}),
       timing: { prefill_ms: result.timing.prefillMs, ms_per_token: result.timing.msPerToken, total_ms: result.timing.totalMs },
     };
   }
