@@ -1,0 +1,78 @@
+/**
+ * Authentication and authorisation of requests. Credentials are tokens from the {@link TokenStore},
+ * sent as `Authorization: Bearer <token>` or as Basic `user:<token>` (the user part is not checked: the
+ * token names its holder, as on GHCR). Challenges are Basic, which every OCI client answers with the
+ * credentials it was given.
+ */
+import type { Request } from 'express';
+import { denied, RegistryError } from '../errors.js';
+import { allows, type Action } from '../auth/scopes.js';
+import type { Principal, TokenStore } from '../auth/tokens.js';
+
+export interface AuthConfig {
+  tokens: TokenStore;
+  /** Whether requests without credentials may pull (default true). */
+  anonymousPull?: boolean;
+  /** Realm named in `WWW-Authenticate` (default `reasonplug-registry`). */
+  realm?: string;
+}
+
+/** Who is calling: a verified token, or undefined for an anonymous caller. */
+export type Caller = Principal | undefined;
+
+export class Access {
+  constructor(private readonly config?: AuthConfig) {}
+
+  get enabled(): boolean {
+    return this.config !== undefined;
+  }
+
+  /** The caller behind a request's credentials; 401 for credentials that do not verify. */
+  async identify(req: Request): Promise<Caller> {
+    if (!this.config) return undefined;
+    const token = credentials(req.headers.authorization);
+    if (token === undefined) return undefined;
+    const principal = await this.config.tokens.verify(token);
+    if (!principal) throw this.unauthorized('invalid credentials');
+    return principal;
+  }
+
+  /** Throws 401 (anonymous) or 403 (authenticated, lacking the scope) unless `caller` may act on `name`. */
+  check(caller: Caller, action: Action, name: string): void {
+    if (this.may(caller, action, name)) return;
+    if (!caller) throw this.unauthorized('authentication required', { name, action });
+    throw denied(`token has no ${action} scope on ${name}`, { name, action });
+  }
+
+  may(caller: Caller, action: Action, name: string): boolean {
+    if (!this.config) return true;
+    if (!caller) return action === 'pull' && (this.config.anonymousPull ?? true);
+    return allows(caller.scopes, action, name);
+  }
+
+  unauthorized(message: string, detail?: unknown): RegistryError {
+    const realm = this.config?.realm ?? 'reasonplug-registry';
+    return new RegistryError('UNAUTHORIZED', 401, message, detail, { 'WWW-Authenticate': `Basic realm="${realm}", charset="UTF-8"` });
+  }
+}
+
+/**
+ * The token in an Authorization header: undefined when there is none (or Basic with an empty password),
+ * '' for a scheme we do not take, which then fails verification like a wrong token.
+ */
+function credentials(header: string | undefined): string | undefined {
+  if (!header) return undefined;
+  const [scheme, value = ''] = header.trim().split(/\s+/, 2);
+  switch (scheme?.toLowerCase()) {
+    case 'bearer':
+      return value || undefined;
+    case 'basic': {
+      const decoded = Buffer.from(value, 'base64').toString('utf8');
+      const colon = decoded.indexOf(':');
+      // Clients without credentials answer a Basic challenge with an empty user and password.
+      return colon < 0 ? decoded || undefined : decoded.slice(colon + 1) || undefined;
+    }
+    default:
+      return '';
+  }
+}

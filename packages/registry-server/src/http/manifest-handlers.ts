@@ -1,0 +1,50 @@
+/** `GET`/`HEAD`/`PUT`/`DELETE /v2/<name>/manifests/<reference>`. */
+import type { Request, Response } from 'express';
+import { manifestUnknown } from '../errors.js';
+import { isDigest } from '../names.js';
+import { bareMediaType } from '../registry/manifest-format.js';
+import { readManifestBody } from './request.js';
+import type { Services } from './services.js';
+
+export async function getManifest(s: Services, req: Request, res: Response, name: string, reference: string): Promise<void> {
+  const m = await s.manifests.get(name, reference);
+  if (!accepts(req.headers.accept, m.mediaType)) {
+    throw manifestUnknown(reference, `manifest is ${m.mediaType}, which the Accept header does not list`);
+  }
+  res.status(200).set({
+    'Content-Type': m.mediaType,
+    'Content-Length': String(m.bytes.length),
+    'Docker-Content-Digest': m.digest,
+    ETag: `"${m.digest}"`,
+  });
+  if (req.method === 'HEAD') res.end();
+  else res.end(m.bytes);
+}
+
+export async function putManifest(s: Services, req: Request, res: Response, name: string, reference: string): Promise<void> {
+  const bytes = await readManifestBody(req, s.maxManifestBytes);
+  const { digest } = await s.manifests.put(name, reference, bytes, req.headers['content-type']);
+  if (!isDigest(reference)) await s.index.refresh(name);
+  res
+    .status(201)
+    .set({ Location: `/v2/${name}/manifests/${digest}`, 'Docker-Content-Digest': digest, 'Content-Length': '0' })
+    .end();
+}
+
+export async function deleteManifest(s: Services, res: Response, name: string, reference: string): Promise<void> {
+  await s.manifests.delete(name, reference);
+  await s.index.refresh(name);
+  res.status(202).set('Content-Length', '0').end();
+}
+
+/**
+ * Content negotiation: a manifest is served when the client sent no Accept, or listed its media type,
+ * a wildcard, or plain JSON (manifests are JSON; curl-style clients ask for that).
+ */
+function accepts(accept: string | undefined, mediaType: string): boolean {
+  if (!accept?.trim()) return true;
+  return accept
+    .split(',')
+    .map((t) => bareMediaType(t))
+    .some((t) => t === mediaType || t === '*/*' || t === 'application/*' || t === 'application/json');
+}

@@ -1,0 +1,184 @@
+/**
+ * The search index: one document per repository listing its tagged manifests with the reasonplug
+ * annotations. A document is always rebuilt from the tags themselves (never patched), and the rebuild
+ * repeats until the tags it read are still the tags after it wrote, so concurrent pushes, tag moves and
+ * deletes converge on the truth. Manifest bytes never change, so entries known from the previous
+ * document are reused instead of re-read.
+ */
+import semver from 'semver';
+import { RegistryError } from '../errors.js';
+import { exactVersionOfTag } from '../names.js';
+import type { StorageDriver } from '../storage/driver.js';
+import { indexDir, moduleIndex } from '../storage/layout.js';
+import { parseManifest } from './manifest-format.js';
+import type { ManifestStore } from './manifests.js';
+import type { TagStore } from './tags.js';
+
+export const MODULE_ARTIFACT_TYPE = 'application/vnd.reasonplug.module.v1+json';
+
+const ANNOTATION = {
+  kind: 'dev.reasonplug.kind',
+  tasks: 'dev.reasonplug.tasks',
+  tokenizer: 'dev.reasonplug.tokenizer',
+  version: 'org.opencontainers.image.version',
+} as const;
+
+/** A tagged manifest as the index knows it. */
+export interface IndexedManifest {
+  digest: string;
+  mediaType: string;
+  artifactType?: string;
+  /** Tags pointing to it, sorted. */
+  tags: string[];
+  version?: string;
+  kind?: string;
+  tasks: string[];
+  tokenizer?: string;
+}
+
+export interface RepositoryIndex {
+  name: string;
+  manifests: IndexedManifest[];
+}
+
+export interface SearchQuery {
+  task?: string;
+  kind?: string;
+  tokenizer?: string;
+  /** Repositories per page. */
+  n: number;
+  /** Repository name the previous page ended with. */
+  last?: string;
+}
+
+export interface SearchResult {
+  name: string;
+  /** Matching module versions, newest first. */
+  versions: Omit<IndexedManifest, 'mediaType' | 'artifactType'>[];
+}
+
+const MAX_REBUILDS = 5;
+
+export class ModuleIndex {
+  constructor(
+    private readonly storage: StorageDriver,
+    private readonly manifests: ManifestStore,
+    private readonly tags: TagStore,
+  ) {}
+
+  async read(name: string): Promise<RepositoryIndex | undefined> {
+    const doc = await this.storage.get(moduleIndex(name));
+    return doc && (JSON.parse(doc.toString()) as RepositoryIndex);
+  }
+
+  /** Rebuilds repository `name`'s document from its current tags. */
+  async refresh(name: string): Promise<void> {
+    for (let i = 0; i < MAX_REBUILDS; i++) {
+      const tags = await this.tags.entries(name);
+      const doc = await this.build(name, tags, await this.read(name));
+      if (doc.manifests.length > 0) await this.storage.put(moduleIndex(name), Buffer.from(JSON.stringify(doc)));
+      else await this.storage.delete(moduleIndex(name));
+      if (sameEntries(tags, await this.tags.entries(name))) return;
+    }
+  }
+
+  /** Rebuilds every repository's document, e.g. after index documents were lost; returns the count. */
+  async rebuildAll(): Promise<number> {
+    const names = new Set<string>();
+    const tagLinkKey = /^repositories\/(.+)\/_manifests\/tags\/[^/]+\/current\/link$/;
+    for await (const o of this.storage.list('repositories')) {
+      const m = tagLinkKey.exec(o.key);
+      if (m) names.add(m[1]!);
+    }
+    // Documents of repositories that lost all their tags go too.
+    for (const name of await this.indexedNames()) names.add(name);
+    for (const name of names) await this.refresh(name);
+    return names.size;
+  }
+
+  /** Repositories (in name order, after `last`) with module versions matching every given filter. */
+  async search(query: SearchQuery, canPull: (name: string) => boolean): Promise<{ results: SearchResult[]; more: boolean }> {
+    const names = (await this.indexedNames()).filter((name) => (query.last === undefined || name > query.last) && canPull(name));
+    const results: SearchResult[] = [];
+    for (const name of names) {
+      if (results.length === query.n) return { results, more: true };
+      const versions = ((await this.read(name))?.manifests ?? [])
+        .filter((m) => m.artifactType === MODULE_ARTIFACT_TYPE && matches(m, query))
+        .sort(newestFirst)
+        .map(({ mediaType: _m, artifactType: _a, ...rest }) => rest);
+      if (versions.length > 0) results.push({ name, versions });
+    }
+    return { results, more: false };
+  }
+
+  /** Names of the repositories that have an index document, sorted. */
+  private async indexedNames(): Promise<string[]> {
+    const names: string[] = [];
+    const suffix = '/_module.json';
+    for await (const o of this.storage.list(indexDir)) {
+      if (o.key.endsWith(suffix)) names.push(o.key.slice(indexDir.length + 1, -suffix.length));
+    }
+    return names.sort();
+  }
+
+  private async build(name: string, tags: Map<string, string>, previous?: RepositoryIndex): Promise<RepositoryIndex> {
+    const byDigest = new Map<string, string[]>();
+    for (const [tag, digest] of tags) byDigest.set(digest, [...(byDigest.get(digest) ?? []), tag]);
+    const known = new Map(previous?.manifests.map((m) => [m.digest, m]));
+    const manifests: IndexedManifest[] = [];
+    for (const [digest, digestTags] of byDigest) {
+      const entry = known.get(digest) ?? (await this.describe(name, digest));
+      if (entry) manifests.push({ ...entry, tags: digestTags.sort() });
+    }
+    manifests.sort((a, b) => (a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0));
+    return { name, manifests };
+  }
+
+  /** Reads a manifest's index fields; undefined when it was deleted meanwhile. */
+  private async describe(name: string, digest: string): Promise<IndexedManifest | undefined> {
+    let stored;
+    try {
+      stored = await this.manifests.get(name, digest);
+    } catch (err) {
+      if (err instanceof RegistryError && err.code === 'MANIFEST_UNKNOWN') return undefined;
+      throw err;
+    }
+    const m = parseManifest(stored.bytes, stored.mediaType);
+    const a = m.annotations;
+    const tasks = (a[ANNOTATION.tasks] ?? '').split(',').map((t) => t.trim()).filter(Boolean);
+    return {
+      digest,
+      mediaType: stored.mediaType,
+      ...(m.artifactType ? { artifactType: m.artifactType } : {}),
+      tags: [],
+      ...(a[ANNOTATION.version] ? { version: a[ANNOTATION.version] } : {}),
+      ...(a[ANNOTATION.kind] ? { kind: a[ANNOTATION.kind] } : {}),
+      tasks,
+      ...(a[ANNOTATION.tokenizer] ? { tokenizer: a[ANNOTATION.tokenizer] } : {}),
+    };
+  }
+}
+
+function matches(m: IndexedManifest, q: SearchQuery): boolean {
+  return (
+    (q.task === undefined || m.tasks.includes(q.task)) &&
+    (q.kind === undefined || m.kind === q.kind) &&
+    (q.tokenizer === undefined || m.tokenizer === q.tokenizer)
+  );
+}
+
+/** Semver descending; entries without a valid version go last, by digest. */
+function newestFirst(a: IndexedManifest, b: IndexedManifest): number {
+  const va = versionOf(a);
+  const vb = versionOf(b);
+  if (va && vb) return semver.rcompare(va, vb);
+  if (va || vb) return va ? -1 : 1;
+  return a.digest < b.digest ? -1 : 1;
+}
+
+const versionOf = (m: IndexedManifest) =>
+  (m.version && semver.valid(m.version)) || m.tags.map(exactVersionOfTag).find((v) => v !== undefined);
+
+function sameEntries(a: Map<string, string>, b: Map<string, string>): boolean {
+  return a.size === b.size && [...a].every(([tag, digest]) => b.get(tag) === digest);
+}

@@ -1,0 +1,90 @@
+/** The registry as an Express app, and a listener with settings fit for multi-gigabyte uploads. */
+import express, { type Express } from 'express';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { pino, type Logger } from 'pino';
+import { openRegistry } from './registry/registry.js';
+import type { StorageDriver } from './storage/driver.js';
+import { Access, type AuthConfig, type Caller } from './http/access.js';
+import { discovery, resolve, search } from './http/extension-handlers.js';
+import { errorBody, identify, notFound, requestLog } from './http/middleware.js';
+import { repositoryRoutes } from './http/repository-routes.js';
+import type { Services } from './http/services.js';
+
+export interface RegistryServerOptions {
+  storage: StorageDriver;
+  /** Token authentication; without it the registry is open to anyone who can reach it. */
+  auth?: AuthConfig;
+  /** Largest manifest accepted, in bytes (default 4 MiB); a larger push gets 413. */
+  maxManifestBytes?: number;
+  /** Receives one structured line per request (default: silent). */
+  logger?: Logger;
+}
+
+export interface ListeningRegistry {
+  /** e.g. `http://127.0.0.1:5000` */
+  url: string;
+  close(): Promise<void>;
+}
+
+export interface RegistryServer {
+  app: Express;
+  listen(port: number, host?: string): Promise<ListeningRegistry>;
+}
+
+const DEFAULT_MAX_MANIFEST = 4 * 1024 * 1024;
+
+export function createRegistryServer(opts: RegistryServerOptions): RegistryServer {
+  const logger = opts.logger ?? pino({ level: 'silent' });
+  const s: Services = {
+    ...openRegistry(opts.storage),
+    access: new Access(opts.auth),
+    maxManifestBytes: opts.maxManifestBytes ?? DEFAULT_MAX_MANIFEST,
+  };
+
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.use(requestLog(logger));
+  app.use((_req, res, next) => {
+    res.set('Docker-Distribution-API-Version', 'registry/2.0');
+    next();
+  });
+  app.use(identify(s.access));
+  app.get('/v2/', (_req, res) => {
+    // Clients learn how to authenticate from this endpoint's challenge, so it asks even when pulls are open.
+    if (s.access.enabled && !res.locals.caller) throw s.access.unauthorized('authentication required');
+    res.status(200).json({});
+  });
+  app.get('/v2/_oci/ext/discover', (_req, res) => {
+    res.status(200).json(discovery);
+  });
+  app.get('/v2/_reasonplug/search', (req, res) => search(s, req, res, res.locals.caller as Caller));
+  app.get('/v2/_reasonplug/resolve', (req, res) => resolve(s, req, res, res.locals.caller as Caller));
+  app.use(repositoryRoutes(s));
+  app.use(notFound);
+  app.use(errorBody(logger));
+
+  return {
+    app,
+    listen: (port, host = '127.0.0.1') =>
+      new Promise((resolveListen, reject) => {
+        // No overall request timeout: a large blob upload may legitimately take longer than Node's 5 minutes.
+        const server = createServer({ requestTimeout: 0 }, app);
+        server.once('error', reject);
+        server.listen(port, host, () => {
+          const { address, port: bound } = server.address() as AddressInfo;
+          const url = `http://${address.includes(':') ? `[${address}]` : address}:${bound}`;
+          logger.info({ url }, 'listening');
+          resolveListen({
+            url,
+            close: () =>
+              new Promise<void>((done) => {
+                server.close(() => done());
+                server.closeAllConnections();
+              }),
+          });
+        });
+      }),
+  };
+}

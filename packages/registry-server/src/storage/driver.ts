@@ -1,0 +1,62 @@
+/**
+ * The storage driver interface: a flat key space of immutable-until-replaced objects. Registry logic
+ * (blobs, links, upload sessions, the search index, tokens) lives above it, so a driver is small and
+ * stateless: two servers on one directory or one bucket see the same registry.
+ *
+ * Keys are `/`-separated and validated by {@link assertKey}; a driver never sees client text that did
+ * not pass the name/tag/digest grammars first.
+ */
+import type { Readable } from 'node:stream';
+
+/** An inclusive byte range. */
+export interface ByteRange {
+  start: number;
+  end: number;
+}
+
+export interface ObjectInfo {
+  key: string;
+  size: number;
+}
+
+export interface StorageDriver {
+  /** Whole content of a small object, or undefined when absent. */
+  get(key: string): Promise<Buffer | undefined>;
+  /**
+   * Writes a small object atomically. With `ifAbsent`, writes nothing and returns false when the key
+   * already exists (the check and the write are one atomic step where the backend allows it).
+   */
+  put(key: string, data: Uint8Array, opts?: { ifAbsent?: boolean }): Promise<boolean>;
+  /** Size in bytes, or undefined when absent. */
+  stat(key: string): Promise<number | undefined>;
+  /** The object's bytes (or a range of them) as a stream, or undefined when absent. */
+  read(key: string, range?: ByteRange): Promise<Readable | undefined>;
+  /**
+   * Streams `source` into `key`. The object appears only when `source` ends without error, complete:
+   * a failing source (a digest check in its flush, a client that hangs up) leaves nothing behind.
+   */
+  write(key: string, source: Readable): Promise<void>;
+  /** Every object whose key starts with `dir + '/'`, at any depth, in no particular order. */
+  list(dir: string): AsyncIterable<ObjectInfo>;
+  /** Moves an object to another key, replacing what is there. */
+  move(from: string, to: string): Promise<void>;
+  /** Removes the object at `key` and every object under `key + '/'`; absent keys are not an error. */
+  delete(key: string): Promise<void>;
+}
+
+/** Thrown for a key that could escape the storage root or is not a plain path. */
+export class InvalidKeyError extends Error {
+  override readonly name = 'InvalidKeyError';
+  constructor(readonly key: string) {
+    super(`invalid storage key: ${JSON.stringify(key)}`);
+  }
+}
+
+const SEGMENT = /^[A-Za-z0-9_][A-Za-z0-9._:-]*$/;
+
+/** Returns the key's segments, refusing empty, `.`-leading, `..` and odd-character segments. */
+export function assertKey(key: string): string[] {
+  const segments = key.split('/');
+  if (segments.some((s) => !SEGMENT.test(s))) throw new InvalidKeyError(key);
+  return segments;
+}

@@ -1,0 +1,163 @@
+/**
+ * S3 driver (`@aws-sdk/client-s3`): the whole registry, upload sessions included, lives in one bucket, so
+ * any number of stateless server replicas can share it. Objects appear atomically by S3's own semantics
+ * (a PUT or a completed multipart upload); a failing source aborts the multipart upload instead.
+ *
+ * `put(..., { ifAbsent })` sends `If-None-Match: *`, which AWS S3 and most compatible servers honour;
+ * a server that ignores it degrades to last-writer-wins across replicas (one process still serialises
+ * its own tag writes, see the tag store).
+ */
+import {
+  CopyObjectCommand,
+  DeleteObjectCommand,
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  type S3ClientConfig,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import type { Readable } from 'node:stream';
+import { assertKey, type ByteRange, type ObjectInfo, type StorageDriver } from './driver.js';
+
+export interface S3StorageOptions {
+  bucket: string;
+  /** Key prefix inside the bucket (e.g. `registry/`), so one bucket can hold several registries. */
+  prefix?: string;
+  /** A ready client, or the configuration to build one (endpoint, region, credentials, forcePathStyle). */
+  client: S3Client | S3ClientConfig;
+  /** Multipart part size in bytes (default 8 MiB); at most 4 parts are in flight per write. */
+  partSize?: number;
+}
+
+/** CopyObject's documented limit; larger objects are copied by streaming them through. */
+const MAX_COPY = 5 * 1024 ** 3;
+
+const status = (err: unknown) => (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+
+export class S3Storage implements StorageDriver {
+  readonly client: S3Client;
+  private readonly bucket: string;
+  private readonly prefix: string;
+  private readonly partSize: number;
+
+  constructor(opts: S3StorageOptions) {
+    this.client = opts.client instanceof S3Client ? opts.client : new S3Client(opts.client);
+    this.bucket = opts.bucket;
+    this.prefix = opts.prefix ?? '';
+    this.partSize = opts.partSize ?? 8 * 1024 * 1024;
+  }
+
+  async get(key: string): Promise<Buffer | undefined> {
+    try {
+      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) }));
+      return Buffer.from(await out.Body!.transformToByteArray());
+    } catch (err) {
+      if (status(err) === 404) return undefined;
+      throw err;
+    }
+  }
+
+  async put(key: string, data: Uint8Array, opts: { ifAbsent?: boolean } = {}): Promise<boolean> {
+    try {
+      await this.client.send(
+        new PutObjectCommand({
+          Bucket: this.bucket,
+          Key: this.objectKey(key),
+          Body: data,
+          ...(opts.ifAbsent ? { IfNoneMatch: '*' } : {}),
+        }),
+      );
+      return true;
+    } catch (err) {
+      // 412: the object exists; 409: a concurrent conditional write to the same key won the race.
+      if (opts.ifAbsent && (status(err) === 412 || status(err) === 409)) return false;
+      throw err;
+    }
+  }
+
+  async stat(key: string): Promise<number | undefined> {
+    try {
+      const out = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) }));
+      return out.ContentLength ?? 0;
+    } catch (err) {
+      if (status(err) === 404) return undefined;
+      throw err;
+    }
+  }
+
+  async read(key: string, range?: ByteRange): Promise<Readable | undefined> {
+    try {
+      const out = await this.client.send(
+        new GetObjectCommand({
+          Bucket: this.bucket,
+          Key: this.objectKey(key),
+          ...(range ? { Range: `bytes=${range.start}-${range.end}` } : {}),
+        }),
+      );
+      return out.Body as Readable;
+    } catch (err) {
+      if (status(err) === 404) return undefined;
+      throw err;
+    }
+  }
+
+  async write(key: string, source: Readable): Promise<void> {
+    const upload = new Upload({
+      client: this.client,
+      params: { Bucket: this.bucket, Key: this.objectKey(key), Body: source },
+      partSize: this.partSize,
+      queueSize: 4,
+      leavePartsOnError: false,
+    });
+    await upload.done();
+  }
+
+  async *list(dir: string): AsyncIterable<ObjectInfo> {
+    const prefix = this.objectKey(dir) + '/';
+    let token: string | undefined;
+    do {
+      const out = await this.client.send(
+        new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }),
+      );
+      for (const o of out.Contents ?? []) {
+        if (o.Key) yield { key: o.Key.slice(this.prefix.length), size: o.Size ?? 0 };
+      }
+      token = out.IsTruncated ? out.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  async move(from: string, to: string): Promise<void> {
+    const size = await this.stat(from);
+    if (size === undefined) throw Object.assign(new Error(`no such object: ${from}`), { code: 'ENOENT' });
+    if (size > MAX_COPY) {
+      await this.write(to, (await this.read(from))!);
+    } else {
+      const source = `${this.bucket}/${this.objectKey(from).split('/').map(encodeURIComponent).join('/')}`;
+      await this.client.send(new CopyObjectCommand({ Bucket: this.bucket, Key: this.objectKey(to), CopySource: source }));
+    }
+    await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.objectKey(from) }));
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) }));
+    let batch: { Key: string }[] = [];
+    const flush = async () => {
+      if (batch.length === 0) return;
+      await this.client.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch, Quiet: true } }));
+      batch = [];
+    };
+    for await (const o of this.list(key)) {
+      batch.push({ Key: this.objectKey(o.key) });
+      if (batch.length === 1000) await flush();
+    }
+    await flush();
+  }
+
+  private objectKey(key: string): string {
+    assertKey(key);
+    return this.prefix + key;
+  }
+}

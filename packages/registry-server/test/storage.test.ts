@@ -1,0 +1,77 @@
+import { expect } from 'chai';
+import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { text } from 'node:stream/consumers';
+import { InvalidKeyError, type StorageDriver } from '../src/storage/driver.js';
+import { drivers } from './support/drivers.js';
+
+async function keys(storage: StorageDriver, dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const o of storage.list(dir)) out.push(`${o.key}:${o.size}`);
+  return out.sort();
+}
+
+for (const driver of drivers) {
+  describe(`storage driver contract: ${driver.name}`, function () {
+    this.timeout(20_000);
+    let storage: StorageDriver;
+    beforeEach(async () => {
+      storage = (await driver.open()).storage;
+    });
+
+    it('puts, gets, stats, and creates only if absent', async () => {
+      expect(await storage.get('a/b')).to.equal(undefined);
+      expect(await storage.put('a/b', Buffer.from('one'))).to.equal(true);
+      expect((await storage.get('a/b'))!.toString()).to.equal('one');
+      expect(await storage.stat('a/b')).to.equal(3);
+      expect(await storage.put('a/b', Buffer.from('two'))).to.equal(true);
+      expect((await storage.get('a/b'))!.toString()).to.equal('two');
+      expect(await storage.put('a/new', Buffer.from('x'), { ifAbsent: true })).to.equal(true);
+      expect(await storage.stat('a/missing')).to.equal(undefined);
+    });
+
+    it('streams writes in, reads ranges out, and leaves nothing when the source fails', async () => {
+      const data = randomBytes(200_000);
+      await storage.write('w/ok', Readable.from([data.subarray(0, 100_000), data.subarray(100_000)]));
+      expect(await storage.stat('w/ok')).to.equal(data.length);
+      const part = await storage.read('w/ok', { start: 10, end: 19 });
+      const chunks: Buffer[] = [];
+      for await (const c of part!) chunks.push(c as Buffer);
+      expect(Buffer.concat(chunks).equals(data.subarray(10, 20))).to.equal(true);
+      expect(await storage.read('w/none')).to.equal(undefined);
+
+      const failing = Readable.from(
+        (async function* () {
+          yield data.subarray(0, 1000);
+          throw new Error('client went away');
+        })(),
+      );
+      let error: unknown;
+      await storage.write('w/partial', failing).catch((e) => (error = e));
+      expect((error as Error).message).to.equal('client went away');
+      expect(await storage.stat('w/partial')).to.equal(undefined);
+      expect(await keys(storage, 'w')).to.deep.equal([`w/ok:${data.length}`]);
+    });
+
+    it('lists recursively, moves, and deletes trees', async () => {
+      await storage.put('t/x/1', Buffer.from('a'));
+      await storage.put('t/x/y/2', Buffer.from('bb'));
+      await storage.put('t2/3', Buffer.from('c'));
+      expect(await keys(storage, 't')).to.deep.equal(['t/x/1:1', 't/x/y/2:2']);
+      await storage.move('t/x/1', 't/z/1');
+      expect(await text((await storage.read('t/z/1'))!)).to.equal('a');
+      await storage.delete('t/x');
+      expect(await keys(storage, 't')).to.deep.equal(['t/z/1:1']);
+      expect(await keys(storage, 't2')).to.deep.equal(['t2/3:1']);
+      await storage.delete('does/not/exist');
+    });
+
+    it('refuses keys that could escape the root', async () => {
+      for (const key of ['../x', 'a/../../x', '/abs', 'a//b', 'a/.hidden', 'a\\b', '', 'a/b/']) {
+        let error: unknown;
+        await storage.put(key, Buffer.from('x')).catch((e) => (error = e));
+        expect(error, key).to.be.instanceOf(InvalidKeyError);
+      }
+    });
+  });
+}
