@@ -15,12 +15,13 @@ import type {
   WorkerConfig,
 } from './runtime/protocol.js';
 import { spawnWorker, type WireError } from './runtime/spawn-worker.js';
+import { resolveModelPath } from './registry/resolve-model.js';
 import type { FusionMode } from './compose/fusion.js';
 import { validateSamplingOptions } from './sampling/index.js';
 
 /** How to load a model. */
 export interface EngineOptions extends RuntimeOptions {
-  /** A module directory, a plain export directory, or an .onnx file. */
+  /** A module directory, a plain export directory, an .onnx file, or a registry reference (pulled and verified). */
   model: string;
   /** Where prepared graphs are cached (default `$REASONPLUG_CACHE/prepared` or `~/.cache/reasonplug/prepared`). */
   cacheDir?: string;
@@ -79,11 +80,17 @@ export class Engine {
   /** Loads a model (prepares its graph on first use, then starts its session in a worker). */
   static async load(options: EngineOptions): Promise<Engine> {
     const t0 = performance.now();
-    const { model, cacheDir, reasoners, mode, projector, ...runtime } = options;
+    const { model: modelSpec, projector: projectorSpec, reasoners: reasonerSpecs, cacheDir, mode, ...runtime } = options;
+    // Registry references (`[registry/]namespace/name@range`) are pulled into the cache; paths pass through.
+    const [model, projector, reasoners] = await Promise.all([
+      resolveModelPath(modelSpec),
+      projectorSpec ? resolveModelPath(projectorSpec) : undefined,
+      Promise.all((reasonerSpecs ?? []).map(async (r) => ({ ...r, model: await resolveModelPath(r.model) }))),
+    ]);
     const config: WorkerConfig = {
       model,
       runtime,
-      reasoners: reasoners ?? [],
+      reasoners,
       ...(projector ? { projector } : {}),
       ...(cacheDir ? { cacheDir } : {}),
       ...(mode ? { mode } : {}),

@@ -48,3 +48,4 @@ export { buildIdentityProjector, buildProjectorModel, randomProjectorWeights, wr
 export { LatentPolicyError, PromptError, parseLatentPolicy, type LatentPolicy } from './generate/decode-loop.js';
 export type { MarkerSpec } from './generate/latent-marker.js';
 export type { CompositionOptions, GenerateRequestOptions, ReasonerSpec } from './runtime/protocol.js';
+export * from './registry/index.js';

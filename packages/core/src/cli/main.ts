@@ -5,6 +5,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import * as ort from 'onnxruntime-node';
 import { Engine } from '../engine.js';
 import { locateModel } from '../modules/locate.js';
+import { resolveModelPath } from '../registry/resolve-model.js';
 import { detectSignature, describeSignature } from '../onnx/signature.js';
 import { convertGguf } from '../gguf/convert.js';
 import { DEVICES } from '../runtime/devices.js';
@@ -12,6 +13,7 @@ import type { PromptInput, ReasonerSpec } from '../runtime/protocol.js';
 import type { FusionMode } from '../compose/fusion.js';
 import type { TokenTrace } from '../compose/composed-source.js';
 import { existsSync } from 'node:fs';
+import { addRegistryCommands } from './registry-commands.js';
 
 const int = (name: string) => (v: string) => {
   const n = Number(v);
@@ -31,9 +33,11 @@ const idList = (v: string) => {
   return ids;
 };
 const collect = (v: string, prev: string[] = []) => [...prev, v];
-/** `PATH[=WEIGHT]`: the weight is what follows the last `=` when it is a number. */
+/** `PATH[=WEIGHT]` (or a registry ref): the weight is what follows the last `=` when it is a number. */
 const reasonerFlag = (v: string, prev: ReasonerSpec[] = []): ReasonerSpec[] => {
   const at = v.lastIndexOf('=');
+  // `ns/name@>=1.2` is a registry range, not a weight.
+  if (at > 0 && /[<>=]$/.test(v.slice(0, at))) return [...prev, { model: v }];
   const weight = at > 0 ? Number(v.slice(at + 1)) : NaN;
   if (at > 0 && v.slice(at + 1).trim() !== '' && Number.isFinite(weight)) return [...prev, { model: v.slice(0, at), weight }];
   if (at > 0 && !existsSync(v)) throw new InvalidArgumentError(`--reasoner ${v}: the weight after "=" must be a number`);
@@ -140,7 +144,7 @@ function formatTrace(id: number, trace: TokenTrace): string {
 }
 
 async function inspect(path: string): Promise<void> {
-  const location = await locateModel(path);
+  const location = await locateModel(await resolveModelPath(path));
   const session = await ort.InferenceSession.create(location.modelPath);
   try {
     const signature = detectSignature(session.inputMetadata, session.outputMetadata, location.modelPath);
@@ -194,6 +198,7 @@ export function buildProgram(): Command {
       const { dir } = await convertGguf(file, outDir, { dtype: flags.dtype, ...(flags.name ? { name: flags.name } : {}) });
       process.stdout.write(`${dir}\n`);
     });
+  addRegistryCommands(program);
   return program;
 }
 

@@ -31,6 +31,11 @@ export class RegistryClient {
     this.transport = new Transport(opts);
   }
 
+  /** A client for `registry` with the transport settings of `s`. */
+  static for(registry: string, s: { plainHttp: boolean; token?: string }): RegistryClient {
+    return new RegistryClient({ registry, plainHttp: s.plainHttp, ...(s.token !== undefined ? { credential: s.token } : {}) });
+  }
+
   get registry(): string {
     return this.transport.registry;
   }
@@ -99,6 +104,7 @@ export class RegistryClient {
     return res.headers.get('docker-content-digest') ?? sha256Digest(bytes);
   }
 
+  /** Whether the repository has the blob (a push skips those it has). */
   async hasBlob(repository: string, digest: string, push = false): Promise<boolean> {
     const res = await this.transport.request('HEAD', `/v2/${repository}/blobs/${digest}`, {
       scope: RegistryClient.scope(repository, push),

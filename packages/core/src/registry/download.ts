@@ -37,6 +37,8 @@ export interface DownloadOptions {
 /** A partial file untouched this long is abandoned even if a process with its pid exists (pid reuse, other hosts). */
 const STALE_MS = 15 * 60 * 1000;
 const HASH_CHUNK = 1 << 22;
+/** Partial files this process is writing; its other ones are left over from failed attempts, free to resume. */
+const writing = new Set<string>();
 
 /**
  * Ensures blob `descriptor` is in the cache, verified. Throws `DigestMismatchError` (nothing of the blob is
@@ -81,14 +83,18 @@ interface PartialFile {
   size: number;
 }
 
-/** Fetches the rest of a blob into `partial`, verifies it and renames it to `job.target`. */
+/** Fetches the rest of a blob into `partial` (claimed by `claimPartial`), verifies it and renames it to `job.target`. */
 async function fetchInto({ client, repository, descriptor, target, opts }: Job, partial: PartialFile): Promise<void> {
   const { digest, size } = descriptor;
   const where = `${opts.file} (${digest}) of ${client.registry}/${repository}`;
-  const fh = await open(partial.path, 'r+');
+  const fh = await open(partial.path, 'r+').catch((err: unknown) => {
+    writing.delete(partial.path);
+    throw err;
+  });
+  let complete = false;
   let keep = true;
   let resumedFrom = 0;
-  let pos = 0;
+  let pos = partial.size;
   const report = (done: boolean) => opts.onProgress?.({ file: opts.file, digest, size, bytes: pos, resumedFrom, done });
   try {
     let hash = await hashPrefix(partial.path, partial.size);
@@ -97,11 +103,11 @@ async function fetchInto({ client, repository, descriptor, target, opts }: Job, 
       partial.size === size ? { body: new ReadableStream<Uint8Array>({ start: (c) => c.close() }), offset: size } : await client.openBlob(repository, digest, partial.size, opts.signal);
     if (offset === 0 && partial.size > 0) {
       // The registry ignored our Range: start over.
+      pos = 0;
       await fh.truncate(0);
       hash = createHash('sha256');
     }
     resumedFrom = offset;
-    pos = offset;
     report(false);
     try {
       for await (const chunk of body) {
@@ -132,9 +138,12 @@ async function fetchInto({ client, repository, descriptor, target, opts }: Job, 
       );
     }
     await fh.sync();
+    complete = true;
   } finally {
     await fh.close();
-    if (!keep) await rm(partial.path, { force: true });
+    writing.delete(partial.path);
+    // An empty partial is worth nothing to a later attempt.
+    if (!complete && (!keep || pos === 0)) await rm(partial.path, { force: true });
   }
   await rename(partial.path, target);
   report(true);
@@ -154,13 +163,15 @@ async function hashPrefix(path: string, size: number): Promise<Hash> {
  */
 async function claimPartial(dir: string, hex: string, size: number, adopt: boolean): Promise<PartialFile> {
   const mine = join(dir, `${hex}.${uniqueSuffix()}.partial`);
+  // Ours from now on, before the file even exists, so no other pull in this process takes it.
+  writing.add(mine);
   const abandoned: { path: string; size: number }[] = [];
   if (adopt) {
     for (const name of await readdir(dir)) {
       if (!name.startsWith(`${hex}.`) || !name.endsWith('.partial')) continue;
       const path = join(dir, name);
       const info = await stat(path).catch(() => undefined);
-      if (info && !ownerAlive(suffixPid(name.slice(hex.length + 1)), info.mtimeMs)) abandoned.push({ path, size: info.size });
+      if (info && !ownerAlive(suffixPid(name.slice(hex.length + 1)), path, info.mtimeMs)) abandoned.push({ path, size: info.size });
     }
   }
   abandoned.sort((a, b) => b.size - a.size);
@@ -180,14 +191,19 @@ async function claimPartial(dir: string, hex: string, size: number, adopt: boole
     await rm(candidate.path, { force: true });
   }
   if (claimed) return claimed;
-  await writeFile(mine, '', { flag: 'wx' });
+  try {
+    await writeFile(mine, '', { flag: 'wx' });
+  } catch (err) {
+    writing.delete(mine);
+    throw err;
+  }
   return { path: mine, size: 0 };
 }
 
-function ownerAlive(pid: number, mtimeMs: number): boolean {
+function ownerAlive(pid: number, path: string, mtimeMs: number): boolean {
+  if (pid === process.pid) return writing.has(path);
   if (Date.now() - mtimeMs > STALE_MS) return false;
   if (!Number.isInteger(pid) || pid <= 0) return false;
-  if (pid === process.pid) return true;
   try {
     process.kill(pid, 0);
     return true;

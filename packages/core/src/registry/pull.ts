@@ -72,7 +72,7 @@ export async function pullModule(spec: string | ModuleRef, opts: PullOptions = {
     if (loaded) return result(loaded, ref.selector.digest, true);
   }
 
-  const client = new RegistryClient({ registry, plainHttp: s.plainHttp, ...(s.token !== undefined ? { credential: s.token } : {}) });
+  const client = RegistryClient.for(registry, s);
   const target = await resolveTarget(client, ref);
   const { bytes, digest } = await client.getManifest(repository, target.reference, opts.signal);
   let loaded = await cachedModule(cache, ref, digest, true);

@@ -61,17 +61,17 @@ export async function pushModule(dir: string, spec: string, opts: PushOptions = 
     );
   }
 
-  const client = new RegistryClient({ registry, plainHttp: s.plainHttp, ...(s.token !== undefined ? { credential: s.token } : {}) });
+  const client = RegistryClient.for(registry, s);
   const tag = versionTag(module.version);
   const where = formatRef({ registry, repository, selector: { type: 'tag', tag } });
   const existing = await client.manifestDigest(repository, tag, true);
   const conflict = (extra = '') =>
     new VersionExistsError(
-      `${where} already exists with digest ${existing}, and this module packs to ${packed.digest}${extra}; published versions are immutable, so bump "version" in reasonplug.json`,
+      `${where} already exists with digest ${existing}, and this module packs to ${packed.digest}; published versions are immutable, so bump "version" in reasonplug.json${extra}`,
       existing!,
       packed.digest,
     );
-  if (existing !== undefined && existing !== packed.digest && !opts.force) throw conflict(' (pass --force to replace it where the registry allows)');
+  if (existing !== undefined && existing !== packed.digest && !opts.force) throw conflict(' (or pass --force to replace it, where the registry allows that)');
 
   let uploaded = 0;
   let skipped = 0;
@@ -99,7 +99,7 @@ export async function pushModule(dir: string, spec: string, opts: PushOptions = 
   } catch (err) {
     // Registries that keep versions immutable answer DENIED; say so rather than blame the token.
     if (err instanceof RegistryAuthError && err.reason === 'denied' && existing !== undefined && existing !== packed.digest) {
-      throw conflict(` and the registry refused to replace it (${err.message})`);
+      throw conflict(`; the registry refused to replace it (${err.message})`);
     }
     throw err;
   }

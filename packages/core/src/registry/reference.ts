@@ -31,8 +31,10 @@ export const versionTag = (version: string): string => version.replace('+', '_')
 /** The exact version a tag stands for (`1.2.3_build.1` → `1.2.3+build.1`), or undefined for moving tags. */
 export function tagVersion(tag: string): string | undefined {
   const text = tag.replace('_', '+');
-  // semver.valid also takes "v1.2.3" and "=1.2.3"; a tag is an exact version only when it round-trips.
-  return semver.valid(text) === text ? text : undefined;
+  const v = semver.parse(text);
+  // semver also takes "v1.2.3" and "=1.2.3", and drops build metadata; an exact version round-trips.
+  const full = v && (v.build.length > 0 ? `${v.version}+${v.build.join('.')}` : v.version);
+  return full === text ? text : undefined;
 }
 
 function fail(text: string, why: string): never {

@@ -85,7 +85,8 @@ async function latestVersion(client: RegistryClient, repository: string): Promis
 
 /**
  * Resolves a reference from the cache's refs alone (offline): a digest as is, a tag through its ref, a
- * range among the exact versions pulled before. Undefined when the cache cannot answer.
+ * range to the highest exact version pulled before that satisfies it. The cached `latest` ref is not
+ * preferred here as it is online: it only says what `latest` was at the last pull.
  */
 export async function resolveCached(cache: ModuleCache, ref: ModuleRef): Promise<{ digest: string; tag?: string } | undefined> {
   const s = ref.selector;
@@ -95,8 +96,6 @@ export async function resolveCached(cache: ModuleCache, ref: ModuleRef): Promise
     return digest === undefined ? undefined : { digest, tag: s.tag };
   }
   const refs = await cache.refs(ref.registry, ref.repository);
-  const latest = refs.get('latest');
-  const latestTag = latest === undefined ? undefined : [...refs].find(([tag, digest]) => digest === latest && tagVersion(tag) !== undefined)?.[0];
-  const picked = pickVersion(refs.keys(), s.range, latestTag === undefined ? undefined : tagVersion(latestTag));
+  const picked = pickVersion(refs.keys(), s.range);
   return picked === undefined ? undefined : { digest: refs.get(picked.tag)!, tag: picked.tag };
 }

@@ -1,9 +1,10 @@
 /**
  * Client settings: what callers pass, completed from the environment (`REASONPLUG_REGISTRY`,
- * `REASONPLUG_TOKEN`, `REASONPLUG_CACHE`, `REASONPLUG_OFFLINE`). Explicit options win over the environment.
+ * `REASONPLUG_TOKEN`, `REASONPLUG_OFFLINE`; the cache is under the shared cache root, `REASONPLUG_CACHE`).
+ * Explicit options win over the environment.
  */
-import { homedir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
+import { cacheRoot } from '../modules/cache-root.js';
 
 /** Options shared by every registry operation. */
 export interface RegistryOptions {
@@ -13,7 +14,7 @@ export interface RegistryOptions {
   plainHttp?: boolean;
   /** Bearer token, or `user:token` for Basic (`REASONPLUG_TOKEN`). */
   token?: string;
-  /** Cache root (`REASONPLUG_CACHE`, default `~/.cache/reasonplug`). */
+  /** Module cache directory (default: the shared cache root, `$REASONPLUG_CACHE` or `~/.cache/reasonplug`). */
   cacheDir?: string;
   /** Read the cache only, never the network (`REASONPLUG_OFFLINE=1`). */
   offline?: boolean;
@@ -27,14 +28,9 @@ export interface Settings {
   offline: boolean;
 }
 
-/** Same root as the prepared-graph cache, so one variable moves everything reasonplug caches. */
-export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  return env['REASONPLUG_CACHE'] || join(homedir(), '.cache', 'reasonplug');
-}
-
 const truthy = (v: string | undefined) => v !== undefined && ['1', 'true', 'yes'].includes(v.toLowerCase());
 
-/** `opts` completed from `env`. */
+/** `opts` completed from `env` (and the cache root). */
 export function settingsFrom(opts: RegistryOptions = {}, env: NodeJS.ProcessEnv = process.env): Settings {
   const registry = opts.registry ?? (env['REASONPLUG_REGISTRY'] || undefined);
   const token = opts.token ?? (env['REASONPLUG_TOKEN'] || undefined);
@@ -42,7 +38,7 @@ export function settingsFrom(opts: RegistryOptions = {}, env: NodeJS.ProcessEnv 
     ...(registry ? { registry } : {}),
     ...(token ? { token } : {}),
     plainHttp: opts.plainHttp ?? false,
-    cacheDir: resolve(opts.cacheDir ?? defaultCacheDir(env)),
+    cacheDir: resolve(opts.cacheDir ?? cacheRoot()),
     offline: opts.offline ?? truthy(env['REASONPLUG_OFFLINE']),
   };
 }

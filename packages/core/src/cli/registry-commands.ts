@@ -1,0 +1,134 @@
+/**
+ * `reasonplug pack | push | pull | search | resolve`: modules to and from OCI registries.
+ * Data goes to stdout (a manifest, a directory, a digest, results), messages and progress to stderr.
+ */
+import { Command, Option } from 'commander';
+import { packModule } from '../registry/artifact.js';
+import { MODULE_KINDS } from '../modules/manifest.js';
+import type { SearchHit } from '../registry/extension.js';
+import { resolveModule, searchModules } from '../registry/lookup.js';
+import { progressBar } from '../registry/progress.js';
+import { pullModule } from '../registry/pull.js';
+import { pushModule } from '../registry/push.js';
+import type { RegistryOptions } from '../registry/settings.js';
+
+interface ConnectionFlags {
+  registry?: string;
+  plainHttp?: boolean;
+  token?: string;
+  offline?: boolean;
+}
+
+/** Adds the connection options every registry command takes. */
+function connection(cmd: Command, offline: boolean): Command {
+  cmd
+    .option('--registry <host[:port]>', 'registry for references that name none (default $REASONPLUG_REGISTRY)')
+    .option('--plain-http', 'talk HTTP, not HTTPS, to a registry that is not on loopback')
+    .option('--token <token>', 'bearer token, or user:token for Basic auth (default $REASONPLUG_TOKEN)');
+  if (offline) cmd.option('--offline', 'read the cache only, never the network (or REASONPLUG_OFFLINE=1)');
+  return cmd;
+}
+
+function options(flags: ConnectionFlags): RegistryOptions {
+  return {
+    ...(flags.registry !== undefined ? { registry: flags.registry } : {}),
+    ...(flags.plainHttp ? { plainHttp: true } : {}),
+    ...(flags.token !== undefined ? { token: flags.token } : {}),
+    ...(flags.offline ? { offline: true } : {}),
+  };
+}
+
+const say = (text: string) => process.stderr.write(`${text}\n`);
+const mib = (n: number) => `${(n / (1024 * 1024)).toFixed(1)} MiB`;
+
+function printHits(hits: SearchHit[]): void {
+  if (hits.length === 0) {
+    say('no modules found');
+    return;
+  }
+  const rows = hits.flatMap((h) =>
+    h.versions.map((v) => [h.name, v.version ?? '-', v.kind ?? '-', v.tasks.join(',') || '-', v.tags.join(',')]),
+  );
+  const header = ['NAME', 'VERSION', 'KIND', 'TASKS', 'TAGS'];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  for (const row of [header, ...rows]) process.stdout.write(`${row.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()}\n`);
+}
+
+/** Adds the registry commands to the `reasonplug` program. */
+export function addRegistryCommands(program: Command): void {
+  program
+    .command('pack')
+    .description('validate a module directory and print the OCI manifest it is pushed as')
+    .argument('<dir>', 'module directory (reasonplug.json and its files)')
+    .action(async (dir: string) => {
+      const packed = await packModule(dir);
+      const size = packed.files.reduce((n, f) => n + f.descriptor.size, 0);
+      process.stdout.write(`${JSON.stringify(packed.manifest, null, 2)}\n`);
+      say(`${packed.module.name}@${packed.module.version}: ${packed.files.length} files, ${mib(size)}, manifest ${packed.digest}`);
+    });
+
+  connection(
+    program
+      .command('push')
+      .description('push a module directory; tags its exact version and latest')
+      .argument('<dir>', 'module directory')
+      .argument('<ref>', 'REGISTRY/namespace/name[:VERSION] (VERSION defaults to the module version)')
+      .option('--force', 'replace an existing version with other content, where the registry allows it'),
+    false,
+  ).action(async (dir: string, ref: string, flags: ConnectionFlags & { force?: boolean }) => {
+    const bar = progressBar(`push ${ref}`);
+    const r = await pushModule(dir, ref, {
+      ...options(flags),
+      ...(flags.force ? { force: true } : {}),
+      ...(bar ? { onProgress: (p) => bar.update(p) } : {}),
+    }).finally(() => bar?.finish());
+    process.stdout.write(`${r.registry}/${r.repository}@${r.digest}\n`);
+    say(`pushed ${r.registry}/${r.repository} ${r.version} (tags ${r.tags.join(', ')}; ${mib(r.uploaded)} uploaded, ${r.skipped} blobs already there)`);
+  });
+
+  connection(
+    program
+      .command('pull')
+      .description('pull a module into the cache and print its directory')
+      .argument('<ref>', '[registry/]namespace/name followed by @range, :tag or @sha256:<hex>'),
+    true,
+  ).action(async (ref: string, flags: ConnectionFlags) => {
+    const bar = progressBar(`pull ${ref}`);
+    const r = await pullModule(ref, { ...options(flags), ...(bar ? { onProgress: (p) => bar.update(p) } : {}) }).finally(() => bar?.finish());
+    process.stdout.write(`${r.dir}\n`);
+    say(`${r.cached ? 'cached' : 'pulled'} ${r.pinned} (version ${r.version})`);
+  });
+
+  connection(
+    program
+      .command('search')
+      .description('search a registry for modules (reasonplug-registry only)')
+      .option('--task <task>', 'modules trained for this task')
+      .addOption(new Option('--kind <kind>', 'module kind').choices([...MODULE_KINDS]))
+      .option('--tokenizer <fingerprint>', 'modules for this tokenizer (sha256:...)')
+      .option('--json', 'print the results as JSON'),
+    false,
+  ).action(async (flags: ConnectionFlags & { task?: string; kind?: string; tokenizer?: string; json?: boolean }) => {
+    const query = {
+      ...(flags.task !== undefined ? { task: flags.task } : {}),
+      ...(flags.kind !== undefined ? { kind: flags.kind } : {}),
+      ...(flags.tokenizer !== undefined ? { tokenizer: flags.tokenizer } : {}),
+    };
+    const hits = await searchModules(query, options(flags));
+    if (flags.json) process.stdout.write(`${JSON.stringify(hits)}\n`);
+    else printHits(hits);
+  });
+
+  connection(
+    program
+      .command('resolve')
+      .description('resolve a reference to an exact version and manifest digest')
+      .argument('<ref>', '[registry/]namespace/name@RANGE (or :tag, @sha256:...)')
+      .option('--json', 'print the result as JSON'),
+    true,
+  ).action(async (ref: string, flags: ConnectionFlags & { json?: boolean }) => {
+    const r = await resolveModule(ref, options(flags));
+    if (flags.json) process.stdout.write(`${JSON.stringify(r)}\n`);
+    else process.stdout.write(`${r.registry}/${r.repository}@${r.version ?? '?'} ${r.pinned}\n`);
+  });
+}

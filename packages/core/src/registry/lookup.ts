@@ -1,0 +1,63 @@
+/** `resolve` and `search`: questions about modules that download nothing but manifests. */
+import { Annotations, parseArtifact } from './artifact.js';
+import { ModuleCache } from './cache.js';
+import { RegistryClient } from './client.js';
+import { ExtensionUnavailableError, NotCachedError, OfflineError, RegistryClientError } from './errors.js';
+import { hasExtension, searchRemote, type SearchHit, type SearchQuery } from './extension.js';
+import { formatRef, parseRef, tagVersion } from './reference.js';
+import { resolveCached, resolveTarget } from './resolve.js';
+import { settingsFrom, type RegistryOptions } from './settings.js';
+
+export interface ResolvedModule {
+  registry: string;
+  repository: string;
+  /** The exact version, when the manifest or tag says. */
+  version?: string;
+  /** The tag it was found under, if any. */
+  tag?: string;
+  digest: string;
+  /** `registry/namespace/name@sha256:...` */
+  pinned: string;
+}
+
+/**
+ * Resolves a reference to a version and manifest digest: through the registry's `_reasonplug/resolve`,
+ * else its tag list; offline, through the cache's refs.
+ */
+export async function resolveModule(spec: string, opts: RegistryOptions = {}): Promise<ResolvedModule> {
+  const s = settingsFrom(opts);
+  const ref = parseRef(spec, s.registry);
+  const out = (digest: string, tag?: string, version?: string): ResolvedModule => ({
+    registry: ref.registry,
+    repository: ref.repository,
+    ...(version !== undefined ? { version } : {}),
+    ...(tag !== undefined ? { tag } : {}),
+    digest,
+    pinned: formatRef({ ...ref, selector: { type: 'digest', digest } }),
+  });
+  if (s.offline) {
+    const found = await resolveCached(new ModuleCache(s.cacheDir), ref);
+    if (!found) throw new NotCachedError(`${formatRef(ref)} cannot be resolved from the cache at ${s.cacheDir} in offline mode; pull it once while online`);
+    return out(found.digest, found.tag, found.tag === undefined ? undefined : tagVersion(found.tag));
+  }
+  const client = RegistryClient.for(ref.registry, s);
+  const target = await resolveTarget(client, ref);
+  if (target.digest !== undefined && target.version !== undefined) return out(target.digest, target.tag, target.version);
+  const { bytes, digest } = await client.getManifest(ref.repository, target.reference);
+  const artifact = parseArtifact(bytes, formatRef(ref));
+  return out(digest, target.tag, target.version ?? artifact.annotations?.[Annotations.version]);
+}
+
+/** Searches a registry's modules (needs the `_reasonplug` extension; plain OCI registries have no search). */
+export async function searchModules(query: SearchQuery, opts: RegistryOptions = {}): Promise<SearchHit[]> {
+  const s = settingsFrom(opts);
+  if (s.offline) throw new OfflineError('search asks a registry, but offline mode is on (--offline or REASONPLUG_OFFLINE=1)');
+  if (s.registry === undefined) throw new RegistryClientError('search needs a registry: pass --registry HOST[:PORT] or set REASONPLUG_REGISTRY');
+  const client = RegistryClient.for(s.registry, s);
+  if (!(await hasExtension(client))) {
+    throw new ExtensionUnavailableError(
+      `registry ${s.registry} offers no module search (its /v2/_oci/ext/discover lists no _reasonplug extension); search needs a reasonplug-registry, though resolve and pull work on any OCI registry`,
+    );
+  }
+  return searchRemote(client, query);
+}

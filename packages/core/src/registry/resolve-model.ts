@@ -1,0 +1,34 @@
+/**
+ * Wherever reasonplug takes a model path (`Engine.load({ model })`, reasoners, `--model`, `--reasoner`,
+ * the LangChain plugin), a registry reference works too: `resolveModelPath` leaves local paths alone and
+ * pulls references into the cache.
+ */
+import { existsSync } from 'node:fs';
+import { isAbsolute } from 'node:path';
+import { InvalidReferenceError } from './errors.js';
+import { pullModule, type PullOptions } from './pull.js';
+import { parseRef } from './reference.js';
+import { settingsFrom } from './settings.js';
+
+/** Spellings that only a path has: relative, absolute, home, Windows separators, an .onnx file. */
+function looksLikePath(spec: string): boolean {
+  return isAbsolute(spec) || /^(?:\.{1,2}|~)(?:[/\\]|$)/.test(spec) || spec.includes('\\') || /\.onnx$/i.test(spec);
+}
+
+/**
+ * Returns `spec` unchanged when it is a local path (existing, or spelled as one), and otherwise treats it
+ * as a module reference: pulls it (or finds it in the cache; offline mode reads only the cache) and
+ * returns the verified module directory. Text that is neither an existing path nor a reference without
+ * `@` or `:` is returned as is, for the engine to report as a missing path.
+ */
+export async function resolveModelPath(spec: string, opts: PullOptions = {}): Promise<string> {
+  if (existsSync(spec) || looksLikePath(spec)) return spec;
+  let ref;
+  try {
+    ref = parseRef(spec, settingsFrom(opts).registry);
+  } catch (err) {
+    if (err instanceof InvalidReferenceError && !/[@:]/.test(spec)) return spec;
+    throw err;
+  }
+  return (await pullModule(ref, opts)).dir;
+}

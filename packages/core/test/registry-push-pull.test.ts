@@ -1,0 +1,194 @@
+import { expect } from 'chai';
+import { createHash } from 'node:crypto';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Engine } from '../src/engine.js';
+import { loadModuleDir, ModuleIntegrityError } from '../src/modules/module-dir.js';
+import { packModule, MediaTypes } from '../src/registry/artifact.js';
+import { InvalidReferenceError, ModuleNotFoundError, NotCachedError, VersionExistsError } from '../src/registry/errors.js';
+import { resolveModule, searchModules } from '../src/registry/lookup.js';
+import { pullModule } from '../src/registry/pull.js';
+import { pushModule } from '../src/registry/push.js';
+import { resolveModelPath } from '../src/registry/resolve-model.js';
+import { cacheDir as preparedCache, testDir } from './support/models.js';
+import { makeModule } from './support/modules.js';
+import { makeRegistryModule, startOurRegistry, type OurRegistry } from './support/registries.js';
+
+const sha256 = (b: Uint8Array) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+async function rejection(p: Promise<unknown>): Promise<Error> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  if (!(err instanceof Error)) throw new Error('expected the promise to reject');
+  return err;
+}
+
+describe('registry pack', () => {
+  it('builds the OCI artifact of a module: config = reasonplug.json bytes, one titled layer per file, annotations', async () => {
+    const dir = await makeRegistryModule({ name: 'packed', version: '1.2.3+build.4', tasks: ['math', 'tool-use'], files: { 'weights/extra.bin': 1000 } });
+    const packed = await packModule(dir);
+    const m = packed.manifest;
+    expect(m.mediaType).to.equal('application/vnd.oci.image.manifest.v1+json');
+    expect(m.artifactType).to.equal('application/vnd.reasonplug.module.v1+json');
+    const config = await readFile(join(dir, 'reasonplug.json'));
+    expect(m.config).to.deep.equal({ mediaType: 'application/vnd.reasonplug.module.config.v1+json', digest: sha256(config), size: config.length });
+    expect(m.layers.map((l) => l.annotations?.['org.opencontainers.image.title'])).to.deep.equal(['model.onnx', 'weights/extra.bin']);
+    expect(m.layers[1]).to.deep.include({ mediaType: MediaTypes.layer, digest: sha256(await readFile(join(dir, 'weights/extra.bin'))), size: 1000 });
+    expect(m.annotations).to.include({
+      'dev.reasonplug.kind': 'backbone',
+      'dev.reasonplug.tasks': 'math,tool-use',
+      'dev.reasonplug.tokenizer': `sha256:${'ab'.repeat(32)}`,
+      'org.opencontainers.image.version': '1.2.3+build.4',
+    });
+    expect(packed.digest).to.equal(sha256(packed.bytes));
+    expect((await packModule(dir)).digest, 'packing is deterministic').to.equal(packed.digest);
+  });
+
+  it('refuses a module whose files do not match its manifest', async () => {
+    const dir = await makeRegistryModule({ name: 'tampered' });
+    await writeFile(join(dir, 'model.onnx'), 'changed');
+    const err = await rejection(packModule(dir));
+    expect(err).to.be.instanceOf(ModuleIntegrityError);
+    expect(err.message).to.match(/model\.onnx.*manifest says/);
+  });
+});
+
+describe('registry push and pull (reasonplug-registry)', function () {
+  this.timeout(60_000);
+  let registry: OurRegistry;
+  let cache: string;
+  let v1: string;
+  let v1Digest: string;
+
+  before(async () => {
+    registry = await startOurRegistry();
+    cache = testDir('pull-cache');
+    v1 = await makeRegistryModule({ name: 'math', version: '1.0.0', files: { 'weights.bin': 3 << 20 } });
+  });
+  after(() => registry?.close());
+
+  it('pushes a module under its version and latest, and pushing it again uploads nothing', async () => {
+    const first = await pushModule(v1, `${registry.host}/acme/math:1.0.0`);
+    expect(first).to.deep.include({ repository: 'acme/math', version: '1.0.0', tags: ['1.0.0', 'latest'], skipped: 0 });
+    expect(first.uploaded).to.be.greaterThan(3 << 20);
+    v1Digest = first.digest;
+    const again = await pushModule(v1, 'acme/math', { registry: registry.host });
+    expect(again).to.deep.include({ digest: v1Digest, uploaded: 0, skipped: 3 });
+  });
+
+  it('refuses to push under another version or name than the module has', async () => {
+    const version = await rejection(pushModule(v1, `${registry.host}/acme/math:2.0.0`));
+    expect(version).to.be.instanceOf(InvalidReferenceError);
+    expect(version.message).to.match(/:2\.0\.0 is not the module's version 1\.0\.0.*push to .*acme\/math:1\.0\.0/);
+    const name = await rejection(pushModule(v1, `${registry.host}/acme/other`));
+    expect(name.message).to.match(/last component must be the module name \(e\.g\. acme\/math\)/);
+  });
+
+  it('refuses to replace a published version with other content, even with --force on an immutable registry', async () => {
+    const other = await makeRegistryModule({ name: 'math', version: '1.0.0', seed: 2 });
+    const plain = await rejection(pushModule(other, `${registry.host}/acme/math:1.0.0`));
+    expect(plain).to.be.instanceOf(VersionExistsError);
+    expect(plain.message).to.include(`${registry.host}/acme/math:1.0.0 already exists with digest ${v1Digest}`);
+    expect(plain.message).to.match(/bump "version".*--force/);
+    const forced = await rejection(pushModule(other, `${registry.host}/acme/math:1.0.0`, { force: true }));
+    expect(forced).to.be.instanceOf(VersionExistsError);
+    expect(forced.message).to.match(/the registry refused to replace it/);
+    expect((await resolveModule(`${registry.host}/acme/math:1.0.0`)).digest).to.equal(v1Digest);
+  });
+
+  it('pulls a range into a verified module directory of hard-linked blobs, and records refs', async () => {
+    const pulled = await pullModule(`${registry.host}/acme/math@^1`, { cacheDir: cache });
+    expect(pulled).to.deep.include({ version: '1.0.0', digest: v1Digest, cached: false });
+    const hex = v1Digest.slice(7);
+    expect(pulled.dir).to.equal(join(cache, 'modules', registry.host.replace(':', '_'), 'acme', 'math', `sha256-${hex}`));
+    const loaded = await loadModuleDir(pulled.dir);
+    expect(await readFile(loaded.files['weights_bin']!)).to.deep.equal(await readFile(join(v1, 'weights.bin')));
+    expect(await readFile(join(pulled.dir, 'reasonplug.json'))).to.deep.equal(await readFile(join(v1, 'reasonplug.json')));
+    const blob = join(cache, 'blobs', 'sha256', loaded.manifest.files['weights_bin']!.sha256);
+    expect((await stat(blob)).ino, 'hard link to the blob').to.equal((await stat(loaded.files['weights_bin']!)).ino);
+    expect((await readFile(join(cache, 'blobs', 'sha256', hex))).length).to.be.greaterThan(0);
+    const refs = join(cache, 'refs', registry.host.replace(':', '_'), 'acme', 'math');
+    expect((await readdir(refs)).sort()).to.deep.equal(['1.0.0']);
+    expect((await readFile(join(refs, '1.0.0'), 'utf8')).trim()).to.equal(v1Digest);
+    expect((await readdir(join(cache, 'blobs', 'sha256'))).filter((n) => n.includes('.'))).to.deep.equal([]);
+
+    const again = await pullModule(`${registry.host}/acme/math:latest`, { cacheDir: cache });
+    expect(again).to.deep.include({ dir: pulled.dir, cached: true });
+    expect((await readdir(refs)).sort()).to.deep.equal(['1.0.0', 'latest']);
+  });
+
+  it('moves latest on a new version; ranges resolve through the registry extension', async () => {
+    const v11 = await makeRegistryModule({ name: 'math', version: '1.1.0', seed: 3, files: { 'weights.bin': 3 << 20 } });
+    const pushed = await pushModule(v11, `${registry.host}/acme/math:1.1.0`);
+    expect(await resolveModule(`${registry.host}/acme/math@^1`)).to.deep.include({ version: '1.1.0', tag: '1.1.0', digest: pushed.digest });
+    expect(await resolveModule(`${registry.host}/acme/math:latest`)).to.deep.include({ version: '1.1.0', digest: pushed.digest });
+    expect(await resolveModule(`${registry.host}/acme/math@~1.0`)).to.deep.include({ version: '1.0.0', digest: v1Digest });
+    const missing = await rejection(resolveModule(`${registry.host}/acme/math@^2`));
+    expect(missing).to.be.instanceOf(ModuleNotFoundError);
+    expect(missing.message).to.match(/no version of acme\/math matching "\^2"/);
+    const pulled = await pullModule(`${registry.host}/acme/math@^1`, { cacheDir: cache });
+    expect(pulled).to.deep.include({ version: '1.1.0', cached: false });
+  });
+
+  it('searches by task and kind', async () => {
+    await pushModule(await makeRegistryModule({ name: 'poet', tasks: ['poetry'], kind: 'backbone' }), `${registry.host}/acme/poet`);
+    const math = await searchModules({ task: 'math' }, { registry: registry.host });
+    expect(math.map((h) => h.name)).to.deep.equal(['acme/math']);
+    expect(math[0]!.versions.map((v) => v.version)).to.deep.equal(['1.1.0', '1.0.0']);
+    expect((await searchModules({ task: 'poetry', kind: 'backbone' }, { registry: registry.host })).map((h) => h.name)).to.deep.equal(['acme/poet']);
+    expect(await searchModules({ task: 'cooking' }, { registry: registry.host })).to.deep.equal([]);
+  });
+
+  it('offline, reads the cache only: ranges, tags and digests it holds, and a clear error for the rest', async () => {
+    const offline = { cacheDir: cache, offline: true };
+    expect((await pullModule(`${registry.host}/acme/math@~1.0`, offline)).digest).to.equal(v1Digest);
+    expect((await pullModule(`${registry.host}/acme/math@^1`, offline)).version).to.equal('1.1.0');
+    expect((await pullModule(`${registry.host}/acme/math@${v1Digest}`, offline)).version).to.equal('1.0.0');
+    expect((await resolveModule(`${registry.host}/acme/math@^1`, offline)).version).to.equal('1.1.0');
+    const err = await rejection(pullModule(`${registry.host}/acme/poet:latest`, offline));
+    expect(err).to.be.instanceOf(NotCachedError);
+    expect(err.message).to.include(`${registry.host}/acme/poet:latest is not in the cache at ${cache}`);
+    expect(err.message).to.match(/REASONPLUG_OFFLINE=1.*pull it once while online/);
+  });
+
+  it('needs no network for a digest it has (runs last: it stops the registry)', async () => {
+    const dir = await makeRegistryModule({ name: 'pinned' });
+    const pushed = await pushModule(dir, `${registry.host}/acme/pinned`);
+    const first = await pullModule(`${registry.host}/acme/pinned@${pushed.digest}`, { cacheDir: cache });
+    await registry.close();
+    const again = await pullModule(`${registry.host}/acme/pinned@${pushed.digest}`, { cacheDir: cache });
+    expect(again).to.deep.include({ dir: first.dir, cached: true });
+  });
+});
+
+describe('registry references wherever a model path is taken', function () {
+  this.timeout(60_000);
+  let registry: OurRegistry;
+  before(async () => (registry = await startOurRegistry()));
+  after(() => registry?.close());
+
+  it('leaves local paths alone and turns references into pulled module directories the engine loads', async () => {
+    const local = await makeModule({ name: 'tiny-math', seed: 5 });
+    expect(await resolveModelPath(local)).to.equal(local);
+    expect(await resolveModelPath('./no/such/model.onnx')).to.equal('./no/such/model.onnx');
+    expect(await resolveModelPath('plain-missing-dir')).to.equal('plain-missing-dir');
+    await pushModule(local, `${registry.host}/acme/tiny-math`);
+    const cache = testDir('engine-cache');
+    const dir = await resolveModelPath('acme/tiny-math@^1', { registry: registry.host, cacheDir: cache });
+    expect(dir.startsWith(join(cache, 'modules'))).to.equal(true);
+
+    const fromLocal = await Engine.load({ model: local, cacheDir: preparedCache });
+    const fromRegistry = await Engine.load({ model: dir, cacheDir: preparedCache });
+    try {
+      const opts = { maxTokens: 8 };
+      const a = await fromLocal.generate({ promptIds: [1, 5, 9] }, opts);
+      const b = await fromRegistry.generate({ promptIds: [1, 5, 9] }, opts);
+      expect(b.rows[0]!.ids).to.deep.equal(a.rows[0]!.ids);
+    } finally {
+      await fromLocal.dispose();
+      await fromRegistry.dispose();
+    }
+  });
+});
