@@ -16,6 +16,7 @@ import type {
 } from './runtime/protocol.js';
 import { spawnWorker, type WireError } from './runtime/spawn-worker.js';
 import { resolveModelPath } from './registry/resolve-model.js';
+import type { RegistryOptions } from './registry/settings.js';
 import type { FusionMode } from './compose/fusion.js';
 import { validateSamplingOptions } from './sampling/index.js';
 
@@ -31,6 +32,8 @@ export interface EngineOptions extends RuntimeOptions {
   mode?: FusionMode;
   /** LiteReason reasoning projector (module directory or .onnx); enables latent decoding. */
   projector?: string;
+  /** How registry references among the models are pulled (default registry, token, offline; env defaults). */
+  registry?: RegistryOptions;
 }
 
 /** Options of one call, plus cancellation. */
@@ -80,12 +83,13 @@ export class Engine {
   /** Loads a model (prepares its graph on first use, then starts its session in a worker). */
   static async load(options: EngineOptions): Promise<Engine> {
     const t0 = performance.now();
-    const { model: modelSpec, projector: projectorSpec, reasoners: reasonerSpecs, cacheDir, mode, ...runtime } = options;
+    const { model: modelSpec, projector: projectorSpec, reasoners: reasonerSpecs, registry, cacheDir, mode, ...runtime } = options;
     // Registry references (`[registry/]namespace/name@range`) are pulled into the cache; paths pass through.
+    const pull = (spec: string) => resolveModelPath(spec, registry);
     const [model, projector, reasoners] = await Promise.all([
-      resolveModelPath(modelSpec),
-      projectorSpec ? resolveModelPath(projectorSpec) : undefined,
-      Promise.all((reasonerSpecs ?? []).map(async (r) => ({ ...r, model: await resolveModelPath(r.model) }))),
+      pull(modelSpec),
+      projectorSpec ? pull(projectorSpec) : undefined,
+      Promise.all((reasonerSpecs ?? []).map(async (r) => ({ ...r, model: await pull(r.model) }))),
     ]);
     const config: WorkerConfig = {
       model,

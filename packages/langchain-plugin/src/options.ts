@@ -71,6 +71,19 @@ export const ModelOptionsSchema = z.strictObject({
     .optional(),
   /** LiteReason reasoning projector: a latent-projector module directory or an .onnx file. */
   projector: z.string().min(1).optional(),
+  /**
+   * How registry references among `backbone`, `reasoners[].module` and `projector` are pulled: default registry,
+   * token, plain HTTP, cache directory, offline (defaults: REASONPLUG_REGISTRY, REASONPLUG_TOKEN, REASONPLUG_OFFLINE).
+   */
+  registry: z
+    .strictObject({
+      registry: z.string().min(1).optional(),
+      token: z.string().min(1).optional(),
+      plainHttp: z.boolean().optional(),
+      cacheDir: z.string().min(1).optional(),
+      offline: z.boolean().optional(),
+    })
+    .optional(),
   /** Execution provider: cpu (default), cuda, tensorrt, webgpu, coreml, dml. */
   device: z.string().min(1).optional(),
   intraOpThreads: z.int().positive().optional(),

@@ -5,7 +5,8 @@
 import { resolve } from 'node:path';
 import type { UsageMetadata } from '@langchain/core/messages';
 import { describeBackbone, type BackboneInfo } from './backbone.js';
-import { Engine, type EngineOptions, type GenerationResult, type StreamOptions } from './core.js';
+import { existsSync } from 'node:fs';
+import { Engine, resolveModelPath, type EngineOptions, type GenerationResult, type StreamOptions } from './core.js';
 import { UnknownReasonerError } from './errors.js';
 import {
   CallOptionsSchema,
@@ -37,7 +38,7 @@ export class ReasonerRuntime {
   private constructor(
     readonly engine: Engine,
     readonly backbone: BackboneInfo,
-    /** Reasoner module paths as given, in load order. */
+    /** Reasoner modules in load order: absolute paths, or registry references as given. */
     private readonly modulePaths: readonly string[],
     private readonly defaults: GenerationDefaults,
     private readonly device: string | undefined,
@@ -45,10 +46,14 @@ export class ReasonerRuntime {
 
   /** Loads the backbone and reasoners of parsed model options into one engine. */
   static async load(options: ParsedModelOptions): Promise<ReasonerRuntime> {
-    const { backbone, reasoners = [], projector, device, intraOpThreads, cacheDir, ...defaults } = options;
+    const { backbone, reasoners = [], projector, registry, device, intraOpThreads, cacheDir, ...defaults } = options;
+    // The backbone is resolved here (a registry reference becomes a pulled module directory) because its
+    // directory also serves the chat template; the engine resolves the other modules itself.
+    const backbonePath = await resolveModelPath(backbone, registry);
     const engine = await Engine.load({
-      model: backbone,
+      model: backbonePath,
       ...(projector ? { projector } : {}),
+      ...(registry ? { registry } : {}),
       reasoners: reasoners.map((r) => ({ model: r.module, ...(r.name ? { name: r.name } : {}), ...(r.weight !== undefined ? { weight: r.weight } : {}) })),
       ...(defaults.mode ? { mode: defaults.mode } : {}),
       ...(device ? { device } : {}),
@@ -56,8 +61,9 @@ export class ReasonerRuntime {
       ...(cacheDir ? { cacheDir } : {}),
     });
     try {
-      const info = await describeBackbone(backbone, engine.info);
-      return new ReasonerRuntime(engine, info, reasoners.map((r) => resolve(r.module)), defaults, device);
+      const info = await describeBackbone(backbonePath, engine.info);
+      const modules = reasoners.map((r) => (existsSync(r.module) ? resolve(r.module) : r.module));
+      return new ReasonerRuntime(engine, info, modules, defaults, device);
     } catch (err) {
       await engine.dispose();
       throw err;
