@@ -12,14 +12,13 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync } from 'node:fs';
 import { mkdir, open, readFile, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { writeModuleDir } from '../packages/core/src/modules/module-dir.js';
 import { pullModule } from '../packages/core/src/registry/pull.js';
 import { pushModule } from '../packages/core/src/registry/push.js';
-import { bytesOf, distributionMissing, startDistribution } from '../packages/core/test/support/registries.js';
+import { bytesOf, distributionMissing, freePort, startDistribution } from '../packages/core/test/support/registries.js';
 import { median, printTable } from './support/stats.js';
 import { repoRoot } from '../test/support/paths.js';
 
@@ -71,16 +70,6 @@ async function benchModule(name: string, mib: number): Promise<string> {
   return dir;
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 interface Server {
   label: string;

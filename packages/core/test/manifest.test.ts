@@ -7,6 +7,7 @@ import { ManifestError, parseManifest, type ModuleManifest } from '../src/module
 import { loadModuleDir, ModuleIntegrityError, tokenizerFingerprintOfDir, writeModuleDir, type ModuleDirInit } from '../src/modules/module-dir.js';
 import { randomLlamaWeights, writeLlamaModel } from '../src/onnx/llama-builder.js';
 import { smallConfig, testDir } from './support/models.js';
+import { rejection } from './support/assertions.js';
 
 const STORIES = new URL('../../../../shared/models/stories260K/stories260K.gguf', import.meta.url).pathname;
 const HEX = 'ab'.repeat(32);
@@ -38,15 +39,6 @@ function refusal(mutate: (m: Record<string, any>) => void): string[] {
     return (err as ManifestError).message.split('\n');
   }
   throw new Error('the manifest was accepted');
-}
-
-async function rejection(p: Promise<unknown>): Promise<Error> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  if (!(err instanceof Error)) throw new Error('expected the promise to reject');
-  return err;
 }
 
 describe('module manifest', () => {

@@ -15,6 +15,7 @@ import { pullModule } from '../src/registry/pull.js';
 import { pushModule } from '../src/registry/push.js';
 import { testDir } from './support/models.js';
 import { distributionMissing, makeRegistryModule, startDistribution, type Distribution } from './support/registries.js';
+import { rejection } from './support/assertions.js';
 
 const cli = fileURLToPath(new URL('../src/cli/reasonplug.ts', import.meta.url));
 const run = promisify(execFile);
@@ -27,15 +28,6 @@ async function reasonplug(env: Record<string, string>, ...args: string[]): Promi
     const e = err as { stdout: string; stderr: string; code: number };
     return { stdout: e.stdout, stderr: e.stderr, code: e.code };
   }
-}
-
-async function rejection(p: Promise<unknown>): Promise<Error> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  if (!(err instanceof Error)) throw new Error('expected the promise to reject');
-  return err;
 }
 
 describe('registry client with CNCF distribution (docker-registry)', function () {

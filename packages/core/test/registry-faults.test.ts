@@ -15,17 +15,9 @@ import { pullModule } from '../src/registry/pull.js';
 import { pushModule } from '../src/registry/push.js';
 import { testDir } from './support/models.js';
 import { makeRegistryModule, startOurRegistry, type OurRegistry } from './support/registries.js';
+import { rejection } from './support/assertions.js';
 
 const childScript = fileURLToPath(new URL('./support/registry-child.ts', import.meta.url));
-
-async function rejection(p: Promise<unknown>): Promise<Error> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  if (!(err instanceof Error)) throw new Error('expected the promise to reject');
-  return err;
-}
 
 /** A pulling child process and its stdout lines as they come. */
 function pullInChild(args: string[]): { child: ChildProcess; line: () => Promise<string>; exit: Promise<number | null>; stderr: () => string } {

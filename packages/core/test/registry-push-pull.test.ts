@@ -13,17 +13,9 @@ import { resolveModelPath } from '../src/registry/resolve-model.js';
 import { cacheDir as preparedCache, testDir } from './support/models.js';
 import { makeModule } from './support/modules.js';
 import { makeRegistryModule, startOurRegistry, type OurRegistry } from './support/registries.js';
+import { rejection } from './support/assertions.js';
 
 const sha256 = (b: Uint8Array) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
-
-async function rejection(p: Promise<unknown>): Promise<Error> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  if (!(err instanceof Error)) throw new Error('expected the promise to reject');
-  return err;
-}
 
 describe('registry pack', () => {
   it('builds the OCI artifact of a module: config = reasonplug.json bytes, one titled layer per file, annotations', async () => {

@@ -49,7 +49,8 @@ export function distributionMissing(): string | undefined {
     : `${distributionBinary} not found: install Debian's docker-registry package (apt-get install docker-registry) to run the CNCF distribution interop tests`;
 }
 
-async function freePort(): Promise<number> {
+/** A free TCP port on 127.0.0.1 (bound, then released). */
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.once('error', reject);
