@@ -1,0 +1,241 @@
+/**
+ * The results table: exact match on the held-out sets (eval/data/*.jsonl), greedy, through the engine, from the
+ * committed example modules (examples/modules/). Prints a table, then (with --json) one JSON line
+ * `{"rows":[{"setting","task","accuracy","meanReasoningTokens"}]}`.
+ *
+ *   npm run eval [-- --n 200] [-- --json] [-- --modules examples/modules]
+ *
+ * Settings: S, S+math, S+cipher, S+math+cipher (one engine, reasoners picked per call), L, L+math (the math
+ * reasoner trained against S, weak-to-strong), cot (the policy writing its reasoning as text) and latent (the
+ * policy writing <implicit_thought>N</implicit_thought> markers, decoded with the projector).
+ * Reasoning tokens: generated tokens before the final answer ('#' for math; cipher has none) plus latent steps.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { Engine } from '../packages/core/src/engine.js';
+import { pullModule, pushModule } from '../packages/core/src/registry/index.js';
+
+export interface Problem {
+  task: 'math' | 'cipher';
+  prompt: string;
+  latent_prompt?: string;
+  cot: string;
+  answer: string;
+}
+export interface Row {
+  setting: string;
+  task: string;
+  accuracy: number;
+  meanReasoningTokens: number;
+  meanLatentSteps?: number;
+  n: number;
+}
+
+const here = fileURLToPath(new URL('.', import.meta.url));
+export const repoRoot = resolve(here, '..');
+
+export function loadProblems(task: 'math' | 'cipher', n: number, dataDir = join(repoRoot, 'eval', 'data')): Problem[] {
+  const lines = readFileSync(join(dataDir, `${task}.jsonl`), 'utf8').split('\n').filter(Boolean);
+  return lines.slice(0, n).map((l) => JSON.parse(l) as Problem);
+}
+
+/** Exact match of the final answer: the text from the last '#' for math, the whole completion for cipher. */
+export function isCorrect(p: Problem, completion: string): boolean {
+  const c = completion.trim();
+  if (p.task === 'math') return c.includes('#') && c.slice(c.lastIndexOf('#')) === p.answer;
+  return c === p.answer;
+}
+
+const MAX_TOKENS = { math: 48, cipher: 12 } as const;
+
+interface Setting {
+  engine: Engine;
+  reasoners?: { name: string; weight: number }[];
+  latent?: 'marker' | 'never';
+  promptField?: 'prompt' | 'latent_prompt';
+}
+
+async function runSetting(name: string, task: 'math' | 'cipher', problems: Problem[], s: Setting, hashId: number): Promise<Row> {
+  let correct = 0;
+  let reasoning = 0;
+  let latentSteps = 0;
+  const field = s.promptField ?? 'prompt';
+  const options = {
+    maxTokens: MAX_TOKENS[task],
+    temperature: 0,
+    ...(s.reasoners ? { reasoners: s.reasoners } : {}),
+    ...(s.latent ? { latent: s.latent } : {}),
+  };
+  // The marker policy decodes one prompt at a time; everything else goes in batches.
+  const batch = s.latent === 'marker' ? 1 : 25;
+  for (let i = 0; i < problems.length; i += batch) {
+    const chunk = problems.slice(i, i + batch);
+    const prompts = chunk.map((p) => p[field] ?? p.prompt);
+    const result = await s.engine.generate({ prompt: prompts.length === 1 ? prompts[0]! : prompts }, options);
+    result.rows.forEach((row, j) => {
+      const p = chunk[j]!;
+      if (isCorrect(p, row.text)) correct++;
+      // discrete tokens before the answer (math: before '#'); EOS is not counted
+      const cut = row.ids.indexOf(hashId);
+      const discrete = task === 'math' ? (cut >= 0 ? cut : row.ids.filter((id) => id !== 2).length) : 0;
+      reasoning += discrete + (row.latentSteps ?? 0);
+      latentSteps += row.latentSteps ?? 0;
+    });
+  }
+  const n = problems.length;
+  return {
+    setting: name,
+    task,
+    accuracy: correct / n,
+    meanReasoningTokens: reasoning / n,
+    ...(s.latent === 'marker' ? { meanLatentSteps: latentSteps / n } : {}),
+    n,
+  };
+}
+
+export const MODULE_NAMES = [
+  'toy-backbone-s',
+  'toy-backbone-l',
+  'toy-math-reasoner',
+  'toy-cipher-reasoner',
+  'toy-math-policy',
+  'toy-math-projector',
+] as const;
+
+/**
+ * Publishes the module directories to a reasonplug-registry started in this process (loopback, temporary storage)
+ * and pulls them back through the registry client into a temporary cache, so the eval reads what users would pull.
+ * Returns the pulled directories by module name, and a function that stops the registry and removes the files.
+ */
+export async function viaRegistry(modules: string, log: (line: string) => void = () => {}) {
+  const { createRegistryServer, FilesystemStorage } = await import('../packages/registry-server/src/index.js');
+  const root = await mkdtemp(join(tmpdir(), 'reasonplug-eval-'));
+  const listening = await createRegistryServer({ storage: new FilesystemStorage(join(root, 'registry')) }).listen(0, '127.0.0.1');
+  const host = new URL(listening.url).host;
+  const dirs: Record<string, string> = {};
+  try {
+    for (const name of MODULE_NAMES) {
+      if (!existsSync(join(modules, name))) continue;
+      const ref = `${host}/examples/${name}:1.0.0`;
+      await pushModule(join(modules, name), ref, { cacheDir: join(root, 'cache') });
+      const pulled = await pullModule(`${host}/examples/${name}@^1`, { cacheDir: join(root, 'cache') });
+      dirs[name] = pulled.dir;
+      log(`pulled ${ref} → ${pulled.dir}`);
+    }
+  } catch (err) {
+    await listening.close();
+    await rm(root, { recursive: true, force: true });
+    throw err;
+  }
+  return {
+    dirs,
+    close: async () => {
+      await listening.close();
+      await rm(root, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface EvalOptions {
+  n: number;
+  modules: string;
+  /** Module directories by name (e.g. pulled from a registry); default: `<modules>/<name>`. */
+  dirs?: Record<string, string>;
+  /** Skip the latent rows (when the policy/projector modules are absent they are skipped anyway). */
+  latent?: boolean;
+  log?: (line: string) => void;
+}
+
+export async function runEval(opts: EvalOptions): Promise<Row[]> {
+  const m = (name: string) => opts.dirs?.[name] ?? join(opts.modules, name);
+  const log = opts.log ?? (() => {});
+  const data = { math: loadProblems('math', opts.n), cipher: loadProblems('cipher', opts.n) };
+  const tasks = ['math', 'cipher'] as const;
+  const rows: Row[] = [];
+  const hashId = 20; // '#' in the toy tokenizer (checked below)
+  const add = async (name: string, task: 'math' | 'cipher', s: Setting) => {
+    const row = await runSetting(name, task, data[task], s, hashId);
+    log(`${name.padEnd(14)} ${task.padEnd(7)} ${(row.accuracy * 100).toFixed(1)}%`);
+    rows.push(row);
+  };
+
+  const engS = await Engine.load({
+    model: m('toy-backbone-s'),
+    reasoners: [{ model: m('toy-math-reasoner'), name: 'math' }, { model: m('toy-cipher-reasoner'), name: 'cipher' }],
+  });
+  try {
+    for (const task of tasks) {
+      await add('S', task, { engine: engS, reasoners: [] });
+      await add('S+math', task, { engine: engS, reasoners: [{ name: 'math', weight: 1 }] });
+      await add('S+cipher', task, { engine: engS, reasoners: [{ name: 'cipher', weight: 1 }] });
+      await add('S+math+cipher', task, { engine: engS, reasoners: [{ name: 'math', weight: 1 }, { name: 'cipher', weight: 1 }] });
+    }
+  } finally {
+    await engS.dispose();
+  }
+
+  const engL = await Engine.load({ model: m('toy-backbone-l'), reasoners: [{ model: m('toy-math-reasoner'), name: 'math' }] });
+  try {
+    for (const task of tasks) {
+      await add('L', task, { engine: engL, reasoners: [] });
+      await add('L+math', task, { engine: engL, reasoners: [{ name: 'math', weight: 1 }] });
+    }
+  } finally {
+    await engL.dispose();
+  }
+
+  if ((opts.latent ?? true) && existsSync(m('toy-math-policy')) && existsSync(m('toy-math-projector'))) {
+    const engP = await Engine.load({ model: m('toy-math-policy'), projector: m('toy-math-projector') });
+    try {
+      await add('cot', 'math', { engine: engP, latent: 'never' });
+      await add('latent', 'math', { engine: engP, latent: 'marker', promptField: 'latent_prompt' });
+    } finally {
+      await engP.dispose();
+    }
+  }
+  return rows;
+}
+
+export function formatTable(rows: Row[]): string {
+  const head = ['setting', 'task', 'accuracy', 'mean reasoning tokens', 'latent steps', 'n'];
+  const body = rows.map((r) => [
+    r.setting,
+    r.task,
+    `${(r.accuracy * 100).toFixed(1)}%`,
+    r.meanReasoningTokens.toFixed(1),
+    r.meanLatentSteps === undefined ? '' : r.meanLatentSteps.toFixed(1),
+    String(r.n),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]) => '| ' + cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ') + ' |';
+  return [line(head), '|' + widths.map((w) => '-'.repeat(w + 2)).join('|') + '|', ...body.map(line)].join('\n');
+}
+
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const { values } = parseArgs({
+    options: {
+      n: { type: 'string', default: '200' },
+      json: { type: 'boolean', default: false },
+      modules: { type: 'string', default: join(repoRoot, 'examples', 'modules') },
+      local: { type: 'boolean', default: false },
+    },
+  });
+  const modules = resolve(values.modules!);
+  const log = (l: string) => process.stderr.write(l + '\n');
+  // Through the registry client by default (push to a loopback reasonplug-registry, pull back); --local reads the directories.
+  const registry = values.local ? undefined : await viaRegistry(modules, log);
+  let rows: Row[];
+  try {
+    rows = await runEval({ n: Number(values.n), modules, ...(registry ? { dirs: registry.dirs } : {}), log });
+  } finally {
+    await registry?.close();
+  }
+  console.log(formatTable(rows));
+  if (values.json) {
+    console.log(JSON.stringify({ rows: rows.map(({ setting, task, accuracy, meanReasoningTokens }) => ({ setting, task, accuracy, meanReasoningTokens })) }));
+  }
+}

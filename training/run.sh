@@ -1,0 +1,38 @@
+#!/bin/sh
+# Reproduces every artifact in examples/modules/: the exact commands and checkpoints used for the committed modules.
+# CPU only, Debian's PyTorch (/usr/bin/python3); every run is seeded (--seed 0) and takes minutes on 2 shared cores.
+# Run from the repository root:  sh training/run.sh
+set -e
+PY="nice -n 10 /usr/bin/python3"
+cd training
+# 1. backbone S (220k parameters): 500 steps of the 50/50 task mix, stopped while mediocre at math
+$PY pretrain.py --size S --steps 500 --batch 32 --lr 3e-3 --eval-every 100 --eval-n 50
+# 2. backbone L (866k, 4x S): S grown by a function-preserving width doubling, then 200 more steps of the mix
+$PY grow.py --from out/ckpt/backbone-S/step500.pt --to out/ckpt/L-init.pt --noise 0.001
+$PY pretrain.py --size L --init out/ckpt/L-init.pt --name backbone-L-grown2 --steps 250 --batch 16 --lr 1e-3 --eval-every 25 --eval-n 50
+# 3. UniR reasoners against frozen S
+#    math: initialised from S's embedding + first 2 layers (LM head zero), SFT cold start through the composition, then GRPO
+$PY grpo.py --task math --name reasoner-math-s2 --from-backbone-layers 2 --sft-warmup 300 --offtask-kl 0.05 --lr 2e-3 --grpo-lr 5e-5 \
+  --backbone out/ckpt/backbone-S/step500.pt --steps 60 --eval-every 20 --eval-n 50
+#    cipher: a 30k-parameter reasoner from scratch, GRPO only
+$PY grpo.py --task cipher --backbone out/ckpt/backbone-S/step500.pt --steps 80 --prompts 16 --eval-every 20 --eval-n 100
+# 4. LiteReason: policy (S fine-tuned: CoT for "Q:", markers for "L:"), projector with the policy frozen, then both together
+$PY latent.py --stage policy --backbone out/ckpt/backbone-S/step500.pt --steps 200 --batch 32 --lr 1e-3 --eval-every 50 --eval-n 50
+$PY latent.py --stage projector --policy out/ckpt/policy/step200.pt --steps 300 --batch 32 --lr 2e-3 --eval-every 50 --eval-n 60
+$PY latent.py --stage projector --name projector2 --init-projector out/ckpt/projector/step250.pt --policy out/ckpt/policy/step200.pt \
+  --steps 400 --batch 32 --lr 1e-3 --eval-every 100 --eval-n 60
+$PY latent.py --stage joint --name joint --policy out/ckpt/policy/step200.pt --init-projector out/ckpt/projector2/step400.pt \
+  --steps 300 --batch 32 --lr 1e-3 --eval-every 50 --eval-n 60
+$PY latent.py --stage joint --name joint2 --policy out/ckpt/joint/policy-step300.pt --init-projector out/ckpt/joint/projector-step300.pt \
+  --steps 500 --batch 32 --lr 1e-3 --eval-every 100 --eval-n 60
+$PY latent.py --stage joint --name joint3 --aux-intermediate 1.0 --policy out/ckpt/joint2/policy-step500.pt \
+  --init-projector out/ckpt/joint2/projector-step500.pt --steps 400 --batch 32 --lr 1e-3 --eval-every 100 --eval-n 60
+$PY latent.py --stage joint --name joint4 --aux-intermediate 1.0 --policy out/ckpt/joint3/policy-step400.pt \
+  --init-projector out/ckpt/joint3/projector-step400.pt --steps 600 --batch 32 --lr 3e-4 --eval-every 150 --eval-n 100 --threads 2
+# 5. export: raw float32 tensors + the held-out sets (eval/data/), then module directories through the project's builders
+/usr/bin/python3 export.py --backbone-s out/ckpt/backbone-S/step500.pt --backbone-l out/ckpt/backbone-L-grown2/step200.pt \
+  --math-reasoner out/ckpt/reasoner-math-s2/step60.pt --cipher-reasoner out/ckpt/reasoner-cipher/step80.pt \
+  --policy out/ckpt/joint4/policy-step600.pt --projector out/ckpt/joint4/projector-step600.pt
+cd ..
+npx tsx scripts/export-modules.ts
+npx tsx eval/run.ts --json
