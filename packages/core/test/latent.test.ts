@@ -273,3 +273,39 @@ describe('LiteReason latent decoding', function () {
     expect((err2 as Error).message).to.match(/is not a reasoning projector/);
   });
 });
+
+describe('what composed caches see during latent steps', function () {
+  this.timeout(60_000);
+  it('the backbone cache holds the latent positions; reasoner caches hold only the discrete tokens', async () => {
+    const { openDecoder } = await import('../src/runtime/open-decoder.js');
+    const { ProjectorSession } = await import('../src/runtime/projector-session.js');
+    const { ComposedSource } = await import('../src/compose/composed-source.js');
+    const H = 48;
+    const backboneDir = await makeModule({ name: 'cache-backbone', kind: 'backbone', config: storiesConfig({ hiddenSize: H }), seed: 51 });
+    const reasonerDir = await makeModule({ name: 'cache-r', config: storiesConfig({ hiddenSize: 32 }), seed: 52 });
+    const path = join(testDir('cache-projector'), 'p.onnx');
+    await writeProjectorModel(path, buildProjectorModel({ hiddenSize: H }, randomProjectorWeights({ hiddenSize: H }, 3)));
+    const backbone = (await openDecoder(backboneDir, {}, cacheDir, true)).session;
+    const reasoner = (await openDecoder(reasonerDir, {}, cacheDir)).session;
+    const projector = await ProjectorSession.create(path);
+    try {
+      const source = new ComposedSource(backbone, [{ name: 'cache-r', decoder: reasoner }], 512, {
+        active: [{ slot: 0, weight: 1 }],
+        mode: 'logits',
+        normalize: false,
+        traceTop: 0,
+      }, { backbone, projector });
+      await source.prefill([[1, 403, 407]]);
+      await source.step([261]);
+      const afterLatent = await source.latentSteps(3);
+      expect(backbone.cachedLength).to.equal(4 + 3);
+      expect(reasoner.cachedLength).to.equal(4);
+      // the next discrete token is fed to every model
+      await source.step([Array.from(afterLatent).indexOf(Math.max(...afterLatent))]);
+      expect(backbone.cachedLength).to.equal(8);
+      expect(reasoner.cachedLength).to.equal(5);
+    } finally {
+      await Promise.all([backbone.release(), reasoner.release(), projector.release()]);
+    }
+  });
+});
