@@ -1,48 +1,114 @@
 /**
- * The main job, until the reasoner issues land: convert the real TinyStories model (llama2.c's stories260K,
- * GGUF) into a reasonplug module and stream a story from it.
+ * The main job (`npm install && npm run demo`): start the embedded registry, publish the trained example modules,
+ * then — through the LangChain plugin — pick reasoners by task tag, answer held-out problems with the backbone
+ * alone and composed, answer one with latent reasoning, and tell a story with the converted stories260K model.
+ * Everything runs on loopback in temporary directories and is stopped and removed at the end.
  *
- *   npm install && npm run demo [-- --gguf PATH] [--prompt TEXT]
+ *   npm run demo [-- --problems 3] [--gguf PATH]
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { Engine, convertGguf } from '../packages/core/src/index.js';
+import { convertGguf, loadModuleDir, pushModule, searchModules } from '../packages/core/src/index.js';
+import { createRegistryServer, FilesystemStorage } from '../packages/registry-server/src/index.js';
+import { ReasonerLLM } from '../packages/langchain-plugin/src/index.js';
+import { isCorrect, loadProblems } from '../eval/run.js';
 import { models, repoRoot } from '../test/support/paths.js';
 
 const { values } = parseArgs({
   options: {
+    problems: { type: 'string', default: '3' },
     gguf: { type: 'string', default: models.stories260K },
-    prompt: { type: 'string', default: 'Once upon a time' },
-    'max-tokens': { type: 'string', default: '200' },
-    seed: { type: 'string' },
   },
 });
+const say = (line = '') => process.stdout.write(`${line}\n`);
+const modulesDir = join(repoRoot, 'examples', 'modules');
+const work = await mkdtemp(join(tmpdir(), 'reasonplug-demo-'));
+const server = await createRegistryServer({ storage: new FilesystemStorage(join(work, 'registry')) }).listen(0, '127.0.0.1');
+const registry = { registry: new URL(server.url).host, cacheDir: join(work, 'cache') };
+const loaded: { dispose(): Promise<void> }[] = [];
 
-const moduleDir = join(repoRoot, '.cache', 'demo', 'stories260K');
-if (!existsSync(join(moduleDir, 'reasonplug.json'))) {
-  console.error(`converting ${values.gguf} → ${moduleDir}`);
-  await convertGguf(values.gguf, moduleDir, { name: 'stories260k' });
-}
-
-const engine = await Engine.load({ model: moduleDir });
 try {
-  const stream = engine.stream(
-    { prompt: values.prompt },
-    {
-      maxTokens: Number(values['max-tokens']),
-      // Greedy reproduces the model's known story; pass --seed for a sampled one.
-      ...(values.seed ? { temperature: 0.8, topP: 0.95, seed: Number(values.seed) } : {}),
-    },
-  );
-  process.stdout.write(values.prompt);
-  for await (const token of stream) process.stdout.write(token.text);
-  const { usage, timing } = await stream.result;
-  process.stdout.write('\n');
-  console.error(
-    `[${usage.completionTokens} tokens, load ${timing.loadMs.toFixed(0)} ms, ` +
-      `prefill ${timing.prefillMs.toFixed(1)} ms, ${timing.msPerToken.toFixed(3)} ms/token]`,
-  );
+  // 1. Publish every example module, as a team would to its registry.
+  say(`registry on ${server.url}`);
+  for (const name of readdirSync(modulesDir).sort()) {
+    const { manifest } = await loadModuleDir(join(modulesDir, name));
+    await pushModule(join(modulesDir, name), `${registry.registry}/examples/${name}:${manifest.version}`, registry);
+    say(`  pushed examples/${name}:${manifest.version}  (${manifest.kind}; tasks: ${manifest.tasks.join(', ') || '-'})`);
+  }
+
+  // 2. Pick reasoners by task tag.
+  const reasonerFor = async (task: string) => {
+    const hit = (await searchModules({ task, kind: 'logit-reasoner' }, registry))[0];
+    if (!hit) throw new Error(`no reasoner for task ${task} in the registry`);
+    return `${hit.name}@^${hit.versions[0]!.version!.split('.')[0]}`;
+  };
+  const [mathRef, cipherRef] = [await reasonerFor('math'), await reasonerFor('cipher')];
+  say(`\nreasoners by task tag: math → ${mathRef}, cipher → ${cipherRef}`);
+
+  // 3. The frozen backbone alone and composed with both reasoners, on held-out problems, side by side.
+  const model = await ReasonerLLM.create({
+    backbone: 'examples/toy-backbone-s@^1',
+    reasoners: [{ module: mathRef }, { module: cipherRef }],
+    registry,
+    maxTokens: 48,
+    stop: ['\n'],
+  });
+  loaded.push(model);
+  const n = Number(values.problems);
+  for (const problem of [...loadProblems('math', n), ...loadProblems('cipher', n)]) {
+    say(`\n${problem.prompt.trim()}   (expected ${problem.answer})`);
+    const sides: [string, ReasonerLLM | ReturnType<ReasonerLLM['withConfig']>][] = [
+      ['backbone alone  ', model.withConfig({ reasoners: [] })],
+      ['with reasoners  ', model],
+    ];
+    for (const [label, runnable] of sides) {
+      process.stdout.write(`  ${label} `);
+      let text = '';
+      for await (const piece of await runnable.stream(problem.prompt)) {
+        process.stdout.write(piece);
+        text += piece;
+      }
+      say(`   ${isCorrect(problem, text) ? '✓' : '✗'}`);
+    }
+  }
+
+  // 4. Latent reasoning: the policy writes <implicit_thought>N</implicit_thought> and the projector thinks N steps.
+  const policy = await ReasonerLLM.create({
+    backbone: 'examples/toy-math-policy@^1',
+    projector: 'examples/toy-math-projector@^1',
+    registry,
+    maxTokens: 48,
+    stop: ['\n'],
+  });
+  loaded.push(policy);
+  const [problem] = loadProblems('math', 1);
+  say(`\nlatent reasoning on ${problem!.prompt.trim()}   (expected ${problem!.answer})`);
+  for (const [label, prompt, latent] of [['written chain of thought', problem!.prompt, 'never'], ['latent steps          ', problem!.latent_prompt!, 'marker']] as const) {
+    const result = await policy.generate([prompt], { latent, latentPlaceholder: '·' } as never);
+    const generation = result.generations[0]![0]!;
+    const info = generation.generationInfo as { usage_metadata: { output_tokens: number }; latent?: { steps: number } };
+    const steps = info.latent?.steps ?? 0;
+    say(`  ${label}: ${generation.text}   [${info.usage_metadata.output_tokens} tokens written${steps ? `, ${steps} latent steps` : ''}]`);
+  }
+
+  // 5. A story from the real TinyStories model, converted from GGUF.
+  const stories = join(work, 'stories260K');
+  if (existsSync(values.gguf)) {
+    await convertGguf(values.gguf, stories, { name: 'stories260k' });
+    const storyteller = await ReasonerLLM.create({ backbone: stories, maxTokens: 120 });
+    loaded.push(storyteller);
+    say('\nstories260K (converted from GGUF):');
+    process.stdout.write('Once upon a time');
+    for await (const piece of await storyteller.stream('Once upon a time')) process.stdout.write(piece);
+    say();
+  } else {
+    say(`\n(no stories260K GGUF at ${values.gguf}; pass --gguf PATH to hear a story)`);
+  }
 } finally {
-  await engine.dispose();
+  for (const m of loaded) await m.dispose();
+  await server.close();
+  await rm(work, { recursive: true, force: true });
 }
