@@ -6,7 +6,7 @@ import { stat } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { MANIFEST_FILE, type ModuleManifest } from './manifest.js';
-import { loadModuleDir } from './module-dir.js';
+import { loadModuleDir, tokenizerFingerprintOfDir } from './module-dir.js';
 
 /** Raised when a path holds no model the engine can find. */
 export class ModelNotFoundError extends Error {
@@ -68,4 +68,9 @@ export async function locateModel(path: string): Promise<ModelLocation> {
   }
   const tokenizerDir = [abs, dirname(found)].find((d) => existsSync(join(d, 'tokenizer.json')));
   return { modelPath: found, ...(tokenizerDir ? { tokenizerDir } : {}) };
+}
+
+/** The tokenizer fingerprint of a located model: its manifest's `compat.tokenizer`, else computed from tokenizer.json. */
+export async function tokenizerFingerprintOf(location: ModelLocation): Promise<string | undefined> {
+  return location.manifest?.compat.tokenizer ?? (location.tokenizerDir ? tokenizerFingerprintOfDir(location.tokenizerDir) : undefined);
 }

@@ -6,11 +6,9 @@
 import { basename } from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
 import { TextTokenizer, TokenizerError } from '../tokenizer/tokenizer.js';
-import { tokenizerFingerprintOfDir } from '../modules/module-dir.js';
-import type { ModelLocation } from '../modules/locate.js';
 import { LatentPolicyError, parseLatentPolicy, runDecodeLoop } from '../generate/decode-loop.js';
 import type { MarkerSpec } from '../generate/latent-marker.js';
-import { locateModel } from '../modules/locate.js';
+import { locateModel, tokenizerFingerprintOf } from '../modules/locate.js';
 import { ProjectorError, ProjectorSession } from './projector-session.js';
 import type { TokenEvent } from '../generate/types.js';
 import { ComposedSource, ReasonerSelectionError, type CompositionPlan, type ReasonerSlot } from '../compose/composed-source.js';
@@ -99,11 +97,6 @@ function toPromptIds(input: PromptInput, tokenizer: TextTokenizer | undefined): 
   return (Array.isArray(input.prompt) ? input.prompt : [input.prompt]).map((p) => tokenizer.encode(p));
 }
 
-/** The manifest's tokenizer fingerprint, else one computed from tokenizer.json beside the model. */
-async function fingerprintOf(location: { manifest?: ModelLocation['manifest']; tokenizerDir?: string }): Promise<string | undefined> {
-  return location.manifest?.compat.tokenizer ?? (location.tokenizerDir ? tokenizerFingerprintOfDir(location.tokenizerDir) : undefined);
-}
-
 /** A reasoner's display name: as given, else its manifest's, else its file or directory name. */
 function reasonerName(spec: WorkerConfig['reasoners'][number], manifestName: string | undefined): string {
   return spec.name ?? manifestName ?? basename(spec.model).replace(/\.onnx$/, '');
@@ -160,7 +153,7 @@ async function start(): Promise<Loaded> {
   const duplicate = names.find((n, i) => names.indexOf(n) !== i);
   if (duplicate) throw new ReasonerError(`two reasoners are named "${duplicate}"; give them distinct names`);
 
-  const backboneFingerprint = await fingerprintOf(location);
+  const backboneFingerprint = await tokenizerFingerprintOf(location);
   const { vocab, warnings } = sharedVocabulary(
     {
       name: `backbone (${location.modelPath})`,

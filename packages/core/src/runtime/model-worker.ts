@@ -6,7 +6,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { openDecoder } from './open-decoder.js';
 import { toWire } from './spawn-worker.js';
 import type { RuntimeOptions } from './decoder-session.js';
-import { tokenizerFingerprintOfDir } from '../modules/module-dir.js';
+import { tokenizerFingerprintOf } from '../modules/locate.js';
 import type { ModuleManifest } from '../modules/manifest.js';
 
 /** Requests from the generation worker. */
@@ -41,9 +41,7 @@ const post = (msg: FromModelWorker) => port.postMessage(msg);
 
 async function start() {
   const opened = await openDecoder(config.model, config.runtime, config.cacheDir);
-  const { location } = opened;
-  const fingerprint =
-    location.manifest?.compat.tokenizer ?? (location.tokenizerDir ? await tokenizerFingerprintOfDir(location.tokenizerDir) : undefined);
+  const fingerprint = await tokenizerFingerprintOf(opened.location);
   return { ...opened, fingerprint };
 }
 
