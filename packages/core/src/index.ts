@@ -13,6 +13,7 @@ export {
   MODULE_KINDS,
   ManifestError,
   ModuleManifestSchema,
+  formatFieldPath,
   parseManifest,
   type ManifestIssue,
   type ModuleFileEntry,

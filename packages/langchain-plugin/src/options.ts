@@ -4,6 +4,7 @@
  */
 import { z } from 'zod';
 import { ReasonerOptionsError, type OptionIssue } from './errors.js';
+import { formatFieldPath } from './core.js';
 
 /**
  * A reasoner's weight: a constant, or a schedule over generated tokens such as
@@ -147,19 +148,14 @@ export function splitOptions(schema: z.ZodObject, options: object): { ours: Reco
   return { ours, rest };
 }
 
-/** `reasoners[0].weight`, `stop[1]`. */
-function formatPath(path: readonly PropertyKey[]): string {
-  return path.reduce<string>((out, seg) => (typeof seg === 'number' ? `${out}[${seg}]` : out ? `${out}.${String(seg)}` : String(seg)), '');
-}
-
 /** Validates `value` against `schema`; throws `ReasonerOptionsError` naming `where` and every offending field. */
 export function parseOptions<S extends z.ZodType>(schema: S, value: unknown, where: string): z.output<S> {
   const result = schema.safeParse(value);
   if (result.success) return result.data;
   const issues: OptionIssue[] = result.error.issues.flatMap((iss) =>
     iss.code === 'unrecognized_keys'
-      ? iss.keys.map((key) => ({ path: formatPath([...iss.path, key]), message: 'unknown option' }))
-      : [{ path: formatPath(iss.path), message: iss.message }],
+      ? iss.keys.map((key) => ({ path: formatFieldPath([...iss.path, key]), message: 'unknown option' }))
+      : [{ path: formatFieldPath(iss.path), message: iss.message }],
   );
   throw new ReasonerOptionsError(where, issues);
 }

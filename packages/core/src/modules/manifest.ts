@@ -180,8 +180,8 @@ export class ManifestError extends Error {
   }
 }
 
-/** `files.model.sha256`, `tasks[2]`, `files["odd key"]`. */
-function formatPath(path: readonly PropertyKey[]): string {
+/** A zod issue path as users write it: `files.model.sha256`, `tasks[2]`, `files["odd key"]`. */
+export function formatFieldPath(path: readonly PropertyKey[]): string {
   let out = '';
   for (const seg of path) {
     if (typeof seg === 'number') out += `[${seg}]`;
@@ -236,10 +236,10 @@ export function parseManifest(json: unknown, source: string): ModuleManifest {
   for (const iss of result.error.issues) {
     if (iss.code === 'unrecognized_keys') {
       for (const key of iss.keys) {
-        issues.push({ path: formatPath([...iss.path, key]), message: 'unknown field; schemaVersion 1 does not define it (check the spelling)' });
+        issues.push({ path: formatFieldPath([...iss.path, key]), message: 'unknown field; schemaVersion 1 does not define it (check the spelling)' });
       }
     } else {
-      issues.push({ path: formatPath(iss.path), message: iss.message });
+      issues.push({ path: formatFieldPath(iss.path), message: iss.message });
     }
   }
   throw new ManifestError(source, issues);
