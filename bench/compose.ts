@@ -4,6 +4,11 @@
  * reference implementation uses (every model one after another on one thread). Greedy; ms/token is the slope
  * between a short and a long generation; medians over rounds that interleave the settings.
  *
+ * A decode step is bound by the bytes of weights it reads. The reasoner has the backbone's architecture (an
+ * untied head, so its embedding table is only gathered from), hence reads ~1/9 of the backbone's bytes per
+ * token. A tied-head reasoner of the same parameter count multiplies its whole embedding table every step and
+ * reads ~1/5: it is reported too, so users can see what that choice costs.
+ *
  *   npm run bench:compose [-- --rounds 7 --short 16 --long 144]
  */
 import { existsSync, mkdirSync } from 'node:fs';
@@ -19,8 +24,10 @@ import { median, printTable } from './support/stats.js';
 import { repoRoot } from '../test/support/paths.js';
 
 const BACKBONE: LlamaConfig = { vocabSize: 32000, hiddenSize: 288, numLayers: 6, numHeads: 6, intermediateSize: 768 };
-/** 1/8 of the backbone's parameters over the same vocabulary (tied head, as small LMs have). */
-const REASONER: LlamaConfig = { vocabSize: 32000, hiddenSize: 88, numLayers: 2, numHeads: 4, intermediateSize: 236, tieWordEmbeddings: true };
+/** 1/8 of the backbone's parameters over the same vocabulary, built like the backbone (untied head). */
+const REASONER: LlamaConfig = { vocabSize: 32000, hiddenSize: 44, numLayers: 4, numHeads: 2, intermediateSize: 352 };
+/** 1/8 of the backbone's parameters with a tied head: its embedding table is its head. */
+const TIED_REASONER: LlamaConfig = { vocabSize: 32000, hiddenSize: 88, numLayers: 2, numHeads: 4, intermediateSize: 236, tieWordEmbeddings: true };
 
 async function ensureModel(name: string, config: LlamaConfig, seed: number): Promise<string> {
   const dir = join(repoRoot, '.cache', 'bench', name);
@@ -90,13 +97,16 @@ const short = Number(values.short);
 const long = Number(values.long);
 
 const backbone = await ensureModel('llama24m', BACKBONE, 1);
-const reasoners = await Promise.all([2, 3, 4].map((seed) => ensureModel(`reasoner3m-${seed}`, REASONER, seed)));
+const reasoners = await Promise.all([2, 3, 4].map((seed) => ensureModel(`reasoner3m-untied-${seed}`, REASONER, seed)));
+const tied = await Promise.all([2, 3, 4].map((seed) => ensureModel(`reasoner3m-${seed}`, TIED_REASONER, seed)));
 const settings: Setting[] = [];
 settings.push(await engineSetting('backbone alone', backbone, []));
 settings.push(await engineSetting('backbone + 1 reasoner', backbone, reasoners.slice(0, 1)));
 settings.push(await engineSetting('backbone + 3 reasoners', backbone, reasoners));
 settings.push(await sequentialSetting('sequential, + 1 reasoner', backbone, reasoners.slice(0, 1)));
 settings.push(await sequentialSetting('sequential, + 3 reasoners', backbone, reasoners));
+settings.push(await engineSetting('tied-head reasoners: + 1', backbone, tied.slice(0, 1)));
+settings.push(await engineSetting('tied-head reasoners: + 3', backbone, tied));
 
 const slopes = settings.map(() => [] as number[]);
 for (const s of settings) await s.run(short); // warm-up
@@ -125,6 +135,7 @@ console.log(
     long,
     backboneParams: llamaParameterCount(BACKBONE),
     reasonerParams: llamaParameterCount(REASONER),
+    tiedReasonerParams: llamaParameterCount(TIED_REASONER),
     rows,
     engineVsSequential: vsSequential,
   }),

@@ -242,12 +242,14 @@ describe('UniR composition', function () {
 
   it('a reasoner failing mid-run fails the generation clearly and leaves no worker behind', async () => {
     const fragile = await makeModule({ name: 'fragile-r', seed: 8, edit: (p) => limitContext(p, 10) });
+    // A healthy reasoner beside it shares the lanes (on few cores they take turns) and must not hang.
+    const steady = await makeModule({ name: 'steady-r', seed: 9 });
     const script = join(testDir('fragile'), 'run.mts');
     const engineUrl = new URL('../src/engine.js', import.meta.url).href;
     await writeFile(
       script,
       `import { Engine } from ${JSON.stringify(engineUrl)};
-const engine = await Engine.load({ model: ${JSON.stringify(backbone)}, reasoners: [{ model: ${JSON.stringify(fragile)} }], cacheDir: ${JSON.stringify(cacheDir)} });
+const engine = await Engine.load({ model: ${JSON.stringify(backbone)}, reasoners: [{ model: ${JSON.stringify(fragile)} }, { model: ${JSON.stringify(steady)} }], cacheDir: ${JSON.stringify(cacheDir)} });
 const err = await engine.generate({ promptIds: [1, 2, 3] }, { maxTokens: 30, ignoreEos: true }).catch((e) => e);
 console.log(JSON.stringify({ name: err.name, message: err.message }));
 const again = await engine.generate({ promptIds: [1] }).catch((e) => e);

@@ -19,6 +19,7 @@ import { openDecoder } from './open-decoder.js';
 import { RemoteDecoder, ReasonerError } from './remote-decoder.js';
 import { toWire } from './spawn-worker.js';
 import { partitionThreads } from './thread-budget.js';
+import { Lanes } from './lanes.js';
 import type { DecoderSession } from './decoder-session.js';
 import type { FromWorker, GenerateRequestOptions, ModelInfo, PromptInput, ToWorker, WorkerConfig } from './protocol.js';
 
@@ -104,12 +105,14 @@ function reasonerName(spec: WorkerConfig['reasoners'][number], manifestName: str
 
 async function start(): Promise<Loaded> {
   const threads = partitionThreads(config.runtime, config.reasoners.length);
+  const lanes = config.reasoners.length > threads.reasonerLanes ? Lanes.create(threads.reasonerLanes) : undefined;
   const opening: Promise<unknown>[] = [
     openDecoder(config.model, threads.backbone, config.cacheDir, config.projector !== undefined),
     ...config.reasoners.map((r, i) =>
       RemoteDecoder.open(r.name ?? `reasoner ${i + 1} (${r.model})`, {
         model: r.model,
         runtime: threads.reasoner,
+        ...(lanes ? { lanes: lanes.buffer } : {}),
         ...(config.cacheDir ? { cacheDir: config.cacheDir } : {}),
       }),
     ),

@@ -8,6 +8,7 @@ import { toWire } from './spawn-worker.js';
 import type { RuntimeOptions } from './decoder-session.js';
 import { tokenizerFingerprintOf } from '../modules/locate.js';
 import type { ModuleManifest } from '../modules/manifest.js';
+import { Lanes } from './lanes.js';
 
 /** Requests from the generation worker. */
 export type ToModelWorker =
@@ -33,11 +34,14 @@ export interface ModelWorkerConfig {
   model: string;
   runtime: RuntimeOptions;
   cacheDir?: string;
+  /** Shared with the other reasoners: how many may run a step at once (see {@link Lanes}). */
+  lanes?: SharedArrayBuffer;
 }
 
 const port = parentPort!;
 const config = workerData as ModelWorkerConfig;
 const post = (msg: FromModelWorker) => port.postMessage(msg);
+const lanes = config.lanes ? Lanes.attach(config.lanes) : undefined;
 
 async function start() {
   const opened = await openDecoder(config.model, config.runtime, config.cacheDir);
@@ -57,7 +61,8 @@ start().then(
     });
     port.on('message', async (msg: ToModelWorker) => {
       try {
-        const logits = msg.type === 'prefill' ? await session.prefill(msg.prompts) : await session.step(msg.tokens);
+        const run = () => (msg.type === 'prefill' ? session.prefill(msg.prompts) : session.step(msg.tokens));
+        const logits = lanes ? await lanes.run(run) : await run();
         // The logits buffer is this step's alone (the session reads only its KV tensors again): move it, not copy it.
         port.postMessage({ type: 'logits', logits } satisfies FromModelWorker, [logits.buffer as ArrayBuffer]);
       } catch (err) {

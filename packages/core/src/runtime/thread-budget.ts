@@ -13,20 +13,34 @@ import type { RuntimeOptions } from './decoder-session.js';
  */
 const SINGLE_THREAD_BELOW_BYTES = 16 * 1024 * 1024;
 
+/** Cores per reasoner lane: a reasoner is small by design, so a few of them fit in one core's time per step. */
+const CORES_PER_LANE = 4;
+
 /** Intra-op threads: the user's choice, else one for small models, else onnxruntime's default (physical cores). */
 export function intraOpThreadsFor(options: RuntimeOptions, weightBytes: number | undefined): number | undefined {
   if (options.intraOpThreads) return options.intraOpThreads;
   return weightBytes !== undefined && weightBytes < SINGLE_THREAD_BELOW_BYTES ? 1 : undefined;
 }
 
+/** Threads for a backbone and the reasoners beside it. */
+export interface ThreadPlan {
+  backbone: RuntimeOptions;
+  reasoner: RuntimeOptions;
+  /** How many reasoners may run a step at the same time (each on one thread). */
+  reasonerLanes: number;
+}
+
 /**
- * Splits the cores between a backbone and the reasoners that run beside it: one thread per reasoner (they
- * are small by design), the rest to the backbone. A user's explicit thread count applies to every model.
+ * Splits the cores between a backbone and its reasoners: reasoners run one thread each, at most one at a
+ * time per {@link CORES_PER_LANE} cores, and the backbone gets the cores the lanes leave. A user's explicit
+ * thread count applies to every model, and then all reasoners run at once.
  */
-export function partitionThreads(runtime: RuntimeOptions, reasoners: number): { backbone: RuntimeOptions; reasoner: RuntimeOptions } {
-  if (reasoners === 0 || runtime.intraOpThreads) return { backbone: runtime, reasoner: runtime };
+export function partitionThreads(runtime: RuntimeOptions, reasoners: number, cores = availableParallelism()): ThreadPlan {
+  if (reasoners === 0 || runtime.intraOpThreads) return { backbone: runtime, reasoner: runtime, reasonerLanes: Math.max(1, reasoners) };
+  const lanes = Math.min(reasoners, Math.max(1, Math.floor(cores / CORES_PER_LANE)));
   return {
-    backbone: { ...runtime, intraOpThreads: Math.max(1, availableParallelism() - reasoners) },
+    backbone: { ...runtime, intraOpThreads: Math.max(1, cores - lanes) },
     reasoner: { ...runtime, intraOpThreads: 1 },
+    reasonerLanes: lanes,
   };
 }
