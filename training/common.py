@@ -120,6 +120,16 @@ def test_set(task, n=200):
     return out
 
 
+def validation_set(task, n=200):
+    """Problems for choosing checkpoints and weights: disjoint from the held-out test set, never used for the table."""
+    test = {e['key'] for e in test_set(task)}
+    r = random.Random({'math': 877, 'cipher': 878}[task]); seen, out = set(), []
+    while len(out) < n:
+        ex = MAKERS[task](r)
+        if ex['key'] not in seen and ex['key'] not in test: seen.add(ex['key']); out.append(ex)
+    return out
+
+
 _TEST_KEYS = {}
 
 
@@ -308,8 +318,8 @@ def generate(models, prompts, max_new=40, temperature=0.0, gen=None, weights=Non
     return out
 
 
-def evaluate(models, task, n=200, weights=None, bs=100, field='prompt', max_new=40):
-    exs = test_set(task)[:n]; correct = 0
+def evaluate(models, task, n=200, weights=None, bs=100, field='prompt', max_new=40, split='test'):
+    exs = (test_set if split == 'test' else validation_set)(task)[:n]; correct = 0
     for i in range(0, len(exs), bs):
         chunk = exs[i:i + bs]
         outs = generate(models, [[BOS] + encode(e[field]) for e in chunk], max_new=max_new, weights=weights)

@@ -26,12 +26,14 @@ ap.add_argument('--seed', type=int, default=0)
 ap.add_argument('--init-projector', help='continue from this projector checkpoint')
 ap.add_argument('--name', help='run name (default: the stage)')
 ap.add_argument('--aux-intermediate', type=float, default=0.0, help='joint stage: weight of a loss making latent step k (k < N) predict the first digit of the k-th intermediate result')
+ap.add_argument('--latent-per-step', type=int, default=1, help='latent steps per reasoning step (the marker asks for K x steps)')
 a = ap.parse_args()
 torch.set_num_threads(a.threads); torch.manual_seed(a.seed); r = random.Random(a.seed)
 AUX = a.aux_intermediate
+K = a.latent_per_step
 
 
-def marker(e): return f'<implicit_thought>{e["steps"]}</implicit_thought>'
+def marker(e): return f'<implicit_thought>{K * e["steps"]}</implicit_thought>'
 
 
 class SwiGLU(nn.Module):
@@ -59,11 +61,12 @@ def latent_rollout(policy, proj, exs, answers=None, max_new=8):
     ids, mask = left_pad(prefixes)
     _, h, past = policy(ids, key_mask=mask)
     B = len(exs); one = torch.ones(B, 1, dtype=torch.long); aux = 0.0
-    for k in range(n):
+    for j in range(K * n):
         e = proj(h[:, -1])
         mask = torch.cat([mask, one], 1)
         lg, h, past = policy(embeds=e[:, None], key_mask=mask, past=past)
-        if answers is not None and AUX > 0 and k < n - 1:
+        k = (j + 1) // K - 1  # the reasoning step that latent step j completes, if any
+        if answers is not None and AUX > 0 and (j + 1) % K == 0 and k < n - 1:
             first = torch.tensor([TOK[e_['cot'].split(';')[k].split('=')[1][0]] for e_ in exs])
             aux = aux + F.cross_entropy(lg[:, -1], first) / (n - 1)
     if answers is not None:
@@ -152,7 +155,7 @@ elif a.stage == 'joint':
             save_ckpt(policy, os.path.join(outdir, f'policy-step{step}.pt'), {'step': step, 'cot_acc': cacc})
             tmp = os.path.join(outdir, f'projector-step{step}.pt')
             torch.save({'config': {'hiddenSize': H, 'innerSize': 2 * H, 'layers': 3, 'vocabSize': V}, 'state': proj.state_dict(),
-                        'extra': {'step': step, 'acc': acc, 'tokensPerStep': 8, 'policy': 'joint'}}, tmp + '.tmp')
+                        'extra': {'step': step, 'acc': acc, 'tokensPerStep': 8 // K, 'policy': 'joint'}}, tmp + '.tmp')
             os.replace(tmp + '.tmp', tmp)
             with open(os.path.join(outdir, 'history.json'), 'w') as f: json.dump(history, f, indent=1)
 else:

@@ -16,6 +16,12 @@ $PY grpo.py --task math --name reasoner-math-s2 --from-backbone-layers 2 --sft-w
   --backbone out/ckpt/backbone-S/step500.pt --steps 60 --eval-every 20 --eval-n 50
 #    cipher: a 30k-parameter reasoner from scratch, GRPO only
 $PY grpo.py --task cipher --backbone out/ckpt/backbone-S/step500.pt --steps 80 --prompts 16 --eval-every 20 --eval-n 100
+# 3b. L's checkpoint, chosen on the validation set: best L + math among checkpoints at least as good as S on both tasks
+$PY select.py --s out/ckpt/backbone-S/step500.pt --reasoner out/ckpt/reasoner-math-s2/step60.pt \
+  out/ckpt/backbone-L-grown2/step25.pt out/ckpt/backbone-L-grown2/step50.pt out/ckpt/backbone-L-grown2/step75.pt \
+  out/ckpt/backbone-L-grown2/step100.pt out/ckpt/backbone-L-grown2/step125.pt out/ckpt/backbone-L-grown2/step150.pt \
+  out/ckpt/backbone-L-grown2/step175.pt out/ckpt/backbone-L-grown2/step200.pt out/ckpt/backbone-L-grown2/step225.pt \
+  out/ckpt/backbone-L-grown2/step250.pt
 # 4. LiteReason: policy (S fine-tuned: CoT for "Q:", markers for "L:"), projector with the policy frozen, then both together
 $PY latent.py --stage policy --backbone out/ckpt/backbone-S/step500.pt --steps 200 --batch 32 --lr 1e-3 --eval-every 50 --eval-n 50
 $PY latent.py --stage projector --policy out/ckpt/policy/step200.pt --steps 300 --batch 32 --lr 2e-3 --eval-every 50 --eval-n 60
@@ -30,7 +36,7 @@ $PY latent.py --stage joint --name joint3 --aux-intermediate 1.0 --policy out/ck
 $PY latent.py --stage joint --name joint4 --aux-intermediate 1.0 --policy out/ckpt/joint3/policy-step400.pt \
   --init-projector out/ckpt/joint3/projector-step400.pt --steps 600 --batch 32 --lr 3e-4 --eval-every 150 --eval-n 100 --threads 2
 # 5. export: raw float32 tensors + the held-out sets (eval/data/), then module directories through the project's builders
-/usr/bin/python3 export.py --backbone-s out/ckpt/backbone-S/step500.pt --backbone-l out/ckpt/backbone-L-grown2/step200.pt \
+/usr/bin/python3 export.py --backbone-s out/ckpt/backbone-S/step500.pt --backbone-l out/ckpt/backbone-L-grown2/step150.pt \
   --math-reasoner out/ckpt/reasoner-math-s2/step60.pt --cipher-reasoner out/ckpt/reasoner-cipher/step80.pt \
   --policy out/ckpt/joint4/policy-step600.pt --projector out/ckpt/joint4/projector-step600.pt
 cd ..
