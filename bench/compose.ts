@@ -1,27 +1,31 @@
 /**
  * UniR composition speed, side by side in one run: a ~24M-parameter backbone alone, with 1 and with 3
- * reasoners 1/8 its size (engine: each model in its own worker thread), and the naive sequential loop the
- * reference implementation uses (every model one after another on one thread). Greedy; ms/token is the slope
- * between a short and a long generation; medians over rounds that interleave the settings.
+ * reasoners 1/8 its size (engine: the backbone in the generation worker, the reasoners in lane workers on
+ * cores of their own), and the naive sequential loop the reference implementation uses (every model one after
+ * another on one thread). Greedy; ms/token is the slope between a short and a long generation; medians over
+ * rounds that interleave the settings.
  *
  * A decode step is bound by the bytes of weights it reads. The reasoner has the backbone's architecture (an
  * untied head, so its embedding table is only gathered from), hence reads ~1/9 of the backbone's bytes per
  * token. A tied-head reasoner of the same parameter count multiplies its whole embedding table every step and
- * reads ~1/5: it is reported too, so users can see what that choice costs.
+ * reads ~1/5: it is reported too, so users can see what that choice costs. The last row is the backbone alone
+ * on the cores the reasoner lanes leave it: with few cores, that, not the reasoners, is what composition costs.
  *
  *   npm run bench:compose [-- --rounds 7 --short 16 --long 144]
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { Engine } from '../packages/core/src/engine.js';
-import { ComposedSource } from '../packages/core/src/compose/composed-source.js';
+import { ComposedSource, localReasoners } from '../packages/core/src/compose/composed-source.js';
 import { runDecodeLoop } from '../packages/core/src/generate/decode-loop.js';
 import { openDecoder } from '../packages/core/src/runtime/open-decoder.js';
 import { llamaParameterCount, randomLlamaWeights, writeLlamaModel } from '../packages/core/src/onnx/llama-builder.js';
 import type { LlamaConfig } from '../packages/core/src/onnx/llama-spec.js';
 import { median, printTable } from './support/stats.js';
 import { repoRoot } from '../test/support/paths.js';
+import { partitionThreads } from '../packages/core/src/runtime/thread-budget.js';
 
 const BACKBONE: LlamaConfig = { vocabSize: 32000, hiddenSize: 288, numLayers: 6, numHeads: 6, intermediateSize: 768 };
 /** 1/8 of the backbone's parameters over the same vocabulary, built like the backbone (untied head). */
@@ -47,8 +51,12 @@ interface Setting {
   dispose(): Promise<void>;
 }
 
-async function engineSetting(label: string, backbone: string, reasoners: string[]): Promise<Setting> {
-  const engine = await Engine.load({ model: backbone, reasoners: reasoners.map((model, i) => ({ model, name: `r${i}`, weight: 0.5 })) });
+async function engineSetting(label: string, backbone: string, reasoners: string[], threads?: number): Promise<Setting> {
+  const engine = await Engine.load({
+    model: backbone,
+    reasoners: reasoners.map((model, i) => ({ model, name: `r${i}`, weight: 0.5 })),
+    ...(threads ? { intraOpThreads: threads } : {}),
+  });
   return {
     label,
     async run(n) {
@@ -67,7 +75,7 @@ async function sequentialSetting(label: string, backbone: string, reasoners: str
   return {
     label,
     async run(n) {
-      const source = new ComposedSource(b!, rs.map((decoder, i) => ({ name: `r${i}`, decoder })), BACKBONE.vocabSize, {
+      const source = new ComposedSource(b!, localReasoners(rs.map((decoder, i) => ({ name: `r${i}`, decoder }))), BACKBONE.vocabSize, {
         active: rs.map((_, slot) => ({ slot, weight: 0.5 })),
         mode: 'logits',
         normalize: false,
@@ -107,6 +115,9 @@ settings.push(await sequentialSetting('sequential, + 1 reasoner', backbone, reas
 settings.push(await sequentialSetting('sequential, + 3 reasoners', backbone, reasoners));
 settings.push(await engineSetting('tied-head reasoners: + 1', backbone, tied.slice(0, 1)));
 settings.push(await engineSetting('tied-head reasoners: + 3', backbone, tied));
+// What the backbone alone costs on the cores a lane leaves it: the floor of any plan that gives reasoners a core.
+const lanePlan = partitionThreads({}, 1);
+settings.push(await engineSetting(`backbone alone, ${lanePlan.backbone.intraOpThreads} thread(s)`, backbone, [], lanePlan.backbone.intraOpThreads));
 
 const slopes = settings.map(() => [] as number[]);
 for (const s of settings) await s.run(short); // warm-up
@@ -130,6 +141,7 @@ const vsSequential = { oneReasoner: ms[1]! / ms[3]!, threeReasoners: ms[2]! / ms
 console.log(
   JSON.stringify({
     bench: 'compose',
+    cores: availableParallelism(),
     rounds,
     short,
     long,
@@ -145,7 +157,7 @@ printTable(
   ['setting', 'ms/token', 'vs backbone alone'],
   rows.map((r) => [r.setting, r.msPerToken, `${r.vsBackboneAlone.toFixed(2)}x`]),
 );
-printTable('engine (parallel workers) vs the sequential loop', ['reasoners', 'ratio'], [
+printTable('engine (reasoner lanes) vs the sequential loop', ['reasoners', 'ratio'], [
   ['1', `${vsSequential.oneReasoner.toFixed(2)}x`],
   ['3', `${vsSequential.threeReasoners.toFixed(2)}x`],
 ]);

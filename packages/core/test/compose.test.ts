@@ -6,7 +6,8 @@ import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { Engine } from '../src/engine.js';
 import { openDecoder } from '../src/runtime/open-decoder.js';
-import { ComposedSource } from '../src/compose/composed-source.js';
+import { ComposedSource, localReasoners, type ReasonerSlot } from '../src/compose/composed-source.js';
+import { ReasonerLane } from '../src/runtime/reasoner-lane.js';
 import type { FusionMode } from '../src/compose/fusion.js';
 import { addLogitBias, limitContext } from './support/graph-edits.js';
 import { makeModule, storiesConfig } from './support/modules.js';
@@ -43,38 +44,51 @@ describe('UniR composition', function () {
     ]);
   });
 
-  it('fused logits equal the weighted sum computed independently, in both modes', async () => {
+  it('fused logits equal the weighted sum computed independently, in both modes, on this thread and in a lane', async () => {
     const opened = await Promise.all([backbone, mathR, cipherR].map((m) => openDecoder(m, {}, cacheDir)));
     const refs = await Promise.all([backbone, mathR, cipherR].map((m) => openDecoder(m, {}, cacheDir)));
+    const lane = await ReasonerLane.open([mathR, cipherR], ['math', 'cipher'], { runtime: {}, cacheDir, dedicatedCore: true });
     try {
       const [b, r1, r2] = opened.map((o) => o.session);
       const V = 512;
-      for (const mode of ['logits', 'logprobs'] as FusionMode[]) {
-        for (const [w1, w2, normalize] of [[1, 1, false], [0.5, -0.3, false], [2.5, 0.7, true]] as const) {
-          const source = new ComposedSource(b!, [{ name: 'math', decoder: r1! }, { name: 'cipher', decoder: r2! }], V, {
-            active: [{ slot: 0, weight: w1 }, { slot: 1, weight: w2 }],
-            mode,
-            normalize,
-            traceTop: 0,
-          });
-          let fused = await source.prefill([PROMPT]);
-          let zs = await Promise.all(refs.map((r) => r.session.prefill([PROMPT])));
-          for (let step = 0; step < 3; step++) {
-            const T = (z: Float32Array) => (mode === 'logprobs' ? logSoftmax64(z, V) : Float64Array.from(z.subarray(0, V)));
-            const [t0, t1, t2] = zs.map((z) => T(z));
-            const scale = normalize ? 1 / (1 + w1 + w2) : 1;
-            for (let v = 0; v < V; v++) {
-              const expected = (t0![v]! + w1 * t1![v]! + w2 * t2![v]!) * scale;
-              expect(fused[v]!).to.be.closeTo(expected, 1e-4 * Math.max(1, Math.abs(expected)));
+      const placements: [string, ReasonerSlot[]][] = [
+        ['this thread', localReasoners([{ name: 'math', decoder: r1! }, { name: 'cipher', decoder: r2! }])],
+        ['a lane', [{ name: 'math', group: lane, member: 0 }, { name: 'cipher', group: lane, member: 1 }]],
+      ];
+      for (const [where, slots] of placements) {
+        for (const mode of ['logits', 'logprobs'] as FusionMode[]) {
+          for (const [w1, w2, normalize] of [[1, 1, false], [0.5, -0.3, false], [2.5, 0.7, true]] as const) {
+            const source = new ComposedSource(b!, slots, V, {
+              active: [{ slot: 0, weight: w1 }, { slot: 1, weight: w2 }],
+              mode,
+              normalize,
+              traceTop: 2,
+            });
+            let fused = await source.prefill([PROMPT]);
+            let zs = await Promise.all(refs.map((r) => r.session.prefill([PROMPT])));
+            for (let step = 0; step < 3; step++) {
+              const T = (z: Float32Array) => (mode === 'logprobs' ? logSoftmax64(z, V) : Float64Array.from(z.subarray(0, V)));
+              const [t0, t1, t2] = zs.map((z) => T(z));
+              const scale = normalize ? 1 / (1 + w1 + w2) : 1;
+              for (let v = 0; v < V; v++) {
+                const expected = (t0![v]! + w1 * t1![v]! + w2 * t2![v]!) * scale;
+                expect(fused[v]!, `${where}, ${mode}, step ${step}, id ${v}`).to.be.closeTo(expected, 1e-4 * Math.max(1, Math.abs(expected)));
+              }
+              // the trace shows each reasoner's own top candidate
+              const trace = source.trace(0)!;
+              expect(trace.models.map((m) => m.name)).to.deep.equal(['backbone', 'math', 'cipher']);
+              expect(trace.models[1]!.top[0]!.id).to.equal(argmax(zs[1]!.subarray(0, V)));
+              expect(trace.models[2]!.top[0]!.id).to.equal(argmax(zs[2]!.subarray(0, V)));
+              const next = argmax(fused);
+              fused = await source.step([next]);
+              zs = await Promise.all(refs.map((r) => r.session.step([next])));
             }
-            const next = argmax(fused);
-            fused = await source.step([next]);
-            zs = await Promise.all(refs.map((r) => r.session.step([next])));
           }
         }
       }
     } finally {
       for (const o of [...opened, ...refs]) await o.session.release();
+      await lane.release();
     }
   });
 
@@ -240,9 +254,44 @@ describe('UniR composition', function () {
     expect((err as Error).name).to.equal('VocabularyMismatchError');
   });
 
+  it('gives the same tokens whether reasoners share one lane or each have their own', async () => {
+    const reasoners = [{ model: mathR, weight: 0.8 }, { model: cipherR, weight: 0.6 }];
+    // Explicit threads give every reasoner a lane of its own; the default plan shares lanes on few cores.
+    const shared = await Engine.load({ model: backbone, reasoners, cacheDir });
+    const own = await Engine.load({ model: backbone, reasoners, cacheDir, intraOpThreads: 1 });
+    try {
+      const opts = { maxTokens: 24, ignoreEos: true, trace: 2 };
+      const batch = { promptIds: [PROMPT, [1, 290], [1, 403, 407, 261, 300, 301]] };
+      const a = await shared.generate(batch, opts);
+      const b = await own.generate(batch, opts);
+      expect(a.rows.map((r) => r.ids)).to.deep.equal(b.rows.map((r) => r.ids));
+      // a second call with another batch size and a reasoner left out reuses the lanes
+      const c = await shared.generate({ promptIds: PROMPT }, { maxTokens: 12, ignoreEos: true, reasoners: [{ name: 'cipher-r' }] });
+      const d = await own.generate({ promptIds: PROMPT }, { maxTokens: 12, ignoreEos: true, reasoners: [{ name: 'cipher-r' }] });
+      expect(c.rows[0]!.ids).to.deep.equal(d.rows[0]!.ids);
+    } finally {
+      await Promise.all([shared.dispose(), own.dispose()]);
+    }
+  });
+
+  it('a backbone failure leaves the reasoner lanes usable for the next call', async () => {
+    const short = await makeModule({ name: 'short-backbone', kind: 'backbone', seed: 21, edit: (p) => limitContext(p, 8) });
+    const engine = await Engine.load({ model: short, reasoners: [{ model: mathR, weight: 0.8 }], cacheDir });
+    const fresh = await Engine.load({ model: short, reasoners: [{ model: mathR, weight: 0.8 }], cacheDir });
+    try {
+      const tooLong = await engine.generate({ promptIds: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10] }, { maxTokens: 2 }).catch((e: Error) => e);
+      expect((tooLong as Error).name).to.equal('ModelRunError');
+      const opts = { maxTokens: 4, ignoreEos: true };
+      const after = await engine.generate({ promptIds: [1, 403] }, opts);
+      expect(after.rows[0]!.ids).to.deep.equal((await fresh.generate({ promptIds: [1, 403] }, opts)).rows[0]!.ids);
+    } finally {
+      await Promise.all([engine.dispose(), fresh.dispose()]);
+    }
+  });
+
   it('a reasoner failing mid-run fails the generation clearly and leaves no worker behind', async () => {
     const fragile = await makeModule({ name: 'fragile-r', seed: 8, edit: (p) => limitContext(p, 10) });
-    // A healthy reasoner beside it shares the lanes (on few cores they take turns) and must not hang.
+    // A healthy reasoner beside it may share its lane (on few cores) or have its own; either way nothing may hang.
     const steady = await makeModule({ name: 'steady-r', seed: 9 });
     const script = join(testDir('fragile'), 'run.mts');
     const engineUrl = new URL('../src/engine.js', import.meta.url).href;

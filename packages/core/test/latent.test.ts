@@ -279,7 +279,7 @@ describe('what composed caches see during latent steps', function () {
   it('the backbone cache holds the latent positions; reasoner caches hold only the discrete tokens', async () => {
     const { openDecoder } = await import('../src/runtime/open-decoder.js');
     const { ProjectorSession } = await import('../src/runtime/projector-session.js');
-    const { ComposedSource } = await import('../src/compose/composed-source.js');
+    const { ComposedSource, localReasoners } = await import('../src/compose/composed-source.js');
     const H = 48;
     const backboneDir = await makeModule({ name: 'cache-backbone', kind: 'backbone', config: storiesConfig({ hiddenSize: H }), seed: 51 });
     const reasonerDir = await makeModule({ name: 'cache-r', config: storiesConfig({ hiddenSize: 32 }), seed: 52 });
@@ -289,7 +289,7 @@ describe('what composed caches see during latent steps', function () {
     const reasoner = (await openDecoder(reasonerDir, {}, cacheDir)).session;
     const projector = await ProjectorSession.create(path);
     try {
-      const source = new ComposedSource(backbone, [{ name: 'cache-r', decoder: reasoner }], 512, {
+      const source = new ComposedSource(backbone, localReasoners([{ name: 'cache-r', decoder: reasoner }]), 512, {
         active: [{ slot: 0, weight: 1 }],
         mode: 'logits',
         normalize: false,

@@ -1,15 +1,14 @@
 /**
  * A backbone and N reasoners as one logit source: every model keeps its own KV cache and advances on the same
- * tokens; reasoners run in their own threads while the backbone runs here; their logits are fused per step.
+ * tokens; reasoners run in groups on their own threads while the backbone runs on this one, each group summing
+ * its members' weighted logits as they finish, and the backbone's logits join that sum last.
  */
 import type { LogitSource } from '../generate/decode-loop.js';
-import { fuseLogits, type FusionInput, type FusionMode } from './fusion.js';
+import { combineWithBackbone, fusionScale, type FusionMode } from './fusion.js';
+import { LocalReasonerGroup, type Decoder, type GroupOutput, type ReasonerGroup } from './reasoner-group.js';
 import { isAlwaysZero, weightAt, type WeightSpec } from './weights.js';
 
-/** A decoder the composer can drive: a local session or a proxy to one in another thread. */
-export interface Decoder extends LogitSource {
-  release(): Promise<void>;
-}
+export type { Decoder } from './reasoner-group.js';
 
 /** A backbone that can take continuous input embeddings and report its final hidden state (LiteReason). */
 export interface LatentBackbone extends Decoder {
@@ -22,10 +21,17 @@ export interface Projector {
   project(hidden: Float32Array, rows: number): Promise<Float32Array>;
 }
 
-/** A loaded reasoner. */
+/** A loaded reasoner: member `member` of `group`. */
 export interface ReasonerSlot {
   name: string;
-  decoder: Decoder;
+  group: ReasonerGroup;
+  member: number;
+}
+
+/** Reasoner slots over decoders on this thread, run one after another (the reference loop; tests). */
+export function localReasoners(reasoners: readonly { name: string; decoder: Decoder }[]): ReasonerSlot[] {
+  const group = new LocalReasonerGroup(reasoners.map((r) => r.decoder));
+  return reasoners.map((r, member) => ({ name: r.name, group, member }));
 }
 
 /** Raised when a call names reasoners that cannot be used as asked (not loaded, listed twice). */
@@ -56,32 +62,66 @@ export interface TokenTrace {
   fused: (TraceCandidate & { prob: number })[];
 }
 
+/** The active reasoners of one group, in plan order. */
+interface GroupPart {
+  group: ReasonerGroup;
+  /** Indices into the plan's non-zero active list. */
+  active: number[];
+}
+
 /** Fuses a backbone with reasoners according to a plan. */
 export class ComposedSource implements LogitSource {
   private generated = 0;
   private rows = 0;
   private fused = new Float32Array(0);
   private traces: TokenTrace[] = [];
-  /** The reasoners' latest logits: latent steps fuse with them, since reasoners never see latent inputs. */
-  private reasonerLogits: Float32Array[] = [];
+  /** Reasoners whose weight is not zero for the whole call (the others never run). */
+  private readonly active: { slot: ReasonerSlot; weight: WeightSpec }[];
+  private readonly parts: GroupPart[] = [];
+  /** The groups' latest answers: latent steps fuse with them, since reasoners never see latent inputs. */
+  private outputs: GroupOutput[] = [];
 
   constructor(
     private readonly backbone: Decoder,
-    private readonly reasoners: readonly ReasonerSlot[],
+    reasoners: readonly ReasonerSlot[],
     /** The shared vocabulary (the tokenizer's); wider logits are truncated to it. */
     readonly vocabSize: number,
     private readonly plan: CompositionPlan,
     private readonly latent?: { backbone: LatentBackbone; projector: Projector },
-  ) {}
+  ) {
+    this.active = plan.active.filter((a) => !isAlwaysZero(a.weight)).map((a) => ({ slot: reasoners[a.slot]!, weight: a.weight }));
+    this.active.forEach(({ slot }, i) => {
+      let part = this.parts.find((p) => p.group === slot.group);
+      if (!part) this.parts.push((part = { group: slot.group, active: [] }));
+      part.active.push(i);
+    });
+  }
 
   async prefill(prompts: readonly (readonly number[])[]): Promise<Float32Array> {
     this.generated = 0;
-    return this.run((d) => d.prefill(prompts), prompts.length);
+    this.rows = prompts.length;
+    const weights = this.weights();
+    const keepLogits = this.plan.traceTop > 0;
+    return this.run(
+      (part) =>
+        part.group.prefill(
+          { members: part.active.map((i) => this.active[i]!.slot.member), mode: this.plan.mode, vocab: this.vocabSize, keepLogits },
+          prompts,
+          part.active.map((i) => weights[i]!),
+        ),
+      (d) => d.prefill(prompts),
+      weights,
+    );
   }
 
   async step(tokens: readonly number[]): Promise<Float32Array> {
     this.generated++;
-    return this.run((d) => d.step(tokens), tokens.length);
+    const weights = this.weights();
+    return this.run(
+      (part) => part.group.step(tokens, part.active.map((i) => weights[i]!)),
+      (d) => d.step(tokens),
+      weights,
+    );
   }
 
   /** The trace of the latest logits for one row (when tracing is on). */
@@ -99,60 +139,62 @@ export class ComposedSource implements LogitSource {
     const { backbone, projector } = this.latent;
     let base!: Float32Array;
     for (let k = 0; k < steps; k++) base = await backbone.stepEmbeds(await projector.project(backbone.lastHidden, this.rows));
-    return this.fuse(base, this.reasonerLogits, this.rows);
+    return this.fuse(base, this.weights());
   }
 
-  private get active() {
-    return this.plan.active.filter((a) => !isAlwaysZero(a.weight));
+  /** This step's weight of each active reasoner. */
+  private weights(): number[] {
+    return this.active.map((a) => weightAt(a.weight, this.generated));
   }
 
-  private async run(call: (d: Decoder) => Promise<Float32Array>, rows: number): Promise<Float32Array> {
-    this.rows = rows;
+  private async run(
+    send: (part: GroupPart) => Promise<void>,
+    callBackbone: (d: Decoder) => Promise<Float32Array>,
+    weights: number[],
+  ): Promise<Float32Array> {
     // Reasoner requests go out first so their threads work while the backbone runs on this one.
-    const pending = Promise.all(this.active.map((a) => call(this.reasoners[a.slot]!.decoder)));
+    const sent = Promise.all(this.parts.map(send));
     // A reasoner may fail while the backbone runs; its rejection is awaited below, not left unhandled.
-    pending.catch(() => {});
-    const base = await call(this.backbone);
-    this.reasonerLogits = await pending;
-    return this.fuse(base, this.reasonerLogits, rows);
+    sent.catch(() => {});
+    const base = await callBackbone(this.backbone);
+    await sent;
+    this.outputs = await Promise.all(this.parts.map((part) => part.group.result()));
+    return this.fuse(base, weights);
   }
 
-  private fuse(base: Float32Array, outputs: readonly Float32Array[], rows: number): Float32Array {
-    const inputs: (FusionInput & { name: string })[] = [
-      { name: 'backbone', logits: base, stride: this.backbone.vocabSize, weight: 1 },
-      ...this.active.map((a, i) => ({
-        name: this.reasoners[a.slot]!.name,
-        logits: outputs[i]!,
-        stride: this.reasoners[a.slot]!.decoder.vocabSize,
-        weight: weightAt(a.weight, this.generated),
-      })),
-    ];
+  private fuse(base: Float32Array, weights: number[]): Float32Array {
+    const { rows, vocabSize: V } = this;
     let logits: Float32Array;
-    if (inputs.length === 1 && this.plan.mode === 'logits' && this.backbone.vocabSize === this.vocabSize) {
+    if (this.active.length === 0 && this.plan.mode === 'logits' && this.backbone.vocabSize === V) {
       logits = base;
     } else {
-      if (this.fused.length !== rows * this.vocabSize) this.fused = new Float32Array(rows * this.vocabSize);
-      logits = fuseLogits(this.fused, inputs, rows, this.vocabSize, this.plan.mode, this.plan.normalize);
+      if (this.fused.length !== rows * V) this.fused = new Float32Array(rows * V);
+      const scale = fusionScale([1, ...weights], this.plan.normalize);
+      const sums = this.outputs.map((o) => o.sum);
+      logits = combineWithBackbone(this.fused, { logits: base, stride: this.backbone.vocabSize }, sums, rows, V, this.plan.mode, scale);
     }
-    if (this.plan.traceTop > 0) this.traces = this.collectTraces(inputs, logits, rows);
+    if (this.plan.traceTop > 0) this.traces = this.collectTraces(base, weights, logits);
     return logits;
   }
 
-  private collectTraces(inputs: (FusionInput & { name: string })[], fused: Float32Array, rows: number): TokenTrace[] {
+  private collectTraces(base: Float32Array, weights: number[], fused: Float32Array): TokenTrace[] {
     const k = this.plan.traceTop;
     const V = this.vocabSize;
-    return Array.from({ length: rows }, (_, r) => {
+    const B = this.backbone.vocabSize;
+    // Each active reasoner's own logits, from its group's answer.
+    const own: Float32Array[] = [];
+    this.parts.forEach((part, p) => part.active.forEach((i, j) => (own[i] = this.outputs[p]!.logits![j]!)));
+    return Array.from({ length: this.rows }, (_, r) => {
       const row = fused.subarray(r * V, (r + 1) * V);
       let max = -Infinity;
       for (let v = 0; v < V; v++) if (row[v]! > max) max = row[v]!;
       let sum = 0;
       for (let v = 0; v < V; v++) sum += Math.exp(row[v]! - max);
       return {
-        models: inputs.map((x) => ({
-          name: x.name,
-          weight: x.weight,
-          top: topCandidates(x.logits.subarray(r * x.stride, r * x.stride + V), k),
-        })),
+        models: [
+          { name: 'backbone', weight: 1, top: topCandidates(base.subarray(r * B, r * B + V), k) },
+          ...this.active.map((a, i) => ({ name: a.slot.name, weight: weights[i]!, top: topCandidates(own[i]!.subarray(r * V, (r + 1) * V), k) })),
+        ],
         fused: topCandidates(row, k).map((c) => ({ ...c, prob: Math.exp(c.logit - max) / sum })),
       };
     });

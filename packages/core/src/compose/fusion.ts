@@ -1,6 +1,8 @@
 /**
- * UniR fusion on the host, in fp32: `z = Σ w_i · T(z_i)` over the shared vocabulary, with T the identity
- * (raw logits, UniR's default) or log-softmax (GenARM / model-arithmetic style).
+ * UniR fusion in fp32: `z = Σ w_i · T(z_i)` over the shared vocabulary, with T the identity (raw logits,
+ * UniR's default) or log-softmax (GenARM / model-arithmetic style). The reasoners' part of the sum is built
+ * where their logits are (a lane worker adds each reasoner's term as soon as it has run); the backbone's term
+ * and the normalisation are applied last, in one pass.
  */
 
 /** How each model's logits are transformed before weighting. */
@@ -15,37 +17,60 @@ export interface FusionInput {
 }
 
 /**
- * Writes `Σ w_i · T(z_i)` into `out` (`[rows × vocab]`), reading only the first `vocab` logits of each row so
- * padded vocabularies are truncated. With `normalize`, the sum is divided by `Σ w_i` (an anti-expert's
- * negative weight counts negatively, as in proxy-tuning).
+ * Adds `w · T(z)` of one model to `acc` (`[rows × vocab]`), reading only the first `vocab` logits of each row
+ * so that padded vocabularies are truncated. With `first`, writes instead of adding (no clearing pass).
  */
-export function fuseLogits(
+export function accumulateLogits(acc: Float32Array, input: FusionInput, rows: number, vocab: number, mode: FusionMode, first: boolean): void {
+  const { logits, stride, weight } = input;
+  for (let r = 0; r < rows; r++) {
+    const o = r * vocab;
+    const z = r * stride;
+    if (weight === 0) {
+      if (first) acc.fill(0, o, o + vocab);
+      continue;
+    }
+    const shift = mode === 'logprobs' ? logSumExp(logits.subarray(z, z + vocab)) : 0;
+    if (first) for (let v = 0; v < vocab; v++) acc[o + v] = weight * (logits[z + v]! - shift);
+    else for (let v = 0; v < vocab; v++) acc[o + v]! += weight * (logits[z + v]! - shift);
+  }
+}
+
+/**
+ * Writes `scale · (T(z_backbone) + Σ parts)` into `out`: the backbone's term (weight 1) joined with partial
+ * sums of weighted reasoner terms (each `[rows × vocab]`), in a single pass per row.
+ */
+export function combineWithBackbone(
   out: Float32Array,
-  inputs: readonly FusionInput[],
+  backbone: { logits: Float32Array; stride: number },
+  parts: readonly Float32Array[],
   rows: number,
   vocab: number,
   mode: FusionMode,
-  normalize = false,
+  scale: number,
 ): Float32Array {
-  const totalWeight = inputs.reduce((s, x) => s + x.weight, 0);
-  const scale = normalize ? 1 / totalWeight : 1;
-  if (normalize && !Number.isFinite(scale)) {
-    throw new RangeError('cannot normalise composed logits: the weights sum to zero');
-  }
-  const used = inputs.filter((x) => x.weight !== 0);
+  const { logits, stride } = backbone;
   for (let r = 0; r < rows; r++) {
     const o = r * vocab;
-    if (used.length === 0) out.fill(0, o, o + vocab);
-    used.forEach(({ logits, stride, weight }, k) => {
-      const z = r * stride;
-      const shift = mode === 'logprobs' ? logSumExp(logits.subarray(z, z + vocab)) : 0;
-      const w = weight * scale;
-      // The first model writes, the others add: one pass per model over the vocabulary, this is per token.
-      if (k === 0) for (let v = 0; v < vocab; v++) out[o + v] = w * (logits[z + v]! - shift);
-      else for (let v = 0; v < vocab; v++) out[o + v]! += w * (logits[z + v]! - shift);
-    });
+    const z = r * stride;
+    const shift = mode === 'logprobs' ? logSumExp(logits.subarray(z, z + vocab)) : 0;
+    if (parts.length === 1) {
+      const p = parts[0]!;
+      for (let v = 0; v < vocab; v++) out[o + v] = (logits[z + v]! - shift + p[o + v]!) * scale;
+      continue;
+    }
+    for (let v = 0; v < vocab; v++) out[o + v] = logits[z + v]! - shift;
+    for (const p of parts) for (let v = 0; v < vocab; v++) out[o + v]! += p[o + v]!;
+    if (scale !== 1) for (let v = 0; v < vocab; v++) out[o + v]! *= scale;
   }
   return out;
+}
+
+/** `1 / Σ w` for normalised fusion (an anti-expert's negative weight counts negatively, as in proxy-tuning); 1 otherwise. */
+export function fusionScale(weights: readonly number[], normalize: boolean): number {
+  if (!normalize) return 1;
+  const scale = 1 / weights.reduce((s, w) => s + w, 0);
+  if (!Number.isFinite(scale)) throw new RangeError('cannot normalise composed logits: the weights sum to zero');
+  return scale;
 }
 
 /** log Σ exp(z), stable (max subtracted, float64 accumulation). */

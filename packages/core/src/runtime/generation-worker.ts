@@ -16,10 +16,10 @@ import { sharedVocabulary } from '../compose/vocabulary.js';
 import { validateWeightSpec, type WeightSpec } from '../compose/weights.js';
 import type { FusionMode } from '../compose/fusion.js';
 import { openDecoder } from './open-decoder.js';
-import { RemoteDecoder, ReasonerError } from './remote-decoder.js';
+import { ReasonerLane, ReasonerError } from './reasoner-lane.js';
+import type { LaneMemberInfo } from './lane-worker.js';
 import { toWire } from './spawn-worker.js';
-import { partitionThreads } from './thread-budget.js';
-import { Lanes } from './lanes.js';
+import { assignLanes, partitionThreads } from './thread-budget.js';
 import type { DecoderSession } from './decoder-session.js';
 import type { FromWorker, GenerateRequestOptions, ModelInfo, PromptInput, ToWorker, WorkerConfig } from './protocol.js';
 
@@ -56,7 +56,8 @@ class StreamBatcher {
 interface Loaded {
   backbone: DecoderSession;
   tokenizer?: TextTokenizer;
-  reasoners: (ReasonerSlot & { weight: WeightSpec; decoder: RemoteDecoder })[];
+  reasoners: (ReasonerSlot & { weight: WeightSpec })[];
+  lanes: ReasonerLane[];
   vocab: number;
   mode: FusionMode;
   projector?: { session: ProjectorSession; marker: MarkerSpec };
@@ -105,53 +106,57 @@ function reasonerName(spec: WorkerConfig['reasoners'][number], manifestName: str
 
 async function start(): Promise<Loaded> {
   const threads = partitionThreads(config.runtime, config.reasoners.length);
-  const lanes = config.reasoners.length > threads.reasonerLanes ? Lanes.create(threads.reasonerLanes) : undefined;
+  const dealt = assignLanes(config.reasoners.length, threads.lanes);
+  const label = (i: number) => config.reasoners[i]!.name ?? `${i + 1} (${config.reasoners[i]!.model})`;
   const opening: Promise<unknown>[] = [
     openDecoder(config.model, threads.backbone, config.cacheDir, config.projector !== undefined),
-    ...config.reasoners.map((r, i) =>
-      RemoteDecoder.open(r.name ?? `reasoner ${i + 1} (${r.model})`, {
-        model: r.model,
-        runtime: threads.reasoner,
-        ...(lanes ? { lanes: lanes.buffer } : {}),
-        ...(config.cacheDir ? { cacheDir: config.cacheDir } : {}),
-      }),
+    ...dealt.map((members) =>
+      ReasonerLane.open(
+        members.map((i) => config.reasoners[i]!.model),
+        members.map(label),
+        { runtime: threads.reasoner, dedicatedCore: threads.dedicatedCores, ...(config.cacheDir ? { cacheDir: config.cacheDir } : {}) },
+      ),
     ),
   ];
   const [first, ...rest] = await Promise.allSettled(opening);
-  const remotes = rest.flatMap((s) => (s.status === 'fulfilled' ? [s.value as RemoteDecoder] : []));
+  const lanes = rest.flatMap((s) => (s.status === 'fulfilled' ? [s.value as ReasonerLane] : []));
   const failure = [first, ...rest].find((s) => s.status === 'rejected') as PromiseRejectedResult | undefined;
   if (first.status === 'rejected' || failure) {
     // Nothing half-loaded stays behind: release what did load before reporting.
     if (first.status === 'fulfilled') await (first.value as Awaited<ReturnType<typeof openDecoder>>).session.release();
-    await Promise.allSettled(remotes.map((r) => r.release()));
+    await Promise.allSettled(lanes.map((l) => l.release()));
     throw failure!.reason;
   }
   const { location, session, notes } = first.value as Awaited<ReturnType<typeof openDecoder>>;
+  const releaseAll = () => Promise.allSettled([session.release(), ...lanes.map((l) => l.release())]);
   const tokenizer = location.tokenizerDir
     ? await TextTokenizer.fromDirectory(location.tokenizerDir, location.generation ?? {})
     : undefined;
   const projector = config.projector
     ? await openProjector(config.projector, session).catch(async (err) => {
-        await Promise.allSettled([session.release(), ...remotes.map((r) => r.release())]);
+        await releaseAll();
         throw err;
       })
     : undefined;
 
-  const reasoners = await Promise.all(
-    remotes.map(async (decoder, i) => {
-      const spec = config.reasoners[i]!;
-      const manifest = decoder.info.manifest;
-      const name = reasonerName(spec, manifest?.name);
-      decoder.name = name;
-      return {
-        name,
-        decoder,
-        weight: validateWeightSpec(spec.weight ?? manifest?.composition?.defaultWeight ?? 1, name),
-        manifest,
-        fingerprint: manifest?.compat.tokenizer ?? decoder.info.tokenizerFingerprint,
-      };
-    }),
-  );
+  // Reasoners in the order they were given, each found in its lane.
+  const placed: { lane: ReasonerLane; member: number; info: LaneMemberInfo }[] = [];
+  dealt.forEach((members, l) => members.forEach((i, member) => (placed[i] = { lane: lanes[l]!, member, info: lanes[l]!.members[member]! })));
+  const reasoners = placed.map(({ lane, member, info }, i) => {
+    const spec = config.reasoners[i]!;
+    const manifest = info.manifest;
+    const name = reasonerName(spec, manifest?.name);
+    lane.names[member] = name;
+    return {
+      name,
+      group: lane,
+      member,
+      info,
+      weight: validateWeightSpec(spec.weight ?? manifest?.composition?.defaultWeight ?? 1, name),
+      manifest,
+      fingerprint: manifest?.compat.tokenizer ?? info.tokenizerFingerprint,
+    };
+  });
   const names = reasoners.map((r) => r.name);
   const duplicate = names.find((n, i) => names.indexOf(n) !== i);
   if (duplicate) throw new ReasonerError(`two reasoners are named "${duplicate}"; give them distinct names`);
@@ -164,7 +169,7 @@ async function start(): Promise<Loaded> {
       ...(backboneFingerprint ? { fingerprint: backboneFingerprint } : {}),
       ...(tokenizer ? { tokenizerSize: Math.min(tokenizer.vocabSize, session.vocabSize) } : {}),
     },
-    reasoners.map((r) => ({ name: r.name, logits: r.decoder.vocabSize, ...(r.fingerprint ? { fingerprint: r.fingerprint } : {}) })),
+    reasoners.map((r) => ({ name: r.name, logits: r.info.vocabSize, ...(r.fingerprint ? { fingerprint: r.fingerprint } : {}) })),
   );
   const mode: FusionMode = config.mode ?? reasoners.find((r) => r.manifest?.composition)?.manifest?.composition?.mode ?? 'logits';
 
@@ -176,7 +181,7 @@ async function start(): Promise<Loaded> {
     notes,
     warnings,
     mode,
-    reasoners: reasoners.map((r) => ({ name: r.name, modelPath: r.decoder.info.modelPath, weight: r.weight, vocabSize: r.decoder.vocabSize })),
+    reasoners: reasoners.map((r) => ({ name: r.name, modelPath: r.info.modelPath, weight: r.weight, vocabSize: r.info.vocabSize })),
     ...(session.intraOpThreads ? { intraOpThreads: session.intraOpThreads } : {}),
     ...(projector ? { projector: { modelPath: config.projector!, hiddenSize: projector.session.hiddenSize, marker: projector.marker } } : {}),
     ...(tokenizer
@@ -191,7 +196,7 @@ async function start(): Promise<Loaded> {
       : {}),
   };
   post({ type: 'ready', info });
-  return { backbone: session, ...(tokenizer ? { tokenizer } : {}), reasoners, vocab, mode, ...(projector ? { projector } : {}) };
+  return { backbone: session, ...(tokenizer ? { tokenizer } : {}), reasoners, lanes, vocab, mode, ...(projector ? { projector } : {}) };
 }
 
 /** Which reasoners take part in one request, with which weights. */
@@ -217,7 +222,7 @@ async function serve(loaded: Loaded, msg: ToWorker): Promise<void> {
   if (closed) return;
   const { backbone, tokenizer } = loaded;
   if (msg.type === 'dispose') {
-    await Promise.all([backbone.release(), loaded.projector?.session.release(), ...loaded.reasoners.map((r) => r.decoder.release())]);
+    await Promise.all([backbone.release(), loaded.projector?.session.release(), ...loaded.lanes.map((l) => l.release())]);
     port.close();
     return;
   }
@@ -278,7 +283,7 @@ let closed = false;
 /** Releases every model; the worker then answers nothing more. */
 async function shutDown(loaded: Loaded): Promise<void> {
   closed = true;
-  await Promise.allSettled([loaded.backbone.release(), loaded.projector?.session.release(), ...loaded.reasoners.map((r) => r.decoder.release())]);
+  await Promise.allSettled([loaded.backbone.release(), loaded.projector?.session.release(), ...loaded.lanes.map((l) => l.release())]);
 }
 
 start().then(

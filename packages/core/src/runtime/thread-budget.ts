@@ -26,21 +26,32 @@ export function intraOpThreadsFor(options: RuntimeOptions, weightBytes: number |
 export interface ThreadPlan {
   backbone: RuntimeOptions;
   reasoner: RuntimeOptions;
-  /** How many reasoners may run a step at the same time (each on one thread). */
-  reasonerLanes: number;
+  /** Worker threads hosting the reasoners; each runs its reasoners one after another, on one thread. */
+  lanes: number;
+  /** Whether every lane has a core of its own (then the backbone spins briefly for a late answer instead of sleeping). */
+  dedicatedCores: boolean;
 }
 
 /**
- * Splits the cores between a backbone and its reasoners: reasoners run one thread each, at most one at a
- * time per {@link CORES_PER_LANE} cores, and the backbone gets the cores the lanes leave. A user's explicit
- * thread count applies to every model, and then all reasoners run at once.
+ * Splits the cores between a backbone and its reasoners: one lane per {@link CORES_PER_LANE} cores (at
+ * least one), one thread per reasoner, and the backbone gets the cores the lanes leave. A user's explicit
+ * thread count applies to every model, and then every reasoner gets a lane of its own.
  */
 export function partitionThreads(runtime: RuntimeOptions, reasoners: number, cores = availableParallelism()): ThreadPlan {
-  if (reasoners === 0 || runtime.intraOpThreads) return { backbone: runtime, reasoner: runtime, reasonerLanes: Math.max(1, reasoners) };
+  if (reasoners === 0) return { backbone: runtime, reasoner: runtime, lanes: 0, dedicatedCores: false };
+  if (runtime.intraOpThreads) return { backbone: runtime, reasoner: runtime, lanes: reasoners, dedicatedCores: false };
   const lanes = Math.min(reasoners, Math.max(1, Math.floor(cores / CORES_PER_LANE)));
   return {
     backbone: { ...runtime, intraOpThreads: Math.max(1, cores - lanes) },
     reasoner: { ...runtime, intraOpThreads: 1 },
-    reasonerLanes: lanes,
+    lanes,
+    dedicatedCores: cores > lanes,
   };
+}
+
+/** Deals reasoners to lanes in turn: reasoner i goes to lane i mod lanes. */
+export function assignLanes(reasoners: number, lanes: number): number[][] {
+  const out = Array.from({ length: lanes }, () => [] as number[]);
+  for (let i = 0; i < reasoners; i++) out[i % lanes]!.push(i);
+  return out;
 }
