@@ -8,8 +8,6 @@ import { combineWithBackbone, fusionScale, type FusionMode } from './fusion.js';
 import { LocalReasonerGroup, type Decoder, type GroupOutput, type ReasonerGroup } from './reasoner-group.js';
 import { isAlwaysZero, weightAt, type WeightSpec } from './weights.js';
 
-export type { Decoder } from './reasoner-group.js';
-
 /** A backbone that can take continuous input embeddings and report its final hidden state (LiteReason). */
 export interface LatentBackbone extends Decoder {
   stepEmbeds(embeds: Float32Array): Promise<Float32Array>;
