@@ -7,16 +7,25 @@ import argparse, json, shutil
 from common import *
 
 ap = argparse.ArgumentParser()
-ap.add_argument('--backbone-s', required=True)
-ap.add_argument('--backbone-l', required=True)
+ap.add_argument('--backbone-s')
+ap.add_argument('--backbone-l')
 ap.add_argument('--math-reasoner')
 ap.add_argument('--cipher-reasoner')
 ap.add_argument('--policy')
 ap.add_argument('--projector')
+ap.add_argument('--only', help='comma-separated subset of s,l,math-reasoner,cipher-reasoner,policy,projector to export '
+                               '(the others are left out of training/out/export/, so scripts/export-modules.ts leaves their module '
+                               'directories as they are); the held-out sets in eval/data/ are then not rewritten')
 a = ap.parse_args()
+ONLY = set(a.only.split(',')) if a.only else None
+want = lambda what: ONLY is None or what in ONLY
+if ONLY is None and not (a.backbone_s and a.backbone_l): ap.error('--backbone-s and --backbone-l are required unless --only is given')
+for what, ck in (('s', a.backbone_s), ('l', a.backbone_l), ('math-reasoner', a.math_reasoner), ('cipher-reasoner', a.cipher_reasoner),
+                 ('policy', a.policy), ('projector', a.projector)):
+    if ONLY is not None and what in ONLY and not ck: ap.error(f'--only {what} needs its checkpoint')
 dest = os.path.join(OUT, 'export')
 shutil.rmtree(dest, ignore_errors=True)
-write_test_sets(os.path.join(ROOT, '..', 'eval', 'data'))
+if ONLY is None: write_test_sets(os.path.join(ROOT, '..', 'eval', 'data'))
 REPO = 'training/ (reasonplug repository), see training/README.md'
 
 
@@ -29,6 +38,7 @@ def hist(ck):
 
 
 for size, ck in (('s', a.backbone_s), ('l', a.backbone_l)):
+    if not want(size) or not ck: continue
     m, extra = load_ckpt(ck)
     export_llama(m, os.path.join(dest, f'backbone-{size}'), {
         'name': f'toy-backbone-{size}', 'version': '1.0.0', 'kind': 'backbone', 'tasks': ['math', 'cipher'],
@@ -39,7 +49,7 @@ for size, ck in (('s', a.backbone_s), ('l', a.backbone_l)):
                        'heldOutAccuracyAtExport': extra.get('acc')}})
 
 for task, ck in (('math', a.math_reasoner), ('cipher', a.cipher_reasoner)):
-    if not ck: continue
+    if not ck or not want(f'{task}-reasoner'): continue
     m, extra = load_ckpt(ck)
     args = extra.get('args') or {}
     how = ''
@@ -56,16 +66,19 @@ for task, ck in (('math', a.math_reasoner), ('cipher', a.cipher_reasoner)):
                        'step': extra.get('step'), 'parameters': param_count(m), 'args': args,
                        'offTaskKl': args.get('offtask_kl'), 'heldOutAccuracyAtExport': extra.get('acc'), 'backboneAccuracy': extra.get('backbone_acc')}})
 
-if a.policy:
+if a.policy and want('policy'):
     m, extra = load_ckpt(a.policy)
     export_llama(m, os.path.join(dest, 'policy'), {
         'name': 'toy-math-policy', 'version': '1.0.0', 'kind': 'backbone', 'tasks': ['math'],
         'description': 'toy-backbone-s fine-tuned on math: "Q:" prompts get a written chain of thought, "L:" prompts get '
-                       '<implicit_thought>N</implicit_thought> markers (one latent step per reasoning step) and the answer; '
-                       'trained together with toy-math-projector through the latent rollout.',
-        'provenance': {'trainedWith': 'training/latent.py --stage policy (SFT), then --stage joint (with the projector)',
-                       'backbone': 'toy-backbone-s@1.0.0', 'checkpoint': rel(a.policy), 'step': extra.get('step')}})
-if a.projector:
+                       '<implicit_thought>N</implicit_thought> markers (two latent steps per reasoning step) and the answer, '
+                       'the latent steps computed with toy-math-projector.',
+        'provenance': {'trainedWith': 'training/latent.py --stage policy (SFT), --stage joint (with a first projector), then '
+                                      '--stage compress (the latent positions learned as a compressed written chain, 2 tokens per step)',
+                       'backbone': 'toy-backbone-s@1.0.0', 'checkpoint': rel(a.policy), 'step': extra.get('step'),
+                       'validationCotAccuracyAtExport': extra.get('cot_acc'),
+                       'validationCompressedTextAccuracyAtExport': extra.get('compressed_text_acc'), 'args': extra.get('args')}})
+if a.projector and want('projector'):
     d = torch.load(a.projector)
     pdir = os.path.join(dest, 'projector'); os.makedirs(pdir, exist_ok=True)
     tensors = {}
@@ -80,7 +93,10 @@ if a.projector:
             'name': 'toy-math-projector', 'version': '1.0.0', 'kind': 'latent-projector', 'tasks': ['math'],
             'description': 'LiteReason projector (3 SwiGLU layers) for toy-math-policy: maps the final post-norm hidden state to the next latent input embedding.',
             'latent': {'open': '<implicit_thought>', 'close': '</implicit_thought>', 'maxSteps': 32, 'tokensPerStep': d['extra'].get('tokensPerStep', 8)},
-            'provenance': {'trainedWith': 'training/latent.py --stage projector (SFT through the latent rollout, policy frozen), then --stage joint',
-                           'backbone': 'toy-math-policy@1.0.0', 'checkpoint': rel(a.projector), 'step': d['extra'].get('step')}}}, f, indent=1)
+            'provenance': {'trainedWith': 'training/latent.py --stage projector --distill-steps (warm start on the policy\'s compressed chain), '
+                                          'then SFT through the latent rollout, policy frozen',
+                           'backbone': 'toy-math-policy@1.0.0', 'checkpoint': rel(a.projector), 'step': d['extra'].get('step'),
+                           'latentStepsPerReasoningStep': 8 // d['extra'].get('tokensPerStep', 8),
+                           'validationAccuracyAtExport': d['extra'].get('acc')}}}, f, indent=1)
     write_tokenizer(pdir)
 log('exported to', dest)
