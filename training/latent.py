@@ -70,6 +70,22 @@ class Projector(nn.Module):
         return torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
 
 
+def greedy_continue(policy, z, mask, past, max_new):
+    """Greedy decoding from next-token logits z and a KV cache, until EOS or max_new tokens (the engine's loop)."""
+    B = z.shape[0]; one = torch.ones(B, 1, dtype=torch.long)
+    out = [[] for _ in range(B)]; done = [False] * B
+    for _ in range(max_new):
+        nxt = z.argmax(-1)
+        for b in range(B):
+            if not done[b]:
+                if nxt[b].item() == EOS: done[b] = True
+                else: out[b].append(nxt[b].item())
+        if all(done): break
+        mask = torch.cat([mask, one], 1)
+        z, _, past = policy(nxt[:, None], key_mask=mask, past=past); z = z[:, -1]
+    return out
+
+
 def latent_rollout(policy, proj, exs, answers=None, max_new=8, steps=None):
     """Prefix [BOS L:prompt marker], N latent steps (N from each example; one batch shares N), then either
     teacher-forced answer tokens (returns the loss) or greedy decoding (returns completions)."""
@@ -95,17 +111,7 @@ def latent_rollout(policy, proj, exs, answers=None, max_new=8, steps=None):
         logits = torch.cat([lg[:, -1:], lg2], 1)
         ce = F.cross_entropy(logits.reshape(-1, V), aid.reshape(-1), reduction='none').view(B, T)
         return (ce * am).sum() / am.sum() + AUX * aux
-    out = [[] for _ in range(B)]; done = [False] * B; z = lg[:, -1]
-    for _ in range(max_new):
-        nxt = z.argmax(-1)
-        for b in range(B):
-            if not done[b]:
-                if nxt[b].item() == EOS: done[b] = True
-                else: out[b].append(nxt[b].item())
-        if all(done): break
-        mask = torch.cat([mask, one], 1)
-        z, _, past = policy(nxt[:, None], key_mask=mask, past=past); z = z[:, -1]
-    return out
+    return greedy_continue(policy, lg[:, -1], mask, past, max_new)
 
 
 @torch.no_grad()
@@ -208,17 +214,7 @@ def stage_generate(policy, proj, exs, k, max_new=40):
     for _ in range(K * m):
         mask = torch.cat([mask, one], 1)
         lg, h, past = policy(embeds=proj(h[:, -1])[:, None], key_mask=mask, past=past)
-    out = [[] for _ in range(B)]; done = [False] * B; z = lg[:, -1]
-    for _ in range(max_new):
-        nxt = z.argmax(-1)
-        for b in range(B):
-            if not done[b]:
-                if nxt[b].item() == EOS: done[b] = True
-                else: out[b].append(nxt[b].item())
-        if all(done): break
-        mask = torch.cat([mask, one], 1)
-        z, _, past = policy(nxt[:, None], key_mask=mask, past=past); z = z[:, -1]
-    return out
+    return greedy_continue(policy, lg[:, -1], mask, past, max_new)
 
 
 if a.eval_only:
