@@ -53,32 +53,31 @@ export interface LaneStart {
 const port = parentPort!;
 const config = workerData as LaneWorkerConfig;
 
+/** Loads every model at once; a failure names the member that failed (the others go with the worker). */
 async function load(): Promise<{ sessions: DecoderSession[]; members: LaneMemberInfo[] }> {
-  const sessions: DecoderSession[] = [];
-  const members: LaneMemberInfo[] = [];
-  for (let i = 0; i < config.models.length; i++) {
-    try {
-      const { location, session, notes } = await openDecoder(config.models[i]!, config.runtime, config.cacheDir);
-      sessions.push(session);
+  const opened = await Promise.allSettled(
+    config.models.map(async (model) => {
+      const { location, session, notes } = await openDecoder(model, config.runtime, config.cacheDir);
       const fingerprint = await tokenizerFingerprintOf(location);
-      members.push({
+      const info: LaneMemberInfo = {
         vocabSize: session.vocabSize,
         modelPath: location.modelPath,
         ...(location.manifest ? { manifest: location.manifest } : {}),
         ...(fingerprint ? { tokenizerFingerprint: fingerprint } : {}),
         notes,
-      });
-    } catch (err) {
-      throw Object.assign(err as Error, { member: i });
-    }
-  }
-  return { sessions, members };
+      };
+      return { session, info };
+    }),
+  );
+  const failed = opened.findIndex((o) => o.status === 'rejected');
+  if (failed !== -1) throw Object.assign((opened[failed] as PromiseRejectedResult).reason as Error, { member: failed });
+  const loaded = opened.map((o) => (o as PromiseFulfilledResult<{ session: DecoderSession; info: LaneMemberInfo }>).value);
+  return { sessions: loaded.map((l) => l.session), members: loaded.map((l) => l.info) };
 }
 
 /** The call in progress: its members' sessions, request buffers and output views. */
 interface CallState {
   call: GroupCall;
-  rows: number;
   tokens: Int32Array;
   weights: Float64Array;
   out: { sum: Float32Array; logits?: Float32Array[] };
@@ -88,7 +87,6 @@ function startCall(start: LaneStart, rows: number): CallState {
   const size = rows * start.call.vocab;
   return {
     call: start.call,
-    rows,
     tokens: new Int32Array(start.buffers.tokens),
     weights: new Float64Array(start.buffers.weights),
     out: {
