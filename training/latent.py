@@ -135,17 +135,26 @@ def stage_completion(e, k):
     return ''.join(s + ';' for s in e['cot'].split(';')[:-1][min(k, e['steps']):]) + e['answer']
 
 
+def stage_latents(policy, proj, exs, k):
+    """Stage k's prefix [BOS L:prompt <implicit_thought>K*m</implicit_thought>] (m = min(k, n), one n per batch), then
+    its K*m latent steps; returns the logits after the last one, the key mask and the KV cache."""
+    m = min(k, exs[0]['steps'])
+    ids, mask = left_pad([[BOS] + encode(e['latent_prompt'] + f'<implicit_thought>{K * m}</implicit_thought>') for e in exs])
+    lg, h, past = policy(ids, key_mask=mask)
+    one = torch.ones(len(exs), 1, dtype=torch.long)
+    for _ in range(K * m):
+        mask = torch.cat([mask, one], 1)
+        lg, h, past = policy(embeds=proj(h[:, -1])[:, None], key_mask=mask, past=past)
+    return lg, mask, past
+
+
 def curriculum_rollout(policy, proj, exs, k):
     """Coconut-style stage k: [BOS L:prompt <implicit_thought>K*m</implicit_thought>] (m = min(k, n), one n per batch),
     K*m latent steps as in latent_rollout, then the rest of the chain of thought and the answer teacher-forced; the
     cross-entropy of that written continuation is back-propagated through every latent step."""
-    n = exs[0]['steps']; assert all(e['steps'] == n for e in exs); m = min(k, n)
-    ids, mask = left_pad([[BOS] + encode(e['latent_prompt'] + f'<implicit_thought>{K * m}</implicit_thought>') for e in exs])
-    _, h, past = policy(ids, key_mask=mask)
-    B = len(exs); one = torch.ones(B, 1, dtype=torch.long)
-    for _ in range(K * m):
-        mask = torch.cat([mask, one], 1)
-        lg, h, past = policy(embeds=proj(h[:, -1])[:, None], key_mask=mask, past=past)
+    assert all(e['steps'] == exs[0]['steps'] for e in exs)
+    lg, mask, past = stage_latents(policy, proj, exs, k)
+    B = len(exs)
     cont = [encode(stage_completion(e, k)) + [EOS] for e in exs]
     T = max(map(len, cont))
     cid = torch.tensor([x + [PAD] * (T - len(x)) for x in cont]); cm = torch.tensor([[1.0] * len(x) + [0.0] * (T - len(x)) for x in cont])
@@ -207,13 +216,7 @@ def dense_rollout(policy, proj, exs, final_weight=1.0):
 @torch.no_grad()
 def stage_generate(policy, proj, exs, k, max_new=40):
     """Greedy decoding in curriculum stage k's format (gold marker for min(k, n) steps, K latent steps each)."""
-    n = exs[0]['steps']; m = min(k, n)
-    ids, mask = left_pad([[BOS] + encode(e['latent_prompt'] + f'<implicit_thought>{K * m}</implicit_thought>') for e in exs])
-    lg, h, past = policy(ids, key_mask=mask)
-    B = len(exs); one = torch.ones(B, 1, dtype=torch.long)
-    for _ in range(K * m):
-        mask = torch.cat([mask, one], 1)
-        lg, h, past = policy(embeds=proj(h[:, -1])[:, None], key_mask=mask, past=past)
+    lg, mask, past = stage_latents(policy, proj, exs, k)
     return greedy_continue(policy, lg[:, -1], mask, past, max_new)
 
 
