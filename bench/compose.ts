@@ -1,15 +1,16 @@
 /**
  * UniR composition speed, side by side in one run: a ~24M-parameter backbone alone, with 1 and with 3
- * reasoners 1/8 its size (engine: the backbone in the generation worker, the reasoners in lane workers on
- * cores of their own), and the naive sequential loop the reference implementation uses (every model one after
- * another on one thread). Greedy; ms/token is the slope between a short and a long generation; medians over
- * rounds that interleave the settings.
+ * reasoners 1/8 its size through the engine (its automatic placement, then each placement forced: reasoners
+ * in lane workers on cores the backbone gives up, or inline after the backbone on its thread), and the naive
+ * sequential loop the reference implementation uses (every model one after another on one thread). Greedy;
+ * ms/token is the slope between a short and a long generation; medians over rounds that interleave the
+ * settings.
  *
  * A decode step is bound by the bytes of weights it reads. The reasoner has the backbone's architecture (an
  * untied head, so its embedding table is only gathered from), hence reads ~1/9 of the backbone's bytes per
  * token. A tied-head reasoner of the same parameter count multiplies its whole embedding table every step and
  * reads ~1/5: it is reported too, so users can see what that choice costs. The last row is the backbone alone
- * on the cores the reasoner lanes leave it: with few cores, that, not the reasoners, is what composition costs.
+ * on the cores one lane leaves it: with few cores, that, not the reasoners, is what lanes cost.
  *
  *   npm run bench:compose [-- --rounds 7 --short 16 --long 144]
  */
@@ -25,7 +26,7 @@ import { llamaParameterCount, randomLlamaWeights, writeLlamaModel } from '../pac
 import type { LlamaConfig } from '../packages/core/src/onnx/llama-spec.js';
 import { median, printTable } from './support/stats.js';
 import { repoRoot } from '../test/support/paths.js';
-import { partitionThreads } from '../packages/core/src/runtime/thread-budget.js';
+import type { PlacementChoice } from '../packages/core/src/runtime/thread-budget.js';
 
 const BACKBONE: LlamaConfig = { vocabSize: 32000, hiddenSize: 288, numLayers: 6, numHeads: 6, intermediateSize: 768 };
 /** 1/8 of the backbone's parameters over the same vocabulary, built like the backbone (untied head). */
@@ -51,14 +52,21 @@ interface Setting {
   dispose(): Promise<void>;
 }
 
-async function engineSetting(label: string, backbone: string, reasoners: string[], threads?: number): Promise<Setting> {
+async function engineSetting(
+  label: string,
+  backbone: string,
+  reasoners: string[],
+  options: { threads?: number; placement?: PlacementChoice } = {},
+): Promise<Setting> {
   const engine = await Engine.load({
     model: backbone,
     reasoners: reasoners.map((model, i) => ({ model, name: `r${i}`, weight: 0.5 })),
-    ...(threads ? { intraOpThreads: threads } : {}),
+    ...(options.threads ? { intraOpThreads: options.threads } : {}),
+    ...(options.placement ? { placement: options.placement } : {}),
   });
+  const where = reasoners.length === 0 ? '' : ` (${options.placement ?? 'auto'}: ${engine.info.placement.kind})`;
   return {
-    label,
+    label: `${label}${where}`,
     async run(n) {
       const t0 = performance.now();
       await engine.generate({ promptIds: PROMPT }, { maxTokens: n, ignoreEos: true });
@@ -109,15 +117,20 @@ const reasoners = await Promise.all([2, 3, 4].map((seed) => ensureModel(`reasone
 const tied = await Promise.all([2, 3, 4].map((seed) => ensureModel(`reasoner3m-${seed}`, TIED_REASONER, seed)));
 const settings: Setting[] = [];
 settings.push(await engineSetting('backbone alone', backbone, []));
-settings.push(await engineSetting('backbone + 1 reasoner', backbone, reasoners.slice(0, 1)));
-settings.push(await engineSetting('backbone + 3 reasoners', backbone, reasoners));
+settings.push(await engineSetting('+ 1 reasoner', backbone, reasoners.slice(0, 1)));
+settings.push(await engineSetting('+ 3 reasoners', backbone, reasoners));
 settings.push(await sequentialSetting('sequential, + 1 reasoner', backbone, reasoners.slice(0, 1)));
 settings.push(await sequentialSetting('sequential, + 3 reasoners', backbone, reasoners));
-settings.push(await engineSetting('tied-head reasoners: + 1', backbone, tied.slice(0, 1)));
-settings.push(await engineSetting('tied-head reasoners: + 3', backbone, tied));
-// What the backbone alone costs on the cores a lane leaves it: the floor of any plan that gives reasoners a core.
-const lanePlan = partitionThreads({}, 1);
-settings.push(await engineSetting(`backbone alone, ${lanePlan.backbone.intraOpThreads} thread(s)`, backbone, [], lanePlan.backbone.intraOpThreads));
+// Both placements side by side, whichever auto chose: the choice is only as good as this comparison says.
+for (const placement of ['lanes', 'inline'] as const) {
+  settings.push(await engineSetting('+ 1 reasoner', backbone, reasoners.slice(0, 1), { placement }));
+  settings.push(await engineSetting('+ 3 reasoners', backbone, reasoners, { placement }));
+}
+settings.push(await engineSetting('tied-head: + 1', backbone, tied.slice(0, 1)));
+settings.push(await engineSetting('tied-head: + 3', backbone, tied));
+// What the backbone alone costs on the cores one lane leaves it: the floor of any plan that gives a lane a core.
+const leftToBackbone = Math.max(1, availableParallelism() - 1);
+settings.push(await engineSetting(`backbone alone, ${leftToBackbone} thread(s)`, backbone, [], { threads: leftToBackbone }));
 
 const slopes = settings.map(() => [] as number[]);
 for (const s of settings) await s.run(short); // warm-up
@@ -157,7 +170,7 @@ printTable(
   ['setting', 'ms/token', 'vs backbone alone'],
   rows.map((r) => [r.setting, r.msPerToken, `${r.vsBackboneAlone.toFixed(2)}x`]),
 );
-printTable('engine (reasoner lanes) vs the sequential loop', ['reasoners', 'ratio'], [
+printTable('engine (auto placement) vs the sequential loop', ['reasoners', 'ratio'], [
   ['1', `${vsSequential.oneReasoner.toFixed(2)}x`],
   ['3', `${vsSequential.threeReasoners.toFixed(2)}x`],
 ]);

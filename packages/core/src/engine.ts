@@ -19,6 +19,7 @@ import { resolveModelPath } from './registry/resolve-model.js';
 import type { RegistryOptions } from './registry/settings.js';
 import type { FusionMode } from './compose/fusion.js';
 import { validateSamplingOptions } from './sampling/index.js';
+import { validatePlacement, type PlacementChoice } from './runtime/thread-budget.js';
 
 /** How to load a model. */
 export interface EngineOptions extends RuntimeOptions {
@@ -26,8 +27,14 @@ export interface EngineOptions extends RuntimeOptions {
   model: string;
   /** Where prepared graphs are cached (default `$REASONPLUG_CACHE/prepared` or `~/.cache/reasonplug/prepared`). */
   cacheDir?: string;
-  /** Reasoners composed with the backbone (UniR), each in a worker of its own. */
+  /** Reasoners composed with the backbone (UniR). */
   reasoners?: ReasonerSpec[];
+  /**
+   * Where reasoners run: `lanes` (worker threads beside the backbone, on cores it gives up), `inline` (on the
+   * backbone's thread after it, the backbone keeping every core), or `auto` (default: the one predicted faster
+   * from the models' sizes and the cores; always inline on one core).
+   */
+  placement?: PlacementChoice;
   /** Default transform of logits before weighting: 'logits' (UniR) or 'logprobs' (GenARM). */
   mode?: FusionMode;
   /** LiteReason reasoning projector (module directory or .onnx); enables latent decoding. */
@@ -83,7 +90,8 @@ export class Engine {
   /** Loads a model (prepares its graph on first use, then starts its session in a worker). */
   static async load(options: EngineOptions): Promise<Engine> {
     const t0 = performance.now();
-    const { model: modelSpec, projector: projectorSpec, reasoners: reasonerSpecs, registry, cacheDir, mode, ...runtime } = options;
+    const { model: modelSpec, projector: projectorSpec, reasoners: reasonerSpecs, registry, cacheDir, mode, placement, ...runtime } = options;
+    if (placement !== undefined) validatePlacement(placement);
     // Registry references (`[registry/]namespace/name@range`) are pulled into the cache; paths pass through.
     const pull = (spec: string) => resolveModelPath(spec, registry);
     const [model, projector, reasoners] = await Promise.all([
@@ -97,6 +105,7 @@ export class Engine {
       reasoners,
       ...(projector ? { projector } : {}),
       ...(cacheDir ? { cacheDir } : {}),
+      ...(placement ? { placement } : {}),
       ...(mode ? { mode } : {}),
     };
     const worker = spawnWorker('generation-worker', config);

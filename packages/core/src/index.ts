@@ -6,6 +6,7 @@ export type { ModelInfo, PromptInput } from './runtime/protocol.js';
 export type { FinishReason, GenerateOptions, GenerationResult, RowResult, TokenEvent, Timing, Usage } from './generate/types.js';
 export { runDecodeLoop, type LogitSource } from './generate/decode-loop.js';
 export { DecoderSession, ModelRunError, type DecoderSource, type RuntimeOptions } from './runtime/decoder-session.js';
+export { PlacementError, type Placement, type PlacementChoice } from './runtime/thread-budget.js';
 export { DEVICES, DeviceUnavailableError, executionProvidersFor, type Device } from './runtime/devices.js';
 export { locateModel, ModelNotFoundError, type ModelLocation } from './modules/locate.js';
 export {
@@ -43,7 +44,7 @@ export { validateWeightSpec, weightAt, WeightScheduleError, type WeightSegment, 
 export type { FusionMode } from './compose/fusion.js';
 export { VocabularyMismatchError } from './compose/vocabulary.js';
 export { ReasonerSelectionError, type TokenTrace, type TraceCandidate } from './compose/composed-source.js';
-export { ReasonerError } from './runtime/reasoner-lane.js';
+export { ReasonerError } from './compose/reasoner-group.js';
 export { ProjectorError } from './runtime/projector-session.js';
 export { buildIdentityProjector, buildProjectorModel, randomProjectorWeights, writeProjectorModel, type ProjectorConfig, type SwiGluWeights } from './onnx/projector-builder.js';
 export { LatentPolicyError, PromptError, parseLatentPolicy, type LatentPolicy } from './generate/decode-loop.js';

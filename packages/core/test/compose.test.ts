@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { Engine } from '../src/engine.js';
-import { openDecoder } from '../src/runtime/open-decoder.js';
+import { openDecoder, prepareModel } from '../src/runtime/open-decoder.js';
 import { ComposedSource, localReasoners, type ReasonerSlot } from '../src/compose/composed-source.js';
 import { ReasonerLane } from '../src/runtime/reasoner-lane.js';
 import type { FusionMode } from '../src/compose/fusion.js';
@@ -47,7 +47,8 @@ describe('UniR composition', function () {
   it('fused logits equal the weighted sum computed independently, in both modes, on this thread and in a lane', async () => {
     const opened = await Promise.all([backbone, mathR, cipherR].map((m) => openDecoder(m, {}, cacheDir)));
     const refs = await Promise.all([backbone, mathR, cipherR].map((m) => openDecoder(m, {}, cacheDir)));
-    const lane = await ReasonerLane.open([mathR, cipherR], ['math', 'cipher'], { runtime: {}, cacheDir, dedicatedCore: true });
+    const prepared = await Promise.all([mathR, cipherR].map((m) => prepareModel(m, cacheDir)));
+    const lane = await ReasonerLane.open(prepared, ['math', 'cipher'], { runtime: {}, dedicatedCore: true });
     try {
       const [b, r1, r2] = opened.map((o) => o.session);
       const V = 512;
@@ -254,24 +255,33 @@ describe('UniR composition', function () {
     expect((err as Error).name).to.equal('VocabularyMismatchError');
   });
 
-  it('gives the same tokens whether reasoners share one lane or each have their own', async () => {
+  it('gives the same tokens whether reasoners share one lane, each have their own, or run inline', async () => {
     const reasoners = [{ model: mathR, weight: 0.8 }, { model: cipherR, weight: 0.6 }];
-    // Explicit threads give every reasoner a lane of its own; the default plan shares lanes on few cores.
-    const shared = await Engine.load({ model: backbone, reasoners, cacheDir });
-    const own = await Engine.load({ model: backbone, reasoners, cacheDir, intraOpThreads: 1 });
+    // Explicit threads give every reasoner a lane of its own; forced lanes on few cores share one.
+    const engines = await Promise.all([
+      Engine.load({ model: backbone, reasoners, cacheDir, placement: 'lanes' }),
+      Engine.load({ model: backbone, reasoners, cacheDir, intraOpThreads: 1 }),
+      Engine.load({ model: backbone, reasoners, cacheDir, placement: 'inline' }),
+    ]);
     try {
+      expect(engines[1]!.info.placement).to.deep.equal({ kind: 'lanes', lanes: [['math-r'], ['cipher-r']] });
+      expect(engines[2]!.info.placement).to.deep.equal({ kind: 'inline', lanes: [] });
       const opts = { maxTokens: 24, ignoreEos: true, trace: 2 };
       const batch = { promptIds: [PROMPT, [1, 290], [1, 403, 407, 261, 300, 301]] };
-      const a = await shared.generate(batch, opts);
-      const b = await own.generate(batch, opts);
-      expect(a.rows.map((r) => r.ids)).to.deep.equal(b.rows.map((r) => r.ids));
-      // a second call with another batch size and a reasoner left out reuses the lanes
-      const c = await shared.generate({ promptIds: PROMPT }, { maxTokens: 12, ignoreEos: true, reasoners: [{ name: 'cipher-r' }] });
-      const d = await own.generate({ promptIds: PROMPT }, { maxTokens: 12, ignoreEos: true, reasoners: [{ name: 'cipher-r' }] });
-      expect(c.rows[0]!.ids).to.deep.equal(d.rows[0]!.ids);
+      const [a, ...others] = await Promise.all(engines.map((e) => e.generate(batch, opts)));
+      for (const b of others) expect(b.rows.map((r) => r.ids)).to.deep.equal(a!.rows.map((r) => r.ids));
+      // a second call with another batch size and a reasoner left out reuses the lanes and sessions
+      const subset = { maxTokens: 12, ignoreEos: true, reasoners: [{ name: 'cipher-r' }] };
+      const [c, ...rest] = await Promise.all(engines.map((e) => e.generate({ promptIds: PROMPT }, subset)));
+      for (const d of rest) expect(d.rows[0]!.ids).to.deep.equal(c!.rows[0]!.ids);
     } finally {
-      await Promise.all([shared.dispose(), own.dispose()]);
+      await Promise.all(engines.map((e) => e.dispose()));
     }
+  });
+
+  it('refuses an unknown placement', async () => {
+    const err = await Engine.load({ model: backbone, reasoners: [{ model: mathR }], cacheDir, placement: 'lane' as 'lanes' }).catch((e: Error) => e);
+    expect((err as Error).message).to.match(/placement must be auto, lanes or inline; got "lane"/);
   });
 
   it('a backbone failure leaves the reasoner lanes usable for the next call', async () => {
@@ -289,27 +299,31 @@ describe('UniR composition', function () {
     }
   });
 
-  it('a reasoner failing mid-run fails the generation clearly and leaves no worker behind', async () => {
+  it('a reasoner failing mid-run fails the generation clearly and leaves no worker behind, in lanes and inline', async () => {
     const fragile = await makeModule({ name: 'fragile-r', seed: 8, edit: (p) => limitContext(p, 10) });
-    // A healthy reasoner beside it may share its lane (on few cores) or have its own; either way nothing may hang.
+    // A healthy reasoner beside it shares its lane (forced lanes on few cores) or its thread; nothing may hang.
     const steady = await makeModule({ name: 'steady-r', seed: 9 });
     const script = join(testDir('fragile'), 'run.mts');
     const engineUrl = new URL('../src/engine.js', import.meta.url).href;
     await writeFile(
       script,
       `import { Engine } from ${JSON.stringify(engineUrl)};
-const engine = await Engine.load({ model: ${JSON.stringify(backbone)}, reasoners: [{ model: ${JSON.stringify(fragile)} }, { model: ${JSON.stringify(steady)} }], cacheDir: ${JSON.stringify(cacheDir)} });
-const err = await engine.generate({ promptIds: [1, 2, 3] }, { maxTokens: 30, ignoreEos: true }).catch((e) => e);
-console.log(JSON.stringify({ name: err.name, message: err.message }));
-const again = await engine.generate({ promptIds: [1] }).catch((e) => e);
-console.log(JSON.stringify({ message: again.message }));
+for (const placement of ['lanes', 'inline']) {
+  const engine = await Engine.load({ model: ${JSON.stringify(backbone)}, reasoners: [{ model: ${JSON.stringify(fragile)} }, { model: ${JSON.stringify(steady)} }], cacheDir: ${JSON.stringify(cacheDir)}, placement });
+  const err = await engine.generate({ promptIds: [1, 2, 3] }, { maxTokens: 30, ignoreEos: true }).catch((e) => e);
+  const again = await engine.generate({ promptIds: [1] }).catch((e) => e);
+  console.log(JSON.stringify({ placement: engine.info.placement.kind, name: err.name, message: err.message, again: again.message }));
+}
 // no dispose: the process must still exit on its own, so no worker may be left running`,
     );
     const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', script], { timeout: 60_000 });
-    const [first, second] = stdout.trim().split('\n').map((l) => JSON.parse(l));
-    expect(first.name).to.equal('ReasonerError');
-    expect(first.message).to.match(/reasoner fragile-r failed: .*out of/i);
-    expect(second.message).to.match(/closed/);
+    const runs = stdout.trim().split('\n').map((l) => JSON.parse(l));
+    expect(runs.map((r) => r.placement)).to.deep.equal(['lanes', 'inline']);
+    for (const run of runs) {
+      expect(run.name).to.equal('ReasonerError');
+      expect(run.message).to.match(/reasoner fragile-r failed: .*out of/i);
+      expect(run.again).to.match(/closed/);
+    }
   });
 });
 
@@ -320,10 +334,11 @@ describe('reasonplug generate --reasoner', function () {
     const reasoner = await makeModule({ name: 'cli-r', seed: 12, config: storiesConfig({ hiddenSize: 32 }) });
     const cli = fileURLToPath(new URL('../src/cli/reasonplug.ts', import.meta.url));
     const { stdout } = await promisify(execFile)(process.execPath, [
-      '--import', 'tsx', cli, 'generate', '--model', backbone, '--reasoner', `${reasoner}=1.5`, '--prompt-ids', '1,403', '--max-tokens', '4', '--trace', '3', '--json',
+      '--import', 'tsx', cli, 'generate', '--model', backbone, '--reasoner', `${reasoner}=1.5`, '--prompt-ids', '1,403', '--max-tokens', '4', '--trace', '3', '--placement', 'inline', '--json',
     ]);
     const out = JSON.parse(stdout);
     expect(out.reasoners).to.deep.equal([{ path: reasoner, name: 'cli-r', weight: 1.5 }]);
+    expect(out.placement).to.deep.equal({ kind: 'inline', lanes: [] });
     expect(out.ids).to.have.length(4);
     expect(out.trace).to.have.length(4);
     expect(out.trace[0].models.map((m: { name: string }) => m.name)).to.deep.equal(['backbone', 'cli-r']);

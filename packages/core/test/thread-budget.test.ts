@@ -1,30 +1,69 @@
 import { expect } from 'chai';
-import { assignLanes, partitionThreads } from '../src/runtime/thread-budget.js';
+import { dealLanes, planThreads, validatePlacement } from '../src/runtime/thread-budget.js';
+
+const MB = 1024 * 1024;
+/** The composition benchmark's sizes: a 24M-parameter backbone and reasoners 1/8 its size, fp32. */
+const backboneBytes = 97.6 * MB;
+const reasoner = 12.1 * MB;
 
 describe('thread budget', () => {
-  it('gives reasoners one thread each, one lane per four cores, and the backbone the cores left', () => {
-    expect(partitionThreads({}, 3, 2)).to.deep.equal({ backbone: { intraOpThreads: 1 }, reasoner: { intraOpThreads: 1 }, lanes: 1, dedicatedCores: true });
-    expect(partitionThreads({}, 3, 8)).to.deep.include({ backbone: { intraOpThreads: 6 }, lanes: 2, dedicatedCores: true });
-    expect(partitionThreads({}, 3, 16)).to.deep.include({ backbone: { intraOpThreads: 13 }, lanes: 3 });
-    expect(partitionThreads({ device: 'cpu' }, 0, 16)).to.deep.equal({ backbone: { device: 'cpu' }, reasoner: { device: 'cpu' }, lanes: 0, dedicatedCores: false });
+  it('runs one small reasoner inline on two cores, and three in a lane that leaves the backbone one core', () => {
+    expect(planThreads({ runtime: {}, backboneBytes, reasonerBytes: [reasoner], cores: 2 })).to.deep.include({ placement: 'inline', lanes: [] });
+    expect(planThreads({ runtime: {}, backboneBytes, reasonerBytes: [reasoner, reasoner, reasoner], cores: 2 })).to.deep.equal({
+      placement: 'lanes',
+      backbone: { intraOpThreads: 1 },
+      reasoner: { intraOpThreads: 1 },
+      lanes: [[0, 1, 2]],
+      dedicatedCores: true,
+    });
   });
 
-  it('on one core the lane shares it with the backbone, so nobody spins', () => {
-    expect(partitionThreads({}, 2, 1)).to.deep.include({ backbone: { intraOpThreads: 1 }, lanes: 1, dedicatedCores: false });
+  it('balances the backbone against the heaviest lane on more cores', () => {
+    // 16 cores: two lanes leave the backbone 14 threads, and no lane outweighs it; three lanes would cost it more.
+    expect(planThreads({ runtime: {}, backboneBytes, reasonerBytes: [reasoner, reasoner, reasoner], cores: 16 })).to.deep.include({
+      placement: 'lanes',
+      backbone: { intraOpThreads: 14 },
+      lanes: [[0, 2], [1]],
+    });
+    // 4 cores, one reasoner: giving up one core of four costs the backbone less than running the reasoner after it.
+    expect(planThreads({ runtime: {}, backboneBytes, reasonerBytes: [reasoner], cores: 4 })).to.deep.include({ placement: 'lanes', backbone: { intraOpThreads: 3 } });
   });
 
-  it("keeps a user's explicit thread count for every model and gives every reasoner a lane", () => {
-    expect(partitionThreads({ intraOpThreads: 4 }, 3, 2)).to.deep.equal({
-      backbone: { intraOpThreads: 4 },
-      reasoner: { intraOpThreads: 4 },
-      lanes: 3,
+  it('runs reasoners inline on one core, where a lane could only time-slice with the backbone', () => {
+    expect(planThreads({ runtime: {}, backboneBytes, reasonerBytes: [reasoner, reasoner], cores: 1 })).to.deep.include({ placement: 'inline' });
+    // asked for lanes anyway: one lane sharing the core, so nobody spins
+    expect(planThreads({ runtime: {}, placement: 'lanes', backboneBytes, reasonerBytes: [reasoner, reasoner], cores: 1 })).to.deep.include({
+      backbone: { intraOpThreads: 1 },
+      lanes: [[0, 1]],
       dedicatedCores: false,
     });
   });
 
-  it('deals reasoners to lanes in turn', () => {
-    expect(assignLanes(3, 1)).to.deep.equal([[0, 1, 2]]);
-    expect(assignLanes(5, 2)).to.deep.equal([[0, 2, 4], [1, 3]]);
-    expect(assignLanes(2, 2)).to.deep.equal([[0], [1]]);
+  it('follows the placement a user asks for', () => {
+    expect(planThreads({ runtime: { device: 'cpu' }, placement: 'inline', backboneBytes, reasonerBytes: [reasoner, reasoner, reasoner], cores: 16 })).to.deep.equal({
+      placement: 'inline',
+      backbone: { device: 'cpu' },
+      reasoner: { device: 'cpu' },
+      lanes: [],
+      dedicatedCores: false,
+    });
+    expect(planThreads({ runtime: {}, placement: 'lanes', backboneBytes, reasonerBytes: [reasoner], cores: 2 })).to.deep.include({ placement: 'lanes', lanes: [[0]] });
+    expect(() => validatePlacement('lane')).to.throw(/placement must be auto, lanes or inline; got "lane"/);
+  });
+
+  it("keeps a user's explicit thread count for every model and gives every reasoner a lane", () => {
+    expect(planThreads({ runtime: { intraOpThreads: 4 }, backboneBytes, reasonerBytes: [reasoner, reasoner, reasoner], cores: 2 })).to.deep.equal({
+      placement: 'lanes',
+      backbone: { intraOpThreads: 4 },
+      reasoner: { intraOpThreads: 4 },
+      lanes: [[0], [1], [2]],
+      dedicatedCores: false,
+    });
+  });
+
+  it('deals the heaviest reasoners first, each to the lightest lane', () => {
+    expect(dealLanes([1, 1, 1], 1)).to.deep.equal([[0, 1, 2]]);
+    expect(dealLanes([1, 1, 1, 1, 1], 2)).to.deep.equal([[0, 2, 4], [1, 3]]);
+    expect(dealLanes([1, 5, 1, 1], 2)).to.deep.equal([[1], [0, 2, 3]]);
   });
 });

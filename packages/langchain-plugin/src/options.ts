@@ -88,6 +88,8 @@ export const ModelOptionsSchema = z.strictObject({
   /** Execution provider: cpu (default), cuda, tensorrt, webgpu, coreml, dml. */
   device: z.string().min(1).optional(),
   intraOpThreads: z.int().positive().optional(),
+  /** Where reasoners run: `lanes`, `inline` or `auto` (default; see core's `EngineOptions.placement`). */
+  placement: z.enum(['auto', 'lanes', 'inline']).optional(),
   /** Where prepared graphs are cached (default: core's). */
   cacheDir: z.string().min(1).optional(),
   ...generation,

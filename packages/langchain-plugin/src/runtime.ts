@@ -46,7 +46,7 @@ export class ReasonerRuntime {
 
   /** Loads the backbone and reasoners of parsed model options into one engine. */
   static async load(options: ParsedModelOptions): Promise<ReasonerRuntime> {
-    const { backbone, reasoners = [], projector, registry, device, intraOpThreads, cacheDir, ...defaults } = options;
+    const { backbone, reasoners = [], projector, registry, device, intraOpThreads, placement, cacheDir, ...defaults } = options;
     // The backbone is resolved here (a registry reference becomes a pulled module directory) because its
     // directory also serves the chat template; the engine resolves the other modules itself.
     const backbonePath = await resolveModelPath(backbone, registry);
@@ -58,6 +58,7 @@ export class ReasonerRuntime {
       ...(defaults.mode ? { mode: defaults.mode } : {}),
       ...(device ? { device } : {}),
       ...(intraOpThreads ? { intraOpThreads } : {}),
+      ...(placement ? { placement } : {}),
       ...(cacheDir ? { cacheDir } : {}),
     });
     try {

@@ -294,9 +294,15 @@ describe('ChatReasoner', function () {
     });
 
     it('validates its creation options, every problem at once', async () => {
-      const err = await ChatReasoner.create({ backbone: '', reasoners: [{ module: mathR, weight: Number.NaN }], maxTokens: 0, cacheDir }).catch((e: Error) => e);
+      const err = await ChatReasoner.create({
+        backbone: '',
+        reasoners: [{ module: mathR, weight: Number.NaN }],
+        placement: 'lane' as 'lanes',
+        maxTokens: 0,
+        cacheDir,
+      }).catch((e: Error) => e);
       expect(err).to.be.instanceOf(ReasonerOptionsError);
-      expect((err as ReasonerOptionsError).issues.map((i) => i.path)).to.deep.equal(['backbone', 'reasoners[0].weight', 'maxTokens']);
+      expect((err as ReasonerOptionsError).issues.map((i) => i.path)).to.deep.equal(['backbone', 'reasoners[0].weight', 'placement', 'maxTokens']);
       expect((err as Error).message).to.match(/^ChatReasoner\.create: backbone: /);
     });
   });

@@ -11,6 +11,7 @@ import { convertGguf } from '../gguf/convert.js';
 import { DEVICES } from '../runtime/devices.js';
 import type { PromptInput, ReasonerSpec } from '../runtime/protocol.js';
 import type { FusionMode } from '../compose/fusion.js';
+import type { PlacementChoice } from '../runtime/thread-budget.js';
 import type { TokenTrace } from '../compose/composed-source.js';
 import { existsSync } from 'node:fs';
 import { addRegistryCommands } from './registry-commands.js';
@@ -64,6 +65,7 @@ interface GenerateFlags {
   latentPlaceholder?: string;
   device: string;
   threads?: number;
+  placement?: PlacementChoice;
   json?: boolean;
 }
 
@@ -79,6 +81,7 @@ async function generate(flags: GenerateFlags): Promise<void> {
     ...(flags.projector ? { projector: flags.projector } : {}),
     device: flags.device,
     ...(flags.threads ? { intraOpThreads: flags.threads } : {}),
+    ...(flags.placement ? { placement: flags.placement } : {}),
   });
   const controller = new AbortController();
   process.once('SIGINT', () => controller.abort());
@@ -120,6 +123,7 @@ async function generate(flags: GenerateFlags): Promise<void> {
           timing: { loadMs, prefillMs, msPerToken },
           finishReason: row.finishReason,
           reasoners,
+          ...(reasoners.length > 0 ? { placement: engine.info.placement } : {}),
           ...(flags.trace ? { trace: traces } : {}),
         }) + '\n',
       );
@@ -179,6 +183,11 @@ export function buildProgram(): Command {
     .option('--latent-placeholder <text>', 'shown once per latent step in place of a marker')
     .addOption(new Option('--device <d>', 'execution provider').choices([...DEVICES]).default('cpu'))
     .option('--threads <n>', 'intra-op threads', int('--threads'))
+    .addOption(
+      new Option('--placement <p>', 'where reasoners run: lanes (threads beside the backbone), inline (after it), auto')
+        .choices(['auto', 'lanes', 'inline'])
+        .default('auto'),
+    )
     .option('--json', 'print one JSON object instead of streaming text')
     .action((flags: GenerateFlags) => generate(flags));
   program

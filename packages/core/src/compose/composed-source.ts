@@ -1,7 +1,8 @@
 /**
  * A backbone and N reasoners as one logit source: every model keeps its own KV cache and advances on the same
- * tokens; reasoners run in groups on their own threads while the backbone runs on this one, each group summing
- * its members' weighted logits as they finish, and the backbone's logits join that sum last.
+ * tokens; reasoners run in groups (lanes on their own threads while the backbone runs on this one, or inline on
+ * this thread after it), each group summing its members' weighted logits as they finish, and the backbone's
+ * logits join that sum last.
  */
 import type { LogitSource } from '../generate/decode-loop.js';
 import { combineWithBackbone, fusionScale, type FusionMode } from './fusion.js';
@@ -26,9 +27,12 @@ export interface ReasonerSlot {
   member: number;
 }
 
-/** Reasoner slots over decoders on this thread, run one after another (the reference loop; tests). */
+/** Reasoner slots over decoders on this thread, run one after another after the backbone (inline placement). */
 export function localReasoners(reasoners: readonly { name: string; decoder: Decoder }[]): ReasonerSlot[] {
-  const group = new LocalReasonerGroup(reasoners.map((r) => r.decoder));
+  const group = new LocalReasonerGroup(
+    reasoners.map((r) => r.decoder),
+    reasoners.map((r) => r.name),
+  );
   return reasoners.map((r, member) => ({ name: r.name, group, member }));
 }
 

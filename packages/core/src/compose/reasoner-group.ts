@@ -6,6 +6,11 @@
 import type { LogitSource } from '../generate/decode-loop.js';
 import { accumulateLogits, type FusionMode } from './fusion.js';
 
+/** Raised when a reasoner fails to load or fails during a run; names the reasoner. */
+export class ReasonerError extends Error {
+  override name = 'ReasonerError';
+}
+
 /** A decoder the composer can drive: a local session or a proxy to one in another thread. */
 export interface Decoder extends LogitSource {
   release(): Promise<void>;
@@ -37,6 +42,8 @@ export interface GroupOutput {
 export interface ReasonerGroup {
   /** Each member's logits width. */
   readonly vocabSizes: readonly number[];
+  /** Each member's name, for errors; the loader may rename members once their manifests are read. */
+  readonly names: string[];
   /** Starts a call: the prompts go to the call's members (replacing their caches), weighted by `weights`. */
   prefill(call: GroupCall, prompts: readonly (readonly number[])[], weights: readonly number[]): Promise<void>;
   /** Sends one token per row to the call's members; `weights` are this step's, in the call's order. */
@@ -64,14 +71,20 @@ export function addMemberLogits(
   if (keep) for (let r = 0; r < rows; r++) keep.set(z.subarray(r * stride, r * stride + call.vocab), r * call.vocab);
 }
 
-/** Decoders on the caller's thread, run one after another when the answer is asked for: the reference loop. */
+/**
+ * Decoders on the caller's thread, run one after another when the answer is asked for: the engine's inline
+ * placement, the reference loop, tests.
+ */
 export class LocalReasonerGroup implements ReasonerGroup {
   private call: GroupCall | undefined;
   private rows = 0;
   private out: { sum: Float32Array; logits?: Float32Array[] } = { sum: new Float32Array(0) };
   private pending: { advance: (d: Decoder) => Promise<Float32Array>; weights: readonly number[] } | undefined;
 
-  constructor(private readonly decoders: readonly Decoder[]) {}
+  constructor(
+    private readonly decoders: readonly Decoder[],
+    readonly names: string[],
+  ) {}
 
   get vocabSizes(): number[] {
     return this.decoders.map((d) => d.vocabSize);
@@ -97,8 +110,15 @@ export class LocalReasonerGroup implements ReasonerGroup {
     const { advance, weights } = this.pending!;
     this.pending = undefined;
     for (let i = 0; i < call.members.length; i++) {
-      const decoder = this.decoders[call.members[i]!]!;
-      addMemberLogits(this.out, i, await advance(decoder), decoder.vocabSize, this.rows, call, weights[i]!);
+      const member = call.members[i]!;
+      const decoder = this.decoders[member]!;
+      let z: Float32Array;
+      try {
+        z = await advance(decoder);
+      } catch (err) {
+        throw new ReasonerError(`reasoner ${this.names[member]} failed: ${(err as Error).name}: ${(err as Error).message}`);
+      }
+      addMemberLogits(this.out, i, z, decoder.vocabSize, this.rows, call, weights[i]!);
     }
     return this.out;
   }

@@ -1,7 +1,7 @@
 /**
- * Worker-thread entry: owns the backbone session, its tokenizer, the reasoners (each in a worker of its own)
- * and the decode loop, so that onnxruntime's blocking `run` never stalls the main thread and tokens stream
- * out as messages.
+ * Worker-thread entry: owns the backbone session, its tokenizer, the reasoners (in lane workers it spawns, or
+ * inline on this thread) and the decode loop, so that onnxruntime's blocking `run` never stalls the main
+ * thread and tokens stream out as messages.
  */
 import { basename } from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
@@ -15,11 +15,11 @@ import { ComposedSource, ReasonerSelectionError, type CompositionPlan, type Reas
 import { sharedVocabulary } from '../compose/vocabulary.js';
 import { validateWeightSpec, type WeightSpec } from '../compose/weights.js';
 import type { FusionMode } from '../compose/fusion.js';
-import { openDecoder } from './open-decoder.js';
-import { ReasonerLane, ReasonerError } from './reasoner-lane.js';
-import type { LaneMemberInfo } from './lane-worker.js';
+import { LocalReasonerGroup, ReasonerError, type ReasonerGroup } from '../compose/reasoner-group.js';
+import { openPrepared, openReasoner, prepareModel, type PreparedModel, type ReasonerInfo } from './open-decoder.js';
+import { ReasonerLane } from './reasoner-lane.js';
 import { toWire } from './spawn-worker.js';
-import { assignLanes, partitionThreads } from './thread-budget.js';
+import { planThreads, type ThreadPlan } from './thread-budget.js';
 import type { DecoderSession } from './decoder-session.js';
 import type { FromWorker, GenerateRequestOptions, ModelInfo, PromptInput, ToWorker, WorkerConfig } from './protocol.js';
 
@@ -57,7 +57,7 @@ interface Loaded {
   backbone: DecoderSession;
   tokenizer?: TextTokenizer;
   reasoners: (ReasonerSlot & { weight: WeightSpec })[];
-  lanes: ReasonerLane[];
+  groups: ReasonerGroup[];
   vocab: number;
   mode: FusionMode;
   projector?: { session: ProjectorSession; marker: MarkerSpec };
@@ -104,31 +104,78 @@ function reasonerName(spec: WorkerConfig['reasoners'][number], manifestName: str
   return spec.name ?? manifestName ?? basename(spec.model).replace(/\.onnx$/, '');
 }
 
-async function start(): Promise<Loaded> {
-  const threads = partitionThreads(config.runtime, config.reasoners.length);
-  const dealt = assignLanes(config.reasoners.length, threads.lanes);
-  const label = (i: number) => config.reasoners[i]!.name ?? `${i + 1} (${config.reasoners[i]!.model})`;
-  const opening: Promise<unknown>[] = [
-    openDecoder(config.model, threads.backbone, config.cacheDir, config.projector !== undefined),
-    ...dealt.map((members) =>
+/** Prefixes a reasoner's load failure with its label, keeping the error's kind. */
+function labelled(label: string): (err: Error) => never {
+  return (err) => {
+    err.message = `reasoner ${label}: ${err.message}`;
+    throw err;
+  };
+}
+
+/** Opens the reasoners where the plan puts them: lane workers, or this thread (inline). */
+async function openReasoners(
+  plan: ThreadPlan,
+  prepared: PreparedModel[],
+  label: (i: number) => string,
+): Promise<{ groups: ReasonerGroup[]; placed: { group: ReasonerGroup; member: number; info: ReasonerInfo }[] }> {
+  const placed: { group: ReasonerGroup; member: number; info: ReasonerInfo }[] = [];
+  if (plan.placement === 'inline') {
+    const opened = await Promise.allSettled(prepared.map((p, i) => openReasoner(p, plan.reasoner).catch(labelled(label(i)))));
+    const loaded = opened.flatMap((o) => (o.status === 'fulfilled' ? [o.value] : []));
+    const failure = opened.find((o) => o.status === 'rejected');
+    if (failure) {
+      await Promise.allSettled(loaded.map((l) => l.session.release()));
+      throw failure.reason;
+    }
+    const group = new LocalReasonerGroup(
+      loaded.map((l) => l.session),
+      prepared.map((_, i) => label(i)),
+    );
+    loaded.forEach(({ info }, member) => placed.push({ group, member, info }));
+    return { groups: [group], placed };
+  }
+  const opened = await Promise.allSettled(
+    plan.lanes.map((members) =>
       ReasonerLane.open(
-        members.map((i) => config.reasoners[i]!.model),
+        members.map((i) => prepared[i]!),
         members.map(label),
-        { runtime: threads.reasoner, dedicatedCore: threads.dedicatedCores, ...(config.cacheDir ? { cacheDir: config.cacheDir } : {}) },
+        { runtime: plan.reasoner, dedicatedCore: plan.dedicatedCores },
       ),
     ),
-  ];
-  const [first, ...rest] = await Promise.allSettled(opening);
-  const lanes = rest.flatMap((s) => (s.status === 'fulfilled' ? [s.value as ReasonerLane] : []));
-  const failure = [first, ...rest].find((s) => s.status === 'rejected') as PromiseRejectedResult | undefined;
-  if (first.status === 'rejected' || failure) {
-    // Nothing half-loaded stays behind: release what did load before reporting.
-    if (first.status === 'fulfilled') await (first.value as Awaited<ReturnType<typeof openDecoder>>).session.release();
+  );
+  const lanes = opened.flatMap((o) => (o.status === 'fulfilled' ? [o.value] : []));
+  const failure = opened.find((o) => o.status === 'rejected');
+  if (failure) {
     await Promise.allSettled(lanes.map((l) => l.release()));
-    throw failure!.reason;
+    throw failure.reason;
   }
-  const { location, session, notes } = first.value as Awaited<ReturnType<typeof openDecoder>>;
-  const releaseAll = () => Promise.allSettled([session.release(), ...lanes.map((l) => l.release())]);
+  plan.lanes.forEach((members, l) => members.forEach((i, member) => (placed[i] = { group: lanes[l]!, member, info: lanes[l]!.members[member]! })));
+  return { groups: lanes, placed };
+}
+
+async function start(): Promise<Loaded> {
+  const label = (i: number) => config.reasoners[i]!.name ?? `${i + 1} (${config.reasoners[i]!.model})`;
+  // Every model is located and prepared first: their sizes decide where the reasoners run.
+  const [backbonePrepared, ...reasonersPrepared] = await Promise.all([
+    prepareModel(config.model, config.cacheDir, config.projector !== undefined),
+    ...config.reasoners.map((r, i) => prepareModel(r.model, config.cacheDir).catch(labelled(label(i)))),
+  ]);
+  const plan = planThreads({
+    runtime: config.runtime,
+    ...(config.placement ? { placement: config.placement } : {}),
+    backboneBytes: backbonePrepared!.prepared.weightBytes,
+    reasonerBytes: reasonersPrepared.map((p) => p.prepared.weightBytes),
+  });
+  const [first, second] = await Promise.allSettled([openPrepared(backbonePrepared!, plan.backbone), openReasoners(plan, reasonersPrepared, label)]);
+  if (first.status === 'rejected' || second.status === 'rejected') {
+    // Nothing half-loaded stays behind: release what did load before reporting.
+    if (first.status === 'fulfilled') await first.value.session.release();
+    if (second.status === 'fulfilled') await Promise.allSettled(second.value.groups.map((g) => g.release()));
+    throw (first.status === 'rejected' ? first : (second as PromiseRejectedResult)).reason;
+  }
+  const { location, session, notes } = first.value;
+  const { groups, placed } = second.value;
+  const releaseAll = () => Promise.allSettled([session.release(), ...groups.map((g) => g.release())]);
   const tokenizer = location.tokenizerDir
     ? await TextTokenizer.fromDirectory(location.tokenizerDir, location.generation ?? {})
     : undefined;
@@ -139,17 +186,14 @@ async function start(): Promise<Loaded> {
       })
     : undefined;
 
-  // Reasoners in the order they were given, each found in its lane.
-  const placed: { lane: ReasonerLane; member: number; info: LaneMemberInfo }[] = [];
-  dealt.forEach((members, l) => members.forEach((i, member) => (placed[i] = { lane: lanes[l]!, member, info: lanes[l]!.members[member]! })));
-  const reasoners = placed.map(({ lane, member, info }, i) => {
+  const reasoners = placed.map(({ group, member, info }, i) => {
     const spec = config.reasoners[i]!;
     const manifest = info.manifest;
     const name = reasonerName(spec, manifest?.name);
-    lane.names[member] = name;
+    group.names[member] = name;
     return {
       name,
-      group: lane,
+      group,
       member,
       info,
       weight: validateWeightSpec(spec.weight ?? manifest?.composition?.defaultWeight ?? 1, name),
@@ -183,6 +227,7 @@ async function start(): Promise<Loaded> {
     mode,
     reasoners: reasoners.map((r) => ({ name: r.name, modelPath: r.info.modelPath, weight: r.weight, vocabSize: r.info.vocabSize })),
     ...(session.intraOpThreads ? { intraOpThreads: session.intraOpThreads } : {}),
+    placement: { kind: plan.placement, lanes: plan.lanes.map((members) => members.map((i) => names[i]!)) },
     ...(projector ? { projector: { modelPath: config.projector!, hiddenSize: projector.session.hiddenSize, marker: projector.marker } } : {}),
     ...(tokenizer
       ? {
@@ -196,7 +241,7 @@ async function start(): Promise<Loaded> {
       : {}),
   };
   post({ type: 'ready', info });
-  return { backbone: session, ...(tokenizer ? { tokenizer } : {}), reasoners, lanes, vocab, mode, ...(projector ? { projector } : {}) };
+  return { backbone: session, ...(tokenizer ? { tokenizer } : {}), reasoners, groups, vocab, mode, ...(projector ? { projector } : {}) };
 }
 
 /** Which reasoners take part in one request, with which weights. */
@@ -222,7 +267,7 @@ async function serve(loaded: Loaded, msg: ToWorker): Promise<void> {
   if (closed) return;
   const { backbone, tokenizer } = loaded;
   if (msg.type === 'dispose') {
-    await Promise.all([backbone.release(), loaded.projector?.session.release(), ...loaded.lanes.map((l) => l.release())]);
+    await Promise.all([backbone.release(), loaded.projector?.session.release(), ...loaded.groups.map((g) => g.release())]);
     port.close();
     return;
   }
@@ -283,7 +328,7 @@ let closed = false;
 /** Releases every model; the worker then answers nothing more. */
 async function shutDown(loaded: Loaded): Promise<void> {
   closed = true;
-  await Promise.allSettled([loaded.backbone.release(), loaded.projector?.session.release(), ...loaded.lanes.map((l) => l.release())]);
+  await Promise.allSettled([loaded.backbone.release(), loaded.projector?.session.release(), ...loaded.groups.map((g) => g.release())]);
 }
 
 start().then(

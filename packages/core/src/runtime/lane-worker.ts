@@ -5,34 +5,23 @@
  * of a call carries a message (its prompts and buffers), read synchronously.
  */
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
-import { openDecoder } from './open-decoder.js';
+import { openReasoner, type PreparedModel, type ReasonerInfo } from './open-decoder.js';
 import { toWire, type WireError } from './spawn-worker.js';
 import type { DecoderSession, RuntimeOptions } from './decoder-session.js';
-import { tokenizerFingerprintOf } from '../modules/locate.js';
-import type { ModuleManifest } from '../modules/manifest.js';
 import { ChannelServer, RequestKind } from './lane-channel.js';
 import { addMemberLogits, type GroupCall } from '../compose/reasoner-group.js';
 
 /** What the lane is started with. */
 export interface LaneWorkerConfig {
-  models: string[];
+  /** Located and prepared by the generation worker (their sizes planned the lanes). */
+  models: PreparedModel[];
   runtime: RuntimeOptions;
-  cacheDir?: string;
   /** The shared block of the request/answer channel. */
   channel: SharedArrayBuffer;
 }
 
-/** What the lane learned about one of its models. */
-export interface LaneMemberInfo {
-  vocabSize: number;
-  modelPath: string;
-  manifest?: ModuleManifest;
-  tokenizerFingerprint?: string;
-  notes: string[];
-}
-
 /** The lane's messages, before it starts serving. */
-export type FromLaneWorker = { type: 'ready'; members: LaneMemberInfo[] } | { type: 'failed'; member: number; error: WireError };
+export type FromLaneWorker = { type: 'ready'; members: ReasonerInfo[] } | { type: 'failed'; member: number; error: WireError };
 
 /** Shared buffers of a call, sized for its rows (the client reuses them while they are big enough). */
 export interface LaneBuffers {
@@ -54,24 +43,13 @@ const port = parentPort!;
 const config = workerData as LaneWorkerConfig;
 
 /** Loads every model at once; a failure names the member that failed (the others go with the worker). */
-async function load(): Promise<{ sessions: DecoderSession[]; members: LaneMemberInfo[] }> {
+async function load(): Promise<{ sessions: DecoderSession[]; members: ReasonerInfo[] }> {
   const opened = await Promise.allSettled(
-    config.models.map(async (model) => {
-      const { location, session, notes } = await openDecoder(model, config.runtime, config.cacheDir);
-      const fingerprint = await tokenizerFingerprintOf(location);
-      const info: LaneMemberInfo = {
-        vocabSize: session.vocabSize,
-        modelPath: location.modelPath,
-        ...(location.manifest ? { manifest: location.manifest } : {}),
-        ...(fingerprint ? { tokenizerFingerprint: fingerprint } : {}),
-        notes,
-      };
-      return { session, info };
-    }),
+    config.models.map((model) => openReasoner(model, config.runtime)),
   );
   const failed = opened.findIndex((o) => o.status === 'rejected');
   if (failed !== -1) throw Object.assign((opened[failed] as PromiseRejectedResult).reason as Error, { member: failed });
-  const loaded = opened.map((o) => (o as PromiseFulfilledResult<{ session: DecoderSession; info: LaneMemberInfo }>).value);
+  const loaded = opened.map((o) => (o as PromiseFulfilledResult<{ session: DecoderSession; info: ReasonerInfo }>).value);
   return { sessions: loaded.map((l) => l.session), members: loaded.map((l) => l.info) };
 }
 

@@ -1,7 +1,14 @@
 /** From a model path to a running decoder session: locate, prepare (cached), create. */
-import { locateModel, type ModelLocation } from '../modules/locate.js';
-import { prepareDecoder } from '../onnx/prepared-cache.js';
+import { locateModel, tokenizerFingerprintOf, type ModelLocation } from '../modules/locate.js';
+import type { ModuleManifest } from '../modules/manifest.js';
+import { prepareDecoder, type PreparedDecoder } from '../onnx/prepared-cache.js';
 import { DecoderSession, type RuntimeOptions } from './decoder-session.js';
+
+/** A located model with its prepared graph, before any session exists (its weight bytes size the plan). */
+export interface PreparedModel {
+  location: ModelLocation;
+  prepared: PreparedDecoder;
+}
 
 /** A session together with where it came from and what preparation noted. */
 export interface OpenedDecoder {
@@ -11,10 +18,10 @@ export interface OpenedDecoder {
 }
 
 /**
- * Opens the decoder behind a model path with last-position fp32 logits; with `latent`, the graph also takes
+ * Locates a model and prepares its graph for last-position fp32 logits; with `latent`, the graph also takes
  * `inputs_embeds` and returns its final hidden state (what LiteReason's projector loop needs).
  */
-export async function openDecoder(model: string, runtime: RuntimeOptions, cacheDir?: string, latent = false): Promise<OpenedDecoder> {
+export async function prepareModel(model: string, cacheDir?: string, latent = false): Promise<PreparedModel> {
   const location = await locateModel(model);
   const prepared = await prepareDecoder(location.modelPath, {
     lastLogitsOnly: true,
@@ -22,6 +29,11 @@ export async function openDecoder(model: string, runtime: RuntimeOptions, cacheD
     ...(latent ? { inputsEmbeds: true, hiddenState: true } : {}),
     ...(cacheDir ? { cacheDir } : {}),
   });
+  return { location, prepared };
+}
+
+/** Creates the session of a prepared model. */
+export async function openPrepared({ location, prepared }: PreparedModel, runtime: RuntimeOptions): Promise<OpenedDecoder> {
   const session = await DecoderSession.create(
     {
       path: prepared.preparedPath,
@@ -32,4 +44,32 @@ export async function openDecoder(model: string, runtime: RuntimeOptions, cacheD
     runtime,
   );
   return { location, session, notes: prepared.notes };
+}
+
+/** {@link prepareModel}, then {@link openPrepared}. */
+export async function openDecoder(model: string, runtime: RuntimeOptions, cacheDir?: string, latent = false): Promise<OpenedDecoder> {
+  return openPrepared(await prepareModel(model, cacheDir, latent), runtime);
+}
+
+/** What the engine learns about a reasoner when it opens it. */
+export interface ReasonerInfo {
+  vocabSize: number;
+  modelPath: string;
+  manifest?: ModuleManifest;
+  tokenizerFingerprint?: string;
+  notes: string[];
+}
+
+/** Opens a prepared reasoner and reads what composing it needs (its manifest, tokenizer fingerprint). */
+export async function openReasoner(model: PreparedModel, runtime: RuntimeOptions): Promise<{ session: DecoderSession; info: ReasonerInfo }> {
+  const { location, session, notes } = await openPrepared(model, runtime);
+  const fingerprint = await tokenizerFingerprintOf(location);
+  const info: ReasonerInfo = {
+    vocabSize: session.vocabSize,
+    modelPath: location.modelPath,
+    ...(location.manifest ? { manifest: location.manifest } : {}),
+    ...(fingerprint ? { tokenizerFingerprint: fingerprint } : {}),
+    notes,
+  };
+  return { session, info };
 }

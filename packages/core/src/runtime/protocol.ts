@@ -7,6 +7,7 @@ import type { WireError } from './spawn-worker.js';
 import type { FusionMode } from '../compose/fusion.js';
 import type { WeightSpec } from '../compose/weights.js';
 import type { MarkerSpec } from '../generate/latent-marker.js';
+import type { Placement, PlacementChoice } from './thread-budget.js';
 
 /** A prompt in one of the forms the engine takes. A list makes a batch (left-padded). */
 export type PromptInput =
@@ -30,6 +31,7 @@ export interface WorkerConfig {
   runtime: RuntimeOptions;
   cacheDir?: string;
   reasoners: ReasonerSpec[];
+  placement?: PlacementChoice;
   mode?: FusionMode;
   /** LiteReason reasoning projector: a module directory (kind latent-projector) or an .onnx file. */
   projector?: string;
@@ -75,6 +77,8 @@ export interface ModelInfo {
   reasoners: { name: string; modelPath: string; weight: WeightSpec; vocabSize: number }[];
   /** Intra-op threads of the session; absent means onnxruntime's default (one per physical core). */
   intraOpThreads?: number;
+  /** Where the reasoners run, and the reasoners (by name) each lane worker hosts (none inline). */
+  placement: { kind: Placement; lanes: string[][] };
 }
 
 export type ToWorker =

@@ -4,21 +4,16 @@
  * the time the backbone is done the lane has usually answered, and reading its sum costs nothing more.
  */
 import type { Worker } from 'node:worker_threads';
-import type { GroupCall, GroupOutput, ReasonerGroup } from '../compose/reasoner-group.js';
+import { ReasonerError, type GroupCall, type GroupOutput, type ReasonerGroup } from '../compose/reasoner-group.js';
 import { ChannelClient, RequestKind, SPIN_MS, createChannelBuffer } from './lane-channel.js';
-import type { FromLaneWorker, LaneBuffers, LaneMemberInfo, LaneStart, LaneWorkerConfig } from './lane-worker.js';
+import type { FromLaneWorker, LaneBuffers, LaneStart, LaneWorkerConfig } from './lane-worker.js';
+import type { PreparedModel, ReasonerInfo } from './open-decoder.js';
 import type { RuntimeOptions } from './decoder-session.js';
 import { fromWire, spawnWorker } from './spawn-worker.js';
-
-/** Raised when a reasoner fails to load or fails during a run; names the reasoner. */
-export class ReasonerError extends Error {
-  override name = 'ReasonerError';
-}
 
 /** How a lane is started. */
 export interface LaneOptions {
   runtime: RuntimeOptions;
-  cacheDir?: string;
   /** The lane has a core of its own, so the generation worker may spin briefly for its answers. */
   dedicatedCore: boolean;
 }
@@ -40,7 +35,7 @@ export class ReasonerLane implements ReasonerGroup {
     channel: SharedArrayBuffer,
     spinMs: number,
     /** What the lane learned about each member. */
-    readonly members: readonly LaneMemberInfo[],
+    readonly members: readonly ReasonerInfo[],
     /** Each member's name, for messages; settled once manifests are known. */
     readonly names: string[],
   ) {
@@ -51,17 +46,12 @@ export class ReasonerLane implements ReasonerGroup {
     });
   }
 
-  /** Starts a worker and loads the models in it; `names` label them in errors. */
-  static async open(models: readonly string[], names: readonly string[], options: LaneOptions): Promise<ReasonerLane> {
+  /** Starts a worker and opens the prepared models in it; `names` label them in errors. */
+  static async open(models: readonly PreparedModel[], names: readonly string[], options: LaneOptions): Promise<ReasonerLane> {
     const channel = createChannelBuffer();
-    const config: LaneWorkerConfig = {
-      models: [...models],
-      runtime: options.runtime,
-      ...(options.cacheDir ? { cacheDir: options.cacheDir } : {}),
-      channel,
-    };
+    const config: LaneWorkerConfig = { models: [...models], runtime: options.runtime, channel };
     const worker = spawnWorker('lane-worker', config);
-    const members = await new Promise<LaneMemberInfo[]>((resolve, reject) => {
+    const members = await new Promise<ReasonerInfo[]>((resolve, reject) => {
       const onExit = (code: number) => reject(new ReasonerError(`reasoner ${names.join(', ')}: the worker exited during load (code ${code})`));
       worker.once('exit', onExit);
       worker.once('error', reject);

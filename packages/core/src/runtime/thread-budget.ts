@@ -1,8 +1,8 @@
 /**
- * How many threads each onnxruntime session gets. Sessions that run at the same time must not
- * oversubscribe the cores: an idle intra-op thread spins, and a spinning thread on a shared core slows the
- * model that needs it (measured: backbone + 3 reasoners on 2 cores, 6.8 ms/token with every session at
- * onnxruntime's default, 5.3 ms/token partitioned).
+ * How many threads each onnxruntime session gets, and where reasoners run. Sessions that run at the same time
+ * must not oversubscribe the cores: an idle intra-op thread spins, and a spinning thread on a shared core
+ * slows the model that needs it (measured: backbone + 3 reasoners on 2 cores, 6.8 ms/token with every
+ * session at onnxruntime's default, 5.3 ms/token partitioned).
  */
 import { availableParallelism } from 'node:os';
 import type { RuntimeOptions } from './decoder-session.js';
@@ -13,8 +13,12 @@ import type { RuntimeOptions } from './decoder-session.js';
  */
 const SINGLE_THREAD_BELOW_BYTES = 16 * 1024 * 1024;
 
-/** Cores per reasoner lane: a reasoner is small by design, so a few of them fit in one core's time per step. */
-const CORES_PER_LANE = 4;
+/**
+ * How a decode step's time falls with threads: `t(n) = t(1) / n^THREAD_SCALING`. A step reads every weight
+ * once, and memory bandwidth grows more slowly than cores: the 24M benchmark backbone runs 1.3–1.6x faster on
+ * two threads than on one (2^0.5 = 1.41).
+ */
+const THREAD_SCALING = 0.5;
 
 /** Intra-op threads: the user's choice, else one for small models, else onnxruntime's default (physical cores). */
 export function intraOpThreadsFor(options: RuntimeOptions, weightBytes: number | undefined): number | undefined {
@@ -22,36 +26,110 @@ export function intraOpThreadsFor(options: RuntimeOptions, weightBytes: number |
   return weightBytes !== undefined && weightBytes < SINGLE_THREAD_BELOW_BYTES ? 1 : undefined;
 }
 
+/**
+ * Where reasoners run: `lanes` — in lane workers, concurrently with the backbone, on cores the backbone
+ * gives up; `inline` — on the backbone's thread, one after another after it, while the backbone keeps every
+ * core.
+ */
+export type Placement = 'lanes' | 'inline';
+
+/** A user's choice of placement; `auto` takes the one the cost model below predicts to be faster. */
+export type PlacementChoice = Placement | 'auto';
+
+/** Raised for a placement that is not one of {@link PlacementChoice}. */
+export class PlacementError extends Error {
+  override name = 'PlacementError';
+}
+
+/** Checks a placement given by a user (JavaScript callers, CLI flags). */
+export function validatePlacement(value: string): PlacementChoice {
+  if (value === 'auto' || value === 'lanes' || value === 'inline') return value;
+  throw new PlacementError(`placement must be auto, lanes or inline; got "${value}"`);
+}
+
 /** Threads for a backbone and the reasoners beside it. */
 export interface ThreadPlan {
+  placement: Placement;
   backbone: RuntimeOptions;
   reasoner: RuntimeOptions;
-  /** Worker threads hosting the reasoners; each runs its reasoners one after another, on one thread. */
-  lanes: number;
+  /** Reasoner indices hosted by each lane worker, which runs them one after another on one thread; empty inline. */
+  lanes: number[][];
   /** Whether every lane has a core of its own (then the backbone spins briefly for a late answer instead of sleeping). */
   dedicatedCores: boolean;
 }
 
-/**
- * Splits the cores between a backbone and its reasoners: one lane per {@link CORES_PER_LANE} cores (at
- * least one), one thread per reasoner, and the backbone gets the cores the lanes leave. A user's explicit
- * thread count applies to every model, and then every reasoner gets a lane of its own.
- */
-export function partitionThreads(runtime: RuntimeOptions, reasoners: number, cores = availableParallelism()): ThreadPlan {
-  if (reasoners === 0) return { backbone: runtime, reasoner: runtime, lanes: 0, dedicatedCores: false };
-  if (runtime.intraOpThreads) return { backbone: runtime, reasoner: runtime, lanes: reasoners, dedicatedCores: false };
-  const lanes = Math.min(reasoners, Math.max(1, Math.floor(cores / CORES_PER_LANE)));
-  return {
-    backbone: { ...runtime, intraOpThreads: Math.max(1, cores - lanes) },
-    reasoner: { ...runtime, intraOpThreads: 1 },
-    lanes,
-    dedicatedCores: cores > lanes,
-  };
+/** What a plan is made from. */
+export interface PlanInput {
+  runtime: RuntimeOptions;
+  placement?: PlacementChoice;
+  /** Bytes of weights of the backbone and of each reasoner: a decode step reads about all of them. */
+  backboneBytes: number;
+  reasonerBytes: readonly number[];
+  cores?: number;
 }
 
-/** Deals reasoners to lanes in turn: reasoner i goes to lane i mod lanes. */
-export function assignLanes(reasoners: number, lanes: number): number[][] {
-  const out = Array.from({ length: lanes }, () => [] as number[]);
-  for (let i = 0; i < reasoners; i++) out[i % lanes]!.push(i);
-  return out;
+/** A step's predicted time on `threads` threads, in units of one byte read on one thread. */
+const stepCost = (bytes: number, threads: number) => bytes / threads ** THREAD_SCALING;
+
+/** Threads a session gets when it may use every core (the small-model rule applies). */
+const allCores = (bytes: number, cores: number) => (bytes < SINGLE_THREAD_BELOW_BYTES ? 1 : cores);
+
+/**
+ * Reasoners dealt to `lanes` lanes so that the heaviest lane is as light as possible (largest first, each
+ * to the lightest lane so far); lanes keep their reasoners in the order given.
+ */
+export function dealLanes(bytes: readonly number[], lanes: number): number[][] {
+  const out = Array.from({ length: lanes }, () => ({ members: [] as number[], load: 0 }));
+  const order = bytes.map((b, i) => ({ b, i })).sort((x, y) => y.b - x.b || x.i - y.i);
+  for (const { b, i } of order) {
+    const lightest = out.reduce((best, lane) => (lane.load < best.load ? lane : best));
+    lightest.members.push(i);
+    lightest.load += b;
+  }
+  return out.map((l) => l.members.sort((x, y) => x - y));
+}
+
+/** The lanes plan with the lane count that minimises the predicted step: the backbone or the heaviest lane. */
+function bestLanes(input: PlanInput, cores: number): { lanes: number[][]; cost: number } {
+  const n = input.reasonerBytes.length;
+  let best = { lanes: dealLanes(input.reasonerBytes, 1), cost: Infinity };
+  for (let l = 1; l <= Math.min(n, cores - 1); l++) {
+    const lanes = dealLanes(input.reasonerBytes, l);
+    const heaviest = Math.max(...lanes.map((m) => m.reduce((s, i) => s + input.reasonerBytes[i]!, 0)));
+    const cost = Math.max(stepCost(input.backboneBytes, cores - l), stepCost(heaviest, 1));
+    if (cost < best.cost) best = { lanes, cost };
+  }
+  return best;
+}
+
+/**
+ * Plans threads and placement. Lanes: the backbone gets the cores the lanes leave, each reasoner one thread,
+ * and the lane count balances the backbone's step against the heaviest lane's. Inline: the backbone and the
+ * reasoners each get every core in turn (one thread for small models). `auto` compares the two predicted
+ * steps, `max(backbone on c − l cores, heaviest lane)` against `backbone on c cores + Σ reasoners`; on one
+ * core it is always inline, since a lane could only time-slice with the backbone. A user's explicit thread
+ * count applies to every model, and then every reasoner gets a lane of its own unless `inline` is asked for.
+ */
+export function planThreads(input: PlanInput): ThreadPlan {
+  const { runtime, reasonerBytes } = input;
+  const cores = input.cores ?? availableParallelism();
+  const n = reasonerBytes.length;
+  const inline: ThreadPlan = { placement: 'inline', backbone: runtime, reasoner: runtime, lanes: [], dedicatedCores: false };
+  const choice = input.placement ?? 'auto';
+  if (n === 0 || choice === 'inline') return inline;
+  if (runtime.intraOpThreads) {
+    return { placement: 'lanes', backbone: runtime, reasoner: runtime, lanes: reasonerBytes.map((_, i) => [i]), dedicatedCores: false };
+  }
+  const lanes = bestLanes(input, cores);
+  const lanesPlan = (members: number[][]): ThreadPlan => ({
+    placement: 'lanes',
+    backbone: { ...runtime, intraOpThreads: Math.max(1, cores - members.length) },
+    reasoner: { ...runtime, intraOpThreads: 1 },
+    lanes: members,
+    dedicatedCores: cores > members.length,
+  });
+  if (choice === 'lanes') return lanesPlan(lanes.lanes);
+  const inlineCost =
+    stepCost(input.backboneBytes, allCores(input.backboneBytes, cores)) + reasonerBytes.reduce((s, b) => s + stepCost(b, allCores(b, cores)), 0);
+  return lanes.cost < inlineCost ? lanesPlan(lanes.lanes) : inline;
 }
