@@ -1,7 +1,8 @@
 /**
  * UniR composition speed, side by side in one run: a ~24M-parameter backbone alone, with 1 and with 3
- * reasoners 1/8 its size through the engine (its automatic placement, then each placement forced: reasoners
- * in lane workers on cores the backbone gives up, or inline after the backbone on its thread), and the naive
+ * reasoners 1/8 its size through the engine, in both placements (reasoners in lane workers on cores the
+ * backbone gives up, or inline after the backbone on its thread; the one the engine picks by itself is marked
+ * `auto` and is the engine's figure in the JSON line), and the naive
  * sequential loop the reference implementation uses (every model one after another on one thread). Greedy;
  * ms/token is the slope between a short and a long generation; medians over rounds that interleave the
  * settings.
@@ -12,7 +13,7 @@
  * reads ~1/5: it is reported too, so users can see what that choice costs. The last row is the backbone alone
  * on the cores one lane leaves it: with few cores, that, not the reasoners, is what lanes cost.
  *
- *   npm run bench:compose [-- --rounds 7 --short 16 --long 144]
+ *   npm run bench:compose [-- --rounds 9 --short 16 --long 144]
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -26,7 +27,7 @@ import { llamaParameterCount, randomLlamaWeights, writeLlamaModel } from '../pac
 import type { LlamaConfig } from '../packages/core/src/onnx/llama-spec.js';
 import { median, printTable } from './support/stats.js';
 import { repoRoot } from '../test/support/paths.js';
-import type { PlacementChoice } from '../packages/core/src/runtime/thread-budget.js';
+import type { Placement, PlacementChoice } from '../packages/core/src/runtime/thread-budget.js';
 
 const BACKBONE: LlamaConfig = { vocabSize: 32000, hiddenSize: 288, numLayers: 6, numHeads: 6, intermediateSize: 768 };
 /** 1/8 of the backbone's parameters over the same vocabulary, built like the backbone (untied head). */
@@ -64,9 +65,8 @@ async function engineSetting(
     ...(options.threads ? { intraOpThreads: options.threads } : {}),
     ...(options.placement ? { placement: options.placement } : {}),
   });
-  const where = reasoners.length === 0 ? '' : ` (${options.placement ?? 'auto'}: ${engine.info.placement.kind})`;
   return {
-    label: `${label}${where}`,
+    label,
     async run(n) {
       const t0 = performance.now();
       await engine.generate({ promptIds: PROMPT }, { maxTokens: n, ignoreEos: true });
@@ -74,6 +74,14 @@ async function engineSetting(
     },
     dispose: () => engine.dispose(),
   };
+}
+
+/** The placement the engine picks by itself for these models on this machine. */
+async function autoPlacement(backbone: string, reasoners: string[]): Promise<Placement> {
+  const engine = await Engine.load({ model: backbone, reasoners: reasoners.map((model, i) => ({ model, name: `r${i}` })) });
+  const { kind } = engine.info.placement;
+  await engine.dispose();
+  return kind;
 }
 
 /** The reference implementation's way: every model stepped one after another on this one thread. */
@@ -106,7 +114,7 @@ async function sequentialSetting(label: string, backbone: string, reasoners: str
 }
 
 const { values } = parseArgs({
-  options: { rounds: { type: 'string', default: '7' }, short: { type: 'string', default: '16' }, long: { type: 'string', default: '144' } },
+  options: { rounds: { type: 'string', default: '9' }, short: { type: 'string', default: '16' }, long: { type: 'string', default: '144' } },
 });
 const rounds = Number(values.rounds);
 const short = Number(values.short);
@@ -117,17 +125,22 @@ const reasoners = await Promise.all([2, 3, 4].map((seed) => ensureModel(`reasone
 const tied = await Promise.all([2, 3, 4].map((seed) => ensureModel(`reasoner3m-${seed}`, TIED_REASONER, seed)));
 const settings: Setting[] = [];
 settings.push(await engineSetting('backbone alone', backbone, []));
-settings.push(await engineSetting('+ 1 reasoner', backbone, reasoners.slice(0, 1)));
-settings.push(await engineSetting('+ 3 reasoners', backbone, reasoners));
-settings.push(await sequentialSetting('sequential, + 1 reasoner', backbone, reasoners.slice(0, 1)));
-settings.push(await sequentialSetting('sequential, + 3 reasoners', backbone, reasoners));
-// Both placements side by side, whichever auto chose: the choice is only as good as this comparison says.
-for (const placement of ['lanes', 'inline'] as const) {
-  settings.push(await engineSetting('+ 1 reasoner', backbone, reasoners.slice(0, 1), { placement }));
-  settings.push(await engineSetting('+ 3 reasoners', backbone, reasoners, { placement }));
+// Both placements side by side, the one the engine picks by itself marked: the pick is only as good as this says.
+const picked = new Map<number, number>();
+for (const n of [1, 3]) {
+  const auto = await autoPlacement(backbone, reasoners.slice(0, n));
+  for (const placement of ['lanes', 'inline'] as const) {
+    if (placement === auto) picked.set(n, settings.length);
+    const label = `+ ${n} reasoner${n > 1 ? 's' : ''}, ${placement}${placement === auto ? ' (auto)' : ''}`;
+    settings.push(await engineSetting(label, backbone, reasoners.slice(0, n), { placement }));
+  }
 }
-settings.push(await engineSetting('tied-head: + 1', backbone, tied.slice(0, 1)));
-settings.push(await engineSetting('tied-head: + 3', backbone, tied));
+const sequential = new Map<number, number>();
+for (const n of [1, 3]) {
+  sequential.set(n, settings.length);
+  settings.push(await sequentialSetting(`sequential, + ${n} reasoner${n > 1 ? 's' : ''}`, backbone, reasoners.slice(0, n)));
+}
+for (const n of [1, 3]) settings.push(await engineSetting(`tied-head: + ${n}, ${await autoPlacement(backbone, tied.slice(0, n))} (auto)`, backbone, tied.slice(0, n)));
 // What the backbone alone costs on the cores one lane leaves it: the floor of any plan that gives a lane a core.
 const leftToBackbone = Math.max(1, availableParallelism() - 1);
 settings.push(await engineSetting(`backbone alone, ${leftToBackbone} thread(s)`, backbone, [], { threads: leftToBackbone }));
@@ -150,7 +163,12 @@ for (const s of settings) await s.dispose();
 const ms = slopes.map(median);
 const alone = ms[0]!;
 const rows = settings.map((s, i) => ({ setting: s.label, msPerToken: ms[i]!, vsBackboneAlone: ms[i]! / alone }));
-const vsSequential = { oneReasoner: ms[1]! / ms[3]!, threeReasoners: ms[2]! / ms[4]! };
+const autoRow = (n: number) => rows[picked.get(n)!]!;
+const engineAuto = { oneReasoner: autoRow(1), threeReasoners: autoRow(3) };
+const vsSequential = {
+  oneReasoner: ms[picked.get(1)!]! / ms[sequential.get(1)!]!,
+  threeReasoners: ms[picked.get(3)!]! / ms[sequential.get(3)!]!,
+};
 console.log(
   JSON.stringify({
     bench: 'compose',
@@ -162,6 +180,7 @@ console.log(
     reasonerParams: llamaParameterCount(REASONER),
     tiedReasonerParams: llamaParameterCount(TIED_REASONER),
     rows,
+    engineAuto,
     engineVsSequential: vsSequential,
   }),
 );
