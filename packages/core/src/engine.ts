@@ -31,8 +31,9 @@ export interface EngineOptions extends RuntimeOptions {
   reasoners?: ReasonerSpec[];
   /**
    * Where reasoners run: `lanes` (worker threads beside the backbone, on cores it gives up), `inline` (on the
-   * backbone's thread after it, the backbone keeping every core), or `auto` (default: the one predicted faster
-   * from the models' sizes and the cores; always inline on one core).
+   * backbone's thread after it, the backbone keeping every core), or `auto` (default: on the CPU, the one
+   * predicted faster from the models' sizes and the cores, always inline on one core; on other devices, a lane
+   * per reasoner).
    */
   placement?: PlacementChoice;
   /** Default transform of logits before weighting: 'logits' (UniR) or 'logprobs' (GenARM). */

@@ -51,6 +51,17 @@ describe('thread budget', () => {
     expect(() => validatePlacement('lane')).to.throw(/placement must be auto, lanes or inline; got "lane"/);
   });
 
+  it('gives every reasoner a lane of its own on an accelerator, whatever the cores', () => {
+    expect(planThreads({ runtime: { device: 'cuda' }, backboneBytes, reasonerBytes: [reasoner, reasoner], cores: 2 })).to.deep.equal({
+      placement: 'lanes',
+      backbone: { device: 'cuda' },
+      reasoner: { device: 'cuda' },
+      lanes: [[0], [1]],
+      dedicatedCores: false,
+    });
+    expect(planThreads({ runtime: { device: 'cuda' }, placement: 'inline', backboneBytes, reasonerBytes: [reasoner], cores: 2 })).to.deep.include({ placement: 'inline' });
+  });
+
   it("keeps a user's explicit thread count for every model and gives every reasoner a lane", () => {
     expect(planThreads({ runtime: { intraOpThreads: 4 }, backboneBytes, reasonerBytes: [reasoner, reasoner, reasoner], cores: 2 })).to.deep.equal({
       placement: 'lanes',

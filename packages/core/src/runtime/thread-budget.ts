@@ -108,7 +108,8 @@ function bestLanes(input: PlanInput, cores: number): { lanes: number[][]; cost: 
  * reasoners each get every core in turn (one thread for small models). `auto` compares the two predicted
  * steps, `max(backbone on c − l cores, heaviest lane)` against `backbone on c cores + Σ reasoners`; on one
  * core it is always inline, since a lane could only time-slice with the backbone. A user's explicit thread
- * count applies to every model, and then every reasoner gets a lane of its own unless `inline` is asked for.
+ * count applies to every model, and then every reasoner gets a lane of its own unless `inline` is asked for;
+ * so does a device other than the CPU, where the model is about the device, not the cores.
  */
 export function planThreads(input: PlanInput): ThreadPlan {
   const { runtime, reasonerBytes } = input;
@@ -117,7 +118,9 @@ export function planThreads(input: PlanInput): ThreadPlan {
   const inline: ThreadPlan = { placement: 'inline', backbone: runtime, reasoner: runtime, lanes: [], dedicatedCores: false };
   const choice = input.placement ?? 'auto';
   if (n === 0 || choice === 'inline') return inline;
-  if (runtime.intraOpThreads) {
+  // On an accelerator the cores only launch kernels, and concurrent sessions overlap on the device.
+  const accelerated = runtime.device !== undefined && runtime.device !== 'cpu';
+  if (runtime.intraOpThreads || accelerated) {
     return { placement: 'lanes', backbone: runtime, reasoner: runtime, lanes: reasonerBytes.map((_, i) => [i]), dedicatedCores: false };
   }
   const lanes = bestLanes(input, cores);
