@@ -74,11 +74,8 @@ const stepCost = (bytes: number, threads: number) => bytes / threads ** THREAD_S
 /** Threads a session gets when it may use every core (the small-model rule applies). */
 const allCores = (bytes: number, cores: number) => (bytes < SINGLE_THREAD_BELOW_BYTES ? 1 : cores);
 
-/**
- * Reasoners dealt to `lanes` lanes so that the heaviest lane is as light as possible (largest first, each
- * to the lightest lane so far); lanes keep their reasoners in the order given.
- */
-export function dealLanes(bytes: readonly number[], lanes: number): number[][] {
+/** Reasoners dealt to lanes, heaviest first, each to the lightest lane so far; with each lane's bytes. */
+function deal(bytes: readonly number[], lanes: number): { members: number[]; load: number }[] {
   const out = Array.from({ length: lanes }, () => ({ members: [] as number[], load: 0 }));
   const order = bytes.map((b, i) => ({ b, i })).sort((x, y) => y.b - x.b || x.i - y.i);
   for (const { b, i } of order) {
@@ -86,18 +83,26 @@ export function dealLanes(bytes: readonly number[], lanes: number): number[][] {
     lightest.members.push(i);
     lightest.load += b;
   }
-  return out.map((l) => l.members.sort((x, y) => x - y));
+  for (const lane of out) lane.members.sort((x, y) => x - y);
+  return out;
+}
+
+/**
+ * Reasoners dealt to `lanes` lanes so that the heaviest lane is as light as possible (largest first, each
+ * to the lightest lane so far); lanes keep their reasoners in the order given.
+ */
+export function dealLanes(bytes: readonly number[], lanes: number): number[][] {
+  return deal(bytes, lanes).map((l) => l.members);
 }
 
 /** The lanes plan with the lane count that minimises the predicted step: the backbone or the heaviest lane. */
 function bestLanes(input: PlanInput, cores: number): { lanes: number[][]; cost: number } {
-  const n = input.reasonerBytes.length;
   let best = { lanes: dealLanes(input.reasonerBytes, 1), cost: Infinity };
-  for (let l = 1; l <= Math.min(n, cores - 1); l++) {
-    const lanes = dealLanes(input.reasonerBytes, l);
-    const heaviest = Math.max(...lanes.map((m) => m.reduce((s, i) => s + input.reasonerBytes[i]!, 0)));
+  for (let l = 1; l <= Math.min(input.reasonerBytes.length, cores - 1); l++) {
+    const lanes = deal(input.reasonerBytes, l);
+    const heaviest = Math.max(...lanes.map((lane) => lane.load));
     const cost = Math.max(stepCost(input.backboneBytes, cores - l), stepCost(heaviest, 1));
-    if (cost < best.cost) best = { lanes, cost };
+    if (cost < best.cost) best = { lanes: lanes.map((lane) => lane.members), cost };
   }
   return best;
 }
@@ -123,16 +128,16 @@ export function planThreads(input: PlanInput): ThreadPlan {
   if (runtime.intraOpThreads || accelerated) {
     return { placement: 'lanes', backbone: runtime, reasoner: runtime, lanes: reasonerBytes.map((_, i) => [i]), dedicatedCores: false };
   }
-  const lanes = bestLanes(input, cores);
-  const lanesPlan = (members: number[][]): ThreadPlan => ({
+  const { lanes, cost } = bestLanes(input, cores);
+  const lanesPlan: ThreadPlan = {
     placement: 'lanes',
-    backbone: { ...runtime, intraOpThreads: Math.max(1, cores - members.length) },
+    backbone: { ...runtime, intraOpThreads: Math.max(1, cores - lanes.length) },
     reasoner: { ...runtime, intraOpThreads: 1 },
-    lanes: members,
-    dedicatedCores: cores > members.length,
-  });
-  if (choice === 'lanes') return lanesPlan(lanes.lanes);
+    lanes,
+    dedicatedCores: cores > lanes.length,
+  };
+  if (choice === 'lanes') return lanesPlan;
   const inlineCost =
     stepCost(input.backboneBytes, allCores(input.backboneBytes, cores)) + reasonerBytes.reduce((s, b) => s + stepCost(b, allCores(b, cores)), 0);
-  return lanes.cost < inlineCost ? lanesPlan(lanes.lanes) : inline;
+  return cost < inlineCost ? lanesPlan : inline;
 }
