@@ -246,19 +246,22 @@ describe('LiteReason latent decoding', function () {
     }
   });
 
-  it('composes with a reasoner: reasoners skip latent steps and the generation still follows the policy', async () => {
+  it('composes with a reasoner: reasoners skip latent steps and the generation still follows the policy, in lanes and inline', async () => {
     const prompt = tokenizer.encode('Once upon a time');
     const { dir, discrete } = await scriptedBackbone('scripted-unir', prompt, 'a cat. <implicit_thought>2</implicit_thought> It ran.', [2]);
     const reasoner = await makeModule({ name: 'latent-r', config: storiesConfig({ hiddenSize: 32 }), seed: 22 });
-    const engine = await Engine.load({ model: dir, projector: projectorPath, reasoners: [{ model: reasoner, weight: 0.5 }], cacheDir });
-    try {
-      const r = await engine.generate({ prompt: 'Once upon a time' }, { maxTokens: discrete.length });
-      expect(r.rows[0]!.ids).to.deep.equal(discrete);
-      expect(r.usage.latentSteps).to.equal(2);
-      const batch = await engine.generate({ prompt: ['a', 'b'] }).catch((e: Error) => e);
-      expect((batch as Error).name).to.equal('LatentPolicyError');
-    } finally {
-      await engine.dispose();
+    for (const placement of ['lanes', 'inline'] as const) {
+      const engine = await Engine.load({ model: dir, projector: projectorPath, reasoners: [{ model: reasoner, weight: 0.5 }], cacheDir, placement });
+      try {
+        expect(engine.info.placement.kind).to.equal(placement);
+        const r = await engine.generate({ prompt: 'Once upon a time' }, { maxTokens: discrete.length });
+        expect(r.rows[0]!.ids).to.deep.equal(discrete);
+        expect(r.usage.latentSteps).to.equal(2);
+        const batch = await engine.generate({ prompt: ['a', 'b'] }).catch((e: Error) => e);
+        expect((batch as Error).name).to.equal('LatentPolicyError');
+      } finally {
+        await engine.dispose();
+      }
     }
   });
 
