@@ -7,6 +7,17 @@ export function median(xs: readonly number[]): number {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
+/** The middle half of a non-empty list: its first and third quartiles (linear between ranks). */
+export function quartiles(xs: readonly number[]): [number, number] {
+  const s = [...xs].sort((a, b) => a - b);
+  const at = (q: number) => {
+    const r = q * (s.length - 1);
+    const lo = Math.floor(r);
+    return s[lo]! + (s[Math.min(lo + 1, s.length - 1)]! - s[lo]!) * (r - lo);
+  };
+  return [at(0.25), at(0.75)];
+}
+
 /** Prints rows as an aligned text table on stderr-free stdout. */
 export function printTable(title: string, header: string[], rows: (string | number)[][]): void {
   const cells = [header, ...rows.map((r) => r.map((c) => (typeof c === 'number' ? formatNumber(c) : c)))];
