@@ -6,6 +6,7 @@
  */
 import { availableParallelism } from 'node:os';
 import type { RuntimeOptions } from './decoder-session.js';
+import { threadsPerCore } from './cpu-topology.js';
 
 /**
  * Below this many bytes of weights an operator takes microseconds, and handing its halves to other threads
@@ -65,13 +66,16 @@ export interface PlanInput {
   /** Bytes of weights of the backbone and of each reasoner: a decode step reads about all of them. */
   backboneBytes: number;
   reasonerBytes: readonly number[];
+  /** Logical CPUs this process may use (default: all it may). */
   cores?: number;
+  /** Hardware threads per physical core (default: read from the system). */
+  threadsPerCore?: number;
 }
 
 /** A step's predicted time on `threads` threads, in units of one byte read on one thread. */
 const stepCost = (bytes: number, threads: number) => bytes / threads ** THREAD_SCALING;
 
-/** Threads a session gets when it may use every core (the small-model rule applies). */
+/** Threads a session gets on its own: one for small models, else one per physical core. */
 const allCores = (bytes: number, cores: number) => (bytes < SINGLE_THREAD_BELOW_BYTES ? 1 : cores);
 
 /** Reasoners dealt to lanes, heaviest first, each to the lightest lane so far; with each lane's bytes. */
@@ -95,30 +99,37 @@ export function dealLanes(bytes: readonly number[], lanes: number): number[][] {
   return deal(bytes, lanes).map((l) => l.members);
 }
 
+/** Threads the backbone gets beside `lanes` lanes: the CPUs they leave, at most one per physical core. */
+const backboneThreads = (cores: number, physical: number, lanes: number) => Math.max(1, Math.min(physical, cores - lanes));
+
 /** The lanes plan with the lane count that minimises the predicted step: the backbone or the heaviest lane. */
-function bestLanes(input: PlanInput, cores: number): { lanes: number[][]; cost: number } {
+function bestLanes(input: PlanInput, cores: number, physical: number): { lanes: number[][]; cost: number } {
   let best = { lanes: dealLanes(input.reasonerBytes, 1), cost: Infinity };
   for (let l = 1; l <= Math.min(input.reasonerBytes.length, cores - 1); l++) {
     const lanes = deal(input.reasonerBytes, l);
     const heaviest = Math.max(...lanes.map((lane) => lane.load));
-    const cost = Math.max(stepCost(input.backboneBytes, cores - l), stepCost(heaviest, 1));
+    const cost = Math.max(stepCost(input.backboneBytes, backboneThreads(cores, physical, l)), stepCost(heaviest, 1));
     if (cost < best.cost) best = { lanes: lanes.map((lane) => lane.members), cost };
   }
   return best;
 }
 
 /**
- * Plans threads and placement. Lanes: the backbone gets the cores the lanes leave, each reasoner one thread,
- * and the lane count balances the backbone's step against the heaviest lane's. Inline: the backbone and the
- * reasoners each get every core in turn (one thread for small models). `auto` compares the two predicted
- * steps, `max(backbone on c − l cores, heaviest lane)` against `backbone on c cores + Σ reasoners`; on one
- * core it is always inline, since a lane could only time-slice with the backbone. A user's explicit thread
- * count applies to every model, and then every reasoner gets a lane of its own unless `inline` is asked for;
- * so does a device other than the CPU, where the model is about the device, not the cores.
+ * Plans threads and placement. Lanes: each reasoner gets one thread, the backbone the CPUs the lanes leave
+ * (at most one thread per physical core, like onnxruntime's default; with SMT the lanes then take the cores'
+ * second threads), and the lane count balances the backbone's step against the heaviest lane's. Inline: the
+ * backbone and then each reasoner run with onnxruntime's default pool (one thread for small models). `auto`
+ * compares the two predicted steps, `max(backbone beside l lanes, heaviest lane)` against `backbone +
+ * Σ reasoners`; on one core it is always inline, since a lane could only time-slice with the backbone. A
+ * user's explicit thread count applies to every model, and then every reasoner gets a lane of its own unless
+ * `inline` is asked for; so does a device other than the CPU, where the model is about the device, not the
+ * cores.
  */
 export function planThreads(input: PlanInput): ThreadPlan {
   const { runtime, reasonerBytes } = input;
   const cores = input.cores ?? availableParallelism();
+  // onnxruntime's default pool, which the backbone alone and inline models get: one thread per physical core.
+  const physical = Math.max(1, Math.floor(cores / (input.threadsPerCore ?? threadsPerCore())));
   const n = reasonerBytes.length;
   const inline: ThreadPlan = { placement: 'inline', backbone: runtime, reasoner: runtime, lanes: [], dedicatedCores: false };
   const choice = input.placement ?? 'auto';
@@ -128,16 +139,16 @@ export function planThreads(input: PlanInput): ThreadPlan {
   if (runtime.intraOpThreads || accelerated) {
     return { placement: 'lanes', backbone: runtime, reasoner: runtime, lanes: reasonerBytes.map((_, i) => [i]), dedicatedCores: false };
   }
-  const { lanes, cost } = bestLanes(input, cores);
+  const { lanes, cost } = bestLanes(input, cores, physical);
   const lanesPlan: ThreadPlan = {
     placement: 'lanes',
-    backbone: { ...runtime, intraOpThreads: Math.max(1, cores - lanes.length) },
+    backbone: { ...runtime, intraOpThreads: backboneThreads(cores, physical, lanes.length) },
     reasoner: { ...runtime, intraOpThreads: 1 },
     lanes,
     dedicatedCores: cores > lanes.length,
   };
   if (choice === 'lanes') return lanesPlan;
   const inlineCost =
-    stepCost(input.backboneBytes, allCores(input.backboneBytes, cores)) + reasonerBytes.reduce((s, b) => s + stepCost(b, allCores(b, cores)), 0);
+    stepCost(input.backboneBytes, allCores(input.backboneBytes, physical)) + reasonerBytes.reduce((s, b) => s + stepCost(b, allCores(b, physical)), 0);
   return cost < inlineCost ? lanesPlan : inline;
 }
