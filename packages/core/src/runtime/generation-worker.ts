@@ -112,29 +112,39 @@ function labelled(label: string): (err: Error) => never {
   };
 }
 
+/**
+ * Awaits every opening; if any failed, releases the ones that opened and throws the first failure, so that
+ * nothing half-loaded stays behind.
+ */
+async function openAll<T>(openings: Promise<T>[], release: (opened: T) => Promise<unknown>): Promise<T[]> {
+  const settled = await Promise.allSettled(openings);
+  const opened = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
+  const failure = settled.find((s) => s.status === 'rejected');
+  if (failure) {
+    await Promise.allSettled(opened.map(release));
+    throw failure.reason;
+  }
+  return opened;
+}
+
 /** Opens the reasoners where the plan puts them: lane workers, or this thread (inline). */
 async function openReasoners(
   plan: ThreadPlan,
   prepared: PreparedModel[],
   label: (i: number) => string,
 ): Promise<{ groups: ReasonerGroup[]; placed: { group: ReasonerGroup; member: number; info: ReasonerInfo }[] }> {
-  const placed: { group: ReasonerGroup; member: number; info: ReasonerInfo }[] = [];
   if (plan.placement === 'inline') {
-    const opened = await Promise.allSettled(prepared.map((p, i) => openReasoner(p, plan.reasoner).catch(labelled(label(i)))));
-    const loaded = opened.flatMap((o) => (o.status === 'fulfilled' ? [o.value] : []));
-    const failure = opened.find((o) => o.status === 'rejected');
-    if (failure) {
-      await Promise.allSettled(loaded.map((l) => l.session.release()));
-      throw failure.reason;
-    }
+    const loaded = await openAll(
+      prepared.map((p, i) => openReasoner(p, plan.reasoner).catch(labelled(label(i)))),
+      (l) => l.session.release(),
+    );
     const group = new LocalReasonerGroup(
       loaded.map((l) => l.session),
       prepared.map((_, i) => label(i)),
     );
-    loaded.forEach(({ info }, member) => placed.push({ group, member, info }));
-    return { groups: [group], placed };
+    return { groups: [group], placed: loaded.map(({ info }, member) => ({ group, member, info })) };
   }
-  const opened = await Promise.allSettled(
+  const lanes = await openAll(
     plan.lanes.map((members) =>
       ReasonerLane.open(
         members.map((i) => prepared[i]!),
@@ -142,13 +152,10 @@ async function openReasoners(
         { runtime: plan.reasoner, dedicatedCore: plan.dedicatedCores },
       ),
     ),
+    (lane) => lane.release(),
   );
-  const lanes = opened.flatMap((o) => (o.status === 'fulfilled' ? [o.value] : []));
-  const failure = opened.find((o) => o.status === 'rejected');
-  if (failure) {
-    await Promise.allSettled(lanes.map((l) => l.release()));
-    throw failure.reason;
-  }
+  // Reasoners in the order they were given, each found in its lane.
+  const placed: { group: ReasonerGroup; member: number; info: ReasonerInfo }[] = [];
   plan.lanes.forEach((members, l) => members.forEach((i, member) => (placed[i] = { group: lanes[l]!, member, info: lanes[l]!.members[member]! })));
   return { groups: lanes, placed };
 }

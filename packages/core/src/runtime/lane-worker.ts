@@ -44,9 +44,7 @@ const config = workerData as LaneWorkerConfig;
 
 /** Loads every model at once; a failure names the member that failed (the others go with the worker). */
 async function load(): Promise<{ sessions: DecoderSession[]; members: ReasonerInfo[] }> {
-  const opened = await Promise.allSettled(
-    config.models.map((model) => openReasoner(model, config.runtime)),
-  );
+  const opened = await Promise.allSettled(config.models.map((model) => openReasoner(model, config.runtime)));
   const failed = opened.findIndex((o) => o.status === 'rejected');
   if (failed !== -1) throw Object.assign((opened[failed] as PromiseRejectedResult).reason as Error, { member: failed });
   const loaded = opened.map((o) => (o as PromiseFulfilledResult<{ session: DecoderSession; info: ReasonerInfo }>).value);
