@@ -21,11 +21,17 @@ describe('thread budget', () => {
   });
 
   it('balances the backbone against the heaviest lane on more cores', () => {
-    // 16 cores: two lanes leave the backbone 14 threads, and no lane outweighs it; three lanes would cost it more.
+    // 8 cores: one lane of three would outlast the backbone's 7 threads; two lanes leave it 6, and neither outlasts it.
+    expect(planThreads({ runtime: {}, backboneBytes, reasonerBytes: [reasoner, reasoner, reasoner], cores: 8, threadsPerCore: 1 })).to.deep.include({
+      placement: 'lanes',
+      backbone: { intraOpThreads: 6 },
+      lanes: [[0, 2], [1]],
+    });
+    // 16 cores: a lane each costs the backbone little (13 threads), less than a lane of two would take.
     expect(planThreads({ runtime: {}, backboneBytes, reasonerBytes: [reasoner, reasoner, reasoner], cores: 16, threadsPerCore: 1 })).to.deep.include({
       placement: 'lanes',
-      backbone: { intraOpThreads: 14 },
-      lanes: [[0, 2], [1]],
+      backbone: { intraOpThreads: 13 },
+      lanes: [[0], [1], [2]],
     });
     // 4 cores, one reasoner: giving up one core of four costs the backbone less than running the reasoner after it.
     expect(planThreads({ runtime: {}, backboneBytes, reasonerBytes: [reasoner], cores: 4, threadsPerCore: 1 })).to.deep.include({ placement: 'lanes', backbone: { intraOpThreads: 3 } });
