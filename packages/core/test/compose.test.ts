@@ -12,6 +12,7 @@ import type { FusionMode } from '../src/compose/fusion.js';
 import { addLogitBias, limitContext } from './support/graph-edits.js';
 import { makeModule, storiesConfig } from './support/modules.js';
 import { builtModel, cacheDir, smallConfig, testDir } from './support/models.js';
+import { models } from '../../../test/support/paths.js';
 
 const PROMPT = [1, 403, 407, 261];
 
@@ -276,6 +277,44 @@ describe('UniR composition', function () {
       for (const d of rest) expect(d.rows[0]!.ids).to.deep.equal(c!.rows[0]!.ids);
     } finally {
       await Promise.all(engines.map((e) => e.dispose()));
+    }
+  });
+
+  it('composes a third-party export (contrib ops, fp16 logits, external data) with an fp16 reasoner, in both placements', async () => {
+    const reasoner = await builtModel(
+      'r32k-fp16',
+      { vocabSize: 32000, hiddenSize: 16, numLayers: 1, numHeads: 2, intermediateSize: 32 },
+      { dtype: 'float16' },
+      5,
+    );
+    const w = 3;
+    const prompt = [1, 15043, 3186];
+    // The reference: both models stepped here, argmax of z_b + w·z_r over the shared vocabulary in float64.
+    const [b, r] = await Promise.all([models.llamaFp16, reasoner].map((m) => openDecoder(m, {}, cacheDir)));
+    const expected: number[] = [];
+    const alone: number[] = [];
+    try {
+      let zb = await b!.session.prefill([prompt]);
+      let zr = await r!.session.prefill([prompt]);
+      for (let t = 0; t < 8; t++) {
+        const fused = Float64Array.from({ length: 32000 }, (_, v) => zb[v]! + w * zr[v]!);
+        expected.push(argmax(fused));
+        alone.push(argmax(zb));
+        [zb, zr] = [await b!.session.step([expected[t]!]), await r!.session.step([expected[t]!])];
+      }
+    } finally {
+      await Promise.all([b!.session.release(), r!.session.release()]);
+    }
+    expect(expected).to.not.deep.equal(alone); // the reasoner's weight changes the path, so the check can fail
+    for (const placement of ['lanes', 'inline'] as const) {
+      const engine = await Engine.load({ model: models.llamaFp16, reasoners: [{ model: reasoner, weight: w }], cacheDir, placement });
+      try {
+        expect(engine.info.sharedVocabSize).to.equal(32000);
+        const out = await engine.generate({ promptIds: prompt }, { maxTokens: 8, ignoreEos: true });
+        expect(out.rows[0]!.ids, placement).to.deep.equal(expected);
+      } finally {
+        await engine.dispose();
+      }
     }
   });
 
