@@ -6,7 +6,7 @@ export type { ModelInfo, PromptInput } from './runtime/protocol.js';
 export type { FinishReason, GenerateOptions, GenerationResult, RowResult, TokenEvent, Timing, Usage } from './generate/types.js';
 export { runDecodeLoop, type LogitSource } from './generate/decode-loop.js';
 export { DecoderSession, ModelRunError, type DecoderSource, type RuntimeOptions } from './runtime/decoder-session.js';
-export { PlacementError, type Placement, type PlacementChoice } from './runtime/thread-budget.js';
+export { PLACEMENTS, PlacementError, type Placement, type PlacementChoice } from './runtime/thread-budget.js';
 export { DEVICES, DeviceUnavailableError, executionProvidersFor, type Device } from './runtime/devices.js';
 export { locateModel, ModelNotFoundError, type ModelLocation } from './modules/locate.js';
 export {

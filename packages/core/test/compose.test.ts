@@ -320,7 +320,7 @@ describe('UniR composition', function () {
 
   it('refuses an unknown placement', async () => {
     const err = await Engine.load({ model: backbone, reasoners: [{ model: mathR }], cacheDir, placement: 'lane' as 'lanes' }).catch((e: Error) => e);
-    expect((err as Error).message).to.match(/placement must be auto, lanes or inline; got "lane"/);
+    expect((err as Error).message).to.match(/placement must be one of auto, lanes, inline; got "lane"/);
   });
 
   it('a backbone failure leaves the reasoner lanes usable for the next call', async () => {

@@ -70,7 +70,7 @@ describe('thread budget', () => {
       dedicatedCores: false,
     });
     expect(planThreads({ runtime: {}, placement: 'lanes', backboneBytes, reasonerBytes: [reasoner], cores: 2, threadsPerCore: 1 })).to.deep.include({ placement: 'lanes', lanes: [[0]] });
-    expect(() => validatePlacement('lane')).to.throw(/placement must be auto, lanes or inline; got "lane"/);
+    expect(() => validatePlacement('lane')).to.throw(/placement must be one of auto, lanes, inline; got "lane"/);
   });
 
   it('gives every reasoner a lane of its own on an accelerator, whatever the cores', () => {

@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import { ReasonerOptionsError, type OptionIssue } from './errors.js';
-import { formatFieldPath } from './core.js';
+import { formatFieldPath, PLACEMENTS } from './core.js';
 
 /**
  * A reasoner's weight: a constant, or a schedule over generated tokens such as
@@ -89,7 +89,7 @@ export const ModelOptionsSchema = z.strictObject({
   device: z.string().min(1).optional(),
   intraOpThreads: z.int().positive().optional(),
   /** Where reasoners run: `lanes`, `inline` or `auto` (default; see core's `EngineOptions.placement`). */
-  placement: z.enum(['auto', 'lanes', 'inline']).optional(),
+  placement: z.enum(PLACEMENTS).optional(),
   /** Where prepared graphs are cached (default: core's). */
   cacheDir: z.string().min(1).optional(),
   ...generation,

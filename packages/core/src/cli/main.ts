@@ -11,7 +11,7 @@ import { convertGguf } from '../gguf/convert.js';
 import { DEVICES } from '../runtime/devices.js';
 import type { PromptInput, ReasonerSpec } from '../runtime/protocol.js';
 import type { FusionMode } from '../compose/fusion.js';
-import type { PlacementChoice } from '../runtime/thread-budget.js';
+import { PLACEMENTS, type PlacementChoice } from '../runtime/thread-budget.js';
 import type { TokenTrace } from '../compose/composed-source.js';
 import { existsSync } from 'node:fs';
 import { addRegistryCommands } from './registry-commands.js';
@@ -185,7 +185,7 @@ export function buildProgram(): Command {
     .option('--threads <n>', 'intra-op threads', int('--threads'))
     .addOption(
       new Option('--placement <p>', 'where reasoners run: lanes (threads beside the backbone), inline (after it), auto')
-        .choices(['auto', 'lanes', 'inline'])
+        .choices([...PLACEMENTS])
         .default('auto'),
     )
     .option('--json', 'print one JSON object instead of streaming text')

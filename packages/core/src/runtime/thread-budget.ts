@@ -41,18 +41,21 @@ export function intraOpThreadsFor(options: RuntimeOptions, weightBytes: number |
  */
 export type Placement = 'lanes' | 'inline';
 
-/** A user's choice of placement; `auto` takes the one the cost model below predicts to be faster. */
-export type PlacementChoice = Placement | 'auto';
+/** The placements a user may ask for; `auto` takes the one the cost model below predicts to be faster. */
+export const PLACEMENTS = ['auto', 'lanes', 'inline'] as const;
 
-/** Raised for a placement that is not one of {@link PlacementChoice}. */
+/** A user's choice of placement. */
+export type PlacementChoice = (typeof PLACEMENTS)[number];
+
+/** Raised for a placement that is not one of {@link PLACEMENTS}. */
 export class PlacementError extends Error {
   override name = 'PlacementError';
 }
 
-/** Checks a placement given by a user (JavaScript callers, CLI flags). */
+/** Checks a placement given by a user (JavaScript callers). */
 export function validatePlacement(value: string): PlacementChoice {
-  if (value === 'auto' || value === 'lanes' || value === 'inline') return value;
-  throw new PlacementError(`placement must be auto, lanes or inline; got "${value}"`);
+  if ((PLACEMENTS as readonly string[]).includes(value)) return value as PlacementChoice;
+  throw new PlacementError(`placement must be one of ${PLACEMENTS.join(', ')}; got "${value}"`);
 }
 
 /** Threads for a backbone and the reasoners beside it. */
