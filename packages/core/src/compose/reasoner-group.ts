@@ -11,6 +11,17 @@ export class ReasonerError extends Error {
   override name = 'ReasonerError';
 }
 
+/** A reasoner's failure during a run, in the one wording every placement uses. */
+export function reasonerFailed(who: string, why: string): ReasonerError {
+  return new ReasonerError(`reasoner ${who} failed: ${why}`);
+}
+
+/** Prefixes a reasoner's load failure with its label, keeping the error's kind; returns the error. */
+export function labelLoadFailure<E extends Error>(err: E, label: string): E {
+  err.message = `reasoner ${label}: ${err.message}`;
+  return err;
+}
+
 /** A decoder the composer can drive: a local session or a proxy to one in another thread. */
 export interface Decoder extends LogitSource {
   release(): Promise<void>;
@@ -116,7 +127,7 @@ export class LocalReasonerGroup implements ReasonerGroup {
       try {
         z = await advance(decoder);
       } catch (err) {
-        throw new ReasonerError(`reasoner ${this.names[member]} failed: ${(err as Error).name}: ${(err as Error).message}`);
+        throw reasonerFailed(this.names[member]!, `${(err as Error).name}: ${(err as Error).message}`);
       }
       addMemberLogits(this.out, i, z, decoder.vocabSize, this.rows, call, weights[i]!);
     }

@@ -15,7 +15,7 @@ import { ComposedSource, ReasonerSelectionError, type CompositionPlan, type Reas
 import { sharedVocabulary } from '../compose/vocabulary.js';
 import { validateWeightSpec, type WeightSpec } from '../compose/weights.js';
 import type { FusionMode } from '../compose/fusion.js';
-import { LocalReasonerGroup, ReasonerError, type ReasonerGroup } from '../compose/reasoner-group.js';
+import { LocalReasonerGroup, ReasonerError, labelLoadFailure, type ReasonerGroup } from '../compose/reasoner-group.js';
 import { openPrepared, openReasoner, prepareModel, type PreparedModel, type ReasonerInfo } from './open-decoder.js';
 import { ReasonerLane } from './reasoner-lane.js';
 import { toWire } from './spawn-worker.js';
@@ -104,11 +104,10 @@ function reasonerName(spec: WorkerConfig['reasoners'][number], manifestName: str
   return spec.name ?? manifestName ?? basename(spec.model).replace(/\.onnx$/, '');
 }
 
-/** Prefixes a reasoner's load failure with its label, keeping the error's kind. */
+/** A rejection handler that labels a reasoner's load failure and rethrows it. */
 function labelled(label: string): (err: Error) => never {
   return (err) => {
-    err.message = `reasoner ${label}: ${err.message}`;
-    throw err;
+    throw labelLoadFailure(err, label);
   };
 }
 

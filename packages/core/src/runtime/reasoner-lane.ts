@@ -4,7 +4,7 @@
  * the time the backbone is done the lane has usually answered, and reading its sum costs nothing more.
  */
 import type { Worker } from 'node:worker_threads';
-import { ReasonerError, type GroupCall, type GroupOutput, type ReasonerGroup } from '../compose/reasoner-group.js';
+import { ReasonerError, labelLoadFailure, reasonerFailed, type GroupCall, type GroupOutput, type ReasonerGroup } from '../compose/reasoner-group.js';
 import { ChannelClient, RequestKind, SPIN_MS, createChannelBuffer } from './lane-channel.js';
 import type { FromLaneWorker, LaneBuffers, LaneStart, LaneWorkerConfig } from './lane-worker.js';
 import type { PreparedModel, ReasonerInfo } from './open-decoder.js';
@@ -59,9 +59,7 @@ export class ReasonerLane implements ReasonerGroup {
         worker.off('exit', onExit);
         worker.off('error', reject);
         if (msg.type === 'ready') return resolve(msg.members);
-        const e = fromWire(msg.error);
-        e.message = `reasoner ${names[msg.member]}: ${e.message}`;
-        reject(e);
+        reject(labelLoadFailure(fromWire(msg.error), names[msg.member]!));
       });
     }).catch(async (err) => {
       await worker.terminate();
@@ -154,7 +152,7 @@ export class ReasonerLane implements ReasonerGroup {
 
   /** A lane that failed once stays failed: its KV caches no longer match the token stream. */
   private fail(why: string, who = this.names.join(', ')): ReasonerError {
-    this.broken ??= new ReasonerError(`reasoner ${who} failed: ${why}`);
+    this.broken ??= reasonerFailed(who, why);
     return this.broken;
   }
 }
