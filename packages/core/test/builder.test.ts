@@ -453,6 +453,24 @@ describe('Llama ONNX builder', function () {
     }
   });
 
+  it('writes each RMSNorm the way onnxruntime fuses into one SimplifiedLayerNormalization kernel', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'reasonplug-builder-'));
+    try {
+      const cfg: LlamaConfig = { ...base, numLayers: 3 };
+      const path = join(dir, 'model.onnx');
+      const optimized = join(dir, 'optimized.onnx');
+      await writeLlamaModel(path, cfg, randomLlamaWeights(cfg, 15, SCALE));
+      const session = await ort.InferenceSession.create(path, { graphOptimizationLevel: 'extended', optimizedModelFilePath: optimized });
+      await session.release();
+      const ops = decodeModel(await readFile(optimized), optimized).graph!.node!.map((n) => n.opType);
+      // Two norms per layer and the final one; none left as loose ReduceMean/Sqrt/Div kernels.
+      expect(ops.filter((op) => op === 'SimplifiedLayerNormalization')).to.have.length(2 * cfg.numLayers + 1);
+      expect(ops).to.not.include('ReduceMean');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('converts float32 to float16 with round-to-nearest-even', () => {
     const cases: [number, number][] = [
       [0, 0x0000],
