@@ -453,7 +453,7 @@ describe('Llama ONNX builder', function () {
     }
   });
 
-  it('writes each RMSNorm the way onnxruntime fuses into one SimplifiedLayerNormalization kernel', async () => {
+  it('writes RMSNorm and the q/k/v projection in the forms onnxruntime fuses (one kernel per norm, one matrix per q/k/v)', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'reasonplug-builder-'));
     try {
       const cfg: LlamaConfig = { ...base, numLayers: 3 };
@@ -462,10 +462,17 @@ describe('Llama ONNX builder', function () {
       await writeLlamaModel(path, cfg, randomLlamaWeights(cfg, 15, SCALE));
       const session = await ort.InferenceSession.create(path, { graphOptimizationLevel: 'extended', optimizedModelFilePath: optimized });
       await session.release();
-      const ops = decodeModel(await readFile(optimized), optimized).graph!.node!.map((n) => n.opType);
+      const graph = decodeModel(await readFile(optimized), optimized).graph!;
+      const ops = graph.node!.map((n) => n.opType);
       // Two norms per layer and the final one; none left as loose ReduceMean/Sqrt/Div kernels.
       expect(ops.filter((op) => op === 'SimplifiedLayerNormalization')).to.have.length(2 * cfg.numLayers + 1);
       expect(ops).to.not.include('ReduceMean');
+      // q, k and v weights folded into one matrix per layer: no Concat of weights is left to run.
+      const weights = new Set(graph.initializer!.map((t) => t.name));
+      const weightConcats = graph.node!.filter((n) => n.opType === 'Concat' && n.input!.every((i) => weights.has(i)));
+      expect(weightConcats).to.have.length(0);
+      const qkv = graph.initializer!.filter((t) => t.dims!.length === 2 && Number(t.dims![1]) === (cfg.numHeads + 2 * (cfg.numKvHeads ?? cfg.numHeads)) * (cfg.hiddenSize / cfg.numHeads));
+      expect(qkv).to.have.length(cfg.numLayers);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -354,10 +354,13 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights, opti
     for (let i = 0; i < c.layers; i++) {
       const L = layerRefs[i]!;
       const x = rms(h, L.attnNorm);
-      const split = (w: string, n: number) => b.op('Transpose', [b.op('Reshape', [b.op('MatMul', [x, w]), b.i64([0, 0, n, headDim])])], perm0213);
-      const q = b.op('Mul', [rope(split(L.wq, heads)), scale]);
-      const k = rope(split(L.wk, kvHeads));
-      const v = split(L.wv, kvHeads);
+      // q, k and v from one product (onnxruntime folds the weights' Concat into one matrix at load), and one
+      // rotary pass over q and k together: a third of the kernels of projecting and rotating each apart.
+      const qkvW = b.op('Concat', [L.wq, L.wk, L.wv], { axis: 1 });
+      const qkv = b.op('Transpose', [b.op('Reshape', [b.op('MatMul', [x, qkvW]), b.i64([0, 0, heads + 2 * kvHeads, headDim])])], perm0213);
+      const [qk, v] = b.opN('Split', [qkv, b.i64([heads + kvHeads, kvHeads])], ['qk', 'v'], { axis: 1 });
+      const [qRot, k] = b.opN('Split', [rope(qk!), b.i64([heads, kvHeads])], ['q', 'k'], { axis: 1 });
+      const q = b.op('Mul', [qRot!, scale]);
       const cat = (pastName: string, cur: string, base: string): string => {
         let all = '';
         emit(base, (out) => (all = b.op('Concat', [toFloat(pastName), cur], { axis: 2 }, out)));
