@@ -11,7 +11,10 @@
  * untied head, so its embedding table is only gathered from), hence reads ~1/9 of the backbone's bytes per
  * token. A tied-head reasoner of the same parameter count multiplies its whole embedding table every step and
  * reads ~1/5: it is reported too, so users can see what that choice costs. The last row is the backbone alone
- * on the cores one lane leaves it: with few cores, that, not the reasoners, is what lanes cost.
+ * on the cores one lane leaves it: with few cores, that, not the reasoners, is what lanes cost. A last table
+ * is the floor on this machine: the backbone's plain steps, then with only the reasoners' output projections
+ * run after each (the weights every reasoner step must read, with none of its layers); a target below that
+ * row is out of reach here for any placement.
  *
  *   npm run bench:compose [-- --rounds 9 --short 16 --long 144]
  */
@@ -26,6 +29,7 @@ import { openDecoder } from '../packages/core/src/runtime/open-decoder.js';
 import { llamaParameterCount, randomLlamaWeights, writeLlamaModel } from '../packages/core/src/onnx/llama-builder.js';
 import type { LlamaConfig } from '../packages/core/src/onnx/llama-spec.js';
 import { median, printTable, quartiles } from './support/stats.js';
+import { headsOnly, type Head } from './support/head-floor.js';
 import { repoRoot } from '../test/support/paths.js';
 import type { Placement, PlacementChoice } from '../packages/core/src/runtime/thread-budget.js';
 
@@ -114,6 +118,32 @@ async function sequentialSetting(label: string, backbone: string, reasoners: str
   };
 }
 
+/**
+ * The floor: the backbone's plain steps on this thread, then the same with only the reasoners' output
+ * projections after each step: what no placement of whole reasoners can beat on this machine.
+ */
+async function floorSetting(label: string, backbone: string, heads: Head[]): Promise<Setting> {
+  const { session } = await openDecoder(backbone, {});
+  const projections = heads.length > 0 ? await headsOnly(heads, BACKBONE.vocabSize) : undefined;
+  return {
+    label,
+    async run(n) {
+      const t0 = performance.now();
+      await session.prefill([PROMPT]);
+      await projections?.run();
+      for (let i = 1; i < n; i++) {
+        await session.step([PROMPT[i % PROMPT.length]!]);
+        await projections?.run();
+      }
+      return performance.now() - t0;
+    },
+    dispose: async () => {
+      await session.release();
+      await projections?.release();
+    },
+  };
+}
+
 const { values } = parseArgs({
   options: { rounds: { type: 'string', default: '9' }, short: { type: 'string', default: '16' }, long: { type: 'string', default: '144' } },
 });
@@ -145,6 +175,10 @@ for (const n of [1, 3]) settings.push(await engineSetting((chosen) => `tied-head
 // What the backbone alone costs on the cores one lane leaves it: the floor of any plan that gives a lane a core.
 const leftToBackbone = Math.max(1, availableParallelism() - 1);
 settings.push(await engineSetting(`backbone alone, ${leftToBackbone} thread(s)`, backbone, [], { threads: leftToBackbone }));
+const heads: Head[] = [2, 3, 4].map((seed) => ({ weights: randomLlamaWeights(REASONER, seed).lmHead!, hidden: REASONER.hiddenSize }));
+const floorStart = settings.length;
+settings.push(await floorSetting('backbone steps alone', backbone, []));
+for (const n of [1, 3]) settings.push(await floorSetting(`+ ${n > 1 ? `${n} reasoners' output projections` : "1 reasoner's output projection"} only`, backbone, heads.slice(0, n)));
 
 const slopes = settings.map(() => [] as number[]);
 for (const s of settings) await s.run(short); // warm-up
@@ -163,12 +197,14 @@ for (const s of settings) await s.dispose();
 
 const ms = slopes.map(median);
 const alone = ms[0]!;
-const rows = settings.map((s, i) => ({
-  setting: s.label,
+const row = (i: number, anchor: number) => ({
+  setting: settings[i]!.label,
   msPerToken: ms[i]!,
   middleHalf: quartiles(slopes[i]!),
-  vsBackboneAlone: ms[i]! / alone,
-}));
+  vsBackboneAlone: ms[i]! / anchor,
+});
+const rows = settings.slice(0, floorStart).map((_, i) => row(i, alone));
+const floor = settings.slice(floorStart).map((_, i) => row(floorStart + i, ms[floorStart]!));
 const autoRow = (n: number) => rows[picked.get(n)!]!;
 const engineAuto = { oneReasoner: autoRow(1), threeReasoners: autoRow(3) };
 const vsSequential = {
@@ -188,14 +224,21 @@ console.log(
     rows,
     engineAuto,
     engineVsSequential: vsSequential,
+    floor,
   }),
 );
+const table = (r: ReturnType<typeof row>) => [r.setting, r.msPerToken, `${r.middleHalf[0].toFixed(2)}–${r.middleHalf[1].toFixed(2)}`, `${r.vsBackboneAlone.toFixed(2)}x`];
 printTable(
   `UniR composition, greedy, ms/token (slope ${short}→${long} tokens, median of ${rounds}); backbone ${(llamaParameterCount(BACKBONE) / 1e6).toFixed(1)}M, reasoners ${(llamaParameterCount(REASONER) / 1e6).toFixed(2)}M each`,
   ['setting', 'ms/token', 'middle half of rounds', 'vs backbone alone'],
-  rows.map((r) => [r.setting, r.msPerToken, `${r.middleHalf[0].toFixed(2)}–${r.middleHalf[1].toFixed(2)}`, `${r.vsBackboneAlone.toFixed(2)}x`]),
+  rows.map(table),
 );
 printTable('engine (auto placement) vs the sequential loop', ['reasoners', 'ratio'], [
   ['1', `${vsSequential.oneReasoner.toFixed(2)}x`],
   ['3', `${vsSequential.threeReasoners.toFixed(2)}x`],
 ]);
+printTable(
+  'floor on this machine: backbone steps on this thread, then with only the reasoners\' output projections (one thread)',
+  ['setting', 'ms/token', 'middle half of rounds', 'vs backbone steps alone'],
+  floor.map(table),
+);
