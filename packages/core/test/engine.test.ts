@@ -162,7 +162,9 @@ describe('engine', function () {
   });
 
   it('abort stops within one step and keeps the main thread responsive meanwhile', async () => {
-    const big = { ...smallConfig, vocabSize: 4000, hiddenSize: 256, numLayers: 4, numHeads: 8, numKvHeads: 4, intermediateSize: 768 };
+    // A step (~2 ms) longer than the stream's batching interval (1 ms), so that each token reaches this thread
+    // on its own and the count seen here is the worker's progress, not a batch that was already computed.
+    const big = { ...smallConfig, vocabSize: 4000, hiddenSize: 512, numLayers: 4, numHeads: 8, numKvHeads: 4, intermediateSize: 1536 };
     const engine = await Engine.load({ model: await builtModel('engine-abort', big), cacheDir });
     try {
       const controller = new AbortController();
