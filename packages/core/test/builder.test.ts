@@ -15,7 +15,7 @@ import {
   type LlamaBuildOptions,
 } from '../src/onnx/llama-builder.js';
 import { float32ArrayToFloat16, float32ToFloat16 } from '../src/onnx/graph-builder.js';
-import { decodeModel, encodeModel, onnx } from '../src/onnx/proto.js';
+import { decodeModel, encodeModel, onnx, type GraphProto, type NodeProto } from '../src/onnx/proto.js';
 import type { LlamaConfig, LlamaWeights } from '../src/onnx/llama-spec.js';
 
 // ---------------------------------------------------------------- reference implementation (float64)
@@ -453,30 +453,35 @@ describe('Llama ONNX builder', function () {
     }
   });
 
-  it('writes RMSNorm and the q/k/v projection in the forms onnxruntime fuses (one kernel per norm, one matrix per q/k/v)', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'reasonplug-builder-'));
-    try {
-      const cfg: LlamaConfig = { ...base, numLayers: 3 };
-      const path = join(dir, 'model.onnx');
-      const optimized = join(dir, 'optimized.onnx');
-      await writeLlamaModel(path, cfg, randomLlamaWeights(cfg, 15, SCALE));
-      const session = await ort.InferenceSession.create(path, { graphOptimizationLevel: 'extended', optimizedModelFilePath: optimized });
-      await session.release();
-      const graph = decodeModel(await readFile(optimized), optimized).graph!;
-      const ops = graph.node!.map((n) => n.opType);
-      // Two norms per layer and the final one; none left as loose ReduceMean/Sqrt/Div kernels.
-      expect(ops.filter((op) => op === 'SimplifiedLayerNormalization')).to.have.length(2 * cfg.numLayers + 1);
-      expect(ops).to.not.include('ReduceMean');
-      // q, k and v weights folded into one matrix per layer: no Concat of weights is left to run.
-      const weights = new Set(graph.initializer!.map((t) => t.name));
-      const weightConcats = graph.node!.filter((n) => n.opType === 'Concat' && n.input!.every((i) => weights.has(i)));
-      expect(weightConcats).to.have.length(0);
-      const qkv = graph.initializer!.filter((t) => t.dims!.length === 2 && Number(t.dims![1]) === (cfg.numHeads + 2 * (cfg.numKvHeads ?? cfg.numHeads)) * (cfg.hiddenSize / cfg.numHeads));
-      expect(qkv).to.have.length(cfg.numLayers);
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
-  });
+  for (const opts of [{}, { dtype: 'float16' as const, mergedDecoder: true }]) {
+    it(`writes RMSNorm and the q/k/v projection in the forms onnxruntime fuses (${JSON.stringify(opts)})`, async () => {
+      const dir = await mkdtemp(join(tmpdir(), 'reasonplug-builder-'));
+      try {
+        const cfg: LlamaConfig = { ...base, numLayers: 3 };
+        const path = join(dir, 'model.onnx');
+        const optimized = join(dir, 'optimized.onnx');
+        await writeLlamaModel(path, cfg, randomLlamaWeights(cfg, 15, SCALE), opts);
+        const session = await ort.InferenceSession.create(path, { graphOptimizationLevel: 'extended', optimizedModelFilePath: optimized });
+        await session.release();
+        const graph = decodeModel(await readFile(optimized), optimized).graph!;
+        const nodesOf = (g: GraphProto): NodeProto[] =>
+          g.node!.flatMap((n) => [n, ...(n.attribute ?? []).flatMap((a) => (a.g ? nodesOf(a.g) : []))]);
+        const nodes = nodesOf(graph);
+        const branches = opts.mergedDecoder ? 2 : 1;
+        // Two norms per layer and the final one, each one kernel; no loose ReduceMean/Sqrt/Div left.
+        expect(nodes.filter((n) => n.opType === 'SimplifiedLayerNormalization')).to.have.length((2 * cfg.numLayers + 1) * branches);
+        expect(nodes.map((n) => n.opType)).to.not.include('ReduceMean');
+        // q, k and v folded into one matrix per layer, shared by both branches of a merged decoder.
+        const width = (cfg.numHeads + 2 * (cfg.numKvHeads ?? cfg.numHeads)) * (cfg.hiddenSize / cfg.numHeads);
+        const qkv = graph.initializer!.filter((t) => t.dims!.length === 2 && Number(t.dims![1]) === width);
+        expect(qkv).to.have.length(cfg.numLayers);
+        const weights = new Set(graph.initializer!.map((t) => t.name));
+        expect(nodes.filter((n) => n.opType === 'Concat' && n.input!.every((i) => weights.has(i)))).to.have.length(0);
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+  }
 
   it('converts float32 to float16 with round-to-nearest-even', () => {
     const cases: [number, number][] = [

@@ -171,9 +171,8 @@ function checkWeights(c: Resolved, w: LlamaWeights): void {
 /** Float-valued weight names (fp32 views) the decoder body reads. */
 interface LayerRefs {
   attnNorm: string;
-  wq: string;
-  wk: string;
-  wv: string;
+  /** q, k and v projections side by side, `[hidden, q + 2 kv]`. */
+  wqkv: string;
   wo: string;
   mlpNorm: string;
   wGate: string;
@@ -250,9 +249,18 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights, opti
     const p = `model.layers.${i}`;
     return {
       attnNorm: vector(`${p}.input_layernorm.weight`, l.attnNorm),
-      wq: matrix(`${p}.self_attn.q_proj.weight`, qDim, hidden, l.wq),
-      wk: matrix(`${p}.self_attn.k_proj.weight`, kvDim, hidden, l.wk),
-      wv: matrix(`${p}.self_attn.v_proj.weight`, kvDim, hidden, l.wv),
+      // Stored apart under their usual names; onnxruntime folds the Concat into one matrix at load, once for
+      // both branches of a merged decoder, so q, k and v come from one product.
+      wqkv: g.op(
+        'Concat',
+        [
+          matrix(`${p}.self_attn.q_proj.weight`, qDim, hidden, l.wq),
+          matrix(`${p}.self_attn.k_proj.weight`, kvDim, hidden, l.wk),
+          matrix(`${p}.self_attn.v_proj.weight`, kvDim, hidden, l.wv),
+        ],
+        { axis: 1 },
+        g.fresh(`${p}.self_attn.qkv_proj.weight.T`),
+      ),
       wo: matrix(`${p}.self_attn.o_proj.weight`, hidden, qDim, l.wo),
       mlpNorm: vector(`${p}.post_attention_layernorm.weight`, l.mlpNorm),
       wGate: matrix(`${p}.mlp.gate_proj.weight`, inter, hidden, l.wGate),
@@ -354,10 +362,9 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights, opti
     for (let i = 0; i < c.layers; i++) {
       const L = layerRefs[i]!;
       const x = rms(h, L.attnNorm);
-      // q, k and v from one product (onnxruntime folds the weights' Concat into one matrix at load), and one
-      // rotary pass over q and k together: a third of the kernels of projecting and rotating each apart.
-      const qkvW = b.op('Concat', [L.wq, L.wk, L.wv], { axis: 1 });
-      const qkv = b.op('Transpose', [b.op('Reshape', [b.op('MatMul', [x, qkvW]), b.i64([0, 0, heads + 2 * kvHeads, headDim])])], perm0213);
+      // One product for q, k and v and one rotary pass over q and k together: a third of the kernels of
+      // projecting and rotating each apart.
+      const qkv = b.op('Transpose', [b.op('Reshape', [b.op('MatMul', [x, L.wqkv]), b.i64([0, 0, heads + 2 * kvHeads, headDim])])], perm0213);
       const [qk, v] = b.opN('Split', [qkv, b.i64([heads + kvHeads, kvHeads])], ['qk', 'v'], { axis: 1 });
       const [qRot, k] = b.opN('Split', [rope(qk!), b.i64([heads, kvHeads])], ['q', 'k'], { axis: 1 });
       const q = b.op('Mul', [qRot!, scale]);
