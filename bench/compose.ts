@@ -18,38 +18,25 @@
  *
  *   npm run bench:compose [-- --rounds 9 --short 16 --long 144]
  */
-import { existsSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { Engine } from '../packages/core/src/engine.js';
 import { ComposedSource, localReasoners } from '../packages/core/src/compose/composed-source.js';
 import { runDecodeLoop } from '../packages/core/src/generate/decode-loop.js';
 import { openDecoder } from '../packages/core/src/runtime/open-decoder.js';
-import { llamaParameterCount, randomLlamaWeights, writeLlamaModel } from '../packages/core/src/onnx/llama-builder.js';
+import { llamaParameterCount, randomLlamaWeights } from '../packages/core/src/onnx/llama-builder.js';
 import type { LlamaConfig } from '../packages/core/src/onnx/llama-spec.js';
 import { median, printTable, quartiles } from './support/stats.js';
 import { headsOnly, type Head } from './support/head-floor.js';
-import { repoRoot } from '../test/support/paths.js';
+import { benchLlama, LLAMA_24M, PROMPT } from './support/models.js';
 import type { Placement, PlacementChoice } from '../packages/core/src/runtime/thread-budget.js';
 
-const BACKBONE: LlamaConfig = { vocabSize: 32000, hiddenSize: 288, numLayers: 6, numHeads: 6, intermediateSize: 768 };
+const BACKBONE = LLAMA_24M;
 /** 1/8 of the backbone's parameters over the same vocabulary, built like the backbone (untied head). */
 const REASONER: LlamaConfig = { vocabSize: 32000, hiddenSize: 44, numLayers: 4, numHeads: 2, intermediateSize: 352 };
 /** 1/8 of the backbone's parameters with a tied head: its embedding table is its head. */
 const TIED_REASONER: LlamaConfig = { vocabSize: 32000, hiddenSize: 88, numLayers: 2, numHeads: 4, intermediateSize: 236, tieWordEmbeddings: true };
 
-async function ensureModel(name: string, config: LlamaConfig, seed: number): Promise<string> {
-  const dir = join(repoRoot, '.cache', 'bench', name);
-  const path = join(dir, 'model.onnx');
-  if (!existsSync(path)) {
-    mkdirSync(dir, { recursive: true });
-    await writeLlamaModel(path, config, randomLlamaWeights(config, seed));
-  }
-  return path;
-}
-
-const PROMPT = [1, 15043, 3186, 29892, 920, 526, 366, 29973];
 
 interface Setting {
   label: string;
@@ -151,9 +138,9 @@ const rounds = Number(values.rounds);
 const short = Number(values.short);
 const long = Number(values.long);
 
-const backbone = await ensureModel('llama24m', BACKBONE, 1);
-const reasoners = await Promise.all([2, 3, 4].map((seed) => ensureModel(`reasoner3m-untied-${seed}`, REASONER, seed)));
-const tied = await Promise.all([2, 3, 4].map((seed) => ensureModel(`reasoner3m-${seed}`, TIED_REASONER, seed)));
+const backbone = await benchLlama('llama24m', BACKBONE, 1);
+const reasoners = await Promise.all([2, 3, 4].map((seed) => benchLlama(`reasoner3m-untied-${seed}`, REASONER, seed)));
+const tied = await Promise.all([2, 3, 4].map((seed) => benchLlama(`reasoner3m-${seed}`, TIED_REASONER, seed)));
 const settings: Setting[] = [];
 settings.push(await engineSetting('backbone alone', backbone, []));
 // Both placements side by side, the one the engine picks by itself marked: the pick is only as good as this says.

@@ -6,17 +6,16 @@
  *   npm run bench:decode [-- --rounds 5 --short 16 --long 144]
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { Engine } from '../packages/core/src/engine.js';
-import { randomLlamaWeights, writeLlamaModel, llamaParameterCount } from '../packages/core/src/onnx/llama-builder.js';
-import type { LlamaConfig } from '../packages/core/src/onnx/llama-spec.js';
+import { llamaParameterCount } from '../packages/core/src/onnx/llama-builder.js';
 import { loadBareLoop } from './support/bare-loop.js';
 import { loadTransformersModel, prepareTransformersDir, readDecoderInfo } from './support/transformers-ref.js';
 import { median, printTable } from './support/stats.js';
-import { models, repoRoot } from '../test/support/paths.js';
+import { benchLlama, LLAMA_24M, PROMPT } from './support/models.js';
+import { models } from '../test/support/paths.js';
 
 type Contender = 'reasonplug' | 'transformers.js' | 'bare loop';
 const CONTENDERS: Contender[] = ['reasonplug', 'transformers.js', 'bare loop'];
@@ -27,20 +26,6 @@ interface Runner {
   dispose(): Promise<void>;
 }
 
-/** The ~24M-parameter compute-bound model of the issue: dim 288, 6 layers, 6 heads, ffn 768, vocab 32000. */
-const LLAMA_24M: LlamaConfig = { vocabSize: 32000, hiddenSize: 288, numLayers: 6, numHeads: 6, intermediateSize: 768 };
-
-async function ensure24M(): Promise<string> {
-  const dir = join(repoRoot, '.cache', 'bench', 'llama24m');
-  const path = join(dir, 'model.onnx');
-  if (!existsSync(path)) {
-    mkdirSync(dir, { recursive: true });
-    await writeLlamaModel(path, LLAMA_24M, randomLlamaWeights(LLAMA_24M, 1));
-  }
-  return path;
-}
-
-const PROMPT = [1, 15043, 3186, 29892, 920, 526, 366, 29973];
 
 async function load(contender: Contender, onnxPath: string, threads?: number): Promise<Runner & { threads?: number }> {
   if (contender === 'reasonplug') {
@@ -139,7 +124,7 @@ const rounds = Number(values.rounds);
 const short = Number(values.short);
 const long = Number(values.long);
 const fp16Path = join(models.llamaFp16, 'model.onnx');
-const path24m = await ensure24M();
+const path24m = await benchLlama('llama24m', LLAMA_24M, 1);
 // Prepared graphs are made once and cached; do that outside the measurements.
 for (const p of [fp16Path, path24m]) await (await load('reasonplug', p)).dispose();
 

@@ -5,18 +5,10 @@
  *
  *   npm run bench:latent [-- --rounds 7 --short 8 --long 72]
  */
-import { existsSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Engine } from '../packages/core/src/engine.js';
-import { randomLlamaWeights, writeLlamaModel } from '../packages/core/src/onnx/llama-builder.js';
-import { buildProjectorModel, randomProjectorWeights, writeProjectorModel } from '../packages/core/src/onnx/projector-builder.js';
-import type { LlamaConfig } from '../packages/core/src/onnx/llama-spec.js';
 import { median, printTable } from './support/stats.js';
-import { repoRoot } from '../test/support/paths.js';
-
-const BACKBONE: LlamaConfig = { vocabSize: 32000, hiddenSize: 288, numLayers: 6, numHeads: 6, intermediateSize: 768 };
-const PROMPT = [1, 15043, 3186, 29892, 920, 526, 366, 29973];
+import { benchLlama, benchProjector, LLAMA_24M, PROMPT } from './support/models.js';
 
 const { values } = parseArgs({
   options: { rounds: { type: 'string', default: '7' }, short: { type: 'string', default: '8' }, long: { type: 'string', default: '72' } },
@@ -25,16 +17,8 @@ const rounds = Number(values.rounds);
 const short = Number(values.short);
 const long = Number(values.long);
 
-const dir = join(repoRoot, '.cache', 'bench');
-const backbone = join(dir, 'llama24m', 'model.onnx');
-if (!existsSync(backbone)) {
-  mkdirSync(join(dir, 'llama24m'), { recursive: true });
-  await writeLlamaModel(backbone, BACKBONE, randomLlamaWeights(BACKBONE, 1));
-}
-const projector = join(dir, 'projector288.onnx');
-if (!existsSync(projector)) {
-  await writeProjectorModel(projector, buildProjectorModel({ hiddenSize: 288 }, randomProjectorWeights({ hiddenSize: 288 }, 1)));
-}
+const backbone = await benchLlama('llama24m', LLAMA_24M, 1);
+const projector = await benchProjector('projector288', LLAMA_24M.hiddenSize, 1);
 
 const engine = await Engine.load({ model: backbone, projector });
 const timed = async (options: Parameters<Engine['generate']>[1]) => {

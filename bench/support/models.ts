@@ -1,0 +1,57 @@
+/**
+ * The benchmarks' builder models, written once under `.cache/bench` and written again when what the builders
+ * would write for them changes: a file left from an older builder would measure an older graph.
+ */
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { buildLlamaModel, randomLlamaWeights, writeLlamaModel } from '../../packages/core/src/onnx/llama-builder.js';
+import { buildProjectorModel, randomProjectorWeights, writeProjectorModel } from '../../packages/core/src/onnx/projector-builder.js';
+import type { LlamaConfig } from '../../packages/core/src/onnx/llama-spec.js';
+import { encodeModel } from '../../packages/core/src/onnx/proto.js';
+import { repoRoot } from '../../test/support/paths.js';
+
+/** The ~24M-parameter backbone of the benchmarks: dim 288, 6 layers, 6 heads, ffn 768, vocab 32000. */
+export const LLAMA_24M: LlamaConfig = { vocabSize: 32000, hiddenSize: 288, numLayers: 6, numHeads: 6, intermediateSize: 768 };
+
+/** The prompt every benchmark decodes from (Llama-tokenizer ids of a short greeting). */
+export const PROMPT = [1, 15043, 3186, 29892, 920, 526, 366, 29973];
+
+const sha256 = (bytes: Uint8Array | string) => createHash('sha256').update(bytes).digest('hex');
+
+/** `path`, written by `write` unless the recipe stamped beside it is `recipe`. */
+async function cached(path: string, recipe: string, write: () => Promise<void>): Promise<string> {
+  const stamp = `${path}.recipe`;
+  if (existsSync(path) && (await readFile(stamp, 'utf8').catch(() => '')) === recipe) return path;
+  await mkdir(dirname(path), { recursive: true });
+  await write();
+  await writeFile(stamp, recipe);
+  return path;
+}
+
+/**
+ * A random-weight Llama model `.cache/bench/<name>/model.onnx`. The recipe holds the graph the builder writes
+ * for a one-layer miniature of the same shape, so that a builder change rebuilds the model without building
+ * the full one to compare.
+ */
+export function benchLlama(name: string, config: LlamaConfig, seed: number): Promise<string> {
+  const mini: LlamaConfig = {
+    ...config,
+    vocabSize: 16,
+    hiddenSize: 4 * config.numHeads,
+    intermediateSize: 8,
+    numLayers: 1,
+    ...(config.headDim ? { headDim: 4 } : {}),
+  };
+  const graph = sha256(encodeModel(buildLlamaModel(mini, randomLlamaWeights(mini, seed))));
+  const path = join(repoRoot, '.cache', 'bench', name, 'model.onnx');
+  return cached(path, JSON.stringify({ config, seed, graph }), () => writeLlamaModel(path, config, randomLlamaWeights(config, seed)));
+}
+
+/** A random-weight reasoning projector `.cache/bench/<name>.onnx` (small: its recipe is its own bytes). */
+export async function benchProjector(name: string, hiddenSize: number, seed: number): Promise<string> {
+  const model = buildProjectorModel({ hiddenSize }, randomProjectorWeights({ hiddenSize }, seed));
+  const path = join(repoRoot, '.cache', 'bench', `${name}.onnx`);
+  return cached(path, sha256(encodeModel(model)), () => writeProjectorModel(path, model));
+}
