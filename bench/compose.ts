@@ -37,7 +37,6 @@ const REASONER: LlamaConfig = { vocabSize: 32000, hiddenSize: 44, numLayers: 4, 
 /** 1/8 of the backbone's parameters with a tied head: its embedding table is its head. */
 const TIED_REASONER: LlamaConfig = { vocabSize: 32000, hiddenSize: 88, numLayers: 2, numHeads: 4, intermediateSize: 236, tieWordEmbeddings: true };
 
-
 interface Setting {
   label: string;
   run(n: number): Promise<number>;

@@ -26,7 +26,6 @@ interface Runner {
   dispose(): Promise<void>;
 }
 
-
 async function load(contender: Contender, onnxPath: string, threads?: number): Promise<Runner & { threads?: number }> {
   if (contender === 'reasonplug') {
     const engine = await Engine.load({ model: onnxPath });
