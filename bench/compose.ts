@@ -138,8 +138,10 @@ const short = Number(values.short);
 const long = Number(values.long);
 
 const backbone = await benchLlama('llama24m', BACKBONE, 1);
-const reasoners = await Promise.all([2, 3, 4].map((seed) => benchLlama(`reasoner3m-untied-${seed}`, REASONER, seed)));
-const tied = await Promise.all([2, 3, 4].map((seed) => benchLlama(`reasoner3m-${seed}`, TIED_REASONER, seed)));
+/** Weight seeds of the three reasoners (the backbone's is 1); the floor's heads are these reasoners' heads. */
+const REASONER_SEEDS = [2, 3, 4];
+const reasoners = await Promise.all(REASONER_SEEDS.map((seed) => benchLlama(`reasoner3m-untied-${seed}`, REASONER, seed)));
+const tied = await Promise.all(REASONER_SEEDS.map((seed) => benchLlama(`reasoner3m-${seed}`, TIED_REASONER, seed)));
 const settings: Setting[] = [];
 settings.push(await engineSetting('backbone alone', backbone, []));
 // Both placements side by side, the one the engine picks by itself marked: the pick is only as good as this says.
@@ -161,7 +163,7 @@ for (const n of [1, 3]) settings.push(await engineSetting((chosen) => `tied-head
 // What the backbone alone costs on the cores one lane leaves it: the floor of any plan that gives a lane a core.
 const leftToBackbone = Math.max(1, availableParallelism() - 1);
 settings.push(await engineSetting(`backbone alone, ${leftToBackbone} thread(s)`, backbone, [], { threads: leftToBackbone }));
-const heads: Head[] = [2, 3, 4].map((seed) => ({ weights: randomLlamaWeights(REASONER, seed).lmHead!, hidden: REASONER.hiddenSize }));
+const heads: Head[] = REASONER_SEEDS.map((seed) => ({ weights: randomLlamaWeights(REASONER, seed).lmHead!, hidden: REASONER.hiddenSize }));
 const floorStart = settings.length;
 settings.push(await floorSetting('backbone steps alone', backbone, []));
 for (const n of [1, 3]) settings.push(await floorSetting(`+ ${n > 1 ? `${n} reasoners' output projections` : "1 reasoner's output projection"} only`, backbone, heads.slice(0, n)));
