@@ -10,7 +10,7 @@
  * `--s3-prefix`, `--s3-path-style`; credentials come from the AWS SDK's usual sources).
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { pino, type Level } from 'pino';
+import { pino, type Level, type Logger } from 'pino';
 import { TokenStore } from './auth/tokens.js';
 import { openRegistry } from './registry/registry.js';
 import { createRegistryServer } from './server.js';
@@ -81,10 +81,24 @@ async function serve(flags: Flags): Promise<void> {
     logger,
   });
   if (!flags.auth) logger.warn('no --auth: anyone who can reach this address can push');
+  lastLine(logger);
   const listening = await server.listen(integer('port', flags.port), flags.host);
   const stop = () => void listening.close().then(() => process.exit(0));
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
+}
+
+/**
+ * The last line, not the defence: request handling contains its own errors. A stray rejection is logged
+ * and serving goes on; an uncaught exception is logged and ends the process, as Node advises (state may
+ * be half-changed), which is safe because storage recovers at the next start.
+ */
+function lastLine(logger: Logger): void {
+  process.on('unhandledRejection', (err) => logger.error({ err }, 'unhandled rejection (serving goes on)'));
+  process.on('uncaughtException', (err) => {
+    logger.fatal({ err }, 'uncaught exception: exiting');
+    process.exit(70);
+  });
 }
 
 async function token(flags: Flags, args: string[]): Promise<void> {

@@ -7,7 +7,7 @@ import { openRegistry } from './registry/registry.js';
 import type { StorageDriver } from './storage/driver.js';
 import { Access, type AuthConfig, type Caller } from './http/access.js';
 import { discovery, resolve, search } from './http/extension-handlers.js';
-import { errorBody, identify, notFound, requestLog } from './http/middleware.js';
+import { containStreamErrors, errorBody, identify, notFound, requestLog } from './http/middleware.js';
 import { repositoryRoutes } from './http/repository-routes.js';
 import type { Services } from './http/services.js';
 
@@ -45,6 +45,7 @@ export function createRegistryServer(opts: RegistryServerOptions): RegistryServe
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
+  app.use(containStreamErrors(logger));
   app.use(requestLog(logger));
   app.use((_req, res, next) => {
     res.set('Docker-Distribution-API-Version', 'registry/2.0');
@@ -73,6 +74,9 @@ export function createRegistryServer(opts: RegistryServerOptions): RegistryServe
         const server = createServer({ requestTimeout: 0 }, app);
         server.once('error', reject);
         server.listen(port, host, () => {
+          server.off('error', reject);
+          // A failure to accept one connection (EMFILE, ECONNABORTED) is no reason to stop serving the others.
+          server.on('error', (err) => logger.error({ err }, 'server error'));
           const { address, port: bound } = server.address() as AddressInfo;
           const url = `http://${address.includes(':') ? `[${address}]` : address}:${bound}`;
           logger.info({ url }, 'listening');

@@ -9,27 +9,59 @@ import type { Access, Caller } from './access.js';
 export function requestLog(logger: Logger): RequestHandler {
   return (req, res, next) => {
     const started = process.hrtime.bigint();
-    res.on('close', () => {
-      const caller = res.locals.caller as Caller;
-      logger.info(
-        {
-          method: req.method,
-          url: req.originalUrl,
-          status: res.statusCode,
-          ms: Number(process.hrtime.bigint() - started) / 1e6,
-          user: caller?.user ?? null,
-          token: caller?.tokenId ?? null,
-          bytesIn: Number(req.headers['content-length'] ?? 0),
-          bytesOut: Number(res.getHeader('content-length') ?? 0),
-          completed: res.writableFinished,
-          remote: req.socket.remoteAddress,
-          userAgent: req.headers['user-agent'],
-        },
-        'request',
-      );
-    });
+    // Read now: once a request is destroyed (a client gone mid-body), Node detaches its socket.
+    const remote = req.socket?.remoteAddress;
+    res.once('close', () =>
+      guarded(logger, 'request log', () => {
+        const caller = res.locals.caller as Caller;
+        logger.info(
+          {
+            method: req.method,
+            url: req.originalUrl,
+            status: res.statusCode,
+            ms: Number(process.hrtime.bigint() - started) / 1e6,
+            user: caller?.user ?? null,
+            token: caller?.tokenId ?? null,
+            bytesIn: Number(req.headers['content-length'] ?? 0),
+            bytesOut: Number(res.getHeader('content-length') ?? 0),
+            completed: res.writableFinished,
+            remote,
+            userAgent: req.headers['user-agent'],
+          },
+          'request',
+        );
+      }),
+    );
     next();
   };
+}
+
+/**
+ * Gives the request and response streams an 'error' listener. Without one, an error emitted on either
+ * (a write after the end, a reset while streaming) would be thrown from the event loop and end the
+ * process; with it, the error ends only this exchange, which the handler or Node already tears down.
+ */
+export function containStreamErrors(logger: Logger): RequestHandler {
+  return (req, res, next) => {
+    const log = (side: string) => (err: Error) =>
+      guarded(logger, 'stream error log', () => logger.debug({ err, method: req.method, url: req.originalUrl, side }, 'stream error'));
+    req.on('error', log('request'));
+    res.on('error', log('response'));
+    next();
+  };
+}
+
+/** Runs `work` from an event callback, where a throw would end the process; logs instead. */
+function guarded(logger: Logger, what: string, work: () => void): void {
+  try {
+    work();
+  } catch (err) {
+    try {
+      logger.error({ err }, `${what} failed`);
+    } catch {
+      // The logger itself failed: nothing is left to report with, and the request is over anyway.
+    }
+  }
 }
 
 /** Sets `res.locals.caller` from the request's credentials (401 for credentials that do not verify). */
@@ -55,7 +87,7 @@ export function errorBody(logger: Logger): ErrorRequestHandler {
           : undefined;
     if (!e) {
       // A client that hung up mid-body (a truncated upload) is expected; anything else is a fault.
-      const clientGone = !req.complete && req.socket.destroyed;
+      const clientGone = !req.complete && (req.socket?.destroyed ?? true);
       logger[clientGone ? 'warn' : 'error']({ err, method: req.method, url: req.originalUrl }, clientGone ? 'client went away' : 'request failed');
     }
     if (res.headersSent) {

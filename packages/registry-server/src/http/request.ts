@@ -32,7 +32,9 @@ export async function readManifestBody(req: Request, max: number): Promise<Buffe
   if ((contentLength(req) ?? 0) > max) throw tooLarge();
   const chunks: Buffer[] = [];
   let total = 0;
-  for await (const chunk of req) {
+  // Stopping early must not destroy the request: the 413 still has to reach the client, and Node closes
+  // the connection after it (the error body asks for `Connection: close` while a body is unread).
+  for await (const chunk of req.iterator({ destroyOnReturn: false })) {
     total += (chunk as Buffer).length;
     if (total > max) throw tooLarge();
     chunks.push(chunk as Buffer);
