@@ -99,6 +99,22 @@ describe('authentication and scopes', function () {
     expect(found.results.map((r) => r.name)).to.deep.equal(['math/adder']);
   });
 
+  it('lets a token read at least what anonymous callers read (the union of both grants)', async () => {
+    const c = await start(true);
+    const admin = c.as(bearer((await tokens.create({ scopes: ['push:**'] })).token));
+    const digest = await admin.pushModule('math/adder', ['1.0.0']);
+    const elsewhere = c.as(bearer((await tokens.create({ scopes: ['push:code/*'] })).token));
+    for (const path of ['/v2/math/adder/manifests/1.0.0', `/v2/math/adder/blobs/${digest}`, '/v2/math/adder/tags/list', '/v2/_reasonplug/resolve?name=math/adder&range=1']) {
+      expect((await c.request('GET', path)).status, `anonymous ${path}`).to.equal(200);
+      expect((await elsewhere.request('GET', path)).status, `token for code/* ${path}`).to.equal(200);
+    }
+    const found = (await (await elsewhere.request('GET', '/v2/_reasonplug/search')).json()) as { results: { name: string }[] };
+    expect(found.results.map((r) => r.name)).to.deep.equal(['math/adder']);
+    // Reading more does not mean writing more.
+    const push = await elsewhere.request('POST', '/v2/math/adder/blobs/uploads/');
+    expect(push.status).to.equal(403);
+  });
+
   it('mounts only from repositories the caller may pull', async () => {
     const c = await start(false);
     const admin = c.as(bearer((await tokens.create({ scopes: ['push:**'] })).token));

@@ -44,10 +44,11 @@ export class Access {
     throw denied(`token has no ${action} scope on ${name}`, { name, action });
   }
 
+  /** A token adds to what anyone may do, never takes away: with anonymous pull, every caller may pull. */
   may(caller: Caller, action: Action, name: string): boolean {
     if (!this.config) return true;
-    if (!caller) return action === 'pull' && (this.config.anonymousPull ?? true);
-    return allows(caller.scopes, action, name);
+    if (action === 'pull' && (this.config.anonymousPull ?? true)) return true;
+    return caller !== undefined && allows(caller.scopes, action, name);
   }
 
   unauthorized(message: string, detail?: unknown): RegistryError {
