@@ -20,11 +20,17 @@ import type { RegistryOptions } from './registry/settings.js';
 import type { FusionMode } from './compose/fusion.js';
 import { validateSamplingOptions } from './sampling/index.js';
 import { validatePlacement, type PlacementChoice } from './runtime/thread-budget.js';
+import { validateDtype } from './modules/hub-variants.js';
 
 /** How to load a model. */
 export interface EngineOptions extends RuntimeOptions {
   /** A module directory, a plain export directory, an .onnx file, or a registry reference (pulled and verified). */
   model: string;
+  /**
+   * Which graph of a hub export directory to load, by transformers.js's names: fp32 (`onnx/model.onnx`), fp16,
+   * q8 (`model_quantized`), int8, uint8, q4, q4f16, bnb4; default: the most precise variant present.
+   */
+  dtype?: string;
   /** Where prepared graphs are cached (default `$REASONPLUG_CACHE/prepared` or `~/.cache/reasonplug/prepared`). */
   cacheDir?: string;
   /** Reasoners composed with the backbone (UniR). */
@@ -91,8 +97,9 @@ export class Engine {
   /** Loads a model (prepares its graph on first use, then starts its session in a worker). */
   static async load(options: EngineOptions): Promise<Engine> {
     const t0 = performance.now();
-    const { model: modelSpec, projector: projectorSpec, reasoners: reasonerSpecs, registry, cacheDir, mode, placement, ...runtime } = options;
+    const { model: modelSpec, dtype, projector: projectorSpec, reasoners: reasonerSpecs, registry, cacheDir, mode, placement, ...runtime } = options;
     if (placement !== undefined) validatePlacement(placement);
+    for (const d of [dtype, ...(reasonerSpecs ?? []).map((r) => r.dtype)]) if (d !== undefined) validateDtype(d);
     // Registry references (`[registry/]namespace/name@range`) are pulled into the cache; paths pass through.
     const pull = (spec: string) => resolveModelPath(spec, registry);
     const [model, projector, reasoners] = await Promise.all([
@@ -102,6 +109,7 @@ export class Engine {
     ]);
     const config: WorkerConfig = {
       model,
+      ...(dtype ? { dtype } : {}),
       runtime,
       reasoners,
       ...(projector ? { projector } : {}),

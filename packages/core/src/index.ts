@@ -9,6 +9,7 @@ export { DecoderSession, ModelRunError, type DecoderSource, type RuntimeOptions 
 export { PLACEMENTS, PlacementError, type Placement, type PlacementChoice } from './runtime/thread-budget.js';
 export { DEVICES, DeviceUnavailableError, executionProvidersFor, type Device } from './runtime/devices.js';
 export { locateModel, ModelNotFoundError, type ModelLocation } from './modules/locate.js';
+export { DTYPES, DtypeError, validateDtype, listVariants, type Dtype, type ModelVariant } from './modules/hub-variants.js';
 export {
   MANIFEST_FILE,
   MODULE_KINDS,

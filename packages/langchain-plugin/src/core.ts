@@ -6,7 +6,7 @@
  * Every other module imports core through here, so once core's exports gain a source condition (or the build
  * compiles core first) this file becomes `export … from '@reasonplug/core'` and nothing else changes.
  */
-export { Engine, TextTokenizer, formatFieldPath, loadModuleDir, MANIFEST_FILE, PLACEMENTS, resolveModelPath } from '../../core/src/index.js';
+export { Engine, TextTokenizer, formatFieldPath, loadModuleDir, MANIFEST_FILE, PLACEMENTS, DTYPES, resolveModelPath } from '../../core/src/index.js';
 export type {
   ChatMessage,
   EngineOptions,

@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import { ReasonerOptionsError, type OptionIssue } from './errors.js';
-import { formatFieldPath, PLACEMENTS } from './core.js';
+import { formatFieldPath, PLACEMENTS, DTYPES } from './core.js';
 
 /**
  * A reasoner's weight: a constant, or a schedule over generated tokens such as
@@ -58,6 +58,8 @@ const generation = {
 export const ModelOptionsSchema = z.strictObject({
   /** The backbone: a module directory, a plain ONNX export directory, or an .onnx file. */
   backbone: z.string().min(1),
+  /** The backbone's graph in a hub export directory, by transformers.js's names (fp32, fp16, q8, int8, uint8, q4, q4f16, bnb4). */
+  dtype: z.enum(DTYPES).optional(),
   /** Reasoner modules composed with the backbone, each a local module directory (or export, or .onnx file). */
   reasoners: z
     .array(
@@ -67,6 +69,8 @@ export const ModelOptionsSchema = z.strictObject({
         name: z.string().min(1).optional(),
         /** Default weight; default: the manifest's `composition.defaultWeight`, else 1. */
         weight: Weight.optional(),
+        /** The reasoner's graph in a hub export directory (as `dtype`). */
+        dtype: z.enum(DTYPES).optional(),
       }),
     )
     .optional(),

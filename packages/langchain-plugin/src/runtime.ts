@@ -46,15 +46,16 @@ export class ReasonerRuntime {
 
   /** Loads the backbone and reasoners of parsed model options into one engine. */
   static async load(options: ParsedModelOptions): Promise<ReasonerRuntime> {
-    const { backbone, reasoners = [], projector, registry, device, intraOpThreads, placement, cacheDir, ...defaults } = options;
+    const { backbone, dtype, reasoners = [], projector, registry, device, intraOpThreads, placement, cacheDir, ...defaults } = options;
     // The backbone is resolved here (a registry reference becomes a pulled module directory) because its
     // directory also serves the chat template; the engine resolves the other modules itself.
     const backbonePath = await resolveModelPath(backbone, registry);
     const engine = await Engine.load({
       model: backbonePath,
+      ...(dtype ? { dtype } : {}),
       ...(projector ? { projector } : {}),
       ...(registry ? { registry } : {}),
-      reasoners: reasoners.map((r) => ({ model: r.module, ...(r.name ? { name: r.name } : {}), ...(r.weight !== undefined ? { weight: r.weight } : {}) })),
+      reasoners: reasoners.map((r) => ({ model: r.module, ...(r.name ? { name: r.name } : {}), ...(r.weight !== undefined ? { weight: r.weight } : {}), ...(r.dtype ? { dtype: r.dtype } : {}) })),
       ...(defaults.mode ? { mode: defaults.mode } : {}),
       ...(device ? { device } : {}),
       ...(intraOpThreads ? { intraOpThreads } : {}),

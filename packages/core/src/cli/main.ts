@@ -14,6 +14,7 @@ import type { FusionMode } from '../compose/fusion.js';
 import { PLACEMENTS, type PlacementChoice } from '../runtime/thread-budget.js';
 import type { TokenTrace } from '../compose/composed-source.js';
 import { existsSync } from 'node:fs';
+import { DTYPES } from '../modules/hub-variants.js';
 import { addRegistryCommands } from './registry-commands.js';
 
 const int = (name: string) => (v: string) => {
@@ -67,6 +68,7 @@ interface GenerateFlags {
   threads?: number;
   placement?: PlacementChoice;
   json?: boolean;
+  dtype?: string;
 }
 
 async function generate(flags: GenerateFlags): Promise<void> {
@@ -76,6 +78,7 @@ async function generate(flags: GenerateFlags): Promise<void> {
   const input: PromptInput = flags.promptIds ? { promptIds: flags.promptIds } : { prompt: flags.prompt! };
   const engine = await Engine.load({
     model: flags.model,
+    ...(flags.dtype ? { dtype: flags.dtype } : {}),
     reasoners: flags.reasoner ?? [],
     ...(flags.mode ? { mode: flags.mode } : {}),
     ...(flags.projector ? { projector: flags.projector } : {}),
@@ -147,8 +150,8 @@ function formatTrace(id: number, trace: TokenTrace): string {
   return `[trace] ${id} ← fused [${trace.fused.map((c) => `${c.id}:${(c.prob * 100).toFixed(1)}%`).join(' ')}]  ${models}`;
 }
 
-async function inspect(path: string): Promise<void> {
-  const location = await locateModel(await resolveModelPath(path));
+async function inspect(path: string, flags: { dtype?: string } = {}): Promise<void> {
+  const location = await locateModel(await resolveModelPath(path), flags);
   const session = await ort.InferenceSession.create(location.modelPath);
   try {
     const signature = detectSignature(session.inputMetadata, session.outputMetadata, location.modelPath);
@@ -165,6 +168,7 @@ export function buildProgram(): Command {
     .command('generate')
     .description('generate text from a model')
     .requiredOption('--model <path>', 'module directory, plain export directory, or .onnx file')
+    .addOption(new Option('--dtype <t>', "graph of a hub export directory (transformers.js names; default: the most precise present)").choices([...DTYPES]))
     .option('--prompt <text>', 'prompt text (tokenized with the model tokenizer, BOS added as it specifies)')
     .option('--prompt-ids <ids>', 'prompt as comma-separated token ids, fed as given', idList)
     .option('--max-tokens <n>', 'tokens to generate at most', int('--max-tokens'), 128)
@@ -194,7 +198,8 @@ export function buildProgram(): Command {
     .command('inspect')
     .argument('<path>', 'model path')
     .description('print the detected decoder signature as JSON')
-    .action((path: string) => inspect(path));
+    .addOption(new Option('--dtype <t>', 'graph of a hub export directory (transformers.js names)').choices([...DTYPES]))
+    .action((path: string, flags: { dtype?: string }) => inspect(path, flags));
   program
     .command('convert')
     .description('convert a model into a reasonplug module directory')

@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { MANIFEST_FILE, type ModuleManifest } from './manifest.js';
 import { loadModuleDir, tokenizerFingerprintOfDir } from './module-dir.js';
+import { DtypeError, chooseVariant, listVariants, type Dtype } from './hub-variants.js';
 
 /** Raised when a path holds no model the engine can find. */
 export class ModelNotFoundError extends Error {
@@ -25,10 +26,21 @@ export interface ModelLocation {
   manifestPath?: string;
   /** The validated manifest, when the path is a module directory. */
   manifest?: ModuleManifest;
+  /** The variant chosen in a hub export directory (`onnx/model_<dtype>.onnx`). */
+  dtype?: Dtype;
 }
 
-/** Export file names tried in a plain directory, in order (optimum, onnxruntime-genai, transformers.js layouts). */
-const EXPORT_FILES = ['model.onnx', 'decoder_model_merged.onnx', 'onnx/model.onnx', 'onnx/decoder_model_merged.onnx'];
+/** How {@link locateModel} chooses within a directory. */
+export interface LocateOptions {
+  /**
+   * transformers.js's precision name (fp32, fp16, q8, int8, uint8, q4, q4f16, bnb4) choosing the graph of a hub
+   * export directory; default: the most precise variant present (see hub-variants.ts). Only for export directories.
+   */
+  dtype?: string;
+}
+
+/** Export file names of a plain directory, for messages (variants: hub-variants.ts). */
+const EXPORT_FILES = ['model.onnx', 'decoder_model_merged.onnx', 'onnx/model.onnx', 'onnx/decoder_model_merged.onnx', 'onnx/model_<dtype>.onnx'];
 
 async function isDirectory(path: string): Promise<boolean> {
   try {
@@ -43,14 +55,18 @@ async function isDirectory(path: string): Promise<boolean> {
  * Resolves a model path. A module directory is loaded with `loadModuleDir`, so an invalid manifest or a
  * missing, truncated or corrupt file fails here (`ManifestError`, `ModuleIntegrityError`).
  */
-export async function locateModel(path: string): Promise<ModelLocation> {
+export async function locateModel(path: string, opts: LocateOptions = {}): Promise<ModelLocation> {
   const abs = resolve(path);
+  const notHub = (what: string) =>
+    new DtypeError(`dtype ${opts.dtype} chooses among the graphs of a hub export directory, but ${abs} is ${what}, which holds one graph`);
   if (!(await isDirectory(abs))) {
+    if (opts.dtype !== undefined) throw notHub('a file');
     const dir = dirname(abs);
     return { modelPath: abs, ...(existsSync(join(dir, 'tokenizer.json')) ? { tokenizerDir: dir } : {}) };
   }
   const manifestPath = join(abs, MANIFEST_FILE);
   if (existsSync(manifestPath)) {
+    if (opts.dtype !== undefined) throw notHub('a module directory');
     const { manifest, files } = await loadModuleDir(abs);
     return {
       modelPath: files.model,
@@ -60,14 +76,15 @@ export async function locateModel(path: string): Promise<ModelLocation> {
       ...(manifest.generation ? { generation: manifest.generation } : {}),
     };
   }
-  const found = EXPORT_FILES.map((f) => join(abs, f)).find((f) => existsSync(f));
+  const variant = chooseVariant(abs, listVariants(abs), opts.dtype);
+  const found = variant?.path;
   if (!found) {
     throw new ModelNotFoundError(
       `no model in ${abs}: expected reasonplug.json (a module) or one of ${EXPORT_FILES.join(', ')} (a plain export)`,
     );
   }
   const tokenizerDir = [abs, dirname(found)].find((d) => existsSync(join(d, 'tokenizer.json')));
-  return { modelPath: found, ...(tokenizerDir ? { tokenizerDir } : {}) };
+  return { modelPath: found, dtype: variant.dtype, ...(tokenizerDir ? { tokenizerDir } : {}) };
 }
 
 /** The tokenizer fingerprint of a located model: its manifest's `compat.tokenizer`, else computed from tokenizer.json. */

@@ -7,7 +7,7 @@
  */
 import { seededNormals } from './random-weights.js';
 import { open } from 'node:fs/promises';
-import { basename } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import type { onnx as O } from 'onnx-proto';
 import { DataType, makeNode, makeTensor, makeValueInfo, onnx, writeModel, type TensorProto, type ValueInfoProto } from './proto.js';
 import { GraphBuilder, float32ArrayToFloat16, transpose2d } from './graph-builder.js';
@@ -435,27 +435,44 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights, opti
   };
 }
 
+/** Where {@link writeLlamaModel} puts external data: a file name beside the model, and chunks of at most `chunkBytes`. */
+export interface ExternalDataLayout {
+  /** File name of the first chunk; default `${basename(path)}.data`. Later chunks are `${location}_1`, `_2`, ... (hub exports). */
+  location?: string;
+  /** Start a new chunk file before a tensor that would pass this size; default: one file. */
+  chunkBytes?: number;
+}
+
 /**
  * Builds the model and writes it to `path`. With `externalData`, every initializer of at least 1 KiB goes to
- * `${basename(path)}.data` beside the model, referenced by ONNX external-data entries (relative `location`,
- * `offset`, `length`), as optimum exports do; large tensors start on 4 KiB boundaries.
+ * `${basename(path)}.data` (or the layout's file and chunks) beside the model, referenced by ONNX external-data
+ * entries (relative `location`, `offset`, `length`), as optimum exports do; large tensors start on 4 KiB boundaries.
  */
 export async function writeLlamaModel(
   path: string,
   config: LlamaConfig,
   weights: LlamaWeights,
-  options: LlamaBuildOptions & { externalData?: boolean } = {},
+  options: LlamaBuildOptions & { externalData?: boolean | ExternalDataLayout } = {},
 ): Promise<void> {
   const model = buildLlamaModel(config, weights, options);
   const inits = model.graph!.initializer as TensorProto[];
   if (options.externalData) {
-    const location = `${basename(path)}.data`;
-    const file = await open(`${path}.data`, 'w');
+    const layout = options.externalData === true ? {} : options.externalData;
+    const first = layout.location ?? `${basename(path)}.data`;
+    let chunk = 0;
+    let location = first;
+    let file = await open(join(dirname(path), location), 'w');
     try {
       let offset = 0;
       for (const t of inits) {
         const raw = t.rawData as Uint8Array;
         if (raw.byteLength < EXTERNAL_MIN_BYTES) continue;
+        if (layout.chunkBytes !== undefined && offset > 0 && offset + raw.byteLength > layout.chunkBytes) {
+          await file.close();
+          location = `${first}_${++chunk}`;
+          file = await open(join(dirname(path), location), 'w');
+          offset = 0;
+        }
         if (raw.byteLength >= ALIGN_LARGE_BYTES && offset % PAGE !== 0) {
           const pad = PAGE - (offset % PAGE);
           await file.write(new Uint8Array(pad), 0, pad, offset);

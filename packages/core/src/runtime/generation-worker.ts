@@ -163,8 +163,8 @@ async function start(): Promise<Loaded> {
   const label = (i: number) => config.reasoners[i]!.name ?? `${i + 1} (${config.reasoners[i]!.model})`;
   // Every model is located and prepared first: their sizes decide where the reasoners run.
   const [backbonePrepared, ...reasonersPrepared] = await Promise.all([
-    prepareModel(config.model, config.cacheDir, config.projector !== undefined),
-    ...config.reasoners.map((r, i) => prepareModel(r.model, config.cacheDir).catch(labelled(label(i)))),
+    prepareModel(config.model, config.cacheDir, config.projector !== undefined, config.dtype),
+    ...config.reasoners.map((r, i) => prepareModel(r.model, config.cacheDir, false, r.dtype).catch(labelled(label(i)))),
   ]);
   const plan = planThreads({
     runtime: config.runtime,

@@ -21,8 +21,8 @@ export interface OpenedDecoder {
  * Locates a model and prepares its graph for last-position fp32 logits; with `latent`, the graph also takes
  * `inputs_embeds` and returns its final hidden state (what LiteReason's projector loop needs).
  */
-export async function prepareModel(model: string, cacheDir?: string, latent = false): Promise<PreparedModel> {
-  const location = await locateModel(model);
+export async function prepareModel(model: string, cacheDir?: string, latent = false, dtype?: string): Promise<PreparedModel> {
+  const location = await locateModel(model, dtype !== undefined ? { dtype } : {});
   const prepared = await prepareDecoder(location.modelPath, {
     lastLogitsOnly: true,
     logitsFloat32: true,
@@ -47,8 +47,8 @@ export async function openPrepared({ location, prepared }: PreparedModel, runtim
 }
 
 /** {@link prepareModel}, then {@link openPrepared}. */
-export async function openDecoder(model: string, runtime: RuntimeOptions, cacheDir?: string, latent = false): Promise<OpenedDecoder> {
-  return openPrepared(await prepareModel(model, cacheDir, latent), runtime);
+export async function openDecoder(model: string, runtime: RuntimeOptions, cacheDir?: string, latent = false, dtype?: string): Promise<OpenedDecoder> {
+  return openPrepared(await prepareModel(model, cacheDir, latent, dtype), runtime);
 }
 
 /** What the engine learns about a reasoner when it opens it. */

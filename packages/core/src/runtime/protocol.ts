@@ -23,11 +23,15 @@ export interface ReasonerSpec {
   name?: string;
   /** Default weight (or schedule); default: the manifest's `composition.defaultWeight`, else 1. */
   weight?: WeightSpec;
+  /** The graph of a hub export directory to use, by transformers.js's names (fp32, fp16, q8, int8, uint8, q4, q4f16, bnb4). */
+  dtype?: string;
 }
 
 /** What the worker is started with. */
 export interface WorkerConfig {
   model: string;
+  /** The backbone's variant in a hub export directory (see `ReasonerSpec.dtype`). */
+  dtype?: string;
   runtime: RuntimeOptions;
   cacheDir?: string;
   reasoners: ReasonerSpec[];

@@ -42,6 +42,16 @@ export async function readJsonIfPresent(path: string): Promise<Record<string, un
   return json as Record<string, unknown>;
 }
 
+/** The text of `chat_template.jinja` (where recent transformers versions save the template), undefined when absent. */
+async function readTemplateFile(dir: string): Promise<string | undefined> {
+  try {
+    return await readFile(join(dir, 'chat_template.jinja'), 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
 function tokenContent(value: unknown): string | undefined {
   if (typeof value === 'string') return value;
   if (value && typeof value === 'object' && typeof (value as { content?: unknown }).content === 'string') {
@@ -87,6 +97,9 @@ export class TextTokenizer {
     const json = await readJsonIfPresent(join(dir, 'tokenizer.json'));
     if (!json) throw new TokenizerError(`no tokenizer.json in ${dir}; pass --prompt-ids or add the tokenizer files`);
     const config = ((await readJsonIfPresent(join(dir, 'tokenizer_config.json'))) ?? {}) as TokenizerConfig;
+    // As in transformers, a chat_template.jinja file wins over tokenizer_config.json's chat_template.
+    const templateFile = await readTemplateFile(dir);
+    if (templateFile !== undefined) config.chat_template = templateFile;
     const generation = (await readJsonIfPresent(join(dir, 'generation_config.json'))) ?? {};
     const modelConfig = (await readJsonIfPresent(join(dir, 'config.json'))) ?? {};
     let tokenizer: Tokenizer;
@@ -126,7 +139,7 @@ export class TextTokenizer {
     return this.tokenizer.decode(ids as number[], { skip_special_tokens: skipSpecialTokens, clean_up_tokenization_spaces: false });
   }
 
-  /** The chat template from tokenizer_config.json, if the model ships one. */
+  /** The chat template from chat_template.jinja or tokenizer_config.json, if the model ships one. */
   get chatTemplate(): string | undefined {
     const t = this.config.chat_template;
     if (typeof t === 'string') return t;
