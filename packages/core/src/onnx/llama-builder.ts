@@ -78,6 +78,21 @@ interface Resolved {
   eps: number;
   rope: RopeStyle;
   tied: boolean;
+  ropeScale: number;
+  freqFactors: readonly number[] | undefined;
+  qkvBias: boolean;
+  qkNorm: boolean;
+  postNorms: boolean;
+  normOffset: number;
+  act: 'silu' | 'gelu_tanh';
+  embedScale: number;
+  queryScale: number;
+  attnCap: number | undefined;
+  finalCap: number | undefined;
+  window: number | undefined;
+  layerTypes: readonly ('full' | 'sliding')[];
+  thetaLocal: number;
+  ropeScaleLocal: number;
 }
 
 function resolve(config: LlamaConfig): Resolved {
@@ -96,6 +111,21 @@ function resolve(config: LlamaConfig): Resolved {
     eps: config.rmsNormEps ?? 1e-5,
     rope: config.ropeStyle ?? 'half',
     tied: config.tieWordEmbeddings ?? false,
+    ropeScale: config.ropeScale ?? 1,
+    freqFactors: config.ropeFreqFactors,
+    qkvBias: config.qkvBias ?? false,
+    qkNorm: config.qkNorm ?? false,
+    postNorms: config.postNorms ?? false,
+    normOffset: config.normWeightOffset ?? 0,
+    act: config.hiddenAct ?? 'silu',
+    embedScale: config.embeddingScale ?? 1,
+    queryScale: config.queryScale ?? 1 / Math.sqrt(headDim),
+    attnCap: config.attnLogitSoftcap,
+    finalCap: config.finalLogitSoftcap,
+    window: config.slidingWindow,
+    layerTypes: config.layerTypes ?? new Array<'full'>(config.numLayers).fill('full'),
+    thetaLocal: config.ropeThetaLocal ?? config.ropeTheta ?? 10000,
+    ropeScaleLocal: config.ropeScaleLocal ?? config.ropeScale ?? 1,
   };
   for (const key of ['vocab', 'hidden', 'layers', 'heads', 'kvHeads', 'headDim', 'inter'] as const) {
     if (!Number.isInteger(r[key]) || r[key] <= 0) throw new Error(`invalid Llama config: ${key} must be a positive integer, got ${r[key]}`);
@@ -103,6 +133,23 @@ function resolve(config: LlamaConfig): Resolved {
   if (heads % kvHeads !== 0) throw new Error(`invalid Llama config: numHeads (${heads}) must be a multiple of numKvHeads (${kvHeads})`);
   if (headDim % 2 !== 0) throw new Error(`invalid Llama config: headDim (${headDim}) must be even for rotary embeddings`);
   if (r.rope !== 'half' && r.rope !== 'adjacent') throw new Error(`invalid Llama config: unknown ropeStyle ${String(r.rope)}`);
+  if (r.act !== 'silu' && r.act !== 'gelu_tanh') throw new Error(`invalid Llama config: unknown hiddenAct ${String(r.act)}`);
+  if (r.freqFactors && r.freqFactors.length !== headDim / 2) {
+    throw new Error(`invalid Llama config: ropeFreqFactors has ${r.freqFactors.length} entries, headDim / 2 is ${headDim / 2}`);
+  }
+  for (const key of ['ropeScale', 'ropeScaleLocal', 'queryScale', 'embedScale', 'theta', 'thetaLocal'] as const) {
+    if (!(r[key] > 0) || !Number.isFinite(r[key])) throw new Error(`invalid Llama config: ${key} must be a positive number, got ${r[key]}`);
+  }
+  for (const key of ['attnCap', 'finalCap'] as const) {
+    const v = r[key];
+    if (v !== undefined && !(v > 0 && Number.isFinite(v))) throw new Error(`invalid Llama config: ${key === 'attnCap' ? 'attnLogitSoftcap' : 'finalLogitSoftcap'} must be a positive number, got ${v}`);
+  }
+  if (r.layerTypes.length !== r.layers || r.layerTypes.some((t) => t !== 'full' && t !== 'sliding')) {
+    throw new Error(`invalid Llama config: layerTypes must list 'full' or 'sliding' for each of the ${r.layers} layers`);
+  }
+  if (r.layerTypes.includes('sliding') && !(Number.isInteger(r.window) && r.window! > 0)) {
+    throw new Error(`invalid Llama config: sliding layers need a positive integer slidingWindow, got ${r.window}`);
+  }
   return r;
 }
 
@@ -111,7 +158,9 @@ export function llamaParameterCount(config: LlamaConfig): number {
   const c = resolve(config);
   const q = c.heads * c.headDim;
   const kv = c.kvHeads * c.headDim;
-  const perLayer = 2 * c.hidden + c.hidden * q + 2 * c.hidden * kv + q * c.hidden + 3 * c.hidden * c.inter;
+  const perLayer =
+    2 * c.hidden + c.hidden * q + 2 * c.hidden * kv + q * c.hidden + 3 * c.hidden * c.inter +
+    (c.qkvBias ? q + 2 * kv : 0) + (c.qkNorm ? 2 * c.headDim : 0) + (c.postNorms ? 2 * c.hidden : 0);
   return c.vocab * c.hidden * (c.tied ? 1 : 2) + c.layers * perLayer + c.hidden;
 }
 
@@ -140,6 +189,12 @@ export function randomLlamaWeights(config: LlamaConfig, seed: number, scale = 0.
       wDown: normal(c.hidden * c.inter, scale),
     });
   }
+  // Variant weights are drawn after the plain ones, so a plain config keeps its weights.
+  for (const l of layers) {
+    if (c.qkvBias) Object.assign(l, { bq: normal(q, scale), bk: normal(kv, scale), bv: normal(kv, scale) });
+    if (c.qkNorm) Object.assign(l, { qNorm: normal(c.headDim, 0.05, 1), kNorm: normal(c.headDim, 0.05, 1) });
+    if (c.postNorms) Object.assign(l, { postAttnNorm: norm(), postMlpNorm: norm() });
+  }
   const finalNorm = norm();
   return c.tied ? { embed, layers, finalNorm } : { embed, layers, finalNorm, lmHead: normal(c.vocab * c.hidden, scale) };
 }
@@ -163,6 +218,19 @@ function checkWeights(c: Resolved, w: LlamaWeights): void {
     expect(`layers[${i}].wGate`, l.wGate, c.inter * c.hidden);
     expect(`layers[${i}].wUp`, l.wUp, c.inter * c.hidden);
     expect(`layers[${i}].wDown`, l.wDown, c.hidden * c.inter);
+    if (c.qkvBias) {
+      expect(`layers[${i}].bq (qkvBias)`, l.bq, q);
+      expect(`layers[${i}].bk (qkvBias)`, l.bk, kv);
+      expect(`layers[${i}].bv (qkvBias)`, l.bv, kv);
+    }
+    if (c.qkNorm) {
+      expect(`layers[${i}].qNorm (qkNorm)`, l.qNorm, c.headDim);
+      expect(`layers[${i}].kNorm (qkNorm)`, l.kNorm, c.headDim);
+    }
+    if (c.postNorms) {
+      expect(`layers[${i}].postAttnNorm (postNorms)`, l.postAttnNorm, c.hidden);
+      expect(`layers[${i}].postMlpNorm (postNorms)`, l.postMlpNorm, c.hidden);
+    }
   });
   expect('finalNorm', w.finalNorm, c.hidden);
   if (!c.tied) expect('lmHead (the config does not tie embeddings)', w.lmHead, c.vocab * c.hidden);
@@ -178,6 +246,12 @@ interface LayerRefs {
   wGate: string;
   wUp: string;
   wDown: string;
+  /** q, k and v biases side by side `[q + 2 kv]` (qkvBias). */
+  bqkv?: string;
+  /** q's norm weight repeated per q head, then k's per kv head: `[heads + kvHeads, 1, headDim]` (qkNorm). */
+  qkNorm?: string;
+  postAttnNorm?: string;
+  postMlpNorm?: string;
 }
 
 /**
@@ -242,13 +316,22 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights, opti
   const matrix = (name: string, out: number, inp: number, data: Float32Array): string =>
     asFloat(stored(`${name}.T`, [inp, out], transpose2d(data, out, inp)));
   const vector = (name: string, data: Float32Array): string => asFloat(stored(name, [data.length], data));
+  const normVector = (name: string, data: Float32Array): string =>
+    vector(name, c.normOffset === 0 ? data : data.map((x) => x + c.normOffset));
 
+  /** The q and k norm weights as one `[heads + kvHeads, 1, headDim]` table, so one RMSNorm covers q and k. */
+  function qkNormWeight(p: string, qw: Float32Array, kw: Float32Array): string {
+    const q = normVector(`${p}.self_attn.q_norm.weight`, qw);
+    const k = normVector(`${p}.self_attn.k_norm.weight`, kw);
+    const rows = (w: string, n: number) => g.op('Expand', [g.op('Reshape', [w, g.i64([1, 1, headDim])]), g.i64([n, 1, headDim])]);
+    return g.op('Concat', [rows(q, heads), rows(k, kvHeads)], { axis: 0 }, g.fresh(`${p}.self_attn.qk_norm.weight`));
+  }
   // The embedding stays in its storage type: Gather reads a few rows, which are cast afterwards.
   const embedStored = stored('model.embed_tokens.weight', [vocab, hidden], weights.embed);
   const layerRefs: LayerRefs[] = weights.layers.map((l, i) => {
     const p = `model.layers.${i}`;
     return {
-      attnNorm: vector(`${p}.input_layernorm.weight`, l.attnNorm),
+      attnNorm: normVector(`${p}.input_layernorm.weight`, l.attnNorm),
       // Stored apart under their usual names; onnxruntime folds the Concat into one matrix at load, once for
       // both branches of a merged decoder, so q, k and v come from one product.
       wqkv: g.op(
@@ -262,21 +345,49 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights, opti
         g.fresh(`${p}.self_attn.qkv_proj.weight.T`),
       ),
       wo: matrix(`${p}.self_attn.o_proj.weight`, hidden, qDim, l.wo),
-      mlpNorm: vector(`${p}.post_attention_layernorm.weight`, l.mlpNorm),
+      // Gemma's names: its "post_attention_layernorm" follows attention, the MLP's input norm is "pre_feedforward".
+      mlpNorm: normVector(c.postNorms ? `${p}.pre_feedforward_layernorm.weight` : `${p}.post_attention_layernorm.weight`, l.mlpNorm),
       wGate: matrix(`${p}.mlp.gate_proj.weight`, inter, hidden, l.wGate),
       wUp: matrix(`${p}.mlp.up_proj.weight`, inter, hidden, l.wUp),
       wDown: matrix(`${p}.mlp.down_proj.weight`, hidden, inter, l.wDown),
+      ...(c.qkvBias
+        ? {
+            bqkv: g.op(
+              'Concat',
+              [vector(`${p}.self_attn.q_proj.bias`, l.bq!), vector(`${p}.self_attn.k_proj.bias`, l.bk!), vector(`${p}.self_attn.v_proj.bias`, l.bv!)],
+              { axis: 0 },
+              g.fresh(`${p}.self_attn.qkv_proj.bias`),
+            ),
+          }
+        : {}),
+      ...(c.qkNorm ? { qkNorm: qkNormWeight(p, l.qNorm!, l.kNorm!) } : {}),
+      ...(c.postNorms
+        ? {
+            postAttnNorm: normVector(`${p}.post_attention_layernorm.weight`, l.postAttnNorm!),
+            postMlpNorm: normVector(`${p}.post_feedforward_layernorm.weight`, l.postMlpNorm!),
+          }
+        : {}),
     };
   });
-  const finalNorm = vector('model.norm.weight', weights.finalNorm);
+  const finalNorm = normVector('model.norm.weight', weights.finalNorm);
   const lmHead = c.tied
     ? g.op('Transpose', [asFloat(embedStored)], { perm: [1, 0] }, g.fresh('lm_head.weight.T'))
     : matrix('lm_head.weight', vocab, hidden, weights.lmHead!);
-  const invFreq = g.f32Array(
-    'rope.inv_freq',
-    [headDim / 2],
-    Float32Array.from({ length: headDim / 2 }, (_, j) => Math.pow(c.theta, (-2 * j) / headDim)),
-  );
+  // Inverse frequencies with the linear scale and per-frequency factors folded in (llama.cpp's
+  // theta = pos * scale * base^(-2j/d) / factor[j]); the sliding layers may have their own base and scale.
+  const invFreqOf = (name: string, theta: number, scale: number): string =>
+    g.f32Array(
+      name,
+      [headDim / 2],
+      Float32Array.from({ length: headDim / 2 }, (_, j) => {
+        const f = Math.pow(theta, (-2 * j) / headDim);
+        return (scale === 1 ? f : f / scale) / (c.freqFactors ? c.freqFactors[j]! : 1);
+      }),
+    );
+  const invFreq = invFreqOf('rope.inv_freq', c.theta, c.ropeScale);
+  const hasSliding = c.layerTypes.includes('sliding');
+  const localRope = hasSliding && (c.thetaLocal !== c.theta || c.ropeScaleLocal !== c.ropeScale);
+  const invFreqLocal = localRope ? invFreqOf('rope.inv_freq_local', c.thetaLocal, c.ropeScaleLocal) : invFreq;
 
   // ---- the decoder body, emitted into `b` (the main graph, or each branch of the merged If)
   const body = (b: GraphBuilder, outName: (base: string) => string): void => {
@@ -298,6 +409,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights, opti
 
     // Hidden states [B, S, hidden]: embedded ids, then (optionally) the caller's embeddings.
     let h = toFloat(b.op('Gather', [embedStored, inputIds], { axis: 0 }));
+    if (c.embedScale !== 1) h = b.op('Mul', [h, b.f32([c.embedScale], [])]);
     if (embedsIn) h = b.op('Concat', [h, toFloat(embedsIn)], { axis: 1 });
 
     // Dynamic sizes: B, S (rows fed), T (total keys), P = T - S (past length); 1-D [1] and scalar forms.
@@ -321,12 +433,15 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights, opti
     }
 
     // Rotary tables cos/sin [B, 1, S, headDim/2] (an extra trailing 1 for the adjacent style).
-    const freqs = b.op('Mul', [b.op('Unsqueeze', [posF, b.i64([2])]), invFreq]);
     const ropeAxes = b.i64(c.rope === 'adjacent' ? [1, 4] : [1]);
-    const cos = b.op('Unsqueeze', [b.op('Cos', [freqs]), ropeAxes]);
-    const sin = b.op('Unsqueeze', [b.op('Sin', [freqs]), ropeAxes]);
+    const tables = (inv: string): [string, string] => {
+      const freqs = b.op('Mul', [b.op('Unsqueeze', [posF, b.i64([2])]), inv]);
+      return [b.op('Unsqueeze', [b.op('Cos', [freqs]), ropeAxes]), b.op('Unsqueeze', [b.op('Sin', [freqs]), ropeAxes])];
+    };
+    const globalTables = tables(invFreq);
+    const localTables = localRope ? tables(invFreqLocal) : globalTables;
     const half = headDim / 2;
-    const rope = (x: string): string => {
+    const rope = (x: string, [cos, sin]: [string, string]): string => {
       // x: [B, heads, S, headDim]
       let x1: string, x2: string, axis: number;
       if (c.rope === 'half') {
@@ -352,21 +467,38 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights, opti
     const allowed = b.op('And', [causal, keyOk]); // [B, S, T]
     const rep = heads / kvHeads;
     const biasAxes = b.i64(rep === 1 ? [1] : [1, 2]);
-    const bias = b.op('Unsqueeze', [b.op('Where', [allowed, b.f32([0], []), b.f32([MASK_MIN], [])]), biasAxes]);
+    const biasOf = (ok: string) => b.op('Unsqueeze', [b.op('Where', [ok, b.f32([0], []), b.f32([MASK_MIN], [])]), biasAxes]);
+    const bias = biasOf(allowed);
+    // Sliding layers also drop keys that lie `window` or more positions back: j > P + i - window.
+    const slidingBias = hasSliding
+      ? biasOf(b.op('And', [allowed, b.op('Greater', [cols, b.op('Sub', [rows, b.i64([c.window!], [])])])]))
+      : bias;
     // GQA: queries are grouped [B, kvHeads, rep, S, headDim] so each group shares one kv head (head h → kv h / rep).
     const qGroupShape = rep === 1 ? '' : b.op('Concat', [B1, b.i64([kvHeads, rep]), S1, b.i64([headDim])], { axis: 0 });
     const oShape = rep === 1 ? '' : b.op('Concat', [B1, b.i64([heads]), S1, b.i64([headDim])], { axis: 0 });
-    const scale = b.f32([1 / Math.sqrt(headDim)], []);
+    const scale = b.f32([c.queryScale], []);
     const perm0213 = { perm: [0, 2, 1, 3] };
+
+    const capped = (x: string, cap: number | undefined) =>
+      cap === undefined ? x : b.op('Mul', [b.op('Tanh', [b.op('Mul', [x, b.f32([1 / cap], [])])]), b.f32([cap], [])]);
+    // GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+    const geluTanh = (x: string) => {
+      const inner = b.op('Mul', [b.op('Add', [x, b.op('Mul', [b.op('Pow', [x, b.f32([3], [])]), b.f32([0.044715], [])])]), b.f32([Math.sqrt(2 / Math.PI)], [])]);
+      return b.op('Mul', [b.op('Mul', [x, b.f32([0.5], [])]), b.op('Add', [b.op('Tanh', [inner]), b.f32([1], [])])]);
+    };
 
     for (let i = 0; i < c.layers; i++) {
       const L = layerRefs[i]!;
+      const sliding = c.layerTypes[i] === 'sliding';
       const x = rms(h, L.attnNorm);
       // One product for q, k and v and one rotary pass over q and k together: a third of the kernels of
       // projecting and rotating each apart.
-      const qkv = b.op('Transpose', [b.op('Reshape', [b.op('MatMul', [x, L.wqkv]), b.i64([0, 0, heads + 2 * kvHeads, headDim])])], perm0213);
-      const [qk, v] = b.opN('Split', [qkv, b.i64([heads + kvHeads, kvHeads])], ['qk', 'v'], { axis: 1 });
-      const [qRot, k] = b.opN('Split', [rope(qk!), b.i64([heads, kvHeads])], ['q', 'k'], { axis: 1 });
+      let qkvFlat = b.op('MatMul', [x, L.wqkv]);
+      if (L.bqkv) qkvFlat = b.op('Add', [qkvFlat, L.bqkv]);
+      const qkv = b.op('Transpose', [b.op('Reshape', [qkvFlat, b.i64([0, 0, heads + 2 * kvHeads, headDim])])], perm0213);
+      const [qkRaw, v] = b.opN('Split', [qkv, b.i64([heads + kvHeads, kvHeads])], ['qk', 'v'], { axis: 1 });
+      const qk = L.qkNorm ? rms(qkRaw!, L.qkNorm) : qkRaw!;
+      const [qRot, k] = b.opN('Split', [rope(qk, sliding ? localTables : globalTables), b.i64([heads, kvHeads])], ['q', 'k'], { axis: 1 });
       const q = b.op('Mul', [qRot!, scale]);
       const cat = (pastName: string, cur: string, base: string): string => {
         let all = '';
@@ -376,22 +508,28 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights, opti
       const kAll = cat(past[i]![0], k, `present.${i}.key`); // [B, kvHeads, T, headDim]
       const vAll = cat(past[i]![1], v, `present.${i}.value`);
       let o: string;
+      const layerBias = sliding ? slidingBias : bias;
       if (rep === 1) {
-        const scores = b.op('Add', [b.op('MatMul', [q, b.op('Transpose', [kAll], { perm: [0, 1, 3, 2] })]), bias]);
+        const scores = b.op('Add', [capped(b.op('MatMul', [q, b.op('Transpose', [kAll], { perm: [0, 1, 3, 2] })]), c.attnCap), layerBias]);
         o = b.op('MatMul', [b.op('Softmax', [scores], { axis: -1 }), vAll]);
       } else {
         const q5 = b.op('Reshape', [q, qGroupShape]);
         const kT5 = b.op('Unsqueeze', [b.op('Transpose', [kAll], { perm: [0, 1, 3, 2] }), b.i64([2])]);
-        const scores = b.op('Add', [b.op('MatMul', [q5, kT5]), bias]);
+        const scores = b.op('Add', [capped(b.op('MatMul', [q5, kT5]), c.attnCap), layerBias]);
         const o5 = b.op('MatMul', [b.op('Softmax', [scores], { axis: -1 }), b.op('Unsqueeze', [vAll, b.i64([2])])]);
         o = b.op('Reshape', [o5, oShape]);
       }
       const attn = b.op('Reshape', [b.op('Transpose', [o], perm0213), b.i64([0, 0, qDim])]);
-      h = b.op('Add', [h, b.op('MatMul', [attn, L.wo])]);
+      let attnOut = b.op('MatMul', [attn, L.wo]);
+      if (L.postAttnNorm) attnOut = rms(attnOut, L.postAttnNorm);
+      h = b.op('Add', [h, attnOut]);
       const y = rms(h, L.mlpNorm);
       const gate = b.op('MatMul', [y, L.wGate]);
-      const act = b.op('Mul', [b.op('Mul', [gate, b.op('Sigmoid', [gate])]), b.op('MatMul', [y, L.wUp])]);
-      h = b.op('Add', [h, b.op('MatMul', [act, L.wDown])]);
+      const gated = c.act === 'silu' ? b.op('Mul', [gate, b.op('Sigmoid', [gate])]) : geluTanh(gate);
+      const act = b.op('Mul', [gated, b.op('MatMul', [y, L.wUp])]);
+      let mlpOut = b.op('MatMul', [act, L.wDown]);
+      if (L.postMlpNorm) mlpOut = rms(mlpOut, L.postMlpNorm);
+      h = b.op('Add', [h, mlpOut]);
     }
 
     let normed = '';
@@ -402,7 +540,13 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights, opti
       const start = b.op('Neg', [b.op('Unsqueeze', [numLogits, b.i64([0])])]);
       headIn = b.op('Slice', [normed, start, S1, one]);
     }
-    emit('logits', (out) => b.op('MatMul', [headIn, lmHead], {}, out));
+    if (c.finalCap === undefined) emit('logits', (out) => b.op('MatMul', [headIn, lmHead], {}, out));
+    else {
+      const cap = c.finalCap;
+      emit('logits', (out) =>
+        b.op('Mul', [b.op('Tanh', [b.op('Mul', [b.op('MatMul', [headIn, lmHead]), b.f32([1 / cap], [])])]), b.f32([cap], [])], {}, out),
+      );
+    }
   };
 
   // The body's outputs come in `outputSpecs` order: logits, presents (emitted layer by layer), hidden.

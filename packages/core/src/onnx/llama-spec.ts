@@ -29,6 +29,46 @@ export interface LlamaConfig {
   ropeStyle?: RopeStyle;
   /** Use the embedding matrix as the output head. Defaults to false. */
   tieWordEmbeddings?: boolean;
+
+  // ---- Variants of the Llama block (Qwen, Gemma, Phi). Every field is optional; leaving them all out is
+  // the plain Llama decoder, graph for graph.
+
+  /** Linear rope scaling: positions are divided by this factor (`rope_scaling.type = linear`). Default 1. */
+  ropeScale?: number;
+  /**
+   * Per-frequency divisors of the rotary inverse frequencies, `headDim / 2` of them: Llama 3.1's rope
+   * scaling as llama.cpp stores it (`rope_freqs.weight`), `inv_freq[i] / factors[i]`.
+   */
+  ropeFreqFactors?: readonly number[];
+  /** q, k and v projections carry biases (Qwen2). The layer weights then hold `bq`, `bk`, `bv`. */
+  qkvBias?: boolean;
+  /** Per-head RMSNorm of q and k before the rotary embedding (Qwen3, Gemma 3): layer weights `qNorm`, `kNorm` `[headDim]`. */
+  qkNorm?: boolean;
+  /** RMSNorm after attention and after the MLP, before each residual add (Gemma 2/3): `postAttnNorm`, `postMlpNorm`. */
+  postNorms?: boolean;
+  /**
+   * Added to every RMSNorm weight when the graph is built: 1 for checkpoints that store `w` of a `(1 + w)`
+   * norm (Hugging Face Gemma). GGUF files store `1 + w` already. Default 0.
+   */
+  normWeightOffset?: number;
+  /** Activation of the gated MLP: `silu` (SwiGLU, default) or `gelu_tanh` (GeGLU with the tanh approximation, Gemma). */
+  hiddenAct?: 'silu' | 'gelu_tanh';
+  /** Multiplies the embedded ids (Gemma: sqrt(hiddenSize)); caller-given `inputs_embeds` are not scaled. Default 1. */
+  embeddingScale?: number;
+  /** Scale applied to queries before q·k. Default 1/sqrt(headDim); Gemma's `query_pre_attn_scalar` sets it otherwise. */
+  queryScale?: number;
+  /** Attention scores become `cap * tanh(scores / cap)` before the mask (Gemma 2). */
+  attnLogitSoftcap?: number;
+  /** Logits become `cap * tanh(logits / cap)` (Gemma 2). */
+  finalLogitSoftcap?: number;
+  /** Window of the sliding-window layers: query i sees key j iff `i - j < slidingWindow`. Needs `layerTypes`. */
+  slidingWindow?: number;
+  /** Attention kind of each layer (`numLayers` entries). Default: all 'full'. */
+  layerTypes?: readonly ('full' | 'sliding')[];
+  /** Rope base of the sliding layers (Gemma 3 local layers: 10000). Default `ropeTheta`. */
+  ropeThetaLocal?: number;
+  /** Linear rope scale of the sliding layers. Default `ropeScale`. */
+  ropeScaleLocal?: number;
 }
 
 /**
@@ -45,6 +85,16 @@ export interface LlamaLayerWeights {
   wGate: Float32Array; // [intermediate, hidden]
   wUp: Float32Array; // [intermediate, hidden]
   wDown: Float32Array; // [hidden, intermediate]
+  /** With `qkvBias`. */
+  bq?: Float32Array; // [numHeads*headDim]
+  bk?: Float32Array; // [numKvHeads*headDim]
+  bv?: Float32Array; // [numKvHeads*headDim]
+  /** With `qkNorm`. */
+  qNorm?: Float32Array; // [headDim]
+  kNorm?: Float32Array; // [headDim]
+  /** With `postNorms`. */
+  postAttnNorm?: Float32Array; // [hidden]
+  postMlpNorm?: Float32Array; // [hidden]
 }
 
 /** All weights of a Llama decoder. */
