@@ -1,10 +1,21 @@
 /**
- * sha256 of files, streamed, and a stat cache so that an unchanged file is hashed once: like git's index,
- * a file whose size, mtime and inode match the recorded ones keeps its recorded digest. Loading a verified
- * multi-GB module then costs a few `stat` calls instead of reading every byte again.
+ * sha256 of files, streamed, and a stat cache so that an unchanged file is hashed once, like git's index.
+ * Loading a verified multi-GB module then costs a few `stat` calls instead of reading every byte again.
+ *
+ * A record is trusted only while the file's size, mtime and ctime (nanoseconds) are the ones seen when it
+ * was hashed. mtime alone is not enough: `utimes` sets it back after a write. ctime cannot be set from user
+ * space; every write, truncate, `utimes`, chmod or link moves it to "now", so no change of bytes through the
+ * file system leaves a record valid. Two holes remain, and are handled:
+ * - timestamps are coarse (a kernel tick): a write in the same tick as the hashing would keep ctime. So, as
+ *   git does with "racily clean" entries, a file whose ctime is within {@link RACY_MS} of the hashing is not
+ *   recorded; it is hashed again next time.
+ * - records are keyed by device and inode, so the hard links of one file (a cache blob and its module
+ *   directory entry) share one record, and a file replaced by rename never inherits the old record.
+ * What no stat record can see, bytes changed beneath the file system (bit rot, raw device writes), is out of
+ * reach short of hashing on every use; `hashFile` is there for callers that want that.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { createReadStream, type BigIntStats } from 'node:fs';
 import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { cacheRoot } from './cache-root.js';
@@ -15,6 +26,12 @@ export interface FileDigest {
   size: number;
 }
 
+/** A file changed this recently (ctime) is hashed but not recorded: its timestamps may not show the next write. */
+export const RACY_MS = 2000;
+
+/** Counters for tests and diagnostics: files hashed in full, and digests answered from a record. */
+export const fileDigestStats = { hashed: 0, recorded: 0 };
+
 /** Hashes a file as a stream (never held in memory); `signal` cancels it. */
 export async function hashFile(path: string, signal?: AbortSignal): Promise<FileDigest> {
   const hash = createHash('sha256');
@@ -23,30 +40,66 @@ export async function hashFile(path: string, signal?: AbortSignal): Promise<File
     hash.update(chunk as Buffer);
     size += (chunk as Buffer).length;
   }
+  fileDigestStats.hashed++;
   return { sha256: hash.digest('hex'), size };
 }
 
-interface StatRecord extends FileDigest {
-  mtimeMs: number;
-  ino: number;
+interface StatRecord {
+  sha256: string;
+  size: number;
+  /** Nanoseconds, as decimal strings (beyond a double's precision). */
+  mtimeNs: string;
+  ctimeNs: string;
+}
+
+const sameFile = (a: BigIntStats, b: BigIntStats) =>
+  a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
+
+/** The default directory of stat records, `<cache root>/digests`. */
+export const defaultDigestDir = (): string => join(cacheRoot(), 'digests');
+
+/**
+ * {@link hashFile} remembered under `cacheDir`, keyed by device and inode and valid while size, mtime and
+ * ctime are unchanged (see the module comment). A cache that cannot be written only costs the next call a
+ * re-hash.
+ */
+export async function cachedHashFile(path: string, signal?: AbortSignal, cacheDir = defaultDigestDir()): Promise<FileDigest> {
+  return (await digestOf(resolve(path), cacheDir, true, signal)).digest;
 }
 
 /**
- * {@link hashFile} remembered under `<cache>/digests/`, keyed by the absolute path and valid while size,
- * mtime and inode are unchanged. A cache that cannot be written only costs the next call a re-hash.
+ * {@link cachedHashFile} for checking a file against the digest it should have (hex): a record that
+ * disagrees is not believed, since a damaged record must not condemn a good file; the file is hashed again
+ * and the record replaced. Returns the file's actual digest.
  */
-export async function cachedHashFile(path: string, signal?: AbortSignal, cacheDir = join(cacheRoot(), 'digests')): Promise<FileDigest> {
+export async function checkFile(path: string, sha256: string, signal?: AbortSignal, cacheDir = defaultDigestDir()): Promise<FileDigest> {
   const abs = resolve(path);
-  const st = await stat(abs);
-  const record = join(cacheDir, `${createHash('sha256').update(abs).digest('hex')}.json`);
-  try {
-    const seen = JSON.parse(await readFile(record, 'utf8')) as StatRecord;
-    if (seen.size === st.size && seen.mtimeMs === st.mtimeMs && seen.ino === st.ino) return { sha256: seen.sha256, size: seen.size };
-  } catch {
-    // no record yet, or an unreadable one: hash below
+  const first = await digestOf(abs, cacheDir, true, signal);
+  if (first.digest.sha256 === sha256 || !first.fromRecord) return first.digest;
+  return (await digestOf(abs, cacheDir, false, signal)).digest;
+}
+
+async function digestOf(abs: string, cacheDir: string, useRecord: boolean, signal?: AbortSignal): Promise<{ digest: FileDigest; fromRecord: boolean }> {
+  const before = await stat(abs, { bigint: true });
+  const now = BigInt(Date.now()) * 1_000_000n;
+  const record = join(cacheDir, `${before.dev}-${before.ino}.json`);
+  if (useRecord) {
+    try {
+      const seen = JSON.parse(await readFile(record, 'utf8')) as StatRecord;
+      if (String(seen.size) === String(before.size) && seen.mtimeNs === String(before.mtimeNs) && seen.ctimeNs === String(before.ctimeNs)) {
+        fileDigestStats.recorded++;
+        return { digest: { sha256: seen.sha256, size: seen.size }, fromRecord: true };
+      }
+    } catch {
+      // no record yet, or an unreadable one: hash below
+    }
   }
   const digest = await hashFile(abs, signal);
-  const fresh: StatRecord = { ...digest, mtimeMs: st.mtimeMs, ino: st.ino };
+  const after = await stat(abs, { bigint: true });
+  // Changed while being hashed, or too recently for its timestamps to show the next change: no record.
+  const racy = before.ctimeNs > now - BigInt(RACY_MS) * 1_000_000n;
+  if (!sameFile(before, after) || digest.size !== Number(before.size) || racy) return { digest, fromRecord: false };
+  const fresh: StatRecord = { ...digest, mtimeNs: String(before.mtimeNs), ctimeNs: String(before.ctimeNs) };
   try {
     await mkdir(cacheDir, { recursive: true });
     const tmp = `${record}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
@@ -55,5 +108,5 @@ export async function cachedHashFile(path: string, signal?: AbortSignal, cacheDi
   } catch {
     // read-only or full cache: the digest is still right
   }
-  return digest;
+  return { digest, fromRecord: false };
 }
