@@ -65,13 +65,13 @@ export async function pushModule(dir: string, spec: string, opts: PushOptions = 
   const tag = versionTag(module.version);
   const where = formatRef({ registry, repository, selector: { type: 'tag', tag } });
   const existing = await client.manifestDigest(repository, tag, true);
-  const conflict = (extra = '') =>
+  const conflict = (current: string, extra = '') =>
     new VersionExistsError(
-      `${where} already exists with digest ${existing}, and this module packs to ${packed.digest}; published versions are immutable, so bump "version" in reasonplug.json${extra}`,
-      existing!,
+      `${where} already exists with digest ${current}, and this module packs to ${packed.digest}; published versions are immutable, so bump "version" in reasonplug.json${extra}`,
+      current,
       packed.digest,
     );
-  if (existing !== undefined && existing !== packed.digest && !opts.force) throw conflict(' (or pass --force to replace it, where the registry allows that)');
+  if (existing !== undefined && existing !== packed.digest && !opts.force) throw conflict(existing, ' (or pass --force to replace it, where the registry allows that)');
 
   let uploaded = 0;
   let skipped = 0;
@@ -97,9 +97,13 @@ export async function pushModule(dir: string, spec: string, opts: PushOptions = 
   try {
     await client.putManifest(repository, tag, packed.bytes);
   } catch (err) {
-    // Registries that keep versions immutable answer DENIED; say so rather than blame the token.
-    if (err instanceof RegistryAuthError && err.reason === 'denied' && existing !== undefined && existing !== packed.digest) {
-      throw conflict(`; the registry refused to replace it (${err.message})`);
+    // Registries that keep versions immutable answer DENIED, also to the losers of a concurrent push, who
+    // checked before the winner's tag existed: look again, and say so rather than blame the token.
+    if (err instanceof RegistryAuthError && err.reason === 'denied') {
+      const current = existing === undefined ? await client.manifestDigest(repository, tag, true).catch(() => undefined) : existing;
+      if (current !== undefined && current !== packed.digest) {
+        throw conflict(current, existing === undefined ? ' (it was pushed while this push ran)' : `; the registry refused to replace it (${err.message})`);
+      }
     }
     throw err;
   }
