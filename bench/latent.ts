@@ -6,7 +6,7 @@
  *   npm run bench:latent [-- --rounds 7 --short 8 --long 72]
  */
 import { parseArgs } from 'node:util';
-import { Engine } from '../packages/core/src/engine.js';
+import { Engine } from '@reasonplug/core';
 import { median, printTable } from './support/stats.js';
 import { benchLlama, benchProjector, LLAMA_24M, PROMPT } from './support/models.js';
 

@@ -16,8 +16,7 @@ import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { Engine } from '../packages/core/src/engine.js';
-import { pullModule, pushModule } from '../packages/core/src/registry/index.js';
+import { Engine, pullModule, pushModule } from '@reasonplug/core';
 
 export interface Problem {
   task: 'math' | 'cipher';
@@ -112,7 +111,7 @@ export const MODULE_NAMES = [
  * Returns the pulled directories by module name, and a function that stops the registry and removes the files.
  */
 export async function viaRegistry(modules: string, log: (line: string) => void = () => {}) {
-  const { createRegistryServer, FilesystemStorage } = await import('../packages/registry-server/src/index.js');
+  const { createRegistryServer, FilesystemStorage } = await import('@reasonplug/registry-server');
   const root = await mkdtemp(join(tmpdir(), 'reasonplug-eval-'));
   const listening = await createRegistryServer({ storage: new FilesystemStorage(join(root, 'registry')) }).listen(0, '127.0.0.1');
   const host = new URL(listening.url).host;

@@ -10,8 +10,8 @@
 import { parseArgs } from 'node:util';
 import { HumanMessage } from '@langchain/core/messages';
 import { Annotation, END, START, StateGraph } from '@langchain/langgraph';
-import { loadModuleDir } from '../packages/core/src/index.js';
-import { ChatReasoner } from '../packages/langchain-plugin/src/index.js';
+import { loadModuleDir } from '@reasonplug/core';
+import { ChatReasoner } from '@reasonplug/langchain';
 import { STAND_INS, standInReasoner, storiesBackbone } from './support/stand-ins.js';
 
 const { values } = parseArgs({ options: { 'max-tokens': { type: 'string', default: '40' } } });

@@ -8,7 +8,7 @@
 import { parseArgs } from 'node:util';
 import { StringOutputParser } from '@langchain/core/output_parsers';
 import { ChatPromptTemplate } from '@langchain/core/prompts';
-import { ChatReasoner } from '../packages/langchain-plugin/src/index.js';
+import { ChatReasoner } from '@reasonplug/langchain';
 import { STAND_INS, standInReasoner, storiesBackbone } from './support/stand-ins.js';
 
 const { values } = parseArgs({

@@ -7,7 +7,7 @@
  */
 import { parseArgs } from 'node:util';
 import { RunnableMap } from '@langchain/core/runnables';
-import { ReasonerLLM } from '../packages/langchain-plugin/src/index.js';
+import { ReasonerLLM } from '@reasonplug/langchain';
 import { STAND_INS, standInReasoner, storiesBackbone } from './support/stand-ins.js';
 
 const { values } = parseArgs({

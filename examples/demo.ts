@@ -11,9 +11,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { convertGguf, loadModuleDir, pushModule, searchModules } from '../packages/core/src/index.js';
-import { createRegistryServer, FilesystemStorage } from '../packages/registry-server/src/index.js';
-import { ReasonerLLM } from '../packages/langchain-plugin/src/index.js';
+import { convertGguf, loadModuleDir, pushModule, searchModules } from '@reasonplug/core';
+import { createRegistryServer, FilesystemStorage } from '@reasonplug/registry-server';
+import { ReasonerLLM } from '@reasonplug/langchain';
 import { isCorrect, loadProblems } from '../eval/run.js';
 import { models, repoRoot } from '../test/support/paths.js';
 

@@ -15,8 +15,7 @@ import {
   type DecoderInfo,
 } from '../bench/support/transformers-ref.js';
 import { loadBareLoop } from '../bench/support/bare-loop.js';
-import { Engine } from '../packages/core/src/engine.js';
-import { randomLlamaWeights, writeLlamaModel } from '../packages/core/src/onnx/llama-builder.js';
+import { Engine, randomLlamaWeights, writeLlamaModel } from '@reasonplug/core';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 

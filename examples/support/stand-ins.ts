@@ -16,7 +16,7 @@ import {
   writeModuleDir,
   type LlamaConfig,
   type LlamaWeights,
-} from '../../packages/core/src/index.js';
+} from '@reasonplug/core';
 import { models, repoRoot } from '../../test/support/paths.js';
 
 /** Where the examples keep their modules (ignored by git, like the demo's). */

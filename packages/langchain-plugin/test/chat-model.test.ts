@@ -12,7 +12,7 @@ import { ChatGenerationChunk, type ChatGeneration } from '@langchain/core/output
 import { ChatPromptTemplate } from '@langchain/core/prompts';
 import { toJsonSchema } from '@langchain/core/utils/json_schema';
 import { z } from 'zod';
-import { TextTokenizer } from '../../core/src/index.js';
+import { TextTokenizer } from '@reasonplug/core';
 import {
   ChatReasoner,
   ChatTemplateError,

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { ChatReasoner } from '../src/index.js';
-import { buildIdentityProjector, writeProjectorModel } from '../../core/src/index.js';
+import { buildIdentityProjector, writeProjectorModel } from '@reasonplug/core';
 import { PLAIN_TEMPLATE, cacheDir, storiesModule, withChatTemplate } from './support/modules.js';
 
 describe('ChatReasoner with a LiteReason projector', function () {

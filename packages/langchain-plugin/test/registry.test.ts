@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { ChatReasoner } from '../src/index.js';
-import { pushModule } from '../../core/src/index.js';
+import { pushModule } from '@reasonplug/core';
 import { startOurRegistry, type OurRegistry } from '../../core/test/support/registries.js';
 import { testDir } from '../../core/test/support/models.js';
 import { PLAIN_TEMPLATE, cacheDir, makeModule, storiesConfig, storiesModule, withChatTemplate } from './support/modules.js';

@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { createRegistryServer, FilesystemStorage, TokenStore } from '../../../registry-server/src/index.js';
+import { createRegistryServer, FilesystemStorage, TokenStore } from '@reasonplug/registry-server';
 import { writeModuleDir } from '../../src/modules/module-dir.js';
 import type { ModuleManifest } from '../../src/modules/manifest.js';
 import { testDir } from './models.js';

@@ -5,7 +5,7 @@
  */
 import { cp, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { MANIFEST_FILE, writeModuleDir, type ModuleManifest } from '../../../core/src/index.js';
+import { MANIFEST_FILE, writeModuleDir, type ModuleManifest } from '@reasonplug/core';
 import { DataType, makeNode, makeTensor, readModel, writeModel } from '../../../core/src/onnx/proto.js';
 import { addLogitBias } from '../../../core/test/support/graph-edits.js';
 import { makeModule, storiesConfig } from '../../../core/test/support/modules.js';
