@@ -1,12 +1,13 @@
 /**
- * Converts a llama-architecture GGUF (F32/F16/BF16 tensors, SentencePiece vocabulary) into a reasonplug
+ * Converts a GGUF of a Llama-family architecture (llama, qwen2, qwen3, gemma2, gemma3, phi3; F32/F16/BF16
+ * tensors; SentencePiece or byte-level BPE vocabulary) into a reasonplug
  * module directory: `model.onnx` (built by the project's Llama builder), `tokenizer.json`,
  * `tokenizer_config.json` and the `reasonplug.json` manifest (ARCHITECTURE.md, "Module format").
  *
  * Weight layout: GGUF dims list the fastest-varying dimension first, so a matrix with ne = [in, out] is
  * stored exactly as the row-major PyTorch `[out, in]` matrix the builder expects — no transpose. llama.cpp
  * permutes Hugging Face Q/K weights into the "adjacent pairs" rotary order when it writes llama GGUFs,
- * so the converted model uses ropeStyle 'adjacent'.
+ * so converted llama models use ropeStyle 'adjacent'; the other architectures keep the NeoX ('half') order.
  */
 import { hashFile } from '../modules/file-digest.js';
 import { existsSync } from 'node:fs';
@@ -67,85 +68,142 @@ export function kebabName(s: string): string {
     .replace(/^-+|-+$/g, '');
 }
 
-/** Reads the `LlamaConfig` of a llama-architecture GGUF; refuses what the builder cannot represent. */
-export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
+/** The `general.architecture` values the converter reads (llama.cpp's names). */
+export const SUPPORTED_ARCHITECTURES = ['llama', 'qwen2', 'qwen3', 'gemma2', 'gemma3', 'phi3'] as const;
+export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
+
+/** The architecture a GGUF declares; refuses, by name, those the converter does not read. */
+export function ggufArchitecture(f: GgufFile): GgufArchitecture {
   const src = basename(f.path);
   const arch = f.getString('general.architecture');
   if (arch === undefined) throw new GgufError(`${src} has no "general.architecture" metadata.`, 'missing-metadata');
-  if (arch !== 'llama') {
+  if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new GgufError(
-      `${src} has general.architecture "${arch}"; only "llama" GGUFs can be converted (Llama, Llama 2, TinyLlama, llama2.c models).`,
+      `${src} has general.architecture "${arch}"; the converter reads ${SUPPORTED_ARCHITECTURES.map((a) => `"${a}"`).join(', ')} ` +
+        '(Llama 1/2/3, Mistral, SmolLM, TinyLlama, Qwen2/2.5, Qwen3, Gemma 2, Gemma 3, Phi-3).',
       'unsupported-model',
     );
   }
-  const required = (key: string): number => {
-    const v = f.getNumber(`llama.${key}`);
-    if (v === undefined) throw new GgufError(`${src} is missing the metadata "llama.${key}".`, 'missing-metadata');
-    if (!Number.isInteger(v) || v <= 0) throw new GgufError(`${src}: "llama.${key}" is ${v}, expected a positive integer.`, 'corrupt');
+  return arch as GgufArchitecture;
+}
+
+/**
+ * Reads the `LlamaConfig` of a GGUF of a supported architecture, with llama.cpp's defaults and meanings
+ * (src/llama-model.cpp and src/models/<arch>.cpp are the reference); refuses, by name, every feature the
+ * builder cannot represent rather than converting it wrongly.
+ */
+export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
+  const src = basename(f.path);
+  const arch = ggufArchitecture(f);
+  const key = (k: string) => `${arch}.${k}`;
+  const refuse = (what: string): never => {
+    throw new GgufError(`${src} (${arch}) uses ${what}, which the converter does not support.`, 'unsupported-model');
+  };
+  const scalar = (k: string): number | undefined => {
+    const v = f.get(key(k));
+    if (Array.isArray(v)) refuse(`a per-layer "${key(k)}" (${v.length} values)`);
+    return f.getNumber(key(k));
+  };
+  const required = (k: string): number => {
+    const v = scalar(k);
+    if (v === undefined) throw new GgufError(`${src} is missing the metadata "${key(k)}".`, 'missing-metadata');
+    if (!Number.isInteger(v) || v <= 0) throw new GgufError(`${src}: "${key(k)}" is ${v}, expected a positive integer.`, 'corrupt');
     return v;
   };
-  const numKv = f.get('llama.attention.head_count_kv');
-  if (Array.isArray(numKv)) {
-    throw new GgufError(`${src} has a per-layer llama.attention.head_count_kv; only one KV head count for all layers is supported.`, 'unsupported-model');
-  }
-  const experts = f.getNumber('llama.expert_count');
-  if (experts !== undefined && experts > 0) {
-    throw new GgufError(`${src} is a mixture-of-experts llama (llama.expert_count = ${experts}); only dense llama models are supported.`, 'unsupported-model');
-  }
-  const scaling = f.getString('llama.rope.scaling.type');
-  const factor = f.getNumber('llama.rope.scaling.factor');
-  if ((scaling !== undefined && scaling !== 'none') || (scaling === undefined && factor !== undefined && factor !== 1)) {
-    throw new GgufError(`${src} uses rope scaling (${scaling ?? 'factor ' + factor}); only unscaled rotary embeddings are supported.`, 'unsupported-model');
-  }
-  if (f.tensorInfo('rope_freqs.weight')) {
-    throw new GgufError(`${src} has a rope_freqs tensor (Llama 3.1-style rope scaling); only unscaled rotary embeddings are supported.`, 'unsupported-model');
+  const experts = scalar('expert_count');
+  if (experts !== undefined && experts > 0) refuse(`mixture-of-experts layers ("${key('expert_count')}" = ${experts}); only dense models are supported`);
+
+  // Rope scaling: llama.cpp reads the type (default "linear") and a factor (0 or absent: none).
+  const scaling = f.getString(key('rope.scaling.type')) ?? 'linear';
+  const factor = scalar('rope.scaling.factor') ?? scalar('rope.scale_linear') ?? 0;
+  if (scaling !== 'none' && scaling !== 'linear') refuse(`rope scaling "${scaling}" ("${key('rope.scaling.type')}")`);
+  const ropeScale = scaling === 'linear' && factor !== 0 ? factor : 1;
+  const attnFactor = scalar('rope.scaling.attn_factor');
+  if (attnFactor !== undefined && attnFactor !== 1) refuse(`a rope attention factor ("${key('rope.scaling.attn_factor')}" = ${attnFactor})`);
+  for (const t of ['rope_factors_long.weight', 'rope_factors_short.weight']) {
+    if (f.tensorInfo(t)) refuse(`long-rope frequency factors (tensor "${t}")`);
   }
 
   const hiddenSize = required('embedding_length');
   const numHeads = required('attention.head_count');
-  const numKvHeads = f.getNumber('llama.attention.head_count_kv') ?? numHeads;
-  const headDim = f.getNumber('llama.attention.key_length') ?? hiddenSize / numHeads;
-  const valueDim = f.getNumber('llama.attention.value_length') ?? headDim;
-  if (valueDim !== headDim) {
-    throw new GgufError(`${src}: key length ${headDim} differs from value length ${valueDim}; only equal head sizes are supported.`, 'unsupported-model');
+  const numKvHeads = scalar('attention.head_count_kv') ?? numHeads;
+  const headDim = scalar('attention.key_length') ?? hiddenSize / numHeads;
+  const valueDim = scalar('attention.value_length') ?? hiddenSize / numHeads;
+  if (valueDim !== headDim) refuse(`a key length ${headDim} that differs from the value length ${valueDim}`);
+  const ropeDims = scalar('rope.dimension_count') ?? headDim;
+  if (ropeDims !== headDim) refuse(`rotary embeddings over ${ropeDims} of ${headDim} head dimensions (partial rotary)`);
+  if (!Number.isInteger(headDim) || headDim <= 0 || numHeads % numKvHeads !== 0) {
+    throw new GgufError(`${src}: ${numHeads} heads, ${numKvHeads} KV heads and head size ${headDim} do not form a valid attention layout.`, 'corrupt');
   }
-  const ropeDims = f.getNumber('llama.rope.dimension_count') ?? headDim;
-  if (ropeDims !== headDim) {
-    throw new GgufError(`${src}: rotary embeddings cover ${ropeDims} of ${headDim} head dimensions; only full-head rotary is supported.`, 'unsupported-model');
-  }
+  const numLayers = required('block_count');
   const embd = f.tensorInfo('token_embd.weight');
   const tokens = f.get('tokenizer.ggml.tokens');
-  const vocabSize =
-    f.getNumber('llama.vocab_size') ?? (embd ? embd.dims[1] : undefined) ?? (Array.isArray(tokens) ? tokens.length : undefined);
-  if (vocabSize === undefined) throw new GgufError(`${src} has no vocabulary size (no llama.vocab_size, token_embd.weight or tokens).`, 'missing-metadata');
+  const vocabSize = scalar('vocab_size') ?? (embd ? embd.dims[1] : undefined) ?? (Array.isArray(tokens) ? tokens.length : undefined);
+  if (vocabSize === undefined) throw new GgufError(`${src} has no vocabulary size (no ${key('vocab_size')}, token_embd.weight or tokens).`, 'missing-metadata');
+  const ropeTheta = scalar('rope.freq_base') ?? 10000;
 
   const config: LlamaConfig = {
     vocabSize,
     hiddenSize,
-    numLayers: required('block_count'),
+    numLayers,
     numHeads,
     numKvHeads,
     headDim,
     intermediateSize: required('feed_forward_length'),
-    ropeTheta: f.getNumber('llama.rope.freq_base') ?? 10000,
-    rmsNormEps: f.getNumber('llama.attention.layer_norm_rms_epsilon') ?? 1e-5,
-    ropeStyle: 'adjacent',
+    ropeTheta,
+    rmsNormEps: scalar('attention.layer_norm_rms_epsilon') ?? 1e-5,
+    // llama.cpp's llama converter permutes q/k into the adjacent-pairs order ("NORM"); the others keep NEOX.
+    ropeStyle: arch === 'llama' ? 'adjacent' : 'half',
     tieWordEmbeddings: !f.tensorInfo('output.weight'),
   };
-  if (!Number.isInteger(headDim) || headDim <= 0 || numHeads % numKvHeads !== 0) {
-    throw new GgufError(`${src}: ${numHeads} heads, ${numKvHeads} KV heads and head size ${headDim} do not form a valid attention layout.`, 'corrupt');
+  if (ropeScale !== 1) config.ropeScale = ropeScale;
+  if (arch === 'qwen2' && f.tensorInfo('blk.0.attn_q.bias')) config.qkvBias = true;
+  if (arch === 'llama' && (f.tensorInfo('blk.0.attn_q.bias') || f.tensorInfo('blk.0.attn_qkv.bias'))) config.qkvBias = true;
+  if (arch === 'qwen2' && f.tensorInfo('blk.0.attn_qkv.bias')) config.qkvBias = true;
+  if (arch === 'qwen3' || arch === 'gemma3') config.qkNorm = true;
+
+  if (arch === 'gemma2' || arch === 'gemma3') {
+    // Gemma's (1 + w) norms: convert_hf_to_gguf stores 1 + w already, so llama.cpp multiplies by the weight as is.
+    config.postNorms = true;
+    config.hiddenAct = 'gelu_tanh';
+    config.embeddingScale = Math.sqrt(hiddenSize);
+    // llama.cpp derives query_pre_attn_scalar from the model size: hidden / heads for the 27B models, else the head size.
+    const is27b = numLayers === (arch === 'gemma2' ? 46 : 62);
+    config.queryScale = 1 / Math.sqrt(is27b ? Math.floor(hiddenSize / numHeads) : headDim);
+    const window = scalar('attention.sliding_window');
+    const swa = arch === 'gemma2' ? true : window !== undefined && window > 0;
+    if (arch === 'gemma2') {
+      config.attnLogitSoftcap = scalar('attn_logit_softcapping') ?? 50;
+      config.finalLogitSoftcap = scalar('final_logit_softcapping') ?? 30;
+    } else {
+      const cap = scalar('final_logit_softcapping') ?? 0;
+      if (cap !== 0) config.finalLogitSoftcap = cap;
+    }
+    if (swa) {
+      const period = scalar('attention.sliding_window_pattern') ?? (arch === 'gemma2' ? 2 : 6);
+      config.slidingWindow = window ?? 4096;
+      // llama.cpp's set_swa_pattern: in each period of layers, all but the last slide.
+      config.layerTypes = Array.from({ length: numLayers }, (_, i) => (period === 0 || i % period < period - 1 ? 'sliding' : 'full'));
+      const localTheta = scalar('rope.freq_base_swa') ?? (arch === 'gemma2' ? ropeTheta : 10000);
+      if (localTheta !== ropeTheta) config.ropeThetaLocal = localTheta;
+      // Gemma 3's local layers are not rope-scaled; Gemma 2's share the global scale.
+      if (arch === 'gemma3' && ropeScale !== 1) config.ropeScaleLocal = 1;
+    }
   }
+  // phi3: llama.cpp disables Phi-3's sliding window (it reads "phi3.attention.sliding_window" and sets no window), and so do we.
   return config;
 }
 
-/** Reads all weights of a llama GGUF, checking each tensor's shape against the config. */
+/** Reads all weights of a GGUF of a supported architecture, checking each tensor's shape against the config. */
 export async function llamaWeightsFromGguf(f: GgufFile, config: LlamaConfig): Promise<LlamaWeights> {
   const src = basename(f.path);
+  const arch = ggufArchitecture(f);
   const h = config.hiddenSize;
   const hd = config.headDim ?? h / config.numHeads;
   const qDim = config.numHeads * hd;
   const kvDim = (config.numKvHeads ?? config.numHeads) * hd;
   const ff = config.intermediateSize;
+  const used = new Set<string>();
   const read = async (name: string, shape: number[]): Promise<Float32Array> => {
     const t: GgufTensorInfo | undefined = f.tensorInfo(name);
     if (!t) throw new GgufError(`${src} has no tensor "${name}" (expected shape [${shape.join(', ')}]).`, 'missing-tensor');
@@ -155,22 +213,52 @@ export async function llamaWeightsFromGguf(f: GgufFile, config: LlamaConfig): Pr
         'corrupt',
       );
     }
+    used.add(name);
     return f.readTensor(name);
   };
+  /** Rows [from, from + n) of a row-major matrix with `cols` columns. */
+  const rows = (m: Float32Array, from: number, n: number, cols: number) => m.slice(from * cols, (from + n) * cols);
   const layers: LlamaLayerWeights[] = [];
   for (let i = 0; i < config.numLayers; i++) {
     const p = `blk.${i}.`;
-    layers.push({
-      attnNorm: await read(`${p}attn_norm.weight`, [h]),
-      wq: await read(`${p}attn_q.weight`, [qDim, h]),
-      wk: await read(`${p}attn_k.weight`, [kvDim, h]),
-      wv: await read(`${p}attn_v.weight`, [kvDim, h]),
-      wo: await read(`${p}attn_output.weight`, [h, qDim]),
-      mlpNorm: await read(`${p}ffn_norm.weight`, [h]),
-      wGate: await read(`${p}ffn_gate.weight`, [ff, h]),
-      wUp: await read(`${p}ffn_up.weight`, [ff, h]),
-      wDown: await read(`${p}ffn_down.weight`, [h, ff]),
-    });
+    const layer: Partial<LlamaLayerWeights> = { attnNorm: await read(`${p}attn_norm.weight`, [h]) };
+    // q, k and v: apart, or fused as one [q + 2 kv, hidden] matrix (Phi-3, some llama files).
+    if (f.tensorInfo(`${p}attn_qkv.weight`)) {
+      const qkv = await read(`${p}attn_qkv.weight`, [qDim + 2 * kvDim, h]);
+      Object.assign(layer, { wq: rows(qkv, 0, qDim, h), wk: rows(qkv, qDim, kvDim, h), wv: rows(qkv, qDim + kvDim, kvDim, h) });
+      if (config.qkvBias) {
+        const b = await read(`${p}attn_qkv.bias`, [qDim + 2 * kvDim]);
+        Object.assign(layer, { bq: b.slice(0, qDim), bk: b.slice(qDim, qDim + kvDim), bv: b.slice(qDim + kvDim) });
+      }
+    } else {
+      layer.wq = await read(`${p}attn_q.weight`, [qDim, h]);
+      layer.wk = await read(`${p}attn_k.weight`, [kvDim, h]);
+      layer.wv = await read(`${p}attn_v.weight`, [kvDim, h]);
+      if (config.qkvBias) {
+        layer.bq = await read(`${p}attn_q.bias`, [qDim]);
+        layer.bk = await read(`${p}attn_k.bias`, [kvDim]);
+        layer.bv = await read(`${p}attn_v.bias`, [kvDim]);
+      }
+    }
+    if (config.qkNorm) {
+      layer.qNorm = await read(`${p}attn_q_norm.weight`, [hd]);
+      layer.kNorm = await read(`${p}attn_k_norm.weight`, [hd]);
+    }
+    layer.wo = await read(`${p}attn_output.weight`, [h, qDim]);
+    if (config.postNorms) layer.postAttnNorm = await read(`${p}post_attention_norm.weight`, [h]);
+    layer.mlpNorm = await read(`${p}ffn_norm.weight`, [h]);
+    if (arch === 'phi3') {
+      // Phi-3's gate and up projections are one [2 ff, hidden] matrix, gate first (llama.cpp's SwiGLU halves).
+      const gateUp = await read(`${p}ffn_up.weight`, [2 * ff, h]);
+      layer.wGate = rows(gateUp, 0, ff, h);
+      layer.wUp = rows(gateUp, ff, ff, h);
+    } else {
+      layer.wGate = await read(`${p}ffn_gate.weight`, [ff, h]);
+      layer.wUp = await read(`${p}ffn_up.weight`, [ff, h]);
+    }
+    layer.wDown = await read(`${p}ffn_down.weight`, [h, ff]);
+    if (config.postNorms) layer.postMlpNorm = await read(`${p}post_ffw_norm.weight`, [h]);
+    layers.push(layer as LlamaLayerWeights);
   }
   const weights: LlamaWeights = {
     embed: await read('token_embd.weight', [config.vocabSize, h]),
@@ -178,6 +266,16 @@ export async function llamaWeightsFromGguf(f: GgufFile, config: LlamaConfig): Pr
     finalNorm: await read('output_norm.weight', [h]),
   };
   if (!config.tieWordEmbeddings) weights.lmHead = await read('output.weight', [config.vocabSize, h]);
+  // Llama 3.1-style rope scaling: one set of frequency divisors (llama.cpp reads it for the llama architecture).
+  if (arch === 'llama' && f.tensorInfo('rope_freqs.weight')) config.ropeFreqFactors = Array.from(await read('rope_freqs.weight', [hd / 2]));
+  // Whatever is left is something this converter would drop: refuse it by name (llama.cpp refuses unused tensors too).
+  const unused = f.tensors.map((t) => t.name).filter((n) => !used.has(n));
+  if (unused.length > 0) {
+    throw new GgufError(
+      `${src} (${arch}) has tensors the converter does not use: ${unused.slice(0, 5).map((n) => `"${n}"`).join(', ')}${unused.length > 5 ? ` and ${unused.length - 5} more` : ''}.`,
+      'unsupported-model',
+    );
+  }
   return weights;
 }
 
@@ -196,7 +294,7 @@ async function fileEntry(dir: string, path: string): Promise<ManifestFile> {
 }
 
 /**
- * Converts a llama GGUF into a module directory at `outDir` (created if needed; existing files of the
+ * Converts a GGUF into a module directory at `outDir` (created if needed; existing files of the
  * same names are replaced). Returns the directory, the model config and the manifest written.
  */
 export async function convertGguf(ggufPath: string, outDir: string, opts: ConvertGgufOptions = {}): Promise<ConvertGgufResult> {
@@ -218,7 +316,8 @@ export async function convertGguf(ggufPath: string, outDir: string, opts: Conver
         'unsupported-tensor-type',
       );
     }
-    const contextLength = f.getNumber('llama.context_length');
+    const arch = ggufArchitecture(f);
+    const contextLength = f.getNumber(`${arch}.context_length`);
     const tok = tokenizerFromGguf(f, contextLength !== undefined ? { modelMaxLength: contextLength } : {});
     const nTokens = (f.get('tokenizer.ggml.tokens') as unknown[]).length;
     if (nTokens > config.vocabSize) {
@@ -261,7 +360,7 @@ export async function convertGguf(ggufPath: string, outDir: string, opts: Conver
     };
     const description =
       f.getString('general.description') ??
-      `${generalName && generalName !== 'llama' ? generalName : basename(file, extname(file))}: Llama decoder ` +
+      `${generalName && generalName !== 'llama' ? generalName : basename(file, extname(file))}: ${arch} decoder ` +
         `(${config.numLayers} layers, hidden ${config.hiddenSize}, vocab ${config.vocabSize}) converted from ${file}.`;
     manifest = {
       schemaVersion: 1,
@@ -281,7 +380,7 @@ export async function convertGguf(ggufPath: string, outDir: string, opts: Conver
         eosTokenIds: tok.special.eos !== undefined ? [tok.special.eos] : [],
       },
       files,
-      provenance: { convertedFrom: { file, sha256: ggufHash.sha256, format: 'gguf', architecture: 'llama' } },
+      provenance: { convertedFrom: { file, sha256: ggufHash.sha256, format: 'gguf', architecture: arch } },
     };
     await writeFile(join(dir, 'reasonplug.json'), JSON.stringify(manifest, null, 2) + '\n');
   } finally {
