@@ -182,7 +182,7 @@ describe('gguf', function () {
           { name: 'a.f16', dims: [5, 2], type: 1, data: new Uint8Array(f16.buffer) },
           { name: 'b.f32', dims: [4], type: 0, data: new Uint8Array(f32.buffer) },
           { name: 'c.bf16', dims: [2, 2], type: 30, data: new Uint8Array(bf16.buffer) },
-          { name: 'd.q4_0', dims: [32], type: 2, data: new Uint8Array(18) },
+          { name: 'd.iq2_xxs', dims: [256], type: 16, data: new Uint8Array(66) },
         ],
         { alignment: 64 },
       );
@@ -215,10 +215,10 @@ describe('gguf', function () {
           Array.from(new Float32Array(new Uint32Array(Array.from(bf16, (h) => h << 16)).buffer)),
         );
         for (const t of f.tensors) expect(t.fileOffset % 64).to.equal(0);
-        const err = await f.readTensor('d.q4_0').catch((e: unknown) => e);
+        const err = await f.readTensor('d.iq2_xxs').catch((e: unknown) => e);
         expect(err).to.be.instanceOf(GgufError);
         expect((err as GgufError).code).to.equal('unsupported-tensor-type');
-        expect((err as Error).message).to.match(/Q4_0/).and.match(/F32, F16/);
+        expect((err as Error).message).to.match(/IQ2_XXS/).and.match(/F32, F16, BF16, Q4_0/);
         const missing = await f.readTensor('nope').catch((e: unknown) => e);
         expect(missing).to.be.instanceOf(GgufError);
       });
@@ -411,21 +411,21 @@ describe('gguf', function () {
       expect(existsSync(join(tmp, 'gpt2-out', 'reasonplug.json'))).to.equal(false);
     });
 
-    it('refuses quantized GGUFs, naming the tensor types', async () => {
+    it('refuses tensor types it does not decode, naming the type and the tensor', async () => {
       const raw = Buffer.from(await readFile(STORIES));
       const at = raw.indexOf(Buffer.from('token_embd.weight')) + 'token_embd.weight'.length;
       expect(raw.readUInt32LE(at)).to.equal(2); // n_dims
-      raw.writeUInt32LE(8, at + 4 + 16); // type F32 -> Q8_0
+      raw.writeUInt32LE(16, at + 4 + 16); // type F32 -> IQ2_XXS, a type the converter does not take
       const path = join(tmp, 'q8.gguf');
       await writeFile(path, raw);
       await withGguf(path, async (f) => {
-        expect(f.tensorInfo('token_embd.weight')!.typeName).to.equal('Q8_0');
+        expect(f.tensorInfo('token_embd.weight')!.typeName).to.equal('IQ2_XXS');
         const err = await f.readTensor('token_embd.weight').catch((e: unknown) => e);
         expect(err).to.be.instanceOf(GgufError).with.property('code', 'unsupported-tensor-type');
       });
       const err = await convertGguf(path, join(tmp, 'q8')).catch((e: unknown) => e);
       expect(err).to.be.instanceOf(GgufError).with.property('code', 'unsupported-tensor-type');
-      expect((err as Error).message).to.match(/Q8_0/).and.match(/token_embd\.weight/).and.match(/F32, F16/);
+      expect((err as Error).message).to.match(/IQ2_XXS/).and.match(/token_embd\.weight/).and.match(/F32, F16/);
     });
 
     let dir: string;

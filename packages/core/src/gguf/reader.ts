@@ -3,7 +3,8 @@
  *
  * Only the header (metadata and tensor infos) is parsed up front; tensor data is read on demand,
  * straight from the file into the returned `Float32Array` (F32) or through one staging buffer per
- * tensor (F16, BF16). The whole file is never held in memory.
+ * tensor (F16, BF16, the block-quantized types of `quant/`), or as raw bytes. The whole file is never
+ * held in memory.
  *
  * Layout (https://github.com/ggml-org/ggml/blob/master/docs/gguf.md):
  *   magic "GGUF" · u32 version · u64 tensor_count · u64 kv_count
@@ -14,6 +15,8 @@
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import { basename } from 'node:path';
+import { BLOCK_TYPES, dequantize } from './quant/index.js';
+import { halfTable } from './quant/half.js';
 
 /** Raised for a file this reader cannot use; the message says what was found and what is supported. */
 export class GgufError extends Error {
@@ -99,8 +102,8 @@ export const GGML_TYPE_F32 = 0;
 export const GGML_TYPE_F16 = 1;
 export const GGML_TYPE_BF16 = 30;
 
-/** Element types whose tensors `readTensor` converts to float32. */
-export const SUPPORTED_TENSOR_TYPES = ['F32', 'F16', 'BF16'] as const;
+/** Element types whose tensors `readTensor` converts to float32 (and the converter takes). */
+export const SUPPORTED_TENSOR_TYPES: readonly string[] = ['F32', 'F16', 'BF16', ...[...BLOCK_TYPES.values()].map((t) => t.name)];
 
 /** Bytes per element of the readable types. */
 const ELEMENT_SIZE: Readonly<Record<number, number>> = { [GGML_TYPE_F32]: 4, [GGML_TYPE_F16]: 2, [GGML_TYPE_BF16]: 2 };
@@ -135,6 +138,8 @@ export interface GgufTensorInfo {
   elementCount: number;
   /** Data size in bytes when the type is readable; undefined for other types. */
   byteLength?: number;
+  /** True for block-quantized types (`byteLength` counts whole blocks). */
+  quantized?: boolean;
 }
 
 /** The parsed header of a GGUF file. */
@@ -415,6 +420,13 @@ function parseHeaderWindow(bytes: Uint8Array, fileSize: number, source: string):
       );
     }
     const elSize = ELEMENT_SIZE[type];
+    const block = BLOCK_TYPES.get(type);
+    if (block && dims[0]! % block.blockElems !== 0) {
+      throw new GgufError(
+        `${source} is corrupt: tensor "${name}" is ${block.name} with rows of ${dims[0]} elements, not a multiple of its block size ${block.blockElems}.`,
+        'corrupt',
+      );
+    }
     tensors.push({
       name,
       dims,
@@ -425,6 +437,7 @@ function parseHeaderWindow(bytes: Uint8Array, fileSize: number, source: string):
       fileOffset: 0, // set below once the data offset is known
       elementCount,
       ...(elSize !== undefined ? { byteLength: elementCount * elSize } : {}),
+      ...(block ? { byteLength: (elementCount / block.blockElems) * block.blockBytes, quantized: true } : {}),
     });
   }
   const dataOffset = Math.ceil(c.pos / alignment) * alignment;
@@ -465,24 +478,15 @@ export function parseGgufHeader(bytes: Uint8Array, source = '<bytes>', fileSize 
   }
 }
 
-let f16Table: Float32Array | undefined;
-/** float16 bit pattern → float32 value, for all 65536 patterns. */
-function halfTable(): Float32Array {
-  if (f16Table) return f16Table;
-  const t = new Float32Array(65536);
-  for (let h = 0; h < 65536; h++) {
-    const sign = h & 0x8000 ? -1 : 1;
-    const exp = (h >> 10) & 0x1f;
-    const frac = h & 0x3ff;
-    if (exp === 0) t[h] = sign * frac * 2 ** -24;
-    else if (exp === 31) t[h] = frac ? NaN : sign * Infinity;
-    else t[h] = sign * (1 + frac / 1024) * 2 ** (exp - 15);
-  }
-  return (f16Table = t);
-}
-
-/** Converts raw little-endian tensor bytes of a readable type (F32, F16, BF16) to float32. */
+/** Converts raw little-endian tensor bytes of a readable type (F32, F16, BF16, block types) to float32. */
 export function tensorBytesToFloat32(bytes: Uint8Array, type: number, elementCount: number): Float32Array {
+  const block = BLOCK_TYPES.get(type);
+  if (block) {
+    const need = (elementCount / block.blockElems) * block.blockBytes;
+    if (!Number.isInteger(need)) throw new GgufError(`${elementCount} ${block.name} elements are not whole blocks of ${block.blockElems}.`, 'corrupt');
+    if (bytes.length < need) throw new GgufError(`${elementCount} ${block.name} elements need ${need} bytes, got ${bytes.length}.`, 'truncated');
+    return dequantize(block, bytes, elementCount);
+  }
   const size = ELEMENT_SIZE[type];
   if (size === undefined) {
     throw new GgufError(`tensor type ${GGML_TYPE_NAMES[type] ?? type} cannot be converted; supported: ${SUPPORTED_TENSOR_TYPES.join(', ')}.`, 'unsupported-tensor-type');
@@ -515,8 +519,8 @@ function halfBitsToFloat32(src: Uint16Array, type: number): Float32Array {
 
 function unsupportedType(t: GgufTensorInfo, source: string): GgufError {
   return new GgufError(
-    `${source}: tensor "${t.name}" has type ${t.typeName}; only ${SUPPORTED_TENSOR_TYPES.join(', ')} tensors can be read ` +
-      '(quantized GGUF files are not supported: use an F32/F16 GGUF, e.g. `convert_hf_to_gguf.py --outtype f16`).',
+    `${source}: tensor "${t.name}" has type ${t.typeName}, which this reader does not decode; supported types: ` +
+      `${SUPPORTED_TENSOR_TYPES.join(', ')}. Re-quantize the model with llama-quantize to one of these (e.g. Q4_K_M).`,
     'unsupported-tensor-type',
   );
 }
@@ -617,7 +621,7 @@ export class GgufFile implements GgufHeader {
     return this.byName.get(name);
   }
 
-  /** Reads one tensor as float32 (F32 as stored, F16 and BF16 converted), row-major with shape `info.shape`. */
+  /** Reads one tensor as float32 (F32 as stored, others converted or dequantized), row-major with shape `info.shape`. */
   async readTensor(name: string): Promise<Float32Array> {
     const source = basename(this.path);
     const t = this.byName.get(name);
@@ -625,6 +629,7 @@ export class GgufFile implements GgufHeader {
     if (t.byteLength === undefined) throw unsupportedType(t, source);
     const fh = this.fh;
     if (!fh) throw new Error(`${source} is closed.`);
+    if (t.quantized) return dequantize(BLOCK_TYPES.get(t.type)!, await this.readTensorBytes(name), t.elementCount);
     const out = new Float32Array(t.elementCount);
     if (t.type === GGML_TYPE_F32) {
       await readFully(fh, new Uint8Array(out.buffer), t.fileOffset, source, t.name);
@@ -633,6 +638,19 @@ export class GgufFile implements GgufHeader {
     const half = new Uint16Array(t.elementCount);
     await readFully(fh, new Uint8Array(half.buffer), t.fileOffset, source, t.name);
     return halfBitsToFloat32(half, t.type);
+  }
+
+  /** Reads one tensor's stored bytes as they are (e.g. quantized blocks, to repack without loss). */
+  async readTensorBytes(name: string): Promise<Uint8Array> {
+    const source = basename(this.path);
+    const t = this.byName.get(name);
+    if (!t) throw new GgufError(`${source} has no tensor "${name}".`, 'missing-tensor');
+    if (t.byteLength === undefined) throw unsupportedType(t, source);
+    const fh = this.fh;
+    if (!fh) throw new Error(`${source} is closed.`);
+    const out = new Uint8Array(t.byteLength);
+    await readFully(fh, out, t.fileOffset, source, t.name);
+    return out;
   }
 
   async close(): Promise<void> {

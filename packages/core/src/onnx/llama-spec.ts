@@ -72,19 +72,46 @@ export interface LlamaConfig {
 }
 
 /**
- * Weights of one decoder layer. Projection matrices use the PyTorch `nn.Linear` layout
- * `[out_features, in_features]`, row-major, as GGUF and safetensors store them.
+ * A weight matrix `[rows, cols]` (PyTorch `[out, in]`) block-quantized along `cols` in the layout of
+ * onnxruntime's `com.microsoft.MatMulNBits`: value = (code - zero point) · scale, one scale (and zero point)
+ * per block of `blockSize` columns of a row.
  */
-export interface LlamaLayerWeights {
+export interface QuantizedMatrix {
+  kind: 'nbits';
+  rows: number;
+  cols: number;
+  bits: 4 | 8;
+  /** Columns per block (a power of two, at least 16); `cols` is a multiple of it. */
+  blockSize: number;
+  /** Codes, `[rows, cols / blockSize, blockSize · bits / 8]`, 4-bit codes low nibble first. */
+  data: Uint8Array;
+  /** `[rows · cols / blockSize]` float32 scales. */
+  scales: Float32Array;
+  /**
+   * Zero points per block, packed per row as MatMulNBits takes them (4-bit: two per byte, low nibble first,
+   * `ceil(blocks / 2)` bytes a row; 8-bit: one byte each). Absent: the midpoint (8, or 128).
+   */
+  zeroPoints?: Uint8Array;
+}
+
+/** A projection or embedding matrix: dense float32, or block-quantized. */
+export type WeightMatrix = Float32Array | QuantizedMatrix;
+
+/**
+ * Weights of one decoder layer. Projection matrices use the PyTorch `nn.Linear` layout
+ * `[out_features, in_features]`, row-major, as GGUF and safetensors store them. `M` is the matrix type:
+ * dense by default; the builder also takes {@link QuantizedMatrix} (`LlamaLayerWeights<WeightMatrix>`).
+ */
+export interface LlamaLayerWeights<M extends WeightMatrix = Float32Array> {
   attnNorm: Float32Array; // [hidden]
-  wq: Float32Array; // [numHeads*headDim, hidden]
-  wk: Float32Array; // [numKvHeads*headDim, hidden]
-  wv: Float32Array; // [numKvHeads*headDim, hidden]
-  wo: Float32Array; // [hidden, numHeads*headDim]
+  wq: M; // [numHeads*headDim, hidden]
+  wk: M; // [numKvHeads*headDim, hidden]
+  wv: M; // [numKvHeads*headDim, hidden]
+  wo: M; // [hidden, numHeads*headDim]
   mlpNorm: Float32Array; // [hidden]
-  wGate: Float32Array; // [intermediate, hidden]
-  wUp: Float32Array; // [intermediate, hidden]
-  wDown: Float32Array; // [hidden, intermediate]
+  wGate: M; // [intermediate, hidden]
+  wUp: M; // [intermediate, hidden]
+  wDown: M; // [hidden, intermediate]
   /** With `qkvBias`. */
   bq?: Float32Array; // [numHeads*headDim]
   bk?: Float32Array; // [numKvHeads*headDim]
@@ -97,11 +124,11 @@ export interface LlamaLayerWeights {
   postMlpNorm?: Float32Array; // [hidden]
 }
 
-/** All weights of a Llama decoder. */
-export interface LlamaWeights {
-  embed: Float32Array; // [vocab, hidden]
-  layers: LlamaLayerWeights[];
+/** All weights of a Llama decoder (`M`: see {@link LlamaLayerWeights}). */
+export interface LlamaWeights<M extends WeightMatrix = Float32Array> {
+  embed: M; // [vocab, hidden]
+  layers: LlamaLayerWeights<M>[];
   finalNorm: Float32Array; // [hidden]
   /** [vocab, hidden]; omitted when the config ties embeddings. */
-  lmHead?: Float32Array;
+  lmHead?: M;
 }

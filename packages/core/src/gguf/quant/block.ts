@@ -1,0 +1,31 @@
+/**
+ * What every ggml block type module provides: its block geometry, a dequantizer that matches llama.cpp's
+ * `dequantize_row_*` value for value, and a view of each block as integer codes times a float32 scale
+ * where the type is that simple (the lossless road onto onnxruntime's MatMulNBits).
+ */
+
+/** A ggml block-quantized type. */
+export interface BlockType {
+  /** ggml type name, e.g. "Q4_K". */
+  name: string;
+  /** ggml type number. */
+  type: number;
+  /** Elements per block (32, or 256 for K-quants and IQ4_XS). */
+  blockElems: number;
+  /** Bytes per block. */
+  blockBytes: number;
+  /** Dequantizes `nBlocks` blocks from `src` (at byte `srcAt`) into `dst` (from element `dstAt`). */
+  dequantize(src: Uint8Array, srcAt: number, dst: Float32Array, dstAt: number, nBlocks: number): void;
+  /**
+   * Present when every block is `scale · code` with signed integer codes in sub-blocks of `subBlock`
+   * elements: writes the codes of one block into `codes` and the float32 scale of each sub-block into
+   * `scales` (the exact float llama.cpp multiplies by), so the values are `codes[i] · scales[i / subBlock]`.
+   */
+  codes?: {
+    subBlock: number;
+    /** Codes lie in [minCode, maxCode]. */
+    minCode: number;
+    maxCode: number;
+    read(src: Uint8Array, at: number, codes: Int16Array, scales: Float32Array): void;
+  };
+}

@@ -1,0 +1,181 @@
+/**
+ * ggml's K-quants (ggml-common.h, super-blocks of 256 elements): Q2_K, Q3_K, Q4_K, Q5_K, Q6_K. Each
+ * super-block carries f16 super-scales and small per-sub-block scales (and, for Q2/Q4/Q5_K, mins);
+ * the element order follows ggml's `dequantize_row_q*_K` loops.
+ */
+import type { BlockType } from './block.js';
+import { halfAt } from './half.js';
+
+const QK_K = 256;
+
+/** The 6-bit scale and min of sub-block j from the 12 packed bytes of Q4_K/Q5_K (ggml's get_scale_min_k4). */
+function scaleMinK4(src: Uint8Array, q: number, j: number): [number, number] {
+  if (j < 4) return [src[q + j]! & 63, src[q + j + 4]! & 63];
+  return [(src[q + j + 4]! & 0xf) | ((src[q + j - 4]! >> 6) << 4), (src[q + j + 4]! >> 4) | ((src[q + j]! >> 6) << 4)];
+}
+
+/** Q2_K: scales[16] (low nibble scale, high nibble min), qs[64] 2-bit, f16 d, f16 dmin; x = d·sc·q - dmin·m. */
+export const Q2_K: BlockType = {
+  name: 'Q2_K',
+  type: 10,
+  blockElems: QK_K,
+  blockBytes: 84,
+  dequantize(src, at, dst, out, n) {
+    for (let b = 0; b < n; b++, at += 84) {
+      const d = halfAt(src, at + 80);
+      const dmin = halfAt(src, at + 82);
+      let is = 0;
+      for (let half = 0; half < 2; half++) {
+        const q = at + 16 + half * 32;
+        for (let shift = 0; shift < 8; shift += 2) {
+          for (let part = 0; part < 2; part++) {
+            const sc = src[at + is++]!;
+            const dl = Math.fround(d * (sc & 0xf));
+            const ml = Math.fround(dmin * (sc >> 4));
+            for (let l = 0; l < 16; l++) dst[out++] = dl * ((src[q + part * 16 + l]! >> shift) & 3) - ml;
+          }
+        }
+      }
+    }
+  },
+};
+
+/** The 16 signed 6-bit scales of a Q3_K block, unpacked from its 12 bytes. */
+function q3Scales(src: Uint8Array, s: number, out: Int8Array): void {
+  for (let j = 0; j < 16; j++) {
+    const low = j < 8 ? (src[s + j]! & 0xf) : src[s + j - 8]! >> 4;
+    const high = (src[s + 8 + (j % 4)]! >> (2 * Math.floor(j / 4))) & 3;
+    out[j] = (low | (high << 4)) - 32;
+  }
+}
+
+const q3sc = new Int8Array(16);
+
+/** Q3_K: hmask[32], qs[64] 2-bit, 12 bytes of 6-bit scales, f16 d; x = d·(sc - 32)·(q - 4). */
+export const Q3_K: BlockType = {
+  name: 'Q3_K',
+  type: 11,
+  blockElems: QK_K,
+  blockBytes: 110,
+  dequantize(src, at, dst, out, n) {
+    const codes = new Int16Array(QK_K);
+    const scales = new Float32Array(16);
+    for (let b = 0; b < n; b++, at += 110, out += QK_K) {
+      Q3_K.codes!.read(src, at, codes, scales);
+      for (let i = 0; i < QK_K; i++) dst[out + i] = scales[i >> 4]! * codes[i]!;
+    }
+  },
+  codes: {
+    subBlock: 16,
+    minCode: -4,
+    maxCode: 3,
+    read(src, at, codes, scales) {
+      const d = halfAt(src, at + 108);
+      q3Scales(src, at + 96, q3sc);
+      for (let j = 0; j < 16; j++) scales[j] = d * q3sc[j]!;
+      let i = 0;
+      let m = 1;
+      for (let half = 0; half < 2; half++) {
+        const q = at + 32 + half * 32;
+        for (let shift = 0; shift < 8; shift += 2, m <<= 1) {
+          for (let part = 0; part < 2; part++) {
+            for (let l = 0; l < 16; l++) {
+              const k = part * 16 + l;
+              codes[i++] = ((src[q + k]! >> shift) & 3) - (src[at + k]! & m ? 0 : 4);
+            }
+          }
+        }
+      }
+    },
+  },
+};
+
+/** Q4_K: f16 d, f16 dmin, 12 bytes of 6-bit scales/mins, qs[128] nibbles; x = d·sc·q - dmin·m in sub-blocks of 32. */
+export const Q4_K: BlockType = {
+  name: 'Q4_K',
+  type: 12,
+  blockElems: QK_K,
+  blockBytes: 144,
+  dequantize(src, at, dst, out, n) {
+    for (let b = 0; b < n; b++, at += 144) {
+      const d = halfAt(src, at);
+      const dmin = halfAt(src, at + 2);
+      for (let j = 0; j < 4; j++) {
+        const q = at + 16 + j * 32;
+        const [s1, m1] = scaleMinK4(src, at + 4, 2 * j);
+        const [s2, m2] = scaleMinK4(src, at + 4, 2 * j + 1);
+        const d1 = Math.fround(d * s1);
+        const n1 = Math.fround(dmin * m1);
+        const d2 = Math.fround(d * s2);
+        const n2 = Math.fround(dmin * m2);
+        for (let l = 0; l < 32; l++) dst[out++] = d1 * (src[q + l]! & 0xf) - n1;
+        for (let l = 0; l < 32; l++) dst[out++] = d2 * (src[q + l]! >> 4) - n2;
+      }
+    }
+  },
+};
+
+/** Q5_K: f16 d, f16 dmin, 12 bytes of scales/mins, qh[32], qs[128]; x = d·sc·q - dmin·m, q of 5 bits. */
+export const Q5_K: BlockType = {
+  name: 'Q5_K',
+  type: 13,
+  blockElems: QK_K,
+  blockBytes: 176,
+  dequantize(src, at, dst, out, n) {
+    for (let b = 0; b < n; b++, at += 176) {
+      const d = halfAt(src, at);
+      const dmin = halfAt(src, at + 2);
+      const qh = at + 16;
+      for (let j = 0; j < 4; j++) {
+        const ql = at + 48 + j * 32;
+        const u1 = 1 << (2 * j);
+        const u2 = 2 << (2 * j);
+        const [s1, m1] = scaleMinK4(src, at + 4, 2 * j);
+        const [s2, m2] = scaleMinK4(src, at + 4, 2 * j + 1);
+        const d1 = Math.fround(d * s1);
+        const n1 = Math.fround(dmin * m1);
+        const d2 = Math.fround(d * s2);
+        const n2 = Math.fround(dmin * m2);
+        for (let l = 0; l < 32; l++) dst[out++] = d1 * ((src[ql + l]! & 0xf) + (src[qh + l]! & u1 ? 16 : 0)) - n1;
+        for (let l = 0; l < 32; l++) dst[out++] = d2 * ((src[ql + l]! >> 4) + (src[qh + l]! & u2 ? 16 : 0)) - n2;
+      }
+    }
+  },
+};
+
+/** Q6_K: ql[128], qh[64], int8 scales[16], f16 d; x = d·sc·(q - 32), q of 6 bits, sub-blocks of 16. */
+export const Q6_K: BlockType = {
+  name: 'Q6_K',
+  type: 14,
+  blockElems: QK_K,
+  blockBytes: 210,
+  dequantize(src, at, dst, out, n) {
+    const codes = new Int16Array(QK_K);
+    const scales = new Float32Array(16);
+    for (let b = 0; b < n; b++, at += 210, out += QK_K) {
+      Q6_K.codes!.read(src, at, codes, scales);
+      for (let i = 0; i < QK_K; i++) dst[out + i] = scales[i >> 4]! * codes[i]!;
+    }
+  },
+  codes: {
+    subBlock: 16,
+    minCode: -32,
+    maxCode: 31,
+    read(src, at, codes, scales) {
+      const d = halfAt(src, at + 208);
+      for (let j = 0; j < 16; j++) scales[j] = d * ((src[at + 192 + j]! << 24) >> 24);
+      for (let half = 0; half < 2; half++) {
+        const ql = at + half * 64;
+        const qh = at + 128 + half * 32;
+        const y = half * 128;
+        for (let l = 0; l < 32; l++) {
+          const h = src[qh + l]!;
+          codes[y + l] = ((src[ql + l]! & 0xf) | ((h & 3) << 4)) - 32;
+          codes[y + l + 32] = ((src[ql + l + 32]! & 0xf) | (((h >> 2) & 3) << 4)) - 32;
+          codes[y + l + 64] = ((src[ql + l]! >> 4) | (((h >> 4) & 3) << 4)) - 32;
+          codes[y + l + 96] = ((src[ql + l + 32]! >> 4) | (((h >> 6) & 3) << 4)) - 32;
+        }
+      }
+    },
+  },
+};

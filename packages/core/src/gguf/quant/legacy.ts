@@ -1,0 +1,139 @@
+/**
+ * ggml's 32-element block types (ggml-common.h): Q4_0, Q4_1, Q5_0, Q5_1, Q8_0. In each block the low
+ * nibbles of qs[j] hold element j and the high nibbles element j + 16; Q5 types keep the fifth bit of
+ * element j in bit j of the little-endian u32 qh.
+ */
+import type { BlockType } from './block.js';
+import { halfAt } from './half.js';
+
+const QK = 32;
+
+/** Q4_0: f16 d, 16 bytes of nibbles; x = (q - 8) · d. */
+export const Q4_0: BlockType = {
+  name: 'Q4_0',
+  type: 2,
+  blockElems: QK,
+  blockBytes: 18,
+  dequantize(src, at, dst, out, n) {
+    for (let b = 0; b < n; b++, at += 18, out += QK) {
+      const d = halfAt(src, at);
+      for (let j = 0; j < 16; j++) {
+        const q = src[at + 2 + j]!;
+        dst[out + j] = ((q & 0xf) - 8) * d;
+        dst[out + j + 16] = ((q >> 4) - 8) * d;
+      }
+    }
+  },
+  codes: {
+    subBlock: QK,
+    minCode: -8,
+    maxCode: 7,
+    read(src, at, codes, scales) {
+      scales[0] = halfAt(src, at);
+      for (let j = 0; j < 16; j++) {
+        const q = src[at + 2 + j]!;
+        codes[j] = (q & 0xf) - 8;
+        codes[j + 16] = (q >> 4) - 8;
+      }
+    },
+  },
+};
+
+/** Q4_1: f16 d, f16 m, nibbles; x = q · d + m. */
+export const Q4_1: BlockType = {
+  name: 'Q4_1',
+  type: 3,
+  blockElems: QK,
+  blockBytes: 20,
+  dequantize(src, at, dst, out, n) {
+    for (let b = 0; b < n; b++, at += 20, out += QK) {
+      const d = halfAt(src, at);
+      const m = halfAt(src, at + 2);
+      for (let j = 0; j < 16; j++) {
+        const q = src[at + 4 + j]!;
+        dst[out + j] = (q & 0xf) * d + m;
+        dst[out + j + 16] = (q >> 4) * d + m;
+      }
+    }
+  },
+};
+
+function qh32(src: Uint8Array, at: number): number {
+  return (src[at]! | (src[at + 1]! << 8) | (src[at + 2]! << 16) | (src[at + 3]! << 24)) >>> 0;
+}
+
+/** Q5_0: f16 d, u32 qh, nibbles; x = (q - 16) · d. */
+export const Q5_0: BlockType = {
+  name: 'Q5_0',
+  type: 6,
+  blockElems: QK,
+  blockBytes: 22,
+  dequantize(src, at, dst, out, n) {
+    for (let b = 0; b < n; b++, at += 22, out += QK) {
+      const d = halfAt(src, at);
+      const qh = qh32(src, at + 2);
+      for (let j = 0; j < 16; j++) {
+        const q = src[at + 6 + j]!;
+        dst[out + j] = (((q & 0xf) | (((qh >>> j) & 1) << 4)) - 16) * d;
+        dst[out + j + 16] = (((q >> 4) | (((qh >>> (j + 16)) & 1) << 4)) - 16) * d;
+      }
+    }
+  },
+  codes: {
+    subBlock: QK,
+    minCode: -16,
+    maxCode: 15,
+    read(src, at, codes, scales) {
+      scales[0] = halfAt(src, at);
+      const qh = qh32(src, at + 2);
+      for (let j = 0; j < 16; j++) {
+        const q = src[at + 6 + j]!;
+        codes[j] = ((q & 0xf) | (((qh >>> j) & 1) << 4)) - 16;
+        codes[j + 16] = ((q >> 4) | (((qh >>> (j + 16)) & 1) << 4)) - 16;
+      }
+    },
+  },
+};
+
+/** Q5_1: f16 d, f16 m, u32 qh, nibbles; x = q · d + m. */
+export const Q5_1: BlockType = {
+  name: 'Q5_1',
+  type: 7,
+  blockElems: QK,
+  blockBytes: 24,
+  dequantize(src, at, dst, out, n) {
+    for (let b = 0; b < n; b++, at += 24, out += QK) {
+      const d = halfAt(src, at);
+      const m = halfAt(src, at + 2);
+      const qh = qh32(src, at + 4);
+      for (let j = 0; j < 16; j++) {
+        const q = src[at + 8 + j]!;
+        dst[out + j] = ((q & 0xf) | (((qh >>> j) & 1) << 4)) * d + m;
+        dst[out + j + 16] = ((q >> 4) | (((qh >>> (j + 16)) & 1) << 4)) * d + m;
+      }
+    }
+  },
+};
+
+/** Q8_0: f16 d, 32 int8; x = q · d. */
+export const Q8_0: BlockType = {
+  name: 'Q8_0',
+  type: 8,
+  blockElems: QK,
+  blockBytes: 34,
+  dequantize(src, at, dst, out, n) {
+    for (let b = 0; b < n; b++, at += 34, out += QK) {
+      const d = halfAt(src, at);
+      for (let j = 0; j < QK; j++) dst[out + j] = ((src[at + 2 + j]! << 24) >> 24) * d;
+    }
+  },
+  codes: {
+    subBlock: QK,
+    minCode: -128,
+    maxCode: 127,
+    read(src, at, codes, scales) {
+      scales[0] = halfAt(src, at);
+      for (let j = 0; j < QK; j++) codes[j] = (src[at + 2 + j]! << 24) >> 24;
+    },
+  },
+};

@@ -1,0 +1,82 @@
+/**
+ * Helpers for {@link QuantizedMatrix} (MatMulNBits layout): row slices and row concatenation (fused GGUF
+ * projections, the builder's one q/k/v product), and dequantization (tests, tied heads in dense graphs).
+ */
+import type { QuantizedMatrix, WeightMatrix } from './llama-spec.js';
+
+/** True for a block-quantized matrix. */
+export function isQuantized(m: WeightMatrix): m is QuantizedMatrix {
+  return !(m instanceof Float32Array);
+}
+
+/** Bytes of zero points per row (4-bit: two per byte). */
+function zpRowBytes(m: QuantizedMatrix): number {
+  const blocks = m.cols / m.blockSize;
+  return m.bits === 4 ? Math.ceil(blocks / 2) : blocks;
+}
+
+/** Rows [from, from + n) of a dense (`cols` columns) or quantized matrix. */
+export function sliceRows(m: WeightMatrix, from: number, n: number, cols: number): WeightMatrix {
+  if (!isQuantized(m)) return m.slice(from * cols, (from + n) * cols);
+  const blocks = m.cols / m.blockSize;
+  const rowBytes = (m.cols * m.bits) / 8;
+  const zb = zpRowBytes(m);
+  return {
+    ...m,
+    rows: n,
+    data: m.data.slice(from * rowBytes, (from + n) * rowBytes),
+    scales: m.scales.slice(from * blocks, (from + n) * blocks),
+    ...(m.zeroPoints ? { zeroPoints: m.zeroPoints.slice(from * zb, (from + n) * zb) } : {}),
+  };
+}
+
+/** The midpoint zero points of a matrix without explicit ones, packed. */
+function defaultZeroPoints(m: QuantizedMatrix): Uint8Array {
+  return new Uint8Array(m.rows * zpRowBytes(m)).fill(m.bits === 4 ? 0x88 : 128);
+}
+
+/** Stacks quantized matrices of one layout (bits, block size, columns) row-wise; undefined when they differ. */
+export function concatRows(ms: QuantizedMatrix[]): QuantizedMatrix | undefined {
+  const [a] = ms;
+  if (!a || ms.some((m) => m.bits !== a.bits || m.blockSize !== a.blockSize || m.cols !== a.cols)) return undefined;
+  const cat = <T extends Uint8Array | Float32Array>(parts: T[], make: (n: number) => T): T => {
+    const out = make(parts.reduce((n, p) => n + p.length, 0));
+    let at = 0;
+    for (const p of parts) {
+      out.set(p, at);
+      at += p.length;
+    }
+    return out;
+  };
+  const withZp = ms.some((m) => m.zeroPoints);
+  return {
+    kind: 'nbits',
+    rows: ms.reduce((n, m) => n + m.rows, 0),
+    cols: a.cols,
+    bits: a.bits,
+    blockSize: a.blockSize,
+    data: cat(ms.map((m) => m.data), (n) => new Uint8Array(n)),
+    scales: cat(ms.map((m) => m.scales), (n) => new Float32Array(n)),
+    ...(withZp ? { zeroPoints: cat(ms.map((m) => m.zeroPoints ?? defaultZeroPoints(m)), (n) => new Uint8Array(n)) } : {}),
+  };
+}
+
+/** The float32 values of a matrix, `[rows, cols]` row-major: (code - zero point) · scale. */
+export function dequantizeMatrix(m: WeightMatrix): Float32Array {
+  if (!isQuantized(m)) return m;
+  const out = new Float32Array(m.rows * m.cols);
+  const blocks = m.cols / m.blockSize;
+  const zb = zpRowBytes(m);
+  const mid = m.bits === 4 ? 8 : 128;
+  for (let r = 0; r < m.rows; r++) {
+    for (let c = 0; c < m.cols; c++) {
+      const b = Math.floor(c / m.blockSize);
+      const i = r * m.cols + c;
+      const code = m.bits === 8 ? m.data[i]! : (m.data[i >> 1]! >> ((i & 1) * 4)) & 0xf;
+      let zp = mid;
+      if (m.zeroPoints) zp = m.bits === 8 ? m.zeroPoints[r * zb + b]! : (m.zeroPoints[r * zb + (b >> 1)]! >> ((b & 1) * 4)) & 0xf;
+      out[i] = (code - zp) * m.scales[r * blocks + b]!;
+    }
+  }
+  return out;
+}
