@@ -97,6 +97,7 @@ export function addRegistryCommands(program: Command): void {
     const r = await pullModule(ref, { ...options(flags), ...(bar ? { onProgress: (p) => bar.update(p) } : {}) }).finally(() => bar?.finish());
     process.stdout.write(`${r.dir}\n`);
     say(`${r.cached ? 'cached' : 'pulled'} ${r.pinned} (version ${r.version})`);
+    if (r.repaired.length > 0) say(`repaired ${r.repaired.join(', ')}: the cached copy failed verification and was downloaded again`);
   });
 
   connection(

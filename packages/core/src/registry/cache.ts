@@ -6,19 +6,39 @@
  *   refs/<registry>/<namespace>/<name>/<tag>           the manifest digest the tag pointed to when pulled
  *   modules/<registry>/<namespace>/<name>/sha256-<hex>/   the module directory of a manifest: its files
  *                                                       hard-linked (or copied) from blobs/ under their titles
+ *   digests/<dev>-<ino>.json                           stat records of verified files (modules/file-digest.ts)
  *
  * `<registry>` is `host_port` (":" is not allowed in Windows file names). Nothing appears under its final
  * name before it is complete: blobs are verified before their rename, module directories are assembled
  * under a temp name and renamed, refs are written atomically. So a killed process or two processes
  * pulling together can leave only temp files behind, never a wrong file under a final name.
+ *
+ * What is under a final name is still not trusted: disks, tools and people change files. A blob counts as
+ * present only when its content verifies against its name. Small blobs (manifests, configs) are hashed on
+ * every read; large ones are checked through a stat record (file-digest.ts) that no change of bytes
+ * through the file system survives (it holds ctime, which nothing can set back), so reusing a verified
+ * multi-GB blob costs a `stat` and not a read of every byte. A blob that fails is fetched again and
+ * renamed over the bad one; a module directory whose files are not the verified blobs is rebuilt.
  */
 import { copyFile, link, mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { checkFile } from '../modules/file-digest.js';
 import { MANIFEST_FILE } from '../modules/manifest.js';
+import { sha256Digest } from './artifact.js';
 import { uniqueSuffix, writeFileAtomic } from './atomic.js';
 
 const hexOf = (digest: string) => digest.slice('sha256:'.length);
 const registryDir = (registry: string) => registry.replaceAll(':', '_');
+const DIGEST = /^sha256:[0-9a-f]{64}$/;
+
+/** What the cache holds under a blob's name: nothing, the verified content, or something else (corrupt). */
+export type BlobState = 'absent' | 'verified' | 'corrupt';
+
+/** A file of a module directory and the blob it is made from. */
+export interface ModuleFile {
+  path: string;
+  digest: string;
+}
 
 export class ModuleCache {
   constructor(readonly root: string) {}
@@ -27,40 +47,74 @@ export class ModuleCache {
     return join(this.root, 'blobs', 'sha256');
   }
 
+  /** Where stat records of this cache's verified files are kept. */
+  get digestsDir(): string {
+    return join(this.root, 'digests');
+  }
+
   blobPath(digest: string): string {
     return join(this.blobsDir, hexOf(digest));
   }
 
-  /** Size of a cached blob, or undefined when it is not cached. */
-  async blobSize(digest: string): Promise<number | undefined> {
+  /**
+   * Whether blob `digest` of `size` bytes is cached with its content. A wrong size or a wrong digest is
+   * `corrupt` (the caller fetches it again and renames the good copy over it); anything but a regular file
+   * under the blob's name is removed.
+   */
+  async blobState(digest: string, size: number): Promise<BlobState> {
+    const path = this.blobPath(digest);
+    let info;
     try {
-      return (await stat(this.blobPath(digest))).size;
+      info = await stat(path);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'absent';
       throw err;
     }
+    if (!info.isFile()) {
+      await rm(path, { recursive: true, force: true });
+      return 'corrupt';
+    }
+    if (info.size !== size) return 'corrupt';
+    return (await checkFile(path, hexOf(digest), undefined, this.digestsDir)).sha256 === hexOf(digest) ? 'verified' : 'corrupt';
   }
 
   /** Stores bytes already verified against `digest` (manifests and configs, which are read whole). */
   async putBlob(digest: string, bytes: Uint8Array): Promise<void> {
-    await writeFileAtomic(this.blobPath(digest), bytes);
+    const path = this.blobPath(digest);
+    // A directory under the blob's name would make the rename fail.
+    if ((await stat(path).catch(() => undefined))?.isDirectory()) await rm(path, { recursive: true, force: true });
+    await writeFileAtomic(path, bytes);
   }
 
-  async readBlob(digest: string): Promise<Buffer> {
-    return readFile(this.blobPath(digest));
+  /** A small blob (manifest, config) read whole and hashed; undefined when it is not cached or does not verify. */
+  async readSmallBlob(digest: string): Promise<Buffer | undefined> {
+    let bytes: Buffer;
+    try {
+      bytes = await readFile(this.blobPath(digest));
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'EISDIR') return undefined;
+      throw err;
+    }
+    return sha256Digest(bytes) === digest ? bytes : undefined;
   }
 
   private refPath(registry: string, repository: string, tag: string): string {
     return join(this.root, 'refs', registryDir(registry), ...repository.split('/'), tag);
   }
 
+  /** The manifest digest recorded for a tag; undefined when there is none or the ref file does not hold a digest. */
   async readRef(registry: string, repository: string, tag: string): Promise<string | undefined> {
+    let text: string;
     try {
-      return (await readFile(this.refPath(registry, repository, tag), 'utf8')).trim();
+      text = (await readFile(this.refPath(registry, repository, tag), 'utf8')).trim();
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'EISDIR') return undefined;
       throw err;
     }
+    // A damaged ref is no ref: its text must never become a path.
+    return DIGEST.test(text) ? text : undefined;
   }
 
   async writeRef(registry: string, repository: string, tag: string, digest: string): Promise<void> {
@@ -91,50 +145,61 @@ export class ModuleCache {
     return join(this.root, 'modules', registryDir(registry), ...repository.split('/'), `sha256-${hexOf(digest)}`);
   }
 
-  /** Whether the module directory of a manifest is complete (it only ever appears complete). */
-  async hasModule(registry: string, repository: string, digest: string): Promise<boolean> {
-    try {
-      await stat(join(this.moduleDir(registry, repository, digest), MANIFEST_FILE));
-      return true;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-      throw err;
-    }
-  }
-
   /**
-   * Assembles the module directory of manifest `digest` from cached blobs: the config as `reasonplug.json`
-   * and each file under its path. Every blob must be cached; paths must be validated relative paths.
+   * The module directory of manifest `digest`, assembled from cached blobs (the config as `reasonplug.json`,
+   * each file under its path) unless a good one is there. The caller has verified every blob (`blobState`)
+   * in this process; an existing directory is good when each file is one of those blobs (the same inode,
+   * as a hard link is) or, for copies, verifies against the blob's digest. A bad one is replaced.
+   * Paths must be validated relative paths. Returns the directory and whether it was (re)built.
    */
   async materialise(
     registry: string,
     repository: string,
     digest: string,
     config: string,
-    files: readonly { path: string; digest: string }[],
-  ): Promise<string> {
+    files: readonly ModuleFile[],
+  ): Promise<{ dir: string; built: boolean }> {
     const dir = this.moduleDir(registry, repository, digest);
-    if (await this.hasModule(registry, repository, digest)) return dir;
+    const all = [...files, { path: MANIFEST_FILE, digest: config }];
+    const state = await this.moduleState(dir, all);
+    if (state === 'good') return { dir, built: false };
+    if (state === 'bad') await this.dropModule(registry, repository, digest);
     const tmp = `${dir}.${uniqueSuffix()}.tmp`;
     try {
       await mkdir(tmp, { recursive: true });
-      for (const f of files) {
+      for (const f of all) {
         await mkdir(dirname(join(tmp, f.path)), { recursive: true });
         await linkOrCopy(this.blobPath(f.digest), join(tmp, f.path));
       }
-      await linkOrCopy(this.blobPath(config), join(tmp, MANIFEST_FILE));
       await rename(tmp, dir);
     } catch (err) {
       await rm(tmp, { recursive: true, force: true });
       const code = (err as NodeJS.ErrnoException).code;
       // Another process renamed its copy into place first; theirs is as good as ours.
-      if ((code === 'ENOTEMPTY' || code === 'EEXIST') && (await this.hasModule(registry, repository, digest))) return dir;
+      if ((code === 'ENOTEMPTY' || code === 'EEXIST') && (await this.moduleState(dir, all)) === 'good') return { dir, built: false };
       throw err;
     }
-    return dir;
+    return { dir, built: true };
   }
 
-  /** Removes a module directory that turned out incomplete (a file deleted by hand), so it can be assembled again. */
+  /** Whether a module directory is there (`reasonplug.json` appears last) and every file in it is its blob's content. */
+  private async moduleState(dir: string, files: readonly ModuleFile[]): Promise<'missing' | 'good' | 'bad'> {
+    const entry = async (path: string) => stat(path, { bigint: true }).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return undefined;
+      throw err;
+    });
+    if (!(await entry(join(dir, MANIFEST_FILE)))) return (await entry(dir)) ? 'bad' : 'missing';
+    for (const f of files) {
+      const path = join(dir, f.path);
+      const [mine, blob] = await Promise.all([entry(path), entry(this.blobPath(f.digest))]);
+      if (!mine?.isFile()) return 'bad';
+      if (blob && mine.dev === blob.dev && mine.ino === blob.ino) continue;
+      if ((await checkFile(path, hexOf(f.digest), undefined, this.digestsDir)).sha256 !== hexOf(f.digest)) return 'bad';
+    }
+    return 'good';
+  }
+
+  /** Removes a module directory, so it can be assembled again. */
   async dropModule(registry: string, repository: string, digest: string): Promise<void> {
     const dir = this.moduleDir(registry, repository, digest);
     const doomed = `${dir}.${uniqueSuffix()}.tmp`;

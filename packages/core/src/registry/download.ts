@@ -41,8 +41,10 @@ const HASH_CHUNK = 1 << 22;
 const writing = new Set<string>();
 
 /**
- * Ensures blob `descriptor` is in the cache, verified. Throws `DigestMismatchError` (nothing of the blob is
- * kept) or `RegistryUnreachableError` (what arrived is kept, and the next attempt resumes from it).
+ * Ensures blob `descriptor` is in the cache, verified: says whether it was there (`cached`), was not
+ * (`fetched`), or was there with other content and has been fetched again (`repaired`). Throws
+ * `DigestMismatchError` (nothing of the blob is kept) or `RegistryUnreachableError` (what arrived is kept,
+ * and the next attempt resumes from it).
  */
 export async function downloadBlob(
   client: RegistryClient,
@@ -50,10 +52,11 @@ export async function downloadBlob(
   descriptor: Descriptor,
   cache: ModuleCache,
   opts: DownloadOptions,
-): Promise<void> {
-  if ((await cache.blobSize(descriptor.digest)) === descriptor.size) {
+): Promise<'cached' | 'fetched' | 'repaired'> {
+  const state = await cache.blobState(descriptor.digest, descriptor.size);
+  if (state === 'verified') {
     opts.onProgress?.({ file: opts.file, digest: descriptor.digest, size: descriptor.size, bytes: descriptor.size, resumedFrom: 0, done: true });
-    return;
+    return 'cached';
   }
   await mkdir(cache.blobsDir, { recursive: true });
   const hex = descriptor.digest.slice('sha256:'.length);
@@ -66,6 +69,7 @@ export async function downloadBlob(
     if (!(err instanceof DigestMismatchError) || partial.size === 0) throw err;
     await fetchInto(job, await claimPartial(cache.blobsDir, hex, descriptor.size, false));
   }
+  return state === 'corrupt' ? 'repaired' : 'fetched';
 }
 
 interface Job {

@@ -1,16 +1,18 @@
 /**
  * `pull`: a module reference to a verified module directory in the cache. The manifest and config are
  * checked (size, digest, shape, files against layers) before any layer is fetched; layers are verified as
- * they stream in (see download.ts); the directory appears only once complete.
+ * they stream in (see download.ts); the directory appears only once complete. Nothing cached is taken on
+ * trust: every blob a pull reuses is checked against its digest first (cache.ts says how, cheaply), and a
+ * bad one is fetched again and the module directory rebuilt from good blobs.
  */
 import { loadModuleDir, type LoadedModule } from '../modules/module-dir.js';
-import { matchLayers, parseArtifact, parseConfig } from './artifact.js';
-import { ModuleCache } from './cache.js';
+import { matchLayers, parseArtifact, parseConfig, type OciManifest } from './artifact.js';
+import { ModuleCache, type ModuleFile } from './cache.js';
 import { RegistryClient } from './client.js';
 import { downloadBlob, type TransferProgress } from './download.js';
 import { NotCachedError } from './errors.js';
 import { forEachBounded } from './parallel.js';
-import { formatRef, parseRef, versionTag, type ModuleRef } from './reference.js';
+import { formatRef, parseRef, tagVersion, versionTag, type ModuleRef } from './reference.js';
 import { resolveCached, resolveTarget } from './resolve.js';
 import { settingsFrom, type RegistryOptions } from './settings.js';
 
@@ -31,6 +33,8 @@ export interface PulledModule {
   pinned: string;
   /** True when nothing was downloaded. */
   cached: boolean;
+  /** Files whose cached copy failed verification and were downloaded again (paths in the module). */
+  repaired: string[];
 }
 
 /** Layers downloaded at once. */
@@ -38,14 +42,14 @@ const CONCURRENCY = 4;
 
 /**
  * Pulls a module into the cache and returns its directory. Offline (option or `REASONPLUG_OFFLINE=1`),
- * reads the cache only and throws `NotCachedError` when the module is not there.
+ * reads the cache only and throws `NotCachedError` when the module is not there, or not intact.
  */
 export async function pullModule(spec: string | ModuleRef, opts: PullOptions = {}): Promise<PulledModule> {
   const s = settingsFrom(opts);
   const ref = typeof spec === 'string' ? parseRef(spec, s.registry) : spec;
   const cache = new ModuleCache(s.cacheDir);
   const { registry, repository } = ref;
-  const result = (loaded: LoadedModule, digest: string, cached: boolean): PulledModule => ({
+  const result = (loaded: LoadedModule, digest: string, cached: boolean, repaired: string[] = []): PulledModule => ({
     dir: loaded.dir,
     registry,
     repository,
@@ -53,14 +57,15 @@ export async function pullModule(spec: string | ModuleRef, opts: PullOptions = {
     digest,
     pinned: formatRef({ registry, repository, selector: { type: 'digest', digest } }),
     cached,
+    repaired,
   });
 
   if (s.offline) {
     const found = await resolveCached(cache, ref);
-    const loaded = found && (await cachedModule(cache, ref, found.digest, false));
+    const loaded = found && (await fromCache(cache, ref, found.digest, found.tag));
     if (!found || !loaded) {
       throw new NotCachedError(
-        `${formatRef(ref)} is not in the cache at ${s.cacheDir}, and offline mode (--offline or REASONPLUG_OFFLINE=1) keeps off the network; pull it once while online`,
+        `${formatRef(ref)} is not in the cache at ${s.cacheDir}${found ? ' intact (a file of it is missing or failed verification)' : ''}, and offline mode (--offline or REASONPLUG_OFFLINE=1) keeps off the network; pull it once while online`,
       );
     }
     return result(loaded, found.digest, true);
@@ -68,55 +73,68 @@ export async function pullModule(spec: string | ModuleRef, opts: PullOptions = {
 
   // Content-addressed: a module pulled by digest before needs no request at all.
   if (ref.selector.type === 'digest') {
-    const loaded = await cachedModule(cache, ref, ref.selector.digest, true);
+    const loaded = await fromCache(cache, ref, ref.selector.digest);
     if (loaded) return result(loaded, ref.selector.digest, true);
   }
 
   const client = RegistryClient.for(registry, s);
   const target = await resolveTarget(client, ref);
   const { bytes, digest } = await client.getManifest(repository, target.reference, opts.signal);
-  let loaded = await cachedModule(cache, ref, digest, true);
-  const cached = loaded !== undefined;
-  if (!loaded) {
-    const source = `${registry}/${repository}${target.tag !== undefined ? `:${target.tag}` : `@${digest}`}`;
-    const artifact = parseArtifact(bytes, source);
-    const config = await client.readBlob(repository, artifact.config);
-    const files = matchLayers(artifact, parseConfig(config, source), source);
-    await forEachBounded(files, CONCURRENCY, (f) =>
-      downloadBlob(client, repository, f.descriptor, cache, {
-        file: f.path,
-        ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
-        ...(opts.signal ? { signal: opts.signal } : {}),
-      }),
-    );
+  const source = `${registry}/${repository}${target.tag !== undefined ? `:${target.tag}` : `@${digest}`}`;
+  const artifact = parseArtifact(bytes, source);
+  let config = await cache.readSmallBlob(artifact.config.digest);
+  let cached = config !== undefined;
+  if (!config) {
+    config = await client.readBlob(repository, artifact.config);
     await cache.putBlob(artifact.config.digest, config);
-    await cache.putBlob(digest, bytes);
-    const dir = await cache.materialise(
-      registry,
-      repository,
-      digest,
-      artifact.config.digest,
-      files.map((f) => ({ path: f.path, digest: f.descriptor.digest })),
-    );
-    loaded = await loadModuleDir(dir, { verify: false });
   }
+  const files = matchLayers(artifact, parseConfig(config, source), source);
+  const repaired: string[] = [];
+  await forEachBounded(files, CONCURRENCY, async (f) => {
+    const got = await downloadBlob(client, repository, f.descriptor, cache, {
+      file: f.path,
+      ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    });
+    if (got !== 'cached') cached = false;
+    if (got === 'repaired') repaired.push(f.path);
+  });
+  if (!(await cache.readSmallBlob(digest))) await cache.putBlob(digest, bytes);
+  const { dir } = await cache.materialise(registry, repository, digest, artifact.config.digest, moduleFiles(files));
+  const loaded = await loadModuleDir(dir, { verify: false });
   if (target.tag !== undefined) await cache.writeRef(registry, repository, target.tag, digest);
   // The version ref lets a later offline pull resolve ranges, whatever tag this pull went through.
   await cache.writeRef(registry, repository, versionTag(loaded.manifest.version), digest);
-  return result(loaded, digest, cached);
+  return result(loaded, digest, cached, repaired.sort());
 }
 
+const moduleFiles = (files: ReturnType<typeof matchLayers>): ModuleFile[] => files.map((f) => ({ path: f.path, digest: f.descriptor.digest }));
+
 /**
- * The cached module directory of a manifest, size-checked (the blobs were hashed on the way in; the
- * engine hashes again on load). One missing a file is dropped when `repair` is set, to be assembled again.
+ * The module of manifest `digest` from the cache alone, when its manifest, config and every file verify
+ * (a module directory whose files are not the blobs is rebuilt from them); undefined otherwise. Reached
+ * through a version tag, the manifest must be of that version (a ref can be damaged too).
  */
-async function cachedModule(cache: ModuleCache, ref: ModuleRef, digest: string, repair: boolean): Promise<LoadedModule | undefined> {
-  if (!(await cache.hasModule(ref.registry, ref.repository, digest))) return undefined;
+async function fromCache(cache: ModuleCache, ref: ModuleRef, digest: string, tag?: string): Promise<LoadedModule | undefined> {
+  const bytes = await cache.readSmallBlob(digest);
+  if (!bytes) return undefined;
+  const source = `${formatRef({ ...ref, selector: { type: 'digest', digest } })} (cached)`;
+  let artifact: OciManifest;
+  let files: ReturnType<typeof matchLayers>;
   try {
-    return await loadModuleDir(cache.moduleDir(ref.registry, ref.repository, digest), { verify: false });
-  } catch (err) {
-    if (!repair) throw err;
-    await cache.dropModule(ref.registry, ref.repository, digest);
+    artifact = parseArtifact(bytes, source);
+    const config = await cache.readSmallBlob(artifact.config.digest);
+    if (!config) return undefined;
+    files = matchLayers(artifact, parseConfig(config, source), source);
+  } catch {
+    // Verified bytes that are no module: not something a pull stored; treat as not cached.
     return undefined;
   }
+  for (const f of files) {
+    if ((await cache.blobState(f.descriptor.digest, f.descriptor.size)) !== 'verified') return undefined;
+  }
+  const { dir } = await cache.materialise(ref.registry, ref.repository, digest, artifact.config.digest, moduleFiles(files));
+  const loaded = await loadModuleDir(dir, { verify: false });
+  const version = tag === undefined ? undefined : tagVersion(tag);
+  return version === undefined || version === loaded.manifest.version ? loaded : undefined;
 }
