@@ -1,0 +1,137 @@
+/**
+ * Each architecture the GGUF converter reads, on a small random model written with llama.cpp's names:
+ * the converted ONNX model's greedy tokens equal llama.cpp's on the same file; features the converter
+ * does not handle are refused by name.
+ */
+import { expect } from 'chai';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { convertGguf } from '../src/gguf/convert.js';
+import { GgufError } from '../src/gguf/reader.js';
+import type { WValue } from './support/gguf-writer.js';
+import { llamaCppGreedy, ortGreedy, storiesTokenizerMeta, writeRandomGguf, type RandomGgufSpec } from './support/gguf-models.js';
+
+const u32 = (v: number): WValue => ({ t: 'u32', v });
+const f32 = (v: number): WValue => ({ t: 'f32', v });
+const str = (v: string): WValue => ({ t: 'str', v });
+
+/** One model per architecture and feature; small enough that each conversion and run takes well under a second. */
+const MODELS: Record<string, RandomGgufSpec> = {
+  'llama (GQA, untied head)': { arch: 'llama', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, untied: true },
+  'llama 3 (rope_freqs frequency factors)': {
+    arch: 'llama',
+    hidden: 64,
+    layers: 2,
+    heads: 4,
+    kvHeads: 1,
+    ff: 96,
+    meta: { 'rope.freq_base': f32(500000) },
+    extraTensors: { 'rope_freqs.weight': [[8], Float32Array.from({ length: 8 }, (_, i) => 1 + i * 1.5)] },
+  },
+  'llama (linear rope scaling, F16 matrices)': {
+    arch: 'llama',
+    hidden: 64,
+    layers: 2,
+    heads: 4,
+    kvHeads: 4,
+    ff: 96,
+    untied: true,
+    matrixType: 1,
+    meta: { 'rope.scaling.type': str('linear'), 'rope.scaling.factor': f32(4) },
+  },
+  'qwen2 (q/k/v biases, tied head)': { arch: 'qwen2', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, qkvBias: true, meta: { 'rope.freq_base': f32(1e6) } },
+  'qwen3 (q/k norms, key_length ≠ hidden/heads)': { arch: 'qwen3', hidden: 64, layers: 2, heads: 4, kvHeads: 2, headDim: 32, ff: 96, qkNorm: true, untied: true },
+  'gemma2 (soft-capping, sliding window every other layer)': {
+    arch: 'gemma2',
+    hidden: 64,
+    layers: 4,
+    heads: 4,
+    kvHeads: 2,
+    headDim: 16,
+    ff: 96,
+    postNorms: true,
+    scale: 0.3,
+    embedScale: 0.03,
+    seed: 5,
+    meta: { 'attention.sliding_window': u32(5), 'attn_logit_softcapping': f32(2), 'final_logit_softcapping': f32(8) },
+  },
+  'gemma3 (q/k norms, sliding layers with their own rope base, linear scaling of the global layers)': {
+    arch: 'gemma3',
+    hidden: 64,
+    layers: 4,
+    heads: 4,
+    kvHeads: 1,
+    headDim: 32,
+    ff: 96,
+    postNorms: true,
+    qkNorm: true,
+    scale: 0.3,
+    embedScale: 0.03,
+    seed: 5,
+    meta: {
+      'attention.sliding_window': u32(4),
+      'attention.sliding_window_pattern': u32(2),
+      'rope.freq_base': f32(1e6),
+      'rope.scaling.type': str('linear'),
+      'rope.scaling.factor': f32(8),
+    },
+  },
+  'phi3 (fused qkv and gate_up)': { arch: 'phi3', hidden: 64, layers: 2, heads: 4, kvHeads: 4, ff: 96, fusedQkv: true, fusedGateUp: true, untied: true },
+};
+
+/** "Once upon a time" in the stories vocabulary, after BOS: a prompt longer than the sliding windows. */
+const PROMPT = [1, 403, 407, 261, 378, 432, 383];
+const STEPS = 24;
+
+describe('gguf architectures (llama.cpp is the reference)', function () {
+  this.timeout(120_000);
+  let tmp: string;
+  let tokenizer: Record<string, WValue>;
+  before(async () => {
+    tmp = await mkdtemp(join(tmpdir(), 'reasonplug-gguf-arch-'));
+    tokenizer = await storiesTokenizerMeta();
+  });
+  after(async () => {
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  Object.entries(MODELS).forEach(([label, spec], index) => {
+    it(`${label}: greedy tokens equal llama.cpp's`, async () => {
+      const path = join(tmp, `m${index}.gguf`);
+      await writeRandomGguf(path, { seed: 100 + index, ...spec }, tokenizer);
+      const { dir, manifest } = await convertGguf(path, join(tmp, `m${index}`));
+      expect(manifest.provenance.convertedFrom.architecture).to.equal(spec.arch);
+      const ours = await ortGreedy(join(dir, 'model.onnx'), PROMPT, STEPS);
+      const theirs = await llamaCppGreedy(path, PROMPT, STEPS);
+      // llama.cpp's evaluation ends before an end-of-generation token ("</s>" = 2); ours runs on.
+      if (theirs.length < STEPS) expect(ours[theirs.length], `ours ${ours}`).to.equal(2);
+      // a degenerate model repeating one token would prove little
+      expect(new Set(theirs).size, `llama.cpp's tokens ${theirs}`).to.be.greaterThan(3);
+      expect(ours.slice(0, theirs.length)).to.deep.equal(theirs);
+    });
+  });
+
+  describe('refusals name the feature', () => {
+    const cases: [string, Partial<RandomGgufSpec>, RegExp][] = [
+      ['an unknown architecture', { arch: 'mamba' }, /"mamba".*"llama", "qwen2"/],
+      ['mixture of experts', { meta: { expert_count: u32(8), expert_used_count: u32(2) } }, /mixture-of-experts.*llama\.expert_count/],
+      ['yarn rope scaling', { meta: { 'rope.scaling.type': str('yarn'), 'rope.scaling.factor': f32(4) } }, /rope scaling "yarn"/],
+      ['long-rope factors', { arch: 'phi3', fusedQkv: true, fusedGateUp: true, extraTensors: { 'rope_factors_long.weight': [[8], new Float32Array(8).fill(1)] } }, /long-rope.*rope_factors_long\.weight/],
+      ['partial rotary', { meta: { 'rope.dimension_count': u32(8) } }, /partial rotary/],
+      ['a tensor it would drop', { extraTensors: { 'blk.0.attn_output.bias': [[64], new Float32Array(64)] } }, /blk\.0\.attn_output\.bias/],
+    ];
+    for (const [what, edit, message] of cases) {
+      it(`refuses ${what}`, async () => {
+        const name = what.replace(/\W+/g, '-');
+        const path = join(tmp, `${name}.gguf`);
+        await writeRandomGguf(path, { arch: 'llama', hidden: 64, layers: 1, heads: 4, kvHeads: 4, ff: 32, ...edit }, tokenizer);
+        const err = await convertGguf(path, join(tmp, name)).catch((e: unknown) => e);
+        expect(err).to.be.instanceOf(GgufError);
+        expect((err as Error).message).to.match(message);
+        expect(existsSync(join(tmp, name, 'reasonplug.json'))).to.equal(false);
+      });
+    }
+  });
+});

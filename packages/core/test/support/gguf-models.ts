@@ -1,0 +1,222 @@
+/**
+ * Small random GGUF models of each architecture the converter reads, written with llama.cpp's tensor
+ * names and metadata keys, plus the two greedy decoders the tests compare: llama.cpp (node-llama-cpp)
+ * on the GGUF, onnxruntime on the converted model.
+ */
+import * as ort from 'onnxruntime-node';
+import { writeFile } from 'node:fs/promises';
+import { seededNormals } from '../../src/onnx/random-weights.js';
+import { withGguf } from '../../src/gguf/reader.js';
+import { makeGguf, metadataToW, encodeTensor, type WTensor, type WValue } from './gguf-writer.js';
+
+export const STORIES = new URL('../../../../../shared/models/stories260K/stories260K.gguf', import.meta.url).pathname;
+
+/** Shape and features of a random model. */
+export interface RandomGgufSpec {
+  arch: string;
+  hidden: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  /** Written as `<arch>.attention.key_length`/`value_length` when given. */
+  headDim?: number;
+  ff: number;
+  /** Extra `<arch>.*` metadata (keys without the arch prefix) and any other keys (full names, with a dot before the first segment: `.general.x`). */
+  meta?: Record<string, WValue>;
+  /** q/k/v biases. */
+  qkvBias?: boolean;
+  /** Per-head q/k norms. */
+  qkNorm?: boolean;
+  /** Gemma's post-attention and post-FFN norms. */
+  postNorms?: boolean;
+  /** One attn_qkv matrix instead of three (Phi-3). */
+  fusedQkv?: boolean;
+  /** One ffn_up matrix of 2 ff rows holding gate then up (Phi-3). */
+  fusedGateUp?: boolean;
+  /** Write output.weight (else the head is tied to the embedding). */
+  untied?: boolean;
+  /** Extra tensors by name: [GGUF ne dims, values]. */
+  extraTensors?: Record<string, [number[], Float32Array]>;
+  /** ggml type of the matrices: 0 (F32, default) or 1 (F16). */
+  matrixType?: 0 | 1;
+  seed?: number;
+  /** Standard deviation of the matrices. Default 0.15 (large enough for decisive greedy choices). */
+  scale?: number;
+  /** Standard deviation of the embedding. Default `scale`; smaller keeps a tied head from echoing the input token. */
+  embedScale?: number;
+}
+
+/** The tokenizer.* metadata of stories260K (a 512-piece SentencePiece vocabulary). */
+export async function storiesTokenizerMeta(): Promise<Record<string, WValue>> {
+  return withGguf(STORIES, async (f) => {
+    const meta = new Map([...f.metadata].filter(([k]) => k.startsWith('tokenizer.')));
+    return metadataToW(meta);
+  });
+}
+
+/** Writes a random model of `spec` to `path`, with the given tokenizer metadata (vocabulary size = its token count). */
+export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokenizer: Record<string, WValue>): Promise<void> {
+  const { arch, hidden: h, layers, heads, kvHeads, ff } = spec;
+  const hd = spec.headDim ?? h / heads;
+  const tokens = tokenizer['tokenizer.ggml.tokens'];
+  const vocab = tokens && tokens.t === 'arr' ? tokens.v.length : 0;
+  const normal = seededNormals(spec.seed ?? 1);
+  const scale = spec.scale ?? 0.15;
+  const tensors: WTensor[] = [];
+  const mtype = spec.matrixType ?? 0;
+  // GGUF ne lists the fastest dimension first: a [rows, cols] matrix is ne [cols, rows].
+  const matrix = (name: string, rows: number, cols: number, std = scale) =>
+    tensors.push({ name, dims: [cols, rows], type: mtype, data: encodeTensor(name, { dims: [cols, rows], data: normal(rows * cols, std), type: mtype }) });
+  const vector = (name: string, n: number, std: number, mean: number) => {
+    const data = normal(n, std, mean);
+    tensors.push({ name, dims: [n], type: 0, data: new Uint8Array(data.buffer) });
+  };
+  matrix('token_embd.weight', vocab, h, spec.embedScale ?? scale);
+  vector('output_norm.weight', h, 0.1, 1);
+  if (spec.untied) matrix('output.weight', vocab, h);
+  const q = heads * hd;
+  const kv = kvHeads * hd;
+  for (let i = 0; i < layers; i++) {
+    const p = `blk.${i}.`;
+    vector(`${p}attn_norm.weight`, h, 0.1, 1);
+    if (spec.fusedQkv) matrix(`${p}attn_qkv.weight`, q + 2 * kv, h);
+    else {
+      matrix(`${p}attn_q.weight`, q, h);
+      matrix(`${p}attn_k.weight`, kv, h);
+      matrix(`${p}attn_v.weight`, kv, h);
+    }
+    if (spec.qkvBias) {
+      vector(`${p}attn_q.bias`, q, 0.2, 0);
+      vector(`${p}attn_k.bias`, kv, 0.2, 0);
+      vector(`${p}attn_v.bias`, kv, 0.2, 0);
+    }
+    if (spec.qkNorm) {
+      vector(`${p}attn_q_norm.weight`, hd, 0.1, 1);
+      vector(`${p}attn_k_norm.weight`, hd, 0.1, 1);
+    }
+    matrix(`${p}attn_output.weight`, h, q);
+    if (spec.postNorms) vector(`${p}post_attention_norm.weight`, h, 0.1, 1);
+    vector(`${p}ffn_norm.weight`, h, 0.1, 1);
+    if (spec.fusedGateUp) matrix(`${p}ffn_up.weight`, 2 * ff, h);
+    else {
+      matrix(`${p}ffn_gate.weight`, ff, h);
+      matrix(`${p}ffn_up.weight`, ff, h);
+    }
+    matrix(`${p}ffn_down.weight`, h, ff);
+    if (spec.postNorms) vector(`${p}post_ffw_norm.weight`, h, 0.1, 1);
+  }
+  for (const [name, [dims, data]] of Object.entries(spec.extraTensors ?? {})) {
+    tensors.push({ name, dims, type: 0, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) });
+  }
+  const u32 = (v: number): WValue => ({ t: 'u32', v });
+  const kvMeta: Record<string, WValue> = {
+    'general.architecture': { t: 'str', v: arch },
+    // (not the architecture's name: llama.cpp gives vocabularies of models named "phi3" special-token attributes)
+    'general.name': { t: 'str', v: 'tiny random model' },
+    [`${arch}.context_length`]: u32(256),
+    [`${arch}.embedding_length`]: u32(h),
+    [`${arch}.block_count`]: u32(layers),
+    [`${arch}.feed_forward_length`]: u32(ff),
+    [`${arch}.attention.head_count`]: u32(heads),
+    [`${arch}.attention.head_count_kv`]: u32(kvHeads),
+    [`${arch}.attention.layer_norm_rms_epsilon`]: { t: 'f32', v: 1e-6 },
+    ...(spec.headDim !== undefined
+      ? { [`${arch}.attention.key_length`]: u32(spec.headDim), [`${arch}.attention.value_length`]: u32(spec.headDim) }
+      : {}),
+  };
+  for (const [k, v] of Object.entries(spec.meta ?? {})) kvMeta[k.startsWith('.') ? k.slice(1) : `${arch}.${k}`] = v;
+  await writeFile(path, makeGguf({ ...kvMeta, ...tokenizer }, tensors));
+}
+
+type Llama = Awaited<ReturnType<typeof import('node-llama-cpp').getLlama>>;
+let llamaPromise: Promise<Llama> | undefined;
+
+/** One llama.cpp instance per process (CPU only, prebuilt binaries, no downloads). */
+export function llamaCpp(): Promise<Llama> {
+  llamaPromise ??= import('node-llama-cpp').then(({ getLlama, LlamaLogLevel }) =>
+    getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error }),
+  );
+  return llamaPromise;
+}
+
+/** llama.cpp's greedy continuation of `prompt` (F32 KV cache, no flash attention: its plainest path). */
+export async function llamaCppGreedy(path: string, prompt: number[], steps: number): Promise<number[]> {
+  const llama = await llamaCpp();
+  const model = await llama.loadModel({ modelPath: path });
+  try {
+    const ctx = await model.createContext({
+      contextSize: 256,
+      threads: 1,
+      flashAttention: false,
+      experimentalKvCacheKeyType: 'F32',
+      experimentalKvCacheValueType: 'F32',
+    });
+    try {
+      const out: number[] = [];
+      for await (const t of ctx.getSequence().evaluate(prompt, { temperature: 0 })) {
+        out.push(t);
+        if (out.length >= steps) break;
+      }
+      return out;
+    } finally {
+      await ctx.dispose();
+    }
+  } finally {
+    await model.dispose();
+  }
+}
+
+/** llama.cpp's tokenization of `text` with the GGUF's own vocabulary (special tokens parsed when asked). */
+export async function llamaCppTokenize(path: string, texts: string[], special = false): Promise<number[][]> {
+  const llama = await llamaCpp();
+  const model = await llama.loadModel({ modelPath: path, vocabOnly: true });
+  try {
+    return texts.map((t) => [...model.tokenize(t, special)]);
+  } finally {
+    await model.dispose();
+  }
+}
+
+/** Greedy decoding of a converted model in a bare onnxruntime session: the prompt, then one token per step with the KV cache. */
+export async function ortGreedy(modelPath: string, prompt: number[], steps: number): Promise<number[]> {
+  const session = await ort.InferenceSession.create(modelPath);
+  try {
+    const pastShape = (name: string) => {
+      const meta = session.inputMetadata.find((m) => m.name === name) as { shape?: (number | string)[] } | undefined;
+      const dims = meta?.shape ?? [];
+      return [1, Number(dims[1]), 0, Number(dims[3])];
+    };
+    let past: Record<string, ort.Tensor> = {};
+    for (const name of session.inputNames) {
+      if (name.startsWith('past_key_values.')) past[name] = new ort.Tensor('float32', new Float32Array(0), pastShape(name));
+    }
+    const out: number[] = [];
+    let feed = prompt;
+    let total = 0;
+    for (let step = 0; step < steps; step++) {
+      const S = feed.length;
+      const T = total + S;
+      const res = await session.run({
+        input_ids: new ort.Tensor('int64', BigInt64Array.from(feed, BigInt), [1, S]),
+        attention_mask: new ort.Tensor('int64', new BigInt64Array(T).fill(1n), [1, T]),
+        position_ids: new ort.Tensor('int64', BigInt64Array.from({ length: S }, (_, i) => BigInt(total + i)), [1, S]),
+        ...past,
+      });
+      const logits = res.logits!;
+      const V = logits.dims[2]!;
+      const data = logits.data as Float32Array;
+      let best = 0;
+      for (let v = 1; v < V; v++) if (data[(S - 1) * V + v]! > data[(S - 1) * V + best]!) best = v;
+      out.push(best);
+      past = {};
+      for (const name of Object.keys(res)) {
+        if (name.startsWith('present.')) past[name.replace('present.', 'past_key_values.')] = res[name]!;
+      }
+      total = T;
+      feed = [best];
+    }
+    return out;
+  } finally {
+    await session.release();
+  }
+}
