@@ -3,7 +3,8 @@
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import * as ort from 'onnxruntime-node';
-import { Engine } from '../engine.js';
+import { Engine, type StreamOptions } from '../engine.js';
+import { validateGenerateOptions } from '../generate/options.js';
 import { locateModel } from '../modules/locate.js';
 import { resolveModelPath } from '../registry/resolve-model.js';
 import { detectSignature, describeSignature } from '../onnx/signature.js';
@@ -16,32 +17,24 @@ import type { TokenTrace } from '../compose/composed-source.js';
 import { existsSync } from 'node:fs';
 import { DTYPES } from '../modules/hub-variants.js';
 import { addRegistryCommands } from './registry-commands.js';
+import {
+  decimalFlag,
+  nonNegativeIntegerFlag,
+  parseWeight,
+  positiveIntegerFlag,
+  promptIdsFlag,
+  safeIntegerFlag,
+  stopFlag,
+  threadsFlag,
+} from './flags.js';
 
-const int = (name: string) => (v: string) => {
-  const n = Number(v);
-  if (!Number.isInteger(n)) throw new InvalidArgumentError(`${name} must be an integer`);
-  return n;
-};
-const num = (name: string) => (v: string) => {
-  const n = Number(v);
-  if (!Number.isFinite(n)) throw new InvalidArgumentError(`${name} must be a number`);
-  return n;
-};
-const idList = (v: string) => {
-  const ids = v.split(',').map((s) => Number(s.trim()));
-  if (ids.length === 0 || ids.some((n) => !Number.isInteger(n) || n < 0)) {
-    throw new InvalidArgumentError('expected comma-separated non-negative integers, e.g. 1,2,3');
-  }
-  return ids;
-};
-const collect = (v: string, prev: string[] = []) => [...prev, v];
 /** `PATH[=WEIGHT]` (or a registry ref): the weight is what follows the last `=` when it is a number. */
 const reasonerFlag = (v: string, prev: ReasonerSpec[] = []): ReasonerSpec[] => {
   const at = v.lastIndexOf('=');
   // `ns/name@>=1.2` is a registry range, not a weight.
   if (at > 0 && /[<>=]$/.test(v.slice(0, at))) return [...prev, { model: v }];
-  const weight = at > 0 ? Number(v.slice(at + 1)) : NaN;
-  if (at > 0 && v.slice(at + 1).trim() !== '' && Number.isFinite(weight)) return [...prev, { model: v.slice(0, at), weight }];
+  const weight = at > 0 ? parseWeight(v.slice(at + 1)) : undefined;
+  if (weight !== undefined) return [...prev, { model: v.slice(0, at), weight }];
   if (at > 0 && !existsSync(v)) throw new InvalidArgumentError(`--reasoner ${v}: the weight after "=" must be a number`);
   return [...prev, { model: v }];
 };
@@ -76,6 +69,21 @@ async function generate(flags: GenerateFlags): Promise<void> {
     throw new InvalidArgumentError('give exactly one of --prompt or --prompt-ids');
   }
   const input: PromptInput = flags.promptIds ? { promptIds: flags.promptIds } : { prompt: flags.prompt! };
+  const options: StreamOptions = {
+    maxTokens: flags.maxTokens,
+    ...(flags.temperature !== undefined ? { temperature: flags.temperature } : {}),
+    ...(flags.topK !== undefined ? { topK: flags.topK } : {}),
+    ...(flags.topP !== undefined ? { topP: flags.topP } : {}),
+    ...(flags.minP !== undefined ? { minP: flags.minP } : {}),
+    ...(flags.repetitionPenalty !== undefined ? { repetitionPenalty: flags.repetitionPenalty } : {}),
+    ...(flags.seed !== undefined ? { seed: flags.seed } : {}),
+    ...(flags.stop ? { stop: flags.stop } : {}),
+    ...(flags.trace ? { trace: flags.trace === true ? 5 : flags.trace } : {}),
+    ...(flags.latent ? { latent: flags.latent } : {}),
+    ...(flags.latentPlaceholder !== undefined ? { latentPlaceholder: flags.latentPlaceholder } : {}),
+  };
+  // Refused before the model loads, not after.
+  validateGenerateOptions(options);
   const engine = await Engine.load({
     model: flags.model,
     ...(flags.dtype ? { dtype: flags.dtype } : {}),
@@ -89,20 +97,7 @@ async function generate(flags: GenerateFlags): Promise<void> {
   const controller = new AbortController();
   process.once('SIGINT', () => controller.abort());
   try {
-    const stream = engine.stream(input, {
-      maxTokens: flags.maxTokens,
-      signal: controller.signal,
-      ...(flags.temperature !== undefined ? { temperature: flags.temperature } : {}),
-      ...(flags.topK !== undefined ? { topK: flags.topK } : {}),
-      ...(flags.topP !== undefined ? { topP: flags.topP } : {}),
-      ...(flags.minP !== undefined ? { minP: flags.minP } : {}),
-      ...(flags.repetitionPenalty !== undefined ? { repetitionPenalty: flags.repetitionPenalty } : {}),
-      ...(flags.seed !== undefined ? { seed: flags.seed } : {}),
-      ...(flags.stop ? { stop: flags.stop } : {}),
-      ...(flags.trace ? { trace: flags.trace === true ? 5 : flags.trace } : {}),
-      ...(flags.latent ? { latent: flags.latent } : {}),
-      ...(flags.latentPlaceholder !== undefined ? { latentPlaceholder: flags.latentPlaceholder } : {}),
-    });
+    const stream = engine.stream(input, { ...options, signal: controller.signal });
     for (const w of engine.info.warnings) process.stderr.write(`warning: ${w}\n`);
     const traces: unknown[] = [];
     for await (const t of stream) {
@@ -170,23 +165,23 @@ export function buildProgram(): Command {
     .requiredOption('--model <path>', 'module directory, plain export directory, or .onnx file')
     .addOption(new Option('--dtype <t>', "graph of a hub export directory (transformers.js names; default: the most precise present)").choices([...DTYPES]))
     .option('--prompt <text>', 'prompt text (tokenized with the model tokenizer, BOS added as it specifies)')
-    .option('--prompt-ids <ids>', 'prompt as comma-separated token ids, fed as given', idList)
-    .option('--max-tokens <n>', 'tokens to generate at most', int('--max-tokens'), 128)
-    .option('--temperature <t>', '0 = greedy (default)', num('--temperature'))
-    .option('--top-k <k>', 'keep the k most likely tokens', int('--top-k'))
-    .option('--top-p <p>', 'nucleus sampling mass', num('--top-p'))
-    .option('--min-p <p>', 'drop tokens below p × the top probability', num('--min-p'))
-    .option('--repetition-penalty <r>', 'penalise tokens already present (>1)', num('--repetition-penalty'))
-    .option('--seed <s>', 'seed of the sampler', int('--seed'))
-    .option('--stop <text>', 'stop string (repeatable)', collect)
+    .option('--prompt-ids <ids>', 'prompt as comma-separated token ids, fed as given', promptIdsFlag)
+    .option('--max-tokens <n>', 'tokens to generate at most (a row also stops at the context length)', positiveIntegerFlag('--max-tokens'), 128)
+    .option('--temperature <t>', '0 = greedy (default)', decimalFlag('--temperature'))
+    .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', nonNegativeIntegerFlag('--top-k'))
+    .option('--top-p <p>', 'nucleus sampling mass', decimalFlag('--top-p'))
+    .option('--min-p <p>', 'drop tokens below p × the top probability', decimalFlag('--min-p'))
+    .option('--repetition-penalty <r>', 'penalise tokens already present (>1)', decimalFlag('--repetition-penalty'))
+    .option('--seed <s>', 'seed of the sampler', safeIntegerFlag('--seed'))
+    .option('--stop <text>', 'stop string, not empty (repeatable)', stopFlag)
     .option('--reasoner <path[=weight]>', 'reasoner module composed with the model (repeatable)', reasonerFlag)
     .addOption(new Option('--mode <mode>', 'transform before weighting: logits (UniR) or logprobs (GenARM)').choices(['logits', 'logprobs']))
-    .option('--trace [n]', 'show the top n candidates of every model and of the fusion per token', int('--trace'))
+    .option('--trace [n]', 'show the top n candidates of every model and of the fusion per token', positiveIntegerFlag('--trace'))
     .option('--projector <path>', 'LiteReason reasoning projector (module directory or .onnx)')
     .option('--latent <policy>', 'latent steps: marker (default with a projector), never, or fixed:K')
     .option('--latent-placeholder <text>', 'shown once per latent step in place of a marker')
     .addOption(new Option('--device <d>', 'execution provider').choices([...DEVICES]).default('cpu'))
-    .option('--threads <n>', 'intra-op threads', int('--threads'))
+    .option('--threads <n>', 'intra-op threads (at most 4 per CPU)', threadsFlag)
     .addOption(
       new Option('--placement <p>', 'where reasoners run: lanes (threads beside the backbone), inline (after it), auto')
         .choices([...PLACEMENTS])

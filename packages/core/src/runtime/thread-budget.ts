@@ -28,9 +28,34 @@ const THREAD_SCALING = 0.5;
  */
 const REASONER_COST = 1.5;
 
+/**
+ * Threads per CPU a session may ask for at most. More only oversubscribes the cores (a spinning thread slows
+ * the one that has work), and a pool of 100000 threads hangs the process that creates it.
+ */
+const MAX_THREADS_PER_CPU = 4;
+
+/** The most intra-op threads a session may ask for: {@link MAX_THREADS_PER_CPU} per CPU this process may use. */
+export function maxIntraOpThreads(cores = availableParallelism()): number {
+  return MAX_THREADS_PER_CPU * cores;
+}
+
+/** Raised for a thread count that is not a whole number from 1 to {@link maxIntraOpThreads}. */
+export class ThreadCountError extends Error {
+  override name = 'ThreadCountError';
+}
+
+/** Checks a user's `intraOpThreads` (JavaScript callers; the CLI checks `--threads` the same way). */
+export function validateIntraOpThreads(value: unknown): number {
+  const max = maxIntraOpThreads();
+  if (typeof value === 'number' && Number.isInteger(value) && value >= 1 && value <= max) return value;
+  throw new ThreadCountError(
+    `intraOpThreads must be a whole number from 1 to ${max} (${MAX_THREADS_PER_CPU} per CPU this process may use); got ${String(value)}`,
+  );
+}
+
 /** Intra-op threads: the user's choice, else one for small models, else onnxruntime's default (physical cores). */
 export function intraOpThreadsFor(options: RuntimeOptions, weightBytes: number | undefined): number | undefined {
-  if (options.intraOpThreads) return options.intraOpThreads;
+  if (options.intraOpThreads !== undefined) return validateIntraOpThreads(options.intraOpThreads);
   return weightBytes !== undefined && weightBytes < SINGLE_THREAD_BELOW_BYTES ? 1 : undefined;
 }
 

@@ -1,0 +1,43 @@
+/** Validation of a generation's options: the sampling options, and what ends a row. */
+import { validateSamplingOptions } from '../sampling/index.js';
+import type { GenerateOptions } from './types.js';
+
+/** Raised for an invalid generation option (sampling options raise `SamplingOptionsError`). */
+export class GenerateOptionsError extends Error {
+  override name = 'GenerateOptionsError';
+  constructor(
+    /** The offending option, e.g. `maxTokens` or `stop[1]`. */
+    readonly option: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function fail(option: string, rule: string, got: unknown): never {
+  throw new GenerateOptionsError(option, `generation option ${option} ${rule} (got ${typeof got === 'string' ? JSON.stringify(got) : String(got)})`);
+}
+
+const isId = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
+
+/**
+ * Checks the options of one generation: sampling options as {@link validateSamplingOptions} does, `maxTokens`
+ * a whole number >= 1, `stop` a list of non-empty strings (an empty one would match before the first
+ * character), `eosTokenIds` a list of token ids. Throws naming the option.
+ */
+export function validateGenerateOptions(options: GenerateOptions): void {
+  validateSamplingOptions(options);
+  const { maxTokens, stop, eosTokenIds } = options;
+  if (maxTokens !== undefined && !(Number.isSafeInteger(maxTokens) && maxTokens >= 1)) fail('maxTokens', 'must be a whole number >= 1', maxTokens);
+  if (stop !== undefined) {
+    if (!Array.isArray(stop)) fail('stop', 'must be a list of strings', stop);
+    stop.forEach((s, i) => {
+      if (typeof s !== 'string') fail(`stop[${i}]`, 'must be a string', s);
+      if (s === '') fail(`stop[${i}]`, 'must not be empty: an empty stop string would end every row before its first character', s);
+    });
+  }
+  if (eosTokenIds !== undefined) {
+    if (!Array.isArray(eosTokenIds)) fail('eosTokenIds', 'must be a list of token ids', eosTokenIds);
+    eosTokenIds.forEach((id, i) => isId(id) || fail(`eosTokenIds[${i}]`, 'must be a whole number >= 0', id));
+  }
+}
