@@ -17,10 +17,11 @@ import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { adaptDecoder, modelValueMetadata, usesExternalData, type AdaptOptions } from './adapt.js';
 import { detectSignature } from './signature.js';
-import { OnnxFormatError, encodeModel, readModel, type TensorProto } from './proto.js';
+import { OnnxFormatError, encodeModel, readModel } from './proto.js';
+import { graphFacts } from './graph-facts.js';
 
 /** Bump when the adaptation changes what it writes: old cache entries are then ignored. */
-export const PREPARED_FORMAT_VERSION = 2;
+export const PREPARED_FORMAT_VERSION = 3;
 
 /** Options of {@link prepareDecoder}. */
 export interface PrepareOptions extends AdaptOptions {
@@ -43,8 +44,12 @@ export interface PreparedDecoder {
   digest: string;
   /** What the adaptation did (from the run that filled the cache). */
   notes: string[];
-  /** Bytes of all initializers, inline and external: what the model weighs, for runtime defaults. */
+  /** Bytes of all initializers, inline and external: what the model weighs. */
   weightBytes: number;
+  /** Bytes one decode step reads (see `GraphFacts.stepBytes`): what thread and placement plans weigh. */
+  stepBytes: number;
+  /** The side shorter prompts of a batch are padded on: `right` for GroupQueryAttention graphs. */
+  padding: 'left' | 'right';
 }
 
 /** Counters for tests and diagnostics. */
@@ -57,6 +62,8 @@ interface Sidecar {
   externalData: boolean;
   notes: string[];
   weightBytes: number;
+  stepBytes: number;
+  padding: 'left' | 'right';
 }
 
 /** The default directory of prepared graphs. */
@@ -119,13 +126,15 @@ export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = 
   const sourceDir = dirname(source);
 
   if (!Object.values(options).some(Boolean)) {
-    const model = await readModel(source);
+    const { weightBytes, stepBytes, padding } = graphFacts(await readModel(source));
     return {
       sourcePath: source,
       preparedPath: source,
       digest,
       notes: ['no adaptation requested: the source graph is used as is'],
-      weightBytes: initializerBytes(model),
+      weightBytes,
+      stepBytes,
+      padding,
     };
   }
 
@@ -147,6 +156,8 @@ export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = 
           digest,
           notes: meta.notes,
           weightBytes: meta.weightBytes,
+          stepBytes: meta.stepBytes,
+          padding: meta.padding,
         };
       }
     } catch {
@@ -161,7 +172,7 @@ export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = 
   const io = modelValueMetadata(model);
   detectSignature(io.inputs, io.outputs, source);
   const externalData = usesExternalData(model);
-  const weightBytes = initializerBytes(model);
+  const { weightBytes, stepBytes, padding } = graphFacts(model);
   let adapted: ReturnType<typeof adaptDecoder> | undefined = adaptDecoder(model, options, source);
   model = undefined;
   let bytes: Uint8Array | undefined = encodeModel(adapted.model);
@@ -171,21 +182,10 @@ export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = 
     await mkdir(dir, { recursive: true });
     await writeAtomic(preparedPath, bytes);
     bytes = undefined;
-    const meta: Sidecar = { format: PREPARED_FORMAT_VERSION, digest, options, externalData, notes, weightBytes };
+    const meta: Sidecar = { format: PREPARED_FORMAT_VERSION, digest, options, externalData, notes, weightBytes, stepBytes, padding };
     await writeAtomic(sidecarPath, `${JSON.stringify(meta, null, 2)}\n`);
   } catch (err) {
     throw new Error(`cannot write the prepared graph of ${source} to ${dir}: ${(err as Error).message}`);
   }
-  return { sourcePath: source, preparedPath, ...(externalData ? { externalDataDir: sourceDir } : {}), digest, notes, weightBytes };
-}
-
-/** Bytes held by a graph's initializers, counting external data by its declared length. */
-function initializerBytes(model: { graph?: { initializer?: TensorProto[] | null } | null }): number {
-  let total = 0;
-  for (const t of model.graph?.initializer ?? []) {
-    const length = t.externalData?.find((e) => e.key === 'length')?.value;
-    if (length) total += Number(length);
-    else total += (t.rawData?.length ?? 0) + (t.floatData?.length ?? 0) * 4;
-  }
-  return total;
+  return { sourcePath: source, preparedPath, ...(externalData ? { externalDataDir: sourceDir } : {}), digest, notes, weightBytes, stepBytes, padding };
 }

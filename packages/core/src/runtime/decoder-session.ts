@@ -19,8 +19,14 @@ export interface DecoderSource {
   externalDataDir?: string;
   /** Original file, for messages. */
   label?: string;
-  /** Bytes of weights; small models default to one intra-op thread. */
+  /** Weight bytes a decode step reads; small models default to one intra-op thread. */
   weightBytes?: number;
+  /**
+   * Which side shorter prompts of a batch are padded on. `left` (default) suits graphs that mask keys by
+   * `attention_mask`; `right` suits GroupQueryAttention graphs, which take each row's positions and valid keys
+   * from `seqlens_k` (Σ mask − 1) and so need every row's tokens packed from the start of its cache.
+   */
+  padding?: 'left' | 'right';
 }
 
 /** Session settings a user may choose. */
@@ -70,6 +76,8 @@ export class DecoderSession {
     private readonly label: string,
     /** Intra-op threads the session was created with; undefined means onnxruntime's default. */
     readonly intraOpThreads: number | undefined,
+    /** The side shorter prompts are padded on (see {@link DecoderSource.padding}). */
+    readonly padding: 'left' | 'right',
   ) {}
 
   /** Creates the onnxruntime session and reads the signature from its metadata. */
@@ -94,7 +102,8 @@ export class DecoderSession {
     }
     const label = source.label ?? source.path;
     try {
-      return new DecoderSession(session, detectSignature(session.inputMetadata, session.outputMetadata, label), label, threads);
+      const signature = detectSignature(session.inputMetadata, session.outputMetadata, label);
+      return new DecoderSession(session, signature, label, threads, source.padding ?? 'left');
     } catch (err) {
       await session.release();
       throw err;
@@ -120,6 +129,7 @@ export class DecoderSession {
     const rows = prompts.length;
     const seq = Math.max(...prompts.map((p) => p.length));
     if (rows === 0 || seq === 0) throw new ModelRunError(`${this.label}: prefill needs at least one non-empty prompt`);
+    if (this.padding === 'right' && prompts.some((p) => p.length !== seq)) return this.prefillRightPadded(prompts);
     const ids = new Array<number>(rows * seq).fill(0);
     const mask = new Array<number>(rows * seq).fill(0);
     const positions = new Array<number>(rows * seq).fill(1);
@@ -150,6 +160,54 @@ export class DecoderSession {
     const maskType = sig.attentionMask?.type ?? 'int64';
     this.mask = (maskType === 'int32' ? Int32Array.from(mask) : BigInt64Array.from(mask, BigInt)) as IdArray;
     return this.run(idTensor(sig.inputIds.type, ids, [rows, seq]), undefined, positions, seq, 'prefill');
+  }
+
+  /**
+   * Right padding for graphs that need it: each prompt runs alone (so its last position is its own last token,
+   * which a last-position graph returns), and the caches are joined with each row's keys packed from the start
+   * and zeros after them; the mask marks the zeros, so `seqlens_k` (Σ mask − 1) points each row's next token at
+   * its own next slot.
+   */
+  private async prefillRightPadded(prompts: readonly (readonly number[])[]): Promise<Float32Array> {
+    const sig = this.signature;
+    const rows = prompts.length;
+    const seq = Math.max(...prompts.map((p) => p.length));
+    const perRow: { past: Record<string, ort.Tensor>; logits: Float32Array; hidden?: Float32Array }[] = [];
+    for (const p of prompts) {
+      const logits = await this.prefill([p]);
+      perRow.push({ past: this.past, logits, ...(this.hidden ? { hidden: this.hidden } : {}) });
+    }
+    const past: Record<string, ort.Tensor> = {};
+    const rowElems = (len: number) => sig.kvHeads * len * sig.headDim;
+    for (const name of Object.keys(perRow[0]!.past)) {
+      const data = sig.kvType === 'float16' ? new Uint16Array(rows * rowElems(seq)) : new Float32Array(rows * rowElems(seq));
+      perRow.forEach((r, row) => {
+        const src = r.past[name]!.data as Float32Array | Uint16Array;
+        const len = prompts[row]!.length;
+        // [1, kvHeads, len, headDim] → row `row` of [rows, kvHeads, seq, headDim], each head's keys from slot 0.
+        for (let h = 0; h < sig.kvHeads; h++) {
+          data.set(src.subarray(h * len * sig.headDim, (h + 1) * len * sig.headDim), (row * sig.kvHeads + h) * seq * sig.headDim);
+        }
+      });
+      past[name] = new ort.Tensor(sig.kvType, data, [rows, sig.kvHeads, seq, sig.headDim]);
+    }
+    const mask = prompts.flatMap((p) => Array.from({ length: seq }, (_, i) => (i < p.length ? 1 : 0)));
+    const maskType = sig.attentionMask?.type ?? 'int64';
+    this.mask = (maskType === 'int32' ? Int32Array.from(mask) : BigInt64Array.from(mask, BigInt)) as IdArray;
+    this.past = past;
+    this.rows = rows;
+    this.length = seq;
+    this.nextPosition = prompts.map((p) => p.length);
+    const vocab = sig.logits.vocabSize;
+    const logits = new Float32Array(rows * vocab);
+    perRow.forEach((r, row) => logits.set(r.logits, row * vocab));
+    if (sig.hiddenState) {
+      const width = sig.hiddenState.hiddenSize;
+      const hidden = new Float32Array(rows * width);
+      perRow.forEach((r, row) => hidden.set(r.hidden!, row * width));
+      this.hidden = hidden;
+    }
+    return logits;
   }
 
   /** Appends one token per row (in row order) and returns the new last-position logits. */

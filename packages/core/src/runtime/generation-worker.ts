@@ -169,8 +169,9 @@ async function start(): Promise<Loaded> {
   const plan = planThreads({
     runtime: config.runtime,
     ...(config.placement ? { placement: config.placement } : {}),
-    backboneBytes: backbonePrepared!.prepared.weightBytes,
-    reasonerBytes: reasonersPrepared.map((p) => p.prepared.weightBytes),
+    // What a step reads, not what the files weigh: quantized weights count packed, embedding tables not at all.
+    backboneBytes: backbonePrepared!.prepared.stepBytes,
+    reasonerBytes: reasonersPrepared.map((p) => p.prepared.stepBytes),
   });
   const [first, second] = await Promise.allSettled([openPrepared(backbonePrepared!, plan.backbone), openReasoners(plan, reasonersPrepared, label)]);
   if (first.status === 'rejected' || second.status === 'rejected') {

@@ -38,7 +38,8 @@ export async function openPrepared({ location, prepared }: PreparedModel, runtim
     {
       path: prepared.preparedPath,
       label: location.modelPath,
-      weightBytes: prepared.weightBytes,
+      weightBytes: prepared.stepBytes,
+      padding: prepared.padding,
       ...(prepared.externalDataDir ? { externalDataDir: prepared.externalDataDir } : {}),
     },
     runtime,

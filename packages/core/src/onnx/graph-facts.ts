@@ -1,0 +1,81 @@
+/**
+ * Facts about a decoder graph that decide how the engine runs it, read from the protobuf once when the graph is
+ * prepared: which side batches are padded on, and how many weight bytes one decode step reads (what the
+ * placement cost model weighs).
+ */
+import type { onnx as O } from 'onnx-proto';
+import { DataType, type GraphProto, type NodeProto, type TensorProto } from './proto.js';
+
+/** What {@link graphFacts} finds. */
+export interface GraphFacts {
+  /** `right` when the graph's attention is GroupQueryAttention (positions and valid keys from `seqlens_k`), else `left`. */
+  padding: 'left' | 'right';
+  /** Bytes of all initializers as stored (inline and external). */
+  weightBytes: number;
+  /**
+   * Bytes one decode step reads: every initializer a compute node consumes, at the size onnxruntime holds it
+   * (an fp16 initializer whose only use is a Cast to float32 is folded to fp32 at load, so it counts twice its
+   * stored size; packed 4-bit MatMulNBits weights count as stored), less tables of which a step reads a few
+   * rows (embedding Gathers, GatherBlockQuantized, rotary cos/sin caches).
+   */
+  stepBytes: number;
+}
+
+const ELEM_BYTES: Record<number, number> = { 1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2, 21: 1, 22: 1 };
+
+/** Stored bytes of a tensor: external data by its declared length, else its raw or typed data. */
+export function tensorBytes(t: TensorProto): number {
+  const length = t.externalData?.find((e) => e.key === 'length')?.value;
+  if (length) return Number(length);
+  if (t.rawData && t.rawData.length > 0) return t.rawData.length;
+  const count = (t.dims ?? []).reduce<number>((n, d) => n * Number(d), 1);
+  return count * (ELEM_BYTES[t.dataType ?? 1] ?? 4);
+}
+
+function subgraphs(node: NodeProto): GraphProto[] {
+  return (node.attribute ?? []).flatMap((a) => [...(a.g ? [a.g] : []), ...(a.graphs ?? [])]);
+}
+
+function allNodes(g: GraphProto | null | undefined, out: NodeProto[] = []): NodeProto[] {
+  for (const n of g?.node ?? []) {
+    out.push(n);
+    for (const sg of subgraphs(n)) allNodes(sg, out);
+  }
+  return out;
+}
+
+/** Inputs of these ops (by index) are tables a step reads a few rows of. */
+const ROW_TABLES: Record<string, number[]> = {
+  Gather: [0],
+  GatherBlockQuantized: [0, 2, 3],
+  GroupQueryAttention: [7, 8],
+  RotaryEmbedding: [2, 3],
+};
+
+/** Reads {@link GraphFacts} from a model (external data is not loaded). */
+export function graphFacts(model: O.IModelProto): GraphFacts {
+  const nodes = allNodes(model.graph);
+  const padding = nodes.some((n) => n.opType === 'GroupQueryAttention' && n.domain === 'com.microsoft') ? 'right' : 'left';
+  const uses = new Map<string, { node: NodeProto; index: number }[]>();
+  for (const node of nodes) {
+    (node.input ?? []).forEach((name, index) => {
+      if (!name) return;
+      const list = uses.get(name) ?? [];
+      list.push({ node, index });
+      uses.set(name, list);
+    });
+  }
+  let weightBytes = 0;
+  let stepBytes = 0;
+  for (const t of model.graph?.initializer ?? []) {
+    const stored = tensorBytes(t);
+    weightBytes += stored;
+    const consumers = uses.get(t.name ?? '') ?? [];
+    const computed = consumers.filter(({ node, index }) => !(ROW_TABLES[node.opType ?? '']?.includes(index) ?? false));
+    if (computed.length === 0) continue;
+    const castUp = computed.every(({ node }) => node.opType === 'Cast' && (node.attribute ?? []).some((a) => a.name === 'to' && Number(a.i) === DataType.FLOAT));
+    const held = castUp ? (stored / (ELEM_BYTES[t.dataType ?? 1] ?? 4)) * 4 : stored;
+    stepBytes += held;
+  }
+  return { padding, weightBytes, stepBytes };
+}
