@@ -7,6 +7,7 @@ import type { GenerateOptions, GenerationResult, TokenEvent } from './generate/t
 import type { RuntimeOptions } from './runtime/decoder-session.js';
 import type {
   CompositionOptions,
+  ConstraintOptions,
   FromWorker,
   ModelInfo,
   PromptInput,
@@ -51,7 +52,7 @@ export interface EngineOptions extends RuntimeOptions {
 }
 
 /** Options of one call, plus cancellation. */
-export interface StreamOptions extends GenerateOptions, CompositionOptions {
+export interface StreamOptions extends GenerateOptions, CompositionOptions, ConstraintOptions {
   /** Stops generation between two steps; the result then has `finishReason: 'abort'`. */
   signal?: AbortSignal;
 }

@@ -7,6 +7,7 @@ import { StreamDecoder, type DecodeFn } from '../tokenizer/stream-decoder.js';
 import { StopStringMatcher } from './stop-strings.js';
 import { MarkerScanner, type MarkerSpec } from './latent-marker.js';
 import type { FinishReason, GenerateOptions, RowResult, TokenEvent, Usage } from './types.js';
+import type { Constraint } from '../constrain/types.js';
 
 /** Anything that turns a token stream into next-token logits: one model, or a composition of several. */
 export interface LogitSource {
@@ -27,6 +28,12 @@ export interface DecodeLoopInput {
   decode?: DecodeFn;
   /** Ids at or above this are never sampled (a tokenizer smaller than the logits). */
   vocabLimit?: number;
+  /**
+   * Per row, the grammar its reply must follow (none: free text). Applied to the composed logits before
+   * sampling. A constrained row opens no latent span at a marker: the grammar decides its tokens, so marker
+   * text written inside it is text.
+   */
+  constraints?: readonly (Constraint | undefined)[];
   shouldAbort: () => boolean;
   onToken: (event: TokenEvent) => void;
   /** LiteReason latent decoding, when a projector is loaded. */
@@ -85,6 +92,7 @@ class RowState {
     decode: DecodeFn | undefined,
     private readonly stops: StopStringMatcher | undefined,
     private readonly markers: MarkerScanner | undefined,
+    readonly constraint?: Constraint,
   ) {
     this.decoder = decode ? new StreamDecoder(decode, prompt) : undefined;
   }
@@ -156,7 +164,11 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
     throw new LatentPolicyError('the marker policy decodes one prompt at a time; run batch rows separately or use fixed:K');
   }
   const rows = input.prompts.map(
-    (p) => new RowState(p, new Sampler(options), input.decode, stops, markerPolicy ? new MarkerScanner(latent!.marker, latent!.placeholder) : undefined),
+    (p, r) => {
+      const constraint = input.constraints?.[r];
+      const markers = markerPolicy && !constraint ? new MarkerScanner(latent!.marker, latent!.placeholder) : undefined;
+      return new RowState(p, new Sampler(options), input.decode, stops, markers, constraint);
+    },
   );
   const usage: Usage = { promptTokens: input.prompts.reduce((n, p) => n + p.length, 0), completionTokens: 0 };
   const runLatent = async (steps: number, who: readonly RowState[]) => {
@@ -183,13 +195,20 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
       for (const row of rows) if (!row.finish) row.end('abort');
       break;
     }
+    // The grammar stage: a constrained row's impossible next tokens get −∞ before its sampler runs.
+    for (let r = 0; r < rows.length; r++) {
+      const constraint = rows[r]!.finish ? undefined : rows[r]!.constraint;
+      if (constraint) await constraint.mask(logits.subarray(r * vocab, r * vocab + limit));
+    }
     const next = rows.map((row, r) => {
       if (row.finish) return row.ids[row.ids.length - 1] ?? row.prompt[row.prompt.length - 1]!;
       const id = row.sampler.sample(logits.subarray(r * vocab, r * vocab + limit), {
         generated: row.ids,
         prompt: row.prompt,
       });
-      let text = row.accept(id, eos.has(id));
+      row.constraint?.accept(id);
+      // Once the grammar has taken its stop token the reply is complete (even when EOS is otherwise ignored).
+      let text = row.accept(id, eos.has(id) || row.constraint?.isComplete() === true);
       if (!row.finish && row.ids.length >= maxTokens) text += row.end('length');
       usage.completionTokens++;
       input.onToken({ row: r, id, text });

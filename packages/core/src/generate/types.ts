@@ -55,6 +55,8 @@ export interface RowResult {
   finishReason: FinishReason;
   /** Latent steps this row ran, when a projector is loaded. */
   latentSteps?: number;
+  /** The reply as a JSON value: only when a JSON response format was asked for and its grammar completed. */
+  parsed?: unknown;
 }
 
 /** The result of a generation (one row per prompt). */

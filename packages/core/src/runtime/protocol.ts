@@ -8,6 +8,7 @@ import type { FusionMode } from '../compose/fusion.js';
 import type { WeightSpec } from '../compose/weights.js';
 import type { MarkerSpec } from '../generate/latent-marker.js';
 import type { Placement, PlacementChoice } from './thread-budget.js';
+import type { ResponseFormat } from '../constrain/types.js';
 
 /** A prompt in one of the forms the engine takes. A list makes a batch (left-padded). */
 export type PromptInput =
@@ -57,8 +58,14 @@ export interface CompositionOptions {
   latentPlaceholder?: string;
 }
 
+/** Per-call structure of the reply: the constraint stage. */
+export interface ConstraintOptions {
+  /** The structure the reply must have; a list gives each row of a batch its own (`null`: free text). */
+  responseFormat?: ResponseFormat | (ResponseFormat | null)[];
+}
+
 /** What a generate request carries. */
-export type GenerateRequestOptions = GenerateOptions & CompositionOptions;
+export type GenerateRequestOptions = GenerateOptions & CompositionOptions & ConstraintOptions;
 
 /** What the engine learns about its model once loaded. */
 export interface ModelInfo {

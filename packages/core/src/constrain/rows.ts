@@ -1,0 +1,82 @@
+/**
+ * The constraint stage as the generation worker uses it: a lazily built factory for the backbone's
+ * vocabulary, one constraint per row of a request, and the parsed JSON of the rows that completed.
+ */
+import { join } from 'node:path';
+import { readJsonIfPresent, TokenizerError } from '../tokenizer/tokenizer.js';
+import type { RowResult } from '../generate/types.js';
+import { grammarVocabulary } from './vocabulary.js';
+import { XGrammarFactory } from './xgrammar-factory.js';
+import { ConstraintError, type Constraint, type ConstraintFactory, type ResponseFormat } from './types.js';
+
+/** Per call: one format for every row, or one per row (`null`: free). */
+export type ResponseFormatOption = ResponseFormat | (ResponseFormat | null)[] | undefined;
+
+/**
+ * A factory over the tokenizer in `tokenizerDir`, built on first use (reading the vocabulary and starting the
+ * grammar engine cost time that unconstrained calls should not pay). `size` is the width of the logits masked.
+ */
+export function lazyConstraintFactory(tokenizerDir: string | undefined, fingerprint: string | undefined, size: number): () => Promise<ConstraintFactory> {
+  let factory: Promise<ConstraintFactory> | undefined;
+  return () => {
+    factory ??= (async () => {
+      const json = tokenizerDir ? await readJsonIfPresent(join(tokenizerDir, 'tokenizer.json')) : undefined;
+      if (!json) throw new TokenizerError('constrained decoding needs the model\'s tokenizer.json (its vocabulary); this model has none');
+      return new XGrammarFactory(grammarVocabulary(json, size), fingerprint ?? `${tokenizerDir}`);
+    })();
+    factory.catch(() => (factory = undefined));
+    return factory;
+  };
+}
+
+/** The format of each of `rows` rows (undefined: free). */
+export function formatsPerRow(option: ResponseFormatOption, rows: number): (ResponseFormat | undefined)[] {
+  if (option === undefined) return new Array<undefined>(rows).fill(undefined);
+  if (!Array.isArray(option)) return new Array<ResponseFormat>(rows).fill(option);
+  if (option.length !== rows) {
+    throw new ConstraintError(`responseFormat lists ${option.length} formats for ${rows} prompts; give one per prompt (null for none)`);
+  }
+  return option.map((f) => f ?? undefined);
+}
+
+/**
+ * Compiles (or finds cached) and starts one constraint per constrained row, all before generation; undefined
+ * when no row is constrained. If one fails, those already made are released.
+ */
+export async function rowConstraints(
+  option: ResponseFormatOption,
+  rows: number,
+  factory: () => Promise<ConstraintFactory>,
+  stopTokenIds: readonly number[],
+): Promise<(Constraint | undefined)[] | undefined> {
+  const formats = formatsPerRow(option, rows);
+  if (formats.every((f) => f === undefined)) return undefined;
+  const made: (Constraint | undefined)[] = [];
+  try {
+    const engine = await factory();
+    for (const format of formats) made.push(format ? await engine.create(format, stopTokenIds) : undefined);
+    return made;
+  } catch (err) {
+    releaseConstraints(made);
+    throw err;
+  }
+}
+
+/** Frees the constraints of a request. */
+export function releaseConstraints(constraints: readonly (Constraint | undefined)[] | undefined): void {
+  for (const c of constraints ?? []) c?.dispose();
+}
+
+/**
+ * Sets `parsed` on the rows whose JSON format completed. A row stopped by its token limit, a stop string or
+ * an abort is incomplete, and gets none: it may not parse, and must not pass for a valid answer.
+ */
+export function attachParsed(rows: RowResult[], option: ResponseFormatOption, constraints: readonly (Constraint | undefined)[]): void {
+  const formats = formatsPerRow(option, rows.length);
+  rows.forEach((row, r) => {
+    const format = formats[r];
+    if (!format || (format.type !== 'json_schema' && format.type !== 'json_object')) return;
+    if (row.finishReason !== 'eos' || !constraints[r]?.isComplete()) return;
+    row.parsed = JSON.parse(row.text);
+  });
+}

@@ -1,0 +1,64 @@
+/**
+ * The constraint stage of the sampler chain: per row, after composition and before sampling, the tokens a
+ * grammar cannot accept next are set to −∞, end-of-sequence is allowed only once the grammar is complete, and
+ * the grammar advances on every accepted token. The interfaces here are what the decode loop sees; the engine
+ * behind them (XGrammar today) can be replaced.
+ */
+
+/** A JSON Schema, as an object (or `true`: any JSON value). */
+export type JsonSchema = Record<string, unknown> | boolean;
+
+/** A tool a tool-call constraint may call: its name and the JSON Schema of its arguments. */
+export interface ToolSpec {
+  name: string;
+  parameters: JsonSchema;
+}
+
+/**
+ * Which tool calls a `tool_calls` constraint admits: `auto` (free text until `<tool_call>` starts one, then
+ * exactly one well-formed call of a bound tool), `required` (the reply is one call of any bound tool), or
+ * `{ name }` (the reply is one call of that tool).
+ */
+export type ToolChoice = 'auto' | 'required' | { name: string };
+
+/** The structure a reply must have. */
+export type ResponseFormat =
+  /** JSON that validates against `schema`. */
+  | { type: 'json_schema'; schema: JsonSchema }
+  /** Any JSON object. */
+  | { type: 'json_object' }
+  /** Text of an EBNF grammar (XGrammar's dialect, which reads GBNF too); the start rule is `root`. */
+  | { type: 'grammar'; grammar: string }
+  /** Text matching a regular expression (whole reply). */
+  | { type: 'regex'; pattern: string }
+  /**
+   * Tool calls written as `<tool_call>{"name": …, "arguments": {…}}</tool_call>` (the Hermes/Qwen form the
+   * chat templates teach), arguments valid against the tool's schema.
+   */
+  | { type: 'tool_calls'; tools: ToolSpec[]; choice: ToolChoice };
+
+/** A grammar's state for one row. */
+export interface Constraint {
+  /** Sets −∞ on the logits of every token the grammar cannot accept next (logits cover ids 0..n-1). */
+  mask(logits: Float32Array): Promise<void>;
+  /** Advances on the token sampled; throws {@link ConstraintError} for a token the grammar rejects. */
+  accept(token: number): void;
+  /** True once the grammar has accepted its end (the stop token): the reply is complete. */
+  isComplete(): boolean;
+  /** Frees what the constraint holds. */
+  dispose(): void;
+}
+
+/** Compiles response formats against one vocabulary and hands out constraints. */
+export interface ConstraintFactory {
+  /**
+   * A constraint for one row. `stopTokenIds` are the ids that end the reply (allowed only when the grammar
+   * is complete). Throws {@link ConstraintError} for a format that cannot be enforced, before any generation.
+   */
+  create(format: ResponseFormat, stopTokenIds: readonly number[]): Promise<Constraint>;
+}
+
+/** Raised for a response format that cannot be enforced, naming what is wrong. */
+export class ConstraintError extends Error {
+  override name = 'ConstraintError';
+}

@@ -1,0 +1,52 @@
+/**
+ * The vocabulary a grammar engine needs, read from a Hugging Face `tokenizer.json`: every token's encoded
+ * form by id, and how encoded forms become bytes (SentencePiece byte fallback `▁`/`<0xAB>`, GPT-2 byte-level
+ * `Ġ`, or raw). Added and special tokens are given as empty strings, which the engine never lets a grammar
+ * produce: `<s>` or `<|im_start|>` must not appear as text inside a constrained reply.
+ */
+import { vocabularyPairs } from '../tokenizer/fingerprint.js';
+
+/** How the engine turns a token's encoded form into bytes. */
+export type VocabularyKind = 'byte_fallback' | 'byte_level' | 'raw';
+
+/** A vocabulary ready for a grammar engine. */
+export interface GrammarVocabulary {
+  /** Encoded form of every id (`''` for added/special tokens and ids without a token). */
+  tokens: string[];
+  kind: VocabularyKind;
+  /** Whether the tokenizer prepends a space (SentencePiece's `▁`) before the text. */
+  prependSpace: boolean;
+}
+
+type Json = Record<string, unknown>;
+
+/** All the steps of a component that may be a `Sequence`. */
+function steps(component: unknown, key: string): Json[] {
+  if (!component || typeof component !== 'object') return [];
+  const c = component as Json;
+  return c.type === 'Sequence' && Array.isArray(c[key]) ? (c[key] as Json[]) : [c];
+}
+
+/** Reads the vocabulary of a tokenizer.json (`size` ids; ids past the tokenizer's get `''`). */
+export function grammarVocabulary(tokenizerJson: object, size: number): GrammarVocabulary {
+  const tj = tokenizerJson as Json;
+  const model = (tj.model ?? {}) as Json;
+  const tokens = new Array<string>(size).fill('');
+  for (const [token, id] of vocabularyPairs(tj)) if (id < size) tokens[id] = token;
+  const blank = (id: unknown) => {
+    if (typeof id === 'number' && id < size) tokens[id] = '';
+  };
+  if (Array.isArray(tj.added_tokens)) for (const t of tj.added_tokens as Json[]) blank(t.id);
+  if (typeof model.unk_token === 'string' && model.vocab && !Array.isArray(model.vocab)) blank((model.vocab as Json)[model.unk_token]);
+
+  const decoders = steps(tj.decoder, 'decoders');
+  const kind: VocabularyKind = model.byte_fallback === true || decoders.some((d) => d.type === 'ByteFallback')
+    ? 'byte_fallback'
+    : decoders.some((d) => d.type === 'ByteLevel')
+      ? 'byte_level'
+      : 'raw';
+  const prependSpace =
+    steps(tj.normalizer, 'normalizers').some((n) => n.type === 'Prepend' && n.prepend === '▁') ||
+    steps(tj.pre_tokenizer, 'pretokenizers').some((p) => p.type === 'Metaspace' && p.prepend_scheme !== 'never' && p.add_prefix_space !== false);
+  return { tokens, kind, prependSpace };
+}

@@ -1,0 +1,206 @@
+/**
+ * The constraint stage on XGrammar (`@mlc-ai/web-xgrammar`): response formats are compiled once per vocabulary
+ * (cached by vocabulary fingerprint and format), and each row gets its own matcher. JSON Schemas go through
+ * XGrammar's schema-to-EBNF converter after {@link prepareJsonSchema}, so that bounded numbers get exact rules.
+ */
+import type { CompiledGrammar, GrammarCompiler, GrammarMatcher, TokenizerInfo } from '@mlc-ai/web-xgrammar';
+import { prepareJsonSchema, spliceRules } from './json-schema.js';
+import type { GrammarVocabulary } from './vocabulary.js';
+import { loadXGrammar, type XGrammarInstance } from './xgrammar-loader.js';
+import { ConstraintError, type Constraint, type ConstraintFactory, type JsonSchema, type ResponseFormat, type ToolChoice, type ToolSpec } from './types.js';
+
+/** Tool calls as the Hermes/Qwen chat templates teach them; the LangChain plugin parses the same form. */
+export const TOOL_CALL_BEGIN = '<tool_call>';
+export const TOOL_CALL_END = '</tool_call>';
+
+/** JSON key order-independent text of a value, for cache keys. */
+function canonical(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
+  if (value && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonical(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/**
+ * Sets −∞ on every logit whose bit is 0 in an XGrammar bitmask (bit i of word i>>5 = token i allowed).
+ * Words with every bit set (the common case in free text) are skipped; words with none are filled at once.
+ */
+export function applyBitmask(logits: Float32Array, bitmask: Int32Array): void {
+  const n = logits.length;
+  const words = Math.min(bitmask.length, (n + 31) >>> 5);
+  for (let w = 0; w < words; w++) {
+    const word = bitmask[w]!;
+    if (word === -1) continue;
+    const base = w << 5;
+    const end = Math.min(base + 32, n);
+    if (word === 0) {
+      logits.fill(-Infinity, base, end);
+      continue;
+    }
+    for (let i = base; i < end; i++) if (((word >>> (i - base)) & 1) === 0) logits[i] = -Infinity;
+  }
+}
+
+/** One row's grammar state. */
+class XGrammarConstraint implements Constraint {
+  /** Kept on this side so that it can still be read once the matcher is freed. */
+  private complete = false;
+
+  constructor(private readonly matcher: GrammarMatcher) {}
+
+  async mask(logits: Float32Array): Promise<void> {
+    applyBitmask(logits, await this.matcher.getNextTokenBitmask());
+  }
+
+  accept(token: number): void {
+    if (!this.matcher.acceptToken(token)) throw new ConstraintError(`the grammar rejected token ${token}, which its own mask allowed`);
+    this.complete = this.matcher.isTerminated();
+  }
+
+  isComplete(): boolean {
+    return this.complete;
+  }
+
+  dispose(): void {
+    this.matcher.dispose();
+  }
+}
+
+interface Loaded {
+  instance: XGrammarInstance;
+  info: TokenizerInfo;
+  compiler: GrammarCompiler;
+}
+
+/** Compiles formats for one vocabulary with XGrammar. */
+export class XGrammarFactory implements ConstraintFactory {
+  private loaded: Promise<Loaded> | undefined;
+  private readonly cache = new Map<string, Promise<CompiledGrammar>>();
+  /** Formats compiled so far (a cache hit compiles nothing). */
+  compiles = 0;
+
+  /** `fingerprint` identifies the vocabulary in cache keys (e.g. the tokenizer fingerprint of the manifest). */
+  constructor(
+    private readonly vocabulary: GrammarVocabulary,
+    readonly fingerprint: string,
+  ) {}
+
+  async create(format: ResponseFormat, stopTokenIds: readonly number[]): Promise<Constraint> {
+    if (stopTokenIds.length === 0) {
+      throw new ConstraintError('constrained decoding needs an end-of-sequence token id: this model declares none (pass eosTokenIds)');
+    }
+    const compiled = await this.compile(format);
+    const { instance } = await this.load();
+    return new XGrammarConstraint(await instance.xg.GrammarMatcher.createGrammarMatcher(compiled, [...stopTokenIds]));
+  }
+
+  /** The compiled grammar of a format (compiled once per vocabulary and format). */
+  compile(format: ResponseFormat): Promise<CompiledGrammar> {
+    const key = `${this.fingerprint}\u0000${canonical(format)}`;
+    let compiled = this.cache.get(key);
+    if (!compiled) {
+      compiled = this.compileNew(format);
+      this.cache.set(key, compiled);
+      compiled.catch(() => this.cache.delete(key));
+    }
+    return compiled;
+  }
+
+  private load(): Promise<Loaded> {
+    this.loaded ??= (async () => {
+      const instance = loadXGrammar();
+      const { tokens, kind, prependSpace } = this.vocabulary;
+      const info = await instance.xg.TokenizerInfo.createTokenizerInfo(tokens, kind, prependSpace, tokens.length);
+      const compiler = await instance.xg.GrammarCompiler.createGrammarCompiler(info);
+      return { instance, info, compiler };
+    })();
+    return this.loaded;
+  }
+
+  private async compileNew(format: ResponseFormat): Promise<CompiledGrammar> {
+    const { instance, compiler } = await this.load();
+    instance.takeMessages();
+    // Everything that can be refused is checked before the library sees it.
+    const source = await this.grammarSource(format, instance);
+    try {
+      const compiled =
+        source.kind === 'ebnf' ? await compiler.compileGrammar(source.text) : await compiler.compileStructuralTag(source.tag);
+      this.compiles++;
+      return compiled;
+    } catch (err) {
+      throw this.failure(format, err, instance);
+    }
+  }
+
+  /** The EBNF (or structural tag) a format compiles from. */
+  private async grammarSource(
+    format: ResponseFormat,
+    instance: XGrammarInstance,
+  ): Promise<{ kind: 'ebnf'; text: string } | { kind: 'tag'; tag: Record<string, unknown> }> {
+    switch (format.type) {
+      case 'json_schema':
+        return { kind: 'ebnf', text: await this.schemaEbnf(format.schema, true, instance) };
+      case 'json_object':
+        return { kind: 'ebnf', text: await this.schemaEbnf({ type: 'object' }, false, instance) };
+      case 'grammar':
+        if (typeof format.grammar !== 'string' || !format.grammar.trim()) throw new ConstraintError('grammar: give the text of an EBNF grammar with a root rule');
+        return { kind: 'ebnf', text: format.grammar };
+      case 'regex':
+        if (typeof format.pattern !== 'string' || !format.pattern) throw new ConstraintError('regex: give a non-empty pattern');
+        return { kind: 'tag', tag: { type: 'structural_tag', format: { type: 'regex', pattern: format.pattern } } };
+      case 'tool_calls':
+        return { kind: 'tag', tag: { type: 'structural_tag', format: await this.toolCallFormat(format.tools, format.choice, instance) } };
+      default:
+        throw new ConstraintError(`unknown response format type ${JSON.stringify((format as { type?: unknown }).type)}`);
+    }
+  }
+
+  private async schemaEbnf(schema: JsonSchema, strict: boolean, instance: XGrammarInstance): Promise<string> {
+    const prepared = prepareJsonSchema(schema);
+    try {
+      const ebnf = await instance.xg.Testings._jsonSchemaToEBNF(JSON.stringify(prepared.schema), false, -1, undefined, strict);
+      return spliceRules(ebnf, prepared.rules);
+    } catch (err) {
+      throw this.failure({ type: 'json_schema', schema }, err, instance);
+    }
+  }
+
+  private async toolCallFormat(tools: ToolSpec[], choice: ToolChoice, instance: XGrammarInstance) {
+    if (!Array.isArray(tools) || tools.length === 0) throw new ConstraintError('tool_calls: bind at least one tool');
+    const names = tools.map((t) => t.name);
+    const wanted = typeof choice === 'object' ? choice.name : undefined;
+    if (wanted !== undefined && !names.includes(wanted)) {
+      throw new ConstraintError(`tool_choice names "${wanted}", which is not among the bound tools (${names.join(', ')})`);
+    }
+    const tags = await Promise.all(
+      tools
+        .filter((t) => wanted === undefined || t.name === wanted)
+        .map(async (t) => ({
+          type: 'tag',
+          begin: `${TOOL_CALL_BEGIN}\n{"name": ${JSON.stringify(t.name)}, "arguments": `,
+          content: { type: 'grammar', grammar: await this.schemaEbnf(t.parameters, true, instance) },
+          end: `}\n${TOOL_CALL_END}`,
+        })),
+    );
+    if (choice === 'auto') return { type: 'triggered_tags', triggers: [TOOL_CALL_BEGIN], tags, stop_after_first: true };
+    return tags.length === 1 ? tags[0]! : { type: 'or', elements: tags };
+  }
+
+  /**
+   * A library failure as a ConstraintError with the library's own reason. A failed call aborts the
+   * WebAssembly instance, so the next compile starts from a fresh one (cached grammars belong to the old).
+   */
+  private failure(format: ResponseFormat, err: unknown, instance: XGrammarInstance): ConstraintError {
+    if (err instanceof ConstraintError) return err;
+    const printed = instance.takeMessages();
+    const reason =
+      printed
+        .map((l) => l.replace(/^\[FATAL\]\s*\S+:\d+:\s*/, ''))
+        .find((l) => l && l !== 'Aborted()' && !l.startsWith('Aborted(')) ?? (err as Error)?.message ?? String(err);
+    this.loaded = undefined;
+    this.cache.clear();
+    return new ConstraintError(`cannot compile the ${format.type} constraint: ${reason}`);
+  }
+}
