@@ -21,6 +21,8 @@ import { ReasonerLane } from './reasoner-lane.js';
 import { toWire } from './spawn-worker.js';
 import { planThreads, type ThreadPlan } from './thread-budget.js';
 import type { DecoderSession } from './decoder-session.js';
+import { attachParsed, lazyConstraintFactory, releaseConstraints, rowConstraints } from '../constrain/rows.js';
+import type { ConstraintFactory } from '../constrain/types.js';
 import type { FromWorker, GenerateRequestOptions, ModelInfo, PromptInput, ToWorker, WorkerConfig } from './protocol.js';
 
 const port = parentPort!;
@@ -222,6 +224,7 @@ async function start(): Promise<Loaded> {
     },
     reasoners.map((r) => ({ name: r.name, logits: r.info.vocabSize, ...(r.fingerprint ? { fingerprint: r.fingerprint } : {}) })),
   );
+  constraintFactory = lazyConstraintFactory(location.tokenizerDir, backboneFingerprint, vocab);
   const mode: FusionMode = config.mode ?? reasoners.find((r) => r.manifest?.composition)?.manifest?.composition?.mode ?? 'logits';
 
   const info: ModelInfo = {
@@ -284,7 +287,7 @@ async function serve(loaded: Loaded, msg: ToWorker): Promise<void> {
       post({ type: 'encoded', id: msg.id, ids: tokenizer.encode(msg.text, msg.addSpecialTokens) });
       return;
     }
-    const { reasoners: _r, mode: _m, normalize: _n, trace: _t, latent: _l, latentPlaceholder: _p, ...options } = msg.options;
+    const { reasoners: _r, mode: _m, normalize: _n, trace: _t, latent: _l, latentPlaceholder: _p, responseFormat, ...options } = msg.options;
     const projector = loaded.projector;
     const policy = parseLatentPolicy(msg.options.latent ?? (projector ? 'marker' : 'never'));
     if (policy !== 'never' && !projector) throw new LatentPolicyError('latent decoding needs a projector: load the engine with one');
@@ -295,10 +298,15 @@ async function serve(loaded: Loaded, msg: ToWorker): Promise<void> {
       planFor(loaded, msg.options),
       projector ? { backbone, projector: projector.session } : undefined,
     );
+    const prompts = toPromptIds(msg.input, tokenizer);
+    // Constraints are compiled against the vocabulary before anything runs: a bad format fails here.
+    const stopIds = options.eosTokenIds ?? tokenizer?.eosTokenIds ?? [];
+    const constraints = await rowConstraints(responseFormat, prompts.length, constraintFactory!, stopIds);
     const abort = new Int32Array(msg.abort);
     const stream = new StreamBatcher((events) => post({ type: 'stream', id: msg.id, events }));
     const result = await runDecodeLoop(source, {
-      prompts: toPromptIds(msg.input, tokenizer),
+      prompts,
+      ...(constraints ? { constraints } : {}),
       options,
       eosTokenIds: tokenizer?.eosTokenIds ?? [],
       ...(tokenizer ? { decode: (ids: readonly number[]) => tokenizer.decode(ids) } : {}),
@@ -317,8 +325,9 @@ async function serve(loaded: Loaded, msg: ToWorker): Promise<void> {
         const trace = msg.options.trace ? source.trace(event.row) : undefined;
         stream.push(trace ? { ...event, trace } : event);
       },
-    });
+    }).finally(() => releaseConstraints(constraints));
     stream.flush();
+    if (constraints) attachParsed(result.rows, responseFormat, constraints);
     post({ type: 'done', id: msg.id, result });
   } catch (err) {
     // A failed reasoner leaves its KV cache behind the token stream: the engine cannot go on with it, so
@@ -331,6 +340,9 @@ async function serve(loaded: Loaded, msg: ToWorker): Promise<void> {
 }
 
 let closed = false;
+
+/** The constraint stage over the backbone's vocabulary (built on the first constrained request). */
+let constraintFactory: (() => Promise<ConstraintFactory>) | undefined;
 
 /** Releases every model; the worker then answers nothing more. */
 async function shutDown(loaded: Loaded): Promise<void> {
