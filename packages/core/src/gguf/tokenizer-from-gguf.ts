@@ -1,6 +1,7 @@
 /**
- * Builds a Hugging Face `tokenizer.json` (+ `tokenizer_config.json`) from the SentencePiece vocabulary a
- * llama-family GGUF carries (`tokenizer.ggml.model` = "llama").
+ * Builds a Hugging Face `tokenizer.json` (+ `tokenizer_config.json`) from the vocabulary a GGUF carries:
+ * SentencePiece (`tokenizer.ggml.model` = "llama") or byte-level BPE ("gpt2", with the pre-tokenizer that
+ * `tokenizer.ggml.pre` names; see {@link BPE_PRE_TOKENIZERS}).
  *
  * SentencePiece BPE encodes by starting from single characters and repeatedly merging the adjacent pair
  * whose concatenation is a vocabulary piece with the highest score. A BPE model with merges ranked by the
@@ -41,7 +42,7 @@ export interface HfTokenizerJson {
   padding: null;
   added_tokens: HfAddedToken[];
   normalizer: object | null;
-  pre_tokenizer: null;
+  pre_tokenizer: object | null;
   post_processor: object | null;
   decoder: object;
   model: {
@@ -50,25 +51,25 @@ export interface HfTokenizerJson {
     unk_token: string | null;
     continuing_subword_prefix: null;
     end_of_word_suffix: null;
-    fuse_unk: true;
-    byte_fallback: true;
-    ignore_merges: false;
+    fuse_unk: boolean;
+    byte_fallback: boolean;
+    ignore_merges: boolean;
     vocab: Record<string, number>;
     merges: [string, string][];
   };
 }
 
-/** tokenizer_config.json as written for a converted llama vocabulary. */
+/** tokenizer_config.json as written for a converted vocabulary. */
 export interface HfTokenizerConfig {
-  tokenizer_class: 'LlamaTokenizer';
+  tokenizer_class: 'LlamaTokenizer' | 'PreTrainedTokenizerFast';
   add_bos_token: boolean;
   add_eos_token: boolean;
   bos_token: string | null;
   eos_token: string | null;
   unk_token: string | null;
   pad_token: string | null;
-  clean_up_tokenization_spaces: false;
-  legacy: true;
+  clean_up_tokenization_spaces: boolean;
+  legacy?: true;
   model_max_length?: number;
   added_tokens_decoder: Record<string, Omit<HfAddedToken, 'id'>>;
   chat_template?: string;
@@ -116,9 +117,10 @@ export function tokenizerFromGguf(meta: MetaSource, options: TokenizerFromGgufOp
   const get = getter(meta);
   const model = get('tokenizer.ggml.model');
   if (model === undefined) fail('The GGUF has no tokenizer (metadata "tokenizer.ggml.model" is missing).', 'missing-metadata');
+  if (model === 'gpt2') return bpeTokenizer(get, options);
   if (model !== 'llama') {
     fail(
-      `The GGUF tokenizer is "${String(model)}"; only SentencePiece vocabularies ("llama") can be converted to tokenizer.json.`,
+      `The GGUF tokenizer is "${String(model)}"; only SentencePiece ("llama") and byte-level BPE ("gpt2") vocabularies can be converted to tokenizer.json.`,
       'unsupported-model',
     );
   }
@@ -328,4 +330,166 @@ function templateProcessing(
   if (bosToken !== undefined) specialTokens[bosToken] = { id: bosToken, ids: [bosId], tokens: [bosToken] };
   if (eosToken !== undefined) specialTokens[eosToken] = { id: eosToken, ids: [eosId], tokens: [eosToken] };
   return { type: 'TemplateProcessing', single, pair, special_tokens: specialTokens };
+}
+
+/**
+ * The pre-tokenizers of llama.cpp's BPE vocabularies this converter writes, by `tokenizer.ggml.pre`: the
+ * regular expressions llama.cpp splits with (src/llama-vocab.cpp), applied in order, each match and each
+ * gap a piece, and whether whole pieces found in the vocabulary skip the merges (Llama 3).
+ */
+export const BPE_PRE_TOKENIZERS: Readonly<Record<string, { regexes: string[]; ignoreMerges: boolean; addBos: boolean; cleanSpaces: boolean }>> = (() => {
+  const contractions = "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])";
+  const llama3 = {
+    regexes: [`${contractions}|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+`],
+    ignoreMerges: true,
+    addBos: true,
+    cleanSpaces: true,
+  };
+  const qwen2 = {
+    regexes: [`${contractions}|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+`],
+    ignoreMerges: false,
+    addBos: false,
+    cleanSpaces: false,
+  };
+  const gpt2Regex = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)";
+  const smollm = { regexes: ['\\p{N}', gpt2Regex], ignoreMerges: false, addBos: false, cleanSpaces: false };
+  const gpt2 = { regexes: [gpt2Regex], ignoreMerges: false, addBos: false, cleanSpaces: true };
+  return {
+    'llama-bpe': llama3,
+    llama3,
+    'llama-v3': llama3,
+    qwen2,
+    'deepseek-r1-qwen': qwen2,
+    smollm,
+    'gpt-2': gpt2,
+  };
+})();
+
+/** A byte-level BPE tokenizer.json from `tokenizer.ggml.*` (model "gpt2"), as llama.cpp's llm_tokenizer_bpe reads it. */
+function bpeTokenizer(get: (key: string) => GgufValue | undefined, options: TokenizerFromGgufOptions): GgufTokenizer {
+  const preName = get('tokenizer.ggml.pre');
+  if (preName === undefined) {
+    fail(
+      `The GGUF's BPE vocabulary names no pre-tokenizer ("tokenizer.ggml.pre" is missing); the converter knows ${Object.keys(BPE_PRE_TOKENIZERS).join(', ')}.`,
+      'missing-metadata',
+    );
+  }
+  const pre = BPE_PRE_TOKENIZERS[String(preName)];
+  if (!pre || !Object.hasOwn(BPE_PRE_TOKENIZERS, String(preName))) {
+    fail(
+      `The GGUF's BPE pre-tokenizer "${String(preName)}" (tokenizer.ggml.pre) is not supported; the converter knows ${Object.keys(BPE_PRE_TOKENIZERS).join(', ')}.`,
+      'unsupported-model',
+    );
+  }
+  const tokens = get('tokenizer.ggml.tokens');
+  if (!Array.isArray(tokens) || tokens.some((t) => typeof t !== 'string')) {
+    fail('The GGUF metadata "tokenizer.ggml.tokens" is missing or not an array of strings.', 'missing-metadata');
+  }
+  const pieces = tokens as string[];
+  const n = pieces.length;
+  const rawMerges = get('tokenizer.ggml.merges');
+  if (!Array.isArray(rawMerges) || rawMerges.some((m) => typeof m !== 'string')) {
+    fail('The GGUF\'s BPE vocabulary has no "tokenizer.ggml.merges" (an array of strings).', 'missing-metadata');
+  }
+  // "left right", split at the first space after the first character (a merge part may itself be a space).
+  const merges = (rawMerges as string[]).map((m, i): [string, string] => {
+    const at = m.indexOf(' ', 1);
+    if (at < 0) fail(`The GGUF merge #${i} "${m}" (tokenizer.ggml.merges) has no space between its two parts.`);
+    return [m.slice(0, at), m.slice(at + 1)];
+  });
+  const types = numberArray(get('tokenizer.ggml.token_type'), 'tokenizer.ggml.token_type', n) ?? new Array<number>(n).fill(TokenType.NORMAL);
+
+  const specialId = (key: string): number | undefined => {
+    const v = get(key);
+    if (v === undefined) return undefined;
+    if (typeof v !== 'number' || !Number.isInteger(v)) fail(`The GGUF metadata "${key}" is ${String(v)}, expected a token id.`);
+    return v >= 0 && v < n ? v : undefined;
+  };
+  // llama.cpp's defaults for BPE vocabularies: BOS = EOS = 11 unless the file names them.
+  const bos = get('tokenizer.ggml.bos_token_id') === undefined ? (n > 11 ? 11 : undefined) : specialId('tokenizer.ggml.bos_token_id');
+  const eos = get('tokenizer.ggml.eos_token_id') === undefined ? (n > 11 ? 11 : undefined) : specialId('tokenizer.ggml.eos_token_id');
+  const unk = specialId('tokenizer.ggml.unknown_token_id');
+  const pad = specialId('tokenizer.ggml.padding_token_id');
+  const special: SpecialTokenIds = {};
+  if (bos !== undefined) special.bos = bos;
+  if (eos !== undefined) special.eos = eos;
+  if (unk !== undefined) special.unk = unk;
+  if (pad !== undefined) special.pad = pad;
+  const boolMeta = (key: string, dflt: boolean): boolean => {
+    const v = get(key);
+    if (v === undefined) return dflt;
+    if (typeof v !== 'boolean') fail(`The GGUF metadata "${key}" is ${String(v)}, expected a bool.`);
+    return v;
+  };
+  const addBos = boolMeta('tokenizer.ggml.add_bos_token', pre.addBos);
+  const addEos = boolMeta('tokenizer.ggml.add_eos_token', false);
+
+  const vocab: Record<string, number> = Object.create(null) as Record<string, number>;
+  const first = new Map<string, number>();
+  pieces.forEach((p, id) => {
+    if (!first.has(p)) {
+      first.set(p, id);
+      vocab[p] = id;
+    }
+  });
+  // Control pieces are special (matched in text only when special tokens are parsed, as llama.cpp's
+  // parse_special does); user-defined ones are always matched verbatim, before pre-tokenization.
+  const addedTokens: HfAddedToken[] = [];
+  for (let id = 0; id < n; id++) {
+    const t = types[id];
+    const isSpecial = t === TokenType.CONTROL || t === TokenType.UNKNOWN;
+    if ((isSpecial || t === TokenType.USER_DEFINED) && first.get(pieces[id]!) === id) {
+      addedTokens.push({ id, content: pieces[id]!, single_word: false, lstrip: false, rstrip: false, normalized: false, special: isSpecial });
+    }
+  }
+  const tokenJson: HfTokenizerJson = {
+    version: '1.0',
+    truncation: null,
+    padding: null,
+    added_tokens: addedTokens,
+    normalizer: null,
+    pre_tokenizer: {
+      type: 'Sequence',
+      pretokenizers: [
+        ...pre.regexes.map((regex) => ({ type: 'Split', pattern: { Regex: regex }, behavior: 'Isolated', invert: false })),
+        { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false },
+      ],
+    },
+    post_processor: templateProcessing(
+      addBos && bos !== undefined ? pieces[bos]! : undefined,
+      addBos ? bos : undefined,
+      addEos && eos !== undefined ? pieces[eos]! : undefined,
+      addEos ? eos : undefined,
+    ),
+    decoder: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false },
+    model: {
+      type: 'BPE',
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: false,
+      byte_fallback: false,
+      ignore_merges: pre.ignoreMerges,
+      vocab,
+      merges,
+    },
+  };
+  const addedDecoder: Record<string, Omit<HfAddedToken, 'id'>> = {};
+  for (const { id, ...rest } of addedTokens) addedDecoder[String(id)] = rest;
+  const tokenizerConfig: HfTokenizerConfig = {
+    tokenizer_class: 'PreTrainedTokenizerFast',
+    add_bos_token: addBos,
+    add_eos_token: addEos,
+    bos_token: bos !== undefined ? pieces[bos]! : null,
+    eos_token: eos !== undefined ? pieces[eos]! : null,
+    unk_token: unk !== undefined ? pieces[unk]! : null,
+    pad_token: pad !== undefined ? pieces[pad]! : null,
+    clean_up_tokenization_spaces: pre.cleanSpaces,
+    ...(options.modelMaxLength !== undefined ? { model_max_length: options.modelMaxLength } : {}),
+    added_tokens_decoder: addedDecoder,
+  };
+  const chatTemplate = get('tokenizer.chat_template');
+  if (typeof chatTemplate === 'string') tokenizerConfig.chat_template = chatTemplate;
+  return { tokenizerJson: tokenJson, tokenizerConfig, special };
 }

@@ -1,0 +1,138 @@
+/**
+ * Byte-level BPE vocabularies from GGUF files: for each pre-tokenizer the converter supports, text
+ * tokenizes to the same ids as llama.cpp's tokenizer on the same file; the chat template travels into
+ * tokenizer_config.json and its rendering tokenizes like llama.cpp with special tokens parsed.
+ */
+import { expect } from 'chai';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Tokenizer } from '@huggingface/tokenizers';
+import { GgufError, withGguf } from '../src/gguf/reader.js';
+import { tokenizerFromGguf } from '../src/gguf/tokenizer-from-gguf.js';
+import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
+import { makeGguf, type WValue } from './support/gguf-writer.js';
+import { bpeTokenizerMeta } from './support/bpe-vocab.js';
+import { llamaCppTokenize } from './support/gguf-models.js';
+
+const TEXTS = [
+  'Hello, world! How are you?',
+  'The year 2024 had 366 days; 1234567 + 89 = 1234656.',
+  "It's what they're doing: we'll see, you've been, I'M HERE, he'd go.",
+  '  leading spaces',
+  'trailing spaces   ',
+  'multiple    spaces   between\t\ttabs',
+  'line one\nline two\n\n\nline four\r\nwindows',
+  '    indented code\n        more\n',
+  'café naïve résumé Éric über straße',
+  '日本語のテキスト 東京 2023年 ²³ ٣٤',
+  'emoji 🎉🚀 and 👩‍👩‍👧 family ≤≥÷ ™ £ € — “quotes”',
+  'numbers: 3.14159, 1e-5, 0x1F, 100%, $42.50, 007, 1,000,000',
+  '!!!??? ... --- ((()))',
+  'a',
+  ' ',
+  '\n',
+];
+
+const QWEN_TEMPLATE =
+  "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}" +
+  "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+/** A GGUF with a vocabulary and the few model keys llama.cpp reads before it. */
+function vocabGguf(tokenizer: Record<string, WValue>): Buffer {
+  return makeGguf({ 'general.architecture': { t: 'str', v: 'qwen2' }, ...tokenizer });
+}
+
+describe('gguf BPE tokenizers (llama.cpp is the reference)', function () {
+  this.timeout(60_000);
+  let tmp: string;
+  before(async () => {
+    tmp = await mkdtemp(join(tmpdir(), 'reasonplug-gguf-bpe-'));
+  });
+  after(async () => {
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  for (const pre of ['qwen2', 'llama-bpe', 'smollm']) {
+    it(`"${pre}": text tokenizes to llama.cpp's ids`, async () => {
+      const path = join(tmp, `${pre}.gguf`);
+      await writeFile(path, vocabGguf(bpeTokenizerMeta(pre)));
+      const tok = await withGguf(path, async (f) => tokenizerFromGguf(f));
+      const hf = new Tokenizer(tok.tokenizerJson, tok.tokenizerConfig);
+      const ours = TEXTS.map((t) => hf.encode(t, { add_special_tokens: false }).ids);
+      const theirs = await llamaCppTokenize(path, TEXTS);
+      TEXTS.forEach((t, i) => expect(ours[i], JSON.stringify(t)).to.deep.equal(theirs[i]));
+      // the pre-tokenizers differ on digits: the vocabulary has multi-digit pieces, so the ids must differ too
+      expect(ours[1]!.length).to.be.lessThan(Buffer.byteLength(TEXTS[1]!));
+      // decoding gives the text back (Llama 3 cleans up spaces before punctuation, as llama.cpp's clean_spaces does)
+      if (!tok.tokenizerConfig.clean_up_tokenization_spaces) {
+        for (const [i, t] of TEXTS.entries()) expect(hf.decode(ours[i]!, { skip_special_tokens: false }), JSON.stringify(t)).to.equal(t);
+      }
+    });
+  }
+
+  it('splits digits as each pre-tokenizer does (qwen2 one by one, llama-bpe up to three, smollm one by one)', async () => {
+    const ids = (pre: string) => {
+      const tok = tokenizerFromGguf(Object.fromEntries(Object.entries(bpeTokenizerMeta(pre)).map(([k, v]) => [k, unwrap(v)])));
+      return new Tokenizer(tok.tokenizerJson, tok.tokenizerConfig).encode('1234567', { add_special_tokens: false }).tokens;
+    };
+    expect(ids('qwen2')).to.deep.equal(['1', '2', '3', '4', '5', '6', '7']);
+    expect(ids('smollm')).to.deep.equal(['1', '2', '3', '4', '5', '6', '7']);
+    expect(ids('llama-bpe').join('|')).to.match(/^12?3?\|/);
+    expect(ids('llama-bpe').every((p) => p.length <= 3)).to.equal(true);
+  });
+
+  it('adds BOS as llama.cpp does, carries the chat template, and renders it to the ids llama.cpp reads with special tokens', async () => {
+    const path = join(tmp, 'chat.gguf');
+    await writeFile(path, vocabGguf(bpeTokenizerMeta('qwen2', { addBos: false, chatTemplate: QWEN_TEMPLATE })));
+    const tok = await withGguf(path, async (f) => tokenizerFromGguf(f));
+    expect(tok.tokenizerConfig.chat_template).to.equal(QWEN_TEMPLATE);
+    expect(tok.tokenizerConfig).to.include({ add_bos_token: false, bos_token: '<|endoftext|>', eos_token: '<|im_end|>' });
+    const dir = join(tmp, 'chat-tok');
+    await rm(dir, { recursive: true, force: true });
+    await import('node:fs/promises').then(async (fs) => {
+      await fs.mkdir(dir, { recursive: true });
+      await fs.writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tok.tokenizerJson));
+      await fs.writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify(tok.tokenizerConfig));
+    });
+    const text = await TextTokenizer.fromDirectory(dir);
+    expect(text.addsBos).to.equal(false);
+    const rendered = text.applyChatTemplate([
+      { role: 'system', content: 'You are terse.' },
+      { role: 'user', content: 'What is 12 + 30? <tool_call>' },
+    ]);
+    expect(rendered).to.contain('<|im_start|>assistant\n');
+    const [withSpecials] = await llamaCppTokenize(path, [rendered], true);
+    expect(text.encode(rendered, false)).to.deep.equal(withSpecials);
+    expect(text.eosTokenIds).to.include(tok.special.eos!);
+
+    // Llama 3's pre-tokenizer adds BOS unless the file says otherwise, as llama.cpp does.
+    const llama3 = tokenizerFromGguf(Object.fromEntries(Object.entries(bpeTokenizerMeta('llama-bpe')).map(([k, v]) => [k, unwrap(v)])));
+    const hf = new Tokenizer(llama3.tokenizerJson, llama3.tokenizerConfig);
+    const l3path = join(tmp, 'l3.gguf');
+    await writeFile(l3path, vocabGguf(bpeTokenizerMeta('llama-bpe')));
+    const llama = await (await import('./support/gguf-models.js')).llamaCpp();
+    const model = await llama.loadModel({ modelPath: l3path, vocabOnly: true });
+    try {
+      expect(llama3.tokenizerConfig.add_bos_token).to.equal(true);
+      expect(model.tokens.bos).to.equal(llama3.special.bos);
+      expect(hf.encode('Hi there', { add_special_tokens: true }).ids).to.deep.equal([model.tokens.bos!, ...model.tokenize('Hi there')]);
+    } finally {
+      await model.dispose();
+    }
+  });
+
+  it('refuses unknown and missing pre-tokenizers by name', () => {
+    const meta = (pre: string | undefined) =>
+      Object.fromEntries(Object.entries(bpeTokenizerMeta(pre ?? 'qwen2')).filter(([k]) => pre !== undefined || k !== 'tokenizer.ggml.pre').map(([k, v]) => [k, unwrap(v)]));
+    expect(() => tokenizerFromGguf(meta('deepseek-coder'))).to.throw(GgufError, /"deepseek-coder".*qwen2/);
+    expect(() => tokenizerFromGguf(meta(undefined))).to.throw(GgufError, /tokenizer\.ggml\.pre/);
+  });
+});
+
+/** A writer value back to the plain value the reader would return. */
+function unwrap(v: WValue): import('../src/gguf/reader.js').GgufValue {
+  if (v.t === 'arr') return v.v.map(unwrap);
+  if (v.t === 'u64' || v.t === 'i64') return Number(v.v);
+  return v.v;
+}
