@@ -1,4 +1,11 @@
 import { expect } from 'chai';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import { convertGguf } from '../src/gguf/convert.js';
+import { withGguf } from '../src/gguf/reader.js';
+import { llamaCppGreedy, ortGreedy, STORIES } from './support/gguf-models.js';
+import { rewriteGguf } from './support/gguf-writer.js';
 import { BLOCK_TYPES, dequantize } from '../src/gguf/quant/index.js';
 import { isLossless, toNBits } from '../src/gguf/quant/nbits.js';
 import { dequantizeMatrix } from '../src/onnx/quantized-matrix.js';
@@ -49,4 +56,61 @@ describe('gguf quantized types', () => {
       }
     });
   }
+});
+
+describe('gguf quantized models against llama.cpp', function () {
+  this.timeout(120_000);
+  let tmp: string;
+  before(async () => {
+    tmp = await mkdtemp(join(tmpdir(), 'reasonplug-gguf-quant-'));
+  });
+  after(async () => {
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  /** Re-encodes a GGUF with each 2-D tensor stored as `typeOf(name)` (when its rows divide into that type's blocks). */
+  async function requantized(src: string, dst: string, typeOf: (name: string) => number): Promise<void> {
+    await rewriteGguf(
+      src,
+      dst,
+      (_meta, tensors) => {
+        for (const [name, t] of tensors) {
+          if (t.dims.length !== 2) continue;
+          const type = typeOf(name);
+          const elems = BLOCK_TYPES.get(type)?.blockElems ?? 1;
+          if (t.dims[0]! % elems === 0) t.type = type;
+        }
+      },
+      (data, type) => quantizeGgml(data, type),
+    );
+  }
+
+  async function compare(path: string, steps: number, prompt = [1]): Promise<{ ours: number[]; ref: number[] }> {
+    const res = await convertGguf(path, join(tmp, `${basename(path)}-module`));
+    const ours = await ortGreedy(join(res.dir, 'model.onnx'), prompt, steps);
+    const ref = await llamaCppGreedy(path, prompt, steps);
+    return { ours, ref };
+  }
+
+  it('stories260K as Q8_0: all 60 greedy tokens equal llama.cpp', async () => {
+    const path = join(tmp, 'stories-q8_0.gguf');
+    await requantized(STORIES, path, () => GGML.Q8_0);
+    await withGguf(path, async (f) => {
+      expect(f.tensorInfo('blk.0.attn_q.weight')!.typeName).to.equal('Q8_0');
+      expect(f.tensorInfo('token_embd.weight')!.typeName).to.equal('Q8_0');
+    });
+    const { ours, ref } = await compare(path, 60);
+    expect(ours).to.deep.equal(ref);
+  });
+
+  it("stories260K as Q4_0: greedy tokens equal llama.cpp's over the prefix where its F32 and Q4_0 runs agree", async () => {
+    const path = join(tmp, 'stories-q4_0.gguf');
+    await requantized(STORIES, path, () => GGML.Q4_0);
+    const { ours, ref } = await compare(path, 60);
+    const f32 = await llamaCppGreedy(STORIES, [1], 60);
+    let agree = 0;
+    while (agree < 60 && f32[agree] === ref[agree]) agree++;
+    expect(agree, 'llama.cpp F32 and Q4_0 agree on a prefix').to.be.at.least(8);
+    expect(ours.slice(0, agree)).to.deep.equal(ref.slice(0, agree));
+  });
 });

@@ -13,10 +13,12 @@ import { hashFile } from '../modules/file-digest.js';
 import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { basename, extname, join, resolve } from 'node:path';
-import type { LlamaConfig, LlamaLayerWeights, LlamaWeights } from '../onnx/llama-spec.js';
+import type { LlamaConfig, LlamaLayerWeights, LlamaWeights, WeightMatrix } from '../onnx/llama-spec.js';
+import { isQuantized, sliceRows } from '../onnx/quantized-matrix.js';
+import { toNBits } from './quant/nbits.js';
 import { writeLlamaModel } from '../onnx/llama-builder.js';
 import { tokenizerFingerprint } from '../tokenizer/fingerprint.js';
-import { GgufError, GgufFile, type GgufTensorInfo } from './reader.js';
+import { GgufError, GgufFile, SUPPORTED_TENSOR_TYPES, type GgufTensorInfo } from './reader.js';
 import { tokenizerFromGguf } from './tokenizer-from-gguf.js';
 
 export interface ConvertGgufOptions {
@@ -26,6 +28,13 @@ export interface ConvertGgufOptions {
   name?: string;
   /** Write weights to `model.onnx.data`. Default: only when they would not fit one protobuf (> 1.5 GiB). */
   externalData?: boolean;
+  /**
+   * Dequantize block-quantized tensors to dense `dtype` matrices instead of mapping them onto MatMulNBits
+   * (larger and slower; the reference for the mapping's error). Default false.
+   */
+  dequantize?: boolean;
+  /** `accuracy_level` of the MatMulNBits nodes (see LlamaBuildOptions.quantAccuracyLevel). Default 4. */
+  quantAccuracyLevel?: 0 | 4;
 }
 
 /** One file entry of a module manifest. */
@@ -195,7 +204,11 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
 }
 
 /** Reads all weights of a GGUF of a supported architecture, checking each tensor's shape against the config. */
-export async function llamaWeightsFromGguf(f: GgufFile, config: LlamaConfig): Promise<LlamaWeights> {
+export async function llamaWeightsFromGguf(
+  f: GgufFile,
+  config: LlamaConfig,
+  opts: { dequantize?: boolean } = {},
+): Promise<LlamaWeights<WeightMatrix>> {
   const src = basename(f.path);
   const arch = ggufArchitecture(f);
   const h = config.hiddenSize;
@@ -204,7 +217,9 @@ export async function llamaWeightsFromGguf(f: GgufFile, config: LlamaConfig): Pr
   const kvDim = (config.numKvHeads ?? config.numHeads) * hd;
   const ff = config.intermediateSize;
   const used = new Set<string>();
-  const read = async (name: string, shape: number[]): Promise<Float32Array> => {
+  const read = async (name: string, shape: number[]): Promise<Float32Array> => f.readTensor(check(name, shape).name);
+  /** The tensor's info once its shape matches `shape`; marks it used. */
+  const check = (name: string, shape: number[]): GgufTensorInfo => {
     const t: GgufTensorInfo | undefined = f.tensorInfo(name);
     if (!t) throw new GgufError(`${src} has no tensor "${name}" (expected shape [${shape.join(', ')}]).`, 'missing-tensor');
     if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
@@ -214,26 +229,31 @@ export async function llamaWeightsFromGguf(f: GgufFile, config: LlamaConfig): Pr
       );
     }
     used.add(name);
-    return f.readTensor(name);
+    return t;
   };
-  /** Rows [from, from + n) of a row-major matrix with `cols` columns. */
-  const rows = (m: Float32Array, from: number, n: number, cols: number) => m.slice(from * cols, (from + n) * cols);
-  const layers: LlamaLayerWeights[] = [];
+  /** A projection or embedding matrix: block-quantized tensors are repacked for MatMulNBits (see quant/nbits.ts). */
+  const readMatrix = async (name: string, shape: [number, number]): Promise<WeightMatrix> => {
+    const t = check(name, shape);
+    if (!t.quantized || opts.dequantize) return f.readTensor(name);
+    return toNBits(t.type, await f.readTensorBytes(name), shape[0], shape[1]);
+  };
+  const rows = sliceRows;
+  const layers: LlamaLayerWeights<WeightMatrix>[] = [];
   for (let i = 0; i < config.numLayers; i++) {
     const p = `blk.${i}.`;
-    const layer: Partial<LlamaLayerWeights> = { attnNorm: await read(`${p}attn_norm.weight`, [h]) };
+    const layer: Partial<LlamaLayerWeights<WeightMatrix>> = { attnNorm: await read(`${p}attn_norm.weight`, [h]) };
     // q, k and v: apart, or fused as one [q + 2 kv, hidden] matrix (Phi-3, some llama files).
     if (f.tensorInfo(`${p}attn_qkv.weight`)) {
-      const qkv = await read(`${p}attn_qkv.weight`, [qDim + 2 * kvDim, h]);
+      const qkv = await readMatrix(`${p}attn_qkv.weight`, [qDim + 2 * kvDim, h]);
       Object.assign(layer, { wq: rows(qkv, 0, qDim, h), wk: rows(qkv, qDim, kvDim, h), wv: rows(qkv, qDim + kvDim, kvDim, h) });
       if (config.qkvBias) {
         const b = await read(`${p}attn_qkv.bias`, [qDim + 2 * kvDim]);
         Object.assign(layer, { bq: b.slice(0, qDim), bk: b.slice(qDim, qDim + kvDim), bv: b.slice(qDim + kvDim) });
       }
     } else {
-      layer.wq = await read(`${p}attn_q.weight`, [qDim, h]);
-      layer.wk = await read(`${p}attn_k.weight`, [kvDim, h]);
-      layer.wv = await read(`${p}attn_v.weight`, [kvDim, h]);
+      layer.wq = await readMatrix(`${p}attn_q.weight`, [qDim, h]);
+      layer.wk = await readMatrix(`${p}attn_k.weight`, [kvDim, h]);
+      layer.wv = await readMatrix(`${p}attn_v.weight`, [kvDim, h]);
       if (config.qkvBias) {
         layer.bq = await read(`${p}attn_q.bias`, [qDim]);
         layer.bk = await read(`${p}attn_k.bias`, [kvDim]);
@@ -244,28 +264,28 @@ export async function llamaWeightsFromGguf(f: GgufFile, config: LlamaConfig): Pr
       layer.qNorm = await read(`${p}attn_q_norm.weight`, [hd]);
       layer.kNorm = await read(`${p}attn_k_norm.weight`, [hd]);
     }
-    layer.wo = await read(`${p}attn_output.weight`, [h, qDim]);
+    layer.wo = await readMatrix(`${p}attn_output.weight`, [h, qDim]);
     if (config.postNorms) layer.postAttnNorm = await read(`${p}post_attention_norm.weight`, [h]);
     layer.mlpNorm = await read(`${p}ffn_norm.weight`, [h]);
     if (arch === 'phi3') {
       // Phi-3's gate and up projections are one [2 ff, hidden] matrix, gate first (llama.cpp's SwiGLU halves).
-      const gateUp = await read(`${p}ffn_up.weight`, [2 * ff, h]);
+      const gateUp = await readMatrix(`${p}ffn_up.weight`, [2 * ff, h]);
       layer.wGate = rows(gateUp, 0, ff, h);
       layer.wUp = rows(gateUp, ff, ff, h);
     } else {
-      layer.wGate = await read(`${p}ffn_gate.weight`, [ff, h]);
-      layer.wUp = await read(`${p}ffn_up.weight`, [ff, h]);
+      layer.wGate = await readMatrix(`${p}ffn_gate.weight`, [ff, h]);
+      layer.wUp = await readMatrix(`${p}ffn_up.weight`, [ff, h]);
     }
-    layer.wDown = await read(`${p}ffn_down.weight`, [h, ff]);
+    layer.wDown = await readMatrix(`${p}ffn_down.weight`, [h, ff]);
     if (config.postNorms) layer.postMlpNorm = await read(`${p}post_ffw_norm.weight`, [h]);
-    layers.push(layer as LlamaLayerWeights);
+    layers.push(layer as LlamaLayerWeights<WeightMatrix>);
   }
-  const weights: LlamaWeights = {
-    embed: await read('token_embd.weight', [config.vocabSize, h]),
+  const weights: LlamaWeights<WeightMatrix> = {
+    embed: await readMatrix('token_embd.weight', [config.vocabSize, h]),
     layers,
     finalNorm: await read('output_norm.weight', [h]),
   };
-  if (!config.tieWordEmbeddings) weights.lmHead = await read('output.weight', [config.vocabSize, h]);
+  if (!config.tieWordEmbeddings) weights.lmHead = await readMatrix('output.weight', [config.vocabSize, h]);
   // Llama 3.1-style rope scaling: one set of frequency divisors (llama.cpp reads it for the llama architecture).
   if (arch === 'llama' && f.tensorInfo('rope_freqs.weight')) config.ropeFreqFactors = Array.from(await read('rope_freqs.weight', [hd / 2]));
   // Whatever is left is something this converter would drop: refuse it by name (llama.cpp refuses unused tensors too).
@@ -277,6 +297,17 @@ export async function llamaWeightsFromGguf(f: GgufFile, config: LlamaConfig): Pr
     );
   }
   return weights;
+}
+
+/** Bitwise equality of two matrices (dense values, or codes, scales and zero points). */
+function sameMatrix(a: WeightMatrix, b: WeightMatrix): boolean {
+  if (isQuantized(a) || isQuantized(b)) {
+    if (!isQuantized(a) || !isQuantized(b) || a.bits !== b.bits || a.blockSize !== b.blockSize) return false;
+    const eq = (x?: ArrayBufferView, y?: ArrayBufferView) =>
+      x === undefined || y === undefined ? x === y : Buffer.from(x.buffer, x.byteOffset, x.byteLength).equals(Buffer.from(y.buffer, y.byteOffset, y.byteLength));
+    return eq(a.data, b.data) && eq(a.scales, b.scales) && eq(a.zeroPoints, b.zeroPoints);
+  }
+  return sameFloats(a, b);
 }
 
 function sameFloats(a: Float32Array, b: Float32Array): boolean {
@@ -312,7 +343,7 @@ export async function convertGguf(ggufPath: string, outDir: string, opts: Conver
       const types = [...new Set(unreadable.map((t) => t.typeName))].join(', ');
       throw new GgufError(
         `${file} has ${unreadable.length} of ${f.tensors.length} tensors in ${types} (e.g. "${unreadable[0]!.name}"); ` +
-          'only F32, F16 and BF16 GGUFs can be converted. Use an unquantized GGUF (e.g. `convert_hf_to_gguf.py --outtype f16`).',
+          `the converter takes ${SUPPORTED_TENSOR_TYPES.join(', ')}. Re-quantize the model with llama-quantize to one of these (e.g. Q4_K_M).`,
         'unsupported-tensor-type',
       );
     }
@@ -324,25 +355,32 @@ export async function convertGguf(ggufPath: string, outDir: string, opts: Conver
       throw new GgufError(`${file}: the tokenizer has ${nTokens} tokens but the model's vocabulary is ${config.vocabSize}.`, 'corrupt');
     }
 
-    const weights = await llamaWeightsFromGguf(f, config);
+    const weights = await llamaWeightsFromGguf(f, config, { dequantize: opts.dequantize ?? false });
     // llama2.c-style files store the output head separately even when it equals the embedding: tie them.
-    if (weights.lmHead && sameFloats(weights.lmHead, weights.embed)) {
+    if (weights.lmHead && sameMatrix(weights.lmHead, weights.embed)) {
       delete weights.lmHead;
       config.tieWordEmbeddings = true;
     }
 
-    const params =
-      weights.embed.length +
-      weights.finalNorm.length +
-      (weights.lmHead?.length ?? 0) +
-      weights.layers.reduce((n, l) => n + Object.values(l).reduce((m, a: Float32Array) => m + a.length, 0), 0);
-    const externalData = opts.externalData ?? params * (dtype === 'float16' ? 2 : 4) > EXTERNAL_DATA_THRESHOLD;
+    // Bytes the initializers will take: dense values in `dtype`, quantized codes and scales as they are.
+    const bytesOf = (m: WeightMatrix | undefined): number =>
+      m === undefined ? 0 : isQuantized(m) ? m.data.length + m.scales.byteLength + (m.zeroPoints?.length ?? 0) : m.length * (dtype === 'float16' ? 2 : 4);
+    const weightBytes =
+      bytesOf(weights.embed) +
+      bytesOf(weights.finalNorm) +
+      bytesOf(weights.lmHead) +
+      weights.layers.reduce((n, l) => n + Object.values(l).reduce((m: number, a: WeightMatrix) => m + bytesOf(a), 0), 0);
+    const externalData = opts.externalData ?? weightBytes > EXTERNAL_DATA_THRESHOLD;
 
     await mkdir(dir, { recursive: true });
     // The manifest is written last: a directory left by a failed conversion is not a module.
     await rm(join(dir, 'reasonplug.json'), { force: true });
     await rm(join(dir, 'model.onnx.data'), { force: true });
-    await writeLlamaModel(join(dir, 'model.onnx'), config, weights, { dtype, externalData });
+    await writeLlamaModel(join(dir, 'model.onnx'), config, weights, {
+      dtype,
+      externalData,
+      ...(opts.quantAccuracyLevel !== undefined ? { quantAccuracyLevel: opts.quantAccuracyLevel } : {}),
+    });
     await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tok.tokenizerJson, null, 2) + '\n');
     await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify(tok.tokenizerConfig, null, 2) + '\n');
 

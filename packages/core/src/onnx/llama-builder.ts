@@ -11,7 +11,8 @@ import { basename, dirname, join } from 'node:path';
 import type { onnx as O } from 'onnx-proto';
 import { DataType, makeNode, makeTensor, makeValueInfo, onnx, writeModel, type TensorProto, type ValueInfoProto } from './proto.js';
 import { GraphBuilder, float32ArrayToFloat16, transpose2d } from './graph-builder.js';
-import type { LlamaConfig, LlamaWeights, LlamaLayerWeights, RopeStyle } from './llama-spec.js';
+import type { LlamaConfig, LlamaWeights, LlamaLayerWeights, QuantizedMatrix, RopeStyle, WeightMatrix } from './llama-spec.js';
+import { concatRows, isQuantized } from './quantized-matrix.js';
 
 /** Default-domain opset the builder writes (ReduceMean still takes `axes` as an attribute here). */
 const OPSET = 17;
@@ -63,6 +64,12 @@ export interface LlamaBuildOptions {
   inputsEmbeds?: boolean;
   /** `producer_name` written into the model. Default `reasonplug`. */
   producer?: string;
+  /**
+   * `accuracy_level` of the MatMulNBits nodes written for quantized matrices: 4 (default) lets onnxruntime
+   * quantize activations to int8 per block for its integer kernels (as llama.cpp does for its quantized
+   * types); 0 keeps activations in fp32 (slower, closer to the dequantized product).
+   */
+  quantAccuracyLevel?: 0 | 1 | 2 | 3 | 4;
 }
 
 /** A config with every default filled in. */
@@ -199,10 +206,18 @@ export function randomLlamaWeights(config: LlamaConfig, seed: number, scale = 0.
   return c.tied ? { embed, layers, finalNorm } : { embed, layers, finalNorm, lmHead: normal(c.vocab * c.hidden, scale) };
 }
 
-function checkWeights(c: Resolved, w: LlamaWeights): void {
+function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
   const q = c.heads * c.headDim;
   const kv = c.kvHeads * c.headDim;
-  const expect = (what: string, a: Float32Array | undefined, n: number) => {
+  const expect = (what: string, a: WeightMatrix | undefined, n: number) => {
+    if (a && !(a instanceof Float32Array)) {
+      const { rows, cols, bits, blockSize, data, scales } = a;
+      if (rows * cols !== n) throw new Error(`Llama weights: ${what} is a ${rows}x${cols} quantized matrix, the config needs ${n} values`);
+      if (cols % blockSize !== 0 || data.length !== (rows * cols * bits) / 8 || scales.length !== (rows * cols) / blockSize) {
+        throw new Error(`Llama weights: ${what} is a malformed quantized matrix (${bits}-bit, block ${blockSize}, ${data.length} code bytes, ${scales.length} scales)`);
+      }
+      return;
+    }
     if (!(a instanceof Float32Array)) throw new Error(`Llama weights: ${what} is missing (expected a Float32Array of ${n} values)`);
     if (a.length !== n) throw new Error(`Llama weights: ${what} has ${a.length} values, the config needs ${n}`);
   };
@@ -236,16 +251,21 @@ function checkWeights(c: Resolved, w: LlamaWeights): void {
   if (!c.tied) expect('lmHead (the config does not tie embeddings)', w.lmHead, c.vocab * c.hidden);
 }
 
-/** Float-valued weight names (fp32 views) the decoder body reads. */
+/** A projection as the body applies it: a dense `[in, out]` MatMul operand, or MatMulNBits initializers. */
+type Linear =
+  | { kind: 'dense'; w: string }
+  | { kind: 'nbits'; inputs: string[]; attrs: { K: number; N: number; bits: number; block_size: number } };
+
+/** Float-valued weight names (fp32 views) and projections the decoder body reads. */
 interface LayerRefs {
   attnNorm: string;
-  /** q, k and v projections side by side, `[hidden, q + 2 kv]`. */
-  wqkv: string;
-  wo: string;
+  /** q, k and v projections: one product `[hidden, q + 2 kv]` when they share a layout, else three concatenated. */
+  wqkv: Linear[];
+  wo: Linear;
   mlpNorm: string;
-  wGate: string;
-  wUp: string;
-  wDown: string;
+  wGate: Linear;
+  wUp: Linear;
+  wDown: Linear;
   /** q, k and v biases side by side `[q + 2 kv]` (qkvBias). */
   bqkv?: string;
   /** q's norm weight repeated per q head, then k's per kv head: `[heads + kvHeads, 1, headDim]` (qkNorm). */
@@ -259,7 +279,7 @@ interface LayerRefs {
  * {@link LlamaBuildOptions} for the optional inputs and outputs). Weights are copied (and transposed to
  * `[in, out]` for MatMul); the inputs are not modified. The result can be passed to `encodeModel`/`writeModel`.
  */
-export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights, options: LlamaBuildOptions = {}): O.IModelProto {
+export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<WeightMatrix>, options: LlamaBuildOptions = {}): O.IModelProto {
   const c = resolve(config);
   checkWeights(c, weights);
   const fp16 = options.dtype === 'float16';
@@ -313,8 +333,37 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights, opti
       fp16 ? makeTensor(name, DataType.FLOAT16, dims, float32ArrayToFloat16(data)) : makeTensor(name, DataType.FLOAT, dims, data),
     );
   const asFloat = (name: string): string => (fp16 ? g.op('Cast', [name], { to: DataType.FLOAT }, g.fresh(`${name}.f32`)) : name);
-  const matrix = (name: string, out: number, inp: number, data: Float32Array): string =>
-    asFloat(stored(`${name}.T`, [inp, out], transpose2d(data, out, inp)));
+  const accuracyLevel = options.quantAccuracyLevel ?? 4;
+  let usesContribOps = false;
+  /** MatMulNBits initializers of a quantized `[out, in]` matrix (scales fp32: the operator's A is fp32 here). */
+  const nbits = (name: string, m: QuantizedMatrix, codes?: string): Linear => {
+    usesContribOps = true;
+    const blocks = m.cols / m.blockSize;
+    const B = codes ?? g.initializer(makeTensor(`${name}.qweight`, DataType.UINT8, [m.rows, blocks, (m.blockSize * m.bits) / 8], m.data));
+    const inputs = [B, g.initializer(makeTensor(`${name}.scales`, DataType.FLOAT, [m.rows * blocks], m.scales))];
+    if (m.zeroPoints) inputs.push(g.initializer(makeTensor(`${name}.qzeros`, DataType.UINT8, [m.zeroPoints.length], m.zeroPoints)));
+    return { kind: 'nbits', inputs, attrs: { K: m.cols, N: m.rows, bits: m.bits, block_size: m.blockSize } };
+  };
+  const matrix = (name: string, out: number, inp: number, data: WeightMatrix): Linear =>
+    isQuantized(data) ? nbits(name, data) : { kind: 'dense', w: asFloat(stored(`${name}.T`, [inp, out], transpose2d(data, out, inp))) };
+  const denseOf = (l: Linear): string => (l.kind === 'dense' ? l.w : '');
+  /** q, k and v as one product where their layouts allow (onnxruntime folds a dense Concat at load). */
+  const qkvLinears = (p: string, l: LlamaLayerWeights<WeightMatrix>): Linear[] => {
+    const all = [l.wq, l.wk, l.wv];
+    if (all.every(isQuantized)) {
+      const cat = concatRows(all as QuantizedMatrix[]);
+      if (cat) return [nbits(`${p}.self_attn.qkv_proj.weight`, cat)];
+    }
+    const parts = [
+      matrix(`${p}.self_attn.q_proj.weight`, qDim, hidden, l.wq),
+      matrix(`${p}.self_attn.k_proj.weight`, kvDim, hidden, l.wk),
+      matrix(`${p}.self_attn.v_proj.weight`, kvDim, hidden, l.wv),
+    ];
+    if (parts.some((x) => x.kind !== 'dense')) return parts;
+    // Stored apart under their usual names; onnxruntime folds the Concat into one matrix at load, once for
+    // both branches of a merged decoder, so q, k and v come from one product.
+    return [{ kind: 'dense', w: g.op('Concat', parts.map(denseOf), { axis: 1 }, g.fresh(`${p}.self_attn.qkv_proj.weight.T`)) }];
+  };
   const vector = (name: string, data: Float32Array): string => asFloat(stored(name, [data.length], data));
   const normVector = (name: string, data: Float32Array): string =>
     vector(name, c.normOffset === 0 ? data : data.map((x) => x + c.normOffset));
@@ -326,24 +375,26 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights, opti
     const rows = (w: string, n: number) => g.op('Expand', [g.op('Reshape', [w, g.i64([1, 1, headDim])]), g.i64([n, 1, headDim])]);
     return g.op('Concat', [rows(q, heads), rows(k, kvHeads)], { axis: 0 }, g.fresh(`${p}.self_attn.qk_norm.weight`));
   }
-  // The embedding stays in its storage type: Gather reads a few rows, which are cast afterwards.
-  const embedStored = stored('model.embed_tokens.weight', [vocab, hidden], weights.embed);
+  // The embedding stays in its storage type: Gather reads a few rows, which are cast afterwards. A quantized
+  // one is read by GatherBlockQuantized from the same codes a tied head's MatMulNBits uses (one copy on disk).
+  const embedQ = isQuantized(weights.embed) ? weights.embed : undefined;
+  if (embedQ) usesContribOps = true;
+  const embedStored = embedQ
+    ? g.initializer(makeTensor('model.embed_tokens.qweight', DataType.UINT8, [vocab, (hidden * embedQ.bits) / 8], embedQ.data))
+    : stored('model.embed_tokens.weight', [vocab, hidden], weights.embed as Float32Array);
+  const embedQInputs = embedQ
+    ? [
+        g.initializer(makeTensor('model.embed_tokens.scales', DataType.FLOAT, [vocab, hidden / embedQ.blockSize], embedQ.scales)),
+        ...(embedQ.zeroPoints
+          ? [g.initializer(makeTensor('model.embed_tokens.qzeros', DataType.UINT8, [vocab, embedQ.zeroPoints.length / vocab], embedQ.zeroPoints))]
+          : []),
+      ]
+    : [];
   const layerRefs: LayerRefs[] = weights.layers.map((l, i) => {
     const p = `model.layers.${i}`;
     return {
       attnNorm: normVector(`${p}.input_layernorm.weight`, l.attnNorm),
-      // Stored apart under their usual names; onnxruntime folds the Concat into one matrix at load, once for
-      // both branches of a merged decoder, so q, k and v come from one product.
-      wqkv: g.op(
-        'Concat',
-        [
-          matrix(`${p}.self_attn.q_proj.weight`, qDim, hidden, l.wq),
-          matrix(`${p}.self_attn.k_proj.weight`, kvDim, hidden, l.wk),
-          matrix(`${p}.self_attn.v_proj.weight`, kvDim, hidden, l.wv),
-        ],
-        { axis: 1 },
-        g.fresh(`${p}.self_attn.qkv_proj.weight.T`),
-      ),
+      wqkv: qkvLinears(p, l),
       wo: matrix(`${p}.self_attn.o_proj.weight`, hidden, qDim, l.wo),
       // Gemma's names: its "post_attention_layernorm" follows attention, the MLP's input norm is "pre_feedforward".
       mlpNorm: normVector(c.postNorms ? `${p}.pre_feedforward_layernorm.weight` : `${p}.post_attention_layernorm.weight`, l.mlpNorm),
@@ -370,9 +421,11 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights, opti
     };
   });
   const finalNorm = normVector('model.norm.weight', weights.finalNorm);
-  const lmHead = c.tied
-    ? g.op('Transpose', [asFloat(embedStored)], { perm: [1, 0] }, g.fresh('lm_head.weight.T'))
-    : matrix('lm_head.weight', vocab, hidden, weights.lmHead!);
+  const lmHead: Linear = !c.tied
+    ? matrix('lm_head.weight', vocab, hidden, weights.lmHead!)
+    : embedQ
+      ? nbits('lm_head', embedQ, g.op('Reshape', [embedStored, g.i64([vocab, hidden / embedQ.blockSize, (embedQ.blockSize * embedQ.bits) / 8])], {}, g.fresh('lm_head.qweight')))
+      : { kind: 'dense', w: g.op('Transpose', [asFloat(embedStored)], { perm: [1, 0] }, g.fresh('lm_head.weight.T')) };
   // Inverse frequencies with the linear scale and per-frequency factors folded in (llama.cpp's
   // theta = pos * scale * base^(-2j/d) / factor[j]); the sliding layers may have their own base and scale.
   const invFreqOf = (name: string, theta: number, scale: number): string =>
@@ -400,6 +453,13 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights, opti
       return b.op('Mul', [b.op('Div', [x, denom]), w], {}, out);
     };
     const toFloat = (x: string) => (fp16 ? b.op('Cast', [x], { to: DataType.FLOAT }) : x);
+    /** x · Wᵀ for one projection (MatMul, or MatMulNBits for a quantized matrix). */
+    const linear = (x: string, l: Linear, out?: string): string => {
+      if (l.kind === 'dense') return b.op('MatMul', [x, l.w], {}, out);
+      const y = out ?? b.fresh('matmulnbits');
+      b.nodes.push(makeNode('MatMulNBits', [x, ...l.inputs], [y], { ...l.attrs, accuracy_level: accuracyLevel }, b.fresh('n_MatMulNBits'), 'com.microsoft'));
+      return y;
+    };
     /** Writes a float value to a graph output: a Cast for fp16, else the producing op names it directly. */
     const emit = (base: string, make: (out?: string) => string): void => {
       const name = outName(base);
@@ -408,7 +468,12 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights, opti
     };
 
     // Hidden states [B, S, hidden]: embedded ids, then (optionally) the caller's embeddings.
-    let h = toFloat(b.op('Gather', [embedStored, inputIds], { axis: 0 }));
+    let h: string;
+    if (embedQ) {
+      h = b.fresh('embeds');
+      const attrs = { gather_axis: 0, quantize_axis: 1, block_size: embedQ.blockSize, bits: embedQ.bits };
+      b.nodes.push(makeNode('GatherBlockQuantized', [embedStored, inputIds, ...embedQInputs], [h], attrs, b.fresh('n_GatherBlockQuantized'), 'com.microsoft'));
+    } else h = toFloat(b.op('Gather', [embedStored, inputIds], { axis: 0 }));
     if (c.embedScale !== 1) h = b.op('Mul', [h, b.f32([c.embedScale], [])]);
     if (embedsIn) h = b.op('Concat', [h, toFloat(embedsIn)], { axis: 1 });
 
@@ -493,7 +558,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights, opti
       const x = rms(h, L.attnNorm);
       // One product for q, k and v and one rotary pass over q and k together: a third of the kernels of
       // projecting and rotating each apart.
-      let qkvFlat = b.op('MatMul', [x, L.wqkv]);
+      let qkvFlat = L.wqkv.length === 1 ? linear(x, L.wqkv[0]!) : b.op('Concat', L.wqkv.map((w) => linear(x, w)), { axis: -1 });
       if (L.bqkv) qkvFlat = b.op('Add', [qkvFlat, L.bqkv]);
       const qkv = b.op('Transpose', [b.op('Reshape', [qkvFlat, b.i64([0, 0, heads + 2 * kvHeads, headDim])])], perm0213);
       const [qkRaw, v] = b.opN('Split', [qkv, b.i64([heads + kvHeads, kvHeads])], ['qk', 'v'], { axis: 1 });
@@ -520,14 +585,14 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights, opti
         o = b.op('Reshape', [o5, oShape]);
       }
       const attn = b.op('Reshape', [b.op('Transpose', [o], perm0213), b.i64([0, 0, qDim])]);
-      let attnOut = b.op('MatMul', [attn, L.wo]);
+      let attnOut = linear(attn, L.wo);
       if (L.postAttnNorm) attnOut = rms(attnOut, L.postAttnNorm);
       h = b.op('Add', [h, attnOut]);
       const y = rms(h, L.mlpNorm);
-      const gate = b.op('MatMul', [y, L.wGate]);
+      const gate = linear(y, L.wGate);
       const gated = c.act === 'silu' ? b.op('Mul', [gate, b.op('Sigmoid', [gate])]) : geluTanh(gate);
-      const act = b.op('Mul', [gated, b.op('MatMul', [y, L.wUp])]);
-      let mlpOut = b.op('MatMul', [act, L.wDown]);
+      const act = b.op('Mul', [gated, linear(y, L.wUp)]);
+      let mlpOut = linear(act, L.wDown);
       if (L.postMlpNorm) mlpOut = rms(mlpOut, L.postMlpNorm);
       h = b.op('Add', [h, mlpOut]);
     }
@@ -540,11 +605,11 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights, opti
       const start = b.op('Neg', [b.op('Unsqueeze', [numLogits, b.i64([0])])]);
       headIn = b.op('Slice', [normed, start, S1, one]);
     }
-    if (c.finalCap === undefined) emit('logits', (out) => b.op('MatMul', [headIn, lmHead], {}, out));
+    if (c.finalCap === undefined) emit('logits', (out) => linear(headIn, lmHead, out));
     else {
       const cap = c.finalCap;
       emit('logits', (out) =>
-        b.op('Mul', [b.op('Tanh', [b.op('Mul', [b.op('MatMul', [headIn, lmHead]), b.f32([1 / cap], [])])]), b.f32([cap], [])], {}, out),
+        b.op('Mul', [b.op('Tanh', [b.op('Mul', [linear(headIn, lmHead), b.f32([1 / cap], [])])]), b.f32([cap], [])], {}, out),
       );
     }
   };
@@ -574,7 +639,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights, opti
   return {
     irVersion: IR_VERSION,
     producerName: options.producer ?? 'reasonplug',
-    opsetImport: [{ domain: '', version: OPSET }],
+    opsetImport: [{ domain: '', version: OPSET }, ...(usesContribOps ? [{ domain: 'com.microsoft', version: 1 }] : [])],
     graph: g.toGraph('llama_decoder', inputs, outputs),
   };
 }
@@ -595,7 +660,7 @@ export interface ExternalDataLayout {
 export async function writeLlamaModel(
   path: string,
   config: LlamaConfig,
-  weights: LlamaWeights,
+  weights: LlamaWeights<WeightMatrix>,
   options: LlamaBuildOptions & { externalData?: boolean | ExternalDataLayout } = {},
 ): Promise<void> {
   const model = buildLlamaModel(config, weights, options);
