@@ -19,8 +19,8 @@ import { spawnWorker, type WireError } from './runtime/spawn-worker.js';
 import { resolveModelPath } from './registry/resolve-model.js';
 import type { RegistryOptions } from './registry/settings.js';
 import type { FusionMode } from './compose/fusion.js';
-import { validateSamplingOptions } from './sampling/index.js';
-import { validatePlacement, type PlacementChoice } from './runtime/thread-budget.js';
+import { validateGenerateOptions } from './generate/options.js';
+import { validateIntraOpThreads, validatePlacement, type PlacementChoice } from './runtime/thread-budget.js';
 import { validateDtype } from './modules/hub-variants.js';
 
 /** How to load a model. */
@@ -100,6 +100,7 @@ export class Engine {
     const t0 = performance.now();
     const { model: modelSpec, dtype, projector: projectorSpec, reasoners: reasonerSpecs, registry, cacheDir, mode, placement, ...runtime } = options;
     if (placement !== undefined) validatePlacement(placement);
+    if (runtime.intraOpThreads !== undefined) validateIntraOpThreads(runtime.intraOpThreads);
     for (const d of [dtype, ...(reasonerSpecs ?? []).map((r) => r.dtype)]) if (d !== undefined) validateDtype(d);
     // Registry references (`[registry/]namespace/name@range`) are pulled into the cache; paths pass through.
     const pull = (spec: string) => resolveModelPath(spec, registry);
@@ -140,7 +141,7 @@ export class Engine {
   /** Streams a generation. Calls are queued: one generation runs at a time per engine. */
   stream(input: PromptInput, options: StreamOptions = {}): GenerationStream {
     const { signal, ...generateOptions } = options;
-    validateSamplingOptions(generateOptions);
+    validateGenerateOptions(generateOptions);
     const tokens: TokenEvent[] = [];
     let wake: (() => void) | undefined;
     let finished = false;

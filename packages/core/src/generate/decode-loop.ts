@@ -7,6 +7,7 @@ import { StreamDecoder, type DecodeFn } from '../tokenizer/stream-decoder.js';
 import { StopStringMatcher } from './stop-strings.js';
 import { MarkerScanner, type MarkerSpec } from './latent-marker.js';
 import type { FinishReason, GenerateOptions, RowResult, TokenEvent, Usage } from './types.js';
+import { validateGenerateOptions } from './options.js';
 import type { Constraint } from '../constrain/types.js';
 
 /** Anything that turns a token stream into next-token logits: one model, or a composition of several. */
@@ -28,6 +29,12 @@ export interface DecodeLoopInput {
   decode?: DecodeFn;
   /** Ids at or above this are never sampled (a tokenizer smaller than the logits). */
   vocabLimit?: number;
+  /**
+   * Positions the model can hold (prompt, fed tokens and latent steps), when known: rows then stop with
+   * `finishReason: 'length'` where the next token would not fit, keeping their text, and a longer prompt is
+   * refused before anything runs. Unknown: the model's own limit, if any, fails the run.
+   */
+  contextLength?: number;
   /**
    * Per row, the grammar its reply must follow (none: free text). Applied to the composed logits before
    * sampling. A constrained row opens no latent span at a marker: the grammar decides its tokens, so marker
@@ -152,6 +159,7 @@ class RowState {
 /** Runs one generation over a logit source. */
 export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput): Promise<DecodeLoopOutput> {
   const { options } = input;
+  validateGenerateOptions(options);
   const maxTokens = options.maxTokens ?? 256;
   const vocab = source.vocabSize;
   const limit = Math.min(input.vocabLimit ?? vocab, vocab);
@@ -159,6 +167,17 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
   const stops = options.stop?.length && input.decode ? new StopStringMatcher(options.stop) : undefined;
   checkPrompts(input.prompts, vocab);
   const latent = input.latent;
+  const context = input.contextLength ?? Infinity;
+  // A batch is left-padded to its longest prompt: every row takes that many positions.
+  let used = Math.max(...input.prompts.map((p) => p.length));
+  const fixedSteps = latent && typeof latent.policy === 'object' ? latent.policy.fixed : 0;
+  if (used + fixedSteps > context) {
+    const longest = input.prompts.findIndex((p) => p.length === used);
+    throw new PromptError(
+      `prompt ${longest} has ${used} tokens${fixedSteps ? ` and ${fixedSteps} latent steps follow it` : ''}, ` +
+        `more than the model's context of ${context} positions; shorten the prompt`,
+    );
+  }
   const markerPolicy = latent?.policy === 'marker' && input.decode !== undefined;
   if (markerPolicy && input.prompts.length > 1) {
     throw new LatentPolicyError('the marker policy decodes one prompt at a time; run batch rows separately or use fixed:K');
@@ -184,17 +203,21 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
   const t0 = performance.now();
   let logits = await source.prefill(input.prompts);
   // Coconut-style: K continuous thoughts right after the prompt, before the first token.
-  if (latent && typeof latent.policy === 'object') logits = await runLatent(latent.policy.fixed, rows);
+  if (fixedSteps) {
+    logits = await runLatent(fixedSteps, rows);
+    used += fixedSteps;
+  }
   const prefillMs = performance.now() - t0;
   let decodeSteps = 0;
   const tDecode = performance.now();
 
-  if (maxTokens <= 0) for (const row of rows) row.end('length');
   while (rows.some((r) => !r.finish)) {
     if (input.shouldAbort()) {
       for (const row of rows) if (!row.finish) row.end('abort');
       break;
     }
+    // A token is sampled from logits already computed; only feeding it needs a free position.
+    const lastFit = used >= context;
     // The grammar stage: a constrained row's impossible next tokens get −∞ before its sampler runs.
     for (let r = 0; r < rows.length; r++) {
       const constraint = rows[r]!.finish ? undefined : rows[r]!.constraint;
@@ -209,20 +232,25 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
       row.constraint?.accept(id);
       // Once the grammar has taken its stop token the reply is complete (even when EOS is otherwise ignored).
       let text = row.accept(id, eos.has(id) || row.constraint?.isComplete() === true);
-      if (!row.finish && row.ids.length >= maxTokens) text += row.end('length');
+      if (!row.finish && (row.ids.length >= maxTokens || lastFit)) text += row.end('length');
       usage.completionTokens++;
       input.onToken({ row: r, id, text });
       return id;
     });
     if (rows.every((r) => r.finish)) break;
     logits = await source.step(next);
+    used++;
     decodeSteps++;
     // A marker was just written (and fed): think N latent steps from its last token, then sample again.
     const thinking = markerPolicy ? rows[0]! : undefined;
     if (thinking?.pendingLatent) {
-      const steps = thinking.pendingLatent;
+      // Thinking is cut short where the context ends; the token sampled next is then the row's last.
+      const steps = Math.min(thinking.pendingLatent, context - used);
       thinking.pendingLatent = 0;
-      logits = await runLatent(steps, [thinking]);
+      if (steps > 0) {
+        logits = await runLatent(steps, [thinking]);
+        used += steps;
+      }
     }
   }
   if (latent) {
@@ -246,8 +274,11 @@ export class PromptError extends Error {
 function checkPrompts(prompts: readonly (readonly number[])[], vocab: number): void {
   if (prompts.length === 0) throw new PromptError('no prompt given');
   prompts.forEach((p, r) => {
+    if (!Array.isArray(p)) throw new PromptError(`prompt ${r} is not a list of token ids (got ${JSON.stringify(p)})`);
     if (p.length === 0) throw new PromptError(`prompt ${r} is empty: give at least one token (e.g. BOS)`);
-    const bad = p.find((id) => !Number.isInteger(id) || id < 0 || id >= vocab);
-    if (bad !== undefined) throw new PromptError(`prompt ${r} has token id ${bad}, outside this model's vocabulary [0, ${vocab})`);
+    const bad = p.find((id) => !Number.isSafeInteger(id) || id < 0 || id >= vocab);
+    if (bad !== undefined) {
+      throw new PromptError(`prompt ${r} has token id ${JSON.stringify(bad)}, outside this model's vocabulary of ${vocab} tokens (ids 0 to ${vocab - 1})`);
+    }
   });
 }

@@ -4,7 +4,7 @@ import type { TokenTrace } from '../compose/composed-source.js';
 
 /** Options of one generation request. */
 export interface GenerateOptions extends SamplingOptions {
-  /** Generated tokens per row at most (default 256). */
+  /** Generated tokens per row at most, a whole number >= 1 (default 256); a row also stops where the model's context ends. */
   maxTokens?: number;
   /** Strings that end a row; the text is cut before them. */
   stop?: string[];

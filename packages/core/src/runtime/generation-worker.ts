@@ -20,6 +20,7 @@ import { openPrepared, openReasoner, prepareModel, type PreparedModel, type Reas
 import { ReasonerLane } from './reasoner-lane.js';
 import { toWire } from './spawn-worker.js';
 import { planThreads, type ThreadPlan } from './thread-budget.js';
+import { declaredContextLength } from '../modules/context-length.js';
 import type { DecoderSession } from './decoder-session.js';
 import { attachParsed, lazyConstraintFactory, releaseConstraints, rowConstraints } from '../constrain/rows.js';
 import type { ConstraintFactory } from '../constrain/types.js';
@@ -62,6 +63,8 @@ interface Loaded {
   groups: ReasonerGroup[];
   vocab: number;
   mode: FusionMode;
+  /** Positions the composition holds, when its models declare it. */
+  contextLength?: number;
   projector?: { session: ProjectorSession; marker: MarkerSpec };
 }
 
@@ -194,6 +197,14 @@ async function start(): Promise<Loaded> {
         throw err;
       })
     : undefined;
+  // Every model of a composition is fed every token: it holds as many positions as its shortest model.
+  const contextLength = await Promise.all([location, ...reasonersPrepared.map((p) => p.location)].map(declaredContextLength)).then(
+    (lengths) => lengths.reduce<number | undefined>((min, n) => (n === undefined ? min : Math.min(n, min ?? n)), undefined),
+    async (err: unknown) => {
+      await Promise.allSettled([releaseAll(), projector?.session.release()]);
+      throw err;
+    },
+  );
 
   const reasoners = placed.map(({ group, member, info }, i) => {
     const spec = config.reasoners[i]!;
@@ -238,6 +249,7 @@ async function start(): Promise<Loaded> {
     reasoners: reasoners.map((r) => ({ name: r.name, modelPath: r.info.modelPath, weight: r.weight, vocabSize: r.info.vocabSize })),
     ...(session.intraOpThreads ? { intraOpThreads: session.intraOpThreads } : {}),
     placement: { kind: plan.placement, lanes: plan.lanes.map((members) => members.map((i) => names[i]!)) },
+    ...(contextLength !== undefined ? { contextLength } : {}),
     ...(projector ? { projector: { modelPath: config.projector!, hiddenSize: projector.session.hiddenSize, marker: projector.marker } } : {}),
     ...(tokenizer
       ? {
@@ -251,7 +263,16 @@ async function start(): Promise<Loaded> {
       : {}),
   };
   post({ type: 'ready', info });
-  return { backbone: session, ...(tokenizer ? { tokenizer } : {}), reasoners, groups, vocab, mode, ...(projector ? { projector } : {}) };
+  return {
+    backbone: session,
+    ...(tokenizer ? { tokenizer } : {}),
+    reasoners,
+    groups,
+    vocab,
+    mode,
+    ...(projector ? { projector } : {}),
+    ...(contextLength !== undefined ? { contextLength } : {}),
+  };
 }
 
 /** Which reasoners take part in one request, with which weights. */
@@ -281,6 +302,7 @@ async function serve(loaded: Loaded, msg: ToWorker): Promise<void> {
     port.close();
     return;
   }
+  let stream: StreamBatcher | undefined;
   try {
     if (msg.type === 'tokenize') {
       if (!tokenizer) throw new TokenizerError('this model has no tokenizer');
@@ -303,12 +325,14 @@ async function serve(loaded: Loaded, msg: ToWorker): Promise<void> {
     const stopIds = options.eosTokenIds ?? tokenizer?.eosTokenIds ?? [];
     const constraints = await rowConstraints(responseFormat, prompts.length, constraintFactory!, stopIds);
     const abort = new Int32Array(msg.abort);
-    const stream = new StreamBatcher((events) => post({ type: 'stream', id: msg.id, events }));
+    stream = new StreamBatcher((events) => post({ type: 'stream', id: msg.id, events }));
+    const batcher = stream;
     const result = await runDecodeLoop(source, {
       prompts,
       ...(constraints ? { constraints } : {}),
       options,
       eosTokenIds: tokenizer?.eosTokenIds ?? [],
+      ...(loaded.contextLength !== undefined ? { contextLength: loaded.contextLength } : {}),
       ...(tokenizer ? { decode: (ids: readonly number[]) => tokenizer.decode(ids) } : {}),
       ...(projector && policy !== 'never'
         ? {
@@ -323,13 +347,15 @@ async function serve(loaded: Loaded, msg: ToWorker): Promise<void> {
       shouldAbort: () => Atomics.load(abort, 0) !== 0,
       onToken: (event) => {
         const trace = msg.options.trace ? source.trace(event.row) : undefined;
-        stream.push(trace ? { ...event, trace } : event);
+        batcher.push(trace ? { ...event, trace } : event);
       },
     }).finally(() => releaseConstraints(constraints));
     stream.flush();
     if (constraints) attachParsed(result.rows, responseFormat, constraints);
     post({ type: 'done', id: msg.id, result });
   } catch (err) {
+    // Tokens generated before a failure still reach the caller, ahead of the error.
+    stream?.flush();
     // A failed reasoner leaves its KV cache behind the token stream: the engine cannot go on with it, so
     // every model is released before the error is reported, and later requests are refused.
     if (err instanceof ReasonerError) await shutDown(loaded);

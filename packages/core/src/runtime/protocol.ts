@@ -90,6 +90,12 @@ export interface ModelInfo {
   intraOpThreads?: number;
   /** Where the reasoners run, and the reasoners (by name) each lane worker hosts (none inline). */
   placement: { kind: Placement; lanes: string[][] };
+  /**
+   * Positions a generation may use (prompt, generated tokens, latent steps), when the models declare it
+   * (`genai_config.json`, `config.json`, `tokenizer_config.json`); the smallest of a composition's models.
+   * Generation stops there with `finishReason: 'length'`.
+   */
+  contextLength?: number;
 }
 
 export type ToWorker =
