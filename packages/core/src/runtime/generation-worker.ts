@@ -21,6 +21,7 @@ import { ReasonerLane } from './reasoner-lane.js';
 import { toWire } from './spawn-worker.js';
 import { planThreads, type ThreadPlan } from './thread-budget.js';
 import { declaredContextLength } from '../modules/context-length.js';
+import { checkDeclaredVocabSize } from '../modules/vocab-compat.js';
 import type { DecoderSession } from './decoder-session.js';
 import { attachParsed, lazyConstraintFactory, releaseConstraints, rowConstraints } from '../constrain/rows.js';
 import type { ConstraintFactory } from '../constrain/types.js';
@@ -72,11 +73,20 @@ interface Loaded {
 const DEFAULT_MARKER: MarkerSpec = { open: '<implicit_thought>', close: '</implicit_thought>', maxSteps: 32 };
 
 /** Loads the projector and checks it against the backbone's hidden size (and its manifest, when it has one). */
-async function openProjector(path: string, backbone: DecoderSession): Promise<{ session: ProjectorSession; marker: MarkerSpec }> {
+async function openProjector(
+  path: string,
+  backbone: DecoderSession,
+  tokenizer: TextTokenizer | undefined,
+): Promise<{ session: ProjectorSession; marker: MarkerSpec }> {
   const location = await locateModel(path);
   const manifest = location.manifest;
   if (manifest && manifest.kind !== 'latent-projector') {
     throw new ProjectorError(`${path} is a ${manifest.kind} module, not a latent-projector`);
+  }
+  // A projector has no logits of its own: its compat.vocabSize names the backbone it was trained with.
+  if (manifest && location.manifestPath) {
+    const shape = { logits: backbone.vocabSize, tokenizerSize: async () => tokenizer?.vocabSize };
+    await checkDeclaredVocabSize(location.manifestPath, manifest.compat.vocabSize, shape, 'the backbone');
   }
   const session = await ProjectorSession.create(location.modelPath);
   const hidden = backbone.signature.hiddenState!.hiddenSize;
@@ -192,7 +202,7 @@ async function start(): Promise<Loaded> {
     ? await TextTokenizer.fromDirectory(location.tokenizerDir, location.generation ?? {})
     : undefined;
   const projector = config.projector
-    ? await openProjector(config.projector, session).catch(async (err) => {
+    ? await openProjector(config.projector, session, tokenizer).catch(async (err) => {
         await releaseAll();
         throw err;
       })

@@ -3,6 +3,7 @@ import { locateModel, tokenizerFingerprintOf, type ModelLocation } from '../modu
 import type { ModuleManifest } from '../modules/manifest.js';
 import { prepareDecoder, type PreparedDecoder } from '../onnx/prepared-cache.js';
 import { DecoderSession, type RuntimeOptions } from './decoder-session.js';
+import { checkDeclaredVocabSize, tokenizerSizeOfDir } from '../modules/vocab-compat.js';
 
 /** A located model with its prepared graph, before any session exists (its weight bytes size the plan). */
 export interface PreparedModel {
@@ -44,6 +45,14 @@ export async function openPrepared({ location, prepared }: PreparedModel, runtim
     },
     runtime,
   );
+  const { manifest, manifestPath, tokenizerDir } = location;
+  if (manifest && manifestPath) {
+    const shape = { logits: session.vocabSize, tokenizerSize: async () => (tokenizerDir ? tokenizerSizeOfDir(tokenizerDir) : undefined) };
+    await checkDeclaredVocabSize(manifestPath, manifest.compat.vocabSize, shape).catch(async (err: unknown) => {
+      await session.release();
+      throw err;
+    });
+  }
   return { location, session, notes: prepared.notes };
 }
 

@@ -1,0 +1,320 @@
+/**
+ * Bad input to the CLI and the engine gets a clear error naming the thing, before anything runs; a generation
+ * that reaches the model's context stops there with its text, as llama.cpp does.
+ */
+import { expect } from 'chai';
+import { execFile } from 'node:child_process';
+import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { InvalidArgumentError } from 'commander';
+import { Engine } from '../src/engine.js';
+import { buildProgram } from '../src/cli/main.js';
+import { decimalFlag, promptIdsFlag, safeIntegerFlag } from '../src/cli/flags.js';
+import { maxIntraOpThreads } from '../src/runtime/thread-budget.js';
+import { MANIFEST_FILE, type ModuleManifest } from '../src/modules/manifest.js';
+import { writeModuleDir } from '../src/modules/module-dir.js';
+import { buildProjectorModel, randomProjectorWeights, writeProjectorModel } from '../src/onnx/projector-builder.js';
+import { models } from '../../../test/support/paths.js';
+import { builtModel, cacheDir, smallConfig, testDir } from './support/models.js';
+import { makeModule, storiesConfig, storiesModule } from './support/modules.js';
+
+/** The error commander reports for `reasonplug ...args`, parsed in this process (the action never runs). */
+async function flagError(...args: string[]): Promise<string> {
+  const program = buildProgram();
+  for (const command of [program, ...program.commands]) command.exitOverride().configureOutput({ writeErr: () => {}, writeOut: () => {} });
+  try {
+    await program.parseAsync(['node', 'reasonplug', ...args]);
+  } catch (err) {
+    return (err as Error).message;
+  }
+  throw new Error(`reasonplug ${args.join(' ')} parsed without an error`);
+}
+
+/** A rejection's error (fails the test when the promise resolves). */
+async function rejection(p: Promise<unknown>): Promise<Error> {
+  return p.then(
+    () => {
+      throw new Error('expected a rejection');
+    },
+    (e: Error) => e,
+  );
+}
+
+/** Rewrites a module's manifest with `edit` applied (files re-hashed by writeModuleDir). */
+async function editManifest(dir: string, edit: (m: ModuleManifest) => void): Promise<void> {
+  const { schemaVersion: _, ...manifest } = JSON.parse(await readFile(join(dir, MANIFEST_FILE), 'utf8')) as ModuleManifest;
+  edit(manifest as ModuleManifest);
+  const files = Object.fromEntries(Object.entries(manifest.files).map(([key, f]) => [key, f.path]));
+  await writeModuleDir(dir, { ...manifest, files });
+}
+
+describe('CLI flag values', function () {
+  this.timeout(60_000);
+  const generate = (...flags: string[]) => flagError('generate', '--model', 'unused', ...flags);
+
+  it('--prompt-ids takes only non-empty lists of decimal non-negative integers', async () => {
+    expect(promptIdsFlag('1,2,3')).to.deep.equal([1, 2, 3]);
+    expect(promptIdsFlag(' 1, 22 ,0')).to.deep.equal([1, 22, 0]);
+    for (const [text, why] of [
+      ['1,,2', /empty item in "1,,2"/],
+      ['', /is empty/],
+      [',', /empty item/],
+      ['1,', /empty item/],
+      ['0x10', /"0x10", not a token id/],
+      ['1e3', /"1e3", not a token id/],
+      ['-1', /"-1", not a token id/],
+      ['1.5', /"1.5", not a token id/],
+      ['99999999999999999999', /not a token id/],
+    ] as const) {
+      expect(() => promptIdsFlag(text), text).to.throw(InvalidArgumentError, why);
+      expect(await generate('--prompt-ids', text), text).to.match(why);
+    }
+  });
+
+  it('numeric flags take whole decimal text only, and each error names the flag and its rule', async () => {
+    const cases: [string, string, RegExp][] = [
+      ['--max-tokens', '-1', /--max-tokens must be a whole number >= 1 \(got "-1"\)/],
+      ['--max-tokens', '', /--max-tokens must be a whole number >= 1 \(got ""\)/],
+      ['--max-tokens', '0', /--max-tokens must be a whole number >= 1/],
+      ['--max-tokens', '1e3', /--max-tokens must be a whole number/],
+      ['--max-tokens', '0x10', /--max-tokens must be a whole number/],
+      ['--max-tokens', '2.5', /--max-tokens must be a whole number/],
+      ['--top-k', '-1', /--top-k must be a whole number >= 0/],
+      ['--top-k', ' ', /--top-k must be a whole number >= 0/],
+      ['--seed', '1e3', /--seed must be a whole number between/],
+      ['--seed', '9007199254740993', /--seed must be a whole number between/],
+      ['--trace', '0', /--trace must be a whole number >= 1/],
+      ['--temperature', '', /--temperature must be a decimal number/],
+      ['--temperature', '0x1', /--temperature must be a decimal number/],
+      ['--temperature', 'Infinity', /--temperature must be a decimal number/],
+      ['--top-p', '1e999', /--top-p must be a decimal number/],
+      ['--min-p', 'abc', /--min-p must be a decimal number/],
+      ['--repetition-penalty', '', /--repetition-penalty must be a decimal number/],
+      ['--threads', '0', /--threads must be a whole number from 1 to/],
+      ['--threads', '', /--threads must be a whole number from 1 to/],
+    ];
+    for (const [flag, value, why] of cases) expect(await generate('--prompt-ids', '1', flag, value), `${flag} ${JSON.stringify(value)}`).to.match(why);
+    expect(safeIntegerFlag('--seed')('-5')).to.equal(-5);
+    expect(decimalFlag('--temperature')('.5')).to.equal(0.5);
+    expect(decimalFlag('--min-p')('1e-3')).to.equal(0.001);
+  });
+
+  it('--threads is bounded at 4 per CPU, and the error says the bound', async () => {
+    const max = maxIntraOpThreads();
+    expect(await generate('--prompt-ids', '1', '--threads', '100000')).to.include(`--threads must be a whole number from 1 to ${max} (4 threads per CPU`);
+    expect(await generate('--prompt-ids', '1', '--threads', String(max + 1))).to.include(`from 1 to ${max}`);
+  });
+
+  it('--stop refuses an empty string, and --reasoner weights are decimal', async () => {
+    expect(await generate('--prompt-ids', '1', '--stop', '.', '--stop', '')).to.match(/--stop must not be empty/);
+    expect(await generate('--prompt-ids', '1', '--reasoner', 'no-such-dir=0x10')).to.match(/the weight after "=" must be a number/);
+  });
+
+  it('from a shell: exit code 1, one line naming the flag, before the model is even looked for', async () => {
+    const cli = fileURLToPath(new URL('../src/cli/reasonplug.ts', import.meta.url));
+    const run = async (...flags: string[]) =>
+      promisify(execFile)(process.execPath, ['--import', 'tsx', cli, 'generate', '--model', '/no/such/model', ...flags]).then(
+        () => ({ code: 0, stderr: '' }),
+        (e: { code: number; stderr: string }) => e,
+      );
+    const r = await run('--prompt-ids', '1,,2', '--max-tokens', '5');
+    expect(r.code).to.equal(1);
+    expect(r.stderr).to.include('--prompt-ids has an empty item in "1,,2"').and.not.match(/not found|ModelNotFound/);
+    expect(r.stderr.trim().split('\n')).to.have.length(1);
+  });
+});
+
+describe('engine options and prompts', function () {
+  this.timeout(60_000);
+  let engine: Engine;
+  before(async () => {
+    engine = await Engine.load({ model: await builtModel('validation'), cacheDir });
+  });
+  after(() => engine?.dispose());
+
+  it('refuses maxTokens that is not a whole number >= 1 and empty stop strings, naming the option', async () => {
+    for (const maxTokens of [-1, 0, 2.5, NaN, Infinity, '3' as unknown as number]) {
+      expect(() => engine.stream({ promptIds: [1] }, { maxTokens }), String(maxTokens))
+        .to.throw(/generation option maxTokens must be a whole number >= 1/)
+        .with.property('name', 'GenerateOptionsError');
+    }
+    expect(() => engine.stream({ promptIds: [1] }, { stop: ['a', ''] }))
+      .to.throw(/generation option stop\[1\] must not be empty/)
+      .with.property('option', 'stop[1]');
+    expect(() => engine.stream({ promptIds: [1] }, { eosTokenIds: [2, -1] })).to.throw(/eosTokenIds\[1\] must be a whole number >= 0/);
+    const ok = await engine.generate({ promptIds: [1, 2] }, { maxTokens: 1 });
+    expect(ok.rows[0]!.ids).to.have.length(1);
+  });
+
+  it('refuses prompt ids outside the vocabulary naming the id and the size, and malformed prompt lists', async () => {
+    const V = smallConfig.vocabSize;
+    const outside = await rejection(engine.generate({ promptIds: [[1, 2], [3, V]] }));
+    expect(outside.name).to.equal('PromptError');
+    expect(outside.message).to.equal(`prompt 1 has token id ${V}, outside this model's vocabulary of ${V} tokens (ids 0 to ${V - 1})`);
+    expect((await rejection(engine.generate({ promptIds: [1, -2] }))).message).to.include('token id -2');
+    expect((await rejection(engine.generate({ promptIds: [1, 2.5] }))).message).to.include('token id 2.5');
+    const mixed = await rejection(engine.generate({ promptIds: [[1, 2], 3] as unknown as number[][] }));
+    expect(mixed.message).to.equal('prompt 1 is not a list of token ids (got 3)');
+    const ok = await engine.generate({ promptIds: [V - 1] }, { maxTokens: 2 });
+    expect(ok.rows[0]!.ids).to.have.length(2);
+  });
+
+  it('refuses intraOpThreads beyond 4 per CPU before anything loads', async () => {
+    const t0 = performance.now();
+    const err = await rejection(Engine.load({ model: await builtModel('validation'), cacheDir, intraOpThreads: 100_000 }));
+    expect(err.name).to.equal('ThreadCountError');
+    expect(err.message).to.include(`from 1 to ${maxIntraOpThreads()}`).and.include('got 100000');
+    expect((await rejection(Engine.load({ model: await builtModel('validation'), cacheDir, intraOpThreads: 0 }))).name).to.equal('ThreadCountError');
+    expect(performance.now() - t0).to.be.below(2000);
+  });
+});
+
+describe('context length', function () {
+  this.timeout(120_000);
+
+  it('stops an onnxruntime-genai export at its 2048 positions with finishReason length, keeping every token and its text', async () => {
+    const engine = await Engine.load({ model: models.llamaFp16, cacheDir });
+    try {
+      expect(engine.info.contextLength).to.equal(2048);
+      const stream = engine.stream({ promptIds: [1, 15043, 3186] }, { maxTokens: 5000, ignoreEos: true });
+      const streamed: number[] = [];
+      let text = '';
+      for await (const t of stream) {
+        streamed.push(t.id);
+        text += t.text;
+      }
+      const row = (await stream.result).rows[0]!;
+      expect(row.finishReason).to.equal('length');
+      // Positions 0..2047 are fed; the token sampled from the last of them is kept but never fed.
+      expect(row.ids).to.have.length(2048 - 3 + 1);
+      expect(streamed).to.deep.equal(row.ids);
+      expect(row.text).to.equal(text);
+      expect(row.text.length).to.be.greaterThan(0);
+
+      const tooLong = await rejection(engine.generate({ promptIds: Array.from({ length: 2049 }, (_, i) => 1 + (i % 100)) }));
+      expect(tooLong.name).to.equal('PromptError');
+      expect(tooLong.message).to.equal("prompt 0 has 2049 tokens, more than the model's context of 2048 positions; shorten the prompt");
+      const full = await engine.generate({ promptIds: Array.from({ length: 2048 }, (_, i) => 1 + (i % 100)) }, { maxTokens: 10 });
+      expect(full.rows[0]!.ids).to.have.length(1);
+      expect(full.rows[0]!.finishReason).to.equal('length');
+    } finally {
+      await engine.dispose();
+    }
+  });
+
+  it('where the context is not declared, a model failing mid-run still streams every token it generated', async () => {
+    const dir = testDir('undeclared');
+    await copyFile(join(models.llamaFp16, 'model.onnx'), join(dir, 'model.onnx'));
+    await copyFile(join(models.llamaFp16, 'model.onnx.data'), join(dir, 'model.onnx.data'));
+    const engine = await Engine.load({ model: join(dir, 'model.onnx'), cacheDir });
+    try {
+      expect(engine.info.contextLength).to.equal(undefined);
+      const stream = engine.stream({ promptIds: [1, 15043, 3186] }, { maxTokens: 5000, ignoreEos: true });
+      let streamed = 0;
+      const err = await (async () => {
+        for await (const _ of stream) streamed++;
+      })().then(
+        () => undefined,
+        (e: Error) => e,
+      );
+      expect(err?.name).to.equal('ModelRunError');
+      expect(err?.message).to.include('position 2048');
+      expect(streamed).to.equal(2048 - 3 + 1);
+    } finally {
+      await engine.dispose();
+    }
+  });
+
+  it("reads config.json's max_position_embeddings; a batch counts its padded length", async () => {
+    const dir = testDir('config-context');
+    await copyFile(await builtModel('validation'), join(dir, 'model.onnx'));
+    await writeFile(join(dir, 'config.json'), JSON.stringify({ model_type: 'llama', max_position_embeddings: 12 }));
+    const engine = await Engine.load({ model: dir, cacheDir });
+    try {
+      expect(engine.info.contextLength).to.equal(12);
+      const alone = await engine.generate({ promptIds: [1, 2, 3] }, { maxTokens: 100, ignoreEos: true });
+      expect(alone.rows[0]!.ids).to.have.length(12 - 3 + 1);
+      expect(alone.rows[0]!.finishReason).to.equal('length');
+      const batch = await engine.generate({ promptIds: [[1, 2, 3], [4, 5, 6, 7, 8]] }, { maxTokens: 100, ignoreEos: true });
+      expect(batch.rows.map((r) => [r.ids.length, r.finishReason])).to.deep.equal([
+        [12 - 5 + 1, 'length'],
+        [12 - 5 + 1, 'length'],
+      ]);
+      expect(batch.rows[0]!.ids).to.deep.equal(alone.rows[0]!.ids.slice(0, 12 - 5 + 1));
+      // maxTokens below the context still wins.
+      expect((await engine.generate({ promptIds: [1, 2, 3] }, { maxTokens: 4, ignoreEos: true })).rows[0]!.ids).to.have.length(4);
+    } finally {
+      await engine.dispose();
+    }
+  });
+
+  it("reads the model_max_length GGUF conversion writes, and a composition takes its shortest model's", async () => {
+    const stories = await storiesModule();
+    const reasoner = await makeModule({ name: 'ctx-r', seed: 4 });
+    const config = JSON.parse(await readFile(join(reasoner, 'tokenizer_config.json'), 'utf8'));
+    await writeFile(join(reasoner, 'tokenizer_config.json'), JSON.stringify({ ...config, model_max_length: 40 }));
+    await editManifest(reasoner, () => {});
+    const alone = await Engine.load({ model: stories, cacheDir });
+    const composed = await Engine.load({ model: stories, reasoners: [{ model: reasoner }], cacheDir, placement: 'inline' });
+    try {
+      expect(alone.info.contextLength).to.equal(2048);
+      expect(composed.info.contextLength).to.equal(40);
+      const r = await composed.generate({ promptIds: [1, 403] }, { maxTokens: 100, ignoreEos: true });
+      expect(r.rows[0]!.ids).to.have.length(40 - 2 + 1);
+      expect(r.rows[0]!.finishReason).to.equal('length');
+    } finally {
+      await Promise.all([alone.dispose(), composed.dispose()]);
+    }
+  });
+});
+
+describe('compat.vocabSize', function () {
+  this.timeout(120_000);
+
+  it("accepts the logit width or a padded model's tokenizer size, and refuses any other naming both numbers", async () => {
+    // 520 logits over the 512-token stories tokenizer.
+    const padded = await makeModule({ name: 'padded-vocab', kind: 'backbone', config: storiesConfig({ vocabSize: 520 }), seed: 5 });
+    for (const ok of [512, 520]) {
+      await editManifest(padded, (m) => (m.compat.vocabSize = ok));
+      const engine = await Engine.load({ model: padded, cacheDir });
+      await engine.dispose();
+    }
+    await editManifest(padded, (m) => (m.compat.vocabSize = 516));
+    const wrong = await rejection(Engine.load({ model: padded, cacheDir }));
+    expect(wrong.name).to.equal('ModuleCompatError');
+    expect(wrong.message).to.include(`${join(padded, MANIFEST_FILE)}: compat.vocabSize is 516, but the model produces 520 logits over a tokenizer of 512 tokens`);
+
+    const plain = await makeModule({ name: 'plain-vocab', kind: 'backbone', seed: 6 });
+    await editManifest(plain, (m) => (m.compat.vocabSize = 32000));
+    const reasoner = await rejection(Engine.load({ model: await storiesModule(), reasoners: [{ model: plain }], cacheDir, placement: 'inline' }));
+    expect(reasoner.message).to.include('plain-vocab').and.include('compat.vocabSize is 32000, but the model produces 512 logits;');
+  });
+
+  it("checks a projector's compat.vocabSize against the backbone", async () => {
+    const backbone = await makeModule({ name: 'projected', kind: 'backbone', seed: 7 });
+    const projector = join(testDir('vocab-projector'), 'projector');
+    await mkdir(projector, { recursive: true });
+    const hiddenSize = storiesConfig().hiddenSize;
+    await writeProjectorModel(join(projector, 'model.onnx'), buildProjectorModel({ hiddenSize }, randomProjectorWeights({ hiddenSize }, 3)));
+    const write = (vocabSize: number) =>
+      writeModuleDir(projector, {
+        name: 'vocab-projector',
+        version: '1.0.0',
+        kind: 'latent-projector',
+        tasks: ['test'],
+        description: 'projector for the vocabSize check',
+        license: 'MIT',
+        compat: { tokenizer: `sha256:${'0'.repeat(64)}`, vocabSize, hiddenSize },
+        latent: { open: '<implicit_thought>', close: '</implicit_thought>', maxSteps: 4 },
+        files: { model: 'model.onnx' },
+      });
+    await write(512);
+    await (await Engine.load({ model: backbone, projector, cacheDir })).dispose();
+    await write(256);
+    const err = await rejection(Engine.load({ model: backbone, projector, cacheDir }));
+    expect(err.name).to.equal('ModuleCompatError');
+    expect(err.message).to.include('compat.vocabSize is 256, but the backbone produces 512 logits');
+  });
+});
