@@ -43,6 +43,20 @@ export interface PreparedSchema {
 
 const placeholder = (k: number) => `__reasonplug_number_${k}__`;
 
+const DAY = '(((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01]))|((0[469]|11)-(0[1-9]|[12][0-9]|30))|(02-(0[1-9]|1[0-9]|2[0-8])))';
+const TIME = '([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])';
+/**
+ * Formats written here as patterns, because XGrammar's rules for them admit what validators refuse (February
+ * 30th) or never end (fractions of a second, e-mail local parts): each pattern is a subset of the format
+ * (February stops at 28; e-mail parts have bounded lengths).
+ */
+const FORMAT_PATTERNS: Record<string, string> = {
+  date: `^[0-9]{4}-${DAY}$`,
+  time: `^${TIME}$`,
+  'date-time': `^[0-9]{4}-${DAY}T${TIME}$`,
+  email: '^[a-z0-9_+-]{1,16}(\\.[a-z0-9_+-]{1,16}){0,2}@[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?(\\.[a-z]{2,6}){1,2}$',
+};
+
 /** Checks and rewrites a schema; throws ConstraintError naming the first unenforceable keyword. */
 export function prepareJsonSchema(schema: unknown): PreparedSchema {
   const rules = new Map<string, string>();
@@ -61,7 +75,22 @@ export function prepareJsonSchema(schema: unknown): PreparedSchema {
         `JSON Schema keyword "format" at ${path}: format ${JSON.stringify(s.format)} cannot be enforced (supported: ${SUPPORTED_FORMATS.join(', ')})`,
       );
     }
+    if (typeof s.format === 'string') {
+      const clash = ['pattern', 'minLength', 'maxLength'].find((k) => s[k] !== undefined);
+      if (clash) throw new ConstraintError(`JSON Schema keyword "${clash}" at ${path} cannot be enforced together with "format"`);
+    }
+    // XGrammar matches character classes on UTF-8 bytes: [α-ω] would admit "ñ".
+    if (typeof s.pattern === 'string' && /\[[^\]]*[^\x00-\x7f][^\]]*\]/.test(s.pattern)) {
+      throw new ConstraintError(`JSON Schema keyword "pattern" at ${path}: character classes with non-ASCII characters cannot be enforced; write alternatives (α|β) instead`);
+    }
+    if (s.propertyNames !== undefined && s.additionalProperties !== undefined && typeof s.additionalProperties !== 'boolean') {
+      throw new ConstraintError(`JSON Schema keyword "propertyNames" at ${path} cannot be enforced beside an "additionalProperties" schema (XGrammar then ignores the latter); use patternProperties`);
+    }
     const out: Record<string, unknown> = { ...s };
+    if (typeof s.format === 'string' && s.format in FORMAT_PATTERNS) {
+      delete out.format;
+      out.pattern = FORMAT_PATTERNS[s.format];
+    }
     for (const key of ONE) if (key in s && typeof s[key] === 'object' && !Array.isArray(s[key])) out[key] = visit(s[key], `${path}/${key}`);
     if (Array.isArray(s.items)) out.items = s.items.map((x, i) => visit(x, `${path}/items/${i}`));
     for (const key of MAP) {
@@ -74,14 +103,16 @@ export function prepareJsonSchema(schema: unknown): PreparedSchema {
     const numeric = NUMERIC.filter((k) => s[k] !== undefined);
     if (numeric.length === 0) return out;
     for (const k of numeric) if (typeof s[k] !== 'number' || !Number.isFinite(s[k])) throw new ConstraintError(`JSON Schema keyword "${k}" at ${path} must be a finite number`);
-    if (s.type !== 'integer' && s.type !== 'number') {
-      throw new ConstraintError(`JSON Schema keyword "${numeric[0]}" at ${path} is enforced only with "type": "integer" or "number"`);
-    }
+    const types = Array.isArray(s.type) ? (s.type as unknown[]) : [s.type];
+    const numberType = types.includes('number') ? 'number' : types.includes('integer') ? 'integer' : undefined;
+    if (!numberType) throw new ConstraintError(`JSON Schema keyword "${numeric[0]}" at ${path} is enforced only with "type": "integer" or "number"`);
     const key = placeholder(rules.size);
     const bounds = Object.fromEntries(numeric.map((k) => [k, s[k] as number]));
-    rules.set(`"\\"${key}\\""`, numberRangeEbnf({ integer: s.type === 'integer', ...bounds }, path));
+    rules.set(`"\\"${key}\\""`, numberRangeEbnf({ integer: numberType === 'integer', ...bounds }, path));
     const rest = Object.fromEntries(Object.entries(out).filter(([k]) => !NUMERIC.includes(k as never) && k !== 'type'));
-    return { ...rest, const: key };
+    const others = types.filter((t) => t !== 'number' && t !== 'integer');
+    // With a type list, the bounded number is one branch and the other types another.
+    return others.length ? { anyOf: [{ const: key }, { ...rest, type: others }] } : { ...rest, const: key };
   };
   return { schema: visit(schema, '#') as JsonSchema, rules };
 }
