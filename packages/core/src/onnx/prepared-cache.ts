@@ -9,24 +9,35 @@
  * the cache cannot point at the source's data file by path. Instead, when {@link PreparedDecoder.externalDataDir}
  * is set, load the prepared graph from its bytes with the session option
  * `{ extra: { session: { model_external_initializers_file_folder_path: externalDataDir } } }`.
+ *
+ * Integrity: a hit is found through the source's stat-recorded digest (modules/file-digest.ts: no change of
+ * bytes through the file system keeps a record valid) and the prepared graph is checked the same way. A miss
+ * reads every byte of the source anyway, so it hashes what it reads and files the prepared graph under that
+ * digest, never under one computed earlier: bytes changed behind a stale digest cannot poison the entry of the
+ * good file. With `expectedSha256` (the module manifest's), other bytes are refused. External-data files are
+ * checked against the extents the graph gives them before onnxruntime sees them.
  */
-import { cachedHashFile } from '../modules/file-digest.js';
+import { cachedHashFile, checkFile } from '../modules/file-digest.js';
 import { cacheRoot } from '../modules/cache-root.js';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { adaptDecoder, modelValueMetadata, usesExternalData, type AdaptOptions } from './adapt.js';
 import { detectSignature } from './signature.js';
+import { checkExternalData, externalDataExtents } from './external-data.js';
+import { readHashedModel, sourceMismatch } from './source-graph.js';
 import { OnnxFormatError, encodeModel, readModel } from './proto.js';
 import { graphFacts } from './graph-facts.js';
 
 /** Bump when the adaptation changes what it writes: old cache entries are then ignored. */
-export const PREPARED_FORMAT_VERSION = 3;
+export const PREPARED_FORMAT_VERSION = 4;
 
 /** Options of {@link prepareDecoder}. */
 export interface PrepareOptions extends AdaptOptions {
   /** Directory of prepared graphs; default `$REASONPLUG_CACHE/prepared` or `~/.cache/reasonplug/prepared`. */
   cacheDir?: string;
+  /** SHA-256 (hex) the source must have, from its module manifest: other bytes are refused (`ModuleIntegrityError`). */
+  expectedSha256?: string;
 }
 
 /** A prepared decoder graph and how to load it. */
@@ -58,6 +69,10 @@ export const preparedCacheStats = { hits: 0, misses: 0, parses: 0 };
 interface Sidecar {
   format: number;
   digest: string;
+  /** SHA-256 (hex) of the prepared graph file, checked on every hit. */
+  prepared: string;
+  /** Bytes each external-data file must hold (`externalDataExtents`). */
+  externalFiles: Record<string, number>;
   options: Required<AdaptOptions>;
   externalData: boolean;
   notes: string[];
@@ -101,6 +116,22 @@ async function writeAtomic(path: string, data: Uint8Array | string): Promise<voi
   }
 }
 
+/** The sidecar and graph of a cache entry for source `digest`, when both are there and the graph verifies. */
+async function cachedEntry(paths: { preparedPath: string; sidecarPath: string }, digest: string): Promise<{ meta: Sidecar; preparedPath: string } | undefined> {
+  // The sidecar is written after the graph, so its presence means the graph is complete.
+  if (!(await exists(paths.sidecarPath)) || !(await exists(paths.preparedPath))) return undefined;
+  try {
+    const meta = JSON.parse(await readFile(paths.sidecarPath, 'utf8')) as Sidecar;
+    if (meta.format !== PREPARED_FORMAT_VERSION || meta.digest !== digest) return undefined;
+    // A damaged prepared graph is a miss: it is written again.
+    if ((await checkFile(paths.preparedPath, meta.prepared)).sha256 !== meta.prepared) return undefined;
+    return { meta, preparedPath: paths.preparedPath };
+  } catch {
+    // An unreadable sidecar is rewritten on the miss.
+    return undefined;
+  }
+}
+
 /**
  * Returns the prepared form of the decoder graph at `sourcePath` for these options, adapting and caching it
  * on the first call. Throws {@link OnnxFormatError} for a missing or unreadable file and
@@ -120,13 +151,18 @@ export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = 
     throw new OnnxFormatError(code === 'ENOENT' ? `model file not found: ${source}` : `cannot read model file ${source}: ${(err as Error).message}`);
   }
   if (size === 0) throw new OnnxFormatError(`${source} is empty; is the download complete?`);
-  const hex = (await cachedHashFile(source)).sha256;
-  const digest = `sha256:${hex}`;
+  const expected = opts.expectedSha256;
+  const recorded = (expected === undefined ? await cachedHashFile(source) : await checkFile(source, expected)).sha256;
+  if (expected !== undefined && recorded !== expected) throw sourceMismatch(source, expected, recorded);
   const options = normalize(opts);
   const sourceDir = dirname(source);
 
   if (!Object.values(options).some(Boolean)) {
-    const { weightBytes, stepBytes, padding } = graphFacts(await readModel(source));
+    const read = await readHashedModel(source);
+    if (expected !== undefined && read.sha256 !== expected) throw sourceMismatch(source, expected, read.sha256);
+    await checkExternalData(source, sourceDir, externalDataExtents(read.model));
+    const digest = `sha256:${read.sha256}`;
+    const { weightBytes, stepBytes, padding } = graphFacts(read.model);
     return {
       sourcePath: source,
       preparedPath: source,
@@ -138,36 +174,40 @@ export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = 
     };
   }
 
-  const key = createHash('sha256').update(JSON.stringify({ format: PREPARED_FORMAT_VERSION, source: hex, options })).digest('hex');
   const dir = resolve(opts.cacheDir ?? defaultPreparedCacheDir());
-  const preparedPath = join(dir, `${key}.onnx`);
-  const sidecarPath = join(dir, `${key}.json`);
+  const entry = (hex: string) => {
+    const key = createHash('sha256').update(JSON.stringify({ format: PREPARED_FORMAT_VERSION, source: hex, options })).digest('hex');
+    return { preparedPath: join(dir, `${key}.onnx`), sidecarPath: join(dir, `${key}.json`) };
+  };
 
-  // Hit: the sidecar is written after the graph, so its presence means the graph is complete.
-  if ((await exists(sidecarPath)) && (await exists(preparedPath))) {
-    try {
-      const meta = JSON.parse(await readFile(sidecarPath, 'utf8')) as Sidecar;
-      if (meta.format === PREPARED_FORMAT_VERSION && meta.digest === digest) {
-        preparedCacheStats.hits++;
-        return {
-          sourcePath: source,
-          preparedPath,
-          ...(meta.externalData ? { externalDataDir: sourceDir } : {}),
-          digest,
-          notes: meta.notes,
-          weightBytes: meta.weightBytes,
-          stepBytes: meta.stepBytes,
-          padding: meta.padding,
-        };
-      }
-    } catch {
-      // An unreadable sidecar is rewritten below.
-    }
+  const hit = await cachedEntry(entry(recorded), `sha256:${recorded}`);
+  if (hit) {
+    const { meta, preparedPath } = hit;
+    await checkExternalData(source, sourceDir, meta.externalFiles);
+    preparedCacheStats.hits++;
+    return {
+      sourcePath: source,
+      preparedPath,
+      ...(meta.externalData ? { externalDataDir: sourceDir } : {}),
+      digest: meta.digest,
+      notes: meta.notes,
+      weightBytes: meta.weightBytes,
+      stepBytes: meta.stepBytes,
+      padding: meta.padding,
+    };
   }
 
   preparedCacheStats.misses++;
   preparedCacheStats.parses++;
-  let model: Awaited<ReturnType<typeof readModel>> | undefined = await readModel(source);
+  let model: Awaited<ReturnType<typeof readModel>> | undefined;
+  let sha256: string;
+  ({ model, sha256 } = await readHashedModel(source));
+  if (expected !== undefined && sha256 !== expected) throw sourceMismatch(source, expected, sha256);
+  // Filed under the digest of the bytes read, whatever the stat record said.
+  const digest = `sha256:${sha256}`;
+  const { preparedPath, sidecarPath } = entry(sha256);
+  const externalFiles = externalDataExtents(model);
+  await checkExternalData(source, sourceDir, externalFiles);
   // Refuse unsupported layouts (e.g. stacked past_N) with the signature's message before touching the graph.
   const io = modelValueMetadata(model);
   detectSignature(io.inputs, io.outputs, source);
@@ -176,13 +216,14 @@ export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = 
   let adapted: ReturnType<typeof adaptDecoder> | undefined = adaptDecoder(model, options, source);
   model = undefined;
   let bytes: Uint8Array | undefined = encodeModel(adapted.model);
+  const prepared = createHash('sha256').update(bytes).digest('hex');
   const notes = adapted.notes;
   adapted = undefined;
   try {
     await mkdir(dir, { recursive: true });
     await writeAtomic(preparedPath, bytes);
     bytes = undefined;
-    const meta: Sidecar = { format: PREPARED_FORMAT_VERSION, digest, options, externalData, notes, weightBytes, stepBytes, padding };
+    const meta: Sidecar = { format: PREPARED_FORMAT_VERSION, digest, prepared, externalFiles, options, externalData, notes, weightBytes, stepBytes, padding };
     await writeAtomic(sidecarPath, `${JSON.stringify(meta, null, 2)}\n`);
   } catch (err) {
     throw new Error(`cannot write the prepared graph of ${source} to ${dir}: ${(err as Error).message}`);

@@ -1,0 +1,84 @@
+/**
+ * External-data files of an ONNX graph checked before onnxruntime opens them. A truncated `model.onnx.data`
+ * otherwise surfaces as onnxruntime's coloured log line and an "out of bounds" error that names neither the
+ * file nor the sizes.
+ */
+import { stat } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import type { onnx as O } from 'onnx-proto';
+import { OnnxFormatError, onnx, type GraphProto, type ModelProto, type TensorProto } from './proto.js';
+
+/**
+ * Bytes per element of ONNX tensor types; the 4-bit ones (UINT4, INT4, FLOAT4E2M1) pack two per byte. Types
+ * not listed (strings, newer ones) are only checked when the tensor states its `length`.
+ */
+const ELEMENT_BYTES: Record<number, number> = {
+  1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 14: 8, 15: 16, 16: 2,
+  17: 1, 18: 1, 19: 1, 20: 1,
+};
+const FOUR_BIT = new Set([21, 22, 23]);
+
+/** The bytes a tensor's data take, from its type and dims; undefined for types without a fixed size (strings). */
+function tensorBytes(t: TensorProto): number | undefined {
+  const count = (t.dims ?? []).reduce<number>((n, d) => n * Number(d), 1);
+  if (FOUR_BIT.has(t.dataType ?? 0)) return Math.ceil(count / 2);
+  const size = ELEMENT_BYTES[t.dataType ?? 0];
+  return size === undefined ? undefined : count * size;
+}
+
+/**
+ * For each external-data file a graph refers to (its `location`, relative to the graph's directory), the
+ * size it must have at least: the furthest `offset + length` of any tensor kept in it (initializers,
+ * Constant tensors, subgraphs). A tensor without `length` takes the size its type and dims give.
+ */
+export function externalDataExtents(model: ModelProto | O.IModelProto): Record<string, number> {
+  const EXTERNAL = onnx.TensorProto.DataLocation.EXTERNAL;
+  const extents: Record<string, number> = {};
+  const tensor = (t: TensorProto | null | undefined) => {
+    if (!t || t.dataLocation !== EXTERNAL) return;
+    const entry = (key: string) => t.externalData?.find((e) => e.key === key)?.value ?? undefined;
+    const location = entry('location');
+    if (!location) return;
+    const length = entry('length') !== undefined ? Number(entry('length')) : tensorBytes(t);
+    if (length === undefined || !Number.isFinite(length)) return;
+    const end = Number(entry('offset') ?? 0) + length;
+    extents[location] = Math.max(extents[location] ?? 0, end);
+  };
+  const graph = (g: GraphProto | null | undefined) => {
+    if (!g) return;
+    for (const t of g.initializer ?? []) tensor(t);
+    for (const n of g.node ?? []) {
+      for (const a of n.attribute ?? []) {
+        tensor(a.t);
+        for (const t of a.tensors ?? []) tensor(t);
+        graph(a.g);
+        for (const sub of a.graphs ?? []) graph(sub);
+      }
+    }
+  };
+  graph(model.graph);
+  return extents;
+}
+
+/**
+ * Throws `OnnxFormatError` (one line: the file, the size it needs and the size it has) when an external-data
+ * file of `modelPath` is missing or shorter than `extents` says. `dir` is where locations resolve (the
+ * source graph's directory).
+ */
+export async function checkExternalData(modelPath: string, dir: string, extents: Record<string, number>): Promise<void> {
+  for (const [location, needed] of Object.entries(extents)) {
+    const path = join(dir, location);
+    const info = await stat(path).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return undefined;
+      throw err;
+    });
+    if (!info?.isFile()) {
+      throw new OnnxFormatError(`${path} is missing: ${basename(modelPath)} keeps weights in it (${needed} bytes expected); copy it beside the model`);
+    }
+    if (info.size < needed) {
+      throw new OnnxFormatError(
+        `${path} is truncated: ${basename(modelPath)} expects at least ${needed} bytes of external data in it, the file has ${info.size}; is the download or copy complete?`,
+      );
+    }
+  }
+}
