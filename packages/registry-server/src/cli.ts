@@ -2,6 +2,7 @@
  * `reasonplug-registry`: run the registry, manage its access tokens.
  *
  *   reasonplug-registry serve [--data DIR] [--port 5000] [--host 127.0.0.1] [--auth] [--no-anonymous-pull]
+ *                             [--max-manifest-bytes N] [--upload-max-age 7d] [--log-level info]
  *   reasonplug-registry token create --scope 'push:math/*' [--scope ...] [--user NAME]
  *   reasonplug-registry token list | token revoke ID
  *   reasonplug-registry reindex
@@ -19,14 +20,15 @@ import { FilesystemStorage } from './storage/filesystem.js';
 
 const USAGE = `usage:
   reasonplug-registry serve [--data DIR] [--port 5000] [--host 127.0.0.1] [--auth] [--no-anonymous-pull]
-                            [--max-manifest-bytes N] [--log-level info]
+                            [--max-manifest-bytes N] [--upload-max-age 7d] [--log-level info]
   reasonplug-registry token create --scope pull|push:GLOB [--scope ...] [--user NAME]
   reasonplug-registry token list
   reasonplug-registry token revoke ID
   reasonplug-registry reindex          rebuild the search index from the tags
 storage (every command): --data DIR (default ./registry-data)
   or --s3-bucket B [--s3-endpoint URL] [--s3-region R] [--s3-prefix P] [--s3-path-style]
-scopes: '*' matches within one name component, '**' across: push:math/*, pull:**`;
+scopes: '*' matches within one name component, '**' across: push:math/*, pull:**
+--upload-max-age: upload sessions older than this are purged (at start, then daily): 90s, 30m, 12h, 7d, or never`;
 
 const OPTIONS = {
   data: { type: 'string', default: './registry-data' },
@@ -35,6 +37,7 @@ const OPTIONS = {
   auth: { type: 'boolean', default: false },
   'no-anonymous-pull': { type: 'boolean', default: false },
   'max-manifest-bytes': { type: 'string' },
+  'upload-max-age': { type: 'string', default: '7d' },
   'log-level': { type: 'string', default: 'info' },
   scope: { type: 'string', multiple: true, default: [] as string[] },
   user: { type: 'string' },
@@ -66,6 +69,16 @@ async function storageOf(flags: Flags): Promise<StorageDriver> {
   });
 }
 
+const UNIT_MS = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+
+/** A duration such as `90s`, `30m`, `12h`, `7d` in ms; `never` is Infinity. */
+function duration(name: string, text: string): number {
+  if (text === 'never') return Infinity;
+  const m = /^([1-9]\d*)([smhd])$/.exec(text);
+  if (!m) throw new UsageError(`--${name} must be a positive duration such as 90s, 30m, 12h or 7d, or never`);
+  return Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS];
+}
+
 function integer(name: string, text: string): number {
   if (!/^\d+$/.test(text)) throw new UsageError(`--${name} must be a non-negative integer`);
   return Number(text);
@@ -78,6 +91,7 @@ async function serve(flags: Flags): Promise<void> {
     storage,
     ...(flags.auth ? { auth: { tokens: new TokenStore(storage), anonymousPull: !flags['no-anonymous-pull'] } } : {}),
     ...(flags['max-manifest-bytes'] ? { maxManifestBytes: integer('max-manifest-bytes', flags['max-manifest-bytes']) } : {}),
+    uploadMaxAgeMs: duration('upload-max-age', flags['upload-max-age']),
     logger,
   });
   if (!flags.auth) logger.warn('no --auth: anyone who can reach this address can push');

@@ -11,3 +11,4 @@ export { RegistryError, type ErrorCode } from './errors.js';
 export { MODULE_ARTIFACT_TYPE, type SearchResult, type IndexedManifest } from './registry/module-index.js';
 export { MediaType } from './registry/manifest-format.js';
 export type { Resolved } from './registry/resolve.js';
+export type { MaintenanceReport } from './registry/maintenance.js';

@@ -3,6 +3,7 @@ import express, { type Express } from 'express';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { pino, type Logger } from 'pino';
+import { DEFAULT_UPLOAD_MAX_AGE_MS, Maintenance, type MaintenanceReport } from './registry/maintenance.js';
 import { openRegistry } from './registry/registry.js';
 import type { StorageDriver } from './storage/driver.js';
 import { Access, type AuthConfig, type Caller } from './http/access.js';
@@ -19,6 +20,11 @@ export interface RegistryServerOptions {
   maxManifestBytes?: number;
   /** Receives one structured line per request (default: silent). */
   logger?: Logger;
+  /**
+   * Upload sessions started longer ago than this many ms are purged, at start and then daily (default
+   * one week, as CNCF distribution; Infinity keeps them).
+   */
+  uploadMaxAgeMs?: number;
 }
 
 export interface ListeningRegistry {
@@ -29,7 +35,10 @@ export interface ListeningRegistry {
 
 export interface RegistryServer {
   app: Express;
+  /** Listens, and starts the maintenance schedule ({@link RegistryServer.maintain} at once, then periodically). */
   listen(port: number, host?: string): Promise<ListeningRegistry>;
+  /** One maintenance pass: removes dead writers' temp files and purges expired upload sessions. */
+  maintain(): Promise<MaintenanceReport>;
 }
 
 const DEFAULT_MAX_MANIFEST = 4 * 1024 * 1024;
@@ -41,6 +50,7 @@ export function createRegistryServer(opts: RegistryServerOptions): RegistryServe
     access: new Access(opts.auth),
     maxManifestBytes: opts.maxManifestBytes ?? DEFAULT_MAX_MANIFEST,
   };
+  const maintenance = new Maintenance(opts.storage, s.uploads, opts.uploadMaxAgeMs ?? DEFAULT_UPLOAD_MAX_AGE_MS, logger);
 
   const app = express();
   app.disable('x-powered-by');
@@ -68,6 +78,7 @@ export function createRegistryServer(opts: RegistryServerOptions): RegistryServe
 
   return {
     app,
+    maintain: () => maintenance.run(),
     listen: (port, host = '127.0.0.1') =>
       new Promise((resolveListen, reject) => {
         // No overall request timeout: a large blob upload may legitimately take longer than Node's 5 minutes.
@@ -80,13 +91,16 @@ export function createRegistryServer(opts: RegistryServerOptions): RegistryServe
           const { address, port: bound } = server.address() as AddressInfo;
           const url = `http://${address.includes(':') ? `[${address}]` : address}:${bound}`;
           logger.info({ url }, 'listening');
+          maintenance.start();
           resolveListen({
             url,
-            close: () =>
-              new Promise<void>((done) => {
+            close: async () => {
+              await new Promise<void>((done) => {
                 server.close(() => done());
                 server.closeAllConnections();
-              }),
+              });
+              await maintenance.stop();
+            },
           });
         });
       }),

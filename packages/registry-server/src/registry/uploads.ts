@@ -2,7 +2,8 @@
  * Resumable blob upload sessions, kept entirely in storage: a `startedat` marker and one atomically
  * written part per PATCH, named by its offset, with the part's digest beside it. The session's size is
  * the sum of its parts, so a restarted server, or another replica on the same bucket, carries on where
- * the last request left off, and a request cut short leaves no part and no change of offset.
+ * the last request left off, and a request cut short leaves no part and no change of offset. Sessions
+ * nobody finishes are purged by age, as CNCF distribution does.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { Readable, pipeline, type Duplex } from 'node:stream';
@@ -13,6 +14,7 @@ import type { StorageDriver } from '../storage/driver.js';
 import {
   blobKey,
   partName,
+  repositoriesDir,
   uploadDir,
   uploadPartDigestsDir,
   uploadPartsDir,
@@ -109,6 +111,43 @@ export class UploadSessions {
     await this.storage.delete(uploadDir(name, id));
   }
 
+  /**
+   * Ends every session started before `before`, in every repository, and removes session directories
+   * left without their `startedat` (an interrupted delete: no request can reach those). Returns how many
+   * sessions it removed. A session's age counts from its start, whatever it received since.
+   */
+  async purge(before: Date): Promise<number> {
+    const sessions = new Map<string, { name: string; id: string; started: boolean }>();
+    for await (const o of this.storage.list(repositoriesDir)) {
+      const m = SESSION_KEY.exec(o.key);
+      if (!m) continue;
+      const [, name, id, rest] = m as unknown as [string, string, string, string];
+      const dir = uploadDir(name, id);
+      const session = sessions.get(dir) ?? { name, id, started: false };
+      if (rest === 'startedat') session.started = true;
+      sessions.set(dir, session);
+    }
+    let removed = 0;
+    for (const [dir, s] of sessions) {
+      if (s.started && (await this.startedAt(s.name, s.id)) >= before.getTime()) continue;
+      await this.storage.delete(dir);
+      removed++;
+    }
+    return removed;
+  }
+
+  /** When a session started (ms since the epoch): 0 for a record that does not read as one, Infinity once it is gone. */
+  private async startedAt(name: string, id: string): Promise<number> {
+    const raw = await this.storage.get(uploadStarted(name, id));
+    if (raw === undefined) return Infinity; // removed meanwhile: finished, nothing to purge
+    try {
+      const t = Date.parse((JSON.parse(raw.toString()) as { startedAt?: string }).startedAt ?? '');
+      return Number.isNaN(t) ? 0 : t;
+    } catch {
+      return 0;
+    }
+  }
+
   private async parts(name: string, id: string): Promise<Part[]> {
     assertUploadId(id);
     if ((await this.storage.stat(uploadStarted(name, id))) === undefined) throw uploadUnknown(id);
@@ -151,5 +190,8 @@ export class UploadSessions {
     );
   }
 }
+
+/** `repositories/<name>/_uploads/<uuid>/<rest>`: no name component starts with `_`, so the split is unique. */
+const SESSION_KEY = /^repositories\/(.+)\/_uploads\/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\/(.+)$/;
 
 const end = (parts: Part[]) => (parts.length === 0 ? 0 : parts.at(-1)!.offset + parts.at(-1)!.size);

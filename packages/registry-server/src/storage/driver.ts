@@ -42,6 +42,11 @@ export interface StorageDriver {
   move(from: string, to: string): Promise<void>;
   /** Removes the object at `key` and every object under `key + '/'`; absent keys are not an error. */
   delete(key: string): Promise<void>;
+  /**
+   * Removes what writers that died mid-write left outside the key space (temp files), never touching a
+   * write still in progress; returns how many leftovers it removed. Run at start and then periodically.
+   */
+  sweep?(): Promise<number>;
 }
 
 /** Thrown for a key that could escape the storage root or is not a plain path. */

@@ -2,16 +2,26 @@
  * The embedded default driver: a directory tree. Every write goes to a process-unique temp file under
  * `<root>/.tmp`, is fsynced, then renamed into place (and the directory fsynced), so a reader or a crash
  * never sees a partial object. `.tmp` cannot collide with a key, whose segments never start with a dot.
+ * Temp files are named `<pid>-<uuid>`, so that {@link FilesystemStorage.sweep} can tell a dead writer's
+ * leftovers from the live writes of other servers on the same directory.
  */
 import { randomUUID } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { link, mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
-import { dirname, join, relative, sep } from 'node:path';
+import { dirname, join, relative, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { assertKey, type ByteRange, type ObjectInfo, type StorageDriver } from './driver.js';
 
 const CHUNK = 1 << 20;
+/**
+ * A temp file untouched this long is abandoned whoever wrote it: its pid may have been reused, or its
+ * writer may live in another pid namespace (a container on the same volume). A live write touches its
+ * file with every chunk; small objects are written in one go.
+ */
+const ABANDONED_MS = 24 * 3600 * 1000;
+/** Temp files this process is writing now (whichever instance), which a sweep must leave alone. */
+const writing = new Set<string>();
 const isMissing = (err: unknown) => ['ENOENT', 'ENOTDIR'].includes((err as NodeJS.ErrnoException).code ?? '');
 
 export class FilesystemStorage implements StorageDriver {
@@ -55,7 +65,7 @@ export class FilesystemStorage implements StorageDriver {
       await syncDir(dirname(target));
       return true;
     } finally {
-      await unlink(tmp).catch(() => {});
+      await this.release(tmp);
     }
   }
 
@@ -90,7 +100,7 @@ export class FilesystemStorage implements StorageDriver {
       await rename(tmp, target);
       await syncDir(dirname(target));
     } finally {
-      await unlink(tmp).catch(() => {});
+      await this.release(tmp);
     }
   }
 
@@ -107,6 +117,35 @@ export class FilesystemStorage implements StorageDriver {
 
   async delete(key: string): Promise<void> {
     await rm(this.path(key), { recursive: true, force: true });
+  }
+
+  /**
+   * Removes temp files that no live writer owns: those of a pid that is not running on this host (or is
+   * this process's pid but not one of its writes: a restarted container often gets the same pid), and
+   * any untouched for a day. Another server on this directory and host keeps its writes.
+   */
+  async sweep(): Promise<number> {
+    const dir = resolve(this.root, '.tmp');
+    let names: string[];
+    try {
+      names = await readdir(dir);
+    } catch (err) {
+      if (isMissing(err)) return 0;
+      throw err;
+    }
+    let removed = 0;
+    for (const name of names) {
+      const path = join(dir, name);
+      if (writing.has(path)) continue;
+      const pid = Number(/^(\d+)-/.exec(name)?.[1]);
+      const writerGone = Number.isSafeInteger(pid) && (pid === process.pid || !running(pid));
+      const mtime = await stat(path).then((s) => s.mtimeMs, () => undefined);
+      if (mtime === undefined) continue; // finished (renamed or unlinked) meanwhile
+      if (!writerGone && Date.now() - mtime < ABANDONED_MS) continue;
+      await rm(path, { recursive: true, force: true });
+      removed++;
+    }
+    return removed;
   }
 
   private path(key: string): string {
@@ -139,7 +178,24 @@ export class FilesystemStorage implements StorageDriver {
   private async tempFile(): Promise<string> {
     this.tmpReady ??= mkdir(join(this.root, '.tmp'), { recursive: true });
     await this.tmpReady;
-    return join(this.root, '.tmp', `${process.pid}-${randomUUID()}`);
+    const path = resolve(this.root, '.tmp', `${process.pid}-${randomUUID()}`);
+    writing.add(path);
+    return path;
+  }
+
+  private async release(tmp: string): Promise<void> {
+    await unlink(tmp).catch(() => {});
+    writing.delete(tmp);
+  }
+}
+
+/** Whether a process with this pid runs on this host (EPERM: it does, as another user). */
+function running(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

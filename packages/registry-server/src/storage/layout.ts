@@ -17,7 +17,8 @@
 
 export const blobKey = (hex: string) => `blobs/sha256/${hex.slice(0, 2)}/${hex}/data`;
 
-const repo = (name: string) => `repositories/${name}`;
+export const repositoriesDir = 'repositories';
+const repo = (name: string) => `${repositoriesDir}/${name}`;
 export const layersDir = (name: string) => `${repo(name)}/_layers`;
 export const layerLink = (name: string, hex: string) => `${layersDir(name)}/sha256/${hex}/link`;
 export const revisionsDir = (name: string) => `${repo(name)}/_manifests/revisions/sha256`;
