@@ -29,6 +29,8 @@ export async function prepareModel(model: string, cacheDir?: string, latent = fa
     logitsFloat32: true,
     ...(latent ? { inputsEmbeds: true, hiddenState: true } : {}),
     ...(cacheDir ? { cacheDir } : {}),
+    // A module's graph must be the bytes its manifest lists, also as prepared (not only as stat-checked).
+    ...(location.manifest ? { expectedSha256: location.manifest.files.model.sha256 } : {}),
   });
   return { location, prepared };
 }
