@@ -5,10 +5,13 @@ export { Engine, EngineError, type EngineOptions, type GenerationStream, type St
 export type { ModelInfo, PromptInput } from './runtime/protocol.js';
 export type { FinishReason, GenerateOptions, GenerationResult, RowResult, TokenEvent, Timing, Usage } from './generate/types.js';
 export { runDecodeLoop, type LogitSource } from './generate/decode-loop.js';
+export { GenerateOptionsError, validateGenerateOptions } from './generate/options.js';
 export { DecoderSession, ModelRunError, type DecoderSource, type RuntimeOptions } from './runtime/decoder-session.js';
-export { PLACEMENTS, PlacementError, type Placement, type PlacementChoice } from './runtime/thread-budget.js';
+export { PLACEMENTS, PlacementError, ThreadCountError, maxIntraOpThreads, type Placement, type PlacementChoice } from './runtime/thread-budget.js';
 export { DEVICES, DeviceUnavailableError, executionProvidersFor, type Device } from './runtime/devices.js';
 export { locateModel, ModelNotFoundError, type ModelLocation } from './modules/locate.js';
+export { declaredContextLength } from './modules/context-length.js';
+export { ModuleCompatError } from './modules/vocab-compat.js';
 export { DTYPES, DtypeError, validateDtype, listVariants, type Dtype, type ModelVariant } from './modules/hub-variants.js';
 export {
   MANIFEST_FILE,
