@@ -7,7 +7,9 @@ import { Engine } from '../src/engine.js';
 import { XGrammarFactory, grammarVocabulary, prepareJsonSchema, type ResponseFormat } from '../src/constrain/index.js';
 import { numberRangeEbnf } from '../src/constrain/number-range.js';
 import { loadXGrammar } from '../src/constrain/xgrammar-loader.js';
-import { storiesModule } from './support/modules.js';
+import { makeModule, storiesModule, storiesConfig } from './support/modules.js';
+import { cacheDir, testDir } from './support/models.js';
+import { buildProjectorModel, randomProjectorWeights, writeProjectorModel } from '../src/onnx/projector-builder.js';
 import { SCHEMAS } from './constrain-schemas.js';
 
 const ajv = new Ajv2020({ strict: false, allErrors: true });
@@ -46,5 +48,149 @@ describe('constrained decoding', function () {
       if (!ajv.validate(schema, value)) failures.push(`${name}: ${row.text} → ${ajv.errorsText()}`);
     });
     expect(failures).to.deep.equal([]);
+  });
+
+  it('follows EBNF grammars and regular expressions, with Unicode in the text', async () => {
+    const cases: { format: ResponseFormat; check: (text: string) => boolean }[] = [
+      { format: { type: 'grammar', grammar: 'root ::= "The " animal " is " ("happy" | "sad") "."\nanimal ::= "cat" | "dog" | "bird"' }, check: (t) => /^The (cat|dog|bird) is (happy|sad)\.$/.test(t) },
+      { format: { type: 'grammar', grammar: 'root ::= item ("," item){2}\nitem ::= [0-9]{1,3}' }, check: (t) => /^[0-9]{1,3}(,[0-9]{1,3}){2}$/.test(t) },
+      { format: { type: 'regex', pattern: '[A-Z][a-z]{2,8} (loves|hates) [a-z]{3,8}\\.' }, check: (t) => /^[A-Z][a-z]{2,8} (loves|hates) [a-z]{3,8}\.$/.test(t) },
+      { format: { type: 'regex', pattern: '(café|naïve|日本|🎉)( (café|naïve|日本|🎉)){1,3}' }, check: (t) => /^(café|naïve|日本|🎉)( (café|naïve|日本|🎉)){1,3}$/u.test(t) },
+    ];
+    for (const { format, check } of cases) {
+      const r = await engine.generate({ prompt: 'Once upon a time' }, { ...SAMPLING, responseFormat: format });
+      const row = r.rows[0]!;
+      expect(row.finishReason, JSON.stringify(format)).to.equal('eos');
+      expect(check(row.text), `${JSON.stringify(format)} gave ${JSON.stringify(row.text)}`).to.equal(true);
+      expect(row.parsed).to.equal(undefined);
+    }
+  });
+
+  it('gives each row of a batch its own constraint, or none', async () => {
+    const schema = { type: 'object', properties: { n: { type: 'integer', minimum: 1, maximum: 3 } }, required: ['n'] };
+    const r = await engine.generate(
+      { prompt: ['Once upon a time', 'Once upon a time', 'Once upon a time'] },
+      { ...SAMPLING, maxTokens: 40, responseFormat: [{ type: 'json_schema', schema }, null, { type: 'regex', pattern: '(yes|no)!' }] },
+    );
+    expect(r.rows[0]!.parsed).to.satisfy((v: unknown) => ajv.validate(schema, v));
+    expect(r.rows[2]!.text).to.match(/^(yes|no)!$/);
+    // the free row is the model's own story, untouched by the others' grammars
+    const free = await engine.generate({ prompt: 'Once upon a time' }, { ...SAMPLING, maxTokens: 40 });
+    expect(r.rows[1]!.text).to.equal(free.rows[0]!.text);
+    expect(r.rows[1]!.text).to.match(/[a-z]+ [a-z]+/);
+  });
+
+  it('ends with finishReason length and no parsed value when maxTokens is too few; refuses what it cannot enforce before generating', async () => {
+    const schema = { type: 'object', properties: { story: { type: 'string', minLength: 50 } }, required: ['story'] };
+    const r = await engine.generate({ prompt: 'Once upon a time' }, { ...SAMPLING, maxTokens: 5, responseFormat: { type: 'json_schema', schema } });
+    expect(r.rows[0]!.finishReason).to.equal('length');
+    expect(r.rows[0]!.parsed).to.equal(undefined);
+    const text = r.rows[0]!.text;
+    expect(text.startsWith('{"story": "') || '{"story": "'.startsWith(text), text).to.equal(true);
+    const refused: [ResponseFormat, RegExp][] = [
+      [{ type: 'json_schema', schema: { type: 'object', not: { required: ['a'] } } }, /keyword "not" at #/],
+      [{ type: 'json_schema', schema: { type: 'array', items: { type: 'integer' }, uniqueItems: true } }, /keyword "uniqueItems"/],
+      [{ type: 'json_schema', schema: { type: 'object', properties: { a: { if: { const: 1 }, then: {} } } } }, /keyword "if" at #\/properties\/a/],
+      [{ type: 'json_schema', schema: { type: 'string', format: 'iri' } }, /keyword "format".*"iri"/],
+      [{ type: 'json_schema', schema: { type: 'number', multipleOf: 0.5 } }, /multipleOf/],
+      [{ type: 'json_schema', schema: { type: 'string', pattern: '^[α-ω]+$' } }, /keyword "pattern"/],
+      [{ type: 'grammar', grammar: 'root ::= missing' }, /Rule "missing" is not defined/],
+      [{ type: 'regex', pattern: '(?=a)b' }, /[Ll]ookahead/],
+    ];
+    for (const [format, message] of refused) {
+      const stream = engine.stream({ prompt: 'Once upon a time' }, { maxTokens: 10, responseFormat: format });
+      const tokens: unknown[] = [];
+      const err = await (async () => {
+        for await (const t of stream) tokens.push(t);
+      })().catch((e: Error) => e);
+      expect(err, JSON.stringify(format)).to.be.instanceOf(Error).with.property('name', 'ConstraintError');
+      expect((err as Error).message).to.match(message);
+      expect(tokens).to.deep.equal([]);
+    }
+    // the engine (and its grammar engine, rebuilt after a failed compile) still works
+    const ok = await engine.generate({ prompt: 'Once upon a time' }, { ...SAMPLING, responseFormat: { type: 'json_schema', schema: { type: 'object', properties: { ok: { type: 'boolean' } }, required: ['ok'] } } });
+    expect(ok.rows[0]!.parsed).to.be.an('object');
+  });
+
+  it('compiles a format once per vocabulary; added and special tokens are never allowed inside a constrained reply', async () => {
+    const json = JSON.parse(await readFile(join(dir, 'tokenizer.json'), 'utf8')) as object;
+    const vocab = grammarVocabulary(json, 512);
+    expect(vocab.kind).to.equal('byte_fallback');
+    expect(vocab.tokens.slice(0, 3)).to.deep.equal(['', '', '']);
+    const factory = new XGrammarFactory(vocab, 'stories');
+    const format: ResponseFormat = { type: 'json_schema', schema: { type: 'object', properties: { a: { type: 'string' } } } };
+    const a = await factory.create(format, [2]);
+    const b = await factory.create({ type: 'json_schema', schema: { properties: { a: { type: 'string' } }, type: 'object' } }, [2]);
+    expect(factory.compiles).to.equal(1);
+    await factory.create({ type: 'regex', pattern: '.*' }, [2]);
+    expect(factory.compiles).to.equal(2);
+    // inside a free string: every byte and piece but <unk>, <s>, </s> (EOS only once the grammar is complete)
+    for (const id of [126, 37, 100, 37, 61, 35, 37]) a.accept(id); // {"a": " (byte tokens: id = 3 + byte)
+    const logits = new Float32Array(512);
+    await a.mask(logits);
+    expect([0, 1, 2].map((id) => logits[id])).to.deep.equal([-Infinity, -Infinity, -Infinity]);
+    expect(logits.filter((x) => x === 0).length).to.be.greaterThan(300);
+    a.dispose();
+    b.dispose();
+  });
+
+  it('constrains a composition (backbone + reasoner) and latent decoding; markers inside a constrained reply stay text', async () => {
+    const H = 48;
+    const [backbone, reasoner] = await Promise.all([
+      makeModule({ name: 'constrained-backbone', kind: 'backbone', config: storiesConfig({ hiddenSize: H }), seed: 31 }),
+      makeModule({ name: 'constrained-r', config: storiesConfig({ hiddenSize: 32 }), seed: 32 }),
+    ]);
+    const projector = join(testDir('constrained-projector'), 'projector.onnx');
+    await writeProjectorModel(projector, buildProjectorModel({ hiddenSize: H }, randomProjectorWeights({ hiddenSize: H }, 5, 0.2)));
+    const composed = await Engine.load({ model: backbone, reasoners: [{ model: reasoner, weight: 0.7 }], projector, cacheDir });
+    try {
+      const schema = SCHEMAS.find((s) => s.name === 'oneOf (discriminated)')!.schema;
+      const r = await composed.generate({ prompt: 'Once upon a time' }, { ...SAMPLING, latent: 'never', responseFormat: { type: 'json_schema', schema } });
+      expect(r.rows[0]!.finishReason).to.equal('eos');
+      expect(ajv.validate(schema, r.rows[0]!.parsed), r.rows[0]!.text).to.equal(true);
+
+      // fixed:K thinks K latent steps after the prompt, then the grammar decides every discrete token
+      const fixed = await composed.generate({ prompt: 'Once upon a time' }, { ...SAMPLING, latent: 'fixed:3', responseFormat: { type: 'json_schema', schema } });
+      expect(fixed.usage.latentSteps).to.equal(3);
+      expect(ajv.validate(schema, fixed.rows[0]!.parsed), fixed.rows[0]!.text).to.equal(true);
+
+      // a marker the grammar itself writes opens no latent span: it is text of the reply
+      const grammar = 'root ::= "Tom " ("ran" | "sat") " <implicit_thought>2</implicit_thought> home."';
+      const marked = await composed.generate({ prompt: 'Once upon a time' }, { ...SAMPLING, latent: 'marker', responseFormat: { type: 'grammar', grammar } });
+      expect(marked.rows[0]!.text).to.match(/^Tom (ran|sat) <implicit_thought>2<\/implicit_thought> home\.$/);
+      expect(marked.usage.latentSteps ?? 0).to.equal(0);
+    } finally {
+      await composed.dispose();
+    }
+  });
+
+  it('writes bounded numbers exactly (XGrammar alone admits 121..129 for [-5, 120])', async () => {
+    const { xg } = loadXGrammar();
+    const accepts = async (ebnf: string, text: string) => xg.Testings.isGrammarAcceptString(await xg.Grammar.fromEBNF(`root ::= ${ebnf}`), text);
+    const ranges = [
+      { integer: true, minimum: -5, maximum: 120 },
+      { integer: true, exclusiveMinimum: -13, exclusiveMaximum: 7 },
+      { integer: true, minimum: 95 },
+      { integer: true, maximum: -3 },
+      { integer: false, minimum: 0, maximum: 3 },
+      { integer: false, exclusiveMinimum: -2, exclusiveMaximum: 1 },
+      { integer: false, minimum: -40.5, maximum: 45.5 },
+    ];
+    const samples = ['0', '-0.5', '3', '3.5', '2.999', '-2', '-1.5', '-13', '-12', '-5', '-6', '7', '6', '6.01', '95', '94', '1000', '120', '121', '129', '-3', '-4', '45', '45.2', '-40', '-40.7', '100.5'];
+    for (const b of ranges) {
+      const ebnf = numberRangeEbnf(b, '#');
+      for (const text of samples) {
+        const v = Number(text);
+        const valid =
+          (!b.integer || Number.isInteger(v)) &&
+          (b.minimum === undefined || v >= b.minimum) && (b.maximum === undefined || v <= b.maximum) &&
+          (b.exclusiveMinimum === undefined || v > b.exclusiveMinimum) && (b.exclusiveMaximum === undefined || v < b.exclusiveMaximum);
+        const accepted = await accepts(ebnf, text);
+        // every integer in range is written; nothing out of range ever is
+        if (accepted) expect(valid, `${JSON.stringify(b)} accepted ${text}`).to.equal(true);
+        if (valid && Number.isInteger(v)) expect(accepted, `${JSON.stringify(b)} refused ${text}`).to.equal(true);
+      }
+    }
+    expect(prepareJsonSchema({ type: 'integer', minimum: 0, maximum: 9 }).rules.size).to.equal(1);
   });
 });
