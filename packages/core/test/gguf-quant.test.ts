@@ -1,10 +1,11 @@
 import { expect } from 'chai';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { convertGguf } from '../src/gguf/convert.js';
-import { withGguf } from '../src/gguf/reader.js';
-import { llamaCppGreedy, ortGreedy, STORIES } from './support/gguf-models.js';
+import { GgufError, withGguf } from '../src/gguf/reader.js';
+import { llamaCppGreedy, ortGreedy, STORIES, storiesTokenizerMeta, writeRandomGguf } from './support/gguf-models.js';
 import { rewriteGguf } from './support/gguf-writer.js';
 import { BLOCK_TYPES, dequantize } from '../src/gguf/quant/index.js';
 import { isLossless, toNBits } from '../src/gguf/quant/nbits.js';
@@ -103,6 +104,27 @@ describe('gguf quantized models against llama.cpp', function () {
     expect(ours).to.deep.equal(ref);
   });
 
+  it('refuses a truncated quantized file and a quantized tensor whose rows do not divide into blocks, naming the tensor; writes nothing', async () => {
+    const path = join(tmp, 'stories-q8_0.gguf'); // written by the Q8_0 test above
+    const raw = await readFile(path);
+    const cut = join(tmp, 'cut.gguf');
+    await writeFile(cut, raw.subarray(0, raw.length - 40));
+    const out = join(tmp, 'cut-module');
+    const err = await convertGguf(cut, out).catch((e: unknown) => e);
+    expect(err).to.be.instanceOf(GgufError).with.property('code', 'truncated');
+    expect((err as Error).message).to.match(/cut\.gguf is truncated: tensor "blk\.4\.[a-z_]+\.weight"/);
+    expect(existsSync(out)).to.equal(false);
+    // ffn_down's rows hold 172 elements: not whole Q8_0 blocks of 32
+    const bad = Buffer.from(raw);
+    const at = bad.indexOf(Buffer.from('blk.0.ffn_down.weight')) + 'blk.0.ffn_down.weight'.length;
+    bad.writeUInt32LE(GGML.Q8_0, at + 4 + 16);
+    const badPath = join(tmp, 'bad-blocks.gguf');
+    await writeFile(badPath, bad);
+    const err2 = await convertGguf(badPath, join(tmp, 'bad-blocks')).catch((e: unknown) => e);
+    expect(err2).to.be.instanceOf(GgufError).with.property('code', 'corrupt');
+    expect((err2 as Error).message).to.match(/"blk\.0\.ffn_down\.weight" is Q8_0 with rows of 172 elements/);
+  });
+
   it("stories260K as Q4_0: greedy tokens equal llama.cpp's over the prefix where its F32 and Q4_0 runs agree", async () => {
     const path = join(tmp, 'stories-q4_0.gguf');
     await requantized(STORIES, path, () => GGML.Q4_0);
@@ -112,5 +134,62 @@ describe('gguf quantized models against llama.cpp', function () {
     while (agree < 60 && f32[agree] === ref[agree]) agree++;
     expect(agree, 'llama.cpp F32 and Q4_0 agree on a prefix').to.be.at.least(8);
     expect(ours.slice(0, agree)).to.deep.equal(ref.slice(0, agree));
+  });
+});
+
+describe('gguf quantized random models against llama.cpp', function () {
+  this.timeout(120_000);
+  let tmp: string;
+  let f32Path: string;
+  const prompt = [1, 403, 407];
+  before(async () => {
+    tmp = await mkdtemp(join(tmpdir(), 'reasonplug-gguf-mix-'));
+    f32Path = join(tmp, 'random-f32.gguf');
+    // rows of 256 so that every K-quant fits; an untied head so token_embd and output can differ in type
+    const spec = { arch: 'llama', hidden: 256, layers: 1, heads: 4, kvHeads: 2, ff: 512, untied: true, scale: 0.08, embedScale: 0.3 };
+    await writeRandomGguf(f32Path, spec, await storiesTokenizerMeta());
+  });
+  after(async () => {
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  async function quantizedCopy(label: string, typeOf: (name: string) => number): Promise<string> {
+    const path = join(tmp, `${label.replaceAll('/', '-')}.gguf`);
+    await rewriteGguf(
+      f32Path,
+      path,
+      (_meta, tensors) => {
+        for (const [name, t] of tensors) if (t.dims.length === 2) t.type = typeOf(name);
+      },
+      (data, type) => quantizeGgml(data, type),
+    );
+    return path;
+  }
+
+  // Each type alone: our dequantization (a dense conversion) decodes like llama.cpp on the quantized file. The
+  // random model is sensitive (llama.cpp's own F32 and quantized runs part within a few tokens), so a layout
+  // error shows at the first token; the later tokens differ only by llama.cpp's 8-bit activations.
+  for (const [name, type] of Object.entries(GGML)) {
+    if (!BLOCK_TYPES.has(type)) continue;
+    it(`${name}: the dequantized conversion's first 6 greedy tokens equal llama.cpp's`, async () => {
+      const path = await quantizedCopy(`all-${name}`, () => type);
+      const ref = await llamaCppGreedy(path, prompt, 6);
+      const res = await convertGguf(path, join(tmp, `all-${name}-module`), { dequantize: true });
+      expect(await ortGreedy(join(res.dir, 'model.onnx'), prompt, 6)).to.deep.equal(ref);
+    });
+  }
+
+  it('a Q4_K_M mix (Q4_K, Q6_K for attn_v, ffn_down and the head) and a mix of the lossless types run through MatMulNBits', async () => {
+    const mixes: [string, (name: string) => number, number][] = [
+      ['Q4_K_M', (n) => (/attn_v|ffn_down|output\.weight/.test(n) ? GGML.Q6_K : GGML.Q4_K), 1],
+      ['lossless', (n) =>
+        n.includes('attn_q') ? GGML.Q3_K : n.includes('attn_k') ? GGML.Q5_0 : n.includes('attn_v') ? GGML.IQ4_NL : n.includes('ffn_gate') ? GGML.IQ4_XS : n.includes('token_embd') ? GGML.Q8_0 : GGML.Q6_K, 4],
+    ];
+    for (const [label, typeOf, n] of mixes) {
+      const path = await quantizedCopy(label, typeOf);
+      const ref = await llamaCppGreedy(path, prompt, n);
+      const res = await convertGguf(path, join(tmp, `${label}-module`));
+      expect(await ortGreedy(join(res.dir, 'model.onnx'), prompt, n), label).to.deep.equal(ref);
+    }
   });
 });
