@@ -9,6 +9,9 @@ import { locateModel } from '../modules/locate.js';
 import { resolveModelPath } from '../registry/resolve-model.js';
 import { detectSignature, describeSignature } from '../onnx/signature.js';
 import { convertGguf } from '../gguf/convert.js';
+import { isGgufPath } from '../gguf/gguf-module.js';
+import { progressBar } from '../registry/progress.js';
+import { basename } from 'node:path';
 import { DEVICES } from '../runtime/devices.js';
 import type { PromptInput, ReasonerSpec } from '../runtime/protocol.js';
 import type { FusionMode } from '../compose/fusion.js';
@@ -85,9 +88,9 @@ async function generate(flags: GenerateFlags): Promise<void> {
   // Refused before the model loads, not after.
   validateGenerateOptions(options);
   const engine = await Engine.load({
-    model: flags.model,
+    model: await ggufWithProgress(flags.model),
     ...(flags.dtype ? { dtype: flags.dtype } : {}),
-    reasoners: flags.reasoner ?? [],
+    reasoners: await Promise.all((flags.reasoner ?? []).map(async (r) => ({ ...r, model: await ggufWithProgress(r.model) }))),
     ...(flags.mode ? { mode: flags.mode } : {}),
     ...(flags.projector ? { projector: flags.projector } : {}),
     device: flags.device,
@@ -138,6 +141,13 @@ async function generate(flags: GenerateFlags): Promise<void> {
   }
 }
 
+/** A .gguf file's converted module (converted on first use, with a progress bar on a terminal); other specs as given. */
+async function ggufWithProgress(spec: string): Promise<string> {
+  if (!isGgufPath(spec) || !existsSync(spec)) return spec;
+  const bar = progressBar(`convert ${basename(spec)}`);
+  return resolveModelPath(spec, bar ? { onProgress: (p) => bar.update(p) } : {}).finally(() => bar?.finish());
+}
+
 /** One line per token: what the fusion chose from, and each model's favourites. */
 function formatTrace(id: number, trace: TokenTrace): string {
   const top = (c: { id: number; logit: number }[]) => c.map((x) => `${x.id}:${x.logit.toFixed(2)}`).join(' ');
@@ -162,7 +172,7 @@ export function buildProgram(): Command {
   program
     .command('generate')
     .description('generate text from a model')
-    .requiredOption('--model <path>', 'module directory, plain export directory, or .onnx file')
+    .requiredOption('--model <path>', 'module directory, plain export directory, .onnx file, .gguf file (converted once into the cache) or registry reference')
     .addOption(new Option('--dtype <t>', "graph of a hub export directory (transformers.js names; default: the most precise present)").choices([...DTYPES]))
     .option('--prompt <text>', 'prompt text (tokenized with the model tokenizer, BOS added as it specifies)')
     .option('--prompt-ids <ids>', 'prompt as comma-separated token ids, fed as given', promptIdsFlag)

@@ -20,6 +20,7 @@ import { writeLlamaModel } from '../onnx/llama-builder.js';
 import { tokenizerFingerprint } from '../tokenizer/fingerprint.js';
 import { GgufError, GgufFile, SUPPORTED_TENSOR_TYPES, type GgufTensorInfo } from './reader.js';
 import { tokenizerFromGguf } from './tokenizer-from-gguf.js';
+import { reportTensorReads } from './read-progress.js';
 
 export interface ConvertGgufOptions {
   /** Storage type of the ONNX weights and float I/O. Default 'float32'. */
@@ -35,6 +36,8 @@ export interface ConvertGgufOptions {
   dequantize?: boolean;
   /** `accuracy_level` of the MatMulNBits nodes (see LlamaBuildOptions.quantAccuracyLevel). Default 4. */
   quantAccuracyLevel?: 0 | 4;
+  /** Called after each tensor is read with the bytes of tensor data read so far and in all (a progress bar). */
+  onTensorRead?: (bytes: number, total: number) => void;
 }
 
 /** One file entry of a module manifest. */
@@ -334,6 +337,7 @@ export async function convertGguf(ggufPath: string, outDir: string, opts: Conver
   const dir = resolve(outDir);
   const file = basename(ggufPath);
   const f = await GgufFile.open(ggufPath);
+  if (opts.onTensorRead) reportTensorReads(f, opts.onTensorRead);
   let config: LlamaConfig;
   let manifest: ConvertedManifest;
   try {

@@ -1,18 +1,19 @@
 /**
  * Wherever reasonplug takes a model path (`Engine.load({ model })`, reasoners, `--model`, `--reasoner`,
  * the LangChain plugin), a registry reference works too: `resolveModelPath` leaves local paths alone and
- * pulls references into the cache.
+ * pulls references into the cache. A `.gguf` file is converted once into the cache (gguf/gguf-module.ts).
  */
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
+import { ggufModuleDir, isGgufPath } from '../gguf/gguf-module.js';
 import { isAbsolute } from 'node:path';
 import { InvalidReferenceError } from './errors.js';
 import { pullModule, type PullOptions } from './pull.js';
 import { parseRef } from './reference.js';
 import { settingsFrom } from './settings.js';
 
-/** Spellings that only a path has: relative, absolute, home, Windows separators, an .onnx file. */
+/** Spellings that only a path has: relative, absolute, home, Windows separators, an .onnx or .gguf file. */
 function looksLikePath(spec: string): boolean {
-  return isAbsolute(spec) || /^(?:\.{1,2}|~)(?:[/\\]|$)/.test(spec) || spec.includes('\\') || /\.onnx$/i.test(spec);
+  return isAbsolute(spec) || /^(?:\.{1,2}|~)(?:[/\\]|$)/.test(spec) || spec.includes('\\') || /\.(?:onnx|gguf)$/i.test(spec);
 }
 
 /**
@@ -22,6 +23,9 @@ function looksLikePath(spec: string): boolean {
  * `@` or `:` is returned as is, for the engine to report as a missing path.
  */
 export async function resolveModelPath(spec: string, opts: PullOptions = {}): Promise<string> {
+  if (isGgufPath(spec) && existsSync(spec) && statSync(spec).isFile()) {
+    return ggufModuleDir(spec, { cacheDir: settingsFrom(opts).cacheDir, ...(opts.onProgress ? { onProgress: opts.onProgress } : {}) });
+  }
   if (existsSync(spec) || looksLikePath(spec)) return spec;
   let ref;
   try {

@@ -1,0 +1,102 @@
+/**
+ * A `.gguf` file given where a model is expected (`--model`, `Engine.load({ model })`, reasoners, the
+ * LangChain plugin) is converted once into the cache and used as the module directory it became.
+ *
+ * The cache entry is keyed by the file's SHA-256 (and the converter's output version), so a renamed or
+ * copied file is not converted again, and an edited one is. A conversion is written into a
+ * process-unique temp directory beside its entry and renamed into place when complete: a failed or
+ * interrupted conversion leaves nothing a later load would take for a module.
+ */
+import { createReadStream, existsSync } from 'node:fs';
+import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { basename, join } from 'node:path';
+import { MANIFEST_FILE } from '../modules/manifest.js';
+import { suffixPid, uniqueSuffix } from '../registry/atomic.js';
+import type { TransferProgress } from '../registry/download.js';
+import { convertGguf, type ConvertGgufOptions } from './convert.js';
+
+/** Bumped when the converter writes different modules for the same file, so old entries are not reused. */
+const LAYOUT = 'v1';
+
+/** Whether a model spec names a GGUF file (by its extension). */
+export function isGgufPath(spec: string): boolean {
+  return /\.gguf$/i.test(spec);
+}
+
+export interface GgufModuleOptions {
+  /** Cache root (default `$REASONPLUG_CACHE`, else ~/.cache/reasonplug); entries go under `gguf/`. */
+  cacheDir: string;
+  /** Progress of hashing, then of reading the tensors, as byte counts (for a progress bar). */
+  onProgress?: (p: TransferProgress) => void;
+  /** Passed to the converter. */
+  convert?: Pick<ConvertGgufOptions, 'dtype'>;
+}
+
+async function sha256Of(path: string, size: number, onBytes: (bytes: number) => void): Promise<string> {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
+    hash.update(chunk);
+    bytes += chunk.length;
+    onBytes(Math.min(bytes, size));
+  }
+  return hash.digest('hex');
+}
+
+/** Removes temp directories of conversions whose process is gone (a crash or kill mid-conversion). */
+async function sweepStale(root: string): Promise<void> {
+  for (const name of await readdir(root).catch(() => [] as string[])) {
+    const m = /\.(\d+-[0-9a-f]+)\.tmp$/.exec(name);
+    if (!m) continue;
+    const pid = suffixPid(m[1]!);
+    let alive = pid === process.pid;
+    if (!alive) {
+      try {
+        process.kill(pid, 0);
+        alive = true;
+      } catch (err) {
+        alive = (err as NodeJS.ErrnoException).code === 'EPERM';
+      }
+    }
+    if (!alive) await rm(join(root, name), { recursive: true, force: true });
+  }
+}
+
+/**
+ * The module directory of a GGUF file: converted on first use into `<cacheDir>/gguf/<sha256>-v1`, reused
+ * afterwards. Conversion errors (`GgufError` and others) propagate, with nothing left in the cache.
+ */
+export async function ggufModuleDir(path: string, opts: GgufModuleOptions): Promise<string> {
+  const { size } = await stat(path);
+  const file = basename(path);
+  const progress = (bytes: number, total: number, digest: string, done = false) =>
+    opts.onProgress?.({ file, digest, size: total, bytes, resumedFrom: 0, done });
+  const sha256 = await sha256Of(path, size, (bytes) => progress(bytes, size, 'sha256:pending'));
+  const root = join(opts.cacheDir, 'gguf');
+  const dtype = opts.convert?.dtype ?? 'float32';
+  const dir = join(root, `${sha256}-${dtype === 'float32' ? '' : 'f16-'}${LAYOUT}`);
+  if (existsSync(join(dir, MANIFEST_FILE))) return dir;
+
+  await mkdir(root, { recursive: true });
+  await sweepStale(root);
+  const tmp = `${dir}.${uniqueSuffix()}.tmp`;
+  try {
+    await convertGguf(path, tmp, {
+      ...(opts.convert ?? {}),
+      ...(opts.onProgress ? { onTensorRead: (bytes: number, total: number) => progress(bytes, total, `sha256:${sha256}`) } : {}),
+    });
+    try {
+      await rename(tmp, dir);
+    } catch (err) {
+      // Another process finished the same conversion first: keep its entry.
+      if (!existsSync(join(dir, MANIFEST_FILE))) throw err;
+      await rm(tmp, { recursive: true, force: true });
+    }
+  } catch (err) {
+    await rm(tmp, { recursive: true, force: true });
+    throw err;
+  }
+  progress(size, size, `sha256:${sha256}`, true);
+  return dir;
+}

@@ -1,0 +1,90 @@
+/**
+ * A .gguf file where a model is expected: converted once into $REASONPLUG_CACHE (keyed by its digest),
+ * loaded as the module it became; a bad file leaves nothing in the cache.
+ */
+import { expect } from 'chai';
+import { copyFile, mkdtemp, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Engine } from '../src/engine.js';
+import { GgufError } from '../src/gguf/reader.js';
+import { resolveModelPath } from '../src/registry/resolve-model.js';
+import type { TransferProgress } from '../src/registry/download.js';
+import { STORIES } from './support/gguf-models.js';
+
+describe('a .gguf file as the model', function () {
+  this.timeout(120_000);
+  let tmp: string;
+  let cache: string;
+  const saved = process.env['REASONPLUG_CACHE'];
+  before(async () => {
+    tmp = await mkdtemp(join(tmpdir(), 'reasonplug-gguf-module-'));
+    cache = join(tmp, 'cache');
+    process.env['REASONPLUG_CACHE'] = cache;
+  });
+  after(async () => {
+    if (saved === undefined) delete process.env['REASONPLUG_CACHE'];
+    else process.env['REASONPLUG_CACHE'] = saved;
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  it('Engine.load converts it once into the cache and runs it; a second load (and a reasoner of the same file) reuses the conversion', async () => {
+    const path = join(tmp, 'stories.gguf');
+    await copyFile(STORIES, path);
+    const engine = await Engine.load({ model: path, reasoners: [{ model: path, weight: 0.5 }] });
+    let modelStat;
+    try {
+      const r = await engine.generate({ promptIds: [1] }, { maxTokens: 4 });
+      expect(r.rows[0]!.ids).to.deep.equal([403, 407, 261, 378]); // "Once upon a time", as llama.cpp reads the file
+      const entries = await readdir(join(cache, 'gguf'));
+      expect(entries).to.have.length(1);
+      expect(entries[0]).to.match(/^270cba1bd5109f42d03350f60406024560464db173c0e387d91f0426d3bd256d-v1$/);
+      modelStat = await stat(join(cache, 'gguf', entries[0]!, 'model.onnx'));
+    } finally {
+      await engine.dispose();
+    }
+
+    // The same bytes under another name: found by digest, not converted again.
+    const renamed = join(tmp, 'renamed.gguf');
+    await copyFile(path, renamed);
+    const events: TransferProgress[] = [];
+    const dir = await resolveModelPath(renamed, { onProgress: (p) => events.push(p) });
+    expect(await readdir(join(cache, 'gguf'))).to.have.length(1);
+    const again = await stat(join(dir, 'model.onnx'));
+    expect(again.mtimeMs).to.equal(modelStat.mtimeMs);
+    expect(again.ino).to.equal(modelStat.ino);
+    // hashing progress only: no tensor was read
+    expect(events.every((e) => e.digest === 'sha256:pending')).to.equal(true);
+    const manifest = JSON.parse(await readFile(join(dir, 'reasonplug.json'), 'utf8')) as { provenance: { convertedFrom: { file: string } } };
+    expect(manifest.provenance.convertedFrom.file).to.equal('stories.gguf');
+  });
+
+  it('reports conversion progress through the tensor data', async () => {
+    const other = join(tmp, 'other-cache');
+    const events: TransferProgress[] = [];
+    await resolveModelPath(STORIES, { cacheDir: other, onProgress: (p) => events.push(p) });
+    const reads = events.filter((e) => e.digest.startsWith('sha256:2'));
+    expect(reads.length).to.be.greaterThan(10);
+    for (let i = 1; i < reads.length; i++) expect(reads[i]!.bytes).to.be.at.least(reads[i - 1]!.bytes);
+    expect(reads.at(-1)).to.include({ done: true });
+  });
+
+  it('a truncated or corrupt GGUF fails with a GgufError and leaves nothing in the cache', async () => {
+    const raw = await readFile(STORIES);
+    const truncated = join(tmp, 'truncated.gguf');
+    await writeFile(truncated, raw);
+    await truncate(truncated, raw.length - 5000);
+    const corrupt = join(tmp, 'corrupt.gguf');
+    await writeFile(corrupt, Buffer.concat([Buffer.from('GGUX'), raw.subarray(4)]));
+    const badCache = join(tmp, 'bad-cache');
+    for (const bad of [truncated, corrupt]) {
+      const err = await resolveModelPath(bad, { cacheDir: badCache }).catch((e: unknown) => e);
+      expect(err, bad).to.be.instanceOf(GgufError);
+      expect(await readdir(join(badCache, 'gguf')).catch(() => [])).to.deep.equal([]);
+    }
+    const err = await Engine.load({ model: truncated }).catch((e: unknown) => e);
+    expect(err).to.be.instanceOf(GgufError);
+    expect((err as Error).message).to.match(/truncated|tensor/i);
+    expect(await readdir(join(cache, 'gguf'))).to.have.length(1); // only the good conversion of the first test
+  });
+});
