@@ -1,5 +1,4 @@
 import { expect } from 'chai';
-import * as ort from 'onnxruntime-node';
 import { join } from 'node:path';
 import { Engine } from '../src/engine.js';
 import { buildGenaiLlamaModel, type GenaiBuildOptions } from '../src/onnx/genai-builder.js';
@@ -9,6 +8,7 @@ import { writeModel } from '../src/onnx/proto.js';
 import { prepareDecoder } from '../src/onnx/prepared-cache.js';
 import { buildProjectorModel, randomProjectorWeights, writeProjectorModel } from '../src/onnx/projector-builder.js';
 import { cacheDir, testDir } from './support/models.js';
+import { bareGreedy } from './support/bare-loop.js';
 
 // GroupQueryAttention's CPU kernel rotates heads whose size is a multiple of 16.
 const config: LlamaConfig = { vocabSize: 96, hiddenSize: 64, numLayers: 2, numHeads: 4, numKvHeads: 2, intermediateSize: 128 };
@@ -38,53 +38,6 @@ async function greedy(options: Parameters<typeof Engine.load>[0], generate: Para
   } finally {
     await engine.dispose();
   }
-}
-
-/** onnxruntime's bare greedy loop over one prompt (no padding, no engine): the reference for graphs that compute in fp16. */
-async function bareGreedy(path: string, prompt: number[], steps: number): Promise<number[]> {
-  const session = await ort.InferenceSession.create(path);
-  try {
-    const meta = new Map(session.inputMetadata.map((m) => [m.name, m as { type: string; shape: readonly (number | string)[] }]));
-    const ids = (values: number[], name: string) => {
-      const type = meta.get(name)!.type;
-      return type === 'int32' ? new ort.Tensor('int32', Int32Array.from(values), [1, values.length]) : new ort.Tensor('int64', BigInt64Array.from(values, BigInt), [1, values.length]);
-    };
-    const kvType = meta.get('past_key_values.0.key')!.type as 'float16' | 'float32';
-    let past: Record<string, ort.Tensor> = {};
-    for (const [name, m] of meta) {
-      if (name.startsWith('past_key_values.')) past[name] = new ort.Tensor(kvType, kvType === 'float16' ? new Uint16Array(0) : new Float32Array(0), [1, m.shape[1] as number, 0, m.shape[3] as number]);
-    }
-    const out: number[] = [];
-    let feed = prompt;
-    let length = 0;
-    for (let s = 0; s < steps; s++) {
-      length += feed.length;
-      const feeds: Record<string, ort.Tensor> = { input_ids: ids(feed, 'input_ids'), attention_mask: ids(new Array(length).fill(1), 'attention_mask'), ...past };
-      if (meta.has('position_ids')) feeds.position_ids = ids(feed.map((_, i) => length - feed.length + i), 'position_ids');
-      const r = await session.run(feeds);
-      const logits = r.logits!;
-      const vocab = logits.dims[2] as number;
-      const last = (logits.dims[1] as number) - 1;
-      const row = Array.from({ length: vocab }, (_, v) => {
-        const x = (logits.data as Float32Array | Uint16Array)[last * vocab + v]!;
-        return logits.type === 'float16' ? float16(x) : x;
-      });
-      const next = row.indexOf(Math.max(...row));
-      out.push(next);
-      past = Object.fromEntries(Object.keys(past).map((k) => [k, r[k.replace('past_key_values', 'present')]!]));
-      feed = [next];
-    }
-    return out;
-  } finally {
-    await session.release();
-  }
-}
-
-function float16(h: number): number {
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  const v = e === 0 ? m * 2 ** -24 : e === 31 ? (m ? NaN : Infinity) : (1 + m / 1024) * 2 ** (e - 15);
-  return h & 0x8000 ? -v : v;
 }
 
 describe('onnxruntime-genai graphs (GroupQueryAttention)', function () {

@@ -19,6 +19,7 @@ import { PLACEMENTS, type PlacementChoice } from '../runtime/thread-budget.js';
 import type { TokenTrace } from '../compose/composed-source.js';
 import { existsSync } from 'node:fs';
 import { DTYPES } from '../modules/hub-variants.js';
+import { quantizeModel } from '../modules/quantize-module.js';
 import { addRegistryCommands } from './registry-commands.js';
 import {
   decimalFlag,
@@ -216,6 +217,29 @@ export function buildProgram(): Command {
     .action(async (file: string, outDir: string, flags: { dtype: 'float32' | 'float16'; name?: string }) => {
       const { dir } = await convertGguf(file, outDir, { dtype: flags.dtype, ...(flags.name ? { name: flags.name } : {}) });
       process.stdout.write(`${dir}\n`);
+    });
+  program
+    .command('quantize')
+    .description('write a 4- or 8-bit copy of a module, plain export directory or .onnx file (MatMul weights → MatMulNBits)')
+    .argument('<src>', 'module directory, plain export directory, or .onnx file')
+    .argument('<dest>', 'where the quantized copy goes (must not exist)')
+    .addOption(new Option('--bits <n>', 'bits per weight').choices(['4', '8']).default('4'))
+    .addOption(new Option('--block <n>', 'weights per block (a power of two, at least 16)').default('32'))
+    .addOption(new Option('--accuracy <a>', "MatMulNBits' compute: int8 (activations quantized per block) or fp32").choices(['int8', 'fp32']).default('int8'))
+    .option('--embeddings', 'also quantize embedding tables (GatherBlockQuantized)')
+    .action(async (src: string, dest: string, flags: { bits: string; block: string; accuracy: 'int8' | 'fp32'; embeddings?: boolean }) => {
+      const { path, report } = await quantizeModel(src, dest, {
+        bits: Number(flags.bits) as 4 | 8,
+        blockSize: Number(flags.block),
+        accuracy: flags.accuracy,
+        embeddings: flags.embeddings ?? false,
+      });
+      process.stdout.write(`${path}\n`);
+      process.stderr.write(
+        `[${report.matmuls} MatMul → MatMulNBits${report.gathers ? `, ${report.gathers} Gather → GatherBlockQuantized` : ''}; ` +
+          `weights ${(report.bytesBefore / 2 ** 20).toFixed(2)} → ${(report.bytesAfter / 2 ** 20).toFixed(2)} MiB` +
+          `${report.skipped.length ? `; left dense: ${report.skipped.join('; ')}` : ''}]\n`,
+      );
     });
   addRegistryCommands(program);
   return program;

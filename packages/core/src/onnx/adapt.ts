@@ -765,13 +765,23 @@ function adaptInputsEmbeds(ctx: Ctx, source: string, notes: string[]): void {
         continue;
       }
     }
+    // A quantized table: rows come out in the scales' type, `scales` columns × block_size wide.
+    if (dom === MS && op === 'GatherBlockQuantized' && (attrInt(node, 'gather_axis') ?? 0) === 0 && derived.has(node.input?.[1] ?? '')) {
+      const [data, , scales] = node.input ?? [];
+      const info = scales ? scope.constInfo(scales) : {};
+      const block = attrInt(node, 'block_size') ?? 128;
+      if (data && scales && scope.isConst(data) && scope.isConst(scales) && info.dims?.length === 2 && info.elemType !== undefined) {
+        gathers.push({ node, scope, dims: [info.dims[0]!, info.dims[1]! * block], type: info.elemType });
+        continue;
+      }
+    }
     bad.push(describeNode(node));
   }
   for (const g of [...(graph.output ?? [])]) if (derived.has(g.name ?? '')) bad.push(`the graph output \`${g.name}\``);
   if (bad.length > 0) {
     refuse(
       `\`input_ids\` is read by ${bad.slice(0, 4).join(', ')}${bad.length > 4 ? ` and ${bad.length - 4} more` : ''}; ` +
-        'only the embedding Gather(table [vocab, hidden], input_ids) and Shape(input_ids) reads can be rewritten',
+        'only the embedding Gather(table [vocab, hidden], input_ids) (or GatherBlockQuantized) and Shape(input_ids) reads can be rewritten',
     );
   }
   if (gathers.length === 0) refuse('no embedding Gather(table [vocab, hidden], input_ids) with a constant table was found');

@@ -60,7 +60,7 @@ function repack(t: BlockType, bytes: Uint8Array, rows: number, cols: number): Qu
 const SCALE_SEARCH = [1, 0.97, 0.94, 0.91, 0.88, 0.85];
 
 /** Round-to-nearest asymmetric quantization of one block; returns [scale, zero point]. */
-function quantizeBlock(x: Float32Array, from: number, n: number, top: number, codes: Uint8Array): [number, number] {
+export function quantizeBlock(x: Float32Array, from: number, n: number, top: number, codes: Uint8Array): [number, number] {
   let lo = Infinity;
   let hi = -Infinity;
   for (let i = from; i < from + n; i++) {

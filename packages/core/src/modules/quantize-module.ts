@@ -1,0 +1,116 @@
+/**
+ * `reasonplug quantize`: a module directory, a plain export directory or an .onnx file → its 4- or 8-bit
+ * counterpart (see onnx/quantize/quantize-graph.ts). A module stays a module: same name, kind, tasks and
+ * tokenizer fingerprint, the version gets build metadata (`1.0.0+q4`, so both can sit in one registry
+ * repository), the quantization is recorded in `provenance.quantization` and every digest is computed afresh.
+ * The result is written beside its destination and renamed into place, so nothing half-written is left.
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { copyFile, mkdir, rename, rm, stat } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { readModel, writeModel } from '../onnx/proto.js';
+import { quantizeGraph, QuantizeError, type QuantizeOptions, type QuantizeReport } from '../onnx/quantize/quantize-graph.js';
+import { MANIFEST_FILE, type ModuleManifest } from './manifest.js';
+import { loadModuleDir, writeModuleDir } from './module-dir.js';
+import { locateModel } from './locate.js';
+
+/** Files beside a plain export's graph that describe its tokenizer and generation; copied as they are. */
+const EXPORT_SIDE_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'chat_template.jinja'];
+
+/** What {@link quantizeModel} wrote. */
+export interface QuantizeResult {
+  /** The destination (a directory, or an .onnx file for an .onnx source). */
+  path: string;
+  report: QuantizeReport;
+  /** The new module's manifest, for module sources. */
+  manifest?: ModuleManifest;
+}
+
+/** External-data files a graph references (they are inlined, so they are not copied). */
+function externalFiles(model: Awaited<ReturnType<typeof readModel>>): Set<string> {
+  const out = new Set<string>();
+  for (const t of model.graph?.initializer ?? []) {
+    const loc = t.externalData?.find((e) => e.key === 'location')?.value;
+    if (loc) out.add(loc);
+  }
+  return out;
+}
+
+async function quantizeFile(src: string, dest: string, opts: QuantizeOptions): Promise<{ report: QuantizeReport; external: Set<string> }> {
+  const model = await readModel(src);
+  const { model: q, report } = quantizeGraph(model, src, dirname(src), opts);
+  await writeModel(dest, q);
+  return { report, external: externalFiles(model) };
+}
+
+/** The version of a quantized module: the source's, with `q<bits>` in its build metadata. */
+function quantizedVersion(version: string, bits: number): string {
+  const tag = `q${bits}`;
+  return version.includes('+') ? `${version}.${tag}` : `${version}+${tag}`;
+}
+
+/**
+ * Quantizes `src` into `dest`, which must not exist. Throws `QuantizeError` for graphs that cannot be
+ * quantized (already quantized, no constant MatMul), `ModelNotFoundError`, `ManifestError` and
+ * `ModuleIntegrityError` for sources that are not models or fail verification.
+ */
+export async function quantizeModel(src: string, dest: string, opts: QuantizeOptions = {}): Promise<QuantizeResult> {
+  const source = resolve(src);
+  const target = resolve(dest);
+  if (existsSync(target)) throw new QuantizeError(`${target} already exists; choose a new destination`);
+  const bits = opts.bits ?? 4;
+  const tmp = join(dirname(target), `.${basename(target)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  try {
+    if (!(await stat(source)).isDirectory()) {
+      const { report } = await quantizeFile(source, tmp, opts);
+      await rename(tmp, target);
+      return { path: target, report };
+    }
+    await mkdir(tmp, { recursive: true });
+    let result: Omit<QuantizeResult, 'path'>;
+    if (existsSync(join(source, MANIFEST_FILE))) {
+      const { manifest, files } = await loadModuleDir(source);
+      const modelRel = manifest.files.model!.path;
+      await mkdir(dirname(join(tmp, modelRel)), { recursive: true });
+      const { report, external } = await quantizeFile(files.model!, join(tmp, modelRel), opts);
+      const kept: Record<string, string> = { model: modelRel };
+      for (const [key, entry] of Object.entries(manifest.files)) {
+        if (key === 'model' || external.has(entry.path) || external.has(basename(entry.path))) continue;
+        await mkdir(dirname(join(tmp, entry.path)), { recursive: true });
+        await copyFile(join(source, entry.path), join(tmp, entry.path));
+        kept[key] = entry.path;
+      }
+      const { files: _files, schemaVersion: _schema, ...fields } = manifest;
+      const written = await writeModuleDir(tmp, {
+        ...fields,
+        version: quantizedVersion(manifest.version, bits),
+        provenance: {
+          ...manifest.provenance,
+          quantization: {
+            from: `${manifest.name}@${manifest.version}`,
+            method: 'MatMulNBits (round to nearest, uint8 zero point per block)',
+            bits,
+            blockSize: opts.blockSize ?? 32,
+            accuracy: opts.accuracy ?? 'int8',
+            embeddings: opts.embeddings ?? false,
+          },
+        },
+        files: kept,
+      });
+      result = { report, manifest: written };
+    } else {
+      const location = await locateModel(source);
+      const { report } = await quantizeFile(location.modelPath, join(tmp, 'model.onnx'), opts);
+      for (const dir of new Set([source, location.tokenizerDir ?? source])) {
+        for (const f of EXPORT_SIDE_FILES) if (existsSync(join(dir, f)) && !existsSync(join(tmp, f))) await copyFile(join(dir, f), join(tmp, f));
+      }
+      result = { report };
+    }
+    await rename(tmp, target);
+    return { path: target, ...result };
+  } catch (err) {
+    await rm(tmp, { recursive: true, force: true });
+    throw err;
+  }
+}

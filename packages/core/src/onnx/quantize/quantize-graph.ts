@@ -1,0 +1,331 @@
+/**
+ * Weight-only quantization of a decoder graph, in the graph itself: every MatMul whose weight is a constant
+ * matrix (an initializer, possibly through Cast, Transpose, Identity or a Concat of such, as the builder's
+ * q/k/v product and tied heads read theirs) becomes a `com.microsoft::MatMulNBits` over 4- or 8-bit blocks;
+ * with `embeddings`, every embedding Gather of a constant table becomes `com.microsoft::GatherBlockQuantized`.
+ * Nodes and initializers nothing reads any more are dropped; what stays external is inlined, so the result is
+ * one self-contained file.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { onnx as O } from 'onnx-proto';
+import { DataType, makeTensor, onnx, type GraphProto, type ModelProto, type NodeProto, type TensorProto } from '../proto.js';
+import { float16ToFloat32, float32ArrayToFloat16, transpose2d } from '../graph-builder.js';
+import { quantizeMatrix } from './quantize-matrix.js';
+
+const MS = 'com.microsoft';
+/** Protobuf cannot hold a model of 2 GiB or more. */
+const MAX_INLINE_BYTES = 2 ** 31 - 64 * 1024 * 1024;
+
+/** How to quantize. */
+export interface QuantizeOptions {
+  /** Bits per weight: 4 (default) or 8. */
+  bits?: 4 | 8;
+  /** Weights per block sharing one scale and zero point: a power of two, at least 16. Default 32. */
+  blockSize?: number;
+  /** MatMulNBits' `accuracy_level`: `int8` (default, level 4: activations quantized to int8 per block) or `fp32` (level 1). */
+  accuracy?: 'int8' | 'fp32';
+  /** Also quantize embedding tables (Gather → GatherBlockQuantized). Default false. */
+  embeddings?: boolean;
+}
+
+/** Raised for a graph that cannot be quantized (already quantized, nothing to quantize, too large), naming it. */
+export class QuantizeError extends Error {
+  override name = 'QuantizeError';
+}
+
+/** Operators that mean a graph's weights are already quantized. */
+const QUANTIZED_OPS = new Set(['MatMulNBits', 'MatMulInteger', 'DynamicQuantizeLinear', 'MatMulBnb4', 'GatherBlockQuantized', 'QLinearMatMul', 'MatMulIntegerToFloat', 'DynamicQuantizeMatMul', 'QAttention']);
+
+/** A constant matrix reaching a MatMul or Gather, as float32 values, and the float type the consumer sees. */
+interface Resolved {
+  values: Float32Array;
+  rows: number;
+  cols: number;
+  fp16: boolean;
+}
+
+/** What {@link quantizeGraph} did. */
+export interface QuantizeReport {
+  /** MatMuls now MatMulNBits. */
+  matmuls: number;
+  /** Gathers now GatherBlockQuantized. */
+  gathers: number;
+  /** Constant MatMuls left dense, with why. */
+  skipped: string[];
+  /** Initializer bytes before and after. */
+  bytesBefore: number;
+  bytesAfter: number;
+}
+
+function subgraphs(node: NodeProto): GraphProto[] {
+  return (node.attribute ?? []).flatMap((a) => [...(a.g ? [a.g] : []), ...(a.graphs ?? [])]);
+}
+
+function graphs(g: GraphProto, out: GraphProto[] = []): GraphProto[] {
+  out.push(g);
+  for (const n of g.node ?? []) for (const sg of subgraphs(n)) graphs(sg, out);
+  return out;
+}
+
+function attrInt(node: NodeProto, name: string): number | undefined {
+  const a = (node.attribute ?? []).find((x) => x.name === name);
+  return a?.i !== undefined && a.i !== null ? Number(a.i) : undefined;
+}
+
+function attrInts(node: NodeProto, name: string): number[] | undefined {
+  const a = (node.attribute ?? []).find((x) => x.name === name);
+  return a ? (a.ints ?? []).map(Number) : undefined;
+}
+
+function tensorBytes(t: TensorProto): number {
+  const length = t.externalData?.find((e) => e.key === 'length')?.value;
+  if (length) return Number(length);
+  return (t.rawData?.length ?? 0) + (t.floatData?.length ?? 0) * 4 + (t.int32Data?.length ?? 0) * 4 + (t.int64Data?.length ?? 0) * 8;
+}
+
+/** Reads tensors' bytes, external data included (each external file read once). */
+class TensorReader {
+  private readonly files = new Map<string, Buffer>();
+  constructor(private readonly baseDir: string) {}
+
+  raw(t: TensorProto): Uint8Array | undefined {
+    if (t.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL) {
+      const entry = (key: string) => t.externalData?.find((e) => e.key === key)?.value;
+      const location = entry('location')!;
+      let file = this.files.get(location);
+      if (!file) {
+        file = readFileSync(join(this.baseDir, location));
+        this.files.set(location, file);
+      }
+      const offset = Number(entry('offset') ?? 0);
+      const length = Number(entry('length') ?? file.length - offset);
+      return file.subarray(offset, offset + length);
+    }
+    return t.rawData && t.rawData.length > 0 ? t.rawData : undefined;
+  }
+
+  floats(t: TensorProto): Float32Array | undefined {
+    const raw = this.raw(t);
+    if (t.dataType === DataType.FLOAT) {
+      if (raw) return new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength));
+      return Float32Array.from(t.floatData ?? []);
+    }
+    if (t.dataType === DataType.FLOAT16) {
+      const bits = raw ? new Uint16Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength)) : Uint16Array.from(t.int32Data ?? []);
+      return Float32Array.from(bits, float16ToFloat32);
+    }
+    return undefined;
+  }
+
+  /** Moves an external tensor's data inline. */
+  inline(t: TensorProto): void {
+    if (t.dataLocation !== onnx.TensorProto.DataLocation.EXTERNAL) return;
+    t.rawData = new Uint8Array(this.raw(t)!);
+    t.externalData = [];
+    t.dataLocation = onnx.TensorProto.DataLocation.DEFAULT;
+  }
+}
+
+/**
+ * Quantizes `model` in place of a copy and returns the copy with a report. `baseDir` is where its external data
+ * lives; `source` names it in errors. Throws {@link QuantizeError} for a graph that is already quantized, that
+ * has no constant MatMul weight to quantize, or whose result would not fit in one file.
+ */
+export function quantizeGraph(model: ModelProto | O.IModelProto, source: string, baseDir: string, opts: QuantizeOptions = {}): { model: ModelProto; report: QuantizeReport } {
+  const bits = opts.bits ?? 4;
+  const blockSize = opts.blockSize ?? 32;
+  if (bits !== 4 && bits !== 8) throw new QuantizeError(`bits must be 4 or 8; got ${String(bits)}`);
+  if (!Number.isInteger(blockSize) || blockSize < 16 || (blockSize & (blockSize - 1)) !== 0) {
+    throw new QuantizeError(`the block size must be a power of two, at least 16; got ${String(blockSize)}`);
+  }
+  const accuracyLevel = (opts.accuracy ?? 'int8') === 'int8' ? 4 : 1;
+  const copy = onnx.ModelProto.decode(onnx.ModelProto.encode(model as O.IModelProto).finish());
+  const main = copy.graph as GraphProto;
+  const all = graphs(main);
+  const nodes = all.flatMap((g) => g.node ?? []);
+
+  const found = nodes.filter((n) => QUANTIZED_OPS.has(n.opType ?? ''));
+  if (found.length > 0) {
+    const ops = [...new Set(found.map((n) => `${n.domain ? `${n.domain}::` : ''}${n.opType}`))].join(', ');
+    throw new QuantizeError(`${source} is already quantized (${found.length} ${ops} node${found.length > 1 ? 's' : ''}); quantize the original float model instead`);
+  }
+
+  const inits = new Map((main.initializer ?? []).map((t) => [t.name ?? '', t as TensorProto]));
+  const producers = new Map<string, NodeProto>();
+  for (const n of nodes) for (const o of n.output ?? []) if (o) producers.set(o, n);
+  const reader = new TensorReader(baseDir);
+  const bytesBefore = [...inits.values()].reduce((s, t) => s + tensorBytes(t), 0);
+  const used = new Set<string>([...all.flatMap((g) => [...(g.initializer ?? []), ...(g.input ?? []), ...(g.output ?? [])].map((v) => v.name ?? '')), ...nodes.flatMap((n) => [...(n.input ?? []), ...(n.output ?? [])])]);
+  const fresh = (hint: string) => {
+    let name = hint;
+    for (let i = 1; used.has(name); i++) name = `${hint}_${i}`;
+    used.add(name);
+    return name;
+  };
+
+  const memo = new Map<string, Resolved | undefined>();
+  const resolve = (name: string, depth = 0): Resolved | undefined => {
+    if (memo.has(name)) return memo.get(name);
+    let r: Resolved | undefined;
+    const t = inits.get(name);
+    const n = producers.get(name);
+    if (depth > 16) r = undefined;
+    else if (t) {
+      const dims = (t.dims ?? []).map(Number);
+      const values = dims.length === 2 ? reader.floats(t) : undefined;
+      r = values ? { values, rows: dims[0]!, cols: dims[1]!, fp16: t.dataType === DataType.FLOAT16 } : undefined;
+    } else if (n && (n.domain ?? '') === '') {
+      const inner = () => resolve(n.input![0]!, depth + 1);
+      switch (n.opType) {
+        case 'Identity':
+          r = inner();
+          break;
+        case 'Cast': {
+          const to = attrInt(n, 'to');
+          const x = to === DataType.FLOAT || to === DataType.FLOAT16 ? inner() : undefined;
+          r = x && { ...x, fp16: to === DataType.FLOAT16 };
+          break;
+        }
+        case 'Transpose': {
+          const perm = attrInts(n, 'perm');
+          const x = !perm || (perm[0] === 1 && perm[1] === 0) ? inner() : undefined;
+          r = x && { values: transpose2d(x.values, x.rows, x.cols), rows: x.cols, cols: x.rows, fp16: x.fp16 };
+          break;
+        }
+        case 'Concat': {
+          const axis = attrInt(n, 'axis');
+          const parts = axis === 1 || axis === -1 ? (n.input ?? []).map((i) => resolve(i, depth + 1)) : [];
+          const [a] = parts;
+          if (a && parts.every((p) => p && p.rows === a.rows && p.fp16 === a.fp16)) {
+            const cols = parts.reduce((s, p) => s + p!.cols, 0);
+            const values = new Float32Array(a.rows * cols);
+            let at = 0;
+            for (const p of parts as Resolved[]) {
+              for (let row = 0; row < a.rows; row++) values.set(p.values.subarray(row * p.cols, (row + 1) * p.cols), row * cols + at);
+              at += p.cols;
+            }
+            r = { values, rows: a.rows, cols, fp16: a.fp16 };
+          }
+          break;
+        }
+      }
+    }
+    memo.set(name, r);
+    return r;
+  };
+
+  const added: TensorProto[] = [];
+  const addInit = (hint: string, dataType: number, dims: number[], data: Uint8Array | Float32Array | Uint16Array): string => {
+    const t = makeTensor(fresh(hint), dataType, dims, data);
+    added.push(t);
+    return t.name!;
+  };
+  const scaleTensor = (hint: string, dims: number[], scales: Float32Array, fp16: boolean) =>
+    addInit(hint, fp16 ? DataType.FLOAT16 : DataType.FLOAT, dims, fp16 ? float32ArrayToFloat16(scales) : scales);
+
+  const report: QuantizeReport = { matmuls: 0, gathers: 0, skipped: [], bytesBefore, bytesAfter: 0 };
+  // One quantized copy per weight value, shared by every node that reads it (both branches of a merged decoder).
+  const nbitsOf = new Map<string, { inputs: string[]; K: number; N: number }>();
+  for (const node of nodes) {
+    if ((node.domain ?? '') !== '' || node.opType !== 'MatMul') continue;
+    const b = node.input?.[1] ?? '';
+    const w = resolve(b);
+    if (!w) continue;
+    const [K, N] = [w.rows, w.cols];
+    if (K % blockSize !== 0) {
+      report.skipped.push(`${node.name || b}: ${K} inputs are not a multiple of the block size ${blockSize}`);
+      continue;
+    }
+    let q = nbitsOf.get(b);
+    if (!q) {
+      const m = quantizeMatrix(transpose2d(w.values, K, N), N, K, bits, blockSize);
+      const base = b.replace(/[^A-Za-z0-9_.]/g, '_').replace(/\.T$/, '');
+      q = {
+        K,
+        N,
+        inputs: [
+          addInit(`${base}.qweight`, DataType.UINT8, [N, K / blockSize, (blockSize * bits) / 8], m.data),
+          scaleTensor(`${base}.scales`, [N * (K / blockSize)], m.scales, w.fp16),
+          addInit(`${base}.qzeros`, DataType.UINT8, [m.zeroPoints!.length], m.zeroPoints!),
+        ],
+      };
+      nbitsOf.set(b, q);
+    }
+    node.opType = 'MatMulNBits';
+    node.domain = MS;
+    node.input = [node.input![0]!, ...q.inputs];
+    node.attribute = [
+      { name: 'K', type: onnx.AttributeProto.AttributeType.INT, i: q.K },
+      { name: 'N', type: onnx.AttributeProto.AttributeType.INT, i: q.N },
+      { name: 'bits', type: onnx.AttributeProto.AttributeType.INT, i: bits },
+      { name: 'block_size', type: onnx.AttributeProto.AttributeType.INT, i: blockSize },
+      { name: 'accuracy_level', type: onnx.AttributeProto.AttributeType.INT, i: accuracyLevel },
+    ];
+    report.matmuls++;
+  }
+  if (report.matmuls === 0) {
+    throw new QuantizeError(
+      `${source} has no MatMul with a constant weight matrix to quantize` + (report.skipped.length ? ` (${report.skipped.join('; ')})` : ''),
+    );
+  }
+
+  if (opts.embeddings) {
+    for (const node of nodes) {
+      if ((node.domain ?? '') !== '' || node.opType !== 'Gather' || (attrInt(node, 'axis') ?? 0) !== 0) continue;
+      const table = node.input?.[0] ?? '';
+      const w = inits.has(table) ? resolve(table) : undefined;
+      if (!w || w.cols % blockSize !== 0) continue;
+      const m = quantizeMatrix(w.values, w.rows, w.cols, bits, blockSize);
+      const base = table.replace(/[^A-Za-z0-9_.]/g, '_').replace(/\.weight$/, '');
+      const blocks = w.cols / blockSize;
+      node.opType = 'GatherBlockQuantized';
+      node.domain = MS;
+      node.input = [
+        addInit(`${base}.qweight`, DataType.UINT8, [w.rows, (w.cols * bits) / 8], m.data),
+        node.input![1]!,
+        scaleTensor(`${base}.scales`, [w.rows, blocks], m.scales, w.fp16),
+        addInit(`${base}.qzeros`, DataType.UINT8, [w.rows, m.zeroPoints!.length / w.rows], m.zeroPoints!),
+      ];
+      node.attribute = [
+        { name: 'gather_axis', type: onnx.AttributeProto.AttributeType.INT, i: 0 },
+        { name: 'quantize_axis', type: onnx.AttributeProto.AttributeType.INT, i: 1 },
+        { name: 'block_size', type: onnx.AttributeProto.AttributeType.INT, i: blockSize },
+        { name: 'bits', type: onnx.AttributeProto.AttributeType.INT, i: bits },
+      ];
+      report.gathers++;
+    }
+  }
+
+  main.initializer = [...(main.initializer ?? []), ...added];
+  prune(main);
+  for (const t of main.initializer ?? []) reader.inline(t as TensorProto);
+  report.bytesAfter = (main.initializer ?? []).reduce((s, t) => s + tensorBytes(t as TensorProto), 0);
+  if (report.bytesAfter > MAX_INLINE_BYTES) {
+    throw new QuantizeError(`${source}: the quantized weights take ${(report.bytesAfter / 2 ** 30).toFixed(2)} GiB, more than one ONNX file holds (2 GiB); external data output is not supported yet`);
+  }
+  const opsets = copy.opsetImport ?? [];
+  if (!opsets.some((o) => o.domain === MS)) copy.opsetImport = [...opsets, { domain: MS, version: 1 }];
+  return { model: copy, report };
+}
+
+/** Drops nodes whose outputs nothing reads, then initializers nothing reads, across the graph and its sub-graphs. */
+function prune(main: GraphProto): void {
+  for (let changed = true; changed; ) {
+    changed = false;
+    const all = graphs(main);
+    const read = new Set<string>();
+    for (const g of all) {
+      for (const o of g.output ?? []) read.add(o.name ?? '');
+      for (const n of g.node ?? []) for (const i of n.input ?? []) read.add(i);
+    }
+    for (const g of all) {
+      const keep = (g.node ?? []).filter((n) => (n.output ?? []).some((o) => o && read.has(o)));
+      if (keep.length !== (g.node ?? []).length) {
+        g.node = keep;
+        changed = true;
+      }
+    }
+    if (!changed) main.initializer = (main.initializer ?? []).filter((t) => read.has(t.name ?? ''));
+  }
+}
