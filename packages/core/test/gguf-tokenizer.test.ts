@@ -79,7 +79,7 @@ describe('gguf BPE tokenizers (llama.cpp is the reference)', function () {
     expect(ids('qwen2')).to.deep.equal(['1', '2', '3', '4', '5', '6', '7']);
     expect(ids('smollm')).to.deep.equal(['1', '2', '3', '4', '5', '6', '7']);
     expect(ids('llama-bpe').join('|')).to.match(/^12?3?\|/);
-    expect(ids('llama-bpe').every((p) => p.length <= 3)).to.equal(true);
+    expect(ids('llama-bpe').every((p: string) => p.length <= 3)).to.equal(true);
   });
 
   it('adds BOS as llama.cpp does, carries the chat template, and renders it to the ids llama.cpp reads with special tokens', async () => {

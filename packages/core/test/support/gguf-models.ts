@@ -129,6 +129,8 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
 }
 
 type Llama = Awaited<ReturnType<typeof import('node-llama-cpp').getLlama>>;
+/** node-llama-cpp's branded token id (a number at run time). */
+type Token = import('node-llama-cpp').Token;
 let llamaPromise: Promise<Llama> | undefined;
 
 /** One llama.cpp instance per process (CPU only, prebuilt binaries, no downloads). */
@@ -153,8 +155,8 @@ export async function llamaCppGreedy(path: string, prompt: number[], steps: numb
     });
     try {
       const out: number[] = [];
-      for await (const t of ctx.getSequence().evaluate(prompt, { temperature: 0 })) {
-        out.push(t);
+      for await (const t of ctx.getSequence().evaluate(prompt as unknown as Token[], { temperature: 0 })) {
+        out.push(t as unknown as number);
         if (out.length >= steps) break;
       }
       return out;
