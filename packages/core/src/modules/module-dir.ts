@@ -2,7 +2,7 @@
  * Module directories on disk: load one (validate `reasonplug.json`, then check every listed file's size and
  * SHA-256) and write the manifest of one whose files are already in place.
  */
-import { cachedHashFile, hashFile } from './file-digest.js';
+import { checkFile, hashFile } from './file-digest.js';
 import { randomBytes } from 'node:crypto';
 import { readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -136,7 +136,8 @@ export async function loadModuleDir(dir: string, opts: { verify?: boolean } = {}
 
   if (opts.verify ?? true) {
     await mapBounded(entries, HASH_CONCURRENCY, async ({ key, entry, path }, signal) => {
-      const { sha256 } = await cachedHashFile(path, signal);
+      // checkFile: a damaged stat record must not condemn a good file.
+      const { sha256 } = await checkFile(path, entry.sha256, signal);
       if (sha256 !== entry.sha256) {
         throw new ModuleIntegrityError(
           `${path} (files.${key}) has SHA-256 ${sha256} but the manifest says ${entry.sha256}; the file is corrupt or was changed — ${REMEDY}`,
