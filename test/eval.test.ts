@@ -8,7 +8,7 @@ import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { repoRoot } from './support/paths.js';
+import { fromSources, repoRoot } from './support/paths.js';
 
 const run = promisify(execFile);
 const modules = join(repoRoot, 'examples', 'modules');
@@ -26,7 +26,7 @@ describe('eval (fast subset of the results table)', function () {
 
   before(async function () {
     if (!existsSync(join(modules, 'toy-backbone-s', 'reasonplug.json'))) this.skip();
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', join(repoRoot, 'eval', 'run.ts'), '--n', '20', '--json'], {
+    const { stdout } = await run(process.execPath, [...fromSources, join(repoRoot, 'eval', 'run.ts'), '--n', '20', '--json'], {
       cwd: repoRoot,
       maxBuffer: 16 * 1024 * 1024,
     });

@@ -3,12 +3,12 @@ import { expect } from 'chai';
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { repoRoot } from './support/paths.js';
+import { fromSources, repoRoot } from './support/paths.js';
 
 const exec = promisify(execFile);
 
 function example(name: string, ...args: string[]): Promise<{ stdout: string; stderr: string }> {
-  return exec(process.execPath, ['--import', 'tsx', join(repoRoot, 'examples', name), ...args], { cwd: repoRoot, timeout: 60_000 });
+  return exec(process.execPath, [...fromSources, join(repoRoot, 'examples', name), ...args], { cwd: repoRoot, timeout: 60_000 });
 }
 
 describe('LangChain examples', function () {

@@ -3,23 +3,59 @@ import { expect } from 'chai';
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { repoRoot } from './support/paths.js';
+import { fromSources, repoRoot } from './support/paths.js';
 
 const run = promisify(execFile);
+
+/** Percent in a table cell, or undefined for a dash. */
+function percent(cell: string): number | undefined {
+  return cell.trim() === '—' ? undefined : Number(cell.trim().replace('%', ''));
+}
 
 describe('examples', function () {
   this.timeout(120_000);
 
-  it('demo.ts publishes the modules, composes reasoners picked by task, reasons latently and tells the story', async () => {
+  it('demo.ts publishes the modules, picks reasoners by task and shows their effect on held-out problems, then tells the story', async () => {
     const t0 = performance.now();
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', join(repoRoot, 'examples', 'demo.ts'), '--problems', '1'], {
+    const { stdout, stderr } = await run(process.execPath, [...fromSources, join(repoRoot, 'examples', 'demo.ts')], {
       cwd: repoRoot,
     });
-    expect(performance.now() - t0).to.be.below(60_000);
+    const seconds = (performance.now() - t0) / 1000;
+    expect(seconds).to.be.below(60);
+    expect(stderr, 'the demo is quiet').to.equal('');
     expect(stdout).to.match(/pushed examples\/toy-math-reasoner:1\.0\.0 {2}\(logit-reasoner; tasks: math\)/);
     expect(stdout).to.include('reasoners by task tag: math → examples/toy-math-reasoner@^1, cipher → examples/toy-cipher-reasoner@^1');
-    expect(stdout).to.match(/backbone alone .*\n {2}with reasoners /);
-    expect(stdout).to.match(/latent steps {10}: .*\[\d+ tokens written, \d+ latent steps\]/);
+
+    // The table: math and cipher accuracy of each setting over 40 held-out problems per task.
+    expect(stdout).to.include('accuracy on held-out problems (greedy, exact answer, 40 per task)');
+    const row = (label: string) => {
+      const m = stdout.match(new RegExp(`^ {2}${label.replace(/[+&]/g, '\\$&')} +(\\S+) +(\\S+)$`, 'm'));
+      expect(m, `table row ${label}`).to.not.equal(null);
+      return { math: percent(m![1]!), cipher: percent(m![2]!) };
+    };
+    const alone = row('backbone alone');
+    const composed = row('backbone + math & cipher reasoners');
+    const latent = row('latent policy + projector');
+    expect(composed.math! - alone.math!, 'math reasoner gain, points').to.be.at.least(30);
+    expect(composed.cipher!).to.be.at.least(alone.cipher!);
+    expect(latent.math!).to.be.at.least(composed.math!);
+    expect(latent.cipher).to.equal(undefined);
+
+    // The seeded examples: three math problems (each answered by all three settings) and one cipher problem,
+    // every mark agreeing with the expected answer printed above it.
+    const blocks = stdout.split('\n\n').filter((b) => /^[QC]:\S+ {3}\(expected /.test(b));
+    expect(blocks.map((b) => b[0])).to.deep.equal(['Q', 'Q', 'Q', 'C']);
+    for (const block of blocks) {
+      const [head, ...answers] = block.trim().split('\n');
+      const expected = head!.match(/\(expected (\S+)\)/)![1]!;
+      expect(answers).to.have.length(head!.startsWith('Q') ? 3 : 2);
+      for (const line of answers) {
+        const [, answer, mark] = line.match(/^ {2}.{34} (\S+) {3}([✓✗])$/)!;
+        const final = head!.startsWith('Q') ? answer!.slice(answer!.lastIndexOf('#')) : answer;
+        expect(mark, line).to.equal(final === expected ? '✓' : '✗');
+      }
+    }
     expect(stdout).to.include('Once upon a time, there was a little girl named Lily. She loved to play outside in the park.');
+    console.log(`      (demo: ${seconds.toFixed(1)} s)`);
   });
 });

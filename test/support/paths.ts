@@ -14,3 +14,7 @@ export const models = {
   gpt2Legacy: join(sharedModels, 'tiny-random-gpt2-legacy-kv'),
   stories260K: join(sharedModels, 'stories260K', 'stories260K.gguf'),
 };
+
+/** Node flags that run a TypeScript entry point from the repository's sources: tsx, and the export condition that
+ * points `@reasonplug/*` at `src/` (npm scripts get it from .npmrc; a child started with process.execPath does not). */
+export const fromSources = ['--import', 'tsx', '--conditions=@reasonplug/source'];
