@@ -50,6 +50,25 @@ async function editManifest(dir: string, edit: (m: ModuleManifest) => void): Pro
   await writeModuleDir(dir, { ...manifest, files });
 }
 
+/** A latent-projector module for stories-config backbones, declaring `vocabSize`. */
+async function projectorModule(vocabSize: number, dir = join(testDir('projector'), 'projector')): Promise<string> {
+  await mkdir(dir, { recursive: true });
+  const hiddenSize = storiesConfig().hiddenSize;
+  await writeProjectorModel(join(dir, 'model.onnx'), buildProjectorModel({ hiddenSize }, randomProjectorWeights({ hiddenSize }, 3)));
+  await writeModuleDir(dir, {
+    name: 'test-projector',
+    version: '1.0.0',
+    kind: 'latent-projector',
+    tasks: ['test'],
+    description: 'projector for the input checks',
+    license: 'MIT',
+    compat: { tokenizer: `sha256:${'0'.repeat(64)}`, vocabSize, hiddenSize },
+    latent: { open: '<implicit_thought>', close: '</implicit_thought>', maxSteps: 4 },
+    files: { model: 'model.onnx' },
+  });
+  return dir;
+}
+
 describe('CLI flag values', function () {
   this.timeout(60_000);
   const generate = (...flags: string[]) => flagError('generate', '--model', 'unused', ...flags);
@@ -270,6 +289,32 @@ describe('context length', function () {
   });
 });
 
+describe('context length with latent steps', function () {
+  this.timeout(60_000);
+
+  it('counts latent steps as positions: fixed:K past the context is refused, up to it the first token is the last', async () => {
+    const backbone = await makeModule({ name: 'latent-ctx', kind: 'backbone', seed: 8 });
+    const config = JSON.parse(await readFile(join(backbone, 'tokenizer_config.json'), 'utf8'));
+    await writeFile(join(backbone, 'tokenizer_config.json'), JSON.stringify({ ...config, model_max_length: 10 }));
+    await editManifest(backbone, () => {});
+    const engine = await Engine.load({ model: backbone, projector: await projectorModule(512), cacheDir });
+    try {
+      expect(engine.info.contextLength).to.equal(10);
+      const over = await rejection(engine.generate({ promptIds: [1, 2, 3] }, { latent: 'fixed:8', maxTokens: 5 }));
+      expect(over.name).to.equal('PromptError');
+      expect(over.message).to.include('prompt 0 has 3 tokens and 8 latent steps follow it').and.include('context of 10 positions');
+      const fits = await engine.generate({ promptIds: [1, 2, 3] }, { latent: 'fixed:7', maxTokens: 5, ignoreEos: true });
+      expect(fits.usage.latentSteps).to.equal(7);
+      expect(fits.rows[0]!.ids).to.have.length(1);
+      expect(fits.rows[0]!.finishReason).to.equal('length');
+      const discrete = await engine.generate({ promptIds: [1, 2, 3] }, { latent: 'never', maxTokens: 50, ignoreEos: true });
+      expect(discrete.rows[0]!.ids).to.have.length(10 - 3 + 1);
+    } finally {
+      await engine.dispose();
+    }
+  });
+});
+
 describe('compat.vocabSize', function () {
   this.timeout(120_000);
 
@@ -294,25 +339,9 @@ describe('compat.vocabSize', function () {
 
   it("checks a projector's compat.vocabSize against the backbone", async () => {
     const backbone = await makeModule({ name: 'projected', kind: 'backbone', seed: 7 });
-    const projector = join(testDir('vocab-projector'), 'projector');
-    await mkdir(projector, { recursive: true });
-    const hiddenSize = storiesConfig().hiddenSize;
-    await writeProjectorModel(join(projector, 'model.onnx'), buildProjectorModel({ hiddenSize }, randomProjectorWeights({ hiddenSize }, 3)));
-    const write = (vocabSize: number) =>
-      writeModuleDir(projector, {
-        name: 'vocab-projector',
-        version: '1.0.0',
-        kind: 'latent-projector',
-        tasks: ['test'],
-        description: 'projector for the vocabSize check',
-        license: 'MIT',
-        compat: { tokenizer: `sha256:${'0'.repeat(64)}`, vocabSize, hiddenSize },
-        latent: { open: '<implicit_thought>', close: '</implicit_thought>', maxSteps: 4 },
-        files: { model: 'model.onnx' },
-      });
-    await write(512);
+    const projector = await projectorModule(512);
     await (await Engine.load({ model: backbone, projector, cacheDir })).dispose();
-    await write(256);
+    await projectorModule(256, projector);
     const err = await rejection(Engine.load({ model: backbone, projector, cacheDir }));
     expect(err.name).to.equal('ModuleCompatError');
     expect(err.message).to.include('compat.vocabSize is 256, but the backbone produces 512 logits');
