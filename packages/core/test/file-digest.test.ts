@@ -7,50 +7,48 @@ import { testDir } from './support/models.js';
 import { flipKeepingStat } from './support/tamper.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+const good = Buffer.from('the quick brown fox jumps over the lazy dog'.repeat(100));
 
 describe('file digests (stat records)', function () {
   this.timeout(20_000);
+  let dir: string;
+  let records: string;
+  const path = () => join(dir, 'f.bin');
 
-  it('hashes an unchanged file once, and sees bytes changed with size, inode and mtime put back', async () => {
-    const dir = testDir('digest');
-    const records = join(dir, 'records');
-    const path = join(dir, 'f.bin');
-    const good = Buffer.from('the quick brown fox jumps over the lazy dog'.repeat(100));
-    await writeFile(path, good);
-    await utimes(path, 1_700_000_000, 1_700_000_000);
-    // A file written within RACY_MS is hashed but not recorded: its timestamps could miss a write in the same tick.
+  before(async () => {
+    dir = testDir('digest');
+    records = join(dir, 'records');
+    await writeFile(path(), good);
+    await utimes(path(), 1_700_000_000, 1_700_000_000);
+    // A file changed within RACY_MS is hashed but not recorded: its timestamps could miss a write in the same tick.
     const h0 = fileDigestStats.hashed;
-    expect((await cachedHashFile(path, undefined, records)).sha256).to.equal(sha(good));
+    expect((await cachedHashFile(path(), undefined, records)).sha256).to.equal(sha(good));
     expect(await readdir(records).catch(() => [])).to.deep.equal([]);
     expect(fileDigestStats.hashed).to.equal(h0 + 1);
-
     await new Promise((r) => setTimeout(r, RACY_MS + 100));
-    expect((await cachedHashFile(path, undefined, records)).sha256).to.equal(sha(good));
-    const h1 = fileDigestStats.hashed;
-    expect((await cachedHashFile(path, undefined, records)).sha256).to.equal(sha(good));
-    expect(fileDigestStats.hashed, 'second call answered from the record').to.equal(h1);
-
-    await flipKeepingStat(path, 100);
-    const bad = sha(await readFile(path));
-    expect(bad).to.not.equal(sha(good));
-    expect((await cachedHashFile(path, undefined, records)).sha256, 'ctime moved, so the record no longer holds').to.equal(bad);
   });
 
   it('a damaged record does not condemn a good file when checked against its digest', async () => {
-    const dir = testDir('digest-record');
-    const records = join(dir, 'records');
-    const path = join(dir, 'f.bin');
-    const bytes = Buffer.alloc(5000, 7);
-    await writeFile(path, bytes);
-    await new Promise((r) => setTimeout(r, RACY_MS + 100));
-    await cachedHashFile(path, undefined, records);
+    await cachedHashFile(path(), undefined, records);
     const [name] = await readdir(records);
     const record = join(records, name!);
     const text = await readFile(record, 'utf8');
     // A record that still parses but names another digest.
     await writeFile(record, text.replace(/"sha256":"(.)/, (_m, c: string) => `"sha256":"${c === '0' ? '1' : '0'}`));
-    expect((await cachedHashFile(path, undefined, records)).sha256).to.not.equal(sha(bytes));
-    expect((await checkFile(path, sha(bytes), undefined, records)).sha256).to.equal(sha(bytes));
-    expect((await cachedHashFile(path, undefined, records)).sha256, 'the record was replaced').to.equal(sha(bytes));
+    expect((await cachedHashFile(path(), undefined, records)).sha256).to.not.equal(sha(good));
+    expect((await checkFile(path(), sha(good), undefined, records)).sha256).to.equal(sha(good));
+    expect((await cachedHashFile(path(), undefined, records)).sha256, 'the record was replaced').to.equal(sha(good));
+  });
+
+  it('hashes an unchanged file once, and sees bytes changed with size, inode and mtime put back', async () => {
+    expect((await cachedHashFile(path(), undefined, records)).sha256).to.equal(sha(good));
+    const h1 = fileDigestStats.hashed;
+    expect((await cachedHashFile(path(), undefined, records)).sha256).to.equal(sha(good));
+    expect(fileDigestStats.hashed, 'answered from the record').to.equal(h1);
+
+    await flipKeepingStat(path(), 100);
+    const bad = sha(await readFile(path()));
+    expect(bad).to.not.equal(sha(good));
+    expect((await cachedHashFile(path(), undefined, records)).sha256, 'ctime moved, so the record no longer holds').to.equal(bad);
   });
 });
