@@ -25,21 +25,30 @@ function canonical(value: unknown): string {
 
 /**
  * Sets −∞ on every logit whose bit is 0 in an XGrammar bitmask (bit i of word i>>5 = token i allowed).
- * Words with every bit set (the common case in free text) are skipped; words with none are filled at once.
+ * Words with every bit set (the common case in free text) are skipped; runs of words with none (the common
+ * case between JSON tokens) are filled at once.
  */
 export function applyBitmask(logits: Float32Array, bitmask: Int32Array): void {
   const n = logits.length;
   const words = Math.min(bitmask.length, (n + 31) >>> 5);
-  for (let w = 0; w < words; w++) {
+  let w = 0;
+  while (w < words) {
     const word = bitmask[w]!;
-    if (word === -1) continue;
-    const base = w << 5;
-    const end = Math.min(base + 32, n);
-    if (word === 0) {
-      logits.fill(-Infinity, base, end);
+    if (word === -1) {
+      w++;
       continue;
     }
-    for (let i = base; i < end; i++) if (((word >>> (i - base)) & 1) === 0) logits[i] = -Infinity;
+    if (word === 0) {
+      let end = w + 1;
+      while (end < words && bitmask[end] === 0) end++;
+      logits.fill(-Infinity, w << 5, Math.min(end << 5, n));
+      w = end;
+      continue;
+    }
+    const base = w << 5;
+    const last = Math.min(base + 32, n);
+    for (let i = base; i < last; i++) if (((word >>> (i - base)) & 1) === 0) logits[i] = -Infinity;
+    w++;
   }
 }
 
