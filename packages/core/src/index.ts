@@ -54,4 +54,6 @@ export { buildIdentityProjector, buildProjectorModel, randomProjectorWeights, wr
 export { LatentPolicyError, PromptError, parseLatentPolicy, type LatentPolicy } from './generate/decode-loop.js';
 export type { MarkerSpec } from './generate/latent-marker.js';
 export type { CompositionOptions, GenerateRequestOptions, ReasonerSpec } from './runtime/protocol.js';
+export type { ConstraintOptions } from './runtime/protocol.js';
+export { ConstraintError, XGrammarFactory, grammarVocabulary, type Constraint, type ConstraintFactory, type JsonSchema, type ResponseFormat, type ToolChoice, type ToolSpec } from './constrain/index.js';
 export * from './registry/index.js';
