@@ -6,6 +6,8 @@ import { locateModel } from '../src/modules/locate.js';
 import { DtypeError, listVariants } from '../src/modules/hub-variants.js';
 import { randomLlamaWeights, writeLlamaModel, type LlamaBuildOptions, type ExternalDataLayout } from '../src/onnx/llama-builder.js';
 import { cacheDir, testDir } from './support/models.js';
+import { quantizeModel } from '../src/modules/quantize-module.js';
+import { bareGreedy } from './support/bare-loop.js';
 import { storiesConfig, storiesModule } from './support/modules.js';
 
 const config = storiesConfig();
@@ -84,6 +86,15 @@ describe('hub export directories (onnx/model_<dtype>.onnx)', function () {
     const engineErr = await Engine.load({ model: several, dtype: 'int8', cacheDir }).catch((e: Error) => e);
     expect((engineErr as Error).name).to.equal('DtypeError');
     expect((engineErr as Error).message).to.contain('no int8 variant');
+  });
+
+  it('a q4 variant (made by reasonplug quantize) is chosen by dtype and decodes as onnxruntime does on that file', async () => {
+    const dir = await hubDir('hub-q4', { 'model.onnx': {} });
+    await quantizeModel(join(dir, 'onnx', 'model.onnx'), join(dir, 'onnx', 'model_q4.onnx'), { bits: 4, blockSize: 16 });
+    expect(listVariants(dir).map((v) => v.dtype)).to.deep.equal(['fp32', 'q4']);
+    const q4 = await greedy({ model: dir, dtype: 'q4' });
+    expect(q4.engine.modelPath).to.equal(join(dir, 'onnx', 'model_q4.onnx'));
+    expect(q4.ids).to.deep.equal(await bareGreedy(join(dir, 'onnx', 'model_q4.onnx'), PROMPT, 8));
   });
 
   it('refuses unknown dtype names and a dtype for a single graph', async () => {
