@@ -164,6 +164,31 @@ describe('constrained decoding', function () {
     }
   });
 
+  it('forces well-formed tool calls: required, a named tool, and auto', async () => {
+    const tools = [
+      { name: 'get_weather', parameters: { type: 'object', properties: { city: { enum: ['Paris', 'Oslo'] }, days: { type: 'integer', minimum: 1, maximum: 7 } }, required: ['city', 'days'] } },
+      { name: 'add', parameters: { type: 'object', properties: { a: { type: 'integer', minimum: 0, maximum: 99 }, b: { type: 'integer', minimum: 0, maximum: 99 } }, required: ['a', 'b'] } },
+    ];
+    const call = (text: string) => {
+      const m = /^<tool_call>\n(.*)\n<\/tool_call>$/s.exec(text);
+      expect(m, text).to.not.equal(null);
+      const body = JSON.parse(m![1]!) as { name: string; arguments: unknown };
+      const tool = tools.find((t) => t.name === body.name)!;
+      expect(ajv.validate(tool.parameters, body.arguments), text).to.equal(true);
+      return body.name;
+    };
+    const required = await engine.generate({ prompt: 'Once upon a time' }, { ...SAMPLING, responseFormat: { type: 'tool_calls', tools, choice: 'required' } });
+    call(required.rows[0]!.text);
+    const named = await engine.generate({ prompt: 'Once upon a time' }, { ...SAMPLING, responseFormat: { type: 'tool_calls', tools, choice: { name: 'add' } } });
+    expect(call(named.rows[0]!.text)).to.equal('add');
+    // auto: the model may write free text; where it starts a call, the call is well-formed
+    const auto = await engine.generate({ prompt: 'Once upon a time' }, { ...SAMPLING, maxTokens: 60, responseFormat: { type: 'tool_calls', tools, choice: 'auto' } });
+    const at = auto.rows[0]!.text.indexOf('<tool_call>');
+    if (at !== -1 && auto.rows[0]!.finishReason === 'eos') call(auto.rows[0]!.text.slice(at));
+    const err = await engine.generate({ prompt: 'x' }, { responseFormat: { type: 'tool_calls', tools, choice: { name: 'nope' } } }).catch((e: Error) => e);
+    expect((err as Error).message).to.match(/names "nope", which is not among the bound tools/);
+  });
+
   it('writes bounded numbers exactly (XGrammar alone admits 121..129 for [-5, 120])', async () => {
     const { xg } = loadXGrammar();
     const accepts = async (ebnf: string, text: string) => xg.Testings.isGrammarAcceptString(await xg.Grammar.fromEBNF(`root ::= ${ebnf}`), text);
