@@ -105,6 +105,17 @@ describe('gguf BPE tokenizers (llama.cpp is the reference)', function () {
     const [withSpecials] = await llamaCppTokenize(path, [rendered], true);
     expect(text.encode(rendered, false)).to.deep.equal(withSpecials);
     expect(text.eosTokenIds).to.include(tok.special.eos!);
+    // the ids that end generation are llama.cpp's (here <|endoftext|> and <|im_end|>)
+    const llamaForEog = await (await import('./support/gguf-models.js')).llamaCpp();
+    const vocabModel = await llamaForEog.loadModel({ modelPath: path, vocabOnly: true });
+    try {
+      const eog = Array.from({ length: tok.tokenizerJson.added_tokens.at(-1)!.id + 1 }, (_, i) => i).filter((i) =>
+        vocabModel.isEogToken(i as unknown as import('node-llama-cpp').Token),
+      );
+      expect(tok.endOfGeneration).to.deep.equal(eog).and.have.length(2);
+    } finally {
+      await vocabModel.dispose();
+    }
 
     // Llama 3's pre-tokenizer adds BOS unless the file says otherwise, as llama.cpp does.
     const llama3 = tokenizerFromGguf(Object.fromEntries(Object.entries(bpeTokenizerMeta('llama-bpe')).map(([k, v]) => [k, unwrap(v)])));

@@ -419,7 +419,8 @@ export async function convertGguf(ggufPath: string, outDir: string, opts: Conver
       },
       generation: {
         ...(tok.special.bos !== undefined ? { bosTokenId: tok.special.bos } : {}),
-        eosTokenIds: tok.special.eos !== undefined ? [tok.special.eos] : [],
+        // llama.cpp's end-of-generation set: a chat model stops at its end-of-turn piece, not only at EOS.
+        eosTokenIds: tok.endOfGeneration,
       },
       files,
       provenance: { convertedFrom: { file, sha256: ggufHash.sha256, format: 'gguf', architecture: arch } },

@@ -88,6 +88,37 @@ export interface GgufTokenizer {
   tokenizerJson: HfTokenizerJson;
   tokenizerConfig: HfTokenizerConfig;
   special: SpecialTokenIds;
+  /** Ids that end generation, as llama.cpp finds them (EOS, EOT, EOM and the usual end-of-turn pieces). */
+  endOfGeneration: number[];
+}
+
+/** Pieces llama.cpp treats as ending generation wherever a vocabulary has them (src/llama-vocab.cpp). */
+const END_OF_GENERATION_PIECES = new Set([
+  '<|eot_id|>',
+  '<|im_end|>',
+  '<|end|>',
+  '<end_of_turn>',
+  '<|endoftext|>',
+  '</s>',
+  '<|eom_id|>',
+  '<EOT>',
+  '_<EOT>',
+  '<|end_of_text|>',
+  '<end_of_utterance>',
+]);
+
+/** EOS, `tokenizer.ggml.eot_token_id`, `eom_token_id`, then every end-of-turn piece of the vocabulary, ascending. */
+function endOfGeneration(get: (key: string) => GgufValue | undefined, pieces: readonly string[], eos: number | undefined): number[] {
+  const ids = new Set<number>();
+  if (eos !== undefined) ids.add(eos);
+  for (const key of ['tokenizer.ggml.eot_token_id', 'tokenizer.ggml.eom_token_id']) {
+    const v = get(key);
+    if (typeof v === 'number' && Number.isInteger(v) && v >= 0 && v < pieces.length) ids.add(v);
+  }
+  pieces.forEach((p, id) => {
+    if (END_OF_GENERATION_PIECES.has(p)) ids.add(id);
+  });
+  return [...ids].sort((a, b) => a - b);
 }
 
 export interface TokenizerFromGgufOptions {
@@ -254,7 +285,7 @@ export function tokenizerFromGguf(meta: MetaSource, options: TokenizerFromGgufOp
   const chatTemplate = get('tokenizer.chat_template');
   if (typeof chatTemplate === 'string') tokenizerConfig.chat_template = chatTemplate;
 
-  return { tokenizerJson: tokenJson, tokenizerConfig, special };
+  return { tokenizerJson: tokenJson, tokenizerConfig, special, endOfGeneration: endOfGeneration(get, pieces, eos) };
 }
 
 function numberArray(v: GgufValue | undefined, key: string, n: number): number[] | undefined {
@@ -491,5 +522,5 @@ function bpeTokenizer(get: (key: string) => GgufValue | undefined, options: Toke
   };
   const chatTemplate = get('tokenizer.chat_template');
   if (typeof chatTemplate === 'string') tokenizerConfig.chat_template = chatTemplate;
-  return { tokenizerJson: tokenJson, tokenizerConfig, special };
+  return { tokenizerJson: tokenJson, tokenizerConfig, special, endOfGeneration: endOfGeneration(get, pieces, eos) };
 }
