@@ -1,12 +1,13 @@
 import { expect } from 'chai';
 import * as ort from 'onnxruntime-node';
 import { join } from 'node:path';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { Engine } from '../src/engine.js';
 import { MarkerScanner } from '../src/generate/latent-marker.js';
 import { buildIdentityProjector, buildProjectorModel, randomProjectorWeights, writeProjectorModel, type SwiGluWeights } from '../src/onnx/projector-builder.js';
 import { randomLlamaWeights, writeLlamaModel } from '../src/onnx/llama-builder.js';
 import { tokenizerFingerprintOfDir, writeModuleDir } from '../src/modules/module-dir.js';
+import type { ModuleManifest } from '../src/modules/manifest.js';
 import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { followScript } from './support/graph-edits.js';
 import { makeModule, storiesConfig, storiesModule } from './support/modules.js';
@@ -211,6 +212,29 @@ describe('LiteReason latent decoding', function () {
       const never = await engine.generate({ prompt: 'Once upon a time' }, { maxTokens: discrete.length, latent: 'never' });
       expect(never.rows[0]!.text).to.include('<implicit_thought>3</implicit_thought>');
       expect(never.usage.latentSteps ?? 0).to.equal(0);
+    } finally {
+      await engine.dispose();
+    }
+  });
+
+  it('thinks only the latent steps that fit in the context, then stops with finishReason length', async () => {
+    const prompt = tokenizer.encode('Once upon a time');
+    const { dir, discrete } = await scriptedBackbone('scripted-ctx', prompt, 'there was a dog. <implicit_thought>3</implicit_thought> The dog was happy.', [3]);
+    const markerEnd = discrete.findIndex((_, i) => tokenizer.decode(discrete.slice(0, i + 1)).includes(MARKER.close));
+    // Room for the prompt, the tokens up to the marker's end and one latent step: two of the three are cut.
+    const context = prompt.length + markerEnd + 2;
+    const config = JSON.parse(await readFile(join(dir, 'tokenizer_config.json'), 'utf8'));
+    await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify({ ...config, model_max_length: context }));
+    const { schemaVersion: _, files, ...manifest } = JSON.parse(await readFile(join(dir, 'reasonplug.json'), 'utf8')) as ModuleManifest;
+    await writeModuleDir(dir, { ...manifest, files: Object.fromEntries(Object.entries(files).map(([key, f]) => [key, f.path])) });
+    const engine = await Engine.load({ model: dir, projector: projectorPath, cacheDir });
+    try {
+      expect(engine.info.contextLength).to.equal(context);
+      const r = await engine.generate({ prompt: 'Once upon a time' }, { maxTokens: discrete.length });
+      expect(r.usage.latentSteps).to.equal(1);
+      expect(r.rows[0]!.finishReason).to.equal('length');
+      expect(r.rows[0]!.ids).to.have.length(markerEnd + 2);
+      expect(r.rows[0]!.ids.slice(0, markerEnd + 1)).to.deep.equal(discrete.slice(0, markerEnd + 1));
     } finally {
       await engine.dispose();
     }
