@@ -5,13 +5,16 @@
  * The cache entry is keyed by the file's SHA-256 (and the converter's output version), so a renamed or
  * copied file is not converted again, and an edited one is. A conversion is written into a
  * process-unique temp directory beside its entry and renamed into place when complete: a failed or
- * interrupted conversion leaves nothing a later load would take for a module.
+ * interrupted conversion leaves nothing a later load would take for a module. An entry is reused only when its
+ * files verify against its manifest (cheap through stat records, see modules/file-digest.ts); a damaged one is
+ * converted again rather than refused on every load.
  */
 import { createReadStream, existsSync } from 'node:fs';
 import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { basename, join } from 'node:path';
-import { MANIFEST_FILE } from '../modules/manifest.js';
+import { MANIFEST_FILE, ManifestError } from '../modules/manifest.js';
+import { loadModuleDir, ModuleIntegrityError } from '../modules/module-dir.js';
 import { suffixPid, uniqueSuffix } from '../registry/atomic.js';
 import type { TransferProgress } from '../registry/download.js';
 import { convertGguf, type ConvertGgufOptions } from './convert.js';
@@ -63,6 +66,22 @@ async function sweepStale(root: string): Promise<void> {
   }
 }
 
+/** Whether a cache entry is there with every file verified; a damaged one is removed, to be converted again. */
+async function intact(dir: string): Promise<boolean> {
+  if (!existsSync(join(dir, MANIFEST_FILE))) return false;
+  try {
+    await loadModuleDir(dir);
+    return true;
+  } catch (err) {
+    if (!(err instanceof ModuleIntegrityError || err instanceof ManifestError)) throw err;
+    // Renamed away first, so no other process loads it half-deleted (a leftover is swept as a dead process's temp).
+    const doomed = `${dir}.${uniqueSuffix()}.tmp`;
+    await rename(dir, doomed).catch(() => {});
+    await rm(doomed, { recursive: true, force: true });
+    return false;
+  }
+}
+
 /**
  * The module directory of a GGUF file: converted on first use into `<cacheDir>/gguf/<sha256>-v1`, reused
  * afterwards. Conversion errors (`GgufError` and others) propagate, with nothing left in the cache.
@@ -76,7 +95,7 @@ export async function ggufModuleDir(path: string, opts: GgufModuleOptions): Prom
   const root = join(opts.cacheDir, 'gguf');
   const dtype = opts.convert?.dtype ?? 'float32';
   const dir = join(root, `${sha256}-${dtype === 'float32' ? '' : 'f16-'}${LAYOUT}`);
-  if (existsSync(join(dir, MANIFEST_FILE))) return dir;
+  if (await intact(dir)) return dir;
 
   await mkdir(root, { recursive: true });
   await sweepStale(root);
