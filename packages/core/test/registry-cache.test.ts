@@ -5,7 +5,7 @@ import { appendFile, mkdir, readdir, readFile, rename, rm, truncate, utimes, wri
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { hashFile } from '../src/modules/file-digest.js';
+import { fileDigestStats, hashFile, RACY_MS } from '../src/modules/file-digest.js';
 import { locateModel } from '../src/modules/locate.js';
 import { loadModuleDir } from '../src/modules/module-dir.js';
 import { NotCachedError } from '../src/registry/errors.js';
@@ -80,6 +80,20 @@ describe('module cache: nothing cached is trusted unverified', function () {
 
     const fourth = await pullModule(ref, { cacheDir: cache });
     expect(fourth).to.deep.include({ dir, cached: true, repaired: [] });
+  });
+
+  it('reusing verified blobs reads none of their bytes once their stat records are written', async () => {
+    const original = await makeRegistryModule({ name: 'reuse', files: { 'weights.bin': 1 << 20 } });
+    const ref = `${registry.host}/acme/reuse:1.0.0`;
+    await pushModule(original, ref);
+    const cache = testDir('reuse-cache');
+    await pullModule(ref, { cacheDir: cache });
+    // Past the racy window, one pull hashes and records; the next only stats.
+    await new Promise((r) => setTimeout(r, RACY_MS + 100));
+    await pullModule(ref, { cacheDir: cache });
+    const hashed = fileDigestStats.hashed;
+    expect(await pullModule(ref, { cacheDir: cache })).to.deep.include({ cached: true, repaired: [] });
+    expect(fileDigestStats.hashed, 'no file hashed in full').to.equal(hashed);
   });
 
   it('offline, a damaged module is not cached (a typed error that says so); online repairs it; damaged refs are no refs', async () => {
