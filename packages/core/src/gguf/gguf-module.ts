@@ -96,7 +96,27 @@ export async function ggufModuleDir(path: string, opts: GgufModuleOptions): Prom
   const dtype = opts.convert?.dtype ?? 'float32';
   const dir = join(root, `${sha256}-${dtype === 'float32' ? '' : 'f16-'}${LAYOUT}`);
   if (await intact(dir)) return dir;
+  // One conversion per entry in this process (a backbone and a reasoner of the same file load in parallel).
+  let pending = inflight.get(dir);
+  if (!pending) {
+    pending = convertInto(path, dir, root, sha256, opts, progress).finally(() => inflight.delete(dir));
+    inflight.set(dir, pending);
+  }
+  await pending;
+  progress(size, size, `sha256:${sha256}`, true);
+  return dir;
+}
 
+const inflight = new Map<string, Promise<void>>();
+
+async function convertInto(
+  path: string,
+  dir: string,
+  root: string,
+  sha256: string,
+  opts: GgufModuleOptions,
+  progress: (bytes: number, total: number, digest: string) => void,
+): Promise<void> {
   await mkdir(root, { recursive: true });
   await sweepStale(root);
   const tmp = `${dir}.${uniqueSuffix()}.tmp`;
@@ -116,6 +136,4 @@ export async function ggufModuleDir(path: string, opts: GgufModuleOptions): Prom
     await rm(tmp, { recursive: true, force: true });
     throw err;
   }
-  progress(size, size, `sha256:${sha256}`, true);
-  return dir;
 }
