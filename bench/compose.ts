@@ -14,7 +14,8 @@
  * on the cores one lane leaves it: with few cores, that, not the reasoners, is what lanes cost. A last table
  * is the floor on this machine: the backbone's plain steps, then with only the reasoners' output projections
  * run after each (the weights every reasoner step must read, with none of its layers); a target below that
- * row is out of reach here for any placement.
+ * row is out of reach here for any placement. The 4-bit table runs the same models after `reasonplug quantize`
+ * (backbone and reasoners, block 32), with the engine's own placement, against the 4-bit backbone alone.
  *
  *   npm run bench:compose [-- --rounds 9 --short 16 --long 144]
  */
@@ -28,7 +29,7 @@ import { llamaParameterCount, randomLlamaWeights } from '../packages/core/src/on
 import type { LlamaConfig } from '../packages/core/src/onnx/llama-spec.js';
 import { median, printTable, quartiles } from './support/stats.js';
 import { headsOnly, type Head } from './support/head-floor.js';
-import { benchLlama, LLAMA_24M, PROMPT } from './support/models.js';
+import { benchLlama, benchQuantized, LLAMA_24M, PROMPT } from './support/models.js';
 import type { Placement, PlacementChoice } from '../packages/core/src/runtime/thread-budget.js';
 
 const BACKBONE = LLAMA_24M;
@@ -167,6 +168,11 @@ const heads: Head[] = REASONER_SEEDS.map((seed) => ({ weights: randomLlamaWeight
 const floorStart = settings.length;
 settings.push(await floorSetting('backbone steps alone', backbone, []));
 for (const n of [1, 3]) settings.push(await floorSetting(`+ ${n > 1 ? `${n} reasoners' output projections` : "1 reasoner's output projection"} only`, backbone, heads.slice(0, n)));
+const q4Start = settings.length;
+const backboneQ4 = await benchQuantized(backbone, { bits: 4 });
+const reasonersQ4 = await Promise.all(reasoners.map((r) => benchQuantized(r, { bits: 4 })));
+settings.push(await engineSetting('4-bit backbone alone', backboneQ4, []));
+for (const n of [1, 3]) settings.push(await engineSetting((chosen) => `4-bit: + ${n} 4-bit reasoner${n > 1 ? 's' : ''}, ${chosen} (auto)`, backboneQ4, reasonersQ4.slice(0, n)));
 
 const slopes = settings.map(() => [] as number[]);
 for (const s of settings) await s.run(short); // warm-up
@@ -192,7 +198,8 @@ const row = (i: number, anchor: number) => ({
   vsBackboneAlone: ms[i]! / anchor,
 });
 const rows = settings.slice(0, floorStart).map((_, i) => row(i, alone));
-const floor = settings.slice(floorStart).map((_, i) => row(floorStart + i, ms[floorStart]!));
+const floor = settings.slice(floorStart, q4Start).map((_, i) => row(floorStart + i, ms[floorStart]!));
+const quantized = settings.slice(q4Start).map((_, i) => row(q4Start + i, ms[q4Start]!));
 const autoRow = (n: number) => rows[picked.get(n)!]!;
 const engineAuto = { oneReasoner: autoRow(1), threeReasoners: autoRow(3) };
 const vsSequential = {
@@ -213,6 +220,7 @@ console.log(
     engineAuto,
     engineVsSequential: vsSequential,
     floor,
+    quantized,
   }),
 );
 const table = (r: ReturnType<typeof row>) => [r.setting, r.msPerToken, `${r.middleHalf[0].toFixed(2)}–${r.middleHalf[1].toFixed(2)}`, `${r.vsBackboneAlone.toFixed(2)}x`];
@@ -230,3 +238,4 @@ printTable(
   ['setting', 'ms/token', 'middle half of rounds', 'vs backbone steps alone'],
   floor.map(table),
 );
+printTable('4-bit backbone and reasoners (reasonplug quantize), engine placement', ['setting', 'ms/token', 'middle half of rounds', 'vs 4-bit backbone alone'], quantized.map(table));

@@ -3,13 +3,15 @@
  * would write for them changes: a file left from an older builder would measure an older graph.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { buildLlamaModel, randomLlamaWeights, writeLlamaModel } from '../../packages/core/src/onnx/llama-builder.js';
 import { buildProjectorModel, randomProjectorWeights, writeProjectorModel } from '../../packages/core/src/onnx/projector-builder.js';
 import type { LlamaConfig } from '../../packages/core/src/onnx/llama-spec.js';
 import { encodeModel } from '../../packages/core/src/onnx/proto.js';
+import { quantizeModel } from '../../packages/core/src/modules/quantize-module.js';
+import type { QuantizeOptions } from '../../packages/core/src/onnx/quantize/quantize-graph.js';
 import { repoRoot } from '../../test/support/paths.js';
 
 /** The ~24M-parameter backbone of the benchmarks: dim 288, 6 layers, 6 heads, ffn 768, vocab 32000. */
@@ -47,6 +49,16 @@ export function benchLlama(name: string, config: LlamaConfig, seed: number): Pro
   const graph = sha256(encodeModel(buildLlamaModel(mini, randomLlamaWeights(mini, seed))));
   const path = join(repoRoot, '.cache', 'bench', name, 'model.onnx');
   return cached(path, JSON.stringify({ config, seed, graph }), () => writeLlamaModel(path, config, randomLlamaWeights(config, seed)));
+}
+
+/** `reasonplug quantize` of a bench model, `.cache/bench/<name>-q<bits>/model.onnx`, remade when its source is. */
+export async function benchQuantized(source: string, options: QuantizeOptions & { bits: 4 | 8 }): Promise<string> {
+  const path = join(dirname(dirname(source)), `${dirname(source).split('/').pop()}-q${options.bits}`, 'model.onnx');
+  const recipe = JSON.stringify({ source: await readFile(`${source}.recipe`, 'utf8'), options });
+  return cached(path, recipe, async () => {
+    await rm(path, { force: true });
+    await quantizeModel(source, path, options);
+  });
 }
 
 /** A random-weight reasoning projector `.cache/bench/<name>.onnx` (small: its recipe is its own bytes). */
