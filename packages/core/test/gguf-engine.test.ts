@@ -1,0 +1,83 @@
+/**
+ * Converted GGUFs through the engine: a Qwen2-shaped model with its own byte-level BPE vocabulary takes a
+ * text prompt and writes llama.cpp's tokens; a Gemma 2-shaped model's sliding windows hold in a batch of
+ * prompts of different lengths.
+ */
+import { expect } from 'chai';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Engine } from '../src/engine.js';
+import type { WValue } from './support/gguf-writer.js';
+import { bpeTokenizerMeta } from './support/bpe-vocab.js';
+import { llamaCppGreedy, llamaCppTokenize, storiesTokenizerMeta, writeRandomGguf } from './support/gguf-models.js';
+
+const u32 = (v: number): WValue => ({ t: 'u32', v });
+const f32 = (v: number): WValue => ({ t: 'f32', v });
+
+describe('converted GGUFs in the engine (llama.cpp is the reference)', function () {
+  this.timeout(120_000);
+  let tmp: string;
+  const saved = process.env['REASONPLUG_CACHE'];
+  before(async () => {
+    tmp = await mkdtemp(join(tmpdir(), 'reasonplug-gguf-engine-'));
+    process.env['REASONPLUG_CACHE'] = join(tmp, 'cache');
+  });
+  after(async () => {
+    if (saved === undefined) delete process.env['REASONPLUG_CACHE'];
+    else process.env['REASONPLUG_CACHE'] = saved;
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  it('qwen2 with a BPE vocabulary: a text prompt gives llama.cpp greedy tokens', async () => {
+    const path = join(tmp, 'qwen-bpe.gguf');
+    await writeRandomGguf(path, { arch: 'qwen2', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, qkvBias: true, untied: true, seed: 11 }, bpeTokenizerMeta('qwen2'));
+    const text = 'The year 2024 had   366 days, café!\n';
+    const [prompt] = await llamaCppTokenize(path, [text]);
+    const theirs = await llamaCppGreedy(path, prompt!, 16);
+    const engine = await Engine.load({ model: path });
+    try {
+      const r = await engine.generate({ prompt: text }, { maxTokens: 16 });
+      expect(r.usage.promptTokens).to.equal(prompt!.length);
+      expect(r.rows[0]!.ids.slice(0, theirs.length)).to.deep.equal(theirs);
+      expect(new Set(theirs).size).to.be.greaterThan(3);
+    } finally {
+      await engine.dispose();
+    }
+  });
+
+  it('gemma2: a batch of prompts longer and shorter than the window equals each prompt alone and llama.cpp', async () => {
+    const path = join(tmp, 'gemma2.gguf');
+    await writeRandomGguf(
+      path,
+      {
+        arch: 'gemma2',
+        hidden: 64,
+        layers: 4,
+        heads: 4,
+        kvHeads: 2,
+        headDim: 16,
+        ff: 96,
+        postNorms: true,
+        scale: 0.3,
+        embedScale: 0.03,
+        seed: 5,
+        meta: { 'attention.sliding_window': u32(5), attn_logit_softcapping: f32(2), final_logit_softcapping: f32(8) },
+      },
+      await storiesTokenizerMeta(),
+    );
+    const prompts = [[1, 403, 407, 261, 378, 432, 383, 286, 261], [1, 403], [1, 300, 301, 302, 303, 304]];
+    const engine = await Engine.load({ model: path });
+    try {
+      const batch = await engine.generate({ promptIds: prompts }, { maxTokens: 12 });
+      for (const [i, p] of prompts.entries()) {
+        const alone = await engine.generate({ promptIds: p }, { maxTokens: 12 });
+        expect(batch.rows[i]!.ids, `prompt ${i} in the batch`).to.deep.equal(alone.rows[0]!.ids);
+        const theirs = await llamaCppGreedy(path, p, 12);
+        expect(alone.rows[0]!.ids.slice(0, theirs.length), `prompt ${i} vs llama.cpp`).to.deep.equal(theirs);
+      }
+    } finally {
+      await engine.dispose();
+    }
+  });
+});
