@@ -13,7 +13,7 @@ import { tokenizerFromGguf } from '../src/gguf/tokenizer-from-gguf.js';
 import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { makeGguf, type WValue } from './support/gguf-writer.js';
 import { bpeTokenizerMeta } from './support/bpe-vocab.js';
-import { llamaCppTokenize } from './support/gguf-models.js';
+import { llamaCppTokenize, storiesTokenizerMeta } from './support/gguf-models.js';
 
 const TEXTS = [
   'Hello, world! How are you?',
@@ -130,6 +130,28 @@ describe('gguf BPE tokenizers (llama.cpp is the reference)', function () {
       expect(hf.encode('Hi there', { add_special_tokens: true }).ids).to.deep.equal([model.tokens.bos!, ...model.tokenize('Hi there')]);
     } finally {
       await model.dispose();
+    }
+  });
+
+  it('Phi-3: special tokens swallow the whitespace after them, as llama.cpp reads models of that name', async () => {
+    const meta = await storiesTokenizerMeta();
+    const extra = ['<|endoftext|>', '<|user|>', '<|assistant|>', '<|end|>'];
+    const push = (key: string, values: WValue[]) => {
+      const arr = meta[key]!;
+      if (arr.t !== 'arr') throw new Error(key);
+      arr.v.push(...values);
+    };
+    push('tokenizer.ggml.tokens', extra.map((v) => ({ t: 'str', v })));
+    push('tokenizer.ggml.scores', extra.map(() => ({ t: 'f32', v: 0 })));
+    push('tokenizer.ggml.token_type', extra.map(() => ({ t: 'i32', v: 3 })));
+    const texts = ['<|user|>\nOnce upon a time<|end|>\n<|assistant|>\n', '<s> <|user|>  a\n\n<|endoftext|> b </s> c'];
+    for (const name of ['Phi-3-mini-4k-instruct', 'Stories']) {
+      const path = join(tmp, `${name}.gguf`);
+      await writeFile(path, makeGguf({ 'general.architecture': { t: 'str', v: 'phi3' }, 'general.name': { t: 'str', v: name }, ...meta }));
+      const tok = await withGguf(path, async (f) => tokenizerFromGguf(f));
+      const hf = new Tokenizer(tok.tokenizerJson, tok.tokenizerConfig);
+      const theirs = await llamaCppTokenize(path, texts, true);
+      texts.forEach((t, i) => expect(hf.encode(t, { add_special_tokens: false }).ids, `${name}: ${JSON.stringify(t)}`).to.deep.equal(theirs[i]));
     }
   });
 

@@ -228,6 +228,7 @@ export function tokenizerFromGguf(meta: MetaSource, options: TokenizerFromGgufOp
   }
 
   const merges = mergesFromScores(pieces, scores, types, vocabMap);
+  stripRules(get, addedTokens);
 
   const normalizers: object[] = [];
   if (addSpacePrefix) normalizers.push({ type: 'Prepend', prepend: SPACE });
@@ -286,6 +287,16 @@ export function tokenizerFromGguf(meta: MetaSource, options: TokenizerFromGgufOp
   if (typeof chatTemplate === 'string') tokenizerConfig.chat_template = chatTemplate;
 
   return { tokenizerJson: tokenJson, tokenizerConfig, special, endOfGeneration: endOfGeneration(get, pieces, eos) };
+}
+
+/**
+ * llama.cpp's per-model token attributes that change how text around special tokens is read: for models
+ * named Phi-3, special tokens swallow the whitespace after them (except <unk>, <s> and <|endoftext|>).
+ */
+function stripRules(get: (key: string) => GgufValue | undefined, added: HfAddedToken[]): void {
+  const name = String(get('general.name') ?? '').toLowerCase();
+  if (!name.includes('phi-3') && !name.includes('phi3')) return;
+  for (const t of added) t.rstrip = !['<unk>', '<s>', '<|endoftext|>'].includes(t.content);
 }
 
 function numberArray(v: GgufValue | undefined, key: string, n: number): number[] | undefined {
@@ -473,6 +484,7 @@ function bpeTokenizer(get: (key: string) => GgufValue | undefined, options: Toke
       addedTokens.push({ id, content: pieces[id]!, single_word: false, lstrip: false, rstrip: false, normalized: false, special: isSpecial });
     }
   }
+  stripRules(get, addedTokens);
   const tokenJson: HfTokenizerJson = {
     version: '1.0',
     truncation: null,
