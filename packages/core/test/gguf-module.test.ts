@@ -44,6 +44,16 @@ describe('a .gguf file as the model', function () {
       await engine.dispose();
     }
 
+    // A second load finds the conversion.
+    const second = await Engine.load({ model: path });
+    try {
+      expect((await second.generate({ promptIds: [1] }, { maxTokens: 4 })).rows[0]!.ids).to.deep.equal([403, 407, 261, 378]);
+    } finally {
+      await second.dispose();
+    }
+    const afterSecond = await stat(join(cache, 'gguf', (await readdir(join(cache, 'gguf')))[0]!, 'model.onnx'));
+    expect([afterSecond.ino, afterSecond.mtimeMs]).to.deep.equal([modelStat.ino, modelStat.mtimeMs]);
+
     // The same bytes under another name: found by digest, not converted again.
     const renamed = join(tmp, 'renamed.gguf');
     await copyFile(path, renamed);
