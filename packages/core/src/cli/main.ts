@@ -21,6 +21,7 @@ import { existsSync } from 'node:fs';
 import { DTYPES } from '../modules/hub-variants.js';
 import { quantizeModel } from '../modules/quantize-module.js';
 import { addRegistryCommands } from './registry-commands.js';
+import { addServeCommand } from './serve-command.js';
 import {
   decimalFlag,
   nonNegativeIntegerFlag,
@@ -242,6 +243,7 @@ export function buildProgram(): Command {
       );
     });
   addRegistryCommands(program);
+  addServeCommand(program);
   return program;
 }
 

@@ -1,0 +1,147 @@
+/**
+ * `reasonplug serve`: the OpenAI-compatible server (serve/server.ts) from the command line. Messages go to
+ * stderr; SIGTERM (and SIGINT) stop accepting, finish what is running, then exit.
+ */
+import { readFileSync } from 'node:fs';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { startServer } from '../serve/server.js';
+import type { ReasonerSpec } from '../runtime/protocol.js';
+import type { RegistryOptions } from '../registry/settings.js';
+import { DEVICES } from '../runtime/devices.js';
+import { DTYPES } from '../modules/hub-variants.js';
+import { PLACEMENTS, type PlacementChoice } from '../runtime/thread-budget.js';
+import type { FusionMode } from '../compose/fusion.js';
+import { integerFlag, parseWeight, threadsFlag } from './flags.js';
+
+/** `NAME=REF[=WEIGHT]`: the served name, the model (path or registry reference), an optional default weight. */
+export function servedReasonerFlag(v: string, prev: ReasonerSpec[] = []): ReasonerSpec[] {
+  const eq = v.indexOf('=');
+  if (eq <= 0 || eq === v.length - 1) throw new InvalidArgumentError(`--reasoner ${v}: expected NAME=REF[=WEIGHT]`);
+  const name = v.slice(0, eq);
+  if (name.includes('+')) throw new InvalidArgumentError(`--reasoner ${v}: the name must not hold "+" (it joins names in a composition)`);
+  let ref = v.slice(eq + 1);
+  let weight: number | undefined;
+  const last = ref.lastIndexOf('=');
+  // `ns/name@>=1.2` ends in a registry range, not a weight.
+  if (last > 0 && !/[<>=]$/.test(ref.slice(0, last))) {
+    weight = parseWeight(ref.slice(last + 1));
+    if (weight === undefined) throw new InvalidArgumentError(`--reasoner ${v}: the weight after the last "=" must be a number`);
+    ref = ref.slice(0, last);
+  }
+  return [...prev, { name, model: ref, ...(weight !== undefined ? { weight } : {}) }];
+}
+
+/** `NAME=<backbone>+<reasoner>+…` (repeatable). */
+function aliasFlag(v: string, prev: Record<string, string> = {}): Record<string, string> {
+  const eq = v.indexOf('=');
+  if (eq <= 0 || eq === v.length - 1) throw new InvalidArgumentError(`--alias ${v}: expected NAME=<backbone>+<reasoner>+…`);
+  return { ...prev, [v.slice(0, eq)]: v.slice(eq + 1) };
+}
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+/** `--registry`: `host[:port]`, or a URL whose `http:` scheme asks for plain HTTP. */
+function registryOptions(flag: string | undefined, token: string | undefined): RegistryOptions {
+  const out: RegistryOptions = token ? { token } : {};
+  if (!flag) return out;
+  const m = /^(https?):\/\/([^/]+)\/?$/.exec(flag);
+  if (!m) return { ...out, registry: flag };
+  return { ...out, registry: m[2]!, ...(m[1] === 'http' ? { plainHttp: true } : {}) };
+}
+
+interface ServeFlags {
+  model: string;
+  dtype?: string;
+  reasoner?: ReasonerSpec[];
+  projector?: string;
+  mode?: FusionMode;
+  registry?: string;
+  registryToken?: string;
+  host: string;
+  port: number;
+  apiKey?: string[];
+  alias?: Record<string, string>;
+  name?: string;
+  maxQueue: number;
+  maxBatch: number;
+  chatTemplate?: string;
+  device: string;
+  threads?: number;
+  placement?: PlacementChoice;
+}
+
+/** Adds `serve` to the `reasonplug` program. */
+export function addServeCommand(program: Command): void {
+  program
+    .command('serve')
+    .description('serve a model (and its reasoners) over the OpenAI HTTP API')
+    .requiredOption('--model <ref>', 'backbone: module directory, export directory, .onnx, .gguf or registry reference')
+    .addOption(new Option('--dtype <t>', 'graph of a hub export directory (transformers.js names)').choices([...DTYPES]))
+    .option('--reasoner <name=ref[=weight]>', 'reasoner served as <backbone>+<name> (repeatable)', servedReasonerFlag)
+    .option('--projector <ref>', 'LiteReason reasoning projector (enables reasonplug.latent)')
+    .addOption(new Option('--mode <mode>', 'default transform before weighting').choices(['logits', 'logprobs']))
+    .option('--registry <url>', 'registry for references that name none: host[:port] or http(s)://host[:port] (default $REASONPLUG_REGISTRY)')
+    .option('--registry-token <token>', 'registry bearer token, or user:token (default $REASONPLUG_TOKEN)')
+    .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .option('--port <n>', 'port to listen on (0: any free one)', integerFlag('--port', 0, 65535, 'a port from 0 to 65535'), 8000)
+    .option('--api-key <key>', 'accepted bearer token (repeatable; default: $REASONPLUG_API_KEY, comma-separated; none: open)', collect)
+    .option('--alias <name=composition>', 'extra model name for <backbone>+<reasoner>+… (repeatable)', aliasFlag)
+    .option('--name <name>', "the backbone's served name (default: its module name, else its file name)")
+    .option('--max-batch <n>', 'requests let into the engine at once', integerFlag('--max-batch', 1, 4096, 'a whole number from 1 to 4096'), 8)
+    .option('--max-queue <n>', 'requests waiting beyond those; more get 429', integerFlag('--max-queue', 0, 1_000_000, 'a whole number >= 0'), 64)
+    .option('--chat-template <file>', "a Jinja chat template file used instead of the model's")
+    .addOption(new Option('--device <d>', 'execution provider').choices([...DEVICES]).default('cpu'))
+    .option('--threads <n>', 'intra-op threads', threadsFlag)
+    .addOption(new Option('--placement <p>', 'where reasoners run').choices([...PLACEMENTS]).default('auto'))
+    .action((flags: ServeFlags) => serve(flags));
+}
+
+async function serve(flags: ServeFlags): Promise<void> {
+  const apiKeys = flags.apiKey ?? (process.env.REASONPLUG_API_KEY ?? '').split(',').map((k) => k.trim()).filter(Boolean);
+  const registry = registryOptions(flags.registry, flags.registryToken);
+  const running = await startServer({
+    engine: {
+      model: flags.model,
+      ...(flags.dtype ? { dtype: flags.dtype } : {}),
+      reasoners: flags.reasoner ?? [],
+      ...(flags.projector ? { projector: flags.projector } : {}),
+      ...(flags.mode ? { mode: flags.mode } : {}),
+      registry,
+      device: flags.device,
+      ...(flags.threads ? { intraOpThreads: flags.threads } : {}),
+      ...(flags.placement ? { placement: flags.placement } : {}),
+    },
+    ...(flags.name ? { name: flags.name } : {}),
+    ...(flags.alias ? { aliases: flags.alias } : {}),
+    apiKeys,
+    host: flags.host,
+    port: flags.port,
+    maxBatch: flags.maxBatch,
+    maxQueue: flags.maxQueue,
+    ...(flags.chatTemplate ? { chatTemplate: readFileSync(flags.chatTemplate, 'utf8') } : {}),
+  });
+  const say = (text: string) => process.stderr.write(`${text}\n`);
+  say(`reasonplug serve: listening on ${running.url} (loading ${flags.model})`);
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    say(`reasonplug serve: ${signal}: finishing running requests, then exiting`);
+    running.close().then(
+      () => process.exit(0),
+      (err: Error) => {
+        say(`reasonplug serve: ${err.message}`);
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+  try {
+    await running.ready;
+  } catch (err) {
+    await running.close();
+    throw err;
+  }
+  say(`reasonplug serve: ready; ${running.url}/v1 (${apiKeys.length ? 'API key required' : 'no API key'})`);
+}

@@ -1,0 +1,48 @@
+/** Errors of the OpenAI-compatible server, in OpenAI's shape: `{"error":{"message","type","code"}}`. */
+
+/** An error answered with `status` and OpenAI's error body; `headers` go with it (e.g. `Retry-After`). */
+export class HttpError extends Error {
+  override name = 'HttpError';
+  constructor(
+    readonly status: number,
+    message: string,
+    /** OpenAI's error type: `invalid_request_error`, `authentication_error`, `rate_limit_error`, `server_error`, … */
+    readonly type: string,
+    /** A short machine-readable code, e.g. `model_not_found`, or the offending parameter's name. */
+    readonly code: string | null = null,
+    readonly headers: Record<string, string> = {},
+    /** The request parameter at fault, when there is one (OpenAI's `param`). */
+    readonly param: string | null = null,
+  ) {
+    super(message);
+  }
+
+  /** The JSON body of the answer. */
+  body(): { error: { message: string; type: string; code: string | null; param: string | null } } {
+    return { error: { message: this.message, type: this.type, code: this.code, param: this.param } };
+  }
+}
+
+/** A 400 for a bad request body, naming the parameter. */
+export const badRequest = (message: string, param: string | null = null, code: string | null = null) =>
+  new HttpError(400, message, 'invalid_request_error', code ?? (param ? 'invalid_value' : null), {}, param);
+
+/** Engine errors that mean the request, not the server, is at fault (raised before or as generation starts). */
+const REQUEST_FAULTS = new Set([
+  'GenerateOptionsError',
+  'SamplingOptionsError',
+  'ConstraintError',
+  'ReasonerSelectionError',
+  'WeightScheduleError',
+  'LatentPolicyError',
+  'PromptError',
+  'TokenizerError',
+]);
+
+/** Maps anything thrown while serving to an {@link HttpError}: request faults to 400, the rest to 500. */
+export function toHttpError(err: unknown): HttpError {
+  if (err instanceof HttpError) return err;
+  const e = err as Error;
+  if (REQUEST_FAULTS.has(e?.name)) return badRequest(`${e.name}: ${e.message}`, null, e.name);
+  return new HttpError(500, `${e?.name ?? 'Error'}: ${e?.message ?? String(err)}`, 'server_error', 'internal_error');
+}

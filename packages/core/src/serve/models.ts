@@ -1,0 +1,86 @@
+/**
+ * The model names a server answers to, as vLLM and TGI name LoRA adapters: the backbone's name, a composition
+ * `<backbone>+<reasoner>+…` of any loaded reasoners (in the order written, each once), and aliases given at
+ * start. The backbone alone runs with no reasoner.
+ */
+import { HttpError, badRequest } from './errors.js';
+
+/** One entry of `GET /v1/models`. */
+export interface ModelCard {
+  id: string;
+  object: 'model';
+  created: number;
+  owned_by: string;
+  /** The model a composition is built on (the backbone's name), null for the backbone itself. */
+  parent: string | null;
+  root: string;
+  /** The reasoners a composition runs (none for the backbone). */
+  reasoners: string[];
+}
+
+/** Raised for an alias that does not name a composition of what is loaded. */
+export class AliasError extends Error {
+  override name = 'AliasError';
+}
+
+/** The names served: backbone, compositions, aliases. */
+export class ServedModels {
+  private readonly aliases = new Map<string, string[]>();
+  private readonly created = Math.floor(Date.now() / 1000);
+
+  constructor(
+    /** The backbone's name. */
+    readonly backbone: string,
+    /** Names of the loaded reasoners, in load order. */
+    readonly reasoners: readonly string[],
+    aliases: Record<string, string> = {},
+  ) {
+    for (const [alias, target] of Object.entries(aliases)) {
+      if (alias === backbone || alias.includes('+')) throw new AliasError(`alias "${alias}" must differ from the backbone's name and hold no "+"`);
+      const resolved = this.compose(target);
+      if (!resolved) throw new AliasError(`alias ${alias}=${target}: "${target}" is not ${backbone} or ${backbone}+<reasoner>+… of the loaded reasoners (${reasoners.join(', ') || 'none'})`);
+      this.aliases.set(alias, resolved);
+    }
+  }
+
+  /** The reasoners `model` runs; 404 for a name that is not served, 400 for a reasoner listed twice. */
+  resolve(model: string): string[] {
+    const alias = this.aliases.get(model);
+    if (alias) return alias;
+    const reasoners = this.compose(model);
+    if (!reasoners) {
+      throw new HttpError(404, `The model "${model}" does not exist: this server runs ${this.backbone}, compositions ${this.backbone}+<reasoner>+… of (${this.reasoners.join(', ') || 'no reasoners'}) and aliases (${[...this.aliases.keys()].join(', ') || 'none'})`, 'invalid_request_error', 'model_not_found', {}, 'model');
+    }
+    const twice = reasoners.find((r, i) => reasoners.indexOf(r) !== i);
+    if (twice) throw badRequest(`model "${model}" lists the reasoner ${twice} twice; list each once`, 'model');
+    return reasoners;
+  }
+
+  /** The cards of `GET /v1/models`: backbone, each reasoner with it, all of them with it, then the aliases. */
+  list(): ModelCard[] {
+    const card = (id: string, reasoners: string[]): ModelCard => ({
+      id,
+      object: 'model',
+      created: this.created,
+      owned_by: 'reasonplug',
+      parent: reasoners.length ? this.backbone : null,
+      root: this.backbone,
+      reasoners,
+    });
+    const compositions = this.reasoners.map((r) => [r]);
+    if (this.reasoners.length > 1) compositions.push([...this.reasoners]);
+    return [
+      card(this.backbone, []),
+      ...compositions.map((rs) => card([this.backbone, ...rs].join('+'), rs)),
+      ...[...this.aliases].map(([alias, rs]) => card(alias, rs)),
+    ];
+  }
+
+  private compose(name: string): string[] | undefined {
+    if (name === this.backbone) return [];
+    const prefix = `${this.backbone}+`;
+    if (!name.startsWith(prefix)) return undefined;
+    const parts = name.slice(prefix.length).split('+');
+    return parts.every((p) => this.reasoners.includes(p)) ? parts : undefined;
+  }
+}

@@ -1,0 +1,264 @@
+/**
+ * Reading OpenAI request bodies (`/v1/chat/completions`, `/v1/completions`) into engine calls. Every field is
+ * checked here, before a request is queued, so a bad one is a 400 that names the parameter; fields the engine
+ * cannot honour (`n > 1`, `logprobs`, `logit_bias`, penalties other than 0) are refused by name rather than
+ * silently ignored.
+ */
+import type { ChatMessage } from '../tokenizer/tokenizer.js';
+import type { CompositionOptions, ConstraintOptions } from '../runtime/protocol.js';
+import type { GenerateOptions } from '../generate/types.js';
+import type { ResponseFormat, ToolChoice, ToolSpec } from '../constrain/types.js';
+import type { WeightSpec } from '../compose/weights.js';
+import { badRequest } from './errors.js';
+
+type Body = Record<string, unknown>;
+
+/** The engine options a request asks for (the reasoners come from `model` and the `reasonplug` extension). */
+export type CallOptions = GenerateOptions & Omit<CompositionOptions, 'reasoners'> & ConstraintOptions;
+
+/** What both endpoints share. */
+export interface ParsedRequest {
+  model: string;
+  stream: boolean;
+  /** `stream_options.include_usage`: a last chunk with the usage and no choices. */
+  includeUsage: boolean;
+  options: CallOptions;
+  /** The `reasonplug.reasoners` extension: replaces the reasoners `model` names, with their weights. */
+  reasoners?: { name: string; weight?: WeightSpec }[];
+}
+
+/** A chat request: messages for the chat template, and tools. */
+export interface ChatRequest extends ParsedRequest {
+  messages: ChatMessage[];
+  /** Tools as the template renders them (OpenAI's `{type: 'function', function: {...}}`). */
+  tools?: { type: 'function'; function: { name: string; description?: string; parameters?: Record<string, unknown> } }[];
+  /** The tool-call constraint; absent with `tool_choice: "none"` (tools are still shown) or without tools. */
+  toolChoice?: ToolChoice;
+}
+
+/** A text completion request: one prompt, or several (one choice each). */
+export interface CompletionRequest extends ParsedRequest {
+  prompt: string | string[] | number[] | number[][];
+  /** `echo`: the prompt is written before the completion. */
+  echo: boolean;
+}
+
+const isObject = (v: unknown): v is Body => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function number(body: Body, key: string, check: (n: number) => boolean, rule: string): number | undefined {
+  const v = body[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'number' || !Number.isFinite(v) || !check(v)) throw badRequest(`${key} must be ${rule} (got ${JSON.stringify(v)})`, key);
+  return v;
+}
+
+const integer = (body: Body, key: string, min: number) =>
+  number(body, key, (n) => Number.isSafeInteger(n) && n >= min, `a whole number >= ${min}`);
+
+/** Refuses a field the server does not implement when it asks for anything but the default. */
+function refuseUnless(body: Body, key: string, isDefault: (v: unknown) => boolean, why: string): void {
+  const v = body[key];
+  if (v !== undefined && v !== null && !isDefault(v)) throw badRequest(`${key} ${JSON.stringify(v)} is not supported: ${why}`, key, 'unsupported_parameter');
+}
+
+/** `model`, streaming, sampling, stop rules, response format and the `reasonplug` extension. */
+function common(body: Body): ParsedRequest {
+  if (typeof body.model !== 'string' || body.model === '') throw badRequest('model must be the name of a served model (see GET /v1/models)', 'model');
+  refuseUnless(body, 'n', (v) => v === 1, 'one choice per request (send n requests instead)');
+  refuseUnless(body, 'best_of', (v) => v === 1, 'one choice per request');
+  refuseUnless(body, 'logprobs', (v) => v === false || v === 0, 'the engine does not expose per-token log-probabilities');
+  refuseUnless(body, 'top_logprobs', (v) => v === 0, 'the engine does not expose per-token log-probabilities');
+  refuseUnless(body, 'logit_bias', (v) => isObject(v) && Object.keys(v).length === 0, 'logit biases are not applied by the engine');
+  refuseUnless(body, 'frequency_penalty', (v) => v === 0, 'use repetition_penalty (HF/CTRL style) instead');
+  refuseUnless(body, 'presence_penalty', (v) => v === 0, 'use repetition_penalty (HF/CTRL style) instead');
+  const stream = body.stream ?? false;
+  if (typeof stream !== 'boolean') throw badRequest('stream must be true or false', 'stream');
+  const streamOptions = body.stream_options;
+  if (streamOptions !== undefined && streamOptions !== null && !isObject(streamOptions)) throw badRequest('stream_options must be an object', 'stream_options');
+  const includeUsage = isObject(streamOptions) && streamOptions.include_usage === true;
+
+  const maxTokens = integer(body, 'max_completion_tokens', 1) ?? integer(body, 'max_tokens', 1);
+  const temperature = number(body, 'temperature', (n) => n >= 0 && n <= 2, 'a number from 0 to 2');
+  const topP = number(body, 'top_p', (n) => n > 0 && n <= 1, 'a number in (0, 1]');
+  const topK = integer(body, 'top_k', 0);
+  const minP = number(body, 'min_p', (n) => n >= 0 && n < 1, 'a number in [0, 1)');
+  const repetitionPenalty = number(body, 'repetition_penalty', (n) => n > 0, 'a number > 0 (1 = off)');
+  const seed = number(body, 'seed', Number.isSafeInteger, 'a whole number');
+  const stop = stopList(body.stop);
+  const responseFormat = responseFormatOf(body.response_format);
+  const ext = extension(body.reasonplug);
+  const options: CallOptions = {
+    // OpenAI samples at temperature 1 unless told otherwise; 0 is greedy.
+    temperature: temperature ?? 1,
+    ...(maxTokens !== undefined ? { maxTokens } : {}),
+    ...(topP !== undefined ? { topP } : {}),
+    ...(topK !== undefined ? { topK } : {}),
+    ...(minP !== undefined ? { minP } : {}),
+    ...(repetitionPenalty !== undefined ? { repetitionPenalty } : {}),
+    ...(seed !== undefined ? { seed } : {}),
+    ...(stop ? { stop } : {}),
+    ...(responseFormat ? { responseFormat } : {}),
+    ...(ext.mode ? { mode: ext.mode } : {}),
+    ...(ext.latent ? { latent: ext.latent } : {}),
+  };
+  return { model: body.model, stream, includeUsage, options, ...(ext.reasoners ? { reasoners: ext.reasoners } : {}) };
+}
+
+function stopList(v: unknown): string[] | undefined {
+  if (v === undefined || v === null) return undefined;
+  const list = typeof v === 'string' ? [v] : v;
+  if (!Array.isArray(list) || list.length > 4 || list.some((s) => typeof s !== 'string' || s === '')) {
+    throw badRequest('stop must be a non-empty string or a list of at most 4 non-empty strings', 'stop');
+  }
+  return list as string[];
+}
+
+function responseFormatOf(v: unknown): ResponseFormat | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (!isObject(v)) throw badRequest('response_format must be an object such as {"type": "json_object"}', 'response_format');
+  if (v.type === 'text') return undefined;
+  if (v.type === 'json_object') return { type: 'json_object' };
+  if (v.type === 'json_schema') {
+    const spec = v.json_schema;
+    if (!isObject(spec) || (spec.schema !== undefined && !isObject(spec.schema) && typeof spec.schema !== 'boolean')) {
+      throw badRequest('response_format.json_schema must be an object with a JSON Schema under "schema"', 'response_format.json_schema');
+    }
+    // `strict: false` asks for less than is enforced: the reply follows the schema either way.
+    return { type: 'json_schema', schema: (spec.schema ?? true) as Record<string, unknown> | boolean };
+  }
+  throw badRequest(`response_format.type ${JSON.stringify(v.type)} is not one of text, json_object, json_schema`, 'response_format.type');
+}
+
+function extension(v: unknown): { reasoners?: { name: string; weight?: WeightSpec }[]; mode?: 'logits' | 'logprobs'; latent?: string } {
+  if (v === undefined || v === null) return {};
+  if (!isObject(v)) throw badRequest('reasonplug must be an object: { reasoners: [{ name, weight }], mode, latent }', 'reasonplug');
+  const out: ReturnType<typeof extension> = {};
+  if (v.reasoners !== undefined) {
+    if (!Array.isArray(v.reasoners)) throw badRequest('reasonplug.reasoners must be a list of { name, weight }', 'reasonplug.reasoners');
+    out.reasoners = v.reasoners.map((r, i) => {
+      if (!isObject(r) || typeof r.name !== 'string') throw badRequest(`reasonplug.reasoners[${i}] must be { name, weight? }`, `reasonplug.reasoners[${i}]`);
+      return { name: r.name, ...(r.weight !== undefined ? { weight: r.weight as WeightSpec } : {}) };
+    });
+  }
+  if (v.mode !== undefined) {
+    if (v.mode !== 'logits' && v.mode !== 'logprobs') throw badRequest('reasonplug.mode must be "logits" or "logprobs"', 'reasonplug.mode');
+    out.mode = v.mode;
+  }
+  if (v.latent !== undefined) {
+    if (typeof v.latent !== 'string') throw badRequest('reasonplug.latent must be "marker", "never" or "fixed:K"', 'reasonplug.latent');
+    out.latent = v.latent;
+  }
+  return out;
+}
+
+/** Reads a `/v1/chat/completions` body. */
+export function parseChatRequest(body: unknown): ChatRequest {
+  if (!isObject(body)) throw badRequest('the request body must be a JSON object');
+  const base = common(body);
+  if (!Array.isArray(body.messages) || body.messages.length === 0) throw badRequest('messages must be a non-empty list', 'messages');
+  const messages = body.messages.map((m, i) => chatMessage(m, i));
+  const tools = toolsOf(body.tools);
+  const choice = body.tool_choice;
+  let toolChoice: ToolChoice | undefined;
+  if (tools) {
+    if (choice === undefined || choice === null || choice === 'auto') toolChoice = 'auto';
+    else if (choice === 'required') toolChoice = 'required';
+    else if (choice === 'none') toolChoice = undefined;
+    else if (isObject(choice) && isObject(choice.function) && typeof choice.function.name === 'string') {
+      const name = choice.function.name;
+      if (!tools.some((t) => t.function.name === name)) throw badRequest(`tool_choice names "${name}", which is not among tools`, 'tool_choice');
+      toolChoice = { name };
+    } else throw badRequest('tool_choice must be "none", "auto", "required" or {"type": "function", "function": {"name": …}}', 'tool_choice');
+  } else if (choice !== undefined && choice !== null && choice !== 'none' && choice !== 'auto') {
+    throw badRequest('tool_choice needs tools', 'tool_choice');
+  }
+  return { ...base, messages, ...(tools ? { tools } : {}), ...(toolChoice ? { toolChoice } : {}) };
+}
+
+/** The tool-call constraint of a chat request's tools and choice (the engine's `tool_calls` format). */
+export function toolCallFormat(request: ChatRequest): ResponseFormat | undefined {
+  if (!request.tools || !request.toolChoice) return undefined;
+  const tools: ToolSpec[] = request.tools.map((t) => ({ name: t.function.name, parameters: t.function.parameters ?? { type: 'object' } }));
+  return { type: 'tool_calls', tools, choice: request.toolChoice };
+}
+
+function chatMessage(m: unknown, i: number): ChatMessage {
+  const param = `messages[${i}]`;
+  if (!isObject(m) || typeof m.role !== 'string') throw badRequest(`${param} must be an object with a role`, param);
+  const role = m.role === 'developer' ? 'system' : m.role;
+  if (!['system', 'user', 'assistant', 'tool'].includes(role)) throw badRequest(`${param}.role ${JSON.stringify(m.role)} is not system, developer, user, assistant or tool`, `${param}.role`);
+  const content = textContent(m.content, `${param}.content`);
+  const out: ChatMessage = { role, content };
+  if (role === 'assistant' && Array.isArray(m.tool_calls) && m.tool_calls.length > 0) {
+    // Templates render arguments as an object (`tojson`); OpenAI sends them as JSON text.
+    out.tool_calls = m.tool_calls.map((c, j) => {
+      const fn = isObject(c) ? c.function : undefined;
+      if (!isObject(fn) || typeof fn.name !== 'string') throw badRequest(`${param}.tool_calls[${j}] must carry function.name`, `${param}.tool_calls[${j}]`);
+      let args: unknown = fn.arguments ?? {};
+      if (typeof args === 'string') {
+        try {
+          args = JSON.parse(args);
+        } catch {
+          // kept as the text the client sent
+        }
+      }
+      return { id: (c as Body).id, type: 'function', function: { name: fn.name, arguments: args } };
+    });
+  }
+  if (role === 'tool' && typeof m.tool_call_id === 'string') out.tool_call_id = m.tool_call_id;
+  if (typeof m.name === 'string') out.name = m.name;
+  return out;
+}
+
+function textContent(v: unknown, param: string): string {
+  if (v === undefined || v === null) return '';
+  if (typeof v === 'string') return v;
+  if (Array.isArray(v)) {
+    return v
+      .map((part, j) => {
+        if (isObject(part) && part.type === 'text' && typeof part.text === 'string') return part.text;
+        throw badRequest(`${param}[${j}] is a ${isObject(part) ? JSON.stringify(part.type) : typeof part} part; the models read text only`, `${param}[${j}]`);
+      })
+      .join('');
+  }
+  throw badRequest(`${param} must be a string or a list of text parts`, param);
+}
+
+function toolsOf(v: unknown): ChatRequest['tools'] {
+  if (v === undefined || v === null) return undefined;
+  if (!Array.isArray(v)) throw badRequest('tools must be a list of {"type": "function", "function": {...}}', 'tools');
+  if (v.length === 0) return undefined;
+  return v.map((t, i) => {
+    const fn = isObject(t) ? t.function : undefined;
+    if (!isObject(t) || t.type !== 'function' || !isObject(fn) || typeof fn.name !== 'string') {
+      throw badRequest(`tools[${i}] must be {"type": "function", "function": {"name": …, "parameters": {…}}}`, `tools[${i}]`);
+    }
+    if (fn.parameters !== undefined && !isObject(fn.parameters)) throw badRequest(`tools[${i}].function.parameters must be a JSON Schema object`, `tools[${i}].function.parameters`);
+    return {
+      type: 'function' as const,
+      function: {
+        name: fn.name,
+        ...(typeof fn.description === 'string' ? { description: fn.description } : {}),
+        ...(fn.parameters ? { parameters: fn.parameters as Record<string, unknown> } : {}),
+      },
+    };
+  });
+}
+
+/** Reads a `/v1/completions` body. */
+export function parseCompletionRequest(body: unknown): CompletionRequest {
+  if (!isObject(body)) throw badRequest('the request body must be a JSON object');
+  const base = common(body);
+  refuseUnless(body, 'suffix', (v) => v === '', 'insertion is not supported');
+  const p = body.prompt;
+  const ids = (x: unknown) => Array.isArray(x) && x.length > 0 && x.every((n) => Number.isSafeInteger(n) && (n as number) >= 0);
+  const ok =
+    (typeof p === 'string' && p !== '') ||
+    (Array.isArray(p) && p.length > 0 && (p.every((s) => typeof s === 'string' && s !== '') || ids(p) || p.every(ids)));
+  if (!ok) throw badRequest('prompt must be a non-empty string, a list of them, a list of token ids, or a list of such lists', 'prompt');
+  const echo = body.echo ?? false;
+  if (typeof echo !== 'boolean') throw badRequest('echo must be true or false', 'echo');
+  // OpenAI's completions default to 16 tokens.
+  if (base.options.maxTokens === undefined) base.options.maxTokens = 16;
+  return { ...base, prompt: p as CompletionRequest['prompt'], echo };
+}

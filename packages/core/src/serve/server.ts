@@ -1,0 +1,520 @@
+/**
+ * `reasonplug serve`: an OpenAI-compatible HTTP server (node:http) over one engine. Concurrent requests are
+ * concurrent `engine.stream` calls; the server's own admission keeps at most `maxBatch` of them in the engine
+ * and `maxQueue` more waiting, and answers 429 with `Retry-After` beyond that. The socket listens before the
+ * model loads, so `/health` can say 503 while it does.
+ */
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { randomUUID, timingSafeEqual } from 'node:crypto';
+import { existsSync, statSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { Engine, type EngineOptions, type GenerationStream, type StreamOptions } from '../engine.js';
+import type { GenerationResult, TokenEvent } from '../generate/types.js';
+import type { PromptInput } from '../runtime/protocol.js';
+import { TextTokenizer } from '../tokenizer/tokenizer.js';
+import { resolveModelPath } from '../registry/resolve-model.js';
+import { loadModuleDir } from '../modules/module-dir.js';
+import { MANIFEST_FILE } from '../modules/manifest.js';
+import { ToolCallTextSplitter, type ParsedToolCall } from '../chat/tool-calls.js';
+import { HttpError, badRequest, toHttpError } from './errors.js';
+import { ServerMetrics } from './metrics.js';
+import { ServedModels } from './models.js';
+import { parseChatRequest, parseCompletionRequest, toolCallFormat, type ChatRequest, type CompletionRequest, type ParsedRequest } from './requests.js';
+
+/** How to run the server. */
+export interface ServeOptions {
+  /** What to load (model, reasoners, projector, registry, device, …), as for `Engine.load`. */
+  engine: EngineOptions;
+  /** The backbone's served name; default: its module name, else its file or directory name. */
+  name?: string;
+  /** Extra model names: alias → `<backbone>+<reasoner>+…`. */
+  aliases?: Record<string, string>;
+  /** Bearer tokens accepted on `/v1/*`; none: no authentication. */
+  apiKeys?: string[];
+  host?: string;
+  /** 0 picks a free port. Default 8000. */
+  port?: number;
+  /** Requests let into the engine at once (default 8). */
+  maxBatch?: number;
+  /** Requests waiting beyond those (default 64); more get 429. */
+  maxQueue?: number;
+  /** A chat template to use instead of the model's. */
+  chatTemplate?: string;
+  /** Largest request body in bytes (default 8 MiB). */
+  maxBodyBytes?: number;
+}
+
+/** A listening server. */
+export interface RunningServer {
+  /** `http://host:port`. */
+  readonly url: string;
+  /** Settles once the model is loaded (rejects when loading fails; the server then answers 503). */
+  readonly ready: Promise<void>;
+  readonly metrics: ServerMetrics;
+  /** Stops accepting, finishes every admitted and queued request, frees the engine, closes the socket. */
+  close(): Promise<void>;
+}
+
+/** What serving needs once the model is loaded. */
+interface Loaded {
+  engine: Engine;
+  models: ServedModels;
+  tokenizer?: TextTokenizer;
+  /** Positions one request may use (the model's context length, else 2048: a KV estimate only). */
+  contextLength: number;
+}
+
+/** One admitted or waiting request. */
+interface Slot {
+  /** Prompt plus generated positions, for the KV estimate. */
+  positions: number;
+  admit?: () => void;
+}
+
+/** Starts the server: listens at once, loads the model behind it. */
+export async function startServer(options: ServeOptions): Promise<RunningServer> {
+  const maxBatch = options.maxBatch ?? 8;
+  const maxQueue = options.maxQueue ?? 64;
+  if (!(Number.isSafeInteger(maxBatch) && maxBatch >= 1)) throw new RangeError(`maxBatch must be a whole number >= 1 (got ${maxBatch})`);
+  if (!(Number.isSafeInteger(maxQueue) && maxQueue >= 0)) throw new RangeError(`maxQueue must be a whole number >= 0 (got ${maxQueue})`);
+  const metrics = new ServerMetrics();
+  const running = new Set<Slot>();
+  const waiting: Slot[] = [];
+  const keys = (options.apiKeys ?? []).map((k) => Buffer.from(k));
+  let loaded: Loaded | undefined;
+  let loadError: Error | undefined;
+  let draining = false;
+  /** Requests being handled (read, queued, running, answering): what a shutdown waits for. */
+  let active = 0;
+  let idle: (() => void) | undefined;
+
+  const admit = (slot: Slot, signal: AbortSignal): Promise<void> => {
+    if (running.size < maxBatch) {
+      running.add(slot);
+      return Promise.resolve();
+    }
+    if (waiting.length >= maxQueue) {
+      metrics.rejected++;
+      throw new HttpError(429, `the server is full: ${running.size} requests running and ${waiting.length} waiting (max_queue ${maxQueue}); retry later`, 'rate_limit_error', 'queue_full', {
+        'Retry-After': String(retryAfter()),
+      });
+    }
+    return new Promise<void>((resolve, reject) => {
+      slot.admit = resolve;
+      waiting.push(slot);
+      signal.addEventListener('abort', () => {
+        const at = waiting.indexOf(slot);
+        if (at >= 0) {
+          waiting.splice(at, 1);
+          reject(new Error('client went away while queued'));
+        }
+      }, { once: true });
+    });
+  };
+  const release = (slot: Slot) => {
+    if (!running.delete(slot)) return;
+    const next = waiting.shift();
+    if (next) {
+      running.add(next);
+      next.admit!();
+    }
+  };
+  /** Seconds until a slot is likely free: the mean request time so far × the queue's depth in batches. */
+  const retryAfter = () => {
+    const { sum, count } = metrics.e2e.totals();
+    const mean = count ? sum / count : 1;
+    return Math.max(1, Math.ceil((mean * (waiting.length + 1)) / maxBatch));
+  };
+
+  const server = createServer((req, res) => {
+    handle(req, res).catch((err) => sendError(res, toHttpError(err)));
+  });
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? '/').split('?')[0]!;
+    if (req.method === 'GET' && path === '/health') {
+      if (loaded && !draining) return sendJson(res, 200, { status: 'ok' });
+      return sendJson(res, 503, { status: draining ? 'draining' : loadError ? `failed: ${loadError.message}` : 'loading' });
+    }
+    if (req.method === 'GET' && path === '/metrics') {
+      const kvTokens = [...running].reduce((n, s) => n + s.positions, 0);
+      const capacity = maxBatch * (loaded?.contextLength ?? 2048);
+      res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' });
+      res.end(
+        metrics.render(loaded?.models.backbone ?? options.name ?? 'loading', {
+          running: running.size,
+          waiting: waiting.length,
+          kvUsage: Math.min(1, kvTokens / capacity),
+          kvTokens,
+          kvTokensCapacity: capacity,
+        }),
+      );
+      return;
+    }
+    if (!path.startsWith('/v1/')) throw new HttpError(404, `no route ${req.method} ${path}`, 'invalid_request_error', 'not_found');
+    authorize(req);
+    if (draining) throw new HttpError(503, 'the server is shutting down', 'server_error', 'shutting_down', { Connection: 'close' });
+    if (!loaded) throw new HttpError(503, loadError ? `the model failed to load: ${loadError.message}` : 'the model is still loading', 'server_error', 'loading');
+    if (req.method === 'GET' && path === '/v1/models') return sendJson(res, 200, { object: 'list', data: loaded.models.list() });
+    const endpoint = req.method === 'POST' ? ({ '/v1/chat/completions': chat, '/v1/completions': completion } as const)[path] : undefined;
+    if (endpoint) {
+      active++;
+      try {
+        const body = await readJson(req);
+        return await (endpoint === chat ? chat(loaded, parseChatRequest(body), res) : completion(loaded, parseCompletionRequest(body), res));
+      } finally {
+        if (--active === 0) idle?.();
+      }
+    }
+    throw new HttpError(404, `no route ${req.method} ${path}`, 'invalid_request_error', 'not_found');
+  }
+
+  function authorize(req: IncomingMessage): void {
+    if (keys.length === 0) return;
+    const m = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '');
+    const given = m ? Buffer.from(m[1]!.trim()) : undefined;
+    if (!given || !keys.some((k) => k.length === given.length && timingSafeEqual(k, given))) {
+      throw new HttpError(401, m ? 'Incorrect API key provided' : 'Missing API key: send Authorization: Bearer <key>', 'invalid_request_error', 'invalid_api_key');
+    }
+  }
+
+  async function readJson(req: IncomingMessage): Promise<unknown> {
+    const limit = options.maxBodyBytes ?? 8 * 2 ** 20;
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const c of req as AsyncIterable<Buffer>) {
+      size += c.length;
+      if (size > limit) throw new HttpError(413, `the request body is larger than ${limit} bytes`, 'invalid_request_error', 'body_too_large');
+      chunks.push(c);
+    }
+    try {
+      return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    } catch (err) {
+      throw badRequest(`the request body is not JSON: ${(err as Error).message}`, null, 'invalid_json');
+    }
+  }
+
+  /** Runs one request: admission, the engine call, its metrics; `consume` reads the stream and answers. */
+  async function run(
+    l: Loaded,
+    request: ParsedRequest,
+    input: PromptInput,
+    promptEstimate: number,
+    res: ServerResponse,
+    consume: (stream: GenerationStream, first: IteratorResult<TokenEvent>, rest: AsyncIterator<TokenEvent>, clock: TokenClock) => Promise<string>,
+  ): Promise<void> {
+    const reasoners = request.reasoners ?? l.models.resolve(request.model).map((name) => ({ name }));
+    const arrival = performance.now();
+    const controller = new AbortController();
+    res.on('close', () => {
+      if (!res.writableFinished) controller.abort();
+    });
+    const slot: Slot = { positions: promptEstimate };
+    await admit(slot, controller.signal);
+    let reason = 'error';
+    try {
+      if (controller.signal.aborted) return void (reason = 'abort');
+      const callOptions: StreamOptions = { ...request.options, reasoners, signal: controller.signal };
+      const stream = l.engine.stream(input, callOptions);
+      const iterator = stream[Symbol.asyncIterator]();
+      // Faults of the request (a bad schema, an unknown reasoner, a prompt too long) surface before the
+      // first token: waiting for it lets them be a 400 rather than a broken stream.
+      const first = await iterator.next();
+      const clock = new TokenClock(arrival, metrics, slot);
+      if (!first.done) clock.tick();
+      reason = await consume(stream, first, iterator, clock);
+      clock.end();
+      const result = await stream.result;
+      metrics.promptTokens += result.usage.promptTokens;
+    } finally {
+      metrics.countFinished(controller.signal.aborted ? 'abort' : reason);
+      metrics.e2e.observe((performance.now() - arrival) / 1000);
+      release(slot);
+    }
+  }
+
+  async function chat(l: Loaded, request: ChatRequest, res: ServerResponse): Promise<void> {
+    const tokenizer = l.tokenizer;
+    if (!tokenizer) throw badRequest('this model has no tokenizer.json beside it, so it cannot take chat messages', 'messages');
+    if (!options.chatTemplate && !tokenizer.chatTemplate) {
+      throw badRequest(`the model ${l.models.backbone} has no chat template; start the server with --chat-template, or use /v1/completions`, 'messages', 'no_chat_template');
+    }
+    const template = options.chatTemplate ? { template: options.chatTemplate } : {};
+    const render = (tools?: unknown[]) => tokenizer.applyChatTemplate(request.messages, { ...template, ...(tools ? { tools } : {}) });
+    const text = render(request.tools);
+    if (request.tools && text === render()) {
+      throw badRequest(`the chat template of ${l.models.backbone} does not show tools to the model, so it cannot call them`, 'tools', 'tools_not_supported');
+    }
+    // The template writes the special tokens (BOS included), so the tokenizer must not add them again.
+    const promptIds = tokenizer.encode(text, false);
+    const toolFormat = toolCallFormat(request);
+    // A response format of the request's own (withStructuredOutput's JSON) wins over the tool-call constraint.
+    if (toolFormat && !request.options.responseFormat) request.options.responseFormat = toolFormat;
+    const parseTools = request.tools !== undefined && request.toolChoice !== undefined;
+    const id = `chatcmpl-${randomUUID()}`;
+    const created = Math.floor(Date.now() / 1000);
+    const base = { id, created, model: request.model, system_fingerprint: 'reasonplug' };
+
+    await run(l, request, { promptIds }, promptIds.length, res, async (stream, first, rest, clock) => {
+      const splitter = parseTools ? new ToolCallTextSplitter() : undefined;
+      const calls: ParsedToolCall[] = [];
+      if (!request.stream) {
+        const result = await drain(stream, first, rest, clock);
+        const row = result.rows[0]!;
+        const split = splitter ? concatSplits(splitter.push(row.text), splitter.end()) : { content: row.text, toolCalls: [] };
+        const finish = split.toolCalls.length ? 'tool_calls' : finishReason(row.finishReason);
+        sendJson(res, 200, {
+          ...base,
+          object: 'chat.completion',
+          choices: [
+            {
+              index: 0,
+              message: {
+                role: 'assistant',
+                content: split.toolCalls.length && !split.content ? null : split.content,
+                ...(split.toolCalls.length ? { tool_calls: split.toolCalls.map(toolCallJson) } : {}),
+              },
+              logprobs: null,
+              finish_reason: finish,
+            },
+          ],
+          usage: usageJson(result),
+        });
+        return finish;
+      }
+      const sse = new Sse(res);
+      const chunk = (delta: object, finish: string | null = null) =>
+        sse.send({ ...base, object: 'chat.completion.chunk', choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }], ...(request.includeUsage ? { usage: null } : {}) });
+      chunk({ role: 'assistant', content: '' });
+      const emit = (piece: { content: string; toolCalls: ParsedToolCall[] }) => {
+        if (piece.content) chunk({ content: piece.content });
+        for (const call of piece.toolCalls) {
+          chunk({ tool_calls: [{ index: calls.length, ...toolCallJson(call) }] });
+          calls.push(call);
+        }
+      };
+      for (let next = first; !next.done; next = await rest.next()) {
+        if (next !== first) clock.tick();
+        const text = next.value.text;
+        if (text) emit(splitter ? splitter.push(text) : { content: text, toolCalls: [] });
+      }
+      if (splitter) emit(splitter.end());
+      const result = await stream.result;
+      countGenerated(result);
+      const finish = calls.length ? 'tool_calls' : finishReason(result.rows[0]!.finishReason);
+      chunk({}, finish);
+      if (request.includeUsage) sse.send({ ...base, object: 'chat.completion.chunk', choices: [], usage: usageJson(result) });
+      sse.done();
+      return finish;
+    });
+  }
+
+  async function completion(l: Loaded, request: CompletionRequest, res: ServerResponse): Promise<void> {
+    const p = request.prompt;
+    const isIds = typeof p !== 'string' && typeof p[0] === 'number';
+    const isIdBatch = Array.isArray(p[0]);
+    const input: PromptInput = isIds || isIdBatch ? { promptIds: p as number[] | number[][] } : { prompt: p as string | string[] };
+    const prompts: (string | number[])[] = typeof p === 'string' || isIds ? [p as string | number[]] : (p as (string | number[])[]);
+    const estimate = prompts.reduce<number>((n, x) => n + (typeof x === 'string' ? (l.tokenizer?.encode(x).length ?? x.length) : x.length), 0);
+    const echoOf = (row: number) => {
+      if (!request.echo) return '';
+      const x = prompts[row]!;
+      if (typeof x === 'string') return x;
+      if (!l.tokenizer) throw badRequest('echo of token ids needs the model tokenizer', 'echo');
+      return l.tokenizer.decode(x);
+    };
+    const id = `cmpl-${randomUUID()}`;
+    const base = { id, created: Math.floor(Date.now() / 1000), model: request.model, system_fingerprint: 'reasonplug' };
+
+    await run(l, request, input, estimate, res, async (stream, first, rest, clock) => {
+      if (!request.stream) {
+        const result = await drain(stream, first, rest, clock);
+        sendJson(res, 200, {
+          ...base,
+          object: 'text_completion',
+          choices: result.rows.map((row, index) => ({ index, text: echoOf(index) + row.text, logprobs: null, finish_reason: finishReason(row.finishReason) })),
+          usage: usageJson(result),
+        });
+        return finishReason(result.rows[0]!.finishReason);
+      }
+      const sse = new Sse(res);
+      const chunk = (index: number, text: string, finish: string | null = null) =>
+        sse.send({ ...base, object: 'text_completion', choices: [{ index, text, logprobs: null, finish_reason: finish }], ...(request.includeUsage ? { usage: null } : {}) });
+      if (request.echo) prompts.forEach((_, row) => chunk(row, echoOf(row)));
+      for (let next = first; !next.done; next = await rest.next()) {
+        if (next !== first) clock.tick();
+        if (next.value.text) chunk(next.value.row, next.value.text);
+      }
+      const result = await stream.result;
+      countGenerated(result);
+      result.rows.forEach((row, index) => chunk(index, '', finishReason(row.finishReason)));
+      if (request.includeUsage) sse.send({ ...base, object: 'text_completion', choices: [], usage: usageJson(result) });
+      sse.done();
+      return finishReason(result.rows[0]!.finishReason);
+    });
+  }
+
+  const countGenerated = (result: GenerationResult) => {
+    metrics.generationTokens += result.usage.completionTokens;
+  };
+
+  /** Reads a stream to its end without answering yet (non-streaming requests), timing its tokens. */
+  const drain = async (stream: GenerationStream, first: IteratorResult<TokenEvent>, rest: AsyncIterator<TokenEvent>, clock: TokenClock) => {
+    for (let next = first; !next.done; next = await rest.next()) if (next !== first) clock.tick();
+    const result = await stream.result;
+    countGenerated(result);
+    return result;
+  };
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port ?? 8000, options.host ?? '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const address = server.address() as AddressInfo;
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  const ready = load(options).then(
+    (l) => {
+      loaded = l;
+    },
+    (err: Error) => {
+      loadError = err;
+      throw err;
+    },
+  );
+  ready.catch(() => {});
+
+  return {
+    url: `http://${host}:${address.port}`,
+    ready,
+    metrics,
+    async close() {
+      if (draining) return;
+      draining = true;
+      // Stop accepting; connections kept alive are closed once they are idle.
+      const closed = new Promise<void>((r) => server.close(() => r()));
+      server.closeIdleConnections();
+      if (active > 0) await new Promise<void>((r) => (idle = r));
+      server.closeIdleConnections();
+      await ready.catch(() => {});
+      await loaded?.engine.dispose();
+      server.closeAllConnections();
+      await closed;
+    },
+  };
+}
+
+/** Loads the engine, names the backbone, and finds the tokenizer chat prompts are rendered with. */
+async function load(options: ServeOptions): Promise<Loaded> {
+  const { engine: engineOptions } = options;
+  const model = await resolveModelPath(engineOptions.model, engineOptions.registry);
+  const engine = await Engine.load({ ...engineOptions, model });
+  try {
+    const abs = resolve(model);
+    const isDir = existsSync(abs) && statSync(abs).isDirectory();
+    const manifest = isDir && existsSync(join(abs, MANIFEST_FILE)) ? (await loadModuleDir(abs, { verify: false })).manifest : undefined;
+    const name = options.name ?? manifest?.name ?? basename(engineOptions.model).replace(/\.(onnx|gguf)$/i, '');
+    const models = new ServedModels(name, engine.info.reasoners.map((r) => r.name), options.aliases);
+    const tokenizerDir = [...(isDir ? [abs] : []), dirname(engine.info.modelPath)].find((d) => existsSync(join(d, 'tokenizer.json')));
+    const tokenizer = tokenizerDir ? await TextTokenizer.fromDirectory(tokenizerDir) : undefined;
+    return { engine, models, ...(tokenizer ? { tokenizer } : {}), contextLength: engine.info.contextLength ?? 2048 };
+  } catch (err) {
+    await engine.dispose();
+    throw err;
+  }
+}
+
+/**
+ * Time to first token and inter-token latency of one request. The worker sends tokens in small batches when
+ * they come faster than its flush interval; a batch's gap is shared evenly by its tokens, so a batch does not
+ * read as one slow token and several instant ones.
+ */
+class TokenClock {
+  private last: number | undefined;
+  private pendingGap = 0;
+  private pendingTokens = 0;
+
+  constructor(
+    private readonly arrival: number,
+    private readonly metrics: ServerMetrics,
+    private readonly slot: Slot,
+  ) {}
+
+  tick(): void {
+    const now = performance.now();
+    this.slot.positions++;
+    if (this.last === undefined) {
+      this.metrics.ttft.observe((now - this.arrival) / 1000);
+      this.last = now;
+      return;
+    }
+    const gap = now - this.last;
+    // Tokens of one worker message arrive within microseconds of each other.
+    if (gap < 0.05) {
+      this.pendingTokens++;
+      return;
+    }
+    this.flush();
+    this.pendingGap = gap;
+    this.pendingTokens = 1;
+    this.last = now;
+  }
+
+  end(): void {
+    this.flush();
+  }
+
+  private flush(): void {
+    if (this.pendingTokens > 0) this.metrics.itl.observe(this.pendingGap / 1000 / this.pendingTokens, this.pendingTokens);
+    this.pendingTokens = 0;
+  }
+}
+
+/** A server-sent event stream. */
+class Sse {
+  constructor(private readonly res: ServerResponse) {
+    res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive' });
+    res.flushHeaders();
+  }
+  send(data: object): void {
+    if (!this.res.destroyed) this.res.write(`data: ${JSON.stringify(data)}\n\n`);
+  }
+  done(): void {
+    if (!this.res.destroyed) this.res.end('data: [DONE]\n\n');
+  }
+}
+
+function concatSplits(a: { content: string; toolCalls: ParsedToolCall[] }, b: { content: string; toolCalls: ParsedToolCall[] }) {
+  return { content: a.content + b.content, toolCalls: [...a.toolCalls, ...b.toolCalls] };
+}
+
+const toolCallJson = (c: ParsedToolCall) => ({ id: c.id, type: 'function', function: { name: c.name ?? '', arguments: c.arguments } });
+
+/** OpenAI's finish reasons: an end-of-sequence token and a stop string are both `stop`. */
+function finishReason(reason: string): string {
+  return reason === 'length' ? 'length' : reason === 'abort' ? 'abort' : 'stop';
+}
+
+function usageJson(result: GenerationResult) {
+  const { promptTokens, completionTokens } = result.usage;
+  return { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text), ...headers });
+  res.end(text);
+}
+
+/** Answers an error, unless the answer already started (a stream then ends with an error event). */
+function sendError(res: ServerResponse, err: HttpError): void {
+  if (res.destroyed) return;
+  if (res.headersSent) {
+    res.end(`data: ${JSON.stringify(err.body())}\n\n`);
+    return;
+  }
+  sendJson(res, err.status, err.body(), err.headers);
+}
