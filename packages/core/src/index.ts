@@ -1,7 +1,8 @@
 /**
  * @reasonplug/core — run ONNX causal LMs with onnxruntime-node; build, convert and prepare decoder graphs.
  */
-export { Engine, EngineError, type EngineOptions, type GenerationStream, type StreamOptions } from './engine.js';
+export { Engine, EngineError, QueueFullError, type EngineOptions, type GenerationStream, type StreamOptions } from './engine.js';
+export { KvBudgetError, type BatchStats } from './generate/continuous-batch.js';
 export type { ModelInfo, PromptInput } from './runtime/protocol.js';
 export type { FinishReason, GenerateOptions, GenerationResult, RowResult, TokenEvent, Timing, Usage } from './generate/types.js';
 export { runDecodeLoop, type LogitSource } from './generate/decode-loop.js';
@@ -44,6 +45,8 @@ export * from './onnx/llama-builder.js';
 export * from './onnx/adapt.js';
 export * from './onnx/prepared-cache.js';
 export * from './gguf/convert.js';
+export { ggufModuleDir, isGgufPath, type GgufModuleOptions } from './gguf/gguf-module.js';
+export { tokenizerFromGguf, BPE_PRE_TOKENIZERS, type GgufTokenizer } from './gguf/tokenizer-from-gguf.js';
 export { validateWeightSpec, weightAt, WeightScheduleError, type WeightSegment, type WeightSpec } from './compose/weights.js';
 export type { FusionMode } from './compose/fusion.js';
 export { VocabularyMismatchError } from './compose/vocabulary.js';
