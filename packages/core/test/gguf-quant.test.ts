@@ -9,7 +9,7 @@ import { llamaCppGreedy, ortGreedy, STORIES, storiesTokenizerMeta, writeRandomGg
 import { rewriteGguf } from './support/gguf-writer.js';
 import { BLOCK_TYPES, dequantize } from '../src/gguf/quant/index.js';
 import { isLossless, toNBits } from '../src/gguf/quant/nbits.js';
-import { dequantizeMatrix } from '../src/onnx/quantized-matrix.js';
+import { dequantizeMatrix, rowBytes } from '../src/onnx/quantized-matrix.js';
 import { seededNormals } from '../src/onnx/random-weights.js';
 import { GGML, quantizeGgml } from './support/ggml-quantize.js';
 
@@ -24,6 +24,13 @@ function relErr(ref: Float32Array, got: Float32Array, cols: number): number {
   return worst;
 }
 
+/** Root mean square of the difference. */
+function rms(a: Float32Array, b: Float32Array): number {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += (a[i]! - b[i]!) ** 2;
+  return Math.sqrt(s / a.length);
+}
+
 describe('gguf quantized types', () => {
   const rows = 8;
   const cols = 512;
@@ -35,17 +42,18 @@ describe('gguf quantized types', () => {
   const bound: Record<string, number> = {
     Q4_0: 0.1, Q4_1: 0.1, Q5_0: 0.05, Q5_1: 0.05, Q8_0: 0.01, Q2_K: 0.35, Q3_K: 0.2, Q4_K: 0.1, Q5_K: 0.05, Q6_K: 0.03, IQ4_NL: 0.12, IQ4_XS: 0.12,
   };
+  const requantBound: Record<string, number> = { Q4_1: 0.2, Q4_K: 0.2, Q2_K: 0.2, Q5_1: 0.2, Q5_K: 0.2 };
   for (const [name, type] of Object.entries(GGML)) {
     const block = BLOCK_TYPES.get(type);
     if (!block) continue;
-    it(`${name}: reference quantizer → dequantizer stays within the type's error; MatMulNBits ${isLossless(type) ? 'repack is exact' : 'requantization error measured'}`, () => {
+    it(`${name}: reference quantizer → dequantizer stays within the type's error; MatMulNBits ${isLossless(type) ? 'repack is exact' : 'offset columns add a small measured error'}`, () => {
       const bytes = quantizeGgml(x, type);
       expect(bytes.length).to.equal((x.length / block.blockElems) * block.blockBytes);
       const deq = dequantize(block, bytes, x.length);
       expect(relErr(x, deq, cols), name).to.be.below(bound[name]!);
       const m = toNBits(type, bytes, rows, cols);
       expect(m.rows).to.equal(rows);
-      expect(m.data.length).to.equal((rows * cols * m.bits) / 8);
+      expect(m.data.length).to.equal(rows * rowBytes(m));
       const back = dequantizeMatrix(m);
       if (isLossless(type)) {
         expect(m.zeroPoints).to.equal(undefined);
@@ -53,7 +61,10 @@ describe('gguf quantized types', () => {
       } else {
         const e = relErr(deq, back, cols);
         expect(e).to.be.above(0);
-        expect(e, name).to.be.below(m.bits === 8 ? 0.01 : 0.1);
+        expect(e, name).to.be.below(m.bits === 8 ? 0.001 : 0.05);
+        // the error the quantized offsets add, as a fraction of the type's own quantization error (README's figures)
+        expect(m.offsetColumns).to.equal(cols / m.blockSize);
+        expect(rms(back, deq) / rms(deq, x), name).to.be.below(requantBound[name]!);
       }
     });
   }
@@ -179,11 +190,13 @@ describe('gguf quantized random models against llama.cpp', function () {
     });
   }
 
-  it('a Q4_K_M mix (Q4_K, Q6_K for attn_v, ffn_down and the head) and a mix of the lossless types run through MatMulNBits', async () => {
+  it('a Q4_K_M mix (Q4_K, Q6_K for attn_v, ffn_down and the head), a mix of the lossless types and one of the types with offsets run through MatMulNBits like llama.cpp', async () => {
     const mixes: [string, (name: string) => number, number][] = [
-      ['Q4_K_M', (n) => (/attn_v|ffn_down|output\.weight/.test(n) ? GGML.Q6_K : GGML.Q4_K), 1],
+      ['Q4_K_M', (n) => (/attn_v|ffn_down|output\.weight/.test(n) ? GGML.Q6_K : GGML.Q4_K), 6],
       ['lossless', (n) =>
         n.includes('attn_q') ? GGML.Q3_K : n.includes('attn_k') ? GGML.Q5_0 : n.includes('attn_v') ? GGML.IQ4_NL : n.includes('ffn_gate') ? GGML.IQ4_XS : n.includes('token_embd') ? GGML.Q8_0 : GGML.Q6_K, 4],
+      // the types with offsets (offset columns; a Q4_K embedding requantized to 8 bits)
+      ['offsets', (n) => (n.includes('attn') ? GGML.Q5_K : n.includes('ffn_gate') ? GGML.Q4_1 : n.includes('ffn_up') ? GGML.Q5_1 : n.includes('ffn_down') ? GGML.Q2_K : GGML.Q4_K), 3],
     ];
     for (const [label, typeOf, n] of mixes) {
       const path = await quantizedCopy(label, typeOf);

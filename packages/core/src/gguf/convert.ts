@@ -238,7 +238,8 @@ export async function llamaWeightsFromGguf(
   const readMatrix = async (name: string, shape: [number, number]): Promise<WeightMatrix> => {
     const t = check(name, shape);
     if (!t.quantized || opts.dequantize) return f.readTensor(name);
-    return toNBits(t.type, await f.readTensorBytes(name), shape[0], shape[1]);
+    // the embedding is read by GatherBlockQuantized, which takes no offset columns
+    return toNBits(t.type, await f.readTensorBytes(name), shape[0], shape[1], { offsetColumns: name !== 'token_embd.weight' });
   };
   const rows = sliceRows;
   const layers: LlamaLayerWeights<WeightMatrix>[] = [];

@@ -12,7 +12,7 @@ import type { onnx as O } from 'onnx-proto';
 import { DataType, makeNode, makeTensor, makeValueInfo, onnx, writeModel, type TensorProto, type ValueInfoProto } from './proto.js';
 import { GraphBuilder, float32ArrayToFloat16, transpose2d } from './graph-builder.js';
 import type { LlamaConfig, LlamaWeights, LlamaLayerWeights, QuantizedMatrix, RopeStyle, WeightMatrix } from './llama-spec.js';
-import { concatRows, isQuantized } from './quantized-matrix.js';
+import { blocksPerRow, concatRows, isQuantized, rowBytes, storedColumns } from './quantized-matrix.js';
 
 /** Default-domain opset the builder writes (ReduceMean still takes `axes` as an attribute here). */
 const OPSET = 17;
@@ -213,7 +213,7 @@ function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
     if (a && !(a instanceof Float32Array)) {
       const { rows, cols, bits, blockSize, data, scales } = a;
       if (rows * cols !== n) throw new Error(`Llama weights: ${what} is a ${rows}x${cols} quantized matrix, the config needs ${n} values`);
-      if (cols % blockSize !== 0 || data.length !== (rows * cols * bits) / 8 || scales.length !== (rows * cols) / blockSize) {
+      if (cols % blockSize !== 0 || data.length !== rows * rowBytes(a) || scales.length !== rows * blocksPerRow(a)) {
         throw new Error(`Llama weights: ${what} is a malformed quantized matrix (${bits}-bit, block ${blockSize}, ${data.length} code bytes, ${scales.length} scales)`);
       }
       return;
@@ -254,7 +254,13 @@ function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
 /** A projection as the body applies it: a dense `[in, out]` MatMul operand, or MatMulNBits initializers. */
 type Linear =
   | { kind: 'dense'; w: string }
-  | { kind: 'nbits'; inputs: string[]; attrs: { K: number; N: number; bits: number; block_size: number } };
+  | {
+      kind: 'nbits';
+      inputs: string[];
+      attrs: { K: number; N: number; bits: number; block_size: number };
+      /** With offset columns: the input is extended by its sums over blocks of this many columns. */
+      offsetBlock?: number;
+    };
 
 /** Float-valued weight names (fp32 views) and projections the decoder body reads. */
 interface LayerRefs {
@@ -338,11 +344,12 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
   /** MatMulNBits initializers of a quantized `[out, in]` matrix (scales fp32: the operator's A is fp32 here). */
   const nbits = (name: string, m: QuantizedMatrix, codes?: string): Linear => {
     usesContribOps = true;
-    const blocks = m.cols / m.blockSize;
+    const blocks = blocksPerRow(m);
     const B = codes ?? g.initializer(makeTensor(`${name}.qweight`, DataType.UINT8, [m.rows, blocks, (m.blockSize * m.bits) / 8], m.data));
     const inputs = [B, g.initializer(makeTensor(`${name}.scales`, DataType.FLOAT, [m.rows * blocks], m.scales))];
     if (m.zeroPoints) inputs.push(g.initializer(makeTensor(`${name}.qzeros`, DataType.UINT8, [m.zeroPoints.length], m.zeroPoints)));
-    return { kind: 'nbits', inputs, attrs: { K: m.cols, N: m.rows, bits: m.bits, block_size: m.blockSize } };
+    const attrs = { K: storedColumns(m), N: m.rows, bits: m.bits, block_size: m.blockSize };
+    return { kind: 'nbits', inputs, attrs, ...(m.offsetColumns ? { offsetBlock: m.blockSize } : {}) };
   };
   const matrix = (name: string, out: number, inp: number, data: WeightMatrix): Linear =>
     isQuantized(data) ? nbits(name, data) : { kind: 'dense', w: asFloat(stored(`${name}.T`, [inp, out], transpose2d(data, out, inp))) };
@@ -379,6 +386,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
   // one is read by GatherBlockQuantized from the same codes a tied head's MatMulNBits uses (one copy on disk).
   const embedQ = isQuantized(weights.embed) ? weights.embed : undefined;
   if (embedQ) usesContribOps = true;
+  if (embedQ?.offsetColumns) throw new Error('Llama weights: a quantized embedding cannot have offset columns (GatherBlockQuantized reads plain blocks)');
   const embedStored = embedQ
     ? g.initializer(makeTensor('model.embed_tokens.qweight', DataType.UINT8, [vocab, (hidden * embedQ.bits) / 8], embedQ.data))
     : stored('model.embed_tokens.weight', [vocab, hidden], weights.embed as Float32Array);
@@ -453,11 +461,24 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       return b.op('Mul', [b.op('Div', [x, denom]), w], {}, out);
     };
     const toFloat = (x: string) => (fp16 ? b.op('Cast', [x], { to: DataType.FLOAT }) : x);
+    /** `x` extended by its sums over blocks of `bs` columns, once per input (q/k/v and gate/up share theirs). */
+    const extended = new Map<string, string>();
+    const withBlockSums = (x: string, bs: number, k: number): string => {
+      const key = `${x}|${bs}`;
+      let xe = extended.get(key);
+      if (!xe) {
+        const sums = b.op('ReduceSum', [b.op('Reshape', [x, b.i64([0, 0, k / bs, bs])]), b.i64([-1])], { keepdims: 0 });
+        xe = b.op('Concat', [x, sums], { axis: -1 });
+        extended.set(key, xe);
+      }
+      return xe;
+    };
     /** x · Wᵀ for one projection (MatMul, or MatMulNBits for a quantized matrix). */
     const linear = (x: string, l: Linear, out?: string): string => {
       if (l.kind === 'dense') return b.op('MatMul', [x, l.w], {}, out);
       const y = out ?? b.fresh('matmulnbits');
-      b.nodes.push(makeNode('MatMulNBits', [x, ...l.inputs], [y], { ...l.attrs, accuracy_level: accuracyLevel }, b.fresh('n_MatMulNBits'), 'com.microsoft'));
+      const a = l.offsetBlock ? withBlockSums(x, l.offsetBlock, l.attrs.K - l.attrs.K / (l.offsetBlock + 1)) : x;
+      b.nodes.push(makeNode('MatMulNBits', [a, ...l.inputs], [y], { ...l.attrs, accuracy_level: accuracyLevel }, b.fresh('n_MatMulNBits'), 'com.microsoft'));
       return y;
     };
     /** Writes a float value to a graph output: a Cast for fp16, else the producing op names it directly. */

@@ -92,6 +92,13 @@ export interface QuantizedMatrix {
    * `ceil(blocks / 2)` bytes a row; 8-bit: one byte each). Absent: the midpoint (8, or 128).
    */
   zeroPoints?: Uint8Array;
+  /**
+   * Offset columns (types whose blocks carry an offset, e.g. Q4_K): `cols / blockSize` extra codes per row,
+   * each multiplying the sum of the input over one block of `blockSize` inputs, so that each block's offset
+   * is added to the product. The operator's K is `cols + offsetColumns`; blocks, scales and zero points cover
+   * those columns (the last block may be partial, its padding codes unused).
+   */
+  offsetColumns?: number;
 }
 
 /** A projection or embedding matrix: dense float32, or block-quantized. */

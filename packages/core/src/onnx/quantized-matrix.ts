@@ -1,6 +1,6 @@
 /**
  * Helpers for {@link QuantizedMatrix} (MatMulNBits layout): row slices and row concatenation (fused GGUF
- * projections, the builder's one q/k/v product), and dequantization (tests, tied heads in dense graphs).
+ * projections, the builder's one q/k/v product), and dequantization (tests, error measurements).
  */
 import type { QuantizedMatrix, WeightMatrix } from './llama-spec.js';
 
@@ -9,22 +9,37 @@ export function isQuantized(m: WeightMatrix): m is QuantizedMatrix {
   return !(m instanceof Float32Array);
 }
 
+/** Columns stored per row: the matrix's own plus its offset columns. */
+export function storedColumns(m: QuantizedMatrix): number {
+  return m.cols + (m.offsetColumns ?? 0);
+}
+
+/** Blocks per row (a partial last block counts). */
+export function blocksPerRow(m: QuantizedMatrix): number {
+  return Math.ceil(storedColumns(m) / m.blockSize);
+}
+
+/** Bytes of codes per row. */
+export function rowBytes(m: QuantizedMatrix): number {
+  return (blocksPerRow(m) * m.blockSize * m.bits) / 8;
+}
+
 /** Bytes of zero points per row (4-bit: two per byte). */
 function zpRowBytes(m: QuantizedMatrix): number {
-  const blocks = m.cols / m.blockSize;
+  const blocks = blocksPerRow(m);
   return m.bits === 4 ? Math.ceil(blocks / 2) : blocks;
 }
 
 /** Rows [from, from + n) of a dense (`cols` columns) or quantized matrix. */
 export function sliceRows(m: WeightMatrix, from: number, n: number, cols: number): WeightMatrix {
   if (!isQuantized(m)) return m.slice(from * cols, (from + n) * cols);
-  const blocks = m.cols / m.blockSize;
-  const rowBytes = (m.cols * m.bits) / 8;
+  const blocks = blocksPerRow(m);
+  const rb = rowBytes(m);
   const zb = zpRowBytes(m);
   return {
     ...m,
     rows: n,
-    data: m.data.slice(from * rowBytes, (from + n) * rowBytes),
+    data: m.data.slice(from * rb, (from + n) * rb),
     scales: m.scales.slice(from * blocks, (from + n) * blocks),
     ...(m.zeroPoints ? { zeroPoints: m.zeroPoints.slice(from * zb, (from + n) * zb) } : {}),
   };
@@ -35,10 +50,12 @@ function defaultZeroPoints(m: QuantizedMatrix): Uint8Array {
   return new Uint8Array(m.rows * zpRowBytes(m)).fill(m.bits === 4 ? 0x88 : 128);
 }
 
-/** Stacks quantized matrices of one layout (bits, block size, columns) row-wise; undefined when they differ. */
+/** Stacks quantized matrices of one layout (bits, block size, columns, offset columns) row-wise; undefined when they differ. */
 export function concatRows(ms: QuantizedMatrix[]): QuantizedMatrix | undefined {
   const [a] = ms;
-  if (!a || ms.some((m) => m.bits !== a.bits || m.blockSize !== a.blockSize || m.cols !== a.cols)) return undefined;
+  const same = (m: QuantizedMatrix) =>
+    m.bits === a!.bits && m.blockSize === a!.blockSize && m.cols === a!.cols && (m.offsetColumns ?? 0) === (a!.offsetColumns ?? 0);
+  if (!a || !ms.every(same)) return undefined;
   const cat = <T extends Uint8Array | Float32Array>(parts: T[], make: (n: number) => T): T => {
     const out = make(parts.reduce((n, p) => n + p.length, 0));
     let at = 0;
@@ -58,24 +75,33 @@ export function concatRows(ms: QuantizedMatrix[]): QuantizedMatrix | undefined {
     data: cat(ms.map((m) => m.data), (n) => new Uint8Array(n)),
     scales: cat(ms.map((m) => m.scales), (n) => new Float32Array(n)),
     ...(withZp ? { zeroPoints: cat(ms.map((m) => m.zeroPoints ?? defaultZeroPoints(m)), (n) => new Uint8Array(n)) } : {}),
+    ...(a.offsetColumns ? { offsetColumns: a.offsetColumns } : {}),
   };
 }
 
-/** The float32 values of a matrix, `[rows, cols]` row-major: (code - zero point) · scale. */
+/**
+ * The float32 values of a matrix, `[rows, cols]` row-major: (code - zero point) · scale, plus each block's
+ * offset where the matrix has offset columns (the matrix the operator applies).
+ */
 export function dequantizeMatrix(m: WeightMatrix): Float32Array {
   if (!isQuantized(m)) return m;
-  const out = new Float32Array(m.rows * m.cols);
-  const blocks = m.cols / m.blockSize;
+  const stored = storedColumns(m);
+  const blocks = blocksPerRow(m);
+  const rb = rowBytes(m);
   const zb = zpRowBytes(m);
   const mid = m.bits === 4 ? 8 : 128;
+  const value = (r: number, c: number): number => {
+    const b = Math.floor(c / m.blockSize);
+    const i = r * rb * (8 / m.bits) + c;
+    const code = m.bits === 8 ? m.data[i]! : (m.data[i >> 1]! >> ((i & 1) * 4)) & 0xf;
+    let zp = mid;
+    if (m.zeroPoints) zp = m.bits === 8 ? m.zeroPoints[r * zb + b]! : (m.zeroPoints[r * zb + (b >> 1)]! >> ((b & 1) * 4)) & 0xf;
+    return (code - zp) * m.scales[r * blocks + b]!;
+  };
+  const out = new Float32Array(m.rows * m.cols);
   for (let r = 0; r < m.rows; r++) {
     for (let c = 0; c < m.cols; c++) {
-      const b = Math.floor(c / m.blockSize);
-      const i = r * m.cols + c;
-      const code = m.bits === 8 ? m.data[i]! : (m.data[i >> 1]! >> ((i & 1) * 4)) & 0xf;
-      let zp = mid;
-      if (m.zeroPoints) zp = m.bits === 8 ? m.zeroPoints[r * zb + b]! : (m.zeroPoints[r * zb + (b >> 1)]! >> ((b & 1) * 4)) & 0xf;
-      out[i] = (code - zp) * m.scales[r * blocks + b]!;
+      out[r * m.cols + c] = stored > m.cols ? value(r, c) + value(r, m.cols + Math.floor(c / m.blockSize)) : value(r, c);
     }
   }
   return out;

@@ -28,4 +28,14 @@ export interface BlockType {
     maxCode: number;
     read(src: Uint8Array, at: number, codes: Int16Array, scales: Float32Array): void;
   };
+  /**
+   * Present for the types with a per-sub-block offset (Q4_1, Q5_1, Q2_K, Q4_K, Q5_K): writes unsigned codes,
+   * and per sub-block the float32 scale and offset llama.cpp uses, so the values are
+   * `codes[i] · scales[s] - offsets[s]` (s = i / subBlock), rounded once to float32 as llama.cpp rounds them.
+   */
+  affine?: {
+    subBlock: number;
+    maxCode: number;
+    read(src: Uint8Array, at: number, codes: Int16Array, scales: Float32Array, offsets: Float32Array): void;
+  };
 }

@@ -38,6 +38,27 @@ export const Q2_K: BlockType = {
       }
     }
   },
+  affine: {
+    subBlock: 16,
+    maxCode: 3,
+    read(src, at, codes, scales, offsets) {
+      const d = halfAt(src, at + 80);
+      const dmin = halfAt(src, at + 82);
+      let is = 0;
+      let i = 0;
+      for (let half = 0; half < 2; half++) {
+        const q = at + 16 + half * 32;
+        for (let shift = 0; shift < 8; shift += 2) {
+          for (let part = 0; part < 2; part++) {
+            const sc = src[at + is]!;
+            scales[is] = d * (sc & 0xf);
+            offsets[is++] = dmin * (sc >> 4);
+            for (let l = 0; l < 16; l++) codes[i++] = (src[q + part * 16 + l]! >> shift) & 3;
+          }
+        }
+      }
+    },
+  },
 };
 
 /** The 16 signed 6-bit scales of a Q3_K block, unpacked from its 12 bytes. */
@@ -113,6 +134,26 @@ export const Q4_K: BlockType = {
       }
     }
   },
+  affine: {
+    subBlock: 32,
+    maxCode: 15,
+    read(src, at, codes, scales, offsets) {
+      const d = halfAt(src, at);
+      const dmin = halfAt(src, at + 2);
+      for (let j = 0; j < 8; j++) {
+        const [s, m] = scaleMinK4(src, at + 4, j);
+        scales[j] = d * s;
+        offsets[j] = dmin * m;
+      }
+      for (let j = 0; j < 4; j++) {
+        const q = at + 16 + j * 32;
+        for (let l = 0; l < 32; l++) {
+          codes[64 * j + l] = src[q + l]! & 0xf;
+          codes[64 * j + 32 + l] = src[q + l]! >> 4;
+        }
+      }
+    },
+  },
 };
 
 /** Q5_K: f16 d, f16 dmin, 12 bytes of scales/mins, qh[32], qs[128]; x = d·sc·q - dmin·m, q of 5 bits. */
@@ -140,6 +181,27 @@ export const Q5_K: BlockType = {
         for (let l = 0; l < 32; l++) dst[out++] = d2 * ((src[ql + l]! >> 4) + (src[qh + l]! & u2 ? 16 : 0)) - n2;
       }
     }
+  },
+  affine: {
+    subBlock: 32,
+    maxCode: 31,
+    read(src, at, codes, scales, offsets) {
+      const d = halfAt(src, at);
+      const dmin = halfAt(src, at + 2);
+      for (let j = 0; j < 8; j++) {
+        const [s, m] = scaleMinK4(src, at + 4, j);
+        scales[j] = d * s;
+        offsets[j] = dmin * m;
+      }
+      for (let j = 0; j < 4; j++) {
+        const ql = at + 48 + j * 32;
+        for (let l = 0; l < 32; l++) {
+          const h = src[at + 16 + l]!;
+          codes[64 * j + l] = (src[ql + l]! & 0xf) | ((h >> (2 * j)) & 1 ? 16 : 0);
+          codes[64 * j + 32 + l] = (src[ql + l]! >> 4) | ((h >> (2 * j + 1)) & 1 ? 16 : 0);
+        }
+      }
+    },
   },
 };
 

@@ -56,6 +56,19 @@ export const Q4_1: BlockType = {
       }
     }
   },
+  affine: {
+    subBlock: QK,
+    maxCode: 15,
+    read(src, at, codes, scales, offsets) {
+      scales[0] = halfAt(src, at);
+      offsets[0] = -halfAt(src, at + 2);
+      for (let j = 0; j < 16; j++) {
+        const q = src[at + 4 + j]!;
+        codes[j] = q & 0xf;
+        codes[j + 16] = q >> 4;
+      }
+    },
+  },
 };
 
 function qh32(src: Uint8Array, at: number): number {
@@ -112,6 +125,20 @@ export const Q5_1: BlockType = {
         dst[out + j + 16] = ((q >> 4) | (((qh >>> (j + 16)) & 1) << 4)) * d + m;
       }
     }
+  },
+  affine: {
+    subBlock: QK,
+    maxCode: 31,
+    read(src, at, codes, scales, offsets) {
+      scales[0] = halfAt(src, at);
+      offsets[0] = -halfAt(src, at + 2);
+      const qh = qh32(src, at + 4);
+      for (let j = 0; j < 16; j++) {
+        const q = src[at + 8 + j]!;
+        codes[j] = (q & 0xf) | (((qh >>> j) & 1) << 4);
+        codes[j + 16] = (q >> 4) | (((qh >>> (j + 16)) & 1) << 4);
+      }
+    },
   },
 };
 
