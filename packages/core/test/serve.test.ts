@@ -1,0 +1,240 @@
+/**
+ * `reasonplug serve` on loopback, with real clients: @langchain/openai's ChatOpenAI (invoke, stream with usage,
+ * withStructuredOutput's default method, tool calls) and plain fetch (SSE, errors, 401, 404, 429, disconnects,
+ * SIGTERM on the CLI as a child process). The model is the converted stories260K; replies are compared with the
+ * engine's own greedy output for the same prompt, and structured replies are checked with ajv.
+ */
+import { expect } from 'chai';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import { ChatOpenAI } from '@langchain/openai';
+import { tool } from '@langchain/core/tools';
+import { z } from 'zod';
+import { Engine } from '../src/engine.js';
+import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
+import { startServer, type RunningServer } from '../src/serve/server.js';
+import { makeModule, storiesModule } from './support/modules.js';
+import { fromSources } from '../../../test/support/paths.js';
+
+/** A chat template that renders tools and tool calls (the Hermes form the tool-call constraint writes). */
+const TEMPLATE =
+  '{{ bos_token }}{% if tools %}<|tools|>{{ tools | tojson }}<|end|>{% endif %}' +
+  '{% for m in messages %}<|{{ m.role }}|>{{ m.content }}' +
+  '{% if m.tool_calls %}{% for c in m.tool_calls %}<tool_call>{{ c.function | tojson }}</tool_call>{% endfor %}{% endif %}<|end|>' +
+  '{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}';
+const KEY = 'test-key';
+/** Settings under which the tiny model finishes structured answers (as in the constrained-decoding tests). */
+const FINISHING = { temperature: 0.7, seed: 11, repetition_penalty: 1.3 };
+
+const ajv = new Ajv2020({ strict: false });
+
+/** The `data:` payloads of an SSE body. */
+function events(body: string): string[] {
+  return body
+    .split('\n\n')
+    .filter((e) => e.startsWith('data: '))
+    .map((e) => e.slice(6));
+}
+
+describe('reasonplug serve', function () {
+  this.timeout(120_000);
+  let server: RunningServer;
+  let reference: Engine;
+  let tokenizer: TextTokenizer;
+  let dir: string;
+  let healthWhileLoading: number;
+  const post = (path: string, body: unknown, init: RequestInit = {}) =>
+    fetch(`${server.url}${path}`, { method: 'POST', headers: { Authorization: `Bearer ${KEY}`, 'Content-Type': 'application/json' }, body: JSON.stringify(body), ...init });
+  const chat = (over: Record<string, unknown> = {}) =>
+    new ChatOpenAI({ model: 'stories260k', apiKey: KEY, temperature: 0, maxTokens: 16, configuration: { baseURL: `${server.url}/v1` }, maxRetries: 0, ...over });
+  /** The engine's greedy reply to a chat, rendered with the same template. */
+  const greedy = async (content: string, maxTokens: number, reasoners: { name: string; weight?: number }[] = []) => {
+    const promptIds = tokenizer.encode(tokenizer.applyChatTemplate([{ role: 'user', content }], { template: TEMPLATE }), false);
+    return (await reference.generate({ promptIds }, { maxTokens, reasoners })).rows[0]!;
+  };
+
+  before(async () => {
+    dir = await storiesModule();
+    const reasoner = await makeModule({ name: 'serve-r', seed: 5 });
+    server = await startServer({
+      engine: { model: dir, reasoners: [{ name: 'r', model: reasoner, weight: 1 }] },
+      aliases: { storyteller: 'stories260k+r' },
+      apiKeys: [KEY],
+      port: 0,
+      maxBatch: 1,
+      maxQueue: 1,
+      chatTemplate: TEMPLATE,
+    });
+    healthWhileLoading = (await fetch(`${server.url}/health`)).status;
+    [reference, tokenizer] = await Promise.all([
+      Engine.load({ model: dir, reasoners: [{ name: 'r', model: reasoner, weight: 1 }] }),
+      TextTokenizer.fromDirectory(dir),
+      server.ready,
+    ]);
+  });
+  after(async () => {
+    await server?.close();
+    await reference?.dispose();
+  });
+
+  it('answers /health with 503 while the model loads, then 200; lists the backbone, compositions and aliases with parent', async () => {
+    expect(healthWhileLoading).to.equal(503);
+    expect((await fetch(`${server.url}/health`)).status).to.equal(200);
+    const res = await fetch(`${server.url}/v1/models`, { headers: { Authorization: `Bearer ${KEY}` } });
+    const { data } = (await res.json()) as { data: { id: string; parent: string | null; reasoners: string[] }[] };
+    expect(data.map(({ id, parent, reasoners }) => ({ id, parent, reasoners }))).to.deep.equal([
+      { id: 'stories260k', parent: null, reasoners: [] },
+      { id: 'stories260k+r', parent: 'stories260k', reasoners: ['r'] },
+      { id: 'storyteller', parent: 'stories260k', reasoners: ['r'] },
+    ]);
+  });
+
+  it("ChatOpenAI invoke and stream (with usage) reply as the engine does greedily; the backbone runs alone, a composition with its reasoner", async () => {
+    const alone = await greedy('Tell me a story', 16);
+    const composed = await greedy('Tell me a story', 16, [{ name: 'r' }]);
+    expect(alone.text).to.not.equal(composed.text);
+    const reply = await chat().invoke('Tell me a story');
+    expect(reply.content).to.equal(alone.text);
+    expect(reply.usage_metadata?.output_tokens).to.equal(alone.ids.length);
+    for (const model of ['stories260k+r', 'storyteller']) expect((await chat({ model }).invoke('Tell me a story')).content, model).to.equal(composed.text);
+    // The extension's weight 0 takes the reasoner out again.
+    const zero = await chat({ model: 'stories260k+r', modelKwargs: { reasonplug: { reasoners: [{ name: 'r', weight: 0 }] } } }).invoke('Tell me a story');
+    expect(zero.content).to.equal(alone.text);
+
+    const chunks = [];
+    for await (const c of await chat({ streamUsage: true }).stream('Tell me a story')) chunks.push(c);
+    expect(chunks.length).to.be.greaterThan(2);
+    const joined = chunks.reduce((a, b) => a.concat(b));
+    expect(joined.content).to.equal(alone.text);
+    expect(joined.usage_metadata?.output_tokens).to.equal(alone.ids.length);
+    expect(joined.usage_metadata?.input_tokens).to.equal(reply.usage_metadata?.input_tokens);
+  });
+
+  it('withStructuredOutput (its default method, json_schema) and tool calls answer in valid structure', async () => {
+    const Pet = z.object({ name: z.string().max(12), age: z.number().int().min(0).max(30) });
+    const pet = await chat({ maxTokens: 120, ...FINISHING, modelKwargs: { repetition_penalty: 1.3 } }).withStructuredOutput(Pet, { name: 'pet' }).invoke('Describe a pet');
+    expect(Pet.safeParse(pet).success, JSON.stringify(pet)).to.equal(true);
+
+    const add = tool(async ({ a, b }) => String(a + b), { name: 'add', description: 'Add two integers', schema: z.object({ a: z.number().int(), b: z.number().int() }) });
+    const model = chat({ maxTokens: 120, ...FINISHING, modelKwargs: { repetition_penalty: 1.3 } }).bindTools([add], { tool_choice: 'add' });
+    const reply = await model.invoke('Add 2 and 3');
+    expect(reply.tool_calls?.map((c) => c.name)).to.deep.equal(['add']);
+    const schema = { type: 'object', properties: { a: { type: 'integer' }, b: { type: 'integer' } }, required: ['a', 'b'] };
+    expect(ajv.validate(schema, reply.tool_calls![0]!.args), ajv.errorsText()).to.equal(true);
+    expect(reply.response_metadata.finish_reason).to.equal('tool_calls');
+  });
+
+  it('streams /v1/completions as SSE ending in [DONE], with a usage chunk, the same text as without streaming; stop strings cut', async () => {
+    const body = { model: 'stories260k', prompt: 'Once upon a time', max_tokens: 24, temperature: 0 };
+    const whole = (await (await post('/v1/completions', body)).json()) as { choices: { text: string; finish_reason: string }[]; usage: { completion_tokens: number } };
+    const res = await post('/v1/completions', { ...body, stream: true, stream_options: { include_usage: true } });
+    expect(res.headers.get('content-type')).to.match(/^text\/event-stream/);
+    const data = events(await res.text());
+    expect(data.at(-1)).to.equal('[DONE]');
+    const chunks = data.slice(0, -1).map((d) => JSON.parse(d) as { choices: { text: string; finish_reason: string | null }[]; usage: unknown });
+    expect(chunks.map((c) => c.choices.map((x) => x.text).join('')).join('')).to.equal(whole.choices[0]!.text);
+    expect(chunks.at(-2)!.choices[0]!.finish_reason).to.equal('length');
+    expect(chunks.at(-1)!.choices).to.deep.equal([]);
+    expect(chunks.at(-1)!.usage).to.deep.include({ completion_tokens: 24 });
+    // A stop string taken from the greedy text ends the reply just before it.
+    const words = whole.choices[0]!.text.trim().split(' ');
+    const stop = ` ${words[2]}`;
+    const cut = (await (await post('/v1/completions', { ...body, stop })).json()) as typeof whole;
+    expect(cut.choices[0]!.finish_reason).to.equal('stop');
+    expect(whole.choices[0]!.text.startsWith(cut.choices[0]!.text + stop)).to.equal(true);
+  });
+
+  it('answers errors in OpenAI shape: 401, 404 (unknown model, route), 400 naming the parameter (n, logprobs, temperature, bad JSON, bad schema)', async () => {
+    const bad = await fetch(`${server.url}/v1/models`, { headers: { Authorization: 'Bearer wrong' } });
+    expect(bad.status).to.equal(401);
+    expect(((await bad.json()) as { error: { code: string } }).error.code).to.equal('invalid_api_key');
+    expect((await fetch(`${server.url}/v1/models`)).status).to.equal(401);
+    const cases: [unknown, number, string][] = [
+      [{ model: 'stories260k+nope', prompt: 'x' }, 404, 'model_not_found'],
+      [{ model: 'stories260k', prompt: 'x', n: 2 }, 400, 'n'],
+      [{ model: 'stories260k', prompt: 'x', logprobs: 2 }, 400, 'logprobs'],
+      [{ model: 'stories260k', prompt: 'x', temperature: 'hot' }, 400, 'temperature'],
+      [{ model: 'stories260k', prompt: 'x', response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', properties: { a: { type: 'string', pattern: '(?<=a)b' } } } } } }, 400, 'ConstraintError'],
+    ];
+    for (const [body, status, what] of cases) {
+      const res = await post('/v1/completions', body);
+      const { error } = (await res.json()) as { error: { message: string; type: string; code: string; param: string | null } };
+      expect(res.status, JSON.stringify(body)).to.equal(status);
+      expect([error.code, error.param], error.message).to.include(what);
+      expect(error.type).to.be.a('string');
+    }
+    const notJson = await post('/v1/chat/completions', undefined, { body: '{"model":' });
+    expect(notJson.status).to.equal(400);
+    expect((await post('/v1/nothing', {})).status).to.equal(404);
+  });
+
+  it('queues past max_batch, refuses past max_queue with 429 and Retry-After, and a disconnected stream stops its row', async () => {
+    const long = { model: 'stories260k', prompt: 'Once upon a time', max_tokens: 1500, temperature: 0, stream: true };
+    const first = new AbortController();
+    const second = new AbortController();
+    const a = await post('/v1/completions', long, { signal: first.signal });
+    const reader = a.body!.getReader();
+    await reader.read(); // the first request is running
+    const b = post('/v1/completions', long, { signal: second.signal }).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 100));
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    expect(metrics).to.match(/^reasonplug:num_requests_running\{[^}]*\} 1$/m);
+    expect(metrics).to.match(/^reasonplug:num_requests_waiting\{[^}]*\} 1$/m);
+    const full = await post('/v1/completions', long);
+    expect(full.status).to.equal(429);
+    expect(Number(full.headers.get('retry-after'))).to.be.at.least(1);
+    expect(((await full.json()) as { error: { code: string } }).error.code).to.equal('queue_full');
+    // Both clients go away: the waiting one leaves the queue, the running one's row stops.
+    second.abort();
+    first.abort();
+    await b;
+    // The server sees both go: nothing runs or waits well before 1500 tokens could have been written.
+    let after = '';
+    for (const t0 = performance.now(); performance.now() - t0 < 5_000; await new Promise((r) => setTimeout(r, 20))) {
+      after = await (await fetch(`${server.url}/metrics`)).text();
+      if (/^reasonplug:num_requests_running\{[^}]*\} 0$/m.test(after) && /^reasonplug:num_requests_waiting\{[^}]*\} 0$/m.test(after)) break;
+    }
+    expect(after).to.match(/^reasonplug:num_requests_running\{[^}]*\} 0$/m);
+    expect(after).to.match(/^reasonplug:num_requests_waiting\{[^}]*\} 0$/m);
+    const next = (await (await post('/v1/completions', { ...long, stream: false, max_tokens: 4 })).json()) as { usage: { completion_tokens: number } };
+    expect(next.usage.completion_tokens).to.equal(4);
+    expect(after).to.match(/^reasonplug:request_success_total\{[^}]*finished_reason="abort"\} [1-9]/m);
+    expect(after).to.match(/^reasonplug:request_rejected_total\{[^}]*\} 1$/m);
+    const generated = Number(/^reasonplug:generation_tokens_total\{[^}]*\} (\d+)/m.exec(after)![1]);
+    expect(generated).to.be.below(1500);
+    expect(after).to.match(/^reasonplug:time_to_first_token_seconds_count\{[^}]*\} [1-9]/m);
+  });
+
+  it('the CLI on SIGTERM stops accepting, finishes the running request, then exits 0', async () => {
+    const cli = fileURLToPath(new URL('../src/cli/reasonplug.ts', import.meta.url));
+    const child = spawn(process.execPath, [...fromSources, cli, 'serve', '--model', dir, '--port', '0'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        child.stderr.on('data', () => stderr.includes('ready;') && resolve());
+        child.on('exit', () => reject(new Error(`serve exited: ${stderr}`)));
+      });
+      const url = /listening on (http:\/\/\S+)/.exec(stderr)![1]!;
+      const res = await fetch(`${url}/v1/completions`, {
+        method: 'POST',
+        body: JSON.stringify({ model: 'stories260k', prompt: 'Once upon a time', max_tokens: 200, temperature: 0, stream: true }),
+      });
+      const reader = res.body!.getReader();
+      let text = new TextDecoder().decode((await reader.read()).value);
+      child.kill('SIGTERM');
+      await new Promise((r) => setTimeout(r, 200));
+      const refused = await fetch(`${url}/health`).then((r) => r.status, () => 'refused');
+      expect(refused).to.be.oneOf([503, 'refused']);
+      for (let r = await reader.read(); !r.done; r = await reader.read()) text += new TextDecoder().decode(r.value);
+      const data = events(text);
+      expect(data.at(-1)).to.equal('[DONE]');
+      expect(JSON.parse(data.at(-2)!).choices[0].finish_reason).to.equal('length');
+      expect(await exited).to.equal(0);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+});
