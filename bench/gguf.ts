@@ -1,0 +1,280 @@
+/**
+ * GGUF files through llama.cpp (node-llama-cpp) and through reasonplug (the module `convert gguf` makes, run
+ * by the engine), side by side: the same random-weight ~125M-parameter llama written as Q4_0, Q4_K_M, Q8_0
+ * and F16. Greedy, 2 threads each. Per contender and file: decode ms/token (the slope between a short and a
+ * long generation), prefill of a 512-token prompt, load time (llama.cpp: model + context; reasonplug:
+ * `Engine.load` of the converted module) and peak RSS. Each measurement runs in a fresh process (so peak RSS
+ * is the contender's own); rounds interleave contenders and files, and the figures are medians.
+ *
+ *   npm run bench:gguf [-- --rounds 3 --types Q4_0,Q4_K_M,Q8_0,F16 --short 16 --long 48]
+ */
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Engine } from '../packages/core/src/engine.js';
+import { convertGguf } from '../packages/core/src/gguf/convert.js';
+import { seededNormals } from '../packages/core/src/onnx/random-weights.js';
+import { GGML, quantizeGgml } from '../packages/core/test/support/ggml-quantize.js';
+import { encodeTensor, makeGguf, type WTensor, type WValue } from '../packages/core/test/support/gguf-writer.js';
+import { repoRoot } from '../test/support/paths.js';
+import { median, printTable } from './support/stats.js';
+
+/** The model: Llama-shaped, GQA, untied head, ~125M parameters. */
+const SHAPE = { hidden: 768, layers: 12, heads: 12, kvHeads: 4, ff: 2048, vocab: 32000 };
+const THREADS = 2;
+const PREFILL = 512;
+const PROMPT = [1, 415, 2936, 9060, 285, 1142, 10575, 975];
+const TYPES = ['Q4_0', 'Q4_K_M', 'Q8_0', 'F16'] as const;
+type FileType = (typeof TYPES)[number];
+type Contender = 'llama.cpp' | 'reasonplug';
+const CONTENDERS: Contender[] = ['llama.cpp', 'reasonplug'];
+
+interface Figures {
+  loadMs: number;
+  prefillMs: number;
+  msPerToken: number;
+  peakRssMb: number;
+}
+
+const dir = join(repoRoot, '.cache', 'bench', 'gguf');
+
+/** llama-quantize's Q4_K_M choice per tensor (Q6_K for attn_v/ffn_down in the first and last eighths and every third layer between, and the head). */
+function q4kmType(name: string): number {
+  const n = SHAPE.layers;
+  const layer = Number(/^blk\.(\d+)\./.exec(name)?.[1] ?? -1);
+  const moreBits = layer < n / 8 || layer >= (7 * n) / 8 || (layer - Math.floor(n / 8)) % 3 === 2;
+  if (name === 'output.weight') return GGML.Q6_K;
+  if (/attn_v|ffn_down/.test(name) && moreBits) return GGML.Q6_K;
+  return GGML.Q4_K;
+}
+
+function typeOf(file: FileType, name: string): number {
+  if (file === 'Q4_K_M') return q4kmType(name);
+  return GGML[file];
+}
+
+/** A SentencePiece vocabulary of SHAPE.vocab pieces (specials, 256 byte pieces, then words) that llama.cpp and the converter accept. */
+function tokenizerMeta(): Record<string, WValue> {
+  const tokens = ['<unk>', '<s>', '</s>'];
+  for (let b = 0; b < 256; b++) tokens.push(`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`);
+  for (let i = tokens.length; i < SHAPE.vocab; i++) tokens.push(`▁w${i}`);
+  const types = tokens.map((_, i) => (i === 0 ? 2 : i < 3 ? 3 : i < 259 ? 6 : 1));
+  return {
+    'tokenizer.ggml.model': { t: 'str', v: 'llama' },
+    'tokenizer.ggml.tokens': { t: 'arr', item: 8, v: tokens.map((v) => ({ t: 'str', v })) },
+    'tokenizer.ggml.scores': { t: 'arr', item: 6, v: tokens.map((_, i) => ({ t: 'f32', v: i < 259 ? 0 : -i })) },
+    'tokenizer.ggml.token_type': { t: 'arr', item: 5, v: types.map((v) => ({ t: 'i32', v })) },
+    'tokenizer.ggml.bos_token_id': { t: 'u32', v: 1 },
+    'tokenizer.ggml.eos_token_id': { t: 'u32', v: 2 },
+    'tokenizer.ggml.unknown_token_id': { t: 'u32', v: 0 },
+  };
+}
+
+/** Writes the model as `file` (each tensor's values seeded by its name, so every file holds the same model). */
+async function writeModelGguf(path: string, file: FileType): Promise<void> {
+  const { hidden: h, layers, heads, kvHeads, ff, vocab } = SHAPE;
+  const kv = (h / heads) * kvHeads;
+  const tensors: WTensor[] = [];
+  let seed = 1;
+  const matrix = (name: string, rows: number, cols: number, std = 0.02) => {
+    const data = seededNormals(seed++)(rows * cols, std);
+    const type = typeOf(file, name);
+    const bytes = type === GGML.F16 ? encodeTensor(name, { dims: [cols, rows], data, type }) : quantizeGgml(data, type);
+    tensors.push({ name, dims: [cols, rows], type, data: bytes });
+  };
+  const vector = (name: string) => tensors.push({ name, dims: [h], type: 0, data: new Uint8Array(seededNormals(seed++)(h, 0.05, 1).buffer) });
+  matrix('token_embd.weight', vocab, h);
+  vector('output_norm.weight');
+  matrix('output.weight', vocab, h);
+  for (let i = 0; i < layers; i++) {
+    const p = `blk.${i}.`;
+    vector(`${p}attn_norm.weight`);
+    matrix(`${p}attn_q.weight`, h, h);
+    matrix(`${p}attn_k.weight`, kv, h);
+    matrix(`${p}attn_v.weight`, kv, h);
+    matrix(`${p}attn_output.weight`, h, h);
+    vector(`${p}ffn_norm.weight`);
+    matrix(`${p}ffn_gate.weight`, ff, h);
+    matrix(`${p}ffn_up.weight`, ff, h);
+    matrix(`${p}ffn_down.weight`, h, ff);
+  }
+  const u32 = (v: number): WValue => ({ t: 'u32', v });
+  const meta: Record<string, WValue> = {
+    'general.architecture': { t: 'str', v: 'llama' },
+    'general.name': { t: 'str', v: `bench llama 125M ${file}` },
+    'llama.context_length': u32(2048),
+    'llama.embedding_length': u32(h),
+    'llama.block_count': u32(layers),
+    'llama.feed_forward_length': u32(ff),
+    'llama.attention.head_count': u32(heads),
+    'llama.attention.head_count_kv': u32(kvHeads),
+    'llama.attention.layer_norm_rms_epsilon': { t: 'f32', v: 1e-5 },
+    'llama.rope.dimension_count': u32(h / heads),
+    ...tokenizerMeta(),
+  };
+  await writeFile(path, makeGguf(meta, tensors));
+}
+
+/** The GGUF of `file` and its converted module, written once (the recipe stamp rebuilds them when the shape changes). */
+async function prepare(file: FileType): Promise<{ gguf: string; module: string }> {
+  const gguf = join(dir, `llama-125m-${file}.gguf`);
+  const module = join(dir, `llama-125m-${file}`);
+  const recipe = JSON.stringify({ SHAPE, file, v: 1 });
+  const stamp = `${gguf}.recipe`;
+  if (!existsSync(gguf) || (await readFile(stamp, 'utf8').catch(() => '')) !== recipe) {
+    await mkdir(dir, { recursive: true });
+    console.error(`writing ${gguf}`);
+    await writeModelGguf(gguf, file);
+    await rm(module, { recursive: true, force: true });
+    await writeFile(stamp, recipe);
+  }
+  // converted again whenever the converter's sources change (a module from an older converter would measure an older graph)
+  const sources = ['gguf/convert.ts', 'gguf/quant/nbits.ts', 'onnx/llama-builder.ts'].map((f) => readFileSync(join(repoRoot, 'packages/core/src', f)));
+  const converter = createHash('sha256').update(Buffer.concat(sources)).digest('hex');
+  const moduleStamp = `${module}.converter`;
+  if (!existsSync(join(module, 'reasonplug.json')) || (await readFile(moduleStamp, 'utf8').catch(() => '')) !== converter) {
+    console.error(`converting ${gguf}`);
+    await rm(module, { recursive: true, force: true });
+    await convertGguf(gguf, module);
+    await writeFile(moduleStamp, converter);
+  }
+  return { gguf, module };
+}
+
+/** Peak resident set of this process in MB (VmHWM: unlike getrusage's maxrss it starts afresh at exec). */
+function peakRssMb(): number {
+  const kb = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
+  return kb ? Number(kb) / 1024 : process.resourceUsage().maxRSS / 1024;
+}
+
+const ids = (n: number) => Array.from({ length: n }, (_, i) => 3 + ((i * 7919) % (SHAPE.vocab - 3)));
+
+/** One contender's figures on one file, measured in this (fresh) process. */
+async function measureHere(contender: Contender, gguf: string, module: string, short: number, long: number): Promise<Figures> {
+  if (contender === 'reasonplug') {
+    const t0 = performance.now();
+    const engine = await Engine.load({ model: module, intraOpThreads: THREADS });
+    const loadMs = performance.now() - t0;
+    const gen = async (promptIds: number[], n: number) => {
+      const t = performance.now();
+      await engine.generate({ promptIds }, { maxTokens: n, ignoreEos: true });
+      return performance.now() - t;
+    };
+    await gen(PROMPT, short); // warm-up
+    const a = await gen(PROMPT, short);
+    const b = await gen(PROMPT, long);
+    const prefillMs = await gen(ids(PREFILL), 1);
+    await engine.dispose();
+    return { loadMs, prefillMs, msPerToken: (b - a) / (long - short), peakRssMb: peakRssMb() };
+  }
+  const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
+  const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
+  const t0 = performance.now();
+  const model = await llama.loadModel({ modelPath: gguf });
+  const ctx = await model.createContext({ contextSize: 1024, threads: THREADS, batchSize: PREFILL });
+  const loadMs = performance.now() - t0;
+  const seq = ctx.getSequence();
+  const gen = async (promptIds: number[], n: number) => {
+    await seq.clearHistory();
+    const t = performance.now();
+    let k = 0;
+    for await (const _ of seq.evaluate(promptIds as never[], { temperature: 0 })) if (++k >= n) break;
+    return performance.now() - t;
+  };
+  await gen(PROMPT, short);
+  const a = await gen(PROMPT, short);
+  const b = await gen(PROMPT, long);
+  const prefillMs = await gen(ids(PREFILL), 1);
+  await ctx.dispose();
+  await model.dispose();
+  return { loadMs, prefillMs, msPerToken: (b - a) / (long - short), peakRssMb: peakRssMb() };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      rounds: { type: 'string', default: '3' },
+      types: { type: 'string', default: TYPES.join(',') },
+      short: { type: 'string', default: '16' },
+      long: { type: 'string', default: '48' },
+      child: { type: 'string' },
+      gguf: { type: 'string' },
+      module: { type: 'string' },
+    },
+  });
+  const short = Number(values.short);
+  const long = Number(values.long);
+  if (values.child) {
+    const fig = await measureHere(values.child as Contender, values.gguf!, values.module!, short, long);
+    process.stdout.write(JSON.stringify(fig) + '\n');
+    return;
+  }
+  const types = values.types!.split(',') as FileType[];
+  for (const t of types) if (!TYPES.includes(t)) throw new Error(`unknown type ${t}; choose from ${TYPES.join(', ')}`);
+  const files = new Map<FileType, { gguf: string; module: string }>();
+  for (const t of types) files.set(t, await prepare(t));
+  const rounds = Number(values.rounds);
+  const got = new Map<string, Figures[]>();
+  const loads: number[] = [];
+  const self = fileURLToPath(import.meta.url);
+  for (let round = 0; round < rounds; round++) {
+    for (const t of types) {
+      const order = round % 2 === 0 ? CONTENDERS : [...CONTENDERS].reverse();
+      for (const c of order) {
+        const { gguf, module } = files.get(t)!;
+        const out = execFileSync(
+          process.execPath,
+          [...process.execArgv, self, '--child', c, '--gguf', gguf, '--module', module, '--short', String(short), '--long', String(long)],
+          { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, NODE_LLAMA_CPP_SKIP_DOWNLOAD: 'true' } },
+        );
+        const fig = JSON.parse(out.trim().split('\n').pop()!) as Figures;
+        loads.push(loadavg()[0]!);
+        const key = `${t}|${c}`;
+        got.set(key, [...(got.get(key) ?? []), fig]);
+        console.error(`round ${round + 1}/${rounds} ${t} ${c}: ${JSON.stringify(fig)}`);
+      }
+    }
+  }
+  const med = (t: FileType, c: Contender, k: keyof Figures) => median(got.get(`${t}|${c}`)!.map((f) => f[k]));
+  const result = {
+    bench: 'gguf',
+    model: { ...SHAPE, params: 'about 125M' },
+    threads: THREADS,
+    rounds,
+    short,
+    long,
+    prefillTokens: PREFILL,
+    // the 1-minute load average while measuring: on a shared machine, llama.cpp's spinning thread pool suffers most
+    loadAverage: median(loads),
+    figures: Object.fromEntries(
+      types.map((t) => [
+        t,
+        Object.fromEntries(
+          CONTENDERS.map((c) => [
+            c,
+            { msPerToken: med(t, c, 'msPerToken'), prefillMs: med(t, c, 'prefillMs'), loadMs: med(t, c, 'loadMs'), peakRssMb: med(t, c, 'peakRssMb') },
+          ]),
+        ),
+      ]),
+    ),
+  };
+  console.log(JSON.stringify(result));
+  const rows: (string | number)[][] = [];
+  for (const t of types) {
+    for (const c of CONTENDERS) rows.push([`${t} ${c}`, med(t, c, 'msPerToken'), med(t, c, 'prefillMs'), med(t, c, 'loadMs'), med(t, c, 'peakRssMb')]);
+    const ratio = (k: keyof Figures) => `${(med(t, 'reasonplug', k) / med(t, 'llama.cpp', k)).toFixed(2)}x`;
+    rows.push([`${t} reasonplug / llama.cpp`, ratio('msPerToken'), ratio('prefillMs'), ratio('loadMs'), ratio('peakRssMb')]);
+  }
+  printTable(
+    `GGUF llama ${SHAPE.hidden}x${SHAPE.layers} (~125M params), ${THREADS} threads, greedy, medians of ${rounds} rounds (load average ${median(loads).toFixed(1)})`,
+    ['file / contender', 'decode ms/token', `prefill ${PREFILL} ms`, 'load ms', 'peak RSS MB'],
+    rows,
+  );
+}
+
+await main();
