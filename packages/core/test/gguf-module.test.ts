@@ -3,6 +3,9 @@
  * loaded as the module it became; a bad file leaves nothing in the cache.
  */
 import { expect } from 'chai';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
 import { copyFile, mkdtemp, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -67,6 +70,16 @@ describe('a .gguf file as the model', function () {
     expect(events.every((e) => e.digest === 'sha256:pending')).to.equal(true);
     const manifest = JSON.parse(await readFile(join(dir, 'reasonplug.json'), 'utf8')) as { provenance: { convertedFrom: { file: string } } };
     expect(manifest.provenance.convertedFrom.file).to.equal('stories.gguf');
+  });
+
+  it('reasonplug generate --model file.gguf converts into $REASONPLUG_CACHE and writes the story', async () => {
+    const cli = fileURLToPath(new URL('../src/cli/reasonplug.ts', import.meta.url));
+    const cliCache = join(tmp, 'cli-cache');
+    const args = ['--import', 'tsx', cli, 'generate', '--model', STORIES, '--prompt', 'Once upon a time', '--max-tokens', '12'];
+    const env = { ...process.env, REASONPLUG_CACHE: cliCache };
+    const { stdout } = await promisify(execFile)(process.execPath, args, { env });
+    expect(stdout).to.match(/^, there was a little/);
+    expect(await readdir(join(cliCache, 'gguf'))).to.have.length(1);
   });
 
   it('reports conversion progress through the tensor data', async () => {

@@ -211,12 +211,18 @@ export function buildProgram(): Command {
     .command('convert')
     .description('convert a model into a reasonplug module directory')
     .command('gguf')
-    .argument('<file>', 'F32/F16 llama-architecture GGUF file')
+    .argument('<file>', 'GGUF file (llama, qwen2, qwen3, gemma2, gemma3 or phi3 architecture)')
     .argument('<outdir>', 'module directory to write')
     .addOption(new Option('--dtype <t>', 'weight and I/O precision').choices(['float32', 'float16']).default('float32'))
     .option('--name <name>', 'module name')
     .action(async (file: string, outDir: string, flags: { dtype: 'float32' | 'float16'; name?: string }) => {
-      const { dir } = await convertGguf(file, outDir, { dtype: flags.dtype, ...(flags.name ? { name: flags.name } : {}) });
+      const bar = progressBar(`convert ${basename(file)}`);
+      const onTensorRead = bar && ((bytes: number, total: number) => bar.update({ file: basename(file), digest: file, size: total, bytes, resumedFrom: 0, done: bytes === total }));
+      const { dir } = await convertGguf(file, outDir, {
+        dtype: flags.dtype,
+        ...(flags.name ? { name: flags.name } : {}),
+        ...(onTensorRead ? { onTensorRead } : {}),
+      }).finally(() => bar?.finish());
       process.stdout.write(`${dir}\n`);
     });
   program
