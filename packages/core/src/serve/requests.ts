@@ -87,6 +87,9 @@ function common(body: Body): ParsedRequest {
   const stop = stopList(body.stop);
   const responseFormat = responseFormatOf(body.response_format);
   const ext = extension(body.reasonplug);
+  // vLLM's extension: keep generating past end-of-sequence (benchmarks of a fixed length).
+  const ignoreEos = body.ignore_eos ?? false;
+  if (typeof ignoreEos !== 'boolean') throw badRequest('ignore_eos must be true or false', 'ignore_eos');
   const options: CallOptions = {
     // OpenAI samples at temperature 1 unless told otherwise; 0 is greedy.
     temperature: temperature ?? 1,
@@ -97,6 +100,7 @@ function common(body: Body): ParsedRequest {
     ...(repetitionPenalty !== undefined ? { repetitionPenalty } : {}),
     ...(seed !== undefined ? { seed } : {}),
     ...(stop ? { stop } : {}),
+    ...(ignoreEos ? { ignoreEos } : {}),
     ...(responseFormat ? { responseFormat } : {}),
     ...(ext.mode ? { mode: ext.mode } : {}),
     ...(ext.latent ? { latent: ext.latent } : {}),

@@ -1,0 +1,243 @@
+/**
+ * `reasonplug serve` under concurrent load. A random-weight ~125M-parameter Llama (dim 768, 12 layers, GQA 12/4,
+ * ffn 2048, vocab 32000) written as a Q4_0 GGUF; the server loads that file (converted once into the cache,
+ * Q4_0 → MatMulNBits) and llama.cpp (node-llama-cpp) loads the same file. At each concurrency c, c streaming
+ * requests of the same prompt and length go:
+ *   - `server`: all at once through the server (max_batch 16), timed by the client from SSE chunk arrivals;
+ *   - `one at a time`: the same c requests through the server, each after the previous one;
+ *   - `llama.cpp`: c sequences of one node-llama-cpp context (`sequences: c`), evaluated concurrently.
+ * Figures: aggregate output tokens/s, p50/p99 time to first token and inter-token latency. Greedy, ignore EOS,
+ * 2 threads each. Rounds interleave the contenders; figures are medians over rounds.
+ *
+ *   npm run bench:serve [-- --tokens 32 --rounds 1 --concurrency 1,2,4,8,16]
+ */
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { startServer } from '../packages/core/src/serve/server.js';
+import { seededNormals } from '../packages/core/src/onnx/random-weights.js';
+import { GGML, quantizeGgml } from '../packages/core/test/support/ggml-quantize.js';
+import { makeGguf, type WTensor, type WValue } from '../packages/core/test/support/gguf-writer.js';
+import { repoRoot } from '../test/support/paths.js';
+import { median, printTable } from './support/stats.js';
+
+const SHAPE = { hidden: 768, layers: 12, heads: 12, kvHeads: 4, ff: 2048, vocab: 32000 };
+const THREADS = 2;
+const PROMPT = [1, 415, 2936, 9060, 285, 1142, 10575, 975, 4511, 319, 2213, 1029];
+type Contender = 'server' | 'one at a time' | 'llama.cpp';
+
+/** What one contender measured at one concurrency. */
+interface Run {
+  tokens: number;
+  wallMs: number;
+  ttftMs: number[];
+  itlMs: number[];
+}
+
+/** A SentencePiece vocabulary llama.cpp and the converter accept: specials, 256 byte pieces, then words. */
+function tokenizerMeta(): Record<string, WValue> {
+  const tokens = ['<unk>', '<s>', '</s>'];
+  for (let b = 0; b < 256; b++) tokens.push(`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`);
+  while (tokens.length < SHAPE.vocab) tokens.push(`▁w${tokens.length}`);
+  return {
+    'tokenizer.ggml.model': { t: 'str', v: 'llama' },
+    'tokenizer.ggml.tokens': { t: 'arr', item: 8, v: tokens.map((v) => ({ t: 'str', v })) },
+    'tokenizer.ggml.scores': { t: 'arr', item: 6, v: tokens.map((_, i) => ({ t: 'f32', v: i < 259 ? 0 : -i })) },
+    'tokenizer.ggml.token_type': { t: 'arr', item: 5, v: tokens.map((_, i) => ({ t: 'i32', v: i === 0 ? 2 : i < 3 ? 3 : i < 259 ? 6 : 1 })) },
+    'tokenizer.ggml.bos_token_id': { t: 'u32', v: 1 },
+    'tokenizer.ggml.eos_token_id': { t: 'u32', v: 2 },
+    'tokenizer.ggml.unknown_token_id': { t: 'u32', v: 0 },
+  };
+}
+
+/** The Q4_0 GGUF, written once under .cache/bench/serve (rewritten when SHAPE changes). */
+async function modelFile(): Promise<string> {
+  const dir = join(repoRoot, '.cache', 'bench', 'serve');
+  const path = join(dir, 'llama-125m-q4_0.gguf');
+  const recipe = JSON.stringify({ SHAPE, v: 1 });
+  if (existsSync(path) && (await readFile(`${path}.recipe`, 'utf8').catch(() => '')) === recipe) return path;
+  await mkdir(dir, { recursive: true });
+  console.error(`writing ${path}`);
+  const { hidden: h, layers, heads, kvHeads, ff, vocab } = SHAPE;
+  const kv = (h / heads) * kvHeads;
+  const tensors: WTensor[] = [];
+  let seed = 1;
+  const matrix = (name: string, rows: number, cols: number) =>
+    tensors.push({ name, dims: [cols, rows], type: GGML.Q4_0, data: quantizeGgml(seededNormals(seed++)(rows * cols, 0.02), GGML.Q4_0) });
+  const vector = (name: string) => tensors.push({ name, dims: [h], type: GGML.F32, data: new Uint8Array(seededNormals(seed++)(h, 0.05, 1).buffer) });
+  matrix('token_embd.weight', vocab, h);
+  vector('output_norm.weight');
+  matrix('output.weight', vocab, h);
+  for (let i = 0; i < layers; i++) {
+    const p = `blk.${i}.`;
+    vector(`${p}attn_norm.weight`);
+    matrix(`${p}attn_q.weight`, h, h);
+    matrix(`${p}attn_k.weight`, kv, h);
+    matrix(`${p}attn_v.weight`, kv, h);
+    matrix(`${p}attn_output.weight`, h, h);
+    vector(`${p}ffn_norm.weight`);
+    matrix(`${p}ffn_gate.weight`, ff, h);
+    matrix(`${p}ffn_up.weight`, ff, h);
+    matrix(`${p}ffn_down.weight`, h, ff);
+  }
+  const u32 = (v: number): WValue => ({ t: 'u32', v });
+  const meta: Record<string, WValue> = {
+    'general.architecture': { t: 'str', v: 'llama' },
+    'general.name': { t: 'str', v: 'bench-serve-125m' },
+    'llama.context_length': u32(2048),
+    'llama.embedding_length': u32(h),
+    'llama.block_count': u32(layers),
+    'llama.feed_forward_length': u32(ff),
+    'llama.attention.head_count': u32(heads),
+    'llama.attention.head_count_kv': u32(kvHeads),
+    'llama.attention.layer_norm_rms_epsilon': { t: 'f32', v: 1e-5 },
+    'llama.rope.dimension_count': u32(h / heads),
+    ...tokenizerMeta(),
+  };
+  await writeFile(path, makeGguf(meta, tensors));
+  await writeFile(`${path}.recipe`, recipe);
+  return path;
+}
+
+/** One streaming completion through the server; the arrival time of each token's chunk. */
+async function request(url: string, tokens: number): Promise<number[]> {
+  const res = await fetch(`${url}/v1/completions`, {
+    method: 'POST',
+    body: JSON.stringify({ model: 'bench', prompt: PROMPT, max_tokens: tokens, temperature: 0, ignore_eos: true, stream: true }),
+  });
+  if (!res.ok) throw new Error(`server answered ${res.status}: ${await res.text()}`);
+  const times: number[] = [];
+  const decoder = new TextDecoder();
+  let buffer = '';
+  for await (const bytes of res.body as AsyncIterable<Uint8Array>) {
+    const now = performance.now();
+    buffer += decoder.decode(bytes, { stream: true });
+    const events = buffer.split('\n\n');
+    buffer = events.pop()!;
+    for (const e of events) {
+      if (!e.startsWith('data: ') || e === 'data: [DONE]') continue;
+      const chunk = JSON.parse(e.slice(6)) as { choices: { text: string; finish_reason: string | null }[] };
+      if (chunk.choices[0]?.finish_reason === null) times.push(now);
+    }
+  }
+  return times;
+}
+
+/** Figures from each request's start and token times. */
+function figures(starts: number[], tokenTimes: number[][], wallMs: number): Run {
+  const ttftMs = tokenTimes.map((t, i) => t[0]! - starts[i]!);
+  const itlMs = tokenTimes.flatMap((t) => t.slice(1).map((x, j) => x - t[j]!));
+  return { tokens: tokenTimes.reduce((n, t) => n + t.length, 0), wallMs, ttftMs, itlMs };
+}
+
+async function serverRun(url: string, c: number, tokens: number, concurrent: boolean): Promise<Run> {
+  const t0 = performance.now();
+  const starts: number[] = [];
+  const times: number[][] = [];
+  if (concurrent) {
+    await Promise.all(
+      Array.from({ length: c }, async (_, i) => {
+        starts[i] = performance.now();
+        times[i] = await request(url, tokens);
+      }),
+    );
+  } else {
+    for (let i = 0; i < c; i++) {
+      starts[i] = performance.now();
+      times[i] = await request(url, tokens);
+    }
+  }
+  return figures(starts, times, performance.now() - t0);
+}
+
+async function llamaRun(gguf: string, c: number, tokens: number): Promise<Run> {
+  const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
+  const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
+  const model = await llama.loadModel({ modelPath: gguf });
+  const ctx = await model.createContext({ contextSize: c * (PROMPT.length + tokens + 16), sequences: c, threads: THREADS, batchSize: 512 });
+  try {
+    // Warm-up on one sequence, then its history is cleared.
+    const warm = ctx.getSequence();
+    for await (const _ of warm.evaluate(PROMPT as never[], { temperature: 0 })) break;
+    warm.dispose();
+    const sequences = Array.from({ length: c }, () => ctx.getSequence());
+    const t0 = performance.now();
+    const starts: number[] = [];
+    const times: number[][] = [];
+    await Promise.all(
+      sequences.map(async (seq, i) => {
+        starts[i] = performance.now();
+        const t: number[] = [];
+        for await (const _ of seq.evaluate(PROMPT as never[], { temperature: 0 })) {
+          t.push(performance.now());
+          if (t.length >= tokens) break;
+        }
+        times[i] = t;
+      }),
+    );
+    return figures(starts, times, performance.now() - t0);
+  } finally {
+    await ctx.dispose();
+    await model.dispose();
+  }
+}
+
+function percentile(xs: number[], p: number): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: { tokens: { type: 'string', default: '32' }, rounds: { type: 'string', default: '1' }, concurrency: { type: 'string', default: '1,2,4,8,16' } },
+  });
+  const tokens = Number(values.tokens);
+  const rounds = Number(values.rounds);
+  const levels = values.concurrency!.split(',').map(Number);
+  const gguf = await modelFile();
+  const server = await startServer({ engine: { model: gguf, intraOpThreads: THREADS }, name: 'bench', port: 0, maxBatch: 16, maxQueue: 64 });
+  await server.ready;
+  await request(server.url, 4); // warm-up
+  const runs = new Map<string, Run[]>();
+  const record = (who: Contender, c: number, r: Run) => runs.set(`${who}@${c}`, [...(runs.get(`${who}@${c}`) ?? []), r]);
+  try {
+    for (let round = 0; round < rounds; round++) {
+      for (const c of levels) {
+        console.error(`round ${round + 1}: concurrency ${c}`);
+        record('server', c, await serverRun(server.url, c, tokens, true));
+        record('one at a time', c, await serverRun(server.url, c, tokens, false));
+        record('llama.cpp', c, await llamaRun(gguf, c, tokens));
+      }
+    }
+  } finally {
+    await server.close();
+  }
+  const rows: (string | number)[][] = [];
+  const json: Record<string, unknown>[] = [];
+  for (const c of levels) {
+    for (const who of ['server', 'one at a time', 'llama.cpp'] as Contender[]) {
+      const rs = runs.get(`${who}@${c}`)!;
+      const f = {
+        contender: who,
+        concurrency: c,
+        tokensPerS: median(rs.map((r) => (r.tokens / r.wallMs) * 1000)),
+        ttftP50Ms: median(rs.map((r) => percentile(r.ttftMs, 50))),
+        ttftP99Ms: median(rs.map((r) => percentile(r.ttftMs, 99))),
+        itlP50Ms: median(rs.map((r) => percentile(r.itlMs, 50))),
+        itlP99Ms: median(rs.map((r) => percentile(r.itlMs, 99))),
+      };
+      json.push(f);
+      rows.push([`${c}`, who, f.tokensPerS, f.ttftP50Ms, f.ttftP99Ms, f.itlP50Ms, f.itlP99Ms]);
+    }
+  }
+  console.log(JSON.stringify({ bench: 'serve', model: { ...SHAPE, type: 'Q4_0' }, threads: THREADS, tokens, rounds, results: json }));
+  printTable(
+    `reasonplug serve vs one at a time vs llama.cpp parallel sequences (Q4_0 ~125M, ${tokens} tokens/request, ${THREADS} threads, median of ${rounds} round(s))`,
+    ['c', 'contender', 'tok/s (all)', 'TTFT p50 ms', 'TTFT p99 ms', 'ITL p50 ms', 'ITL p99 ms'],
+    rows,
+  );
+}
+
+await main();
