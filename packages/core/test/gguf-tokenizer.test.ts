@@ -43,7 +43,7 @@ function vocabGguf(tokenizer: Record<string, WValue>): Buffer {
   return makeGguf({ 'general.architecture': { t: 'str', v: 'qwen2' }, ...tokenizer });
 }
 
-describe('gguf BPE tokenizers (llama.cpp is the reference)', function () {
+describe('gguf tokenizers: BPE pre-tokenizers, SentencePiece options, special tokens (llama.cpp is the reference)', function () {
   this.timeout(60_000);
   let tmp: string;
   before(async () => {
@@ -152,6 +152,18 @@ describe('gguf BPE tokenizers (llama.cpp is the reference)', function () {
       const hf = new Tokenizer(tok.tokenizerJson, tok.tokenizerConfig);
       const theirs = await llamaCppTokenize(path, texts, true);
       texts.forEach((t, i) => expect(hf.encode(t, { add_special_tokens: false }).ids, `${name}: ${JSON.stringify(t)}`).to.deep.equal(theirs[i]));
+    }
+  });
+
+  it('SentencePiece with and without the space prefix (Gemma writes add_space_prefix false) tokenizes like llama.cpp', async () => {
+    for (const prefix of [true, false]) {
+      const meta = { ...(await storiesTokenizerMeta()), 'tokenizer.ggml.add_space_prefix': { t: 'bool', v: prefix } as WValue };
+      const path = join(tmp, `spm-${prefix}.gguf`);
+      await writeFile(path, makeGguf({ 'general.architecture': { t: 'str', v: 'gemma2' }, ...meta }));
+      const tok = await withGguf(path, async (f) => tokenizerFromGguf(f));
+      const hf = new Tokenizer(tok.tokenizerJson, tok.tokenizerConfig);
+      const theirs = await llamaCppTokenize(path, TEXTS);
+      TEXTS.forEach((t, i) => expect(hf.encode(t, { add_special_tokens: false }).ids, `prefix ${prefix}: ${JSON.stringify(t)}`).to.deep.equal(theirs[i]));
     }
   });
 
