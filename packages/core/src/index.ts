@@ -60,3 +60,6 @@ export type { CompositionOptions, GenerateRequestOptions, ReasonerSpec } from '.
 export type { ConstraintOptions } from './runtime/protocol.js';
 export { ConstraintError, XGrammarFactory, grammarVocabulary, type Constraint, type ConstraintFactory, type JsonSchema, type ResponseFormat, type ToolChoice, type ToolSpec } from './constrain/index.js';
 export * from './registry/index.js';
+export { startServer, type RunningServer, type ServeOptions } from './serve/server.js';
+export { HttpError } from './serve/errors.js';
+export { ToolCallTextSplitter, parseToolCall, type ParsedToolCall, type SplitToolText } from './chat/tool-calls.js';
