@@ -121,6 +121,7 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
       ['long-rope factors', { arch: 'phi3', fusedQkv: true, fusedGateUp: true, extraTensors: { 'rope_factors_long.weight': [[8], new Float32Array(8).fill(1)] } }, /long-rope.*rope_factors_long\.weight/],
       ['partial rotary', { meta: { 'rope.dimension_count': u32(8) } }, /partial rotary/],
       ['a tensor it would drop', { extraTensors: { 'blk.0.attn_output.bias': [[64], new Float32Array(64)] } }, /blk\.0\.attn_output\.bias/],
+      ['an output head on gemma2 (llama.cpp ties it)', { arch: 'gemma2', postNorms: true, untied: true }, /gemma2.*"output\.weight"/],
     ];
     for (const [what, edit, message] of cases) {
       it(`refuses ${what}`, async () => {

@@ -166,7 +166,8 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     rmsNormEps: scalar('attention.layer_norm_rms_epsilon') ?? 1e-5,
     // llama.cpp's llama converter permutes q/k into the adjacent-pairs order ("NORM"); the others keep NEOX.
     ropeStyle: arch === 'llama' ? 'adjacent' : 'half',
-    tieWordEmbeddings: !f.tensorInfo('output.weight'),
+    // Gemma 2's head is always the embedding (llama.cpp never reads an output.weight for it; one left in the file is refused as unused).
+    tieWordEmbeddings: arch === 'gemma2' || !f.tensorInfo('output.weight'),
   };
   if (ropeScale !== 1) config.ropeScale = ropeScale;
   if (arch === 'qwen2' && f.tensorInfo('blk.0.attn_q.bias')) config.qkvBias = true;
