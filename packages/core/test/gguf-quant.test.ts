@@ -164,10 +164,10 @@ describe('gguf quantized random models against llama.cpp', function () {
     await rm(tmp, { recursive: true, force: true });
   });
 
-  async function quantizedCopy(label: string, typeOf: (name: string) => number): Promise<string> {
+  async function quantizedCopy(label: string, typeOf: (name: string) => number, src = f32Path): Promise<string> {
     const path = join(tmp, `${label.replaceAll('/', '-')}.gguf`);
     await rewriteGguf(
-      f32Path,
+      src,
       path,
       (_meta, tensors) => {
         for (const [name, t] of tensors) if (t.dims.length === 2) t.type = typeOf(name);
@@ -190,7 +190,7 @@ describe('gguf quantized random models against llama.cpp', function () {
     });
   }
 
-  it('a Q4_K_M mix (Q4_K, Q6_K for attn_v, ffn_down and the head), a mix of the lossless types and one of the types with offsets run through MatMulNBits like llama.cpp', async () => {
+  it('Q4_K_M mixes (Q4_K, Q6_K for attn_v, ffn_down and the head; tied: a Q6_K embedding), a mix of the lossless types and one of the types with offsets run through MatMulNBits like llama.cpp', async () => {
     const mixes: [string, (name: string) => number, number][] = [
       ['Q4_K_M', (n) => (/attn_v|ffn_down|output\.weight/.test(n) ? GGML.Q6_K : GGML.Q4_K), 6],
       ['lossless', (n) =>
@@ -198,10 +198,15 @@ describe('gguf quantized random models against llama.cpp', function () {
       // the types with offsets (offset columns; a Q4_K embedding requantized to 8 bits)
       ['offsets', (n) => (n.includes('attn') ? GGML.Q5_K : n.includes('ffn_gate') ? GGML.Q4_1 : n.includes('ffn_up') ? GGML.Q5_1 : n.includes('ffn_down') ? GGML.Q2_K : GGML.Q4_K), 3],
     ];
+    // a tied head (no output.weight): Q4_K_M then stores token_embd as Q6_K, read by GatherBlockQuantized and MatMulNBits
+    const tiedF32 = join(tmp, 'random-tied-f32.gguf');
+    await writeRandomGguf(tiedF32, { arch: 'llama', hidden: 256, layers: 1, heads: 4, kvHeads: 2, ff: 512, scale: 0.08, embedScale: 0.3 }, await storiesTokenizerMeta());
+    mixes.push(['Q4_K_M-tied', (n) => (/attn_v|ffn_down|token_embd/.test(n) ? GGML.Q6_K : GGML.Q4_K), 6]);
     for (const [label, typeOf, n] of mixes) {
-      const path = await quantizedCopy(label, typeOf);
+      const path = await quantizedCopy(label, typeOf, label.endsWith('tied') ? tiedF32 : f32Path);
       const ref = await llamaCppGreedy(path, prompt, n);
       const res = await convertGguf(path, join(tmp, `${label}-module`));
+      if (label.endsWith('tied')) expect(res.config.tieWordEmbeddings).to.equal(true);
       expect(await ortGreedy(join(res.dir, 'model.onnx'), prompt, n), label).to.deep.equal(ref);
     }
   });
