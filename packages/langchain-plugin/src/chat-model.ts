@@ -4,7 +4,7 @@
  * (text, then tool calls parsed from what the model wrote, then one chunk with usage and response metadata).
  */
 import type { CallbackManagerForLLMRun } from '@langchain/core/callbacks/manager';
-import type { BaseLanguageModelInput, ToolDefinition } from '@langchain/core/language_models/base';
+import type { BaseLanguageModelInput, StructuredOutputMethodOptions, ToolDefinition } from '@langchain/core/language_models/base';
 import {
   BaseChatModel,
   type BaseChatModelCallOptions,
@@ -22,6 +22,8 @@ import { abortError, startGeneration } from './generation.js';
 import { ChatModelOptionsSchema, parseOptions, splitOptions, type ChatModelOptions, type ReasonerCallOptions } from './options.js';
 import { ReasonerRuntime } from './runtime.js';
 import { ToolCallSplitter, type SplitText } from './tool-calls.js';
+import { structuredOutput } from './structured-output.js';
+import type { ResponseFormat, ToolChoice } from './core.js';
 
 /** Call options of `ChatReasoner`: LangChain's, the reasoner options, and bound tools. */
 export interface ChatReasonerCallOptions extends BaseChatModelCallOptions, ReasonerCallOptions {
@@ -81,7 +83,10 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
 
   /**
    * Binds tools: they are rendered into the chat template on every call, and `<tool_call>` blocks the model
-   * writes come back as `tool_calls`. Throws `ToolsNotSupportedError` when the template does not render tools.
+   * writes come back as `tool_calls`, always well-formed: with `tool_choice` `auto` (the default) the model writes
+   * free text until it starts a call, then exactly one call of a bound tool with arguments valid against its
+   * schema; `required` (or `any`) and a tool's name force one such call. Throws `ToolsNotSupportedError` when the
+   * template does not render tools.
    */
   override bindTools(
     tools: BindToolsInput[],
@@ -100,7 +105,10 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
     const tools = this.toolsFor(options);
     const promptIds = this.prompter.render(messages, tools);
     const splitter = tools ? new ToolCallSplitter() : undefined;
-    const generation = startGeneration(this.runtime.engine, { promptIds }, plan.engine, options.signal);
+    // Tool calls are constrained unless the call asks for a structure of its own (withStructuredOutput's JSON).
+    const format = tools && !plan.engine.responseFormat ? this.toolCallFormat(options, tools) : undefined;
+    const engineOptions = format ? { ...plan.engine, responseFormat: format } : plan.engine;
+    const generation = startGeneration(this.runtime.engine, { promptIds }, engineOptions, options.signal);
     const emit = async (split: SplitText) => {
       if (!split.content && split.toolCalls.length === 0) return undefined;
       const chunk = new ChatGenerationChunk({
@@ -176,6 +184,15 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
     return { ...this.runtime.identifyingParams(), ...(this.chatTemplate ? { chat_template: this.chatTemplate } : {}) };
   }
 
+  /**
+   * A runnable that answers in `schema`'s structure (zod, standard schema or JSON Schema), enforced token by token:
+   * `method` `jsonSchema` (default), `jsonMode` or `functionCalling`; `includeRaw` adds the message.
+   */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- LangChain's overloads take any schema
+  override withStructuredOutput(schema: any, config?: StructuredOutputMethodOptions<boolean>): any {
+    return structuredOutput(this, schema, config);
+  }
+
   /** Stops the engine's workers and frees the models; later calls fail. */
   dispose(): Promise<void> {
     return this.runtime.dispose();
@@ -183,15 +200,21 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
 
   /** The tools to render for a call, or undefined when none apply. */
   private toolsFor(options: this['ParsedCallOptions']): ToolDefinition[] | undefined {
-    const choice = options.tool_choice;
-    if (!options.tools?.length || choice === 'none') return undefined;
+    if (!options.tools?.length || options.tool_choice === 'none') return undefined;
     this.checkToolsRendered();
-    if (choice !== undefined && choice !== 'auto') {
-      throw new ToolsNotSupportedError(
-        `tool_choice ${JSON.stringify(choice)} cannot be honoured: the model decides by itself whether to call a tool ("auto")`,
-      );
-    }
     return options.tools.map((t) => convertToOpenAITool(t));
+  }
+
+  /** The constraint a call's tools and `tool_choice` put on the reply. */
+  private toolCallFormat(options: this['ParsedCallOptions'], tools: ToolDefinition[]): ResponseFormat {
+    const choice = options.tool_choice as unknown;
+    let toolChoice: ToolChoice;
+    if (choice === undefined || choice === 'auto') toolChoice = 'auto';
+    else if (choice === 'any' || choice === 'required') toolChoice = 'required';
+    else if (typeof choice === 'string') toolChoice = { name: choice };
+    else if (typeof (choice as { function?: { name?: unknown } }).function?.name === 'string') toolChoice = { name: (choice as { function: { name: string } }).function.name };
+    else throw new ToolsNotSupportedError(`tool_choice ${JSON.stringify(choice)} is not understood: use auto, required, any, none or a tool's name`);
+    return { type: 'tool_calls', tools: tools.map((t) => ({ name: t.function.name, parameters: (t.function.parameters ?? {}) as Record<string, unknown> })), choice: toolChoice };
   }
 
   private checkToolsRendered(): void {

@@ -7,5 +7,7 @@ export type {
   GenerationResult,
   ModelInfo,
   PromptInput,
+  ResponseFormat,
   StreamOptions,
+  ToolChoice,
 } from '@reasonplug/core';

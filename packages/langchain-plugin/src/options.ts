@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import { ReasonerOptionsError, type OptionIssue } from './errors.js';
-import { formatFieldPath, PLACEMENTS, DTYPES } from './core.js';
+import { formatFieldPath, PLACEMENTS, DTYPES, type ResponseFormat } from './core.js';
 
 /**
  * A reasoner's weight: a constant, or a schedule over generated tokens such as
@@ -120,6 +120,15 @@ export const CallOptionsSchema = z.strictObject({
           ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `"${r.name}" is named twice` });
         }
       });
+    })
+    .optional(),
+  /**
+   * The structure the reply must have, enforced token by token (core's `responseFormat`): `json_schema`,
+   * `json_object`, `grammar`, `regex` or `tool_calls`. `withStructuredOutput` and `bindTools` set it.
+   */
+  responseFormat: z
+    .custom<ResponseFormat>((v) => typeof v === 'object' && v !== null && typeof (v as { type?: unknown }).type === 'string', {
+      message: 'expected a response format such as { type: "json_schema", schema }',
     })
     .optional(),
   ...generation,
