@@ -6,6 +6,7 @@ import addFormats from 'ajv-formats';
 import { Engine } from '../src/engine.js';
 import { XGrammarFactory, grammarVocabulary, prepareJsonSchema, type ResponseFormat } from '../src/constrain/index.js';
 import { numberRangeEbnf } from '../src/constrain/number-range.js';
+import { createRng } from '../src/sampling/index.js';
 import { loadXGrammar } from '../src/constrain/xgrammar-loader.js';
 import { makeModule, storiesModule, storiesConfig } from './support/modules.js';
 import { cacheDir, testDir } from './support/models.js';
@@ -214,6 +215,29 @@ describe('constrained decoding', function () {
         // every integer in range is written; nothing out of range ever is
         if (accepted) expect(valid, `${JSON.stringify(b)} accepted ${text}`).to.equal(true);
         if (valid && Number.isInteger(v)) expect(accepted, `${JSON.stringify(b)} refused ${text}`).to.equal(true);
+      }
+    }
+    // Random integer ranges (up to the safe-integer bounds zod writes): accepted exactly when in range.
+    // (XGrammar's grammar engine admitted 100000000 for [17, 99999999] before same-length runs were merged.)
+    const rng = createRng(7);
+    const randInt = () => {
+      let digits = String(1 + Math.floor(rng() * 9));
+      for (let len = 1 + Math.floor(rng() * 16); digits.length < len; ) digits += Math.floor(rng() * 10);
+      const v = Math.min(Number(digits), Number.MAX_SAFE_INTEGER);
+      return rng() < 0.4 ? -v : v;
+    };
+    const intRanges = [{ minimum: -Number.MAX_SAFE_INTEGER, maximum: Number.MAX_SAFE_INTEGER }, { minimum: 17, maximum: 99_999_999 }];
+    for (let i = 0; i < 12; i++) {
+      const [x, y] = [randInt(), randInt()];
+      intRanges.push({ minimum: Math.min(x, y), maximum: Math.max(x, y) });
+    }
+    for (const b of intRanges) {
+      const grammar = await xg.Grammar.fromEBNF(`root ::= ${numberRangeEbnf({ integer: true, ...b }, '#')}`);
+      const probes = ['-50000000000000000000', '0', ...[b.minimum, b.maximum].flatMap((v) => [v - 1, v, v + 1].map(String))];
+      for (let i = 0; i < 40; i++) probes.push(String(randInt()));
+      for (const text of probes) {
+        const valid = Number(text) >= b.minimum && Number(text) <= b.maximum;
+        expect(await xg.Testings.isGrammarAcceptString(grammar, text), `${JSON.stringify(b)}: ${text}`).to.equal(valid);
       }
     }
     expect(prepareJsonSchema({ type: 'integer', minimum: 0, maximum: 9 }).rules.size).to.equal(1);

@@ -45,11 +45,26 @@ function naturalRange(lo: number, hi: number): string[] {
   const out: string[] = [];
   const loLen = String(lo).length;
   const finiteHi = Number.isFinite(hi) ? hi : 10 ** loLen - 1;
+  // Lengths whose every number is in range are one `[1-9] [0-9]{m,n}`: XGrammar 0.1.27 admits out-of-range
+  // numbers when many alternatives of neighbouring lengths share a prefix (measured: [17, 99999999] took
+  // 100000000), and one counted repetition avoids that.
+  let full: [number, number] | undefined;
+  const flush = () => {
+    if (full) out.push(full[0] === 1 ? (full[1] === 1 ? '[0-9]' : `([0-9] | [1-9] [0-9]{1,${full[1] - 1}})`) : `[1-9] [0-9]{${full[0] - 1},${full[1] - 1}}`);
+    full = undefined;
+  };
   for (let len = loLen; len <= String(finiteHi).length; len++) {
     const a = Math.max(lo, len === 1 ? 0 : 10 ** (len - 1));
     const b = Math.min(finiteHi, 10 ** len - 1);
-    if (a <= b) out.push(...sameLength(String(a), String(b)));
+    if (a > b) continue;
+    if (a === (len === 1 ? 0 : 10 ** (len - 1)) && b === 10 ** len - 1) {
+      full = full ? [full[0], len] : [len, len];
+      continue;
+    }
+    flush();
+    out.push(...sameLength(String(a), String(b)));
   }
+  flush();
   if (!Number.isFinite(hi)) out.push(`[1-9] [0-9]{${loLen},}`);
   return out;
 }

@@ -183,18 +183,20 @@ export class XGrammarFactory implements ConstraintFactory {
     if (wanted !== undefined && !names.includes(wanted)) {
       throw new ConstraintError(`tool_choice names "${wanted}", which is not among the bound tools (${names.join(', ')})`);
     }
-    const tags = await Promise.all(
-      tools
-        .filter((t) => wanted === undefined || t.name === wanted)
-        .map(async (t) => ({
-          type: 'tag',
-          begin: `${TOOL_CALL_BEGIN}\n{"name": ${JSON.stringify(t.name)}, "arguments": `,
-          content: { type: 'grammar', grammar: await this.schemaEbnf(t.parameters, true, instance) },
-          end: `}\n${TOOL_CALL_END}`,
-        })),
-    );
+    // Each call in the two layouts templates use: Hermes/Qwen's (a newline inside the tags) and the compact one.
+    const tags = (
+      await Promise.all(
+        tools
+          .filter((t) => wanted === undefined || t.name === wanted)
+          .map(async (t) => {
+            const content = { type: 'grammar', grammar: await this.schemaEbnf(t.parameters, true, instance) };
+            const head = `{"name": ${JSON.stringify(t.name)}, "arguments": `;
+            return ['\n', ''].map((nl) => ({ type: 'tag', begin: `${TOOL_CALL_BEGIN}${nl}${head}`, content, end: `}${nl}${TOOL_CALL_END}` }));
+          }),
+      )
+    ).flat();
     if (choice === 'auto') return { type: 'triggered_tags', triggers: [TOOL_CALL_BEGIN], tags, stop_after_first: true };
-    return tags.length === 1 ? tags[0]! : { type: 'or', elements: tags };
+    return { type: 'or', elements: tags };
   }
 
   /**
