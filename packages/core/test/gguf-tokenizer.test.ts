@@ -29,6 +29,7 @@ const TEXTS = [
   'emoji 🎉🚀 and 👩‍👩‍👧 family ≤≥÷ ™ £ € — “quotes”',
   'numbers: 3.14159, 1e-5, 0x1F, 100%, $42.50, 007, 1,000,000',
   '!!!??? ... --- ((()))',
+  'CamelCaseWords HTTPServer iPhone ÉcoleNormale ΑθήναΠόλη path/to/file.txt',
   'a',
   ' ',
   '\n',
@@ -53,7 +54,7 @@ describe('gguf tokenizers: BPE pre-tokenizers, SentencePiece options, special to
     await rm(tmp, { recursive: true, force: true });
   });
 
-  for (const pre of ['qwen2', 'llama-bpe', 'smollm']) {
+  for (const pre of ['qwen2', 'llama-bpe', 'smollm', 'tekken']) {
     it(`"${pre}": text tokenizes to llama.cpp's ids`, async () => {
       const path = join(tmp, `${pre}.gguf`);
       await writeFile(path, vocabGguf(bpeTokenizerMeta(pre)));

@@ -396,6 +396,15 @@ export const BPE_PRE_TOKENIZERS: Readonly<Record<string, { regexes: string[]; ig
   const gpt2Regex = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)";
   const smollm = { regexes: ['\\p{N}', gpt2Regex], ignoreMerges: false, addBos: false, cleanSpaces: false };
   const gpt2 = { regexes: [gpt2Regex], ignoreMerges: false, addBos: false, cleanSpaces: true };
+  // Mistral's Tekken (Mistral Nemo, Small 3): words split at case changes; llama.cpp's form of the regex.
+  const tekken = {
+    regexes: [
+      '[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))*((?=[\\p{L}])([^A-Z]))+|[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))+((?=[\\p{L}])([^A-Z]))*|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+',
+    ],
+    ignoreMerges: true,
+    addBos: true,
+    cleanSpaces: false,
+  };
   return {
     'llama-bpe': llama3,
     llama3,
@@ -404,6 +413,7 @@ export const BPE_PRE_TOKENIZERS: Readonly<Record<string, { regexes: string[]; ig
     'deepseek-r1-qwen': qwen2,
     smollm,
     'gpt-2': gpt2,
+    tekken,
   };
 })();
 
