@@ -22,6 +22,7 @@ import type { FusionMode } from './compose/fusion.js';
 import { validateGenerateOptions } from './generate/options.js';
 import { validateIntraOpThreads, validatePlacement, type PlacementChoice } from './runtime/thread-budget.js';
 import { validateDtype } from './modules/hub-variants.js';
+import { QueueFullError, type BatchStats } from './generate/continuous-batch.js';
 
 /** How to load a model. */
 export interface EngineOptions extends RuntimeOptions {
@@ -49,7 +50,26 @@ export interface EngineOptions extends RuntimeOptions {
   projector?: string;
   /** How registry references among the models are pulled (default registry, token, offline; env defaults). */
   registry?: RegistryOptions;
+  /**
+   * Rows decoded together at most (continuous batching; default 8). Concurrent calls share the running batch;
+   * 1 runs one call at a time.
+   */
+  maxBatch?: number;
+  /**
+   * Calls waiting for room in the batch (or for their turn alone) at most; a call that would wait beyond it is
+   * refused with a {@link QueueFullError} (default: no limit).
+   */
+  maxQueue?: number;
+  /**
+   * Bytes the batch's KV cache may take, each row counted at its prompt plus its `maxTokens` (default: no
+   * limit). A call waits until it fits; one that could never fit alone fails with a KvBudgetError.
+   */
+  kvBudgetBytes?: number;
+  /** Prompt tokens prefilled per run while the running rows wait (default 256). */
+  prefillChunk?: number;
 }
+
+export { QueueFullError };
 
 /** Options of one call, plus cancellation. */
 export interface StreamOptions extends GenerateOptions, CompositionOptions, ConstraintOptions {
@@ -79,7 +99,6 @@ type Pending = { onTokens(e: TokenEvent[]): void; resolve(v: unknown): void; rej
 export class Engine {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
-  private queue: Promise<unknown> = Promise.resolve();
   private closed = false;
 
   private constructor(
@@ -98,7 +117,14 @@ export class Engine {
   /** Loads a model (prepares its graph on first use, then starts its session in a worker). */
   static async load(options: EngineOptions): Promise<Engine> {
     const t0 = performance.now();
-    const { model: modelSpec, dtype, projector: projectorSpec, reasoners: reasonerSpecs, registry, cacheDir, mode, placement, ...runtime } = options;
+    const { model: modelSpec, dtype, projector: projectorSpec, reasoners: reasonerSpecs, registry, cacheDir, mode, placement, maxBatch, maxQueue, kvBudgetBytes, prefillChunk, ...runtime } = options;
+    const count = (name: string, v: number | undefined, min: number) => {
+      if (v !== undefined && !(Number.isInteger(v) && v >= min)) throw new RangeError(`${name} must be a whole number >= ${min}; got ${v}`);
+    };
+    count('maxBatch', maxBatch, 1);
+    count('maxQueue', maxQueue, 0);
+    count('kvBudgetBytes', kvBudgetBytes, 1);
+    count('prefillChunk', prefillChunk, 1);
     if (placement !== undefined) validatePlacement(placement);
     if (runtime.intraOpThreads !== undefined) validateIntraOpThreads(runtime.intraOpThreads);
     for (const d of [dtype, ...(reasonerSpecs ?? []).map((r) => r.dtype)]) if (d !== undefined) validateDtype(d);
@@ -118,6 +144,12 @@ export class Engine {
       ...(cacheDir ? { cacheDir } : {}),
       ...(placement ? { placement } : {}),
       ...(mode ? { mode } : {}),
+      batching: {
+        ...(maxBatch !== undefined ? { maxBatch } : {}),
+        ...(maxQueue !== undefined ? { maxQueue } : {}),
+        ...(kvBudgetBytes !== undefined ? { kvBudgetBytes } : {}),
+        ...(prefillChunk !== undefined ? { prefillChunk } : {}),
+      },
     };
     const worker = spawnWorker('generation-worker', config);
     const info = await new Promise<ModelInfo>((resolve, reject) => {
@@ -138,14 +170,17 @@ export class Engine {
     return new Engine(worker, info, performance.now() - t0);
   }
 
-  /** Streams a generation. Calls are queued: one generation runs at a time per engine. */
+  /**
+   * Streams a generation. Concurrent calls share the running decode batch (up to `maxBatch` rows); calls that
+   * compose reasoners, think in latent steps or trace run alone, in turn.
+   */
   stream(input: PromptInput, options: StreamOptions = {}): GenerationStream {
     const { signal, ...generateOptions } = options;
     validateGenerateOptions(generateOptions);
     const tokens: TokenEvent[] = [];
     let wake: (() => void) | undefined;
     let finished = false;
-    const result = this.enqueue(async () => {
+    const result = (async () => {
       const abort = new SharedArrayBuffer(4);
       const flag = new Int32Array(abort);
       const onAbort = () => Atomics.store(flag, 0, 1);
@@ -171,7 +206,7 @@ export class Engine {
       } finally {
         signal?.removeEventListener('abort', onAbort);
       }
-    });
+    })();
     result.then(
       () => {
         finished = true;
@@ -205,7 +240,12 @@ export class Engine {
 
   /** Tokenizes text with the model's tokenizer. */
   tokenize(text: string, addSpecialTokens = true): Promise<number[]> {
-    return this.enqueue(() => this.request({ type: 'tokenize', text, addSpecialTokens }, () => {})) as Promise<number[]>;
+    return this.request({ type: 'tokenize', text, addSpecialTokens }, () => {}) as Promise<number[]>;
+  }
+
+  /** The batch now: rows running, calls waiting in the worker, KV cache bytes held, and the cache's copy counters. */
+  stats(): Promise<BatchStats> {
+    return this.request({ type: 'stats' }, () => {}) as Promise<BatchStats>;
   }
 
   /** Stops the worker and frees the session. Pending calls fail. */
@@ -217,12 +257,6 @@ export class Engine {
     await Promise.race([exited, new Promise((r) => setTimeout(r, 2000).unref())]);
     await this.worker.terminate();
     this.failAll(new Error('the engine was disposed'));
-  }
-
-  private enqueue<T>(job: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(job, job);
-    this.queue = run.catch(() => {});
-    return run;
   }
 
   private request(msg: Request, onTokens: (e: TokenEvent[]) => void): Promise<unknown> {
@@ -246,8 +280,9 @@ export class Engine {
     if (msg.type === 'stream') return p.onTokens(msg.events);
     this.pending.delete(msg.id);
     if (msg.type === 'done') p.resolve(msg.result);
+    else if (msg.type === 'stats') p.resolve(msg.stats);
     else if (msg.type === 'encoded') p.resolve(msg.ids);
-    else if (msg.type === 'error') p.reject(new EngineError(msg.error));
+    else if (msg.type === 'error') p.reject(msg.error.name === 'QueueFullError' ? new QueueFullError(msg.error.message) : new EngineError(msg.error));
   }
 
   private failAll(err: Error): void {

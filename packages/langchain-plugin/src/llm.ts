@@ -81,12 +81,12 @@ export class ReasonerLLM extends LLM<ReasonerLLMCallOptions> {
     return (await this.complete(prompt, options, runManager)).text;
   }
 
-  /** Completes the prompts one after another (the engine runs one generation at a time) and sums their usage. */
+  /** Completes the prompts concurrently (they share the engine's running batch) and sums their usage. */
   override async _generate(prompts: string[], options: this['ParsedCallOptions'], runManager?: CallbackManagerForLLMRun): Promise<LLMResult> {
     const generations: GenerationChunk[][] = [];
     const tokenUsage = { promptTokens: 0, completionTokens: 0, totalTokens: 0 };
-    for (const prompt of prompts) {
-      const generation = await this.complete(prompt, options, runManager);
+    const completed = await Promise.all(prompts.map((prompt) => this.complete(prompt, options, runManager)));
+    for (const generation of completed) {
       const usage = generation.generationInfo!.usage_metadata as AIMessageChunk['usage_metadata'] & object;
       tokenUsage.promptTokens += usage.input_tokens;
       tokenUsage.completionTokens += usage.output_tokens;

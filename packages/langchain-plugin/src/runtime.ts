@@ -1,6 +1,6 @@
 /**
  * A backbone and its reasoners loaded once into one engine, with the model's default settings. Every call of a
- * model, and of the `withConfig` bindings made from it, runs here; the engine queues concurrent calls.
+ * model, and of the `withConfig` bindings made from it, runs here; concurrent calls share the engine's running batch.
  */
 import { resolve } from 'node:path';
 import type { UsageMetadata } from '@langchain/core/messages';

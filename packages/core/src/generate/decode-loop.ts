@@ -83,7 +83,8 @@ export interface DecodeLoopOutput {
   decodeSteps: number;
 }
 
-class RowState {
+/** One row of a generation: its ids, streamed text, stop rules, sampler and constraint. */
+export class RowState {
   readonly ids: number[] = [];
   text = '';
   streamed = 0;
@@ -271,7 +272,8 @@ export class PromptError extends Error {
   override name = 'PromptError';
 }
 
-function checkPrompts(prompts: readonly (readonly number[])[], vocab: number): void {
+/** Refuses prompts that are not non-empty lists of ids inside the vocabulary. */
+export function checkPrompts(prompts: readonly (readonly number[])[], vocab: number): void {
   if (prompts.length === 0) throw new PromptError('no prompt given');
   prompts.forEach((p, r) => {
     if (!Array.isArray(p)) throw new PromptError(`prompt ${r} is not a list of token ids (got ${JSON.stringify(p)})`);

@@ -273,6 +273,49 @@ export class DecoderSession {
     return lastPosition(out[sig.logits.name] as ort.Tensor, this.rows, sig.logits.vocabSize);
   }
 
+  /**
+   * One run for callers that keep the KV cache themselves (continuous batching), leaving this session's own
+   * cache alone: `ids` `[rows × seq]` after `past` (by past input name, `[rows, kvHeads, pastLength, headDim]`;
+   * none: empty), with `mask` `[rows × (pastLength + seq)]` and `positions` `[rows × seq]`. Returns the
+   * last-position logits `[rows × vocab]` (fp32) and the present caches, by past input name.
+   */
+  async forward(
+    ids: readonly number[],
+    rows: number,
+    past: Record<string, ort.Tensor> | undefined,
+    pastLength: number,
+    mask: readonly number[],
+    positions: readonly number[],
+  ): Promise<{ logits: Float32Array; present: Record<string, ort.Tensor> }> {
+    const sig = this.signature;
+    const seq = ids.length / rows;
+    const feeds: Record<string, ort.Tensor> = { [sig.inputIds.name]: idTensor(sig.inputIds.type, ids, [rows, seq]) };
+    for (const kv of sig.kv) {
+      for (const name of [kv.pastKey, kv.pastValue]) {
+        feeds[name] =
+          past?.[name] ??
+          new ort.Tensor(sig.kvType, sig.kvType === 'float16' ? new Uint16Array(0) : new Float32Array(0), [rows, sig.kvHeads, 0, sig.headDim]);
+      }
+    }
+    if (sig.inputsEmbeds) feeds[sig.inputsEmbeds.name] = floatTensor(sig.inputsEmbeds.type, new Float32Array(0), [rows, 0, sig.inputsEmbeds.hiddenSize]);
+    if (sig.attentionMask) feeds[sig.attentionMask.name] = idTensor(sig.attentionMask.type, mask, [rows, pastLength + seq]);
+    if (sig.positionIds) feeds[sig.positionIds.name] = idTensor(sig.positionIds.type, positions, [rows, seq]);
+    if (sig.useCacheBranch) feeds[sig.useCacheBranch] = new ort.Tensor('bool', [pastLength > 0], [1]);
+    if (sig.numLogitsToKeep) feeds[sig.numLogitsToKeep.name] = idTensor(sig.numLogitsToKeep.type, [1], []);
+    let out: ort.InferenceSession.OnnxValueMapType;
+    try {
+      out = await this.session.run(feeds);
+    } catch (err) {
+      throw new ModelRunError(`${this.label}: batch step failed at position ${pastLength}: ${(err as Error).message}`);
+    }
+    const present: Record<string, ort.Tensor> = {};
+    for (const kv of sig.kv) {
+      present[kv.pastKey] = out[kv.presentKey] as ort.Tensor;
+      present[kv.pastValue] = out[kv.presentValue] as ort.Tensor;
+    }
+    return { logits: lastPosition(out[sig.logits.name] as ort.Tensor, rows, sig.logits.vocabSize), present };
+  }
+
   /** Frees the native session. */
   async release(): Promise<void> {
     this.past = {};

@@ -26,6 +26,8 @@ import type { DecoderSession } from './decoder-session.js';
 import { attachParsed, lazyConstraintFactory, releaseConstraints, rowConstraints } from '../constrain/rows.js';
 import type { ConstraintFactory } from '../constrain/types.js';
 import type { FromWorker, GenerateRequestOptions, ModelInfo, PromptInput, ToWorker, WorkerConfig } from './protocol.js';
+import { ContinuousBatch } from '../generate/continuous-batch.js';
+import { isAlwaysZero } from '../compose/weights.js';
 
 const port = parentPort!;
 const config = workerData as WorkerConfig;
@@ -304,32 +306,56 @@ function planFor(loaded: Loaded, options: GenerateRequestOptions): CompositionPl
   return { active, mode: options.mode ?? loaded.mode, normalize: options.normalize ?? false, traceTop: options.trace ?? 0 };
 }
 
-async function serve(loaded: Loaded, msg: ToWorker): Promise<void> {
+/**
+ * Whether a request can share the continuous batch: the backbone alone (no reasoner with a weight, so the
+ * logits are the backbone's as they are), no latent steps, no trace, and a left-padded graph (GroupQueryAttention
+ * graphs place each row's keys from slot 0, which a shared cache of rows of different lengths cannot give).
+ * Anything else runs alone once the batch has drained.
+ */
+function sharesBatch(loaded: Loaded, plan: CompositionPlan, latent: string, trace: number | undefined): boolean {
+  return (
+    loaded.backbone.padding === 'left' &&
+    latent === 'never' &&
+    !trace &&
+    plan.mode === 'logits' &&
+    plan.active.every((a) => isAlwaysZero(a.weight))
+  );
+}
+
+/** Answers a message that does not generate; true when it was one. */
+function answerAtOnce(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): boolean {
+  if (msg.type === 'stats') {
+    post({ type: 'stats', id: msg.id, stats: batch.stats() });
+    return true;
+  }
+  if (msg.type !== 'tokenize') return false;
+  try {
+    if (!loaded.tokenizer) throw new TokenizerError('this model has no tokenizer');
+    post({ type: 'encoded', id: msg.id, ids: loaded.tokenizer.encode(msg.text, msg.addSpecialTokens) });
+  } catch (err) {
+    post({ type: 'error', id: msg.id, error: toWire(err) });
+  }
+  return true;
+}
+
+async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Promise<void> {
   if (closed) return;
   const { backbone, tokenizer } = loaded;
   if (msg.type === 'dispose') {
-    await Promise.all([backbone.release(), loaded.projector?.session.release(), ...loaded.groups.map((g) => g.release())]);
+    // After the work already queued: a session is never released under a running step.
+    await batch.exclusive(() => Promise.all([backbone.release(), loaded.projector?.session.release(), ...loaded.groups.map((g) => g.release())]));
     port.close();
     return;
   }
+  if (msg.type !== 'generate') return;
   let stream: StreamBatcher | undefined;
   try {
-    if (msg.type === 'tokenize') {
-      if (!tokenizer) throw new TokenizerError('this model has no tokenizer');
-      post({ type: 'encoded', id: msg.id, ids: tokenizer.encode(msg.text, msg.addSpecialTokens) });
-      return;
-    }
     const { reasoners: _r, mode: _m, normalize: _n, trace: _t, latent: _l, latentPlaceholder: _p, responseFormat, ...options } = msg.options;
     const projector = loaded.projector;
     const policy = parseLatentPolicy(msg.options.latent ?? (projector ? 'marker' : 'never'));
     if (policy !== 'never' && !projector) throw new LatentPolicyError('latent decoding needs a projector: load the engine with one');
-    const source = new ComposedSource(
-      backbone,
-      loaded.reasoners,
-      loaded.vocab,
-      planFor(loaded, msg.options),
-      projector ? { backbone, projector: projector.session } : undefined,
-    );
+    const plan = planFor(loaded, msg.options);
+    const source = new ComposedSource(backbone, loaded.reasoners, loaded.vocab, plan, projector ? { backbone, projector: projector.session } : undefined);
     const prompts = toPromptIds(msg.input, tokenizer);
     // Constraints are compiled against the vocabulary before anything runs: a bad format fails here.
     const stopIds = options.eosTokenIds ?? tokenizer?.eosTokenIds ?? [];
@@ -337,29 +363,37 @@ async function serve(loaded: Loaded, msg: ToWorker): Promise<void> {
     const abort = new Int32Array(msg.abort);
     stream = new StreamBatcher((events) => post({ type: 'stream', id: msg.id, events }));
     const batcher = stream;
-    const result = await runDecodeLoop(source, {
+    const shared = {
       prompts,
       ...(constraints ? { constraints } : {}),
       options,
       eosTokenIds: tokenizer?.eosTokenIds ?? [],
       ...(loaded.contextLength !== undefined ? { contextLength: loaded.contextLength } : {}),
       ...(tokenizer ? { decode: (ids: readonly number[]) => tokenizer.decode(ids) } : {}),
-      ...(projector && policy !== 'never'
-        ? {
-            latent: {
-              policy,
-              marker: projector.marker,
-              ...(msg.options.latentPlaceholder ? { placeholder: msg.options.latentPlaceholder } : {}),
-              run: (steps: number) => source.latentSteps(steps),
-            },
-          }
-        : {}),
       shouldAbort: () => Atomics.load(abort, 0) !== 0,
-      onToken: (event) => {
-        const trace = msg.options.trace ? source.trace(event.row) : undefined;
-        batcher.push(trace ? { ...event, trace } : event);
-      },
-    }).finally(() => releaseConstraints(constraints));
+    };
+    const result = await (sharesBatch(loaded, plan, policy === 'never' ? 'never' : 'latent', msg.options.trace)
+      ? batch.submit({ ...shared, onToken: (event) => batcher.push(event) })
+      : batch.exclusive(() =>
+          runDecodeLoop(source, {
+            ...shared,
+            ...(projector && policy !== 'never'
+              ? {
+                  latent: {
+                    policy,
+                    marker: projector.marker,
+                    ...(msg.options.latentPlaceholder ? { placeholder: msg.options.latentPlaceholder } : {}),
+                    run: (steps: number) => source.latentSteps(steps),
+                  },
+                }
+              : {}),
+            onToken: (event) => {
+              const trace = msg.options.trace ? source.trace(event.row) : undefined;
+              batcher.push(trace ? { ...event, trace } : event);
+            },
+          }),
+        )
+    ).finally(() => releaseConstraints(constraints));
     stream.flush();
     if (constraints) attachParsed(result.rows, responseFormat, constraints);
     post({ type: 'done', id: msg.id, result });
@@ -388,10 +422,10 @@ async function shutDown(loaded: Loaded): Promise<void> {
 
 start().then(
   (loaded) => {
-    // One request at a time, in arrival order: the engine already queues, this keeps the worker honest.
-    let chain = Promise.resolve();
+    // Requests share the continuous batch (or wait for it to drain); tokenizing and stats answer at once.
+    const batch = new ContinuousBatch(loaded.backbone, loaded.vocab, config.batching);
     port.on('message', (msg: ToWorker) => {
-      chain = chain.then(() => serve(loaded, msg));
+      if (!answerAtOnce(loaded, batch, msg)) void serve(loaded, batch, msg);
     });
   },
   (err) => post({ type: 'failed', error: toWire(err) }),

@@ -9,6 +9,7 @@ import type { WeightSpec } from '../compose/weights.js';
 import type { MarkerSpec } from '../generate/latent-marker.js';
 import type { Placement, PlacementChoice } from './thread-budget.js';
 import type { ResponseFormat } from '../constrain/types.js';
+import type { BatchLimits, BatchStats } from '../generate/continuous-batch.js';
 
 /** A prompt in one of the forms the engine takes. A list makes a batch (left-padded). */
 export type PromptInput =
@@ -40,6 +41,8 @@ export interface WorkerConfig {
   mode?: FusionMode;
   /** LiteReason reasoning projector: a module directory (kind latent-projector) or an .onnx file. */
   projector?: string;
+  /** Limits of the continuous batch. */
+  batching?: BatchLimits;
 }
 
 /** Per-call composition options on top of the generation options. */
@@ -101,6 +104,7 @@ export interface ModelInfo {
 export type ToWorker =
   | { type: 'generate'; id: number; input: PromptInput; options: GenerateRequestOptions; abort: SharedArrayBuffer }
   | { type: 'tokenize'; id: number; text: string; addSpecialTokens: boolean }
+  | { type: 'stats'; id: number }
   | { type: 'dispose' };
 
 
@@ -111,6 +115,7 @@ export type FromWorker =
   | { type: 'stream'; id: number; events: TokenEvent[] }
   | { type: 'done'; id: number; result: Omit<GenerationResult, 'timing'> & { prefillMs: number; decodeMs: number; decodeSteps: number } }
   | { type: 'encoded'; id: number; ids: number[] }
+  | { type: 'stats'; id: number; stats: BatchStats }
   | { type: 'error'; id: number; error: WireError }
   /** The worker released its models after a failure it cannot recover from. */
   | { type: 'closed'; reason: string };

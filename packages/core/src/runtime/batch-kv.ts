@@ -1,0 +1,167 @@
+/**
+ * The KV cache of a continuous batch: one cache of `[rows, kvHeads, length, headDim]` per past input, each
+ * row's positions packed at the right end (left padding, masked out), so that a step feeds the cache as it is
+ * and takes the graph's present output as the next cache: no copy per step. Rows join (prefilled alone, in
+ * chunks) and leave between steps; each change rebuilds the cache once, with the columns no row uses any more
+ * trimmed. A per-row layout would instead gather every row into a batch tensor and split the present back,
+ * two copies of the whole cache on every step; the counters below measure both.
+ */
+import * as ort from 'onnxruntime-node';
+import type { DecoderSession } from './decoder-session.js';
+
+type KvData = Float32Array | Uint16Array;
+
+/** One row's cache, as its own prefill left it: `[1, kvHeads, length, headDim]` per past input. */
+export interface RowCache {
+  past: Record<string, ort.Tensor>;
+  length: number;
+}
+
+/** Byte counters of the cache. */
+export interface KvCounters {
+  /** Bytes copied to add and remove rows. */
+  copiedBytes: number;
+  /** Bytes a per-row layout would have copied (gather before and split after every step). */
+  perRowLayoutBytes: number;
+}
+
+/** A prompt prefilled alone, `chunk` tokens per run, so that running rows wait at most one chunk. */
+export class RowPrefill {
+  private done = 0;
+  private past: Record<string, ort.Tensor> | undefined;
+  /**
+   * Set when the graph refused a chunk after a past (onnxruntime-genai exports reshape their mask for a
+   * prompt or one token only): the prompt then ran whole, and later prompts should too.
+   */
+  chunkRefused = false;
+
+  constructor(
+    private readonly session: DecoderSession,
+    readonly prompt: readonly number[],
+    private chunk: number,
+  ) {}
+
+  /** Runs the next chunk; returns the last position's logits (`[vocab]`) once the whole prompt is in. */
+  async next(): Promise<Float32Array | undefined> {
+    const end = Math.min(this.prompt.length, this.done + this.chunk);
+    const ids = this.prompt.slice(this.done, end);
+    const mask = new Array<number>(end).fill(1);
+    const positions = ids.map((_, i) => this.done + i);
+    let out: Awaited<ReturnType<DecoderSession['forward']>>;
+    try {
+      out = await this.session.forward(ids, 1, this.past, this.done, mask, positions);
+    } catch (err) {
+      if (this.done === 0) throw err;
+      this.chunkRefused = true;
+      this.done = 0;
+      this.past = undefined;
+      this.chunk = Infinity;
+      return this.next();
+    }
+    const { logits, present } = out;
+    this.past = present;
+    this.done = end;
+    return end === this.prompt.length ? logits.slice(0, this.session.vocabSize) : undefined;
+  }
+
+  /** Prompt tokens in the cache so far. */
+  get length(): number {
+    return this.done;
+  }
+
+  /** The finished row's cache. */
+  get cache(): RowCache {
+    return { past: this.past!, length: this.done };
+  }
+}
+
+/** The running batch's cache and the runs that advance it. */
+export class BatchKv {
+  private past: Record<string, ort.Tensor> = {};
+  /** Valid positions of each row (right-aligned in the cache). */
+  private lengths: number[] = [];
+  private width = 0;
+  readonly counters: KvCounters = { copiedBytes: 0, perRowLayoutBytes: 0 };
+  private readonly bytesPerElement: number;
+
+  constructor(private readonly session: DecoderSession) {
+    this.bytesPerElement = session.signature.kvType === 'float16' ? 2 : 4;
+  }
+
+  /** Bytes one position of one row takes across every layer's keys and values. */
+  get bytesPerPosition(): number {
+    const sig = this.session.signature;
+    return sig.kv.length * 2 * sig.kvHeads * sig.headDim * this.bytesPerElement;
+  }
+
+  /** Rows in the batch. */
+  get rows(): number {
+    return this.lengths.length;
+  }
+
+  /** Bytes the cache holds now (padding included). */
+  get bytes(): number {
+    return this.rows * this.width * this.bytesPerPosition;
+  }
+
+  /** Valid positions of a row. */
+  lengthOf(row: number): number {
+    return this.lengths[row]!;
+  }
+
+  /**
+   * Keeps the rows listed in `keep` (in that order), then appends `added`; one copy of what stays. With no
+   * rows left the cache is dropped entirely.
+   */
+  rebuild(keep: readonly number[], added: readonly RowCache[]): void {
+    if (keep.length === this.rows && added.length === 0 && keep.every((r, i) => r === i)) return;
+    const sig = this.session.signature;
+    const parts = [
+      ...keep.map((r) => ({ source: this.past, row: r, srcWidth: this.width, length: this.lengths[r]! })),
+      ...added.map((c) => ({ source: c.past, row: 0, srcWidth: c.length, length: c.length })),
+    ];
+    const lengths = parts.map((p) => p.length);
+    const width = Math.max(0, ...lengths);
+    const past: Record<string, ort.Tensor> = {};
+    if (parts.length > 0) {
+      const H = sig.kvHeads;
+      const D = sig.headDim;
+      for (const kv of sig.kv) {
+        for (const name of [kv.pastKey, kv.pastValue]) {
+          const out: KvData = sig.kvType === 'float16' ? new Uint16Array(parts.length * H * width * D) : new Float32Array(parts.length * H * width * D);
+          parts.forEach((p, i) => {
+            const src = p.source[name]!.data as KvData;
+            for (let h = 0; h < H; h++) {
+              const from = ((p.row * H + h) * p.srcWidth + p.srcWidth - p.length) * D;
+              out.set(src.subarray(from, from + p.length * D), ((i * H + h) * width + width - p.length) * D);
+            }
+            this.counters.copiedBytes += H * p.length * D * this.bytesPerElement;
+          });
+          past[name] = new ort.Tensor(sig.kvType, out, [parts.length, H, width, D]);
+        }
+      }
+    }
+    this.past = past;
+    this.lengths = lengths;
+    this.width = width;
+  }
+
+  /** Feeds one token per row; returns `[rows × vocab]` last-position logits. */
+  async step(tokens: readonly number[]): Promise<Float32Array> {
+    const rows = this.rows;
+    const width = this.width;
+    const mask = new Array<number>(rows * (width + 1));
+    for (let r = 0; r < rows; r++) {
+      const pad = width - this.lengths[r]!;
+      for (let c = 0; c <= width; c++) mask[r * (width + 1) + c] = c < pad ? 0 : 1;
+    }
+    // Each row's next position is its own length: padding takes no positions.
+    const { logits, present } = await this.session.forward(tokens, rows, this.past, width, mask, this.lengths);
+    // A per-row layout copies every row's cache into the batch tensor, then the present back out.
+    this.counters.perRowLayoutBytes += this.lengths.reduce((n, l) => n + (2 * l + 1), 0) * this.bytesPerPosition;
+    this.past = present;
+    this.width = width + 1;
+    this.lengths = this.lengths.map((l) => l + 1);
+    return logits;
+  }
+}

@@ -1,0 +1,202 @@
+import { expect } from 'chai';
+import { Engine, QueueFullError, type GenerationStream, type StreamOptions } from '../src/engine.js';
+import type { GenerationResult } from '../src/generate/types.js';
+import type { PromptInput } from '../src/runtime/protocol.js';
+import { DecoderSession } from '../src/runtime/decoder-session.js';
+import { BatchKv, RowPrefill } from '../src/runtime/batch-kv.js';
+import { prepareDecoder } from '../src/onnx/prepared-cache.js';
+import { builtModel, cacheDir, smallConfig } from './support/models.js';
+import { makeModule, storiesConfig } from './support/modules.js';
+
+/** A call as the test makes it: what to send, and after how many tokens of the first call it is sent. */
+interface Call {
+  input: PromptInput;
+  options: StreamOptions;
+  /** Tokens the first call has streamed before this one starts. */
+  at: number;
+  /** Aborts this call after it has streamed this many tokens. */
+  abortAfter?: number;
+}
+
+/** Runs a call alone (nothing else on the engine), aborting it as the concurrent run would. */
+async function alone(engine: Engine, call: Call): Promise<GenerationResult> {
+  return collect(engine, call, () => {}).result;
+}
+
+/** Starts a call; `onToken` sees its token count after each streamed token. */
+function collect(engine: Engine, call: Call, onToken: (n: number) => void): { result: Promise<GenerationResult> } {
+  const controller = new AbortController();
+  const stream: GenerationStream = engine.stream(call.input, { ...call.options, signal: controller.signal });
+  const result = (async () => {
+    let n = 0;
+    for await (const _ of stream) {
+      n++;
+      if (n === call.abortAfter) controller.abort();
+      onToken(n);
+    }
+    return stream.result;
+  })();
+  return { result };
+}
+
+const summary = (r: GenerationResult) => r.rows.map((row) => ({ ids: row.ids, text: row.text, finishReason: row.finishReason }));
+
+describe('batch KV cache', () => {
+  it('gives each row the logits it gets alone while rows of other lengths join and leave', async () => {
+    // Compared as logits, not ids: a padded key left unmasked shows here even where greedy ids survive it.
+    const model = await builtModel('cb-kv', { ...smallConfig, numLayers: 3 }, {}, 21);
+    const p = await prepareDecoder(model, { lastLogitsOnly: true, logitsFloat32: true, cacheDir });
+    const session = await DecoderSession.create({ path: p.preparedPath });
+    const V = session.vocabSize;
+    try {
+      const prompts = [[3, 8, 20, 1, 9, 44, 61], [12], [40, 41, 42]];
+      const tokens = [[5, 6, 7, 8, 9, 10], [50, 51, 52, 53, 54, 55], [70, 71, 72, 73, 74, 75]];
+      // Alone: the session's own prefill and steps.
+      const aloneLogits: Float32Array[][] = [];
+      for (let r = 0; r < prompts.length; r++) {
+        const seq = [await session.prefill([prompts[r]!])];
+        for (const t of tokens[r]!) seq.push(await session.step([t]));
+        aloneLogits.push(seq.map((l) => l.slice(0, V)));
+      }
+      // Together: row 0 runs, row 1 joins after 1 step, row 2 after 2 (prefilled in chunks of 2); row 1 leaves after 3.
+      const kv = new BatchKv(session);
+      const fed = [0, 0, 0];
+      const live: number[] = [];
+      let worst = 0;
+      const check = (row: number, logits: Float32Array) => {
+        const want = aloneLogits[row]![fed[row]!]!;
+        for (let v = 0; v < V; v++) worst = Math.max(worst, Math.abs(logits[v]! - want[v]!));
+      };
+      const join = async (row: number) => {
+        const run = new RowPrefill(session, prompts[row]!, 2);
+        let logits: Float32Array | undefined;
+        while (!(logits = await run.next()));
+        check(row, logits);
+        return run.cache;
+      };
+      kv.rebuild([], [await join(0)]);
+      live.push(0);
+      for (let step = 0; step < 5; step++) {
+        if (step === 1 || step === 2) {
+          kv.rebuild(live.map((_, i) => i), [await join(step)]);
+          live.push(step);
+        }
+        if (step === 4) {
+          const leaving = live.indexOf(1);
+          kv.rebuild(live.map((_, i) => i).filter((i) => i !== leaving), []);
+          live.splice(leaving, 1);
+        }
+        const logits = await kv.step(live.map((r) => tokens[r]![fed[r]!]!));
+        live.forEach((r, i) => {
+          fed[r]!++;
+          check(r, logits.subarray(i * V, (i + 1) * V));
+        });
+      }
+      expect(fed).to.deep.equal([5, 3, 3]);
+      expect(worst).to.be.lessThan(1e-4);
+      kv.rebuild([], []);
+      expect(kv.bytes).to.equal(0);
+    } finally {
+      await session.release();
+    }
+  });
+});
+
+describe('continuous batching', function () {
+  this.timeout(120_000);
+  let engine: Engine;
+  let backbone: string;
+
+  before(async () => {
+    let reasoner: string;
+    [backbone, reasoner] = await Promise.all([
+      makeModule({ name: 'cb-backbone', kind: 'backbone', seed: 11 }),
+      makeModule({ name: 'cb-reasoner', seed: 12, config: storiesConfig({ hiddenSize: 32 }) }),
+    ]);
+    // Chunks of 3 prompt tokens: every prompt longer than that joins over several steps.
+    engine = await Engine.load({ model: backbone, cacheDir, maxBatch: 8, prefillChunk: 3, reasoners: [{ model: reasoner, name: 'r', weight: 0 }] });
+  });
+  after(() => engine?.dispose());
+
+  it('requests joining at different steps, with their own prompts, settings, stops, reasoner weights and aborts, each give what they give alone', async () => {
+    const free = await engine.generate({ prompt: 'Once upon a time' }, { maxTokens: 16 });
+    const stop = free.rows[0]!.text.slice(6, 9);
+    const calls: Call[] = [
+      { input: { promptIds: [1, 5, 9, 30, 41, 7, 100, 300, 12] }, options: { maxTokens: 40, ignoreEos: true }, at: 0 },
+      { input: { prompt: 'Once upon a time' }, options: { maxTokens: 16, stop: [stop] }, at: 2 },
+      { input: { promptIds: [1, 77] }, options: { maxTokens: 24, temperature: 0.8, topK: 20, seed: 5 }, at: 2 },
+      { input: { promptIds: [1, 3, 300, 200, 17] }, options: { maxTokens: 12, topP: 0.9, temperature: 1.2, seed: 9, repetitionPenalty: 1.3 }, at: 5 },
+      { input: { promptIds: [1, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70] }, options: { maxTokens: 200, ignoreEos: true }, at: 6, abortAfter: 7 },
+      { input: { promptIds: [[1, 8], [1, 9, 10, 11, 12, 13, 14]] }, options: { maxTokens: 10 }, at: 9 },
+      // A reasoner with weight 1 composes: it runs alone, after the batch drains, and still gives its own result.
+      { input: { promptIds: [1, 40, 41] }, options: { maxTokens: 8, reasoners: [{ name: 'r', weight: 1 }] }, at: 10 },
+      // Weight 0 leaves the backbone's logits as they are: it shares the batch.
+      { input: { promptIds: [1, 40, 41] }, options: { maxTokens: 8, reasoners: [{ name: 'r', weight: 0 }] }, at: 11 },
+    ];
+    // An abort lands between steps, wherever the worker then is: such a call is checked as a prefix of its run.
+    const expected: ReturnType<typeof summary>[] = [];
+    for (const call of calls) expected.push(summary(await alone(engine, { ...call, abortAfter: undefined })));
+    expect(expected[2]).to.not.deep.equal(expected[0]);
+    expect(expected[1]![0]!.finishReason).to.equal('stop');
+    expect(expected[6]).to.not.deep.equal(expected[7], 'the reasoner changes the greedy continuation');
+
+    const results: Promise<GenerationResult>[] = [];
+    let busiest = 0;
+    const started = new Set<number>();
+    const startDue = (tokensOfFirst: number) => {
+      calls.forEach((call, i) => {
+        if (i > 0 && call.at <= tokensOfFirst && !started.has(i)) {
+          started.add(i);
+          results[i] = collect(engine, call, () => {}).result;
+          void engine.stats().then((s) => (busiest = Math.max(busiest, s.running)));
+        }
+      });
+    };
+    results[0] = collect(engine, calls[0]!, startDue).result;
+    startDue(0);
+    const got = await Promise.all(results);
+    got.forEach((r, i) => {
+      if (calls[i]!.abortAfter === undefined) return expect(summary(r), `call ${i}`).to.deep.equal(expected[i]);
+      const row = r.rows[0]!;
+      expect(row.finishReason).to.equal('abort');
+      expect(row.ids.length).to.be.within(calls[i]!.abortAfter!, expected[i]![0]!.ids.length - 1);
+      expect(row.ids).to.deep.equal(expected[i]![0]!.ids.slice(0, row.ids.length));
+    });
+    expect(busiest, 'rows decoded together at some point').to.be.greaterThan(2);
+  });
+
+  it('holds no KV cache once a burst is over, and rebuilding the batch copies less than a per-row layout would', async () => {
+    const idle = await engine.stats();
+    expect(idle.kvBytes).to.equal(0);
+    const burst = Array.from({ length: 6 }, (_, i) => engine.generate({ promptIds: [1, 20 + i, 30 + i] }, { maxTokens: 10 + 3 * i, ignoreEos: true }));
+    await new Promise((r) => setTimeout(r, 5));
+    const during = await engine.stats();
+    await Promise.all(burst);
+    const after = await engine.stats();
+    expect(during.running + during.waiting).to.be.greaterThan(0);
+    expect(after).to.include({ kvBytes: 0, running: 0, waiting: 0 });
+    expect(after.counters.copiedBytes).to.be.greaterThan(0);
+    expect(after.counters.copiedBytes).to.be.lessThan(after.counters.perRowLayoutBytes);
+  });
+
+  it('refuses a call beyond maxQueue with a QueueFullError, and the queue goes on', async () => {
+    const small = await Engine.load({ model: backbone, cacheDir, maxBatch: 1, maxQueue: 1 });
+    try {
+      const controller = new AbortController();
+      const running = small.generate({ promptIds: [1, 2] }, { maxTokens: 100_000, ignoreEos: true, signal: controller.signal });
+      const waiting = small.generate({ promptIds: [1, 3] }, { maxTokens: 4 });
+      const refused = small.generate({ promptIds: [1, 4] }, { maxTokens: 4 });
+      const err = await refused.then(
+        () => undefined,
+        (e: Error) => e,
+      );
+      expect(err).to.be.instanceOf(QueueFullError);
+      expect(err!.message).to.match(/maxQueue 1/);
+      controller.abort();
+      expect((await running).rows[0]!.finishReason).to.equal('abort');
+      expect((await waiting).rows[0]!.ids).to.have.length(4);
+    } finally {
+      await small.dispose();
+    }
+  });
+});
