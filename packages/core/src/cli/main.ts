@@ -21,6 +21,7 @@ import { existsSync } from 'node:fs';
 import { DTYPES } from '../modules/hub-variants.js';
 import { quantizeModel } from '../modules/quantize-module.js';
 import { addRegistryCommands } from './registry-commands.js';
+import { responseFormatFromFlags, type ResponseFormatFlags } from './response-format-flags.js';
 import { addServeCommand } from './serve-command.js';
 import {
   decimalFlag,
@@ -69,7 +70,9 @@ interface GenerateFlags {
   dtype?: string;
 }
 
-async function generate(flags: GenerateFlags): Promise<void> {
+type GenerateFlagsWithFormat = GenerateFlags & ResponseFormatFlags;
+
+async function generate(flags: GenerateFlagsWithFormat): Promise<void> {
   if ((flags.prompt === undefined) === (flags.promptIds === undefined)) {
     throw new InvalidArgumentError('give exactly one of --prompt or --prompt-ids');
   }
@@ -87,6 +90,8 @@ async function generate(flags: GenerateFlags): Promise<void> {
     ...(flags.latent ? { latent: flags.latent } : {}),
     ...(flags.latentPlaceholder !== undefined ? { latentPlaceholder: flags.latentPlaceholder } : {}),
   };
+  const responseFormat = responseFormatFromFlags(flags);
+  if (responseFormat) options.responseFormat = responseFormat;
   // Refused before the model loads, not after.
   validateGenerateOptions(options);
   const engine = await Engine.load({
@@ -125,6 +130,7 @@ async function generate(flags: GenerateFlags): Promise<void> {
           usage: result.usage,
           timing: { loadMs, prefillMs, msPerToken },
           finishReason: row.finishReason,
+          ...(row.parsed !== undefined ? { parsed: row.parsed } : {}),
           reasoners,
           ...(reasoners.length > 0 ? { placement: engine.info.placement } : {}),
           ...(flags.trace ? { trace: traces } : {}),
@@ -192,6 +198,9 @@ export function buildProgram(): Command {
     .option('--projector <path>', 'LiteReason reasoning projector (module directory or .onnx)')
     .option('--latent <policy>', 'latent steps: marker (default with a projector), never, or fixed:K')
     .option('--latent-placeholder <text>', 'shown once per latent step in place of a marker')
+    .option('--json-schema <file>', 'constrain the reply to JSON valid against the JSON Schema in this file')
+    .option('--grammar <file>', 'constrain the reply to the EBNF/GBNF grammar in this file (start rule root)')
+    .option('--regex <pattern>', 'constrain the reply to match this regular expression')
     .addOption(new Option('--device <d>', 'execution provider').choices([...DEVICES]).default('cpu'))
     .option('--threads <n>', 'intra-op threads (at most 4 per CPU)', threadsFlag)
     .addOption(
@@ -200,7 +209,7 @@ export function buildProgram(): Command {
         .default('auto'),
     )
     .option('--json', 'print one JSON object instead of streaming text')
-    .action((flags: GenerateFlags) => generate(flags));
+    .action((flags: GenerateFlagsWithFormat) => generate(flags));
   program
     .command('inspect')
     .argument('<path>', 'model path')
