@@ -228,5 +228,11 @@ describe('detectSignature', () => {
       expectRefusal(() => detectSignature([...inputs, { name: 'seq', isTensor: false }], outputs, 'x.onnx'), /non-tensor/);
       expectRefusal(() => detectSignature(inputs, [...outputs, t('present_0', 'float32', [2, 'b', 2, 't', 8])], 'x.onnx'), /stacked/, /present_N/);
     });
+
+    it('refuses a shared past/present buffer (a fixed past length), naming it', () => {
+      const { inputs, outputs } = decoderMeta();
+      const fixed = inputs.map((m) => (m.name.startsWith('past_key_values.') && m.isTensor ? t(m.name, m.type, ['batch_size', 2, 256, 8]) : m));
+      expectRefusal(() => detectSignature(fixed, outputs, 'x.onnx'), /past_key_values\.0\.key/, /fixed past length of 256/, /shared past\/present KV buffer/);
+    });
   });
 });

@@ -222,7 +222,16 @@ export function detectSignature(
       if (m.shape.length !== 4) {
         refuse(source, `\`${m.name}\` has shape ${fmtShape(m.shape)}, expected [batch, kv_heads, past, head_dim]`);
       }
-      const [, heads, , dim] = m.shape;
+      const [, heads, length, dim] = m.shape;
+      // A fixed length is a static cache that past and present share (onnxruntime-genai's
+      // past_present_share_buffer): the engine feeds growing caches, which such a graph refuses at run time.
+      if (typeof length === 'number' && m.name.startsWith('past_key_values.')) {
+        refuse(
+          source,
+          `\`${m.name}\` has shape ${fmtShape(m.shape)}: a fixed past length of ${length} is a shared past/present KV buffer, which is not supported`,
+          `${EXPECTED} Export with a dynamic past length (onnxruntime-genai's builder does by default; past_present_share_buffer is a runtime option of its config).`,
+        );
+      }
       if (typeof heads !== 'number' || typeof dim !== 'number') {
         refuse(source, `\`${m.name}\` has shape ${fmtShape(m.shape)}: kv_heads (dim 1) and head_dim (dim 3) must be fixed numbers`);
       }
