@@ -10,6 +10,7 @@
  * Storage is the directory `--data` unless `--s3-bucket` is given (then `--s3-endpoint`, `--s3-region`,
  * `--s3-prefix`, `--s3-path-style`; credentials come from the AWS SDK's usual sources).
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { pino, type Level, type Logger } from 'pino';
 import { TokenStore } from './auth/tokens.js';
@@ -97,7 +98,8 @@ async function serve(flags: Flags): Promise<void> {
   if (!flags.auth) logger.warn('no --auth: anyone who can reach this address can push');
   lastLine(logger);
   const listening = await server.listen(integer('port', flags.port), flags.host);
-  const stop = () => void listening.close().then(() => process.exit(0));
+  // A handler stuck on an unresponsive backend must not hold the process: exit after a grace period.
+  const stop = () => void Promise.race([listening.close(), sleep(10_000)]).then(() => process.exit(0));
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
 }

@@ -1,5 +1,5 @@
 /** The registry as an Express app, and a listener with settings fit for multi-gigabyte uploads. */
-import express, { type Express } from 'express';
+import express, { type Express, type RequestHandler } from 'express';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { pino, type Logger } from 'pino';
@@ -30,6 +30,7 @@ export interface RegistryServerOptions {
 export interface ListeningRegistry {
   /** e.g. `http://127.0.0.1:5000` */
   url: string;
+  /** Stops listening and cuts open connections; resolves once running handlers and maintenance have settled. */
   close(): Promise<void>;
 }
 
@@ -50,6 +51,18 @@ export function createRegistryServer(opts: RegistryServerOptions): RegistryServe
     access: new Access(opts.auth),
     maxManifestBytes: opts.maxManifestBytes ?? DEFAULT_MAX_MANIFEST,
   };
+  // Handlers still running (a write failing after its connection was cut): close() waits for them, so
+  // that no storage work outlives the server.
+  const inflight = new Set<Promise<unknown>>();
+  const tracked =
+    (handler: RequestHandler): RequestHandler =>
+    (req, res, next) => {
+      const work = Promise.resolve(handler(req, res, next));
+      inflight.add(work);
+      const settled = () => void inflight.delete(work);
+      work.then(settled, settled);
+      return work; // Express turns a rejection into the error answer
+    };
   const maintenance = new Maintenance(opts.storage, s.uploads, opts.uploadMaxAgeMs ?? DEFAULT_UPLOAD_MAX_AGE_MS, logger);
 
   const app = express();
@@ -61,7 +74,7 @@ export function createRegistryServer(opts: RegistryServerOptions): RegistryServe
     res.set('Docker-Distribution-API-Version', 'registry/2.0');
     next();
   });
-  app.use(identify(s.access));
+  app.use(tracked(identify(s.access)));
   app.get('/v2/', (_req, res) => {
     // Clients learn how to authenticate from this endpoint's challenge, so it asks even when pulls are open.
     if (s.access.enabled && !res.locals.caller) throw s.access.unauthorized('authentication required');
@@ -70,9 +83,9 @@ export function createRegistryServer(opts: RegistryServerOptions): RegistryServe
   app.get('/v2/_oci/ext/discover', (_req, res) => {
     res.status(200).json(discovery);
   });
-  app.get('/v2/_reasonplug/search', (req, res) => search(s, req, res, res.locals.caller as Caller));
-  app.get('/v2/_reasonplug/resolve', (req, res) => resolve(s, req, res, res.locals.caller as Caller));
-  app.use(repositoryRoutes(s));
+  app.get('/v2/_reasonplug/search', tracked((req, res) => search(s, req, res, res.locals.caller as Caller)));
+  app.get('/v2/_reasonplug/resolve', tracked((req, res) => resolve(s, req, res, res.locals.caller as Caller)));
+  app.use(tracked(repositoryRoutes(s)));
   app.use(notFound);
   app.use(errorBody(logger));
 
@@ -99,6 +112,7 @@ export function createRegistryServer(opts: RegistryServerOptions): RegistryServe
                 server.close(() => done());
                 server.closeAllConnections();
               });
+              await Promise.allSettled([...inflight]);
               await maintenance.stop();
             },
           });

@@ -1,8 +1,12 @@
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
-import { Readable } from 'node:stream';
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { PassThrough, Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { text } from 'node:stream/consumers';
 import { InvalidKeyError, type StorageDriver } from '../src/storage/driver.js';
+import { FilesystemStorage } from '../src/storage/filesystem.js';
 import { drivers } from './support/drivers.js';
 
 async function keys(storage: StorageDriver, dir: string): Promise<string[]> {
@@ -51,6 +55,34 @@ for (const driver of drivers) {
       expect((error as Error).message).to.equal('client went away');
       expect(await storage.stat('w/partial')).to.equal(undefined);
       expect(await keys(storage, 'w')).to.deep.equal([`w/ok:${data.length}`]);
+    });
+
+    it('leaves nothing behind when the source fails before its first byte', async () => {
+      for (let i = 0; i < 20; i++) {
+        const source = new PassThrough();
+        source.on('error', () => {});
+        const writing = storage.write('w/early', source);
+        source.destroy(new Error('client went away'));
+        await writing.then(() => expect.fail('the write succeeded'), () => {});
+      }
+      // The filesystem once created a temp file after this point, behind its own cleanup.
+      await sleep(100);
+      expect(await storage.stat('w/early')).to.equal(undefined);
+      if (storage instanceof FilesystemStorage) expect(await readdir(join(storage.root, '.tmp'))).to.deep.equal([]);
+    });
+
+    it('lets writes and a delete of their directory race without failing either', async () => {
+      // A chunk arriving while its session is cancelled, a tag set while it is deleted: any order is fine,
+      // an error (once ENOENT from the rename, ENOTEMPTY from the delete) is not.
+      // (Buckets have no directories to race on: a few rounds check the contract there.)
+      const rounds = storage instanceof FilesystemStorage ? 40 : 4;
+      for (let i = 0; i < rounds; i++) {
+        await Promise.all([
+          storage.put('r/s/put/k', Buffer.from('x')),
+          storage.write('r/s/write/k', Readable.from([Buffer.from('y')])),
+          storage.delete('r/s'),
+        ]);
+      }
     });
 
     it('lists recursively, moves, and deletes trees', async () => {

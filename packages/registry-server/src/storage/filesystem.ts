@@ -6,7 +6,6 @@
  * leftovers from the live writes of other servers on the same directory.
  */
 import { randomUUID } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
 import { link, mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -50,20 +49,8 @@ export class FilesystemStorage implements StorageDriver {
       } finally {
         await handle.close();
       }
-      await mkdir(dirname(target), { recursive: true });
-      if (opts.ifAbsent) {
-        // link(2) fails when the target exists, which makes check-and-create one atomic step.
-        try {
-          await link(tmp, target);
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
-          throw err;
-        }
-      } else {
-        await rename(tmp, target);
-      }
-      await syncDir(dirname(target));
-      return true;
+      // link(2) fails when the target exists, which makes check-and-create one atomic step.
+      return await place(tmp, target, opts.ifAbsent ? link : rename);
     } finally {
       await this.release(tmp);
     }
@@ -94,11 +81,12 @@ export class FilesystemStorage implements StorageDriver {
     const target = this.path(key);
     const tmp = await this.tempFile();
     try {
-      await pipeline(source, createWriteStream(tmp, { highWaterMark: CHUNK }));
+      // Opened before the stream exists: a write stream that opens its own file does so asynchronously,
+      // and when destroyed first (a source failing at once) creates the file after the unlink below.
+      const handle = await open(tmp, 'w');
+      await pipeline(source, handle.createWriteStream({ highWaterMark: CHUNK }));
       await syncFile(tmp);
-      await mkdir(dirname(target), { recursive: true });
-      await rename(tmp, target);
-      await syncDir(dirname(target));
+      await place(tmp, target, rename);
     } finally {
       await this.release(tmp);
     }
@@ -109,14 +97,12 @@ export class FilesystemStorage implements StorageDriver {
   }
 
   async move(from: string, to: string): Promise<void> {
-    const target = this.path(to);
-    await mkdir(dirname(target), { recursive: true });
-    await rename(this.path(from), target);
-    await syncDir(dirname(target));
+    await place(this.path(from), this.path(to), rename);
   }
 
   async delete(key: string): Promise<void> {
-    await rm(this.path(key), { recursive: true, force: true });
+    // Retried on ENOTEMPTY: a concurrent write may add an entry while the tree is being removed.
+    await rm(this.path(key), { recursive: true, force: true, maxRetries: 5, retryDelay: 10 });
   }
 
   /**
@@ -189,6 +175,28 @@ export class FilesystemStorage implements StorageDriver {
   }
 }
 
+/**
+ * Links or renames `from` to `target`, creating the directory; false when linking finds the target
+ * there. A concurrent delete may remove the directory between its creation and the rename (a session
+ * cancelled during a chunk, a tag deleted while set): then it is created again, as if the delete had come
+ * first.
+ */
+async function place(from: string, target: string, how: typeof link | typeof rename): Promise<boolean> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await mkdir(dirname(target), { recursive: true });
+      await how(from, target);
+      break;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST' && how === link) return false;
+      if (code !== 'ENOENT' || attempt === 5 || !(await stat(from).then(() => true, () => false))) throw err;
+    }
+  }
+  await syncDir(dirname(target));
+  return true;
+}
+
 /** Whether a process with this pid runs on this host (EPERM: it does, as another user). */
 function running(pid: number): boolean {
   try {
@@ -201,7 +209,8 @@ function running(pid: number): boolean {
 
 /**
  * fsync through a fresh descriptor: it flushes the file, whichever descriptor wrote it. (A write stream
- * on a FileHandle kept open for the sync can stall `pipeline` on Node 20, so the stream owns its own.)
+ * on a FileHandle kept open for the sync can stall `pipeline` on Node 20, so the stream owns and closes
+ * its handle.)
  */
 async function syncFile(path: string): Promise<void> {
   const handle = await open(path, 'r+');
@@ -212,9 +221,18 @@ async function syncFile(path: string): Promise<void> {
   }
 }
 
-/** Makes a rename durable: the new directory entry is on disk once the directory itself is synced. */
+/**
+ * Makes a rename durable: the new directory entry is on disk once the directory itself is synced. A
+ * directory deleted meanwhile has nothing left to make durable.
+ */
 async function syncDir(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
+  let handle;
+  try {
+    handle = await open(dir, 'r');
+  } catch (err) {
+    if (isMissing(err)) return;
+    throw err;
+  }
   try {
     await handle.sync();
   } finally {
