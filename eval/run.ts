@@ -3,7 +3,10 @@
  * committed example modules (examples/modules/). Prints a table, then (with --json) one JSON line
  * `{"rows":[{"setting","task","accuracy","meanReasoningTokens"}]}`.
  *
- *   npm run eval [-- --n 200] [-- --json] [-- --modules examples/modules]
+ *   npm run eval [-- --n 200] [-- --json] [-- --modules examples/modules] [-- --bits 4|8 [--block 32]]
+ *
+ * With --bits every module is first quantized (`reasonplug quantize`: MatMul weights → MatMulNBits) into a
+ * temporary directory, and the same settings run on the quantized modules.
  *
  * Settings: S, S+math, S+cipher, S+math+cipher (one engine, reasoners picked per call), L, L+math (the math
  * reasoner trained against S, weak-to-strong), cot (the policy writing its reasoning as text) and latent (the
@@ -17,6 +20,7 @@ import { fileURLToPath } from 'node:url';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { Engine, pullModule, pushModule } from '@reasonplug/core';
+import { quantizeModel } from '../packages/core/src/modules/quantize-module.js';
 
 export interface Problem {
   task: 'math' | 'cipher';
@@ -221,6 +225,8 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
       json: { type: 'boolean', default: false },
       modules: { type: 'string', default: join(repoRoot, 'examples', 'modules') },
       local: { type: 'boolean', default: false },
+      bits: { type: 'string' },
+      block: { type: 'string', default: '32' },
     },
   });
   const modules = resolve(values.modules!);
@@ -228,10 +234,25 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
   // Through the registry client by default (push to a loopback reasonplug-registry, pull back); --local reads the directories.
   const registry = values.local ? undefined : await viaRegistry(modules, log);
   let rows: Row[];
+  const quantizedRoot = values.bits ? await mkdtemp(join(tmpdir(), 'reasonplug-eval-q-')) : undefined;
   try {
-    rows = await runEval({ n: Number(values.n), modules, ...(registry ? { dirs: registry.dirs } : {}), log });
+    let dirs = registry?.dirs;
+    if (values.bits) {
+      const bits = Number(values.bits) as 4 | 8;
+      const quantized: Record<string, string> = {};
+      for (const name of MODULE_NAMES) {
+        const src = dirs?.[name] ?? join(modules, name);
+        if (!existsSync(src)) continue;
+        const { path, report } = await quantizeModel(src, join(quantizedRoot!, name), { bits, blockSize: Number(values.block) });
+        quantized[name] = path;
+        log(`quantized ${name} to ${bits} bits: ${report.matmuls} MatMulNBits${report.skipped.length ? `, left dense: ${report.skipped.join('; ')}` : ''}`);
+      }
+      dirs = quantized;
+    }
+    rows = await runEval({ n: Number(values.n), modules, ...(dirs ? { dirs } : {}), log });
   } finally {
     await registry?.close();
+    if (quantizedRoot) await rm(quantizedRoot, { recursive: true, force: true });
   }
   console.log(formatTable(rows));
   if (values.json) {
