@@ -11,7 +11,7 @@ import { BLOCK_TYPES, dequantize } from '../src/gguf/quant/index.js';
 import { isLossless, toNBits } from '../src/gguf/quant/nbits.js';
 import { dequantizeMatrix, rowBytes } from '../src/onnx/quantized-matrix.js';
 import { seededNormals } from '../src/onnx/random-weights.js';
-import { GGML, quantizeGgml } from './support/ggml-quantize.js';
+import { GGML, quantizeGgml, quantizeGgmlWithValues } from './support/ggml-quantize.js';
 
 /** Largest error of each element, relative to the largest magnitude of its row. */
 function relErr(ref: Float32Array, got: Float32Array, cols: number): number {
@@ -46,10 +46,12 @@ describe('gguf quantized types', () => {
   for (const [name, type] of Object.entries(GGML)) {
     const block = BLOCK_TYPES.get(type);
     if (!block) continue;
-    it(`${name}: reference quantizer → dequantizer stays within the type's error; MatMulNBits ${isLossless(type) ? 'repack is exact' : 'offset columns add a small measured error'}`, () => {
-      const bytes = quantizeGgml(x, type);
+    it(`${name}: our dequantizer returns the reference quantizer's values bit for bit, within the type's error; MatMulNBits ${isLossless(type) ? 'repack is exact' : 'offset columns add a small measured error'}`, () => {
+      const { bytes, values } = quantizeGgmlWithValues(x, type);
       expect(bytes.length).to.equal((x.length / block.blockElems) * block.blockBytes);
       const deq = dequantize(block, bytes, x.length);
+      // bit for bit the values the reference quantizer's codes and scales stand for
+      expect(Buffer.from(deq.buffer).equals(Buffer.from(values.buffer)), `${name} dequantizes to the reference values`).to.equal(true);
       expect(relErr(x, deq, cols), name).to.be.below(bound[name]!);
       const m = toNBits(type, bytes, rows, cols);
       expect(m.rows).to.equal(rows);

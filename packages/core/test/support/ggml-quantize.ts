@@ -18,11 +18,20 @@ function h(x: number): number {
 
 class Out {
   readonly bytes: Uint8Array;
+  /** The value each element's code stands for, as the quantizer meant it (float32, ggml's operation order). */
+  readonly values: Float32Array;
   private view: DataView;
   pos = 0;
-  constructor(n: number) {
+  /** First element of the block being written. */
+  at = 0;
+  constructor(n: number, elements: number) {
     this.bytes = new Uint8Array(n);
+    this.values = new Float32Array(elements);
     this.view = new DataView(this.bytes.buffer);
+  }
+  /** Records the value of element `i` of the current block. */
+  val(i: number, v: number): void {
+    this.values[this.at + i] = v;
   }
   f16(x: number): void {
     this.view.setUint16(this.pos, f16Bits(x), true);
@@ -44,7 +53,8 @@ class Out {
   }
 }
 
-const clamp = (v: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, v));
+/** v within [lo, hi]; a rounded -0 becomes 0 (codes are integers). */
+const clamp = (v: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, v)) + 0;
 /** The element of largest magnitude, with its sign. */
 function signedMax(x: Float32Array, from: number, n: number): number {
   let m = 0;
@@ -71,6 +81,7 @@ function highBits32(q: number[]): number {
 }
 
 type Quantizer = { blockElems: number; blockBytes: number; block(x: Float32Array, at: number, o: Out): void };
+const f = Math.fround;
 
 const q4_0: Quantizer = {
   blockElems: 32,
@@ -78,6 +89,7 @@ const q4_0: Quantizer = {
   block(x, at, o) {
     const d = h(signedMax(x, at, 32) / -8);
     const q = Array.from({ length: 32 }, (_, j) => (d === 0 ? 8 : clamp(Math.round(x[at + j]! / d) + 8, 0, 15)));
+    q.forEach((c, j) => o.val(j, (c - 8) * d));
     o.f16(d);
     o.put(nibbles32(q));
   },
@@ -90,6 +102,7 @@ const q4_1: Quantizer = {
     const d = h((hi - lo) / 15);
     const m = h(lo);
     const q = Array.from({ length: 32 }, (_, j) => (d === 0 ? 0 : clamp(Math.round((x[at + j]! - m) / d), 0, 15)));
+    q.forEach((c, j) => o.val(j, c * d + m));
     o.f16(d);
     o.f16(m);
     o.put(nibbles32(q));
@@ -101,6 +114,7 @@ const q5_0: Quantizer = {
   block(x, at, o) {
     const d = h(signedMax(x, at, 32) / -16);
     const q = Array.from({ length: 32 }, (_, j) => (d === 0 ? 16 : clamp(Math.round(x[at + j]! / d) + 16, 0, 31)));
+    q.forEach((c, j) => o.val(j, (c - 16) * d));
     o.f16(d);
     o.u32(highBits32(q));
     o.put(nibbles32(q));
@@ -114,6 +128,7 @@ const q5_1: Quantizer = {
     const d = h((hi - lo) / 31);
     const m = h(lo);
     const q = Array.from({ length: 32 }, (_, j) => (d === 0 ? 0 : clamp(Math.round((x[at + j]! - m) / d), 0, 31)));
+    q.forEach((c, j) => o.val(j, c * d + m));
     o.f16(d);
     o.f16(m);
     o.u32(highBits32(q));
@@ -126,7 +141,11 @@ const q8_0: Quantizer = {
   block(x, at, o) {
     const d = h(Math.abs(signedMax(x, at, 32)) / 127);
     o.f16(d);
-    for (let j = 0; j < 32; j++) o.u8(d === 0 ? 0 : clamp(Math.round(x[at + j]! / d), -128, 127));
+    for (let j = 0; j < 32; j++) {
+      const c = d === 0 ? 0 : clamp(Math.round(x[at + j]! / d), -128, 127);
+      o.val(j, c * d);
+      o.u8(c);
+    }
   },
 };
 
@@ -161,6 +180,7 @@ const q2_K: Quantizer = {
       const s = i >> 4;
       const dl = sc.d * sc.q[s]!;
       q[i] = dl === 0 ? 0 : clamp(Math.round((x[at + i]! + mn.d * mn.q[s]!) / dl), 0, 3);
+      o.val(i, f(sc.d * sc.q[s]!) * q[i]! - f(mn.d * mn.q[s]!));
     }
     o.put(sc.q.map((s, i) => s | (mn.q[i]! << 4)));
     // element 128·half + 32·k + l (l < 32) sits in bits 2k of byte 32·half + l
@@ -183,6 +203,7 @@ const q3_K: Quantizer = {
     for (let i = 0; i < 256; i++) {
       const dl = d * sc[i >> 4]!;
       q[i] = (dl === 0 ? 0 : clamp(Math.round(x[at + i]! / dl), -4, 3)) + 4;
+      o.val(i, f(d * sc[i >> 4]!) * (q[i]! - 4));
     }
     const hmask = new Array<number>(32).fill(0);
     const qs = new Array<number>(64).fill(0);
@@ -219,14 +240,16 @@ function packScaleMin(s: number[], m: number[]): number[] {
   }
   return b;
 }
-function kAffine(levels: number, x: Float32Array, at: number) {
+function kAffine(levels: number, x: Float32Array, at: number, o: Out) {
   const p = affineSubBlocks(x, at, 32, levels);
   const sc = superScale(p.scale, 6);
   const mn = superScale(p.min, 6);
   const q = Array.from({ length: 256 }, (_, i) => {
     const s = i >> 5;
     const dl = sc.d * sc.q[s]!;
-    return dl === 0 ? 0 : clamp(Math.round((x[at + i]! + mn.d * mn.q[s]!) / dl), 0, levels);
+    const c = dl === 0 ? 0 : clamp(Math.round((x[at + i]! + mn.d * mn.q[s]!) / dl), 0, levels);
+    o.val(i, f(sc.d * sc.q[s]!) * c - f(mn.d * mn.q[s]!));
+    return c;
   });
   return { sc, mn, q };
 }
@@ -234,7 +257,7 @@ const q4_K: Quantizer = {
   blockElems: 256,
   blockBytes: 144,
   block(x, at, o) {
-    const { sc, mn, q } = kAffine(15, x, at);
+    const { sc, mn, q } = kAffine(15, x, at, o);
     o.f16(sc.d);
     o.f16(mn.d);
     o.put(packScaleMin(sc.q, mn.q));
@@ -245,7 +268,7 @@ const q5_K: Quantizer = {
   blockElems: 256,
   blockBytes: 176,
   block(x, at, o) {
-    const { sc, mn, q } = kAffine(31, x, at);
+    const { sc, mn, q } = kAffine(31, x, at, o);
     o.f16(sc.d);
     o.f16(mn.d);
     o.put(packScaleMin(sc.q, mn.q));
@@ -265,7 +288,9 @@ const q6_K: Quantizer = {
     const sc = sub.map((s) => (d === 0 ? 0 : clamp(Math.round(s / d), -128, 127)));
     const q = Array.from({ length: 256 }, (_, i) => {
       const dl = d * sc[i >> 4]!;
-      return (dl === 0 ? 0 : clamp(Math.round(x[at + i]! / dl), -32, 31)) + 32;
+      const c = dl === 0 ? 0 : clamp(Math.round(x[at + i]! / dl), -32, 31);
+      o.val(i, f(d * sc[i >> 4]!) * c);
+      return c + 32;
     });
     const ql = new Array<number>(128).fill(0);
     const qh = new Array<number>(64).fill(0);
@@ -293,8 +318,10 @@ const iq4_nl: Quantizer = {
   blockBytes: 18,
   block(x, at, o) {
     const d = h(signedMax(x, at, 32) / -127);
+    const q = Array.from({ length: 32 }, (_, j) => (d === 0 ? 8 : nearestLevel(x[at + j]! / d)));
+    q.forEach((c, j) => o.val(j, d * IQ4[c]!));
     o.f16(d);
-    o.put(nibbles32(Array.from({ length: 32 }, (_, j) => (d === 0 ? 8 : nearestLevel(x[at + j]! / d)))));
+    o.put(nibbles32(q));
   },
 };
 const iq4_xs: Quantizer = {
@@ -311,8 +338,10 @@ const iq4_xs: Quantizer = {
     o.u16(hi);
     for (let k = 0; k < 4; k++) o.u8((ls[2 * k]! & 0xf) | ((ls[2 * k + 1]! & 0xf) << 4));
     for (let ib = 0; ib < 8; ib++) {
-      const dl = d * (ls[ib]! - 32);
-      o.put(nibbles32(Array.from({ length: 32 }, (_, j) => (dl === 0 ? 8 : nearestLevel(x[at + 32 * ib + j]! / dl)))));
+      const dl = f(d * (ls[ib]! - 32));
+      const q = Array.from({ length: 32 }, (_, j) => (dl === 0 ? 8 : nearestLevel(x[at + 32 * ib + j]! / dl)));
+      q.forEach((c, j) => o.val(32 * ib + j, dl * IQ4[c]!));
+      o.put(nibbles32(q));
     }
   },
 };
@@ -336,16 +365,28 @@ export const QUANTIZERS: ReadonlyMap<number, Quantizer> = new Map([
 /** ggml type numbers by name, for the types tests write. */
 export const GGML = { F32: 0, F16: 1, Q4_0: 2, Q4_1: 3, Q5_0: 6, Q5_1: 7, Q8_0: 8, Q2_K: 10, Q3_K: 11, Q4_K: 12, Q5_K: 13, Q6_K: 14, IQ4_NL: 20, IQ4_XS: 23, BF16: 30 } as const;
 
-/** Encodes float32 values (rows a multiple of the block size) as ggml type `type`; BF16 truncates. */
-export function quantizeGgml(x: Float32Array, type: number): Uint8Array {
+/**
+ * Encodes float32 values (rows a multiple of the block size) as ggml type `type`, with the value each code
+ * stands for (float32, in ggml's operation order: what a correct dequantizer must return). BF16 truncates.
+ */
+export function quantizeGgmlWithValues(x: Float32Array, type: number): { bytes: Uint8Array; values: Float32Array } {
   if (type === GGML.BF16) {
     const u = new Uint32Array(x.buffer, x.byteOffset, x.length);
-    return new Uint8Array(Uint16Array.from(u, (v) => v >>> 16).buffer);
+    const half = Uint16Array.from(u, (v) => v >>> 16);
+    return { bytes: new Uint8Array(half.buffer), values: new Float32Array(Uint32Array.from(half, (v) => v << 16).buffer) };
   }
   const qz = QUANTIZERS.get(type);
   if (!qz) throw new Error(`no reference quantizer for ggml type ${type}`);
   if (x.length % qz.blockElems !== 0) throw new Error(`${x.length} values are not whole blocks of ${qz.blockElems}`);
-  const o = new Out((x.length / qz.blockElems) * qz.blockBytes);
-  for (let at = 0; at < x.length; at += qz.blockElems) qz.block(x, at, o);
-  return o.bytes;
+  const o = new Out((x.length / qz.blockElems) * qz.blockBytes, x.length);
+  for (let at = 0; at < x.length; at += qz.blockElems) {
+    o.at = at;
+    qz.block(x, at, o);
+  }
+  return { bytes: o.bytes, values: o.values };
+}
+
+/** Encodes float32 values as ggml type `type` (see {@link quantizeGgmlWithValues}). */
+export function quantizeGgml(x: Float32Array, type: number): Uint8Array {
+  return quantizeGgmlWithValues(x, type).bytes;
 }
