@@ -54,5 +54,8 @@ describe('reasonplug-registry CLI', function () {
     const unknown = await registryCli('frobnicate');
     expect(unknown.code).to.equal(2);
     expect(unknown.stderr).to.match(/usage:/);
+    const age = await registryCli('serve', '--data', await scratch('cli-age'), '--port', '0', '--upload-max-age', '7 days');
+    expect(age.code).to.equal(2);
+    expect(age.stderr).to.match(/--upload-max-age must be a positive duration such as 90s, 30m, 12h or 7d, or never/);
   });
 });
