@@ -19,8 +19,7 @@ import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { Engine, pullModule, pushModule } from '@reasonplug/core';
-import { quantizeModel } from '../packages/core/src/modules/quantize-module.js';
+import { Engine, pullModule, pushModule, quantizeModel } from '@reasonplug/core';
 
 export interface Problem {
   task: 'math' | 'cipher';

@@ -14,6 +14,9 @@ export { locateModel, ModelNotFoundError, type ModelLocation } from './modules/l
 export { declaredContextLength } from './modules/context-length.js';
 export { ModuleCompatError } from './modules/vocab-compat.js';
 export { DTYPES, DtypeError, validateDtype, listVariants, type Dtype, type ModelVariant } from './modules/hub-variants.js';
+export { quantizeModel, type QuantizeResult } from './modules/quantize-module.js';
+export { quantizeGraph, QuantizeError, type QuantizeOptions, type QuantizeReport } from './onnx/quantize/quantize-graph.js';
+export { buildGenaiLlamaModel, type GenaiBuildOptions } from './onnx/genai-builder.js';
 export {
   MANIFEST_FILE,
   MODULE_KINDS,
