@@ -41,6 +41,11 @@ export type ResponseFormat =
 export interface Constraint {
   /** Sets −∞ on the logits of every token the grammar cannot accept next (logits cover ids 0..n-1). */
   mask(logits: Float32Array): Promise<void>;
+  /**
+   * Starts computing the next mask, after {@link accept} and while the model computes the next logits (it runs
+   * off the JavaScript thread), so that the grammar's work overlaps the model's; {@link mask} then only applies it.
+   */
+  prepare?(): void;
   /** Advances on the token sampled; throws {@link ConstraintError} for a token the grammar rejects. */
   accept(token: number): void;
   /** True once the grammar has accepted its end (the stop token): the reply is complete. */

@@ -57,13 +57,26 @@ class XGrammarConstraint implements Constraint {
   /** Kept on this side so that it can still be read once the matcher is freed. */
   private complete = false;
 
+  /** The next mask, when {@link prepare} started it. */
+  private next: Promise<Int32Array> | undefined;
+
   constructor(private readonly matcher: GrammarMatcher) {}
 
+  prepare(): void {
+    // The library computes the bitmask after its first await, i.e. once this thread waits for the model.
+    if (this.next) return;
+    this.next = this.matcher.getNextTokenBitmask();
+    this.next.catch(() => {}); // a failure surfaces where the mask is awaited, not as an unhandled rejection
+  }
+
   async mask(logits: Float32Array): Promise<void> {
-    applyBitmask(logits, await this.matcher.getNextTokenBitmask());
+    const bitmask = await (this.next ?? this.matcher.getNextTokenBitmask());
+    this.next = undefined;
+    applyBitmask(logits, bitmask);
   }
 
   accept(token: number): void {
+    this.next = undefined;
     if (!this.matcher.acceptToken(token)) throw new ConstraintError(`the grammar rejected token ${token}, which its own mask allowed`);
     this.complete = this.matcher.isTerminated();
   }

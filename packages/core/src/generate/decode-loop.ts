@@ -239,7 +239,10 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
       return id;
     });
     if (rows.every((r) => r.finish)) break;
-    logits = await source.step(next);
+    // The model runs off this thread: the grammar's next masks are computed meanwhile.
+    const stepping = source.step(next);
+    for (const row of rows) if (!row.finish) row.constraint?.prepare?.();
+    logits = await stepping;
     used++;
     decodeSteps++;
     // A marker was just written (and fed): think N latent steps from its last token, then sample again.
