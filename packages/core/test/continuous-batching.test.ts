@@ -114,7 +114,8 @@ describe('continuous batching', function () {
       makeModule({ name: 'cb-reasoner', seed: 12, config: storiesConfig({ hiddenSize: 32 }) }),
     ]);
     // Chunks of 3 prompt tokens: every prompt longer than that joins over several steps.
-    engine = await Engine.load({ model: backbone, cacheDir, maxBatch: 8, prefillChunk: 3, reasoners: [{ model: reasoner, name: 'r', weight: 0 }] });
+    // Inline: the reasoner's session is on the backbone's thread, where the batch steps it for the rows that use it.
+    engine = await Engine.load({ model: backbone, cacheDir, maxBatch: 8, prefillChunk: 3, placement: 'inline', reasoners: [{ model: reasoner, name: 'r', weight: 0 }] });
   });
   after(() => engine?.dispose());
 
@@ -128,10 +129,10 @@ describe('continuous batching', function () {
       { input: { promptIds: [1, 3, 300, 200, 17] }, options: { maxTokens: 12, topP: 0.9, temperature: 1.2, seed: 9, repetitionPenalty: 1.3 }, at: 5 },
       { input: { promptIds: [1, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70] }, options: { maxTokens: 200, ignoreEos: true }, at: 6, abortAfter: 7 },
       { input: { promptIds: [[1, 8], [1, 9, 10, 11, 12, 13, 14]] }, options: { maxTokens: 10 }, at: 9 },
-      // A reasoner with weight 1 composes: it runs alone, after the batch drains, and still gives its own result.
+      // The reasoner runs for these rows only, with their own weights (a schedule, and GenARM's normalised logprobs).
       { input: { promptIds: [1, 40, 41] }, options: { maxTokens: 8, reasoners: [{ name: 'r', weight: 1 }] }, at: 10 },
-      // Weight 0 leaves the backbone's logits as they are: it shares the batch.
       { input: { promptIds: [1, 40, 41] }, options: { maxTokens: 8, reasoners: [{ name: 'r', weight: 0 }] }, at: 11 },
+      { input: { promptIds: [1, 40, 41, 42, 43] }, options: { maxTokens: 10, reasoners: [{ name: 'r', weight: [{ until: 3, weight: 2 }, { weight: 0.5 }] }], mode: 'logprobs', normalize: true }, at: 12 },
     ];
     // An abort lands between steps, wherever the worker then is: such a call is checked as a prefix of its run.
     const expected: ReturnType<typeof summary>[] = [];

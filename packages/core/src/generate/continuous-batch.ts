@@ -14,6 +14,9 @@ import { BatchKv, RowPrefill, type KvCounters, type RowCache } from '../runtime/
 import { checkPrompts, PromptError, RowState, type DecodeLoopOutput } from './decode-loop.js';
 import { StopStringMatcher } from './stop-strings.js';
 import { validateGenerateOptions } from './options.js';
+import { accumulateLogits, combineWithBackbone, fusionScale, type FusionMode } from '../compose/fusion.js';
+import { weightAt, type WeightSpec } from '../compose/weights.js';
+import { reasonerFailed } from '../compose/reasoner-group.js';
 import type { GenerateOptions, TokenEvent } from './types.js';
 
 /** Limits of the running batch. */
@@ -50,6 +53,11 @@ export interface BatchRequest {
   constraints?: readonly (Constraint | undefined)[];
   shouldAbort(): boolean;
   onToken(event: TokenEvent): void;
+  /**
+   * Reasoners fused with the backbone for this request: by reasoner index (the batch's models after the
+   * backbone), in the order their logits are summed. Each runs only for the rows of requests that use it.
+   */
+  composition?: { reasoners: { index: number; weight: WeightSpec }[]; mode: FusionMode; normalize: boolean };
 }
 
 /** What the batch reports about itself. */
@@ -65,6 +73,8 @@ export interface BatchStats {
 
 interface Job {
   request: BatchRequest;
+  /** The models each row runs on: 0 (the backbone), then its reasoners' model indices. */
+  models: number[];
   rows: RowState[];
   /** Positions fed to each row (prompt, then one per token). */
   used: number[];
@@ -84,38 +94,59 @@ interface Exclusive {
   run(): Promise<void>;
 }
 
-/** A row of the running batch: where its latest logits are, and its last token. */
+/** A row of the running batch: its latest logits from each of its job's models, and its last token. */
 interface Live {
   job: Job;
   row: number;
-  logits: Float32Array;
+  logits: Float32Array[];
   token: number;
+}
+
+/** A row being prefilled on each of its models, one chunk per model per turn. */
+interface Prefill {
+  job: Job;
+  row: number;
+  runs: RowPrefill[];
 }
 
 const yieldToMessages = () => new Promise<void>((r) => setImmediate(r));
 
-/** The running batch of one backbone. */
+/** The running batch of one backbone (and the reasoners on its thread). */
 export class ContinuousBatch {
   private readonly queue: (Job | Exclusive)[] = [];
-  private readonly kv: BatchKv;
-  /** Rows in the batch, in cache order. */
+  /** One batch cache per model: the backbone's, then each reasoner's. */
+  private readonly kvs: BatchKv[];
+  /** Rows in the batch. */
   private live: Live[] = [];
+  /** Per model, the rows in its cache, in cache order. */
+  private order: Live[][];
   /** Prompts being prefilled, first one running; each joins once its prefill is done. */
-  private prefills: { job: Job; row: number; run: RowPrefill }[] = [];
-  private ready: { job: Job; row: number; logits: Float32Array; cache: RowCache }[] = [];
+  private prefills: Prefill[] = [];
+  private ready: { job: Job; row: number; logits: Float32Array[]; caches: RowCache[] }[] = [];
   private running: Promise<void> | undefined;
   private readonly maxBatch: number;
   private chunk: number;
+  private readonly models: readonly DecoderSession[];
+  private readonly names: readonly string[];
 
   constructor(
-    private readonly session: DecoderSession,
+    backbone: DecoderSession,
     /** Width of the logits the sampler sees (the shared vocabulary; wider logits are cut). */
     private readonly vocab: number,
     private readonly limits: BatchLimits = {},
+    /** Reasoner sessions on this thread that requests may compose (see {@link BatchRequest.composition}). */
+    reasoners: readonly { session: DecoderSession; name: string }[] = [],
   ) {
-    this.kv = new BatchKv(session);
+    this.models = [backbone, ...reasoners.map((r) => r.session)];
+    this.names = ['backbone', ...reasoners.map((r) => r.name)];
+    this.kvs = this.models.map((m) => new BatchKv(m));
+    this.order = this.models.map(() => []);
     this.maxBatch = limits.maxBatch ?? 8;
     this.chunk = limits.prefillChunk ?? 256;
+  }
+
+  private get kv(): BatchKv {
+    return this.kvs[0]!;
   }
 
   /** Queues a request; resolves once all its rows have finished. */
@@ -145,6 +176,7 @@ export class ContinuousBatch {
     const stops = options.stop?.length && request.decode ? new StopStringMatcher(options.stop) : undefined;
     const job: Job = {
       request,
+      models: [0, ...(request.composition?.reasoners ?? []).map((r) => 1 + r.index)],
       rows: request.prompts.map((p, r) => new RowState(p, new Sampler(options), request.decode, stops, undefined, request.constraints?.[r])),
       used: request.prompts.map((p) => p.length),
       reserve,
@@ -173,15 +205,18 @@ export class ContinuousBatch {
     });
   }
 
-  /** Rows running, requests waiting, KV bytes. */
+  /** Rows running, requests waiting, KV bytes (every model's). */
   stats(): BatchStats {
-    const prefilling = this.prefills.reduce((n, p) => n + p.run.length, 0);
-    const readyBytes = this.ready.reduce((n, r) => n + r.cache.length, 0);
+    const models = (job: Job) => job.models.map((m) => this.kvs[m]!.bytesPerPosition);
+    let pending = 0;
+    for (const p of this.prefills) models(p.job).forEach((b, i) => (pending += b * p.runs[i]!.length));
+    for (const r of this.ready) models(r.job).forEach((b, i) => (pending += b * r.caches[i]!.length));
+    const sum = (f: (kv: BatchKv) => number) => this.kvs.reduce((n, kv) => n + f(kv), 0);
     return {
       running: this.live.length + this.ready.length + this.prefills.length,
       waiting: this.queue.length,
-      kvBytes: this.kv.bytes + (prefilling + readyBytes) * this.kv.bytesPerPosition,
-      counters: { ...this.kv.counters },
+      kvBytes: sum((kv) => kv.bytes) + pending,
+      counters: { copiedBytes: sum((kv) => kv.counters.copiedBytes), perRowLayoutBytes: sum((kv) => kv.counters.perRowLayoutBytes) },
     };
   }
 
@@ -220,7 +255,9 @@ export class ContinuousBatch {
         continue;
       }
       head.admittedAt = performance.now();
-      head.rows.forEach((row, r) => this.prefills.push({ job: head, row: r, run: new RowPrefill(this.session, row.prompt, this.chunk) }));
+      head.rows.forEach((row, r) =>
+        this.prefills.push({ job: head, row: r, runs: head.models.map((m) => new RowPrefill(this.models[m]!, row.prompt, this.chunk)) }),
+      );
     }
   }
 
@@ -272,12 +309,39 @@ export class ContinuousBatch {
       this.endAborted(first.job);
       return;
     }
-    const logits = await first.run.next();
-    if (first.run.chunkRefused) this.chunk = Infinity;
-    if (!logits) return;
+    const logits: (Float32Array | undefined)[] = [];
+    for (const [i, run] of first.runs.entries()) {
+      logits.push(await this.onModel(first.job.models[i]!, () => run.next()));
+      if (run.chunkRefused) this.chunk = Infinity;
+    }
+    if (logits.some((l) => !l)) return;
     this.prefills.shift();
     if (first.job.prefillMs === 0) first.job.prefillMs = performance.now() - first.job.admittedAt;
-    this.ready.push({ job: first.job, row: first.row, logits, cache: first.run.cache });
+    this.ready.push({ job: first.job, row: first.row, logits: logits as Float32Array[], caches: first.runs.map((r) => r.cache) });
+  }
+
+  /**
+   * The logits a row samples from: the backbone's, or fused with its reasoners' as the composed source fuses
+   * them (same operations, same order), with each weight at the row's own token count.
+   */
+  private fused(l: Live): Float32Array {
+    const comp = l.job.request.composition;
+    const base = l.logits[0]!;
+    const B = this.models[0]!.vocabSize;
+    const V = this.vocab;
+    if (!comp || (comp.reasoners.length === 0 && comp.mode === 'logits' && B === V)) return base;
+    const generated = l.job.rows[l.row]!.ids.length;
+    const weights = comp.reasoners.map((r) => weightAt(r.weight, generated));
+    const parts: Float32Array[] = [];
+    if (weights.length > 0) {
+      const sum = new Float32Array(V);
+      weights.forEach((weight, i) => {
+        const z = l.logits[1 + i]!;
+        accumulateLogits(sum, { logits: z, stride: this.models[l.job.models[1 + i]!]!.vocabSize, weight }, 1, V, comp.mode, i === 0);
+      });
+      parts.push(sum);
+    }
+    return combineWithBackbone(new Float32Array(V), { logits: base, stride: B }, parts, 1, V, comp.mode, fusionScale([1, ...weights], comp.normalize));
   }
 
   /**
@@ -285,12 +349,12 @@ export class ContinuousBatch {
    * ready rows join, and feeds the sampled tokens in one step.
    */
   private async sampleAndStep(): Promise<void> {
-    const V = this.session.vocabSize;
-    const keep: number[] = [];
     const stay: Live[] = [];
-    const joining: Live[] = [];
-    const caches: RowCache[] = [];
-    const candidates = [...this.live.map((l, i) => ({ live: l, index: i as number | undefined, cache: undefined as RowCache | undefined })), ...this.ready.map((r) => ({ live: { job: r.job, row: r.row, logits: r.logits, token: 0 }, index: undefined, cache: r.cache }))];
+    const joining: { live: Live; caches: RowCache[] }[] = [];
+    const candidates = [
+      ...this.live.map((live) => ({ live, caches: undefined as RowCache[] | undefined })),
+      ...this.ready.map((r) => ({ live: { job: r.job, row: r.row, logits: r.logits, token: 0 }, caches: r.caches })),
+    ];
     this.ready = [];
     for (const c of candidates) {
       const { job, row: r } = c.live;
@@ -301,7 +365,7 @@ export class ContinuousBatch {
         continue;
       }
       const limit = Math.min(job.request.vocabLimit ?? this.vocab, this.vocab);
-      const logits = c.live.logits.subarray(0, limit);
+      const logits = this.fused(c.live).subarray(0, limit);
       let id: number;
       let text: string;
       try {
@@ -324,29 +388,44 @@ export class ContinuousBatch {
         continue;
       }
       c.live.token = id;
-      if (c.index !== undefined) {
-        keep.push(c.index);
-        stay.push(c.live);
-      } else {
-        caches.push(c.cache!);
-        joining.push(c.live);
-      }
+      if (c.caches) joining.push({ live: c.live, caches: c.caches });
+      else stay.push(c.live);
     }
     // Rows of aborted jobs may have been kept before their job was seen to abort.
-    const kept = keep.filter((_, i) => !stay[i]!.job.rows[stay[i]!.row]!.finish);
-    const stayed = stay.filter((l) => !l.job.rows[l.row]!.finish);
-    const joined = joining.filter((l) => !l.job.rows[l.row]!.finish);
-    this.kv.rebuild(kept, caches.filter((_, i) => !joining[i]!.job.rows[joining[i]!.row]!.finish));
-    this.live = [...stayed, ...joined];
+    const alive = (l: Live) => !l.job.rows[l.row]!.finish;
+    const joined = joining.filter((j) => alive(j.live));
+    this.live = [...stay.filter(alive), ...joined.map((j) => j.live)];
+    // Each model keeps the rows that use it, then takes the joining ones: one rebuild each (none left: dropped).
+    this.kvs.forEach((kv, m) => {
+      const kept = this.order[m]!.flatMap((l, i) => (alive(l) ? [i] : []));
+      const adding = joined.filter((j) => j.live.job.models.includes(m));
+      kv.rebuild(kept, adding.map((j) => j.caches[j.live.job.models.indexOf(m)]!));
+      this.order[m] = [...this.order[m]!.filter(alive), ...adding.map((j) => j.live)];
+    });
     if (this.live.length === 0) return;
-    const logits = await this.kv.step(this.live.map((l) => l.token));
+    for (let m = 0; m < this.models.length; m++) {
+      const rows = this.order[m]!;
+      if (rows.length === 0) continue;
+      const logits = await this.onModel(m, () => this.kvs[m]!.step(rows.map((l) => l.token)));
+      const width = this.models[m]!.vocabSize;
+      rows.forEach((l, i) => (l.logits[l.job.models.indexOf(m)] = logits.subarray(i * width, (i + 1) * width)));
+    }
     const steppedJobs = new Set<Job>();
-    this.live.forEach((l, i) => {
-      l.logits = logits.subarray(i * V, (i + 1) * V);
+    for (const l of this.live) {
       l.job.used[l.row]!++;
       steppedJobs.add(l.job);
-    });
+    }
     for (const job of steppedJobs) job.steps++;
+  }
+
+  /** Runs work on model `m`; a reasoner's failure is reported as the reasoner's, as a composition alone reports it. */
+  private async onModel<T>(m: number, work: () => Promise<T>): Promise<T> {
+    if (m === 0) return work();
+    try {
+      return await work();
+    } catch (err) {
+      throw reasonerFailed(this.names[m]!, `${(err as Error).name}: ${(err as Error).message}`);
+    }
   }
 
   private endAborted(job: Job): void {
@@ -386,7 +465,10 @@ export class ContinuousBatch {
     this.live = [];
     this.ready = [];
     this.prefills = [];
-    this.kv.rebuild([], []);
+    this.kvs.forEach((kv, m) => {
+      kv.rebuild([], []);
+      this.order[m] = [];
+    });
     for (const job of jobs) job.reject(err);
   }
 }

@@ -69,6 +69,8 @@ interface Loaded {
   /** Positions the composition holds, when its models declare it. */
   contextLength?: number;
   projector?: { session: ProjectorSession; marker: MarkerSpec };
+  /** The reasoners' sessions by slot, when they run on this thread (inline): the continuous batch steps them. */
+  inline?: DecoderSession[];
 }
 
 /** LiteReason's marker, as its reference code writes it. */
@@ -148,7 +150,7 @@ async function openReasoners(
   plan: ThreadPlan,
   prepared: PreparedModel[],
   label: (i: number) => string,
-): Promise<{ groups: ReasonerGroup[]; placed: { group: ReasonerGroup; member: number; info: ReasonerInfo }[] }> {
+): Promise<{ groups: ReasonerGroup[]; placed: { group: ReasonerGroup; member: number; info: ReasonerInfo }[]; inline?: DecoderSession[] }> {
   if (plan.placement === 'inline') {
     const loaded = await openAll(
       prepared.map((p, i) => openReasoner(p, plan.reasoner).catch(labelled(label(i)))),
@@ -158,7 +160,7 @@ async function openReasoners(
       loaded.map((l) => l.session),
       prepared.map((_, i) => label(i)),
     );
-    return { groups: [group], placed: loaded.map(({ info }, member) => ({ group, member, info })) };
+    return { groups: [group], placed: loaded.map(({ info }, member) => ({ group, member, info })), inline: loaded.map((l) => l.session) };
   }
   const lanes = await openAll(
     plan.lanes.map((members) =>
@@ -198,7 +200,7 @@ async function start(): Promise<Loaded> {
     throw (first.status === 'rejected' ? first : (second as PromiseRejectedResult)).reason;
   }
   const { location, session, notes } = first.value;
-  const { groups, placed } = second.value;
+  const { groups, placed, inline } = second.value;
   const releaseAll = () => Promise.allSettled([session.release(), ...groups.map((g) => g.release())]);
   const tokenizer = location.tokenizerDir
     ? await TextTokenizer.fromDirectory(location.tokenizerDir, location.generation ?? {})
@@ -284,6 +286,7 @@ async function start(): Promise<Loaded> {
     mode,
     ...(projector ? { projector } : {}),
     ...(contextLength !== undefined ? { contextLength } : {}),
+    ...(inline ? { inline } : {}),
   };
 }
 
@@ -307,19 +310,16 @@ function planFor(loaded: Loaded, options: GenerateRequestOptions): CompositionPl
 }
 
 /**
- * Whether a request can share the continuous batch: the backbone alone (no reasoner with a weight, so the
- * logits are the backbone's as they are), no latent steps, no trace, and a left-padded graph (GroupQueryAttention
- * graphs place each row's keys from slot 0, which a shared cache of rows of different lengths cannot give).
- * Anything else runs alone once the batch has drained.
+ * The composition a request brings into the continuous batch, or undefined when it cannot share the batch:
+ * latent steps, traces, reasoners with a weight that run in lanes (their caches live in other threads), and
+ * right-padded graphs (GroupQueryAttention places each row's keys from slot 0, which a shared cache of rows of
+ * different lengths cannot give) run alone once the batch has drained.
  */
-function sharesBatch(loaded: Loaded, plan: CompositionPlan, latent: string, trace: number | undefined): boolean {
-  return (
-    loaded.backbone.padding === 'left' &&
-    latent === 'never' &&
-    !trace &&
-    plan.mode === 'logits' &&
-    plan.active.every((a) => isAlwaysZero(a.weight))
-  );
+function batchComposition(loaded: Loaded, plan: CompositionPlan, latent: string, trace: number | undefined) {
+  const reasoners = plan.active.filter((a) => !isAlwaysZero(a.weight)).map((a) => ({ index: a.slot, weight: a.weight }));
+  const models = [loaded.backbone, ...reasoners.map((r) => loaded.inline?.[r.index])];
+  if (latent !== 'never' || trace || models.some((m) => m?.padding !== 'left')) return undefined;
+  return { reasoners, mode: plan.mode, normalize: plan.normalize };
 }
 
 /** Answers a message that does not generate; true when it was one. */
@@ -372,8 +372,9 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
       ...(tokenizer ? { decode: (ids: readonly number[]) => tokenizer.decode(ids) } : {}),
       shouldAbort: () => Atomics.load(abort, 0) !== 0,
     };
-    const result = await (sharesBatch(loaded, plan, policy === 'never' ? 'never' : 'latent', msg.options.trace)
-      ? batch.submit({ ...shared, onToken: (event) => batcher.push(event) })
+    const composition = batchComposition(loaded, plan, policy === 'never' ? 'never' : 'latent', msg.options.trace);
+    const result = await (composition
+      ? batch.submit({ ...shared, composition, onToken: (event) => batcher.push(event) })
       : batch.exclusive(() =>
           runDecodeLoop(source, {
             ...shared,
@@ -423,7 +424,8 @@ async function shutDown(loaded: Loaded): Promise<void> {
 start().then(
   (loaded) => {
     // Requests share the continuous batch (or wait for it to drain); tokenizing and stats answer at once.
-    const batch = new ContinuousBatch(loaded.backbone, loaded.vocab, config.batching);
+    const inline = loaded.inline?.map((session, slot) => ({ session, name: loaded.reasoners[slot]!.name }));
+    const batch = new ContinuousBatch(loaded.backbone, loaded.vocab, config.batching, inline);
     port.on('message', (msg: ToWorker) => {
       if (!answerAtOnce(loaded, batch, msg)) void serve(loaded, batch, msg);
     });
