@@ -4,6 +4,8 @@ import { join } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormats from 'ajv-formats';
 import { Engine } from '../src/engine.js';
+import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
+import { models } from '../../../test/support/paths.js';
 import { XGrammarFactory, grammarVocabulary, prepareJsonSchema, type ResponseFormat } from '../src/constrain/index.js';
 import { numberRangeEbnf } from '../src/constrain/number-range.js';
 import { createRng } from '../src/sampling/index.js';
@@ -188,6 +190,37 @@ describe('constrained decoding', function () {
     if (at !== -1 && auto.rows[0]!.finishReason === 'eos') call(auto.rows[0]!.text.slice(at));
     const err = await engine.generate({ prompt: 'x' }, { responseFormat: { type: 'tool_calls', tools, choice: { name: 'nope' } } }).catch((e: Error) => e);
     expect((err as Error).message).to.match(/names "nope", which is not among the bound tools/);
+  });
+
+  it('constrains a byte-level BPE vocabulary (GPT-2): decoded by the real tokenizer, every path is valid, Unicode split across tokens included', async () => {
+    const json = JSON.parse(await readFile(join(models.gpt2Legacy, 'tokenizer.json'), 'utf8')) as object;
+    const tokenizer = await TextTokenizer.fromDirectory(models.gpt2Legacy);
+    const vocab = grammarVocabulary(json, tokenizer.vocabSize);
+    expect(vocab.kind).to.equal('byte_level');
+    const eos = 50256;
+    expect(vocab.tokens[eos]).to.equal(''); // <|endoftext|> is an added token: never text inside a reply
+    const factory = new XGrammarFactory(vocab, 'gpt2');
+    const schema = SCHEMAS.find((x) => x.name === 'unicode enum')!.schema;
+    const rng = createRng(5);
+    const logits = new Float32Array(vocab.tokens.length);
+    const seen = new Set<string>();
+    for (let path = 0; path < 6; path++) {
+      const constraint = await factory.create({ type: 'json_schema', schema }, [eos]);
+      const ids: number[] = [];
+      while (!constraint.isComplete() && ids.length < 100) {
+        for (let i = 0; i < logits.length; i++) logits[i] = rng();
+        await constraint.mask(logits);
+        let best = 0;
+        for (let i = 1; i < logits.length; i++) if (logits[i]! > logits[best]!) best = i;
+        constraint.accept(best);
+        if (best !== eos) ids.push(best);
+      }
+      constraint.dispose();
+      const text = tokenizer.decode(ids);
+      expect(ajv.validate(schema, JSON.parse(text)), text).to.equal(true);
+      seen.add(text);
+    }
+    expect(seen.size).to.be.greaterThan(1); // random paths reach different words
   });
 
   it('writes bounded numbers exactly (XGrammar alone admits 121..129 for [-5, 120])', async () => {
