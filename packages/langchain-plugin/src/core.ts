@@ -1,13 +1,15 @@
 /** This package's one door into @reasonplug/core: every other module imports core's API through here. */
-export { Engine, TextTokenizer, formatFieldPath, loadModuleDir, MANIFEST_FILE, PLACEMENTS, DTYPES, resolveModelPath } from '@reasonplug/core';
+export { Engine, TextTokenizer, ToolCallTextSplitter, formatFieldPath, loadModuleDir, MANIFEST_FILE, PLACEMENTS, DTYPES, resolveModelPath } from '@reasonplug/core';
 export type {
   ChatMessage,
   EngineOptions,
   FinishReason,
   GenerationResult,
   ModelInfo,
+  ParsedToolCall,
   PromptInput,
   ResponseFormat,
+  SplitToolText,
   StreamOptions,
   ToolChoice,
 } from '@reasonplug/core';
