@@ -296,13 +296,21 @@ describe('ChatReasoner', function () {
     it('validates its creation options, every problem at once', async () => {
       const err = await ChatReasoner.create({
         backbone: '',
-        reasoners: [{ module: mathR, weight: Number.NaN }],
+        dtype: 'fp8' as 'fp32',
+        reasoners: [{ module: mathR, weight: Number.NaN, dtype: 'q3' as 'q4' }],
         placement: 'lane' as 'lanes',
         maxTokens: 0,
         cacheDir,
       }).catch((e: Error) => e);
       expect(err).to.be.instanceOf(ReasonerOptionsError);
-      expect((err as ReasonerOptionsError).issues.map((i) => i.path)).to.deep.equal(['backbone', 'reasoners[0].weight', 'placement', 'maxTokens']);
+      expect((err as ReasonerOptionsError).issues.map((i) => i.path)).to.deep.equal([
+        'backbone',
+        'dtype',
+        'reasoners[0].weight',
+        'reasoners[0].dtype',
+        'placement',
+        'maxTokens',
+      ]);
       expect((err as Error).message).to.match(/^ChatReasoner\.create: backbone: /);
     });
   });
