@@ -172,7 +172,8 @@ export class Engine {
 
   /**
    * Streams a generation. Concurrent calls share the running decode batch (up to `maxBatch` rows); calls that
-   * compose reasoners, think in latent steps or trace run alone, in turn.
+   * weight reasoners placed in lanes, think in latent steps or trace, and calls on GroupQueryAttention graphs,
+   * run alone in turn once the batch has drained.
    */
   stream(input: PromptInput, options: StreamOptions = {}): GenerationStream {
     const { signal, ...generateOptions } = options;

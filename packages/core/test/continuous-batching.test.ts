@@ -180,6 +180,27 @@ describe('continuous batching', function () {
     expect(after.counters.copiedBytes).to.be.lessThan(after.counters.perRowLayoutBytes);
   });
 
+  it('keeps the KV cache within kvBudgetBytes: a call that fits only alone waits, one that never fits is a KvBudgetError', async () => {
+    // 2 layers × (keys + values) × 2 KV heads × head size 12 × 4 bytes = 384 bytes per position.
+    const tight = await Engine.load({ model: backbone, cacheDir, kvBudgetBytes: 10_000 });
+    try {
+      const opts = { maxTokens: 20, ignoreEos: true };
+      const one = await tight.generate({ promptIds: [1, 5, 6] }, opts);
+      const two = await tight.generate({ promptIds: [1, 7, 8] }, opts);
+      // 23 positions × 384 bytes fit; two such rows (17,664 bytes) do not, so the second waits for the first.
+      const a = tight.generate({ promptIds: [1, 5, 6] }, opts);
+      const b = tight.generate({ promptIds: [1, 7, 8] }, opts);
+      const during = await tight.stats();
+      expect(during.running).to.be.at.most(1);
+      expect([(await a).rows[0]!.ids, (await b).rows[0]!.ids]).to.deep.equal([one.rows[0]!.ids, two.rows[0]!.ids]);
+      const err = await tight.generate({ promptIds: [1, 5, 6] }, { maxTokens: 40 }).catch((e: Error) => e);
+      expect(err).to.have.property('name', 'KvBudgetError');
+      expect((err as Error).message).to.match(/needs 16512 bytes of KV cache \(1 rows × 43 positions\), more than the budget of 10000 bytes/);
+    } finally {
+      await tight.dispose();
+    }
+  });
+
   it('refuses a call beyond maxQueue with a QueueFullError, and the queue goes on', async () => {
     const small = await Engine.load({ model: backbone, cacheDir, maxBatch: 1, maxQueue: 1 });
     try {

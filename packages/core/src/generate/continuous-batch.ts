@@ -196,10 +196,13 @@ export class ContinuousBatch {
     this.kick();
   }
 
-  /** Runs `work` alone: after what is queued before it, with the batch empty, and before anything after it. */
-  exclusive<T>(work: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `work` alone: after what is queued before it, with the batch empty, and before anything after it.
+   * `limited: false` exempts it from `maxQueue` (releasing the models must always get its turn).
+   */
+  exclusive<T>(work: () => Promise<T>, limited = true): Promise<T> {
     return new Promise((resolve, reject) => {
-      this.refuseWhenFull(false);
+      if (limited) this.refuseWhenFull(false);
       this.queue.push({ run: () => work().then(resolve, reject) });
       this.kick();
     });

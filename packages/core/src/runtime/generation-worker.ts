@@ -343,7 +343,7 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
   const { backbone, tokenizer } = loaded;
   if (msg.type === 'dispose') {
     // After the work already queued: a session is never released under a running step.
-    await batch.exclusive(() => Promise.all([backbone.release(), loaded.projector?.session.release(), ...loaded.groups.map((g) => g.release())]));
+    await batch.exclusive(() => Promise.all([backbone.release(), loaded.projector?.session.release(), ...loaded.groups.map((g) => g.release())]), false);
     port.close();
     return;
   }
