@@ -90,6 +90,9 @@ class XGrammarConstraint implements Constraint {
   }
 }
 
+/** Compiled formats kept per vocabulary; the least recently used beyond this are freed. */
+const CACHE_SIZE = 128;
+
 interface Loaded {
   instance: XGrammarInstance;
   info: TokenizerInfo;
@@ -122,10 +125,20 @@ export class XGrammarFactory implements ConstraintFactory {
   compile(format: ResponseFormat): Promise<CompiledGrammar> {
     const key = `${this.fingerprint}\u0000${canonical(format)}`;
     let compiled = this.cache.get(key);
-    if (!compiled) {
-      compiled = this.compileNew(format);
+    if (compiled) {
+      // Most recently used last: a Map keeps insertion order.
+      this.cache.delete(key);
       this.cache.set(key, compiled);
-      compiled.catch(() => this.cache.delete(key));
+      return compiled;
+    }
+    compiled = this.compileNew(format);
+    this.cache.set(key, compiled);
+    compiled.catch(() => this.cache.delete(key));
+    if (this.cache.size > CACHE_SIZE) {
+      const [oldest, evicted] = this.cache.entries().next().value!;
+      this.cache.delete(oldest);
+      // Matchers made from it keep their own reference on the C++ side.
+      evicted.then((g) => g.dispose(), () => {});
     }
     return compiled;
   }
