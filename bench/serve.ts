@@ -151,9 +151,12 @@ async function serverRun(url: string, c: number, tokens: number, concurrent: boo
   return figures(starts, times, performance.now() - t0);
 }
 
+/** One llama.cpp binding for the whole run (each getLlama adds process listeners). */
+let binding: Promise<import('node-llama-cpp').Llama> | undefined;
+
 async function llamaRun(gguf: string, c: number, tokens: number): Promise<Run> {
-  const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
-  const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
+  binding ??= import('node-llama-cpp').then(({ getLlama, LlamaLogLevel }) => getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error }));
+  const llama = await binding;
   const model = await llama.loadModel({ modelPath: gguf });
   const ctx = await model.createContext({ contextSize: c * (PROMPT.length + tokens + 16), sequences: c, threads: THREADS, batchSize: 512 });
   try {

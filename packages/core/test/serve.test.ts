@@ -152,6 +152,8 @@ describe('reasonplug serve', function () {
     expect((await fetch(`${server.url}/v1/models`)).status).to.equal(401);
     const cases: [unknown, number, string][] = [
       [{ model: 'stories260k+nope', prompt: 'x' }, 404, 'model_not_found'],
+      [{ model: 'nope', prompt: 'x', reasonplug: { reasoners: [{ name: 'r' }] } }, 404, 'model_not_found'],
+      [{ model: 'stories260k', prompt: 'x', reasonplug: { reasoners: [{ name: 'missing' }] } }, 400, 'ReasonerSelectionError'],
       [{ model: 'stories260k', prompt: 'x', n: 2 }, 400, 'n'],
       [{ model: 'stories260k', prompt: 'x', logprobs: 2 }, 400, 'logprobs'],
       [{ model: 'stories260k', prompt: 'x', temperature: 'hot' }, 400, 'temperature'],

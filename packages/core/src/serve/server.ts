@@ -204,7 +204,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     res: ServerResponse,
     consume: (stream: GenerationStream, first: IteratorResult<TokenEvent>, rest: AsyncIterator<TokenEvent>, clock: TokenClock) => Promise<string>,
   ): Promise<void> {
-    const reasoners = request.reasoners ?? l.models.resolve(request.model).map((name) => ({ name }));
+    // The model name is checked even when the extension lists the reasoners itself.
+    const named = l.models.resolve(request.model).map((name) => ({ name }));
+    const reasoners = request.reasoners ?? named;
     const arrival = performance.now();
     const controller = new AbortController();
     res.on('close', () => {
