@@ -3,6 +3,7 @@ import { buildLlamaModel, randomLlamaWeights } from '../src/onnx/llama-builder.j
 import { buildGenaiLlamaModel } from '../src/onnx/genai-builder.js';
 import { graphFacts } from '../src/onnx/graph-facts.js';
 import { quantizeGraph } from '../src/onnx/quantize/quantize-graph.js';
+import { UnsupportedModelError } from '../src/onnx/signature.js';
 import { testDir } from './support/models.js';
 
 const config = { vocabSize: 512, hiddenSize: 64, numLayers: 2, numHeads: 4, numKvHeads: 2, intermediateSize: 128 };
@@ -28,6 +29,13 @@ describe('graph facts: the bytes a decode step reads', () => {
     const q4 = graphFacts(quantizeGraph(buildLlamaModel(config, weights), 'm', testDir('facts')).model);
     // 4 bits a value plus a 4-byte scale and half a byte of zero point per 32 values: 0.64 bytes a value.
     expect(q4.stepBytes).to.be.within(STEP_VALUES * 0.6, STEP_VALUES * 0.7 + 8192);
+  });
+
+  it('refuses a quantized operator onnxruntime does not run, naming it and the ones that run', () => {
+    const { model } = quantizeGraph(buildLlamaModel(config, weights), 'm', testDir('facts-op'));
+    const node = model.graph!.node!.find((n) => n.opType === 'MatMulNBits')!;
+    node.opType = 'MatMulFpQ4';
+    expect(() => graphFacts(model)).to.throw(UnsupportedModelError, /com\.microsoft::MatMulFpQ4 \(node `[^`]+`\), a quantized operator onnxruntime does not run; quantized operators that run: MatMulNBits/);
   });
 
   it('GroupQueryAttention graphs are right-padded, and their rotary caches are not read whole', () => {

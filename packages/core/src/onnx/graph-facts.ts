@@ -5,6 +5,7 @@
  */
 import type { onnx as O } from 'onnx-proto';
 import { DataType, type GraphProto, type NodeProto, type TensorProto } from './proto.js';
+import { UnsupportedModelError } from './signature.js';
 
 /** What {@link graphFacts} finds. */
 export interface GraphFacts {
@@ -52,9 +53,26 @@ const ROW_TABLES: Record<string, number[]> = {
   RotaryEmbedding: [2, 3],
 };
 
-/** Reads {@link GraphFacts} from a model (external data is not loaded). */
+/** Weight-quantized operators onnxruntime's CPU EP runs (MatMulNBits and GatherBlockQuantized with 4 and 8 bits). */
+const QUANTIZED_OPS = new Set([
+  'MatMulNBits', 'MatMulBnb4', 'GatherBlockQuantized', 'MatMulInteger', 'MatMulIntegerToFloat', 'DynamicQuantizeLinear',
+  'DynamicQuantizeMatMul', 'QuantizeLinear', 'DequantizeLinear', 'QLinearMatMul', 'QAttention', 'QGemm', 'DynamicQuantizeLSTM',
+]);
+/** Names that read as weight quantization (so an operator with such a name that is not above is refused by name). */
+const looksQuantized = (op: string) => /quant|nbits|bnb|integer|fpq\d|\dbits/i.test(op) || /^Q[A-Z]/.test(op);
+
+/** Reads {@link GraphFacts} from a model (external data is not loaded); refuses quantized operators that do not run. */
 export function graphFacts(model: O.IModelProto): GraphFacts {
   const nodes = allNodes(model.graph);
+  const unknown = nodes.filter((n) => looksQuantized(n.opType ?? '') && !QUANTIZED_OPS.has(n.opType ?? ''));
+  if (unknown.length > 0) {
+    const n = unknown[0]!;
+    throw new UnsupportedModelError(
+      `the graph uses ${n.domain ? `${n.domain}::` : ''}${n.opType} (node \`${n.name ?? n.output?.[0]}\`${unknown.length > 1 ? ` and ${unknown.length - 1} more` : ''}), ` +
+        `a quantized operator onnxruntime does not run; quantized operators that run: ${[...QUANTIZED_OPS].join(', ')}. ` +
+        'Export with one of them, or quantize the float model with `reasonplug quantize`.',
+    );
+  }
   const padding = nodes.some((n) => n.opType === 'GroupQueryAttention' && n.domain === 'com.microsoft') ? 'right' : 'left';
   const uses = new Map<string, { node: NodeProto; index: number }[]>();
   for (const node of nodes) {
