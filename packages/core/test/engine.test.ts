@@ -249,7 +249,7 @@ describe('bad models', () => {
       (e: Error) => e,
     );
     expect(err?.name).to.equal('DeviceUnavailableError');
-    expect(err?.message).to.include('ONNXRUNTIME_NODE_INSTALL=cuda12 npm install');
+    expect(err?.message).to.include('ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modules/onnxruntime-node/script/install.js');
   });
 });
 

@@ -16,12 +16,12 @@ export class DeviceUnavailableError extends Error {
   override name = 'DeviceUnavailableError';
 }
 
+// onnxruntime-node's own install script fetches the CUDA 12 provider; npm may have skipped or denied it
+// (allowScripts), so the hint runs it directly, which works whatever npm did.
+const CUDA_PROVIDER = '`ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modules/onnxruntime-node/script/install.js`';
 const INSTALL_HINT: Partial<Record<Device, string>> = {
-  cuda:
-    'install the CUDA 12 provider with `ONNXRUNTIME_NODE_INSTALL=cuda12 npm install` (and approve the script: ' +
-    '`npm install-scripts approve onnxruntime-node` on npm 11), with CUDA 12 and cuDNN 9 on the library path',
-  tensorrt:
-    'install the CUDA 12 provider with `ONNXRUNTIME_NODE_INSTALL=cuda12 npm install` and TensorRT 10 on the library path',
+  cuda: `install the CUDA 12 provider with ${CUDA_PROVIDER}, with CUDA 12 and cuDNN 9 on the library path`,
+  tensorrt: `install the CUDA 12 provider with ${CUDA_PROVIDER}, and TensorRT 10 on the library path`,
   coreml: 'CoreML ships with onnxruntime-node on macOS only',
   dml: 'DirectML ships with onnxruntime-node on Windows only',
   webgpu: 'WebGPU needs an onnxruntime-node build with the WebGPU provider and a GPU with a Vulkan/Metal/D3D12 driver',
