@@ -137,6 +137,13 @@ describe('reasonplug serve', function () {
     expect(chunks.at(-2)!.choices[0]!.finish_reason).to.equal('length');
     expect(chunks.at(-1)!.choices).to.deep.equal([]);
     expect(chunks.at(-1)!.usage).to.deep.include({ completion_tokens: 24 });
+    // A list of prompts is one batch, one choice each; echo writes the prompt first.
+    const two = (await (await post('/v1/completions', { ...body, prompt: ['Once upon a time', 'Lily had a dog'], max_tokens: 6, echo: true })).json()) as typeof whole;
+    expect(two.choices.map((c) => [c.finish_reason, c.text.startsWith(['Once upon a time', 'Lily had a dog'][two.choices.indexOf(c)]!)])).to.deep.equal([
+      ['length', true],
+      ['length', true],
+    ]);
+    expect(two.usage.completion_tokens).to.equal(12);
     // A stop string taken from the greedy text ends the reply just before it.
     const words = whole.choices[0]!.text.trim().split(' ');
     const stop = ` ${words[2]}`;
