@@ -88,6 +88,9 @@ describe('reasonplug serve', function () {
       { id: 'stories260k+r', parent: 'stories260k', reasoners: ['r'] },
       { id: 'storyteller', parent: 'stories260k', reasoners: ['r'] },
     ]);
+    const one = async (id: string) => fetch(`${server.url}/v1/models/${encodeURIComponent(id)}`, { headers: { Authorization: `Bearer ${KEY}` } });
+    expect(((await (await one('stories260k+r')).json()) as { parent: string }).parent).to.equal('stories260k');
+    expect((await one('stories260k+other')).status).to.equal(404);
   });
 
   it("ChatOpenAI invoke and stream (with usage) reply as the engine does greedily; the backbone runs alone, a composition with its reasoner", async () => {

@@ -157,6 +157,13 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     if (draining) throw new HttpError(503, 'the server is shutting down', 'server_error', 'shutting_down', { Connection: 'close' });
     if (!loaded) throw new HttpError(503, loadError ? `the model failed to load: ${loadError.message}` : 'the model is still loading', 'server_error', 'loading');
     if (req.method === 'GET' && path === '/v1/models') return sendJson(res, 200, { object: 'list', data: loaded.models.list() });
+    if (req.method === 'GET' && path.startsWith('/v1/models/')) {
+      const id = decodeURIComponent(path.slice('/v1/models/'.length));
+      const reasoners = loaded.models.resolve(id); // 404 unless served
+      // Any composition is served, listed or not (`b+r2+r1` is not among the cards).
+      const listed = loaded.models.list().find((m) => m.id === id);
+      return sendJson(res, 200, listed ?? { ...loaded.models.list()[0]!, id, parent: loaded.models.backbone, reasoners });
+    }
     const endpoint = req.method === 'POST' ? ({ '/v1/chat/completions': chat, '/v1/completions': completion } as const)[path] : undefined;
     if (endpoint) {
       active++;
