@@ -232,7 +232,7 @@ describe('reasonplug serve', function () {
       const url = /listening on (http:\/\/\S+)/.exec(stderr)![1]!;
       const res = await fetch(`${url}/v1/completions`, {
         method: 'POST',
-        body: JSON.stringify({ model: 'stories260k', prompt: 'Once upon a time', max_tokens: 200, temperature: 0, stream: true }),
+        body: JSON.stringify({ model: 'stories260k', prompt: 'Once upon a time', max_tokens: 600, temperature: 0, stream: true }),
       });
       const reader = res.body!.getReader();
       let text = new TextDecoder().decode((await reader.read()).value);
@@ -243,6 +243,8 @@ describe('reasonplug serve', function () {
       for (let r = await reader.read(); !r.done; r = await reader.read()) text += new TextDecoder().decode(r.value);
       const data = events(text);
       expect(data.at(-1)).to.equal('[DONE]');
+      // All 600 tokens came (the request was mid-way at SIGTERM, ~1 ms a token): it ran to its end.
+      expect(data.filter((d) => d !== '[DONE]' && JSON.parse(d).choices[0].text).length).to.be.within(550, 600);
       expect(JSON.parse(data.at(-2)!).choices[0].finish_reason).to.equal('length');
       expect(await exited).to.equal(0);
     } finally {
