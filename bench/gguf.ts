@@ -18,14 +18,13 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Engine } from '../packages/core/src/engine.js';
 import { convertGguf } from '../packages/core/src/gguf/convert.js';
-import { seededNormals } from '../packages/core/src/onnx/random-weights.js';
-import { GGML, quantizeGgml } from '../packages/core/test/support/ggml-quantize.js';
-import { encodeTensor, makeGguf, type WTensor, type WValue } from '../packages/core/test/support/gguf-writer.js';
+import { GGML } from '../packages/core/test/support/ggml-quantize.js';
 import { repoRoot } from '../test/support/paths.js';
+import { randomLlamaGguf, type LlamaShape } from './support/random-llama.js';
 import { median, printTable } from './support/stats.js';
 
 /** The model: Llama-shaped, GQA, untied head, ~125M parameters. */
-const SHAPE = { hidden: 768, layers: 12, heads: 12, kvHeads: 4, ff: 2048, vocab: 32000 };
+const SHAPE: LlamaShape = { hidden: 768, layers: 12, heads: 12, kvHeads: 4, ff: 2048, vocab: 32000 };
 const THREADS = 2;
 const PREFILL = 512;
 const PROMPT = [1, 415, 2936, 9060, 285, 1142, 10575, 975];
@@ -58,66 +57,9 @@ function typeOf(file: FileType, name: string): number {
   return GGML[file];
 }
 
-/** A SentencePiece vocabulary of SHAPE.vocab pieces (specials, 256 byte pieces, then words) that llama.cpp and the converter accept. */
-function tokenizerMeta(): Record<string, WValue> {
-  const tokens = ['<unk>', '<s>', '</s>'];
-  for (let b = 0; b < 256; b++) tokens.push(`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`);
-  for (let i = tokens.length; i < SHAPE.vocab; i++) tokens.push(`▁w${i}`);
-  const types = tokens.map((_, i) => (i === 0 ? 2 : i < 3 ? 3 : i < 259 ? 6 : 1));
-  return {
-    'tokenizer.ggml.model': { t: 'str', v: 'llama' },
-    'tokenizer.ggml.tokens': { t: 'arr', item: 8, v: tokens.map((v) => ({ t: 'str', v })) },
-    'tokenizer.ggml.scores': { t: 'arr', item: 6, v: tokens.map((_, i) => ({ t: 'f32', v: i < 259 ? 0 : -i })) },
-    'tokenizer.ggml.token_type': { t: 'arr', item: 5, v: types.map((v) => ({ t: 'i32', v })) },
-    'tokenizer.ggml.bos_token_id': { t: 'u32', v: 1 },
-    'tokenizer.ggml.eos_token_id': { t: 'u32', v: 2 },
-    'tokenizer.ggml.unknown_token_id': { t: 'u32', v: 0 },
-  };
-}
-
 /** Writes the model as `file` (each tensor's values seeded by its name, so every file holds the same model). */
 async function writeModelGguf(path: string, file: FileType): Promise<void> {
-  const { hidden: h, layers, heads, kvHeads, ff, vocab } = SHAPE;
-  const kv = (h / heads) * kvHeads;
-  const tensors: WTensor[] = [];
-  let seed = 1;
-  const matrix = (name: string, rows: number, cols: number, std = 0.02) => {
-    const data = seededNormals(seed++)(rows * cols, std);
-    const type = typeOf(file, name);
-    const bytes = type === GGML.F16 ? encodeTensor(name, { dims: [cols, rows], data, type }) : quantizeGgml(data, type);
-    tensors.push({ name, dims: [cols, rows], type, data: bytes });
-  };
-  const vector = (name: string) => tensors.push({ name, dims: [h], type: 0, data: new Uint8Array(seededNormals(seed++)(h, 0.05, 1).buffer) });
-  matrix('token_embd.weight', vocab, h);
-  vector('output_norm.weight');
-  matrix('output.weight', vocab, h);
-  for (let i = 0; i < layers; i++) {
-    const p = `blk.${i}.`;
-    vector(`${p}attn_norm.weight`);
-    matrix(`${p}attn_q.weight`, h, h);
-    matrix(`${p}attn_k.weight`, kv, h);
-    matrix(`${p}attn_v.weight`, kv, h);
-    matrix(`${p}attn_output.weight`, h, h);
-    vector(`${p}ffn_norm.weight`);
-    matrix(`${p}ffn_gate.weight`, ff, h);
-    matrix(`${p}ffn_up.weight`, ff, h);
-    matrix(`${p}ffn_down.weight`, h, ff);
-  }
-  const u32 = (v: number): WValue => ({ t: 'u32', v });
-  const meta: Record<string, WValue> = {
-    'general.architecture': { t: 'str', v: 'llama' },
-    'general.name': { t: 'str', v: `bench llama 125M ${file}` },
-    'llama.context_length': u32(2048),
-    'llama.embedding_length': u32(h),
-    'llama.block_count': u32(layers),
-    'llama.feed_forward_length': u32(ff),
-    'llama.attention.head_count': u32(heads),
-    'llama.attention.head_count_kv': u32(kvHeads),
-    'llama.attention.layer_norm_rms_epsilon': { t: 'f32', v: 1e-5 },
-    'llama.rope.dimension_count': u32(h / heads),
-    ...tokenizerMeta(),
-  };
-  await writeFile(path, makeGguf(meta, tensors));
+  await writeFile(path, randomLlamaGguf(SHAPE, `bench llama 125M ${file}`, (name) => typeOf(file, name)));
 }
 
 /** The GGUF of `file` and its converted module, written once (the recipe stamp rebuilds them when the shape changes). */

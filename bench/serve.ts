@@ -16,13 +16,12 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startServer } from '../packages/core/src/serve/server.js';
-import { seededNormals } from '../packages/core/src/onnx/random-weights.js';
-import { GGML, quantizeGgml } from '../packages/core/test/support/ggml-quantize.js';
-import { makeGguf, type WTensor, type WValue } from '../packages/core/test/support/gguf-writer.js';
+import { GGML } from '../packages/core/test/support/ggml-quantize.js';
 import { repoRoot } from '../test/support/paths.js';
+import { randomLlamaGguf, type LlamaShape } from './support/random-llama.js';
 import { median, printTable } from './support/stats.js';
 
-const SHAPE = { hidden: 768, layers: 12, heads: 12, kvHeads: 4, ff: 2048, vocab: 32000 };
+const SHAPE: LlamaShape = { hidden: 768, layers: 12, heads: 12, kvHeads: 4, ff: 2048, vocab: 32000 };
 const THREADS = 2;
 const PROMPT = [1, 415, 2936, 9060, 285, 1142, 10575, 975, 4511, 319, 2213, 1029];
 type Contender = 'server' | 'one at a time' | 'llama.cpp';
@@ -35,22 +34,6 @@ interface Run {
   itlMs: number[];
 }
 
-/** A SentencePiece vocabulary llama.cpp and the converter accept: specials, 256 byte pieces, then words. */
-function tokenizerMeta(): Record<string, WValue> {
-  const tokens = ['<unk>', '<s>', '</s>'];
-  for (let b = 0; b < 256; b++) tokens.push(`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`);
-  while (tokens.length < SHAPE.vocab) tokens.push(`▁w${tokens.length}`);
-  return {
-    'tokenizer.ggml.model': { t: 'str', v: 'llama' },
-    'tokenizer.ggml.tokens': { t: 'arr', item: 8, v: tokens.map((v) => ({ t: 'str', v })) },
-    'tokenizer.ggml.scores': { t: 'arr', item: 6, v: tokens.map((_, i) => ({ t: 'f32', v: i < 259 ? 0 : -i })) },
-    'tokenizer.ggml.token_type': { t: 'arr', item: 5, v: tokens.map((_, i) => ({ t: 'i32', v: i === 0 ? 2 : i < 3 ? 3 : i < 259 ? 6 : 1 })) },
-    'tokenizer.ggml.bos_token_id': { t: 'u32', v: 1 },
-    'tokenizer.ggml.eos_token_id': { t: 'u32', v: 2 },
-    'tokenizer.ggml.unknown_token_id': { t: 'u32', v: 0 },
-  };
-}
-
 /** The Q4_0 GGUF, written once under .cache/bench/serve (rewritten when SHAPE changes). */
 async function modelFile(): Promise<string> {
   const dir = join(repoRoot, '.cache', 'bench', 'serve');
@@ -59,43 +42,7 @@ async function modelFile(): Promise<string> {
   if (existsSync(path) && (await readFile(`${path}.recipe`, 'utf8').catch(() => '')) === recipe) return path;
   await mkdir(dir, { recursive: true });
   console.error(`writing ${path}`);
-  const { hidden: h, layers, heads, kvHeads, ff, vocab } = SHAPE;
-  const kv = (h / heads) * kvHeads;
-  const tensors: WTensor[] = [];
-  let seed = 1;
-  const matrix = (name: string, rows: number, cols: number) =>
-    tensors.push({ name, dims: [cols, rows], type: GGML.Q4_0, data: quantizeGgml(seededNormals(seed++)(rows * cols, 0.02), GGML.Q4_0) });
-  const vector = (name: string) => tensors.push({ name, dims: [h], type: GGML.F32, data: new Uint8Array(seededNormals(seed++)(h, 0.05, 1).buffer) });
-  matrix('token_embd.weight', vocab, h);
-  vector('output_norm.weight');
-  matrix('output.weight', vocab, h);
-  for (let i = 0; i < layers; i++) {
-    const p = `blk.${i}.`;
-    vector(`${p}attn_norm.weight`);
-    matrix(`${p}attn_q.weight`, h, h);
-    matrix(`${p}attn_k.weight`, kv, h);
-    matrix(`${p}attn_v.weight`, kv, h);
-    matrix(`${p}attn_output.weight`, h, h);
-    vector(`${p}ffn_norm.weight`);
-    matrix(`${p}ffn_gate.weight`, ff, h);
-    matrix(`${p}ffn_up.weight`, ff, h);
-    matrix(`${p}ffn_down.weight`, h, ff);
-  }
-  const u32 = (v: number): WValue => ({ t: 'u32', v });
-  const meta: Record<string, WValue> = {
-    'general.architecture': { t: 'str', v: 'llama' },
-    'general.name': { t: 'str', v: 'bench-serve-125m' },
-    'llama.context_length': u32(2048),
-    'llama.embedding_length': u32(h),
-    'llama.block_count': u32(layers),
-    'llama.feed_forward_length': u32(ff),
-    'llama.attention.head_count': u32(heads),
-    'llama.attention.head_count_kv': u32(kvHeads),
-    'llama.attention.layer_norm_rms_epsilon': { t: 'f32', v: 1e-5 },
-    'llama.rope.dimension_count': u32(h / heads),
-    ...tokenizerMeta(),
-  };
-  await writeFile(path, makeGguf(meta, tensors));
+  await writeFile(path, randomLlamaGguf(SHAPE, 'bench-serve-125m', () => GGML.Q4_0));
   await writeFile(`${path}.recipe`, recipe);
   return path;
 }

@@ -1,0 +1,79 @@
+/** The benches' random-weight Llama GGUF (bench:gguf and bench:serve measure the same model, so they write it one way). */
+import { seededNormals } from '../../packages/core/src/onnx/random-weights.js';
+import { GGML, quantizeGgml } from '../../packages/core/test/support/ggml-quantize.js';
+import { encodeTensor, makeGguf, type WTensor, type WValue } from '../../packages/core/test/support/gguf-writer.js';
+
+/** A Llama's dimensions (GQA when kvHeads < heads; untied head). */
+export interface LlamaShape {
+  hidden: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  ff: number;
+  vocab: number;
+}
+
+/** A SentencePiece vocabulary of `vocab` pieces (specials, 256 byte pieces, then words) that llama.cpp and the converter accept. */
+export function llamaTokenizerMeta(vocab: number): Record<string, WValue> {
+  const tokens = ['<unk>', '<s>', '</s>'];
+  for (let b = 0; b < 256; b++) tokens.push(`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`);
+  while (tokens.length < vocab) tokens.push(`▁w${tokens.length}`);
+  return {
+    'tokenizer.ggml.model': { t: 'str', v: 'llama' },
+    'tokenizer.ggml.tokens': { t: 'arr', item: 8, v: tokens.map((v) => ({ t: 'str', v })) },
+    'tokenizer.ggml.scores': { t: 'arr', item: 6, v: tokens.map((_, i) => ({ t: 'f32', v: i < 259 ? 0 : -i })) },
+    'tokenizer.ggml.token_type': { t: 'arr', item: 5, v: tokens.map((_, i) => ({ t: 'i32', v: i === 0 ? 2 : i < 3 ? 3 : i < 259 ? 6 : 1 })) },
+    'tokenizer.ggml.bos_token_id': { t: 'u32', v: 1 },
+    'tokenizer.ggml.eos_token_id': { t: 'u32', v: 2 },
+    'tokenizer.ggml.unknown_token_id': { t: 'u32', v: 0 },
+  };
+}
+
+/**
+ * The GGUF bytes of a random Llama of `shape`: each tensor's values seeded by its position in a fixed order,
+ * so files of different types hold the same model. Matrices are stored as `matrixType(name)` (F16 or a ggml
+ * quantized type), norms as F32.
+ */
+export function randomLlamaGguf(shape: LlamaShape, name: string, matrixType: (tensor: string) => number): Buffer {
+  const { hidden: h, layers, heads, kvHeads, ff, vocab } = shape;
+  const kv = (h / heads) * kvHeads;
+  const tensors: WTensor[] = [];
+  let seed = 1;
+  const matrix = (tensor: string, rows: number, cols: number) => {
+    const data = seededNormals(seed++)(rows * cols, 0.02);
+    const type = matrixType(tensor);
+    const bytes = type === GGML.F16 ? encodeTensor(tensor, { dims: [cols, rows], data, type }) : quantizeGgml(data, type);
+    tensors.push({ name: tensor, dims: [cols, rows], type, data: bytes });
+  };
+  const vector = (tensor: string) => tensors.push({ name: tensor, dims: [h], type: GGML.F32, data: new Uint8Array(seededNormals(seed++)(h, 0.05, 1).buffer) });
+  matrix('token_embd.weight', vocab, h);
+  vector('output_norm.weight');
+  matrix('output.weight', vocab, h);
+  for (let i = 0; i < layers; i++) {
+    const p = `blk.${i}.`;
+    vector(`${p}attn_norm.weight`);
+    matrix(`${p}attn_q.weight`, h, h);
+    matrix(`${p}attn_k.weight`, kv, h);
+    matrix(`${p}attn_v.weight`, kv, h);
+    matrix(`${p}attn_output.weight`, h, h);
+    vector(`${p}ffn_norm.weight`);
+    matrix(`${p}ffn_gate.weight`, ff, h);
+    matrix(`${p}ffn_up.weight`, ff, h);
+    matrix(`${p}ffn_down.weight`, h, ff);
+  }
+  const u32 = (v: number): WValue => ({ t: 'u32', v });
+  const meta: Record<string, WValue> = {
+    'general.architecture': { t: 'str', v: 'llama' },
+    'general.name': { t: 'str', v: name },
+    'llama.context_length': u32(2048),
+    'llama.embedding_length': u32(h),
+    'llama.block_count': u32(layers),
+    'llama.feed_forward_length': u32(ff),
+    'llama.attention.head_count': u32(heads),
+    'llama.attention.head_count_kv': u32(kvHeads),
+    'llama.attention.layer_norm_rms_epsilon': { t: 'f32', v: 1e-5 },
+    'llama.rope.dimension_count': u32(h / heads),
+    ...llamaTokenizerMeta(vocab),
+  };
+  return makeGguf(meta, tensors);
+}
