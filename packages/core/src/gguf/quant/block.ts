@@ -39,3 +39,33 @@ export interface BlockType {
     read(src: Uint8Array, at: number, codes: Int16Array, scales: Float32Array, offsets: Float32Array): void;
   };
 }
+
+/** `dequantize` for a type with a `codes` view: each block read as codes and scales, multiplied out (what ggml computes). */
+export function dequantizeByCodes(type: BlockType, src: Uint8Array, at: number, dst: Float32Array, out: number, n: number): void {
+  const view = type.codes!;
+  const codes = new Int16Array(type.blockElems);
+  const scales = new Float32Array(type.blockElems / view.subBlock);
+  for (let b = 0; b < n; b++, at += type.blockBytes, out += type.blockElems) {
+    view.read(src, at, codes, scales);
+    for (let s = 0, i = 0; s < scales.length; s++) {
+      const scale = scales[s]!;
+      for (const end = i + view.subBlock; i < end; i++) dst[out + i] = scale * codes[i]!;
+    }
+  }
+}
+
+/** `dequantize` for a type with an `affine` view: `codes · scale - offset` per sub-block, as ggml computes it. */
+export function dequantizeByAffine(type: BlockType, src: Uint8Array, at: number, dst: Float32Array, out: number, n: number): void {
+  const view = type.affine!;
+  const codes = new Int16Array(type.blockElems);
+  const scales = new Float32Array(type.blockElems / view.subBlock);
+  const offsets = new Float32Array(type.blockElems / view.subBlock);
+  for (let b = 0; b < n; b++, at += type.blockBytes, out += type.blockElems) {
+    view.read(src, at, codes, scales, offsets);
+    for (let s = 0, i = 0; s < scales.length; s++) {
+      const scale = scales[s]!;
+      const offset = offsets[s]!;
+      for (const end = i + view.subBlock; i < end; i++) dst[out + i] = codes[i]! * scale - offset;
+    }
+  }
+}

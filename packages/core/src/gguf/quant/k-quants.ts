@@ -3,7 +3,7 @@
  * super-block carries f16 super-scales and small per-sub-block scales (and, for Q2/Q4/Q5_K, mins);
  * the element order follows ggml's `dequantize_row_q*_K` loops.
  */
-import type { BlockType } from './block.js';
+import { dequantizeByCodes, type BlockType } from './block.js';
 import { halfAt } from './half.js';
 
 const QK_K = 256;
@@ -12,6 +12,17 @@ const QK_K = 256;
 function scaleMinK4(src: Uint8Array, q: number, j: number): [number, number] {
   if (j < 4) return [src[q + j]! & 63, src[q + j + 4]! & 63];
   return [(src[q + j + 4]! & 0xf) | ((src[q + j - 4]! >> 6) << 4), (src[q + j + 4]! >> 4) | ((src[q + j]! >> 6) << 4)];
+}
+
+/** The 8 sub-block scales and offsets of a Q4_K/Q5_K block (f16 d and dmin, then the 12 packed bytes). */
+function readScaleMinsK4(src: Uint8Array, at: number, scales: Float32Array, offsets: Float32Array): void {
+  const d = halfAt(src, at);
+  const dmin = halfAt(src, at + 2);
+  for (let j = 0; j < 8; j++) {
+    const [s, m] = scaleMinK4(src, at + 4, j);
+    scales[j] = d * s;
+    offsets[j] = dmin * m;
+  }
 }
 
 /** Q2_K: scales[16] (low nibble scale, high nibble min), qs[64] 2-bit, f16 d, f16 dmin; x = d·sc·q - dmin·m. */
@@ -79,12 +90,7 @@ export const Q3_K: BlockType = {
   blockElems: QK_K,
   blockBytes: 110,
   dequantize(src, at, dst, out, n) {
-    const codes = new Int16Array(QK_K);
-    const scales = new Float32Array(16);
-    for (let b = 0; b < n; b++, at += 110, out += QK_K) {
-      Q3_K.codes!.read(src, at, codes, scales);
-      for (let i = 0; i < QK_K; i++) dst[out + i] = scales[i >> 4]! * codes[i]!;
-    }
+    dequantizeByCodes(Q3_K, src, at, dst, out, n);
   },
   codes: {
     subBlock: 16,
@@ -138,13 +144,7 @@ export const Q4_K: BlockType = {
     subBlock: 32,
     maxCode: 15,
     read(src, at, codes, scales, offsets) {
-      const d = halfAt(src, at);
-      const dmin = halfAt(src, at + 2);
-      for (let j = 0; j < 8; j++) {
-        const [s, m] = scaleMinK4(src, at + 4, j);
-        scales[j] = d * s;
-        offsets[j] = dmin * m;
-      }
+      readScaleMinsK4(src, at, scales, offsets);
       for (let j = 0; j < 4; j++) {
         const q = at + 16 + j * 32;
         for (let l = 0; l < 32; l++) {
@@ -186,13 +186,7 @@ export const Q5_K: BlockType = {
     subBlock: 32,
     maxCode: 31,
     read(src, at, codes, scales, offsets) {
-      const d = halfAt(src, at);
-      const dmin = halfAt(src, at + 2);
-      for (let j = 0; j < 8; j++) {
-        const [s, m] = scaleMinK4(src, at + 4, j);
-        scales[j] = d * s;
-        offsets[j] = dmin * m;
-      }
+      readScaleMinsK4(src, at, scales, offsets);
       for (let j = 0; j < 4; j++) {
         const ql = at + 48 + j * 32;
         for (let l = 0; l < 32; l++) {
@@ -212,12 +206,7 @@ export const Q6_K: BlockType = {
   blockElems: QK_K,
   blockBytes: 210,
   dequantize(src, at, dst, out, n) {
-    const codes = new Int16Array(QK_K);
-    const scales = new Float32Array(16);
-    for (let b = 0; b < n; b++, at += 210, out += QK_K) {
-      Q6_K.codes!.read(src, at, codes, scales);
-      for (let i = 0; i < QK_K; i++) dst[out + i] = scales[i >> 4]! * codes[i]!;
-    }
+    dequantizeByCodes(Q6_K, src, at, dst, out, n);
   },
   codes: {
     subBlock: 16,
