@@ -3,7 +3,7 @@
  * nibbles of qs[j] hold element j and the high nibbles element j + 16; Q5 types keep the fifth bit of
  * element j in bit j of the little-endian u32 qh.
  */
-import type { BlockType } from './block.js';
+import { dequantizeByAffine, dequantizeByCodes, type BlockType } from './block.js';
 import { halfAt } from './half.js';
 
 const QK = 32;
@@ -15,14 +15,7 @@ export const Q4_0: BlockType = {
   blockElems: QK,
   blockBytes: 18,
   dequantize(src, at, dst, out, n) {
-    for (let b = 0; b < n; b++, at += 18, out += QK) {
-      const d = halfAt(src, at);
-      for (let j = 0; j < 16; j++) {
-        const q = src[at + 2 + j]!;
-        dst[out + j] = ((q & 0xf) - 8) * d;
-        dst[out + j + 16] = ((q >> 4) - 8) * d;
-      }
-    }
+    dequantizeByCodes(Q4_0, src, at, dst, out, n);
   },
   codes: {
     subBlock: QK,
@@ -46,15 +39,7 @@ export const Q4_1: BlockType = {
   blockElems: QK,
   blockBytes: 20,
   dequantize(src, at, dst, out, n) {
-    for (let b = 0; b < n; b++, at += 20, out += QK) {
-      const d = halfAt(src, at);
-      const m = halfAt(src, at + 2);
-      for (let j = 0; j < 16; j++) {
-        const q = src[at + 4 + j]!;
-        dst[out + j] = (q & 0xf) * d + m;
-        dst[out + j + 16] = (q >> 4) * d + m;
-      }
-    }
+    dequantizeByAffine(Q4_1, src, at, dst, out, n);
   },
   affine: {
     subBlock: QK,
@@ -82,15 +67,7 @@ export const Q5_0: BlockType = {
   blockElems: QK,
   blockBytes: 22,
   dequantize(src, at, dst, out, n) {
-    for (let b = 0; b < n; b++, at += 22, out += QK) {
-      const d = halfAt(src, at);
-      const qh = qh32(src, at + 2);
-      for (let j = 0; j < 16; j++) {
-        const q = src[at + 6 + j]!;
-        dst[out + j] = (((q & 0xf) | (((qh >>> j) & 1) << 4)) - 16) * d;
-        dst[out + j + 16] = (((q >> 4) | (((qh >>> (j + 16)) & 1) << 4)) - 16) * d;
-      }
-    }
+    dequantizeByCodes(Q5_0, src, at, dst, out, n);
   },
   codes: {
     subBlock: QK,
@@ -115,16 +92,7 @@ export const Q5_1: BlockType = {
   blockElems: QK,
   blockBytes: 24,
   dequantize(src, at, dst, out, n) {
-    for (let b = 0; b < n; b++, at += 24, out += QK) {
-      const d = halfAt(src, at);
-      const m = halfAt(src, at + 2);
-      const qh = qh32(src, at + 4);
-      for (let j = 0; j < 16; j++) {
-        const q = src[at + 8 + j]!;
-        dst[out + j] = ((q & 0xf) | (((qh >>> j) & 1) << 4)) * d + m;
-        dst[out + j + 16] = ((q >> 4) | (((qh >>> (j + 16)) & 1) << 4)) * d + m;
-      }
-    }
+    dequantizeByAffine(Q5_1, src, at, dst, out, n);
   },
   affine: {
     subBlock: QK,
@@ -149,10 +117,7 @@ export const Q8_0: BlockType = {
   blockElems: QK,
   blockBytes: 34,
   dequantize(src, at, dst, out, n) {
-    for (let b = 0; b < n; b++, at += 34, out += QK) {
-      const d = halfAt(src, at);
-      for (let j = 0; j < QK; j++) dst[out + j] = ((src[at + 2 + j]! << 24) >> 24) * d;
-    }
+    dequantizeByCodes(Q8_0, src, at, dst, out, n);
   },
   codes: {
     subBlock: QK,
