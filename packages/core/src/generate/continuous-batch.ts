@@ -7,17 +7,14 @@
  * batch has drained.
  */
 import { Sampler } from '../sampling/index.js';
-import type { DecodeFn } from '../tokenizer/stream-decoder.js';
-import type { Constraint } from '../constrain/types.js';
 import type { DecoderSession } from '../runtime/decoder-session.js';
 import { BatchKv, RowPrefill, type KvCounters, type RowCache } from '../runtime/batch-kv.js';
-import { checkPrompts, PromptError, RowState, type DecodeLoopOutput } from './decode-loop.js';
+import { checkPrompts, PromptError, RowState, type DecodeLoopInput, type DecodeLoopOutput } from './decode-loop.js';
 import { StopStringMatcher } from './stop-strings.js';
 import { validateGenerateOptions } from './options.js';
 import { accumulateLogits, combineWithBackbone, fusionScale, type FusionMode } from '../compose/fusion.js';
 import { weightAt, type WeightSpec } from '../compose/weights.js';
 import { reasonerFailed } from '../compose/reasoner-group.js';
-import type { GenerateOptions, TokenEvent } from './types.js';
 
 /** Limits of the running batch. */
 export interface BatchLimits {
@@ -41,18 +38,8 @@ export class KvBudgetError extends Error {
   override name = 'KvBudgetError';
 }
 
-/** One request for the batch. */
-export interface BatchRequest {
-  prompts: number[][];
-  options: GenerateOptions;
-  eosTokenIds: readonly number[];
-  decode?: DecodeFn;
-  /** Ids at or above this are never sampled (the shared vocabulary). */
-  vocabLimit?: number;
-  contextLength?: number;
-  constraints?: readonly (Constraint | undefined)[];
-  shouldAbort(): boolean;
-  onToken(event: TokenEvent): void;
+/** One request for the batch: what the decode loop takes for a call alone, without latent steps (those run alone). */
+export interface BatchRequest extends Omit<DecodeLoopInput, 'latent'> {
   /**
    * Reasoners fused with the backbone for this request: by reasoner index (the batch's models after the
    * backbone), in the order their logits are summed. Each runs only for the rows of requests that use it.
