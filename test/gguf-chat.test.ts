@@ -5,8 +5,7 @@
  */
 import { expect } from 'chai';
 import { HumanMessage } from '@langchain/core/messages';
-import { copyFile, mkdtemp, readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { copyFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ChatReasoner } from '../packages/langchain-plugin/src/index.js';
 import { GgufValueType } from '../packages/core/src/gguf/reader.js';
@@ -14,31 +13,22 @@ import { resolveModelPath } from '../packages/core/src/registry/resolve-model.js
 import { TextTokenizer } from '../packages/core/src/tokenizer/tokenizer.js';
 import { rewriteGguf } from '../packages/core/test/support/gguf-writer.js';
 import { llamaCppGreedy, llamaCppTokenize, STORIES } from '../packages/core/test/support/gguf-models.js';
+import { useTempCache } from '../packages/core/test/support/temp-cache.js';
 
 const TEMPLATE = '{{ bos_token }}{% for message in messages %}{{ message.content }}{% endfor %}';
 const MAX = 20;
 
 describe('a GGUF chat model in the LangChain plugin (llama.cpp is the reference)', function () {
   this.timeout(120_000);
-  let tmp: string;
-  const saved = process.env['REASONPLUG_CACHE'];
-  before(async () => {
-    tmp = await mkdtemp(join(tmpdir(), 'reasonplug-gguf-chat-'));
-    process.env['REASONPLUG_CACHE'] = join(tmp, 'cache');
-  });
-  after(async () => {
-    if (saved === undefined) delete process.env['REASONPLUG_CACHE'];
-    else process.env['REASONPLUG_CACHE'] = saved;
-    await rm(tmp, { recursive: true, force: true });
-  });
+  const scratch = useTempCache('reasonplug-gguf-chat-');
 
   it('ChatReasoner over .gguf backbone and reasoner replies with llama.cpp greedy tokens', async () => {
-    const backbone = join(tmp, 'stories-chat.gguf');
+    const backbone = join(scratch.dir, 'stories-chat.gguf');
     await rewriteGguf(STORIES, backbone, (meta) => {
       meta.set('tokenizer.chat_template', { type: GgufValueType.STRING, value: TEMPLATE });
     });
     // The same model as its own reasoner: the fused logits are 1.5x the backbone's, so the greedy choice is unchanged.
-    const reasoner = join(tmp, 'reasoner.gguf');
+    const reasoner = join(scratch.dir, 'reasoner.gguf');
     await copyFile(backbone, reasoner);
 
     const model = await ChatReasoner.create({ backbone, reasoners: [{ module: reasoner, weight: 0.5 }], maxTokens: MAX, temperature: 0 });
@@ -49,7 +39,7 @@ describe('a GGUF chat model in the LangChain plugin (llama.cpp is the reference)
       await model.dispose();
     }
     // one conversion for both (same digest)
-    expect(await readdir(join(tmp, 'cache', 'gguf'))).to.have.length(1);
+    expect(await readdir(join(scratch.cache, 'gguf'))).to.have.length(1);
 
     const [prompt] = await llamaCppTokenize(backbone, ['<s>Once upon a time'], true);
     expect(prompt).to.deep.equal([1, 403, 407, 261, 378]);

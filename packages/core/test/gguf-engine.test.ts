@@ -4,33 +4,22 @@
  * prompts of different lengths.
  */
 import { expect } from 'chai';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Engine } from '../src/engine.js';
 import type { WValue } from './support/gguf-writer.js';
 import { bpeTokenizerMeta } from './support/bpe-vocab.js';
 import { llamaCppGreedy, llamaCppTokenize, storiesTokenizerMeta, writeRandomGguf } from './support/gguf-models.js';
+import { useTempCache } from './support/temp-cache.js';
 
 const u32 = (v: number): WValue => ({ t: 'u32', v });
 const f32 = (v: number): WValue => ({ t: 'f32', v });
 
 describe('converted GGUFs in the engine (llama.cpp is the reference)', function () {
   this.timeout(120_000);
-  let tmp: string;
-  const saved = process.env['REASONPLUG_CACHE'];
-  before(async () => {
-    tmp = await mkdtemp(join(tmpdir(), 'reasonplug-gguf-engine-'));
-    process.env['REASONPLUG_CACHE'] = join(tmp, 'cache');
-  });
-  after(async () => {
-    if (saved === undefined) delete process.env['REASONPLUG_CACHE'];
-    else process.env['REASONPLUG_CACHE'] = saved;
-    await rm(tmp, { recursive: true, force: true });
-  });
+  const scratch = useTempCache('reasonplug-gguf-engine-');
 
   it('qwen2 with a BPE vocabulary: a text prompt gives llama.cpp greedy tokens', async () => {
-    const path = join(tmp, 'qwen-bpe.gguf');
+    const path = join(scratch.dir, 'qwen-bpe.gguf');
     await writeRandomGguf(path, { arch: 'qwen2', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, qkvBias: true, untied: true, seed: 11 }, bpeTokenizerMeta('qwen2'));
     const text = 'The year 2024 had   366 days, café!\n';
     const [prompt] = await llamaCppTokenize(path, [text]);
@@ -47,7 +36,7 @@ describe('converted GGUFs in the engine (llama.cpp is the reference)', function 
   });
 
   it('gemma2: a batch of prompts longer and shorter than the window equals each prompt alone and llama.cpp', async () => {
-    const path = join(tmp, 'gemma2.gguf');
+    const path = join(scratch.dir, 'gemma2.gguf');
     await writeRandomGguf(
       path,
       {

@@ -6,43 +6,31 @@ import { expect } from 'chai';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { copyFile, mkdtemp, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { copyFile, readdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Engine } from '../src/engine.js';
 import { GgufError } from '../src/gguf/reader.js';
 import { resolveModelPath } from '../src/registry/resolve-model.js';
 import type { TransferProgress } from '../src/registry/download.js';
 import { STORIES } from './support/gguf-models.js';
+import { useTempCache } from './support/temp-cache.js';
 
 describe('a .gguf file as the model', function () {
   this.timeout(120_000);
-  let tmp: string;
-  let cache: string;
-  const saved = process.env['REASONPLUG_CACHE'];
-  before(async () => {
-    tmp = await mkdtemp(join(tmpdir(), 'reasonplug-gguf-module-'));
-    cache = join(tmp, 'cache');
-    process.env['REASONPLUG_CACHE'] = cache;
-  });
-  after(async () => {
-    if (saved === undefined) delete process.env['REASONPLUG_CACHE'];
-    else process.env['REASONPLUG_CACHE'] = saved;
-    await rm(tmp, { recursive: true, force: true });
-  });
+  const scratch = useTempCache('reasonplug-gguf-module-');
 
   it('Engine.load converts it once into the cache and runs it; a second load (and a reasoner of the same file) reuses the conversion', async () => {
-    const path = join(tmp, 'stories.gguf');
+    const path = join(scratch.dir, 'stories.gguf');
     await copyFile(STORIES, path);
     const engine = await Engine.load({ model: path, reasoners: [{ model: path, weight: 0.5 }] });
     let modelStat;
     try {
       const r = await engine.generate({ promptIds: [1] }, { maxTokens: 4 });
       expect(r.rows[0]!.ids).to.deep.equal([403, 407, 261, 378]); // "Once upon a time", as llama.cpp reads the file
-      const entries = await readdir(join(cache, 'gguf'));
+      const entries = await readdir(join(scratch.cache, 'gguf'));
       expect(entries).to.have.length(1);
       expect(entries[0]).to.match(/^270cba1bd5109f42d03350f60406024560464db173c0e387d91f0426d3bd256d-v1$/);
-      modelStat = await stat(join(cache, 'gguf', entries[0]!, 'model.onnx'));
+      modelStat = await stat(join(scratch.cache, 'gguf', entries[0]!, 'model.onnx'));
     } finally {
       await engine.dispose();
     }
@@ -54,15 +42,15 @@ describe('a .gguf file as the model', function () {
     } finally {
       await second.dispose();
     }
-    const afterSecond = await stat(join(cache, 'gguf', (await readdir(join(cache, 'gguf')))[0]!, 'model.onnx'));
+    const afterSecond = await stat(join(scratch.cache, 'gguf', (await readdir(join(scratch.cache, 'gguf')))[0]!, 'model.onnx'));
     expect([afterSecond.ino, afterSecond.mtimeMs]).to.deep.equal([modelStat.ino, modelStat.mtimeMs]);
 
     // The same bytes under another name: found by digest, not converted again.
-    const renamed = join(tmp, 'renamed.gguf');
+    const renamed = join(scratch.dir, 'renamed.gguf');
     await copyFile(path, renamed);
     const events: TransferProgress[] = [];
     const dir = await resolveModelPath(renamed, { onProgress: (p) => events.push(p) });
-    expect(await readdir(join(cache, 'gguf'))).to.have.length(1);
+    expect(await readdir(join(scratch.cache, 'gguf'))).to.have.length(1);
     const again = await stat(join(dir, 'model.onnx'));
     expect(again.mtimeMs).to.equal(modelStat.mtimeMs);
     expect(again.ino).to.equal(modelStat.ino);
@@ -74,7 +62,7 @@ describe('a .gguf file as the model', function () {
 
   it('reasonplug generate --model file.gguf converts into $REASONPLUG_CACHE and writes the story', async () => {
     const cli = fileURLToPath(new URL('../src/cli/reasonplug.ts', import.meta.url));
-    const cliCache = join(tmp, 'cli-cache');
+    const cliCache = join(scratch.dir, 'cli-cache');
     const args = ['--import', 'tsx', cli, 'generate', '--model', STORIES, '--prompt', 'Once upon a time', '--max-tokens', '12'];
     const env = { ...process.env, REASONPLUG_CACHE: cliCache };
     const { stdout } = await promisify(execFile)(process.execPath, args, { env });
@@ -83,7 +71,7 @@ describe('a .gguf file as the model', function () {
   });
 
   it('reports conversion progress through the tensor data', async () => {
-    const other = join(tmp, 'other-cache');
+    const other = join(scratch.dir, 'other-cache');
     const events: TransferProgress[] = [];
     await resolveModelPath(STORIES, { cacheDir: other, onProgress: (p) => events.push(p) });
     const reads = events.filter((e) => e.digest.startsWith('sha256:2'));
@@ -94,12 +82,12 @@ describe('a .gguf file as the model', function () {
 
   it('a truncated or corrupt GGUF fails with a GgufError and leaves nothing in the cache', async () => {
     const raw = await readFile(STORIES);
-    const truncated = join(tmp, 'truncated.gguf');
+    const truncated = join(scratch.dir, 'truncated.gguf');
     await writeFile(truncated, raw);
     await truncate(truncated, raw.length - 5000);
-    const corrupt = join(tmp, 'corrupt.gguf');
+    const corrupt = join(scratch.dir, 'corrupt.gguf');
     await writeFile(corrupt, Buffer.concat([Buffer.from('GGUX'), raw.subarray(4)]));
-    const badCache = join(tmp, 'bad-cache');
+    const badCache = join(scratch.dir, 'bad-cache');
     for (const bad of [truncated, corrupt]) {
       const err = await resolveModelPath(bad, { cacheDir: badCache }).catch((e: unknown) => e);
       expect(err, bad).to.be.instanceOf(GgufError);
@@ -108,6 +96,6 @@ describe('a .gguf file as the model', function () {
     const err = await Engine.load({ model: truncated }).catch((e: unknown) => e);
     expect(err).to.be.instanceOf(GgufError);
     expect((err as Error).message).to.match(/truncated|tensor/i);
-    expect(await readdir(join(cache, 'gguf'))).to.have.length(1); // only the good conversion of the first test
+    expect(await readdir(join(scratch.cache, 'gguf'))).to.have.length(1); // only the good conversion of the first test
   });
 });
