@@ -1,27 +1,13 @@
 import { expect } from 'chai';
-import { execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import { fileURLToPath } from 'node:url';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { cacheDir, testDir } from './support/models.js';
 import { storiesModule } from './support/modules.js';
+import { runReasonplug } from './support/cli.js';
 
-const cli = fileURLToPath(new URL('../src/cli/reasonplug.ts', import.meta.url));
-const run = promisify(execFile);
-
-async function reasonplug(...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', cli, ...args], {
-      env: { ...process.env, REASONPLUG_CACHE: join(cacheDir, '..', 'cli-cache') },
-    });
-    return { stdout, stderr, code: 0 };
-  } catch (err) {
-    const e = err as { stdout: string; stderr: string; code: number };
-    return { stdout: e.stdout, stderr: e.stderr, code: e.code };
-  }
-}
+/** The CLI with its own cache beside the tests' model cache. */
+const reasonplug = (...args: string[]) => runReasonplug(args, { REASONPLUG_CACHE: join(cacheDir, '..', 'cli-cache') });
 
 describe('reasonplug generate --json-schema / --grammar / --regex', function () {
   this.timeout(120_000);

@@ -3,11 +3,8 @@
  * extension (resolve falls back to tags/list), and overwritable tags (the client guards versions).
  */
 import { expect } from 'chai';
-import { execFile } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { loadModuleDir } from '../src/modules/module-dir.js';
 import { DigestMismatchError, ExtensionUnavailableError, ModuleNotFoundError, VersionExistsError } from '../src/registry/errors.js';
 import { resolveModule, searchModules } from '../src/registry/lookup.js';
@@ -16,19 +13,9 @@ import { pushModule } from '../src/registry/push.js';
 import { testDir } from './support/models.js';
 import { distributionMissing, makeRegistryModule, startDistribution, type Distribution } from './support/registries.js';
 import { rejection } from './support/assertions.js';
+import { runReasonplug } from './support/cli.js';
 
-const cli = fileURLToPath(new URL('../src/cli/reasonplug.ts', import.meta.url));
-const run = promisify(execFile);
-
-async function reasonplug(env: Record<string, string>, ...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', cli, ...args], { env: { ...process.env, CI: '1', ...env } });
-    return { stdout, stderr, code: 0 };
-  } catch (err) {
-    const e = err as { stdout: string; stderr: string; code: number };
-    return { stdout: e.stdout, stderr: e.stderr, code: e.code };
-  }
-}
+const reasonplug = (env: Record<string, string>, ...args: string[]) => runReasonplug(args, { CI: '1', ...env });
 
 describe('registry client with CNCF distribution (docker-registry)', function () {
   this.timeout(60_000);

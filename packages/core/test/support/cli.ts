@@ -1,0 +1,25 @@
+/** The `reasonplug` CLI run as a child process, the way a user runs it. */
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+const cli = fileURLToPath(new URL('../../src/cli/reasonplug.ts', import.meta.url));
+const run = promisify(execFile);
+
+/** What a CLI run printed and its exit code. */
+export interface CliResult {
+  stdout: string;
+  stderr: string;
+  code: number;
+}
+
+/** Runs `reasonplug ...args` (through tsx) with `env` over this process's environment; a failing run resolves with its code. */
+export async function runReasonplug(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', cli, ...args], { env: { ...process.env, ...env } });
+    return { stdout, stderr, code: 0 };
+  } catch (err) {
+    const e = err as CliResult;
+    return { stdout: e.stdout, stderr: e.stderr, code: e.code };
+  }
+}
