@@ -623,12 +623,7 @@ export class GgufFile implements GgufHeader {
 
   /** Reads one tensor as float32 (F32 as stored, others converted or dequantized), row-major with shape `info.shape`. */
   async readTensor(name: string): Promise<Float32Array> {
-    const source = basename(this.path);
-    const t = this.byName.get(name);
-    if (!t) throw new GgufError(`${source} has no tensor "${name}".`, 'missing-tensor');
-    if (t.byteLength === undefined) throw unsupportedType(t, source);
-    const fh = this.fh;
-    if (!fh) throw new Error(`${source} is closed.`);
+    const { t, fh, source } = this.readable(name);
     if (t.quantized) return dequantize(BLOCK_TYPES.get(t.type)!, await this.readTensorBytes(name), t.elementCount);
     const out = new Float32Array(t.elementCount);
     if (t.type === GGML_TYPE_F32) {
@@ -640,14 +635,20 @@ export class GgufFile implements GgufHeader {
     return halfBitsToFloat32(half, t.type);
   }
 
-  /** Reads one tensor's stored bytes as they are (e.g. quantized blocks, to repack without loss). */
-  async readTensorBytes(name: string): Promise<Uint8Array> {
+  /** The tensor `name`, the open file and its name for messages; refuses a missing tensor, an unsupported type and a closed file. */
+  private readable(name: string): { t: GgufTensorInfo & { byteLength: number }; fh: FileHandle; source: string } {
     const source = basename(this.path);
     const t = this.byName.get(name);
     if (!t) throw new GgufError(`${source} has no tensor "${name}".`, 'missing-tensor');
     if (t.byteLength === undefined) throw unsupportedType(t, source);
     const fh = this.fh;
     if (!fh) throw new Error(`${source} is closed.`);
+    return { t: t as GgufTensorInfo & { byteLength: number }, fh, source };
+  }
+
+  /** Reads one tensor's stored bytes as they are (e.g. quantized blocks, to repack without loss). */
+  async readTensorBytes(name: string): Promise<Uint8Array> {
+    const { t, fh, source } = this.readable(name);
     const out = new Uint8Array(t.byteLength);
     await readFully(fh, out, t.fileOffset, source, t.name);
     return out;
