@@ -143,6 +143,79 @@ function fail(msg: string, code: GgufError['code'] = 'corrupt'): never {
   throw new GgufError(msg, code);
 }
 
+type Getter = (key: string) => GgufValue | undefined;
+
+/** The vocabulary's pieces (`tokenizer.ggml.tokens`), refused when missing or not all strings. */
+function tokenPieces(get: Getter): string[] {
+  const tokens = get('tokenizer.ggml.tokens');
+  if (!Array.isArray(tokens) || tokens.some((t) => typeof t !== 'string')) {
+    fail('The GGUF metadata "tokenizer.ggml.tokens" is missing or not an array of strings.', 'missing-metadata');
+  }
+  return tokens as string[];
+}
+
+/** Reads a token-id key of a vocabulary of `n` pieces: undefined when absent or out of range, refused when not an integer. */
+function tokenIdReader(get: Getter, n: number): (key: string) => number | undefined {
+  return (key) => {
+    const v = get(key);
+    if (v === undefined) return undefined;
+    if (typeof v !== 'number' || !Number.isInteger(v)) fail(`The GGUF metadata "${key}" is ${String(v)}, expected a token id.`);
+    return v >= 0 && v < n ? v : undefined; // llama.cpp writes 0xFFFFFFFF (-1) for "none"
+  };
+}
+
+/** Reads a bool key: `dflt` when absent, refused when not a bool. */
+function boolReader(get: Getter): (key: string, dflt: boolean) => boolean {
+  return (key, dflt) => {
+    const v = get(key);
+    if (v === undefined) return dflt;
+    if (typeof v !== 'boolean') fail(`The GGUF metadata "${key}" is ${String(v)}, expected a bool.`);
+    return v;
+  };
+}
+
+/** The ids that are set, as {@link SpecialTokenIds}. */
+function specialIds(bos: number | undefined, eos: number | undefined, unk: number | undefined, pad: number | undefined): SpecialTokenIds {
+  const special: SpecialTokenIds = {};
+  if (bos !== undefined) special.bos = bos;
+  if (eos !== undefined) special.eos = eos;
+  if (unk !== undefined) special.unk = unk;
+  if (pad !== undefined) special.pad = pad;
+  return special;
+}
+
+/**
+ * tokenizer_config.json: `head` (class, BOS/EOS flags, clean-up, legacy), then the special pieces, length,
+ * added tokens and chat template; keys in the order the file has always had.
+ */
+function hfTokenizerConfig(
+  get: Getter,
+  pieces: readonly string[],
+  special: SpecialTokenIds,
+  addedTokens: readonly HfAddedToken[],
+  options: TokenizerFromGgufOptions,
+  head: Pick<HfTokenizerConfig, 'tokenizer_class' | 'add_bos_token' | 'add_eos_token' | 'clean_up_tokenization_spaces' | 'legacy'>,
+): HfTokenizerConfig {
+  const piece = (id: number | undefined) => (id !== undefined ? pieces[id]! : null);
+  const addedDecoder: Record<string, Omit<HfAddedToken, 'id'>> = {};
+  for (const { id, ...rest } of addedTokens) addedDecoder[String(id)] = rest;
+  const { legacy, clean_up_tokenization_spaces, ...flags } = head;
+  const config: HfTokenizerConfig = {
+    ...flags,
+    bos_token: piece(special.bos),
+    eos_token: piece(special.eos),
+    unk_token: piece(special.unk),
+    pad_token: piece(special.pad),
+    clean_up_tokenization_spaces,
+    ...(legacy ? { legacy } : {}),
+    ...(options.modelMaxLength !== undefined ? { model_max_length: options.modelMaxLength } : {}),
+    added_tokens_decoder: addedDecoder,
+  };
+  const chatTemplate = get('tokenizer.chat_template');
+  if (typeof chatTemplate === 'string') config.chat_template = chatTemplate;
+  return config;
+}
+
 /** Builds tokenizer.json and tokenizer_config.json objects from GGUF `tokenizer.ggml.*` metadata. */
 export function tokenizerFromGguf(meta: MetaSource, options: TokenizerFromGgufOptions = {}): GgufTokenizer {
   const get = getter(meta);
@@ -155,24 +228,14 @@ export function tokenizerFromGguf(meta: MetaSource, options: TokenizerFromGgufOp
       'unsupported-model',
     );
   }
-  const tokens = get('tokenizer.ggml.tokens');
-  if (!Array.isArray(tokens) || tokens.some((t) => typeof t !== 'string')) {
-    fail('The GGUF metadata "tokenizer.ggml.tokens" is missing or not an array of strings.', 'missing-metadata');
-  }
-  const pieces = tokens as string[];
+  const pieces = tokenPieces(get);
   const n = pieces.length;
   const scores = numberArray(get('tokenizer.ggml.scores'), 'tokenizer.ggml.scores', n) ?? new Array<number>(n).fill(0);
   const types =
     numberArray(get('tokenizer.ggml.token_type'), 'tokenizer.ggml.token_type', n) ??
     pieces.map((p): number => (/^<0x[0-9A-Fa-f]{2}>$/.test(p) ? TokenType.BYTE : TokenType.NORMAL));
 
-  const specialId = (key: string): number | undefined => {
-    const v = get(key);
-    if (v === undefined) return undefined;
-    if (typeof v !== 'number' || !Number.isInteger(v)) fail(`The GGUF metadata "${key}" is ${String(v)}, expected a token id.`);
-    return v >= 0 && v < n ? v : undefined; // llama.cpp writes 0xFFFFFFFF (-1) for "none"
-  };
-  const special: SpecialTokenIds = {};
+  const specialId = tokenIdReader(get, n);
   const bos = specialId('tokenizer.ggml.bos_token_id');
   const eos = specialId('tokenizer.ggml.eos_token_id');
   let unk = specialId('tokenizer.ggml.unknown_token_id');
@@ -181,17 +244,9 @@ export function tokenizerFromGguf(meta: MetaSource, options: TokenizerFromGgufOp
     const i = types.indexOf(TokenType.UNKNOWN);
     if (i >= 0) unk = i;
   }
-  if (bos !== undefined) special.bos = bos;
-  if (eos !== undefined) special.eos = eos;
-  if (unk !== undefined) special.unk = unk;
-  if (pad !== undefined) special.pad = pad;
+  const special = specialIds(bos, eos, unk, pad);
 
-  const boolMeta = (key: string, dflt: boolean): boolean => {
-    const v = get(key);
-    if (v === undefined) return dflt;
-    if (typeof v !== 'boolean') fail(`The GGUF metadata "${key}" is ${String(v)}, expected a bool.`);
-    return v;
-  };
+  const boolMeta = boolReader(get);
   // llama.cpp's defaults for SentencePiece vocabularies.
   const addBos = boolMeta('tokenizer.ggml.add_bos_token', true);
   const addEos = boolMeta('tokenizer.ggml.add_eos_token', false);
@@ -268,23 +323,13 @@ export function tokenizerFromGguf(meta: MetaSource, options: TokenizerFromGgufOp
     },
   };
 
-  const addedDecoder: Record<string, Omit<HfAddedToken, 'id'>> = {};
-  for (const { id, ...rest } of addedTokens) addedDecoder[String(id)] = rest;
-  const tokenizerConfig: HfTokenizerConfig = {
+  const tokenizerConfig = hfTokenizerConfig(get, pieces, special, addedTokens, options, {
     tokenizer_class: 'LlamaTokenizer',
     add_bos_token: addBos,
     add_eos_token: addEos,
-    bos_token: bos !== undefined ? pieces[bos]! : null,
-    eos_token: eos !== undefined ? pieces[eos]! : null,
-    unk_token: unk !== undefined ? pieces[unk]! : null,
-    pad_token: pad !== undefined ? pieces[pad]! : null,
     clean_up_tokenization_spaces: false,
     legacy: true,
-    ...(options.modelMaxLength !== undefined ? { model_max_length: options.modelMaxLength } : {}),
-    added_tokens_decoder: addedDecoder,
-  };
-  const chatTemplate = get('tokenizer.chat_template');
-  if (typeof chatTemplate === 'string') tokenizerConfig.chat_template = chatTemplate;
+  });
 
   return { tokenizerJson: tokenJson, tokenizerConfig, special, endOfGeneration: endOfGeneration(get, pieces, eos) };
 }
@@ -433,11 +478,7 @@ function bpeTokenizer(get: (key: string) => GgufValue | undefined, options: Toke
       'unsupported-model',
     );
   }
-  const tokens = get('tokenizer.ggml.tokens');
-  if (!Array.isArray(tokens) || tokens.some((t) => typeof t !== 'string')) {
-    fail('The GGUF metadata "tokenizer.ggml.tokens" is missing or not an array of strings.', 'missing-metadata');
-  }
-  const pieces = tokens as string[];
+  const pieces = tokenPieces(get);
   const n = pieces.length;
   const rawMerges = get('tokenizer.ggml.merges');
   if (!Array.isArray(rawMerges) || rawMerges.some((m) => typeof m !== 'string')) {
@@ -451,28 +492,14 @@ function bpeTokenizer(get: (key: string) => GgufValue | undefined, options: Toke
   });
   const types = numberArray(get('tokenizer.ggml.token_type'), 'tokenizer.ggml.token_type', n) ?? new Array<number>(n).fill(TokenType.NORMAL);
 
-  const specialId = (key: string): number | undefined => {
-    const v = get(key);
-    if (v === undefined) return undefined;
-    if (typeof v !== 'number' || !Number.isInteger(v)) fail(`The GGUF metadata "${key}" is ${String(v)}, expected a token id.`);
-    return v >= 0 && v < n ? v : undefined;
-  };
+  const specialId = tokenIdReader(get, n);
   // llama.cpp's defaults for BPE vocabularies: BOS = EOS = 11 unless the file names them.
   const bos = get('tokenizer.ggml.bos_token_id') === undefined ? (n > 11 ? 11 : undefined) : specialId('tokenizer.ggml.bos_token_id');
   const eos = get('tokenizer.ggml.eos_token_id') === undefined ? (n > 11 ? 11 : undefined) : specialId('tokenizer.ggml.eos_token_id');
   const unk = specialId('tokenizer.ggml.unknown_token_id');
   const pad = specialId('tokenizer.ggml.padding_token_id');
-  const special: SpecialTokenIds = {};
-  if (bos !== undefined) special.bos = bos;
-  if (eos !== undefined) special.eos = eos;
-  if (unk !== undefined) special.unk = unk;
-  if (pad !== undefined) special.pad = pad;
-  const boolMeta = (key: string, dflt: boolean): boolean => {
-    const v = get(key);
-    if (v === undefined) return dflt;
-    if (typeof v !== 'boolean') fail(`The GGUF metadata "${key}" is ${String(v)}, expected a bool.`);
-    return v;
-  };
+  const special = specialIds(bos, eos, unk, pad);
+  const boolMeta = boolReader(get);
   const addBos = boolMeta('tokenizer.ggml.add_bos_token', pre.addBos);
   const addEos = boolMeta('tokenizer.ggml.add_eos_token', false);
 
@@ -528,21 +555,11 @@ function bpeTokenizer(get: (key: string) => GgufValue | undefined, options: Toke
       merges,
     },
   };
-  const addedDecoder: Record<string, Omit<HfAddedToken, 'id'>> = {};
-  for (const { id, ...rest } of addedTokens) addedDecoder[String(id)] = rest;
-  const tokenizerConfig: HfTokenizerConfig = {
+  const tokenizerConfig = hfTokenizerConfig(get, pieces, special, addedTokens, options, {
     tokenizer_class: 'PreTrainedTokenizerFast',
     add_bos_token: addBos,
     add_eos_token: addEos,
-    bos_token: bos !== undefined ? pieces[bos]! : null,
-    eos_token: eos !== undefined ? pieces[eos]! : null,
-    unk_token: unk !== undefined ? pieces[unk]! : null,
-    pad_token: pad !== undefined ? pieces[pad]! : null,
     clean_up_tokenization_spaces: pre.cleanSpaces,
-    ...(options.modelMaxLength !== undefined ? { model_max_length: options.modelMaxLength } : {}),
-    added_tokens_decoder: addedDecoder,
-  };
-  const chatTemplate = get('tokenizer.chat_template');
-  if (typeof chatTemplate === 'string') tokenizerConfig.chat_template = chatTemplate;
+  });
   return { tokenizerJson: tokenJson, tokenizerConfig, special, endOfGeneration: endOfGeneration(get, pieces, eos) };
 }
