@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { convertGguf } from '../src/gguf/convert.js';
 import { GgufError } from '../src/gguf/reader.js';
 import type { WValue } from './support/gguf-writer.js';
-import { llamaCppGreedy, ortGreedy, storiesTokenizerMeta, writeRandomGguf, type RandomGgufSpec } from './support/gguf-models.js';
+import { GEMMA2_SLIDING, llamaCppGreedy, ortGreedy, storiesTokenizerMeta, writeRandomGguf, type RandomGgufSpec } from './support/gguf-models.js';
 
 const u32 = (v: number): WValue => ({ t: 'u32', v });
 const f32 = (v: number): WValue => ({ t: 'f32', v });
@@ -43,20 +43,7 @@ const MODELS: Record<string, RandomGgufSpec> = {
   },
   'qwen2 (q/k/v biases, tied head)': { arch: 'qwen2', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, qkvBias: true, meta: { 'rope.freq_base': f32(1e6) } },
   'qwen3 (q/k norms, key_length ≠ hidden/heads)': { arch: 'qwen3', hidden: 64, layers: 2, heads: 4, kvHeads: 2, headDim: 32, ff: 96, qkNorm: true, untied: true },
-  'gemma2 (soft-capping, sliding window every other layer)': {
-    arch: 'gemma2',
-    hidden: 64,
-    layers: 4,
-    heads: 4,
-    kvHeads: 2,
-    headDim: 16,
-    ff: 96,
-    postNorms: true,
-    scale: 0.3,
-    embedScale: 0.03,
-    seed: 5,
-    meta: { 'attention.sliding_window': u32(5), 'attn_logit_softcapping': f32(2), 'final_logit_softcapping': f32(8) },
-  },
+  'gemma2 (soft-capping, sliding window every other layer)': GEMMA2_SLIDING,
   'gemma3 (q/k norms, sliding layers with their own rope base, linear scaling of the global layers)': {
     arch: 'gemma3',
     hidden: 64,

@@ -6,13 +6,9 @@
 import { expect } from 'chai';
 import { join } from 'node:path';
 import { Engine } from '../src/engine.js';
-import type { WValue } from './support/gguf-writer.js';
 import { bpeTokenizerMeta } from './support/bpe-vocab.js';
-import { llamaCppGreedy, llamaCppTokenize, storiesTokenizerMeta, writeRandomGguf } from './support/gguf-models.js';
+import { GEMMA2_SLIDING, llamaCppGreedy, llamaCppTokenize, storiesTokenizerMeta, writeRandomGguf } from './support/gguf-models.js';
 import { useTempCache } from './support/temp-cache.js';
-
-const u32 = (v: number): WValue => ({ t: 'u32', v });
-const f32 = (v: number): WValue => ({ t: 'f32', v });
 
 describe('converted GGUFs in the engine (llama.cpp is the reference)', function () {
   this.timeout(120_000);
@@ -37,24 +33,7 @@ describe('converted GGUFs in the engine (llama.cpp is the reference)', function 
 
   it('gemma2: a batch of prompts longer and shorter than the window equals each prompt alone and llama.cpp', async () => {
     const path = join(scratch.dir, 'gemma2.gguf');
-    await writeRandomGguf(
-      path,
-      {
-        arch: 'gemma2',
-        hidden: 64,
-        layers: 4,
-        heads: 4,
-        kvHeads: 2,
-        headDim: 16,
-        ff: 96,
-        postNorms: true,
-        scale: 0.3,
-        embedScale: 0.03,
-        seed: 5,
-        meta: { 'attention.sliding_window': u32(5), attn_logit_softcapping: f32(2), final_logit_softcapping: f32(8) },
-      },
-      await storiesTokenizerMeta(),
-    );
+    await writeRandomGguf(path, GEMMA2_SLIDING, await storiesTokenizerMeta());
     const prompts = [[1, 403, 407, 261, 378, 432, 383, 286, 261], [1, 403], [1, 300, 301, 302, 303, 304]];
     const engine = await Engine.load({ model: path });
     try {

@@ -46,6 +46,22 @@ export interface RandomGgufSpec {
   embedScale?: number;
 }
 
+/** A Gemma 2-shaped model: logit soft-capping and a sliding window of 5 on every other layer (short enough for small prompts to cross it). */
+export const GEMMA2_SLIDING: RandomGgufSpec = {
+  arch: 'gemma2',
+  hidden: 64,
+  layers: 4,
+  heads: 4,
+  kvHeads: 2,
+  headDim: 16,
+  ff: 96,
+  postNorms: true,
+  scale: 0.3,
+  embedScale: 0.03,
+  seed: 5,
+  meta: { 'attention.sliding_window': { t: 'u32', v: 5 }, attn_logit_softcapping: { t: 'f32', v: 2 }, final_logit_softcapping: { t: 'f32', v: 8 } },
+};
+
 /** The tokenizer.* metadata of stories260K (a 512-piece SentencePiece vocabulary). */
 export async function storiesTokenizerMeta(): Promise<Record<string, WValue>> {
   return withGguf(STORIES, async (f) => {
