@@ -3,7 +3,7 @@
  * with 6-bit sub-block scales). A nibble indexes a fixed table of 16 int8 levels, so the values are
  * still integer codes times a float scale (the codes are the table's levels, not the nibbles).
  */
-import type { BlockType } from './block.js';
+import { dequantizeByCodes, type BlockType } from './block.js';
 import { halfAt } from './half.js';
 
 /** ggml's kvalues_iq4nl. */
@@ -16,14 +16,7 @@ export const IQ4_NL: BlockType = {
   blockElems: 32,
   blockBytes: 18,
   dequantize(src, at, dst, out, n) {
-    for (let b = 0; b < n; b++, at += 18, out += 32) {
-      const d = halfAt(src, at);
-      for (let j = 0; j < 16; j++) {
-        const q = src[at + 2 + j]!;
-        dst[out + j] = d * IQ4_LEVELS[q & 0xf]!;
-        dst[out + j + 16] = d * IQ4_LEVELS[q >> 4]!;
-      }
-    }
+    dequantizeByCodes(IQ4_NL, src, at, dst, out, n);
   },
   codes: {
     subBlock: 32,
@@ -47,12 +40,7 @@ export const IQ4_XS: BlockType = {
   blockElems: 256,
   blockBytes: 136,
   dequantize(src, at, dst, out, n) {
-    const codes = new Int16Array(256);
-    const scales = new Float32Array(8);
-    for (let b = 0; b < n; b++, at += 136, out += 256) {
-      IQ4_XS.codes!.read(src, at, codes, scales);
-      for (let i = 0; i < 256; i++) dst[out + i] = scales[i >> 5]! * codes[i]!;
-    }
+    dequantizeByCodes(IQ4_XS, src, at, dst, out, n);
   },
   codes: {
     subBlock: 32,
