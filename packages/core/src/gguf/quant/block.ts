@@ -40,32 +40,34 @@ export interface BlockType {
   };
 }
 
+// Scratch for one block (the largest is 256 elements), reused: a dequantizer is often called a row (a few blocks) at a time.
+const blockCodes = new Int16Array(256);
+const blockScales = new Float32Array(256);
+const blockOffsets = new Float32Array(256);
+
 /** `dequantize` for a type with a `codes` view: each block read as codes and scales, multiplied out (what ggml computes). */
 export function dequantizeByCodes(type: BlockType, src: Uint8Array, at: number, dst: Float32Array, out: number, n: number): void {
-  const view = type.codes!;
-  const codes = new Int16Array(type.blockElems);
-  const scales = new Float32Array(type.blockElems / view.subBlock);
+  const { subBlock, read } = type.codes!;
+  const subBlocks = type.blockElems / subBlock;
   for (let b = 0; b < n; b++, at += type.blockBytes, out += type.blockElems) {
-    view.read(src, at, codes, scales);
-    for (let s = 0, i = 0; s < scales.length; s++) {
-      const scale = scales[s]!;
-      for (const end = i + view.subBlock; i < end; i++) dst[out + i] = scale * codes[i]!;
+    read(src, at, blockCodes, blockScales);
+    for (let s = 0, i = 0; s < subBlocks; s++) {
+      const scale = blockScales[s]!;
+      for (const end = i + subBlock; i < end; i++) dst[out + i] = scale * blockCodes[i]!;
     }
   }
 }
 
 /** `dequantize` for a type with an `affine` view: `codes · scale - offset` per sub-block, as ggml computes it. */
 export function dequantizeByAffine(type: BlockType, src: Uint8Array, at: number, dst: Float32Array, out: number, n: number): void {
-  const view = type.affine!;
-  const codes = new Int16Array(type.blockElems);
-  const scales = new Float32Array(type.blockElems / view.subBlock);
-  const offsets = new Float32Array(type.blockElems / view.subBlock);
+  const { subBlock, read } = type.affine!;
+  const subBlocks = type.blockElems / subBlock;
   for (let b = 0; b < n; b++, at += type.blockBytes, out += type.blockElems) {
-    view.read(src, at, codes, scales, offsets);
-    for (let s = 0, i = 0; s < scales.length; s++) {
-      const scale = scales[s]!;
-      const offset = offsets[s]!;
-      for (const end = i + view.subBlock; i < end; i++) dst[out + i] = codes[i]! * scale - offset;
+    read(src, at, blockCodes, blockScales, blockOffsets);
+    for (let s = 0, i = 0; s < subBlocks; s++) {
+      const scale = blockScales[s]!;
+      const offset = blockOffsets[s]!;
+      for (const end = i + subBlock; i < end; i++) dst[out + i] = blockCodes[i]! * scale - offset;
     }
   }
 }

@@ -3,7 +3,7 @@
  * super-block carries f16 super-scales and small per-sub-block scales (and, for Q2/Q4/Q5_K, mins);
  * the element order follows ggml's `dequantize_row_q*_K` loops.
  */
-import { dequantizeByCodes, type BlockType } from './block.js';
+import { dequantizeByAffine, dequantizeByCodes, type BlockType } from './block.js';
 import { halfAt } from './half.js';
 
 const QK_K = 256;
@@ -32,22 +32,7 @@ export const Q2_K: BlockType = {
   blockElems: QK_K,
   blockBytes: 84,
   dequantize(src, at, dst, out, n) {
-    for (let b = 0; b < n; b++, at += 84) {
-      const d = halfAt(src, at + 80);
-      const dmin = halfAt(src, at + 82);
-      let is = 0;
-      for (let half = 0; half < 2; half++) {
-        const q = at + 16 + half * 32;
-        for (let shift = 0; shift < 8; shift += 2) {
-          for (let part = 0; part < 2; part++) {
-            const sc = src[at + is++]!;
-            const dl = Math.fround(d * (sc & 0xf));
-            const ml = Math.fround(dmin * (sc >> 4));
-            for (let l = 0; l < 16; l++) dst[out++] = dl * ((src[q + part * 16 + l]! >> shift) & 3) - ml;
-          }
-        }
-      }
-    }
+    dequantizeByAffine(Q2_K, src, at, dst, out, n);
   },
   affine: {
     subBlock: 16,
@@ -124,21 +109,7 @@ export const Q4_K: BlockType = {
   blockElems: QK_K,
   blockBytes: 144,
   dequantize(src, at, dst, out, n) {
-    for (let b = 0; b < n; b++, at += 144) {
-      const d = halfAt(src, at);
-      const dmin = halfAt(src, at + 2);
-      for (let j = 0; j < 4; j++) {
-        const q = at + 16 + j * 32;
-        const [s1, m1] = scaleMinK4(src, at + 4, 2 * j);
-        const [s2, m2] = scaleMinK4(src, at + 4, 2 * j + 1);
-        const d1 = Math.fround(d * s1);
-        const n1 = Math.fround(dmin * m1);
-        const d2 = Math.fround(d * s2);
-        const n2 = Math.fround(dmin * m2);
-        for (let l = 0; l < 32; l++) dst[out++] = d1 * (src[q + l]! & 0xf) - n1;
-        for (let l = 0; l < 32; l++) dst[out++] = d2 * (src[q + l]! >> 4) - n2;
-      }
-    }
+    dequantizeByAffine(Q4_K, src, at, dst, out, n);
   },
   affine: {
     subBlock: 32,
@@ -163,24 +134,7 @@ export const Q5_K: BlockType = {
   blockElems: QK_K,
   blockBytes: 176,
   dequantize(src, at, dst, out, n) {
-    for (let b = 0; b < n; b++, at += 176) {
-      const d = halfAt(src, at);
-      const dmin = halfAt(src, at + 2);
-      const qh = at + 16;
-      for (let j = 0; j < 4; j++) {
-        const ql = at + 48 + j * 32;
-        const u1 = 1 << (2 * j);
-        const u2 = 2 << (2 * j);
-        const [s1, m1] = scaleMinK4(src, at + 4, 2 * j);
-        const [s2, m2] = scaleMinK4(src, at + 4, 2 * j + 1);
-        const d1 = Math.fround(d * s1);
-        const n1 = Math.fround(dmin * m1);
-        const d2 = Math.fround(d * s2);
-        const n2 = Math.fround(dmin * m2);
-        for (let l = 0; l < 32; l++) dst[out++] = d1 * ((src[ql + l]! & 0xf) + (src[qh + l]! & u1 ? 16 : 0)) - n1;
-        for (let l = 0; l < 32; l++) dst[out++] = d2 * ((src[ql + l]! >> 4) + (src[qh + l]! & u2 ? 16 : 0)) - n2;
-      }
-    }
+    dequantizeByAffine(Q5_K, src, at, dst, out, n);
   },
   affine: {
     subBlock: 32,
