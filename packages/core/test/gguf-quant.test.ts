@@ -1,7 +1,6 @@
 import { expect } from 'chai';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { convertGguf } from '../src/gguf/convert.js';
 import { GgufError, withGguf } from '../src/gguf/reader.js';
@@ -12,6 +11,7 @@ import { isLossless, toNBits } from '../src/gguf/quant/nbits.js';
 import { dequantizeMatrix, rowBytes } from '../src/onnx/quantized-matrix.js';
 import { seededNormals } from '../src/onnx/random-weights.js';
 import { GGML, quantizeGgml, quantizeGgmlWithValues } from './support/ggml-quantize.js';
+import { useTempDir } from './support/temp-cache.js';
 
 /** Largest error of each element, relative to the largest magnitude of its row. */
 function relErr(ref: Float32Array, got: Float32Array, cols: number): number {
@@ -74,13 +74,7 @@ describe('gguf quantized types', () => {
 
 describe('gguf quantized models against llama.cpp', function () {
   this.timeout(120_000);
-  let tmp: string;
-  before(async () => {
-    tmp = await mkdtemp(join(tmpdir(), 'reasonplug-gguf-quant-'));
-  });
-  after(async () => {
-    await rm(tmp, { recursive: true, force: true });
-  });
+  const scratch = useTempDir('reasonplug-gguf-quant-');
 
   /** Re-encodes a GGUF with each 2-D tensor stored as `typeOf(name)` (when its rows divide into that type's blocks). */
   async function requantized(src: string, dst: string, typeOf: (name: string) => number): Promise<void> {
@@ -100,14 +94,14 @@ describe('gguf quantized models against llama.cpp', function () {
   }
 
   async function compare(path: string, steps: number, prompt = [1]): Promise<{ ours: number[]; ref: number[] }> {
-    const res = await convertGguf(path, join(tmp, `${basename(path)}-module`));
+    const res = await convertGguf(path, join(scratch.dir, `${basename(path)}-module`));
     const ours = await ortGreedy(join(res.dir, 'model.onnx'), prompt, steps);
     const ref = await llamaCppGreedy(path, prompt, steps);
     return { ours, ref };
   }
 
   it('stories260K as Q8_0: all 60 greedy tokens equal llama.cpp', async () => {
-    const path = join(tmp, 'stories-q8_0.gguf');
+    const path = join(scratch.dir, 'stories-q8_0.gguf');
     await requantized(STORIES, path, () => GGML.Q8_0);
     await withGguf(path, async (f) => {
       expect(f.tensorInfo('blk.0.attn_q.weight')!.typeName).to.equal('Q8_0');
@@ -118,11 +112,11 @@ describe('gguf quantized models against llama.cpp', function () {
   });
 
   it('refuses a truncated quantized file and a quantized tensor whose rows do not divide into blocks, naming the tensor; writes nothing', async () => {
-    const path = join(tmp, 'stories-q8_0.gguf'); // written by the Q8_0 test above
+    const path = join(scratch.dir, 'stories-q8_0.gguf'); // written by the Q8_0 test above
     const raw = await readFile(path);
-    const cut = join(tmp, 'cut.gguf');
+    const cut = join(scratch.dir, 'cut.gguf');
     await writeFile(cut, raw.subarray(0, raw.length - 40));
-    const out = join(tmp, 'cut-module');
+    const out = join(scratch.dir, 'cut-module');
     const err = await convertGguf(cut, out).catch((e: unknown) => e);
     expect(err).to.be.instanceOf(GgufError).with.property('code', 'truncated');
     expect((err as Error).message).to.match(/cut\.gguf is truncated: tensor "blk\.4\.[a-z_]+\.weight"/);
@@ -131,15 +125,15 @@ describe('gguf quantized models against llama.cpp', function () {
     const bad = Buffer.from(raw);
     const at = bad.indexOf(Buffer.from('blk.0.ffn_down.weight')) + 'blk.0.ffn_down.weight'.length;
     bad.writeUInt32LE(GGML.Q8_0, at + 4 + 16);
-    const badPath = join(tmp, 'bad-blocks.gguf');
+    const badPath = join(scratch.dir, 'bad-blocks.gguf');
     await writeFile(badPath, bad);
-    const err2 = await convertGguf(badPath, join(tmp, 'bad-blocks')).catch((e: unknown) => e);
+    const err2 = await convertGguf(badPath, join(scratch.dir, 'bad-blocks')).catch((e: unknown) => e);
     expect(err2).to.be.instanceOf(GgufError).with.property('code', 'corrupt');
     expect((err2 as Error).message).to.match(/"blk\.0\.ffn_down\.weight" is Q8_0 with rows of 172 elements/);
   });
 
   it("stories260K as Q4_0: greedy tokens equal llama.cpp's over the prefix where its F32 and Q4_0 runs agree", async () => {
-    const path = join(tmp, 'stories-q4_0.gguf');
+    const path = join(scratch.dir, 'stories-q4_0.gguf');
     await requantized(STORIES, path, () => GGML.Q4_0);
     const { ours, ref } = await compare(path, 60);
     const f32 = await llamaCppGreedy(STORIES, [1], 60);
@@ -152,22 +146,18 @@ describe('gguf quantized models against llama.cpp', function () {
 
 describe('gguf quantized random models against llama.cpp', function () {
   this.timeout(120_000);
-  let tmp: string;
+  const scratch = useTempDir('reasonplug-gguf-mix-');
   let f32Path: string;
   const prompt = [1, 403, 407];
   before(async () => {
-    tmp = await mkdtemp(join(tmpdir(), 'reasonplug-gguf-mix-'));
-    f32Path = join(tmp, 'random-f32.gguf');
+    f32Path = join(scratch.dir, 'random-f32.gguf');
     // rows of 256 so that every K-quant fits; an untied head so token_embd and output can differ in type
     const spec = { arch: 'llama', hidden: 256, layers: 1, heads: 4, kvHeads: 2, ff: 512, untied: true, scale: 0.08, embedScale: 0.3 };
     await writeRandomGguf(f32Path, spec, await storiesTokenizerMeta());
   });
-  after(async () => {
-    await rm(tmp, { recursive: true, force: true });
-  });
 
   async function quantizedCopy(label: string, typeOf: (name: string) => number, src = f32Path): Promise<string> {
-    const path = join(tmp, `${label.replaceAll('/', '-')}.gguf`);
+    const path = join(scratch.dir, `${label.replaceAll('/', '-')}.gguf`);
     await rewriteGguf(
       src,
       path,
@@ -187,7 +177,7 @@ describe('gguf quantized random models against llama.cpp', function () {
     it(`${name}: the dequantized conversion's first 6 greedy tokens equal llama.cpp's`, async () => {
       const path = await quantizedCopy(`all-${name}`, () => type);
       const ref = await llamaCppGreedy(path, prompt, 6);
-      const res = await convertGguf(path, join(tmp, `all-${name}-module`), { dequantize: true });
+      const res = await convertGguf(path, join(scratch.dir, `all-${name}-module`), { dequantize: true });
       expect(await ortGreedy(join(res.dir, 'model.onnx'), prompt, 6)).to.deep.equal(ref);
     });
   }
@@ -201,13 +191,13 @@ describe('gguf quantized random models against llama.cpp', function () {
       ['offsets', (n) => (n.includes('attn') ? GGML.Q5_K : n.includes('ffn_gate') ? GGML.Q4_1 : n.includes('ffn_up') ? GGML.Q5_1 : n.includes('ffn_down') ? GGML.Q2_K : GGML.Q4_K), 3],
     ];
     // a tied head (no output.weight): Q4_K_M then stores token_embd as Q6_K, read by GatherBlockQuantized and MatMulNBits
-    const tiedF32 = join(tmp, 'random-tied-f32.gguf');
+    const tiedF32 = join(scratch.dir, 'random-tied-f32.gguf');
     await writeRandomGguf(tiedF32, { arch: 'llama', hidden: 256, layers: 1, heads: 4, kvHeads: 2, ff: 512, scale: 0.08, embedScale: 0.3 }, await storiesTokenizerMeta());
     mixes.push(['Q4_K_M-tied', (n) => (/attn_v|ffn_down|token_embd/.test(n) ? GGML.Q6_K : GGML.Q4_K), 6]);
     for (const [label, typeOf, n] of mixes) {
       const path = await quantizedCopy(label, typeOf, label.endsWith('tied') ? tiedF32 : f32Path);
       const ref = await llamaCppGreedy(path, prompt, n);
-      const res = await convertGguf(path, join(tmp, `${label}-module`));
+      const res = await convertGguf(path, join(scratch.dir, `${label}-module`));
       if (label.endsWith('tied')) expect(res.config.tieWordEmbeddings).to.equal(true);
       expect(await ortGreedy(join(res.dir, 'model.onnx'), prompt, n), label).to.deep.equal(ref);
     }

@@ -4,8 +4,7 @@
  * tokenizer_config.json and its rendering tokenizes like llama.cpp with special tokens parsed.
  */
 import { expect } from 'chai';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { GgufError, withGguf } from '../src/gguf/reader.js';
@@ -14,6 +13,7 @@ import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { makeGguf, type WValue } from './support/gguf-writer.js';
 import { bpeTokenizerMeta } from './support/bpe-vocab.js';
 import { llamaCppTokenize, storiesTokenizerMeta } from './support/gguf-models.js';
+import { useTempDir } from './support/temp-cache.js';
 
 const TEXTS = [
   'Hello, world! How are you?',
@@ -46,17 +46,11 @@ function vocabGguf(tokenizer: Record<string, WValue>): Buffer {
 
 describe('gguf tokenizers: BPE pre-tokenizers, SentencePiece options, special tokens (llama.cpp is the reference)', function () {
   this.timeout(60_000);
-  let tmp: string;
-  before(async () => {
-    tmp = await mkdtemp(join(tmpdir(), 'reasonplug-gguf-bpe-'));
-  });
-  after(async () => {
-    await rm(tmp, { recursive: true, force: true });
-  });
+  const scratch = useTempDir('reasonplug-gguf-bpe-');
 
   for (const pre of ['qwen2', 'llama-bpe', 'smollm', 'tekken']) {
     it(`"${pre}": text tokenizes to llama.cpp's ids`, async () => {
-      const path = join(tmp, `${pre}.gguf`);
+      const path = join(scratch.dir, `${pre}.gguf`);
       await writeFile(path, vocabGguf(bpeTokenizerMeta(pre)));
       const tok = await withGguf(path, async (f) => tokenizerFromGguf(f));
       const hf = new Tokenizer(tok.tokenizerJson, tok.tokenizerConfig);
@@ -84,12 +78,12 @@ describe('gguf tokenizers: BPE pre-tokenizers, SentencePiece options, special to
   });
 
   it('adds BOS as llama.cpp does, carries the chat template, and renders it to the ids llama.cpp reads with special tokens', async () => {
-    const path = join(tmp, 'chat.gguf');
+    const path = join(scratch.dir, 'chat.gguf');
     await writeFile(path, vocabGguf(bpeTokenizerMeta('qwen2', { addBos: false, chatTemplate: QWEN_TEMPLATE })));
     const tok = await withGguf(path, async (f) => tokenizerFromGguf(f));
     expect(tok.tokenizerConfig.chat_template).to.equal(QWEN_TEMPLATE);
     expect(tok.tokenizerConfig).to.include({ add_bos_token: false, bos_token: '<|endoftext|>', eos_token: '<|im_end|>' });
-    const dir = join(tmp, 'chat-tok');
+    const dir = join(scratch.dir, 'chat-tok');
     await rm(dir, { recursive: true, force: true });
     await import('node:fs/promises').then(async (fs) => {
       await fs.mkdir(dir, { recursive: true });
@@ -121,7 +115,7 @@ describe('gguf tokenizers: BPE pre-tokenizers, SentencePiece options, special to
     // Llama 3's pre-tokenizer adds BOS unless the file says otherwise, as llama.cpp does.
     const llama3 = tokenizerFromGguf(Object.fromEntries(Object.entries(bpeTokenizerMeta('llama-bpe')).map(([k, v]) => [k, unwrap(v)])));
     const hf = new Tokenizer(llama3.tokenizerJson, llama3.tokenizerConfig);
-    const l3path = join(tmp, 'l3.gguf');
+    const l3path = join(scratch.dir, 'l3.gguf');
     await writeFile(l3path, vocabGguf(bpeTokenizerMeta('llama-bpe')));
     const llama = await (await import('./support/gguf-models.js')).llamaCpp();
     const model = await llama.loadModel({ modelPath: l3path, vocabOnly: true });
@@ -147,7 +141,7 @@ describe('gguf tokenizers: BPE pre-tokenizers, SentencePiece options, special to
     push('tokenizer.ggml.token_type', extra.map(() => ({ t: 'i32', v: 3 })));
     const texts = ['<|user|>\nOnce upon a time<|end|>\n<|assistant|>\n', '<s> <|user|>  a\n\n<|endoftext|> b </s> c'];
     for (const name of ['Phi-3-mini-4k-instruct', 'Stories']) {
-      const path = join(tmp, `${name}.gguf`);
+      const path = join(scratch.dir, `${name}.gguf`);
       await writeFile(path, makeGguf({ 'general.architecture': { t: 'str', v: 'phi3' }, 'general.name': { t: 'str', v: name }, ...meta }));
       const tok = await withGguf(path, async (f) => tokenizerFromGguf(f));
       const hf = new Tokenizer(tok.tokenizerJson, tok.tokenizerConfig);
@@ -159,7 +153,7 @@ describe('gguf tokenizers: BPE pre-tokenizers, SentencePiece options, special to
   it('SentencePiece with and without the space prefix (Gemma writes add_space_prefix false) tokenizes like llama.cpp', async () => {
     for (const prefix of [true, false]) {
       const meta = { ...(await storiesTokenizerMeta()), 'tokenizer.ggml.add_space_prefix': { t: 'bool', v: prefix } as WValue };
-      const path = join(tmp, `spm-${prefix}.gguf`);
+      const path = join(scratch.dir, `spm-${prefix}.gguf`);
       await writeFile(path, makeGguf({ 'general.architecture': { t: 'str', v: 'gemma2' }, ...meta }));
       const tok = await withGguf(path, async (f) => tokenizerFromGguf(f));
       const hf = new Tokenizer(tok.tokenizerJson, tok.tokenizerConfig);

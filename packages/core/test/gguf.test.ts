@@ -1,8 +1,7 @@
 import { expect } from 'chai';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import * as ort from 'onnxruntime-node';
@@ -11,6 +10,7 @@ import { tokenizerFromGguf, type GgufTokenizer } from '../src/gguf/tokenizer-fro
 import { convertGguf, kebabName, type ConvertedManifest } from '../src/gguf/convert.js';
 import { tokenizerFingerprint } from '../src/tokenizer/fingerprint.js';
 import { f16Bits, makeGguf, rewriteGguf, type WValue } from './support/gguf-writer.js';
+import { useTempDir } from './support/temp-cache.js';
 
 const STORIES = new URL('../../../../shared/models/stories260K/stories260K.gguf', import.meta.url).pathname;
 const STORIES_SHA256 = '270cba1bd5109f42d03350f60406024560464db173c0e387d91f0426d3bd256d';
@@ -80,13 +80,7 @@ const TEXTS = [
 
 describe('gguf', function () {
   this.timeout(120_000);
-  let tmp: string;
-  before(async () => {
-    tmp = await mkdtemp(join(tmpdir(), 'reasonplug-gguf-'));
-  });
-  after(async () => {
-    await rm(tmp, { recursive: true, force: true });
-  });
+  const scratch = useTempDir('reasonplug-gguf-');
 
   describe('reader', () => {
     it('reads the header and metadata of stories260K', async () => {
@@ -186,7 +180,7 @@ describe('gguf', function () {
         ],
         { alignment: 64 },
       );
-      const path = join(tmp, 'types.gguf');
+      const path = join(scratch.dir, 'types.gguf');
       await writeFile(path, buf);
       await withGguf(path, async (f) => {
         expect(f.alignment).to.equal(64);
@@ -252,7 +246,7 @@ describe('gguf', function () {
       cases.push(['absurd.gguf', absurd, 'corrupt', /implausibly large/]);
 
       for (const [name, bytes, code, message] of cases) {
-        const path = join(tmp, name);
+        const path = join(scratch.dir, name);
         await writeFile(path, bytes);
         const err = await GgufFile.open(path).then(
           async (f) => {
@@ -274,7 +268,7 @@ describe('gguf', function () {
         { name: 't', dims: [3], type: 0, data: new Uint8Array(new Float32Array([1, 2, 3]).buffer) },
       ]);
       expect(buf.length).to.be.greaterThan(1 << 20);
-      const path = join(tmp, 'big.gguf');
+      const path = join(scratch.dir, 'big.gguf');
       await writeFile(path, buf);
       await withGguf(path, async (f) => {
         expect((f.get('big') as string[])[39_999]).to.equal(`token-39999-${'x'.repeat(20)}`);
@@ -403,12 +397,12 @@ describe('gguf', function () {
     });
 
     it('refuses architectures other than llama, naming them', async () => {
-      const path = join(tmp, 'gpt2.gguf');
+      const path = join(scratch.dir, 'gpt2.gguf');
       await writeFile(path, makeGguf({ 'general.architecture': { t: 'str', v: 'gpt2' } }));
-      const err = await convertGguf(path, join(tmp, 'gpt2-out')).catch((e: unknown) => e);
+      const err = await convertGguf(path, join(scratch.dir, 'gpt2-out')).catch((e: unknown) => e);
       expect(err).to.be.instanceOf(GgufError);
       expect((err as Error).message).to.match(/"gpt2"/).and.match(/"llama"/);
-      expect(existsSync(join(tmp, 'gpt2-out', 'reasonplug.json'))).to.equal(false);
+      expect(existsSync(join(scratch.dir, 'gpt2-out', 'reasonplug.json'))).to.equal(false);
     });
 
     it('refuses tensor types it does not decode, naming the type and the tensor', async () => {
@@ -416,14 +410,14 @@ describe('gguf', function () {
       const at = raw.indexOf(Buffer.from('token_embd.weight')) + 'token_embd.weight'.length;
       expect(raw.readUInt32LE(at)).to.equal(2); // n_dims
       raw.writeUInt32LE(16, at + 4 + 16); // type F32 -> IQ2_XXS, a type the converter does not take
-      const path = join(tmp, 'q8.gguf');
+      const path = join(scratch.dir, 'q8.gguf');
       await writeFile(path, raw);
       await withGguf(path, async (f) => {
         expect(f.tensorInfo('token_embd.weight')!.typeName).to.equal('IQ2_XXS');
         const err = await f.readTensor('token_embd.weight').catch((e: unknown) => e);
         expect(err).to.be.instanceOf(GgufError).with.property('code', 'unsupported-tensor-type');
       });
-      const err = await convertGguf(path, join(tmp, 'q8')).catch((e: unknown) => e);
+      const err = await convertGguf(path, join(scratch.dir, 'q8')).catch((e: unknown) => e);
       expect(err).to.be.instanceOf(GgufError).with.property('code', 'unsupported-tensor-type');
       expect((err as Error).message).to.match(/IQ2_XXS/).and.match(/token_embd\.weight/).and.match(/F32, F16/);
     });
@@ -431,7 +425,7 @@ describe('gguf', function () {
     let dir: string;
     let manifest: ConvertedManifest;
     it('converts stories260K into a module directory', async () => {
-      const res = await convertGguf(STORIES, join(tmp, 'stories'));
+      const res = await convertGguf(STORIES, join(scratch.dir, 'stories'));
       dir = res.dir;
       expect(res.config).to.deep.equal({
         vocabSize: 512,
@@ -465,7 +459,7 @@ describe('gguf', function () {
       expect(manifest.files.model.path).to.equal('model.onnx');
       const cfg = JSON.parse(await readFile(join(dir, 'tokenizer_config.json'), 'utf8')) as Record<string, unknown>;
       expect(cfg).to.include({ bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>', add_bos_token: true, model_max_length: 2048 });
-      const named = await convertGguf(STORIES, join(tmp, 'named'), { name: 'My Stories' });
+      const named = await convertGguf(STORIES, join(scratch.dir, 'named'), { name: 'My Stories' });
       expect(named.manifest.name).to.equal('my-stories');
       expect(named.manifest.compat.tokenizer).to.equal(manifest.compat.tokenizer);
     });
@@ -517,7 +511,7 @@ describe('gguf', function () {
     });
 
     it('converts to float16 and still tells the story', async () => {
-      const res = await convertGguf(STORIES, join(tmp, 'stories-f16'), { dtype: 'float16' });
+      const res = await convertGguf(STORIES, join(scratch.dir, 'stories-f16'), { dtype: 'float16' });
       const ids = await greedy(join(res.dir, 'model.onnx'), 24, 'float16');
       const tj = JSON.parse(await readFile(join(res.dir, 'tokenizer.json'), 'utf8')) as object;
       const text = new Tokenizer(tj, {}).decode(ids, { skip_special_tokens: true });
@@ -527,7 +521,7 @@ describe('gguf', function () {
     });
 
     it('converts an F16 GGUF with a separate (untied) output head', async () => {
-      const path = join(tmp, 'f16-untied.gguf');
+      const path = join(scratch.dir, 'f16-untied.gguf');
       await rewriteGguf(STORIES, path, (meta, tensors) => {
         meta.set('general.name', { type: GgufValueType.STRING, value: 'Stories F16 Untied' });
         meta.set('general.license', { type: GgufValueType.STRING, value: 'mit' });
@@ -537,7 +531,7 @@ describe('gguf', function () {
         out.data = out.data.map((x) => x * 2);
       });
       await withGguf(path, async (f) => expect(f.tensorInfo('blk.0.attn_q.weight')!.typeName).to.equal('F16'));
-      const res = await convertGguf(path, join(tmp, 'f16-untied'));
+      const res = await convertGguf(path, join(scratch.dir, 'f16-untied'));
       expect(res.config.tieWordEmbeddings).to.equal(false);
       expect(res.manifest).to.include({ name: 'stories-f16-untied', license: 'mit' });
       expect(res.manifest.provenance.convertedFrom.file).to.equal('f16-untied.gguf');
@@ -549,20 +543,20 @@ describe('gguf', function () {
     });
 
     it('ties embeddings when the GGUF has no output tensor, and checks tensor shapes', async () => {
-      const path = join(tmp, 'tied.gguf');
+      const path = join(scratch.dir, 'tied.gguf');
       await rewriteGguf(STORIES, path, (_meta, tensors) => {
         tensors.delete('output.weight');
       });
-      const res = await convertGguf(path, join(tmp, 'tied'));
+      const res = await convertGguf(path, join(scratch.dir, 'tied'));
       expect(res.config.tieWordEmbeddings).to.equal(true);
       const ids = await greedy(join(res.dir, 'model.onnx'), 8, 'float32');
       expect(ids.slice(0, 5)).to.deep.equal([1, 403, 407, 261, 378]); // <s> Once upon a time
 
-      const bad = join(tmp, 'bad-shape.gguf');
+      const bad = join(scratch.dir, 'bad-shape.gguf');
       await rewriteGguf(STORIES, bad, (meta) => {
         meta.set('llama.feed_forward_length', { type: GgufValueType.UINT32, value: 128 });
       });
-      const err = await convertGguf(bad, join(tmp, 'bad-shape')).catch((e: unknown) => e);
+      const err = await convertGguf(bad, join(scratch.dir, 'bad-shape')).catch((e: unknown) => e);
       expect(err).to.be.instanceOf(GgufError);
       expect((err as Error).message).to.match(/blk\.0\.ffn_gate\.weight.*\[172, 64\].*\[128, 64\]/);
     });

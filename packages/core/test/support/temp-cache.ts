@@ -1,30 +1,44 @@
-/** A suite's scratch directory whose `cache/` is $REASONPLUG_CACHE while the suite runs. */
+/** A suite's scratch directory, and one whose `cache/` is $REASONPLUG_CACHE while the suite runs. */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-/**
- * Call inside a `describe`: before its tests, makes a fresh directory (named from `prefix`) and points
- * $REASONPLUG_CACHE at its `cache/` subdirectory; after them, restores the variable and removes the directory.
- */
-export function useTempCache(prefix: string): { readonly dir: string; readonly cache: string } {
-  const saved = process.env['REASONPLUG_CACHE'];
+/** Call inside a `describe`: a fresh directory (named from `prefix`) made before its tests and removed after them. */
+export function useTempDir(prefix: string): { readonly dir: string } {
   let dir = '';
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), prefix));
-    process.env['REASONPLUG_CACHE'] = join(dir, 'cache');
   });
   after(async () => {
-    if (saved === undefined) delete process.env['REASONPLUG_CACHE'];
-    else process.env['REASONPLUG_CACHE'] = saved;
     await rm(dir, { recursive: true, force: true });
   });
   return {
     get dir() {
       return dir;
     },
+  };
+}
+
+/**
+ * Call inside a `describe`: as {@link useTempDir}, and $REASONPLUG_CACHE points at the directory's `cache/`
+ * while the suite runs (restored after).
+ */
+export function useTempCache(prefix: string): { readonly dir: string; readonly cache: string } {
+  const saved = process.env['REASONPLUG_CACHE'];
+  const scratch = useTempDir(prefix);
+  before(() => {
+    process.env['REASONPLUG_CACHE'] = join(scratch.dir, 'cache');
+  });
+  after(() => {
+    if (saved === undefined) delete process.env['REASONPLUG_CACHE'];
+    else process.env['REASONPLUG_CACHE'] = saved;
+  });
+  return {
+    get dir() {
+      return scratch.dir;
+    },
     get cache() {
-      return join(dir, 'cache');
+      return join(scratch.dir, 'cache');
     },
   };
 }
