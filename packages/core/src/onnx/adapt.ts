@@ -5,7 +5,7 @@
  * - `lastLogitsOnly`: `logits` become `[B, 1, V]` (the last position only), so `[B, S, V]` never crosses the
  *   session boundary on long prompts. The LM head is found by walking back from `logits` through
  *   shape-preserving ops (Cast, Identity, Tanh, Add/Sub/Mul/Div by a broadcast constant, Reshape to a constant
- *   `[0|-1 ...]` shape) to the MatMul (or com.microsoft FusedMatMul / MatMulNBits) whose other operand is
+ *   `[0|-1 ...]` shape) to the MatMul (or com.microsoft FusedMatMul / MatMulNBits / MatMulBnb4) whose other operand is
  *   constant; a Slice on its data input makes the head run on one position. Through the `If` of a merged
  *   decoder both branches are adapted. When no head can be found (or the path is shared with other outputs),
  *   the `logits` output itself is sliced instead, which still keeps the boundary small.
@@ -474,7 +474,7 @@ function locateHead(ctx: Ctx, scope: Scope, value: string): HeadLoc | string {
     const isHead =
       (dom === '' && op === 'MatMul') ||
       (dom === MS && op === 'FusedMatMul' && !attrInt(n, 'transA') && !attrInt(n, 'transBatchA')) ||
-      (dom === MS && op === 'MatMulNBits');
+      (dom === MS && (op === 'MatMulNBits' || op === 'MatMulBnb4'));
     if (isHead) {
       const [a, b] = [n.input?.[0] ?? '', n.input?.[1] ?? ''];
       if (!scope.isConst(b) || scope.isConst(a)) {
@@ -482,7 +482,8 @@ function locateHead(ctx: Ctx, scope: Scope, value: string): HeadLoc | string {
       }
       let hiddenType: number | undefined;
       let hiddenSize: number | undefined;
-      if (op === 'MatMulNBits') {
+      if (op === 'MatMulNBits' || op === 'MatMulBnb4') {
+        // Both keep K as an attribute and their scales (absmax for bnb4) as input 2, typed like the activations.
         hiddenSize = attrInt(n, 'K');
         hiddenType = scope.constInfo(n.input?.[2] ?? '').elemType;
       } else {
