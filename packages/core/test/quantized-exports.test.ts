@@ -5,7 +5,7 @@ import { Engine } from '../src/engine.js';
 import { buildLlamaModel, randomLlamaWeights } from '../src/onnx/llama-builder.js';
 import type { LlamaConfig } from '../src/onnx/llama-spec.js';
 import { DataType, makeNode, makeTensor, readModel, writeModel, type ModelProto, type TensorProto } from '../src/onnx/proto.js';
-import { float32ArrayToFloat16 } from '../src/onnx/graph-builder.js';
+import { float16ToFloat32, float32ArrayToFloat16 } from '../src/onnx/graph-builder.js';
 import { dequantizeMatrix } from '../src/onnx/quantized-matrix.js';
 import { prepareDecoder } from '../src/onnx/prepared-cache.js';
 import { quantizeModel } from '../src/modules/quantize-module.js';
@@ -74,6 +74,32 @@ function halveMatMulNBits(model: ModelProto): number {
   return count;
 }
 
+/**
+ * What `keep_io_types` leaves of an fp16 graph: every fp16 graph input (past KV) and output (logits, present
+ * KV) becomes fp32, with a Cast right after the input and right before the output.
+ */
+function keepIoTypes(model: ModelProto): void {
+  const graph = model.graph!;
+  const [before, after] = [[] as ReturnType<typeof makeNode>[], [] as ReturnType<typeof makeNode>[]];
+  for (const input of graph.input!) {
+    const tt = input.type!.tensorType!;
+    if (tt.elemType !== DataType.FLOAT16) continue;
+    const inner = `${input.name}_fp16`;
+    for (const n of graph.node!) n.input = n.input!.map((x) => (x === input.name ? inner : x));
+    before.push(makeNode('Cast', [input.name!], [inner], { to: DataType.FLOAT16 }));
+    tt.elemType = DataType.FLOAT;
+  }
+  for (const output of graph.output!) {
+    const tt = output.type!.tensorType!;
+    if (tt.elemType !== DataType.FLOAT16) continue;
+    const inner = `${output.name}_fp16`;
+    for (const n of graph.node!) n.output = n.output!.map((x) => (x === output.name ? inner : x));
+    after.push(makeNode('Cast', [inner], [output.name!], { to: DataType.FLOAT }));
+    tt.elemType = DataType.FLOAT;
+  }
+  graph.node = [...before, ...graph.node!, ...after] as typeof graph.node;
+}
+
 /** bitsandbytes' 4-bit code books, code → value (onnxruntime's fp4/nf4 maps). */
 const CODEBOOKS = {
   FP4: [0, 0.005208333333, 0.66666667, 1, 0.33333333, 0.5, 0.16666667, 0.25, -0, -0.005208333333, -0.66666667, -1, -0.33333333, -0.5, -0.16666667, -0.25],
@@ -139,7 +165,16 @@ function toBnb4(model: ModelProto, quantType: 'FP4' | 'NF4', blockSize = 32): nu
 type Variant = { name: string; dtype: 'float32' | 'float16'; edit: (m: ModelProto) => number; op: string; kv: 'float16' | 'float32' };
 const VARIANTS: Variant[] = [
   { name: 'q4f16, fp16 I/O', dtype: 'float16', edit: halveMatMulNBits, op: 'MatMulNBits', kv: 'float16' },
-  { name: 'q4f16, fp32 I/O (keep_io_types)', dtype: 'float32', edit: halveMatMulNBits, op: 'MatMulNBits', kv: 'float32' },
+  {
+    name: 'q4f16, fp32 I/O and KV (keep_io_types)',
+    dtype: 'float16',
+    edit: (m) => {
+      keepIoTypes(m);
+      return halveMatMulNBits(m);
+    },
+    op: 'MatMulNBits',
+    kv: 'float32',
+  },
   { name: 'bnb4 NF4', dtype: 'float32', edit: (m) => toBnb4(m, 'NF4'), op: 'MatMulBnb4', kv: 'float32' },
   { name: 'bnb4 FP4, fp16 I/O', dtype: 'float16', edit: (m) => toBnb4(m, 'FP4'), op: 'MatMulBnb4', kv: 'float16' },
 ];
@@ -171,21 +206,18 @@ async function preparedStep(path: string, prompt: number[], table: Uint8Array, f
   try {
     const ids = (v: number[]) => new ort.Tensor('int64', BigInt64Array.from(v, BigInt), [1, v.length]);
     const meta = session.inputMetadata as unknown as { name: string; type: string; shape: readonly (number | string)[] }[];
-    const embedType = meta.find((m) => m.name === 'inputs_embeds')!.type as 'float16' | 'float32';
-    expect(embedType).to.equal(fp16 ? 'float16' : 'float32');
+    const embedType = meta.find((m) => m.name === 'inputs_embeds')!.type;
     const h = config.hiddenSize;
+    const rows = fp16 ? Float32Array.from(new Uint16Array(new Uint8Array(table).buffer), float16ToFloat32) : new Float32Array(new Uint8Array(table).buffer);
     const feeds = (tokens: number[], embeds: number[]) => {
       const f: Record<string, ort.Tensor> = {
         input_ids: ids(tokens),
         attention_mask: ids(prompt.map(() => 1)),
         position_ids: ids(prompt.map((_, i) => i)),
       };
-      const width = fp16 ? 2 : 4;
-      const bytes = new Uint8Array(embeds.length * h * width);
-      embeds.forEach((t, i) => bytes.set(table.subarray(t * h * width, (t + 1) * h * width), i * h * width));
-      f.inputs_embeds = fp16
-        ? new ort.Tensor('float16', new Uint16Array(bytes.buffer), [1, embeds.length, h])
-        : new ort.Tensor('float32', new Float32Array(bytes.buffer), [1, embeds.length, h]);
+      const x = new Float32Array(embeds.length * h);
+      embeds.forEach((t, i) => x.set(rows.subarray(t * h, (t + 1) * h), i * h));
+      f.inputs_embeds = embedType === 'float16' ? new ort.Tensor('float16', float32ArrayToFloat16(x), [1, embeds.length, h]) : new ort.Tensor('float32', x, [1, embeds.length, h]);
       for (const m of meta) {
         if (!m.name.startsWith('past_key_values.')) continue;
         const dims = [1, m.shape[1] as number, 0, m.shape[3] as number];
@@ -224,9 +256,10 @@ describe('fp16, q4f16 and bnb4 exports against onnxruntime\'s bare loop', functi
       const model = await readModel(path);
       const ops = model.graph!.node!.map((n) => n.opType);
       expect(ops.filter((o) => o === v.op)).to.have.length(11);
-      expect(ops).to.not.include('MatMul'.concat('Integer'));
+      const ioType = v.kv === 'float16' ? DataType.FLOAT16 : DataType.FLOAT;
       const kvIn = model.graph!.input!.find((i) => i.name === 'past_key_values.0.key')!;
-      expect(kvIn.type!.tensorType!.elemType).to.equal(v.kv === 'float16' ? DataType.FLOAT16 : DataType.FLOAT);
+      expect(kvIn.type!.tensorType!.elemType).to.equal(ioType);
+      expect(model.graph!.output!.find((o) => o.name === 'logits')!.type!.tensorType!.elemType).to.equal(ioType);
       if (v.op === 'MatMulNBits') {
         const scales = initializers(model).get(model.graph!.node!.find((n) => n.opType === 'MatMulNBits')!.input![2]!)!;
         expect(scales.dataType).to.equal(DataType.FLOAT16);
