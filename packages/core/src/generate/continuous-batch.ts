@@ -11,6 +11,7 @@ import type { DecoderSession } from '../runtime/decoder-session.js';
 import { BatchKv, RowPrefill, type KvCounters, type RowCache } from '../runtime/batch-kv.js';
 import { checkPrompts, PromptError, RowState, type DecodeLoopInput, type DecodeLoopOutput } from './decode-loop.js';
 import { StopStringMatcher } from './stop-strings.js';
+import type { TokenLogprobs } from './types.js';
 import { validateGenerateOptions } from './options.js';
 import { accumulateLogits, combineWithBackbone, fusionScale, type FusionMode } from '../compose/fusion.js';
 import { weightAt, type WeightSpec } from '../compose/weights.js';
@@ -164,7 +165,7 @@ export class ContinuousBatch {
     const job: Job = {
       request,
       models: [0, ...(request.composition?.reasoners ?? []).map((r) => 1 + r.index)],
-      rows: request.prompts.map((p, r) => new RowState(p, new Sampler(options), request.decode, stops, undefined, request.constraints?.[r])),
+      rows: request.prompts.map((p, r) => new RowState(p, new Sampler(options), request.decode, stops, undefined, request.constraints?.[r], options.logprobs)),
       used: request.prompts.map((p) => p.length),
       reserve,
       maxTokens,
@@ -358,10 +359,14 @@ export class ContinuousBatch {
       const logits = this.fused(c.live).subarray(0, limit);
       let id: number;
       let text: string;
+      let logprobs: TokenLogprobs | undefined;
       try {
+        // Read before the grammar mask and the sampler write over the logits.
+        const pass = row.measure(logits);
         if (row.constraint) await row.constraint.mask(logits);
         id = row.sampler.sample(logits, { generated: row.ids, prompt: row.prompt });
         row.constraint?.accept(id);
+        logprobs = row.record(pass, id);
         // Once the grammar has taken its stop token the reply is complete (even when EOS is otherwise ignored).
         text = row.accept(id, job.eos.has(id) || row.constraint?.isComplete() === true);
       } catch (err) {
@@ -372,7 +377,7 @@ export class ContinuousBatch {
       const lastFit = job.used[r]! >= (job.request.contextLength ?? Infinity);
       if (!row.finish && (row.ids.length >= job.maxTokens || lastFit)) text += row.end('length');
       if (job.firstTokenAt === 0) job.firstTokenAt = performance.now();
-      job.request.onToken({ row: r, id, text });
+      job.request.onToken(logprobs ? { row: r, id, text, logprobs } : { row: r, id, text });
       if (row.finish) {
         if (--job.unfinished === 0) this.finish(job);
         continue;
@@ -441,7 +446,7 @@ export class ContinuousBatch {
     const promptTokens = job.request.prompts.reduce((n, p) => n + p.length, 0);
     const completionTokens = job.rows.reduce((n, r) => n + r.ids.length, 0);
     job.resolve({
-      rows: job.rows.map((r) => ({ ids: r.ids, text: r.text, finishReason: r.finish ?? 'abort' })),
+      rows: job.rows.map((r) => r.result(false)),
       usage: { promptTokens, completionTokens },
       prefillMs: job.prefillMs,
       decodeMs: job.firstTokenAt ? performance.now() - job.firstTokenAt : 0,

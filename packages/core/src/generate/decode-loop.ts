@@ -3,10 +3,11 @@
  * (end-of-sequence id, stop string, token limit, or abort checked between steps).
  */
 import { Sampler } from '../sampling/index.js';
+import { LogprobPass } from '../sampling/logprobs.js';
 import { StreamDecoder, type DecodeFn } from '../tokenizer/stream-decoder.js';
 import { StopStringMatcher } from './stop-strings.js';
 import { MarkerScanner, type MarkerSpec } from './latent-marker.js';
-import type { FinishReason, GenerateOptions, RowResult, TokenEvent, Usage } from './types.js';
+import type { FinishReason, GenerateOptions, RowResult, TokenEvent, TokenLogprobs, Usage } from './types.js';
 import { validateGenerateOptions } from './options.js';
 import type { Constraint } from '../constrain/types.js';
 
@@ -92,6 +93,8 @@ export class RowState {
   /** Latent steps run for this row, and those asked for by a marker just written. */
   latentSteps = 0;
   pendingLatent = 0;
+  /** Per generated id, its log-probability and alternatives, when asked for. */
+  readonly logprobs: TokenLogprobs[] | undefined;
   private readonly decoder: StreamDecoder | undefined;
 
   constructor(
@@ -101,8 +104,35 @@ export class RowState {
     private readonly stops: StopStringMatcher | undefined,
     private readonly markers: MarkerScanner | undefined,
     readonly constraint?: Constraint,
+    /** Alternatives per token to report (unset: no log-probabilities). */
+    private readonly topLogprobs?: number,
   ) {
     this.decoder = decode ? new StreamDecoder(decode, prompt) : undefined;
+    this.logprobs = topLogprobs === undefined ? undefined : [];
+  }
+
+  /** Measures the row's logits before a mask or the sampler writes over them (only when log-probabilities were asked for). */
+  measure(logits: Float32Array): LogprobPass | undefined {
+    return this.topLogprobs === undefined ? undefined : new LogprobPass(logits, this.topLogprobs);
+  }
+
+  /** Records the log-probability of the id sampled from a measured row (call before {@link accept}). */
+  record(pass: LogprobPass | undefined, id: number): TokenLogprobs | undefined {
+    if (!pass) return undefined;
+    const entry = { id, logprob: pass.logprobOf(id), top: pass.top };
+    this.logprobs!.push(entry);
+    return entry;
+  }
+
+  /** The row as a result. */
+  result(latent: boolean): RowResult {
+    return {
+      ids: this.ids,
+      text: this.text,
+      finishReason: this.finish ?? 'abort',
+      ...(latent ? { latentSteps: this.latentSteps } : {}),
+      ...(this.logprobs ? { logprobs: this.logprobs } : {}),
+    };
   }
 
   /** Text as the reader sees it: markers become latent steps (and placeholders). */
@@ -187,7 +217,7 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
     (p, r) => {
       const constraint = input.constraints?.[r];
       const markers = markerPolicy && !constraint ? new MarkerScanner(latent!.marker, latent!.placeholder) : undefined;
-      return new RowState(p, new Sampler(options), input.decode, stops, markers, constraint);
+      return new RowState(p, new Sampler(options), input.decode, stops, markers, constraint, options.logprobs);
     },
   );
   const usage: Usage = { promptTokens: input.prompts.reduce((n, p) => n + p.length, 0), completionTokens: 0 };
@@ -199,7 +229,7 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
   if (input.shouldAbort()) {
     // Aborted while it waited its turn: nothing is run.
     for (const row of rows) row.end('abort');
-    return { rows: rows.map((r) => ({ ids: r.ids, text: r.text, finishReason: 'abort' as const })), usage, prefillMs: 0, decodeMs: 0, decodeSteps: 0 };
+    return { rows: rows.map((r) => r.result(false)), usage, prefillMs: 0, decodeMs: 0, decodeSteps: 0 };
   }
   const t0 = performance.now();
   let logits = await source.prefill(input.prompts);
@@ -219,6 +249,8 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
     }
     // A token is sampled from logits already computed; only feeding it needs a free position.
     const lastFit = used >= context;
+    // Log-probabilities are read from the logits as the model gave them, before the grammar stage.
+    const passes = rows.map((row, r) => (row.finish ? undefined : row.measure(logits.subarray(r * vocab, r * vocab + limit))));
     // The grammar stage: a constrained row's impossible next tokens get −∞ before its sampler runs.
     for (let r = 0; r < rows.length; r++) {
       const constraint = rows[r]!.finish ? undefined : rows[r]!.constraint;
@@ -231,11 +263,12 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
         prompt: row.prompt,
       });
       row.constraint?.accept(id);
+      const logprobs = row.record(passes[r], id);
       // Once the grammar has taken its stop token the reply is complete (even when EOS is otherwise ignored).
       let text = row.accept(id, eos.has(id) || row.constraint?.isComplete() === true);
       if (!row.finish && (row.ids.length >= maxTokens || lastFit)) text += row.end('length');
       usage.completionTokens++;
-      input.onToken({ row: r, id, text });
+      input.onToken(logprobs ? { row: r, id, text, logprobs } : { row: r, id, text });
       return id;
     });
     if (rows.every((r) => r.finish)) break;
@@ -262,7 +295,7 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
     if (latent.marker.tokensPerStep) usage.reasoningTokensSaved = Math.round(usage.latentSteps * latent.marker.tokensPerStep);
   }
   return {
-    rows: rows.map((r) => ({ ids: r.ids, text: r.text, finishReason: r.finish ?? 'abort', ...(latent ? { latentSteps: r.latentSteps } : {}) })),
+    rows: rows.map((r) => r.result(latent !== undefined)),
     usage,
     prefillMs,
     decodeMs: performance.now() - tDecode,

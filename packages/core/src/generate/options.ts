@@ -1,5 +1,6 @@
 /** Validation of a generation's options: the sampling options, and what ends a row. */
 import { validateSamplingOptions } from '../sampling/index.js';
+import { MAX_TOP_LOGPROBS } from '../sampling/logprobs.js';
 import type { GenerateOptions } from './types.js';
 
 /** Raised for an invalid generation option (sampling options raise `SamplingOptionsError`). */
@@ -22,12 +23,15 @@ const isId = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
 
 /**
  * Checks the options of one generation: sampling options as {@link validateSamplingOptions} does, `maxTokens`
- * a whole number >= 1, `stop` a list of non-empty strings (an empty one would match before the first
+ * a whole number >= 1, `logprobs` 0 to 20, `stop` a list of non-empty strings (an empty one would match before the first
  * character), `eosTokenIds` a list of token ids. Throws naming the option.
  */
 export function validateGenerateOptions(options: GenerateOptions): void {
   validateSamplingOptions(options);
-  const { maxTokens, stop, eosTokenIds } = options;
+  const { maxTokens, stop, eosTokenIds, logprobs } = options;
+  if (logprobs !== undefined && !(Number.isSafeInteger(logprobs) && logprobs >= 0 && logprobs <= MAX_TOP_LOGPROBS)) {
+    fail('logprobs', `must be a whole number from 0 to ${MAX_TOP_LOGPROBS} (alternatives per token)`, logprobs);
+  }
   if (maxTokens !== undefined && !(Number.isSafeInteger(maxTokens) && maxTokens >= 1)) fail('maxTokens', 'must be a whole number >= 1', maxTokens);
   if (stop !== undefined) {
     if (!Array.isArray(stop)) fail('stop', 'must be a list of strings', stop);

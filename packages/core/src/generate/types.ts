@@ -12,6 +12,27 @@ export interface GenerateOptions extends SamplingOptions {
   eosTokenIds?: number[];
   /** Keep generating past end-of-sequence ids. */
   ignoreEos?: boolean;
+  /**
+   * Report each generated token's log-probability and this many most likely alternatives (0 to 20; unset:
+   * none, and nothing is computed). Log-softmax of the logits the row samples from (a composition's fused
+   * logits) before the grammar mask, the repetition penalty, temperature and truncation, as vLLM reports by default.
+   */
+  logprobs?: number;
+}
+
+/** A token and its log-probability; the engine fills `token` and `bytes` where it has a tokenizer. */
+export interface TokenLogprob {
+  id: number;
+  logprob: number;
+  /** The token on its own, as the tokenizer decodes it (special tokens kept). */
+  token?: string;
+  /** The UTF-8 bytes of `token`. */
+  bytes?: number[];
+}
+
+/** A generated token's log-probability and the most likely alternatives at its step (most likely first). */
+export interface TokenLogprobs extends TokenLogprob {
+  top: TokenLogprob[];
 }
 
 /** Why a row stopped. */
@@ -24,6 +45,8 @@ export interface TokenEvent {
   text: string;
   /** What each composed model proposed for this token (when tracing was asked for). */
   trace?: TokenTrace;
+  /** Its log-probability and alternatives (when `logprobs` was asked for). */
+  logprobs?: TokenLogprobs;
 }
 
 /** Token counts. */
@@ -57,6 +80,8 @@ export interface RowResult {
   latentSteps?: number;
   /** The reply as a JSON value: only when a JSON response format was asked for and its grammar completed. */
   parsed?: unknown;
+  /** Per id of `ids`, its log-probability and alternatives (when `logprobs` was asked for). */
+  logprobs?: TokenLogprobs[];
 }
 
 /** The result of a generation (one row per prompt). */

@@ -10,7 +10,7 @@ import { LatentPolicyError, parseLatentPolicy, runDecodeLoop } from '../generate
 import type { MarkerSpec } from '../generate/latent-marker.js';
 import { locateModel, tokenizerFingerprintOf } from '../modules/locate.js';
 import { ProjectorError, ProjectorSession } from './projector-session.js';
-import type { TokenEvent } from '../generate/types.js';
+import type { TokenEvent, TokenLogprobs } from '../generate/types.js';
 import { ComposedSource, ReasonerSelectionError, type CompositionPlan, type ReasonerSlot } from '../compose/composed-source.js';
 import { sharedVocabulary } from '../compose/vocabulary.js';
 import { validateWeightSpec, type WeightSpec } from '../compose/weights.js';
@@ -56,6 +56,14 @@ class StreamBatcher {
     this.send(this.pending);
     this.pending = [];
     this.lastPost = performance.now();
+  }
+}
+
+/** Names the tokens of a log-probability entry as the tokenizer decodes each alone (special tokens kept). */
+function nameTokens(tokenizer: TextTokenizer, entry: TokenLogprobs): void {
+  for (const t of [entry, ...entry.top]) {
+    t.token = tokenizer.decode([t.id], false);
+    t.bytes = [...Buffer.from(t.token, 'utf8')];
   }
 }
 
@@ -363,6 +371,11 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
     const abort = new Int32Array(msg.abort);
     stream = new StreamBatcher((events) => post({ type: 'stream', id: msg.id, events }));
     const batcher = stream;
+    // The row's results hold the same entries: naming them here names them there too.
+    const named = (event: TokenEvent) => {
+      if (event.logprobs && tokenizer) nameTokens(tokenizer, event.logprobs);
+      return event;
+    };
     const shared = {
       prompts,
       ...(constraints ? { constraints } : {}),
@@ -374,7 +387,7 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
     };
     const composition = batchComposition(loaded, plan, policy === 'never' ? 'never' : 'latent', msg.options.trace);
     const result = await (composition
-      ? batch.submit({ ...shared, composition, onToken: (event) => batcher.push(event) })
+      ? batch.submit({ ...shared, composition, onToken: (event) => batcher.push(named(event)) })
       : batch.exclusive(() =>
           runDecodeLoop(source, {
             ...shared,
@@ -390,7 +403,7 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
               : {}),
             onToken: (event) => {
               const trace = msg.options.trace ? source.trace(event.row) : undefined;
-              batcher.push(trace ? { ...event, trace } : event);
+              batcher.push(named(trace ? { ...event, trace } : event));
             },
           }),
         )
