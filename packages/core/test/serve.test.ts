@@ -155,6 +155,46 @@ describe('reasonplug serve', function () {
     expect(whole.choices[0]!.text.startsWith(cut.choices[0]!.text + stop)).to.equal(true);
   });
 
+  it('logprobs: ChatOpenAI gets response_metadata.logprobs (greedy: the chosen token the most likely), completions the legacy lists, streamed the same', async () => {
+    const content = 'Tell me a story';
+    const promptIds = tokenizer.encode(tokenizer.applyChatTemplate([{ role: 'user', content }], { template: TEMPLATE }), false);
+    const want = (await reference.generate({ promptIds }, { maxTokens: 8, logprobs: 3, reasoners: [] })).rows[0]!;
+    const reply = await chat({ maxTokens: 8, logprobs: true, topLogprobs: 3 }).invoke(content);
+    type Entry = { token: string; logprob: number; bytes: number[]; top_logprobs: { token: string; logprob: number; bytes: number[] }[] };
+    const entries = (reply.response_metadata.logprobs as { content: Entry[] }).content;
+    expect(entries.map((e) => e.token)).to.deep.equal(want.logprobs!.map((e) => e.token));
+    entries.forEach((e, t) => {
+      expect(e.logprob).to.be.closeTo(want.logprobs![t]!.logprob, 1e-6);
+      expect(e.top_logprobs).to.have.length(3);
+      expect(e.logprob).to.equal(Math.max(...e.top_logprobs.map((a) => a.logprob)));
+      expect(Buffer.from(e.bytes).toString('utf8')).to.equal(e.token);
+    });
+    expect(entries.map((e) => e.token).join('')).to.equal(reply.content);
+    // Streamed chunks carry the same entries, each with the text it completes (or the last chunk).
+    const streamed = await post('/v1/chat/completions', { model: 'stories260k', messages: [{ role: 'user', content }], max_tokens: 8, temperature: 0, logprobs: true, top_logprobs: 3, stream: true });
+    const chunks = events(await streamed.text()).slice(0, -1).map((d) => JSON.parse(d) as { choices: { logprobs: { content: Entry[] } | null }[] });
+    expect(chunks.flatMap((c) => c.choices[0]!.logprobs?.content ?? [])).to.deep.equal(entries);
+
+    // Legacy completions: logprobs: 2, echo shifts text_offset by the prompt.
+    type Legacy = { tokens: string[]; token_logprobs: number[]; top_logprobs: Record<string, number>[]; text_offset: number[] };
+    const body = { model: 'stories260k', prompt: 'Once upon a time', max_tokens: 6, temperature: 0, logprobs: 2, echo: true };
+    const whole = (await (await post('/v1/completions', body)).json()) as { choices: { text: string; logprobs: Legacy }[] };
+    const lp = whole.choices[0]!.logprobs;
+    const alone = (await reference.generate({ prompt: 'Once upon a time' }, { maxTokens: 6, logprobs: 2, reasoners: [] })).rows[0]!;
+    expect(lp.token_logprobs).to.have.length(6);
+    lp.token_logprobs.forEach((x, t) => expect(x).to.be.closeTo(alone.logprobs![t]!.logprob, 1e-6));
+    expect(lp.text_offset[0]).to.equal('Once upon a time'.length);
+    lp.tokens.forEach((tok, t) => {
+      expect(lp.top_logprobs[t]![tok]).to.equal(lp.token_logprobs[t]);
+      expect(Object.keys(lp.top_logprobs[t]!).length).to.be.within(1, 3);
+      if (t > 0) expect(lp.text_offset[t]).to.equal(lp.text_offset[t - 1]! + lp.tokens[t - 1]!.length);
+    });
+    const sse = events(await (await post('/v1/completions', { ...body, stream: true })).text()).slice(0, -1);
+    const parts = sse.map((d) => (JSON.parse(d) as { choices: { logprobs: Legacy | null }[] }).choices[0]!.logprobs).filter((x): x is Legacy => x !== null);
+    const merged = { tokens: parts.flatMap((p) => p.tokens), token_logprobs: parts.flatMap((p) => p.token_logprobs), top_logprobs: parts.flatMap((p) => p.top_logprobs), text_offset: parts.flatMap((p) => p.text_offset) };
+    expect(merged).to.deep.equal(lp);
+  });
+
   it('answers errors in OpenAI shape: 401, 404 (unknown model, route), 400 naming the parameter (n, logprobs, temperature, bad JSON, bad schema)', async () => {
     const bad = await fetch(`${server.url}/v1/models`, { headers: { Authorization: 'Bearer wrong' } });
     expect(bad.status).to.equal(401);
@@ -165,7 +205,8 @@ describe('reasonplug serve', function () {
       [{ model: 'nope', prompt: 'x', reasonplug: { reasoners: [{ name: 'r' }] } }, 404, 'model_not_found'],
       [{ model: 'stories260k', prompt: 'x', reasonplug: { reasoners: [{ name: 'missing' }] } }, 400, 'ReasonerSelectionError'],
       [{ model: 'stories260k', prompt: 'x', n: 2 }, 400, 'n'],
-      [{ model: 'stories260k', prompt: 'x', logprobs: 2 }, 400, 'logprobs'],
+      [{ model: 'stories260k', prompt: 'x', logprobs: 21 }, 400, 'logprobs'],
+      [{ model: 'stories260k', prompt: 'x', top_logprobs: 2 }, 400, 'top_logprobs'],
       [{ model: 'stories260k', prompt: 'x', temperature: 'hot' }, 400, 'temperature'],
       [{ model: 'stories260k', prompt: 'x', response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', properties: { a: { type: 'string', pattern: '(?<=a)b' } } } } } }, 400, 'ConstraintError'],
     ];

@@ -59,13 +59,21 @@ class StreamBatcher {
   }
 }
 
-/** Names the tokens of a log-probability entry as the tokenizer decodes each alone (special tokens kept). */
-function nameTokens(tokenizer: TextTokenizer, entry: TokenLogprobs): void {
+/**
+ * Names the tokens of a log-probability entry by the text each adds after `context` (the row's last ids), so
+ * that a word's leading space shows as the decoder writes it mid-text; special tokens kept.
+ */
+function nameTokens(tokenizer: TextTokenizer, context: readonly number[], entry: TokenLogprobs): void {
+  const before = tokenizer.decode(context, false);
   for (const t of [entry, ...entry.top]) {
-    t.token = tokenizer.decode([t.id], false);
+    const after = tokenizer.decode([...context, t.id], false);
+    t.token = after.startsWith(before) ? after.slice(before.length) : tokenizer.decode([t.id], false);
     t.bytes = [...Buffer.from(t.token, 'utf8')];
   }
 }
+
+/** Ids of context a token is named after (enough for a decoder's look-behind). */
+const NAMING_CONTEXT = 4;
 
 interface Loaded {
   backbone: DecoderSession;
@@ -372,8 +380,13 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
     stream = new StreamBatcher((events) => post({ type: 'stream', id: msg.id, events }));
     const batcher = stream;
     // The row's results hold the same entries: naming them here names them there too.
+    const recent = prompts.map((p) => p.slice(-NAMING_CONTEXT));
     const named = (event: TokenEvent) => {
-      if (event.logprobs && tokenizer) nameTokens(tokenizer, event.logprobs);
+      if (!event.logprobs || !tokenizer) return event;
+      const context = recent[event.row]!;
+      nameTokens(tokenizer, context, event.logprobs);
+      context.push(event.id);
+      if (context.length > NAMING_CONTEXT) context.shift();
       return event;
     };
     const shared = {

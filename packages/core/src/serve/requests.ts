@@ -1,7 +1,7 @@
 /**
  * Reading OpenAI request bodies (`/v1/chat/completions`, `/v1/completions`) into engine calls. Every field is
  * checked here, before a request is queued, so a bad one is a 400 that names the parameter; fields the engine
- * cannot honour (`n > 1`, `logprobs`, `logit_bias`, penalties other than 0) are refused by name rather than
+ * cannot honour (`n > 1`, `logit_bias`, penalties other than 0) are refused by name rather than
  * silently ignored.
  */
 import type { ChatMessage } from '../tokenizer/tokenizer.js';
@@ -10,6 +10,7 @@ import type { GenerateOptions } from '../generate/types.js';
 import type { ResponseFormat, ToolChoice, ToolSpec } from '../constrain/types.js';
 import type { WeightSpec } from '../compose/weights.js';
 import { badRequest } from './errors.js';
+import { MAX_TOP_LOGPROBS } from '../sampling/logprobs.js';
 
 type Body = Record<string, unknown>;
 
@@ -23,6 +24,8 @@ export interface ParsedRequest {
   /** `stream_options.include_usage`: a last chunk with the usage and no choices. */
   includeUsage: boolean;
   options: CallOptions;
+  /** Whether per-token log-probabilities were asked for (how many alternatives: `options.logprobs`). */
+  logprobs: boolean;
   /** The `reasonplug.reasoners` extension: replaces the reasoners `model` names, with their weights. */
   reasoners?: { name: string; weight?: WeightSpec }[];
 }
@@ -61,13 +64,35 @@ function refuseUnless(body: Body, key: string, isDefault: (v: unknown) => boolea
   if (v !== undefined && v !== null && !isDefault(v)) throw badRequest(`${key} ${JSON.stringify(v)} is not supported: ${why}`, key, 'unsupported_parameter');
 }
 
-/** `model`, streaming, sampling, stop rules, response format and the `reasonplug` extension. */
-function common(body: Body): ParsedRequest {
+/**
+ * Log-probabilities: chat's `logprobs: true` with `top_logprobs` alternatives (0 to 20), or the legacy
+ * completions `logprobs: N` (alternatives per token, 0 to 20 as vLLM allows). Undefined when not asked for.
+ */
+function logprobsOf(body: Body, chat: boolean): number | undefined {
+  const top = integer(body, 'top_logprobs', 0);
+  if (top !== undefined && top > MAX_TOP_LOGPROBS) throw badRequest(`top_logprobs must be a whole number from 0 to ${MAX_TOP_LOGPROBS} (got ${top})`, 'top_logprobs');
+  const v = body.logprobs;
+  if (chat) {
+    if (v !== undefined && v !== null && typeof v !== 'boolean') throw badRequest('logprobs must be true or false', 'logprobs');
+    if (v !== true) {
+      if (top) throw badRequest('top_logprobs needs logprobs: true', 'top_logprobs');
+      return undefined;
+    }
+    return top ?? 0;
+  }
+  if (top !== undefined) throw badRequest('top_logprobs is a chat parameter; /v1/completions takes logprobs: N', 'top_logprobs');
+  if (v === undefined || v === null) return undefined;
+  if (!(Number.isSafeInteger(v) && (v as number) >= 0 && (v as number) <= MAX_TOP_LOGPROBS)) {
+    throw badRequest(`logprobs must be a whole number from 0 to ${MAX_TOP_LOGPROBS}: alternatives per token (got ${JSON.stringify(v)})`, 'logprobs');
+  }
+  return v as number;
+}
+
+/** `model`, streaming, sampling, stop rules, log-probabilities, response format and the `reasonplug` extension. */
+function common(body: Body, chat: boolean): ParsedRequest {
   if (typeof body.model !== 'string' || body.model === '') throw badRequest('model must be the name of a served model (see GET /v1/models)', 'model');
   refuseUnless(body, 'n', (v) => v === 1, 'one choice per request (send n requests instead)');
   refuseUnless(body, 'best_of', (v) => v === 1, 'one choice per request');
-  refuseUnless(body, 'logprobs', (v) => v === false || v === 0, 'the engine does not expose per-token log-probabilities');
-  refuseUnless(body, 'top_logprobs', (v) => v === 0, 'the engine does not expose per-token log-probabilities');
   refuseUnless(body, 'logit_bias', (v) => isObject(v) && Object.keys(v).length === 0, 'logit biases are not applied by the engine');
   refuseUnless(body, 'frequency_penalty', (v) => v === 0, 'use repetition_penalty (HF/CTRL style) instead');
   refuseUnless(body, 'presence_penalty', (v) => v === 0, 'use repetition_penalty (HF/CTRL style) instead');
@@ -85,6 +110,7 @@ function common(body: Body): ParsedRequest {
   const repetitionPenalty = number(body, 'repetition_penalty', (n) => n > 0, 'a number > 0 (1 = off)');
   const seed = number(body, 'seed', Number.isSafeInteger, 'a whole number');
   const stop = stopList(body.stop);
+  const logprobs = logprobsOf(body, chat);
   const responseFormat = responseFormatOf(body.response_format);
   const ext = extension(body.reasonplug);
   // vLLM's extension: keep generating past end-of-sequence (benchmarks of a fixed length).
@@ -101,11 +127,12 @@ function common(body: Body): ParsedRequest {
     ...(seed !== undefined ? { seed } : {}),
     ...(stop ? { stop } : {}),
     ...(ignoreEos ? { ignoreEos } : {}),
+    ...(logprobs !== undefined ? { logprobs } : {}),
     ...(responseFormat ? { responseFormat } : {}),
     ...(ext.mode ? { mode: ext.mode } : {}),
     ...(ext.latent ? { latent: ext.latent } : {}),
   };
-  return { model: body.model, stream, includeUsage, options, ...(ext.reasoners ? { reasoners: ext.reasoners } : {}) };
+  return { model: body.model, stream, includeUsage, options, logprobs: logprobs !== undefined, ...(ext.reasoners ? { reasoners: ext.reasoners } : {}) };
 }
 
 function stopList(v: unknown): string[] | undefined {
@@ -158,7 +185,7 @@ function extension(v: unknown): { reasoners?: { name: string; weight?: WeightSpe
 /** Reads a `/v1/chat/completions` body. */
 export function parseChatRequest(body: unknown): ChatRequest {
   if (!isObject(body)) throw badRequest('the request body must be a JSON object');
-  const base = common(body);
+  const base = common(body, true);
   if (!Array.isArray(body.messages) || body.messages.length === 0) throw badRequest('messages must be a non-empty list', 'messages');
   const messages = body.messages.map((m, i) => chatMessage(m, i));
   const tools = toolsOf(body.tools);
@@ -252,7 +279,7 @@ function toolsOf(v: unknown): ChatRequest['tools'] {
 /** Reads a `/v1/completions` body. */
 export function parseCompletionRequest(body: unknown): CompletionRequest {
   if (!isObject(body)) throw badRequest('the request body must be a JSON object');
-  const base = common(body);
+  const base = common(body, false);
   refuseUnless(body, 'suffix', (v) => v === '', 'insertion is not supported');
   const p = body.prompt;
   const ids = (x: unknown) => Array.isArray(x) && x.length > 0 && x.every((n) => Number.isSafeInteger(n) && (n as number) >= 0);

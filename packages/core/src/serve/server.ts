@@ -10,7 +10,7 @@ import { existsSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { Engine, type EngineOptions, type GenerationStream, type StreamOptions } from '../engine.js';
-import type { GenerationResult, TokenEvent } from '../generate/types.js';
+import type { GenerationResult, TokenEvent, TokenLogprobs } from '../generate/types.js';
 import type { PromptInput } from '../runtime/protocol.js';
 import { TextTokenizer } from '../tokenizer/tokenizer.js';
 import { resolveModelPath } from '../registry/resolve-model.js';
@@ -19,6 +19,7 @@ import { MANIFEST_FILE } from '../modules/manifest.js';
 import { ToolCallTextSplitter, type ParsedToolCall } from '../chat/tool-calls.js';
 import { HttpError, badRequest, toHttpError } from './errors.js';
 import { ServerMetrics } from './metrics.js';
+import { chatLogprobs, completionLogprobs, offsetAfter } from './logprobs.js';
 import { ServedModels } from './models.js';
 import { parseChatRequest, parseCompletionRequest, toolCallFormat, type ChatRequest, type CompletionRequest, type ParsedRequest } from './requests.js';
 
@@ -284,7 +285,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
                 content: split.toolCalls.length && !split.content ? null : split.content,
                 ...(split.toolCalls.length ? { tool_calls: split.toolCalls.map(toolCallJson) } : {}),
               },
-              logprobs: null,
+              logprobs: request.logprobs ? chatLogprobs(row.logprobs ?? []) : null,
               finish_reason: finish,
             },
           ],
@@ -293,8 +294,12 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         return finish;
       }
       const sse = new Sse(res);
-      const chunk = (delta: object, finish: string | null = null) =>
-        sse.send({ ...base, object: 'chat.completion.chunk', choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }], ...(request.includeUsage ? { usage: null } : {}) });
+      // Tokens whose text is not out yet (half a character, a possible stop string) ride with the next chunk.
+      const pending: TokenLogprobs[] = [];
+      const chunk = (delta: object, finish: string | null = null) => {
+        const logprobs = request.logprobs && (pending.length > 0 || finish) ? chatLogprobs(pending.splice(0)) : null;
+        sse.send({ ...base, object: 'chat.completion.chunk', choices: [{ index: 0, delta, logprobs, finish_reason: finish }], ...(request.includeUsage ? { usage: null } : {}) });
+      };
       chunk({ role: 'assistant', content: '' });
       const emit = (piece: { content: string; toolCalls: ParsedToolCall[] }) => {
         if (piece.content) chunk({ content: piece.content });
@@ -305,6 +310,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       };
       for (let next = first; !next.done; next = await rest.next()) {
         if (next !== first) clock.tick();
+        if (next.value.logprobs) pending.push(next.value.logprobs);
         const text = next.value.text;
         if (text) emit(splitter ? splitter.push(text) : { content: text, toolCalls: [] });
       }
@@ -342,17 +348,33 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         sendJson(res, 200, {
           ...base,
           object: 'text_completion',
-          choices: result.rows.map((row, index) => ({ index, text: echoOf(index) + row.text, logprobs: null, finish_reason: finishReason(row.finishReason) })),
+          choices: result.rows.map((row, index) => ({
+            index,
+            text: echoOf(index) + row.text,
+            logprobs: request.logprobs ? completionLogprobs(row.logprobs ?? [], echoOf(index).length) : null,
+            finish_reason: finishReason(row.finishReason),
+          })),
           usage: usageJson(result),
         });
         return finishReason(result.rows[0]!.finishReason);
       }
       const sse = new Sse(res);
-      const chunk = (index: number, text: string, finish: string | null = null) =>
-        sse.send({ ...base, object: 'text_completion', choices: [{ index, text, logprobs: null, finish_reason: finish }], ...(request.includeUsage ? { usage: null } : {}) });
+      // Per choice: tokens whose text is not out yet, and where the next token's text starts.
+      const pending = prompts.map((): TokenLogprobs[] => []);
+      const offsets = prompts.map((_, row) => echoOf(row).length);
+      const chunk = (index: number, text: string, finish: string | null = null) => {
+        let logprobs: ReturnType<typeof completionLogprobs> | null = null;
+        if (request.logprobs && (pending[index]!.length > 0 || finish)) {
+          const entries = pending[index]!.splice(0);
+          logprobs = completionLogprobs(entries, offsets[index]!);
+          offsets[index] = offsetAfter(entries, offsets[index]!);
+        }
+        sse.send({ ...base, object: 'text_completion', choices: [{ index, text, logprobs, finish_reason: finish }], ...(request.includeUsage ? { usage: null } : {}) });
+      };
       if (request.echo) prompts.forEach((_, row) => chunk(row, echoOf(row)));
       for (let next = first; !next.done; next = await rest.next()) {
         if (next !== first) clock.tick();
+        if (next.value.logprobs) pending[next.value.row]!.push(next.value.logprobs);
         if (next.value.text) chunk(next.value.row, next.value.text);
       }
       const result = await stream.result;

@@ -1,0 +1,49 @@
+/** The engine's per-token log-probabilities in OpenAI's two shapes: chat's `logprobs.content` and legacy completions'. */
+import type { TokenLogprob, TokenLogprobs } from '../generate/types.js';
+
+/** OpenAI's (and vLLM's) stand-in for a log-probability of −∞, which JSON cannot carry. */
+const FLOOR = -9999;
+
+const logprobOf = (t: TokenLogprob) => Math.max(t.logprob, FLOOR);
+/** A token without a tokenizer to name it is shown by id, as vLLM's `return_tokens_as_token_ids` does. */
+const tokenOf = (t: TokenLogprob) => t.token ?? `token_id:${t.id}`;
+const bytesOf = (t: TokenLogprob) => t.bytes ?? [...Buffer.from(tokenOf(t), 'utf8')];
+
+/** Chat's `choices[].logprobs`: `{ content: [{ token, logprob, bytes, top_logprobs }] }`. */
+export function chatLogprobs(entries: readonly TokenLogprobs[]) {
+  return {
+    content: entries.map((e) => ({
+      token: tokenOf(e),
+      logprob: logprobOf(e),
+      bytes: bytesOf(e),
+      top_logprobs: e.top.map((t) => ({ token: tokenOf(t), logprob: logprobOf(t), bytes: bytesOf(t) })),
+    })),
+  };
+}
+
+/**
+ * Legacy completions' `choices[].logprobs`: parallel lists of tokens, their log-probabilities, the alternatives
+ * (token → logprob, the chosen token among them, as vLLM reports) and each token's character offset in the
+ * choice's text, counted from `offset` (the echoed prompt's length, or where the previous chunk ended).
+ */
+export function completionLogprobs(entries: readonly TokenLogprobs[], offset: number) {
+  const tokens: string[] = [];
+  const tokenLogprobs: number[] = [];
+  const top: Record<string, number>[] = [];
+  const textOffset: number[] = [];
+  let at = offset;
+  for (const e of entries) {
+    const token = tokenOf(e);
+    tokens.push(token);
+    tokenLogprobs.push(logprobOf(e));
+    top.push(Object.fromEntries([...e.top, e].map((t) => [tokenOf(t), logprobOf(t)])));
+    textOffset.push(at);
+    at += token.length;
+  }
+  return { tokens, token_logprobs: tokenLogprobs, top_logprobs: top, text_offset: textOffset };
+}
+
+/** Where text after these entries starts: `offset` plus their tokens' lengths. */
+export function offsetAfter(entries: readonly TokenLogprobs[], offset: number): number {
+  return entries.reduce((n, e) => n + tokenOf(e).length, offset);
+}
