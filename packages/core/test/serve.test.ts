@@ -234,6 +234,11 @@ describe('reasonplug serve', function () {
     const metrics = await (await fetch(`${server.url}/metrics`)).text();
     expect(metrics).to.match(/^reasonplug:num_requests_running\{[^}]*\} 1$/m);
     expect(metrics).to.match(/^reasonplug:num_requests_waiting\{[^}]*\} 1$/m);
+    // KV use is the engine's own byte count of the running row's cache, against its capacity.
+    const gauge = (text: string, name: string) => Number(new RegExp(`^reasonplug:${name}\\{[^}]*\\} (\\S+)$`, 'm').exec(text)![1]);
+    const [held, capacity] = [gauge(metrics, 'kv_cache_bytes'), gauge(metrics, 'kv_cache_capacity_bytes')];
+    expect(held).to.be.greaterThan(0);
+    expect(gauge(metrics, 'kv_cache_usage_perc')).to.equal(held / capacity);
     const full = await post('/v1/completions', long);
     expect(full.status).to.equal(429);
     expect(Number(full.headers.get('retry-after'))).to.be.at.least(1);
@@ -250,6 +255,7 @@ describe('reasonplug serve', function () {
     }
     expect(after).to.match(/^reasonplug:num_requests_running\{[^}]*\} 0$/m);
     expect(after).to.match(/^reasonplug:num_requests_waiting\{[^}]*\} 0$/m);
+    expect(gauge(after, 'kv_cache_bytes')).to.equal(0);
     const next = (await (await post('/v1/completions', { ...long, stream: false, max_tokens: 4 })).json()) as { usage: { completion_tokens: number } };
     expect(next.usage.completion_tokens).to.equal(4);
     expect(after).to.match(/^reasonplug:request_success_total\{[^}]*finished_reason="abort"\} [1-9]/m);

@@ -56,6 +56,12 @@ export interface BatchStats {
   waiting: number;
   /** Bytes of KV cache held (the batch and prompts being prefilled). */
   kvBytes: number;
+  /** KV bytes one position of a row takes on the batch's models (the backbone and the reasoners on its thread). */
+  bytesPerPosition: number;
+  /** Rows decoded together at most. */
+  maxBatch: number;
+  /** The KV budget, when one was set. */
+  kvBudgetBytes?: number;
   counters: KvCounters;
 }
 
@@ -207,6 +213,9 @@ export class ContinuousBatch {
       running: this.live.length + this.ready.length + this.prefills.length,
       waiting: this.queue.length,
       kvBytes: sum((kv) => kv.bytes) + pending,
+      bytesPerPosition: sum((kv) => kv.bytesPerPosition),
+      maxBatch: this.maxBatch,
+      ...(this.limits.kvBudgetBytes !== undefined ? { kvBudgetBytes: this.limits.kvBudgetBytes } : {}),
       counters: { copiedBytes: sum((kv) => kv.counters.copiedBytes), perRowLayoutBytes: sum((kv) => kv.counters.perRowLayoutBytes) },
     };
   }

@@ -58,19 +58,17 @@ export class ServerMetrics {
   }
 
   /** The exposition text; `gauges` are the values of the moment. */
-  render(modelName: string, gauges: { running: number; waiting: number; kvUsage: number; kvTokens: number; kvTokensCapacity: number }): string {
+  render(modelName: string, gauges: { running: number; waiting: number; kvUsage: number; kvBytes: number; kvCapacityBytes: number }): string {
     const label = `model_name="${modelName.replace(/["\\\n]/g, '_')}"`;
     const out: string[] = [];
     const metric = (name: string, type: string, help: string, lines: string[]) => out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, ...lines);
     const one = (name: string, value: number, extra = '') => `${name}{${[label, extra].filter(Boolean).join(',')}} ${value}`;
     metric('reasonplug:num_requests_running', 'gauge', 'Requests admitted to the engine (generating, or queued inside it).', [one('reasonplug:num_requests_running', gauges.running)]);
     metric('reasonplug:num_requests_waiting', 'gauge', "Requests in the server's queue, not yet admitted.", [one('reasonplug:num_requests_waiting', gauges.waiting)]);
-    metric('reasonplug:kv_cache_usage_perc', 'gauge', 'Estimated KV cache use of admitted requests, 0..1 of max_batch full contexts.', [
-      one('reasonplug:kv_cache_usage_perc', gauges.kvUsage),
-    ]);
-    metric('reasonplug:kv_cache_tokens', 'gauge', 'Positions held in the KV caches of admitted requests (prompt + generated).', [one('reasonplug:kv_cache_tokens', gauges.kvTokens)]);
-    metric('reasonplug:kv_cache_tokens_capacity', 'gauge', 'Positions the KV budget holds: max_batch × context length.', [
-      one('reasonplug:kv_cache_tokens_capacity', gauges.kvTokensCapacity),
+    metric('reasonplug:kv_cache_usage_perc', 'gauge', 'KV cache held by the engine, 0..1 of its capacity.', [one('reasonplug:kv_cache_usage_perc', gauges.kvUsage)]);
+    metric('reasonplug:kv_cache_bytes', 'gauge', "Bytes of KV cache the engine's batch holds (running rows and prompts being prefilled).", [one('reasonplug:kv_cache_bytes', gauges.kvBytes)]);
+    metric('reasonplug:kv_cache_capacity_bytes', 'gauge', "The engine's KV budget, else max batch rows of full context.", [
+      one('reasonplug:kv_cache_capacity_bytes', gauges.kvCapacityBytes),
     ]);
     metric('reasonplug:prompt_tokens_total', 'counter', 'Prompt tokens processed.', [one('reasonplug:prompt_tokens_total', this.promptTokens)]);
     metric('reasonplug:generation_tokens_total', 'counter', 'Tokens generated.', [one('reasonplug:generation_tokens_total', this.generationTokens)]);

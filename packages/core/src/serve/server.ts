@@ -62,14 +62,12 @@ interface Loaded {
   engine: Engine;
   models: ServedModels;
   tokenizer?: TextTokenizer;
-  /** Positions one request may use (the model's context length, else 2048: a KV estimate only). */
+  /** Positions one row may use (the model's context length, else 2048), for the KV capacity without a budget. */
   contextLength: number;
 }
 
 /** One admitted or waiting request. */
 interface Slot {
-  /** Prompt plus generated positions, for the KV estimate. */
-  positions: number;
   admit?: () => void;
 }
 
@@ -139,16 +137,17 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       return sendJson(res, 503, { status: draining ? 'draining' : loadError ? `failed: ${loadError.message}` : 'loading' });
     }
     if (req.method === 'GET' && path === '/metrics') {
-      const kvTokens = [...running].reduce((n, s) => n + s.positions, 0);
-      const capacity = maxBatch * (loaded?.contextLength ?? 2048);
+      // The engine's count of the KV bytes it holds, against its budget or maxBatch rows of full context.
+      const kv = loaded ? await loaded.engine.stats().catch(() => undefined) : undefined;
+      const capacity = kv ? (kv.kvBudgetBytes ?? kv.maxBatch * loaded!.contextLength * kv.bytesPerPosition) : 0;
       res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' });
       res.end(
         metrics.render(loaded?.models.backbone ?? options.name ?? 'loading', {
           running: running.size,
           waiting: waiting.length,
-          kvUsage: Math.min(1, kvTokens / capacity),
-          kvTokens,
-          kvTokensCapacity: capacity,
+          kvUsage: capacity > 0 ? Math.min(1, kv!.kvBytes / capacity) : 0,
+          kvBytes: kv?.kvBytes ?? 0,
+          kvCapacityBytes: capacity,
         }),
       );
       return;
@@ -208,7 +207,6 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     l: Loaded,
     request: ParsedRequest,
     input: PromptInput,
-    promptEstimate: number,
     res: ServerResponse,
     consume: (stream: GenerationStream, first: IteratorResult<TokenEvent>, rest: AsyncIterator<TokenEvent>, clock: TokenClock) => Promise<string>,
   ): Promise<void> {
@@ -220,7 +218,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     res.on('close', () => {
       if (!res.writableFinished) controller.abort();
     });
-    const slot: Slot = { positions: promptEstimate };
+    const slot: Slot = {};
     await admit(slot, controller.signal);
     let reason = 'error';
     try {
@@ -231,7 +229,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       // Faults of the request (a bad schema, an unknown reasoner, a prompt too long) surface before the
       // first token: waiting for it lets them be a 400 rather than a broken stream.
       const first = await iterator.next();
-      const clock = new TokenClock(arrival, metrics, slot);
+      const clock = new TokenClock(arrival, metrics);
       if (!first.done) clock.tick();
       reason = await consume(stream, first, iterator, clock);
       clock.end();
@@ -266,7 +264,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const created = Math.floor(Date.now() / 1000);
     const base = { id, created, model: request.model, system_fingerprint: 'reasonplug' };
 
-    await run(l, request, { promptIds }, promptIds.length, res, async (stream, first, rest, clock) => {
+    await run(l, request, { promptIds }, res, async (stream, first, rest, clock) => {
       const splitter = parseTools ? new ToolCallTextSplitter() : undefined;
       const calls: ParsedToolCall[] = [];
       if (!request.stream) {
@@ -331,7 +329,6 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const isIdBatch = Array.isArray(p[0]);
     const input: PromptInput = isIds || isIdBatch ? { promptIds: p as number[] | number[][] } : { prompt: p as string | string[] };
     const prompts: (string | number[])[] = typeof p === 'string' || isIds ? [p as string | number[]] : (p as (string | number[])[]);
-    const estimate = prompts.reduce<number>((n, x) => n + (typeof x === 'string' ? (l.tokenizer?.encode(x).length ?? x.length) : x.length), 0);
     const echoOf = (row: number) => {
       if (!request.echo) return '';
       const x = prompts[row]!;
@@ -342,7 +339,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const id = `cmpl-${randomUUID()}`;
     const base = { id, created: Math.floor(Date.now() / 1000), model: request.model, system_fingerprint: 'reasonplug' };
 
-    await run(l, request, input, estimate, res, async (stream, first, rest, clock) => {
+    await run(l, request, input, res, async (stream, first, rest, clock) => {
       if (!request.stream) {
         const result = await drain(stream, first, rest, clock);
         sendJson(res, 200, {
@@ -471,12 +468,10 @@ class TokenClock {
   constructor(
     private readonly arrival: number,
     private readonly metrics: ServerMetrics,
-    private readonly slot: Slot,
   ) {}
 
   tick(): void {
     const now = performance.now();
-    this.slot.positions++;
     if (this.last === undefined) {
       this.metrics.ttft.observe((now - this.arrival) / 1000);
       this.last = now;
