@@ -6,10 +6,14 @@ import { expect } from 'chai';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { copyFile, readdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
+import { copyFile, open, readdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Engine } from '../src/engine.js';
 import { GgufError } from '../src/gguf/reader.js';
+import { convertGguf } from '../src/gguf/convert.js';
+import { ggufModuleDir } from '../src/gguf/gguf-module.js';
+import { RACY_MS } from '../src/modules/file-digest.js';
+import { loadModuleDir, ModuleIntegrityError } from '../src/modules/module-dir.js';
 import { resolveModelPath } from '../src/registry/resolve-model.js';
 import type { TransferProgress } from '../src/registry/download.js';
 import { STORIES } from './support/gguf-models.js';
@@ -29,7 +33,7 @@ describe('a .gguf file as the model', function () {
       expect(r.rows[0]!.ids).to.deep.equal([403, 407, 261, 378]); // "Once upon a time", as llama.cpp reads the file
       const entries = await readdir(join(scratch.cache, 'gguf'));
       expect(entries).to.have.length(1);
-      expect(entries[0]).to.match(/^270cba1bd5109f42d03350f60406024560464db173c0e387d91f0426d3bd256d-v1$/);
+      expect(entries[0]).to.match(/^270cba1bd5109f42d03350f60406024560464db173c0e387d91f0426d3bd256d-v2$/);
       modelStat = await stat(join(scratch.cache, 'gguf', entries[0]!, 'model.onnx'));
     } finally {
       await engine.dispose();
@@ -78,6 +82,50 @@ describe('a .gguf file as the model', function () {
     expect(reads.length).to.be.greaterThan(10);
     for (let i = 1; i < reads.length; i++) expect(reads[i]!.bytes).to.be.at.least(reads[i - 1]!.bytes);
     expect(reads.at(-1)).to.include({ done: true });
+  });
+
+  it('hashes an unchanged GGUF once: later loads take its digest from a stat record; a changed file is hashed and converted again', async () => {
+    const path = join(scratch.dir, 'stories-stat.gguf');
+    await copyFile(STORIES, path);
+    // a file written within RACY_MS of its hashing is never recorded (its timestamps may not show the next write)
+    await new Promise((r) => setTimeout(r, RACY_MS + 200));
+    const cacheDir = join(scratch.dir, 'stat-cache');
+    const hashing = (events: TransferProgress[]) => events.filter((e) => e.digest === 'sha256:pending').length;
+    const first: TransferProgress[] = [];
+    const dir = await ggufModuleDir(path, { cacheDir, onProgress: (p) => first.push(p) });
+    expect(hashing(first)).to.be.greaterThan(0);
+    const second: TransferProgress[] = [];
+    expect(await ggufModuleDir(path, { cacheDir, onProgress: (p) => second.push(p) })).to.equal(dir);
+    expect(hashing(second)).to.equal(0); // not a byte of the GGUF read
+    // Another byte in the last tensor's data (same size; mtime set back): ctime moved, so it is hashed again.
+    const { size, mtime, atime } = await stat(path);
+    const fh = await open(path, 'r+');
+    const byte = Buffer.alloc(1);
+    await fh.read(byte, 0, 1, size - 3);
+    await fh.write(Buffer.from([byte[0]! ^ 0x10]), 0, 1, size - 3);
+    await fh.utimes(atime, mtime);
+    await fh.close();
+    const third: TransferProgress[] = [];
+    const changed = await ggufModuleDir(path, { cacheDir, onProgress: (p) => third.push(p) });
+    expect(hashing(third)).to.be.greaterThan(0);
+    expect(changed).to.not.equal(dir);
+  });
+
+  it('a module converted with external data (the default from 16 MiB of weights) lists model.onnx.data, verifies it and decodes the same tokens', async () => {
+    const dir = join(scratch.dir, 'stories-external');
+    const { manifest } = await convertGguf(STORIES, dir, { externalData: true });
+    expect(manifest.files.modelData?.path).to.equal('model.onnx.data');
+    expect((await stat(join(dir, 'model.onnx'))).size).to.be.below(64 * 1024); // the graph only
+    const engine = await Engine.load({ model: dir });
+    try {
+      expect((await engine.generate({ promptIds: [1] }, { maxTokens: 4 })).rows[0]!.ids).to.deep.equal([403, 407, 261, 378]);
+    } finally {
+      await engine.dispose();
+    }
+    await truncate(join(dir, 'model.onnx.data'), manifest.files.modelData!.size - 1);
+    const err = await loadModuleDir(dir).catch((e: unknown) => e);
+    expect(err).to.be.instanceOf(ModuleIntegrityError);
+    expect(err).to.include({ file: 'modelData', problem: 'size' });
   });
 
   it('a truncated or corrupt GGUF fails with a GgufError and leaves nothing in the cache', async () => {

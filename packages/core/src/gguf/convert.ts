@@ -27,7 +27,11 @@ export interface ConvertGgufOptions {
   dtype?: 'float32' | 'float16';
   /** Module name (lower-case kebab case is enforced). Default: `general.name`, else the file name. */
   name?: string;
-  /** Write weights to `model.onnx.data`. Default: only when they would not fit one protobuf (> 1.5 GiB). */
+  /**
+   * Write weights to `model.onnx.data` (tensors of 1 MiB or more on 4 KiB boundaries). Default: for weights of
+   * 16 MiB or more: onnxruntime memory-maps that file instead of parsing the weights out of the protobuf and
+   * copying them, so a large module loads faster and with less peak memory (README, bench:gguf).
+   */
   externalData?: boolean;
   /**
    * Dequantize block-quantized tensors to dense `dtype` matrices instead of mapping them onto MatMulNBits
@@ -69,7 +73,8 @@ export interface ConvertGgufResult {
   manifest: ConvertedManifest;
 }
 
-const EXTERNAL_DATA_THRESHOLD = 1.5 * 2 ** 30;
+/** Weights from this size on go to `model.onnx.data` (see {@link ConvertGgufOptions.externalData}); tiny models stay one file. */
+const EXTERNAL_DATA_THRESHOLD = 16 * 2 ** 20;
 
 /** Lower-case kebab case: "Stories 260K_v2" → "stories-260k-v2". */
 export function kebabName(s: string): string {
@@ -385,6 +390,8 @@ export async function convertGguf(ggufPath: string, outDir: string, opts: Conver
     await writeLlamaModel(join(dir, 'model.onnx'), config, weights, {
       dtype,
       externalData,
+      // the engine asks for the last position's logits only: a 512-token prefill skips 511 rows of the head
+      numLogitsToKeep: true,
       ...(opts.quantAccuracyLevel !== undefined ? { quantAccuracyLevel: opts.quantAccuracyLevel } : {}),
     });
     await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tok.tokenizerJson, null, 2) + '\n');

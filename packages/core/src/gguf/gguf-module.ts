@@ -7,20 +7,21 @@
  * process-unique temp directory beside its entry and renamed into place when complete: a failed or
  * interrupted conversion leaves nothing a later load would take for a module. An entry is reused only when its
  * files verify against its manifest (cheap through stat records, see modules/file-digest.ts); a damaged one is
- * converted again rather than refused on every load.
+ * converted again rather than refused on every load. The GGUF's own digest goes through the same stat records:
+ * loading an unchanged multi-GB file again costs a `stat`, not a read of every byte.
  */
-import { createReadStream, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
-import { createHash } from 'node:crypto';
 import { basename, join } from 'node:path';
+import { cachedHashFile } from '../modules/file-digest.js';
 import { MANIFEST_FILE, ManifestError } from '../modules/manifest.js';
 import { loadModuleDir, ModuleIntegrityError } from '../modules/module-dir.js';
 import { suffixPid, uniqueSuffix } from '../registry/atomic.js';
 import type { TransferProgress } from '../registry/download.js';
 import { convertGguf, type ConvertGgufOptions } from './convert.js';
 
-/** Bumped when the converter writes different modules for the same file, so old entries are not reused. */
-const LAYOUT = 'v1';
+/** Bumped when the converter writes different modules for the same file, so old entries are not reused (v2: weights in memory-mapped `model.onnx.data`). */
+const LAYOUT = 'v2';
 
 /** Whether a model spec names a GGUF file (by its extension). */
 export function isGgufPath(spec: string): boolean {
@@ -34,17 +35,6 @@ export interface GgufModuleOptions {
   onProgress?: (p: TransferProgress) => void;
   /** Passed to the converter. */
   convert?: Pick<ConvertGgufOptions, 'dtype'>;
-}
-
-async function sha256Of(path: string, size: number, onBytes: (bytes: number) => void): Promise<string> {
-  const hash = createHash('sha256');
-  let bytes = 0;
-  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
-    hash.update(chunk);
-    bytes += chunk.length;
-    onBytes(Math.min(bytes, size));
-  }
-  return hash.digest('hex');
 }
 
 /** Removes temp directories of conversions whose process is gone (a crash or kill mid-conversion). */
@@ -83,7 +73,7 @@ async function intact(dir: string): Promise<boolean> {
 }
 
 /**
- * The module directory of a GGUF file: converted on first use into `<cacheDir>/gguf/<sha256>-v1`, reused
+ * The module directory of a GGUF file: converted on first use into `<cacheDir>/gguf/<sha256>-v2`, reused
  * afterwards. Conversion errors (`GgufError` and others) propagate, with nothing left in the cache.
  */
 export async function ggufModuleDir(path: string, opts: GgufModuleOptions): Promise<string> {
@@ -91,7 +81,10 @@ export async function ggufModuleDir(path: string, opts: GgufModuleOptions): Prom
   const file = basename(path);
   const progress = (bytes: number, total: number, digest: string, done = false) =>
     opts.onProgress?.({ file, digest, size: total, bytes, resumedFrom: 0, done });
-  const sha256 = await sha256Of(path, size, (bytes) => progress(bytes, size, 'sha256:pending'));
+  // Hashed once per file version (a stat record under the cache keeps the digest while the file is unchanged).
+  const { sha256 } = await cachedHashFile(path, undefined, join(opts.cacheDir, 'digests'), (bytes) =>
+    progress(Math.min(bytes, size), size, 'sha256:pending'),
+  );
   const root = join(opts.cacheDir, 'gguf');
   const dtype = opts.convert?.dtype ?? 'float32';
   const dir = join(root, `${sha256}-${dtype === 'float32' ? '' : 'f16-'}${LAYOUT}`);

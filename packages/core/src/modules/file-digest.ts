@@ -32,13 +32,14 @@ export const RACY_MS = 2000;
 /** Counters for tests and diagnostics: files hashed in full, and digests answered from a record. */
 export const fileDigestStats = { hashed: 0, recorded: 0 };
 
-/** Hashes a file as a stream (never held in memory); `signal` cancels it. */
-export async function hashFile(path: string, signal?: AbortSignal): Promise<FileDigest> {
+/** Hashes a file as a stream (never held in memory); `signal` cancels it; `onBytes` hears the bytes read so far. */
+export async function hashFile(path: string, signal?: AbortSignal, onBytes?: (bytes: number) => void): Promise<FileDigest> {
   const hash = createHash('sha256');
   let size = 0;
   for await (const chunk of createReadStream(path, { highWaterMark: 1 << 22, ...(signal ? { signal } : {}) })) {
     hash.update(chunk as Buffer);
     size += (chunk as Buffer).length;
+    onBytes?.(size);
   }
   fileDigestStats.hashed++;
   return { sha256: hash.digest('hex'), size };
@@ -61,10 +62,15 @@ export const defaultDigestDir = (): string => join(cacheRoot(), 'digests');
 /**
  * {@link hashFile} remembered under `cacheDir`, keyed by device and inode and valid while size, mtime and
  * ctime are unchanged (see the module comment). A cache that cannot be written only costs the next call a
- * re-hash.
+ * re-hash. `onBytes` hears the progress of a hashing (none when a record answers).
  */
-export async function cachedHashFile(path: string, signal?: AbortSignal, cacheDir = defaultDigestDir()): Promise<FileDigest> {
-  return (await digestOf(resolve(path), cacheDir, true, signal)).digest;
+export async function cachedHashFile(
+  path: string,
+  signal?: AbortSignal,
+  cacheDir = defaultDigestDir(),
+  onBytes?: (bytes: number) => void,
+): Promise<FileDigest> {
+  return (await digestOf(resolve(path), cacheDir, true, signal, onBytes)).digest;
 }
 
 /**
@@ -79,7 +85,13 @@ export async function checkFile(path: string, sha256: string, signal?: AbortSign
   return (await digestOf(abs, cacheDir, false, signal)).digest;
 }
 
-async function digestOf(abs: string, cacheDir: string, useRecord: boolean, signal?: AbortSignal): Promise<{ digest: FileDigest; fromRecord: boolean }> {
+async function digestOf(
+  abs: string,
+  cacheDir: string,
+  useRecord: boolean,
+  signal?: AbortSignal,
+  onBytes?: (bytes: number) => void,
+): Promise<{ digest: FileDigest; fromRecord: boolean }> {
   const before = await stat(abs, { bigint: true });
   const now = BigInt(Date.now()) * 1_000_000n;
   const record = join(cacheDir, `${before.dev}-${before.ino}.json`);
@@ -94,7 +106,7 @@ async function digestOf(abs: string, cacheDir: string, useRecord: boolean, signa
       // no record yet, or an unreadable one: hash below
     }
   }
-  const digest = await hashFile(abs, signal);
+  const digest = await hashFile(abs, signal, onBytes);
   const after = await stat(abs, { bigint: true });
   // Changed while being hashed, or too recently for its timestamps to show the next change: no record.
   const racy = before.ctimeNs > now - BigInt(RACY_MS) * 1_000_000n;
