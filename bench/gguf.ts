@@ -1,12 +1,13 @@
 /**
  * GGUF files through llama.cpp (node-llama-cpp) and through reasonplug (the module `convert gguf` makes, run
- * by the engine), side by side: the same random-weight ~125M-parameter llama written as Q4_0, Q4_K_M, Q8_0
- * and F16. Greedy, 2 threads each. Per contender and file: decode ms/token (the slope between a short and a
- * long generation), prefill of a 512-token prompt, load time (llama.cpp: model + context; reasonplug:
- * `Engine.load` of the converted module) and peak RSS. Each measurement runs in a fresh process (so peak RSS
+ * by the engine), side by side: the same random-weight model written as Q4_0, Q4_K_M, Q8_0 and F16, for a
+ * ~125M-parameter llama and a model shaped like Qwen2.5-0.5B (qwen2 architecture). Greedy, 2 threads each.
+ * Per contender and file: decode ms/token (the slope between a short and a long generation), prefill of a
+ * 512-token prompt, load time (llama.cpp: model + context; reasonplug: `Engine.load` of the converted module)
+ * and peak RSS. Each measurement runs in a fresh process (so peak RSS
  * is the contender's own); rounds interleave contenders and files, and the figures are medians.
  *
- *   npm run bench:gguf [-- --rounds 3 --types Q4_0,Q4_K_M,Q8_0,F16 --short 16 --long 48]
+ *   npm run bench:gguf [-- --rounds 3 --models llama125m,qwen05b --types Q4_0,Q4_K_M,Q8_0,F16 --short 16 --long 48]
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -23,13 +24,40 @@ import { repoRoot } from '../test/support/paths.js';
 import { randomLlamaGguf, type LlamaShape } from './support/random-llama.js';
 import { median, printTable } from './support/stats.js';
 
-/** The model: Llama-shaped, GQA, untied head, ~125M parameters. */
-const SHAPE: LlamaShape = { hidden: 768, layers: 12, heads: 12, kvHeads: 4, ff: 2048, vocab: 32000 };
+/** A benchmarked model: its shape, the stem of its cached files, its GGUF name and the title of its table. */
+interface BenchModel {
+  shape: LlamaShape;
+  stem: string;
+  name: string;
+  title: string;
+  /** llama-quantize's type for each tensor of a Q4_0 … F16 file of `layers` layers. */
+  typeOf: (file: FileType, tensor: string, layers: number) => number;
+}
+
+const MODELS: Record<string, BenchModel> = {
+  // Llama-shaped, GQA, untied head
+  llama125m: {
+    shape: { hidden: 768, layers: 12, heads: 12, kvHeads: 4, ff: 2048, vocab: 32000 },
+    stem: 'llama-125m',
+    name: 'bench llama 125M',
+    title: 'llama 768x12 (~125M params)',
+    typeOf: (file, tensor, layers) => (file === 'Q4_K_M' ? q4kmType(tensor, layers) : GGML[file]),
+  },
+  // Qwen2.5-0.5B's shape: q/k/v biases, tied head, 151936-token byte-level BPE vocabulary
+  qwen05b: {
+    shape: { hidden: 896, layers: 24, heads: 14, kvHeads: 2, ff: 4864, vocab: 151936, arch: 'qwen2' },
+    stem: 'qwen2-0.5b',
+    name: 'bench qwen2 0.5B',
+    title: 'qwen2 896x24, Qwen2.5-0.5B-shaped (~494M params)',
+    typeOf: qwenType,
+  },
+};
 const THREADS = 2;
 const PREFILL = 512;
 const PROMPT = [1, 415, 2936, 9060, 285, 1142, 10575, 975];
 const TYPES = ['Q4_0', 'Q4_K_M', 'Q8_0', 'F16'] as const;
 type FileType = (typeof TYPES)[number];
+type ModelName = keyof typeof MODELS;
 type Contender = 'llama.cpp' | 'reasonplug';
 const CONTENDERS: Contender[] = ['llama.cpp', 'reasonplug'];
 
@@ -43,8 +71,7 @@ interface Figures {
 const dir = join(repoRoot, '.cache', 'bench', 'gguf');
 
 /** llama-quantize's Q4_K_M choice per tensor (Q6_K for attn_v/ffn_down in the first and last eighths and every third layer between, and the head). */
-function q4kmType(name: string): number {
-  const n = SHAPE.layers;
+function q4kmType(name: string, n: number): number {
   const layer = Number(/^blk\.(\d+)\./.exec(name)?.[1] ?? -1);
   const moreBits = layer < n / 8 || layer >= (7 * n) / 8 || (layer - Math.floor(n / 8)) % 3 === 2;
   if (name === 'output.weight') return GGML.Q6_K;
@@ -52,26 +79,32 @@ function q4kmType(name: string): number {
   return GGML.Q4_K;
 }
 
-function typeOf(file: FileType, name: string): number {
-  if (file === 'Q4_K_M') return q4kmType(name);
-  return GGML[file];
+/**
+ * llama-quantize's choice per tensor of the Qwen2.5-0.5B shape, whose rows of 896 do not divide into K-quant
+ * blocks of 256: the tied embedding (the head) is Q8_0 in every quantized file, and in Q4_K_M the Q4_K/Q6_K
+ * tensors of 896-wide rows fall back to Q5_0/Q8_0 (only ffn_down, rows of 4864, keeps K-quants).
+ */
+function qwenType(file: FileType, name: string, layers: number): number {
+  if (file === 'F16') return GGML.F16;
+  if (name === 'token_embd.weight') return GGML.Q8_0;
+  if (file !== 'Q4_K_M') return GGML[file];
+  const type = q4kmType(name, layers);
+  if (name.includes('ffn_down')) return type;
+  return type === GGML.Q6_K ? GGML.Q8_0 : GGML.Q5_0;
 }
 
-/** Writes the model as `file` (each tensor's values seeded by its name, so every file holds the same model). */
-async function writeModelGguf(path: string, file: FileType): Promise<void> {
-  await writeFile(path, randomLlamaGguf(SHAPE, `bench llama 125M ${file}`, (name) => typeOf(file, name)));
-}
-
-/** The GGUF of `file` and its converted module, written once (the recipe stamp rebuilds them when the shape changes). */
-async function prepare(file: FileType): Promise<{ gguf: string; module: string }> {
-  const gguf = join(dir, `llama-125m-${file}.gguf`);
-  const module = join(dir, `llama-125m-${file}`);
+/** The GGUF of `model` as `file` and its converted module, written once (the recipe stamp rebuilds them when the shape changes). */
+async function prepare(name: ModelName, file: FileType): Promise<{ gguf: string; module: string }> {
+  const { shape: SHAPE, stem, name: ggufName, typeOf } = MODELS[name]!;
+  const gguf = join(dir, `${stem}-${file}.gguf`);
+  const module = join(dir, `${stem}-${file}`);
   const recipe = JSON.stringify({ SHAPE, file, v: 1 });
   const stamp = `${gguf}.recipe`;
   if (!existsSync(gguf) || (await readFile(stamp, 'utf8').catch(() => '')) !== recipe) {
     await mkdir(dir, { recursive: true });
     console.error(`writing ${gguf}`);
-    await writeModelGguf(gguf, file);
+    // each tensor's values seeded by its place in the file, so every file holds the same model
+    await writeFile(gguf, randomLlamaGguf(SHAPE, `${ggufName} ${file}`, (t) => typeOf(file, t, SHAPE.layers)));
     await rm(module, { recursive: true, force: true });
     await writeFile(stamp, recipe);
   }
@@ -94,10 +127,10 @@ function peakRssMb(): number {
   return kb ? Number(kb) / 1024 : process.resourceUsage().maxRSS / 1024;
 }
 
-const ids = (n: number) => Array.from({ length: n }, (_, i) => 3 + ((i * 7919) % (SHAPE.vocab - 3)));
+const ids = (n: number, vocab: number) => Array.from({ length: n }, (_, i) => 3 + ((i * 7919) % (vocab - 3)));
 
-/** One contender's figures on one file, measured in this (fresh) process. */
-async function measureHere(contender: Contender, gguf: string, module: string, short: number, long: number): Promise<Figures> {
+/** One contender's figures on one file of a model of `vocab` tokens, measured in this (fresh) process. */
+async function measureHere(contender: Contender, gguf: string, module: string, vocab: number, short: number, long: number): Promise<Figures> {
   if (contender === 'reasonplug') {
     const t0 = performance.now();
     const engine = await Engine.load({ model: module, intraOpThreads: THREADS });
@@ -110,7 +143,7 @@ async function measureHere(contender: Contender, gguf: string, module: string, s
     await gen(PROMPT, short); // warm-up
     const a = await gen(PROMPT, short);
     const b = await gen(PROMPT, long);
-    const prefillMs = await gen(ids(PREFILL), 1);
+    const prefillMs = await gen(ids(PREFILL, vocab), 1);
     await engine.dispose();
     return { loadMs, prefillMs, msPerToken: (b - a) / (long - short), peakRssMb: peakRssMb() };
   }
@@ -131,7 +164,7 @@ async function measureHere(contender: Contender, gguf: string, module: string, s
   await gen(PROMPT, short);
   const a = await gen(PROMPT, short);
   const b = await gen(PROMPT, long);
-  const prefillMs = await gen(ids(PREFILL), 1);
+  const prefillMs = await gen(ids(PREFILL, vocab), 1);
   await ctx.dispose();
   await model.dispose();
   return { loadMs, prefillMs, msPerToken: (b - a) / (long - short), peakRssMb: peakRssMb() };
@@ -141,26 +174,35 @@ async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       rounds: { type: 'string', default: '3' },
+      models: { type: 'string', default: Object.keys(MODELS).join(',') },
       types: { type: 'string', default: TYPES.join(',') },
       short: { type: 'string', default: '16' },
       long: { type: 'string', default: '48' },
       child: { type: 'string' },
       gguf: { type: 'string' },
       module: { type: 'string' },
+      vocab: { type: 'string' },
     },
   });
   const short = Number(values.short);
   const long = Number(values.long);
   if (values.child) {
-    const fig = await measureHere(values.child as Contender, values.gguf!, values.module!, short, long);
+    const fig = await measureHere(values.child as Contender, values.gguf!, values.module!, Number(values.vocab), short, long);
     process.stdout.write(JSON.stringify(fig) + '\n');
     return;
   }
+  const models = values.models!.split(',');
+  for (const m of models) if (!(m in MODELS)) throw new Error(`unknown model ${m}; choose from ${Object.keys(MODELS).join(', ')}`);
   const types = values.types!.split(',') as FileType[];
   for (const t of types) if (!TYPES.includes(t)) throw new Error(`unknown type ${t}; choose from ${TYPES.join(', ')}`);
+  for (const m of models) await benchModel(m, types, Number(values.rounds), short, long);
+}
+
+/** Measures one model's files, then prints its JSON line and table. */
+async function benchModel(name: ModelName, types: FileType[], rounds: number, short: number, long: number): Promise<void> {
+  const { shape, title } = MODELS[name]!;
   const files = new Map<FileType, { gguf: string; module: string }>();
-  for (const t of types) files.set(t, await prepare(t));
-  const rounds = Number(values.rounds);
+  for (const t of types) files.set(t, await prepare(name, t));
   const got = new Map<string, Figures[]>();
   const loads: number[] = [];
   const self = fileURLToPath(import.meta.url);
@@ -171,21 +213,21 @@ async function main(): Promise<void> {
         const { gguf, module } = files.get(t)!;
         const out = execFileSync(
           process.execPath,
-          [...process.execArgv, self, '--child', c, '--gguf', gguf, '--module', module, '--short', String(short), '--long', String(long)],
+          [...process.execArgv, self, '--child', c, '--gguf', gguf, '--module', module, '--vocab', String(shape.vocab), '--short', String(short), '--long', String(long)],
           { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, NODE_LLAMA_CPP_SKIP_DOWNLOAD: 'true' } },
         );
         const fig = JSON.parse(out.trim().split('\n').pop()!) as Figures;
         loads.push(loadavg()[0]!);
         const key = `${t}|${c}`;
         got.set(key, [...(got.get(key) ?? []), fig]);
-        console.error(`round ${round + 1}/${rounds} ${t} ${c}: ${JSON.stringify(fig)}`);
+        console.error(`round ${round + 1}/${rounds} ${name} ${t} ${c}: ${JSON.stringify(fig)}`);
       }
     }
   }
   const med = (t: FileType, c: Contender, k: keyof Figures) => median(got.get(`${t}|${c}`)!.map((f) => f[k]));
   const result = {
     bench: 'gguf',
-    model: { ...SHAPE, params: 'about 125M' },
+    model: { name, ...shape, title },
     threads: THREADS,
     rounds,
     short,
@@ -213,7 +255,7 @@ async function main(): Promise<void> {
     rows.push([`${t} reasonplug / llama.cpp`, ratio('msPerToken'), ratio('prefillMs'), ratio('loadMs'), ratio('peakRssMb')]);
   }
   printTable(
-    `GGUF llama ${SHAPE.hidden}x${SHAPE.layers} (~125M params), ${THREADS} threads, greedy, medians of ${rounds} rounds (load average ${median(loads).toFixed(1)})`,
+    `GGUF ${title}, ${THREADS} threads, greedy, medians of ${rounds} rounds (load average ${median(loads).toFixed(1)})`,
     ['file / contender', 'decode ms/token', `prefill ${PREFILL} ms`, 'load ms', 'peak RSS MB'],
     rows,
   );

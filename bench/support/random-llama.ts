@@ -1,9 +1,10 @@
-/** The benches' random-weight Llama GGUF (bench:gguf and bench:serve measure the same model, so they write it one way). */
+/** The benches' random-weight Llama and Qwen2 GGUFs (bench:gguf and bench:serve measure the same models, so they write them one way). */
 import { seededNormals } from '../../packages/core/src/onnx/random-weights.js';
+import { bpeTokenizerMeta } from '../../packages/core/test/support/bpe-vocab.js';
 import { GGML, quantizeGgml } from '../../packages/core/test/support/ggml-quantize.js';
 import { encodeTensor, makeGguf, type WTensor, type WValue } from '../../packages/core/test/support/gguf-writer.js';
 
-/** A Llama's dimensions (GQA when kvHeads < heads; untied head). */
+/** A Llama's dimensions (GQA when kvHeads < heads; untied head), or a Qwen2's. */
 export interface LlamaShape {
   hidden: number;
   layers: number;
@@ -11,6 +12,11 @@ export interface LlamaShape {
   kvHeads: number;
   ff: number;
   vocab: number;
+  /**
+   * `qwen2`: q/k/v biases, a tied head (no output.weight), rope base 1e6 and a byte-level BPE vocabulary
+   * (`tokenizer.ggml.pre` qwen2, no BOS) as Qwen2.5's GGUFs have; llama.cpp reads it with NeoX rope. Default `llama`.
+   */
+  arch?: 'llama' | 'qwen2';
 }
 
 /** A SentencePiece vocabulary of `vocab` pieces (specials, 256 byte pieces, then words) that llama.cpp and the converter accept. */
@@ -30,12 +36,14 @@ export function llamaTokenizerMeta(vocab: number): Record<string, WValue> {
 }
 
 /**
- * The GGUF bytes of a random Llama of `shape`: each tensor's values seeded by its position in a fixed order,
- * so files of different types hold the same model. Matrices are stored as `matrixType(name)` (F16 or a ggml
- * quantized type), norms as F32.
+ * The GGUF bytes of a random Llama (or Qwen2) of `shape`: each tensor's values seeded by its position in a
+ * fixed order, so files of different types hold the same model. Matrices are stored as `matrixType(name)` (F16
+ * or a ggml quantized type), norms and biases as F32.
  */
 export function randomLlamaGguf(shape: LlamaShape, name: string, matrixType: (tensor: string) => number): Buffer {
   const { hidden: h, layers, heads, kvHeads, ff, vocab } = shape;
+  const arch = shape.arch ?? 'llama';
+  const qwen = arch === 'qwen2';
   const kv = (h / heads) * kvHeads;
   const tensors: WTensor[] = [];
   let seed = 1;
@@ -45,16 +53,22 @@ export function randomLlamaGguf(shape: LlamaShape, name: string, matrixType: (te
     const bytes = type === GGML.F16 ? encodeTensor(tensor, { dims: [cols, rows], data, type }) : quantizeGgml(data, type);
     tensors.push({ name: tensor, dims: [cols, rows], type, data: bytes });
   };
-  const vector = (tensor: string) => tensors.push({ name: tensor, dims: [h], type: GGML.F32, data: new Uint8Array(seededNormals(seed++)(h, 0.05, 1).buffer) });
+  const vector = (tensor: string, n = h, mean = 1) =>
+    tensors.push({ name: tensor, dims: [n], type: GGML.F32, data: new Uint8Array(seededNormals(seed++)(n, 0.05, mean).buffer) });
   matrix('token_embd.weight', vocab, h);
   vector('output_norm.weight');
-  matrix('output.weight', vocab, h);
+  if (!qwen) matrix('output.weight', vocab, h);
   for (let i = 0; i < layers; i++) {
     const p = `blk.${i}.`;
     vector(`${p}attn_norm.weight`);
     matrix(`${p}attn_q.weight`, h, h);
     matrix(`${p}attn_k.weight`, kv, h);
     matrix(`${p}attn_v.weight`, kv, h);
+    if (qwen) {
+      vector(`${p}attn_q.bias`, h, 0);
+      vector(`${p}attn_k.bias`, kv, 0);
+      vector(`${p}attn_v.bias`, kv, 0);
+    }
     matrix(`${p}attn_output.weight`, h, h);
     vector(`${p}ffn_norm.weight`);
     matrix(`${p}ffn_gate.weight`, ff, h);
@@ -63,17 +77,18 @@ export function randomLlamaGguf(shape: LlamaShape, name: string, matrixType: (te
   }
   const u32 = (v: number): WValue => ({ t: 'u32', v });
   const meta: Record<string, WValue> = {
-    'general.architecture': { t: 'str', v: 'llama' },
+    'general.architecture': { t: 'str', v: arch },
     'general.name': { t: 'str', v: name },
-    'llama.context_length': u32(2048),
-    'llama.embedding_length': u32(h),
-    'llama.block_count': u32(layers),
-    'llama.feed_forward_length': u32(ff),
-    'llama.attention.head_count': u32(heads),
-    'llama.attention.head_count_kv': u32(kvHeads),
-    'llama.attention.layer_norm_rms_epsilon': { t: 'f32', v: 1e-5 },
-    'llama.rope.dimension_count': u32(h / heads),
-    ...llamaTokenizerMeta(vocab),
+    [`${arch}.context_length`]: u32(qwen ? 32768 : 2048),
+    [`${arch}.embedding_length`]: u32(h),
+    [`${arch}.block_count`]: u32(layers),
+    [`${arch}.feed_forward_length`]: u32(ff),
+    [`${arch}.attention.head_count`]: u32(heads),
+    [`${arch}.attention.head_count_kv`]: u32(kvHeads),
+    [`${arch}.attention.layer_norm_rms_epsilon`]: { t: 'f32', v: qwen ? 1e-6 : 1e-5 },
+    ...(qwen
+      ? { 'qwen2.rope.freq_base': { t: 'f32', v: 1e6 }, ...bpeTokenizerMeta('qwen2', { vocabSize: vocab, addBos: false }) }
+      : { 'llama.rope.dimension_count': u32(h / heads), ...llamaTokenizerMeta(vocab) }),
   };
   return makeGguf(meta, tensors);
 }

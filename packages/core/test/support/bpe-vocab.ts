@@ -69,11 +69,35 @@ export function trainBpe(mergeCount: number): { tokens: string[]; merges: string
   return { tokens, merges };
 }
 
-/** `tokenizer.ggml.*` metadata of a trained BPE vocabulary with Qwen-style special tokens and one user-defined token. */
-export function bpeTokenizerMeta(pre: string, opts: { addBos?: boolean; chatTemplate?: string } = {}): Record<string, WValue> {
+/**
+ * Grows a vocabulary to `size` tokens with merges of existing ones (two bytes, then a byte pair and a byte), so
+ * a model of a real vocabulary size (Qwen's 151936) has as many tokens and merges as a real one to load.
+ */
+function padVocabulary(tokens: string[], merges: string[], size: number): void {
+  const have = new Set(tokens);
+  const bytes = bytesToUnicode();
+  const pairs: string[] = [];
+  const merge = (a: string, b: string) => {
+    if (have.has(a + b)) return;
+    have.add(a + b);
+    tokens.push(a + b);
+    merges.push(`${a} ${b}`);
+    if (a.length === 1) pairs.push(a + b);
+  };
+  for (const a of bytes) for (const b of bytes) if (tokens.length < size) merge(a, b);
+  for (const a of pairs) for (const b of bytes) if (tokens.length < size) merge(a, b);
+  if (tokens.length < size) throw new Error(`bpe-vocab: cannot pad a vocabulary to ${size} tokens`);
+}
+
+/**
+ * `tokenizer.ggml.*` metadata of a trained BPE vocabulary with Qwen-style special tokens and one user-defined
+ * token; `vocabSize` pads the ordinary tokens (see {@link padVocabulary}) so the whole vocabulary has that size.
+ */
+export function bpeTokenizerMeta(pre: string, opts: { addBos?: boolean; chatTemplate?: string; vocabSize?: number } = {}): Record<string, WValue> {
   const { tokens, merges } = trainBpe(400);
   const specials = ['<|endoftext|>', '<|im_start|>', '<|im_end|>'];
   const userDefined = ['<tool_call>'];
+  if (opts.vocabSize !== undefined) padVocabulary(tokens, merges, opts.vocabSize - specials.length - userDefined.length);
   const all = [...tokens, ...specials, ...userDefined];
   const types = all.map((_, i) => (i < tokens.length ? 1 : i < tokens.length + specials.length ? 3 : 4));
   const str = (v: string): WValue => ({ t: 'str', v });
