@@ -475,6 +475,7 @@ describe('gguf', function () {
             if (name === 'input_ids') feeds[name] = new ort.Tensor('int64', BigInt64Array.from(ids, BigInt), [1, S]);
             else if (name === 'attention_mask') feeds[name] = new ort.Tensor('int64', new BigInt64Array(S).fill(1n), [1, S]);
             else if (name === 'position_ids') feeds[name] = new ort.Tensor('int64', BigInt64Array.from(ids, (_, i) => BigInt(i)), [1, S]);
+            else if (name === 'num_logits_to_keep') feeds[name] = new ort.Tensor('int64', BigInt64Array.from([0n]), []); // 0: every position
             else if (name.startsWith('past_key_values.')) {
               feeds[name] =
                 floatType === 'float16'

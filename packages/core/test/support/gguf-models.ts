@@ -195,7 +195,10 @@ export async function llamaCppTokenize(path: string, texts: string[], special = 
   }
 }
 
-/** Greedy decoding of a converted model in a bare onnxruntime session: the prompt, then one token per step with the KV cache. */
+/**
+ * Greedy decoding of a converted model in a bare onnxruntime session: the prompt, then one token per step with
+ * the KV cache (asking for the last position's logits only where the graph takes `num_logits_to_keep`, as the engine does).
+ */
 export async function ortGreedy(modelPath: string, prompt: number[], steps: number): Promise<number[]> {
   const session = await ort.InferenceSession.create(modelPath);
   try {
@@ -218,13 +221,15 @@ export async function ortGreedy(modelPath: string, prompt: number[], steps: numb
         input_ids: new ort.Tensor('int64', BigInt64Array.from(feed, BigInt), [1, S]),
         attention_mask: new ort.Tensor('int64', new BigInt64Array(T).fill(1n), [1, T]),
         position_ids: new ort.Tensor('int64', BigInt64Array.from({ length: S }, (_, i) => BigInt(total + i)), [1, S]),
+        ...(session.inputNames.includes('num_logits_to_keep') ? { num_logits_to_keep: new ort.Tensor('int64', BigInt64Array.from([1n]), []) } : {}),
         ...past,
       });
       const logits = res.logits!;
       const V = logits.dims[2]!;
+      const last = (logits.dims[1]! - 1) * V;
       const data = logits.data as Float32Array;
       let best = 0;
-      for (let v = 1; v < V; v++) if (data[(S - 1) * V + v]! > data[(S - 1) * V + best]!) best = v;
+      for (let v = 1; v < V; v++) if (data[last + v]! > data[last + best]!) best = v;
       out.push(best);
       past = {};
       for (const name of Object.keys(res)) {
