@@ -122,6 +122,8 @@ export class ContinuousBatch {
   private chunk: number;
   private readonly models: readonly DecoderSession[];
   private readonly names: readonly string[];
+  /** Scratch of {@link fused} (the reasoners' sum and the fused logits), made on the first composed row. */
+  private fuseScratch: [Float32Array, Float32Array] | undefined;
 
   constructor(
     backbone: DecoderSession,
@@ -332,16 +334,17 @@ export class ContinuousBatch {
     if (!comp || (comp.reasoners.length === 0 && comp.mode === 'logits' && B === V)) return base;
     const generated = l.job.rows[l.row]!.ids.length;
     const weights = comp.reasoners.map((r) => weightAt(r.weight, generated));
+    // A row's fused logits are sampled before the next row's are fused: two buffers serve every row, every step.
+    const [sum, out] = (this.fuseScratch ??= [new Float32Array(V), new Float32Array(V)]);
     const parts: Float32Array[] = [];
     if (weights.length > 0) {
-      const sum = new Float32Array(V);
       weights.forEach((weight, i) => {
         const z = l.logits[1 + i]!;
         accumulateLogits(sum, { logits: z, stride: this.models[l.job.models[1 + i]!]!.vocabSize, weight }, 1, V, comp.mode, i === 0);
       });
       parts.push(sum);
     }
-    return combineWithBackbone(new Float32Array(V), { logits: base, stride: B }, parts, 1, V, comp.mode, fusionScale([1, ...weights], comp.normalize));
+    return combineWithBackbone(out, { logits: base, stride: B }, parts, 1, V, comp.mode, fusionScale([1, ...weights], comp.normalize));
   }
 
   /**
