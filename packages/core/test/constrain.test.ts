@@ -8,6 +8,7 @@ import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { models } from '../../../test/support/paths.js';
 import { XGrammarFactory, grammarVocabulary, prepareJsonSchema, type ResponseFormat } from '../src/constrain/index.js';
 import { numberRangeEbnf } from '../src/constrain/number-range.js';
+import { unrollBoundedStrings } from '../src/constrain/string-length.js';
 import { createRng } from '../src/sampling/index.js';
 import { loadXGrammar } from '../src/constrain/xgrammar-loader.js';
 import { makeModule, storiesModule, storiesConfig } from './support/modules.js';
@@ -221,6 +222,55 @@ describe('constrained decoding', function () {
       seen.add(text);
     }
     expect(seen.size).to.be.greaterThan(1); // random paths reach different words
+  });
+
+  it('writes length-bounded strings one rule per count: the same language and masks as XGrammar\'s counted repetition', async () => {
+    const { xg } = loadXGrammar();
+    // `ends`: random paths finish within the steps (with only a minimum length they rarely do).
+    const cases = [
+      { ends: true, schema: { type: 'string', minLength: 2, maxLength: 5 } },
+      { ends: true, schema: { type: 'object', properties: { a: { type: 'string', maxLength: 3 }, b: { type: 'array', items: { type: 'string', minLength: 1, maxLength: 2 } } }, required: ['a'] } },
+      { ends: false, schema: { type: 'object', properties: { c: { type: 'string', minLength: 3 } }, required: ['c'] } },
+    ];
+    const vocabulary = grammarVocabulary(JSON.parse(await readFile(join(models.gpt2Legacy, 'tokenizer.json'), 'utf8')) as object, 50257);
+    const factory = new XGrammarFactory(vocabulary, 'unroll-test');
+    const eos = 50256;
+    const rng = createRng(5);
+    for (const { schema, ends } of cases) {
+      const raw = await xg.Testings._jsonSchemaToEBNF(JSON.stringify(schema), false, -1, undefined, true);
+      const unrolled = unrollBoundedStrings(raw);
+      expect(unrolled, JSON.stringify(schema)).to.not.match(/\{\d+,\d*\}/); // every bounded string was rewritten
+      // Counts are of characters, not bytes: "é" and "日" are one each.
+      for (const text of ['""', '"a"', '"ab"', '"abcde"', '"abcdef"', '"éé"', '"日本語"', '"a\\"b"']) {
+        const expected = xg.Testings.isGrammarAcceptString(await xg.Grammar.fromEBNF(raw), text);
+        expect(await xg.Testings.isGrammarAcceptString(await xg.Grammar.fromEBNF(unrolled), text), `${JSON.stringify(schema)} ${text}`).to.equal(await expected);
+      }
+      // Along random paths (uniform among the allowed tokens) both grammars allow the same tokens at every step.
+      const pair = async () => Promise.all([raw, unrolled].map((grammar) => factory.create({ type: 'grammar', grammar }, [eos])));
+      let [a, b] = await pair();
+      let completed = 0;
+      for (let k = 0; k < 80; k++) {
+        const [ma, mb] = [new Float32Array(vocabulary.tokens.length), new Float32Array(vocabulary.tokens.length)];
+        await a!.mask(ma);
+        await b!.mask(mb);
+        const allowed: number[] = [];
+        for (let i = 0; i < ma.length; i++) {
+          if (ma[i] !== mb[i]) expect.fail(`${JSON.stringify(schema)}: token ${i} ${ma[i]} vs ${mb[i]} at step ${k}`);
+          if (ma[i] === 0) allowed.push(i);
+        }
+        const token = allowed[Math.floor(rng() * allowed.length)]!;
+        a!.accept(token);
+        b!.accept(token);
+        expect(b!.isComplete()).to.equal(a!.isComplete());
+        if (a!.isComplete()) {
+          completed++;
+          a!.dispose(), b!.dispose();
+          [a, b] = await pair();
+        }
+      }
+      a!.dispose(), b!.dispose();
+      if (ends) expect(completed, JSON.stringify(schema)).to.be.greaterThan(0);
+    }
   });
 
   it('writes bounded numbers exactly (XGrammar alone admits 121..129 for [-5, 120])', async () => {

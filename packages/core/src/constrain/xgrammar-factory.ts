@@ -5,6 +5,7 @@
  */
 import type { CompiledGrammar, GrammarCompiler, GrammarMatcher, TokenizerInfo } from '@mlc-ai/web-xgrammar';
 import { prepareJsonSchema, spliceRules } from './json-schema.js';
+import { unrollBoundedStrings } from './string-length.js';
 import type { GrammarVocabulary } from './vocabulary.js';
 import { loadXGrammar, type XGrammarInstance } from './xgrammar-loader.js';
 import { ConstraintError, type Constraint, type ConstraintFactory, type JsonSchema, type ResponseFormat, type ToolChoice, type ToolSpec } from './types.js';
@@ -196,7 +197,7 @@ export class XGrammarFactory implements ConstraintFactory {
     const prepared = prepareJsonSchema(schema);
     try {
       const ebnf = await instance.xg.Testings._jsonSchemaToEBNF(JSON.stringify(prepared.schema), false, -1, undefined, strict);
-      return spliceRules(ebnf, prepared.rules);
+      return unrollBoundedStrings(spliceRules(ebnf, prepared.rules));
     } catch (err) {
       throw this.failure({ type: 'json_schema', schema }, err, instance);
     }
