@@ -171,9 +171,9 @@ export class Engine {
   }
 
   /**
-   * Streams a generation. Concurrent calls share the running decode batch (up to `maxBatch` rows); calls that
-   * weight reasoners placed in lanes, think in latent steps or trace, and calls on GroupQueryAttention graphs,
-   * run alone in turn once the batch has drained.
+   * Streams a generation. Concurrent calls share the running decode batch (up to `maxBatch` rows), latent steps
+   * included; calls that weight reasoners placed in lanes or trace, and calls on GroupQueryAttention graphs, run
+   * alone in turn once the batch has drained.
    */
   stream(input: PromptInput, options: StreamOptions = {}): GenerationStream {
     const { signal, ...generateOptions } = options;

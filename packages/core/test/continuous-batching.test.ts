@@ -1,12 +1,17 @@
 import { expect } from 'chai';
 import { Engine, QueueFullError, type GenerationStream, type StreamOptions } from '../src/engine.js';
-import type { GenerationResult } from '../src/generate/types.js';
+import { join } from 'node:path';
+import type { GenerationResult, TokenLogprob } from '../src/generate/types.js';
 import type { PromptInput } from '../src/runtime/protocol.js';
 import { DecoderSession } from '../src/runtime/decoder-session.js';
-import { BatchKv, RowPrefill } from '../src/runtime/batch-kv.js';
+import { BatchKv, prefillTogether, RowPrefill } from '../src/runtime/batch-kv.js';
+import { ContinuousBatch } from '../src/generate/continuous-batch.js';
 import { prepareDecoder } from '../src/onnx/prepared-cache.js';
-import { builtModel, cacheDir, smallConfig } from './support/models.js';
-import { makeModule, storiesConfig } from './support/modules.js';
+import { builtModel, cacheDir, smallConfig, testDir } from './support/models.js';
+import { makeModule, storiesConfig, storiesModule } from './support/modules.js';
+import { followScript } from './support/graph-edits.js';
+import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
+import { buildProjectorModel, randomProjectorWeights, writeProjectorModel } from '../src/onnx/projector-builder.js';
 
 /** A call as the test makes it: what to send, and after how many tokens of the first call it is sent. */
 interface Call {
@@ -225,6 +230,129 @@ describe('continuous batching', function () {
       expect((await waiting).rows[0]!.ids).to.have.length(4);
     } finally {
       await small.dispose();
+    }
+  });
+});
+
+describe('continuous batching with latent steps', function () {
+  this.timeout(120_000);
+  const H = 48;
+  const MARKER_TEXT = 'a cat. <implicit_thought>2</implicit_thought> It ran.';
+  let engine: Engine;
+  let tokenizer: TextTokenizer;
+  let discrete: number[];
+
+  before(async () => {
+    tokenizer = await TextTokenizer.fromDirectory(await storiesModule());
+    // A backbone that writes MARKER_TEXT after 'Once upon a time' and leaves two positions after the marker for
+    // its latent steps (hidden states untouched: the steps compute as usual); a random projector.
+    const prompt = tokenizer.encode('Once upon a time');
+    discrete = tokenizer.encode(MARKER_TEXT, false);
+    const markerEnd = discrete.findIndex((_, i) => tokenizer.decode(discrete.slice(0, i + 1)).includes('</implicit_thought>'));
+    const script = [...new Array<number>(prompt.length - 1).fill(0), ...discrete.slice(0, markerEnd + 1), discrete[markerEnd]!, discrete[markerEnd]!, ...discrete.slice(markerEnd + 1), 2];
+    const dir = await makeModule({ name: 'cb-latent', kind: 'backbone', config: storiesConfig({ hiddenSize: H }), seed: 21, edit: (p) => followScript(p, 512, script) });
+    const projector = join(testDir('cb-projector'), 'projector.onnx');
+    await writeProjectorModel(projector, buildProjectorModel({ hiddenSize: H }, randomProjectorWeights({ hiddenSize: H }, 5, 0.2)));
+    engine = await Engine.load({ model: dir, projector, cacheDir, maxBatch: 8, prefillChunk: 3 });
+  });
+  after(() => engine?.dispose());
+
+  it('marker and fixed:K rows think in the batch, joining at different steps, each giving what it gives alone (ids, text, steps, logprobs)', async () => {
+    const story = { prompt: 'Once upon a time' };
+    const calls: Call[] = [
+      { input: story, options: { maxTokens: discrete.length, latentPlaceholder: '…', logprobs: 2 }, at: 0 },
+      { input: { promptIds: [1, 403, 407] }, options: { maxTokens: 6, latent: 'fixed:3', logprobs: 2 }, at: 0 },
+      { input: story, options: { maxTokens: discrete.length, latent: 'never', logprobs: 2 }, at: 1 },
+      // Joins later: its marker comes at another step than the first call's.
+      { input: story, options: { maxTokens: discrete.length, logprobs: 2 }, at: 3 },
+      { input: { promptIds: [1, 60, 61, 62, 63] }, options: { maxTokens: 8, latent: 'fixed:1', logprobs: 2 }, at: 4 },
+    ];
+    // Alone in the decode loop (a trace keeps a call out of the batch), stepping the backbone's own session.
+    const expected: GenerationResult[] = [];
+    for (const call of calls) expected.push(await alone(engine, { ...call, options: { ...call.options, trace: 1 } }));
+    expect(expected[0]!.rows[0]!.ids).to.deep.equal(discrete);
+    expect(expected[0]!.usage.latentSteps).to.equal(2);
+    expect(expected[2]!.rows[0]!.text).to.include('<implicit_thought>2</implicit_thought>');
+
+    const results: Promise<GenerationResult>[] = [];
+    let busiest = 0;
+    const started = new Set<number>();
+    const startDue = (tokensOfFirst: number) => {
+      calls.forEach((call, i) => {
+        if (i > 0 && call.at <= tokensOfFirst && !started.has(i)) {
+          started.add(i);
+          results[i] = collect(engine, call, () => {}).result;
+          void engine.stats().then((s) => (busiest = Math.max(busiest, s.running)));
+        }
+      });
+    };
+    results[0] = collect(engine, calls[0]!, startDue).result;
+    startDue(0);
+    const got = await Promise.all(results);
+    let worst = 0;
+    got.forEach((r, i) => {
+      const [row, want] = [r.rows[0]!, expected[i]!.rows[0]!];
+      expect({ ...summary(r)[0], latentSteps: row.latentSteps }, `call ${i}`).to.deep.equal({ ...summary(expected[i]!)[0], latentSteps: want.latentSteps });
+      expect(r.usage.latentSteps, `call ${i}`).to.equal(expected[i]!.usage.latentSteps);
+      row.logprobs!.forEach((e, t) => {
+        const w = want.logprobs![t]!;
+        expect(e.top.map((a) => a.id)).to.deep.equal(w.top.map((a) => a.id));
+        for (const [a, b] of [[e, w], ...e.top.map((x, k) => [x, w.top[k]!])] as [TokenLogprob, TokenLogprob][]) worst = Math.max(worst, Math.abs(a.logprob - b.logprob));
+      });
+    });
+    expect(worst, 'log-probabilities as alone').to.be.below(1e-4);
+    expect(busiest, 'rows decoded together at some point').to.be.greaterThan(2);
+  });
+});
+
+describe('prompts prefilled together', () => {
+  it('give each prompt the logits it gets alone, and a burst of requests joins the batch at one step with the tokens each gives alone', async () => {
+    const model = await builtModel('cb-together', { ...smallConfig, numLayers: 3 }, {}, 23);
+    const p = await prepareDecoder(model, { lastLogitsOnly: true, logitsFloat32: true, cacheDir });
+    const session = await DecoderSession.create({ path: p.preparedPath });
+    const V = session.vocabSize;
+    try {
+      const prompts = [[3, 8, 20, 1, 9, 44, 61], [12], [40, 41, 42]];
+      const tokens = [5, 50, 70];
+      // Alone: the session's own prefill and one step per prompt.
+      const aloneLogits: Float32Array[][] = [];
+      for (const [r, prompt] of prompts.entries()) {
+        aloneLogits.push([(await session.prefill([prompt])).slice(0, V), (await session.step([tokens[r]!])).slice(0, V)]);
+      }
+      // Together: one left-padded run, its rows added to the batch cache, then a step.
+      const together = await prefillTogether(session, prompts);
+      const kv = new BatchKv(session);
+      kv.rebuild([], together.caches);
+      const stepped = await kv.step(tokens);
+      let worst = 0;
+      prompts.forEach((_, r) => {
+        const got = [together.logits[r]!, stepped.subarray(r * V, (r + 1) * V)];
+        got.forEach((l, i) => {
+          for (let v = 0; v < V; v++) worst = Math.max(worst, Math.abs(l[v]! - aloneLogits[r]![i]![v]!));
+        });
+      });
+      expect(worst).to.be.lessThan(1e-4);
+      // Only each row's own positions were copied into the batch, the padding not.
+      expect(kv.counters.copiedBytes).to.equal((7 + 1 + 3) * kv.bytesPerPosition);
+
+      // A burst submitted at once: greedy tokens as alone, and the rows joined in one rebuild (each prompt's
+      // positions copied once; staggered joins would copy the rows already in the batch again).
+      const batch = new ContinuousBatch(session, V, { maxBatch: 8 });
+      const request = (prompt: number[]) => ({
+        prompts: [prompt],
+        options: { maxTokens: 6, ignoreEos: true },
+        eosTokenIds: [],
+        shouldAbort: () => false,
+        onToken: () => {},
+      });
+      const alone: number[][] = [];
+      for (const prompt of prompts) alone.push((await batch.submit(request(prompt))).rows[0]!.ids);
+      const before = batch.stats().counters.copiedBytes;
+      const burst = await Promise.all(prompts.map((prompt) => batch.submit(request(prompt))));
+      expect(burst.map((r) => r.rows[0]!.ids)).to.deep.equal(alone);
+      expect(batch.stats().counters.copiedBytes - before).to.equal((7 + 1 + 3) * kv.bytesPerPosition);
+    } finally {
+      await session.release();
     }
   });
 });

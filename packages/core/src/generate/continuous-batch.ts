@@ -2,14 +2,17 @@
  * Continuous batching over one backbone: requests share the running decode batch. A new request is prefilled
  * alone, one bounded chunk per step (running rows stall by one chunk at most), and its rows join at the next
  * step; a row that finishes or is aborted leaves at once and its cache is dropped. Every row keeps its own
- * sampler, stop strings, constraint and token limit, so its output is what it gives alone. Work that cannot
- * share the batch (reasoners, latent steps, traces, right-padded graphs) runs alone, in arrival order, once the
- * batch has drained.
+ * sampler, stop strings, constraint and token limit, so its output is what it gives alone. A row's LiteReason
+ * latent steps run on its own backbone cache, taken out of the batch between two steps and added back (the
+ * running rows wait for them, as for a prefill chunk). Work that cannot share the batch (reasoners in lanes,
+ * traces, right-padded graphs) runs alone, in arrival order, once the batch has drained.
  */
 import { Sampler } from '../sampling/index.js';
 import type { DecoderSession } from '../runtime/decoder-session.js';
-import { BatchKv, RowPrefill, type KvCounters, type RowCache } from '../runtime/batch-kv.js';
-import { checkPrompts, PromptError, RowState, type DecodeLoopInput, type DecodeLoopOutput } from './decode-loop.js';
+import { BatchKv, prefillTogether, RowPrefill, type KvCounters, type RowCache } from '../runtime/batch-kv.js';
+import { checkPrompts, LatentPolicyError, PromptError, RowState, type DecodeLoopInput, type DecodeLoopOutput, type LatentDriver } from './decode-loop.js';
+import { MarkerScanner } from './latent-marker.js';
+import { rowLatentSteps, type LatentProjector } from '../runtime/row-latent.js';
 import { StopStringMatcher } from './stop-strings.js';
 import type { TokenLogprobs } from './types.js';
 import { validateGenerateOptions } from './options.js';
@@ -39,8 +42,10 @@ export class KvBudgetError extends Error {
   override name = 'KvBudgetError';
 }
 
-/** One request for the batch: what the decode loop takes for a call alone, without latent steps (those run alone). */
+/** One request for the batch: what the decode loop takes for a call alone; latent steps need the batch's projector. */
 export interface BatchRequest extends Omit<DecodeLoopInput, 'latent'> {
+  /** LiteReason latent decoding: the policy, marker and placeholder (the batch runs the steps). */
+  latent?: Omit<LatentDriver, 'run'>;
   /**
    * Reasoners fused with the backbone for this request: by reasoner index (the batch's models after the
    * backbone), in the order their logits are summed. Each runs only for the rows of requests that use it.
@@ -74,6 +79,8 @@ interface Job {
   used: number[];
   reserve: number;
   maxTokens: number;
+  /** Latent steps each row runs after its prompt (the fixed policy). */
+  fixedSteps: number;
   eos: Set<number>;
   unfinished: number;
   admittedAt: number;
@@ -124,6 +131,8 @@ export class ContinuousBatch {
   private readonly names: readonly string[];
   /** Scratch of {@link fused} (the reasoners' sum and the fused logits), made on the first composed row. */
   private fuseScratch: [Float32Array, Float32Array] | undefined;
+  /** Whether waiting prompts may be prefilled together (off once a graph refused it). */
+  private together = true;
 
   constructor(
     backbone: DecoderSession,
@@ -132,6 +141,8 @@ export class ContinuousBatch {
     private readonly limits: BatchLimits = {},
     /** Reasoner sessions on this thread that requests may compose (see {@link BatchRequest.composition}). */
     reasoners: readonly { session: DecoderSession; name: string }[] = [],
+    /** The projector latent steps feed the backbone through, when one is loaded. */
+    private readonly projector?: LatentProjector,
   ) {
     this.models = [backbone, ...reasoners.map((r) => r.session)];
     this.names = ['backbone', ...reasoners.map((r) => r.name)];
@@ -157,12 +168,22 @@ export class ContinuousBatch {
     const { options } = request;
     const maxTokens = options.maxTokens ?? 256;
     const context = request.contextLength ?? Infinity;
+    const latent = request.latent;
+    if (latent && !this.projector) throw new LatentPolicyError('latent decoding needs a projector: load the engine with one');
+    const fixedSteps = latent && typeof latent.policy === 'object' ? latent.policy.fixed : 0;
     request.prompts.forEach((p, r) => {
-      if (p.length > context) {
-        throw new PromptError(`prompt ${r} has ${p.length} tokens, more than the model's context of ${context} positions; shorten the prompt`);
+      if (p.length + fixedSteps > context) {
+        throw new PromptError(
+          `prompt ${r} has ${p.length} tokens${fixedSteps ? ` and ${fixedSteps} latent steps follow it` : ''}, ` +
+            `more than the model's context of ${context} positions; shorten the prompt`,
+        );
       }
     });
-    const reserve = Math.min(context, Math.max(...request.prompts.map((p) => p.length)) + maxTokens);
+    const markerPolicy = latent?.policy === 'marker' && request.decode !== undefined;
+    if (markerPolicy && request.prompts.length > 1) {
+      throw new LatentPolicyError('the marker policy decodes one prompt at a time; run batch rows separately or use fixed:K');
+    }
+    const reserve = Math.min(context, Math.max(...request.prompts.map((p) => p.length)) + fixedSteps + maxTokens);
     const budget = this.limits.kvBudgetBytes;
     const needs = request.prompts.length * reserve * this.kv.bytesPerPosition;
     if (budget !== undefined && needs > budget) {
@@ -173,10 +194,16 @@ export class ContinuousBatch {
     const job: Job = {
       request,
       models: [0, ...(request.composition?.reasoners ?? []).map((r) => 1 + r.index)],
-      rows: request.prompts.map((p, r) => new RowState(p, new Sampler(options), request.decode, stops, undefined, request.constraints?.[r], options.logprobs)),
+      rows: request.prompts.map((p, r) => {
+        const constraint = request.constraints?.[r];
+        // A constrained row opens no latent span: the grammar decides its tokens.
+        const markers = markerPolicy && !constraint ? new MarkerScanner(latent!.marker, latent!.placeholder) : undefined;
+        return new RowState(p, new Sampler(options), request.decode, stops, markers, constraint, options.logprobs);
+      }),
       used: request.prompts.map((p) => p.length),
       reserve,
       maxTokens,
+      fixedSteps,
       eos: new Set(options.ignoreEos ? [] : (options.eosTokenIds ?? request.eosTokenIds)),
       unfinished: request.prompts.length,
       admittedAt: 0,
@@ -311,6 +338,7 @@ export class ContinuousBatch {
       this.endAborted(first.job);
       return;
     }
+    if (await this.prefillGroup()) return;
     const logits: (Float32Array | undefined)[] = [];
     for (const [i, run] of first.runs.entries()) {
       logits.push(await this.onModel(first.job.models[i]!, () => run.next()));
@@ -318,8 +346,62 @@ export class ContinuousBatch {
     }
     if (logits.some((l) => !l)) return;
     this.prefills.shift();
-    if (first.job.prefillMs === 0) first.job.prefillMs = performance.now() - first.job.admittedAt;
-    this.ready.push({ job: first.job, row: first.row, logits: logits as Float32Array[], caches: first.runs.map((r) => r.cache) });
+    const { job, row } = first;
+    const caches = first.runs.map((r) => r.cache);
+    if (job.fixedSteps > 0) {
+      // Coconut-style: K continuous thoughts right after the prompt, on the backbone alone.
+      const out = await rowLatentSteps(this.models[0]!, this.projector!, caches[0]!, first.runs[0]!.hidden!, job.fixedSteps);
+      logits[0] = out.logits;
+      caches[0] = out.cache;
+      job.rows[row]!.latentSteps += job.fixedSteps;
+      job.used[row]! += job.fixedSteps;
+    }
+    if (job.prefillMs === 0) job.prefillMs = performance.now() - job.admittedAt;
+    this.ready.push({ job, row, logits: logits as Float32Array[], caches });
+  }
+
+  /**
+   * Prompts at the head of the prefill queue that are yet to start, on the same models, prefilled together in
+   * one run while their padded tokens fit in a chunk (running rows still wait one chunk at most). A burst of
+   * requests then costs one run, not one per prompt, and its rows join, and later leave, at the same step
+   * instead of one step apart, so the batch runs full for longer. False when fewer than two such prompts wait.
+   */
+  private async prefillGroup(): Promise<boolean> {
+    if (!this.together) return false;
+    const models = this.prefills[0]!.job.models;
+    const group: Prefill[] = [];
+    let longest = 0;
+    for (const p of this.prefills) {
+      const length = p.runs[0]!.prompt.length;
+      const fits =
+        p.runs.every((r) => r.length === 0) &&
+        // Latent steps start from the prefill's own cache and hidden state: those prompts run alone.
+        (p.job.request as { latent?: unknown }).latent === undefined &&
+        !p.job.request.shouldAbort() &&
+        p.job.models.length === models.length &&
+        p.job.models.every((m, i) => m === models[i]) &&
+        Math.max(longest, length) * (group.length + 1) <= this.chunk;
+      if (!fits) break;
+      group.push(p);
+      longest = Math.max(longest, length);
+    }
+    if (group.length < 2) return false;
+    const prompts = group.map((p) => p.runs[0]!.prompt);
+    const runs: Awaited<ReturnType<typeof prefillTogether>>[] = [];
+    try {
+      for (const m of models) runs.push(await this.onModel(m, () => prefillTogether(this.models[m]!, prompts)));
+    } catch {
+      // A graph that takes prompts only one at a time: they run so from now on (a real failure shows there).
+      this.together = false;
+      return false;
+    }
+    this.prefills.splice(0, group.length);
+    const now = performance.now();
+    group.forEach(({ job, row }, g) => {
+      if (job.prefillMs === 0) job.prefillMs = now - job.admittedAt;
+      this.ready.push({ job, row, logits: runs.map((r) => r.logits[g]!), caches: runs.map((r) => r.caches[g]!) });
+    });
+    return true;
   }
 
   /**
@@ -423,6 +505,40 @@ export class ContinuousBatch {
       steppedJobs.add(l.job);
     }
     for (const job of steppedJobs) job.steps++;
+    await this.think();
+  }
+
+  /**
+   * Rows that have just fed a latent marker think its steps (as many as fit in the context) on their own
+   * backbone cache, taken out of the batch, then go back into it; their next token is sampled from the
+   * logits after the last step, fused with their reasoners' latest (reasoners never see latent inputs).
+   */
+  private async think(): Promise<void> {
+    const rows = this.order[0]!;
+    const thinking: { at: number; steps: number }[] = [];
+    rows.forEach((l, at) => {
+      const row = l.job.rows[l.row]!;
+      if (row.pendingLatent === 0) return;
+      const steps = Math.min(row.pendingLatent, (l.job.request.contextLength ?? Infinity) - l.job.used[l.row]!);
+      row.pendingLatent = 0;
+      if (steps > 0) thinking.push({ at, steps });
+    });
+    if (thinking.length === 0) return;
+    const kv = this.kv;
+    const width = kv.hidden!.length / rows.length;
+    const caches: RowCache[] = [];
+    for (const { at, steps } of thinking) {
+      const l = rows[at]!;
+      const out = await rowLatentSteps(this.models[0]!, this.projector!, kv.takeRow(at), kv.hidden!.slice(at * width, (at + 1) * width), steps);
+      l.logits[0] = out.logits;
+      l.job.rows[l.row]!.latentSteps += steps;
+      l.job.used[l.row]! += steps;
+      caches.push(out.cache);
+    }
+    const moved = new Set(thinking.map((t) => t.at));
+    const kept = rows.flatMap((_, i) => (moved.has(i) ? [] : [i]));
+    kv.rebuild(kept, caches);
+    this.order[0] = [...kept.map((i) => rows[i]!), ...thinking.map((t) => rows[t.at]!)];
   }
 
   /** Runs work on model `m`; a reasoner's failure is reported as the reasoner's, as a composition alone reports it. */
@@ -457,9 +573,16 @@ export class ContinuousBatch {
   private finish(job: Job): void {
     const promptTokens = job.request.prompts.reduce((n, p) => n + p.length, 0);
     const completionTokens = job.rows.reduce((n, r) => n + r.ids.length, 0);
+    const latent = job.request.latent;
+    const latentSteps = job.rows.reduce((n, r) => n + r.latentSteps, 0);
+    const perStep = latent?.marker.tokensPerStep;
     job.resolve({
-      rows: job.rows.map((r) => r.result(false)),
-      usage: { promptTokens, completionTokens },
+      rows: job.rows.map((r) => r.result(latent !== undefined)),
+      usage: {
+        promptTokens,
+        completionTokens,
+        ...(latent ? { latentSteps, ...(perStep ? { reasoningTokensSaved: Math.round(latentSteps * perStep) } : {}) } : {}),
+      },
       prefillMs: job.prefillMs,
       decodeMs: job.firstTokenAt ? performance.now() - job.firstTokenAt : 0,
       decodeSteps: Math.max(0, job.steps),

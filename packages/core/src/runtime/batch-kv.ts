@@ -11,10 +11,17 @@ import type { DecoderSession } from './decoder-session.js';
 
 type KvData = Float32Array | Uint16Array;
 
-/** One row's cache, as its own prefill left it: `[1, kvHeads, length, headDim]` per past input. */
+/**
+ * One row's cache, as its own prefill left it: `[1, kvHeads, length, headDim]` per past input; or one row of
+ * prompts prefilled together (see {@link prefillTogether}), its positions right-aligned after left padding.
+ */
 export interface RowCache {
   past: Record<string, ort.Tensor>;
   length: number;
+  /** The row of `past` that holds this cache (default 0). */
+  row?: number;
+  /** Positions each row of `past` holds (default `length`). */
+  width?: number;
 }
 
 /** Byte counters of the cache. */
@@ -34,6 +41,8 @@ export class RowPrefill {
    * prompt or one token only): the prompt then ran whole, and later prompts should too.
    */
   chunkRefused = false;
+  /** The last position's hidden state once the prompt is in, when the graph reports it (latent steps start from it). */
+  hidden: Float32Array | undefined;
 
   constructor(
     private readonly session: DecoderSession,
@@ -61,6 +70,7 @@ export class RowPrefill {
     const { logits, present } = out;
     this.past = present;
     this.done = end;
+    this.hidden = out.hidden;
     return end === this.prompt.length ? logits.slice(0, this.session.vocabSize) : undefined;
   }
 
@@ -75,6 +85,36 @@ export class RowPrefill {
   }
 }
 
+/**
+ * Prompts prefilled together in one run, left-padded to the longest (as a static batch is): one run instead of
+ * one per prompt, whose per-operator costs then are paid once. Returns each prompt's last-position logits
+ * (`[vocab]`) and its cache, a row of the shared present tensors.
+ */
+export async function prefillTogether(
+  session: DecoderSession,
+  prompts: readonly (readonly number[])[],
+): Promise<{ logits: Float32Array[]; caches: RowCache[] }> {
+  const width = Math.max(...prompts.map((p) => p.length));
+  const ids: number[] = [];
+  const mask: number[] = [];
+  const positions: number[] = [];
+  for (const p of prompts) {
+    const pad = width - p.length;
+    for (let c = 0; c < width; c++) {
+      ids.push(c < pad ? 0 : p[c - pad]!);
+      mask.push(c < pad ? 0 : 1);
+      // Padding's positions are never attended to; 1, as DecoderSession.prefill pads.
+      positions.push(c < pad ? 1 : c - pad);
+    }
+  }
+  const { logits, present } = await session.forward(ids, prompts.length, undefined, 0, mask, positions);
+  const V = session.vocabSize;
+  return {
+    logits: prompts.map((_, r) => logits.slice(r * V, (r + 1) * V)),
+    caches: prompts.map((p, r) => ({ past: present, length: p.length, row: r, width })),
+  };
+}
+
 /** The running batch's cache and the runs that advance it. */
 export class BatchKv {
   private past: Record<string, ort.Tensor> = {};
@@ -83,6 +123,8 @@ export class BatchKv {
   private width = 0;
   readonly counters: KvCounters = { copiedBytes: 0, perRowLayoutBytes: 0 };
   private readonly bytesPerElement: number;
+  /** Each row's last hidden state `[rows × hidden]` after the latest step, when the graph reports it. */
+  hidden: Float32Array | undefined;
 
   constructor(private readonly session: DecoderSession) {
     this.bytesPerElement = session.signature.kvType === 'float16' ? 2 : 4;
@@ -118,7 +160,7 @@ export class BatchKv {
     const sig = this.session.signature;
     const parts = [
       ...keep.map((r) => ({ source: this.past, row: r, srcWidth: this.width, length: this.lengths[r]! })),
-      ...added.map((c) => ({ source: c.past, row: 0, srcWidth: c.length, length: c.length })),
+      ...added.map((c) => ({ source: c.past, row: c.row ?? 0, srcWidth: c.width ?? c.length, length: c.length })),
     ];
     const lengths = parts.map((p) => p.length);
     const width = Math.max(0, ...lengths);
@@ -144,6 +186,29 @@ export class BatchKv {
     this.past = past;
     this.lengths = lengths;
     this.width = width;
+    this.hidden = undefined;
+  }
+
+  /** A copy of one row's cache, as its own prefill would leave it (to run it alone, then add it back). */
+  takeRow(row: number): RowCache {
+    const sig = this.session.signature;
+    const H = sig.kvHeads;
+    const D = sig.headDim;
+    const length = this.lengths[row]!;
+    const past: Record<string, ort.Tensor> = {};
+    for (const kv of sig.kv) {
+      for (const name of [kv.pastKey, kv.pastValue]) {
+        const src = this.past[name]!.data as KvData;
+        const out: KvData = sig.kvType === 'float16' ? new Uint16Array(H * length * D) : new Float32Array(H * length * D);
+        for (let h = 0; h < H; h++) {
+          const from = ((row * H + h) * this.width + this.width - length) * D;
+          out.set(src.subarray(from, from + length * D), h * length * D);
+        }
+        this.counters.copiedBytes += H * length * D * this.bytesPerElement;
+        past[name] = new ort.Tensor(sig.kvType, out, [1, H, length, D]);
+      }
+    }
+    return { past, length };
   }
 
   /** Feeds one token per row; returns `[rows × vocab]` last-position logits. */
@@ -156,7 +221,8 @@ export class BatchKv {
       for (let c = 0; c <= width; c++) mask[r * (width + 1) + c] = c < pad ? 0 : 1;
     }
     // Each row's next position is its own length: padding takes no positions.
-    const { logits, present } = await this.session.forward(tokens, rows, this.past, width, mask, this.lengths);
+    const { logits, present, hidden } = await this.session.forward(tokens, rows, this.past, width, mask, this.lengths);
+    this.hidden = hidden;
     // A per-row layout copies every row's cache into the batch tensor, then the present back out.
     this.counters.perRowLayoutBytes += this.lengths.reduce((n, l) => n + (2 * l + 1), 0) * this.bytesPerPosition;
     this.past = present;

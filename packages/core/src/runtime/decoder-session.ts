@@ -276,8 +276,10 @@ export class DecoderSession {
   /**
    * One run for callers that keep the KV cache themselves (continuous batching), leaving this session's own
    * cache alone: `ids` `[rows × seq]` after `past` (by past input name, `[rows, kvHeads, pastLength, headDim]`;
-   * none: empty), with `mask` `[rows × (pastLength + seq)]` and `positions` `[rows × seq]`. Returns the
-   * last-position logits `[rows × vocab]` (fp32) and the present caches, by past input name.
+   * none: empty), with `mask` `[rows × (pastLength + seq)]` and `positions` `[rows × seq]`. With `embeds`
+   * (`[rows × hidden]`, and no ids) one continuous input per row is fed instead: a latent step. Returns the
+   * last-position logits `[rows × vocab]` (fp32), the present caches by past input name, and the last
+   * position's hidden state `[rows × hidden]` when the graph reports it.
    */
   async forward(
     ids: readonly number[],
@@ -286,10 +288,12 @@ export class DecoderSession {
     pastLength: number,
     mask: readonly number[],
     positions: readonly number[],
-  ): Promise<{ logits: Float32Array; present: Record<string, ort.Tensor> }> {
+    embeds?: Float32Array,
+  ): Promise<{ logits: Float32Array; present: Record<string, ort.Tensor>; hidden?: Float32Array }> {
     const sig = this.signature;
-    const seq = ids.length / rows;
-    const feeds: Record<string, ort.Tensor> = { [sig.inputIds.name]: idTensor(sig.inputIds.type, ids, [rows, seq]) };
+    if (embeds && !sig.inputsEmbeds) throw new ModelRunError(`${this.label}: this session was not prepared with an inputs_embeds input`);
+    const seq = embeds ? 1 : ids.length / rows;
+    const feeds: Record<string, ort.Tensor> = { [sig.inputIds.name]: idTensor(sig.inputIds.type, ids, [rows, ids.length / rows]) };
     for (const kv of sig.kv) {
       for (const name of [kv.pastKey, kv.pastValue]) {
         feeds[name] =
@@ -297,7 +301,10 @@ export class DecoderSession {
           new ort.Tensor(sig.kvType, sig.kvType === 'float16' ? new Uint16Array(0) : new Float32Array(0), [rows, sig.kvHeads, 0, sig.headDim]);
       }
     }
-    if (sig.inputsEmbeds) feeds[sig.inputsEmbeds.name] = floatTensor(sig.inputsEmbeds.type, new Float32Array(0), [rows, 0, sig.inputsEmbeds.hiddenSize]);
+    if (sig.inputsEmbeds) {
+      const { name, type, hiddenSize } = sig.inputsEmbeds;
+      feeds[name] = floatTensor(type, embeds ?? new Float32Array(0), [rows, embeds ? 1 : 0, hiddenSize]);
+    }
     if (sig.attentionMask) feeds[sig.attentionMask.name] = idTensor(sig.attentionMask.type, mask, [rows, pastLength + seq]);
     if (sig.positionIds) feeds[sig.positionIds.name] = idTensor(sig.positionIds.type, positions, [rows, seq]);
     if (sig.useCacheBranch) feeds[sig.useCacheBranch] = new ort.Tensor('bool', [pastLength > 0], [1]);
@@ -313,7 +320,9 @@ export class DecoderSession {
       present[kv.pastKey] = out[kv.presentKey] as ort.Tensor;
       present[kv.pastValue] = out[kv.presentValue] as ort.Tensor;
     }
-    return { logits: lastPosition(out[sig.logits.name] as ort.Tensor, rows, sig.logits.vocabSize), present };
+    const logits = lastPosition(out[sig.logits.name] as ort.Tensor, rows, sig.logits.vocabSize);
+    if (!sig.hiddenState) return { logits, present };
+    return { logits, present, hidden: lastPosition(out[sig.hiddenState.name] as ort.Tensor, rows, sig.hiddenState.hiddenSize) };
   }
 
   /** Frees the native session. */

@@ -327,14 +327,14 @@ function planFor(loaded: Loaded, options: GenerateRequestOptions): CompositionPl
 
 /**
  * The composition a request brings into the continuous batch, or undefined when it cannot share the batch:
- * latent steps, traces, reasoners with a weight that run in lanes (their caches live in other threads), and
- * right-padded graphs (GroupQueryAttention places each row's keys from slot 0, which a shared cache of rows of
- * different lengths cannot give) run alone once the batch has drained.
+ * traces, reasoners with a weight that run in lanes (their caches live in other threads), and right-padded
+ * graphs (GroupQueryAttention places each row's keys from slot 0, which a shared cache of rows of different
+ * lengths cannot give) run alone once the batch has drained. Latent steps run in the batch.
  */
-function batchComposition(loaded: Loaded, plan: CompositionPlan, latent: string, trace: number | undefined) {
+function batchComposition(loaded: Loaded, plan: CompositionPlan, trace: number | undefined) {
   const reasoners = plan.active.filter((a) => !isAlwaysZero(a.weight)).map((a) => ({ index: a.slot, weight: a.weight }));
   const models = [loaded.backbone, ...reasoners.map((r) => loaded.inline?.[r.index])];
-  if (latent !== 'never' || trace || models.some((m) => m?.padding !== 'left')) return undefined;
+  if (trace || models.some((m) => m?.padding !== 'left')) return undefined;
   return { reasoners, mode: plan.mode, normalize: plan.normalize };
 }
 
@@ -398,22 +398,17 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
       ...(tokenizer ? { decode: (ids: readonly number[]) => tokenizer.decode(ids) } : {}),
       shouldAbort: () => Atomics.load(abort, 0) !== 0,
     };
-    const composition = batchComposition(loaded, plan, policy === 'never' ? 'never' : 'latent', msg.options.trace);
+    const composition = batchComposition(loaded, plan, msg.options.trace);
+    const latent =
+      projector && policy !== 'never'
+        ? { policy, marker: projector.marker, ...(msg.options.latentPlaceholder ? { placeholder: msg.options.latentPlaceholder } : {}) }
+        : undefined;
     const result = await (composition
-      ? batch.submit({ ...shared, composition, onToken: (event) => batcher.push(named(event)) })
+      ? batch.submit({ ...shared, composition, ...(latent ? { latent } : {}), onToken: (event) => batcher.push(named(event)) })
       : batch.exclusive(() =>
           runDecodeLoop(source, {
             ...shared,
-            ...(projector && policy !== 'never'
-              ? {
-                  latent: {
-                    policy,
-                    marker: projector.marker,
-                    ...(msg.options.latentPlaceholder ? { placeholder: msg.options.latentPlaceholder } : {}),
-                    run: (steps: number) => source.latentSteps(steps),
-                  },
-                }
-              : {}),
+            ...(latent ? { latent: { ...latent, run: (steps: number) => source.latentSteps(steps) } } : {}),
             onToken: (event) => {
               const trace = msg.options.trace ? source.trace(event.row) : undefined;
               batcher.push(named(trace ? { ...event, trace } : event));
@@ -451,7 +446,7 @@ start().then(
   (loaded) => {
     // Requests share the continuous batch (or wait for it to drain); tokenizing and stats answer at once.
     const inline = loaded.inline?.map((session, slot) => ({ session, name: loaded.reasoners[slot]!.name }));
-    const batch = new ContinuousBatch(loaded.backbone, loaded.vocab, config.batching, inline);
+    const batch = new ContinuousBatch(loaded.backbone, loaded.vocab, config.batching, inline, loaded.projector?.session);
     port.on('message', (msg: ToWorker) => {
       if (!answerAtOnce(loaded, batch, msg)) void serve(loaded, batch, msg);
     });
