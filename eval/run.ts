@@ -3,10 +3,10 @@
  * committed example modules (examples/modules/). Prints a table, then (with --json) one JSON line
  * `{"rows":[{"setting","task","accuracy","meanReasoningTokens"}]}`.
  *
- *   npm run eval [-- --n 200] [-- --json] [-- --modules examples/modules] [-- --bits 4|8 [--block 32]]
+ *   npm run eval [-- --n 200] [-- --json] [-- --modules examples/modules] [-- --bits 4|8 [--block 32] [--head-bits 4|8] [--search range|weighted]]
  *
  * With --bits every module is first quantized (`reasonplug quantize`: MatMul weights → MatMulNBits) into a
- * temporary directory, and the same settings run on the quantized modules.
+ * temporary directory, and the same settings run on the quantized modules (`--head-bits`, `--search`: as the CLI's).
  *
  * Settings: S, S+math, S+cipher, S+math+cipher (one engine, reasoners picked per call), L, L+math (the math
  * reasoner trained against S, weak-to-strong), cot (the policy writing its reasoning as text) and latent (the
@@ -226,6 +226,8 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
       local: { type: 'boolean', default: false },
       bits: { type: 'string' },
       block: { type: 'string', default: '32' },
+      'head-bits': { type: 'string' },
+      search: { type: 'string', default: 'range' },
     },
   });
   const modules = resolve(values.modules!);
@@ -242,9 +244,14 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
       for (const name of MODULE_NAMES) {
         const src = dirs?.[name] ?? join(modules, name);
         if (!existsSync(src)) continue;
-        const { path, report } = await quantizeModel(src, join(quantizedRoot!, name), { bits, blockSize: Number(values.block) });
+        const { path, report } = await quantizeModel(src, join(quantizedRoot!, name), {
+          bits,
+          blockSize: Number(values.block),
+          search: values.search as 'weighted' | 'range',
+          ...(values['head-bits'] ? { headBits: Number(values['head-bits']) as 4 | 8 } : {}),
+        });
         quantized[name] = path;
-        log(`quantized ${name} to ${bits} bits: ${report.matmuls} MatMulNBits${report.skipped.length ? `, left dense: ${report.skipped.join('; ')}` : ''}`);
+        log(`quantized ${name} to ${bits} bits: ${report.matmuls} MatMulNBits${report.head.names.length ? ` (head at ${report.head.bits} bits)` : ''}${report.skipped.length ? `, left dense: ${report.skipped.join('; ')}` : ''}`);
       }
       dirs = quantized;
     }

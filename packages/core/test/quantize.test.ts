@@ -15,6 +15,9 @@ import { bareArgmaxes, bareGreedy, bareLogits } from './support/bare-loop.js';
 import { randomLlamaWeights, writeLlamaModel } from '../src/onnx/llama-builder.js';
 import { quantizeMatrix } from '../src/onnx/quantize/quantize-matrix.js';
 import { dequantizeMatrix } from '../src/onnx/quantized-matrix.js';
+import { searchBlock } from '../src/onnx/quantize/block-search.js';
+import { quantizeBlock } from '../src/gguf/quant/nbits.js';
+import type { GraphProto, NodeProto } from '../src/onnx/proto.js';
 
 const config = storiesConfig({ hiddenSize: 64, intermediateSize: 128 });
 const PROMPT = [1, 72, 19, 301, 44, 9];
@@ -27,6 +30,23 @@ async function greedy(options: Parameters<typeof Engine.load>[0], generate: Para
   } finally {
     await engine.dispose();
   }
+}
+
+/** Every MatMulNBits node, sub-graphs included, as `head<bits>` (weight named lm_head…) or `body<bits>`. */
+function nbitsKinds(g: GraphProto): string[] {
+  const out: string[] = [];
+  const visit = (graph: GraphProto) => {
+    for (const n of graph.node ?? []) {
+      if (n.opType === 'MatMulNBits') out.push((n.input![1]!.startsWith('lm_head') ? 'head' : 'body') + bitsAttr(n));
+      for (const a of n.attribute ?? []) if (a.g) visit(a.g);
+    }
+  };
+  visit(g);
+  return out.sort();
+}
+
+function bitsAttr(n: NodeProto): number {
+  return Number(n.attribute!.find((a) => a.name === 'bits')!.i);
 }
 
 function opCount(model: Awaited<ReturnType<typeof readModel>>, op: string): number {
@@ -58,7 +78,9 @@ describe('reasonplug quantize', function () {
       expect(manifest.tasks).to.deep.equal(src.tasks);
       expect(manifest.compat).to.deep.equal(src.compat);
       expect(manifest.version).to.equal(`${src.version}+q${bits}`);
-      expect(manifest.provenance?.quantization).to.include({ bits, blockSize: 32, accuracy: 'int8', from: `${src.name}@${src.version}` });
+      // --bits 4 keeps the LM head at 8 bits by default (as Q4_K_M keeps output.weight at Q6_K), and says so.
+      expect(manifest.provenance?.quantization).to.include({ bits, headBits: 8, search: 'range', blockSize: 32, accuracy: 'int8', from: `${src.name}@${src.version}` });
+      expect(report.head).to.deep.equal({ names: ['lm_head.weight.T'], bits: 8 });
       expect(manifest.files.model!.sha256).to.not.equal(src.files.model!.sha256);
       expect(Object.keys(manifest.files).sort()).to.deep.equal(Object.keys(src.files).sort());
 
@@ -66,11 +88,13 @@ describe('reasonplug quantize', function () {
       const graph = await readModel(files.model!);
       expect(report.matmuls).to.equal(11);
       expect(opCount(graph, 'MatMulNBits')).to.equal(11);
+      expect(nbitsKinds(graph.graph!)).to.deep.equal([...Array(10).fill(`body${bits}`), 'head8'].sort());
       // The only float matrix left is the embedding table (the attention's own MatMuls have no weights).
       const floatMatrices = graph.graph!.initializer!.filter((t) => t.dims!.length === 2 && (t.dataType === 1 || t.dataType === 10));
       expect(floatMatrices.map((t) => t.name)).to.deep.equal(['model.embed_tokens.weight']);
       const ratio = (await stat(files.model!)).size / (await stat(join(backbone, 'model.onnx'))).size;
-      expect(ratio).to.be.below(bits === 4 ? 0.4 : 0.5);
+      // 4-bit: the 512×64 head, a fifth of the weights here, stays at 8 bits.
+      expect(ratio).to.be.below(bits === 4 ? 0.45 : 0.5);
 
       const got = (await greedy({ model: dest })).rows[0]!.ids;
       expect(got).to.deep.equal(await bareGreedy(files.model!, PROMPT, STEPS));
@@ -82,7 +106,7 @@ describe('reasonplug quantize', function () {
     });
   }
 
-  it('the 4-bit graph computes exactly what a dense graph of its dequantized weights computes (accuracy fp32)', async () => {
+  it('the 4-bit graph (8-bit head) computes exactly what a dense graph of its dequantized weights computes (accuracy fp32)', async () => {
     const root = testDir('qexact');
     const q = join(root, 'q4.onnx');
     await quantizeModel(join(backbone, 'model.onnx'), q, { bits: 4, accuracy: 'fp32' });
@@ -90,11 +114,11 @@ describe('reasonplug quantize', function () {
     const w = randomLlamaWeights(config, 3, 0.1);
     const h = config.hiddenSize;
     const [qd, kvd, inter] = [h, (h / config.numHeads) * config.numKvHeads!, config.intermediateSize];
-    const dq = (m: Float32Array, rows: number, cols: number) => dequantizeMatrix(quantizeMatrix(m, rows, cols, 4, 32));
+    const dq = (m: Float32Array, rows: number, cols: number, bits: 4 | 8 = 4) => dequantizeMatrix(quantizeMatrix(m, rows, cols, bits, 32));
     const dense = join(root, 'dequantized.onnx');
     await writeLlamaModel(dense, config, {
       ...w,
-      lmHead: dq(w.lmHead!, config.vocabSize, h),
+      lmHead: dq(w.lmHead!, config.vocabSize, h, 8),
       layers: w.layers.map((l) => ({
         ...l,
         wq: dq(l.wq, qd, h),
@@ -162,5 +186,53 @@ describe('reasonplug quantize', function () {
     await buildProgram().parseAsync(['node', 'reasonplug', 'quantize', join(plain, 'model.onnx'), file]);
     const ids = (await greedy({ model: file })).rows[0]!.ids;
     expect(ids).to.deep.equal(await bareGreedy(file, PROMPT, STEPS));
+  });
+
+  it('finds a tied LM head in both branches of a merged decoder; --head-bits 4 and --search weighted are applied and recorded', async () => {
+    const root = testDir('qhead');
+    const tied = { ...config, tieWordEmbeddings: true };
+    const merged = join(root, 'merged.onnx');
+    await writeLlamaModel(merged, tied, randomLlamaWeights(tied, 6, 0.1), { mergedDecoder: true });
+    const { report } = await quantizeModel(merged, join(root, 'merged-q4.onnx'), { bits: 4 });
+    expect(report.head).to.deep.equal({ names: ['lm_head.weight.T'], bits: 8 });
+    const kinds = nbitsKinds((await readModel(join(root, 'merged-q4.onnx'))).graph!);
+    expect(kinds.filter((k) => k.startsWith('head'))).to.deep.equal(['head8', 'head8']);
+    expect(kinds.filter((k) => k !== 'body4' && !k.startsWith('head'))).to.deep.equal([]);
+
+    const dest = join(root, 'all4');
+    await buildProgram().parseAsync(['node', 'reasonplug', 'quantize', backbone, dest, '--head-bits', '4', '--search', 'weighted']);
+    const { manifest, files } = await loadModuleDir(dest);
+    expect(manifest.provenance?.quantization).to.include({ bits: 4, headBits: 4, search: 'weighted' });
+    expect(nbitsKinds((await readModel(files.model!)).graph!)).to.deep.equal([...Array(10).fill('body4'), 'head4'].sort());
+  });
+
+  it('the weighted block search has lower weighted error than the range search, and no higher squared error', () => {
+    // Gaussian weights with a few outliers, as trained matrices have them (seeded LCG + Box–Muller).
+    let state = 12345;
+    const uniform = () => ((state = (state * 1103515245 + 12345) % 2 ** 31) + 0.5) / 2 ** 31;
+    const n = 32;
+    const blocks = 400;
+    const x = Float32Array.from({ length: n * blocks }, () => Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform()) * (uniform() < 0.02 ? 6 : 1));
+    const codes = new Uint8Array(n);
+    const totals = { weighted: [0, 0], range: [0, 0] };
+    for (let b = 0; b < blocks; b++) {
+      const from = b * n;
+      let sq = 0;
+      for (let i = 0; i < n; i++) sq += x[from + i]! ** 2;
+      const rms = Math.sqrt(sq / n);
+      for (const [name, search] of [['weighted', searchBlock], ['range', quantizeBlock]] as const) {
+        const [scale, zp] = search(x, from, n, 15, codes);
+        for (let i = 0; i < n; i++) {
+          const d = (codes[i]! - zp) * scale - x[from + i]!;
+          expect(codes[i]).to.be.within(0, 15);
+          totals[name][0]! += (rms + Math.abs(x[from + i]!)) * d * d;
+          totals[name][1]! += d * d;
+        }
+      }
+    }
+    expect(totals.weighted[0]).to.be.below(totals.range[0]! * 0.99);
+    expect(totals.weighted[1]).to.be.at.most(totals.range[1]!);
+    // An all-zero block is exact.
+    expect(searchBlock(new Float32Array(n), 0, n, 15, codes)).to.deep.equal([0, 0]);
   });
 });

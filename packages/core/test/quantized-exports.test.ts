@@ -185,7 +185,7 @@ async function exportOf(v: Variant, seed: number): Promise<string> {
   const float = join(dir, 'float.onnx');
   await writeModel(float, buildLlamaModel(config, randomLlamaWeights(config, seed, 0.08), { dtype: v.dtype }));
   const q4 = join(dir, 'q4.onnx');
-  await quantizeModel(float, q4, { bits: 4, accuracy: 'fp32' });
+  await quantizeModel(float, q4, { bits: 4, headBits: 4, accuracy: 'fp32' }); // every MatMul at 4 bits, as toBnb4 reads them
   const model = await readModel(q4);
   expect(v.edit(model)).to.equal(11); // 2 layers × (qkv, o, gate, up, down) + the LM head
   const path = join(dir, 'model.onnx');

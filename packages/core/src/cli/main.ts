@@ -243,16 +243,20 @@ export function buildProgram(): Command {
     .addOption(new Option('--block <n>', 'weights per block (a power of two, at least 16)').default('32'))
     .addOption(new Option('--accuracy <a>', "MatMulNBits' compute: int8 (activations quantized per block) or fp32").choices(['int8', 'fp32']).default('int8'))
     .option('--embeddings', 'also quantize embedding tables (GatherBlockQuantized)')
-    .action(async (src: string, dest: string, flags: { bits: string; block: string; accuracy: 'int8' | 'fp32'; embeddings?: boolean }) => {
+    .addOption(new Option('--head-bits <n>', 'bits for the LM head (default: 8 with --bits 4, as Q4_K_M keeps output.weight at Q6_K; else --bits)').choices(['4', '8']))
+    .addOption(new Option('--search <s>', "per-block scale search: range (zero point at the block minimum, a few scales tried) or weighted (error-weighted least squares, after llama.cpp's Q4_K search)").choices(['range', 'weighted']).default('range'))
+    .action(async (src: string, dest: string, flags: { bits: string; block: string; accuracy: 'int8' | 'fp32'; embeddings?: boolean; headBits?: string; search: 'weighted' | 'range' }) => {
       const { path, report } = await quantizeModel(src, dest, {
         bits: Number(flags.bits) as 4 | 8,
         blockSize: Number(flags.block),
         accuracy: flags.accuracy,
         embeddings: flags.embeddings ?? false,
+        ...(flags.headBits ? { headBits: Number(flags.headBits) as 4 | 8 } : {}),
+        search: flags.search,
       });
       process.stdout.write(`${path}\n`);
       process.stderr.write(
-        `[${report.matmuls} MatMul → MatMulNBits${report.gathers ? `, ${report.gathers} Gather → GatherBlockQuantized` : ''}; ` +
+        `[${report.matmuls} MatMul → MatMulNBits${report.head.names.length ? ` (LM head at ${report.head.bits} bits)` : ''}${report.gathers ? `, ${report.gathers} Gather → GatherBlockQuantized` : ''}; ` +
           `weights ${(report.bytesBefore / 2 ** 20).toFixed(2)} → ${(report.bytesAfter / 2 ** 20).toFixed(2)} MiB` +
           `${report.skipped.length ? `; left dense: ${report.skipped.join('; ')}` : ''}]\n`,
       );

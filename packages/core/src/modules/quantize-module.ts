@@ -10,7 +10,7 @@ import { existsSync } from 'node:fs';
 import { copyFile, mkdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { readModel, writeModel } from '../onnx/proto.js';
-import { quantizeGraph, QuantizeError, type QuantizeOptions, type QuantizeReport } from '../onnx/quantize/quantize-graph.js';
+import { headBitsOf, quantizeGraph, QuantizeError, type QuantizeOptions, type QuantizeReport } from '../onnx/quantize/quantize-graph.js';
 import { MANIFEST_FILE, type ModuleManifest } from './manifest.js';
 import { loadModuleDir, writeModuleDir } from './module-dir.js';
 import { locateModel } from './locate.js';
@@ -90,7 +90,10 @@ export async function quantizeModel(src: string, dest: string, opts: QuantizeOpt
           quantization: {
             from: `${manifest.name}@${manifest.version}`,
             method: 'MatMulNBits (round to nearest, uint8 zero point per block)',
+            search: opts.search ?? 'range',
             bits,
+            // The head's bits only when a head was found (a projector has none).
+            ...(report.head.names.length ? { headBits: headBitsOf(opts) } : {}),
             blockSize: opts.blockSize ?? 32,
             accuracy: opts.accuracy ?? 'int8',
             embeddings: opts.embeddings ?? false,

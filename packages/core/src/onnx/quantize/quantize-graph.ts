@@ -3,6 +3,7 @@
  * matrix (an initializer, possibly through Cast, Transpose, Identity or a Concat of such, as the builder's
  * q/k/v product and tied heads read theirs) becomes a `com.microsoft::MatMulNBits` over 4- or 8-bit blocks;
  * with `embeddings`, every embedding Gather of a constant table becomes `com.microsoft::GatherBlockQuantized`.
+ * The LM head (found by walking back from `logits`) may keep more bits than the rest (`headBits`).
  * Nodes and initializers nothing reads any more are dropped; what stays external is inlined, so the result is
  * one self-contained file.
  */
@@ -11,7 +12,8 @@ import { join } from 'node:path';
 import type { onnx as O } from 'onnx-proto';
 import { DataType, makeTensor, onnx, type GraphProto, type ModelProto, type NodeProto, type TensorProto } from '../proto.js';
 import { float16ToFloat32, float32ArrayToFloat16, transpose2d } from '../graph-builder.js';
-import { quantizeMatrix } from './quantize-matrix.js';
+import { quantizeMatrix, type BlockSearch } from './quantize-matrix.js';
+import { findHeadMatMuls } from './find-head.js';
 
 const MS = 'com.microsoft';
 /** Protobuf cannot hold a model of 2 GiB or more. */
@@ -27,6 +29,18 @@ export interface QuantizeOptions {
   accuracy?: 'int8' | 'fp32';
   /** Also quantize embedding tables (Gather → GatherBlockQuantized). Default false. */
   embeddings?: boolean;
+  /**
+   * Bits for the LM head (the MatMul whose product becomes `logits`). Default: 8 when `bits` is 4 (as llama.cpp's
+   * Q4_K_M keeps `output.weight` at Q6_K: the head's error goes straight into every logit), else `bits`.
+   */
+  headBits?: 4 | 8;
+  /** How each block's scale and zero point are chosen (see {@link BlockSearch}). Default `range`. */
+  search?: BlockSearch;
+}
+
+/** The LM head's bits that {@link quantizeGraph} uses for these options. */
+export function headBitsOf(opts: QuantizeOptions): 4 | 8 {
+  return opts.headBits ?? ((opts.bits ?? 4) === 4 ? 8 : (opts.bits ?? 4));
 }
 
 /** Raised for a graph that cannot be quantized (already quantized, nothing to quantize, too large), naming it. */
@@ -49,6 +63,8 @@ interface Resolved {
 export interface QuantizeReport {
   /** MatMuls now MatMulNBits. */
   matmuls: number;
+  /** The LM head's weights (their value names) and the bits they got; no names when no head feeds `logits`. */
+  head: { names: string[]; bits: 4 | 8 };
   /** Gathers now GatherBlockQuantized. */
   gathers: number;
   /** Constant MatMuls left dense, with why. */
@@ -135,7 +151,11 @@ class TensorReader {
 export function quantizeGraph(model: ModelProto | O.IModelProto, source: string, baseDir: string, opts: QuantizeOptions = {}): { model: ModelProto; report: QuantizeReport } {
   const bits = opts.bits ?? 4;
   const blockSize = opts.blockSize ?? 32;
+  const headBits = headBitsOf(opts);
+  const search = opts.search ?? 'range';
   if (bits !== 4 && bits !== 8) throw new QuantizeError(`bits must be 4 or 8; got ${String(bits)}`);
+  if (headBits !== 4 && headBits !== 8) throw new QuantizeError(`head bits must be 4 or 8; got ${String(headBits)}`);
+  if (search !== 'weighted' && search !== 'range') throw new QuantizeError(`the block search must be weighted or range; got ${String(search)}`);
   if (!Number.isInteger(blockSize) || blockSize < 16 || (blockSize & (blockSize - 1)) !== 0) {
     throw new QuantizeError(`the block size must be a power of two, at least 16; got ${String(blockSize)}`);
   }
@@ -224,7 +244,8 @@ export function quantizeGraph(model: ModelProto | O.IModelProto, source: string,
   const scaleTensor = (hint: string, dims: number[], scales: Float32Array, fp16: boolean) =>
     addInit(hint, fp16 ? DataType.FLOAT16 : DataType.FLOAT, dims, fp16 ? float32ArrayToFloat16(scales) : scales);
 
-  const report: QuantizeReport = { matmuls: 0, gathers: 0, skipped: [], bytesBefore, bytesAfter: 0 };
+  const heads = findHeadMatMuls(main, producers, (name) => resolve(name) !== undefined);
+  const report: QuantizeReport = { matmuls: 0, gathers: 0, head: { names: [], bits: headBits }, skipped: [], bytesBefore, bytesAfter: 0 };
   // One quantized copy per weight value, shared by every node that reads it (both branches of a merged decoder).
   const nbitsOf = new Map<string, { inputs: string[]; K: number; N: number }>();
   for (const node of nodes) {
@@ -237,20 +258,24 @@ export function quantizeGraph(model: ModelProto | O.IModelProto, source: string,
       report.skipped.push(`${node.name || b}: ${K} inputs are not a multiple of the block size ${blockSize}`);
       continue;
     }
-    let q = nbitsOf.get(b);
+    const isHead = heads.has(node);
+    const nodeBits = isHead ? headBits : bits;
+    if (isHead && !report.head.names.includes(b)) report.head.names.push(b);
+    const key = `${b}@${nodeBits}`;
+    let q = nbitsOf.get(key);
     if (!q) {
-      const m = quantizeMatrix(transpose2d(w.values, K, N), N, K, bits, blockSize);
+      const m = quantizeMatrix(transpose2d(w.values, K, N), N, K, nodeBits, blockSize, search);
       const base = b.replace(/[^A-Za-z0-9_.]/g, '_').replace(/\.T$/, '');
       q = {
         K,
         N,
         inputs: [
-          addInit(`${base}.qweight`, DataType.UINT8, [N, K / blockSize, (blockSize * bits) / 8], m.data),
+          addInit(`${base}.qweight`, DataType.UINT8, [N, K / blockSize, (blockSize * nodeBits) / 8], m.data),
           scaleTensor(`${base}.scales`, [N * (K / blockSize)], m.scales, w.fp16),
           addInit(`${base}.qzeros`, DataType.UINT8, [m.zeroPoints!.length], m.zeroPoints!),
         ],
       };
-      nbitsOf.set(b, q);
+      nbitsOf.set(key, q);
     }
     node.opType = 'MatMulNBits';
     node.domain = MS;
@@ -258,7 +283,7 @@ export function quantizeGraph(model: ModelProto | O.IModelProto, source: string,
     node.attribute = [
       { name: 'K', type: onnx.AttributeProto.AttributeType.INT, i: q.K },
       { name: 'N', type: onnx.AttributeProto.AttributeType.INT, i: q.N },
-      { name: 'bits', type: onnx.AttributeProto.AttributeType.INT, i: bits },
+      { name: 'bits', type: onnx.AttributeProto.AttributeType.INT, i: nodeBits },
       { name: 'block_size', type: onnx.AttributeProto.AttributeType.INT, i: blockSize },
       { name: 'accuracy_level', type: onnx.AttributeProto.AttributeType.INT, i: accuracyLevel },
     ];
@@ -276,7 +301,7 @@ export function quantizeGraph(model: ModelProto | O.IModelProto, source: string,
       const table = node.input?.[0] ?? '';
       const w = inits.has(table) ? resolve(table) : undefined;
       if (!w || w.cols % blockSize !== 0) continue;
-      const m = quantizeMatrix(w.values, w.rows, w.cols, bits, blockSize);
+      const m = quantizeMatrix(w.values, w.rows, w.cols, bits, blockSize, search);
       const base = table.replace(/[^A-Za-z0-9_.]/g, '_').replace(/\.weight$/, '');
       const blocks = w.cols / blockSize;
       node.opType = 'GatherBlockQuantized';
