@@ -104,6 +104,17 @@ async function serverRun(url: string, c: number, tokens: number, concurrent: boo
   return figures(starts, times, performance.now() - t0);
 }
 
+/** A contender's medians at one concurrency. */
+interface Figures {
+  contender: Contender;
+  concurrency: number;
+  tokensPerS: number;
+  ttftP50Ms: number;
+  ttftP99Ms: number;
+  itlP50Ms: number;
+  itlP99Ms: number;
+}
+
 /** One llama.cpp binding for the whole run (each getLlama adds process listeners). */
 let binding: Promise<import('node-llama-cpp').Llama> | undefined;
 
@@ -173,11 +184,11 @@ async function main(): Promise<void> {
     await server.close();
   }
   const rows: (string | number)[][] = [];
-  const json: Record<string, unknown>[] = [];
+  const json: Figures[] = [];
   for (const c of levels) {
     for (const who of CONTENDERS) {
       const rs = runs.get(`${who}@${c}`)!;
-      const f = {
+      const f: Figures = {
         contender: who,
         concurrency: c,
         tokensPerS: median(rs.map((r) => (r.tokens / r.wallMs) * 1000)),
