@@ -2,7 +2,7 @@
 import { seededNormals } from '../../packages/core/src/onnx/random-weights.js';
 import { bpeTokenizerMeta } from '../../packages/core/test/support/bpe-vocab.js';
 import { GGML, quantizeGgml } from '../../packages/core/test/support/ggml-quantize.js';
-import { encodeTensor, makeGguf, type WTensor, type WValue } from '../../packages/core/test/support/gguf-writer.js';
+import { f16Bits, makeGguf, type WTensor, type WValue } from '../../packages/core/test/support/gguf-writer.js';
 
 /** A Llama's dimensions (GQA when kvHeads < heads; untied head), or a Qwen2's. */
 export interface LlamaShape {
@@ -35,6 +35,13 @@ export function llamaTokenizerMeta(vocab: number): Record<string, WValue> {
   };
 }
 
+/** F16 bits of `x` in a loop (Uint16Array.from with a mapper collects a JS array first: out of heap for a 136M-value embedding). */
+function f16Bytes(x: Float32Array): Uint8Array {
+  const out = new Uint16Array(x.length);
+  for (let i = 0; i < x.length; i++) out[i] = f16Bits(x[i]!);
+  return new Uint8Array(out.buffer);
+}
+
 /**
  * The GGUF bytes of a random Llama (or Qwen2) of `shape`: each tensor's values seeded by its position in a
  * fixed order, so files of different types hold the same model. Matrices are stored as `matrixType(name)` (F16
@@ -50,7 +57,7 @@ export function randomLlamaGguf(shape: LlamaShape, name: string, matrixType: (te
   const matrix = (tensor: string, rows: number, cols: number) => {
     const data = seededNormals(seed++)(rows * cols, 0.02);
     const type = matrixType(tensor);
-    const bytes = type === GGML.F16 ? encodeTensor(tensor, { dims: [cols, rows], data, type }) : quantizeGgml(data, type);
+    const bytes = type === GGML.F16 ? f16Bytes(data) : quantizeGgml(data, type);
     tensors.push({ name: tensor, dims: [cols, rows], type, data: bytes });
   };
   const vector = (tensor: string, n = h, mean = 1) =>
