@@ -172,8 +172,8 @@ export class Engine {
 
   /**
    * Streams a generation. Concurrent calls share the running decode batch (up to `maxBatch` rows), latent steps
-   * included; calls that weight reasoners placed in lanes or trace, and calls on GroupQueryAttention graphs, run
-   * alone in turn once the batch has drained.
+   * and reasoners placed in lanes (through a copy on the backbone's thread) included; calls that trace, and calls
+   * on GroupQueryAttention graphs, run alone in turn once the batch has drained.
    */
   stream(input: PromptInput, options: StreamOptions = {}): GenerationStream {
     const { signal, ...generateOptions } = options;

@@ -356,3 +356,55 @@ describe('prompts prefilled together', () => {
     }
   });
 });
+
+describe('continuous batching with reasoners in lanes', function () {
+  this.timeout(120_000);
+  let engine: Engine;
+
+  before(async () => {
+    const [backbone, reasoner] = await Promise.all([
+      makeModule({ name: 'cb-lane-backbone', kind: 'backbone', seed: 31 }),
+      makeModule({ name: 'cb-lane-reasoner', seed: 32, config: storiesConfig({ hiddenSize: 32 }) }),
+    ]);
+    engine = await Engine.load({ model: backbone, cacheDir, maxBatch: 8, placement: 'lanes', reasoners: [{ model: reasoner, name: 'r', weight: 0 }] });
+  });
+  after(() => engine?.dispose());
+
+  it('calls weighting a lane-placed reasoner join the batch (a copy of it on the backbone thread), each giving what it gives alone in the lane', async () => {
+    expect(engine.info.placement.kind).to.equal('lanes');
+    const composed = (weight: StreamOptions['reasoners']) => ({ maxTokens: 10, logprobs: 2, reasoners: weight });
+    const calls: Call[] = [
+      { input: { promptIds: [1, 40, 41] }, options: composed([{ name: 'r', weight: 1 }]), at: 0 },
+      { input: { promptIds: [1, 5, 9, 30, 41] }, options: { maxTokens: 12, logprobs: 2 }, at: 1 },
+      { input: { promptIds: [1, 77] }, options: composed([{ name: 'r', weight: [{ until: 3, weight: 2 }, { weight: 0.5 }] }]), at: 2 },
+      { input: { promptIds: [1, 40, 41] }, options: { ...composed([{ name: 'r', weight: 1.5 }]), mode: 'logprobs', normalize: true }, at: 4 },
+    ];
+    // Alone: a trace keeps a call out of the batch, in the decode loop with the reasoner in its lane.
+    const expected: GenerationResult[] = [];
+    for (const call of calls) expected.push(await alone(engine, { ...call, options: { ...call.options, trace: 1 } }));
+    expect(summary(expected[0]!)).to.not.deep.equal(summary(await alone(engine, { ...calls[0]!, options: { maxTokens: 10 } })), 'the reasoner changes the greedy continuation');
+
+    const results: Promise<GenerationResult>[] = [];
+    let busiest = 0;
+    const started = new Set<number>();
+    const startDue = (tokensOfFirst: number) => {
+      calls.forEach((call, i) => {
+        if (i > 0 && call.at <= tokensOfFirst && !started.has(i)) {
+          started.add(i);
+          results[i] = collect(engine, call, () => {}).result;
+          void engine.stats().then((s) => (busiest = Math.max(busiest, s.running)));
+        }
+      });
+    };
+    results[0] = collect(engine, calls[0]!, startDue).result;
+    startDue(0);
+    const got = await Promise.all(results);
+    let worst = 0;
+    got.forEach((r, i) => {
+      expect(summary(r), `call ${i}`).to.deep.equal(summary(expected[i]!));
+      r.rows[0]!.logprobs!.forEach((e, t) => (worst = Math.max(worst, Math.abs(e.logprob - expected[i]!.rows[0]!.logprobs![t]!.logprob))));
+    });
+    expect(worst, 'log-probabilities as alone').to.be.below(1e-4);
+    expect(busiest, 'rows decoded together at some point').to.be.greaterThan(2);
+  });
+});

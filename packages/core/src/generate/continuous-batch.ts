@@ -4,8 +4,9 @@
  * step; a row that finishes or is aborted leaves at once and its cache is dropped. Every row keeps its own
  * sampler, stop strings, constraint and token limit, so its output is what it gives alone. A row's LiteReason
  * latent steps run on its own backbone cache, taken out of the batch between two steps and added back (the
- * running rows wait for them, as for a prefill chunk). Work that cannot share the batch (reasoners in lanes,
- * traces, right-padded graphs) runs alone, in arrival order, once the batch has drained.
+ * running rows wait for them, as for a prefill chunk). A reasoner placed in a lane joins through a copy on this
+ * thread (see {@link ContinuousBatch.attachReasoner}). Work that cannot share the batch (traces, right-padded
+ * graphs) runs alone, in arrival order, once the batch has drained.
  */
 import { Sampler } from '../sampling/index.js';
 import type { DecoderSession } from '../runtime/decoder-session.js';
@@ -127,8 +128,9 @@ export class ContinuousBatch {
   private running: Promise<void> | undefined;
   private readonly maxBatch: number;
   private chunk: number;
-  private readonly models: readonly DecoderSession[];
-  private readonly names: readonly string[];
+  /** By model index: the backbone, then reasoners by index (a hole for one not on this thread). */
+  private readonly models: DecoderSession[];
+  private readonly names: string[];
   /** Scratch of {@link fused} (the reasoners' sum and the fused logits), made on the first composed row. */
   private fuseScratch: [Float32Array, Float32Array] | undefined;
   /** Whether waiting prompts may be prefilled together (off once a graph refused it). */
@@ -150,6 +152,20 @@ export class ContinuousBatch {
     this.order = this.models.map(() => []);
     this.maxBatch = limits.maxBatch ?? 8;
     this.chunk = limits.prefillChunk ?? 256;
+  }
+
+  /**
+   * Adds a reasoner session on this thread at reasoner index `index`, for requests that compose it (a reasoner
+   * placed in a lane gets a copy here: its lane's cache cannot join this batch). Safe at any time: no row runs
+   * on it before a request that composes it is submitted.
+   */
+  attachReasoner(index: number, session: DecoderSession, name: string): void {
+    const m = 1 + index;
+    if (this.models[m]) throw new Error(`reasoner ${index} (${this.names[m]}) is already on the batch's thread`);
+    this.models[m] = session;
+    this.names[m] = name;
+    this.kvs[m] = new BatchKv(session);
+    this.order[m] = [];
   }
 
   private get kv(): BatchKv {
@@ -493,8 +509,8 @@ export class ContinuousBatch {
     });
     if (this.live.length === 0) return;
     for (let m = 0; m < this.models.length; m++) {
-      const rows = this.order[m]!;
-      if (rows.length === 0) continue;
+      const rows = this.order[m];
+      if (!rows?.length) continue;
       const logits = await this.onModel(m, () => this.kvs[m]!.step(rows.map((l) => l.token)));
       const width = this.models[m]!.vocabSize;
       rows.forEach((l, i) => (l.logits[l.job.models.indexOf(m)] = logits.subarray(i * width, (i + 1) * width)));

@@ -87,6 +87,13 @@ interface Loaded {
   projector?: { session: ProjectorSession; marker: MarkerSpec };
   /** The reasoners' sessions by slot, when they run on this thread (inline): the continuous batch steps them. */
   inline?: DecoderSession[];
+  /**
+   * For reasoners placed in lanes: opens a copy of reasoner `slot` on this thread, for calls in the continuous
+   * batch (a lane's cache lives in another thread and cannot join it); the lane keeps serving calls alone.
+   */
+  openCopy?: (slot: number) => Promise<DecoderSession>;
+  /** The copies opened so far, by slot. */
+  copies: Map<number, Promise<DecoderSession>>;
 }
 
 /** LiteReason's marker, as its reference code writes it. */
@@ -303,6 +310,9 @@ async function start(): Promise<Loaded> {
     ...(projector ? { projector } : {}),
     ...(contextLength !== undefined ? { contextLength } : {}),
     ...(inline ? { inline } : {}),
+    // On the backbone's thread a copy runs after the backbone, with its runtime, as inline reasoners do.
+    ...(inline ? {} : { openCopy: (slot: number) => openReasoner(reasonersPrepared[slot]!, plan.backbone).then((r) => r.session) }),
+    copies: new Map(),
   };
 }
 
@@ -331,11 +341,34 @@ function planFor(loaded: Loaded, options: GenerateRequestOptions): CompositionPl
  * graphs (GroupQueryAttention places each row's keys from slot 0, which a shared cache of rows of different
  * lengths cannot give) run alone once the batch has drained. Latent steps run in the batch.
  */
-function batchComposition(loaded: Loaded, plan: CompositionPlan, trace: number | undefined) {
+async function batchComposition(loaded: Loaded, batch: ContinuousBatch, plan: CompositionPlan, trace: number | undefined) {
   const reasoners = plan.active.filter((a) => !isAlwaysZero(a.weight)).map((a) => ({ index: a.slot, weight: a.weight }));
-  const models = [loaded.backbone, ...reasoners.map((r) => loaded.inline?.[r.index])];
-  if (trace || models.some((m) => m?.padding !== 'left')) return undefined;
+  if (trace || loaded.backbone.padding !== 'left') return undefined;
+  const models = await Promise.all(reasoners.map((r) => onBatchThread(loaded, batch, r.index)));
+  if (models.some((m) => m?.padding !== 'left')) return undefined;
   return { reasoners, mode: plan.mode, normalize: plan.normalize };
+}
+
+/** Reasoner `slot`'s session on this thread: the inline one, else a copy of the lane's, opened once and given to the batch. */
+function onBatchThread(loaded: Loaded, batch: ContinuousBatch, slot: number): Promise<DecoderSession | undefined> {
+  const inline = loaded.inline?.[slot];
+  if (inline || !loaded.openCopy) return Promise.resolve(inline);
+  let copy = loaded.copies.get(slot);
+  if (!copy) {
+    copy = loaded.openCopy(slot).then((session) => {
+      batch.attachReasoner(slot, session, loaded.reasoners[slot]!.name);
+      return session;
+    });
+    // A copy that failed to open is tried again by the next call.
+    copy.catch(() => loaded.copies.delete(slot));
+    loaded.copies.set(slot, copy);
+  }
+  return copy;
+}
+
+/** Releases the reasoner copies opened for the batch. */
+function releaseCopies(loaded: Loaded): Promise<void>[] {
+  return [...loaded.copies.values()].map((copy) => copy.then((s) => s.release(), () => {}));
 }
 
 /** Answers a message that does not generate; true when it was one. */
@@ -359,7 +392,7 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
   const { backbone, tokenizer } = loaded;
   if (msg.type === 'dispose') {
     // After the work already queued: a session is never released under a running step.
-    await batch.exclusive(() => Promise.all([backbone.release(), loaded.projector?.session.release(), ...loaded.groups.map((g) => g.release())]), false);
+    await batch.exclusive(() => Promise.all([backbone.release(), loaded.projector?.session.release(), ...loaded.groups.map((g) => g.release()), ...releaseCopies(loaded)]), false);
     port.close();
     return;
   }
@@ -398,7 +431,7 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
       ...(tokenizer ? { decode: (ids: readonly number[]) => tokenizer.decode(ids) } : {}),
       shouldAbort: () => Atomics.load(abort, 0) !== 0,
     };
-    const composition = batchComposition(loaded, plan, msg.options.trace);
+    const composition = await batchComposition(loaded, batch, plan, msg.options.trace);
     const latent =
       projector && policy !== 'never'
         ? { policy, marker: projector.marker, ...(msg.options.latentPlaceholder ? { placeholder: msg.options.latentPlaceholder } : {}) }
@@ -439,7 +472,7 @@ let constraintFactory: (() => Promise<ConstraintFactory>) | undefined;
 /** Releases every model; the worker then answers nothing more. */
 async function shutDown(loaded: Loaded): Promise<void> {
   closed = true;
-  await Promise.allSettled([loaded.backbone.release(), loaded.projector?.session.release(), ...loaded.groups.map((g) => g.release())]);
+  await Promise.allSettled([loaded.backbone.release(), loaded.projector?.session.release(), ...loaded.groups.map((g) => g.release()), ...releaseCopies(loaded)]);
 }
 
 start().then(
