@@ -250,7 +250,7 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
     // A token is sampled from logits already computed; only feeding it needs a free position.
     const lastFit = used >= context;
     // Log-probabilities are read from the logits as the model gave them, before the grammar stage.
-    const passes = rows.map((row, r) => (row.finish ? undefined : row.measure(logits.subarray(r * vocab, r * vocab + limit))));
+    const passes = options.logprobs === undefined ? undefined : rows.map((row, r) => (row.finish ? undefined : row.measure(logits.subarray(r * vocab, r * vocab + limit))));
     // The grammar stage: a constrained row's impossible next tokens get −∞ before its sampler runs.
     for (let r = 0; r < rows.length; r++) {
       const constraint = rows[r]!.finish ? undefined : rows[r]!.constraint;
@@ -263,7 +263,7 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
         prompt: row.prompt,
       });
       row.constraint?.accept(id);
-      const logprobs = row.record(passes[r], id);
+      const logprobs = row.record(passes?.[r], id);
       // Once the grammar has taken its stop token the reply is complete (even when EOS is otherwise ignored).
       let text = row.accept(id, eos.has(id) || row.constraint?.isComplete() === true);
       if (!row.finish && (row.ids.length >= maxTokens || lastFit)) text += row.end('length');

@@ -34,7 +34,7 @@ export class LogprobPass {
       const x = logits[i]!;
       if (!(x > -Infinity)) continue;
       if (x > max) max = x;
-      if (ids.length === k && !(x > vals[k - 1]!)) continue;
+      if (k === 0 || (ids.length === k && !(x > vals[k - 1]!))) continue;
       let at = ids.length;
       while (at > 0 && x > vals[at - 1]!) at--;
       ids.splice(at, 0, i);
