@@ -10,6 +10,7 @@ import type { GenerationResult, TokenEvent, TokenLogprobs } from '../src/generat
 import { GenerateOptionsError } from '../src/generate/options.js';
 import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { bareLogits } from './support/bare-loop.js';
+import { LogprobPass } from '../src/sampling/logprobs.js';
 import { cacheDir } from './support/models.js';
 import { makeModule, storiesConfig } from './support/modules.js';
 
@@ -20,6 +21,23 @@ function logSoftmax(logits: Float32Array, r: number, vocab: number): number[] {
   const lse = max + Math.log(row.reduce((s, x) => s + Math.exp(x - max), 0));
   return row.map((x) => x - lse);
 }
+
+describe('LogprobPass', () => {
+  it('sums to 1 over finite entries, gives -Infinity to -Infinity/NaN entries and never lists them, and keeps its copy of the row', () => {
+    const row = Float32Array.from([2, -Infinity, 0.5, NaN, 2, -3]);
+    const pass = new LogprobPass(row, 5);
+    // Ties: the lower id first, as argmax picks.
+    expect(pass.top.map((t) => t.id)).to.deep.equal([0, 4, 2, 5]);
+    const total = [0, 2, 4, 5].reduce((n, id) => n + Math.exp(pass.logprobOf(id)), 0);
+    expect(total).to.be.closeTo(1, 1e-12);
+    expect([pass.logprobOf(1), pass.logprobOf(3)]).to.deep.equal([-Infinity, -Infinity]);
+    row.fill(-Infinity); // a mask or the sampler writing over the row afterwards
+    expect(pass.logprobOf(0)).to.be.closeTo(Math.log(Math.exp(2) / (2 * Math.exp(2) + Math.exp(0.5) + Math.exp(-3))), 1e-6);
+    const inf = new LogprobPass(Float32Array.from([1, Infinity, Infinity]), 0);
+    expect([inf.logprobOf(0), inf.logprobOf(1)]).to.deep.equal([-Infinity, -Math.log(2)]);
+    expect(inf.top).to.deep.equal([]);
+  });
+});
 
 describe('log-probabilities', function () {
   this.timeout(120_000);
