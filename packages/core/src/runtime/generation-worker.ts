@@ -413,9 +413,11 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
     stream = new StreamBatcher((events) => post({ type: 'stream', id: msg.id, events }));
     const batcher = stream;
     // The row's results hold the same entries: naming them here names them there too.
-    const recent = prompts.map((p) => p.slice(-NAMING_CONTEXT));
+    // Made at the first token, once the prompts have been checked.
+    let recent: number[][] | undefined;
     const named = (event: TokenEvent) => {
       if (!event.logprobs || !tokenizer) return event;
+      recent ??= prompts.map((p) => p.slice(-NAMING_CONTEXT));
       const context = recent[event.row]!;
       nameTokens(tokenizer, context, event.logprobs);
       context.push(event.id);
