@@ -6,7 +6,8 @@
  *   - `server`: all at once through the server (max_batch 16), timed by the client from SSE chunk arrivals;
  *   - `one at a time`: the same c requests through the server, each after the previous one;
  *   - `llama.cpp`: c sequences of one node-llama-cpp context (`sequences: c`), evaluated concurrently.
- * Figures: aggregate output tokens/s, p50/p99 time to first token and inter-token latency. Greedy, ignore EOS,
+ * Figures: aggregate output tokens/s, p50/p99 time to first token and inter-token latency, and the process's CPU
+ * time per generated token (less swayed by other jobs than wall time; spinning threads count). Greedy, ignore EOS,
  * 2 threads each. Rounds interleave the contenders, each round in a different order (whoever runs first after
  * llama.cpp finds cold caches); figures are medians over rounds.
  *
@@ -38,6 +39,8 @@ interface Run {
   wallMs: number;
   ttftMs: number[];
   itlMs: number[];
+  /** CPU time of the whole process over the run (server, its engine worker, client and llama.cpp alike). */
+  cpuMs: number;
 }
 
 /** The Q4_0 GGUF, written once under .cache/bench/serve (rewritten when SHAPE changes). */
@@ -78,13 +81,15 @@ async function request(url: string, tokens: number): Promise<number[]> {
 }
 
 /** Figures from each request's start and token times. */
-function figures(starts: number[], tokenTimes: number[][], wallMs: number): Run {
+function figures(starts: number[], tokenTimes: number[][], wallMs: number, cpu0: NodeJS.CpuUsage): Run {
   const ttftMs = tokenTimes.map((t, i) => t[0]! - starts[i]!);
   const itlMs = tokenTimes.flatMap((t) => t.slice(1).map((x, j) => x - t[j]!));
-  return { tokens: tokenTimes.reduce((n, t) => n + t.length, 0), wallMs, ttftMs, itlMs };
+  const cpu = process.cpuUsage(cpu0);
+  return { tokens: tokenTimes.reduce((n, t) => n + t.length, 0), wallMs, ttftMs, itlMs, cpuMs: (cpu.user + cpu.system) / 1000 };
 }
 
 async function serverRun(url: string, c: number, tokens: number, concurrent: boolean): Promise<Run> {
+  const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   const starts: number[] = [];
   const times: number[][] = [];
@@ -101,7 +106,7 @@ async function serverRun(url: string, c: number, tokens: number, concurrent: boo
       times[i] = await request(url, tokens);
     }
   }
-  return figures(starts, times, performance.now() - t0);
+  return figures(starts, times, performance.now() - t0, cpu0);
 }
 
 /** A contender's medians at one concurrency. */
@@ -113,6 +118,7 @@ interface Figures {
   ttftP99Ms: number;
   itlP50Ms: number;
   itlP99Ms: number;
+  cpuMsPerToken: number;
 }
 
 /** One llama.cpp binding for the whole run (each getLlama adds process listeners). */
@@ -129,6 +135,7 @@ async function llamaRun(gguf: string, c: number, tokens: number): Promise<Run> {
     for await (const _ of warm.evaluate(PROMPT as never[], { temperature: 0 })) break;
     warm.dispose();
     const sequences = Array.from({ length: c }, () => ctx.getSequence());
+    const cpu0 = process.cpuUsage();
     const t0 = performance.now();
     const starts: number[] = [];
     const times: number[][] = [];
@@ -143,7 +150,7 @@ async function llamaRun(gguf: string, c: number, tokens: number): Promise<Run> {
         times[i] = t;
       }),
     );
-    return figures(starts, times, performance.now() - t0);
+    return figures(starts, times, performance.now() - t0, cpu0);
   } finally {
     await ctx.dispose();
     await model.dispose();
@@ -196,9 +203,10 @@ async function main(): Promise<void> {
         ttftP99Ms: median(rs.map((r) => percentile(r.ttftMs, 99))),
         itlP50Ms: median(rs.map((r) => percentile(r.itlMs, 50))),
         itlP99Ms: median(rs.map((r) => percentile(r.itlMs, 99))),
+        cpuMsPerToken: median(rs.map((r) => r.cpuMs / r.tokens)),
       };
       json.push(f);
-      rows.push([`${c}`, who, f.tokensPerS, f.ttftP50Ms, f.ttftP99Ms, f.itlP50Ms, f.itlP99Ms]);
+      rows.push([`${c}`, who, f.tokensPerS, f.ttftP50Ms, f.ttftP99Ms, f.itlP50Ms, f.itlP99Ms, f.cpuMsPerToken]);
     }
   }
   // The best single-stream figures measured (see the header): the targets are judged against them.
@@ -218,7 +226,7 @@ async function main(): Promise<void> {
   console.log(JSON.stringify({ bench: 'serve', model: { ...SHAPE, type: 'Q4_0' }, threads: THREADS, tokens, rounds, results: json, singleStream: reference, targets }));
   printTable(
     `reasonplug serve vs one at a time vs llama.cpp parallel sequences (Q4_0 ~125M, ${tokens} tokens/request, ${THREADS} threads, median of ${rounds} round(s))`,
-    ['c', 'contender', 'tok/s (all)', 'TTFT p50 ms', 'TTFT p99 ms', 'ITL p50 ms', 'ITL p99 ms'],
+    ['c', 'contender', 'tok/s (all)', 'TTFT p50 ms', 'TTFT p99 ms', 'ITL p50 ms', 'ITL p99 ms', 'CPU ms/token'],
     rows,
   );
   printTable(
