@@ -20,24 +20,32 @@ const FOLLOW = '(= [ \\n\\t]* [,}\\]:])';
  */
 export const MAX_UNROLLED_LENGTH = 128;
 
-/** The grammar with each length-bounded string of at most {@link MAX_UNROLLED_LENGTH} counts rewritten. */
+/**
+ * The grammar with each length-bounded string of at most {@link MAX_UNROLLED_LENGTH} counts rewritten. Strings
+ * with the same bounds share their rules (each rule costs a pass over the vocabulary when compiled).
+ */
 export function unrollBoundedStrings(ebnf: string): string {
-  const added: string[] = [];
+  const added = new Map<string, string[]>();
   const out = ebnf.replace(BOUNDED, (line, name: string, lo: string, hi: string) => {
     const min = Number(lo);
     const max = hi === '' ? undefined : Number(hi);
     if ((max ?? min) > MAX_UNROLLED_LENGTH || (max !== undefined && max < min)) return line;
-    // `${name}_len_i`: i characters read so far. Past `max` nothing more; past `min` (no max) any number more.
-    const last = max ?? min;
-    const rule = (i: number) => `${name}_reasonplug_len_${i}`;
-    for (let i = 0; i <= last; i++) {
-      const alternatives: string[] = [];
-      if (i >= min) alternatives.push('"\\""');
-      if (i < last) alternatives.push(`${CHAR} ${rule(i + 1)}`);
-      else if (max === undefined) alternatives.push(`${CHAR} ${rule(i)}`);
-      added.push(`${rule(i)} ::= (${alternatives.join(' | ')}) ${FOLLOW}`);
+    // `…_i`: i characters read so far. Past `max` nothing more; past `min` (no max) any number more.
+    const prefix = `reasonplug_string_${min}_${max ?? 'up'}`;
+    const rule = (i: number) => `${prefix}_${i}`;
+    if (!added.has(prefix)) {
+      const last = max ?? min;
+      const rules: string[] = [];
+      for (let i = 0; i <= last; i++) {
+        const alternatives: string[] = [];
+        if (i >= min) alternatives.push('"\\""');
+        if (i < last) alternatives.push(`${CHAR} ${rule(i + 1)}`);
+        else if (max === undefined) alternatives.push(`${CHAR} ${rule(i)}`);
+        rules.push(`${rule(i)} ::= (${alternatives.join(' | ')}) ${FOLLOW}`);
+      }
+      added.set(prefix, rules);
     }
     return `${name} ::= "\\"" ${rule(0)}`;
   });
-  return added.length ? `${out}\n${added.join('\n')}` : out;
+  return added.size ? `${out}\n${[...added.values()].flat().join('\n')}` : out;
 }
