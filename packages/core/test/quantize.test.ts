@@ -235,4 +235,52 @@ describe('reasonplug quantize', function () {
     // An all-zero block is exact.
     expect(searchBlock(new Float32Array(n), 0, n, 15, codes)).to.deep.equal([0, 0]);
   });
+
+  it('pads widths that are not a multiple of the block size: every MatMul quantized, computing what its dequantized weights compute', async () => {
+    const narrow = storiesConfig(); // hidden 48: q/k/v, o, gate, up and the head read 48 inputs, 1.5 blocks of 32
+    const root = testDir('qpad');
+    const src = join(root, 'narrow.onnx');
+    const w = randomLlamaWeights(narrow, 8, 0.1);
+    await writeLlamaModel(src, narrow, w);
+    const q = join(root, 'narrow-q4.onnx');
+    const { report } = await quantizeModel(src, q, { bits: 4, accuracy: 'fp32' });
+    expect(report.skipped).to.deep.equal([]);
+    expect(report.matmuls).to.equal(11);
+    const head = (await readModel(q)).graph!.node!.find((n) => n.opType === 'MatMulNBits' && n.input![1]!.startsWith('lm_head'))!;
+    expect(Object.fromEntries(head.attribute!.map((a) => [a.name, Number(a.i)]))).to.include({ K: 48, bits: 8 });
+
+    // Each [out, in] matrix padded to whole blocks with zeros, quantized, dequantized and cut back.
+    const dq = (m: Float32Array, rows: number, cols: number, bits: 4 | 8 = 4) => {
+      const width = Math.ceil(cols / 32) * 32;
+      const padded = new Float32Array(rows * width);
+      for (let r = 0; r < rows; r++) padded.set(m.subarray(r * cols, (r + 1) * cols), r * width);
+      const back = dequantizeMatrix(quantizeMatrix(padded, rows, width, bits, 32));
+      return Float32Array.from({ length: rows * cols }, (_, i) => back[Math.floor(i / cols) * width + (i % cols)]!);
+    };
+    const h = narrow.hiddenSize;
+    const [qd, kvd, inter] = [h, (h / narrow.numHeads) * narrow.numKvHeads!, narrow.intermediateSize];
+    const dense = join(root, 'dequantized.onnx');
+    await writeLlamaModel(dense, narrow, {
+      ...w,
+      lmHead: dq(w.lmHead!, narrow.vocabSize, h, 8),
+      layers: w.layers.map((l) => ({
+        ...l,
+        wq: dq(l.wq, qd, h),
+        wk: dq(l.wk, kvd, h),
+        wv: dq(l.wv, kvd, h),
+        wo: dq(l.wo, h, qd),
+        wGate: dq(l.wGate, inter, h),
+        wUp: dq(l.wUp, inter, h),
+        wDown: dq(l.wDown, h, inter),
+      })),
+    });
+    const [a, b] = await Promise.all([bareLogits(q, PROMPT), bareLogits(dense, PROMPT)]);
+    let diff = 0;
+    for (let i = 0; i < a.length; i++) diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
+    expect(diff).to.be.below(1e-4);
+    // The default accuracy (int8 activations) runs the padded blocks too, and the engine decodes as the bare loop.
+    const q8a = join(root, 'narrow-q4-int8.onnx');
+    await quantizeModel(src, q8a, { bits: 4 });
+    expect((await greedy({ model: q8a })).rows[0]!.ids).to.deep.equal(await bareGreedy(q8a, PROMPT, STEPS));
+  });
 });

@@ -67,7 +67,7 @@ export interface QuantizeReport {
   head: { names: string[]; bits: 4 | 8 };
   /** Gathers now GatherBlockQuantized. */
   gathers: number;
-  /** Constant MatMuls left dense, with why. */
+  /** Constant weights left dense, with why (embedding tables whose width is not a multiple of the block size). */
   skipped: string[];
   /** Initializer bytes before and after. */
   bytesBefore: number;
@@ -254,24 +254,23 @@ export function quantizeGraph(model: ModelProto | O.IModelProto, source: string,
     const w = resolve(b);
     if (!w) continue;
     const [K, N] = [w.rows, w.cols];
-    if (K % blockSize !== 0) {
-      report.skipped.push(`${node.name || b}: ${K} inputs are not a multiple of the block size ${blockSize}`);
-      continue;
-    }
     const isHead = heads.has(node);
     const nodeBits = isHead ? headBits : bits;
     if (isHead && !report.head.names.includes(b)) report.head.names.push(b);
     const key = `${b}@${nodeBits}`;
     let q = nbitsOf.get(key);
     if (!q) {
-      const m = quantizeMatrix(transpose2d(w.values, K, N), N, K, nodeBits, blockSize, search);
+      // MatMulNBits keeps ceil(K / block_size) blocks a column: a last partial block is stored padded with zeros,
+      // which its zero point represents exactly, so they change neither its search nor the product.
+      const blocks = Math.ceil(K / blockSize);
+      const m = quantizeMatrix(padColumns(transpose2d(w.values, K, N), N, K, blocks * blockSize), N, blocks * blockSize, nodeBits, blockSize, search);
       const base = b.replace(/[^A-Za-z0-9_.]/g, '_').replace(/\.T$/, '');
       q = {
         K,
         N,
         inputs: [
-          addInit(`${base}.qweight`, DataType.UINT8, [N, K / blockSize, (blockSize * nodeBits) / 8], m.data),
-          scaleTensor(`${base}.scales`, [N * (K / blockSize)], m.scales, w.fp16),
+          addInit(`${base}.qweight`, DataType.UINT8, [N, blocks, (blockSize * nodeBits) / 8], m.data),
+          scaleTensor(`${base}.scales`, [N * blocks], m.scales, w.fp16),
           addInit(`${base}.qzeros`, DataType.UINT8, [m.zeroPoints!.length], m.zeroPoints!),
         ],
       };
@@ -291,7 +290,7 @@ export function quantizeGraph(model: ModelProto | O.IModelProto, source: string,
   }
   if (report.matmuls === 0) {
     throw new QuantizeError(
-      `${source} has no MatMul with a constant weight matrix to quantize` + (report.skipped.length ? ` (${report.skipped.join('; ')})` : ''),
+      `${source} has no MatMul with a constant weight matrix to quantize`,
     );
   }
 
@@ -300,7 +299,12 @@ export function quantizeGraph(model: ModelProto | O.IModelProto, source: string,
       if ((node.domain ?? '') !== '' || node.opType !== 'Gather' || (attrInt(node, 'axis') ?? 0) !== 0) continue;
       const table = node.input?.[0] ?? '';
       const w = inits.has(table) ? resolve(table) : undefined;
-      if (!w || w.cols % blockSize !== 0) continue;
+      if (!w) continue;
+      if (w.cols % blockSize !== 0) {
+        // GatherBlockQuantized needs whole blocks along the quantized axis.
+        report.skipped.push(`embedding ${table}: its ${w.cols} columns are not a multiple of the block size ${blockSize}`);
+        continue;
+      }
       const m = quantizeMatrix(w.values, w.rows, w.cols, bits, blockSize, search);
       const base = table.replace(/[^A-Za-z0-9_.]/g, '_').replace(/\.weight$/, '');
       const blocks = w.cols / blockSize;
@@ -332,6 +336,14 @@ export function quantizeGraph(model: ModelProto | O.IModelProto, source: string,
   const opsets = copy.opsetImport ?? [];
   if (!opsets.some((o) => o.domain === MS)) copy.opsetImport = [...opsets, { domain: MS, version: 1 }];
   return { model: copy, report };
+}
+
+/** A row-major `[rows, cols]` matrix widened to `width` columns with zeros. */
+function padColumns(values: Float32Array, rows: number, cols: number, width: number): Float32Array {
+  if (width === cols) return values;
+  const out = new Float32Array(rows * width);
+  for (let r = 0; r < rows; r++) out.set(values.subarray(r * cols, (r + 1) * cols), r * width);
+  return out;
 }
 
 /** Drops nodes whose outputs nothing reads, then initializers nothing reads, across the graph and its sub-graphs. */
