@@ -70,6 +70,13 @@ interface Figures {
 
 const dir = join(repoRoot, '.cache', 'bench', 'gguf');
 
+// Modules are converted again whenever the converter's sources change (a module from an older converter would
+// measure an older graph). Hashed once at start, as this process loaded them: a source edited during a long run
+// must not stamp a module the older code converted as current.
+const converter = createHash('sha256')
+  .update(Buffer.concat(['gguf/convert.ts', 'gguf/quant/nbits.ts', 'onnx/llama-builder.ts'].map((f) => readFileSync(join(repoRoot, 'packages/core/src', f)))))
+  .digest('hex');
+
 /** llama-quantize's Q4_K_M choice per tensor (Q6_K for attn_v/ffn_down in the first and last eighths and every third layer between, and the head). */
 function q4kmType(name: string, n: number): number {
   const layer = Number(/^blk\.(\d+)\./.exec(name)?.[1] ?? -1);
@@ -108,9 +115,6 @@ async function prepare(name: ModelName, file: FileType): Promise<{ gguf: string;
     await rm(module, { recursive: true, force: true });
     await writeFile(stamp, recipe);
   }
-  // converted again whenever the converter's sources change (a module from an older converter would measure an older graph)
-  const sources = ['gguf/convert.ts', 'gguf/quant/nbits.ts', 'onnx/llama-builder.ts'].map((f) => readFileSync(join(repoRoot, 'packages/core/src', f)));
-  const converter = createHash('sha256').update(Buffer.concat(sources)).digest('hex');
   const moduleStamp = `${module}.converter`;
   if (!existsSync(join(module, 'reasonplug.json')) || (await readFile(moduleStamp, 'utf8').catch(() => '')) !== converter) {
     console.error(`converting ${gguf}`);
