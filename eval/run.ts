@@ -6,7 +6,8 @@
  *   npm run eval [-- --n 200] [-- --json] [-- --modules examples/modules] [-- --bits 4|8 [--block 32] [--head-bits 4|8] [--search range|weighted]]
  *
  * With --bits every module is first quantized (`reasonplug quantize`: MatMul weights → MatMulNBits) into a
- * temporary directory, and the same settings run on the quantized modules (`--head-bits`, `--search`: as the CLI's).
+ * temporary directory, and the same settings run on the quantized modules (`--head-bits`, `--search`: as the CLI's);
+ * the fp32 modules run too, and a second table gives each fp32 gain beside the quantized one (eval/gains.ts).
  *
  * Settings: S, S+math, S+cipher, S+math+cipher (one engine, reasoners picked per call), L, L+math (the math
  * reasoner trained against S, weak-to-strong), cot (the policy writing its reasoning as text) and latent (the
@@ -20,6 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { Engine, pullModule, pushModule, quantizeModel } from '@reasonplug/core';
+import { gainsKept } from './gains.js';
 
 export interface Problem {
   task: 'math' | 'cipher';
@@ -235,12 +237,17 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
   // Through the registry client by default (push to a loopback reasonplug-registry, pull back); --local reads the directories.
   const registry = values.local ? undefined : await viaRegistry(modules, log);
   let rows: Row[];
+  let reference: Row[] | undefined;
+  let label = '';
   const quantizedRoot = values.bits ? await mkdtemp(join(tmpdir(), 'reasonplug-eval-q-')) : undefined;
   try {
     let dirs = registry?.dirs;
     if (values.bits) {
       const bits = Number(values.bits) as 4 | 8;
+      log('fp32 reference:');
+      reference = await runEval({ n: Number(values.n), modules, ...(dirs ? { dirs } : {}), log });
       const quantized: Record<string, string> = {};
+      let headBits: number | undefined;
       for (const name of MODULE_NAMES) {
         const src = dirs?.[name] ?? join(modules, name);
         if (!existsSync(src)) continue;
@@ -251,9 +258,12 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
           ...(values['head-bits'] ? { headBits: Number(values['head-bits']) as 4 | 8 } : {}),
         });
         quantized[name] = path;
+        if (report.head.names.length) headBits = report.head.bits;
         log(`quantized ${name} to ${bits} bits: ${report.matmuls} MatMulNBits${report.head.names.length ? ` (head at ${report.head.bits} bits)` : ''}${report.skipped.length ? `, left dense: ${report.skipped.join('; ')}` : ''}`);
       }
       dirs = quantized;
+      label = `${bits}-bit, block ${values.block}${headBits !== undefined && headBits !== bits ? `, ${headBits}-bit head` : ''}${values.search === 'range' ? '' : `, ${values.search} search`}`;
+      log(`${label}:`);
     }
     rows = await runEval({ n: Number(values.n), modules, ...(dirs ? { dirs } : {}), log });
   } finally {
@@ -261,6 +271,7 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
     if (quantizedRoot) await rm(quantizedRoot, { recursive: true, force: true });
   }
   console.log(formatTable(rows));
+  if (reference) console.log(`\nGains of the fp32 modules kept by the quantized ones:\n${gainsKept(reference, rows, label)}`);
   if (values.json) {
     console.log(JSON.stringify({ rows: rows.map(({ setting, task, accuracy, meanReasoningTokens }) => ({ setting, task, accuracy, meanReasoningTokens })) }));
   }
