@@ -383,7 +383,8 @@ export class ContinuousBatch {
    * instead of one step apart, so the batch runs full for longer. False when fewer than two such prompts wait.
    */
   private async prefillGroup(): Promise<boolean> {
-    if (!this.together) return false;
+    // A graph that refused chunks takes whole prompts: padding several long ones together is no bounded stall.
+    if (!this.together || !Number.isFinite(this.chunk)) return false;
     const models = this.prefills[0]!.job.models;
     const group: Prefill[] = [];
     let longest = 0;
