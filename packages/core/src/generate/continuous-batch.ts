@@ -393,7 +393,7 @@ export class ContinuousBatch {
       const fits =
         p.runs.every((r) => r.length === 0) &&
         // Latent steps start from the prefill's own cache and hidden state: those prompts run alone.
-        (p.job.request as { latent?: unknown }).latent === undefined &&
+        p.job.request.latent === undefined &&
         !p.job.request.shouldAbort() &&
         p.job.models.length === models.length &&
         p.job.models.every((m, i) => m === models[i]) &&
