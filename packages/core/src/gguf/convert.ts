@@ -9,7 +9,7 @@
  * permutes Hugging Face Q/K weights into the "adjacent pairs" rotary order when it writes llama GGUFs,
  * so converted llama models use ropeStyle 'adjacent'; the other architectures keep the NeoX ('half') order.
  */
-import { hashFile } from '../modules/file-digest.js';
+import { cachedHashFile, hashFile } from '../modules/file-digest.js';
 import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { basename, extname, join, resolve } from 'node:path';
@@ -402,7 +402,8 @@ export async function convertGguf(ggufPath: string, outDir: string, opts: Conver
     const rawName = opts.name ?? (generalName && generalName !== 'llama' ? generalName : basename(file, extname(file)));
     const name = kebabName(rawName);
     if (!name) throw new Error(`cannot derive a module name from "${rawName}"; pass { name }`);
-    const ggufHash = await hashFile(ggufPath);
+    // A stat record: ggufModuleDir has usually just hashed this file (it is not read a second time).
+    const ggufHash = await cachedHashFile(ggufPath);
     const files: ConvertedManifest['files'] = {
       model: await fileEntry(dir, 'model.onnx'),
       ...(externalData && existsSync(join(dir, 'model.onnx.data')) ? { modelData: await fileEntry(dir, 'model.onnx.data') } : {}),
