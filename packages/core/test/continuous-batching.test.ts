@@ -355,6 +355,39 @@ describe('prompts prefilled together', () => {
       await session.release();
     }
   });
+
+  it('composed requests in a burst are prefilled together on each of their models and give what they give alone', async () => {
+    const [backboneModel, reasonerModel] = await Promise.all([
+      builtModel('cb-together-backbone', smallConfig, {}, 24),
+      builtModel('cb-together-reasoner', { ...smallConfig, numLayers: 1 }, {}, 25),
+    ]);
+    const prepare = (m: string) => prepareDecoder(m, { lastLogitsOnly: true, logitsFloat32: true, cacheDir });
+    const [bp, rp] = await Promise.all([prepare(backboneModel), prepare(reasonerModel)]);
+    const backbone = await DecoderSession.create({ path: bp.preparedPath });
+    const reasoner = await DecoderSession.create({ path: rp.preparedPath });
+    try {
+      const batch = new ContinuousBatch(backbone, backbone.vocabSize, { maxBatch: 8 }, [{ session: reasoner, name: 'r' }]);
+      const request = (prompt: number[], weight: number) => ({
+        prompts: [prompt],
+        options: { maxTokens: 6, ignoreEos: true },
+        eosTokenIds: [],
+        shouldAbort: () => false,
+        onToken: () => {},
+        composition: { reasoners: [{ index: 0, weight }], mode: 'logits' as const, normalize: false },
+      });
+      const calls: [number[], number][] = [[[3, 8, 20, 1, 9], 1], [[12, 13], 2], [[40, 41, 42], -0.5]];
+      const alone: number[][] = [];
+      for (const [prompt, weight] of calls) alone.push((await batch.submit(request(prompt, weight))).rows[0]!.ids);
+      const before = batch.stats().counters.copiedBytes;
+      const burst = await Promise.all(calls.map(([prompt, weight]) => batch.submit(request(prompt, weight))));
+      expect(burst.map((r) => r.rows[0]!.ids)).to.deep.equal(alone);
+      // Both models' rows joined in one rebuild each: every prompt's positions copied once per model.
+      const perPosition = new BatchKv(backbone).bytesPerPosition + new BatchKv(reasoner).bytesPerPosition;
+      expect(batch.stats().counters.copiedBytes - before).to.equal((5 + 2 + 3) * perPosition);
+    } finally {
+      await Promise.all([backbone.release(), reasoner.release()]);
+    }
+  });
 });
 
 describe('continuous batching with reasoners in lanes', function () {
