@@ -337,15 +337,15 @@ function planFor(loaded: Loaded, options: GenerateRequestOptions): CompositionPl
 
 /**
  * The composition a request brings into the continuous batch, or undefined when it cannot share the batch:
- * traces, reasoners with a weight that run in lanes (their caches live in other threads), and right-padded
- * graphs (GroupQueryAttention places each row's keys from slot 0, which a shared cache of rows of different
- * lengths cannot give) run alone once the batch has drained. Latent steps run in the batch.
+ * traces, and reasoners with a weight that run in lanes with no copy on the batch's thread (their caches live in
+ * other threads), run alone once the batch has drained. Latent steps run in the batch, and right-padded
+ * (GroupQueryAttention) graphs too, each model's cache padded on its own side.
  */
 async function batchComposition(loaded: Loaded, batch: ContinuousBatch, plan: CompositionPlan, trace: number | undefined) {
   const reasoners = plan.active.filter((a) => !isAlwaysZero(a.weight)).map((a) => ({ index: a.slot, weight: a.weight }));
-  if (trace || loaded.backbone.padding !== 'left') return undefined;
+  if (trace) return undefined;
   const models = await Promise.all(reasoners.map((r) => onBatchThread(loaded, batch, r.index)));
-  if (models.some((m) => m?.padding !== 'left')) return undefined;
+  if (models.some((m) => !m)) return undefined;
   return { reasoners, mode: plan.mode, normalize: plan.normalize };
 }
 

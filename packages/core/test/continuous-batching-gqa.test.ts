@@ -1,0 +1,244 @@
+import { expect } from 'chai';
+import { join } from 'node:path';
+import { Engine, type GenerationStream, type StreamOptions } from '../src/engine.js';
+import type { GenerationResult, TokenLogprob } from '../src/generate/types.js';
+import type { PromptInput } from '../src/runtime/protocol.js';
+import { DecoderSession } from '../src/runtime/decoder-session.js';
+import { BatchKv, RowPrefill } from '../src/runtime/batch-kv.js';
+import { batchKvFor, RightPaddedBatchKv, type BatchCache } from '../src/runtime/batch-kv-right.js';
+import { ContinuousBatch } from '../src/generate/continuous-batch.js';
+import { buildGenaiLlamaModel, type GenaiBuildOptions } from '../src/onnx/genai-builder.js';
+import { randomLlamaWeights } from '../src/onnx/llama-builder.js';
+import type { LlamaConfig } from '../src/onnx/llama-spec.js';
+import { writeModel } from '../src/onnx/proto.js';
+import { prepareDecoder } from '../src/onnx/prepared-cache.js';
+import { cacheDir, testDir } from './support/models.js';
+import { makeModule, storiesConfig } from './support/modules.js';
+
+// GroupQueryAttention's CPU kernel rotates heads whose size is a multiple of 16.
+const config: LlamaConfig = { vocabSize: 96, hiddenSize: 64, numLayers: 3, numHeads: 4, numKvHeads: 2, intermediateSize: 128 };
+
+async function genaiSession(name: string, options: GenaiBuildOptions, seed: number): Promise<DecoderSession> {
+  const path = join(testDir(name), 'genai.onnx');
+  await writeModel(path, buildGenaiLlamaModel(config, randomLlamaWeights(config, seed, 0.08), options));
+  const p = await prepareDecoder(path, { lastLogitsOnly: true, logitsFloat32: true, cacheDir });
+  expect(p.padding).to.equal('right');
+  return DecoderSession.create({ path: p.preparedPath, padding: p.padding });
+}
+
+/**
+ * Row 0 runs, row 1 joins after one step, row 2 after two; row 0 is taken out and added back after three (as a
+ * latent step does), row 1 leaves after four. Returns the largest difference from each row's logits alone.
+ */
+async function joinAndLeave(session: DecoderSession, kv: BatchCache): Promise<number> {
+  const V = session.vocabSize;
+  const prompts = [[3, 8, 20, 1, 9, 44, 61], [12], [40, 41, 42]];
+  const tokens = [[5, 6, 7, 8, 9, 10], [50, 51, 52, 53, 54, 55], [70, 71, 72, 73, 74, 75]];
+  const aloneLogits: Float32Array[][] = [];
+  for (let r = 0; r < prompts.length; r++) {
+    const seq = [await session.prefill([prompts[r]!])];
+    for (const t of tokens[r]!) seq.push(await session.step([t]));
+    aloneLogits.push(seq.map((l) => l.slice(0, V)));
+  }
+  const fed = [0, 0, 0];
+  let live: number[] = [];
+  let worst = 0;
+  const check = (row: number, logits: Float32Array) => {
+    const want = aloneLogits[row]![fed[row]!]!;
+    for (let v = 0; v < V; v++) worst = Math.max(worst, Math.abs(logits[v]! - want[v]!));
+  };
+  const join = async (row: number) => {
+    const run = new RowPrefill(session, prompts[row]!, 2);
+    let logits: Float32Array | undefined;
+    while (!(logits = await run.next()));
+    check(row, logits);
+    return run.cache;
+  };
+  kv.rebuild([], [await join(0)]);
+  live.push(0);
+  for (let step = 0; step < 5; step++) {
+    if (step === 1 || step === 2) {
+      kv.rebuild(live.map((_, i) => i), [await join(step)]);
+      live.push(step);
+    }
+    if (step === 3) {
+      const at = live.indexOf(0);
+      const taken = kv.takeRow(at);
+      kv.rebuild(live.map((_, i) => i).filter((i) => i !== at), [taken]);
+      live = [...live.filter((r) => r !== 0), 0];
+    }
+    if (step === 4) {
+      const leaving = live.indexOf(1);
+      kv.rebuild(live.map((_, i) => i).filter((i) => i !== leaving), []);
+      live.splice(leaving, 1);
+    }
+    const logits = await kv.step(live.map((r) => tokens[r]![fed[r]!]!));
+    live.forEach((r, i) => {
+      fed[r]!++;
+      check(r, logits.subarray(i * V, (i + 1) * V));
+    });
+  }
+  expect(fed).to.deep.equal([5, 3, 3]);
+  kv.rebuild([], []);
+  expect(kv.bytes).to.equal(0);
+  return worst;
+}
+
+describe('right-padded batch KV cache (GroupQueryAttention graphs)', function () {
+  this.timeout(60_000);
+
+  const variants: [string, GenaiBuildOptions][] = [
+    ['fp32, rotary inside GQA, packed qkv', {}],
+    ['fp16 I/O, RotaryEmbedding from position_ids, int32 ids', { dtype: 'float16', rotary: 'op', packedQkv: false, idsType: 'int32' }],
+  ];
+  for (const [name, options] of variants) {
+    it(`gives each row the logits it gets alone while rows of other lengths join, move and leave, where the left-padded cache does not (${name})`, async () => {
+      const session = await genaiSession(`cb-gqa-kv-${name.replace(/\W+/g, '-')}`, options, 41);
+      try {
+        const kv = batchKvFor(session);
+        expect(kv).to.be.instanceOf(RightPaddedBatchKv);
+        expect(await joinAndLeave(session, kv)).to.be.lessThan(1e-4);
+        // The same rows in a left-padded cache: GQA reads shorter rows' padding as keys.
+        expect(await joinAndLeave(session, new BatchKv(session))).to.be.greaterThan(0.1);
+      } finally {
+        await session.release();
+      }
+    });
+  }
+
+  it('a burst of requests of different lengths gives each what it gives alone (prompts prefilled one by one)', async () => {
+    const session = await genaiSession('cb-gqa-burst', {}, 42);
+    try {
+      const batch = new ContinuousBatch(session, session.vocabSize, { maxBatch: 8 });
+      const request = (prompt: number[]) => ({
+        prompts: [prompt],
+        options: { maxTokens: 8, ignoreEos: true },
+        eosTokenIds: [],
+        shouldAbort: () => false,
+        onToken: () => {},
+      });
+      const prompts = [[3, 8, 20, 1, 9, 44, 61], [12], [40, 41, 42]];
+      const alone: number[][] = [];
+      for (const prompt of prompts) alone.push((await batch.submit(request(prompt))).rows[0]!.ids);
+      expect(new Set(alone.map((ids) => ids.join(','))).size).to.be.greaterThan(1);
+      const burst = await Promise.all(prompts.map((prompt) => batch.submit(request(prompt))));
+      expect(burst.map((r) => r.rows[0]!.ids)).to.deep.equal(alone);
+      expect(batch.stats()).to.include({ kvBytes: 0, running: 0 });
+    } finally {
+      await session.release();
+    }
+  });
+});
+
+/** A call as the test makes it: what to send, and after how many tokens of the first call it is sent. */
+interface Call {
+  input: PromptInput;
+  options: StreamOptions;
+  at: number;
+  abortAfter?: number;
+}
+
+function collect(engine: Engine, call: Call, onToken: (n: number) => void): Promise<GenerationResult> {
+  const controller = new AbortController();
+  const stream: GenerationStream = engine.stream(call.input, { ...call.options, signal: controller.signal });
+  return (async () => {
+    let n = 0;
+    for await (const _ of stream) {
+      n++;
+      if (n === call.abortAfter) controller.abort();
+      onToken(n);
+    }
+    return stream.result;
+  })();
+}
+
+describe('continuous batching of GroupQueryAttention graphs', function () {
+  this.timeout(120_000);
+  let engine: Engine;
+
+  before(async () => {
+    // genai-style modules over the stories tokenizer (text prompts and stop strings), head size 16.
+    const genaiModule = (name: string, cfg: LlamaConfig, seed: number, options: GenaiBuildOptions) =>
+      makeModule({ name, kind: name.includes('backbone') ? 'backbone' : 'logit-reasoner', config: cfg, seed, edit: (p) => writeModel(p, buildGenaiLlamaModel(cfg, randomLlamaWeights(cfg, seed, 0.1), options)) });
+    const [backbone, reasoner] = await Promise.all([
+      genaiModule('cb-gqa-backbone', storiesConfig({ hiddenSize: 64 }), 51, {}),
+      genaiModule('cb-gqa-reasoner', storiesConfig({ hiddenSize: 64, numLayers: 1 }), 52, { rotary: 'op', packedQkv: false }),
+    ]);
+    engine = await Engine.load({ model: backbone, cacheDir, maxBatch: 8, prefillChunk: 3, placement: 'inline', reasoners: [{ model: reasoner, name: 'r', weight: 0 }] });
+  });
+  after(() => engine?.dispose());
+
+  it('requests of different lengths joining at different steps, with stops, sampling, reasoner weights and aborts, each give what they give alone (ids, text, logprobs); the KV cache returns to idle', async () => {
+    const free = await engine.generate({ prompt: 'Once upon a time' }, { maxTokens: 16 });
+    const stop = free.rows[0]!.text.slice(6, 9);
+    const lp = { logprobs: 2 } as const;
+    const calls: Call[] = [
+      { input: { promptIds: [1, 5, 9, 30, 41, 7, 100, 300, 12] }, options: { maxTokens: 30, ignoreEos: true, ...lp }, at: 0 },
+      { input: { prompt: 'Once upon a time' }, options: { maxTokens: 16, stop: [stop], ...lp }, at: 2 },
+      { input: { promptIds: [1, 77] }, options: { maxTokens: 20, temperature: 0.8, topK: 20, seed: 5, ...lp }, at: 2 },
+      { input: { promptIds: [1, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70] }, options: { maxTokens: 200, ignoreEos: true }, at: 4, abortAfter: 5 },
+      { input: { promptIds: [[1, 8], [1, 9, 10, 11, 12, 13, 14]] }, options: { maxTokens: 10, ...lp }, at: 6 },
+      // The reasoner (also a GQA graph, with its own right-padded cache) runs for these rows only.
+      { input: { promptIds: [1, 40, 41] }, options: { maxTokens: 8, reasoners: [{ name: 'r', weight: 1 }], ...lp }, at: 7 },
+      { input: { promptIds: [1, 40, 41, 42, 43] }, options: { maxTokens: 10, reasoners: [{ name: 'r', weight: 0.5 }], mode: 'logprobs', normalize: true, ...lp }, at: 8 },
+    ];
+    // Alone in the decode loop (a trace keeps a call out of the batch), on the session's own cache.
+    const expected: GenerationResult[] = [];
+    for (const call of calls) expected.push(await collect(engine, { ...call, abortAfter: undefined, options: { ...call.options, trace: 1 } }, () => {}));
+    expect(expected[1]!.rows[0]!.finishReason).to.equal('stop');
+    expect(expected[5]!.rows[0]!.ids).to.not.deep.equal(
+      (await engine.generate({ promptIds: [1, 40, 41] }, { maxTokens: 8, trace: 1 })).rows[0]!.ids,
+      'the reasoner changes the greedy continuation',
+    );
+
+    const results: Promise<GenerationResult>[] = [];
+    let busiest = 0;
+    const started = new Set<number>();
+    const startDue = (tokensOfFirst: number) => {
+      calls.forEach((call, i) => {
+        if (i > 0 && call.at <= tokensOfFirst && !started.has(i)) {
+          started.add(i);
+          results[i] = collect(engine, call, () => {});
+          void engine.stats().then((s) => (busiest = Math.max(busiest, s.running)));
+        }
+      });
+    };
+    results[0] = collect(engine, calls[0]!, startDue);
+    startDue(0);
+    // Every call has started once the first is done (Promise.all would see only the calls started so far).
+    await results[0];
+    expect(started.size).to.equal(calls.length - 1);
+    const got = await Promise.all(results);
+    let worst = 0;
+    got.forEach((r, i) => {
+      const want = expected[i]!;
+      if (calls[i]!.abortAfter !== undefined) {
+        const row = r.rows[0]!;
+        expect(row.finishReason).to.equal('abort');
+        expect(row.ids.length).to.be.within(calls[i]!.abortAfter!, want.rows[0]!.ids.length - 1);
+        expect(row.ids).to.deep.equal(want.rows[0]!.ids.slice(0, row.ids.length));
+        return;
+      }
+      r.rows.forEach((row, k) => {
+        const w = want.rows[k]!;
+        expect({ ids: row.ids, text: row.text, finishReason: row.finishReason }, `call ${i} row ${k}`).to.deep.equal({ ids: w.ids, text: w.text, finishReason: w.finishReason });
+        row.logprobs!.forEach((e, t) => {
+          const a = w.logprobs![t]!;
+          expect(e.top.map((x) => x.id)).to.deep.equal(a.top.map((x) => x.id));
+          for (const [x, y] of [[e, a], ...e.top.map((x, j) => [x, a.top[j]!])] as [TokenLogprob, TokenLogprob][]) worst = Math.max(worst, Math.abs(x.logprob - y.logprob));
+        });
+      });
+    });
+    expect(worst, 'log-probabilities as alone').to.be.below(1e-4);
+    expect(busiest, 'rows decoded together at some point').to.be.greaterThan(2);
+
+    let idle = await engine.stats();
+    for (let i = 0; i < 100 && idle.running + idle.waiting > 0; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      idle = await engine.stats();
+    }
+    expect(idle).to.include({ running: 0, waiting: 0, kvBytes: 0 });
+    // The rows ran in the batch's caches, not alone.
+    expect(idle.counters.copiedBytes).to.be.greaterThan(0);
+  });
+});
