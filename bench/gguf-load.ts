@@ -11,7 +11,7 @@
  *   lookup, `InferenceSession.create`, building the tokenizer, and the first prefill. `Engine.load` less their
  *   sum is, roughly, the worker's own start-up (its thread, and its imports of the same modules).
  *
- *   npx tsx bench/gguf-load.ts [--rounds 3 --types Q4_0,Q4_K_M,Q8_0,F16]
+ *   npm run bench:gguf-load [-- --rounds 3 --types Q4_0,Q4_K_M,Q8_0,F16]
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
