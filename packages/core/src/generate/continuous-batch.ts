@@ -514,10 +514,15 @@ export class ContinuousBatch {
       this.order[m] = [...this.order[m]!.filter(alive), ...adding.map((j) => j.live)];
     });
     if (this.live.length === 0) return;
+    let prepared = false;
     for (let m = 0; m < this.models.length; m++) {
       const rows = this.order[m];
       if (!rows?.length) continue;
-      const logits = await this.onModel(m, () => this.kvs[m]!.step(rows.map((l) => l.token)));
+      const stepping = this.onModel(m, () => this.kvs[m]!.step(rows.map((l) => l.token)));
+      // The model runs off this thread: the grammar's next masks are computed meanwhile (as in the decode loop).
+      if (!prepared) for (const l of this.live) l.job.rows[l.row]!.constraint?.prepare?.();
+      prepared = true;
+      const logits = await stepping;
       const width = this.models[m]!.vocabSize;
       rows.forEach((l, i) => (l.logits[l.job.models.indexOf(m)] = logits.subarray(i * width, (i + 1) * width)));
     }
