@@ -6,7 +6,7 @@ import addFormats from 'ajv-formats';
 import { Engine } from '../src/engine.js';
 import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { models } from '../../../test/support/paths.js';
-import { XGrammarFactory, grammarVocabulary, prepareJsonSchema, type ResponseFormat } from '../src/constrain/index.js';
+import { XGrammarFactory, applyBitmask, grammarVocabulary, prepareJsonSchema, type ResponseFormat } from '../src/constrain/index.js';
 import { numberRangeEbnf } from '../src/constrain/number-range.js';
 import { unrollBoundedStrings } from '../src/constrain/string-length.js';
 import { createRng } from '../src/sampling/index.js';
@@ -222,6 +222,23 @@ describe('constrained decoding', function () {
       seen.add(text);
     }
     expect(seen.size).to.be.greaterThan(1); // random paths reach different words
+  });
+
+  it('applies a bitmask word-wise exactly as bit by bit: −∞ on the tokens whose bit is 0, the others untouched', () => {
+    const rng = createRng(9);
+    for (let trial = 0; trial < 200; trial++) {
+      const n = 1 + Math.floor(rng() * 3000); // widths that end inside a word, and bitmasks wider than the logits
+      const mask = new Int32Array(((n + 31) >>> 5) + (trial % 2));
+      // Random words, or runs of all-allowed / all-masked words between them (the shapes the fast paths take).
+      for (let w = 0; w < mask.length; w++) mask[w] = trial % 3 === 0 || rng() < 0.3 ? (rng() * 2 ** 32) | 0 : rng() < 0.5 ? 0 : -1;
+      const logits = Float32Array.from({ length: n }, () => rng());
+      const before = logits.slice();
+      applyBitmask(logits, mask);
+      for (let i = 0; i < n; i++) {
+        const allowed = ((mask[i >> 5]! >>> (i & 31)) & 1) === 1;
+        if (logits[i] !== (allowed ? before[i] : -Infinity)) expect.fail(`trial ${trial}: token ${i} is ${logits[i]} (allowed: ${allowed})`);
+      }
+    }
   });
 
   it('writes length-bounded strings one rule per count: the same language and masks as XGrammar\'s counted repetition', async () => {
