@@ -8,7 +8,7 @@
  *   - `llama.cpp`: c sequences of one node-llama-cpp context (`sequences: c`), evaluated concurrently.
  * Figures: aggregate output tokens/s, p50/p99 time to first token and inter-token latency, and the process's CPU
  * time per generated token (less swayed by other jobs than wall time; spinning threads count). Greedy, ignore EOS,
- * 2 threads each. Rounds interleave the contenders, each round in a different order (whoever runs first after
+ * 2 threads each. Rounds interleave the contenders, taking their six orders in turn (whoever runs right after
  * llama.cpp finds cold caches); figures are medians over rounds.
  *
  * The single-stream reference of the targets is the best single-stream figure measured: the highest rate and
@@ -32,6 +32,18 @@ const THREADS = 2;
 const PROMPT = [1, 415, 2936, 9060, 285, 1142, 10575, 975, 4511, 319, 2213, 1029];
 type Contender = 'server' | 'one at a time' | 'llama.cpp';
 const CONTENDERS: Contender[] = ['server', 'one at a time', 'llama.cpp'];
+/**
+ * The orders rounds take in turn: over six rounds each contender runs right after each other one twice (a plain
+ * rotation would always put llama.cpp, and its cold caches, right before the server).
+ */
+const ORDERS: Contender[][] = [
+  [0, 1, 2],
+  [2, 1, 0],
+  [1, 0, 2],
+  [2, 0, 1],
+  [0, 2, 1],
+  [1, 2, 0],
+].map((o) => o.map((i) => CONTENDERS[i]!));
 
 /** What one contender measured at one concurrency. */
 interface Run {
@@ -180,7 +192,7 @@ async function main(): Promise<void> {
     for (let round = 0; round < rounds; round++) {
       for (const c of levels) {
         console.error(`round ${round + 1}: concurrency ${c}`);
-        const order = [...CONTENDERS.slice(round % 3), ...CONTENDERS.slice(0, round % 3)];
+        const order = ORDERS[round % ORDERS.length]!;
         for (const who of order) {
           if (who === 'llama.cpp') record(who, c, await llamaRun(gguf, c, tokens));
           else record(who, c, await serverRun(server.url, c, tokens, who === 'server'));
