@@ -46,6 +46,28 @@ function collect(engine: Engine, call: Call, onToken: (n: number) => void): { re
 
 const summary = (r: GenerationResult) => r.rows.map((row) => ({ ids: row.ids, text: row.text, finishReason: row.finishReason }));
 
+/**
+ * Starts `calls[0]`, and each other call once the first has streamed `call.at` tokens; every call's result (each
+ * checked to have started while the first ran, so none is left out) and the most rows seen running at once.
+ */
+async function staggered(engine: Engine, calls: readonly Call[]): Promise<{ got: GenerationResult[]; busiest: number }> {
+  const results: Promise<GenerationResult>[] = [];
+  let busiest = 0;
+  const startDue = (tokensOfFirst: number) => {
+    calls.forEach((call, i) => {
+      if (i > 0 && call.at <= tokensOfFirst && !results[i]) {
+        results[i] = collect(engine, call, () => {}).result;
+        void engine.stats().then((s) => (busiest = Math.max(busiest, s.running)));
+      }
+    });
+  };
+  results[0] = collect(engine, calls[0]!, startDue).result;
+  startDue(0);
+  await results[0];
+  expect(calls.map((_, i) => i).filter((i) => !results[i]), 'calls not started while the first ran').to.deep.equal([]);
+  return { got: await Promise.all(results), busiest };
+}
+
 describe('batch KV cache', () => {
   it('gives each row the logits it gets alone while rows of other lengths join and leave', async () => {
     // Compared as logits, not ids: a padded key left unmasked shows here even where greedy ids survive it.
@@ -146,21 +168,7 @@ describe('continuous batching', function () {
     expect(expected[1]![0]!.finishReason).to.equal('stop');
     expect(expected[6]).to.not.deep.equal(expected[7], 'the reasoner changes the greedy continuation');
 
-    const results: Promise<GenerationResult>[] = [];
-    let busiest = 0;
-    const started = new Set<number>();
-    const startDue = (tokensOfFirst: number) => {
-      calls.forEach((call, i) => {
-        if (i > 0 && call.at <= tokensOfFirst && !started.has(i)) {
-          started.add(i);
-          results[i] = collect(engine, call, () => {}).result;
-          void engine.stats().then((s) => (busiest = Math.max(busiest, s.running)));
-        }
-      });
-    };
-    results[0] = collect(engine, calls[0]!, startDue).result;
-    startDue(0);
-    const got = await Promise.all(results);
+    const { got, busiest } = await staggered(engine, calls);
     got.forEach((r, i) => {
       if (calls[i]!.abortAfter === undefined) return expect(summary(r), `call ${i}`).to.deep.equal(expected[i]);
       const row = r.rows[0]!;
@@ -274,21 +282,7 @@ describe('continuous batching with latent steps', function () {
     expect(expected[0]!.usage.latentSteps).to.equal(2);
     expect(expected[2]!.rows[0]!.text).to.include('<implicit_thought>2</implicit_thought>');
 
-    const results: Promise<GenerationResult>[] = [];
-    let busiest = 0;
-    const started = new Set<number>();
-    const startDue = (tokensOfFirst: number) => {
-      calls.forEach((call, i) => {
-        if (i > 0 && call.at <= tokensOfFirst && !started.has(i)) {
-          started.add(i);
-          results[i] = collect(engine, call, () => {}).result;
-          void engine.stats().then((s) => (busiest = Math.max(busiest, s.running)));
-        }
-      });
-    };
-    results[0] = collect(engine, calls[0]!, startDue).result;
-    startDue(0);
-    const got = await Promise.all(results);
+    const { got, busiest } = await staggered(engine, calls);
     let worst = 0;
     got.forEach((r, i) => {
       const [row, want] = [r.rows[0]!, expected[i]!.rows[0]!];
@@ -417,21 +411,7 @@ describe('continuous batching with reasoners in lanes', function () {
     for (const call of calls) expected.push(await alone(engine, { ...call, options: { ...call.options, trace: 1 } }));
     expect(summary(expected[0]!)).to.not.deep.equal(summary(await alone(engine, { ...calls[0]!, options: { maxTokens: 10 } })), 'the reasoner changes the greedy continuation');
 
-    const results: Promise<GenerationResult>[] = [];
-    let busiest = 0;
-    const started = new Set<number>();
-    const startDue = (tokensOfFirst: number) => {
-      calls.forEach((call, i) => {
-        if (i > 0 && call.at <= tokensOfFirst && !started.has(i)) {
-          started.add(i);
-          results[i] = collect(engine, call, () => {}).result;
-          void engine.stats().then((s) => (busiest = Math.max(busiest, s.running)));
-        }
-      });
-    };
-    results[0] = collect(engine, calls[0]!, startDue).result;
-    startDue(0);
-    const got = await Promise.all(results);
+    const { got, busiest } = await staggered(engine, calls);
     let worst = 0;
     got.forEach((r, i) => {
       expect(summary(r), `call ${i}`).to.deep.equal(summary(expected[i]!));
