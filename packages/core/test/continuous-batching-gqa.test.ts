@@ -5,7 +5,6 @@ import type { GenerationResult, TokenLogprob } from '../src/generate/types.js';
 import type { PromptInput } from '../src/runtime/protocol.js';
 import { DecoderSession } from '../src/runtime/decoder-session.js';
 import { BatchKv, RowPrefill } from '../src/runtime/batch-kv.js';
-import { batchKvFor, RightPaddedBatchKv, type BatchCache } from '../src/runtime/batch-kv-right.js';
 import { ContinuousBatch } from '../src/generate/continuous-batch.js';
 import { buildGenaiLlamaModel, type GenaiBuildOptions } from '../src/onnx/genai-builder.js';
 import { randomLlamaWeights } from '../src/onnx/llama-builder.js';
@@ -30,7 +29,7 @@ async function genaiSession(name: string, options: GenaiBuildOptions, seed: numb
  * Row 0 runs, row 1 joins after one step, row 2 after two; row 0 is taken out and added back after three (as a
  * latent step does), row 1 leaves after four. Returns the largest difference from each row's logits alone.
  */
-async function joinAndLeave(session: DecoderSession, kv: BatchCache): Promise<number> {
+async function joinAndLeave(session: DecoderSession, kv: BatchKv): Promise<number> {
   const V = session.vocabSize;
   const prompts = [[3, 8, 20, 1, 9, 44, 61], [12], [40, 41, 42]];
   const tokens = [[5, 6, 7, 8, 9, 10], [50, 51, 52, 53, 54, 55], [70, 71, 72, 73, 74, 75]];
@@ -95,11 +94,11 @@ describe('right-padded batch KV cache (GroupQueryAttention graphs)', function ()
     it(`gives each row the logits it gets alone while rows of other lengths join, move and leave, where the left-padded cache does not (${name})`, async () => {
       const session = await genaiSession(`cb-gqa-kv-${name.replace(/\W+/g, '-')}`, options, 41);
       try {
-        const kv = batchKvFor(session);
-        expect(kv).to.be.instanceOf(RightPaddedBatchKv);
+        const kv = new BatchKv(session);
+        expect(kv.padding).to.equal('right');
         expect(await joinAndLeave(session, kv)).to.be.lessThan(1e-4);
         // The same rows in a left-padded cache: GQA reads shorter rows' padding as keys.
-        expect(await joinAndLeave(session, new BatchKv(session))).to.be.greaterThan(0.1);
+        expect(await joinAndLeave(session, new BatchKv(session, 'left'))).to.be.greaterThan(0.1);
       } finally {
         await session.release();
       }

@@ -6,13 +6,12 @@
  * latent steps run on its own backbone cache, taken out of the batch between two steps and added back (the
  * running rows wait for them, as for a prefill chunk). A reasoner placed in a lane joins through a copy on this
  * thread (see {@link ContinuousBatch.attachReasoner}). Each model's cache is padded on the side its graph needs
- * (right for GroupQueryAttention graphs, see {@link batchKvFor}). Work that cannot share the batch (traces) runs
+ * (right for GroupQueryAttention graphs, see {@link BatchKv}). Work that cannot share the batch (traces) runs
  * alone, in arrival order, once the batch has drained.
  */
 import { Sampler } from '../sampling/index.js';
 import type { DecoderSession } from '../runtime/decoder-session.js';
-import { prefillTogether, RowPrefill, type KvCounters, type RowCache } from '../runtime/batch-kv.js';
-import { batchKvFor, type BatchCache } from '../runtime/batch-kv-right.js';
+import { BatchKv, prefillTogether, RowPrefill, type KvCounters, type RowCache } from '../runtime/batch-kv.js';
 import { checkPrompts, LatentPolicyError, PromptError, RowState, type DecodeLoopInput, type DecodeLoopOutput, type LatentDriver } from './decode-loop.js';
 import { MarkerScanner } from './latent-marker.js';
 import { rowLatentSteps, type LatentProjector } from '../runtime/row-latent.js';
@@ -119,7 +118,7 @@ const yieldToMessages = () => new Promise<void>((r) => setImmediate(r));
 export class ContinuousBatch {
   private readonly queue: (Job | Exclusive)[] = [];
   /** One batch cache per model: the backbone's, then each reasoner's. */
-  private readonly kvs: BatchCache[];
+  private readonly kvs: BatchKv[];
   /** Rows in the batch. */
   private live: Live[] = [];
   /** Per model, the rows in its cache, in cache order. */
@@ -150,7 +149,7 @@ export class ContinuousBatch {
   ) {
     this.models = [backbone, ...reasoners.map((r) => r.session)];
     this.names = ['backbone', ...reasoners.map((r) => r.name)];
-    this.kvs = this.models.map((m) => batchKvFor(m));
+    this.kvs = this.models.map((m) => new BatchKv(m));
     this.order = this.models.map(() => []);
     this.maxBatch = limits.maxBatch ?? 8;
     this.chunk = limits.prefillChunk ?? 256;
@@ -166,11 +165,11 @@ export class ContinuousBatch {
     if (this.models[m]) throw new Error(`reasoner ${index} (${this.names[m]}) is already on the batch's thread`);
     this.models[m] = session;
     this.names[m] = name;
-    this.kvs[m] = batchKvFor(session);
+    this.kvs[m] = new BatchKv(session);
     this.order[m] = [];
   }
 
-  private get kv(): BatchCache {
+  private get kv(): BatchKv {
     return this.kvs[0]!;
   }
 
@@ -255,7 +254,7 @@ export class ContinuousBatch {
     let pending = 0;
     for (const p of this.prefills) models(p.job).forEach((b, i) => (pending += b * p.runs[i]!.length));
     for (const r of this.ready) models(r.job).forEach((b, i) => (pending += b * r.caches[i]!.length));
-    const sum = (f: (kv: BatchCache) => number) => this.kvs.reduce((n, kv) => n + f(kv), 0);
+    const sum = (f: (kv: BatchKv) => number) => this.kvs.reduce((n, kv) => n + f(kv), 0);
     return {
       running: this.live.length + this.ready.length + this.prefills.length,
       waiting: this.queue.length,

@@ -1,10 +1,16 @@
 /**
- * The KV cache of a continuous batch: one cache of `[rows, kvHeads, length, headDim]` per past input, each
- * row's positions packed at the right end (left padding, masked out), so that a step feeds the cache as it is
- * and takes the graph's present output as the next cache: no copy per step. Rows join (prefilled alone, in
- * chunks) and leave between steps; each change rebuilds the cache once, with the columns no row uses any more
- * trimmed. A per-row layout would instead gather every row into a batch tensor and split the present back,
- * two copies of the whole cache on every step; the counters below measure both.
+ * The KV cache of a continuous batch: one cache of `[rows, kvHeads, length, headDim]` per past input, so that a
+ * step feeds the cache as it is and takes the graph's present output as the next cache: no copy per step. Rows
+ * join (prefilled alone, in chunks) and leave between steps; each change rebuilds the cache once, with the
+ * columns no row uses any more trimmed. A per-row layout would instead gather every row into a batch tensor and
+ * split the present back, two copies of the whole cache on every step; the counters below measure both.
+ *
+ * A row's positions sit on the side its graph needs. Left padding (most graphs) packs them at the right end and
+ * masks the padding out. Right padding suits onnxruntime-genai GroupQueryAttention decoders: GQA reads no
+ * per-key mask but each row's valid keys and position from `seqlens_k` (Σ mask − 1), and with past and present in
+ * separate buffers its CPU kernel copies each row's first `seqlens_k + 1 − seq` past keys into a present of the
+ * mask's width, the new key right after them; so each row's keys are packed from slot 0 and its new token lands
+ * at its own next slot.
  */
 import * as ort from 'onnxruntime-node';
 import type { DecoderSession } from './decoder-session.js';
@@ -118,7 +124,7 @@ export async function prefillTogether(
 /** The running batch's cache and the runs that advance it. */
 export class BatchKv {
   private past: Record<string, ort.Tensor> = {};
-  /** Valid positions of each row (right-aligned in the cache). */
+  /** Valid positions of each row (on the side given by {@link padding}'s opposite). */
   private lengths: number[] = [];
   private width = 0;
   readonly counters: KvCounters = { copiedBytes: 0, perRowLayoutBytes: 0 };
@@ -126,8 +132,17 @@ export class BatchKv {
   /** Each row's last hidden state `[rows × hidden]` after the latest step, when the graph reports it. */
   hidden: Float32Array | undefined;
 
-  constructor(private readonly session: DecoderSession) {
+  /** @param padding the side of each row's padding; the session's own by default. */
+  constructor(
+    private readonly session: DecoderSession,
+    readonly padding: 'left' | 'right' = session.padding,
+  ) {
     this.bytesPerElement = session.signature.kvType === 'float16' ? 2 : 4;
+  }
+
+  /** Where a row of `length` positions starts in a cache `width` positions wide. */
+  private firstSlot(width: number, length: number): number {
+    return this.padding === 'left' ? width - length : 0;
   }
 
   /** Bytes one position of one row takes across every layer's keys and values. */
@@ -152,15 +167,18 @@ export class BatchKv {
   }
 
   /**
-   * Keeps the rows listed in `keep` (in that order), then appends `added`; one copy of what stays. With no
-   * rows left the cache is dropped entirely.
+   * Keeps the rows listed in `keep` (in that order), then appends `added` (right-aligned in their `width`, as
+   * {@link RowCache} describes them); one copy of what stays. With no rows left the cache is dropped entirely.
    */
   rebuild(keep: readonly number[], added: readonly RowCache[]): void {
     if (keep.length === this.rows && added.length === 0 && keep.every((r, i) => r === i)) return;
     const sig = this.session.signature;
     const parts = [
-      ...keep.map((r) => ({ source: this.past, row: r, srcWidth: this.width, length: this.lengths[r]! })),
-      ...added.map((c) => ({ source: c.past, row: c.row ?? 0, srcWidth: c.width ?? c.length, length: c.length })),
+      ...keep.map((r) => ({ source: this.past, row: r, srcWidth: this.width, first: this.firstSlot(this.width, this.lengths[r]!), length: this.lengths[r]! })),
+      ...added.map((c) => {
+        const srcWidth = c.width ?? c.length;
+        return { source: c.past, row: c.row ?? 0, srcWidth, first: srcWidth - c.length, length: c.length };
+      }),
     ];
     const lengths = parts.map((p) => p.length);
     const width = Math.max(0, ...lengths);
@@ -174,8 +192,8 @@ export class BatchKv {
           parts.forEach((p, i) => {
             const src = p.source[name]!.data as KvData;
             for (let h = 0; h < H; h++) {
-              const from = ((p.row * H + h) * p.srcWidth + p.srcWidth - p.length) * D;
-              out.set(src.subarray(from, from + p.length * D), ((i * H + h) * width + width - p.length) * D);
+              const from = ((p.row * H + h) * p.srcWidth + p.first) * D;
+              out.set(src.subarray(from, from + p.length * D), ((i * H + h) * width + this.firstSlot(width, p.length)) * D);
             }
             this.counters.copiedBytes += H * p.length * D * this.bytesPerElement;
           });
@@ -201,7 +219,7 @@ export class BatchKv {
         const src = this.past[name]!.data as KvData;
         const out: KvData = sig.kvType === 'float16' ? new Uint16Array(H * length * D) : new Float32Array(H * length * D);
         for (let h = 0; h < H; h++) {
-          const from = ((row * H + h) * this.width + this.width - length) * D;
+          const from = ((row * H + h) * this.width + this.firstSlot(this.width, length)) * D;
           out.set(src.subarray(from, from + length * D), h * length * D);
         }
         this.counters.copiedBytes += H * length * D * this.bytesPerElement;
@@ -215,12 +233,14 @@ export class BatchKv {
   async step(tokens: readonly number[]): Promise<Float32Array> {
     const rows = this.rows;
     const width = this.width;
+    // Left: the padding masked out. Right: Σ mask − 1 = the row's length, its new key's slot; the present is one
+    // slot wider, room for the longest row's new key. Either way a row's next position is its own length.
     const mask = new Array<number>(rows * (width + 1));
     for (let r = 0; r < rows; r++) {
-      const pad = width - this.lengths[r]!;
-      for (let c = 0; c <= width; c++) mask[r * (width + 1) + c] = c < pad ? 0 : 1;
+      const length = this.lengths[r]!;
+      const pad = width - length;
+      for (let c = 0; c <= width; c++) mask[r * (width + 1) + c] = (this.padding === 'left' ? c >= pad : c <= length) ? 1 : 0;
     }
-    // Each row's next position is its own length: padding takes no positions.
     const { logits, present, hidden } = await this.session.forward(tokens, rows, this.past, width, mask, this.lengths);
     this.hidden = hidden;
     // A per-row layout copies every row's cache into the batch tensor, then the present back out.
