@@ -4,7 +4,8 @@ import { Engine, type GenerationStream, type StreamOptions } from '../src/engine
 import type { GenerationResult, TokenLogprob } from '../src/generate/types.js';
 import type { PromptInput } from '../src/runtime/protocol.js';
 import { DecoderSession } from '../src/runtime/decoder-session.js';
-import { BatchKv, RowPrefill } from '../src/runtime/batch-kv.js';
+import { BatchKv } from '../src/runtime/batch-kv.js';
+import { joinAndLeave } from './support/batch-kv-scenario.js';
 import { ContinuousBatch } from '../src/generate/continuous-batch.js';
 import { buildGenaiLlamaModel, type GenaiBuildOptions } from '../src/onnx/genai-builder.js';
 import { randomLlamaWeights } from '../src/onnx/llama-builder.js';
@@ -23,64 +24,6 @@ async function genaiSession(name: string, options: GenaiBuildOptions, seed: numb
   const p = await prepareDecoder(path, { lastLogitsOnly: true, logitsFloat32: true, cacheDir });
   expect(p.padding).to.equal('right');
   return DecoderSession.create({ path: p.preparedPath, padding: p.padding });
-}
-
-/**
- * Row 0 runs, row 1 joins after one step, row 2 after two; row 0 is taken out and added back after three (as a
- * latent step does), row 1 leaves after four. Returns the largest difference from each row's logits alone.
- */
-async function joinAndLeave(session: DecoderSession, kv: BatchKv): Promise<number> {
-  const V = session.vocabSize;
-  const prompts = [[3, 8, 20, 1, 9, 44, 61], [12], [40, 41, 42]];
-  const tokens = [[5, 6, 7, 8, 9, 10], [50, 51, 52, 53, 54, 55], [70, 71, 72, 73, 74, 75]];
-  const aloneLogits: Float32Array[][] = [];
-  for (let r = 0; r < prompts.length; r++) {
-    const seq = [await session.prefill([prompts[r]!])];
-    for (const t of tokens[r]!) seq.push(await session.step([t]));
-    aloneLogits.push(seq.map((l) => l.slice(0, V)));
-  }
-  const fed = [0, 0, 0];
-  let live: number[] = [];
-  let worst = 0;
-  const check = (row: number, logits: Float32Array) => {
-    const want = aloneLogits[row]![fed[row]!]!;
-    for (let v = 0; v < V; v++) worst = Math.max(worst, Math.abs(logits[v]! - want[v]!));
-  };
-  const join = async (row: number) => {
-    const run = new RowPrefill(session, prompts[row]!, 2);
-    let logits: Float32Array | undefined;
-    while (!(logits = await run.next()));
-    check(row, logits);
-    return run.cache;
-  };
-  kv.rebuild([], [await join(0)]);
-  live.push(0);
-  for (let step = 0; step < 5; step++) {
-    if (step === 1 || step === 2) {
-      kv.rebuild(live.map((_, i) => i), [await join(step)]);
-      live.push(step);
-    }
-    if (step === 3) {
-      const at = live.indexOf(0);
-      const taken = kv.takeRow(at);
-      kv.rebuild(live.map((_, i) => i).filter((i) => i !== at), [taken]);
-      live = [...live.filter((r) => r !== 0), 0];
-    }
-    if (step === 4) {
-      const leaving = live.indexOf(1);
-      kv.rebuild(live.map((_, i) => i).filter((i) => i !== leaving), []);
-      live.splice(leaving, 1);
-    }
-    const logits = await kv.step(live.map((r) => tokens[r]![fed[r]!]!));
-    live.forEach((r, i) => {
-      fed[r]!++;
-      check(r, logits.subarray(i * V, (i + 1) * V));
-    });
-  }
-  expect(fed).to.deep.equal([5, 3, 3]);
-  kv.rebuild([], []);
-  expect(kv.bytes).to.equal(0);
-  return worst;
 }
 
 describe('right-padded batch KV cache (GroupQueryAttention graphs)', function () {
