@@ -18,6 +18,7 @@ import { dequantizeMatrix } from '../src/onnx/quantized-matrix.js';
 import { searchBlock } from '../src/onnx/quantize/block-search.js';
 import { quantizeBlock } from '../src/gguf/quant/nbits.js';
 import type { GraphProto, NodeProto } from '../src/onnx/proto.js';
+import type { LlamaConfig, LlamaWeights } from '../src/onnx/llama-spec.js';
 
 const config = storiesConfig({ hiddenSize: 64, intermediateSize: 128 });
 const PROMPT = [1, 72, 19, 301, 44, 9];
@@ -51,6 +52,29 @@ function bitsAttr(n: NodeProto): number {
 
 function opCount(model: Awaited<ReturnType<typeof readModel>>, op: string): number {
   return (model.graph?.node ?? []).filter((n) => n.opType === op).length;
+}
+
+/**
+ * The model `w` with every matrix passed through `dq` (quantize, then dequantize: what the quantized graph should
+ * compute, as a dense graph): the head at 8 bits, as `--bits 4` keeps it, the layers at 4.
+ */
+function writeDequantized(path: string, config: LlamaConfig, w: LlamaWeights, dq: (m: Float32Array, rows: number, cols: number, bits: 4 | 8) => Float32Array): Promise<void> {
+  const h = config.hiddenSize;
+  const [qd, kvd, inter] = [h, (h / config.numHeads) * config.numKvHeads!, config.intermediateSize];
+  return writeLlamaModel(path, config, {
+    ...w,
+    lmHead: dq(w.lmHead!, config.vocabSize, h, 8),
+    layers: w.layers.map((l) => ({
+      ...l,
+      wq: dq(l.wq, qd, h, 4),
+      wk: dq(l.wk, kvd, h, 4),
+      wv: dq(l.wv, kvd, h, 4),
+      wo: dq(l.wo, h, qd, 4),
+      wGate: dq(l.wGate, inter, h, 4),
+      wUp: dq(l.wUp, inter, h, 4),
+      wDown: dq(l.wDown, h, inter, 4),
+    })),
+  });
 }
 
 describe('reasonplug quantize', function () {
@@ -112,24 +136,8 @@ describe('reasonplug quantize', function () {
     await quantizeModel(join(backbone, 'model.onnx'), q, { bits: 4, accuracy: 'fp32' });
     // makeModule's weights for seed 3, each matrix quantized and dequantized by the same block quantizer.
     const w = randomLlamaWeights(config, 3, 0.1);
-    const h = config.hiddenSize;
-    const [qd, kvd, inter] = [h, (h / config.numHeads) * config.numKvHeads!, config.intermediateSize];
-    const dq = (m: Float32Array, rows: number, cols: number, bits: 4 | 8 = 4) => dequantizeMatrix(quantizeMatrix(m, rows, cols, bits, 32));
     const dense = join(root, 'dequantized.onnx');
-    await writeLlamaModel(dense, config, {
-      ...w,
-      lmHead: dq(w.lmHead!, config.vocabSize, h, 8),
-      layers: w.layers.map((l) => ({
-        ...l,
-        wq: dq(l.wq, qd, h),
-        wk: dq(l.wk, kvd, h),
-        wv: dq(l.wv, kvd, h),
-        wo: dq(l.wo, h, qd),
-        wGate: dq(l.wGate, inter, h),
-        wUp: dq(l.wUp, inter, h),
-        wDown: dq(l.wDown, h, inter),
-      })),
-    });
+    await writeDequantized(dense, config, w, (m, rows, cols, bits) => dequantizeMatrix(quantizeMatrix(m, rows, cols, bits, 32)));
     const seq = [...PROMPT, ...fp32Ids];
     const [a, b] = await Promise.all([bareLogits(q, seq), bareLogits(dense, seq)]);
     let diff = 0;
@@ -257,23 +265,8 @@ describe('reasonplug quantize', function () {
       const back = dequantizeMatrix(quantizeMatrix(padded, rows, width, bits, 32));
       return Float32Array.from({ length: rows * cols }, (_, i) => back[Math.floor(i / cols) * width + (i % cols)]!);
     };
-    const h = narrow.hiddenSize;
-    const [qd, kvd, inter] = [h, (h / narrow.numHeads) * narrow.numKvHeads!, narrow.intermediateSize];
     const dense = join(root, 'dequantized.onnx');
-    await writeLlamaModel(dense, narrow, {
-      ...w,
-      lmHead: dq(w.lmHead!, narrow.vocabSize, h, 8),
-      layers: w.layers.map((l) => ({
-        ...l,
-        wq: dq(l.wq, qd, h),
-        wk: dq(l.wk, kvd, h),
-        wv: dq(l.wv, kvd, h),
-        wo: dq(l.wo, h, qd),
-        wGate: dq(l.wGate, inter, h),
-        wUp: dq(l.wUp, inter, h),
-        wDown: dq(l.wDown, h, inter),
-      })),
-    });
+    await writeDequantized(dense, narrow, w, dq);
     const [a, b] = await Promise.all([bareLogits(q, PROMPT), bareLogits(dense, PROMPT)]);
     let diff = 0;
     for (let i = 0; i < a.length; i++) diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
