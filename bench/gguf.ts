@@ -3,8 +3,10 @@
  * by the engine), side by side: the same random-weight model written as Q4_0, Q4_K_M, Q8_0 and F16, for a
  * ~125M-parameter llama and a model shaped like Qwen2.5-0.5B (qwen2 architecture). Greedy, 2 threads each.
  * Per contender and file: decode ms/token (the slope between a short and a long generation), prefill of a
- * 512-token prompt, load time (llama.cpp: model + context; reasonplug: `Engine.load` of the converted module)
- * and peak RSS. Each measurement runs in a fresh process (so peak RSS
+ * 512-token prompt, load time (llama.cpp: model + context; reasonplug: `Engine.load` of the converted module,
+ * which also starts its worker: onnxruntime-node and the engine's modules load there), time to ready from the
+ * process's start (each runtime's imports and set-up included: node-llama-cpp's module and `getLlama` are outside
+ * its load time) and peak RSS. Each measurement runs in a fresh process (so peak RSS
  * is the contender's own); rounds interleave contenders and files, and the figures are medians.
  *
  *   npm run bench:gguf [-- --rounds 3 --models llama125m,qwen05b --types Q4_0,Q4_K_M,Q8_0,F16 --short 16 --long 48]
@@ -17,8 +19,6 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { Engine } from '../packages/core/src/engine.js';
-import { convertGguf } from '../packages/core/src/gguf/convert.js';
 import { GGML } from '../packages/core/test/support/ggml-quantize.js';
 import { repoRoot } from '../test/support/paths.js';
 import { randomLlamaGguf, type LlamaShape } from './support/random-llama.js';
@@ -63,6 +63,9 @@ const CONTENDERS: Contender[] = ['llama.cpp', 'reasonplug'];
 
 interface Figures {
   loadMs: number;
+  /** From the process's start to ready: the runtime's imports and set-up (the engine's modules and worker;
+   * node-llama-cpp's module and `getLlama`), then the load; each child imports only its own contender. */
+  readyMs: number;
   prefillMs: number;
   msPerToken: number;
   peakRssMb: number;
@@ -119,6 +122,7 @@ async function prepare(name: ModelName, file: FileType): Promise<{ gguf: string;
   if (!existsSync(join(module, 'reasonplug.json')) || (await readFile(moduleStamp, 'utf8').catch(() => '')) !== converter) {
     console.error(`converting ${gguf}`);
     await rm(module, { recursive: true, force: true });
+    const { convertGguf } = await import('../packages/core/src/gguf/convert.js');
     await convertGguf(gguf, module);
     await writeFile(moduleStamp, converter);
   }
@@ -136,9 +140,12 @@ const ids = (n: number, vocab: number) => Array.from({ length: n }, (_, i) => 3 
 /** One contender's figures on one file of a model of `vocab` tokens, measured in this (fresh) process. */
 async function measureHere(contender: Contender, gguf: string, module: string, vocab: number, short: number, long: number): Promise<Figures> {
   if (contender === 'reasonplug') {
+    const { Engine } = await import('../packages/core/src/engine.js');
     const t0 = performance.now();
     const engine = await Engine.load({ model: module, intraOpThreads: THREADS });
     const loadMs = performance.now() - t0;
+    // performance.now() counts from the process's start
+    const readyMs = performance.now();
     const gen = async (promptIds: number[], n: number) => {
       const t = performance.now();
       await engine.generate({ promptIds }, { maxTokens: n, ignoreEos: true });
@@ -149,7 +156,7 @@ async function measureHere(contender: Contender, gguf: string, module: string, v
     const b = await gen(PROMPT, long);
     const prefillMs = await gen(ids(PREFILL, vocab), 1);
     await engine.dispose();
-    return { loadMs, prefillMs, msPerToken: (b - a) / (long - short), peakRssMb: peakRssMb() };
+    return { loadMs, readyMs, prefillMs, msPerToken: (b - a) / (long - short), peakRssMb: peakRssMb() };
   }
   const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
   const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
@@ -157,6 +164,7 @@ async function measureHere(contender: Contender, gguf: string, module: string, v
   const model = await llama.loadModel({ modelPath: gguf });
   const ctx = await model.createContext({ contextSize: 1024, threads: THREADS, batchSize: PREFILL });
   const loadMs = performance.now() - t0;
+  const readyMs = performance.now();
   const seq = ctx.getSequence();
   const gen = async (promptIds: number[], n: number) => {
     await seq.clearHistory();
@@ -171,7 +179,7 @@ async function measureHere(contender: Contender, gguf: string, module: string, v
   const prefillMs = await gen(ids(PREFILL, vocab), 1);
   await ctx.dispose();
   await model.dispose();
-  return { loadMs, prefillMs, msPerToken: (b - a) / (long - short), peakRssMb: peakRssMb() };
+  return { loadMs, readyMs, prefillMs, msPerToken: (b - a) / (long - short), peakRssMb: peakRssMb() };
 }
 
 async function main(): Promise<void> {
@@ -245,7 +253,7 @@ async function benchModel(name: ModelName, types: FileType[], rounds: number, sh
         Object.fromEntries(
           CONTENDERS.map((c) => [
             c,
-            { msPerToken: med(t, c, 'msPerToken'), prefillMs: med(t, c, 'prefillMs'), loadMs: med(t, c, 'loadMs'), peakRssMb: med(t, c, 'peakRssMb') },
+            { msPerToken: med(t, c, 'msPerToken'), prefillMs: med(t, c, 'prefillMs'), loadMs: med(t, c, 'loadMs'), readyMs: med(t, c, 'readyMs'), peakRssMb: med(t, c, 'peakRssMb') },
           ]),
         ),
       ]),
@@ -254,13 +262,13 @@ async function benchModel(name: ModelName, types: FileType[], rounds: number, sh
   console.log(JSON.stringify(result));
   const rows: (string | number)[][] = [];
   for (const t of types) {
-    for (const c of CONTENDERS) rows.push([`${t} ${c}`, med(t, c, 'msPerToken'), med(t, c, 'prefillMs'), med(t, c, 'loadMs'), med(t, c, 'peakRssMb')]);
+    for (const c of CONTENDERS) rows.push([`${t} ${c}`, med(t, c, 'msPerToken'), med(t, c, 'prefillMs'), med(t, c, 'loadMs'), med(t, c, 'readyMs'), med(t, c, 'peakRssMb')]);
     const ratio = (k: keyof Figures) => `${(med(t, 'reasonplug', k) / med(t, 'llama.cpp', k)).toFixed(2)}x`;
-    rows.push([`${t} reasonplug / llama.cpp`, ratio('msPerToken'), ratio('prefillMs'), ratio('loadMs'), ratio('peakRssMb')]);
+    rows.push([`${t} reasonplug / llama.cpp`, ratio('msPerToken'), ratio('prefillMs'), ratio('loadMs'), ratio('readyMs'), ratio('peakRssMb')]);
   }
   printTable(
     `GGUF ${title}, ${THREADS} threads, greedy, medians of ${rounds} rounds (load average ${median(loads).toFixed(1)})`,
-    ['file / contender', 'decode ms/token', `prefill ${PREFILL} ms`, 'load ms', 'peak RSS MB'],
+    ['file / contender', 'decode ms/token', `prefill ${PREFILL} ms`, 'load ms', 'ready ms', 'peak RSS MB'],
     rows,
   );
 }
