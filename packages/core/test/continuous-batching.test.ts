@@ -354,16 +354,17 @@ describe('continuous batching with reasoners in lanes', function () {
   it('calls weighting a lane-placed reasoner join the batch (a copy of it on the backbone thread), each giving what it gives alone in the lane', async () => {
     expect(engine.info.placement.kind).to.equal('lanes');
     const composed = (weight: StreamOptions['reasoners']) => ({ maxTokens: 10, logprobs: 2, reasoners: weight });
+    // The first call keeps the engine busy: a composed call arriving at an idle engine runs alone in the lanes.
     const calls: Call[] = [
-      { input: { promptIds: [1, 40, 41] }, options: composed([{ name: 'r', weight: 1 }]), at: 0 },
-      { input: { promptIds: [1, 5, 9, 30, 41] }, options: { maxTokens: 12, logprobs: 2 }, at: 1 },
+      { input: { promptIds: [1, 5, 9, 30, 41] }, options: { maxTokens: 12, logprobs: 2 }, at: 0 },
+      { input: { promptIds: [1, 40, 41] }, options: composed([{ name: 'r', weight: 1 }]), at: 1 },
       { input: { promptIds: [1, 77] }, options: composed([{ name: 'r', weight: [{ until: 3, weight: 2 }, { weight: 0.5 }] }]), at: 2 },
       { input: { promptIds: [1, 40, 41] }, options: { ...composed([{ name: 'r', weight: 1.5 }]), mode: 'logprobs', normalize: true }, at: 4 },
     ];
     // Alone: a trace keeps a call out of the batch, in the decode loop with the reasoner in its lane.
     const expected: GenerationResult[] = [];
     for (const call of calls) expected.push(await alone(engine, { ...call, options: { ...call.options, trace: 1 } }));
-    expect(summary(expected[0]!)).to.not.deep.equal(summary(await alone(engine, { ...calls[0]!, options: { maxTokens: 10 } })), 'the reasoner changes the greedy continuation');
+    expect(summary(expected[1]!)).to.not.deep.equal(summary(await alone(engine, { ...calls[1]!, options: { maxTokens: 10 } })), 'the reasoner changes the greedy continuation');
 
     const { got, busiest } = await staggered(engine, calls);
     let worst = 0;
@@ -373,5 +374,20 @@ describe('continuous batching with reasoners in lanes', function () {
     });
     expect(worst, 'log-probabilities as alone').to.be.below(1e-4);
     expect(busiest, 'rows decoded together at some point').to.be.greaterThan(2);
+  });
+
+  it('a composed call on an idle engine runs alone with its reasoner in the lane (no batch row), as a traced call does', async () => {
+    const options = { maxTokens: 48, ignoreEos: true, logprobs: 2, reasoners: [{ name: 'r', weight: 1 }] };
+    const traced = await alone(engine, { input: { promptIds: [1, 40, 41] }, options: { ...options, trace: 1 }, at: 0 });
+    // Asked while it streams (a batch row would count as running until its last token).
+    const rows: Promise<number>[] = [];
+    const stream = engine.stream({ promptIds: [1, 40, 41] }, options);
+    for await (const _ of stream) rows.push(engine.stats().then((s) => s.running));
+    const result = await stream.result;
+    expect(summary(result)).to.deep.equal(summary(traced));
+    result.rows[0]!.logprobs!.forEach((e, t) => expect(Math.abs(e.logprob - traced.rows[0]!.logprobs![t]!.logprob)).to.be.below(1e-6));
+    const running = await Promise.all(rows);
+    expect(running.length).to.equal(48);
+    expect(running.every((n) => n === 0), `batch rows while it ran: ${running.join(',')}`).to.equal(true);
   });
 });

@@ -248,6 +248,11 @@ export class ContinuousBatch {
     });
   }
 
+  /** Whether nothing runs or waits: no rows, no queued request, no exclusive work. */
+  get idle(): boolean {
+    return this.running === undefined && this.queue.length === 0;
+  }
+
   /** Rows running, requests waiting, KV bytes (every model's). */
   stats(): BatchStats {
     const models = (job: Job) => job.models.map((m) => this.kvs[m]!.bytesPerPosition);

@@ -336,14 +336,16 @@ function planFor(loaded: Loaded, options: GenerateRequestOptions): CompositionPl
 }
 
 /**
- * The composition a request brings into the continuous batch, or undefined when it cannot share the batch:
- * traces, and reasoners with a weight that run in lanes with no copy on the batch's thread (their caches live in
- * other threads), run alone once the batch has drained. Latent steps run in the batch, and right-padded
- * (GroupQueryAttention) graphs too, each model's cache padded on its own side.
+ * The composition a request brings into the continuous batch, or undefined when it runs alone: traces, and a
+ * call that weights reasoners placed in lanes while the engine is idle (alone, its reasoners run in their lanes,
+ * in parallel with the backbone, as the placement chose them for). Otherwise lane-placed reasoners join through
+ * a copy on the batch's thread. Latent steps run in the batch, and right-padded (GroupQueryAttention) graphs too,
+ * each model's cache padded on its own side.
  */
 async function batchComposition(loaded: Loaded, batch: ContinuousBatch, plan: CompositionPlan, trace: number | undefined) {
   const reasoners = plan.active.filter((a) => !isAlwaysZero(a.weight)).map((a) => ({ index: a.slot, weight: a.weight }));
   if (trace) return undefined;
+  if (loaded.openCopy && reasoners.length > 0 && batch.idle) return undefined;
   const models = await Promise.all(reasoners.map((r) => onBatchThread(loaded, batch, r.index)));
   if (models.some((m) => !m)) return undefined;
   return { reasoners, mode: plan.mode, normalize: plan.normalize };
