@@ -356,7 +356,8 @@ describe('continuous batching with reasoners in lanes', function () {
     const composed = (weight: StreamOptions['reasoners']) => ({ maxTokens: 10, logprobs: 2, reasoners: weight });
     // The first call keeps the engine busy: a composed call arriving at an idle engine runs alone in the lanes.
     const calls: Call[] = [
-      { input: { promptIds: [1, 5, 9, 30, 41] }, options: { maxTokens: 12, logprobs: 2 }, at: 0 },
+      // Long enough to be still running when the last call starts, however late its streamed tokens arrive here.
+      { input: { promptIds: [1, 5, 9, 30, 41] }, options: { maxTokens: 160, ignoreEos: true, logprobs: 2 }, at: 0 },
       { input: { promptIds: [1, 40, 41] }, options: composed([{ name: 'r', weight: 1 }]), at: 1 },
       { input: { promptIds: [1, 77] }, options: composed([{ name: 'r', weight: [{ until: 3, weight: 2 }, { weight: 0.5 }] }]), at: 2 },
       { input: { promptIds: [1, 40, 41] }, options: { ...composed([{ name: 'r', weight: 1.5 }]), mode: 'logprobs', normalize: true }, at: 4 },
