@@ -202,6 +202,7 @@ export class Engine {
             prefillMs: done.prefillMs,
             msPerToken: done.decodeSteps > 0 ? done.decodeMs / done.decodeSteps : 0,
             totalMs,
+            ...(done.grammar ? { grammar: done.grammar } : {}),
           },
         } satisfies GenerationResult;
       } finally {

@@ -84,6 +84,23 @@ describe('constrained decoding', function () {
     expect(r.rows[1]!.text).to.match(/[a-z]+ [a-z]+/);
   });
 
+  it('reports the grammar stage per token in decoding: every bitmask computed while the model ran (the first during the prefill), the wait and the pick', async () => {
+    const schema = { type: 'object', properties: { name: { type: 'string', maxLength: 12 }, n: { type: 'integer' } }, required: ['name', 'n'] };
+    // Greedy (the pick walks the allowed tokens) and sampled, a constrained row beside a free one.
+    for (const options of [{ maxTokens: 30 }, { ...SAMPLING, maxTokens: 30 }]) {
+      const r = await engine.generate({ prompt: ['Once upon a time', 'Once upon a time'] }, { ...options, responseFormat: [{ type: 'json_schema', schema }, null] });
+      const g = r.timing.grammar!;
+      expect(g.tokens, JSON.stringify(options)).to.equal(r.rows[0]!.ids.length);
+      expect(g.overlapped).to.equal(g.tokens);
+      expect(g.bitmaskUs).to.be.greaterThan(0);
+      expect(g.bitmaskMaxUs).to.be.at.least(g.bitmaskUs);
+      expect(g.pickUs).to.be.greaterThan(0);
+      expect(g.waitUs).to.be.at.least(0);
+      if (r.rows[0]!.finishReason === 'eos') expect(r.rows[0]!.parsed).to.satisfy((v: unknown) => ajv.validate(schema, v));
+    }
+    expect((await engine.generate({ prompt: 'Once upon a time' }, { maxTokens: 3 })).timing.grammar).to.equal(undefined);
+  });
+
   it('ends with finishReason length and no parsed value when maxTokens is too few; refuses what it cannot enforce before generating', async () => {
     const schema = { type: 'object', properties: { story: { type: 'string', minLength: 50 } }, required: ['story'] };
     const r = await engine.generate({ prompt: 'Once upon a time' }, { ...SAMPLING, maxTokens: 5, responseFormat: { type: 'json_schema', schema } });

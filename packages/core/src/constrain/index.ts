@@ -1,4 +1,6 @@
 export { ConstraintError, type Constraint, type ConstraintFactory, type JsonSchema, type ResponseFormat, type ToolChoice, type ToolSpec } from './types.js';
 export { grammarVocabulary, type GrammarVocabulary, type VocabularyKind } from './vocabulary.js';
-export { XGrammarFactory, applyBitmask, TOOL_CALL_BEGIN, TOOL_CALL_END } from './xgrammar-factory.js';
+export { XGrammarFactory, TOOL_CALL_BEGIN, TOOL_CALL_END } from './xgrammar-factory.js';
+export { applyBitmask } from '../sampling/bitmask.js';
+export { grammarTiming, pickAllowed, StageClock } from './timing.js';
 export { prepareJsonSchema, SUPPORTED_FORMATS } from './json-schema.js';

@@ -4,6 +4,7 @@
  * the grammar advances on every accepted token. The interfaces here are what the decode loop sees; the engine
  * behind them (XGrammar today) can be replaced.
  */
+import type { StageClock } from './timing.js';
 
 /** A JSON Schema, as an object (or `true`: any JSON value). */
 export type JsonSchema = Record<string, unknown> | boolean;
@@ -39,13 +40,21 @@ export type ResponseFormat =
 
 /** A grammar's state for one row. */
 export interface Constraint {
+  /**
+   * The tokens the grammar can accept next, as a bitmask (bit i of word i >> 5 set: token i allowed; see
+   * sampling/bitmask.ts). The sampler picks among them without writing −∞ over the others where it can.
+   */
+  allowed(): Promise<Int32Array>;
   /** Sets −∞ on the logits of every token the grammar cannot accept next (logits cover ids 0..n-1). */
   mask(logits: Float32Array): Promise<void>;
   /**
-   * Starts computing the next mask, after {@link accept} and while the model computes the next logits (it runs
-   * off the JavaScript thread), so that the grammar's work overlaps the model's; {@link mask} then only applies it.
+   * Starts computing the next bitmask, after {@link accept} and while the model computes the next logits (it
+   * runs off the JavaScript thread), so that the grammar's work overlaps the model's; {@link allowed} then
+   * only hands it over.
    */
   prepare?(): void;
+  /** What the stage has cost this row (bitmasks, waits, picks). */
+  readonly clock: StageClock;
   /** Advances on the token sampled; throws {@link ConstraintError} for a token the grammar rejects. */
   accept(token: number): void;
   /** True once the grammar has accepted its end (the stop token): the reply is complete. */

@@ -7,6 +7,8 @@ import type { CompiledGrammar, GrammarCompiler, GrammarMatcher, TokenizerInfo } 
 import { prepareJsonSchema, spliceRules } from './json-schema.js';
 import { unrollBoundedStrings } from './string-length.js';
 import type { GrammarVocabulary } from './vocabulary.js';
+import { applyBitmask } from '../sampling/bitmask.js';
+import { StageClock } from './timing.js';
 import { loadXGrammar, type XGrammarInstance } from './xgrammar-loader.js';
 import { ConstraintError, type Constraint, type ConstraintFactory, type JsonSchema, type ResponseFormat, type ToolChoice, type ToolSpec } from './types.js';
 
@@ -25,58 +27,49 @@ function canonical(value: unknown): string {
 }
 
 /**
- * Sets −∞ on every logit whose bit is 0 in an XGrammar bitmask (bit i of word i>>5 = token i allowed).
- * Words with every bit set (the common case in free text) are skipped; runs of words with none (the common
- * case between JSON tokens) are filled at once (copying from a −∞ buffer was faster with warm caches, slower
- * once a model step has evicted it); in the other words only the zero bits are visited.
+ * Bitmask computations run one at a time, in order: each is timed alone (they share this thread anyway, and
+ * several rows prepared together would otherwise interleave between the library's awaits).
  */
-export function applyBitmask(logits: Float32Array, bitmask: Int32Array): void {
-  const n = logits.length;
-  const words = Math.min(bitmask.length, (n + 31) >>> 5);
-  let w = 0;
-  while (w < words) {
-    const word = bitmask[w]!;
-    if (word === -1) {
-      w++;
-      continue;
-    }
-    if (word === 0) {
-      let end = w + 1;
-      while (end < words && bitmask[end] === 0) end++;
-      logits.fill(-Infinity, w << 5, Math.min(end << 5, n));
-      w = end;
-      continue;
-    }
-    const base = w << 5;
-    for (let rejected = ~word; rejected !== 0; rejected &= rejected - 1) {
-      const i = base + 31 - Math.clz32(rejected & -rejected);
-      if (i < n) logits[i] = -Infinity;
-    }
-    w++;
-  }
-}
+let fills: Promise<unknown> = Promise.resolve();
 
 /** One row's grammar state. */
 class XGrammarConstraint implements Constraint {
   /** Kept on this side so that it can still be read once the matcher is freed. */
   private complete = false;
 
-  /** The next mask, when {@link prepare} started it. */
+  /** The next bitmask, when {@link prepare} started it. */
   private next: Promise<Int32Array> | undefined;
+
+  readonly clock = new StageClock();
 
   constructor(private readonly matcher: GrammarMatcher) {}
 
   prepare(): void {
     // The library computes the bitmask after its first await, i.e. once this thread waits for the model.
     if (this.next) return;
-    this.next = this.matcher.getNextTokenBitmask();
-    this.next.catch(() => {}); // a failure surfaces where the mask is awaited, not as an unhandled rejection
+    this.next = this.fill(true);
+    this.next.catch(() => {}); // a failure surfaces where the bitmask is awaited, not as an unhandled rejection
+  }
+
+  async allowed(): Promise<Int32Array> {
+    const bitmask = await (this.next ?? this.fill(false));
+    this.next = undefined;
+    return bitmask;
   }
 
   async mask(logits: Float32Array): Promise<void> {
-    const bitmask = await (this.next ?? this.matcher.getNextTokenBitmask());
-    this.next = undefined;
-    applyBitmask(logits, bitmask);
+    applyBitmask(logits, await this.allowed());
+  }
+
+  private fill(overlapped: boolean): Promise<Int32Array> {
+    const run = fills.then(async () => {
+      const t = performance.now();
+      const bitmask = await this.matcher.getNextTokenBitmask();
+      this.clock.filled((performance.now() - t) * 1000, overlapped);
+      return bitmask;
+    });
+    fills = run.catch(() => {});
+    return run;
   }
 
   accept(token: number): void {

@@ -21,6 +21,7 @@ import { validateGenerateOptions } from './options.js';
 import { accumulateLogits, combineWithBackbone, fusionScale, type FusionMode } from '../compose/fusion.js';
 import { weightAt, type WeightSpec } from '../compose/weights.js';
 import { reasonerFailed } from '../compose/reasoner-group.js';
+import { pickAllowed } from '../constrain/timing.js';
 
 /** Limits of the running batch. */
 export interface BatchLimits {
@@ -306,6 +307,8 @@ export class ContinuousBatch {
         continue;
       }
       head.admittedAt = performance.now();
+      // The first bitmask is computed while the prompt is prefilled.
+      for (const row of head.rows) row.constraint?.prepare?.();
       head.rows.forEach((row, r) =>
         this.prefills.push({ job: head, row: r, runs: head.models.map((m) => new RowPrefill(this.models[m]!, row.prompt, this.chunk)) }),
       );
@@ -483,8 +486,8 @@ export class ContinuousBatch {
       try {
         // Read before the grammar mask and the sampler write over the logits.
         const pass = row.measure(logits);
-        if (row.constraint) await row.constraint.mask(logits);
-        id = row.sampler.sample(logits, { generated: row.ids, prompt: row.prompt });
+        const ctx = { generated: row.ids, prompt: row.prompt };
+        id = row.constraint ? await pickAllowed(row.constraint, row.sampler, logits, ctx) : row.sampler.sample(logits, ctx);
         row.constraint?.accept(id);
         logprobs = row.record(pass, id);
         // Once the grammar has taken its stop token the reply is complete (even when EOS is otherwise ignored).

@@ -10,6 +10,7 @@ import { MarkerScanner, type MarkerSpec } from './latent-marker.js';
 import type { FinishReason, GenerateOptions, RowResult, TokenEvent, TokenLogprobs, Usage } from './types.js';
 import { validateGenerateOptions } from './options.js';
 import type { Constraint } from '../constrain/types.js';
+import { pickAllowed } from '../constrain/timing.js';
 
 /** Anything that turns a token stream into next-token logits: one model, or a composition of several. */
 export interface LogitSource {
@@ -232,7 +233,10 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
     return { rows: rows.map((r) => r.result(false)), usage, prefillMs: 0, decodeMs: 0, decodeSteps: 0 };
   }
   const t0 = performance.now();
-  let logits = await source.prefill(input.prompts);
+  const prefilling = source.prefill(input.prompts);
+  // The first bitmasks are computed while the prompts are prefilled.
+  for (const row of rows) row.constraint?.prepare?.();
+  let logits = await prefilling;
   // Coconut-style: K continuous thoughts right after the prompt, before the first token.
   if (fixedSteps) {
     logits = await runLatent(fixedSteps, rows);
@@ -251,14 +255,16 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
     const lastFit = used >= context;
     // Log-probabilities are read from the logits as the model gave them, before the grammar stage.
     const passes = options.logprobs === undefined ? undefined : rows.map((row, r) => (row.finish ? undefined : row.measure(logits.subarray(r * vocab, r * vocab + limit))));
-    // The grammar stage: a constrained row's impossible next tokens get −∞ before its sampler runs.
+    // The grammar stage: a constrained row's sampler picks only among the tokens its grammar allows next.
+    const picked: (number | undefined)[] = [];
     for (let r = 0; r < rows.length; r++) {
-      const constraint = rows[r]!.finish ? undefined : rows[r]!.constraint;
-      if (constraint) await constraint.mask(logits.subarray(r * vocab, r * vocab + limit));
+      const row = rows[r]!;
+      if (row.finish || !row.constraint) continue;
+      picked[r] = await pickAllowed(row.constraint, row.sampler, logits.subarray(r * vocab, r * vocab + limit), { generated: row.ids, prompt: row.prompt });
     }
     const next = rows.map((row, r) => {
       if (row.finish) return row.ids[row.ids.length - 1] ?? row.prompt[row.prompt.length - 1]!;
-      const id = row.sampler.sample(logits.subarray(r * vocab, r * vocab + limit), {
+      const id = picked[r] ?? row.sampler.sample(logits.subarray(r * vocab, r * vocab + limit), {
         generated: row.ids,
         prompt: row.prompt,
       });

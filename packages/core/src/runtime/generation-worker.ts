@@ -24,6 +24,7 @@ import { declaredContextLength } from '../modules/context-length.js';
 import { checkDeclaredVocabSize } from '../modules/vocab-compat.js';
 import type { DecoderSession } from './decoder-session.js';
 import { attachParsed, lazyConstraintFactory, releaseConstraints, rowConstraints } from '../constrain/rows.js';
+import { grammarTiming } from '../constrain/timing.js';
 import type { ConstraintFactory } from '../constrain/types.js';
 import type { FromWorker, GenerateRequestOptions, ModelInfo, PromptInput, ToWorker, WorkerConfig } from './protocol.js';
 import { ContinuousBatch } from '../generate/continuous-batch.js';
@@ -454,8 +455,9 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
         )
     ).finally(() => releaseConstraints(constraints));
     stream.flush();
+    const grammar = constraints && grammarTiming(constraints);
     if (constraints) attachParsed(result.rows, responseFormat, constraints);
-    post({ type: 'done', id: msg.id, result });
+    post({ type: 'done', id: msg.id, result: grammar ? { ...result, grammar } : result });
   } catch (err) {
     // Tokens generated before a failure still reach the caller, ahead of the error.
     stream?.flush();

@@ -1,7 +1,7 @@
 /** Messages between the engine (main thread) and its generation worker. */
 import type { DecoderSignature } from '../onnx/signature.js';
 import type { ChatMessage } from '../tokenizer/tokenizer.js';
-import type { GenerateOptions, GenerationResult, TokenEvent } from '../generate/types.js';
+import type { GenerateOptions, GenerationResult, Timing, TokenEvent } from '../generate/types.js';
 import type { RuntimeOptions } from './decoder-session.js';
 import type { WireError } from './spawn-worker.js';
 import type { FusionMode } from '../compose/fusion.js';
@@ -113,7 +113,7 @@ export type FromWorker =
   | { type: 'failed'; error: WireError }
   /** Tokens in generation order; several per message when tokens come faster than the flush interval. */
   | { type: 'stream'; id: number; events: TokenEvent[] }
-  | { type: 'done'; id: number; result: Omit<GenerationResult, 'timing'> & { prefillMs: number; decodeMs: number; decodeSteps: number } }
+  | { type: 'done'; id: number; result: Omit<GenerationResult, 'timing'> & { prefillMs: number; decodeMs: number; decodeSteps: number } & Pick<Timing, 'grammar'> }
   | { type: 'encoded'; id: number; ids: number[] }
   | { type: 'stats'; id: number; stats: BatchStats }
   | { type: 'error'; id: number; error: WireError }

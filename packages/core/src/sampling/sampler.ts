@@ -11,6 +11,7 @@ import {
 } from './processors.js';
 import { createRng, randomSeed } from './rng.js';
 import { argmax } from './select.js';
+import { applyBitmask, argmaxAllowed, gatherAllowed } from './bitmask.js';
 import type { LogitProcessor, SamplingContext } from './types.js';
 
 /** Thrown by {@link Sampler.sample} when every token has been excluded (all -Infinity/NaN). */
@@ -89,18 +90,23 @@ export class Sampler {
 
   /**
    * Run the chain over `logits` (modified in place) and pick one token id.
+   * @param allowed a grammar's bitmask of the tokens allowed (bit i of word i >> 5): the pick is exactly that
+   *   from the logits with every other token set to −∞, but only top-k writes them (a greedy pick walks the
+   *   allowed tokens, a candidate list is gathered from them).
    * @throws NoCandidatesError when every token is excluded.
    */
-  sample(logits: Float32Array, ctx: SamplingContext): number {
+  sample(logits: Float32Array, ctx: SamplingContext, allowed?: Int32Array): number {
+    // Top-k reads the whole row for its threshold: it needs the masked row.
+    if (allowed && this.topK) applyBitmask(logits, allowed);
     const dense = this.denseStages;
     for (let i = 0; i < dense.length; i++) dense[i]!.apply(logits, ctx);
     let id: number;
     if (this.greedy) {
-      id = argmax(logits);
+      id = allowed ? argmaxAllowed(logits, allowed) : argmax(logits);
       if (id >= 0 && !(logits[id]! > -Infinity)) id = -1;
     } else {
       const buf = this.buf;
-      let n = this.topK ? this.topK.gather(logits, buf) : gatherFinite(logits, buf);
+      let n = this.topK ? this.topK.gather(logits, buf) : allowed ? gatherAllowed(logits, allowed, buf) : gatherFinite(logits, buf);
       const filters = this.filters;
       for (let i = 0; i < filters.length; i++) n = filters[i]!.filter(buf.idx, buf.val, n);
       id = drawCandidates(buf.idx, buf.val, n, this.rng, buf.w);

@@ -8,12 +8,20 @@
 export function argmax(logits: Float32Array, limit?: number): number {
   const n = limit === undefined ? logits.length : Math.min(Math.max(0, Math.floor(limit)), logits.length);
   if (n === 0) return -1;
+  return Math.max(0, maxIndexIn(logits, 0, n));
+}
+
+/**
+ * Index of the largest of `logits[from .. to)`, the first one on ties, NaN never chosen; -1 when none is
+ * above -Infinity.
+ */
+export function maxIndexIn(logits: Float32Array, from: number, to: number): number {
   // Four independent running maxima break the compare-and-branch dependency chain: ~1.6x faster than one
   // lane on a 32k vocabulary, and this runs once per generated token.
   let b0 = -Infinity, b1 = -Infinity, b2 = -Infinity, b3 = -Infinity;
-  let i0 = 0, i1 = 0, i2 = 0, i3 = 0;
-  let i = 0;
-  for (; i + 3 < n; i += 4) {
+  let i0 = -1, i1 = -1, i2 = -1, i3 = -1;
+  let i = from;
+  for (; i + 3 < to; i += 4) {
     const v0 = logits[i]!, v1 = logits[i + 1]!, v2 = logits[i + 2]!, v3 = logits[i + 3]!;
     if (v0 > b0) { b0 = v0; i0 = i; }
     if (v1 > b1) { b1 = v1; i1 = i + 1; }
@@ -26,11 +34,11 @@ export function argmax(logits: Float32Array, limit?: number): number {
   for (const [b, j] of [[b0, i0], [b1, i1], [b2, i2], [b3, i3]] as const) {
     if (b > best || (b === best && b !== -Infinity && j < idx)) { best = b; idx = j; }
   }
-  for (; i < n; i++) {
+  for (; i < to; i++) {
     const v = logits[i]!;
     if (v > best) { best = v; idx = i; }
   }
-  return idx === -1 ? 0 : idx;
+  return idx;
 }
 
 /**

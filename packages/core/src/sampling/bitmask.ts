@@ -1,0 +1,127 @@
+/**
+ * Token bitmasks, the form grammar engines (XGrammar, llguidance) give the tokens allowed next: bit i of word
+ * i >> 5 set = token i allowed. Ids past the bitmask's last word are not restricted.
+ *
+ * Masking a row means writing −∞ over every disallowed logit: on a 151,936-token vocabulary in a structural state
+ * (a few allowed tokens) that is 600 KB written on the critical path. A greedy pick and a candidate list need
+ * only the allowed tokens, so they read them through the bitmask instead, skipping its empty words.
+ */
+import type { CandidateBuffer } from './candidates.js';
+import { maxIndexIn } from './select.js';
+
+/**
+ * Sets −∞ on every logit whose bit is 0. Words with every bit set (the common case in free text) are skipped;
+ * runs of words with none (the common case between JSON tokens) are filled at once (copying from a −∞ buffer
+ * was faster with warm caches, slower once a model step has evicted it); in the other words only the zero
+ * bits are visited.
+ */
+export function applyBitmask(logits: Float32Array, bitmask: Int32Array): void {
+  const n = logits.length;
+  const words = Math.min(bitmask.length, (n + 31) >>> 5);
+  let w = 0;
+  while (w < words) {
+    const word = bitmask[w]!;
+    if (word === -1) {
+      w++;
+      continue;
+    }
+    if (word === 0) {
+      let end = w + 1;
+      while (end < words && bitmask[end] === 0) end++;
+      logits.fill(-Infinity, w << 5, Math.min(end << 5, n));
+      w = end;
+      continue;
+    }
+    const base = w << 5;
+    for (let rejected = ~word; rejected !== 0; rejected &= rejected - 1) {
+      const i = base + 31 - Math.clz32(rejected & -rejected);
+      if (i < n) logits[i] = -Infinity;
+    }
+    w++;
+  }
+}
+
+/**
+ * The argmax of `logits` among the allowed tokens, without writing to them: exactly `argmax` after
+ * {@link applyBitmask} (first index on ties, NaN never chosen), or -1 when no allowed token is above −∞.
+ * Runs of full words are scanned as one range, empty words skipped, mixed words visited bit by bit.
+ */
+export function argmaxAllowed(logits: Float32Array, bitmask: Int32Array): number {
+  const n = logits.length;
+  const words = Math.min(bitmask.length, (n + 31) >>> 5);
+  let best = -Infinity;
+  let idx = -1;
+  // Ids are visited in ascending order and only a strictly larger value wins, so ties keep the first.
+  const range = (from: number, to: number) => {
+    const i = maxIndexIn(logits, from, to);
+    if (i >= 0 && logits[i]! > best) {
+      best = logits[i]!;
+      idx = i;
+    }
+  };
+  let w = 0;
+  while (w < words) {
+    const word = bitmask[w]!;
+    if (word === 0) {
+      w++;
+      continue;
+    }
+    if (word === -1) {
+      let end = w + 1;
+      while (end < words && bitmask[end] === -1) end++;
+      range(w << 5, Math.min(end << 5, n));
+      w = end;
+      continue;
+    }
+    const base = w << 5;
+    for (let bits = word; bits !== 0; bits &= bits - 1) {
+      const i = base + 31 - Math.clz32(bits & -bits);
+      if (i >= n) break; // bits are visited lowest first: the rest are past the row too
+      const v = logits[i]!;
+      if (v > best) {
+        best = v;
+        idx = i;
+      }
+    }
+    w++;
+  }
+  if (words << 5 < n) range(words << 5, n);
+  return idx;
+}
+
+/**
+ * Copies the allowed entries of `logits` that are not −∞/NaN into `buf` (ascending ids); returns the count:
+ * exactly `gatherFinite` after {@link applyBitmask}, without writing to the logits.
+ */
+export function gatherAllowed(logits: Float32Array, bitmask: Int32Array, buf: CandidateBuffer): number {
+  const n = logits.length;
+  const words = Math.min(bitmask.length, (n + 31) >>> 5);
+  buf.reserve(n);
+  const idx = buf.idx;
+  const val = buf.val;
+  let c = 0;
+  const take = (i: number) => {
+    const v = logits[i]!;
+    if (v > -Infinity) {
+      idx[c] = i;
+      val[c++] = v;
+    }
+  };
+  for (let w = 0; w < words; w++) {
+    const word = bitmask[w]!;
+    if (word === 0) continue;
+    const base = w << 5;
+    if (word === -1) {
+      const end = Math.min(base + 32, n);
+      for (let i = base; i < end; i++) take(i);
+      continue;
+    }
+    for (let bits = word; bits !== 0; bits &= bits - 1) {
+      const i = base + 31 - Math.clz32(bits & -bits);
+      if (i >= n) break;
+      take(i);
+    }
+  }
+  for (let i = words << 5; i < n; i++) take(i);
+  return c;
+}
