@@ -11,7 +11,9 @@
  *   lookup, `InferenceSession.create`, building the tokenizer, and the first prefill. `Engine.load` less their
  *   sum is, roughly, the worker's own start-up (its thread, and its imports of the same modules).
  *
- *   npm run bench:gguf-load [-- --rounds 3 --types Q4_0,Q4_K_M,Q8_0,F16]
+ * Our code runs from the compiled package (`dist/`, built first), or with `--from src` from the sources under tsx.
+ *
+ *   npm run bench:gguf-load [-- --rounds 3 --types Q4_0,Q4_K_M,Q8_0,F16 --from dist]
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -23,6 +25,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { repoRoot } from '../test/support/paths.js';
 import { median, printTable } from './support/stats.js';
+import { buildCore, coreModule, parseCoreBuild, type CoreBuild } from './support/core-build.js';
 
 const TYPES = ['Q4_0', 'Q4_K_M', 'Q8_0', 'F16'] as const;
 const LAYOUTS = ['inline', 'external'] as const;
@@ -57,8 +60,8 @@ async function prepare(type: string, layout: Layout): Promise<string> {
 const peakRssMb = () => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? 0) / 1024;
 
 /** `Engine.load` of the module, then one short generation: load time and peak RSS as bench:gguf sees them. */
-async function engineChild(module: string): Promise<Partial<Figures>> {
-  const { Engine } = await import('../packages/core/src/engine.js');
+async function engineChild(module: string, from: CoreBuild): Promise<Partial<Figures>> {
+  const { Engine } = (await import(coreModule(from, 'engine'))) as typeof import('../packages/core/src/engine.js');
   const t0 = performance.now();
   const engine = await Engine.load({ model: module, intraOpThreads: THREADS });
   const engineLoad = performance.now() - t0;
@@ -68,7 +71,7 @@ async function engineChild(module: string): Promise<Partial<Figures>> {
 }
 
 /** The worker's loading steps on this thread, each timed. */
-async function stagesChild(module: string): Promise<Partial<Figures>> {
+async function stagesChild(module: string, from: CoreBuild): Promise<Partial<Figures>> {
   const out: Partial<Figures> = {};
   let t = performance.now();
   const lap = (stage: Stage) => {
@@ -77,10 +80,10 @@ async function stagesChild(module: string): Promise<Partial<Figures>> {
     t = now;
   };
   const [{ locateModel }, { prepareDecoder }, { DecoderSession }, { TextTokenizer }] = await Promise.all([
-    import('../packages/core/src/modules/locate.js'),
-    import('../packages/core/src/onnx/prepared-cache.js'),
-    import('../packages/core/src/runtime/decoder-session.js'),
-    import('../packages/core/src/tokenizer/tokenizer.js'),
+    import(coreModule(from, 'modules/locate')) as Promise<typeof import('../packages/core/src/modules/locate.js')>,
+    import(coreModule(from, 'onnx/prepared-cache')) as Promise<typeof import('../packages/core/src/onnx/prepared-cache.js')>,
+    import(coreModule(from, 'runtime/decoder-session')) as Promise<typeof import('../packages/core/src/runtime/decoder-session.js')>,
+    import(coreModule(from, 'tokenizer/tokenizer')) as Promise<typeof import('../packages/core/src/tokenizer/tokenizer.js')>,
     import('onnxruntime-node'),
   ]);
   lap('imports');
@@ -110,15 +113,18 @@ async function main(): Promise<void> {
       types: { type: 'string', default: TYPES.join(',') },
       child: { type: 'string' },
       module: { type: 'string' },
+      from: { type: 'string', default: 'dist' },
     },
   });
+  const from = parseCoreBuild(values.from!);
   if (values.child) {
-    const fig = values.child === 'engine' ? await engineChild(values.module!) : await stagesChild(values.module!);
+    const fig = values.child === 'engine' ? await engineChild(values.module!, from) : await stagesChild(values.module!, from);
     process.stdout.write(JSON.stringify(fig) + '\n');
     return;
   }
   const types = values.types!.split(',');
   for (const t of types) if (!(TYPES as readonly string[]).includes(t)) throw new Error(`unknown type ${t}; choose from ${TYPES.join(', ')}`);
+  if (from === 'dist') buildCore();
   const modules = new Map<string, string>();
   for (const t of types) for (const l of LAYOUTS) modules.set(`${t} ${l}`, await prepare(t, l));
   const rounds = Number(values.rounds);
@@ -132,7 +138,7 @@ async function main(): Promise<void> {
         const key = `${t} ${l}`;
         const fig: Partial<Figures> = {};
         for (const child of ['engine', 'stages']) {
-          const out = execFileSync(process.execPath, [...process.execArgv, self, '--child', child, '--module', modules.get(key)!], {
+          const out = execFileSync(process.execPath, [...process.execArgv, self, '--child', child, '--module', modules.get(key)!, '--from', from], {
             encoding: 'utf8',
             stdio: ['ignore', 'pipe', 'inherit'],
           });
@@ -147,9 +153,9 @@ async function main(): Promise<void> {
   const med = (key: string, k: keyof Figures) => median(got.get(key)!.map((f) => f[k]!));
   const columns: (keyof Figures)[] = ['engineLoad', 'imports', 'locate', 'prepare', 'session', 'tokenizer', 'firstPrefill', 'sessionRssMb', 'engineRssMb'];
   const figures = Object.fromEntries([...modules.keys()].map((key) => [key, Object.fromEntries(columns.map((c) => [c, Math.round(med(key, c))]))]));
-  console.log(JSON.stringify({ bench: 'gguf-load', threads: THREADS, rounds, loadAverage: median(loads), figures }));
+  console.log(JSON.stringify({ bench: 'gguf-load', threads: THREADS, reasonplugFrom: from, rounds, loadAverage: median(loads), figures }));
   printTable(
-    `Converted GGUF module load, llama 768x12 (~125M params), ${THREADS} threads, ms and MB, medians of ${rounds} rounds (load average ${median(loads).toFixed(1)})`,
+    `Converted GGUF module load, llama 768x12 (~125M params), ${THREADS} threads, from ${from === 'dist' ? 'dist/' : 'sources (tsx)'}, ms and MB, medians of ${rounds} rounds (load average ${median(loads).toFixed(1)})`,
     ['type / layout', 'Engine.load', 'imports', 'locate+verify', 'prepared cache', 'session', 'tokenizer', 'first prefill', 'RSS session', 'RSS engine'],
     [...modules.keys()].map((key) => [key, ...columns.map((c) => med(key, c))]),
   );

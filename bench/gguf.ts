@@ -7,9 +7,11 @@
  * which also starts its worker: onnxruntime-node and the engine's modules load there), time to ready from the
  * process's start (each runtime's imports and set-up included: node-llama-cpp's module and `getLlama` are outside
  * its load time) and peak RSS. Each measurement runs in a fresh process (so peak RSS
- * is the contender's own); rounds interleave contenders and files, and the figures are medians.
+ * is the contender's own); rounds interleave contenders and files, and the figures are medians. reasonplug runs
+ * from its compiled package (`dist/`, built first: what an npm install runs, as node-llama-cpp runs its compiled
+ * JavaScript), or with `--from src` from the TypeScript sources under tsx.
  *
- *   npm run bench:gguf [-- --rounds 3 --models llama125m,qwen05b --types Q4_0,Q4_K_M,Q8_0,F16 --short 16 --long 48]
+ *   npm run bench:gguf [-- --rounds 3 --models llama125m,qwen05b --types Q4_0,Q4_K_M,Q8_0,F16 --short 16 --long 48 --from dist]
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -23,6 +25,7 @@ import { GGML } from '../packages/core/test/support/ggml-quantize.js';
 import { repoRoot } from '../test/support/paths.js';
 import { randomLlamaGguf, type LlamaShape } from './support/random-llama.js';
 import { median, printTable } from './support/stats.js';
+import { buildCore, coreModule, parseCoreBuild, type CoreBuild } from './support/core-build.js';
 
 /** A benchmarked model: its shape, the stem of its cached files, its GGUF name and the title of its table. */
 interface BenchModel {
@@ -138,9 +141,9 @@ function peakRssMb(): number {
 const ids = (n: number, vocab: number) => Array.from({ length: n }, (_, i) => 3 + ((i * 7919) % (vocab - 3)));
 
 /** One contender's figures on one file of a model of `vocab` tokens, measured in this (fresh) process. */
-async function measureHere(contender: Contender, gguf: string, module: string, vocab: number, short: number, long: number): Promise<Figures> {
+async function measureHere(contender: Contender, gguf: string, module: string, vocab: number, short: number, long: number, from: CoreBuild): Promise<Figures> {
   if (contender === 'reasonplug') {
-    const { Engine } = await import('../packages/core/src/engine.js');
+    const { Engine } = (await import(coreModule(from, 'engine'))) as typeof import('../packages/core/src/engine.js');
     const t0 = performance.now();
     const engine = await Engine.load({ model: module, intraOpThreads: THREADS });
     const loadMs = performance.now() - t0;
@@ -194,12 +197,14 @@ async function main(): Promise<void> {
       gguf: { type: 'string' },
       module: { type: 'string' },
       vocab: { type: 'string' },
+      from: { type: 'string', default: 'dist' },
     },
   });
+  const from = parseCoreBuild(values.from!);
   const short = Number(values.short);
   const long = Number(values.long);
   if (values.child) {
-    const fig = await measureHere(values.child as Contender, values.gguf!, values.module!, Number(values.vocab), short, long);
+    const fig = await measureHere(values.child as Contender, values.gguf!, values.module!, Number(values.vocab), short, long, from);
     process.stdout.write(JSON.stringify(fig) + '\n');
     return;
   }
@@ -207,11 +212,12 @@ async function main(): Promise<void> {
   for (const m of models) if (!(m in MODELS)) throw new Error(`unknown model ${m}; choose from ${Object.keys(MODELS).join(', ')}`);
   const types = values.types!.split(',') as FileType[];
   for (const t of types) if (!TYPES.includes(t)) throw new Error(`unknown type ${t}; choose from ${TYPES.join(', ')}`);
-  for (const m of models) await benchModel(m, types, Number(values.rounds), short, long);
+  if (from === 'dist') buildCore();
+  for (const m of models) await benchModel(m, types, Number(values.rounds), short, long, from);
 }
 
 /** Measures one model's files, then prints its JSON line and table. */
-async function benchModel(name: ModelName, types: FileType[], rounds: number, short: number, long: number): Promise<void> {
+async function benchModel(name: ModelName, types: FileType[], rounds: number, short: number, long: number, from: CoreBuild): Promise<void> {
   const { shape, title } = MODELS[name]!;
   const files = new Map<FileType, { gguf: string; module: string }>();
   for (const t of types) files.set(t, await prepare(name, t));
@@ -225,7 +231,7 @@ async function benchModel(name: ModelName, types: FileType[], rounds: number, sh
         const { gguf, module } = files.get(t)!;
         const out = execFileSync(
           process.execPath,
-          [...process.execArgv, self, '--child', c, '--gguf', gguf, '--module', module, '--vocab', String(shape.vocab), '--short', String(short), '--long', String(long)],
+          [...process.execArgv, self, '--child', c, '--gguf', gguf, '--module', module, '--vocab', String(shape.vocab), '--short', String(short), '--long', String(long), '--from', from],
           { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, NODE_LLAMA_CPP_SKIP_DOWNLOAD: 'true' } },
         );
         const fig = JSON.parse(out.trim().split('\n').pop()!) as Figures;
@@ -245,6 +251,7 @@ async function benchModel(name: ModelName, types: FileType[], rounds: number, sh
     short,
     long,
     prefillTokens: PREFILL,
+    reasonplugFrom: from,
     // the 1-minute load average while measuring: on a shared machine, llama.cpp's spinning thread pool suffers most
     loadAverage: median(loads),
     figures: Object.fromEntries(
@@ -267,7 +274,7 @@ async function benchModel(name: ModelName, types: FileType[], rounds: number, sh
     rows.push([`${t} reasonplug / llama.cpp`, ratio('msPerToken'), ratio('prefillMs'), ratio('loadMs'), ratio('readyMs'), ratio('peakRssMb')]);
   }
   printTable(
-    `GGUF ${title}, ${THREADS} threads, greedy, medians of ${rounds} rounds (load average ${median(loads).toFixed(1)})`,
+    `GGUF ${title}, ${THREADS} threads, greedy, reasonplug from ${from === 'dist' ? 'dist/' : 'sources (tsx)'}, medians of ${rounds} rounds (load average ${median(loads).toFixed(1)})`,
     ['file / contender', 'decode ms/token', `prefill ${PREFILL} ms`, 'load ms', 'ready ms', 'peak RSS MB'],
     rows,
   );
