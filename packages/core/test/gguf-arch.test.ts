@@ -1,6 +1,6 @@
 /**
  * Each architecture the GGUF converter reads, on a small random model written with llama.cpp's names:
- * the converted ONNX model's greedy tokens equal llama.cpp's on the same file; features the converter
+ * the converted ONNX model (attention as GroupQueryAttention) gives llama.cpp's greedy tokens on the same file; features the converter
  * does not handle are refused by name.
  */
 import { expect } from 'chai';
@@ -10,6 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { convertGguf } from '../src/gguf/convert.js';
 import { GgufError } from '../src/gguf/reader.js';
+import { graphFacts } from '../src/onnx/graph-facts.js';
+import { readModel } from '../src/onnx/proto.js';
 import type { WValue } from './support/gguf-writer.js';
 import { GEMMA2_SLIDING, llamaCppGreedy, ortGreedy, storiesTokenizerMeta, writeRandomGguf, type RandomGgufSpec } from './support/gguf-models.js';
 
@@ -90,6 +92,8 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
       await writeRandomGguf(path, { seed: 100 + index, ...spec }, tokenizer);
       const { dir, manifest } = await convertGguf(path, join(tmp, `m${index}`));
       expect(manifest.provenance.convertedFrom.architecture).to.equal(spec.arch);
+      // attention is one GroupQueryAttention kernel per layer (its graphs are run right-padded)
+      expect(graphFacts(await readModel(join(dir, 'model.onnx'))).padding).to.equal('right');
       const ours = await ortGreedy(join(dir, 'model.onnx'), PROMPT, STEPS);
       const theirs = await llamaCppGreedy(path, PROMPT, STEPS);
       // llama.cpp's evaluation ends before an end-of-generation token ("</s>" = 2); ours runs on.

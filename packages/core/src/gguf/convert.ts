@@ -16,7 +16,7 @@ import { basename, extname, join, resolve } from 'node:path';
 import type { LlamaConfig, LlamaLayerWeights, LlamaWeights, WeightMatrix } from '../onnx/llama-spec.js';
 import { isQuantized, sliceRows } from '../onnx/quantized-matrix.js';
 import { toNBits } from './quant/nbits.js';
-import { writeLlamaModel } from '../onnx/llama-builder.js';
+import { writeLlamaModel, type LlamaBuildOptions } from '../onnx/llama-builder.js';
 import { tokenizerFingerprint } from '../tokenizer/fingerprint.js';
 import { GgufError, GgufFile, SUPPORTED_TENSOR_TYPES, type GgufTensorInfo } from './reader.js';
 import { tokenizerFromGguf } from './tokenizer-from-gguf.js';
@@ -40,6 +40,18 @@ export interface ConvertGgufOptions {
   dequantize?: boolean;
   /** `accuracy_level` of the MatMulNBits nodes (see LlamaBuildOptions.quantAccuracyLevel). Default 4. */
   quantAccuracyLevel?: 0 | 4;
+  /**
+   * How the graph's attention is written (LlamaBuildOptions.attention). Default `gqa`: one GroupQueryAttention
+   * kernel per layer (README, bench:gguf-attention: decode 0.70-0.82x the op graph's time); `ops` keeps the
+   * standard-operator graph.
+   */
+  attention?: 'ops' | 'gqa';
+  /**
+   * With `attention: 'gqa'`: where q and k are rotated (LlamaBuildOptions.gqaRotary). Default `inside`, from cos/sin
+   * caches of `<arch>.context_length` rows (4096 when absent), unless those would take more than 64 MiB (long
+   * contexts, wide heads): then `ops`, which needs no caches and runs any length.
+   */
+  gqaRotary?: 'inside' | 'ops';
   /** Called after each tensor is read with the bytes of tensor data read so far and in all (a progress bar). */
   onTensorRead?: (bytes: number, total: number) => void;
 }
@@ -309,6 +321,21 @@ export async function llamaWeightsFromGguf(
   return weights;
 }
 
+/** Rotary cos/sin caches larger than this are not written: q and k are rotated by ops instead (ConvertGgufOptions.gqaRotary). */
+const MAX_ROTARY_CACHE_BYTES = 64 * 2 ** 20;
+
+/** The builder's attention options for a converted model (see ConvertGgufOptions.attention and gqaRotary). */
+function attentionOptions(config: LlamaConfig, opts: ConvertGgufOptions, contextLength: number | undefined): LlamaBuildOptions {
+  const attention = opts.attention ?? 'gqa';
+  if (attention === 'ops') return { attention };
+  const maxPositions = contextLength ?? 4096;
+  const headDim = config.headDim ?? config.hiddenSize / config.numHeads;
+  const tables = config.ropeThetaLocal !== undefined || config.ropeScaleLocal !== undefined ? 2 : 1;
+  const cacheBytes = tables * 2 * maxPositions * (headDim / 2) * 4;
+  const gqaRotary = opts.gqaRotary ?? (cacheBytes > MAX_ROTARY_CACHE_BYTES ? 'ops' : 'inside');
+  return { attention, gqaRotary, maxPositions };
+}
+
 /** Bitwise equality of two matrices (dense values, or codes, scales and zero points). */
 function sameMatrix(a: WeightMatrix, b: WeightMatrix): boolean {
   if (isQuantized(a) || isQuantized(b)) {
@@ -393,6 +420,7 @@ export async function convertGguf(ggufPath: string, outDir: string, opts: Conver
       // the engine asks for the last position's logits only: a 512-token prefill skips 511 rows of the head
       numLogitsToKeep: true,
       ...(opts.quantAccuracyLevel !== undefined ? { quantAccuracyLevel: opts.quantAccuracyLevel } : {}),
+      ...attentionOptions(config, opts, contextLength),
     });
     await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tok.tokenizerJson, null, 2) + '\n');
     await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify(tok.tokenizerConfig, null, 2) + '\n');

@@ -70,6 +70,23 @@ export interface LlamaBuildOptions {
    * types); 0 keeps activations in fp32 (slower, closer to the dequantized product).
    */
   quantAccuracyLevel?: 0 | 1 | 2 | 3 | 4;
+  /**
+   * How attention is written. `ops` (default): standard operators (MatMul, Softmax, an additive mask, rotary by
+   * Mul/Add). `gqa`: one `com.microsoft::GroupQueryAttention` per layer, as onnxruntime-genai writes decoders:
+   * rotary inside it from cos/sin caches when the head size is a multiple of 16 (its CPU kernel's rule; else by
+   * ops before it), soft-capping and sliding windows as its attributes, valid keys and positions from
+   * `seqlens_k` = Σ attention_mask − 1. Such a graph has no `position_ids` input and needs batches RIGHT-padded
+   * (every row's tokens from slot 0 of its cache); the engine sees the operator and pads so.
+   */
+  attention?: 'ops' | 'gqa';
+  /**
+   * With `attention: 'gqa'`: `inside` (default) rotates q and k in GroupQueryAttention from cos/sin caches of
+   * `maxPositions` rows (where the head size allows, see `attention`); `ops` rotates them by ops before it, from
+   * positions derived from the mask (no caches, no length limit).
+   */
+  gqaRotary?: 'inside' | 'ops';
+  /** With `attention: 'gqa'` and rotary inside: rows of the cos/sin caches, the longest sequence the graph can run. Default 4096. */
+  maxPositions?: number;
 }
 
 /** A config with every default filled in. */
@@ -292,7 +309,12 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
   if (options.dtype !== undefined && options.dtype !== 'float32' && !fp16) throw new Error(`unknown dtype ${String(options.dtype)}`);
   const ioType = fp16 ? DataType.FLOAT16 : DataType.FLOAT;
   const idsType = options.idsType === 'int32' ? DataType.INT32 : DataType.INT64;
-  const withPositions = options.positionIds ?? true;
+  const gqa = options.attention === 'gqa';
+  if (options.attention !== undefined && options.attention !== 'ops' && !gqa) throw new Error(`unknown attention ${String(options.attention)}`);
+  if (gqa && options.positionIds) throw new Error('GroupQueryAttention graphs take positions from attention_mask (seqlens_k); they have no position_ids input');
+  const withPositions = options.positionIds ?? !gqa;
+  const maxPositions = options.maxPositions ?? 4096;
+  if (gqa && !(Number.isInteger(maxPositions) && maxPositions > 0)) throw new Error(`maxPositions must be a positive integer, got ${maxPositions}`);
   const merged = options.mergedDecoder ?? false;
   const keepLogits = options.numLogitsToKeep ?? false;
   const withHidden = options.outputHidden ?? false;
@@ -375,11 +397,15 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
   const normVector = (name: string, data: Float32Array): string =>
     vector(name, c.normOffset === 0 ? data : data.map((x) => x + c.normOffset));
 
-  /** The q and k norm weights as one `[heads + kvHeads, 1, headDim]` table, so one RMSNorm covers q and k. */
+  /**
+   * The q and k norm weights as one table, so one RMSNorm covers q and k: `[heads + kvHeads, 1, headDim]` for heads
+   * laid out [B, heads, S, headDim]; `[heads + kvHeads, headDim]` for GroupQueryAttention's [B, S, heads, headDim].
+   */
   function qkNormWeight(p: string, qw: Float32Array, kw: Float32Array): string {
     const q = normVector(`${p}.self_attn.q_norm.weight`, qw);
     const k = normVector(`${p}.self_attn.k_norm.weight`, kw);
-    const rows = (w: string, n: number) => g.op('Expand', [g.op('Reshape', [w, g.i64([1, 1, headDim])]), g.i64([n, 1, headDim])]);
+    const row = gqa ? [1, headDim] : [1, 1, headDim];
+    const rows = (w: string, n: number) => g.op('Expand', [g.op('Reshape', [w, g.i64(row)]), g.i64([n, ...row.slice(1)])]);
     return g.op('Concat', [rows(q, heads), rows(k, kvHeads)], { axis: 0 }, g.fresh(`${p}.self_attn.qk_norm.weight`));
   }
   // The embedding stays in its storage type: Gather reads a few rows, which are cast afterwards. A quantized
@@ -436,19 +462,39 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       : { kind: 'dense', w: g.op('Transpose', [asFloat(embedStored)], { perm: [1, 0] }, g.fresh('lm_head.weight.T')) };
   // Inverse frequencies with the linear scale and per-frequency factors folded in (llama.cpp's
   // theta = pos * scale * base^(-2j/d) / factor[j]); the sliding layers may have their own base and scale.
-  const invFreqOf = (name: string, theta: number, scale: number): string =>
-    g.f32Array(
-      name,
-      [headDim / 2],
-      Float32Array.from({ length: headDim / 2 }, (_, j) => {
-        const f = Math.pow(theta, (-2 * j) / headDim);
-        return (scale === 1 ? f : f / scale) / (c.freqFactors ? c.freqFactors[j]! : 1);
-      }),
-    );
-  const invFreq = invFreqOf('rope.inv_freq', c.theta, c.ropeScale);
+  const invFreqValues = (theta: number, scale: number): Float32Array =>
+    Float32Array.from({ length: headDim / 2 }, (_, j) => {
+      const f = Math.pow(theta, (-2 * j) / headDim);
+      return (scale === 1 ? f : f / scale) / (c.freqFactors ? c.freqFactors[j]! : 1);
+    });
   const hasSliding = c.layerTypes.includes('sliding');
   const localRope = hasSliding && (c.thetaLocal !== c.theta || c.ropeScaleLocal !== c.ropeScale);
-  const invFreqLocal = localRope ? invFreqOf('rope.inv_freq_local', c.thetaLocal, c.ropeScaleLocal) : invFreq;
+  // GroupQueryAttention's CPU kernel rotates inside only heads whose size is a multiple of 16; others by ops before it.
+  const rotaryInside = gqa && options.gqaRotary !== 'ops' && headDim % 16 === 0;
+  /**
+   * GroupQueryAttention's rotary tables: cos and sin of position · frequency, `[maxPositions, headDim / 2]`, computed
+   * in float32 as the op graph computes its angles (`Cast(position) · inv_freq`), so both graphs rotate alike.
+   */
+  const rotaryCaches = (name: string, inv: Float32Array): [string, string] => {
+    const half = headDim / 2;
+    const cos = new Float32Array(maxPositions * half);
+    const sin = new Float32Array(maxPositions * half);
+    for (let p = 0; p < maxPositions; p++) {
+      for (let j = 0; j < half; j++) {
+        const angle = Math.fround(p * inv[j]!);
+        cos[p * half + j] = Math.cos(angle);
+        sin[p * half + j] = Math.sin(angle);
+      }
+    }
+    const table = (kind: string, v: Float32Array) => (fp16 ? g.initializer(makeTensor(`${name}.${kind}`, DataType.FLOAT16, [maxPositions, half], float32ArrayToFloat16(v))) : g.f32Array(`${name}.${kind}`, [maxPositions, half], v));
+    return [table('cos_cache', cos), table('sin_cache', sin)];
+  };
+  const invGlobal = invFreqValues(c.theta, c.ropeScale);
+  const invLocal = localRope ? invFreqValues(c.thetaLocal, c.ropeScaleLocal) : invGlobal;
+  const cachesGlobal = rotaryInside ? rotaryCaches('rope', invGlobal) : undefined;
+  const cachesLocal = rotaryInside && localRope ? rotaryCaches('rope_local', invLocal) : cachesGlobal;
+  const invFreq = rotaryInside ? '' : g.f32Array('rope.inv_freq', [headDim / 2], invGlobal);
+  const invFreqLocal = !rotaryInside && localRope ? g.f32Array('rope.inv_freq_local', [headDim / 2], invLocal) : invFreq;
 
   // ---- the decoder body, emitted into `b` (the main graph, or each branch of the merged If)
   const body = (b: GraphBuilder, outName: (base: string) => string): void => {
@@ -500,35 +546,33 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
 
     // Dynamic sizes: B, S (rows fed), T (total keys), P = T - S (past length); 1-D [1] and scalar forms.
     const hShape = b.op('Shape', [h]);
-    const B1 = b.op('Slice', [hShape, b.i64([0]), one]);
     const S1 = b.op('Slice', [hShape, one, b.i64([2])]);
     const T1 = b.op('Slice', [b.op('Shape', [attentionMask]), one, b.i64([2])]);
     const P1 = b.op('Sub', [T1, S1]);
-    const S0 = b.op('Squeeze', [S1]);
     const T0 = b.op('Squeeze', [T1]);
-    const P0 = b.op('Squeeze', [P1]);
 
-    // Positions [B, S] as float.
-    let posF: string;
+    // Positions [B, S] as float (GroupQueryAttention rotating inside takes its own from seqlens_k).
+    let posF = '';
     if (positionIds) {
       posF = b.op('Cast', [positionIds], { to: DataType.FLOAT });
-    } else {
+    } else if (!rotaryInside) {
       const cs = b.op('CumSum', [b.op('Cast', [attentionMask], { to: DataType.INT64 }), b.i64([1], [])]);
       const clipped = b.op('Max', [b.op('Sub', [cs, b.i64([1], [])]), b.i64([0], [])]);
       posF = b.op('Cast', [b.op('Slice', [clipped, P1, T1, one])], { to: DataType.FLOAT });
     }
 
-    // Rotary tables cos/sin [B, 1, S, headDim/2] (an extra trailing 1 for the adjacent style).
-    const ropeAxes = b.i64(c.rope === 'adjacent' ? [1, 4] : [1]);
+    // Rotary tables cos/sin [B, 1, S, headDim/2] for heads laid out [B, heads, S, headDim], [B, S, 1, headDim/2]
+    // for GroupQueryAttention's [B, S, heads, headDim] (an extra trailing 1 for the adjacent style).
     const tables = (inv: string): [string, string] => {
+      const ropeAxes = b.i64([gqa ? 2 : 1, ...(c.rope === 'adjacent' ? [4] : [])]);
       const freqs = b.op('Mul', [b.op('Unsqueeze', [posF, b.i64([2])]), inv]);
       return [b.op('Unsqueeze', [b.op('Cos', [freqs]), ropeAxes]), b.op('Unsqueeze', [b.op('Sin', [freqs]), ropeAxes])];
     };
-    const globalTables = tables(invFreq);
-    const localTables = localRope ? tables(invFreqLocal) : globalTables;
+    const globalTables: [string, string] = rotaryInside ? ['', ''] : tables(invFreq);
+    const localTables = localRope && !rotaryInside ? tables(invFreqLocal) : globalTables;
     const half = headDim / 2;
     const rope = (x: string, [cos, sin]: [string, string]): string => {
-      // x: [B, heads, S, headDim]
+      // x: [B, heads, S, headDim] (or [B, S, heads, headDim]); cos/sin broadcast over the heads axis
       let x1: string, x2: string, axis: number;
       if (c.rope === 'half') {
         axis = 3;
@@ -543,28 +587,6 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       const joined = b.op('Concat', [o1, o2], { axis });
       return c.rope === 'half' ? joined : b.op('Reshape', [joined, b.i64([0, 0, 0, headDim])]);
     };
-
-    // Additive attention bias: key j is visible to query i iff j <= P + i and attention_mask[b, j] == 1.
-    const zero = b.i64([0], []);
-    const rows = b.op('Unsqueeze', [b.op('Add', [b.op('Range', [zero, S0, b.i64([1], [])]), P0]), one]); // [S, 1]
-    const cols = b.op('Range', [zero, T0, b.i64([1], [])]); // [T]
-    const causal = b.op('LessOrEqual', [cols, rows]); // [S, T]
-    const keyOk = b.op('Unsqueeze', [b.op('Cast', [attentionMask], { to: DataType.BOOL }), one]); // [B, 1, T]
-    const allowed = b.op('And', [causal, keyOk]); // [B, S, T]
-    const rep = heads / kvHeads;
-    const biasAxes = b.i64(rep === 1 ? [1] : [1, 2]);
-    const biasOf = (ok: string) => b.op('Unsqueeze', [b.op('Where', [ok, b.f32([0], []), b.f32([MASK_MIN], [])]), biasAxes]);
-    const bias = biasOf(allowed);
-    // Sliding layers also drop keys that lie `window` or more positions back: j > P + i - window.
-    const slidingBias = hasSliding
-      ? biasOf(b.op('And', [allowed, b.op('Greater', [cols, b.op('Sub', [rows, b.i64([c.window!], [])])])]))
-      : bias;
-    // GQA: queries are grouped [B, kvHeads, rep, S, headDim] so each group shares one kv head (head h → kv h / rep).
-    const qGroupShape = rep === 1 ? '' : b.op('Concat', [B1, b.i64([kvHeads, rep]), S1, b.i64([headDim])], { axis: 0 });
-    const oShape = rep === 1 ? '' : b.op('Concat', [B1, b.i64([heads]), S1, b.i64([headDim])], { axis: 0 });
-    const scale = b.f32([c.queryScale], []);
-    const perm0213 = { perm: [0, 2, 1, 3] };
-
     const capped = (x: string, cap: number | undefined) =>
       cap === undefined ? x : b.op('Mul', [b.op('Tanh', [b.op('Mul', [x, b.f32([1 / cap], [])])]), b.f32([cap], [])]);
     // GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
@@ -572,41 +594,111 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       const inner = b.op('Mul', [b.op('Add', [x, b.op('Mul', [b.op('Pow', [x, b.f32([3], [])]), b.f32([0.044715], [])])]), b.f32([Math.sqrt(2 / Math.PI)], [])]);
       return b.op('Mul', [b.op('Mul', [x, b.f32([0.5], [])]), b.op('Add', [b.op('Tanh', [inner]), b.f32([1], [])])]);
     };
+    const heads4 = () => b.i64([0, 0, heads + 2 * kvHeads, headDim]);
+    /**
+     * Names for a layer's present key and value: the graph's outputs, or (fp16 I/O) float values and `done`, which
+     * casts them down into the outputs once they are produced.
+     */
+    const presents = (i: number): { key: string; value: string; done: () => void } => {
+      const names = [outName(`present.${i}.key`), outName(`present.${i}.value`)] as const;
+      if (!fp16) return { key: names[0], value: names[1], done: () => {} };
+      const [key, value] = names.map((n) => b.fresh(`${n}.f32`)) as [string, string];
+      return { key, value, done: () => [key, value].forEach((f, j) => b.op('Cast', [f], { to: DataType.FLOAT16 }, names[j])) };
+    };
+
+    /** Attention of one layer: `[B, S, q + 2 kv]` projections in, `[B, S, heads · headDim]` out. */
+    let attention: (i: number, qkvFlat: string, L: LayerRefs, sliding: boolean) => string;
+    if (gqa) {
+      // As onnxruntime-genai derives them: seqlens_k = Σ mask − 1 per row (int32), total_sequence_length = mask width.
+      const seqlensK = b.op('Cast', [b.op('Sub', [b.op('ReduceSum', [b.op('Cast', [attentionMask], { to: DataType.INT64 }), one], { keepdims: 0 }), b.i64([1], [])])], { to: DataType.INT32 });
+      const totalLen = b.op('Cast', [T0], { to: DataType.INT32 });
+      attention = (i, qkvFlat, L, sliding) => {
+        let packed = qkvFlat;
+        if (L.qkNorm || !rotaryInside) {
+          // per-head q/k norm, then rotary (when the kernel cannot rotate these heads), on [B, S, heads, headDim]
+          const [qkRaw, v] = b.opN('Split', [b.op('Reshape', [qkvFlat, heads4()]), b.i64([heads + kvHeads, kvHeads])], ['qk', 'v'], { axis: 2 });
+          let qk = L.qkNorm ? rms(qkRaw!, L.qkNorm) : qkRaw!;
+          if (!rotaryInside) qk = rope(qk, sliding ? localTables : globalTables);
+          packed = b.op('Reshape', [b.op('Concat', [qk, v!], { axis: 2 }), b.i64([0, 0, (heads + 2 * kvHeads) * headDim])]);
+        }
+        // With fp16 I/O the attention runs in fp16 on the fp16 cache, as onnxruntime-genai's fp16 exports do: a Cast
+        // of the past to fp32 in front of the kernel breaks onnxruntime's reuse of the past buffer for the present.
+        const out = b.fresh('attn');
+        const caches = rotaryInside ? (sliding ? cachesLocal! : cachesGlobal!) : [];
+        const attrs = {
+          num_heads: heads,
+          kv_num_heads: kvHeads,
+          scale: { float: c.queryScale },
+          do_rotary: rotaryInside ? 1 : 0,
+          rotary_interleaved: c.rope === 'adjacent' ? 1 : 0,
+          // onnxruntime's kernel counts the query's own key in the window: query i sees key j iff i - j < local_window_size
+          local_window_size: sliding ? c.window! : -1,
+          ...(c.attnCap !== undefined ? { softcap: { float: c.attnCap } } : {}),
+        };
+        const inputs = [fp16 ? b.op('Cast', [packed], { to: DataType.FLOAT16 }) : packed, '', '', past[i]![0], past[i]![1], seqlensK, totalLen, ...caches];
+        const outputs = [out, outName(`present.${i}.key`), outName(`present.${i}.value`)];
+        b.nodes.push(makeNode('GroupQueryAttention', inputs, outputs, attrs, b.fresh('n_GroupQueryAttention'), 'com.microsoft'));
+        return toFloat(out);
+      };
+    } else {
+      const B1 = b.op('Slice', [hShape, b.i64([0]), one]);
+      const S0 = b.op('Squeeze', [S1]);
+      const P0 = b.op('Squeeze', [P1]);
+      // Additive attention bias: key j is visible to query i iff j <= P + i and attention_mask[b, j] == 1.
+      const zero = b.i64([0], []);
+      const rows = b.op('Unsqueeze', [b.op('Add', [b.op('Range', [zero, S0, b.i64([1], [])]), P0]), one]); // [S, 1]
+      const cols = b.op('Range', [zero, T0, b.i64([1], [])]); // [T]
+      const causal = b.op('LessOrEqual', [cols, rows]); // [S, T]
+      const keyOk = b.op('Unsqueeze', [b.op('Cast', [attentionMask], { to: DataType.BOOL }), one]); // [B, 1, T]
+      const allowed = b.op('And', [causal, keyOk]); // [B, S, T]
+      const rep = heads / kvHeads;
+      const biasAxes = b.i64(rep === 1 ? [1] : [1, 2]);
+      const biasOf = (ok: string) => b.op('Unsqueeze', [b.op('Where', [ok, b.f32([0], []), b.f32([MASK_MIN], [])]), biasAxes]);
+      const bias = biasOf(allowed);
+      // Sliding layers also drop keys that lie `window` or more positions back: j > P + i - window.
+      const slidingBias = hasSliding
+        ? biasOf(b.op('And', [allowed, b.op('Greater', [cols, b.op('Sub', [rows, b.i64([c.window!], [])])])]))
+        : bias;
+      // GQA: queries are grouped [B, kvHeads, rep, S, headDim] so each group shares one kv head (head h → kv h / rep).
+      const qGroupShape = rep === 1 ? '' : b.op('Concat', [B1, b.i64([kvHeads, rep]), S1, b.i64([headDim])], { axis: 0 });
+      const oShape = rep === 1 ? '' : b.op('Concat', [B1, b.i64([heads]), S1, b.i64([headDim])], { axis: 0 });
+      const scale = b.f32([c.queryScale], []);
+      const perm0213 = { perm: [0, 2, 1, 3] };
+      attention = (i, qkvFlat, L, sliding) => {
+        // One rotary pass over q and k together: a third of the kernels of rotating each apart.
+        const qkv = b.op('Transpose', [b.op('Reshape', [qkvFlat, heads4()])], perm0213);
+        const [qkRaw, v] = b.opN('Split', [qkv, b.i64([heads + kvHeads, kvHeads])], ['qk', 'v'], { axis: 1 });
+        const qk = L.qkNorm ? rms(qkRaw!, L.qkNorm) : qkRaw!;
+        const [qRot, k] = b.opN('Split', [rope(qk, sliding ? localTables : globalTables), b.i64([heads, kvHeads])], ['q', 'k'], { axis: 1 });
+        const q = b.op('Mul', [qRot!, scale]);
+        const present = presents(i);
+        const kAll = b.op('Concat', [toFloat(past[i]![0]), k!], { axis: 2 }, present.key); // [B, kvHeads, T, headDim]
+        const vAll = b.op('Concat', [toFloat(past[i]![1]), v!], { axis: 2 }, present.value);
+        present.done();
+        let o: string;
+        const layerBias = sliding ? slidingBias : bias;
+        if (rep === 1) {
+          const scores = b.op('Add', [capped(b.op('MatMul', [q, b.op('Transpose', [kAll], { perm: [0, 1, 3, 2] })]), c.attnCap), layerBias]);
+          o = b.op('MatMul', [b.op('Softmax', [scores], { axis: -1 }), vAll]);
+        } else {
+          const q5 = b.op('Reshape', [q, qGroupShape]);
+          const kT5 = b.op('Unsqueeze', [b.op('Transpose', [kAll], { perm: [0, 1, 3, 2] }), b.i64([2])]);
+          const scores = b.op('Add', [capped(b.op('MatMul', [q5, kT5]), c.attnCap), layerBias]);
+          const o5 = b.op('MatMul', [b.op('Softmax', [scores], { axis: -1 }), b.op('Unsqueeze', [vAll, b.i64([2])])]);
+          o = b.op('Reshape', [o5, oShape]);
+        }
+        return b.op('Reshape', [b.op('Transpose', [o], perm0213), b.i64([0, 0, qDim])]);
+      };
+    }
 
     for (let i = 0; i < c.layers; i++) {
       const L = layerRefs[i]!;
       const sliding = c.layerTypes[i] === 'sliding';
       const x = rms(h, L.attnNorm);
-      // One product for q, k and v and one rotary pass over q and k together: a third of the kernels of
-      // projecting and rotating each apart.
+      // One product for q, k and v: a third of the kernels of projecting each apart.
       let qkvFlat = L.wqkv.length === 1 ? linear(x, L.wqkv[0]!) : b.op('Concat', L.wqkv.map((w) => linear(x, w)), { axis: -1 });
       if (L.bqkv) qkvFlat = b.op('Add', [qkvFlat, L.bqkv]);
-      const qkv = b.op('Transpose', [b.op('Reshape', [qkvFlat, b.i64([0, 0, heads + 2 * kvHeads, headDim])])], perm0213);
-      const [qkRaw, v] = b.opN('Split', [qkv, b.i64([heads + kvHeads, kvHeads])], ['qk', 'v'], { axis: 1 });
-      const qk = L.qkNorm ? rms(qkRaw!, L.qkNorm) : qkRaw!;
-      const [qRot, k] = b.opN('Split', [rope(qk, sliding ? localTables : globalTables), b.i64([heads, kvHeads])], ['q', 'k'], { axis: 1 });
-      const q = b.op('Mul', [qRot!, scale]);
-      const cat = (pastName: string, cur: string, base: string): string => {
-        let all = '';
-        emit(base, (out) => (all = b.op('Concat', [toFloat(pastName), cur], { axis: 2 }, out)));
-        return all;
-      };
-      const kAll = cat(past[i]![0], k, `present.${i}.key`); // [B, kvHeads, T, headDim]
-      const vAll = cat(past[i]![1], v, `present.${i}.value`);
-      let o: string;
-      const layerBias = sliding ? slidingBias : bias;
-      if (rep === 1) {
-        const scores = b.op('Add', [capped(b.op('MatMul', [q, b.op('Transpose', [kAll], { perm: [0, 1, 3, 2] })]), c.attnCap), layerBias]);
-        o = b.op('MatMul', [b.op('Softmax', [scores], { axis: -1 }), vAll]);
-      } else {
-        const q5 = b.op('Reshape', [q, qGroupShape]);
-        const kT5 = b.op('Unsqueeze', [b.op('Transpose', [kAll], { perm: [0, 1, 3, 2] }), b.i64([2])]);
-        const scores = b.op('Add', [capped(b.op('MatMul', [q5, kT5]), c.attnCap), layerBias]);
-        const o5 = b.op('MatMul', [b.op('Softmax', [scores], { axis: -1 }), b.op('Unsqueeze', [vAll, b.i64([2])])]);
-        o = b.op('Reshape', [o5, oShape]);
-      }
-      const attn = b.op('Reshape', [b.op('Transpose', [o], perm0213), b.i64([0, 0, qDim])]);
-      let attnOut = linear(attn, L.wo);
+      let attnOut = linear(attention(i, qkvFlat, L, sliding), L.wo);
       if (L.postAttnNorm) attnOut = rms(attnOut, L.postAttnNorm);
       h = b.op('Add', [h, attnOut]);
       const y = rms(h, L.mlpNorm);

@@ -220,7 +220,10 @@ export async function ortGreedy(modelPath: string, prompt: number[], steps: numb
       const res = await session.run({
         input_ids: new ort.Tensor('int64', BigInt64Array.from(feed, BigInt), [1, S]),
         attention_mask: new ort.Tensor('int64', new BigInt64Array(T).fill(1n), [1, T]),
-        position_ids: new ort.Tensor('int64', BigInt64Array.from({ length: S }, (_, i) => BigInt(total + i)), [1, S]),
+        // GroupQueryAttention graphs take positions from the mask (seqlens_k) and have no position_ids input
+        ...(session.inputNames.includes('position_ids')
+          ? { position_ids: new ort.Tensor('int64', BigInt64Array.from({ length: S }, (_, i) => BigInt(total + i)), [1, S]) }
+          : {}),
         ...(session.inputNames.includes('num_logits_to_keep') ? { num_logits_to_keep: new ort.Tensor('int64', BigInt64Array.from([1n]), []) } : {}),
         ...past,
       });
