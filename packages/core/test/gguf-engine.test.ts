@@ -1,11 +1,14 @@
 /**
  * Converted GGUFs through the engine: a Qwen2-shaped model with its own byte-level BPE vocabulary takes a
- * text prompt and writes llama.cpp's tokens; a Gemma 2-shaped model's sliding windows hold in a batch of
- * prompts of different lengths.
+ * text prompt and writes llama.cpp's tokens; llama models (GroupQueryAttention graphs, right-padded) and a Gemma
+ * 2-shaped model's sliding windows hold in a batch of prompts of different lengths.
  */
 import { expect } from 'chai';
 import { join } from 'node:path';
 import { Engine } from '../src/engine.js';
+import { convertGguf } from '../src/gguf/convert.js';
+import { graphFacts } from '../src/onnx/graph-facts.js';
+import { readModel } from '../src/onnx/proto.js';
 import { bpeTokenizerMeta } from './support/bpe-vocab.js';
 import { GEMMA2_SLIDING, llamaCppGreedy, llamaCppTokenize, storiesTokenizerMeta, writeRandomGguf } from './support/gguf-models.js';
 import { useTempCache } from './support/temp-cache.js';
@@ -30,6 +33,35 @@ describe('converted GGUFs in the engine (llama.cpp is the reference)', function 
       await engine.dispose();
     }
   });
+
+  // Converted graphs run attention as GroupQueryAttention, right-padded: a shorter row's keys sit at the start
+  // of its cache and its positions come from seqlens_k. Heads of 16 are rotated inside the kernel, heads of 8 by ops.
+  for (const [label, heads] of [['rotary inside GroupQueryAttention', 4], ['rotary by ops before GroupQueryAttention', 8]] as const) {
+    it(`llama (${label}): a batch of prompts of different lengths equals each prompt alone, prefilled in chunks, and llama.cpp`, async () => {
+      const path = join(scratch.dir, `llama-${heads}.gguf`);
+      await writeRandomGguf(path, { arch: 'llama', hidden: 64, layers: 2, heads, kvHeads: heads / 2, ff: 96, untied: true, seed: 31 }, await storiesTokenizerMeta());
+      const module = join(scratch.dir, `llama-${heads}`);
+      await convertGguf(path, module);
+      expect(graphFacts(await readModel(join(module, 'model.onnx'))).padding).to.equal('right');
+      const prompts = [[1, 403, 407, 261, 378, 432, 383, 286, 261, 300], [1], [1, 300, 301, 302, 303]];
+      const batched = await Engine.load({ model: module });
+      // alone, each prompt is prefilled 3 tokens at a time: GroupQueryAttention's prompt-after-past path
+      const alone = await Engine.load({ model: module, prefillChunk: 3 });
+      try {
+        const batch = await batched.generate({ promptIds: prompts }, { maxTokens: 12 });
+        for (const [i, p] of prompts.entries()) {
+          const own = await alone.generate({ promptIds: p }, { maxTokens: 12 });
+          expect(batch.rows[i]!.ids, `prompt ${i} in the batch`).to.deep.equal(own.rows[0]!.ids);
+          const theirs = await llamaCppGreedy(path, p, 12);
+          expect(new Set(theirs).size, `llama.cpp's tokens ${theirs}`).to.be.greaterThan(3);
+          expect(own.rows[0]!.ids.slice(0, theirs.length), `prompt ${i} vs llama.cpp`).to.deep.equal(theirs);
+        }
+      } finally {
+        await batched.dispose();
+        await alone.dispose();
+      }
+    });
+  }
 
   it('gemma2: a batch of prompts longer and shorter than the window equals each prompt alone and llama.cpp', async () => {
     const path = join(scratch.dir, 'gemma2.gguf');
