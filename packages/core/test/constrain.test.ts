@@ -241,6 +241,34 @@ describe('constrained decoding', function () {
     expect(seen.size).to.be.greaterThan(1); // random paths reach different words
   });
 
+  it('reads the bitmask straight out of XGrammar\'s memory: the same words as its getNextTokenBitmask along random paths', async () => {
+    const vocabulary = grammarVocabulary(JSON.parse(await readFile(join(dir, 'tokenizer.json'), 'utf8')) as object, 512);
+    const grammar = 'root ::= "{\\"n\\": " [0-9]+ ", \\"s\\": \\"" [a-z ]* "\\"}"';
+    const eos = 2;
+    // The reference: the library's own method, on a copy of the library of its own.
+    const reference = loadXGrammar();
+    const info = await reference.xg.TokenizerInfo.createTokenizerInfo(vocabulary.tokens, vocabulary.kind, vocabulary.prependSpace, 512);
+    const compiled = await (await reference.xg.GrammarCompiler.createGrammarCompiler(info)).compileGrammar(grammar);
+    // This bundle version lets its module out: the in-place read is what runs (an upgrade that stops it fails here).
+    expect(reference.binding()?.vecIntToView).to.be.a('function');
+    const factory = new XGrammarFactory(vocabulary, 'in-place');
+    const rng = createRng(12);
+    for (let path = 0; path < 4; path++) {
+      const [constraint, matcher] = [await factory.create({ type: 'grammar', grammar }, [eos]), await reference.xg.GrammarMatcher.createGrammarMatcher(compiled, [eos])];
+      for (let k = 0; k < 60 && !constraint.isComplete(); k++) {
+        if (k % 2) constraint.prepare!(); // computed ahead (as while a model step runs) and on demand
+        const words = Array.from(await constraint.allowed());
+        expect(words, `path ${path} step ${k}`).to.deep.equal(Array.from(await matcher.getNextTokenBitmask()));
+        const allowed = words.flatMap((word, w) => Array.from({ length: 32 }, (_, b) => (((word >>> b) & 1) === 1 ? [w * 32 + b] : [])).flat());
+        const token = allowed[Math.floor(rng() * allowed.length)]!;
+        constraint.accept(token);
+        expect(matcher.acceptToken(token)).to.equal(true);
+      }
+      constraint.dispose();
+      matcher.dispose();
+    }
+  });
+
   it('applies a bitmask word-wise exactly as bit by bit: −∞ on the tokens whose bit is 0, the others untouched', () => {
     const rng = createRng(9);
     for (let trial = 0; trial < 200; trial++) {

@@ -34,10 +34,14 @@ function randomBitmask(rng: () => number, n: number, trial: number): Int32Array 
   return mask;
 }
 
-/** Logits with ties, NaN, ±Infinity now and then. */
-function randomLogits(rng: () => number, n: number, trial: number): Float32Array {
+/** Logits with ties, NaN, ±Infinity now and then; often the row's best on a disallowed token (as a model may prefer one). */
+function randomLogits(rng: () => number, n: number, trial: number, mask: Int32Array): Float32Array {
   const logits = Float32Array.from({ length: n }, () => (trial % 3 === 0 ? Math.floor(rng() * 8) : rng() * 10 - 5));
   if (trial % 7 === 0) for (let k = 0; k < 5; k++) logits[Math.floor(rng() * n)] = [NaN, -Infinity, Infinity][k % 3]!;
+  if (trial % 2 === 0) {
+    const disallowed = Array.from({ length: Math.min(n, mask.length * 32) }, (_, i) => i).filter((i) => ((mask[i >> 5]! >>> (i & 31)) & 1) === 0);
+    if (disallowed.length) logits[disallowed[Math.floor(rng() * disallowed.length)]!] = 50;
+  }
   return logits;
 }
 
@@ -68,7 +72,7 @@ describe('sampling under a grammar bitmask', () => {
     for (let trial = 0; trial < 600; trial++) {
       const n = 1 + Math.floor(rng() * 5000);
       const mask = randomBitmask(rng, n, trial);
-      const logits = randomLogits(rng, n, trial);
+      const logits = randomLogits(rng, n, trial, mask);
       const masked = logits.slice();
       applyBitmask(masked, mask);
       let expected = argmax(masked);
@@ -86,7 +90,7 @@ describe('sampling under a grammar bitmask', () => {
     for (let trial = 0; trial < 300; trial++) {
       const n = 1 + Math.floor(rng() * 4000);
       const mask = randomBitmask(rng, n, trial);
-      const logits = randomLogits(rng, n, trial);
+      const logits = randomLogits(rng, n, trial, mask);
       const masked = logits.slice();
       applyBitmask(masked, mask);
       const count = gatherFinite(masked, b);
@@ -113,7 +117,7 @@ describe('sampling under a grammar bitmask', () => {
       for (let step = 0; step < 120; step++) {
         const n = 3000 + (step % 33);
         const mask = randomBitmask(rng, n, step);
-        const logits = randomLogits(rng, n, step);
+        const logits = randomLogits(rng, n, step, mask);
         const ctx = { generated };
         const id = pickAllowed(walk, logits, mask, ctx);
         expect(id, `${JSON.stringify(options)} step ${step}`).to.equal(pickMasked(apply, logits, mask, ctx));

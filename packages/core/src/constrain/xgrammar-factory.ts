@@ -9,7 +9,7 @@ import { unrollBoundedStrings } from './string-length.js';
 import type { GrammarVocabulary } from './vocabulary.js';
 import { applyBitmask } from '../sampling/bitmask.js';
 import { StageClock } from './timing.js';
-import { loadXGrammar, type XGrammarInstance } from './xgrammar-loader.js';
+import { loadXGrammar, type EmbindIntVector, type XGrammarBinding, type XGrammarInstance } from './xgrammar-loader.js';
 import { ConstraintError, type Constraint, type ConstraintFactory, type JsonSchema, type ResponseFormat, type ToolChoice, type ToolSpec } from './types.js';
 
 /** Tool calls as the Hermes/Qwen chat templates teach them; the LangChain plugin parses the same form. */
@@ -32,6 +32,11 @@ function canonical(value: unknown): string {
  */
 let fills: Promise<unknown> = Promise.resolve();
 
+/** The C++ matcher behind the library's class (its `handle`), as far as a bitmask read in place needs it. */
+interface MatcherHandle {
+  GetNextTokenBitmask(vocabSize: number): EmbindIntVector;
+}
+
 /** One row's grammar state. */
 class XGrammarConstraint implements Constraint {
   /** Kept on this side so that it can still be read once the matcher is freed. */
@@ -42,7 +47,14 @@ class XGrammarConstraint implements Constraint {
 
   readonly clock = new StageClock();
 
-  constructor(private readonly matcher: GrammarMatcher) {}
+  /** This row's bitmask, refilled in place for every token when the library's module is at hand. */
+  private words: Int32Array | undefined;
+
+  constructor(
+    private readonly matcher: GrammarMatcher,
+    private readonly binding: XGrammarBinding | undefined,
+    private readonly vocabSize: number,
+  ) {}
 
   prepare(): void {
     // The library computes the bitmask after its first await, i.e. once this thread waits for the model.
@@ -51,6 +63,7 @@ class XGrammarConstraint implements Constraint {
     this.next.catch(() => {}); // a failure surfaces where the bitmask is awaited, not as an unhandled rejection
   }
 
+  /** The bitmask is this row's own buffer where the library's module is at hand: valid until the next {@link accept}. */
   async allowed(): Promise<Int32Array> {
     const bitmask = await (this.next ?? this.fill(false));
     this.next = undefined;
@@ -64,12 +77,29 @@ class XGrammarConstraint implements Constraint {
   private fill(overlapped: boolean): Promise<Int32Array> {
     const run = fills.then(async () => {
       const t = performance.now();
-      const bitmask = await this.matcher.getNextTokenBitmask();
+      const bitmask = this.binding ? this.fillInPlace(this.binding) : await this.matcher.getNextTokenBitmask();
       this.clock.filled((performance.now() - t) * 1000, overlapped);
       return bitmask;
     });
     fills = run.catch(() => {});
     return run;
+  }
+
+  /**
+   * XGrammar's bitmask copied straight out of its memory into this row's buffer. The library's own method awaits
+   * before it starts and returns a new array per token: with the caches evicted by a model step, allocating it
+   * cost more than computing the bitmask (152k vocabulary: ~97 µs against ~23 µs this way; warm 12 against 5).
+   */
+  private fillInPlace(binding: XGrammarBinding): Int32Array {
+    const vector = (this.matcher as unknown as { handle: MatcherHandle }).handle.GetNextTokenBitmask(this.vocabSize);
+    try {
+      const view = binding.vecIntToView(vector);
+      if (this.words?.length !== view.length) this.words = new Int32Array(view.length);
+      this.words.set(view);
+      return this.words;
+    } finally {
+      vector.delete();
+    }
   }
 
   accept(token: number): void {
@@ -115,7 +145,8 @@ export class XGrammarFactory implements ConstraintFactory {
     }
     const compiled = await this.compile(format);
     const { instance } = await this.load();
-    return new XGrammarConstraint(await instance.xg.GrammarMatcher.createGrammarMatcher(compiled, [...stopTokenIds]));
+    const matcher = await instance.xg.GrammarMatcher.createGrammarMatcher(compiled, [...stopTokenIds]);
+    return new XGrammarConstraint(matcher, instance.binding(), this.vocabulary.tokens.length);
   }
 
   /** The compiled grammar of a format (compiled once per vocabulary and format). */

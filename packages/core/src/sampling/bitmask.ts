@@ -41,10 +41,22 @@ export function applyBitmask(logits: Float32Array, bitmask: Int32Array): void {
   }
 }
 
+/** Whether a word allows all but at most 4 of its tokens (clearing the lowest 4 zero bits leaves none). */
+function dense(word: number): boolean {
+  let zeros = ~word;
+  zeros &= zeros - 1;
+  zeros &= zeros - 1;
+  zeros &= zeros - 1;
+  zeros &= zeros - 1;
+  return zeros === 0;
+}
+
 /**
  * The argmax of `logits` among the allowed tokens, without writing to them: exactly `argmax` after
  * {@link applyBitmask} (first index on ties, NaN never chosen), or -1 when no allowed token is above −∞.
- * Runs of full words are scanned as one range, empty words skipped, mixed words visited bit by bit.
+ * Empty words are skipped and sparse ones visited bit by bit. A run of dense words (free text: all or nearly
+ * all allowed) is scanned as one range at argmax's speed; if the range's best is a disallowed token, the run
+ * is walked word by word instead (its best allowed token is then elsewhere).
  */
 export function argmaxAllowed(logits: Float32Array, bitmask: Int32Array): number {
   const n = logits.length;
@@ -52,11 +64,22 @@ export function argmaxAllowed(logits: Float32Array, bitmask: Int32Array): number
   let best = -Infinity;
   let idx = -1;
   // Ids are visited in ascending order and only a strictly larger value wins, so ties keep the first.
-  const range = (from: number, to: number) => {
-    const i = maxIndexIn(logits, from, to);
+  const take = (i: number) => {
     if (i >= 0 && logits[i]! > best) {
       best = logits[i]!;
       idx = i;
+    }
+  };
+  const bits = (w: number, word: number) => {
+    const base = w << 5;
+    for (let rest = word; rest !== 0; rest &= rest - 1) {
+      const i = base + 31 - Math.clz32(rest & -rest);
+      if (i >= n) return; // bits are visited lowest first: the rest are past the row too
+      const v = logits[i]!;
+      if (v > best) {
+        best = v;
+        idx = i;
+      }
     }
   };
   let w = 0;
@@ -66,26 +89,20 @@ export function argmaxAllowed(logits: Float32Array, bitmask: Int32Array): number
       w++;
       continue;
     }
-    if (word === -1) {
-      let end = w + 1;
-      while (end < words && bitmask[end] === -1) end++;
-      range(w << 5, Math.min(end << 5, n));
-      w = end;
+    if (!dense(word)) {
+      bits(w, word);
+      w++;
       continue;
     }
-    const base = w << 5;
-    for (let bits = word; bits !== 0; bits &= bits - 1) {
-      const i = base + 31 - Math.clz32(bits & -bits);
-      if (i >= n) break; // bits are visited lowest first: the rest are past the row too
-      const v = logits[i]!;
-      if (v > best) {
-        best = v;
-        idx = i;
-      }
-    }
-    w++;
+    let end = w + 1;
+    while (end < words && dense(bitmask[end]!)) end++;
+    const i = maxIndexIn(logits, w << 5, Math.min(end << 5, n));
+    // The first best of the whole range: if allowed, it is the first best among the allowed ones too.
+    if (i < 0 || ((bitmask[i >> 5]! >>> (i & 31)) & 1) === 1) take(i);
+    else for (let v = w; v < end; v++) bitmask[v] === -1 ? take(maxIndexIn(logits, v << 5, Math.min((v + 1) << 5, n))) : bits(v, bitmask[v]!);
+    w = end;
   }
-  if (words << 5 < n) range(words << 5, n);
+  if (words << 5 < n) take(maxIndexIn(logits, words << 5, n));
   return idx;
 }
 
