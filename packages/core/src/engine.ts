@@ -67,6 +67,14 @@ export interface EngineOptions extends RuntimeOptions {
   kvBudgetBytes?: number;
   /** Prompt tokens prefilled per run while the running rows wait (default 256). */
   prefillChunk?: number;
+  /**
+   * Wide steps (at least two rows per thread) on row shards: a one-thread copy of the backbone per thread, each
+   * in its own worker stepping its share of the rows, instead of the whole batch on the backbone's threads.
+   * Each copy holds the backbone's weights again (`stats().rowShards.weightBytes`). false turns them off; true
+   * opens them whatever the weights weigh. Default: on the CPU, for backbones up to 1 GiB of weights given two or
+   * more threads, without a projector.
+   */
+  rowShards?: boolean;
 }
 
 export { QueueFullError };
@@ -117,7 +125,7 @@ export class Engine {
   /** Loads a model (prepares its graph on first use, then starts its session in a worker). */
   static async load(options: EngineOptions): Promise<Engine> {
     const t0 = performance.now();
-    const { model: modelSpec, dtype, projector: projectorSpec, reasoners: reasonerSpecs, registry, cacheDir, mode, placement, maxBatch, maxQueue, kvBudgetBytes, prefillChunk, ...runtime } = options;
+    const { model: modelSpec, dtype, projector: projectorSpec, reasoners: reasonerSpecs, registry, cacheDir, mode, placement, maxBatch, maxQueue, kvBudgetBytes, prefillChunk, rowShards, ...runtime } = options;
     const count = (name: string, v: number | undefined, min: number) => {
       if (v !== undefined && !(Number.isInteger(v) && v >= min)) throw new RangeError(`${name} must be a whole number >= ${min}; got ${v}`);
     };
@@ -149,6 +157,7 @@ export class Engine {
         ...(maxQueue !== undefined ? { maxQueue } : {}),
         ...(kvBudgetBytes !== undefined ? { kvBudgetBytes } : {}),
         ...(prefillChunk !== undefined ? { prefillChunk } : {}),
+        ...(rowShards !== undefined ? { rowShards } : {}),
       },
     };
     const worker = spawnWorker('generation-worker', config);

@@ -11,7 +11,8 @@
  */
 import { Sampler } from '../sampling/index.js';
 import type { DecoderSession } from '../runtime/decoder-session.js';
-import { BatchKv, prefillTogether, RowPrefill, type KvCounters, type RowCache } from '../runtime/batch-kv.js';
+import { BatchKv, prefillTogether, RowPrefill, type BatchCache, type KvCounters, type RowCache } from '../runtime/batch-kv.js';
+import type { RowShards, RowShardStats } from '../runtime/row-shards.js';
 import { checkPrompts, LatentPolicyError, PromptError, RowState, type DecodeLoopInput, type DecodeLoopOutput, type LatentDriver } from './decode-loop.js';
 import { MarkerScanner } from './latent-marker.js';
 import { rowLatentSteps, type LatentProjector } from '../runtime/row-latent.js';
@@ -23,6 +24,9 @@ import { weightAt, type WeightSpec } from '../compose/weights.js';
 import { reasonerFailed } from '../compose/reasoner-group.js';
 import { pickAllowed } from '../constrain/timing.js';
 
+/** Rows decoded together at most, unless {@link BatchLimits.maxBatch} says otherwise. */
+export const DEFAULT_MAX_BATCH = 8;
+
 /** Limits of the running batch. */
 export interface BatchLimits {
   /** Rows decoded together at most (default 8); a request with more prompts runs when the batch is empty. */
@@ -33,6 +37,12 @@ export interface BatchLimits {
   prefillChunk?: number;
   /** Requests waiting for room at most; one more is refused with a {@link QueueFullError} (default: no limit). */
   maxQueue?: number;
+  /**
+   * Row shards of the backbone for wide steps (see runtime/row-shards.ts): false turns them off; true opens them
+   * whatever the backbone's weights weigh. Default: on the CPU, for backbones up to 1 GiB of weights given two
+   * or more threads.
+   */
+  rowShards?: boolean;
 }
 
 /** Raised for a request that would wait while `maxQueue` requests already wait. */
@@ -71,6 +81,8 @@ export interface BatchStats {
   /** The KV budget, when one was set. */
   kvBudgetBytes?: number;
   counters: KvCounters;
+  /** The backbone's row shards, when wide steps run on them. */
+  rowShards?: RowShardStats;
 }
 
 interface Job {
@@ -119,7 +131,7 @@ const yieldToMessages = () => new Promise<void>((r) => setImmediate(r));
 export class ContinuousBatch {
   private readonly queue: (Job | Exclusive)[] = [];
   /** One batch cache per model: the backbone's, then each reasoner's. */
-  private readonly kvs: BatchKv[];
+  private readonly kvs: BatchCache[];
   /** Rows in the batch. */
   private live: Live[] = [];
   /** Per model, the rows in its cache, in cache order. */
@@ -147,12 +159,14 @@ export class ContinuousBatch {
     reasoners: readonly { session: DecoderSession; name: string }[] = [],
     /** The projector latent steps feed the backbone through, when one is loaded. */
     private readonly projector?: LatentProjector,
+    /** The backbone's row shards (its batch cache then), for wide steps. */
+    private readonly shards?: RowShards,
   ) {
     this.models = [backbone, ...reasoners.map((r) => r.session)];
     this.names = ['backbone', ...reasoners.map((r) => r.name)];
-    this.kvs = this.models.map((m) => new BatchKv(m));
+    this.kvs = this.models.map((m, i) => (i === 0 && shards ? shards : new BatchKv(m)));
     this.order = this.models.map(() => []);
-    this.maxBatch = limits.maxBatch ?? 8;
+    this.maxBatch = limits.maxBatch ?? DEFAULT_MAX_BATCH;
     this.chunk = limits.prefillChunk ?? 256;
   }
 
@@ -170,7 +184,7 @@ export class ContinuousBatch {
     this.order[m] = [];
   }
 
-  private get kv(): BatchKv {
+  private get kv(): BatchCache {
     return this.kvs[0]!;
   }
 
@@ -260,7 +274,7 @@ export class ContinuousBatch {
     let pending = 0;
     for (const p of this.prefills) models(p.job).forEach((b, i) => (pending += b * p.runs[i]!.length));
     for (const r of this.ready) models(r.job).forEach((b, i) => (pending += b * r.caches[i]!.length));
-    const sum = (f: (kv: BatchKv) => number) => this.kvs.reduce((n, kv) => n + f(kv), 0);
+    const sum = (f: (kv: BatchCache) => number) => this.kvs.reduce((n, kv) => n + f(kv), 0);
     return {
       running: this.live.length + this.ready.length + this.prefills.length,
       waiting: this.queue.length,
@@ -269,6 +283,7 @@ export class ContinuousBatch {
       maxBatch: this.maxBatch,
       ...(this.limits.kvBudgetBytes !== undefined ? { kvBudgetBytes: this.limits.kvBudgetBytes } : {}),
       counters: { copiedBytes: sum((kv) => kv.counters.copiedBytes), perRowLayoutBytes: sum((kv) => kv.counters.perRowLayoutBytes) },
+      ...(this.shards ? { rowShards: this.shards.stats() } : {}),
     };
   }
 

@@ -121,8 +121,22 @@ export async function prefillTogether(
   };
 }
 
+/** What the continuous batch needs of a model's batch cache: {@link BatchKv}, or the backbone's row shards. */
+export interface BatchCache {
+  readonly rows: number;
+  readonly bytes: number;
+  readonly bytesPerPosition: number;
+  readonly counters: KvCounters;
+  /** Each row's last hidden state after the latest step, when the graph reports it. */
+  readonly hidden: Float32Array | undefined;
+  lengthOf(row: number): number;
+  rebuild(keep: readonly number[], added: readonly RowCache[]): void;
+  takeRow(row: number): RowCache;
+  step(tokens: readonly number[]): Promise<Float32Array>;
+}
+
 /** The running batch's cache and the runs that advance it. */
-export class BatchKv {
+export class BatchKv implements BatchCache {
   private past: Record<string, ort.Tensor> = {};
   /** Valid positions of each row (on the side given by {@link padding}'s opposite). */
   private lengths: number[] = [];

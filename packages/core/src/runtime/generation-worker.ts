@@ -16,7 +16,7 @@ import { sharedVocabulary } from '../compose/vocabulary.js';
 import { validateWeightSpec, type WeightSpec } from '../compose/weights.js';
 import type { FusionMode } from '../compose/fusion.js';
 import { LocalReasonerGroup, ReasonerError, labelLoadFailure, type ReasonerGroup } from '../compose/reasoner-group.js';
-import { openPrepared, openReasoner, prepareModel, type PreparedModel, type ReasonerInfo } from './open-decoder.js';
+import { decoderSource, openPrepared, openReasoner, prepareModel, type PreparedModel, type ReasonerInfo } from './open-decoder.js';
 import { ReasonerLane } from './reasoner-lane.js';
 import { toWire } from './spawn-worker.js';
 import { planThreads, type ThreadPlan } from './thread-budget.js';
@@ -27,7 +27,8 @@ import { attachParsed, lazyConstraintFactory, releaseConstraints, rowConstraints
 import { grammarTiming } from '../constrain/timing.js';
 import type { ConstraintFactory } from '../constrain/types.js';
 import type { FromWorker, GenerateRequestOptions, ModelInfo, PromptInput, ToWorker, WorkerConfig } from './protocol.js';
-import { ContinuousBatch } from '../generate/continuous-batch.js';
+import { ContinuousBatch, DEFAULT_MAX_BATCH } from '../generate/continuous-batch.js';
+import { RowShards, rowShardWorkers, SHARD_MIN_ROWS_PER_WORKER } from './row-shards.js';
 import { isAlwaysZero } from '../compose/weights.js';
 
 const port = parentPort!;
@@ -78,6 +79,8 @@ const NAMING_CONTEXT = 4;
 
 interface Loaded {
   backbone: DecoderSession;
+  /** The backbone's row shards for wide steps, when it has them. */
+  shards?: RowShards;
   tokenizer?: TextTokenizer;
   reasoners: (ReasonerSlot & { weight: WeightSpec })[];
   groups: ReasonerGroup[];
@@ -202,6 +205,20 @@ async function openReasoners(
   return { groups: lanes, placed };
 }
 
+/** The backbone's row shards, when {@link rowShardWorkers} gives it any. */
+async function openRowShards(backbone: PreparedModel, session: DecoderSession): Promise<RowShards | undefined> {
+  const workers = rowShardWorkers({
+    choice: config.batching?.rowShards,
+    threads: session.intraOpThreads,
+    device: config.runtime.device,
+    latent: config.projector !== undefined,
+    maxBatch: config.batching?.maxBatch ?? DEFAULT_MAX_BATCH,
+    weightBytes: backbone.prepared.weightBytes,
+  });
+  if (workers === 0) return undefined;
+  return RowShards.open(session, decoderSource(backbone), workers, SHARD_MIN_ROWS_PER_WORKER * workers, backbone.prepared.weightBytes);
+}
+
 async function start(): Promise<Loaded> {
   const label = (i: number) => config.reasoners[i]!.name ?? `${i + 1} (${config.reasoners[i]!.model})`;
   // Every model is located and prepared first: their sizes decide where the reasoners run.
@@ -300,9 +317,14 @@ async function start(): Promise<Loaded> {
         }
       : {}),
   };
+  const shards = await openRowShards(backbonePrepared!, session).catch(async (err: unknown) => {
+    await Promise.allSettled([releaseAll(), projector?.session.release()]);
+    throw err;
+  });
   post({ type: 'ready', info });
   return {
     backbone: session,
+    ...(shards ? { shards } : {}),
     ...(tokenizer ? { tokenizer } : {}),
     reasoners,
     groups,
@@ -395,7 +417,7 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
   const { backbone, tokenizer } = loaded;
   if (msg.type === 'dispose') {
     // After the work already queued: a session is never released under a running step.
-    await batch.exclusive(() => Promise.all([backbone.release(), loaded.projector?.session.release(), ...loaded.groups.map((g) => g.release()), ...releaseCopies(loaded)]), false);
+    await batch.exclusive(() => Promise.all([backbone.release(), loaded.shards?.release(), loaded.projector?.session.release(), ...loaded.groups.map((g) => g.release()), ...releaseCopies(loaded)]), false);
     port.close();
     return;
   }
@@ -478,14 +500,14 @@ let constraintFactory: (() => Promise<ConstraintFactory>) | undefined;
 /** Releases every model; the worker then answers nothing more. */
 async function shutDown(loaded: Loaded): Promise<void> {
   closed = true;
-  await Promise.allSettled([loaded.backbone.release(), loaded.projector?.session.release(), ...loaded.groups.map((g) => g.release()), ...releaseCopies(loaded)]);
+  await Promise.allSettled([loaded.backbone.release(), loaded.shards?.release(), loaded.projector?.session.release(), ...loaded.groups.map((g) => g.release()), ...releaseCopies(loaded)]);
 }
 
 start().then(
   (loaded) => {
     // Requests share the continuous batch (or wait for it to drain); tokenizing and stats answer at once.
     const inline = loaded.inline?.map((session, slot) => ({ session, name: loaded.reasoners[slot]!.name }));
-    const batch = new ContinuousBatch(loaded.backbone, loaded.vocab, config.batching, inline, loaded.projector?.session);
+    const batch = new ContinuousBatch(loaded.backbone, loaded.vocab, config.batching, inline, loaded.projector?.session, loaded.shards);
     port.on('message', (msg: ToWorker) => {
       if (!answerAtOnce(loaded, batch, msg)) void serve(loaded, batch, msg);
     });

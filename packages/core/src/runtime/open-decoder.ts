@@ -2,7 +2,7 @@
 import { locateModel, tokenizerFingerprintOf, type ModelLocation } from '../modules/locate.js';
 import type { ModuleManifest } from '../modules/manifest.js';
 import { prepareDecoder, type PreparedDecoder } from '../onnx/prepared-cache.js';
-import { DecoderSession, type RuntimeOptions } from './decoder-session.js';
+import { DecoderSession, type DecoderSource, type RuntimeOptions } from './decoder-session.js';
 import { checkDeclaredVocabSize, tokenizerSizeOfDir } from '../modules/vocab-compat.js';
 
 /** A located model with its prepared graph, before any session exists (its weight bytes size the plan). */
@@ -35,18 +35,20 @@ export async function prepareModel(model: string, cacheDir?: string, latent = fa
   return { location, prepared };
 }
 
+/** Where a prepared model's session loads its graph from. */
+export function decoderSource({ location, prepared }: PreparedModel): DecoderSource {
+  return {
+    path: prepared.preparedPath,
+    label: location.modelPath,
+    weightBytes: prepared.stepBytes,
+    padding: prepared.padding,
+    ...(prepared.externalDataDir ? { externalDataDir: prepared.externalDataDir } : {}),
+  };
+}
+
 /** Creates the session of a prepared model. */
 export async function openPrepared({ location, prepared }: PreparedModel, runtime: RuntimeOptions): Promise<OpenedDecoder> {
-  const session = await DecoderSession.create(
-    {
-      path: prepared.preparedPath,
-      label: location.modelPath,
-      weightBytes: prepared.stepBytes,
-      padding: prepared.padding,
-      ...(prepared.externalDataDir ? { externalDataDir: prepared.externalDataDir } : {}),
-    },
-    runtime,
-  );
+  const session = await DecoderSession.create(decoderSource({ location, prepared }), runtime);
   const { manifest, manifestPath, tokenizerDir } = location;
   if (manifest && manifestPath) {
     const shape = { logits: session.vocabSize, tokenizerSize: async () => (tokenizerDir ? tokenizerSizeOfDir(tokenizerDir) : undefined) };
