@@ -1,15 +1,20 @@
 /**
- * How a converted GGUF's attention is written, A/B in one process: the bench:gguf llama (768x12, GQA 12/4 heads,
- * ~125M params) as a 4-bit GGUF, converted to graphs that differ only in attention (MatMulNBits weights in all):
- *   ops         MatMul/Softmax with an additive mask, rotary by Mul/Add (the converter's graph before GQA)
- *   gqa         com.microsoft::GroupQueryAttention, rotary inside from cos/sin caches (interleaved for llama's order)
- *   gqa-ropeops GroupQueryAttention, rotary by ops before it (no caches)
- * Bare onnxruntime sessions (2 intra-op threads, last-position logits), rounds interleaved over the variants:
- * decode ms/token (median of the steps after a 16-token prompt, up to 160 keys) and a 512-token prefill.
- * The machine is shared: read the ratios to `ops`. Also counts the kernels of each optimized graph (what
- * onnxruntime fused: SimplifiedLayerNormalization, SkipSimplifiedLayerNormalization, ...).
+ * How a converted GGUF's attention and norms are written, A/B in one process: the bench:gguf llama (768x12, GQA
+ * 12/4 heads, ~125M params) as a 4-bit GGUF, its weights read once and written as graphs that differ only there
+ * (MatMulNBits weights, last-position logits in all):
+ *   ops          MatMul/Softmax with an additive mask, rotary by Mul/Add (the converter's graph before GQA)
+ *   gqa          com.microsoft::GroupQueryAttention, rotary inside from cos/sin caches (interleaved for llama's
+ *                order), residual Adds fused into SkipSimplifiedLayerNormalization (what the converter writes)
+ *   gqa-ropeops  the same with rotary by ops before the kernel (no caches)
+ *   gqa-unfused  gqa with the residual Adds apart from the norms
+ * Bare onnxruntime sessions, 2 intra-op threads each. The machine is shared and its load swings within seconds,
+ * so the variants take turns run by run: every decode step runs once per variant in a rotating order (each its
+ * own KV cache, 16-token prompt, then `--steps` steps), and so does every 512-token prefill; idle threads do not
+ * spin. Reported: medians of wall-clock and of CPU time (the work done, less swayed by the load than wall-clock),
+ * and the median of the paired ratios to `ops` (each run against the `ops` run next to it). Also counts the
+ * kernels of each optimized graph (what onnxruntime fused).
  *
- *   npx tsx bench/gguf-attention.ts [--rounds 5 --steps 144 --type Q4_0]
+ *   npx tsx bench/gguf-attention.ts [--steps 160 --prefills 9 --type Q4_0]
  */
 import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
@@ -17,7 +22,9 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as ort from 'onnxruntime-node';
-import { convertGguf } from '../packages/core/src/gguf/convert.js';
+import { llamaConfigFromGguf, llamaWeightsFromGguf } from '../packages/core/src/gguf/convert.js';
+import { withGguf } from '../packages/core/src/gguf/reader.js';
+import { writeLlamaModel, type LlamaBuildOptions } from '../packages/core/src/onnx/llama-builder.js';
 import { readModel } from '../packages/core/src/onnx/proto.js';
 import { GGML } from '../packages/core/test/support/ggml-quantize.js';
 import { repoRoot } from '../test/support/paths.js';
@@ -28,46 +35,62 @@ const SHAPE: LlamaShape = { hidden: 768, layers: 12, heads: 12, kvHeads: 4, ff: 
 const THREADS = 2;
 const PREFILL = 512;
 const PROMPT = 16;
-const VARIANTS = {
+const VARIANTS: Record<string, LlamaBuildOptions> = {
   ops: { attention: 'ops' },
   gqa: { attention: 'gqa' },
   'gqa-ropeops': { attention: 'gqa', gqaRotary: 'ops' },
-} as const;
-type Variant = keyof typeof VARIANTS;
+  'gqa-unfused': { attention: 'gqa', fuseResidualNorms: false },
+};
 const dir = join(repoRoot, '.cache', 'bench', 'gguf-attention');
+/** Idle intra-op threads do not spin: a session's spinning pool would take the cores of the variant that runs next. */
+const SESSION: ort.InferenceSession.SessionOptions = { intraOpNumThreads: THREADS, interOpNumThreads: 1, extra: { session: { intra_op: { allow_spinning: '0' } } } };
 
 const ids = (n: number, offset = 0) => Array.from({ length: n }, (_, i) => 3 + (((i + offset) * 7919) % (SHAPE.vocab - 3)));
 
-/** A bare greedy-free loop: prefill `prompt`, then `steps` single-token steps; returns each run's milliseconds. */
-async function timeRuns(session: ort.InferenceSession, prompt: number[], steps: number): Promise<{ prefill: number; steps: number[] }> {
-  const names = session.inputNames;
-  const kvShape = [1, SHAPE.kvHeads, 0, SHAPE.hidden / SHAPE.heads];
-  let past: Record<string, ort.Tensor> = {};
-  for (const n of names) if (n.startsWith('past_key_values.')) past[n] = new ort.Tensor('float32', new Float32Array(0), kvShape);
-  const keep = { num_logits_to_keep: new ort.Tensor('int64', BigInt64Array.from([1n]), []) };
-  const times: number[] = [];
-  let total = 0;
-  let feed = prompt;
-  for (let s = 0; s <= steps; s++) {
+/** One run: wall-clock time, and CPU time (with idle threads not spinning, the work done: less swayed by the machine's load). */
+interface Timing {
+  ms: number;
+  cpuMs: number;
+}
+
+/** One model's bare decode state: its session, KV cache and length. */
+class Runner {
+  private past: Record<string, ort.Tensor> = {};
+  private total = 0;
+  constructor(readonly session: ort.InferenceSession) {
+    this.reset();
+  }
+
+  reset(): void {
+    this.past = {};
+    this.total = 0;
+    const kvShape = [1, SHAPE.kvHeads, 0, SHAPE.hidden / SHAPE.heads];
+    for (const n of this.session.inputNames) if (n.startsWith('past_key_values.')) this.past[n] = new ort.Tensor('float32', new Float32Array(0), kvShape);
+  }
+
+  /** Runs `feed` after the cache; returns the run's wall-clock and CPU milliseconds (all of the process's threads). */
+  async run(feed: number[]): Promise<Timing> {
     const S = feed.length;
-    const T = total + S;
+    const T = this.total + S;
     const inputs: Record<string, ort.Tensor> = {
       input_ids: new ort.Tensor('int64', BigInt64Array.from(feed, BigInt), [1, S]),
       attention_mask: new ort.Tensor('int64', new BigInt64Array(T).fill(1n), [1, T]),
-      ...(names.includes('position_ids') ? { position_ids: new ort.Tensor('int64', BigInt64Array.from({ length: S }, (_, i) => BigInt(total + i)), [1, S]) } : {}),
-      ...keep,
-      ...past,
+      num_logits_to_keep: new ort.Tensor('int64', BigInt64Array.from([1n]), []),
+      ...this.past,
     };
+    if (this.session.inputNames.includes('position_ids')) {
+      inputs.position_ids = new ort.Tensor('int64', BigInt64Array.from({ length: S }, (_, i) => BigInt(this.total + i)), [1, S]);
+    }
     const t = performance.now();
-    const out = await session.run(inputs);
-    times.push(performance.now() - t);
-    past = {};
-    for (const n of Object.keys(out)) if (n.startsWith('present.')) past[n.replace('present.', 'past_key_values.')] = out[n]!;
-    total = T;
-    // a fixed id sequence rather than argmax: every variant runs the same inputs whatever its logits
-    feed = ids(1, T);
+    const c = process.cpuUsage();
+    const out = await this.session.run(inputs);
+    const ms = performance.now() - t;
+    const cpu = process.cpuUsage(c);
+    this.past = {};
+    for (const n of Object.keys(out)) if (n.startsWith('present.')) this.past[n.replace('present.', 'past_key_values.')] = out[n]!;
+    this.total = T;
+    return { ms, cpuMs: (cpu.user + cpu.system) / 1000 };
   }
-  return { prefill: times[0]!, steps: times.slice(1) };
 }
 
 /** Kernel counts of the graph onnxruntime runs (its optimized model, saved once). */
@@ -82,58 +105,75 @@ async function optimizedOps(model: string): Promise<Map<string, number>> {
   return counts;
 }
 
+/** Runs `run(variant)` for every variant in turn, `times` times, the order rotating; returns each variant's timings. */
+async function takeTurns(names: string[], times: number, run: (name: string) => Promise<Timing>): Promise<Map<string, Timing[]>> {
+  const got = new Map(names.map((n) => [n, [] as Timing[]]));
+  for (let k = 0; k < times; k++) {
+    const order = [...names.slice(k % names.length), ...names.slice(0, k % names.length)];
+    for (const n of order) got.get(n)!.push(await run(n));
+  }
+  return got;
+}
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { rounds: { type: 'string', default: '5' }, steps: { type: 'string', default: '144' }, type: { type: 'string', default: 'Q4_0' } } });
-  const rounds = Number(values.rounds);
+  const { values } = parseArgs({ options: { steps: { type: 'string', default: '160' }, prefills: { type: 'string', default: '9' }, type: { type: 'string', default: 'Q4_0' } } });
   const steps = Number(values.steps);
+  const prefills = Number(values.prefills);
   const type = values.type as keyof typeof GGML;
   if (!(type in GGML)) throw new Error(`unknown GGUF type ${type}`);
   await mkdir(dir, { recursive: true });
   const gguf = join(dir, `llama-125m-${type}.gguf`);
   if (!existsSync(gguf)) await writeFile(gguf, randomLlamaGguf(SHAPE, `bench llama 125M ${type}`, () => GGML[type]));
-  const models = new Map<Variant, string>();
-  for (const [name, opts] of Object.entries(VARIANTS) as [Variant, (typeof VARIANTS)[Variant]][]) {
-    const out = join(dir, `${type}-${name}`);
-    await rm(out, { recursive: true, force: true });
-    await convertGguf(gguf, out, opts);
-    models.set(name, join(out, 'model.onnx'));
-  }
-  const kernels = new Map<Variant, Map<string, number>>();
-  for (const [name, path] of models) kernels.set(name, await optimizedOps(path));
-  const sessions = new Map<Variant, ort.InferenceSession>();
-  for (const [name, path] of models) {
-    sessions.set(name, await ort.InferenceSession.create(path, { intraOpNumThreads: THREADS, interOpNumThreads: 1, executionMode: 'sequential' }));
-  }
-  const decode = new Map<Variant, number[]>();
-  const prefill = new Map<Variant, number[]>();
-  const loads: number[] = [];
-  const prompt = ids(PROMPT);
-  const long = ids(PREFILL, 100);
-  for (let r = 0; r <= rounds; r++) {
-    // round 0 warms every session up; the order of the variants rotates so none always runs first
-    const order = [...sessions.keys()];
-    for (let k = 0; k < r % order.length; k++) order.push(order.shift()!);
-    for (const name of order) {
-      const s = sessions.get(name)!;
-      const d = await timeRuns(s, prompt, steps);
-      const p = await timeRuns(s, long, 0);
-      if (r === 0) continue;
-      decode.set(name, [...(decode.get(name) ?? []), median(d.steps)]);
-      prefill.set(name, [...(prefill.get(name) ?? []), p.prefill]);
-      loads.push(loadavg()[0]!);
+  const names = Object.keys(VARIANTS);
+  const paths = new Map<string, string>();
+  await withGguf(gguf, async (f) => {
+    const config = llamaConfigFromGguf(f);
+    const weights = await llamaWeightsFromGguf(f, config);
+    for (const n of names) {
+      const path = join(dir, `${type}-${n}.onnx`);
+      await writeLlamaModel(path, config, weights, { numLogitsToKeep: true, externalData: true, maxPositions: 2048, ...VARIANTS[n] });
+      paths.set(n, path);
     }
-    if (r > 0) console.error(`round ${r}/${rounds}: ${[...sessions.keys()].map((n) => `${n} ${decode.get(n)!.at(-1)!.toFixed(2)} ms/token, prefill ${prefill.get(n)!.at(-1)!.toFixed(0)} ms`).join('; ')}`);
+  });
+  const kernels = new Map<string, Map<string, number>>();
+  for (const [n, path] of paths) kernels.set(n, await optimizedOps(path));
+  const runners = new Map<string, Runner>();
+  for (const [n, path] of paths) runners.set(n, new Runner(await ort.InferenceSession.create(path, SESSION)));
+  const loads: number[] = [];
+
+  // warm-up: a prefill and a few steps each
+  for (const r of runners.values()) {
+    await r.run(ids(PREFILL));
+    r.reset();
+    await r.run(ids(PROMPT));
+    for (let s = 0; s < 8; s++) await r.run(ids(1, s));
+    r.reset();
   }
-  for (const s of sessions.values()) await s.release();
-  const names = [...sessions.keys()];
-  const med = (m: Map<Variant, number[]>, n: Variant) => median(m.get(n)!);
-  const fused = (n: Variant, op: string) => kernels.get(n)!.get(op) ?? 0;
+  const prefill = await takeTurns(names, prefills, async (n) => {
+    const r = runners.get(n)!;
+    r.reset();
+    const ms = await r.run(ids(PREFILL, 100));
+    loads.push(loadavg()[0]!);
+    return ms;
+  });
+  for (const r of runners.values()) {
+    r.reset();
+    await r.run(ids(PROMPT));
+  }
+  let step = 0;
+  const decode = await takeTurns(names, steps, async (n) => runners.get(n)!.run(ids(1, PROMPT + Math.floor(step++ / names.length))));
+  for (const r of runners.values()) await r.session.release();
+
+  /** Median of each run's time over the `ops` run of the same turn. */
+  const pairedRatio = (m: Map<string, Timing[]>, n: string, k: keyof Timing = 'ms') => median(m.get(n)!.map((t, i) => t[k] / m.get('ops')![i]![k]));
+  const med = (m: Map<string, Timing[]>, n: string, k: keyof Timing = 'ms') => median(m.get(n)!.map((t) => t[k]));
+  const fused = (n: string, op: string) => kernels.get(n)!.get(op) ?? 0;
   const result = {
     bench: 'gguf-attention',
     model: { ...SHAPE, type },
     threads: THREADS,
-    rounds,
     decodeSteps: steps,
+    prefills,
     prefillTokens: PREFILL,
     loadAverage: median(loads),
     figures: Object.fromEntries(
@@ -141,7 +181,13 @@ async function main(): Promise<void> {
         n,
         {
           msPerToken: med(decode, n),
+          decodeVsOps: pairedRatio(decode, n),
+          cpuMsPerToken: med(decode, n, 'cpuMs'),
+          decodeCpuVsOps: pairedRatio(decode, n, 'cpuMs'),
           prefillMs: med(prefill, n),
+          prefillVsOps: pairedRatio(prefill, n),
+          prefillCpuMs: med(prefill, n, 'cpuMs'),
+          prefillCpuVsOps: pairedRatio(prefill, n, 'cpuMs'),
           kernels: [...kernels.get(n)!.values()].reduce((a, b) => a + b, 0),
           simplifiedLayerNorm: fused(n, 'SimplifiedLayerNormalization'),
           skipSimplifiedLayerNorm: fused(n, 'SkipSimplifiedLayerNormalization'),
@@ -151,21 +197,15 @@ async function main(): Promise<void> {
   };
   console.log(JSON.stringify(result));
   printTable(
-    `GGUF llama 768x12 ${type}: attention as ops vs GroupQueryAttention, ${THREADS} threads, medians of ${rounds} rounds (load average ${median(loads).toFixed(1)})`,
-    ['graph', 'decode ms/token', 'vs ops', `prefill ${PREFILL} ms`, 'vs ops', 'kernels', 'SimplifiedLN', 'SkipSimplifiedLN'],
-    names.map((n) => [
-      n,
-      med(decode, n),
-      `${(med(decode, n) / med(decode, 'ops')).toFixed(2)}x`,
-      med(prefill, n),
-      `${(med(prefill, n) / med(prefill, 'ops')).toFixed(2)}x`,
-      result.figures[n]!.kernels,
-      fused(n, 'SimplifiedLayerNormalization'),
-      fused(n, 'SkipSimplifiedLayerNormalization'),
-    ]),
+    `GGUF llama 768x12 ${type}: how attention and norms are written, ${THREADS} threads, ${steps} decode steps and ${prefills} prefills each, turn by turn (load average ${median(loads).toFixed(1)})`,
+    ['graph', 'decode ms/token', 'vs ops', 'CPU ms', 'vs ops', `prefill ${PREFILL} ms`, 'vs ops', 'CPU ms', 'vs ops', 'kernels', 'SkipSimplifiedLN'],
+    names.map((n) => {
+      const f = result.figures[n]!;
+      const x = (r: number) => `${r.toFixed(2)}x`;
+      return [n, f.msPerToken, x(f.decodeVsOps), f.cpuMsPerToken, x(f.decodeCpuVsOps), f.prefillMs, x(f.prefillVsOps), f.prefillCpuMs, x(f.prefillCpuVsOps), f.kernels, f.skipSimplifiedLayerNorm];
+    }),
   );
-  const counts = (n: Variant) => [...kernels.get(n)!].sort((a, b) => b[1] - a[1]).map(([op, k]) => `${op} ${k}`).join(', ');
-  for (const n of names) console.log(`${n} kernels: ${counts(n)}`);
+  for (const n of names) console.log(`${n} kernels: ${[...kernels.get(n)!].sort((a, b) => b[1] - a[1]).map(([op, k]) => `${op} ${k}`).join(', ')}`);
 }
 
 await main();

@@ -85,6 +85,12 @@ export interface LlamaBuildOptions {
    * positions derived from the mask (no caches, no length limit).
    */
   gqaRotary?: 'inside' | 'ops';
+  /**
+   * Add each block's output to the residual stream inside the next RMSNorm's kernel
+   * (`com.microsoft::SkipSimplifiedLayerNormalization`; onnxruntime fuses a norm's own ops but not the Add before it).
+   * Default: with `attention: 'gqa'` (graphs of standard ops stay so).
+   */
+  fuseResidualNorms?: boolean;
   /** With `attention: 'gqa'` and rotary inside: rows of the cos/sin caches, the longest sequence the graph can run. Default 4096. */
   maxPositions?: number;
 }
@@ -471,6 +477,8 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
   const localRope = hasSliding && (c.thetaLocal !== c.theta || c.ropeScaleLocal !== c.ropeScale);
   // GroupQueryAttention's CPU kernel rotates inside only heads whose size is a multiple of 16; others by ops before it.
   const rotaryInside = gqa && options.gqaRotary !== 'ops' && headDim % 16 === 0;
+  const fusedNorms = options.fuseResidualNorms ?? gqa;
+  if (gqa || fusedNorms) usesContribOps = true;
   /**
    * GroupQueryAttention's rotary tables: cos and sin of position · frequency, `[maxPositions, headDim / 2]`, computed
    * in float32 as the op graph computes its angles (`Cast(position) · inv_freq`), so both graphs rotate alike.
@@ -691,28 +699,49 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       };
     }
 
+    /** A block's output not yet added to the residual stream `h`: the next norm adds it. */
+    let delta: string | undefined;
+    /**
+     * RMSNorm of the residual stream once `delta` is added to it. Fused graphs do both in one
+     * SkipSimplifiedLayerNormalization (onnxruntime fuses the norm's ops, not the Add before it); `last`: the sum is not needed.
+     */
+    const residualNorm = (w: string, out?: string, last = false): string => {
+      if (delta === undefined) return rms(h, w, out);
+      const d = delta;
+      delta = undefined;
+      if (!fusedNorms) {
+        h = b.op('Add', [h, d]);
+        return rms(h, w, out);
+      }
+      const normed = out ?? b.fresh('skip_norm');
+      const sum = last ? [] : ['', '', b.fresh('residual')];
+      b.nodes.push(makeNode('SkipSimplifiedLayerNormalization', [h, d, w], [normed, ...sum], { epsilon: { float: c.eps } }, b.fresh('n_SkipSimplifiedLayerNormalization'), 'com.microsoft'));
+      if (!last) h = sum[2]!;
+      return normed;
+    };
+
     for (let i = 0; i < c.layers; i++) {
       const L = layerRefs[i]!;
       const sliding = c.layerTypes[i] === 'sliding';
-      const x = rms(h, L.attnNorm);
+      const x = residualNorm(L.attnNorm);
       // One product for q, k and v: a third of the kernels of projecting each apart.
       let qkvFlat = L.wqkv.length === 1 ? linear(x, L.wqkv[0]!) : b.op('Concat', L.wqkv.map((w) => linear(x, w)), { axis: -1 });
       if (L.bqkv) qkvFlat = b.op('Add', [qkvFlat, L.bqkv]);
       let attnOut = linear(attention(i, qkvFlat, L, sliding), L.wo);
       if (L.postAttnNorm) attnOut = rms(attnOut, L.postAttnNorm);
-      h = b.op('Add', [h, attnOut]);
-      const y = rms(h, L.mlpNorm);
+      delta = attnOut;
+      const y = residualNorm(L.mlpNorm);
       const gate = linear(y, L.wGate);
       const gated = c.act === 'silu' ? b.op('Mul', [gate, b.op('Sigmoid', [gate])]) : geluTanh(gate);
       const act = b.op('Mul', [gated, linear(y, L.wUp)]);
       let mlpOut = linear(act, L.wDown);
       if (L.postMlpNorm) mlpOut = rms(mlpOut, L.postMlpNorm);
-      h = b.op('Add', [h, mlpOut]);
+      delta = mlpOut;
     }
 
     let normed = '';
-    if (withHidden) emit('last_hidden_state', (out) => (normed = rms(h, finalNorm, out)));
-    else normed = rms(h, finalNorm);
+    if (withHidden) emit('last_hidden_state', (out) => (normed = residualNorm(finalNorm, out, true)));
+    else normed = residualNorm(finalNorm, undefined, true);
     let headIn = normed;
     if (numLogits) {
       const start = b.op('Neg', [b.op('Unsqueeze', [numLogits, b.i64([0])])]);
