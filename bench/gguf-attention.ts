@@ -14,7 +14,7 @@
  * and the median of the paired ratios to `ops` (each run against the `ops` run next to it). Also counts the
  * kernels of each optimized graph (what onnxruntime fused).
  *
- *   npx tsx bench/gguf-attention.ts [--steps 160 --prefills 9 --type Q4_0]
+ *   npm run bench:gguf-attention [-- --steps 160 --prefills 9 --type Q4_0]
  */
 import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
