@@ -4,49 +4,52 @@
  * runs: overlapped with the model's step, inside real decoding.
  */
 import type { Sampler, SamplingContext } from '../sampling/index.js';
-import type { GrammarTiming } from '../generate/types.js';
+import type { GrammarTiming, StageFigure } from '../generate/types.js';
 import type { Constraint } from './types.js';
 
-/** Sums over one row's tokens (µs). */
+/** One row's figures, token by token (µs). */
 export class StageClock {
-  fills = 0;
-  fillUs = 0;
-  fillMaxUs = 0;
+  readonly fills: number[] = [];
   overlapped = 0;
-  picks = 0;
-  waitUs = 0;
-  pickUs = 0;
+  readonly waits: number[] = [];
+  readonly picks: number[] = [];
 
   /** A bitmask computed in `us`, while a model ran (`overlapped`) or not. */
   filled(us: number, overlapped: boolean): void {
-    this.fills++;
-    this.fillUs += us;
-    if (us > this.fillMaxUs) this.fillMaxUs = us;
+    this.fills.push(us);
     if (overlapped) this.overlapped++;
   }
 
   /** A token picked under the bitmask: `waitUs` waiting for it, `pickUs` picking. */
   picked(waitUs: number, pickUs: number): void {
-    this.picks++;
-    this.waitUs += waitUs;
-    this.pickUs += pickUs;
+    this.waits.push(waitUs);
+    this.picks.push(pickUs);
   }
 }
 
-/** Per-token means over the rows' clocks; undefined when no token was picked under a grammar. */
+function figure(xs: number[]): StageFigure {
+  if (xs.length === 0) return { mean: 0, median: 0, max: 0 };
+  const sorted = Float64Array.from(xs).sort();
+  const m = sorted.length >> 1;
+  return {
+    mean: xs.reduce((a, b) => a + b, 0) / xs.length,
+    median: sorted.length % 2 ? sorted[m]! : (sorted[m - 1]! + sorted[m]!) / 2,
+    max: sorted[sorted.length - 1]!,
+  };
+}
+
+/** The figures over the rows' tokens; undefined when no token was picked under a grammar. */
 export function grammarTiming(constraints: readonly (Constraint | undefined)[]): GrammarTiming | undefined {
   const clocks = constraints.flatMap((c) => (c ? [c.clock] : []));
-  const sum = (f: (c: StageClock) => number) => clocks.reduce((n, c) => n + f(c), 0);
-  const tokens = sum((c) => c.picks);
+  const all = (f: (c: StageClock) => number[]) => clocks.flatMap(f);
+  const tokens = clocks.reduce((n, c) => n + c.picks.length, 0);
   if (tokens === 0) return undefined;
-  const fills = sum((c) => c.fills);
   return {
     tokens,
-    bitmaskUs: fills ? sum((c) => c.fillUs) / fills : 0,
-    bitmaskMaxUs: Math.max(...clocks.map((c) => c.fillMaxUs)),
-    overlapped: sum((c) => c.overlapped),
-    waitUs: sum((c) => c.waitUs) / tokens,
-    pickUs: sum((c) => c.pickUs) / tokens,
+    bitmaskUs: figure(all((c) => c.fills)),
+    overlapped: clocks.reduce((n, c) => n + c.overlapped, 0),
+    waitUs: figure(all((c) => c.waits)),
+    pickUs: figure(all((c) => c.picks)),
   };
 }
 

@@ -73,26 +73,32 @@ export interface Timing {
   grammar?: GrammarTiming;
 }
 
+/** One figure over the tokens of a call, µs. */
+export interface StageFigure {
+  mean: number;
+  median: number;
+  max: number;
+}
+
 /**
- * The grammar stage of a constrained call, per token over its constrained rows (µs, means unless named). The
- * bitmask of allowed tokens is computed while the model runs its step (off the critical path), except where
- * none ran since the last token; picking the token under it is on the critical path.
+ * The grammar stage of a constrained call, per token over its constrained rows. The bitmask of allowed tokens
+ * is computed while the model runs its step (off the critical path), except where none ran since the last
+ * token; picking the token under it is on the critical path.
  */
 export interface GrammarTiming {
   /** Tokens picked under a grammar. */
   tokens: number;
-  /** The grammar engine's bitmask of the next allowed tokens (XGrammar's fill), and its largest. */
-  bitmaskUs: number;
-  bitmaskMaxUs: number;
+  /** The grammar engine's bitmask of the next allowed tokens (XGrammar's fill). */
+  bitmaskUs: StageFigure;
   /**
    * How many of those were computed ahead of their pick, while a model step or the prefill ran (a call that
    * finds the engine idle computes its first one just before its prefill starts).
    */
   overlapped: number;
   /** Time the pick waited for its bitmask (on the critical path): a bitmask computed after the logits came, or still in flight. */
-  waitUs: number;
+  waitUs: StageFigure;
   /** Picking the token under the bitmask (on the critical path, the sampler's own work included): a greedy pick walks the allowed tokens. */
-  pickUs: number;
+  pickUs: StageFigure;
 }
 
 /** What one prompt produced. */

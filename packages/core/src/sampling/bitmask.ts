@@ -117,28 +117,45 @@ export function gatherAllowed(logits: Float32Array, bitmask: Int32Array, buf: Ca
   const idx = buf.idx;
   const val = buf.val;
   let c = 0;
-  const take = (i: number) => {
+  let w = 0;
+  while (w < words) {
+    const word = bitmask[w]!;
+    if (word === 0) {
+      w++;
+      continue;
+    }
+    if (word === -1) {
+      // A run of full words: gatherFinite's loop over its range.
+      let end = w + 1;
+      while (end < words && bitmask[end] === -1) end++;
+      for (let i = w << 5, to = Math.min(end << 5, n); i < to; i++) {
+        const v = logits[i]!;
+        if (v > -Infinity) {
+          idx[c] = i;
+          val[c++] = v;
+        }
+      }
+      w = end;
+      continue;
+    }
+    const base = w << 5;
+    for (let bits = word; bits !== 0; bits &= bits - 1) {
+      const i = base + 31 - Math.clz32(bits & -bits);
+      if (i >= n) break;
+      const v = logits[i]!;
+      if (v > -Infinity) {
+        idx[c] = i;
+        val[c++] = v;
+      }
+    }
+    w++;
+  }
+  for (let i = words << 5; i < n; i++) {
     const v = logits[i]!;
     if (v > -Infinity) {
       idx[c] = i;
       val[c++] = v;
     }
-  };
-  for (let w = 0; w < words; w++) {
-    const word = bitmask[w]!;
-    if (word === 0) continue;
-    const base = w << 5;
-    if (word === -1) {
-      const end = Math.min(base + 32, n);
-      for (let i = base; i < end; i++) take(i);
-      continue;
-    }
-    for (let bits = word; bits !== 0; bits &= bits - 1) {
-      const i = base + 31 - Math.clz32(bits & -bits);
-      if (i >= n) break;
-      take(i);
-    }
   }
-  for (let i = words << 5; i < n; i++) take(i);
   return c;
 }
