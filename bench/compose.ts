@@ -24,7 +24,7 @@ import { parseArgs } from 'node:util';
 import { Engine } from '../packages/core/src/engine.js';
 import { ComposedSource, localReasoners } from '../packages/core/src/compose/composed-source.js';
 import { runDecodeLoop } from '../packages/core/src/generate/decode-loop.js';
-import { openDecoder } from '../packages/core/src/runtime/open-decoder.js';
+import { openDecoder } from '../packages/core/src/runtime/prepare-model.js';
 import { llamaParameterCount, randomLlamaWeights } from '../packages/core/src/onnx/llama-builder.js';
 import type { LlamaConfig } from '../packages/core/src/onnx/llama-spec.js';
 import { median, printTable, quartiles } from './support/stats.js';

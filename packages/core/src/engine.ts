@@ -16,6 +16,7 @@ import type {
   WorkerConfig,
 } from './runtime/protocol.js';
 import { spawnWorker, type WireError } from './runtime/spawn-worker.js';
+import { findPreparedModel } from './runtime/prepare-model.js';
 import { resolveModelPath } from './registry/resolve-model.js';
 import type { RegistryOptions } from './registry/settings.js';
 import type { FusionMode } from './compose/fusion.js';
@@ -143,6 +144,12 @@ export class Engine {
       projectorSpec ? pull(projectorSpec) : undefined,
       Promise.all((reasonerSpecs ?? []).map(async (r) => ({ ...r, model: await pull(r.model) }))),
     ]);
+    // Models already prepared are looked up on this thread, where the modules it takes are loaded anyway, so the
+    // worker need not load them (~0.3 s of its start-up); it prepares the others and reports any failure.
+    const prepared = await Promise.all([
+      findPreparedModel(model, cacheDir, projector !== undefined, dtype),
+      ...reasoners.map((r) => findPreparedModel(r.model, cacheDir, false, r.dtype)),
+    ]);
     const config: WorkerConfig = {
       model,
       ...(dtype ? { dtype } : {}),
@@ -159,6 +166,7 @@ export class Engine {
         ...(prefillChunk !== undefined ? { prefillChunk } : {}),
         ...(rowShards !== undefined ? { rowShards } : {}),
       },
+      ...(prepared.some(Boolean) ? { prepared } : {}),
     };
     const worker = spawnWorker('generation-worker', config);
     const info = await new Promise<ModelInfo>((resolve, reject) => {

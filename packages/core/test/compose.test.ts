@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { Engine } from '../src/engine.js';
-import { openDecoder, prepareModel } from '../src/runtime/open-decoder.js';
+import { openDecoder, prepareModel } from '../src/runtime/prepare-model.js';
 import { ComposedSource, localReasoners, type ReasonerSlot } from '../src/compose/composed-source.js';
 import { ReasonerLane } from '../src/runtime/reasoner-lane.js';
 import type { FusionMode } from '../src/compose/fusion.js';

@@ -304,7 +304,7 @@ describe('LiteReason latent decoding', function () {
 describe('what composed caches see during latent steps', function () {
   this.timeout(60_000);
   it('the backbone cache holds the latent positions; reasoner caches hold only the discrete tokens', async () => {
-    const { openDecoder } = await import('../src/runtime/open-decoder.js');
+    const { openDecoder } = await import('../src/runtime/prepare-model.js');
     const { ProjectorSession } = await import('../src/runtime/projector-session.js');
     const { ComposedSource, localReasoners } = await import('../src/compose/composed-source.js');
     const H = 48;

@@ -8,7 +8,7 @@ import { randomLlamaWeights, writeLlamaModel } from '../src/onnx/llama-builder.j
 import type { LlamaConfig } from '../src/onnx/llama-spec.js';
 import { prepareDecoder, preparedCacheStats } from '../src/onnx/prepared-cache.js';
 import { OnnxFormatError } from '../src/onnx/proto.js';
-import { openDecoder, prepareModel } from '../src/runtime/open-decoder.js';
+import { openDecoder, prepareModel } from '../src/runtime/prepare-model.js';
 import { rejection } from './support/assertions.js';
 import { testDir } from './support/models.js';
 import { flipKeepingStat } from './support/tamper.js';

@@ -6,7 +6,7 @@ import { stat } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { MANIFEST_FILE, type ModuleManifest } from './manifest.js';
-import { loadModuleDir, tokenizerFingerprintOfDir } from './module-dir.js';
+import { loadModuleDir } from './module-dir.js';
 import { DtypeError, chooseVariant, listVariants, type Dtype } from './hub-variants.js';
 
 /** Raised when a path holds no model the engine can find. */
@@ -87,7 +87,5 @@ export async function locateModel(path: string, opts: LocateOptions = {}): Promi
   return { modelPath: found, dtype: variant.dtype, ...(tokenizerDir ? { tokenizerDir } : {}) };
 }
 
-/** The tokenizer fingerprint of a located model: its manifest's `compat.tokenizer`, else computed from tokenizer.json. */
-export async function tokenizerFingerprintOf(location: ModelLocation): Promise<string | undefined> {
-  return location.manifest?.compat.tokenizer ?? (location.tokenizerDir ? tokenizerFingerprintOfDir(location.tokenizerDir) : undefined);
-}
+// Defined beside the fingerprint (no manifest schema needed: model workers use it); still exported from here.
+export { tokenizerFingerprintOf } from '../tokenizer/fingerprint.js';

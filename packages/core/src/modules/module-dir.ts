@@ -6,8 +6,8 @@ import { checkFile, hashFile } from './file-digest.js';
 import { randomBytes } from 'node:crypto';
 import { readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { tokenizerFingerprint } from '../tokenizer/fingerprint.js';
-import { readJsonIfPresent } from '../tokenizer/tokenizer.js';
+// Defined beside the fingerprint (no manifest schema needed: model workers use it); still exported from here.
+export { tokenizerFingerprintOfDir } from '../tokenizer/fingerprint.js';
 import { MANIFEST_FILE, ManifestError, parseManifest, type ModuleFileEntry, type ModuleManifest } from './manifest.js';
 
 /** A module directory whose manifest is valid and whose files were found (and, by default, verified). */
@@ -192,10 +192,4 @@ export async function writeModuleDir(dir: string, init: ModuleDirInit): Promise<
     throw err;
   }
   return manifest;
-}
-
-/** `compat.tokenizer` for the `tokenizer.json` in `dir` (see tokenizer/fingerprint.ts); undefined when there is none. */
-export async function tokenizerFingerprintOfDir(dir: string): Promise<string | undefined> {
-  const json = await readJsonIfPresent(join(resolve(dir), 'tokenizer.json'));
-  return json ? tokenizerFingerprint(json) : undefined;
 }

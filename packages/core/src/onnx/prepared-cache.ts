@@ -132,13 +132,8 @@ async function cachedEntry(paths: { preparedPath: string; sidecarPath: string },
   }
 }
 
-/**
- * Returns the prepared form of the decoder graph at `sourcePath` for these options, adapting and caching it
- * on the first call. Throws {@link OnnxFormatError} for a missing or unreadable file and
- * `UnsupportedModelError` when the graph's I/O is not an accepted decoder layout (checked with
- * `detectSignature` on the graph's declared inputs and outputs) or the graph cannot be adapted.
- */
-export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = {}): Promise<PreparedDecoder> {
+/** The source graph checked (present, not empty, the manifest's bytes) and where its cache entry would be. */
+async function locateEntry(sourcePath: string, opts: PrepareOptions) {
   const source = resolve(sourcePath);
   let size: number;
   try {
@@ -155,9 +150,54 @@ export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = 
   const recorded = (expected === undefined ? await cachedHashFile(source) : await checkFile(source, expected)).sha256;
   if (expected !== undefined && recorded !== expected) throw sourceMismatch(source, expected, recorded);
   const options = normalize(opts);
-  const sourceDir = dirname(source);
+  const dir = resolve(opts.cacheDir ?? defaultPreparedCacheDir());
+  const entry = (hex: string) => {
+    const key = createHash('sha256').update(JSON.stringify({ format: PREPARED_FORMAT_VERSION, source: hex, options })).digest('hex');
+    return { preparedPath: join(dir, `${key}.onnx`), sidecarPath: join(dir, `${key}.json`) };
+  };
+  return { source, sourceDir: dirname(source), expected, recorded, options, adapting: Object.values(options).some(Boolean), dir, entry };
+}
 
-  if (!Object.values(options).some(Boolean)) {
+/** The cache entry of a checked source as {@link PreparedDecoder}, when there is one and it verifies. */
+async function findEntry({ source, sourceDir, recorded, entry }: Awaited<ReturnType<typeof locateEntry>>): Promise<PreparedDecoder | undefined> {
+  const hit = await cachedEntry(entry(recorded), `sha256:${recorded}`);
+  if (!hit) return undefined;
+  const { meta, preparedPath } = hit;
+  await checkExternalData(source, sourceDir, meta.externalFiles);
+  preparedCacheStats.hits++;
+  return {
+    sourcePath: source,
+    preparedPath,
+    ...(meta.externalData ? { externalDataDir: sourceDir } : {}),
+    digest: meta.digest,
+    notes: meta.notes,
+    weightBytes: meta.weightBytes,
+    stepBytes: meta.stepBytes,
+    padding: meta.padding,
+  };
+}
+
+/**
+ * What {@link prepareDecoder} returns when the prepared graph is already cached (after the same checks), else
+ * undefined (also when no adaptation is asked for): it never parses, adapts or writes a graph, so it is cheap
+ * (stat records and a small JSON) and fit for a thread that must stay responsive.
+ */
+export async function findPreparedDecoder(sourcePath: string, opts: PrepareOptions = {}): Promise<PreparedDecoder | undefined> {
+  const located = await locateEntry(sourcePath, opts);
+  return located.adapting ? findEntry(located) : undefined;
+}
+
+/**
+ * Returns the prepared form of the decoder graph at `sourcePath` for these options, adapting and caching it
+ * on the first call. Throws {@link OnnxFormatError} for a missing or unreadable file and
+ * `UnsupportedModelError` when the graph's I/O is not an accepted decoder layout (checked with
+ * `detectSignature` on the graph's declared inputs and outputs) or the graph cannot be adapted.
+ */
+export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = {}): Promise<PreparedDecoder> {
+  const located = await locateEntry(sourcePath, opts);
+  const { source, sourceDir, expected, options, dir, entry } = located;
+
+  if (!located.adapting) {
     const read = await readHashedModel(source);
     if (expected !== undefined && read.sha256 !== expected) throw sourceMismatch(source, expected, read.sha256);
     await checkExternalData(source, sourceDir, externalDataExtents(read.model));
@@ -174,28 +214,8 @@ export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = 
     };
   }
 
-  const dir = resolve(opts.cacheDir ?? defaultPreparedCacheDir());
-  const entry = (hex: string) => {
-    const key = createHash('sha256').update(JSON.stringify({ format: PREPARED_FORMAT_VERSION, source: hex, options })).digest('hex');
-    return { preparedPath: join(dir, `${key}.onnx`), sidecarPath: join(dir, `${key}.json`) };
-  };
-
-  const hit = await cachedEntry(entry(recorded), `sha256:${recorded}`);
-  if (hit) {
-    const { meta, preparedPath } = hit;
-    await checkExternalData(source, sourceDir, meta.externalFiles);
-    preparedCacheStats.hits++;
-    return {
-      sourcePath: source,
-      preparedPath,
-      ...(meta.externalData ? { externalDataDir: sourceDir } : {}),
-      digest: meta.digest,
-      notes: meta.notes,
-      weightBytes: meta.weightBytes,
-      stepBytes: meta.stepBytes,
-      padding: meta.padding,
-    };
-  }
+  const hit = await findEntry(located);
+  if (hit) return hit;
 
   preparedCacheStats.misses++;
   preparedCacheStats.parses++;

@@ -9,7 +9,7 @@ import { detectSignature } from '../onnx/signature.js';
 import type { DecoderSignature, IdType } from '../onnx/signature.js';
 import { executionProvidersFor, deviceFailure } from './devices.js';
 import { intraOpThreadsFor } from './thread-budget.js';
-import { float32ArrayToFloat16 } from '../onnx/graph-builder.js';
+import { float32ArrayToFloat16 } from '../onnx/float16.js';
 
 /** Where a prepared decoder graph lives and how to load it. */
 export interface DecoderSource {

@@ -8,7 +8,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { TextTokenizer, TokenizerError } from '../tokenizer/tokenizer.js';
 import { LatentPolicyError, parseLatentPolicy, runDecodeLoop } from '../generate/decode-loop.js';
 import type { MarkerSpec } from '../generate/latent-marker.js';
-import { locateModel, tokenizerFingerprintOf } from '../modules/locate.js';
+import { tokenizerFingerprintOf } from '../tokenizer/fingerprint.js';
 import { ProjectorError, ProjectorSession } from './projector-session.js';
 import type { TokenEvent, TokenLogprobs } from '../generate/types.js';
 import { ComposedSource, ReasonerSelectionError, type CompositionPlan, type ReasonerSlot } from '../compose/composed-source.js';
@@ -16,7 +16,7 @@ import { sharedVocabulary } from '../compose/vocabulary.js';
 import { validateWeightSpec, type WeightSpec } from '../compose/weights.js';
 import type { FusionMode } from '../compose/fusion.js';
 import { LocalReasonerGroup, ReasonerError, labelLoadFailure, type ReasonerGroup } from '../compose/reasoner-group.js';
-import { decoderSource, openPrepared, openReasoner, prepareModel, type PreparedModel, type ReasonerInfo } from './open-decoder.js';
+import { decoderSource, openPrepared, openReasoner, type PreparedModel, type ReasonerInfo } from './open-decoder.js';
 import { ReasonerLane } from './reasoner-lane.js';
 import { toWire } from './spawn-worker.js';
 import { planThreads, type ThreadPlan } from './thread-budget.js';
@@ -100,6 +100,11 @@ interface Loaded {
   copies: Map<number, Promise<DecoderSession>>;
 }
 
+/** Locates and prepares a model the engine did not find prepared (only then are those modules loaded). */
+async function prepareModel(...args: Parameters<typeof import('./prepare-model.js').prepareModel>): Promise<PreparedModel> {
+  return (await import('./prepare-model.js')).prepareModel(...args);
+}
+
 /** LiteReason's marker, as its reference code writes it. */
 const DEFAULT_MARKER: MarkerSpec = { open: '<implicit_thought>', close: '</implicit_thought>', maxSteps: 32 };
 
@@ -109,6 +114,7 @@ async function openProjector(
   backbone: DecoderSession,
   tokenizer: TextTokenizer | undefined,
 ): Promise<{ session: ProjectorSession; marker: MarkerSpec }> {
+  const { locateModel } = await import('../modules/locate.js');
   const location = await locateModel(path);
   const manifest = location.manifest;
   if (manifest && manifest.kind !== 'latent-projector') {
@@ -221,10 +227,12 @@ async function openRowShards(backbone: PreparedModel, session: DecoderSession): 
 
 async function start(): Promise<Loaded> {
   const label = (i: number) => config.reasoners[i]!.name ?? `${i + 1} (${config.reasoners[i]!.model})`;
-  // Every model is located and prepared first: their sizes decide where the reasoners run.
+  // Every model is located and prepared first: their sizes decide where the reasoners run. Those the engine
+  // found prepared come with the config.
+  const found = config.prepared ?? [];
   const [backbonePrepared, ...reasonersPrepared] = await Promise.all([
-    prepareModel(config.model, config.cacheDir, config.projector !== undefined, config.dtype),
-    ...config.reasoners.map((r, i) => prepareModel(r.model, config.cacheDir, false, r.dtype).catch(labelled(label(i)))),
+    found[0] ?? prepareModel(config.model, config.cacheDir, config.projector !== undefined, config.dtype),
+    ...config.reasoners.map((r, i) => found[i + 1] ?? prepareModel(r.model, config.cacheDir, false, r.dtype).catch(labelled(label(i)))),
   ]);
   const plan = planThreads({
     runtime: config.runtime,

@@ -1,9 +1,14 @@
-/** From a model path to a running decoder session: locate, prepare (cached), create. */
-import { locateModel, tokenizerFingerprintOf, type ModelLocation } from '../modules/locate.js';
+/**
+ * From a prepared model to a running decoder session. Locating and preparing a model live in prepare-model.ts: a
+ * model worker handed its {@link PreparedModel}s (the engine looks cached ones up on its own thread, where those
+ * modules are loaded anyway) then never loads the manifest's zod schema and protobuf (~0.3 s of its start-up).
+ */
+import type { ModelLocation } from '../modules/locate.js';
 import type { ModuleManifest } from '../modules/manifest.js';
-import { prepareDecoder, type PreparedDecoder } from '../onnx/prepared-cache.js';
+import type { PreparedDecoder } from '../onnx/prepared-cache.js';
 import { DecoderSession, type DecoderSource, type RuntimeOptions } from './decoder-session.js';
 import { checkDeclaredVocabSize, tokenizerSizeOfDir } from '../modules/vocab-compat.js';
+import { tokenizerFingerprintOf } from '../tokenizer/fingerprint.js';
 
 /** A located model with its prepared graph, before any session exists (its weight bytes size the plan). */
 export interface PreparedModel {
@@ -16,23 +21,6 @@ export interface OpenedDecoder {
   location: ModelLocation;
   session: DecoderSession;
   notes: string[];
-}
-
-/**
- * Locates a model and prepares its graph for last-position fp32 logits; with `latent`, the graph also takes
- * `inputs_embeds` and returns its final hidden state (what LiteReason's projector loop needs).
- */
-export async function prepareModel(model: string, cacheDir?: string, latent = false, dtype?: string): Promise<PreparedModel> {
-  const location = await locateModel(model, dtype !== undefined ? { dtype } : {});
-  const prepared = await prepareDecoder(location.modelPath, {
-    lastLogitsOnly: true,
-    logitsFloat32: true,
-    ...(latent ? { inputsEmbeds: true, hiddenState: true } : {}),
-    ...(cacheDir ? { cacheDir } : {}),
-    // A module's graph must be the bytes its manifest lists, also as prepared (not only as stat-checked).
-    ...(location.manifest ? { expectedSha256: location.manifest.files.model.sha256 } : {}),
-  });
-  return { location, prepared };
 }
 
 /** Where a prepared model's session loads its graph from. */
@@ -58,11 +46,6 @@ export async function openPrepared({ location, prepared }: PreparedModel, runtim
     });
   }
   return { location, session, notes: prepared.notes };
-}
-
-/** {@link prepareModel}, then {@link openPrepared}. */
-export async function openDecoder(model: string, runtime: RuntimeOptions, cacheDir?: string, latent = false, dtype?: string): Promise<OpenedDecoder> {
-  return openPrepared(await prepareModel(model, cacheDir, latent, dtype), runtime);
 }
 
 /** What the engine learns about a reasoner when it opens it. */

@@ -10,6 +10,7 @@ import type { MarkerSpec } from '../generate/latent-marker.js';
 import type { Placement, PlacementChoice } from './thread-budget.js';
 import type { ResponseFormat } from '../constrain/types.js';
 import type { BatchLimits, BatchStats } from '../generate/continuous-batch.js';
+import type { PreparedModel } from './open-decoder.js';
 
 /** A prompt in one of the forms the engine takes. A list makes a batch (left-padded). */
 export type PromptInput =
@@ -43,6 +44,11 @@ export interface WorkerConfig {
   projector?: string;
   /** Limits of the continuous batch. */
   batching?: BatchLimits;
+  /**
+   * The backbone and then each reasoner as the engine found them already prepared (undefined where not): the
+   * worker prepares only the others, and so need not load the manifest schema and protobuf modules.
+   */
+  prepared?: (PreparedModel | undefined)[];
 }
 
 /** Per-call composition options on top of the generation options. */

@@ -7,6 +7,9 @@
  * laid out, so the same vocabulary gives the same fingerprint whichever file (or converter) it came from.
  */
 import { createHash } from 'node:crypto';
+import { join, resolve } from 'node:path';
+import type { ModelLocation } from '../modules/locate.js';
+import { readJsonIfPresent } from './tokenizer.js';
 
 type Json = Record<string, unknown>;
 
@@ -52,4 +55,15 @@ export function mergePairs(tokenizerJson: object): [string, string][] {
 export function tokenizerFingerprint(tokenizerJson: object): string {
   const canonical = JSON.stringify({ vocab: vocabularyPairs(tokenizerJson), merges: mergePairs(tokenizerJson) });
   return 'sha256:' + createHash('sha256').update(canonical, 'utf8').digest('hex');
+}
+
+/** `compat.tokenizer` for the `tokenizer.json` in `dir`; undefined when there is none. */
+export async function tokenizerFingerprintOfDir(dir: string): Promise<string | undefined> {
+  const json = await readJsonIfPresent(join(resolve(dir), 'tokenizer.json'));
+  return json ? tokenizerFingerprint(json) : undefined;
+}
+
+/** The tokenizer fingerprint of a located model: its manifest's `compat.tokenizer`, else computed from tokenizer.json. */
+export async function tokenizerFingerprintOf(location: ModelLocation): Promise<string | undefined> {
+  return location.manifest?.compat.tokenizer ?? (location.tokenizerDir ? tokenizerFingerprintOfDir(location.tokenizerDir) : undefined);
 }

@@ -1,0 +1,48 @@
+/**
+ * From a model path to a prepared model: locate it (module manifest, files verified) and prepare its graph
+ * (cached). Apart from open-decoder.ts so that a model worker given its prepared models does not load this.
+ */
+import { locateModel, type ModelLocation } from '../modules/locate.js';
+import { findPreparedDecoder, prepareDecoder, type PrepareOptions } from '../onnx/prepared-cache.js';
+import type { RuntimeOptions } from './decoder-session.js';
+import { openPrepared, type OpenedDecoder, type PreparedModel } from './open-decoder.js';
+
+/**
+ * Locates a model and prepares its graph for last-position fp32 logits; with `latent`, the graph also takes
+ * `inputs_embeds` and returns its final hidden state (what LiteReason's projector loop needs).
+ */
+export async function prepareModel(model: string, cacheDir?: string, latent = false, dtype?: string): Promise<PreparedModel> {
+  const location = await locateModel(model, dtype !== undefined ? { dtype } : {});
+  return { location, prepared: await prepareDecoder(location.modelPath, prepareOptions(location, cacheDir, latent)) };
+}
+
+/**
+ * {@link prepareModel} when the graph is already prepared and cached, else undefined: it never parses or writes a
+ * graph, so it may run on a thread that must stay responsive. Any failure also gives undefined: {@link prepareModel},
+ * run again where the model loads, then reports it.
+ */
+export async function findPreparedModel(model: string, cacheDir?: string, latent = false, dtype?: string): Promise<PreparedModel | undefined> {
+  try {
+    const location = await locateModel(model, dtype !== undefined ? { dtype } : {});
+    const prepared = await findPreparedDecoder(location.modelPath, prepareOptions(location, cacheDir, latent));
+    return prepared ? { location, prepared } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** {@link prepareModel}, then {@link openPrepared}. */
+export async function openDecoder(model: string, runtime: RuntimeOptions, cacheDir?: string, latent = false, dtype?: string): Promise<OpenedDecoder> {
+  return openPrepared(await prepareModel(model, cacheDir, latent, dtype), runtime);
+}
+
+function prepareOptions(location: ModelLocation, cacheDir: string | undefined, latent: boolean): PrepareOptions {
+  return {
+    lastLogitsOnly: true,
+    logitsFloat32: true,
+    ...(latent ? { inputsEmbeds: true, hiddenState: true } : {}),
+    ...(cacheDir ? { cacheDir } : {}),
+    // A module's graph must be the bytes its manifest lists, also as prepared (not only as stat-checked).
+    ...(location.manifest ? { expectedSha256: location.manifest.files.model.sha256 } : {}),
+  };
+}
