@@ -11,9 +11,10 @@
  *   lookup, `InferenceSession.create`, building the tokenizer, and the first prefill. `Engine.load` less their
  *   sum is, roughly, the worker's own start-up (its thread, and its imports of the same modules).
  *
- * Our code runs from the compiled package (`dist/`, built first), or with `--from src` from the sources under tsx.
+ * Our code runs from the compiled package (`dist/`, built first), or with `--from src` from the sources under tsx;
+ * `--row-shards off` loads the engine without its row shards (see bench/gguf.ts).
  *
- *   npm run bench:gguf-load [-- --rounds 3 --types Q4_0,Q4_K_M,Q8_0,F16 --from dist]
+ *   npm run bench:gguf-load [-- --rounds 3 --types Q4_0,Q4_K_M,Q8_0,F16 --from dist --row-shards auto]
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -60,10 +61,10 @@ async function prepare(type: string, layout: Layout): Promise<string> {
 const peakRssMb = () => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? 0) / 1024;
 
 /** `Engine.load` of the module, then one short generation: load time and peak RSS as bench:gguf sees them. */
-async function engineChild(module: string, from: CoreBuild): Promise<Partial<Figures>> {
+async function engineChild(module: string, from: CoreBuild, rowShards: boolean): Promise<Partial<Figures>> {
   const { Engine } = (await import(coreModule(from, 'engine'))) as typeof import('../packages/core/src/engine.js');
   const t0 = performance.now();
-  const engine = await Engine.load({ model: module, intraOpThreads: THREADS });
+  const engine = await Engine.load({ model: module, intraOpThreads: THREADS, ...(rowShards ? {} : { rowShards: false }) });
   const engineLoad = performance.now() - t0;
   await engine.generate({ promptIds: PROMPT }, { maxTokens: 8, ignoreEos: true });
   await engine.dispose();
@@ -114,11 +115,14 @@ async function main(): Promise<void> {
       child: { type: 'string' },
       module: { type: 'string' },
       from: { type: 'string', default: 'dist' },
+      'row-shards': { type: 'string', default: 'auto' },
     },
   });
   const from = parseCoreBuild(values.from!);
+  if (!['auto', 'off'].includes(values['row-shards']!)) throw new Error(`--row-shards must be auto or off; got ${values['row-shards']}`);
+  const rowShards = values['row-shards'] === 'auto';
   if (values.child) {
-    const fig = values.child === 'engine' ? await engineChild(values.module!, from) : await stagesChild(values.module!, from);
+    const fig = values.child === 'engine' ? await engineChild(values.module!, from, rowShards) : await stagesChild(values.module!, from);
     process.stdout.write(JSON.stringify(fig) + '\n');
     return;
   }
@@ -138,7 +142,7 @@ async function main(): Promise<void> {
         const key = `${t} ${l}`;
         const fig: Partial<Figures> = {};
         for (const child of ['engine', 'stages']) {
-          const out = execFileSync(process.execPath, [...process.execArgv, self, '--child', child, '--module', modules.get(key)!, '--from', from], {
+          const out = execFileSync(process.execPath, [...process.execArgv, self, '--child', child, '--module', modules.get(key)!, '--from', from, '--row-shards', values['row-shards']!], {
             encoding: 'utf8',
             stdio: ['ignore', 'pipe', 'inherit'],
           });
@@ -153,9 +157,9 @@ async function main(): Promise<void> {
   const med = (key: string, k: keyof Figures) => median(got.get(key)!.map((f) => f[k]!));
   const columns: (keyof Figures)[] = ['engineLoad', 'imports', 'locate', 'prepare', 'session', 'tokenizer', 'firstPrefill', 'sessionRssMb', 'engineRssMb'];
   const figures = Object.fromEntries([...modules.keys()].map((key) => [key, Object.fromEntries(columns.map((c) => [c, Math.round(med(key, c))]))]));
-  console.log(JSON.stringify({ bench: 'gguf-load', threads: THREADS, reasonplugFrom: from, rounds, loadAverage: median(loads), figures }));
+  console.log(JSON.stringify({ bench: 'gguf-load', threads: THREADS, reasonplugFrom: from, rowShards, rounds, loadAverage: median(loads), figures }));
   printTable(
-    `Converted GGUF module load, llama 768x12 (~125M params), ${THREADS} threads, from ${from === 'dist' ? 'dist/' : 'sources (tsx)'}, ms and MB, medians of ${rounds} rounds (load average ${median(loads).toFixed(1)})`,
+    `Converted GGUF module load, llama 768x12 (~125M params), ${THREADS} threads, from ${from === 'dist' ? 'dist/' : 'sources (tsx)'}${rowShards ? '' : ' without row shards'}, ms and MB, medians of ${rounds} rounds (load average ${median(loads).toFixed(1)})`,
     ['type / layout', 'Engine.load', 'imports', 'locate+verify', 'prepared cache', 'session', 'tokenizer', 'first prefill', 'RSS session', 'RSS engine'],
     [...modules.keys()].map((key) => [key, ...columns.map((c) => med(key, c))]),
   );

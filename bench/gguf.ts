@@ -9,9 +9,11 @@
  * its load time) and peak RSS. Each measurement runs in a fresh process (so peak RSS
  * is the contender's own); rounds interleave contenders and files, and the figures are medians. reasonplug runs
  * from its compiled package (`dist/`, built first: what an npm install runs, as node-llama-cpp runs its compiled
- * JavaScript), or with `--from src` from the TypeScript sources under tsx.
+ * JavaScript), or with `--from src` from the TypeScript sources under tsx. `--row-shards off` loads the engine
+ * without row shards (one-thread copies of the backbone for wide batch steps, which the engine opens at load by
+ * default): a single stream never uses them, and llama.cpp's context here holds one sequence.
  *
- *   npm run bench:gguf [-- --rounds 3 --models llama125m,qwen05b --types Q4_0,Q4_K_M,Q8_0,F16 --short 16 --long 48 --from dist]
+ *   npm run bench:gguf [-- --rounds 3 --models llama125m,qwen05b --types Q4_0,Q4_K_M,Q8_0,F16 --short 16 --long 48 --from dist --row-shards auto]
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -62,6 +64,8 @@ const TYPES = ['Q4_0', 'Q4_K_M', 'Q8_0', 'F16'] as const;
 type FileType = (typeof TYPES)[number];
 type ModelName = keyof typeof MODELS;
 type Contender = 'llama.cpp' | 'reasonplug';
+/** Whether the engine opens its row shards as it does by default (`auto`) or not at all (`off`). */
+type RowShards = 'auto' | 'off';
 const CONTENDERS: Contender[] = ['llama.cpp', 'reasonplug'];
 
 interface Figures {
@@ -141,11 +145,11 @@ function peakRssMb(): number {
 const ids = (n: number, vocab: number) => Array.from({ length: n }, (_, i) => 3 + ((i * 7919) % (vocab - 3)));
 
 /** One contender's figures on one file of a model of `vocab` tokens, measured in this (fresh) process. */
-async function measureHere(contender: Contender, gguf: string, module: string, vocab: number, short: number, long: number, from: CoreBuild): Promise<Figures> {
+async function measureHere(contender: Contender, gguf: string, module: string, vocab: number, short: number, long: number, from: CoreBuild, rowShards: RowShards): Promise<Figures> {
   if (contender === 'reasonplug') {
     const { Engine } = (await import(coreModule(from, 'engine'))) as typeof import('../packages/core/src/engine.js');
     const t0 = performance.now();
-    const engine = await Engine.load({ model: module, intraOpThreads: THREADS });
+    const engine = await Engine.load({ model: module, intraOpThreads: THREADS, ...(rowShards === 'off' ? { rowShards: false } : {}) });
     const loadMs = performance.now() - t0;
     // performance.now() counts from the process's start
     const readyMs = performance.now();
@@ -198,13 +202,16 @@ async function main(): Promise<void> {
       module: { type: 'string' },
       vocab: { type: 'string' },
       from: { type: 'string', default: 'dist' },
+      'row-shards': { type: 'string', default: 'auto' },
     },
   });
   const from = parseCoreBuild(values.from!);
+  const rowShards = values['row-shards'] as RowShards;
+  if (rowShards !== 'auto' && rowShards !== 'off') throw new Error(`--row-shards must be auto or off; got ${rowShards}`);
   const short = Number(values.short);
   const long = Number(values.long);
   if (values.child) {
-    const fig = await measureHere(values.child as Contender, values.gguf!, values.module!, Number(values.vocab), short, long, from);
+    const fig = await measureHere(values.child as Contender, values.gguf!, values.module!, Number(values.vocab), short, long, from, rowShards);
     process.stdout.write(JSON.stringify(fig) + '\n');
     return;
   }
@@ -213,11 +220,11 @@ async function main(): Promise<void> {
   const types = values.types!.split(',') as FileType[];
   for (const t of types) if (!TYPES.includes(t)) throw new Error(`unknown type ${t}; choose from ${TYPES.join(', ')}`);
   if (from === 'dist') buildCore();
-  for (const m of models) await benchModel(m, types, Number(values.rounds), short, long, from);
+  for (const m of models) await benchModel(m, types, Number(values.rounds), short, long, from, rowShards);
 }
 
 /** Measures one model's files, then prints its JSON line and table. */
-async function benchModel(name: ModelName, types: FileType[], rounds: number, short: number, long: number, from: CoreBuild): Promise<void> {
+async function benchModel(name: ModelName, types: FileType[], rounds: number, short: number, long: number, from: CoreBuild, rowShards: RowShards): Promise<void> {
   const { shape, title } = MODELS[name]!;
   const files = new Map<FileType, { gguf: string; module: string }>();
   for (const t of types) files.set(t, await prepare(name, t));
@@ -231,7 +238,7 @@ async function benchModel(name: ModelName, types: FileType[], rounds: number, sh
         const { gguf, module } = files.get(t)!;
         const out = execFileSync(
           process.execPath,
-          [...process.execArgv, self, '--child', c, '--gguf', gguf, '--module', module, '--vocab', String(shape.vocab), '--short', String(short), '--long', String(long), '--from', from],
+          [...process.execArgv, self, '--child', c, '--gguf', gguf, '--module', module, '--vocab', String(shape.vocab), '--short', String(short), '--long', String(long), '--from', from, '--row-shards', rowShards],
           { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, NODE_LLAMA_CPP_SKIP_DOWNLOAD: 'true' } },
         );
         const fig = JSON.parse(out.trim().split('\n').pop()!) as Figures;
@@ -252,6 +259,7 @@ async function benchModel(name: ModelName, types: FileType[], rounds: number, sh
     long,
     prefillTokens: PREFILL,
     reasonplugFrom: from,
+    rowShards,
     // the 1-minute load average while measuring: on a shared machine, llama.cpp's spinning thread pool suffers most
     loadAverage: median(loads),
     figures: Object.fromEntries(
@@ -274,7 +282,7 @@ async function benchModel(name: ModelName, types: FileType[], rounds: number, sh
     rows.push([`${t} reasonplug / llama.cpp`, ratio('msPerToken'), ratio('prefillMs'), ratio('loadMs'), ratio('readyMs'), ratio('peakRssMb')]);
   }
   printTable(
-    `GGUF ${title}, ${THREADS} threads, greedy, reasonplug from ${from === 'dist' ? 'dist/' : 'sources (tsx)'}, medians of ${rounds} rounds (load average ${median(loads).toFixed(1)})`,
+    `GGUF ${title}, ${THREADS} threads, greedy, reasonplug from ${from === 'dist' ? 'dist/' : 'sources (tsx)'}${rowShards === 'off' ? ' without row shards' : ''}, medians of ${rounds} rounds (load average ${median(loads).toFixed(1)})`,
     ['file / contender', 'decode ms/token', `prefill ${PREFILL} ms`, 'load ms', 'ready ms', 'peak RSS MB'],
     rows,
   );
