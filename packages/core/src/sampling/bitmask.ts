@@ -55,8 +55,8 @@ function dense(word: number): boolean {
  * The argmax of `logits` among the allowed tokens, without writing to them: exactly `argmax` after
  * {@link applyBitmask} (first index on ties, NaN never chosen), or -1 when no allowed token is above −∞.
  * Empty words are skipped and sparse ones visited bit by bit. A run of dense words (free text: all or nearly
- * all allowed) is scanned as one range at argmax's speed; if the range's best is a disallowed token, the run
- * is walked word by word instead (its best allowed token is then elsewhere).
+ * all allowed) is scanned as one range at argmax's speed; if the range's best is a disallowed token, the range
+ * is scanned again checking the bits (its best allowed token is then elsewhere).
  */
 export function argmaxAllowed(logits: Float32Array, bitmask: Int32Array): number {
   const n = logits.length;
@@ -99,7 +99,16 @@ export function argmaxAllowed(logits: Float32Array, bitmask: Int32Array): number
     const i = maxIndexIn(logits, w << 5, Math.min(end << 5, n));
     // The first best of the whole range: if allowed, it is the first best among the allowed ones too.
     if (i < 0 || ((bitmask[i >> 5]! >>> (i & 31)) & 1) === 1) take(i);
-    else for (let v = w; v < end; v++) bitmask[v] === -1 ? take(maxIndexIn(logits, v << 5, Math.min((v + 1) << 5, n))) : bits(v, bitmask[v]!);
+    else {
+      // Scanned again, checking the bit only of a value that would win (rarely).
+      for (let j = w << 5, to = Math.min(end << 5, n); j < to; j++) {
+        const v = logits[j]!;
+        if (v > best && ((bitmask[j >> 5]! >>> (j & 31)) & 1) === 1) {
+          best = v;
+          idx = j;
+        }
+      }
+    }
     w = end;
   }
   if (words << 5 < n) take(maxIndexIn(logits, words << 5, n));

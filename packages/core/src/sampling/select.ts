@@ -28,12 +28,13 @@ export function maxIndexIn(logits: Float32Array, from: number, to: number): numb
     if (v2 > b2) { b2 = v2; i2 = i + 2; }
     if (v3 > b3) { b3 = v3; i3 = i + 3; }
   }
-  // Merge the lanes keeping the first index among equal maxima.
-  let best = -Infinity;
-  let idx = -1;
-  for (const [b, j] of [[b0, i0], [b1, i1], [b2, i2], [b3, i3]] as const) {
-    if (b > best || (b === best && b !== -Infinity && j < idx)) { best = b; idx = j; }
-  }
+  // Merge the lanes keeping the first index among equal maxima (straight-line: this runs once per range of
+  // allowed tokens under a grammar, many times per token).
+  let best = b0;
+  let idx = i0;
+  if (b1 > best || (b1 === best && b1 !== -Infinity && i1 < idx)) { best = b1; idx = i1; }
+  if (b2 > best || (b2 === best && b2 !== -Infinity && i2 < idx)) { best = b2; idx = i2; }
+  if (b3 > best || (b3 === best && b3 !== -Infinity && i3 < idx)) { best = b3; idx = i3; }
   for (; i < to; i++) {
     const v = logits[i]!;
     if (v > best) { best = v; idx = i; }
