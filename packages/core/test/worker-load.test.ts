@@ -1,13 +1,15 @@
 import { expect } from 'chai';
 import { existsSync, readFileSync } from 'node:fs';
-import { appendFile, mkdir, readdir } from 'node:fs/promises';
+import { appendFile, mkdir, readdir, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
+import { Tokenizer } from '@huggingface/tokenizers';
 import { ModuleIntegrityError, writeModuleDir } from '../src/modules/module-dir.js';
 import { randomLlamaWeights, writeLlamaModel } from '../src/onnx/llama-builder.js';
 import type { LlamaConfig } from '../src/onnx/llama-spec.js';
 import { findPreparedModel, prepareModel } from '../src/runtime/prepare-model.js';
+import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { rejection } from './support/assertions.js';
 import { testDir } from './support/models.js';
 
@@ -92,4 +94,27 @@ describe('model worker start-up', function () {
     expect(await rejection(prepareModel(module, cacheDir))).to.be.instanceOf(ModuleIntegrityError);
     expect(await findPreparedModel(join(root, 'missing'), cacheDir)).to.equal(undefined);
   });
+});
+
+describe('tokenizer vocabulary size', () => {
+  const added = (id: number, content: string) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+  const tokenizers: Record<string, object> = {
+    'BPE (token → id), an added token past the vocabulary': {
+      model: { type: 'BPE', vocab: { a: 0, b: 1, ab: 2 }, merges: ['a b'], unk_token: null },
+      added_tokens: [added(5, '<x>')],
+    },
+    'Unigram ([piece, score] by position), an added token inside it': {
+      model: { type: 'Unigram', unk_id: 0, vocab: [['<unk>', 0], ['a', -1], ['b', -2], ['ab', -1.5]] },
+      added_tokens: [added(0, '<unk>')],
+    },
+  };
+  for (const [name, tokenizer] of Object.entries(tokenizers)) {
+    it(`is what the library's get_vocab(true) spans: ${name}`, async () => {
+      const dir = testDir('vocab-size');
+      await writeFile(join(dir, 'tokenizer.json'), JSON.stringify({ version: '1.0', normalizer: null, pre_tokenizer: null, post_processor: null, decoder: null, ...tokenizer }));
+      const library = new Tokenizer(JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf8')), {});
+      const ids = [...library.get_vocab(true).values()];
+      expect((await TextTokenizer.fromDirectory(dir)).vocabSize).to.equal(Math.max(...ids) + 1);
+    });
+  }
 });
