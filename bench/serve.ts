@@ -15,13 +15,20 @@
  * the lowest p99 inter-token latency among the server's c = 1 row and every `one at a time` row (all of them
  * are the same requests served one by one).
  *
- *   npm run bench:serve [-- --tokens 32 --rounds 1 --concurrency 1,2,4,8,16]
+ * `--row-shards off` serves with the engine's row shards turned off (one session steps every row). `--ab N`
+ * instead runs N interleaved rounds in this process, without HTTP, of two engines on the same file, row shards
+ * on and off: c concurrent calls on each, then one call alone, each round (the engines' steps compared under the
+ * same load, whatever else the machine runs).
+ *
+ *   npm run bench:serve [-- --tokens 32 --rounds 1 --concurrency 1,2,4,8,16 --row-shards on|off]
+ *   npm run bench:serve -- --ab 8 [--concurrency 8]
  */
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startServer } from '../packages/core/src/serve/server.js';
+import { Engine } from '../packages/core/src/engine.js';
 import { GGML } from '../packages/core/test/support/ggml-quantize.js';
 import { repoRoot } from '../test/support/paths.js';
 import { randomLlamaGguf, type LlamaShape } from './support/random-llama.js';
@@ -175,15 +182,88 @@ function percentile(xs: number[], p: number): number {
   return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
 }
 
+/** c concurrent calls on an engine (no HTTP), timed from their streamed tokens. */
+async function engineRun(engine: Engine, c: number, tokens: number): Promise<Run> {
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  const starts: number[] = [];
+  const times: number[][] = [];
+  await Promise.all(
+    Array.from({ length: c }, async (_, i) => {
+      starts[i] = performance.now();
+      const t: number[] = [];
+      for await (const _ of engine.stream({ promptIds: PROMPT }, { maxTokens: tokens, ignoreEos: true })) t.push(performance.now());
+      times[i] = t;
+    }),
+  );
+  return figures(starts, times, performance.now() - t0, cpu0);
+}
+
+/** `--ab`: engines with row shards on and off, interleaved in this process. */
+async function abMain(gguf: string, rounds: number, c: number, tokens: number): Promise<void> {
+  const load = (rowShards: boolean) => Engine.load({ model: gguf, intraOpThreads: THREADS, maxBatch: 16, rowShards });
+  const engines = { 'row shards': await load(true), 'one session': await load(false) };
+  const runs = new Map<string, Run[]>();
+  const record = (k: string, r: Run) => runs.set(k, [...(runs.get(k) ?? []), r]);
+  try {
+    for (const e of Object.values(engines)) await engineRun(e, c, 4); // warm-up
+    for (let round = 0; round < rounds; round++) {
+      console.error(`A/B round ${round + 1}`);
+      const order = round % 2 === 0 ? (['row shards', 'one session'] as const) : (['one session', 'row shards'] as const);
+      for (const k of order) record(`${k} c=${c}`, await engineRun(engines[k], c, tokens));
+      record('one session c=1', await engineRun(engines['one session'], 1, tokens));
+    }
+  } finally {
+    await Promise.all(Object.values(engines).map((e) => e.dispose()));
+  }
+  const rows = [...runs].map(([k, rs]) => ({
+    run: k,
+    tokensPerS: median(rs.map((r) => (r.tokens / r.wallMs) * 1000)),
+    itlP50Ms: median(rs.map((r) => percentile(r.itlMs, 50))),
+    itlP99Ms: median(rs.map((r) => percentile(r.itlMs, 99))),
+    cpuMsPerToken: median(rs.map((r) => r.cpuMs / r.tokens)),
+    // The least disturbed round: other jobs only ever slow a round down.
+    bestTokensPerS: Math.max(...rs.map((r) => (r.tokens / r.wallMs) * 1000)),
+    bestItlP50Ms: Math.min(...rs.map((r) => percentile(r.itlMs, 50))),
+  }));
+  const single = rows.find((r) => r.run === 'one session c=1')!;
+  console.log(JSON.stringify({ bench: 'serve-ab', model: { ...SHAPE, type: 'Q4_0' }, threads: THREADS, tokens, rounds, concurrency: c, results: rows }));
+  printTable(
+    `engine A/B, row shards on vs off (no HTTP; Q4_0 ~125M, ${tokens} tokens/call, ${THREADS} threads, medians of ${rounds} interleaved rounds)`,
+    ['run', 'tok/s (all)', 'vs c=1', 'ITL p50 ms', 'ITL p99 ms', 'p99 ITL vs c=1', 'CPU ms/token', 'best tok/s', 'best vs c=1', 'best ITL p50 ms'],
+    rows.map((r) => [
+      r.run,
+      r.tokensPerS,
+      `${(r.tokensPerS / single.tokensPerS).toFixed(2)}x`,
+      r.itlP50Ms,
+      r.itlP99Ms,
+      `${(r.itlP99Ms / single.itlP99Ms).toFixed(2)}x`,
+      r.cpuMsPerToken,
+      r.bestTokensPerS,
+      `${(r.bestTokensPerS / single.bestTokensPerS).toFixed(2)}x`,
+      r.bestItlP50Ms,
+    ]),
+  );
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { tokens: { type: 'string', default: '32' }, rounds: { type: 'string', default: '1' }, concurrency: { type: 'string', default: '1,2,4,8,16' } },
+    options: {
+      tokens: { type: 'string', default: '32' },
+      rounds: { type: 'string', default: '1' },
+      concurrency: { type: 'string', default: '1,2,4,8,16' },
+      'row-shards': { type: 'string', default: 'on' },
+      ab: { type: 'string' },
+    },
   });
   const tokens = Number(values.tokens);
   const rounds = Number(values.rounds);
   const levels = values.concurrency!.split(',').map(Number);
   const gguf = await modelFile();
-  const server = await startServer({ engine: { model: gguf, intraOpThreads: THREADS }, name: 'bench', port: 0, maxBatch: 16, maxQueue: 64 });
+  if (values.ab) return abMain(gguf, Number(values.ab), values.concurrency === '1,2,4,8,16' ? 8 : levels.at(-1)!, tokens);
+  if (!['on', 'off'].includes(values['row-shards']!)) throw new Error(`--row-shards takes on or off; got ${values['row-shards']}`);
+  const rowShards = values['row-shards'] === 'on';
+  const server = await startServer({ engine: { model: gguf, intraOpThreads: THREADS, rowShards }, name: 'bench', port: 0, maxBatch: 16, maxQueue: 64 });
   await server.ready;
   await request(server.url, 4); // warm-up
   const runs = new Map<string, Run[]>();
@@ -235,9 +315,9 @@ async function main(): Promise<void> {
         itlP99Ratio: f.itlP99Ms / reference.itlP99Ms,
       };
     });
-  console.log(JSON.stringify({ bench: 'serve', model: { ...SHAPE, type: 'Q4_0' }, threads: THREADS, tokens, rounds, results: json, singleStream: reference, targets }));
+  console.log(JSON.stringify({ bench: 'serve', model: { ...SHAPE, type: 'Q4_0' }, threads: THREADS, tokens, rounds, rowShards, results: json, singleStream: reference, targets }));
   printTable(
-    `reasonplug serve vs one at a time vs llama.cpp parallel sequences (Q4_0 ~125M, ${tokens} tokens/request, ${THREADS} threads, median of ${rounds} round(s))`,
+    `reasonplug serve (row shards ${rowShards ? 'on' : 'off'}) vs one at a time vs llama.cpp parallel sequences (Q4_0 ~125M, ${tokens} tokens/request, ${THREADS} threads, median of ${rounds} round(s))`,
     ['c', 'contender', 'tok/s (all)', 'TTFT p50 ms', 'TTFT p99 ms', 'ITL p50 ms', 'ITL p99 ms', 'CPU ms/token'],
     rows,
   );

@@ -60,6 +60,37 @@ describe('row shards', function () {
     }
   });
 
+  it('a shard that dies fails the step with a ShardError; later steps of any width run on the backbone session', async () => {
+    const model = await builtModel('rs-kv', { ...smallConfig, numLayers: 3 }, {}, 23);
+    const p = await prepareDecoder(model, { lastLogitsOnly: true, logitsFloat32: true, cacheDir });
+    const session = await DecoderSession.create({ path: p.preparedPath }, { intraOpThreads: 2 });
+    const shards = await RowShards.open(session, { path: p.preparedPath }, 2, 4, p.weightBytes);
+    const plain = new BatchKv(session);
+    try {
+      const caches: RowCache[] = [];
+      for (const prompt of [[1, 2, 3], [4, 5], [6], [7, 8, 9, 10]]) {
+        const run = new RowPrefill(session, prompt, 8);
+        while (!(await run.next()));
+        caches.push(run.cache);
+      }
+      shards.rebuild([], caches);
+      await shards.step([1, 2, 3, 4]);
+      await shards.killShard(1);
+      const err = await shards.step([1, 2, 3, 4]).catch((e: Error) => e);
+      expect(err).to.have.property('name', 'ShardError');
+      expect((err as Error).message).to.match(/a row shard of the backbone stopped/);
+      shards.rebuild([], []);
+      shards.rebuild([], caches);
+      plain.rebuild([], caches);
+      const [a, b] = [await plain.step([5, 6, 7, 8]), await shards.step([5, 6, 7, 8])];
+      expect(Array.from(b)).to.deep.equal(Array.from(a));
+      expect(shards.stats()).to.include({ wideSteps: 2, narrowSteps: 1 });
+    } finally {
+      await shards.release();
+      await session.release();
+    }
+  });
+
   it('engine: concurrent calls of different lengths, samplers and stops on row shards each give what they give alone', async () => {
     const backbone = await makeModule({ name: 'rs-backbone', kind: 'backbone', seed: 31 });
     const engine = await Engine.load({ model: backbone, cacheDir, maxBatch: 8, intraOpThreads: 2, rowShards: true });

@@ -65,6 +65,16 @@ class ShardClient {
     return new ShardClient(worker);
   }
 
+  /** False once the worker has failed or exited. */
+  get alive(): boolean {
+    return this.dead === undefined;
+  }
+
+  /** Ends the worker as a crash would (tests). */
+  kill(): Promise<number> {
+    return this.worker.terminate();
+  }
+
   send(msg: ToShard, transfer: ArrayBuffer[] = []): void {
     if (!this.dead) this.worker.postMessage(msg, transfer);
   }
@@ -221,7 +231,8 @@ export class RowShards implements BatchCache {
       return;
     }
     const total = keep.length + added.length;
-    if (!this.wide && total < this.minRows) return this.local.rebuild(keep, added);
+    // Once a shard has failed (its rows failed with it), every step runs on the backbone's own session.
+    if (!this.wide && (total < this.minRows || !this.shards.every((s) => s.alive))) return this.local.rebuild(keep, added);
     if (!this.wide) {
       // Widening: the kept rows' caches leave the backbone's cache for the shards.
       const caches = [...keep.map((r) => this.local.takeRow(r)), ...added];
@@ -332,6 +343,11 @@ export class RowShards implements BatchCache {
 
   stats(): RowShardStats {
     return { workers: this.shards.length, minRows: this.minRows, weightBytes: this.weightBytes, ...this.counts };
+  }
+
+  /** Ends shard `i`'s worker as a crash would (tests). */
+  killShard(i: number): Promise<number> {
+    return this.shards[i]!.kill();
   }
 
   /** Stops the shard workers. */
