@@ -1,6 +1,6 @@
 /**
  * How a converted GGUF's attention and norms are written, A/B in one process: the bench:gguf llama (768x12, GQA
- * 12/4 heads, ~125M params) as a 4-bit GGUF, its weights read once and written as graphs that differ only there
+ * 12/4 heads, ~125M params) or its Qwen2.5-0.5B-shaped model as a 4-bit GGUF, its weights read once and written as graphs that differ only there
  * (MatMulNBits weights, last-position logits in all):
  *   ops          MatMul/Softmax with an additive mask, rotary by Mul/Add (the converter's graph before GQA)
  *   gqa          com.microsoft::GroupQueryAttention, rotary inside from cos/sin caches (interleaved for llama's
@@ -14,7 +14,7 @@
  * and the median of the paired ratios to `ops` (each run against the `ops` run next to it). Also counts the
  * kernels of each optimized graph (what onnxruntime fused).
  *
- *   npm run bench:gguf-attention [-- --steps 160 --prefills 9 --type Q4_0]
+ *   npm run bench:gguf-attention [-- --model llama125m|qwen05b --steps 160 --prefills 9 --type Q4_0]
  */
 import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
@@ -31,7 +31,13 @@ import { repoRoot } from '../test/support/paths.js';
 import { randomLlamaGguf, type LlamaShape } from './support/random-llama.js';
 import { median, printTable } from './support/stats.js';
 
-const SHAPE: LlamaShape = { hidden: 768, layers: 12, heads: 12, kvHeads: 4, ff: 2048, vocab: 32000 };
+/** The models of bench:gguf (same shapes, same seeds of their GGUF writer). */
+const MODELS: Record<string, { shape: LlamaShape; stem: string; title: string }> = {
+  llama125m: { shape: { hidden: 768, layers: 12, heads: 12, kvHeads: 4, ff: 2048, vocab: 32000 }, stem: 'llama-125m', title: 'llama 768x12' },
+  // Qwen2.5-0.5B's shape (q/k/v biases, NeoX rotary, 14 heads over 2 KV heads, tied 151936-row head)
+  qwen05b: { shape: { hidden: 896, layers: 24, heads: 14, kvHeads: 2, ff: 4864, vocab: 151936, arch: 'qwen2' }, stem: 'qwen2-0.5b', title: 'qwen2 896x24' },
+};
+let SHAPE: LlamaShape = MODELS.llama125m!.shape;
 const THREADS = 2;
 const PREFILL = 512;
 const PROMPT = 16;
@@ -116,21 +122,28 @@ async function takeTurns(names: string[], times: number, run: (name: string) => 
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { steps: { type: 'string', default: '160' }, prefills: { type: 'string', default: '9' }, type: { type: 'string', default: 'Q4_0' } } });
+  const { values } = parseArgs({
+    options: { steps: { type: 'string', default: '160' }, prefills: { type: 'string', default: '9' }, type: { type: 'string', default: 'Q4_0' }, model: { type: 'string', default: 'llama125m' } },
+  });
+  const model = MODELS[values.model!];
+  if (!model) throw new Error(`unknown model ${values.model}; choose from ${Object.keys(MODELS).join(', ')}`);
+  SHAPE = model.shape;
   const steps = Number(values.steps);
   const prefills = Number(values.prefills);
   const type = values.type as keyof typeof GGML;
   if (!(type in GGML)) throw new Error(`unknown GGUF type ${type}`);
   await mkdir(dir, { recursive: true });
-  const gguf = join(dir, `llama-125m-${type}.gguf`);
-  if (!existsSync(gguf)) await writeFile(gguf, randomLlamaGguf(SHAPE, `bench llama 125M ${type}`, () => GGML[type]));
+  const gguf = join(dir, `${model.stem}-${type}.gguf`);
+  // (as llama-quantize does for the Qwen shape, whose rows of 896 are no whole K-quant blocks: a Q8_0 embedding)
+  const typeOf = (t: string) => (SHAPE.arch === 'qwen2' && t === 'token_embd.weight' && type !== 'F16' && type !== 'F32' ? GGML.Q8_0 : GGML[type]);
+  if (!existsSync(gguf)) await writeFile(gguf, randomLlamaGguf(SHAPE, `bench ${model.stem} ${type}`, typeOf));
   const names = Object.keys(VARIANTS);
   const paths = new Map<string, string>();
   await withGguf(gguf, async (f) => {
     const config = llamaConfigFromGguf(f);
     const weights = await llamaWeightsFromGguf(f, config);
     for (const n of names) {
-      const path = join(dir, `${type}-${n}.onnx`);
+      const path = join(dir, `${model.stem}-${type}-${n}.onnx`);
       await writeLlamaModel(path, config, weights, { numLogitsToKeep: true, externalData: true, maxPositions: 2048, ...VARIANTS[n] });
       paths.set(n, path);
     }
@@ -170,7 +183,7 @@ async function main(): Promise<void> {
   const fused = (n: string, op: string) => kernels.get(n)!.get(op) ?? 0;
   const result = {
     bench: 'gguf-attention',
-    model: { ...SHAPE, type },
+    model: { name: values.model, ...SHAPE, type },
     threads: THREADS,
     decodeSteps: steps,
     prefills,
@@ -197,7 +210,7 @@ async function main(): Promise<void> {
   };
   console.log(JSON.stringify(result));
   printTable(
-    `GGUF llama 768x12 ${type}: how attention and norms are written, ${THREADS} threads, ${steps} decode steps and ${prefills} prefills each, turn by turn (load average ${median(loads).toFixed(1)})`,
+    `GGUF ${model.title} ${type}: how attention and norms are written, ${THREADS} threads, ${steps} decode steps and ${prefills} prefills each, turn by turn (load average ${median(loads).toFixed(1)})`,
     ['graph', 'decode ms/token', 'vs ops', 'CPU ms', 'vs ops', `prefill ${PREFILL} ms`, 'vs ops', 'CPU ms', 'vs ops', 'kernels', 'SkipSimplifiedLN'],
     names.map((n) => {
       const f = result.figures[n]!;
