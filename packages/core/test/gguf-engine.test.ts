@@ -9,6 +9,7 @@ import { Engine } from '../src/engine.js';
 import { convertGguf } from '../src/gguf/convert.js';
 import { graphFacts } from '../src/onnx/graph-facts.js';
 import { readModel } from '../src/onnx/proto.js';
+import { buildProjectorModel, randomProjectorWeights, writeProjectorModel } from '../src/onnx/projector-builder.js';
 import { bpeTokenizerMeta } from './support/bpe-vocab.js';
 import { GEMMA2_SLIDING, llamaCppGreedy, llamaCppTokenize, storiesTokenizerMeta, writeRandomGguf } from './support/gguf-models.js';
 import { useTempCache } from './support/temp-cache.js';
@@ -62,6 +63,27 @@ describe('converted GGUFs in the engine (llama.cpp is the reference)', function 
       }
     });
   }
+
+  it('a GroupQueryAttention conversion composes with a reasoner and runs latent steps as the op-by-op conversion does', async () => {
+    const path = join(scratch.dir, 'llama-latent.gguf');
+    await writeRandomGguf(path, { arch: 'llama', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, untied: true, seed: 41 }, await storiesTokenizerMeta());
+    const projector = join(scratch.dir, 'projector.onnx');
+    await writeProjectorModel(projector, buildProjectorModel({ hiddenSize: 64 }, randomProjectorWeights({ hiddenSize: 64 }, 5)));
+    const ids: Record<string, number[][]> = {};
+    for (const attention of ['ops', 'gqa'] as const) {
+      const module = join(scratch.dir, `latent-${attention}`);
+      await convertGguf(path, module, { attention });
+      const engine = await Engine.load({ model: module, projector, reasoners: [{ model: module, weight: 0.5 }] });
+      try {
+        const r = await engine.generate({ promptIds: [[1, 403, 407, 261], [1, 300], [1, 5, 6, 7, 8, 9]] }, { maxTokens: 10, latent: 'fixed:2' });
+        ids[attention] = r.rows.map((row) => row.ids);
+        expect(r.rows.every((row) => row.latentSteps === 2), attention).to.equal(true);
+      } finally {
+        await engine.dispose();
+      }
+    }
+    expect(ids.gqa).to.deep.equal(ids.ops);
+  });
 
   it('gemma2: a batch of prompts longer and shorter than the window equals each prompt alone and llama.cpp', async () => {
     const path = join(scratch.dir, 'gemma2.gguf');
