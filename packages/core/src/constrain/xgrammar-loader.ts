@@ -18,15 +18,19 @@ import type * as XGrammar from '@mlc-ai/web-xgrammar';
 
 export type XGrammarModule = typeof XGrammar;
 
-/** An embind `std::vector<int32_t>`. */
+/** An embind `std::vector<int32_t>` (`$$.ptr`: embind's address of the C++ object). */
 export interface EmbindIntVector {
   delete(): void;
+  readonly $$?: { ptr?: unknown };
 }
 
 /** What the library's WebAssembly module offers beyond its classes (set once the library has initialized). */
 export interface XGrammarBinding {
   /** A view of a vector's elements in the module's memory (valid until the vector is freed or memory grows). */
   vecIntToView(vector: EmbindIntVector): Int32Array;
+  /** Views of the module's memory (replaced when it grows). */
+  readonly HEAP32?: Int32Array;
+  readonly HEAPU32?: Uint32Array;
 }
 
 /** One loaded copy of the library and what its C++ side printed since last asked. */
