@@ -263,9 +263,12 @@ async function main(): Promise<void> {
   if (values.ab) return abMain(gguf, Number(values.ab), values.concurrency === '1,2,4,8,16' ? 8 : levels.at(-1)!, tokens);
   if (!['on', 'off'].includes(values['row-shards']!)) throw new Error(`--row-shards takes on or off; got ${values['row-shards']}`);
   const rowShards = values['row-shards'] === 'on';
+  // true opens the row shards with the engine (by default they open the first time the batch is wide enough).
   const server = await startServer({ engine: { model: gguf, intraOpThreads: THREADS, rowShards }, name: 'bench', port: 0, maxBatch: 16, maxQueue: 64 });
   await server.ready;
   await request(server.url, 4); // warm-up
+  // With row shards, their first wide step too.
+  if (rowShards) await Promise.all(Array.from({ length: 8 }, () => request(server.url, 4)));
   const runs = new Map<string, Run[]>();
   const record = (who: Contender, c: number, r: Run) => runs.set(`${who}@${c}`, [...(runs.get(`${who}@${c}`) ?? []), r]);
   try {

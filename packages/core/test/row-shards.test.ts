@@ -93,7 +93,12 @@ describe('row shards', function () {
 
   it('engine: concurrent calls of different lengths, samplers and stops on row shards each give what they give alone', async () => {
     const backbone = await makeModule({ name: 'rs-backbone', kind: 'backbone', seed: 31 });
-    const engine = await Engine.load({ model: backbone, cacheDir, maxBatch: 8, intraOpThreads: 2, rowShards: true });
+    // Asked for, they open with the engine.
+    const eager = await Engine.load({ model: backbone, cacheDir, maxBatch: 8, intraOpThreads: 2, rowShards: true });
+    expect((await eager.stats()).rowShards).to.include({ workers: 2, open: true });
+    await eager.dispose();
+    // By default (two threads, small weights), the first time the batch is wide enough.
+    const engine = await Engine.load({ model: backbone, cacheDir, maxBatch: 8, intraOpThreads: 2 });
     try {
       const free = await engine.generate({ prompt: 'Once upon a time' }, { maxTokens: 16 });
       const stop = free.rows[0]!.text.slice(6, 9);
@@ -108,7 +113,13 @@ describe('row shards', function () {
       const rows = (r: Awaited<ReturnType<Engine['generate']>>) => r.rows.map((row) => ({ ids: row.ids, finishReason: row.finishReason }));
       const alone = [];
       for (const [input, options] of calls) alone.push(rows(await engine.generate(input, options)));
+      // The workers open the first time the batch is wide enough, meanwhile it runs on the backbone's session.
+      expect((await engine.stats()).rowShards).to.include({ workers: 2, open: false, wideSteps: 0 });
+      const first = await Promise.all(calls.map(([input, options]) => engine.generate(input, options)));
+      expect(first.map(rows)).to.deep.equal(alone);
+      for (let i = 0; i < 200 && !(await engine.stats()).rowShards!.open; i++) await new Promise((r) => setTimeout(r, 25));
       const before = (await engine.stats()).rowShards!;
+      expect(before.open).to.equal(true);
       const together = await Promise.all(calls.map(([input, options]) => engine.generate(input, options)));
       expect(together.map(rows)).to.deep.equal(alone);
       const after = await engine.stats();

@@ -39,8 +39,8 @@ export interface BatchLimits {
   maxQueue?: number;
   /**
    * Row shards of the backbone for wide steps (see runtime/row-shards.ts): false turns them off; true opens them
-   * whatever the backbone's weights weigh. Default: on the CPU, for backbones up to 1 GiB of weights given two
-   * or more threads.
+   * with the engine, whatever the backbone's weights weigh. Default: on the CPU, for backbones up to 1 GiB of
+   * weights given two or more threads, opened the first time the batch is wide enough.
    */
   rowShards?: boolean;
 }

@@ -211,8 +211,8 @@ async function openReasoners(
   return { groups: lanes, placed };
 }
 
-/** The backbone's row shards, when {@link rowShardWorkers} gives it any. */
-async function openRowShards(backbone: PreparedModel, session: DecoderSession): Promise<RowShards | undefined> {
+/** The backbone's row shards, when {@link rowShardWorkers} gives it any (their workers open when first needed). */
+function rowShards(backbone: PreparedModel, session: DecoderSession): RowShards | undefined {
   const workers = rowShardWorkers({
     choice: config.batching?.rowShards,
     threads: session.intraOpThreads,
@@ -222,7 +222,7 @@ async function openRowShards(backbone: PreparedModel, session: DecoderSession): 
     weightBytes: backbone.prepared.weightBytes,
   });
   if (workers === 0) return undefined;
-  return RowShards.open(session, decoderSource(backbone), workers, SHARD_MIN_ROWS_PER_WORKER * workers, backbone.prepared.weightBytes);
+  return new RowShards(session, decoderSource(backbone), workers, SHARD_MIN_ROWS_PER_WORKER * workers, backbone.prepared.weightBytes);
 }
 
 async function start(): Promise<Loaded> {
@@ -325,10 +325,14 @@ async function start(): Promise<Loaded> {
         }
       : {}),
   };
-  const shards = await openRowShards(backbonePrepared!, session).catch(async (err: unknown) => {
-    await Promise.allSettled([releaseAll(), projector?.session.release()]);
-    throw err;
-  });
+  const shards = rowShards(backbonePrepared!, session);
+  // Asked for explicitly, they open with the engine (a failure fails the load); by default when first needed.
+  if (shards && config.batching?.rowShards === true) {
+    await shards.start().catch(async (err: unknown) => {
+      await Promise.allSettled([releaseAll(), projector?.session.release()]);
+      throw err;
+    });
+  }
   post({ type: 'ready', info });
   return {
     backbone: session,

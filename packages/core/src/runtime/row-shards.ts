@@ -134,6 +134,10 @@ export interface RowShardStats {
   /** Steps run on the shards, and on the backbone's own session, so far. */
   wideSteps: number;
   narrowSteps: number;
+  /** Whether the workers are up (they are opened the first time the batch is wide enough). */
+  open: boolean;
+  /** Why the workers could not be opened, when they could not. */
+  error?: string;
 }
 
 /** Where a row of a wide batch lives: its shard and its position in that shard's cache. */
@@ -157,31 +161,56 @@ export class RowShards implements BatchCache {
   private returning: number[] | undefined;
   private moved = 0;
   private counts = { wideSteps: 0, narrowSteps: 0 };
+  /** The workers, once all are open. */
+  private shards: ShardClient[] = [];
+  private opening: Promise<void> | undefined;
+  private openError: Error | undefined;
 
-  private constructor(
+  /**
+   * Shards of `session` (the backbone) over `workers` workers on `source` (its prepared graph); nothing is opened
+   * until {@link start}, which the first wide enough batch calls (until the workers are up, it runs on the
+   * backbone's session). `weightBytes`: the backbone's weights, for the stats.
+   */
+  constructor(
     private readonly session: DecoderSession,
-    private readonly shards: ShardClient[],
+    private readonly source: DecoderSource,
+    private readonly workers: number,
     readonly minRows: number,
     private readonly weightBytes: number,
   ) {
     this.local = new BatchKv(session);
-    this.shardLengths = shards.map(() => []);
-    this.shardWidth = shards.map(() => 0);
+    this.shardLengths = [];
+    this.shardWidth = [];
   }
 
-  /**
-   * Opens `workers` shard workers on `source` (the backbone's prepared graph) beside `session` (the backbone).
-   * `weightBytes`: the backbone's weights, for the stats.
-   */
+  /** {@link RowShards} with its workers already open. */
   static async open(session: DecoderSession, source: DecoderSource, workers: number, minRows: number, weightBytes: number): Promise<RowShards> {
-    const opened = await Promise.allSettled(Array.from({ length: workers }, () => ShardClient.open(source)));
-    const failure = opened.find((o) => o.status === 'rejected');
-    const clients = opened.flatMap((o) => (o.status === 'fulfilled' ? [o.value] : []));
-    if (failure) {
-      await Promise.allSettled(clients.map((c) => c.release()));
-      throw (failure as PromiseRejectedResult).reason;
-    }
-    return new RowShards(session, clients, minRows, weightBytes * workers);
+    const shards = new RowShards(session, source, workers, minRows, weightBytes);
+    await shards.start();
+    return shards;
+  }
+
+  /** Opens the workers (once); rejects with why they could not be opened, after closing the ones that did. */
+  start(): Promise<void> {
+    this.opening ??= (async () => {
+      const opened = await Promise.allSettled(Array.from({ length: this.workers }, () => ShardClient.open(this.source)));
+      const failure = opened.find((o) => o.status === 'rejected');
+      const clients = opened.flatMap((o) => (o.status === 'fulfilled' ? [o.value] : []));
+      if (failure) {
+        await Promise.allSettled(clients.map((c) => c.release()));
+        this.openError = (failure as PromiseRejectedResult).reason as Error;
+        throw this.openError;
+      }
+      this.shards = clients;
+      this.shardLengths = clients.map(() => []);
+      this.shardWidth = clients.map(() => 0);
+    })();
+    return this.opening;
+  }
+
+  /** Whether wide steps can run on the shards: every worker open and alive. */
+  private get usable(): boolean {
+    return this.shards.length > 0 && this.shards.every((s) => s.alive);
   }
 
   get rows(): number {
@@ -231,8 +260,12 @@ export class RowShards implements BatchCache {
       return;
     }
     const total = keep.length + added.length;
-    // Once a shard has failed (its rows failed with it), every step runs on the backbone's own session.
-    if (!this.wide && (total < this.minRows || !this.shards.every((s) => s.alive))) return this.local.rebuild(keep, added);
+    // Until the workers are up, and once one has failed (its rows failed with it), steps run on the backbone's session.
+    if (!this.wide && (total < this.minRows || !this.usable)) {
+      // Opened in the background the first time the batch is wide enough; a failure only keeps them off.
+      if (total >= this.minRows && !this.opening) this.start().catch(() => {});
+      return this.local.rebuild(keep, added);
+    }
     if (!this.wide) {
       // Widening: the kept rows' caches leave the backbone's cache for the shards.
       const caches = [...keep.map((r) => this.local.takeRow(r)), ...added];
@@ -320,6 +353,8 @@ export class RowShards implements BatchCache {
       }
       if (p === this.pending) break;
     }
+    // The workers came up while the batch was already wide enough: its rows move onto them now.
+    if (!this.wide && this.usable && this.local.rows >= this.minRows) this.rebuild(Array.from({ length: this.local.rows }, (_, i) => i), []);
     if (!this.wide) {
       this.counts.narrowSteps++;
       return this.local.step(tokens);
@@ -342,7 +377,14 @@ export class RowShards implements BatchCache {
   }
 
   stats(): RowShardStats {
-    return { workers: this.shards.length, minRows: this.minRows, weightBytes: this.weightBytes, ...this.counts };
+    return {
+      workers: this.workers,
+      minRows: this.minRows,
+      weightBytes: this.weightBytes * this.workers,
+      ...this.counts,
+      open: this.usable,
+      ...(this.openError ? { error: this.openError.message } : {}),
+    };
   }
 
   /** Ends shard `i`'s worker as a crash would (tests). */
@@ -350,8 +392,9 @@ export class RowShards implements BatchCache {
     return this.shards[i]!.kill();
   }
 
-  /** Stops the shard workers. */
+  /** Stops the shard workers (after they finish opening, if they are). */
   async release(): Promise<void> {
+    await this.opening?.catch(() => {});
     await Promise.allSettled(this.shards.map((s) => s.release()));
   }
 }
