@@ -2,13 +2,17 @@
  * bench:constrained — what the grammar stage costs per token, on the 24M model's 32,000-token Llama vocabulary
  * and on a real 151,936-token byte-level BPE vocabulary of Qwen2's size (the first 151,643 pieces of o200k_base,
  * from js-tiktoken, and 293 added tokens, as Qwen2 has):
- * - mask only: the XGrammar bitmask of the next step plus applying it to the logits, along random paths through
- *   a JSON Schema (random logits, masked, argmax: uniform among the allowed tokens, so exotic long tokens too);
- *   split into the bitmask (computed while the model runs, off the critical path) and its application (on it).
- *   Measured twice per step: after evicting the CPU caches as the model's step does (what decoding sees), and
- *   again on a twin matcher right after (the caches warm: XGrammar's own floor);
+ * - mask only, synthetic: the XGrammar bitmask of the next step plus applying it to the logits, along random
+ *   paths through a JSON Schema (random logits, masked, argmax: uniform among the allowed tokens, so exotic long
+ *   tokens too); split into the bitmask (computed while the model runs, off the critical path) and what is on
+ *   it: writing −∞ (apply, as sampling did) or, greedy, walking the allowed tokens for the argmax instead of the
+ *   argmax over the row (walk − argmax); sampled (T = 0.8), candidates gathered from the allowed tokens against
+ *   the free row's pick. Measured twice per step: after evicting the CPU caches as the model's
+ *   step does, and again on a twin matcher right after (the caches warm: XGrammar's own floor);
  * - accepting the sampled token;
- * - the decode step of a 24M model over each vocabulary, free and under a JSON Schema (rounds interleaved);
+ * - in decoding: the Engine's own per-call figures (`timing.grammar`) from real decodes of a 24M-shaped model
+ *   over each vocabulary (the continuous batch, bitmask computed while the model's step runs), greedy and
+ *   sampled, beside the free decode step; vocabularies and settings interleaved, medians over the rounds;
  * - schema compile time (distinct schemas, so that neither cache answers), and the first use (library load and
  *   vocabulary).
  * Prints a JSON line and tables.
@@ -17,8 +21,11 @@ import { readFile, writeFile, copyFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import o200k from 'js-tiktoken/ranks/o200k_base';
 import { Engine } from '../packages/core/src/engine.js';
+import type { Timing } from '../packages/core/src/generate/types.js';
+import { loadXGrammar, type EmbindIntVector } from '../packages/core/src/constrain/xgrammar-loader.js';
+import { vectorWords } from '../packages/core/src/constrain/xgrammar-factory.js';
 import { XGrammarFactory, grammarVocabulary, type Constraint, type GrammarVocabulary, type ResponseFormat } from '../packages/core/src/constrain/index.js';
-import { createRng } from '../packages/core/src/sampling/index.js';
+import { argmax, argmaxAllowed, applyBitmask, createRng, Sampler } from '../packages/core/src/sampling/index.js';
 import { models } from '../test/support/paths.js';
 import { benchLlama, LLAMA_24M, PROMPT } from './support/models.js';
 import { median, printTable } from './support/stats.js';
@@ -48,6 +55,11 @@ const LONG: ResponseFormat = {
   })(),
 };
 const TOKENS = 1500;
+/** Steps of the bitmask breakdown. */
+const BREAKDOWN_STEPS = 400;
+/** Interleaved rounds of the in-decoding calls, and tokens per call. */
+const ROUNDS = Number(process.env.ROUNDS ?? 5);
+const DECODE_TOKENS = 48;
 const QWEN_VOCAB = 151_936;
 const QWEN_PIECES = 151_643;
 /** More than the last-level cache of the machines this runs on: what a model's decode step reads through. */
@@ -92,16 +104,104 @@ function largeTokenizerJson(pieces: string[]): object {
   };
 }
 
+/**
+ * Where XGrammar's bitmask time goes, along random paths through the in-decoding schema (LONG) on a copy of the
+ * library of its own: the C++ call alone (`GetNextTokenBitmask`, which also allocates the vector), + reading
+ * it into the row's buffer (what the constraint does), and the library's `getNextTokenBitmask` (awaits, then a
+ * new array per token), each after evicting the caches; medians, µs.
+ */
+async function fillBreakdown(vocab: GrammarVocabulary, eos: number) {
+  const instance = loadXGrammar();
+  const n = vocab.tokens.length;
+  const info = await instance.xg.TokenizerInfo.createTokenizerInfo(vocab.tokens, vocab.kind, vocab.prependSpace, n);
+  const compiler = await instance.xg.GrammarCompiler.createGrammarCompiler(info);
+  const format = LONG as { schema: object };
+  const compiled = await compiler.compileJSONSchema(JSON.stringify(format.schema), false, undefined, [', ', ': '], true);
+  const binding = instance.binding();
+  if (!binding) throw new Error('this XGrammar bundle does not let its module out');
+  const words = new Int32Array((n + 31) >>> 5);
+  const rng = createRng(8);
+  const t = { call: [] as number[], inPlace: [] as number[], library: [] as number[] };
+  const fresh = () => instance.xg.GrammarMatcher.createGrammarMatcher(compiled, [eos]);
+  let matcher = await fresh();
+  for (let k = 0; k < BREAKDOWN_STEPS; k++) {
+    const handle = (matcher as unknown as { handle: { GetNextTokenBitmask(n: number): EmbindIntVector } }).handle;
+    let bitmask: Int32Array | undefined;
+    const ways = {
+      call: async () => handle.GetNextTokenBitmask(n).delete(),
+      inPlace: async () => {
+        const vector = handle.GetNextTokenBitmask(n);
+        words.set(vectorWords(vector, binding, words.length));
+        vector.delete();
+      },
+      library: async () => void (bitmask = await matcher.getNextTokenBitmask()),
+    };
+    const order = (['call', 'inPlace', 'library'] as const).map((_, j, all) => all[(j + k) % 3]!);
+    // The same state three ways, each after an eviction; which goes first (and may find lines the others left) rotates.
+    for (const way of order) {
+      evict.fill(k + way.length);
+      const t0 = performance.now();
+      await ways[way]();
+      t[way].push((performance.now() - t0) * 1000);
+    }
+    if (!bitmask) throw new Error('no bitmask');
+    // Uniform among the allowed tokens, as the synthetic paths.
+    const allowed: number[] = [];
+    for (let i = 0; i < n; i++) if ((bitmask[i >> 5]! >>> (i & 31)) & 1) allowed.push(i);
+    matcher.acceptToken(allowed[Math.floor(rng() * allowed.length)]!);
+    if (matcher.isTerminated()) {
+      matcher.dispose();
+      matcher = await fresh();
+    }
+  }
+  matcher.dispose();
+  return { callUs: median(t.call), inPlaceUs: median(t.inPlace), libraryUs: median(t.library) };
+}
+
+/** The two ways a token is picked: greedy (the walk) and sampled (candidates gathered from the allowed tokens). */
+const SETTINGS = { greedy: { temperature: 0 }, sampled: { temperature: 0.8, seed: 5 } } as const;
+type Setting = keyof typeof SETTINGS;
+
 const evict = new Float32Array(EVICT_FLOATS);
-/** Microseconds a step of the constraint takes: its bitmask (prepared, as while the model runs) and its application. */
-async function step(constraint: Constraint, logits: Float32Array): Promise<{ bitmask: number; apply: number }> {
-  let t = performance.now();
+const samplers = [new Sampler(SETTINGS.sampled), new Sampler(SETTINGS.sampled)] as const;
+let sampledRows = [new Float32Array(0), new Float32Array(0)] as const;
+/**
+ * Microseconds a step of the constraint takes: its bitmask (prepared, as while the model runs; the fill as the
+ * constraint's clock timed it), then on the
+ * logits: the greedy walk over the allowed tokens, the free argmax (what the walk replaces), and writing −∞
+ * (the apply). Returns the token the masked row's argmax picks (the walk must agree).
+ */
+async function step(constraint: Constraint, logits: Float32Array, walkFirst: boolean) {
   constraint.prepare!();
   await new Promise((r) => setImmediate(r)); // the model's step: the prepared bitmask is computed meanwhile
-  const bitmask = (performance.now() - t) * 1000;
-  t = performance.now();
-  await constraint.mask(logits);
-  return { bitmask, apply: (performance.now() - t) * 1000 };
+  const allowed = await constraint.allowed();
+  // The fill as the constraint timed it (the event loop's turn around it left out).
+  const bitmask = constraint.clock.fills.at(-1)!;
+  // Both read the same row: which goes first (and finds it less warm) alternates.
+  const timed = (f: () => number) => {
+    const t0 = performance.now();
+    const id = f();
+    return { id, us: (performance.now() - t0) * 1000 };
+  };
+  const walkFn = () => argmaxAllowed(logits, allowed);
+  const freeFn = () => argmax(logits);
+  const first = timed(walkFirst ? walkFn : freeFn);
+  const second = timed(walkFirst ? freeFn : walkFn);
+  const [walked, free] = walkFirst ? [first, second] : [second, first];
+  // Sampled (T = 0.8): candidates gathered from the allowed tokens, against the free row's pick.
+  sampledRows[0].set(logits);
+  sampledRows[1].set(logits);
+  const underMask = () => samplers[0].sample(sampledRows[0], { generated: [] }, allowed);
+  const unmasked = () => samplers[1].sample(sampledRows[1], { generated: [] });
+  const s1 = timed(walkFirst ? underMask : unmasked);
+  const s2 = timed(walkFirst ? unmasked : underMask);
+  const [sampled, freeSampled] = walkFirst ? [s1, s2] : [s2, s1];
+  const t = performance.now();
+  applyBitmask(logits, allowed);
+  const apply = (performance.now() - t) * 1000;
+  const token = argmax(logits);
+  if (token !== walked.id) throw new Error(`the walk picked ${walked.id}, the masked argmax ${token}`);
+  return { bitmask, apply, walk: walked.us, free: free.us, sampled: sampled.us, freeSampled: freeSampled.us, token };
 }
 
 /** Mask time per token along random paths through the grammar, caches cold and warm; accept time; compile time. */
@@ -120,18 +220,19 @@ async function maskTimes(vocab: GrammarVocabulary, eos: number) {
   const n = vocab.tokens.length;
   const logits = new Float32Array(n);
   const twin = new Float32Array(n);
-  const t = { cold: [] as number[], coldApply: [] as number[], warm: [] as number[], warmApply: [] as number[], accept: [] as number[] };
+  sampledRows = [new Float32Array(n), new Float32Array(n)];
+  const t = { cold: [] as number[], coldApply: [] as number[], coldWalk: [] as number[], argmax: [] as number[], warm: [] as number[], warmApply: [] as number[], warmWalk: [] as number[], sampled: [] as number[], freeSampled: [] as number[], accept: [] as number[] };
   const fresh = async () => [await factory.create(FORMAT, [eos]), await factory.create(FORMAT, [eos])];
   let [cold, warm] = await fresh();
   for (let k = 0; k < TOKENS; k++) {
     evict.fill(k);
     for (let i = 0; i < n; i++) logits[i] = rng();
     twin.set(logits);
-    const c = await step(cold!, logits);
-    const w = await step(warm!, twin);
-    t.cold.push(c.bitmask), t.coldApply.push(c.apply), t.warm.push(w.bitmask), t.warmApply.push(w.apply);
-    let best = 0;
-    for (let i = 1; i < n; i++) if (logits[i]! > logits[best]!) best = i;
+    const c = await step(cold!, logits, k % 2 === 0);
+    const w = await step(warm!, twin, k % 2 === 0);
+    t.cold.push(c.bitmask), t.coldApply.push(c.apply), t.coldWalk.push(c.walk - c.free), t.argmax.push(c.free), t.sampled.push(c.sampled - c.freeSampled), t.freeSampled.push(c.freeSampled);
+    t.warm.push(w.bitmask), t.warmApply.push(w.apply), t.warmWalk.push(w.walk - w.free);
+    const best = c.token;
     const a = performance.now();
     cold!.accept(best);
     t.accept.push((performance.now() - a) * 1000);
@@ -142,26 +243,70 @@ async function maskTimes(vocab: GrammarVocabulary, eos: number) {
     }
   }
   cold!.dispose(), warm!.dispose();
-  const [bitmaskUs, applyUs, warmBitmaskUs, warmApplyUs] = [t.cold, t.coldApply, t.warm, t.warmApply].map(median) as [number, number, number, number];
+  const [bitmaskUs, applyUs, walkUs, argmaxUs, warmBitmaskUs, warmApplyUs, warmWalkUs] = [t.cold, t.coldApply, t.coldWalk, t.argmax, t.warm, t.warmApply, t.warmWalk].map(median) as number[] as [number, number, number, number, number, number, number];
   const p90 = [...t.cold].sort((a, b) => a - b)[Math.floor(t.cold.length * 0.9)]!;
-  return { maskUs: bitmaskUs + applyUs, bitmaskUs, bitmaskP90Us: p90, applyUs, warmMaskUs: warmBitmaskUs + warmApplyUs, warmBitmaskUs, warmApplyUs, acceptUs: median(t.accept), compileMs: median(compiles), firstMs };
+  return {
+    maskUs: bitmaskUs + applyUs, bitmaskUs, bitmaskP90Us: p90, applyUs, walkUs, argmaxUs, greedyMaskUs: bitmaskUs + walkUs,
+    warmMaskUs: warmBitmaskUs + warmApplyUs, warmBitmaskUs, warmApplyUs, warmWalkUs,
+    sampledPickUs: median(t.sampled), freeSampledUs: median(t.freeSampled),
+    acceptUs: median(t.accept), compileMs: median(compiles), firstMs,
+  };
 }
 
-/** A 24M-shaped model's ms per decode step, free and under a schema (rounds interleaved). */
-async function decodeSteps(model: string, promptIds: number[]): Promise<{ freeMs: number; constrainedMs: number }> {
-  const engine = await Engine.load({ model });
+
+interface InDecoding {
+  /** ms per decode step, free and under the schema. */
+  freeMs: number;
+  constrainedMs: number;
+  /** The Engine's `timing.grammar` of the constrained calls: per-call medians (and the bitmask's mean and largest), medians over rounds. */
+  bitmaskUs: number;
+  bitmaskMeanUs: number;
+  bitmaskMaxUs: number;
+  /** Share of bitmasks computed while a model step (or the prefill) ran. */
+  overlapped: number;
+  waitUs: number;
+  pickUs: number;
+}
+
+/**
+ * Real decodes through the Engine (its continuous batch) of each model, free and under a JSON Schema, greedy and
+ * sampled, models and settings interleaved in every round; medians over the rounds.
+ */
+async function inDecoding(runs: { model: string; promptIds: number[] }[]): Promise<Record<Setting, InDecoding>[]> {
+  const engines: Engine[] = [];
   try {
-    const free: number[] = [];
-    const constrained: number[] = [];
-    const opts = { maxTokens: 48, ignoreEos: true, temperature: 0.8, seed: 5 };
-    await engine.generate({ promptIds }, { ...opts, responseFormat: LONG });
-    for (let round = 0; round < 5; round++) {
-      free.push((await engine.generate({ promptIds }, opts)).timing.msPerToken);
-      constrained.push((await engine.generate({ promptIds }, { ...opts, responseFormat: LONG })).timing.msPerToken);
+    for (const r of runs) engines.push(await Engine.load({ model: r.model }));
+    const settings = Object.keys(SETTINGS) as Setting[];
+    const samples = runs.map(() => Object.fromEntries(settings.map((s) => [s, [] as { free: number; constrained: number; grammar: NonNullable<Timing['grammar']> }[]])) as Record<Setting, { free: number; constrained: number; grammar: NonNullable<Timing['grammar']> }[]>);
+    const call = (v: number, setting: Setting, constrained: boolean) =>
+      engines[v]!.generate({ promptIds: runs[v]!.promptIds }, { ...SETTINGS[setting], maxTokens: DECODE_TOKENS, ignoreEos: true, ...(constrained ? { responseFormat: LONG } : {}) });
+    for (let v = 0; v < runs.length; v++) for (const setting of settings) await call(v, setting, true); // warm-up, compile
+    for (let round = 0; round < ROUNDS; round++) {
+      for (let v = 0; v < runs.length; v++) {
+        for (const setting of settings) {
+          const free = await call(v, setting, false);
+          const constrained = await call(v, setting, true);
+          const grammar = constrained.timing.grammar;
+          if (!grammar || grammar.tokens !== DECODE_TOKENS) throw new Error(`the constrained call reported ${JSON.stringify(grammar)}`);
+          samples[v]![setting].push({ free: free.timing.msPerToken, constrained: constrained.timing.msPerToken, grammar });
+        }
+      }
     }
-    return { freeMs: median(free), constrainedMs: median(constrained) };
+    return samples.map((bySetting) =>
+      Object.fromEntries(
+        settings.map((setting) => {
+          const xs = bySetting[setting];
+          const m = (f: (x: (typeof xs)[number]) => number) => median(xs.map(f));
+          return [setting, {
+            freeMs: m((x) => x.free), constrainedMs: m((x) => x.constrained),
+            bitmaskUs: m((x) => x.grammar.bitmaskUs.median), bitmaskMeanUs: m((x) => x.grammar.bitmaskUs.mean), bitmaskMaxUs: m((x) => x.grammar.bitmaskUs.max),
+            overlapped: m((x) => x.grammar.overlapped / x.grammar.tokens), waitUs: m((x) => x.grammar.waitUs.median), pickUs: m((x) => x.grammar.pickUs.median),
+          }];
+        }),
+      ) as Record<Setting, InDecoding>,
+    );
   } finally {
-    await engine.dispose();
+    await Promise.all(engines.map((e) => e.dispose()));
   }
 }
 
@@ -173,24 +318,43 @@ const largeJson = largeTokenizerJson(realLargeVocabulary());
 await writeFile(join(dirname(large24m), 'tokenizer.json'), JSON.stringify(largeJson));
 await writeFile(join(dirname(large24m), 'tokenizer_config.json'), JSON.stringify({ eos_token: '<|endoftext|>' }));
 
-const small = await maskTimes(grammarVocabulary(JSON.parse(await readFile(join(models.llamaFp16, 'tokenizer.json'), 'utf8')), 32_000), 2);
-const large = await maskTimes(grammarVocabulary(largeJson, QWEN_VOCAB), QWEN_PIECES);
-const smallStep = await decodeSteps(small24m, PROMPT);
-const largeStep = await decodeSteps(large24m, [15, 16, 17, 18, 19, 20, 21, 22]);
-const row = (m: typeof small, s: typeof smallStep) => ({ ...m, ...s, maskShare: m.maskUs / 1000 / s.freeMs, onPathShare: m.applyUs / 1000 / s.freeMs, overhead: s.constrainedMs / s.freeMs - 1 });
-const result = { bench: 'constrained', schema: SCHEMA, vocab32k: row(small, smallStep), vocab152k: row(large, largeStep) };
+const smallVocab = grammarVocabulary(JSON.parse(await readFile(join(models.llamaFp16, 'tokenizer.json'), 'utf8')), 32_000);
+const largeVocab = grammarVocabulary(largeJson, QWEN_VOCAB);
+const small = await maskTimes(smallVocab, 2);
+const large = await maskTimes(largeVocab, QWEN_PIECES);
+const breakdown = [await fillBreakdown(smallVocab, 2), await fillBreakdown(largeVocab, QWEN_PIECES)];
+const [smallDec, largeDec] = await inDecoding([
+  { model: small24m, promptIds: PROMPT },
+  { model: large24m, promptIds: [15, 16, 17, 18, 19, 20, 21, 22] },
+]);
+const row = (m: typeof small, d: Record<Setting, InDecoding>) => ({
+  ...m,
+  inDecoding: d,
+  maskShare: m.maskUs / 1000 / d.sampled.freeMs,
+  onPathShare: m.applyUs / 1000 / d.sampled.freeMs,
+  overhead: { greedy: d.greedy.constrainedMs / d.greedy.freeMs - 1, sampled: d.sampled.constrainedMs / d.sampled.freeMs - 1 },
+});
+const result = { bench: 'constrained', schema: SCHEMA, rounds: ROUNDS, vocab32k: { ...row(small, smallDec!), bitmaskBreakdown: breakdown[0] }, vocab152k: { ...row(large, largeDec!), bitmaskBreakdown: breakdown[1] } };
 console.log(JSON.stringify(result));
 const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
 const names = ['32,000 (Llama, byte fallback)', '151,936 (o200k_base pieces, byte-level)'];
-printTable('Grammar stage per token, medians (µs; share of the free decode step of a 24M-shaped model over that vocabulary); caches evicted before each step', ['vocabulary', 'mask µs', 'of which bitmask (overlapped)', 'apply (on path)', 'bitmask p90', 'mask share', 'on-path share', 'accept µs', 'compile ms', 'first use ms'], [
-  [names[0]!, small.maskUs, small.bitmaskUs, small.applyUs, small.bitmaskP90Us, pct(result.vocab32k.maskShare), pct(result.vocab32k.onPathShare), small.acceptUs, small.compileMs, small.firstMs],
-  [names[1]!, large.maskUs, large.bitmaskUs, large.applyUs, large.bitmaskP90Us, pct(result.vocab152k.maskShare), pct(result.vocab152k.onPathShare), large.acceptUs, large.compileMs, large.firstMs],
-]);
-printTable('The same steps again on a twin matcher right after, caches warm (XGrammar\'s floor), µs', ['vocabulary', 'mask', 'bitmask', 'apply'], [
-  [names[0]!, small.warmMaskUs, small.warmBitmaskUs, small.warmApplyUs],
-  [names[1]!, large.warmMaskUs, large.warmBitmaskUs, large.warmApplyUs],
-]);
-printTable('Decode step of a 24M-shaped model, ms/token, median of 5 interleaved rounds', ['vocabulary', 'free', 'JSON Schema', 'overhead'], [
-  ['32,000', smallStep.freeMs, smallStep.constrainedMs, pct(result.vocab32k.overhead)],
-  ['151,936', largeStep.freeMs, largeStep.constrainedMs, pct(result.vocab152k.overhead)],
-]);
+const synth = [small, large];
+printTable('Synthetic: grammar stage per token along random paths, medians of 1,500 steps (µs); caches evicted before each step', ['vocabulary', 'bitmask (overlapped)', 'bitmask p90', 'apply (−∞ writes)', 'bitmask + apply', 'walk − argmax', 'bitmask + walk − argmax', 'free argmax', 'sampled pick − free', 'free sampled pick', 'accept µs', 'compile ms', 'first use ms'], synth.map((m, i) => [
+  names[i]!, m.bitmaskUs, m.bitmaskP90Us, m.applyUs, m.maskUs, m.walkUs, m.greedyMaskUs, m.argmaxUs, m.sampledPickUs, m.freeSampledUs, m.acceptUs, m.compileMs, m.firstMs,
+]));
+printTable('Synthetic: the same steps again on a twin matcher right after, caches warm (XGrammar\'s floor), µs', ['vocabulary', 'bitmask', 'apply', 'bitmask + apply', 'walk − argmax'], synth.map((m, i) => [
+  names[i]!, m.warmBitmaskUs, m.warmApplyUs, m.warmMaskUs, m.warmWalkUs,
+]));
+const decoding = [smallDec!, largeDec!];
+printTable(`In decoding: the Engine's timing.grammar over ${DECODE_TOKENS}-token calls of a 24M-shaped model (continuous batch), per-call medians per token (bitmask mean and max beside), medians of ${ROUNDS} interleaved rounds; µs unless named`, ['vocabulary', 'pick', 'bitmask (overlapped)', 'bitmask mean', 'bitmask max', 'computed ahead', 'wait (on path)', 'pick (on path)', 'free pick (synthetic)', 'bitmask + wait + pick − free pick', 'free step ms', 'schema step ms', 'step overhead'], decoding.flatMap((d, i) =>
+  (Object.keys(SETTINGS) as Setting[]).map((setting) => {
+    const x = d[setting];
+    const freePick = setting === 'greedy' ? synth[i]!.argmaxUs : synth[i]!.freeSampledUs;
+    return [
+      names[i]!, setting === 'greedy' ? 'greedy (walk)' : 'sampled T=0.8', x.bitmaskUs, x.bitmaskMeanUs, x.bitmaskMaxUs, pct(x.overlapped), x.waitUs, x.pickUs, freePick, x.bitmaskUs + x.waitUs + x.pickUs - freePick, x.freeMs, x.constrainedMs, pct(x.constrainedMs / x.freeMs - 1),
+    ];
+  }),
+));
+printTable(`XGrammar's bitmask broken down, ${BREAKDOWN_STEPS} random-path steps through the in-decoding schema, caches evicted, medians (µs)`, ['vocabulary', 'C++ GetNextTokenBitmask', '+ read into the row\'s buffer (our fill)', 'library getNextTokenBitmask (awaits, new array)'], breakdown.map((b, i) => [
+  names[i]!, b.callUs, b.inPlaceUs, b.libraryUs,
+]));
