@@ -10,8 +10,8 @@
  * is the contender's own); rounds interleave contenders and files, and the figures are medians. reasonplug runs
  * from its compiled package (`dist/`, built first: what an npm install runs, as node-llama-cpp runs its compiled
  * JavaScript), or with `--from src` from the TypeScript sources under tsx. `--row-shards off` loads the engine
- * without row shards (one-thread copies of the backbone for wide batch steps, which the engine opens at load by
- * default): a single stream never uses them, and llama.cpp's context here holds one sequence.
+ * without row shards (one-thread copies of the backbone for wide batch steps; the engine opens them when a batch
+ * first widens): a single stream never uses them, and llama.cpp's context here holds one sequence.
  *
  *   npm run bench:gguf [-- --rounds 3 --models llama125m,qwen05b --types Q4_0,Q4_K_M,Q8_0,F16 --short 16 --long 48 --from dist --row-shards auto]
  */
