@@ -40,7 +40,7 @@ interface MatcherHandle {
 /**
  * The elements of an embind vector of `words` ints, located through the module's memory: embind's address of
  * the std::vector and libc++'s layout (begin, end, capacity pointers). `vecIntToView`, the binding's own way,
- * cost ~10 µs more per token on the 152k vocabulary (caches evicted); anything unexpected takes it.
+ * cost ~5 µs more per token on the 152k vocabulary (caches evicted); anything unexpected takes it.
  */
 export function vectorWords(vector: EmbindIntVector, binding: XGrammarBinding, words: number): Int32Array {
   const at = vector.$$?.ptr;
