@@ -14,7 +14,7 @@ export class StageClock {
   readonly waits: number[] = [];
   readonly picks: number[] = [];
 
-  /** A bitmask computed in `us`, while a model ran (`overlapped`) or not. */
+  /** A bitmask computed in `us`: ahead of its pick (`overlapped`: prepared while a model step or prefill ran) or on demand. */
   filled(us: number, overlapped: boolean): void {
     this.fills.push(us);
     if (overlapped) this.overlapped++;
