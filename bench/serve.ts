@@ -15,12 +15,13 @@
  * the lowest p99 inter-token latency among the server's c = 1 row and every `one at a time` row (all of them
  * are the same requests served one by one).
  *
- * `--row-shards off` serves with the engine's row shards turned off (one session steps every row). `--ab N`
+ * `--row-shards on` serves with the engine's row shards (wide steps split over one-thread copies; off by default,
+ * as in the engine: one session steps every row). `--ab N`
  * instead runs N interleaved rounds in this process, without HTTP, of two engines on the same file, row shards
  * on and off: c concurrent calls on each, then one call alone, each round (the engines' steps compared under the
  * same load, whatever else the machine runs).
  *
- *   npm run bench:serve [-- --tokens 32 --rounds 1 --concurrency 1,2,4,8,16 --row-shards on|off]
+ *   npm run bench:serve [-- --tokens 32 --rounds 1 --concurrency 1,2,4,8,16 --row-shards off|on]
  *   npm run bench:serve -- --ab 8 [--concurrency 8]
  */
 import { existsSync } from 'node:fs';
@@ -252,7 +253,7 @@ async function main(): Promise<void> {
       tokens: { type: 'string', default: '32' },
       rounds: { type: 'string', default: '1' },
       concurrency: { type: 'string', default: '1,2,4,8,16' },
-      'row-shards': { type: 'string', default: 'on' },
+      'row-shards': { type: 'string', default: 'off' },
       ab: { type: 'string' },
     },
   });

@@ -71,10 +71,9 @@ export interface EngineOptions extends RuntimeOptions {
   /**
    * Wide steps (at least two rows per thread) on row shards: a one-thread copy of the backbone per thread, each
    * in its own worker stepping its share of the rows, instead of the whole batch on the backbone's threads.
-   * Each copy holds the backbone's weights again (`stats().rowShards.weightBytes`). false turns them off; true
-   * opens them with the engine, whatever the weights weigh (a failure fails the load). Default: on the CPU, for
-   * backbones up to 1 GiB of weights given two or more threads, without a projector, opened in the background the
-   * first time the batch is wide enough (until they are up, it runs on the backbone's session).
+   * Each copy holds the backbone's weights again (`stats().rowShards.weightBytes`). true opens them with the
+   * engine (on the CPU, given two or more threads, without a projector; a failure fails the load). Default off:
+   * on the 2-vCPU machine measured, two shards slowed each other and one session was faster (see README).
    */
   rowShards?: boolean;
 }

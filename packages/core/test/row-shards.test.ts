@@ -93,12 +93,11 @@ describe('row shards', function () {
 
   it('engine: concurrent calls of different lengths, samplers and stops on row shards each give what they give alone', async () => {
     const backbone = await makeModule({ name: 'rs-backbone', kind: 'backbone', seed: 31 });
-    // Asked for, they open with the engine.
-    const eager = await Engine.load({ model: backbone, cacheDir, maxBatch: 8, intraOpThreads: 2, rowShards: true });
-    expect((await eager.stats()).rowShards).to.include({ workers: 2, open: true });
-    await eager.dispose();
-    // By default (two threads, small weights), the first time the batch is wide enough.
-    const engine = await Engine.load({ model: backbone, cacheDir, maxBatch: 8, intraOpThreads: 2 });
+    // Off by default; asked for, they open with the engine.
+    const plain = await Engine.load({ model: backbone, cacheDir, maxBatch: 8, intraOpThreads: 2 });
+    expect((await plain.stats()).rowShards).to.equal(undefined);
+    await plain.dispose();
+    const engine = await Engine.load({ model: backbone, cacheDir, maxBatch: 8, intraOpThreads: 2, rowShards: true });
     try {
       const free = await engine.generate({ prompt: 'Once upon a time' }, { maxTokens: 16 });
       const stop = free.rows[0]!.text.slice(6, 9);
@@ -113,13 +112,8 @@ describe('row shards', function () {
       const rows = (r: Awaited<ReturnType<Engine['generate']>>) => r.rows.map((row) => ({ ids: row.ids, finishReason: row.finishReason }));
       const alone = [];
       for (const [input, options] of calls) alone.push(rows(await engine.generate(input, options)));
-      // The workers open the first time the batch is wide enough, meanwhile it runs on the backbone's session.
-      expect((await engine.stats()).rowShards).to.include({ workers: 2, open: false, wideSteps: 0 });
-      const first = await Promise.all(calls.map(([input, options]) => engine.generate(input, options)));
-      expect(first.map(rows)).to.deep.equal(alone);
-      for (let i = 0; i < 200 && !(await engine.stats()).rowShards!.open; i++) await new Promise((r) => setTimeout(r, 25));
       const before = (await engine.stats()).rowShards!;
-      expect(before.open).to.equal(true);
+      expect(before).to.include({ workers: 2, open: true, wideSteps: 0 });
       const together = await Promise.all(calls.map(([input, options]) => engine.generate(input, options)));
       expect(together.map(rows)).to.deep.equal(alone);
       const after = await engine.stats();
@@ -132,16 +126,15 @@ describe('row shards', function () {
     }
   });
 
-  it('are opened for a CPU backbone of two or more threads whose batch can be wide enough, unless turned off', () => {
-    const base = { choice: undefined, threads: 2, device: undefined, latent: false, maxBatch: 8, weightBytes: 80e6 };
+  it('are opened only when asked for, for a CPU backbone of two or more threads whose batch can be wide enough', () => {
+    const base = { choice: true, threads: 2, device: undefined, latent: false, maxBatch: 8 };
     expect(rowShardWorkers(base)).to.equal(2);
     expect(rowShardWorkers({ ...base, threads: 3, maxBatch: 6 })).to.equal(3);
+    expect(rowShardWorkers({ ...base, choice: undefined })).to.equal(0);
     expect(rowShardWorkers({ ...base, choice: false })).to.equal(0);
     expect(rowShardWorkers({ ...base, threads: 1 })).to.equal(0);
     expect(rowShardWorkers({ ...base, latent: true })).to.equal(0);
     expect(rowShardWorkers({ ...base, device: 'cuda' })).to.equal(0);
     expect(rowShardWorkers({ ...base, maxBatch: 3 })).to.equal(0);
-    expect(rowShardWorkers({ ...base, weightBytes: 4e9 })).to.equal(0);
-    expect(rowShardWorkers({ ...base, weightBytes: 4e9, choice: true })).to.equal(2);
   });
 });

@@ -38,9 +38,9 @@ export interface BatchLimits {
   /** Requests waiting for room at most; one more is refused with a {@link QueueFullError} (default: no limit). */
   maxQueue?: number;
   /**
-   * Row shards of the backbone for wide steps (see runtime/row-shards.ts): false turns them off; true opens them
-   * with the engine, whatever the backbone's weights weigh. Default: on the CPU, for backbones up to 1 GiB of
-   * weights given two or more threads, opened the first time the batch is wide enough.
+   * Row shards of the backbone for wide steps (see runtime/row-shards.ts): true opens them with the engine, on the
+   * CPU, given two or more threads and no projector. Default off: slower than one session on the 2-vCPU machine
+   * measured.
    */
   rowShards?: boolean;
 }

@@ -211,7 +211,7 @@ async function openReasoners(
   return { groups: lanes, placed };
 }
 
-/** The backbone's row shards, when {@link rowShardWorkers} gives it any (their workers open when first needed). */
+/** The backbone's row shards, when {@link rowShardWorkers} gives it any. */
 function rowShards(backbone: PreparedModel, session: DecoderSession): RowShards | undefined {
   const workers = rowShardWorkers({
     choice: config.batching?.rowShards,
@@ -219,7 +219,6 @@ function rowShards(backbone: PreparedModel, session: DecoderSession): RowShards 
     device: config.runtime.device,
     latent: config.projector !== undefined,
     maxBatch: config.batching?.maxBatch ?? DEFAULT_MAX_BATCH,
-    weightBytes: backbone.prepared.weightBytes,
   });
   if (workers === 0) return undefined;
   return new RowShards(session, decoderSource(backbone), workers, SHARD_MIN_ROWS_PER_WORKER * workers, backbone.prepared.weightBytes);
@@ -326,8 +325,8 @@ async function start(): Promise<Loaded> {
       : {}),
   };
   const shards = rowShards(backbonePrepared!, session);
-  // Asked for explicitly, they open with the engine (a failure fails the load); by default when first needed.
-  if (shards && config.batching?.rowShards === true) {
+  // They open with the engine: a failure fails the load.
+  if (shards) {
     await shards.start().catch(async (err: unknown) => {
       await Promise.allSettled([releaseAll(), projector?.session.release()]);
       throw err;

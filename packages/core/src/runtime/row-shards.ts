@@ -3,9 +3,11 @@
  * copy of the backbone in its own worker holding the KV cache of its rows, instead of one step over all rows
  * on the backbone's multi-threaded session. onnxruntime's intra-op threads split every operator of a step
  * (hundreds of sub-millisecond operators, each ending on a barrier), which on the ~125M Q4_0 serving model
- * bought little over one thread at 8 rows, while two 4-row steps on one thread each ran side by side at about
- * the cost of one (measured: see README, Concurrent calls). Narrow steps (fewer than `minRows` rows) stay on the
- * backbone's own session: one row costs as much as two there, and its threads help a single stream.
+ * bought little over one thread at 8 rows (10.4 vs 11.9 ms), and a one-thread step of 4 rows took 6.9 ms. But on
+ * this project's 2-vCPU machine two shards running at once slow each other (a 4-row step's thread time 5.5 ms
+ * alone, 7.9 side by side) and each step pays ~2 ms of waking the workers and messages: on a quiet machine the
+ * one session was faster (README, serving benchmark), so shards are off unless asked for (`rowShards: true`).
+ * Narrow steps (fewer than `minRows` rows) and prefills stay on the backbone's own session.
  *
  * The batch sees one cache ({@link BatchCache}): rows keep their order, and rebuilds and steps are forwarded
  * to the shards in order (a worker handles its messages in order, so a rebuild needs no answer). Crossing
@@ -134,7 +136,7 @@ export interface RowShardStats {
   /** Steps run on the shards, and on the backbone's own session, so far. */
   wideSteps: number;
   narrowSteps: number;
-  /** Whether the workers are up (they are opened the first time the batch is wide enough). */
+  /** Whether the workers are up and alive. */
   open: boolean;
   /** Why the workers could not be opened, when they could not. */
   error?: string;
@@ -167,9 +169,9 @@ export class RowShards implements BatchCache {
   private openError: Error | undefined;
 
   /**
-   * Shards of `session` (the backbone) over `workers` workers on `source` (its prepared graph); nothing is opened
-   * until {@link start}, which the first wide enough batch calls (until the workers are up, it runs on the
-   * backbone's session). `weightBytes`: the backbone's weights, for the stats.
+   * Shards of `session` (the backbone) over `workers` workers on `source` (its prepared graph); the workers open
+   * with {@link start} (until then every step runs on the backbone's session). `weightBytes`: the backbone's
+   * weights, for the stats.
    */
   constructor(
     private readonly session: DecoderSession,
@@ -261,11 +263,7 @@ export class RowShards implements BatchCache {
     }
     const total = keep.length + added.length;
     // Until the workers are up, and once one has failed (its rows failed with it), steps run on the backbone's session.
-    if (!this.wide && (total < this.minRows || !this.usable)) {
-      // Opened in the background the first time the batch is wide enough; a failure only keeps them off.
-      if (total >= this.minRows && !this.opening) this.start().catch(() => {});
-      return this.local.rebuild(keep, added);
-    }
+    if (!this.wide && (total < this.minRows || !this.usable)) return this.local.rebuild(keep, added);
     if (!this.wide) {
       // Widening: the kept rows' caches leave the backbone's cache for the shards.
       const caches = [...keep.map((r) => this.local.takeRow(r)), ...added];
@@ -353,8 +351,6 @@ export class RowShards implements BatchCache {
       }
       if (p === this.pending) break;
     }
-    // The workers came up while the batch was already wide enough: its rows move onto them now.
-    if (!this.wide && this.usable && this.local.rows >= this.minRows) this.rebuild(Array.from({ length: this.local.rows }, (_, i) => i), []);
     if (!this.wide) {
       this.counts.narrowSteps++;
       return this.local.step(tokens);
@@ -402,13 +398,10 @@ export class RowShards implements BatchCache {
 /** Rows from which a step runs on the shards: two per shard (a one-thread step of two rows costs about one of one). */
 export const SHARD_MIN_ROWS_PER_WORKER = 2;
 
-/** Above these weight bytes the copies' memory is not spent unless asked for (measured on a ~125M model only). */
-const AUTO_MAX_WEIGHT_BYTES = 1024 ** 3;
-
 /**
- * How many row shards the backbone gets: one per intra-op thread it was given (two or more), when it runs on
- * the CPU without latent steps (a latent row's cache is taken out between steps) and the batch can be wide
- * enough; `choice` false turns them off, true lifts the weight limit of the default.
+ * How many row shards the backbone gets: none unless asked for (`choice` true; see the header for why), then one
+ * per intra-op thread it was given (two or more), when it runs on the CPU without latent steps (a latent row's
+ * cache is taken out between steps) and the batch can be wide enough.
  */
 export function rowShardWorkers(opts: {
   choice: boolean | undefined;
@@ -417,11 +410,9 @@ export function rowShardWorkers(opts: {
   device: string | undefined;
   latent: boolean;
   maxBatch: number;
-  weightBytes: number;
 }): number {
   const threads = opts.threads ?? Math.max(1, Math.floor(availableParallelism() / threadsPerCore()));
-  if (opts.choice === false || opts.latent || (opts.device ?? 'cpu') !== 'cpu' || threads < 2) return 0;
+  if (opts.choice !== true || opts.latent || (opts.device ?? 'cpu') !== 'cpu' || threads < 2) return 0;
   if (opts.maxBatch < SHARD_MIN_ROWS_PER_WORKER * threads) return 0;
-  if (opts.choice === undefined && opts.weightBytes > AUTO_MAX_WEIGHT_BYTES) return 0;
   return threads;
 }
