@@ -2,7 +2,7 @@
  * GGUF files through llama.cpp (node-llama-cpp) and through reasonplug (the module `convert gguf` makes, run
  * by the engine), side by side: the same random-weight model written as Q4_0, Q4_K_M, Q8_0 and F16, for a
  * ~125M-parameter llama and a model shaped like Qwen2.5-0.5B (qwen2 architecture). Greedy, 2 threads each.
- * Per contender and file: decode ms/token (the slope between a short and a long generation), prefill of a
+ * Per contender and file: decode ms/token (the median slope between short and long generations, `--pairs` of them per process), prefill of a
  * 512-token prompt, load time (llama.cpp: model + context; reasonplug: `Engine.load` of the converted module,
  * which also starts its worker: onnxruntime-node and the engine's modules load there), time to ready from the
  * process's start (each runtime's imports and set-up included: node-llama-cpp's module and `getLlama` are outside
@@ -13,7 +13,7 @@
  * without row shards (one-thread copies of the backbone for wide batch steps; the engine opens them when a batch
  * first widens): a single stream never uses them, and llama.cpp's context here holds one sequence.
  *
- *   npm run bench:gguf [-- --rounds 3 --models llama125m,qwen05b --types Q4_0,Q4_K_M,Q8_0,F16 --short 16 --long 48 --from dist --row-shards auto]
+ *   npm run bench:gguf [-- --rounds 3 --models llama125m,qwen05b --types Q4_0,Q4_K_M,Q8_0,F16 --short 16 --long 48 --pairs 3 --from dist --row-shards auto]
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -144,8 +144,32 @@ function peakRssMb(): number {
 
 const ids = (n: number, vocab: number) => Array.from({ length: n }, (_, i) => 3 + ((i * 7919) % (vocab - 3)));
 
+/**
+ * The same timing protocol for both contenders, given `gen(prompt, n)` → ms for an n-token greedy generation: a
+ * warm-up, then `pairs` short/long pairs (decode ms/token: the median of the pairs' slopes, so one generation slowed
+ * by a neighbour on the machine does not set the figure) and as many 512-token prefills (their median).
+ */
+async function timeGenerations(
+  gen: (prompt: number[], n: number) => Promise<number>,
+  vocab: number,
+  short: number,
+  long: number,
+  pairs: number,
+): Promise<{ msPerToken: number; prefillMs: number }> {
+  await gen(PROMPT, short);
+  const slopes: number[] = [];
+  const prefills: number[] = [];
+  for (let i = 0; i < pairs; i++) {
+    const a = await gen(PROMPT, short);
+    const b = await gen(PROMPT, long);
+    slopes.push((b - a) / (long - short));
+    prefills.push(await gen(ids(PREFILL, vocab), 1));
+  }
+  return { msPerToken: median(slopes), prefillMs: median(prefills) };
+}
+
 /** One contender's figures on one file of a model of `vocab` tokens, measured in this (fresh) process. */
-async function measureHere(contender: Contender, gguf: string, module: string, vocab: number, short: number, long: number, from: CoreBuild, rowShards: RowShards): Promise<Figures> {
+async function measureHere(contender: Contender, gguf: string, module: string, vocab: number, short: number, long: number, pairs: number, from: CoreBuild, rowShards: RowShards): Promise<Figures> {
   if (contender === 'reasonplug') {
     const { Engine } = (await import(coreModule(from, 'engine'))) as typeof import('../packages/core/src/engine.js');
     const t0 = performance.now();
@@ -158,12 +182,9 @@ async function measureHere(contender: Contender, gguf: string, module: string, v
       await engine.generate({ promptIds }, { maxTokens: n, ignoreEos: true });
       return performance.now() - t;
     };
-    await gen(PROMPT, short); // warm-up
-    const a = await gen(PROMPT, short);
-    const b = await gen(PROMPT, long);
-    const prefillMs = await gen(ids(PREFILL, vocab), 1);
+    const timed = await timeGenerations(gen, vocab, short, long, pairs);
     await engine.dispose();
-    return { loadMs, readyMs, prefillMs, msPerToken: (b - a) / (long - short), peakRssMb: peakRssMb() };
+    return { loadMs, readyMs, ...timed, peakRssMb: peakRssMb() };
   }
   const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
   const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
@@ -180,13 +201,10 @@ async function measureHere(contender: Contender, gguf: string, module: string, v
     for await (const _ of seq.evaluate(promptIds as never[], { temperature: 0 })) if (++k >= n) break;
     return performance.now() - t;
   };
-  await gen(PROMPT, short);
-  const a = await gen(PROMPT, short);
-  const b = await gen(PROMPT, long);
-  const prefillMs = await gen(ids(PREFILL, vocab), 1);
+  const timed = await timeGenerations(gen, vocab, short, long, pairs);
   await ctx.dispose();
   await model.dispose();
-  return { loadMs, readyMs, prefillMs, msPerToken: (b - a) / (long - short), peakRssMb: peakRssMb() };
+  return { loadMs, readyMs, ...timed, peakRssMb: peakRssMb() };
 }
 
 async function main(): Promise<void> {
@@ -197,6 +215,7 @@ async function main(): Promise<void> {
       types: { type: 'string', default: TYPES.join(',') },
       short: { type: 'string', default: '16' },
       long: { type: 'string', default: '48' },
+      pairs: { type: 'string', default: '3' },
       child: { type: 'string' },
       gguf: { type: 'string' },
       module: { type: 'string' },
@@ -210,8 +229,10 @@ async function main(): Promise<void> {
   if (rowShards !== 'auto' && rowShards !== 'off') throw new Error(`--row-shards must be auto or off; got ${rowShards}`);
   const short = Number(values.short);
   const long = Number(values.long);
+  const pairs = Number(values.pairs);
+  if (!(pairs >= 1)) throw new Error(`--pairs must be at least 1; got ${values.pairs}`);
   if (values.child) {
-    const fig = await measureHere(values.child as Contender, values.gguf!, values.module!, Number(values.vocab), short, long, from, rowShards);
+    const fig = await measureHere(values.child as Contender, values.gguf!, values.module!, Number(values.vocab), short, long, pairs, from, rowShards);
     process.stdout.write(JSON.stringify(fig) + '\n');
     return;
   }
@@ -220,11 +241,11 @@ async function main(): Promise<void> {
   const types = values.types!.split(',') as FileType[];
   for (const t of types) if (!TYPES.includes(t)) throw new Error(`unknown type ${t}; choose from ${TYPES.join(', ')}`);
   if (from === 'dist') buildCore();
-  for (const m of models) await benchModel(m, types, Number(values.rounds), short, long, from, rowShards);
+  for (const m of models) await benchModel(m, types, Number(values.rounds), short, long, pairs, from, rowShards);
 }
 
 /** Measures one model's files, then prints its JSON line and table. */
-async function benchModel(name: ModelName, types: FileType[], rounds: number, short: number, long: number, from: CoreBuild, rowShards: RowShards): Promise<void> {
+async function benchModel(name: ModelName, types: FileType[], rounds: number, short: number, long: number, pairs: number, from: CoreBuild, rowShards: RowShards): Promise<void> {
   const { shape, title } = MODELS[name]!;
   const files = new Map<FileType, { gguf: string; module: string }>();
   for (const t of types) files.set(t, await prepare(name, t));
@@ -238,7 +259,7 @@ async function benchModel(name: ModelName, types: FileType[], rounds: number, sh
         const { gguf, module } = files.get(t)!;
         const out = execFileSync(
           process.execPath,
-          [...process.execArgv, self, '--child', c, '--gguf', gguf, '--module', module, '--vocab', String(shape.vocab), '--short', String(short), '--long', String(long), '--from', from, '--row-shards', rowShards],
+          [...process.execArgv, self, '--child', c, '--gguf', gguf, '--module', module, '--vocab', String(shape.vocab), '--short', String(short), '--long', String(long), '--pairs', String(pairs), '--from', from, '--row-shards', rowShards],
           { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, NODE_LLAMA_CPP_SKIP_DOWNLOAD: 'true' } },
         );
         const fig = JSON.parse(out.trim().split('\n').pop()!) as Figures;
@@ -257,6 +278,7 @@ async function benchModel(name: ModelName, types: FileType[], rounds: number, sh
     rounds,
     short,
     long,
+    pairs,
     prefillTokens: PREFILL,
     reasonplugFrom: from,
     rowShards,
