@@ -2,5 +2,5 @@ export { ConstraintError, type Constraint, type ConstraintFactory, type JsonSche
 export { grammarVocabulary, type GrammarVocabulary, type VocabularyKind } from './vocabulary.js';
 export { XGrammarFactory, TOOL_CALL_BEGIN, TOOL_CALL_END } from './xgrammar-factory.js';
 export { applyBitmask } from '../sampling/bitmask.js';
-export { grammarTiming, pickAllowed, StageClock } from './timing.js';
+export { grammarTiming, pickAccepted, StageClock } from './timing.js';
 export { prepareJsonSchema, SUPPORTED_FORMATS } from './json-schema.js';

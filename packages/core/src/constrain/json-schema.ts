@@ -45,12 +45,15 @@ const placeholder = (k: number) => `__reasonplug_number_${k}__`;
 
 const DAY = '(((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01]))|((0[469]|11)-(0[1-9]|[12][0-9]|30))|(02-(0[1-9]|1[0-9]|2[0-8])))';
 const TIME = '([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])';
+const OCTET = '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
 /**
  * Formats written here as patterns, because XGrammar's rules for them admit what validators refuse (February
- * 30th) or never end (fractions of a second, e-mail local parts): each pattern is a subset of the format
- * (February stops at 28; e-mail parts have bounded lengths).
+ * 30th; IPv4 octets with leading zeros, `15.08.40.55`, which validators refuse as possibly octal) or never end
+ * (fractions of a second, e-mail local parts): each pattern is a subset of the format (February stops at 28;
+ * e-mail parts have bounded lengths).
  */
 const FORMAT_PATTERNS: Record<string, string> = {
+  ipv4: `^(${OCTET}\\.){3}${OCTET}$`,
   date: `^[0-9]{4}-${DAY}$`,
   time: `^${TIME}$`,
   'date-time': `^[0-9]{4}-${DAY}T${TIME}$`,

@@ -50,13 +50,27 @@ export interface Constraint {
   /**
    * Starts computing the next bitmask, after {@link accept} and while the model computes the next logits (it
    * runs off the JavaScript thread), so that the grammar's work overlaps the model's; {@link allowed} then
-   * only hands it over.
+   * only hands it over. Does nothing while {@link prefetch} is false.
    */
   prepare?(): void;
+  /**
+   * Whether {@link prepare} computes the next bitmask ahead (true at first). The pick turns it off when its next
+   * pick is likely to need none (see {@link tryAccept}): computing one would take a core from the model's step.
+   */
+  prefetch: boolean;
+  /** True while a bitmask started by {@link prepare} is waiting to be handed over. */
+  readonly prepared: boolean;
+  /** About what share of the vocabulary the last bitmask allowed (0 to 1; 0 before the first). */
+  readonly allowedShare: number;
   /** What the stage has cost this row (bitmasks, waits, picks). */
   readonly clock: StageClock;
   /** Advances on the token sampled; throws {@link ConstraintError} for a token the grammar rejects. */
   accept(token: number): void;
+  /**
+   * Advances on `token` if the grammar accepts it next (exactly the tokens its bitmask would allow) and returns
+   * true; otherwise returns false and changes nothing. Lets a pick made without the bitmask stand when it is allowed.
+   */
+  tryAccept(token: number): boolean;
   /** True once the grammar has accepted its end (the stop token): the reply is complete. */
   isComplete(): boolean;
   /** Frees what the constraint holds. */

@@ -7,7 +7,7 @@ import type { CompiledGrammar, GrammarCompiler, GrammarMatcher, TokenizerInfo } 
 import { prepareJsonSchema, spliceRules } from './json-schema.js';
 import { unrollBoundedStrings } from './string-length.js';
 import type { GrammarVocabulary } from './vocabulary.js';
-import { applyBitmask } from '../sampling/bitmask.js';
+import { allowedShare, applyBitmask } from '../sampling/bitmask.js';
 import { StageClock } from './timing.js';
 import { loadXGrammar, type EmbindIntVector, type XGrammarBinding, type XGrammarInstance } from './xgrammar-loader.js';
 import { ConstraintError, type Constraint, type ConstraintFactory, type JsonSchema, type ResponseFormat, type ToolChoice, type ToolSpec } from './types.js';
@@ -66,15 +66,23 @@ class XGrammarConstraint implements Constraint {
   /** This row's bitmask, refilled in place for every token when the library's module is at hand. */
   private words: Int32Array | undefined;
 
+  prefetch = true;
+
+  allowedShare = 0;
+
   constructor(
     private readonly matcher: GrammarMatcher,
     private readonly binding: XGrammarBinding | undefined,
     private readonly vocabSize: number,
   ) {}
 
+  get prepared(): boolean {
+    return this.next !== undefined;
+  }
+
   prepare(): void {
     // The library computes the bitmask after its first await, i.e. once this thread waits for the model.
-    if (this.next) return;
+    if (this.next || !this.prefetch) return;
     this.next = this.fill(true);
     this.next.catch(() => {}); // a failure surfaces where the bitmask is awaited, not as an unhandled rejection
   }
@@ -94,6 +102,7 @@ class XGrammarConstraint implements Constraint {
     const run = fills.then(async () => {
       const t = performance.now();
       const bitmask = this.binding ? this.fillInPlace(this.binding) : await this.matcher.getNextTokenBitmask();
+      this.allowedShare = allowedShare(bitmask);
       this.clock.filled((performance.now() - t) * 1000, overlapped);
       return bitmask;
     });
@@ -122,6 +131,13 @@ class XGrammarConstraint implements Constraint {
     this.next = undefined;
     if (!this.matcher.acceptToken(token)) throw new ConstraintError(`the grammar rejected token ${token}, which its own mask allowed`);
     this.complete = this.matcher.isTerminated();
+  }
+
+  tryAccept(token: number): boolean {
+    if (!this.matcher.acceptToken(token)) return false;
+    this.next = undefined;
+    this.complete = this.matcher.isTerminated();
+    return true;
   }
 
   isComplete(): boolean {

@@ -22,7 +22,7 @@ import { validateGenerateOptions } from './options.js';
 import { accumulateLogits, combineWithBackbone, fusionScale, type FusionMode } from '../compose/fusion.js';
 import { weightAt, type WeightSpec } from '../compose/weights.js';
 import { reasonerFailed } from '../compose/reasoner-group.js';
-import { pickAllowed } from '../constrain/timing.js';
+import { pickAccepted } from '../constrain/timing.js';
 
 /** Rows decoded together at most, unless {@link BatchLimits.maxBatch} says otherwise. */
 export const DEFAULT_MAX_BATCH = 8;
@@ -502,8 +502,8 @@ export class ContinuousBatch {
         // Read before the grammar mask and the sampler write over the logits.
         const pass = row.measure(logits);
         const ctx = { generated: row.ids, prompt: row.prompt };
-        id = row.constraint ? await pickAllowed(row.constraint, row.sampler, logits, ctx) : row.sampler.sample(logits, ctx);
-        row.constraint?.accept(id);
+        // A constrained row's grammar has accepted the token when it is picked.
+        id = row.constraint ? await pickAccepted(row.constraint, row.sampler, logits, ctx) : row.sampler.sample(logits, ctx);
         logprobs = row.record(pass, id);
         // Once the grammar has taken its stop token the reply is complete (even when EOS is otherwise ignored).
         text = row.accept(id, job.eos.has(id) || row.constraint?.isComplete() === true);

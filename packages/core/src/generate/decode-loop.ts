@@ -10,7 +10,7 @@ import { MarkerScanner, type MarkerSpec } from './latent-marker.js';
 import type { FinishReason, GenerateOptions, RowResult, TokenEvent, TokenLogprobs, Usage } from './types.js';
 import { validateGenerateOptions } from './options.js';
 import type { Constraint } from '../constrain/types.js';
-import { pickAllowed } from '../constrain/timing.js';
+import { pickAccepted } from '../constrain/timing.js';
 
 /** Anything that turns a token stream into next-token logits: one model, or a composition of several. */
 export interface LogitSource {
@@ -255,12 +255,12 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
     const lastFit = used >= context;
     // Log-probabilities are read from the logits as the model gave them, before the grammar stage.
     const passes = options.logprobs === undefined ? undefined : rows.map((row, r) => (row.finish ? undefined : row.measure(logits.subarray(r * vocab, r * vocab + limit))));
-    // The grammar stage: a constrained row's sampler picks only among the tokens its grammar allows next.
+    // The grammar stage: a constrained row gets a token its grammar accepts (and has advanced on).
     const picked: (number | undefined)[] = [];
     for (let r = 0; r < rows.length; r++) {
       const row = rows[r]!;
       if (row.finish || !row.constraint) continue;
-      picked[r] = await pickAllowed(row.constraint, row.sampler, logits.subarray(r * vocab, r * vocab + limit), { generated: row.ids, prompt: row.prompt });
+      picked[r] = await pickAccepted(row.constraint, row.sampler, logits.subarray(r * vocab, r * vocab + limit), { generated: row.ids, prompt: row.prompt });
     }
     const next = rows.map((row, r) => {
       if (row.finish) return row.ids[row.ids.length - 1] ?? row.prompt[row.prompt.length - 1]!;
@@ -268,7 +268,6 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
         generated: row.ids,
         prompt: row.prompt,
       });
-      row.constraint?.accept(id);
       const logprobs = row.record(passes?.[r], id);
       // Once the grammar has taken its stop token the reply is complete (even when EOS is otherwise ignored).
       let text = row.accept(id, eos.has(id) || row.constraint?.isComplete() === true);

@@ -82,13 +82,15 @@ export interface StageFigure {
 
 /**
  * The grammar stage of a constrained call, per token over its constrained rows. The bitmask of allowed tokens
- * is computed while the model runs its step (off the critical path), except where none ran since the last
- * token; picking the token under it is on the critical path.
+ * is computed while the model runs its step (off the critical path) after a token that needed one; after a token
+ * that did not, none is computed unless the next pick is refused (then on the critical path). Picks are on it.
  */
 export interface GrammarTiming {
   /** Tokens picked under a grammar. */
   tokens: number;
-  /** The grammar engine's bitmask of the next allowed tokens (XGrammar's fill). */
+  /** How many bitmasks were computed: one for each token not counted in {@link unmasked}. */
+  bitmasks: number;
+  /** The grammar engine's bitmask of the next allowed tokens (XGrammar's fill), over the bitmasks computed. */
   bitmaskUs: StageFigure;
   /**
    * How many of those were computed ahead of their pick, while a model step or the prefill ran (a call that
@@ -97,8 +99,15 @@ export interface GrammarTiming {
   overlapped: number;
   /** Time the pick waited for its bitmask (on the critical path): a bitmask computed after the logits came, or still in flight. */
   waitUs: StageFigure;
-  /** Picking the token under the bitmask (on the critical path, the sampler's own work included): a greedy pick walks the allowed tokens. */
+  /** Picking the token (on the critical path, the sampler's own work included): a greedy pick under a bitmask walks the allowed tokens. */
   pickUs: StageFigure;
+  /** The grammar checking and advancing on the token (on the critical path; a refused first pick adds its check). */
+  acceptUs: StageFigure;
+  /**
+   * Tokens picked without a bitmask: the sampler's pick from the whole row, which the grammar accepted (greedy and
+   * plain sampling only; exact, see `Sampler.exactWithoutMask`). The others waited for one, computed ahead or not.
+   */
+  unmasked: number;
 }
 
 /** What one prompt produced. */

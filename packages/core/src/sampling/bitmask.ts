@@ -168,3 +168,19 @@ export function gatherAllowed(logits: Float32Array, bitmask: Int32Array, buf: Ca
   }
   return c;
 }
+
+/**
+ * About what share of the tokens a bitmask allows, from every `stride`-th word (the whole mask need not be read to
+ * tell a JSON string, where nearly everything is allowed, from a structural state, where a handful is).
+ */
+export function allowedShare(bitmask: Int32Array, stride = bitmask.length > 1024 ? 8 : 1): number {
+  let bits = 0;
+  let words = 0;
+  for (let w = 0; w < bitmask.length; w += stride, words++) {
+    let v = bitmask[w]!;
+    v = v - ((v >>> 1) & 0x55555555);
+    v = (v & 0x33333333) + ((v >>> 2) & 0x33333333);
+    bits += (((v + (v >>> 4)) & 0x0f0f0f0f) * 0x01010101) >>> 24;
+  }
+  return words === 0 ? 0 : bits / (words * 32);
+}

@@ -2,7 +2,7 @@ export type { LogitProcessor, SamplingContext } from './types.js';
 export { SamplingOptionsError, validateSamplingOptions, type SamplingOptions } from './options.js';
 export { createRng, randomSeed } from './rng.js';
 export { argmax, heapKthLargest, quickselectKthLargest } from './select.js';
-export { applyBitmask, argmaxAllowed, gatherAllowed } from './bitmask.js';
+export { allowedShare, applyBitmask, argmaxAllowed, gatherAllowed } from './bitmask.js';
 export {
   MinPProcessor,
   RepetitionPenaltyProcessor,

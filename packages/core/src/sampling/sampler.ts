@@ -89,6 +89,16 @@ export class Sampler {
   }
 
   /**
+   * True when a pick from the whole row, kept only if a grammar accepts it and otherwise redone under the
+   * grammar's bitmask, is distributed exactly as a pick under the bitmask: greedy (the argmax, if allowed, is the
+   * allowed argmax), or a plain draw (kept with probability Z, the allowed mass, else redrawn from p/Z: P(t) =
+   * p(t) + (1 − Z)·p(t)/Z = p(t)/Z). Truncation (top-k, top-p, min-p) ranks the row before the grammar, so not then.
+   */
+  get exactWithoutMask(): boolean {
+    return this.greedy || (!this.topK && this.filters.length === 0);
+  }
+
+  /**
    * Run the chain over `logits` (modified in place) and pick one token id.
    * @param allowed a grammar's bitmask of the tokens allowed (bit i of word i >> 5): the pick is exactly that
    *   from the logits with every other token set to −∞, but only top-k writes them (a greedy pick walks the
@@ -96,10 +106,23 @@ export class Sampler {
    * @throws NoCandidatesError when every token is excluded.
    */
   sample(logits: Float32Array, ctx: SamplingContext, allowed?: Int32Array): number {
-    // Top-k reads the whole row for its threshold: it needs the masked row.
-    if (allowed && this.topK) applyBitmask(logits, allowed);
+    this.shape(logits, ctx);
+    return this.pick(logits, allowed);
+  }
+
+  /**
+   * The chain's stages that see the whole row (repetition penalty, temperature), in place: {@link sample} is
+   * `shape` then {@link pick}, split so that a grammar can see a first pick and ask for a second on the same row.
+   */
+  shape(logits: Float32Array, ctx: SamplingContext): void {
     const dense = this.denseStages;
     for (let i = 0; i < dense.length; i++) dense[i]!.apply(logits, ctx);
+  }
+
+  /** The pick from logits already {@link shape}d (one RNG draw when sampling), under `allowed` when given. */
+  pick(logits: Float32Array, allowed?: Int32Array): number {
+    // Top-k reads the whole row for its threshold: it needs the masked row.
+    if (allowed && this.topK) applyBitmask(logits, allowed);
     let id: number;
     if (this.greedy) {
       id = allowed ? argmaxAllowed(logits, allowed) : argmax(logits);
