@@ -11,8 +11,9 @@
  *   step does, and again on a twin matcher right after (the caches warm: XGrammar's own floor);
  * - accepting the sampled token;
  * - in decoding: the Engine's own per-call figures (`timing.grammar`) from real decodes of a 24M-shaped model
- *   over each vocabulary (the continuous batch, bitmask computed while the model's step runs), greedy and
- *   sampled, beside the free decode step; vocabularies and settings interleaved, medians over the rounds;
+ *   over each vocabulary (the continuous batch: the sampler's own pick checked first, a bitmask only when it is
+ *   refused or computed ahead after a structural state), greedy and sampled, beside the free decode step;
+ *   vocabularies and settings interleaved, medians over the rounds;
  * - schema compile time (distinct schemas, so that neither cache answers), and the first use (library load and
  *   vocabulary).
  * Prints a JSON line and tables.
@@ -264,8 +265,16 @@ interface InDecoding {
   bitmaskMaxUs: number;
   /** Share of bitmasks computed while a model step (or the prefill) ran. */
   overlapped: number;
+  /** Share of tokens picked without a bitmask (the sampler's own pick, accepted by the grammar). */
+  unmasked: number;
+  /** The bitmasks' time spread over all tokens: Σ bitmask µs / tokens (what the stage's fill costs per token). */
+  bitmaskPerTokenUs: number;
+  /** Waits: the mean (a refused pick's bitmask computed on demand waits its whole fill), and the median. */
+  waitMeanUs: number;
   waitUs: number;
   pickUs: number;
+  /** The grammar's check and advance per token (a refused first pick adds its check). */
+  acceptUs: number;
 }
 
 /**
@@ -300,7 +309,9 @@ async function inDecoding(runs: { model: string; promptIds: number[] }[]): Promi
           return [setting, {
             freeMs: m((x) => x.free), constrainedMs: m((x) => x.constrained),
             bitmaskUs: m((x) => x.grammar.bitmaskUs.median), bitmaskMeanUs: m((x) => x.grammar.bitmaskUs.mean), bitmaskMaxUs: m((x) => x.grammar.bitmaskUs.max),
-            overlapped: m((x) => x.grammar.overlapped / x.grammar.tokens), waitUs: m((x) => x.grammar.waitUs.median), pickUs: m((x) => x.grammar.pickUs.median),
+            overlapped: m((x) => (x.grammar.bitmasks ? x.grammar.overlapped / x.grammar.bitmasks : 1)), unmasked: m((x) => x.grammar.unmasked / x.grammar.tokens),
+            bitmaskPerTokenUs: m((x) => (x.grammar.bitmaskUs.mean * x.grammar.bitmasks) / x.grammar.tokens),
+            waitMeanUs: m((x) => x.grammar.waitUs.mean), waitUs: m((x) => x.grammar.waitUs.median), pickUs: m((x) => x.grammar.pickUs.median), acceptUs: m((x) => x.grammar.acceptUs.median),
           }];
         }),
       ) as Record<Setting, InDecoding>,
@@ -346,12 +357,12 @@ printTable('Synthetic: the same steps again on a twin matcher right after, cache
   names[i]!, m.warmBitmaskUs, m.warmApplyUs, m.warmMaskUs, m.warmWalkUs,
 ]));
 const decoding = [smallDec!, largeDec!];
-printTable(`In decoding: the Engine's timing.grammar over ${DECODE_TOKENS}-token calls of a 24M-shaped model (continuous batch), per-call medians per token (bitmask mean and max beside), medians of ${ROUNDS} interleaved rounds; µs unless named`, ['vocabulary', 'pick', 'bitmask (overlapped)', 'bitmask mean', 'bitmask max', 'computed ahead', 'wait (on path)', 'pick (on path)', 'free pick (synthetic)', 'bitmask + wait + pick − free pick', 'free step ms', 'schema step ms', 'step overhead'], decoding.flatMap((d, i) =>
+printTable(`In decoding: the Engine's timing.grammar over ${DECODE_TOKENS}-token calls of a 24M-shaped model (continuous batch), per-call figures, medians of ${ROUNDS} interleaved rounds; µs unless named`, ['vocabulary', 'pick', 'tokens without a bitmask', 'bitmask per token (Σ fill / tokens)', 'one bitmask: median / mean / max', 'computed ahead (of those computed)', 'wait mean / median (on path)', 'pick median (on path)', 'check + advance median (on path)', 'free pick (synthetic)', 'free step ms', 'schema step ms', 'step overhead'], decoding.flatMap((d, i) =>
   (Object.keys(SETTINGS) as Setting[]).map((setting) => {
     const x = d[setting];
     const freePick = setting === 'greedy' ? synth[i]!.argmaxUs : synth[i]!.freeSampledUs;
     return [
-      names[i]!, setting === 'greedy' ? 'greedy (walk)' : 'sampled T=0.8', x.bitmaskUs, x.bitmaskMeanUs, x.bitmaskMaxUs, pct(x.overlapped), x.waitUs, x.pickUs, freePick, x.bitmaskUs + x.waitUs + x.pickUs - freePick, x.freeMs, x.constrainedMs, pct(x.constrainedMs / x.freeMs - 1),
+      names[i]!, setting === 'greedy' ? 'greedy' : 'sampled T=0.8', pct(x.unmasked), x.bitmaskPerTokenUs, `${x.bitmaskUs.toFixed(1)} / ${x.bitmaskMeanUs.toFixed(1)} / ${x.bitmaskMaxUs.toFixed(0)}`, pct(x.overlapped), `${x.waitMeanUs.toFixed(1)} / ${x.waitUs.toFixed(1)}`, x.pickUs, x.acceptUs, freePick, x.freeMs, x.constrainedMs, pct(x.constrainedMs / x.freeMs - 1),
     ];
   }),
 ));
