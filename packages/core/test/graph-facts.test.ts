@@ -31,6 +31,17 @@ describe('graph facts: the bytes a decode step reads', () => {
     expect(q4.stepBytes).to.be.within(STEP_VALUES * 0.6, STEP_VALUES * 0.7 + 8192);
   });
 
+  it('counts the operators a step runs, and quantizing leaves them as many (a MatMulNBits per MatMul)', () => {
+    const model = buildLlamaModel(config, weights);
+    const fp32 = graphFacts(model);
+    expect(fp32.stepNodes).to.equal(model.graph!.node!.filter((n) => n.opType !== 'Constant').length);
+    expect(fp32.stepNodes).to.be.above(50);
+    const q4 = graphFacts(quantizeGraph(model, 'm', testDir('facts-nodes')).model);
+    // bytes fall to a fifth, operators do not: what makes a small quantized model's step cost more than its bytes
+    expect(q4.stepBytes).to.be.below(0.3 * fp32.stepBytes);
+    expect(q4.stepNodes).to.be.within(fp32.stepNodes - 8, fp32.stepNodes);
+  });
+
   it('refuses a quantized operator onnxruntime does not run, naming it and the ones that run', () => {
     const { model } = quantizeGraph(buildLlamaModel(config, weights), 'm', testDir('facts-op'));
     const node = model.graph!.node!.find((n) => n.opType === 'MatMulNBits')!;

@@ -1,7 +1,7 @@
 /**
  * Facts about a decoder graph that decide how the engine runs it, read from the protobuf once when the graph is
- * prepared: which side batches are padded on, and how many weight bytes one decode step reads (what the
- * placement cost model weighs).
+ * prepared: which side batches are padded on, and how many weight bytes and operators one decode step reads and
+ * runs (what the placement cost model weighs).
  */
 import type { onnx as O } from 'onnx-proto';
 import { DataType, type GraphProto, type NodeProto, type TensorProto } from './proto.js';
@@ -20,6 +20,11 @@ export interface GraphFacts {
    * rows (embedding Gathers, GatherBlockQuantized, rotary cos/sin caches).
    */
   stepBytes: number;
+  /**
+   * Operators one decode step runs (every node, subgraphs included, but `Constant`): each costs a kernel
+   * launch whatever its size, which is most of a small quantized model's step.
+   */
+  stepNodes: number;
 }
 
 const ELEM_BYTES: Record<number, number> = { 1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2, 21: 1, 22: 1 };
@@ -95,5 +100,6 @@ export function graphFacts(model: O.IModelProto): GraphFacts {
     const held = castUp ? (stored / (ELEM_BYTES[t.dataType ?? 1] ?? 4)) * 4 : stored;
     stepBytes += held;
   }
-  return { padding, weightBytes, stepBytes };
+  const stepNodes = nodes.filter((n) => n.opType !== 'Constant').length;
+  return { padding, weightBytes, stepBytes, stepNodes };
 }

@@ -30,7 +30,7 @@ import { OnnxFormatError, encodeModel, readModel } from './proto.js';
 import { graphFacts } from './graph-facts.js';
 
 /** Bump when the adaptation changes what it writes: old cache entries are then ignored. */
-export const PREPARED_FORMAT_VERSION = 4;
+export const PREPARED_FORMAT_VERSION = 5;
 
 /** Options of {@link prepareDecoder}. */
 export interface PrepareOptions extends AdaptOptions {
@@ -59,6 +59,8 @@ export interface PreparedDecoder {
   weightBytes: number;
   /** Bytes one decode step reads (see `GraphFacts.stepBytes`): what thread and placement plans weigh. */
   stepBytes: number;
+  /** Operators one decode step runs (see `GraphFacts.stepNodes`): a step's fixed cost in the placement plan. */
+  stepNodes: number;
   /** The side shorter prompts of a batch are padded on: `right` for GroupQueryAttention graphs. */
   padding: 'left' | 'right';
 }
@@ -78,6 +80,7 @@ interface Sidecar {
   notes: string[];
   weightBytes: number;
   stepBytes: number;
+  stepNodes: number;
   padding: 'left' | 'right';
 }
 
@@ -173,6 +176,7 @@ async function findEntry({ source, sourceDir, recorded, entry }: Awaited<ReturnT
     notes: meta.notes,
     weightBytes: meta.weightBytes,
     stepBytes: meta.stepBytes,
+    stepNodes: meta.stepNodes,
     padding: meta.padding,
   };
 }
@@ -202,7 +206,7 @@ export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = 
     if (expected !== undefined && read.sha256 !== expected) throw sourceMismatch(source, expected, read.sha256);
     await checkExternalData(source, sourceDir, externalDataExtents(read.model));
     const digest = `sha256:${read.sha256}`;
-    const { weightBytes, stepBytes, padding } = graphFacts(read.model);
+    const { weightBytes, stepBytes, stepNodes, padding } = graphFacts(read.model);
     return {
       sourcePath: source,
       preparedPath: source,
@@ -210,6 +214,7 @@ export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = 
       notes: ['no adaptation requested: the source graph is used as is'],
       weightBytes,
       stepBytes,
+      stepNodes,
       padding,
     };
   }
@@ -232,7 +237,7 @@ export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = 
   const io = modelValueMetadata(model);
   detectSignature(io.inputs, io.outputs, source);
   const externalData = usesExternalData(model);
-  const { weightBytes, stepBytes, padding } = graphFacts(model);
+  const { weightBytes, stepBytes, stepNodes, padding } = graphFacts(model);
   let adapted: ReturnType<typeof adaptDecoder> | undefined = adaptDecoder(model, options, source);
   model = undefined;
   let bytes: Uint8Array | undefined = encodeModel(adapted.model);
@@ -243,10 +248,10 @@ export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = 
     await mkdir(dir, { recursive: true });
     await writeAtomic(preparedPath, bytes);
     bytes = undefined;
-    const meta: Sidecar = { format: PREPARED_FORMAT_VERSION, digest, prepared, externalFiles, options, externalData, notes, weightBytes, stepBytes, padding };
+    const meta: Sidecar = { format: PREPARED_FORMAT_VERSION, digest, prepared, externalFiles, options, externalData, notes, weightBytes, stepBytes, stepNodes, padding };
     await writeAtomic(sidecarPath, `${JSON.stringify(meta, null, 2)}\n`);
   } catch (err) {
     throw new Error(`cannot write the prepared graph of ${source} to ${dir}: ${(err as Error).message}`);
   }
-  return { sourcePath: source, preparedPath, ...(externalData ? { externalDataDir: sourceDir } : {}), digest, notes, weightBytes, stepBytes, padding };
+  return { sourcePath: source, preparedPath, ...(externalData ? { externalDataDir: sourceDir } : {}), digest, notes, weightBytes, stepBytes, stepNodes, padding };
 }

@@ -19,7 +19,7 @@ import { LocalReasonerGroup, ReasonerError, labelLoadFailure, type ReasonerGroup
 import { decoderSource, openPrepared, openReasoner, type PreparedModel, type ReasonerInfo } from './open-decoder.js';
 import { ReasonerLane } from './reasoner-lane.js';
 import { toWire } from './spawn-worker.js';
-import { planThreads, type ThreadPlan } from './thread-budget.js';
+import { planThreads, type StepFacts, type ThreadPlan } from './thread-budget.js';
 import { declaredContextLength } from '../modules/context-length.js';
 import { checkDeclaredVocabSize } from '../modules/vocab-compat.js';
 import type { DecoderSession } from './decoder-session.js';
@@ -178,6 +178,9 @@ async function openAll<T>(openings: Promise<T>[], release: (opened: T) => Promis
   return opened;
 }
 
+/** What a step of a prepared model reads and runs, as the thread plan weighs it. */
+const stepFacts = ({ prepared }: PreparedModel): StepFacts => ({ bytes: prepared.stepBytes, nodes: prepared.stepNodes });
+
 /** Opens the reasoners where the plan puts them: lane workers, or this thread (inline). */
 async function openReasoners(
   plan: ThreadPlan,
@@ -236,9 +239,10 @@ async function start(): Promise<Loaded> {
   const plan = planThreads({
     runtime: config.runtime,
     ...(config.placement ? { placement: config.placement } : {}),
-    // What a step reads, not what the files weigh: quantized weights count packed, embedding tables not at all.
-    backboneBytes: backbonePrepared!.prepared.stepBytes,
-    reasonerBytes: reasonersPrepared.map((p) => p.prepared.stepBytes),
+    // What a step reads and runs, not what the files weigh: quantized weights count packed, embedding tables
+    // not at all, and each operator its fixed cost (most of a small quantized model's step).
+    backbone: stepFacts(backbonePrepared!),
+    reasoners: reasonersPrepared.map(stepFacts),
   });
   const [first, second] = await Promise.allSettled([openPrepared(backbonePrepared!, plan.backbone), openReasoners(plan, reasonersPrepared, label)]);
   if (first.status === 'rejected' || second.status === 'rejected') {
