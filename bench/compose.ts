@@ -15,9 +15,10 @@
  * is the floor on this machine: the backbone's plain steps, then with only the reasoners' output projections
  * run after each (the weights every reasoner step must read, with none of its layers); a target below that
  * row is out of reach here for any placement. The 4-bit table runs the same models after `reasonplug quantize`
- * (backbone and reasoners, block 32), with the engine's own placement, against the 4-bit backbone alone.
+ * (backbone and reasoners, block 32) in both placements, the engine's own marked, against the 4-bit backbone alone
+ * (`--quantized-only` runs that table alone).
  *
- *   npm run bench:compose [-- --rounds 9 --short 16 --long 144]
+ *   npm run bench:compose [-- --rounds 9 --short 16 --long 144] [-- --quantized-only]
  */
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
@@ -132,47 +133,66 @@ async function floorSetting(label: string, backbone: string, heads: Head[]): Pro
 }
 
 const { values } = parseArgs({
-  options: { rounds: { type: 'string', default: '9' }, short: { type: 'string', default: '16' }, long: { type: 'string', default: '144' } },
+  options: {
+    rounds: { type: 'string', default: '9' },
+    short: { type: 'string', default: '16' },
+    long: { type: 'string', default: '144' },
+    /** Only the 4-bit table: a short run for work on quantized composition. */
+    'quantized-only': { type: 'boolean', default: false },
+  },
 });
 const rounds = Number(values.rounds);
 const short = Number(values.short);
 const long = Number(values.long);
+const quantizedOnly = values['quantized-only'];
 
 const backbone = await benchLlama('llama24m', BACKBONE, 1);
 /** Weight seeds of the three reasoners (the backbone's is 1); the floor's heads are these reasoners' heads. */
 const REASONER_SEEDS = [2, 3, 4];
 const reasoners = await Promise.all(REASONER_SEEDS.map((seed) => benchLlama(`reasoner3m-untied-${seed}`, REASONER, seed)));
-const tied = await Promise.all(REASONER_SEEDS.map((seed) => benchLlama(`reasoner3m-${seed}`, TIED_REASONER, seed)));
 const settings: Setting[] = [];
-settings.push(await engineSetting('backbone alone', backbone, []));
-// Both placements side by side, the one the engine picks by itself marked: the pick is only as good as this says.
-const picked = new Map<number, number>();
-for (const n of [1, 3]) {
-  const auto = await autoPlacement(backbone, reasoners.slice(0, n));
+
+/**
+ * Both placements of `n` reasoners side by side, the one the engine picks by itself marked `(auto)`: the pick is
+ * only as good as this says. Returns the index of the auto row.
+ */
+async function bothPlacements(what: string, backboneModel: string, reasonerModels: string[], n: number): Promise<number> {
+  const auto = await autoPlacement(backboneModel, reasonerModels.slice(0, n));
+  let picked = -1;
   for (const placement of ['lanes', 'inline'] as const) {
-    if (placement === auto) picked.set(n, settings.length);
-    const label = `+ ${n} reasoner${n > 1 ? 's' : ''}, ${placement}${placement === auto ? ' (auto)' : ''}`;
-    settings.push(await engineSetting(label, backbone, reasoners.slice(0, n), { placement }));
+    if (placement === auto) picked = settings.length;
+    settings.push(await engineSetting(`${what}, ${placement}${placement === auto ? ' (auto)' : ''}`, backboneModel, reasonerModels.slice(0, n), { placement }));
   }
+  return picked;
 }
+const plural = (n: number) => `reasoner${n > 1 ? 's' : ''}`;
+
+const picked = new Map<number, number>();
 const sequential = new Map<number, number>();
-for (const n of [1, 3]) {
-  sequential.set(n, settings.length);
-  settings.push(await sequentialSetting(`sequential, + ${n} reasoner${n > 1 ? 's' : ''}`, backbone, reasoners.slice(0, n)));
+let floorStart = 0;
+if (!quantizedOnly) {
+  const tied = await Promise.all(REASONER_SEEDS.map((seed) => benchLlama(`reasoner3m-${seed}`, TIED_REASONER, seed)));
+  settings.push(await engineSetting('backbone alone', backbone, []));
+  for (const n of [1, 3]) picked.set(n, await bothPlacements(`+ ${n} ${plural(n)}`, backbone, reasoners, n));
+  for (const n of [1, 3]) {
+    sequential.set(n, settings.length);
+    settings.push(await sequentialSetting(`sequential, + ${n} ${plural(n)}`, backbone, reasoners.slice(0, n)));
+  }
+  for (const n of [1, 3]) settings.push(await engineSetting((chosen) => `tied-head: + ${n}, ${chosen} (auto)`, backbone, tied.slice(0, n)));
+  // What the backbone alone costs on the cores one lane leaves it: the floor of any plan that gives a lane a core.
+  const leftToBackbone = Math.max(1, availableParallelism() - 1);
+  settings.push(await engineSetting(`backbone alone, ${leftToBackbone} thread(s)`, backbone, [], { threads: leftToBackbone }));
+  const heads: Head[] = REASONER_SEEDS.map((seed) => ({ weights: randomLlamaWeights(REASONER, seed).lmHead!, hidden: REASONER.hiddenSize }));
+  floorStart = settings.length;
+  settings.push(await floorSetting('backbone steps alone', backbone, []));
+  for (const n of [1, 3]) settings.push(await floorSetting(`+ ${n > 1 ? `${n} reasoners' output projections` : "1 reasoner's output projection"} only`, backbone, heads.slice(0, n)));
 }
-for (const n of [1, 3]) settings.push(await engineSetting((chosen) => `tied-head: + ${n}, ${chosen} (auto)`, backbone, tied.slice(0, n)));
-// What the backbone alone costs on the cores one lane leaves it: the floor of any plan that gives a lane a core.
-const leftToBackbone = Math.max(1, availableParallelism() - 1);
-settings.push(await engineSetting(`backbone alone, ${leftToBackbone} thread(s)`, backbone, [], { threads: leftToBackbone }));
-const heads: Head[] = REASONER_SEEDS.map((seed) => ({ weights: randomLlamaWeights(REASONER, seed).lmHead!, hidden: REASONER.hiddenSize }));
-const floorStart = settings.length;
-settings.push(await floorSetting('backbone steps alone', backbone, []));
-for (const n of [1, 3]) settings.push(await floorSetting(`+ ${n > 1 ? `${n} reasoners' output projections` : "1 reasoner's output projection"} only`, backbone, heads.slice(0, n)));
 const q4Start = settings.length;
 const backboneQ4 = await benchQuantized(backbone, { bits: 4 });
 const reasonersQ4 = await Promise.all(reasoners.map((r) => benchQuantized(r, { bits: 4 })));
 settings.push(await engineSetting('4-bit backbone alone', backboneQ4, []));
-for (const n of [1, 3]) settings.push(await engineSetting((chosen) => `4-bit: + ${n} 4-bit reasoner${n > 1 ? 's' : ''}, ${chosen} (auto)`, backboneQ4, reasonersQ4.slice(0, n)));
+const pickedQ4 = new Map<number, number>();
+for (const n of [1, 3]) pickedQ4.set(n, await bothPlacements(`4-bit: + ${n} 4-bit ${plural(n)}`, backboneQ4, reasonersQ4, n));
 
 const slopes = settings.map(() => [] as number[]);
 for (const s of settings) await s.run(short); // warm-up
@@ -190,52 +210,56 @@ for (let round = 0; round < rounds; round++) {
 for (const s of settings) await s.dispose();
 
 const ms = slopes.map(median);
-const alone = ms[0]!;
 const row = (i: number, anchor: number) => ({
   setting: settings[i]!.label,
   msPerToken: ms[i]!,
   middleHalf: quartiles(slopes[i]!),
   vsBackboneAlone: ms[i]! / anchor,
 });
-const rows = settings.slice(0, floorStart).map((_, i) => row(i, alone));
-const floor = settings.slice(floorStart, q4Start).map((_, i) => row(floorStart + i, ms[floorStart]!));
-const quantized = settings.slice(q4Start).map((_, i) => row(q4Start + i, ms[q4Start]!));
-const autoRow = (n: number) => rows[picked.get(n)!]!;
-const engineAuto = { oneReasoner: autoRow(1), threeReasoners: autoRow(3) };
-const vsSequential = {
-  oneReasoner: ms[picked.get(1)!]! / ms[sequential.get(1)!]!,
-  threeReasoners: ms[picked.get(3)!]! / ms[sequential.get(3)!]!,
-};
-console.log(
-  JSON.stringify({
-    bench: 'compose',
-    cores: availableParallelism(),
-    rounds,
-    short,
-    long,
-    backboneParams: llamaParameterCount(BACKBONE),
-    reasonerParams: llamaParameterCount(REASONER),
-    tiedReasonerParams: llamaParameterCount(TIED_REASONER),
-    rows,
-    engineAuto,
-    engineVsSequential: vsSequential,
-    floor,
-    quantized,
-  }),
-);
 const table = (r: ReturnType<typeof row>) => [r.setting, r.msPerToken, `${r.middleHalf[0].toFixed(2)}–${r.middleHalf[1].toFixed(2)}`, `${r.vsBackboneAlone.toFixed(2)}x`];
+const quantized = settings.slice(q4Start).map((_, i) => row(q4Start + i, ms[q4Start]!));
+const quantizedAuto = { oneReasoner: quantized[pickedQ4.get(1)! - q4Start]!, threeReasoners: quantized[pickedQ4.get(3)! - q4Start]! };
+const common = { bench: 'compose', cores: availableParallelism(), rounds, short, long, backboneParams: llamaParameterCount(BACKBONE), reasonerParams: llamaParameterCount(REASONER) };
+if (quantizedOnly) {
+  console.log(JSON.stringify({ ...common, quantized, quantizedAuto }));
+} else {
+  const rows = settings.slice(0, floorStart).map((_, i) => row(i, ms[0]!));
+  const floor = settings.slice(floorStart, q4Start).map((_, i) => row(floorStart + i, ms[floorStart]!));
+  const autoRow = (n: number) => rows[picked.get(n)!]!;
+  const engineAuto = { oneReasoner: autoRow(1), threeReasoners: autoRow(3) };
+  const vsSequential = {
+    oneReasoner: ms[picked.get(1)!]! / ms[sequential.get(1)!]!,
+    threeReasoners: ms[picked.get(3)!]! / ms[sequential.get(3)!]!,
+  };
+  console.log(
+    JSON.stringify({
+      ...common,
+      tiedReasonerParams: llamaParameterCount(TIED_REASONER),
+      rows,
+      engineAuto,
+      engineVsSequential: vsSequential,
+      floor,
+      quantized,
+      quantizedAuto,
+    }),
+  );
+  printTable(
+    `UniR composition, greedy, ms/token (slope ${short}→${long} tokens, median of ${rounds}); backbone ${(llamaParameterCount(BACKBONE) / 1e6).toFixed(1)}M, reasoners ${(llamaParameterCount(REASONER) / 1e6).toFixed(2)}M each`,
+    ['setting', 'ms/token', 'middle half of rounds', 'vs backbone alone'],
+    rows.map(table),
+  );
+  printTable('engine (auto placement) vs the sequential loop', ['reasoners', 'ratio'], [
+    ['1', `${vsSequential.oneReasoner.toFixed(2)}x`],
+    ['3', `${vsSequential.threeReasoners.toFixed(2)}x`],
+  ]);
+  printTable(
+    'floor on this machine: backbone steps on this thread, then with only the reasoners\' output projections (one thread)',
+    ['setting', 'ms/token', 'middle half of rounds', 'vs backbone steps alone'],
+    floor.map(table),
+  );
+}
 printTable(
-  `UniR composition, greedy, ms/token (slope ${short}→${long} tokens, median of ${rounds}); backbone ${(llamaParameterCount(BACKBONE) / 1e6).toFixed(1)}M, reasoners ${(llamaParameterCount(REASONER) / 1e6).toFixed(2)}M each`,
-  ['setting', 'ms/token', 'middle half of rounds', 'vs backbone alone'],
-  rows.map(table),
+  `4-bit backbone and reasoners (reasonplug quantize), both placements, the engine's own marked (slope ${short}→${long} tokens, median of ${rounds})`,
+  ['setting', 'ms/token', 'middle half of rounds', 'vs 4-bit backbone alone'],
+  quantized.map(table),
 );
-printTable('engine (auto placement) vs the sequential loop', ['reasoners', 'ratio'], [
-  ['1', `${vsSequential.oneReasoner.toFixed(2)}x`],
-  ['3', `${vsSequential.threeReasoners.toFixed(2)}x`],
-]);
-printTable(
-  'floor on this machine: backbone steps on this thread, then with only the reasoners\' output projections (one thread)',
-  ['setting', 'ms/token', 'middle half of rounds', 'vs backbone steps alone'],
-  floor.map(table),
-);
-printTable('4-bit backbone and reasoners (reasonplug quantize), engine placement', ['setting', 'ms/token', 'middle half of rounds', 'vs 4-bit backbone alone'], quantized.map(table));
