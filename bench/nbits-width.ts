@@ -17,8 +17,8 @@
  * (8) concurrent greedy calls of 16 tokens, and reports their median inter-token latency beside the bare steps:
  * what the engine adds around onnxruntime's run at each width.
  *
- *   npx tsx bench/nbits-width.ts [--rounds 15 --threads 1 --rows 1,2,4,8,16 --configs a4b32z,a4b128,...]
- *   npx tsx bench/nbits-width.ts --graph PATH [--past 40 --rounds 15 --threads 1,2 --engine DIR --calls 8]
+ *   npm run bench:nbits-width [-- --rounds 15 --threads 1 --rows 1,2,4,8,16 --configs a4b32z,a4b128,...]
+ *   npm run bench:nbits-width -- --graph PATH [--past 40 --rounds 15 --threads 1,2 --engine DIR --calls 8]
  */
 import { parseArgs } from 'node:util';
 import { cpus, loadavg } from 'node:os';
