@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { existsSync } from 'node:fs';
 import { copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { models } from '../../../test/support/paths.js';
@@ -79,5 +80,15 @@ describe('reasonplug CLI', function () {
     const t = await reasonplug('generate', '--model', storiesDir, '--prompt-ids', '1', '--temperature', '-1');
     expect(t.code).to.equal(1);
     expect(t.stderr).to.match(/temperature/);
+  });
+
+  it('quantize refuses a .gguf file by what it is, pointing to convert gguf, and writes nothing', async () => {
+    const dest = join(testDir('cli-quantize-gguf'), 'q4');
+    const r = await reasonplug('quantize', models.stories260K, dest);
+    expect(r.code).to.equal(1);
+    expect(r.stderr).to.match(/^reasonplug: QuantizeError: .*stories260K\.gguf is a GGUF file, .*reasonplug convert gguf /);
+    expect(r.stderr).to.not.match(/not a valid ONNX model/);
+    expect(r.stderr.trim().split('\n')).to.have.length(1);
+    expect(existsSync(dest)).to.equal(false);
   });
 });
