@@ -8,6 +8,7 @@ export type { FinishReason, GenerateOptions, GenerationResult, GrammarTiming, Ro
 export { runDecodeLoop, type LogitSource } from './generate/decode-loop.js';
 export { GenerateOptionsError, validateGenerateOptions } from './generate/options.js';
 export { DecoderSession, ModelRunError, type DecoderSource, type RuntimeOptions } from './runtime/decoder-session.js';
+export { ShardError } from './runtime/row-shards.js';
 export { PLACEMENTS, PlacementError, ThreadCountError, maxIntraOpThreads, type Placement, type PlacementChoice } from './runtime/thread-budget.js';
 export { DEVICES, DeviceUnavailableError, executionProvidersFor, type Device } from './runtime/devices.js';
 export { locateModel, ModelNotFoundError, type ModelLocation } from './modules/locate.js';
@@ -48,6 +49,7 @@ export * from './onnx/llama-builder.js';
 export * from './onnx/adapt.js';
 export * from './onnx/prepared-cache.js';
 export * from './gguf/convert.js';
+export { GgufError } from './gguf/reader.js';
 export { ggufModuleDir, isGgufPath, type GgufModuleOptions } from './gguf/gguf-module.js';
 export { tokenizerFromGguf, BPE_PRE_TOKENIZERS, type GgufTokenizer } from './gguf/tokenizer-from-gguf.js';
 export { validateWeightSpec, weightAt, WeightScheduleError, type WeightSegment, type WeightSpec } from './compose/weights.js';

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { copyFile, open, readdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Engine } from '../src/engine.js';
-import { GgufError } from '../src/gguf/reader.js';
+import { GgufError } from '../src/index.js'; // users catch it from the package's entry
 import { convertGguf } from '../src/gguf/convert.js';
 import { ggufModuleDir } from '../src/gguf/gguf-module.js';
 import { RACY_MS } from '../src/modules/file-digest.js';

@@ -163,7 +163,7 @@ describe('module directories', () => {
     expect(err).to.be.instanceOf(ModuleIntegrityError);
     expect(err).to.include({ file: 'model', path, problem: 'sha256', expected: converted.files.model.sha256 });
     expect((err as ModuleIntegrityError).actual).to.match(/^[0-9a-f]{64}$/).and.not.equal(converted.files.model.sha256);
-    expect(err.message).to.contain(path).and.contain(converted.files.model.sha256).and.match(/download the module again/);
+    expect(err.message).to.contain(path).and.contain(converted.files.model.sha256).and.match(/download the module again/).and.contain("write the module again with writeModuleDir").and.not.contain("reasonplug pack");
     await rejection(locateModel(dir)).then((e) => expect(e).to.be.instanceOf(ModuleIntegrityError));
     expect((await loadModuleDir(dir, { verify: false })).files.model).to.equal(path);
   });

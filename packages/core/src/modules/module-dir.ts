@@ -51,7 +51,8 @@ export class ModuleIntegrityError extends Error {
 
 /** Files hashed at once: enough to overlap I/O with hashing, few enough not to thrash a disk. */
 const HASH_CONCURRENCY = 4;
-const REMEDY = 'download the module again, or re-pack it (writeModuleDir / `reasonplug pack`) if you changed the file on purpose';
+/** What to do about a module whose files do not match its manifest (`reasonplug pack` verifies, it does not re-hash). */
+const REMEDY = 'download the module again, or, if you changed the file on purpose, write the module again with writeModuleDir (it records the new digests)';
 
 /** Hex SHA-256 and size of a file, streamed. */
 /** Size in bytes of a regular file, or why there is none. */

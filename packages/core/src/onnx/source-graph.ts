@@ -24,7 +24,7 @@ export async function readHashedModel(path: string): Promise<{ model: ModelProto
 /** The error for a source graph whose bytes are not the ones its module manifest lists. */
 export function sourceMismatch(path: string, expected: string, actual: string): ModuleIntegrityError {
   return new ModuleIntegrityError(
-    `${path} (files.model) has SHA-256 ${actual} but the manifest says ${expected}; the file is corrupt or was changed, so it is not prepared — download the module again, or re-pack it if you changed the file on purpose`,
+    `${path} (files.model) has SHA-256 ${actual} but the manifest says ${expected}; the file is corrupt or was changed, so it is not prepared — download the module again, or, if you changed the file on purpose, write the module again with writeModuleDir (it records the new digests)`,
     { file: 'model', path, problem: 'sha256', expected, actual },
   );
 }
