@@ -293,10 +293,13 @@ export class Engine {
       void this.worker.terminate();
       return this.failAll(new Error(`the engine closed: ${msg.reason}`));
     }
+    if (msg.type === 'stream') {
+      for (const { id, events } of msg.streams) this.pending.get(id)?.onTokens(events);
+      return;
+    }
     if (!('id' in msg)) return;
     const p = this.pending.get(msg.id);
     if (!p) return;
-    if (msg.type === 'stream') return p.onTokens(msg.events);
     this.pending.delete(msg.id);
     if (msg.type === 'done') p.resolve(msg.result);
     else if (msg.type === 'stats') p.resolve(msg.stats);

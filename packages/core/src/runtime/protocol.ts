@@ -117,8 +117,11 @@ export type ToWorker =
 export type FromWorker =
   | { type: 'ready'; info: ModelInfo }
   | { type: 'failed'; error: WireError }
-  /** Tokens in generation order; several per message when tokens come faster than the flush interval. */
-  | { type: 'stream'; id: number; events: TokenEvent[] }
+  /**
+   * Tokens in generation order, by request: one message per step of the continuous batch for all its rows, and
+   * several tokens of a request when they come faster than the flush interval.
+   */
+  | { type: 'stream'; streams: { id: number; events: TokenEvent[] }[] }
   | { type: 'done'; id: number; result: Omit<GenerationResult, 'timing'> & { prefillMs: number; decodeMs: number; decodeSteps: number } & Pick<Timing, 'grammar'> }
   | { type: 'encoded'; id: number; ids: number[] }
   | { type: 'stats'; id: number; stats: BatchStats }
