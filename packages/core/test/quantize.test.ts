@@ -10,6 +10,7 @@ import { readModel } from '../src/onnx/proto.js';
 import { buildProjectorModel, randomProjectorWeights, writeProjectorModel } from '../src/onnx/projector-builder.js';
 import { buildProgram } from '../src/cli/main.js';
 import { cacheDir, testDir } from './support/models.js';
+import { models } from '../../../test/support/paths.js';
 import { makeModule, storiesConfig } from './support/modules.js';
 import { bareArgmaxes, bareGreedy, bareLogits } from './support/bare-loop.js';
 import { randomLlamaWeights, writeLlamaModel } from '../src/onnx/llama-builder.js';
@@ -176,6 +177,11 @@ describe('reasonplug quantize', function () {
     expect(existsSync(twice)).to.equal(false);
     const exists = await quantizeModel(backbone, once).catch((e: Error) => e);
     expect((exists as Error).message).to.contain('already exists');
+    // A GGUF file is refused by what it is (read as ONNX it would pass for a corrupt download).
+    const gguf = await quantizeModel(models.stories260K, join(root, 'from-gguf')).catch((e: Error) => e);
+    expect(gguf).to.be.instanceOf(QuantizeError);
+    expect((gguf as Error).message).to.match(/is a GGUF file, .*reasonplug convert gguf /);
+    expect(existsSync(join(root, 'from-gguf'))).to.equal(false);
   });
 
   it('the CLI quantizes a plain export directory and an .onnx file', async () => {

@@ -20,7 +20,6 @@ import type { TokenTrace } from '../compose/composed-source.js';
 import { existsSync } from 'node:fs';
 import { DTYPES } from '../modules/hub-variants.js';
 import { quantizeModel } from '../modules/quantize-module.js';
-import { QuantizeError } from '../onnx/quantize/quantize-graph.js';
 import { addRegistryCommands } from './registry-commands.js';
 import { responseFormatFromFlags, type ResponseFormatFlags } from './response-format-flags.js';
 import { addServeCommand } from './serve-command.js';
@@ -247,13 +246,6 @@ export function buildProgram(): Command {
     .addOption(new Option('--head-bits <n>', 'bits for the LM head (default: 8 with --bits 4, as Q4_K_M keeps output.weight at Q6_K; else --bits)').choices(['4', '8']))
     .addOption(new Option('--search <s>', "per-block scale search: range (zero point at the block minimum, a few scales tried) or weighted (error-weighted least squares, after llama.cpp's Q4_K search)").choices(['range', 'weighted']).default('range'))
     .action(async (src: string, dest: string, flags: { bits: string; block: string; accuracy: 'int8' | 'fp32'; embeddings?: boolean; headBits?: string; search: 'weighted' | 'range' }) => {
-      // Read as ONNX, a GGUF file would fail as a corrupt model ("check that the download is complete").
-      if (isGgufPath(src)) {
-        throw new QuantizeError(
-          `${src} is a GGUF file, and quantize reads ONNX: convert it first (reasonplug convert gguf ${src} DIR), which keeps ` +
-            `quantized GGUF types quantized (as MatMulNBits); quantize DIR only if its weights are F32/F16/BF16`,
-        );
-      }
       const { path, report } = await quantizeModel(src, dest, {
         bits: Number(flags.bits) as 4 | 8,
         blockSize: Number(flags.block),
