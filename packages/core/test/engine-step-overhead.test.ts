@@ -7,12 +7,14 @@ import { builtModel, cacheDir, smallConfig } from './support/models.js';
 import { makeModule } from './support/modules.js';
 
 describe('onnxruntime pool spinning', () => {
-  it('is off when the pool takes every CPU (or onnxruntime picks the count), on when CPUs are left', () => {
-    expect(poolMaySpin(2, 2)).to.equal(false);
-    expect(poolMaySpin(undefined, 8)).to.equal(false);
-    expect(poolMaySpin(8, 8)).to.equal(false);
-    expect(poolMaySpin(1, 2)).to.equal(true);
-    expect(poolMaySpin(4, 8)).to.equal(true);
+  it('is off when the pool takes every CPU, on when CPUs are left (onnxruntime picks one per physical core)', () => {
+    expect(poolMaySpin(2, 2, 1)).to.equal(false);
+    expect(poolMaySpin(8, 8, 2)).to.equal(false);
+    expect(poolMaySpin(undefined, 2, 1)).to.equal(false);
+    expect(poolMaySpin(undefined, 8, 1)).to.equal(false);
+    expect(poolMaySpin(1, 2, 1)).to.equal(true);
+    expect(poolMaySpin(4, 8, 1)).to.equal(true);
+    expect(poolMaySpin(undefined, 16, 2)).to.equal(true);
   });
 
   it('a session on every CPU (pool sleeping) decodes what a one-thread session decodes', async function () {

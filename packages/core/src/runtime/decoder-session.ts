@@ -10,6 +10,7 @@ import { detectSignature } from '../onnx/signature.js';
 import type { DecoderSignature, IdType } from '../onnx/signature.js';
 import { executionProvidersFor, deviceFailure } from './devices.js';
 import { intraOpThreadsFor } from './thread-budget.js';
+import { threadsPerCore } from './cpu-topology.js';
 import { float32ArrayToFloat16 } from '../onnx/float16.js';
 
 /** Where a prepared decoder graph lives and how to load it. */
@@ -47,15 +48,15 @@ type IdArray = BigInt64Array | Int32Array;
 
 /**
  * Whether onnxruntime's intra-op pool threads may spin between parallel sections (its default) rather than
- * sleep: not when the pool takes every CPU this process may use (`threads` undefined: onnxruntime's default,
- * all cores). A pool thread spinning after a run then competes with the JavaScript between two steps (sampling,
+ * sleep: not when the pool takes every CPU this process may use (`threads` undefined: onnxruntime's default, one
+ * per physical core). A pool thread spinning after a run then competes with the JavaScript between two steps (sampling,
  * streaming tokens, the main thread's messages) and with any other process. On the 2-vCPU machine (bench:serve's
  * 4-bit 125M module, 2 threads, 32-token greedy calls, interleaved rounds) sleeping took the median inter-token
  * latency from 11.4 to 6.1 ms for one call and from 32.0 to 18.1 ms for 8 concurrent calls at load 4.7-4.8, from
  * 10.9 to 6.1 and 33.0 to 17.5 ms at load 3.5-3.9.
  */
-export function poolMaySpin(threads: number | undefined, cores = availableParallelism()): boolean {
-  return (threads ?? cores) < cores;
+export function poolMaySpin(threads: number | undefined, cores = availableParallelism(), perCore = threadsPerCore()): boolean {
+  return (threads ?? Math.max(1, Math.floor(cores / perCore))) < cores;
 }
 
 function idTensor(type: IdType, values: ArrayLike<number>, dims: number[]): ort.Tensor {
