@@ -1,23 +1,23 @@
 import { expect } from 'chai';
 import { availableParallelism } from 'node:os';
 import { Engine } from '../src/engine.js';
-import { DecoderSession, poolMaySpin } from '../src/runtime/decoder-session.js';
+import { DecoderSession, poolSpinsAfterRun } from '../src/runtime/decoder-session.js';
 import { prepareDecoder } from '../src/onnx/prepared-cache.js';
 import { builtModel, cacheDir, smallConfig } from './support/models.js';
 import { makeModule } from './support/modules.js';
 
-describe('onnxruntime pool spinning', () => {
+describe('onnxruntime pool spinning after a run', () => {
   it('is off when the pool takes every CPU, on when CPUs are left (onnxruntime picks one per physical core)', () => {
-    expect(poolMaySpin(2, 2, 1)).to.equal(false);
-    expect(poolMaySpin(8, 8, 2)).to.equal(false);
-    expect(poolMaySpin(undefined, 2, 1)).to.equal(false);
-    expect(poolMaySpin(undefined, 8, 1)).to.equal(false);
-    expect(poolMaySpin(1, 2, 1)).to.equal(true);
-    expect(poolMaySpin(4, 8, 1)).to.equal(true);
-    expect(poolMaySpin(undefined, 16, 2)).to.equal(true);
+    expect(poolSpinsAfterRun(2, 2, 1)).to.equal(false);
+    expect(poolSpinsAfterRun(8, 8, 2)).to.equal(false);
+    expect(poolSpinsAfterRun(undefined, 2, 1)).to.equal(false);
+    expect(poolSpinsAfterRun(undefined, 8, 1)).to.equal(false);
+    expect(poolSpinsAfterRun(1, 2, 1)).to.equal(true);
+    expect(poolSpinsAfterRun(4, 8, 1)).to.equal(true);
+    expect(poolSpinsAfterRun(undefined, 16, 2)).to.equal(true);
   });
 
-  it('a session on every CPU (pool sleeping) decodes what a one-thread session decodes', async function () {
+  it('a session on every CPU (pool stopping after each run) decodes what a one-thread session decodes', async function () {
     this.timeout(60_000);
     const model = await builtModel('spin-off', { ...smallConfig, numLayers: 2 }, {}, 41);
     const p = await prepareDecoder(model, { lastLogitsOnly: true, logitsFloat32: true, cacheDir });

@@ -47,15 +47,18 @@ export class ModelRunError extends Error {
 type IdArray = BigInt64Array | Int32Array;
 
 /**
- * Whether onnxruntime's intra-op pool threads may spin between parallel sections (its default) rather than
- * sleep: not when the pool takes every CPU this process may use (`threads` undefined: onnxruntime's default, one
- * per physical core). A pool thread spinning after a run then competes with the JavaScript between two steps (sampling,
- * streaming tokens, the main thread's messages) and with any other process. On the 2-vCPU machine (bench:serve's
- * 4-bit 125M module, 2 threads, 32-token greedy calls, interleaved rounds) sleeping took the median inter-token
- * latency from 11.4 to 6.1 ms for one call and from 32.0 to 18.1 ms for 8 concurrent calls at load 4.7-4.8, from
- * 10.9 to 6.1 and 33.0 to 17.5 ms at load 3.5-3.9.
+ * Whether onnxruntime's intra-op pool threads may keep spinning once a run is over (its default), rather than
+ * stop at its end (`session.force_spinning_stop`; within a run they still spin between parallel sections): not
+ * when the pool takes every CPU this process may use (`threads` undefined: onnxruntime's default, one per physical
+ * core). A pool thread spinning after a run competes with the JavaScript between two steps (sampling, streaming
+ * tokens, the main thread's messages) and with any other process. Measured on the 2-vCPU machine (bench:serve's
+ * 4-bit 125M module, 2 threads, 32-token greedy calls, engines loaded one at a time in 5-6 interleaved rounds):
+ * beside one busy process the median inter-token latency of one call went from 8.6 to 4.2 ms (8 calls: 22.4 to
+ * 21.5 ms); quiet (load 1.0-1.6) 3.49 to 3.53 ms (8 calls: 12.5 to 12.9, within the rounds' spread). Sleeping
+ * between sections too (`intra_op.allow_spinning` 0) helped 8 calls under load (18.3 ms) but cost the quiet single
+ * call a third (4.72 ms): each of a step's parallel sections then wakes the pool.
  */
-export function poolMaySpin(threads: number | undefined, cores = availableParallelism(), perCore = threadsPerCore()): boolean {
+export function poolSpinsAfterRun(threads: number | undefined, cores = availableParallelism(), perCore = threadsPerCore()): boolean {
   return (threads ?? Math.max(1, Math.floor(cores / perCore))) < cores;
 }
 
@@ -105,7 +108,7 @@ export class DecoderSession {
     const threads = intraOpThreadsFor(options, source.weightBytes);
     if (threads) sessionOptions.intraOpNumThreads = threads;
     const config: Record<string, unknown> = {};
-    if (!poolMaySpin(threads)) config.intra_op = { allow_spinning: '0' };
+    if (!poolSpinsAfterRun(threads)) config.force_spinning_stop = '1';
     if (source.externalDataDir) config.model_external_initializers_file_folder_path = source.externalDataDir;
     if (Object.keys(config).length > 0) sessionOptions.extra = { session: config };
     let session: ort.InferenceSession;
