@@ -36,9 +36,9 @@ const config = workerData as WorkerConfig;
 /**
  * Streamed tokens of every request, posted together: a step of the continuous batch yields a token for each of
  * its rows, and one message for the step instead of one per row spares the worker a postMessage per row (timed in
- * the worker at 8 rows: 1.9-2.6 ms of a step for 8 messages, load ~3.8) and the main thread as many wake-ups. Filled while a step's rows are sampled, sent
- * at the next microtask (the step's run starts after it) or before any other message, so each request's tokens
- * still arrive in order and ahead of its result.
+ * the worker at 8 rows: 1.9-2.6 ms of a step for 8 messages, load ~3.8) and the main thread as many wake-ups.
+ * Filled while a step's rows are sampled, sent at the next microtask (the step's run starts after it) or before
+ * any other message, so each request's tokens still arrive in order and ahead of its result.
  */
 class Outbox {
   private streams: { id: number; events: TokenEvent[] }[] = [];
