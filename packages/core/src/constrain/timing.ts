@@ -76,8 +76,10 @@ const PICK_FIRST_ABOVE_SHARE = 0.5;
  * is computed ahead ({@link Constraint.prefetch}). Waits, picks and checks are timed.
  */
 export async function pickAccepted(constraint: Constraint, sampler: Sampler, logits: Float32Array, ctx: SamplingContext): Promise<number> {
+  const shaping = performance.now();
   sampler.shape(logits, ctx);
-  let pickUs = 0;
+  // The pick's time includes the sampler's whole-row stages (repetition penalty, temperature).
+  let pickUs = (performance.now() - shaping) * 1000;
   let acceptUs = 0;
   if (!constraint.prepared && sampler.exactWithoutMask) {
     const t0 = performance.now();
@@ -85,7 +87,7 @@ export async function pickAccepted(constraint: Constraint, sampler: Sampler, log
     const t1 = performance.now();
     const kept = constraint.tryAccept(first);
     const t2 = performance.now();
-    pickUs = (t1 - t0) * 1000;
+    pickUs += (t1 - t0) * 1000;
     acceptUs = (t2 - t1) * 1000;
     if (kept) {
       constraint.clock.picked(0, pickUs, acceptUs, false);
