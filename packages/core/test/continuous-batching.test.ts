@@ -57,11 +57,11 @@ async function staggered(engine: Engine, calls: readonly Call[]): Promise<{ got:
   let busiest = 0;
   const startDue = (tokensOfFirst: number) => {
     calls.forEach((call, i) => {
-      if (i > 0 && call.at <= tokensOfFirst && !results[i]) {
-        results[i] = collect(engine, call, () => {}).result;
-        void engine.stats().then((s) => (busiest = Math.max(busiest, s.running)));
-      }
+      if (i > 0 && call.at <= tokensOfFirst && !results[i]) results[i] = collect(engine, call, () => {}).result;
     });
+    // Sampled at every token of the first call, not only as calls start: on a loaded machine the calls started
+    // last may not have joined yet when they are sent, while the earlier ones are still running.
+    void engine.stats().then((s) => (busiest = Math.max(busiest, s.running)));
   };
   results[0] = collect(engine, calls[0]!, startDue).result;
   startDue(0);
