@@ -128,9 +128,7 @@ class XGrammarConstraint implements Constraint {
   }
 
   accept(token: number): void {
-    this.next = undefined;
-    if (!this.matcher.acceptToken(token)) throw new ConstraintError(`the grammar rejected token ${token}, which its own mask allowed`);
-    this.complete = this.matcher.isTerminated();
+    if (!this.tryAccept(token)) throw new ConstraintError(`the grammar rejected token ${token}, which its own mask allowed`);
   }
 
   tryAccept(token: number): boolean {
