@@ -4,7 +4,7 @@ import { Engine, type GenerationStream, type StreamOptions } from '../src/engine
 import type { GenerationResult } from '../src/generate/types.js';
 import type { PromptInput } from '../src/runtime/protocol.js';
 import { DecoderSession } from '../src/runtime/decoder-session.js';
-import { BatchKv } from '../src/runtime/batch-kv.js';
+import { BatchKv, prefillTogether } from '../src/runtime/batch-kv.js';
 import { joinAndLeave } from './support/batch-kv-scenario.js';
 import { logprobGap } from './support/logprob-compare.js';
 import { ContinuousBatch } from '../src/generate/continuous-batch.js';
@@ -49,7 +49,37 @@ describe('right-padded batch KV cache (GroupQueryAttention graphs)', function ()
     });
   }
 
-  it('a burst of requests of different lengths gives each what it gives alone (prompts prefilled one by one)', async () => {
+  it('prompts of different lengths prefilled together give each row the logits it gets alone, then and at the next step', async () => {
+    const session = await genaiSession('cb-gqa-together', {}, 43);
+    const V = session.vocabSize;
+    try {
+      const prompts = [[3, 8, 20, 1, 9, 44, 61], [12, 13], [40, 41, 42]];
+      const tokens = [5, 50, 70];
+      const alone: Float32Array[][] = [];
+      for (const [r, prompt] of prompts.entries()) {
+        alone.push([(await session.prefill([prompt])).slice(0, V), (await session.step([tokens[r]!])).slice(0, V)]);
+      }
+      const together = await prefillTogether(session, prompts);
+      const kv = new BatchKv(session);
+      kv.rebuild([], together.caches);
+      const stepped = await kv.step(tokens);
+      let worst = 0;
+      prompts.forEach((_, r) => {
+        [together.logits[r]!, stepped.subarray(r * V, (r + 1) * V)].forEach((l, i) => {
+          for (let v = 0; v < V; v++) worst = Math.max(worst, Math.abs(l[v]! - alone[r]![i]![v]!));
+        });
+      });
+      expect(worst).to.be.lessThan(1e-4);
+      // Each row's own positions were copied into the batch, the padding not.
+      expect(kv.counters.copiedBytes).to.equal((7 + 2 + 3) * kv.bytesPerPosition);
+      const refused = await prefillTogether(session, [[1, 2, 3], [4]]).catch((e: Error) => e);
+      expect(refused).to.be.instanceOf(RangeError).with.property('message').that.matches(/two tokens at least/);
+    } finally {
+      await session.release();
+    }
+  });
+
+  it('a burst of requests of different lengths is prefilled together, joins at one step and gives each what it gives alone', async () => {
     const session = await genaiSession('cb-gqa-burst', {}, 42);
     try {
       const batch = new ContinuousBatch(session, session.vocabSize, { maxBatch: 8 });
@@ -60,12 +90,21 @@ describe('right-padded batch KV cache (GroupQueryAttention graphs)', function ()
         shouldAbort: () => false,
         onToken: () => {},
       });
-      const prompts = [[3, 8, 20, 1, 9, 44, 61], [12], [40, 41, 42]];
+      const prompts = [[3, 8, 20, 1, 9, 44, 61], [12, 7], [40, 41, 42]];
       const alone: number[][] = [];
       for (const prompt of prompts) alone.push((await batch.submit(request(prompt))).rows[0]!.ids);
       expect(new Set(alone.map((ids) => ids.join(','))).size).to.be.greaterThan(1);
+      const before = batch.stats().counters.copiedBytes;
       const burst = await Promise.all(prompts.map((prompt) => batch.submit(request(prompt))));
       expect(burst.map((r) => r.rows[0]!.ids)).to.deep.equal(alone);
+      // One rebuild took the three rows: each prompt's positions copied once (rows joining one by one would
+      // copy the rows already in the batch again).
+      expect(batch.stats().counters.copiedBytes - before).to.equal((7 + 2 + 3) * new BatchKv(session).bytesPerPosition);
+      // A one-token prompt runs alone beside the others and still gives what it gives alone.
+      const mixed = [[12], ...prompts];
+      const aloneOne = (await batch.submit(request([12]))).rows[0]!.ids;
+      const got = await Promise.all(mixed.map((prompt) => batch.submit(request(prompt))));
+      expect(got.map((r) => r.rows[0]!.ids)).to.deep.equal([aloneOne, ...alone]);
       expect(batch.stats()).to.include({ kvBytes: 0, running: 0 });
     } finally {
       await session.release();

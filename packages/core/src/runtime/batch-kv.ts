@@ -19,7 +19,7 @@ type KvData = Float32Array | Uint16Array;
 
 /**
  * One row's cache, as its own prefill left it: `[1, kvHeads, length, headDim]` per past input; or one row of
- * prompts prefilled together (see {@link prefillTogether}), its positions right-aligned after left padding.
+ * prompts prefilled together (see {@link prefillTogether}), its positions on the side opposite its padding.
  */
 export interface RowCache {
   past: Record<string, ort.Tensor>;
@@ -28,6 +28,13 @@ export interface RowCache {
   row?: number;
   /** Positions each row of `past` holds (default `length`). */
   width?: number;
+  /** The slot of the row's first position (default `width − length`: right-aligned after left padding). */
+  start?: number;
+}
+
+/** Where a row cache's positions start in its row of `past`. */
+export function rowStart(cache: RowCache): number {
+  return cache.start ?? (cache.width ?? cache.length) - cache.length;
 }
 
 /** Byte counters of the cache. */
@@ -92,15 +99,22 @@ export class RowPrefill {
 }
 
 /**
- * Prompts prefilled together in one run, left-padded to the longest (as a static batch is): one run instead of
- * one per prompt, whose per-operator costs then are paid once. Returns each prompt's last-position logits
- * (`[vocab]`) and its cache, a row of the shared present tensors.
+ * Prompts prefilled together: one run instead of one per prompt, whose per-operator costs then are paid once.
+ * Returns each prompt's last-position logits (`[vocab]`) and its cache, a row of the shared present tensors.
+ *
+ * Left-padded graphs take the prompts left-padded to the longest, as a static batch is. A right-padded graph
+ * (GroupQueryAttention) returns the last position of the padded width, which is padding for a shorter prompt; so
+ * prompts of different lengths run all but their last tokens right-padded, then those last tokens as one step
+ * of the batch (each row's own next slot, as {@link BatchKv.step} feeds them), whose logits are each row's own.
+ * Such prompts need two tokens at least.
  */
 export async function prefillTogether(
   session: DecoderSession,
   prompts: readonly (readonly number[])[],
 ): Promise<{ logits: Float32Array[]; caches: RowCache[] }> {
   const width = Math.max(...prompts.map((p) => p.length));
+  const ragged = prompts.some((p) => p.length !== width);
+  if (session.padding === 'right' && ragged) return prefillRightPadded(session, prompts);
   const ids: number[] = [];
   const mask: number[] = [];
   const positions: number[] = [];
@@ -114,11 +128,46 @@ export async function prefillTogether(
     }
   }
   const { logits, present } = await session.forward(ids, prompts.length, undefined, 0, mask, positions);
-  const V = session.vocabSize;
   return {
-    logits: prompts.map((_, r) => logits.slice(r * V, (r + 1) * V)),
+    logits: rowsOf(logits, prompts.length, session.vocabSize),
     caches: prompts.map((p, r) => ({ past: present, length: p.length, row: r, width })),
   };
+}
+
+async function prefillRightPadded(
+  session: DecoderSession,
+  prompts: readonly (readonly number[])[],
+): Promise<{ logits: Float32Array[]; caches: RowCache[] }> {
+  const heads = prompts.map((p) => p.length - 1);
+  if (heads.some((n) => n < 1)) throw new RangeError('prompts of different lengths prefilled right-padded need two tokens at least');
+  const width = Math.max(...heads);
+  const ids: number[] = [];
+  const mask: number[] = [];
+  const positions: number[] = [];
+  prompts.forEach((p, r) => {
+    for (let c = 0; c < width; c++) {
+      const own = c < heads[r]!;
+      ids.push(own ? p[c]! : 0);
+      mask.push(own ? 1 : 0);
+      positions.push(c);
+    }
+  });
+  const rows = prompts.length;
+  const head = await session.forward(ids, rows, undefined, 0, mask, positions);
+  // The last tokens, each at its row's next slot: Σ mask − 1 = the row's length so far.
+  const stepMask: number[] = [];
+  for (const n of heads) for (let c = 0; c <= width; c++) stepMask.push(c <= n ? 1 : 0);
+  const last = prompts.map((p) => p[p.length - 1]!);
+  const { logits, present } = await session.forward(last, rows, head.present, width, stepMask, heads);
+  return {
+    logits: rowsOf(logits, rows, session.vocabSize),
+    caches: prompts.map((p, r) => ({ past: present, length: p.length, row: r, width: width + 1, start: 0 })),
+  };
+}
+
+/** `[rows × vocab]` logits as one array per row. */
+function rowsOf(logits: Float32Array, rows: number, vocab: number): Float32Array[] {
+  return Array.from({ length: rows }, (_, r) => logits.slice(r * vocab, (r + 1) * vocab));
 }
 
 /** What the continuous batch needs of a model's batch cache: {@link BatchKv}, or the backbone's row shards. */
@@ -190,8 +239,7 @@ export class BatchKv implements BatchCache {
     const parts = [
       ...keep.map((r) => ({ source: this.past, row: r, srcWidth: this.width, first: this.firstSlot(this.width, this.lengths[r]!), length: this.lengths[r]! })),
       ...added.map((c) => {
-        const srcWidth = c.width ?? c.length;
-        return { source: c.past, row: c.row ?? 0, srcWidth, first: srcWidth - c.length, length: c.length };
+        return { source: c.past, row: c.row ?? 0, srcWidth: c.width ?? c.length, first: rowStart(c), length: c.length };
       }),
     ];
     const lengths = parts.map((p) => p.length);

@@ -17,7 +17,7 @@ import * as ort from 'onnxruntime-node';
 import type { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { threadsPerCore } from './cpu-topology.js';
-import { BatchKv, type BatchCache, type KvCounters, type RowCache } from './batch-kv.js';
+import { BatchKv, rowStart, type BatchCache, type KvCounters, type RowCache } from './batch-kv.js';
 import type { DecoderSession, DecoderSource } from './decoder-session.js';
 import { fromWire, spawnWorker } from './spawn-worker.js';
 import type { FromShard, ToShard, WireRow } from './shard-worker.js';
@@ -107,9 +107,9 @@ function wireRow(session: DecoderSession, cache: RowCache): WireRow {
   for (const [name, t] of Object.entries(cache.past)) {
     const src = t.data as Float32Array | Uint16Array;
     const out = src instanceof Uint16Array ? new Uint16Array(H * cache.length * D) : new Float32Array(H * cache.length * D);
-    // A cache's positions end at its width (prefills and taken rows are never padded on the right).
+    const first = rowStart(cache);
     for (let h = 0; h < H; h++) {
-      const from = ((row * H + h) * width + width - cache.length) * D;
+      const from = ((row * H + h) * width + first) * D;
       out.set(src.subarray(from, from + cache.length * D), h * cache.length * D);
     }
     past[name] = out;
