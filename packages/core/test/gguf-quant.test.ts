@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { convertGguf } from '../src/gguf/convert.js';
@@ -10,6 +10,8 @@ import { BLOCK_TYPES, dequantize } from '../src/gguf/quant/index.js';
 import { isLossless, toNBits } from '../src/gguf/quant/nbits.js';
 import { dequantizeMatrix, rowBytes } from '../src/onnx/quantized-matrix.js';
 import { seededNormals } from '../src/onnx/random-weights.js';
+import { readModel } from '../src/onnx/proto.js';
+import { graphFacts } from '../src/onnx/graph-facts.js';
 import { GGML, quantizeGgml, quantizeGgmlWithValues } from './support/ggml-quantize.js';
 import { useTempDir } from './support/temp-cache.js';
 
@@ -198,8 +200,24 @@ describe('gguf quantized random models against llama.cpp', function () {
       const path = await quantizedCopy(label, typeOf, label.endsWith('tied') ? tiedF32 : f32Path);
       const ref = await llamaCppGreedy(path, prompt, n);
       const res = await convertGguf(path, join(scratch.dir, `${label}-module`));
-      if (label.endsWith('tied')) expect(res.config.tieWordEmbeddings).to.equal(true);
       expect(await ortGreedy(join(res.dir, 'model.onnx'), prompt, n), label).to.deep.equal(ref);
+      if (!label.endsWith('tied')) continue;
+      expect(res.config.tieWordEmbeddings).to.equal(true);
+      // Written with external data (as models of 16 MiB of weights or more are), the head's codes and scales are
+      // the embedding's bytes in the file, no Reshape (onnxruntime would fold one into a copy at every load).
+      const external = await convertGguf(path, join(scratch.dir, `${label}-external-module`), { externalData: true });
+      expect(await ortGreedy(join(external.dir, 'model.onnx'), prompt, n), `${label}, external data`).to.deep.equal(ref);
+      const graph = (await readModel(join(external.dir, 'model.onnx'))).graph!;
+      const region = (name: string) => {
+        const t = graph.initializer!.find((i) => i.name === name)!;
+        return ['location', 'offset', 'length'].map((k) => t.externalData!.find((e) => e.key === k)!.value).join(':');
+      };
+      expect(region('lm_head.qweight')).to.equal(region('model.embed_tokens.qweight'));
+      expect(region('lm_head.scales')).to.equal(region('model.embed_tokens.scales'));
+      // …and count once in the weights the engine sizes its threads and row shards by.
+      const dataBytes = (await stat(join(external.dir, 'model.onnx.data'))).size;
+      expect(graphFacts({ graph }).weightBytes).to.be.within(dataBytes - 64 * 4096, dataBytes + 16 * 1024); // + tensors under 1 KiB, kept inline
+      expect(graph.node!.filter((node) => node.opType === 'Reshape' && node.input!.some((i) => i.includes('embed_tokens')))).to.deep.equal([]);
     }
   });
 });

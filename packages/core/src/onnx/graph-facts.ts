@@ -11,7 +11,7 @@ import { UnsupportedModelError } from './signature.js';
 export interface GraphFacts {
   /** `right` when the graph's attention is GroupQueryAttention (positions and valid keys from `seqlens_k`), else `left`. */
   padding: 'left' | 'right';
-  /** Bytes of all initializers as stored (inline and external). */
+  /** Bytes of all initializers as stored (inline and external; initializers over one external region count once). */
   weightBytes: number;
   /**
    * Bytes one decode step reads: every initializer a compute node consumes, at the size onnxruntime holds it
@@ -90,9 +90,14 @@ export function graphFacts(model: O.IModelProto): GraphFacts {
   }
   let weightBytes = 0;
   let stepBytes = 0;
+  const regions = new Set<string>();
   for (const t of model.graph?.initializer ?? []) {
     const stored = tensorBytes(t);
-    weightBytes += stored;
+    const entry = (key: string) => t.externalData?.find((e) => e.key === key)?.value;
+    // A tied head's codes are an initializer over the embedding's bytes: one region of the file.
+    const region = entry('location') === undefined ? undefined : `${entry('location')}:${entry('offset') ?? 0}:${stored}`;
+    if (region === undefined || !regions.has(region)) weightBytes += stored;
+    if (region !== undefined) regions.add(region);
     const consumers = uses.get(t.name ?? '') ?? [];
     const computed = consumers.filter(({ node, index }) => !(ROW_TABLES[node.opType ?? '']?.includes(index) ?? false));
     if (computed.length === 0) continue;
