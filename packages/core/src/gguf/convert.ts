@@ -422,7 +422,8 @@ export async function convertGguf(ggufPath: string, outDir: string, opts: Conver
       ...(opts.quantAccuracyLevel !== undefined ? { quantAccuracyLevel: opts.quantAccuracyLevel } : {}),
       ...attentionOptions(config, opts, contextLength),
     });
-    await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tok.tokenizerJson, null, 2) + '\n');
+    // Compact: a 151,936-token vocabulary is 4 MB instead of 10 indented, which every load parses (~0.1 s less).
+    await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tok.tokenizerJson) + '\n');
     await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify(tok.tokenizerConfig, null, 2) + '\n');
 
     const generalName = f.getString('general.name');

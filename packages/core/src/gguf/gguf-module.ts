@@ -23,7 +23,7 @@ import { convertGguf, type ConvertGgufOptions } from './convert.js';
 /**
  * Bumped when the converter writes different modules for the same file, so old entries are not reused (v2: weights
  * in memory-mapped `model.onnx.data`; v3: attention as GroupQueryAttention; v4: a tied quantized head's codes as
- * their own initializer over the embedding's bytes, not a Reshape onnxruntime folds into a copy).
+ * their own initializer over the embedding's bytes, not a Reshape onnxruntime folds into a copy; a compact tokenizer.json).
  */
 const LAYOUT = 'v4';
 
