@@ -5,7 +5,7 @@ import type { GenerationResult } from '../src/generate/types.js';
 import type { PromptInput } from '../src/runtime/protocol.js';
 import { DecoderSession } from '../src/runtime/decoder-session.js';
 import { BatchKv, prefillTogether } from '../src/runtime/batch-kv.js';
-import { joinAndLeave } from './support/batch-kv-scenario.js';
+import { joinAndLeave, togetherAsAlone } from './support/batch-kv-scenario.js';
 import { logprobGap } from './support/logprob-compare.js';
 import { ContinuousBatch } from '../src/generate/continuous-batch.js';
 import { buildGenaiLlamaModel, type GenaiBuildOptions } from '../src/onnx/genai-builder.js';
@@ -51,24 +51,8 @@ describe('right-padded batch KV cache (GroupQueryAttention graphs)', function ()
 
   it('prompts of different lengths prefilled together give each row the logits it gets alone, then and at the next step', async () => {
     const session = await genaiSession('cb-gqa-together', {}, 43);
-    const V = session.vocabSize;
     try {
-      const prompts = [[3, 8, 20, 1, 9, 44, 61], [12, 13], [40, 41, 42]];
-      const tokens = [5, 50, 70];
-      const alone: Float32Array[][] = [];
-      for (const [r, prompt] of prompts.entries()) {
-        alone.push([(await session.prefill([prompt])).slice(0, V), (await session.step([tokens[r]!])).slice(0, V)]);
-      }
-      const together = await prefillTogether(session, prompts);
-      const kv = new BatchKv(session);
-      kv.rebuild([], together.caches);
-      const stepped = await kv.step(tokens);
-      let worst = 0;
-      prompts.forEach((_, r) => {
-        [together.logits[r]!, stepped.subarray(r * V, (r + 1) * V)].forEach((l, i) => {
-          for (let v = 0; v < V; v++) worst = Math.max(worst, Math.abs(l[v]! - alone[r]![i]![v]!));
-        });
-      });
+      const { worst, kv } = await togetherAsAlone(session, [[3, 8, 20, 1, 9, 44, 61], [12, 13], [40, 41, 42]], [5, 50, 70]);
       expect(worst).to.be.lessThan(1e-4);
       // Each row's own positions were copied into the batch, the padding not.
       expect(kv.counters.copiedBytes).to.equal((7 + 2 + 3) * kv.bytesPerPosition);

@@ -4,9 +4,9 @@ import { join } from 'node:path';
 import type { GenerationResult } from '../src/generate/types.js';
 import type { PromptInput } from '../src/runtime/protocol.js';
 import { DecoderSession } from '../src/runtime/decoder-session.js';
-import { joinAndLeave } from './support/batch-kv-scenario.js';
+import { joinAndLeave, togetherAsAlone } from './support/batch-kv-scenario.js';
 import { logprobGap } from './support/logprob-compare.js';
-import { BatchKv, prefillTogether } from '../src/runtime/batch-kv.js';
+import { BatchKv } from '../src/runtime/batch-kv.js';
 import { ContinuousBatch } from '../src/generate/continuous-batch.js';
 import { prepareDecoder } from '../src/onnx/prepared-cache.js';
 import { builtModel, cacheDir, smallConfig, testDir } from './support/models.js';
@@ -258,24 +258,8 @@ describe('prompts prefilled together', () => {
     const V = session.vocabSize;
     try {
       const prompts = [[3, 8, 20, 1, 9, 44, 61], [12], [40, 41, 42]];
-      const tokens = [5, 50, 70];
-      // Alone: the session's own prefill and one step per prompt.
-      const aloneLogits: Float32Array[][] = [];
-      for (const [r, prompt] of prompts.entries()) {
-        aloneLogits.push([(await session.prefill([prompt])).slice(0, V), (await session.step([tokens[r]!])).slice(0, V)]);
-      }
-      // Together: one left-padded run, its rows added to the batch cache, then a step.
-      const together = await prefillTogether(session, prompts);
-      const kv = new BatchKv(session);
-      kv.rebuild([], together.caches);
-      const stepped = await kv.step(tokens);
-      let worst = 0;
-      prompts.forEach((_, r) => {
-        const got = [together.logits[r]!, stepped.subarray(r * V, (r + 1) * V)];
-        got.forEach((l, i) => {
-          for (let v = 0; v < V; v++) worst = Math.max(worst, Math.abs(l[v]! - aloneLogits[r]![i]![v]!));
-        });
-      });
+      // Together: one left-padded run, its rows added to the batch cache, then a step; against each alone.
+      const { worst, kv } = await togetherAsAlone(session, prompts, [5, 50, 70]);
       expect(worst).to.be.lessThan(1e-4);
       // Only each row's own positions were copied into the batch, the padding not.
       expect(kv.counters.copiedBytes).to.equal((7 + 1 + 3) * kv.bytesPerPosition);

@@ -1,6 +1,6 @@
 /** The batch KV cache scenario the continuous-batching tests share, on any session and padding side. */
 import { expect } from 'chai';
-import { BatchKv, RowPrefill } from '../../src/runtime/batch-kv.js';
+import { BatchKv, prefillTogether, RowPrefill } from '../../src/runtime/batch-kv.js';
 import type { DecoderSession } from '../../src/runtime/decoder-session.js';
 
 /**
@@ -59,4 +59,27 @@ export async function joinAndLeave(session: DecoderSession, kv: BatchKv): Promis
   kv.rebuild([], []);
   expect(kv.bytes).to.equal(0);
   return worst;
+}
+
+/**
+ * The prompts prefilled together, their rows added to a batch cache, then one step with `tokens`: the largest
+ * difference from each prompt's logits alone (after its prefill and after the step), and the cache's counters.
+ */
+export async function togetherAsAlone(session: DecoderSession, prompts: number[][], tokens: number[]): Promise<{ worst: number; kv: BatchKv }> {
+  const V = session.vocabSize;
+  const alone: Float32Array[][] = [];
+  for (const [r, prompt] of prompts.entries()) {
+    alone.push([(await session.prefill([prompt])).slice(0, V), (await session.step([tokens[r]!])).slice(0, V)]);
+  }
+  const together = await prefillTogether(session, prompts);
+  const kv = new BatchKv(session);
+  kv.rebuild([], together.caches);
+  const stepped = await kv.step(tokens);
+  let worst = 0;
+  prompts.forEach((_, r) => {
+    [together.logits[r]!, stepped.subarray(r * V, (r + 1) * V)].forEach((l, i) => {
+      for (let v = 0; v < V; v++) worst = Math.max(worst, Math.abs(l[v]! - alone[r]![i]![v]!));
+    });
+  });
+  return { worst, kv };
 }
