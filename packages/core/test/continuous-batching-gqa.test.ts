@@ -5,6 +5,7 @@ import type { GenerationResult } from '../src/generate/types.js';
 import type { PromptInput } from '../src/runtime/protocol.js';
 import { DecoderSession } from '../src/runtime/decoder-session.js';
 import { BatchKv, prefillTogether } from '../src/runtime/batch-kv.js';
+import { RowShards } from '../src/runtime/row-shards.js';
 import { joinAndLeave, togetherAsAlone } from './support/batch-kv-scenario.js';
 import { logprobGap } from './support/logprob-compare.js';
 import { ContinuousBatch } from '../src/generate/continuous-batch.js';
@@ -59,6 +60,32 @@ describe('right-padded batch KV cache (GroupQueryAttention graphs)', function ()
       const refused = await prefillTogether(session, [[1, 2, 3], [4]]).catch((e: Error) => e);
       expect(refused).to.be.instanceOf(RangeError).with.property('message').that.matches(/two tokens at least/);
     } finally {
+      await session.release();
+    }
+  });
+
+  it('row shards take rows prefilled together (right-padded, their positions from slot 0) and step them as the one-session cache does', async () => {
+    const path = join(testDir('cb-gqa-shards'), 'genai.onnx');
+    await writeModel(path, buildGenaiLlamaModel(config, randomLlamaWeights(config, 44, 0.08), {}));
+    const p = await prepareDecoder(path, { lastLogitsOnly: true, logitsFloat32: true, cacheDir });
+    const source = { path: p.preparedPath, padding: p.padding };
+    const session = await DecoderSession.create(source, { intraOpThreads: 2 });
+    const shards = await RowShards.open(session, source, 2, 2, p.weightBytes);
+    try {
+      const plain = new BatchKv(session);
+      const { caches } = await prefillTogether(session, [[3, 8, 20, 1, 9, 44, 61], [12, 13], [40, 41, 42], [7, 8, 9, 10]]);
+      plain.rebuild([], caches);
+      shards.rebuild([], caches);
+      let worst = 0;
+      for (let step = 0; step < 4; step++) {
+        const ids = [5 + step, 50 + step, 70 + step, 20 + step];
+        const [a, b] = [await plain.step(ids), await shards.step(ids)];
+        for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
+      }
+      expect(shards.stats()).to.include({ wideSteps: 4 });
+      expect(worst).to.be.lessThan(1e-4);
+    } finally {
+      await shards.release();
       await session.release();
     }
   });
