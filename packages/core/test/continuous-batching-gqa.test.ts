@@ -6,7 +6,7 @@ import type { PromptInput } from '../src/runtime/protocol.js';
 import { DecoderSession } from '../src/runtime/decoder-session.js';
 import { BatchKv, prefillTogether } from '../src/runtime/batch-kv.js';
 import { RowShards } from '../src/runtime/row-shards.js';
-import { joinAndLeave, togetherAsAlone } from './support/batch-kv-scenario.js';
+import { composedBurstAsAlone, joinAndLeave, togetherAsAlone } from './support/batch-kv-scenario.js';
 import { logprobGap } from './support/logprob-compare.js';
 import { ContinuousBatch } from '../src/generate/continuous-batch.js';
 import { buildGenaiLlamaModel, type GenaiBuildOptions } from '../src/onnx/genai-builder.js';
@@ -14,7 +14,7 @@ import { randomLlamaWeights } from '../src/onnx/llama-builder.js';
 import type { LlamaConfig } from '../src/onnx/llama-spec.js';
 import { writeModel } from '../src/onnx/proto.js';
 import { prepareDecoder } from '../src/onnx/prepared-cache.js';
-import { cacheDir, testDir } from './support/models.js';
+import { builtModel, cacheDir, smallConfig, testDir } from './support/models.js';
 import { makeModule, storiesConfig } from './support/modules.js';
 
 // GroupQueryAttention's CPU kernel rotates heads whose size is a multiple of 16.
@@ -61,6 +61,18 @@ describe('right-padded batch KV cache (GroupQueryAttention graphs)', function ()
       expect(refused).to.be.instanceOf(RangeError).with.property('message').that.matches(/two tokens at least/);
     } finally {
       await session.release();
+    }
+  });
+
+  it('a burst of composed requests on a GQA backbone with a left-padded reasoner is prefilled together on each model and gives each what it gives alone', async () => {
+    const backbone = await genaiSession('cb-gqa-composed-backbone', {}, 45);
+    const rp = await prepareDecoder(await builtModel('cb-gqa-composed-reasoner', smallConfig, {}, 46), { lastLogitsOnly: true, logitsFloat32: true, cacheDir });
+    const reasoner = await DecoderSession.create({ path: rp.preparedPath });
+    expect(reasoner.padding).to.equal('left');
+    try {
+      await composedBurstAsAlone(backbone, reasoner);
+    } finally {
+      await Promise.all([backbone.release(), reasoner.release()]);
     }
   });
 

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { GenerationResult } from '../src/generate/types.js';
 import type { PromptInput } from '../src/runtime/protocol.js';
 import { DecoderSession } from '../src/runtime/decoder-session.js';
-import { joinAndLeave, togetherAsAlone } from './support/batch-kv-scenario.js';
+import { composedBurstAsAlone, joinAndLeave, togetherAsAlone } from './support/batch-kv-scenario.js';
 import { logprobGap } from './support/logprob-compare.js';
 import { BatchKv } from '../src/runtime/batch-kv.js';
 import { ContinuousBatch } from '../src/generate/continuous-batch.js';
@@ -295,24 +295,7 @@ describe('prompts prefilled together', () => {
     const backbone = await DecoderSession.create({ path: bp.preparedPath });
     const reasoner = await DecoderSession.create({ path: rp.preparedPath });
     try {
-      const batch = new ContinuousBatch(backbone, backbone.vocabSize, { maxBatch: 8 }, [{ session: reasoner, name: 'r' }]);
-      const request = (prompt: number[], weight: number) => ({
-        prompts: [prompt],
-        options: { maxTokens: 6, ignoreEos: true },
-        eosTokenIds: [],
-        shouldAbort: () => false,
-        onToken: () => {},
-        composition: { reasoners: [{ index: 0, weight }], mode: 'logits' as const, normalize: false },
-      });
-      const calls: [number[], number][] = [[[3, 8, 20, 1, 9], 1], [[12, 13], 2], [[40, 41, 42], -0.5]];
-      const alone: number[][] = [];
-      for (const [prompt, weight] of calls) alone.push((await batch.submit(request(prompt, weight))).rows[0]!.ids);
-      const before = batch.stats().counters.copiedBytes;
-      const burst = await Promise.all(calls.map(([prompt, weight]) => batch.submit(request(prompt, weight))));
-      expect(burst.map((r) => r.rows[0]!.ids)).to.deep.equal(alone);
-      // Both models' rows joined in one rebuild each: every prompt's positions copied once per model.
-      const perPosition = new BatchKv(backbone).bytesPerPosition + new BatchKv(reasoner).bytesPerPosition;
-      expect(batch.stats().counters.copiedBytes - before).to.equal((5 + 2 + 3) * perPosition);
+      await composedBurstAsAlone(backbone, reasoner);
     } finally {
       await Promise.all([backbone.release(), reasoner.release()]);
     }

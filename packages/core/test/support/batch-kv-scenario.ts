@@ -2,6 +2,7 @@
 import { expect } from 'chai';
 import { BatchKv, prefillTogether, RowPrefill } from '../../src/runtime/batch-kv.js';
 import type { DecoderSession } from '../../src/runtime/decoder-session.js';
+import { ContinuousBatch } from '../../src/generate/continuous-batch.js';
 
 /**
  * Row 0 runs, row 1 joins after one step, row 2 after two; row 0 is taken out and added back after three (as a
@@ -82,4 +83,29 @@ export async function togetherAsAlone(session: DecoderSession, prompts: number[]
     });
   });
   return { worst, kv };
+}
+
+/**
+ * Three composed requests (backbone + `reasoner` at different weights), each alone, then as a burst: each must
+ * give what it gives alone, and the burst's rows must join in one rebuild per model (each prompt's positions
+ * copied once per model), which prefilling them together gives.
+ */
+export async function composedBurstAsAlone(backbone: DecoderSession, reasoner: DecoderSession): Promise<void> {
+  const batch = new ContinuousBatch(backbone, backbone.vocabSize, { maxBatch: 8 }, [{ session: reasoner, name: 'r' }]);
+  const request = (prompt: number[], weight: number) => ({
+    prompts: [prompt],
+    options: { maxTokens: 6, ignoreEos: true },
+    eosTokenIds: [],
+    shouldAbort: () => false,
+    onToken: () => {},
+    composition: { reasoners: [{ index: 0, weight }], mode: 'logits' as const, normalize: false },
+  });
+  const calls: [number[], number][] = [[[3, 8, 20, 1, 9], 1], [[12, 13], 2], [[40, 41, 42], -0.5]];
+  const alone: number[][] = [];
+  for (const [prompt, weight] of calls) alone.push((await batch.submit(request(prompt, weight))).rows[0]!.ids);
+  const before = batch.stats().counters.copiedBytes;
+  const burst = await Promise.all(calls.map(([prompt, weight]) => batch.submit(request(prompt, weight))));
+  expect(burst.map((r) => r.rows[0]!.ids)).to.deep.equal(alone);
+  const perPosition = new BatchKv(backbone).bytesPerPosition + new BatchKv(reasoner).bytesPerPosition;
+  expect(batch.stats().counters.copiedBytes - before).to.equal((5 + 2 + 3) * perPosition);
 }
