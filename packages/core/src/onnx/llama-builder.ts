@@ -822,34 +822,32 @@ export async function writeLlamaModel(
       for (const t of inits) {
         const raw = t.rawData as Uint8Array;
         if (raw.byteLength < EXTERNAL_MIN_BYTES) continue;
-        const same = written.get(raw.buffer)?.find((w) => w.byteOffset === raw.byteOffset && w.byteLength === raw.byteLength);
-        if (same) {
-          t.externalData = same.entries;
-          t.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
-          delete t.rawData;
-          continue;
+        const shared = written.get(raw.buffer) ?? [];
+        let entries = shared.find((w) => w.byteOffset === raw.byteOffset && w.byteLength === raw.byteLength)?.entries;
+        if (!entries) {
+          if (layout.chunkBytes !== undefined && offset > 0 && offset + raw.byteLength > layout.chunkBytes) {
+            await file.close();
+            location = `${first}_${++chunk}`;
+            file = await open(join(dirname(path), location), 'w');
+            offset = 0;
+          }
+          if (raw.byteLength >= ALIGN_LARGE_BYTES && offset % PAGE !== 0) {
+            const pad = PAGE - (offset % PAGE);
+            await file.write(new Uint8Array(pad), 0, pad, offset);
+            offset += pad;
+          }
+          await file.write(raw, 0, raw.byteLength, offset);
+          entries = [
+            { key: 'location', value: location },
+            { key: 'offset', value: String(offset) },
+            { key: 'length', value: String(raw.byteLength) },
+          ];
+          written.set(raw.buffer, [...shared, { byteOffset: raw.byteOffset, byteLength: raw.byteLength, entries }]);
+          offset += raw.byteLength;
         }
-        if (layout.chunkBytes !== undefined && offset > 0 && offset + raw.byteLength > layout.chunkBytes) {
-          await file.close();
-          location = `${first}_${++chunk}`;
-          file = await open(join(dirname(path), location), 'w');
-          offset = 0;
-        }
-        if (raw.byteLength >= ALIGN_LARGE_BYTES && offset % PAGE !== 0) {
-          const pad = PAGE - (offset % PAGE);
-          await file.write(new Uint8Array(pad), 0, pad, offset);
-          offset += pad;
-        }
-        await file.write(raw, 0, raw.byteLength, offset);
-        t.externalData = [
-          { key: 'location', value: location },
-          { key: 'offset', value: String(offset) },
-          { key: 'length', value: String(raw.byteLength) },
-        ];
+        t.externalData = entries;
         t.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
-        written.set(raw.buffer, [...(written.get(raw.buffer) ?? []), { byteOffset: raw.byteOffset, byteLength: raw.byteLength, entries: t.externalData }]);
         delete t.rawData;
-        offset += raw.byteLength;
       }
     } finally {
       await file.close();

@@ -138,27 +138,28 @@ async function prefillRightPadded(
   session: DecoderSession,
   prompts: readonly (readonly number[])[],
 ): Promise<{ logits: Float32Array[]; caches: RowCache[] }> {
-  const heads = prompts.map((p) => p.length - 1);
-  if (heads.some((n) => n < 1)) throw new RangeError('prompts of different lengths prefilled right-padded need two tokens at least');
-  const width = Math.max(...heads);
+  // Each prompt's tokens before its last.
+  const before = prompts.map((p) => p.length - 1);
+  if (before.some((n) => n < 1)) throw new RangeError('prompts of different lengths prefilled right-padded need two tokens at least');
+  const width = Math.max(...before);
   const ids: number[] = [];
   const mask: number[] = [];
   const positions: number[] = [];
   prompts.forEach((p, r) => {
     for (let c = 0; c < width; c++) {
-      const own = c < heads[r]!;
+      const own = c < before[r]!;
       ids.push(own ? p[c]! : 0);
       mask.push(own ? 1 : 0);
       positions.push(c);
     }
   });
   const rows = prompts.length;
-  const head = await session.forward(ids, rows, undefined, 0, mask, positions);
+  const first = await session.forward(ids, rows, undefined, 0, mask, positions);
   // The last tokens, each at its row's next slot: Σ mask − 1 = the row's length so far.
   const stepMask: number[] = [];
-  for (const n of heads) for (let c = 0; c <= width; c++) stepMask.push(c <= n ? 1 : 0);
+  for (const n of before) for (let c = 0; c <= width; c++) stepMask.push(c <= n ? 1 : 0);
   const last = prompts.map((p) => p[p.length - 1]!);
-  const { logits, present } = await session.forward(last, rows, head.present, width, stepMask, heads);
+  const { logits, present } = await session.forward(last, rows, first.present, width, stepMask, before);
   return {
     logits: rowsOf(logits, rows, session.vocabSize),
     caches: prompts.map((p, r) => ({ past: present, length: p.length, row: r, width: width + 1, start: 0 })),
@@ -238,9 +239,7 @@ export class BatchKv implements BatchCache {
     const sig = this.session.signature;
     const parts = [
       ...keep.map((r) => ({ source: this.past, row: r, srcWidth: this.width, first: this.firstSlot(this.width, this.lengths[r]!), length: this.lengths[r]! })),
-      ...added.map((c) => {
-        return { source: c.past, row: c.row ?? 0, srcWidth: c.width ?? c.length, first: rowStart(c), length: c.length };
-      }),
+      ...added.map((c) => ({ source: c.past, row: c.row ?? 0, srcWidth: c.width ?? c.length, first: rowStart(c), length: c.length })),
     ];
     const lengths = parts.map((p) => p.length);
     const width = Math.max(0, ...lengths);
