@@ -362,7 +362,9 @@ describe('adaptDecoder / prepareDecoder', function () {
         await writeLlamaModel(path, v.config, weights, v.build);
         const p = await prepareDecoder(path, { ...ALL, cacheDir });
         expect(Boolean(p.externalDataDir)).to.equal(Boolean(v.build.externalData));
-        if (v.build.mergedDecoder) expect(p.notes.join('\n')).to.match(/both branches of If/);
+        // A graph that takes num_logits_to_keep keeps it (the engine sets it); the others get their head sliced.
+        if (v.build.numLogitsToKeep) expect(p.notes.join('\n')).to.match(/takes `num_logits_to_keep`.*left as is/);
+        else if (v.build.mergedDecoder) expect(p.notes.join('\n')).to.match(/both branches of If/);
         else expect(p.notes.join('\n')).to.match(/LM head now runs on the last position only/);
 
         const fp16 = v.build.dtype === 'float16';
@@ -385,7 +387,9 @@ describe('adaptDecoder / prepareDecoder', function () {
           const got = await forward(prepared, { tokens: prompts });
           const logits = got.out.logits as ort.Tensor;
           const hidden = got.out.last_hidden_state as ort.Tensor;
-          expect(logits.dims).to.deep.equal([2, 1, V]);
+          // num_logits_to_keep (fed 0 here: every position) stays the graph's to decide; other heads run on the last position.
+          const positions = v.build.numLogitsToKeep ? prompts[0]!.length : 1;
+          expect(logits.dims).to.deep.equal([2, positions, V]);
           expect(hidden.dims).to.deep.equal([2, 1, H]);
           // lm_head as [H, V] (row-major), rounded like the graph stores it
           const head = weights.lmHead ?? weights.embed; // [V, H]

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { Engine, type GenerationStream, type StreamOptions } from '../src/engine.js';
 import type { GenerationResult } from '../src/generate/types.js';
 import type { PromptInput } from '../src/runtime/protocol.js';
-import { DecoderSession } from '../src/runtime/decoder-session.js';
+import { DecoderSession, ModelRunError } from '../src/runtime/decoder-session.js';
 import { BatchKv, prefillTogether } from '../src/runtime/batch-kv.js';
 import { RowShards } from '../src/runtime/row-shards.js';
 import { composedBurstAsAlone, joinAndLeave, togetherAsAlone } from './support/batch-kv-scenario.js';
@@ -24,6 +24,13 @@ async function genaiSession(name: string, options: GenaiBuildOptions, seed: numb
   const path = join(testDir(name), 'genai.onnx');
   await writeModel(path, buildGenaiLlamaModel(config, randomLlamaWeights(config, seed, 0.08), options));
   const p = await prepareDecoder(path, { lastLogitsOnly: true, logitsFloat32: true, cacheDir });
+  expect(p.padding).to.equal('right');
+  return DecoderSession.create({ path: p.preparedPath, padding: p.padding });
+}
+
+/** A GroupQueryAttention graph of the builder, as the GGUF converter writes them (with `num_logits_to_keep`). */
+async function gqaSession(name: string, seed: number): Promise<DecoderSession> {
+  const p = await prepareDecoder(await builtModel(name, config, { attention: 'gqa', numLogitsToKeep: true }, seed), { lastLogitsOnly: true, logitsFloat32: true, cacheDir });
   expect(p.padding).to.equal('right');
   return DecoderSession.create({ path: p.preparedPath, padding: p.padding });
 }
@@ -50,22 +57,32 @@ describe('right-padded batch KV cache (GroupQueryAttention graphs)', function ()
     });
   }
 
-  it('prompts of different lengths prefilled together give each row the logits it gets alone, then and at the next step', async () => {
-    const session = await genaiSession('cb-gqa-together', {}, 43);
+  it('prompts of different lengths prefilled together give each row exactly the logits it gets alone, and at the next step', async () => {
+    const session = await gqaSession('cb-gqa-together', 43);
     try {
-      const { worst, kv } = await togetherAsAlone(session, [[3, 8, 20, 1, 9, 44, 61], [12, 13], [40, 41, 42]], [5, 50, 70]);
-      expect(worst).to.be.lessThan(1e-4);
+      const { prefill, step, kv } = await togetherAsAlone(session, [[3, 8, 20, 1, 9, 44, 61], [12], [40, 41, 42]], [5, 50, 70]);
+      // One right-padded run computes each row as its prompt alone does, to the bit: the int8 activations of
+      // quantized graphs leave no room for rounding differences.
+      expect(prefill).to.equal(0);
+      expect(step).to.be.lessThan(1e-4);
       // Each row's own positions were copied into the batch, the padding not.
-      expect(kv.counters.copiedBytes).to.equal((7 + 2 + 3) * kv.bytesPerPosition);
-      const refused = await prefillTogether(session, [[1, 2, 3], [4]]).catch((e: Error) => e);
-      expect(refused).to.be.instanceOf(RangeError).with.property('message').that.matches(/two tokens at least/);
+      expect(kv.counters.copiedBytes).to.equal((7 + 1 + 3) * kv.bytesPerPosition);
     } finally {
       await session.release();
+    }
+    // A graph that returns the last position only (an onnxruntime-genai export) cannot take them together.
+    const genai = await genaiSession('cb-gqa-last-only', {}, 43);
+    try {
+      expect(genai.keepsLogits).to.equal(false);
+      const refused = await prefillTogether(genai, [[1, 2, 3], [4]]).catch((e: Error) => e);
+      expect(refused).to.be.instanceOf(ModelRunError).with.property('message').that.matches(/num_logits_to_keep/);
+    } finally {
+      await genai.release();
     }
   });
 
   it('a burst of composed requests on a GQA backbone with a left-padded reasoner is prefilled together on each model and gives each what it gives alone', async () => {
-    const backbone = await genaiSession('cb-gqa-composed-backbone', {}, 45);
+    const backbone = await gqaSession('cb-gqa-composed-backbone', 45);
     const rp = await prepareDecoder(await builtModel('cb-gqa-composed-reasoner', smallConfig, {}, 46), { lastLogitsOnly: true, logitsFloat32: true, cacheDir });
     const reasoner = await DecoderSession.create({ path: rp.preparedPath });
     expect(reasoner.padding).to.equal('left');
@@ -77,9 +94,7 @@ describe('right-padded batch KV cache (GroupQueryAttention graphs)', function ()
   });
 
   it('row shards take rows prefilled together (right-padded, their positions from slot 0) and step them as the one-session cache does', async () => {
-    const path = join(testDir('cb-gqa-shards'), 'genai.onnx');
-    await writeModel(path, buildGenaiLlamaModel(config, randomLlamaWeights(config, 44, 0.08), {}));
-    const p = await prepareDecoder(path, { lastLogitsOnly: true, logitsFloat32: true, cacheDir });
+    const p = await prepareDecoder(await builtModel('cb-gqa-shards', config, { attention: 'gqa', numLogitsToKeep: true }, 44), { lastLogitsOnly: true, logitsFloat32: true, cacheDir });
     const source = { path: p.preparedPath, padding: p.padding };
     const session = await DecoderSession.create(source, { intraOpThreads: 2 });
     const shards = await RowShards.open(session, source, 2, 2, p.weightBytes);
@@ -103,34 +118,39 @@ describe('right-padded batch KV cache (GroupQueryAttention graphs)', function ()
   });
 
   it('a burst of requests of different lengths is prefilled together, joins at one step and gives each what it gives alone', async () => {
-    const session = await genaiSession('cb-gqa-burst', {}, 42);
-    try {
-      const batch = new ContinuousBatch(session, session.vocabSize, { maxBatch: 8 });
-      const request = (prompt: number[]) => ({
-        prompts: [prompt],
-        options: { maxTokens: 8, ignoreEos: true },
-        eosTokenIds: [],
-        shouldAbort: () => false,
-        onToken: () => {},
-      });
-      const prompts = [[3, 8, 20, 1, 9, 44, 61], [12, 7], [40, 41, 42]];
-      const alone: number[][] = [];
-      for (const prompt of prompts) alone.push((await batch.submit(request(prompt))).rows[0]!.ids);
-      expect(new Set(alone.map((ids) => ids.join(','))).size).to.be.greaterThan(1);
-      const before = batch.stats().counters.copiedBytes;
-      const burst = await Promise.all(prompts.map((prompt) => batch.submit(request(prompt))));
-      expect(burst.map((r) => r.rows[0]!.ids)).to.deep.equal(alone);
-      // One rebuild took the three rows: each prompt's positions copied once (rows joining one by one would
-      // copy the rows already in the batch again).
-      expect(batch.stats().counters.copiedBytes - before).to.equal((7 + 2 + 3) * new BatchKv(session).bytesPerPosition);
-      // A one-token prompt runs alone beside the others and still gives what it gives alone.
-      const mixed = [[12], ...prompts];
-      const aloneOne = (await batch.submit(request([12]))).rows[0]!.ids;
-      const got = await Promise.all(mixed.map((prompt) => batch.submit(request(prompt))));
-      expect(got.map((r) => r.rows[0]!.ids)).to.deep.equal([aloneOne, ...alone]);
-      expect(batch.stats()).to.include({ kvBytes: 0, running: 0 });
-    } finally {
-      await session.release();
+    const request = (prompt: number[]) => ({
+      prompts: [prompt],
+      options: { maxTokens: 8, ignoreEos: true, logprobs: 3 },
+      eosTokenIds: [],
+      shouldAbort: () => false,
+      onToken: () => {},
+    });
+    const prompts = [[3, 8, 20, 1, 9, 44, 61], [12], [40, 41, 42]];
+    // With num_logits_to_keep (converted GGUFs): one run; without (genai exports): one prompt after another.
+    for (const [name, open, copied] of [
+      ['builder', () => gqaSession('cb-gqa-burst', 42), 7 + 1 + 3],
+      ['genai', () => genaiSession('cb-gqa-burst-genai', {}, 42), undefined],
+    ] as const) {
+      const session = await open();
+      try {
+        const batch = new ContinuousBatch(session, session.vocabSize, { maxBatch: 8 });
+        const alone: GenerationResult['rows'][number][] = [];
+        for (const prompt of prompts) alone.push((await batch.submit(request(prompt))).rows[0]!);
+        expect(new Set(alone.map((r) => r.ids.join(','))).size, name).to.be.greaterThan(1);
+        const before = batch.stats().counters.copiedBytes;
+        const burst = await Promise.all(prompts.map((prompt) => batch.submit(request(prompt))));
+        // Token for token, and log-probabilities to the bit for the rows prefilled together.
+        expect(burst.map((r) => r.rows[0]!.ids), name).to.deep.equal(alone.map((r) => r.ids));
+        if (copied !== undefined) {
+          expect(burst.map((r) => r.rows[0]!.logprobs![0]), name).to.deep.equal(alone.map((r) => r.logprobs![0]));
+          // One rebuild took the rows: each prompt's positions copied once (rows joining one by one would copy
+          // the rows already in the batch again).
+          expect(batch.stats().counters.copiedBytes - before, name).to.equal(copied * new BatchKv(session).bytesPerPosition);
+        }
+        expect(batch.stats(), name).to.include({ kvBytes: 0, running: 0 });
+      } finally {
+        await session.release();
+      }
     }
   });
 });

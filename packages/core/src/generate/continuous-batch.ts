@@ -410,15 +410,14 @@ export class ContinuousBatch {
     // A graph that refused chunks takes whole prompts: padding several long ones together is no bounded stall.
     if (!this.together || !Number.isFinite(this.chunk)) return false;
     const models = this.prefills[0]!.job.models;
-    // A right-padded graph runs a group's prompts but their last tokens, then those as a step: two tokens at least.
-    const shortest = models.some((m) => this.models[m]!.padding === 'right') ? 2 : 1;
+    // A right-padded graph's last position is a shorter prompt's padding: it must return earlier positions too.
+    if (models.some((m) => this.models[m]!.padding === 'right' && !this.models[m]!.keepsLogits)) return false;
     const group: Prefill[] = [];
     let longest = 0;
     for (const p of this.prefills) {
       const length = p.runs[0]!.prompt.length;
       const fits =
         p.runs.every((r) => r.length === 0) &&
-        length >= shortest &&
         // Latent steps start from the prefill's own cache and hidden state: those prompts run alone.
         p.job.request.latent === undefined &&
         !p.job.request.shouldAbort() &&

@@ -8,7 +8,8 @@
  *   `[0|-1 ...]` shape) to the MatMul (or com.microsoft FusedMatMul / MatMulNBits / MatMulBnb4) whose other operand is
  *   constant; a Slice on its data input makes the head run on one position. Through the `If` of a merged
  *   decoder both branches are adapted. When no head can be found (or the path is shared with other outputs),
- *   the `logits` output itself is sliced instead, which still keeps the boundary small.
+ *   the `logits` output itself is sliced instead, which still keeps the boundary small. A graph that takes
+ *   `num_logits_to_keep` is left as is: the engine sets it (to 1, or to more positions for right-padded rows).
  * - `logitsFloat32`: fp16 logits get a final Cast to float32 (the output keeps the name `logits`).
  * - `hiddenState`: the LM head's input (the final post-norm hidden state) becomes an extra output
  *   `last_hidden_state` (`[B, 1, H]` with `lastLogitsOnly`, else `[B, S, H]`). Its type is the head's compute
@@ -580,7 +581,12 @@ export function adaptDecoder(model: ModelProto | O.IModelProto, opts: AdaptOptio
   let loc: HeadLoc | string | undefined;
   if (opts.lastLogitsOnly || opts.hiddenState) loc = locateHead(ctx, ctx.main, N.logits);
 
-  if (opts.lastLogitsOnly) {
+  // A graph that takes num_logits_to_keep already runs its head on the positions asked for: the engine asks for
+  // the last one, and for more where right-padded rows end before it (prompts prefilled together).
+  const keepsLogits = (graph.input ?? []).some((i) => i.name === N.numLogitsToKeep);
+  if (opts.lastLogitsOnly && keepsLogits) {
+    notes.push('lastLogitsOnly: the graph takes `num_logits_to_keep`, which the engine sets to the positions it needs; left as is');
+  } else if (opts.lastLogitsOnly) {
     if (typeof loc === 'object' && loc.safe) {
       sliceHead(ctx, loc);
       notes.push(`lastLogitsOnly: the LM head now runs on the last position only: ${describeHead(loc)}`);

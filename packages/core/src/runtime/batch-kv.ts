@@ -99,70 +99,40 @@ export class RowPrefill {
 }
 
 /**
- * Prompts prefilled together: one run instead of one per prompt, whose per-operator costs then are paid once.
+ * Prompts prefilled together in one run instead of one per prompt, whose per-operator costs then are paid once.
  * Returns each prompt's last-position logits (`[vocab]`) and its cache, a row of the shared present tensors.
  *
  * Left-padded graphs take the prompts left-padded to the longest, as a static batch is. A right-padded graph
- * (GroupQueryAttention) returns the last position of the padded width, which is padding for a shorter prompt; so
- * prompts of different lengths run all but their last tokens right-padded, then those last tokens as one step
- * of the batch (each row's own next slot, as {@link BatchKv.step} feeds them), whose logits are each row's own.
- * Such prompts need two tokens at least.
+ * (GroupQueryAttention) takes them right-padded, each row's keys from slot 0 and `seqlens_k` from the mask, and
+ * returns logits of the last positions that hold every row's own last token (`num_logits_to_keep`; a graph
+ * without it refuses prompts of different lengths). Each row then computes what its prompt alone computes:
+ * running the last tokens as a separate step instead would not, and with activations quantized to int8 per
+ * block such differences change greedy tokens.
  */
 export async function prefillTogether(
   session: DecoderSession,
   prompts: readonly (readonly number[])[],
 ): Promise<{ logits: Float32Array[]; caches: RowCache[] }> {
   const width = Math.max(...prompts.map((p) => p.length));
-  const ragged = prompts.some((p) => p.length !== width);
-  if (session.padding === 'right' && ragged) return prefillRightPadded(session, prompts);
+  const right = session.padding === 'right';
   const ids: number[] = [];
   const mask: number[] = [];
   const positions: number[] = [];
   for (const p of prompts) {
     const pad = width - p.length;
     for (let c = 0; c < width; c++) {
-      ids.push(c < pad ? 0 : p[c - pad]!);
-      mask.push(c < pad ? 0 : 1);
-      // Padding's positions are never attended to; 1, as DecoderSession.prefill pads.
-      positions.push(c < pad ? 1 : c - pad);
+      // Left: padding first, its positions never attended to (1, as DecoderSession.prefill pads). Right: padding last.
+      const own = right ? c < p.length : c >= pad;
+      ids.push(own ? p[right ? c : c - pad]! : 0);
+      mask.push(own ? 1 : 0);
+      positions.push(right ? c : own ? c - pad : 1);
     }
   }
-  const { logits, present } = await session.forward(ids, prompts.length, undefined, 0, mask, positions);
+  const ends = right && prompts.some((p) => p.length !== width) ? prompts.map((p) => p.length - 1) : undefined;
+  const { logits, present } = await session.forward(ids, prompts.length, undefined, 0, mask, positions, undefined, ends);
   return {
     logits: rowsOf(logits, prompts.length, session.vocabSize),
-    caches: prompts.map((p, r) => ({ past: present, length: p.length, row: r, width })),
-  };
-}
-
-async function prefillRightPadded(
-  session: DecoderSession,
-  prompts: readonly (readonly number[])[],
-): Promise<{ logits: Float32Array[]; caches: RowCache[] }> {
-  // Each prompt's tokens before its last.
-  const before = prompts.map((p) => p.length - 1);
-  if (before.some((n) => n < 1)) throw new RangeError('prompts of different lengths prefilled right-padded need two tokens at least');
-  const width = Math.max(...before);
-  const ids: number[] = [];
-  const mask: number[] = [];
-  const positions: number[] = [];
-  prompts.forEach((p, r) => {
-    for (let c = 0; c < width; c++) {
-      const own = c < before[r]!;
-      ids.push(own ? p[c]! : 0);
-      mask.push(own ? 1 : 0);
-      positions.push(c);
-    }
-  });
-  const rows = prompts.length;
-  const first = await session.forward(ids, rows, undefined, 0, mask, positions);
-  // The last tokens, each at its row's next slot: Σ mask − 1 = the row's length so far.
-  const stepMask: number[] = [];
-  for (const n of before) for (let c = 0; c <= width; c++) stepMask.push(c <= n ? 1 : 0);
-  const last = prompts.map((p) => p[p.length - 1]!);
-  const { logits, present } = await session.forward(last, rows, first.present, width, stepMask, before);
-  return {
-    logits: rowsOf(logits, rows, session.vocabSize),
-    caches: prompts.map((p, r) => ({ past: present, length: p.length, row: r, width: width + 1, start: 0 })),
+    caches: prompts.map((p, r) => ({ past: present, length: p.length, row: r, width, ...(right ? { start: 0 } : {}) })),
   };
 }
 

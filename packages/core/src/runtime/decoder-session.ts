@@ -300,7 +300,9 @@ export class DecoderSession {
    * none: empty), with `mask` `[rows × (pastLength + seq)]` and `positions` `[rows × seq]`. With `embeds`
    * (`[rows × hidden]`, and no ids) one continuous input per row is fed instead: a latent step. Returns the
    * last-position logits `[rows × vocab]` (fp32), the present caches by past input name, and the last
-   * position's hidden state `[rows × hidden]` when the graph reports it.
+   * position's hidden state `[rows × hidden]` when the graph reports it. With `ends` (each row's last own
+   * position among this run's `seq`, for right-padded rows) the logits are each row's at its own end instead, and
+   * no hidden state is returned; that needs a graph with `num_logits_to_keep` (see {@link keepsLogits}).
    */
   async forward(
     ids: readonly number[],
@@ -310,6 +312,7 @@ export class DecoderSession {
     mask: readonly number[],
     positions: readonly number[],
     embeds?: Float32Array,
+    ends?: readonly number[],
   ): Promise<{ logits: Float32Array; present: Record<string, ort.Tensor>; hidden?: Float32Array }> {
     const sig = this.signature;
     if (embeds && !sig.inputsEmbeds) throw new ModelRunError(`${this.label}: this session was not prepared with an inputs_embeds input`);
@@ -329,7 +332,10 @@ export class DecoderSession {
     if (sig.attentionMask) feeds[sig.attentionMask.name] = idTensor(sig.attentionMask.type, mask, [rows, pastLength + seq]);
     if (sig.positionIds) feeds[sig.positionIds.name] = idTensor(sig.positionIds.type, positions, [rows, seq]);
     if (sig.useCacheBranch) feeds[sig.useCacheBranch] = new ort.Tensor('bool', [pastLength > 0], [1]);
-    if (sig.numLogitsToKeep) feeds[sig.numLogitsToKeep.name] = idTensor(sig.numLogitsToKeep.type, [1], []);
+    // Logits of the last `keep` positions: every row's own end among them.
+    const keep = ends ? seq - Math.min(...ends) : 1;
+    if (keep > 1 && !sig.numLogitsToKeep) throw new ModelRunError(`${this.label}: the graph returns the last position's logits only (no num_logits_to_keep input)`);
+    if (sig.numLogitsToKeep) feeds[sig.numLogitsToKeep.name] = idTensor(sig.numLogitsToKeep.type, [keep], []);
     let out: ort.InferenceSession.OnnxValueMapType;
     try {
       out = await this.session.run(feeds);
@@ -341,9 +347,15 @@ export class DecoderSession {
       present[kv.pastKey] = out[kv.presentKey] as ort.Tensor;
       present[kv.pastValue] = out[kv.presentValue] as ort.Tensor;
     }
+    if (ends) return { logits: atPositions(out[sig.logits.name] as ort.Tensor, rows, sig.logits.vocabSize, ends.map((e) => seq - 1 - e)), present };
     const logits = lastPosition(out[sig.logits.name] as ort.Tensor, rows, sig.logits.vocabSize);
     if (!sig.hiddenState) return { logits, present };
     return { logits, present, hidden: lastPosition(out[sig.hiddenState.name] as ort.Tensor, rows, sig.hiddenState.hiddenSize) };
+  }
+
+  /** Whether {@link forward} can return logits of positions before the last (the graph takes `num_logits_to_keep`). */
+  get keepsLogits(): boolean {
+    return this.signature.numLogitsToKeep !== undefined;
   }
 
   /** Frees the native session. */
@@ -374,9 +386,15 @@ function floatTensor(type: 'float32' | 'float16', values: Float32Array, dims: nu
 function lastPosition(t: ort.Tensor, rows: number, vocab: number): Float32Array {
   const seq = t.dims.length === 3 ? Number(t.dims[1]) : 1;
   if (t.type === 'float32' && seq === 1) return t.data as Float32Array;
+  return atPositions(t, rows, vocab, new Array<number>(rows).fill(0));
+}
+
+/** `[rows, seq, width]` values (fp32 or fp16) → `[rows × width]` fp32, row r's from `fromEnd[r]` positions before the last. */
+function atPositions(t: ort.Tensor, rows: number, vocab: number, fromEnd: readonly number[]): Float32Array {
+  const seq = t.dims.length === 3 ? Number(t.dims[1]) : 1;
   const out = new Float32Array(rows * vocab);
   for (let r = 0; r < rows; r++) {
-    const offset = (r * seq + seq - 1) * vocab;
+    const offset = (r * seq + seq - 1 - fromEnd[r]!) * vocab;
     if (t.type === 'float32') out.set((t.data as Float32Array).subarray(offset, offset + vocab), r * vocab);
     else {
       const src = t.data as Uint16Array;

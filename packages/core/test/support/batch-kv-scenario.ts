@@ -64,9 +64,13 @@ export async function joinAndLeave(session: DecoderSession, kv: BatchKv): Promis
 
 /**
  * The prompts prefilled together, their rows added to a batch cache, then one step with `tokens`: the largest
- * difference from each prompt's logits alone (after its prefill and after the step), and the cache's counters.
+ * difference from each prompt's logits alone after its prefill and after the step, and the cache's counters.
  */
-export async function togetherAsAlone(session: DecoderSession, prompts: number[][], tokens: number[]): Promise<{ worst: number; kv: BatchKv }> {
+export async function togetherAsAlone(
+  session: DecoderSession,
+  prompts: number[][],
+  tokens: number[],
+): Promise<{ prefill: number; step: number; kv: BatchKv }> {
   const V = session.vocabSize;
   const alone: Float32Array[][] = [];
   for (const [r, prompt] of prompts.entries()) {
@@ -76,13 +80,13 @@ export async function togetherAsAlone(session: DecoderSession, prompts: number[]
   const kv = new BatchKv(session);
   kv.rebuild([], together.caches);
   const stepped = await kv.step(tokens);
-  let worst = 0;
+  const worst = [0, 0];
   prompts.forEach((_, r) => {
     [together.logits[r]!, stepped.subarray(r * V, (r + 1) * V)].forEach((l, i) => {
-      for (let v = 0; v < V; v++) worst = Math.max(worst, Math.abs(l[v]! - alone[r]![i]![v]!));
+      for (let v = 0; v < V; v++) worst[i] = Math.max(worst[i]!, Math.abs(l[v]! - alone[r]![i]![v]!));
     });
   });
-  return { worst, kv };
+  return { prefill: worst[0]!, step: worst[1]!, kv };
 }
 
 /**
