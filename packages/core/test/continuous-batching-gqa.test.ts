@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { Engine, type GenerationStream, type StreamOptions } from '../src/engine.js';
 import type { GenerationResult } from '../src/generate/types.js';
 import type { PromptInput } from '../src/runtime/protocol.js';
-import { DecoderSession, ModelRunError } from '../src/runtime/decoder-session.js';
+import { DecoderSession } from '../src/runtime/decoder-session.js';
 import { BatchKv, prefillTogether } from '../src/runtime/batch-kv.js';
 import { RowShards } from '../src/runtime/row-shards.js';
 import { composedBurstAsAlone, joinAndLeave, togetherAsAlone } from './support/batch-kv-scenario.js';
@@ -70,12 +70,13 @@ describe('right-padded batch KV cache (GroupQueryAttention graphs)', function ()
     } finally {
       await session.release();
     }
-    // A graph that returns the last position only (an onnxruntime-genai export) cannot take them together.
-    const genai = await genaiSession('cb-gqa-last-only', {}, 43);
+    // An onnxruntime-genai export has no num_logits_to_keep: its prepared graph gets one, and the same holds.
+    const genai = await genaiSession('cb-gqa-genai-together', {}, 43);
     try {
-      expect(genai.keepsLogits).to.equal(false);
-      const refused = await prefillTogether(genai, [[1, 2, 3], [4]]).catch((e: Error) => e);
-      expect(refused).to.be.instanceOf(ModelRunError).with.property('message').that.matches(/num_logits_to_keep/);
+      expect(genai.keepsLogits).to.equal(true);
+      const { prefill, step } = await togetherAsAlone(genai, [[3, 8, 20, 1, 9, 44, 61], [12], [40, 41, 42]], [5, 50, 70]);
+      expect(prefill).to.equal(0);
+      expect(step).to.be.lessThan(1e-4);
     } finally {
       await genai.release();
     }
@@ -126,10 +127,10 @@ describe('right-padded batch KV cache (GroupQueryAttention graphs)', function ()
       onToken: () => {},
     });
     const prompts = [[3, 8, 20, 1, 9, 44, 61], [12], [40, 41, 42]];
-    // With num_logits_to_keep (converted GGUFs): one run; without (genai exports): one prompt after another.
-    for (const [name, open, copied] of [
-      ['builder', () => gqaSession('cb-gqa-burst', 42), 7 + 1 + 3],
-      ['genai', () => genaiSession('cb-gqa-burst-genai', {}, 42), undefined],
+    // Graphs with num_logits_to_keep (converted GGUFs) and without (genai exports, which the prepared graph gives one).
+    for (const [name, open] of [
+      ['builder', () => gqaSession('cb-gqa-burst', 42)],
+      ['genai', () => genaiSession('cb-gqa-burst-genai', {}, 42)],
     ] as const) {
       const session = await open();
       try {
@@ -141,12 +142,10 @@ describe('right-padded batch KV cache (GroupQueryAttention graphs)', function ()
         const burst = await Promise.all(prompts.map((prompt) => batch.submit(request(prompt))));
         // Token for token, and log-probabilities to the bit for the rows prefilled together.
         expect(burst.map((r) => r.rows[0]!.ids), name).to.deep.equal(alone.map((r) => r.ids));
-        if (copied !== undefined) {
-          expect(burst.map((r) => r.rows[0]!.logprobs![0]), name).to.deep.equal(alone.map((r) => r.logprobs![0]));
-          // One rebuild took the rows: each prompt's positions copied once (rows joining one by one would copy
-          // the rows already in the batch again).
-          expect(batch.stats().counters.copiedBytes - before, name).to.equal(copied * new BatchKv(session).bytesPerPosition);
-        }
+        expect(burst.map((r) => r.rows[0]!.logprobs![0]), name).to.deep.equal(alone.map((r) => r.logprobs![0]));
+        // One rebuild took the rows: each prompt's positions copied once (rows joining one by one would copy
+        // the rows already in the batch again).
+        expect(batch.stats().counters.copiedBytes - before, name).to.equal((7 + 1 + 3) * new BatchKv(session).bytesPerPosition);
         expect(batch.stats(), name).to.include({ kvBytes: 0, running: 0 });
       } finally {
         await session.release();

@@ -9,7 +9,9 @@
  *   constant; a Slice on its data input makes the head run on one position. Through the `If` of a merged
  *   decoder both branches are adapted. When no head can be found (or the path is shared with other outputs),
  *   the `logits` output itself is sliced instead, which still keeps the boundary small. A graph that takes
- *   `num_logits_to_keep` is left as is: the engine sets it (to 1, or to more positions for right-padded rows).
+ *   `num_logits_to_keep` is left as is: the engine sets it (to 1, or to more positions for right-padded rows). A
+ *   GroupQueryAttention graph without it gets that input (the last N positions) instead of a slice to the last
+ *   one: right-padded rows of prompts run together end before the last position.
  * - `logitsFloat32`: fp16 logits get a final Cast to float32 (the output keeps the name `logits`).
  * - `hiddenState`: the LM head's input (the final post-norm hidden state) becomes an extra output
  *   `last_hidden_state` (`[B, 1, H]` with `lastLogitsOnly`, else `[B, S, H]`). Its type is the head's compute
@@ -40,6 +42,7 @@ import {
   type ValueInfoProto,
 } from './proto.js';
 import { SIGNATURE_NAMES, UnsupportedModelError, type ValueMetadata } from './signature.js';
+import { usesGroupQueryAttention } from './graph-facts.js';
 
 /** What to change in a decoder graph; every flag defaults to false. */
 export interface AdaptOptions {
@@ -587,15 +590,20 @@ export function adaptDecoder(model: ModelProto | O.IModelProto, opts: AdaptOptio
   if (opts.lastLogitsOnly && keepsLogits) {
     notes.push('lastLogitsOnly: the graph takes `num_logits_to_keep`, which the engine sets to the positions it needs; left as is');
   } else if (opts.lastLogitsOnly) {
+    // A right-padded (GroupQueryAttention) graph's shorter rows end before its last position when prompts run
+    // together: it gets a `num_logits_to_keep` input (the last N positions) instead of a slice to the last one.
+    const keep = usesGroupQueryAttention(graph) ? addKeepInput(ctx) : undefined;
+    const start = keep ?? ctx.i64([-1n]);
+    const what = keep ? 'the last `num_logits_to_keep` positions (an input added: the graph is right-padded)' : 'the last position';
     if (typeof loc === 'object' && loc.safe) {
-      sliceHead(ctx, loc);
-      notes.push(`lastLogitsOnly: the LM head now runs on the last position only: ${describeHead(loc)}`);
+      sliceHead(ctx, loc, start, keep === undefined);
+      notes.push(`lastLogitsOnly: the LM head now runs on ${what} only: ${describeHead(loc)}`);
     } else {
       const reason = typeof loc === 'string' ? loc : (loc?.why ?? 'unknown');
-      appendAtOutput(ctx, N.logits, (src) => [ctx.node('Slice', [src, ctx.i64([-1n]), ctx.i64([INT64_MAX]), ctx.i64([1n])], [N.logits])], 'full');
-      notes.push(`lastLogitsOnly: sliced the \`logits\` output to the last position (the head still computes every position; ${reason})`);
+      appendAtOutput(ctx, N.logits, (src) => [ctx.node('Slice', [src, start, ctx.i64([INT64_MAX]), ctx.i64([1n])], [N.logits])], 'full');
+      notes.push(`lastLogitsOnly: sliced the \`logits\` output to ${what} (the head still computes every position; ${reason})`);
     }
-    setOutputDims(graph, N.logits, (d) => [d[0], 1, d[2]]);
+    setOutputDims(graph, N.logits, (d) => [d[0], keep ? KEPT_DIM : 1, d[2]]);
   }
 
   if (opts.hiddenState) {
@@ -668,23 +676,42 @@ function appendAtOutput(ctx: Ctx, name: string, make: (src: string) => NodeProto
 }
 
 /** Inserts the last-position Slice in front of the head (in each branch of an If). */
-function sliceHead(ctx: Ctx, loc: HeadLoc): void {
+/** Slices the head's input from position `start` (a value of the main graph; -1 when `last`: the last position only). */
+function sliceHead(ctx: Ctx, loc: HeadLoc, start: string, last: boolean): void {
   if (loc.kind === 'head') {
     const sliced = ctx.fresh(`${loc.hidden}_last`);
-    insertBefore(loc.scope.graph, loc.head, [ctx.node('Slice', [loc.hidden, ctx.i64([-1n]), ctx.i64([INT64_MAX]), ctx.i64([1n])], [sliced])]);
+    insertBefore(loc.scope.graph, loc.head, [ctx.node('Slice', [loc.hidden, start, ctx.i64([INT64_MAX]), ctx.i64([1n])], [sliced])]);
     loc.head.input![0] = sliced;
-    loc.sliced = sliced;
+    // The hidden state output reuses a slice to the last position only.
+    if (last) loc.sliced = sliced;
     dropValueInfo(loc.scope.graph, loc.pathValues);
     return;
   }
   loc.branches.forEach((b, i) => {
-    sliceHead(ctx, b);
+    sliceHead(ctx, b, start, last);
     const g = loc.branchScopes[i]!.graph;
     const out = g.output![loc.index]!;
     const t = tensorType(out);
-    if (t.elemType !== undefined && t.dims?.length === 3) g.output![loc.index] = valueInfoOf(out.name!, t.elemType, [t.dims[0], 1, t.dims[2]]);
+    if (t.elemType !== undefined && t.dims?.length === 3) g.output![loc.index] = valueInfoOf(out.name!, t.elemType, [t.dims[0], last ? 1 : KEPT_DIM, t.dims[2]]);
   });
   dropValueInfo(loc.scope.graph, [loc.node.output![loc.index]!]);
+}
+
+/** The logits' position dimension of a graph given `num_logits_to_keep`. */
+const KEPT_DIM = 'kept_positions';
+
+/**
+ * Adds the int64 scalar input `num_logits_to_keep` (the last N positions get logits; 0 keeps all, as in
+ * transformers) and returns the Slice start it makes, −N, computed at the top of the main graph.
+ */
+function addKeepInput(ctx: Ctx): string {
+  const graph = ctx.mainGraph;
+  const name = SIGNATURE_NAMES.numLogitsToKeep;
+  (graph.input ??= []).push(valueInfoOf(name, DataType.INT64, []));
+  const one = ctx.fresh('num_logits_to_keep_1d');
+  const start = ctx.fresh('num_logits_to_keep_start');
+  graph.node!.unshift(ctx.node('Reshape', [name, ctx.i64([1n])], [one]), ctx.node('Neg', [one], [start]));
+  return start;
 }
 
 /** Makes the head's input available as a value of `loc.scope`'s graph (an extra If output for merged decoders). */

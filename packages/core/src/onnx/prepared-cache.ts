@@ -30,7 +30,7 @@ import { OnnxFormatError, encodeModel, readModel } from './proto.js';
 import { graphFacts } from './graph-facts.js';
 
 /** Bump when the adaptation changes what it writes: old cache entries are then ignored. */
-export const PREPARED_FORMAT_VERSION = 6;
+export const PREPARED_FORMAT_VERSION = 7;
 
 /** Options of {@link prepareDecoder}. */
 export interface PrepareOptions extends AdaptOptions {
