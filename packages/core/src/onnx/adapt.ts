@@ -675,8 +675,10 @@ function appendAtOutput(ctx: Ctx, name: string, make: (src: string) => NodeProto
   graph.node!.push(...make(renamed));
 }
 
-/** Inserts the last-position Slice in front of the head (in each branch of an If). */
-/** Slices the head's input from position `start` (a value of the main graph; -1 when `last`: the last position only). */
+/**
+ * Inserts a Slice in front of the head (in each branch of an If) from position `start`, a value of the main graph:
+ * −1 when `last` (the last position only), else −num_logits_to_keep.
+ */
 function sliceHead(ctx: Ctx, loc: HeadLoc, start: string, last: boolean): void {
   if (loc.kind === 'head') {
     const sliced = ctx.fresh(`${loc.hidden}_last`);

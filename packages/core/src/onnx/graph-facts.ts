@@ -50,9 +50,11 @@ function allNodes(g: GraphProto | null | undefined, out: NodeProto[] = []): Node
   return out;
 }
 
+const isGroupQueryAttention = (n: NodeProto): boolean => n.opType === 'GroupQueryAttention' && n.domain === 'com.microsoft';
+
 /** Whether a graph (its sub-graphs included) computes attention with com.microsoft GroupQueryAttention: then it is right-padded. */
 export function usesGroupQueryAttention(graph: GraphProto | null | undefined): boolean {
-  return allNodes(graph).some((n) => n.opType === 'GroupQueryAttention' && n.domain === 'com.microsoft');
+  return allNodes(graph).some(isGroupQueryAttention);
 }
 
 /** Inputs of these ops (by index) are tables a step reads a few rows of. */
@@ -83,7 +85,7 @@ export function graphFacts(model: O.IModelProto): GraphFacts {
         'Export with one of them, or quantize the float model with `reasonplug quantize`.',
     );
   }
-  const padding = usesGroupQueryAttention(model.graph) ? 'right' : 'left';
+  const padding = nodes.some(isGroupQueryAttention) ? 'right' : 'left';
   const uses = new Map<string, { node: NodeProto; index: number }[]>();
   for (const node of nodes) {
     (node.input ?? []).forEach((name, index) => {
