@@ -82,6 +82,23 @@ describe('right-padded batch KV cache (GroupQueryAttention graphs)', function ()
     }
   });
 
+  it('LongRoPE rows on either side of the original context, prefilled and stepped together, each take their own factors', async () => {
+    // Lengths 7, 1 and 5 against an original context of 5: the first row runs on the long factors, the others on
+    // the short ones, and the last crosses over at the step. A choice made for the whole batch fails this.
+    const divisors = (step: number) => Array.from({ length: 8 }, (_, j) => 1 + j * step);
+    const longRope = { ...config, longRope: { short: divisors(0.5), long: divisors(6), originalContext: 5 } };
+    const p = await prepareDecoder(await builtModel('cb-gqa-long-rope', longRope, { attention: 'gqa', numLogitsToKeep: true }, 47), { lastLogitsOnly: true, logitsFloat32: true, cacheDir });
+    const session = await DecoderSession.create({ path: p.preparedPath, padding: p.padding });
+    try {
+      expect(session.padding).to.equal('right');
+      const { prefill, step } = await togetherAsAlone(session, [[3, 8, 20, 1, 9, 44, 61], [12], [40, 41, 42, 43, 44]], [5, 50, 70]);
+      expect(prefill).to.equal(0);
+      expect(step).to.be.lessThan(1e-4);
+    } finally {
+      await session.release();
+    }
+  });
+
   it('a burst of composed requests on a GQA backbone with a left-padded reasoner is prefilled together on each model and gives each what it gives alone', async () => {
     const backbone = await gqaSession('cb-gqa-composed-backbone', 45);
     const rp = await prepareDecoder(await builtModel('cb-gqa-composed-reasoner', smallConfig, {}, 46), { lastLogitsOnly: true, logitsFloat32: true, cacheDir });

@@ -68,7 +68,29 @@ const MODELS: Record<string, RandomGgufSpec> = {
     },
   },
   'phi3 (fused qkv and gate_up)': { arch: 'phi3', hidden: 64, layers: 2, heads: 4, kvHeads: 4, ff: 96, fusedQkv: true, fusedGateUp: true, untied: true },
+  // llama.cpp takes the long factors when its context (256) exceeds the original one, the converted graph when the
+  // sequence does: a 7-token prompt past an original context of 4 puts both on the long factors from the start.
+  'phi3 LongRoPE past the original context (long factors, attention factor)': longRopePhi3(4),
+  'phi3 LongRoPE within the original context (short factors, attention factor)': longRopePhi3(1024),
 };
+
+/** A Phi-3 with LongRoPE as convert_hf_to_gguf writes it (Phi-3-mini-128k, Phi-3.5): short and long divisors, an attention factor. */
+function longRopePhi3(originalContext: number): RandomGgufSpec {
+  const divisors = (step: number) => Float32Array.from({ length: 8 }, (_, j) => 1 + j * step);
+  return {
+    arch: 'phi3',
+    hidden: 64,
+    layers: 2,
+    heads: 4,
+    kvHeads: 4,
+    ff: 96,
+    fusedQkv: true,
+    fusedGateUp: true,
+    untied: true,
+    meta: { 'rope.scaling.original_context_length': u32(originalContext), 'rope.scaling.attn_factor': f32(1.4) },
+    extraTensors: { 'rope_factors_short.weight': [[8], divisors(0.5)], 'rope_factors_long.weight': [[8], divisors(6)] },
+  };
+}
 
 /** "Once upon a time" in the stories vocabulary, after BOS: a prompt longer than the sliding windows. */
 const PROMPT = [1, 403, 407, 261, 378, 432, 383];
@@ -109,7 +131,7 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
       ['an unknown architecture', { arch: 'mamba' }, /"mamba".*"llama", "qwen2"/],
       ['mixture of experts', { meta: { expert_count: u32(8), expert_used_count: u32(2) } }, /mixture-of-experts.*llama\.expert_count/],
       ['yarn rope scaling', { meta: { 'rope.scaling.type': str('yarn'), 'rope.scaling.factor': f32(4) } }, /rope scaling "yarn"/],
-      ['long-rope factors', { arch: 'phi3', fusedQkv: true, fusedGateUp: true, extraTensors: { 'rope_factors_long.weight': [[8], new Float32Array(8).fill(1)] } }, /long-rope.*rope_factors_long\.weight/],
+      ['long-rope factors outside phi3', { extraTensors: { 'rope_factors_long.weight': [[8], new Float32Array(8).fill(1)] } }, /does not use.*rope_factors_long\.weight/],
       ['partial rotary', { meta: { 'rope.dimension_count': u32(8) } }, /partial rotary/],
       ['a tensor it would drop', { extraTensors: { 'blk.0.attn_output.bias': [[64], new Float32Array(64)] } }, /blk\.0\.attn_output\.bias/],
       ['an output head on gemma2 (llama.cpp ties it)', { arch: 'gemma2', postNorms: true, untied: true }, /gemma2.*"output\.weight"/],

@@ -147,11 +147,9 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   const factor = scalar('rope.scaling.factor') ?? scalar('rope.scale_linear') ?? 0;
   if (scaling !== 'none' && scaling !== 'linear') refuse(`rope scaling "${scaling}" ("${key('rope.scaling.type')}")`);
   const ropeScale = scaling === 'linear' && factor !== 0 ? factor : 1;
-  const attnFactor = scalar('rope.scaling.attn_factor');
-  if (attnFactor !== undefined && attnFactor !== 1) refuse(`a rope attention factor ("${key('rope.scaling.attn_factor')}" = ${attnFactor})`);
-  for (const t of ['rope_factors_long.weight', 'rope_factors_short.weight']) {
-    if (f.tensorInfo(t)) refuse(`long-rope frequency factors (tensor "${t}")`);
-  }
+  // Without YaRN, llama.cpp multiplies rope's cos and sin by this factor (Phi-3's LongRoPE files carry one): q·k by its square.
+  const attnFactor = scalar('rope.scaling.attn_factor') ?? 1;
+  if (!(attnFactor > 0 && Number.isFinite(attnFactor))) throw new GgufError(`${src}: "${key('rope.scaling.attn_factor')}" is ${attnFactor}, expected a positive number.`, 'corrupt');
 
   const hiddenSize = required('embedding_length');
   const numHeads = required('attention.head_count');
@@ -221,6 +219,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     }
   }
   // phi3: llama.cpp disables Phi-3's sliding window (it reads "phi3.attention.sliding_window" and sets no window), and so do we.
+  if (attnFactor !== 1) config.queryScale = (config.queryScale ?? 1 / Math.sqrt(headDim)) * attnFactor * attnFactor;
   return config;
 }
 
@@ -310,6 +309,17 @@ export async function llamaWeightsFromGguf(
   if (!config.tieWordEmbeddings) weights.lmHead = await readMatrix('output.weight', [config.vocabSize, h]);
   // Llama 3.1-style rope scaling: one set of frequency divisors (llama.cpp reads it for the llama architecture).
   if (arch === 'llama' && f.tensorInfo('rope_freqs.weight')) config.ropeFreqFactors = Array.from(await read('rope_freqs.weight', [hd / 2]));
+  // Phi-3's LongRoPE (the 128k models, Phi-3.5): short and long frequency divisors. llama.cpp picks one set for the
+  // whole context from its size; the builder picks per row from the sequence's length, as transformers does (see
+  // LlamaConfig.longRope), so both agree while llama.cpp's context and the sequence are on the same side of the original.
+  if (arch === 'phi3' && (f.tensorInfo('rope_factors_long.weight') || f.tensorInfo('rope_factors_short.weight'))) {
+    const factors = async (name: string) => (f.tensorInfo(name) ? Array.from(await read(name, [hd / 2])) : new Array<number>(hd / 2).fill(1));
+    const originalKey = `${arch}.rope.scaling.original_context_length`;
+    const originalContext = f.getNumber(originalKey) ?? f.getNumber(`${arch}.context_length`);
+    if (originalContext === undefined) throw new GgufError(`${src} has long-rope factors but neither "${originalKey}" nor "${arch}.context_length".`, 'missing-metadata');
+    if (!Number.isInteger(originalContext) || originalContext <= 0) throw new GgufError(`${src}: "${originalKey}" is ${originalContext}, expected a positive integer.`, 'corrupt');
+    config.longRope = { short: await factors('rope_factors_short.weight'), long: await factors('rope_factors_long.weight'), originalContext };
+  }
   // Whatever is left is something this converter would drop: refuse it by name (llama.cpp refuses unused tensors too).
   const unused = f.tensors.map((t) => t.name).filter((n) => !used.has(n));
   if (unused.length > 0) {

@@ -110,6 +110,7 @@ interface Resolved {
   tied: boolean;
   ropeScale: number;
   freqFactors: readonly number[] | undefined;
+  longRope: LlamaConfig['longRope'];
   qkvBias: boolean;
   qkNorm: boolean;
   postNorms: boolean;
@@ -143,6 +144,7 @@ function resolve(config: LlamaConfig): Resolved {
     tied: config.tieWordEmbeddings ?? false,
     ropeScale: config.ropeScale ?? 1,
     freqFactors: config.ropeFreqFactors,
+    longRope: config.longRope,
     qkvBias: config.qkvBias ?? false,
     qkNorm: config.qkNorm ?? false,
     postNorms: config.postNorms ?? false,
@@ -166,6 +168,16 @@ function resolve(config: LlamaConfig): Resolved {
   if (r.act !== 'silu' && r.act !== 'gelu_tanh') throw new Error(`invalid Llama config: unknown hiddenAct ${String(r.act)}`);
   if (r.freqFactors && r.freqFactors.length !== headDim / 2) {
     throw new Error(`invalid Llama config: ropeFreqFactors has ${r.freqFactors.length} entries, headDim / 2 is ${headDim / 2}`);
+  }
+  if (r.longRope) {
+    const { short, long, originalContext } = r.longRope;
+    if (r.freqFactors) throw new Error('invalid Llama config: ropeFreqFactors and longRope exclude each other');
+    if (!Number.isInteger(originalContext) || originalContext <= 0) throw new Error(`invalid Llama config: longRope.originalContext must be a positive integer, got ${originalContext}`);
+    for (const [name, factors] of [['short', short], ['long', long]] as const) {
+      if (factors.length !== headDim / 2 || factors.some((f) => !(f > 0 && Number.isFinite(f)))) {
+        throw new Error(`invalid Llama config: longRope.${name} must hold headDim / 2 = ${headDim / 2} positive factors`);
+      }
+    }
   }
   for (const key of ['ropeScale', 'ropeScaleLocal', 'queryScale', 'embedScale', 'theta', 'thetaLocal'] as const) {
     if (!(r[key] > 0) || !Number.isFinite(r[key])) throw new Error(`invalid Llama config: ${key} must be a positive number, got ${r[key]}`);
@@ -470,15 +482,16 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       : { kind: 'dense', w: g.op('Transpose', [asFloat(embedStored)], { perm: [1, 0] }, g.fresh('lm_head.weight.T')) };
   // Inverse frequencies with the linear scale and per-frequency factors folded in (llama.cpp's
   // theta = pos * scale * base^(-2j/d) / factor[j]); the sliding layers may have their own base and scale.
-  const invFreqValues = (theta: number, scale: number): Float32Array =>
+  const invFreqValues = (theta: number, scale: number, factors = c.longRope?.short ?? c.freqFactors): Float32Array =>
     Float32Array.from({ length: headDim / 2 }, (_, j) => {
       const f = Math.pow(theta, (-2 * j) / headDim);
-      return (scale === 1 ? f : f / scale) / (c.freqFactors ? c.freqFactors[j]! : 1);
+      return (scale === 1 ? f : f / scale) / (factors ? factors[j]! : 1);
     });
   const hasSliding = c.layerTypes.includes('sliding');
   const localRope = hasSliding && (c.thetaLocal !== c.theta || c.ropeScaleLocal !== c.ropeScale);
   // GroupQueryAttention's CPU kernel rotates inside only heads whose size is a multiple of 16; others by ops before it.
-  const rotaryInside = gqa && options.gqaRotary !== 'ops' && headDim % 16 === 0;
+  // Its cos/sin caches are one table for the whole batch, so LongRoPE's choice of table per row is made by ops too.
+  const rotaryInside = gqa && options.gqaRotary !== 'ops' && headDim % 16 === 0 && !c.longRope;
   const fusedNorms = options.fuseResidualNorms ?? gqa;
   if (gqa || fusedNorms) usesContribOps = true;
   /**
@@ -505,6 +518,10 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
   const cachesLocal = rotaryInside && localRope ? rotaryCaches('rope_local', invLocal) : cachesGlobal;
   const invFreq = rotaryInside ? '' : g.f32Array('rope.inv_freq', [headDim / 2], invGlobal);
   const invFreqLocal = !rotaryInside && localRope ? g.f32Array('rope.inv_freq_local', [headDim / 2], invLocal) : invFreq;
+  // LongRoPE's long-sequence frequencies, beside the short ones above.
+  const longInv = (name: string, theta: number, scale: number) => (c.longRope ? g.f32Array(name, [headDim / 2], invFreqValues(theta, scale, c.longRope.long)) : '');
+  const invFreqLong = longInv('rope.inv_freq_long', c.theta, c.ropeScale);
+  const invFreqLocalLong = localRope ? longInv('rope.inv_freq_local_long', c.thetaLocal, c.ropeScaleLocal) : invFreqLong;
 
   // ---- the decoder body, emitted into `b` (the main graph, or each branch of the merged If)
   const body = (b: GraphBuilder, outName: (base: string) => string): void => {
@@ -560,6 +577,9 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
     const T1 = b.op('Slice', [b.op('Shape', [attentionMask]), one, b.i64([2])]);
     const P1 = b.op('Sub', [T1, S1]);
     const T0 = b.op('Squeeze', [T1]);
+    // [B]: each row's length, past and new tokens (the ones of its mask), made when first asked for.
+    let rowLengths: string | undefined;
+    const lengths = () => (rowLengths ??= b.op('ReduceSum', [b.op('Cast', [attentionMask], { to: DataType.INT64 }), one], { keepdims: 0 }));
 
     // Positions [B, S] as float (GroupQueryAttention rotating inside takes its own from seqlens_k).
     let posF = '';
@@ -573,13 +593,16 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
 
     // Rotary tables cos/sin [B, 1, S, headDim/2] for heads laid out [B, heads, S, headDim], [B, S, 1, headDim/2]
     // for GroupQueryAttention's [B, S, heads, headDim] (an extra trailing 1 for the adjacent style).
-    const tables = (inv: string): [string, string] => {
+    // LongRoPE: [B, 1, 1], whether each row's length (its mask's ones: past and new tokens) exceeds the original context.
+    const longRows = c.longRope ? b.op('Unsqueeze', [b.op('Greater', [lengths(), b.i64([c.longRope.originalContext], [])]), b.i64([1, 2])]) : '';
+    const tables = (inv: string, invLong: string): [string, string] => {
       const ropeAxes = b.i64([gqa ? 2 : 1, ...(c.rope === 'adjacent' ? [4] : [])]);
-      const freqs = b.op('Mul', [b.op('Unsqueeze', [posF, b.i64([2])]), inv]);
+      const rowInv = longRows ? b.op('Where', [longRows, invLong, inv]) : inv;
+      const freqs = b.op('Mul', [b.op('Unsqueeze', [posF, b.i64([2])]), rowInv]);
       return [b.op('Unsqueeze', [b.op('Cos', [freqs]), ropeAxes]), b.op('Unsqueeze', [b.op('Sin', [freqs]), ropeAxes])];
     };
-    const globalTables: [string, string] = rotaryInside ? ['', ''] : tables(invFreq);
-    const localTables = localRope && !rotaryInside ? tables(invFreqLocal) : globalTables;
+    const globalTables: [string, string] = rotaryInside ? ['', ''] : tables(invFreq, invFreqLong);
+    const localTables = localRope && !rotaryInside ? tables(invFreqLocal, invFreqLocalLong) : globalTables;
     const half = headDim / 2;
     const rope = (x: string, [cos, sin]: [string, string]): string => {
       // x: [B, heads, S, headDim] (or [B, S, heads, headDim]); cos/sin broadcast over the heads axis
@@ -620,7 +643,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
     let attention: (i: number, qkvFlat: string, L: LayerRefs, sliding: boolean) => string;
     if (gqa) {
       // As onnxruntime-genai derives them: seqlens_k = Σ mask − 1 per row (int32), total_sequence_length = mask width.
-      const seqlensK = b.op('Cast', [b.op('Sub', [b.op('ReduceSum', [b.op('Cast', [attentionMask], { to: DataType.INT64 }), one], { keepdims: 0 }), b.i64([1], [])])], { to: DataType.INT32 });
+      const seqlensK = b.op('Cast', [b.op('Sub', [lengths(), b.i64([1], [])])], { to: DataType.INT32 });
       const totalLen = b.op('Cast', [T0], { to: DataType.INT32 });
       attention = (i, qkvFlat, L, sliding) => {
         let packed = qkvFlat;

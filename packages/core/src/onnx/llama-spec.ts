@@ -40,6 +40,13 @@ export interface LlamaConfig {
    * scaling as llama.cpp stores it (`rope_freqs.weight`), `inv_freq[i] / factors[i]`.
    */
   ropeFreqFactors?: readonly number[];
+  /**
+   * Phi-3's LongRoPE: two sets of per-frequency divisors (`headDim / 2` each), `short` for sequences of up to
+   * `originalContext` tokens and `long` beyond. Each row of a run takes the set its own length (past plus new
+   * tokens) calls for, as transformers and onnxruntime-genai choose them, so keys written before a sequence
+   * outgrew `originalContext` keep their short-factor rotation. Excludes `ropeFreqFactors`.
+   */
+  longRope?: { short: readonly number[]; long: readonly number[]; originalContext: number };
   /** q, k and v projections carry biases (Qwen2). The layer weights then hold `bq`, `bk`, `bv`. */
   qkvBias?: boolean;
   /** Per-head RMSNorm of q and k before the rotary embedding (Qwen3, Gemma 3): layer weights `qNorm`, `kNorm` `[headDim]`. */
