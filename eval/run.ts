@@ -3,7 +3,7 @@
  * committed example modules (examples/modules/). Prints a table, then (with --json) one JSON line
  * `{"rows":[{"setting","task","accuracy","meanReasoningTokens"}]}`.
  *
- *   npm run eval [-- --n 200] [-- --json] [-- --modules examples/modules] [-- --bits 4|8 [--block 32] [--head-bits 4|8] [--search range|weighted]]
+ *   npm run eval [-- --n 200] [-- --json] [-- --modules examples/modules] [-- --bits 4|8 [--block 32] [--head-bits 4|8] [--search range|weighted] [--accuracy int8|fp32]]
  *
  * With --bits every module is first quantized (`reasonplug quantize`: MatMul weights → MatMulNBits) into a
  * temporary directory, and the same settings run on the quantized modules (`--head-bits`, `--search`: as the CLI's);
@@ -230,6 +230,7 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
       block: { type: 'string', default: '32' },
       'head-bits': { type: 'string' },
       search: { type: 'string', default: 'range' },
+      accuracy: { type: 'string', default: 'int8' },
     },
   });
   const modules = resolve(values.modules!);
@@ -255,6 +256,7 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
           bits,
           blockSize: Number(values.block),
           search: values.search as 'weighted' | 'range',
+          accuracy: values.accuracy as 'int8' | 'fp32',
           ...(values['head-bits'] ? { headBits: Number(values['head-bits']) as 4 | 8 } : {}),
         });
         quantized[name] = path;
@@ -262,7 +264,7 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
         log(`quantized ${name} to ${bits} bits: ${report.matmuls} MatMulNBits${report.head.names.length ? ` (head at ${report.head.bits} bits)` : ''}${report.skipped.length ? `, left dense: ${report.skipped.join('; ')}` : ''}`);
       }
       dirs = quantized;
-      label = `${bits}-bit, block ${values.block}${headBits !== undefined && headBits !== bits ? `, ${headBits}-bit head` : ''}${values.search === 'range' ? '' : `, ${values.search} search`}`;
+      label = `${bits}-bit, block ${values.block}${headBits !== undefined && headBits !== bits ? `, ${headBits}-bit head` : ''}${values.search === 'range' ? '' : `, ${values.search} search`}${values.accuracy === 'int8' ? '' : `, ${values.accuracy} accuracy`}`;
       log(`${label}:`);
     }
     rows = await runEval({ n: Number(values.n), modules, ...(dirs ? { dirs } : {}), log });

@@ -72,11 +72,17 @@ const MODELS: Record<string, RandomGgufSpec> = {
   // sequence does: a 7-token prompt past an original context of 4 puts both on the long factors from the start.
   'phi3 LongRoPE past the original context (long factors, attention factor)': longRopePhi3(4),
   'phi3 LongRoPE within the original context (short factors, attention factor)': longRopePhi3(1024),
+  'phi3 partial rotary with LongRoPE, GQA and a tied head (Phi-4-mini)': {
+    ...longRopePhi3(4, 12),
+    kvHeads: 2,
+    untied: false,
+    meta: { ...longRopePhi3(4, 12).meta, 'rope.dimension_count': u32(12) },
+  },
 };
 
 /** A Phi-3 with LongRoPE as convert_hf_to_gguf writes it (Phi-3-mini-128k, Phi-3.5): short and long divisors, an attention factor. */
-function longRopePhi3(originalContext: number): RandomGgufSpec {
-  const divisors = (step: number) => Float32Array.from({ length: 8 }, (_, j) => 1 + j * step);
+function longRopePhi3(originalContext: number, ropeDims = 16): RandomGgufSpec {
+  const divisors = (step: number) => Float32Array.from({ length: ropeDims / 2 }, (_, j) => 1 + j * step);
   return {
     arch: 'phi3',
     hidden: 64,
@@ -88,7 +94,7 @@ function longRopePhi3(originalContext: number): RandomGgufSpec {
     fusedGateUp: true,
     untied: true,
     meta: { 'rope.scaling.original_context_length': u32(originalContext), 'rope.scaling.attn_factor': f32(1.4) },
-    extraTensors: { 'rope_factors_short.weight': [[8], divisors(0.5)], 'rope_factors_long.weight': [[8], divisors(6)] },
+    extraTensors: { 'rope_factors_short.weight': [[ropeDims / 2], divisors(0.5)], 'rope_factors_long.weight': [[ropeDims / 2], divisors(6)] },
   };
 }
 

@@ -147,7 +147,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   const factor = scalar('rope.scaling.factor') ?? scalar('rope.scale_linear') ?? 0;
   if (scaling !== 'none' && scaling !== 'linear') refuse(`rope scaling "${scaling}" ("${key('rope.scaling.type')}")`);
   const ropeScale = scaling === 'linear' && factor !== 0 ? factor : 1;
-  // Without YaRN, llama.cpp multiplies rope's cos and sin by this factor (Phi-3's LongRoPE files carry one): q·k by its square.
+  // Without YaRN, llama.cpp multiplies rope's cos and sin by this factor (Phi-3's LongRoPE files carry one).
   const attnFactor = scalar('rope.scaling.attn_factor') ?? 1;
   if (!(attnFactor > 0 && Number.isFinite(attnFactor))) throw new GgufError(`${src}: "${key('rope.scaling.attn_factor')}" is ${attnFactor}, expected a positive number.`, 'corrupt');
 
@@ -158,10 +158,14 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   const valueDim = scalar('attention.value_length') ?? hiddenSize / numHeads;
   if (valueDim !== headDim) refuse(`a key length ${headDim} that differs from the value length ${valueDim}`);
   const ropeDims = scalar('rope.dimension_count') ?? headDim;
-  if (ropeDims !== headDim) refuse(`rotary embeddings over ${ropeDims} of ${headDim} head dimensions (partial rotary)`);
   if (!Number.isInteger(headDim) || headDim <= 0 || numHeads % numKvHeads !== 0) {
     throw new GgufError(`${src}: ${numHeads} heads, ${numKvHeads} KV heads and head size ${headDim} do not form a valid attention layout.`, 'corrupt');
   }
+  if (!Number.isInteger(ropeDims) || ropeDims <= 0 || ropeDims % 2 !== 0 || ropeDims > headDim) {
+    throw new GgufError(`${src}: "${key('rope.dimension_count')}" is ${ropeDims}, expected an even number of dimensions within the head size ${headDim}.`, 'corrupt');
+  }
+  // llama.cpp's phi3 graph rotates part of each head (Phi-4-mini); its others refuse or assert on it.
+  if (ropeDims !== headDim && arch !== 'phi3') refuse(`rotary embeddings over ${ropeDims} of ${headDim} head dimensions (partial rotary; phi3 only)`);
   const numLayers = required('block_count');
   const embd = f.tensorInfo('token_embd.weight');
   const tokens = f.get('tokenizer.ggml.tokens');
@@ -185,6 +189,8 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     tieWordEmbeddings: arch === 'gemma2' || !f.tensorInfo('output.weight'),
   };
   if (ropeScale !== 1) config.ropeScale = ropeScale;
+  // Partial rotary (Phi-4-mini): llama.cpp rotates the first rope.dimension_count dimensions of each head.
+  if (ropeDims !== headDim) config.ropeDims = ropeDims;
   if (arch === 'qwen2' && f.tensorInfo('blk.0.attn_q.bias')) config.qkvBias = true;
   if (arch === 'llama' && (f.tensorInfo('blk.0.attn_q.bias') || f.tensorInfo('blk.0.attn_qkv.bias'))) config.qkvBias = true;
   if (arch === 'qwen2' && f.tensorInfo('blk.0.attn_qkv.bias')) config.qkvBias = true;
@@ -219,7 +225,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     }
   }
   // phi3: llama.cpp disables Phi-3's sliding window (it reads "phi3.attention.sliding_window" and sets no window), and so do we.
-  if (attnFactor !== 1) config.queryScale = (config.queryScale ?? 1 / Math.sqrt(headDim)) * attnFactor * attnFactor;
+  if (attnFactor !== 1) config.ropeAttentionFactor = attnFactor;
   return config;
 }
 
@@ -308,12 +314,13 @@ export async function llamaWeightsFromGguf(
   };
   if (!config.tieWordEmbeddings) weights.lmHead = await readMatrix('output.weight', [config.vocabSize, h]);
   // Llama 3.1-style rope scaling: one set of frequency divisors (llama.cpp reads it for the llama architecture).
-  if (arch === 'llama' && f.tensorInfo('rope_freqs.weight')) config.ropeFreqFactors = Array.from(await read('rope_freqs.weight', [hd / 2]));
+  const rotHalf = (config.ropeDims ?? hd) / 2;
+  if (arch === 'llama' && f.tensorInfo('rope_freqs.weight')) config.ropeFreqFactors = Array.from(await read('rope_freqs.weight', [rotHalf]));
   // Phi-3's LongRoPE (the 128k models, Phi-3.5): short and long frequency divisors. llama.cpp picks one set for the
   // whole context from its size; the builder picks per row from the sequence's length, as transformers does (see
   // LlamaConfig.longRope), so both agree while llama.cpp's context and the sequence are on the same side of the original.
   if (arch === 'phi3' && (f.tensorInfo('rope_factors_long.weight') || f.tensorInfo('rope_factors_short.weight'))) {
-    const factors = async (name: string) => (f.tensorInfo(name) ? Array.from(await read(name, [hd / 2])) : new Array<number>(hd / 2).fill(1));
+    const factors = async (name: string) => (f.tensorInfo(name) ? Array.from(await read(name, [rotHalf])) : new Array<number>(rotHalf).fill(1));
     const originalKey = `${arch}.rope.scaling.original_context_length`;
     const originalContext = f.getNumber(originalKey) ?? f.getNumber(`${arch}.context_length`);
     if (originalContext === undefined) throw new GgufError(`${src} has long-rope factors but neither "${originalKey}" nor "${arch}.context_length".`, 'missing-metadata');

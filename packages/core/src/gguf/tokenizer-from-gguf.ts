@@ -450,6 +450,15 @@ export const BPE_PRE_TOKENIZERS: Readonly<Record<string, { regexes: string[]; ig
     addBos: true,
     cleanSpaces: false,
   };
+  // o200k (Phi-4-mini and other GPT-4o-vocabulary models): Tekken's case-change words with contractions attached, digits in threes.
+  const gpt4o = {
+    regexes: [
+      `[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))*((?=[\\p{L}])([^A-Z]))+${contractions}?|[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))+((?=[\\p{L}])([^A-Z]))*${contractions}?|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+`,
+    ],
+    ignoreMerges: false,
+    addBos: false,
+    cleanSpaces: false,
+  };
   return {
     'llama-bpe': llama3,
     llama3,
@@ -459,6 +468,7 @@ export const BPE_PRE_TOKENIZERS: Readonly<Record<string, { regexes: string[]; ig
     smollm,
     'gpt-2': gpt2,
     tekken,
+    'gpt-4o': gpt4o,
   };
 })();
 

@@ -103,6 +103,7 @@ interface Resolved {
   heads: number;
   kvHeads: number;
   headDim: number;
+  ropeDims: number;
   inter: number;
   theta: number;
   eps: number;
@@ -118,6 +119,8 @@ interface Resolved {
   act: 'silu' | 'gelu_tanh';
   embedScale: number;
   queryScale: number;
+  /** The rope attention factor still to apply to cos and sin (1 when folded into queryScale). */
+  ropeMscale: number;
   attnCap: number | undefined;
   finalCap: number | undefined;
   window: number | undefined;
@@ -137,6 +140,7 @@ function resolve(config: LlamaConfig): Resolved {
     heads,
     kvHeads,
     headDim,
+    ropeDims: config.ropeDims ?? headDim,
     inter: config.intermediateSize,
     theta: config.ropeTheta ?? 10000,
     eps: config.rmsNormEps ?? 1e-5,
@@ -152,6 +156,7 @@ function resolve(config: LlamaConfig): Resolved {
     act: config.hiddenAct ?? 'silu',
     embedScale: config.embeddingScale ?? 1,
     queryScale: config.queryScale ?? 1 / Math.sqrt(headDim),
+    ropeMscale: config.ropeAttentionFactor ?? 1,
     attnCap: config.attnLogitSoftcap,
     finalCap: config.finalLogitSoftcap,
     window: config.slidingWindow,
@@ -164,23 +169,31 @@ function resolve(config: LlamaConfig): Resolved {
   }
   if (heads % kvHeads !== 0) throw new Error(`invalid Llama config: numHeads (${heads}) must be a multiple of numKvHeads (${kvHeads})`);
   if (headDim % 2 !== 0) throw new Error(`invalid Llama config: headDim (${headDim}) must be even for rotary embeddings`);
+  const rd = r.ropeDims;
+  if (!Number.isInteger(rd) || rd <= 0 || rd % 2 !== 0 || rd > headDim) throw new Error(`invalid Llama config: ropeDims (${rd}) must be even and within headDim (${headDim})`);
   if (r.rope !== 'half' && r.rope !== 'adjacent') throw new Error(`invalid Llama config: unknown ropeStyle ${String(r.rope)}`);
   if (r.act !== 'silu' && r.act !== 'gelu_tanh') throw new Error(`invalid Llama config: unknown hiddenAct ${String(r.act)}`);
-  if (r.freqFactors && r.freqFactors.length !== headDim / 2) {
-    throw new Error(`invalid Llama config: ropeFreqFactors has ${r.freqFactors.length} entries, headDim / 2 is ${headDim / 2}`);
+  if (r.freqFactors && r.freqFactors.length !== rd / 2) {
+    throw new Error(`invalid Llama config: ropeFreqFactors has ${r.freqFactors.length} entries, ropeDims / 2 is ${rd / 2}`);
   }
   if (r.longRope) {
     const { short, long, originalContext } = r.longRope;
     if (r.freqFactors) throw new Error('invalid Llama config: ropeFreqFactors and longRope exclude each other');
     if (!Number.isInteger(originalContext) || originalContext <= 0) throw new Error(`invalid Llama config: longRope.originalContext must be a positive integer, got ${originalContext}`);
     for (const [name, factors] of [['short', short], ['long', long]] as const) {
-      if (factors.length !== headDim / 2 || factors.some((f) => !(f > 0 && Number.isFinite(f)))) {
-        throw new Error(`invalid Llama config: longRope.${name} must hold headDim / 2 = ${headDim / 2} positive factors`);
+      if (factors.length !== rd / 2 || factors.some((f) => !(f > 0 && Number.isFinite(f)))) {
+        throw new Error(`invalid Llama config: longRope.${name} must hold ropeDims / 2 = ${rd / 2} positive factors`);
       }
     }
   }
-  for (const key of ['ropeScale', 'ropeScaleLocal', 'queryScale', 'embedScale', 'theta', 'thetaLocal'] as const) {
-    if (!(r[key] > 0) || !Number.isFinite(r[key])) throw new Error(`invalid Llama config: ${key} must be a positive number, got ${r[key]}`);
+  for (const key of ['ropeScale', 'ropeScaleLocal', 'queryScale', 'embedScale', 'theta', 'thetaLocal', 'ropeMscale'] as const) {
+    if (!(r[key] > 0) || !Number.isFinite(r[key])) throw new Error(`invalid Llama config: ${key === 'ropeMscale' ? 'ropeAttentionFactor' : key} must be a positive number, got ${r[key]}`);
+  }
+  // Rotating whole heads, the factor scales q·k by its square: folded into the query scale, it costs nothing and
+  // GroupQueryAttention can still rotate inside. A partial rotation scales only the rotated dimensions.
+  if (rd === headDim && r.ropeMscale !== 1) {
+    r.queryScale *= r.ropeMscale * r.ropeMscale;
+    r.ropeMscale = 1;
   }
   for (const key of ['attnCap', 'finalCap'] as const) {
     const v = r[key];
@@ -481,17 +494,19 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       ? nbits('lm_head', embedQ)
       : { kind: 'dense', w: g.op('Transpose', [asFloat(embedStored)], { perm: [1, 0] }, g.fresh('lm_head.weight.T')) };
   // Inverse frequencies with the linear scale and per-frequency factors folded in (llama.cpp's
-  // theta = pos * scale * base^(-2j/d) / factor[j]); the sliding layers may have their own base and scale.
+  // theta = pos * scale * base^(-2j/d) / factor[j], d the rotated dimensions); the sliding layers may have their own base and scale.
+  const rotHalf = c.ropeDims / 2;
   const invFreqValues = (theta: number, scale: number, factors = c.longRope?.short ?? c.freqFactors): Float32Array =>
-    Float32Array.from({ length: headDim / 2 }, (_, j) => {
-      const f = Math.pow(theta, (-2 * j) / headDim);
+    Float32Array.from({ length: rotHalf }, (_, j) => {
+      const f = Math.pow(theta, (-2 * j) / c.ropeDims);
       return (scale === 1 ? f : f / scale) / (factors ? factors[j]! : 1);
     });
   const hasSliding = c.layerTypes.includes('sliding');
   const localRope = hasSliding && (c.thetaLocal !== c.theta || c.ropeScaleLocal !== c.ropeScale);
   // GroupQueryAttention's CPU kernel rotates inside only heads whose size is a multiple of 16; others by ops before it.
-  // Its cos/sin caches are one table for the whole batch, so LongRoPE's choice of table per row is made by ops too.
-  const rotaryInside = gqa && options.gqaRotary !== 'ops' && headDim % 16 === 0 && !c.longRope;
+  // Its cos/sin caches are one table for the whole batch, so LongRoPE's choice of table per row is made by ops too,
+  // and so is a partial rotation.
+  const rotaryInside = gqa && options.gqaRotary !== 'ops' && headDim % 16 === 0 && !c.longRope && c.ropeDims === headDim;
   const fusedNorms = options.fuseResidualNorms ?? gqa;
   if (gqa || fusedNorms) usesContribOps = true;
   /**
@@ -516,10 +531,10 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
   const invLocal = localRope ? invFreqValues(c.thetaLocal, c.ropeScaleLocal) : invGlobal;
   const cachesGlobal = rotaryInside ? rotaryCaches('rope', invGlobal) : undefined;
   const cachesLocal = rotaryInside && localRope ? rotaryCaches('rope_local', invLocal) : cachesGlobal;
-  const invFreq = rotaryInside ? '' : g.f32Array('rope.inv_freq', [headDim / 2], invGlobal);
-  const invFreqLocal = !rotaryInside && localRope ? g.f32Array('rope.inv_freq_local', [headDim / 2], invLocal) : invFreq;
+  const invFreq = rotaryInside ? '' : g.f32Array('rope.inv_freq', [rotHalf], invGlobal);
+  const invFreqLocal = !rotaryInside && localRope ? g.f32Array('rope.inv_freq_local', [rotHalf], invLocal) : invFreq;
   // LongRoPE's long-sequence frequencies, beside the short ones above.
-  const longInv = (name: string, theta: number, scale: number) => (c.longRope ? g.f32Array(name, [headDim / 2], invFreqValues(theta, scale, c.longRope.long)) : '');
+  const longInv = (name: string, theta: number, scale: number) => (c.longRope ? g.f32Array(name, [rotHalf], invFreqValues(theta, scale, c.longRope.long)) : '');
   const invFreqLong = longInv('rope.inv_freq_long', c.theta, c.ropeScale);
   const invFreqLocalLong = localRope ? longInv('rope.inv_freq_local_long', c.thetaLocal, c.ropeScaleLocal) : invFreqLong;
 
@@ -591,7 +606,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       posF = b.op('Cast', [b.op('Slice', [clipped, P1, T1, one])], { to: DataType.FLOAT });
     }
 
-    // Rotary tables cos/sin [B, 1, S, headDim/2] for heads laid out [B, heads, S, headDim], [B, S, 1, headDim/2]
+    // Rotary tables cos/sin [B, 1, S, ropeDims/2] for heads laid out [B, heads, S, headDim], [B, S, 1, ropeDims/2]
     // for GroupQueryAttention's [B, S, heads, headDim] (an extra trailing 1 for the adjacent style).
     // LongRoPE: [B, 1, 1], whether each row's length (its mask's ones: past and new tokens) exceeds the original context.
     const longRows = c.longRope ? b.op('Unsqueeze', [b.op('Greater', [lengths(), b.i64([c.longRope.originalContext], [])]), b.i64([1, 2])]) : '';
@@ -599,26 +614,30 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       const ropeAxes = b.i64([gqa ? 2 : 1, ...(c.rope === 'adjacent' ? [4] : [])]);
       const rowInv = longRows ? b.op('Where', [longRows, invLong, inv]) : inv;
       const freqs = b.op('Mul', [b.op('Unsqueeze', [posF, b.i64([2])]), rowInv]);
-      return [b.op('Unsqueeze', [b.op('Cos', [freqs]), ropeAxes]), b.op('Unsqueeze', [b.op('Sin', [freqs]), ropeAxes])];
+      const scaled = (t: string) => (c.ropeMscale === 1 ? t : b.op('Mul', [t, b.f32([c.ropeMscale], [])]));
+      return [b.op('Unsqueeze', [scaled(b.op('Cos', [freqs])), ropeAxes]), b.op('Unsqueeze', [scaled(b.op('Sin', [freqs])), ropeAxes])];
     };
     const globalTables: [string, string] = rotaryInside ? ['', ''] : tables(invFreq, invFreqLong);
     const localTables = localRope && !rotaryInside ? tables(invFreqLocal, invFreqLocalLong) : globalTables;
-    const half = headDim / 2;
     const rope = (x: string, [cos, sin]: [string, string]): string => {
-      // x: [B, heads, S, headDim] (or [B, S, heads, headDim]); cos/sin broadcast over the heads axis
+      // x: [B, heads, S, headDim] (or [B, S, heads, headDim]); cos/sin broadcast over the heads axis. A partial
+      // rotation turns the first ropeDims of each head and passes the rest through.
+      const partial = c.ropeDims < headDim;
+      const [xr, pass] = partial ? b.opN('Split', [x, b.i64([c.ropeDims, headDim - c.ropeDims])], ['rope_rot', 'rope_pass'], { axis: 3 }) : [x, ''];
       let x1: string, x2: string, axis: number;
       if (c.rope === 'half') {
         axis = 3;
-        [x1, x2] = b.opN('Split', [x, b.i64([half, half])], ['rope_x1', 'rope_x2'], { axis });
+        [x1, x2] = b.opN('Split', [xr!, b.i64([rotHalf, rotHalf])], ['rope_x1', 'rope_x2'], { axis });
       } else {
         axis = 4;
-        const pairs = b.op('Reshape', [x, b.i64([0, 0, 0, half, 2])]);
+        const pairs = b.op('Reshape', [xr!, b.i64([0, 0, 0, rotHalf, 2])]);
         [x1, x2] = b.opN('Split', [pairs, b.i64([1, 1])], ['rope_x1', 'rope_x2'], { axis });
       }
       const o1 = b.op('Sub', [b.op('Mul', [x1, cos]), b.op('Mul', [x2, sin])]);
       const o2 = b.op('Add', [b.op('Mul', [x2, cos]), b.op('Mul', [x1, sin])]);
       const joined = b.op('Concat', [o1, o2], { axis });
-      return c.rope === 'half' ? joined : b.op('Reshape', [joined, b.i64([0, 0, 0, headDim])]);
+      const rotated = c.rope === 'half' ? joined : b.op('Reshape', [joined, b.i64([0, 0, 0, c.ropeDims])]);
+      return partial ? b.op('Concat', [rotated, pass!], { axis: 3 }) : rotated;
     };
     const capped = (x: string, cap: number | undefined) =>
       cap === undefined ? x : b.op('Mul', [b.op('Tanh', [b.op('Mul', [x, b.f32([1 / cap], [])])]), b.f32([cap], [])]);

@@ -33,20 +33,30 @@ export interface LlamaConfig {
   // ---- Variants of the Llama block (Qwen, Gemma, Phi). Every field is optional; leaving them all out is
   // the plain Llama decoder, graph for graph.
 
+  /**
+   * Rotary dimensions of each head, from its start (partial rotary: Phi-4-mini rotates 96 of 128); the others pass
+   * through unrotated, and frequencies and factors count these only. Default `headDim`.
+   */
+  ropeDims?: number;
   /** Linear rope scaling: positions are divided by this factor (`rope_scaling.type = linear`). Default 1. */
   ropeScale?: number;
   /**
-   * Per-frequency divisors of the rotary inverse frequencies, `headDim / 2` of them: Llama 3.1's rope
+   * Per-frequency divisors of the rotary inverse frequencies, `ropeDims / 2` of them: Llama 3.1's rope
    * scaling as llama.cpp stores it (`rope_freqs.weight`), `inv_freq[i] / factors[i]`.
    */
   ropeFreqFactors?: readonly number[];
   /**
-   * Phi-3's LongRoPE: two sets of per-frequency divisors (`headDim / 2` each), `short` for sequences of up to
+   * Phi-3's LongRoPE: two sets of per-frequency divisors (`ropeDims / 2` each), `short` for sequences of up to
    * `originalContext` tokens and `long` beyond. Each row of a run takes the set its own length (past plus new
    * tokens) calls for, as transformers and onnxruntime-genai choose them, so keys written before a sequence
    * outgrew `originalContext` keep their short-factor rotation. Excludes `ropeFreqFactors`.
    */
   longRope?: { short: readonly number[]; long: readonly number[]; originalContext: number };
+  /**
+   * Multiplies the rotary cos and sin (llama.cpp's rope attention factor, `rope.scaling.attn_factor`; Phi-3's
+   * LongRoPE scaling): rotated dimensions of q and k grow by it. Default 1.
+   */
+  ropeAttentionFactor?: number;
   /** q, k and v projections carry biases (Qwen2). The layer weights then hold `bq`, `bk`, `bv`. */
   qkvBias?: boolean;
   /** Per-head RMSNorm of q and k before the rotary embedding (Qwen3, Gemma 3): layer weights `qNorm`, `kNorm` `[headDim]`. */

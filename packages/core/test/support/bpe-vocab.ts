@@ -26,15 +26,20 @@ const CORPUS = [
   'def f(x):\n    return x ** 2  # squares\n\nfor i in range(10):\n    print(i, i*i)',
   'numbers: 3.14159, 2.71828, 1e-5, 0x1F, 100%, $42.50, 007, 1,000,000',
   'the the the and and of of to to in in is is that that 12 12 34 34 56 56 78 90',
+  "it's it's that's that's don't don't",
 ];
 
-/** Trains `merges` byte-level BPE merges over the corpus, pre-split on runs of letters, digits, spaces or other characters. */
+/**
+ * Trains `merges` byte-level BPE merges over the corpus, pre-split on runs of letters (with an attached contraction,
+ * so pieces such as "t's" exist and pre-tokenizers that keep "it's" whole tokenize it apart from those that split
+ * it), digits, spaces or other characters.
+ */
 export function trainBpe(mergeCount: number): { tokens: string[]; merges: string[] } {
   const b2u = bytesToUnicode();
   const enc = new TextEncoder();
   const words = new Map<string, number>();
   for (const text of CORPUS) {
-    for (const w of text.match(/ ?\p{L}+| ?\p{N}+|\s+|[^\s\p{L}\p{N}]+/gu) ?? []) words.set(w, (words.get(w) ?? 0) + 1);
+    for (const w of text.match(/ ?\p{L}+(?:'\p{L}+)?| ?\p{N}+|\s+|[^\s\p{L}\p{N}]+/gu) ?? []) words.set(w, (words.get(w) ?? 0) + 1);
   }
   let seqs = [...words].map(([w, count]) => ({ symbols: Array.from(enc.encode(w), (b) => b2u[b]!), count }));
   const tokens = [...b2u];
