@@ -78,6 +78,7 @@ const MODELS: Record<string, RandomGgufSpec> = {
     untied: false,
     meta: { ...longRopePhi3(4, 12).meta, 'rope.dimension_count': u32(12) },
   },
+  'llama with heads of 12 (GroupQueryAttention takes multiples of 8: attention by ops)': { arch: 'llama', hidden: 48, layers: 2, heads: 4, kvHeads: 2, ff: 96, untied: true },
 };
 
 /** A Phi-3 with LongRoPE as convert_hf_to_gguf writes it (Phi-3-mini-128k, Phi-3.5): short and long divisors, an attention factor. */
@@ -120,8 +121,9 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
       await writeRandomGguf(path, { seed: 100 + index, ...spec }, tokenizer);
       const { dir, manifest } = await convertGguf(path, join(tmp, `m${index}`));
       expect(manifest.provenance.convertedFrom.architecture).to.equal(spec.arch);
-      // attention is one GroupQueryAttention kernel per layer (its graphs are run right-padded)
-      expect(graphFacts(await readModel(join(dir, 'model.onnx'))).padding).to.equal('right');
+      // attention is one GroupQueryAttention kernel per layer (its graphs are run right-padded) where the kernel takes the head size
+      const headSize = spec.headDim ?? spec.hidden / spec.heads;
+      expect(graphFacts(await readModel(join(dir, 'model.onnx'))).padding).to.equal(headSize % 8 === 0 ? 'right' : 'left');
       const ours = await ortGreedy(join(dir, 'model.onnx'), PROMPT, STEPS);
       const theirs = await llamaCppGreedy(path, PROMPT, STEPS);
       // llama.cpp's evaluation ends before an end-of-generation token ("</s>" = 2); ours runs on.

@@ -42,8 +42,8 @@ export interface ConvertGgufOptions {
   quantAccuracyLevel?: 0 | 4;
   /**
    * How the graph's attention is written (LlamaBuildOptions.attention). Default `gqa`: one GroupQueryAttention
-   * kernel per layer (README, bench:gguf-attention: decode 0.70-0.82x the op graph's time); `ops` keeps the
-   * standard-operator graph.
+   * kernel per layer (README, bench:gguf-attention: decode 0.70-0.82x the op graph's time), or `ops` for heads whose
+   * size is not a multiple of 8, which that kernel does not take; `ops` keeps the standard-operator graph.
    */
   attention?: 'ops' | 'gqa';
   /**
@@ -343,10 +343,11 @@ const MAX_ROTARY_CACHE_BYTES = 64 * 2 ** 20;
 
 /** The builder's attention options for a converted model (see ConvertGgufOptions.attention and gqaRotary). */
 function attentionOptions(config: LlamaConfig, opts: ConvertGgufOptions, contextLength: number | undefined): LlamaBuildOptions {
-  const attention = opts.attention ?? 'gqa';
+  const headDim = config.headDim ?? config.hiddenSize / config.numHeads;
+  // onnxruntime's GroupQueryAttention kernel takes heads whose size is a multiple of 8 only.
+  const attention = opts.attention ?? (headDim % 8 === 0 ? 'gqa' : 'ops');
   if (attention === 'ops') return { attention };
   const maxPositions = contextLength ?? 4096;
-  const headDim = config.headDim ?? config.hiddenSize / config.numHeads;
   const tables = config.ropeThetaLocal !== undefined || config.ropeScaleLocal !== undefined ? 2 : 1;
   const cacheBytes = tables * 2 * maxPositions * (headDim / 2) * 4;
   const gqaRotary = opts.gqaRotary ?? (cacheBytes > MAX_ROTARY_CACHE_BYTES ? 'ops' : 'inside');

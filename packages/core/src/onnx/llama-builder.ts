@@ -343,6 +343,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
   const gqa = options.attention === 'gqa';
   if (options.attention !== undefined && options.attention !== 'ops' && !gqa) throw new Error(`unknown attention ${String(options.attention)}`);
   if (gqa && options.positionIds) throw new Error('GroupQueryAttention graphs take positions from attention_mask (seqlens_k); they have no position_ids input');
+  if (gqa && c.headDim % 8 !== 0) throw new Error(`onnxruntime's GroupQueryAttention takes heads whose size is a multiple of 8, not ${c.headDim}: build this model with attention 'ops'`);
   const withPositions = options.positionIds ?? !gqa;
   const maxPositions = options.maxPositions ?? 4096;
   if (gqa && !(Number.isInteger(maxPositions) && maxPositions > 0)) throw new Error(`maxPositions must be a positive integer, got ${maxPositions}`);
