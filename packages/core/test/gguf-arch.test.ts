@@ -19,6 +19,13 @@ const u32 = (v: number): WValue => ({ t: 'u32', v });
 const f32 = (v: number): WValue => ({ t: 'f32', v });
 const str = (v: string): WValue => ({ t: 'str', v });
 
+const YARN: Record<string, WValue> = {
+  'rope.freq_base': f32(10000),
+  'rope.scaling.type': str('yarn'),
+  'rope.scaling.factor': f32(4),
+  'rope.scaling.original_context_length': u32(4096),
+};
+
 /** One model per architecture and feature; small enough that each conversion and run takes well under a second. */
 const MODELS: Record<string, RandomGgufSpec> = {
   'llama (GQA, untied head)': { arch: 'llama', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, untied: true },
@@ -79,6 +86,9 @@ const MODELS: Record<string, RandomGgufSpec> = {
     meta: { ...longRopePhi3(4, 12).meta, 'rope.dimension_count': u32(12) },
   },
   'llama with heads of 12 (GroupQueryAttention takes multiples of 8: attention by ops)': { arch: 'llama', hidden: 48, layers: 2, heads: 4, kvHeads: 2, ff: 96, untied: true },
+  // the correction dimensions of 4096 original positions at base 10000 put the ramp over frequencies 2 to 6 of 8
+  'qwen2 YaRN (factor 4, interpolation ramp, attention scaling)': { arch: 'qwen2', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, qkvBias: true, meta: YARN },
+  'llama YaRN with an attention factor (adjacent pairs)': { arch: 'llama', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, untied: true, meta: { ...YARN, 'rope.scaling.attn_factor': f32(1.2) } },
 };
 
 /** A Phi-3 with LongRoPE as convert_hf_to_gguf writes it (Phi-3-mini-128k, Phi-3.5): short and long divisors, an attention factor. */
@@ -138,7 +148,8 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
     const cases: [string, Partial<RandomGgufSpec>, RegExp][] = [
       ['an unknown architecture', { arch: 'mamba' }, /"mamba".*"llama", "qwen2"/],
       ['mixture of experts', { meta: { expert_count: u32(8), expert_used_count: u32(2) } }, /mixture-of-experts.*llama\.expert_count/],
-      ['yarn rope scaling', { meta: { 'rope.scaling.type': str('yarn'), 'rope.scaling.factor': f32(4) } }, /rope scaling "yarn"/],
+      ['an unknown rope scaling', { meta: { 'rope.scaling.type': str('dynamic'), 'rope.scaling.factor': f32(4) } }, /rope scaling "dynamic"/],
+      ['yarn outside llama and qwen', { arch: 'gemma2', postNorms: true, meta: { 'rope.scaling.type': str('yarn'), 'rope.scaling.factor': f32(4) } }, /rope scaling "yarn" on gemma2/],
       ['long-rope factors outside phi3', { extraTensors: { 'rope_factors_long.weight': [[8], new Float32Array(8).fill(1)] } }, /does not use.*rope_factors_long\.weight/],
       ['partial rotary', { meta: { 'rope.dimension_count': u32(8) } }, /partial rotary/],
       ['a tensor it would drop', { extraTensors: { 'blk.0.attn_output.bias': [[64], new Float32Array(64)] } }, /blk\.0\.attn_output\.bias/],

@@ -145,9 +145,10 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   // Rope scaling: llama.cpp reads the type (default "linear") and a factor (0 or absent: none).
   const scaling = f.getString(key('rope.scaling.type')) ?? 'linear';
   const factor = scalar('rope.scaling.factor') ?? scalar('rope.scale_linear') ?? 0;
-  if (scaling !== 'none' && scaling !== 'linear') refuse(`rope scaling "${scaling}" ("${key('rope.scaling.type')}")`);
+  if (scaling !== 'none' && scaling !== 'linear' && scaling !== 'yarn') refuse(`rope scaling "${scaling}" ("${key('rope.scaling.type')}")`);
+  if (scaling === 'yarn' && arch !== 'llama' && arch !== 'qwen2' && arch !== 'qwen3') refuse(`rope scaling "yarn" on ${arch}`);
   const ropeScale = scaling === 'linear' && factor !== 0 ? factor : 1;
-  // Without YaRN, llama.cpp multiplies rope's cos and sin by this factor (Phi-3's LongRoPE files carry one).
+  // llama.cpp multiplies rope's cos and sin by this factor (Phi-3's LongRoPE files carry one; YaRN adds its own).
   const attnFactor = scalar('rope.scaling.attn_factor') ?? 1;
   if (!(attnFactor > 0 && Number.isFinite(attnFactor))) throw new GgufError(`${src}: "${key('rope.scaling.attn_factor')}" is ${attnFactor}, expected a positive number.`, 'corrupt');
 
@@ -189,6 +190,22 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     tieWordEmbeddings: arch === 'gemma2' || !f.tensorInfo('output.weight'),
   };
   if (ropeScale !== 1) config.ropeScale = ropeScale;
+  let ropeAttentionFactor = attnFactor;
+  if (scaling === 'yarn') {
+    const originalKey = key('rope.scaling.original_context_length');
+    const originalContext = scalar('rope.scaling.original_context_length') ?? scalar('context_length');
+    if (originalContext === undefined) throw new GgufError(`${src} uses YaRN rope scaling but has neither "${originalKey}" nor "${key('context_length')}".`, 'missing-metadata');
+    const yarn = yarnRope({
+      dims: ropeDims,
+      base: ropeTheta,
+      factor: factor === 0 ? 1 : factor,
+      originalContext,
+      betaFast: scalar('rope.scaling.yarn_beta_fast') ?? 32,
+      betaSlow: scalar('rope.scaling.yarn_beta_slow') ?? 1,
+    });
+    config.ropeFreqFactors = yarn.divisors;
+    ropeAttentionFactor *= yarn.mscale;
+  }
   // Partial rotary (Phi-4-mini): llama.cpp rotates the first rope.dimension_count dimensions of each head.
   if (ropeDims !== headDim) config.ropeDims = ropeDims;
   if (arch === 'qwen2' && f.tensorInfo('blk.0.attn_q.bias')) config.qkvBias = true;
@@ -225,8 +242,29 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     }
   }
   // phi3: llama.cpp disables Phi-3's sliding window (it reads "phi3.attention.sliding_window" and sets no window), and so do we.
-  if (attnFactor !== 1) config.ropeAttentionFactor = attnFactor;
+  if (ropeAttentionFactor !== 1) config.ropeAttentionFactor = ropeAttentionFactor;
   return config;
+}
+
+/**
+ * YaRN as ggml's rope computes it with llama.cpp's defaults (extrapolation factor 1 for "yarn" files): each
+ * frequency's angle mixes the interpolated (`1/factor`) and the original one by a ramp over the frequencies between
+ * the correction dimensions of `betaFast` and `betaSlow` rotations in `originalContext` positions, which does not
+ * depend on the position, so it is one divisor per frequency; cos and sin grow by `1 + 0.1 ln(factor)`.
+ */
+function yarnRope(p: { dims: number; base: number; factor: number; originalContext: number; betaFast: number; betaSlow: number }): {
+  divisors: number[];
+  mscale: number;
+} {
+  const freqScale = 1 / p.factor;
+  const corrDim = (rotations: number) => (p.dims * Math.log(p.originalContext / (rotations * 2 * Math.PI))) / (2 * Math.log(p.base));
+  const low = Math.max(0, Math.floor(corrDim(p.betaFast)));
+  const high = Math.min(p.dims - 1, Math.ceil(corrDim(p.betaSlow)));
+  const divisors = Array.from({ length: p.dims / 2 }, (_, j) => {
+    const ramp = 1 - Math.min(1, Math.max(0, (j - low) / Math.max(0.001, high - low)));
+    return 1 / (freqScale * (1 - ramp) + ramp);
+  });
+  return { divisors, mscale: 1 + 0.1 * Math.log(1 / freqScale) };
 }
 
 /** Reads all weights of a GGUF of a supported architecture, checking each tensor's shape against the config. */
@@ -315,7 +353,11 @@ export async function llamaWeightsFromGguf(
   if (!config.tieWordEmbeddings) weights.lmHead = await readMatrix('output.weight', [config.vocabSize, h]);
   // Llama 3.1-style rope scaling: one set of frequency divisors (llama.cpp reads it for the llama architecture).
   const rotHalf = (config.ropeDims ?? hd) / 2;
-  if (arch === 'llama' && f.tensorInfo('rope_freqs.weight')) config.ropeFreqFactors = Array.from(await read('rope_freqs.weight', [rotHalf]));
+  if (arch === 'llama' && f.tensorInfo('rope_freqs.weight')) {
+    // ggml divides by these before YaRN's interpolation, whose divisors the config may hold already.
+    const freqs = await read('rope_freqs.weight', [rotHalf]);
+    config.ropeFreqFactors = Array.from(freqs, (v, j) => v * (config.ropeFreqFactors?.[j] ?? 1));
+  }
   // Phi-3's LongRoPE (the 128k models, Phi-3.5): short and long frequency divisors. llama.cpp picks one set for the
   // whole context from its size; the builder picks per row from the sequence's length, as transformers does (see
   // LlamaConfig.longRope), so both agree while llama.cpp's context and the sequence are on the same side of the original.
