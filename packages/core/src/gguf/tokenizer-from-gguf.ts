@@ -463,6 +463,8 @@ export const BPE_PRE_TOKENIZERS: Readonly<Record<string, { regexes: string[]; ig
     'llama-bpe': llama3,
     llama3,
     'llama-v3': llama3,
+    falcon3: llama3,
+    pixtral: llama3,
     qwen2,
     'deepseek-r1-qwen': qwen2,
     smollm,
