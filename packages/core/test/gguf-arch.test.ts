@@ -88,6 +88,7 @@ const MODELS: Record<string, RandomGgufSpec> = {
   'llama with heads of 12 (GroupQueryAttention takes multiples of 8: attention by ops)': { arch: 'llama', hidden: 48, layers: 2, heads: 4, kvHeads: 2, ff: 96, untied: true },
   // the correction dimensions of 4096 original positions at base 10000 put the ramp over frequencies 2 to 6 of 8
   'qwen2 YaRN (factor 4, interpolation ramp, attention scaling)': { arch: 'qwen2', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, qkvBias: true, meta: YARN },
+  'gemma (embeddings × √hidden, GeGLU, multi-query attention, tied head)': { arch: 'gemma', hidden: 64, layers: 2, heads: 4, kvHeads: 1, headDim: 32, ff: 96, scale: 0.3, embedScale: 0.03 },
   'llama YaRN with an attention factor (adjacent pairs)': { arch: 'llama', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, untied: true, meta: { ...YARN, 'rope.scaling.attn_factor': f32(1.2) } },
 };
 

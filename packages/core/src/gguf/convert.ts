@@ -1,5 +1,5 @@
 /**
- * Converts a GGUF of a Llama-family architecture (llama, qwen2, qwen3, gemma2, gemma3, phi3; F32/F16/BF16
+ * Converts a GGUF of a Llama-family architecture (llama, qwen2, qwen3, gemma, gemma2, gemma3, phi3; F32/F16/BF16
  * tensors; SentencePiece or byte-level BPE vocabulary) into a reasonplug
  * module directory: `model.onnx` (built by the project's Llama builder), `tokenizer.json`,
  * `tokenizer_config.json` and the `reasonplug.json` manifest (ARCHITECTURE.md, "Module format").
@@ -98,7 +98,7 @@ export function kebabName(s: string): string {
 }
 
 /** The `general.architecture` values the converter reads (llama.cpp's names). */
-export const SUPPORTED_ARCHITECTURES = ['llama', 'qwen2', 'qwen3', 'gemma2', 'gemma3', 'phi3'] as const;
+export const SUPPORTED_ARCHITECTURES = ['llama', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3', 'phi3'] as const;
 export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 /** The architecture a GGUF declares; refuses, by name, those the converter does not read. */
@@ -109,7 +109,7 @@ export function ggufArchitecture(f: GgufFile): GgufArchitecture {
   if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new GgufError(
       `${src} has general.architecture "${arch}"; the converter reads ${SUPPORTED_ARCHITECTURES.map((a) => `"${a}"`).join(', ')} ` +
-        '(Llama 1/2/3, Mistral, SmolLM, TinyLlama, Qwen2/2.5, Qwen3, Gemma 2, Gemma 3, Phi-3).',
+        '(Llama 1/2/3, Mistral, SmolLM, TinyLlama, Qwen2/2.5, Qwen3, Gemma, Gemma 2, Gemma 3, Phi-3).',
       'unsupported-model',
     );
   }
@@ -186,8 +186,8 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     rmsNormEps: scalar('attention.layer_norm_rms_epsilon') ?? 1e-5,
     // llama.cpp's llama converter permutes q/k into the adjacent-pairs order ("NORM"); the others keep NEOX.
     ropeStyle: arch === 'llama' ? 'adjacent' : 'half',
-    // Gemma 2's head is always the embedding (llama.cpp never reads an output.weight for it; one left in the file is refused as unused).
-    tieWordEmbeddings: arch === 'gemma2' || !f.tensorInfo('output.weight'),
+    // Gemma's and Gemma 2's head is always the embedding (llama.cpp never reads an output.weight for them; one left in the file is refused as unused).
+    tieWordEmbeddings: arch === 'gemma' || arch === 'gemma2' || !f.tensorInfo('output.weight'),
   };
   if (ropeScale !== 1) config.ropeScale = ropeScale;
   let ropeAttentionFactor = attnFactor;
@@ -213,6 +213,11 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   if (arch === 'qwen2' && f.tensorInfo('blk.0.attn_qkv.bias')) config.qkvBias = true;
   if (arch === 'qwen3' || arch === 'gemma3') config.qkNorm = true;
 
+  if (arch === 'gemma') {
+    // Gemma (1): the Gemma 2 block without its post norms, soft-capping or sliding window.
+    config.hiddenAct = 'gelu_tanh';
+    config.embeddingScale = Math.sqrt(hiddenSize);
+  }
   if (arch === 'gemma2' || arch === 'gemma3') {
     // Gemma's (1 + w) norms: convert_hf_to_gguf stores 1 + w already, so llama.cpp multiplies by the weight as is.
     config.postNorms = true;
