@@ -432,6 +432,8 @@ export const BPE_PRE_TOKENIZERS: Readonly<Record<string, { regexes: string[]; ig
     addBos: true,
     cleanSpaces: true,
   };
+  // Phi-4 and DBRX (cl100k): Llama 3's expression, with merges and no BOS.
+  const dbrx = { ...llama3, ignoreMerges: false, addBos: false };
   const qwen2 = {
     regexes: [`${contractions}|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+`],
     ignoreMerges: false,
@@ -465,6 +467,8 @@ export const BPE_PRE_TOKENIZERS: Readonly<Record<string, { regexes: string[]; ig
     'llama-v3': llama3,
     falcon3: llama3,
     pixtral: llama3,
+    dbrx,
+    'smaug-bpe': dbrx,
     qwen2,
     'deepseek-r1-qwen': qwen2,
     smollm,
