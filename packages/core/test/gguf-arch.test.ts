@@ -13,7 +13,7 @@ import { GgufError } from '../src/gguf/reader.js';
 import { graphFacts } from '../src/onnx/graph-facts.js';
 import { readModel } from '../src/onnx/proto.js';
 import type { WValue } from './support/gguf-writer.js';
-import { GEMMA2_SLIDING, llamaCppGreedy, ortGreedy, storiesTokenizerMeta, writeRandomGguf, type RandomGgufSpec } from './support/gguf-models.js';
+import { GEMMA2_SLIDING, llamaCppGreedy, llamaCppNextProbabilities, ortGreedy, storiesTokenizerMeta, writeRandomGguf, type RandomGgufSpec } from './support/gguf-models.js';
 
 const u32 = (v: number): WValue => ({ t: 'u32', v });
 const f32 = (v: number): WValue => ({ t: 'f32', v });
@@ -88,6 +88,18 @@ const MODELS: Record<string, RandomGgufSpec> = {
   'llama with heads of 12 (GroupQueryAttention takes multiples of 8: attention by ops)': { arch: 'llama', hidden: 48, layers: 2, heads: 4, kvHeads: 2, ff: 96, untied: true },
   // the correction dimensions of 4096 original positions at base 10000 put the ramp over frequencies 2 to 6 of 8
   'qwen2 YaRN (factor 4, interpolation ramp, attention scaling)': { arch: 'qwen2', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, qkvBias: true, meta: YARN },
+  'granite (embedding, residual, attention and logit multipliers)': {
+    arch: 'granite',
+    hidden: 64,
+    layers: 2,
+    heads: 4,
+    kvHeads: 2,
+    ff: 96,
+    untied: true,
+    scale: 0.3,
+    embedScale: 0.05,
+    meta: { embedding_scale: f32(12), residual_scale: f32(0.22), 'attention.scale': f32(0.1), logit_scale: f32(8) },
+  },
   'gemma (embeddings × √hidden, GeGLU, multi-query attention, tied head)': { arch: 'gemma', hidden: 64, layers: 2, heads: 4, kvHeads: 1, headDim: 32, ff: 96, scale: 0.3, embedScale: 0.03 },
   'llama YaRN with an attention factor (adjacent pairs)': { arch: 'llama', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, untied: true, meta: { ...YARN, 'rope.scaling.attn_factor': f32(1.2) } },
 };
@@ -135,8 +147,15 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
       // attention is one GroupQueryAttention kernel per layer (its graphs are run right-padded) where the kernel takes the head size
       const headSize = spec.headDim ?? spec.hidden / spec.heads;
       expect(graphFacts(await readModel(join(dir, 'model.onnx'))).padding).to.equal(headSize % 8 === 0 ? 'right' : 'left');
-      const ours = await ortGreedy(join(dir, 'model.onnx'), PROMPT, STEPS);
+      let first = new Float32Array(0);
+      const ours = await ortGreedy(join(dir, 'model.onnx'), PROMPT, STEPS, (l) => (first = l));
       const theirs = await llamaCppGreedy(path, PROMPT, STEPS);
+      // the distribution itself, not only its argmax (a scaled or capped logit moves the one, not the other)
+      const max = Math.max(...first);
+      const z = first.reduce((sum, l) => sum + Math.exp(l - max), 0);
+      for (const [token, p] of await llamaCppNextProbabilities(path, PROMPT, 5)) {
+        expect(Math.exp(first[token]! - max) / z, `probability of ${token}`).to.be.closeTo(p, 2e-3);
+      }
       // llama.cpp's evaluation ends before an end-of-generation token ("</s>" = 2); ours runs on.
       if (theirs.length < STEPS) expect(ours[theirs.length], `ours ${ours}`).to.equal(2);
       // a degenerate model repeating one token would prove little
@@ -147,7 +166,7 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
 
   describe('refusals name the feature', () => {
     const cases: [string, Partial<RandomGgufSpec>, RegExp][] = [
-      ['an unknown architecture', { arch: 'mamba' }, /"mamba".*"llama", "qwen2"/],
+      ['an unknown architecture', { arch: 'mamba' }, /"mamba".*"llama", "granite", "qwen2"/],
       ['mixture of experts', { meta: { expert_count: u32(8), expert_used_count: u32(2) } }, /mixture-of-experts.*llama\.expert_count/],
       ['an unknown rope scaling', { meta: { 'rope.scaling.type': str('dynamic'), 'rope.scaling.factor': f32(4) } }, /rope scaling "dynamic"/],
       ['yarn outside llama and qwen', { arch: 'gemma2', postNorms: true, meta: { 'rope.scaling.type': str('yarn'), 'rope.scaling.factor': f32(4) } }, /rope scaling "yarn" on gemma2/],

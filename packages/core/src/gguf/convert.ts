@@ -98,7 +98,7 @@ export function kebabName(s: string): string {
 }
 
 /** The `general.architecture` values the converter reads (llama.cpp's names). */
-export const SUPPORTED_ARCHITECTURES = ['llama', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3', 'phi3'] as const;
+export const SUPPORTED_ARCHITECTURES = ['llama', 'granite', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3', 'phi3'] as const;
 export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 /** The architecture a GGUF declares; refuses, by name, those the converter does not read. */
@@ -109,7 +109,7 @@ export function ggufArchitecture(f: GgufFile): GgufArchitecture {
   if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new GgufError(
       `${src} has general.architecture "${arch}"; the converter reads ${SUPPORTED_ARCHITECTURES.map((a) => `"${a}"`).join(', ')} ` +
-        '(Llama 1/2/3, Mistral, SmolLM, TinyLlama, Qwen2/2.5, Qwen3, Gemma, Gemma 2, Gemma 3, Phi-3).',
+        '(Llama 1/2/3, Mistral, SmolLM, TinyLlama, Granite 3, Qwen2/2.5, Qwen3, Gemma, Gemma 2, Gemma 3, Phi-3).',
       'unsupported-model',
     );
   }
@@ -146,7 +146,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   const scaling = f.getString(key('rope.scaling.type')) ?? 'linear';
   const factor = scalar('rope.scaling.factor') ?? scalar('rope.scale_linear') ?? 0;
   if (scaling !== 'none' && scaling !== 'linear' && scaling !== 'yarn') refuse(`rope scaling "${scaling}" ("${key('rope.scaling.type')}")`);
-  if (scaling === 'yarn' && arch !== 'llama' && arch !== 'qwen2' && arch !== 'qwen3') refuse(`rope scaling "yarn" on ${arch}`);
+  if (scaling === 'yarn' && arch !== 'llama' && arch !== 'granite' && arch !== 'qwen2' && arch !== 'qwen3') refuse(`rope scaling "yarn" on ${arch}`);
   const ropeScale = scaling === 'linear' && factor !== 0 ? factor : 1;
   // llama.cpp multiplies rope's cos and sin by this factor (Phi-3's LongRoPE files carry one; YaRN adds its own).
   const attnFactor = scalar('rope.scaling.attn_factor') ?? 1;
@@ -184,8 +184,8 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     intermediateSize: required('feed_forward_length'),
     ropeTheta,
     rmsNormEps: scalar('attention.layer_norm_rms_epsilon') ?? 1e-5,
-    // llama.cpp's llama converter permutes q/k into the adjacent-pairs order ("NORM"); the others keep NEOX.
-    ropeStyle: arch === 'llama' ? 'adjacent' : 'half',
+    // llama.cpp's llama converter (Granite's too) permutes q/k into the adjacent-pairs order ("NORM"); the others keep NEOX.
+    ropeStyle: arch === 'llama' || arch === 'granite' ? 'adjacent' : 'half',
     // Gemma's and Gemma 2's head is always the embedding (llama.cpp never reads an output.weight for them; one left in the file is refused as unused).
     tieWordEmbeddings: arch === 'gemma' || arch === 'gemma2' || !f.tensorInfo('output.weight'),
   };
@@ -213,6 +213,20 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   if (arch === 'qwen2' && f.tensorInfo('blk.0.attn_qkv.bias')) config.qkvBias = true;
   if (arch === 'qwen3' || arch === 'gemma3') config.qkNorm = true;
 
+  if (arch === 'granite') {
+    // Granite's multipliers, which llama.cpp requires: embeddings, each block's output, q·k (in place of
+    // 1/sqrt(head size)), and the logits (divided).
+    const multiplier = (k: string): number => {
+      const v = scalar(k);
+      if (v === undefined) throw new GgufError(`${src} is missing the metadata "${key(k)}".`, 'missing-metadata');
+      if (!(v > 0 && Number.isFinite(v))) throw new GgufError(`${src}: "${key(k)}" is ${v}, expected a positive number.`, 'corrupt');
+      return v;
+    };
+    config.embeddingScale = multiplier('embedding_scale');
+    config.residualScale = multiplier('residual_scale');
+    config.queryScale = multiplier('attention.scale');
+    config.logitScale = multiplier('logit_scale');
+  }
   if (arch === 'gemma') {
     // Gemma (1): the Gemma 2 block without its post norms, soft-capping or sliding window.
     config.hiddenAct = 'gelu_tanh';

@@ -122,6 +122,8 @@ interface Resolved {
   /** The rope attention factor still to apply to cos and sin (1 when folded into queryScale). */
   ropeMscale: number;
   attnCap: number | undefined;
+  residualScale: number;
+  logitScale: number;
   finalCap: number | undefined;
   window: number | undefined;
   layerTypes: readonly ('full' | 'sliding')[];
@@ -158,6 +160,8 @@ function resolve(config: LlamaConfig): Resolved {
     queryScale: config.queryScale ?? 1 / Math.sqrt(headDim),
     ropeMscale: config.ropeAttentionFactor ?? 1,
     attnCap: config.attnLogitSoftcap,
+    residualScale: config.residualScale ?? 1,
+    logitScale: config.logitScale ?? 1,
     finalCap: config.finalLogitSoftcap,
     window: config.slidingWindow,
     layerTypes: config.layerTypes ?? new Array<'full'>(config.numLayers).fill('full'),
@@ -186,7 +190,7 @@ function resolve(config: LlamaConfig): Resolved {
       }
     }
   }
-  for (const key of ['ropeScale', 'ropeScaleLocal', 'queryScale', 'embedScale', 'theta', 'thetaLocal', 'ropeMscale'] as const) {
+  for (const key of ['ropeScale', 'ropeScaleLocal', 'queryScale', 'embedScale', 'theta', 'thetaLocal', 'ropeMscale', 'residualScale', 'logitScale'] as const) {
     if (!(r[key] > 0) || !Number.isFinite(r[key])) throw new Error(`invalid Llama config: ${key === 'ropeMscale' ? 'ropeAttentionFactor' : key} must be a positive number, got ${r[key]}`);
   }
   // Rotating whole heads, the factor scales q·k by its square: folded into the query scale, it costs nothing and
@@ -765,6 +769,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       return normed;
     };
 
+    const residualScaled = (x: string) => (c.residualScale === 1 ? x : b.op('Mul', [x, b.f32([c.residualScale], [])]));
     for (let i = 0; i < c.layers; i++) {
       const L = layerRefs[i]!;
       const sliding = c.layerTypes[i] === 'sliding';
@@ -774,14 +779,14 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       if (L.bqkv) qkvFlat = b.op('Add', [qkvFlat, L.bqkv]);
       let attnOut = linear(attention(i, qkvFlat, L, sliding), L.wo);
       if (L.postAttnNorm) attnOut = rms(attnOut, L.postAttnNorm);
-      delta = attnOut;
+      delta = residualScaled(attnOut);
       const y = residualNorm(L.mlpNorm);
       const gate = linear(y, L.wGate);
       const gated = c.act === 'silu' ? b.op('Mul', [gate, b.op('Sigmoid', [gate])]) : geluTanh(gate);
       const act = b.op('Mul', [gated, linear(y, L.wUp)]);
       let mlpOut = linear(act, L.wDown);
       if (L.postMlpNorm) mlpOut = rms(mlpOut, L.postMlpNorm);
-      delta = mlpOut;
+      delta = residualScaled(mlpOut);
     }
 
     let normed = '';
@@ -792,11 +797,12 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       const start = b.op('Neg', [b.op('Unsqueeze', [numLogits, b.i64([0])])]);
       headIn = b.op('Slice', [normed, start, S1, one]);
     }
-    if (c.finalCap === undefined) emit('logits', (out) => linear(headIn, lmHead, out));
+    const cap = c.finalCap;
+    if (cap === undefined && c.logitScale === 1) emit('logits', (out) => linear(headIn, lmHead, out));
+    else if (cap === undefined) emit('logits', (out) => b.op('Mul', [linear(headIn, lmHead), b.f32([1 / c.logitScale], [])], {}, out));
     else {
-      const cap = c.finalCap;
       emit('logits', (out) =>
-        b.op('Mul', [b.op('Tanh', [b.op('Mul', [linear(headIn, lmHead), b.f32([1 / cap], [])])]), b.f32([cap], [])], {}, out),
+        b.op('Mul', [b.op('Tanh', [b.op('Mul', [linear(headIn, lmHead), b.f32([1 / (cap * c.logitScale)], [])])]), b.f32([cap], [])], {}, out),
       );
     }
   };

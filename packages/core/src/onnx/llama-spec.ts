@@ -74,6 +74,10 @@ export interface LlamaConfig {
   embeddingScale?: number;
   /** Scale applied to queries before q·k. Default 1/sqrt(headDim); Gemma's `query_pre_attn_scalar` sets it otherwise. */
   queryScale?: number;
+  /** Multiplies each block's output (attention, MLP) before it joins the residual stream (Granite). Default 1. */
+  residualScale?: number;
+  /** Logits are divided by this (Granite's `logits_scaling`). Default 1. */
+  logitScale?: number;
   /** Attention scores become `cap * tanh(scores / cap)` before the mask (Gemma 2). */
   attnLogitSoftcap?: number;
   /** Logits become `cap * tanh(logits / cap)` (Gemma 2). */

@@ -184,6 +184,29 @@ export async function llamaCppGreedy(path: string, prompt: number[], steps: numb
   }
 }
 
+/**
+ * llama.cpp's distribution of the token after `prompt` (softmax of its logits: temperature 1, no truncation),
+ * the `top` most likely tokens with their probabilities, most likely first.
+ */
+export async function llamaCppNextProbabilities(path: string, prompt: number[], top: number): Promise<[number, number][]> {
+  const llama = await llamaCpp();
+  const model = await llama.loadModel({ modelPath: path });
+  try {
+    const ctx = await model.createContext({ contextSize: 256, threads: 1, flashAttention: false, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32' });
+    try {
+      const options = { temperature: 1, topK: 0, topP: 1, minP: 0 };
+      for await (const out of ctx.getSequence().evaluateWithMetadata(prompt as unknown as Token[], { probabilities: true }, options)) {
+        return [...out.probabilities].slice(0, top).map(([t, p]) => [t as unknown as number, p]);
+      }
+      throw new Error('llama.cpp evaluated nothing');
+    } finally {
+      await ctx.dispose();
+    }
+  } finally {
+    await model.dispose();
+  }
+}
+
 /** llama.cpp's tokenization of `text` with the GGUF's own vocabulary (special tokens parsed when asked). */
 export async function llamaCppTokenize(path: string, texts: string[], special = false): Promise<number[][]> {
   const llama = await llamaCpp();
@@ -199,7 +222,7 @@ export async function llamaCppTokenize(path: string, texts: string[], special = 
  * Greedy decoding of a converted model in a bare onnxruntime session: the prompt, then one token per step with
  * the KV cache (asking for the last position's logits only where the graph takes `num_logits_to_keep`, as the engine does).
  */
-export async function ortGreedy(modelPath: string, prompt: number[], steps: number): Promise<number[]> {
+export async function ortGreedy(modelPath: string, prompt: number[], steps: number, onFirstLogits?: (logits: Float32Array) => void): Promise<number[]> {
   const session = await ort.InferenceSession.create(modelPath);
   try {
     const pastShape = (name: string) => {
@@ -231,6 +254,7 @@ export async function ortGreedy(modelPath: string, prompt: number[], steps: numb
       const V = logits.dims[2]!;
       const last = (logits.dims[1]! - 1) * V;
       const data = logits.data as Float32Array;
+      if (step === 0) onFirstLogits?.(data.slice(last, last + V));
       let best = 0;
       for (let v = 1; v < V; v++) if (data[last + v]! > data[last + best]!) best = v;
       out.push(best);
