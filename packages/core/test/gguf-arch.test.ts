@@ -147,7 +147,7 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
       // attention is one GroupQueryAttention kernel per layer (its graphs are run right-padded) where the kernel takes the head size
       const headSize = spec.headDim ?? spec.hidden / spec.heads;
       expect(graphFacts(await readModel(join(dir, 'model.onnx'))).padding).to.equal(headSize % 8 === 0 ? 'right' : 'left');
-      let first = new Float32Array(0);
+      let first: Float32Array = new Float32Array(0);
       const ours = await ortGreedy(join(dir, 'model.onnx'), PROMPT, STEPS, (l) => (first = l));
       const theirs = await llamaCppGreedy(path, PROMPT, STEPS);
       // the distribution itself, not only its argmax (a scaled or capped logit moves the one, not the other)
