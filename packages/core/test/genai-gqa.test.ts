@@ -71,6 +71,11 @@ describe('onnxruntime-genai graphs (GroupQueryAttention)', function () {
     });
   }
 
+  it('refuses a variant of the Llama block it does not write instead of dropping it', () => {
+    const weights = randomLlamaWeights(config, 1, 0.08);
+    expect(() => buildGenaiLlamaModel({ ...config, qkNorm: true, logitScale: 2 }, weights)).to.throw(/does not write qkNorm, logitScale/);
+  });
+
   it('composes with a reasoner and runs latent steps like the op-by-op graphs', async () => {
     const backbone = await pair('gqa-backbone', config, 21, {});
     const reasoner = await pair('gqa-reasoner', { ...config, numLayers: 1 }, 22, { rotary: 'op', packedQkv: false });

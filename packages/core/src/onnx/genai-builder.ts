@@ -33,8 +33,25 @@ export interface GenaiBuildOptions {
   maxPositions?: number;
 }
 
+const PLAIN_LLAMA_KEYS = new Set<keyof LlamaConfig>([
+  'vocabSize',
+  'hiddenSize',
+  'numLayers',
+  'numHeads',
+  'numKvHeads',
+  'headDim',
+  'intermediateSize',
+  'ropeTheta',
+  'rmsNormEps',
+  'ropeStyle',
+  'tieWordEmbeddings',
+]);
+
 /** A builder of a Llama decoder in onnxruntime-genai's layout (see the module comment). */
 export function buildGenaiLlamaModel(config: LlamaConfig, weights: LlamaWeights, options: GenaiBuildOptions = {}): O.IModelProto {
+  // The plain Llama block only: a variant this layout does not write must not be dropped silently.
+  const variants = (Object.keys(config) as (keyof LlamaConfig)[]).filter((k) => !PLAIN_LLAMA_KEYS.has(k) && config[k] !== undefined);
+  if (variants.length > 0) throw new Error(`buildGenaiLlamaModel writes the plain Llama block; it does not write ${variants.join(', ')}`);
   const vocab = config.vocabSize;
   const hidden = config.hiddenSize;
   const heads = config.numHeads;
