@@ -100,6 +100,7 @@ const MODELS: Record<string, RandomGgufSpec> = {
     embedScale: 0.05,
     meta: { embedding_scale: f32(12), residual_scale: f32(0.22), 'attention.scale': f32(0.1), logit_scale: f32(8) },
   },
+  'smollm3 (no rotary on every fourth layer)': { arch: 'smollm3', hidden: 64, layers: 4, heads: 4, kvHeads: 2, ff: 96, untied: true },
   'gemma (embeddings × √hidden, GeGLU, multi-query attention, tied head)': { arch: 'gemma', hidden: 64, layers: 2, heads: 4, kvHeads: 1, headDim: 32, ff: 96, scale: 0.3, embedScale: 0.03 },
   'llama YaRN with an attention factor (adjacent pairs)': { arch: 'llama', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, untied: true, meta: { ...YARN, 'rope.scaling.attn_factor': f32(1.2) } },
 };
@@ -139,7 +140,7 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
   });
 
   Object.entries(MODELS).forEach(([label, spec], index) => {
-    it(`${label}: greedy tokens equal llama.cpp's`, async () => {
+    it(`${label}: greedy tokens equal llama.cpp's, with attention in one kernel and op by op`, async () => {
       const path = join(tmp, `m${index}.gguf`);
       await writeRandomGguf(path, { seed: 100 + index, ...spec }, tokenizer);
       const { dir, manifest } = await convertGguf(path, join(tmp, `m${index}`));
@@ -161,12 +162,16 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
       // a degenerate model repeating one token would prove little
       expect(new Set(theirs).size, `llama.cpp's tokens ${theirs}`).to.be.greaterThan(3);
       expect(ours.slice(0, theirs.length)).to.deep.equal(theirs);
+      // the same model written op by op (attention, rotary and masks as standard operators) gives the same tokens
+      const ops = await convertGguf(path, join(tmp, `m${index}-ops`), { attention: 'ops' });
+      expect(graphFacts(await readModel(join(ops.dir, 'model.onnx'))).padding).to.equal('left');
+      expect((await ortGreedy(join(ops.dir, 'model.onnx'), PROMPT, STEPS)).slice(0, theirs.length)).to.deep.equal(theirs);
     });
   });
 
   describe('refusals name the feature', () => {
     const cases: [string, Partial<RandomGgufSpec>, RegExp][] = [
-      ['an unknown architecture', { arch: 'mamba' }, /"mamba".*"llama", "granite", "qwen2"/],
+      ['an unknown architecture', { arch: 'mamba' }, /"mamba".*"llama", "granite", "smollm3", "qwen2"/],
       ['mixture of experts', { meta: { expert_count: u32(8), expert_used_count: u32(2) } }, /mixture-of-experts.*llama\.expert_count/],
       ['an unknown rope scaling', { meta: { 'rope.scaling.type': str('dynamic'), 'rope.scaling.factor': f32(4) } }, /rope scaling "dynamic"/],
       ['yarn outside llama and qwen', { arch: 'gemma2', postNorms: true, meta: { 'rope.scaling.type': str('yarn'), 'rope.scaling.factor': f32(4) } }, /rope scaling "yarn" on gemma2/],

@@ -98,7 +98,7 @@ export function kebabName(s: string): string {
 }
 
 /** The `general.architecture` values the converter reads (llama.cpp's names). */
-export const SUPPORTED_ARCHITECTURES = ['llama', 'granite', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3', 'phi3'] as const;
+export const SUPPORTED_ARCHITECTURES = ['llama', 'granite', 'smollm3', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3', 'phi3'] as const;
 export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 /** The architecture a GGUF declares; refuses, by name, those the converter does not read. */
@@ -109,7 +109,7 @@ export function ggufArchitecture(f: GgufFile): GgufArchitecture {
   if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new GgufError(
       `${src} has general.architecture "${arch}"; the converter reads ${SUPPORTED_ARCHITECTURES.map((a) => `"${a}"`).join(', ')} ` +
-        '(Llama 1/2/3, Mistral, SmolLM, TinyLlama, Granite 3, Qwen2/2.5, Qwen3, Gemma, Gemma 2, Gemma 3, Phi-3).',
+        '(Llama 1/2/3, Mistral, SmolLM, TinyLlama, Granite 3, SmolLM3, Qwen2/2.5, Qwen3, Gemma, Gemma 2, Gemma 3, Phi-3).',
       'unsupported-model',
     );
   }
@@ -185,7 +185,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     ropeTheta,
     rmsNormEps: scalar('attention.layer_norm_rms_epsilon') ?? 1e-5,
     // llama.cpp's llama converter (Granite's too) permutes q/k into the adjacent-pairs order ("NORM"); the others keep NEOX.
-    ropeStyle: arch === 'llama' || arch === 'granite' ? 'adjacent' : 'half',
+    ropeStyle: arch === 'llama' || arch === 'granite' || arch === 'smollm3' ? 'adjacent' : 'half',
     // Gemma's and Gemma 2's head is always the embedding (llama.cpp never reads an output.weight for them; one left in the file is refused as unused).
     tieWordEmbeddings: arch === 'gemma' || arch === 'gemma2' || !f.tensorInfo('output.weight'),
   };
@@ -213,6 +213,8 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   if (arch === 'qwen2' && f.tensorInfo('blk.0.attn_qkv.bias')) config.qkvBias = true;
   if (arch === 'qwen3' || arch === 'gemma3') config.qkNorm = true;
 
+  // SmolLM3: every fourth layer uses no rotary embedding (llama.cpp's n_no_rope_layer_step, a constant, not a key).
+  if (arch === 'smollm3') config.noRopeLayers = Array.from({ length: numLayers }, (_, i) => i).filter((i) => (i + 1) % 4 === 0);
   if (arch === 'granite') {
     // Granite's multipliers, which llama.cpp requires: embeddings, each block's output, q·k (in place of
     // 1/sqrt(head size)), and the logits (divided).

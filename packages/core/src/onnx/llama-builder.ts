@@ -124,6 +124,7 @@ interface Resolved {
   attnCap: number | undefined;
   residualScale: number;
   logitScale: number;
+  noRope: ReadonlySet<number>;
   finalCap: number | undefined;
   window: number | undefined;
   layerTypes: readonly ('full' | 'sliding')[];
@@ -161,6 +162,7 @@ function resolve(config: LlamaConfig): Resolved {
     ropeMscale: config.ropeAttentionFactor ?? 1,
     attnCap: config.attnLogitSoftcap,
     residualScale: config.residualScale ?? 1,
+    noRope: new Set(config.noRopeLayers ?? []),
     logitScale: config.logitScale ?? 1,
     finalCap: config.finalLogitSoftcap,
     window: config.slidingWindow,
@@ -202,6 +204,9 @@ function resolve(config: LlamaConfig): Resolved {
   for (const key of ['attnCap', 'finalCap'] as const) {
     const v = r[key];
     if (v !== undefined && !(v > 0 && Number.isFinite(v))) throw new Error(`invalid Llama config: ${key === 'attnCap' ? 'attnLogitSoftcap' : 'finalLogitSoftcap'} must be a positive number, got ${v}`);
+  }
+  if ([...r.noRope].some((l) => !Number.isInteger(l) || l < 0 || l >= r.layers)) {
+    throw new Error(`invalid Llama config: noRopeLayers must list layers of 0..${r.layers - 1}`);
   }
   if (r.layerTypes.length !== r.layers || r.layerTypes.some((t) => t !== 'full' && t !== 'sliding')) {
     throw new Error(`invalid Llama config: layerTypes must list 'full' or 'sliding' for each of the ${r.layers} layers`);
@@ -671,22 +676,24 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       const totalLen = b.op('Cast', [T0], { to: DataType.INT32 });
       attention = (i, qkvFlat, L, sliding) => {
         let packed = qkvFlat;
-        if (L.qkNorm || !rotaryInside) {
+        const roped = !c.noRope.has(i);
+        if (L.qkNorm || (!rotaryInside && roped)) {
           // per-head q/k norm, then rotary (when the kernel cannot rotate these heads), on [B, S, heads, headDim]
           const [qkRaw, v] = b.opN('Split', [b.op('Reshape', [qkvFlat, heads4()]), b.i64([heads + kvHeads, kvHeads])], ['qk', 'v'], { axis: 2 });
           let qk = L.qkNorm ? rms(qkRaw!, L.qkNorm) : qkRaw!;
-          if (!rotaryInside) qk = rope(qk, sliding ? localTables : globalTables);
+          if (!rotaryInside && roped) qk = rope(qk, sliding ? localTables : globalTables);
           packed = b.op('Reshape', [b.op('Concat', [qk, v!], { axis: 2 }), b.i64([0, 0, (heads + 2 * kvHeads) * headDim])]);
         }
         // With fp16 I/O the attention runs in fp16 on the fp16 cache, as onnxruntime-genai's fp16 exports do: a Cast
         // of the past to fp32 in front of the kernel breaks onnxruntime's reuse of the past buffer for the present.
         const out = b.fresh('attn');
-        const caches = rotaryInside ? (sliding ? cachesLocal! : cachesGlobal!) : [];
+        const rotates = rotaryInside && roped;
+        const caches = rotates ? (sliding ? cachesLocal! : cachesGlobal!) : [];
         const attrs = {
           num_heads: heads,
           kv_num_heads: kvHeads,
           scale: { float: c.queryScale },
-          do_rotary: rotaryInside ? 1 : 0,
+          do_rotary: rotates ? 1 : 0,
           rotary_interleaved: c.rope === 'adjacent' ? 1 : 0,
           // onnxruntime's kernel counts the query's own key in the window: query i sees key j iff i - j < local_window_size
           local_window_size: sliding ? c.window! : -1,
@@ -726,7 +733,8 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
         const qkv = b.op('Transpose', [b.op('Reshape', [qkvFlat, heads4()])], perm0213);
         const [qkRaw, v] = b.opN('Split', [qkv, b.i64([heads + kvHeads, kvHeads])], ['qk', 'v'], { axis: 1 });
         const qk = L.qkNorm ? rms(qkRaw!, L.qkNorm) : qkRaw!;
-        const [qRot, k] = b.opN('Split', [rope(qk, sliding ? localTables : globalTables), b.i64([heads, kvHeads])], ['q', 'k'], { axis: 1 });
+        const rotated = c.noRope.has(i) ? qk : rope(qk, sliding ? localTables : globalTables);
+        const [qRot, k] = b.opN('Split', [rotated, b.i64([heads, kvHeads])], ['q', 'k'], { axis: 1 });
         const q = b.op('Mul', [qRot!, scale]);
         const present = presents(i);
         const kAll = b.op('Concat', [toFloat(past[i]![0]), k!], { axis: 2 }, present.key); // [B, kvHeads, T, headDim]

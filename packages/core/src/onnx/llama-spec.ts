@@ -74,6 +74,8 @@ export interface LlamaConfig {
   embeddingScale?: number;
   /** Scale applied to queries before q·k. Default 1/sqrt(headDim); Gemma's `query_pre_attn_scalar` sets it otherwise. */
   queryScale?: number;
+  /** Layers (0-based) whose q and k are not rotated at all (SmolLM3's NoPE layers). Default none. */
+  noRopeLayers?: readonly number[];
   /** Multiplies each block's output (attention, MLP) before it joins the residual stream (Granite). Default 1. */
   residualScale?: number;
   /** Logits are divided by this (Granite's `logits_scaling`). Default 1. */
