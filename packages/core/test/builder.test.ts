@@ -97,7 +97,7 @@ function reference(cfg: LlamaConfig, w: LlamaWeights, rows: Float64Array[], posi
     const ks: Float64Array[] = [];
     const vs: Float64Array[] = [];
     for (let s = 0; s < S; s++) {
-      const x = rmsNorm(h[s]!, L.attnNorm, d.eps);
+      const x = rmsNorm(h[s]!, L.attnNorm!, d.eps);
       const q = linear(L.wq, x, d.heads * d.D);
       const k = linear(L.wk, x, d.kv * d.D);
       rope(q, d.heads, d.D, positions[s]!, d.theta, style);
@@ -123,7 +123,7 @@ function reference(cfg: LlamaConfig, w: LlamaWeights, rows: Float64Array[], posi
       }
       const attn = linear(L.wo, o, d.H);
       const h1 = hs.map((v, i) => v + attn[i]!);
-      const y = rmsNorm(h1, L.mlpNorm, d.eps);
+      const y = rmsNorm(h1, L.mlpNorm!, d.eps);
       const gate = linear(L.wGate, y, d.I);
       const up = linear(L.wUp, y, d.I);
       const act = gate.map((gv, i) => (gv / (1 + Math.exp(-gv))) * up[i]!);

@@ -1,7 +1,7 @@
 /**
- * Converts a GGUF of a Llama-family architecture (llama, qwen2, qwen3, gemma, gemma2, gemma3, phi3; F32/F16/BF16
- * tensors; SentencePiece or byte-level BPE vocabulary) into a reasonplug
- * module directory: `model.onnx` (built by the project's Llama builder), `tokenizer.json`,
+ * Converts a GGUF of a Llama-family architecture (llama, granite, smollm3, qwen2, qwen3, olmo2, gemma, gemma2,
+ * gemma3, phi3; F32, F16, BF16 and block-quantized tensors; SentencePiece or byte-level BPE vocabulary) into a
+ * reasonplug module directory: `model.onnx` (built by the project's Llama builder), `tokenizer.json`,
  * `tokenizer_config.json` and the `reasonplug.json` manifest (ARCHITECTURE.md, "Module format").
  *
  * Weight layout: GGUF dims list the fastest-varying dimension first, so a matrix with ne = [in, out] is
@@ -98,7 +98,7 @@ export function kebabName(s: string): string {
 }
 
 /** The `general.architecture` values the converter reads (llama.cpp's names). */
-export const SUPPORTED_ARCHITECTURES = ['llama', 'granite', 'smollm3', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3', 'phi3'] as const;
+export const SUPPORTED_ARCHITECTURES = ['llama', 'granite', 'smollm3', 'qwen2', 'qwen3', 'olmo2', 'gemma', 'gemma2', 'gemma3', 'phi3'] as const;
 export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 /** The architecture a GGUF declares; refuses, by name, those the converter does not read. */
@@ -109,7 +109,7 @@ export function ggufArchitecture(f: GgufFile): GgufArchitecture {
   if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new GgufError(
       `${src} has general.architecture "${arch}"; the converter reads ${SUPPORTED_ARCHITECTURES.map((a) => `"${a}"`).join(', ')} ` +
-        '(Llama 1/2/3, Mistral, SmolLM, TinyLlama, Granite 3, SmolLM3, Qwen2/2.5, Qwen3, Gemma, Gemma 2, Gemma 3, Phi-3).',
+        '(Llama 1/2/3, Mistral, SmolLM, TinyLlama, Granite 3, SmolLM3, Qwen2/2.5, Qwen3, OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3).',
       'unsupported-model',
     );
   }
@@ -212,6 +212,10 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   if (arch === 'llama' && (f.tensorInfo('blk.0.attn_q.bias') || f.tensorInfo('blk.0.attn_qkv.bias'))) config.qkvBias = true;
   if (arch === 'qwen2' && f.tensorInfo('blk.0.attn_qkv.bias')) config.qkvBias = true;
   if (arch === 'qwen3' || arch === 'gemma3') config.qkNorm = true;
+  if (arch === 'olmo2') {
+    // OLMo 2: no norm before attention or the MLP, one after each; q and k normalized over their whole projections.
+    Object.assign(config, { preNorms: false, postNorms: true, qkNorm: true, qkNormWidth: 'projection' });
+  }
 
   // SmolLM3: every fourth layer uses no rotary embedding (llama.cpp's n_no_rope_layer_step, a constant, not a key).
   if (arch === 'smollm3') config.noRopeLayers = Array.from({ length: numLayers }, (_, i) => i).filter((i) => (i + 1) % 4 === 0);
@@ -327,7 +331,8 @@ export async function llamaWeightsFromGguf(
   const layers: LlamaLayerWeights<WeightMatrix>[] = [];
   for (let i = 0; i < config.numLayers; i++) {
     const p = `blk.${i}.`;
-    const layer: Partial<LlamaLayerWeights<WeightMatrix>> = { attnNorm: await read(`${p}attn_norm.weight`, [h]) };
+    const preNorms = config.preNorms ?? true;
+    const layer: Partial<LlamaLayerWeights<WeightMatrix>> = preNorms ? { attnNorm: await read(`${p}attn_norm.weight`, [h]) } : {};
     // q, k and v: apart, or fused as one [q + 2 kv, hidden] matrix (Phi-3, some llama files).
     if (f.tensorInfo(`${p}attn_qkv.weight`)) {
       const qkv = await readMatrix(`${p}attn_qkv.weight`, [qDim + 2 * kvDim, h]);
@@ -347,12 +352,13 @@ export async function llamaWeightsFromGguf(
       }
     }
     if (config.qkNorm) {
-      layer.qNorm = await read(`${p}attn_q_norm.weight`, [hd]);
-      layer.kNorm = await read(`${p}attn_k_norm.weight`, [hd]);
+      const projection = config.qkNormWidth === 'projection';
+      layer.qNorm = await read(`${p}attn_q_norm.weight`, [projection ? qDim : hd]);
+      layer.kNorm = await read(`${p}attn_k_norm.weight`, [projection ? kvDim : hd]);
     }
     layer.wo = await readMatrix(`${p}attn_output.weight`, [h, qDim]);
     if (config.postNorms) layer.postAttnNorm = await read(`${p}post_attention_norm.weight`, [h]);
-    layer.mlpNorm = await read(`${p}ffn_norm.weight`, [h]);
+    if (preNorms) layer.mlpNorm = await read(`${p}ffn_norm.weight`, [h]);
     if (arch === 'phi3') {
       // Phi-3's gate and up projections are one [2 ff, hidden] matrix, gate first (llama.cpp's SwiGLU halves).
       const gateUp = await readMatrix(`${p}ffn_up.weight`, [2 * ff, h]);

@@ -122,7 +122,7 @@ export function buildGenaiLlamaModel(config: LlamaConfig, weights: LlamaWeights,
   let h = toFloat(g.op('Gather', [g.initializer(fp16 ? makeTensor('model.embed_tokens.weight', DataType.FLOAT16, [vocab, hidden], float32ArrayToFloat16(weights.embed)) : makeTensor('model.embed_tokens.weight', DataType.FLOAT, [vocab, hidden], weights.embed)), 'input_ids'], { axis: 0 }));
   weights.layers.forEach((l, i) => {
     const p = `model.layers.${i}`;
-    const x = rms(h, stored(`${p}.input_layernorm.weight`, [hidden], l.attnNorm));
+    const x = rms(h, stored(`${p}.input_layernorm.weight`, [hidden], l.attnNorm!));
     let q: string, k: string, v: string;
     const wq = matrix(`${p}.attn.q_proj.weight`, qDim, hidden, l.wq);
     const wk = matrix(`${p}.attn.k_proj.weight`, kvDim, hidden, l.wk);
@@ -149,7 +149,7 @@ export function buildGenaiLlamaModel(config: LlamaConfig, weights: LlamaWeights,
       { num_heads: heads, kv_num_heads: kvHeads, do_rotary: rotaryOp ? 0 : 1, rotary_interleaved: interleaved, local_window_size: -1 },
     );
     h = g.op('Add', [h, g.op('MatMul', [toFloat(attn), matrix(`${p}.attn.o_proj.weight`, hidden, qDim, l.wo)])]);
-    const y = rms(h, stored(`${p}.post_attention_layernorm.weight`, [hidden], l.mlpNorm));
+    const y = rms(h, stored(`${p}.post_attention_layernorm.weight`, [hidden], l.mlpNorm!));
     const gate = g.op('MatMul', [y, matrix(`${p}.mlp.gate_proj.weight`, inter, hidden, l.wGate)]);
     const act = g.op('Mul', [g.op('Mul', [gate, g.op('Sigmoid', [gate])]), g.op('MatMul', [y, matrix(`${p}.mlp.up_proj.weight`, inter, hidden, l.wUp)])]);
     h = g.op('Add', [h, g.op('MatMul', [act, matrix(`${p}.mlp.down_proj.weight`, hidden, inter, l.wDown)])]);

@@ -114,6 +114,8 @@ interface Resolved {
   longRope: LlamaConfig['longRope'];
   qkvBias: boolean;
   qkNorm: boolean;
+  qkNormWidth: 'head' | 'projection';
+  preNorms: boolean;
   postNorms: boolean;
   normOffset: number;
   act: 'silu' | 'gelu_tanh';
@@ -154,6 +156,8 @@ function resolve(config: LlamaConfig): Resolved {
     longRope: config.longRope,
     qkvBias: config.qkvBias ?? false,
     qkNorm: config.qkNorm ?? false,
+    qkNormWidth: config.qkNormWidth ?? 'head',
+    preNorms: config.preNorms ?? true,
     postNorms: config.postNorms ?? false,
     normOffset: config.normWeightOffset ?? 0,
     act: config.hiddenAct ?? 'silu',
@@ -179,6 +183,7 @@ function resolve(config: LlamaConfig): Resolved {
   if (!Number.isInteger(rd) || rd <= 0 || rd % 2 !== 0 || rd > headDim) throw new Error(`invalid Llama config: ropeDims (${rd}) must be even and within headDim (${headDim})`);
   if (r.rope !== 'half' && r.rope !== 'adjacent') throw new Error(`invalid Llama config: unknown ropeStyle ${String(r.rope)}`);
   if (r.act !== 'silu' && r.act !== 'gelu_tanh') throw new Error(`invalid Llama config: unknown hiddenAct ${String(r.act)}`);
+  if (r.qkNormWidth !== 'head' && r.qkNormWidth !== 'projection') throw new Error(`invalid Llama config: unknown qkNormWidth ${String(r.qkNormWidth)}`);
   if (r.freqFactors && r.freqFactors.length !== rd / 2) {
     throw new Error(`invalid Llama config: ropeFreqFactors has ${r.freqFactors.length} entries, ropeDims / 2 is ${rd / 2}`);
   }
@@ -223,9 +228,14 @@ export function llamaParameterCount(config: LlamaConfig): number {
   const q = c.heads * c.headDim;
   const kv = c.kvHeads * c.headDim;
   const perLayer =
-    2 * c.hidden + c.hidden * q + 2 * c.hidden * kv + q * c.hidden + 3 * c.hidden * c.inter +
-    (c.qkvBias ? q + 2 * kv : 0) + (c.qkNorm ? 2 * c.headDim : 0) + (c.postNorms ? 2 * c.hidden : 0);
+    (c.preNorms ? 2 * c.hidden : 0) + c.hidden * q + 2 * c.hidden * kv + q * c.hidden + 3 * c.hidden * c.inter +
+    (c.qkvBias ? q + 2 * kv : 0) + (c.qkNorm ? qkNormSizes(c).reduce((a, b) => a + b) : 0) + (c.postNorms ? 2 * c.hidden : 0);
   return c.vocab * c.hidden * (c.tied ? 1 : 2) + c.layers * perLayer + c.hidden;
+}
+
+/** The lengths of a layer's q and k norm weights (qkNorm). */
+function qkNormSizes(c: Resolved): [number, number] {
+  return c.qkNormWidth === 'projection' ? [c.heads * c.headDim, c.kvHeads * c.headDim] : [c.headDim, c.headDim];
 }
 
 /**
@@ -256,8 +266,15 @@ export function randomLlamaWeights(config: LlamaConfig, seed: number, scale = 0.
   // Variant weights are drawn after the plain ones, so a plain config keeps its weights.
   for (const l of layers) {
     if (c.qkvBias) Object.assign(l, { bq: normal(q, scale), bk: normal(kv, scale), bv: normal(kv, scale) });
-    if (c.qkNorm) Object.assign(l, { qNorm: normal(c.headDim, 0.05, 1), kNorm: normal(c.headDim, 0.05, 1) });
+    if (c.qkNorm) {
+      const [qn, kn] = qkNormSizes(c);
+      Object.assign(l, { qNorm: normal(qn, 0.05, 1), kNorm: normal(kn, 0.05, 1) });
+    }
     if (c.postNorms) Object.assign(l, { postAttnNorm: norm(), postMlpNorm: norm() });
+    if (!c.preNorms) {
+      delete l.attnNorm;
+      delete l.mlpNorm;
+    }
   }
   const finalNorm = norm();
   return c.tied ? { embed, layers, finalNorm } : { embed, layers, finalNorm, lmHead: normal(c.vocab * c.hidden, scale) };
@@ -281,12 +298,16 @@ function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
   expect('embed', w.embed, c.vocab * c.hidden);
   if (w.layers.length !== c.layers) throw new Error(`Llama weights: ${w.layers.length} layers given, the config has ${c.layers}`);
   w.layers.forEach((l, i) => {
-    expect(`layers[${i}].attnNorm`, l.attnNorm, c.hidden);
+    if (c.preNorms) {
+      expect(`layers[${i}].attnNorm`, l.attnNorm, c.hidden);
+      expect(`layers[${i}].mlpNorm`, l.mlpNorm, c.hidden);
+    } else if (l.attnNorm || l.mlpNorm) {
+      throw new Error(`Llama weights: layers[${i}] has pre-norm weights, but the config has preNorms: false`);
+    }
     expect(`layers[${i}].wq`, l.wq, q * c.hidden);
     expect(`layers[${i}].wk`, l.wk, kv * c.hidden);
     expect(`layers[${i}].wv`, l.wv, kv * c.hidden);
     expect(`layers[${i}].wo`, l.wo, c.hidden * q);
-    expect(`layers[${i}].mlpNorm`, l.mlpNorm, c.hidden);
     expect(`layers[${i}].wGate`, l.wGate, c.inter * c.hidden);
     expect(`layers[${i}].wUp`, l.wUp, c.inter * c.hidden);
     expect(`layers[${i}].wDown`, l.wDown, c.hidden * c.inter);
@@ -296,8 +317,9 @@ function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
       expect(`layers[${i}].bv (qkvBias)`, l.bv, kv);
     }
     if (c.qkNorm) {
-      expect(`layers[${i}].qNorm (qkNorm)`, l.qNorm, c.headDim);
-      expect(`layers[${i}].kNorm (qkNorm)`, l.kNorm, c.headDim);
+      const [qn, kn] = qkNormSizes(c);
+      expect(`layers[${i}].qNorm (qkNorm)`, l.qNorm, qn);
+      expect(`layers[${i}].kNorm (qkNorm)`, l.kNorm, kn);
     }
     if (c.postNorms) {
       expect(`layers[${i}].postAttnNorm (postNorms)`, l.postAttnNorm, c.hidden);
@@ -321,11 +343,12 @@ type Linear =
 
 /** Float-valued weight names (fp32 views) and projections the decoder body reads. */
 interface LayerRefs {
-  attnNorm: string;
+  /** Absent without pre-norms (preNorms: false). */
+  attnNorm?: string;
   /** q, k and v projections: one product `[hidden, q + 2 kv]` when they share a layout, else three concatenated. */
   wqkv: Linear[];
   wo: Linear;
-  mlpNorm: string;
+  mlpNorm?: string;
   wGate: Linear;
   wUp: Linear;
   wDown: Linear;
@@ -333,6 +356,8 @@ interface LayerRefs {
   bqkv?: string;
   /** q's norm weight repeated per q head, then k's per kv head: `[heads + kvHeads, 1, headDim]` (qkNorm). */
   qkNorm?: string;
+  /** q's and k's norm weights over their whole projections (qkNormWidth: 'projection'). */
+  projectionNorms?: [string, string];
   postAttnNorm?: string;
   postMlpNorm?: string;
 }
@@ -470,11 +495,11 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
   const layerRefs: LayerRefs[] = weights.layers.map((l, i) => {
     const p = `model.layers.${i}`;
     return {
-      attnNorm: normVector(`${p}.input_layernorm.weight`, l.attnNorm),
+      ...(l.attnNorm ? { attnNorm: normVector(`${p}.input_layernorm.weight`, l.attnNorm) } : {}),
       wqkv: qkvLinears(p, l),
       wo: matrix(`${p}.self_attn.o_proj.weight`, hidden, qDim, l.wo),
       // Gemma's names: its "post_attention_layernorm" follows attention, the MLP's input norm is "pre_feedforward".
-      mlpNorm: normVector(c.postNorms ? `${p}.pre_feedforward_layernorm.weight` : `${p}.post_attention_layernorm.weight`, l.mlpNorm),
+      ...(l.mlpNorm ? { mlpNorm: normVector(c.postNorms ? `${p}.pre_feedforward_layernorm.weight` : `${p}.post_attention_layernorm.weight`, l.mlpNorm) } : {}),
       wGate: matrix(`${p}.mlp.gate_proj.weight`, inter, hidden, l.wGate),
       wUp: matrix(`${p}.mlp.up_proj.weight`, inter, hidden, l.wUp),
       wDown: matrix(`${p}.mlp.down_proj.weight`, hidden, inter, l.wDown),
@@ -488,7 +513,10 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
             ),
           }
         : {}),
-      ...(c.qkNorm ? { qkNorm: qkNormWeight(p, l.qNorm!, l.kNorm!) } : {}),
+      ...(c.qkNorm && c.qkNormWidth === 'head' ? { qkNorm: qkNormWeight(p, l.qNorm!, l.kNorm!) } : {}),
+      ...(c.qkNorm && c.qkNormWidth === 'projection'
+        ? { projectionNorms: [normVector(`${p}.self_attn.q_norm.weight`, l.qNorm!), normVector(`${p}.self_attn.k_norm.weight`, l.kNorm!)] as [string, string] }
+        : {}),
       ...(c.postNorms
         ? {
             postAttnNorm: normVector(`${p}.post_attention_layernorm.weight`, l.postAttnNorm!),
@@ -778,17 +806,28 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
     };
 
     const residualScaled = (x: string) => (c.residualScale === 1 ? x : b.op('Mul', [x, b.f32([c.residualScale], [])]));
+    /** The residual stream once `delta` is added to it, not normalized (blocks without a pre-norm). */
+    const residualSum = (): string => {
+      if (delta !== undefined) h = b.op('Add', [h, delta]);
+      delta = undefined;
+      return h;
+    };
     for (let i = 0; i < c.layers; i++) {
       const L = layerRefs[i]!;
       const sliding = c.layerTypes[i] === 'sliding';
-      const x = residualNorm(L.attnNorm);
+      const x = L.attnNorm ? residualNorm(L.attnNorm) : residualSum();
       // One product for q, k and v: a third of the kernels of projecting each apart.
       let qkvFlat = L.wqkv.length === 1 ? linear(x, L.wqkv[0]!) : b.op('Concat', L.wqkv.map((w) => linear(x, w)), { axis: -1 });
       if (L.bqkv) qkvFlat = b.op('Add', [qkvFlat, L.bqkv]);
+      if (L.projectionNorms) {
+        const [qn, kn] = L.projectionNorms;
+        const [qf, kf, vf] = b.opN('Split', [qkvFlat, b.i64([qDim, kvDim, kvDim])], ['q_flat', 'k_flat', 'v_flat'], { axis: -1 });
+        qkvFlat = b.op('Concat', [rms(qf!, qn), rms(kf!, kn), vf!], { axis: -1 });
+      }
       let attnOut = linear(attention(i, qkvFlat, L, sliding), L.wo);
       if (L.postAttnNorm) attnOut = rms(attnOut, L.postAttnNorm);
       delta = residualScaled(attnOut);
-      const y = residualNorm(L.mlpNorm);
+      const y = L.mlpNorm ? residualNorm(L.mlpNorm) : residualSum();
       const gate = linear(y, L.wGate);
       const gated = c.act === 'silu' ? b.op('Mul', [gate, b.op('Sigmoid', [gate])]) : geluTanh(gate);
       const act = b.op('Mul', [gated, linear(y, L.wUp)]);

@@ -61,6 +61,16 @@ export interface LlamaConfig {
   qkvBias?: boolean;
   /** Per-head RMSNorm of q and k before the rotary embedding (Qwen3, Gemma 3): layer weights `qNorm`, `kNorm` `[headDim]`. */
   qkNorm?: boolean;
+  /**
+   * With `qkNorm`: `head` (default) normalizes each head; `projection` normalizes the whole q and k projections
+   * (OLMo 2: `qNorm` `[numHeads·headDim]`, `kNorm` `[numKvHeads·headDim]`).
+   */
+  qkNormWidth?: 'head' | 'projection';
+  /**
+   * RMSNorm of the residual stream before attention and before the MLP (`attnNorm`, `mlpNorm`). Default true;
+   * OLMo 2 has none and normalizes the blocks' outputs instead (`postNorms`).
+   */
+  preNorms?: boolean;
   /** RMSNorm after attention and after the MLP, before each residual add (Gemma 2/3): `postAttnNorm`, `postMlpNorm`. */
   postNorms?: boolean;
   /**
@@ -133,12 +143,13 @@ export type WeightMatrix = Float32Array | QuantizedMatrix;
  * dense by default; the builder also takes {@link QuantizedMatrix} (`LlamaLayerWeights<WeightMatrix>`).
  */
 export interface LlamaLayerWeights<M extends WeightMatrix = Float32Array> {
-  attnNorm: Float32Array; // [hidden]
+  /** Absent when `preNorms` is false. */
+  attnNorm?: Float32Array; // [hidden]
   wq: M; // [numHeads*headDim, hidden]
   wk: M; // [numKvHeads*headDim, hidden]
   wv: M; // [numKvHeads*headDim, hidden]
   wo: M; // [hidden, numHeads*headDim]
-  mlpNorm: Float32Array; // [hidden]
+  mlpNorm?: Float32Array; // [hidden]
   wGate: M; // [intermediate, hidden]
   wUp: M; // [intermediate, hidden]
   wDown: M; // [hidden, intermediate]
@@ -146,7 +157,7 @@ export interface LlamaLayerWeights<M extends WeightMatrix = Float32Array> {
   bq?: Float32Array; // [numHeads*headDim]
   bk?: Float32Array; // [numKvHeads*headDim]
   bv?: Float32Array; // [numKvHeads*headDim]
-  /** With `qkNorm`. */
+  /** With `qkNorm` (`qkNormWidth: 'projection'`: `[numHeads*headDim]` and `[numKvHeads*headDim]`). */
   qNorm?: Float32Array; // [headDim]
   kNorm?: Float32Array; // [headDim]
   /** With `postNorms`. */

@@ -25,8 +25,10 @@ export interface RandomGgufSpec {
   meta?: Record<string, WValue>;
   /** q/k/v biases. */
   qkvBias?: boolean;
-  /** Per-head q/k norms. */
-  qkNorm?: boolean;
+  /** Per-head q/k norms (`projection`: over the whole q and k projections, OLMo 2). */
+  qkNorm?: boolean | 'projection';
+  /** No attn_norm/ffn_norm before the blocks (OLMo 2; give postNorms). */
+  noPreNorms?: boolean;
   /** Gemma's post-attention and post-FFN norms. */
   postNorms?: boolean;
   /** One attn_qkv matrix instead of three (Phi-3). */
@@ -94,7 +96,7 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
   const kv = kvHeads * hd;
   for (let i = 0; i < layers; i++) {
     const p = `blk.${i}.`;
-    vector(`${p}attn_norm.weight`, h, 0.1, 1);
+    if (!spec.noPreNorms) vector(`${p}attn_norm.weight`, h, 0.1, 1);
     if (spec.fusedQkv) matrix(`${p}attn_qkv.weight`, q + 2 * kv, h);
     else {
       matrix(`${p}attn_q.weight`, q, h);
@@ -107,12 +109,12 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
       vector(`${p}attn_v.bias`, kv, 0.2, 0);
     }
     if (spec.qkNorm) {
-      vector(`${p}attn_q_norm.weight`, hd, 0.1, 1);
-      vector(`${p}attn_k_norm.weight`, hd, 0.1, 1);
+      vector(`${p}attn_q_norm.weight`, spec.qkNorm === 'projection' ? q : hd, 0.1, 1);
+      vector(`${p}attn_k_norm.weight`, spec.qkNorm === 'projection' ? kv : hd, 0.1, 1);
     }
     matrix(`${p}attn_output.weight`, h, q);
     if (spec.postNorms) vector(`${p}post_attention_norm.weight`, h, 0.1, 1);
-    vector(`${p}ffn_norm.weight`, h, 0.1, 1);
+    if (!spec.noPreNorms) vector(`${p}ffn_norm.weight`, h, 0.1, 1);
     if (spec.fusedGateUp) matrix(`${p}ffn_up.weight`, 2 * ff, h);
     else {
       matrix(`${p}ffn_gate.weight`, ff, h);
