@@ -113,6 +113,8 @@ const MODELS: Record<string, RandomGgufSpec> = {
     postNorms: true,
     qkNorm: 'projection',
   },
+  'ernie4_5 (the Llama block, adjacent rotary pairs, tied head)': { arch: 'ernie4_5', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, scale: 0.3, embedScale: 0.05 },
+  'exaone (the Llama block, NeoX rotary)': { arch: 'exaone', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, untied: true },
   'gemma (embeddings × √hidden, GeGLU, multi-query attention, tied head)': { arch: 'gemma', hidden: 64, layers: 2, heads: 4, kvHeads: 1, headDim: 32, ff: 96, scale: 0.3, embedScale: 0.03 },
   'llama YaRN with an attention factor (adjacent pairs)': { arch: 'llama', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, untied: true, meta: { ...YARN, 'rope.scaling.attn_factor': f32(1.2) } },
 };
@@ -183,7 +185,7 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
 
   describe('refusals name the feature', () => {
     const cases: [string, Partial<RandomGgufSpec>, RegExp][] = [
-      ['an unknown architecture', { arch: 'mamba' }, /"mamba".*"llama", "granite", "smollm3", "qwen2", "qwen3", "olmo2"/],
+      ['an unknown architecture', { arch: 'mamba' }, /"mamba".*"llama", "granite", "smollm3", "ernie4_5", "exaone", "qwen2"/],
       ['mixture of experts', { meta: { expert_count: u32(8), expert_used_count: u32(2) } }, /mixture-of-experts.*llama\.expert_count/],
       ['an unknown rope scaling', { meta: { 'rope.scaling.type': str('dynamic'), 'rope.scaling.factor': f32(4) } }, /rope scaling "dynamic"/],
       ['yarn outside llama and qwen', { arch: 'gemma2', postNorms: true, meta: { 'rope.scaling.type': str('yarn'), 'rope.scaling.factor': f32(4) } }, /rope scaling "yarn" on gemma2/],

@@ -98,7 +98,7 @@ export function kebabName(s: string): string {
 }
 
 /** The `general.architecture` values the converter reads (llama.cpp's names). */
-export const SUPPORTED_ARCHITECTURES = ['llama', 'granite', 'smollm3', 'qwen2', 'qwen3', 'olmo2', 'gemma', 'gemma2', 'gemma3', 'phi3'] as const;
+export const SUPPORTED_ARCHITECTURES = ['llama', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'qwen2', 'qwen3', 'olmo2', 'gemma', 'gemma2', 'gemma3', 'phi3'] as const;
 export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 /** The architecture a GGUF declares; refuses, by name, those the converter does not read. */
@@ -185,7 +185,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     ropeTheta,
     rmsNormEps: scalar('attention.layer_norm_rms_epsilon') ?? 1e-5,
     // llama.cpp's llama converter (Granite's too) permutes q/k into the adjacent-pairs order ("NORM"); the others keep NEOX.
-    ropeStyle: arch === 'llama' || arch === 'granite' || arch === 'smollm3' ? 'adjacent' : 'half',
+    ropeStyle: arch === 'llama' || arch === 'granite' || arch === 'smollm3' || arch === 'ernie4_5' ? 'adjacent' : 'half',
     // Gemma's and Gemma 2's head is always the embedding (llama.cpp never reads an output.weight for them; one left in the file is refused as unused).
     tieWordEmbeddings: arch === 'gemma' || arch === 'gemma2' || !f.tensorInfo('output.weight'),
   };

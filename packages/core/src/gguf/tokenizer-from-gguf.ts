@@ -442,7 +442,7 @@ export const BPE_PRE_TOKENIZERS: Readonly<Record<string, { regexes: string[]; ig
   };
   const gpt2Regex = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)";
   const smollm = { regexes: ['\\p{N}', gpt2Regex], ignoreMerges: false, addBos: false, cleanSpaces: false };
-  // Granite 3 and StarCoder: SmolLM's digits one by one, with llama.cpp's BPE default of cleaning up spaces.
+  // Granite 3, StarCoder and EXAONE: SmolLM's digits one by one, with llama.cpp's BPE default of cleaning up spaces.
   const refact = { ...smollm, cleanSpaces: true };
   const gpt2 = { regexes: [gpt2Regex], ignoreMerges: false, addBos: false, cleanSpaces: true };
   // Mistral's Tekken (Mistral Nemo, Small 3): words split at case changes; llama.cpp's form of the regex.
@@ -476,6 +476,7 @@ export const BPE_PRE_TOKENIZERS: Readonly<Record<string, { regexes: string[]; ig
     smollm,
     refact,
     starcoder: refact,
+    exaone: refact,
     'gpt-2': gpt2,
     tekken,
     'gpt-4o': gpt4o,
