@@ -26,9 +26,12 @@ const YARN: Record<string, WValue> = {
   'rope.scaling.original_context_length': u32(4096),
 };
 
+/** The shape most models below share: 4 heads of 16 over 2 KV heads, 2 layers. */
+const SMALL = { hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96 } as const;
+
 /** One model per architecture and feature; small enough that each conversion and run takes well under a second. */
 const MODELS: Record<string, RandomGgufSpec> = {
-  'llama (GQA, untied head)': { arch: 'llama', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, untied: true },
+  'llama (GQA, untied head)': { arch: 'llama', ...SMALL, untied: true },
   'llama 3 (rope_freqs frequency factors)': {
     arch: 'llama',
     hidden: 64,
@@ -50,7 +53,7 @@ const MODELS: Record<string, RandomGgufSpec> = {
     matrixType: 1,
     meta: { 'rope.scaling.type': str('linear'), 'rope.scaling.factor': f32(4) },
   },
-  'qwen2 (q/k/v biases, tied head)': { arch: 'qwen2', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, qkvBias: true, meta: { 'rope.freq_base': f32(1e6) } },
+  'qwen2 (q/k/v biases, tied head)': { arch: 'qwen2', ...SMALL, qkvBias: true, meta: { 'rope.freq_base': f32(1e6) } },
   'qwen3 (q/k norms, key_length ≠ hidden/heads)': { arch: 'qwen3', hidden: 64, layers: 2, heads: 4, kvHeads: 2, headDim: 32, ff: 96, qkNorm: true, untied: true },
   'gemma2 (soft-capping, sliding window every other layer)': GEMMA2_SLIDING,
   'gemma3 (q/k norms, sliding layers with their own rope base, linear scaling of the global layers)': {
@@ -87,14 +90,10 @@ const MODELS: Record<string, RandomGgufSpec> = {
   },
   'llama with heads of 12 (GroupQueryAttention takes multiples of 8: attention by ops)': { arch: 'llama', hidden: 48, layers: 2, heads: 4, kvHeads: 2, ff: 96, untied: true },
   // the correction dimensions of 4096 original positions at base 10000 put the ramp over frequencies 2 to 6 of 8
-  'qwen2 YaRN (factor 4, interpolation ramp, attention scaling)': { arch: 'qwen2', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, qkvBias: true, meta: YARN },
+  'qwen2 YaRN (factor 4, interpolation ramp, attention scaling)': { arch: 'qwen2', ...SMALL, qkvBias: true, meta: YARN },
   'granite (embedding, residual, attention and logit multipliers)': {
     arch: 'granite',
-    hidden: 64,
-    layers: 2,
-    heads: 4,
-    kvHeads: 2,
-    ff: 96,
+    ...SMALL,
     untied: true,
     scale: 0.3,
     embedScale: 0.05,
@@ -103,20 +102,16 @@ const MODELS: Record<string, RandomGgufSpec> = {
   'smollm3 (no rotary on every fourth layer)': { arch: 'smollm3', hidden: 64, layers: 4, heads: 4, kvHeads: 2, ff: 96, untied: true },
   'olmo2 (norms after the blocks only, q/k norms over whole projections)': {
     arch: 'olmo2',
-    hidden: 64,
-    layers: 2,
-    heads: 4,
-    kvHeads: 2,
-    ff: 96,
+    ...SMALL,
     untied: true,
     noPreNorms: true,
     postNorms: true,
     qkNorm: 'projection',
   },
-  'ernie4_5 (the Llama block, adjacent rotary pairs, tied head)': { arch: 'ernie4_5', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, scale: 0.3, embedScale: 0.05 },
-  'exaone (the Llama block, NeoX rotary)': { arch: 'exaone', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, untied: true },
+  'ernie4_5 (the Llama block, adjacent rotary pairs, tied head)': { arch: 'ernie4_5', ...SMALL, scale: 0.3, embedScale: 0.05 },
+  'exaone (the Llama block, NeoX rotary)': { arch: 'exaone', ...SMALL, untied: true },
   'gemma (embeddings × √hidden, GeGLU, multi-query attention, tied head)': { arch: 'gemma', hidden: 64, layers: 2, heads: 4, kvHeads: 1, headDim: 32, ff: 96, scale: 0.3, embedScale: 0.03 },
-  'llama YaRN with an attention factor (adjacent pairs)': { arch: 'llama', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, untied: true, meta: { ...YARN, 'rope.scaling.attn_factor': f32(1.2) } },
+  'llama YaRN with an attention factor (adjacent pairs)': { arch: 'llama', ...SMALL, untied: true, meta: { ...YARN, 'rope.scaling.attn_factor': f32(1.2) } },
 };
 
 /** A Phi-3 with LongRoPE as convert_hf_to_gguf writes it (Phi-3-mini-128k, Phi-3.5): short and long divisors, an attention factor. */

@@ -1,7 +1,6 @@
 /**
- * Converts a GGUF of a Llama-family architecture (llama, granite, smollm3, qwen2, qwen3, olmo2, gemma, gemma2,
- * gemma3, phi3; F32, F16, BF16 and block-quantized tensors; SentencePiece or byte-level BPE vocabulary) into a
- * reasonplug module directory: `model.onnx` (built by the project's Llama builder), `tokenizer.json`,
+ * Converts a GGUF of a Llama-family architecture ({@link SUPPORTED_ARCHITECTURES}; F32, F16, BF16 and
+ * block-quantized tensors; SentencePiece or byte-level BPE vocabulary) into a reasonplug module directory: `model.onnx` (built by the project's Llama builder), `tokenizer.json`,
  * `tokenizer_config.json` and the `reasonplug.json` manifest (ARCHITECTURE.md, "Module format").
  *
  * Weight layout: GGUF dims list the fastest-varying dimension first, so a matrix with ne = [in, out] is
@@ -101,6 +100,24 @@ export function kebabName(s: string): string {
 export const SUPPORTED_ARCHITECTURES = ['llama', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'qwen2', 'qwen3', 'olmo2', 'gemma', 'gemma2', 'gemma3', 'phi3'] as const;
 export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
+/** Architectures whose q/k llama.cpp's converter permutes into adjacent rotary pairs ("NORM"); the others keep NeoX's halves. */
+const ADJACENT_ROPE: ReadonlySet<GgufArchitecture> = new Set(['llama', 'granite', 'smollm3', 'ernie4_5']);
+/** Architectures whose llama.cpp graph takes YaRN rope scaling as the converter computes it. */
+const YARN_ARCHITECTURES: ReadonlySet<GgufArchitecture> = new Set(['llama', 'granite', 'qwen2', 'qwen3']);
+
+/**
+ * The context a long-context model was trained at before its rope was scaled (`rope.scaling.original_context_length`,
+ * else `context_length`, as llama.cpp's n_ctx_orig_yarn); `feature` names what needs it.
+ */
+function originalContextLength(f: GgufFile, arch: GgufArchitecture, feature: string): number {
+  const key = `${arch}.rope.scaling.original_context_length`;
+  const n = f.getNumber(key) ?? f.getNumber(`${arch}.context_length`);
+  const src = basename(f.path);
+  if (n === undefined) throw new GgufError(`${src} uses ${feature} but has neither "${key}" nor "${arch}.context_length".`, 'missing-metadata');
+  if (!Number.isInteger(n) || n <= 0) throw new GgufError(`${src}: "${key}" is ${n}, expected a positive integer.`, 'corrupt');
+  return n;
+}
+
 /** The architecture a GGUF declares; refuses, by name, those the converter does not read. */
 export function ggufArchitecture(f: GgufFile): GgufArchitecture {
   const src = basename(f.path);
@@ -109,7 +126,7 @@ export function ggufArchitecture(f: GgufFile): GgufArchitecture {
   if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new GgufError(
       `${src} has general.architecture "${arch}"; the converter reads ${SUPPORTED_ARCHITECTURES.map((a) => `"${a}"`).join(', ')} ` +
-        '(Llama 1/2/3, Mistral, SmolLM, TinyLlama, Granite 3, SmolLM3, Qwen2/2.5, Qwen3, OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3).',
+        '(Llama 1/2/3, Mistral, SmolLM, TinyLlama, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, Qwen2/2.5, Qwen3, OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3).',
       'unsupported-model',
     );
   }
@@ -146,7 +163,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   const scaling = f.getString(key('rope.scaling.type')) ?? 'linear';
   const factor = scalar('rope.scaling.factor') ?? scalar('rope.scale_linear') ?? 0;
   if (scaling !== 'none' && scaling !== 'linear' && scaling !== 'yarn') refuse(`rope scaling "${scaling}" ("${key('rope.scaling.type')}")`);
-  if (scaling === 'yarn' && arch !== 'llama' && arch !== 'granite' && arch !== 'qwen2' && arch !== 'qwen3') refuse(`rope scaling "yarn" on ${arch}`);
+  if (scaling === 'yarn' && !YARN_ARCHITECTURES.has(arch)) refuse(`rope scaling "yarn" on ${arch}`);
   const ropeScale = scaling === 'linear' && factor !== 0 ? factor : 1;
   // llama.cpp multiplies rope's cos and sin by this factor (Phi-3's LongRoPE files carry one; YaRN adds its own).
   const attnFactor = scalar('rope.scaling.attn_factor') ?? 1;
@@ -184,22 +201,18 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     intermediateSize: required('feed_forward_length'),
     ropeTheta,
     rmsNormEps: scalar('attention.layer_norm_rms_epsilon') ?? 1e-5,
-    // llama.cpp's llama converter (Granite's too) permutes q/k into the adjacent-pairs order ("NORM"); the others keep NEOX.
-    ropeStyle: arch === 'llama' || arch === 'granite' || arch === 'smollm3' || arch === 'ernie4_5' ? 'adjacent' : 'half',
+    ropeStyle: ADJACENT_ROPE.has(arch) ? 'adjacent' : 'half',
     // Gemma's and Gemma 2's head is always the embedding (llama.cpp never reads an output.weight for them; one left in the file is refused as unused).
     tieWordEmbeddings: arch === 'gemma' || arch === 'gemma2' || !f.tensorInfo('output.weight'),
   };
   if (ropeScale !== 1) config.ropeScale = ropeScale;
   let ropeAttentionFactor = attnFactor;
   if (scaling === 'yarn') {
-    const originalKey = key('rope.scaling.original_context_length');
-    const originalContext = scalar('rope.scaling.original_context_length') ?? scalar('context_length');
-    if (originalContext === undefined) throw new GgufError(`${src} uses YaRN rope scaling but has neither "${originalKey}" nor "${key('context_length')}".`, 'missing-metadata');
     const yarn = yarnRope({
       dims: ropeDims,
       base: ropeTheta,
       factor: factor === 0 ? 1 : factor,
-      originalContext,
+      originalContext: originalContextLength(f, arch, 'YaRN rope scaling'),
       betaFast: scalar('rope.scaling.yarn_beta_fast') ?? 32,
       betaSlow: scalar('rope.scaling.yarn_beta_slow') ?? 1,
     });
@@ -329,9 +342,9 @@ export async function llamaWeightsFromGguf(
   };
   const rows = sliceRows;
   const layers: LlamaLayerWeights<WeightMatrix>[] = [];
+  const preNorms = config.preNorms ?? true;
   for (let i = 0; i < config.numLayers; i++) {
     const p = `blk.${i}.`;
-    const preNorms = config.preNorms ?? true;
     const layer: Partial<LlamaLayerWeights<WeightMatrix>> = preNorms ? { attnNorm: await read(`${p}attn_norm.weight`, [h]) } : {};
     // q, k and v: apart, or fused as one [q + 2 kv, hidden] matrix (Phi-3, some llama files).
     if (f.tensorInfo(`${p}attn_qkv.weight`)) {
@@ -390,11 +403,11 @@ export async function llamaWeightsFromGguf(
   // LlamaConfig.longRope), so both agree while llama.cpp's context and the sequence are on the same side of the original.
   if (arch === 'phi3' && (f.tensorInfo('rope_factors_long.weight') || f.tensorInfo('rope_factors_short.weight'))) {
     const factors = async (name: string) => (f.tensorInfo(name) ? Array.from(await read(name, [rotHalf])) : new Array<number>(rotHalf).fill(1));
-    const originalKey = `${arch}.rope.scaling.original_context_length`;
-    const originalContext = f.getNumber(originalKey) ?? f.getNumber(`${arch}.context_length`);
-    if (originalContext === undefined) throw new GgufError(`${src} has long-rope factors but neither "${originalKey}" nor "${arch}.context_length".`, 'missing-metadata');
-    if (!Number.isInteger(originalContext) || originalContext <= 0) throw new GgufError(`${src}: "${originalKey}" is ${originalContext}, expected a positive integer.`, 'corrupt');
-    config.longRope = { short: await factors('rope_factors_short.weight'), long: await factors('rope_factors_long.weight'), originalContext };
+    config.longRope = {
+      short: await factors('rope_factors_short.weight'),
+      long: await factors('rope_factors_long.weight'),
+      originalContext: originalContextLength(f, arch, 'long-rope factors'),
+    };
   }
   // Whatever is left is something this converter would drop: refuse it by name (llama.cpp refuses unused tensors too).
   const unused = f.tensors.map((t) => t.name).filter((n) => !used.has(n));
