@@ -188,7 +188,11 @@ export class ModuleCache {
       if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return undefined;
       throw err;
     });
-    if (!(await entry(join(dir, MANIFEST_FILE)))) return (await entry(dir)) ? 'bad' : 'missing';
+    // The directory first: another process renames its complete copy into place at once, so a directory seen
+    // before its manifest is looked for is complete unless it is damaged; looked for the other way round, a copy
+    // renamed in between would read as a directory without its manifest, and be dropped under its puller.
+    if (!(await entry(dir))) return 'missing';
+    if (!(await entry(join(dir, MANIFEST_FILE)))) return 'bad';
     for (const f of files) {
       const path = join(dir, f.path);
       const [mine, blob] = await Promise.all([entry(path), entry(this.blobPath(f.digest))]);
