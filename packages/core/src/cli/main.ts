@@ -8,7 +8,7 @@ import { validateGenerateOptions } from '../generate/options.js';
 import { locateModel } from '../modules/locate.js';
 import { resolveModelPath } from '../registry/resolve-model.js';
 import { detectSignature, describeSignature } from '../onnx/signature.js';
-import { convertGguf } from '../gguf/convert.js';
+import { convertGguf, SUPPORTED_ARCHITECTURES } from '../gguf/convert.js';
 import { isGgufPath } from '../gguf/gguf-module.js';
 import { progressBar } from '../registry/progress.js';
 import { basename } from 'node:path';
@@ -220,7 +220,7 @@ export function buildProgram(): Command {
     .command('convert')
     .description('convert a model into a reasonplug module directory')
     .command('gguf')
-    .argument('<file>', 'GGUF file (llama, qwen2, qwen3, gemma2, gemma3 or phi3 architecture)')
+    .argument('<file>', `GGUF file (general.architecture: ${SUPPORTED_ARCHITECTURES.join(', ')})`)
     .argument('<outdir>', 'module directory to write')
     .addOption(new Option('--dtype <t>', 'weight and I/O precision').choices(['float32', 'float16']).default('float32'))
     .option('--name <name>', 'module name')
