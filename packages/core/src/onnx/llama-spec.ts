@@ -48,7 +48,7 @@ export interface LlamaConfig {
   /**
    * Phi-3's LongRoPE: two sets of per-frequency divisors (`ropeDims / 2` each), `short` for sequences of up to
    * `originalContext` tokens and `long` beyond. Each row of a run takes the set its own length (past plus new
-   * tokens) calls for, as transformers and onnxruntime-genai choose them, so keys written before a sequence
+   * tokens) calls for (transformers chooses by the sequence's length too), so keys written before a sequence
    * outgrew `originalContext` keep their short-factor rotation. Excludes `ropeFreqFactors`.
    */
   longRope?: { short: readonly number[]; long: readonly number[]; originalContext: number };
