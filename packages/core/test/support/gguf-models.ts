@@ -159,8 +159,10 @@ export function llamaCpp(): Promise<Llama> {
   return llamaPromise;
 }
 
-/** llama.cpp's greedy continuation of `prompt` (F32 KV cache, no flash attention: its plainest path). */
-export async function llamaCppGreedy(path: string, prompt: number[], steps: number): Promise<number[]> {
+type LlamaSequence = import('node-llama-cpp').LlamaContextSequence;
+
+/** Runs `use` on a sequence of the GGUF at `path` (F32 KV cache, no flash attention: llama.cpp's plainest path), then frees it. */
+async function withLlamaCppSequence<T>(path: string, use: (sequence: LlamaSequence) => Promise<T>): Promise<T> {
   const llama = await llamaCpp();
   const model = await llama.loadModel({ modelPath: path });
   try {
@@ -172,12 +174,7 @@ export async function llamaCppGreedy(path: string, prompt: number[], steps: numb
       experimentalKvCacheValueType: 'F32',
     });
     try {
-      const out: number[] = [];
-      for await (const t of ctx.getSequence().evaluate(prompt as unknown as Token[], { temperature: 0 })) {
-        out.push(t as unknown as number);
-        if (out.length >= steps) break;
-      }
-      return out;
+      return await use(ctx.getSequence());
     } finally {
       await ctx.dispose();
     }
@@ -186,27 +183,30 @@ export async function llamaCppGreedy(path: string, prompt: number[], steps: numb
   }
 }
 
+/** llama.cpp's greedy continuation of `prompt`. */
+export function llamaCppGreedy(path: string, prompt: number[], steps: number): Promise<number[]> {
+  return withLlamaCppSequence(path, async (sequence) => {
+    const out: number[] = [];
+    for await (const t of sequence.evaluate(prompt as unknown as Token[], { temperature: 0 })) {
+      out.push(t as unknown as number);
+      if (out.length >= steps) break;
+    }
+    return out;
+  });
+}
+
 /**
  * llama.cpp's distribution of the token after `prompt` (softmax of its logits: temperature 1, no truncation),
  * the `top` most likely tokens with their probabilities, most likely first.
  */
-export async function llamaCppNextProbabilities(path: string, prompt: number[], top: number): Promise<[number, number][]> {
-  const llama = await llamaCpp();
-  const model = await llama.loadModel({ modelPath: path });
-  try {
-    const ctx = await model.createContext({ contextSize: 256, threads: 1, flashAttention: false, experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32' });
-    try {
-      const options = { temperature: 1, topK: 0, topP: 1, minP: 0 };
-      for await (const out of ctx.getSequence().evaluateWithMetadata(prompt as unknown as Token[], { probabilities: true }, options)) {
-        return [...out.probabilities].slice(0, top).map(([t, p]) => [t as unknown as number, p]);
-      }
-      throw new Error('llama.cpp evaluated nothing');
-    } finally {
-      await ctx.dispose();
+export function llamaCppNextProbabilities(path: string, prompt: number[], top: number): Promise<[number, number][]> {
+  return withLlamaCppSequence(path, async (sequence) => {
+    const options = { temperature: 1, topK: 0, topP: 1, minP: 0 };
+    for await (const out of sequence.evaluateWithMetadata(prompt as unknown as Token[], { probabilities: true }, options)) {
+      return [...out.probabilities].slice(0, top).map(([t, p]): [number, number] => [t as unknown as number, p]);
     }
-  } finally {
-    await model.dispose();
-  }
+    throw new Error('llama.cpp evaluated nothing');
+  });
 }
 
 /** llama.cpp's tokenization of `text` with the GGUF's own vocabulary (special tokens parsed when asked). */
