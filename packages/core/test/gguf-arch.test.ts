@@ -8,6 +8,7 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Engine } from '../src/engine.js';
 import { convertGguf } from '../src/gguf/convert.js';
 import { GgufError } from '../src/gguf/reader.js';
 import { graphFacts } from '../src/onnx/graph-facts.js';
@@ -176,6 +177,25 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
       expect(graphFacts(await readModel(join(ops.dir, 'model.onnx'))).padding).to.equal('left');
       expect((await ortGreedy(join(ops.dir, 'model.onnx'), PROMPT, STEPS)).slice(0, theirs.length)).to.deep.equal(theirs);
     });
+  });
+
+  it('phi3 LongRoPE: a prompt longer than the original context, which the engine would prefill in shorter chunks, gives llama.cpp\'s tokens', async () => {
+    // Chunks of 2 against an original context of 4: chunked, the prompt's first 4 keys would keep the short rotation.
+    const path = join(tmp, 'long-prompt.gguf');
+    await writeRandomGguf(path, { seed: 150, ...longRopePhi3(4) }, tokenizer);
+    const theirs = await llamaCppGreedy(path, PROMPT, STEPS);
+    expect(new Set(theirs).size, `llama.cpp's tokens ${theirs}`).to.be.greaterThan(3);
+    for (const attention of ['gqa', 'ops'] as const) {
+      const { dir } = await convertGguf(path, join(tmp, `long-prompt-${attention}`), { attention });
+      expect(graphFacts(await readModel(join(dir, 'model.onnx'))).longRopeContext).to.equal(4);
+      const engine = await Engine.load({ model: dir, prefillChunk: 2 });
+      try {
+        const { rows } = await engine.generate({ promptIds: PROMPT }, { maxTokens: STEPS });
+        expect(rows[0]!.ids.slice(0, theirs.length), attention).to.deep.equal(theirs);
+      } finally {
+        await engine.dispose();
+      }
+    }
   });
 
   describe('refusals name the feature', () => {

@@ -25,7 +25,16 @@ export interface GraphFacts {
    * launch whatever its size, which is most of a small quantized model's step.
    */
   stepNodes: number;
+  /**
+   * Set on LongRoPE graphs (Phi-3 128k, Phi-3.5, Phi-4-mini), which rotate a row with the long factors once its
+   * length passes this many tokens: a prompt longer than that must be prefilled in one run, or its first chunks
+   * would keep the short rotation. Read from the model's metadata ({@link LONG_ROPE_CONTEXT_KEY}).
+   */
+  longRopeContext?: number;
 }
+
+/** Model metadata key under which the builder records LongRoPE's original context (see {@link GraphFacts.longRopeContext}). */
+export const LONG_ROPE_CONTEXT_KEY = 'reasonplug.long_rope.original_context';
 
 const ELEM_BYTES: Record<number, number> = { 1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2, 21: 1, 22: 1 };
 
@@ -113,5 +122,14 @@ export function graphFacts(model: O.IModelProto): GraphFacts {
     stepBytes += held;
   }
   const stepNodes = nodes.filter((n) => n.opType !== 'Constant').length;
-  return { padding, weightBytes, stepBytes, stepNodes };
+  const longRopeContext = longRopeContextOf(model);
+  return { padding, weightBytes, stepBytes, stepNodes, ...(longRopeContext !== undefined ? { longRopeContext } : {}) };
+}
+
+function longRopeContextOf(model: O.IModelProto): number | undefined {
+  const value = model.metadataProps?.find((p) => p.key === LONG_ROPE_CONTEXT_KEY)?.value;
+  if (value === undefined || value === null) return undefined;
+  const context = Number(value);
+  if (!Number.isInteger(context) || context <= 0) throw new UnsupportedModelError(`the graph's metadata ${LONG_ROPE_CONTEXT_KEY} must be a positive integer, got "${value}"`);
+  return context;
 }

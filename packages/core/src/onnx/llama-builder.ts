@@ -12,6 +12,7 @@ import type { onnx as O } from 'onnx-proto';
 import { DataType, makeNode, makeTensor, makeValueInfo, onnx, writeModel, type TensorProto, type ValueInfoProto } from './proto.js';
 import { GraphBuilder, float32ArrayToFloat16, transpose2d } from './graph-builder.js';
 import type { LlamaConfig, LlamaWeights, LlamaLayerWeights, QuantizedMatrix, RopeStyle, WeightMatrix } from './llama-spec.js';
+import { LONG_ROPE_CONTEXT_KEY } from './graph-facts.js';
 import { blocksPerRow, concatRows, isQuantized, rowBytes, storedColumns } from './quantized-matrix.js';
 
 /** Default-domain opset the builder writes (ReduceMean still takes `axes` as an attribute here). */
@@ -881,6 +882,8 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
     producerName: options.producer ?? 'reasonplug',
     opsetImport: [{ domain: '', version: OPSET }, ...(usesContribOps ? [{ domain: 'com.microsoft', version: 1 }] : [])],
     graph: g.toGraph('llama_decoder', inputs, outputs),
+    // The engine prefills a prompt longer than this in one run, so that all its positions take the long factors.
+    ...(c.longRope ? { metadataProps: [{ key: LONG_ROPE_CONTEXT_KEY, value: String(c.longRope.originalContext) }] } : {}),
   };
 }
 

@@ -27,10 +27,10 @@ import { detectSignature } from './signature.js';
 import { checkExternalData, externalDataExtents } from './external-data.js';
 import { readHashedModel, sourceMismatch } from './source-graph.js';
 import { OnnxFormatError, encodeModel, readModel } from './proto.js';
-import { graphFacts } from './graph-facts.js';
+import { graphFacts, type GraphFacts } from './graph-facts.js';
 
 /** Bump when the adaptation changes what it writes: old cache entries are then ignored. */
-export const PREPARED_FORMAT_VERSION = 7;
+export const PREPARED_FORMAT_VERSION = 8;
 
 /** Options of {@link prepareDecoder}. */
 export interface PrepareOptions extends AdaptOptions {
@@ -40,8 +40,8 @@ export interface PrepareOptions extends AdaptOptions {
   expectedSha256?: string;
 }
 
-/** A prepared decoder graph and how to load it. */
-export interface PreparedDecoder {
+/** A prepared decoder graph, how to load it, and the facts of its graph that decide how the engine runs it. */
+export interface PreparedDecoder extends GraphFacts {
   /** The source graph (absolute). */
   sourcePath: string;
   /** The graph to load (the source itself when no adaptation was asked for). */
@@ -55,14 +55,6 @@ export interface PreparedDecoder {
   digest: string;
   /** What the adaptation did (from the run that filled the cache). */
   notes: string[];
-  /** Bytes of all initializers, inline and external: what the model weighs. */
-  weightBytes: number;
-  /** Bytes one decode step reads (see `GraphFacts.stepBytes`): what thread and placement plans weigh. */
-  stepBytes: number;
-  /** Operators one decode step runs (see `GraphFacts.stepNodes`): a step's fixed cost in the placement plan. */
-  stepNodes: number;
-  /** The side shorter prompts of a batch are padded on: `right` for GroupQueryAttention graphs. */
-  padding: 'left' | 'right';
 }
 
 /** Counters for tests and diagnostics. */
@@ -78,10 +70,7 @@ interface Sidecar {
   options: Required<AdaptOptions>;
   externalData: boolean;
   notes: string[];
-  weightBytes: number;
-  stepBytes: number;
-  stepNodes: number;
-  padding: 'left' | 'right';
+  facts: GraphFacts;
 }
 
 /** The default directory of prepared graphs. */
@@ -168,17 +157,7 @@ async function findEntry({ source, sourceDir, recorded, entry }: Awaited<ReturnT
   const { meta, preparedPath } = hit;
   await checkExternalData(source, sourceDir, meta.externalFiles);
   preparedCacheStats.hits++;
-  return {
-    sourcePath: source,
-    preparedPath,
-    ...(meta.externalData ? { externalDataDir: sourceDir } : {}),
-    digest: meta.digest,
-    notes: meta.notes,
-    weightBytes: meta.weightBytes,
-    stepBytes: meta.stepBytes,
-    stepNodes: meta.stepNodes,
-    padding: meta.padding,
-  };
+  return { sourcePath: source, preparedPath, ...(meta.externalData ? { externalDataDir: sourceDir } : {}), digest: meta.digest, notes: meta.notes, ...meta.facts };
 }
 
 /**
@@ -206,16 +185,12 @@ export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = 
     if (expected !== undefined && read.sha256 !== expected) throw sourceMismatch(source, expected, read.sha256);
     await checkExternalData(source, sourceDir, externalDataExtents(read.model));
     const digest = `sha256:${read.sha256}`;
-    const { weightBytes, stepBytes, stepNodes, padding } = graphFacts(read.model);
     return {
       sourcePath: source,
       preparedPath: source,
       digest,
       notes: ['no adaptation requested: the source graph is used as is'],
-      weightBytes,
-      stepBytes,
-      stepNodes,
-      padding,
+      ...graphFacts(read.model),
     };
   }
 
@@ -237,7 +212,7 @@ export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = 
   const io = modelValueMetadata(model);
   detectSignature(io.inputs, io.outputs, source);
   const externalData = usesExternalData(model);
-  const { weightBytes, stepBytes, stepNodes, padding } = graphFacts(model);
+  const facts = graphFacts(model);
   let adapted: ReturnType<typeof adaptDecoder> | undefined = adaptDecoder(model, options, source);
   model = undefined;
   let bytes: Uint8Array | undefined = encodeModel(adapted.model);
@@ -248,10 +223,10 @@ export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = 
     await mkdir(dir, { recursive: true });
     await writeAtomic(preparedPath, bytes);
     bytes = undefined;
-    const meta: Sidecar = { format: PREPARED_FORMAT_VERSION, digest, prepared, externalFiles, options, externalData, notes, weightBytes, stepBytes, stepNodes, padding };
+    const meta: Sidecar = { format: PREPARED_FORMAT_VERSION, digest, prepared, externalFiles, options, externalData, notes, facts };
     await writeAtomic(sidecarPath, `${JSON.stringify(meta, null, 2)}\n`);
   } catch (err) {
     throw new Error(`cannot write the prepared graph of ${source} to ${dir}: ${(err as Error).message}`);
   }
-  return { sourcePath: source, preparedPath, ...(externalData ? { externalDataDir: sourceDir } : {}), digest, notes, weightBytes, stepBytes, stepNodes, padding };
+  return { sourcePath: source, preparedPath, ...(externalData ? { externalDataDir: sourceDir } : {}), digest, notes, ...facts };
 }

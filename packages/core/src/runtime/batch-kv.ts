@@ -45,7 +45,11 @@ export interface KvCounters {
   perRowLayoutBytes: number;
 }
 
-/** A prompt prefilled alone, `chunk` tokens per run, so that running rows wait at most one chunk. */
+/**
+ * A prompt prefilled alone, `chunk` tokens per run, so that running rows wait at most one chunk. A prompt longer
+ * than a LongRoPE graph's original context runs whole: a chunk's rotation follows the length so far, and
+ * transformers and llama.cpp rotate all of such a prompt with the long factors.
+ */
 export class RowPrefill {
   private done = 0;
   private past: Record<string, ort.Tensor> | undefined;
@@ -61,7 +65,9 @@ export class RowPrefill {
     private readonly session: DecoderSession,
     readonly prompt: readonly number[],
     private chunk: number,
-  ) {}
+  ) {
+    if (prompt.length > (session.longRopeContext ?? Infinity)) this.chunk = Infinity;
+  }
 
   /** Runs the next chunk; returns the last position's logits (`[vocab]`) once the whole prompt is in. */
   async next(): Promise<Float32Array | undefined> {

@@ -29,6 +29,8 @@ export interface DecoderSource {
    * from `seqlens_k` (Σ mask − 1) and so need every row's tokens packed from the start of its cache.
    */
   padding?: 'left' | 'right';
+  /** LongRoPE graphs: prompts longer than this are prefilled in one run (see `GraphFacts.longRopeContext`). */
+  longRopeContext?: number;
 }
 
 /** Session settings a user may choose. */
@@ -96,6 +98,8 @@ export class DecoderSession {
     readonly intraOpThreads: number | undefined,
     /** The side shorter prompts are padded on (see {@link DecoderSource.padding}). */
     readonly padding: 'left' | 'right',
+    /** LongRoPE graphs: prompts longer than this are prefilled in one run (see {@link DecoderSource.longRopeContext}). */
+    readonly longRopeContext: number | undefined,
   ) {}
 
   /** Creates the onnxruntime session and reads the signature from its metadata. */
@@ -124,7 +128,7 @@ export class DecoderSession {
     const label = source.label ?? source.path;
     try {
       const signature = detectSignature(session.inputMetadata, session.outputMetadata, label);
-      return new DecoderSession(session, signature, label, threads, source.padding ?? 'left');
+      return new DecoderSession(session, signature, label, threads, source.padding ?? 'left', source.longRopeContext);
     } catch (err) {
       await session.release();
       throw err;

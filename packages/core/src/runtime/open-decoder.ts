@@ -30,6 +30,7 @@ export function decoderSource({ location, prepared }: PreparedModel): DecoderSou
     label: location.modelPath,
     weightBytes: prepared.stepBytes,
     padding: prepared.padding,
+    ...(prepared.longRopeContext !== undefined ? { longRopeContext: prepared.longRopeContext } : {}),
     ...(prepared.externalDataDir ? { externalDataDir: prepared.externalDataDir } : {}),
   };
 }
