@@ -41,6 +41,22 @@ describe('reasonplug CLI', function () {
     expect(ta.length).to.be.greaterThan(40);
   });
 
+  it('takes OpenAI-style --logit-bias and penalties (-100 takes the greedy first token out), and refuses a malformed bias', async () => {
+    const run = async (...flags: string[]) => {
+      const r = await reasonplug('generate', '--model', storiesDir, '--prompt-ids', '1', '--max-tokens', '31', '--json', ...flags);
+      expect(r.code, r.stderr).to.equal(0);
+      return JSON.parse(r.stdout) as { ids: number[]; text: string };
+    };
+    const plain = await run();
+    const [banned, penalized] = await Promise.all([run('--logit-bias', `${plain.ids[0]}=-100`, '--logit-bias', '3=1.5'), run('--frequency-penalty', '2', '--presence-penalty', '0.5')]);
+    expect(banned.ids[0]).to.not.equal(plain.ids[0]);
+    expect(new Set(plain.ids).size).to.be.lessThan(plain.ids.length);
+    expect(penalized.text).to.not.equal(plain.text);
+    const bad = await reasonplug('generate', '--model', storiesDir, '--prompt-ids', '1', '--logit-bias', '5');
+    expect(bad.code).to.not.equal(0);
+    expect(bad.stderr).to.match(/--logit-bias must be TOKEN_ID=BIAS/);
+  });
+
   it('streams text for a text prompt', async () => {
     const r = await reasonplug('generate', '--model', storiesDir, '--prompt', 'Once upon a time', '--max-tokens', '20');
     expect(r.code, r.stderr).to.equal(0);

@@ -2,6 +2,9 @@ import { expect } from 'chai';
 import {
   argmax,
   CandidateBuffer,
+  checkLogitBiasIds,
+  FrequencyPresencePenaltyProcessor,
+  LogitBiasProcessor,
   createRng,
   drawFromLogits,
   expNeg,
@@ -13,6 +16,7 @@ import {
   quickselectKthLargest,
   RepetitionPenaltyProcessor,
   Sampler,
+  samplingForRow,
   SamplingOptionsError,
   TopKProcessor,
   TopPProcessor,
@@ -273,12 +277,59 @@ describe('sampling', () => {
     });
   });
 
+  describe('logit bias and OpenAI penalties', () => {
+    it('the bias adds to its ids, skipping ids past the row, and moves the greedy pick both ways', () => {
+      const p = new LogitBiasProcessor({ 1: 2.5, 3: -100, 9: 50 });
+      const logits = Float32Array.from([1, 1, 1, 1]);
+      p.apply(logits);
+      expect(Array.from(logits)).to.deep.equal([1, 3.5, 1, -99]);
+      const row = Float32Array.from([3, 2, 1]);
+      expect(new Sampler({ logitBias: { 0: -100 } }).sample(row.slice(), CTX)).to.equal(1);
+      expect(new Sampler({ logitBias: { 2: 100 } }).sample(row.slice(), CTX)).to.equal(2);
+      expect(new Sampler({ logitBias: {} }).processors).to.have.length(0);
+    });
+
+    it('frequency and presence penalties take c·f + p from each generated token (prompt not counted), on every call', () => {
+      const p = new FrequencyPresencePenaltyProcessor(0.5, 0.25);
+      const ctx = { prompt: [0, 0, 0], generated: [2, 1, 2, 2, 7, -1] };
+      for (let call = 0; call < 2; call++) {
+        // the scratch counts are cleared as they are applied: a second call computes the same
+        const logits = Float32Array.from([1, 1, 1, 1]);
+        p.apply(logits, ctx);
+        expect(Array.from(logits)).to.deep.equal([1, 1 - 0.5 - 0.25, 1 - 1.5 - 0.25, 1]);
+      }
+      // negative values favour what was generated
+      const q = Float32Array.from([1, 1.25]);
+      new FrequencyPresencePenaltyProcessor(0, -0.5).apply(q, { generated: [0] });
+      expect(Array.from(q)).to.deep.equal([1.5, 1.25]);
+      // greedy: a repeated favourite gives way
+      expect(new Sampler({ frequencyPenalty: 0.3 }).sample(Float32Array.from([2, 1.5]), { generated: [0, 0] })).to.equal(1);
+      expect(new Sampler({ presencePenalty: 0.3 }).sample(Float32Array.from([2, 1.5]), { generated: [0, 0] })).to.equal(0);
+    });
+
+    it('checks bias ids against the vocabulary, and rows of a call draw from seed + row', () => {
+      expect(() => checkLogitBiasIds({ 4: 1 }, 5)).to.not.throw();
+      expect(() => checkLogitBiasIds({ 5: 1 }, 5)).to.throw(SamplingOptionsError, /token 5, outside the model's vocabulary of 5/);
+      expect(samplingForRow({ seed: 9, topK: 3 }, 0)).to.deep.equal({ seed: 9, topK: 3 });
+      expect(samplingForRow({ seed: 9, topK: 3 }, 2)).to.deep.equal({ seed: 11, topK: 3 });
+      expect(samplingForRow({ seed: Number.MAX_SAFE_INTEGER }, 1).seed).to.equal(Number.MAX_SAFE_INTEGER - 1);
+      expect(samplingForRow({ topK: 3 }, 4)).to.deep.equal({ topK: 3 });
+    });
+  });
+
   describe('chain', () => {
     it('builds the fixed order and skips unset options', () => {
       const names = (o: SamplingOptions) => new Sampler(o).processors.map((p) => p.name);
       expect(
         names({ repetitionPenalty: 1.1, temperature: 0.7, topK: 40, topP: 0.9, minP: 0.05, seed: 1 }),
       ).to.deep.equal(['repetition-penalty', 'temperature', 'top-k', 'top-p', 'min-p']);
+      expect(names({ presencePenalty: 0.5, logitBias: { 1: 2 }, repetitionPenalty: 1.1, temperature: 0.5 })).to.deep.equal([
+        'logit-bias',
+        'repetition-penalty',
+        'frequency-presence-penalty',
+        'temperature',
+      ]);
+      expect(names({ frequencyPenalty: 0, presencePenalty: 0 })).to.deep.equal([]);
       expect(names({ temperature: 0.7, minP: 0.05 })).to.deep.equal(['temperature', 'min-p']);
       expect(names({ temperature: 1 })).to.deep.equal([]);
       expect(names({ temperature: 1, topK: 0, topP: 1, minP: 0 })).to.deep.equal([]);
@@ -535,6 +586,13 @@ describe('sampling', () => {
       [{ repetitionWindow: 1.5 }, /repetitionWindow/],
       [{ seed: 0.5 }, /seed/],
       [{ temperature: '0.7' }, /temperature/],
+      [{ frequencyPenalty: Infinity }, /frequencyPenalty/],
+      [{ presencePenalty: NaN }, /presencePenalty/],
+      [{ logitBias: [1, 2] }, /logitBias/],
+      [{ logitBias: { '-1': 2 } }, /logitBias/],
+      [{ logitBias: { '01': 2 } }, /logitBias/],
+      [{ logitBias: { 3: Infinity } }, /logitBias/],
+      [{ logitBias: { 3: '2' } }, /logitBias/],
     ];
     for (const [o, re] of bad) {
       it(`rejects ${JSON.stringify(o, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? String(v) : v))}`, () => {
@@ -552,8 +610,11 @@ describe('sampling', () => {
     }
 
     it('accepts valid options, the boundaries included, and drops unknown keys', () => {
-      const o = { temperature: 0, topK: 0, topP: 1, minP: 0, repetitionPenalty: 1, repetitionWindow: 0, seed: -5, maxTokens: 9 };
+      const o = { temperature: 0, topK: 0, topP: 1, minP: 0, repetitionPenalty: 1, repetitionWindow: 0, frequencyPenalty: -2, presencePenalty: 0, logitBias: { '7': -100 }, seed: -5, maxTokens: 9 };
       expect(validateSamplingOptions(o)).to.deep.equal({
+        logitBias: { 7: -100 },
+        frequencyPenalty: -2,
+        presencePenalty: 0,
         temperature: 0,
         topK: 0,
         topP: 1,

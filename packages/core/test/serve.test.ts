@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { ChatOpenAI } from '@langchain/openai';
 import { tool } from '@langchain/core/tools';
+import { HumanMessage } from '@langchain/core/messages';
 import { z } from 'zod';
 import { Engine } from '../src/engine.js';
 import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
@@ -155,6 +156,64 @@ describe('reasonplug serve', function () {
     expect(whole.choices[0]!.text.startsWith(cut.choices[0]!.text + stop)).to.equal(true);
   });
 
+  it('n choices (ChatOpenAI, streamed chat, completions of several prompts), logit_bias and OpenAI penalties, as the engine computes them', async () => {
+    const content = 'Tell me a story';
+    const promptIds = tokenizer.encode(tokenizer.applyChatTemplate([{ role: 'user', content }], { template: TEMPLATE }), false);
+    // n sampled choices are rows of one call, row j drawing from seed + j: reproducible, not all alike, choice 0 the n = 1 answer.
+    // (ChatOpenAI takes a seed per call, not as a field.)
+    const sampled = { temperature: 1, maxTokens: 16, modelKwargs: { seed: 7 } };
+    const choices = async () => (await chat({ ...sampled, n: 3 }).generate([[new HumanMessage(content)]])).generations[0]!.map((g) => g.text);
+    const texts = await choices();
+    expect(texts).to.have.length(3);
+    expect(new Set(texts).size, texts.join(' | ')).to.be.greaterThan(1);
+    expect(await choices()).to.deep.equal(texts);
+    expect((await chat(sampled).invoke(content)).content).to.equal(texts[0]);
+    const rows = await reference.generate({ promptIds: [promptIds, promptIds, promptIds] }, { temperature: 1, seed: 7, maxTokens: 16, reasoners: [] });
+    expect(rows.rows.map((r) => r.text)).to.deep.equal(texts);
+
+    // Streamed greedy choices: deltas by index, each the greedy reply; the prompt counted once in the usage.
+    const alone = await greedy(content, 16);
+    const res = await post('/v1/chat/completions', { model: 'stories260k', messages: [{ role: 'user', content }], max_tokens: 16, temperature: 0, n: 2, stream: true, stream_options: { include_usage: true } });
+    const chunks = events(await res.text())
+      .slice(0, -1)
+      .map((d) => JSON.parse(d) as { choices: { index: number; delta: { content?: string }; finish_reason: string | null }[]; usage: { prompt_tokens: number; completion_tokens: number } | null });
+    const streamed = [0, 1].map((i) => chunks.flatMap((c) => c.choices.filter((x) => x.index === i).map((x) => x.delta.content ?? '')).join(''));
+    expect(streamed).to.deep.equal([alone.text, alone.text]);
+    expect(chunks.flatMap((c) => c.choices.filter((x) => x.finish_reason).map((x) => [x.index, x.finish_reason]))).to.deep.equal([
+      [0, 'length'],
+      [1, 'length'],
+    ]);
+    expect(chunks.at(-1)!.usage).to.deep.include({ prompt_tokens: promptIds.length, completion_tokens: 2 * alone.ids.length });
+    // Completions of two prompts, two choices each: choice i·n + j is prompt i's.
+    const two = (await (await post('/v1/completions', { model: 'stories260k', prompt: ['Once upon a time', 'Lily had a dog'], max_tokens: 6, temperature: 0, n: 2 })).json()) as {
+      choices: { index: number; text: string }[];
+    };
+    const own = async (prompt: string) => ((await (await post('/v1/completions', { model: 'stories260k', prompt, max_tokens: 6, temperature: 0 })).json()) as typeof two).choices[0]!.text;
+    const [a, b] = [await own('Once upon a time'), await own('Lily had a dog')];
+    expect(two.choices.map((c) => [c.index, c.text])).to.deep.equal([
+      [0, a],
+      [1, a],
+      [2, b],
+      [3, b],
+    ]);
+
+    // logit_bias: -100 takes the greedy first token out, +100 on a token makes it every token; penalties as the engine's.
+    const [first, other] = [alone.ids[0]!, alone.ids.find((id) => id !== alone.ids[0])!];
+    const biased = async (settings: Record<string, unknown>, engineSettings: Record<string, unknown>, maxTokens = 16) => {
+      const reply = await chat({ ...settings, maxTokens }).invoke(content);
+      const ref = (await reference.generate({ promptIds }, { maxTokens, reasoners: [], ...engineSettings })).rows[0]!;
+      expect(reply.content, JSON.stringify(settings)).to.equal(ref.text);
+      return ref;
+    };
+    expect((await biased({ logitBias: { [first]: -100 } }, { logitBias: { [first]: -100 } })).ids[0]).to.not.equal(first);
+    expect(new Set((await biased({ logitBias: { [other]: 100 } }, { logitBias: { [other]: 100 } })).ids)).to.deep.equal(new Set([other]));
+    // over 48 tokens the greedy reply repeats tokens, which the penalties then avoid
+    const long = await greedy(content, 48);
+    expect(new Set(long.ids).size).to.be.lessThan(long.ids.length);
+    const penalized = await biased({ frequencyPenalty: 2, presencePenalty: 0.5 }, { frequencyPenalty: 2, presencePenalty: 0.5 }, 48);
+    expect(penalized.text).to.not.equal(long.text);
+  });
+
   it('logprobs: ChatOpenAI gets response_metadata.logprobs (greedy: the chosen token the most likely), completions the legacy lists, streamed the same', async () => {
     const content = 'Tell me a story';
     const promptIds = tokenizer.encode(tokenizer.applyChatTemplate([{ role: 'user', content }], { template: TEMPLATE }), false);
@@ -204,7 +263,12 @@ describe('reasonplug serve', function () {
       [{ model: 'stories260k+nope', prompt: 'x' }, 404, 'model_not_found'],
       [{ model: 'nope', prompt: 'x', reasonplug: { reasoners: [{ name: 'r' }] } }, 404, 'model_not_found'],
       [{ model: 'stories260k', prompt: 'x', reasonplug: { reasoners: [{ name: 'missing' }] } }, 400, 'ReasonerSelectionError'],
-      [{ model: 'stories260k', prompt: 'x', n: 2 }, 400, 'n'],
+      [{ model: 'stories260k', prompt: 'x', n: 65 }, 400, 'n'],
+      [{ model: 'stories260k', prompt: 'x', n: 2, best_of: 3 }, 400, 'best_of'],
+      [{ model: 'stories260k', prompt: 'x', frequency_penalty: 2.5 }, 400, 'frequency_penalty'],
+      [{ model: 'stories260k', prompt: 'x', logit_bias: { a: 1 } }, 400, 'logit_bias'],
+      [{ model: 'stories260k', prompt: 'x', logit_bias: { 5: 101 } }, 400, 'logit_bias'],
+      [{ model: 'stories260k', prompt: 'x', logit_bias: { 512: 1 } }, 400, 'SamplingOptionsError'],
       [{ model: 'stories260k', prompt: 'x', logprobs: 21 }, 400, 'logprobs'],
       [{ model: 'stories260k', prompt: 'x', top_logprobs: 2 }, 400, 'top_logprobs'],
       [{ model: 'stories260k', prompt: 'x', temperature: 'hot' }, 400, 'temperature'],

@@ -40,6 +40,12 @@ const generation = {
   minP: z.number().min(0).lt(1).optional(),
   /** 1 is off. */
   repetitionPenalty: z.number().positive().optional(),
+  /** OpenAI's: each generated token's logit less this times its count so far; 0 is off. */
+  frequencyPenalty: z.number().optional(),
+  /** OpenAI's: every generated token's logit less this; 0 is off. */
+  presencePenalty: z.number().optional(),
+  /** OpenAI's `logit_bias`: token id → bias added to its logit (-100 bans it). */
+  logitBias: z.record(z.string().regex(/^(0|[1-9][0-9]*)$/, 'keys are token ids'), z.number()).optional(),
   /** Makes sampled output reproducible. */
   seed: z.int().optional(),
   /** Strings that end generation; the text is cut before them (the engine enforces them). */

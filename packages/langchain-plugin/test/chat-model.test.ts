@@ -280,6 +280,21 @@ describe('ChatReasoner', function () {
       expect(a.usage_metadata!.output_tokens).to.be.at.most(12);
     });
 
+    it("carries OpenAI's logit bias and penalties: +100 on one token makes every token it, a bad token id is refused", async () => {
+      const plain = await model.withConfig({ maxTokens: 8 }).invoke(STORY);
+      const forced = await model.withConfig({ maxTokens: 8, logitBias: { '300': 100 } }).invoke(STORY);
+      const again = await model.withConfig({ maxTokens: 8, logitBias: { '301': 100 } }).invoke(STORY);
+      expect(forced.content).to.not.equal(plain.content);
+      expect(again.content).to.not.equal(forced.content);
+      expect(forced.usage_metadata!.output_tokens).to.equal(8);
+      const penalized = await model.withConfig({ maxTokens: 40, frequencyPenalty: 2, presencePenalty: 1 }).invoke(STORY);
+      expect(penalized.content).to.not.equal((await model.withConfig({ maxTokens: 40 }).invoke(STORY)).content);
+      const bad = await model.invoke(STORY, { logitBias: { x: 1 } }).catch((e: Error) => e);
+      expect(bad).to.be.instanceOf(ReasonerOptionsError);
+      const outside = await model.invoke(STORY, { logitBias: { '99999': 1 } }).catch((e: Error) => e);
+      expect((outside as Error).message).to.match(/logitBias names token 99999, outside the model's vocabulary/);
+    });
+
     it('refuses unknown reasoners and invalid settings clearly, before the call runs', async () => {
       const unknown = await model.withConfig({ reasoners: [{ name: 'poetry-r' }] }).invoke(STORY).catch((e: Error) => e);
       expect(unknown).to.be.instanceOf(UnknownReasonerError);

@@ -57,6 +57,16 @@ export function promptIdsFlag(text: string): number[] {
   return items.map(Number);
 }
 
+/** `--logit-bias ID=BIAS` (repeatable): a token id and the decimal bias added to its logit. */
+export function logitBiasFlag(text: string, previous: Record<number, number> = {}): Record<number, number> {
+  const m = /^(\d+)=(.+)$/.exec(text);
+  const bias = m ? Number(m[2]) : NaN;
+  if (!m || !Number.isSafeInteger(Number(m[1])) || !DECIMAL.test(m[2]!) || !Number.isFinite(bias)) {
+    throw new InvalidArgumentError(`--logit-bias must be TOKEN_ID=BIAS, e.g. 13=-100 (got ${JSON.stringify(text)})`);
+  }
+  return { ...previous, [Number(m[1])]: bias };
+}
+
 /** `--stop` (repeatable): an empty stop string would match before the first token, so it is refused. */
 export function stopFlag(text: string, previous: string[] = []): string[] {
   if (text === '') throw new InvalidArgumentError('--stop must not be empty: an empty stop string would end every row before its first character');

@@ -31,6 +31,7 @@ import {
   promptIdsFlag,
   safeIntegerFlag,
   stopFlag,
+  logitBiasFlag,
   threadsFlag,
 } from './flags.js';
 
@@ -55,6 +56,9 @@ interface GenerateFlags {
   topP?: number;
   minP?: number;
   repetitionPenalty?: number;
+  frequencyPenalty?: number;
+  presencePenalty?: number;
+  logitBias?: Record<number, number>;
   seed?: number;
   stop?: string[];
   reasoner?: ReasonerSpec[];
@@ -84,6 +88,9 @@ async function generate(flags: GenerateFlagsWithFormat): Promise<void> {
     ...(flags.topP !== undefined ? { topP: flags.topP } : {}),
     ...(flags.minP !== undefined ? { minP: flags.minP } : {}),
     ...(flags.repetitionPenalty !== undefined ? { repetitionPenalty: flags.repetitionPenalty } : {}),
+    ...(flags.frequencyPenalty !== undefined ? { frequencyPenalty: flags.frequencyPenalty } : {}),
+    ...(flags.presencePenalty !== undefined ? { presencePenalty: flags.presencePenalty } : {}),
+    ...(flags.logitBias ? { logitBias: flags.logitBias } : {}),
     ...(flags.seed !== undefined ? { seed: flags.seed } : {}),
     ...(flags.stop ? { stop: flags.stop } : {}),
     ...(flags.trace ? { trace: flags.trace === true ? 5 : flags.trace } : {}),
@@ -190,6 +197,9 @@ export function buildProgram(): Command {
     .option('--top-p <p>', 'nucleus sampling mass', decimalFlag('--top-p'))
     .option('--min-p <p>', 'drop tokens below p × the top probability', decimalFlag('--min-p'))
     .option('--repetition-penalty <r>', 'penalise tokens already present (>1)', decimalFlag('--repetition-penalty'))
+    .option('--frequency-penalty <f>', "OpenAI's: lower each generated token's logit by f per time it was generated", decimalFlag('--frequency-penalty'))
+    .option('--presence-penalty <p>', "OpenAI's: lower every generated token's logit by p", decimalFlag('--presence-penalty'))
+    .option('--logit-bias <id=bias>', 'add bias to a token\'s logit, -100 bans it (repeatable)', logitBiasFlag)
     .option('--seed <s>', 'seed of the sampler', safeIntegerFlag('--seed'))
     .option('--stop <text>', 'stop string, not empty (repeatable)', stopFlag)
     .option('--reasoner <path[=weight]>', 'reasoner module composed with the model (repeatable)', reasonerFlag)

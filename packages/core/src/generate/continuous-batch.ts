@@ -9,7 +9,7 @@
  * (right for GroupQueryAttention graphs, see {@link BatchKv}). Work that cannot share the batch (traces) runs
  * alone, in arrival order, once the batch has drained.
  */
-import { Sampler } from '../sampling/index.js';
+import { Sampler, checkLogitBiasIds, samplingForRow } from '../sampling/index.js';
 import type { DecoderSession } from '../runtime/decoder-session.js';
 import { BatchKv, prefillTogether, RowPrefill, type BatchCache, type KvCounters, type RowCache } from '../runtime/batch-kv.js';
 import type { RowShards, RowShardStats } from '../runtime/row-shards.js';
@@ -197,6 +197,7 @@ export class ContinuousBatch {
   private enqueue(request: BatchRequest, resolve: (out: DecodeLoopOutput) => void, reject: (err: Error) => void): void {
     validateGenerateOptions(request.options);
     checkPrompts(request.prompts, this.vocab);
+    checkLogitBiasIds(request.options.logitBias, this.vocab);
     const { options } = request;
     const maxTokens = options.maxTokens ?? 256;
     const context = request.contextLength ?? Infinity;
@@ -230,7 +231,7 @@ export class ContinuousBatch {
         const constraint = request.constraints?.[r];
         // A constrained row opens no latent span: the grammar decides its tokens.
         const markers = markerPolicy && !constraint ? new MarkerScanner(latent!.marker, latent!.placeholder) : undefined;
-        return new RowState(p, new Sampler(options), request.decode, stops, markers, constraint, options.logprobs);
+        return new RowState(p, new Sampler(samplingForRow(options, r)), request.decode, stops, markers, constraint, options.logprobs);
       }),
       used: request.prompts.map((p) => p.length),
       reserve,

@@ -2,7 +2,7 @@
  * The decode loop: prefill, then sample → stream → feed one token per row until every row stops
  * (end-of-sequence id, stop string, token limit, or abort checked between steps).
  */
-import { Sampler } from '../sampling/index.js';
+import { Sampler, checkLogitBiasIds, samplingForRow } from '../sampling/index.js';
 import { LogprobPass } from '../sampling/logprobs.js';
 import { StreamDecoder, type DecodeFn } from '../tokenizer/stream-decoder.js';
 import { StopStringMatcher } from './stop-strings.js';
@@ -198,6 +198,7 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
   const eos = new Set(options.ignoreEos ? [] : (options.eosTokenIds ?? input.eosTokenIds));
   const stops = options.stop?.length && input.decode ? new StopStringMatcher(options.stop) : undefined;
   checkPrompts(input.prompts, vocab);
+  checkLogitBiasIds(options.logitBias, limit);
   const latent = input.latent;
   const context = input.contextLength ?? Infinity;
   // A batch is left-padded to its longest prompt: every row takes that many positions.
@@ -218,7 +219,7 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
     (p, r) => {
       const constraint = input.constraints?.[r];
       const markers = markerPolicy && !constraint ? new MarkerScanner(latent!.marker, latent!.placeholder) : undefined;
-      return new RowState(p, new Sampler(options), input.decode, stops, markers, constraint, options.logprobs);
+      return new RowState(p, new Sampler(samplingForRow(options, r)), input.decode, stops, markers, constraint, options.logprobs);
     },
   );
   const usage: Usage = { promptTokens: input.prompts.reduce((n, p) => n + p.length, 0), completionTokens: 0 };

@@ -15,7 +15,7 @@ export interface GenerateOptions extends SamplingOptions {
   /**
    * Report each generated token's log-probability and this many most likely alternatives (0 to 20; unset:
    * none, and nothing is computed). Log-softmax of the logits the row samples from (a composition's fused
-   * logits) before the grammar mask, the repetition penalty, temperature and truncation, as vLLM reports by default.
+   * logits) before the grammar mask, the logit bias, the penalties, temperature and truncation, as vLLM reports by default.
    */
   logprobs?: number;
 }

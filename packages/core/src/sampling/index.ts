@@ -1,9 +1,11 @@
 export type { LogitProcessor, SamplingContext } from './types.js';
-export { SamplingOptionsError, validateSamplingOptions, type SamplingOptions } from './options.js';
+export { SamplingOptionsError, checkLogitBiasIds, samplingForRow, validateSamplingOptions, type SamplingOptions } from './options.js';
 export { createRng, randomSeed } from './rng.js';
 export { argmax, heapKthLargest, quickselectKthLargest } from './select.js';
 export { allowedShare, applyBitmask, argmaxAllowed, gatherAllowed } from './bitmask.js';
 export {
+  FrequencyPresencePenaltyProcessor,
+  LogitBiasProcessor,
   MinPProcessor,
   RepetitionPenaltyProcessor,
   TemperatureProcessor,

@@ -16,7 +16,22 @@ export interface SamplingOptions {
    * integer >= 0, unset = all of them, 0 = penalty disabled (llama.cpp `penalty_last_n = 0`).
    */
   repetitionWindow?: number;
-  /** Seed for the sampler's own PRNG (safe integer); unset = seeded from crypto randomness. */
+  /**
+   * OpenAI's frequency penalty (finite; 0 = off): each token's logit less this times the number of times the
+   * sequence has generated it so far (the prompt does not count). Negative values favour repeats.
+   */
+  frequencyPenalty?: number;
+  /** OpenAI's presence penalty (finite; 0 = off): less this from the logit of every token generated so far. */
+  presencePenalty?: number;
+  /**
+   * Added to the logits of these token ids before every other stage, as OpenAI's `logit_bias` (token id → finite
+   * bias; -100 in effect bans a token, 100 all but forces it). Ids must be in the model's vocabulary.
+   */
+  logitBias?: Readonly<Record<number, number>>;
+  /**
+   * Seed for the sampler's own PRNG (safe integer); unset = seeded from crypto randomness. Row r of a call of
+   * several rows draws from seed + r (see {@link samplingForRow}).
+   */
   seed?: number;
 }
 
@@ -31,13 +46,18 @@ export class SamplingOptionsError extends Error {
   }
 }
 
-const KEYS: readonly (keyof SamplingOptions)[] = [
+/** The options that are numbers. */
+type NumberOption = Exclude<keyof SamplingOptions, 'logitBias'>;
+
+const KEYS: readonly NumberOption[] = [
   'temperature',
   'topK',
   'topP',
   'minP',
   'repetitionPenalty',
   'repetitionWindow',
+  'frequencyPenalty',
+  'presencePenalty',
   'seed',
 ];
 
@@ -63,6 +83,7 @@ export function validateSamplingOptions(o: unknown): SamplingOptions {
   }
   const src = o as Record<string, unknown>;
   const out: SamplingOptions = {};
+  if (src.logitBias !== undefined) out.logitBias = validateLogitBias(src.logitBias);
   for (const key of KEYS) {
     const v = src[key];
     if (v === undefined) continue;
@@ -86,6 +107,10 @@ export function validateSamplingOptions(o: unknown): SamplingOptions {
       case 'repetitionWindow':
         if (!Number.isSafeInteger(v) || v < 0) fail(key, 'must be an integer >= 0', v);
         break;
+      case 'frequencyPenalty':
+      case 'presencePenalty':
+        if (!Number.isFinite(v)) fail(key, 'must be a finite number (0 = off)', v);
+        break;
       case 'seed':
         if (!Number.isSafeInteger(v)) fail(key, 'must be a safe integer', v);
         break;
@@ -93,4 +118,36 @@ export function validateSamplingOptions(o: unknown): SamplingOptions {
     out[key] = v;
   }
   return out;
+}
+
+/** A clean copy of a logit bias: whole-number token ids (as keys) to finite biases. */
+function validateLogitBias(v: unknown): Record<number, number> {
+  const refuse = (why: string): never => {
+    throw new SamplingOptionsError('logitBias', `sampling option logitBias ${why}`);
+  };
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) refuse(`must be an object of token id → bias (got ${describe(v)})`);
+  const out: Record<number, number> = {};
+  for (const [key, bias] of Object.entries(v as object)) {
+    if (!/^(0|[1-9]\d*)$/.test(key) || !Number.isSafeInteger(Number(key))) refuse(`keys must be token ids, whole numbers >= 0 (got ${JSON.stringify(key)})`);
+    if (typeof bias !== 'number' || !Number.isFinite(bias)) refuse(`values must be finite numbers (token ${key}: ${describe(bias)})`);
+    out[Number(key)] = bias as number;
+  }
+  return out;
+}
+
+/** Throws a {@link SamplingOptionsError} when a logit bias names a token id outside a vocabulary of `vocab` tokens. */
+export function checkLogitBiasIds(bias: Readonly<Record<number, number>> | undefined, vocab: number): void {
+  const outside = Object.keys(bias ?? {}).find((id) => Number(id) >= vocab);
+  if (outside !== undefined) throw new SamplingOptionsError('logitBias', `sampling option logitBias names token ${outside}, outside the model's vocabulary of ${vocab} tokens`);
+}
+
+/**
+ * The sampling options of row `row` of a call: seed + row (seed − row past the safe range), so that identical
+ * prompts in one call (several choices of one prompt) draw different samples, reproducibly, and row 0 draws as
+ * the same call of one row does.
+ */
+export function samplingForRow<T extends SamplingOptions>(options: T, row: number): T {
+  if (options.seed === undefined || row === 0) return options;
+  const up = options.seed + row;
+  return { ...options, seed: Number.isSafeInteger(up) ? up : options.seed - row };
 }

@@ -68,6 +68,62 @@ export class RepetitionPenaltyProcessor implements LogitProcessor {
   }
 }
 
+/** OpenAI's `logit_bias`: a fixed amount added to the logits of some token ids (ids outside the row are skipped). */
+export class LogitBiasProcessor implements LogitProcessor {
+  readonly name = 'logit-bias';
+  private readonly ids: Int32Array;
+  private readonly biases: Float32Array;
+
+  constructor(bias: Readonly<Record<number, number>>) {
+    const entries = Object.entries(bias);
+    this.ids = Int32Array.from(entries, ([id]) => Number(id));
+    this.biases = Float32Array.from(entries, ([, b]) => b);
+  }
+
+  apply(logits: Float32Array): void {
+    const { ids, biases } = this;
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i]!;
+      if (id < logits.length) logits[id] += biases[i]!;
+    }
+  }
+}
+
+/**
+ * OpenAI's frequency and presence penalties over the tokens generated so far (not the prompt): a token generated
+ * c > 0 times loses `c · frequency + presence` from its logit.
+ */
+export class FrequencyPresencePenaltyProcessor implements LogitProcessor {
+  readonly name = 'frequency-presence-penalty';
+  private counts = new Uint32Array(0);
+
+  constructor(
+    readonly frequency: number,
+    readonly presence: number,
+  ) {
+    if (!Number.isFinite(frequency) || !Number.isFinite(presence)) throw new RangeError(`penalties must be finite (got ${frequency}, ${presence})`);
+  }
+
+  apply(logits: Float32Array, ctx: SamplingContext): void {
+    const vocab = logits.length;
+    if (this.counts.length !== vocab) this.counts = new Uint32Array(vocab);
+    const counts = this.counts;
+    const gen = ctx.generated;
+    for (let j = 0; j < gen.length; j++) {
+      const id = gen[j]!;
+      if (id >= 0 && id < vocab) counts[id]!++;
+    }
+    // Each distinct id once: its count is cleared as it is applied, which leaves the scratch zeroed.
+    for (let j = 0; j < gen.length; j++) {
+      const id = gen[j]!;
+      const c = id >= 0 && id < vocab ? counts[id]! : 0;
+      if (c === 0) continue;
+      logits[id] -= c * this.frequency + this.presence;
+      counts[id] = 0;
+    }
+  }
+}
+
 /** Divide every logit by the temperature (> 0). */
 export class TemperatureProcessor implements LogitProcessor {
   readonly name = 'temperature';

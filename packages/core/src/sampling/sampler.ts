@@ -3,6 +3,8 @@
 import { CandidateBuffer, drawCandidates, gatherFinite, type CandidateFilter } from './candidates.js';
 import { validateSamplingOptions, type SamplingOptions } from './options.js';
 import {
+  FrequencyPresencePenaltyProcessor,
+  LogitBiasProcessor,
   MinPProcessor,
   RepetitionPenaltyProcessor,
   TemperatureProcessor,
@@ -35,13 +37,13 @@ export function drawFromLogits(logits: Float32Array, rng: () => number, buf = ne
 }
 
 /**
- * A per-sequence sampler. The chain is fixed:
- * repetition penalty → temperature → top-k → top-p → min-p → draw from softmax (seeded RNG).
- * Options left unset (or at their no-op value: penalty 1, temperature 1, topK 0, topP 1, minP 0)
- * add no processor. Temperature 0 (the default) or topK = 1 means greedy: the repetition penalty
+ * A per-sequence sampler. The chain is fixed: logit bias → repetition penalty → frequency and presence
+ * penalties → temperature → top-k → top-p → min-p → draw from softmax (seeded RNG).
+ * Options left unset (or at their no-op value: no bias, penalties 1 and 0, temperature 1, topK 0, topP 1, minP 0)
+ * add no processor. Temperature 0 (the default) or topK = 1 means greedy: the bias and penalties
  * and then a single argmax pass, with no RNG draw (so topP/minP do not matter then).
  *
- * `sample` uses `logits` as scratch: on return it holds the logits after the repetition penalty and
+ * `sample` uses `logits` as scratch: on return it holds the logits after the bias, penalties and
  * temperature (truncation is done on a compact candidate list, not written back). Pass a copy if
  * you need the raw logits afterwards. The result is exactly that of running {@link processors} over
  * the row and then {@link drawFromLogits} with this sampler's RNG.
@@ -51,12 +53,12 @@ export function drawFromLogits(logits: Float32Array, rng: () => number, buf = ne
 export class Sampler {
   readonly options: Readonly<SamplingOptions>;
   readonly processors: readonly LogitProcessor[];
-  /** True when sampling is a plain argmax (after the repetition penalty). */
+  /** True when sampling is a plain argmax (after the bias and penalties). */
   readonly greedy: boolean;
   /** The seed this sampler's RNG was started from. */
   readonly seed: number;
   private readonly rng: () => number;
-  /** The stages that must see the whole row (repetition penalty, temperature). */
+  /** The stages that must see the whole row (bias, penalties, temperature). */
   private readonly denseStages: readonly LogitProcessor[];
   private readonly topK: TopKProcessor | undefined;
   /** Truncation stages after top-k, run on the compact candidate list. */
@@ -73,9 +75,11 @@ export class Sampler {
     const dense: LogitProcessor[] = [];
     const filters: (LogitProcessor & CandidateFilter)[] = [];
     let topK: TopKProcessor | undefined;
+    if (o.logitBias && Object.keys(o.logitBias).length > 0) dense.push(new LogitBiasProcessor(o.logitBias));
     if (o.repetitionPenalty !== undefined && o.repetitionPenalty !== 1 && o.repetitionWindow !== 0) {
       dense.push(new RepetitionPenaltyProcessor(o.repetitionPenalty, o.repetitionWindow ?? Infinity));
     }
+    if (o.frequencyPenalty || o.presencePenalty) dense.push(new FrequencyPresencePenaltyProcessor(o.frequencyPenalty ?? 0, o.presencePenalty ?? 0));
     if (!this.greedy) {
       if (temperature !== 1) dense.push(new TemperatureProcessor(temperature));
       if (o.topK !== undefined && o.topK > 0) topK = new TopKProcessor(o.topK);
@@ -111,7 +115,7 @@ export class Sampler {
   }
 
   /**
-   * The chain's stages that see the whole row (repetition penalty, temperature), in place: {@link sample} is
+   * The chain's stages that see the whole row (bias, penalties, temperature), in place: {@link sample} is
    * `shape` then {@link pick}, split so that a grammar can see a first pick and ask for a second on the same row.
    */
   shape(logits: Float32Array, ctx: SamplingContext): void {

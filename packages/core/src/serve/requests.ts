@@ -1,8 +1,7 @@
 /**
  * Reading OpenAI request bodies (`/v1/chat/completions`, `/v1/completions`) into engine calls. Every field is
  * checked here, before a request is queued, so a bad one is a 400 that names the parameter; fields the engine
- * cannot honour (`n > 1`, `logit_bias`, penalties other than 0) are refused by name rather than
- * silently ignored.
+ * cannot honour (`best_of` above 1) are refused by name rather than silently ignored.
  */
 import type { ChatMessage } from '../tokenizer/tokenizer.js';
 import type { CompositionOptions, ConstraintOptions } from '../runtime/protocol.js';
@@ -28,6 +27,8 @@ export interface ParsedRequest {
   logprobs: boolean;
   /** The `reasonplug.reasoners` extension: replaces the reasoners `model` names, with their weights. */
   reasoners?: { name: string; weight?: WeightSpec }[];
+  /** Choices per prompt (`n`): each a row of its own, row j sampling from seed + j. */
+  n: number;
 }
 
 /** A chat request: messages for the chat template, and tools. */
@@ -91,11 +92,12 @@ function logprobsOf(body: Body, chat: boolean): number | undefined {
 /** `model`, streaming, sampling, stop rules, log-probabilities, response format and the `reasonplug` extension. */
 function common(body: Body, chat: boolean): ParsedRequest {
   if (typeof body.model !== 'string' || body.model === '') throw badRequest('model must be the name of a served model (see GET /v1/models)', 'model');
-  refuseUnless(body, 'n', (v) => v === 1, 'one choice per request (send n requests instead)');
-  refuseUnless(body, 'best_of', (v) => v === 1, 'one choice per request');
-  refuseUnless(body, 'logit_bias', (v) => isObject(v) && Object.keys(v).length === 0, 'logit biases are not applied by the engine');
-  refuseUnless(body, 'frequency_penalty', (v) => v === 0, 'use repetition_penalty (HF/CTRL style) instead');
-  refuseUnless(body, 'presence_penalty', (v) => v === 0, 'use repetition_penalty (HF/CTRL style) instead');
+  const n = integer(body, 'n', 1) ?? 1;
+  if (n > MAX_CHOICES) throw badRequest(`n must be a whole number from 1 to ${MAX_CHOICES} (got ${n})`, 'n');
+  refuseUnless(body, 'best_of', (v) => v === 1 || v === n, 'choices are not ranked on the server: ask for n of them and choose');
+  const frequencyPenalty = number(body, 'frequency_penalty', (x) => x >= -2 && x <= 2, 'a number from -2 to 2');
+  const presencePenalty = number(body, 'presence_penalty', (x) => x >= -2 && x <= 2, 'a number from -2 to 2');
+  const logitBias = logitBiasOf(body.logit_bias);
   const stream = body.stream ?? false;
   if (typeof stream !== 'boolean') throw badRequest('stream must be true or false', 'stream');
   const streamOptions = body.stream_options;
@@ -124,6 +126,9 @@ function common(body: Body, chat: boolean): ParsedRequest {
     ...(topK !== undefined ? { topK } : {}),
     ...(minP !== undefined ? { minP } : {}),
     ...(repetitionPenalty !== undefined ? { repetitionPenalty } : {}),
+    ...(frequencyPenalty ? { frequencyPenalty } : {}),
+    ...(presencePenalty ? { presencePenalty } : {}),
+    ...(logitBias ? { logitBias } : {}),
     ...(seed !== undefined ? { seed } : {}),
     ...(stop ? { stop } : {}),
     ...(ignoreEos ? { ignoreEos } : {}),
@@ -132,7 +137,23 @@ function common(body: Body, chat: boolean): ParsedRequest {
     ...(ext.mode ? { mode: ext.mode } : {}),
     ...(ext.latent ? { latent: ext.latent } : {}),
   };
-  return { model: body.model, stream, includeUsage, options, logprobs: logprobs !== undefined, ...(ext.reasoners ? { reasoners: ext.reasoners } : {}) };
+  return { model: body.model, stream, includeUsage, options, logprobs: logprobs !== undefined, n, ...(ext.reasoners ? { reasoners: ext.reasoners } : {}) };
+}
+
+/** Most choices one request may ask for (`n`). */
+const MAX_CHOICES = 64;
+
+/** `logit_bias`: token ids (as keys) to biases from -100 to 100, as OpenAI takes them; undefined when empty. */
+function logitBiasOf(v: unknown): Record<number, number> | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (!isObject(v)) throw badRequest('logit_bias must be an object of token ids to biases from -100 to 100', 'logit_bias');
+  const out: Record<number, number> = {};
+  for (const [key, bias] of Object.entries(v)) {
+    if (!/^(0|[1-9][0-9]*)$/.test(key) || !Number.isSafeInteger(Number(key))) throw badRequest(`logit_bias keys must be token ids (got ${JSON.stringify(key)})`, 'logit_bias');
+    if (typeof bias !== 'number' || !(bias >= -100 && bias <= 100)) throw badRequest(`logit_bias values must be numbers from -100 to 100 (token ${key}: ${JSON.stringify(bias)})`, 'logit_bias');
+    out[Number(key)] = bias;
+  }
+  return Object.keys(out).length > 0 ? out : undefined;
 }
 
 function stopList(v: unknown): string[] | undefined {

@@ -16,10 +16,10 @@ import { TextTokenizer } from '../tokenizer/tokenizer.js';
 import { resolveModelPath } from '../registry/resolve-model.js';
 import { loadModuleDir } from '../modules/module-dir.js';
 import { MANIFEST_FILE } from '../modules/manifest.js';
-import { ToolCallTextSplitter, type ParsedToolCall } from '../chat/tool-calls.js';
+import { ChatChoice, finishReason, type ChatDelta } from './choices.js';
 import { HttpError, badRequest, toHttpError } from './errors.js';
 import { ServerMetrics } from './metrics.js';
-import { chatLogprobs, completionLogprobs, offsetAfter } from './logprobs.js';
+import { completionLogprobs, offsetAfter } from './logprobs.js';
 import { ServedModels } from './models.js';
 import { parseChatRequest, parseCompletionRequest, toolCallFormat, type ChatRequest, type CompletionRequest, type ParsedRequest } from './requests.js';
 
@@ -264,74 +264,44 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const created = Math.floor(Date.now() / 1000);
     const base = { id, created, model: request.model, system_fingerprint: 'reasonplug' };
 
-    await run(l, request, { promptIds }, res, async (stream, first, rest, clock) => {
-      const splitter = parseTools ? new ToolCallTextSplitter() : undefined;
-      const calls: ParsedToolCall[] = [];
+    // n choices are n rows of one call (row j samples from seed + j).
+    const input: PromptInput = { promptIds: request.n === 1 ? promptIds : Array.from({ length: request.n }, () => promptIds) };
+    await run(l, request, input, res, async (stream, first, rest, clock) => {
+      const choices = Array.from({ length: request.n }, () => new ChatChoice(parseTools, request.logprobs));
       if (!request.stream) {
         const result = await drain(stream, first, rest, clock);
-        const row = result.rows[0]!;
-        const split = splitter ? concatSplits(splitter.push(row.text), splitter.end()) : { content: row.text, toolCalls: [] };
-        const finish = split.toolCalls.length ? 'tool_calls' : finishReason(row.finishReason);
-        sendJson(res, 200, {
-          ...base,
-          object: 'chat.completion',
-          choices: [
-            {
-              index: 0,
-              message: {
-                role: 'assistant',
-                content: split.toolCalls.length && !split.content ? null : split.content,
-                ...(split.toolCalls.length ? { tool_calls: split.toolCalls.map(toolCallJson) } : {}),
-              },
-              logprobs: request.logprobs ? chatLogprobs(row.logprobs ?? []) : null,
-              finish_reason: finish,
-            },
-          ],
-          usage: usageJson(result),
-        });
-        return finish;
+        const answers = result.rows.map((row, index) => choices[index]!.message(row));
+        sendJson(res, 200, { ...base, object: 'chat.completion', choices: answers.map(({ choice }, index) => ({ index, ...choice })), usage: usageJson(result, request.n) });
+        return answers[0]!.finish;
       }
       const sse = new Sse(res);
-      // Tokens whose text is not out yet (half a character, a possible stop string) ride with the next chunk.
-      const pending: TokenLogprobs[] = [];
-      const chunk = (delta: object, finish: string | null = null) => {
-        const logprobs = request.logprobs && (pending.length > 0 || finish) ? chatLogprobs(pending.splice(0)) : null;
-        sse.send({ ...base, object: 'chat.completion.chunk', choices: [{ index: 0, delta, logprobs, finish_reason: finish }], ...(request.includeUsage ? { usage: null } : {}) });
-      };
-      chunk({ role: 'assistant', content: '' });
-      const emit = (piece: { content: string; toolCalls: ParsedToolCall[] }) => {
-        if (piece.content) chunk({ content: piece.content });
-        for (const call of piece.toolCalls) {
-          chunk({ tool_calls: [{ index: calls.length, ...toolCallJson(call) }] });
-          calls.push(call);
-        }
-      };
+      const send = (index: number, { delta, logprobs, finish }: ChatDelta) =>
+        sse.send({ ...base, object: 'chat.completion.chunk', choices: [{ index, delta, logprobs, finish_reason: finish }], ...(request.includeUsage ? { usage: null } : {}) });
+      choices.forEach((choice, index) => send(index, choice.start()));
       for (let next = first; !next.done; next = await rest.next()) {
         if (next !== first) clock.tick();
-        if (next.value.logprobs) pending.push(next.value.logprobs);
-        const text = next.value.text;
-        if (text) emit(splitter ? splitter.push(text) : { content: text, toolCalls: [] });
+        const { row, text, logprobs } = next.value;
+        for (const delta of choices[row]!.push(text, logprobs)) send(row, delta);
       }
-      if (splitter) emit(splitter.end());
       const result = await stream.result;
       countGenerated(result);
-      const finish = calls.length ? 'tool_calls' : finishReason(result.rows[0]!.finishReason);
-      chunk({}, finish);
-      if (request.includeUsage) sse.send({ ...base, object: 'chat.completion.chunk', choices: [], usage: usageJson(result) });
+      result.rows.forEach((row, index) => choices[index]!.end(row.finishReason).forEach((delta) => send(index, delta)));
+      if (request.includeUsage) sse.send({ ...base, object: 'chat.completion.chunk', choices: [], usage: usageJson(result, request.n) });
       sse.done();
-      return finish;
+      return choices[0]!.finish(result.rows[0]!.finishReason);
     });
   }
 
   async function completion(l: Loaded, request: CompletionRequest, res: ServerResponse): Promise<void> {
     const p = request.prompt;
     const isIds = typeof p !== 'string' && typeof p[0] === 'number';
-    const isIdBatch = Array.isArray(p[0]);
-    const input: PromptInput = isIds || isIdBatch ? { promptIds: p as number[] | number[][] } : { prompt: p as string | string[] };
     const prompts: (string | number[])[] = typeof p === 'string' || isIds ? [p as string | number[]] : (p as (string | number[])[]);
+    // Choice i·n + j is the j-th of prompt i (OpenAI's order), a row of its own that samples from seed + i·n + j.
+    const rows = prompts.flatMap((x) => Array.from({ length: request.n }, () => x));
+    const input: PromptInput = typeof rows[0] === 'string' ? { prompt: rows as string[] } : { promptIds: rows as number[][] };
     const echoOf = (row: number) => {
       if (!request.echo) return '';
-      const x = prompts[row]!;
+      const x = rows[row]!;
       if (typeof x === 'string') return x;
       if (!l.tokenizer) throw badRequest('echo of token ids needs the model tokenizer', 'echo');
       return l.tokenizer.decode(x);
@@ -351,14 +321,14 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
             logprobs: request.logprobs ? completionLogprobs(row.logprobs ?? [], echoOf(index).length) : null,
             finish_reason: finishReason(row.finishReason),
           })),
-          usage: usageJson(result),
+          usage: usageJson(result, request.n),
         });
         return finishReason(result.rows[0]!.finishReason);
       }
       const sse = new Sse(res);
       // Per choice: tokens whose text is not out yet, and where the next token's text starts.
-      const pending = prompts.map((): TokenLogprobs[] => []);
-      const offsets = prompts.map((_, row) => echoOf(row).length);
+      const pending = rows.map((): TokenLogprobs[] => []);
+      const offsets = rows.map((_, row) => echoOf(row).length);
       const chunk = (index: number, text: string, finish: string | null = null) => {
         let logprobs: ReturnType<typeof completionLogprobs> | null = null;
         if (request.logprobs && (pending[index]!.length > 0 || finish)) {
@@ -368,7 +338,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         }
         sse.send({ ...base, object: 'text_completion', choices: [{ index, text, logprobs, finish_reason: finish }], ...(request.includeUsage ? { usage: null } : {}) });
       };
-      if (request.echo) prompts.forEach((_, row) => chunk(row, echoOf(row)));
+      if (request.echo) rows.forEach((_, row) => chunk(row, echoOf(row)));
       for (let next = first; !next.done; next = await rest.next()) {
         if (next !== first) clock.tick();
         if (next.value.logprobs) pending[next.value.row]!.push(next.value.logprobs);
@@ -377,7 +347,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       const result = await stream.result;
       countGenerated(result);
       result.rows.forEach((row, index) => chunk(index, '', finishReason(row.finishReason)));
-      if (request.includeUsage) sse.send({ ...base, object: 'text_completion', choices: [], usage: usageJson(result) });
+      if (request.includeUsage) sse.send({ ...base, object: 'text_completion', choices: [], usage: usageJson(result, request.n) });
       sse.done();
       return finishReason(result.rows[0]!.finishReason);
     });
@@ -513,19 +483,10 @@ class Sse {
   }
 }
 
-function concatSplits(a: { content: string; toolCalls: ParsedToolCall[] }, b: { content: string; toolCalls: ParsedToolCall[] }) {
-  return { content: a.content + b.content, toolCalls: [...a.toolCalls, ...b.toolCalls] };
-}
-
-const toolCallJson = (c: ParsedToolCall) => ({ id: c.id, type: 'function', function: { name: c.name ?? '', arguments: c.arguments } });
-
-/** OpenAI's finish reasons: an end-of-sequence token and a stop string are both `stop`. */
-function finishReason(reason: string): string {
-  return reason === 'length' ? 'length' : reason === 'abort' ? 'abort' : 'stop';
-}
-
-function usageJson(result: GenerationResult) {
-  const { promptTokens, completionTokens } = result.usage;
+/** OpenAI's usage: each prompt counted once, however many choices (`n`) were made of it. */
+function usageJson(result: GenerationResult, n: number) {
+  const promptTokens = result.usage.promptTokens / n;
+  const { completionTokens } = result.usage;
   return { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
 }
 

@@ -1,0 +1,101 @@
+/**
+ * The choices of an answer: a row's finish reason in OpenAI's words, and a chat choice's text split into content
+ * and tool calls, either as one message (a finished row) or as stream deltas while the row runs.
+ */
+import { ToolCallTextSplitter, type ParsedToolCall } from '../chat/tool-calls.js';
+import type { RowResult, TokenLogprobs } from '../generate/types.js';
+import { chatLogprobs } from './logprobs.js';
+
+/** OpenAI's finish reasons: an end-of-sequence token and a stop string are both `stop`. */
+export function finishReason(reason: string): string {
+  return reason === 'length' ? 'length' : reason === 'abort' ? 'abort' : 'stop';
+}
+
+/** One `chat.completion.chunk` choice's content, without its index. */
+export interface ChatDelta {
+  delta: object;
+  logprobs: ReturnType<typeof chatLogprobs> | null;
+  finish: string | null;
+}
+
+interface Split {
+  content: string;
+  toolCalls: ParsedToolCall[];
+}
+
+const toolCallJson = (c: ParsedToolCall) => ({ id: c.id, type: 'function', function: { name: c.name ?? '', arguments: c.arguments } });
+
+/** One choice of a chat completion (one row of the engine's call). */
+export class ChatChoice {
+  private readonly splitter: ToolCallTextSplitter | undefined;
+  /** Tool calls streamed so far (their index in the deltas is their place here). */
+  private readonly calls: ParsedToolCall[] = [];
+  /** Tokens whose text is not out yet (half a character, a possible stop string) ride with the next delta. */
+  private readonly pending: TokenLogprobs[] = [];
+
+  /**
+   * @param parseTools whether the text holds tool calls to split off (the request has tools and may call them)
+   * @param logprobs whether the answer carries per-token log-probabilities
+   */
+  constructor(
+    parseTools: boolean,
+    private readonly logprobs: boolean,
+  ) {
+    this.splitter = parseTools ? new ToolCallTextSplitter() : undefined;
+  }
+
+  /** The whole answer of a finished row, and its finish reason (`tool_calls` when it called tools). */
+  message(row: RowResult): { choice: object; finish: string } {
+    const split = this.splitter ? join(this.splitter.push(row.text), this.splitter.end()) : { content: row.text, toolCalls: [] };
+    const finish = split.toolCalls.length ? 'tool_calls' : finishReason(row.finishReason);
+    const message = {
+      role: 'assistant',
+      content: split.toolCalls.length && !split.content ? null : split.content,
+      ...(split.toolCalls.length ? { tool_calls: split.toolCalls.map(toolCallJson) } : {}),
+    };
+    return { choice: { message, logprobs: this.logprobs ? chatLogprobs(row.logprobs ?? []) : null, finish_reason: finish }, finish };
+  }
+
+  /** The stream's first delta: the role. */
+  start(): ChatDelta {
+    return { delta: { role: 'assistant', content: '' }, logprobs: null, finish: null };
+  }
+
+  /** The deltas a generated token's text gives (none while the splitter or the engine holds text back). */
+  push(text: string, logprobs: TokenLogprobs | undefined): ChatDelta[] {
+    if (logprobs) this.pending.push(logprobs);
+    if (!text) return [];
+    return this.deltas(this.splitter ? this.splitter.push(text) : { content: text, toolCalls: [] });
+  }
+
+  /** The last deltas once the row has ended: what the splitter held back, then the finish reason. */
+  end(reason: string): ChatDelta[] {
+    const out = this.splitter ? this.deltas(this.splitter.end()) : [];
+    out.push(this.delta({}, this.finish(reason)));
+    return out;
+  }
+
+  /** The finish reason of the streamed choice: `tool_calls` when it called tools. */
+  finish(reason: string): string {
+    return this.calls.length ? 'tool_calls' : finishReason(reason);
+  }
+
+  private deltas(split: Split): ChatDelta[] {
+    const out: ChatDelta[] = [];
+    if (split.content) out.push(this.delta({ content: split.content }));
+    for (const call of split.toolCalls) {
+      out.push(this.delta({ tool_calls: [{ index: this.calls.length, ...toolCallJson(call) }] }));
+      this.calls.push(call);
+    }
+    return out;
+  }
+
+  private delta(delta: object, finish: string | null = null): ChatDelta {
+    const logprobs = this.logprobs && (this.pending.length > 0 || finish) ? chatLogprobs(this.pending.splice(0)) : null;
+    return { delta, logprobs, finish };
+  }
+}
+
+function join(a: Split, b: Split): Split {
+  return { content: a.content + b.content, toolCalls: [...a.toolCalls, ...b.toolCalls] };
+}
