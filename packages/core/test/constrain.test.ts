@@ -22,9 +22,10 @@ const ajv = new Ajv2020({ strict: false, allErrors: true });
 /**
  * Settings under which the tiny model finishes its answers: a little randomness, a penalty against loops. The seed
  * matters for the unbounded "any JSON value" schema, whose strings the model fills with a story: at this temperature
- * about one seed in four runs it past 200 tokens (seeds 1-7 and 11, measured).
+ * its row of the 33-schema batch (row r draws from seed + r) ran past 200 tokens for 8 of the seeds 1-12, and every
+ * other answer of those twelve batches was valid (measured 2026-12-04).
  */
-const SAMPLING = { temperature: 0.7, seed: 3, repetitionPenalty: 1.3, maxTokens: 200 };
+const SAMPLING = { temperature: 0.7, seed: 2, repetitionPenalty: 1.3, maxTokens: 200 };
 
 describe('constrained decoding', function () {
   this.timeout(120_000);
@@ -83,7 +84,7 @@ describe('constrained decoding', function () {
     expect(r.rows[0]!.parsed).to.satisfy((v: unknown) => ajv.validate(schema, v));
     expect(r.rows[2]!.text).to.match(/^(yes|no)!$/);
     // the free row is the model's own story, untouched by the others' grammars
-    const free = await engine.generate({ prompt: 'Once upon a time' }, { ...SAMPLING, maxTokens: 40 });
+    const free = await engine.generate({ prompt: 'Once upon a time' }, { ...SAMPLING, seed: SAMPLING.seed + 1, maxTokens: 40 });
     expect(r.rows[1]!.text).to.equal(free.rows[0]!.text);
     expect(r.rows[1]!.text).to.match(/[a-z]+ [a-z]+/);
   });

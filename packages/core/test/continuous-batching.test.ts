@@ -285,6 +285,41 @@ describe('prompts prefilled together', () => {
     }
   });
 
+  it("a request's rows with one prompt (several choices) are prefilled once and each samples as a call of its own seed does", async () => {
+    const model = await builtModel('cb-twins', { ...smallConfig, numLayers: 3 }, {}, 25);
+    const p = await prepareDecoder(model, { lastLogitsOnly: true, logitsFloat32: true, cacheDir });
+    const session = await DecoderSession.create({ path: p.preparedPath });
+    // Counts the rows of each prompt run (runs without a past) on the session, which the batch drives.
+    const prefillRows: number[] = [];
+    const forward = session.forward.bind(session);
+    session.forward = (...args: Parameters<DecoderSession['forward']>) => {
+      if (args[2] === undefined) prefillRows.push(args[1]);
+      return forward(...args);
+    };
+    try {
+      const batch = new ContinuousBatch(session, session.vocabSize, { maxBatch: 8 });
+      const [a, b] = [[3, 8, 20, 1, 9, 44, 61], [12, 13]];
+      const request = (prompts: number[][], seed: number) => ({
+        prompts,
+        // a temperature other than 1 writes over the logits: each row needs its own copy
+        options: { maxTokens: 8, ignoreEos: true, temperature: 0.8, seed },
+        eosTokenIds: [],
+        shouldAbort: () => false,
+        onToken: () => {},
+      });
+      const rows = (await batch.submit(request([a, a, b, a], 7))).rows.map((r) => r.ids);
+      // the two distinct prompts ran as one run of two rows, not four
+      expect(prefillRows).to.deep.equal([2]);
+      const alone: number[][] = [];
+      for (const [r, prompt] of [a, a, b, a].entries()) alone.push((await batch.submit(request([prompt], 7 + r))).rows[0]!.ids);
+      expect(rows).to.deep.equal(alone);
+      expect(new Set([rows[0], rows[1], rows[3]].map((ids) => ids!.join()))).to.have.property('size', 3);
+      expect(batch.stats().running).to.equal(0);
+    } finally {
+      await session.release();
+    }
+  });
+
   it('composed requests in a burst are prefilled together on each of their models and give what they give alone', async () => {
     const [backboneModel, reasonerModel] = await Promise.all([
       builtModel('cb-together-backbone', smallConfig, {}, 24),

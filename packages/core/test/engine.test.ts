@@ -116,18 +116,23 @@ describe('engine', function () {
     }
   });
 
-  it('a batch equals the same prompts one by one (greedy and seeded sampling)', async () => {
+  it('a batch equals the same prompts one by one (greedy, and seeded sampling with row r drawing from seed + r)', async () => {
     const engine = await Engine.load({ model: await builtModel('engine-batch'), cacheDir });
     try {
       const prompts = [[3, 8, 20, 1, 9], [12], [40, 41]];
       for (const opts of [{ maxTokens: 10 }, { maxTokens: 10, temperature: 0.9, topK: 20, seed: 42 }]) {
         const batch = await engine.generate({ promptIds: prompts }, opts);
         for (let r = 0; r < prompts.length; r++) {
-          const one = await engine.generate({ promptIds: prompts[r]! }, opts);
+          const one = await engine.generate({ promptIds: prompts[r]! }, opts.seed === undefined ? opts : { ...opts, seed: opts.seed + r });
           expect(batch.rows[r]!.ids).to.deep.equal(one.rows[0]!.ids);
         }
         expect(batch.usage.promptTokens).to.equal(8);
       }
+      // the same prompt three times, sampled: three reproducible draws, not one draw three times
+      const same = { maxTokens: 10, temperature: 0.9, seed: 42 };
+      const three = (await engine.generate({ promptIds: [prompts[0]!, prompts[0]!, prompts[0]!] }, same)).rows.map((r) => r.ids);
+      expect(new Set(three.map((ids) => ids.join()))).to.have.property('size', 3);
+      expect((await engine.generate({ promptIds: [prompts[0]!, prompts[0]!, prompts[0]!] }, same)).rows.map((r) => r.ids)).to.deep.equal(three);
     } finally {
       await engine.dispose();
     }

@@ -25,8 +25,11 @@ const TEMPLATE =
   '{% if m.tool_calls %}{% for c in m.tool_calls %}<tool_call>{{ c.function | tojson }}</tool_call>{% endfor %}{% endif %}<|end|>' +
   '{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}';
 const KEY = 'test-key';
-/** Settings under which the tiny model finishes structured answers (as in the constrained-decoding tests). */
-const FINISHING = { temperature: 0.7, seed: 11, repetition_penalty: 1.3 };
+/**
+ * Settings under which the tiny model finishes structured answers (as in the constrained-decoding tests); ChatOpenAI
+ * sends a seed and the extension only from `modelKwargs`.
+ */
+const FINISHING = { temperature: 0.7, modelKwargs: { seed: 11, repetition_penalty: 1.3 } };
 
 const ajv = new Ajv2020({ strict: false });
 
@@ -117,11 +120,11 @@ describe('reasonplug serve', function () {
 
   it('withStructuredOutput (its default method, json_schema) and tool calls answer in valid structure', async () => {
     const Pet = z.object({ name: z.string().max(12), age: z.number().int().min(0).max(30) });
-    const pet = await chat({ maxTokens: 120, ...FINISHING, modelKwargs: { repetition_penalty: 1.3 } }).withStructuredOutput(Pet, { name: 'pet' }).invoke('Describe a pet');
+    const pet = await chat({ maxTokens: 120, ...FINISHING }).withStructuredOutput(Pet, { name: 'pet' }).invoke('Describe a pet');
     expect(Pet.safeParse(pet).success, JSON.stringify(pet)).to.equal(true);
 
     const add = tool(async ({ a, b }) => String(a + b), { name: 'add', description: 'Add two integers', schema: z.object({ a: z.number().int(), b: z.number().int() }) });
-    const model = chat({ maxTokens: 120, ...FINISHING, modelKwargs: { repetition_penalty: 1.3 } }).bindTools([add], { tool_choice: 'add' });
+    const model = chat({ maxTokens: 120, ...FINISHING }).bindTools([add], { tool_choice: 'add' });
     const reply = await model.invoke('Add 2 and 3');
     expect(reply.tool_calls?.map((c) => c.name)).to.deep.equal(['add']);
     const schema = { type: 'object', properties: { a: { type: 'integer' }, b: { type: 'integer' } }, required: ['a', 'b'] };

@@ -46,11 +46,14 @@ const placeholder = (k: number) => `__reasonplug_number_${k}__`;
 const DAY = '(((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01]))|((0[469]|11)-(0[1-9]|[12][0-9]|30))|(02-(0[1-9]|1[0-9]|2[0-8])))';
 const TIME = '([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])';
 const OCTET = '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
+const LABEL = '[A-Za-z0-9]([A-Za-z0-9-]{0,30}[A-Za-z0-9])?';
+const SEGMENT = "[A-Za-z0-9._~!$&'()*+,;=:@-]{1,32}";
 /**
  * Formats written here as patterns, because XGrammar's rules for them admit what validators refuse (February
- * 30th; IPv4 octets with leading zeros, `15.08.40.55`, which validators refuse as possibly octal) or never end
- * (fractions of a second, e-mail local parts): each pattern is a subset of the format (February stops at 28;
- * e-mail parts have bounded lengths).
+ * 30th; IPv4 octets with leading zeros, `15.08.40.55`, which validators refuse as possibly octal; a URI that
+ * ends at its scheme's colon, `tom:`, which RFC 3986 allows and ajv-formats refuses) or never end (fractions of
+ * a second, e-mail local parts): each pattern is a subset of the format (February stops at 28; e-mail parts,
+ * URI hosts, segments, queries and fragments have bounded lengths, and no percent-escapes).
  */
 const FORMAT_PATTERNS: Record<string, string> = {
   ipv4: `^(${OCTET}\\.){3}${OCTET}$`,
@@ -58,6 +61,8 @@ const FORMAT_PATTERNS: Record<string, string> = {
   time: `^${TIME}$`,
   'date-time': `^[0-9]{4}-${DAY}T${TIME}$`,
   email: '^[a-z0-9_+-]{1,16}(\\.[a-z0-9_+-]{1,16}){0,2}@[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?(\\.[a-z]{2,6}){1,2}$',
+  // scheme ":" then an authority and an absolute path, or a rootless path; an optional query and fragment
+  uri: `^[A-Za-z][A-Za-z0-9+.-]{0,15}:(//${LABEL}(\\.${LABEL}){0,4}(:[0-9]{1,5})?(/${SEGMENT}){0,8}/?|${SEGMENT}(/${SEGMENT}){0,7})(\\?[A-Za-z0-9._~!$&'()*+,;=:@/?-]{0,64})?(#[A-Za-z0-9._~!$&'()*+,;=:@/?-]{0,32})?$`,
 };
 
 /** Checks and rewrites a schema; throws ConstraintError naming the first unenforceable keyword. */

@@ -123,6 +123,11 @@ interface Prefill {
   job: Job;
   row: number;
   runs: RowPrefill[];
+  /**
+   * Later rows of the job with the same prompt (a request's several choices): prefilled once, they join with
+   * this row's cache and copies of its logits.
+   */
+  twins: number[];
 }
 
 const yieldToMessages = () => new Promise<void>((r) => setImmediate(r));
@@ -273,11 +278,11 @@ export class ContinuousBatch {
   stats(): BatchStats {
     const models = (job: Job) => job.models.map((m) => this.kvs[m]!.bytesPerPosition);
     let pending = 0;
-    for (const p of this.prefills) models(p.job).forEach((b, i) => (pending += b * p.runs[i]!.length));
+    for (const p of this.prefills) models(p.job).forEach((b, i) => (pending += b * p.runs[i]!.length * (1 + p.twins.length)));
     for (const r of this.ready) models(r.job).forEach((b, i) => (pending += b * r.caches[i]!.length));
     const sum = (f: (kv: BatchCache) => number) => this.kvs.reduce((n, kv) => n + f(kv), 0);
     return {
-      running: this.live.length + this.ready.length + this.prefills.length,
+      running: this.rowsInUse,
       waiting: this.queue.length,
       kvBytes: sum((kv) => kv.bytes) + pending,
       bytesPerPosition: sum((kv) => kv.bytesPerPosition),
@@ -296,7 +301,7 @@ export class ContinuousBatch {
   }
 
   private get rowsInUse(): number {
-    return this.live.length + this.ready.length + this.prefills.length;
+    return this.live.length + this.ready.length + this.prefills.reduce((n, p) => n + 1 + p.twins.length, 0);
   }
 
   /** Moves queued requests into prefill while rows and KV budget allow; runs an exclusive one when idle. */
@@ -325,9 +330,15 @@ export class ContinuousBatch {
       head.admittedAt = performance.now();
       // The first bitmask is computed while the prompt is prefilled.
       for (const row of head.rows) row.constraint?.prepare?.();
-      head.rows.forEach((row, r) =>
-        this.prefills.push({ job: head, row: r, runs: head.models.map((m) => new RowPrefill(this.models[m]!, row.prompt, this.chunk)) }),
-      );
+      const byPrompt = new Map<string, Prefill>();
+      head.rows.forEach((row, r) => {
+        const key = row.prompt.join(',');
+        const first = byPrompt.get(key);
+        if (first) return void first.twins.push(r);
+        const prefill: Prefill = { job: head, row: r, runs: head.models.map((m) => new RowPrefill(this.models[m]!, row.prompt, this.chunk)), twins: [] };
+        byPrompt.set(key, prefill);
+        this.prefills.push(prefill);
+      });
     }
   }
 
@@ -389,16 +400,19 @@ export class ContinuousBatch {
     this.prefills.shift();
     const { job, row } = first;
     const caches = first.runs.map((r) => r.cache);
+    const rows = [row, ...first.twins];
     if (job.fixedSteps > 0) {
       // Coconut-style: K continuous thoughts right after the prompt, on the backbone alone.
       const out = await rowLatentSteps(this.models[0]!, this.projector!, caches[0]!, first.runs[0]!.hidden!, job.fixedSteps);
       logits[0] = out.logits;
       caches[0] = out.cache;
-      job.rows[row]!.latentSteps += job.fixedSteps;
-      job.used[row]! += job.fixedSteps;
+      for (const r of rows) {
+        job.rows[r]!.latentSteps += job.fixedSteps;
+        job.used[r]! += job.fixedSteps;
+      }
     }
     if (job.prefillMs === 0) job.prefillMs = performance.now() - job.admittedAt;
-    this.ready.push({ job, row, logits: logits as Float32Array[], caches });
+    this.joinReady(first, logits as Float32Array[], caches);
   }
 
   /**
@@ -441,11 +455,24 @@ export class ContinuousBatch {
     }
     this.prefills.splice(0, group.length);
     const now = performance.now();
-    group.forEach(({ job, row }, g) => {
-      if (job.prefillMs === 0) job.prefillMs = now - job.admittedAt;
-      this.ready.push({ job, row, logits: runs.map((r) => r.logits[g]!), caches: runs.map((r) => r.caches[g]!) });
+    group.forEach((p, g) => {
+      if (p.job.prefillMs === 0) p.job.prefillMs = now - p.job.admittedAt;
+      this.joinReady(
+        p,
+        runs.map((r) => r.logits[g]!),
+        runs.map((r) => r.caches[g]!),
+      );
     });
     return true;
+  }
+
+  /**
+   * A prefilled row is ready to join, and its twins with it: over the same cache (the batch copies it in), each
+   * with its own copy of the logits, which sampling writes over.
+   */
+  private joinReady({ job, row, twins }: Prefill, logits: Float32Array[], caches: RowCache[]): void {
+    this.ready.push({ job, row, logits, caches });
+    for (const twin of twins) this.ready.push({ job, row: twin, logits: logits.map((l) => l.slice()), caches });
   }
 
   /**
