@@ -161,6 +161,25 @@ describe('constrained decoding', function () {
     expect(ajv.validate({ type: 'string', format: 'ipv4' }, '15.08.40.55')).to.equal(false);
   });
 
+  it("format uri: what the constraint writes passes ajv-formats (XGrammar's own rule ends a URI at its scheme's colon)", async () => {
+    const factory = new XGrammarFactory(grammarVocabulary(JSON.parse(await readFile(join(dir, 'tokenizer.json'), 'utf8')) as object, 512), 'uri');
+    const byte = (ch: string) => 3 + ch.charCodeAt(0); // byte tokens of the stories260K vocabulary
+    /** Whether the constraint takes the whole JSON string `text` and may end there. */
+    const takes = async (text: string) => {
+      const c = await factory.create({ type: 'json_schema', schema: { type: 'string', format: 'uri' } }, [2]);
+      for (const ch of JSON.stringify(text)) if (!c.tryAccept(byte(ch))) return false;
+      return c.tryAccept(2);
+    };
+    for (const uri of ['tom:', 'Tom.ryise:', 'a b:c', '1a:b']) {
+      expect(ajv.validate({ type: 'string', format: 'uri' }, uri), uri).to.equal(false);
+      expect(await takes(uri), uri).to.equal(false);
+    }
+    for (const uri of ['tom:x', 'https://example.org:8080/a/b?q=1&r=2#top', 'urn:isbn:0451450523', 'mailto:lily@example.com', 'http://x/']) {
+      expect(ajv.validate({ type: 'string', format: 'uri' }, uri), uri).to.equal(true);
+      expect(await takes(uri), uri).to.equal(true);
+    }
+  });
+
   it('compiles a format once per vocabulary; added and special tokens are never allowed inside a constrained reply', async () => {
     const json = JSON.parse(await readFile(join(dir, 'tokenizer.json'), 'utf8')) as object;
     const vocab = grammarVocabulary(json, 512);
