@@ -51,7 +51,8 @@ const SEGMENT = "[A-Za-z0-9._~!$&'()*+,;=:@-]{1,32}";
 /**
  * Formats written here as patterns, because XGrammar's rules for them admit what validators refuse (February
  * 30th; IPv4 octets with leading zeros, `15.08.40.55`, which validators refuse as possibly octal; a URI that
- * ends at its scheme's colon, `tom:`, which RFC 3986 allows and ajv-formats refuses) or never end (fractions of
+ * ends at its scheme's colon, `tom:`, and a URI template's dotted variable name, `{a.b}`, which the RFCs allow and
+ * ajv-formats refuses) or never end (fractions of
  * a second, e-mail local parts): each pattern is a subset of the format (February stops at 28; e-mail parts,
  * URI hosts, segments, queries and fragments have bounded lengths, and no percent-escapes).
  */
@@ -61,6 +62,8 @@ const FORMAT_PATTERNS: Record<string, string> = {
   time: `^${TIME}$`,
   'date-time': `^[0-9]{4}-${DAY}T${TIME}$`,
   email: '^[a-z0-9_+-]{1,16}(\\.[a-z0-9_+-]{1,16}){0,2}@[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?(\\.[a-z]{2,6}){1,2}$',
+  // RFC 6570 literals and expressions, but variable names without dots (ajv-formats refuses `{a.b}`, which XGrammar writes)
+  'uri-template': "^([^\\u0000-\\u0020\"'<>%\\\\^`{|}]|%[0-9A-Fa-f]{2}|\\{[+#./;?&=,!@|]?[A-Za-z0-9_]{1,32}(:[1-9][0-9]{0,3}|\\*)?(,[A-Za-z0-9_]{1,32}(:[1-9][0-9]{0,3}|\\*)?)*\\})*$",
   // scheme ":" then an authority and an absolute path, or a rootless path; an optional query and fragment
   uri: `^[A-Za-z][A-Za-z0-9+.-]{0,15}:(//${LABEL}(\\.${LABEL}){0,4}(:[0-9]{1,5})?(/${SEGMENT}){0,8}/?|${SEGMENT}(/${SEGMENT}){0,7})(\\?[A-Za-z0-9._~!$&'()*+,;=:@/?-]{0,64})?(#[A-Za-z0-9._~!$&'()*+,;=:@/?-]{0,32})?$`,
 };
