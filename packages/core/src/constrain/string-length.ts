@@ -5,13 +5,14 @@
  * its bitmask took 0.4–18 ms per token on a 151,936-token vocabulary (XGrammar issues #465, #852). Written instead
  * as one rule per count of characters read, each shaped like XGrammar's own JSON string rule (the closing quote
  * or one more character, and a look-ahead for what follows a JSON string), every count's mask is precomputed.
- * The language is unchanged.
+ * The language is XGrammar's but for control characters: its class admits a raw tab or U+0001 inside the string,
+ * which JSON forbids (JSON.parse refuses such a reply), so both forms, unrolled or kept, exclude U+0000–U+001F.
  */
 
 /** A string of XGrammar's length-bounded form, as its schema converter prints it (one rule per line). */
 const BOUNDED = /^([A-Za-z0-9_]+) ::= "\\"" \[\^"\\\\\\r\\n\]\{(\d+),(\d*)\} "\\""$/gm;
-/** The characters such a string may hold (no escapes: XGrammar's bounded strings have none). */
-const CHAR = '[^"\\\\\\r\\n]';
+/** The characters such a string may hold: no escapes (XGrammar's bounded strings have none), no control characters. */
+const CHAR = '[^"\\\\\\x00-\\x1f]';
 /** After a JSON string comes a separator, the end of a container, or a key's colon (JSON is written compactly). */
 const FOLLOW = '(= [ \\n\\t]* [,}\\]:])';
 /**
@@ -29,7 +30,7 @@ export function unrollBoundedStrings(ebnf: string): string {
   const out = ebnf.replace(BOUNDED, (line, name: string, lo: string, hi: string) => {
     const min = Number(lo);
     const max = hi === '' ? undefined : Number(hi);
-    if ((max ?? min) > MAX_UNROLLED_LENGTH || (max !== undefined && max < min)) return line;
+    if ((max ?? min) > MAX_UNROLLED_LENGTH || (max !== undefined && max < min)) return `${name} ::= "\\"" ${CHAR}{${lo},${hi}} "\\""`;
     // `…_i`: i characters read so far. Past `max` nothing more; past `min` (no max) any number more.
     const prefix = `reasonplug_string_${min}_${max ?? 'up'}`;
     const rule = (i: number) => `${prefix}_${i}`;
