@@ -14,6 +14,7 @@ import { makeGguf, type WValue } from './support/gguf-writer.js';
 import { bpeTokenizerMeta } from './support/bpe-vocab.js';
 import { llamaCppTokenize, storiesTokenizerMeta } from './support/gguf-models.js';
 import { useTempDir } from './support/temp-cache.js';
+import { createRng } from '../src/sampling/index.js';
 
 const TEXTS = [
   'Hello, world! How are you?',
@@ -34,6 +35,15 @@ const TEXTS = [
   ' ',
   '\n',
 ];
+
+/** Random texts joined from pieces of many scripts and classes: contractions, spaces of every kind, digits, marks, emoji. */
+function randomTexts(count: number): string[] {
+  const pieces = ['a', 'Z', 'hello', 'World', "'s", "'T", "'re", "'LL", ' ', '  ', '\t', '\n', '\r\n', '\u00a0', '\u3000', '\u2009', '1', '23', '4567', '½', '²', '٣',
+    '.', ',', '!?', '...', '—', '“', '(', ')', '#', '$', '%', '&', '_', 'é', 'ß', 'Ω', 'Ж', 'ж', 'ع', '日本', 'の', '한국', 'ก', '\u0301', '🎉',
+    '👩\u200d👩\u200d👧', '🇫🇷', 'x\u200dy', '\ufeff', '<', '>', '/', '\\', '`', '~', '^', '|', 'A1', 'b2c'];
+  const rng = createRng(3);
+  return Array.from({ length: count }, () => Array.from({ length: 1 + Math.floor(rng() * 12) }, () => pieces[Math.floor(rng() * pieces.length)]).join(''));
+}
 
 const QWEN_TEMPLATE =
   "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}" +
@@ -57,6 +67,9 @@ describe('gguf tokenizers: BPE pre-tokenizers, SentencePiece options, special to
       const ours = TEXTS.map((t) => hf.encode(t, { add_special_tokens: false }).ids);
       const theirs = await llamaCppTokenize(path, TEXTS);
       TEXTS.forEach((t, i) => expect(ours[i], JSON.stringify(t)).to.deep.equal(theirs[i]));
+      const random = randomTexts(200);
+      const theirsRandom = await llamaCppTokenize(path, random);
+      random.forEach((t, i) => expect(hf.encode(t, { add_special_tokens: false }).ids, JSON.stringify(t)).to.deep.equal(theirsRandom[i]));
       // the pre-tokenizers differ on digits: the vocabulary has multi-digit pieces, so the ids must differ too
       expect(ours[1]!.length).to.be.lessThan(Buffer.byteLength(TEXTS[1]!));
       // decoding gives the text back (Llama 3 cleans up spaces before punctuation, as llama.cpp's clean_spaces does)
