@@ -28,6 +28,27 @@ const ajv = new Ajv2020({ strict: false, allErrors: true });
  */
 const SAMPLING = { temperature: 0.7, seed: 2, repetitionPenalty: 1.3, maxTokens: 200 };
 
+/** More shapes for the random walks: escapes in names and values, disjoint oneOf, open objects, long strings. */
+const WALK_SCHEMAS: { name: string; schema: Record<string, unknown> }[] = [
+  {
+    name: 'property names with a quote, a backslash, a newline (XGrammar writes them unescaped)',
+    schema: { type: 'object', properties: { 'a b': { type: 'integer' }, 'u"x': { type: 'boolean' }, 'back\\slash': { type: 'null' }, 'new\nline': { type: 'integer', minimum: 0, maximum: 3 } }, required: ['a b', 'u"x', 'back\\slash', 'new\nline'] },
+  },
+  { name: 'enum and const strings with escapes', schema: { type: 'object', properties: { e: { enum: ['a"b', 'c\\d', 'e\nf', 'tab\there'] }, c: { const: 'q"\u0001' } }, required: ['e', 'c'] } },
+  { name: 'oneOf told apart by type', schema: { oneOf: [{ type: 'string', maxLength: 4 }, { type: 'integer', minimum: 0, maximum: 3 }, { type: 'null' }] } },
+  {
+    name: 'oneOf by a $ref discriminator (pydantic)',
+    schema: {
+      $defs: { cat: { type: 'object', properties: { kind: { enum: ['cat'] }, lives: { type: 'integer', minimum: 1, maximum: 9 } }, required: ['kind'] }, dog: { type: 'object', properties: { kind: { const: 'dog' } }, required: ['kind'] } },
+      oneOf: [{ $ref: '#/$defs/cat' }, { $ref: '#/$defs/dog' }],
+    },
+  },
+  { name: 'additionalProperties schema', schema: { type: 'object', additionalProperties: { type: 'integer', minimum: 0, maximum: 5 }, maxProperties: 3 } },
+  { name: 'a string longer than the unrolled bound', schema: { type: 'string', minLength: 2, maxLength: 300 } },
+  { name: 'unbounded numbers', schema: { type: 'array', prefixItems: [{ type: 'number' }, { type: 'integer' }], items: false, minItems: 2 } },
+  { name: 'nullable object', schema: { type: ['object', 'null'], properties: { a: { type: 'string', maxLength: 3 } } } },
+];
+
 /**
  * One random walk through a JSON Schema's grammar over the stories260K vocabulary's byte tokens (id = 3 + byte,
  * bytes 0-127, EOS 2): each step a uniform pick among the allowed bytes, ending where the grammar lets it with
@@ -155,6 +176,9 @@ describe('constrained decoding', function () {
       [{ type: 'json_schema', schema: { type: 'string', format: 'iri' } }, /keyword "format".*"iri"/],
       [{ type: 'json_schema', schema: { type: 'number', multipleOf: 0.5 } }, /multipleOf/],
       [{ type: 'json_schema', schema: { type: 'string', pattern: '^[α-ω]+$' } }, /keyword "pattern"/],
+      // oneOf branches a value may match both of: a grammar can offer the branches, not exclude the overlap
+      [{ type: 'json_schema', schema: { oneOf: [{ type: 'integer' }, { type: 'number' }] } }, /keyword "oneOf" at #.*branch 0 and branch 1/],
+      [{ type: 'json_schema', schema: { type: 'object', properties: { p: { oneOf: [{ type: 'object', properties: { a: { type: 'integer' } } }, { $ref: '#/$defs/b' }] } }, $defs: { b: { type: 'object' } } } }, /keyword "oneOf" at #\/properties\/p/],
       [{ type: 'grammar', grammar: 'root ::= missing' }, /Rule "missing" is not defined/],
       [{ type: 'regex', pattern: '(?=a)b' }, /[Ll]ookahead/],
     ];
@@ -233,8 +257,8 @@ describe('constrained decoding', function () {
     for (const format of SUPPORTED_FORMATS) expect(await walks({ type: 'string', format }, format, 150), format).to.be.greaterThan(50);
     // (walks take ASCII bytes, control characters included: the Unicode schemas' walks end nowhere)
     let ended = 0;
-    for (const { name, schema } of SCHEMAS) ended += await walks(schema, name, 30);
-    expect(ended).to.be.greaterThan(SCHEMAS.length * 15);
+    for (const { name, schema } of [...SCHEMAS, ...WALK_SCHEMAS]) ended += await walks(schema, name, 30);
+    expect(ended).to.be.greaterThan((SCHEMAS.length + WALK_SCHEMAS.length) * 15);
     expect(refused).to.deep.equal([]);
   });
 

@@ -2,8 +2,11 @@
  * Prepares a JSON Schema for the grammar engine: refuses, before any generation, the keywords it cannot enforce
  * (naming the keyword and where it is), and takes bounded numbers out of XGrammar's hands (see number-range.ts):
  * each becomes a placeholder `const` whose literal in the generated grammar is replaced by an exact rule.
+ * Property names holding a quote, a backslash or a control character become placeholders too: XGrammar 0.1.27
+ * writes them into its grammar unescaped, which then does not compile.
  */
 import { numberRangeEbnf } from './number-range.js';
+import { checkOneOf } from './one-of.js';
 import { ConstraintError, type JsonSchema } from './types.js';
 
 /** Keywords that constrain values but that the engine ignores; a schema using them is refused. */
@@ -41,7 +44,13 @@ export interface PreparedSchema {
   rules: Map<string, string>;
 }
 
-const placeholder = (k: number) => `__reasonplug_number_${k}__`;
+const placeholder = (k: number) => `__reasonplug_placeholder_${k}__`;
+
+/** Property names XGrammar writes into its grammar unescaped (so it fails to compile). */
+const NEEDS_ESCAPE = /["\\\x00-\x1f]/;
+
+/** An EBNF string literal of `text`. */
+const ebnfLiteral = (text: string) => `"${text.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
 
 const DAY = '(((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01]))|((0[469]|11)-(0[1-9]|[12][0-9]|30))|(02-(0[1-9]|1[0-9]|2[0-8])))';
 const TIME = '([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])';
@@ -94,6 +103,7 @@ export function prepareJsonSchema(schema: unknown): PreparedSchema {
     if (typeof s.pattern === 'string' && /\[[^\]]*[^\x00-\x7f][^\]]*\]/.test(s.pattern)) {
       throw new ConstraintError(`JSON Schema keyword "pattern" at ${path}: character classes with non-ASCII characters cannot be enforced; write alternatives (α|β) instead`);
     }
+    if (Array.isArray(s.oneOf)) checkOneOf(s.oneOf, schema, path);
     if (s.propertyNames !== undefined && s.additionalProperties !== undefined && typeof s.additionalProperties !== 'boolean') {
       throw new ConstraintError(`JSON Schema keyword "propertyNames" at ${path} cannot be enforced beside an "additionalProperties" schema (XGrammar then ignores the latter); use patternProperties`);
     }
@@ -110,6 +120,18 @@ export function prepareJsonSchema(schema: unknown): PreparedSchema {
       }
     }
     for (const key of LIST) if (Array.isArray(s[key])) out[key] = (s[key] as unknown[]).map((x, i) => visit(x, `${path}/${key}/${i}`));
+    if (out.properties && typeof out.properties === 'object' && Object.keys(out.properties).some((k) => NEEDS_ESCAPE.test(k))) {
+      const renamed = new Map<string, string>();
+      for (const name of Object.keys(out.properties)) {
+        if (!NEEDS_ESCAPE.test(name)) continue;
+        const key = placeholder(rules.size);
+        rules.set(`"\\"${key}\\""`, ebnfLiteral(JSON.stringify(name)));
+        renamed.set(name, key);
+      }
+      const rename = (name: string) => renamed.get(name) ?? name;
+      out.properties = Object.fromEntries(Object.entries(out.properties as object).map(([k, v]) => [rename(k), v]));
+      if (Array.isArray(out.required)) out.required = (out.required as string[]).map(rename);
+    }
 
     const numeric = NUMERIC.filter((k) => s[k] !== undefined);
     if (numeric.length === 0) return out;
@@ -133,7 +155,7 @@ export function spliceRules(ebnf: string, rules: Map<string, string>): string {
   let out = ebnf;
   let k = 0;
   for (const [literal, rule] of rules) {
-    const name = `reasonplug_number_${k++}`;
+    const name = `reasonplug_rule_${k++}`;
     if (!out.includes(literal)) continue; // the subschema was unreachable
     out = out.split(literal).join(name) + `\n${name} ::= ${rule}`;
   }
