@@ -8,6 +8,7 @@ import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { models } from '../../../test/support/paths.js';
 import { XGrammarFactory, applyBitmask, grammarVocabulary, prepareJsonSchema, type ResponseFormat } from '../src/constrain/index.js';
 import { SUPPORTED_FORMATS } from '../src/constrain/json-schema.js';
+import { ToolCallTextSplitter } from '../src/chat/tool-calls.js';
 import { numberRangeEbnf } from '../src/constrain/number-range.js';
 import { unrollBoundedStrings } from '../src/constrain/string-length.js';
 import { createRng } from '../src/sampling/index.js';
@@ -50,15 +51,17 @@ const WALK_SCHEMAS: { name: string; schema: Record<string, unknown> }[] = [
 ];
 
 /**
- * One random walk through a JSON Schema's grammar over the stories260K vocabulary's byte tokens (id = 3 + byte,
- * bytes 0-127, EOS 2): each step a uniform pick among the allowed bytes, ending where the grammar lets it with
- * probability 1/2; past 40 bytes, closing characters are preferred. The text, or undefined when the walk did not end.
+ * One random walk through a format's grammar over the stories260K vocabulary's byte tokens (id = 3 + byte,
+ * bytes 0-127, EOS 2): first the bytes of `prefix` (undefined if the grammar refuses one), then each step a
+ * uniform pick among the allowed bytes, ending where the grammar lets it with probability 1/2; past 40 bytes,
+ * closing characters are preferred. The text, or undefined when the walk did not end.
  */
-async function randomWalk(factory: XGrammarFactory, schema: object, rng: () => number): Promise<string | undefined> {
-  const closers = ['"', '}', ']', '0', 'e', 'l'].map((ch) => 3 + ch.charCodeAt(0));
-  const c = await factory.create({ type: 'json_schema', schema }, [2]);
-  const bytes: number[] = [];
+async function randomWalk(factory: XGrammarFactory, format: ResponseFormat, rng: () => number, prefix = ''): Promise<string | undefined> {
+  const closers = ['"', '}', ']', '0', 'e', 'l', '<', '/', '>'].map((ch) => 3 + ch.charCodeAt(0));
+  const c = await factory.create(format, [2]);
+  const bytes = [...Buffer.from(prefix)];
   try {
+    if (!bytes.every((b) => c.tryAccept(3 + b))) return undefined;
     for (let step = 0; step < 600; step++) {
       const mask = await c.allowed();
       const ok = (id: number) => ((mask[id >> 5]! >>> (id & 31)) & 1) === 1;
@@ -240,7 +243,7 @@ describe('constrained decoding', function () {
     const walks = async (schema: object, name: string, count: number) => {
       let finished = 0;
       for (let walk = 0; walk < count; walk++) {
-        const text = await randomWalk(factory, schema, rng);
+        const text = await randomWalk(factory, { type: 'json_schema', schema }, rng);
         if (text === undefined) continue;
         finished++;
         let value: unknown;
@@ -311,6 +314,40 @@ describe('constrained decoding', function () {
       expect(marked.usage.latentSteps ?? 0).to.equal(0);
     } finally {
       await composed.dispose();
+    }
+  });
+
+  it('tool calls by random walks: auto may end in free text or make one call, required and named make one; every call valid', async () => {
+    const factory = new XGrammarFactory(grammarVocabulary(JSON.parse(await readFile(join(dir, 'tokenizer.json'), 'utf8')) as object, 512), 'tool-walks');
+    const tools = [
+      { name: 'add', parameters: { type: 'object', properties: { a: { type: 'integer', minimum: 0, maximum: 9 }, b: { type: 'integer' } }, required: ['a', 'b'] } },
+      { name: 'say', parameters: { type: 'object', properties: { text: { type: 'string', maxLength: 8 } }, required: ['text'] } },
+    ];
+    const rng = createRng(4);
+    for (const choice of ['auto', 'required', { name: 'say' }] as const) {
+      let ended = 0;
+      let called = 0;
+      for (let walk = 0; walk < 60; walk++) {
+        // auto: some free text first (no '<'), and on half of the walks the opening tag
+        const free = choice === 'auto' ? Array.from({ length: Math.floor(rng() * 12) }, () => String.fromCharCode(32 + Math.floor(rng() * 28))).join('') : '';
+        const prefix = choice === 'auto' && rng() < 0.5 ? `${free}<tool_call>` : free;
+        const text = await randomWalk(factory, { type: 'tool_calls', tools, choice }, rng, prefix);
+        if (text === undefined) continue;
+        ended++;
+        const splitter = new ToolCallTextSplitter();
+        const calls = [...splitter.push(text).toolCalls, ...splitter.end().toolCalls];
+        expect(calls.length, text).to.equal(choice === 'auto' && !prefix.endsWith('<tool_call>') ? 0 : 1);
+        for (const call of calls) {
+          called++;
+          const tool = tools.find((t) => t.name === call.name);
+          expect(tool, text).to.not.equal(undefined);
+          if (typeof choice === 'object') expect(call.name).to.equal(choice.name);
+          expect(ajv.validate(tool!.parameters, JSON.parse(call.arguments)), `${text} → ${ajv.errorsText()}`).to.equal(true);
+        }
+      }
+      // auto ends after free text too (its dispatch stops at EOS only if the compiler knows the stop tokens)
+      expect(ended, JSON.stringify(choice)).to.be.greaterThan(40);
+      expect(called, JSON.stringify(choice)).to.be.greaterThan(choice === 'auto' ? 15 : 40);
     }
   });
 

@@ -56,12 +56,14 @@ const DAY = '(((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01]))|((0[469]|11)-(0[1-9]|[
 const TIME = '([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])';
 const OCTET = '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
 const LABEL = '[A-Za-z0-9]([A-Za-z0-9-]{0,30}[A-Za-z0-9])?';
+/** A JSON Pointer's reference token: characters but `~`, `/`, a quote, a backslash or a control character; `~0`, `~1`. */
+const POINTER_TOKEN = '([^~/"\\\\\\u0000-\\u001f]|~[01])*';
 const SEGMENT = "[A-Za-z0-9._~!$&'()*+,;=:@-]{1,32}";
 /**
  * Formats written here as patterns, because XGrammar's rules for them admit what validators refuse (February
  * 30th; IPv4 octets with leading zeros, `15.08.40.55`, which validators refuse as possibly octal; a URI that
  * ends at its scheme's colon, `tom:`, and a URI template's dotted variable name, `{a.b}`, which the RFCs allow and
- * ajv-formats refuses) or never end (fractions of
+ * ajv-formats refuses; a JSON Pointer holding a raw quote or control character, which is no JSON string) or never end (fractions of
  * a second, e-mail local parts): each pattern is a subset of the format (February stops at 28; e-mail parts,
  * URI hosts, segments, queries and fragments have bounded lengths, and no percent-escapes).
  */
@@ -71,6 +73,9 @@ const FORMAT_PATTERNS: Record<string, string> = {
   time: `^${TIME}$`,
   'date-time': `^[0-9]{4}-${DAY}T${TIME}$`,
   email: '^[a-z0-9_+-]{1,16}(\\.[a-z0-9_+-]{1,16}){0,2}@[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?(\\.[a-z]{2,6}){1,2}$',
+  // RFC 6901 reference tokens (XGrammar's class for them admits a raw quote or control character inside the JSON string)
+  'json-pointer': `^(/${POINTER_TOKEN})*$`,
+  'relative-json-pointer': `^(0|[1-9][0-9]{0,8})(#|(/${POINTER_TOKEN})*)$`,
   // RFC 6570 literals and expressions, but variable names without dots (ajv-formats refuses `{a.b}`, which XGrammar writes)
   'uri-template': "^([^\\u0000-\\u0020\"'<>%\\\\^`{|}]|%[0-9A-Fa-f]{2}|\\{[+#./;?&=,!@|]?[A-Za-z0-9_]{1,32}(:[1-9][0-9]{0,3}|\\*)?(,[A-Za-z0-9_]{1,32}(:[1-9][0-9]{0,3}|\\*)?)*\\})*$",
   // scheme ":" then an authority and an absolute path, or a rootless path; an optional query and fragment

@@ -156,9 +156,14 @@ interface Loaded {
   compiler: GrammarCompiler;
 }
 
-/** Compiles formats for one vocabulary with XGrammar. */
+/**
+ * Compiles formats for one vocabulary with XGrammar. Its tokenizer information carries the stop tokens, one per
+ * set of them (a model's usually): a grammar that may end inside free text (`tool_calls` with `auto`, whose
+ * dispatch ends at a stop token) allows them only if the compiler knew them, whatever the matcher is told.
+ */
 export class XGrammarFactory implements ConstraintFactory {
-  private loaded: Promise<Loaded> | undefined;
+  /** By stop-token set (ids sorted, joined). */
+  private readonly loaded = new Map<string, Promise<Loaded>>();
   private readonly cache = new Map<string, Promise<CompiledGrammar>>();
   /** Formats compiled so far (a cache hit compiles nothing). */
   compiles = 0;
@@ -173,15 +178,16 @@ export class XGrammarFactory implements ConstraintFactory {
     if (stopTokenIds.length === 0) {
       throw new ConstraintError('constrained decoding needs an end-of-sequence token id: this model declares none (pass eosTokenIds)');
     }
-    const compiled = await this.compile(format);
-    const { instance } = await this.load();
-    const matcher = await instance.xg.GrammarMatcher.createGrammarMatcher(compiled, [...stopTokenIds]);
+    const stops = [...new Set(stopTokenIds)].sort((a, b) => a - b);
+    const compiled = await this.compile(format, stops);
+    const { instance } = await this.load(stops);
+    const matcher = await instance.xg.GrammarMatcher.createGrammarMatcher(compiled, stops);
     return new XGrammarConstraint(matcher, instance.binding(), this.vocabulary.tokens.length);
   }
 
-  /** The compiled grammar of a format (compiled once per vocabulary and format). */
-  compile(format: ResponseFormat): Promise<CompiledGrammar> {
-    const key = `${this.fingerprint}\u0000${canonical(format)}`;
+  /** The compiled grammar of a format (compiled once per vocabulary, stop tokens and format). */
+  compile(format: ResponseFormat, stops: readonly number[]): Promise<CompiledGrammar> {
+    const key = `${this.fingerprint}\u0000${stops.join(',')}\u0000${canonical(format)}`;
     let compiled = this.cache.get(key);
     if (compiled) {
       // Most recently used last: a Map keeps insertion order.
@@ -189,7 +195,7 @@ export class XGrammarFactory implements ConstraintFactory {
       this.cache.set(key, compiled);
       return compiled;
     }
-    compiled = this.compileNew(format);
+    compiled = this.compileNew(format, stops);
     this.cache.set(key, compiled);
     compiled.catch(() => this.cache.delete(key));
     if (this.cache.size > CACHE_SIZE) {
@@ -201,19 +207,24 @@ export class XGrammarFactory implements ConstraintFactory {
     return compiled;
   }
 
-  private load(): Promise<Loaded> {
-    this.loaded ??= (async () => {
-      const instance = loadXGrammar();
-      const { tokens, kind, prependSpace } = this.vocabulary;
-      const info = await instance.xg.TokenizerInfo.createTokenizerInfo(tokens, kind, prependSpace, tokens.length);
-      const compiler = await instance.xg.GrammarCompiler.createGrammarCompiler(info);
-      return { instance, info, compiler };
-    })();
-    return this.loaded;
+  private load(stops: readonly number[]): Promise<Loaded> {
+    const key = stops.join(',');
+    let loaded = this.loaded.get(key);
+    if (!loaded) {
+      loaded = (async () => {
+        const instance = loadXGrammar();
+        const { tokens, kind, prependSpace } = this.vocabulary;
+        const info = await instance.xg.TokenizerInfo.createTokenizerInfo(tokens, kind, prependSpace, tokens.length, [...stops]);
+        const compiler = await instance.xg.GrammarCompiler.createGrammarCompiler(info);
+        return { instance, info, compiler };
+      })();
+      this.loaded.set(key, loaded);
+    }
+    return loaded;
   }
 
-  private async compileNew(format: ResponseFormat): Promise<CompiledGrammar> {
-    const { instance, compiler } = await this.load();
+  private async compileNew(format: ResponseFormat, stops: readonly number[]): Promise<CompiledGrammar> {
+    const { instance, compiler } = await this.load(stops);
     instance.takeMessages();
     // Everything that can be refused is checked before the library sees it.
     const source = await this.grammarSource(format, instance);
@@ -294,7 +305,7 @@ export class XGrammarFactory implements ConstraintFactory {
       printed
         .map((l) => l.replace(/^\[FATAL\]\s*\S+:\d+:\s*/, ''))
         .find((l) => l && l !== 'Aborted()' && !l.startsWith('Aborted(')) ?? (err as Error)?.message ?? String(err);
-    this.loaded = undefined;
+    this.loaded.clear();
     this.cache.clear();
     return new ConstraintError(`cannot compile the ${format.type} constraint: ${reason}`);
   }
