@@ -214,7 +214,7 @@ async function maskTimes(vocab: GrammarVocabulary, eos: number) {
   const compiles: number[] = [];
   for (let i = 0; i < 3; i++) {
     const t = performance.now();
-    await factory.compile({ type: 'json_schema', schema: schema(`city_${i}`) });
+    await factory.compile({ type: 'json_schema', schema: schema(`city_${i}`) }, [eos]);
     compiles.push(performance.now() - t);
   }
   const rng = createRng(3);

@@ -6,7 +6,7 @@ import addFormats from 'ajv-formats';
 import { Engine } from '../src/engine.js';
 import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { models } from '../../../test/support/paths.js';
-import { XGrammarFactory, applyBitmask, grammarVocabulary, prepareJsonSchema, type ResponseFormat } from '../src/constrain/index.js';
+import { XGrammarFactory, applyBitmask, grammarVocabulary, prepareJsonSchema, type JsonSchema, type ResponseFormat } from '../src/constrain/index.js';
 import { SUPPORTED_FORMATS } from '../src/constrain/json-schema.js';
 import { ToolCallTextSplitter } from '../src/chat/tool-calls.js';
 import { numberRangeEbnf } from '../src/constrain/number-range.js';
@@ -240,7 +240,7 @@ describe('constrained decoding', function () {
     const factory = new XGrammarFactory(grammarVocabulary(JSON.parse(await readFile(join(dir, 'tokenizer.json'), 'utf8')) as object, 512), 'walks');
     const rng = createRng(5);
     const refused: string[] = [];
-    const walks = async (schema: object, name: string, count: number) => {
+    const walks = async (schema: JsonSchema, name: string, count: number) => {
       let finished = 0;
       for (let walk = 0; walk < count; walk++) {
         const text = await randomWalk(factory, { type: 'json_schema', schema }, rng);
