@@ -9,6 +9,7 @@ import { models } from '../../../test/support/paths.js';
 import { XGrammarFactory, applyBitmask, grammarVocabulary, prepareJsonSchema, type JsonSchema, type ResponseFormat } from '../src/constrain/index.js';
 import { SUPPORTED_FORMATS } from '../src/constrain/json-schema.js';
 import { ToolCallTextSplitter } from '../src/chat/tool-calls.js';
+import { rewriteRegex } from '../src/constrain/regex-rewrite.js';
 import { numberRangeEbnf } from '../src/constrain/number-range.js';
 import { unrollBoundedStrings } from '../src/constrain/string-length.js';
 import { createRng } from '../src/sampling/index.js';
@@ -374,6 +375,80 @@ describe('constrained decoding', function () {
     if (at !== -1 && auto.rows[0]!.finishReason === 'eos') call(auto.rows[0]!.text.slice(at));
     const err = await engine.generate({ prompt: 'x' }, { responseFormat: { type: 'tool_calls', tools, choice: { name: 'nope' } } }).catch((e: Error) => e);
     expect((err as Error).message).to.match(/names "nope", which is not among the bound tools/);
+  });
+
+  it('regexes count characters, not bytes, on a byte-level vocabulary: `.` and `\\s` as JavaScript reads them (random walks over GPT-2 tokens)', async () => {
+    const json = JSON.parse(await readFile(join(models.gpt2Legacy, 'tokenizer.json'), 'utf8')) as object;
+    const tokenizer = await TextTokenizer.fromDirectory(models.gpt2Legacy);
+    const factory = new XGrammarFactory(grammarVocabulary(json, tokenizer.vocabSize), 'gpt2-regex');
+    const eos = 50256;
+    const rng = createRng(2);
+    const mismatches: string[] = [];
+    const cases: [ResponseFormat, (text: string) => boolean][] = [
+      ...['.{3}', 'a.c', '\\s+x', '[\\s\\d]{2,5}', '(.|,){1,4}!'].map((pattern): [ResponseFormat, (t: string) => boolean] => [{ type: 'regex', pattern }, (t) => new RegExp(`^(?:${pattern})$`, 'u').test(t)]),
+      // inside a JSON string: quotes, backslashes and control characters are never written raw
+      ...['^.{2,4}$', '^[^,]+$', '^\\W{1,3}$', 'a"b\\\\', '^[ -~]{1,5}$'].map((pattern): [ResponseFormat, (t: string) => boolean] => [
+        { type: 'json_schema', schema: { type: 'string', pattern } },
+        (t) => {
+          try {
+            return ajv.validate({ type: 'string', pattern }, JSON.parse(t));
+          } catch {
+            return false;
+          }
+        },
+      ]),
+    ];
+    for (const [format, valid] of cases) {
+      let ended = 0;
+      for (let walk = 0; walk < 20; walk++) {
+        const c = await factory.create(format, [eos]);
+        const ids: number[] = [];
+        try {
+          for (let step = 0; step < 40; step++) {
+            const allowed = await c.allowed();
+            const next: number[] = [];
+            for (let id = 0; id < eos; id++) if ((allowed[id >> 5]! >>> (id & 31)) & 1) next.push(id);
+            if ((allowed[eos >> 5]! >>> (eos & 31)) & 1 && (next.length === 0 || rng() < 0.5)) {
+              ended++;
+              const text = tokenizer.decode(ids);
+              // XGrammar takes a lead byte past U+10FFFF (F4 BF.., F5..) as the start of a character: such rare
+              // invalid sequences decode to U+FFFD and are not the rewrite's to judge.
+              if (!text.includes('\ufffd') && !valid(text)) mismatches.push(`${JSON.stringify(format)}: ${JSON.stringify(text)}`);
+              break;
+            }
+            const id = next[Math.floor(rng() * next.length)]!;
+            c.accept(id);
+            ids.push(id);
+          }
+        } finally {
+          c.dispose();
+        }
+      }
+      expect(ended, JSON.stringify(format)).to.be.greaterThan(3);
+    }
+    expect(mismatches).to.deep.equal([]);
+    // Exactly: `.{3}` ends after three characters, not after three bytes ("¨b" is two characters, three bytes),
+    // and takes no carriage return; a JSON pattern's class does not take a quote (it would end the string).
+    const takes = async (format: ResponseFormat, text: string) => {
+      const c = await factory.create(format, [eos]);
+      try {
+        return tokenizer.encode(text, false).every((id) => c.tryAccept(id)) && c.tryAccept(eos);
+      } finally {
+        c.dispose();
+      }
+    };
+    expect(await takes({ type: 'regex', pattern: '.{3}' }, '¨b')).to.equal(false);
+    expect(await takes({ type: 'regex', pattern: '.{3}' }, '¨bc')).to.equal(true);
+    expect(await takes({ type: 'regex', pattern: '.{3}' }, 'a\rb')).to.equal(false);
+    expect(await takes({ type: 'json_schema', schema: { type: 'string', pattern: '^[^,]+$' } }, '"a"b"')).to.equal(false);
+    expect(await takes({ type: 'json_schema', schema: { type: 'string', pattern: '^[^,]+$' } }, '"a\\"b"')).to.equal(false);
+    expect(await takes({ type: 'json_schema', schema: { type: 'string', pattern: 'a"b' } }, '"a\\"b"')).to.equal(true);
+    // the rewrite itself: escapes it does not read stay as written; inside JSON a named quote, backslash or
+    // newline becomes its JSON escape, and classes lose exactly the characters JSON escapes
+    expect(rewriteRegex('\\p{L}+[a-z\\-]\\1\\.')).to.equal('\\p{L}+[a-z\\-]\\1\\.');
+    expect(rewriteRegex('a"b\\n\\\\c', true)).to.equal('a\\\\"b\\\\n\\\\\\\\c');
+    expect(rewriteRegex('^[ -~]+$', true)).to.equal('^[ -!#-\\[\\]-~]+$');
+    expect(() => rewriteRegex('[\\W]', true, 'here')).to.throw(/here: \\W inside a character class/);
   });
 
   it('constrains a byte-level BPE vocabulary (GPT-2): decoded by the real tokenizer, every path is valid, Unicode split across tokens included', async () => {

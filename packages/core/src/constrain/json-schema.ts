@@ -7,6 +7,7 @@
  */
 import { numberRangeEbnf } from './number-range.js';
 import { checkOneOf } from './one-of.js';
+import { rewriteRegex } from './regex-rewrite.js';
 import { ConstraintError, type JsonSchema } from './types.js';
 
 /** Keywords that constrain values but that the engine ignores; a schema using them is refused. */
@@ -113,6 +114,7 @@ export function prepareJsonSchema(schema: unknown): PreparedSchema {
       throw new ConstraintError(`JSON Schema keyword "propertyNames" at ${path} cannot be enforced beside an "additionalProperties" schema (XGrammar then ignores the latter); use patternProperties`);
     }
     const out: Record<string, unknown> = { ...s };
+    if (typeof s.pattern === 'string') out.pattern = rewriteRegex(s.pattern, true, `JSON Schema keyword "pattern" at ${path}`);
     if (typeof s.format === 'string' && s.format in FORMAT_PATTERNS) {
       delete out.format;
       out.pattern = FORMAT_PATTERNS[s.format];

@@ -5,6 +5,7 @@
  */
 import type { CompiledGrammar, GrammarCompiler, GrammarMatcher, TokenizerInfo } from '@mlc-ai/web-xgrammar';
 import { prepareJsonSchema, spliceRules } from './json-schema.js';
+import { rewriteRegex } from './regex-rewrite.js';
 import { unrollBoundedStrings } from './string-length.js';
 import type { GrammarVocabulary } from './vocabulary.js';
 import { allowedShare, applyBitmask } from '../sampling/bitmask.js';
@@ -253,7 +254,7 @@ export class XGrammarFactory implements ConstraintFactory {
         return { kind: 'ebnf', text: format.grammar };
       case 'regex':
         if (typeof format.pattern !== 'string' || !format.pattern) throw new ConstraintError('regex: give a non-empty pattern');
-        return { kind: 'tag', tag: { type: 'structural_tag', format: { type: 'regex', pattern: format.pattern } } };
+        return { kind: 'tag', tag: { type: 'structural_tag', format: { type: 'regex', pattern: rewriteRegex(format.pattern) } } };
       case 'tool_calls':
         return { kind: 'tag', tag: { type: 'structural_tag', format: await this.toolCallFormat(format.tools, format.choice, instance) } };
       default:

@@ -1,0 +1,128 @@
+/**
+ * Regular expressions rewritten where XGrammar 0.1.27 would write something else than they mean.
+ *
+ * - Bytes for characters: its `.` becomes the range `[\0-\U0010ffff]`, which it matches one UTF-8 byte at a time
+ *   (`.{3}` takes "¨b", two characters), and its `\s` carries a raw byte 0xA0. Classes that exclude ASCII
+ *   characters it reads by code point, so `.` is written as `[^\n\r]` (JavaScript's `.` but for U+2028/U+2029,
+ *   which its classes cannot name) and `\s` as its ASCII members `[\t\n\v\f\r ]` (a subset: no-break and other
+ *   Unicode spaces are not written).
+ * - Inside a JSON string (a schema's `pattern`) it writes what the pattern matches as is, unescaped: `[^,]+` let a
+ *   reply hold a raw `"` and end the string early. There a character the pattern names outside a class (a quote,
+ *   `\\`, `\n`) is written as its JSON escape, which decodes to it; `.`, classes, `\W`, `\D` and `\S` leave out the
+ *   quote, the backslash and the control characters (a subset of what they match), and `\s` is a space.
+ */
+
+import { ConstraintError } from './types.js';
+
+const SPACE = '\\t\\n\\v\\f\\r ';
+
+/** Code points a JSON string must escape: the quote, the backslash, the control characters. */
+const jsonUnsafe = (cp: number) => cp < 0x20 || cp === 0x22 || cp === 0x5c;
+
+/** A code point written for a regex, inside a class or not (escaped where regex syntax would read it otherwise). */
+function written(cp: number, inClass: boolean): string {
+  if (cp < 0x20 || cp === 0x7f) return `\\x${cp.toString(16).padStart(2, '0')}`;
+  const ch = String.fromCodePoint(cp);
+  return (inClass ? /[\\\]\[^-]/ : /[\\^$.|?*+()[\]{}]/).test(ch) ? `\\${ch}` : ch;
+}
+
+/** The regex matching `cp` as JSON text writes it: itself, or its escape (`\"`, `\\`, `\n`, `\u000b`). */
+function jsonLiteral(cp: number): string {
+  if (!jsonUnsafe(cp)) return written(cp, false);
+  return JSON.stringify(String.fromCodePoint(cp)).slice(1, -1).replace(/\\/g, '\\\\');
+}
+
+const SINGLE_ESCAPES: Record<string, number> = { t: 9, n: 10, v: 11, f: 12, r: 13, '0': 0 };
+
+/**
+ * The code point an escape names (`x41`, `u00e9`, `n`, `.`: the text after the backslash) and the escape's
+ * length; undefined for anything else (`\d`, `\p{L}`, `\1`, `\b`), which is kept as written.
+ */
+function escapedCodePoint(rest: string): { cp: number; length: number } | undefined {
+  const hex = /^(?:x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4}))/.exec(rest);
+  if (hex) return { cp: parseInt(hex[1] ?? hex[2]!, 16), length: hex[0].length };
+  const c = rest[0] ?? '';
+  if (c in SINGLE_ESCAPES) return { cp: SINGLE_ESCAPES[c]!, length: 1 };
+  if (c === '' || /[0-9A-Za-z]/.test(c)) return undefined;
+  return { cp: c.codePointAt(0)!, length: c.length };
+}
+
+/** Class members for the code points lo..hi but those a JSON string must escape. */
+function safeRange(lo: number, hi: number): string {
+  let parts: [number, number][] = [[lo, hi]];
+  for (const [a, b] of [[0, 0x1f], [0x22, 0x22], [0x5c, 0x5c]] as const) {
+    parts = parts.flatMap(([x, y]): [number, number][] => [[x, Math.min(y, a - 1)], [Math.max(x, b + 1), y]]).filter(([x, y]) => x <= y);
+  }
+  return parts.map(([x, y]) => (x === y ? written(x, true) : `${written(x, true)}-${written(y, true)}`)).join('');
+}
+
+/**
+ * `pattern` rewritten for XGrammar; `json`: the text is the content of a JSON string (a schema's `pattern`).
+ * Throws a ConstraintError, naming `where`, for `\W`, `\D` or `\S` inside a class of a JSON pattern.
+ */
+export function rewriteRegex(pattern: string, json = false, where = 'the pattern'): string {
+  const unsafe = json ? '"\\\\\\x00-\\x1f' : '';
+  let out = '';
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i]!;
+    if (c === '[') {
+      const negated = pattern[i + 1] === '^';
+      let j = i + (negated ? 2 : 1);
+      let body = '';
+      // Class members up to the closing bracket: code points, ranges, shorthands.
+      while (j < pattern.length && pattern[j] !== ']') {
+        let lo: number | undefined;
+        if (pattern[j] === '\\') {
+          const e = escapedCodePoint(pattern.slice(j + 1));
+          const shorthand = pattern[j + 1] ?? '';
+          if (e) {
+            lo = e.cp;
+            j += 1 + e.length;
+          } else {
+            j += 2;
+            if (shorthand === 's') body += json && !negated ? ' ' : SPACE;
+            else if (json && !negated && shorthand !== '' && 'WDS'.includes(shorthand)) {
+              throw new ConstraintError(`${where}: \\${shorthand} inside a character class cannot be enforced inside a JSON string`);
+            } else body += `\\${shorthand}`;
+            continue;
+          }
+        } else {
+          lo = pattern.codePointAt(j)!;
+          j += String.fromCodePoint(lo).length;
+        }
+        let hi = lo;
+        if (pattern[j] === '-' && j + 1 < pattern.length && pattern[j + 1] !== ']') {
+          const end =
+            pattern[j + 1] === '\\'
+              ? escapedCodePoint(pattern.slice(j + 2))
+              : { cp: pattern.codePointAt(j + 1)!, length: String.fromCodePoint(pattern.codePointAt(j + 1)!).length - 1 };
+          if (end) {
+            hi = end.cp;
+            j += 2 + end.length;
+          }
+        }
+        body += json && !negated ? safeRange(lo, hi) : lo === hi ? written(lo, true) : `${written(lo, true)}-${written(hi, true)}`;
+      }
+      out += negated ? `[^${body}${unsafe}]` : `[${body}]`;
+      i = j;
+      continue;
+    }
+    if (c === '\\') {
+      const e = escapedCodePoint(pattern.slice(i + 1));
+      if (e) {
+        out += json ? jsonLiteral(e.cp) : pattern.slice(i, i + 1 + e.length);
+        i += e.length;
+        continue;
+      }
+      const shorthand = pattern[++i] ?? '';
+      if (shorthand === 's') out += json ? '[ ]' : `[${SPACE}]`;
+      else if (json && shorthand !== '' && 'WDS'.includes(shorthand)) out += `[^${{ W: 'a-zA-Z0-9_', D: '0-9', S: SPACE }[shorthand as 'W' | 'D' | 'S']}${unsafe}]`;
+      else out += `\\${shorthand}`;
+      continue;
+    }
+    if (c === '.') out += json ? `[^${unsafe}]` : '[^\\n\\r]';
+    else if (json && jsonUnsafe(c.codePointAt(0)!)) out += jsonLiteral(c.codePointAt(0)!);
+    else out += c;
+  }
+  return out;
+}
