@@ -373,6 +373,16 @@ describe('constrained decoding', function () {
     const auto = await engine.generate({ prompt: 'Once upon a time' }, { ...SAMPLING, maxTokens: 60, responseFormat: { type: 'tool_calls', tools, choice: 'auto' } });
     const at = auto.rows[0]!.text.indexOf('<tool_call>');
     if (at !== -1 && auto.rows[0]!.finishReason === 'eos') call(auto.rows[0]!.text.slice(at));
+    // auto ends a reply that calls no tool where the model ends it: with the token closing the first sentence as the
+    // end token, the greedy reply stops there exactly as without tools (the end token was masked in free text before)
+    const free = (await engine.generate({ prompt: 'Once upon a time' }, { maxTokens: 60, logprobs: 0 })).rows[0]!;
+    const end = free.logprobs!.findIndex((l) => /[.!?]$/.test(l.token ?? ''));
+    expect(end, free.text).to.be.greaterThan(0);
+    const options = { maxTokens: 60, eosTokenIds: [free.ids[end]!] };
+    const plain = (await engine.generate({ prompt: 'Once upon a time' }, options)).rows[0]!;
+    expect(plain.finishReason).to.equal('eos');
+    const withTools = (await engine.generate({ prompt: 'Once upon a time' }, { ...options, responseFormat: { type: 'tool_calls', tools, choice: 'auto' } })).rows[0]!;
+    expect({ text: withTools.text, finishReason: withTools.finishReason }).to.deep.equal({ text: plain.text, finishReason: 'eos' });
     const err = await engine.generate({ prompt: 'x' }, { responseFormat: { type: 'tool_calls', tools, choice: { name: 'nope' } } }).catch((e: Error) => e);
     expect((err as Error).message).to.match(/names "nope", which is not among the bound tools/);
   });
