@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { z } from 'zod';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
@@ -49,6 +50,13 @@ const WALK_SCHEMAS: { name: string; schema: Record<string, unknown> }[] = [
   { name: 'a string longer than the unrolled bound', schema: { type: 'string', minLength: 2, maxLength: 300 } },
   { name: 'unbounded numbers', schema: { type: 'array', prefixItems: [{ type: 'number' }, { type: 'integer' }], items: false, minItems: 2 } },
   { name: 'nullable object', schema: { type: ['object', 'null'], properties: { a: { type: 'string', maxLength: 3 } } } },
+  { name: 'a length folded into a repeated class', schema: { type: 'object', properties: { a: { type: 'string', pattern: '^[a-z]+$', maxLength: 3 }, b: { type: 'string', pattern: '\\d*', minLength: 2, maxLength: 4 } }, required: ['a', 'b'] } },
+  // zod writes a format with its own pattern for these (LangChain's withStructuredOutput passes them on)
+  ...(['email', 'uuid', 'date', 'datetime', 'ipv4'] as const).map((kind) => {
+    const made = { email: z.email(), uuid: z.uuid(), date: z.iso.date(), datetime: z.iso.datetime(), ipv4: z.ipv4() }[kind];
+    const { $schema: _, ...schema } = z.toJSONSchema(z.object({ v: made })) as Record<string, unknown>;
+    return { name: `zod ${kind} (format and pattern)`, schema };
+  }),
 ];
 
 /**
@@ -182,6 +190,8 @@ describe('constrained decoding', function () {
       [{ type: 'json_schema', schema: { type: 'string', pattern: '^[α-ω]+$' } }, /keyword "pattern"/],
       // oneOf branches a value may match both of: a grammar can offer the branches, not exclude the overlap
       [{ type: 'json_schema', schema: { oneOf: [{ type: 'integer' }, { type: 'number' }] } }, /keyword "oneOf" at #.*branch 0 and branch 1/],
+      // XGrammar ignores a length beside a pattern; it is folded in only where the pattern is one repeated atom
+      [{ type: 'json_schema', schema: { type: 'string', pattern: '^(ab)+$', maxLength: 4 } }, /keywords "pattern" and "maxLength" at #/],
       [{ type: 'json_schema', schema: { type: 'object', properties: { p: { oneOf: [{ type: 'object', properties: { a: { type: 'integer' } } }, { $ref: '#/$defs/b' }] } }, $defs: { b: { type: 'object' } } } }, /keyword "oneOf" at #\/properties\/p/],
       [{ type: 'grammar', grammar: 'root ::= missing' }, /Rule "missing" is not defined/],
       [{ type: 'regex', pattern: '(?=a)b' }, /[Ll]ookahead/],

@@ -83,6 +83,18 @@ const FORMAT_PATTERNS: Record<string, string> = {
   uri: `^[A-Za-z][A-Za-z0-9+.-]{0,15}:(//${LABEL}(\\.${LABEL}){0,4}(:[0-9]{1,5})?(/${SEGMENT}){0,8}/?|${SEGMENT}(/${SEGMENT}){0,7})(\\?[A-Za-z0-9._~!$&'()*+,;=:@/?-]{0,64})?(#[A-Za-z0-9._~!$&'()*+,;=:@/?-]{0,32})?$`,
 };
 
+/**
+ * `pattern` with a length bound folded in, when it is one repeated atom (`^[a-z]+$`, `\d*`): `^atom{lo,hi}$`, the
+ * anchors added (the grammar matches whole strings anyway); undefined for any other pattern or an empty range.
+ */
+function boundedPattern(pattern: string, minLength: number | undefined, maxLength: number | undefined): string | undefined {
+  const m = /^\^?((?:\[(?:\\.|[^\]\\])*\]|\\.|[^\\()[\]|?*+{}^$]))([*+])\$?$/.exec(pattern);
+  if (!m) return undefined;
+  const lo = Math.max(m[2] === '+' ? 1 : 0, minLength ?? 0);
+  if (maxLength !== undefined && lo > maxLength) return undefined;
+  return `^${m[1]}{${lo},${maxLength ?? ''}}$`;
+}
+
 /** Checks and rewrites a schema; throws ConstraintError naming the first unenforceable keyword. */
 export function prepareJsonSchema(schema: unknown): PreparedSchema {
   const rules = new Map<string, string>();
@@ -101,9 +113,9 @@ export function prepareJsonSchema(schema: unknown): PreparedSchema {
         `JSON Schema keyword "format" at ${path}: format ${JSON.stringify(s.format)} cannot be enforced (supported: ${SUPPORTED_FORMATS.join(', ')})`,
       );
     }
-    if (typeof s.format === 'string') {
-      const clash = ['pattern', 'minLength', 'maxLength'].find((k) => s[k] !== undefined);
-      if (clash) throw new ConstraintError(`JSON Schema keyword "${clash}" at ${path} cannot be enforced together with "format"`);
+    const lengthKey = ['minLength', 'maxLength'].find((k) => s[k] !== undefined);
+    if (typeof s.format === 'string' && lengthKey && typeof s.pattern !== 'string') {
+      throw new ConstraintError(`JSON Schema keyword "${lengthKey}" at ${path} cannot be enforced together with "format"`);
     }
     // XGrammar matches character classes on UTF-8 bytes: [α-ω] would admit "ñ".
     if (typeof s.pattern === 'string' && /\[[^\]]*[^\x00-\x7f][^\]]*\]/.test(s.pattern)) {
@@ -114,8 +126,27 @@ export function prepareJsonSchema(schema: unknown): PreparedSchema {
       throw new ConstraintError(`JSON Schema keyword "propertyNames" at ${path} cannot be enforced beside an "additionalProperties" schema (XGrammar then ignores the latter); use patternProperties`);
     }
     const out: Record<string, unknown> = { ...s };
-    if (typeof s.pattern === 'string') out.pattern = rewriteRegex(s.pattern, true, `JSON Schema keyword "pattern" at ${path}`);
-    if (typeof s.format === 'string' && s.format in FORMAT_PATTERNS) {
+    if (typeof s.pattern === 'string') {
+      // XGrammar enforces a pattern and ignores a format or length bound beside it (it wrote "abcd" for
+      // `^[a-z]+$` with maxLength 3). A pattern is more specific than its format (zod writes both for e-mail, UUID,
+      // ISO dates and IPs, its patterns lying within the formats): the pattern is enforced. A length bound is
+      // folded into a pattern that is one repeated atom; beside any other it cannot be enforced.
+      let pattern = s.pattern;
+      if (lengthKey) {
+        const bounded = boundedPattern(pattern, s.minLength as number | undefined, s.maxLength as number | undefined);
+        if (bounded === undefined) {
+          throw new ConstraintError(
+            `JSON Schema keywords "pattern" and "${lengthKey}" at ${path} cannot be enforced together (the grammar engine ignores a ` +
+              'length beside a pattern) unless the pattern is one repeated character or class, such as ^[a-z]+$; put the length into the pattern',
+          );
+        }
+        pattern = bounded;
+        delete out.minLength;
+        delete out.maxLength;
+      }
+      delete out.format;
+      out.pattern = rewriteRegex(pattern, true, `JSON Schema keyword "pattern" at ${path}`);
+    } else if (typeof s.format === 'string' && s.format in FORMAT_PATTERNS) {
       delete out.format;
       out.pattern = FORMAT_PATTERNS[s.format];
     }
