@@ -50,6 +50,11 @@ const WALK_SCHEMAS: { name: string; schema: Record<string, unknown> }[] = [
   { name: 'a string longer than the unrolled bound', schema: { type: 'string', minLength: 2, maxLength: 300 } },
   { name: 'unbounded numbers', schema: { type: 'array', prefixItems: [{ type: 'number' }, { type: 'integer' }], items: false, minItems: 2 } },
   { name: 'nullable object', schema: { type: ['object', 'null'], properties: { a: { type: 'string', maxLength: 3 } } } },
+  // combinations XGrammar accepts and ignores, rewritten before it sees them
+  { name: 'required properties that properties leaves out', schema: { type: 'object', properties: { a: { type: 'boolean' } }, required: ['a', 'x'] } },
+  { name: 'allOf of two objects (zod intersections)', schema: { allOf: [{ type: 'object', properties: { a: { type: 'integer', minimum: 0, maximum: 9 } }, required: ['a'] }, { $ref: '#/$defs/b' }], $defs: { b: { type: 'object', properties: { b: { type: 'boolean' } }, required: ['b'] } } } },
+  { name: 'allOf of bounds', schema: { allOf: [{ type: 'integer', minimum: 0 }, { type: 'integer', maximum: 5 }] } },
+  { name: 'enum and const with keywords beside them', schema: { type: 'object', properties: { e: { type: 'string', enum: ['a', 'bb', 'ccc'], minLength: 2 }, n: { enum: [1, 5, 10, 'x'], maximum: 6 } }, required: ['e', 'n'] } },
   { name: 'a length folded into a repeated class', schema: { type: 'object', properties: { a: { type: 'string', pattern: '^[a-z]+$', maxLength: 3 }, b: { type: 'string', pattern: '\\d*', minLength: 2, maxLength: 4 } }, required: ['a', 'b'] } },
   // zod writes a format with its own pattern for these (LangChain's withStructuredOutput passes them on)
   ...(['email', 'uuid', 'date', 'datetime', 'ipv4'] as const).map((kind) => {
@@ -192,6 +197,9 @@ describe('constrained decoding', function () {
       [{ type: 'json_schema', schema: { oneOf: [{ type: 'integer' }, { type: 'number' }] } }, /keyword "oneOf" at #.*branch 0 and branch 1/],
       // XGrammar ignores a length beside a pattern; it is folded in only where the pattern is one repeated atom
       [{ type: 'json_schema', schema: { type: 'string', pattern: '^(ab)+$', maxLength: 4 } }, /keywords "pattern" and "maxLength" at #/],
+      [{ type: 'json_schema', schema: { allOf: [{ properties: { a: { type: 'integer' } } }, { properties: { a: { type: 'string' } } }] } }, /"allOf" at #.*property "a"/],
+      [{ type: 'json_schema', schema: { allOf: [{ properties: { a: {} }, additionalProperties: false }, { properties: { b: {} } }] } }, /"allOf" at #.*closed/],
+      [{ type: 'json_schema', schema: { type: 'object', properties: { a: { const: 'abc', maxLength: 2 } } } }, /at #\/properties\/a: no value of its "const"/],
       [{ type: 'json_schema', schema: { type: 'object', properties: { p: { oneOf: [{ type: 'object', properties: { a: { type: 'integer' } } }, { $ref: '#/$defs/b' }] } }, $defs: { b: { type: 'object' } } } }, /keyword "oneOf" at #\/properties\/p/],
       [{ type: 'grammar', grammar: 'root ::= missing' }, /Rule "missing" is not defined/],
       [{ type: 'regex', pattern: '(?=a)b' }, /[Ll]ookahead/],

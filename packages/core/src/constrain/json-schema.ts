@@ -8,6 +8,7 @@
 import { numberRangeEbnf } from './number-range.js';
 import { checkOneOf } from './one-of.js';
 import { rewriteRegex } from './regex-rewrite.js';
+import { rewriteCombinations } from './schema-combinations.js';
 import { ConstraintError, type JsonSchema } from './types.js';
 
 /** Keywords that constrain values but that the engine ignores; a schema using them is refused. */
@@ -103,7 +104,7 @@ export function prepareJsonSchema(schema: unknown): PreparedSchema {
     if (!node || typeof node !== 'object' || Array.isArray(node)) {
       throw new ConstraintError(`JSON Schema at ${path} must be an object or a boolean`);
     }
-    const s = node as Record<string, unknown>;
+    const s = rewriteCombinations(node as Record<string, unknown>, schema, path);
     for (const key of Object.keys(s)) {
       if (key in UNENFORCEABLE) throw new ConstraintError(`JSON Schema keyword "${key}" at ${path} cannot be enforced: ${UNENFORCEABLE[key]}`);
     }
