@@ -117,6 +117,11 @@ export function numberRangeEbnf(b: NumericBounds, where: string): string {
   const nFracLo = Math.max(Number.isFinite(hi) ? Math.ceil(-hi) : 0, 0);
   const nFracHi = Number.isFinite(lo) ? Math.floor(-lo) - 1 : Infinity;
   parts.push(...side('"-" ', nIntLo, nIntHi, nFracLo, b.integer ? -1 : nFracHi));
-  if (parts.length === 0) throw new ConstraintError(`${where}: no number satisfies these bounds (minimum/maximum)`);
+  if (parts.length === 0) {
+    throw new ConstraintError(
+      `${where}: no number the engine writes satisfies these bounds (minimum/maximum): it writes integers, and fractions ` +
+        'k.f only in whole units k..k+1 inside the range; widen the range to hold an integer or a whole unit',
+    );
+  }
   return alt(parts);
 }

@@ -7,6 +7,7 @@
  *   property is declared, with any value.
  * - `enum`/`const` beside other keywords (`minLength`, `maximum`, …): the others were ignored (`"a"` for
  *   `enum: ["a", "bb"], minLength: 2`). The listed values are filtered by those keywords.
+ * - String, number and array keywords without a `type`: ignored. The schema takes the one type they belong to.
  */
 import { ConstraintError } from './types.js';
 
@@ -134,5 +135,22 @@ export function rewriteCombinations(node: Schema, root: unknown, path: string): 
     }
   }
   if ('const' in s || Array.isArray(s.enum)) s = filterListed(s, path);
-  return s;
+  return typed(s);
+}
+
+const TYPE_KEYWORDS: [string, string[]][] = [
+  ['string', ['minLength', 'maxLength', 'pattern', 'format']],
+  ['number', ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'multipleOf']],
+  ['array', ['items', 'prefixItems', 'minItems', 'maxItems']],
+];
+
+/**
+ * A schema without `type` whose keywords all belong to one type gets that type: the keywords then hold (XGrammar
+ * ignored `minLength` without `type: "string"` and wrote long strings), and values of other types, which such a
+ * schema also admits, are no longer written.
+ */
+function typed(s: Schema): Schema {
+  if (s.type !== undefined || 'enum' in s || 'const' in s || ['anyOf', 'oneOf', 'allOf', '$ref', 'not'].some((k) => k in s)) return s;
+  const kinds = TYPE_KEYWORDS.filter(([, keys]) => keys.some((k) => k in s));
+  return kinds.length === 1 ? { ...s, type: kinds[0]![0] } : s;
 }
