@@ -144,7 +144,8 @@ describe('continuous batching', function () {
     }
     expect(idle).to.include({ running: 0, waiting: 0, kvBytes: 0 });
     const burst = Array.from({ length: 6 }, (_, i) => engine.generate({ promptIds: [1, 20 + i, 30 + i] }, { maxTokens: 10 + 3 * i, ignoreEos: true }));
-    await new Promise((r) => setTimeout(r, 5));
+    // Asked right after the calls, so that the worker reads it after them, at the batch's first yield (a wait of a
+    // few milliseconds let a fast machine finish the burst first).
     const during = await engine.stats();
     await Promise.all(burst);
     const after = await engine.stats();

@@ -201,7 +201,9 @@ export function llamaCppGreedy(path: string, prompt: number[], steps: number): P
  */
 export function llamaCppNextProbabilities(path: string, prompt: number[], top: number): Promise<[number, number][]> {
   return withLlamaCppSequence(path, async (sequence) => {
-    const options = { temperature: 1, topK: 0, topP: 1, minP: 0 };
+    // The distribution is read at the first sampled token; a fixed seed keeps that draw from being an end token
+    // on some runs (llama.cpp then yields nothing), as its default seed, the clock, did.
+    const options = { temperature: 1, topK: 0, topP: 1, minP: 0, seed: 1 };
     for await (const out of sequence.evaluateWithMetadata(prompt as unknown as Token[], { probabilities: true }, options)) {
       return [...out.probabilities].slice(0, top).map(([t, p]): [number, number] => [t as unknown as number, p]);
     }
