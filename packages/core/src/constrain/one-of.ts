@@ -5,22 +5,16 @@
  * apart by a discriminator (a property every branch requires, with its own `const` or `enum` values in each, as
  * zod's and pydantic's discriminated unions write) — and refused otherwise.
  */
+import { isObject, lookupLocalRef } from './schema-refs.js';
 import { ConstraintError } from './types.js';
 
 type Kind = 'null' | 'boolean' | 'integer' | 'number' | 'string' | 'array' | 'object';
 type Schema = Record<string, unknown> | boolean;
 
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-
 /** Follows local `$ref`s (`#/$defs/x`, `#/definitions/x`, any JSON pointer into the root). */
 function resolve(s: Schema, root: unknown, depth = 0): Schema {
   if (!isObject(s) || typeof s.$ref !== 'string' || depth > 32) return s;
-  if (!s.$ref.startsWith('#')) return s;
-  let target: unknown = root;
-  for (const raw of s.$ref.slice(1).split('/').filter(Boolean)) {
-    const key = decodeURIComponent(raw).replace(/~1/g, '/').replace(/~0/g, '~');
-    target = isObject(target) || Array.isArray(target) ? (target as Record<string, unknown>)[key] : undefined;
-  }
+  const target = lookupLocalRef(s.$ref, root);
   return isObject(target) || typeof target === 'boolean' ? resolve(target, root, depth + 1) : s;
 }
 

@@ -57,6 +57,22 @@ function safeRange(lo: number, hi: number): string {
 }
 
 /**
+ * One character of a pattern at `at`: its code point (written as is or escaped), or the letter of a shorthand
+ * escape (`\d`, `\s`, `\p`, …); and where the next one starts.
+ */
+function readAtom(pattern: string, at: number): { cp?: number; shorthand?: string; end: number } {
+  if (pattern[at] !== '\\') {
+    const cp = pattern.codePointAt(at)!;
+    return { cp, end: at + String.fromCodePoint(cp).length };
+  }
+  const e = escapedCodePoint(pattern.slice(at + 1));
+  return e ? { cp: e.cp, end: at + 1 + e.length } : { shorthand: pattern[at + 1] ?? '', end: at + 2 };
+}
+
+/** The classes that `\W`, `\D` and `\S` negate. */
+const NEGATED_SHORTHAND: Record<string, string> = { W: 'a-zA-Z0-9_', D: '0-9', S: SPACE };
+
+/**
  * `pattern` rewritten for XGrammar; `json`: the text is the content of a JSON string (a schema's `pattern`).
  * Throws a ConstraintError, naming `where`, for `\W`, `\D` or `\S` inside a class of a JSON pattern.
  */
@@ -71,53 +87,38 @@ export function rewriteRegex(pattern: string, json = false, where = 'the pattern
       let body = '';
       // Class members up to the closing bracket: code points, ranges, shorthands.
       while (j < pattern.length && pattern[j] !== ']') {
-        let lo: number | undefined;
-        if (pattern[j] === '\\') {
-          const e = escapedCodePoint(pattern.slice(j + 1));
-          const shorthand = pattern[j + 1] ?? '';
-          if (e) {
-            lo = e.cp;
-            j += 1 + e.length;
-          } else {
-            j += 2;
-            if (shorthand === 's') body += json && !negated ? ' ' : SPACE;
-            else if (json && !negated && shorthand !== '' && 'WDS'.includes(shorthand)) {
-              throw new ConstraintError(`${where}: \\${shorthand} inside a character class cannot be enforced inside a JSON string`);
-            } else body += `\\${shorthand}`;
-            continue;
-          }
-        } else {
-          lo = pattern.codePointAt(j)!;
-          j += String.fromCodePoint(lo).length;
+        const atom = readAtom(pattern, j);
+        j = atom.end;
+        if (atom.cp === undefined) {
+          const letter = atom.shorthand!;
+          if (letter === 's') body += json && !negated ? ' ' : SPACE;
+          else if (json && !negated && letter in NEGATED_SHORTHAND) {
+            throw new ConstraintError(`${where}: \\${letter} inside a character class cannot be enforced inside a JSON string`);
+          } else body += `\\${letter}`;
+          continue;
         }
-        let hi = lo;
+        let hi = atom.cp;
         if (pattern[j] === '-' && j + 1 < pattern.length && pattern[j + 1] !== ']') {
-          const end =
-            pattern[j + 1] === '\\'
-              ? escapedCodePoint(pattern.slice(j + 2))
-              : { cp: pattern.codePointAt(j + 1)!, length: String.fromCodePoint(pattern.codePointAt(j + 1)!).length - 1 };
-          if (end) {
+          const end = readAtom(pattern, j + 1);
+          if (end.cp !== undefined) {
             hi = end.cp;
-            j += 2 + end.length;
+            j = end.end;
           }
         }
-        body += json && !negated ? safeRange(lo, hi) : lo === hi ? written(lo, true) : `${written(lo, true)}-${written(hi, true)}`;
+        body += json && !negated ? safeRange(atom.cp, hi) : atom.cp === hi ? written(atom.cp, true) : `${written(atom.cp, true)}-${written(hi, true)}`;
       }
       out += negated ? `[^${body}${unsafe}]` : `[${body}]`;
       i = j;
       continue;
     }
     if (c === '\\') {
-      const e = escapedCodePoint(pattern.slice(i + 1));
-      if (e) {
-        out += json ? jsonLiteral(e.cp) : pattern.slice(i, i + 1 + e.length);
-        i += e.length;
-        continue;
-      }
-      const shorthand = pattern[++i] ?? '';
-      if (shorthand === 's') out += json ? '[ ]' : `[${SPACE}]`;
-      else if (json && shorthand !== '' && 'WDS'.includes(shorthand)) out += `[^${{ W: 'a-zA-Z0-9_', D: '0-9', S: SPACE }[shorthand as 'W' | 'D' | 'S']}${unsafe}]`;
-      else out += `\\${shorthand}`;
+      const atom = readAtom(pattern, i);
+      const letter = atom.shorthand ?? '';
+      if (atom.cp !== undefined) out += json ? jsonLiteral(atom.cp) : pattern.slice(i, atom.end);
+      else if (letter === 's') out += json ? '[ ]' : `[${SPACE}]`;
+      else if (json && letter in NEGATED_SHORTHAND) out += `[^${NEGATED_SHORTHAND[letter]}${unsafe}]`;
+      else out += `\\${letter}`;
+      i = atom.end - 1;
       continue;
     }
     if (c === '.') out += json ? `[^${unsafe}]` : '[^\\n\\r]';

@@ -9,11 +9,10 @@
  *   `enum: ["a", "bb"], minLength: 2`). The listed values are filtered by those keywords.
  * - String, number and array keywords without a `type`: ignored. The schema takes the one type they belong to.
  */
+import { isObject, lookupLocalRef } from './schema-refs.js';
 import { ConstraintError } from './types.js';
 
 type Schema = Record<string, unknown>;
-
-const isObject = (v: unknown): v is Schema => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** Keywords that only describe. */
 const ANNOTATIONS = new Set(['title', 'description', 'default', 'examples', '$comment', 'deprecated', 'readOnly', 'writeOnly']);
@@ -66,12 +65,8 @@ const UPPER = new Set(['maximum', 'exclusiveMaximum', 'maxLength', 'maxItems', '
 
 /** Follows a local `$ref` one step (allOf branches are often `$ref`s). */
 function resolved(s: unknown, root: unknown): unknown {
-  if (!isObject(s) || typeof s.$ref !== 'string' || !s.$ref.startsWith('#')) return s;
-  let target: unknown = root;
-  for (const raw of s.$ref.slice(1).split('/').filter(Boolean)) {
-    const key = decodeURIComponent(raw).replace(/~1/g, '/').replace(/~0/g, '~');
-    target = isObject(target) ? target[key] : undefined;
-  }
+  if (!isObject(s) || typeof s.$ref !== 'string') return s;
+  const target = lookupLocalRef(s.$ref, root);
   if (!isObject(target)) return s;
   const { $ref: _, ...siblings } = s;
   return Object.keys(siblings).length ? { allOf: [target, siblings] } : target;
