@@ -54,6 +54,10 @@ const WALK_SCHEMAS: { name: string; schema: Record<string, unknown> }[] = [
   { name: 'required properties that properties leaves out', schema: { type: 'object', properties: { a: { type: 'boolean' } }, required: ['a', 'x'] } },
   { name: 'allOf of two objects (zod intersections)', schema: { allOf: [{ type: 'object', properties: { a: { type: 'integer', minimum: 0, maximum: 9 } }, required: ['a'] }, { $ref: '#/$defs/b' }], $defs: { b: { type: 'object', properties: { b: { type: 'boolean' } }, required: ['b'] } } } },
   { name: 'allOf of bounds', schema: { allOf: [{ type: 'integer', minimum: 0 }, { type: 'integer', maximum: 5 }] } },
+  {
+    name: '$ref beside value keywords',
+    schema: { $defs: { n: { type: 'integer', minimum: 0, maximum: 9 }, o: { type: 'object', properties: { a: { $ref: '#/$defs/n', maximum: 3 } }, required: ['a'] } }, $ref: '#/$defs/o', properties: { b: { type: 'boolean' } }, required: ['b'] },
+  },
   { name: 'string and number keywords without a type', schema: { type: 'object', properties: { s: { minLength: 2, maxLength: 3 }, n: { minimum: 0, maximum: 3 } }, required: ['s', 'n'] } },
   { name: 'enum and const with keywords beside them', schema: { type: 'object', properties: { e: { type: 'string', enum: ['a', 'bb', 'ccc'], minLength: 2 }, n: { enum: [1, 5, 10, 'x'], maximum: 6 } }, required: ['e', 'n'] } },
   { name: 'a length folded into a repeated class', schema: { type: 'object', properties: { a: { type: 'string', pattern: '^[a-z]+$', maxLength: 3 }, b: { type: 'string', pattern: '\\d*', minLength: 2, maxLength: 4 } }, required: ['a', 'b'] } },

@@ -8,6 +8,7 @@
  * - `enum`/`const` beside other keywords (`minLength`, `maximum`, …): the others were ignored (`"a"` for
  *   `enum: ["a", "bb"], minLength: 2`). The listed values are filtered by those keywords.
  * - String, number and array keywords without a `type`: ignored. The schema takes the one type they belong to.
+ * - A `$ref` beside value keywords (`{"$ref": "#/$defs/n", "maximum": 3}`): read as an allOf of the two.
  */
 import { isObject, lookupLocalRef } from './schema-refs.js';
 import { ConstraintError } from './types.js';
@@ -107,6 +108,11 @@ function mergeAll(parts: Schema[], path: string): Schema {
  */
 export function rewriteCombinations(node: Schema, root: unknown, path: string): Schema {
   let s = node;
+  // A `$ref` beside value keywords applies both (draft 2020-12): as the branches of an allOf.
+  const { $ref, ...siblings } = s;
+  if (typeof $ref === 'string' && Object.keys(siblings).some((k) => !ANNOTATIONS.has(k) && k !== '$defs' && k !== 'definitions')) {
+    s = { allOf: [{ $ref }, ...(Array.isArray(siblings.allOf) ? siblings.allOf : [])], ...Object.fromEntries(Object.entries(siblings).filter(([k]) => k !== 'allOf')) };
+  }
   if (Array.isArray(s.allOf) && s.allOf.length > 0) {
     const branches = s.allOf.map((b) => resolved(b, root));
     if (branches.some((b) => !isObject(b) || 'allOf' in b)) {
