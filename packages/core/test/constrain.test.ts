@@ -69,35 +69,57 @@ const WALK_SCHEMAS: { name: string; schema: Record<string, unknown> }[] = [
   }),
 ];
 
+/** A vocabulary to walk a grammar over: the ids a step may take, the end token, and how ids read as text. */
+interface WalkVocabulary {
+  candidates: readonly number[];
+  eos: number;
+  decode(ids: number[]): string;
+  /** Steps before a walk is given up. */
+  steps: number;
+  /** Ids preferred past 40 tokens, so that long walks close what they opened. */
+  closers?: readonly number[];
+}
+
 /**
- * One random walk through a format's grammar over the stories260K vocabulary's byte tokens (id = 3 + byte,
- * bytes 0-127, EOS 2): first the bytes of `prefix` (undefined if the grammar refuses one), then each step a
- * uniform pick among the allowed bytes, ending where the grammar lets it with probability 1/2; past 40 bytes,
- * closing characters are preferred. The text, or undefined when the walk did not end.
+ * One random walk through a format's grammar: first the ids of `prefix` (undefined if the grammar refuses one),
+ * then each step a uniform pick among the allowed candidates, ending where the grammar lets it with probability
+ * 1/2; past 40 tokens, closers are preferred. The text, or undefined when the walk did not end.
  */
-async function randomWalk(factory: XGrammarFactory, format: ResponseFormat, rng: () => number, prefix = ''): Promise<string | undefined> {
-  const closers = ['"', '}', ']', '0', 'e', 'l', '<', '/', '>'].map((ch) => 3 + ch.charCodeAt(0));
-  const c = await factory.create(format, [2]);
-  const bytes = [...Buffer.from(prefix)];
+async function walkGrammar(factory: XGrammarFactory, format: ResponseFormat, rng: () => number, v: WalkVocabulary, prefix: number[] = []): Promise<string | undefined> {
+  const c = await factory.create(format, [v.eos]);
+  const ids = [...prefix];
   try {
-    if (!bytes.every((b) => c.tryAccept(3 + b))) return undefined;
-    for (let step = 0; step < 600; step++) {
+    if (!ids.every((id) => c.tryAccept(id))) return undefined;
+    for (let step = 0; step < v.steps; step++) {
       const mask = await c.allowed();
       const ok = (id: number) => ((mask[id >> 5]! >>> (id & 31)) & 1) === 1;
-      const next = Array.from({ length: 128 }, (_, b) => 3 + b).filter(ok);
-      if (ok(2) && (next.length === 0 || rng() < 0.5)) return Buffer.from(bytes).toString('utf8');
+      const next = v.candidates.filter(ok);
+      if (ok(v.eos) && (next.length === 0 || rng() < 0.5)) return v.decode(ids);
       if (next.length === 0) return undefined;
-      const closing = bytes.length > 40 ? next.filter((id) => closers.includes(id)) : [];
+      const closing = ids.length > 40 && v.closers ? next.filter((id) => v.closers!.includes(id)) : [];
       const pool = closing.length > 0 && rng() < 0.8 ? closing : next;
       const id = pool[Math.floor(rng() * pool.length)]!;
       c.accept(id);
-      bytes.push(id - 3);
+      ids.push(id);
     }
     return undefined;
   } finally {
     c.dispose();
   }
 }
+
+/** The stories260K vocabulary's byte tokens (id = 3 + byte, bytes 0-127, EOS 2), for walks whose text is their bytes. */
+const STORIES_BYTES: WalkVocabulary = {
+  candidates: Array.from({ length: 128 }, (_, b) => 3 + b),
+  eos: 2,
+  decode: (ids) => Buffer.from(ids.map((id) => id - 3)).toString('utf8'),
+  steps: 600,
+  closers: ['"', '}', ']', '0', 'e', 'l', '<', '/', '>'].map((ch) => 3 + ch.charCodeAt(0)),
+};
+
+/** A walk over the stories260K byte tokens, after the bytes of `prefix`. */
+const randomWalk = (factory: XGrammarFactory, format: ResponseFormat, rng: () => number, prefix = '') =>
+  walkGrammar(factory, format, rng, STORIES_BYTES, [...Buffer.from(prefix)].map((b) => 3 + b));
 
 describe('constrained decoding', function () {
   this.timeout(120_000);
@@ -429,31 +451,16 @@ describe('constrained decoding', function () {
         },
       ]),
     ];
+    const gpt2: WalkVocabulary = { candidates: Array.from({ length: eos }, (_, id) => id), eos, decode: (ids) => tokenizer.decode(ids), steps: 40 };
     for (const [format, valid] of cases) {
       let ended = 0;
       for (let walk = 0; walk < 20; walk++) {
-        const c = await factory.create(format, [eos]);
-        const ids: number[] = [];
-        try {
-          for (let step = 0; step < 40; step++) {
-            const allowed = await c.allowed();
-            const next: number[] = [];
-            for (let id = 0; id < eos; id++) if ((allowed[id >> 5]! >>> (id & 31)) & 1) next.push(id);
-            if ((allowed[eos >> 5]! >>> (eos & 31)) & 1 && (next.length === 0 || rng() < 0.5)) {
-              ended++;
-              const text = tokenizer.decode(ids);
-              // XGrammar takes a lead byte past U+10FFFF (F4 BF.., F5..) as the start of a character: such rare
-              // invalid sequences decode to U+FFFD and are not the rewrite's to judge.
-              if (!text.includes('\ufffd') && !valid(text)) mismatches.push(`${JSON.stringify(format)}: ${JSON.stringify(text)}`);
-              break;
-            }
-            const id = next[Math.floor(rng() * next.length)]!;
-            c.accept(id);
-            ids.push(id);
-          }
-        } finally {
-          c.dispose();
-        }
+        const text = await walkGrammar(factory, format, rng, gpt2);
+        if (text === undefined) continue;
+        ended++;
+        // XGrammar takes a lead byte past U+10FFFF (F4 BF.., F5..) as the start of a character: such rare
+        // invalid sequences decode to U+FFFD and are not the rewrite's to judge.
+        if (!text.includes('\ufffd') && !valid(text)) mismatches.push(`${JSON.stringify(format)}: ${JSON.stringify(text)}`);
       }
       expect(ended, JSON.stringify(format)).to.be.greaterThan(3);
     }
