@@ -363,37 +363,54 @@ describe('constrained decoding', function () {
     }
   });
 
-  it('tool calls by random walks: auto may end in free text or make one call, required and named make one; every call valid', async () => {
+  it('tool calls by random walks: auto may end in free text or make calls, required makes one or more, named one; parallel false admits one; every call valid', async () => {
     const factory = new XGrammarFactory(grammarVocabulary(JSON.parse(await readFile(join(dir, 'tokenizer.json'), 'utf8')) as object, 512), 'tool-walks');
     const tools = [
       { name: 'add', parameters: { type: 'object', properties: { a: { type: 'integer', minimum: 0, maximum: 9 }, b: { type: 'integer' } }, required: ['a', 'b'] } },
       { name: 'say', parameters: { type: 'object', properties: { text: { type: 'string', maxLength: 8 } }, required: ['text'] } },
     ];
+    const first = '<tool_call>\n{"name": "say", "arguments": {"text": "hi"}}\n</tool_call>';
     const rng = createRng(4);
-    for (const choice of ['auto', 'required', { name: 'say' }] as const) {
-      let ended = 0;
-      let called = 0;
-      for (let walk = 0; walk < 60; walk++) {
-        // auto: some free text first (no '<'), and on half of the walks the opening tag
-        const free = choice === 'auto' ? Array.from({ length: Math.floor(rng() * 12) }, () => String.fromCharCode(32 + Math.floor(rng() * 28))).join('') : '';
-        const prefix = choice === 'auto' && rng() < 0.5 ? `${free}<tool_call>` : free;
-        const text = await randomWalk(factory, { type: 'tool_calls', tools, choice }, rng, prefix);
-        if (text === undefined) continue;
-        ended++;
-        const splitter = new ToolCallTextSplitter();
-        const calls = [...splitter.push(text).toolCalls, ...splitter.end().toolCalls];
-        expect(calls.length, text).to.equal(choice === 'auto' && !prefix.endsWith('<tool_call>') ? 0 : 1);
-        for (const call of calls) {
-          called++;
-          const tool = tools.find((t) => t.name === call.name);
-          expect(tool, text).to.not.equal(undefined);
-          if (typeof choice === 'object') expect(call.name).to.equal(choice.name);
-          expect(ajv.validate(tool!.parameters, JSON.parse(call.arguments)), `${text} → ${ajv.errorsText()}`).to.equal(true);
+    for (const parallel of [true, false]) {
+      for (const choice of ['auto', 'required', { name: 'say' }] as const) {
+        const label = `${JSON.stringify(choice)}, parallel ${parallel}`;
+        const format: ResponseFormat = { type: 'tool_calls', tools, choice, parallel };
+        let ended = 0;
+        let called = 0;
+        let several = 0;
+        for (let walk = 0; walk < 60; walk++) {
+          // auto: some free text first (no '<'), and on a third of the walks the opening tag, on another third a
+          // whole call and the opening of the next; required and named: a call and the next line on half of them
+          const free = choice === 'auto' ? Array.from({ length: Math.floor(rng() * 12) }, () => String.fromCharCode(32 + Math.floor(rng() * 28))).join('') : '';
+          const pick = rng();
+          const prefix = choice === 'auto' ? (pick < 1 / 3 ? free : pick < 2 / 3 ? `${free}<tool_call>` : `${free}${first}\n<tool_call>`) : pick < 0.5 ? '' : `${first}\n`;
+          const text = await randomWalk(factory, format, rng, prefix);
+          const second = prefix.includes('</tool_call>');
+          if (second && (!parallel || typeof choice === 'object')) {
+            // one call at most: nothing but the end may follow it
+            expect(text, `${label}: ${prefix}`).to.equal(undefined);
+            continue;
+          }
+          if (text === undefined) continue;
+          ended++;
+          const splitter = new ToolCallTextSplitter();
+          const calls = [...splitter.push(text).toolCalls, ...splitter.end().toolCalls];
+          if (!parallel || typeof choice === 'object') expect(calls.length, text).to.equal(choice === 'auto' && !prefix.endsWith('<tool_call>') ? 0 : 1);
+          else expect(calls.length, text).to.be.at.least(choice === 'auto' ? (prefix.endsWith('<tool_call>') ? (second ? 2 : 1) : 0) : second ? 2 : 1);
+          if (calls.length > 1) several++;
+          for (const call of calls) {
+            called++;
+            const tool = tools.find((t) => t.name === call.name);
+            expect(tool, text).to.not.equal(undefined);
+            if (typeof choice === 'object') expect(call.name).to.equal(choice.name);
+            expect(ajv.validate(tool!.parameters, JSON.parse(call.arguments)), `${text} → ${ajv.errorsText()}`).to.equal(true);
+          }
         }
+        // auto ends after free text too (its dispatch stops at EOS only if the compiler knows the stop tokens)
+        expect(ended, label).to.be.greaterThan(parallel && typeof choice !== 'object' ? 35 : 20);
+        expect(called, label).to.be.greaterThan(choice === 'auto' ? 15 : 25);
+        if (parallel && typeof choice !== 'object') expect(several, label).to.be.greaterThan(10);
       }
-      // auto ends after free text too (its dispatch stops at EOS only if the compiler knows the stop tokens)
-      expect(ended, JSON.stringify(choice)).to.be.greaterThan(40);
-      expect(called, JSON.stringify(choice)).to.be.greaterThan(choice === 'auto' ? 15 : 40);
     }
   });
 
@@ -410,8 +427,13 @@ describe('constrained decoding', function () {
       expect(ajv.validate(tool.parameters, body.arguments), text).to.equal(true);
       return body.name;
     };
-    const required = await engine.generate({ prompt: 'Once upon a time' }, { ...SAMPLING, responseFormat: { type: 'tool_calls', tools, choice: 'required' } });
+    const required = await engine.generate({ prompt: 'Once upon a time' }, { ...SAMPLING, responseFormat: { type: 'tool_calls', tools, choice: 'required', parallel: false } });
     call(required.rows[0]!.text);
+    // parallel calls (the default): one per line, each well-formed (the last may be cut by maxTokens)
+    const several = (await engine.generate({ prompt: 'Once upon a time' }, { ...SAMPLING, responseFormat: { type: 'tool_calls', tools, choice: 'required' } })).rows[0]!;
+    const blocks = several.text.split(/(?<=<\/tool_call>)\n/);
+    expect(blocks.length, several.text).to.be.greaterThan(1);
+    for (const block of several.finishReason === 'length' ? blocks.slice(0, -1) : blocks) call(block);
     const named = await engine.generate({ prompt: 'Once upon a time' }, { ...SAMPLING, responseFormat: { type: 'tool_calls', tools, choice: { name: 'add' } } });
     expect(call(named.rows[0]!.text)).to.equal('add');
     // auto: the model may write free text; where it starts a call, the call is well-formed

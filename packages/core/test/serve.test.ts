@@ -130,6 +130,30 @@ describe('reasonplug serve', function () {
     const schema = { type: 'object', properties: { a: { type: 'integer' }, b: { type: 'integer' } }, required: ['a', 'b'] };
     expect(ajv.validate(schema, reply.tool_calls![0]!.args), ajv.errorsText()).to.equal(true);
     expect(reply.response_metadata.finish_reason).to.equal('tool_calls');
+
+    // Parallel calls (OpenAI's default), one per line; with the end token pushed down, the model writes a second
+    // where it may, and only the end where parallel_tool_calls is false.
+    const weather = { type: 'object', properties: { city: { enum: ['Paris', 'Oslo'] }, days: { enum: [1, 2, 3] } }, required: ['city', 'days'], additionalProperties: false };
+    const tools = [{ type: 'function', function: { name: 'weather', parameters: weather } }];
+    const body = { model: 'stories260k', messages: [{ role: 'user', content: 'Weather in Paris and Oslo?' }], tools, tool_choice: 'required', max_tokens: 200, temperature: 0.7, seed: 11, logit_bias: { 2: -100 } };
+    type Calls = { choices: { message: { tool_calls: { function: { name: string; arguments: string } }[] }; finish_reason: string }[] };
+    const calls = async (parallel: boolean) => ((await (await post('/v1/chat/completions', { ...body, parallel_tool_calls: parallel })).json()) as Calls).choices[0]!;
+    const [several, single] = [await calls(true), await calls(false)];
+    expect(several.message.tool_calls.length).to.be.at.least(2);
+    // (the end never wins over the next call's line, so the reply runs to max_tokens: a cut reply says so)
+    expect(several.finish_reason).to.equal('length');
+    expect(single.message.tool_calls.length).to.equal(1);
+    expect(single.finish_reason).to.equal('tool_calls');
+    for (const c of [...several.message.tool_calls, ...single.message.tool_calls]) expect(ajv.validate(weather, JSON.parse(c.function.arguments)), c.function.arguments).to.equal(true);
+    // streamed, each call a delta of its own index, the same calls
+    const streamed = events(await (await post('/v1/chat/completions', { ...body, stream: true })).text())
+      .filter((e) => e !== '[DONE]')
+      .flatMap((e) => (JSON.parse(e) as { choices: { delta: { tool_calls?: { index: number; function: { arguments: string } }[] } }[] }).choices[0]?.delta.tool_calls ?? []);
+    expect(streamed.map((c) => c.index)).to.deep.equal(several.message.tool_calls.map((_, i) => i));
+    expect(streamed.map((c) => c.function.arguments)).to.deep.equal(several.message.tool_calls.map((c) => c.function.arguments));
+    const bad = await post('/v1/chat/completions', { ...body, parallel_tool_calls: 'yes' });
+    expect(bad.status).to.equal(400);
+    expect(((await bad.json()) as { error: { param: string } }).error.param).to.equal('parallel_tool_calls');
   });
 
   it('streams /v1/completions as SSE ending in [DONE], with a usage chunk, the same text as without streaming; stop strings cut', async () => {

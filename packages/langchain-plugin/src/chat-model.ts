@@ -29,6 +29,11 @@ import type { ResponseFormat, ToolChoice } from './core.js';
 export interface ChatReasonerCallOptions extends BaseChatModelCallOptions, ReasonerCallOptions {
   /** Tools rendered into the chat template; `bindTools` sets them. */
   tools?: BindToolsInput[];
+  /**
+   * Whether a reply may make several tool calls (default true, as OpenAI's option of this name): false admits
+   * one call at most.
+   */
+  parallel_tool_calls?: boolean;
 }
 
 /** What `ChatReasoner.create` takes: the module options and defaults, and LangChain's model parameters. */
@@ -83,10 +88,10 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
 
   /**
    * Binds tools: they are rendered into the chat template on every call, and `<tool_call>` blocks the model
-   * writes come back as `tool_calls`, always well-formed: with `tool_choice` `auto` (the default) the model writes
-   * free text until it starts a call, then exactly one call of a bound tool with arguments valid against its
-   * schema; `required` (or `any`) and a tool's name force one such call. Throws `ToolsNotSupportedError` when the
-   * template does not render tools.
+   * writes come back as `tool_calls`, always well-formed (a bound tool, arguments valid against its schema): with
+   * `tool_choice` `auto` (the default) the model writes free text in which it may start calls; `required` (or
+   * `any`) forces one or more calls, a tool's name one call of it. `parallel_tool_calls: false` admits one call at
+   * most. Throws `ToolsNotSupportedError` when the template does not render tools.
    */
   override bindTools(
     tools: BindToolsInput[],
@@ -214,7 +219,12 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
     else if (typeof choice === 'string') toolChoice = { name: choice };
     else if (typeof (choice as { function?: { name?: unknown } }).function?.name === 'string') toolChoice = { name: (choice as { function: { name: string } }).function.name };
     else throw new ToolsNotSupportedError(`tool_choice ${JSON.stringify(choice)} is not understood: use auto, required, any, none or a tool's name`);
-    return { type: 'tool_calls', tools: tools.map((t) => ({ name: t.function.name, parameters: (t.function.parameters ?? {}) as Record<string, unknown> })), choice: toolChoice };
+    return {
+      type: 'tool_calls',
+      tools: tools.map((t) => ({ name: t.function.name, parameters: (t.function.parameters ?? {}) as Record<string, unknown> })),
+      choice: toolChoice,
+      parallel: options.parallel_tool_calls ?? true,
+    };
   }
 
   private checkToolsRendered(): void {

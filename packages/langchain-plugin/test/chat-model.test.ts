@@ -419,22 +419,28 @@ describe('ChatReasoner', function () {
       const promptLength = withTools.usage_metadata!.input_tokens;
       expect(promptLength).to.equal(tokenizer.encode(rendered, false).length);
 
-      // A reasoner that writes a tool call at exactly this prompt length: what the model writes is parsed.
-      const script = tokenizer.encode(' Sure.<tool_call>{"name": "add", "arguments": {"a": 2, "b": 3}}</tool_call>', false);
+      // A reasoner that writes two tool calls at exactly this prompt length: what the model writes is parsed.
+      const call = (a: number, b: number) => `<tool_call>{"name": "add", "arguments": {"a": ${a}, "b": ${b}}}</tool_call>`;
+      const script = tokenizer.encode(` Sure.${call(2, 3)}\n${call(4, 5)}`, false);
       const scripted = await ChatReasoner.create({
         backbone: storiesChat,
         reasoners: [{ module: await scriptedReasoner('add-script-r', script, promptLength) }],
         cacheDir,
-        maxTokens: 100,
+        maxTokens: 250,
       });
       try {
         const reply = await scripted.bindTools([ADD_TOOL]).invoke(question);
         expect(reply.text.trim()).to.equal('Sure.');
-        expect(reply.tool_calls!.map(({ name, args }) => ({ name, args }))).to.deep.equal([{ name: 'add', args: { a: 2, b: 3 } }]);
+        const both = [{ name: 'add', args: { a: 2, b: 3 } }, { name: 'add', args: { a: 4, b: 5 } }];
+        expect(reply.tool_calls!.map(({ name, args }) => ({ name, args }))).to.deep.equal(both);
         expect(reply.response_metadata.finish_reason).to.equal('eos');
         const chunks = await collect(await scripted.bindTools([ADD_TOOL]).stream(question));
         expect(chunks.some((c) => c.tool_call_chunks?.length)).to.equal(true);
-        expect(joined(chunks).tool_calls!.map((c) => c.args)).to.deep.equal([{ a: 2, b: 3 }]);
+        expect(joined(chunks).tool_calls!.map((c) => c.args)).to.deep.equal(both.map((c) => c.args));
+        // Without parallel calls the reply ends after the first (the second is masked), as OpenAI's option says.
+        const one = await scripted.bindTools([ADD_TOOL], { parallel_tool_calls: false }).invoke(question);
+        expect(one.tool_calls!.map(({ name, args }) => ({ name, args }))).to.deep.equal(both.slice(0, 1));
+        expect(one.response_metadata.finish_reason).to.equal('eos');
         // The functionCalling pipeline forces a call of "add" (the script's free text is masked) and parses it.
         const sum = await scripted.withStructuredOutput(AddSchema, { name: 'add', method: 'functionCalling' }).invoke(question);
         expect(AddSchema.parse(sum)).to.deep.equal(sum);

@@ -39,6 +39,22 @@ describe('tool calls in generated text', () => {
     }
   });
 
+  it('drops the whitespace between calls and after the last (their layout), and keeps it before text that follows', () => {
+    const call = (a: number) => `<tool_call>\n{"name": "add", "arguments": {"a": ${a}}}\n</tool_call>`;
+    const cases: [string, string][] = [
+      [`Sure.\n${call(1)}\n${call(2)}\n`, 'Sure.\n'],
+      [`${call(1)}\n \n${call(2)}\n\nDone.`, '\n\nDone.'],
+      [`${call(1)}\n<tool`, '\n<tool'],
+    ];
+    for (const [text, content] of cases) {
+      for (const cuts of [[], Array.from({ length: text.length - 1 }, (_, i) => i + 1)]) {
+        const message = split(text, cuts);
+        expect(message.content, text).to.equal(content);
+        expect(message.tool_calls!.map((c) => c.args.a), text).to.deep.equal(text.includes(call(2)) ? [1, 2] : [1]);
+      }
+    }
+  });
+
   it('never streams part of an opening tag as content', () => {
     const splitter = new ToolCallSplitter();
     expect(splitter.push('Hi <tool').content).to.equal('Hi ');

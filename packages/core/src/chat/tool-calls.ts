@@ -33,11 +33,17 @@ function partialTagAt(text: string, tag: string): number {
   return 0;
 }
 
-/** Separates content from tool calls in text that arrives piece by piece. */
+/**
+ * Separates content from tool calls in text that arrives piece by piece. Whitespace between calls and after the
+ * last one is their layout (a template writes one call per line), not content: it is dropped, and given out only
+ * when more text follows it.
+ */
 export class ToolCallTextSplitter {
   /** Text not yet given out: a possible tag start outside a block, or the body of an open block. */
   private pending = '';
   private inBlock = false;
+  /** Whether nothing but whitespace came since the last call closed. */
+  private afterCall = false;
 
   /** Takes the next piece of text. */
   push(text: string): SplitToolText {
@@ -47,25 +53,42 @@ export class ToolCallTextSplitter {
       const tag = this.inBlock ? TOOL_CALL_END : TOOL_CALL_BEGIN;
       const at = this.pending.indexOf(tag);
       if (at === -1) break;
-      if (this.inBlock) out.toolCalls.push(parseToolCall(this.pending.slice(0, at)));
-      else out.content += this.pending.slice(0, at);
+      if (this.inBlock) {
+        out.toolCalls.push(parseToolCall(this.pending.slice(0, at)));
+        this.afterCall = true;
+      } else out.content += this.content(this.pending.slice(0, at));
       this.pending = this.pending.slice(at + tag.length);
       this.inBlock = !this.inBlock;
     }
     if (!this.inBlock) {
-      const keep = partialTagAt(this.pending, TOOL_CALL_BEGIN);
-      out.content += this.pending.slice(0, this.pending.length - keep);
-      this.pending = this.pending.slice(this.pending.length - keep);
+      const free = this.pending.length - partialTagAt(this.pending, TOOL_CALL_BEGIN);
+      if (!this.layout(this.pending.slice(0, free))) {
+        out.content += this.content(this.pending.slice(0, free));
+        this.pending = this.pending.slice(free);
+      }
     }
     return out;
   }
 
   /** Ends the text: what was held back is content, and so is an unclosed block, which is no tool call. */
   end(): SplitToolText {
-    const content = (this.inBlock ? TOOL_CALL_BEGIN : '') + this.pending;
+    const content = this.inBlock ? TOOL_CALL_BEGIN + this.pending : this.content(this.pending);
     this.pending = '';
     this.inBlock = false;
+    this.afterCall = false;
     return { content, toolCalls: [] };
+  }
+
+  /** Whether text outside a block is (so far) only the layout after a call. */
+  private layout(text: string): boolean {
+    return this.afterCall && text.trim() === '';
+  }
+
+  /** Text outside a block as content: none if it is layout; once anything else comes, layout no longer. */
+  private content(text: string): string {
+    if (this.layout(text)) return '';
+    this.afterCall = false;
+    return text;
   }
 }
 

@@ -16,9 +16,9 @@ export interface ToolSpec {
 }
 
 /**
- * Which tool calls a `tool_calls` constraint admits: `auto` (free text until `<tool_call>` starts one, then
- * exactly one well-formed call of a bound tool), `required` (the reply is one call of any bound tool), or
- * `{ name }` (the reply is one call of that tool).
+ * Which tool calls a `tool_calls` constraint admits: `auto` (free text, in which `<tool_call>` starts a
+ * well-formed call of a bound tool), `required` (the reply is calls of bound tools, at least one), or `{ name }`
+ * (the reply is one call of that tool). How many calls `auto` and `required` admit is the format's `parallel`.
  */
 export type ToolChoice = 'auto' | 'required' | { name: string };
 
@@ -34,9 +34,11 @@ export type ResponseFormat =
   | { type: 'regex'; pattern: string }
   /**
    * Tool calls written as `<tool_call>{"name": …, "arguments": {…}}</tool_call>` (the Hermes/Qwen form the
-   * chat templates teach), arguments valid against the tool's schema.
+   * chat templates teach), arguments valid against the tool's schema. `parallel` (default true, as OpenAI's
+   * `parallel_tool_calls`): with `auto`, free text may go on after a call and start more; with `required`, the
+   * reply is one or more calls, one per line. False admits one call at most; a named tool is always called once.
    */
-  | { type: 'tool_calls'; tools: ToolSpec[]; choice: ToolChoice };
+  | { type: 'tool_calls'; tools: ToolSpec[]; choice: ToolChoice; parallel?: boolean };
 
 /** A grammar's state for one row. */
 export interface Constraint {

@@ -256,7 +256,7 @@ export class XGrammarFactory implements ConstraintFactory {
         if (typeof format.pattern !== 'string' || !format.pattern) throw new ConstraintError('regex: give a non-empty pattern');
         return { kind: 'tag', tag: { type: 'structural_tag', format: { type: 'regex', pattern: rewriteRegex(format.pattern) } } };
       case 'tool_calls':
-        return { kind: 'tag', tag: { type: 'structural_tag', format: await this.toolCallFormat(format.tools, format.choice, instance) } };
+        return { kind: 'tag', tag: { type: 'structural_tag', format: await this.toolCallFormat(format.tools, format.choice, format.parallel ?? true, instance) } };
       default:
         throw new ConstraintError(`unknown response format type ${JSON.stringify((format as { type?: unknown }).type)}`);
     }
@@ -272,8 +272,9 @@ export class XGrammarFactory implements ConstraintFactory {
     }
   }
 
-  private async toolCallFormat(tools: ToolSpec[], choice: ToolChoice, instance: XGrammarInstance) {
+  private async toolCallFormat(tools: ToolSpec[], choice: ToolChoice, parallel: boolean, instance: XGrammarInstance) {
     if (!Array.isArray(tools) || tools.length === 0) throw new ConstraintError('tool_calls: bind at least one tool');
+    if (typeof parallel !== 'boolean') throw new ConstraintError(`tool_calls: parallel must be true or false, not ${JSON.stringify(parallel)}`);
     const names = tools.map((t) => t.name);
     const wanted = typeof choice === 'object' ? choice.name : undefined;
     if (wanted !== undefined && !names.includes(wanted)) {
@@ -291,7 +292,10 @@ export class XGrammarFactory implements ConstraintFactory {
           }),
       )
     ).flat();
-    if (choice === 'auto') return { type: 'triggered_tags', triggers: [TOOL_CALL_BEGIN], tags, stop_after_first: true };
+    if (choice === 'auto') return { type: 'triggered_tags', triggers: [TOOL_CALL_BEGIN], tags, stop_after_first: !parallel };
+    // Several calls one per line, as Hermes/Qwen templates write an assistant turn's calls (vLLM likewise calls a
+    // named tool once).
+    if (choice === 'required' && parallel) return { type: 'tags_with_separator', tags, separator: '\n', at_least_one: true };
     return { type: 'or', elements: tags };
   }
 

@@ -44,10 +44,10 @@ export class ChatChoice {
     this.splitter = parseTools ? new ToolCallTextSplitter() : undefined;
   }
 
-  /** The whole answer of a finished row, and its finish reason (`tool_calls` when it called tools). */
+  /** The whole answer of a finished row, and its finish reason (see {@link finish}). */
   message(row: RowResult): { choice: object; finish: string } {
     const split = this.splitter ? join(this.splitter.push(row.text), this.splitter.end()) : { content: row.text, toolCalls: [] };
-    const finish = split.toolCalls.length ? 'tool_calls' : finishReason(row.finishReason);
+    const finish = callsFinish(row.finishReason, split.toolCalls.length);
     const message = {
       role: 'assistant',
       content: split.toolCalls.length && !split.content ? null : split.content,
@@ -75,9 +75,9 @@ export class ChatChoice {
     return out;
   }
 
-  /** The finish reason of the streamed choice: `tool_calls` when it called tools. */
+  /** The finish reason of the streamed choice: `tool_calls` when it called tools and ended (not cut by a limit). */
   finish(reason: string): string {
-    return this.calls.length ? 'tool_calls' : finishReason(reason);
+    return callsFinish(reason, this.calls.length);
   }
 
   private deltas(split: Split): ChatDelta[] {
@@ -94,6 +94,12 @@ export class ChatChoice {
     const logprobs = this.logprobs && (this.pending.length > 0 || finish) ? chatLogprobs(this.pending.splice(0)) : null;
     return { delta, logprobs, finish };
   }
+}
+
+/** A row's finish reason in OpenAI's words once it made `calls` tool calls: a cut reply stays `length` or `abort`. */
+function callsFinish(reason: string, calls: number): string {
+  const finish = finishReason(reason);
+  return calls > 0 && finish === 'stop' ? 'tool_calls' : finish;
 }
 
 function join(a: Split, b: Split): Split {

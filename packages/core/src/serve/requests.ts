@@ -38,6 +38,8 @@ export interface ChatRequest extends ParsedRequest {
   tools?: { type: 'function'; function: { name: string; description?: string; parameters?: Record<string, unknown> } }[];
   /** The tool-call constraint; absent with `tool_choice: "none"` (tools are still shown) or without tools. */
   toolChoice?: ToolChoice;
+  /** `parallel_tool_calls`: whether a reply may make several calls (OpenAI's default: true). */
+  parallelToolCalls: boolean;
 }
 
 /** A text completion request: one prompt, or several (one choice each). */
@@ -224,14 +226,16 @@ export function parseChatRequest(body: unknown): ChatRequest {
   } else if (choice !== undefined && choice !== null && choice !== 'none' && choice !== 'auto') {
     throw badRequest('tool_choice needs tools', 'tool_choice');
   }
-  return { ...base, messages, ...(tools ? { tools } : {}), ...(toolChoice ? { toolChoice } : {}) };
+  const parallel = body.parallel_tool_calls ?? true;
+  if (typeof parallel !== 'boolean') throw badRequest('parallel_tool_calls must be true or false', 'parallel_tool_calls');
+  return { ...base, messages, ...(tools ? { tools } : {}), ...(toolChoice ? { toolChoice } : {}), parallelToolCalls: parallel };
 }
 
 /** The tool-call constraint of a chat request's tools and choice (the engine's `tool_calls` format). */
 export function toolCallFormat(request: ChatRequest): ResponseFormat | undefined {
   if (!request.tools || !request.toolChoice) return undefined;
   const tools: ToolSpec[] = request.tools.map((t) => ({ name: t.function.name, parameters: t.function.parameters ?? { type: 'object' } }));
-  return { type: 'tool_calls', tools, choice: request.toolChoice };
+  return { type: 'tool_calls', tools, choice: request.toolChoice, parallel: request.parallelToolCalls };
 }
 
 function chatMessage(m: unknown, i: number): ChatMessage {
