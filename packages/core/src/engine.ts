@@ -69,6 +69,12 @@ export interface EngineOptions extends RuntimeOptions {
   /** Prompt tokens prefilled per run while the running rows wait (default 256). */
   prefillChunk?: number;
   /**
+   * Prefix caching: bytes of KV cache each model keeps of recent prompts and finished rows, so that a call whose
+   * prompt begins with one of them (a conversation's next turn, a shared system prompt) runs only the rest
+   * (default 128 MiB; 0 turns it off). Not counted in `kvBudgetBytes`; `stats().prefixCache` reports it.
+   */
+  prefixCacheBytes?: number;
+  /**
    * Wide steps (at least two rows per thread) on row shards: a one-thread copy of the backbone per thread, each
    * in its own worker stepping its share of the rows, instead of the whole batch on the backbone's threads.
    * Each copy holds the backbone's weights again (`stats().rowShards.weightBytes`). true opens them with the
@@ -126,7 +132,7 @@ export class Engine {
   /** Loads a model (prepares its graph on first use, then starts its session in a worker). */
   static async load(options: EngineOptions): Promise<Engine> {
     const t0 = performance.now();
-    const { model: modelSpec, dtype, projector: projectorSpec, reasoners: reasonerSpecs, registry, cacheDir, mode, placement, maxBatch, maxQueue, kvBudgetBytes, prefillChunk, rowShards, ...runtime } = options;
+    const { model: modelSpec, dtype, projector: projectorSpec, reasoners: reasonerSpecs, registry, cacheDir, mode, placement, maxBatch, maxQueue, kvBudgetBytes, prefillChunk, prefixCacheBytes, rowShards, ...runtime } = options;
     const count = (name: string, v: number | undefined, min: number) => {
       if (v !== undefined && !(Number.isInteger(v) && v >= min)) throw new RangeError(`${name} must be a whole number >= ${min}; got ${v}`);
     };
@@ -134,6 +140,7 @@ export class Engine {
     count('maxQueue', maxQueue, 0);
     count('kvBudgetBytes', kvBudgetBytes, 1);
     count('prefillChunk', prefillChunk, 1);
+    count('prefixCacheBytes', prefixCacheBytes, 0);
     if (placement !== undefined) validatePlacement(placement);
     if (runtime.intraOpThreads !== undefined) validateIntraOpThreads(runtime.intraOpThreads);
     for (const d of [dtype, ...(reasonerSpecs ?? []).map((r) => r.dtype)]) if (d !== undefined) validateDtype(d);
@@ -164,6 +171,7 @@ export class Engine {
         ...(maxQueue !== undefined ? { maxQueue } : {}),
         ...(kvBudgetBytes !== undefined ? { kvBudgetBytes } : {}),
         ...(prefillChunk !== undefined ? { prefillChunk } : {}),
+        ...(prefixCacheBytes !== undefined ? { prefixCacheBytes } : {}),
         ...(rowShards !== undefined ? { rowShards } : {}),
       },
       ...(prepared.some(Boolean) ? { prepared } : {}),

@@ -12,6 +12,7 @@
 import { Sampler, checkLogitBiasIds, samplingForRow } from '../sampling/index.js';
 import type { DecoderSession } from '../runtime/decoder-session.js';
 import { BatchKv, prefillTogether, RowPrefill, type BatchCache, type KvCounters, type RowCache } from '../runtime/batch-kv.js';
+import { PrefixCache, type PrefixCacheStats } from '../runtime/prefix-cache.js';
 import type { RowShards, RowShardStats } from '../runtime/row-shards.js';
 import { checkPrompts, LatentPolicyError, PromptError, RowState, type DecodeLoopInput, type DecodeLoopOutput, type LatentDriver } from './decode-loop.js';
 import { MarkerScanner } from './latent-marker.js';
@@ -27,6 +28,9 @@ import { pickAccepted } from '../constrain/timing.js';
 /** Rows decoded together at most, unless {@link BatchLimits.maxBatch} says otherwise. */
 export const DEFAULT_MAX_BATCH = 8;
 
+/** KV bytes each model keeps for prefix caching, unless {@link BatchLimits.prefixCacheBytes} says otherwise. */
+export const DEFAULT_PREFIX_CACHE_BYTES = 128 * 2 ** 20;
+
 /** Limits of the running batch. */
 export interface BatchLimits {
   /** Rows decoded together at most (default 8); a request with more prompts runs when the batch is empty. */
@@ -35,6 +39,12 @@ export interface BatchLimits {
   kvBudgetBytes?: number;
   /** Prompt tokens prefilled per run while other rows wait (default 256). */
   prefillChunk?: number;
+  /**
+   * Bytes of KV cache each model keeps of recent sequences (prompts, finished rows) for prompts that begin with
+   * them (see runtime/prefix-cache.ts; default {@link DEFAULT_PREFIX_CACHE_BYTES}; 0 turns it off). Apart from
+   * `kvBudgetBytes`, which counts running rows only.
+   */
+  prefixCacheBytes?: number;
   /** Requests waiting for room at most; one more is refused with a {@link QueueFullError} (default: no limit). */
   maxQueue?: number;
   /**
@@ -81,6 +91,8 @@ export interface BatchStats {
   /** The KV budget, when one was set. */
   kvBudgetBytes?: number;
   counters: KvCounters;
+  /** Prefix caching: bytes held by every model's cache; tokens looked up and found on the backbone's. */
+  prefixCache: PrefixCacheStats;
   /** The backbone's row shards, when wide steps run on them. */
   rowShards?: RowShardStats;
 }
@@ -137,6 +149,8 @@ export class ContinuousBatch {
   private readonly queue: (Job | Exclusive)[] = [];
   /** One batch cache per model: the backbone's, then each reasoner's. */
   private readonly kvs: BatchCache[];
+  /** One prefix cache per model, in the same order. */
+  private readonly prefixes: PrefixCache[];
   /** Rows in the batch. */
   private live: Live[] = [];
   /** Per model, the rows in its cache, in cache order. */
@@ -170,6 +184,7 @@ export class ContinuousBatch {
     this.models = [backbone, ...reasoners.map((r) => r.session)];
     this.names = ['backbone', ...reasoners.map((r) => r.name)];
     this.kvs = this.models.map((m, i) => (i === 0 && shards ? shards : new BatchKv(m)));
+    this.prefixes = this.models.map((m) => this.prefixCache(m));
     this.order = this.models.map(() => []);
     this.maxBatch = limits.maxBatch ?? DEFAULT_MAX_BATCH;
     this.chunk = limits.prefillChunk ?? 256;
@@ -186,7 +201,12 @@ export class ContinuousBatch {
     this.models[m] = session;
     this.names[m] = name;
     this.kvs[m] = new BatchKv(session);
+    this.prefixes[m] = this.prefixCache(session);
     this.order[m] = [];
+  }
+
+  private prefixCache(session: DecoderSession): PrefixCache {
+    return new PrefixCache(session, this.limits.prefixCacheBytes ?? DEFAULT_PREFIX_CACHE_BYTES);
   }
 
   private get kv(): BatchCache {
@@ -289,6 +309,7 @@ export class ContinuousBatch {
       maxBatch: this.maxBatch,
       ...(this.limits.kvBudgetBytes !== undefined ? { kvBudgetBytes: this.limits.kvBudgetBytes } : {}),
       counters: { copiedBytes: sum((kv) => kv.counters.copiedBytes), perRowLayoutBytes: sum((kv) => kv.counters.perRowLayoutBytes) },
+      prefixCache: { ...this.prefixes[0]!.stats(), bytes: this.prefixes.reduce((n, p) => n + p.stats().bytes, 0), entries: this.prefixes.reduce((n, p) => n + p.stats().entries, 0) },
       ...(this.shards ? { rowShards: this.shards.stats() } : {}),
     };
   }
@@ -335,7 +356,9 @@ export class ContinuousBatch {
         const key = row.prompt.join(',');
         const first = byPrompt.get(key);
         if (first) return void first.twins.push(r);
-        const prefill: Prefill = { job: head, row: r, runs: head.models.map((m) => new RowPrefill(this.models[m]!, row.prompt, this.chunk)), twins: [] };
+        // A graph that refused chunks runs whole prompts: no prefill goes on from a cached prefix there.
+        const start = (m: number) => (Number.isFinite(this.chunk) ? this.prefixes[m]!.lookup(row.prompt) : undefined);
+        const prefill: Prefill = { job: head, row: r, runs: head.models.map((m) => new RowPrefill(this.models[m]!, row.prompt, this.chunk, start(m))), twins: [] };
         byPrompt.set(key, prefill);
         this.prefills.push(prefill);
       });
@@ -400,6 +423,8 @@ export class ContinuousBatch {
     this.prefills.shift();
     const { job, row } = first;
     const caches = first.runs.map((r) => r.cache);
+    // Kept before latent steps extend the backbone's cache past the prompt's tokens.
+    first.runs.forEach((run, i) => this.prefixes[job.models[i]!]!.store(run.prompt, () => caches[i]!, true));
     const rows = [row, ...first.twins];
     if (job.fixedSteps > 0) {
       // Coconut-style: K continuous thoughts right after the prompt, on the backbone alone.
@@ -454,6 +479,8 @@ export class ContinuousBatch {
       return false;
     }
     this.prefills.splice(0, group.length);
+    // (each prompt's cache is a row of the group's tensors: kept as a copy)
+    models.forEach((m, i) => prompts.forEach((p, g) => this.prefixes[m]!.store(p, () => runs[i]!.caches[g]!, false)));
     const now = performance.now();
     group.forEach((p, g) => {
       if (p.job.prefillMs === 0) p.job.prefillMs = now - p.job.admittedAt;

@@ -37,6 +37,38 @@ export function rowStart(cache: RowCache): number {
   return cache.start ?? (cache.width ?? cache.length) - cache.length;
 }
 
+/**
+ * A copy of a row cache's first `length` positions as a cache of its own (`[1, kvHeads, length, headDim]` per past
+ * input), as a prefill of those positions alone would leave it.
+ */
+export function copyRowCache(session: DecoderSession, cache: RowCache, length: number): RowCache {
+  const sig = session.signature;
+  const H = sig.kvHeads;
+  const D = sig.headDim;
+  const width = cache.width ?? cache.length;
+  const first = rowStart(cache);
+  const row = cache.row ?? 0;
+  const past: Record<string, ort.Tensor> = {};
+  for (const kv of sig.kv) {
+    for (const name of [kv.pastKey, kv.pastValue]) {
+      const src = cache.past[name]!.data as KvData;
+      const out: KvData = sig.kvType === 'float16' ? new Uint16Array(H * length * D) : new Float32Array(H * length * D);
+      for (let h = 0; h < H; h++) {
+        const from = ((row * H + h) * width + first) * D;
+        out.set(src.subarray(from, from + length * D), h * length * D);
+      }
+      past[name] = new ort.Tensor(sig.kvType, out, [1, H, length, D]);
+    }
+  }
+  return { past, length };
+}
+
+/** Bytes one position of one row takes across every layer's keys and values. */
+export function kvBytesPerPosition(session: DecoderSession): number {
+  const sig = session.signature;
+  return sig.kv.length * 2 * sig.kvHeads * sig.headDim * (sig.kvType === 'float16' ? 2 : 4);
+}
+
 /** Byte counters of the cache. */
 export interface KvCounters {
   /** Bytes copied to add and remove rows. */
@@ -60,14 +92,27 @@ export class RowPrefill {
   chunkRefused = false;
   /** The last position's hidden state once the prompt is in, when the graph reports it (latent steps start from it). */
   hidden: Float32Array | undefined;
+  /** Prompt tokens taken from a cached prefix instead of being run. */
+  reused = 0;
 
+  /**
+   * @param start the cache of the prompt's first positions (a cached prefix, shorter than the prompt): the
+   *   prefill goes on from it. Ignored where the prompt must run whole (LongRoPE past its original context).
+   */
   constructor(
     private readonly session: DecoderSession,
     readonly prompt: readonly number[],
     private chunk: number,
+    start?: RowCache,
   ) {
     if (prompt.length > (session.longRopeContext ?? Infinity)) this.chunk = Infinity;
+    else if (start && start.length < prompt.length) {
+      this.past = start.past;
+      this.done = start.length;
+      this.reused = start.length;
+    }
   }
+
 
   /** Runs the next chunk; returns the last position's logits (`[vocab]`) once the whole prompt is in. */
   async next(): Promise<Float32Array | undefined> {
@@ -82,6 +127,7 @@ export class RowPrefill {
       if (this.done === 0) throw err;
       this.chunkRefused = true;
       this.done = 0;
+      this.reused = 0;
       this.past = undefined;
       this.chunk = Infinity;
       return this.next();
@@ -187,8 +233,7 @@ export class BatchKv implements BatchCache {
 
   /** Bytes one position of one row takes across every layer's keys and values. */
   get bytesPerPosition(): number {
-    const sig = this.session.signature;
-    return sig.kv.length * 2 * sig.kvHeads * sig.headDim * this.bytesPerElement;
+    return kvBytesPerPosition(this.session);
   }
 
   /** Rows in the batch. */
@@ -246,24 +291,9 @@ export class BatchKv implements BatchCache {
 
   /** A copy of one row's cache, as its own prefill would leave it (to run it alone, then add it back). */
   takeRow(row: number): RowCache {
-    const sig = this.session.signature;
-    const H = sig.kvHeads;
-    const D = sig.headDim;
     const length = this.lengths[row]!;
-    const past: Record<string, ort.Tensor> = {};
-    for (const kv of sig.kv) {
-      for (const name of [kv.pastKey, kv.pastValue]) {
-        const src = this.past[name]!.data as KvData;
-        const out: KvData = sig.kvType === 'float16' ? new Uint16Array(H * length * D) : new Float32Array(H * length * D);
-        for (let h = 0; h < H; h++) {
-          const from = ((row * H + h) * this.width + this.firstSlot(this.width, length)) * D;
-          out.set(src.subarray(from, from + length * D), h * length * D);
-        }
-        this.counters.copiedBytes += H * length * D * this.bytesPerElement;
-        past[name] = new ort.Tensor(sig.kvType, out, [1, H, length, D]);
-      }
-    }
-    return { past, length };
+    this.counters.copiedBytes += length * this.bytesPerPosition;
+    return copyRowCache(this.session, { past: this.past, length, row, width: this.width, start: this.firstSlot(this.width, length) }, length);
   }
 
   /** Feeds one token per row; returns `[rows × vocab]` last-position logits. */

@@ -1,0 +1,132 @@
+/**
+ * Prefix caching: the KV caches of recent prompts of one model, so that a prompt beginning with one of them is
+ * prefilled from where the cached one ends: a conversation's next turn (the previous prompt, answer aside),
+ * an agent's next step, requests sharing a system prompt or tool list. llama.cpp's server (`cache_prompt`) and
+ * vLLM (automatic prefix caching) do the same; here a prompt's cache is kept whole, least recently used first out
+ * of a byte budget.
+ *
+ * A position's keys and values depend only on the tokens up to it, so a cached prompt's first positions are the
+ * cache of any prompt that begins with the same tokens. Only positions a prefill computed are kept, and at least
+ * two tokens are always run: onnxruntime's CPU kernels compute a single-row product (a decode step) along another
+ * path than a multi-row one, and on graphs with int8-quantized activations that changed greedy continuations
+ * (a 4-bit 125M model: reusing decode steps' positions changed 7 of 16, running a prompt's last token alone 6 of
+ * 16; with the rule none of 56). Nothing is kept or reused on a LongRoPE graph past its original
+ * context, whose rotation depends on the whole length.
+ */
+import { copyRowCache, kvBytesPerPosition, type RowCache } from './batch-kv.js';
+import type { DecoderSession } from './decoder-session.js';
+
+interface Entry {
+  ids: readonly number[];
+  /** A single-row cache (`[1, kvHeads, length, headDim]`) of `ids`. */
+  cache: RowCache;
+}
+
+/** What a prefix cache holds and has saved. */
+export interface PrefixCacheStats {
+  /** Bytes of KV cache held. */
+  bytes: number;
+  /** The budget those bytes stay within. */
+  budgetBytes: number;
+  /** Sequences held. */
+  entries: number;
+  /** Prompt tokens looked up. */
+  queriedTokens: number;
+  /** Prompt tokens found cached (not run). */
+  hitTokens: number;
+}
+
+/** The cached sequences of one model. */
+export class PrefixCache {
+  /** Least recently used first. */
+  private entries: Entry[] = [];
+  private held = 0;
+  private queried = 0;
+  private hits = 0;
+
+  /**
+   * @param budgetBytes bytes of KV cache kept at most (0: nothing is kept)
+   * @param minTokens shortest prefix worth taking (a copy of a few positions saves less than it costs)
+   */
+  constructor(
+    private readonly session: DecoderSession,
+    private readonly budgetBytes: number,
+    private readonly minTokens = 16,
+  ) {}
+
+  private get bytesPerPosition(): number {
+    return kvBytesPerPosition(this.session);
+  }
+
+  /** Whether anything is kept (a budget above 0). */
+  get enabled(): boolean {
+    return this.budgetBytes > 0;
+  }
+
+  /** Longest positions this model's caches may be kept or reused for. */
+  private get maxLength(): number {
+    return this.session.longRopeContext ?? Infinity;
+  }
+
+  /**
+   * The cache of the longest cached prefix of `prompt`, at most all but its last two tokens (see above), or
+   * undefined when none of at least `minTokens` tokens is held.
+   */
+  lookup(prompt: readonly number[]): RowCache | undefined {
+    this.queried += prompt.length;
+    if (this.budgetBytes === 0 || prompt.length > this.maxLength) return undefined;
+    let best: Entry | undefined;
+    let bestLength = 0;
+    for (const e of this.entries) {
+      const n = commonPrefix(e.ids, prompt, prompt.length - 2);
+      if (n > bestLength) [best, bestLength] = [e, n];
+    }
+    if (!best || bestLength < this.minTokens) return undefined;
+    this.touch(best);
+    this.hits += bestLength;
+    return bestLength === best.cache.length ? best.cache : copyRowCache(this.session, best.cache, bestLength);
+  }
+
+  /**
+   * Keeps the cache of `ids` (its first `ids.length` positions), taken only when needed; `owned`: its tensors are
+   * no one else's and are kept as they are, otherwise copied. Sequences it begins with are dropped, and the least
+   * recently used beyond the budget.
+   */
+  store(ids: readonly number[], take: () => RowCache, owned: boolean): void {
+    const length = ids.length;
+    const bytes = length * this.bytesPerPosition;
+    if (length < this.minTokens || length > this.maxLength || bytes > this.budgetBytes) return;
+    const covering = this.entries.find((e) => e.ids.length >= length && commonPrefix(e.ids, ids, length) === length);
+    if (covering) return this.touch(covering);
+    const cache = take();
+    this.entries = this.entries.filter((e) => {
+      const covered = commonPrefix(e.ids, ids, e.ids.length) === e.ids.length;
+      if (covered) this.held -= e.cache.length * this.bytesPerPosition;
+      return !covered;
+    });
+    const plain = owned && (cache.row ?? 0) === 0 && (cache.width ?? cache.length) === length && cache.length === length;
+    this.entries.push({ ids: [...ids], cache: plain ? cache : copyRowCache(this.session, cache, length) });
+    this.held += bytes;
+    while (this.held > this.budgetBytes) {
+      const old = this.entries.shift()!;
+      this.held -= old.cache.length * this.bytesPerPosition;
+    }
+  }
+
+  stats(): PrefixCacheStats {
+    return { bytes: this.held, budgetBytes: this.budgetBytes, entries: this.entries.length, queriedTokens: this.queried, hitTokens: this.hits };
+  }
+
+  private touch(e: Entry): void {
+    this.entries.splice(this.entries.indexOf(e), 1);
+    this.entries.push(e);
+  }
+}
+
+/** Length of the common prefix of `a` and `b`, at most `limit`. */
+function commonPrefix(a: readonly number[], b: readonly number[], limit: number): number {
+  const n = Math.min(a.length, b.length, limit);
+  let i = 0;
+  while (i < n && a[i] === b[i]) i++;
+  return i;
+}
