@@ -24,18 +24,12 @@
  *   npm run bench:serve [-- --tokens 32 --rounds 1 --concurrency 1,2,4,8,16 --row-shards off|on]
  *   npm run bench:serve -- --ab 8 [--concurrency 8]
  */
-import { existsSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startServer } from '../packages/core/src/serve/server.js';
 import { Engine } from '../packages/core/src/engine.js';
-import { GGML } from '../packages/core/test/support/ggml-quantize.js';
-import { repoRoot } from '../test/support/paths.js';
-import { randomLlamaGguf, type LlamaShape } from './support/random-llama.js';
+import { SERVING_SHAPE, servingGguf } from './support/models.js';
 import { median, printTable } from './support/stats.js';
 
-const SHAPE: LlamaShape = { hidden: 768, layers: 12, heads: 12, kvHeads: 4, ff: 2048, vocab: 32000 };
 const THREADS = 2;
 const PROMPT = [1, 415, 2936, 9060, 285, 1142, 10575, 975, 4511, 319, 2213, 1029];
 type Contender = 'server' | 'one at a time' | 'llama.cpp';
@@ -61,19 +55,6 @@ interface Run {
   itlMs: number[];
   /** CPU time of the whole process over the run (server, its engine worker, client and llama.cpp alike). */
   cpuMs: number;
-}
-
-/** The Q4_0 GGUF, written once under .cache/bench/serve (rewritten when SHAPE changes). */
-async function modelFile(): Promise<string> {
-  const dir = join(repoRoot, '.cache', 'bench', 'serve');
-  const path = join(dir, 'llama-125m-q4_0.gguf');
-  const recipe = JSON.stringify({ SHAPE, v: 1 });
-  if (existsSync(path) && (await readFile(`${path}.recipe`, 'utf8').catch(() => '')) === recipe) return path;
-  await mkdir(dir, { recursive: true });
-  console.error(`writing ${path}`);
-  await writeFile(path, randomLlamaGguf(SHAPE, 'bench-serve-125m', () => GGML.Q4_0));
-  await writeFile(`${path}.recipe`, recipe);
-  return path;
 }
 
 /** One streaming completion through the server; the arrival time of each token's chunk. */
@@ -228,7 +209,7 @@ async function abMain(gguf: string, rounds: number, c: number, tokens: number): 
     bestItlP50Ms: Math.min(...rs.map((r) => percentile(r.itlMs, 50))),
   }));
   const single = rows.find((r) => r.run === 'one session c=1')!;
-  console.log(JSON.stringify({ bench: 'serve-ab', model: { ...SHAPE, type: 'Q4_0' }, threads: THREADS, tokens, rounds, concurrency: c, results: rows }));
+  console.log(JSON.stringify({ bench: 'serve-ab', model: { ...SERVING_SHAPE, type: 'Q4_0' }, threads: THREADS, tokens, rounds, concurrency: c, results: rows }));
   printTable(
     `engine A/B, row shards on vs off (no HTTP; Q4_0 ~125M, ${tokens} tokens/call, ${THREADS} threads, medians of ${rounds} interleaved rounds)`,
     ['run', 'tok/s (all)', 'vs c=1', 'ITL p50 ms', 'ITL p99 ms', 'p99 ITL vs c=1', 'CPU ms/token', 'best tok/s', 'best vs c=1', 'best ITL p50 ms'],
@@ -260,7 +241,7 @@ async function main(): Promise<void> {
   const tokens = Number(values.tokens);
   const rounds = Number(values.rounds);
   const levels = values.concurrency!.split(',').map(Number);
-  const gguf = await modelFile();
+  const gguf = await servingGguf();
   if (values.ab) return abMain(gguf, Number(values.ab), values.concurrency === '1,2,4,8,16' ? 8 : levels.at(-1)!, tokens);
   if (!['on', 'off'].includes(values['row-shards']!)) throw new Error(`--row-shards takes on or off; got ${values['row-shards']}`);
   const rowShards = values['row-shards'] === 'on';
@@ -319,7 +300,7 @@ async function main(): Promise<void> {
         itlP99Ratio: f.itlP99Ms / reference.itlP99Ms,
       };
     });
-  console.log(JSON.stringify({ bench: 'serve', model: { ...SHAPE, type: 'Q4_0' }, threads: THREADS, tokens, rounds, rowShards, results: json, singleStream: reference, targets }));
+  console.log(JSON.stringify({ bench: 'serve', model: { ...SERVING_SHAPE, type: 'Q4_0' }, threads: THREADS, tokens, rounds, rowShards, results: json, singleStream: reference, targets }));
   printTable(
     `reasonplug serve (row shards ${rowShards ? 'on' : 'off'}) vs one at a time vs llama.cpp parallel sequences (Q4_0 ~125M, ${tokens} tokens/request, ${THREADS} threads, median of ${rounds} round(s))`,
     ['c', 'contender', 'tok/s (all)', 'TTFT p50 ms', 'TTFT p99 ms', 'ITL p50 ms', 'ITL p99 ms', 'CPU ms/token'],

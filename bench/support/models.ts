@@ -13,12 +13,17 @@ import { encodeModel } from '../../packages/core/src/onnx/proto.js';
 import { quantizeModel } from '../../packages/core/src/modules/quantize-module.js';
 import { quantizeGraph, type QuantizeOptions } from '../../packages/core/src/onnx/quantize/quantize-graph.js';
 import { repoRoot } from '../../test/support/paths.js';
+import { GGML } from '../../packages/core/test/support/ggml-quantize.js';
+import { randomLlamaGguf, type LlamaShape } from './random-llama.js';
 
 /** The ~24M-parameter backbone of the benchmarks: dim 288, 6 layers, 6 heads, ffn 768, vocab 32000. */
 export const LLAMA_24M: LlamaConfig = { vocabSize: 32000, hiddenSize: 288, numLayers: 6, numHeads: 6, intermediateSize: 768 };
 
 /** The prompt every benchmark decodes from (Llama-tokenizer ids of a short greeting). */
 export const PROMPT = [1, 15043, 3186, 29892, 920, 526, 366, 29973];
+
+/** The serving benchmarks' model: a random-weight ~125M-parameter Llama (dim 768, 12 layers, GQA 12/4, ffn 2048, vocab 32000). */
+export const SERVING_SHAPE: LlamaShape = { hidden: 768, layers: 12, heads: 12, kvHeads: 4, ff: 2048, vocab: 32000 };
 
 const sha256 = (bytes: Uint8Array | string) => createHash('sha256').update(bytes).digest('hex');
 
@@ -70,4 +75,10 @@ export async function benchProjector(name: string, hiddenSize: number, seed: num
   const model = buildProjectorModel({ hiddenSize }, randomProjectorWeights({ hiddenSize }, seed));
   const path = join(repoRoot, '.cache', 'bench', `${name}.onnx`);
   return cached(path, sha256(encodeModel(model)), () => writeProjectorModel(path, model));
+}
+
+/** {@link SERVING_SHAPE} as a Q4_0 GGUF, `.cache/bench/serve/llama-125m-q4_0.gguf`. */
+export function servingGguf(): Promise<string> {
+  const path = join(repoRoot, '.cache', 'bench', 'serve', 'llama-125m-q4_0.gguf');
+  return cached(path, JSON.stringify({ SHAPE: SERVING_SHAPE, v: 1 }), () => writeFile(path, randomLlamaGguf(SERVING_SHAPE, 'bench-serve-125m', () => GGML.Q4_0)));
 }

@@ -198,6 +198,28 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
     }
   });
 
+  it('phi3 LongRoPE: a prompt past the original context is not prefilled from a cached shorter one (its keys rotated with the short factors)', async () => {
+    const path = join(tmp, 'long-prefix.gguf');
+    await writeRandomGguf(path, { seed: 151, ...longRopePhi3(18) }, tokenizer);
+    const short = [...PROMPT, ...PROMPT, 400, 401, 402]; // 17 tokens, within the original context: kept
+    const long = [...short, ...PROMPT]; // 24, past it: runs whole, on the long factors
+    const theirs = await llamaCppGreedy(path, long, STEPS);
+    expect(new Set(theirs).size, `llama.cpp's tokens ${theirs}`).to.be.greaterThan(3);
+    for (const attention of ['gqa', 'ops'] as const) {
+      const { dir } = await convertGguf(path, join(tmp, `long-prefix-${attention}`), { attention });
+      const engine = await Engine.load({ model: dir });
+      try {
+        await engine.generate({ promptIds: short }, { maxTokens: 1 });
+        expect((await engine.stats()).prefixCache.entries).to.equal(1);
+        const { rows } = await engine.generate({ promptIds: long }, { maxTokens: STEPS });
+        expect(rows[0]!.ids.slice(0, theirs.length), attention).to.deep.equal(theirs);
+        expect((await engine.stats()).prefixCache.hitTokens).to.equal(0);
+      } finally {
+        await engine.dispose();
+      }
+    }
+  });
+
   describe('refusals name the feature', () => {
     const cases: [string, Partial<RandomGgufSpec>, RegExp][] = [
       ['an unknown architecture', { arch: 'mamba' }, /"mamba".*"llama", "granite", "smollm3", "ernie4_5", "exaone", "qwen2"/],

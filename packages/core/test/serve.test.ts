@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { ChatOpenAI } from '@langchain/openai';
 import { tool } from '@langchain/core/tools';
-import { HumanMessage } from '@langchain/core/messages';
+import { AIMessage, HumanMessage } from '@langchain/core/messages';
 import { z } from 'zod';
 import { Engine } from '../src/engine.js';
 import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
@@ -154,6 +154,32 @@ describe('reasonplug serve', function () {
     const bad = await post('/v1/chat/completions', { ...body, parallel_tool_calls: 'yes' });
     expect(bad.status).to.equal(400);
     expect(((await bad.json()) as { error: { param: string } }).error.param).to.equal('parallel_tool_calls');
+  });
+
+  it("a conversation's next turn is prefilled from the cached prompt: ChatOpenAI reads the cached tokens, /metrics counts them, the reply is the engine's", async () => {
+    const first = 'Once upon a time there was a little girl named Lily. She loved to play in the park with her friends.';
+    const one = await chat({ maxTokens: 8 }).invoke(first);
+    const messages = [new HumanMessage(first), new AIMessage(one.content as string), new HumanMessage('What happened next?')];
+    const two = await chat({ maxTokens: 8 }).invoke(messages);
+    const rendered = tokenizer.applyChatTemplate(
+      [
+        { role: 'user', content: first },
+        { role: 'assistant', content: one.content as string },
+        { role: 'user', content: 'What happened next?' },
+      ],
+      { template: TEMPLATE },
+    );
+    const promptIds = tokenizer.encode(rendered, false);
+    expect(two.content).to.equal((await reference.generate({ promptIds }, { maxTokens: 8, reasoners: [] })).rows[0]!.text);
+    // the first turn's prompt, rendered alone, is where the second begins
+    const firstIds = tokenizer.encode(tokenizer.applyChatTemplate([{ role: 'user', content: first }], { template: TEMPLATE }), false);
+    let common = 0;
+    while (firstIds[common] === promptIds[common]) common++;
+    expect(common).to.be.greaterThan(16);
+    expect(two.usage_metadata?.input_token_details?.cache_read).to.equal(common);
+    const text = await (await fetch(`${server.url}/metrics`)).text();
+    const hits = Number(/^reasonplug:prefix_cache_hits_total\{[^}]*\} (\d+)$/m.exec(text)?.[1]);
+    expect(hits).to.be.at.least(common);
   });
 
   it('streams /v1/completions as SSE ending in [DONE], with a usage chunk, the same text as without streaming; stop strings cut', async () => {
@@ -308,6 +334,9 @@ describe('reasonplug serve', function () {
       expect([error.code, error.param], error.message).to.include(what);
       expect(error.type).to.be.a('string');
     }
+    const legacy = await post('/v1/chat/completions', { model: 'stories260k', messages: [{ role: 'user', content: 'x' }], functions: [{ name: 'f', parameters: {} }] });
+    expect(legacy.status).to.equal(400);
+    expect(((await legacy.json()) as { error: { param: string; message: string } }).error).to.deep.include({ param: 'functions' });
     const notJson = await post('/v1/chat/completions', undefined, { body: '{"model":' });
     expect(notJson.status).to.equal(400);
     expect((await post('/v1/nothing', {})).status).to.equal(404);

@@ -102,6 +102,11 @@ export const ModelOptionsSchema = z.strictObject({
   placement: z.enum(PLACEMENTS).optional(),
   /** Where prepared graphs are cached (default: core's). */
   cacheDir: z.string().min(1).optional(),
+  /**
+   * Bytes of KV cache each model keeps of recent prompts, so that a call whose prompt begins with one (the next
+   * turn of a conversation or an agent loop) runs only the rest (default: core's 128 MiB; 0 turns it off).
+   */
+  prefixCacheBytes: z.int().nonnegative().optional(),
   ...generation,
 });
 

@@ -46,7 +46,7 @@ export class ReasonerRuntime {
 
   /** Loads the backbone and reasoners of parsed model options into one engine. */
   static async load(options: ParsedModelOptions): Promise<ReasonerRuntime> {
-    const { backbone, dtype, reasoners = [], projector, registry, device, intraOpThreads, placement, cacheDir, ...defaults } = options;
+    const { backbone, dtype, reasoners = [], projector, registry, device, intraOpThreads, placement, cacheDir, prefixCacheBytes, ...defaults } = options;
     // The backbone is resolved here (a registry reference becomes a pulled module directory) because its
     // directory also serves the chat template; the engine resolves the other modules itself.
     const backbonePath = await resolveModelPath(backbone, registry);
@@ -61,6 +61,7 @@ export class ReasonerRuntime {
       ...(intraOpThreads ? { intraOpThreads } : {}),
       ...(placement ? { placement } : {}),
       ...(cacheDir ? { cacheDir } : {}),
+      ...(prefixCacheBytes !== undefined ? { prefixCacheBytes } : {}),
     });
     try {
       const info = await describeBackbone(backbonePath, engine.info);
@@ -109,8 +110,13 @@ export class ReasonerRuntime {
 
   /** `usage_metadata` of a finished generation. */
   usage(result: GenerationResult): UsageMetadata {
-    const { promptTokens, completionTokens } = result.usage;
-    return { input_tokens: promptTokens, output_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
+    const { promptTokens, completionTokens, cachedPromptTokens } = result.usage;
+    return {
+      input_tokens: promptTokens,
+      output_tokens: completionTokens,
+      total_tokens: promptTokens + completionTokens,
+      ...(cachedPromptTokens ? { input_token_details: { cache_read: cachedPromptTokens } } : {}),
+    };
   }
 
   /** `response_metadata` of a finished generation: who generated it, with which reasoners, why it stopped. */

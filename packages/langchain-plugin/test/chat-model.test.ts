@@ -148,6 +148,27 @@ describe('ChatReasoner', function () {
       expect(usageOf(output)).to.deep.equal(usageOf(reference));
     });
 
+    it("a conversation's next turn reports the prompt tokens taken from the prefix cache (cache_read), and answers as without it", async () => {
+      const first = [new HumanMessage(`${STORY} Tell it in a few words, please.`)];
+      const one = await alone.invoke(first);
+      expect(one.usage_metadata!.input_token_details?.cache_read).to.equal(undefined);
+      const next = [...first, new AIMessage(one.text), new HumanMessage('And then?')];
+      const two = await alone.invoke(next);
+      const firstIds = tokenizer.encode(`<s><|user|>${STORY} Tell it in a few words, please.<|end|><|assistant|>`, false);
+      const nextIds = tokenizer.encode(`<s><|user|>${STORY} Tell it in a few words, please.<|end|><|assistant|>${one.text}<|end|><|user|>And then?<|end|><|assistant|>`, false);
+      let common = 0;
+      while (firstIds[common] === nextIds[common]) common++;
+      expect(two.usage_metadata!.input_token_details?.cache_read).to.equal(Math.min(common, firstIds.length));
+      const off = await ChatReasoner.create({ backbone: storiesChat, cacheDir, maxTokens: MAX, prefixCacheBytes: 0 });
+      try {
+        const fresh = await off.invoke(next);
+        expect(fresh.text).to.equal(two.text);
+        expect(fresh.usage_metadata!.input_token_details?.cache_read).to.equal(undefined);
+      } finally {
+        await off.dispose();
+      }
+    });
+
     it('streamEvents (content blocks) gives the text and the usage', async () => {
       const stream = model.streamEvents(STORY);
       expect(await stream.text).to.equal(reference.content);

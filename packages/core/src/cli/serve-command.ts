@@ -64,6 +64,7 @@ interface ServeFlags {
   name?: string;
   maxQueue: number;
   maxBatch: number;
+  prefixCacheMb: number;
   chatTemplate?: string;
   device: string;
   threads?: number;
@@ -89,6 +90,7 @@ export function addServeCommand(program: Command): void {
     .option('--name <name>', "the backbone's served name (default: its module name, else its file name)")
     .option('--max-batch <n>', 'requests let into the engine at once', integerFlag('--max-batch', 1, 4096, 'a whole number from 1 to 4096'), 8)
     .option('--max-queue <n>', 'requests waiting beyond those; more get 429', integerFlag('--max-queue', 0, 1_000_000, 'a whole number >= 0'), 64)
+    .option('--prefix-cache-mb <n>', "MiB of KV cache each model keeps of recent prompts, for prompts that begin with one (0: off)", integerFlag('--prefix-cache-mb', 0, 1_048_576, 'a whole number of MiB >= 0'), 128)
     .option('--chat-template <file>', "a Jinja chat template file used instead of the model's")
     .addOption(new Option('--device <d>', 'execution provider').choices([...DEVICES]).default('cpu'))
     .option('--threads <n>', 'intra-op threads', threadsFlag)
@@ -110,6 +112,7 @@ async function serve(flags: ServeFlags): Promise<void> {
       device: flags.device,
       ...(flags.threads ? { intraOpThreads: flags.threads } : {}),
       ...(flags.placement ? { placement: flags.placement } : {}),
+      prefixCacheBytes: flags.prefixCacheMb * 2 ** 20,
     },
     ...(flags.name ? { name: flags.name } : {}),
     ...(flags.alias ? { aliases: flags.alias } : {}),

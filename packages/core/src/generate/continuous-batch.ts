@@ -110,6 +110,8 @@ interface Job {
   fixedSteps: number;
   eos: Set<number>;
   unfinished: number;
+  /** Prompt tokens of its rows taken from the backbone's prefix cache. */
+  cachedTokens: number;
   admittedAt: number;
   prefillMs: number;
   firstTokenAt: number;
@@ -264,6 +266,7 @@ export class ContinuousBatch {
       fixedSteps,
       eos: new Set(options.ignoreEos ? [] : (options.eosTokenIds ?? request.eosTokenIds)),
       unfinished: request.prompts.length,
+      cachedTokens: 0,
       admittedAt: 0,
       prefillMs: 0,
       firstTokenAt: 0,
@@ -425,6 +428,7 @@ export class ContinuousBatch {
     const caches = first.runs.map((r) => r.cache);
     // Kept before latent steps extend the backbone's cache past the prompt's tokens.
     first.runs.forEach((run, i) => this.prefixes[job.models[i]!]!.store(run.prompt, () => caches[i]!, true));
+    job.cachedTokens += first.runs[0]!.reused * (1 + first.twins.length);
     const rows = [row, ...first.twins];
     if (job.fixedSteps > 0) {
       // Coconut-style: K continuous thoughts right after the prompt, on the backbone alone.
@@ -684,6 +688,7 @@ export class ContinuousBatch {
       usage: {
         promptTokens,
         completionTokens,
+        ...(job.cachedTokens > 0 ? { cachedPromptTokens: job.cachedTokens } : {}),
         ...(latent ? { latentSteps, ...(perStep ? { reasoningTokensSaved: Math.round(latentSteps * perStep) } : {}) } : {}),
       },
       prefillMs: job.prefillMs,

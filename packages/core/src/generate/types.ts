@@ -54,6 +54,8 @@ export interface Usage {
   promptTokens: number;
   /** Discrete tokens generated. */
   completionTokens: number;
+  /** Prompt tokens whose cache came from the prefix cache instead of being run (counted like `promptTokens`). */
+  cachedPromptTokens?: number;
   /** Latent (continuous) steps run instead of written reasoning, when a projector is loaded. */
   latentSteps?: number;
   /** Reasoning tokens the latent steps stood for (steps × the projector's `latent.tokensPerStep`, when declared). */

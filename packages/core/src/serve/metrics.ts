@@ -4,6 +4,8 @@
  * for one) can be pointed at `reasonplug:num_requests_waiting` and `reasonplug:kv_cache_usage_perc`.
  */
 
+import type { PrefixCacheStats } from '../runtime/prefix-cache.js';
+
 /** Latency buckets in seconds (vLLM's time-to-first-token buckets, which also cover inter-token latency). */
 const TTFT_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80];
 const ITL_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2.5, 5];
@@ -58,7 +60,10 @@ export class ServerMetrics {
   }
 
   /** The exposition text; `gauges` are the values of the moment. */
-  render(modelName: string, gauges: { running: number; waiting: number; kvUsage: number; kvBytes: number; kvCapacityBytes: number }): string {
+  render(
+    modelName: string,
+    gauges: { running: number; waiting: number; kvUsage: number; kvBytes: number; kvCapacityBytes: number; prefixCache: PrefixCacheStats | undefined },
+  ): string {
     const label = `model_name="${modelName.replace(/["\\\n]/g, '_')}"`;
     const out: string[] = [];
     const metric = (name: string, type: string, help: string, lines: string[]) => out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, ...lines);
@@ -70,6 +75,10 @@ export class ServerMetrics {
     metric('reasonplug:kv_cache_capacity_bytes', 'gauge', "The engine's KV budget, else max batch rows of full context.", [
       one('reasonplug:kv_cache_capacity_bytes', gauges.kvCapacityBytes),
     ]);
+    const prefix = gauges.prefixCache;
+    metric('reasonplug:prefix_cache_bytes', 'gauge', 'Bytes of KV cache kept of recent prompts for prefix caching.', [one('reasonplug:prefix_cache_bytes', prefix?.bytes ?? 0)]);
+    metric('reasonplug:prefix_cache_queries_total', 'counter', 'Prompt tokens looked up in the prefix cache.', [one('reasonplug:prefix_cache_queries_total', prefix?.queriedTokens ?? 0)]);
+    metric('reasonplug:prefix_cache_hits_total', 'counter', 'Prompt tokens found in the prefix cache (not run).', [one('reasonplug:prefix_cache_hits_total', prefix?.hitTokens ?? 0)]);
     metric('reasonplug:prompt_tokens_total', 'counter', 'Prompt tokens processed.', [one('reasonplug:prompt_tokens_total', this.promptTokens)]);
     metric('reasonplug:generation_tokens_total', 'counter', 'Tokens generated.', [one('reasonplug:generation_tokens_total', this.generationTokens)]);
     metric(

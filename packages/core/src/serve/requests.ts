@@ -211,6 +211,10 @@ export function parseChatRequest(body: unknown): ChatRequest {
   const base = common(body, true);
   if (!Array.isArray(body.messages) || body.messages.length === 0) throw badRequest('messages must be a non-empty list', 'messages');
   const messages = body.messages.map((m, i) => chatMessage(m, i));
+  // OpenAI's deprecated function calling: silently ignored, the reply could never hold the call asked for.
+  for (const old of ['functions', 'function_call'] as const) {
+    if (body[old] !== undefined) throw badRequest(`${old} (deprecated function calling) is not supported: use tools and tool_choice`, old);
+  }
   const tools = toolsOf(body.tools);
   const choice = body.tool_choice;
   let toolChoice: ToolChoice | undefined;

@@ -148,6 +148,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
           kvUsage: capacity > 0 ? Math.min(1, kv!.kvBytes / capacity) : 0,
           kvBytes: kv?.kvBytes ?? 0,
           kvCapacityBytes: capacity,
+          prefixCache: kv?.prefixCache,
         }),
       );
       return;
@@ -483,11 +484,16 @@ class Sse {
   }
 }
 
-/** OpenAI's usage: each prompt counted once, however many choices (`n`) were made of it. */
+/** OpenAI's usage: each prompt counted once, however many choices (`n`) were made of it; cached tokens as OpenAI's. */
 function usageJson(result: GenerationResult, n: number) {
   const promptTokens = result.usage.promptTokens / n;
   const { completionTokens } = result.usage;
-  return { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
+  return {
+    prompt_tokens: promptTokens,
+    completion_tokens: completionTokens,
+    total_tokens: promptTokens + completionTokens,
+    prompt_tokens_details: { cached_tokens: (result.usage.cachedPromptTokens ?? 0) / n },
+  };
 }
 
 function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {

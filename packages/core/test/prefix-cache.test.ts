@@ -1,0 +1,133 @@
+/**
+ * Prefix caching on real engines: conversations whose turns begin with earlier prompts prefill only what is new,
+ * and every reply equals the reply of an engine without the cache (the stories260K model, a 4-bit module with
+ * int8 activations, a composition); the cache's budget and its stats. The 4-bit module is wide enough for
+ * onnxruntime's single-row int8 path to differ: running a prompt's last token alone from the cache changed its
+ * replies (checked by mutation).
+ */
+import { expect } from 'chai';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Engine, type EngineOptions } from '../src/engine.js';
+import { quantizeModel } from '../src/modules/quantize-module.js';
+import { cacheDir, testDir } from './support/models.js';
+import { makeModule, storiesConfig, storiesModule } from './support/modules.js';
+import { createRng } from '../src/sampling/index.js';
+
+/** Length of the common prefix of two prompts. */
+function common(a: readonly number[], b: readonly number[]): number {
+  let i = 0;
+  while (i < a.length && i < b.length && a[i] === b[i]) i++;
+  return i;
+}
+
+/**
+ * Prompts of three conversations, turn after turn, interleaved: the previous prompt and its reply with none, one,
+ * two or many new tokens after it; the same prompt again (a regenerated answer); the previous prompt and one or
+ * two new tokens without the reply (prompts that begin with a cached one and run one or two tokens more).
+ */
+async function conversations(engine: Engine, rng: () => number, onTurn: (prompt: number[], ids: number[], cached: number | undefined) => Promise<void>): Promise<void> {
+  const tokens = (n: number) => Array.from({ length: n }, () => 3 + Math.floor(rng() * 509));
+  const prompts = [tokens(20), tokens(40), tokens(70)];
+  const next: ((prompt: number[], reply: number[]) => number[])[] = [
+    (p, r) => [...p, ...r],
+    (p) => p,
+    (p, r) => [...p, ...r, ...tokens(1)],
+    (p) => [...p, ...tokens(1)],
+    (p, r) => [...p, ...r, ...tokens(30)],
+    (p) => [...p, ...tokens(2)],
+    (p, r) => [...p, ...r, ...tokens(2)],
+  ];
+  for (let turn = 0; turn < 7; turn++) {
+    for (let c = 0; c < prompts.length; c++) {
+      const prompt = prompts[c]!;
+      const { rows, usage } = await engine.generate({ promptIds: prompt }, { maxTokens: 12 });
+      await onTurn(prompt, rows[0]!.ids, usage.cachedPromptTokens);
+      prompts[c] = next[(turn + c) % next.length]!(prompt, rows[0]!.ids);
+    }
+  }
+}
+
+describe('prefix caching', function () {
+  this.timeout(300_000);
+
+  const cases: [string, () => Promise<Omit<EngineOptions, 'prefixCacheBytes'>>][] = [
+    ['the stories260K model (fp32)', async () => ({ model: await storiesModule() })],
+    [
+      'a 4-bit module with int8 activations (a decode step computes a position otherwise than a prefill)',
+      async () => {
+        const src = await makeModule({ name: 'prefix-q-src', config: storiesConfig({ hiddenSize: 256, numLayers: 4, numHeads: 8, numKvHeads: 4, intermediateSize: 512 }), seed: 41 });
+        const dest = join(testDir('prefix-q'), 'q4');
+        await rm(dest, { recursive: true, force: true });
+        await quantizeModel(src, dest, { bits: 4 });
+        return { model: dest };
+      },
+    ],
+    [
+      'a composition on the batch thread (each model keeps its own prompts)',
+      async () => ({ model: await storiesModule(), reasoners: [{ model: await makeModule({ name: 'prefix-r', seed: 42 }), weight: 1 }], placement: 'inline' }),
+    ],
+  ];
+  for (const [name, options] of cases) {
+    it(`${name}: each turn prefills only what follows the longest earlier prompt, and replies as without the cache`, async () => {
+      const base = { ...(await options()), cacheDir };
+      const [on, off] = await Promise.all([Engine.load(base), Engine.load({ ...base, prefixCacheBytes: 0 })]);
+      try {
+        const earlier: number[][] = [];
+        let expected = 0;
+        let queried = 0;
+        await conversations(on, createRng(7), async (prompt, ids, cached) => {
+          const alone = await off.generate({ promptIds: prompt }, { maxTokens: 12 });
+          expect(ids, `${prompt.length}-token prompt`).to.deep.equal(alone.rows[0]!.ids);
+          expect(alone.usage.cachedPromptTokens).to.equal(undefined);
+          // At least two tokens run, and a prefix shorter than 16 is not worth a copy.
+          const reuse = Math.min(prompt.length - 2, Math.max(0, ...earlier.map((e) => common(e, prompt))));
+          expect(cached, `${prompt.length}-token prompt`).to.equal(reuse >= 16 ? reuse : undefined);
+          expected += reuse >= 16 ? reuse : 0;
+          queried += prompt.length;
+          earlier.push(prompt);
+        });
+        const stats = (await on.stats()).prefixCache;
+        expect(stats.queriedTokens).to.equal(queried);
+        expect(stats.hitTokens).to.equal(expected);
+        expect(stats.hitTokens).to.be.greaterThan(queried / 2);
+        // one entry per conversation: a prompt that a later one begins with gives way to it
+        expect(stats.entries).to.equal(name.startsWith('a composition') ? 6 : 3);
+        const off0 = (await off.stats()).prefixCache;
+        expect([off0.hitTokens, off0.bytes, off0.entries]).to.deep.equal([0, 0, 0]);
+      } finally {
+        await Promise.all([on.dispose(), off.dispose()]);
+      }
+    });
+  }
+
+  it('keeps its prompts within the byte budget, least recently used out first, apart from the running rows', async () => {
+    const model = await storiesModule();
+    const probe = await Engine.load({ model, cacheDir });
+    const perPosition = (await probe.stats()).bytesPerPosition;
+    await probe.dispose();
+    // room for 100 positions: two 40-token prompts, not three
+    const engine = await Engine.load({ model, cacheDir, prefixCacheBytes: 100 * perPosition });
+    try {
+      const rng = createRng(3);
+      const [a, b, c] = [0, 1, 2].map(() => Array.from({ length: 40 }, () => 3 + Math.floor(rng() * 509)));
+      const run = async (prompt: number[]) => (await engine.generate({ promptIds: prompt }, { maxTokens: 2 })).rows[0]!;
+      for (const p of [a!, b!]) await run(p);
+      await run([...a!, 9, 9]); // takes a (and replaces it: a prompt that begins with it covers it)
+      await run(c!); // b goes
+      const before = (await engine.stats()).prefixCache;
+      expect(before.entries).to.equal(2);
+      expect(before.bytes).to.equal(82 * perPosition); // a with its two tokens, and c
+      expect(before.bytes).to.be.at.most(before.budgetBytes);
+      await run([...a!, 1, 2]);
+      await run([...b!, 1, 2]);
+      const after = (await engine.stats()).prefixCache;
+      expect(after.hitTokens - before.hitTokens).to.equal(40); // a's 40 positions; b's were dropped
+      expect((await engine.stats()).kvBytes).to.equal(0); // the budget of running rows holds none of it
+    } finally {
+      await engine.dispose();
+    }
+    const err = await Engine.load({ model, prefixCacheBytes: -1 }).catch((e: Error) => e);
+    expect((err as Error).message).to.match(/prefixCacheBytes must be a whole number >= 0/);
+  });
+});
