@@ -132,7 +132,7 @@ export class Engine {
   /** Loads a model (prepares its graph on first use, then starts its session in a worker). */
   static async load(options: EngineOptions): Promise<Engine> {
     const t0 = performance.now();
-    const { model: modelSpec, dtype, projector: projectorSpec, reasoners: reasonerSpecs, registry, cacheDir, mode, placement, maxBatch, maxQueue, kvBudgetBytes, prefillChunk, prefixCacheBytes, rowShards, ...runtime } = options;
+    const { model: modelSpec, dtype, projector: projectorSpec, reasoners: reasonerSpecs, registry, cacheDir, mode, placement, maxBatch, maxQueue, kvBudgetBytes, prefillChunk, rowShards, ...runtime } = options;
     const count = (name: string, v: number | undefined, min: number) => {
       if (v !== undefined && !(Number.isInteger(v) && v >= min)) throw new RangeError(`${name} must be a whole number >= ${min}; got ${v}`);
     };
@@ -140,7 +140,7 @@ export class Engine {
     count('maxQueue', maxQueue, 0);
     count('kvBudgetBytes', kvBudgetBytes, 1);
     count('prefillChunk', prefillChunk, 1);
-    count('prefixCacheBytes', prefixCacheBytes, 0);
+    count('prefixCacheBytes', runtime.prefixCacheBytes, 0);
     if (placement !== undefined) validatePlacement(placement);
     if (runtime.intraOpThreads !== undefined) validateIntraOpThreads(runtime.intraOpThreads);
     for (const d of [dtype, ...(reasonerSpecs ?? []).map((r) => r.dtype)]) if (d !== undefined) validateDtype(d);
@@ -171,7 +171,6 @@ export class Engine {
         ...(maxQueue !== undefined ? { maxQueue } : {}),
         ...(kvBudgetBytes !== undefined ? { kvBudgetBytes } : {}),
         ...(prefillChunk !== undefined ? { prefillChunk } : {}),
-        ...(prefixCacheBytes !== undefined ? { prefixCacheBytes } : {}),
         ...(rowShards !== undefined ? { rowShards } : {}),
       },
       ...(prepared.some(Boolean) ? { prepared } : {}),

@@ -13,6 +13,10 @@ import { quantizeModel } from '../src/modules/quantize-module.js';
 import { cacheDir, testDir } from './support/models.js';
 import { makeModule, storiesConfig, storiesModule } from './support/modules.js';
 import { createRng } from '../src/sampling/index.js';
+import { buildGenaiLlamaModel } from '../src/onnx/genai-builder.js';
+import { randomLlamaWeights } from '../src/onnx/llama-builder.js';
+import type { LlamaConfig } from '../src/onnx/llama-spec.js';
+import { writeModel } from '../src/onnx/proto.js';
 
 /** Length of the common prefix of two prompts. */
 function common(a: readonly number[], b: readonly number[]): number {
@@ -26,8 +30,8 @@ function common(a: readonly number[], b: readonly number[]): number {
  * two or many new tokens after it; the same prompt again (a regenerated answer); the previous prompt and one or
  * two new tokens without the reply (prompts that begin with a cached one and run one or two tokens more).
  */
-async function conversations(engine: Engine, rng: () => number, onTurn: (prompt: number[], ids: number[], cached: number | undefined) => Promise<void>): Promise<void> {
-  const tokens = (n: number) => Array.from({ length: n }, () => 3 + Math.floor(rng() * 509));
+async function conversations(engine: Engine, rng: () => number, vocab: number, onTurn: (prompt: number[], ids: number[], cached: number | undefined) => Promise<void>): Promise<void> {
+  const tokens = (n: number) => Array.from({ length: n }, () => 3 + Math.floor(rng() * (vocab - 3)));
   const prompts = [tokens(20), tokens(40), tokens(70)];
   const next: ((prompt: number[], reply: number[]) => number[])[] = [
     (p, r) => [...p, ...r],
@@ -51,8 +55,9 @@ async function conversations(engine: Engine, rng: () => number, onTurn: (prompt:
 describe('prefix caching', function () {
   this.timeout(300_000);
 
-  const cases: [string, () => Promise<Omit<EngineOptions, 'prefixCacheBytes'>>][] = [
-    ['the stories260K model (fp32)', async () => ({ model: await storiesModule() })],
+  // what to load, and the prompts kept on the batch's thread at the end (one per conversation and model there)
+  const cases: [string, () => Promise<Omit<EngineOptions, 'prefixCacheBytes'>>, number, number?][] = [
+    ['the stories260K model (fp32)', async () => ({ model: await storiesModule() }), 3],
     [
       'a 4-bit module with int8 activations (a decode step computes a position otherwise than a prefill)',
       async () => {
@@ -62,13 +67,31 @@ describe('prefix caching', function () {
         await quantizeModel(src, dest, { bits: 4 });
         return { model: dest };
       },
+      3,
     ],
     [
       'a composition on the batch thread (each model keeps its own prompts)',
       async () => ({ model: await storiesModule(), reasoners: [{ model: await makeModule({ name: 'prefix-r', seed: 42 }), weight: 1 }], placement: 'inline' }),
+      6,
+    ],
+    [
+      'a composition whose reasoner runs in a lane, each call alone (the decode loop; the lane keeps its prompts)',
+      async () => ({ model: await storiesModule(), reasoners: [{ model: await makeModule({ name: 'prefix-r', seed: 42 }), weight: 1 }], placement: 'lanes' }),
+      3,
+    ],
+    [
+      'an onnxruntime-genai GroupQueryAttention graph (right-padded)',
+      async () => {
+        const config: LlamaConfig = { vocabSize: 96, hiddenSize: 64, numLayers: 2, numHeads: 4, numKvHeads: 2, intermediateSize: 128 };
+        const model = join(testDir('prefix-genai'), 'genai.onnx');
+        await writeModel(model, buildGenaiLlamaModel(config, randomLlamaWeights(config, 43, 0.08), {}));
+        return { model };
+      },
+      3,
+      96,
     ],
   ];
-  for (const [name, options] of cases) {
+  for (const [name, options, entries, vocab = 512] of cases) {
     it(`${name}: each turn prefills only what follows the longest earlier prompt, and replies as without the cache`, async () => {
       const base = { ...(await options()), cacheDir };
       const [on, off] = await Promise.all([Engine.load(base), Engine.load({ ...base, prefixCacheBytes: 0 })]);
@@ -76,7 +99,7 @@ describe('prefix caching', function () {
         const earlier: number[][] = [];
         let expected = 0;
         let queried = 0;
-        await conversations(on, createRng(7), async (prompt, ids, cached) => {
+        await conversations(on, createRng(7), vocab, async (prompt, ids, cached) => {
           const alone = await off.generate({ promptIds: prompt }, { maxTokens: 12 });
           expect(ids, `${prompt.length}-token prompt`).to.deep.equal(alone.rows[0]!.ids);
           expect(alone.usage.cachedPromptTokens).to.equal(undefined);
@@ -92,7 +115,7 @@ describe('prefix caching', function () {
         expect(stats.hitTokens).to.equal(expected);
         expect(stats.hitTokens).to.be.greaterThan(queried / 2);
         // one entry per conversation: a prompt that a later one begins with gives way to it
-        expect(stats.entries).to.equal(name.startsWith('a composition') ? 6 : 3);
+        expect(stats.entries).to.equal(entries);
         const off0 = (await off.stats()).prefixCache;
         expect([off0.hitTokens, off0.bytes, off0.entries]).to.deep.equal([0, 0, 0]);
       } finally {

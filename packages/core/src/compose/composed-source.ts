@@ -99,6 +99,11 @@ export class ComposedSource implements LogitSource {
     });
   }
 
+  /** The backbone's (reasoners keep caches of their own prompts too, in their lanes). */
+  get reusedPromptTokens(): number | undefined {
+    return this.backbone.reusedPromptTokens;
+  }
+
   async prefill(prompts: readonly (readonly number[])[]): Promise<Float32Array> {
     this.generated = 0;
     this.rows = prompts.length;

@@ -12,7 +12,7 @@
 import { Sampler, checkLogitBiasIds, samplingForRow } from '../sampling/index.js';
 import type { DecoderSession } from '../runtime/decoder-session.js';
 import { BatchKv, prefillTogether, RowPrefill, type BatchCache, type KvCounters, type RowCache } from '../runtime/batch-kv.js';
-import { PrefixCache, type PrefixCacheStats } from '../runtime/prefix-cache.js';
+import type { PrefixCacheStats } from '../runtime/prefix-cache.js';
 import type { RowShards, RowShardStats } from '../runtime/row-shards.js';
 import { checkPrompts, LatentPolicyError, PromptError, RowState, type DecodeLoopInput, type DecodeLoopOutput, type LatentDriver } from './decode-loop.js';
 import { MarkerScanner } from './latent-marker.js';
@@ -28,9 +28,6 @@ import { pickAccepted } from '../constrain/timing.js';
 /** Rows decoded together at most, unless {@link BatchLimits.maxBatch} says otherwise. */
 export const DEFAULT_MAX_BATCH = 8;
 
-/** KV bytes each model keeps for prefix caching, unless {@link BatchLimits.prefixCacheBytes} says otherwise. */
-export const DEFAULT_PREFIX_CACHE_BYTES = 128 * 2 ** 20;
-
 /** Limits of the running batch. */
 export interface BatchLimits {
   /** Rows decoded together at most (default 8); a request with more prompts runs when the batch is empty. */
@@ -39,12 +36,6 @@ export interface BatchLimits {
   kvBudgetBytes?: number;
   /** Prompt tokens prefilled per run while other rows wait (default 256). */
   prefillChunk?: number;
-  /**
-   * Bytes of KV cache each model keeps of recent sequences (prompts, finished rows) for prompts that begin with
-   * them (see runtime/prefix-cache.ts; default {@link DEFAULT_PREFIX_CACHE_BYTES}; 0 turns it off). Apart from
-   * `kvBudgetBytes`, which counts running rows only.
-   */
-  prefixCacheBytes?: number;
   /** Requests waiting for room at most; one more is refused with a {@link QueueFullError} (default: no limit). */
   maxQueue?: number;
   /**
@@ -151,8 +142,6 @@ export class ContinuousBatch {
   private readonly queue: (Job | Exclusive)[] = [];
   /** One batch cache per model: the backbone's, then each reasoner's. */
   private readonly kvs: BatchCache[];
-  /** One prefix cache per model, in the same order. */
-  private readonly prefixes: PrefixCache[];
   /** Rows in the batch. */
   private live: Live[] = [];
   /** Per model, the rows in its cache, in cache order. */
@@ -186,7 +175,6 @@ export class ContinuousBatch {
     this.models = [backbone, ...reasoners.map((r) => r.session)];
     this.names = ['backbone', ...reasoners.map((r) => r.name)];
     this.kvs = this.models.map((m, i) => (i === 0 && shards ? shards : new BatchKv(m)));
-    this.prefixes = this.models.map((m) => this.prefixCache(m));
     this.order = this.models.map(() => []);
     this.maxBatch = limits.maxBatch ?? DEFAULT_MAX_BATCH;
     this.chunk = limits.prefillChunk ?? 256;
@@ -203,12 +191,7 @@ export class ContinuousBatch {
     this.models[m] = session;
     this.names[m] = name;
     this.kvs[m] = new BatchKv(session);
-    this.prefixes[m] = this.prefixCache(session);
     this.order[m] = [];
-  }
-
-  private prefixCache(session: DecoderSession): PrefixCache {
-    return new PrefixCache(session, this.limits.prefixCacheBytes ?? DEFAULT_PREFIX_CACHE_BYTES);
   }
 
   private get kv(): BatchCache {
@@ -312,9 +295,15 @@ export class ContinuousBatch {
       maxBatch: this.maxBatch,
       ...(this.limits.kvBudgetBytes !== undefined ? { kvBudgetBytes: this.limits.kvBudgetBytes } : {}),
       counters: { copiedBytes: sum((kv) => kv.counters.copiedBytes), perRowLayoutBytes: sum((kv) => kv.counters.perRowLayoutBytes) },
-      prefixCache: { ...this.prefixes[0]!.stats(), bytes: this.prefixes.reduce((n, p) => n + p.stats().bytes, 0), entries: this.prefixes.reduce((n, p) => n + p.stats().entries, 0) },
+      prefixCache: this.prefixStats(),
       ...(this.shards ? { rowShards: this.shards.stats() } : {}),
     };
+  }
+
+  /** The backbone's prefix cache, with the bytes and entries of every model's on this thread. */
+  private prefixStats(): PrefixCacheStats {
+    const each = this.models.filter(Boolean).map((m) => m.prefixCache.stats());
+    return { ...each[0]!, bytes: each.reduce((n, p) => n + p.bytes, 0), entries: each.reduce((n, p) => n + p.entries, 0) };
   }
 
   private kick(): void {
@@ -360,7 +349,7 @@ export class ContinuousBatch {
         const first = byPrompt.get(key);
         if (first) return void first.twins.push(r);
         // A graph that refused chunks runs whole prompts: no prefill goes on from a cached prefix there.
-        const start = (m: number) => (Number.isFinite(this.chunk) ? this.prefixes[m]!.lookup(row.prompt) : undefined);
+        const start = (m: number) => (Number.isFinite(this.chunk) ? this.models[m]!.prefixCache.lookup(row.prompt) : undefined);
         const prefill: Prefill = { job: head, row: r, runs: head.models.map((m) => new RowPrefill(this.models[m]!, row.prompt, this.chunk, start(m))), twins: [] };
         byPrompt.set(key, prefill);
         this.prefills.push(prefill);
@@ -427,7 +416,7 @@ export class ContinuousBatch {
     const { job, row } = first;
     const caches = first.runs.map((r) => r.cache);
     // Kept before latent steps extend the backbone's cache past the prompt's tokens.
-    first.runs.forEach((run, i) => this.prefixes[job.models[i]!]!.store(run.prompt, () => caches[i]!, true));
+    first.runs.forEach((run, i) => this.models[job.models[i]!]!.prefixCache.store(run.prompt, () => caches[i]!, true));
     job.cachedTokens += first.runs[0]!.reused * (1 + first.twins.length);
     const rows = [row, ...first.twins];
     if (job.fixedSteps > 0) {
@@ -484,7 +473,7 @@ export class ContinuousBatch {
     }
     this.prefills.splice(0, group.length);
     // (each prompt's cache is a row of the group's tensors: kept as a copy)
-    models.forEach((m, i) => prompts.forEach((p, g) => this.prefixes[m]!.store(p, () => runs[i]!.caches[g]!, false)));
+    models.forEach((m, i) => prompts.forEach((p, g) => this.models[m]!.prefixCache.store(p, () => runs[i]!.caches[g]!, false)));
     const now = performance.now();
     group.forEach((p, g) => {
       if (p.job.prefillMs === 0) p.job.prefillMs = now - p.job.admittedAt;

@@ -19,6 +19,8 @@ export interface LogitSource {
   /** Feeds one token per row; returns `[rows × vocab]` logits. */
   step(tokens: readonly number[]): Promise<Float32Array>;
   readonly vocabSize: number;
+  /** Prompt tokens the last prefill took from a prefix cache instead of running them (the backbone's). */
+  readonly reusedPromptTokens?: number;
 }
 
 /** What the loop needs besides the model. */
@@ -238,6 +240,7 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
   // The first bitmasks are computed while the prompts are prefilled.
   for (const row of rows) row.constraint?.prepare?.();
   let logits = await prefilling;
+  if (source.reusedPromptTokens) usage.cachedPromptTokens = source.reusedPromptTokens;
   // Coconut-style: K continuous thoughts right after the prompt, before the first token.
   if (fixedSteps) {
     logits = await runLatent(fixedSteps, rows);

@@ -125,6 +125,7 @@ export class RowPrefill {
       out = await this.session.forward(ids, 1, this.past, this.done, mask, positions);
     } catch (err) {
       if (this.done === 0) throw err;
+      if (this.reused > 0) this.session.prefixCache.refused(this.reused);
       this.chunkRefused = true;
       this.done = 0;
       this.reused = 0;

@@ -12,6 +12,8 @@ import { executionProvidersFor, deviceFailure } from './devices.js';
 import { intraOpThreadsFor } from './thread-budget.js';
 import { threadsPerCore } from './cpu-topology.js';
 import { float32ArrayToFloat16 } from '../onnx/float16.js';
+import { DEFAULT_PREFIX_CACHE_BYTES, PrefixCache } from './prefix-cache.js';
+import type { RowCache } from './batch-kv.js';
 
 /** Where a prepared decoder graph lives and how to load it. */
 export interface DecoderSource {
@@ -39,6 +41,8 @@ export interface RuntimeOptions {
   device?: string;
   /** Threads inside one operator; default: one for small models, else onnxruntime's choice (one per physical core). */
   intraOpThreads?: number;
+  /** Bytes of KV cache the session keeps of recent prompts (see {@link PrefixCache}; default {@link DEFAULT_PREFIX_CACHE_BYTES}, 0: none). */
+  prefixCacheBytes?: number;
 }
 
 /** Raised when a model run fails; names the model and the step. */
@@ -88,6 +92,10 @@ export class DecoderSession {
   private length = 0;
   private nextPosition: number[] = [];
   private hidden: Float32Array | undefined;
+  /** The caches of this model's recent prompts, which its prefills (here and in a continuous batch) go on from. */
+  readonly prefixCache: PrefixCache;
+  /** Prompt tokens the last {@link prefill} took from the prefix cache. */
+  reusedPromptTokens = 0;
 
   private constructor(
     private readonly session: ort.InferenceSession,
@@ -100,7 +108,10 @@ export class DecoderSession {
     readonly padding: 'left' | 'right',
     /** LongRoPE graphs: prompts longer than this are prefilled in one run (see {@link DecoderSource.longRopeContext}). */
     readonly longRopeContext: number | undefined,
-  ) {}
+    prefixCacheBytes: number,
+  ) {
+    this.prefixCache = new PrefixCache(this, prefixCacheBytes);
+  }
 
   /** Creates the onnxruntime session and reads the signature from its metadata. */
   static async create(source: DecoderSource, options: RuntimeOptions = {}): Promise<DecoderSession> {
@@ -128,7 +139,7 @@ export class DecoderSession {
     const label = source.label ?? source.path;
     try {
       const signature = detectSignature(session.inputMetadata, session.outputMetadata, label);
-      return new DecoderSession(session, signature, label, threads, source.padding ?? 'left', source.longRopeContext);
+      return new DecoderSession(session, signature, label, threads, source.padding ?? 'left', source.longRopeContext, options.prefixCacheBytes ?? DEFAULT_PREFIX_CACHE_BYTES);
     } catch (err) {
       await session.release();
       throw err;
@@ -147,13 +158,19 @@ export class DecoderSession {
 
   /**
    * Runs the prompts (left-padded to one length) through the model, replacing the cache.
-   * Returns `[rows × vocab]` fp32 logits of each row's last position.
+   * Returns `[rows × vocab]` fp32 logits of each row's last position. A single prompt goes on from the longest
+   * cached prompt it begins with, and is kept in the prefix cache.
    */
   async prefill(prompts: readonly (readonly number[])[]): Promise<Float32Array> {
+    this.reusedPromptTokens = 0;
     const sig = this.signature;
     const rows = prompts.length;
     const seq = Math.max(...prompts.map((p) => p.length));
     if (rows === 0 || seq === 0) throw new ModelRunError(`${this.label}: prefill needs at least one non-empty prompt`);
+    if (rows === 1) {
+      const start = this.prefixCache.lookup(prompts[0]!);
+      if (start) return this.prefillAfter(prompts[0]!, start);
+    }
     if (this.padding === 'right' && prompts.some((p) => p.length !== seq)) return this.prefillRightPadded(prompts);
     const ids = new Array<number>(rows * seq).fill(0);
     const mask = new Array<number>(rows * seq).fill(0);
@@ -184,7 +201,40 @@ export class DecoderSession {
     }
     const maskType = sig.attentionMask?.type ?? 'int64';
     this.mask = (maskType === 'int32' ? Int32Array.from(mask) : BigInt64Array.from(mask, BigInt)) as IdArray;
-    return this.run(idTensor(sig.inputIds.type, ids, [rows, seq]), undefined, positions, seq, 'prefill');
+    const logits = await this.run(idTensor(sig.inputIds.type, ids, [rows, seq]), undefined, positions, seq, 'prefill');
+    if (rows === 1) this.keepPrompt(prompts[0]!);
+    return logits;
+  }
+
+  /**
+   * One prompt prefilled after the cache of its first positions. A graph that refuses a run after a past
+   * (onnxruntime-genai mask subgraphs take a whole prompt or one token) runs it whole, and its cache stays off.
+   */
+  private async prefillAfter(prompt: readonly number[], start: RowCache): Promise<Float32Array> {
+    const sig = this.signature;
+    const rest = prompt.slice(start.length);
+    const maskType = sig.attentionMask?.type ?? 'int64';
+    this.rows = 1;
+    this.past = { ...start.past };
+    this.length = start.length;
+    this.nextPosition = [prompt.length];
+    this.mask = (maskType === 'int32' ? new Int32Array(prompt.length).fill(1) : new BigInt64Array(prompt.length).fill(1n)) as IdArray;
+    let logits: Float32Array;
+    try {
+      logits = await this.run(idTensor(sig.inputIds.type, rest, [1, rest.length]), undefined, rest.map((_, i) => start.length + i), rest.length, 'prefill');
+    } catch {
+      this.prefixCache.refused(start.length);
+      return this.prefill([prompt]);
+    }
+    this.reusedPromptTokens = start.length;
+    this.keepPrompt(prompt);
+    return logits;
+  }
+
+  /** Keeps the cache of the prompt just prefilled alone (a copy of the record: later runs replace its tensors). */
+  private keepPrompt(prompt: readonly number[]): void {
+    const past = this.past;
+    this.prefixCache.store(prompt, () => ({ past: { ...past }, length: prompt.length }), true);
   }
 
   /**
@@ -198,10 +248,13 @@ export class DecoderSession {
     const rows = prompts.length;
     const seq = Math.max(...prompts.map((p) => p.length));
     const perRow: { past: Record<string, ort.Tensor>; logits: Float32Array; hidden?: Float32Array }[] = [];
+    let reused = 0;
     for (const p of prompts) {
       const logits = await this.prefill([p]);
+      reused += this.reusedPromptTokens;
       perRow.push({ past: this.past, logits, ...(this.hidden ? { hidden: this.hidden } : {}) });
     }
+    this.reusedPromptTokens = reused;
     const past: Record<string, ort.Tensor> = {};
     const rowElems = (len: number) => sig.kvHeads * len * sig.headDim;
     for (const name of Object.keys(perRow[0]!.past)) {

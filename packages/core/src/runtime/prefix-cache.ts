@@ -16,6 +16,9 @@
 import { copyRowCache, kvBytesPerPosition, type RowCache } from './batch-kv.js';
 import type { DecoderSession } from './decoder-session.js';
 
+/** KV bytes a model keeps for prefix caching unless its session is told otherwise. */
+export const DEFAULT_PREFIX_CACHE_BYTES = 128 * 2 ** 20;
+
 interface Entry {
   ids: readonly number[];
   /** A single-row cache (`[1, kvHeads, length, headDim]`) of `ids`. */
@@ -43,6 +46,7 @@ export class PrefixCache {
   private held = 0;
   private queried = 0;
   private hits = 0;
+  private off = false;
 
   /**
    * @param budgetBytes bytes of KV cache kept at most (0: nothing is kept)
@@ -60,7 +64,18 @@ export class PrefixCache {
 
   /** Whether anything is kept (a budget above 0). */
   get enabled(): boolean {
-    return this.budgetBytes > 0;
+    return this.budgetBytes > 0 && !this.off;
+  }
+
+  /**
+   * A prefix from {@link lookup} the graph refused to go on from (a run after a past): not counted as found,
+   * and nothing is kept or looked up any more.
+   */
+  refused(length: number): void {
+    this.hits -= length;
+    this.off = true;
+    this.entries = [];
+    this.held = 0;
   }
 
   /** Longest positions this model's caches may be kept or reused for. */
@@ -74,7 +89,7 @@ export class PrefixCache {
    */
   lookup(prompt: readonly number[]): RowCache | undefined {
     this.queried += prompt.length;
-    if (this.budgetBytes === 0 || prompt.length > this.maxLength) return undefined;
+    if (!this.enabled || prompt.length > this.maxLength) return undefined;
     let best: Entry | undefined;
     let bestLength = 0;
     for (const e of this.entries) {
@@ -95,7 +110,7 @@ export class PrefixCache {
   store(ids: readonly number[], take: () => RowCache, owned: boolean): void {
     const length = ids.length;
     const bytes = length * this.bytesPerPosition;
-    if (length < this.minTokens || length > this.maxLength || bytes > this.budgetBytes) return;
+    if (!this.enabled || length < this.minTokens || length > this.maxLength || bytes > this.budgetBytes) return;
     const covering = this.entries.find((e) => e.ids.length >= length && commonPrefix(e.ids, ids, length) === length);
     if (covering) return this.touch(covering);
     const cache = take();
