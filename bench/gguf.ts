@@ -173,7 +173,9 @@ async function measureHere(contender: Contender, gguf: string, module: string, v
   if (contender === 'reasonplug') {
     const { Engine } = (await import(coreModule(from, 'engine'))) as typeof import('../packages/core/src/engine.js');
     const t0 = performance.now();
-    const engine = await Engine.load({ model: module, intraOpThreads: THREADS, ...(rowShards === 'off' ? { rowShards: false } : {}) });
+    // No prefix cache: llama.cpp's sequence is cleared before each call here, so neither keeps earlier prompts
+    // (the random 512-token prompts would never be reused, only held: up to 128 MiB more RSS).
+    const engine = await Engine.load({ model: module, intraOpThreads: THREADS, prefixCacheBytes: 0, ...(rowShards === 'off' ? { rowShards: false } : {}) });
     const loadMs = performance.now() - t0;
     // performance.now() counts from the process's start
     const readyMs = performance.now();
