@@ -182,6 +182,15 @@ describe('reasonplug serve', function () {
     expect(hits).to.be.at.least(common);
   });
 
+  it('a chat reply without max_tokens may run to the end of the context (not the engine default of 256)', async () => {
+    const res = await post('/v1/chat/completions', { model: 'stories260k', messages: [{ role: 'user', content: 'Tell me a story' }], temperature: 0, ignore_eos: true });
+    const { usage, choices } = (await res.json()) as { usage: { prompt_tokens: number; completion_tokens: number }; choices: { finish_reason: string }[] };
+    const context = reference.info.contextLength!;
+    expect(context - usage.prompt_tokens).to.be.greaterThan(256);
+    expect(usage.completion_tokens).to.equal(context - usage.prompt_tokens);
+    expect(choices[0]!.finish_reason).to.equal('length');
+  });
+
   it('streams /v1/completions as SSE ending in [DONE], with a usage chunk, the same text as without streaming; stop strings cut', async () => {
     const body = { model: 'stories260k', prompt: 'Once upon a time', max_tokens: 24, temperature: 0 };
     const whole = (await (await post('/v1/completions', body)).json()) as { choices: { text: string; finish_reason: string }[]; usage: { completion_tokens: number } };
@@ -344,6 +353,8 @@ describe('reasonplug serve', function () {
 
   it('queues past max_batch, refuses past max_queue with 429 and Retry-After, and a disconnected stream stops its row', async () => {
     const long = { model: 'stories260k', prompt: 'Once upon a time', max_tokens: 1500, temperature: 0, stream: true };
+    const generatedBy = (text: string) => Number(/^reasonplug:generation_tokens_total\{[^}]*\} (\d+)/m.exec(text)![1]);
+    const generatedBefore = generatedBy(await (await fetch(`${server.url}/metrics`)).text());
     const first = new AbortController();
     const second = new AbortController();
     const a = await post('/v1/completions', long, { signal: first.signal });
@@ -380,8 +391,7 @@ describe('reasonplug serve', function () {
     expect(next.usage.completion_tokens).to.equal(4);
     expect(after).to.match(/^reasonplug:request_success_total\{[^}]*finished_reason="abort"\} [1-9]/m);
     expect(after).to.match(/^reasonplug:request_rejected_total\{[^}]*\} 1$/m);
-    const generated = Number(/^reasonplug:generation_tokens_total\{[^}]*\} (\d+)/m.exec(after)![1]);
-    expect(generated).to.be.below(1500);
+    expect(generatedBy(after) - generatedBefore).to.be.below(1500);
     expect(after).to.match(/^reasonplug:time_to_first_token_seconds_count\{[^}]*\} [1-9]/m);
   });
 

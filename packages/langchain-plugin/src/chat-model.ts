@@ -112,7 +112,10 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
     const splitter = tools ? new ToolCallSplitter() : undefined;
     // Tool calls are constrained unless the call asks for a structure of its own (withStructuredOutput's JSON).
     const format = tools && !plan.engine.responseFormat ? this.toolCallFormat(options, tools) : undefined;
-    const engineOptions = format ? { ...plan.engine, responseFormat: format } : plan.engine;
+    // Without maxTokens a reply may run to the end of the context, as ChatOpenAI's and ChatOllama's do.
+    const context = this.runtime.engine.info.contextLength;
+    const maxTokens = plan.engine.maxTokens ?? (context !== undefined ? Math.max(1, context - promptIds.length) : undefined);
+    const engineOptions = { ...plan.engine, ...(format ? { responseFormat: format } : {}), ...(maxTokens !== undefined ? { maxTokens } : {}) };
     const generation = startGeneration(this.runtime.engine, { promptIds }, engineOptions, options.signal);
     const emit = async (split: SplitText) => {
       if (!split.content && split.toolCalls.length === 0) return undefined;

@@ -12,7 +12,7 @@ import { ChatGenerationChunk, type ChatGeneration } from '@langchain/core/output
 import { ChatPromptTemplate } from '@langchain/core/prompts';
 import { toJsonSchema } from '@langchain/core/utils/json_schema';
 import { z } from 'zod';
-import { TextTokenizer } from '@reasonplug/core';
+import { Engine, TextTokenizer } from '@reasonplug/core';
 import {
   ChatReasoner,
   ChatTemplateError,
@@ -166,6 +166,22 @@ describe('ChatReasoner', function () {
         expect(fresh.usage_metadata!.input_token_details?.cache_read).to.equal(undefined);
       } finally {
         await off.dispose();
+      }
+    });
+
+    it('without maxTokens a reply may run to the end of the context (the end token pushed down), not to the engine default of 256', async () => {
+      const open = await ChatReasoner.create({ backbone: storiesChat, cacheDir });
+      try {
+        const reply = await open.invoke(STORY, { logitBias: { 2: -100 } });
+        const { input_tokens, output_tokens } = reply.usage_metadata!;
+        const probe = await Engine.load({ model: storiesChat, cacheDir });
+        const context = probe.info.contextLength!;
+        await probe.dispose();
+        expect(context - input_tokens).to.be.greaterThan(256);
+        expect(output_tokens).to.equal(context - input_tokens);
+        expect(reply.response_metadata.finish_reason).to.equal('length');
+      } finally {
+        await open.dispose();
       }
     });
 

@@ -257,6 +257,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     }
     // The template writes the special tokens (BOS included), so the tokenizer must not add them again.
     const promptIds = tokenizer.encode(text, false);
+    // Without max_tokens a chat reply may run to the end of the context, as OpenAI's and vLLM's do (not the
+    // engine's 256: a long answer would be cut with nothing asked for).
+    request.options.maxTokens ??= Math.max(1, l.contextLength - promptIds.length);
     const toolFormat = toolCallFormat(request);
     // A response format of the request's own (withStructuredOutput's JSON) wins over the tool-call constraint.
     if (toolFormat && !request.options.responseFormat) request.options.responseFormat = toolFormat;
