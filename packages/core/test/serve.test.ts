@@ -191,6 +191,39 @@ describe('reasonplug serve', function () {
     expect(choices[0]!.finish_reason).to.equal('length');
   });
 
+  it('/tokenize gives the ids a completion or chat request runs (its usage counts them), /detokenize their text; bad input by name', async () => {
+    type Tokenized = { count: number; max_model_len: number; tokens: number[] };
+    const messages = [{ role: 'user', content: 'Tell me a story' }];
+    const chatIds = (await (await post('/tokenize', { model: 'stories260k+r', messages })).json()) as Tokenized;
+    const chatUsage = ((await (await post('/v1/chat/completions', { model: 'stories260k', messages, max_tokens: 1 })).json()) as { usage: { prompt_tokens: number } }).usage;
+    expect(chatIds.count).to.equal(chatUsage.prompt_tokens);
+    expect(chatIds.tokens).to.deep.equal(tokenizer.encode(tokenizer.applyChatTemplate(messages, { template: TEMPLATE }), false));
+    expect(chatIds.max_model_len).to.equal(reference.info.contextLength);
+    const textIds = (await (await post('/tokenize', { prompt: 'Once upon a time' })).json()) as Tokenized;
+    const textUsage = ((await (await post('/v1/completions', { model: 'stories260k', prompt: 'Once upon a time', max_tokens: 1 })).json()) as { usage: { prompt_tokens: number } }).usage;
+    expect(textIds.count).to.equal(textUsage.prompt_tokens);
+    expect(textIds.tokens[0]).to.equal(1); // BOS, as the completion adds it
+    const bare = (await (await post('/tokenize', { prompt: 'Once upon a time', add_special_tokens: false })).json()) as Tokenized;
+    expect(bare.tokens).to.deep.equal(textIds.tokens.slice(1));
+    const detokenize = async (tokens: number[]) => ((await (await post('/detokenize', { tokens })).json()) as { prompt: string }).prompt;
+    expect(await detokenize(bare.tokens)).to.equal('Once upon a time');
+    expect(await detokenize(chatIds.tokens)).to.match(/^<s>.*<\|user\|>Tell me a story<\|end\|><\|assistant\|>$/); // special tokens kept
+    const errors: [string, unknown, number, string][] = [
+      ['/tokenize', { prompt: 'x', messages }, 400, 'prompt'],
+      ['/tokenize', { prompt: 'x', add_special_tokens: 'yes' }, 400, 'add_special_tokens'],
+      ['/detokenize', { tokens: [1, 512] }, 400, 'tokens'],
+      ['/detokenize', { tokens: 'abc' }, 400, 'tokens'],
+      ['/tokenize', { model: 'nope', prompt: 'x' }, 404, 'model_not_found'],
+    ];
+    for (const [path, body, status, what] of errors) {
+      const res = await post(path, body);
+      expect(res.status, JSON.stringify(body)).to.equal(status);
+      const { error } = (await res.json()) as { error: { code: string; param: string | null } };
+      expect([error.code, error.param]).to.include(what);
+    }
+    expect((await fetch(`${server.url}/tokenize`, { method: 'POST', body: '{"prompt":"x"}' })).status).to.equal(401);
+  });
+
   it('streams /v1/completions as SSE ending in [DONE], with a usage chunk, the same text as without streaming; stop strings cut', async () => {
     const body = { model: 'stories260k', prompt: 'Once upon a time', max_tokens: 24, temperature: 0 };
     const whole = (await (await post('/v1/completions', body)).json()) as { choices: { text: string; finish_reason: string }[]; usage: { completion_tokens: number } };

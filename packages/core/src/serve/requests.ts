@@ -305,6 +305,47 @@ function toolsOf(v: unknown): ChatRequest['tools'] {
   });
 }
 
+/**
+ * A `/tokenize` body (vLLM's shape): a text prompt, tokenized as `/v1/completions` reads one (special tokens
+ * added unless `add_special_tokens` is false), or chat `messages` (with `tools`), rendered and tokenized as
+ * `/v1/chat/completions` does (the template writes the special tokens: none added unless asked).
+ */
+export type TokenizeRequest = { model?: string; addSpecialTokens?: boolean } & (
+  | { prompt: string }
+  | { messages: ChatMessage[]; tools?: ChatRequest['tools']; addGenerationPrompt: boolean }
+);
+
+/** Reads a `/tokenize` body. */
+export function parseTokenizeRequest(body: unknown): TokenizeRequest {
+  if (!isObject(body)) throw badRequest('the request body must be a JSON object');
+  const model = optionalString(body, 'model');
+  const special = body.add_special_tokens;
+  if (special !== undefined && typeof special !== 'boolean') throw badRequest('add_special_tokens must be true or false', 'add_special_tokens');
+  const base = { ...(model !== undefined ? { model } : {}), ...(special !== undefined ? { addSpecialTokens: special } : {}) };
+  if (typeof body.prompt === 'string' && body.messages === undefined) return { ...base, prompt: body.prompt };
+  if (!Array.isArray(body.messages) || body.prompt !== undefined) throw badRequest('give either prompt (a string) or messages (a list)', body.prompt === undefined ? 'messages' : 'prompt');
+  const messages = body.messages.map((m, i) => chatMessage(m, i));
+  const tools = toolsOf(body.tools);
+  const generation = body.add_generation_prompt ?? true;
+  if (typeof generation !== 'boolean') throw badRequest('add_generation_prompt must be true or false', 'add_generation_prompt');
+  return { ...base, messages, ...(tools ? { tools } : {}), addGenerationPrompt: generation };
+}
+
+/** Reads a `/detokenize` body: `tokens`, a list of token ids. */
+export function parseDetokenizeRequest(body: unknown): { model?: string; tokens: number[] } {
+  if (!isObject(body)) throw badRequest('the request body must be a JSON object');
+  const model = optionalString(body, 'model');
+  const tokens = body.tokens;
+  if (!Array.isArray(tokens) || !tokens.every((t) => Number.isSafeInteger(t) && (t as number) >= 0)) throw badRequest('tokens must be a list of token ids', 'tokens');
+  return { ...(model !== undefined ? { model } : {}), tokens: tokens as number[] };
+}
+
+function optionalString(body: Body, key: string): string | undefined {
+  const v = body[key];
+  if (v !== undefined && typeof v !== 'string') throw badRequest(`${key} must be a string`, key);
+  return v;
+}
+
 /** Reads a `/v1/completions` body. */
 export function parseCompletionRequest(body: unknown): CompletionRequest {
   if (!isObject(body)) throw badRequest('the request body must be a JSON object');

@@ -21,7 +21,17 @@ import { HttpError, badRequest, toHttpError } from './errors.js';
 import { ServerMetrics } from './metrics.js';
 import { completionLogprobs, offsetAfter } from './logprobs.js';
 import { ServedModels } from './models.js';
-import { parseChatRequest, parseCompletionRequest, toolCallFormat, type ChatRequest, type CompletionRequest, type ParsedRequest } from './requests.js';
+import {
+  parseChatRequest,
+  parseCompletionRequest,
+  parseDetokenizeRequest,
+  parseTokenizeRequest,
+  toolCallFormat,
+  type ChatRequest,
+  type CompletionRequest,
+  type ParsedRequest,
+  type TokenizeRequest,
+} from './requests.js';
 
 /** How to run the server. */
 export interface ServeOptions {
@@ -153,6 +163,12 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       );
       return;
     }
+    if (req.method === 'POST' && (path === '/tokenize' || path === '/detokenize')) {
+      authorize(req);
+      if (!loaded) throw new HttpError(503, 'the model is still loading', 'server_error', 'loading');
+      const body = await readJson(req);
+      return path === '/tokenize' ? tokenize(loaded, parseTokenizeRequest(body), res) : detokenize(loaded, parseDetokenizeRequest(body), res);
+    }
     if (!path.startsWith('/v1/')) throw new HttpError(404, `no route ${req.method} ${path}`, 'invalid_request_error', 'not_found');
     authorize(req);
     if (draining) throw new HttpError(503, 'the server is shutting down', 'server_error', 'shutting_down', { Connection: 'close' });
@@ -243,20 +259,46 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     }
   }
 
-  async function chat(l: Loaded, request: ChatRequest, res: ServerResponse): Promise<void> {
+  /** A chat's prompt ids: the messages (and tools) rendered with the chat template, then tokenized. */
+  function chatPrompt(l: Loaded, messages: ChatRequest['messages'], tools: ChatRequest['tools'], addGenerationPrompt = true, addSpecialTokens = false): number[] {
     const tokenizer = l.tokenizer;
     if (!tokenizer) throw badRequest('this model has no tokenizer.json beside it, so it cannot take chat messages', 'messages');
     if (!options.chatTemplate && !tokenizer.chatTemplate) {
       throw badRequest(`the model ${l.models.backbone} has no chat template; start the server with --chat-template, or use /v1/completions`, 'messages', 'no_chat_template');
     }
     const template = options.chatTemplate ? { template: options.chatTemplate } : {};
-    const render = (tools?: unknown[]) => tokenizer.applyChatTemplate(request.messages, { ...template, ...(tools ? { tools } : {}) });
-    const text = render(request.tools);
-    if (request.tools && text === render()) {
+    const render = (shown?: unknown[]) => tokenizer.applyChatTemplate(messages, { ...template, addGenerationPrompt, ...(shown ? { tools: shown } : {}) });
+    const text = render(tools);
+    if (tools && text === render()) {
       throw badRequest(`the chat template of ${l.models.backbone} does not show tools to the model, so it cannot call them`, 'tools', 'tools_not_supported');
     }
     // The template writes the special tokens (BOS included), so the tokenizer must not add them again.
-    const promptIds = tokenizer.encode(text, false);
+    return tokenizer.encode(text, addSpecialTokens);
+  }
+
+  /** `/tokenize` (vLLM's): the ids a completion or chat request would run, their count and the context. */
+  function tokenize(l: Loaded, request: TokenizeRequest, res: ServerResponse): void {
+    if (request.model !== undefined) l.models.resolve(request.model); // 404 unless served
+    if (!l.tokenizer) throw badRequest('this model has no tokenizer.json beside it, so it cannot tokenize text');
+    const tokens =
+      'prompt' in request
+        ? l.tokenizer.encode(request.prompt, request.addSpecialTokens ?? true)
+        : chatPrompt(l, request.messages, request.tools, request.addGenerationPrompt, request.addSpecialTokens ?? false);
+    sendJson(res, 200, { count: tokens.length, max_model_len: l.contextLength, tokens });
+  }
+
+  /** `/detokenize` (vLLM's): the text of token ids, special tokens included. */
+  function detokenize(l: Loaded, request: { model?: string; tokens: number[] }, res: ServerResponse): void {
+    if (request.model !== undefined) l.models.resolve(request.model);
+    const tokenizer = l.tokenizer;
+    if (!tokenizer) throw badRequest('this model has no tokenizer.json beside it, so it cannot detokenize');
+    const outside = request.tokens.find((t) => t >= tokenizer.vocabSize);
+    if (outside !== undefined) throw badRequest(`token ${outside} is not in the vocabulary (${tokenizer.vocabSize} tokens)`, 'tokens');
+    sendJson(res, 200, { prompt: tokenizer.decode(request.tokens, false) });
+  }
+
+  async function chat(l: Loaded, request: ChatRequest, res: ServerResponse): Promise<void> {
+    const promptIds = chatPrompt(l, request.messages, request.tools);
     // Without max_tokens a chat reply may run to the end of the context, as OpenAI's and vLLM's do (not the
     // engine's 256: a long answer would be cut with nothing asked for).
     request.options.maxTokens ??= Math.max(1, l.contextLength - promptIds.length);
