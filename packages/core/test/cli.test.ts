@@ -1,6 +1,8 @@
 import { expect } from 'chai';
 import { existsSync } from 'node:fs';
-import { copyFile } from 'node:fs/promises';
+import { copyFile, mkdir, writeFile } from 'node:fs/promises';
+import { Engine } from '../src/engine.js';
+import type { ChatMessage } from '../src/tokenizer/tokenizer.js';
 import { join } from 'node:path';
 import { models } from '../../../test/support/paths.js';
 import { builtModel, cacheDir, testDir } from './support/models.js';
@@ -55,6 +57,33 @@ describe('reasonplug CLI', function () {
     const bad = await reasonplug('generate', '--model', storiesDir, '--prompt-ids', '1', '--logit-bias', '5');
     expect(bad.code).to.not.equal(0);
     expect(bad.stderr).to.match(/--logit-bias must be TOKEN_ID=BIAS/);
+  });
+
+  it('chat holds a conversation from its input lines: each reply the engine\'s to the history so far, the next turn prefilled from the cache, /reset forgetting it', async () => {
+    const template =
+      '{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>{{ m.content }}<|end|>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}';
+    await mkdir(testDir('cli-chat'), { recursive: true });
+    const templateFile = join(testDir('cli-chat'), 'template.jinja');
+    await writeFile(templateFile, template);
+    const first = 'Once upon a time there was a little girl named Lily. What did she do?';
+    const input = `${first}\nAnd then?\n/reset\n${first}\n`;
+    const r = await runReasonplug(['chat', '--model', storiesDir, '--chat-template', templateFile, '--max-tokens', '12'], { REASONPLUG_CACHE: join(cacheDir, '..', 'cli-cache') }, input);
+    expect(r.code, r.stderr).to.equal(0);
+    const engine = await Engine.load({ model: storiesDir, cacheDir });
+    try {
+      const reply = async (messages: ChatMessage[]) => (await engine.generate({ messages, chatTemplate: template }, { maxTokens: 12 })).rows[0]!.text;
+      const one = await reply([{ role: 'user', content: first }]);
+      const two = await reply([{ role: 'user', content: first }, { role: 'assistant', content: one }, { role: 'user', content: 'And then?' }]);
+      expect(r.stdout).to.equal(`${one}\n${two}\n${one}\n`);
+    } finally {
+      await engine.dispose();
+    }
+    const cached = [...r.stderr.matchAll(/\((\d+) cached\)/g)].map((m) => Number(m[1]));
+    expect(cached).to.have.length(3);
+    expect(cached[0]).to.equal(0);
+    expect(cached[1]).to.be.greaterThan(16); // the first turn's prompt
+    expect(cached[2]).to.be.greaterThan(16); // the same prompt again, all but its last two tokens
+    expect(r.stderr).to.include('[conversation reset]');
   });
 
   it('streams text for a text prompt', async () => {

@@ -9,69 +9,27 @@ import { locateModel } from '../modules/locate.js';
 import { resolveModelPath } from '../registry/resolve-model.js';
 import { detectSignature, describeSignature } from '../onnx/signature.js';
 import { convertGguf, SUPPORTED_ARCHITECTURES } from '../gguf/convert.js';
-import { isGgufPath } from '../gguf/gguf-module.js';
 import { progressBar } from '../registry/progress.js';
 import { basename } from 'node:path';
-import { DEVICES } from '../runtime/devices.js';
-import type { PromptInput, ReasonerSpec } from '../runtime/protocol.js';
-import type { FusionMode } from '../compose/fusion.js';
-import { PLACEMENTS, type PlacementChoice } from '../runtime/thread-budget.js';
 import type { TokenTrace } from '../compose/composed-source.js';
-import { existsSync } from 'node:fs';
 import { DTYPES } from '../modules/hub-variants.js';
 import { quantizeModel } from '../modules/quantize-module.js';
 import { addRegistryCommands } from './registry-commands.js';
 import { responseFormatFromFlags, type ResponseFormatFlags } from './response-format-flags.js';
 import { addServeCommand } from './serve-command.js';
-import {
-  decimalFlag,
-  nonNegativeIntegerFlag,
-  parseWeight,
-  positiveIntegerFlag,
-  promptIdsFlag,
-  safeIntegerFlag,
-  stopFlag,
-  logitBiasFlag,
-  threadsFlag,
-} from './flags.js';
+import { addChatCommand } from './chat-command.js';
+import { addModelFlags, addSamplingFlags, engineOptions, samplingOptions, type ModelFlags, type SamplingFlags } from './model-flags.js';
+import { positiveIntegerFlag, promptIdsFlag } from './flags.js';
+import type { PromptInput } from '../runtime/protocol.js';
 
-/** `PATH[=WEIGHT]` (or a registry ref): the weight is what follows the last `=` when it is a number. */
-const reasonerFlag = (v: string, prev: ReasonerSpec[] = []): ReasonerSpec[] => {
-  const at = v.lastIndexOf('=');
-  // `ns/name@>=1.2` is a registry range, not a weight.
-  if (at > 0 && /[<>=]$/.test(v.slice(0, at))) return [...prev, { model: v }];
-  const weight = at > 0 ? parseWeight(v.slice(at + 1)) : undefined;
-  if (weight !== undefined) return [...prev, { model: v.slice(0, at), weight }];
-  if (at > 0 && !existsSync(v)) throw new InvalidArgumentError(`--reasoner ${v}: the weight after "=" must be a number`);
-  return [...prev, { model: v }];
-};
-
-interface GenerateFlags {
-  model: string;
+interface GenerateFlags extends ModelFlags, SamplingFlags {
   prompt?: string;
   promptIds?: number[];
   maxTokens: number;
-  temperature?: number;
-  topK?: number;
-  topP?: number;
-  minP?: number;
-  repetitionPenalty?: number;
-  frequencyPenalty?: number;
-  presencePenalty?: number;
-  logitBias?: Record<number, number>;
-  seed?: number;
-  stop?: string[];
-  reasoner?: ReasonerSpec[];
-  mode?: FusionMode;
   trace?: number | true;
-  projector?: string;
   latent?: string;
   latentPlaceholder?: string;
-  device: string;
-  threads?: number;
-  placement?: PlacementChoice;
   json?: boolean;
-  dtype?: string;
 }
 
 type GenerateFlagsWithFormat = GenerateFlags & ResponseFormatFlags;
@@ -83,16 +41,7 @@ async function generate(flags: GenerateFlagsWithFormat): Promise<void> {
   const input: PromptInput = flags.promptIds ? { promptIds: flags.promptIds } : { prompt: flags.prompt! };
   const options: StreamOptions = {
     maxTokens: flags.maxTokens,
-    ...(flags.temperature !== undefined ? { temperature: flags.temperature } : {}),
-    ...(flags.topK !== undefined ? { topK: flags.topK } : {}),
-    ...(flags.topP !== undefined ? { topP: flags.topP } : {}),
-    ...(flags.minP !== undefined ? { minP: flags.minP } : {}),
-    ...(flags.repetitionPenalty !== undefined ? { repetitionPenalty: flags.repetitionPenalty } : {}),
-    ...(flags.frequencyPenalty !== undefined ? { frequencyPenalty: flags.frequencyPenalty } : {}),
-    ...(flags.presencePenalty !== undefined ? { presencePenalty: flags.presencePenalty } : {}),
-    ...(flags.logitBias ? { logitBias: flags.logitBias } : {}),
-    ...(flags.seed !== undefined ? { seed: flags.seed } : {}),
-    ...(flags.stop ? { stop: flags.stop } : {}),
+    ...samplingOptions(flags),
     ...(flags.trace ? { trace: flags.trace === true ? 5 : flags.trace } : {}),
     ...(flags.latent ? { latent: flags.latent } : {}),
     ...(flags.latentPlaceholder !== undefined ? { latentPlaceholder: flags.latentPlaceholder } : {}),
@@ -101,16 +50,7 @@ async function generate(flags: GenerateFlagsWithFormat): Promise<void> {
   if (responseFormat) options.responseFormat = responseFormat;
   // Refused before the model loads, not after.
   validateGenerateOptions(options);
-  const engine = await Engine.load({
-    model: await ggufWithProgress(flags.model),
-    ...(flags.dtype ? { dtype: flags.dtype } : {}),
-    reasoners: await Promise.all((flags.reasoner ?? []).map(async (r) => ({ ...r, model: await ggufWithProgress(r.model) }))),
-    ...(flags.mode ? { mode: flags.mode } : {}),
-    ...(flags.projector ? { projector: flags.projector } : {}),
-    device: flags.device,
-    ...(flags.threads ? { intraOpThreads: flags.threads } : {}),
-    ...(flags.placement ? { placement: flags.placement } : {}),
-  });
+  const engine = await Engine.load(await engineOptions(flags));
   const controller = new AbortController();
   process.once('SIGINT', () => controller.abort());
   try {
@@ -156,13 +96,6 @@ async function generate(flags: GenerateFlagsWithFormat): Promise<void> {
   }
 }
 
-/** A .gguf file's converted module (converted on first use, with a progress bar on a terminal); other specs as given. */
-async function ggufWithProgress(spec: string): Promise<string> {
-  if (!isGgufPath(spec) || !existsSync(spec)) return spec;
-  const bar = progressBar(`convert ${basename(spec)}`);
-  return resolveModelPath(spec, bar ? { onProgress: (p) => bar.update(p) } : {}).finally(() => bar?.finish());
-}
-
 /** One line per token: what the fusion chose from, and each model's favourites. */
 function formatTrace(id: number, trace: TokenTrace): string {
   const top = (c: { id: number; logit: number }[]) => c.map((x) => `${x.id}:${x.logit.toFixed(2)}`).join(' ');
@@ -184,40 +117,17 @@ async function inspect(path: string, flags: { dtype?: string } = {}): Promise<vo
 /** Builds the command tree (exported for tests and embedding). */
 export function buildProgram(): Command {
   const program = new Command('reasonplug').description('Run ONNX causal LMs and compose them with reasoner modules.');
-  program
-    .command('generate')
-    .description('generate text from a model')
-    .requiredOption('--model <path>', 'module directory, plain export directory, .onnx file, .gguf file (converted once into the cache) or registry reference')
-    .addOption(new Option('--dtype <t>', "graph of a hub export directory (transformers.js names; default: the most precise present)").choices([...DTYPES]))
+  const generateCommand = program.command('generate').description('generate text from a model');
+  addSamplingFlags(addModelFlags(generateCommand))
     .option('--prompt <text>', 'prompt text (tokenized with the model tokenizer, BOS added as it specifies)')
     .option('--prompt-ids <ids>', 'prompt as comma-separated token ids, fed as given', promptIdsFlag)
     .option('--max-tokens <n>', 'tokens to generate at most (a row also stops at the context length)', positiveIntegerFlag('--max-tokens'), 128)
-    .option('--temperature <t>', '0 = greedy (default)', decimalFlag('--temperature'))
-    .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', nonNegativeIntegerFlag('--top-k'))
-    .option('--top-p <p>', 'nucleus sampling mass', decimalFlag('--top-p'))
-    .option('--min-p <p>', 'drop tokens below p × the top probability', decimalFlag('--min-p'))
-    .option('--repetition-penalty <r>', 'penalise tokens already present (>1)', decimalFlag('--repetition-penalty'))
-    .option('--frequency-penalty <f>', "OpenAI's: lower each generated token's logit by f per time it was generated", decimalFlag('--frequency-penalty'))
-    .option('--presence-penalty <p>', "OpenAI's: lower every generated token's logit by p", decimalFlag('--presence-penalty'))
-    .option('--logit-bias <id=bias>', 'add bias to a token\'s logit, -100 bans it (repeatable)', logitBiasFlag)
-    .option('--seed <s>', 'seed of the sampler', safeIntegerFlag('--seed'))
-    .option('--stop <text>', 'stop string, not empty (repeatable)', stopFlag)
-    .option('--reasoner <path[=weight]>', 'reasoner module composed with the model (repeatable)', reasonerFlag)
-    .addOption(new Option('--mode <mode>', 'transform before weighting: logits (UniR) or logprobs (GenARM)').choices(['logits', 'logprobs']))
     .option('--trace [n]', 'show the top n candidates of every model and of the fusion per token', positiveIntegerFlag('--trace'))
-    .option('--projector <path>', 'LiteReason reasoning projector (module directory or .onnx)')
     .option('--latent <policy>', 'latent steps: marker (default with a projector), never, or fixed:K')
     .option('--latent-placeholder <text>', 'shown once per latent step in place of a marker')
     .option('--json-schema <file>', 'constrain the reply to JSON valid against the JSON Schema in this file')
     .option('--grammar <file>', 'constrain the reply to the EBNF/GBNF grammar in this file (start rule root)')
     .option('--regex <pattern>', 'constrain the reply to match this regular expression')
-    .addOption(new Option('--device <d>', 'execution provider').choices([...DEVICES]).default('cpu'))
-    .option('--threads <n>', 'intra-op threads (at most 4 per CPU)', threadsFlag)
-    .addOption(
-      new Option('--placement <p>', 'where reasoners run: lanes (threads beside the backbone), inline (after it), auto')
-        .choices([...PLACEMENTS])
-        .default('auto'),
-    )
     .option('--json', 'print one JSON object instead of streaming text')
     .action((flags: GenerateFlagsWithFormat) => generate(flags));
   program
@@ -273,6 +183,7 @@ export function buildProgram(): Command {
     });
   addRegistryCommands(program);
   addServeCommand(program);
+  addChatCommand(program);
   return program;
 }
 

@@ -13,10 +13,15 @@ export interface CliResult {
   code: number;
 }
 
-/** Runs `reasonplug ...args` (through tsx) with `env` over this process's environment; a failing run resolves with its code. */
-export async function runReasonplug(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+/**
+ * Runs `reasonplug ...args` (through tsx) with `env` over this process's environment, `input` written to its
+ * stdin (then closed); a failing run resolves with its code.
+ */
+export async function runReasonplug(args: string[], env: Record<string, string> = {}, input?: string): Promise<CliResult> {
   try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', cli, ...args], { env: { ...process.env, ...env } });
+    const running = run(process.execPath, ['--import', 'tsx', cli, ...args], { env: { ...process.env, ...env } });
+    if (input !== undefined) running.child.stdin!.end(input);
+    const { stdout, stderr } = await running;
     return { stdout, stderr, code: 0 };
   } catch (err) {
     const e = err as CliResult;

@@ -1,0 +1,123 @@
+/**
+ * The flags `generate` and `chat` share: what to load (model, reasoners, where and how they run) and how to
+ * sample, each declared once with its parser, and read into the engine's options.
+ */
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { existsSync } from 'node:fs';
+import { basename } from 'node:path';
+import type { EngineOptions, StreamOptions } from '../engine.js';
+import type { FusionMode } from '../compose/fusion.js';
+import { isGgufPath } from '../gguf/gguf-module.js';
+import { DTYPES } from '../modules/hub-variants.js';
+import { progressBar } from '../registry/progress.js';
+import { resolveModelPath } from '../registry/resolve-model.js';
+import { DEVICES } from '../runtime/devices.js';
+import type { ReasonerSpec } from '../runtime/protocol.js';
+import { PLACEMENTS, type PlacementChoice } from '../runtime/thread-budget.js';
+import { decimalFlag, logitBiasFlag, nonNegativeIntegerFlag, parseWeight, safeIntegerFlag, stopFlag, threadsFlag } from './flags.js';
+
+/** `PATH[=WEIGHT]` (or a registry ref): the weight is what follows the last `=` when it is a number. */
+const reasonerFlag = (v: string, prev: ReasonerSpec[] = []): ReasonerSpec[] => {
+  const at = v.lastIndexOf('=');
+  // `ns/name@>=1.2` is a registry range, not a weight.
+  if (at > 0 && /[<>=]$/.test(v.slice(0, at))) return [...prev, { model: v }];
+  const weight = at > 0 ? parseWeight(v.slice(at + 1)) : undefined;
+  if (weight !== undefined) return [...prev, { model: v.slice(0, at), weight }];
+  if (at > 0 && !existsSync(v)) throw new InvalidArgumentError(`--reasoner ${v}: the weight after "=" must be a number`);
+  return [...prev, { model: v }];
+};
+
+/** What the loading flags give. */
+export interface ModelFlags {
+  model: string;
+  dtype?: string;
+  reasoner?: ReasonerSpec[];
+  mode?: FusionMode;
+  projector?: string;
+  device: string;
+  threads?: number;
+  placement?: PlacementChoice;
+}
+
+/** What the sampling flags give. */
+export interface SamplingFlags {
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  minP?: number;
+  repetitionPenalty?: number;
+  frequencyPenalty?: number;
+  presencePenalty?: number;
+  logitBias?: Record<number, number>;
+  seed?: number;
+  stop?: string[];
+}
+
+/** Adds the loading flags (`--model`, `--reasoner`, …) to a command. */
+export function addModelFlags(command: Command): Command {
+  return command
+    .requiredOption('--model <path>', 'module directory, plain export directory, .onnx file, .gguf file (converted once into the cache) or registry reference')
+    .addOption(new Option('--dtype <t>', "graph of a hub export directory (transformers.js names; default: the most precise present)").choices([...DTYPES]))
+    .option('--reasoner <path[=weight]>', 'reasoner module composed with the model (repeatable)', reasonerFlag)
+    .addOption(new Option('--mode <mode>', 'transform before weighting: logits (UniR) or logprobs (GenARM)').choices(['logits', 'logprobs']))
+    .option('--projector <path>', 'LiteReason reasoning projector (module directory or .onnx)')
+    .addOption(new Option('--device <d>', 'execution provider').choices([...DEVICES]).default('cpu'))
+    .option('--threads <n>', 'intra-op threads (at most 4 per CPU)', threadsFlag)
+    .addOption(
+      new Option('--placement <p>', 'where reasoners run: lanes (threads beside the backbone), inline (after it), auto')
+        .choices([...PLACEMENTS])
+        .default('auto'),
+    );
+}
+
+/** Adds the sampling flags (`--temperature`, `--seed`, `--stop`, …) to a command. */
+export function addSamplingFlags(command: Command): Command {
+  return command
+    .option('--temperature <t>', '0 = greedy (default)', decimalFlag('--temperature'))
+    .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', nonNegativeIntegerFlag('--top-k'))
+    .option('--top-p <p>', 'nucleus sampling mass', decimalFlag('--top-p'))
+    .option('--min-p <p>', 'drop tokens below p × the top probability', decimalFlag('--min-p'))
+    .option('--repetition-penalty <r>', 'penalise tokens already present (>1)', decimalFlag('--repetition-penalty'))
+    .option('--frequency-penalty <f>', "OpenAI's: lower each generated token's logit by f per time it was generated", decimalFlag('--frequency-penalty'))
+    .option('--presence-penalty <p>', "OpenAI's: lower every generated token's logit by p", decimalFlag('--presence-penalty'))
+    .option('--logit-bias <id=bias>', 'add bias to a token\'s logit, -100 bans it (repeatable)', logitBiasFlag)
+    .option('--seed <s>', 'seed of the sampler', safeIntegerFlag('--seed'))
+    .option('--stop <text>', 'stop string, not empty (repeatable)', stopFlag);
+}
+
+/** The engine options of the sampling flags (only those given). */
+export function samplingOptions(flags: SamplingFlags): StreamOptions {
+  return {
+    ...(flags.temperature !== undefined ? { temperature: flags.temperature } : {}),
+    ...(flags.topK !== undefined ? { topK: flags.topK } : {}),
+    ...(flags.topP !== undefined ? { topP: flags.topP } : {}),
+    ...(flags.minP !== undefined ? { minP: flags.minP } : {}),
+    ...(flags.repetitionPenalty !== undefined ? { repetitionPenalty: flags.repetitionPenalty } : {}),
+    ...(flags.frequencyPenalty !== undefined ? { frequencyPenalty: flags.frequencyPenalty } : {}),
+    ...(flags.presencePenalty !== undefined ? { presencePenalty: flags.presencePenalty } : {}),
+    ...(flags.logitBias ? { logitBias: flags.logitBias } : {}),
+    ...(flags.seed !== undefined ? { seed: flags.seed } : {}),
+    ...(flags.stop ? { stop: flags.stop } : {}),
+  };
+}
+
+/** `Engine.load`'s options of the loading flags; GGUF files are converted first, with a progress bar on a terminal. */
+export async function engineOptions(flags: ModelFlags): Promise<EngineOptions> {
+  return {
+    model: await ggufWithProgress(flags.model),
+    ...(flags.dtype ? { dtype: flags.dtype } : {}),
+    reasoners: await Promise.all((flags.reasoner ?? []).map(async (r) => ({ ...r, model: await ggufWithProgress(r.model) }))),
+    ...(flags.mode ? { mode: flags.mode } : {}),
+    ...(flags.projector ? { projector: flags.projector } : {}),
+    device: flags.device,
+    ...(flags.threads ? { intraOpThreads: flags.threads } : {}),
+    ...(flags.placement ? { placement: flags.placement } : {}),
+  };
+}
+
+/** A .gguf file's converted module (converted on first use, with a progress bar on a terminal); other specs as given. */
+async function ggufWithProgress(spec: string): Promise<string> {
+  if (!isGgufPath(spec) || !existsSync(spec)) return spec;
+  const bar = progressBar(`convert ${basename(spec)}`);
+  return resolveModelPath(spec, bar ? { onProgress: (p) => bar.update(p) } : {}).finally(() => bar?.finish());
+}
