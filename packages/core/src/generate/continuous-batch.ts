@@ -82,7 +82,7 @@ export interface BatchStats {
   /** The KV budget, when one was set. */
   kvBudgetBytes?: number;
   counters: KvCounters;
-  /** Prefix caching: bytes held by every model's cache; tokens looked up and found on the backbone's. */
+  /** Prefix caching: bytes and entries of every model's cache on the batch's thread; tokens looked up and found on the backbone's. */
   prefixCache: PrefixCacheStats;
   /** The backbone's row shards, when wide steps run on them. */
   rowShards?: RowShardStats;

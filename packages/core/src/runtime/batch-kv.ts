@@ -113,7 +113,6 @@ export class RowPrefill {
     }
   }
 
-
   /** Runs the next chunk; returns the last position's logits (`[vocab]`) once the whole prompt is in. */
   async next(): Promise<Float32Array | undefined> {
     const end = Math.min(this.prompt.length, this.done + this.chunk);

@@ -62,7 +62,7 @@ export class PrefixCache {
     return kvBytesPerPosition(this.session);
   }
 
-  /** Whether anything is kept (a budget above 0). */
+  /** Whether anything is kept: a budget above 0, and no refusal from the graph. */
   get enabled(): boolean {
     return this.budgetBytes > 0 && !this.off;
   }
