@@ -9,14 +9,19 @@ import { expect } from 'chai';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Engine, type EngineOptions } from '../src/engine.js';
+import type { GenerationResult } from '../src/generate/types.js';
 import { quantizeModel } from '../src/modules/quantize-module.js';
 import { cacheDir, testDir } from './support/models.js';
 import { makeModule, storiesConfig, storiesModule } from './support/modules.js';
 import { createRng } from '../src/sampling/index.js';
+import { logprobGap } from './support/logprob-compare.js';
 import { buildGenaiLlamaModel } from '../src/onnx/genai-builder.js';
 import { randomLlamaWeights } from '../src/onnx/llama-builder.js';
 import type { LlamaConfig } from '../src/onnx/llama-spec.js';
 import { writeModel } from '../src/onnx/proto.js';
+
+/** Each turn's reply: greedy, with the log-probabilities of 5 alternatives per token. */
+const TURN = { maxTokens: 12, logprobs: 5 };
 
 /** Length of the common prefix of two prompts. */
 function common(a: readonly number[], b: readonly number[]): number {
@@ -30,7 +35,12 @@ function common(a: readonly number[], b: readonly number[]): number {
  * two or many new tokens after it; the same prompt again (a regenerated answer); the previous prompt and one or
  * two new tokens without the reply (prompts that begin with a cached one and run one or two tokens more).
  */
-async function conversations(engine: Engine, rng: () => number, vocab: number, onTurn: (prompt: number[], ids: number[], cached: number | undefined) => Promise<void>): Promise<void> {
+async function conversations(
+  engine: Engine,
+  rng: () => number,
+  vocab: number,
+  onTurn: (prompt: number[], row: GenerationResult['rows'][number], cached: number | undefined) => Promise<void>,
+): Promise<void> {
   const tokens = (n: number) => Array.from({ length: n }, () => 3 + Math.floor(rng() * (vocab - 3)));
   const prompts = [tokens(20), tokens(40), tokens(70)];
   const next: ((prompt: number[], reply: number[]) => number[])[] = [
@@ -45,8 +55,8 @@ async function conversations(engine: Engine, rng: () => number, vocab: number, o
   for (let turn = 0; turn < 7; turn++) {
     for (let c = 0; c < prompts.length; c++) {
       const prompt = prompts[c]!;
-      const { rows, usage } = await engine.generate({ promptIds: prompt }, { maxTokens: 12 });
-      await onTurn(prompt, rows[0]!.ids, usage.cachedPromptTokens);
+      const { rows, usage } = await engine.generate({ promptIds: prompt }, TURN);
+      await onTurn(prompt, rows[0]!, usage.cachedPromptTokens);
       prompts[c] = next[(turn + c) % next.length]!(prompt, rows[0]!.ids);
     }
   }
@@ -92,16 +102,17 @@ describe('prefix caching', function () {
     ],
   ];
   for (const [name, options, entries, vocab = 512] of cases) {
-    it(`${name}: each turn prefills only what follows the longest earlier prompt, and replies as without the cache`, async () => {
+    it(`${name}: each turn prefills only what follows the longest earlier prompt, and replies as without the cache (tokens, log-probabilities to 1e-4)`, async () => {
       const base = { ...(await options()), cacheDir };
       const [on, off] = await Promise.all([Engine.load(base), Engine.load({ ...base, prefixCacheBytes: 0 })]);
       try {
         const earlier: number[][] = [];
         let expected = 0;
         let queried = 0;
-        await conversations(on, createRng(7), vocab, async (prompt, ids, cached) => {
-          const alone = await off.generate({ promptIds: prompt }, { maxTokens: 12 });
-          expect(ids, `${prompt.length}-token prompt`).to.deep.equal(alone.rows[0]!.ids);
+        await conversations(on, createRng(7), vocab, async (prompt, row, cached) => {
+          const alone = await off.generate({ promptIds: prompt }, TURN);
+          expect(row.ids, `${prompt.length}-token prompt`).to.deep.equal(alone.rows[0]!.ids);
+          expect(logprobGap(row.logprobs!, alone.rows[0]!.logprobs!), `${prompt.length}-token prompt`).to.be.below(1e-4);
           expect(alone.usage.cachedPromptTokens).to.equal(undefined);
           // At least two tokens run, and a prefix shorter than 16 is not worth a copy.
           const reuse = Math.min(prompt.length - 2, Math.max(0, ...earlier.map((e) => common(e, prompt))));
@@ -118,6 +129,45 @@ describe('prefix caching', function () {
         expect(stats.entries).to.equal(entries);
         const off0 = (await off.stats()).prefixCache;
         expect([off0.hitTokens, off0.bytes, off0.entries]).to.deep.equal([0, 0, 0]);
+      } finally {
+        await Promise.all([on.dispose(), off.dispose()]);
+      }
+    });
+  }
+
+  for (const [name, load, vocab] of [
+    ['left-padded (attention op by op)', async () => ({ model: await makeModule({ name: 'prefix-burst', seed: 45 }) }), 512],
+    ['right-padded (stories260K, converted with GroupQueryAttention)', async () => ({ model: await storiesModule() }), 512],
+    [
+      'right-padded (an onnxruntime-genai GQA graph)',
+      async () => {
+        const config: LlamaConfig = { vocabSize: 96, hiddenSize: 64, numLayers: 2, numHeads: 4, numKvHeads: 2, intermediateSize: 128 };
+        const model = join(testDir('prefix-genai-burst'), 'genai.onnx');
+        await writeModel(model, buildGenaiLlamaModel(config, randomLlamaWeights(config, 44, 0.08), {}));
+        return { model };
+      },
+      96,
+    ],
+  ] as const) {
+    it(`prompts prefilled together in a burst are kept as rows of their run, ${name}: their follow-ups reply as without the cache (tokens, log-probabilities to 1e-4)`, async () => {
+      const base = { ...(await load()), cacheDir };
+      const [on, off] = await Promise.all([Engine.load(base), Engine.load({ ...base, prefixCacheBytes: 0 })]);
+      try {
+        const rng = createRng(11);
+        const tokens = (n: number) => Array.from({ length: n }, () => 3 + Math.floor(rng() * (vocab - 3)));
+        const burst = [tokens(20), tokens(31), tokens(26)];
+        // the rows of one call: prefilled in one run, padded to the longest
+        await on.generate({ promptIds: burst }, { maxTokens: 4 });
+        expect((await on.stats()).prefixCache.entries).to.equal(3);
+        for (const prompt of burst) {
+          const next = [...prompt, ...tokens(5)];
+          const got = await on.generate({ promptIds: next }, { maxTokens: 10, logprobs: 5 });
+          expect(got.usage.cachedPromptTokens).to.equal(prompt.length);
+          const want = await off.generate({ promptIds: next }, { maxTokens: 10, logprobs: 5 });
+          expect(got.rows[0]!.ids).to.deep.equal(want.rows[0]!.ids);
+          // log-probabilities too: a cache misplaced by the padding can leave greedy tokens as they were
+          expect(logprobGap(got.rows[0]!.logprobs!, want.rows[0]!.logprobs!)).to.be.below(1e-4);
+        }
       } finally {
         await Promise.all([on.dispose(), off.dispose()]);
       }
