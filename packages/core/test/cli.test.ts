@@ -84,6 +84,9 @@ describe('reasonplug CLI', function () {
     expect(cached[1]).to.be.greaterThan(16); // the first turn's prompt
     expect(cached[2]).to.be.greaterThan(16); // the same prompt again, all but its last two tokens
     expect(r.stderr).to.include('[conversation reset]');
+    const untemplated = await runReasonplug(['chat', '--model', storiesDir], { REASONPLUG_CACHE: join(cacheDir, '..', 'cli-cache') }, 'Hi\n');
+    expect(untemplated.code).to.not.equal(0);
+    expect(untemplated.stderr).to.match(/has no chat template: give one with --chat-template/);
   });
 
   it('streams text for a text prompt', async () => {
