@@ -86,7 +86,8 @@ describe('reasonplug serve', function () {
     expect(healthWhileLoading).to.equal(503);
     expect((await fetch(`${server.url}/health`)).status).to.equal(200);
     const res = await fetch(`${server.url}/v1/models`, { headers: { Authorization: `Bearer ${KEY}` } });
-    const { data } = (await res.json()) as { data: { id: string; parent: string | null; reasoners: string[] }[] };
+    const { data } = (await res.json()) as { data: { id: string; parent: string | null; reasoners: string[]; max_model_len: number }[] };
+    expect(data.map((m) => m.max_model_len)).to.deep.equal(data.map(() => reference.info.contextLength));
     expect(data.map(({ id, parent, reasoners }) => ({ id, parent, reasoners }))).to.deep.equal([
       { id: 'stories260k', parent: null, reasoners: [] },
       { id: 'stories260k+r', parent: 'stories260k', reasoners: ['r'] },

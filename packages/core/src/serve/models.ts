@@ -16,6 +16,8 @@ export interface ModelCard {
   root: string;
   /** The reasoners a composition runs (none for the backbone). */
   reasoners: string[];
+  /** Positions a request may use, prompt and reply (vLLM's field), when the model declares its context. */
+  max_model_len?: number;
 }
 
 /** Raised for an alias that does not name a composition of what is loaded. */
@@ -34,6 +36,8 @@ export class ServedModels {
     /** Names of the loaded reasoners, in load order. */
     readonly reasoners: readonly string[],
     aliases: Record<string, string> = {},
+    /** The model's context length, when it declares one. */
+    private readonly contextLength?: number,
   ) {
     for (const [alias, target] of Object.entries(aliases)) {
       if (alias === backbone || alias.includes('+')) throw new AliasError(`alias "${alias}" must differ from the backbone's name and hold no "+"`);
@@ -66,6 +70,7 @@ export class ServedModels {
       parent: reasoners.length ? this.backbone : null,
       root: this.backbone,
       reasoners,
+      ...(this.contextLength !== undefined ? { max_model_len: this.contextLength } : {}),
     });
     const compositions = this.reasoners.map((r) => [r]);
     if (this.reasoners.length > 1) compositions.push([...this.reasoners]);

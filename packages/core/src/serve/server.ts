@@ -461,7 +461,7 @@ async function load(options: ServeOptions): Promise<Loaded> {
     const isDir = existsSync(abs) && statSync(abs).isDirectory();
     const manifest = isDir && existsSync(join(abs, MANIFEST_FILE)) ? (await loadModuleDir(abs, { verify: false })).manifest : undefined;
     const name = options.name ?? manifest?.name ?? basename(engineOptions.model).replace(/\.(onnx|gguf)$/i, '');
-    const models = new ServedModels(name, engine.info.reasoners.map((r) => r.name), options.aliases);
+    const models = new ServedModels(name, engine.info.reasoners.map((r) => r.name), options.aliases, engine.info.contextLength);
     const tokenizerDir = [...(isDir ? [abs] : []), dirname(engine.info.modelPath)].find((d) => existsSync(join(d, 'tokenizer.json')));
     const tokenizer = tokenizerDir ? await TextTokenizer.fromDirectory(tokenizerDir) : undefined;
     return { engine, models, ...(tokenizer ? { tokenizer } : {}), contextLength: engine.info.contextLength ?? 2048 };
