@@ -20,6 +20,14 @@ import { randomLlamaWeights } from '../src/onnx/llama-builder.js';
 import type { LlamaConfig } from '../src/onnx/llama-spec.js';
 import { writeModel } from '../src/onnx/proto.js';
 
+/** An onnxruntime-genai-style GroupQueryAttention graph (vocabulary 96) of random weights. */
+async function genaiModel(name: string, seed: number): Promise<string> {
+  const config: LlamaConfig = { vocabSize: 96, hiddenSize: 64, numLayers: 2, numHeads: 4, numKvHeads: 2, intermediateSize: 128 };
+  const model = join(testDir(name), 'genai.onnx');
+  await writeModel(model, buildGenaiLlamaModel(config, randomLlamaWeights(config, seed, 0.08), {}));
+  return model;
+}
+
 /** Each turn's reply: greedy, with the log-probabilities of 5 alternatives per token. */
 const TURN = { maxTokens: 12, logprobs: 5 };
 
@@ -91,12 +99,7 @@ describe('prefix caching', function () {
     ],
     [
       'an onnxruntime-genai GroupQueryAttention graph (right-padded)',
-      async () => {
-        const config: LlamaConfig = { vocabSize: 96, hiddenSize: 64, numLayers: 2, numHeads: 4, numKvHeads: 2, intermediateSize: 128 };
-        const model = join(testDir('prefix-genai'), 'genai.onnx');
-        await writeModel(model, buildGenaiLlamaModel(config, randomLlamaWeights(config, 43, 0.08), {}));
-        return { model };
-      },
+      async () => ({ model: await genaiModel('prefix-genai', 43) }),
       3,
       96,
     ],
@@ -140,12 +143,7 @@ describe('prefix caching', function () {
     ['right-padded (stories260K, converted with GroupQueryAttention)', async () => ({ model: await storiesModule() }), 512],
     [
       'right-padded (an onnxruntime-genai GQA graph)',
-      async () => {
-        const config: LlamaConfig = { vocabSize: 96, hiddenSize: 64, numLayers: 2, numHeads: 4, numKvHeads: 2, intermediateSize: 128 };
-        const model = join(testDir('prefix-genai-burst'), 'genai.onnx');
-        await writeModel(model, buildGenaiLlamaModel(config, randomLlamaWeights(config, 44, 0.08), {}));
-        return { model };
-      },
+      async () => ({ model: await genaiModel('prefix-genai-burst', 44) }),
       96,
     ],
   ] as const) {
