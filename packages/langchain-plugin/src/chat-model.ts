@@ -112,9 +112,9 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
     const splitter = tools ? new ToolCallSplitter() : undefined;
     // Tool calls are constrained unless the call asks for a structure of its own (withStructuredOutput's JSON).
     const format = tools && !plan.engine.responseFormat ? this.toolCallFormat(options, tools) : undefined;
-    // Without maxTokens a reply may run to the end of the context, as ChatOpenAI's and ChatOllama's do.
-    const context = this.runtime.engine.info.contextLength;
-    const maxTokens = plan.engine.maxTokens ?? (context !== undefined ? Math.max(1, context - promptIds.length) : undefined);
+    // Without maxTokens a reply may run to the end of the context (where the engine stops a row), as ChatOpenAI's
+    // and ChatOllama's do.
+    const maxTokens = plan.engine.maxTokens ?? this.runtime.engine.info.contextLength;
     const engineOptions = { ...plan.engine, ...(format ? { responseFormat: format } : {}), ...(maxTokens !== undefined ? { maxTokens } : {}) };
     const generation = startGeneration(this.runtime.engine, { promptIds }, engineOptions, options.signal);
     const emit = async (split: SplitText) => {

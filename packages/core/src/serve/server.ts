@@ -299,9 +299,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
 
   async function chat(l: Loaded, request: ChatRequest, res: ServerResponse): Promise<void> {
     const promptIds = chatPrompt(l, request.messages, request.tools);
-    // Without max_tokens a chat reply may run to the end of the context, as OpenAI's and vLLM's do (not the
-    // engine's 256: a long answer would be cut with nothing asked for).
-    request.options.maxTokens ??= Math.max(1, l.contextLength - promptIds.length);
+    // Without max_tokens a chat reply may run to the end of the context (where the engine stops a row), as
+    // OpenAI's and vLLM's do, not to the engine's 256: a long answer would be cut with nothing asked for.
+    request.options.maxTokens ??= l.contextLength;
     const toolFormat = toolCallFormat(request);
     // A response format of the request's own (withStructuredOutput's JSON) wins over the tool-call constraint.
     if (toolFormat && !request.options.responseFormat) request.options.responseFormat = toolFormat;
