@@ -13,6 +13,7 @@ import type { GenerationResult } from '../src/generate/types.js';
 import { quantizeModel } from '../src/modules/quantize-module.js';
 import { cacheDir, testDir } from './support/models.js';
 import { makeModule, storiesConfig, storiesModule } from './support/modules.js';
+import { refuseChunksAfterPast } from './support/graph-edits.js';
 import { createRng } from '../src/sampling/index.js';
 import { logprobGap } from './support/logprob-compare.js';
 import { buildGenaiLlamaModel } from '../src/onnx/genai-builder.js';
@@ -171,6 +172,38 @@ describe('prefix caching', function () {
       }
     });
   }
+
+  it('a graph that refuses a run after a past (as onnxruntime-genai mask subgraphs do) runs the prompt whole, and its cache turns off', async () => {
+    const model = await makeModule({ name: 'prefix-refusing', seed: 46, edit: refuseChunksAfterPast });
+    const off = await Engine.load({ model, cacheDir, prefixCacheBytes: 0 });
+    try {
+      const rng = createRng(13);
+      const tokens = (n: number) => Array.from({ length: n }, () => 3 + Math.floor(rng() * 509));
+      // in the continuous batch, and alone (a traced call runs outside the batch, through the session's own prefill)
+      for (const trace of [undefined, 1]) {
+        const on = await Engine.load({ model, cacheDir });
+        try {
+          const options = { maxTokens: 8, logprobs: 5, ...(trace ? { trace } : {}) };
+          const first = tokens(30);
+          await on.generate({ promptIds: first }, options);
+          expect((await on.stats()).prefixCache.entries, `trace ${trace}`).to.equal(1);
+          const next = [...first, ...tokens(6)];
+          const got = await on.generate({ promptIds: next }, options);
+          const want = await off.generate({ promptIds: next }, options);
+          expect(got.rows[0]!.ids, `trace ${trace}`).to.deep.equal(want.rows[0]!.ids);
+          expect(logprobGap(got.rows[0]!.logprobs!, want.rows[0]!.logprobs!)).to.be.below(1e-4);
+          expect(got.usage.cachedPromptTokens, `trace ${trace}`).to.equal(undefined);
+          // the follow-up would have replaced the first prompt's entry: none left means the refusal turned it off
+          const stats = (await on.stats()).prefixCache;
+          expect([stats.hitTokens, stats.entries, stats.bytes], `trace ${trace}`).to.deep.equal([0, 0, 0]);
+        } finally {
+          await on.dispose();
+        }
+      }
+    } finally {
+      await off.dispose();
+    }
+  });
 
   it('keeps its prompts within the byte budget, least recently used out first, apart from the running rows', async () => {
     const model = await storiesModule();

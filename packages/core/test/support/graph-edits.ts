@@ -1,6 +1,7 @@
 /**
  * Real graph edits that give builder models properties of models found in the wild: an LM-head bias (Phi,
- * GPT-NeoX-style heads) and a learned-position table that bounds the context (GPT-2 style).
+ * GPT-NeoX-style heads), a learned-position table that bounds the context (GPT-2 style), and a refusal of runs
+ * after a past (onnxruntime-genai mask subgraphs).
  */
 import { DataType, makeNode, makeTensor, readModel, writeModel } from '../../src/onnx/proto.js';
 
@@ -23,6 +24,35 @@ export async function limitContext(path: string, limit: number): Promise<void> {
     nodes: [makeNode('Gather', [name, 'position_ids'], [`${name}_rows`], { axis: 0 })],
     operand: `${name}_rows`,
   }));
+}
+
+/**
+ * Makes a model refuse a run of several tokens after a past (the run fails: a one-element tensor reshaped to two),
+ * as onnxruntime-genai exports whose mask subgraph takes a whole prompt or one token do; outputs are unchanged.
+ */
+export async function refuseChunksAfterPast(path: string): Promise<void> {
+  await appendToLogits(path, 'chunk_guard', (name) => {
+    const int64 = (n: string, values: number[], dims: number[] = []) => makeTensor(n, DataType.INT64, dims, BigInt64Array.from(values, BigInt));
+    return {
+      initializers: [int64(`${name}_one`, [1]), int64(`${name}_seq_axis`, [1]), int64(`${name}_past_axis`, [2]), int64(`${name}_shape1`, [1], [1]),
+        makeTensor(`${name}_zero`, DataType.FLOAT, [1], new Float32Array(1))],
+      nodes: [
+        makeNode('Shape', ['input_ids'], [`${name}_ids_shape`]),
+        makeNode('Gather', [`${name}_ids_shape`, `${name}_seq_axis`], [`${name}_seq`], { axis: 0 }),
+        makeNode('Shape', ['past_key_values.0.key'], [`${name}_past_shape`]),
+        makeNode('Gather', [`${name}_past_shape`, `${name}_past_axis`], [`${name}_past`], { axis: 0 }),
+        // several tokens (seq − 1 ≥ 1) and a past (past ≥ 1): 1 × 1, else 0
+        makeNode('Sub', [`${name}_seq`, `${name}_one`], [`${name}_more`]),
+        makeNode('Min', [`${name}_more`, `${name}_one`], [`${name}_several`]),
+        makeNode('Min', [`${name}_past`, `${name}_one`], [`${name}_after`]),
+        makeNode('Mul', [`${name}_several`, `${name}_after`], [`${name}_both`]),
+        makeNode('Add', [`${name}_both`, `${name}_one`], [`${name}_count`]),
+        makeNode('Reshape', [`${name}_count`, `${name}_shape1`], [`${name}_dims`]),
+        makeNode('Reshape', [`${name}_zero`, `${name}_dims`], [`${name}_out`]),
+      ],
+      operand: `${name}_out`,
+    };
+  });
 }
 
 async function appendToLogits(
