@@ -6,6 +6,7 @@
  * read a model's calls the same way.
  */
 import { randomUUID } from 'node:crypto';
+import { partialTagAt } from './partial-tag.js';
 import { TOOL_CALL_BEGIN, TOOL_CALL_END } from '../constrain/xgrammar-factory.js';
 
 /** One call the model wrote. */
@@ -25,12 +26,6 @@ export interface ParsedToolCall {
 export interface SplitToolText {
   content: string;
   toolCalls: ParsedToolCall[];
-}
-
-/** Length of the longest suffix of `text` that is a proper prefix of `tag`. */
-function partialTagAt(text: string, tag: string): number {
-  for (let n = Math.min(tag.length - 1, text.length); n > 0; n--) if (text.endsWith(tag.slice(0, n))) return n;
-  return 0;
 }
 
 /**

@@ -78,3 +78,15 @@ export function parseWeight(text: string): number | undefined {
   const n = Number(text);
   return DECIMAL.test(text) && Number.isFinite(n) ? n : undefined;
 }
+
+/** A JSON object flag (`--chat-template-kwargs '{"enable_thinking": false}'`). */
+export const jsonObjectFlag = (flag: string) => (text: string) => {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    refuse(flag, 'a JSON object', text);
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) refuse(flag, 'a JSON object', text);
+  return v as Record<string, unknown>;
+};

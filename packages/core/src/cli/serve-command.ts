@@ -11,7 +11,8 @@ import { DEVICES } from '../runtime/devices.js';
 import { DTYPES } from '../modules/hub-variants.js';
 import { PLACEMENTS, type PlacementChoice } from '../runtime/thread-budget.js';
 import type { FusionMode } from '../compose/fusion.js';
-import { integerFlag, parseWeight, threadsFlag } from './flags.js';
+import { integerFlag, jsonObjectFlag, parseWeight, threadsFlag } from './flags.js';
+import type { ReasoningFormat } from '../chat/reasoning.js';
 
 /** `NAME=REF[=WEIGHT]`: the served name, the model (path or registry reference), an optional default weight. */
 export function servedReasonerFlag(v: string, prev: ReasonerSpec[] = []): ReasonerSpec[] {
@@ -66,6 +67,8 @@ interface ServeFlags {
   maxBatch: number;
   prefixCacheMb: number;
   chatTemplate?: string;
+  chatTemplateKwargs?: Record<string, unknown>;
+  reasoningFormat: ReasoningFormat;
   device: string;
   threads?: number;
   placement?: PlacementChoice;
@@ -92,6 +95,8 @@ export function addServeCommand(program: Command): void {
     .option('--max-queue <n>', 'requests waiting beyond those; more get 429', integerFlag('--max-queue', 0, 1_000_000, 'a whole number >= 0'), 64)
     .option('--prefix-cache-mb <n>', "MiB of KV cache each model keeps of recent prompts, for prompts that begin with one (0: off)", integerFlag('--prefix-cache-mb', 0, 1_048_576, 'a whole number of MiB >= 0'), 128)
     .option('--chat-template <file>', "a Jinja chat template file used instead of the model's")
+    .option('--chat-template-kwargs <json>', 'template variables for every chat request, e.g. \'{"enable_thinking": false}\' (a request\'s chat_template_kwargs override them)', jsonObjectFlag('--chat-template-kwargs'))
+    .addOption(new Option('--reasoning-format <f>', "a reply's <think> thought: reasoning_content (auto) or left in the content (none)").choices(['auto', 'none']).default('auto'))
     .addOption(new Option('--device <d>', 'execution provider').choices([...DEVICES]).default('cpu'))
     .option('--threads <n>', 'intra-op threads', threadsFlag)
     .addOption(new Option('--placement <p>', 'where reasoners run').choices([...PLACEMENTS]).default('auto'))
@@ -122,6 +127,8 @@ async function serve(flags: ServeFlags): Promise<void> {
     maxBatch: flags.maxBatch,
     maxQueue: flags.maxQueue,
     ...(flags.chatTemplate ? { chatTemplate: readFileSync(flags.chatTemplate, 'utf8') } : {}),
+    ...(flags.chatTemplateKwargs ? { chatTemplateKwargs: flags.chatTemplateKwargs } : {}),
+    reasoningFormat: flags.reasoningFormat,
   });
   const say = (text: string) => process.stderr.write(`${text}\n`);
   say(`reasonplug serve: listening on ${running.url} (loading ${flags.model})`);

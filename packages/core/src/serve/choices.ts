@@ -1,8 +1,10 @@
 /**
- * The choices of an answer: a row's finish reason in OpenAI's words, and a chat choice's text split into content
- * and tool calls, either as one message (a finished row) or as stream deltas while the row runs.
+ * The choices of an answer: a row's finish reason in OpenAI's words, and a chat choice's text split into
+ * reasoning, content and tool calls, either as one message (a finished row) or as stream deltas while the row runs.
  */
-import { ToolCallTextSplitter, type ParsedToolCall } from '../chat/tool-calls.js';
+import { ChatReplySplitter, splitReply, type ReplyParsing, type SplitReply } from '../chat/reply.js';
+import { reasoningTokens } from '../chat/reasoning.js';
+import type { ParsedToolCall } from '../chat/tool-calls.js';
 import type { RowResult, TokenLogprobs } from '../generate/types.js';
 import { chatLogprobs } from './logprobs.js';
 
@@ -18,42 +20,51 @@ export interface ChatDelta {
   finish: string | null;
 }
 
-interface Split {
-  content: string;
-  toolCalls: ParsedToolCall[];
-}
-
 const toolCallJson = (c: ParsedToolCall) => ({ id: c.id, type: 'function', function: { name: c.name ?? '', arguments: c.arguments } });
 
 /** One choice of a chat completion (one row of the engine's call). */
 export class ChatChoice {
-  private readonly splitter: ToolCallTextSplitter | undefined;
+  private readonly splitter: ChatReplySplitter;
   /** Tool calls streamed so far (their index in the deltas is their place here). */
   private readonly calls: ParsedToolCall[] = [];
   /** Tokens whose text is not out yet (half a character, a possible stop string) ride with the next delta. */
   private readonly pending: TokenLogprobs[] = [];
+  /** Whether the reply has given out reasoning. */
+  private thought = false;
 
   /**
-   * @param parseTools whether the text holds tool calls to split off (the request has tools and may call them)
+   * @param parsing how the reply is read: its thought split off or not, tool calls split off or not
    * @param logprobs whether the answer carries per-token log-probabilities
    */
   constructor(
-    parseTools: boolean,
+    private readonly parsing: ReplyParsing,
     private readonly logprobs: boolean,
   ) {
-    this.splitter = parseTools ? new ToolCallTextSplitter() : undefined;
+    this.splitter = new ChatReplySplitter(parsing);
   }
 
   /** The whole answer of a finished row, and its finish reason (see {@link finish}). */
   message(row: RowResult): { choice: object; finish: string } {
-    const split = this.splitter ? join(this.splitter.push(row.text), this.splitter.end()) : { content: row.text, toolCalls: [] };
+    const split = splitReply(this.parsing, row.text);
+    this.thought = split.reasoning !== '';
     const finish = callsFinish(row.finishReason, split.toolCalls.length);
     const message = {
       role: 'assistant',
       content: split.toolCalls.length && !split.content ? null : split.content,
+      ...(split.reasoning ? { reasoning_content: split.reasoning } : {}),
       ...(split.toolCalls.length ? { tool_calls: split.toolCalls.map(toolCallJson) } : {}),
     };
     return { choice: { message, logprobs: this.logprobs ? chatLogprobs(row.logprobs ?? []) : null, finish_reason: finish }, finish };
+  }
+
+  /**
+   * How many of the row's tokens its thought took (OpenAI's `reasoning_tokens`), once the row has been given out;
+   * `decode` gives the text of ids as the engine wrote them.
+   */
+  reasoningTokens(row: RowResult, decode: (ids: number[]) => string): number {
+    const tags = this.parsing.reasoning?.tags;
+    if (!tags || !this.thought) return 0;
+    return reasoningTokens(row.ids.length, (k) => decode(row.ids.slice(0, k)), tags);
   }
 
   /** The stream's first delta: the role. */
@@ -65,12 +76,12 @@ export class ChatChoice {
   push(text: string, logprobs: TokenLogprobs | undefined): ChatDelta[] {
     if (logprobs) this.pending.push(logprobs);
     if (!text) return [];
-    return this.deltas(this.splitter ? this.splitter.push(text) : { content: text, toolCalls: [] });
+    return this.deltas(this.splitter.push(text));
   }
 
   /** The last deltas once the row has ended: what the splitter held back, then the finish reason. */
   end(reason: string): ChatDelta[] {
-    const out = this.splitter ? this.deltas(this.splitter.end()) : [];
+    const out = this.deltas(this.splitter.end());
     out.push(this.delta({}, this.finish(reason)));
     return out;
   }
@@ -80,8 +91,12 @@ export class ChatChoice {
     return callsFinish(reason, this.calls.length);
   }
 
-  private deltas(split: Split): ChatDelta[] {
+  private deltas(split: SplitReply): ChatDelta[] {
     const out: ChatDelta[] = [];
+    if (split.reasoning) {
+      this.thought = true;
+      out.push(this.delta({ reasoning_content: split.reasoning }));
+    }
     if (split.content) out.push(this.delta({ content: split.content }));
     for (const call of split.toolCalls) {
       out.push(this.delta({ tool_calls: [{ index: this.calls.length, ...toolCallJson(call) }] }));
@@ -102,6 +117,3 @@ function callsFinish(reason: string, calls: number): string {
   return calls > 0 && finish === 'stop' ? 'tool_calls' : finish;
 }
 
-function join(a: Split, b: Split): Split {
-  return { content: a.content + b.content, toolCalls: [...a.toolCalls, ...b.toolCalls] };
-}

@@ -8,6 +8,7 @@ import type { CompositionOptions, ConstraintOptions } from '../runtime/protocol.
 import type { GenerateOptions } from '../generate/types.js';
 import type { ResponseFormat, ToolChoice, ToolSpec } from '../constrain/types.js';
 import type { WeightSpec } from '../compose/weights.js';
+import type { ReasoningFormat } from '../chat/reasoning.js';
 import { badRequest } from './errors.js';
 import { MAX_TOP_LOGPROBS } from '../sampling/logprobs.js';
 
@@ -31,15 +32,23 @@ export interface ParsedRequest {
   n: number;
 }
 
-/** A chat request: messages for the chat template, and tools. */
-export interface ChatRequest extends ParsedRequest {
+/** What the chat template renders: messages, tools and the template's own variables. */
+export interface ChatPromptSpec {
   messages: ChatMessage[];
   /** Tools as the template renders them (OpenAI's `{type: 'function', function: {...}}`). */
   tools?: { type: 'function'; function: { name: string; description?: string; parameters?: Record<string, unknown> } }[];
+  /** `chat_template_kwargs` (vLLM's and llama.cpp's): variables for the template, such as Qwen3's `enable_thinking`. */
+  templateKwargs?: Record<string, unknown>;
+}
+
+/** A chat request: messages for the chat template, and tools. */
+export interface ChatRequest extends ParsedRequest, ChatPromptSpec {
   /** The tool-call constraint; absent with `tool_choice: "none"` (tools are still shown) or without tools. */
   toolChoice?: ToolChoice;
   /** `parallel_tool_calls`: whether a reply may make several calls (OpenAI's default: true). */
   parallelToolCalls: boolean;
+  /** `reasoning_format` (llama.cpp's): `none` leaves a reply's thought in its content; default the server's. */
+  reasoningFormat?: ReasoningFormat;
 }
 
 /** A text completion request: one prompt, or several (one choice each). */
@@ -210,12 +219,12 @@ export function parseChatRequest(body: unknown): ChatRequest {
   if (!isObject(body)) throw badRequest('the request body must be a JSON object');
   const base = common(body, true);
   if (!Array.isArray(body.messages) || body.messages.length === 0) throw badRequest('messages must be a non-empty list', 'messages');
-  const messages = body.messages.map((m, i) => chatMessage(m, i));
+  const prompt = chatPromptSpec(body);
   // OpenAI's deprecated function calling: silently ignored, the reply could never hold the call asked for.
   for (const old of ['functions', 'function_call'] as const) {
     if (body[old] !== undefined) throw badRequest(`${old} (deprecated function calling) is not supported: use tools and tool_choice`, old);
   }
-  const tools = toolsOf(body.tools);
+  const { tools } = prompt;
   const choice = body.tool_choice;
   let toolChoice: ToolChoice | undefined;
   if (tools) {
@@ -232,7 +241,31 @@ export function parseChatRequest(body: unknown): ChatRequest {
   }
   const parallel = body.parallel_tool_calls ?? true;
   if (typeof parallel !== 'boolean') throw badRequest('parallel_tool_calls must be true or false', 'parallel_tool_calls');
-  return { ...base, messages, ...(tools ? { tools } : {}), ...(toolChoice ? { toolChoice } : {}), parallelToolCalls: parallel };
+  const reasoningFormat = reasoningFormatOf(body.reasoning_format);
+  return { ...base, ...prompt, ...(toolChoice ? { toolChoice } : {}), parallelToolCalls: parallel, ...(reasoningFormat ? { reasoningFormat } : {}) };
+}
+
+/** The messages, tools and `chat_template_kwargs` of a chat or `/tokenize` body. */
+function chatPromptSpec(body: Body): ChatPromptSpec {
+  const messages = (body.messages as unknown[]).map((m, i) => chatMessage(m, i));
+  const tools = toolsOf(body.tools);
+  const kwargs = body.chat_template_kwargs;
+  if (kwargs !== undefined && kwargs !== null && !isObject(kwargs)) throw badRequest('chat_template_kwargs must be an object of template variables', 'chat_template_kwargs');
+  for (const key of TEMPLATE_INPUTS) {
+    if (kwargs?.[key] !== undefined) throw badRequest(`chat_template_kwargs.${key} is set by the request itself, not as a template variable`, `chat_template_kwargs.${key}`);
+  }
+  return { messages, ...(tools ? { tools } : {}), ...(kwargs && Object.keys(kwargs).length ? { templateKwargs: kwargs } : {}) };
+}
+
+/** Template variables the server sets from the request's own fields. */
+const TEMPLATE_INPUTS = ['messages', 'tools', 'add_generation_prompt'] as const;
+
+/** `reasoning_format`: llama.cpp's names (`deepseek` and `auto` split a thought off, `none` leaves it in the content). */
+export function reasoningFormatOf(v: unknown, param = 'reasoning_format'): ReasoningFormat | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (v === 'auto' || v === 'deepseek') return 'auto';
+  if (v === 'none') return 'none';
+  throw badRequest(`${param} must be "auto", "deepseek" or "none" (got ${JSON.stringify(v)})`, param);
 }
 
 /** The tool-call constraint of a chat request's tools and choice (the engine's `tool_calls` format). */
@@ -249,6 +282,8 @@ function chatMessage(m: unknown, i: number): ChatMessage {
   if (!['system', 'user', 'assistant', 'tool'].includes(role)) throw badRequest(`${param}.role ${JSON.stringify(m.role)} is not system, developer, user, assistant or tool`, `${param}.role`);
   const content = textContent(m.content, `${param}.content`);
   const out: ChatMessage = { role, content };
+  // An earlier turn's thought, as the server gave it out: templates that show or drop thoughts read this field.
+  if (role === 'assistant' && typeof m.reasoning_content === 'string') out.reasoning_content = m.reasoning_content;
   if (role === 'assistant' && Array.isArray(m.tool_calls) && m.tool_calls.length > 0) {
     // Templates render arguments as an object (`tojson`); OpenAI sends them as JSON text.
     out.tool_calls = m.tool_calls.map((c, j) => {
@@ -312,7 +347,7 @@ function toolsOf(v: unknown): ChatRequest['tools'] {
  */
 export type TokenizeRequest = { model?: string; addSpecialTokens?: boolean } & (
   | { prompt: string }
-  | { messages: ChatMessage[]; tools?: ChatRequest['tools']; addGenerationPrompt: boolean }
+  | (ChatPromptSpec & { addGenerationPrompt: boolean })
 );
 
 /** Reads a `/tokenize` body. */
@@ -324,11 +359,9 @@ export function parseTokenizeRequest(body: unknown): TokenizeRequest {
   const base = { ...(model !== undefined ? { model } : {}), ...(special !== undefined ? { addSpecialTokens: special } : {}) };
   if (typeof body.prompt === 'string' && body.messages === undefined) return { ...base, prompt: body.prompt };
   if (!Array.isArray(body.messages) || body.prompt !== undefined) throw badRequest('give either prompt (a string) or messages (a list)', body.prompt === undefined ? 'messages' : 'prompt');
-  const messages = body.messages.map((m, i) => chatMessage(m, i));
-  const tools = toolsOf(body.tools);
   const generation = body.add_generation_prompt ?? true;
   if (typeof generation !== 'boolean') throw badRequest('add_generation_prompt must be true or false', 'add_generation_prompt');
-  return { ...base, messages, ...(tools ? { tools } : {}), addGenerationPrompt: generation };
+  return { ...base, ...chatPromptSpec(body), addGenerationPrompt: generation };
 }
 
 /** Reads a `/detokenize` body: `tokens`, a list of token ids. */

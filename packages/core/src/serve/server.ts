@@ -17,6 +17,8 @@ import { resolveModelPath } from '../registry/resolve-model.js';
 import { loadModuleDir } from '../modules/module-dir.js';
 import { MANIFEST_FILE } from '../modules/manifest.js';
 import { ChatChoice, finishReason, type ChatDelta } from './choices.js';
+import { replyParsing } from '../chat/reply.js';
+import type { ReasoningFormat } from '../chat/reasoning.js';
 import { HttpError, badRequest, toHttpError } from './errors.js';
 import { ServerMetrics } from './metrics.js';
 import { completionLogprobs, offsetAfter } from './logprobs.js';
@@ -27,6 +29,7 @@ import {
   parseDetokenizeRequest,
   parseTokenizeRequest,
   toolCallFormat,
+  type ChatPromptSpec,
   type ChatRequest,
   type CompletionRequest,
   type ParsedRequest,
@@ -52,6 +55,10 @@ export interface ServeOptions {
   maxQueue?: number;
   /** A chat template to use instead of the model's. */
   chatTemplate?: string;
+  /** Template variables every chat request renders with (its `chat_template_kwargs` override them by key). */
+  chatTemplateKwargs?: Record<string, unknown>;
+  /** Whether a reply's thought (`<think>…</think>`) is given out as `reasoning_content` (`auto`, the default) or left in the content (`none`); a request's `reasoning_format` overrides it. */
+  reasoningFormat?: ReasoningFormat;
   /** Largest request body in bytes (default 8 MiB). */
   maxBodyBytes?: number;
 }
@@ -259,21 +266,22 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     }
   }
 
-  /** A chat's prompt ids: the messages (and tools) rendered with the chat template, then tokenized. */
-  function chatPrompt(l: Loaded, messages: ChatRequest['messages'], tools: ChatRequest['tools'], addGenerationPrompt = true, addSpecialTokens = false): number[] {
+  /** A chat's prompt: the messages (and tools) rendered with the chat template, and its ids. */
+  function chatPrompt(l: Loaded, spec: ChatPromptSpec, addGenerationPrompt = true, addSpecialTokens = false): { text: string; ids: number[] } {
     const tokenizer = l.tokenizer;
     if (!tokenizer) throw badRequest('this model has no tokenizer.json beside it, so it cannot take chat messages', 'messages');
     if (!options.chatTemplate && !tokenizer.chatTemplate) {
       throw badRequest(`the model ${l.models.backbone} has no chat template; start the server with --chat-template, or use /v1/completions`, 'messages', 'no_chat_template');
     }
     const template = options.chatTemplate ? { template: options.chatTemplate } : {};
-    const render = (shown?: unknown[]) => tokenizer.applyChatTemplate(messages, { ...template, addGenerationPrompt, ...(shown ? { tools: shown } : {}) });
-    const text = render(tools);
-    if (tools && text === render()) {
+    const extra = { ...options.chatTemplateKwargs, ...spec.templateKwargs };
+    const render = (shown?: unknown[]) => tokenizer.applyChatTemplate(spec.messages, { ...template, addGenerationPrompt, extra, ...(shown ? { tools: shown } : {}) });
+    const text = render(spec.tools);
+    if (spec.tools && text === render()) {
       throw badRequest(`the chat template of ${l.models.backbone} does not show tools to the model, so it cannot call them`, 'tools', 'tools_not_supported');
     }
     // The template writes the special tokens (BOS included), so the tokenizer must not add them again.
-    return tokenizer.encode(text, addSpecialTokens);
+    return { text, ids: tokenizer.encode(text, addSpecialTokens) };
   }
 
   /** `/tokenize` (vLLM's): the ids a completion or chat request would run, their count and the context. */
@@ -283,7 +291,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const tokens =
       'prompt' in request
         ? l.tokenizer.encode(request.prompt, request.addSpecialTokens ?? true)
-        : chatPrompt(l, request.messages, request.tools, request.addGenerationPrompt, request.addSpecialTokens ?? false);
+        : chatPrompt(l, request, request.addGenerationPrompt, request.addSpecialTokens ?? false).ids;
     sendJson(res, 200, { count: tokens.length, max_model_len: l.contextLength, tokens });
   }
 
@@ -298,26 +306,38 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   }
 
   async function chat(l: Loaded, request: ChatRequest, res: ServerResponse): Promise<void> {
-    const promptIds = chatPrompt(l, request.messages, request.tools);
+    const prompt = chatPrompt(l, request);
     // Without max_tokens a chat reply may run to the end of the context (where the engine stops a row), as
     // OpenAI's and vLLM's do, not to the engine's 256: a long answer would be cut with nothing asked for.
     request.options.maxTokens ??= l.contextLength;
     const toolFormat = toolCallFormat(request);
     // A response format of the request's own (withStructuredOutput's JSON) wins over the tool-call constraint.
     if (toolFormat && !request.options.responseFormat) request.options.responseFormat = toolFormat;
-    const parseTools = request.tools !== undefined && request.toolChoice !== undefined;
+    const parsing = replyParsing({
+      format: request.reasoningFormat ?? options.reasoningFormat ?? 'auto',
+      chatTemplate: options.chatTemplate ?? l.tokenizer!.chatTemplate,
+      prompt: prompt.text,
+      // A constraint of the request's own, or calls the model must make, shape the reply from its first token.
+      freeStart: request.options.responseFormat === undefined || request.toolChoice === 'auto',
+      tools: request.tools !== undefined && request.toolChoice !== undefined,
+    });
     const id = `chatcmpl-${randomUUID()}`;
     const created = Math.floor(Date.now() / 1000);
     const base = { id, created, model: request.model, system_fingerprint: 'reasonplug' };
 
     // n choices are n rows of one call (row j samples from seed + j).
-    const input: PromptInput = { promptIds: request.n === 1 ? promptIds : Array.from({ length: request.n }, () => promptIds) };
+    const input: PromptInput = { promptIds: request.n === 1 ? prompt.ids : Array.from({ length: request.n }, () => prompt.ids) };
     await run(l, request, input, res, async (stream, first, rest, clock) => {
-      const choices = Array.from({ length: request.n }, () => new ChatChoice(parseTools, request.logprobs));
+      const choices = Array.from({ length: request.n }, () => new ChatChoice(parsing, request.logprobs));
+      const decode = (ids: number[]) => l.tokenizer!.decode(ids);
+      const usage = (result: GenerationResult) => {
+        const reasoning = result.rows.reduce((sum, row, index) => sum + choices[index]!.reasoningTokens(row, decode), 0);
+        return { ...usageJson(result, request.n), completion_tokens_details: { reasoning_tokens: reasoning } };
+      };
       if (!request.stream) {
         const result = await drain(stream, first, rest, clock);
         const answers = result.rows.map((row, index) => choices[index]!.message(row));
-        sendJson(res, 200, { ...base, object: 'chat.completion', choices: answers.map(({ choice }, index) => ({ index, ...choice })), usage: usageJson(result, request.n) });
+        sendJson(res, 200, { ...base, object: 'chat.completion', choices: answers.map(({ choice }, index) => ({ index, ...choice })), usage: usage(result) });
         return answers[0]!.finish;
       }
       const sse = new Sse(res);
@@ -332,7 +352,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       const result = await stream.result;
       countGenerated(result);
       result.rows.forEach((row, index) => choices[index]!.end(row.finishReason).forEach((delta) => send(index, delta)));
-      if (request.includeUsage) sse.send({ ...base, object: 'chat.completion.chunk', choices: [], usage: usageJson(result, request.n) });
+      if (request.includeUsage) sse.send({ ...base, object: 'chat.completion.chunk', choices: [], usage: usage(result) });
       sse.done();
       return choices[0]!.finish(result.rows[0]!.finishReason);
     });

@@ -184,6 +184,8 @@ export class TextTokenizer {
     }
     const special = (key: string) => tokenContent(this.config[key]) ?? '';
     return new Template(source).render({
+      // The template's own variables (Qwen3's enable_thinking, …) first: they cannot replace the conversation.
+      ...options.extra,
       messages,
       add_generation_prompt: options.addGenerationPrompt ?? true,
       bos_token: special('bos_token'),
@@ -191,7 +193,6 @@ export class TextTokenizer {
       unk_token: special('unk_token'),
       pad_token: special('pad_token'),
       ...(options.tools ? { tools: options.tools } : {}),
-      ...options.extra,
     });
   }
 }

@@ -1,5 +1,5 @@
 /** Module directories made from builder models and the real stories260K tokenizer (vocab 512). */
-import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { convertGguf } from '../../src/gguf/convert.js';
 import { randomLlamaWeights, writeLlamaModel } from '../../src/onnx/llama-builder.js';
@@ -9,6 +9,8 @@ import { tokenizerFingerprint } from '../../src/tokenizer/fingerprint.js';
 import type { ModuleManifest } from '../../src/modules/manifest.js';
 import { models } from '../../../../test/support/paths.js';
 import { testDir } from './models.js';
+import { followScript } from './graph-edits.js';
+import { TextTokenizer, type ChatMessage } from '../../src/tokenizer/tokenizer.js';
 
 let stories: Promise<string> | undefined;
 
@@ -37,6 +39,8 @@ export interface ModuleSpec {
   edit?: (modelPath: string) => Promise<void>;
   /** Rewrites tokenizer.json before the manifest is written (a different tokenizer). */
   tokenizer?: (json: { model: { vocab: Record<string, number> } }) => void;
+  /** A chat template for tokenizer_config.json. */
+  chatTemplate?: string;
 }
 
 /** Builds a module directory: random-weight Llama model, the stories tokenizer, a full manifest. */
@@ -50,7 +54,8 @@ export async function makeModule(spec: ModuleSpec): Promise<string> {
   const tokenizer = JSON.parse(await readFile(join(source, 'tokenizer.json'), 'utf8'));
   spec.tokenizer?.(tokenizer);
   await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tokenizer));
-  await copyFile(join(source, 'tokenizer_config.json'), join(dir, 'tokenizer_config.json'));
+  const tokenizerConfig = JSON.parse(await readFile(join(source, 'tokenizer_config.json'), 'utf8'));
+  await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify({ ...tokenizerConfig, ...(spec.chatTemplate ? { chat_template: spec.chatTemplate } : {}) }));
   const kind = spec.kind ?? 'logit-reasoner';
   await writeModuleDir(dir, {
     name: spec.name,
@@ -65,4 +70,24 @@ export async function makeModule(spec: ModuleSpec): Promise<string> {
     files: { model: 'model.onnx', tokenizer: 'tokenizer.json', tokenizerConfig: 'tokenizer_config.json' },
   });
   return dir;
+}
+
+/**
+ * A chat backbone (its template in tokenizer_config.json) that answers `messages` with `reply`, token by token, then
+ * EOS: its logits favour each reply token at the position where it is due (test support's `followScript`), so the
+ * reply is scripted for prompts of exactly this conversation's length. Returns the module and the reply's ids.
+ */
+export async function scriptedChatModule(
+  name: string,
+  chatTemplate: string,
+  messages: ChatMessage[],
+  reply: string,
+  templateKwargs: Record<string, unknown> = {},
+): Promise<{ dir: string; replyIds: number[] }> {
+  const tokenizer = await TextTokenizer.fromDirectory(await storiesModule());
+  const prompt = tokenizer.encode(tokenizer.applyChatTemplate(messages, { template: chatTemplate, extra: templateKwargs }), false);
+  const replyIds = tokenizer.encode(reply, false);
+  const script = [...new Array<number>(prompt.length - 1).fill(0), ...replyIds, 2];
+  const dir = await makeModule({ name, kind: 'backbone', seed: 4, chatTemplate, edit: (p) => followScript(p, 512, script) });
+  return { dir, replyIds };
 }

@@ -1,0 +1,146 @@
+/**
+ * Thoughts in generated text: reasoning models (Qwen3, QwQ, DeepSeek-R1 and its distills, Phi-4-reasoning,
+ * SmolLM3, EXAONE Deep) open their reply with `<think>…</think>` and answer after it; some chat templates open
+ * the thought in the prompt already (`<think>\n` after the generation prompt) so the reply starts inside it.
+ * The splitter here separates the thought from the answer as text streams in, the way llama.cpp's server
+ * (`reasoning_format: deepseek`) and vLLM's reasoning parsers give it out as `reasoning_content`. Shared by the
+ * OpenAI server and the LangChain plugin.
+ */
+import { partialTagAt } from './partial-tag.js';
+
+/** How a reply's thought is given out: `auto` splits it off as reasoning, `none` leaves it in the content. */
+export type ReasoningFormat = 'auto' | 'none';
+
+/** The tags that open and close a thought. */
+export interface ReasoningTags {
+  open: string;
+  close: string;
+}
+
+/** The tag pairs models are trained with; `<think>` is the common one and the default. */
+const KNOWN_TAGS: readonly ReasoningTags[] = [
+  { open: '<think>', close: '</think>' },
+  { open: '<thought>', close: '</thought>' },
+];
+
+/** The thought tags a chat template writes (it names the closing tag to strip thoughts from earlier turns); `<think>` when it names none. */
+export function reasoningTagsOf(chatTemplate: string | undefined): ReasoningTags {
+  return KNOWN_TAGS.find((t) => chatTemplate?.includes(t.close)) ?? KNOWN_TAGS[0]!;
+}
+
+/** Whether a rendered prompt leaves a thought open, so that the reply starts inside it (DeepSeek-R1's template, QwQ's). */
+export function opensThought(prompt: string, tags: ReasoningTags): boolean {
+  return prompt.trimEnd().endsWith(tags.open);
+}
+
+/** What one piece of generated text turned into. */
+export interface SplitReasoning {
+  reasoning: string;
+  content: string;
+}
+
+/**
+ * Separates a reply's thought from its answer as text arrives piece by piece. Only a thought that opens the reply
+ * (after whitespace), or that the prompt left open, counts: a tag later in the answer is the answer's text. The
+ * thought is given out without the whitespace around it, and the answer without the whitespace that follows the
+ * closing tag; text that may still turn into a tag, or whitespace that may still precede the closing tag, is held
+ * back until the next piece shows which.
+ */
+export class ReasoningTextSplitter {
+  private state: 'start' | 'thought' | 'after' | 'answer';
+  /** Text not yet given out. */
+  private pending = '';
+  /** Whether any of the thought has been given out (whitespace before it is dropped). */
+  private thoughtStarted = false;
+
+  /**
+   * @param tags the thought's tags
+   * @param open whether the prompt left a thought open (see {@link opensThought})
+   */
+  constructor(
+    private readonly tags: ReasoningTags,
+    open: boolean,
+  ) {
+    this.state = open ? 'thought' : 'start';
+  }
+
+  /** Whether the reply is inside a thought as far as it has arrived. */
+  get thinking(): boolean {
+    return this.state === 'thought';
+  }
+
+  /** Takes the next piece of text. */
+  push(text: string): SplitReasoning {
+    this.pending += text;
+    const out: SplitReasoning = { reasoning: '', content: '' };
+    if (this.state === 'start') {
+      const rest = this.pending.trimStart();
+      if (rest.startsWith(this.tags.open)) {
+        this.state = 'thought';
+        this.pending = rest.slice(this.tags.open.length);
+      } else if (this.tags.open.startsWith(rest)) {
+        return out; // whitespace, or the opening tag so far
+      } else {
+        this.state = 'answer';
+      }
+    }
+    if (this.state === 'thought') {
+      const at = this.pending.indexOf(this.tags.close);
+      if (at === -1) {
+        out.reasoning = this.thought(this.pending.length - partialTagAt(this.pending, this.tags.close), false);
+        return out;
+      }
+      out.reasoning = this.thought(at, true);
+      this.pending = this.pending.slice(this.tags.close.length);
+      this.state = 'after';
+    }
+    if (this.state === 'after') {
+      this.pending = this.pending.trimStart();
+      if (!this.pending) return out;
+      this.state = 'answer';
+    }
+    out.content = this.pending;
+    this.pending = '';
+    return out;
+  }
+
+  /** Ends the text: a thought never closed (the reply was cut) is all reasoning; held-back text before any thought is content. */
+  end(): SplitReasoning {
+    const out: SplitReasoning = { reasoning: '', content: '' };
+    if (this.state === 'thought') out.reasoning = this.thought(this.pending.length, true);
+    else if (this.state !== 'after') out.content = this.pending;
+    this.pending = '';
+    return out;
+  }
+
+  /** Gives out the thought's text up to `end` of what is pending; trailing whitespace waits unless the thought `closes` there. */
+  private thought(end: number, closes: boolean): string {
+    let text = this.pending.slice(0, end);
+    if (!this.thoughtStarted) text = text.trimStart();
+    if (closes) text = text.trimEnd();
+    else {
+      const kept = text.trimEnd();
+      end -= text.length - kept.length;
+      text = kept;
+    }
+    this.pending = this.pending.slice(end);
+    if (text) this.thoughtStarted = true;
+    return text;
+  }
+}
+
+/**
+ * How many of a reply's tokens belong to its thought: up to and including the one that completes the closing tag
+ * (all of them when the thought never closes). `decode` gives the text of a prefix of the reply's ids; the prefix
+ * is found by bisection, so a long reply costs a few decodes.
+ */
+export function reasoningTokens(count: number, decode: (tokens: number) => string, tags: ReasoningTags): number {
+  let lo = 0; // decode(lo) has no closing tag
+  let hi = count + 1; // the first prefix with one is at most `count`, or none (count + 1)
+  while (hi - lo > 1) {
+    const mid = (lo + hi) >> 1;
+    if (decode(mid).includes(tags.close)) hi = mid;
+    else lo = mid;
+  }
+  return Math.min(hi, count);
+}

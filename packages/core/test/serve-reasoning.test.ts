@@ -1,0 +1,132 @@
+/**
+ * Reasoning models through `reasonplug serve`: a reply's `<think>` thought comes out as `reasoning_content` (as
+ * llama.cpp's server and vLLM's reasoning parsers give it), read by @langchain/openai's ChatOpenAI in invoke and
+ * stream, with `reasoning_tokens` in the usage; `reasoning_format: none` leaves it in the content; templates that
+ * open the thought in the prompt (DeepSeek-R1's) and `chat_template_kwargs` (Qwen3's `enable_thinking`). The
+ * backbones are scripted to write a thought and an answer for one conversation.
+ */
+import { expect } from 'chai';
+import { ChatOpenAI } from '@langchain/openai';
+import { AIMessageChunk } from '@langchain/core/messages';
+import { startServer, type RunningServer } from '../src/serve/server.js';
+import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
+import { scriptedChatModule, storiesModule } from './support/modules.js';
+
+/** ChatML turns; earlier answers lose their thought; `enable_thinking: false` writes an empty one (Qwen3's way). */
+export const THINKING_TEMPLATE =
+  "{%- for m in messages %}<|im_start|>{{ m.role }}\n{% if m.role == 'assistant' %}{{ m.content.split('</think>')[-1] | trim }}{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}" +
+  '{% if add_generation_prompt %}<|im_start|>assistant\n{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}';
+/** The generation prompt opens the thought (DeepSeek-R1's template does). */
+const OPEN_TEMPLATE = '{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<|assistant|><think>\n{% endif %}';
+
+const QUESTION = 'What are two and two?';
+const THOUGHT = 'Two and two make four.';
+const ANSWER = 'Four.';
+
+describe('reasonplug serve: reasoning models', function () {
+  this.timeout(120_000);
+  const servers: RunningServer[] = [];
+  let tokenizer: TextTokenizer;
+
+  async function serve(name: string, template: string, reply: string): Promise<{ url: string; replyIds: number[] }> {
+    const { dir, replyIds } = await scriptedChatModule(name, template, [{ role: 'user', content: QUESTION }], reply);
+    const server = await startServer({ engine: { model: dir }, name, port: 0 });
+    servers.push(server);
+    await server.ready;
+    return { url: server.url, replyIds };
+  }
+  const chat = (url: string, model: string, over: Record<string, unknown> = {}) =>
+    new ChatOpenAI({ model, apiKey: 'none', temperature: 0, configuration: { baseURL: `${url}/v1` }, maxRetries: 0, ...over });
+  const post = (url: string, path: string, body: unknown) =>
+    fetch(`${url}${path}`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+  /** Tokens up to the one that completes `</think>`, by scanning every prefix of the reply. */
+  const thoughtTokens = (ids: number[]) => ids.findIndex((_, k) => tokenizer.decode(ids.slice(0, k + 1)).includes('</think>')) + 1;
+
+  before(async () => {
+    tokenizer = await TextTokenizer.fromDirectory(await storiesModule());
+  });
+  after(async () => {
+    await Promise.all(servers.map((s) => s.close()));
+  });
+
+  it('ChatOpenAI reads the thought as reasoning_content and the answer as content, in invoke and stream, with reasoning tokens', async () => {
+    const { url, replyIds } = await serve('thinker', THINKING_TEMPLATE, `<think>\n${THOUGHT}\n</think>\n\n${ANSWER}`);
+    const reply = await chat(url, 'thinker').invoke(QUESTION);
+    expect(reply.content).to.equal(ANSWER);
+    expect(reply.additional_kwargs.reasoning_content).to.equal(THOUGHT);
+    expect(reply.usage_metadata?.output_tokens).to.equal(replyIds.length + 1); // and the end token
+    expect(reply.usage_metadata?.output_token_details?.reasoning).to.equal(thoughtTokens(replyIds));
+
+    const chunks: AIMessageChunk[] = [];
+    for await (const c of await chat(url, 'thinker', { streamUsage: true }).stream(QUESTION)) chunks.push(c);
+    // The thought streams as it is written, not in one piece at its end.
+    expect(chunks.filter((c) => c.additional_kwargs.reasoning_content).length).to.be.greaterThan(2);
+    const joined = chunks.reduce((a, b) => a.concat(b));
+    expect(joined.content).to.equal(ANSWER);
+    expect(joined.additional_kwargs.reasoning_content).to.equal(THOUGHT);
+    expect(joined.usage_metadata?.output_token_details?.reasoning).to.equal(thoughtTokens(replyIds));
+
+    // reasoning_format none (llama.cpp's) leaves the thought in the content, as the model wrote it.
+    const raw = (await (await post(url, '/v1/chat/completions', { model: 'thinker', messages: [{ role: 'user', content: QUESTION }], reasoning_format: 'none' })).json()) as {
+      choices: { message: { content: string; reasoning_content?: string } }[];
+      usage: { completion_tokens_details: { reasoning_tokens: number } };
+    };
+    // (after the space SentencePiece writes before the first piece of a continuation)
+    expect(raw.choices[0]!.message.content).to.equal(` ${tokenizer.decode(replyIds)}`);
+    expect(raw.choices[0]!.message.content).to.include(`<think>\n${THOUGHT}\n</think>`);
+    expect(raw.choices[0]!.message).to.not.have.property('reasoning_content');
+    expect(raw.usage.completion_tokens_details.reasoning_tokens).to.equal(0);
+  });
+
+  it('a template that opens the thought in the prompt: the reply starts inside it', async () => {
+    const { url, replyIds } = await serve('opener', OPEN_TEMPLATE, `${THOUGHT}\n</think>\n\n${ANSWER}`);
+    const reply = await chat(url, 'opener').invoke(QUESTION);
+    expect(reply.content).to.equal(ANSWER);
+    expect(reply.additional_kwargs.reasoning_content).to.equal(THOUGHT);
+    expect(reply.usage_metadata?.output_token_details?.reasoning).to.equal(thoughtTokens(replyIds));
+    // Cut before the thought closes, the reply is all thought.
+    const cut = await chat(url, 'opener', { maxTokens: 3 }).invoke(QUESTION);
+    expect(cut.content).to.equal('');
+    expect(cut.additional_kwargs.reasoning_content).to.equal(tokenizer.decode(replyIds.slice(0, 3)).trim());
+    expect(cut.usage_metadata?.output_token_details?.reasoning).to.equal(3);
+  });
+
+  it('chat_template_kwargs reach the template (enable_thinking: false writes an empty thought); earlier thoughts go back as reasoning_content', async () => {
+    const { url } = await serve('thinker-kwargs', THINKING_TEMPLATE, `<think>\n${THOUGHT}\n</think>\n\n${ANSWER}`);
+    const tokenize = async (body: Record<string, unknown>) => {
+      const res = await post(url, '/tokenize', { messages: [{ role: 'user', content: QUESTION }], ...body });
+      return { status: res.status, body: (await res.json()) as { tokens: number[]; error: { message: string; param: string } } };
+    };
+    const plain = await tokenize({});
+    const off = await tokenize({ chat_template_kwargs: { enable_thinking: false } });
+    expect(tokenizer.decode(off.body.tokens)).to.equal(`${tokenizer.decode(plain.body.tokens)}<think>\n\n</think>\n\n`);
+    // The answer to a prompt whose thought is closed is not read as a thought.
+    const body = { model: 'thinker-kwargs', messages: [{ role: 'user', content: QUESTION }], max_tokens: 4, chat_template_kwargs: { enable_thinking: false } };
+    const res = await post(url, '/v1/chat/completions', body);
+    const { message } = ((await res.json()) as { choices: { message: { content: string } }[] }).choices[0]!;
+    expect(message.content).to.have.length.greaterThan(0);
+    expect(message).to.not.have.property('reasoning_content');
+    // A thought sent back with an earlier turn is accepted (this template drops it).
+    const turns = [
+      { role: 'user', content: QUESTION },
+      { role: 'assistant', content: ANSWER, reasoning_content: THOUGHT },
+      { role: 'user', content: 'And three and three?' },
+    ];
+    const next = await tokenize({ messages: turns });
+    expect(next.status).to.equal(200);
+    expect(tokenizer.decode(next.body.tokens)).to.not.include(THOUGHT);
+
+    for (const [kwargs, param] of [
+      [[1], 'chat_template_kwargs'],
+      [{ messages: [] }, 'chat_template_kwargs.messages'],
+      [{ add_generation_prompt: false }, 'chat_template_kwargs.add_generation_prompt'],
+    ] as const) {
+      const bad = await post(url, '/v1/chat/completions', { ...body, chat_template_kwargs: kwargs });
+      expect(bad.status).to.equal(400);
+      expect(((await bad.json()) as { error: { param: string } }).error.param).to.equal(param);
+    }
+    const badFormat = await post(url, '/v1/chat/completions', { ...body, reasoning_format: 'hidden' });
+    expect(badFormat.status).to.equal(400);
+    expect(((await badFormat.json()) as { error: { message: string } }).error.message).to.match(/reasoning_format must be "auto", "deepseek" or "none"/);
+  });
+});
