@@ -63,8 +63,10 @@ export { LatentPolicyError, PromptError, parseLatentPolicy, type LatentPolicy } 
 export type { MarkerSpec } from './generate/latent-marker.js';
 export type { CompositionOptions, GenerateRequestOptions, ReasonerSpec } from './runtime/protocol.js';
 export type { ConstraintOptions } from './runtime/protocol.js';
-export { ConstraintError, XGrammarFactory, grammarVocabulary, type Constraint, type ConstraintFactory, type JsonSchema, type ResponseFormat, type ToolChoice, type ToolSpec } from './constrain/index.js';
+export { ConstraintError, XGrammarFactory, grammarVocabulary, type Constraint, type ConstraintFactory, type JsonSchema, type ResponseFormat, type ThoughtFirst, type ToolChoice, type ToolSpec } from './constrain/index.js';
 export * from './registry/index.js';
 export { startServer, type RunningServer, type ServeOptions } from './serve/server.js';
 export { HttpError } from './serve/errors.js';
 export { ToolCallTextSplitter, parseToolCall, type ParsedToolCall, type SplitToolText } from './chat/tool-calls.js';
+export { ReasoningTextSplitter, opensThought, reasoningTagsOf, reasoningTokens, type ReasoningFormat, type ReasoningTags, type SplitReasoning } from './chat/reasoning.js';
+export { ChatReplySplitter, replyParsing, splitReply, thoughtFirst, type ReplyParsing, type SplitReply } from './chat/reply.js';

@@ -5,7 +5,7 @@
  */
 import { expect } from 'chai';
 import { ReasoningTextSplitter, opensThought, reasoningTagsOf, reasoningTokens, type ReasoningTags } from '../src/chat/reasoning.js';
-import { ChatReplySplitter, replyParsing, splitReply } from '../src/chat/reply.js';
+import { ChatReplySplitter, replyParsing, splitReply, thoughtFirst } from '../src/chat/reply.js';
 
 const THINK: ReasoningTags = { open: '<think>', close: '</think>' };
 
@@ -90,14 +90,16 @@ describe('reasoning: splitting a thought from the answer', () => {
   it('reads the tags a template writes, and whether its prompt leaves a thought open', () => {
     expect(reasoningTagsOf("{{ content.split('</think>')[-1] }}")).to.deep.equal(THINK);
     expect(reasoningTagsOf('{{ "<thought>" }}…{{ "</thought>" }}')).to.deep.equal({ open: '<thought>', close: '</thought>' });
-    expect(reasoningTagsOf(undefined)).to.deep.equal(THINK);
+    expect(reasoningTagsOf(undefined)).to.equal(undefined);
+    expect(reasoningTagsOf('{{ messages }}')).to.equal(undefined);
+    expect(reasoningTagsOf('{% if add_generation_prompt %}<|Assistant|><think>\n{% endif %}')).to.deep.equal(THINK);
     expect(opensThought('<|Assistant|><think>\n', THINK)).to.equal(true);
     expect(opensThought('<|im_start|>assistant\n<think>\n\n</think>\n\n', THINK)).to.equal(false);
     expect(opensThought('<|im_start|>assistant\n', THINK)).to.equal(false);
   });
 
   it('a reply is split into thought, answer and tool calls, a call written while thinking staying in the thought', () => {
-    const parsing = replyParsing({ format: 'auto', chatTemplate: '</think>', prompt: 'user: hi\nassistant:', freeStart: true, tools: true });
+    const parsing = replyParsing({ format: 'auto', chatTemplate: '</think>', prompt: 'user: hi\nassistant:', constrained: false, tools: true });
     const reply = '<think>I could write <tool_call>{"name":"x"}</tool_call> here.</think>\nCalling.\n<tool_call>{"name": "add", "arguments": {"a": 1}}</tool_call>';
     const whole = splitReply(parsing, reply);
     expect(whole.reasoning).to.equal('I could write <tool_call>{"name":"x"}</tool_call> here.');
@@ -112,14 +114,19 @@ describe('reasoning: splitting a thought from the answer', () => {
     }
   });
 
-  it('leaves the thought in the answer with format none, or when a constraint shapes the reply from its first token', () => {
+  it('leaves the thought in the answer with format none, or where a constraint shapes a reply whose template names no thought; a reasoning template puts the thought before the constraint', () => {
     const reply = '<think>x</think>y';
     for (const parsing of [
-      replyParsing({ format: 'none', chatTemplate: undefined, prompt: '', freeStart: true, tools: false }),
-      replyParsing({ format: 'auto', chatTemplate: undefined, prompt: '<think>\n', freeStart: false, tools: false }),
+      replyParsing({ format: 'none', chatTemplate: '</think>', prompt: '', constrained: false, tools: false }),
+      replyParsing({ format: 'auto', chatTemplate: undefined, prompt: '<think>\n', constrained: true, tools: false }),
     ]) {
       expect(splitReply(parsing, reply)).to.deep.equal({ reasoning: '', content: reply, toolCalls: [] });
+      expect(thoughtFirst({ type: 'json_object' }, parsing)).to.deep.equal({ type: 'json_object' });
     }
+    // Free replies are read with <think> whatever the template; constrained ones think first where it names the tags.
+    expect(replyParsing({ format: 'auto', chatTemplate: undefined, prompt: '', constrained: false, tools: false }).reasoning).to.deep.equal({ tags: THINK, open: false });
+    const thinking = replyParsing({ format: 'auto', chatTemplate: '{{ "<thought>" }}{{ "</thought>" }}', prompt: 'A: <thought>\n', constrained: true, tools: false });
+    expect(thoughtFirst({ type: 'json_object' }, thinking)).to.deep.equal({ type: 'json_object', thought: { open: '<thought>', close: '</thought>', opened: true } });
   });
 
   it('counts the tokens up to the one that closes the thought, as a scan of every prefix does', () => {

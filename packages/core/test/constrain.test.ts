@@ -10,6 +10,7 @@ import { models } from '../../../test/support/paths.js';
 import { XGrammarFactory, applyBitmask, grammarVocabulary, prepareJsonSchema, type JsonSchema, type ResponseFormat } from '../src/constrain/index.js';
 import { SUPPORTED_FORMATS } from '../src/constrain/json-schema.js';
 import { ToolCallTextSplitter } from '../src/chat/tool-calls.js';
+import { splitReply } from '../src/chat/reply.js';
 import { rewriteRegex } from '../src/constrain/regex-rewrite.js';
 import { numberRangeEbnf } from '../src/constrain/number-range.js';
 import { unrollBoundedStrings } from '../src/constrain/string-length.js';
@@ -410,6 +411,44 @@ describe('constrained decoding', function () {
         expect(ended, label).to.be.greaterThan(parallel && typeof choice !== 'object' ? 35 : 20);
         expect(called, label).to.be.greaterThan(choice === 'auto' ? 15 : 25);
         if (parallel && typeof choice !== 'object') expect(several, label).to.be.greaterThan(10);
+      }
+    }
+  });
+
+  it('a thought first (reasoning models): free text to its closing tag, then the structure; or the structure alone unless the prompt opened the thought', async () => {
+    const factory = new XGrammarFactory(grammarVocabulary(JSON.parse(await readFile(join(dir, 'tokenizer.json'), 'utf8')) as object, 512), 'thought-walks');
+    const schema = { type: 'object', properties: { n: { type: 'integer', minimum: 0, maximum: 9 } }, required: ['n'], additionalProperties: false };
+    const tags = { open: '<think>', close: '</think>' };
+    const tools = [{ name: 'add', parameters: { type: 'object', properties: { a: { type: 'integer', minimum: 0, maximum: 9 } }, required: ['a'] } }];
+    const rng = createRng(6);
+    for (const opened of [false, true]) {
+      for (const inner of [{ type: 'json_schema', schema }, { type: 'tool_calls', tools, choice: 'required', parallel: false }] as const) {
+        const format: ResponseFormat = { ...inner, thought: { ...tags, opened } };
+        const label = `${inner.type}, ${opened ? 'opened' : 'not opened'}`;
+        let thought = 0;
+        let direct = 0;
+        for (let walk = 0; walk < 40; walk++) {
+          // free text with the structure's own characters in it, on most walks closed, then whitespace
+          const free = Array.from({ length: Math.floor(rng() * 12) }, () => ' ab{}"<>/t'[Math.floor(rng() * 10)]).join('');
+          const pick = rng();
+          const start = opened ? '' : '<think>';
+          // (the structure's first characters start it straight away, or, in an opened thought, are text of the thought)
+          const direct0 = inner.type === 'json_schema' ? '{' : '<tool_call>';
+          const prefix = pick < 0.15 ? '' : pick < 0.3 ? direct0 : pick < 0.6 ? `${start}${free}` : `${start}${free}</think>\n\n`;
+          const text = await randomWalk(factory, format, rng, prefix);
+          if (text === undefined) continue;
+          const split = splitReply({ reasoning: { tags, open: opened }, tools: inner.type === 'tool_calls' }, text);
+          if (split.reasoning || text.includes('</think>')) thought++;
+          else direct++;
+          // Opened, the reply must close the thought before the structure.
+          if (opened) expect(text, label).to.include('</think>');
+          const answer = inner.type === 'json_schema' ? JSON.parse(split.content) : JSON.parse(split.toolCalls[0]!.arguments);
+          expect(ajv.validate(inner.type === 'json_schema' ? schema : tools[0]!.parameters, answer), `${label}: ${text} → ${ajv.errorsText()}`).to.equal(true);
+          if (inner.type === 'tool_calls') expect(split.toolCalls.map((c) => c.name), text).to.deep.equal(['add']);
+          if (prefix.includes('</think>')) expect(split.reasoning, text).to.equal(free.trim());
+        }
+        expect(thought, label).to.be.greaterThan(10);
+        if (!opened) expect(direct, label).to.be.greaterThan(3);
       }
     }
   });

@@ -8,16 +8,11 @@
 import { expect } from 'chai';
 import { ChatOpenAI } from '@langchain/openai';
 import { AIMessageChunk } from '@langchain/core/messages';
+import { Engine } from '../src/engine.js';
 import { startServer, type RunningServer } from '../src/serve/server.js';
 import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { scriptedChatModule, storiesModule } from './support/modules.js';
-
-/** ChatML turns; earlier answers lose their thought; `enable_thinking: false` writes an empty one (Qwen3's way). */
-export const THINKING_TEMPLATE =
-  "{%- for m in messages %}<|im_start|>{{ m.role }}\n{% if m.role == 'assistant' %}{{ m.content.split('</think>')[-1] | trim }}{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}" +
-  '{% if add_generation_prompt %}<|im_start|>assistant\n{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}';
-/** The generation prompt opens the thought (DeepSeek-R1's template does). */
-const OPEN_TEMPLATE = '{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<|assistant|><think>\n{% endif %}';
+import { OPEN_THOUGHT_TEMPLATE, THINKING_TEMPLATE } from './support/chat-templates.js';
 
 const QUESTION = 'What are two and two?';
 const THOUGHT = 'Two and two make four.';
@@ -28,8 +23,8 @@ describe('reasonplug serve: reasoning models', function () {
   const servers: RunningServer[] = [];
   let tokenizer: TextTokenizer;
 
-  async function serve(name: string, template: string, reply: string): Promise<{ url: string; replyIds: number[] }> {
-    const { dir, replyIds } = await scriptedChatModule(name, template, [{ role: 'user', content: QUESTION }], reply);
+  async function serve(name: string, template: string, reply: string, tools?: unknown[]): Promise<{ url: string; replyIds: number[] }> {
+    const { dir, replyIds } = await scriptedChatModule(name, template, [{ role: 'user', content: QUESTION }], reply, tools ? { tools } : {});
     const server = await startServer({ engine: { model: dir }, name, port: 0 });
     servers.push(server);
     await server.ready;
@@ -79,7 +74,7 @@ describe('reasonplug serve: reasoning models', function () {
   });
 
   it('a template that opens the thought in the prompt: the reply starts inside it', async () => {
-    const { url, replyIds } = await serve('opener', OPEN_TEMPLATE, `${THOUGHT}\n</think>\n\n${ANSWER}`);
+    const { url, replyIds } = await serve('opener', OPEN_THOUGHT_TEMPLATE, `${THOUGHT}\n</think>\n\n${ANSWER}`);
     const reply = await chat(url, 'opener').invoke(QUESTION);
     expect(reply.content).to.equal(ANSWER);
     expect(reply.additional_kwargs.reasoning_content).to.equal(THOUGHT);
@@ -89,6 +84,44 @@ describe('reasonplug serve: reasoning models', function () {
     expect(cut.content).to.equal('');
     expect(cut.additional_kwargs.reasoning_content).to.equal(tokenizer.decode(replyIds.slice(0, 3)).trim());
     expect(cut.usage_metadata?.output_token_details?.reasoning).to.equal(3);
+  });
+
+  it('on a reasoning template a constrained reply thinks first: withStructuredOutput and a forced tool call answer after the thought', async () => {
+    // The schemas leave one way to write the answer, so the scripted model (which would write "Four.") finishes it.
+    const schema = { type: 'object', properties: { answer: { enum: [4] } }, required: ['answer'], additionalProperties: false };
+    const add = { type: 'function', function: { name: 'add', description: 'Add', parameters: { type: 'object', properties: { a: { enum: [2] }, b: { enum: [2] } }, required: ['a', 'b'], additionalProperties: false } } };
+    for (const [name, template, reply] of [
+      ['thinker-json', THINKING_TEMPLATE, `<think>\n${THOUGHT}\n</think>\n\n${ANSWER}`],
+      ['opener-json', OPEN_THOUGHT_TEMPLATE, `${THOUGHT}\n</think>\n\n${ANSWER}`],
+    ] as const) {
+      const { url } = await serve(name, template, reply);
+      const structured = await chat(url, name, { maxTokens: 80 }).withStructuredOutput(schema, { name: 'sum', includeRaw: true }).invoke(QUESTION);
+      expect(structured.parsed, name).to.deep.equal({ answer: 4 });
+      expect(structured.raw.additional_kwargs.reasoning_content, name).to.equal(THOUGHT);
+      expect(structured.raw.content, name).to.equal('{"answer": 4}');
+
+      // Scripted for the prompt with the tool rendered in it.
+      const tools = await serve(`${name}-tools`, template, reply, [add]);
+      const called = await chat(tools.url, `${name}-tools`, { maxTokens: 160 }).bindTools([add], { tool_choice: 'add' }).invoke(QUESTION);
+      expect(called.tool_calls?.map((c) => [c.name, c.args]), name).to.deep.equal([['add', { a: 2, b: 2 }]]);
+      expect(called.additional_kwargs.reasoning_content, name).to.equal(THOUGHT);
+      expect(called.response_metadata.finish_reason, name).to.equal('tool_calls');
+    }
+  });
+
+  it("the engine's parsed value of a reply that thought first is its answer", async () => {
+    const { dir } = await scriptedChatModule('engine-thinker', OPEN_THOUGHT_TEMPLATE, [{ role: 'user', content: QUESTION }], `${THOUGHT}\n</think>\n\n${ANSWER}`);
+    const engine = await Engine.load({ model: dir });
+    try {
+      const promptIds = tokenizer.encode(tokenizer.applyChatTemplate([{ role: 'user', content: QUESTION }], { template: OPEN_THOUGHT_TEMPLATE }), false);
+      const schema = { type: 'object', properties: { answer: { enum: [4] } }, required: ['answer'] };
+      const thought = { open: '<think>', close: '</think>', opened: true };
+      const row = (await engine.generate({ promptIds }, { maxTokens: 80, responseFormat: { type: 'json_schema', schema, thought } })).rows[0]!;
+      expect(row.text).to.match(new RegExp(`^ ?${THOUGHT}\\n</think>\\s*\\{"answer": 4\\}$`));
+      expect(row.parsed).to.deep.equal({ answer: 4 });
+    } finally {
+      await engine.dispose();
+    }
   });
 
   it('chat_template_kwargs reach the template (enable_thinking: false writes an empty thought); earlier thoughts go back as reasoning_content', async () => {

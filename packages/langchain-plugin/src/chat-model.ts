@@ -19,14 +19,22 @@ import { convertToOpenAITool } from '@langchain/core/utils/function_calling';
 import { ChatPrompter } from './chat-prompt.js';
 import { ToolsNotSupportedError } from './errors.js';
 import { abortError, startGeneration } from './generation.js';
-import { ChatModelOptionsSchema, parseOptions, splitOptions, type ChatModelOptions, type ReasonerCallOptions } from './options.js';
+import {
+  ChatCallOptionsSchema,
+  ChatModelOptionsSchema,
+  parseOptions,
+  splitOptions,
+  type ChatCallOptions,
+  type ChatModelOptions,
+  type ReasonerCallOptions,
+} from './options.js';
 import { ReasonerRuntime } from './runtime.js';
-import { ToolCallSplitter, type SplitText } from './tool-calls.js';
+import { ReplySplitter, type SplitText } from './reply-splitter.js';
 import { structuredOutput } from './structured-output.js';
-import type { ResponseFormat, ToolChoice } from './core.js';
+import { replyParsing, thoughtFirst, type ResponseFormat, type ToolChoice } from './core.js';
 
 /** Call options of `ChatReasoner`: LangChain's, the reasoner options, and bound tools. */
-export interface ChatReasonerCallOptions extends BaseChatModelCallOptions, ReasonerCallOptions {
+export interface ChatReasonerCallOptions extends BaseChatModelCallOptions, ReasonerCallOptions, ChatCallOptions {
   /** Tools rendered into the chat template; `bindTools` sets them. */
   tools?: BindToolsInput[];
   /**
@@ -60,6 +68,8 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
     private readonly prompter: ChatPrompter,
     /** The template given at creation, if any (part of what identifies the model). */
     private readonly chatTemplate: string | undefined,
+    /** Template variables and reasoning format given at creation (calls override them). */
+    private readonly chatDefaults: ChatCallOptions,
     fields: BaseChatModelParams,
   ) {
     super(fields);
@@ -72,10 +82,11 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
    */
   static async create(options: ChatReasonerOptions): Promise<ChatReasoner> {
     const { ours, rest } = splitOptions(ChatModelOptionsSchema, options);
-    const { chatTemplate, ...modelOptions } = parseOptions(ChatModelOptionsSchema, ours, 'ChatReasoner.create');
+    const { chatTemplate, chatTemplateKwargs, reasoningFormat, ...modelOptions } = parseOptions(ChatModelOptionsSchema, ours, 'ChatReasoner.create');
     const runtime = await ReasonerRuntime.load(modelOptions);
+    const chatDefaults = { ...(chatTemplateKwargs ? { chatTemplateKwargs } : {}), ...(reasoningFormat ? { reasoningFormat } : {}) };
     try {
-      return new ChatReasoner(runtime, await ChatPrompter.load(runtime.backbone, chatTemplate), chatTemplate, rest);
+      return new ChatReasoner(runtime, await ChatPrompter.load(runtime.backbone, chatTemplate), chatTemplate, chatDefaults, rest);
     } catch (err) {
       await runtime.dispose();
       throw err;
@@ -107,36 +118,55 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
     runManager?: CallbackManagerForLLMRun,
   ): AsyncGenerator<ChatGenerationChunk> {
     const plan = this.runtime.plan(options);
+    const chat = this.chatOptions(options);
     const tools = this.toolsFor(options);
-    const promptIds = this.prompter.render(messages, tools);
-    const splitter = tools ? new ToolCallSplitter() : undefined;
+    const prompt = this.prompter.render(messages, tools, chat.chatTemplateKwargs);
     // Tool calls are constrained unless the call asks for a structure of its own (withStructuredOutput's JSON).
     const format = tools && !plan.engine.responseFormat ? this.toolCallFormat(options, tools) : undefined;
+    const parsing = replyParsing({
+      format: chat.reasoningFormat ?? 'auto',
+      chatTemplate: this.prompter.chatTemplate,
+      prompt: prompt.text,
+      constrained: (format ?? plan.engine.responseFormat) !== undefined,
+      tools: tools !== undefined,
+    });
+    const responseFormat = format ?? plan.engine.responseFormat;
+    const splitter = new ReplySplitter(parsing);
     // Without maxTokens a reply may run to the end of the context (where the engine stops a row), as ChatOpenAI's
     // and ChatOllama's do.
     const maxTokens = plan.engine.maxTokens ?? this.runtime.engine.info.contextLength;
-    const engineOptions = { ...plan.engine, ...(format ? { responseFormat: format } : {}), ...(maxTokens !== undefined ? { maxTokens } : {}) };
-    const generation = startGeneration(this.runtime.engine, { promptIds }, engineOptions, options.signal);
+    const engineOptions = {
+      ...plan.engine,
+      ...(responseFormat ? { responseFormat: thoughtFirst(responseFormat, parsing) } : {}),
+      ...(maxTokens !== undefined ? { maxTokens } : {}),
+    };
+    const generation = startGeneration(this.runtime.engine, { promptIds: prompt.ids }, engineOptions, options.signal);
     const emit = async (split: SplitText) => {
-      if (!split.content && split.toolCalls.length === 0) return undefined;
+      if (!split.reasoning && !split.content && split.toolCalls.length === 0) return undefined;
       const chunk = new ChatGenerationChunk({
         text: split.content,
-        message: new AIMessageChunk({ content: split.content, tool_call_chunks: split.toolCalls }),
+        message: new AIMessageChunk({
+          content: split.content,
+          tool_call_chunks: split.toolCalls,
+          additional_kwargs: split.reasoning ? { reasoning_content: split.reasoning } : {},
+        }),
       });
       await runManager?.handleLLMNewToken(split.content, undefined, undefined, undefined, undefined, { chunk });
       return chunk;
     };
     for await (const text of generation.pieces) {
-      const chunk = await emit(splitter ? splitter.push(text) : { content: text, toolCalls: [] });
+      const chunk = await emit(splitter.push(text));
       if (chunk) yield chunk;
     }
     const result = await generation.result;
-    const usage_metadata = this.runtime.usage(result);
+    const usage = this.runtime.usage(result);
+    const reasoning = splitter.reasoningTokens(result.rows[0]!.ids, (ids) => this.prompter.decode(ids));
+    const usage_metadata = reasoning ? { ...usage, output_token_details: { ...usage.output_token_details, reasoning } } : usage;
     const response_metadata = this.runtime.responseMetadata(plan, result);
     if (result.rows[0]!.finishReason === 'abort') {
       throw abortError(options.signal, new AIMessageChunk({ content: result.rows[0]!.text, usage_metadata, response_metadata }));
     }
-    const tail = splitter && (await emit(splitter.end()));
+    const tail = await emit(splitter.end());
     if (tail) yield tail;
     yield new ChatGenerationChunk({ text: '', message: new AIMessageChunk({ content: '', usage_metadata, response_metadata }) });
   }
@@ -187,9 +217,15 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
     };
   }
 
-  /** Backbone, reasoners with default weights, device, defaults and chat template: what tells two models apart. */
+  /** Backbone, reasoners with default weights, device, defaults, chat template and its variables: what tells two models apart. */
   override _identifyingParams(): Record<string, unknown> {
-    return { ...this.runtime.identifyingParams(), ...(this.chatTemplate ? { chat_template: this.chatTemplate } : {}) };
+    const { chatTemplateKwargs, reasoningFormat } = this.chatDefaults;
+    return {
+      ...this.runtime.identifyingParams(),
+      ...(this.chatTemplate ? { chat_template: this.chatTemplate } : {}),
+      ...(chatTemplateKwargs ? { chat_template_kwargs: chatTemplateKwargs } : {}),
+      ...(reasoningFormat ? { reasoning_format: reasoningFormat } : {}),
+    };
   }
 
   /**
@@ -204,6 +240,14 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
   /** Stops the engine's workers and frees the models; later calls fail. */
   dispose(): Promise<void> {
     return this.runtime.dispose();
+  }
+
+  /** A call's template variables (over the model's) and reasoning format; throws `ReasonerOptionsError` for invalid ones. */
+  private chatOptions(options: this['ParsedCallOptions']): ChatCallOptions {
+    const call = parseOptions(ChatCallOptionsSchema, splitOptions(ChatCallOptionsSchema, options).ours, 'call options');
+    const kwargs = { ...this.chatDefaults.chatTemplateKwargs, ...call.chatTemplateKwargs };
+    const reasoningFormat = call.reasoningFormat ?? this.chatDefaults.reasoningFormat;
+    return { ...(Object.keys(kwargs).length ? { chatTemplateKwargs: kwargs } : {}), ...(reasoningFormat ? { reasoningFormat } : {}) };
   }
 
   /** The tools to render for a call, or undefined when none apply. */

@@ -38,9 +38,12 @@ export function toTemplateMessage(message: BaseMessage): ChatMessage {
       return { role: 'user', content };
     case 'ai': {
       const calls = 'tool_calls' in message && Array.isArray(message.tool_calls) ? message.tool_calls : [];
+      // The reply's thought, as this model (or an OpenAI-compatible server) gave it: templates that show or drop thoughts read it.
+      const thought = message.additional_kwargs.reasoning_content;
       return {
         role: 'assistant',
         content,
+        ...(typeof thought === 'string' ? { reasoning_content: thought } : {}),
         ...(calls.length
           ? { tool_calls: calls.map((c) => ({ id: c.id, type: 'function', function: { name: c.name, arguments: c.args } })) }
           : {}),
@@ -92,16 +95,31 @@ export class ChatPrompter {
     return new ChatPrompter(tokenizer, template);
   }
 
-  /** The prompt ids of a conversation, ending with the template's generation prompt. */
-  render(messages: readonly BaseMessage[], tools: ToolDefinition[] | undefined): number[] {
-    // The template writes the special tokens (BOS included), so the tokenizer must not add them again.
-    return this.tokenizer.encode(this.text(messages.map(toTemplateMessage), tools), false);
+  /** The template the prompts are rendered with. */
+  get chatTemplate(): string {
+    return this.template ?? this.tokenizer.chatTemplate!;
   }
 
-  private text(messages: ChatMessage[], tools: ToolDefinition[] | undefined): string {
+  /**
+   * A conversation rendered, ending with the template's generation prompt (`kwargs`: the template's own
+   * variables), and its ids.
+   */
+  render(messages: readonly BaseMessage[], tools: ToolDefinition[] | undefined, kwargs?: Record<string, unknown>): { text: string; ids: number[] } {
+    const text = this.text(messages.map(toTemplateMessage), tools, kwargs);
+    // The template writes the special tokens (BOS included), so the tokenizer must not add them again.
+    return { text, ids: this.tokenizer.encode(text, false) };
+  }
+
+  /** The text of generated ids, as the engine writes it. */
+  decode(ids: number[]): string {
+    return this.tokenizer.decode(ids);
+  }
+
+  private text(messages: ChatMessage[], tools: ToolDefinition[] | undefined, kwargs?: Record<string, unknown>): string {
     return this.tokenizer.applyChatTemplate(messages, {
       ...(this.template ? { template: this.template } : {}),
       ...(tools?.length ? { tools } : {}),
+      ...(kwargs ? { extra: kwargs } : {}),
     });
   }
 }

@@ -110,11 +110,29 @@ export const ModelOptionsSchema = z.strictObject({
   ...generation,
 });
 
+/** How a chat model renders a conversation and reads its reply: defaults of `ChatReasoner`, overridable per call. */
+const chat = {
+  /**
+   * Variables for the chat template beside the messages, as vLLM's and llama.cpp's `chat_template_kwargs`
+   * (Qwen3's `{ enable_thinking: false }`); a call's keys override the model's.
+   */
+  chatTemplateKwargs: z.record(z.string(), z.unknown()).optional(),
+  /**
+   * `auto` (the default): a reply's `<think>…</think>` thought comes apart, as `additional_kwargs.reasoning_content`
+   * (as ChatOpenAI reads it from vLLM or llama.cpp); `none` leaves it in the content.
+   */
+  reasoningFormat: z.enum(['auto', 'none']).optional(),
+};
+
 /** What `ChatReasoner.create` takes: the model options, and a chat template for backbones without one. */
 export const ChatModelOptionsSchema = ModelOptionsSchema.extend({
   /** A jinja chat template that replaces (or stands in for) the one in the backbone's tokenizer_config.json. */
   chatTemplate: z.string().min(1).optional(),
+  ...chat,
 });
+
+/** What one call of a chat model may set besides the generation settings. */
+export const ChatCallOptionsSchema = z.strictObject(chat);
 
 /** What one call may set, besides LangChain's own call options. */
 export const CallOptionsSchema = z.strictObject({
@@ -151,6 +169,8 @@ export type ParsedModelOptions = z.output<typeof ModelOptionsSchema>;
 /** Per-call options of reasoner models (`model.withConfig({ reasoners: [{ name: 'math', weight: 0.8 }] })`). */
 export type ReasonerCallOptions = z.input<typeof CallOptionsSchema>;
 export type ParsedCallOptions = z.output<typeof CallOptionsSchema>;
+/** Per-call options of `ChatReasoner` beyond those of every reasoner model. */
+export type ChatCallOptions = z.input<typeof ChatCallOptionsSchema>;
 /** The generation settings a model holds as defaults. */
 export type GenerationDefaults = Omit<ParsedCallOptions, 'reasoners'>;
 

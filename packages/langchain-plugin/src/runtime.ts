@@ -6,7 +6,7 @@ import { resolve } from 'node:path';
 import type { UsageMetadata } from '@langchain/core/messages';
 import { describeBackbone, type BackboneInfo } from './backbone.js';
 import { existsSync } from 'node:fs';
-import { Engine, resolveModelPath, type EngineOptions, type GenerationResult, type StreamOptions } from './core.js';
+import { Engine, resolveModelPath, type EngineOptions, type GenerationResult, type ResponseFormat, type StreamOptions } from './core.js';
 import { UnknownReasonerError } from './errors.js';
 import {
   CallOptionsSchema,
@@ -27,8 +27,8 @@ export interface ActiveReasoner {
 
 /** What one call runs with. */
 export interface CallPlan {
-  /** Options for the engine, reasoners included. */
-  engine: Omit<StreamOptions, 'signal'>;
+  /** Options for the engine, reasoners included (one call is one row: one response format). */
+  engine: Omit<StreamOptions, 'signal' | 'responseFormat'> & { responseFormat?: ResponseFormat };
   /** The reasoners taking part, with their weights. */
   reasoners: ActiveReasoner[];
 }

@@ -2,11 +2,11 @@ import { expect } from 'chai';
 import { AIMessage, AIMessageChunk, ChatMessage, HumanMessage, SystemMessage, ToolMessage } from '@langchain/core/messages';
 import { toTemplateMessage } from '../src/chat-prompt.js';
 import { UnsupportedMessageError } from '../src/errors.js';
-import { ToolCallSplitter, type SplitText } from '../src/tool-calls.js';
+import { ReplySplitter, type SplitText } from '../src/reply-splitter.js';
 
 /** Feeds `text` to a splitter in pieces cut at `cuts`, and assembles the message LangChain would. */
 function split(text: string, cuts: number[]): AIMessageChunk {
-  const splitter = new ToolCallSplitter();
+  const splitter = new ReplySplitter({ tools: true });
   const pieces: SplitText[] = [];
   let from = 0;
   for (const at of [...cuts, text.length]) {
@@ -56,7 +56,7 @@ describe('tool calls in generated text', () => {
   });
 
   it('never streams part of an opening tag as content', () => {
-    const splitter = new ToolCallSplitter();
+    const splitter = new ReplySplitter({ tools: true });
     expect(splitter.push('Hi <tool').content).to.equal('Hi ');
     expect(splitter.push('_ca').content).to.equal('');
     expect(splitter.push('ll>{"name": "f", "arguments": {}}</tool_call>!')).to.deep.include({ content: '!' });

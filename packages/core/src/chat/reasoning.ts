@@ -17,15 +17,18 @@ export interface ReasoningTags {
   close: string;
 }
 
-/** The tag pairs models are trained with; `<think>` is the common one and the default. */
-const KNOWN_TAGS: readonly ReasoningTags[] = [
-  { open: '<think>', close: '</think>' },
-  { open: '<thought>', close: '</thought>' },
-];
+/** The common tags, and those read where a template names none. */
+export const THINK_TAGS: ReasoningTags = { open: '<think>', close: '</think>' };
 
-/** The thought tags a chat template writes (it names the closing tag to strip thoughts from earlier turns); `<think>` when it names none. */
-export function reasoningTagsOf(chatTemplate: string | undefined): ReasoningTags {
-  return KNOWN_TAGS.find((t) => chatTemplate?.includes(t.close)) ?? KNOWN_TAGS[0]!;
+/** The tag pairs models are trained with. */
+const KNOWN_TAGS: readonly ReasoningTags[] = [THINK_TAGS, { open: '<thought>', close: '</thought>' }];
+
+/**
+ * The thought tags a chat template names: reasoning models' templates name the closing tag (to strip thoughts
+ * from earlier turns) or the opening one (to open the reply's thought, or write an empty one).
+ */
+export function reasoningTagsOf(chatTemplate: string | undefined): ReasoningTags | undefined {
+  return KNOWN_TAGS.find((t) => chatTemplate?.includes(t.close) || chatTemplate?.includes(t.open));
 }
 
 /** Whether a rendered prompt leaves a thought open, so that the reply starts inside it (DeepSeek-R1's template, QwQ's). */

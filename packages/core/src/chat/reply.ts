@@ -3,7 +3,8 @@
  * thought is split off first, so a `<tool_call>` a model writes while thinking is not a call. One splitter for
  * the OpenAI server and the LangChain plugin.
  */
-import { opensThought, ReasoningTextSplitter, reasoningTagsOf, type ReasoningFormat, type ReasoningTags } from './reasoning.js';
+import { opensThought, ReasoningTextSplitter, reasoningTagsOf, reasoningTokens, THINK_TAGS, type ReasoningFormat, type ReasoningTags } from './reasoning.js';
+import type { ResponseFormat } from '../constrain/types.js';
 import { ToolCallTextSplitter, type ParsedToolCall } from './tool-calls.js';
 
 /** What one piece of a reply turned into. */
@@ -22,22 +23,31 @@ export interface ReplyParsing {
 }
 
 /**
- * How the reply to a rendered chat prompt is read: its thought is split off unless `format` is `none` or the reply
- * is constrained from its first token (`freeStart` false: a JSON or required tool-call format leaves no room to
- * think first, so what it writes is the answer even after a prompt that opens a thought).
+ * How the reply to a rendered chat prompt is read. Its thought is split off unless `format` is `none`; a
+ * `constrained` reply (a response format, tool calls) may think first only where the template names the thought's
+ * tags (a reasoning model's): its constraint then takes the thought first ({@link thoughtFirst}); elsewhere a
+ * constrained reply is the structure from its first token.
  */
-export function replyParsing(opts: { format: ReasoningFormat; chatTemplate: string | undefined; prompt: string; freeStart: boolean; tools: boolean }): ReplyParsing {
-  if (opts.format === 'none' || !opts.freeStart) return { tools: opts.tools };
-  const tags = reasoningTagsOf(opts.chatTemplate);
+export function replyParsing(opts: { format: ReasoningFormat; chatTemplate: string | undefined; prompt: string; constrained: boolean; tools: boolean }): ReplyParsing {
+  const named = reasoningTagsOf(opts.chatTemplate);
+  if (opts.format === 'none' || (opts.constrained && !named)) return { tools: opts.tools };
+  const tags = named ?? THINK_TAGS;
   return { reasoning: { tags, open: opensThought(opts.prompt, tags) }, tools: opts.tools };
+}
+
+/** A reply's constraint with the thought `parsing` reads before it (the thought is then free text, and optional unless the prompt opened it). */
+export function thoughtFirst(format: ResponseFormat, parsing: ReplyParsing): ResponseFormat {
+  return parsing.reasoning ? { ...format, thought: { ...parsing.reasoning.tags, opened: parsing.reasoning.open } } : format;
 }
 
 /** Splits a reply piece by piece into thought, answer and tool calls. */
 export class ChatReplySplitter {
   private readonly reasoning: ReasoningTextSplitter | undefined;
   private readonly tools: ToolCallTextSplitter | undefined;
+  /** Whether any of the reply so far was thought (its tokens count as reasoning tokens). */
+  thought = false;
 
-  constructor(parsing: ReplyParsing) {
+  constructor(private readonly parsing: ReplyParsing) {
     this.reasoning = parsing.reasoning && new ReasoningTextSplitter(parsing.reasoning.tags, parsing.reasoning.open);
     this.tools = parsing.tools ? new ToolCallTextSplitter() : undefined;
   }
@@ -45,13 +55,25 @@ export class ChatReplySplitter {
   /** Takes the next piece of text. */
   push(text: string): SplitReply {
     const { reasoning, content } = this.reasoning ? this.reasoning.push(text) : { reasoning: '', content: text };
+    if (reasoning) this.thought = true;
     return { reasoning, ...this.answer(content, false) };
   }
 
   /** Ends the reply: what the splitters held back. */
   end(): SplitReply {
     const { reasoning, content } = this.reasoning ? this.reasoning.end() : { reasoning: '', content: '' };
+    if (reasoning) this.thought = true;
     return { reasoning, ...this.answer(content, true) };
+  }
+
+  /**
+   * How many of the reply's tokens its thought took (OpenAI's `reasoning_tokens`), once the reply has been split;
+   * `decode` gives the text of ids as the engine wrote them.
+   */
+  reasoningTokens(ids: readonly number[], decode: (ids: number[]) => string): number {
+    const tags = this.parsing.reasoning?.tags;
+    if (!tags || !this.thought) return 0;
+    return reasoningTokens(ids.length, (k) => decode(ids.slice(0, k)), tags);
   }
 
   private answer(content: string, end: boolean): Omit<SplitReply, 'reasoning'> {
@@ -65,7 +87,11 @@ export class ChatReplySplitter {
 
 /** The whole of a finished reply, split at once. */
 export function splitReply(parsing: ReplyParsing, text: string): SplitReply {
-  const splitter = new ChatReplySplitter(parsing);
+  return wholeReply(new ChatReplySplitter(parsing), text);
+}
+
+/** A finished reply's text through `splitter`, as one split. */
+export function wholeReply(splitter: ChatReplySplitter, text: string): SplitReply {
   const a = splitter.push(text);
   const b = splitter.end();
   return { reasoning: a.reasoning + b.reasoning, content: a.content + b.content, toolCalls: [...a.toolCalls, ...b.toolCalls] };

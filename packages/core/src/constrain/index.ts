@@ -1,4 +1,4 @@
-export { ConstraintError, type Constraint, type ConstraintFactory, type JsonSchema, type ResponseFormat, type ToolChoice, type ToolSpec } from './types.js';
+export { ConstraintError, type Constraint, type ConstraintFactory, type JsonSchema, type ResponseFormat, type ThoughtFirst, type ToolChoice, type ToolSpec } from './types.js';
 export { grammarVocabulary, type GrammarVocabulary, type VocabularyKind } from './vocabulary.js';
 export { XGrammarFactory, TOOL_CALL_BEGIN, TOOL_CALL_END } from './xgrammar-factory.js';
 export { applyBitmask } from '../sampling/bitmask.js';

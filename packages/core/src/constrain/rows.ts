@@ -7,7 +7,8 @@ import { readJsonIfPresent, TokenizerError } from '../tokenizer/tokenizer.js';
 import type { RowResult } from '../generate/types.js';
 import { grammarVocabulary } from './vocabulary.js';
 import { XGrammarFactory } from './xgrammar-factory.js';
-import { ConstraintError, type Constraint, type ConstraintFactory, type ResponseFormat } from './types.js';
+import { ConstraintError, type Constraint, type ConstraintFactory, type ResponseFormat, type ThoughtFirst } from './types.js';
+import { ReasoningTextSplitter } from '../chat/reasoning.js';
 
 /** Per call: one format for every row, or one per row (`null`: free). */
 export type ResponseFormatOption = ResponseFormat | (ResponseFormat | null)[] | undefined;
@@ -62,6 +63,12 @@ export async function rowConstraints(
   }
 }
 
+/** The answer of a reply written after a thought (the thought and the whitespace after it cut off). */
+function answerAfterThought(text: string, thought: ThoughtFirst): string {
+  const splitter = new ReasoningTextSplitter(thought, thought.opened);
+  return splitter.push(text).content + splitter.end().content;
+}
+
 /** Frees the constraints of a request. */
 export function releaseConstraints(constraints: readonly (Constraint | undefined)[] | undefined): void {
   for (const c of constraints ?? []) c?.dispose();
@@ -77,6 +84,6 @@ export function attachParsed(rows: RowResult[], option: ResponseFormatOption, co
     const format = formats[r];
     if (!format || (format.type !== 'json_schema' && format.type !== 'json_object')) return;
     if (row.finishReason !== 'eos' || !constraints[r]?.isComplete()) return;
-    row.parsed = JSON.parse(row.text);
+    row.parsed = JSON.parse(format.thought ? answerAfterThought(row.text, format.thought) : row.text);
   });
 }

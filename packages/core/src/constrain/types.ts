@@ -22,8 +22,22 @@ export interface ToolSpec {
  */
 export type ToolChoice = 'auto' | 'required' | { name: string };
 
-/** The structure a reply must have. */
-export type ResponseFormat =
+/**
+ * A thought the reply writes before its structure, free text between `open` and `close` (a reasoning model's
+ * `<think>…</think>`), then whitespace: optional, or, where the prompt has `opened` it, the reply starts inside it
+ * and must close it first. The structure is enforced after it, as vLLM enforces structured output after a
+ * reasoning parser's end.
+ */
+export interface ThoughtFirst {
+  open: string;
+  close: string;
+  opened: boolean;
+}
+
+/** The structure a reply must have (after a thought, with `thought`). */
+export type ResponseFormat = FormatKind & { thought?: ThoughtFirst };
+
+type FormatKind =
   /** JSON that validates against `schema`. */
   | { type: 'json_schema'; schema: JsonSchema }
   /** Any JSON object. */

@@ -11,7 +11,7 @@ import type { GrammarVocabulary } from './vocabulary.js';
 import { allowedShare, applyBitmask } from '../sampling/bitmask.js';
 import { StageClock } from './timing.js';
 import { loadXGrammar, type EmbindIntVector, type XGrammarBinding, type XGrammarInstance } from './xgrammar-loader.js';
-import { ConstraintError, type Constraint, type ConstraintFactory, type JsonSchema, type ResponseFormat, type ToolChoice, type ToolSpec } from './types.js';
+import { ConstraintError, type Constraint, type ConstraintFactory, type JsonSchema, type ResponseFormat, type ThoughtFirst, type ToolChoice, type ToolSpec } from './types.js';
 
 /** Tool calls as the Hermes/Qwen chat templates teach them; the LangChain plugin parses the same form. */
 export const TOOL_CALL_BEGIN = '<tool_call>';
@@ -228,7 +228,7 @@ export class XGrammarFactory implements ConstraintFactory {
     const { instance, compiler } = await this.load(stops);
     instance.takeMessages();
     // Everything that can be refused is checked before the library sees it.
-    const source = await this.grammarSource(format, instance);
+    const source = thoughtFirst(await this.grammarSource(format, instance), format.thought);
     try {
       const compiled =
         source.kind === 'ebnf' ? await compiler.compileGrammar(source.text) : await compiler.compileStructuralTag(source.tag);
@@ -243,7 +243,7 @@ export class XGrammarFactory implements ConstraintFactory {
   private async grammarSource(
     format: ResponseFormat,
     instance: XGrammarInstance,
-  ): Promise<{ kind: 'ebnf'; text: string } | { kind: 'tag'; tag: Record<string, unknown> }> {
+  ): Promise<GrammarSource> {
     switch (format.type) {
       case 'json_schema':
         return { kind: 'ebnf', text: await this.schemaEbnf(format.schema, true, instance) };
@@ -314,4 +314,25 @@ export class XGrammarFactory implements ConstraintFactory {
     this.cache.clear();
     return new ConstraintError(`cannot compile the ${format.type} constraint: ${reason}`);
   }
+}
+
+type GrammarSource = { kind: 'ebnf'; text: string } | { kind: 'tag'; tag: { type: 'structural_tag'; format: Record<string, unknown> } };
+
+/**
+ * A format's grammar after a thought: free text up to the closing tag (XGrammar's `any_text`, which ends at the
+ * tag's end), a little whitespace, then the structure; where the thought is not opened yet, whitespace may come before its
+ * opening tag, and the structure alone is the other way in.
+ */
+function thoughtFirst(source: GrammarSource, thought: ThoughtFirst | undefined): GrammarSource {
+  if (!thought) return source;
+  if (typeof thought.open !== 'string' || !thought.open || typeof thought.close !== 'string' || !thought.close) {
+    throw new ConstraintError('thought: give the open and close tags of the thought');
+  }
+  const answer = source.kind === 'ebnf' ? { type: 'grammar', grammar: source.text } : source.tag.format;
+  // Bounded: an unbounded run lets a model that wants something the grammar refuses write blanks to its token limit.
+  const space = { type: 'regex', pattern: '[ \\t\\r\\n]{0,4}' };
+  const tag = { type: 'tag', begin: thought.opened ? '' : thought.open, content: { type: 'any_text' }, end: thought.close };
+  // Whitespace may come before the opening tag (as the splitter reads it: a SentencePiece piece "▁<" starts one).
+  const thinking = { type: 'sequence', elements: [...(thought.opened ? [] : [space]), tag, space, answer] };
+  return { kind: 'tag', tag: { type: 'structural_tag', format: thought.opened ? thinking : { type: 'or', elements: [thinking, answer] } } };
 }

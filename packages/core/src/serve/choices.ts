@@ -2,8 +2,7 @@
  * The choices of an answer: a row's finish reason in OpenAI's words, and a chat choice's text split into
  * reasoning, content and tool calls, either as one message (a finished row) or as stream deltas while the row runs.
  */
-import { ChatReplySplitter, splitReply, type ReplyParsing, type SplitReply } from '../chat/reply.js';
-import { reasoningTokens } from '../chat/reasoning.js';
+import { ChatReplySplitter, wholeReply, type ReplyParsing, type SplitReply } from '../chat/reply.js';
 import type { ParsedToolCall } from '../chat/tool-calls.js';
 import type { RowResult, TokenLogprobs } from '../generate/types.js';
 import { chatLogprobs } from './logprobs.js';
@@ -29,15 +28,13 @@ export class ChatChoice {
   private readonly calls: ParsedToolCall[] = [];
   /** Tokens whose text is not out yet (half a character, a possible stop string) ride with the next delta. */
   private readonly pending: TokenLogprobs[] = [];
-  /** Whether the reply has given out reasoning. */
-  private thought = false;
 
   /**
    * @param parsing how the reply is read: its thought split off or not, tool calls split off or not
    * @param logprobs whether the answer carries per-token log-probabilities
    */
   constructor(
-    private readonly parsing: ReplyParsing,
+    parsing: ReplyParsing,
     private readonly logprobs: boolean,
   ) {
     this.splitter = new ChatReplySplitter(parsing);
@@ -45,8 +42,7 @@ export class ChatChoice {
 
   /** The whole answer of a finished row, and its finish reason (see {@link finish}). */
   message(row: RowResult): { choice: object; finish: string } {
-    const split = splitReply(this.parsing, row.text);
-    this.thought = split.reasoning !== '';
+    const split = wholeReply(this.splitter, row.text);
     const finish = callsFinish(row.finishReason, split.toolCalls.length);
     const message = {
       role: 'assistant',
@@ -57,14 +53,9 @@ export class ChatChoice {
     return { choice: { message, logprobs: this.logprobs ? chatLogprobs(row.logprobs ?? []) : null, finish_reason: finish }, finish };
   }
 
-  /**
-   * How many of the row's tokens its thought took (OpenAI's `reasoning_tokens`), once the row has been given out;
-   * `decode` gives the text of ids as the engine wrote them.
-   */
+  /** How many of the row's tokens its thought took, once the row has been given out. */
   reasoningTokens(row: RowResult, decode: (ids: number[]) => string): number {
-    const tags = this.parsing.reasoning?.tags;
-    if (!tags || !this.thought) return 0;
-    return reasoningTokens(row.ids.length, (k) => decode(row.ids.slice(0, k)), tags);
+    return this.splitter.reasoningTokens(row.ids, decode);
   }
 
   /** The stream's first delta: the role. */
@@ -93,10 +84,7 @@ export class ChatChoice {
 
   private deltas(split: SplitReply): ChatDelta[] {
     const out: ChatDelta[] = [];
-    if (split.reasoning) {
-      this.thought = true;
-      out.push(this.delta({ reasoning_content: split.reasoning }));
-    }
+    if (split.reasoning) out.push(this.delta({ reasoning_content: split.reasoning }));
     if (split.content) out.push(this.delta({ content: split.content }));
     for (const call of split.toolCalls) {
       out.push(this.delta({ tool_calls: [{ index: this.calls.length, ...toolCallJson(call) }] }));

@@ -4,7 +4,7 @@
  * cannot honour (`best_of` above 1) are refused by name rather than silently ignored.
  */
 import type { ChatMessage } from '../tokenizer/tokenizer.js';
-import type { CompositionOptions, ConstraintOptions } from '../runtime/protocol.js';
+import type { CompositionOptions } from '../runtime/protocol.js';
 import type { GenerateOptions } from '../generate/types.js';
 import type { ResponseFormat, ToolChoice, ToolSpec } from '../constrain/types.js';
 import type { WeightSpec } from '../compose/weights.js';
@@ -15,7 +15,7 @@ import { MAX_TOP_LOGPROBS } from '../sampling/logprobs.js';
 type Body = Record<string, unknown>;
 
 /** The engine options a request asks for (the reasoners come from `model` and the `reasonplug` extension). */
-export type CallOptions = GenerateOptions & Omit<CompositionOptions, 'reasoners'> & ConstraintOptions;
+export type CallOptions = GenerateOptions & Omit<CompositionOptions, 'reasoners'> & { responseFormat?: ResponseFormat };
 
 /** What both endpoints share. */
 export interface ParsedRequest {

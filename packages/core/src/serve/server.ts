@@ -17,7 +17,7 @@ import { resolveModelPath } from '../registry/resolve-model.js';
 import { loadModuleDir } from '../modules/module-dir.js';
 import { MANIFEST_FILE } from '../modules/manifest.js';
 import { ChatChoice, finishReason, type ChatDelta } from './choices.js';
-import { replyParsing } from '../chat/reply.js';
+import { replyParsing, thoughtFirst } from '../chat/reply.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
 import { HttpError, badRequest, toHttpError } from './errors.js';
 import { ServerMetrics } from './metrics.js';
@@ -310,17 +310,16 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     // Without max_tokens a chat reply may run to the end of the context (where the engine stops a row), as
     // OpenAI's and vLLM's do, not to the engine's 256: a long answer would be cut with nothing asked for.
     request.options.maxTokens ??= l.contextLength;
-    const toolFormat = toolCallFormat(request);
     // A response format of the request's own (withStructuredOutput's JSON) wins over the tool-call constraint.
-    if (toolFormat && !request.options.responseFormat) request.options.responseFormat = toolFormat;
+    const format = request.options.responseFormat ?? toolCallFormat(request);
     const parsing = replyParsing({
       format: request.reasoningFormat ?? options.reasoningFormat ?? 'auto',
       chatTemplate: options.chatTemplate ?? l.tokenizer!.chatTemplate,
       prompt: prompt.text,
-      // A constraint of the request's own, or calls the model must make, shape the reply from its first token.
-      freeStart: request.options.responseFormat === undefined || request.toolChoice === 'auto',
+      constrained: format !== undefined,
       tools: request.tools !== undefined && request.toolChoice !== undefined,
     });
+    if (format) request.options.responseFormat = thoughtFirst(format, parsing);
     const id = `chatcmpl-${randomUUID()}`;
     const created = Math.floor(Date.now() / 1000);
     const base = { id, created, model: request.model, system_fingerprint: 'reasonplug' };

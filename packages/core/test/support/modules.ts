@@ -74,7 +74,7 @@ export async function makeModule(spec: ModuleSpec): Promise<string> {
 
 /**
  * A chat backbone (its template in tokenizer_config.json) that answers `messages` with `reply`, token by token, then
- * EOS: its logits favour each reply token at the position where it is due (test support's `followScript`), so the
+ * EOS (favoured for 200 more positions): its logits favour each reply token at the position where it is due (test support's `followScript`), so the
  * reply is scripted for prompts of exactly this conversation's length. Returns the module and the reply's ids.
  */
 export async function scriptedChatModule(
@@ -82,12 +82,14 @@ export async function scriptedChatModule(
   chatTemplate: string,
   messages: ChatMessage[],
   reply: string,
-  templateKwargs: Record<string, unknown> = {},
+  render: { templateKwargs?: Record<string, unknown>; tools?: unknown[] } = {},
 ): Promise<{ dir: string; replyIds: number[] }> {
   const tokenizer = await TextTokenizer.fromDirectory(await storiesModule());
-  const prompt = tokenizer.encode(tokenizer.applyChatTemplate(messages, { template: chatTemplate, extra: templateKwargs }), false);
+  const text = tokenizer.applyChatTemplate(messages, { template: chatTemplate, ...(render.templateKwargs ? { extra: render.templateKwargs } : {}), ...(render.tools ? { tools: render.tools } : {}) });
+  const prompt = tokenizer.encode(text, false);
   const replyIds = tokenizer.encode(reply, false);
-  const script = [...new Array<number>(prompt.length - 1).fill(0), ...replyIds, 2];
+  // EOS is due after the reply, and favoured for 200 more positions (where a constraint may hold the reply longer).
+  const script = [...new Array<number>(prompt.length - 1).fill(0), ...replyIds, ...new Array<number>(201).fill(2)];
   const dir = await makeModule({ name, kind: 'backbone', seed: 4, chatTemplate, edit: (p) => followScript(p, 512, script) });
   return { dir, replyIds };
 }

@@ -1,0 +1,110 @@
+/**
+ * `ChatReasoner` with reasoning models: a reply's `<think>` thought comes as `additional_kwargs.reasoning_content`
+ * (where ChatOpenAI puts vLLM's and llama.cpp's, and LangChain's DeepSeek and Ollama models theirs), in invoke and
+ * stream, with `output_token_details.reasoning`; `reasoningFormat: 'none'`; `chatTemplateKwargs` at creation and
+ * per call; a thought sent back with an earlier turn. The backbone is scripted to write a thought and an answer.
+ */
+import { expect } from 'chai';
+import { AIMessage, AIMessageChunk, HumanMessage } from '@langchain/core/messages';
+import { TextTokenizer } from '@reasonplug/core';
+import { ChatReasoner, ReasonerOptionsError } from '../src/index.js';
+import { cacheDir, storiesModule } from './support/modules.js';
+import { scriptedChatModule } from '../../core/test/support/modules.js';
+import { OPEN_THOUGHT_TEMPLATE, THINKING_TEMPLATE } from '../../core/test/support/chat-templates.js';
+
+const QUESTION = 'What are two and two?';
+const THOUGHT = 'Two and two make four.';
+const ANSWER = 'Four.';
+
+describe('ChatReasoner: reasoning models', function () {
+  this.timeout(60_000);
+  let tokenizer: TextTokenizer;
+  let thinker: { dir: string; replyIds: number[] };
+  const models: ChatReasoner[] = [];
+  const create = async (options: Parameters<typeof ChatReasoner.create>[0]) => {
+    const model = await ChatReasoner.create({ cacheDir, ...options });
+    models.push(model);
+    return model;
+  };
+  /** Tokens up to the one that completes `</think>`, by scanning every prefix of the reply. */
+  const thoughtTokens = (ids: number[]) => ids.findIndex((_, k) => tokenizer.decode(ids.slice(0, k + 1)).includes('</think>')) + 1;
+
+  before(async () => {
+    tokenizer = await TextTokenizer.fromDirectory(await storiesModule());
+    thinker = await scriptedChatModule('plugin-thinker', THINKING_TEMPLATE, [{ role: 'user', content: QUESTION }], `<think>\n${THOUGHT}\n</think>\n\n${ANSWER}`);
+  });
+  after(async () => {
+    await Promise.all(models.map((m) => m.dispose()));
+  });
+
+  it('gives the thought as reasoning_content and the answer as content, in invoke and stream, with reasoning tokens', async () => {
+    const model = await create({ backbone: thinker.dir });
+    const reply = await model.invoke([new HumanMessage(QUESTION)]);
+    expect(reply.content).to.equal(ANSWER);
+    expect(reply.additional_kwargs.reasoning_content).to.equal(THOUGHT);
+    expect(reply.usage_metadata?.output_token_details?.reasoning).to.equal(thoughtTokens(thinker.replyIds));
+
+    const chunks: AIMessageChunk[] = [];
+    for await (const c of await model.stream([new HumanMessage(QUESTION)])) chunks.push(c);
+    expect(chunks.filter((c) => c.additional_kwargs.reasoning_content).length).to.be.greaterThan(2);
+    const joined = chunks.reduce((a, b) => a.concat(b));
+    expect(joined.content).to.equal(ANSWER);
+    expect(joined.additional_kwargs.reasoning_content).to.equal(THOUGHT);
+
+    // reasoningFormat none, per call: the thought stays in the content, as the model wrote it.
+    const raw = await model.withConfig({ reasoningFormat: 'none' }).invoke([new HumanMessage(QUESTION)]);
+    expect(raw.content).to.equal(` ${tokenizer.decode(thinker.replyIds)}`);
+    expect(raw.additional_kwargs).to.not.have.property('reasoning_content');
+    expect(raw.usage_metadata?.output_token_details?.reasoning).to.equal(undefined);
+  });
+
+  it('withStructuredOutput on a reasoning template thinks first, then answers in the structure', async () => {
+    const model = await create({ backbone: thinker.dir });
+    // One way to write the answer, so the scripted model (which would write "Four.") finishes it.
+    const schema = { type: 'object', properties: { answer: { enum: [4] } }, required: ['answer'], additionalProperties: false };
+    const { raw, parsed } = await model.withStructuredOutput(schema, { includeRaw: true }).invoke([new HumanMessage(QUESTION)], { maxTokens: 80 });
+    expect(parsed).to.deep.equal({ answer: 4 });
+    expect(raw.additional_kwargs.reasoning_content).to.equal(THOUGHT);
+    expect(raw.content).to.equal('{"answer": 4}');
+  });
+
+  it('a template that opens the thought in the prompt: the reply starts inside it', async () => {
+    const opener = await scriptedChatModule('plugin-opener', OPEN_THOUGHT_TEMPLATE, [{ role: 'user', content: QUESTION }], `${THOUGHT}\n</think>\n\n${ANSWER}`);
+    const reply = await (await create({ backbone: opener.dir })).invoke([new HumanMessage(QUESTION)]);
+    expect(reply.content).to.equal(ANSWER);
+    expect(reply.additional_kwargs.reasoning_content).to.equal(THOUGHT);
+    expect(reply.usage_metadata?.output_token_details?.reasoning).to.equal(thoughtTokens(opener.replyIds));
+  });
+
+  it('chatTemplateKwargs reach the template, at creation and per call (a call overrides the model by key)', async () => {
+    // Scripted for the prompt enable_thinking: false renders: the answer alone after the empty thought.
+    const direct = await scriptedChatModule('plugin-direct', THINKING_TEMPLATE, [{ role: 'user', content: QUESTION }], ANSWER, { templateKwargs: { enable_thinking: false } });
+    const off = await create({ backbone: direct.dir, chatTemplateKwargs: { enable_thinking: false } });
+    const reply = await off.invoke([new HumanMessage(QUESTION)]);
+    expect(reply.content).to.equal(` ${ANSWER}`); // SentencePiece's space before a continuation's first piece
+    expect(reply.additional_kwargs).to.not.have.property('reasoning_content');
+    expect(reply.usage_metadata?.input_tokens).to.equal(
+      tokenizer.encode(tokenizer.applyChatTemplate([{ role: 'user', content: QUESTION }], { template: THINKING_TEMPLATE, extra: { enable_thinking: false } }), false).length,
+    );
+    // Per call, enable_thinking: true renders the plain generation prompt, which this backbone was not scripted for.
+    const on = await off.withConfig({ chatTemplateKwargs: { enable_thinking: true } }).invoke([new HumanMessage(QUESTION)], { maxTokens: 2 });
+    expect(on.usage_metadata?.input_tokens).to.be.lessThan(reply.usage_metadata!.input_tokens);
+    expect(on.content).to.not.equal(` ${ANSWER}`);
+
+    try {
+      await off.invoke([new HumanMessage(QUESTION)], { reasoningFormat: 'hidden' as never });
+      expect.fail('an unknown reasoning format was taken');
+    } catch (err) {
+      expect(err).to.be.instanceOf(ReasonerOptionsError);
+      expect((err as Error).message).to.match(/reasoningFormat/);
+    }
+  });
+
+  it('an earlier thought goes back to the template as reasoning_content', async () => {
+    const model = await create({ backbone: thinker.dir, chatTemplate: '{% for m in messages %}[{{ m.role }}|{{ m.reasoning_content }}|{{ m.content }}]{% endfor %}' });
+    const history = [new HumanMessage(QUESTION), new AIMessage({ content: ANSWER, additional_kwargs: { reasoning_content: THOUGHT } }), new HumanMessage('And three?')];
+    const reply = await model.invoke(history, { maxTokens: 1 });
+    const rendered = `[user||${QUESTION}][assistant|${THOUGHT}|${ANSWER}][user||And three?]`;
+    expect(reply.usage_metadata?.input_tokens).to.equal(tokenizer.encode(rendered, false).length);
+  });
+});
