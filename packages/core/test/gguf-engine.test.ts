@@ -12,6 +12,7 @@ import { graphFacts } from '../src/onnx/graph-facts.js';
 import { readModel } from '../src/onnx/proto.js';
 import { buildProjectorModel, randomProjectorWeights, writeProjectorModel } from '../src/onnx/projector-builder.js';
 import { bpeTokenizerMeta } from './support/bpe-vocab.js';
+import { logprobGap } from './support/logprob-compare.js';
 import { GEMMA2_SLIDING, llamaCppGreedy, llamaCppTokenize, storiesTokenizerMeta, writeRandomGguf } from './support/gguf-models.js';
 import { useTempCache } from './support/temp-cache.js';
 import { rewriteGguf } from './support/gguf-writer.js';
@@ -106,7 +107,7 @@ describe('converted GGUFs in the engine (llama.cpp is the reference)', function 
     }
   });
 
-  it('a Q4_0 conversion (int8 activations): a burst of calls of different lengths is prefilled together and gives each call exactly what it gives alone', async () => {
+  it('a Q4_0 conversion (int8 activations): a burst of calls of different lengths is prefilled together and gives each call what it gives alone (its tokens; log-probabilities to 1e-5)', async () => {
     const f32 = join(scratch.dir, 'burst-f32.gguf');
     await writeRandomGguf(f32, { arch: 'llama', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, untied: true, seed: 51 }, await storiesTokenizerMeta());
     const path = join(scratch.dir, 'burst-q4_0.gguf');
@@ -125,9 +126,13 @@ describe('converted GGUFs in the engine (llama.cpp is the reference)', function 
       const alone: GenerationResult['rows'][number][] = [];
       for (const p of prompts) alone.push((await engine.generate({ promptIds: p }, options)).rows[0]!);
       const burst = await Promise.all(prompts.map((p) => engine.generate({ promptIds: p }, options)));
-      // Log-probabilities to the bit: each row computes what its prompt alone computes (a rounding difference
-      // before the int8 activations can move greedy tokens).
-      burst.forEach((r, i) => expect({ ids: r.rows[0]!.ids, logprobs: r.rows[0]!.logprobs }, `call ${i}`).to.deep.equal({ ids: alone[i]!.ids, logprobs: alone[i]!.logprobs }));
+      // Each row computes what its prompt alone computes: the same tokens, the same alternatives, log-probabilities
+      // to 1e-5. (Bit-equal on some CPUs; on AVX2 without VNNI onnxruntime's int8 MatMulNBits sums a row a little
+      // differently beside other rows, up to 1.4e-6 here, while the fp32 conversion stays bit-equal.)
+      burst.forEach((r, i) => {
+        expect(r.rows[0]!.ids, `call ${i}`).to.deep.equal(alone[i]!.ids);
+        expect(logprobGap(r.rows[0]!.logprobs!, alone[i]!.logprobs!), `call ${i}`).to.be.below(1e-5);
+      });
       const stats = await engine.stats();
       expect(stats.counters.copiedBytes, 'the burst ran in the batch').to.be.greaterThan(0);
     } finally {
