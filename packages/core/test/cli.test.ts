@@ -2,11 +2,13 @@ import { expect } from 'chai';
 import { existsSync } from 'node:fs';
 import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { Engine } from '../src/engine.js';
-import type { ChatMessage } from '../src/tokenizer/tokenizer.js';
+import { TextTokenizer, type ChatMessage } from '../src/tokenizer/tokenizer.js';
 import { join } from 'node:path';
 import { models } from '../../../test/support/paths.js';
 import { builtModel, cacheDir, testDir } from './support/models.js';
 import { runReasonplug } from './support/cli.js';
+import { scriptedChatModule } from './support/modules.js';
+import { THINKING_TEMPLATE } from './support/chat-templates.js';
 
 /** The CLI with its own cache beside the tests' model cache. */
 const reasonplug = (...args: string[]) => runReasonplug(args, { REASONPLUG_CACHE: join(cacheDir, '..', 'cli-cache') });
@@ -87,6 +89,31 @@ describe('reasonplug CLI', function () {
     const untemplated = await runReasonplug(['chat', '--model', storiesDir], { REASONPLUG_CACHE: join(cacheDir, '..', 'cli-cache') }, 'Hi\n');
     expect(untemplated.code).to.not.equal(0);
     expect(untemplated.stderr).to.match(/has no chat template: give one with --chat-template/);
+  });
+
+  it("chat writes a reasoning model's thought to stderr and its answer to stdout; --reasoning-format none keeps them together", async () => {
+    const question = 'What are two and two?';
+    const reply = '<think>\nTwo and two make four.\n</think>\n\nFour.';
+    const tokenizer = await TextTokenizer.fromDirectory(storiesDir);
+    const { dir, replyIds } = await scriptedChatModule('cli-thinker', THINKING_TEMPLATE, [{ role: 'user', content: question }], reply);
+    const env = { REASONPLUG_CACHE: join(cacheDir, '..', 'cli-cache') };
+    const r = await runReasonplug(['chat', '--model', dir], env, `${question}\n`);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stdout).to.equal('Four.\n');
+    expect(r.stderr).to.include('Two and two make four.\n');
+    const thinking = replyIds.findIndex((_, k) => tokenizer.decode(replyIds.slice(0, k + 1)).includes('</think>')) + 1;
+    expect(r.stderr).to.include(`(${thinking} thinking)`);
+    const raw = await runReasonplug(['chat', '--model', dir, '--reasoning-format', 'none'], env, `${question}\n`);
+    expect(raw.stdout).to.equal(` ${tokenizer.decode(replyIds)}\n`);
+    expect(raw.stderr).to.not.include('thinking)');
+    // enable_thinking: false renders an empty thought: a longer prompt, which this backbone was not scripted for
+    const off = await runReasonplug(['chat', '--model', dir, '--chat-template-kwargs', '{"enable_thinking": false}', '--max-tokens', '1'], env, `${question}\n`);
+    const prompts = [r, off].map((x) => Number(/\[(\d+) prompt tokens/.exec(x.stderr)![1]));
+    const promptLength = (extra: Record<string, unknown>) => tokenizer.encode(tokenizer.applyChatTemplate([{ role: 'user', content: question }], { template: THINKING_TEMPLATE, extra }), false).length;
+    expect(prompts).to.deep.equal([promptLength({}), promptLength({ enable_thinking: false })]);
+    const bad = await runReasonplug(['chat', '--model', dir, '--chat-template-kwargs', 'enable_thinking'], env, `${question}\n`);
+    expect(bad.code).to.not.equal(0);
+    expect(bad.stderr).to.match(/--chat-template-kwargs must be a JSON object/);
   });
 
   it('streams text for a text prompt', async () => {

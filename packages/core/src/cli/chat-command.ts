@@ -1,23 +1,39 @@
 /**
  * `reasonplug chat`: a conversation with a model and its reasoners, turn by turn, as `ollama run` and llama.cpp's
- * conversation mode hold one. Each line of input is a user message; the reply streams to stdout and joins the
- * history, which the chat template renders into the next turn's prompt, so the engine's prefix cache prefills
- * only what the turn adds. `/reset` forgets the conversation, `/exit` (or the end of the input) leaves; Ctrl-C
+ * conversation mode hold one. Each line of input is a user message; the reply streams to stdout (a reasoning
+ * model's thought to stderr) and joins the history, which the chat template renders into the next turn's prompt,
+ * so the engine's prefix cache prefills only what the turn adds. `/reset` forgets the conversation, `/exit` (or the end of the input) leaves; Ctrl-C
  * stops a reply, or leaves between replies.
  */
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { Engine, type StreamOptions } from '../engine.js';
 import { validateGenerateOptions } from '../generate/options.js';
-import type { ChatMessage } from '../tokenizer/tokenizer.js';
-import { positiveIntegerFlag } from './flags.js';
+import { TextTokenizer, type ChatMessage } from '../tokenizer/tokenizer.js';
+import { ChatReplySplitter, replyParsing } from '../chat/reply.js';
+import type { ReasoningFormat } from '../chat/reasoning.js';
+import { jsonObjectFlag, positiveIntegerFlag } from './flags.js';
 import { addModelFlags, addSamplingFlags, engineOptions, samplingOptions, type ModelFlags, type SamplingFlags } from './model-flags.js';
 
 interface ChatFlags extends ModelFlags, SamplingFlags {
   system?: string;
   maxTokens?: number;
   chatTemplate?: string;
+  chatTemplateKwargs?: Record<string, unknown>;
+  reasoningFormat: ReasoningFormat;
+}
+
+/** How a conversation is rendered and its replies read. */
+interface Conversation {
+  engine: Engine;
+  tokenizer: TextTokenizer;
+  options: StreamOptions;
+  system: string | undefined;
+  /** The template (the model's unless --chat-template) and its variables. */
+  template: string;
+  templateKwargs: Record<string, unknown> | undefined;
+  reasoningFormat: ReasoningFormat;
 }
 
 /** Adds `chat` to the command tree. */
@@ -27,6 +43,8 @@ export function addChatCommand(program: Command): void {
     .option('--system <text>', 'system message that opens the conversation')
     .option('--max-tokens <n>', 'tokens per reply at most (default: to the end of the context)', positiveIntegerFlag('--max-tokens'))
     .option('--chat-template <file>', "a Jinja chat template used instead of the model's")
+    .option('--chat-template-kwargs <json>', 'template variables, e.g. \'{"enable_thinking": false}\'', jsonObjectFlag('--chat-template-kwargs'))
+    .addOption(new Option('--reasoning-format <f>', "a reply's <think> thought: to stderr, apart from the answer (auto), or left in the reply (none)").choices(['auto', 'none']).default('auto'))
     .action((flags: ChatFlags) => chat(flags));
 }
 
@@ -36,23 +54,30 @@ async function chat(flags: ChatFlags): Promise<void> {
   const chatTemplate = flags.chatTemplate ? readFileSync(flags.chatTemplate, 'utf8') : undefined;
   const engine = await Engine.load(await engineOptions(flags));
   try {
-    if (!chatTemplate && !engine.info.tokenizer?.hasChatTemplate) {
-      throw new Error(`${flags.model} has no chat template: give one with --chat-template, or use generate`);
-    }
+    const info = engine.info.tokenizer;
+    if (!info) throw new Error(`${flags.model} has no tokenizer.json beside it, so it cannot take chat messages: use generate with --prompt-ids`);
+    const tokenizer = await TextTokenizer.fromDirectory(info.dir);
+    const template = chatTemplate ?? tokenizer.chatTemplate;
+    if (!template) throw new Error(`${flags.model} has no chat template: give one with --chat-template, or use generate`);
     for (const w of engine.info.warnings) process.stderr.write(`warning: ${w}\n`);
     // Without --max-tokens a reply may run to the end of the context (the engine stops a row there).
     const options: StreamOptions = { ...sampling, maxTokens: flags.maxTokens ?? engine.info.contextLength ?? 2048 };
-    await converse(engine, options, flags.system, chatTemplate);
+    await converse({ engine, tokenizer, options, system: flags.system, template, templateKwargs: flags.chatTemplateKwargs, reasoningFormat: flags.reasoningFormat });
   } finally {
     await engine.dispose();
   }
 }
 
-/** Reads messages until the input ends or `/exit`, streaming each reply. */
-async function converse(engine: Engine, options: StreamOptions, system: string | undefined, chatTemplate: string | undefined): Promise<void> {
+/**
+ * Reads messages until the input ends or `/exit`, streaming each reply: its answer to stdout, a thought it writes
+ * first to stderr (dimmed on a terminal), so that a pipe gets the answers alone. The history keeps each thought
+ * apart (`reasoning_content`), for templates that show or drop earlier thoughts.
+ */
+async function converse(c: Conversation): Promise<void> {
   const interactive = process.stdin.isTTY === true && process.stdout.isTTY === true;
+  const dim = process.stderr.isTTY === true ? (t: string) => `\x1b[2m${t}\x1b[22m` : (t: string) => t;
   const lines = createInterface({ input: process.stdin, terminal: interactive });
-  const opening: ChatMessage[] = system ? [{ role: 'system', content: system }] : [];
+  const opening: ChatMessage[] = c.system ? [{ role: 'system', content: c.system }] : [];
   let history = [...opening];
   let replying: AbortController | undefined;
   // Ctrl-C stops the reply being written; between replies it leaves.
@@ -68,19 +93,35 @@ async function converse(engine: Engine, options: StreamOptions, system: string |
       process.stderr.write('[conversation reset]\n');
     } else if (text) {
       const messages: ChatMessage[] = [...history, { role: 'user', content: text }];
+      const prompt = c.tokenizer.applyChatTemplate(messages, { template: c.template, ...(c.templateKwargs ? { extra: c.templateKwargs } : {}) });
+      const splitter = new ChatReplySplitter(replyParsing({ format: c.reasoningFormat, chatTemplate: c.template, prompt, constrained: false, tools: false }));
+      let thought = '';
+      let answer = '';
+      const show = (split: { reasoning: string; content: string }) => {
+        if (split.reasoning) process.stderr.write(dim(split.reasoning));
+        // The thought's line ends before the answer starts.
+        if (split.content && thought && !answer) process.stderr.write('\n');
+        thought += split.reasoning;
+        answer += split.content;
+        process.stdout.write(split.content);
+      };
       replying = new AbortController();
-      const stream = engine.stream({ messages, ...(chatTemplate ? { chatTemplate } : {}) }, { ...options, signal: replying.signal });
-      for await (const t of stream) process.stdout.write(t.text);
+      // The template writes the special tokens (BOS included), so the tokenizer must not add them again.
+      const stream = c.engine.stream({ promptIds: c.tokenizer.encode(prompt, false) }, { ...c.options, signal: replying.signal });
+      for await (const t of stream) show(splitter.push(t.text));
+      show(splitter.end());
       const result = await stream.result;
       replying = undefined;
       const row = result.rows[0]!;
       process.stdout.write('\n');
+      if (thought && !answer) process.stderr.write('\n');
       const { promptTokens, completionTokens, cachedPromptTokens } = result.usage;
+      const thinking = splitter.reasoningTokens(row.ids, (ids) => c.tokenizer.decode(ids));
       process.stderr.write(
-        `[${promptTokens} prompt tokens (${cachedPromptTokens ?? 0} cached) + ${completionTokens} generated, ` +
+        `[${promptTokens} prompt tokens (${cachedPromptTokens ?? 0} cached) + ${completionTokens} generated${thinking ? ` (${thinking} thinking)` : ''}, ` +
           `${result.timing.prefillMs.toFixed(1)} ms prefill, ${result.timing.msPerToken.toFixed(2)} ms/token, ${row.finishReason}]\n`,
       );
-      history = [...messages, { role: 'assistant', content: row.text }];
+      history = [...messages, { role: 'assistant', content: answer, ...(thought ? { reasoning_content: thought } : {}) }];
     }
     ask();
   }

@@ -344,9 +344,10 @@ async function start(): Promise<Loaded> {
     placement: { kind: plan.placement, lanes: plan.lanes.map((members) => members.map((i) => names[i]!)) },
     ...(contextLength !== undefined ? { contextLength } : {}),
     ...(projector ? { projector: { modelPath: config.projector!, hiddenSize: projector.session.hiddenSize, marker: projector.marker } } : {}),
-    ...(tokenizer
+    ...(tokenizer && location.tokenizerDir
       ? {
           tokenizer: {
+            dir: location.tokenizerDir,
             vocabSize: tokenizer.vocabSize,
             ...(tokenizer.bosTokenId !== undefined ? { bosTokenId: tokenizer.bosTokenId } : {}),
             eosTokenIds: [...tokenizer.eosTokenIds],

@@ -82,7 +82,8 @@ export interface ModelInfo {
   signature: DecoderSignature;
   /** Logit width of the model. */
   vocabSize: number;
-  tokenizer?: { vocabSize: number; bosTokenId?: number; eosTokenIds: number[]; hasChatTemplate: boolean };
+  /** The backbone's tokenizer; `dir` holds its tokenizer.json and config (for rendering chats outside the engine). */
+  tokenizer?: { dir: string; vocabSize: number; bosTokenId?: number; eosTokenIds: number[]; hasChatTemplate: boolean };
   /** Vocabulary the fused logits cover (the tokenizer's size; padded logits are cut to it). */
   sharedVocabSize: number;
   /** What graph preparation did (or could not do). */

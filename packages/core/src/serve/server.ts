@@ -7,7 +7,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { randomUUID, timingSafeEqual } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { Engine, type EngineOptions, type GenerationStream, type StreamOptions } from '../engine.js';
 import type { GenerationResult, TokenEvent, TokenLogprobs } from '../generate/types.js';
@@ -481,8 +481,7 @@ async function load(options: ServeOptions): Promise<Loaded> {
     const manifest = isDir && existsSync(join(abs, MANIFEST_FILE)) ? (await loadModuleDir(abs, { verify: false })).manifest : undefined;
     const name = options.name ?? manifest?.name ?? basename(engineOptions.model).replace(/\.(onnx|gguf)$/i, '');
     const models = new ServedModels(name, engine.info.reasoners.map((r) => r.name), options.aliases, engine.info.contextLength);
-    const tokenizerDir = [...(isDir ? [abs] : []), dirname(engine.info.modelPath)].find((d) => existsSync(join(d, 'tokenizer.json')));
-    const tokenizer = tokenizerDir ? await TextTokenizer.fromDirectory(tokenizerDir) : undefined;
+    const tokenizer = engine.info.tokenizer && (await TextTokenizer.fromDirectory(engine.info.tokenizer.dir));
     return { engine, models, ...(tokenizer ? { tokenizer } : {}), contextLength: engine.info.contextLength ?? 2048 };
   } catch (err) {
     await engine.dispose();
