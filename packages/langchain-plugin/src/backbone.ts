@@ -4,7 +4,7 @@
  */
 import { existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { loadModuleDir, MANIFEST_FILE, type ModelInfo } from './core.js';
 
 /** A backbone as metadata and chat rendering see it. */
@@ -20,14 +20,14 @@ export interface BackboneInfo {
 }
 
 /**
- * Describes a backbone the engine has loaded from `path`. The tokenizer directory follows core's rule (the
- * given directory, else the graph's), and the manifest is read without hashing: the engine verified the files.
+ * Describes a backbone the engine has loaded from `path`. The tokenizer directory is the one the engine found,
+ * and the manifest is read without hashing: the engine verified the files.
  */
 export async function describeBackbone(path: string, info: ModelInfo): Promise<BackboneInfo> {
   const abs = resolve(path);
   const isDir = (await stat(abs)).isDirectory();
   const manifest = isDir && existsSync(join(abs, MANIFEST_FILE)) ? (await loadModuleDir(abs, { verify: false })).manifest : undefined;
-  const tokenizerDir = [...(isDir ? [abs] : []), dirname(info.modelPath)].find((d) => existsSync(join(d, 'tokenizer.json')));
+  const tokenizerDir = info.tokenizer?.dir;
   return {
     name: manifest?.name ?? basename(abs).replace(/\.onnx$/, ''),
     ...(manifest ? { version: manifest.version } : {}),

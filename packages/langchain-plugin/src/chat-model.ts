@@ -12,7 +12,8 @@ import {
   type BindToolsInput,
   type LangSmithParams,
 } from '@langchain/core/language_models/chat_models';
-import { AIMessageChunk, type BaseMessage } from '@langchain/core/messages';
+import { AIMessageChunk, type BaseMessage, type MessageContent } from '@langchain/core/messages';
+import type { ModelProfile } from '@langchain/core/language_models/profile';
 import { ChatGenerationChunk, type ChatResult, type LLMResult } from '@langchain/core/outputs';
 import type { Runnable } from '@langchain/core/runnables';
 import { convertToOpenAITool } from '@langchain/core/utils/function_calling';
@@ -31,7 +32,7 @@ import {
 import { ReasonerRuntime } from './runtime.js';
 import { ReplySplitter, type SplitText } from './reply-splitter.js';
 import { structuredOutput } from './structured-output.js';
-import { replyParsing, thoughtFirst, type ResponseFormat, type ToolChoice } from './core.js';
+import { reasoningTagsOf, replyParsing, thoughtFirst, type ResponseFormat, type ToolChoice } from './core.js';
 
 /** Call options of `ChatReasoner`: LangChain's, the reasoner options, and bound tools. */
 export interface ChatReasonerCallOptions extends BaseChatModelCallOptions, ReasonerCallOptions, ChatCallOptions {
@@ -86,7 +87,7 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
     const runtime = await ReasonerRuntime.load(modelOptions);
     const chatDefaults = { ...(chatTemplateKwargs ? { chatTemplateKwargs } : {}), ...(reasoningFormat ? { reasoningFormat } : {}) };
     try {
-      return new ChatReasoner(runtime, await ChatPrompter.load(runtime.backbone, chatTemplate), chatTemplate, chatDefaults, rest);
+      return new ChatReasoner(runtime, ChatPrompter.load(runtime.backbone, await runtime.tokenizer(), chatTemplate), chatTemplate, chatDefaults, rest);
     } catch (err) {
       await runtime.dispose();
       throw err;
@@ -235,6 +236,20 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- LangChain's overloads take any schema
   override withStructuredOutput(schema: any, config?: StructuredOutputMethodOptions<boolean>): any {
     return structuredOutput(this, schema, config);
+  }
+
+  /** Tokens of a message content in the backbone's vocabulary (exact, offline; `trimMessages` counts with it). */
+  override async getNumTokens(content: MessageContent): Promise<number> {
+    return (await this.runtime.countTokens(content)) ?? super.getNumTokens(content);
+  }
+
+  /**
+   * What the model can do, for LangChain's agents (the summarization middleware reads `maxInputTokens`): the
+   * backbone's context, tool calling where the template renders tools, reasoning output where it names thought tags.
+   */
+  override get profile(): ModelProfile {
+    const tools = this.prompter.rendersTools;
+    return { ...this.runtime.profile(), toolCalling: tools, toolChoice: tools, reasoningOutput: reasoningTagsOf(this.prompter.chatTemplate) !== undefined };
   }
 
   /** Stops the engine's workers and frees the models; later calls fail. */

@@ -78,14 +78,13 @@ export class ChatPrompter {
   }
 
   /**
-   * Loads the backbone's tokenizer and checks there is a template to render with: `template` if given, else the
-   * one in tokenizer_config.json. Throws `ChatTemplateError` when there is neither.
+   * A prompter over the backbone's tokenizer, once there is a template to render with: `template` if given, else
+   * the one in tokenizer_config.json. Throws `ChatTemplateError` when there is no tokenizer or no template.
    */
-  static async load(backbone: BackboneInfo, template: string | undefined): Promise<ChatPrompter> {
-    if (!backbone.tokenizerDir) {
+  static load(backbone: BackboneInfo, tokenizer: TextTokenizer | undefined, template: string | undefined): ChatPrompter {
+    if (!tokenizer) {
       throw new ChatTemplateError(`${backbone.path} has no tokenizer.json beside it, so it cannot take chat messages; use ReasonerLLM with prompt ids`);
     }
-    const tokenizer = await TextTokenizer.fromDirectory(backbone.tokenizerDir);
     if (!template && !tokenizer.chatTemplate) {
       throw new ChatTemplateError(
         `the backbone ${backbone.name} has no chat template (its tokenizer_config.json has no chat_template): ` +

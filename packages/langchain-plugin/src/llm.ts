@@ -4,7 +4,8 @@
  */
 import type { CallbackManagerForLLMRun } from '@langchain/core/callbacks/manager';
 import { LLM, type BaseLLMCallOptions, type BaseLLMParams } from '@langchain/core/language_models/llms';
-import { AIMessageChunk } from '@langchain/core/messages';
+import { AIMessageChunk, type MessageContent } from '@langchain/core/messages';
+import type { ModelProfile } from '@langchain/core/language_models/profile';
 import { GenerationChunk, type LLMResult } from '@langchain/core/outputs';
 import { abortError, startGeneration } from './generation.js';
 import { ModelOptionsSchema, parseOptions, splitOptions, type ModelOptions, type ReasonerCallOptions } from './options.js';
@@ -104,6 +105,16 @@ export class ReasonerLLM extends LLM<ReasonerLLMCallOptions> {
   /** Backbone, reasoners with default weights, device and defaults: what tells two models apart. */
   override _identifyingParams(): Record<string, unknown> {
     return this.runtime.identifyingParams();
+  }
+
+  /** Tokens of a text in the backbone's vocabulary (exact, offline), no special tokens added. */
+  override async getNumTokens(content: MessageContent): Promise<number> {
+    return (await this.runtime.countTokens(content)) ?? super.getNumTokens(content);
+  }
+
+  /** What the model can do, for LangChain's agents: the backbone's context, structured output. */
+  override get profile(): ModelProfile {
+    return this.runtime.profile();
   }
 
   /** Stops the engine's workers and frees the models; later calls fail. */

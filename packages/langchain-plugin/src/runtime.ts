@@ -3,10 +3,11 @@
  * model, and of the `withConfig` bindings made from it, runs here; concurrent calls share the engine's running batch.
  */
 import { resolve } from 'node:path';
-import type { UsageMetadata } from '@langchain/core/messages';
+import type { MessageContent, UsageMetadata } from '@langchain/core/messages';
+import type { ModelProfile } from '@langchain/core/language_models/profile';
 import { describeBackbone, type BackboneInfo } from './backbone.js';
 import { existsSync } from 'node:fs';
-import { Engine, resolveModelPath, type EngineOptions, type GenerationResult, type ResponseFormat, type StreamOptions } from './core.js';
+import { Engine, TextTokenizer, resolveModelPath, type EngineOptions, type GenerationResult, type ResponseFormat, type StreamOptions } from './core.js';
 import { UnknownReasonerError } from './errors.js';
 import {
   CallOptionsSchema,
@@ -35,6 +36,8 @@ export interface CallPlan {
 
 /** The loaded models of a reasoner model. */
 export class ReasonerRuntime {
+  private loadedTokenizer: Promise<TextTokenizer | undefined> | undefined;
+
   private constructor(
     readonly engine: Engine,
     readonly backbone: BackboneInfo,
@@ -71,6 +74,40 @@ export class ReasonerRuntime {
       await engine.dispose();
       throw err;
     }
+  }
+
+  /** The backbone's tokenizer (loaded on first use: a plain LLM whose prompts the engine tokenizes needs none here). */
+  tokenizer(): Promise<TextTokenizer | undefined> {
+    const dir = this.backbone.tokenizerDir;
+    this.loadedTokenizer ??= dir ? TextTokenizer.fromDirectory(dir) : Promise.resolve(undefined);
+    return this.loadedTokenizer;
+  }
+
+  /**
+   * How many tokens a message content (its text, and its text blocks) takes in the backbone's vocabulary, no
+   * special tokens added; undefined without a tokenizer.
+   */
+  async countTokens(content: MessageContent): Promise<number | undefined> {
+    const tokenizer = await this.tokenizer();
+    if (!tokenizer) return undefined;
+    const text = typeof content === 'string' ? content : content.map((b) => (b.type === 'text' && typeof b.text === 'string' ? b.text : '')).join('');
+    return tokenizer.encode(text, false).length;
+  }
+
+  /** What LangChain's `profile` tells of every model here: context, structured output, no media. */
+  profile(): ModelProfile {
+    const context = this.engine.info.contextLength;
+    return {
+      ...(context !== undefined ? { maxInputTokens: context, maxOutputTokens: context } : {}),
+      structuredOutput: true,
+      imageInputs: false,
+      audioInputs: false,
+      videoInputs: false,
+      pdfInputs: false,
+      imageOutputs: false,
+      audioOutputs: false,
+      videoOutputs: false,
+    };
   }
 
   /** Loaded reasoners with their default weights. */

@@ -1,0 +1,76 @@
+/**
+ * What LangChain asks of a model besides generating: `getNumTokens` (which `trimMessages` counts with) in the
+ * backbone's own vocabulary, offline, instead of LangChain's fallback (a GPT-2 tiktoken table fetched from the
+ * network, else length / 4 with a warning); and `profile` (which LangChain's agents read): context, tools,
+ * structured output, reasoning output.
+ */
+import { expect } from 'chai';
+import { AIMessage, HumanMessage, SystemMessage, trimMessages } from '@langchain/core/messages';
+import { TextTokenizer } from '@reasonplug/core';
+import { ChatReasoner, ReasonerLLM } from '../src/index.js';
+import { PLAIN_TEMPLATE, TOOLS_TEMPLATE, cacheDir, storiesModule, withChatTemplate } from './support/modules.js';
+import { THINKING_TEMPLATE } from '../../core/test/support/chat-templates.js';
+
+const TEXTS = ['Once upon a time, there was a little dog named Max.', 'He liked to play in the park with his ball.', '', 'Ünïcödé and 12345 digits!'];
+
+describe('token counts and model profiles', function () {
+  this.timeout(60_000);
+  let tokenizer: TextTokenizer;
+  const models: { dispose(): Promise<void> }[] = [];
+  const track = <M extends { dispose(): Promise<void> }>(m: M) => (models.push(m), m);
+  let warnings: unknown[][];
+  const warn = console.warn;
+
+  before(async () => {
+    tokenizer = await TextTokenizer.fromDirectory(await storiesModule());
+  });
+  beforeEach(() => {
+    warnings = [];
+    console.warn = (...args: unknown[]) => void warnings.push(args);
+  });
+  afterEach(() => {
+    console.warn = warn;
+  });
+  after(async () => {
+    await Promise.all(models.map((m) => m.dispose()));
+  });
+
+  it("getNumTokens counts in the backbone's vocabulary, with no warning (LangChain's fallback warns offline)", async () => {
+    const llm = track(await ReasonerLLM.create({ backbone: await storiesModule(), cacheDir }));
+    const chat = track(await ChatReasoner.create({ backbone: await withChatTemplate(await storiesModule(), 'count-chat', PLAIN_TEMPLATE), cacheDir }));
+    for (const text of TEXTS) {
+      const want = tokenizer.encode(text, false).length;
+      expect(await llm.getNumTokens(text), text).to.equal(want);
+      expect(await chat.getNumTokens(text), text).to.equal(want);
+    }
+    // Text blocks count by their text.
+    expect(await chat.getNumTokens([{ type: 'text', text: TEXTS[0]! }, { type: 'text', text: TEXTS[1]! }])).to.equal(tokenizer.encode(TEXTS[0]! + TEXTS[1]!, false).length);
+    expect(warnings).to.deep.equal([]);
+  });
+
+  it('trimMessages with the model as token counter keeps the last messages that fit, counted exactly', async () => {
+    const chat = track(await ChatReasoner.create({ backbone: await withChatTemplate(await storiesModule(), 'trim-chat', PLAIN_TEMPLATE), cacheDir }));
+    const history = [new SystemMessage('You tell stories.'), new HumanMessage(TEXTS[0]!), new AIMessage(TEXTS[1]!), new HumanMessage(TEXTS[3]!)];
+    const counts = history.map((m) => tokenizer.encode(m.text, false).length);
+    // Room for the system message and the last two, not one token more.
+    const maxTokens = counts[0]! + counts[2]! + counts[3]!;
+    const kept = await trimMessages(history, { maxTokens, tokenCounter: chat, strategy: 'last', includeSystem: true });
+    expect(kept.map((m) => m.text)).to.deep.equal([history[0]!.text, history[2]!.text, history[3]!.text]);
+    const fewer = await trimMessages(history, { maxTokens: maxTokens - 1, tokenCounter: chat, strategy: 'last', includeSystem: true });
+    expect(fewer.map((m) => m.text)).to.deep.equal([history[0]!.text, history[3]!.text]);
+    expect(warnings).to.deep.equal([]);
+  });
+
+  it('profile: the context as maxInputTokens, tool calling where the template renders tools, reasoning output where it names thought tags', async () => {
+    const llm = track(await ReasonerLLM.create({ backbone: await storiesModule(), cacheDir }));
+    const context = llm.profile.maxInputTokens;
+    expect(context).to.be.a('number').that.is.greaterThan(0);
+    expect(llm.profile).to.deep.include({ maxOutputTokens: context, structuredOutput: true, imageInputs: false });
+    expect(llm.profile).to.not.have.property('toolCalling');
+    const profileOf = async (name: string, template: string) =>
+      track(await ChatReasoner.create({ backbone: await withChatTemplate(await storiesModule(), name, template), cacheDir })).profile;
+    expect(await profileOf('profile-tools', TOOLS_TEMPLATE)).to.deep.include({ maxInputTokens: context, toolCalling: true, toolChoice: true, structuredOutput: true, reasoningOutput: false });
+    expect(await profileOf('profile-plain', PLAIN_TEMPLATE)).to.deep.include({ toolCalling: false, toolChoice: false, reasoningOutput: false });
+    expect(await profileOf('profile-thinking', THINKING_TEMPLATE)).to.deep.include({ toolCalling: true, reasoningOutput: true });
+  });
+});
