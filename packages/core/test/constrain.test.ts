@@ -415,6 +415,43 @@ describe('constrained decoding', function () {
     }
   });
 
+  it("Llama 3's tool calls (json syntax) by random walks: auto ends in free text or one call as its last words, required and named one call; every call valid", async () => {
+    const factory = new XGrammarFactory(grammarVocabulary(JSON.parse(await readFile(join(dir, 'tokenizer.json'), 'utf8')) as object, 512), 'json-tool-walks');
+    const tools = [
+      { name: 'add', parameters: { type: 'object', properties: { a: { type: 'integer', minimum: 0, maximum: 9 }, b: { type: 'integer' } }, required: ['a', 'b'] } },
+      { name: 'say', parameters: { type: 'object', properties: { text: { type: 'string', maxLength: 8 } }, required: ['text'] } },
+    ];
+    const rng = createRng(8);
+    for (const choice of ['auto', 'required', { name: 'say' }] as const) {
+      const label = JSON.stringify(choice);
+      const format: ResponseFormat = { type: 'tool_calls', tools, choice, syntax: 'json' };
+      let ended = 0;
+      let called = 0;
+      for (let walk = 0; walk < 60; walk++) {
+        // auto: some free text first (no '{'), then on half the walks the opening of a call
+        const free = choice === 'auto' ? Array.from({ length: Math.floor(rng() * 12) }, () => String.fromCharCode(32 + Math.floor(rng() * 28))).join('') : '';
+        const prefix = choice === 'auto' && rng() < 0.5 ? `${free}{"name": ` : free;
+        const text = await randomWalk(factory, format, rng, prefix);
+        if (text === undefined) continue;
+        ended++;
+        const splitter = new ToolCallTextSplitter('json');
+        const calls = [...splitter.push(text).toolCalls, ...splitter.end().toolCalls];
+        expect(calls.length, text).to.equal(choice === 'auto' && !prefix.includes('{') ? 0 : 1);
+        for (const call of calls) {
+          called++;
+          expect(text.endsWith('}'), text).to.equal(true); // the call is the reply's last words
+          const tool = tools.find((t) => t.name === call.name);
+          expect(tool, text).to.not.equal(undefined);
+          if (typeof choice === 'object') expect(call.name).to.equal(choice.name);
+          expect(JSON.parse(text.slice(text.indexOf('{"name": '))), text).to.have.all.keys('name', 'parameters');
+          expect(ajv.validate(tool!.parameters, JSON.parse(call.arguments)), `${text} → ${ajv.errorsText()}`).to.equal(true);
+        }
+      }
+      expect(ended, label).to.be.greaterThan(20);
+      expect(called, label).to.be.greaterThan(choice === 'auto' ? 10 : 20);
+    }
+  });
+
   it('a thought first (reasoning models): free text to its closing tag, then the structure; or the structure alone unless the prompt opened the thought', async () => {
     const factory = new XGrammarFactory(grammarVocabulary(JSON.parse(await readFile(join(dir, 'tokenizer.json'), 'utf8')) as object, 512), 'thought-walks');
     const schema = { type: 'object', properties: { n: { type: 'integer', minimum: 0, maximum: 9 } }, required: ['n'], additionalProperties: false };
@@ -437,7 +474,7 @@ describe('constrained decoding', function () {
           const prefix = pick < 0.15 ? '' : pick < 0.3 ? direct0 : pick < 0.6 ? `${start}${free}` : `${start}${free}</think>\n\n`;
           const text = await randomWalk(factory, format, rng, prefix);
           if (text === undefined) continue;
-          const split = splitReply({ reasoning: { tags, open: opened }, tools: inner.type === 'tool_calls' }, text);
+          const split = splitReply({ reasoning: { tags, open: opened }, ...(inner.type === 'tool_calls' ? { tools: 'hermes' as const } : {}) }, text);
           if (split.reasoning || text.includes('</think>')) thought++;
           else direct++;
           // Opened, the reply must close the thought before the structure.

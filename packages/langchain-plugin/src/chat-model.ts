@@ -32,7 +32,7 @@ import {
 import { ReasonerRuntime } from './runtime.js';
 import { ReplySplitter, type SplitText } from './reply-splitter.js';
 import { structuredOutput } from './structured-output.js';
-import { reasoningTagsOf, replyParsing, thoughtFirst, type ResponseFormat, type ToolChoice } from './core.js';
+import { reasoningTagsOf, replyParsing, thoughtFirst, toolCallSyntaxOf, type ResponseFormat, type ToolChoice } from './core.js';
 
 /** Call options of `ChatReasoner`: LangChain's, the reasoner options, and bound tools. */
 export interface ChatReasonerCallOptions extends BaseChatModelCallOptions, ReasonerCallOptions, ChatCallOptions {
@@ -286,6 +286,7 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
       tools: tools.map((t) => ({ name: t.function.name, parameters: (t.function.parameters ?? {}) as Record<string, unknown> })),
       choice: toolChoice,
       parallel: options.parallel_tool_calls ?? true,
+      syntax: toolCallSyntaxOf(this.prompter.chatTemplate),
     };
   }
 

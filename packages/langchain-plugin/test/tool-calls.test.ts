@@ -3,10 +3,11 @@ import { AIMessage, AIMessageChunk, ChatMessage, HumanMessage, SystemMessage, To
 import { toTemplateMessage } from '../src/chat-prompt.js';
 import { UnsupportedMessageError } from '../src/errors.js';
 import { ReplySplitter, type SplitText } from '../src/reply-splitter.js';
+import type { ToolCallSyntax } from '@reasonplug/core';
 
 /** Feeds `text` to a splitter in pieces cut at `cuts`, and assembles the message LangChain would. */
-function split(text: string, cuts: number[]): AIMessageChunk {
-  const splitter = new ReplySplitter({ tools: true });
+function split(text: string, cuts: number[], syntax: ToolCallSyntax = 'hermes'): AIMessageChunk {
+  const splitter = new ReplySplitter({ tools: syntax });
   const pieces: SplitText[] = [];
   let from = 0;
   for (const at of [...cuts, text.length]) {
@@ -56,10 +57,32 @@ describe('tool calls in generated text', () => {
   });
 
   it('never streams part of an opening tag as content', () => {
-    const splitter = new ReplySplitter({ tools: true });
+    const splitter = new ReplySplitter({ tools: 'hermes' });
     expect(splitter.push('Hi <tool').content).to.equal('Hi ');
     expect(splitter.push('_ca').content).to.equal('');
     expect(splitter.push('ll>{"name": "f", "arguments": {}}</tool_call>!')).to.deep.include({ content: '!' });
+  });
+
+  it("reads Llama 3's calls (json syntax): text before streams as content, the call ends the reply, however the text is cut", () => {
+    const call = '{"name": "add", "parameters": {"a": 2, "b": 3}}';
+    const cases: [string, string, number][] = [
+      [call, '', 1],
+      [`  \n${call}`, '', 1],
+      [`Let me add. ${call}`, 'Let me add. ', 1],
+      ['No call here: {"a": 1} and {"name" is text', 'No call here: {"a": 1} and {"name" is text', 0],
+    ];
+    for (const [text, content, calls] of cases) {
+      for (const cuts of [[], [3, 9, 14], Array.from({ length: text.length - 1 }, (_, i) => i + 1)]) {
+        const message = split(text, cuts, 'json');
+        expect(message.content, text).to.equal(content);
+        expect(message.tool_calls!.map(({ name, args }) => ({ name, args })), text).to.deep.equal(calls ? [{ name: 'add', args: { a: 2, b: 3 } }] : []);
+      }
+    }
+    // The opening of a call is never streamed as content.
+    const splitter = new ReplySplitter({ tools: 'json' });
+    expect(splitter.push('Sure {"na').content).to.equal('Sure ');
+    expect(splitter.push('me": "add", "parameters": {}}').content).to.equal('');
+    expect(splitter.end().toolCalls.map((c) => c.name)).to.deep.equal(['add']);
   });
 
   it('reports a block that is not JSON as an invalid tool call, and an unclosed one as text', () => {

@@ -5,6 +5,7 @@
  */
 import { opensThought, ReasoningTextSplitter, reasoningTagsOf, reasoningTokens, THINK_TAGS, type ReasoningFormat, type ReasoningTags } from './reasoning.js';
 import type { ResponseFormat } from '../constrain/types.js';
+import { toolCallSyntaxOf, type ToolCallSyntax } from '../constrain/tool-syntax.js';
 import { ToolCallTextSplitter, type ParsedToolCall } from './tool-calls.js';
 
 /** What one piece of a reply turned into. */
@@ -18,8 +19,8 @@ export interface SplitReply {
 export interface ReplyParsing {
   /** The thought's tags and whether the prompt left it open; absent: no thought is split off. */
   reasoning?: { tags: ReasoningTags; open: boolean };
-  /** Whether the answer may hold tool calls to split off. */
-  tools: boolean;
+  /** How the answer's tool calls are written, when it may hold calls to split off. */
+  tools?: ToolCallSyntax;
 }
 
 /**
@@ -30,9 +31,10 @@ export interface ReplyParsing {
  */
 export function replyParsing(opts: { format: ReasoningFormat; chatTemplate: string | undefined; prompt: string; constrained: boolean; tools: boolean }): ReplyParsing {
   const named = reasoningTagsOf(opts.chatTemplate);
-  if (opts.format === 'none' || (opts.constrained && !named)) return { tools: opts.tools };
+  const tools = opts.tools ? { tools: toolCallSyntaxOf(opts.chatTemplate) } : {};
+  if (opts.format === 'none' || (opts.constrained && !named)) return tools;
   const tags = named ?? THINK_TAGS;
-  return { reasoning: { tags, open: opensThought(opts.prompt, tags) }, tools: opts.tools };
+  return { reasoning: { tags, open: opensThought(opts.prompt, tags) }, ...tools };
 }
 
 /** A reply's constraint with the thought `parsing` reads before it (the thought is then free text, and optional unless the prompt opened it). */
@@ -49,7 +51,7 @@ export class ChatReplySplitter {
 
   constructor(private readonly parsing: ReplyParsing) {
     this.reasoning = parsing.reasoning && new ReasoningTextSplitter(parsing.reasoning.tags, parsing.reasoning.open);
-    this.tools = parsing.tools ? new ToolCallTextSplitter() : undefined;
+    this.tools = parsing.tools ? new ToolCallTextSplitter(parsing.tools) : undefined;
   }
 
   /** Takes the next piece of text. */

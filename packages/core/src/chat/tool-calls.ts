@@ -1,13 +1,14 @@
 /**
- * Tool calls in generated text, in the form tool-aware chat templates (Hermes, Qwen and their kin) teach and the
- * tool-call constraint enforces: `<tool_call>{"name": "add", "arguments": {"a": 1}}</tool_call>`. A streaming
- * splitter: text outside the tags streams on as content, text that may still turn into an opening tag is held
- * back, and each closed block becomes one call. Shared by the OpenAI server and the LangChain plugin, so both
- * read a model's calls the same way.
+ * Tool calls in generated text, in the syntax the chat template teaches and the tool-call constraint enforces
+ * (`constrain/tool-syntax.ts`): Hermes/Qwen's `<tool_call>{"name": "add", "arguments": {"a": 1}}</tool_call>`
+ * blocks, or Llama 3's `{"name": "add", "parameters": {"a": 1}}` ending the reply. A streaming splitter: text
+ * outside calls streams on as content, text that may still turn into the opening of a call is held back, and each
+ * call becomes one parsed call. Shared by the OpenAI server and the LangChain plugin, so both read a model's calls
+ * the same way.
  */
 import { randomUUID } from 'node:crypto';
 import { partialTagAt } from './partial-tag.js';
-import { TOOL_CALL_BEGIN, TOOL_CALL_END } from '../constrain/xgrammar-factory.js';
+import { TOOL_CALL_SYNTAX, type ToolCallSyntax } from '../constrain/tool-syntax.js';
 
 /** One call the model wrote. */
 export interface ParsedToolCall {
@@ -29,34 +30,46 @@ export interface SplitToolText {
 }
 
 /**
- * Separates content from tool calls in text that arrives piece by piece. Whitespace between calls and after the
- * last one is their layout (a template writes one call per line), not content: it is dropped, and given out only
- * when more text follows it.
+ * Separates content from tool calls in text that arrives piece by piece. Whitespace before the first call, between
+ * calls and after the last one is their layout (a template writes one call per line), not content: it is dropped,
+ * and given out only when more text follows it.
  */
 export class ToolCallTextSplitter {
-  /** Text not yet given out: a possible tag start outside a block, or the body of an open block. */
+  /** Text not yet given out: a possible opening outside a call, or the text of an open call. */
   private pending = '';
   private inBlock = false;
-  /** Whether nothing but whitespace came since the last call closed. */
-  private afterCall = false;
+  /** Whether nothing but whitespace came since the reply began or the last call closed. */
+  private afterCall = true;
+  private readonly begin: string;
+  /** What closes a call; none: the call runs to the end of the reply, its opening part of it (`json`). */
+  private readonly close: string | undefined;
+
+  constructor(syntax: ToolCallSyntax = 'hermes') {
+    ({ begin: this.begin, end: this.close } = TOOL_CALL_SYNTAX[syntax]);
+  }
 
   /** Takes the next piece of text. */
   push(text: string): SplitToolText {
     this.pending += text;
     const out: SplitToolText = { content: '', toolCalls: [] };
     for (;;) {
-      const tag = this.inBlock ? TOOL_CALL_END : TOOL_CALL_BEGIN;
-      const at = this.pending.indexOf(tag);
-      if (at === -1) break;
       if (this.inBlock) {
+        const close = this.close;
+        const at = close === undefined ? -1 : this.pending.indexOf(close);
+        if (close === undefined || at === -1) break;
         out.toolCalls.push(parseToolCall(this.pending.slice(0, at)));
         this.afterCall = true;
-      } else out.content += this.content(this.pending.slice(0, at));
-      this.pending = this.pending.slice(at + tag.length);
+        this.pending = this.pending.slice(at + close.length);
+      } else {
+        const at = this.pending.indexOf(this.begin);
+        if (at === -1) break;
+        out.content += this.content(this.pending.slice(0, at));
+        this.pending = this.pending.slice(this.close === undefined ? at : at + this.begin.length);
+      }
       this.inBlock = !this.inBlock;
     }
     if (!this.inBlock) {
-      const free = this.pending.length - partialTagAt(this.pending, TOOL_CALL_BEGIN);
+      const free = this.pending.length - partialTagAt(this.pending, this.begin);
       if (!this.layout(this.pending.slice(0, free))) {
         out.content += this.content(this.pending.slice(0, free));
         this.pending = this.pending.slice(free);
@@ -65,13 +78,19 @@ export class ToolCallTextSplitter {
     return out;
   }
 
-  /** Ends the text: what was held back is content, and so is an unclosed block, which is no tool call. */
+  /**
+   * Ends the text: what was held back is content, and so is an unclosed block, which is no tool call; a call that
+   * runs to the end of the reply (`json`) is parsed now.
+   */
   end(): SplitToolText {
-    const content = this.inBlock ? TOOL_CALL_BEGIN + this.pending : this.content(this.pending);
+    const out: SplitToolText = { content: '', toolCalls: [] };
+    if (!this.inBlock) out.content = this.content(this.pending);
+    else if (this.close === undefined) out.toolCalls.push(parseToolCall(this.pending));
+    else out.content = this.begin + this.pending;
     this.pending = '';
     this.inBlock = false;
-    this.afterCall = false;
-    return { content, toolCalls: [] };
+    this.afterCall = true;
+    return out;
   }
 
   /** Whether text outside a block is (so far) only the layout after a call. */

@@ -5,6 +5,7 @@
  * behind them (XGrammar today) can be replaced.
  */
 import type { StageClock } from './timing.js';
+import type { ToolCallSyntax } from './tool-syntax.js';
 
 /** A JSON Schema, as an object (or `true`: any JSON value). */
 export type JsonSchema = Record<string, unknown> | boolean;
@@ -51,8 +52,10 @@ type FormatKind =
    * chat templates teach), arguments valid against the tool's schema. `parallel` (default true, as OpenAI's
    * `parallel_tool_calls`): with `auto`, free text may go on after a call and start more; with `required`, the
    * reply is one or more calls, one per line. False admits one call at most; a named tool is always called once.
+   * `syntax` (default `hermes`) is how the model writes a call; with `json` (Llama 3's `{"name": …, "parameters":
+   * {…}}`) a reply makes one call at most, its last words.
    */
-  | { type: 'tool_calls'; tools: ToolSpec[]; choice: ToolChoice; parallel?: boolean };
+  | { type: 'tool_calls'; tools: ToolSpec[]; choice: ToolChoice; parallel?: boolean; syntax?: ToolCallSyntax };
 
 /** A grammar's state for one row. */
 export interface Constraint {

@@ -11,11 +11,12 @@ import type { GrammarVocabulary } from './vocabulary.js';
 import { allowedShare, applyBitmask } from '../sampling/bitmask.js';
 import { StageClock } from './timing.js';
 import { loadXGrammar, type EmbindIntVector, type XGrammarBinding, type XGrammarInstance } from './xgrammar-loader.js';
-import { ConstraintError, type Constraint, type ConstraintFactory, type JsonSchema, type ResponseFormat, type ThoughtFirst, type ToolChoice, type ToolSpec } from './types.js';
+import { TOOL_CALL_SYNTAX, type ToolCallSyntax } from './tool-syntax.js';
+import { ConstraintError, type Constraint, type ConstraintFactory, type JsonSchema, type ResponseFormat, type ThoughtFirst, type ToolSpec } from './types.js';
 
-/** Tool calls as the Hermes/Qwen chat templates teach them; the LangChain plugin parses the same form. */
-export const TOOL_CALL_BEGIN = '<tool_call>';
-export const TOOL_CALL_END = '</tool_call>';
+/** Tool calls as the Hermes/Qwen chat templates teach them (the default syntax). */
+export const TOOL_CALL_BEGIN = TOOL_CALL_SYNTAX.hermes.begin;
+export const TOOL_CALL_END = TOOL_CALL_SYNTAX.hermes.end!;
 
 /** JSON key order-independent text of a value, for cache keys. */
 function canonical(value: unknown): string {
@@ -256,7 +257,7 @@ export class XGrammarFactory implements ConstraintFactory {
         if (typeof format.pattern !== 'string' || !format.pattern) throw new ConstraintError('regex: give a non-empty pattern');
         return { kind: 'tag', tag: { type: 'structural_tag', format: { type: 'regex', pattern: rewriteRegex(format.pattern) } } };
       case 'tool_calls':
-        return { kind: 'tag', tag: { type: 'structural_tag', format: await this.toolCallFormat(format.tools, format.choice, format.parallel ?? true, instance) } };
+        return { kind: 'tag', tag: { type: 'structural_tag', format: await this.toolCallFormat(format, instance) } };
       default:
         throw new ConstraintError(`unknown response format type ${JSON.stringify((format as { type?: unknown }).type)}`);
     }
@@ -272,24 +273,34 @@ export class XGrammarFactory implements ConstraintFactory {
     }
   }
 
-  private async toolCallFormat(tools: ToolSpec[], choice: ToolChoice, parallel: boolean, instance: XGrammarInstance) {
+  private async toolCallFormat(format: Extract<ResponseFormat, { type: 'tool_calls' }>, instance: XGrammarInstance) {
+    const { tools, choice } = format;
+    const parallel = format.parallel ?? true;
+    const syntax: ToolCallSyntax = format.syntax ?? 'hermes';
     if (!Array.isArray(tools) || tools.length === 0) throw new ConstraintError('tool_calls: bind at least one tool');
     if (typeof parallel !== 'boolean') throw new ConstraintError(`tool_calls: parallel must be true or false, not ${JSON.stringify(parallel)}`);
+    if (!(syntax in TOOL_CALL_SYNTAX)) throw new ConstraintError(`tool_calls: syntax must be one of ${Object.keys(TOOL_CALL_SYNTAX).join(', ')}, not ${JSON.stringify(syntax)}`);
     const names = tools.map((t) => t.name);
     const wanted = typeof choice === 'object' ? choice.name : undefined;
     if (wanted !== undefined && !names.includes(wanted)) {
       throw new ConstraintError(`tool_choice names "${wanted}", which is not among the bound tools (${names.join(', ')})`);
     }
+    const called = tools.filter((t) => wanted === undefined || t.name === wanted);
+    const grammarOf = async (t: ToolSpec) => ({ type: 'grammar', grammar: await this.schemaEbnf(t.parameters, true, instance) });
+    if (syntax === 'json') {
+      // One call, the rest of the reply (Llama 3's templates render one and refuse several).
+      const { begin } = TOOL_CALL_SYNTAX.json;
+      const tags = await Promise.all(called.map(async (t) => ({ type: 'tag', begin: `${begin}${JSON.stringify(t.name)}, "parameters": `, content: await grammarOf(t), end: '}' })));
+      return choice === 'auto' ? { type: 'triggered_tags', triggers: [begin], tags, stop_after_first: true } : { type: 'or', elements: tags };
+    }
     // Each call in the two layouts templates use: Hermes/Qwen's (a newline inside the tags) and the compact one.
     const tags = (
       await Promise.all(
-        tools
-          .filter((t) => wanted === undefined || t.name === wanted)
-          .map(async (t) => {
-            const content = { type: 'grammar', grammar: await this.schemaEbnf(t.parameters, true, instance) };
-            const head = `{"name": ${JSON.stringify(t.name)}, "arguments": `;
-            return ['\n', ''].map((nl) => ({ type: 'tag', begin: `${TOOL_CALL_BEGIN}${nl}${head}`, content, end: `}${nl}${TOOL_CALL_END}` }));
-          }),
+        called.map(async (t) => {
+          const content = await grammarOf(t);
+          const head = `{"name": ${JSON.stringify(t.name)}, "arguments": `;
+          return ['\n', ''].map((nl) => ({ type: 'tag', begin: `${TOOL_CALL_BEGIN}${nl}${head}`, content, end: `}${nl}${TOOL_CALL_END}` }));
+        }),
       )
     ).flat();
     if (choice === 'auto') return { type: 'triggered_tags', triggers: [TOOL_CALL_BEGIN], tags, stop_after_first: !parallel };

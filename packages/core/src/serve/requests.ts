@@ -9,6 +9,7 @@ import type { GenerateOptions } from '../generate/types.js';
 import type { ResponseFormat, ToolChoice, ToolSpec } from '../constrain/types.js';
 import type { WeightSpec } from '../compose/weights.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
+import type { ToolCallSyntax } from '../constrain/tool-syntax.js';
 import { badRequest } from './errors.js';
 import { MAX_TOP_LOGPROBS } from '../sampling/logprobs.js';
 
@@ -268,11 +269,11 @@ export function reasoningFormatOf(v: unknown, param = 'reasoning_format'): Reaso
   throw badRequest(`${param} must be "auto", "deepseek" or "none" (got ${JSON.stringify(v)})`, param);
 }
 
-/** The tool-call constraint of a chat request's tools and choice (the engine's `tool_calls` format). */
-export function toolCallFormat(request: ChatRequest): ResponseFormat | undefined {
+/** The tool-call constraint of a chat request's tools and choice (the engine's `tool_calls` format), calls written in `syntax`. */
+export function toolCallFormat(request: ChatRequest, syntax: ToolCallSyntax): ResponseFormat | undefined {
   if (!request.tools || !request.toolChoice) return undefined;
   const tools: ToolSpec[] = request.tools.map((t) => ({ name: t.function.name, parameters: t.function.parameters ?? { type: 'object' } }));
-  return { type: 'tool_calls', tools, choice: request.toolChoice, parallel: request.parallelToolCalls };
+  return { type: 'tool_calls', tools, choice: request.toolChoice, parallel: request.parallelToolCalls, syntax };
 }
 
 function chatMessage(m: unknown, i: number): ChatMessage {

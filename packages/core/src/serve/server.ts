@@ -18,6 +18,7 @@ import { loadModuleDir } from '../modules/module-dir.js';
 import { MANIFEST_FILE } from '../modules/manifest.js';
 import { ChatChoice, finishReason, type ChatDelta } from './choices.js';
 import { replyParsing, thoughtFirst } from '../chat/reply.js';
+import { toolCallSyntaxOf } from '../constrain/tool-syntax.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
 import { HttpError, badRequest, toHttpError } from './errors.js';
 import { ServerMetrics } from './metrics.js';
@@ -310,11 +311,12 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     // Without max_tokens a chat reply may run to the end of the context (where the engine stops a row), as
     // OpenAI's and vLLM's do, not to the engine's 256: a long answer would be cut with nothing asked for.
     request.options.maxTokens ??= l.contextLength;
+    const chatTemplate = options.chatTemplate ?? l.tokenizer!.chatTemplate;
     // A response format of the request's own (withStructuredOutput's JSON) wins over the tool-call constraint.
-    const format = request.options.responseFormat ?? toolCallFormat(request);
+    const format = request.options.responseFormat ?? toolCallFormat(request, toolCallSyntaxOf(chatTemplate));
     const parsing = replyParsing({
       format: request.reasoningFormat ?? options.reasoningFormat ?? 'auto',
-      chatTemplate: options.chatTemplate ?? l.tokenizer!.chatTemplate,
+      chatTemplate,
       prompt: prompt.text,
       constrained: format !== undefined,
       tools: request.tools !== undefined && request.toolChoice !== undefined,
