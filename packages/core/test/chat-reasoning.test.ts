@@ -99,7 +99,7 @@ describe('reasoning: splitting a thought from the answer', () => {
   });
 
   it('a reply is split into thought, answer and tool calls, a call written while thinking staying in the thought', () => {
-    const parsing = replyParsing({ format: 'auto', chatTemplate: '</think>', prompt: 'user: hi\nassistant:', constrained: false, tools: true });
+    const parsing = replyParsing({ format: 'auto', chatTemplate: '</think>', prompt: 'user: hi\nassistant:', constrained: false, tools: 'hermes' });
     const reply = '<think>I could write <tool_call>{"name":"x"}</tool_call> here.</think>\nCalling.\n<tool_call>{"name": "add", "arguments": {"a": 1}}</tool_call>';
     const whole = splitReply(parsing, reply);
     expect(whole.reasoning).to.equal('I could write <tool_call>{"name":"x"}</tool_call> here.');
@@ -117,15 +117,15 @@ describe('reasoning: splitting a thought from the answer', () => {
   it('leaves the thought in the answer with format none, or where a constraint shapes a reply whose template names no thought; a reasoning template puts the thought before the constraint', () => {
     const reply = '<think>x</think>y';
     for (const parsing of [
-      replyParsing({ format: 'none', chatTemplate: '</think>', prompt: '', constrained: false, tools: false }),
-      replyParsing({ format: 'auto', chatTemplate: undefined, prompt: '<think>\n', constrained: true, tools: false }),
+      replyParsing({ format: 'none', chatTemplate: '</think>', prompt: '', constrained: false, tools: undefined }),
+      replyParsing({ format: 'auto', chatTemplate: undefined, prompt: '<think>\n', constrained: true, tools: undefined }),
     ]) {
       expect(splitReply(parsing, reply)).to.deep.equal({ reasoning: '', content: reply, toolCalls: [] });
       expect(thoughtFirst({ type: 'json_object' }, parsing)).to.deep.equal({ type: 'json_object' });
     }
     // Free replies are read with <think> whatever the template; constrained ones think first where it names the tags.
-    expect(replyParsing({ format: 'auto', chatTemplate: undefined, prompt: '', constrained: false, tools: false }).reasoning).to.deep.equal({ tags: THINK, open: false });
-    const thinking = replyParsing({ format: 'auto', chatTemplate: '{{ "<thought>" }}{{ "</thought>" }}', prompt: 'A: <thought>\n', constrained: true, tools: false });
+    expect(replyParsing({ format: 'auto', chatTemplate: undefined, prompt: '', constrained: false, tools: undefined }).reasoning).to.deep.equal({ tags: THINK, open: false });
+    const thinking = replyParsing({ format: 'auto', chatTemplate: '{{ "<thought>" }}{{ "</thought>" }}', prompt: 'A: <thought>\n', constrained: true, tools: undefined });
     expect(thoughtFirst({ type: 'json_object' }, thinking)).to.deep.equal({ type: 'json_object', thought: { open: '<thought>', close: '</thought>', opened: true } });
   });
 

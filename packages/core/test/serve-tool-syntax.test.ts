@@ -22,6 +22,7 @@ const ADD = {
 describe('reasonplug serve: tool calls in the syntax of the template', function () {
   this.timeout(120_000);
   let server: RunningServer;
+  let forcedHermes: RunningServer;
   let tokenizer: TextTokenizer;
   const chat = (over: Record<string, unknown> = {}) =>
     new ChatOpenAI({ model: 'llama3ish', apiKey: 'none', temperature: 0, maxTokens: 60, configuration: { baseURL: `${server.url}/v1` }, maxRetries: 0, ...over });
@@ -32,10 +33,11 @@ describe('reasonplug serve: tool calls in the syntax of the template', function 
     const reply = '{"name": "add", "parameters": {"a": 2, "b": 2}}';
     const { dir } = await scriptedChatModule('llama3ish', LLAMA3_TOOLS_TEMPLATE, [{ role: 'user', content: QUESTION }], reply, { tools: [ADD] });
     server = await startServer({ engine: { model: dir }, name: 'llama3ish', port: 0 });
-    await server.ready;
+    forcedHermes = await startServer({ engine: { model: dir }, name: 'llama3ish', port: 0, toolCallSyntax: 'hermes' });
+    await Promise.all([server.ready, forcedHermes.ready]);
   });
   after(async () => {
-    await server?.close();
+    await Promise.all([server?.close(), forcedHermes?.close()]);
   });
 
   it('reads the syntax from the template: json for Llama 3-style ones, hermes for <tool_call> ones and by default', () => {
@@ -58,6 +60,11 @@ describe('reasonplug serve: tool calls in the syntax of the template', function 
     const joined = chunks.reduce((a, b) => a.concat(b));
     expect(joined.tool_calls?.map((c) => [c.name, c.args])).to.deep.equal([['add', { a: 2, b: 2 }]]);
     expect(joined.content).to.equal('');
+
+    // toolCallSyntax (--tool-call-syntax) overrides the template's: read as hermes, the JSON is text, no call.
+    const hermes = await chat({ configuration: { baseURL: `${forcedHermes.url}/v1` } }).bindTools([ADD]).invoke(QUESTION);
+    expect(hermes.tool_calls).to.deep.equal([]);
+    expect(String(hermes.content).trim()).to.equal('{"name": "add", "parameters": {"a": 2, "b": 2}}');
   });
 
   it('the call and its result go back through the template as Llama 3 writes them', async () => {

@@ -32,7 +32,7 @@ import {
 import { ReasonerRuntime } from './runtime.js';
 import { ReplySplitter, type SplitText } from './reply-splitter.js';
 import { structuredOutput } from './structured-output.js';
-import { reasoningTagsOf, replyParsing, thoughtFirst, toolCallSyntaxOf, type ResponseFormat, type ToolChoice } from './core.js';
+import { reasoningTagsOf, replyParsing, thoughtFirst, toolCallSyntaxOf, type ResponseFormat, type ToolCallSyntax, type ToolChoice } from './core.js';
 
 /** Call options of `ChatReasoner`: LangChain's, the reasoner options, and bound tools. */
 export interface ChatReasonerCallOptions extends BaseChatModelCallOptions, ReasonerCallOptions, ChatCallOptions {
@@ -71,6 +71,8 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
     private readonly chatTemplate: string | undefined,
     /** Template variables and reasoning format given at creation (calls override them). */
     private readonly chatDefaults: ChatCallOptions,
+    /** How the model writes tool calls. */
+    private readonly toolCallSyntax: ToolCallSyntax,
     fields: BaseChatModelParams,
   ) {
     super(fields);
@@ -83,11 +85,12 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
    */
   static async create(options: ChatReasonerOptions): Promise<ChatReasoner> {
     const { ours, rest } = splitOptions(ChatModelOptionsSchema, options);
-    const { chatTemplate, chatTemplateKwargs, reasoningFormat, ...modelOptions } = parseOptions(ChatModelOptionsSchema, ours, 'ChatReasoner.create');
+    const { chatTemplate, chatTemplateKwargs, reasoningFormat, toolCallSyntax, ...modelOptions } = parseOptions(ChatModelOptionsSchema, ours, 'ChatReasoner.create');
     const runtime = await ReasonerRuntime.load(modelOptions);
     const chatDefaults = { ...(chatTemplateKwargs ? { chatTemplateKwargs } : {}), ...(reasoningFormat ? { reasoningFormat } : {}) };
     try {
-      return new ChatReasoner(runtime, ChatPrompter.load(runtime.backbone, await runtime.tokenizer(), chatTemplate), chatTemplate, chatDefaults, rest);
+      const prompter = ChatPrompter.load(runtime.backbone, await runtime.tokenizer(), chatTemplate);
+      return new ChatReasoner(runtime, prompter, chatTemplate, chatDefaults, toolCallSyntax ?? toolCallSyntaxOf(prompter.chatTemplate), rest);
     } catch (err) {
       await runtime.dispose();
       throw err;
@@ -129,7 +132,7 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
       chatTemplate: this.prompter.chatTemplate,
       prompt: prompt.text,
       constrained: (format ?? plan.engine.responseFormat) !== undefined,
-      tools: tools !== undefined,
+      tools: tools ? this.toolCallSyntax : undefined,
     });
     const responseFormat = format ?? plan.engine.responseFormat;
     const splitter = new ReplySplitter(parsing);
@@ -286,7 +289,7 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
       tools: tools.map((t) => ({ name: t.function.name, parameters: (t.function.parameters ?? {}) as Record<string, unknown> })),
       choice: toolChoice,
       parallel: options.parallel_tool_calls ?? true,
-      syntax: toolCallSyntaxOf(this.prompter.chatTemplate),
+      syntax: this.toolCallSyntax,
     };
   }
 

@@ -13,5 +13,6 @@ export type {
   ResponseFormat,
   SplitReply,
   StreamOptions,
+  ToolCallSyntax,
   ToolChoice,
 } from '@reasonplug/core';

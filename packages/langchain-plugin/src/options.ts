@@ -128,6 +128,8 @@ const chat = {
 export const ChatModelOptionsSchema = ModelOptionsSchema.extend({
   /** A jinja chat template that replaces (or stands in for) the one in the backbone's tokenizer_config.json. */
   chatTemplate: z.string().min(1).optional(),
+  /** How the model writes tool calls: `<tool_call>` blocks (`hermes`) or Llama 3's JSON object (`json`); default: as its chat template renders them. */
+  toolCallSyntax: z.enum(['hermes', 'json']).optional(),
   ...chat,
 });
 

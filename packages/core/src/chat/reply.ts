@@ -5,7 +5,7 @@
  */
 import { opensThought, ReasoningTextSplitter, reasoningTagsOf, reasoningTokens, THINK_TAGS, type ReasoningFormat, type ReasoningTags } from './reasoning.js';
 import type { ResponseFormat } from '../constrain/types.js';
-import { toolCallSyntaxOf, type ToolCallSyntax } from '../constrain/tool-syntax.js';
+import type { ToolCallSyntax } from '../constrain/tool-syntax.js';
 import { ToolCallTextSplitter, type ParsedToolCall } from './tool-calls.js';
 
 /** What one piece of a reply turned into. */
@@ -29,9 +29,16 @@ export interface ReplyParsing {
  * tags (a reasoning model's): its constraint then takes the thought first ({@link thoughtFirst}); elsewhere a
  * constrained reply is the structure from its first token.
  */
-export function replyParsing(opts: { format: ReasoningFormat; chatTemplate: string | undefined; prompt: string; constrained: boolean; tools: boolean }): ReplyParsing {
+export function replyParsing(opts: {
+  format: ReasoningFormat;
+  chatTemplate: string | undefined;
+  prompt: string;
+  constrained: boolean;
+  /** The syntax of the tool calls the reply may hold (see `toolCallSyntaxOf`); absent: it holds none. */
+  tools: ToolCallSyntax | undefined;
+}): ReplyParsing {
   const named = reasoningTagsOf(opts.chatTemplate);
-  const tools = opts.tools ? { tools: toolCallSyntaxOf(opts.chatTemplate) } : {};
+  const tools = opts.tools ? { tools: opts.tools } : {};
   if (opts.format === 'none' || (opts.constrained && !named)) return tools;
   const tags = named ?? THINK_TAGS;
   return { reasoning: { tags, open: opensThought(opts.prompt, tags) }, ...tools };

@@ -94,7 +94,7 @@ async function converse(c: Conversation): Promise<void> {
     } else if (text) {
       const messages: ChatMessage[] = [...history, { role: 'user', content: text }];
       const prompt = c.tokenizer.applyChatTemplate(messages, { template: c.template, ...(c.templateKwargs ? { extra: c.templateKwargs } : {}) });
-      const splitter = new ChatReplySplitter(replyParsing({ format: c.reasoningFormat, chatTemplate: c.template, prompt, constrained: false, tools: false }));
+      const splitter = new ChatReplySplitter(replyParsing({ format: c.reasoningFormat, chatTemplate: c.template, prompt, constrained: false, tools: undefined }));
       let thought = '';
       let answer = '';
       const show = (split: { reasoning: string; content: string }) => {

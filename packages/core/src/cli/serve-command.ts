@@ -13,6 +13,7 @@ import { PLACEMENTS, type PlacementChoice } from '../runtime/thread-budget.js';
 import type { FusionMode } from '../compose/fusion.js';
 import { integerFlag, jsonObjectFlag, parseWeight, threadsFlag } from './flags.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
+import type { ToolCallSyntax } from '../constrain/tool-syntax.js';
 
 /** `NAME=REF[=WEIGHT]`: the served name, the model (path or registry reference), an optional default weight. */
 export function servedReasonerFlag(v: string, prev: ReasonerSpec[] = []): ReasonerSpec[] {
@@ -69,6 +70,7 @@ interface ServeFlags {
   chatTemplate?: string;
   chatTemplateKwargs?: Record<string, unknown>;
   reasoningFormat: ReasoningFormat;
+  toolCallSyntax: ToolCallSyntax | 'auto';
   device: string;
   threads?: number;
   placement?: PlacementChoice;
@@ -97,6 +99,7 @@ export function addServeCommand(program: Command): void {
     .option('--chat-template <file>', "a Jinja chat template file used instead of the model's")
     .option('--chat-template-kwargs <json>', 'template variables for every chat request, e.g. \'{"enable_thinking": false}\' (a request\'s chat_template_kwargs override them)', jsonObjectFlag('--chat-template-kwargs'))
     .addOption(new Option('--reasoning-format <f>', "a reply's <think> thought: reasoning_content (auto) or left in the content (none)").choices(['auto', 'none']).default('auto'))
+    .addOption(new Option('--tool-call-syntax <s>', 'how the model writes tool calls: as its chat template renders them (auto), <tool_call> blocks (hermes) or Llama 3\'s JSON object (json)').choices(['auto', 'hermes', 'json']).default('auto'))
     .addOption(new Option('--device <d>', 'execution provider').choices([...DEVICES]).default('cpu'))
     .option('--threads <n>', 'intra-op threads', threadsFlag)
     .addOption(new Option('--placement <p>', 'where reasoners run').choices([...PLACEMENTS]).default('auto'))
@@ -129,6 +132,7 @@ async function serve(flags: ServeFlags): Promise<void> {
     ...(flags.chatTemplate ? { chatTemplate: readFileSync(flags.chatTemplate, 'utf8') } : {}),
     ...(flags.chatTemplateKwargs ? { chatTemplateKwargs: flags.chatTemplateKwargs } : {}),
     reasoningFormat: flags.reasoningFormat,
+    ...(flags.toolCallSyntax !== 'auto' ? { toolCallSyntax: flags.toolCallSyntax } : {}),
   });
   const say = (text: string) => process.stderr.write(`${text}\n`);
   say(`reasonplug serve: listening on ${running.url} (loading ${flags.model})`);

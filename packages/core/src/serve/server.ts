@@ -18,7 +18,7 @@ import { loadModuleDir } from '../modules/module-dir.js';
 import { MANIFEST_FILE } from '../modules/manifest.js';
 import { ChatChoice, finishReason, type ChatDelta } from './choices.js';
 import { replyParsing, thoughtFirst } from '../chat/reply.js';
-import { toolCallSyntaxOf } from '../constrain/tool-syntax.js';
+import { toolCallSyntaxOf, type ToolCallSyntax } from '../constrain/tool-syntax.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
 import { HttpError, badRequest, toHttpError } from './errors.js';
 import { ServerMetrics } from './metrics.js';
@@ -58,6 +58,8 @@ export interface ServeOptions {
   chatTemplate?: string;
   /** Template variables every chat request renders with (its `chat_template_kwargs` override them by key). */
   chatTemplateKwargs?: Record<string, unknown>;
+  /** How the model writes tool calls (`hermes` or Llama 3's `json`); default: as its chat template renders them. */
+  toolCallSyntax?: ToolCallSyntax;
   /** Whether a reply's thought (`<think>…</think>`) is given out as `reasoning_content` (`auto`, the default) or left in the content (`none`); a request's `reasoning_format` overrides it. */
   reasoningFormat?: ReasoningFormat;
   /** Largest request body in bytes (default 8 MiB). */
@@ -312,14 +314,15 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     // OpenAI's and vLLM's do, not to the engine's 256: a long answer would be cut with nothing asked for.
     request.options.maxTokens ??= l.contextLength;
     const chatTemplate = options.chatTemplate ?? l.tokenizer!.chatTemplate;
+    const syntax = options.toolCallSyntax ?? toolCallSyntaxOf(chatTemplate);
     // A response format of the request's own (withStructuredOutput's JSON) wins over the tool-call constraint.
-    const format = request.options.responseFormat ?? toolCallFormat(request, toolCallSyntaxOf(chatTemplate));
+    const format = request.options.responseFormat ?? toolCallFormat(request, syntax);
     const parsing = replyParsing({
       format: request.reasoningFormat ?? options.reasoningFormat ?? 'auto',
       chatTemplate,
       prompt: prompt.text,
       constrained: format !== undefined,
-      tools: request.tools !== undefined && request.toolChoice !== undefined,
+      tools: request.tools !== undefined && request.toolChoice !== undefined ? syntax : undefined,
     });
     if (format) request.options.responseFormat = thoughtFirst(format, parsing);
     const id = `chatcmpl-${randomUUID()}`;
