@@ -126,15 +126,14 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
     const tools = this.toolsFor(options);
     const prompt = this.prompter.render(messages, tools, chat.chatTemplateKwargs);
     // Tool calls are constrained unless the call asks for a structure of its own (withStructuredOutput's JSON).
-    const format = tools && !plan.engine.responseFormat ? this.toolCallFormat(options, tools) : undefined;
+    const responseFormat = tools && !plan.engine.responseFormat ? this.toolCallFormat(options, tools) : plan.engine.responseFormat;
     const parsing = replyParsing({
       format: chat.reasoningFormat ?? 'auto',
       chatTemplate: this.prompter.chatTemplate,
       prompt: prompt.text,
-      constrained: (format ?? plan.engine.responseFormat) !== undefined,
+      constrained: responseFormat !== undefined,
       tools: tools ? this.toolCallSyntax : undefined,
     });
-    const responseFormat = format ?? plan.engine.responseFormat;
     const splitter = new ReplySplitter(parsing);
     // Without maxTokens a reply may run to the end of the context (where the engine stops a row), as ChatOpenAI's
     // and ChatOllama's do.

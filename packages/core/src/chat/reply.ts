@@ -54,7 +54,7 @@ export class ChatReplySplitter {
   private readonly reasoning: ReasoningTextSplitter | undefined;
   private readonly tools: ToolCallTextSplitter | undefined;
   /** Whether any of the reply so far was thought (its tokens count as reasoning tokens). */
-  thought = false;
+  private thought = false;
 
   constructor(private readonly parsing: ReplyParsing) {
     this.reasoning = parsing.reasoning && new ReasoningTextSplitter(parsing.reasoning.tags, parsing.reasoning.open);

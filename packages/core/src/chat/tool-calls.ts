@@ -45,7 +45,9 @@ export class ToolCallTextSplitter {
   private readonly close: string | undefined;
 
   constructor(syntax: ToolCallSyntax = 'hermes') {
-    ({ begin: this.begin, end: this.close } = TOOL_CALL_SYNTAX[syntax]);
+    const form: { begin: string; end?: string } = TOOL_CALL_SYNTAX[syntax];
+    this.begin = form.begin;
+    this.close = form.end;
   }
 
   /** Takes the next piece of text. */

@@ -11,10 +11,10 @@
 export type ToolCallSyntax = 'hermes' | 'json';
 
 /** The text that opens a call, and the text that closes it (none: the call runs to the end of the reply and its opening is part of it). */
-export const TOOL_CALL_SYNTAX: Readonly<Record<ToolCallSyntax, { begin: string; end?: string }>> = {
+export const TOOL_CALL_SYNTAX = {
   hermes: { begin: '<tool_call>', end: '</tool_call>' },
   json: { begin: '{"name": ' },
-};
+} as const satisfies Record<ToolCallSyntax, { begin: string; end?: string }>;
 
 /**
  * The syntax a chat template teaches: `json` for Llama 3's (it renders calls as `"parameters"` objects and tool

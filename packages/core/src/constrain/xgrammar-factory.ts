@@ -16,7 +16,7 @@ import { ConstraintError, type Constraint, type ConstraintFactory, type JsonSche
 
 /** Tool calls as the Hermes/Qwen chat templates teach them (the default syntax). */
 export const TOOL_CALL_BEGIN = TOOL_CALL_SYNTAX.hermes.begin;
-export const TOOL_CALL_END = TOOL_CALL_SYNTAX.hermes.end!;
+export const TOOL_CALL_END = TOOL_CALL_SYNTAX.hermes.end;
 
 /** JSON key order-independent text of a value, for cache keys. */
 function canonical(value: unknown): string {
