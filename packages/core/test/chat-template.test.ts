@@ -1,7 +1,8 @@
 import { expect } from 'chai';
 import { mkdir, copyFile, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
+import { TextTokenizer, TokenizerError } from '../src/tokenizer/tokenizer.js';
+import { startServer } from '../src/serve/server.js';
 import { Engine } from '../src/engine.js';
 import { models } from '../../../test/support/paths.js';
 import { cacheDir, testDir } from './support/models.js';
@@ -38,6 +39,26 @@ describe('chat templates', () => {
   it("renders the real model's Llama-2 template", async () => {
     const tok = await TextTokenizer.fromDirectory(models.llamaFp16);
     expect(tok.applyChatTemplate([{ role: 'user', content: ' Hi! ' }])).to.equal('<s>[INST] Hi! [/INST]');
+  });
+
+  it("a template's refusal (the Llama-2 template's alternating roles) is the caller's error: TokenizerError, and 400 from the server", async () => {
+    const tok = await TextTokenizer.fromDirectory(models.llamaFp16);
+    const twice = [
+      { role: 'user', content: 'Hi!' },
+      { role: 'user', content: 'Hi again!' },
+    ];
+    expect(() => tok.applyChatTemplate(twice)).to.throw(TokenizerError, /the chat template cannot render these messages: Conversation roles must alternate/);
+    const server = await startServer({ engine: { model: models.llamaFp16, cacheDir }, port: 0 });
+    try {
+      await server.ready;
+      const res = await fetch(`${server.url}/v1/chat/completions`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ model: 'tiny-random-llama-fp16', messages: twice, max_tokens: 2 }) });
+      const body = (await res.json()) as { error: { message: string; type: string } };
+      expect(res.status, body.error.message).to.equal(400);
+      expect(body.error).to.deep.include({ type: 'invalid_request_error' });
+      expect(body.error.message).to.match(/Conversation roles must alternate/);
+    } finally {
+      await server.close();
+    }
   });
 
   it('says clearly when a model has no chat template', async () => {

@@ -183,7 +183,7 @@ export class TextTokenizer {
       );
     }
     const special = (key: string) => tokenContent(this.config[key]) ?? '';
-    return new Template(source).render({
+    const vars = {
       // The template's own variables (Qwen3's enable_thinking, …) first: they cannot replace the conversation.
       ...options.extra,
       messages,
@@ -193,6 +193,13 @@ export class TextTokenizer {
       unk_token: special('unk_token'),
       pad_token: special('pad_token'),
       ...(options.tools ? { tools: options.tools } : {}),
-    });
+    };
+    try {
+      return new Template(source).render(vars);
+    } catch (err) {
+      // A template refuses what its model cannot take (Gemma's alternating roles, say) with raise_exception: the
+      // caller's messages are at fault, and the error says so.
+      throw new TokenizerError(`the chat template cannot render these messages: ${(err as Error).message}`);
+    }
   }
 }
