@@ -226,6 +226,33 @@ describe('reasonplug serve', function () {
     expect((await fetch(`${server.url}/tokenize`, { method: 'POST', body: '{"prompt":"x"}' })).status).to.equal(401);
   });
 
+  it("continue_final_message (vLLM's): the reply continues the last assistant message, as the engine continues the template cut after it", async () => {
+    const messages = [
+      { role: 'user', content: 'Tell me a story' },
+      { role: 'assistant', content: 'Once upon a time, there was a' },
+    ];
+    const rendered = tokenizer.applyChatTemplate(messages, { template: TEMPLATE, addGenerationPrompt: false });
+    expect(rendered.endsWith('there was a<|end|>')).to.equal(true);
+    const promptIds = tokenizer.encode(rendered.slice(0, -'<|end|>'.length), false);
+    const tokenized = (await (await post('/tokenize', { messages, continue_final_message: true })).json()) as { tokens: number[] };
+    expect(tokenized.tokens).to.deep.equal(promptIds);
+    const body = { model: 'stories260k', messages, max_tokens: 8, temperature: 0, continue_final_message: true, add_generation_prompt: false };
+    const res = (await (await post('/v1/chat/completions', body)).json()) as { choices: { message: { content: string } }[] };
+    const want = (await reference.generate({ promptIds }, { maxTokens: 8, reasoners: [] })).rows[0]!;
+    expect(res.choices[0]!.message.content).to.equal(want.text);
+    const errors: [Record<string, unknown>, string][] = [
+      [{ continue_final_message: true, add_generation_prompt: true }, 'continue_final_message'],
+      [{ continue_final_message: true, messages: [messages[0]] }, 'continue_final_message'],
+      [{ continue_final_message: 'yes' }, 'continue_final_message'],
+      [{ add_generation_prompt: 1 }, 'add_generation_prompt'],
+    ];
+    for (const [over, param] of errors) {
+      const bad = await post('/v1/chat/completions', { ...body, add_generation_prompt: undefined, ...over });
+      expect(bad.status, JSON.stringify(over)).to.equal(400);
+      expect(((await bad.json()) as { error: { param: string } }).error.param).to.equal(param);
+    }
+  });
+
   it('streams /v1/completions as SSE ending in [DONE], with a usage chunk, the same text as without streaming; stop strings cut', async () => {
     const body = { model: 'stories260k', prompt: 'Once upon a time', max_tokens: 24, temperature: 0 };
     const whole = (await (await post('/v1/completions', body)).json()) as { choices: { text: string; finish_reason: string }[]; usage: { completion_tokens: number } };

@@ -40,6 +40,10 @@ export interface ChatPromptSpec {
   tools?: { type: 'function'; function: { name: string; description?: string; parameters?: Record<string, unknown> } }[];
   /** `chat_template_kwargs` (vLLM's and llama.cpp's): variables for the template, such as Qwen3's `enable_thinking`. */
   templateKwargs?: Record<string, unknown>;
+  /** `add_generation_prompt` (vLLM's): the template opens the assistant's turn (default, unless continuing one). */
+  addGenerationPrompt: boolean;
+  /** `continue_final_message` (vLLM's): the prompt ends inside the final assistant message, whose text the reply continues. */
+  continueFinalMessage: boolean;
 }
 
 /** A chat request: messages for the chat template, and tools. */
@@ -255,7 +259,22 @@ function chatPromptSpec(body: Body): ChatPromptSpec {
   for (const key of TEMPLATE_INPUTS) {
     if (kwargs?.[key] !== undefined) throw badRequest(`chat_template_kwargs.${key} is set by the request itself, not as a template variable`, `chat_template_kwargs.${key}`);
   }
-  return { messages, ...(tools ? { tools } : {}), ...(kwargs && Object.keys(kwargs).length ? { templateKwargs: kwargs } : {}) };
+  const continueFinal = body.continue_final_message ?? false;
+  if (typeof continueFinal !== 'boolean') throw badRequest('continue_final_message must be true or false', 'continue_final_message');
+  const generation = body.add_generation_prompt ?? !continueFinal;
+  if (typeof generation !== 'boolean') throw badRequest('add_generation_prompt must be true or false', 'add_generation_prompt');
+  if (continueFinal) {
+    if (generation) throw badRequest('continue_final_message continues the last message: it cannot go with add_generation_prompt: true', 'continue_final_message');
+    const last = messages[messages.length - 1];
+    if (last?.role !== 'assistant' || !last.content) throw badRequest('continue_final_message needs a last message from the assistant, with the text to continue', 'continue_final_message');
+  }
+  return {
+    messages,
+    ...(tools ? { tools } : {}),
+    ...(kwargs && Object.keys(kwargs).length ? { templateKwargs: kwargs } : {}),
+    addGenerationPrompt: generation,
+    continueFinalMessage: continueFinal,
+  };
 }
 
 /** Template variables the server sets from the request's own fields. */
@@ -348,7 +367,7 @@ function toolsOf(v: unknown): ChatRequest['tools'] {
  */
 export type TokenizeRequest = { model?: string; addSpecialTokens?: boolean } & (
   | { prompt: string }
-  | (ChatPromptSpec & { addGenerationPrompt: boolean })
+  | ChatPromptSpec
 );
 
 /** Reads a `/tokenize` body. */
@@ -360,9 +379,7 @@ export function parseTokenizeRequest(body: unknown): TokenizeRequest {
   const base = { ...(model !== undefined ? { model } : {}), ...(special !== undefined ? { addSpecialTokens: special } : {}) };
   if (typeof body.prompt === 'string' && body.messages === undefined) return { ...base, prompt: body.prompt };
   if (!Array.isArray(body.messages) || body.prompt !== undefined) throw badRequest('give either prompt (a string) or messages (a list)', body.prompt === undefined ? 'messages' : 'prompt');
-  const generation = body.add_generation_prompt ?? true;
-  if (typeof generation !== 'boolean') throw badRequest('add_generation_prompt must be true or false', 'add_generation_prompt');
-  return { ...base, ...chatPromptSpec(body), addGenerationPrompt: generation };
+  return { ...base, ...chatPromptSpec(body) };
 }
 
 /** Reads a `/detokenize` body: `tokens`, a list of token ids. */

@@ -269,8 +269,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     }
   }
 
-  /** A chat's prompt: the messages (and tools) rendered with the chat template, and its ids. */
-  function chatPrompt(l: Loaded, spec: ChatPromptSpec, addGenerationPrompt = true, addSpecialTokens = false): { text: string; ids: number[] } {
+  /**
+   * A chat's prompt: the messages (and tools) rendered with the chat template, and its ids. Continuing the final
+   * message, the prompt ends where that message's text does (the template's end of turn cut off).
+   */
+  function chatPrompt(l: Loaded, spec: ChatPromptSpec, addSpecialTokens = false): { text: string; ids: number[] } {
     const tokenizer = l.tokenizer;
     if (!tokenizer) throw badRequest('this model has no tokenizer.json beside it, so it cannot take chat messages', 'messages');
     if (!options.chatTemplate && !tokenizer.chatTemplate) {
@@ -278,10 +281,17 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     }
     const template = options.chatTemplate ? { template: options.chatTemplate } : {};
     const extra = { ...options.chatTemplateKwargs, ...spec.templateKwargs };
-    const render = (shown?: unknown[]) => tokenizer.applyChatTemplate(spec.messages, { ...template, addGenerationPrompt, extra, ...(shown ? { tools: shown } : {}) });
-    const text = render(spec.tools);
+    const render = (shown?: unknown[]) =>
+      tokenizer.applyChatTemplate(spec.messages, { ...template, addGenerationPrompt: spec.addGenerationPrompt, extra, ...(shown ? { tools: shown } : {}) });
+    let text = render(spec.tools);
     if (spec.tools && text === render()) {
       throw badRequest(`the chat template of ${l.models.backbone} does not show tools to the model, so it cannot call them`, 'tools', 'tools_not_supported');
+    }
+    if (spec.continueFinalMessage) {
+      const final = spec.messages[spec.messages.length - 1]!.content;
+      const at = text.lastIndexOf(final);
+      if (at === -1) throw badRequest(`the chat template of ${l.models.backbone} does not write the last message as given, so it cannot be continued`, 'continue_final_message');
+      text = text.slice(0, at + final.length);
     }
     // The template writes the special tokens (BOS included), so the tokenizer must not add them again.
     return { text, ids: tokenizer.encode(text, addSpecialTokens) };
@@ -294,7 +304,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const tokens =
       'prompt' in request
         ? l.tokenizer.encode(request.prompt, request.addSpecialTokens ?? true)
-        : chatPrompt(l, request, request.addGenerationPrompt, request.addSpecialTokens ?? false).ids;
+        : chatPrompt(l, request, request.addSpecialTokens ?? false).ids;
     sendJson(res, 200, { count: tokens.length, max_model_len: l.contextLength, tokens });
   }
 
