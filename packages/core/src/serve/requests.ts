@@ -250,7 +250,7 @@ export function parseChatRequest(body: unknown): ChatRequest {
   return { ...base, ...prompt, ...(toolChoice ? { toolChoice } : {}), parallelToolCalls: parallel, ...(reasoningFormat ? { reasoningFormat } : {}) };
 }
 
-/** The messages, tools and `chat_template_kwargs` of a chat or `/tokenize` body. */
+/** What a chat or `/tokenize` body asks the template to render: messages, tools, `chat_template_kwargs`, and where the prompt ends. */
 function chatPromptSpec(body: Body): ChatPromptSpec {
   const messages = (body.messages as unknown[]).map((m, i) => chatMessage(m, i));
   const tools = toolsOf(body.tools);
@@ -281,11 +281,11 @@ function chatPromptSpec(body: Body): ChatPromptSpec {
 const TEMPLATE_INPUTS = ['messages', 'tools', 'add_generation_prompt'] as const;
 
 /** `reasoning_format`: llama.cpp's names (`deepseek` and `auto` split a thought off, `none` leaves it in the content). */
-export function reasoningFormatOf(v: unknown, param = 'reasoning_format'): ReasoningFormat | undefined {
+function reasoningFormatOf(v: unknown): ReasoningFormat | undefined {
   if (v === undefined || v === null) return undefined;
   if (v === 'auto' || v === 'deepseek') return 'auto';
   if (v === 'none') return 'none';
-  throw badRequest(`${param} must be "auto", "deepseek" or "none" (got ${JSON.stringify(v)})`, param);
+  throw badRequest(`reasoning_format must be "auto", "deepseek" or "none" (got ${JSON.stringify(v)})`, 'reasoning_format');
 }
 
 /** The tool-call constraint of a chat request's tools and choice (the engine's `tool_calls` format), calls written in `syntax`. */
