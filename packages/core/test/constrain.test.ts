@@ -8,6 +8,7 @@ import { Engine } from '../src/engine.js';
 import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { models } from '../../../test/support/paths.js';
 import { XGrammarFactory, applyBitmask, grammarVocabulary, prepareJsonSchema, type JsonSchema, type ResponseFormat } from '../src/constrain/index.js';
+import { withWritableTokens } from '../src/constrain/vocabulary.js';
 import { SUPPORTED_FORMATS } from '../src/constrain/json-schema.js';
 import { ToolCallTextSplitter } from '../src/chat/tool-calls.js';
 import { splitReply } from '../src/chat/reply.js';
@@ -616,6 +617,25 @@ describe('constrained decoding', function () {
       seen.add(text);
     }
     expect(seen.size).to.be.greaterThan(1); // random paths reach different words
+  });
+
+  it('makes added tokens writable as their text in the encoded form of the vocabulary (byte-level: the tokenizer\'s own characters)', async () => {
+    const json = JSON.parse(await readFile(join(models.gpt2Legacy, 'tokenizer.json'), 'utf8')) as object;
+    const tokenizer = await TextTokenizer.fromDirectory(models.gpt2Legacy);
+    const vocab = grammarVocabulary(json, tokenizer.vocabSize);
+    const [space, tab] = [tokenizer.encode(' ', false), tokenizer.encode('\t', false)];
+    expect([space.length, tab.length]).to.deep.equal([1, 1]);
+    const [twoSpaces, twoTabs] = [tokenizer.tokenId('  ')!, tokenizer.tokenId('\t\t')!];
+    expect([vocab.tokens[twoSpaces], vocab.tokens[twoTabs]]).to.deep.equal(['', '']); // added: not text by default
+    const writable = withWritableTokens(vocab, ['  ', '\t\t', 'not an added token']);
+    expect(writable.tokens[twoSpaces]).to.equal(vocab.tokens[space[0]!]!.repeat(2));
+    expect(writable.tokens[twoTabs]).to.equal(vocab.tokens[tab[0]!]!.repeat(2));
+    expect(writable.tokens.filter((t, id) => t !== vocab.tokens[id])).to.have.length(2);
+    // And a grammar over it takes the added token for its text.
+    const constraint = await new XGrammarFactory(writable, 'gpt2-writable').create({ type: 'grammar', grammar: 'root ::= "a" "  " "b"' }, [50256]);
+    constraint.accept(tokenizer.encode('a', false)[0]!);
+    expect(constraint.tryAccept(twoSpaces)).to.equal(true);
+    constraint.dispose();
   });
 
   it('reads the bitmask straight out of XGrammar\'s memory: the same words as its getNextTokenBitmask along random paths', async () => {

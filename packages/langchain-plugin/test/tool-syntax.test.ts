@@ -4,14 +4,14 @@
  * answer with a call.
  */
 import { expect } from 'chai';
-import { AIMessageChunk, HumanMessage } from '@langchain/core/messages';
+import { AIMessage, AIMessageChunk, HumanMessage, ToolMessage } from '@langchain/core/messages';
 import { tool } from '@langchain/core/tools';
 import { convertToOpenAITool } from '@langchain/core/utils/function_calling';
 import { z } from 'zod';
 import { ChatReasoner } from '../src/index.js';
 import { cacheDir } from './support/modules.js';
 import { scriptedChatModule } from '../../core/test/support/modules.js';
-import { LLAMA3_TOOLS_TEMPLATE } from '../../core/test/support/chat-templates.js';
+import { LLAMA3_TOOLS_TEMPLATE, MISTRAL_TOOLS_TEMPLATE } from '../../core/test/support/chat-templates.js';
 
 const QUESTION = 'What are two and two?';
 
@@ -47,5 +47,36 @@ describe('ChatReasoner: tool calls in the syntax of the template', function () {
     const reply = await forcedHermes.bindTools([add]).invoke([new HumanMessage(QUESTION)]);
     expect(reply.tool_calls).to.deep.equal([]);
     expect(String(reply.content).trim()).to.equal('{"name": "add", "parameters": {"a": 2, "b": 2}}');
+  });
+});
+
+describe('ChatReasoner: Mistral tool calls after the [TOOL_CALLS] token', function () {
+  this.timeout(60_000);
+  let model: ChatReasoner;
+  const add = tool(async ({ a, b }) => String(a + b), { name: 'add', description: 'Add two integers', schema: z.object({ a: z.number().int(), b: z.number().int() }) });
+  const question = 'What are two and two, and three and four?';
+
+  before(async () => {
+    // A vocabulary with [TOOL_CALLS] as its special token, scripted for the prompt bindTools renders.
+    const reply = '[TOOL_CALLS] [{"name": "add", "arguments": {"a": 2, "b": 2}}, {"name": "add", "arguments": {"a": 3, "b": 4}}]';
+    const { dir } = await scriptedChatModule('mistralish-plugin', MISTRAL_TOOLS_TEMPLATE, [{ role: 'user', content: question }], reply, { tools: [convertToOpenAITool(add)], specialTokens: ['[TOOL_CALLS]'] });
+    model = await ChatReasoner.create({ backbone: dir, cacheDir, maxTokens: 160 });
+  });
+  after(async () => {
+    await model?.dispose();
+  });
+
+  it('bindTools gives both calls with ids the template takes back, and the next turn renders them with their results', async () => {
+    const reply = await model.bindTools([add]).invoke([new HumanMessage(question)]);
+    expect(reply.tool_calls?.map((c) => [c.name, c.args])).to.deep.equal([['add', { a: 2, b: 2 }], ['add', { a: 3, b: 4 }]]);
+    expect(reply.content).to.equal('');
+    for (const c of reply.tool_calls!) expect(c.id).to.match(/^[a-zA-Z0-9]{9}$/);
+    const chunks: AIMessageChunk[] = [];
+    for await (const c of await model.bindTools([add]).stream([new HumanMessage(question)])) chunks.push(c);
+    expect(chunks.reduce((a, b) => a.concat(b)).tool_calls?.map((c) => c.args)).to.deep.equal([{ a: 2, b: 2 }, { a: 3, b: 4 }]);
+    // The template refuses other ids: the turn after the calls renders only with these.
+    const results = await Promise.all(reply.tool_calls!.map(async (c) => new ToolMessage({ content: String(await add.invoke(c.args as { a: number; b: number })), tool_call_id: c.id! })));
+    const next = await model.bindTools([add]).invoke([new HumanMessage(question), new AIMessage({ content: '', tool_calls: reply.tool_calls! }), ...results], { maxTokens: 2 });
+    expect(next.usage_metadata?.input_tokens).to.be.greaterThan(40);
   });
 });

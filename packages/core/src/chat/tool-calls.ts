@@ -1,18 +1,20 @@
 /**
  * Tool calls in generated text, in the syntax the chat template teaches and the tool-call constraint enforces
  * (`constrain/tool-syntax.ts`): Hermes/Qwen's `<tool_call>{"name": "add", "arguments": {"a": 1}}</tool_call>`
- * blocks, or Llama 3's `{"name": "add", "parameters": {"a": 1}}` ending the reply. A streaming splitter: text
+ * blocks, Llama 3's `{"name": "add", "parameters": {"a": 1}}` ending the reply, Mistral's
+ * `[TOOL_CALLS] [{"name": "add", "arguments": {"a": 1}}, …]` ending it, or its later `[TOOL_CALLS]add[ARGS]{"a": 1}`
+ * calls. A streaming splitter: text
  * outside calls streams on as content, text that may still turn into the opening of a call is held back, and each
  * call becomes one parsed call. Shared by the OpenAI server and the LangChain plugin, so both read a model's calls
  * the same way.
  */
-import { randomUUID } from 'node:crypto';
+import { randomInt, randomUUID } from 'node:crypto';
 import { partialTagAt } from './partial-tag.js';
-import { TOOL_CALL_SYNTAX, type ToolCallSyntax } from '../constrain/tool-syntax.js';
+import { TOOL_CALL_SYNTAX, type ToolCallForm, type ToolCallSyntax } from '../constrain/tool-syntax.js';
 
 /** One call the model wrote. */
 export interface ParsedToolCall {
-  /** A fresh unique id (`call_<uuid>`). */
+  /** A fresh unique id ({@link toolCallId}), or the one the model wrote (Mistral Nemo writes its calls' ids). */
   id: string;
   /** The tool's name, when the block was JSON with a string `name`. */
   name?: string;
@@ -41,13 +43,14 @@ export class ToolCallTextSplitter {
   /** Whether nothing but whitespace came since the reply began or the last call closed. */
   private afterCall = true;
   private readonly begin: string;
-  /** What closes a call; none: the call runs to the end of the reply, its opening part of it (`json`). */
+  /** What closes a call; none: the call (or list of calls) runs to the end of the reply. */
   private readonly close: string | undefined;
+  private readonly form: ToolCallForm;
 
-  constructor(syntax: ToolCallSyntax = 'hermes') {
-    const form: { begin: string; end?: string } = TOOL_CALL_SYNTAX[syntax];
-    this.begin = form.begin;
-    this.close = form.end;
+  constructor(private readonly syntax: ToolCallSyntax = 'hermes') {
+    this.form = TOOL_CALL_SYNTAX[syntax];
+    this.begin = this.form.begin;
+    this.close = this.form.end;
   }
 
   /** Takes the next piece of text. */
@@ -56,17 +59,18 @@ export class ToolCallTextSplitter {
     const out: SplitToolText = { content: '', toolCalls: [] };
     for (;;) {
       if (this.inBlock) {
-        const close = this.close;
+        // A call that has no closing text ends where the next one opens (`mistral-args`), that opening kept.
+        const close = this.close ?? (this.form.args ? this.begin : undefined);
         const at = close === undefined ? -1 : this.pending.indexOf(close);
         if (close === undefined || at === -1) break;
-        out.toolCalls.push(parseToolCall(this.pending.slice(0, at)));
+        out.toolCalls.push(...parseToolCalls(this.pending.slice(0, at), this.syntax));
         this.afterCall = true;
-        this.pending = this.pending.slice(at + close.length);
+        this.pending = this.pending.slice(this.close === undefined ? at : at + close.length);
       } else {
         const at = this.pending.indexOf(this.begin);
         if (at === -1) break;
         out.content += this.content(this.pending.slice(0, at));
-        this.pending = this.pending.slice(this.close === undefined ? at : at + this.begin.length);
+        this.pending = this.pending.slice(this.form.beginsJson ? at : at + this.begin.length);
       }
       this.inBlock = !this.inBlock;
     }
@@ -81,13 +85,13 @@ export class ToolCallTextSplitter {
   }
 
   /**
-   * Ends the text: what was held back is content, and so is an unclosed block, which is no tool call; a call that
-   * runs to the end of the reply (`json`) is parsed now.
+   * Ends the text: what was held back is content, and so is an unclosed block, which is no tool call; calls that
+   * run to the end of the reply (`json`, `mistral`) are parsed now.
    */
   end(): SplitToolText {
     const out: SplitToolText = { content: '', toolCalls: [] };
     if (!this.inBlock) out.content = this.content(this.pending);
-    else if (this.close === undefined) out.toolCalls.push(parseToolCall(this.pending));
+    else if (this.close === undefined) out.toolCalls.push(...parseToolCalls(this.pending, this.syntax));
     else out.content = this.begin + this.pending;
     this.pending = '';
     this.inBlock = false;
@@ -108,16 +112,67 @@ export class ToolCallTextSplitter {
   }
 }
 
-/** One block's text as a call (see {@link ParsedToolCall} for what is kept when it is not JSON). */
-export function parseToolCall(body: string): ParsedToolCall {
-  const id = `call_${randomUUID()}`;
+/** Letters and digits, of which Mistral's templates want call ids made. */
+const ALPHANUMERIC = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789';
+
+/**
+ * A fresh call id: `call_<uuid>`; for Mistral's syntaxes, nine letters and digits, the only ids Mistral's templates
+ * render (they raise an error on any other when the call goes back to the model).
+ */
+export function toolCallId(syntax: ToolCallSyntax = 'hermes'): string {
+  if (!syntax.startsWith('mistral')) return `call_${randomUUID()}`;
+  let id = '';
+  for (let i = 0; i < 9; i++) id += ALPHANUMERIC[randomInt(ALPHANUMERIC.length)];
+  return id;
+}
+
+/**
+ * The calls of one block (`mistral`: of its list). A block that is not such JSON becomes one call with the raw
+ * text as its arguments, so nothing the model wrote is dropped.
+ */
+export function parseToolCalls(body: string, syntax: ToolCallSyntax = 'hermes'): ParsedToolCall[] {
+  const form: ToolCallForm = TOOL_CALL_SYNTAX[syntax];
+  if (form.args) return [namedCall(body, form.args, syntax)];
+  if (!form.list) return [parseToolCall(body, syntax)];
+  let list: unknown;
   try {
-    const parsed = JSON.parse(body) as { name?: unknown; arguments?: unknown; parameters?: unknown };
-    if (parsed && typeof parsed === 'object' && typeof parsed.name === 'string') {
-      return { id, name: parsed.name, arguments: JSON.stringify(parsed.arguments ?? parsed.parameters ?? {}) };
-    }
+    list = JSON.parse(body);
+  } catch {
+    return [parseToolCall(body, syntax)];
+  }
+  if (!Array.isArray(list) || list.length === 0) return [parseToolCall(body, syntax)];
+  return list.map((call) => toolCallOf(call, syntax) ?? { id: toolCallId(syntax), arguments: JSON.stringify(call) });
+}
+
+/** `name[ARGS]{…}` as a call: the name, then the arguments as JSON (kept raw where they are not JSON). */
+function namedCall(body: string, args: string, syntax: ToolCallSyntax): ParsedToolCall {
+  const at = body.indexOf(args);
+  const id = toolCallId(syntax);
+  if (at === -1) return { id, arguments: body.trim() };
+  const text = body.slice(at + args.length).trim();
+  try {
+    return { id, name: body.slice(0, at).trim(), arguments: JSON.stringify(JSON.parse(text)) };
+  } catch {
+    return { id, name: body.slice(0, at).trim(), arguments: text };
+  }
+}
+
+/** One call's text as a call (see {@link parseToolCalls} for what is kept when it is not JSON). */
+export function parseToolCall(body: string, syntax: ToolCallSyntax = 'hermes'): ParsedToolCall {
+  try {
+    const call = toolCallOf(JSON.parse(body), syntax);
+    if (call) return call;
   } catch {
     // not JSON: kept raw below
   }
-  return { id, arguments: body.trim() };
+  return { id: toolCallId(syntax), arguments: body.trim() };
+}
+
+/** A parsed JSON value as a call: an object with a string `name`; its `id` kept where the syntax's ids are valid. */
+function toolCallOf(value: unknown, syntax: ToolCallSyntax): ParsedToolCall | undefined {
+  if (!value || typeof value !== 'object') return undefined;
+  const call = value as { name?: unknown; arguments?: unknown; parameters?: unknown; id?: unknown };
+  if (typeof call.name !== 'string') return undefined;
+  const own = syntax === 'mistral' && typeof call.id === 'string' && /^[a-zA-Z0-9]{9}$/.test(call.id) ? call.id : undefined;
+  return { id: own ?? toolCallId(syntax), name: call.name, arguments: JSON.stringify(call.arguments ?? call.parameters ?? {}) };
 }

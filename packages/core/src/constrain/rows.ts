@@ -9,6 +9,7 @@ import { grammarVocabulary } from './vocabulary.js';
 import { XGrammarFactory } from './xgrammar-factory.js';
 import { ConstraintError, type Constraint, type ConstraintFactory, type ResponseFormat, type ThoughtFirst } from './types.js';
 import { ReasoningTextSplitter } from '../chat/reasoning.js';
+import { writtenTokens } from './tool-syntax.js';
 
 /** Per call: one format for every row, or one per row (`null`: free). */
 export type ResponseFormatOption = ResponseFormat | (ResponseFormat | null)[] | undefined;
@@ -67,6 +68,21 @@ export async function rowConstraints(
 function answerAfterThought(text: string, thought: ThoughtFirst): string {
   const splitter = new ReasoningTextSplitter(thought, thought.opened);
   return splitter.push(text).content + splitter.end().content;
+}
+
+/**
+ * The ids of the special tokens the rows' formats write as text (a tool-call marker such as Mistral's
+ * `[TOOL_CALLS]`): decoding keeps them in the replies, which are read by them.
+ */
+export function writtenTokenIds(option: ResponseFormatOption, rows: number, idOf: (text: string) => number | undefined): Set<number> {
+  const ids = new Set<number>();
+  for (const format of formatsPerRow(option, rows)) {
+    for (const text of format ? writtenTokens(format) : []) {
+      const id = idOf(text);
+      if (id !== undefined) ids.add(id);
+    }
+  }
+  return ids;
 }
 
 /** Frees the constraints of a request. */

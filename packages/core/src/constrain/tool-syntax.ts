@@ -1,3 +1,5 @@
+import type { ResponseFormat } from './types.js';
+
 /**
  * How models write tool calls, as their chat templates teach them: the tool-call constraint writes calls this
  * way, and the chat splitters read them back.
@@ -6,21 +8,58 @@
 /**
  * `hermes`: `<tool_call>{"name": …, "arguments": {…}}</tool_call>` blocks, one per line (Hermes, Qwen 2.5/3,
  * SmolLM3 and most templates that render tools); `json`: the reply ends in one JSON object
- * `{"name": …, "parameters": {…}}` (Llama 3.1–3.3, whose templates render a call that way and refuse several).
+ * `{"name": …, "parameters": {…}}` (Llama 3.1–3.3, whose templates render a call that way and refuse several);
+ * `mistral`: the reply ends in `[TOOL_CALLS]` and a JSON list of `{"name": …, "arguments": {…}}` objects
+ * (Mistral 7B v0.3, Nemo, Small 24B 2501); `mistral-args`: each call is `[TOOL_CALLS]name[ARGS]{…}` (Mistral's
+ * later tokenizers: Small 3.2, Magistral, Devstral, Ministral 3). `[TOOL_CALLS]` and `[ARGS]` are special tokens
+ * of those vocabularies.
  */
-export type ToolCallSyntax = 'hermes' | 'json';
+export type ToolCallSyntax = 'hermes' | 'json' | 'mistral' | 'mistral-args';
 
-/** The text that opens a call, and the text that closes it (none: the call runs to the end of the reply and its opening is part of it). */
+/** How one syntax writes its calls. */
+export interface ToolCallForm {
+  /** The text that opens a call (`list`: the list of calls). */
+  readonly begin: string;
+  /** The text that closes a call; none: the call (or list) runs to the end of the reply. */
+  readonly end?: string;
+  /** Whether the opening is the start of the call's own JSON (`json`), not a marker before it. */
+  readonly beginsJson?: boolean;
+  /** Whether what follows the opening is a JSON list of calls rather than one call. */
+  readonly list?: boolean;
+  /** Without `end`: the special text between a call's name and its JSON arguments, each call opened anew. */
+  readonly args?: string;
+}
+
+/** Each syntax's form. */
 export const TOOL_CALL_SYNTAX = {
   hermes: { begin: '<tool_call>', end: '</tool_call>' },
-  json: { begin: '{"name": ' },
-} as const satisfies Record<ToolCallSyntax, { begin: string; end?: string }>;
+  json: { begin: '{"name": ', beginsJson: true },
+  mistral: { begin: '[TOOL_CALLS]', list: true },
+  'mistral-args': { begin: '[TOOL_CALLS]', args: '[ARGS]' },
+} as const satisfies Record<ToolCallSyntax, ToolCallForm>;
 
 /**
- * The syntax a chat template teaches: `json` for Llama 3's (it renders calls as `"parameters"` objects and tool
- * results in the `ipython` role) unless it writes `<tool_call>` blocks; `hermes` otherwise.
+ * The syntax a chat template teaches: `mistral-args` where it writes `[TOOL_CALLS]` and `[ARGS]`, `mistral` where
+ * it writes `[TOOL_CALLS]` alone; `json` for Llama 3's (it renders calls as `"parameters"` objects and tool results
+ * in the `ipython` role) unless it writes `<tool_call>` blocks; `hermes` otherwise.
  */
 export function toolCallSyntaxOf(chatTemplate: string | undefined): ToolCallSyntax {
   if (!chatTemplate || chatTemplate.includes(TOOL_CALL_SYNTAX.hermes.begin)) return 'hermes';
+  if (chatTemplate.includes(TOOL_CALL_SYNTAX.mistral.begin)) return chatTemplate.includes(TOOL_CALL_SYNTAX['mistral-args'].args) ? 'mistral-args' : 'mistral';
   return chatTemplate.includes('"parameters"') && (chatTemplate.includes('ipython') || chatTemplate.includes('<|python_tag|>')) ? 'json' : 'hermes';
+}
+
+/**
+ * The special tokens a syntax writes as text (its marker, which a tokenizer declares special and decoding would
+ * drop): the constraint lets the grammar write them, and the reply's text keeps them for the splitter.
+ */
+export function markerTokensOf(syntax: ToolCallSyntax): readonly string[] {
+  if (syntax === 'mistral') return [TOOL_CALL_SYNTAX.mistral.begin];
+  if (syntax === 'mistral-args') return [TOOL_CALL_SYNTAX['mistral-args'].begin, TOOL_CALL_SYNTAX['mistral-args'].args];
+  return [];
+}
+
+/** The special tokens a response format writes as text: its tool-call syntax's marker, if it has one. */
+export function writtenTokens(format: ResponseFormat): readonly string[] {
+  return format.type === 'tool_calls' && typeof format.syntax === 'string' && Object.hasOwn(TOOL_CALL_SYNTAX, format.syntax) ? markerTokensOf(format.syntax) : [];
 }

@@ -53,7 +53,9 @@ type FormatKind =
    * `parallel_tool_calls`): with `auto`, free text may go on after a call and start more; with `required`, the
    * reply is one or more calls, one per line. False admits one call at most; a named tool is always called once.
    * `syntax` (default `hermes`) is how the model writes a call; with `json` (Llama 3's `{"name": …, "parameters":
-   * {…}}`) a reply makes one call at most, its last words.
+   * {…}}`) a reply makes one call at most, its last words; with `mistral` the reply's last words are
+   * `[TOOL_CALLS]` (the vocabulary's special token, which the reply's text then keeps) and a JSON list of calls;
+   * with `mistral-args` each call is `[TOOL_CALLS]name[ARGS]` (both special tokens, kept) and its arguments.
    */
   | { type: 'tool_calls'; tools: ToolSpec[]; choice: ToolChoice; parallel?: boolean; syntax?: ToolCallSyntax };
 

@@ -16,6 +16,8 @@ export interface GrammarVocabulary {
   kind: VocabularyKind;
   /** Whether the tokenizer prepends a space (SentencePiece's `▁`) before the text. */
   prependSpace: boolean;
+  /** The ids of the added tokens, by content (their encoded forms are blank in `tokens`). */
+  added: ReadonlyMap<string, number>;
 }
 
 type Json = Record<string, unknown>;
@@ -36,7 +38,11 @@ export function grammarVocabulary(tokenizerJson: object, size: number): GrammarV
   const blank = (id: unknown) => {
     if (typeof id === 'number' && id < size) tokens[id] = '';
   };
-  if (Array.isArray(tj.added_tokens)) for (const t of tj.added_tokens as Json[]) blank(t.id);
+  const added = new Map<string, number>();
+  for (const t of Array.isArray(tj.added_tokens) ? (tj.added_tokens as Json[]) : []) {
+    blank(t.id);
+    if (typeof t.content === 'string' && typeof t.id === 'number' && t.id < size) added.set(t.content, t.id);
+  }
   if (typeof model.unk_token === 'string' && model.vocab && !Array.isArray(model.vocab)) blank((model.vocab as Json)[model.unk_token]);
 
   const decoders = steps(tj.decoder, 'decoders');
@@ -48,5 +54,35 @@ export function grammarVocabulary(tokenizerJson: object, size: number): GrammarV
   const prependSpace =
     steps(tj.normalizer, 'normalizers').some((n) => n.type === 'Prepend' && n.prepend === '▁') ||
     steps(tj.pre_tokenizer, 'pretokenizers').some((p) => p.type === 'Metaspace' && p.prepend_scheme !== 'never' && p.add_prefix_space !== false);
-  return { tokens, kind, prependSpace };
+  return { tokens, kind, prependSpace, added };
+}
+
+/**
+ * The vocabulary with the added tokens named in `texts` writable as their text (a tool-call marker the grammar
+ * must be able to write; decoding keeps them). Texts the vocabulary has no added token for are left to ordinary
+ * tokens.
+ */
+export function withWritableTokens(vocabulary: GrammarVocabulary, texts: readonly string[]): GrammarVocabulary {
+  const tokens = vocabulary.tokens.slice();
+  for (const text of texts) {
+    const id = vocabulary.added.get(text);
+    if (id !== undefined) tokens[id] = vocabulary.kind === 'byte_level' ? byteLevelForm(text) : text;
+  }
+  return { ...vocabulary, tokens };
+}
+
+/** GPT-2's byte-level encoded form of a text: each UTF-8 byte as the character byte-level vocabularies use for it. */
+function byteLevelForm(text: string): string {
+  let form = '';
+  for (const byte of new TextEncoder().encode(text)) form += String.fromCharCode(byteLevelChar(byte));
+  return form;
+}
+
+/** The printable bytes stand for themselves; the others are shifted past 255, in byte order. */
+function byteLevelChar(byte: number): number {
+  const printable = (b: number) => (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
+  if (printable(byte)) return byte;
+  let shifted = 0;
+  for (let b = 0; b < byte; b++) if (!printable(b)) shifted++;
+  return 256 + shifted;
 }

@@ -7,12 +7,12 @@ import type { CompiledGrammar, GrammarCompiler, GrammarMatcher, TokenizerInfo } 
 import { prepareJsonSchema, spliceRules } from './json-schema.js';
 import { rewriteRegex } from './regex-rewrite.js';
 import { unrollBoundedStrings } from './string-length.js';
-import type { GrammarVocabulary } from './vocabulary.js';
+import { withWritableTokens, type GrammarVocabulary } from './vocabulary.js';
 import { allowedShare, applyBitmask } from '../sampling/bitmask.js';
 import { StageClock } from './timing.js';
 import { loadXGrammar, type EmbindIntVector, type XGrammarBinding, type XGrammarInstance } from './xgrammar-loader.js';
-import { TOOL_CALL_SYNTAX, type ToolCallSyntax } from './tool-syntax.js';
-import { ConstraintError, type Constraint, type ConstraintFactory, type JsonSchema, type ResponseFormat, type ThoughtFirst, type ToolSpec } from './types.js';
+import { TOOL_CALL_SYNTAX, writtenTokens, type ToolCallSyntax } from './tool-syntax.js';
+import { ConstraintError, type Constraint, type ConstraintFactory, type JsonSchema, type ResponseFormat, type ThoughtFirst, type ToolChoice, type ToolSpec } from './types.js';
 
 /** Tool calls as the Hermes/Qwen chat templates teach them (the default syntax). */
 export const TOOL_CALL_BEGIN = TOOL_CALL_SYNTAX.hermes.begin;
@@ -161,10 +161,11 @@ interface Loaded {
 /**
  * Compiles formats for one vocabulary with XGrammar. Its tokenizer information carries the stop tokens, one per
  * set of them (a model's usually): a grammar that may end inside free text (`tool_calls` with `auto`, whose
- * dispatch ends at a stop token) allows them only if the compiler knew them, whatever the matcher is told.
+ * dispatch ends at a stop token) allows them only if the compiler knew them, whatever the matcher is told. A
+ * format whose syntax writes special tokens (Mistral's `[TOOL_CALLS]`) gets a vocabulary where those are text.
  */
 export class XGrammarFactory implements ConstraintFactory {
-  /** By stop-token set (ids sorted, joined). */
+  /** By stop-token set (ids sorted, joined) and the special tokens written as text. */
   private readonly loaded = new Map<string, Promise<Loaded>>();
   private readonly cache = new Map<string, Promise<CompiledGrammar>>();
   /** Formats compiled so far (a cache hit compiles nothing). */
@@ -182,7 +183,7 @@ export class XGrammarFactory implements ConstraintFactory {
     }
     const stops = [...new Set(stopTokenIds)].sort((a, b) => a - b);
     const compiled = await this.compile(format, stops);
-    const { instance } = await this.load(stops);
+    const { instance } = await this.load(stops, writtenTokens(format));
     const matcher = await instance.xg.GrammarMatcher.createGrammarMatcher(compiled, stops);
     return new XGrammarConstraint(matcher, instance.binding(), this.vocabulary.tokens.length);
   }
@@ -209,13 +210,13 @@ export class XGrammarFactory implements ConstraintFactory {
     return compiled;
   }
 
-  private load(stops: readonly number[]): Promise<Loaded> {
-    const key = stops.join(',');
+  private load(stops: readonly number[], written: readonly string[]): Promise<Loaded> {
+    const key = `${stops.join(',')}\u0000${written.join('\u0000')}`;
     let loaded = this.loaded.get(key);
     if (!loaded) {
       loaded = (async () => {
         const instance = loadXGrammar();
-        const { tokens, kind, prependSpace } = this.vocabulary;
+        const { tokens, kind, prependSpace } = written.length ? withWritableTokens(this.vocabulary, written) : this.vocabulary;
         const info = await instance.xg.TokenizerInfo.createTokenizerInfo(tokens, kind, prependSpace, tokens.length, [...stops]);
         const compiler = await instance.xg.GrammarCompiler.createGrammarCompiler(info);
         return { instance, info, compiler };
@@ -226,7 +227,7 @@ export class XGrammarFactory implements ConstraintFactory {
   }
 
   private async compileNew(format: ResponseFormat, stops: readonly number[]): Promise<CompiledGrammar> {
-    const { instance, compiler } = await this.load(stops);
+    const { instance, compiler } = await this.load(stops, writtenTokens(format));
     instance.takeMessages();
     // Everything that can be refused is checked before the library sees it.
     const source = thoughtFirst(await this.grammarSource(format, instance), format.thought);
@@ -293,6 +294,8 @@ export class XGrammarFactory implements ConstraintFactory {
       const tags = await Promise.all(called.map(async (t) => ({ type: 'tag', begin: `${begin}${JSON.stringify(t.name)}, "parameters": `, content: await grammarOf(t), end: '}' })));
       return choice === 'auto' ? { type: 'triggered_tags', triggers: [begin], tags, stop_after_first: true } : { type: 'or', elements: tags };
     }
+    if (syntax === 'mistral-args') return mistralArgsCalls(await Promise.all(called.map(async (t) => ({ name: t.name, content: await grammarOf(t) }))), choice, parallel);
+    if (syntax === 'mistral') return mistralCalls(await Promise.all(called.map(async (t) => ({ name: t.name, content: await grammarOf(t) }))), choice, parallel);
     // Each call in the two layouts templates use: Hermes/Qwen's (a newline inside the tags) and the compact one.
     const tags = (
       await Promise.all(
@@ -325,6 +328,41 @@ export class XGrammarFactory implements ConstraintFactory {
     this.cache.clear();
     return new ConstraintError(`cannot compile the ${format.type} constraint: ${reason}`);
   }
+}
+
+/**
+ * Mistral's calls: `[TOOL_CALLS]`, a few blanks (its templates render one) or none, then one JSON list of
+ * `{"name": …, "arguments": …}` objects, each with the 9-character `id` Nemo writes or without; the list ends the
+ * reply. `parallel` false admits a list of one call.
+ */
+function mistralCalls(calls: { name: string; content: object }[], choice: ToolChoice, parallel: boolean): Record<string, unknown> {
+  const { begin } = TOOL_CALL_SYNTAX.mistral;
+  const id = { type: 'regex', pattern: '(, "id": "[a-zA-Z0-9]{9}")?' };
+  const tags = calls.map((c) => ({ type: 'tag', begin: `{"name": ${JSON.stringify(c.name)}, "arguments": `, content: { type: 'sequence', elements: [c.content, id] }, end: '}' }));
+  const several = typeof choice === 'object' ? false : parallel;
+  const content = several ? { type: 'tags_with_separator', tags, separator: ', ', at_least_one: true } : { type: 'or', elements: tags };
+  // The list as a tag of its own: its closing bracket is the tag's end (XGrammar takes separated tags only so).
+  // Blanks before it, bounded: a SentencePiece vocabulary may write the template's one blank as two pieces.
+  const list = { type: 'sequence', elements: [{ type: 'regex', pattern: ' {0,4}' }, { type: 'tag', begin: '[', content, end: ']' }] };
+  const marked = { type: 'tag', begin, content: list, end: '' };
+  return choice === 'auto' ? { type: 'triggered_tags', triggers: [begin], tags: [marked], stop_after_first: true } : marked;
+}
+
+/**
+ * Mistral's later calls: each `[TOOL_CALLS]name[ARGS]` and the arguments' JSON, one after another, with a few
+ * blanks admitted after each special token (a SentencePiece vocabulary writes one there, as llama.cpp tokenizes).
+ * `parallel` false and a named tool admit one call.
+ */
+function mistralArgsCalls(calls: { name: string; content: object }[], choice: ToolChoice, parallel: boolean): Record<string, unknown> {
+  const { begin, args } = TOOL_CALL_SYNTAX['mistral-args'];
+  const several = typeof choice === 'object' ? false : parallel;
+  const blank = { type: 'regex', pattern: ' {0,4}' };
+  const call = { type: 'or', elements: calls.map((c) => ({ type: 'sequence', elements: [blank, { type: 'const_string', value: `${c.name}${args}` }, blank, c.content] })) };
+  const marked = { type: 'tag', begin, content: call, end: '' };
+  if (choice === 'auto') return { type: 'triggered_tags', triggers: [begin], tags: [marked], stop_after_first: !several };
+  if (!several) return marked;
+  // The opening of each call after the first separates it from the one before (XGrammar takes no empty separator).
+  return { type: 'sequence', elements: [{ type: 'const_string', value: begin }, { type: 'tags_with_separator', tags: [{ type: 'tag', begin: '', content: call, end: '' }], separator: begin, at_least_one: true }] };
 }
 
 type GrammarSource = { kind: 'ebnf'; text: string } | { kind: 'tag'; tag: { type: 'structural_tag'; format: Record<string, unknown> } };

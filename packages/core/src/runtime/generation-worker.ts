@@ -23,7 +23,7 @@ import { planThreads, type StepFacts, type ThreadPlan } from './thread-budget.js
 import { declaredContextLength } from '../modules/context-length.js';
 import { checkDeclaredVocabSize } from '../modules/vocab-compat.js';
 import type { DecoderSession } from './decoder-session.js';
-import { attachParsed, lazyConstraintFactory, releaseConstraints, rowConstraints } from '../constrain/rows.js';
+import { attachParsed, lazyConstraintFactory, releaseConstraints, rowConstraints, writtenTokenIds } from '../constrain/rows.js';
 import { grammarTiming } from '../constrain/timing.js';
 import type { ConstraintFactory } from '../constrain/types.js';
 import type { FromWorker, GenerateRequestOptions, ModelInfo, PromptInput, ToWorker, WorkerConfig } from './protocol.js';
@@ -455,6 +455,11 @@ function answerAtOnce(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): bo
   return true;
 }
 
+/** How replies are decoded: special tokens dropped, but for those the constraint writes as text (`kept`). */
+function replyDecoder(tokenizer: TextTokenizer, kept: ReadonlySet<number>): (ids: readonly number[]) => string {
+  return kept.size ? (ids) => tokenizer.decode(ids, true, kept) : (ids) => tokenizer.decode(ids);
+}
+
 async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Promise<void> {
   if (closed) return;
   const { backbone, tokenizer } = loaded;
@@ -498,7 +503,7 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
       options,
       eosTokenIds: tokenizer?.eosTokenIds ?? [],
       ...(loaded.contextLength !== undefined ? { contextLength: loaded.contextLength } : {}),
-      ...(tokenizer ? { decode: (ids: readonly number[]) => tokenizer.decode(ids) } : {}),
+      ...(tokenizer ? { decode: replyDecoder(tokenizer, writtenTokenIds(responseFormat, prompts.length, (t) => tokenizer.tokenId(t))) } : {}),
       shouldAbort: () => Atomics.load(abort, 0) !== 0,
     };
     const composition = await batchComposition(loaded, batch, plan, msg.options.trace);

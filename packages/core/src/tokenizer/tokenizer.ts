@@ -85,6 +85,9 @@ export class TextTokenizer {
   /** Number of ids the tokenizer can produce (base vocabulary plus added tokens). */
   readonly vocabSize: number;
 
+  /** The ids of the special added tokens, once a decode keeping some of them needed them. */
+  private specialIds: Set<number> | undefined;
+
   private constructor(
     private readonly tokenizer: Tokenizer,
     private readonly config: TokenizerConfig,
@@ -151,10 +154,24 @@ export class TextTokenizer {
     return this.tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids;
   }
 
-  /** Decodes ids to text, dropping special tokens unless asked to keep them. */
-  decode(ids: readonly number[], skipSpecialTokens = true): string {
+  /**
+   * Decodes ids to text, dropping special tokens unless asked to keep them all, or the `kept` ones (a tool-call
+   * marker such as Mistral's `[TOOL_CALLS]`, which the reply is read by).
+   */
+  decode(ids: readonly number[], skipSpecialTokens = true, kept?: ReadonlySet<number>): string {
+    if (kept?.size && skipSpecialTokens) {
+      // The other special tokens are dropped before the decoder runs, as skipping them does: one decoder pass over the rest.
+      this.specialIds ??= new Set([...this.tokenizer.get_added_tokens_decoder()].filter(([, t]) => t.special).map(([id]) => id));
+      const special = this.specialIds;
+      return this.decode(ids.filter((id) => kept.has(id) || !special.has(id)), false);
+    }
     if (ids.length === 0) return '';
     return this.tokenizer.decode(ids as number[], { skip_special_tokens: skipSpecialTokens, clean_up_tokenization_spaces: false });
+  }
+
+  /** The id of a token given by its text (an added token's content or a vocabulary entry), if there is one. */
+  tokenId(text: string): number | undefined {
+    return this.tokenizer.token_to_id(text) ?? undefined;
   }
 
   /** The chat template from chat_template.jinja or tokenizer_config.json, if the model ships one. */

@@ -21,3 +21,34 @@ export const LLAMA3_TOOLS_TEMPLATE =
   "{% if tools and loop.first and m.role == 'user' %}Answer with a JSON function call {\"name\": function name, \"parameters\": its arguments} if one helps.\n{{ tools | tojson }}\n\n{% endif %}" +
   '{% if m.tool_calls %}{% for c in m.tool_calls %}{"name": "{{ c.function.name }}", "parameters": {{ c.function.arguments | tojson }}}{% endfor %}{% else %}{{ m.content }}{% endif %}<|eot_id|>{% endif %}' +
   '{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}';
+
+/**
+ * Mistral 7B v0.3-style turns: tools offered before the last user message in `[AVAILABLE_TOOLS]`, calls written
+ * after the special token `[TOOL_CALLS]` as a JSON list whose objects carry the call's id, results in
+ * `[TOOL_RESULTS]`; like Mistral's own templates it refuses any call id but nine letters and digits.
+ */
+export const MISTRAL_TOOLS_TEMPLATE =
+  "{%- set users = messages | selectattr('role', 'equalto', 'user') | list %}{{ bos_token }}" +
+  '{%- for m in messages %}' +
+  "{%- if m.role == 'user' %}{% if tools and m == users[-1] %}[AVAILABLE_TOOLS] {{ tools | tojson }}[/AVAILABLE_TOOLS]{% endif %}[INST] {{ m.content }}[/INST]" +
+  '{%- elif m.tool_calls %}[TOOL_CALLS] [{% for c in m.tool_calls %}' +
+  "{%- if c.id is not defined or c.id | length != 9 %}{{ raise_exception('Tool call IDs should be alphanumeric strings with length 9!') }}{% endif %}" +
+  '{"name": "{{ c.function.name }}", "arguments": {{ c.function.arguments | tojson }}, "id": "{{ c.id }}"}{% if not loop.last %}, {% endif %}{% endfor %}]{{ eos_token }}' +
+  "{%- elif m.role == 'tool' %}" +
+  "{%- if m.tool_call_id is not defined or m.tool_call_id | length != 9 %}{{ raise_exception('Tool call IDs should be alphanumeric strings with length 9!') }}{% endif %}" +
+  '[TOOL_RESULTS] {"content": {{ m.content | tojson }}, "call_id": "{{ m.tool_call_id }}"}[/TOOL_RESULTS]' +
+  '{%- else %} {{ m.content }}{{ eos_token }}{% endif %}' +
+  '{%- endfor %}';
+
+/**
+ * Mistral Small 3.2-style turns (Mistral's later tokenizers): tools in `[AVAILABLE_TOOLS]` at the start, each call
+ * written as `[TOOL_CALLS]name[ARGS]` and its arguments' JSON, results in `[TOOL_RESULTS]`.
+ */
+export const MISTRAL_ARGS_TOOLS_TEMPLATE =
+  '{{ bos_token }}{% if tools %}[AVAILABLE_TOOLS]{{ tools | tojson }}[/AVAILABLE_TOOLS]{% endif %}' +
+  '{%- for m in messages %}' +
+  "{%- if m.role == 'user' %}[INST]{{ m.content }}[/INST]" +
+  '{%- elif m.tool_calls %}{% for c in m.tool_calls %}[TOOL_CALLS]{{ c.function.name }}[ARGS]{{ c.function.arguments | tojson }}{% endfor %}{{ eos_token }}' +
+  "{%- elif m.role == 'tool' %}[TOOL_RESULTS]{{ m.content }}[/TOOL_RESULTS]" +
+  '{%- else %}{{ m.content }}{{ eos_token }}{% endif %}' +
+  '{%- endfor %}';

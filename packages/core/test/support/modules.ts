@@ -1,6 +1,6 @@
 /** Module directories made from builder models and the real stories260K tokenizer (vocab 512). */
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { convertGguf } from '../../src/gguf/convert.js';
 import { randomLlamaWeights, writeLlamaModel } from '../../src/onnx/llama-builder.js';
 import type { LlamaConfig } from '../../src/onnx/llama-spec.js';
@@ -35,10 +35,10 @@ export interface ModuleSpec {
   seed?: number;
   kind?: ModuleManifest['kind'];
   defaultWeight?: number;
-  /** Edits applied to model.onnx after building (e.g. a logit bias). */
+  /** Edits applied to model.onnx after building (e.g. a logit bias), beside the module's tokenizer files. */
   edit?: (modelPath: string) => Promise<void>;
   /** Rewrites tokenizer.json before the manifest is written (a different tokenizer). */
-  tokenizer?: (json: { model: { vocab: Record<string, number> } }) => void;
+  tokenizer?: (json: { model: { vocab: Record<string, number> }; added_tokens?: unknown[] }) => void;
   /** A chat template for tokenizer_config.json. */
   chatTemplate?: string;
 }
@@ -49,13 +49,14 @@ export async function makeModule(spec: ModuleSpec): Promise<string> {
   const dir = join(testDir(spec.name), spec.name);
   await mkdir(dir, { recursive: true });
   const config = spec.config ?? storiesConfig();
-  await writeLlamaModel(join(dir, 'model.onnx'), config, randomLlamaWeights(config, spec.seed ?? 1, 0.1));
-  if (spec.edit) await spec.edit(join(dir, 'model.onnx'));
   const tokenizer = JSON.parse(await readFile(join(source, 'tokenizer.json'), 'utf8'));
   spec.tokenizer?.(tokenizer);
   await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tokenizer));
   const tokenizerConfig = JSON.parse(await readFile(join(source, 'tokenizer_config.json'), 'utf8'));
   await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify({ ...tokenizerConfig, ...(spec.chatTemplate ? { chat_template: spec.chatTemplate } : {}) }));
+  await writeLlamaModel(join(dir, 'model.onnx'), config, randomLlamaWeights(config, spec.seed ?? 1, 0.1));
+  // The tokenizer files are in place: an edit may read them.
+  if (spec.edit) await spec.edit(join(dir, 'model.onnx'));
   const kind = spec.kind ?? 'logit-reasoner';
   await writeModuleDir(dir, {
     name: spec.name,
@@ -64,7 +65,7 @@ export async function makeModule(spec: ModuleSpec): Promise<string> {
     tasks: kind === 'logit-reasoner' ? ['test'] : [],
     description: `test ${kind}`,
     license: 'MIT',
-    compat: { tokenizer: tokenizerFingerprint(tokenizer), vocabSize: 512, hiddenSize: config.hiddenSize },
+    compat: { tokenizer: tokenizerFingerprint(tokenizer), vocabSize: config.vocabSize, hiddenSize: config.hiddenSize },
     ...(kind === 'logit-reasoner' ? { composition: { defaultWeight: spec.defaultWeight ?? 1, mode: 'logits' as const } } : {}),
     generation: { bosTokenId: 1, eosTokenIds: [2] },
     files: { model: 'model.onnx', tokenizer: 'tokenizer.json', tokenizerConfig: 'tokenizer_config.json' },
@@ -82,14 +83,27 @@ export async function scriptedChatModule(
   chatTemplate: string,
   messages: ChatMessage[],
   reply: string,
-  render: { templateKwargs?: Record<string, unknown>; tools?: unknown[] } = {},
+  render: { templateKwargs?: Record<string, unknown>; tools?: unknown[]; specialTokens?: readonly string[] } = {},
 ): Promise<{ dir: string; replyIds: number[] }> {
-  const tokenizer = await TextTokenizer.fromDirectory(await storiesModule());
-  const text = tokenizer.applyChatTemplate(messages, { template: chatTemplate, ...(render.templateKwargs ? { extra: render.templateKwargs } : {}), ...(render.tools ? { tools: render.tools } : {}) });
-  const prompt = tokenizer.encode(text, false);
-  const replyIds = tokenizer.encode(reply, false);
-  // EOS is due after the reply, and favoured for 200 more positions (where a constraint may hold the reply longer).
-  const script = [...new Array<number>(prompt.length - 1).fill(0), ...replyIds, ...new Array<number>(201).fill(2)];
-  const dir = await makeModule({ name, kind: 'backbone', seed: 4, chatTemplate, edit: (p) => followScript(p, 512, script) });
+  const special = render.specialTokens ?? [];
+  const vocab = 512 + special.length;
+  // The vocabulary's own special tokens follow the stories ones (ids 512…), as a model's added tokens do.
+  const withSpecial = (json: { added_tokens?: unknown[] }): void => {
+    json.added_tokens = [
+      ...(json.added_tokens ?? []),
+      ...special.map((content, i) => ({ id: 512 + i, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
+    ];
+  };
+  let replyIds: number[] = [];
+  const follow = async (model: string) => {
+    const tokenizer = await TextTokenizer.fromDirectory(dirname(model));
+    const text = tokenizer.applyChatTemplate(messages, { template: chatTemplate, ...(render.templateKwargs ? { extra: render.templateKwargs } : {}), ...(render.tools ? { tools: render.tools } : {}) });
+    const prompt = tokenizer.encode(text, false);
+    replyIds = tokenizer.encode(reply, false);
+    // EOS is due after the reply, and favoured for 200 more positions (where a constraint may hold the reply longer).
+    const script = [...new Array<number>(prompt.length - 1).fill(0), ...replyIds, ...new Array<number>(201).fill(2)];
+    await followScript(model, vocab, script);
+  };
+  const dir = await makeModule({ name, kind: 'backbone', seed: 4, chatTemplate, config: storiesConfig({ vocabSize: vocab }), tokenizer: withSpecial, edit: follow });
   return { dir, replyIds };
 }

@@ -1,0 +1,208 @@
+/**
+ * Mistral's tool calls through `reasonplug serve` and @langchain/openai's ChatOpenAI: `[TOOL_CALLS]` is a special
+ * token of the vocabulary, which decoding drops and a grammar over text cannot write; the calls after it are a JSON
+ * list; and Mistral's templates refuse call ids but nine letters and digits. The backbone (a Mistral v0.3-style
+ * template over a vocabulary with `[TOOL_CALLS]` as its special token 512) is scripted to answer with two calls.
+ */
+import { expect } from 'chai';
+import { ChatOpenAI } from '@langchain/openai';
+import { AIMessage, AIMessageChunk, HumanMessage, ToolMessage } from '@langchain/core/messages';
+import { startServer, type RunningServer } from '../src/serve/server.js';
+import { Engine } from '../src/engine.js';
+import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
+import { toolCallSyntaxOf } from '../src/constrain/tool-syntax.js';
+import { ToolCallTextSplitter } from '../src/chat/tool-calls.js';
+import { scriptedChatModule } from './support/modules.js';
+import { MISTRAL_ARGS_TOOLS_TEMPLATE, MISTRAL_TOOLS_TEMPLATE } from './support/chat-templates.js';
+
+const QUESTION = 'What are two and two, and three and four?';
+const ADD = {
+  type: 'function' as const,
+  function: { name: 'add', description: 'Add two integers', parameters: { type: 'object', properties: { a: { type: 'integer' }, b: { type: 'integer' } }, required: ['a', 'b'] } },
+};
+const REPLY = '[TOOL_CALLS] [{"name": "add", "arguments": {"a": 2, "b": 2}}, {"name": "add", "arguments": {"a": 3, "b": 4}}]';
+const MARKER = 512;
+
+describe('reasonplug serve: Mistral tool calls after the [TOOL_CALLS] token', function () {
+  this.timeout(180_000);
+  let dir: string;
+  let replyIds: number[];
+  let server: RunningServer;
+  let tokenizer: TextTokenizer;
+  /** The reply as decoding that keeps the special token gives it. */
+  let written: string;
+  const chat = (over: Record<string, unknown> = {}) =>
+    new ChatOpenAI({ model: 'mistralish', apiKey: 'none', temperature: 0, maxTokens: 160, configuration: { baseURL: `${server.url}/v1` }, maxRetries: 0, ...over });
+  const calls = (m: AIMessage) => m.tool_calls?.map((c) => [c.name, c.args]);
+
+  before(async () => {
+    // Scripted for the prompt with the tool rendered in it, as ChatOpenAI sends it.
+    ({ dir, replyIds } = await scriptedChatModule('mistralish', MISTRAL_TOOLS_TEMPLATE, [{ role: 'user', content: QUESTION }], REPLY, { tools: [ADD], specialTokens: ['[TOOL_CALLS]'] }));
+    tokenizer = await TextTokenizer.fromDirectory(dir);
+    written = tokenizer.decode(replyIds, true, new Set([MARKER]));
+    server = await startServer({ engine: { model: dir }, name: 'mistralish', port: 0 });
+    await server.ready;
+  });
+  after(async () => {
+    await server?.close();
+  });
+
+  it('reads the syntax from the template, and the reply starts with the special token', () => {
+    expect(toolCallSyntaxOf(MISTRAL_TOOLS_TEMPLATE)).to.equal('mistral');
+    expect(replyIds[0]).to.equal(MARKER);
+    expect(tokenizer.tokenId('[TOOL_CALLS]')).to.equal(MARKER);
+    // Decoding drops it, unless it is kept (this legacy SentencePiece vocabulary writes the blank after it as two pieces).
+    expect(tokenizer.decode(replyIds).trim()).to.equal(REPLY.slice('[TOOL_CALLS] '.length));
+    expect(tokenizer.decode(replyIds, true, new Set([MARKER]))).to.equal(written);
+    expect(written).to.equal(REPLY.replace('[TOOL_CALLS] ', '[TOOL_CALLS]  '));
+  });
+
+  it('the constraint writes the special token and the list (required, auto, named), and the text keeps the token', async () => {
+    const engine = await Engine.load({ model: dir });
+    try {
+      // The prompt as the server renders it, with the tool in it.
+      const prompt = { promptIds: [tokenizer.encode(tokenizer.applyChatTemplate([{ role: 'user', content: QUESTION }], { tools: [ADD] }), false)] };
+      const tools = [{ name: 'add', parameters: ADD.function.parameters }];
+      for (const choice of ['required', 'auto'] as const) {
+        const { rows } = await engine.generate(prompt, { maxTokens: 160, responseFormat: { type: 'tool_calls', tools, choice, syntax: 'mistral' } });
+        expect(rows[0]!.ids.slice(0, -1), choice).to.deep.equal(replyIds);
+        expect(rows[0]!.text, choice).to.equal(written);
+        expect(rows[0]!.finishReason).to.equal('eos');
+      }
+      // A named tool is called once: the list closes after the first call.
+      const named = await engine.generate(prompt, { maxTokens: 160, responseFormat: { type: 'tool_calls', tools, choice: { name: 'add' }, syntax: 'mistral' } });
+      expect(named.rows[0]!.text).to.equal(`${written.slice(0, written.indexOf('}}') + 2)}]`);
+      // Unconstrained, the special token is dropped from the text as any other.
+      const free = await engine.generate(prompt, { maxTokens: 160 });
+      expect(free.rows[0]!.ids.slice(0, -1)).to.deep.equal(replyIds);
+      expect(free.rows[0]!.text).to.equal(written.slice('[TOOL_CALLS]'.length));
+    } finally {
+      await engine.dispose();
+    }
+  });
+
+  it('ChatOpenAI with bound tools gets both calls, with ids Mistral\'s template takes, in invoke and stream', async () => {
+    for (const toolChoice of [undefined, 'required'] as const) {
+      const reply = await chat().bindTools([ADD], toolChoice ? { tool_choice: toolChoice } : {}).invoke(QUESTION);
+      expect(calls(reply), toolChoice).to.deep.equal([['add', { a: 2, b: 2 }], ['add', { a: 3, b: 4 }]]);
+      expect(reply.content).to.equal('');
+      expect(reply.response_metadata.finish_reason).to.equal('tool_calls');
+      for (const c of reply.tool_calls!) expect(c.id).to.match(/^[a-zA-Z0-9]{9}$/);
+      expect(reply.tool_calls![0]!.id).to.not.equal(reply.tool_calls![1]!.id);
+    }
+    const chunks: AIMessageChunk[] = [];
+    for await (const c of await chat().bindTools([ADD]).stream(QUESTION)) chunks.push(c);
+    const joined = chunks.reduce((a, b) => a.concat(b));
+    expect(calls(joined)).to.deep.equal([['add', { a: 2, b: 2 }], ['add', { a: 3, b: 4 }]]);
+    expect(joined.content).to.equal('');
+  });
+
+  it('the calls and their results go back through the template, which takes their ids', async () => {
+    const reply = await chat().bindTools([ADD]).invoke(QUESTION);
+    const [first, second] = reply.tool_calls!;
+    const turns = [
+      new HumanMessage(QUESTION),
+      new AIMessage({ content: '', tool_calls: reply.tool_calls! }),
+      new ToolMessage({ content: '4', tool_call_id: first!.id! }),
+      new ToolMessage({ content: '7', tool_call_id: second!.id! }),
+    ];
+    const body = {
+      messages: [
+        { role: 'user', content: QUESTION },
+        { role: 'assistant', content: '', tool_calls: reply.tool_calls!.map((c) => ({ id: c.id, type: 'function', function: { name: c.name, arguments: JSON.stringify(c.args) } })) },
+        { role: 'tool', content: '4', tool_call_id: first!.id },
+        { role: 'tool', content: '7', tool_call_id: second!.id },
+      ],
+    };
+    const res = await fetch(`${server.url}/tokenize`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+    expect(res.status).to.equal(200);
+    // Blanks squeezed: this (legacy SentencePiece) vocabulary writes a blank after a special token as two pieces.
+    const text = tokenizer.decode(((await res.json()) as { tokens: number[] }).tokens, false).replace(/ +/g, ' ');
+    expect(text).to.include(`[TOOL_CALLS] [{"name": "add", "arguments": {"a": 2, "b": 2}, "id": "${first!.id}"}, {"name": "add", "arguments": {"a": 3, "b": 4}, "id": "${second!.id}"}]</s>`);
+    expect(text).to.include(`[TOOL_RESULTS] {"content": "4", "call_id": "${first!.id}"}[/TOOL_RESULTS][TOOL_RESULTS] {"content": "7", "call_id": "${second!.id}"}[/TOOL_RESULTS]`);
+    // And ChatOpenAI's next turn runs on it; OpenAI-style ids are the template's to refuse, a 400 that names why.
+    const next = await chat({ maxTokens: 4 }).bindTools([ADD]).invoke(turns);
+    expect(next.usage_metadata?.input_tokens).to.be.greaterThan(0);
+    const foreign = { ...body, messages: body.messages.map((m) => ('tool_call_id' in m ? { ...m, tool_call_id: 'call_1' } : m)) };
+    const refused = await fetch(`${server.url}/tokenize`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(foreign) });
+    expect(refused.status).to.equal(400);
+    expect(((await refused.json()) as { error: { message: string } }).error.message).to.include('Tool call IDs should be alphanumeric strings with length 9!');
+  });
+
+  it('the splitter reads a list streamed in pieces, keeps a Nemo-written id and gives text that is no list as one raw call', () => {
+    const splitter = new ToolCallTextSplitter('mistral');
+    const pieces = ['Sure', '. [', 'TOOL', '_CALLS] [{"name": "add", "arguments": {"a": 1, "b": 2}, "id": "abcDEF123"}', ', {"name": "add", "arguments": {}}]'];
+    const out = pieces.map((p) => splitter.push(p));
+    const end = splitter.end();
+    expect(out.map((o) => o.content).join('') + end.content).to.equal('Sure. ');
+    expect(out.every((o) => o.toolCalls.length === 0)).to.equal(true);
+    expect(end.toolCalls.map((c) => [c.name, c.arguments])).to.deep.equal([['add', '{"a":1,"b":2}'], ['add', '{}']]);
+    expect(end.toolCalls[0]!.id).to.equal('abcDEF123');
+    expect(end.toolCalls[1]!.id).to.match(/^[a-zA-Z0-9]{9}$/);
+    const broken = new ToolCallTextSplitter('mistral');
+    broken.push('[TOOL_CALLS] [{"name": "add", "argu');
+    const raw = broken.end().toolCalls;
+    expect(raw.map((c) => [c.name, c.arguments])).to.deep.equal([[undefined, '[{"name": "add", "argu']]);
+  });
+});
+
+describe('reasonplug serve: Mistral\'s later tool calls, [TOOL_CALLS]name[ARGS]{…} each', function () {
+  this.timeout(180_000);
+  const reply = '[TOOL_CALLS]add[ARGS]{"a": 2, "b": 2}[TOOL_CALLS]add[ARGS]{"a": 3, "b": 4}';
+  const [calls, args] = [512, 513];
+  let dir: string;
+  let replyIds: number[];
+  let server: RunningServer;
+  let tokenizer: TextTokenizer;
+
+  before(async () => {
+    ({ dir, replyIds } = await scriptedChatModule('mistralargs', MISTRAL_ARGS_TOOLS_TEMPLATE, [{ role: 'user', content: QUESTION }], reply, { tools: [ADD], specialTokens: ['[TOOL_CALLS]', '[ARGS]'] }));
+    tokenizer = await TextTokenizer.fromDirectory(dir);
+    server = await startServer({ engine: { model: dir }, name: 'mistralargs', port: 0 });
+    await server.ready;
+  });
+  after(async () => {
+    await server?.close();
+  });
+
+  it('the constraint writes both special tokens (required, auto, named), the text keeps them, ChatOpenAI reads both calls', async () => {
+    expect(toolCallSyntaxOf(MISTRAL_ARGS_TOOLS_TEMPLATE)).to.equal('mistral-args');
+    expect(replyIds.filter((id) => id === calls || id === args)).to.deep.equal([calls, args, calls, args]);
+    const written = tokenizer.decode(replyIds, true, new Set([calls, args]));
+    const engine = await Engine.load({ model: dir });
+    try {
+      const prompt = { promptIds: [tokenizer.encode(tokenizer.applyChatTemplate([{ role: 'user', content: QUESTION }], { tools: [ADD] }), false)] };
+      const tools = [{ name: 'add', parameters: ADD.function.parameters }];
+      for (const choice of ['required', 'auto'] as const) {
+        const { rows } = await engine.generate(prompt, { maxTokens: 160, responseFormat: { type: 'tool_calls', tools, choice, syntax: 'mistral-args' } });
+        expect(rows[0]!.ids.slice(0, -1), choice).to.deep.equal(replyIds);
+        expect(rows[0]!.text, choice).to.equal(written);
+      }
+      const named = await engine.generate(prompt, { maxTokens: 160, responseFormat: { type: 'tool_calls', tools, choice: { name: 'add' }, syntax: 'mistral-args' } });
+      expect(named.rows[0]!.text).to.equal(written.slice(0, written.lastIndexOf('[TOOL_CALLS]')));
+    } finally {
+      await engine.dispose();
+    }
+    const chat = new ChatOpenAI({ model: 'mistralargs', apiKey: 'none', temperature: 0, maxTokens: 160, configuration: { baseURL: `${server.url}/v1` }, maxRetries: 0 });
+    const got = await chat.bindTools([ADD]).invoke(QUESTION);
+    expect(got.tool_calls?.map((c) => [c.name, c.args])).to.deep.equal([['add', { a: 2, b: 2 }], ['add', { a: 3, b: 4 }]]);
+    expect(got.content).to.equal('');
+    const chunks: AIMessageChunk[] = [];
+    for await (const c of await chat.bindTools([ADD]).stream(QUESTION)) chunks.push(c);
+    expect(chunks.reduce((a, b) => a.concat(b)).tool_calls?.map((c) => c.args)).to.deep.equal([{ a: 2, b: 2 }, { a: 3, b: 4 }]);
+  });
+
+  it('the splitter ends each call where the next opens, across pieces, and keeps arguments that are no JSON raw', () => {
+    const splitter = new ToolCallTextSplitter('mistral-args');
+    const pieces = ['Adding. [TOOL', '_CALLS]add[AR', 'GS]{"a": 1, "b": 2}[TOOL_', 'CALLS] add[ARGS] {"a": 3', ', "b": 4}'];
+    const out = pieces.map((p) => splitter.push(p));
+    const end = splitter.end();
+    expect(out.map((o) => o.content).join('') + end.content).to.equal('Adding. ');
+    // The first call is read as soon as the second opens.
+    expect(out.map((o) => o.toolCalls.length)).to.deep.equal([0, 0, 0, 1, 0]);
+    expect([...out[3]!.toolCalls, ...end.toolCalls].map((c) => [c.name, c.arguments])).to.deep.equal([['add', '{"a":1,"b":2}'], ['add', '{"a":3,"b":4}']]);
+    const broken = new ToolCallTextSplitter('mistral-args');
+    broken.push('[TOOL_CALLS]add[ARGS]{"a": ');
+    expect(broken.end().toolCalls.map((c) => [c.name, c.arguments])).to.deep.equal([['add', '{"a":']]);
+  });
+});
