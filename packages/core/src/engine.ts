@@ -5,15 +5,18 @@
 import type { Worker } from 'node:worker_threads';
 import type { GenerateOptions, GenerationResult, TokenEvent } from './generate/types.js';
 import type { RuntimeOptions } from './runtime/decoder-session.js';
-import type {
-  CompositionOptions,
-  ConstraintOptions,
-  FromWorker,
-  ModelInfo,
-  PromptInput,
-  ReasonerSpec,
-  ToWorker,
-  WorkerConfig,
+import {
+  backboneNeeds,
+  type CompositionOptions,
+  type ConstraintOptions,
+  type EmbedInput,
+  type EmbedResult,
+  type FromWorker,
+  type ModelInfo,
+  type PromptInput,
+  type ReasonerSpec,
+  type ToWorker,
+  type WorkerConfig,
 } from './runtime/protocol.js';
 import { spawnWorker, type WireError } from './runtime/spawn-worker.js';
 import { findPreparedModel } from './runtime/prepare-model.js';
@@ -24,6 +27,7 @@ import { validateGenerateOptions } from './generate/options.js';
 import { validateIntraOpThreads, validatePlacement, type PlacementChoice } from './runtime/thread-budget.js';
 import { validateDtype } from './modules/hub-variants.js';
 import { QueueFullError, type BatchStats } from './generate/continuous-batch.js';
+import { unitLength } from './runtime/unit-length.js';
 
 /** How to load a model. */
 export interface EngineOptions extends RuntimeOptions {
@@ -49,6 +53,11 @@ export interface EngineOptions extends RuntimeOptions {
   mode?: FusionMode;
   /** LiteReason reasoning projector (module directory or .onnx); enables latent decoding. */
   projector?: string;
+  /**
+   * Prepares the backbone to also give its final hidden state, for {@link Engine.embed} (one more output of its
+   * graph, a separate entry of the prepared-graph cache; a graph prepared for a projector has it anyway).
+   */
+  embeddings?: boolean;
   /** How registry references among the models are pulled (default registry, token, offline; env defaults). */
   registry?: RegistryOptions;
   /**
@@ -132,7 +141,7 @@ export class Engine {
   /** Loads a model (prepares its graph on first use, then starts its session in a worker). */
   static async load(options: EngineOptions): Promise<Engine> {
     const t0 = performance.now();
-    const { model: modelSpec, dtype, projector: projectorSpec, reasoners: reasonerSpecs, registry, cacheDir, mode, placement, maxBatch, maxQueue, kvBudgetBytes, prefillChunk, rowShards, ...runtime } = options;
+    const { model: modelSpec, dtype, projector: projectorSpec, reasoners: reasonerSpecs, registry, cacheDir, mode, placement, maxBatch, maxQueue, kvBudgetBytes, prefillChunk, rowShards, embeddings, ...runtime } = options;
     const count = (name: string, v: number | undefined, min: number) => {
       if (v !== undefined && !(Number.isInteger(v) && v >= min)) throw new RangeError(`${name} must be a whole number >= ${min}; got ${v}`);
     };
@@ -154,8 +163,8 @@ export class Engine {
     // Models already prepared are looked up on this thread, where the modules it takes are loaded anyway, so the
     // worker need not load them (~0.3 s of its start-up); it prepares the others and reports any failure.
     const prepared = await Promise.all([
-      findPreparedModel(model, cacheDir, projector !== undefined, dtype),
-      ...reasoners.map((r) => findPreparedModel(r.model, cacheDir, false, r.dtype)),
+      findPreparedModel(model, cacheDir, backboneNeeds({ ...(projector ? { projector } : {}), ...(embeddings ? { embeddings } : {}) }), dtype),
+      ...reasoners.map((r) => findPreparedModel(r.model, cacheDir, {}, r.dtype)),
     ]);
     const config: WorkerConfig = {
       model,
@@ -163,6 +172,7 @@ export class Engine {
       runtime,
       reasoners,
       ...(projector ? { projector } : {}),
+      ...(embeddings ? { embeddings } : {}),
       ...(cacheDir ? { cacheDir } : {}),
       ...(placement ? { placement } : {}),
       ...(mode ? { mode } : {}),
@@ -269,6 +279,20 @@ export class Engine {
     return this.request({ type: 'tokenize', text, addSpecialTokens }, () => {}) as Promise<number[]>;
   }
 
+  /**
+   * Embeds texts (tokenized with the model's special tokens, as llama.cpp does) or token ids: one vector per
+   * input, the backbone's final hidden state at its last token (llama.cpp's embedding of a causal model without a
+   * pooling type, and the last-token pooling of Qwen3-Embedding and e5-mistral), unit length unless `normalize` is
+   * false. Needs an engine loaded with `embeddings` (or a projector). Each input is prefilled alone, in chunks of
+   * `prefillChunk` tokens, apart from the running batch's caches, whose rows wait one chunk at a time as for a
+   * prompt's prefill.
+   */
+  async embed(input: EmbedInput, options: { normalize?: boolean } = {}): Promise<EmbedResult> {
+    const result = (await this.request({ type: 'embed', input }, () => {})) as EmbedResult;
+    if (options.normalize === false) return result;
+    return { ...result, vectors: result.vectors.map(unitLength) };
+  }
+
   /** The batch now: rows running, calls waiting in the worker, KV cache bytes held, and the cache's copy counters. */
   stats(): Promise<BatchStats> {
     return this.request({ type: 'stats' }, () => {}) as Promise<BatchStats>;
@@ -311,6 +335,7 @@ export class Engine {
     if (msg.type === 'done') p.resolve(msg.result);
     else if (msg.type === 'stats') p.resolve(msg.stats);
     else if (msg.type === 'encoded') p.resolve(msg.ids);
+    else if (msg.type === 'embedded') p.resolve(msg.result);
     else if (msg.type === 'error') p.reject(msg.error.name === 'QueueFullError' ? new QueueFullError(msg.error.message) : new EngineError(msg.error));
   }
 
@@ -319,3 +344,4 @@ export class Engine {
     this.pending.clear();
   }
 }
+

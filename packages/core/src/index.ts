@@ -3,7 +3,9 @@
  */
 export { Engine, EngineError, QueueFullError, type EngineOptions, type GenerationStream, type StreamOptions } from './engine.js';
 export { KvBudgetError, type BatchStats } from './generate/continuous-batch.js';
-export type { ModelInfo, PromptInput } from './runtime/protocol.js';
+export type { EmbedInput, EmbedResult, ModelInfo, PromptInput } from './runtime/protocol.js';
+export { EmbedInputError, EmbeddingsUnavailableError } from './runtime/embed.js';
+export { unitLength } from './runtime/unit-length.js';
 export type { FinishReason, GenerateOptions, GenerationResult, GrammarTiming, RowResult, StageFigure, TokenEvent, TokenLogprob, TokenLogprobs, Timing, Usage } from './generate/types.js';
 export { runDecodeLoop, type LogitSource } from './generate/decode-loop.js';
 export { GenerateOptionsError, validateGenerateOptions } from './generate/options.js';

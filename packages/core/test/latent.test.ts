@@ -312,7 +312,7 @@ describe('what composed caches see during latent steps', function () {
     const reasonerDir = await makeModule({ name: 'cache-r', config: storiesConfig({ hiddenSize: 32 }), seed: 52 });
     const path = join(testDir('cache-projector'), 'p.onnx');
     await writeProjectorModel(path, buildProjectorModel({ hiddenSize: H }, randomProjectorWeights({ hiddenSize: H }, 3)));
-    const backbone = (await openDecoder(backboneDir, {}, cacheDir, true)).session;
+    const backbone = (await openDecoder(backboneDir, {}, cacheDir, { latent: true })).session;
     const reasoner = (await openDecoder(reasonerDir, {}, cacheDir)).session;
     const projector = await ProjectorSession.create(path);
     try {

@@ -85,7 +85,7 @@ describe('model worker start-up', function () {
     const entries = await readdir(cacheDir);
     expect(await findPreparedModel(module, cacheDir)).to.deep.equal(prepared);
     // Other adaptation options (the latent loop's) are another entry, not prepared yet.
-    expect(await findPreparedModel(module, cacheDir, true)).to.equal(undefined);
+    expect(await findPreparedModel(module, cacheDir, { latent: true })).to.equal(undefined);
     expect(await readdir(cacheDir)).to.deep.equal(entries);
 
     // A damaged module is not found; preparing it (as the model worker then does) reports why.

@@ -1,9 +1,10 @@
 /**
  * @reasonplug/langchain — a frozen backbone composed with reasoner modules, as a LangChain.js chat model
- * (`ChatReasoner`) and text-completion model (`ReasonerLLM`).
+ * (`ChatReasoner`) and text-completion model (`ReasonerLLM`), and the backbone's embeddings (`BackboneEmbeddings`).
  */
 export { ChatReasoner, type ChatReasonerCallOptions, type ChatReasonerOptions } from './chat-model.js';
 export { ReasonerLLM, type ReasonerLLMCallOptions, type ReasonerLLMOptions } from './llm.js';
+export { BackboneEmbeddings, EmbeddingsOptionsSchema, type EmbeddingsOptions } from './embeddings.js';
 export {
   CallOptionsSchema,
   ChatModelOptionsSchema,

@@ -67,6 +67,7 @@ interface ServeFlags {
   maxQueue: number;
   maxBatch: number;
   prefixCacheMb: number;
+  embeddings?: boolean;
   chatTemplate?: string;
   chatTemplateKwargs?: Record<string, unknown>;
   reasoningFormat: ReasoningFormat;
@@ -96,6 +97,7 @@ export function addServeCommand(program: Command): void {
     .option('--max-batch <n>', 'requests let into the engine at once', integerFlag('--max-batch', 1, 4096, 'a whole number from 1 to 4096'), 8)
     .option('--max-queue <n>', 'requests waiting beyond those; more get 429', integerFlag('--max-queue', 0, 1_000_000, 'a whole number >= 0'), 64)
     .option('--prefix-cache-mb <n>', "MiB of KV cache each model keeps of recent prompts, for prompts that begin with one (0: off)", integerFlag('--prefix-cache-mb', 0, 1_048_576, 'a whole number of MiB >= 0'), 128)
+    .option('--embeddings', "serve /v1/embeddings: the backbone's final hidden state at each input's last token (its graph gets that output)")
     .option('--chat-template <file>', "a Jinja chat template file used instead of the model's")
     .option('--chat-template-kwargs <json>', 'template variables for every chat request, e.g. \'{"enable_thinking": false}\' (a request\'s chat_template_kwargs override them)', jsonObjectFlag('--chat-template-kwargs'))
     .addOption(new Option('--reasoning-format <f>', "a reply's <think> thought: reasoning_content (auto) or left in the content (none)").choices(['auto', 'none']).default('auto'))
@@ -121,6 +123,7 @@ async function serve(flags: ServeFlags): Promise<void> {
       ...(flags.threads ? { intraOpThreads: flags.threads } : {}),
       ...(flags.placement ? { placement: flags.placement } : {}),
       prefixCacheBytes: flags.prefixCacheMb * 2 ** 20,
+      ...(flags.embeddings ? { embeddings: true } : {}),
     },
     ...(flags.name ? { name: flags.name } : {}),
     ...(flags.alias ? { aliases: flags.alias } : {}),

@@ -28,6 +28,9 @@ import { pickAccepted } from '../constrain/timing.js';
 /** Rows decoded together at most, unless {@link BatchLimits.maxBatch} says otherwise. */
 export const DEFAULT_MAX_BATCH = 8;
 
+/** Prompt tokens prefilled per run while running rows wait, unless `prefillChunk` says otherwise. */
+export const DEFAULT_PREFILL_CHUNK = 256;
+
 /** Limits of the running batch. */
 export interface BatchLimits {
   /** Rows decoded together at most (default 8); a request with more prompts runs when the batch is empty. */
@@ -177,7 +180,7 @@ export class ContinuousBatch {
     this.kvs = this.models.map((m, i) => (i === 0 && shards ? shards : new BatchKv(m)));
     this.order = this.models.map(() => []);
     this.maxBatch = limits.maxBatch ?? DEFAULT_MAX_BATCH;
-    this.chunk = limits.prefillChunk ?? 256;
+    this.chunk = limits.prefillChunk ?? DEFAULT_PREFILL_CHUNK;
   }
 
   /**

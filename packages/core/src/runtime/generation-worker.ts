@@ -26,8 +26,9 @@ import type { DecoderSession } from './decoder-session.js';
 import { attachParsed, lazyConstraintFactory, releaseConstraints, rowConstraints, writtenTokenIds } from '../constrain/rows.js';
 import { grammarTiming } from '../constrain/timing.js';
 import type { ConstraintFactory } from '../constrain/types.js';
-import type { FromWorker, GenerateRequestOptions, ModelInfo, PromptInput, ToWorker, WorkerConfig } from './protocol.js';
-import { ContinuousBatch, DEFAULT_MAX_BATCH } from '../generate/continuous-batch.js';
+import { backboneNeeds, type FromWorker, type GenerateRequestOptions, type ModelInfo, type PromptInput, type ToWorker, type WorkerConfig } from './protocol.js';
+import { embed } from './embed.js';
+import { ContinuousBatch, DEFAULT_MAX_BATCH, DEFAULT_PREFILL_CHUNK } from '../generate/continuous-batch.js';
 import { RowShards, rowShardWorkers, SHARD_MIN_ROWS_PER_WORKER } from './row-shards.js';
 import { isAlwaysZero } from '../compose/weights.js';
 
@@ -260,8 +261,8 @@ async function start(): Promise<Loaded> {
   // found prepared come with the config.
   const found = config.prepared ?? [];
   const [backbonePrepared, ...reasonersPrepared] = await Promise.all([
-    found[0] ?? prepareModel(config.model, config.cacheDir, config.projector !== undefined, config.dtype),
-    ...config.reasoners.map((r, i) => found[i + 1] ?? prepareModel(r.model, config.cacheDir, false, r.dtype).catch(labelled(label(i)))),
+    found[0] ?? prepareModel(config.model, config.cacheDir, backboneNeeds(config), config.dtype),
+    ...config.reasoners.map((r, i) => found[i + 1] ?? prepareModel(r.model, config.cacheDir, {}, r.dtype).catch(labelled(label(i)))),
   ]);
   const plan = planThreads({
     runtime: config.runtime,
@@ -343,6 +344,7 @@ async function start(): Promise<Loaded> {
     ...(session.intraOpThreads ? { intraOpThreads: session.intraOpThreads } : {}),
     placement: { kind: plan.placement, lanes: plan.lanes.map((members) => members.map((i) => names[i]!)) },
     ...(contextLength !== undefined ? { contextLength } : {}),
+    ...(session.signature.hiddenState ? { embeddingSize: session.signature.hiddenState.hiddenSize } : {}),
     ...(projector ? { projector: { modelPath: config.projector!, hiddenSize: projector.session.hiddenSize, marker: projector.marker } } : {}),
     ...(tokenizer && location.tokenizerDir
       ? {
@@ -467,6 +469,15 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
     // After the work already queued: a session is never released under a running step.
     await batch.exclusive(() => Promise.all([backbone.release(), loaded.shards?.release(), loaded.projector?.session.release(), ...loaded.groups.map((g) => g.release()), ...releaseCopies(loaded)]), false);
     port.close();
+    return;
+  }
+  if (msg.type === 'embed') {
+    try {
+      const limits = { chunk: config.batching?.prefillChunk ?? DEFAULT_PREFILL_CHUNK, ...(loaded.contextLength !== undefined ? { contextLength: loaded.contextLength } : {}) };
+      post({ type: 'embedded', id: msg.id, result: await embed(backbone, tokenizer, msg.input, limits) });
+    } catch (err) {
+      post({ type: 'error', id: msg.id, error: toWire(err) });
+    }
     return;
   }
   if (msg.type !== 'generate') return;

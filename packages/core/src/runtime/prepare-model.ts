@@ -7,13 +7,18 @@ import { findPreparedDecoder, prepareDecoder, type PrepareOptions } from '../onn
 import type { RuntimeOptions } from './decoder-session.js';
 import { openPrepared, type OpenedDecoder, type PreparedModel } from './open-decoder.js';
 
-/**
- * Locates a model and prepares its graph for last-position fp32 logits; with `latent`, the graph also takes
- * `inputs_embeds` and returns its final hidden state (what LiteReason's projector loop needs).
- */
-export async function prepareModel(model: string, cacheDir?: string, latent = false, dtype?: string): Promise<PreparedModel> {
+/** What a prepared graph offers beyond last-position fp32 logits. */
+export interface GraphNeeds {
+  /** `inputs_embeds` in and the final hidden state out: what LiteReason's projector loop needs. */
+  latent?: boolean;
+  /** The final hidden state out: what embeddings are. */
+  hiddenState?: boolean;
+}
+
+/** Locates a model and prepares its graph for last-position fp32 logits, and what `needs` asks beyond them. */
+export async function prepareModel(model: string, cacheDir?: string, needs: GraphNeeds = {}, dtype?: string): Promise<PreparedModel> {
   const location = await locateModel(model, dtype !== undefined ? { dtype } : {});
-  return { location, prepared: await prepareDecoder(location.modelPath, prepareOptions(location, cacheDir, latent)) };
+  return { location, prepared: await prepareDecoder(location.modelPath, prepareOptions(location, cacheDir, needs)) };
 }
 
 /**
@@ -21,10 +26,10 @@ export async function prepareModel(model: string, cacheDir?: string, latent = fa
  * graph, so it may run on a thread that must stay responsive. Any failure also gives undefined: {@link prepareModel},
  * run again where the model loads, then reports it.
  */
-export async function findPreparedModel(model: string, cacheDir?: string, latent = false, dtype?: string): Promise<PreparedModel | undefined> {
+export async function findPreparedModel(model: string, cacheDir?: string, needs: GraphNeeds = {}, dtype?: string): Promise<PreparedModel | undefined> {
   try {
     const location = await locateModel(model, dtype !== undefined ? { dtype } : {});
-    const prepared = await findPreparedDecoder(location.modelPath, prepareOptions(location, cacheDir, latent));
+    const prepared = await findPreparedDecoder(location.modelPath, prepareOptions(location, cacheDir, needs));
     return prepared ? { location, prepared } : undefined;
   } catch {
     return undefined;
@@ -32,15 +37,16 @@ export async function findPreparedModel(model: string, cacheDir?: string, latent
 }
 
 /** {@link prepareModel}, then {@link openPrepared}. */
-export async function openDecoder(model: string, runtime: RuntimeOptions, cacheDir?: string, latent = false, dtype?: string): Promise<OpenedDecoder> {
-  return openPrepared(await prepareModel(model, cacheDir, latent, dtype), runtime);
+export async function openDecoder(model: string, runtime: RuntimeOptions, cacheDir?: string, needs: GraphNeeds = {}, dtype?: string): Promise<OpenedDecoder> {
+  return openPrepared(await prepareModel(model, cacheDir, needs, dtype), runtime);
 }
 
-function prepareOptions(location: ModelLocation, cacheDir: string | undefined, latent: boolean): PrepareOptions {
+function prepareOptions(location: ModelLocation, cacheDir: string | undefined, needs: GraphNeeds): PrepareOptions {
   return {
     lastLogitsOnly: true,
     logitsFloat32: true,
-    ...(latent ? { inputsEmbeds: true, hiddenState: true } : {}),
+    ...(needs.latent ? { inputsEmbeds: true } : {}),
+    ...(needs.latent || needs.hiddenState ? { hiddenState: true } : {}),
     ...(cacheDir ? { cacheDir } : {}),
     // A module's graph must be the bytes its manifest lists, also as prepared (not only as stat-checked).
     ...(location.manifest ? { expectedSha256: location.manifest.files.model.sha256 } : {}),

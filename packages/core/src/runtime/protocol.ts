@@ -11,12 +11,23 @@ import type { Placement, PlacementChoice } from './thread-budget.js';
 import type { ResponseFormat } from '../constrain/types.js';
 import type { BatchLimits, BatchStats } from '../generate/continuous-batch.js';
 import type { PreparedModel } from './open-decoder.js';
+import type { GraphNeeds } from './prepare-model.js';
 
 /** A prompt in one of the forms the engine takes. A list makes a batch (left-padded). */
 export type PromptInput =
   | { prompt: string | string[] }
   | { promptIds: number[] | number[][] }
   | { messages: ChatMessage[]; chatTemplate?: string };
+
+/** Texts (tokenized as the model's tokenizer adds its special tokens) or token ids to embed, one vector each. */
+export type EmbedInput = { texts: string[] } | { ids: number[][] };
+
+/** One vector per input, in order: the backbone's final hidden state at each input's last token. */
+export interface EmbedResult {
+  vectors: Float32Array[];
+  /** Tokens each input took. */
+  promptTokens: number[];
+}
 
 /** A reasoner to load beside the backbone. */
 export interface ReasonerSpec {
@@ -42,6 +53,8 @@ export interface WorkerConfig {
   mode?: FusionMode;
   /** LiteReason reasoning projector: a module directory (kind latent-projector) or an .onnx file. */
   projector?: string;
+  /** Whether the backbone also gives its final hidden state (embeddings). */
+  embeddings?: boolean;
   /** Limits of the continuous batch. */
   batching?: BatchLimits;
   /**
@@ -49,6 +62,11 @@ export interface WorkerConfig {
    * worker prepares only the others, and so need not load the manifest schema and protobuf modules.
    */
   prepared?: (PreparedModel | undefined)[];
+}
+
+/** What the backbone's graph must offer for a worker started so: latent steps with a projector, its hidden state for embeddings. */
+export function backboneNeeds(config: Pick<WorkerConfig, 'projector' | 'embeddings'>): GraphNeeds {
+  return { ...(config.projector !== undefined ? { latent: true } : {}), ...(config.embeddings ? { hiddenState: true } : {}) };
 }
 
 /** Per-call composition options on top of the generation options. */
@@ -92,6 +110,8 @@ export interface ModelInfo {
   warnings: string[];
   /** How reasoner logits are transformed before weighting. */
   mode: FusionMode;
+  /** The length of {@link Engine.embed}'s vectors, where the backbone gives its hidden state (loaded with `embeddings`, or a projector). */
+  embeddingSize?: number;
   /** The loaded reasoning projector and the marker it answers to. */
   projector?: { modelPath: string; hiddenSize: number; marker: MarkerSpec };
   /** Loaded reasoners with their default weights. */
@@ -111,6 +131,7 @@ export interface ModelInfo {
 export type ToWorker =
   | { type: 'generate'; id: number; input: PromptInput; options: GenerateRequestOptions; abort: SharedArrayBuffer }
   | { type: 'tokenize'; id: number; text: string; addSpecialTokens: boolean }
+  | { type: 'embed'; id: number; input: EmbedInput }
   | { type: 'stats'; id: number }
   | { type: 'dispose' };
 
@@ -125,6 +146,7 @@ export type FromWorker =
   | { type: 'stream'; streams: { id: number; events: TokenEvent[] }[] }
   | { type: 'done'; id: number; result: Omit<GenerationResult, 'timing'> & { prefillMs: number; decodeMs: number; decodeSteps: number } & Pick<Timing, 'grammar'> }
   | { type: 'encoded'; id: number; ids: number[] }
+  | { type: 'embedded'; id: number; result: EmbedResult }
   | { type: 'stats'; id: number; stats: BatchStats }
   | { type: 'error'; id: number; error: WireError }
   /** The worker released its models after a failure it cannot recover from. */

@@ -37,6 +37,7 @@ const REQUEST_FAULTS = new Set([
   'LatentPolicyError',
   'PromptError',
   'TokenizerError',
+  'EmbedInputError',
 ]);
 
 /** Maps anything thrown while serving to an {@link HttpError}: request faults to 400, the rest to 500. */

@@ -1,5 +1,5 @@
 /**
- * Reading OpenAI request bodies (`/v1/chat/completions`, `/v1/completions`) into engine calls. Every field is
+ * Reading OpenAI request bodies (`/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`) into engine calls. Every field is
  * checked here, before a request is queued, so a bad one is a 400 that names the parameter; fields the engine
  * cannot honour (`best_of` above 1) are refused by name rather than silently ignored.
  */
@@ -389,6 +389,40 @@ export function parseDetokenizeRequest(body: unknown): { model?: string; tokens:
   const tokens = body.tokens;
   if (!Array.isArray(tokens) || !tokens.every((t) => Number.isSafeInteger(t) && (t as number) >= 0)) throw badRequest('tokens must be a list of token ids', 'tokens');
   return { ...(model !== undefined ? { model } : {}), tokens: tokens as number[] };
+}
+
+/** An embeddings request: texts or token id lists, one vector each. */
+export interface EmbeddingsRequest {
+  model: string;
+  input: { texts: string[] } | { ids: number[][] };
+  /** `encoding_format`: floats, or base64 of their little-endian float32 bytes (the OpenAI SDK's default). */
+  encoding: 'float' | 'base64';
+  /** `dimensions`: the vectors cut to their first this many components and scaled to unit length again (Matryoshka). */
+  dimensions?: number;
+}
+
+/** Inputs of one embeddings request at most (OpenAI's limit). */
+const MAX_EMBEDDING_INPUTS = 2048;
+
+/** Reads a `/v1/embeddings` body: `input` a string, a list of strings, a list of token ids, or a list of such lists. */
+export function parseEmbeddingsRequest(body: unknown): EmbeddingsRequest {
+  if (!isObject(body)) throw badRequest('the request body must be a JSON object');
+  if (typeof body.model !== 'string' || body.model === '') throw badRequest('model is required: the name of a served model', 'model');
+  const given = body.input;
+  const ids = (x: unknown): x is number[] => Array.isArray(x) && x.length > 0 && x.every((n) => Number.isSafeInteger(n) && (n as number) >= 0);
+  let input: EmbeddingsRequest['input'];
+  if (typeof given === 'string' && given !== '') input = { texts: [given] };
+  else if (Array.isArray(given) && given.length > 0 && given.every((s) => typeof s === 'string' && s !== '')) input = { texts: given as string[] };
+  else if (ids(given)) input = { ids: [given] };
+  else if (Array.isArray(given) && given.length > 0 && given.every(ids)) input = { ids: given as number[][] };
+  else throw badRequest('input must be a non-empty string, a list of them, a list of token ids, or a list of such lists', 'input');
+  const count = 'texts' in input ? input.texts.length : input.ids.length;
+  if (count > MAX_EMBEDDING_INPUTS) throw badRequest(`input lists ${count} items; at most ${MAX_EMBEDDING_INPUTS} per request`, 'input');
+  const encoding = body.encoding_format ?? 'float';
+  if (encoding !== 'float' && encoding !== 'base64') throw badRequest('encoding_format must be "float" or "base64"', 'encoding_format');
+  const dimensions = body.dimensions;
+  if (dimensions !== undefined && !(Number.isSafeInteger(dimensions) && (dimensions as number) >= 1)) throw badRequest('dimensions must be a whole number >= 1', 'dimensions');
+  return { model: body.model, input, encoding, ...(dimensions !== undefined ? { dimensions: dimensions as number } : {}) };
 }
 
 function optionalString(body: Body, key: string): string | undefined {

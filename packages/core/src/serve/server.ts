@@ -24,15 +24,18 @@ import { HttpError, badRequest, toHttpError } from './errors.js';
 import { ServerMetrics } from './metrics.js';
 import { completionLogprobs, offsetAfter } from './logprobs.js';
 import { ServedModels } from './models.js';
+import { unitLength } from '../runtime/unit-length.js';
 import {
   parseChatRequest,
   parseCompletionRequest,
   parseDetokenizeRequest,
+  parseEmbeddingsRequest,
   parseTokenizeRequest,
   toolCallFormat,
   type ChatPromptSpec,
   type ChatRequest,
   type CompletionRequest,
+  type EmbeddingsRequest,
   type ParsedRequest,
   type TokenizeRequest,
 } from './requests.js';
@@ -191,11 +194,12 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       const listed = loaded.models.list().find((m) => m.id === id);
       return sendJson(res, 200, listed ?? { ...loaded.models.list()[0]!, id, parent: loaded.models.backbone, reasoners });
     }
-    const endpoint = req.method === 'POST' ? ({ '/v1/chat/completions': chat, '/v1/completions': completion } as const)[path] : undefined;
+    const endpoint = req.method === 'POST' ? ({ '/v1/chat/completions': chat, '/v1/completions': completion, '/v1/embeddings': embeddings } as const)[path] : undefined;
     if (endpoint) {
       active++;
       try {
         const body = await readJson(req);
+        if (endpoint === embeddings) return await embeddings(loaded, parseEmbeddingsRequest(body), req, res);
         return await (endpoint === chat ? chat(loaded, parseChatRequest(body), res) : completion(loaded, parseCompletionRequest(body), res));
       } finally {
         if (--active === 0) idle?.();
@@ -316,6 +320,39 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const outside = request.tokens.find((t) => t >= tokenizer.vocabSize);
     if (outside !== undefined) throw badRequest(`token ${outside} is not in the vocabulary (${tokenizer.vocabSize} tokens)`, 'tokens');
     sendJson(res, 200, { prompt: tokenizer.decode(request.tokens, false) });
+  }
+
+  /**
+   * `/v1/embeddings`: the backbone's final hidden state at each input's last token, unit length (as OpenAI's and
+   * llama.cpp's server give them). It takes a slot as a completion does, and runs beside the decode batch.
+   */
+  async function embeddings(l: Loaded, request: EmbeddingsRequest, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (l.models.resolve(request.model).length > 0) {
+      throw badRequest(`embeddings come from the backbone alone, reasoners take no part: ask for model "${l.models.backbone}"`, 'model');
+    }
+    const size = l.engine.info.embeddingSize;
+    if (size === undefined) throw new HttpError(501, 'this server gives no embeddings: start it with --embeddings', 'invalid_request_error', 'embeddings_disabled');
+    if (request.dimensions !== undefined && request.dimensions > size) {
+      throw badRequest(`dimensions is ${request.dimensions}, more than the model's ${size}`, 'dimensions');
+    }
+    const controller = new AbortController();
+    req.on('close', () => {
+      if (!res.writableFinished) controller.abort();
+    });
+    const slot: Slot = {};
+    await admit(slot, controller.signal);
+    try {
+      const { vectors, promptTokens } = await l.engine.embed(request.input);
+      const tokens = promptTokens.reduce((a, b) => a + b, 0);
+      metrics.promptTokens += tokens;
+      const data = vectors.map((v, index) => {
+        const cut = request.dimensions !== undefined ? unitLength(v.slice(0, request.dimensions)) : v;
+        return { object: 'embedding', index, embedding: request.encoding === 'base64' ? Buffer.from(cut.buffer, cut.byteOffset, cut.byteLength).toString('base64') : Array.from(cut) };
+      });
+      sendJson(res, 200, { object: 'list', data, model: request.model, usage: { prompt_tokens: tokens, total_tokens: tokens } });
+    } finally {
+      release(slot);
+    }
   }
 
   async function chat(l: Loaded, request: ChatRequest, res: ServerResponse): Promise<void> {

@@ -1,0 +1,58 @@
+/**
+ * Embeddings from the backbone: the final (post-norm) hidden state at an input's last token, what llama.cpp gives
+ * for a causal model without a pooling type and what last-token pooling (Qwen3-Embedding, e5-mistral) takes.
+ */
+import { TokenizerError, type TextTokenizer } from '../tokenizer/tokenizer.js';
+import { RowPrefill } from './batch-kv.js';
+import type { DecoderSession } from './decoder-session.js';
+import type { EmbedInput, EmbedResult } from './protocol.js';
+
+/** Raised when embeddings are asked of an engine whose backbone does not give its hidden state. */
+export class EmbeddingsUnavailableError extends Error {
+  override name = 'EmbeddingsUnavailableError';
+}
+
+/** Raised for inputs that cannot be embedded (none, empty, too long, ids outside the vocabulary). */
+export class EmbedInputError extends RangeError {
+  override name = 'EmbedInputError';
+}
+
+/**
+ * One vector per input, in order. Each input is prefilled alone, `chunk` tokens per run and apart from the
+ * session's and the batch's caches (as a prompt joining the batch is), so running rows wait one chunk at a time.
+ */
+export async function embed(
+  backbone: DecoderSession,
+  tokenizer: TextTokenizer | undefined,
+  input: EmbedInput,
+  limits: { chunk: number; contextLength?: number },
+): Promise<EmbedResult> {
+  if (!backbone.signature.hiddenState) {
+    throw new EmbeddingsUnavailableError('this engine gives no embeddings: load it with `embeddings: true` (reasonplug serve --embeddings)');
+  }
+  const prompts = promptsOf(input, tokenizer);
+  if (prompts.length === 0) throw new EmbedInputError('embed: give at least one input');
+  prompts.forEach((p, i) => {
+    if (p.length === 0) throw new EmbedInputError(`embed: input ${i} has no tokens`);
+    if (limits.contextLength !== undefined && p.length > limits.contextLength) {
+      throw new EmbedInputError(`embed: input ${i} is ${p.length} tokens, more than the model's context of ${limits.contextLength}`);
+    }
+    const bad = p.find((id) => !Number.isInteger(id) || id < 0 || id >= backbone.vocabSize);
+    if (bad !== undefined) throw new EmbedInputError(`embed: input ${i} holds token id ${bad}, outside the vocabulary (0 to ${backbone.vocabSize - 1})`);
+  });
+  const vectors: Float32Array[] = [];
+  for (const prompt of prompts) {
+    const run = new RowPrefill(backbone, prompt, limits.chunk);
+    while ((await run.next()) === undefined);
+    vectors.push(run.hidden!.slice());
+  }
+  return { vectors, promptTokens: prompts.map((p) => p.length) };
+}
+
+/** The token ids of each input: texts tokenized with the special tokens the tokenizer adds (BOS, and EOS where it adds one). */
+function promptsOf(input: EmbedInput, tokenizer: TextTokenizer | undefined): number[][] {
+  if ('ids' in input && Array.isArray(input.ids)) return input.ids;
+  if (!('texts' in input) || !Array.isArray(input.texts)) throw new EmbedInputError('embed takes { texts: string[] } or { ids: number[][] }');
+  if (!tokenizer) throw new TokenizerError('this model has no tokenizer.json beside it: embed token ids instead of text');
+  return input.texts.map((t) => tokenizer.encode(t));
+}

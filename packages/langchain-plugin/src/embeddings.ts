@@ -1,0 +1,78 @@
+/**
+ * The backbone's embeddings as a LangChain `Embeddings` (for vector stores and retrievers beside a `ChatReasoner`):
+ * each text's final hidden state at its last token, unit length (core's `Engine.embed`), in an engine of its own.
+ */
+import { Embeddings, type EmbeddingsParams } from '@langchain/core/embeddings';
+import { z } from 'zod';
+import { Engine, unitLength, type ModelInfo } from './core.js';
+import { ModelOptionsSchema, parseOptions, splitOptions } from './options.js';
+
+/** What `BackboneEmbeddings.create` takes (LangChain's own `maxConcurrency`, `maxRetries` come beside these). */
+export const EmbeddingsOptionsSchema = ModelOptionsSchema.pick({ backbone: true, dtype: true, registry: true, device: true, intraOpThreads: true, cacheDir: true }).extend({
+  /** The vectors cut to their first this many components and scaled to unit length again (as OpenAI's `dimensions`). */
+  dimensions: z.int().positive().optional(),
+});
+
+/** The fields LangChain's `Embeddings` takes: its caller's concurrency and retries. */
+const CALLER_FIELDS = new Set(['maxConcurrency', 'maxRetries', 'onFailedAttempt']);
+
+export type EmbeddingsOptions = z.input<typeof EmbeddingsOptionsSchema> & EmbeddingsParams;
+
+/**
+ * A backbone's embeddings:
+ * ```ts
+ * const embeddings = await BackboneEmbeddings.create({ backbone: './Qwen3-Embedding-0.6B-Q8_0.gguf' });
+ * const store = await MemoryVectorStore.fromTexts(texts, metadatas, embeddings);
+ * await embeddings.dispose();
+ * ```
+ */
+export class BackboneEmbeddings extends Embeddings {
+  private constructor(
+    private readonly engine: Engine,
+    private readonly dimensions: number | undefined,
+    fields: EmbeddingsParams,
+  ) {
+    super(fields);
+  }
+
+  /** Loads the backbone with its hidden state as an output. Throws `ReasonerOptionsError` for invalid options. */
+  static async create(options: EmbeddingsOptions): Promise<BackboneEmbeddings> {
+    const { ours, rest } = splitOptions(EmbeddingsOptionsSchema, options);
+    // LangChain's own fields are its caller's; any other key is a mistake the schema names (e.g. `reasoners`).
+    for (const key of Object.keys(rest)) {
+      if (CALLER_FIELDS.has(key)) continue;
+      ours[key] = rest[key];
+      delete rest[key];
+    }
+    const { backbone, registry, dimensions, ...engine } = parseOptions(EmbeddingsOptionsSchema, ours, 'BackboneEmbeddings.create');
+    const loaded = await Engine.load({ model: backbone, ...(registry ? { registry } : {}), ...engine, embeddings: true });
+    const size = loaded.info.embeddingSize!;
+    if (dimensions !== undefined && dimensions > size) {
+      await loaded.dispose();
+      throw new RangeError(`BackboneEmbeddings.create: dimensions is ${dimensions}, more than the model's ${size}`);
+    }
+    return new BackboneEmbeddings(loaded, dimensions, rest);
+  }
+
+  /** What was loaded (`embeddingSize`: the length of the vectors before `dimensions` cuts them). */
+  get info(): ModelInfo {
+    return this.engine.info;
+  }
+
+  /** One vector per document, in order. */
+  async embedDocuments(documents: string[]): Promise<number[][]> {
+    if (documents.length === 0) return [];
+    const { vectors } = await this.caller.call(() => this.engine.embed({ texts: documents }));
+    return vectors.map((v) => Array.from(this.dimensions !== undefined ? unitLength(v.slice(0, this.dimensions)) : v));
+  }
+
+  /** The vector of one query. */
+  async embedQuery(query: string): Promise<number[]> {
+    return (await this.embedDocuments([query]))[0]!;
+  }
+
+  /** Frees the engine. */
+  dispose(): Promise<void> {
+    return this.engine.dispose();
+  }
+}

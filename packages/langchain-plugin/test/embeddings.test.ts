@@ -1,0 +1,72 @@
+/**
+ * `BackboneEmbeddings`: LangChain's Embeddings over the backbone's final hidden state, judged against llama.cpp's
+ * embedding of the same GGUF (node-llama-cpp's embedding context).
+ */
+import { expect } from 'chai';
+import { BackboneEmbeddings, ReasonerOptionsError } from '../src/index.js';
+import { cacheDir } from './support/modules.js';
+import { llamaCpp } from '../../core/test/support/gguf-models.js';
+import { models } from '../../../test/support/paths.js';
+
+const TEXTS = ['Once upon a time', 'The little dog ran to the tree and barked at the bird.'];
+
+function cosine(a: number[], b: number[]): number {
+  let [dot, na, nb] = [0, 0, 0];
+  a.forEach((x, i) => {
+    dot += x * b[i]!;
+    na += x * x;
+    nb += b[i]! ** 2;
+  });
+  return dot / Math.sqrt(na * nb);
+}
+
+describe('BackboneEmbeddings', function () {
+  this.timeout(120_000);
+  let embeddings: BackboneEmbeddings;
+  let reference: number[][];
+
+  before(async () => {
+    embeddings = await BackboneEmbeddings.create({ backbone: models.stories260K, cacheDir, maxConcurrency: 1 });
+    const model = await (await llamaCpp()).loadModel({ modelPath: models.stories260K });
+    try {
+      const context = await model.createEmbeddingContext({ contextSize: 256, threads: 1 });
+      reference = [];
+      for (const t of TEXTS) reference.push([...(await context.getEmbeddingFor(t)).vector]);
+      await context.dispose();
+    } finally {
+      await model.dispose();
+    }
+  });
+  after(async () => {
+    await embeddings?.dispose();
+  });
+
+  it("embeds documents and queries as llama.cpp does, at unit length", async () => {
+    expect(embeddings.info.embeddingSize).to.equal(64);
+    const documents = await embeddings.embedDocuments(TEXTS);
+    expect(documents).to.have.length(2);
+    documents.forEach((v, i) => {
+      expect(Math.hypot(...v)).to.be.closeTo(1, 1e-5);
+      expect(cosine(v, reference[i]!)).to.be.greaterThan(0.99999);
+    });
+    expect(await embeddings.embedQuery(TEXTS[1]!)).to.deep.equal(documents[1]);
+    expect(await embeddings.embedDocuments([])).to.deep.equal([]);
+  });
+
+  it('cuts vectors to dimensions, and refuses options it cannot take', async () => {
+    const cut = await BackboneEmbeddings.create({ backbone: models.stories260K, cacheDir, dimensions: 8 });
+    try {
+      const [v] = await cut.embedDocuments([TEXTS[0]!]);
+      expect(v).to.have.length(8);
+      expect(Math.hypot(...v!)).to.be.closeTo(1, 1e-5);
+      expect(cosine(v!, reference[0]!.slice(0, 8))).to.be.greaterThan(0.99999);
+    } finally {
+      await cut.dispose();
+    }
+    const refused = await BackboneEmbeddings.create({ backbone: models.stories260K, cacheDir, reasoners: [] } as never).then(() => undefined, (e: Error) => e);
+    expect(refused).to.be.instanceOf(ReasonerOptionsError);
+    expect(refused?.message).to.match(/reasoners: unknown option/);
+    const tooWide = await BackboneEmbeddings.create({ backbone: models.stories260K, cacheDir, dimensions: 65 }).then(() => undefined, (e: Error) => e);
+    expect(tooWide?.message).to.equal("BackboneEmbeddings.create: dimensions is 65, more than the model's 64");
+  });
+});
