@@ -10,7 +10,7 @@ import { Engine } from '../src/engine.js';
 import { startServer, type RunningServer } from '../src/serve/server.js';
 import { models } from '../../../test/support/paths.js';
 import { cacheDir } from './support/models.js';
-import { llamaCpp } from './support/gguf-models.js';
+import { llamaCppEmbeddings } from './support/gguf-models.js';
 
 const TEXTS = [
   'Once upon a time',
@@ -41,16 +41,7 @@ describe('embeddings', function () {
 
   before(async () => {
     engine = await Engine.load({ model: models.stories260K, cacheDir, embeddings: true, prefillChunk: 8 });
-    const llama = await llamaCpp();
-    const model = await llama.loadModel({ modelPath: models.stories260K });
-    try {
-      const context = await model.createEmbeddingContext({ contextSize: 256, threads: 1 });
-      reference = [];
-      for (const t of TEXTS) reference.push([...(await context.getEmbeddingFor(t)).vector]);
-      await context.dispose();
-    } finally {
-      await model.dispose();
-    }
+    reference = await llamaCppEmbeddings(models.stories260K, TEXTS);
   });
   after(async () => {
     await engine?.dispose();

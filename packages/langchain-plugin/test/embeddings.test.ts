@@ -5,7 +5,7 @@
 import { expect } from 'chai';
 import { BackboneEmbeddings, ReasonerOptionsError } from '../src/index.js';
 import { cacheDir } from './support/modules.js';
-import { llamaCpp } from '../../core/test/support/gguf-models.js';
+import { llamaCppEmbeddings } from '../../core/test/support/gguf-models.js';
 import { models } from '../../../test/support/paths.js';
 
 const TEXTS = ['Once upon a time', 'The little dog ran to the tree and barked at the bird.'];
@@ -27,15 +27,7 @@ describe('BackboneEmbeddings', function () {
 
   before(async () => {
     embeddings = await BackboneEmbeddings.create({ backbone: models.stories260K, cacheDir, maxConcurrency: 1 });
-    const model = await (await llamaCpp()).loadModel({ modelPath: models.stories260K });
-    try {
-      const context = await model.createEmbeddingContext({ contextSize: 256, threads: 1 });
-      reference = [];
-      for (const t of TEXTS) reference.push([...(await context.getEmbeddingFor(t)).vector]);
-      await context.dispose();
-    } finally {
-      await model.dispose();
-    }
+    reference = await llamaCppEmbeddings(models.stories260K, TEXTS);
   });
   after(async () => {
     await embeddings?.dispose();

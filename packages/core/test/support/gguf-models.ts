@@ -211,6 +211,26 @@ export function llamaCppNextProbabilities(path: string, prompt: number[], top: n
   });
 }
 
+/**
+ * llama.cpp's embedding of each text (node-llama-cpp's embedding context: BOS prepended, and for a causal model
+ * without a pooling type the last token's normed hidden state), unnormalized.
+ */
+export async function llamaCppEmbeddings(path: string, texts: readonly string[]): Promise<number[][]> {
+  const model = await (await llamaCpp()).loadModel({ modelPath: path });
+  try {
+    const context = await model.createEmbeddingContext({ contextSize: 256, threads: 1 });
+    try {
+      const vectors: number[][] = [];
+      for (const t of texts) vectors.push([...(await context.getEmbeddingFor(t)).vector]);
+      return vectors;
+    } finally {
+      await context.dispose();
+    }
+  } finally {
+    await model.dispose();
+  }
+}
+
 /** llama.cpp's tokenization of `text` with the GGUF's own vocabulary (special tokens parsed when asked). */
 export async function llamaCppTokenize(path: string, texts: string[], special = false): Promise<number[][]> {
   const llama = await llamaCpp();
