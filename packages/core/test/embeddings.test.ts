@@ -10,7 +10,12 @@ import { Engine } from '../src/engine.js';
 import { startServer, type RunningServer } from '../src/serve/server.js';
 import { models } from '../../../test/support/paths.js';
 import { cacheDir } from './support/models.js';
-import { llamaCppEmbeddings } from './support/gguf-models.js';
+import { llamaCppEmbeddings, storiesTokenizerMeta, writeRandomGguf } from './support/gguf-models.js';
+import { testDir } from './support/models.js';
+import { convertGguf } from '../src/gguf/convert.js';
+import { declaredPooling } from '../src/modules/pooling.js';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 
 const TEXTS = [
   'Once upon a time',
@@ -104,6 +109,45 @@ describe('embeddings', function () {
     } finally {
       await plain.dispose();
     }
+  });
+
+  it("follow a GGUF's pooling type: last-token pooling as llama.cpp pools it; mean pooling and bidirectional attention refused by name", async () => {
+    const dir = testDir('pooling');
+    const gguf = (name: string) => join(dir, `${name}.gguf`);
+    const spec = { arch: 'llama', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, seed: 31 };
+    const tokenizer = await storiesTokenizerMeta();
+    const u32 = (v: number) => ({ t: 'u32' as const, v });
+    await writeRandomGguf(gguf('last'), { ...spec, meta: { pooling_type: u32(3) } }, tokenizer);
+    await writeRandomGguf(gguf('mean'), { ...spec, meta: { pooling_type: u32(1) } }, tokenizer);
+    await writeRandomGguf(gguf('bidirectional'), { ...spec, meta: { 'attention.causal': { t: 'bool', v: false } } }, tokenizer);
+
+    const last = await Engine.load({ model: gguf('last'), cacheDir, embeddings: true });
+    try {
+      const reference = await llamaCppEmbeddings(gguf('last'), TEXTS);
+      const { vectors } = await last.embed({ texts: TEXTS }, { normalize: false });
+      vectors.forEach((v, i) => expect(compare(v, reference[i]!).cosine, TEXTS[i]).to.be.greaterThan(0.99999));
+    } finally {
+      await last.dispose();
+    }
+    // The converted module keeps the pooling as sentence-transformers does, listed in its manifest.
+    const module = join(dir, 'mean-module');
+    const { manifest } = await convertGguf(gguf('mean'), module);
+    expect(manifest.files.pooling?.path).to.equal('1_Pooling/config.json');
+    expect(JSON.parse(await readFile(join(module, '1_Pooling/config.json'), 'utf8'))).to.include({ word_embedding_dimension: 64, pooling_mode_mean_tokens: true, pooling_mode_lasttoken: false });
+    expect(await declaredPooling(module)).to.equal('mean');
+    const refused = await Engine.load({ model: module, cacheDir, embeddings: true }).then(() => undefined, (e: Error) => e);
+    expect(refused?.name).to.equal('EmbeddingsUnavailableError');
+    expect(refused?.message).to.match(/pools its embeddings by mean \(its 1_Pooling\/config\.json, or the GGUF's pooling_type\); the engine gives last-token embeddings only/);
+    // Loaded to generate, it generates; asked for embeddings (its graph has the hidden state for a projector, say), it refuses.
+    const plain = await Engine.load({ model: module, cacheDir });
+    try {
+      expect(plain.info.embeddingSize).to.equal(undefined);
+      expect((await plain.generate({ prompt: 'Once' }, { maxTokens: 2 })).rows[0]!.ids).to.have.length(2);
+    } finally {
+      await plain.dispose();
+    }
+    const bidirectional = await convertGguf(gguf('bidirectional'), join(dir, 'bidirectional')).then(() => undefined, (e: Error) => e);
+    expect(bidirectional?.message).to.match(/uses bidirectional attention \("llama\.attention\.causal" = false\); only causal decoders are supported/);
   });
 
   describe('reasonplug serve --embeddings', () => {

@@ -11,7 +11,7 @@
 import { cachedHashFile, hashFile } from '../modules/file-digest.js';
 import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
-import { basename, extname, join, resolve } from 'node:path';
+import { basename, dirname, extname, join, resolve } from 'node:path';
 import type { LlamaConfig, LlamaLayerWeights, LlamaWeights, WeightMatrix } from '../onnx/llama-spec.js';
 import { isQuantized, sliceRows } from '../onnx/quantized-matrix.js';
 import { toNBits } from './quant/nbits.js';
@@ -20,6 +20,7 @@ import { tokenizerFingerprint } from '../tokenizer/fingerprint.js';
 import { GgufError, GgufFile, SUPPORTED_TENSOR_TYPES, type GgufTensorInfo } from './reader.js';
 import { tokenizerFromGguf } from './tokenizer-from-gguf.js';
 import { reportTensorReads } from './read-progress.js';
+import { POOLING_FILE, poolingConfig, poolingOfGguf } from '../modules/pooling.js';
 
 export interface ConvertGgufOptions {
   /** Storage type of the ONNX weights and float I/O. Default 'float32'. */
@@ -74,7 +75,7 @@ export interface ConvertedManifest {
   license: string;
   compat: { tokenizer: string; vocabSize: number; hiddenSize: number };
   generation: { bosTokenId?: number; eosTokenIds: number[] };
-  files: { model: ManifestFile; modelData?: ManifestFile; tokenizer: ManifestFile; tokenizerConfig: ManifestFile };
+  files: { model: ManifestFile; modelData?: ManifestFile; tokenizer: ManifestFile; tokenizerConfig: ManifestFile; pooling?: ManifestFile };
   provenance: { convertedFrom: { file: string; sha256: string; format: 'gguf'; architecture: string } };
 }
 
@@ -156,6 +157,8 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     if (!Number.isInteger(v) || v <= 0) throw new GgufError(`${src}: "${key(k)}" is ${v}, expected a positive integer.`, 'corrupt');
     return v;
   };
+  // llama.cpp reads it for every architecture (embedding models such as LLM2Vec's attend both ways): masks here are causal.
+  if (f.get(key('attention.causal')) === false) refuse(`bidirectional attention ("${key('attention.causal')}" = false); only causal decoders are supported`);
   const experts = scalar('expert_count');
   if (experts !== undefined && experts > 0) refuse(`mixture-of-experts layers ("${key('expert_count')}" = ${experts}); only dense models are supported`);
 
@@ -514,6 +517,7 @@ export async function convertGguf(ggufPath: string, outDir: string, opts: Conver
     // The manifest is written last: a directory left by a failed conversion is not a module.
     await rm(join(dir, 'reasonplug.json'), { force: true });
     await rm(join(dir, 'model.onnx.data'), { force: true });
+    await rm(join(dir, dirname(POOLING_FILE)), { recursive: true, force: true });
     await writeLlamaModel(join(dir, 'model.onnx'), config, weights, {
       dtype,
       externalData,
@@ -525,6 +529,13 @@ export async function convertGguf(ggufPath: string, outDir: string, opts: Conver
     // Compact: a 151,936-token vocabulary is 4 MB instead of 10 indented, which every load parses (~0.1 s less).
     await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tok.tokenizerJson) + '\n');
     await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify(tok.tokenizerConfig, null, 2) + '\n');
+    // An embedding model's pooling, where the GGUF names one, as sentence-transformers keeps it beside a model.
+    const poolingType = f.getNumber(`${arch}.pooling_type`);
+    const pooling = poolingType !== undefined ? poolingOfGguf(poolingType) : undefined;
+    if (pooling) {
+      await mkdir(join(dir, dirname(POOLING_FILE)), { recursive: true });
+      await writeFile(join(dir, POOLING_FILE), JSON.stringify(poolingConfig(pooling, config.hiddenSize), null, 2) + '\n');
+    }
 
     const generalName = f.getString('general.name');
     // llama.cpp's llama2.c converter writes general.name = "llama": no better than the file name.
@@ -538,6 +549,7 @@ export async function convertGguf(ggufPath: string, outDir: string, opts: Conver
       ...(externalData && existsSync(join(dir, 'model.onnx.data')) ? { modelData: await fileEntry(dir, 'model.onnx.data') } : {}),
       tokenizer: await fileEntry(dir, 'tokenizer.json'),
       tokenizerConfig: await fileEntry(dir, 'tokenizer_config.json'),
+      ...(pooling ? { pooling: await fileEntry(dir, POOLING_FILE) } : {}),
     };
     const description =
       f.getString('general.description') ??

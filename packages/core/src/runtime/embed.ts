@@ -6,10 +6,18 @@ import { TokenizerError, type TextTokenizer } from '../tokenizer/tokenizer.js';
 import { RowPrefill } from './batch-kv.js';
 import type { DecoderSession } from './decoder-session.js';
 import type { EmbedInput, EmbedResult } from './protocol.js';
+import { POOLING_FILE, type Pooling } from '../modules/pooling.js';
 
 /** Raised when embeddings are asked of an engine whose backbone does not give its hidden state. */
 export class EmbeddingsUnavailableError extends Error {
   override name = 'EmbeddingsUnavailableError';
+}
+
+/** The refusal for a model that pools its embeddings otherwise than by its last token. */
+export function poolingRefused(model: string, pooling: Pooling): EmbeddingsUnavailableError {
+  return new EmbeddingsUnavailableError(
+    `${model} pools its embeddings by ${pooling} (its ${POOLING_FILE}, or the GGUF's pooling_type); the engine gives last-token embeddings only`,
+  );
 }
 
 /** Raised for inputs that cannot be embedded (none, empty, too long, ids outside the vocabulary). */

@@ -3,7 +3,7 @@
  * inline on this thread) and the decode loop, so that onnxruntime's blocking `run` never stalls the main
  * thread and tokens stream out as messages.
  */
-import { basename } from 'node:path';
+import { basename, dirname } from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
 import { TextTokenizer, TokenizerError } from '../tokenizer/tokenizer.js';
 import { LatentPolicyError, parseLatentPolicy, runDecodeLoop } from '../generate/decode-loop.js';
@@ -27,7 +27,9 @@ import { attachParsed, lazyConstraintFactory, releaseConstraints, rowConstraints
 import { grammarTiming } from '../constrain/timing.js';
 import type { ConstraintFactory } from '../constrain/types.js';
 import { backboneNeeds, type FromWorker, type GenerateRequestOptions, type ModelInfo, type PromptInput, type ToWorker, type WorkerConfig } from './protocol.js';
-import { embed } from './embed.js';
+import { embed, poolingRefused } from './embed.js';
+import { declaredPooling, type Pooling } from '../modules/pooling.js';
+import type { ModelLocation } from '../modules/locate.js';
 import { ContinuousBatch, DEFAULT_MAX_BATCH, DEFAULT_PREFILL_CHUNK } from '../generate/continuous-batch.js';
 import { RowShards, rowShardWorkers, SHARD_MIN_ROWS_PER_WORKER } from './row-shards.js';
 import { isAlwaysZero } from '../compose/weights.js';
@@ -116,6 +118,8 @@ interface Loaded {
   mode: FusionMode;
   /** Positions the composition holds, when its models declare it. */
   contextLength?: number;
+  /** The backbone's declared pooling, when it is not the last token's (its embeddings are refused). */
+  pooling?: Pooling;
   projector?: { session: ProjectorSession; marker: MarkerSpec };
   /** The reasoners' sessions by slot, when they run on this thread (inline): the continuous batch steps them. */
   inline?: DecoderSession[];
@@ -177,6 +181,11 @@ function toPromptIds(input: PromptInput, tokenizer: TextTokenizer | undefined): 
     return [tokenizer.encode(text, false)];
   }
   return (Array.isArray(input.prompt) ? input.prompt : [input.prompt]).map((p) => tokenizer.encode(p));
+}
+
+/** The directory a model's side files sit in: its module's, else its tokenizer's (a hub export's root), else its graph's. */
+function modelDirectory(location: ModelLocation): string {
+  return location.manifestPath ? dirname(location.manifestPath) : (location.tokenizerDir ?? dirname(location.modelPath));
 }
 
 /** A reasoner's display name: as given, else its manifest's, else its file or directory name. */
@@ -264,6 +273,10 @@ async function start(): Promise<Loaded> {
     found[0] ?? prepareModel(config.model, config.cacheDir, backboneNeeds(config), config.dtype),
     ...config.reasoners.map((r, i) => found[i + 1] ?? prepareModel(r.model, config.cacheDir, {}, r.dtype).catch(labelled(label(i)))),
   ]);
+  // The engine gives last-token embeddings: a model that declares another pooling gets none rather than wrong ones.
+  const pooling = await declaredPooling(modelDirectory(backbonePrepared!.location));
+  const otherPooling = pooling !== undefined && pooling !== 'last' ? pooling : undefined;
+  if (config.embeddings && otherPooling) throw poolingRefused(config.model, otherPooling);
   const plan = planThreads({
     runtime: config.runtime,
     ...(config.placement ? { placement: config.placement } : {}),
@@ -344,7 +357,7 @@ async function start(): Promise<Loaded> {
     ...(session.intraOpThreads ? { intraOpThreads: session.intraOpThreads } : {}),
     placement: { kind: plan.placement, lanes: plan.lanes.map((members) => members.map((i) => names[i]!)) },
     ...(contextLength !== undefined ? { contextLength } : {}),
-    ...(session.signature.hiddenState ? { embeddingSize: session.signature.hiddenState.hiddenSize } : {}),
+    ...(session.signature.hiddenState && !otherPooling ? { embeddingSize: session.signature.hiddenState.hiddenSize } : {}),
     ...(projector ? { projector: { modelPath: config.projector!, hiddenSize: projector.session.hiddenSize, marker: projector.marker } } : {}),
     ...(tokenizer && location.tokenizerDir
       ? {
@@ -377,6 +390,7 @@ async function start(): Promise<Loaded> {
     mode,
     ...(projector ? { projector } : {}),
     ...(contextLength !== undefined ? { contextLength } : {}),
+    ...(otherPooling ? { pooling: otherPooling } : {}),
     ...(inline ? { inline } : {}),
     // On the backbone's thread a copy runs after the backbone, with its runtime, as inline reasoners do.
     ...(inline ? {} : { openCopy: (slot: number) => openReasoner(reasonersPrepared[slot]!, plan.backbone).then((r) => r.session) }),
@@ -473,6 +487,7 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
   }
   if (msg.type === 'embed') {
     try {
+      if (loaded.pooling) throw poolingRefused(config.model, loaded.pooling);
       const limits = { chunk: config.batching?.prefillChunk ?? DEFAULT_PREFILL_CHUNK, ...(loaded.contextLength !== undefined ? { contextLength: loaded.contextLength } : {}) };
       post({ type: 'embedded', id: msg.id, result: await embed(backbone, tokenizer, msg.input, limits) });
     } catch (err) {
