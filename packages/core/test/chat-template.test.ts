@@ -31,6 +31,13 @@ describe('chat templates', () => {
       // the prompt is the rendered template, tokenized without adding BOS a second time
       const expectedPrompt = tok.encode('<|user|>\nHi!</s>\n<|assistant|>\n', false);
       expect(r.usage.promptTokens).to.equal(expectedPrompt.length);
+      // Tools and the template's own variables reach the template.
+      const template = '{% if tools %}{{ tools | tojson }}{% endif %}{{ preamble }}{% for m in messages %}{{ m.content }}{% endfor %}';
+      const tools = [{ type: 'function', function: { name: 'add', parameters: { type: 'object' } } }];
+      const shown = await engine.generate({ messages: [{ role: 'user', content: 'Hi!' }], chatTemplate: template, tools, chatTemplateKwargs: { preamble: 'Be brief. ' } }, { maxTokens: 1 });
+      const rendered = tok.applyChatTemplate([{ role: 'user', content: 'Hi!' }], { template, tools, extra: { preamble: 'Be brief. ' } });
+      expect(rendered).to.equal('[{"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}]Be brief. Hi!');
+      expect(shown.usage.promptTokens).to.equal(tok.encode(rendered, false).length);
     } finally {
       await engine.dispose();
     }

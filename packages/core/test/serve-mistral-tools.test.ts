@@ -60,8 +60,8 @@ describe('reasonplug serve: Mistral tool calls after the [TOOL_CALLS] token', fu
   it('the constraint writes the special token and the list (required, auto, named), and the text keeps the token', async () => {
     const engine = await Engine.load({ model: dir });
     try {
-      // The prompt as the server renders it, with the tool in it.
-      const prompt = { promptIds: [tokenizer.encode(tokenizer.applyChatTemplate([{ role: 'user', content: QUESTION }], { tools: [ADD] }), false)] };
+      // The messages with the tool, rendered by the engine as the server renders them.
+      const prompt = { messages: [{ role: 'user' as const, content: QUESTION }], tools: [ADD] };
       const tools = [{ name: 'add', parameters: ADD.function.parameters }];
       for (const choice of ['required', 'auto'] as const) {
         const { rows } = await engine.generate(prompt, { maxTokens: 160, responseFormat: { type: 'tool_calls', tools, choice, syntax: 'mistral' } });

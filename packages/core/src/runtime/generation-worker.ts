@@ -177,7 +177,11 @@ function toPromptIds(input: PromptInput, tokenizer: TextTokenizer | undefined): 
   }
   if (!tokenizer) throw new TokenizerError('this model has no tokenizer.json beside it: pass prompt ids instead of text');
   if ('messages' in input) {
-    const text = tokenizer.applyChatTemplate(input.messages, input.chatTemplate ? { template: input.chatTemplate } : {});
+    const text = tokenizer.applyChatTemplate(input.messages, {
+      ...(input.chatTemplate ? { template: input.chatTemplate } : {}),
+      ...(input.tools ? { tools: input.tools } : {}),
+      ...(input.chatTemplateKwargs ? { extra: input.chatTemplateKwargs } : {}),
+    });
     return [tokenizer.encode(text, false)];
   }
   return (Array.isArray(input.prompt) ? input.prompt : [input.prompt]).map((p) => tokenizer.encode(p));

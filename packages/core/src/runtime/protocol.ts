@@ -17,7 +17,15 @@ import type { GraphNeeds } from './prepare-model.js';
 export type PromptInput =
   | { prompt: string | string[] }
   | { promptIds: number[] | number[][] }
-  | { messages: ChatMessage[]; chatTemplate?: string };
+  | {
+      messages: ChatMessage[];
+      /** A template to use instead of the model's. */
+      chatTemplate?: string;
+      /** Tools the template shows the model (OpenAI's `{ type: 'function', function: { name, description, parameters } }`). */
+      tools?: unknown[];
+      /** The template's own variables (Qwen3's `{ enable_thinking: false }`), as `chat_template_kwargs`. */
+      chatTemplateKwargs?: Record<string, unknown>;
+    };
 
 /** Texts (tokenized as the model's tokenizer adds its special tokens) or token ids to embed, one vector each. */
 export type EmbedInput = { texts: string[] } | { ids: number[][] };
