@@ -116,6 +116,31 @@ describe('reasonplug CLI', function () {
     expect(bad.stderr).to.match(/--chat-template-kwargs must be a JSON object/);
   });
 
+  it("embed prints one JSON line per text (arguments, or the input's lines): the engine's vectors, --dimensions cut, --raw unscaled", async () => {
+    const texts = ['Once upon a time', 'The cat sat on the mat.'];
+    const engine = await Engine.load({ model: storiesDir, cacheDir, embeddings: true });
+    let expected: Float32Array[];
+    let raw: Float32Array[];
+    try {
+      expected = (await engine.embed({ texts })).vectors;
+      raw = (await engine.embed({ texts }, { normalize: false })).vectors;
+    } finally {
+      await engine.dispose();
+    }
+    const lines = (out: string) => out.trim().split('\n').map((l) => JSON.parse(l) as { index: number; tokens: number; embedding: number[] });
+    const byArgs = await reasonplug('embed', '--model', storiesDir, ...texts);
+    expect(byArgs.code, byArgs.stderr).to.equal(0);
+    const got = lines(byArgs.stdout);
+    expect(got.map((l) => [l.index, l.tokens])).to.deep.equal([[0, 5], [1, 11]]);
+    got.forEach((l, i) => l.embedding.forEach((x, k) => expect(x).to.be.closeTo(expected[i]![k]!, 1e-6)));
+    const byLines = await runReasonplug(['embed', '--model', storiesDir, '--raw', '--dimensions', '3'], { REASONPLUG_CACHE: join(cacheDir, '..', 'cli-cache') }, `${texts[0]}\n\n${texts[1]}\n`);
+    expect(byLines.code, byLines.stderr).to.equal(0);
+    expect(lines(byLines.stdout).map((l) => l.embedding.map((x) => x.toFixed(5)))).to.deep.equal(raw.map((v) => Array.from(v.slice(0, 3), (x) => x.toFixed(5))));
+    const tooWide = await reasonplug('embed', '--model', storiesDir, '--dimensions', '65', 'hi');
+    expect(tooWide.code).to.not.equal(0);
+    expect(tooWide.stderr).to.match(/--dimensions 65 is more than the model's 64/);
+  });
+
   it('streams text for a text prompt', async () => {
     const r = await reasonplug('generate', '--model', storiesDir, '--prompt', 'Once upon a time', '--max-tokens', '20');
     expect(r.code, r.stderr).to.equal(0);

@@ -18,6 +18,7 @@ import { addRegistryCommands } from './registry-commands.js';
 import { responseFormatFromFlags, type ResponseFormatFlags } from './response-format-flags.js';
 import { addServeCommand } from './serve-command.js';
 import { addChatCommand } from './chat-command.js';
+import { addEmbedCommand } from './embed-command.js';
 import { addModelFlags, addSamplingFlags, engineOptions, samplingOptions, type ModelFlags, type SamplingFlags } from './model-flags.js';
 import { positiveIntegerFlag, promptIdsFlag } from './flags.js';
 import type { PromptInput } from '../runtime/protocol.js';
@@ -184,6 +185,7 @@ export function buildProgram(): Command {
   addRegistryCommands(program);
   addServeCommand(program);
   addChatCommand(program);
+  addEmbedCommand(program);
   return program;
 }
 
