@@ -55,7 +55,8 @@ export interface EngineOptions extends RuntimeOptions {
   projector?: string;
   /**
    * Prepares the backbone to also give its final hidden state, for {@link Engine.embed} (one more output of its
-   * graph, a separate entry of the prepared-graph cache; a graph prepared for a projector has it anyway).
+   * graph, a separate entry of the prepared-graph cache). A model that declares a pooling other than its last
+   * token's (`1_Pooling/config.json`, a GGUF's `pooling_type`) is refused.
    */
   embeddings?: boolean;
   /** How registry references among the models are pulled (default registry, token, offline; env defaults). */
@@ -283,7 +284,7 @@ export class Engine {
    * Embeds texts (tokenized with the model's special tokens, as llama.cpp does) or token ids: one vector per
    * input, the backbone's final hidden state at its last token (llama.cpp's embedding of a causal model without a
    * pooling type, and the last-token pooling of Qwen3-Embedding and e5-mistral), unit length unless `normalize` is
-   * false. Needs an engine loaded with `embeddings` (or a projector). Each input is prefilled alone, in chunks of
+   * false. Needs an engine loaded with `embeddings`. Each input is prefilled alone, in chunks of
    * `prefillChunk` tokens, apart from the running batch's caches, whose rows wait one chunk at a time as for a
    * prompt's prefill.
    */

@@ -138,7 +138,7 @@ describe('embeddings', function () {
     const refused = await Engine.load({ model: module, cacheDir, embeddings: true }).then(() => undefined, (e: Error) => e);
     expect(refused?.name).to.equal('EmbeddingsUnavailableError');
     expect(refused?.message).to.match(/pools its embeddings by mean \(its 1_Pooling\/config\.json, or the GGUF's pooling_type\); the engine gives last-token embeddings only/);
-    // Loaded to generate, it generates; asked for embeddings (its graph has the hidden state for a projector, say), it refuses.
+    // Loaded to generate, it generates: its pooling matters to embeddings only.
     const plain = await Engine.load({ model: module, cacheDir });
     try {
       expect(plain.info.embeddingSize).to.equal(undefined);

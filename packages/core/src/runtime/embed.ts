@@ -35,9 +35,7 @@ export async function embed(
   input: EmbedInput,
   limits: { chunk: number; contextLength?: number },
 ): Promise<EmbedResult> {
-  if (!backbone.signature.hiddenState) {
-    throw new EmbeddingsUnavailableError('this engine gives no embeddings: load it with `embeddings: true` (reasonplug serve --embeddings)');
-  }
+  if (!backbone.signature.hiddenState) throw new EmbeddingsUnavailableError('the backbone\'s graph gives no final hidden state');
   const prompts = promptsOf(input, tokenizer);
   if (prompts.length === 0) throw new EmbedInputError('embed: give at least one input');
   prompts.forEach((p, i) => {

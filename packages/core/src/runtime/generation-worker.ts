@@ -27,8 +27,8 @@ import { attachParsed, lazyConstraintFactory, releaseConstraints, rowConstraints
 import { grammarTiming } from '../constrain/timing.js';
 import type { ConstraintFactory } from '../constrain/types.js';
 import { backboneNeeds, type FromWorker, type GenerateRequestOptions, type ModelInfo, type PromptInput, type ToWorker, type WorkerConfig } from './protocol.js';
-import { embed, poolingRefused } from './embed.js';
-import { declaredPooling, type Pooling } from '../modules/pooling.js';
+import { embed, EmbeddingsUnavailableError, poolingRefused } from './embed.js';
+import { declaredPooling } from '../modules/pooling.js';
 import type { ModelLocation } from '../modules/locate.js';
 import { ContinuousBatch, DEFAULT_MAX_BATCH, DEFAULT_PREFILL_CHUNK } from '../generate/continuous-batch.js';
 import { RowShards, rowShardWorkers, SHARD_MIN_ROWS_PER_WORKER } from './row-shards.js';
@@ -118,8 +118,6 @@ interface Loaded {
   mode: FusionMode;
   /** Positions the composition holds, when its models declare it. */
   contextLength?: number;
-  /** The backbone's declared pooling, when it is not the last token's (its embeddings are refused). */
-  pooling?: Pooling;
   projector?: { session: ProjectorSession; marker: MarkerSpec };
   /** The reasoners' sessions by slot, when they run on this thread (inline): the continuous batch steps them. */
   inline?: DecoderSession[];
@@ -278,9 +276,10 @@ async function start(): Promise<Loaded> {
     ...config.reasoners.map((r, i) => found[i + 1] ?? prepareModel(r.model, config.cacheDir, {}, r.dtype).catch(labelled(label(i)))),
   ]);
   // The engine gives last-token embeddings: a model that declares another pooling gets none rather than wrong ones.
-  const pooling = await declaredPooling(modelDirectory(backbonePrepared!.location));
-  const otherPooling = pooling !== undefined && pooling !== 'last' ? pooling : undefined;
-  if (config.embeddings && otherPooling) throw poolingRefused(config.model, otherPooling);
+  if (config.embeddings) {
+    const pooling = await declaredPooling(modelDirectory(backbonePrepared!.location));
+    if (pooling !== undefined && pooling !== 'last') throw poolingRefused(config.model, pooling);
+  }
   const plan = planThreads({
     runtime: config.runtime,
     ...(config.placement ? { placement: config.placement } : {}),
@@ -361,7 +360,7 @@ async function start(): Promise<Loaded> {
     ...(session.intraOpThreads ? { intraOpThreads: session.intraOpThreads } : {}),
     placement: { kind: plan.placement, lanes: plan.lanes.map((members) => members.map((i) => names[i]!)) },
     ...(contextLength !== undefined ? { contextLength } : {}),
-    ...(session.signature.hiddenState && !otherPooling ? { embeddingSize: session.signature.hiddenState.hiddenSize } : {}),
+    ...(config.embeddings && session.signature.hiddenState ? { embeddingSize: session.signature.hiddenState.hiddenSize } : {}),
     ...(projector ? { projector: { modelPath: config.projector!, hiddenSize: projector.session.hiddenSize, marker: projector.marker } } : {}),
     ...(tokenizer && location.tokenizerDir
       ? {
@@ -394,7 +393,6 @@ async function start(): Promise<Loaded> {
     mode,
     ...(projector ? { projector } : {}),
     ...(contextLength !== undefined ? { contextLength } : {}),
-    ...(otherPooling ? { pooling: otherPooling } : {}),
     ...(inline ? { inline } : {}),
     // On the backbone's thread a copy runs after the backbone, with its runtime, as inline reasoners do.
     ...(inline ? {} : { openCopy: (slot: number) => openReasoner(reasonersPrepared[slot]!, plan.backbone).then((r) => r.session) }),
@@ -491,7 +489,7 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
   }
   if (msg.type === 'embed') {
     try {
-      if (loaded.pooling) throw poolingRefused(config.model, loaded.pooling);
+      if (!config.embeddings) throw new EmbeddingsUnavailableError('this engine gives no embeddings: load it with `embeddings: true` (reasonplug serve --embeddings)');
       const limits = { chunk: config.batching?.prefillChunk ?? DEFAULT_PREFILL_CHUNK, ...(loaded.contextLength !== undefined ? { contextLength: loaded.contextLength } : {}) };
       post({ type: 'embedded', id: msg.id, result: await embed(backbone, tokenizer, msg.input, limits) });
     } catch (err) {

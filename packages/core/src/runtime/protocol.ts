@@ -118,7 +118,7 @@ export interface ModelInfo {
   warnings: string[];
   /** How reasoner logits are transformed before weighting. */
   mode: FusionMode;
-  /** The length of {@link Engine.embed}'s vectors, where the backbone gives its hidden state (loaded with `embeddings`, or a projector). */
+  /** The length of `Engine.embed`'s vectors, when the engine was loaded with `embeddings`. */
   embeddingSize?: number;
   /** The loaded reasoning projector and the marker it answers to. */
   projector?: { modelPath: string; hiddenSize: number; marker: MarkerSpec };
