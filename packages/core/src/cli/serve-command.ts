@@ -101,7 +101,7 @@ export function addServeCommand(program: Command): void {
     .option('--chat-template <file>', "a Jinja chat template file used instead of the model's")
     .option('--chat-template-kwargs <json>', 'template variables for every chat request, e.g. \'{"enable_thinking": false}\' (a request\'s chat_template_kwargs override them)', jsonObjectFlag('--chat-template-kwargs'))
     .addOption(new Option('--reasoning-format <f>', "a reply's <think> thought: reasoning_content (auto) or left in the content (none)").choices(['auto', 'none']).default('auto'))
-    .addOption(new Option('--tool-call-syntax <s>', 'how the model writes tool calls: as its chat template renders them (auto), <tool_call> blocks (hermes), Llama 3\'s JSON object (json), Mistral\'s [TOOL_CALLS] list (mistral) or its [TOOL_CALLS]name[ARGS] calls (mistral-args)').choices(['auto', 'hermes', 'json', 'mistral', 'mistral-args']).default('auto'))
+    .addOption(new Option('--tool-call-syntax <s>', 'how the model writes tool calls: as its chat template renders them (auto), <tool_call> blocks (hermes), Llama 3\'s JSON object (json), Mistral\'s [TOOL_CALLS] list (mistral), its [TOOL_CALLS]name[ARGS] calls (mistral-args) or Granite\'s <|tool_call|> list (granite)').choices(['auto', 'hermes', 'json', 'mistral', 'mistral-args', 'granite']).default('auto'))
     .addOption(new Option('--device <d>', 'execution provider').choices([...DEVICES]).default('cpu'))
     .option('--threads <n>', 'intra-op threads', threadsFlag)
     .addOption(new Option('--placement <p>', 'where reasoners run').choices([...PLACEMENTS]).default('auto'))

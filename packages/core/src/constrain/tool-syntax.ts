@@ -12,9 +12,10 @@ import type { ResponseFormat } from './types.js';
  * `mistral`: the reply ends in `[TOOL_CALLS]` and a JSON list of `{"name": …, "arguments": {…}}` objects
  * (Mistral 7B v0.3, Nemo, Small 24B 2501); `mistral-args`: each call is `[TOOL_CALLS]name[ARGS]{…}` (Mistral's
  * later tokenizers: Small 3.2, Magistral, Devstral, Ministral 3). `[TOOL_CALLS]` and `[ARGS]` are special tokens
- * of those vocabularies.
+ * of those vocabularies. `granite`: the reply ends in `<|tool_call|>` (a special token) and a JSON list of calls
+ * (Granite 3.x).
  */
-export type ToolCallSyntax = 'hermes' | 'json' | 'mistral' | 'mistral-args';
+export type ToolCallSyntax = 'hermes' | 'json' | 'mistral' | 'mistral-args' | 'granite';
 
 /** How one syntax writes its calls. */
 export interface ToolCallForm {
@@ -36,15 +37,18 @@ export const TOOL_CALL_SYNTAX = {
   json: { begin: '{"name": ', beginsJson: true },
   mistral: { begin: '[TOOL_CALLS]', list: true },
   'mistral-args': { begin: '[TOOL_CALLS]', args: '[ARGS]' },
+  granite: { begin: '<|tool_call|>', list: true },
 } as const satisfies Record<ToolCallSyntax, ToolCallForm>;
 
 /**
  * The syntax a chat template teaches: `mistral-args` where it writes `[TOOL_CALLS]` and `[ARGS]`, `mistral` where
- * it writes `[TOOL_CALLS]` alone; `json` for Llama 3's (it renders calls as `"parameters"` objects and tool results
- * in the `ipython` role) unless it writes `<tool_call>` blocks; `hermes` otherwise.
+ * it writes `[TOOL_CALLS]` alone, `granite` where it writes `<|tool_call|>`; `json` for Llama 3's (it renders calls
+ * as `"parameters"` objects and tool results in the `ipython` role) unless it writes `<tool_call>` blocks; `hermes`
+ * otherwise.
  */
 export function toolCallSyntaxOf(chatTemplate: string | undefined): ToolCallSyntax {
   if (!chatTemplate || chatTemplate.includes(TOOL_CALL_SYNTAX.hermes.begin)) return 'hermes';
+  if (chatTemplate.includes(TOOL_CALL_SYNTAX.granite.begin)) return 'granite';
   if (chatTemplate.includes(TOOL_CALL_SYNTAX.mistral.begin)) return chatTemplate.includes(TOOL_CALL_SYNTAX['mistral-args'].args) ? 'mistral-args' : 'mistral';
   return chatTemplate.includes('"parameters"') && (chatTemplate.includes('ipython') || chatTemplate.includes('<|python_tag|>')) ? 'json' : 'hermes';
 }
@@ -54,9 +58,8 @@ export function toolCallSyntaxOf(chatTemplate: string | undefined): ToolCallSynt
  * drop): the constraint lets the grammar write them, and the reply's text keeps them for the splitter.
  */
 export function markerTokensOf(syntax: ToolCallSyntax): readonly string[] {
-  if (syntax === 'mistral') return [TOOL_CALL_SYNTAX.mistral.begin];
   if (syntax === 'mistral-args') return [TOOL_CALL_SYNTAX['mistral-args'].begin, TOOL_CALL_SYNTAX['mistral-args'].args];
-  return [];
+  return syntax === 'mistral' || syntax === 'granite' ? [TOOL_CALL_SYNTAX[syntax].begin] : [];
 }
 
 /** The special tokens a response format writes as text: its tool-call syntax's marker, if it has one. */

@@ -295,7 +295,9 @@ export class XGrammarFactory implements ConstraintFactory {
       return choice === 'auto' ? { type: 'triggered_tags', triggers: [begin], tags, stop_after_first: true } : { type: 'or', elements: tags };
     }
     if (syntax === 'mistral-args') return mistralArgsCalls(await Promise.all(called.map(async (t) => ({ name: t.name, content: await grammarOf(t) }))), choice, parallel);
-    if (syntax === 'mistral') return mistralCalls(await Promise.all(called.map(async (t) => ({ name: t.name, content: await grammarOf(t) }))), choice, parallel);
+    if (syntax === 'mistral' || syntax === 'granite') {
+      return listedCalls(syntax, await Promise.all(called.map(async (t) => ({ name: t.name, content: await grammarOf(t) }))), choice, parallel);
+    }
     // Each call in the two layouts templates use: Hermes/Qwen's (a newline inside the tags) and the compact one.
     const tags = (
       await Promise.all(
@@ -331,19 +333,20 @@ export class XGrammarFactory implements ConstraintFactory {
 }
 
 /**
- * Mistral's calls: `[TOOL_CALLS]`, a few blanks (its templates render one) or none, then one JSON list of
- * `{"name": …, "arguments": …}` objects, each with the 9-character `id` Nemo writes or without; the list ends the
- * reply. `parallel` false admits a list of one call.
+ * Calls as a list after a marker (Mistral's `[TOOL_CALLS]`, Granite's `<|tool_call|>`): the marker, a few blanks
+ * (Mistral's templates render one) or none, then one JSON list of `{"name": …, "arguments": …}` objects that ends
+ * the reply; Mistral's each with the 9-character `id` Nemo writes or without. `parallel` false admits one call.
  */
-function mistralCalls(calls: { name: string; content: object }[], choice: ToolChoice, parallel: boolean): Record<string, unknown> {
-  const { begin } = TOOL_CALL_SYNTAX.mistral;
+function listedCalls(syntax: 'mistral' | 'granite', calls: { name: string; content: object }[], choice: ToolChoice, parallel: boolean): Record<string, unknown> {
+  const { begin } = TOOL_CALL_SYNTAX[syntax];
   const id = { type: 'regex', pattern: '(, "id": "[a-zA-Z0-9]{9}")?' };
-  const tags = calls.map((c) => ({ type: 'tag', begin: `{"name": ${JSON.stringify(c.name)}, "arguments": `, content: { type: 'sequence', elements: [c.content, id] }, end: '}' }));
+  const content = (c: { content: object }) => (syntax === 'mistral' ? { type: 'sequence', elements: [c.content, id] } : c.content);
+  const tags = calls.map((c) => ({ type: 'tag', begin: `{"name": ${JSON.stringify(c.name)}, "arguments": `, content: content(c), end: '}' }));
   const several = typeof choice === 'object' ? false : parallel;
-  const content = several ? { type: 'tags_with_separator', tags, separator: ', ', at_least_one: true } : { type: 'or', elements: tags };
+  const items = several ? { type: 'tags_with_separator', tags, separator: ', ', at_least_one: true } : { type: 'or', elements: tags };
   // The list as a tag of its own: its closing bracket is the tag's end (XGrammar takes separated tags only so).
   // Blanks before it, bounded: a SentencePiece vocabulary may write the template's one blank as two pieces.
-  const list = { type: 'sequence', elements: [{ type: 'regex', pattern: ' {0,4}' }, { type: 'tag', begin: '[', content, end: ']' }] };
+  const list = { type: 'sequence', elements: [{ type: 'regex', pattern: ' {0,4}' }, { type: 'tag', begin: '[', content: items, end: ']' }] };
   const marked = { type: 'tag', begin, content: list, end: '' };
   return choice === 'auto' ? { type: 'triggered_tags', triggers: [begin], tags: [marked], stop_after_first: true } : marked;
 }

@@ -52,3 +52,15 @@ export const MISTRAL_ARGS_TOOLS_TEMPLATE =
   "{%- elif m.role == 'tool' %}[TOOL_RESULTS]{{ m.content }}[/TOOL_RESULTS]" +
   '{%- else %}{{ m.content }}{{ eos_token }}{% endif %}' +
   '{%- endfor %}';
+
+/**
+ * Granite 3-style turns: tools as an `available_tools` turn, calls written after the special token `<|tool_call|>`
+ * as a JSON list, results as `tool_response` turns.
+ */
+export const GRANITE_TOOLS_TEMPLATE =
+  "{%- if tools %}<|start_of_role|>available_tools<|end_of_role|>{{ tools | tojson }}<|end_of_text|>\n{% endif %}" +
+  '{%- for m in messages %}' +
+  '{%- if m.tool_calls %}<|start_of_role|>assistant<|end_of_role|><|tool_call|>[{% for c in m.tool_calls %}{"name": "{{ c.function.name }}", "arguments": {{ c.function.arguments | tojson }}}{% if not loop.last %}, {% endif %}{% endfor %}]<|end_of_text|>\n' +
+  "{%- elif m.role == 'tool' %}<|start_of_role|>tool_response<|end_of_role|>{{ m.content }}<|end_of_text|>\n" +
+  '{%- else %}<|start_of_role|>{{ m.role }}<|end_of_role|>{{ m.content }}<|end_of_text|>\n{% endif %}' +
+  '{%- endfor %}{% if add_generation_prompt %}<|start_of_role|>assistant<|end_of_role|>{% endif %}';

@@ -1,5 +1,5 @@
 /**
- * Mistral's tool calls through `reasonplug serve` and @langchain/openai's ChatOpenAI: `[TOOL_CALLS]` is a special
+ * Tool calls after a special token (Mistral's, and Granite's `<|tool_call|>` list last) through `reasonplug serve` and @langchain/openai's ChatOpenAI: `[TOOL_CALLS]` is a special
  * token of the vocabulary, which decoding drops and a grammar over text cannot write; the calls after it are a JSON
  * list; and Mistral's templates refuse call ids but nine letters and digits. The backbone (a Mistral v0.3-style
  * template over a vocabulary with `[TOOL_CALLS]` as its special token 512) is scripted to answer with two calls.
@@ -13,7 +13,7 @@ import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { toolCallSyntaxOf } from '../src/constrain/tool-syntax.js';
 import { ToolCallTextSplitter } from '../src/chat/tool-calls.js';
 import { scriptedChatModule } from './support/modules.js';
-import { MISTRAL_ARGS_TOOLS_TEMPLATE, MISTRAL_TOOLS_TEMPLATE } from './support/chat-templates.js';
+import { GRANITE_TOOLS_TEMPLATE, MISTRAL_ARGS_TOOLS_TEMPLATE, MISTRAL_TOOLS_TEMPLATE } from './support/chat-templates.js';
 
 const QUESTION = 'What are two and two, and three and four?';
 const ADD = {
@@ -204,5 +204,35 @@ describe('reasonplug serve: Mistral\'s later tool calls, [TOOL_CALLS]name[ARGS]{
     const broken = new ToolCallTextSplitter('mistral-args');
     broken.push('[TOOL_CALLS]add[ARGS]{"a": ');
     expect(broken.end().toolCalls.map((c) => [c.name, c.arguments])).to.deep.equal([['add', '{"a":']]);
+  });
+});
+
+describe("reasonplug serve: Granite's tool calls, a list after the <|tool_call|> token", function () {
+  this.timeout(180_000);
+  const reply = '<|tool_call|>[{"name": "add", "arguments": {"a": 2, "b": 2}}, {"name": "add", "arguments": {"a": 3, "b": 4}}]';
+  let server: RunningServer;
+
+  before(async () => {
+    const { dir, replyIds } = await scriptedChatModule('graniteish', GRANITE_TOOLS_TEMPLATE, [{ role: 'user', content: QUESTION }], reply, { tools: [ADD], specialTokens: ['<|tool_call|>'] });
+    expect(replyIds[0]).to.equal(512);
+    server = await startServer({ engine: { model: dir }, name: 'graniteish', port: 0 });
+    await server.ready;
+  });
+  after(async () => {
+    await server?.close();
+  });
+
+  it('ChatOpenAI gets both calls (required and auto), and they go back through the template', async () => {
+    expect(toolCallSyntaxOf(GRANITE_TOOLS_TEMPLATE)).to.equal('granite');
+    const chat = new ChatOpenAI({ model: 'graniteish', apiKey: 'none', temperature: 0, maxTokens: 160, configuration: { baseURL: `${server.url}/v1` }, maxRetries: 0 });
+    for (const toolChoice of ['auto', 'required'] as const) {
+      const got = await chat.bindTools([ADD], { tool_choice: toolChoice }).invoke(QUESTION);
+      expect(got.tool_calls?.map((c) => [c.name, c.args]), toolChoice).to.deep.equal([['add', { a: 2, b: 2 }], ['add', { a: 3, b: 4 }]]);
+      expect(got.content).to.equal('');
+      expect(got.response_metadata.finish_reason).to.equal('tool_calls');
+    }
+    const got = await chat.bindTools([ADD]).invoke(QUESTION);
+    const next = await chat.bindTools([ADD]).invoke([new HumanMessage(QUESTION), got, ...got.tool_calls!.map((c, i) => new ToolMessage({ content: String(i ? 7 : 4), tool_call_id: c.id! }))]);
+    expect(next.usage_metadata?.input_tokens).to.be.greaterThan(100);
   });
 });
