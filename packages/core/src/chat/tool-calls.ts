@@ -2,8 +2,8 @@
  * Tool calls in generated text, in the syntax the chat template teaches and the tool-call constraint enforces
  * (`constrain/tool-syntax.ts`): Hermes/Qwen's `<tool_call>{"name": "add", "arguments": {"a": 1}}</tool_call>`
  * blocks, Llama 3's `{"name": "add", "parameters": {"a": 1}}` ending the reply, Mistral's
- * `[TOOL_CALLS] [{"name": "add", "arguments": {"a": 1}}, …]` ending it, or its later `[TOOL_CALLS]add[ARGS]{"a": 1}`
- * calls. A streaming splitter: text
+ * `[TOOL_CALLS] [{"name": "add", "arguments": {"a": 1}}, …]` ending it (Granite's the same after `<|tool_call|>`),
+ * or its later `[TOOL_CALLS]add[ARGS]{"a": 1}` calls. A streaming splitter: text
  * outside calls streams on as content, text that may still turn into the opening of a call is held back, and each
  * call becomes one parsed call. Shared by the OpenAI server and the LangChain plugin, so both read a model's calls
  * the same way.
