@@ -1,9 +1,8 @@
-import type { ResponseFormat } from './types.js';
-
 /**
  * How models write tool calls, as their chat templates teach them: the tool-call constraint writes calls this
  * way, and the chat splitters read them back.
  */
+import type { ResponseFormat } from './types.js';
 
 /**
  * `hermes`: `<tool_call>{"name": …, "arguments": {…}}</tool_call>` blocks, one per line (Hermes, Qwen 2.5/3,

@@ -55,7 +55,8 @@ type FormatKind =
    * `syntax` (default `hermes`) is how the model writes a call; with `json` (Llama 3's `{"name": …, "parameters":
    * {…}}`) a reply makes one call at most, its last words; with `mistral` the reply's last words are
    * `[TOOL_CALLS]` (the vocabulary's special token, which the reply's text then keeps) and a JSON list of calls;
-   * with `mistral-args` each call is `[TOOL_CALLS]name[ARGS]` (both special tokens, kept) and its arguments.
+   * with `mistral-args` each call is `[TOOL_CALLS]name[ARGS]` (both special tokens, kept) and its arguments; with
+   * `granite`, `<|tool_call|>` and a list, as `mistral`.
    */
   | { type: 'tool_calls'; tools: ToolSpec[]; choice: ToolChoice; parallel?: boolean; syntax?: ToolCallSyntax };
 

@@ -1,7 +1,7 @@
 /**
- * Reading OpenAI request bodies (`/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`) into engine calls. Every field is
- * checked here, before a request is queued, so a bad one is a 400 that names the parameter; fields the engine
- * cannot honour (`best_of` above 1) are refused by name rather than silently ignored.
+ * Reading OpenAI request bodies (`/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`) into engine calls.
+ * Every field is checked here, before a request is queued, so a bad one is a 400 that names the parameter; fields
+ * the engine cannot honour (`best_of` above 1) are refused by name rather than silently ignored.
  */
 import type { ChatMessage } from '../tokenizer/tokenizer.js';
 import type { CompositionOptions } from '../runtime/protocol.js';
@@ -391,6 +391,11 @@ export function parseDetokenizeRequest(body: unknown): { model?: string; tokens:
   return { ...(model !== undefined ? { model } : {}), tokens: tokens as number[] };
 }
 
+/** A non-empty list of token ids (as prompts and embedding inputs take them). */
+function isTokenIds(x: unknown): x is number[] {
+  return Array.isArray(x) && x.length > 0 && x.every((n) => Number.isSafeInteger(n) && (n as number) >= 0);
+}
+
 /** An embeddings request: texts or token id lists, one vector each. */
 export interface EmbeddingsRequest {
   model: string;
@@ -409,12 +414,11 @@ export function parseEmbeddingsRequest(body: unknown): EmbeddingsRequest {
   if (!isObject(body)) throw badRequest('the request body must be a JSON object');
   if (typeof body.model !== 'string' || body.model === '') throw badRequest('model is required: the name of a served model', 'model');
   const given = body.input;
-  const ids = (x: unknown): x is number[] => Array.isArray(x) && x.length > 0 && x.every((n) => Number.isSafeInteger(n) && (n as number) >= 0);
   let input: EmbeddingsRequest['input'];
   if (typeof given === 'string' && given !== '') input = { texts: [given] };
   else if (Array.isArray(given) && given.length > 0 && given.every((s) => typeof s === 'string' && s !== '')) input = { texts: given as string[] };
-  else if (ids(given)) input = { ids: [given] };
-  else if (Array.isArray(given) && given.length > 0 && given.every(ids)) input = { ids: given as number[][] };
+  else if (isTokenIds(given)) input = { ids: [given] };
+  else if (Array.isArray(given) && given.length > 0 && given.every(isTokenIds)) input = { ids: given as number[][] };
   else throw badRequest('input must be a non-empty string, a list of them, a list of token ids, or a list of such lists', 'input');
   const count = 'texts' in input ? input.texts.length : input.ids.length;
   if (count > MAX_EMBEDDING_INPUTS) throw badRequest(`input lists ${count} items; at most ${MAX_EMBEDDING_INPUTS} per request`, 'input');
@@ -437,10 +441,9 @@ export function parseCompletionRequest(body: unknown): CompletionRequest {
   const base = common(body, false);
   refuseUnless(body, 'suffix', (v) => v === '', 'insertion is not supported');
   const p = body.prompt;
-  const ids = (x: unknown) => Array.isArray(x) && x.length > 0 && x.every((n) => Number.isSafeInteger(n) && (n as number) >= 0);
   const ok =
     (typeof p === 'string' && p !== '') ||
-    (Array.isArray(p) && p.length > 0 && (p.every((s) => typeof s === 'string' && s !== '') || ids(p) || p.every(ids)));
+    (Array.isArray(p) && p.length > 0 && (p.every((s) => typeof s === 'string' && s !== '') || isTokenIds(p) || p.every(isTokenIds)));
   if (!ok) throw badRequest('prompt must be a non-empty string, a list of them, a list of token ids, or a list of such lists', 'prompt');
   const echo = body.echo ?? false;
   if (typeof echo !== 'boolean') throw badRequest('echo must be true or false', 'echo');
