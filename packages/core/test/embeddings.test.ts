@@ -206,6 +206,19 @@ describe('embeddings', function () {
         const [status, e] = await error(await post(server, body));
         expect([status, e.param], JSON.stringify(body)).to.deep.equal([400, param]);
       }
+      // A request slot like a completion's: with every slot taken it waits, then answers.
+      const one = await startServer({ engine: { model: models.stories260K, cacheDir, embeddings: true }, name: 'stories', port: 0, maxBatch: 1 });
+      try {
+        await one.ready;
+        const long = fetch(`${one.url}/v1/completions`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ model: 'stories', prompt: 'Once', max_tokens: 200, ignore_eos: true }) });
+        await new Promise((r) => setTimeout(r, 50));
+        const queued = await post(one, { model: 'stories', input: TEXTS[0] });
+        expect(queued.status).to.equal(200);
+        expect(((await queued.json()) as typeof body).data[0]!.embedding).to.have.length(64);
+        expect((await long).status).to.equal(200);
+      } finally {
+        await one.close();
+      }
       const [outside, message] = await error(await post(server, { model: 'stories', input: [[1, 600]] }));
       expect([outside, message.message]).to.deep.equal([400, 'EmbedInputError: embed: input 0 holds token id 600, outside the vocabulary (0 to 511)']);
       expect((await error(await post(server, { model: 'nope', input: 'hi' })))[0]).to.equal(404);

@@ -199,7 +199,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       active++;
       try {
         const body = await readJson(req);
-        if (endpoint === embeddings) return await embeddings(loaded, parseEmbeddingsRequest(body), req, res);
+        if (endpoint === embeddings) return await embeddings(loaded, parseEmbeddingsRequest(body), res);
         return await (endpoint === chat ? chat(loaded, parseChatRequest(body), res) : completion(loaded, parseCompletionRequest(body), res));
       } finally {
         if (--active === 0) idle?.();
@@ -326,7 +326,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
    * `/v1/embeddings`: the backbone's final hidden state at each input's last token, unit length (as OpenAI's and
    * llama.cpp's server give them). It takes a slot as a completion does, and runs beside the decode batch.
    */
-  async function embeddings(l: Loaded, request: EmbeddingsRequest, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async function embeddings(l: Loaded, request: EmbeddingsRequest, res: ServerResponse): Promise<void> {
     if (l.models.resolve(request.model).length > 0) {
       throw badRequest(`embeddings come from the backbone alone, reasoners take no part: ask for model "${l.models.backbone}"`, 'model');
     }
@@ -336,7 +336,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       throw badRequest(`dimensions is ${request.dimensions}, more than the model's ${size}`, 'dimensions');
     }
     const controller = new AbortController();
-    req.on('close', () => {
+    res.on('close', () => {
       if (!res.writableFinished) controller.abort();
     });
     const slot: Slot = {};
