@@ -23,8 +23,8 @@ describe('reasonplug serve: reasoning models', function () {
   const servers: RunningServer[] = [];
   let tokenizer: TextTokenizer;
 
-  async function serve(name: string, template: string, reply: string, tools?: unknown[]): Promise<{ url: string; replyIds: number[] }> {
-    const { dir, replyIds } = await scriptedChatModule(name, template, [{ role: 'user', content: QUESTION }], reply, tools ? { tools } : {});
+  async function serve(name: string, template: string, reply: string, tools?: unknown[], textTokens?: string[]): Promise<{ url: string; replyIds: number[] }> {
+    const { dir, replyIds } = await scriptedChatModule(name, template, [{ role: 'user', content: QUESTION }], reply, { ...(tools ? { tools } : {}), ...(textTokens ? { textTokens } : {}) });
     const server = await startServer({ engine: { model: dir }, name, port: 0 });
     servers.push(server);
     await server.ready;
@@ -107,6 +107,17 @@ describe('reasonplug serve: reasoning models', function () {
       expect(called.additional_kwargs.reasoning_content, name).to.equal(THOUGHT);
       expect(called.response_metadata.finish_reason, name).to.equal('tool_calls');
     }
+  });
+
+  it('a thought whose tags are added tokens of the vocabulary (as Qwen3\'s are) is written with them when the reply is constrained', async () => {
+    const schema = { type: 'object', properties: { answer: { enum: [4] } }, required: ['answer'], additionalProperties: false };
+    const { url, replyIds } = await serve('qwen3ish-json', THINKING_TEMPLATE, `<think>\n${THOUGHT}\n</think>\n\n${ANSWER}`, undefined, ['<think>', '</think>']);
+    // The scripted reply opens and closes its thought with the added tokens, ids 512 and 513.
+    expect(replyIds.filter((id) => id >= 512)).to.deep.equal([512, 513]);
+    const structured = await chat(url, 'qwen3ish-json', { maxTokens: 80 }).withStructuredOutput(schema, { name: 'sum', includeRaw: true }).invoke(QUESTION);
+    expect(structured.parsed).to.deep.equal({ answer: 4 });
+    expect(structured.raw.additional_kwargs.reasoning_content).to.equal(THOUGHT);
+    expect(structured.raw.content).to.equal('{"answer": 4}');
   });
 
   it("the engine's parsed value of a reply that thought first is its answer", async () => {

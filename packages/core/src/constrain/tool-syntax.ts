@@ -61,7 +61,13 @@ export function markerTokensOf(syntax: ToolCallSyntax): readonly string[] {
   return syntax === 'mistral' || syntax === 'granite' ? [TOOL_CALL_SYNTAX[syntax].begin] : [];
 }
 
-/** The special tokens a response format writes as text: its tool-call syntax's marker, if it has one. */
+/**
+ * The added tokens a response format writes as text: its thought's tags (Qwen3's `<think>` and `</think>` are added
+ * tokens, which a model writes whole) and its tool-call syntax's marker, if it has them. The grammar's vocabulary
+ * leaves added tokens out unless named here.
+ */
 export function writtenTokens(format: ResponseFormat): readonly string[] {
-  return format.type === 'tool_calls' && typeof format.syntax === 'string' && Object.hasOwn(TOOL_CALL_SYNTAX, format.syntax) ? markerTokensOf(format.syntax) : [];
+  const thought = format.thought ? [format.thought.open, format.thought.close] : [];
+  const marker = format.type === 'tool_calls' && typeof format.syntax === 'string' && Object.hasOwn(TOOL_CALL_SYNTAX, format.syntax) ? markerTokensOf(format.syntax) : [];
+  return [...thought, ...marker].filter((t) => typeof t === 'string');
 }

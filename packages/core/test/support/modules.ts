@@ -83,15 +83,16 @@ export async function scriptedChatModule(
   chatTemplate: string,
   messages: ChatMessage[],
   reply: string,
-  render: { templateKwargs?: Record<string, unknown>; tools?: unknown[]; specialTokens?: readonly string[] } = {},
+  /** `specialTokens`: added tokens decoding drops (`[TOOL_CALLS]`); `textTokens`: added tokens that decode as text (Qwen3's `<think>`). */
+  render: { templateKwargs?: Record<string, unknown>; tools?: unknown[]; specialTokens?: readonly string[]; textTokens?: readonly string[] } = {},
 ): Promise<{ dir: string; replyIds: number[] }> {
-  const special = render.specialTokens ?? [];
-  const vocab = 512 + special.length;
-  // The vocabulary's own special tokens follow the stories ones (ids 512…), as a model's added tokens do.
+  const added = [...(render.specialTokens ?? []).map((content) => ({ content, special: true })), ...(render.textTokens ?? []).map((content) => ({ content, special: false }))];
+  const vocab = 512 + added.length;
+  // The vocabulary's own added tokens follow the stories ones (ids 512…), as a model's do.
   const withSpecial = (json: { added_tokens?: unknown[] }): void => {
     json.added_tokens = [
       ...(json.added_tokens ?? []),
-      ...special.map((content, i) => ({ id: 512 + i, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
+      ...added.map(({ content, special }, i) => ({ id: 512 + i, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special })),
     ];
   };
   let replyIds: number[] = [];
