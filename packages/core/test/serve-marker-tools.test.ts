@@ -1,5 +1,6 @@
 /**
- * Tool calls after a special token (Mistral's, and Granite's `<|tool_call|>` list last) through `reasonplug serve` and @langchain/openai's ChatOpenAI: `[TOOL_CALLS]` is a special
+ * Tool calls after a special token (Mistral's, Granite's `<|tool_call|>` list, and Qwen's `<tool_call>` blocks whose
+ * tags are added tokens last) through `reasonplug serve` and @langchain/openai's ChatOpenAI: `[TOOL_CALLS]` is a special
  * token of the vocabulary, which decoding drops and a grammar over text cannot write; the calls after it are a JSON
  * list; and Mistral's templates refuse call ids but nine letters and digits. The backbone (a Mistral v0.3-style
  * template over a vocabulary with `[TOOL_CALLS]` as its special token 512) is scripted to answer with two calls.
@@ -13,7 +14,7 @@ import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { toolCallSyntaxOf } from '../src/constrain/tool-syntax.js';
 import { ToolCallTextSplitter } from '../src/chat/tool-calls.js';
 import { scriptedChatModule } from './support/modules.js';
-import { GRANITE_TOOLS_TEMPLATE, MISTRAL_ARGS_TOOLS_TEMPLATE, MISTRAL_TOOLS_TEMPLATE } from './support/chat-templates.js';
+import { GRANITE_TOOLS_TEMPLATE, MISTRAL_ARGS_TOOLS_TEMPLATE, MISTRAL_TOOLS_TEMPLATE, THINKING_TEMPLATE } from './support/chat-templates.js';
 
 const QUESTION = 'What are two and two, and three and four?';
 const ADD = {
@@ -234,5 +235,34 @@ describe("reasonplug serve: Granite's tool calls, a list after the <|tool_call|>
     const got = await chat.bindTools([ADD]).invoke(QUESTION);
     const next = await chat.bindTools([ADD]).invoke([new HumanMessage(QUESTION), got, ...got.tool_calls!.map((c, i) => new ToolMessage({ content: String(i ? 7 : 4), tool_call_id: c.id! }))]);
     expect(next.usage_metadata?.input_tokens).to.be.greaterThan(100);
+  });
+});
+
+describe("reasonplug serve: Qwen's <tool_call> blocks, whose tags are added tokens of its vocabulary", function () {
+  this.timeout(180_000);
+  const reply = '<tool_call>\n{"name": "add", "arguments": {"a": 2, "b": 2}}\n</tool_call>';
+  let server: RunningServer;
+  let replyIds: number[];
+
+  before(async () => {
+    let dir: string;
+    // As in Qwen 2.5's and 3's vocabularies: added tokens that decode as text (not special).
+    ({ dir, replyIds } = await scriptedChatModule('qwenish-tools', THINKING_TEMPLATE, [{ role: 'user', content: QUESTION }], reply, { tools: [ADD], textTokens: ['<tool_call>', '</tool_call>'] }));
+    server = await startServer({ engine: { model: dir }, name: 'qwenish-tools', port: 0 });
+    await server.ready;
+  });
+  after(async () => {
+    await server?.close();
+  });
+
+  it('ChatOpenAI (tool_choice auto, the default, and required) gets the call the model opens and closes with those tokens', async () => {
+    expect(replyIds.filter((id) => id >= 512)).to.deep.equal([512, 513]);
+    const chat = new ChatOpenAI({ model: 'qwenish-tools', apiKey: 'none', temperature: 0, maxTokens: 160, configuration: { baseURL: `${server.url}/v1` }, maxRetries: 0 });
+    for (const options of [{}, { tool_choice: 'required' }] as const) {
+      const got = await chat.bindTools([ADD], options).invoke(QUESTION);
+      expect(got.tool_calls?.map((c) => [c.name, c.args]), JSON.stringify(options)).to.deep.equal([['add', { a: 2, b: 2 }]]);
+      expect(got.content).to.equal('');
+      expect(got.response_metadata.finish_reason).to.equal('tool_calls');
+    }
   });
 });

@@ -53,10 +53,12 @@ export function toolCallSyntaxOf(chatTemplate: string | undefined): ToolCallSynt
 }
 
 /**
- * The special tokens a syntax writes as text (its marker, which a tokenizer declares special and decoding would
- * drop): the constraint lets the grammar write them, and the reply's text keeps them for the splitter.
+ * The markers a syntax writes that vocabularies hold as added tokens (Qwen's `<tool_call>` and `</tool_call>`;
+ * Mistral's `[TOOL_CALLS]`, which a tokenizer declares special and decoding would drop): the constraint lets the
+ * grammar write them as those tokens, and the reply's text keeps them for the splitter.
  */
 export function markerTokensOf(syntax: ToolCallSyntax): readonly string[] {
+  if (syntax === 'hermes') return [TOOL_CALL_SYNTAX.hermes.begin, TOOL_CALL_SYNTAX.hermes.end];
   if (syntax === 'mistral-args') return [TOOL_CALL_SYNTAX['mistral-args'].begin, TOOL_CALL_SYNTAX['mistral-args'].args];
   return syntax === 'mistral' || syntax === 'granite' ? [TOOL_CALL_SYNTAX[syntax].begin] : [];
 }
@@ -68,6 +70,7 @@ export function markerTokensOf(syntax: ToolCallSyntax): readonly string[] {
  */
 export function writtenTokens(format: ResponseFormat): readonly string[] {
   const thought = format.thought ? [format.thought.open, format.thought.close] : [];
-  const marker = format.type === 'tool_calls' && typeof format.syntax === 'string' && Object.hasOwn(TOOL_CALL_SYNTAX, format.syntax) ? markerTokensOf(format.syntax) : [];
+  const syntax = format.type === 'tool_calls' ? (format.syntax ?? 'hermes') : undefined;
+  const marker = typeof syntax === 'string' && Object.hasOwn(TOOL_CALL_SYNTAX, syntax) ? markerTokensOf(syntax) : [];
   return [...thought, ...marker].filter((t) => typeof t === 'string');
 }

@@ -298,21 +298,22 @@ export class XGrammarFactory implements ConstraintFactory {
     if (syntax === 'mistral' || syntax === 'granite') {
       return listedCalls(syntax, await Promise.all(called.map(async (t) => ({ name: t.name, content: await grammarOf(t) }))), choice, parallel);
     }
-    // Each call in the two layouts templates use: Hermes/Qwen's (a newline inside the tags) and the compact one.
-    const tags = (
-      await Promise.all(
-        called.map(async (t) => {
-          const content = await grammarOf(t);
-          const head = `{"name": ${JSON.stringify(t.name)}, "arguments": `;
-          return ['\n', ''].map((nl) => ({ type: 'tag', begin: `${TOOL_CALL_BEGIN}${nl}${head}`, content, end: `}${nl}${TOOL_CALL_END}` }));
-        }),
-      )
-    ).flat();
+    // One tag, its call in either layout templates use: Hermes/Qwen's (a newline inside the tags) or the compact
+    // one; after a blank where the vocabulary prepends one to text (SentencePiece writes `▁` after an added token,
+    // as Hermes 2 Pro Mistral's `<tool_call>` is).
+    const calls = await Promise.all(
+      called.map(async (t) => ({ type: 'sequence', elements: [{ type: 'const_string', value: `{"name": ${JSON.stringify(t.name)}, "arguments": ` }, await grammarOf(t), { type: 'const_string', value: '}' }] })),
+    );
+    const call = { type: 'or', elements: calls };
+    const blank = this.vocabulary.prependSpace ? [{ type: 'regex', pattern: ' ?' }] : [];
+    const newline = { type: 'const_string', value: '\n' };
+    const layouts = { type: 'or', elements: [{ type: 'sequence', elements: [...blank, newline, call, newline] }, { type: 'sequence', elements: [...blank, call] }] };
+    const tags = [{ type: 'tag', begin: TOOL_CALL_BEGIN, content: layouts, end: TOOL_CALL_END }];
     if (choice === 'auto') return { type: 'triggered_tags', triggers: [TOOL_CALL_BEGIN], tags, stop_after_first: !parallel };
     // Several calls one per line, as Hermes/Qwen templates write an assistant turn's calls (vLLM likewise calls a
     // named tool once).
     if (choice === 'required' && parallel) return { type: 'tags_with_separator', tags, separator: '\n', at_least_one: true };
-    return { type: 'or', elements: tags };
+    return tags[0]!;
   }
 
   /**
