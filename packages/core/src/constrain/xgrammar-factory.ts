@@ -183,7 +183,7 @@ export class XGrammarFactory implements ConstraintFactory {
     }
     const stops = [...new Set(stopTokenIds)].sort((a, b) => a - b);
     const compiled = await this.compile(format, stops);
-    const { instance } = await this.load(stops, writtenTokens(format));
+    const { instance } = await this.load(stops, this.writable(format));
     const matcher = await instance.xg.GrammarMatcher.createGrammarMatcher(compiled, stops);
     return new XGrammarConstraint(matcher, instance.binding(), this.vocabulary.tokens.length);
   }
@@ -210,6 +210,14 @@ export class XGrammarFactory implements ConstraintFactory {
     return compiled;
   }
 
+  /**
+   * The added tokens of this vocabulary that `format` writes as text (its thought's tags, its tool-call markers);
+   * none where the vocabulary holds them as ordinary text, which then shares the plain vocabulary's compiler.
+   */
+  private writable(format: ResponseFormat): string[] {
+    return writtenTokens(format).filter((text) => this.vocabulary.added.has(text));
+  }
+
   private load(stops: readonly number[], written: readonly string[]): Promise<Loaded> {
     const key = `${stops.join(',')}\u0000${written.join('\u0000')}`;
     let loaded = this.loaded.get(key);
@@ -227,7 +235,7 @@ export class XGrammarFactory implements ConstraintFactory {
   }
 
   private async compileNew(format: ResponseFormat, stops: readonly number[]): Promise<CompiledGrammar> {
-    const { instance, compiler } = await this.load(stops, writtenTokens(format));
+    const { instance, compiler } = await this.load(stops, this.writable(format));
     instance.takeMessages();
     // Everything that can be refused is checked before the library sees it.
     const source = thoughtFirst(await this.grammarSource(format, instance), format.thought);
@@ -294,9 +302,9 @@ export class XGrammarFactory implements ConstraintFactory {
       const tags = await Promise.all(called.map(async (t) => ({ type: 'tag', begin: `${begin}${JSON.stringify(t.name)}, "parameters": `, content: await grammarOf(t), end: '}' })));
       return choice === 'auto' ? { type: 'triggered_tags', triggers: [begin], tags, stop_after_first: true } : { type: 'or', elements: tags };
     }
-    if (syntax === 'mistral-args') return mistralArgsCalls(await Promise.all(called.map(async (t) => ({ name: t.name, content: await grammarOf(t) }))), choice, parallel);
-    if (syntax === 'mistral' || syntax === 'granite') {
-      return listedCalls(syntax, await Promise.all(called.map(async (t) => ({ name: t.name, content: await grammarOf(t) }))), choice, parallel);
+    if (syntax === 'mistral-args' || syntax === 'mistral' || syntax === 'granite') {
+      const grammars = await Promise.all(called.map(async (t) => ({ name: t.name, content: await grammarOf(t) })));
+      return syntax === 'mistral-args' ? mistralArgsCalls(grammars, choice, parallel) : listedCalls(syntax, grammars, choice, parallel);
     }
     // One tag, its call in either layout templates use: Hermes/Qwen's (a newline inside the tags) or the compact
     // one; after a blank where the vocabulary prepends one to text (SentencePiece writes `▁` after an added token,
