@@ -12,7 +12,7 @@ import { Engine } from '../src/engine.js';
 import { startServer, type RunningServer } from '../src/serve/server.js';
 import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { scriptedChatModule, storiesModule } from './support/modules.js';
-import { OPEN_THOUGHT_TEMPLATE, THINKING_TEMPLATE } from './support/chat-templates.js';
+import { MAGISTRAL_TEMPLATE, OPEN_THOUGHT_TEMPLATE, THINKING_TEMPLATE } from './support/chat-templates.js';
 
 const QUESTION = 'What are two and two?';
 const THOUGHT = 'Two and two make four.';
@@ -23,8 +23,8 @@ describe('reasonplug serve: reasoning models', function () {
   const servers: RunningServer[] = [];
   let tokenizer: TextTokenizer;
 
-  async function serve(name: string, template: string, reply: string, tools?: unknown[], textTokens?: string[]): Promise<{ url: string; replyIds: number[] }> {
-    const { dir, replyIds } = await scriptedChatModule(name, template, [{ role: 'user', content: QUESTION }], reply, { ...(tools ? { tools } : {}), ...(textTokens ? { textTokens } : {}) });
+  async function serve(name: string, template: string, reply: string, tools?: unknown[], added: { textTokens?: string[]; specialTokens?: string[] } = {}): Promise<{ url: string; replyIds: number[] }> {
+    const { dir, replyIds } = await scriptedChatModule(name, template, [{ role: 'user', content: QUESTION }], reply, { ...(tools ? { tools } : {}), ...added });
     const server = await startServer({ engine: { model: dir }, name, port: 0 });
     servers.push(server);
     await server.ready;
@@ -111,13 +111,26 @@ describe('reasonplug serve: reasoning models', function () {
 
   it('a thought whose tags are added tokens of the vocabulary (as Qwen3\'s are) is written with them when the reply is constrained', async () => {
     const schema = { type: 'object', properties: { answer: { enum: [4] } }, required: ['answer'], additionalProperties: false };
-    const { url, replyIds } = await serve('qwen3ish-json', THINKING_TEMPLATE, `<think>\n${THOUGHT}\n</think>\n\n${ANSWER}`, undefined, ['<think>', '</think>']);
+    const { url, replyIds } = await serve('qwen3ish-json', THINKING_TEMPLATE, `<think>\n${THOUGHT}\n</think>\n\n${ANSWER}`, undefined, { textTokens: ['<think>', '</think>'] });
     // The scripted reply opens and closes its thought with the added tokens, ids 512 and 513.
     expect(replyIds.filter((id) => id >= 512)).to.deep.equal([512, 513]);
     const structured = await chat(url, 'qwen3ish-json', { maxTokens: 80 }).withStructuredOutput(schema, { name: 'sum', includeRaw: true }).invoke(QUESTION);
     expect(structured.parsed).to.deep.equal({ answer: 4 });
     expect(structured.raw.additional_kwargs.reasoning_content).to.equal(THOUGHT);
     expect(structured.raw.content).to.equal('{"answer": 4}');
+  });
+
+  it("Magistral's thought between the special tokens [THINK] and [/THINK] is reasoning_content, free and constrained", async () => {
+    const { url, replyIds } = await serve('magistralish', MAGISTRAL_TEMPLATE, `[THINK]${THOUGHT}[/THINK]${ANSWER}`, undefined, { specialTokens: ['[THINK]', '[/THINK]'] });
+    expect(replyIds.filter((id) => id >= 512)).to.deep.equal([512, 513]);
+    const reply = await chat(url, 'magistralish', { maxTokens: 60 }).invoke(QUESTION);
+    expect(reply.additional_kwargs.reasoning_content).to.equal(THOUGHT);
+    expect(reply.content).to.equal(ANSWER);
+    expect(reply.usage_metadata?.output_token_details?.reasoning).to.be.greaterThan(0);
+    const schema = { type: 'object', properties: { answer: { enum: [4] } }, required: ['answer'], additionalProperties: false };
+    const structured = await chat(url, 'magistralish', { maxTokens: 80 }).withStructuredOutput(schema, { name: 'sum', includeRaw: true }).invoke(QUESTION);
+    expect(structured.parsed).to.deep.equal({ answer: 4 });
+    expect(structured.raw.additional_kwargs.reasoning_content).to.equal(THOUGHT);
   });
 
   it("the engine's parsed value of a reply that thought first is its answer", async () => {

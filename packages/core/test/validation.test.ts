@@ -163,6 +163,7 @@ describe('engine options and prompts', function () {
       .to.throw(/generation option stop\[1\] must not be empty/)
       .with.property('option', 'stop[1]');
     expect(() => engine.stream({ promptIds: [1] }, { eosTokenIds: [2, -1] })).to.throw(/eosTokenIds\[1\] must be a whole number >= 0/);
+    expect(() => engine.stream({ promptIds: [1] }, { keepTokens: ['[THINK]', ''] })).to.throw(/keepTokens\[1\] must be a non-empty string/);
     const ok = await engine.generate({ promptIds: [1, 2] }, { maxTokens: 1 });
     expect(ok.rows[0]!.ids).to.have.length(1);
   });

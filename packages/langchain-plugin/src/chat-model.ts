@@ -32,7 +32,7 @@ import {
 import { ReasonerRuntime } from './runtime.js';
 import { ReplySplitter, type SplitText } from './reply-splitter.js';
 import { structuredOutput } from './structured-output.js';
-import { reasoningTagsOf, replyParsing, thoughtFirst, toolCallSyntaxOf, type ResponseFormat, type ToolCallSyntax, type ToolChoice } from './core.js';
+import { keptTokens, reasoningTagsOf, replyParsing, thoughtFirst, toolCallSyntaxOf, type ResponseFormat, type ToolCallSyntax, type ToolChoice } from './core.js';
 
 /** Call options of `ChatReasoner`: LangChain's, the reasoner options, and bound tools. */
 export interface ChatReasonerCallOptions extends BaseChatModelCallOptions, ReasonerCallOptions, ChatCallOptions {
@@ -135,6 +135,7 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
       tools: tools ? this.toolCallSyntax : undefined,
     });
     const splitter = new ReplySplitter(parsing);
+    const kept = keptTokens(parsing);
     // Without maxTokens a reply may run to the end of the context (where the engine stops a row), as ChatOpenAI's
     // and ChatOllama's do.
     const maxTokens = plan.engine.maxTokens ?? this.runtime.engine.info.contextLength;
@@ -142,6 +143,7 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
       ...plan.engine,
       ...(responseFormat ? { responseFormat: thoughtFirst(responseFormat, parsing) } : {}),
       ...(maxTokens !== undefined ? { maxTokens } : {}),
+      ...(kept.length ? { keepTokens: kept } : {}),
     };
     const generation = startGeneration(this.runtime.engine, { promptIds: prompt.ids }, engineOptions, options.signal);
     const emit = async (split: SplitText) => {

@@ -10,7 +10,7 @@ import { TextTokenizer } from '@reasonplug/core';
 import { ChatReasoner, ReasonerOptionsError } from '../src/index.js';
 import { cacheDir, storiesModule } from './support/modules.js';
 import { scriptedChatModule } from '../../core/test/support/modules.js';
-import { OPEN_THOUGHT_TEMPLATE, THINKING_TEMPLATE } from '../../core/test/support/chat-templates.js';
+import { MAGISTRAL_TEMPLATE, OPEN_THOUGHT_TEMPLATE, THINKING_TEMPLATE } from '../../core/test/support/chat-templates.js';
 
 const QUESTION = 'What are two and two?';
 const THOUGHT = 'Two and two make four.';
@@ -66,6 +66,13 @@ describe('ChatReasoner: reasoning models', function () {
     expect(parsed).to.deep.equal({ answer: 4 });
     expect(raw.additional_kwargs.reasoning_content).to.equal(THOUGHT);
     expect(raw.content).to.equal('{"answer": 4}');
+  });
+
+  it("Magistral's thought between the special tokens [THINK] and [/THINK] is reasoning_content", async () => {
+    const magistral = await scriptedChatModule('magistralish-plugin', MAGISTRAL_TEMPLATE, [{ role: 'user', content: QUESTION }], `[THINK]${THOUGHT}[/THINK]${ANSWER}`, { specialTokens: ['[THINK]', '[/THINK]'] });
+    const reply = await (await create({ backbone: magistral.dir, maxTokens: 60 })).invoke([new HumanMessage(QUESTION)]);
+    expect(reply.additional_kwargs.reasoning_content).to.equal(THOUGHT);
+    expect(reply.content).to.equal(ANSWER);
   });
 
   it('a template that opens the thought in the prompt: the reply starts inside it', async () => {

@@ -20,8 +20,8 @@ export interface ReasoningTags {
 /** The common tags, and those read where a template names none. */
 export const THINK_TAGS: ReasoningTags = { open: '<think>', close: '</think>' };
 
-/** The tag pairs models are trained with. */
-const KNOWN_TAGS: readonly ReasoningTags[] = [THINK_TAGS, { open: '<thought>', close: '</thought>' }];
+/** The tag pairs models are trained with (Magistral's and Ministral 3's `[THINK]` are special tokens of their vocabularies). */
+const KNOWN_TAGS: readonly ReasoningTags[] = [THINK_TAGS, { open: '<thought>', close: '</thought>' }, { open: '[THINK]', close: '[/THINK]' }];
 
 /**
  * The thought tags a chat template names: reasoning models' templates name the closing tag (to strip thoughts

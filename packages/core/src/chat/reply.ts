@@ -44,6 +44,14 @@ export function replyParsing(opts: {
   return { reasoning: { tags, open: opensThought(opts.prompt, tags) }, ...tools };
 }
 
+/**
+ * The tokens a reply's text must keep to be read as `parsing` reads it: the thought's tags, which are special tokens
+ * in some vocabularies (Magistral's `[THINK]`) and decoding would drop. As the engine's `keepTokens`.
+ */
+export function keptTokens(parsing: ReplyParsing): string[] {
+  return parsing.reasoning ? [parsing.reasoning.tags.open, parsing.reasoning.tags.close] : [];
+}
+
 /** A reply's constraint with the thought `parsing` reads before it (the thought is then free text, and optional unless the prompt opened it). */
 export function thoughtFirst(format: ResponseFormat, parsing: ReplyParsing): ResponseFormat {
   return parsing.reasoning ? { ...format, thought: { ...parsing.reasoning.tags, opened: parsing.reasoning.open } } : format;

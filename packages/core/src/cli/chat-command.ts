@@ -11,7 +11,7 @@ import { Option, type Command } from 'commander';
 import { Engine, type StreamOptions } from '../engine.js';
 import { validateGenerateOptions } from '../generate/options.js';
 import { TextTokenizer, type ChatMessage } from '../tokenizer/tokenizer.js';
-import { ChatReplySplitter, replyParsing } from '../chat/reply.js';
+import { ChatReplySplitter, keptTokens, replyParsing } from '../chat/reply.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
 import { jsonObjectFlag, positiveIntegerFlag } from './flags.js';
 import { addModelFlags, addSamplingFlags, engineOptions, samplingOptions, type ModelFlags, type SamplingFlags } from './model-flags.js';
@@ -94,7 +94,9 @@ async function converse(c: Conversation): Promise<void> {
     } else if (text) {
       const messages: ChatMessage[] = [...history, { role: 'user', content: text }];
       const prompt = c.tokenizer.applyChatTemplate(messages, { template: c.template, ...(c.templateKwargs ? { extra: c.templateKwargs } : {}) });
-      const splitter = new ChatReplySplitter(replyParsing({ format: c.reasoningFormat, chatTemplate: c.template, prompt, constrained: false, tools: undefined }));
+      const parsing = replyParsing({ format: c.reasoningFormat, chatTemplate: c.template, prompt, constrained: false, tools: undefined });
+      const splitter = new ChatReplySplitter(parsing);
+      const kept = keptTokens(parsing);
       let thought = '';
       let answer = '';
       const show = (split: { reasoning: string; content: string }) => {
@@ -107,7 +109,7 @@ async function converse(c: Conversation): Promise<void> {
       };
       replying = new AbortController();
       // The template writes the special tokens (BOS included), so the tokenizer must not add them again.
-      const stream = c.engine.stream({ promptIds: c.tokenizer.encode(prompt, false) }, { ...c.options, signal: replying.signal });
+      const stream = c.engine.stream({ promptIds: c.tokenizer.encode(prompt, false) }, { ...c.options, ...(kept.length ? { keepTokens: kept } : {}), signal: replying.signal });
       for await (const t of stream) show(splitter.push(t.text));
       show(splitter.end());
       const result = await stream.result;

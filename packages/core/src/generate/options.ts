@@ -24,11 +24,11 @@ const isId = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
 /**
  * Checks the options of one generation: sampling options as {@link validateSamplingOptions} does, `maxTokens`
  * a whole number >= 1, `logprobs` 0 to 20, `stop` a list of non-empty strings (an empty one would match before the first
- * character), `eosTokenIds` a list of token ids. Throws naming the option.
+ * character), `eosTokenIds` a list of token ids, `keepTokens` a list of non-empty strings. Throws naming the option.
  */
 export function validateGenerateOptions(options: GenerateOptions): void {
   validateSamplingOptions(options);
-  const { maxTokens, stop, eosTokenIds, logprobs } = options;
+  const { maxTokens, stop, eosTokenIds, logprobs, keepTokens } = options;
   if (logprobs !== undefined && !(Number.isSafeInteger(logprobs) && logprobs >= 0 && logprobs <= MAX_TOP_LOGPROBS)) {
     fail('logprobs', `must be a whole number from 0 to ${MAX_TOP_LOGPROBS} (alternatives per token)`, logprobs);
   }
@@ -43,5 +43,9 @@ export function validateGenerateOptions(options: GenerateOptions): void {
   if (eosTokenIds !== undefined) {
     if (!Array.isArray(eosTokenIds)) fail('eosTokenIds', 'must be a list of token ids', eosTokenIds);
     eosTokenIds.forEach((id, i) => isId(id) || fail(`eosTokenIds[${i}]`, 'must be a whole number >= 0', id));
+  }
+  if (keepTokens !== undefined) {
+    if (!Array.isArray(keepTokens)) fail('keepTokens', 'must be a list of token texts', keepTokens);
+    keepTokens.forEach((t, i) => (typeof t === 'string' && t !== '') || fail(`keepTokens[${i}]`, 'must be a non-empty string', t));
   }
 }

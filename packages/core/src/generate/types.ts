@@ -13,6 +13,11 @@ export interface GenerateOptions extends SamplingOptions {
   /** Keep generating past end-of-sequence ids. */
   ignoreEos?: boolean;
   /**
+   * Special tokens whose text the reply keeps (decoding drops special tokens otherwise): a reasoning model's thought
+   * tags where its vocabulary makes them special (Magistral's `[THINK]`, `[/THINK]`), for the reply to be read by.
+   */
+  keepTokens?: string[];
+  /**
    * Report each generated token's log-probability and this many most likely alternatives (0 to 20; unset:
    * none, and nothing is computed). Log-softmax of the logits the row samples from (a composition's fused
    * logits) before the grammar mask, the logit bias, the penalties, temperature and truncation, as vLLM reports by default.

@@ -17,7 +17,7 @@ import { resolveModelPath } from '../registry/resolve-model.js';
 import { loadModuleDir } from '../modules/module-dir.js';
 import { MANIFEST_FILE } from '../modules/manifest.js';
 import { ChatChoice, finishReason, type ChatDelta } from './choices.js';
-import { replyParsing, thoughtFirst } from '../chat/reply.js';
+import { keptTokens, replyParsing, thoughtFirst } from '../chat/reply.js';
 import { toolCallSyntaxOf, type ToolCallSyntax } from '../constrain/tool-syntax.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
 import { HttpError, badRequest, toHttpError } from './errors.js';
@@ -372,6 +372,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       tools: request.tools !== undefined && request.toolChoice !== undefined ? syntax : undefined,
     });
     if (format) request.options.responseFormat = thoughtFirst(format, parsing);
+    const kept = keptTokens(parsing);
+    if (kept.length) request.options.keepTokens = kept;
     const id = `chatcmpl-${randomUUID()}`;
     const created = Math.floor(Date.now() / 1000);
     const base = { id, created, model: request.model, system_fingerprint: 'reasonplug' };

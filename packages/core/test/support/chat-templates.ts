@@ -64,3 +64,11 @@ export const GRANITE_TOOLS_TEMPLATE =
   "{%- elif m.role == 'tool' %}<|start_of_role|>tool_response<|end_of_role|>{{ m.content }}<|end_of_text|>\n" +
   '{%- else %}<|start_of_role|>{{ m.role }}<|end_of_role|>{{ m.content }}<|end_of_text|>\n{% endif %}' +
   '{%- endfor %}{% if add_generation_prompt %}<|start_of_role|>assistant<|end_of_role|>{% endif %}';
+
+/**
+ * Magistral-style turns: a default system prompt that asks for a thought between `[THINK]` and `[/THINK]` (special
+ * tokens of Mistral's later vocabularies), `[INST]` turns, answers after the thought.
+ */
+export const MAGISTRAL_TEMPLATE =
+  "{{ bos_token }}[SYSTEM_PROMPT]First draft your thinking between [THINK] and [/THINK], then answer.[/SYSTEM_PROMPT]" +
+  "{%- for m in messages %}{% if m.role == 'user' %}[INST]{{ m.content }}[/INST]{% elif m.role == 'assistant' %}{{ m.content }}{{ eos_token }}{% endif %}{% endfor %}";
