@@ -72,15 +72,14 @@ function answerAfterThought(text: string, thought: ThoughtFirst): string {
 
 /**
  * The ids of the special tokens the rows' formats write as text (a tool-call marker such as Mistral's
- * `[TOOL_CALLS]`): decoding keeps them in the replies, which are read by them.
+ * `[TOOL_CALLS]`), and of `also` (those a call names): decoding keeps them in the replies, which are read by them.
  */
-export function writtenTokenIds(option: ResponseFormatOption, rows: number, idOf: (text: string) => number | undefined): Set<number> {
+export function writtenTokenIds(option: ResponseFormatOption, rows: number, idOf: (text: string) => number | undefined, also: readonly string[] = []): Set<number> {
   const ids = new Set<number>();
-  for (const format of formatsPerRow(option, rows)) {
-    for (const text of format ? writtenTokens(format) : []) {
-      const id = idOf(text);
-      if (id !== undefined) ids.add(id);
-    }
+  const texts = formatsPerRow(option, rows).flatMap((format) => (format ? writtenTokens(format) : []));
+  for (const text of [...texts, ...also]) {
+    const id = idOf(text);
+    if (id !== undefined) ids.add(id);
   }
   return ids;
 }

@@ -473,17 +473,7 @@ function answerAtOnce(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): bo
   return true;
 }
 
-/** The special tokens the replies keep: those the rows' constraints write as text, and those the call names. */
-function keptTokenIds(tokenizer: TextTokenizer, formats: GenerateRequestOptions['responseFormat'], rows: number, named: readonly string[] = []): Set<number> {
-  const ids = writtenTokenIds(formats, rows, (t) => tokenizer.tokenId(t));
-  for (const text of named) {
-    const id = tokenizer.tokenId(text);
-    if (id !== undefined) ids.add(id);
-  }
-  return ids;
-}
-
-/** How replies are decoded: special tokens dropped, but for those the constraint writes as text (`kept`). */
+/** How replies are decoded: special tokens dropped, but for those the constraint writes as text or the call names (`kept`). */
 function replyDecoder(tokenizer: TextTokenizer, kept: ReadonlySet<number>): (ids: readonly number[]) => string {
   return kept.size ? (ids) => tokenizer.decode(ids, true, kept) : (ids) => tokenizer.decode(ids);
 }
@@ -541,7 +531,7 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
       options,
       eosTokenIds: tokenizer?.eosTokenIds ?? [],
       ...(loaded.contextLength !== undefined ? { contextLength: loaded.contextLength } : {}),
-      ...(tokenizer ? { decode: replyDecoder(tokenizer, keptTokenIds(tokenizer, responseFormat, prompts.length, options.keepTokens)) } : {}),
+      ...(tokenizer ? { decode: replyDecoder(tokenizer, writtenTokenIds(responseFormat, prompts.length, (t) => tokenizer.tokenId(t), options.keepTokens)) } : {}),
       shouldAbort: () => Atomics.load(abort, 0) !== 0,
     };
     const composition = await batchComposition(loaded, batch, plan, msg.options.trace);
