@@ -23,12 +23,12 @@ describe('reasonplug serve: reasoning models', function () {
   const servers: RunningServer[] = [];
   let tokenizer: TextTokenizer;
 
-  async function serve(name: string, template: string, reply: string, tools?: unknown[], added: { textTokens?: string[]; specialTokens?: string[] } = {}): Promise<{ url: string; replyIds: number[] }> {
+  async function serve(name: string, template: string, reply: string, tools?: unknown[], added: { textTokens?: string[]; specialTokens?: string[] } = {}): Promise<{ url: string; replyIds: number[]; dir: string }> {
     const { dir, replyIds } = await scriptedChatModule(name, template, [{ role: 'user', content: QUESTION }], reply, { ...(tools ? { tools } : {}), ...added });
     const server = await startServer({ engine: { model: dir }, name, port: 0 });
     servers.push(server);
     await server.ready;
-    return { url: server.url, replyIds };
+    return { url: server.url, replyIds, dir };
   }
   const chat = (url: string, model: string, over: Record<string, unknown> = {}) =>
     new ChatOpenAI({ model, apiKey: 'none', temperature: 0, configuration: { baseURL: `${url}/v1` }, maxRetries: 0, ...over });
@@ -185,5 +185,42 @@ describe('reasonplug serve: reasoning models', function () {
     const badFormat = await post(url, '/v1/chat/completions', { ...body, reasoning_format: 'hidden' });
     expect(badFormat.status).to.equal(400);
     expect(((await badFormat.json()) as { error: { message: string } }).error.message).to.match(/reasoning_format must be "auto", "deepseek" or "none"/);
+  });
+
+  it('thinking_token_budget cuts the thought after that many tokens: the closing tag is written, and it is all the reasoning', async () => {
+    const reply = `<think>\n${THOUGHT}\n</think>\n\n${ANSWER}`;
+    const budget = 3;
+    // Tags written in pieces (the stories vocabulary's) and as added tokens (Qwen3's, ids 512 and 513).
+    for (const [name, added] of [
+      ['budget-pieces', {}],
+      ['budget-added', { textTokens: ['<think>', '</think>'] }],
+    ] as const) {
+      const { url, replyIds, dir } = await serve(name, THINKING_TEMPLATE, reply, undefined, added);
+      const vocab = await TextTokenizer.fromDirectory(dir);
+      // The thought's body starts after the token that completes the opening tag.
+      const opened = replyIds.findIndex((_, k) => vocab.decode(replyIds.slice(0, k + 1)).trimStart().startsWith('<think>')) + 1;
+      expect(opened, name).to.be.greaterThan(0);
+      const close = 'textTokens' in added ? [513] : vocab.encode('</think>', false);
+      const written = vocab.decode(replyIds.slice(0, opened + budget));
+      const thought = written.slice(written.indexOf('<think>') + '<think>'.length).trim();
+      const cut = await chat(url, name, { maxTokens: 40, modelKwargs: { thinking_token_budget: budget } }).invoke(QUESTION);
+      expect(cut.additional_kwargs.reasoning_content, name).to.equal(thought);
+      expect(cut.usage_metadata?.output_token_details?.reasoning, name).to.equal(opened + budget + close.length);
+      const whole = await chat(url, name, { maxTokens: 40 }).invoke(QUESTION);
+      expect(whole.additional_kwargs.reasoning_content, name).to.equal(THOUGHT);
+    }
+    // A server-wide budget, and a request's own over it.
+    const { dir } = await scriptedChatModule('budget-server', THINKING_TEMPLATE, [{ role: 'user', content: QUESTION }], reply);
+    const server = await startServer({ engine: { model: dir }, name: 'budget-server', port: 0, thinkingBudget: 0 });
+    servers.push(server);
+    await server.ready;
+    expect((await chat(server.url, 'budget-server', { maxTokens: 40 }).invoke(QUESTION)).additional_kwargs.reasoning_content ?? '').to.equal('');
+    const own = await chat(server.url, 'budget-server', { maxTokens: 40, modelKwargs: { thinking_token_budget: 1000 } }).invoke(QUESTION);
+    expect(own.additional_kwargs.reasoning_content).to.equal(THOUGHT);
+    for (const bad of [-1, 2.5, 'many']) {
+      const res = await post(server.url, '/v1/chat/completions', { model: 'budget-server', messages: [{ role: 'user', content: QUESTION }], thinking_token_budget: bad });
+      expect(res.status, String(bad)).to.equal(400);
+      expect(((await res.json()) as { error: { param: string } }).error.param).to.equal('thinking_token_budget');
+    }
   });
 });

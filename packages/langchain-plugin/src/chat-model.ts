@@ -32,7 +32,7 @@ import {
 import { ReasonerRuntime } from './runtime.js';
 import { ReplySplitter, type SplitText } from './reply-splitter.js';
 import { structuredOutput } from './structured-output.js';
-import { keptTokens, reasoningTagsOf, replyParsing, thoughtFirst, toolCallSyntaxOf, type ResponseFormat, type ToolCallSyntax, type ToolChoice } from './core.js';
+import { keptTokens, reasoningTagsOf, replyParsing, thinkingBudgetFor, thoughtFirst, toolCallSyntaxOf, type ResponseFormat, type ToolCallSyntax, type ToolChoice } from './core.js';
 
 /** Call options of `ChatReasoner`: LangChain's, the reasoner options, and bound tools. */
 export interface ChatReasonerCallOptions extends BaseChatModelCallOptions, ReasonerCallOptions, ChatCallOptions {
@@ -85,9 +85,13 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
    */
   static async create(options: ChatReasonerOptions): Promise<ChatReasoner> {
     const { ours, rest } = splitOptions(ChatModelOptionsSchema, options);
-    const { chatTemplate, chatTemplateKwargs, reasoningFormat, toolCallSyntax, ...modelOptions } = parseOptions(ChatModelOptionsSchema, ours, 'ChatReasoner.create');
+    const { chatTemplate, chatTemplateKwargs, reasoningFormat, thinkingBudget, toolCallSyntax, ...modelOptions } = parseOptions(ChatModelOptionsSchema, ours, 'ChatReasoner.create');
     const runtime = await ReasonerRuntime.load(modelOptions);
-    const chatDefaults = { ...(chatTemplateKwargs ? { chatTemplateKwargs } : {}), ...(reasoningFormat ? { reasoningFormat } : {}) };
+    const chatDefaults = {
+      ...(chatTemplateKwargs ? { chatTemplateKwargs } : {}),
+      ...(reasoningFormat ? { reasoningFormat } : {}),
+      ...(thinkingBudget !== undefined ? { thinkingBudget } : {}),
+    };
     try {
       const prompter = ChatPrompter.load(runtime.backbone, await runtime.tokenizer(), chatTemplate);
       return new ChatReasoner(runtime, prompter, chatTemplate, chatDefaults, toolCallSyntax ?? toolCallSyntaxOf(prompter.chatTemplate), rest);
@@ -144,6 +148,7 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
       ...(responseFormat ? { responseFormat: thoughtFirst(responseFormat, parsing) } : {}),
       ...(maxTokens !== undefined ? { maxTokens } : {}),
       ...(kept.length ? { keepTokens: kept } : {}),
+      ...(chat.thinkingBudget !== undefined ? { thinkingBudget: thinkingBudgetFor(chat.thinkingBudget, parsing, this.prompter.chatTemplate, prompt.text) } : {}),
     };
     const generation = startGeneration(this.runtime.engine, { promptIds: prompt.ids }, engineOptions, options.signal);
     const emit = async (split: SplitText) => {
@@ -224,12 +229,13 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
 
   /** Backbone, reasoners with default weights, device, defaults, chat template and its variables: what tells two models apart. */
   override _identifyingParams(): Record<string, unknown> {
-    const { chatTemplateKwargs, reasoningFormat } = this.chatDefaults;
+    const { chatTemplateKwargs, reasoningFormat, thinkingBudget } = this.chatDefaults;
     return {
       ...this.runtime.identifyingParams(),
       ...(this.chatTemplate ? { chat_template: this.chatTemplate } : {}),
       ...(chatTemplateKwargs ? { chat_template_kwargs: chatTemplateKwargs } : {}),
       ...(reasoningFormat ? { reasoning_format: reasoningFormat } : {}),
+      ...(thinkingBudget !== undefined ? { thinking_token_budget: thinkingBudget } : {}),
     };
   }
 
@@ -266,7 +272,12 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
     const call = parseOptions(ChatCallOptionsSchema, splitOptions(ChatCallOptionsSchema, options).ours, 'call options');
     const kwargs = { ...this.chatDefaults.chatTemplateKwargs, ...call.chatTemplateKwargs };
     const reasoningFormat = call.reasoningFormat ?? this.chatDefaults.reasoningFormat;
-    return { ...(Object.keys(kwargs).length ? { chatTemplateKwargs: kwargs } : {}), ...(reasoningFormat ? { reasoningFormat } : {}) };
+    const thinkingBudget = call.thinkingBudget ?? this.chatDefaults.thinkingBudget;
+    return {
+      ...(Object.keys(kwargs).length ? { chatTemplateKwargs: kwargs } : {}),
+      ...(reasoningFormat ? { reasoningFormat } : {}),
+      ...(thinkingBudget !== undefined ? { thinkingBudget } : {}),
+    };
   }
 
   /** The tools to render for a call, or undefined when none apply. */

@@ -122,6 +122,11 @@ const chat = {
    * (as ChatOpenAI reads it from vLLM or llama.cpp); `none` leaves it in the content.
    */
   reasoningFormat: z.enum(['auto', 'none']).optional(),
+  /**
+   * Tokens the reply's thought may take (vLLM's `thinking_token_budget`): once spent, the engine writes the closing
+   * tag and the model answers. Default: no limit; a call's value overrides the model's.
+   */
+  thinkingBudget: z.int().nonnegative().optional(),
 };
 
 /** What `ChatReasoner.create` takes: the model options, and a chat template for backbones without one. */

@@ -5,6 +5,7 @@
  */
 import { opensThought, ReasoningTextSplitter, reasoningTagsOf, reasoningTokens, THINK_TAGS, type ReasoningFormat, type ReasoningTags } from './reasoning.js';
 import type { ResponseFormat } from '../constrain/types.js';
+import type { ThinkingBudget } from '../generate/types.js';
 import type { ToolCallSyntax } from '../constrain/tool-syntax.js';
 import { ToolCallTextSplitter, type ParsedToolCall } from './tool-calls.js';
 
@@ -55,6 +56,15 @@ export function keptTokens(parsing: ReplyParsing): string[] {
 /** A reply's constraint with the thought `parsing` reads before it (the thought is then free text, and optional unless the prompt opened it). */
 export function thoughtFirst(format: ResponseFormat, parsing: ReplyParsing): ResponseFormat {
   return parsing.reasoning ? { ...format, thought: { ...parsing.reasoning.tags, opened: parsing.reasoning.open } } : format;
+}
+
+/**
+ * The engine's `thinkingBudget` of `tokens` for a reply read as `parsing`: the thought's tags are those it reads, or,
+ * where it splits none off (`reasoning_format: none`), the template's (else `<think>`), open where the prompt opened them.
+ */
+export function thinkingBudgetFor(tokens: number, parsing: ReplyParsing, chatTemplate: string | undefined, prompt: string): ThinkingBudget {
+  const tags = parsing.reasoning?.tags ?? reasoningTagsOf(chatTemplate) ?? THINK_TAGS;
+  return { tokens, ...tags, opened: parsing.reasoning?.open ?? opensThought(prompt, tags) };
 }
 
 /** Splits a reply piece by piece into thought, answer and tool calls. */

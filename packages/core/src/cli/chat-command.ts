@@ -11,9 +11,9 @@ import { Option, type Command } from 'commander';
 import { Engine, type StreamOptions } from '../engine.js';
 import { validateGenerateOptions } from '../generate/options.js';
 import { TextTokenizer, type ChatMessage } from '../tokenizer/tokenizer.js';
-import { ChatReplySplitter, keptTokens, replyParsing } from '../chat/reply.js';
+import { ChatReplySplitter, keptTokens, replyParsing, thinkingBudgetFor } from '../chat/reply.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
-import { jsonObjectFlag, positiveIntegerFlag } from './flags.js';
+import { jsonObjectFlag, nonNegativeIntegerFlag, positiveIntegerFlag } from './flags.js';
 import { addModelFlags, addSamplingFlags, engineOptions, samplingOptions, type ModelFlags, type SamplingFlags } from './model-flags.js';
 
 interface ChatFlags extends ModelFlags, SamplingFlags {
@@ -22,6 +22,7 @@ interface ChatFlags extends ModelFlags, SamplingFlags {
   chatTemplate?: string;
   chatTemplateKwargs?: Record<string, unknown>;
   reasoningFormat: ReasoningFormat;
+  thinkingBudget?: number;
 }
 
 /** How a conversation is rendered and its replies read. */
@@ -34,6 +35,8 @@ interface Conversation {
   template: string;
   templateKwargs: Record<string, unknown> | undefined;
   reasoningFormat: ReasoningFormat;
+  /** Tokens each reply's thought may take (default: no limit). */
+  thinkingBudget: number | undefined;
 }
 
 /** Adds `chat` to the command tree. */
@@ -45,6 +48,7 @@ export function addChatCommand(program: Command): void {
     .option('--chat-template <file>', "a Jinja chat template used instead of the model's")
     .option('--chat-template-kwargs <json>', 'template variables, e.g. \'{"enable_thinking": false}\'', jsonObjectFlag('--chat-template-kwargs'))
     .addOption(new Option('--reasoning-format <f>', "a reply's <think> thought: to stderr, apart from the answer (auto), or left in the reply (none)").choices(['auto', 'none']).default('auto'))
+    .option('--thinking-budget <n>', "tokens a reply's thought may take before its closing tag is written (default: no limit)", nonNegativeIntegerFlag('--thinking-budget'))
     .action((flags: ChatFlags) => chat(flags));
 }
 
@@ -62,7 +66,7 @@ async function chat(flags: ChatFlags): Promise<void> {
     for (const w of engine.info.warnings) process.stderr.write(`warning: ${w}\n`);
     // Without --max-tokens a reply may run to the end of the context (the engine stops a row there).
     const options: StreamOptions = { ...sampling, maxTokens: flags.maxTokens ?? engine.info.contextLength ?? 2048 };
-    await converse({ engine, tokenizer, options, system: flags.system, template, templateKwargs: flags.chatTemplateKwargs, reasoningFormat: flags.reasoningFormat });
+    await converse({ engine, tokenizer, options, system: flags.system, template, templateKwargs: flags.chatTemplateKwargs, reasoningFormat: flags.reasoningFormat, thinkingBudget: flags.thinkingBudget });
   } finally {
     await engine.dispose();
   }
@@ -97,6 +101,7 @@ async function converse(c: Conversation): Promise<void> {
       const parsing = replyParsing({ format: c.reasoningFormat, chatTemplate: c.template, prompt, constrained: false, tools: undefined });
       const splitter = new ChatReplySplitter(parsing);
       const kept = keptTokens(parsing);
+      const budget = c.thinkingBudget !== undefined ? { thinkingBudget: thinkingBudgetFor(c.thinkingBudget, parsing, c.template, prompt) } : {};
       let thought = '';
       let answer = '';
       const show = (split: { reasoning: string; content: string }) => {
@@ -109,7 +114,7 @@ async function converse(c: Conversation): Promise<void> {
       };
       replying = new AbortController();
       // The template writes the special tokens (BOS included), so the tokenizer must not add them again.
-      const stream = c.engine.stream({ promptIds: c.tokenizer.encode(prompt, false) }, { ...c.options, ...(kept.length ? { keepTokens: kept } : {}), signal: replying.signal });
+      const stream = c.engine.stream({ promptIds: c.tokenizer.encode(prompt, false) }, { ...c.options, ...(kept.length ? { keepTokens: kept } : {}), ...budget, signal: replying.signal });
       for await (const t of stream) show(splitter.push(t.text));
       show(splitter.end());
       const result = await stream.result;

@@ -11,7 +11,7 @@ import { DEVICES } from '../runtime/devices.js';
 import { DTYPES } from '../modules/hub-variants.js';
 import { PLACEMENTS, type PlacementChoice } from '../runtime/thread-budget.js';
 import type { FusionMode } from '../compose/fusion.js';
-import { integerFlag, jsonObjectFlag, parseWeight, threadsFlag } from './flags.js';
+import { integerFlag, jsonObjectFlag, nonNegativeIntegerFlag, parseWeight, threadsFlag } from './flags.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
 import type { ToolCallSyntax } from '../constrain/tool-syntax.js';
 
@@ -71,6 +71,7 @@ interface ServeFlags {
   chatTemplate?: string;
   chatTemplateKwargs?: Record<string, unknown>;
   reasoningFormat: ReasoningFormat;
+  thinkingBudget?: number;
   toolCallSyntax: ToolCallSyntax | 'auto';
   device: string;
   threads?: number;
@@ -101,6 +102,7 @@ export function addServeCommand(program: Command): void {
     .option('--chat-template <file>', "a Jinja chat template file used instead of the model's")
     .option('--chat-template-kwargs <json>', 'template variables for every chat request, e.g. \'{"enable_thinking": false}\' (a request\'s chat_template_kwargs override them)', jsonObjectFlag('--chat-template-kwargs'))
     .addOption(new Option('--reasoning-format <f>', "a reply's <think> thought: reasoning_content (auto) or left in the content (none)").choices(['auto', 'none']).default('auto'))
+    .option('--thinking-budget <n>', "tokens a reply's thought may take before its closing tag is written (a request's thinking_token_budget overrides it; default: no limit)", nonNegativeIntegerFlag('--thinking-budget'))
     .addOption(new Option('--tool-call-syntax <s>', 'how the model writes tool calls: as its chat template renders them (auto), <tool_call> blocks (hermes), Llama 3\'s JSON object (json), Mistral\'s [TOOL_CALLS] list (mistral), its [TOOL_CALLS]name[ARGS] calls (mistral-args) or Granite\'s <|tool_call|> list (granite)').choices(['auto', 'hermes', 'json', 'mistral', 'mistral-args', 'granite']).default('auto'))
     .addOption(new Option('--device <d>', 'execution provider').choices([...DEVICES]).default('cpu'))
     .option('--threads <n>', 'intra-op threads', threadsFlag)
@@ -135,6 +137,7 @@ async function serve(flags: ServeFlags): Promise<void> {
     ...(flags.chatTemplate ? { chatTemplate: readFileSync(flags.chatTemplate, 'utf8') } : {}),
     ...(flags.chatTemplateKwargs ? { chatTemplateKwargs: flags.chatTemplateKwargs } : {}),
     reasoningFormat: flags.reasoningFormat,
+    ...(flags.thinkingBudget !== undefined ? { thinkingBudget: flags.thinkingBudget } : {}),
     ...(flags.toolCallSyntax !== 'auto' ? { toolCallSyntax: flags.toolCallSyntax } : {}),
   });
   const say = (text: string) => process.stderr.write(`${text}\n`);

@@ -9,13 +9,12 @@
  * (right for GroupQueryAttention graphs, see {@link BatchKv}). Work that cannot share the batch (traces) runs
  * alone, in arrival order, once the batch has drained.
  */
-import { Sampler, checkLogitBiasIds, samplingForRow } from '../sampling/index.js';
+import { checkLogitBiasIds } from '../sampling/index.js';
 import type { DecoderSession } from '../runtime/decoder-session.js';
 import { BatchKv, prefillTogether, RowPrefill, type BatchCache, type KvCounters, type RowCache } from '../runtime/batch-kv.js';
 import type { PrefixCacheStats } from '../runtime/prefix-cache.js';
 import type { RowShards, RowShardStats } from '../runtime/row-shards.js';
-import { checkPrompts, LatentPolicyError, PromptError, RowState, type DecodeLoopInput, type DecodeLoopOutput, type LatentDriver } from './decode-loop.js';
-import { MarkerScanner } from './latent-marker.js';
+import { checkPrompts, LatentPolicyError, newRows, PromptError, type RowState, type DecodeLoopInput, type DecodeLoopOutput, type LatentDriver } from './decode-loop.js';
 import { rowLatentSteps, type LatentProjector } from '../runtime/row-latent.js';
 import { StopStringMatcher } from './stop-strings.js';
 import type { TokenLogprobs } from './types.js';
@@ -240,12 +239,7 @@ export class ContinuousBatch {
     const job: Job = {
       request,
       models: [0, ...(request.composition?.reasoners ?? []).map((r) => 1 + r.index)],
-      rows: request.prompts.map((p, r) => {
-        const constraint = request.constraints?.[r];
-        // A constrained row opens no latent span: the grammar decides its tokens.
-        const markers = markerPolicy && !constraint ? new MarkerScanner(latent!.marker, latent!.placeholder) : undefined;
-        return new RowState(p, new Sampler(samplingForRow(options, r)), request.decode, stops, markers, constraint, options.logprobs);
-      }),
+      rows: newRows(request, stops, markerPolicy ? latent : undefined),
       used: request.prompts.map((p) => p.length),
       reserve,
       maxTokens,
@@ -553,7 +547,7 @@ export class ContinuousBatch {
         const pass = row.measure(logits);
         const ctx = { generated: row.ids, prompt: row.prompt };
         // A constrained row's grammar has accepted the token when it is picked.
-        id = row.constraint ? await pickAccepted(row.constraint, row.sampler, logits, ctx) : row.sampler.sample(logits, ctx);
+        id = row.forcedToken() ?? (row.constraint ? await pickAccepted(row.constraint, row.sampler, logits, ctx) : row.sampler.sample(logits, ctx));
         logprobs = row.record(pass, id);
         // Once the grammar has taken its stop token the reply is complete (even when EOS is otherwise ignored).
         text = row.accept(id, job.eos.has(id) || row.constraint?.isComplete() === true);

@@ -11,6 +11,7 @@ import type { FinishReason, GenerateOptions, RowResult, TokenEvent, TokenLogprob
 import { validateGenerateOptions } from './options.js';
 import type { Constraint } from '../constrain/types.js';
 import { pickAccepted } from '../constrain/timing.js';
+import { ThoughtBudget, type ThoughtBudgetSpec } from './thought-budget.js';
 
 /** Anything that turns a token stream into next-token logits: one model, or a composition of several. */
 export interface LogitSource {
@@ -45,6 +46,8 @@ export interface DecodeLoopInput {
    * text written inside it is text.
    */
   constraints?: readonly (Constraint | undefined)[];
+  /** A cap on every row's thought (needs `decode`: the thought is read from the text). */
+  thoughtBudget?: ThoughtBudgetSpec;
   shouldAbort: () => boolean;
   onToken: (event: TokenEvent) => void;
   /** LiteReason latent decoding, when a projector is loaded. */
@@ -75,6 +78,25 @@ export function parseLatentPolicy(text: string): LatentPolicy {
   const m = /^fixed:(\d+)$/.exec(text);
   if (m && Number(m[1]) >= 1) return { fixed: Number(m[1]) };
   throw new LatentPolicyError(`latent policy must be marker, never or fixed:K with K ≥ 1; got "${text}"`);
+}
+
+/**
+ * The rows of a call: each with its sampler (row r seeded `seed + r`), stop strings, constraint, thought budget, and
+ * a marker scanner where latent steps open at markers (`markers`; a constrained row opens none: its grammar decides
+ * its tokens, so marker text written inside it is text).
+ */
+export function newRows(
+  input: Pick<DecodeLoopInput, 'prompts' | 'options' | 'decode' | 'constraints' | 'thoughtBudget'>,
+  stops: StopStringMatcher | undefined,
+  markers: Pick<LatentDriver, 'marker' | 'placeholder'> | undefined,
+): RowState[] {
+  const { options, thoughtBudget } = input;
+  return input.prompts.map((p, r) => {
+    const constraint = input.constraints?.[r];
+    const scanner = markers && !constraint ? new MarkerScanner(markers.marker, markers.placeholder) : undefined;
+    const budget = thoughtBudget ? new ThoughtBudget(thoughtBudget) : undefined;
+    return new RowState(p, new Sampler(samplingForRow(options, r)), input.decode, stops, scanner, constraint, options.logprobs, budget);
+  });
 }
 
 /** Rows, usage and the loop's own timing. */
@@ -109,6 +131,7 @@ export class RowState {
     readonly constraint?: Constraint,
     /** Alternatives per token to report (unset: no log-probabilities). */
     private readonly topLogprobs?: number,
+    private readonly budget?: ThoughtBudget,
   ) {
     this.decoder = decode ? new StreamDecoder(decode, prompt) : undefined;
     this.logprobs = topLogprobs === undefined ? undefined : [];
@@ -146,6 +169,17 @@ export class RowState {
     return text;
   }
 
+  /**
+   * The token the row must write next instead of sampling (its thought's closing tag once the thought's budget is
+   * spent), already accepted by its grammar; undefined when it samples. A grammar that refuses it lifts the budget.
+   */
+  forcedToken(): number | undefined {
+    const id = this.budget?.forced();
+    if (id === undefined || !this.constraint || this.constraint.tryAccept(id)) return id;
+    this.budget!.release();
+    return undefined;
+  }
+
   /** Records a sampled id; returns the text that may be streamed now. */
   accept(id: number, isEos: boolean): string {
     this.ids.push(id);
@@ -157,6 +191,7 @@ export class RowState {
     if (!this.decoder) return '';
     const checked = this.text.length;
     this.text += this.visible(this.decoder.push(id));
+    this.budget?.observe(this.text);
     if (this.stops) {
       const at = this.stops.find(this.text, checked);
       if (at !== -1) {
@@ -217,13 +252,7 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
   if (markerPolicy && input.prompts.length > 1) {
     throw new LatentPolicyError('the marker policy decodes one prompt at a time; run batch rows separately or use fixed:K');
   }
-  const rows = input.prompts.map(
-    (p, r) => {
-      const constraint = input.constraints?.[r];
-      const markers = markerPolicy && !constraint ? new MarkerScanner(latent!.marker, latent!.placeholder) : undefined;
-      return new RowState(p, new Sampler(samplingForRow(options, r)), input.decode, stops, markers, constraint, options.logprobs);
-    },
-  );
+  const rows = newRows(input, stops, markerPolicy ? latent : undefined);
   const usage: Usage = { promptTokens: input.prompts.reduce((n, p) => n + p.length, 0), completionTokens: 0 };
   const runLatent = async (steps: number, who: readonly RowState[]) => {
     for (const row of who) row.latentSteps += steps;
@@ -264,11 +293,11 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
     for (let r = 0; r < rows.length; r++) {
       const row = rows[r]!;
       if (row.finish || !row.constraint) continue;
-      picked[r] = await pickAccepted(row.constraint, row.sampler, logits.subarray(r * vocab, r * vocab + limit), { generated: row.ids, prompt: row.prompt });
+      picked[r] = row.forcedToken() ?? await pickAccepted(row.constraint, row.sampler, logits.subarray(r * vocab, r * vocab + limit), { generated: row.ids, prompt: row.prompt });
     }
     const next = rows.map((row, r) => {
       if (row.finish) return row.ids[row.ids.length - 1] ?? row.prompt[row.prompt.length - 1]!;
-      const id = picked[r] ?? row.sampler.sample(logits.subarray(r * vocab, r * vocab + limit), {
+      const id = picked[r] ?? row.forcedToken() ?? row.sampler.sample(logits.subarray(r * vocab, r * vocab + limit), {
         generated: row.ids,
         prompt: row.prompt,
       });

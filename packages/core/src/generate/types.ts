@@ -18,11 +18,28 @@ export interface GenerateOptions extends SamplingOptions {
    */
   keepTokens?: string[];
   /**
+   * A cap on the reply's thought (vLLM's `thinking_token_budget`): once the thought that opens the reply, or that the
+   * prompt opened, has taken `tokens` tokens without closing, the engine writes its closing tag and the model goes on
+   * to answer. Its tags stay in the text. Needs the model's tokenizer.
+   */
+  thinkingBudget?: ThinkingBudget;
+  /**
    * Report each generated token's log-probability and this many most likely alternatives (0 to 20; unset:
    * none, and nothing is computed). Log-softmax of the logits the row samples from (a composition's fused
    * logits) before the grammar mask, the logit bias, the penalties, temperature and truncation, as vLLM reports by default.
    */
   logprobs?: number;
+}
+
+/** A thought's tags and how many tokens it may take. */
+export interface ThinkingBudget {
+  /** Tokens the thought may take after its opening tag (the closing tag not counted); 0 closes it at once. */
+  tokens: number;
+  /** The tags, e.g. `<think>` and `</think>`. */
+  open: string;
+  close: string;
+  /** The prompt opened the thought (DeepSeek-R1's template): the reply starts inside it. */
+  opened?: boolean;
 }
 
 /** A token and its log-probability; the engine fills `token` and `bytes` where it has a tokenizer. */

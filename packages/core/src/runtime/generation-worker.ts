@@ -10,7 +10,9 @@ import { LatentPolicyError, parseLatentPolicy, runDecodeLoop } from '../generate
 import type { MarkerSpec } from '../generate/latent-marker.js';
 import { tokenizerFingerprintOf } from '../tokenizer/fingerprint.js';
 import { ProjectorError, ProjectorSession } from './projector-session.js';
-import type { TokenEvent, TokenLogprobs } from '../generate/types.js';
+import type { GenerateOptions, ThinkingBudget, TokenEvent, TokenLogprobs } from '../generate/types.js';
+import { GenerateOptionsError } from '../generate/options.js';
+import type { ThoughtBudgetSpec } from '../generate/thought-budget.js';
 import { ComposedSource, ReasonerSelectionError, type CompositionPlan, type ReasonerSlot } from '../compose/composed-source.js';
 import { sharedVocabulary } from '../compose/vocabulary.js';
 import { validateWeightSpec, type WeightSpec } from '../compose/weights.js';
@@ -474,6 +476,20 @@ function answerAtOnce(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): bo
 }
 
 /** How replies are decoded: special tokens dropped, but for those the constraint writes as text or the call names (`kept`). */
+/** The special tokens a reply's text keeps: those asked for, and a thinking budget's tags (the budget reads them). */
+function keptTexts(options: GenerateOptions): string[] {
+  const budget = options.thinkingBudget;
+  return [...(options.keepTokens ?? []), ...(budget ? [budget.open, budget.close] : [])];
+}
+
+/** A thinking budget with its closing tag as the row writes it: the vocabulary's added token where it has one. */
+function thoughtBudgetSpec(budget: ThinkingBudget, tokenizer: TextTokenizer | undefined): ThoughtBudgetSpec {
+  if (!tokenizer) throw new GenerateOptionsError('thinkingBudget', 'a thinking budget reads the thought from the reply\'s text, and this model has no tokenizer');
+  const id = tokenizer.tokenId(budget.close);
+  const closeIds = id !== undefined ? [id] : tokenizer.encode(budget.close, false);
+  return { tokens: budget.tokens, open: budget.open, close: budget.close, opened: budget.opened ?? false, closeIds };
+}
+
 function replyDecoder(tokenizer: TextTokenizer, kept: ReadonlySet<number>): (ids: readonly number[]) => string {
   return kept.size ? (ids) => tokenizer.decode(ids, true, kept) : (ids) => tokenizer.decode(ids);
 }
@@ -531,7 +547,8 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
       options,
       eosTokenIds: tokenizer?.eosTokenIds ?? [],
       ...(loaded.contextLength !== undefined ? { contextLength: loaded.contextLength } : {}),
-      ...(tokenizer ? { decode: replyDecoder(tokenizer, writtenTokenIds(responseFormat, prompts.length, (t) => tokenizer.tokenId(t), options.keepTokens)) } : {}),
+      ...(tokenizer ? { decode: replyDecoder(tokenizer, writtenTokenIds(responseFormat, prompts.length, (t) => tokenizer.tokenId(t), keptTexts(options))) } : {}),
+      ...(options.thinkingBudget ? { thoughtBudget: thoughtBudgetSpec(options.thinkingBudget, tokenizer) } : {}),
       shouldAbort: () => Atomics.load(abort, 0) !== 0,
     };
     const composition = await batchComposition(loaded, batch, plan, msg.options.trace);

@@ -54,6 +54,8 @@ export interface ChatRequest extends ParsedRequest, ChatPromptSpec {
   parallelToolCalls: boolean;
   /** `reasoning_format` (llama.cpp's): `none` leaves a reply's thought in its content; default the server's. */
   reasoningFormat?: ReasoningFormat;
+  /** `thinking_token_budget` (vLLM's): tokens the reply's thought may take before its closing tag is written; default the server's. */
+  thinkingBudget?: number;
 }
 
 /** A text completion request: one prompt, or several (one choice each). */
@@ -247,7 +249,15 @@ export function parseChatRequest(body: unknown): ChatRequest {
   const parallel = body.parallel_tool_calls ?? true;
   if (typeof parallel !== 'boolean') throw badRequest('parallel_tool_calls must be true or false', 'parallel_tool_calls');
   const reasoningFormat = reasoningFormatOf(body.reasoning_format);
-  return { ...base, ...prompt, ...(toolChoice ? { toolChoice } : {}), parallelToolCalls: parallel, ...(reasoningFormat ? { reasoningFormat } : {}) };
+  const thinkingBudget = integer(body, 'thinking_token_budget', 0);
+  return {
+    ...base,
+    ...prompt,
+    ...(toolChoice ? { toolChoice } : {}),
+    parallelToolCalls: parallel,
+    ...(reasoningFormat ? { reasoningFormat } : {}),
+    ...(thinkingBudget !== undefined ? { thinkingBudget } : {}),
+  };
 }
 
 /** What a chat or `/tokenize` body asks the template to render: messages, tools, `chat_template_kwargs`, and where the prompt ends. */

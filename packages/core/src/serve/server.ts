@@ -17,7 +17,7 @@ import { resolveModelPath } from '../registry/resolve-model.js';
 import { loadModuleDir } from '../modules/module-dir.js';
 import { MANIFEST_FILE } from '../modules/manifest.js';
 import { ChatChoice, finishReason, type ChatDelta } from './choices.js';
-import { keptTokens, replyParsing, thoughtFirst } from '../chat/reply.js';
+import { keptTokens, replyParsing, thinkingBudgetFor, thoughtFirst } from '../chat/reply.js';
 import { toolCallSyntaxOf, type ToolCallSyntax } from '../constrain/tool-syntax.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
 import { HttpError, badRequest, toHttpError } from './errors.js';
@@ -65,6 +65,8 @@ export interface ServeOptions {
   toolCallSyntax?: ToolCallSyntax;
   /** Whether a reply's thought (`<think>…</think>`) is given out as `reasoning_content` (`auto`, the default) or left in the content (`none`); a request's `reasoning_format` overrides it. */
   reasoningFormat?: ReasoningFormat;
+  /** Tokens a chat reply's thought may take before its closing tag is written (a request's `thinking_token_budget` overrides it); default: no limit. */
+  thinkingBudget?: number;
   /** Largest request body in bytes (default 8 MiB). */
   maxBodyBytes?: number;
 }
@@ -374,6 +376,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     if (format) request.options.responseFormat = thoughtFirst(format, parsing);
     const kept = keptTokens(parsing);
     if (kept.length) request.options.keepTokens = kept;
+    const budget = request.thinkingBudget ?? options.thinkingBudget;
+    if (budget !== undefined) request.options.thinkingBudget = thinkingBudgetFor(budget, parsing, chatTemplate, prompt.text);
     const id = `chatcmpl-${randomUUID()}`;
     const created = Math.floor(Date.now() / 1000);
     const base = { id, created, model: request.model, system_fingerprint: 'reasonplug' };
