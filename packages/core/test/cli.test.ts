@@ -114,6 +114,15 @@ describe('reasonplug CLI', function () {
     const bad = await runReasonplug(['chat', '--model', dir, '--chat-template-kwargs', 'enable_thinking'], env, `${question}\n`);
     expect(bad.code).to.not.equal(0);
     expect(bad.stderr).to.match(/--chat-template-kwargs must be a JSON object/);
+    // --thinking-budget 0: the closing tag right after the opening one; the scripted model then writes on.
+    const opened = replyIds.findIndex((_, k) => tokenizer.decode(replyIds.slice(0, k + 1)).trimStart().startsWith('<think>')) + 1;
+    const cut = await runReasonplug(['chat', '--model', dir, '--thinking-budget', '0', '--max-tokens', '20'], env, `${question}\n`);
+    expect(cut.code, cut.stderr).to.equal(0);
+    expect(cut.stderr, cut.stdout + cut.stderr).to.include(`(${opened + tokenizer.encode('</think>', false).length} thinking)`);
+    expect(cut.stdout).to.not.equal('Four.\n');
+    const negative = await runReasonplug(['chat', '--model', dir, '--thinking-budget', '-1'], env, `${question}\n`);
+    expect(negative.code).to.not.equal(0);
+    expect(negative.stderr).to.match(/--thinking-budget must be a whole number >= 0/);
   });
 
   it("embed prints one JSON line per text (arguments, or the input's lines): the engine's vectors, --dimensions cut, --raw unscaled", async () => {

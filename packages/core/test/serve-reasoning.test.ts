@@ -210,11 +210,15 @@ describe('reasonplug serve: reasoning models', function () {
       expect(whole.additional_kwargs.reasoning_content, name).to.equal(THOUGHT);
     }
     // A server-wide budget, and a request's own over it.
-    const { dir } = await scriptedChatModule('budget-server', THINKING_TEMPLATE, [{ role: 'user', content: QUESTION }], reply);
+    const { dir, replyIds } = await scriptedChatModule('budget-server', THINKING_TEMPLATE, [{ role: 'user', content: QUESTION }], reply);
     const server = await startServer({ engine: { model: dir }, name: 'budget-server', port: 0, thinkingBudget: 0 });
     servers.push(server);
     await server.ready;
-    expect((await chat(server.url, 'budget-server', { maxTokens: 40 }).invoke(QUESTION)).additional_kwargs.reasoning_content ?? '').to.equal('');
+    const opened = replyIds.findIndex((_, k) => tokenizer.decode(replyIds.slice(0, k + 1)).trimStart().startsWith('<think>')) + 1;
+    const empty = await chat(server.url, 'budget-server', { maxTokens: 40 }).invoke(QUESTION);
+    expect(empty.additional_kwargs.reasoning_content ?? '').to.equal('');
+    // An empty thought's tags are its reasoning tokens.
+    expect(empty.usage_metadata?.output_token_details?.reasoning).to.equal(opened + tokenizer.encode('</think>', false).length);
     const own = await chat(server.url, 'budget-server', { maxTokens: 40, modelKwargs: { thinking_token_budget: 1000 } }).invoke(QUESTION);
     expect(own.additional_kwargs.reasoning_content).to.equal(THOUGHT);
     for (const bad of [-1, 2.5, 'many']) {

@@ -107,6 +107,30 @@ describe('ChatReasoner: reasoning models', function () {
     }
   });
 
+  it('thinkingBudget cuts the thought after that many tokens, at creation and per call; invalid budgets are refused', async () => {
+    const model = await create({ backbone: thinker.dir, thinkingBudget: 2, maxTokens: 40 });
+    const ids = thinker.replyIds;
+    const opened = ids.findIndex((_, k) => tokenizer.decode(ids.slice(0, k + 1)).trimStart().startsWith('<think>')) + 1;
+    const thoughtOf = (budget: number) => {
+      const written = tokenizer.decode(ids.slice(0, opened + budget));
+      return written.slice(written.indexOf('<think>') + '<think>'.length).trim();
+    };
+    const close = tokenizer.encode('</think>', false).length;
+    const cut = await model.invoke([new HumanMessage(QUESTION)]);
+    expect(cut.additional_kwargs.reasoning_content).to.equal(thoughtOf(2));
+    expect(cut.usage_metadata?.output_token_details?.reasoning).to.equal(opened + 2 + close);
+    const longer = await model.withConfig({ thinkingBudget: 6 }).invoke([new HumanMessage(QUESTION)]);
+    expect(longer.additional_kwargs.reasoning_content).to.equal(thoughtOf(6));
+    const chunks: AIMessageChunk[] = [];
+    for await (const c of await model.stream([new HumanMessage(QUESTION)], { thinkingBudget: 1000 })) chunks.push(c);
+    expect(chunks.reduce((a, b) => a.concat(b)).additional_kwargs.reasoning_content).to.equal(THOUGHT);
+    for (const bad of [-1, 1.5]) {
+      const err = await model.invoke([new HumanMessage(QUESTION)], { thinkingBudget: bad }).catch((e: unknown) => e);
+      expect(err, String(bad)).to.be.instanceOf(ReasonerOptionsError);
+      expect((err as Error).message).to.match(/thinkingBudget/);
+    }
+  });
+
   it('an earlier thought goes back to the template as reasoning_content', async () => {
     const model = await create({ backbone: thinker.dir, chatTemplate: '{% for m in messages %}[{{ m.role }}|{{ m.reasoning_content }}|{{ m.content }}]{% endfor %}' });
     const history = [new HumanMessage(QUESTION), new AIMessage({ content: ANSWER, additional_kwargs: { reasoning_content: THOUGHT } }), new HumanMessage('And three?')];

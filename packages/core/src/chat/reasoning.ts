@@ -55,6 +55,8 @@ export class ReasoningTextSplitter {
   private pending = '';
   /** Whether any of the thought has been given out (whitespace before it is dropped). */
   private thoughtStarted = false;
+  /** Whether the reply has been inside a thought, empty or not (its tags are then reasoning tokens). */
+  entered: boolean;
 
   /**
    * @param tags the thought's tags
@@ -65,6 +67,7 @@ export class ReasoningTextSplitter {
     open: boolean,
   ) {
     this.state = open ? 'thought' : 'start';
+    this.entered = open;
   }
 
   /** Whether the reply is inside a thought as far as it has arrived. */
@@ -80,6 +83,7 @@ export class ReasoningTextSplitter {
       const rest = this.pending.trimStart();
       if (rest.startsWith(this.tags.open)) {
         this.state = 'thought';
+        this.entered = true;
         this.pending = rest.slice(this.tags.open.length);
       } else if (this.tags.open.startsWith(rest)) {
         return out; // whitespace, or the opening tag so far

@@ -71,8 +71,6 @@ export function thinkingBudgetFor(tokens: number, parsing: ReplyParsing, chatTem
 export class ChatReplySplitter {
   private readonly reasoning: ReasoningTextSplitter | undefined;
   private readonly tools: ToolCallTextSplitter | undefined;
-  /** Whether any of the reply so far was thought (its tokens count as reasoning tokens). */
-  private thought = false;
 
   constructor(private readonly parsing: ReplyParsing) {
     this.reasoning = parsing.reasoning && new ReasoningTextSplitter(parsing.reasoning.tags, parsing.reasoning.open);
@@ -82,24 +80,22 @@ export class ChatReplySplitter {
   /** Takes the next piece of text. */
   push(text: string): SplitReply {
     const { reasoning, content } = this.reasoning ? this.reasoning.push(text) : { reasoning: '', content: text };
-    if (reasoning) this.thought = true;
     return { reasoning, ...this.answer(content, false) };
   }
 
   /** Ends the reply: what the splitters held back. */
   end(): SplitReply {
     const { reasoning, content } = this.reasoning ? this.reasoning.end() : { reasoning: '', content: '' };
-    if (reasoning) this.thought = true;
     return { reasoning, ...this.answer(content, true) };
   }
 
   /**
-   * How many of the reply's tokens its thought took (OpenAI's `reasoning_tokens`), once the reply has been split;
-   * `decode` gives the text of ids as the engine wrote them.
+   * How many of the reply's tokens its thought took, tags included, even an empty one (OpenAI's `reasoning_tokens`),
+   * once the reply has been split; `decode` gives the text of ids as the engine wrote them.
    */
   reasoningTokens(ids: readonly number[], decode: (ids: number[]) => string): number {
     const tags = this.parsing.reasoning?.tags;
-    if (!tags || !this.thought) return 0;
+    if (!tags || !this.reasoning?.entered) return 0;
     return reasoningTokens(ids.length, (k) => decode(ids.slice(0, k)), tags);
   }
 
