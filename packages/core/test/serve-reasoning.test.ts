@@ -23,7 +23,7 @@ describe('reasonplug serve: reasoning models', function () {
   const servers: RunningServer[] = [];
   let tokenizer: TextTokenizer;
 
-  async function serve(name: string, template: string, reply: string, tools?: unknown[], added: { textTokens?: string[]; specialTokens?: string[] } = {}): Promise<{ url: string; replyIds: number[]; dir: string }> {
+  async function serve(name: string, template: string, reply: string, tools?: unknown[], added: { textTokens?: readonly string[]; specialTokens?: readonly string[] } = {}): Promise<{ url: string; replyIds: number[]; dir: string }> {
     const { dir, replyIds } = await scriptedChatModule(name, template, [{ role: 'user', content: QUESTION }], reply, { ...(tools ? { tools } : {}), ...added });
     const server = await startServer({ engine: { model: dir }, name, port: 0 });
     servers.push(server);
