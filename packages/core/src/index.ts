@@ -72,4 +72,5 @@ export { HttpError } from './serve/errors.js';
 export { TOOL_CALL_SYNTAX, toolCallSyntaxOf, type ToolCallSyntax } from './constrain/tool-syntax.js';
 export { ToolCallTextSplitter, parseToolCall, parseToolCalls, toolCallId, type ParsedToolCall, type SplitToolText } from './chat/tool-calls.js';
 export { ReasoningTextSplitter, opensThought, reasoningTagsOf, reasoningTokens, type ReasoningFormat, type ReasoningTags, type SplitReasoning } from './chat/reasoning.js';
+export { cutAfterFinalMessage } from './chat/continuation.js';
 export { ChatReplySplitter, keptTokens, replyParsing, splitReply, thinkingBudgetFor, thoughtFirst, type ReplyParsing, type SplitReply } from './chat/reply.js';

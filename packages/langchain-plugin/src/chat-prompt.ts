@@ -8,7 +8,7 @@
 import type { BaseMessage } from '@langchain/core/messages';
 import type { ToolDefinition } from '@langchain/core/language_models/base';
 import type { BackboneInfo } from './backbone.js';
-import { TextTokenizer, type ChatMessage } from './core.js';
+import { cutAfterFinalMessage, TextTokenizer, type ChatMessage } from './core.js';
 import { ChatTemplateError, UnsupportedMessageError } from './errors.js';
 
 /** A tool rendered once at load to find out whether the template shows tools to the model at all. */
@@ -100,11 +100,21 @@ export class ChatPrompter {
   }
 
   /**
-   * A conversation rendered, ending with the template's generation prompt (`kwargs`: the template's own
-   * variables), and its ids.
+   * A conversation rendered (`kwargs`: the template's own variables), and its ids: ending with the template's
+   * generation prompt, or, when the last message is an AI message with text and no tool calls, ending where that
+   * text does, so that the reply continues it (a prefilled answer, as Anthropic's and Ollama's models take one).
+   * Throws `ChatTemplateError` when the template does not write that text as given.
    */
   render(messages: readonly BaseMessage[], tools: ToolDefinition[] | undefined, kwargs?: Record<string, unknown>): { text: string; ids: number[] } {
-    const text = this.text(messages.map(toTemplateMessage), tools, kwargs);
+    const converted = messages.map(toTemplateMessage);
+    const final = converted[converted.length - 1];
+    const prefilled = final?.role === 'assistant' && final.content !== '' && !final.tool_calls ? final.content : undefined;
+    let text = this.text(converted, tools, kwargs, prefilled === undefined);
+    if (prefilled !== undefined) {
+      const cut = cutAfterFinalMessage(text, prefilled);
+      if (cut === undefined) throw new ChatTemplateError('the chat template does not write the last AI message as given, so the reply cannot continue it; end the conversation with a human or tool message');
+      text = cut;
+    }
     // The template writes the special tokens (BOS included), so the tokenizer must not add them again.
     return { text, ids: this.tokenizer.encode(text, false) };
   }
@@ -114,8 +124,9 @@ export class ChatPrompter {
     return this.tokenizer.decode(ids);
   }
 
-  private text(messages: ChatMessage[], tools: ToolDefinition[] | undefined, kwargs?: Record<string, unknown>): string {
+  private text(messages: ChatMessage[], tools: ToolDefinition[] | undefined, kwargs?: Record<string, unknown>, addGenerationPrompt = true): string {
     return this.tokenizer.applyChatTemplate(messages, {
+      addGenerationPrompt,
       ...(this.template ? { template: this.template } : {}),
       ...(tools?.length ? { tools } : {}),
       ...(kwargs ? { extra: kwargs } : {}),

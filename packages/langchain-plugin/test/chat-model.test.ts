@@ -148,6 +148,22 @@ describe('ChatReasoner', function () {
       expect(usageOf(output)).to.deep.equal(usageOf(reference));
     });
 
+    it('a conversation that ends with an AI message is continued from where its text ends (a prefilled answer)', async () => {
+      const turn = `<s><|user|>${STORY}<|end|><|assistant|>`;
+      const whole = await alone.invoke([new HumanMessage(STORY)], { maxTokens: 2 * MAX });
+      // The answer's first words as the prefill; the greedy continuation is then the rest of the same answer.
+      const prefill = whole.text.split(' ').slice(0, 4).join(' ');
+      expect(tokenizer.encode(`${turn}${whole.text}`, false).slice(0, tokenizer.encode(`${turn}${prefill}`, false).length)).to.deep.equal(tokenizer.encode(`${turn}${prefill}`, false));
+      const continued = await alone.invoke([new HumanMessage(STORY), new AIMessage(prefill)]);
+      // The prompt ends with the prefill: no end of turn, no new assistant turn.
+      expect(continued.usage_metadata!.input_tokens).to.equal(tokenizer.encode(`${turn}${prefill}`, false).length);
+      expect(`${prefill}${continued.text}`.startsWith(whole.text) || whole.text.startsWith(`${prefill}${continued.text}`), `${prefill} | ${continued.text} | ${whole.text}`).to.equal(true);
+      expect(continued.text.length).to.be.greaterThan(0);
+      // An AI message with tool calls, or an empty one, is a finished turn: a new one opens after it.
+      const after = await alone.invoke([new HumanMessage(STORY), new AIMessage('')], { maxTokens: 2 });
+      expect(after.usage_metadata!.input_tokens).to.equal(tokenizer.encode(`${turn}<|end|><|assistant|>`, false).length);
+    });
+
     it("a conversation's next turn reports the prompt tokens taken from the prefix cache (cache_read), and answers as without it", async () => {
       const first = [new HumanMessage(`${STORY} Tell it in a few words, please.`)];
       const one = await alone.invoke(first);
@@ -433,6 +449,15 @@ describe('ChatReasoner', function () {
         expect((await given.invoke('Once upon a time')).content).to.match(/^, there was a little girl named Lily\./);
       } finally {
         await given.dispose();
+      }
+      // A template that does not write an AI message as given cannot have it continued.
+      const shouting = await ChatReasoner.create({ backbone: bare, cacheDir, chatTemplate: '{% for m in messages %}{{ m.content | upper }}{% endfor %}' });
+      try {
+        const refused = await shouting.invoke([new HumanMessage('Once upon a time'), new AIMessage('there was')]).catch((e: Error) => e);
+        expect(refused).to.be.instanceOf(ChatTemplateError);
+        expect((refused as Error).message).to.match(/does not write the last AI message as given/);
+      } finally {
+        await shouting.dispose();
       }
     });
 

@@ -18,6 +18,7 @@ import { loadModuleDir } from '../modules/module-dir.js';
 import { MANIFEST_FILE } from '../modules/manifest.js';
 import { ChatChoice, finishReason, type ChatDelta } from './choices.js';
 import { keptTokens, replyParsing, thinkingBudgetFor, thoughtFirst } from '../chat/reply.js';
+import { cutAfterFinalMessage } from '../chat/continuation.js';
 import { toolCallSyntaxOf, type ToolCallSyntax } from '../constrain/tool-syntax.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
 import { HttpError, badRequest, toHttpError } from './errors.js';
@@ -294,10 +295,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       throw badRequest(`the chat template of ${l.models.backbone} does not show tools to the model, so it cannot call them`, 'tools', 'tools_not_supported');
     }
     if (spec.continueFinalMessage) {
-      const final = spec.messages[spec.messages.length - 1]!.content;
-      const at = text.lastIndexOf(final);
-      if (at === -1) throw badRequest(`the chat template of ${l.models.backbone} does not write the last message as given, so it cannot be continued`, 'continue_final_message');
-      text = text.slice(0, at + final.length);
+      const cut = cutAfterFinalMessage(text, spec.messages[spec.messages.length - 1]!.content);
+      if (cut === undefined) throw badRequest(`the chat template of ${l.models.backbone} does not write the last message as given, so it cannot be continued`, 'continue_final_message');
+      text = cut;
     }
     // The template writes the special tokens (BOS included), so the tokenizer must not add them again.
     return { text, ids: tokenizer.encode(text, addSpecialTokens) };
