@@ -16,14 +16,11 @@ import { Engine } from '../src/engine.js';
 import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { startServer, type RunningServer } from '../src/serve/server.js';
 import { makeModule, storiesModule } from './support/modules.js';
+import { TOOLS_TEMPLATE } from './support/chat-templates.js';
 import { fromSources } from '../../../test/support/paths.js';
 
 /** A chat template that renders tools and tool calls (the Hermes form the tool-call constraint writes). */
-const TEMPLATE =
-  '{{ bos_token }}{% if tools %}<|tools|>{{ tools | tojson }}<|end|>{% endif %}' +
-  '{% for m in messages %}<|{{ m.role }}|>{{ m.content }}' +
-  '{% if m.tool_calls %}{% for c in m.tool_calls %}<tool_call>{{ c.function | tojson }}</tool_call>{% endfor %}{% endif %}<|end|>' +
-  '{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}';
+const TEMPLATE = TOOLS_TEMPLATE;
 const KEY = 'test-key';
 /**
  * Settings under which the tiny model finishes structured answers (as in the constrained-decoding tests); ChatOpenAI

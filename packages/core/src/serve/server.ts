@@ -17,8 +17,10 @@ import { resolveModelPath } from '../registry/resolve-model.js';
 import { loadModuleDir } from '../modules/module-dir.js';
 import { MANIFEST_FILE } from '../modules/manifest.js';
 import { ChatChoice, finishReason, type ChatDelta } from './choices.js';
-import { keptTokens, replyParsing, thinkingBudgetFor, thoughtFirst } from '../chat/reply.js';
+import { keptTokens, replyParsing, thinkingBudgetFor, thoughtFirst, type ReplyParsing } from '../chat/reply.js';
 import { cutAfterFinalMessage } from '../chat/continuation.js';
+import { parseResponsesRequest, type ResponsesRequest } from './responses-request.js';
+import { itemId, ResponseEvents, ResponseOutput, type ResponseUsage } from './responses-output.js';
 import { toolCallSyntaxOf, type ToolCallSyntax } from '../constrain/tool-syntax.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
 import { HttpError, badRequest, toHttpError } from './errors.js';
@@ -197,12 +199,13 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       const listed = loaded.models.list().find((m) => m.id === id);
       return sendJson(res, 200, listed ?? { ...loaded.models.list()[0]!, id, parent: loaded.models.backbone, reasoners });
     }
-    const endpoint = req.method === 'POST' ? ({ '/v1/chat/completions': chat, '/v1/completions': completion, '/v1/embeddings': embeddings } as const)[path] : undefined;
+    const endpoint = req.method === 'POST' ? ({ '/v1/chat/completions': chat, '/v1/completions': completion, '/v1/embeddings': embeddings, '/v1/responses': responses } as const)[path] : undefined;
     if (endpoint) {
       active++;
       try {
         const body = await readJson(req);
         if (endpoint === embeddings) return await embeddings(loaded, parseEmbeddingsRequest(body), res);
+        if (endpoint === responses) return await responses(loaded, parseResponsesRequest(body), res);
         return await (endpoint === chat ? chat(loaded, parseChatRequest(body), res) : completion(loaded, parseCompletionRequest(body), res));
       } finally {
         if (--active === 0) idle?.();
@@ -357,7 +360,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     }
   }
 
-  async function chat(l: Loaded, request: ChatRequest, res: ServerResponse): Promise<void> {
+  /**
+   * A chat request's turn: its prompt rendered, its engine options completed (token limit, constraint, thought,
+   * kept tokens, thinking budget), and how its reply is read. Shared by chat completions and responses.
+   */
+  function chatTurn(l: Loaded, request: ChatRequest): { prompt: { text: string; ids: number[] }; parsing: ReplyParsing } {
     const prompt = chatPrompt(l, request);
     // Without max_tokens a chat reply may run to the end of the context (where the engine stops a row), as
     // OpenAI's and vLLM's do, not to the engine's 256: a long answer would be cut with nothing asked for.
@@ -378,6 +385,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     if (kept.length) request.options.keepTokens = kept;
     const budget = request.thinkingBudget ?? options.thinkingBudget;
     if (budget !== undefined) request.options.thinkingBudget = thinkingBudgetFor(budget, parsing, chatTemplate, prompt.text);
+    return { prompt, parsing };
+  }
+
+  async function chat(l: Loaded, request: ChatRequest, res: ServerResponse): Promise<void> {
+    const { prompt, parsing } = chatTurn(l, request);
     const id = `chatcmpl-${randomUUID()}`;
     const created = Math.floor(Date.now() / 1000);
     const base = { id, created, model: request.model, system_fingerprint: 'reasonplug' };
@@ -412,6 +424,54 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       if (request.includeUsage) sse.send({ ...base, object: 'chat.completion.chunk', choices: [], usage: usage(result) });
       sse.done();
       return choices[0]!.finish(result.rows[0]!.finishReason);
+    });
+  }
+
+  /** `/v1/responses`: the chat turn the request amounts to, answered as a response object or its event stream. */
+  async function responses(l: Loaded, request: ResponsesRequest, res: ServerResponse): Promise<void> {
+    const chatRequest = request.chat;
+    const { prompt, parsing } = chatTurn(l, chatRequest);
+    const output = new ResponseOutput(parsing);
+    const base = { id: itemId('resp'), object: 'response', created_at: Math.floor(Date.now() / 1000), model: chatRequest.model, ...request.echo };
+    const response = (result?: GenerationResult) => {
+      const cut = result && result.rows[0]!.finishReason === 'length';
+      return {
+        ...base,
+        status: !result ? 'in_progress' : cut ? 'incomplete' : 'completed',
+        incomplete_details: cut ? { reason: 'max_output_tokens' } : null,
+        error: null,
+        output: result ? output.items : [],
+        reasoning: { effort: null, summary: null },
+        store: false,
+        truncation: 'disabled',
+        usage: result ? responseUsage(result, output.reasoningTokens(result.rows[0]!.ids, (ids) => l.tokenizer!.decode(ids))) : null,
+      };
+    };
+    await run(l, chatRequest, { promptIds: prompt.ids }, res, async (stream, first, rest, clock) => {
+      if (!chatRequest.stream) {
+        const result = await drain(stream, first, rest, clock);
+        output.push(result.rows[0]!.text);
+        output.end();
+        sendJson(res, 200, response(result));
+        return output.called ? 'tool_calls' : finishReason(result.rows[0]!.finishReason);
+      }
+      res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive' });
+      const events = new ResponseEvents((chunk) => res.destroyed || res.write(chunk));
+      events.send([
+        { type: 'response.created', response: response() },
+        { type: 'response.in_progress', response: response() },
+      ]);
+      for (let next = first; !next.done; next = await rest.next()) {
+        if (next !== first) clock.tick();
+        events.send(output.push(next.value.text));
+      }
+      const result = await stream.result;
+      countGenerated(result);
+      events.send(output.end());
+      const done = response(result);
+      events.send([{ type: done.status === 'completed' ? 'response.completed' : 'response.incomplete', response: done }]);
+      if (!res.destroyed) res.end();
+      return output.called ? 'tool_calls' : finishReason(result.rows[0]!.finishReason);
     });
   }
 
@@ -603,6 +663,18 @@ class Sse {
   done(): void {
     if (!this.res.destroyed) this.res.end('data: [DONE]\n\n');
   }
+}
+
+/** A response's usage (one row). */
+function responseUsage(result: GenerationResult, reasoningTokens: number): ResponseUsage {
+  const { promptTokens, completionTokens, cachedPromptTokens } = result.usage;
+  return {
+    input_tokens: promptTokens,
+    input_tokens_details: { cached_tokens: cachedPromptTokens ?? 0 },
+    output_tokens: completionTokens,
+    output_tokens_details: { reasoning_tokens: reasoningTokens },
+    total_tokens: promptTokens + completionTokens,
+  };
 }
 
 /** OpenAI's usage: each prompt counted once, however many choices (`n`) were made of it; cached tokens as OpenAI's. */

@@ -1,5 +1,12 @@
 /** Chat templates of reasoning models, written for the tests in the forms their families use. */
 
+/** Zephyr-style turns, with tools listed up front and assistant tool calls as `<tool_call>` blocks (the Hermes form). */
+export const TOOLS_TEMPLATE =
+  '{{ bos_token }}{% if tools %}<|tools|>{{ tools | tojson }}<|end|>{% endif %}' +
+  '{% for m in messages %}<|{{ m.role }}|>{{ m.content }}' +
+  '{% if m.tool_calls %}{% for c in m.tool_calls %}<tool_call>{{ c.function | tojson }}</tool_call>{% endfor %}{% endif %}<|end|>' +
+  '{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}';
+
 /** ChatML turns, tools up front; earlier answers lose their thought; `enable_thinking: false` writes an empty one (Qwen3's way). */
 export const THINKING_TEMPLATE =
   '{% if tools %}<|im_start|>system\n<tools>{{ tools | tojson }}</tools><|im_end|>\n{% endif %}' +

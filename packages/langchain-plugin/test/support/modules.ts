@@ -14,12 +14,7 @@ import { testDir } from '../../../core/test/support/models.js';
 export { makeModule, storiesConfig, storiesModule } from '../../../core/test/support/modules.js';
 export { cacheDir } from '../../../core/test/support/models.js';
 
-/** Zephyr-style turns, with tools listed up front and assistant tool calls as `<tool_call>` blocks. */
-export const TOOLS_TEMPLATE =
-  '{{ bos_token }}{% if tools %}<|tools|>{{ tools | tojson }}<|end|>{% endif %}' +
-  '{% for m in messages %}<|{{ m.role }}|>{{ m.content }}' +
-  '{% if m.tool_calls %}{% for c in m.tool_calls %}<tool_call>{{ c.function | tojson }}</tool_call>{% endfor %}{% endif %}<|end|>' +
-  '{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}';
+export { TOOLS_TEMPLATE } from '../../../core/test/support/chat-templates.js';
 
 /** The same turns, without tools. */
 export const PLAIN_TEMPLATE =

@@ -1,0 +1,169 @@
+/**
+ * OpenAI's Responses API requests (`POST /v1/responses`, as vLLM, Ollama and llama.cpp's server take them) read as
+ * the chat request they amount to: `instructions` and `input` items become messages, function tools and
+ * `text.format` become the chat's tools and response format, and the chat parser checks every field. The server
+ * keeps no state, so what needs stored responses (`previous_response_id`, `conversation`, `background`) and tools it
+ * cannot run (web search, file search, …) are refused by name.
+ */
+import { badRequest } from './errors.js';
+import { parseChatRequest, type ChatRequest } from './requests.js';
+
+type Body = Record<string, unknown>;
+
+/** A Responses request: the chat request it amounts to, and what the response echoes back. */
+export interface ResponsesRequest {
+  chat: ChatRequest;
+  /** Request fields the response object repeats (OpenAI's `instructions`, `metadata`, `tools`, `text`, …). */
+  echo: Body;
+}
+
+const isObject = (v: unknown): v is Body => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** Fields of a chat request a Responses request may carry as they are (sampling settings and this server's extensions). */
+const PASSED = [
+  'model', 'stream', 'temperature', 'top_p', 'parallel_tool_calls', 'seed', 'stop', 'top_k', 'min_p', 'repetition_penalty',
+  'frequency_penalty', 'presence_penalty', 'logit_bias', 'ignore_eos', 'chat_template_kwargs', 'reasoning_format', 'thinking_token_budget', 'reasonplug',
+] as const;
+
+/** Fields that need state this server does not keep. */
+const STATEFUL = ['previous_response_id', 'conversation', 'prompt'] as const;
+
+/** Reads a `/v1/responses` body. */
+export function parseResponsesRequest(body: unknown): ResponsesRequest {
+  if (!isObject(body)) throw badRequest('the request body must be a JSON object');
+  for (const key of STATEFUL) {
+    if (body[key] !== undefined && body[key] !== null) throw badRequest(`${key} is not supported: this server stores no responses or prompts; send the whole conversation as input`, key, 'unsupported_parameter');
+  }
+  if (body.background === true) throw badRequest('background responses are not supported: this server stores no responses', 'background', 'unsupported_parameter');
+  if (body.truncation !== undefined && body.truncation !== null && body.truncation !== 'disabled') {
+    throw badRequest('truncation must be "disabled": the server never drops input to fit the context (a prompt too long is refused)', 'truncation', 'unsupported_parameter');
+  }
+  const chat: Body = {};
+  for (const key of PASSED) if (body[key] !== undefined) chat[key] = body[key];
+  if (body.max_output_tokens !== undefined && body.max_output_tokens !== null) {
+    if (!(Number.isSafeInteger(body.max_output_tokens) && (body.max_output_tokens as number) >= 1)) throw badRequest(`max_output_tokens must be a whole number >= 1 (got ${JSON.stringify(body.max_output_tokens)})`, 'max_output_tokens');
+    chat.max_completion_tokens = body.max_output_tokens;
+  }
+  if (body.top_logprobs !== undefined) throw badRequest('top_logprobs is not supported on /v1/responses; use /v1/chat/completions', 'top_logprobs', 'unsupported_parameter');
+  chat.messages = messagesOf(body.instructions, body.input);
+  const tools = toolsOf(body.tools);
+  if (tools) chat.tools = tools;
+  if (body.tool_choice !== undefined) chat.tool_choice = toolChoiceOf(body.tool_choice);
+  const format = formatOf(body.text);
+  if (format) chat.response_format = format;
+  const request = parseChatRequest(chat);
+  if (body.metadata !== undefined && body.metadata !== null && !isObject(body.metadata)) throw badRequest('metadata must be an object of strings', 'metadata');
+  const echo: Body = {
+    instructions: body.instructions ?? null,
+    max_output_tokens: body.max_output_tokens ?? null,
+    metadata: body.metadata ?? {},
+    parallel_tool_calls: request.parallelToolCalls,
+    temperature: body.temperature ?? 1,
+    top_p: body.top_p ?? 1,
+    tool_choice: body.tool_choice ?? 'auto',
+    tools: body.tools ?? [],
+    text: { format: isObject(body.text) && isObject(body.text.format) ? body.text.format : { type: 'text' } },
+  };
+  return { chat: request, echo };
+}
+
+/** The text of an input message's content: a string, or `input_text`/`output_text` parts. */
+function textOf(content: unknown, param: string): string {
+  if (typeof content === 'string') return content;
+  if (!Array.isArray(content)) throw badRequest(`${param} must be a string or a list of text parts`, param);
+  return content
+    .map((part, i) => {
+      const p = `${param}[${i}]`;
+      if (!isObject(part) || typeof part.type !== 'string') throw badRequest(`${p} must be a content part with a type`, p);
+      if ((part.type === 'input_text' || part.type === 'output_text' || part.type === 'text') && typeof part.text === 'string') return part.text;
+      throw badRequest(`${p} is a "${part.type}" part: this server's models read text only`, p, 'unsupported_content');
+    })
+    .join('');
+}
+
+/**
+ * The chat messages of `instructions` and `input`: a string is one user message; items are messages (the
+ * developer's as system messages), function calls (an assistant message's tool calls, consecutive calls in one
+ * message), their outputs (tool messages) and reasoning (the next assistant message's `reasoning_content`).
+ */
+function messagesOf(instructions: unknown, input: unknown): Body[] {
+  const messages: Body[] = [];
+  if (instructions !== undefined && instructions !== null) {
+    if (typeof instructions !== 'string') throw badRequest('instructions must be a string', 'instructions');
+    messages.push({ role: 'system', content: instructions });
+  }
+  if (typeof input === 'string') return [...messages, { role: 'user', content: input }];
+  if (!Array.isArray(input)) throw badRequest('input must be a string or a list of input items', 'input');
+  let thought: string | undefined;
+  /** The assistant message that function calls join: the one just before them. */
+  let caller: Body | undefined;
+  input.forEach((item, i) => {
+    const param = `input[${i}]`;
+    if (!isObject(item)) throw badRequest(`${param} must be an input item`, param);
+    const type = item.type ?? 'message';
+    if (type === 'message') {
+      const role = item.role === 'developer' ? 'system' : item.role;
+      if (role !== 'user' && role !== 'system' && role !== 'assistant') throw badRequest(`${param}.role must be "user", "system", "developer" or "assistant"`, `${param}.role`);
+      const message: Body = { role, content: textOf(item.content, `${param}.content`) };
+      if (role === 'assistant' && thought !== undefined) message.reasoning_content = thought;
+      thought = undefined;
+      messages.push(message);
+      caller = role === 'assistant' ? message : undefined;
+    } else if (type === 'function_call') {
+      if (typeof item.name !== 'string' || typeof item.arguments !== 'string' || typeof item.call_id !== 'string') {
+        throw badRequest(`${param} must be a function call with call_id, name and arguments (a JSON string)`, param);
+      }
+      if (!caller) {
+        caller = { role: 'assistant', content: '', tool_calls: [], ...(thought !== undefined ? { reasoning_content: thought } : {}) };
+        thought = undefined;
+        messages.push(caller);
+      }
+      caller.tool_calls = [...((caller.tool_calls as unknown[]) ?? []), { id: item.call_id, type: 'function', function: { name: item.name, arguments: item.arguments } }];
+    } else if (type === 'function_call_output') {
+      if (typeof item.call_id !== 'string') throw badRequest(`${param}.call_id must be the call_id of a function call`, `${param}.call_id`);
+      messages.push({ role: 'tool', tool_call_id: item.call_id, content: textOf(item.output, `${param}.output`) });
+      caller = undefined;
+    } else if (type === 'reasoning') {
+      const parts = [...(Array.isArray(item.content) ? item.content : []), ...(Array.isArray(item.summary) ? item.summary : [])];
+      thought = parts.map((p) => (isObject(p) && typeof p.text === 'string' ? p.text : '')).join('');
+    } else {
+      throw badRequest(`${param} is a "${String(type)}" item, which this server does not take (messages, function calls, their outputs and reasoning)`, param, 'unsupported_input');
+    }
+  });
+  return messages;
+}
+
+/** Function tools in the chat shape; other tool types (web search, file search, MCP, …) are refused by name. */
+function toolsOf(tools: unknown): Body[] | undefined {
+  if (tools === undefined || tools === null) return undefined;
+  if (!Array.isArray(tools)) throw badRequest('tools must be a list of tools', 'tools');
+  if (tools.length === 0) return undefined;
+  return tools.map((t, i) => {
+    const param = `tools[${i}]`;
+    if (!isObject(t)) throw badRequest(`${param} must be a tool`, param);
+    if (t.type !== 'function') throw badRequest(`${param} is a "${String(t.type)}" tool: this server runs function tools only (the client runs them)`, param, 'unsupported_tool');
+    return { type: 'function', function: { name: t.name, ...(t.description !== undefined ? { description: t.description } : {}), ...(t.parameters !== undefined && t.parameters !== null ? { parameters: t.parameters } : {}) } };
+  });
+}
+
+/** `tool_choice`: the chat's strings, or `{ type: 'function', name }`. */
+function toolChoiceOf(choice: unknown): unknown {
+  if (typeof choice === 'string') return choice;
+  if (isObject(choice) && choice.type === 'function' && typeof choice.name === 'string') return { type: 'function', function: { name: choice.name } };
+  throw badRequest('tool_choice must be "none", "auto", "required" or {"type": "function", "name": …}', 'tool_choice');
+}
+
+/** `text.format` as the chat's `response_format` (none for plain text). */
+function formatOf(text: unknown): Body | undefined {
+  if (text === undefined || text === null) return undefined;
+  if (!isObject(text)) throw badRequest('text must be an object such as {"format": {"type": "json_schema", …}}', 'text');
+  const format = text.format;
+  if (format === undefined || format === null) return undefined;
+  if (!isObject(format)) throw badRequest('text.format must be an object', 'text.format');
+  if (format.type === 'text') return undefined;
+  if (format.type === 'json_object') return { type: 'json_object' };
+  if (format.type === 'json_schema') {
+    return { type: 'json_schema', json_schema: { name: format.name, schema: format.schema, ...(format.strict !== undefined ? { strict: format.strict } : {}) } };
+  }
+  throw badRequest(`text.format.type must be "text", "json_object" or "json_schema" (got ${JSON.stringify(format.type)})`, 'text.format.type');
+}

@@ -1,0 +1,157 @@
+/**
+ * `POST /v1/responses` (OpenAI's Responses API) through `reasonplug serve`: @langchain/openai's ChatOpenAI in its
+ * Responses mode (invoke, stream, tool calls and their results, withStructuredOutput) answers as the chat endpoint
+ * does; plain fetch reads the event stream (types, order, sequence numbers, deltas against the finished response),
+ * a reasoning model's thought as a `reasoning` item, a cut reply as `incomplete`, and the refusals of what a
+ * stateless server cannot do.
+ */
+import { expect } from 'chai';
+import { ChatOpenAI } from '@langchain/openai';
+import { tool } from '@langchain/core/tools';
+import { HumanMessage, ToolMessage } from '@langchain/core/messages';
+import { z } from 'zod';
+import { startServer, type RunningServer } from '../src/serve/server.js';
+import { scriptedChatModule, storiesModule } from './support/modules.js';
+import { THINKING_TEMPLATE, TOOLS_TEMPLATE } from './support/chat-templates.js';
+
+/** Settings under which the tiny model finishes structured answers (as in the chat endpoint's tests). */
+const FINISHING = { temperature: 0.7, modelKwargs: { seed: 11, repetition_penalty: 1.3 } };
+
+interface StreamEvent {
+  type: string;
+  sequence_number: number;
+  [key: string]: unknown;
+}
+
+/** The events of a Responses SSE body, checking that each `event:` line names its data's type. */
+function responseEvents(body: string): StreamEvent[] {
+  return body
+    .split('\n\n')
+    .filter((block) => block.trim())
+    .map((block) => {
+      const [eventLine, dataLine] = block.split('\n');
+      const event = JSON.parse(dataLine!.slice('data: '.length)) as StreamEvent;
+      expect(eventLine).to.equal(`event: ${event.type}`);
+      return event;
+    });
+}
+
+describe('reasonplug serve: /v1/responses', function () {
+  this.timeout(120_000);
+  const servers: RunningServer[] = [];
+  let url: string;
+  const serve = async (options: Parameters<typeof startServer>[0]) => {
+    const server = await startServer({ port: 0, ...options });
+    servers.push(server);
+    await server.ready;
+    return server.url;
+  };
+  const post = (at: string, path: string, body: unknown) => fetch(`${at}${path}`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+  const model = (over: Record<string, unknown> = {}, at = url) =>
+    new ChatOpenAI({ model: 'stories260k', apiKey: 'none', temperature: 0, maxTokens: 16, configuration: { baseURL: `${at}/v1` }, maxRetries: 0, ...over });
+
+  before(async () => {
+    url = await serve({ engine: { model: await storiesModule() }, chatTemplate: TOOLS_TEMPLATE });
+  });
+  after(async () => {
+    await Promise.all(servers.map((s) => s.close()));
+  });
+
+  it('ChatOpenAI in Responses mode answers as the chat endpoint does, in invoke and stream, with usage', async () => {
+    const chat = await model().invoke('Tell me a story');
+    const reply = await model({ useResponsesApi: true }).invoke('Tell me a story');
+    expect(reply.text).to.equal(chat.text);
+    expect(reply.text.length).to.be.greaterThan(0);
+    expect(reply.usage_metadata?.input_tokens).to.equal(chat.usage_metadata?.input_tokens);
+    expect(reply.usage_metadata?.output_tokens).to.equal(chat.usage_metadata?.output_tokens);
+    const chunks = [];
+    for await (const c of await model({ useResponsesApi: true, streaming: true }).stream('Tell me a story')) chunks.push(c);
+    expect(chunks.length).to.be.greaterThan(2);
+    const joined = chunks.reduce((a, b) => a.concat(b));
+    expect(joined.text).to.equal(chat.text);
+    expect(joined.usage_metadata?.output_tokens).to.equal(chat.usage_metadata?.output_tokens);
+  });
+
+  it('streams typed, numbered events whose deltas make the finished response; a cut reply is incomplete', async () => {
+    const body = { model: 'stories260k', input: 'Tell me a story', max_output_tokens: 12, temperature: 0, stream: true, metadata: { run: 'a' } };
+    const res = await post(url, '/v1/responses', body);
+    expect(res.headers.get('content-type')).to.match(/text\/event-stream/);
+    const events = responseEvents(await res.text());
+    expect(events.map((e) => e.sequence_number)).to.deep.equal(events.map((_, i) => i));
+    const types = events.map((e) => e.type);
+    expect(types.slice(0, 4)).to.deep.equal(['response.created', 'response.in_progress', 'response.output_item.added', 'response.content_part.added']);
+    expect(types.slice(-4)).to.deep.equal(['response.output_text.done', 'response.content_part.done', 'response.output_item.done', 'response.incomplete']);
+    const deltas = events.filter((e) => e.type === 'response.output_text.delta').map((e) => e.delta as string);
+    expect(deltas.length).to.be.greaterThan(2);
+    const done = events.at(-1)!.response as { status: string; incomplete_details: { reason: string }; output: { type: string; content: { text: string }[] }[]; metadata: unknown; usage: { output_tokens: number } };
+    expect(done.status).to.equal('incomplete');
+    expect(done.incomplete_details.reason).to.equal('max_output_tokens');
+    expect(done.metadata).to.deep.equal({ run: 'a' });
+    expect(done.usage.output_tokens).to.equal(12);
+    expect(done.output.map((o) => o.type)).to.deep.equal(['message']);
+    expect(deltas.join('')).to.equal(done.output[0]!.content[0]!.text);
+    // The same request answered whole.
+    const whole = (await (await post(url, '/v1/responses', { ...body, stream: false })).json()) as typeof done & { object: string; id: string };
+    expect(whole.object).to.equal('response');
+    expect(whole.id).to.match(/^resp_/);
+    expect(whole.output[0]!.content[0]!.text).to.equal(deltas.join(''));
+  });
+
+  it('tool calls come back as function_call items; their outputs go back as function_call_output; text.format constrains the reply', async () => {
+    const add = tool(async ({ a, b }) => String(a + b), { name: 'add', description: 'Add two integers', schema: z.object({ a: z.number().int(), b: z.number().int() }) });
+    const bound = model({ useResponsesApi: true, maxTokens: 120, ...FINISHING }).bindTools([add], { tool_choice: 'add' });
+    const question = new HumanMessage('Add 2 and 3');
+    const reply = await bound.invoke([question]);
+    expect(reply.tool_calls?.map((c) => c.name)).to.deep.equal(['add']);
+    const args = reply.tool_calls![0]!.args as { a: number; b: number };
+    expect(Number.isInteger(args.a) && Number.isInteger(args.b)).to.equal(true);
+    // The call and its result as the next turn's input (LangChain writes function_call and function_call_output items).
+    const result = new ToolMessage({ content: String(args.a + args.b), tool_call_id: reply.tool_calls![0]!.id! });
+    const next = await model({ useResponsesApi: true, maxTokens: 4 }).bindTools([add]).invoke([question, reply, result]);
+    expect(next.usage_metadata!.input_tokens).to.be.greaterThan(reply.usage_metadata!.input_tokens);
+    // The chat endpoint renders the same conversation: the same prompt, the same greedy answer.
+    const viaChat = await model({ maxTokens: 4 }).bindTools([add]).invoke([question, reply, result]);
+    expect(next.usage_metadata!.input_tokens).to.equal(viaChat.usage_metadata!.input_tokens);
+    expect(next.text).to.equal(viaChat.text);
+
+    const Pet = z.object({ name: z.string().max(12), age: z.number().int().min(0).max(30) });
+    const pet = await model({ useResponsesApi: true, maxTokens: 120, ...FINISHING }).withStructuredOutput(Pet, { name: 'pet' }).invoke('Describe a pet');
+    expect(Pet.safeParse(pet).success, JSON.stringify(pet)).to.equal(true);
+  });
+
+  it("a reasoning model's thought is a reasoning item before the message, streamed as reasoning_text deltas", async () => {
+    const question = 'What are two and two?';
+    const { dir } = await scriptedChatModule('responses-thinker', THINKING_TEMPLATE, [{ role: 'user', content: question }], '<think>\nTwo and two make four.\n</think>\n\nFour.');
+    const at = await serve({ engine: { model: dir }, name: 'thinker' });
+    const body = { model: 'thinker', input: [{ role: 'user', content: [{ type: 'input_text', text: question }] }], max_output_tokens: 60 };
+    type Whole = { status: string; output: { type: string; content: { type: string; text: string }[] }[]; usage: { output_tokens_details: { reasoning_tokens: number } } };
+    const whole = (await (await post(at, '/v1/responses', body)).json()) as Whole;
+    expect(whole.status).to.equal('completed');
+    expect(whole.output.map((o) => [o.type, o.content[0]!.type, o.content[0]!.text])).to.deep.equal([
+      ['reasoning', 'reasoning_text', 'Two and two make four.'],
+      ['message', 'output_text', 'Four.'],
+    ]);
+    expect(whole.usage.output_tokens_details.reasoning_tokens).to.be.greaterThan(0);
+    const events = responseEvents(await (await post(at, '/v1/responses', { ...body, stream: true })).text());
+    expect(events.filter((e) => e.type === 'response.reasoning_text.delta').map((e) => e.delta).join('')).to.equal('Two and two make four.');
+    expect(events.filter((e) => e.type === 'response.output_text.delta').map((e) => e.delta).join('')).to.equal('Four.');
+    expect(events.at(-1)!.type).to.equal('response.completed');
+  });
+
+  it('refuses by name what a stateless text server cannot do', async () => {
+    for (const [extra, param] of [
+      [{ previous_response_id: 'resp_1' }, 'previous_response_id'],
+      [{ background: true }, 'background'],
+      [{ tools: [{ type: 'web_search' }] }, 'tools[0]'],
+      [{ input: [{ role: 'user', content: [{ type: 'input_image', image_url: 'https://x/y.png' }] }] }, 'input[0].content[0]'],
+      [{ max_output_tokens: 0 }, 'max_output_tokens'],
+      [{ text: { format: { type: 'yaml' } } }, 'text.format.type'],
+      [{ input: [{ type: 'computer_call_output' }] }, 'input[0]'],
+    ] as const) {
+      const res = await post(url, '/v1/responses', { model: 'stories260k', input: 'Hi', ...extra });
+      expect(res.status, param).to.equal(400);
+      expect(((await res.json()) as { error: { param: string } }).error.param, param).to.equal(param);
+    }
+    expect((await post(url, '/v1/responses', { model: 'nope', input: 'Hi' })).status).to.equal(404);
+  });
+});
