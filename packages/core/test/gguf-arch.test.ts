@@ -112,6 +112,20 @@ const MODELS: Record<string, RandomGgufSpec> = {
   'ernie4_5 (the Llama block, adjacent rotary pairs, tied head)': { arch: 'ernie4_5', ...SMALL, scale: 0.3, embedScale: 0.05 },
   'exaone (the Llama block, NeoX rotary)': { arch: 'exaone', ...SMALL, untied: true },
   'gemma (embeddings × √hidden, GeGLU, multi-query attention, tied head)': { arch: 'gemma', hidden: 64, layers: 2, heads: 4, kvHeads: 1, headDim: 32, ff: 96, scale: 0.3, embedScale: 0.03 },
+  'mistral3 (the Llama block, adjacent rotary pairs)': { arch: 'mistral3', ...SMALL, untied: true },
+  'mistral3 YaRN (Ministral 3: the magnitude scaling cancelled, no attention factor)': {
+    arch: 'mistral3',
+    ...SMALL,
+    untied: true,
+    meta: { ...YARN, 'rope.scaling.yarn_log_multiplier': f32(1), 'rope.scaling.attn_factor': f32(1.2) },
+  },
+  // An original context of 2 puts the 7-token prompt's positions over several periods of the temperature.
+  'mistral3 attention temperature (Llama 4 scaling past the original context)': {
+    arch: 'mistral3',
+    ...SMALL,
+    untied: true,
+    meta: { 'rope.scaling.original_context_length': u32(2), 'attention.temperature_scale': f32(0.5) },
+  },
   'llama YaRN with an attention factor (adjacent pairs)': { arch: 'llama', ...SMALL, untied: true, meta: { ...YARN, 'rope.scaling.attn_factor': f32(1.2) } },
 };
 
@@ -222,7 +236,7 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
 
   describe('refusals name the feature', () => {
     const cases: [string, Partial<RandomGgufSpec>, RegExp][] = [
-      ['an unknown architecture', { arch: 'mamba' }, /"mamba".*"llama", "granite", "smollm3", "ernie4_5", "exaone", "qwen2"/],
+      ['an unknown architecture', { arch: 'mamba' }, /"mamba".*"llama", "mistral3", "granite", "smollm3", "ernie4_5", "exaone", "qwen2"/],
       ['mixture of experts', { meta: { expert_count: u32(8), expert_used_count: u32(2) } }, /mixture-of-experts.*llama\.expert_count/],
       ['an unknown rope scaling', { meta: { 'rope.scaling.type': str('dynamic'), 'rope.scaling.factor': f32(4) } }, /rope scaling "dynamic"/],
       ['yarn outside llama and qwen', { arch: 'gemma2', postNorms: true, meta: { 'rope.scaling.type': str('yarn'), 'rope.scaling.factor': f32(4) } }, /rope scaling "yarn" on gemma2/],

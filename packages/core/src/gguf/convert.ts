@@ -98,13 +98,16 @@ export function kebabName(s: string): string {
 }
 
 /** The `general.architecture` values the converter reads (llama.cpp's names). */
-export const SUPPORTED_ARCHITECTURES = ['llama', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'qwen2', 'qwen3', 'olmo2', 'gemma', 'gemma2', 'gemma3', 'phi3'] as const;
+export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'qwen2', 'qwen3', 'olmo2', 'gemma', 'gemma2', 'gemma3', 'phi3'] as const;
 export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 /** Architectures whose q/k llama.cpp's converter permutes into adjacent rotary pairs ("NORM"); the others keep NeoX's halves. */
-const ADJACENT_ROPE: ReadonlySet<GgufArchitecture> = new Set(['llama', 'granite', 'smollm3', 'ernie4_5']);
+const ADJACENT_ROPE: ReadonlySet<GgufArchitecture> = new Set(['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5']);
+/** What llama.cpp adds to a position before dividing it into periods of the attention temperature's length. */
+const TEMPERATURE_OFFSET = 0;
+
 /** Architectures whose llama.cpp graph takes YaRN rope scaling as the converter computes it. */
-const YARN_ARCHITECTURES: ReadonlySet<GgufArchitecture> = new Set(['llama', 'granite', 'qwen2', 'qwen3']);
+const YARN_ARCHITECTURES: ReadonlySet<GgufArchitecture> = new Set(['llama', 'mistral3', 'granite', 'qwen2', 'qwen3']);
 
 /**
  * The context a long-context model was trained at before its rope was scaled (`rope.scaling.original_context_length`,
@@ -127,7 +130,7 @@ export function ggufArchitecture(f: GgufFile): GgufArchitecture {
   if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new GgufError(
       `${src} has general.architecture "${arch}"; the converter reads ${SUPPORTED_ARCHITECTURES.map((a) => `"${a}"`).join(', ')} ` +
-        '(Llama 1/2/3, Mistral, SmolLM, TinyLlama, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, Qwen2/2.5, Qwen3, OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3).',
+        '(Llama 1/2/3, Mistral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, Qwen2/2.5, Qwen3, OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3).',
       'unsupported-model',
     );
   }
@@ -220,12 +223,19 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
       betaSlow: scalar('rope.scaling.yarn_beta_slow') ?? 1,
     });
     config.ropeFreqFactors = yarn.divisors;
-    ropeAttentionFactor *= yarn.mscale;
+    // mistral3's graph cancels YaRN's magnitude factor (Ministral 3's mscale and mscale_all_dims are equal).
+    if (arch !== 'mistral3') ropeAttentionFactor *= yarn.mscale;
+  }
+  // Ministral 3's attention temperature, over periods of the original context unless the file names a length.
+  const temperature = arch === 'mistral3' ? scalar('attention.temperature_scale') : undefined;
+  if (temperature !== undefined && temperature !== 0) {
+    const length = scalar('attention.temperature_length') ?? originalContextLength(f, arch, 'attention temperature scaling');
+    config.queryTemperature = { scale: temperature, length, offset: TEMPERATURE_OFFSET };
   }
   // Partial rotary (Phi-4-mini): llama.cpp rotates the first rope.dimension_count dimensions of each head.
   if (ropeDims !== headDim) config.ropeDims = ropeDims;
   if (arch === 'qwen2' && f.tensorInfo('blk.0.attn_q.bias')) config.qkvBias = true;
-  if (arch === 'llama' && (f.tensorInfo('blk.0.attn_q.bias') || f.tensorInfo('blk.0.attn_qkv.bias'))) config.qkvBias = true;
+  if ((arch === 'llama' || arch === 'mistral3') && (f.tensorInfo('blk.0.attn_q.bias') || f.tensorInfo('blk.0.attn_qkv.bias'))) config.qkvBias = true;
   if (arch === 'qwen2' && f.tensorInfo('blk.0.attn_qkv.bias')) config.qkvBias = true;
   if (arch === 'qwen3' || arch === 'gemma3') config.qkNorm = true;
   if (arch === 'olmo2') {

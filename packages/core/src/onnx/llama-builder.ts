@@ -113,6 +113,7 @@ interface Resolved {
   ropeScale: number;
   freqFactors: readonly number[] | undefined;
   longRope: LlamaConfig['longRope'];
+  temperature: LlamaConfig['queryTemperature'];
   qkvBias: boolean;
   qkNorm: boolean;
   qkNormWidth: 'head' | 'projection';
@@ -155,6 +156,7 @@ function resolve(config: LlamaConfig): Resolved {
     ropeScale: config.ropeScale ?? 1,
     freqFactors: config.ropeFreqFactors,
     longRope: config.longRope,
+    temperature: config.queryTemperature,
     qkvBias: config.qkvBias ?? false,
     qkNorm: config.qkNorm ?? false,
     qkNormWidth: config.qkNormWidth ?? 'head',
@@ -206,6 +208,14 @@ function resolve(config: LlamaConfig): Resolved {
   if (rd === headDim && r.ropeMscale !== 1) {
     r.queryScale *= r.ropeMscale * r.ropeMscale;
     r.ropeMscale = 1;
+  }
+  if (r.temperature) {
+    const { scale, length, offset } = r.temperature;
+    if (!Number.isFinite(scale) || !(Number.isInteger(length) && length > 0) || !Number.isFinite(offset)) {
+      throw new Error(`invalid Llama config: queryTemperature needs a finite scale and offset and a positive whole length, got ${JSON.stringify(r.temperature)}`);
+    }
+    // A norm of q after it would undo the factor.
+    if (r.qkNorm) throw new Error('invalid Llama config: queryTemperature with qkNorm is not supported');
   }
   for (const key of ['attnCap', 'finalCap'] as const) {
     const v = r[key];
@@ -635,15 +645,31 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
     let rowLengths: string | undefined;
     const lengths = () => (rowLengths ??= b.op('ReduceSum', [b.op('Cast', [attentionMask], { to: DataType.INT64 }), one], { keepdims: 0 }));
 
-    // Positions [B, S] as float (GroupQueryAttention rotating inside takes its own from seqlens_k).
-    let posF = '';
-    if (positionIds) {
-      posF = b.op('Cast', [positionIds], { to: DataType.FLOAT });
-    } else if (!rotaryInside) {
+    // Positions [B, S] as float: the given ones, else each row's count of mask ones before the token (the
+    // position GroupQueryAttention takes from seqlens_k, whichever side the rows are padded on).
+    let positionsF: string | undefined;
+    const positions = (): string => {
+      if (positionsF) return positionsF;
+      if (positionIds) return (positionsF = b.op('Cast', [positionIds], { to: DataType.FLOAT }));
       const cs = b.op('CumSum', [b.op('Cast', [attentionMask], { to: DataType.INT64 }), b.i64([1], [])]);
       const clipped = b.op('Max', [b.op('Sub', [cs, b.i64([1], [])]), b.i64([0], [])]);
-      posF = b.op('Cast', [b.op('Slice', [clipped, P1, T1, one])], { to: DataType.FLOAT });
-    }
+      return (positionsF = b.op('Cast', [b.op('Slice', [clipped, P1, T1, one])], { to: DataType.FLOAT }));
+    };
+    // GroupQueryAttention rotating inside takes its own positions.
+    const posF = positionIds || !rotaryInside ? positions() : '';
+    // Llama 4's attention temperature [B, S, 1]: 1 + scale · ln(⌊(position + offset) / length⌋ + 1).
+    const temperature = c.temperature
+      ? b.op('Unsqueeze', [
+          b.op('Add', [
+            b.op('Mul', [
+              b.op('Log', [b.op('Add', [b.op('Floor', [b.op('Div', [b.op('Add', [positions(), b.f32([c.temperature.offset], [])]), b.f32([c.temperature.length], [])])]), b.f32([1], [])])]),
+              b.f32([c.temperature.scale], []),
+            ]),
+            b.f32([1], []),
+          ]),
+          b.i64([2]),
+        ])
+      : '';
 
     // Rotary tables cos/sin [B, 1, S, ropeDims/2] for heads laid out [B, heads, S, headDim], [B, S, 1, ropeDims/2]
     // for GroupQueryAttention's [B, S, heads, headDim] (an extra trailing 1 for the adjacent style).
@@ -824,6 +850,11 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
         const [qn, kn] = L.projectionNorms;
         const [qf, kf, vf] = b.opN('Split', [qkvFlat, b.i64([qDim, kvDim, kvDim])], ['q_flat', 'k_flat', 'v_flat'], { axis: -1 });
         qkvFlat = b.op('Concat', [rms(qf!, qn), rms(kf!, kn), vf!], { axis: -1 });
+      }
+      if (temperature) {
+        // Scaling q before its rotation is scaling it after: the rotation is linear, the factor one per position.
+        const [qf, kvf] = b.opN('Split', [qkvFlat, b.i64([qDim, 2 * kvDim])], ['q_flat', 'kv_flat'], { axis: -1 });
+        qkvFlat = b.op('Concat', [b.op('Mul', [qf!, temperature]), kvf!], { axis: -1 });
       }
       let attnOut = linear(attention(i, qkvFlat, L, sliding), L.wo);
       if (L.postAttnNorm) attnOut = rms(attnOut, L.postAttnNorm);

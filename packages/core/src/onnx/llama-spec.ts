@@ -57,6 +57,11 @@ export interface LlamaConfig {
    * LongRoPE scaling): rotated dimensions of q and k grow by it. Default 1.
    */
   ropeAttentionFactor?: number;
+  /**
+   * Llama 4's attention temperature (Ministral 3's `llama_4_scaling`): each query grows by
+   * `1 + scale · ln(⌊(position + offset) / length⌋ + 1)`, 1 within the first `length` positions.
+   */
+  queryTemperature?: { scale: number; length: number; offset: number };
   /** q, k and v projections carry biases (Qwen2). The layer weights then hold `bq`, `bk`, `bv`. */
   qkvBias?: boolean;
   /** Per-head RMSNorm of q and k before the rotary embedding (Qwen3, Gemma 3): layer weights `qNorm`, `kNorm` `[headDim]`. */
