@@ -111,6 +111,22 @@ const MODELS: Record<string, RandomGgufSpec> = {
   },
   'ernie4_5 (the Llama block, adjacent rotary pairs, tied head)': { arch: 'ernie4_5', ...SMALL, scale: 0.3, embedScale: 0.05 },
   'exaone (the Llama block, NeoX rotary)': { arch: 'exaone', ...SMALL, untied: true },
+  'exaone4 (norms after the blocks, per-head q/k norms)': { arch: 'exaone4', ...SMALL, untied: true, noPreNorms: true, postNorms: true, qkNorm: true },
+  // llama.cpp slides the window of the 64-layer model (EXAONE 4.0 32B) only: three layers of every four, the fourth without rotary.
+  'exaone4 with 64 layers (sliding windows, global layers without rotary)': {
+    arch: 'exaone4',
+    hidden: 32,
+    layers: 64,
+    heads: 2,
+    kvHeads: 1,
+    ff: 48,
+    untied: true,
+    noPreNorms: true,
+    postNorms: true,
+    qkNorm: true,
+    scale: 0.3,
+    meta: { 'attention.sliding_window': u32(3) },
+  },
   'gemma (embeddings × √hidden, GeGLU, multi-query attention, tied head)': { arch: 'gemma', hidden: 64, layers: 2, heads: 4, kvHeads: 1, headDim: 32, ff: 96, scale: 0.3, embedScale: 0.03 },
   'mistral3 (the Llama block, adjacent rotary pairs)': { arch: 'mistral3', ...SMALL, untied: true },
   'mistral3 YaRN (Ministral 3: the magnitude scaling cancelled, no attention factor)': {
@@ -236,7 +252,7 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
 
   describe('refusals name the feature', () => {
     const cases: [string, Partial<RandomGgufSpec>, RegExp][] = [
-      ['an unknown architecture', { arch: 'mamba' }, /"mamba".*"llama", "mistral3", "granite", "smollm3", "ernie4_5", "exaone", "qwen2"/],
+      ['an unknown architecture', { arch: 'mamba' }, /"mamba".*"llama", "mistral3", "granite", "smollm3", "ernie4_5", "exaone", "exaone4", "qwen2"/],
       ['mixture of experts', { meta: { expert_count: u32(8), expert_used_count: u32(2) } }, /mixture-of-experts.*llama\.expert_count/],
       ['an unknown rope scaling', { meta: { 'rope.scaling.type': str('dynamic'), 'rope.scaling.factor': f32(4) } }, /rope scaling "dynamic"/],
       ['yarn outside llama and qwen', { arch: 'gemma2', postNorms: true, meta: { 'rope.scaling.type': str('yarn'), 'rope.scaling.factor': f32(4) } }, /rope scaling "yarn" on gemma2/],

@@ -98,7 +98,7 @@ export function kebabName(s: string): string {
 }
 
 /** The `general.architecture` values the converter reads (llama.cpp's names). */
-export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'qwen2', 'qwen3', 'olmo2', 'gemma', 'gemma2', 'gemma3', 'phi3'] as const;
+export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen3', 'olmo2', 'gemma', 'gemma2', 'gemma3', 'phi3'] as const;
 export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 /** Architectures whose q/k llama.cpp's converter permutes into adjacent rotary pairs ("NORM"); the others keep NeoX's halves. */
@@ -130,7 +130,7 @@ export function ggufArchitecture(f: GgufFile): GgufArchitecture {
   if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new GgufError(
       `${src} has general.architecture "${arch}"; the converter reads ${SUPPORTED_ARCHITECTURES.map((a) => `"${a}"`).join(', ')} ` +
-        '(Llama 1/2/3, Mistral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, Qwen2/2.5, Qwen3, OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3).',
+        '(Llama 1/2/3, Mistral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3).',
       'unsupported-model',
     );
   }
@@ -238,6 +238,16 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   if ((arch === 'llama' || arch === 'mistral3') && (f.tensorInfo('blk.0.attn_q.bias') || f.tensorInfo('blk.0.attn_qkv.bias'))) config.qkvBias = true;
   if (arch === 'qwen2' && f.tensorInfo('blk.0.attn_qkv.bias')) config.qkvBias = true;
   if (arch === 'qwen3' || arch === 'gemma3') config.qkNorm = true;
+  if (arch === 'exaone4') {
+    // EXAONE 4.0: norms after the blocks only (as OLMo 2), per-head q/k norms. llama.cpp gives the 64-layer model
+    // (32B) a sliding window on three layers of every four, the fourth attending to all without rotary; the others none.
+    Object.assign(config, { preNorms: false, postNorms: true, qkNorm: true });
+    if (numLayers === 64) {
+      config.slidingWindow = scalar('attention.sliding_window') ?? 4096;
+      config.layerTypes = Array.from({ length: numLayers }, (_, i) => (i % 4 < 3 ? 'sliding' : 'full'));
+      config.noRopeLayers = config.layerTypes.flatMap((t, i) => (t === 'full' ? [i] : []));
+    }
+  }
   if (arch === 'olmo2') {
     // OLMo 2: no norm before attention or the MLP, one after each; q and k normalized over their whole projections.
     Object.assign(config, { preNorms: false, postNorms: true, qkNorm: true, qkNormWidth: 'projection' });

@@ -478,6 +478,7 @@ export const BPE_PRE_TOKENIZERS: Readonly<Record<string, { regexes: string[]; ig
     starcoder: refact,
     exaone: refact,
     'gpt-2': gpt2,
+    exaone4: gpt2,
     tekken,
     'gpt-4o': gpt4o,
   };
