@@ -14,6 +14,7 @@ import { GgufError } from '../src/gguf/reader.js';
 import { graphFacts } from '../src/onnx/graph-facts.js';
 import { readModel } from '../src/onnx/proto.js';
 import type { WValue } from './support/gguf-writer.js';
+import { GgufValueType } from '../src/gguf/reader.js';
 import { GEMMA2_SLIDING, llamaCppGreedy, llamaCppNextProbabilities, ortGreedy, storiesTokenizerMeta, writeRandomGguf, type RandomGgufSpec } from './support/gguf-models.js';
 
 const u32 = (v: number): WValue => ({ t: 'u32', v });
@@ -56,6 +57,21 @@ const MODELS: Record<string, RandomGgufSpec> = {
   },
   'qwen2 (q/k/v biases, tied head)': { arch: 'qwen2', ...SMALL, qkvBias: true, meta: { 'rope.freq_base': f32(1e6) } },
   'qwen3 (q/k norms, key_length ≠ hidden/heads)': { arch: 'qwen3', hidden: 64, layers: 2, heads: 4, kvHeads: 2, headDim: 32, ff: 96, qkNorm: true, untied: true },
+  // The text models of vision-language GGUFs: M-RoPE sections (llama.cpp requires them) over text positions.
+  'qwen2vl (Qwen2.5-VL as a text model: M-RoPE on text, q/k/v biases)': { arch: 'qwen2vl', ...SMALL, qkvBias: true, meta: { 'rope.freq_base': f32(1e6), 'rope.dimension_sections': sections([2, 3, 3, 0]) } },
+  'qwen3vl (Qwen3-VL as a text model: interleaved M-RoPE on text, q/k norms)': {
+    arch: 'qwen3vl',
+    hidden: 64,
+    layers: 2,
+    heads: 4,
+    kvHeads: 2,
+    headDim: 32,
+    ff: 96,
+    qkNorm: true,
+    untied: true,
+    seed: 9,
+    meta: { 'rope.dimension_sections': sections([6, 5, 5, 0]) },
+  },
   'gemma2 (soft-capping, sliding window every other layer)': GEMMA2_SLIDING,
   'gemma3 (q/k norms, sliding layers with their own rope base, linear scaling of the global layers)': {
     arch: 'gemma3',
@@ -144,6 +160,11 @@ const MODELS: Record<string, RandomGgufSpec> = {
   },
   'llama YaRN with an attention factor (adjacent pairs)': { arch: 'llama', ...SMALL, untied: true, meta: { ...YARN, 'rope.scaling.attn_factor': f32(1.2) } },
 };
+
+/** M-RoPE's `rope.dimension_sections`: rotary pairs per position kind (time, height, width, extra). */
+function sections(counts: number[]): WValue {
+  return { t: 'arr', item: GgufValueType.INT32, v: counts.map((v) => ({ t: 'i32', v }) as WValue) };
+}
 
 /** A Phi-3 with LongRoPE as convert_hf_to_gguf writes it (Phi-3-mini-128k, Phi-3.5): short and long divisors, an attention factor. */
 function longRopePhi3(originalContext: number, ropeDims = 16): RandomGgufSpec {
@@ -252,7 +273,7 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
 
   describe('refusals name the feature', () => {
     const cases: [string, Partial<RandomGgufSpec>, RegExp][] = [
-      ['an unknown architecture', { arch: 'mamba' }, /"mamba".*"llama", "mistral3", "granite", "smollm3", "ernie4_5", "exaone", "exaone4", "qwen2"/],
+      ['an unknown architecture', { arch: 'mamba' }, /"mamba".*"llama", "mistral3", "granite", "smollm3", "ernie4_5", "exaone", "exaone4", "qwen2", "qwen2vl"/],
       ['mixture of experts', { meta: { expert_count: u32(8), expert_used_count: u32(2) } }, /mixture-of-experts.*llama\.expert_count/],
       ['an unknown rope scaling', { meta: { 'rope.scaling.type': str('dynamic'), 'rope.scaling.factor': f32(4) } }, /rope scaling "dynamic"/],
       ['yarn outside llama and qwen', { arch: 'gemma2', postNorms: true, meta: { 'rope.scaling.type': str('yarn'), 'rope.scaling.factor': f32(4) } }, /rope scaling "yarn" on gemma2/],

@@ -98,8 +98,14 @@ export function kebabName(s: string): string {
 }
 
 /** The `general.architecture` values the converter reads (llama.cpp's names). */
-export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen3', 'olmo2', 'gemma', 'gemma2', 'gemma3', 'phi3'] as const;
+export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'olmo2', 'gemma', 'gemma2', 'gemma3', 'phi3'] as const;
 export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
+
+/**
+ * Vision-language architectures read as the text model they are built on (their vision tower is another file, the
+ * mmproj): on text, every section of their M-RoPE takes the token's position, which is the text model's rotary.
+ */
+const TEXT_MODEL_OF: Partial<Record<GgufArchitecture, GgufArchitecture>> = { qwen2vl: 'qwen2', qwen3vl: 'qwen3' };
 
 /** Architectures whose q/k llama.cpp's converter permutes into adjacent rotary pairs ("NORM"); the others keep NeoX's halves. */
 const ADJACENT_ROPE: ReadonlySet<GgufArchitecture> = new Set(['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5']);
@@ -130,7 +136,7 @@ export function ggufArchitecture(f: GgufFile): GgufArchitecture {
   if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new GgufError(
       `${src} has general.architecture "${arch}"; the converter reads ${SUPPORTED_ARCHITECTURES.map((a) => `"${a}"`).join(', ')} ` +
-        '(Llama 1/2/3, Mistral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3).',
+        '(Llama 1/2/3, Mistral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL and Qwen3-VL as text models, OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3).',
       'unsupported-model',
     );
   }
@@ -145,6 +151,8 @@ export function ggufArchitecture(f: GgufFile): GgufArchitecture {
 export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   const src = basename(f.path);
   const arch = ggufArchitecture(f);
+  // Metadata keys carry the file's architecture; the block is its text model's.
+  const family = TEXT_MODEL_OF[arch] ?? arch;
   const key = (k: string) => `${arch}.${k}`;
   const refuse = (what: string): never => {
     throw new GgufError(`${src} (${arch}) uses ${what}, which the converter does not support.`, 'unsupported-model');
@@ -207,7 +215,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     intermediateSize: required('feed_forward_length'),
     ropeTheta,
     rmsNormEps: scalar('attention.layer_norm_rms_epsilon') ?? 1e-5,
-    ropeStyle: ADJACENT_ROPE.has(arch) ? 'adjacent' : 'half',
+    ropeStyle: ADJACENT_ROPE.has(family) ? 'adjacent' : 'half',
     // Gemma's and Gemma 2's head is always the embedding (llama.cpp never reads an output.weight for them; one left in the file is refused as unused).
     tieWordEmbeddings: arch === 'gemma' || arch === 'gemma2' || !f.tensorInfo('output.weight'),
   };
@@ -234,10 +242,9 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   }
   // Partial rotary (Phi-4-mini): llama.cpp rotates the first rope.dimension_count dimensions of each head.
   if (ropeDims !== headDim) config.ropeDims = ropeDims;
-  if (arch === 'qwen2' && f.tensorInfo('blk.0.attn_q.bias')) config.qkvBias = true;
+  if (family === 'qwen2' && (f.tensorInfo('blk.0.attn_q.bias') || f.tensorInfo('blk.0.attn_qkv.bias'))) config.qkvBias = true;
   if ((arch === 'llama' || arch === 'mistral3') && (f.tensorInfo('blk.0.attn_q.bias') || f.tensorInfo('blk.0.attn_qkv.bias'))) config.qkvBias = true;
-  if (arch === 'qwen2' && f.tensorInfo('blk.0.attn_qkv.bias')) config.qkvBias = true;
-  if (arch === 'qwen3' || arch === 'gemma3') config.qkNorm = true;
+  if (family === 'qwen3' || arch === 'gemma3') config.qkNorm = true;
   if (arch === 'exaone4') {
     // EXAONE 4.0: norms after the blocks only (as OLMo 2), per-head q/k norms. llama.cpp gives the 64-layer model
     // (32B) a sliding window on three layers of every four, the fourth attending to all without rotary; the others none.
