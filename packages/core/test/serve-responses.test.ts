@@ -11,7 +11,11 @@ import { tool } from '@langchain/core/tools';
 import { HumanMessage, ToolMessage } from '@langchain/core/messages';
 import { z } from 'zod';
 import { startServer, type RunningServer } from '../src/serve/server.js';
+import { copyFile, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { scriptedChatModule, storiesModule } from './support/modules.js';
+import { testDir } from './support/models.js';
+import { models } from '../../../test/support/paths.js';
 import { THINKING_TEMPLATE, TOOLS_TEMPLATE } from './support/chat-templates.js';
 
 /** Settings under which the tiny model finishes structured answers (as in the chat endpoint's tests). */
@@ -136,6 +140,24 @@ describe('reasonplug serve: /v1/responses', function () {
     expect(events.filter((e) => e.type === 'response.reasoning_text.delta').map((e) => e.delta).join('')).to.equal('Two and two make four.');
     expect(events.filter((e) => e.type === 'response.output_text.delta').map((e) => e.delta).join('')).to.equal('Four.');
     expect(events.at(-1)!.type).to.equal('response.completed');
+  });
+
+  it('a model failing mid-stream ends the event stream with an error event, after every delta it wrote', async () => {
+    // A model that declares no context fails at its graph's 2048 positions (as in the engine's validation tests).
+    const dir = testDir('responses-undeclared');
+    for (const file of ['model.onnx', 'model.onnx.data', 'tokenizer.json']) await copyFile(join(models.llamaFp16, file), join(dir, file));
+    const { model_max_length: _, ...config } = JSON.parse(await readFile(join(models.llamaFp16, 'tokenizer_config.json'), 'utf8')) as Record<string, unknown>;
+    await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify(config));
+    const at = await serve({ engine: { model: join(dir, 'model.onnx') }, name: 'undeclared', chatTemplate: TOOLS_TEMPLATE });
+    const body = { model: 'undeclared', input: 'Hi', max_output_tokens: 5000, temperature: 0, ignore_eos: true, stream: true };
+    const events = responseEvents(await (await post(at, '/v1/responses', body)).text());
+    const last = events.at(-1)!;
+    expect(last.type).to.equal('error');
+    expect(last.message).to.match(/position 2048/);
+    expect(events.filter((e) => e.type === 'response.output_text.delta').length).to.be.greaterThan(100);
+    expect(events.some((e) => e.type === 'response.completed')).to.equal(false);
+    // The server goes on answering.
+    expect((await post(url, '/v1/responses', { model: 'stories260k', input: 'Hi', max_output_tokens: 2 })).status).to.equal(200);
   });
 
   it('refuses by name what a stateless text server cannot do', async () => {

@@ -461,17 +461,25 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         { type: 'response.created', response: response() },
         { type: 'response.in_progress', response: response() },
       ]);
-      for (let next = first; !next.done; next = await rest.next()) {
-        if (next !== first) clock.tick();
-        events.send(output.push(next.value.text));
+      try {
+        for (let next = first; !next.done; next = await rest.next()) {
+          if (next !== first) clock.tick();
+          events.send(output.push(next.value.text));
+        }
+        const result = await stream.result;
+        countGenerated(result);
+        events.send(output.end());
+        const done = response(result);
+        events.send([{ type: done.status === 'completed' ? 'response.completed' : 'response.incomplete', response: done }]);
+        return output.called ? 'tool_calls' : finishReason(result.rows[0]!.finishReason);
+      } catch (err) {
+        // A failure once the stream has started ends it with the Responses API's error event.
+        const { message, code, param } = toHttpError(err);
+        events.send([{ type: 'error', code, message, param }]);
+        return 'error';
+      } finally {
+        if (!res.destroyed) res.end();
       }
-      const result = await stream.result;
-      countGenerated(result);
-      events.send(output.end());
-      const done = response(result);
-      events.send([{ type: done.status === 'completed' ? 'response.completed' : 'response.incomplete', response: done }]);
-      if (!res.destroyed) res.end();
-      return output.called ? 'tool_calls' : finishReason(result.rows[0]!.finishReason);
     });
   }
 
@@ -697,7 +705,8 @@ function sendJson(res: ServerResponse, status: number, body: unknown, headers: R
 
 /** Answers an error, unless the answer already started (a stream then ends with an error event). */
 function sendError(res: ServerResponse, err: HttpError): void {
-  if (res.destroyed) return;
+  // An answer already ended (a Responses stream closes with its own error event) takes nothing more.
+  if (res.destroyed || res.writableEnded) return;
   if (res.headersSent) {
     res.end(`data: ${JSON.stringify(err.body())}\n\n`);
     return;
