@@ -143,6 +143,23 @@ const MODELS: Record<string, RandomGgufSpec> = {
     scale: 0.3,
     meta: { 'attention.sliding_window': u32(3) },
   },
+  'command-r (Command R, Aya: LayerNorms, attention and MLP in parallel, scaled logits, tied head)': {
+    arch: 'command-r',
+    ...SMALL,
+    parallel: true,
+    meta: { 'attention.layer_norm_epsilon': f32(1e-5), logit_scale: f32(0.25) },
+  },
+  'cohere2 (Command R7B: sliding windows on three layers of four, the fourth global without rotary)': {
+    arch: 'cohere2',
+    hidden: 64,
+    layers: 4,
+    heads: 4,
+    kvHeads: 2,
+    ff: 96,
+    parallel: true,
+    seed: 3,
+    meta: { 'attention.layer_norm_epsilon': f32(1e-5), logit_scale: f32(0.25), 'attention.sliding_window': u32(3) },
+  },
   'gemma (embeddings × √hidden, GeGLU, multi-query attention, tied head)': { arch: 'gemma', hidden: 64, layers: 2, heads: 4, kvHeads: 1, headDim: 32, ff: 96, scale: 0.3, embedScale: 0.03 },
   'mistral3 (the Llama block, adjacent rotary pairs)': { arch: 'mistral3', ...SMALL, untied: true },
   'mistral3 YaRN (Ministral 3: the magnitude scaling cancelled, no attention factor)': {
@@ -279,6 +296,7 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
       ['yarn outside llama and qwen', { arch: 'gemma2', postNorms: true, meta: { 'rope.scaling.type': str('yarn'), 'rope.scaling.factor': f32(4) } }, /rope scaling "yarn" on gemma2/],
       ['long-rope factors outside phi3', { extraTensors: { 'rope_factors_long.weight': [[8], new Float32Array(8).fill(1)] } }, /does not use.*rope_factors_long\.weight/],
       ['partial rotary', { meta: { 'rope.dimension_count': u32(8) } }, /partial rotary/],
+      ["Command R+'s q/k LayerNorms", { arch: 'command-r', parallel: true, qkNorm: true, meta: { logit_scale: f32(0.25) } }, /q\/k LayerNorms.*attn_q_norm/],
       ['a tensor it would drop', { extraTensors: { 'blk.0.attn_output.bias': [[64], new Float32Array(64)] } }, /blk\.0\.attn_output\.bias/],
       ['an output head on gemma2 (llama.cpp ties it)', { arch: 'gemma2', postNorms: true, untied: true }, /gemma2.*"output\.weight"/],
     ];

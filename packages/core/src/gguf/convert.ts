@@ -98,7 +98,7 @@ export function kebabName(s: string): string {
 }
 
 /** The `general.architecture` values the converter reads (llama.cpp's names). */
-export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'olmo2', 'gemma', 'gemma2', 'gemma3', 'phi3'] as const;
+export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'olmo2', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2'] as const;
 export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 /**
@@ -108,9 +108,12 @@ export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 const TEXT_MODEL_OF: Partial<Record<GgufArchitecture, GgufArchitecture>> = { qwen2vl: 'qwen2', qwen3vl: 'qwen3' };
 
 /** Architectures whose q/k llama.cpp's converter permutes into adjacent rotary pairs ("NORM"); the others keep NeoX's halves. */
-const ADJACENT_ROPE: ReadonlySet<GgufArchitecture> = new Set(['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5']);
+const ADJACENT_ROPE: ReadonlySet<GgufArchitecture> = new Set(['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'command-r', 'cohere2']);
 /** What llama.cpp adds to a position before dividing it into periods of the attention temperature's length. */
 const TEMPERATURE_OFFSET = 0;
+
+/** Cohere's Command R family: LayerNorms, parallel blocks, scaled logits. */
+const COHERE: ReadonlySet<GgufArchitecture> = new Set(['command-r', 'cohere2']);
 
 /** Architectures whose llama.cpp graph takes YaRN rope scaling as the converter computes it. */
 const YARN_ARCHITECTURES: ReadonlySet<GgufArchitecture> = new Set(['llama', 'mistral3', 'granite', 'qwen2', 'qwen3']);
@@ -136,7 +139,7 @@ export function ggufArchitecture(f: GgufFile): GgufArchitecture {
   if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new GgufError(
       `${src} has general.architecture "${arch}"; the converter reads ${SUPPORTED_ARCHITECTURES.map((a) => `"${a}"`).join(', ')} ` +
-        '(Llama 1/2/3, Mistral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL and Qwen3-VL as text models, OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3).',
+        '(Llama 1/2/3, Mistral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL and Qwen3-VL as text models, OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B).',
       'unsupported-model',
     );
   }
@@ -214,7 +217,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     headDim,
     intermediateSize: required('feed_forward_length'),
     ropeTheta,
-    rmsNormEps: scalar('attention.layer_norm_rms_epsilon') ?? 1e-5,
+    rmsNormEps: (COHERE.has(arch) ? scalar('attention.layer_norm_epsilon') : scalar('attention.layer_norm_rms_epsilon')) ?? 1e-5,
     ropeStyle: ADJACENT_ROPE.has(family) ? 'adjacent' : 'half',
     // Gemma's and Gemma 2's head is always the embedding (llama.cpp never reads an output.weight for them; one left in the file is refused as unused).
     tieWordEmbeddings: arch === 'gemma' || arch === 'gemma2' || !f.tensorInfo('output.weight'),
@@ -251,6 +254,23 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     Object.assign(config, { preNorms: false, postNorms: true, qkNorm: true });
     if (numLayers === 64) {
       config.slidingWindow = scalar('attention.sliding_window') ?? 4096;
+      config.layerTypes = Array.from({ length: numLayers }, (_, i) => (i % 4 < 3 ? 'sliding' : 'full'));
+      config.noRopeLayers = config.layerTypes.flatMap((t, i) => (t === 'full' ? [i] : []));
+    }
+  }
+  if (COHERE.has(arch)) {
+    // Command R: LayerNorms without a bias, attention and MLP side by side on one norm, logits multiplied (required, as
+    // llama.cpp requires it). Command R7B (cohere2) slides its window on three layers of every four, the fourth
+    // attending to all without rotary. Command R+'s q/k LayerNorms are refused.
+    if (f.tensorInfo('blk.0.attn_q_norm.weight')) refuse('q/k LayerNorms ("blk.0.attn_q_norm.weight", Command R+)');
+    const logitScale = scalar('logit_scale');
+    if (logitScale === undefined) throw new GgufError(`${src} is missing the metadata "${key('logit_scale')}".`, 'missing-metadata');
+    if (!(logitScale > 0 && Number.isFinite(logitScale))) throw new GgufError(`${src}: "${key('logit_scale')}" is ${logitScale}, expected a positive number.`, 'corrupt');
+    Object.assign(config, { normType: 'layer', parallelBlock: true, logitScale: 1 / logitScale });
+    if (arch === 'cohere2') {
+      const window = scalar('attention.sliding_window');
+      if (window === undefined) throw new GgufError(`${src} is missing the metadata "${key('attention.sliding_window')}".`, 'missing-metadata');
+      config.slidingWindow = window;
       config.layerTypes = Array.from({ length: numLayers }, (_, i) => (i % 4 < 3 ? 'sliding' : 'full'));
       config.noRopeLayers = config.layerTypes.flatMap((t, i) => (t === 'full' ? [i] : []));
     }
@@ -401,7 +421,7 @@ export async function llamaWeightsFromGguf(
     }
     layer.wo = await readMatrix(`${p}attn_output.weight`, [h, qDim]);
     if (config.postNorms) layer.postAttnNorm = await read(`${p}post_attention_norm.weight`, [h]);
-    if (preNorms) layer.mlpNorm = await read(`${p}ffn_norm.weight`, [h]);
+    if (preNorms && !config.parallelBlock) layer.mlpNorm = await read(`${p}ffn_norm.weight`, [h]);
     if (arch === 'phi3') {
       // Phi-3's gate and up projections are one [2 ff, hidden] matrix, gate first (llama.cpp's SwiGLU halves).
       const gateUp = await readMatrix(`${p}ffn_up.weight`, [2 * ff, h]);

@@ -474,6 +474,7 @@ export const BPE_PRE_TOKENIZERS: Readonly<Record<string, { regexes: string[]; ig
     qwen2,
     'deepseek-r1-qwen': qwen2,
     smollm,
+    'command-r': smollm,
     refact,
     starcoder: refact,
     exaone: refact,

@@ -119,6 +119,8 @@ interface Resolved {
   qkNormWidth: 'head' | 'projection';
   preNorms: boolean;
   postNorms: boolean;
+  layerNorm: boolean;
+  parallel: boolean;
   normOffset: number;
   act: 'silu' | 'gelu_tanh';
   embedScale: number;
@@ -162,6 +164,8 @@ function resolve(config: LlamaConfig): Resolved {
     qkNormWidth: config.qkNormWidth ?? 'head',
     preNorms: config.preNorms ?? true,
     postNorms: config.postNorms ?? false,
+    layerNorm: (config.normType ?? 'rms') === 'layer',
+    parallel: config.parallelBlock ?? false,
     normOffset: config.normWeightOffset ?? 0,
     act: config.hiddenAct ?? 'silu',
     embedScale: config.embeddingScale ?? 1,
@@ -187,6 +191,9 @@ function resolve(config: LlamaConfig): Resolved {
   if (r.rope !== 'half' && r.rope !== 'adjacent') throw new Error(`invalid Llama config: unknown ropeStyle ${String(r.rope)}`);
   if (r.act !== 'silu' && r.act !== 'gelu_tanh') throw new Error(`invalid Llama config: unknown hiddenAct ${String(r.act)}`);
   if (r.qkNormWidth !== 'head' && r.qkNormWidth !== 'projection') throw new Error(`invalid Llama config: unknown qkNormWidth ${String(r.qkNormWidth)}`);
+  if (config.normType !== undefined && config.normType !== 'rms' && config.normType !== 'layer') throw new Error(`invalid Llama config: unknown normType ${String(config.normType)}`);
+  if (r.layerNorm && r.qkNorm) throw new Error('invalid Llama config: q/k norms are RMSNorms; normType layer takes none');
+  if (r.parallel && (!r.preNorms || r.postNorms)) throw new Error('invalid Llama config: a parallel block reads one pre-norm and has no post-norms');
   if (r.freqFactors && r.freqFactors.length !== rd / 2) {
     throw new Error(`invalid Llama config: ropeFreqFactors has ${r.freqFactors.length} entries, ropeDims / 2 is ${rd / 2}`);
   }
@@ -239,7 +246,7 @@ export function llamaParameterCount(config: LlamaConfig): number {
   const q = c.heads * c.headDim;
   const kv = c.kvHeads * c.headDim;
   const perLayer =
-    (c.preNorms ? 2 * c.hidden : 0) + c.hidden * q + 2 * c.hidden * kv + q * c.hidden + 3 * c.hidden * c.inter +
+    (c.preNorms ? (c.parallel ? 1 : 2) * c.hidden : 0) + c.hidden * q + 2 * c.hidden * kv + q * c.hidden + 3 * c.hidden * c.inter +
     (c.qkvBias ? q + 2 * kv : 0) + (c.qkNorm ? qkNormSizes(c).reduce((a, b) => a + b) : 0) + (c.postNorms ? 2 * c.hidden : 0);
   return c.vocab * c.hidden * (c.tied ? 1 : 2) + c.layers * perLayer + c.hidden;
 }
@@ -286,6 +293,7 @@ export function randomLlamaWeights(config: LlamaConfig, seed: number, scale = 0.
       delete l.attnNorm;
       delete l.mlpNorm;
     }
+    if (c.parallel) delete l.mlpNorm;
   }
   const finalNorm = norm();
   return c.tied ? { embed, layers, finalNorm } : { embed, layers, finalNorm, lmHead: normal(c.vocab * c.hidden, scale) };
@@ -311,7 +319,8 @@ function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
   w.layers.forEach((l, i) => {
     if (c.preNorms) {
       expect(`layers[${i}].attnNorm`, l.attnNorm, c.hidden);
-      expect(`layers[${i}].mlpNorm`, l.mlpNorm, c.hidden);
+      if (!c.parallel) expect(`layers[${i}].mlpNorm`, l.mlpNorm, c.hidden);
+      else if (l.mlpNorm) throw new Error(`Llama weights: layers[${i}] has an MLP norm, but the config's parallel block reads the attention norm`);
     } else if (l.attnNorm || l.mlpNorm) {
       throw new Error(`Llama weights: layers[${i}] has pre-norm weights, but the config has preNorms: false`);
     }
@@ -556,7 +565,8 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
   // Its cos/sin caches are one table for the whole batch, so LongRoPE's choice of table per row is made by ops too,
   // and so is a partial rotation.
   const rotaryInside = gqa && options.gqaRotary !== 'ops' && headDim % 16 === 0 && !c.longRope && c.ropeDims === headDim;
-  const fusedNorms = options.fuseResidualNorms ?? gqa;
+  // The fused kernel is an RMSNorm's.
+  const fusedNorms = (options.fuseResidualNorms ?? gqa) && !c.layerNorm;
   if (gqa || fusedNorms) usesContribOps = true;
   /**
    * GroupQueryAttention's rotary tables: cos and sin of position · frequency, `[maxPositions, headDim / 2]`, computed
@@ -593,6 +603,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
     // Written as PyTorch exports write it (Pow, not Mul(x, x)): that is the pattern onnxruntime fuses into
     // one SimplifiedLayerNormalization kernel, five kernels fewer per norm.
     const rms = (x: string, w: string, out?: string): string => {
+      if (c.layerNorm) return b.op('LayerNormalization', [x, w], { axis: -1, epsilon: { float: c.eps } }, out);
       const ms = b.op('ReduceMean', [b.op('Pow', [x, b.f32([2], [])])], { axes: [-1], keepdims: 1 });
       const denom = b.op('Sqrt', [b.op('Add', [ms, b.f32([c.eps], [])])]);
       return b.op('Mul', [b.op('Div', [x, denom]), w], {}, out);
@@ -858,14 +869,19 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       }
       let attnOut = linear(attention(i, qkvFlat, L, sliding), L.wo);
       if (L.postAttnNorm) attnOut = rms(attnOut, L.postAttnNorm);
-      delta = residualScaled(attnOut);
-      const y = L.mlpNorm ? residualNorm(L.mlpNorm) : residualSum();
+      // A parallel block's MLP reads the attention's input; its output joins the stream with the attention's.
+      let y = x;
+      if (c.parallel) attnOut = residualScaled(attnOut);
+      else {
+        delta = residualScaled(attnOut);
+        y = L.mlpNorm ? residualNorm(L.mlpNorm) : residualSum();
+      }
       const gate = linear(y, L.wGate);
       const gated = c.act === 'silu' ? b.op('Mul', [gate, b.op('Sigmoid', [gate])]) : geluTanh(gate);
       const act = b.op('Mul', [gated, linear(y, L.wUp)]);
       let mlpOut = linear(act, L.wDown);
       if (L.postMlpNorm) mlpOut = rms(mlpOut, L.postMlpNorm);
-      delta = residualScaled(mlpOut);
+      delta = c.parallel ? b.op('Add', [attnOut, residualScaled(mlpOut)]) : residualScaled(mlpOut);
     }
 
     let normed = '';

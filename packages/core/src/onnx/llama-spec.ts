@@ -76,6 +76,16 @@ export interface LlamaConfig {
    * OLMo 2 has none and normalizes the blocks' outputs instead (`postNorms`).
    */
   preNorms?: boolean;
+  /**
+   * The norms' kind: `rms` (RMSNorm, default) or `layer` (LayerNorm without a bias: mean removed, then scaled, as
+   * Cohere's Command R models normalize). Layer norms take no q/k norms.
+   */
+  normType?: 'rms' | 'layer';
+  /**
+   * Attention and the MLP both read one norm of the residual stream (`attnNorm`; no `mlpNorm`) and both outputs join
+   * it at once (Cohere's Command R models, GPT-J). Default false.
+   */
+  parallelBlock?: boolean;
   /** RMSNorm after attention and after the MLP, before each residual add (Gemma 2/3): `postAttnNorm`, `postMlpNorm`. */
   postNorms?: boolean;
   /**

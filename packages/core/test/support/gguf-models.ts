@@ -27,6 +27,8 @@ export interface RandomGgufSpec {
   qkvBias?: boolean;
   /** Per-head q/k norms (`projection`: over the whole q and k projections, OLMo 2). */
   qkNorm?: boolean | 'projection';
+  /** No ffn_norm: attention and the MLP read one attn_norm (Command R's parallel block). */
+  parallel?: boolean;
   /** No attn_norm/ffn_norm before the blocks (OLMo 2; give postNorms). */
   noPreNorms?: boolean;
   /** Gemma's post-attention and post-FFN norms. */
@@ -114,7 +116,7 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
     }
     matrix(`${p}attn_output.weight`, h, q);
     if (spec.postNorms) vector(`${p}post_attention_norm.weight`, h, 0.1, 1);
-    if (!spec.noPreNorms) vector(`${p}ffn_norm.weight`, h, 0.1, 1);
+    if (!spec.noPreNorms && !spec.parallel) vector(`${p}ffn_norm.weight`, h, 0.1, 1);
     if (spec.fusedGateUp) matrix(`${p}ffn_up.weight`, 2 * ff, h);
     else {
       matrix(`${p}ffn_gate.weight`, ff, h);
