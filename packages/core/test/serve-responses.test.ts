@@ -1,11 +1,12 @@
 /**
- * `POST /v1/responses` (OpenAI's Responses API) through `reasonplug serve`: @langchain/openai's ChatOpenAI in its
- * Responses mode (invoke, stream, tool calls and their results, withStructuredOutput) answers as the chat endpoint
+ * `POST /v1/responses` (OpenAI's Responses API) through `reasonplug serve`: the OpenAI SDK (`responses.create`, its
+ * stream helper, a function call) and @langchain/openai's ChatOpenAI in its Responses mode (invoke, stream, tool calls and their results, withStructuredOutput) answers as the chat endpoint
  * does; plain fetch reads the event stream (types, order, sequence numbers, deltas against the finished response),
  * a reasoning model's thought as a `reasoning` item, a cut reply as `incomplete`, and the refusals of what a
  * stateless server cannot do.
  */
 import { expect } from 'chai';
+import OpenAI from 'openai';
 import { ChatOpenAI } from '@langchain/openai';
 import { tool } from '@langchain/core/tools';
 import { HumanMessage, ToolMessage } from '@langchain/core/messages';
@@ -74,6 +75,34 @@ describe('reasonplug serve: /v1/responses', function () {
     const joined = chunks.reduce((a, b) => a.concat(b));
     expect(joined.text).to.equal(chat.text);
     expect(joined.usage_metadata?.output_tokens).to.equal(chat.usage_metadata?.output_tokens);
+  });
+
+  it("the OpenAI SDK's responses.create and its stream helper read the same answer; a function call comes back parsed", async () => {
+    const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'none', maxRetries: 0 });
+    const chat = await model({ maxTokens: 12 }).invoke('Tell me a story');
+    const created = await client.responses.create({ model: 'stories260k', input: 'Tell me a story', max_output_tokens: 12, temperature: 0 });
+    expect(created.output_text).to.equal(chat.text);
+    expect(created.usage?.output_tokens).to.equal(12);
+    // The helper rebuilds the response from the events and checks that each belongs to an item it has seen.
+    const stream = client.responses.stream({ model: 'stories260k', input: 'Tell me a story', max_output_tokens: 12, temperature: 0 });
+    let deltas = '';
+    stream.on('response.output_text.delta', (e) => (deltas += e.delta));
+    const final = await stream.finalResponse();
+    expect(deltas).to.equal(chat.text);
+    expect(final.output_text).to.equal(chat.text);
+    expect(final.status).to.equal('incomplete');
+    const parameters = { type: 'object', properties: { a: { enum: [2] }, b: { enum: [3] } }, required: ['a', 'b'], additionalProperties: false };
+    const called = await client.responses.create({
+      model: 'stories260k',
+      input: 'Add 2 and 3',
+      tools: [{ type: 'function', name: 'add', description: 'Add two integers', parameters, strict: true }],
+      tool_choice: { type: 'function', name: 'add' },
+      max_output_tokens: 80,
+      temperature: 0,
+    });
+    const calls = called.output.filter((o) => o.type === 'function_call');
+    expect(calls.map((c) => [c.name, JSON.parse(c.arguments)])).to.deep.equal([['add', { a: 2, b: 3 }]]);
+    expect(calls[0]!.call_id).to.be.a('string').and.not.equal('');
   });
 
   it('streams typed, numbered events whose deltas make the finished response; a cut reply is incomplete', async () => {
