@@ -59,6 +59,12 @@ export interface EngineOptions extends RuntimeOptions {
    * token's (`1_Pooling/config.json`, a GGUF's `pooling_type`) is refused.
    */
   embeddings?: boolean;
+  /**
+   * Positions a generation may use (prompt, generated tokens, latent steps), as vLLM's `--max-model-len` and
+   * llama.cpp's `-c`: at most what the models declare (more is refused), and a limit for models that declare none.
+   * A chat reply without its own token limit runs to it. Default: the models' own.
+   */
+  contextLength?: number;
   /** How registry references among the models are pulled (default registry, token, offline; env defaults). */
   registry?: RegistryOptions;
   /**
@@ -142,7 +148,7 @@ export class Engine {
   /** Loads a model (prepares its graph on first use, then starts its session in a worker). */
   static async load(options: EngineOptions): Promise<Engine> {
     const t0 = performance.now();
-    const { model: modelSpec, dtype, projector: projectorSpec, reasoners: reasonerSpecs, registry, cacheDir, mode, placement, maxBatch, maxQueue, kvBudgetBytes, prefillChunk, rowShards, embeddings, ...runtime } = options;
+    const { model: modelSpec, dtype, projector: projectorSpec, reasoners: reasonerSpecs, registry, cacheDir, mode, placement, maxBatch, maxQueue, kvBudgetBytes, prefillChunk, rowShards, embeddings, contextLength, ...runtime } = options;
     const count = (name: string, v: number | undefined, min: number) => {
       if (v !== undefined && !(Number.isInteger(v) && v >= min)) throw new RangeError(`${name} must be a whole number >= ${min}; got ${v}`);
     };
@@ -151,6 +157,7 @@ export class Engine {
     count('kvBudgetBytes', kvBudgetBytes, 1);
     count('prefillChunk', prefillChunk, 1);
     count('prefixCacheBytes', runtime.prefixCacheBytes, 0);
+    count('contextLength', contextLength, 1);
     if (placement !== undefined) validatePlacement(placement);
     if (runtime.intraOpThreads !== undefined) validateIntraOpThreads(runtime.intraOpThreads);
     for (const d of [dtype, ...(reasonerSpecs ?? []).map((r) => r.dtype)]) if (d !== undefined) validateDtype(d);
@@ -174,6 +181,7 @@ export class Engine {
       reasoners,
       ...(projector ? { projector } : {}),
       ...(embeddings ? { embeddings } : {}),
+      ...(contextLength !== undefined ? { contextLength } : {}),
       ...(cacheDir ? { cacheDir } : {}),
       ...(placement ? { placement } : {}),
       ...(mode ? { mode } : {}),

@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { InvalidArgumentError } from 'commander';
 import { Engine } from '../src/engine.js';
+import { startServer } from '../src/serve/server.js';
 import { buildProgram } from '../src/cli/main.js';
 import { decimalFlag, promptIdsFlag, safeIntegerFlag } from '../src/cli/flags.js';
 import { maxIntraOpThreads } from '../src/runtime/thread-budget.js';
@@ -19,6 +20,7 @@ import { buildProjectorModel, randomProjectorWeights, writeProjectorModel } from
 import { models } from '../../../test/support/paths.js';
 import { builtModel, cacheDir, smallConfig, testDir } from './support/models.js';
 import { makeModule, storiesConfig, storiesModule } from './support/modules.js';
+import { runReasonplug } from './support/cli.js';
 
 /** The error commander reports for `reasonplug ...args`, parsed in this process (the action never runs). */
 async function flagError(...args: string[]): Promise<string> {
@@ -268,6 +270,47 @@ describe('context length', function () {
       expect((await engine.generate({ promptIds: [1, 2, 3] }, { maxTokens: 4, ignoreEos: true })).rows[0]!.ids).to.have.length(4);
     } finally {
       await engine.dispose();
+    }
+  });
+
+  it('contextLength lowers the declared context (never raises it) and limits a model that declares none; the CLI and server take it', async () => {
+    const stories = await storiesModule();
+    const lowered = await Engine.load({ model: stories, cacheDir, contextLength: 12 });
+    try {
+      expect(lowered.info.contextLength).to.equal(12);
+      const r = await lowered.generate({ promptIds: [1, 403, 407] }, { maxTokens: 100, ignoreEos: true });
+      expect(r.rows[0]!.ids).to.have.length(12 - 3 + 1);
+      expect(r.rows[0]!.finishReason).to.equal('length');
+    } finally {
+      await lowered.dispose();
+    }
+    // stories260K declares 2048 positions (its GGUF's context_length).
+    const raised = await Engine.load({ model: stories, cacheDir, contextLength: 4096 }).catch((e: Error) => e);
+    expect((raised as Error).name).to.equal('ContextLengthError');
+    expect((raised as Error).message).to.match(/contextLength 4096 is more than the 2048 positions the model declares/);
+    const zero = await Engine.load({ model: stories, cacheDir, contextLength: 0 }).catch((e: Error) => e);
+    expect(zero).to.be.instanceOf(RangeError);
+    expect((zero as Error).message).to.match(/contextLength must be a whole number >= 1/);
+    // A graph that declares nothing runs to the limit given.
+    const dir = testDir('limit-undeclared');
+    await copyFile(await builtModel('validation'), join(dir, 'model.onnx'));
+    const limited = await Engine.load({ model: join(dir, 'model.onnx'), cacheDir, contextLength: 9 });
+    try {
+      expect(limited.info.contextLength).to.equal(9);
+      expect((await limited.generate({ promptIds: [1, 2] }, { maxTokens: 100, ignoreEos: true })).rows[0]!.ids).to.have.length(9 - 2 + 1);
+    } finally {
+      await limited.dispose();
+    }
+    const cli = await runReasonplug(['generate', '--model', stories, '--prompt-ids', '1,403,407', '--max-tokens', '100', '--context-length', '10', '--json'], { REASONPLUG_CACHE: join(cacheDir, '..', 'cli-cache') });
+    expect(cli.code, cli.stderr).to.equal(0);
+    expect((JSON.parse(cli.stdout) as { ids: number[] }).ids).to.have.length(10 - 3 + 1);
+    const server = await startServer({ engine: { model: stories, cacheDir, contextLength: 64 }, port: 0 });
+    try {
+      await server.ready;
+      const { data } = (await (await fetch(`${server.url}/v1/models`)).json()) as { data: { max_model_len: number }[] };
+      expect(data[0]!.max_model_len).to.equal(64);
+    } finally {
+      await server.close();
     }
   });
 

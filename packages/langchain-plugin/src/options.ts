@@ -107,6 +107,11 @@ export const ModelOptionsSchema = z.strictObject({
    * turn of a conversation or an agent loop) runs only the rest (default: core's 128 MiB; 0 turns it off).
    */
   prefixCacheBytes: z.int().nonnegative().optional(),
+  /**
+   * Positions a call may use (prompt and reply), at most the backbone's own (core's `contextLength`, vLLM's
+   * `--max-model-len`); a chat reply without `maxTokens` runs to it. Default: the backbone's.
+   */
+  contextLength: z.int().positive().optional(),
   ...generation,
 });
 

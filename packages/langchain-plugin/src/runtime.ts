@@ -49,7 +49,7 @@ export class ReasonerRuntime {
 
   /** Loads the backbone and reasoners of parsed model options into one engine. */
   static async load(options: ParsedModelOptions): Promise<ReasonerRuntime> {
-    const { backbone, dtype, reasoners = [], projector, registry, device, intraOpThreads, placement, cacheDir, prefixCacheBytes, ...defaults } = options;
+    const { backbone, dtype, reasoners = [], projector, registry, device, intraOpThreads, placement, cacheDir, prefixCacheBytes, contextLength, ...defaults } = options;
     // The backbone is resolved here (a registry reference becomes a pulled module directory) because its
     // directory also serves the chat template; the engine resolves the other modules itself.
     const backbonePath = await resolveModelPath(backbone, registry);
@@ -65,6 +65,7 @@ export class ReasonerRuntime {
       ...(placement ? { placement } : {}),
       ...(cacheDir ? { cacheDir } : {}),
       ...(prefixCacheBytes !== undefined ? { prefixCacheBytes } : {}),
+      ...(contextLength !== undefined ? { contextLength } : {}),
     });
     try {
       const info = await describeBackbone(backbonePath, engine.info);

@@ -72,5 +72,11 @@ describe('token counts and model profiles', function () {
     expect(await profileOf('profile-tools', TOOLS_TEMPLATE)).to.deep.include({ maxInputTokens: context, toolCalling: true, toolChoice: true, structuredOutput: true, reasoningOutput: false });
     expect(await profileOf('profile-plain', PLAIN_TEMPLATE)).to.deep.include({ toolCalling: false, toolChoice: false, reasoningOutput: false });
     expect(await profileOf('profile-thinking', THINKING_TEMPLATE)).to.deep.include({ toolCalling: true, reasoningOutput: true });
+    // contextLength lowers the backbone's context, for the engine and the agents reading the profile.
+    const short = track(await ReasonerLLM.create({ backbone: await storiesModule(), cacheDir, contextLength: 16 }));
+    expect(short.profile).to.deep.include({ maxInputTokens: 16, maxOutputTokens: 16 });
+    const { tokenUsage } = (await short.generate(['Once upon a time'], { maxTokens: 100 })).llmOutput as { tokenUsage: { promptTokens: number; completionTokens: number } };
+    // (a story this short might end earlier; it does not here)
+    expect(tokenUsage.promptTokens + tokenUsage.completionTokens).to.equal(16 + 1);
   });
 });

@@ -14,7 +14,7 @@ import { resolveModelPath } from '../registry/resolve-model.js';
 import { DEVICES } from '../runtime/devices.js';
 import type { ReasonerSpec } from '../runtime/protocol.js';
 import { PLACEMENTS, type PlacementChoice } from '../runtime/thread-budget.js';
-import { decimalFlag, logitBiasFlag, nonNegativeIntegerFlag, parseWeight, safeIntegerFlag, stopFlag, threadsFlag } from './flags.js';
+import { decimalFlag, logitBiasFlag, nonNegativeIntegerFlag, parseWeight, positiveIntegerFlag, safeIntegerFlag, stopFlag, threadsFlag } from './flags.js';
 
 /** `PATH[=WEIGHT]` (or a registry ref): the weight is what follows the last `=` when it is a number. */
 const reasonerFlag = (v: string, prev: ReasonerSpec[] = []): ReasonerSpec[] => {
@@ -37,6 +37,7 @@ export interface ModelFlags {
   device: string;
   threads?: number;
   placement?: PlacementChoice;
+  contextLength?: number;
 }
 
 /** What the sampling flags give. */
@@ -63,6 +64,7 @@ export function addModelFlags(command: Command): Command {
     .option('--projector <path>', 'LiteReason reasoning projector (module directory or .onnx)')
     .addOption(new Option('--device <d>', 'execution provider').choices([...DEVICES]).default('cpu'))
     .option('--threads <n>', 'intra-op threads (at most 4 per CPU)', threadsFlag)
+    .option('--context-length <n>', "positions a generation may use, at most the model's own (default: the model's)", positiveIntegerFlag('--context-length'))
     .addOption(
       new Option('--placement <p>', 'where reasoners run: lanes (threads beside the backbone), inline (after it), auto')
         .choices([...PLACEMENTS])
@@ -112,6 +114,7 @@ export async function engineOptions(flags: ModelFlags): Promise<EngineOptions> {
     device: flags.device,
     ...(flags.threads ? { intraOpThreads: flags.threads } : {}),
     ...(flags.placement ? { placement: flags.placement } : {}),
+    ...(flags.contextLength !== undefined ? { contextLength: flags.contextLength } : {}),
   };
 }
 

@@ -76,6 +76,7 @@ interface ServeFlags {
   device: string;
   threads?: number;
   placement?: PlacementChoice;
+  contextLength?: number;
 }
 
 /** Adds `serve` to the `reasonplug` program. */
@@ -106,6 +107,7 @@ export function addServeCommand(program: Command): void {
     .addOption(new Option('--tool-call-syntax <s>', 'how the model writes tool calls: as its chat template renders them (auto), <tool_call> blocks (hermes), Llama 3\'s JSON object (json), Mistral\'s [TOOL_CALLS] list (mistral), its [TOOL_CALLS]name[ARGS] calls (mistral-args) or Granite\'s <|tool_call|> list (granite)').choices(['auto', 'hermes', 'json', 'mistral', 'mistral-args', 'granite']).default('auto'))
     .addOption(new Option('--device <d>', 'execution provider').choices([...DEVICES]).default('cpu'))
     .option('--threads <n>', 'intra-op threads', threadsFlag)
+    .option('--context-length <n>', "positions a request may use (prompt and reply), at most the model's own (vLLM's --max-model-len)", integerFlag('--context-length', 1, Number.MAX_SAFE_INTEGER, 'a whole number >= 1'))
     .addOption(new Option('--placement <p>', 'where reasoners run').choices([...PLACEMENTS]).default('auto'))
     .action((flags: ServeFlags) => serve(flags));
 }
@@ -126,6 +128,7 @@ async function serve(flags: ServeFlags): Promise<void> {
       ...(flags.placement ? { placement: flags.placement } : {}),
       prefixCacheBytes: flags.prefixCacheMb * 2 ** 20,
       ...(flags.embeddings ? { embeddings: true } : {}),
+      ...(flags.contextLength !== undefined ? { contextLength: flags.contextLength } : {}),
     },
     ...(flags.name ? { name: flags.name } : {}),
     ...(flags.alias ? { aliases: flags.alias } : {}),

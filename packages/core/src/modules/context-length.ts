@@ -8,6 +8,11 @@ import { basename, dirname, join } from 'node:path';
 import { readJsonIfPresent } from '../tokenizer/tokenizer.js';
 import type { ModelLocation } from './locate.js';
 
+/** Raised for a context length the models cannot take (more positions than they declare). */
+export class ContextLengthError extends RangeError {
+  override name = 'ContextLengthError';
+}
+
 /** transformers writes `model_max_length = 1e30` for "unset"; anything this large is not a real limit. */
 const UNSET_ABOVE = 2 ** 31;
 

@@ -22,7 +22,7 @@ import { decoderSource, openPrepared, openReasoner, type PreparedModel, type Rea
 import { ReasonerLane } from './reasoner-lane.js';
 import { toWire } from './spawn-worker.js';
 import { planThreads, type StepFacts, type ThreadPlan } from './thread-budget.js';
-import { declaredContextLength } from '../modules/context-length.js';
+import { ContextLengthError, declaredContextLength } from '../modules/context-length.js';
 import { checkDeclaredVocabSize } from '../modules/vocab-compat.js';
 import type { DecoderSession } from './decoder-session.js';
 import { attachParsed, lazyConstraintFactory, releaseConstraints, rowConstraints, writtenTokenIds } from '../constrain/rows.js';
@@ -309,14 +309,21 @@ async function start(): Promise<Loaded> {
         throw err;
       })
     : undefined;
-  // Every model of a composition is fed every token: it holds as many positions as its shortest model.
+  // Every model of a composition is fed every token: it holds as many positions as its shortest model. The
+  // engine's limit may lower that, never raise it.
   const contextLength = await Promise.all([location, ...reasonersPrepared.map((p) => p.location)].map(declaredContextLength)).then(
-    (lengths) => lengths.reduce<number | undefined>((min, n) => (n === undefined ? min : Math.min(n, min ?? n)), undefined),
-    async (err: unknown) => {
-      await Promise.allSettled([releaseAll(), projector?.session.release()]);
-      throw err;
+    (lengths) => {
+      const declared = lengths.reduce<number | undefined>((min, n) => (n === undefined ? min : Math.min(n, min ?? n)), undefined);
+      const limit = config.contextLength;
+      if (limit !== undefined && declared !== undefined && limit > declared) {
+        throw new ContextLengthError(`contextLength ${limit} is more than the ${declared} positions the model${config.reasoners.length ? 's' : ''} declare${config.reasoners.length ? '' : 's'}; it can only lower them`);
+      }
+      return limit ?? declared;
     },
-  );
+  ).catch(async (err: unknown) => {
+    await Promise.allSettled([releaseAll(), projector?.session.release()]);
+    throw err;
+  });
 
   const reasoners = placed.map(({ group, member, info }, i) => {
     const spec = config.reasoners[i]!;

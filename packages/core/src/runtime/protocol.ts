@@ -63,6 +63,8 @@ export interface WorkerConfig {
   projector?: string;
   /** Whether the backbone also gives its final hidden state (embeddings). */
   embeddings?: boolean;
+  /** Positions a generation may use, at most the models' own (see `EngineOptions.contextLength`). */
+  contextLength?: number;
   /** Limits of the continuous batch. */
   batching?: BatchLimits;
   /**
@@ -129,9 +131,9 @@ export interface ModelInfo {
   /** Where the reasoners run, and the reasoners (by name) each lane worker hosts (none inline). */
   placement: { kind: Placement; lanes: string[][] };
   /**
-   * Positions a generation may use (prompt, generated tokens, latent steps), when the models declare it
-   * (`genai_config.json`, `config.json`, `tokenizer_config.json`); the smallest of a composition's models.
-   * Generation stops there with `finishReason: 'length'`.
+   * Positions a generation may use (prompt, generated tokens, latent steps): the engine's `contextLength`, else what
+   * the models declare (`genai_config.json`, `config.json`, `tokenizer_config.json`; the smallest of a
+   * composition's models). Generation stops there with `finishReason: 'length'`.
    */
   contextLength?: number;
 }
