@@ -149,20 +149,30 @@ describe('ChatReasoner', function () {
     });
 
     it('a conversation that ends with an AI message is continued from where its text ends (a prefilled answer)', async () => {
+      // A model of its own: the shared one's prefix cache is another test's subject.
+      const own = await ChatReasoner.create({ backbone: storiesChat, cacheDir, maxTokens: MAX, prefixCacheBytes: 0 });
+      try {
+        await prefilled(own);
+      } finally {
+        await own.dispose();
+      }
+    });
+
+    async function prefilled(fresh: ChatReasoner): Promise<void> {
       const turn = `<s><|user|>${STORY}<|end|><|assistant|>`;
-      const whole = await alone.invoke([new HumanMessage(STORY)], { maxTokens: 2 * MAX });
+      const whole = await fresh.invoke([new HumanMessage(STORY)], { maxTokens: 2 * MAX });
       // The answer's first words as the prefill; the greedy continuation is then the rest of the same answer.
       const prefill = whole.text.split(' ').slice(0, 4).join(' ');
       expect(tokenizer.encode(`${turn}${whole.text}`, false).slice(0, tokenizer.encode(`${turn}${prefill}`, false).length)).to.deep.equal(tokenizer.encode(`${turn}${prefill}`, false));
-      const continued = await alone.invoke([new HumanMessage(STORY), new AIMessage(prefill)]);
+      const continued = await fresh.invoke([new HumanMessage(STORY), new AIMessage(prefill)]);
       // The prompt ends with the prefill: no end of turn, no new assistant turn.
       expect(continued.usage_metadata!.input_tokens).to.equal(tokenizer.encode(`${turn}${prefill}`, false).length);
       expect(`${prefill}${continued.text}`.startsWith(whole.text) || whole.text.startsWith(`${prefill}${continued.text}`), `${prefill} | ${continued.text} | ${whole.text}`).to.equal(true);
       expect(continued.text.length).to.be.greaterThan(0);
       // An AI message with tool calls, or an empty one, is a finished turn: a new one opens after it.
-      const after = await alone.invoke([new HumanMessage(STORY), new AIMessage('')], { maxTokens: 2 });
+      const after = await fresh.invoke([new HumanMessage(STORY), new AIMessage('')], { maxTokens: 2 });
       expect(after.usage_metadata!.input_tokens).to.equal(tokenizer.encode(`${turn}<|end|><|assistant|>`, false).length);
-    });
+    }
 
     it("a conversation's next turn reports the prompt tokens taken from the prefix cache (cache_read), and answers as without it", async () => {
       const first = [new HumanMessage(`${STORY} Tell it in a few words, please.`)];
