@@ -20,7 +20,7 @@ import { ChatChoice, finishReason, type ChatDelta } from './choices.js';
 import { keptTokens, replyParsing, thinkingBudgetFor, thoughtFirst, type ReplyParsing } from '../chat/reply.js';
 import { cutAfterFinalMessage } from '../chat/continuation.js';
 import { parseResponsesRequest, type ResponsesRequest } from './responses-request.js';
-import { itemId, ResponseEvents, ResponseOutput, type ResponseUsage } from './responses-output.js';
+import { itemId, NamedEvents, ResponseOutput, type ResponseUsage } from './responses-output.js';
 import { toolCallSyntaxOf, type ToolCallSyntax } from '../constrain/tool-syntax.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
 import { HttpError, badRequest, toHttpError } from './errors.js';
@@ -456,7 +456,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         return output.called ? 'tool_calls' : finishReason(result.rows[0]!.finishReason);
       }
       res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive' });
-      const events = new ResponseEvents((chunk) => res.destroyed || res.write(chunk));
+      const events = new NamedEvents((chunk) => res.destroyed || res.write(chunk));
       events.send([
         { type: 'response.created', response: response() },
         { type: 'response.in_progress', response: response() },

@@ -1,0 +1,82 @@
+/**
+ * A chat reply as the block-shaped APIs give it (OpenAI's Responses output items, Anthropic's content blocks): a
+ * thought block, text blocks and tool calls, in the order the model wrote them. The reply's text is split by the
+ * chat splitter; this tracks which block is open and says when one opens, grows and closes, each block numbered in
+ * the reply. Each API renders these events in its own words.
+ */
+import { ChatReplySplitter, type ReplyParsing, type SplitReply } from '../chat/reply.js';
+import type { ParsedToolCall } from '../chat/tool-calls.js';
+
+/** A block of streamed text: the model's thought, or its answer. */
+export type TextBlock = 'thought' | 'text';
+
+/** What a piece of the reply did to its blocks; `index` numbers the block in the reply. */
+export type BlockEvent =
+  | { kind: 'open'; block: TextBlock; index: number }
+  | { kind: 'delta'; block: TextBlock; index: number; text: string }
+  | { kind: 'close'; block: TextBlock; index: number; text: string }
+  | { kind: 'call'; index: number; call: ParsedToolCall };
+
+export class ReplyBlocks {
+  private readonly splitter: ChatReplySplitter;
+  private open: { block: TextBlock; index: number; text: string } | undefined;
+  private blocks = 0;
+  private callCount = 0;
+
+  constructor(parsing: ReplyParsing) {
+    this.splitter = new ChatReplySplitter(parsing);
+  }
+
+  /** Whether the reply called a tool. */
+  get called(): boolean {
+    return this.callCount > 0;
+  }
+
+  /** The events a piece of the reply's text gives. */
+  push(text: string): BlockEvent[] {
+    return text ? this.take(this.splitter.push(text)) : [];
+  }
+
+  /** The events of what the splitter held back, then the last block's close (an empty reply is one empty text block). */
+  end(): BlockEvent[] {
+    const out = this.take(this.splitter.end());
+    if (this.blocks === 0) out.push(...this.text('text', ''));
+    return [...out, ...this.close()];
+  }
+
+  /** How many of the reply's tokens its thought took. */
+  reasoningTokens(ids: readonly number[], decode: (ids: number[]) => string): number {
+    return this.splitter.reasoningTokens(ids, decode);
+  }
+
+  private take(split: SplitReply): BlockEvent[] {
+    const out: BlockEvent[] = [];
+    if (split.reasoning) out.push(...this.text('thought', split.reasoning));
+    if (split.content) out.push(...this.text('text', split.content));
+    for (const call of split.toolCalls) {
+      out.push(...this.close(), { kind: 'call', index: this.blocks++, call });
+      this.callCount++;
+    }
+    return out;
+  }
+
+  /** Text for a block of `block`'s kind: appended to the open one, or to a new one (an open block of the other kind closed first). */
+  private text(block: TextBlock, delta: string): BlockEvent[] {
+    const out: BlockEvent[] = [];
+    if (this.open?.block !== block) {
+      out.push(...this.close());
+      this.open = { block, index: this.blocks++, text: '' };
+      out.push({ kind: 'open', block, index: this.open.index });
+    }
+    this.open!.text += delta;
+    if (delta) out.push({ kind: 'delta', block, index: this.open!.index, text: delta });
+    return out;
+  }
+
+  private close(): BlockEvent[] {
+    const open = this.open;
+    if (!open) return [];
+    this.open = undefined;
+    return [{ kind: 'close', block: open.block, index: open.index, text: open.text }];
+  }
+}
