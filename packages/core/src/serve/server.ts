@@ -21,6 +21,8 @@ import { keptTokens, replyParsing, thinkingBudgetFor, thoughtFirst, type ReplyPa
 import { cutAfterFinalMessage } from '../chat/continuation.js';
 import { parseResponsesRequest, type ResponsesRequest } from './responses-request.js';
 import { itemId, NamedEvents, ResponseOutput, type ResponseUsage } from './responses-output.js';
+import { parseMessagesRequest } from './messages-request.js';
+import { MessageOutput, stopReason } from './messages-output.js';
 import { toolCallSyntaxOf, type ToolCallSyntax } from '../constrain/tool-syntax.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
 import { HttpError, badRequest, toHttpError } from './errors.js';
@@ -155,7 +157,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   };
 
   const server = createServer((req, res) => {
-    handle(req, res).catch((err) => sendError(res, toHttpError(err)));
+    // Anthropic's clients read its error shape.
+    const anthropic = (req.url ?? '').startsWith('/v1/messages');
+    handle(req, res).catch((err) => sendError(res, toHttpError(err), anthropic));
   });
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -199,13 +203,20 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       const listed = loaded.models.list().find((m) => m.id === id);
       return sendJson(res, 200, listed ?? { ...loaded.models.list()[0]!, id, parent: loaded.models.backbone, reasoners });
     }
-    const endpoint = req.method === 'POST' ? ({ '/v1/chat/completions': chat, '/v1/completions': completion, '/v1/embeddings': embeddings, '/v1/responses': responses } as const)[path] : undefined;
+    if (req.method === 'POST' && path === '/v1/messages/count_tokens') {
+      const request = parseMessagesRequest(await readJson(req), true);
+      loaded.models.resolve(request.model); // 404 unless served
+      return sendJson(res, 200, { input_tokens: chatPrompt(loaded, request).ids.length });
+    }
+    const endpoint =
+      req.method === 'POST' ? ({ '/v1/chat/completions': chat, '/v1/completions': completion, '/v1/embeddings': embeddings, '/v1/responses': responses, '/v1/messages': messages } as const)[path] : undefined;
     if (endpoint) {
       active++;
       try {
         const body = await readJson(req);
         if (endpoint === embeddings) return await embeddings(loaded, parseEmbeddingsRequest(body), res);
         if (endpoint === responses) return await responses(loaded, parseResponsesRequest(body), res);
+        if (endpoint === messages) return await messages(loaded, parseMessagesRequest(body), res);
         return await (endpoint === chat ? chat(loaded, parseChatRequest(body), res) : completion(loaded, parseCompletionRequest(body), res));
       } finally {
         if (--active === 0) idle?.();
@@ -217,9 +228,12 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   function authorize(req: IncomingMessage): void {
     if (keys.length === 0) return;
     const m = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '');
-    const given = m ? Buffer.from(m[1]!.trim()) : undefined;
+    // Anthropic's clients send the key as x-api-key.
+    const header = req.headers['x-api-key'];
+    const key = m?.[1]?.trim() ?? (typeof header === 'string' ? header.trim() : undefined);
+    const given = key ? Buffer.from(key) : undefined;
     if (!given || !keys.some((k) => k.length === given.length && timingSafeEqual(k, given))) {
-      throw new HttpError(401, m ? 'Incorrect API key provided' : 'Missing API key: send Authorization: Bearer <key>', 'invalid_request_error', 'invalid_api_key');
+      throw new HttpError(401, given ? 'Incorrect API key provided' : 'Missing API key: send Authorization: Bearer <key> (or x-api-key)', 'invalid_request_error', 'invalid_api_key');
     }
   }
 
@@ -483,6 +497,53 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     });
   }
 
+  /** `/v1/messages` (Anthropic's Messages API): the chat turn the request amounts to, answered as a message or its event stream. */
+  async function messages(l: Loaded, request: ChatRequest, res: ServerResponse): Promise<void> {
+    const { prompt, parsing } = chatTurn(l, request);
+    const output = new MessageOutput(parsing);
+    const id = itemId('msg');
+    const message = (content: object[], stop: string | null, usage: object) => ({ id, type: 'message', role: 'assistant', model: request.model, content, stop_reason: stop, stop_sequence: null, usage });
+    const usage = (result: GenerationResult) => ({
+      input_tokens: result.usage.promptTokens,
+      output_tokens: result.usage.completionTokens,
+      cache_read_input_tokens: result.usage.cachedPromptTokens ?? 0,
+      cache_creation_input_tokens: 0,
+    });
+    const finish = (result: GenerationResult) => (output.called ? 'tool_calls' : finishReason(result.rows[0]!.finishReason));
+    await run(l, request, { promptIds: prompt.ids }, res, async (stream, first, rest, clock) => {
+      if (!request.stream) {
+        const result = await drain(stream, first, rest, clock);
+        output.push(result.rows[0]!.text);
+        output.end();
+        sendJson(res, 200, message(output.content, stopReason(result.rows[0]!.finishReason, output.called), usage(result)));
+        return finish(result);
+      }
+      res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive' });
+      const events = new NamedEvents((chunk) => res.destroyed || res.write(chunk), false);
+      events.send([{ type: 'message_start', message: message([], null, { input_tokens: prompt.ids.length, output_tokens: 0 }) }]);
+      try {
+        for (let next = first; !next.done; next = await rest.next()) {
+          if (next !== first) clock.tick();
+          events.send(output.push(next.value.text));
+        }
+        const result = await stream.result;
+        countGenerated(result);
+        events.send(output.end());
+        events.send([
+          { type: 'message_delta', delta: { stop_reason: stopReason(result.rows[0]!.finishReason, output.called), stop_sequence: null }, usage: usage(result) },
+          { type: 'message_stop' },
+        ]);
+        return finish(result);
+      } catch (err) {
+        // A failure once the stream has started ends it with the API's error event.
+        events.send([{ type: 'error', error: anthropicError(toHttpError(err)).error }]);
+        return 'error';
+      } finally {
+        if (!res.destroyed) res.end();
+      }
+    });
+  }
+
   async function completion(l: Loaded, request: CompletionRequest, res: ServerResponse): Promise<void> {
     const p = request.prompt;
     const isIds = typeof p !== 'string' && typeof p[0] === 'number';
@@ -704,12 +765,19 @@ function sendJson(res: ServerResponse, status: number, body: unknown, headers: R
 }
 
 /** Answers an error, unless the answer already started (a stream then ends with an error event). */
-function sendError(res: ServerResponse, err: HttpError): void {
-  // An answer already ended (a Responses stream closes with its own error event) takes nothing more.
+function sendError(res: ServerResponse, err: HttpError, anthropic = false): void {
+  // An answer already ended (a Responses or Messages stream closes with its own error event) takes nothing more.
   if (res.destroyed || res.writableEnded) return;
+  const body = anthropic ? anthropicError(err) : err.body();
   if (res.headersSent) {
-    res.end(`data: ${JSON.stringify(err.body())}\n\n`);
+    res.end(`data: ${JSON.stringify(body)}\n\n`);
     return;
   }
-  sendJson(res, err.status, err.body(), err.headers);
+  sendJson(res, err.status, body, err.headers);
+}
+
+/** An error in Anthropic's shape, `{"type": "error", "error": {"type", "message"}}`, its type from the status. */
+function anthropicError(err: HttpError): { type: 'error'; error: { type: string; message: string } } {
+  const types: Record<number, string> = { 400: 'invalid_request_error', 401: 'authentication_error', 404: 'not_found_error', 413: 'request_too_large', 429: 'rate_limit_error', 503: 'overloaded_error' };
+  return { type: 'error', error: { type: types[err.status] ?? 'api_error', message: err.message } };
 }

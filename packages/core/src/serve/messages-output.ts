@@ -1,0 +1,79 @@
+/**
+ * A reply as Anthropic's Messages API gives it: content blocks (`thinking`, `text`, each tool call a `tool_use` with
+ * its parsed input), either whole or as the stream a Messages client reads (`message_start`, `content_block_start`,
+ * `content_block_delta` with `text_delta`/`thinking_delta`/`input_json_delta`, `content_block_stop`, `message_delta`
+ * with the stop reason and usage, `message_stop`).
+ */
+import type { ReplyParsing } from '../chat/reply.js';
+import { ReplyBlocks, type BlockEvent } from './reply-blocks.js';
+
+type Block = Record<string, unknown> & { type: string };
+type Event = Record<string, unknown> & { type: string };
+
+/** Anthropic's stop reason of a row that ended for `reason` (the engine's), having called tools or not. */
+export function stopReason(reason: string, called: boolean): string {
+  if (reason === 'length') return 'max_tokens';
+  if (reason === 'stop') return 'stop_sequence';
+  return called ? 'tool_use' : 'end_turn';
+}
+
+/** One message's content as it is written; {@link push} returns the stream events a piece of the reply gives. */
+export class MessageOutput {
+  private readonly blocks: ReplyBlocks;
+  /** The message's content blocks in order. */
+  readonly content: Block[] = [];
+
+  constructor(parsing: ReplyParsing) {
+    this.blocks = new ReplyBlocks(parsing);
+  }
+
+  /** Whether the reply called a tool. */
+  get called(): boolean {
+    return this.blocks.called;
+  }
+
+  push(text: string): Event[] {
+    return this.blocks.push(text).flatMap((e) => this.render(e));
+  }
+
+  end(): Event[] {
+    return this.blocks.end().flatMap((e) => this.render(e));
+  }
+
+  private render(e: BlockEvent): Event[] {
+    const index = e.index;
+    if (e.kind === 'call') {
+      const { call } = e;
+      const input = parsedInput(call.arguments);
+      const block: Block = { type: 'tool_use', id: call.id, name: call.name ?? '', input };
+      this.content[index] = block;
+      return [
+        { type: 'content_block_start', index, content_block: { ...block, input: {} } },
+        { type: 'content_block_delta', index, delta: { type: 'input_json_delta', partial_json: JSON.stringify(input) } },
+        { type: 'content_block_stop', index },
+      ];
+    }
+    const thought = e.block === 'thought';
+    if (e.kind === 'open') {
+      this.content[index] = thought ? { type: 'thinking', thinking: '', signature: '' } : { type: 'text', text: '' };
+      return [{ type: 'content_block_start', index, content_block: { ...this.content[index]! } }];
+    }
+    if (e.kind === 'delta') {
+      return [{ type: 'content_block_delta', index, delta: thought ? { type: 'thinking_delta', thinking: e.text } : { type: 'text_delta', text: e.text } }];
+    }
+    this.content[index] = thought ? { type: 'thinking', thinking: e.text, signature: '' } : { type: 'text', text: e.text };
+    // A thinking block closes with its signature (none here: the server signs nothing, and takes thoughts back unsigned).
+    const signed: Event[] = thought ? [{ type: 'content_block_delta', index, delta: { type: 'signature_delta', signature: '' } }] : [];
+    return [...signed, { type: 'content_block_stop', index }];
+  }
+}
+
+/** A call's arguments as the object Anthropic's `input` is (a call whose text is no JSON object keeps it raw). */
+function parsedInput(args: string): unknown {
+  try {
+    const v: unknown = JSON.parse(args);
+    return typeof v === 'object' && v !== null && !Array.isArray(v) ? v : { arguments: args };
+  } catch {
+    return { arguments: args };
+  }
+}
