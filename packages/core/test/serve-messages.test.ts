@@ -13,6 +13,11 @@ import { scriptedChatModule, storiesModule } from './support/modules.js';
 import { THINKING_TEMPLATE, TOOLS_TEMPLATE } from './support/chat-templates.js';
 
 const KEY = 'messages-key';
+/**
+ * Greedy decoding: the SDK's types no longer carry `temperature` (its default, as Anthropic's and this server's, is
+ * 1), but the API takes it and older clients send it; spread in untyped.
+ */
+const GREEDY: object = { temperature: 0 };
 
 describe('reasonplug serve: /v1/messages (Anthropic SDK)', function () {
   this.timeout(120_000);
@@ -48,14 +53,14 @@ describe('reasonplug serve: /v1/messages (Anthropic SDK)', function () {
   it('messages.create and the stream helper answer as the chat endpoint does; usage and stop reason', async () => {
     const question = [{ role: 'user' as const, content: 'Tell me a story' }];
     const chat = await viaChat(question, 12);
-    const message = await client.messages.create({ model: 'stories260k', max_tokens: 12, temperature: 0, messages: question });
+    const message = await client.messages.create({ model: 'stories260k', max_tokens: 12, ...GREEDY, messages: question });
     expect(message.id).to.match(/^msg_/);
     expect(message.content.map((b) => b.type)).to.deep.equal(['text']);
     expect((message.content[0] as Anthropic.TextBlock).text).to.equal(chat.choices[0]!.message.content);
     expect(message.stop_reason).to.equal('max_tokens');
     expect(message.usage.output_tokens).to.equal(12);
     expect(message.usage.input_tokens).to.equal(chat.usage.prompt_tokens);
-    const stream = client.messages.stream({ model: 'stories260k', max_tokens: 12, temperature: 0, messages: question });
+    const stream = client.messages.stream({ model: 'stories260k', max_tokens: 12, ...GREEDY, messages: question });
     let deltas = '';
     stream.on('text', (text) => (deltas += text));
     const final = await stream.finalMessage();
@@ -71,7 +76,7 @@ describe('reasonplug serve: /v1/messages (Anthropic SDK)', function () {
   it("a forced tool comes back as tool_use with its input; its tool_result is the next turn's tool message", async () => {
     const tools = [{ name: 'add', description: 'Add two integers', input_schema: { type: 'object' as const, properties: { a: { enum: [2] }, b: { enum: [3] } }, required: ['a', 'b'] } }];
     const question = { role: 'user' as const, content: 'Add 2 and 3' };
-    const called = await client.messages.create({ model: 'stories260k', max_tokens: 80, temperature: 0, tools, tool_choice: { type: 'tool', name: 'add' }, messages: [question] });
+    const called = await client.messages.create({ model: 'stories260k', max_tokens: 80, ...GREEDY, tools, tool_choice: { type: 'tool', name: 'add' }, messages: [question] });
     const use = called.content.find((b): b is Anthropic.ToolUseBlock => b.type === 'tool_use')!;
     expect([use.name, use.input]).to.deep.equal(['add', { a: 2, b: 3 }]);
     expect(called.stop_reason).to.equal('tool_use');
@@ -85,18 +90,18 @@ describe('reasonplug serve: /v1/messages (Anthropic SDK)', function () {
     ];
     const chatTools = [{ type: 'function', function: { name: 'add', description: 'Add two integers', parameters: tools[0]!.input_schema } }];
     expect(counted.input_tokens).to.equal((await viaChat(chatTurn, 1, { tools: chatTools, tool_choice: 'none' })).usage.prompt_tokens);
-    const answer = await client.messages.create({ model: 'stories260k', max_tokens: 4, temperature: 0, tools, messages: next });
+    const answer = await client.messages.create({ model: 'stories260k', max_tokens: 4, ...GREEDY, tools, messages: next });
     expect(answer.usage.input_tokens).to.equal(counted.input_tokens);
   });
 
   it('a last assistant message is continued (the prefill), not answered anew', async () => {
-    const whole = await client.messages.create({ model: 'stories260k', max_tokens: 24, temperature: 0, messages: [{ role: 'user', content: 'Tell me a story' }] });
+    const whole = await client.messages.create({ model: 'stories260k', max_tokens: 24, ...GREEDY, messages: [{ role: 'user', content: 'Tell me a story' }] });
     const text = (whole.content[0] as Anthropic.TextBlock).text;
     const prefill = text.split(' ').slice(0, 4).join(' ');
     const continued = await client.messages.create({
       model: 'stories260k',
       max_tokens: 8,
-      temperature: 0,
+      ...GREEDY,
       messages: [{ role: 'user', content: 'Tell me a story' }, { role: 'assistant', content: prefill }],
     });
     expect(`${prefill}${(continued.content[0] as Anthropic.TextBlock).text}`.startsWith(text.slice(0, prefill.length + 8))).to.equal(true);
@@ -108,7 +113,7 @@ describe('reasonplug serve: /v1/messages (Anthropic SDK)', function () {
     const { dir, replyIds } = await scriptedChatModule('messages-thinker', THINKING_TEMPLATE, [{ role: 'user', content: question }], reply);
     const at = await serve({ engine: { model: dir }, name: 'thinker' });
     const thinker = new Anthropic({ baseURL: at, apiKey: 'none', maxRetries: 0 });
-    const ask = { model: 'thinker', max_tokens: 60, temperature: 0, messages: [{ role: 'user' as const, content: question }] };
+    const ask = { model: 'thinker', max_tokens: 60, ...GREEDY, messages: [{ role: 'user' as const, content: question }] };
     const whole = await thinker.messages.create(ask);
     expect(whole.content.map((b) => (b.type === 'thinking' ? ['thinking', b.thinking] : b.type === 'text' ? ['text', b.text] : [b.type]))).to.deep.equal([
       ['thinking', 'Two and two make four.'],
@@ -126,7 +131,7 @@ describe('reasonplug serve: /v1/messages (Anthropic SDK)', function () {
     const capped = await thinker.messages.create({ ...ask, thinking: { type: 'enabled', budget_tokens: 3 } });
     expect((capped.content[0] as Anthropic.ThinkingBlock).thinking).to.equal(written.slice(written.indexOf('<think>') + '<think>'.length).trim());
     // thinking disabled asks the template for no thought (Qwen3's enable_thinking: false writes an empty one).
-    const { model: _, max_tokens: __, temperature: ___, ...prompt } = ask;
+    const { model: _, max_tokens: __, ...prompt } = ask;
     const count = async (extra: object) => (await thinker.messages.countTokens({ model: 'thinker', ...prompt, ...extra })).input_tokens;
     const off = tokenizer.encode(tokenizer.applyChatTemplate([{ role: 'user', content: question }], { template: THINKING_TEMPLATE, extra: { enable_thinking: false } }), false).length;
     expect(await count({ thinking: { type: 'disabled' } })).to.equal(off);
