@@ -4,11 +4,9 @@
  * `content_block_delta` with `text_delta`/`thinking_delta`/`input_json_delta`, `content_block_stop`, `message_delta`
  * with the stop reason and usage, `message_stop`).
  */
-import type { ReplyParsing } from '../chat/reply.js';
-import { ReplyBlocks, type BlockEvent } from './reply-blocks.js';
+import { BlockOutput, type BlockEvent, type Event } from './reply-blocks.js';
 
 type Block = Record<string, unknown> & { type: string };
-type Event = Record<string, unknown> & { type: string };
 
 /** Anthropic's stop reason of a row that ended for `reason` (the engine's), having called tools or not. */
 export function stopReason(reason: string, called: boolean): string {
@@ -17,30 +15,12 @@ export function stopReason(reason: string, called: boolean): string {
   return called ? 'tool_use' : 'end_turn';
 }
 
-/** One message's content as it is written; {@link push} returns the stream events a piece of the reply gives. */
-export class MessageOutput {
-  private readonly blocks: ReplyBlocks;
+/** One message's content as it is written: `push` returns the stream events a piece of the reply gives. */
+export class MessageOutput extends BlockOutput<Event> {
   /** The message's content blocks in order. */
   readonly content: Block[] = [];
 
-  constructor(parsing: ReplyParsing) {
-    this.blocks = new ReplyBlocks(parsing);
-  }
-
-  /** Whether the reply called a tool. */
-  get called(): boolean {
-    return this.blocks.called;
-  }
-
-  push(text: string): Event[] {
-    return this.blocks.push(text).flatMap((e) => this.render(e));
-  }
-
-  end(): Event[] {
-    return this.blocks.end().flatMap((e) => this.render(e));
-  }
-
-  private render(e: BlockEvent): Event[] {
+  protected render(e: BlockEvent): Event[] {
     const index = e.index;
     if (e.kind === 'call') {
       const { call } = e;

@@ -6,7 +6,7 @@
  * parser checks every field. Images, documents and server tools (web search, code execution) are refused by name.
  */
 import { badRequest } from './errors.js';
-import { parseChatRequest, type ChatRequest } from './requests.js';
+import { chatToolsOf, parseChatRequest, type ChatRequest } from './requests.js';
 
 type Body = Record<string, unknown>;
 
@@ -30,7 +30,8 @@ export function parseMessagesRequest(body: unknown, counting = false): ChatReque
   chat.messages = messages;
   // A last assistant message is the start of the answer (Anthropic's prefill): the reply continues it.
   if ((messages[messages.length - 1]?.role === 'assistant') && messages[messages.length - 1]!.content !== '') chat.continue_final_message = true;
-  const tools = toolsOf(body.tools);
+  // Client tools (`{name, description, input_schema}`, typed `custom` or not); typed server tools are refused.
+  const tools = chatToolsOf(body.tools, (type) => type === undefined || type === 'custom', (t) => t.input_schema ?? { type: 'object' });
   if (tools) chat.tools = tools;
   Object.assign(chat, toolChoiceOf(body.tool_choice));
   Object.assign(chat, thinkingOf(body.thinking, chat.chat_template_kwargs));
@@ -87,19 +88,6 @@ function messagesOf(system: unknown, messages: unknown): Body[] {
     else if (text || !blocks.some((b) => isObject(b) && b.type === 'tool_result')) out.push({ role: 'user', content: text });
   });
   return out;
-}
-
-/** Client tools (`{name, description, input_schema}`) in the chat shape; server tools (typed, e.g. web search) are refused. */
-function toolsOf(tools: unknown): Body[] | undefined {
-  if (tools === undefined || tools === null) return undefined;
-  if (!Array.isArray(tools)) throw badRequest('tools must be a list of tools', 'tools');
-  if (tools.length === 0) return undefined;
-  return tools.map((t, i) => {
-    const param = `tools[${i}]`;
-    if (!isObject(t)) throw badRequest(`${param} must be a tool`, param);
-    if (t.type !== undefined && t.type !== 'custom') throw badRequest(`${param} is a "${String(t.type)}" tool: this server runs client tools only (the client runs them)`, param, 'unsupported_tool');
-    return { type: 'function', function: { name: t.name, ...(t.description !== undefined ? { description: t.description } : {}), parameters: t.input_schema ?? { type: 'object' } } };
-  });
 }
 
 /** `tool_choice` (`auto`, `any`, `tool` with a name, `none`; `disable_parallel_tool_use`) in the chat's words. */

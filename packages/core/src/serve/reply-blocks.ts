@@ -4,8 +4,15 @@
  * chat splitter; this tracks which block is open and says when one opens, grows and closes, each block numbered in
  * the reply. Each API renders these events in its own words.
  */
+import { randomBytes } from 'node:crypto';
 import { ChatReplySplitter, type ReplyParsing, type SplitReply } from '../chat/reply.js';
 import type { ParsedToolCall } from '../chat/tool-calls.js';
+
+/** A stream event of a block-shaped API, named by its type. */
+export type Event = Record<string, unknown> & { type: string };
+
+/** An id with the API's prefix for its kind (`resp`, `msg`, `rs`, `fc`). */
+export const itemId = (prefix: string) => `${prefix}_${randomBytes(12).toString('hex')}`;
 
 /** A block of streamed text: the model's thought, or its answer. */
 export type TextBlock = 'thought' | 'text';
@@ -78,5 +85,54 @@ export class ReplyBlocks {
     if (!open) return [];
     this.open = undefined;
     return [{ kind: 'close', block: open.block, index: open.index, text: open.text }];
+  }
+}
+
+/** A reply rendered block by block in one API's words: a subclass says what each block event reads as. */
+export abstract class BlockOutput<E> {
+  private readonly blocks: ReplyBlocks;
+
+  constructor(parsing: ReplyParsing) {
+    this.blocks = new ReplyBlocks(parsing);
+  }
+
+  /** Whether the reply called a tool. */
+  get called(): boolean {
+    return this.blocks.called;
+  }
+
+  /** The events a piece of the reply's text gives. */
+  push(text: string): E[] {
+    return this.blocks.push(text).flatMap((e) => this.render(e));
+  }
+
+  /** The events of the reply's end: what was held back, and the close of the last block. */
+  end(): E[] {
+    return this.blocks.end().flatMap((e) => this.render(e));
+  }
+
+  /** How many of the reply's tokens its thought took. */
+  reasoningTokens(ids: readonly number[], decode: (ids: number[]) => string): number {
+    return this.blocks.reasoningTokens(ids, decode);
+  }
+
+  protected abstract render(e: BlockEvent): E[];
+}
+
+/** Writes events as server-sent events whose `event:` names their type (the Responses and Messages APIs' streams). */
+export class NamedEvents {
+  private sequence = 0;
+
+  constructor(
+    private readonly write: (chunk: string) => void,
+    /** Whether each event carries its `sequence_number` (the Responses API's events do, Anthropic's do not). */
+    private readonly numbered = true,
+  ) {}
+
+  send(events: readonly Event[]): void {
+    for (const event of events) {
+      const data = this.numbered ? { ...event, sequence_number: this.sequence++ } : event;
+      this.write(`event: ${event.type}\ndata: ${JSON.stringify(data)}\n\n`);
+    }
   }
 }

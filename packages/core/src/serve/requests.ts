@@ -298,6 +298,23 @@ function reasoningFormatOf(v: unknown): ReasoningFormat | undefined {
   throw badRequest(`reasoning_format must be "auto", "deepseek" or "none" (got ${JSON.stringify(v)})`, 'reasoning_format');
 }
 
+/**
+ * Another API's tool list (Responses, Messages) in the chat's shape: the tools of a type the client runs (`runs`)
+ * with their parameters (`schema`); any other type (a hosted tool) is refused by name. Undefined for none.
+ */
+export function chatToolsOf(tools: unknown, runs: (type: unknown) => boolean, schema: (tool: Body) => unknown): Body[] | undefined {
+  if (tools === undefined || tools === null) return undefined;
+  if (!Array.isArray(tools)) throw badRequest('tools must be a list of tools', 'tools');
+  if (tools.length === 0) return undefined;
+  return tools.map((t, i) => {
+    const param = `tools[${i}]`;
+    if (!isObject(t)) throw badRequest(`${param} must be a tool`, param);
+    if (!runs(t.type)) throw badRequest(`${param} is a "${String(t.type)}" tool: this server serves tools the client runs only`, param, 'unsupported_tool');
+    const parameters = schema(t);
+    return { type: 'function', function: { name: t.name, ...(t.description !== undefined ? { description: t.description } : {}), ...(parameters !== undefined && parameters !== null ? { parameters } : {}) } };
+  });
+}
+
 /** The tool-call constraint of a chat request's tools and choice (the engine's `tool_calls` format), calls written in `syntax`. */
 export function toolCallFormat(request: ChatRequest, syntax: ToolCallSyntax): ResponseFormat | undefined {
   if (!request.tools || !request.toolChoice) return undefined;

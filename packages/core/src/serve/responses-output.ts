@@ -4,15 +4,9 @@
  * events a Responses client reads (`response.created`, `response.output_item.added`, `response.output_text.delta`,
  * …, `response.completed`), each numbered by `sequence_number`.
  */
-import { randomBytes } from 'node:crypto';
-import type { ReplyParsing } from '../chat/reply.js';
-import { ReplyBlocks, type BlockEvent } from './reply-blocks.js';
+import { BlockOutput, itemId, type BlockEvent, type Event } from './reply-blocks.js';
 
 type Item = Record<string, unknown> & { type: string; id: string };
-type Event = Record<string, unknown> & { type: string };
-
-/** An id with the API's prefix for its kind (`resp`, `msg`, `rs`, `fc`, `toolu`). */
-export const itemId = (prefix: string) => `${prefix}_${randomBytes(12).toString('hex')}`;
 
 /** The usage of a finished response, in the Responses API's words. */
 export interface ResponseUsage {
@@ -24,39 +18,14 @@ export interface ResponseUsage {
 }
 
 /**
- * One response's output as it is written. {@link push} takes the reply's text piece by piece and returns the stream
- * events it gives (nothing is lost when they are not sent: a response answered whole reads {@link items} at the end).
+ * One response's output as it is written: `push` takes the reply's text piece by piece and returns the stream events
+ * it gives (nothing is lost when they are not sent: a response answered whole reads {@link items} at the end).
  */
-export class ResponseOutput {
-  private readonly blocks: ReplyBlocks;
+export class ResponseOutput extends BlockOutput<Event> {
   /** Output items in order, one per block of the reply; the last may still be open. */
   readonly items: Item[] = [];
 
-  constructor(parsing: ReplyParsing) {
-    this.blocks = new ReplyBlocks(parsing);
-  }
-
-  /** Whether the reply called a tool. */
-  get called(): boolean {
-    return this.blocks.called;
-  }
-
-  /** The events a piece of the reply's text gives. */
-  push(text: string): Event[] {
-    return this.blocks.push(text).flatMap((e) => this.render(e));
-  }
-
-  /** The events of the reply's end: what was held back, and those that close the last item. */
-  end(): Event[] {
-    return this.blocks.end().flatMap((e) => this.render(e));
-  }
-
-  /** How many of the reply's tokens its thought took. */
-  reasoningTokens(ids: readonly number[], decode: (ids: number[]) => string): number {
-    return this.blocks.reasoningTokens(ids, decode);
-  }
-
-  private render(e: BlockEvent): Event[] {
+  protected render(e: BlockEvent): Event[] {
     const output_index = e.index;
     if (e.kind === 'call') {
       const { call } = e;
@@ -102,23 +71,5 @@ export class ResponseOutput {
   /** Where a text event belongs: its item, that item's place in the output, the first content part. */
   private at(index: number): { item_id: string; output_index: number; content_index: number } {
     return { item_id: this.items[index]!.id, output_index: index, content_index: 0 };
-  }
-}
-
-/** Writes numbered events as server-sent events whose `event:` names their type (the Responses API's stream). */
-export class NamedEvents {
-  private sequence = 0;
-
-  constructor(
-    private readonly write: (chunk: string) => void,
-    /** Whether each event carries its `sequence_number` (the Responses API's events do, Anthropic's do not). */
-    private readonly numbered = true,
-  ) {}
-
-  send(events: readonly Event[]): void {
-    for (const event of events) {
-      const data = this.numbered ? { ...event, sequence_number: this.sequence++ } : event;
-      this.write(`event: ${event.type}\ndata: ${JSON.stringify(data)}\n\n`);
-    }
   }
 }

@@ -6,7 +6,7 @@
  * cannot run (web search, file search, …) are refused by name.
  */
 import { badRequest } from './errors.js';
-import { parseChatRequest, type ChatRequest } from './requests.js';
+import { chatToolsOf, parseChatRequest, type ChatRequest } from './requests.js';
 
 type Body = Record<string, unknown>;
 
@@ -46,7 +46,7 @@ export function parseResponsesRequest(body: unknown): ResponsesRequest {
   }
   if (body.top_logprobs !== undefined) throw badRequest('top_logprobs is not supported on /v1/responses; use /v1/chat/completions', 'top_logprobs', 'unsupported_parameter');
   chat.messages = messagesOf(body.instructions, body.input);
-  const tools = toolsOf(body.tools);
+  const tools = chatToolsOf(body.tools, (type) => type === 'function', (t) => t.parameters);
   if (tools) chat.tools = tools;
   if (body.tool_choice !== undefined) chat.tool_choice = toolChoiceOf(body.tool_choice);
   const format = formatOf(body.text);
@@ -131,19 +131,6 @@ function messagesOf(instructions: unknown, input: unknown): Body[] {
     }
   });
   return messages;
-}
-
-/** Function tools in the chat shape; other tool types (web search, file search, MCP, …) are refused by name. */
-function toolsOf(tools: unknown): Body[] | undefined {
-  if (tools === undefined || tools === null) return undefined;
-  if (!Array.isArray(tools)) throw badRequest('tools must be a list of tools', 'tools');
-  if (tools.length === 0) return undefined;
-  return tools.map((t, i) => {
-    const param = `tools[${i}]`;
-    if (!isObject(t)) throw badRequest(`${param} must be a tool`, param);
-    if (t.type !== 'function') throw badRequest(`${param} is a "${String(t.type)}" tool: this server runs function tools only (the client runs them)`, param, 'unsupported_tool');
-    return { type: 'function', function: { name: t.name, ...(t.description !== undefined ? { description: t.description } : {}), ...(t.parameters !== undefined && t.parameters !== null ? { parameters: t.parameters } : {}) } };
-  });
 }
 
 /** `tool_choice`: the chat's strings, or `{ type: 'function', name }`. */

@@ -20,7 +20,8 @@ import { ChatChoice, finishReason, type ChatDelta } from './choices.js';
 import { keptTokens, replyParsing, thinkingBudgetFor, thoughtFirst, type ReplyParsing } from '../chat/reply.js';
 import { cutAfterFinalMessage } from '../chat/continuation.js';
 import { parseResponsesRequest, type ResponsesRequest } from './responses-request.js';
-import { itemId, NamedEvents, ResponseOutput, type ResponseUsage } from './responses-output.js';
+import { ResponseOutput, type ResponseUsage } from './responses-output.js';
+import { itemId, NamedEvents, type BlockOutput, type Event } from './reply-blocks.js';
 import { parseMessagesRequest } from './messages-request.js';
 import { MessageOutput, stopReason } from './messages-output.js';
 import { toolCallSyntaxOf, type ToolCallSyntax } from '../constrain/tool-syntax.js';
@@ -461,39 +462,18 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         usage: result ? responseUsage(result, output.reasoningTokens(result.rows[0]!.ids, (ids) => l.tokenizer!.decode(ids))) : null,
       };
     };
-    await run(l, chatRequest, { promptIds: prompt.ids }, res, async (stream, first, rest, clock) => {
-      if (!chatRequest.stream) {
-        const result = await drain(stream, first, rest, clock);
-        output.push(result.rows[0]!.text);
-        output.end();
-        sendJson(res, 200, response(result));
-        return output.called ? 'tool_calls' : finishReason(result.rows[0]!.finishReason);
-      }
-      res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive' });
-      const events = new NamedEvents((chunk) => res.destroyed || res.write(chunk));
-      events.send([
+    await answerInBlocks(l, chatRequest, prompt.ids, res, output, {
+      whole: response,
+      opening: () => [
         { type: 'response.created', response: response() },
         { type: 'response.in_progress', response: response() },
-      ]);
-      try {
-        for (let next = first; !next.done; next = await rest.next()) {
-          if (next !== first) clock.tick();
-          events.send(output.push(next.value.text));
-        }
-        const result = await stream.result;
-        countGenerated(result);
-        events.send(output.end());
+      ],
+      closing: (result) => {
         const done = response(result);
-        events.send([{ type: done.status === 'completed' ? 'response.completed' : 'response.incomplete', response: done }]);
-        return output.called ? 'tool_calls' : finishReason(result.rows[0]!.finishReason);
-      } catch (err) {
-        // A failure once the stream has started ends it with the Responses API's error event.
-        const { message, code, param } = toHttpError(err);
-        events.send([{ type: 'error', code, message, param }]);
-        return 'error';
-      } finally {
-        if (!res.destroyed) res.end();
-      }
+        return [{ type: done.status === 'completed' ? 'response.completed' : 'response.incomplete', response: done }];
+      },
+      error: ({ message, code, param }) => ({ type: 'error', code, message, param }),
+      numbered: true,
     });
   }
 
@@ -509,18 +489,47 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       cache_read_input_tokens: result.usage.cachedPromptTokens ?? 0,
       cache_creation_input_tokens: 0,
     });
+    const stop = (result: GenerationResult) => stopReason(result.rows[0]!.finishReason, output.called);
+    await answerInBlocks(l, request, prompt.ids, res, output, {
+      whole: (result) => message(output.content, stop(result), usage(result)),
+      opening: () => [{ type: 'message_start', message: message([], null, { input_tokens: prompt.ids.length, output_tokens: 0 }) }],
+      closing: (result) => [{ type: 'message_delta', delta: { stop_reason: stop(result), stop_sequence: null }, usage: usage(result) }, { type: 'message_stop' }],
+      error: (err) => ({ type: 'error', error: anthropicError(err).error }),
+      numbered: false,
+    });
+  }
+
+  /**
+   * Answers a chat turn in a block-shaped API (Responses, Messages): whole, or as its named events between its
+   * opening and closing ones; a failure once the stream has started ends it with the API's error event.
+   */
+  async function answerInBlocks(
+    l: Loaded,
+    request: ChatRequest,
+    promptIds: number[],
+    res: ServerResponse,
+    output: BlockOutput<Event>,
+    api: {
+      whole: (result: GenerationResult) => object;
+      opening: () => Event[];
+      closing: (result: GenerationResult) => Event[];
+      error: (err: HttpError) => Event;
+      /** Whether events carry a `sequence_number`. */
+      numbered: boolean;
+    },
+  ): Promise<void> {
     const finish = (result: GenerationResult) => (output.called ? 'tool_calls' : finishReason(result.rows[0]!.finishReason));
-    await run(l, request, { promptIds: prompt.ids }, res, async (stream, first, rest, clock) => {
+    await run(l, request, { promptIds }, res, async (stream, first, rest, clock) => {
       if (!request.stream) {
         const result = await drain(stream, first, rest, clock);
         output.push(result.rows[0]!.text);
         output.end();
-        sendJson(res, 200, message(output.content, stopReason(result.rows[0]!.finishReason, output.called), usage(result)));
+        sendJson(res, 200, api.whole(result));
         return finish(result);
       }
       res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive' });
-      const events = new NamedEvents((chunk) => res.destroyed || res.write(chunk), false);
-      events.send([{ type: 'message_start', message: message([], null, { input_tokens: prompt.ids.length, output_tokens: 0 }) }]);
+      const events = new NamedEvents((chunk) => res.destroyed || res.write(chunk), api.numbered);
+      events.send(api.opening());
       try {
         for (let next = first; !next.done; next = await rest.next()) {
           if (next !== first) clock.tick();
@@ -528,15 +537,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         }
         const result = await stream.result;
         countGenerated(result);
-        events.send(output.end());
-        events.send([
-          { type: 'message_delta', delta: { stop_reason: stopReason(result.rows[0]!.finishReason, output.called), stop_sequence: null }, usage: usage(result) },
-          { type: 'message_stop' },
-        ]);
+        events.send([...output.end(), ...api.closing(result)]);
         return finish(result);
       } catch (err) {
-        // A failure once the stream has started ends it with the API's error event.
-        events.send([{ type: 'error', error: anthropicError(toHttpError(err)).error }]);
+        events.send([api.error(toHttpError(err))]);
         return 'error';
       } finally {
         if (!res.destroyed) res.end();
