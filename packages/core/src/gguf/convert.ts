@@ -252,11 +252,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     // EXAONE 4.0: norms after the blocks only (as OLMo 2), per-head q/k norms. llama.cpp gives the 64-layer model
     // (32B) a sliding window on three layers of every four, the fourth attending to all without rotary; the others none.
     Object.assign(config, { preNorms: false, postNorms: true, qkNorm: true });
-    if (numLayers === 64) {
-      config.slidingWindow = scalar('attention.sliding_window') ?? 4096;
-      config.layerTypes = Array.from({ length: numLayers }, (_, i) => (i % 4 < 3 ? 'sliding' : 'full'));
-      config.noRopeLayers = config.layerTypes.flatMap((t, i) => (t === 'full' ? [i] : []));
-    }
+    if (numLayers === 64) slideThreeOfFour(config, scalar('attention.sliding_window') ?? 4096);
   }
   if (COHERE.has(arch)) {
     // Command R: LayerNorms without a bias, attention and MLP side by side on one norm, logits multiplied (required, as
@@ -270,9 +266,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     if (arch === 'cohere2') {
       const window = scalar('attention.sliding_window');
       if (window === undefined) throw new GgufError(`${src} is missing the metadata "${key('attention.sliding_window')}".`, 'missing-metadata');
-      config.slidingWindow = window;
-      config.layerTypes = Array.from({ length: numLayers }, (_, i) => (i % 4 < 3 ? 'sliding' : 'full'));
-      config.noRopeLayers = config.layerTypes.flatMap((t, i) => (t === 'full' ? [i] : []));
+      slideThreeOfFour(config, window);
     }
   }
   if (arch === 'olmo2') {
@@ -332,6 +326,16 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   // phi3: llama.cpp disables Phi-3's sliding window (it reads "phi3.attention.sliding_window" and sets no window), and so do we.
   if (ropeAttentionFactor !== 1) config.ropeAttentionFactor = ropeAttentionFactor;
   return config;
+}
+
+/**
+ * llama.cpp's sliding window on three layers of every four (its `set_swa_pattern(4)`), the fourth attending to all
+ * without rotary (EXAONE 4.0 32B, Command R7B).
+ */
+function slideThreeOfFour(config: LlamaConfig, window: number): void {
+  config.slidingWindow = window;
+  config.layerTypes = Array.from({ length: config.numLayers }, (_, i) => (i % 4 < 3 ? 'sliding' : 'full'));
+  config.noRopeLayers = config.layerTypes.flatMap((t, i) => (t === 'full' ? [i] : []));
 }
 
 /**

@@ -669,18 +669,12 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
     // GroupQueryAttention rotating inside takes its own positions.
     const posF = positionIds || !rotaryInside ? positions() : '';
     // Llama 4's attention temperature [B, S, 1]: 1 + scale · ln(⌊(position + offset) / length⌋ + 1).
-    const temperature = c.temperature
-      ? b.op('Unsqueeze', [
-          b.op('Add', [
-            b.op('Mul', [
-              b.op('Log', [b.op('Add', [b.op('Floor', [b.op('Div', [b.op('Add', [positions(), b.f32([c.temperature.offset], [])]), b.f32([c.temperature.length], [])])]), b.f32([1], [])])]),
-              b.f32([c.temperature.scale], []),
-            ]),
-            b.f32([1], []),
-          ]),
-          b.i64([2]),
-        ])
-      : '';
+    const temperatureOf = ({ scale, length, offset }: NonNullable<Resolved['temperature']>): string => {
+      const periods = b.op('Floor', [b.op('Div', [b.op('Add', [positions(), b.f32([offset], [])]), b.f32([length], [])])]);
+      const factor = b.op('Add', [b.op('Mul', [b.op('Log', [b.op('Add', [periods, b.f32([1], [])])]), b.f32([scale], [])]), b.f32([1], [])]);
+      return b.op('Unsqueeze', [factor, b.i64([2])]);
+    };
+    const temperature = c.temperature ? temperatureOf(c.temperature) : '';
 
     // Rotary tables cos/sin [B, 1, S, ropeDims/2] for heads laid out [B, heads, S, headDim], [B, S, 1, ropeDims/2]
     // for GroupQueryAttention's [B, S, heads, headDim] (an extra trailing 1 for the adjacent style).

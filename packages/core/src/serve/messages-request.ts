@@ -29,7 +29,8 @@ export function parseMessagesRequest(body: unknown, counting = false): ChatReque
   const messages = messagesOf(body.system, body.messages);
   chat.messages = messages;
   // A last assistant message is the start of the answer (Anthropic's prefill): the reply continues it.
-  if ((messages[messages.length - 1]?.role === 'assistant') && messages[messages.length - 1]!.content !== '') chat.continue_final_message = true;
+  const last = messages[messages.length - 1];
+  if (last?.role === 'assistant' && last.content !== '') chat.continue_final_message = true;
   // Client tools (`{name, description, input_schema}`, typed `custom` or not); typed server tools are refused.
   const tools = chatToolsOf(body.tools, (type) => type === undefined || type === 'custom', (t) => t.input_schema ?? { type: 'object' });
   if (tools) chat.tools = tools;

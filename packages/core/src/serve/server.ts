@@ -377,7 +377,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
 
   /**
    * A chat request's turn: its prompt rendered, its engine options completed (token limit, constraint, thought,
-   * kept tokens, thinking budget), and how its reply is read. Shared by chat completions and responses.
+   * kept tokens, thinking budget), and how its reply is read. Shared by chat completions, responses and messages.
    */
   function chatTurn(l: Loaded, request: ChatRequest): { prompt: { text: string; ids: number[] }; parsing: ReplyParsing } {
     const prompt = chatPrompt(l, request);
