@@ -6,11 +6,7 @@
  * parser checks every field. Images, documents and server tools (web search, code execution) are refused by name.
  */
 import { badRequest } from './errors.js';
-import { chatToolsOf, parseChatRequest, type ChatRequest } from './requests.js';
-
-type Body = Record<string, unknown>;
-
-const isObject = (v: unknown): v is Body => typeof v === 'object' && v !== null && !Array.isArray(v);
+import { chatToolsOf, isObject, parseChatRequest, type Body, type ChatRequest } from './requests.js';
 
 /** Reads a `/v1/messages` (or `/v1/messages/count_tokens`) body; `counting` needs no `max_tokens`. */
 export function parseMessagesRequest(body: unknown, counting = false): ChatRequest {

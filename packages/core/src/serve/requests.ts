@@ -13,7 +13,8 @@ import type { ToolCallSyntax } from '../constrain/tool-syntax.js';
 import { badRequest } from './errors.js';
 import { MAX_TOP_LOGPROBS } from '../sampling/logprobs.js';
 
-type Body = Record<string, unknown>;
+/** A JSON request body (or an object within one). */
+export type Body = Record<string, unknown>;
 
 /** The engine options a request asks for (the reasoners come from `model` and the `reasonplug` extension). */
 export type CallOptions = GenerateOptions & Omit<CompositionOptions, 'reasoners'> & { responseFormat?: ResponseFormat };
@@ -65,7 +66,8 @@ export interface CompletionRequest extends ParsedRequest {
   echo: boolean;
 }
 
-const isObject = (v: unknown): v is Body => typeof v === 'object' && v !== null && !Array.isArray(v);
+/** Whether a JSON value is an object (not an array, not null). */
+export const isObject = (v: unknown): v is Body => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 function number(body: Body, key: string, check: (n: number) => boolean, rule: string): number | undefined {
   const v = body[key];

@@ -6,9 +6,7 @@
  * cannot run (web search, file search, …) are refused by name.
  */
 import { badRequest } from './errors.js';
-import { chatToolsOf, parseChatRequest, type ChatRequest } from './requests.js';
-
-type Body = Record<string, unknown>;
+import { chatToolsOf, isObject, parseChatRequest, type Body, type ChatRequest } from './requests.js';
 
 /** A Responses request: the chat request it amounts to, and what the response echoes back. */
 export interface ResponsesRequest {
@@ -16,8 +14,6 @@ export interface ResponsesRequest {
   /** Request fields the response object repeats (OpenAI's `instructions`, `metadata`, `tools`, `text`, …). */
   echo: Body;
 }
-
-const isObject = (v: unknown): v is Body => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** Fields of a chat request a Responses request may carry as they are (sampling settings and this server's extensions). */
 const PASSED = [
