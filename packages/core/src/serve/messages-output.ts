@@ -5,6 +5,7 @@
  * with the stop reason and usage, `message_stop`).
  */
 import { BlockOutput, type BlockEvent, type Event } from './reply-blocks.js';
+import { isObject } from './requests.js';
 
 type Block = Record<string, unknown> & { type: string };
 
@@ -52,7 +53,7 @@ export class MessageOutput extends BlockOutput<Event> {
 function parsedInput(args: string): unknown {
   try {
     const v: unknown = JSON.parse(args);
-    return typeof v === 'object' && v !== null && !Array.isArray(v) ? v : { arguments: args };
+    return isObject(v) ? v : { arguments: args };
   } catch {
     return { arguments: args };
   }
