@@ -175,6 +175,28 @@ const MODELS: Record<string, RandomGgufSpec> = {
     untied: true,
     meta: { 'rope.scaling.original_context_length': u32(2), 'attention.temperature_scale': f32(0.5) },
   },
+  // GLM-4 (0414) and GLM-Z1: adjacent pairs over half of each head, four norms, biased q/k/v, one gate_up matrix.
+  'glm4 (partial rotary in adjacent pairs, norms before and after the blocks, q/k/v biases, fused gate_up)': {
+    arch: 'glm4',
+    ...SMALL,
+    untied: true,
+    qkvBias: true,
+    postNorms: true,
+    fusedGateUp: true,
+    meta: { 'rope.dimension_count': u32(8) },
+  },
+  'glm4 with fused q/k/v and their biases, tied head': { arch: 'glm4', ...SMALL, qkvBias: true, fusedQkv: true, postNorms: true, fusedGateUp: true, seed: 4, meta: { 'rope.dimension_count': u32(8) } },
+  // GLM-4.1V's text model: M-RoPE sections, which llama.cpp rotates in NeoX's halves.
+  'glm4 with M-RoPE sections (GLM-4.1V as a text model)': {
+    arch: 'glm4',
+    ...SMALL,
+    untied: true,
+    qkvBias: true,
+    postNorms: true,
+    fusedGateUp: true,
+    seed: 6,
+    meta: { 'rope.dimension_count': u32(8), 'rope.dimension_sections': sections([2, 1, 1, 0]) },
+  },
   'llama YaRN with an attention factor (adjacent pairs)': { arch: 'llama', ...SMALL, untied: true, meta: { ...YARN, 'rope.scaling.attn_factor': f32(1.2) } },
 };
 
@@ -295,7 +317,7 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
       ['an unknown rope scaling', { meta: { 'rope.scaling.type': str('dynamic'), 'rope.scaling.factor': f32(4) } }, /rope scaling "dynamic"/],
       ['yarn outside llama and qwen', { arch: 'gemma2', postNorms: true, meta: { 'rope.scaling.type': str('yarn'), 'rope.scaling.factor': f32(4) } }, /rope scaling "yarn" on gemma2/],
       ['long-rope factors outside phi3', { extraTensors: { 'rope_factors_long.weight': [[8], new Float32Array(8).fill(1)] } }, /does not use.*rope_factors_long\.weight/],
-      ['partial rotary', { meta: { 'rope.dimension_count': u32(8) } }, /partial rotary/],
+      ['partial rotary', { meta: { 'rope.dimension_count': u32(8) } }, /partial rotary; phi3 and glm4 only/],
       ["Command R+'s q/k LayerNorms", { arch: 'command-r', parallel: true, qkNorm: true, meta: { logit_scale: f32(0.25) } }, /q\/k LayerNorms.*attn_q_norm/],
       ['a tensor it would drop', { extraTensors: { 'blk.0.attn_output.bias': [[64], new Float32Array(64)] } }, /blk\.0\.attn_output\.bias/],
       ['an output head on gemma2 (llama.cpp ties it)', { arch: 'gemma2', postNorms: true, untied: true }, /gemma2.*"output\.weight"/],

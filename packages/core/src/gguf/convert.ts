@@ -98,7 +98,7 @@ export function kebabName(s: string): string {
 }
 
 /** The `general.architecture` values the converter reads (llama.cpp's names). */
-export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'olmo2', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2'] as const;
+export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'olmo2', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4'] as const;
 export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 /**
@@ -108,7 +108,13 @@ export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 const TEXT_MODEL_OF: Partial<Record<GgufArchitecture, GgufArchitecture>> = { qwen2vl: 'qwen2', qwen3vl: 'qwen3' };
 
 /** Architectures whose q/k llama.cpp's converter permutes into adjacent rotary pairs ("NORM"); the others keep NeoX's halves. */
-const ADJACENT_ROPE: ReadonlySet<GgufArchitecture> = new Set(['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'command-r', 'cohere2']);
+const ADJACENT_ROPE: ReadonlySet<GgufArchitecture> = new Set(['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'command-r', 'cohere2', 'glm4']);
+/** Architectures whose llama.cpp graph rotates only the first `rope.dimension_count` dimensions of each head. */
+const PARTIAL_ROTARY: ReadonlySet<GgufArchitecture> = new Set(['phi3', 'glm4']);
+/** Architectures whose gate and up projections are one `[2 ff, hidden]` matrix, gate first (llama.cpp's SwiGLU halves). */
+const FUSED_GATE_UP: ReadonlySet<GgufArchitecture> = new Set(['phi3', 'glm4']);
+/** Architectures whose q, k and v projections may carry biases (read when the file has them). */
+const OPTIONAL_QKV_BIAS: ReadonlySet<GgufArchitecture> = new Set(['qwen2', 'llama', 'mistral3', 'glm4']);
 /** What llama.cpp adds to a position before dividing it into periods of the attention temperature's length. */
 const TEMPERATURE_OFFSET = 0;
 
@@ -139,7 +145,7 @@ export function ggufArchitecture(f: GgufFile): GgufArchitecture {
   if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new GgufError(
       `${src} has general.architecture "${arch}"; the converter reads ${SUPPORTED_ARCHITECTURES.map((a) => `"${a}"`).join(', ')} ` +
-        '(Llama 1/2/3, Mistral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL and Qwen3-VL as text models, OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B).',
+        '(Llama 1/2/3, Mistral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL and Qwen3-VL as text models, OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B, GLM-4 and GLM-Z1 (0414)).',
       'unsupported-model',
     );
   }
@@ -199,8 +205,10 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   if (!Number.isInteger(ropeDims) || ropeDims <= 0 || ropeDims % 2 !== 0 || ropeDims > headDim) {
     throw new GgufError(`${src}: "${key('rope.dimension_count')}" is ${ropeDims}, expected an even number of dimensions within the head size ${headDim}.`, 'corrupt');
   }
-  // llama.cpp's phi3 graph rotates part of each head (Phi-4-mini); its others refuse or assert on it.
-  if (ropeDims !== headDim && arch !== 'phi3') refuse(`rotary embeddings over ${ropeDims} of ${headDim} head dimensions (partial rotary; phi3 only)`);
+  // llama.cpp's phi3 and glm4 graphs rotate part of each head (Phi-4-mini, GLM-4); its others refuse or assert on it.
+  if (ropeDims !== headDim && !PARTIAL_ROTARY.has(arch)) {
+    refuse(`rotary embeddings over ${ropeDims} of ${headDim} head dimensions (partial rotary; ${[...PARTIAL_ROTARY].join(' and ')} only)`);
+  }
   const numLayers = required('block_count');
   const embd = f.tensorInfo('token_embd.weight');
   const tokens = f.get('tokenizer.ggml.tokens');
@@ -245,8 +253,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   }
   // Partial rotary (Phi-4-mini): llama.cpp rotates the first rope.dimension_count dimensions of each head.
   if (ropeDims !== headDim) config.ropeDims = ropeDims;
-  if (family === 'qwen2' && (f.tensorInfo('blk.0.attn_q.bias') || f.tensorInfo('blk.0.attn_qkv.bias'))) config.qkvBias = true;
-  if ((arch === 'llama' || arch === 'mistral3') && (f.tensorInfo('blk.0.attn_q.bias') || f.tensorInfo('blk.0.attn_qkv.bias'))) config.qkvBias = true;
+  if (OPTIONAL_QKV_BIAS.has(family) && (f.tensorInfo('blk.0.attn_q.bias') || f.tensorInfo('blk.0.attn_qkv.bias'))) config.qkvBias = true;
   if (family === 'qwen3' || arch === 'gemma3') config.qkNorm = true;
   if (arch === 'exaone4') {
     // EXAONE 4.0: norms after the blocks only (as OLMo 2), per-head q/k norms. llama.cpp gives the 64-layer model
@@ -268,6 +275,13 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
       if (window === undefined) throw new GgufError(`${src} is missing the metadata "${key('attention.sliding_window')}".`, 'missing-metadata');
       slideThreeOfFour(config, window);
     }
+  }
+  // GLM-4 (0414): Gemma 2's four norms around the blocks. Its vision-language models' text (GLM-4.1V) carries M-RoPE
+  // sections, which llama.cpp then rotates in NeoX's halves; on text every section takes the token's position.
+  if (arch === 'glm4') {
+    config.postNorms = true;
+    const sections = f.get(key('rope.dimension_sections'));
+    if (Array.isArray(sections) && sections.some((n) => n !== 0)) config.ropeStyle = 'half';
   }
   if (arch === 'olmo2') {
     // OLMo 2: no norm before attention or the MLP, one after each; q and k normalized over their whole projections.
@@ -426,8 +440,7 @@ export async function llamaWeightsFromGguf(
     layer.wo = await readMatrix(`${p}attn_output.weight`, [h, qDim]);
     if (config.postNorms) layer.postAttnNorm = await read(`${p}post_attention_norm.weight`, [h]);
     if (preNorms && !config.parallelBlock) layer.mlpNorm = await read(`${p}ffn_norm.weight`, [h]);
-    if (arch === 'phi3') {
-      // Phi-3's gate and up projections are one [2 ff, hidden] matrix, gate first (llama.cpp's SwiGLU halves).
+    if (FUSED_GATE_UP.has(arch)) {
       const gateUp = await readMatrix(`${p}ffn_up.weight`, [2 * ff, h]);
       layer.wGate = rows(gateUp, 0, ff, h);
       layer.wUp = rows(gateUp, ff, ff, h);

@@ -420,11 +420,30 @@ function templateProcessing(
 }
 
 /**
+ * The cased letters of DeepSeek LLM's word expression, as its tokenizer.json lists them (code point ranges, written
+ * as numbers: several of its characters are singletons that Unicode normalization would turn into others).
+ */
+const CASED_LETTERS = '41-5a 61-7a b5 c0-d6 d8-f6 f8-1ba 1bc-1bf 1c4-293 295-2af 370-373 376 377 37b-37d 37f 386 388-38a 38c 38e-3a1 3a3-3f5 3f7-481 48a-52f 531-556 10a0-10c5 13a0-13f5 13f8-13fd 1c90-1cba 1cbd-1cbf 1d00-1d2b 1d6b-1d77 1d79-1d9a 1e00-1f15 1f18-1f1d 1f20-1f45 1f48-1f4d 1f50-1f57 1f59 1f5b 1f5d 1f5f-1f7d 1f80-1fb4 1fb6-1fbc 1fbe 1fc2-1fc4 1fc6-1fcc 1fd0-1fd3 1fd6-1fdb 1fe0-1fec 1ff2-1ff4 1ff6-1ffc 2102 2107 210a-2113 2115 2119-211d 2124 2126 2128 212a-212d 212f-2134 2139 213c-213f 2145-2149 214e 2183 2184 2c00-2c7b 2c7e-2ce4 2ceb-2cee 2cf2 2cf3 a640-a66d a680-a69b a722-a76f a771-a787 a78b-a78e ab70-abbf fb00-fb06 fb13-fb17 ff21-ff3a ff41-ff5a 10400-1044f 104b0-104d3 104d8-104fb 10c80-10cb2 10cc0-10cf2 118a0-118df 1e900-1e943'
+  .split(' ')
+  .map((r) => r.split('-').map((h) => String.fromCodePoint(parseInt(h, 16))).join('-'))
+  .join('');
+
+/** How llama.cpp pre-tokenizes one kind of BPE vocabulary (see {@link BPE_PRE_TOKENIZERS}). */
+interface BpePreTokenizer {
+  regexes: string[];
+  ignoreMerges: boolean;
+  addBos: boolean;
+  cleanSpaces: boolean;
+  /** Without `tokenizer.ggml.bos_token_id` the vocabulary has no BOS, rather than llama.cpp's default of 11 (GLM-4). */
+  noDefaultBos?: boolean;
+}
+
+/**
  * The pre-tokenizers of llama.cpp's BPE vocabularies this converter writes, by `tokenizer.ggml.pre`: the
  * regular expressions llama.cpp splits with (src/llama-vocab.cpp), applied in order, each match and each
  * gap a piece, and whether whole pieces found in the vocabulary skip the merges (Llama 3).
  */
-export const BPE_PRE_TOKENIZERS: Readonly<Record<string, { regexes: string[]; ignoreMerges: boolean; addBos: boolean; cleanSpaces: boolean }>> = (() => {
+export const BPE_PRE_TOKENIZERS: Readonly<Record<string, BpePreTokenizer>> = (() => {
   const contractions = "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])";
   const llama3 = {
     regexes: [`${contractions}|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+`],
@@ -463,6 +482,25 @@ export const BPE_PRE_TOKENIZERS: Readonly<Record<string, { regexes: string[]; ig
     addBos: false,
     cleanSpaces: false,
   };
+  // GLM-4: Llama 3's expression with merges; no BOS unless the file names one (its chat template writes `[gMASK]<sop>`).
+  const glm4 = { ...dbrx, noDefaultBos: true };
+  // DeepSeek LLM and DeepSeek Coder (the llama-architecture models): newlines alone, words and punctuation with one
+  // leading space, CJK runs, digits (runs, or one by one).
+  const cjk = '[一-龥ࠀ-一가-퟿]+';
+  const deepseekLlm = {
+    regexes: [
+      '[\r\n]',
+      `\\s?[${CASED_LETTERS}]+`,
+      '\\s?[!-/:-~！-／：-～‘-‟　-。]+',
+      '\\s+$',
+      cjk,
+      '\\p{N}+',
+    ],
+    ignoreMerges: false,
+    addBos: true,
+    cleanSpaces: true,
+  };
+  const deepseekCoder = { ...deepseekLlm, regexes: ['[\r\n]', '\\s?\\p{L}+', '\\s?\\p{P}+', cjk, '\\p{N}'] };
   return {
     'llama-bpe': llama3,
     llama3,
@@ -479,6 +517,12 @@ export const BPE_PRE_TOKENIZERS: Readonly<Record<string, { regexes: string[]; ig
     starcoder: refact,
     exaone: refact,
     'gpt-2': gpt2,
+    olmo: gpt2,
+    mpt: gpt2,
+    glm4,
+    'chatglm-bpe': glm4,
+    'deepseek-llm': deepseekLlm,
+    'deepseek-coder': deepseekCoder,
     exaone4: gpt2,
     tekken,
     'gpt-4o': gpt4o,
@@ -517,13 +561,13 @@ function bpeTokenizer(get: (key: string) => GgufValue | undefined, options: Toke
 
   const specialId = tokenIdReader(get, n);
   // llama.cpp's defaults for BPE vocabularies: BOS = EOS = 11 unless the file names them.
-  const bos = get('tokenizer.ggml.bos_token_id') === undefined ? (n > 11 ? 11 : undefined) : specialId('tokenizer.ggml.bos_token_id');
+  const bos = get('tokenizer.ggml.bos_token_id') === undefined ? (n > 11 && !pre.noDefaultBos ? 11 : undefined) : specialId('tokenizer.ggml.bos_token_id');
   const eos = get('tokenizer.ggml.eos_token_id') === undefined ? (n > 11 ? 11 : undefined) : specialId('tokenizer.ggml.eos_token_id');
   const unk = specialId('tokenizer.ggml.unknown_token_id');
   const pad = specialId('tokenizer.ggml.padding_token_id');
   const special = specialIds(bos, eos, unk, pad);
   const boolMeta = boolReader(get);
-  const addBos = boolMeta('tokenizer.ggml.add_bos_token', pre.addBos);
+  const addBos = bos !== undefined && boolMeta('tokenizer.ggml.add_bos_token', pre.addBos);
   const addEos = boolMeta('tokenizer.ggml.add_eos_token', false);
 
   const vocab: Record<string, number> = Object.create(null) as Record<string, number>;

@@ -105,7 +105,8 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
       matrix(`${p}attn_k.weight`, kv, h);
       matrix(`${p}attn_v.weight`, kv, h);
     }
-    if (spec.qkvBias) {
+    if (spec.qkvBias && spec.fusedQkv) vector(`${p}attn_qkv.bias`, q + 2 * kv, 0.2, 0);
+    else if (spec.qkvBias) {
       vector(`${p}attn_q.bias`, q, 0.2, 0);
       vector(`${p}attn_k.bias`, kv, 0.2, 0);
       vector(`${p}attn_v.bias`, kv, 0.2, 0);
