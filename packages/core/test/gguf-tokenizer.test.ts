@@ -11,7 +11,7 @@ import { GgufError, withGguf } from '../src/gguf/reader.js';
 import { tokenizerFromGguf } from '../src/gguf/tokenizer-from-gguf.js';
 import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { makeGguf, type WValue } from './support/gguf-writer.js';
-import { bpeTokenizerMeta } from './support/bpe-vocab.js';
+import { bpeTokenizerMeta, plain } from './support/bpe-vocab.js';
 import { llamaCppTokenize, storiesTokenizerMeta } from './support/gguf-models.js';
 import { useTempDir } from './support/temp-cache.js';
 import { createRng } from '../src/sampling/index.js';
@@ -81,7 +81,7 @@ describe('gguf tokenizers: BPE pre-tokenizers, SentencePiece options, special to
 
   it('splits digits as each pre-tokenizer does (qwen2 one by one, llama-bpe up to three, smollm one by one)', async () => {
     const ids = (pre: string) => {
-      const tok = tokenizerFromGguf(Object.fromEntries(Object.entries(bpeTokenizerMeta(pre)).map(([k, v]) => [k, unwrap(v)])));
+      const tok = tokenizerFromGguf(Object.fromEntries(Object.entries(bpeTokenizerMeta(pre)).map(([k, v]) => [k, plain(v)])));
       return new Tokenizer(tok.tokenizerJson, tok.tokenizerConfig).encode('1234567', { add_special_tokens: false }).tokens;
     };
     expect(ids('qwen2')).to.deep.equal(['1', '2', '3', '4', '5', '6', '7']);
@@ -126,7 +126,7 @@ describe('gguf tokenizers: BPE pre-tokenizers, SentencePiece options, special to
     }
 
     // Llama 3's pre-tokenizer adds BOS unless the file says otherwise, as llama.cpp does.
-    const llama3 = tokenizerFromGguf(Object.fromEntries(Object.entries(bpeTokenizerMeta('llama-bpe')).map(([k, v]) => [k, unwrap(v)])));
+    const llama3 = tokenizerFromGguf(Object.fromEntries(Object.entries(bpeTokenizerMeta('llama-bpe')).map(([k, v]) => [k, plain(v)])));
     const hf = new Tokenizer(llama3.tokenizerJson, llama3.tokenizerConfig);
     const l3path = join(scratch.dir, 'l3.gguf');
     await writeFile(l3path, vocabGguf(bpeTokenizerMeta('llama-bpe')));
@@ -198,15 +198,8 @@ describe('gguf tokenizers: BPE pre-tokenizers, SentencePiece options, special to
 
   it('refuses unknown and missing pre-tokenizers by name', () => {
     const meta = (pre: string | undefined) =>
-      Object.fromEntries(Object.entries(bpeTokenizerMeta(pre ?? 'qwen2')).filter(([k]) => pre !== undefined || k !== 'tokenizer.ggml.pre').map(([k, v]) => [k, unwrap(v)]));
+      Object.fromEntries(Object.entries(bpeTokenizerMeta(pre ?? 'qwen2')).filter(([k]) => pre !== undefined || k !== 'tokenizer.ggml.pre').map(([k, v]) => [k, plain(v)]));
     expect(() => tokenizerFromGguf(meta('viking'))).to.throw(GgufError, /"viking".*qwen2/);
     expect(() => tokenizerFromGguf(meta(undefined))).to.throw(GgufError, /tokenizer\.ggml\.pre/);
   });
 });
-
-/** A writer value back to the plain value the reader would return. */
-function unwrap(v: WValue): import('../src/gguf/reader.js').GgufValue {
-  if (v.t === 'arr') return v.v.map(unwrap);
-  if (v.t === 'u64' || v.t === 'i64') return Number(v.v);
-  return v.v;
-}

@@ -4,6 +4,8 @@
  * token of the vocabulary, which decoding drops and a grammar over text cannot write; the calls after it are a JSON
  * list; and Mistral's templates refuse call ids but nine letters and digits. The backbone (a Mistral v0.3-style
  * template over a vocabulary with `[TOOL_CALLS]` as its special token 512) is scripted to answer with two calls.
+ * DeepSeek's fenced calls between five added tokens, over a byte-level vocabulary as DeepSeek's, likewise; its template
+ * joins the arguments into the text as a string, which the tokenizer finds by probing it.
  */
 import { expect } from 'chai';
 import { ChatOpenAI } from '@langchain/openai';
@@ -14,7 +16,9 @@ import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { toolCallSyntaxOf } from '../src/constrain/tool-syntax.js';
 import { ToolCallTextSplitter } from '../src/chat/tool-calls.js';
 import { scriptedChatModule } from './support/modules.js';
-import { GRANITE_TOOLS_TEMPLATE, MISTRAL_ARGS_TOOLS_TEMPLATE, MISTRAL_TOOLS_TEMPLATE, THINKING_TEMPLATE } from './support/chat-templates.js';
+import { DEEPSEEK_TOOLS_TEMPLATE, GRANITE_TOOLS_TEMPLATE, MISTRAL_ARGS_TOOLS_TEMPLATE, MISTRAL_TOOLS_TEMPLATE, THINKING_TEMPLATE, TOOLS_TEMPLATE } from './support/chat-templates.js';
+import { argumentsFormOf } from '../src/tokenizer/tool-call-arguments.js';
+import { Template } from '@huggingface/jinja';
 
 const QUESTION = 'What are two and two, and three and four?';
 const ADD = {
@@ -264,5 +268,103 @@ describe("reasonplug serve: Qwen's <tool_call> blocks, whose tags are added toke
       expect(got.content).to.equal('');
       expect(got.response_metadata.finish_reason).to.equal('tool_calls');
     }
+  });
+});
+
+describe("reasonplug serve: DeepSeek's tool calls, fenced between <｜tool▁calls▁begin｜> and <｜tool▁calls▁end｜>", function () {
+  this.timeout(180_000);
+  const [CALLS, CALLS_END, CALL, SEP, CALL_END] = ['<｜tool▁calls▁begin｜>', '<｜tool▁calls▁end｜>', '<｜tool▁call▁begin｜>', '<｜tool▁sep｜>', '<｜tool▁call▁end｜>'];
+  const fenced = (args: string) => `${CALL}function${SEP}add\n\`\`\`json\n${args}\n\`\`\`${CALL_END}`;
+  const reply = `${CALLS}${fenced('{"a": 2, "b": 2}')}\n${fenced('{"a": 3, "b": 4}')}${CALLS_END}`;
+  let dir: string;
+  let replyIds: number[];
+  let server: RunningServer;
+  let tokenizer: TextTokenizer;
+  const chat = () => new ChatOpenAI({ model: 'deepseekish', apiKey: 'none', temperature: 0, maxTokens: 200, configuration: { baseURL: `${server.url}/v1` }, maxRetries: 0 });
+
+  before(async () => {
+    ({ dir, replyIds } = await scriptedChatModule('deepseekish', DEEPSEEK_TOOLS_TEMPLATE, [{ role: 'user', content: QUESTION }], reply, {
+      tools: [ADD],
+      textTokens: [CALLS, CALLS_END, CALL, SEP, CALL_END],
+      bpe: true,
+    }));
+    tokenizer = await TextTokenizer.fromDirectory(dir);
+    server = await startServer({ engine: { model: dir }, name: 'deepseekish', port: 0 });
+    await server.ready;
+  });
+  after(async () => {
+    await server?.close();
+  });
+
+  it('the constraint writes the markers as their tokens and the fenced calls (required, auto, named)', async () => {
+    expect(toolCallSyntaxOf(DEEPSEEK_TOOLS_TEMPLATE)).to.equal('deepseek');
+    const markers = [CALLS, CALL, SEP, CALL_END, CALL, SEP, CALL_END, CALLS_END].map((m) => tokenizer.tokenId(m));
+    expect(replyIds.filter((id) => markers.includes(id))).to.deep.equal(markers);
+    expect(tokenizer.decode(replyIds)).to.equal(reply);
+    const engine = await Engine.load({ model: dir });
+    try {
+      const prompt = { messages: [{ role: 'user' as const, content: QUESTION }], tools: [ADD] };
+      const tools = [{ name: 'add', parameters: ADD.function.parameters }];
+      for (const choice of ['required', 'auto'] as const) {
+        const { rows } = await engine.generate(prompt, { maxTokens: 200, responseFormat: { type: 'tool_calls', tools, choice, syntax: 'deepseek' } });
+        expect(rows[0]!.ids.slice(0, -1), choice).to.deep.equal(replyIds);
+        expect(rows[0]!.text, choice).to.equal(reply);
+      }
+      // A named tool is called once: the calls close after the first.
+      const named = await engine.generate(prompt, { maxTokens: 200, responseFormat: { type: 'tool_calls', tools, choice: { name: 'add' }, syntax: 'deepseek' } });
+      expect(named.rows[0]!.text).to.equal(`${CALLS}${fenced('{"a": 2, "b": 2}')}${CALLS_END}`);
+    } finally {
+      await engine.dispose();
+    }
+  });
+
+  it('ChatOpenAI gets both calls in invoke and stream, and they go back through the template as the text it joins', async () => {
+    for (const toolChoice of ['auto', 'required'] as const) {
+      const got = await chat().bindTools([ADD], { tool_choice: toolChoice }).invoke(QUESTION);
+      expect(got.tool_calls?.map((c) => [c.name, c.args]), toolChoice).to.deep.equal([['add', { a: 2, b: 2 }], ['add', { a: 3, b: 4 }]]);
+      expect(got.content).to.equal('');
+      expect(got.response_metadata.finish_reason).to.equal('tool_calls');
+    }
+    const chunks: AIMessageChunk[] = [];
+    for await (const c of await chat().bindTools([ADD]).stream(QUESTION)) chunks.push(c);
+    expect(chunks.reduce((a, b) => a.concat(b)).tool_calls?.map((c) => c.args)).to.deep.equal([{ a: 2, b: 2 }, { a: 3, b: 4 }]);
+
+    const got = await chat().bindTools([ADD]).invoke(QUESTION);
+    const body = {
+      messages: [
+        { role: 'user', content: QUESTION },
+        { role: 'assistant', content: '', tool_calls: got.tool_calls!.map((c) => ({ id: c.id, type: 'function', function: { name: c.name, arguments: JSON.stringify(c.args) } })) },
+        { role: 'tool', content: '4', tool_call_id: got.tool_calls![0]!.id },
+      ],
+    };
+    const res = await fetch(`${server.url}/tokenize`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+    expect(res.status).to.equal(200);
+    const text = tokenizer.decode(((await res.json()) as { tokens: number[] }).tokens, false);
+    expect(text).to.include(`${CALLS}${fenced('{"a":2,"b":2}')}\n${fenced('{"a":3,"b":4}')}${CALLS_END}`).and.not.include('[object');
+    expect(text).to.include('<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>4<');
+    const next = await chat().bindTools([ADD]).invoke([new HumanMessage(QUESTION), got, new ToolMessage({ content: '4', tool_call_id: got.tool_calls![0]!.id! })]);
+    expect(next.usage_metadata?.input_tokens).to.be.greaterThan(100);
+  });
+
+  it('the splitter reads calls streamed in pieces, keeps arguments that are no JSON raw, and leaves an unclosed block as text', () => {
+    const splitter = new ToolCallTextSplitter('deepseek');
+    const pieces = ['Adding. <｜tool▁calls', `▁begin｜>${CALL}function${SEP}a`, 'dd\n```json\n{"a": 1,', ` "b": 2}\n\`\`\`${CALL_END}\n${CALL}function${SEP}add\n\`\`\`json\n{"a": x}\n\`\`\``, `${CALL_END}${CALLS_END}`];
+    const out = pieces.map((p) => splitter.push(p));
+    const end = splitter.end();
+    expect(out.map((o) => o.content).join('') + end.content).to.equal('Adding. ');
+    expect(out.slice(0, -1).every((o) => o.toolCalls.length === 0)).to.equal(true);
+    expect(out.at(-1)!.toolCalls.map((c) => [c.name, c.arguments])).to.deep.equal([['add', '{"a":1,"b":2}'], ['add', '{"a": x}']]);
+    const open = new ToolCallTextSplitter('deepseek');
+    open.push(`${CALLS}${CALL}function${SEP}add\n`);
+    expect(open.end()).to.deep.equal({ content: `${CALLS}${CALL}function${SEP}add\n`, toolCalls: [] });
+  });
+
+  it('a template that joins arguments as text is found by probing it; templates that render them with tojson take objects', () => {
+    const formOf = (source: string) => argumentsFormOf((messages) => new Template(source).render({ messages, bos_token: '', eos_token: '' }));
+    expect(formOf(DEEPSEEK_TOOLS_TEMPLATE)).to.equal('text');
+    for (const source of [MISTRAL_TOOLS_TEMPLATE, MISTRAL_ARGS_TOOLS_TEMPLATE, GRANITE_TOOLS_TEMPLATE, TOOLS_TEMPLATE, THINKING_TEMPLATE]) expect(formOf(source)).to.equal('object');
+    // rendered with objects, the DeepSeek template would print a map where the arguments go
+    const asObject = new Template(DEEPSEEK_TOOLS_TEMPLATE).render({ messages: [{ role: 'assistant', content: '', tool_calls: [{ type: 'function', function: { name: 'add', arguments: { a: 1 } } }] }] });
+    expect(asObject).to.include('[object Map]');
   });
 });

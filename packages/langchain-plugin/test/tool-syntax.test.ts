@@ -1,7 +1,7 @@
 /**
  * `ChatReasoner.bindTools` on a Llama 3-style template: the calls are constrained and read in the syntax the
- * template teaches (one JSON object with "parameters"), not as `<tool_call>` blocks. The backbone is scripted to
- * answer with a call.
+ * template teaches (one JSON object with "parameters"), not as `<tool_call>` blocks; likewise Mistral's and DeepSeek's.
+ * The backbone is scripted to answer with a call.
  */
 import { expect } from 'chai';
 import { AIMessage, AIMessageChunk, HumanMessage, ToolMessage } from '@langchain/core/messages';
@@ -11,7 +11,8 @@ import { z } from 'zod';
 import { ChatReasoner } from '../src/index.js';
 import { cacheDir } from './support/modules.js';
 import { scriptedChatModule } from '../../core/test/support/modules.js';
-import { LLAMA3_TOOLS_TEMPLATE, MISTRAL_TOOLS_TEMPLATE } from '../../core/test/support/chat-templates.js';
+import { DEEPSEEK_TOOLS_TEMPLATE, LLAMA3_TOOLS_TEMPLATE, MISTRAL_TOOLS_TEMPLATE } from '../../core/test/support/chat-templates.js';
+import { TextTokenizer } from '@reasonplug/core';
 
 const QUESTION = 'What are two and two?';
 
@@ -78,5 +79,41 @@ describe('ChatReasoner: Mistral tool calls after the [TOOL_CALLS] token', functi
     const results = await Promise.all(reply.tool_calls!.map(async (c) => new ToolMessage({ content: String(await add.invoke(c.args as { a: number; b: number })), tool_call_id: c.id! })));
     const next = await model.bindTools([add]).invoke([new HumanMessage(question), new AIMessage({ content: '', tool_calls: reply.tool_calls! }), ...results], { maxTokens: 2 });
     expect(next.usage_metadata?.input_tokens).to.be.greaterThan(40);
+  });
+});
+
+describe("ChatReasoner: DeepSeek's fenced tool calls", function () {
+  this.timeout(60_000);
+  let model: ChatReasoner;
+  let dir: string;
+  const add = tool(async ({ a, b }) => String(a + b), { name: 'add', description: 'Add two integers', schema: z.object({ a: z.number().int(), b: z.number().int() }) });
+  const [CALLS, CALLS_END, CALL, SEP, CALL_END] = ['<｜tool▁calls▁begin｜>', '<｜tool▁calls▁end｜>', '<｜tool▁call▁begin｜>', '<｜tool▁sep｜>', '<｜tool▁call▁end｜>'];
+
+  before(async () => {
+    const reply = `${CALLS}${CALL}function${SEP}add\n\`\`\`json\n{"a": 2, "b": 2}\n\`\`\`${CALL_END}${CALLS_END}`;
+    ({ dir } = await scriptedChatModule('deepseekish-plugin', DEEPSEEK_TOOLS_TEMPLATE, [{ role: 'user', content: QUESTION }], reply, {
+      tools: [convertToOpenAITool(add)],
+      textTokens: [CALLS, CALLS_END, CALL, SEP, CALL_END],
+      bpe: true,
+    }));
+    model = await ChatReasoner.create({ backbone: dir, cacheDir, maxTokens: 160 });
+  });
+  after(async () => {
+    await model?.dispose();
+  });
+
+  it('bindTools gives the call, and the next turn renders its arguments as the text the template joins', async () => {
+    const reply = await model.bindTools([add]).invoke([new HumanMessage(QUESTION)]);
+    expect(reply.tool_calls?.map((c) => [c.name, c.args])).to.deep.equal([['add', { a: 2, b: 2 }]]);
+    expect(reply.content).to.equal('');
+    const result = new ToolMessage({ content: '4', tool_call_id: reply.tool_calls![0]!.id! });
+    const next = await model.bindTools([add]).invoke([new HumanMessage(QUESTION), new AIMessage({ content: '', tool_calls: reply.tool_calls! }), result], { maxTokens: 2 });
+    // the prompt the template gives with the arguments as JSON text, not an object printed as "[object Map]"
+    const tokenizer = await TextTokenizer.fromDirectory(dir);
+    const call = { id: reply.tool_calls![0]!.id, type: 'function', function: { name: 'add', arguments: '{"a":2,"b":2}' } };
+    const messages = [{ role: 'user', content: QUESTION }, { role: 'assistant', content: '', tool_calls: [call] }, { role: 'tool', content: '4', tool_call_id: call.id }];
+    const prompt = tokenizer.applyChatTemplate(messages, { tools: [convertToOpenAITool(add)] });
+    expect(prompt).to.include('```json\n{"a":2,"b":2}\n```');
+    expect(next.usage_metadata?.input_tokens).to.equal(tokenizer.encode(prompt, false).length);
   });
 });

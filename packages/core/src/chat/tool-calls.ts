@@ -3,7 +3,8 @@
  * (`constrain/tool-syntax.ts`): Hermes/Qwen's `<tool_call>{"name": "add", "arguments": {"a": 1}}</tool_call>`
  * blocks, Llama 3's `{"name": "add", "parameters": {"a": 1}}` ending the reply, Mistral's
  * `[TOOL_CALLS] [{"name": "add", "arguments": {"a": 1}}, …]` ending it (Granite's the same after `<|tool_call|>`),
- * or its later `[TOOL_CALLS]add[ARGS]{"a": 1}` calls. A streaming splitter: text
+ * or its later `[TOOL_CALLS]add[ARGS]{"a": 1}` calls, or DeepSeek's fenced calls between `<｜tool▁calls▁begin｜>` and
+ * `<｜tool▁calls▁end｜>`. A streaming splitter: text
  * outside calls streams on as content, text that may still turn into the opening of a call is held back, and each
  * call becomes one parsed call. Shared by the OpenAI server and the LangChain plugin, so both read a model's calls
  * the same way.
@@ -133,6 +134,7 @@ export function toolCallId(syntax: ToolCallSyntax = 'hermes'): string {
 export function parseToolCalls(body: string, syntax: ToolCallSyntax = 'hermes'): ParsedToolCall[] {
   const form: ToolCallForm = TOOL_CALL_SYNTAX[syntax];
   if (form.args) return [namedCall(body, form.args, syntax)];
+  if (form.each) return fencedCalls(body, form.each, syntax);
   if (!form.list) return [parseToolCall(body, syntax)];
   let list: unknown;
   try {
@@ -155,6 +157,34 @@ function namedCall(body: string, args: string, syntax: ToolCallSyntax): ParsedTo
   } catch {
     return { id, name: body.slice(0, at).trim(), arguments: text };
   }
+}
+
+/**
+ * DeepSeek's calls (each `<｜tool▁call▁begin｜>function<｜tool▁sep｜>name`, a newline, its arguments fenced as ```json,
+ * `<｜tool▁call▁end｜>`): each a call, its arguments kept raw where they are not JSON; text that holds no such call is
+ * one raw call.
+ */
+function fencedCalls(body: string, each: NonNullable<ToolCallForm['each']>, syntax: ToolCallSyntax): ParsedToolCall[] {
+  const calls = body
+    .split(each.begin)
+    .map((part) => part.trim())
+    .filter((part) => part !== '')
+    .map((part) => {
+      const text = part.endsWith(each.end) ? part.slice(0, -each.end.length) : part;
+      const at = text.indexOf(each.sep);
+      const id = toolCallId(syntax);
+      if (at === -1) return { id, arguments: text.trim() };
+      const rest = text.slice(at + each.sep.length);
+      const line = rest.indexOf('\n');
+      const name = (line === -1 ? rest : rest.slice(0, line)).trim();
+      const args = (line === -1 ? '' : rest.slice(line + 1)).trim().replace(/^```(?:json)?\s*/, '').replace(/\s*```$/, '');
+      try {
+        return { id, name, arguments: JSON.stringify(JSON.parse(args)) };
+      } catch {
+        return { id, name, arguments: args };
+      }
+    });
+  return calls.length > 0 ? calls : [{ id: toolCallId(syntax), arguments: body.trim() }];
 }
 
 /** One call's text as a call (see {@link parseToolCalls} for what is kept when it is not JSON). */

@@ -12,9 +12,11 @@ import type { ResponseFormat } from './types.js';
  * (Mistral 7B v0.3, Nemo, Small 24B 2501); `mistral-args`: each call is `[TOOL_CALLS]name[ARGS]{…}` (Mistral's
  * later tokenizers: Small 3.2, Magistral, Devstral, Ministral 3). `[TOOL_CALLS]` and `[ARGS]` are special tokens
  * of those vocabularies. `granite`: the reply ends in `<|tool_call|>` (a special token) and a JSON list of calls
- * (Granite 3.x).
+ * (Granite 3.x). `deepseek`: DeepSeek R1's and V3's calls between `<｜tool▁calls▁begin｜>` and `<｜tool▁calls▁end｜>`,
+ * each `<｜tool▁call▁begin｜>function<｜tool▁sep｜>name`, a newline and its arguments in a ```json fence, then
+ * `<｜tool▁call▁end｜>` (DeepSeek-R1-0528 and its Qwen3 distill); the markers are added tokens of their vocabularies.
  */
-export type ToolCallSyntax = 'hermes' | 'json' | 'mistral' | 'mistral-args' | 'granite';
+export type ToolCallSyntax = 'hermes' | 'json' | 'mistral' | 'mistral-args' | 'granite' | 'deepseek';
 
 /** How one syntax writes its calls. */
 export interface ToolCallForm {
@@ -28,6 +30,11 @@ export interface ToolCallForm {
   readonly list?: boolean;
   /** Without `end`: the special text between a call's name and its JSON arguments, each call opened anew. */
   readonly args?: string;
+  /**
+   * Each call between `begin` and `end` inside the block: the call's kind (`function`), `sep`, its name, a newline and
+   * its arguments' JSON fenced as ```json (DeepSeek's); calls after the first start on a new line.
+   */
+  readonly each?: { readonly begin: string; readonly sep: string; readonly end: string };
 }
 
 /** Each syntax's form. */
@@ -37,15 +44,17 @@ export const TOOL_CALL_SYNTAX = {
   mistral: { begin: '[TOOL_CALLS]', list: true },
   'mistral-args': { begin: '[TOOL_CALLS]', args: '[ARGS]' },
   granite: { begin: '<|tool_call|>', list: true },
+  deepseek: { begin: '<｜tool▁calls▁begin｜>', end: '<｜tool▁calls▁end｜>', each: { begin: '<｜tool▁call▁begin｜>', sep: '<｜tool▁sep｜>', end: '<｜tool▁call▁end｜>' } },
 } as const satisfies Record<ToolCallSyntax, ToolCallForm>;
 
 /**
- * The syntax a chat template teaches: `mistral-args` where it writes `[TOOL_CALLS]` and `[ARGS]`, `mistral` where
- * it writes `[TOOL_CALLS]` alone, `granite` where it writes `<|tool_call|>`; `json` for Llama 3's (it renders calls
- * as `"parameters"` objects and tool results in the `ipython` role) unless it writes `<tool_call>` blocks; `hermes`
- * otherwise.
+ * The syntax a chat template teaches: `deepseek` where it writes `<｜tool▁calls▁begin｜>`, `mistral-args` where it
+ * writes `[TOOL_CALLS]` and `[ARGS]`, `mistral` where it writes `[TOOL_CALLS]` alone, `granite` where it writes
+ * `<|tool_call|>`; `json` for Llama 3's (it renders calls as `"parameters"` objects and tool results in the `ipython`
+ * role) unless it writes `<tool_call>` blocks; `hermes` otherwise.
  */
 export function toolCallSyntaxOf(chatTemplate: string | undefined): ToolCallSyntax {
+  if (chatTemplate?.includes(TOOL_CALL_SYNTAX.deepseek.begin)) return 'deepseek';
   if (!chatTemplate || chatTemplate.includes(TOOL_CALL_SYNTAX.hermes.begin)) return 'hermes';
   if (chatTemplate.includes(TOOL_CALL_SYNTAX.granite.begin)) return 'granite';
   if (chatTemplate.includes(TOOL_CALL_SYNTAX.mistral.begin)) return chatTemplate.includes(TOOL_CALL_SYNTAX['mistral-args'].args) ? 'mistral-args' : 'mistral';
@@ -54,11 +63,15 @@ export function toolCallSyntaxOf(chatTemplate: string | undefined): ToolCallSynt
 
 /**
  * The markers a syntax writes that vocabularies hold as added tokens (Qwen's `<tool_call>` and `</tool_call>`;
- * Mistral's `[TOOL_CALLS]`, which a tokenizer declares special and decoding would drop): the constraint lets the
+ * DeepSeek's five; Mistral's `[TOOL_CALLS]`, which a tokenizer declares special and decoding would drop): the constraint lets the
  * grammar write them as those tokens, and the reply's text keeps them for the splitter.
  */
 export function markerTokensOf(syntax: ToolCallSyntax): readonly string[] {
   if (syntax === 'hermes') return [TOOL_CALL_SYNTAX.hermes.begin, TOOL_CALL_SYNTAX.hermes.end];
+  if (syntax === 'deepseek') {
+    const { begin, end, each } = TOOL_CALL_SYNTAX.deepseek;
+    return [begin, end, each.begin, each.sep, each.end];
+  }
   if (syntax === 'mistral-args') return [TOOL_CALL_SYNTAX['mistral-args'].begin, TOOL_CALL_SYNTAX['mistral-args'].args];
   return syntax === 'mistral' || syntax === 'granite' ? [TOOL_CALL_SYNTAX[syntax].begin] : [];
 }

@@ -302,8 +302,9 @@ export class XGrammarFactory implements ConstraintFactory {
       const tags = await Promise.all(called.map(async (t) => ({ type: 'tag', begin: `${begin}${JSON.stringify(t.name)}, "parameters": `, content: await grammarOf(t), end: '}' })));
       return choice === 'auto' ? { type: 'triggered_tags', triggers: [begin], tags, stop_after_first: true } : { type: 'or', elements: tags };
     }
-    if (syntax === 'mistral-args' || syntax === 'mistral' || syntax === 'granite') {
+    if (syntax === 'mistral-args' || syntax === 'mistral' || syntax === 'granite' || syntax === 'deepseek') {
       const grammars = await Promise.all(called.map(async (t) => ({ name: t.name, content: await grammarOf(t) })));
+      if (syntax === 'deepseek') return deepseekCalls(grammars, choice, parallel);
       return syntax === 'mistral-args' ? mistralArgsCalls(grammars, choice, parallel) : listedCalls(syntax, grammars, choice, parallel);
     }
     // One tag, its call in either layout templates use: Hermes/Qwen's (a newline inside the tags) or the compact
@@ -375,6 +376,29 @@ function mistralArgsCalls(calls: { name: string; content: object }[], choice: To
   if (!several) return marked;
   // The opening of each call after the first separates it from the one before (XGrammar takes no empty separator).
   return { type: 'sequence', elements: [{ type: 'const_string', value: begin }, { type: 'tags_with_separator', tags: [{ type: 'tag', begin: '', content: call, end: '' }], separator: begin, at_least_one: true }] };
+}
+
+/**
+ * DeepSeek's calls: `<｜tool▁calls▁begin｜>`, then each `<｜tool▁call▁begin｜>function<｜tool▁sep｜>name`, a newline and
+ * its arguments in a ```json fence, closed by `<｜tool▁call▁end｜>`, calls after the first on a new line (as R1's
+ * template renders them), and `<｜tool▁calls▁end｜>`, which ends the reply. `parallel` false and a named tool admit one call.
+ */
+function deepseekCalls(calls: { name: string; content: object }[], choice: ToolChoice, parallel: boolean): Record<string, unknown> {
+  const { begin, end, each } = TOOL_CALL_SYNTAX.deepseek;
+  const several = typeof choice === 'object' ? false : parallel;
+  const call = {
+    type: 'or',
+    elements: calls.map((c) => ({
+      type: 'sequence',
+      elements: [{ type: 'const_string', value: `function${each.sep}${c.name}\n\`\`\`json\n` }, c.content, { type: 'const_string', value: '\n```' }],
+    })),
+  };
+  // As in mistralArgsCalls, the next call's opening separates it from the one before (XGrammar takes no empty separator).
+  const items = several
+    ? { type: 'sequence', elements: [{ type: 'const_string', value: each.begin }, { type: 'tags_with_separator', tags: [{ type: 'tag', begin: '', content: call, end: each.end }], separator: `\n${each.begin}`, at_least_one: true }] }
+    : { type: 'tag', begin: each.begin, content: call, end: each.end };
+  const marked = { type: 'tag', begin, content: items, end };
+  return choice === 'auto' ? { type: 'triggered_tags', triggers: [begin], tags: [marked], stop_after_first: true } : marked;
 }
 
 type GrammarSource = { kind: 'ebnf'; text: string } | { kind: 'tag'; tag: { type: 'structural_tag'; format: Record<string, unknown> } };

@@ -334,7 +334,8 @@ function chatMessage(m: unknown, i: number): ChatMessage {
   // An earlier turn's thought, as the server gave it out: templates that show or drop thoughts read this field.
   if (role === 'assistant' && typeof m.reasoning_content === 'string') out.reasoning_content = m.reasoning_content;
   if (role === 'assistant' && Array.isArray(m.tool_calls) && m.tool_calls.length > 0) {
-    // Templates render arguments as an object (`tojson`); OpenAI sends them as JSON text.
+    // Templates render arguments as an object (`tojson`); OpenAI sends them as JSON text (the tokenizer gives text back
+    // to templates that join it into the prompt as a string, DeepSeek's).
     out.tool_calls = m.tool_calls.map((c, j) => {
       const fn = isObject(c) ? c.function : undefined;
       if (!isObject(fn) || typeof fn.name !== 'string') throw badRequest(`${param}.tool_calls[${j}] must carry function.name`, `${param}.tool_calls[${j}]`);

@@ -4,6 +4,7 @@
  */
 import { Tokenizer } from '@huggingface/tokenizers';
 import { Template } from '@huggingface/jinja';
+import { argumentsFormOf, withArgumentsAs, type ArgumentsForm } from './tool-call-arguments.js';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -87,6 +88,8 @@ export class TextTokenizer {
 
   /** The ids of the special added tokens, once a decode keeping some of them needed them. */
   private specialIds: Set<number> | undefined;
+  /** How each chat template used reads tool-call arguments, probed once per template. */
+  private readonly argumentsForms = new Map<string, ArgumentsForm>();
 
   private constructor(
     private readonly tokenizer: Tokenizer,
@@ -200,19 +203,26 @@ export class TextTokenizer {
       );
     }
     const special = (key: string) => tokenContent(this.config[key]) ?? '';
-    const vars = {
-      // The template's own variables (Qwen3's enable_thinking, …) first: they cannot replace the conversation.
-      ...options.extra,
-      messages,
-      add_generation_prompt: options.addGenerationPrompt ?? true,
-      bos_token: special('bos_token'),
-      eos_token: special('eos_token'),
-      unk_token: special('unk_token'),
-      pad_token: special('pad_token'),
-      ...(options.tools ? { tools: options.tools } : {}),
-    };
+    const template = new Template(source);
+    const render = (conversation: ChatMessage[], addGenerationPrompt: boolean) =>
+      template.render({
+        // The template's own variables (Qwen3's enable_thinking, …) first: they cannot replace the conversation.
+        ...options.extra,
+        messages: conversation,
+        add_generation_prompt: addGenerationPrompt,
+        bos_token: special('bos_token'),
+        eos_token: special('eos_token'),
+        unk_token: special('unk_token'),
+        pad_token: special('pad_token'),
+        ...(options.tools ? { tools: options.tools } : {}),
+      });
+    if (messages.some((m) => Array.isArray(m.tool_calls))) {
+      let form = this.argumentsForms.get(source);
+      if (form === undefined) this.argumentsForms.set(source, (form = argumentsFormOf((probe) => render(probe, false))));
+      messages = withArgumentsAs(messages, form);
+    }
     try {
-      return new Template(source).render(vars);
+      return render(messages, options.addGenerationPrompt ?? true);
     } catch (err) {
       // A template refuses what its model cannot take (Gemma's alternating roles, say) with raise_exception: the
       // caller's messages are at fault, and the error says so.

@@ -4,6 +4,8 @@
  * metadata of a GGUF the way llama.cpp's converter writes a "gpt2" vocabulary.
  */
 import type { WValue } from './gguf-writer.js';
+import type { GgufValue } from '../../src/gguf/reader.js';
+import { tokenizerFromGguf, type HfTokenizerJson } from '../../src/gguf/tokenizer-from-gguf.js';
 
 /** GPT-2's reversible map from bytes to printable characters. */
 export function bytesToUnicode(): string[] {
@@ -119,4 +121,22 @@ export function bpeTokenizerMeta(pre: string, opts: { addBos?: boolean; chatTemp
   if (opts.addBos !== undefined) meta['tokenizer.ggml.add_bos_token'] = { t: 'bool', v: opts.addBos };
   if (opts.chatTemplate !== undefined) meta['tokenizer.chat_template'] = str(opts.chatTemplate);
   return meta;
+}
+
+/**
+ * The `tokenizer.json` and `tokenizer_config.json` of the trained vocabulary with Qwen's pre-tokenizer, as the GGUF
+ * converter writes them (byte-level: added tokens decode as written, where a SentencePiece decoder would turn their `▁`
+ * into blanks).
+ */
+export function bpeTokenizerFiles(): { tokenizerJson: HfTokenizerJson; tokenizerConfig: Record<string, unknown> } {
+  const meta = Object.fromEntries(Object.entries(bpeTokenizerMeta('qwen2')).map(([k, v]) => [k, plain(v)]));
+  const { tokenizerJson, tokenizerConfig } = tokenizerFromGguf(meta);
+  return { tokenizerJson, tokenizerConfig: tokenizerConfig as Record<string, unknown> };
+}
+
+/** A writer value as the GGUF reader returns it. */
+export function plain(v: WValue): GgufValue {
+  if (v.t === 'arr') return v.v.map(plain);
+  if (v.t === 'u64' || v.t === 'i64') return Number(v.v);
+  return v.v;
 }

@@ -79,3 +79,20 @@ export const GRANITE_TOOLS_TEMPLATE =
 export const MAGISTRAL_TEMPLATE =
   "{{ bos_token }}[SYSTEM_PROMPT]First draft your thinking between [THINK] and [/THINK], then answer.[/SYSTEM_PROMPT]" +
   "{%- for m in messages %}{% if m.role == 'user' %}[INST]{{ m.content }}[/INST]{% elif m.role == 'assistant' %}{{ m.content }}{{ eos_token }}{% endif %}{% endfor %}";
+
+/**
+ * DeepSeek R1-style turns: tools listed up front, calls between `<｜tool▁calls▁begin｜>` and `<｜tool▁calls▁end｜>`, each
+ * `<｜tool▁call▁begin｜>function<｜tool▁sep｜>name`, a newline and its arguments fenced as ```json, results in
+ * `<｜tool▁outputs▁begin｜>`; like DeepSeek's own templates it joins the arguments into the text as a string.
+ */
+export const DEEPSEEK_TOOLS_TEMPLATE =
+  '{{ bos_token }}{% if tools %}Functions you may call: {{ tools | tojson }}{% endif %}' +
+  '{%- for m in messages %}' +
+  "{%- if m.role == 'user' %}<｜User｜>{{ m.content }}" +
+  "{%- elif m.role == 'assistant' and m.tool_calls %}<｜Assistant｜><｜tool▁calls▁begin｜>" +
+  "{%- for c in m.tool_calls %}{% if not loop.first %}{{ '\\n' }}{% endif %}" +
+  "{{ '<｜tool▁call▁begin｜>' + c.type + '<｜tool▁sep｜>' + c.function.name + '\\n```json\\n' + c.function.arguments + '\\n```<｜tool▁call▁end｜>' }}{% endfor %}" +
+  '<｜tool▁calls▁end｜><｜end▁of▁sentence｜>' +
+  "{%- elif m.role == 'tool' %}<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>{{ m.content }}<｜tool▁output▁end｜><｜tool▁outputs▁end｜>" +
+  '{%- else %}<｜Assistant｜>{{ m.content }}<｜end▁of▁sentence｜>{% endif %}' +
+  '{%- endfor %}{% if add_generation_prompt %}<｜Assistant｜>{% endif %}';

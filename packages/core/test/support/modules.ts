@@ -10,6 +10,7 @@ import type { ModuleManifest } from '../../src/modules/manifest.js';
 import { models } from '../../../../test/support/paths.js';
 import { testDir } from './models.js';
 import { followScript } from './graph-edits.js';
+import { bpeTokenizerFiles } from './bpe-vocab.js';
 import { TextTokenizer, type ChatMessage } from '../../src/tokenizer/tokenizer.js';
 
 let stories: Promise<string> | undefined;
@@ -41,6 +42,8 @@ export interface ModuleSpec {
   tokenizer?: (json: { model: { vocab: Record<string, number> }; added_tokens?: unknown[] }) => void;
   /** A chat template for tokenizer_config.json. */
   chatTemplate?: string;
+  /** The tokenizer files instead of the stories ones (`tokenizer` then edits this tokenizer.json). */
+  tokenizerFiles?: { tokenizerJson: object; tokenizerConfig: Record<string, unknown> };
 }
 
 /** Builds a module directory: random-weight Llama model, the stories tokenizer, a full manifest. */
@@ -49,10 +52,10 @@ export async function makeModule(spec: ModuleSpec): Promise<string> {
   const dir = join(testDir(spec.name), spec.name);
   await mkdir(dir, { recursive: true });
   const config = spec.config ?? storiesConfig();
-  const tokenizer = JSON.parse(await readFile(join(source, 'tokenizer.json'), 'utf8'));
+  const tokenizer = spec.tokenizerFiles ? structuredClone(spec.tokenizerFiles.tokenizerJson) : JSON.parse(await readFile(join(source, 'tokenizer.json'), 'utf8'));
   spec.tokenizer?.(tokenizer);
   await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tokenizer));
-  const tokenizerConfig = JSON.parse(await readFile(join(source, 'tokenizer_config.json'), 'utf8'));
+  const tokenizerConfig = spec.tokenizerFiles?.tokenizerConfig ?? JSON.parse(await readFile(join(source, 'tokenizer_config.json'), 'utf8'));
   await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify({ ...tokenizerConfig, ...(spec.chatTemplate ? { chat_template: spec.chatTemplate } : {}) }));
   await writeLlamaModel(join(dir, 'model.onnx'), config, randomLlamaWeights(config, spec.seed ?? 1, 0.1));
   // The tokenizer files are in place: an edit may read them.
@@ -83,16 +86,21 @@ export async function scriptedChatModule(
   chatTemplate: string,
   messages: ChatMessage[],
   reply: string,
-  /** `specialTokens`: added tokens decoding drops (`[TOOL_CALLS]`); `textTokens`: added tokens that decode as text (Qwen3's `<think>`). */
-  render: { templateKwargs?: Record<string, unknown>; tools?: unknown[]; specialTokens?: readonly string[]; textTokens?: readonly string[] } = {},
+  /**
+   * `specialTokens`: added tokens decoding drops (`[TOOL_CALLS]`); `textTokens`: added tokens that decode as text (Qwen3's
+   * `<think>`); `bpe`: a byte-level BPE vocabulary (bpe-vocab's) instead of the stories SentencePiece one.
+   */
+  render: { templateKwargs?: Record<string, unknown>; tools?: unknown[]; specialTokens?: readonly string[]; textTokens?: readonly string[]; bpe?: boolean } = {},
 ): Promise<{ dir: string; replyIds: number[] }> {
   const added = [...(render.specialTokens ?? []).map((content) => ({ content, special: true })), ...(render.textTokens ?? []).map((content) => ({ content, special: false }))];
-  const vocab = 512 + added.length;
-  // The vocabulary's own added tokens follow the stories ones (ids 512…), as a model's do.
+  const files = render.bpe ? bpeTokenizerFiles() : undefined;
+  const base = files ? Math.max(...files.tokenizerJson.added_tokens.map((t) => t.id)) + 1 : 512;
+  const vocab = base + added.length;
+  // The vocabulary's own added tokens follow the base ones (stories: ids 512…), as a model's do.
   const withSpecial = (json: { added_tokens?: unknown[] }): void => {
     json.added_tokens = [
       ...(json.added_tokens ?? []),
-      ...added.map(({ content, special }, i) => ({ id: 512 + i, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special })),
+      ...added.map(({ content, special }, i) => ({ id: base + i, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special })),
     ];
   };
   let replyIds: number[] = [];
@@ -105,6 +113,6 @@ export async function scriptedChatModule(
     const script = [...new Array<number>(prompt.length - 1).fill(0), ...replyIds, ...new Array<number>(201).fill(2)];
     await followScript(model, vocab, script);
   };
-  const dir = await makeModule({ name, kind: 'backbone', seed: 4, chatTemplate, config: storiesConfig({ vocabSize: vocab }), tokenizer: withSpecial, edit: follow });
+  const dir = await makeModule({ name, kind: 'backbone', seed: 4, chatTemplate, config: storiesConfig({ vocabSize: vocab }), tokenizer: withSpecial, edit: follow, ...(files ? { tokenizerFiles: files } : {}) });
   return { dir, replyIds };
 }

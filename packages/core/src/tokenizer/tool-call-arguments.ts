@@ -1,0 +1,56 @@
+/**
+ * How a chat template reads a tool call's arguments. Most render them with `tojson` from an object, as transformers
+ * hands them over; some write them into the text as they come (DeepSeek's `+ arguments +`), where an object would
+ * print as "[object Map]". Which one a template takes is found by rendering a probe call both ways, as llama.cpp
+ * probes a template's capabilities.
+ */
+import type { ChatMessage } from './tokenizer.js';
+
+/** `object`: arguments as a parsed object; `text`: as JSON text. */
+export type ArgumentsForm = 'object' | 'text';
+
+const PROBE_VALUE = 'probe_value_5f3a';
+
+/**
+ * The form `render` (a template rendering the given messages) takes: `text` only where an object's arguments do not
+ * show in the rendering and their JSON text does; `object` otherwise, including templates that render no calls.
+ */
+export function argumentsFormOf(render: (messages: ChatMessage[]) => string): ArgumentsForm {
+  const shows = (args: unknown): boolean => {
+    // Nine letters and digits: the only call ids Mistral's templates take.
+    const call = { id: 'probe0001', type: 'function', function: { name: 'probe_tool', arguments: args } };
+    try {
+      return render([
+        { role: 'user', content: 'probe' },
+        { role: 'assistant', content: '', tool_calls: [call] },
+      ]).includes(PROBE_VALUE);
+    } catch {
+      return false;
+    }
+  };
+  const args = { probe_key: PROBE_VALUE };
+  return !shows(args) && shows(JSON.stringify(args)) ? 'text' : 'object';
+}
+
+/** The messages with each tool call's arguments in `form` (JSON text parsed where it parses, objects written as JSON). */
+export function withArgumentsAs(messages: ChatMessage[], form: ArgumentsForm): ChatMessage[] {
+  return messages.map((m) => {
+    if (!Array.isArray(m.tool_calls)) return m;
+    const toolCalls = (m.tool_calls as unknown[]).map((c) => {
+      const fn = (c as { function?: { arguments?: unknown } } | null)?.function;
+      if (!fn || typeof fn !== 'object') return c;
+      return { ...(c as object), function: { ...fn, arguments: inForm(fn.arguments, form) } };
+    });
+    return { ...m, tool_calls: toolCalls };
+  });
+}
+
+function inForm(args: unknown, form: ArgumentsForm): unknown {
+  if (form === 'text') return typeof args === 'string' ? args : JSON.stringify(args ?? {});
+  if (typeof args !== 'string') return args;
+  try {
+    return JSON.parse(args) as unknown;
+  } catch {
+    return args;
+  }
+}
