@@ -162,6 +162,51 @@ describe('gguf tokenizers: BPE pre-tokenizers, SentencePiece options, special to
     }
   });
 
+  it("finds the fill-in-the-middle tokens, and the tokens that end an infill, as llama.cpp does", async () => {
+    const llama = await (await import('./support/gguf-models.js')).llamaCpp();
+    const cases: [string, string[], Record<string, number>][] = [
+      ['Qwen2.5-Coder', ['<|fim_prefix|>', '<|fim_middle|>', '<|fim_suffix|>', '<|fim_pad|>', '<|repo_name|>', '<|file_sep|>'], {}],
+      ['DeepSeek Coder', ['<｜fim▁hole｜>', '<｜fim▁begin｜>', '<｜fim▁end｜>'], {}],
+      ['StarCoder 2', ['<fim_prefix>', '<fim_middle>', '<fim_suffix>', '<fim_pad>'], {}],
+      // named by id: texts no list holds
+      ['by key', ['<|a|>', '<|b|>', '<|c|>', '<|d|>'], { fim_pre: 0, fim_suf: 2, fim_mid: 1, fim_sep: 3 }],
+      ['no middle token', ['<|fim_prefix|>', '<|fim_suffix|>'], {}],
+    ];
+    for (const [name, extra, keys] of cases) {
+      const meta = bpeTokenizerMeta('qwen2');
+      const arr = (key: string) => {
+        const v = meta[key]!;
+        if (v.t !== 'arr') throw new Error(key);
+        return v.v;
+      };
+      const first = arr('tokenizer.ggml.tokens').length;
+      arr('tokenizer.ggml.tokens').push(...extra.map((v): WValue => ({ t: 'str', v })));
+      arr('tokenizer.ggml.token_type').push(...extra.map((): WValue => ({ t: 'i32', v: 3 })));
+      for (const [key, index] of Object.entries(keys)) meta[`tokenizer.ggml.${key}_token_id`] = { t: 'u32', v: first + index };
+      const path = join(scratch.dir, `fim-${name.replace(/\W/g, '')}.gguf`);
+      await writeFile(path, vocabGguf(meta));
+      const tok = await withGguf(path, async (f) => tokenizerFromGguf(f));
+      const dir = join(scratch.dir, `fim-${name.replace(/\W/g, '')}`);
+      await import('node:fs/promises').then(async (fs) => {
+        await fs.mkdir(dir, { recursive: true });
+        await fs.writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tok.tokenizerJson));
+        await fs.writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify(tok.tokenizerConfig));
+      });
+      const ours = (await TextTokenizer.fromDirectory(dir)).fimTokens;
+      const model = await llama.loadModel({ modelPath: path, vocabOnly: true });
+      try {
+        const { prefix, suffix, middle } = model.tokens.infill;
+        expect(middle === null, name).to.equal(name === 'no middle token');
+        if (middle === null) expect(ours, name).to.equal(undefined);
+        else expect(ours, name).to.deep.equal({ prefix, suffix, middle });
+        const eog = Array.from({ length: first + extra.length }, (_, i) => i).filter((i) => model.isEogToken(i as unknown as import('node-llama-cpp').Token));
+        expect(tok.endOfGeneration, name).to.deep.equal(eog);
+      } finally {
+        await model.dispose();
+      }
+    }
+  });
+
   it('Phi-3: special tokens swallow the whitespace after them, as llama.cpp reads models of that name', async () => {
     const meta = await storiesTokenizerMeta();
     const extra = ['<|endoftext|>', '<|user|>', '<|assistant|>', '<|end|>'];

@@ -10,9 +10,16 @@ import { GenerationChunk, type LLMResult } from '@langchain/core/outputs';
 import { abortError, startGeneration } from './generation.js';
 import { ModelOptionsSchema, parseOptions, splitOptions, type ModelOptions, type ReasonerCallOptions } from './options.js';
 import { ReasonerRuntime } from './runtime.js';
+import { ReasonerOptionsError } from './errors.js';
 
 /** Call options of `ReasonerLLM`: LangChain's and the reasoner options. */
-export interface ReasonerLLMCallOptions extends BaseLLMCallOptions, ReasonerCallOptions {}
+export interface ReasonerLLMCallOptions extends BaseLLMCallOptions, ReasonerCallOptions {
+  /**
+   * Fill-in-the-middle: the code after the insertion, the prompt being the code before it (code models whose
+   * vocabulary has FIM tokens, such as Qwen2.5-Coder's `<|fim_prefix|>`, `<|fim_suffix|>` and `<|fim_middle|>`).
+   */
+  suffix?: string;
+}
 
 /** What `ReasonerLLM.create` takes: the module options and defaults, and LangChain's model parameters. */
 export type ReasonerLLMOptions = ModelOptions & BaseLLMParams;
@@ -62,7 +69,9 @@ export class ReasonerLLM extends LLM<ReasonerLLMCallOptions> {
     runManager?: CallbackManagerForLLMRun,
   ): AsyncGenerator<GenerationChunk> {
     const plan = this.runtime.plan(options);
-    const generation = startGeneration(this.runtime.engine, { prompt }, plan.engine, options.signal);
+    const { suffix } = options;
+    if (suffix !== undefined && typeof suffix !== 'string') throw new ReasonerOptionsError('call options', [{ path: 'suffix', message: `must be a string, not ${JSON.stringify(suffix)}` }]);
+    const generation = startGeneration(this.runtime.engine, { prompt, ...(suffix !== undefined ? { suffix } : {}) }, plan.engine, options.signal);
     for await (const text of generation.pieces) {
       const chunk = new GenerationChunk({ text });
       await runManager?.handleLLMNewToken(text, undefined, undefined, undefined, undefined, { chunk });

@@ -26,6 +26,7 @@ import type { PromptInput } from '../runtime/protocol.js';
 interface GenerateFlags extends ModelFlags, SamplingFlags {
   prompt?: string;
   promptIds?: number[];
+  suffix?: string;
   maxTokens: number;
   trace?: number | true;
   latent?: string;
@@ -39,7 +40,8 @@ async function generate(flags: GenerateFlagsWithFormat): Promise<void> {
   if ((flags.prompt === undefined) === (flags.promptIds === undefined)) {
     throw new InvalidArgumentError('give exactly one of --prompt or --prompt-ids');
   }
-  const input: PromptInput = flags.promptIds ? { promptIds: flags.promptIds } : { prompt: flags.prompt! };
+  if (flags.suffix !== undefined && flags.prompt === undefined) throw new InvalidArgumentError('--suffix fills in after --prompt: give the code before the insertion as --prompt');
+  const input: PromptInput = flags.promptIds ? { promptIds: flags.promptIds } : { prompt: flags.prompt!, ...(flags.suffix !== undefined ? { suffix: flags.suffix } : {}) };
   const options: StreamOptions = {
     maxTokens: flags.maxTokens,
     ...samplingOptions(flags),
@@ -122,6 +124,7 @@ export function buildProgram(): Command {
   addSamplingFlags(addModelFlags(generateCommand))
     .option('--prompt <text>', 'prompt text (tokenized with the model tokenizer, BOS added as it specifies)')
     .option('--prompt-ids <ids>', 'prompt as comma-separated token ids, fed as given', promptIdsFlag)
+    .option('--suffix <text>', 'fill in the middle: the code after the insertion, --prompt the code before it (code models with FIM tokens)')
     .option('--max-tokens <n>', 'tokens to generate at most (a row also stops at the context length)', positiveIntegerFlag('--max-tokens'), 128)
     .option('--trace [n]', 'show the top n candidates of every model and of the fusion per token', positiveIntegerFlag('--trace'))
     .option('--latent <policy>', 'latent steps: marker (default with a projector), never, or fixed:K')

@@ -11,6 +11,7 @@
  * vocabulary pieces (tokenizers.js accepts such merges; the Rust `tokenizers` crate would not).
  */
 import type { GgufFile, GgufValue } from './reader.js';
+import { FIM_END_TEXTS } from '../tokenizer/fill-in-middle.js';
 import { GgufError } from './reader.js';
 
 /** SentencePiece piece types as GGUF stores them in `tokenizer.ggml.token_type`. */
@@ -73,6 +74,8 @@ export interface HfTokenizerConfig {
   model_max_length?: number;
   added_tokens_decoder: Record<string, Omit<HfAddedToken, 'id'>>;
   chat_template?: string;
+  /** The FIM tokens the GGUF names by id (`tokenizer.ggml.fim_pre/suf/mid_token_id`), by their text. */
+  fim_tokens?: { prefix: string; suffix: string; middle: string };
   [key: string]: unknown;
 }
 
@@ -111,12 +114,13 @@ const END_OF_GENERATION_PIECES = new Set([
 function endOfGeneration(get: (key: string) => GgufValue | undefined, pieces: readonly string[], eos: number | undefined): number[] {
   const ids = new Set<number>();
   if (eos !== undefined) ids.add(eos);
-  for (const key of ['tokenizer.ggml.eot_token_id', 'tokenizer.ggml.eom_token_id']) {
-    const v = get(key);
+  // End of turn and of message, and the FIM padding, repository and file-separator tokens (as llama.cpp adds them).
+  for (const kind of ['eot', 'eom', 'fim_pad', 'fim_rep', 'fim_sep']) {
+    const v = get(`tokenizer.ggml.${kind}_token_id`);
     if (typeof v === 'number' && Number.isInteger(v) && v >= 0 && v < pieces.length) ids.add(v);
   }
   pieces.forEach((p, id) => {
-    if (END_OF_GENERATION_PIECES.has(p)) ids.add(id);
+    if (END_OF_GENERATION_PIECES.has(p) || FIM_END_TEXTS.includes(p)) ids.add(id);
   });
   return [...ids].sort((a, b) => a - b);
 }
@@ -213,6 +217,12 @@ function hfTokenizerConfig(
   };
   const chatTemplate = get('tokenizer.chat_template');
   if (typeof chatTemplate === 'string') config.chat_template = chatTemplate;
+  // FIM tokens the file names by id (else the tokenizer finds them by llama.cpp's texts): kept by their text.
+  const fim = (['pre', 'suf', 'mid'] as const).map((kind) => get(`tokenizer.ggml.fim_${kind}_token_id`));
+  if (fim.every((id) => typeof id === 'number' && Number.isInteger(id) && id >= 0 && id < pieces.length)) {
+    const [prefix, suffix, middle] = fim.map((id) => pieces[id as number]!);
+    config.fim_tokens = { prefix: prefix!, suffix: suffix!, middle: middle! };
+  }
   return config;
 }
 

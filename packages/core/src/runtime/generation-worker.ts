@@ -184,7 +184,9 @@ function toPromptIds(input: PromptInput, tokenizer: TextTokenizer | undefined): 
     });
     return [tokenizer.encode(text, false)];
   }
-  return (Array.isArray(input.prompt) ? input.prompt : [input.prompt]).map((p) => tokenizer.encode(p));
+  const prompts = Array.isArray(input.prompt) ? input.prompt : [input.prompt];
+  const { suffix } = input;
+  return prompts.map((p) => (suffix === undefined ? tokenizer.encode(p) : tokenizer.encodeFillInMiddle(p, suffix)));
 }
 
 /** The directory a model's side files sit in: its module's, else its tokenizer's (a hub export's root), else its graph's. */

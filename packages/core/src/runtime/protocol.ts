@@ -15,7 +15,14 @@ import type { GraphNeeds } from './prepare-model.js';
 
 /** A prompt in one of the forms the engine takes. A list makes a batch (left-padded). */
 export type PromptInput =
-  | { prompt: string | string[] }
+  | {
+      prompt: string | string[];
+      /**
+       * Fill-in-the-middle: the code after the insertion, each prompt the code before it; the model's FIM tokens go
+       * around both (see `tokenizer/fill-in-middle.ts`). Needs a code model's vocabulary.
+       */
+      suffix?: string;
+    }
   | { promptIds: number[] | number[][] }
   | {
       messages: ChatMessage[];

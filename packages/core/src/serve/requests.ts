@@ -64,6 +64,8 @@ export interface CompletionRequest extends ParsedRequest {
   prompt: string | string[] | number[] | number[][];
   /** `echo`: the prompt is written before the completion. */
   echo: boolean;
+  /** `suffix`: the code after the insertion; the prompt is the code before it (fill-in-the-middle). */
+  suffix?: string;
 }
 
 /** Whether a JSON value is an object (not an array, not null). */
@@ -469,7 +471,7 @@ function optionalString(body: Body, key: string): string | undefined {
 export function parseCompletionRequest(body: unknown): CompletionRequest {
   if (!isObject(body)) throw badRequest('the request body must be a JSON object');
   const base = common(body, false);
-  refuseUnless(body, 'suffix', (v) => v === '', 'insertion is not supported');
+  const suffix = optionalString(body, 'suffix') || undefined;
   const p = body.prompt;
   const ok =
     (typeof p === 'string' && p !== '') ||
@@ -477,7 +479,12 @@ export function parseCompletionRequest(body: unknown): CompletionRequest {
   if (!ok) throw badRequest('prompt must be a non-empty string, a list of them, a list of token ids, or a list of such lists', 'prompt');
   const echo = body.echo ?? false;
   if (typeof echo !== 'boolean') throw badRequest('echo must be true or false', 'echo');
+  if (suffix !== undefined) {
+    // An insertion's prompt is the code before it, as text: the model's fill-in-the-middle tokens go around both.
+    if (typeof p !== 'string' && !(p as unknown[]).every((x) => typeof x === 'string')) throw badRequest('with a suffix, prompt must be text (a string or a list of strings)', 'prompt');
+    if (echo) throw badRequest('echo cannot be combined with suffix', 'echo');
+  }
   // OpenAI's completions default to 16 tokens.
   if (base.options.maxTokens === undefined) base.options.maxTokens = 16;
-  return { ...base, prompt: p as CompletionRequest['prompt'], echo };
+  return { ...base, prompt: p as CompletionRequest['prompt'], echo, ...(suffix !== undefined ? { suffix } : {}) };
 }

@@ -554,7 +554,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const prompts: (string | number[])[] = typeof p === 'string' || isIds ? [p as string | number[]] : (p as (string | number[])[]);
     // Choice i·n + j is the j-th of prompt i (OpenAI's order), a row of its own that samples from seed + i·n + j.
     const rows = prompts.flatMap((x) => Array.from({ length: request.n }, () => x));
-    const input: PromptInput = typeof rows[0] === 'string' ? { prompt: rows as string[] } : { promptIds: rows as number[][] };
+    if (request.suffix !== undefined && !l.tokenizer?.fimTokens) {
+      throw badRequest(`the model ${l.models.backbone} has no fill-in-the-middle tokens (such as <|fim_prefix|>, <|fim_suffix|> and <|fim_middle|>): suffix needs a code model`, 'suffix', 'no_fill_in_middle');
+    }
+    const input: PromptInput =
+      typeof rows[0] === 'string' ? { prompt: rows as string[], ...(request.suffix !== undefined ? { suffix: request.suffix } : {}) } : { promptIds: rows as number[][] };
     const echoOf = (row: number) => {
       if (!request.echo) return '';
       const x = rows[row]!;

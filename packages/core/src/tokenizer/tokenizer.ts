@@ -5,6 +5,7 @@
 import { Tokenizer } from '@huggingface/tokenizers';
 import { Template } from '@huggingface/jinja';
 import { argumentsFormOf, withArgumentsAs, type ArgumentsForm } from './tool-call-arguments.js';
+import { fimPromptIds, fimTokensOf, type FimTokens } from './fill-in-middle.js';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -175,6 +176,21 @@ export class TextTokenizer {
   /** The id of a token given by its text (an added token's content or a vocabulary entry), if there is one. */
   tokenId(text: string): number | undefined {
     return this.tokenizer.token_to_id(text) ?? undefined;
+  }
+
+  /** The fill-in-the-middle tokens of a code model's vocabulary (see `fill-in-middle.ts`), if it has them. */
+  get fimTokens(): FimTokens | undefined {
+    return fimTokensOf((text) => this.tokenId(text), this.config.fim_tokens);
+  }
+
+  /**
+   * The ids of a fill-in-the-middle prompt for the code between `prefix` and `suffix` (BOS first where the tokenizer
+   * adds it); throws when the vocabulary has no FIM tokens.
+   */
+  encodeFillInMiddle(prefix: string, suffix: string): number[] {
+    const fim = this.fimTokens;
+    if (!fim) throw new TokenizerError('this model has no fill-in-the-middle tokens (such as <|fim_prefix|>, <|fim_suffix|> and <|fim_middle|>)');
+    return fimPromptIds(fim, this.encode(prefix, false), this.encode(suffix, false), this.addsBos ? this.bosTokenId : undefined);
   }
 
   /** The chat template from chat_template.jinja or tokenizer_config.json, if the model ships one. */

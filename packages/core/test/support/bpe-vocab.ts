@@ -140,3 +140,17 @@ export function plain(v: WValue): GgufValue {
   if (v.t === 'u64' || v.t === 'i64') return Number(v.v);
   return v.v;
 }
+
+/** Qwen's fill-in-the-middle tokens, in the order a coder vocabulary lists them after its others. */
+export const FIM_TOKENS = ['<|fim_prefix|>', '<|fim_middle|>', '<|fim_suffix|>', '<|fim_pad|>', '<|repo_name|>', '<|file_sep|>'];
+
+/** The trained vocabulary with Qwen's FIM tokens as control tokens after it, as Qwen2.5-Coder's GGUFs have them. */
+export function coderTokenizerMeta(): Record<string, WValue> {
+  const meta = bpeTokenizerMeta('qwen2');
+  for (const [key, item] of [['tokenizer.ggml.tokens', (v: string): WValue => ({ t: 'str', v })], ['tokenizer.ggml.token_type', (): WValue => ({ t: 'i32', v: 3 })]] as const) {
+    const arr = meta[key]!;
+    if (arr.t !== 'arr') throw new Error(`bpe-vocab: ${key} is not an array`);
+    arr.v.push(...FIM_TOKENS.map(item));
+  }
+  return meta;
+}

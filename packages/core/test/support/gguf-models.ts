@@ -199,6 +199,19 @@ export function llamaCppGreedy(path: string, prompt: number[], steps: number): P
 }
 
 /**
+ * node-llama-cpp's greedy infill (fill-in-the-middle) between `prefix` and `suffix`: its text, and the tokens its
+ * sequence then holds, the prompt it built followed by the tokens it wrote (all but the last, which it did not
+ * evaluate; its text leaves out a trailing incomplete UTF-8 sequence, the tokens do not).
+ */
+export function llamaCppInfill(path: string, prefix: string, suffix: string, maxTokens: number): Promise<{ context: number[]; text: string }> {
+  return withLlamaCppSequence(path, async (sequence) => {
+    const { LlamaCompletion } = await import('node-llama-cpp');
+    const text = await new LlamaCompletion({ contextSequence: sequence }).generateInfillCompletion(prefix, suffix, { maxTokens, temperature: 0 });
+    return { context: sequence.contextTokens.map((t) => t as unknown as number), text };
+  });
+}
+
+/**
  * llama.cpp's distribution of the token after `prompt` (softmax of its logits: temperature 1, no truncation),
  * the `top` most likely tokens with their probabilities, most likely first.
  */
