@@ -124,7 +124,7 @@ function reference(cfg: LlamaConfig, w: LlamaWeights, rows: Float64Array[], posi
       const attn = linear(L.wo, o, d.H);
       const h1 = hs.map((v, i) => v + attn[i]!);
       const y = rmsNorm(h1, L.mlpNorm!, d.eps);
-      const gate = linear(L.wGate, y, d.I);
+      const gate = linear(L.wGate!, y, d.I);
       const up = linear(L.wUp, y, d.I);
       const act = gate.map((gv, i) => (gv / (1 + Math.exp(-gv))) * up[i]!);
       const down = linear(L.wDown, act, d.H);

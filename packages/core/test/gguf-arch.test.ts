@@ -197,6 +197,24 @@ const MODELS: Record<string, RandomGgufSpec> = {
     seed: 6,
     meta: { 'rope.dimension_count': u32(8), 'rope.dimension_sections': sections([2, 1, 1, 0]) },
   },
+  'starcoder2 (LayerNorms with biases, biased projections, an ungated GELU MLP, tied head)': {
+    arch: 'starcoder2',
+    ...SMALL,
+    qkvBias: true,
+    normBias: true,
+    projectionBias: true,
+    ungated: true,
+    meta: { 'attention.layer_norm_epsilon': f32(1e-5), 'rope.freq_base': f32(1e5) },
+  },
+  'stablelm (LayerNorms with biases, q/k/v biases, a quarter of each head rotated)': {
+    arch: 'stablelm',
+    ...SMALL,
+    untied: true,
+    qkvBias: true,
+    normBias: true,
+    meta: { 'attention.layer_norm_epsilon': f32(1e-5), 'rope.dimension_count': u32(4) },
+  },
+  'arcee (the Llama block with an ungated ReLU² MLP)': { arch: 'arcee', ...SMALL, untied: true, ungated: true, meta: { 'attention.layer_norm_rms_epsilon': f32(1e-5) } },
   'llama YaRN with an attention factor (adjacent pairs)': { arch: 'llama', ...SMALL, untied: true, meta: { ...YARN, 'rope.scaling.attn_factor': f32(1.2) } },
 };
 
@@ -317,7 +335,7 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
       ['an unknown rope scaling', { meta: { 'rope.scaling.type': str('dynamic'), 'rope.scaling.factor': f32(4) } }, /rope scaling "dynamic"/],
       ['yarn outside llama and qwen', { arch: 'gemma2', postNorms: true, meta: { 'rope.scaling.type': str('yarn'), 'rope.scaling.factor': f32(4) } }, /rope scaling "yarn" on gemma2/],
       ['long-rope factors outside phi3', { extraTensors: { 'rope_factors_long.weight': [[8], new Float32Array(8).fill(1)] } }, /does not use.*rope_factors_long\.weight/],
-      ['partial rotary', { meta: { 'rope.dimension_count': u32(8) } }, /partial rotary; phi3 and glm4 only/],
+      ['partial rotary', { meta: { 'rope.dimension_count': u32(8) } }, /partial rotary; phi3, glm4, stablelm only/],
       ["Command R+'s q/k LayerNorms", { arch: 'command-r', parallel: true, qkNorm: true, meta: { logit_scale: f32(0.25) } }, /q\/k LayerNorms.*attn_q_norm/],
       ['a tensor it would drop', { extraTensors: { 'blk.0.attn_output.bias': [[64], new Float32Array(64)] } }, /blk\.0\.attn_output\.bias/],
       ['an output head on gemma2 (llama.cpp ties it)', { arch: 'gemma2', postNorms: true, untied: true }, /gemma2.*"output\.weight"/],

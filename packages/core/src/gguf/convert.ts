@@ -98,7 +98,7 @@ export function kebabName(s: string): string {
 }
 
 /** The `general.architecture` values the converter reads (llama.cpp's names). */
-export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'olmo2', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4'] as const;
+export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'olmo2', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee'] as const;
 export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 /**
@@ -108,13 +108,15 @@ export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 const TEXT_MODEL_OF: Partial<Record<GgufArchitecture, GgufArchitecture>> = { qwen2vl: 'qwen2', qwen3vl: 'qwen3' };
 
 /** Architectures whose q/k llama.cpp's converter permutes into adjacent rotary pairs ("NORM"); the others keep NeoX's halves. */
-const ADJACENT_ROPE: ReadonlySet<GgufArchitecture> = new Set(['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'command-r', 'cohere2', 'glm4']);
+const ADJACENT_ROPE: ReadonlySet<GgufArchitecture> = new Set(['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'command-r', 'cohere2', 'glm4', 'arcee']);
 /** Architectures whose llama.cpp graph rotates only the first `rope.dimension_count` dimensions of each head. */
-const PARTIAL_ROTARY: ReadonlySet<GgufArchitecture> = new Set(['phi3', 'glm4']);
+const PARTIAL_ROTARY: ReadonlySet<GgufArchitecture> = new Set(['phi3', 'glm4', 'stablelm']);
 /** Architectures whose gate and up projections are one `[2 ff, hidden]` matrix, gate first (llama.cpp's SwiGLU halves). */
 const FUSED_GATE_UP: ReadonlySet<GgufArchitecture> = new Set(['phi3', 'glm4']);
 /** Architectures whose q, k and v projections may carry biases (read when the file has them). */
-const OPTIONAL_QKV_BIAS: ReadonlySet<GgufArchitecture> = new Set(['qwen2', 'llama', 'mistral3', 'glm4']);
+const OPTIONAL_QKV_BIAS: ReadonlySet<GgufArchitecture> = new Set(['qwen2', 'llama', 'mistral3', 'glm4', 'starcoder2', 'stablelm']);
+/** Architectures whose norms are LayerNorms with a bias (`attention.layer_norm_epsilon`). */
+const BIASED_LAYER_NORMS: ReadonlySet<GgufArchitecture> = new Set(['starcoder2', 'stablelm']);
 /** What llama.cpp adds to a position before dividing it into periods of the attention temperature's length. */
 const TEMPERATURE_OFFSET = 0;
 
@@ -145,7 +147,7 @@ export function ggufArchitecture(f: GgufFile): GgufArchitecture {
   if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new GgufError(
       `${src} has general.architecture "${arch}"; the converter reads ${SUPPORTED_ARCHITECTURES.map((a) => `"${a}"`).join(', ')} ` +
-        '(Llama 1/2/3, Mistral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL and Qwen3-VL as text models, OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B, GLM-4 and GLM-Z1 (0414)).',
+        '(Llama 1/2/3, Mistral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL and Qwen3-VL as text models, OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B, GLM-4 and GLM-Z1 (0414), StarCoder 2, StableLM 2, Arcee AFM).',
       'unsupported-model',
     );
   }
@@ -207,7 +209,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   }
   // llama.cpp's phi3 and glm4 graphs rotate part of each head (Phi-4-mini, GLM-4); its others refuse or assert on it.
   if (ropeDims !== headDim && !PARTIAL_ROTARY.has(arch)) {
-    refuse(`rotary embeddings over ${ropeDims} of ${headDim} head dimensions (partial rotary; ${[...PARTIAL_ROTARY].join(' and ')} only)`);
+    refuse(`rotary embeddings over ${ropeDims} of ${headDim} head dimensions (partial rotary; ${[...PARTIAL_ROTARY].join(', ')} only)`);
   }
   const numLayers = required('block_count');
   const embd = f.tensorInfo('token_embd.weight');
@@ -225,7 +227,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     headDim,
     intermediateSize: required('feed_forward_length'),
     ropeTheta,
-    rmsNormEps: (COHERE.has(arch) ? scalar('attention.layer_norm_epsilon') : scalar('attention.layer_norm_rms_epsilon')) ?? 1e-5,
+    rmsNormEps: (COHERE.has(arch) || BIASED_LAYER_NORMS.has(arch) ? scalar('attention.layer_norm_epsilon') : scalar('attention.layer_norm_rms_epsilon')) ?? 1e-5,
     ropeStyle: ADJACENT_ROPE.has(family) ? 'adjacent' : 'half',
     // Gemma's and Gemma 2's head is always the embedding (llama.cpp never reads an output.weight for them; one left in the file is refused as unused).
     tieWordEmbeddings: arch === 'gemma' || arch === 'gemma2' || !f.tensorInfo('output.weight'),
@@ -282,6 +284,19 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     config.postNorms = true;
     const sections = f.get(key('rope.dimension_sections'));
     if (Array.isArray(sections) && sections.some((n) => n !== 0)) config.ropeStyle = 'half';
+  }
+  if (BIASED_LAYER_NORMS.has(arch)) {
+    Object.assign(config, { normType: 'layer', normBias: true });
+    // StableLM 2 12B's per-head q/k LayerNorms (a weight per head) are refused.
+    if (f.tensorInfo('blk.0.attn_q_norm.weight')) refuse('per-head q/k LayerNorms ("blk.0.attn_q_norm.weight", StableLM 2 12B)');
+  }
+  // StarCoder 2: biased attention output and MLP projections, an ungated GELU MLP (ggml's GELU: the tanh approximation).
+  if (arch === 'starcoder2') Object.assign(config, { projectionBias: true, gatedMlp: false, hiddenAct: 'gelu_tanh' });
+  if (arch === 'arcee') {
+    // Arcee AFM: the Llama block with an ungated ReLU² MLP, and llama.cpp's optional attention scale.
+    Object.assign(config, { gatedMlp: false, hiddenAct: 'relu2' });
+    const attentionScale = scalar('attention.scale');
+    if (attentionScale !== undefined && attentionScale !== 0) config.queryScale = attentionScale;
   }
   if (arch === 'olmo2') {
     // OLMo 2: no norm before attention or the MLP, one after each; q and k normalized over their whole projections.
@@ -440,15 +455,24 @@ export async function llamaWeightsFromGguf(
     layer.wo = await readMatrix(`${p}attn_output.weight`, [h, qDim]);
     if (config.postNorms) layer.postAttnNorm = await read(`${p}post_attention_norm.weight`, [h]);
     if (preNorms && !config.parallelBlock) layer.mlpNorm = await read(`${p}ffn_norm.weight`, [h]);
+    if (config.normBias) {
+      layer.attnNormBias = await read(`${p}attn_norm.bias`, [h]);
+      if (layer.mlpNorm) layer.mlpNormBias = await read(`${p}ffn_norm.bias`, [h]);
+    }
+    if (config.projectionBias) layer.bo = await read(`${p}attn_output.bias`, [h]);
     if (FUSED_GATE_UP.has(arch)) {
       const gateUp = await readMatrix(`${p}ffn_up.weight`, [2 * ff, h]);
       layer.wGate = rows(gateUp, 0, ff, h);
       layer.wUp = rows(gateUp, ff, ff, h);
     } else {
-      layer.wGate = await readMatrix(`${p}ffn_gate.weight`, [ff, h]);
+      if (config.gatedMlp ?? true) layer.wGate = await readMatrix(`${p}ffn_gate.weight`, [ff, h]);
       layer.wUp = await readMatrix(`${p}ffn_up.weight`, [ff, h]);
     }
     layer.wDown = await readMatrix(`${p}ffn_down.weight`, [h, ff]);
+    if (config.projectionBias) {
+      layer.bUp = await read(`${p}ffn_up.bias`, [ff]);
+      layer.bDown = await read(`${p}ffn_down.bias`, [h]);
+    }
     if (config.postNorms) layer.postMlpNorm = await read(`${p}post_ffw_norm.weight`, [h]);
     layers.push(layer as LlamaLayerWeights<WeightMatrix>);
   }
@@ -456,11 +480,12 @@ export async function llamaWeightsFromGguf(
     embed: await readMatrix('token_embd.weight', [config.vocabSize, h]),
     layers,
     finalNorm: await read('output_norm.weight', [h]),
+    ...(config.normBias ? { finalNormBias: await read('output_norm.bias', [h]) } : {}),
   };
   if (!config.tieWordEmbeddings) weights.lmHead = await readMatrix('output.weight', [config.vocabSize, h]);
   // Llama 3.1-style rope scaling: one set of frequency divisors (llama.cpp reads it for the llama architecture).
   const rotHalf = (config.ropeDims ?? hd) / 2;
-  if (arch === 'llama' && f.tensorInfo('rope_freqs.weight')) {
+  if ((arch === 'llama' || arch === 'arcee') && f.tensorInfo('rope_freqs.weight')) {
     // ggml divides by these before YaRN's interpolation, whose divisors the config may hold already.
     const freqs = await read('rope_freqs.weight', [rotHalf]);
     config.ropeFreqFactors = Array.from(freqs, (v, j) => v * (config.ropeFreqFactors?.[j] ?? 1));

@@ -122,7 +122,10 @@ interface Resolved {
   layerNorm: boolean;
   parallel: boolean;
   normOffset: number;
-  act: 'silu' | 'gelu_tanh';
+  act: 'silu' | 'gelu_tanh' | 'relu2';
+  gated: boolean;
+  normBias: boolean;
+  projectionBias: boolean;
   embedScale: number;
   queryScale: number;
   /** The rope attention factor still to apply to cos and sin (1 when folded into queryScale). */
@@ -168,6 +171,9 @@ function resolve(config: LlamaConfig): Resolved {
     parallel: config.parallelBlock ?? false,
     normOffset: config.normWeightOffset ?? 0,
     act: config.hiddenAct ?? 'silu',
+    gated: config.gatedMlp ?? true,
+    normBias: config.normBias ?? false,
+    projectionBias: config.projectionBias ?? false,
     embedScale: config.embeddingScale ?? 1,
     queryScale: config.queryScale ?? 1 / Math.sqrt(headDim),
     ropeMscale: config.ropeAttentionFactor ?? 1,
@@ -189,7 +195,8 @@ function resolve(config: LlamaConfig): Resolved {
   const rd = r.ropeDims;
   if (!Number.isInteger(rd) || rd <= 0 || rd % 2 !== 0 || rd > headDim) throw new Error(`invalid Llama config: ropeDims (${rd}) must be even and within headDim (${headDim})`);
   if (r.rope !== 'half' && r.rope !== 'adjacent') throw new Error(`invalid Llama config: unknown ropeStyle ${String(r.rope)}`);
-  if (r.act !== 'silu' && r.act !== 'gelu_tanh') throw new Error(`invalid Llama config: unknown hiddenAct ${String(r.act)}`);
+  if (r.act !== 'silu' && r.act !== 'gelu_tanh' && r.act !== 'relu2') throw new Error(`invalid Llama config: unknown hiddenAct ${String(r.act)}`);
+  if (r.normBias && !r.layerNorm) throw new Error('invalid Llama config: normBias needs normType layer (RMSNorms have no bias)');
   if (r.qkNormWidth !== 'head' && r.qkNormWidth !== 'projection') throw new Error(`invalid Llama config: unknown qkNormWidth ${String(r.qkNormWidth)}`);
   if (config.normType !== undefined && config.normType !== 'rms' && config.normType !== 'layer') throw new Error(`invalid Llama config: unknown normType ${String(config.normType)}`);
   if (r.layerNorm && r.qkNorm) throw new Error('invalid Llama config: q/k norms are RMSNorms; normType layer takes none');
@@ -246,9 +253,10 @@ export function llamaParameterCount(config: LlamaConfig): number {
   const q = c.heads * c.headDim;
   const kv = c.kvHeads * c.headDim;
   const perLayer =
-    (c.preNorms ? (c.parallel ? 1 : 2) * c.hidden : 0) + c.hidden * q + 2 * c.hidden * kv + q * c.hidden + 3 * c.hidden * c.inter +
-    (c.qkvBias ? q + 2 * kv : 0) + (c.qkNorm ? qkNormSizes(c).reduce((a, b) => a + b) : 0) + (c.postNorms ? 2 * c.hidden : 0);
-  return c.vocab * c.hidden * (c.tied ? 1 : 2) + c.layers * perLayer + c.hidden;
+    (c.preNorms ? (c.parallel ? 1 : 2) * c.hidden * (c.normBias ? 2 : 1) : 0) + c.hidden * q + 2 * c.hidden * kv + q * c.hidden + (c.gated ? 3 : 2) * c.hidden * c.inter +
+    (c.qkvBias ? q + 2 * kv : 0) + (c.qkNorm ? qkNormSizes(c).reduce((a, b) => a + b) : 0) + (c.postNorms ? 2 * c.hidden : 0) +
+    (c.projectionBias ? 2 * c.hidden + (c.gated ? 2 : 1) * c.inter : 0);
+  return c.vocab * c.hidden * (c.tied ? 1 : 2) + c.layers * perLayer + c.hidden * (c.normBias ? 2 : 1);
 }
 
 /** The lengths of a layer's q and k norm weights (qkNorm). */
@@ -294,9 +302,13 @@ export function randomLlamaWeights(config: LlamaConfig, seed: number, scale = 0.
       delete l.mlpNorm;
     }
     if (c.parallel) delete l.mlpNorm;
+    if (!c.gated) delete l.wGate;
+    if (c.normBias) Object.assign(l, l.attnNorm ? { attnNormBias: normal(c.hidden, scale) } : {}, l.mlpNorm ? { mlpNormBias: normal(c.hidden, scale) } : {});
+    if (c.projectionBias) Object.assign(l, { bo: normal(c.hidden, scale), bUp: normal(c.inter, scale), bDown: normal(c.hidden, scale) }, c.gated ? { bGate: normal(c.inter, scale) } : {});
   }
   const finalNorm = norm();
-  return c.tied ? { embed, layers, finalNorm } : { embed, layers, finalNorm, lmHead: normal(c.vocab * c.hidden, scale) };
+  const finalNormBias = c.normBias ? { finalNormBias: normal(c.hidden, scale) } : {};
+  return c.tied ? { embed, layers, finalNorm, ...finalNormBias } : { embed, layers, finalNorm, ...finalNormBias, lmHead: normal(c.vocab * c.hidden, scale) };
 }
 
 function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
@@ -328,7 +340,8 @@ function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
     expect(`layers[${i}].wk`, l.wk, kv * c.hidden);
     expect(`layers[${i}].wv`, l.wv, kv * c.hidden);
     expect(`layers[${i}].wo`, l.wo, c.hidden * q);
-    expect(`layers[${i}].wGate`, l.wGate, c.inter * c.hidden);
+    if (c.gated) expect(`layers[${i}].wGate`, l.wGate, c.inter * c.hidden);
+    else if (l.wGate) throw new Error(`Llama weights: layers[${i}] has a gate projection, but the config's MLP is not gated (gatedMlp: false)`);
     expect(`layers[${i}].wUp`, l.wUp, c.inter * c.hidden);
     expect(`layers[${i}].wDown`, l.wDown, c.hidden * c.inter);
     if (c.qkvBias) {
@@ -345,8 +358,19 @@ function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
       expect(`layers[${i}].postAttnNorm (postNorms)`, l.postAttnNorm, c.hidden);
       expect(`layers[${i}].postMlpNorm (postNorms)`, l.postMlpNorm, c.hidden);
     }
+    if (c.normBias) {
+      if (l.attnNorm) expect(`layers[${i}].attnNormBias (normBias)`, l.attnNormBias, c.hidden);
+      if (l.mlpNorm) expect(`layers[${i}].mlpNormBias (normBias)`, l.mlpNormBias, c.hidden);
+    }
+    if (c.projectionBias) {
+      expect(`layers[${i}].bo (projectionBias)`, l.bo, c.hidden);
+      if (c.gated) expect(`layers[${i}].bGate (projectionBias)`, l.bGate, c.inter);
+      expect(`layers[${i}].bUp (projectionBias)`, l.bUp, c.inter);
+      expect(`layers[${i}].bDown (projectionBias)`, l.bDown, c.hidden);
+    }
   });
   expect('finalNorm', w.finalNorm, c.hidden);
+  if (c.normBias) expect('finalNormBias (normBias)', w.finalNormBias, c.hidden);
   if (!c.tied) expect('lmHead (the config does not tie embeddings)', w.lmHead, c.vocab * c.hidden);
 }
 
@@ -369,9 +393,18 @@ interface LayerRefs {
   wqkv: Linear[];
   wo: Linear;
   mlpNorm?: string;
-  wGate: Linear;
+  /** Absent for an ungated MLP. */
+  wGate?: Linear;
   wUp: Linear;
   wDown: Linear;
+  /** LayerNorm biases (normBias). */
+  attnNormBias?: string;
+  mlpNormBias?: string;
+  /** Projection biases (projectionBias). */
+  bo?: string;
+  bGate?: string;
+  bUp?: string;
+  bDown?: string;
   /** q, k and v biases side by side `[q + 2 kv]` (qkvBias). */
   bqkv?: string;
   /** q's norm weight repeated per q head, then k's per kv head: `[heads + kvHeads, 1, headDim]` (qkNorm). */
@@ -520,9 +553,15 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       wo: matrix(`${p}.self_attn.o_proj.weight`, hidden, qDim, l.wo),
       // Gemma's names: its "post_attention_layernorm" follows attention, the MLP's input norm is "pre_feedforward".
       ...(l.mlpNorm ? { mlpNorm: normVector(c.postNorms ? `${p}.pre_feedforward_layernorm.weight` : `${p}.post_attention_layernorm.weight`, l.mlpNorm) } : {}),
-      wGate: matrix(`${p}.mlp.gate_proj.weight`, inter, hidden, l.wGate),
+      ...(l.wGate ? { wGate: matrix(`${p}.mlp.gate_proj.weight`, inter, hidden, l.wGate) } : {}),
       wUp: matrix(`${p}.mlp.up_proj.weight`, inter, hidden, l.wUp),
       wDown: matrix(`${p}.mlp.down_proj.weight`, hidden, inter, l.wDown),
+      ...(l.attnNormBias ? { attnNormBias: vector(`${p}.input_layernorm.bias`, l.attnNormBias) } : {}),
+      ...(l.mlpNormBias ? { mlpNormBias: vector(`${p}.post_attention_layernorm.bias`, l.mlpNormBias) } : {}),
+      ...(l.bo ? { bo: vector(`${p}.self_attn.o_proj.bias`, l.bo) } : {}),
+      ...(l.bGate ? { bGate: vector(`${p}.mlp.gate_proj.bias`, l.bGate) } : {}),
+      ...(l.bUp ? { bUp: vector(`${p}.mlp.up_proj.bias`, l.bUp) } : {}),
+      ...(l.bDown ? { bDown: vector(`${p}.mlp.down_proj.bias`, l.bDown) } : {}),
       ...(c.qkvBias
         ? {
             bqkv: g.op(
@@ -546,6 +585,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
     };
   });
   const finalNorm = normVector('model.norm.weight', weights.finalNorm);
+  const finalNormBias = weights.finalNormBias ? vector('model.norm.bias', weights.finalNormBias) : undefined;
   const lmHead: Linear = !c.tied
     ? matrix('lm_head.weight', vocab, hidden, weights.lmHead!)
     : embedQ
@@ -602,8 +642,8 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
     const one = b.i64([1]);
     // Written as PyTorch exports write it (Pow, not Mul(x, x)): that is the pattern onnxruntime fuses into
     // one SimplifiedLayerNormalization kernel, five kernels fewer per norm.
-    const rms = (x: string, w: string, out?: string): string => {
-      if (c.layerNorm) return b.op('LayerNormalization', [x, w], { axis: -1, epsilon: { float: c.eps } }, out);
+    const rms = (x: string, w: string, out?: string, bias?: string): string => {
+      if (c.layerNorm) return b.op('LayerNormalization', [x, w, ...(bias ? [bias] : [])], { axis: -1, epsilon: { float: c.eps } }, out);
       const ms = b.op('ReduceMean', [b.op('Pow', [x, b.f32([2], [])])], { axes: [-1], keepdims: 1 });
       const denom = b.op('Sqrt', [b.op('Add', [ms, b.f32([c.eps], [])])]);
       return b.op('Mul', [b.op('Div', [x, denom]), w], {}, out);
@@ -716,6 +756,14 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       const inner = b.op('Mul', [b.op('Add', [x, b.op('Mul', [b.op('Pow', [x, b.f32([3], [])]), b.f32([0.044715], [])])]), b.f32([Math.sqrt(2 / Math.PI)], [])]);
       return b.op('Mul', [b.op('Mul', [x, b.f32([0.5], [])]), b.op('Add', [b.op('Tanh', [inner]), b.f32([1], [])])]);
     };
+    /** The MLP's activation (`hiddenAct`) of x. */
+    const activated = (x: string): string => {
+      if (c.act === 'silu') return b.op('Mul', [x, b.op('Sigmoid', [x])]);
+      if (c.act === 'gelu_tanh') return geluTanh(x);
+      const r = b.op('Relu', [x]);
+      return b.op('Mul', [r, r]);
+    };
+    const biased = (x: string, bias: string | undefined): string => (bias ? b.op('Add', [x, bias]) : x);
     const heads4 = () => b.i64([0, 0, heads + 2 * kvHeads, headDim]);
     /**
      * Names for a layer's present key and value: the graph's outputs, or (fp16 I/O) float values and `done`, which
@@ -822,13 +870,13 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
      * RMSNorm of the residual stream once `delta` is added to it. Fused graphs do both in one
      * SkipSimplifiedLayerNormalization (onnxruntime fuses the norm's ops, not the Add before it); `last`: the sum is not needed.
      */
-    const residualNorm = (w: string, out?: string, last = false): string => {
-      if (delta === undefined) return rms(h, w, out);
+    const residualNorm = (w: string, out?: string, last = false, bias?: string): string => {
+      if (delta === undefined) return rms(h, w, out, bias);
       const d = delta;
       delta = undefined;
       if (!fusedNorms) {
         h = b.op('Add', [h, d]);
-        return rms(h, w, out);
+        return rms(h, w, out, bias);
       }
       const normed = out ?? b.fresh('skip_norm');
       const sum = last ? [] : ['', '', b.fresh('residual')];
@@ -847,7 +895,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
     for (let i = 0; i < c.layers; i++) {
       const L = layerRefs[i]!;
       const sliding = c.layerTypes[i] === 'sliding';
-      const x = L.attnNorm ? residualNorm(L.attnNorm) : residualSum();
+      const x = L.attnNorm ? residualNorm(L.attnNorm, undefined, false, L.attnNormBias) : residualSum();
       // One product for q, k and v: a third of the kernels of projecting each apart.
       let qkvFlat = L.wqkv.length === 1 ? linear(x, L.wqkv[0]!) : b.op('Concat', L.wqkv.map((w) => linear(x, w)), { axis: -1 });
       if (L.bqkv) qkvFlat = b.op('Add', [qkvFlat, L.bqkv]);
@@ -861,26 +909,26 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
         const [qf, kvf] = b.opN('Split', [qkvFlat, b.i64([qDim, 2 * kvDim])], ['q_flat', 'kv_flat'], { axis: -1 });
         qkvFlat = b.op('Concat', [b.op('Mul', [qf!, temperature]), kvf!], { axis: -1 });
       }
-      let attnOut = linear(attention(i, qkvFlat, L, sliding), L.wo);
+      let attnOut = biased(linear(attention(i, qkvFlat, L, sliding), L.wo), L.bo);
       if (L.postAttnNorm) attnOut = rms(attnOut, L.postAttnNorm);
       // A parallel block's MLP reads the attention's input; its output joins the stream with the attention's.
       let y = x;
       if (c.parallel) attnOut = residualScaled(attnOut);
       else {
         delta = residualScaled(attnOut);
-        y = L.mlpNorm ? residualNorm(L.mlpNorm) : residualSum();
+        y = L.mlpNorm ? residualNorm(L.mlpNorm, undefined, false, L.mlpNormBias) : residualSum();
       }
-      const gate = linear(y, L.wGate);
-      const gated = c.act === 'silu' ? b.op('Mul', [gate, b.op('Sigmoid', [gate])]) : geluTanh(gate);
-      const act = b.op('Mul', [gated, linear(y, L.wUp)]);
-      let mlpOut = linear(act, L.wDown);
+      const gate = L.wGate ? activated(biased(linear(y, L.wGate), L.bGate)) : undefined;
+      const up = biased(linear(y, L.wUp), L.bUp);
+      const act = gate ? b.op('Mul', [gate, up]) : activated(up);
+      let mlpOut = biased(linear(act, L.wDown), L.bDown);
       if (L.postMlpNorm) mlpOut = rms(mlpOut, L.postMlpNorm);
       delta = c.parallel ? b.op('Add', [attnOut, residualScaled(mlpOut)]) : residualScaled(mlpOut);
     }
 
     let normed = '';
-    if (withHidden) emit('last_hidden_state', (out) => (normed = residualNorm(finalNorm, out, true)));
-    else normed = residualNorm(finalNorm, undefined, true);
+    if (withHidden) emit('last_hidden_state', (out) => (normed = residualNorm(finalNorm, out, true, finalNormBias)));
+    else normed = residualNorm(finalNorm, undefined, true, finalNormBias);
     let headIn = normed;
     if (numLogits) {
       const start = b.op('Neg', [b.op('Unsqueeze', [numLogits, b.i64([0])])]);

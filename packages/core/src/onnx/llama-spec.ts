@@ -93,8 +93,17 @@ export interface LlamaConfig {
    * norm (Hugging Face Gemma). GGUF files store `1 + w` already. Default 0.
    */
   normWeightOffset?: number;
-  /** Activation of the gated MLP: `silu` (SwiGLU, default) or `gelu_tanh` (GeGLU with the tanh approximation, Gemma). */
-  hiddenAct?: 'silu' | 'gelu_tanh';
+  /**
+   * The MLP's activation: `silu` (SwiGLU, default), `gelu_tanh` (GELU with the tanh approximation: GeGLU for Gemma,
+   * plain for StarCoder 2) or `relu2` (ReLU squared, Arcee's).
+   */
+  hiddenAct?: 'silu' | 'gelu_tanh' | 'relu2';
+  /** The MLP gates its up projection with an activated gate projection (default true); false: `down(act(up(x)))`, no `wGate`. */
+  gatedMlp?: boolean;
+  /** With `normType: 'layer'`: the LayerNorms add a bias (`attnNormBias`, `mlpNormBias`, `finalNormBias`; StarCoder 2, StableLM). */
+  normBias?: boolean;
+  /** The attention's output projection and the MLP's projections add biases (`bo`, `bUp`, `bDown`, and `bGate` when gated; StarCoder 2). */
+  projectionBias?: boolean;
   /** Multiplies the embedded ids (Gemma: sqrt(hiddenSize)); caller-given `inputs_embeds` are not scaled. Default 1. */
   embeddingScale?: number;
   /** Scale applied to queries before q·k. Default 1/sqrt(headDim); Gemma's `query_pre_attn_scalar` sets it otherwise. */
@@ -165,7 +174,8 @@ export interface LlamaLayerWeights<M extends WeightMatrix = Float32Array> {
   wv: M; // [numKvHeads*headDim, hidden]
   wo: M; // [hidden, numHeads*headDim]
   mlpNorm?: Float32Array; // [hidden]
-  wGate: M; // [intermediate, hidden]
+  /** Absent when `gatedMlp` is false. */
+  wGate?: M; // [intermediate, hidden]
   wUp: M; // [intermediate, hidden]
   wDown: M; // [hidden, intermediate]
   /** With `qkvBias`. */
@@ -178,6 +188,14 @@ export interface LlamaLayerWeights<M extends WeightMatrix = Float32Array> {
   /** With `postNorms`. */
   postAttnNorm?: Float32Array; // [hidden]
   postMlpNorm?: Float32Array; // [hidden]
+  /** With `normBias` (beside the norms the config has). */
+  attnNormBias?: Float32Array; // [hidden]
+  mlpNormBias?: Float32Array; // [hidden]
+  /** With `projectionBias` (`bGate` when the MLP is gated). */
+  bo?: Float32Array; // [hidden]
+  bGate?: Float32Array; // [intermediate]
+  bUp?: Float32Array; // [intermediate]
+  bDown?: Float32Array; // [hidden]
 }
 
 /** All weights of a Llama decoder (`M`: see {@link LlamaLayerWeights}). */
@@ -185,6 +203,8 @@ export interface LlamaWeights<M extends WeightMatrix = Float32Array> {
   embed: M; // [vocab, hidden]
   layers: LlamaLayerWeights<M>[];
   finalNorm: Float32Array; // [hidden]
+  /** With `normBias`. */
+  finalNormBias?: Float32Array; // [hidden]
   /** [vocab, hidden]; omitted when the config ties embeddings. */
   lmHead?: M;
 }

@@ -37,6 +37,12 @@ export interface RandomGgufSpec {
   fusedQkv?: boolean;
   /** One ffn_up matrix of 2 ff rows holding gate then up (Phi-3). */
   fusedGateUp?: boolean;
+  /** No ffn_gate: the MLP is `down(act(up(x)))` (StarCoder 2, Arcee). */
+  ungated?: boolean;
+  /** Biases of the norms (`attn_norm.bias`, `ffn_norm.bias`, `output_norm.bias`: LayerNorms with a bias). */
+  normBias?: boolean;
+  /** Biases of the attention output and MLP projections (`attn_output.bias`, `ffn_up.bias`, `ffn_down.bias`). */
+  projectionBias?: boolean;
   /** Write output.weight (else the head is tied to the embedding). */
   untied?: boolean;
   /** Extra tensors by name: [GGUF ne dims, values]. */
@@ -93,12 +99,14 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
   };
   matrix('token_embd.weight', vocab, h, spec.embedScale ?? scale);
   vector('output_norm.weight', h, 0.1, 1);
+  if (spec.normBias) vector('output_norm.bias', h, 0.1, 0);
   if (spec.untied) matrix('output.weight', vocab, h);
   const q = heads * hd;
   const kv = kvHeads * hd;
   for (let i = 0; i < layers; i++) {
     const p = `blk.${i}.`;
     if (!spec.noPreNorms) vector(`${p}attn_norm.weight`, h, 0.1, 1);
+    if (!spec.noPreNorms && spec.normBias) vector(`${p}attn_norm.bias`, h, 0.1, 0);
     if (spec.fusedQkv) matrix(`${p}attn_qkv.weight`, q + 2 * kv, h);
     else {
       matrix(`${p}attn_q.weight`, q, h);
@@ -116,14 +124,20 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
       vector(`${p}attn_k_norm.weight`, spec.qkNorm === 'projection' ? kv : hd, 0.1, 1);
     }
     matrix(`${p}attn_output.weight`, h, q);
+    if (spec.projectionBias) vector(`${p}attn_output.bias`, h, 0.2, 0);
     if (spec.postNorms) vector(`${p}post_attention_norm.weight`, h, 0.1, 1);
     if (!spec.noPreNorms && !spec.parallel) vector(`${p}ffn_norm.weight`, h, 0.1, 1);
+    if (!spec.noPreNorms && !spec.parallel && spec.normBias) vector(`${p}ffn_norm.bias`, h, 0.1, 0);
     if (spec.fusedGateUp) matrix(`${p}ffn_up.weight`, 2 * ff, h);
     else {
-      matrix(`${p}ffn_gate.weight`, ff, h);
+      if (!spec.ungated) matrix(`${p}ffn_gate.weight`, ff, h);
       matrix(`${p}ffn_up.weight`, ff, h);
     }
     matrix(`${p}ffn_down.weight`, h, ff);
+    if (spec.projectionBias) {
+      vector(`${p}ffn_up.bias`, ff, 0.2, 0);
+      vector(`${p}ffn_down.bias`, h, 0.2, 0);
+    }
     if (spec.postNorms) vector(`${p}post_ffw_norm.weight`, h, 0.1, 1);
   }
   for (const [name, [dims, data]] of Object.entries(spec.extraTensors ?? {})) {
