@@ -98,7 +98,7 @@ export function kebabName(s: string): string {
 }
 
 /** The `general.architecture` values the converter reads (llama.cpp's names). */
-export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'olmo2', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'nemotron', 'minicpm'] as const;
+export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'olmo2', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'nemotron', 'minicpm', 'internlm2', 'phi2'] as const;
 export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 /**
@@ -108,15 +108,15 @@ export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 const TEXT_MODEL_OF: Partial<Record<GgufArchitecture, GgufArchitecture>> = { qwen2vl: 'qwen2', qwen3vl: 'qwen3' };
 
 /** Architectures whose q/k llama.cpp's converter permutes into adjacent rotary pairs ("NORM"); the others keep NeoX's halves. */
-const ADJACENT_ROPE: ReadonlySet<GgufArchitecture> = new Set(['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'command-r', 'cohere2', 'glm4', 'arcee', 'minicpm']);
+const ADJACENT_ROPE: ReadonlySet<GgufArchitecture> = new Set(['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'command-r', 'cohere2', 'glm4', 'arcee', 'minicpm', 'internlm2']);
 /** Architectures whose llama.cpp graph rotates only the first `rope.dimension_count` dimensions of each head. */
-const PARTIAL_ROTARY: ReadonlySet<GgufArchitecture> = new Set(['phi3', 'glm4', 'stablelm', 'nemotron']);
+const PARTIAL_ROTARY: ReadonlySet<GgufArchitecture> = new Set(['phi3', 'glm4', 'stablelm', 'nemotron', 'phi2']);
 /** Architectures whose gate and up projections are one `[2 ff, hidden]` matrix, gate first (llama.cpp's SwiGLU halves). */
 const FUSED_GATE_UP: ReadonlySet<GgufArchitecture> = new Set(['phi3', 'glm4']);
 /** Architectures whose q, k and v projections may carry biases (read when the file has them). */
-const OPTIONAL_QKV_BIAS: ReadonlySet<GgufArchitecture> = new Set(['qwen2', 'llama', 'mistral3', 'glm4', 'starcoder2', 'stablelm', 'nemotron']);
+const OPTIONAL_QKV_BIAS: ReadonlySet<GgufArchitecture> = new Set(['qwen2', 'llama', 'mistral3', 'glm4', 'starcoder2', 'stablelm', 'nemotron', 'phi2']);
 /** Architectures whose norms are LayerNorms with a bias (`attention.layer_norm_epsilon`). */
-const BIASED_LAYER_NORMS: ReadonlySet<GgufArchitecture> = new Set(['starcoder2', 'stablelm', 'nemotron']);
+const BIASED_LAYER_NORMS: ReadonlySet<GgufArchitecture> = new Set(['starcoder2', 'stablelm', 'nemotron', 'phi2']);
 /** What llama.cpp adds to a position before dividing it into periods of the attention temperature's length. */
 const TEMPERATURE_OFFSET = 0;
 
@@ -147,7 +147,7 @@ export function ggufArchitecture(f: GgufFile): GgufArchitecture {
   if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new GgufError(
       `${src} has general.architecture "${arch}"; the converter reads ${SUPPORTED_ARCHITECTURES.map((a) => `"${a}"`).join(', ')} ` +
-        '(Llama 1/2/3, Mistral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL and Qwen3-VL as text models, OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B, GLM-4 and GLM-Z1 (0414), StarCoder 2, StableLM 2, Arcee AFM, Nemotron-Mini, MiniCPM 1B/2B).',
+        '(Llama 1/2/3, Mistral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL and Qwen3-VL as text models, OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B, GLM-4 and GLM-Z1 (0414), StarCoder 2, StableLM 2, Arcee AFM, Nemotron-Mini, MiniCPM 1B/2B, InternLM 2/2.5, Phi-2).',
       'unsupported-model',
     );
   }
@@ -292,6 +292,8 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   }
   // StarCoder 2: biased attention output and MLP projections, an ungated GELU MLP (ggml's GELU: the tanh approximation).
   if (arch === 'starcoder2') Object.assign(config, { projectionBias: true, gatedMlp: false, hiddenAct: 'gelu_tanh' });
+  // Phi-2: StarCoder 2's MLP beside attention on one norm (a parallel block), and a biased head.
+  if (arch === 'phi2') Object.assign(config, { projectionBias: true, gatedMlp: false, hiddenAct: 'gelu_tanh', parallelBlock: true, headBias: true });
   // Nemotron: an ungated ReLU² MLP; its attention-output and MLP biases are optional (Nemotron-Mini has none).
   if (arch === 'nemotron') Object.assign(config, { gatedMlp: false, hiddenAct: 'relu2', ...(f.tensorInfo('blk.0.attn_output.bias') ? { projectionBias: true } : {}) });
   if (arch === 'arcee') {
@@ -486,6 +488,7 @@ export async function llamaWeightsFromGguf(
     ...(config.normBias ? { finalNormBias: await read('output_norm.bias', [h]) } : {}),
   };
   if (!config.tieWordEmbeddings) weights.lmHead = await readMatrix('output.weight', [config.vocabSize, h]);
+  if (config.headBias) weights.lmHeadBias = await read('output.bias', [config.vocabSize]);
   // Llama 3.1-style rope scaling: one set of frequency divisors (llama.cpp reads it for the llama architecture).
   const rotHalf = (config.ropeDims ?? hd) / 2;
   if ((arch === 'llama' || arch === 'arcee') && f.tensorInfo('rope_freqs.weight')) {

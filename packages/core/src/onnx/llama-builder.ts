@@ -126,6 +126,7 @@ interface Resolved {
   gated: boolean;
   normBias: boolean;
   projectionBias: boolean;
+  headBias: boolean;
   embedScale: number;
   queryScale: number;
   /** The rope attention factor still to apply to cos and sin (1 when folded into queryScale). */
@@ -174,6 +175,7 @@ function resolve(config: LlamaConfig): Resolved {
     gated: config.gatedMlp ?? true,
     normBias: config.normBias ?? false,
     projectionBias: config.projectionBias ?? false,
+    headBias: config.headBias ?? false,
     embedScale: config.embeddingScale ?? 1,
     queryScale: config.queryScale ?? 1 / Math.sqrt(headDim),
     ropeMscale: config.ropeAttentionFactor ?? 1,
@@ -197,6 +199,7 @@ function resolve(config: LlamaConfig): Resolved {
   if (r.rope !== 'half' && r.rope !== 'adjacent') throw new Error(`invalid Llama config: unknown ropeStyle ${String(r.rope)}`);
   if (r.act !== 'silu' && r.act !== 'gelu_tanh' && r.act !== 'relu2') throw new Error(`invalid Llama config: unknown hiddenAct ${String(r.act)}`);
   if (r.normBias && !r.layerNorm) throw new Error('invalid Llama config: normBias needs normType layer (RMSNorms have no bias)');
+  if (r.headBias && (r.logitScale !== 1 || r.finalCap !== undefined)) throw new Error('invalid Llama config: headBias with logitScale or finalLogitSoftcap is not supported');
   if (r.qkNormWidth !== 'head' && r.qkNormWidth !== 'projection') throw new Error(`invalid Llama config: unknown qkNormWidth ${String(r.qkNormWidth)}`);
   if (config.normType !== undefined && config.normType !== 'rms' && config.normType !== 'layer') throw new Error(`invalid Llama config: unknown normType ${String(config.normType)}`);
   if (r.layerNorm && r.qkNorm) throw new Error('invalid Llama config: q/k norms are RMSNorms; normType layer takes none');
@@ -256,7 +259,7 @@ export function llamaParameterCount(config: LlamaConfig): number {
     (c.preNorms ? (c.parallel ? 1 : 2) * c.hidden * (c.normBias ? 2 : 1) : 0) + c.hidden * q + 2 * c.hidden * kv + q * c.hidden + (c.gated ? 3 : 2) * c.hidden * c.inter +
     (c.qkvBias ? q + 2 * kv : 0) + (c.qkNorm ? qkNormSizes(c).reduce((a, b) => a + b) : 0) + (c.postNorms ? 2 * c.hidden : 0) +
     (c.projectionBias ? 2 * c.hidden + (c.gated ? 2 : 1) * c.inter : 0);
-  return c.vocab * c.hidden * (c.tied ? 1 : 2) + c.layers * perLayer + c.hidden * (c.normBias ? 2 : 1);
+  return c.vocab * c.hidden * (c.tied ? 1 : 2) + c.layers * perLayer + c.hidden * (c.normBias ? 2 : 1) + (c.headBias ? c.vocab : 0);
 }
 
 /** The lengths of a layer's q and k norm weights (qkNorm). */
@@ -307,8 +310,8 @@ export function randomLlamaWeights(config: LlamaConfig, seed: number, scale = 0.
     if (c.projectionBias) Object.assign(l, { bo: normal(c.hidden, scale), bUp: normal(c.inter, scale), bDown: normal(c.hidden, scale) }, c.gated ? { bGate: normal(c.inter, scale) } : {});
   }
   const finalNorm = norm();
-  const finalNormBias = c.normBias ? { finalNormBias: normal(c.hidden, scale) } : {};
-  return c.tied ? { embed, layers, finalNorm, ...finalNormBias } : { embed, layers, finalNorm, ...finalNormBias, lmHead: normal(c.vocab * c.hidden, scale) };
+  const biases = { ...(c.normBias ? { finalNormBias: normal(c.hidden, scale) } : {}), ...(c.headBias ? { lmHeadBias: normal(c.vocab, scale) } : {}) };
+  return c.tied ? { embed, layers, finalNorm, ...biases } : { embed, layers, finalNorm, ...biases, lmHead: normal(c.vocab * c.hidden, scale) };
 }
 
 function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
@@ -371,6 +374,7 @@ function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
   });
   expect('finalNorm', w.finalNorm, c.hidden);
   if (c.normBias) expect('finalNormBias (normBias)', w.finalNormBias, c.hidden);
+  if (c.headBias) expect('lmHeadBias (headBias)', w.lmHeadBias, c.vocab);
   if (!c.tied) expect('lmHead (the config does not tie embeddings)', w.lmHead, c.vocab * c.hidden);
 }
 
@@ -586,6 +590,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
   });
   const finalNorm = normVector('model.norm.weight', weights.finalNorm);
   const finalNormBias = weights.finalNormBias ? vector('model.norm.bias', weights.finalNormBias) : undefined;
+  const headBias = weights.lmHeadBias ? vector('lm_head.bias', weights.lmHeadBias) : undefined;
   const lmHead: Linear = !c.tied
     ? matrix('lm_head.weight', vocab, hidden, weights.lmHead!)
     : embedQ
@@ -935,7 +940,8 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       headIn = b.op('Slice', [normed, start, S1, one]);
     }
     const cap = c.finalCap;
-    if (cap === undefined && c.logitScale === 1) emit('logits', (out) => linear(headIn, lmHead, out));
+    if (headBias) emit('logits', (out) => b.op('Add', [linear(headIn, lmHead), headBias], {}, out));
+    else if (cap === undefined && c.logitScale === 1) emit('logits', (out) => linear(headIn, lmHead, out));
     else if (cap === undefined) emit('logits', (out) => b.op('Mul', [linear(headIn, lmHead), b.f32([1 / c.logitScale], [])], {}, out));
     else {
       emit('logits', (out) =>

@@ -104,6 +104,8 @@ export interface LlamaConfig {
   normBias?: boolean;
   /** The attention's output projection and the MLP's projections add biases (`bo`, `bUp`, `bDown`, and `bGate` when gated; StarCoder 2). */
   projectionBias?: boolean;
+  /** The output head adds a bias to the logits (`lmHeadBias`; Phi-2). */
+  headBias?: boolean;
   /** Multiplies the embedded ids (Gemma: sqrt(hiddenSize)); caller-given `inputs_embeds` are not scaled. Default 1. */
   embeddingScale?: number;
   /** Scale applied to queries before q·k. Default 1/sqrt(headDim); Gemma's `query_pre_attn_scalar` sets it otherwise. */
@@ -205,6 +207,8 @@ export interface LlamaWeights<M extends WeightMatrix = Float32Array> {
   finalNorm: Float32Array; // [hidden]
   /** With `normBias`. */
   finalNormBias?: Float32Array; // [hidden]
+  /** With `headBias`. */
+  lmHeadBias?: Float32Array; // [vocab]
   /** [vocab, hidden]; omitted when the config ties embeddings. */
   lmHead?: M;
 }

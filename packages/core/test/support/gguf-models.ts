@@ -43,6 +43,8 @@ export interface RandomGgufSpec {
   normBias?: boolean;
   /** Biases of the attention output and MLP projections (`attn_output.bias`, `ffn_up.bias`, `ffn_down.bias`). */
   projectionBias?: boolean;
+  /** A bias of the output head (`output.bias`; with `untied`). */
+  headBias?: boolean;
   /** Write output.weight (else the head is tied to the embedding). */
   untied?: boolean;
   /** Extra tensors by name: [GGUF ne dims, values]. */
@@ -101,6 +103,7 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
   vector('output_norm.weight', h, 0.1, 1);
   if (spec.normBias) vector('output_norm.bias', h, 0.1, 0);
   if (spec.untied) matrix('output.weight', vocab, h);
+  if (spec.headBias) vector('output.bias', vocab, 0.5, 0);
   const q = heads * hd;
   const kv = kvHeads * hd;
   for (let i = 0; i < layers; i++) {
