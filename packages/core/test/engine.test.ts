@@ -203,11 +203,13 @@ describe('engine', function () {
       const text = free.rows[0]!.text;
       expect(text.length).to.be.greaterThan(4);
       const stop = text.slice(3, 5);
-      const stream = engine.stream({ prompt: 'Hello' }, { maxTokens: 12, stop: [stop] });
+      const stream = engine.stream({ prompt: 'Hello' }, { maxTokens: 12, stop: ['\u0000never', stop] });
       let streamed = '';
       for await (const t of stream) streamed += t.text;
       const r = await stream.result;
       expect(r.rows[0]!.finishReason).to.equal('stop');
+      expect(r.rows[0]!.stopString).to.equal(stop);
+      expect(free.rows[0]!).to.not.have.property('stopString');
       expect(r.rows[0]!.text).to.equal(text.slice(0, text.indexOf(stop)));
       expect(streamed).to.equal(r.rows[0]!.text);
     } finally {

@@ -1,6 +1,6 @@
 /**
  * `POST /v1/messages` (Anthropic's Messages API) through `reasonplug serve`, with Anthropic's own SDK: a message
- * and its stream answer as the chat endpoint does; a forced tool's `tool_use` and the `tool_result` of the next
+ * and its stream answer as the chat endpoint does, a stop sequence named where it ends one; a forced tool's `tool_use` and the `tool_result` of the next
  * turn; `count_tokens` against `/tokenize`; a reasoning model's `thinking` block and `thinking.budget_tokens` as
  * the thinking budget; a last assistant message continued (Anthropic's prefill); `x-api-key`; errors in
  * Anthropic's shape.
@@ -67,6 +67,16 @@ describe('reasonplug serve: /v1/messages (Anthropic SDK)', function () {
     expect(deltas).to.equal(chat.choices[0]!.message.content);
     expect((final.content[0] as Anthropic.TextBlock).text).to.equal(deltas);
     expect(final.stop_reason).to.equal('max_tokens');
+    // A stop sequence ends the message, which names it (whole and streamed): one of two, cut from the text as the chat endpoint cuts it.
+    const text = chat.choices[0]!.message.content;
+    const cut = text.slice(4, 7);
+    const stops = ['never in this story', cut];
+    const stopped = await client.messages.create({ model: 'stories260k', max_tokens: 12, ...GREEDY, messages: question, stop_sequences: stops });
+    expect(stopped).to.deep.include({ stop_reason: 'stop_sequence', stop_sequence: cut });
+    expect((stopped.content[0] as Anthropic.TextBlock).text).to.equal(text.slice(0, text.indexOf(cut)));
+    const streamedStop = await client.messages.stream({ model: 'stories260k', max_tokens: 12, ...GREEDY, messages: question, stop_sequences: stops }).finalMessage();
+    expect(streamedStop).to.deep.include({ stop_reason: 'stop_sequence', stop_sequence: cut });
+    expect(message.stop_sequence).to.equal(null);
     // The system prompt and count_tokens: the prompt the chat endpoint renders for the same messages.
     const system = 'You tell stories.';
     const counted = await client.messages.countTokens({ model: 'stories260k', system, messages: question });

@@ -38,12 +38,14 @@ describe('incremental detokenization', () => {
 });
 
 describe('stop strings', () => {
-  it('finds a stop string completed across pieces, only in the unchecked tail', () => {
+  it('finds a stop string completed across pieces, only in the unchecked tail, and says which', () => {
     const m = new StopStringMatcher(['###', 'END']);
-    expect(m.find('abc#', 0)).to.equal(-1);
-    expect(m.find('abc###x', 4)).to.equal(3);
-    expect(m.find('END then more', 13)).to.equal(-1); // already checked past it
-    expect(m.find('xxEND', 3)).to.equal(2);
+    expect(m.find('abc#', 0)).to.equal(undefined);
+    expect(m.find('abc###x', 4)).to.deep.equal({ at: 3, stop: '###' });
+    expect(m.find('END then more', 13)).to.equal(undefined); // already checked past it
+    expect(m.find('xxEND', 3)).to.deep.equal({ at: 2, stop: 'END' });
+    // the earliest in the text, whatever the order given
+    expect(new StopStringMatcher(['END', '###']).find('a###END', 0)).to.deep.equal({ at: 1, stop: '###' });
   });
 
   it('holds back the longest tail that could still become a stop string', () => {

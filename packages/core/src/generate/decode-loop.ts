@@ -115,6 +115,8 @@ export class RowState {
   text = '';
   streamed = 0;
   finish: FinishReason | undefined;
+  /** The stop string that ended the row. */
+  private stopString: string | undefined;
   /** Latent steps run for this row, and those asked for by a marker just written. */
   latentSteps = 0;
   pendingLatent = 0;
@@ -156,6 +158,7 @@ export class RowState {
       ids: this.ids,
       text: this.text,
       finishReason: this.finish ?? 'abort',
+      ...(this.stopString !== undefined ? { stopString: this.stopString } : {}),
       ...(latent ? { latentSteps: this.latentSteps } : {}),
       ...(this.logprobs ? { logprobs: this.logprobs } : {}),
     };
@@ -193,11 +196,12 @@ export class RowState {
     this.text += this.visible(this.decoder.push(id));
     this.budget?.observe(this.text);
     if (this.stops) {
-      const at = this.stops.find(this.text, checked);
-      if (at !== -1) {
-        this.text = this.text.slice(0, at);
+      const found = this.stops.find(this.text, checked);
+      if (found) {
+        this.text = this.text.slice(0, found.at);
         this.finish = 'stop';
-        return this.release(at);
+        this.stopString = found.stop;
+        return this.release(found.at);
       }
       return this.release(this.text.length - this.stops.holdback(this.text));
     }

@@ -10,15 +10,15 @@ export class StopStringMatcher {
   }
 
   /**
-   * Looks at `text` (all text so far) given that `checkedUpTo` characters were already searched.
-   * Returns the index where a stop string starts, or -1.
+   * Looks at `text` (all text so far) given that `checkedUpTo` characters were already searched. Returns where the
+   * first stop string in it starts and which one it is (the first given, of those starting there), or undefined.
    */
-  find(text: string, checkedUpTo: number): number {
-    let best = -1;
+  find(text: string, checkedUpTo: number): { at: number; stop: string } | undefined {
+    let best: { at: number; stop: string } | undefined;
     const from = Math.max(0, checkedUpTo - this.longest + 1);
-    for (const s of this.stops) {
-      const i = text.indexOf(s, from);
-      if (i !== -1 && (best === -1 || i < best)) best = i;
+    for (const stop of this.stops) {
+      const at = text.indexOf(stop, from);
+      if (at !== -1 && (best === undefined || at < best.at)) best = { at, stop };
     }
     return best;
   }

@@ -139,6 +139,8 @@ export interface RowResult {
   ids: number[];
   text: string;
   finishReason: FinishReason;
+  /** The stop string that ended the row (`finishReason` 'stop'). */
+  stopString?: string;
   /** Latent steps this row ran, when a projector is loaded. */
   latentSteps?: number;
   /** The reply as a JSON value: only when a JSON response format was asked for and its grammar completed. */

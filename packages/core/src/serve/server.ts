@@ -482,7 +482,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const { prompt, parsing } = chatTurn(l, request);
     const output = new MessageOutput(parsing);
     const id = itemId('msg');
-    const message = (content: object[], stop: string | null, usage: object) => ({ id, type: 'message', role: 'assistant', model: request.model, content, stop_reason: stop, stop_sequence: null, usage });
+    const message = (content: object[], stop: string | null, usage: object, sequence: string | null = null) => ({ id, type: 'message', role: 'assistant', model: request.model, content, stop_reason: stop, stop_sequence: sequence, usage });
     const usage = (result: GenerationResult) => ({
       input_tokens: result.usage.promptTokens,
       output_tokens: result.usage.completionTokens,
@@ -491,9 +491,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     });
     const stop = (result: GenerationResult) => stopReason(result.rows[0]!.finishReason, output.called);
     await answerInBlocks(l, request, prompt.ids, res, output, {
-      whole: (result) => message(output.content, stop(result), usage(result)),
+      whole: (result) => message(output.content, stop(result), usage(result), result.rows[0]!.stopString ?? null),
       opening: () => [{ type: 'message_start', message: message([], null, { input_tokens: prompt.ids.length, output_tokens: 0 }) }],
-      closing: (result) => [{ type: 'message_delta', delta: { stop_reason: stop(result), stop_sequence: null }, usage: usage(result) }, { type: 'message_stop' }],
+      closing: (result) => [{ type: 'message_delta', delta: { stop_reason: stop(result), stop_sequence: result.rows[0]!.stopString ?? null }, usage: usage(result) }, { type: 'message_stop' }],
       error: (err) => ({ type: 'error', error: anthropicError(err).error }),
       numbered: false,
     });
