@@ -8,7 +8,8 @@
  * permutes Hugging Face Q/K weights into the "adjacent pairs" rotary order when it writes llama GGUFs,
  * so converted llama models use ropeStyle 'adjacent'; the other architectures keep the NeoX ('half') order.
  */
-import { cachedHashFile, hashFile } from '../modules/file-digest.js';
+import { hashFile } from '../modules/file-digest.js';
+import { ggufDigest } from './digest.js';
 import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, extname, join, resolve } from 'node:path';
@@ -638,7 +639,7 @@ export async function convertGguf(ggufPath: string, outDir: string, opts: Conver
     const name = kebabName(rawName);
     if (!name) throw new Error(`cannot derive a module name from "${rawName}"; pass { name }`);
     // A stat record: ggufModuleDir has usually just hashed this file (it is not read a second time).
-    const ggufHash = await cachedHashFile(ggufPath);
+    const ggufHash = await ggufDigest(f.shardPaths);
     const files: ConvertedManifest['files'] = {
       model: await fileEntry(dir, 'model.onnx'),
       ...(externalData && existsSync(join(dir, 'model.onnx.data')) ? { modelData: await fileEntry(dir, 'model.onnx.data') } : {}),

@@ -13,7 +13,8 @@
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { cachedHashFile } from '../modules/file-digest.js';
+import { ggufDigest } from './digest.js';
+import { withGguf } from './reader.js';
 import { MANIFEST_FILE, ManifestError } from '../modules/manifest.js';
 import { loadModuleDir, ModuleIntegrityError } from '../modules/module-dir.js';
 import { suffixPid, uniqueSuffix } from '../registry/atomic.js';
@@ -81,14 +82,14 @@ async function intact(dir: string): Promise<boolean> {
  * afterwards. Conversion errors (`GgufError` and others) propagate, with nothing left in the cache.
  */
 export async function ggufModuleDir(path: string, opts: GgufModuleOptions): Promise<string> {
-  const { size } = await stat(path);
+  // A split GGUF is known by all its shards (its header, read here, names them).
+  const files = await withGguf(path, async (f) => f.shardPaths);
+  const size = (await Promise.all(files.map((f) => stat(f)))).reduce((n, s) => n + s.size, 0);
   const file = basename(path);
   const progress = (bytes: number, total: number, digest: string, done = false) =>
     opts.onProgress?.({ file, digest, size: total, bytes, resumedFrom: 0, done });
   // Hashed once per file version (a stat record under the cache keeps the digest while the file is unchanged).
-  const { sha256 } = await cachedHashFile(path, undefined, join(opts.cacheDir, 'digests'), (bytes) =>
-    progress(Math.min(bytes, size), size, 'sha256:pending'),
-  );
+  const { sha256 } = await ggufDigest(files, join(opts.cacheDir, 'digests'), (bytes) => progress(Math.min(bytes, size), size, 'sha256:pending'));
   const root = join(opts.cacheDir, 'gguf');
   const dtype = opts.convert?.dtype ?? 'float32';
   const dir = join(root, `${sha256}-${dtype === 'float32' ? '' : 'f16-'}${LAYOUT}`);

@@ -13,6 +13,7 @@
  *   padding to `general.alignment` (default 32) · tensor data (offsets relative to here)
  * Strings are u64 length + UTF-8 bytes; arrays are u32 item type + u64 count + items.
  */
+import { existsSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { BLOCK_TYPES, dequantize } from './quant/index.js';
@@ -33,6 +34,7 @@ export class GgufError extends Error {
       | 'unsupported-tensor-type'
       | 'missing-tensor'
       | 'missing-metadata'
+      | 'missing-shard'
       | 'unsupported-model',
   ) {
     super(message);
@@ -134,6 +136,8 @@ export interface GgufTensorInfo {
   offset: number;
   /** Absolute offset in the file. */
   fileOffset: number;
+  /** Which file of a split GGUF holds the data (0: the first; see {@link GgufFile.shardPaths}). */
+  shard?: number;
   /** Number of elements (product of dims). */
   elementCount: number;
   /** Data size in bytes when the type is readable; undefined for other types. */
@@ -529,7 +533,53 @@ if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
   throw new Error('The GGUF reader assumes a little-endian host.');
 }
 
-/** An open GGUF file: the parsed header plus on-demand tensor reads. Close it when done. */
+/** A split GGUF's shard names, as llama.cpp's gguf-split writes them: `<prefix>-00001-of-00003.gguf`. */
+const SHARD_NAME = /^(.*)-(\d{5})-of-(\d{5})\.gguf$/i;
+
+/** The path of shard `index` (0-based) of `count` beside the first shard `first`. */
+function shardPath(first: string, index: number, count: number): string {
+  const m = SHARD_NAME.exec(first)!;
+  const n = (x: number) => String(x).padStart(5, '0');
+  return `${m[1]}-${n(index + 1)}-of-${n(count)}.gguf`;
+}
+
+/** One file's handle and parsed header, the handle closed again if the header is refused. */
+async function openOne(path: string): Promise<{ fh: FileHandle; fileSize: number; header: GgufHeader }> {
+  const source = basename(path);
+  const fh = await open(path, 'r');
+  try {
+    const fileSize = (await fh.stat()).size;
+    let window = Math.min(fileSize, 1 << 20);
+    for (;;) {
+      const bytes = new Uint8Array(window);
+      const { bytesRead } = await fh.read(bytes, 0, window, 0);
+      if (bytesRead !== window) throw new GgufError(`${source}: short read (${bytesRead} of ${window} bytes).`, 'truncated');
+      try {
+        const header = parseHeaderWindow(bytes, fileSize, source);
+        checkTensorBounds(header, fileSize, source);
+        return { fh, fileSize, header };
+      } catch (err) {
+        if (!(err instanceof NeedMore)) throw err;
+        window = Math.min(fileSize, window * 4);
+      }
+    }
+  } catch (err) {
+    await fh.close();
+    throw err;
+  }
+}
+
+/** A split GGUF's `split.*` key as a whole number, or undefined. */
+function splitKey(h: GgufHeader, key: string): number | undefined {
+  const v = h.metadata.get(key)?.value;
+  return typeof v === 'number' || typeof v === 'bigint' ? Number(v) : undefined;
+}
+
+/**
+ * An open GGUF file: the parsed header plus on-demand tensor reads. Close it when done. A split GGUF (llama.cpp's
+ * gguf-split: `split.count` shards named `…-00001-of-0000N.gguf`, the metadata in the first) opens from its first
+ * shard as one file whose tensors come from all of them.
+ */
 export class GgufFile implements GgufHeader {
   readonly version: number;
   readonly metadata: Map<string, GgufMetadataEntry>;
@@ -539,10 +589,13 @@ export class GgufFile implements GgufHeader {
   private readonly byName: Map<string, GgufTensorInfo>;
 
   private constructor(
-    private fh: FileHandle | undefined,
+    private handles: FileHandle[] | undefined,
     readonly path: string,
+    /** The bytes of all its files. */
     readonly fileSize: number,
     header: GgufHeader,
+    /** The files it reads: `path` alone, or each shard of a split GGUF in order. */
+    readonly shardPaths: readonly string[],
   ) {
     this.version = header.version;
     this.metadata = header.metadata;
@@ -552,28 +605,47 @@ export class GgufFile implements GgufHeader {
     this.byName = new Map(header.tensors.map((t) => [t.name, t]));
   }
 
-  /** Opens a file and parses its header, reading only as many bytes as the header needs. */
+  /** Opens a file (a split GGUF's first shard opens all of them) and parses its header, reading only as many bytes as the header needs. */
   static async open(path: string): Promise<GgufFile> {
-    const source = basename(path);
-    const fh = await open(path, 'r');
+    const first = await openOne(path);
+    const count = splitKey(first.header, 'split.count') ?? 1;
+    if (count <= 1) return new GgufFile([first.fh], path, first.fileSize, first.header, [path]);
+    const handles = [first.fh];
     try {
-      const fileSize = (await fh.stat()).size;
-      let window = Math.min(fileSize, 1 << 20);
-      for (;;) {
-        const bytes = new Uint8Array(window);
-        const { bytesRead } = await fh.read(bytes, 0, window, 0);
-        if (bytesRead !== window) throw new GgufError(`${source}: short read (${bytesRead} of ${window} bytes).`, 'truncated');
-        try {
-          const header = parseHeaderWindow(bytes, fileSize, source);
-          checkTensorBounds(header, fileSize, source);
-          return new GgufFile(fh, path, fileSize, header);
-        } catch (err) {
-          if (!(err instanceof NeedMore)) throw err;
-          window = Math.min(fileSize, window * 4);
-        }
+      const source = basename(path);
+      const no = splitKey(first.header, 'split.no') ?? 0;
+      if (no !== 0 || !SHARD_NAME.test(path)) {
+        throw new GgufError(
+          `${source} is shard ${no + 1} of a GGUF split into ${count} files; open its first shard, named "<name>-00001-of-${String(count).padStart(5, '0')}.gguf".`,
+          'missing-shard',
+        );
       }
+      const paths = Array.from({ length: count }, (_, i) => (i === 0 ? path : shardPath(path, i, count)));
+      const tensors = first.header.tensors.map((t) => ({ ...t, shard: 0 }));
+      let size = first.fileSize;
+      for (let i = 1; i < count; i++) {
+        const at = paths[i]!;
+        if (!existsSync(at)) throw new GgufError(`${source} is shard 1 of ${count}, but shard ${i + 1} (${basename(at)}) is missing beside it.`, 'missing-shard');
+        const shard = await openOne(at);
+        handles.push(shard.fh);
+        if (splitKey(shard.header, 'split.no') !== i || splitKey(shard.header, 'split.count') !== count) {
+          throw new GgufError(`${basename(at)} is not shard ${i + 1} of ${count} (its split.no / split.count say otherwise).`, 'corrupt');
+        }
+        tensors.push(...shard.header.tensors.map((t) => ({ ...t, shard: i })));
+        size += shard.fileSize;
+      }
+      const declared = splitKey(first.header, 'split.tensors.count');
+      if (declared !== undefined && declared !== tensors.length) {
+        throw new GgufError(`${source}: the ${count} shards hold ${tensors.length} tensors, split.tensors.count says ${declared}.`, 'corrupt');
+      }
+      const names = new Set<string>();
+      for (const t of tensors) {
+        if (names.has(t.name)) throw new GgufError(`${source}: tensor "${t.name}" is in more than one shard.`, 'corrupt');
+        names.add(t.name);
+      }
+      return new GgufFile(handles, path, size, { ...first.header, tensors }, paths);
     } catch (err) {
-      await fh.close();
+      await Promise.all(handles.map((h) => h.close()));
       throw err;
     }
   }
@@ -635,13 +707,13 @@ export class GgufFile implements GgufHeader {
     return halfBitsToFloat32(half, t.type);
   }
 
-  /** The tensor `name`, the open file and its name for messages; refuses a missing tensor, an unsupported type and a closed file. */
+  /** The tensor `name`, the open file holding it and that file's name for messages; refuses a missing tensor, an unsupported type and a closed file. */
   private readable(name: string): { t: GgufTensorInfo & { byteLength: number }; fh: FileHandle; source: string } {
-    const source = basename(this.path);
     const t = this.byName.get(name);
-    if (!t) throw new GgufError(`${source} has no tensor "${name}".`, 'missing-tensor');
+    if (!t) throw new GgufError(`${basename(this.path)} has no tensor "${name}".`, 'missing-tensor');
+    const source = basename(this.shardPaths[t.shard ?? 0]!);
     if (t.byteLength === undefined) throw unsupportedType(t, source);
-    const fh = this.fh;
+    const fh = this.handles?.[t.shard ?? 0];
     if (!fh) throw new Error(`${source} is closed.`);
     return { t: t as GgufTensorInfo & { byteLength: number }, fh, source };
   }
@@ -655,9 +727,9 @@ export class GgufFile implements GgufHeader {
   }
 
   async close(): Promise<void> {
-    const fh = this.fh;
-    this.fh = undefined;
-    await fh?.close();
+    const handles = this.handles;
+    this.handles = undefined;
+    await Promise.all((handles ?? []).map((h) => h.close()));
   }
 }
 

@@ -226,3 +226,26 @@ export async function rewriteGguf(
     await writeFile(dst, makeGguf(metadataToW(meta), out));
   });
 }
+
+/**
+ * Splits a GGUF into `count` shards as llama.cpp's gguf-split writes them: `<prefix>-00001-of-0000N.gguf` and on, the
+ * tensors in order spread over them (their bytes as stored), all metadata in the first with `split.no`,
+ * `split.count` and `split.tensors.count`, the others with their `split.*` keys only. Returns the shards' paths.
+ */
+export async function splitGguf(src: string, prefix: string, count: number): Promise<string[]> {
+  return withGguf(src, async (f) => {
+    const paths = Array.from({ length: count }, (_, i) => `${prefix}-${String(i + 1).padStart(5, '0')}-of-${String(count).padStart(5, '0')}.gguf`);
+    const per = Math.ceil(f.tensors.length / count);
+    const split = (i: number): Record<string, WValue> => ({
+      'split.no': { t: 'u16', v: i },
+      'split.count': { t: 'u16', v: count },
+      'split.tensors.count': { t: 'i32', v: f.tensors.length },
+    });
+    for (let i = 0; i < count; i++) {
+      const tensors: WTensor[] = [];
+      for (const t of f.tensors.slice(i * per, (i + 1) * per)) tensors.push({ name: t.name, dims: t.dims, type: t.type, data: await f.readTensorBytes(t.name) });
+      await writeFile(paths[i]!, makeGguf(i === 0 ? { ...metadataToW(f.metadata), ...split(0) } : split(i), tensors));
+    }
+    return paths;
+  });
+}
