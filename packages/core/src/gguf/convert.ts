@@ -208,7 +208,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   if (!Number.isInteger(ropeDims) || ropeDims <= 0 || ropeDims % 2 !== 0 || ropeDims > headDim) {
     throw new GgufError(`${src}: "${key('rope.dimension_count')}" is ${ropeDims}, expected an even number of dimensions within the head size ${headDim}.`, 'corrupt');
   }
-  // llama.cpp's phi3 and glm4 graphs rotate part of each head (Phi-4-mini, GLM-4); its others refuse or assert on it.
+  // llama.cpp's graphs of these architectures rotate part of each head (Phi-4-mini, GLM-4, StableLM, …); its others refuse or assert on it.
   if (ropeDims !== headDim && !PARTIAL_ROTARY.has(arch)) {
     refuse(`rotary embeddings over ${ropeDims} of ${headDim} head dimensions (partial rotary; ${[...PARTIAL_ROTARY].join(', ')} only)`);
   }
