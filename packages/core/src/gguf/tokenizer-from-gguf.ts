@@ -508,7 +508,7 @@ export const BPE_PRE_TOKENIZERS: Readonly<Record<string, BpePreTokenizer>> = (()
     ],
     ignoreMerges: false,
     addBos: true,
-    cleanSpaces: true,
+    cleanSpaces: false,
   };
   const deepseekCoder = { ...deepseekLlm, regexes: ['[\r\n]', '\\s?\\p{L}+', '\\s?\\p{P}+', cjk, '\\p{N}'] };
   return {
@@ -521,12 +521,15 @@ export const BPE_PRE_TOKENIZERS: Readonly<Record<string, BpePreTokenizer>> = (()
     'smaug-bpe': dbrx,
     qwen2,
     'deepseek-r1-qwen': qwen2,
+    // StableLM 2: Qwen's expression, with llama.cpp's BPE default of cleaning up spaces.
+    stablelm2: { ...qwen2, cleanSpaces: true },
     smollm,
     'command-r': smollm,
     refact,
     starcoder: refact,
     exaone: refact,
     'gpt-2': gpt2,
+    'phi-2': gpt2,
     olmo: gpt2,
     mpt: gpt2,
     glm4,
