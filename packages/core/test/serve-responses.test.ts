@@ -2,7 +2,7 @@
  * `POST /v1/responses` (OpenAI's Responses API) through `reasonplug serve`: the OpenAI SDK (`responses.create`, its
  * stream helper, a function call) and @langchain/openai's ChatOpenAI in its Responses mode (invoke, stream, tool calls and their results, withStructuredOutput) answers as the chat endpoint
  * does; plain fetch reads the event stream (types, order, sequence numbers, deltas against the finished response),
- * a reasoning model's thought as a `reasoning` item, a cut reply as `incomplete`, and the refusals of what a
+ * a reasoning model's thought as a `reasoning` item, the answer's log-probabilities, a cut reply as `incomplete`, and the refusals of what a
  * stateless server cannot do.
  */
 import { expect } from 'chai';
@@ -171,6 +171,35 @@ describe('reasonplug serve: /v1/responses', function () {
     expect(events.at(-1)!.type).to.equal('response.completed');
   });
 
+  it("include's output_text.logprobs: the answer's tokens with top_logprobs alternatives, as the chat endpoint gives them, whole and streamed", async () => {
+    type Entry = { token: string; logprob: number; top_logprobs: { token: string }[] };
+    const chat = (await (
+      await post(url, '/v1/chat/completions', { model: 'stories260k', messages: [{ role: 'user', content: 'Tell me a story' }], max_tokens: 8, temperature: 0, logprobs: true, top_logprobs: 2 })
+    ).json()) as { choices: { logprobs: { content: Entry[] } }[] };
+    const expected = chat.choices[0]!.logprobs.content;
+    expect(expected).to.have.length.greaterThan(4);
+    expect(expected.every((e) => e.top_logprobs.length === 2)).to.equal(true);
+    const body = { model: 'stories260k', input: 'Tell me a story', max_output_tokens: 8, temperature: 0, include: ['message.output_text.logprobs'], top_logprobs: 2 };
+    const whole = (await (await post(url, '/v1/responses', body)).json()) as { output: { content: { logprobs: Entry[] }[] }[]; top_logprobs: number };
+    expect(whole.output[0]!.content[0]!.logprobs).to.deep.equal(expected);
+    expect(whole.top_logprobs).to.equal(2);
+    const events = responseEvents(await (await post(url, '/v1/responses', { ...body, stream: true })).text());
+    expect(events.filter((e) => e.type === 'response.output_text.delta').flatMap((e) => e.logprobs as Entry[])).to.deep.equal(expected);
+    expect(events.find((e) => e.type === 'response.output_text.done')!.logprobs).to.deep.equal(expected);
+    // not asked for: none
+    const plain = (await (await post(url, '/v1/responses', { ...body, include: [], top_logprobs: undefined })).json()) as { output: { content: { logprobs: Entry[] }[] }[] };
+    expect(plain.output[0]!.content[0]!.logprobs).to.deep.equal([]);
+    // a thought's tokens are not the answer's
+    const question = 'What are two and two?';
+    const { dir } = await scriptedChatModule('responses-thinker-logprobs', THINKING_TEMPLATE, [{ role: 'user', content: question }], '<think>\nTwo and two make four.\n</think>\n\nFour.');
+    const at = await serve({ engine: { model: dir }, name: 'thinker' });
+    const thought = (await (await post(at, '/v1/responses', { model: 'thinker', input: question, max_output_tokens: 60, include: ['message.output_text.logprobs'] })).json()) as {
+      output: { type: string; content: { logprobs?: Entry[] }[] }[];
+    };
+    const answer = thought.output.find((o) => o.type === 'message')!.content[0]!.logprobs!;
+    expect(answer.map((e) => e.token).join('')).to.include('Four').and.not.include('two');
+  });
+
   it('a model failing mid-stream ends the event stream with an error event, after every delta it wrote', async () => {
     // A model that declares no context fails at its graph's 2048 positions (as in the engine's validation tests).
     const dir = testDir('responses-undeclared');
@@ -191,6 +220,8 @@ describe('reasonplug serve: /v1/responses', function () {
 
   it('refuses by name what a stateless text server cannot do', async () => {
     for (const [extra, param] of [
+      [{ top_logprobs: 21 }, 'top_logprobs'],
+      [{ include: 'logprobs' }, 'include'],
       [{ previous_response_id: 'resp_1' }, 'previous_response_id'],
       [{ background: true }, 'background'],
       [{ tools: [{ type: 'web_search' }] }, 'tools[0]'],

@@ -7,6 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { ChatReplySplitter, type ReplyParsing, type SplitReply } from '../chat/reply.js';
 import type { ParsedToolCall } from '../chat/tool-calls.js';
+import type { TokenLogprobs } from '../generate/types.js';
 
 /** A stream event of a block-shaped API, named by its type. */
 export type Event = Record<string, unknown> & { type: string };
@@ -88,9 +89,15 @@ export class ReplyBlocks {
   }
 }
 
-/** A reply rendered block by block in one API's words: a subclass says what each block event reads as. */
+/**
+ * A reply rendered block by block in one API's words: a subclass says what each block event reads as. Generated
+ * tokens' log-probabilities, when given, ride with the text they became: each text delta (or a text block's close)
+ * carries the tokens not given out yet; those of a thought or a tool call are dropped (where a piece ends a thought
+ * and starts the text, the text keeps the last tokens its own characters came from).
+ */
 export abstract class BlockOutput<E> {
   private readonly blocks: ReplyBlocks;
+  private pending: TokenLogprobs[] = [];
 
   constructor(parsing: ReplyParsing) {
     this.blocks = new ReplyBlocks(parsing);
@@ -101,14 +108,38 @@ export abstract class BlockOutput<E> {
     return this.blocks.called;
   }
 
-  /** The events a piece of the reply's text gives. */
-  push(text: string): E[] {
-    return this.blocks.push(text).flatMap((e) => this.render(e));
+  /** The events a piece of the reply's text gives; `logprobs`: the token's that gave it. */
+  push(text: string, logprobs?: TokenLogprobs): E[] {
+    if (logprobs) this.pending.push(logprobs);
+    return this.rendered(this.blocks.push(text));
   }
 
   /** The events of the reply's end: what was held back, and the close of the last block. */
   end(): E[] {
-    return this.blocks.end().flatMap((e) => this.render(e));
+    return this.rendered(this.blocks.end());
+  }
+
+  private rendered(events: BlockEvent[]): E[] {
+    let other = false;
+    return events.flatMap((e) => {
+      if (e.kind === 'open') return this.render(e, []);
+      if (e.kind === 'call' || e.block === 'thought') {
+        other = true;
+        return this.render(e, []);
+      }
+      // Text after a thought or a call in the same piece: the held-back tokens before its own were theirs.
+      const tokens = other ? this.lastTokensOf(e.kind === 'delta' ? e.text : '') : this.pending.splice(0);
+      this.pending = [];
+      return this.render(e, tokens);
+    });
+  }
+
+  /** The last pending tokens whose texts make up `text` (the last one at least). */
+  private lastTokensOf(text: string): TokenLogprobs[] {
+    let start = this.pending.length - 1;
+    let covered = this.pending[start]?.token?.length ?? 0;
+    while (start > 0 && covered < text.trim().length) covered += this.pending[--start]!.token?.length ?? 0;
+    return this.pending.slice(Math.max(start, 0));
   }
 
   /** How many of the reply's tokens its thought took. */
@@ -116,7 +147,7 @@ export abstract class BlockOutput<E> {
     return this.blocks.reasoningTokens(ids, decode);
   }
 
-  protected abstract render(e: BlockEvent): E[];
+  protected abstract render(e: BlockEvent, logprobs: readonly TokenLogprobs[]): E[];
 }
 
 /** Writes events as server-sent events whose `event:` names their type (the Responses and Messages APIs' streams). */

@@ -4,6 +4,9 @@
  * events a Responses client reads (`response.created`, `response.output_item.added`, `response.output_text.delta`,
  * …, `response.completed`), each numbered by `sequence_number`.
  */
+import type { ReplyParsing } from '../chat/reply.js';
+import type { TokenLogprobs } from '../generate/types.js';
+import { chatLogprobs } from './logprobs.js';
 import { BlockOutput, itemId, type BlockEvent, type Event } from './reply-blocks.js';
 
 type Item = Record<string, unknown> & { type: string; id: string };
@@ -24,8 +27,18 @@ export interface ResponseUsage {
 export class ResponseOutput extends BlockOutput<Event> {
   /** Output items in order, one per block of the reply; the last may still be open. */
   readonly items: Item[] = [];
+  /** The log-probabilities given out so far, per text item. */
+  private readonly given = new Map<number, ReturnType<typeof chatLogprobs>['content']>();
 
-  protected render(e: BlockEvent): Event[] {
+  /** @param logprobs whether text carries its tokens' log-probabilities (`include: ["message.output_text.logprobs"]`) */
+  constructor(
+    parsing: ReplyParsing,
+    private readonly logprobs = false,
+  ) {
+    super(parsing);
+  }
+
+  protected render(e: BlockEvent, tokens: readonly TokenLogprobs[]): Event[] {
     const output_index = e.index;
     if (e.kind === 'call') {
       const { call } = e;
@@ -49,7 +62,7 @@ export class ResponseOutput extends BlockOutput<Event> {
       return added;
     }
     if (e.kind === 'delta') {
-      return [thought ? { type: 'response.reasoning_text.delta', ...this.at(e.index), delta: e.text } : { type: 'response.output_text.delta', ...this.at(e.index), delta: e.text, logprobs: [] }];
+      return [thought ? { type: 'response.reasoning_text.delta', ...this.at(e.index), delta: e.text } : { type: 'response.output_text.delta', ...this.at(e.index), delta: e.text, logprobs: this.give(e.index, tokens) }];
     }
     const item = this.items[output_index]!;
     if (thought) {
@@ -59,13 +72,23 @@ export class ResponseOutput extends BlockOutput<Event> {
         { type: 'response.output_item.done', output_index, item },
       ];
     }
-    const part = { type: 'output_text', text: e.text, annotations: [], logprobs: [] };
+    this.give(e.index, tokens);
+    const logprobs = this.given.get(e.index) ?? [];
+    const part = { type: 'output_text', text: e.text, annotations: [], logprobs };
     Object.assign(item, { content: [part], status: 'completed' });
     return [
-      { type: 'response.output_text.done', ...this.at(e.index), text: e.text, logprobs: [] },
+      { type: 'response.output_text.done', ...this.at(e.index), text: e.text, logprobs },
       { type: 'response.content_part.done', ...this.at(e.index), part },
       { type: 'response.output_item.done', output_index, item },
     ];
+  }
+
+  /** The tokens' log-probabilities in the API's shape (none unless asked for), kept for the item's final part. */
+  private give(index: number, tokens: readonly TokenLogprobs[]): ReturnType<typeof chatLogprobs>['content'] {
+    if (!this.logprobs) return [];
+    const entries = chatLogprobs(tokens).content;
+    this.given.set(index, [...(this.given.get(index) ?? []), ...entries]);
+    return entries;
   }
 
   /** Where a text event belongs: its item, that item's place in the output, the first content part. */

@@ -40,7 +40,13 @@ export function parseResponsesRequest(body: unknown): ResponsesRequest {
     if (!(Number.isSafeInteger(body.max_output_tokens) && (body.max_output_tokens as number) >= 1)) throw badRequest(`max_output_tokens must be a whole number >= 1 (got ${JSON.stringify(body.max_output_tokens)})`, 'max_output_tokens');
     chat.max_completion_tokens = body.max_output_tokens;
   }
-  if (body.top_logprobs !== undefined) throw badRequest('top_logprobs is not supported on /v1/responses; use /v1/chat/completions', 'top_logprobs', 'unsupported_parameter');
+  // Log-probabilities of the answer's text: asked for by `include` (as OpenAI's SDKs and ChatOpenAI do) or by `top_logprobs`.
+  const include = body.include ?? [];
+  if (!Array.isArray(include) || include.some((x) => typeof x !== 'string')) throw badRequest('include must be a list of strings', 'include');
+  if (include.includes('message.output_text.logprobs') || (body.top_logprobs !== undefined && body.top_logprobs !== null)) {
+    chat.logprobs = true;
+    chat.top_logprobs = body.top_logprobs ?? 0;
+  }
   chat.messages = messagesOf(body.instructions, body.input);
   const tools = chatToolsOf(body.tools, (type) => type === 'function', (t) => t.parameters);
   if (tools) chat.tools = tools;
@@ -59,6 +65,7 @@ export function parseResponsesRequest(body: unknown): ResponsesRequest {
     tool_choice: body.tool_choice ?? 'auto',
     tools: body.tools ?? [],
     text: { format: isObject(body.text) && isObject(body.text.format) ? body.text.format : { type: 'text' } },
+    top_logprobs: body.top_logprobs ?? null,
   };
   return { chat: request, echo };
 }

@@ -446,7 +446,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   async function responses(l: Loaded, request: ResponsesRequest, res: ServerResponse): Promise<void> {
     const chatRequest = request.chat;
     const { prompt, parsing } = chatTurn(l, chatRequest);
-    const output = new ResponseOutput(parsing);
+    const output = new ResponseOutput(parsing, chatRequest.logprobs);
     const base = { id: itemId('resp'), object: 'response', created_at: Math.floor(Date.now() / 1000), model: chatRequest.model, ...request.echo };
     const response = (result?: GenerationResult) => {
       const cut = result && result.rows[0]!.finishReason === 'length';
@@ -521,8 +521,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const finish = (result: GenerationResult) => (output.called ? 'tool_calls' : finishReason(result.rows[0]!.finishReason));
     await run(l, request, { promptIds }, res, async (stream, first, rest, clock) => {
       if (!request.stream) {
-        const result = await drain(stream, first, rest, clock);
-        output.push(result.rows[0]!.text);
+        // Token by token, as a stream would give them: log-probabilities ride with the text they became.
+        const result = await drain(stream, first, rest, clock, (e) => output.push(e.text, e.logprobs));
         output.end();
         sendJson(res, 200, api.whole(result));
         return finish(result);
@@ -533,7 +533,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       try {
         for (let next = first; !next.done; next = await rest.next()) {
           if (next !== first) clock.tick();
-          events.send(output.push(next.value.text));
+          events.send(output.push(next.value.text, next.value.logprobs));
         }
         const result = await stream.result;
         countGenerated(result);
@@ -618,8 +618,12 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   };
 
   /** Reads a stream to its end without answering yet (non-streaming requests), timing its tokens. */
-  const drain = async (stream: GenerationStream, first: IteratorResult<TokenEvent>, rest: AsyncIterator<TokenEvent>, clock: TokenClock) => {
-    for (let next = first; !next.done; next = await rest.next()) if (next !== first) clock.tick();
+  /** Runs a generation to its end, each token event heard by `onEvent`. */
+  const drain = async (stream: GenerationStream, first: IteratorResult<TokenEvent>, rest: AsyncIterator<TokenEvent>, clock: TokenClock, onEvent?: (e: TokenEvent) => void) => {
+    for (let next = first; !next.done; next = await rest.next()) {
+      if (next !== first) clock.tick();
+      onEvent?.(next.value);
+    }
     const result = await stream.result;
     countGenerated(result);
     return result;
