@@ -6,7 +6,7 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { randomUUID, timingSafeEqual } from 'node:crypto';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { Engine, type EngineOptions, type GenerationStream, type StreamOptions } from '../engine.js';
@@ -28,10 +28,14 @@ import { toolCallSyntaxOf, type ToolCallSyntax } from '../constrain/tool-syntax.
 import type { ReasoningFormat } from '../chat/reasoning.js';
 import { HttpError, badRequest, toHttpError } from './errors.js';
 import { ServerMetrics } from './metrics.js';
-import { completionLogprobs, offsetAfter } from './logprobs.js';
+import { chatLogprobs, completionLogprobs, offsetAfter } from './logprobs.js';
+import { ollamaModelName, parseOllamaChat, parseOllamaEmbed, parseOllamaGenerate } from './ollama-request.js';
+import { ollamaDone, ollamaDoneReason, ollamaLogprobs, ollamaMessage, type ChatFields } from './ollama-output.js';
+import { reasoningTagsOf } from '../chat/reasoning.js';
 import { ServedModels } from './models.js';
 import { unitLength } from '../runtime/unit-length.js';
 import {
+  isObject,
   parseChatRequest,
   parseCompletionRequest,
   parseDetokenizeRequest,
@@ -158,9 +162,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   };
 
   const server = createServer((req, res) => {
-    // Anthropic's clients read its error shape.
-    const anthropic = (req.url ?? '').startsWith('/v1/messages');
-    handle(req, res).catch((err) => sendError(res, toHttpError(err), anthropic));
+    // Anthropic's and Ollama's clients read their own error shapes.
+    const url = req.url ?? '';
+    const dialect = url.startsWith('/v1/messages') ? 'anthropic' : url.startsWith('/api/') ? 'ollama' : 'openai';
+    handle(req, res).catch((err) => sendError(res, toHttpError(err), dialect));
   });
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -192,22 +197,21 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       const body = await readJson(req);
       return path === '/tokenize' ? tokenize(loaded, parseTokenizeRequest(body), res) : detokenize(loaded, parseDetokenizeRequest(body), res);
     }
+    if (path.startsWith('/api/')) return ollama(req, res, path);
     if (!path.startsWith('/v1/')) throw new HttpError(404, `no route ${req.method} ${path}`, 'invalid_request_error', 'not_found');
-    authorize(req);
-    if (draining) throw new HttpError(503, 'the server is shutting down', 'server_error', 'shutting_down', { Connection: 'close' });
-    if (!loaded) throw new HttpError(503, loadError ? `the model failed to load: ${loadError.message}` : 'the model is still loading', 'server_error', 'loading');
-    if (req.method === 'GET' && path === '/v1/models') return sendJson(res, 200, { object: 'list', data: loaded.models.list() });
+    const l = servable(req);
+    if (req.method === 'GET' && path === '/v1/models') return sendJson(res, 200, { object: 'list', data: l.models.list() });
     if (req.method === 'GET' && path.startsWith('/v1/models/')) {
       const id = decodeURIComponent(path.slice('/v1/models/'.length));
-      const reasoners = loaded.models.resolve(id); // 404 unless served
+      const reasoners = l.models.resolve(id); // 404 unless served
       // Any composition is served, listed or not (`b+r2+r1` is not among the cards).
-      const listed = loaded.models.list().find((m) => m.id === id);
-      return sendJson(res, 200, listed ?? { ...loaded.models.list()[0]!, id, parent: loaded.models.backbone, reasoners });
+      const listed = l.models.list().find((m) => m.id === id);
+      return sendJson(res, 200, listed ?? { ...l.models.list()[0]!, id, parent: l.models.backbone, reasoners });
     }
     if (req.method === 'POST' && path === '/v1/messages/count_tokens') {
       const request = parseMessagesRequest(await readJson(req), true);
-      loaded.models.resolve(request.model); // 404 unless served
-      return sendJson(res, 200, { input_tokens: chatPrompt(loaded, request).ids.length });
+      l.models.resolve(request.model); // 404 unless served
+      return sendJson(res, 200, { input_tokens: chatPrompt(l, request).ids.length });
     }
     const endpoint =
       req.method === 'POST' ? ({ '/v1/chat/completions': chat, '/v1/completions': completion, '/v1/embeddings': embeddings, '/v1/responses': responses, '/v1/messages': messages } as const)[path] : undefined;
@@ -215,15 +219,23 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       active++;
       try {
         const body = await readJson(req);
-        if (endpoint === embeddings) return await embeddings(loaded, parseEmbeddingsRequest(body), res);
-        if (endpoint === responses) return await responses(loaded, parseResponsesRequest(body), res);
-        if (endpoint === messages) return await messages(loaded, parseMessagesRequest(body), res);
-        return await (endpoint === chat ? chat(loaded, parseChatRequest(body), res) : completion(loaded, parseCompletionRequest(body), res));
+        if (endpoint === embeddings) return await embeddings(l, parseEmbeddingsRequest(body), res);
+        if (endpoint === responses) return await responses(l, parseResponsesRequest(body), res);
+        if (endpoint === messages) return await messages(l, parseMessagesRequest(body), res);
+        return await (endpoint === chat ? chat(l, parseChatRequest(body), res) : completion(l, parseCompletionRequest(body), res));
       } finally {
         if (--active === 0) idle?.();
       }
     }
     throw new HttpError(404, `no route ${req.method} ${path}`, 'invalid_request_error', 'not_found');
+  }
+
+  /** The loaded model for an API request: the caller authorized, the server not shutting down, the model loaded. */
+  function servable(req: IncomingMessage): Loaded {
+    authorize(req);
+    if (draining) throw new HttpError(503, 'the server is shutting down', 'server_error', 'shutting_down', { Connection: 'close' });
+    if (!loaded) throw new HttpError(503, loadError ? `the model failed to load: ${loadError.message}` : 'the model is still loading', 'server_error', 'loading');
+    return loaded;
   }
 
   function authorize(req: IncomingMessage): void {
@@ -347,6 +359,17 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
    * llama.cpp's server give them). It takes a slot as a completion does, and runs beside the decode batch.
    */
   async function embeddings(l: Loaded, request: EmbeddingsRequest, res: ServerResponse): Promise<void> {
+    const { vectors, tokens } = await embedded(l, request, res);
+    const data = vectors.map((v, index) => ({
+      object: 'embedding',
+      index,
+      embedding: request.encoding === 'base64' ? Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('base64') : Array.from(v),
+    }));
+    sendJson(res, 200, { object: 'list', data, model: request.model, usage: { prompt_tokens: tokens, total_tokens: tokens } });
+  }
+
+  /** An embeddings request's unit vectors (cut to its `dimensions`), admitted as any request, and the tokens they took. */
+  async function embedded(l: Loaded, request: EmbeddingsRequest, res: ServerResponse): Promise<{ vectors: Float32Array[]; tokens: number }> {
     if (l.models.resolve(request.model).length > 0) {
       throw badRequest(`embeddings come from the backbone alone, reasoners take no part: ask for model "${l.models.backbone}"`, 'model');
     }
@@ -365,11 +388,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       const { vectors, promptTokens } = await l.engine.embed(request.input);
       const tokens = promptTokens.reduce((a, b) => a + b, 0);
       metrics.promptTokens += tokens;
-      const data = vectors.map((v, index) => {
-        const cut = request.dimensions !== undefined ? unitLength(v.slice(0, request.dimensions)) : v;
-        return { object: 'embedding', index, embedding: request.encoding === 'base64' ? Buffer.from(cut.buffer, cut.byteOffset, cut.byteLength).toString('base64') : Array.from(cut) };
-      });
-      sendJson(res, 200, { object: 'list', data, model: request.model, usage: { prompt_tokens: tokens, total_tokens: tokens } });
+      return { vectors: vectors.map((v) => (request.dimensions !== undefined ? unitLength(v.slice(0, request.dimensions)) : v)), tokens };
     } finally {
       release(slot);
     }
@@ -477,6 +496,153 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     });
   }
 
+  /**
+   * Ollama's API (`/api/*`) over the same engine: chat, generate (a chat turn, text as given, or fill-in-the-middle)
+   * and embed, and the listings its clients read (`tags`, `ps`, `show`, `version`). Errors take Ollama's shape.
+   */
+  async function ollama(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
+    if (req.method === 'GET' && path === '/api/version') return sendJson(res, 200, { version: VERSION });
+    const l = servable(req);
+    if (req.method === 'GET' && (path === '/api/tags' || path === '/api/ps')) return sendJson(res, 200, { models: ollamaModels(l) });
+    const handlers: Record<string, ((body: unknown) => Promise<void>) | undefined> = {
+      '/api/show': async (body) => sendJson(res, 200, ollamaShow(l, isObject(body) ? body.model : undefined)),
+      '/api/chat': (body) => ollamaTurn(l, parseOllamaChat(body).chat, res, 'chat'),
+      '/api/generate': async (body) => {
+        const request = parseOllamaGenerate(body, (options.chatTemplate ?? l.tokenizer?.chatTemplate) !== undefined);
+        if (request.kind === 'chat') return ollamaTurn(l, request.chat, res, 'generate');
+        if (request.kind === 'text') return ollamaText(l, request.completion, res);
+        // An empty prompt loads the model (loaded already here): the answer says so.
+        l.models.resolve(request.model);
+        sendJson(res, 200, { model: request.model, created_at: new Date().toISOString(), response: '', done: true, done_reason: 'load' });
+      },
+      '/api/embed': (body) => ollamaEmbed(l, parseOllamaEmbed(body, false), res, false),
+      '/api/embeddings': (body) => ollamaEmbed(l, parseOllamaEmbed(body, true), res, true),
+    };
+    const handler = req.method === 'POST' ? handlers[path] : undefined;
+    if (!handler) throw new HttpError(404, `no route ${req.method} ${path} (this server answers Ollama's chat, generate, embed, embeddings, show, tags, ps and version)`, 'invalid_request_error', 'not_found');
+    active++;
+    try {
+      await handler(await readJson(req));
+    } finally {
+      if (--active === 0) idle?.();
+    }
+  }
+
+  /** The served models as Ollama lists them. */
+  function ollamaModels(l: Loaded): object[] {
+    return l.models.list().map((card) => ({
+      name: card.id,
+      model: card.id,
+      modified_at: new Date(card.created * 1000).toISOString(),
+      size: 0,
+      digest: '',
+      details: { parent_model: card.parent ?? '', format: 'onnx', family: '', families: null, parameter_size: '', quantization_level: '' },
+    }));
+  }
+
+  /** `/api/show`: a served model's template and what it can do (Ollama's capabilities). */
+  function ollamaShow(l: Loaded, model: unknown): object {
+    const name = ollamaModelName(model);
+    l.models.resolve(name); // 404 unless served
+    const template = options.chatTemplate ?? l.tokenizer?.chatTemplate;
+    const capabilities = [
+      'completion',
+      ...(template?.includes('tools') ? ['tools'] : []),
+      ...(l.tokenizer?.fimTokens ? ['insert'] : []),
+      ...(reasoningTagsOf(template) ? ['thinking'] : []),
+      ...(l.engine.info.embeddingSize !== undefined ? ['embedding'] : []),
+    ];
+    const card = l.models.list().find((m) => m.id === name);
+    return {
+      license: '',
+      modelfile: '',
+      parameters: '',
+      template: template ?? '',
+      details: { parent_model: card?.parent ?? '', format: 'onnx', family: '', families: null, parameter_size: '', quantization_level: '' },
+      model_info: { ...(card?.max_model_len !== undefined ? { 'general.context_length': card.max_model_len } : {}) },
+      capabilities,
+    };
+  }
+
+  /**
+   * An Ollama chat turn (`/api/chat`, or `/api/generate` with the prompt as the user's message): the chat endpoint's
+   * turn, each delta a line of Ollama's stream (`message`, or generate's `response` and `thinking`) and a closing
+   * line with the counts, or the whole answer in one.
+   */
+  async function ollamaTurn(l: Loaded, request: ChatRequest, res: ServerResponse, shape: 'chat' | 'generate'): Promise<void> {
+    const { prompt, parsing } = chatTurn(l, request);
+    const choice = new ChatChoice(parsing, request.logprobs);
+    const chunk = (fields: ChatFields, logprobs: ChatDelta['logprobs']) => {
+      const message = ollamaMessage(fields);
+      const lp = ollamaLogprobs(logprobs);
+      return {
+        model: request.model,
+        created_at: new Date().toISOString(),
+        ...(shape === 'chat' ? { message } : { response: message.content, ...(message.thinking ? { thinking: message.thinking } : {}) }),
+        ...(lp ? { logprobs: lp } : {}),
+      };
+    };
+    await run(l, request, { promptIds: prompt.ids }, res, async (stream, first, rest, clock) => {
+      if (!request.stream) {
+        const result = await drain(stream, first, rest, clock);
+        const { choice: answer, finish } = choice.message(result.rows[0]!);
+        const { message, logprobs } = answer as { message: ChatFields; logprobs: ChatDelta['logprobs'] };
+        sendJson(res, 200, { ...chunk(message, logprobs), ...ollamaDone(result, ollamaDoneReason(finish)) });
+        return finish;
+      }
+      const lines = new JsonLines(res);
+      const send = ({ delta, logprobs }: ChatDelta) => lines.send({ ...chunk(delta as ChatFields, logprobs), done: false });
+      for (let next = first; !next.done; next = await rest.next()) {
+        if (next !== first) clock.tick();
+        choice.push(next.value.text, next.value.logprobs).forEach(send);
+      }
+      const result = await stream.result;
+      countGenerated(result);
+      const deltas = choice.end(result.rows[0]!.finishReason);
+      const last = deltas.pop()!;
+      deltas.forEach(send);
+      lines.end({ ...chunk(last.delta as ChatFields, last.logprobs), ...ollamaDone(result, ollamaDoneReason(last.finish!)) });
+      return last.finish!;
+    });
+  }
+
+  /** `/api/generate` on text as given (`raw`, a model without a chat template) or around a `suffix` (fill-in-the-middle). */
+  async function ollamaText(l: Loaded, request: CompletionRequest, res: ServerResponse): Promise<void> {
+    request.options.maxTokens ??= l.contextLength;
+    if (request.suffix !== undefined && !l.tokenizer?.fimTokens) throw noFillInMiddle(l);
+    const input: PromptInput = { prompt: request.prompt as string, ...(request.suffix !== undefined ? { suffix: request.suffix } : {}) };
+    const chunk = (response: string, logprobs?: TokenLogprobs) => {
+      const lp = logprobs && request.logprobs ? ollamaLogprobs(chatLogprobs([logprobs])) : undefined;
+      return { model: request.model, created_at: new Date().toISOString(), response, ...(lp ? { logprobs: lp } : {}) };
+    };
+    await run(l, request, input, res, async (stream, first, rest, clock) => {
+      if (!request.stream) {
+        const result = await drain(stream, first, rest, clock);
+        const finish = finishReason(result.rows[0]!.finishReason);
+        sendJson(res, 200, { ...chunk(result.rows[0]!.text), ...ollamaDone(result, ollamaDoneReason(finish)) });
+        return finish;
+      }
+      const lines = new JsonLines(res);
+      for (let next = first; !next.done; next = await rest.next()) {
+        if (next !== first) clock.tick();
+        if (next.value.text || next.value.logprobs) lines.send({ ...chunk(next.value.text, next.value.logprobs), done: false });
+      }
+      const result = await stream.result;
+      countGenerated(result);
+      const finish = finishReason(result.rows[0]!.finishReason);
+      lines.end({ ...chunk(''), ...ollamaDone(result, ollamaDoneReason(finish)) });
+      return finish;
+    });
+  }
+
+  /** `/api/embed` (unit vectors, as Ollama's) and the older `/api/embeddings` (one vector). */
+  async function ollamaEmbed(l: Loaded, request: EmbeddingsRequest, res: ServerResponse, legacy: boolean): Promise<void> {
+    const t0 = performance.now();
+    const { vectors, tokens } = await embedded(l, request, res);
+    if (legacy) return sendJson(res, 200, { embedding: Array.from(vectors[0]!) });
+    sendJson(res, 200, { model: request.model, embeddings: vectors.map((v) => Array.from(v)), total_duration: Math.round((performance.now() - t0) * 1e6), load_duration: 0, prompt_eval_count: tokens });
+  }
+
   /** `/v1/messages` (Anthropic's Messages API): the chat turn the request amounts to, answered as a message or its event stream. */
   async function messages(l: Loaded, request: ChatRequest, res: ServerResponse): Promise<void> {
     const { prompt, parsing } = chatTurn(l, request);
@@ -554,9 +720,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const prompts: (string | number[])[] = typeof p === 'string' || isIds ? [p as string | number[]] : (p as (string | number[])[]);
     // Choice i·n + j is the j-th of prompt i (OpenAI's order), a row of its own that samples from seed + i·n + j.
     const rows = prompts.flatMap((x) => Array.from({ length: request.n }, () => x));
-    if (request.suffix !== undefined && !l.tokenizer?.fimTokens) {
-      throw badRequest(`the model ${l.models.backbone} has no fill-in-the-middle tokens (such as <|fim_prefix|>, <|fim_suffix|> and <|fim_middle|>): suffix needs a code model`, 'suffix', 'no_fill_in_middle');
-    }
+    if (request.suffix !== undefined && !l.tokenizer?.fimTokens) throw noFillInMiddle(l);
     const input: PromptInput =
       typeof rows[0] === 'string' ? { prompt: rows as string[], ...(request.suffix !== undefined ? { suffix: request.suffix } : {}) } : { promptIds: rows as number[][] };
     const echoOf = (row: number) => {
@@ -746,6 +910,27 @@ class Sse {
   }
 }
 
+/** The refusal of a `suffix` for a model without fill-in-the-middle tokens. */
+function noFillInMiddle(l: Loaded): HttpError {
+  return badRequest(`the model ${l.models.backbone} has no fill-in-the-middle tokens (such as <|fim_prefix|>, <|fim_suffix|> and <|fim_middle|>): suffix needs a code model`, 'suffix', 'no_fill_in_middle');
+}
+
+/** Ollama's stream: one JSON object per line. */
+class JsonLines {
+  constructor(private readonly res: ServerResponse) {
+    res.writeHead(200, { 'Content-Type': 'application/x-ndjson' });
+  }
+  send(line: object): void {
+    if (!this.res.destroyed) this.res.write(`${JSON.stringify(line)}\n`);
+  }
+  end(line: object): void {
+    if (!this.res.destroyed) this.res.end(`${JSON.stringify(line)}\n`);
+  }
+}
+
+/** This package's version, as `/api/version` gives it. */
+const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
 /** A response's usage (one row). */
 function responseUsage(result: GenerationResult, reasoningTokens: number): ResponseUsage {
   const { promptTokens, completionTokens, cachedPromptTokens } = result.usage;
@@ -777,12 +962,16 @@ function sendJson(res: ServerResponse, status: number, body: unknown, headers: R
 }
 
 /** Answers an error, unless the answer already started (a stream then ends with an error event). */
-function sendError(res: ServerResponse, err: HttpError, anthropic = false): void {
+/** The error shapes of the APIs served: OpenAI's, Anthropic's (`/v1/messages`) and Ollama's (`/api/*`). */
+type ErrorDialect = 'openai' | 'anthropic' | 'ollama';
+
+function sendError(res: ServerResponse, err: HttpError, dialect: ErrorDialect = 'openai'): void {
   // An answer already ended (a Responses or Messages stream closes with its own error event) takes nothing more.
   if (res.destroyed || res.writableEnded) return;
-  const body = anthropic ? anthropicError(err) : err.body();
+  const body = dialect === 'anthropic' ? anthropicError(err) : dialect === 'ollama' ? { error: err.message } : err.body();
   if (res.headersSent) {
-    res.end(`data: ${JSON.stringify(body)}\n\n`);
+    // Mid-stream: the stream's own last line (Ollama's are JSON lines, the others server-sent events).
+    res.end(dialect === 'ollama' ? `${JSON.stringify(body)}\n` : `data: ${JSON.stringify(body)}\n\n`);
     return;
   }
   sendJson(res, err.status, body, err.headers);

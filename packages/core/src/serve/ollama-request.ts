@@ -1,0 +1,163 @@
+/**
+ * Ollama's API requests (`POST /api/chat`, `/api/generate`, `/api/embed`, as Ollama's clients, LangChain's
+ * ChatOllama and OllamaEmbeddings, Open WebUI and editors' Ollama providers send them) read as the chat, completion
+ * or embeddings request they amount to: `options` become the sampling settings, `format` the response format, `think`
+ * the thought's handling; the OpenAI parsers then check every field. Ollama streams unless `stream` is false.
+ */
+import { badRequest } from './errors.js';
+import {
+  isObject,
+  parseChatRequest,
+  parseCompletionRequest,
+  parseEmbeddingsRequest,
+  type Body,
+  type ChatRequest,
+  type CompletionRequest,
+  type EmbeddingsRequest,
+} from './requests.js';
+
+/** Ollama's `options` this server runs, as the OpenAI fields they set. */
+const SAMPLING: Readonly<Record<string, string>> = {
+  temperature: 'temperature',
+  top_p: 'top_p',
+  top_k: 'top_k',
+  min_p: 'min_p',
+  seed: 'seed',
+  stop: 'stop',
+  repeat_penalty: 'repetition_penalty',
+  presence_penalty: 'presence_penalty',
+  frequency_penalty: 'frequency_penalty',
+};
+
+/** Options that tune how Ollama's runtime loads and runs a model, not what it writes: taken and not used here. */
+const RUNTIME = new Set([
+  'numa', 'num_ctx', 'num_batch', 'num_gpu', 'main_gpu', 'low_vram', 'f16_kv', 'logits_all', 'vocab_only', 'use_mmap', 'use_mlock',
+  'embedding_only', 'num_thread', 'num_keep', 'repeat_last_n', 'penalize_newline',
+]);
+
+/** Sampling options whose neutral value is all this server runs (another is refused by name). */
+const NEUTRAL: Readonly<Record<string, number>> = { mirostat: 0, tfs_z: 1, typical_p: 1 };
+
+/** A `/api/chat` request: the chat request it amounts to. */
+export interface OllamaChatRequest {
+  chat: ChatRequest;
+}
+
+/**
+ * A `/api/generate` request: a completion of text as given (`raw`, or a fill-in-the-middle with `suffix`; its
+ * `maxTokens` unset unless `num_predict` sets it), a chat turn of one user message, or (an empty prompt) only a check
+ * that the model is loaded.
+ */
+export type OllamaGenerateRequest =
+  | { kind: 'chat'; chat: ChatRequest }
+  | { kind: 'text'; completion: CompletionRequest }
+  | { kind: 'load'; model: string };
+
+/** A served model's name as Ollama's clients write it: `:latest` is the name itself. */
+export function ollamaModelName(name: unknown): string {
+  if (typeof name !== 'string' || name === '') throw badRequest('model is required: the name of a served model', 'model');
+  return name.endsWith(':latest') ? name.slice(0, -':latest'.length) : name;
+}
+
+/** The OpenAI fields of what every generating request carries: model, stream, options, format, think, logprobs. */
+function common(body: Body): Body {
+  const out: Body = { model: ollamaModelName(body.model), stream: body.stream ?? true };
+  const options = body.options ?? {};
+  if (!isObject(options)) throw badRequest('options must be an object', 'options');
+  for (const [key, value] of Object.entries(options)) {
+    if (value === undefined || value === null || RUNTIME.has(key)) continue;
+    if (Object.hasOwn(NEUTRAL, key)) {
+      if (value !== NEUTRAL[key]) throw badRequest(`options.${key} ${JSON.stringify(value)} is not supported (only ${NEUTRAL[key]})`, `options.${key}`, 'unsupported_parameter');
+      continue;
+    }
+    if (key === 'num_predict') {
+      if (typeof value !== 'number' || !Number.isInteger(value)) throw badRequest('options.num_predict must be a whole number', 'options.num_predict');
+      // -1 (no limit) and -2 (fill the context) leave the reply to run to the end of the context.
+      if (value > 0) out.max_tokens = value;
+      else if (value === 0 || value < -2) throw badRequest('options.num_predict must be positive, -1 or -2', 'options.num_predict');
+      continue;
+    }
+    const field = SAMPLING[key];
+    if (!field) throw badRequest(`options.${key} is not an Ollama option this server knows`, `options.${key}`, 'unsupported_parameter');
+    out[field] = value;
+  }
+  if (body.format !== undefined && body.format !== null && body.format !== '') {
+    if (body.format === 'json') out.response_format = { type: 'json_object' };
+    else if (isObject(body.format)) out.response_format = { type: 'json_schema', json_schema: { name: 'response', schema: body.format, strict: true } };
+    else throw badRequest('format must be "json" or a JSON schema', 'format');
+  }
+  const think = body.think;
+  if (think !== undefined && think !== null && typeof think !== 'boolean' && think !== 'low' && think !== 'medium' && think !== 'high') {
+    throw badRequest('think must be true, false, "low", "medium" or "high"', 'think');
+  }
+  // Without a thought (think: false), a template that can leave it out (Qwen3's enable_thinking) does.
+  if (think === false) out.chat_template_kwargs = { enable_thinking: false };
+  if (body.logprobs === true) {
+    out.logprobs = true;
+    if (body.top_logprobs !== undefined) out.top_logprobs = body.top_logprobs;
+  }
+  return out;
+}
+
+/** A message of Ollama's shape as the chat parser takes it: `thinking` is the earlier thought, calls' arguments are objects. */
+function message(m: unknown, i: number): Body {
+  const param = `messages[${i}]`;
+  if (!isObject(m)) throw badRequest(`${param} must be an object with a role`, param);
+  if (Array.isArray(m.images) && m.images.length > 0) throw badRequest(`${param}.images: this server's models read text only`, `${param}.images`, 'unsupported_content');
+  const out: Body = { role: m.role, content: m.content ?? '' };
+  if (typeof m.thinking === 'string' && m.thinking) out.reasoning_content = m.thinking;
+  if (typeof m.tool_name === 'string') out.name = m.tool_name;
+  if (Array.isArray(m.tool_calls) && m.tool_calls.length > 0) {
+    out.tool_calls = m.tool_calls.map((c, j) => {
+      const fn = isObject(c) ? c.function : undefined;
+      if (!isObject(fn) || typeof fn.name !== 'string') throw badRequest(`${param}.tool_calls[${j}] must carry function.name`, `${param}.tool_calls[${j}]`);
+      const id = isObject(c) && typeof c.id === 'string' ? c.id : `call_${i}_${j}`;
+      return { id, type: 'function', function: { name: fn.name, arguments: typeof fn.arguments === 'string' ? fn.arguments : JSON.stringify(fn.arguments ?? {}) } };
+    });
+  }
+  return out;
+}
+
+/** Reads a `/api/chat` body. */
+export function parseOllamaChat(body: unknown): OllamaChatRequest {
+  if (!isObject(body)) throw badRequest('the request body must be a JSON object');
+  if (!Array.isArray(body.messages)) throw badRequest('messages must be a list', 'messages');
+  const chat: Body = { ...common(body), messages: body.messages.map(message) };
+  if (Array.isArray(body.tools) && body.tools.length > 0) chat.tools = body.tools;
+  return { chat: parseChatRequest(chat) };
+}
+
+/** Reads a `/api/generate` body. */
+export function parseOllamaGenerate(body: unknown, hasChatTemplate: boolean): OllamaGenerateRequest {
+  if (!isObject(body)) throw badRequest('the request body must be a JSON object');
+  if (typeof body.prompt !== 'string') throw badRequest('prompt must be a string', 'prompt');
+  for (const key of ['template', 'context'] as const) {
+    const v = body[key];
+    if (v !== undefined && v !== null && v !== '' && !(Array.isArray(v) && v.length === 0)) {
+      throw badRequest(`${key} is not supported: the model's own chat template renders the prompt (send raw: true for text as given)`, key, 'unsupported_parameter');
+    }
+  }
+  if (Array.isArray(body.images) && body.images.length > 0) throw badRequest("images: this server's models read text only", 'images', 'unsupported_content');
+  const base = common(body);
+  const suffix = typeof body.suffix === 'string' && body.suffix ? body.suffix : undefined;
+  if (body.prompt === '' && suffix === undefined) return { kind: 'load', model: base.model as string };
+  if (body.raw === true || suffix !== undefined || !hasChatTemplate) {
+    // Text as given: the prompt, or the code before the suffix.
+    const completion = parseCompletionRequest({ ...base, prompt: body.prompt, ...(suffix !== undefined ? { suffix } : {}) });
+    if (base.max_tokens === undefined) delete completion.options.maxTokens;
+    return { kind: 'text', completion };
+  }
+  const messages = [...(typeof body.system === 'string' && body.system ? [{ role: 'system', content: body.system }] : []), { role: 'user', content: body.prompt }];
+  return { kind: 'chat', chat: parseChatRequest({ ...base, messages }) };
+}
+
+/** Reads a `/api/embed` body (`input` a string or a list of them) or the older `/api/embeddings` one (`prompt`). */
+export function parseOllamaEmbed(body: unknown, legacy: boolean): EmbeddingsRequest {
+  if (!isObject(body)) throw badRequest('the request body must be a JSON object');
+  // `truncate` is not read: an input past the context is refused (a 400 naming it), never cut.
+  return parseEmbeddingsRequest({
+    model: ollamaModelName(body.model),
+    input: legacy ? body.prompt : body.input,
+    ...(body.dimensions !== undefined ? { dimensions: body.dimensions } : {}),
+  });
+}

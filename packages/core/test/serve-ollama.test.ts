@@ -1,0 +1,176 @@
+/**
+ * Ollama's API (`/api/*`) through `reasonplug serve`, with Ollama's own clients: @langchain/ollama's ChatOllama (invoke,
+ * stream with usage, bound tools, withStructuredOutput, `think`) and OllamaEmbeddings, and the `ollama` client
+ * (generate as a chat turn, raw and fill-in-the-middle with `suffix`, the model listings, errors in Ollama's shape):
+ * each answer is the OpenAI endpoints' for the same request.
+ */
+import { expect } from 'chai';
+import { join } from 'node:path';
+import { ChatOllama, OllamaEmbeddings } from '@langchain/ollama';
+import { Ollama } from 'ollama';
+import { AIMessageChunk, HumanMessage } from '@langchain/core/messages';
+import { tool } from '@langchain/core/tools';
+import { z } from 'zod';
+import { startServer, type RunningServer } from '../src/serve/server.js';
+import { convertGguf } from '../src/gguf/convert.js';
+import { scriptedChatModule, storiesModule } from './support/modules.js';
+import { THINKING_TEMPLATE, TOOLS_TEMPLATE } from './support/chat-templates.js';
+import { coderTokenizerMeta } from './support/bpe-vocab.js';
+import { writeRandomGguf } from './support/gguf-models.js';
+import { testDir } from './support/models.js';
+
+const QUESTION = 'Tell me a story';
+
+describe("reasonplug serve: Ollama's API (/api/*)", function () {
+  this.timeout(180_000);
+  const servers: RunningServer[] = [];
+  let url: string;
+  const serve = async (options: Parameters<typeof startServer>[0]) => {
+    const server = await startServer({ port: 0, ...options });
+    servers.push(server);
+    await server.ready;
+    return server.url;
+  };
+  const post = (at: string, path: string, body: unknown) => fetch(`${at}${path}`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+  /** The chat endpoint's greedy answer. */
+  const viaChat = async (at: string, body: Record<string, unknown>) =>
+    (await (await post(at, '/v1/chat/completions', { model: 'stories260k', temperature: 0, ...body })).json()) as {
+      choices: { message: { content: string; reasoning_content?: string } }[];
+      usage: { prompt_tokens: number; completion_tokens: number };
+    };
+
+  before(async () => {
+    url = await serve({ engine: { model: await storiesModule(), embeddings: true }, chatTemplate: TOOLS_TEMPLATE });
+  });
+  after(async () => {
+    await Promise.all(servers.map((s) => s.close()));
+  });
+
+  it('ChatOllama answers as the chat endpoint does, in invoke and stream, with usage', async () => {
+    const chat = await viaChat(url, { messages: [{ role: 'user', content: QUESTION }], max_tokens: 12 });
+    const model = new ChatOllama({ model: 'stories260k', baseUrl: url, temperature: 0, numPredict: 12 });
+    const reply = await model.invoke([new HumanMessage(QUESTION)]);
+    expect(reply.content).to.equal(chat.choices[0]!.message.content);
+    expect(reply.usage_metadata).to.include({ input_tokens: chat.usage.prompt_tokens, output_tokens: 12 });
+    expect(reply.response_metadata).to.include({ done_reason: 'length', model: 'stories260k' });
+    const chunks: AIMessageChunk[] = [];
+    for await (const c of await model.stream([new HumanMessage(QUESTION)])) chunks.push(c);
+    expect(chunks.length).to.be.greaterThan(3);
+    const joined = chunks.reduce((a, b) => a.concat(b));
+    expect(joined.content).to.equal(chat.choices[0]!.message.content);
+    expect(joined.usage_metadata).to.include({ input_tokens: chat.usage.prompt_tokens, output_tokens: 12 });
+    // `:latest` names the model itself, as Ollama's clients write it
+    const latest = await new ChatOllama({ model: 'stories260k:latest', baseUrl: url, temperature: 0, numPredict: 12 }).invoke(QUESTION);
+    expect(latest.content).to.equal(chat.choices[0]!.message.content);
+  });
+
+  it('the stream is JSON lines, the last done with its counts; stream: false answers in one object', async () => {
+    const body = { model: 'stories260k', messages: [{ role: 'user', content: QUESTION }], options: { temperature: 0, num_predict: 8 } };
+    const res = await post(url, '/api/chat', body);
+    expect(res.headers.get('content-type')).to.equal('application/x-ndjson');
+    const lines = (await res.text()).trim().split('\n').map((l) => JSON.parse(l) as { message: { role: string; content: string }; done: boolean; done_reason?: string; eval_count?: number });
+    expect(lines.slice(0, -1).every((l) => !l.done && l.message.role === 'assistant')).to.equal(true);
+    expect(lines.at(-1)).to.include({ done: true, done_reason: 'length', eval_count: 8 });
+    const whole = (await (await post(url, '/api/chat', { ...body, stream: false })).json()) as { message: { content: string }; done: boolean; prompt_eval_count: number };
+    expect(whole.done).to.equal(true);
+    expect(whole.message.content).to.equal(lines.map((l) => l.message.content).join(''));
+    const chat = await viaChat(url, { messages: body.messages, max_tokens: 8 });
+    expect(whole.message.content).to.equal(chat.choices[0]!.message.content);
+    expect(whole.prompt_eval_count).to.equal(chat.usage.prompt_tokens);
+  });
+
+  it('bound tools come back as tool_calls with object arguments, and withStructuredOutput (format: schema) parses', async () => {
+    const add = tool(async ({ a, b }) => String(a + b), { name: 'add', description: 'Add two integers', schema: z.object({ a: z.number().int(), b: z.number().int() }) });
+    const reply = '<tool_call>\n{"name": "add", "arguments": {"a": 2, "b": 2}}\n</tool_call>';
+    const { convertToOpenAITool } = await import('@langchain/core/utils/function_calling');
+    const { dir } = await scriptedChatModule('ollama-tools', THINKING_TEMPLATE, [{ role: 'user', content: 'What are two and two?' }], reply, {
+      tools: [convertToOpenAITool(add)],
+      textTokens: ['<tool_call>', '</tool_call>'],
+    });
+    const at = await serve({ engine: { model: dir }, name: 'tools' });
+    const called = await new ChatOllama({ model: 'tools', baseUrl: at, temperature: 0, numPredict: 60 }).bindTools([add]).invoke('What are two and two?');
+    expect(called.tool_calls?.map((c) => [c.name, c.args])).to.deep.equal([['add', { a: 2, b: 2 }]]);
+    // the structure asked for, as the tiny model finishes it under these settings (as in the chat endpoint's tests)
+    const schema = z.object({ name: z.string().max(12), age: z.number().int().min(0).max(120) });
+    const structured = await new ChatOllama({ model: 'stories260k', baseUrl: url, temperature: 0.7, seed: 11, repeatPenalty: 1.3, numPredict: 80 })
+      .withStructuredOutput(schema)
+      .invoke('Make a person.');
+    expect(schema.parse(structured)).to.deep.equal(structured);
+  });
+
+  it('think: the thought comes as the message\'s thinking (ChatOllama: reasoning_content); think: false leaves it out of the template', async () => {
+    const question = 'What are two and two?';
+    const { dir } = await scriptedChatModule('ollama-thinker', THINKING_TEMPLATE, [{ role: 'user', content: question }], '<think>\nTwo and two make four.\n</think>\n\nFour.');
+    const at = await serve({ engine: { model: dir }, name: 'thinker' });
+    const thought = await new ChatOllama({ model: 'thinker', baseUrl: at, temperature: 0, numPredict: 60, think: true }).invoke(question);
+    expect(thought.content).to.equal('Four.');
+    expect(thought.additional_kwargs.reasoning_content).to.equal('Two and two make four.');
+    const client = new Ollama({ host: at });
+    const generated = await client.generate({ model: 'thinker', prompt: question, think: true, options: { temperature: 0, num_predict: 60 } });
+    expect(generated).to.include({ response: 'Four.', thinking: 'Two and two make four.' });
+    // think: false renders the template with enable_thinking false (its empty thought), as /tokenize shows
+    const off = await client.chat({ model: 'thinker', messages: [{ role: 'user', content: question }], think: false, options: { num_predict: 1 } });
+    const tokenized = (await (await post(at, '/tokenize', { model: 'thinker', messages: [{ role: 'user', content: question }], chat_template_kwargs: { enable_thinking: false } })).json()) as { count: number };
+    expect(off.prompt_eval_count).to.equal(tokenized.count);
+  });
+
+  it('OllamaEmbeddings and /api/embeddings give the /v1/embeddings vectors', async () => {
+    const texts = ['Once upon a time', 'a little girl'];
+    const openai = (await (await post(url, '/v1/embeddings', { model: 'stories260k', input: texts })).json()) as { data: { embedding: number[] }[] };
+    const vectors = await new OllamaEmbeddings({ model: 'stories260k', baseUrl: url }).embedDocuments(texts);
+    expect(vectors).to.deep.equal(openai.data.map((d) => d.embedding));
+    const legacy = (await (await post(url, '/api/embeddings', { model: 'stories260k', prompt: texts[0] })).json()) as { embedding: number[] };
+    expect(legacy.embedding).to.deep.equal(openai.data[0]!.embedding);
+  });
+
+  it('generate: a chat turn, raw text, and fill-in-the-middle with suffix, each the OpenAI endpoints\' answer; an empty prompt says the model is loaded', async () => {
+    const client = new Ollama({ host: url });
+    const options = { temperature: 0, num_predict: 10 };
+    const turn = await client.generate({ model: 'stories260k', prompt: QUESTION, options });
+    expect(turn.response).to.equal((await viaChat(url, { messages: [{ role: 'user', content: QUESTION }], max_tokens: 10 })).choices[0]!.message.content);
+    const completion = (await (await post(url, '/v1/completions', { model: 'stories260k', prompt: 'Once upon a time', max_tokens: 10, temperature: 0 })).json()) as { choices: { text: string }[] };
+    const raw = await client.generate({ model: 'stories260k', prompt: 'Once upon a time', raw: true, options });
+    expect(raw).to.include({ response: completion.choices[0]!.text, done: true, done_reason: 'length', eval_count: 10 });
+    let streamed = '';
+    for await (const part of await client.generate({ model: 'stories260k', prompt: 'Once upon a time', raw: true, options, stream: true })) streamed += part.response;
+    expect(streamed).to.equal(raw.response);
+    expect(await client.generate({ model: 'stories260k', prompt: '' })).to.include({ done: true, done_reason: 'load', response: '' });
+
+    // fill-in-the-middle on a code model
+    const dir = testDir('ollama-coder');
+    const gguf = join(dir, 'coder.gguf');
+    await writeRandomGguf(gguf, { arch: 'qwen2', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, qkvBias: true, untied: true, seed: 12 }, coderTokenizerMeta());
+    const { dir: module } = await convertGguf(gguf, join(dir, 'coder'));
+    const at = await serve({ engine: { model: module }, name: 'coder' });
+    const [prefix, suffix] = ['def add(a, b):\n    ', '\n\nprint(add(2, 3))\n'];
+    const openai = (await (await post(at, '/v1/completions', { model: 'coder', prompt: prefix, suffix, max_tokens: 12, temperature: 0 })).json()) as { choices: { text: string }[] };
+    const fim = await new Ollama({ host: at }).generate({ model: 'coder', prompt: prefix, suffix, options: { temperature: 0, num_predict: 12 } });
+    expect(fim.response).to.equal(openai.choices[0]!.text);
+    const show = await new Ollama({ host: at }).show({ model: 'coder' });
+    expect(show.capabilities).to.include('insert');
+  });
+
+  it('lists the models and what they can do; errors come in Ollama\'s shape, which its client throws', async () => {
+    const client = new Ollama({ host: url });
+    expect((await client.list()).models.map((m) => m.name)).to.deep.equal(['stories260k']);
+    expect((await client.ps()).models.map((m) => m.name)).to.deep.equal(['stories260k']);
+    const show = await client.show({ model: 'stories260k' });
+    expect(show.capabilities).to.include.members(['completion', 'tools', 'embedding']).and.not.include('insert');
+    expect(show.template).to.equal(TOOLS_TEMPLATE);
+    expect(((await (await fetch(`${url}/api/version`)).json()) as { version: string }).version).to.match(/^\d+\.\d+\.\d+/);
+    const missing = await client.chat({ model: 'nope', messages: [{ role: 'user', content: 'Hi' }] }).catch((e: Error & { status_code?: number }) => e);
+    expect(missing).to.be.instanceOf(Error).and.have.property('status_code', 404);
+    expect((missing as Error).message).to.match(/The model "nope" does not exist/);
+    for (const [body, message] of [
+      [{ model: 'stories260k', messages: [{ role: 'user', content: 'Hi' }], options: { mirostat: 2 } }, /options\.mirostat 2 is not supported/],
+      [{ model: 'stories260k', messages: [{ role: 'user', content: 'Hi', images: ['aGk='] }] }, /text only/],
+      [{ model: 'stories260k', messages: [{ role: 'user', content: 'Hi' }], format: 'yaml' }, /format must be "json" or a JSON schema/],
+    ] as const) {
+      const res = await post(url, '/api/chat', body);
+      expect(res.status).to.equal(400);
+      expect(((await res.json()) as { error: string }).error).to.match(message);
+    }
+    expect((await post(url, '/api/generate', { model: 'stories260k', prompt: 'x', suffix: 'y' })).status).to.equal(400);
+    expect((await post(url, '/api/pull', { model: 'x' })).status).to.equal(404);
+  });
+});
