@@ -31,6 +31,9 @@ const YARN: Record<string, WValue> = {
 /** The shape most models below share: 4 heads of 16 over 2 KV heads, 2 layers. */
 const SMALL = { hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96 } as const;
 
+/** GLM-4 as convert_hf_to_gguf writes it: biased q/k/v, one gate_up matrix, four norms, half of each head rotated. */
+const GLM4: RandomGgufSpec = { arch: 'glm4', ...SMALL, untied: true, qkvBias: true, postNorms: true, fusedGateUp: true, meta: { 'rope.dimension_count': u32(8) } };
+
 /** One model per architecture and feature; small enough that each conversion and run takes well under a second. */
 const MODELS: Record<string, RandomGgufSpec> = {
   'llama (GQA, untied head)': { arch: 'llama', ...SMALL, untied: true },
@@ -176,27 +179,10 @@ const MODELS: Record<string, RandomGgufSpec> = {
     meta: { 'rope.scaling.original_context_length': u32(2), 'attention.temperature_scale': f32(0.5) },
   },
   // GLM-4 (0414) and GLM-Z1: adjacent pairs over half of each head, four norms, biased q/k/v, one gate_up matrix.
-  'glm4 (partial rotary in adjacent pairs, norms before and after the blocks, q/k/v biases, fused gate_up)': {
-    arch: 'glm4',
-    ...SMALL,
-    untied: true,
-    qkvBias: true,
-    postNorms: true,
-    fusedGateUp: true,
-    meta: { 'rope.dimension_count': u32(8) },
-  },
-  'glm4 with fused q/k/v and their biases, tied head': { arch: 'glm4', ...SMALL, qkvBias: true, fusedQkv: true, postNorms: true, fusedGateUp: true, seed: 4, meta: { 'rope.dimension_count': u32(8) } },
+  'glm4 (partial rotary in adjacent pairs, norms before and after the blocks, q/k/v biases, fused gate_up)': GLM4,
+  'glm4 with fused q/k/v and their biases, tied head': { ...GLM4, untied: false, fusedQkv: true, seed: 4 },
   // GLM-4.1V's text model: M-RoPE sections, which llama.cpp rotates in NeoX's halves.
-  'glm4 with M-RoPE sections (GLM-4.1V as a text model)': {
-    arch: 'glm4',
-    ...SMALL,
-    untied: true,
-    qkvBias: true,
-    postNorms: true,
-    fusedGateUp: true,
-    seed: 6,
-    meta: { 'rope.dimension_count': u32(8), 'rope.dimension_sections': sections([2, 1, 1, 0]) },
-  },
+  'glm4 with M-RoPE sections (GLM-4.1V as a text model)': { ...GLM4, seed: 6, meta: { ...GLM4.meta, 'rope.dimension_sections': sections([2, 1, 1, 0]) } },
   'starcoder2 (LayerNorms with biases, biased projections, an ungated GELU MLP, tied head)': {
     arch: 'starcoder2',
     ...SMALL,

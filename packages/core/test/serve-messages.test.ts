@@ -7,7 +7,7 @@
  */
 import { expect } from 'chai';
 import Anthropic from '@anthropic-ai/sdk';
-import { startServer, type RunningServer } from '../src/serve/server.js';
+import { postJson, useServers } from './support/servers.js';
 import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { scriptedChatModule, storiesModule } from './support/modules.js';
 import { THINKING_TEMPLATE, TOOLS_TEMPLATE } from './support/chat-templates.js';
@@ -21,17 +21,10 @@ const GREEDY: object = { temperature: 0 };
 
 describe('reasonplug serve: /v1/messages (Anthropic SDK)', function () {
   this.timeout(120_000);
-  const servers: RunningServer[] = [];
   let url: string;
   let client: Anthropic;
-  const serve = async (options: Parameters<typeof startServer>[0]) => {
-    const server = await startServer({ port: 0, ...options });
-    servers.push(server);
-    await server.ready;
-    return server.url;
-  };
-  const post = (at: string, path: string, body: unknown) =>
-    fetch(`${at}${path}`, { method: 'POST', headers: { 'Content-Type': 'application/json', 'x-api-key': KEY }, body: JSON.stringify(body) });
+  const { serve } = useServers();
+  const post = (at: string, path: string, body: unknown) => postJson(at, path, body, { 'x-api-key': KEY });
   /** The chat endpoint's greedy reply to the same conversation. */
   const viaChat = async (messages: unknown[], maxTokens: number, extra: Record<string, unknown> = {}) => {
     const res = await fetch(`${url}/v1/chat/completions`, {
@@ -45,9 +38,6 @@ describe('reasonplug serve: /v1/messages (Anthropic SDK)', function () {
   before(async () => {
     url = await serve({ engine: { model: await storiesModule() }, chatTemplate: TOOLS_TEMPLATE, apiKeys: [KEY] });
     client = new Anthropic({ baseURL: url, apiKey: KEY, maxRetries: 0 });
-  });
-  after(async () => {
-    await Promise.all(servers.map((s) => s.close()));
   });
 
   it('messages.create and the stream helper answer as the chat endpoint does; usage and stop reason', async () => {

@@ -11,7 +11,7 @@ import { Ollama } from 'ollama';
 import { AIMessageChunk, HumanMessage } from '@langchain/core/messages';
 import { tool } from '@langchain/core/tools';
 import { z } from 'zod';
-import { startServer, type RunningServer } from '../src/serve/server.js';
+import { postJson, useServers } from './support/servers.js';
 import { convertGguf } from '../src/gguf/convert.js';
 import { scriptedChatModule, storiesModule } from './support/modules.js';
 import { THINKING_TEMPLATE, TOOLS_TEMPLATE } from './support/chat-templates.js';
@@ -23,27 +23,17 @@ const QUESTION = 'Tell me a story';
 
 describe("reasonplug serve: Ollama's API (/api/*)", function () {
   this.timeout(180_000);
-  const servers: RunningServer[] = [];
   let url: string;
-  const serve = async (options: Parameters<typeof startServer>[0]) => {
-    const server = await startServer({ port: 0, ...options });
-    servers.push(server);
-    await server.ready;
-    return server.url;
-  };
-  const post = (at: string, path: string, body: unknown) => fetch(`${at}${path}`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+  const { serve } = useServers();
   /** The chat endpoint's greedy answer. */
   const viaChat = async (at: string, body: Record<string, unknown>) =>
-    (await (await post(at, '/v1/chat/completions', { model: 'stories260k', temperature: 0, ...body })).json()) as {
+    (await (await postJson(at, '/v1/chat/completions', { model: 'stories260k', temperature: 0, ...body })).json()) as {
       choices: { message: { content: string; reasoning_content?: string } }[];
       usage: { prompt_tokens: number; completion_tokens: number };
     };
 
   before(async () => {
     url = await serve({ engine: { model: await storiesModule(), embeddings: true }, chatTemplate: TOOLS_TEMPLATE });
-  });
-  after(async () => {
-    await Promise.all(servers.map((s) => s.close()));
   });
 
   it('ChatOllama answers as the chat endpoint does, in invoke and stream, with usage', async () => {
@@ -66,12 +56,12 @@ describe("reasonplug serve: Ollama's API (/api/*)", function () {
 
   it('the stream is JSON lines, the last done with its counts; stream: false answers in one object', async () => {
     const body = { model: 'stories260k', messages: [{ role: 'user', content: QUESTION }], options: { temperature: 0, num_predict: 8 } };
-    const res = await post(url, '/api/chat', body);
+    const res = await postJson(url, '/api/chat', body);
     expect(res.headers.get('content-type')).to.equal('application/x-ndjson');
     const lines = (await res.text()).trim().split('\n').map((l) => JSON.parse(l) as { message: { role: string; content: string }; done: boolean; done_reason?: string; eval_count?: number });
     expect(lines.slice(0, -1).every((l) => !l.done && l.message.role === 'assistant')).to.equal(true);
     expect(lines.at(-1)).to.include({ done: true, done_reason: 'length', eval_count: 8 });
-    const whole = (await (await post(url, '/api/chat', { ...body, stream: false })).json()) as { message: { content: string }; done: boolean; prompt_eval_count: number };
+    const whole = (await (await postJson(url, '/api/chat', { ...body, stream: false })).json()) as { message: { content: string }; done: boolean; prompt_eval_count: number };
     expect(whole.done).to.equal(true);
     expect(whole.message.content).to.equal(lines.map((l) => l.message.content).join(''));
     const chat = await viaChat(url, { messages: body.messages, max_tokens: 8 });
@@ -110,16 +100,16 @@ describe("reasonplug serve: Ollama's API (/api/*)", function () {
     expect(generated).to.include({ response: 'Four.', thinking: 'Two and two make four.' });
     // think: false renders the template with enable_thinking false (its empty thought), as /tokenize shows
     const off = await client.chat({ model: 'thinker', messages: [{ role: 'user', content: question }], think: false, options: { num_predict: 1 } });
-    const tokenized = (await (await post(at, '/tokenize', { model: 'thinker', messages: [{ role: 'user', content: question }], chat_template_kwargs: { enable_thinking: false } })).json()) as { count: number };
+    const tokenized = (await (await postJson(at, '/tokenize', { model: 'thinker', messages: [{ role: 'user', content: question }], chat_template_kwargs: { enable_thinking: false } })).json()) as { count: number };
     expect(off.prompt_eval_count).to.equal(tokenized.count);
   });
 
   it('OllamaEmbeddings and /api/embeddings give the /v1/embeddings vectors', async () => {
     const texts = ['Once upon a time', 'a little girl'];
-    const openai = (await (await post(url, '/v1/embeddings', { model: 'stories260k', input: texts })).json()) as { data: { embedding: number[] }[] };
+    const openai = (await (await postJson(url, '/v1/embeddings', { model: 'stories260k', input: texts })).json()) as { data: { embedding: number[] }[] };
     const vectors = await new OllamaEmbeddings({ model: 'stories260k', baseUrl: url }).embedDocuments(texts);
     expect(vectors).to.deep.equal(openai.data.map((d) => d.embedding));
-    const legacy = (await (await post(url, '/api/embeddings', { model: 'stories260k', prompt: texts[0] })).json()) as { embedding: number[] };
+    const legacy = (await (await postJson(url, '/api/embeddings', { model: 'stories260k', prompt: texts[0] })).json()) as { embedding: number[] };
     expect(legacy.embedding).to.deep.equal(openai.data[0]!.embedding);
   });
 
@@ -128,7 +118,7 @@ describe("reasonplug serve: Ollama's API (/api/*)", function () {
     const options = { temperature: 0, num_predict: 10 };
     const turn = await client.generate({ model: 'stories260k', prompt: QUESTION, options });
     expect(turn.response).to.equal((await viaChat(url, { messages: [{ role: 'user', content: QUESTION }], max_tokens: 10 })).choices[0]!.message.content);
-    const completion = (await (await post(url, '/v1/completions', { model: 'stories260k', prompt: 'Once upon a time', max_tokens: 10, temperature: 0 })).json()) as { choices: { text: string }[] };
+    const completion = (await (await postJson(url, '/v1/completions', { model: 'stories260k', prompt: 'Once upon a time', max_tokens: 10, temperature: 0 })).json()) as { choices: { text: string }[] };
     const raw = await client.generate({ model: 'stories260k', prompt: 'Once upon a time', raw: true, options });
     expect(raw).to.include({ response: completion.choices[0]!.text, done: true, done_reason: 'length', eval_count: 10 });
     let streamed = '';
@@ -143,7 +133,7 @@ describe("reasonplug serve: Ollama's API (/api/*)", function () {
     const { dir: module } = await convertGguf(gguf, join(dir, 'coder'));
     const at = await serve({ engine: { model: module }, name: 'coder' });
     const [prefix, suffix] = ['def add(a, b):\n    ', '\n\nprint(add(2, 3))\n'];
-    const openai = (await (await post(at, '/v1/completions', { model: 'coder', prompt: prefix, suffix, max_tokens: 12, temperature: 0 })).json()) as { choices: { text: string }[] };
+    const openai = (await (await postJson(at, '/v1/completions', { model: 'coder', prompt: prefix, suffix, max_tokens: 12, temperature: 0 })).json()) as { choices: { text: string }[] };
     const fim = await new Ollama({ host: at }).generate({ model: 'coder', prompt: prefix, suffix, options: { temperature: 0, num_predict: 12 } });
     expect(fim.response).to.equal(openai.choices[0]!.text);
     const show = await new Ollama({ host: at }).show({ model: 'coder' });
@@ -166,11 +156,11 @@ describe("reasonplug serve: Ollama's API (/api/*)", function () {
       [{ model: 'stories260k', messages: [{ role: 'user', content: 'Hi', images: ['aGk='] }] }, /text only/],
       [{ model: 'stories260k', messages: [{ role: 'user', content: 'Hi' }], format: 'yaml' }, /format must be "json" or a JSON schema/],
     ] as const) {
-      const res = await post(url, '/api/chat', body);
+      const res = await postJson(url, '/api/chat', body);
       expect(res.status).to.equal(400);
       expect(((await res.json()) as { error: string }).error).to.match(message);
     }
-    expect((await post(url, '/api/generate', { model: 'stories260k', prompt: 'x', suffix: 'y' })).status).to.equal(400);
-    expect((await post(url, '/api/pull', { model: 'x' })).status).to.equal(404);
+    expect((await postJson(url, '/api/generate', { model: 'stories260k', prompt: 'x', suffix: 'y' })).status).to.equal(400);
+    expect((await postJson(url, '/api/pull', { model: 'x' })).status).to.equal(404);
   });
 });

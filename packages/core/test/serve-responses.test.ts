@@ -11,7 +11,7 @@ import { ChatOpenAI } from '@langchain/openai';
 import { tool } from '@langchain/core/tools';
 import { HumanMessage, ToolMessage } from '@langchain/core/messages';
 import { z } from 'zod';
-import { startServer, type RunningServer } from '../src/serve/server.js';
+import { postJson, useServers } from './support/servers.js';
 import { copyFile, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { scriptedChatModule, storiesModule } from './support/modules.js';
@@ -43,23 +43,13 @@ function responseEvents(body: string): StreamEvent[] {
 
 describe('reasonplug serve: /v1/responses', function () {
   this.timeout(120_000);
-  const servers: RunningServer[] = [];
   let url: string;
-  const serve = async (options: Parameters<typeof startServer>[0]) => {
-    const server = await startServer({ port: 0, ...options });
-    servers.push(server);
-    await server.ready;
-    return server.url;
-  };
-  const post = (at: string, path: string, body: unknown) => fetch(`${at}${path}`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+  const { serve } = useServers();
   const model = (over: Record<string, unknown> = {}, at = url) =>
     new ChatOpenAI({ model: 'stories260k', apiKey: 'none', temperature: 0, maxTokens: 16, configuration: { baseURL: `${at}/v1` }, maxRetries: 0, ...over });
 
   before(async () => {
     url = await serve({ engine: { model: await storiesModule() }, chatTemplate: TOOLS_TEMPLATE });
-  });
-  after(async () => {
-    await Promise.all(servers.map((s) => s.close()));
   });
 
   it('ChatOpenAI in Responses mode answers as the chat endpoint does, in invoke and stream, with usage', async () => {
@@ -107,7 +97,7 @@ describe('reasonplug serve: /v1/responses', function () {
 
   it('streams typed, numbered events whose deltas make the finished response; a cut reply is incomplete', async () => {
     const body = { model: 'stories260k', input: 'Tell me a story', max_output_tokens: 12, temperature: 0, stream: true, metadata: { run: 'a' } };
-    const res = await post(url, '/v1/responses', body);
+    const res = await postJson(url, '/v1/responses', body);
     expect(res.headers.get('content-type')).to.match(/text\/event-stream/);
     const events = responseEvents(await res.text());
     expect(events.map((e) => e.sequence_number)).to.deep.equal(events.map((_, i) => i));
@@ -124,7 +114,7 @@ describe('reasonplug serve: /v1/responses', function () {
     expect(done.output.map((o) => o.type)).to.deep.equal(['message']);
     expect(deltas.join('')).to.equal(done.output[0]!.content[0]!.text);
     // The same request answered whole.
-    const whole = (await (await post(url, '/v1/responses', { ...body, stream: false })).json()) as typeof done & { object: string; id: string };
+    const whole = (await (await postJson(url, '/v1/responses', { ...body, stream: false })).json()) as typeof done & { object: string; id: string };
     expect(whole.object).to.equal('response');
     expect(whole.id).to.match(/^resp_/);
     expect(whole.output[0]!.content[0]!.text).to.equal(deltas.join(''));
@@ -158,14 +148,14 @@ describe('reasonplug serve: /v1/responses', function () {
     const at = await serve({ engine: { model: dir }, name: 'thinker' });
     const body = { model: 'thinker', input: [{ role: 'user', content: [{ type: 'input_text', text: question }] }], max_output_tokens: 60 };
     type Whole = { status: string; output: { type: string; content: { type: string; text: string }[] }[]; usage: { output_tokens_details: { reasoning_tokens: number } } };
-    const whole = (await (await post(at, '/v1/responses', body)).json()) as Whole;
+    const whole = (await (await postJson(at, '/v1/responses', body)).json()) as Whole;
     expect(whole.status).to.equal('completed');
     expect(whole.output.map((o) => [o.type, o.content[0]!.type, o.content[0]!.text])).to.deep.equal([
       ['reasoning', 'reasoning_text', 'Two and two make four.'],
       ['message', 'output_text', 'Four.'],
     ]);
     expect(whole.usage.output_tokens_details.reasoning_tokens).to.be.greaterThan(0);
-    const events = responseEvents(await (await post(at, '/v1/responses', { ...body, stream: true })).text());
+    const events = responseEvents(await (await postJson(at, '/v1/responses', { ...body, stream: true })).text());
     expect(events.filter((e) => e.type === 'response.reasoning_text.delta').map((e) => e.delta).join('')).to.equal('Two and two make four.');
     expect(events.filter((e) => e.type === 'response.output_text.delta').map((e) => e.delta).join('')).to.equal('Four.');
     expect(events.at(-1)!.type).to.equal('response.completed');
@@ -174,26 +164,26 @@ describe('reasonplug serve: /v1/responses', function () {
   it("include's output_text.logprobs: the answer's tokens with top_logprobs alternatives, as the chat endpoint gives them, whole and streamed", async () => {
     type Entry = { token: string; logprob: number; top_logprobs: { token: string }[] };
     const chat = (await (
-      await post(url, '/v1/chat/completions', { model: 'stories260k', messages: [{ role: 'user', content: 'Tell me a story' }], max_tokens: 8, temperature: 0, logprobs: true, top_logprobs: 2 })
+      await postJson(url, '/v1/chat/completions', { model: 'stories260k', messages: [{ role: 'user', content: 'Tell me a story' }], max_tokens: 8, temperature: 0, logprobs: true, top_logprobs: 2 })
     ).json()) as { choices: { logprobs: { content: Entry[] } }[] };
     const expected = chat.choices[0]!.logprobs.content;
     expect(expected).to.have.length.greaterThan(4);
     expect(expected.every((e) => e.top_logprobs.length === 2)).to.equal(true);
     const body = { model: 'stories260k', input: 'Tell me a story', max_output_tokens: 8, temperature: 0, include: ['message.output_text.logprobs'], top_logprobs: 2 };
-    const whole = (await (await post(url, '/v1/responses', body)).json()) as { output: { content: { logprobs: Entry[] }[] }[]; top_logprobs: number };
+    const whole = (await (await postJson(url, '/v1/responses', body)).json()) as { output: { content: { logprobs: Entry[] }[] }[]; top_logprobs: number };
     expect(whole.output[0]!.content[0]!.logprobs).to.deep.equal(expected);
     expect(whole.top_logprobs).to.equal(2);
-    const events = responseEvents(await (await post(url, '/v1/responses', { ...body, stream: true })).text());
+    const events = responseEvents(await (await postJson(url, '/v1/responses', { ...body, stream: true })).text());
     expect(events.filter((e) => e.type === 'response.output_text.delta').flatMap((e) => e.logprobs as Entry[])).to.deep.equal(expected);
     expect(events.find((e) => e.type === 'response.output_text.done')!.logprobs).to.deep.equal(expected);
     // not asked for: none
-    const plain = (await (await post(url, '/v1/responses', { ...body, include: [], top_logprobs: undefined })).json()) as { output: { content: { logprobs: Entry[] }[] }[] };
+    const plain = (await (await postJson(url, '/v1/responses', { ...body, include: [], top_logprobs: undefined })).json()) as { output: { content: { logprobs: Entry[] }[] }[] };
     expect(plain.output[0]!.content[0]!.logprobs).to.deep.equal([]);
     // a thought's tokens are not the answer's
     const question = 'What are two and two?';
     const { dir } = await scriptedChatModule('responses-thinker-logprobs', THINKING_TEMPLATE, [{ role: 'user', content: question }], '<think>\nTwo and two make four.\n</think>\n\nFour.');
     const at = await serve({ engine: { model: dir }, name: 'thinker' });
-    const thought = (await (await post(at, '/v1/responses', { model: 'thinker', input: question, max_output_tokens: 60, include: ['message.output_text.logprobs'] })).json()) as {
+    const thought = (await (await postJson(at, '/v1/responses', { model: 'thinker', input: question, max_output_tokens: 60, include: ['message.output_text.logprobs'] })).json()) as {
       output: { type: string; content: { logprobs?: Entry[] }[] }[];
     };
     const answer = thought.output.find((o) => o.type === 'message')!.content[0]!.logprobs!;
@@ -208,14 +198,14 @@ describe('reasonplug serve: /v1/responses', function () {
     await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify(config));
     const at = await serve({ engine: { model: join(dir, 'model.onnx') }, name: 'undeclared', chatTemplate: TOOLS_TEMPLATE });
     const body = { model: 'undeclared', input: 'Hi', max_output_tokens: 5000, temperature: 0, ignore_eos: true, stream: true };
-    const events = responseEvents(await (await post(at, '/v1/responses', body)).text());
+    const events = responseEvents(await (await postJson(at, '/v1/responses', body)).text());
     const last = events.at(-1)!;
     expect(last.type).to.equal('error');
     expect(last.message).to.match(/position 2048/);
     expect(events.filter((e) => e.type === 'response.output_text.delta').length).to.be.greaterThan(100);
     expect(events.some((e) => e.type === 'response.completed')).to.equal(false);
     // The server goes on answering.
-    expect((await post(url, '/v1/responses', { model: 'stories260k', input: 'Hi', max_output_tokens: 2 })).status).to.equal(200);
+    expect((await postJson(url, '/v1/responses', { model: 'stories260k', input: 'Hi', max_output_tokens: 2 })).status).to.equal(200);
   });
 
   it('refuses by name what a stateless text server cannot do', async () => {
@@ -230,10 +220,10 @@ describe('reasonplug serve: /v1/responses', function () {
       [{ text: { format: { type: 'yaml' } } }, 'text.format.type'],
       [{ input: [{ type: 'computer_call_output' }] }, 'input[0]'],
     ] as const) {
-      const res = await post(url, '/v1/responses', { model: 'stories260k', input: 'Hi', ...extra });
+      const res = await postJson(url, '/v1/responses', { model: 'stories260k', input: 'Hi', ...extra });
       expect(res.status, param).to.equal(400);
       expect(((await res.json()) as { error: { param: string } }).error.param, param).to.equal(param);
     }
-    expect((await post(url, '/v1/responses', { model: 'nope', input: 'Hi' })).status).to.equal(404);
+    expect((await postJson(url, '/v1/responses', { model: 'nope', input: 'Hi' })).status).to.equal(404);
   });
 });
