@@ -1,5 +1,6 @@
 /**
- * `reasonplug serve`: an OpenAI-compatible HTTP server (node:http) over one engine. Concurrent requests are
+ * `reasonplug serve`: an OpenAI-compatible HTTP server (node:http) over one engine, which also answers OpenAI's
+ * Responses API, Anthropic's Messages API and Ollama's API (`/api/*`) through the same chat turn. Concurrent requests are
  * concurrent `engine.stream` calls; the server's own admission keeps at most `maxBatch` of them in the engine
  * and `maxQueue` more waiting, and answers 429 with `Retry-After` beyond that. The socket listens before the
  * model loads, so `/health` can say 503 while it does.
