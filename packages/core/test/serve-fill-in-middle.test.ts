@@ -1,8 +1,9 @@
 /**
  * Fill-in-the-middle through `reasonplug serve`'s `/v1/completions` `suffix`: a Qwen2.5-Coder-shaped GGUF (its FIM
  * tokens in a byte-level BPE vocabulary) writes the code between a prefix and a suffix as node-llama-cpp's infill writes
- * it on the same file, token for token, as do the engine's text input and the CLI's `--suffix`; a model without FIM
- * tokens and requests FIM cannot take get 400s.
+ * it on the same file, token for token, as do the engine's text input and the CLI's `--suffix`; a SentencePiece code
+ * model's prompt as llama.cpp's server lays it out and tokenizes it; a model without FIM tokens and requests FIM cannot
+ * take get 400s.
  */
 import { expect } from 'chai';
 import { join } from 'node:path';
@@ -11,7 +12,8 @@ import { Engine } from '../src/engine.js';
 import { convertGguf } from '../src/gguf/convert.js';
 import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { coderTokenizerMeta } from './support/bpe-vocab.js';
-import { llamaCppInfill, writeRandomGguf } from './support/gguf-models.js';
+import { llamaCppGreedy, llamaCppInfill, llamaCppTokenize, storiesTokenizerMeta, writeRandomGguf } from './support/gguf-models.js';
+import type { WValue } from './support/gguf-writer.js';
 import { storiesModule } from './support/modules.js';
 import { useTempCache } from './support/temp-cache.js';
 import { runReasonplug } from './support/cli.js';
@@ -20,7 +22,7 @@ const PREFIX = 'def add(a, b):\n    ';
 const SUFFIX = '\n\nprint(add(2, 3))\n';
 const STEPS = 20;
 
-describe('reasonplug serve: fill-in-the-middle (/v1/completions with a suffix; node-llama-cpp is the reference)', function () {
+describe('reasonplug serve: fill-in-the-middle (/v1/completions with a suffix; llama.cpp is the reference)', function () {
   this.timeout(180_000);
   const scratch = useTempCache('reasonplug-fim-');
   let path: string;
@@ -84,6 +86,40 @@ describe('reasonplug serve: fill-in-the-middle (/v1/completions with a suffix; n
       .map((l) => (JSON.parse(l.slice(6)) as { choices: { text: string }[] }).choices[0]?.text ?? '')
       .join('');
     expect(text).to.equal(body.choices[0]!.text);
+  });
+
+  it("a SentencePiece code model (CodeLlama's ▁<PRE>, ▁<SUF>, ▁<MID> control tokens): the prompt as llama.cpp's server lays it out, its greedy tokens", async () => {
+    const meta = await storiesTokenizerMeta();
+    const extra = ['▁<PRE>', '▁<SUF>', '▁<MID>', '▁<EOT>'];
+    for (const [key, item] of [
+      ['tokenizer.ggml.tokens', (v: string): WValue => ({ t: 'str', v })],
+      ['tokenizer.ggml.scores', (): WValue => ({ t: 'f32', v: 0 })],
+      ['tokenizer.ggml.token_type', (): WValue => ({ t: 'i32', v: 3 })],
+    ] as const) {
+      const arr = meta[key]!;
+      if (arr.t !== 'arr') throw new Error(key);
+      arr.v.push(...extra.map(item));
+    }
+    const gguf = join(scratch.dir, 'codellama.gguf');
+    await writeRandomGguf(gguf, { arch: 'llama', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, untied: true, seed: 13 }, meta);
+    const dir = (await convertGguf(gguf, join(scratch.dir, 'codellama'))).dir;
+    const [before, after] = ['def add(a, b):', '\n    return a + b\n'];
+    // llama.cpp's server: BOS, the prefix token, the prefix and the suffix tokenized as llama.cpp tokenizes text (its
+    // SentencePiece space before each), the middle token. (node-llama-cpp's infill drops those leading spaces.)
+    const [pre, suf] = await llamaCppTokenize(gguf, [before, after]);
+    const reference = [1, 512, ...pre!, 513, ...suf!, 514];
+    const tokenizer = await TextTokenizer.fromDirectory(dir);
+    expect(tokenizer.fimTokens).to.deep.equal({ prefix: 512, suffix: 513, middle: 514 });
+    expect(tokenizer.encodeFillInMiddle(before, after)).to.deep.equal(reference);
+    const theirs = await llamaCppGreedy(gguf, reference, STEPS);
+    expect(new Set(theirs).size, `llama.cpp's tokens ${theirs}`).to.be.greaterThan(3);
+    const engine = await Engine.load({ model: dir });
+    try {
+      const ids = (await engine.generate({ prompt: before, suffix: after }, { maxTokens: STEPS })).rows[0]!.ids;
+      expect(ids.slice(0, theirs.length)).to.deep.equal(theirs);
+    } finally {
+      await engine.dispose();
+    }
   });
 
   it('400s: a suffix for a model without FIM tokens, echo with a suffix, token ids with a suffix', async () => {
