@@ -71,15 +71,19 @@ describe("reasonplug serve: Ollama's API (/api/*)", function () {
 
   it('bound tools come back as tool_calls with object arguments, and withStructuredOutput (format: schema) parses', async () => {
     const add = tool(async ({ a, b }) => String(a + b), { name: 'add', description: 'Add two integers', schema: z.object({ a: z.number().int(), b: z.number().int() }) });
-    const reply = '<tool_call>\n{"name": "add", "arguments": {"a": 2, "b": 2}}\n</tool_call>';
+    const reply = '<tool_call>\n{"name": "add", "arguments": {"a": 2, "b": 2}}\n</tool_call>\n<tool_call>\n{"name": "add", "arguments": {"a": 3, "b": 4}}\n</tool_call>';
     const { convertToOpenAITool } = await import('@langchain/core/utils/function_calling');
     const { dir } = await scriptedChatModule('ollama-tools', THINKING_TEMPLATE, [{ role: 'user', content: 'What are two and two?' }], reply, {
       tools: [convertToOpenAITool(add)],
       textTokens: ['<tool_call>', '</tool_call>'],
     });
     const at = await serve({ engine: { model: dir }, name: 'tools' });
-    const called = await new ChatOllama({ model: 'tools', baseUrl: at, temperature: 0, numPredict: 60 }).bindTools([add]).invoke('What are two and two?');
-    expect(called.tool_calls?.map((c) => [c.name, c.args])).to.deep.equal([['add', { a: 2, b: 2 }]]);
+    const model = new ChatOllama({ model: 'tools', baseUrl: at, temperature: 0, numPredict: 100 }).bindTools([add]);
+    const called = await model.invoke('What are two and two?');
+    expect(called.tool_calls?.map((c) => [c.name, c.args])).to.deep.equal([['add', { a: 2, b: 2 }], ['add', { a: 3, b: 4 }]]);
+    let joined: AIMessageChunk | undefined;
+    for await (const c of await model.stream('What are two and two?')) joined = joined ? joined.concat(c) : c;
+    expect(joined!.tool_calls?.map((c) => c.args)).to.deep.equal([{ a: 2, b: 2 }, { a: 3, b: 4 }]);
     // the structure asked for, as the tiny model finishes it under these settings (as in the chat endpoint's tests)
     const schema = z.object({ name: z.string().max(12), age: z.number().int().min(0).max(120) });
     const structured = await new ChatOllama({ model: 'stories260k', baseUrl: url, temperature: 0.7, seed: 11, repeatPenalty: 1.3, numPredict: 80 })
@@ -162,5 +166,11 @@ describe("reasonplug serve: Ollama's API (/api/*)", function () {
     }
     expect((await postJson(url, '/api/generate', { model: 'stories260k', prompt: 'x', suffix: 'y' })).status).to.equal(400);
     expect((await postJson(url, '/api/pull', { model: 'x' })).status).to.equal(404);
+    // API keys hold on /api/* too (Ollama's clients send them as headers); the refusal in Ollama's shape
+    const keyed = await serve({ engine: { model: await storiesModule() }, apiKeys: ['ollama-key'] });
+    const refused = await postJson(keyed, '/api/chat', { model: 'stories260k', messages: [{ role: 'user', content: 'Hi' }] });
+    expect(refused.status).to.equal(401);
+    expect(((await refused.json()) as { error: string }).error).to.match(/Missing API key/);
+    expect((await new Ollama({ host: keyed, headers: { Authorization: 'Bearer ollama-key' } }).list()).models).to.have.length(1);
   });
 });
