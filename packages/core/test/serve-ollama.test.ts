@@ -159,6 +159,8 @@ describe("reasonplug serve: Ollama's API (/api/*)", function () {
       [{ model: 'stories260k', messages: [{ role: 'user', content: 'Hi' }], options: { mirostat: 2 } }, /options\.mirostat 2 is not supported/],
       [{ model: 'stories260k', messages: [{ role: 'user', content: 'Hi', images: ['aGk='] }] }, /text only/],
       [{ model: 'stories260k', messages: [{ role: 'user', content: 'Hi' }], format: 'yaml' }, /format must be "json" or a JSON schema/],
+      // the reasonplug extension passes through as on /v1 (this server loads no reasoner named so)
+      [{ model: 'stories260k', messages: [{ role: 'user', content: 'Hi' }], reasonplug: { reasoners: [{ name: 'math' }] } }, /math/],
     ] as const) {
       const res = await postJson(url, '/api/chat', body);
       expect(res.status).to.equal(400);

@@ -59,7 +59,7 @@ export function ollamaModelName(name: unknown): string {
   return name.endsWith(':latest') ? name.slice(0, -':latest'.length) : name;
 }
 
-/** The OpenAI fields of what every generating request carries: model, stream, options, format, think, logprobs. */
+/** The OpenAI fields of what every generating request carries: model, stream, options, format, think, logprobs, `reasonplug`. */
 function common(body: Body): Body {
   const out: Body = { model: ollamaModelName(body.model), stream: body.stream ?? true };
   const options = body.options ?? {};
@@ -92,6 +92,8 @@ function common(body: Body): Body {
   }
   // Without a thought (think: false), a template that can leave it out (Qwen3's enable_thinking) does.
   if (think === false) out.chat_template_kwargs = { enable_thinking: false };
+  // This server's own extension (reasoners and their weights, latent steps), as on the OpenAI routes.
+  if (body.reasonplug !== undefined) out.reasonplug = body.reasonplug;
   if (body.logprobs === true) {
     out.logprobs = true;
     if (body.top_logprobs !== undefined) out.top_logprobs = body.top_logprobs;
