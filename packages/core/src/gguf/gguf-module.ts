@@ -14,7 +14,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { ggufDigest } from './digest.js';
-import { withGguf } from './reader.js';
+import { ggufFiles } from './reader.js';
 import { MANIFEST_FILE, ManifestError } from '../modules/manifest.js';
 import { loadModuleDir, ModuleIntegrityError } from '../modules/module-dir.js';
 import { suffixPid, uniqueSuffix } from '../registry/atomic.js';
@@ -82,8 +82,8 @@ async function intact(dir: string): Promise<boolean> {
  * afterwards. Conversion errors (`GgufError` and others) propagate, with nothing left in the cache.
  */
 export async function ggufModuleDir(path: string, opts: GgufModuleOptions): Promise<string> {
-  // A split GGUF is known by all its shards (its header, read here, names them).
-  const files = await withGguf(path, async (f) => f.shardPaths);
+  // A split GGUF is known by all its shards (found by their names: nothing of the file is read while its digest is recorded).
+  const files = ggufFiles(path);
   const size = (await Promise.all(files.map((f) => stat(f)))).reduce((n, s) => n + s.size, 0);
   const file = basename(path);
   const progress = (bytes: number, total: number, digest: string, done = false) =>

@@ -543,6 +543,18 @@ function shardPath(first: string, index: number, count: number): string {
   return `${m[1]}-${n(index + 1)}-of-${n(count)}.gguf`;
 }
 
+/**
+ * The files a GGUF given by `path` is read from, by name alone (no header read): a split GGUF's first shard and all its
+ * siblings where they are there, else `path` itself. `GgufFile.open` checks them against the headers.
+ */
+export function ggufFiles(path: string): string[] {
+  const m = SHARD_NAME.exec(path);
+  const count = m ? Number(m[3]) : 1;
+  if (!m || Number(m[2]) !== 1 || count <= 1) return [path];
+  const paths = Array.from({ length: count }, (_, i) => (i === 0 ? path : shardPath(path, i, count)));
+  return paths.every((p) => existsSync(p)) ? paths : [path];
+}
+
 /** One file's handle and parsed header, the handle closed again if the header is refused. */
 async function openOne(path: string): Promise<{ fh: FileHandle; fileSize: number; header: GgufHeader }> {
   const source = basename(path);
