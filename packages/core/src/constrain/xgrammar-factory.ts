@@ -302,7 +302,8 @@ export class XGrammarFactory implements ConstraintFactory {
       const tags = await Promise.all(called.map(async (t) => ({ type: 'tag', begin: `${begin}${JSON.stringify(t.name)}, "parameters": `, content: await grammarOf(t), end: '}' })));
       return choice === 'auto' ? { type: 'triggered_tags', triggers: [begin], tags, stop_after_first: true } : { type: 'or', elements: tags };
     }
-    if (syntax === 'mistral-args' || syntax === 'mistral' || syntax === 'granite' || syntax === 'deepseek') {
+    if (syntax !== 'hermes') {
+      // Each tool's arguments' grammar, under its name, for the marker syntaxes.
       const grammars = await Promise.all(called.map(async (t) => ({ name: t.name, content: await grammarOf(t) })));
       if (syntax === 'deepseek') return deepseekCalls(grammars, choice, parallel);
       return syntax === 'mistral-args' ? mistralArgsCalls(grammars, choice, parallel) : listedCalls(syntax, grammars, choice, parallel);
