@@ -199,6 +199,7 @@ function resolve(config: LlamaConfig): Resolved {
   if (r.rope !== 'half' && r.rope !== 'adjacent') throw new Error(`invalid Llama config: unknown ropeStyle ${String(r.rope)}`);
   if (r.act !== 'silu' && r.act !== 'gelu_tanh' && r.act !== 'relu2') throw new Error(`invalid Llama config: unknown hiddenAct ${String(r.act)}`);
   if (r.normBias && !r.layerNorm) throw new Error('invalid Llama config: normBias needs normType layer (RMSNorms have no bias)');
+  if (r.projectionBias && r.gated) throw new Error('invalid Llama config: projectionBias takes an ungated MLP (gatedMlp: false)');
   if (r.headBias && (r.logitScale !== 1 || r.finalCap !== undefined)) throw new Error('invalid Llama config: headBias with logitScale or finalLogitSoftcap is not supported');
   if (r.qkNormWidth !== 'head' && r.qkNormWidth !== 'projection') throw new Error(`invalid Llama config: unknown qkNormWidth ${String(r.qkNormWidth)}`);
   if (config.normType !== undefined && config.normType !== 'rms' && config.normType !== 'layer') throw new Error(`invalid Llama config: unknown normType ${String(config.normType)}`);
@@ -258,7 +259,7 @@ export function llamaParameterCount(config: LlamaConfig): number {
   const perLayer =
     (c.preNorms ? (c.parallel ? 1 : 2) * c.hidden * (c.normBias ? 2 : 1) : 0) + c.hidden * q + 2 * c.hidden * kv + q * c.hidden + (c.gated ? 3 : 2) * c.hidden * c.inter +
     (c.qkvBias ? q + 2 * kv : 0) + (c.qkNorm ? qkNormSizes(c).reduce((a, b) => a + b) : 0) + (c.postNorms ? 2 * c.hidden : 0) +
-    (c.projectionBias ? 2 * c.hidden + (c.gated ? 2 : 1) * c.inter : 0);
+    (c.projectionBias ? 2 * c.hidden + c.inter : 0);
   return c.vocab * c.hidden * (c.tied ? 1 : 2) + c.layers * perLayer + c.hidden * (c.normBias ? 2 : 1) + (c.headBias ? c.vocab : 0);
 }
 
@@ -307,7 +308,7 @@ export function randomLlamaWeights(config: LlamaConfig, seed: number, scale = 0.
     if (c.parallel) delete l.mlpNorm;
     if (!c.gated) delete l.wGate;
     if (c.normBias) Object.assign(l, l.attnNorm ? { attnNormBias: normal(c.hidden, scale) } : {}, l.mlpNorm ? { mlpNormBias: normal(c.hidden, scale) } : {});
-    if (c.projectionBias) Object.assign(l, { bo: normal(c.hidden, scale), bUp: normal(c.inter, scale), bDown: normal(c.hidden, scale) }, c.gated ? { bGate: normal(c.inter, scale) } : {});
+    if (c.projectionBias) Object.assign(l, { bo: normal(c.hidden, scale), bUp: normal(c.inter, scale), bDown: normal(c.hidden, scale) });
   }
   const finalNorm = norm();
   const biases = { ...(c.normBias ? { finalNormBias: normal(c.hidden, scale) } : {}), ...(c.headBias ? { lmHeadBias: normal(c.vocab, scale) } : {}) };
@@ -367,7 +368,6 @@ function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
     }
     if (c.projectionBias) {
       expect(`layers[${i}].bo (projectionBias)`, l.bo, c.hidden);
-      if (c.gated) expect(`layers[${i}].bGate (projectionBias)`, l.bGate, c.inter);
       expect(`layers[${i}].bUp (projectionBias)`, l.bUp, c.inter);
       expect(`layers[${i}].bDown (projectionBias)`, l.bDown, c.hidden);
     }
@@ -406,7 +406,6 @@ interface LayerRefs {
   mlpNormBias?: string;
   /** Projection biases (projectionBias). */
   bo?: string;
-  bGate?: string;
   bUp?: string;
   bDown?: string;
   /** q, k and v biases side by side `[q + 2 kv]` (qkvBias). */
@@ -563,7 +562,6 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       ...(l.attnNormBias ? { attnNormBias: vector(`${p}.input_layernorm.bias`, l.attnNormBias) } : {}),
       ...(l.mlpNormBias ? { mlpNormBias: vector(`${p}.post_attention_layernorm.bias`, l.mlpNormBias) } : {}),
       ...(l.bo ? { bo: vector(`${p}.self_attn.o_proj.bias`, l.bo) } : {}),
-      ...(l.bGate ? { bGate: vector(`${p}.mlp.gate_proj.bias`, l.bGate) } : {}),
       ...(l.bUp ? { bUp: vector(`${p}.mlp.up_proj.bias`, l.bUp) } : {}),
       ...(l.bDown ? { bDown: vector(`${p}.mlp.down_proj.bias`, l.bDown) } : {}),
       ...(c.qkvBias
@@ -923,7 +921,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
         delta = residualScaled(attnOut);
         y = L.mlpNorm ? residualNorm(L.mlpNorm, undefined, false, L.mlpNormBias) : residualSum();
       }
-      const gate = L.wGate ? activated(biased(linear(y, L.wGate), L.bGate)) : undefined;
+      const gate = L.wGate ? activated(linear(y, L.wGate)) : undefined;
       const up = biased(linear(y, L.wUp), L.bUp);
       const act = gate ? b.op('Mul', [gate, up]) : activated(up);
       let mlpOut = biased(linear(act, L.wDown), L.bDown);

@@ -102,7 +102,7 @@ export interface LlamaConfig {
   gatedMlp?: boolean;
   /** With `normType: 'layer'`: the LayerNorms add a bias (`attnNormBias`, `mlpNormBias`, `finalNormBias`; StarCoder 2, StableLM). */
   normBias?: boolean;
-  /** The attention's output projection and the MLP's projections add biases (`bo`, `bUp`, `bDown`, and `bGate` when gated; StarCoder 2). */
+  /** The attention's output projection and the (ungated) MLP's projections add biases (`bo`, `bUp`, `bDown`; StarCoder 2, Phi-2). */
   projectionBias?: boolean;
   /** The output head adds a bias to the logits (`lmHeadBias`; Phi-2). */
   headBias?: boolean;
@@ -193,9 +193,8 @@ export interface LlamaLayerWeights<M extends WeightMatrix = Float32Array> {
   /** With `normBias` (beside the norms the config has). */
   attnNormBias?: Float32Array; // [hidden]
   mlpNormBias?: Float32Array; // [hidden]
-  /** With `projectionBias` (`bGate` when the MLP is gated). */
+  /** With `projectionBias`. */
   bo?: Float32Array; // [hidden]
-  bGate?: Float32Array; // [intermediate]
   bUp?: Float32Array; // [intermediate]
   bDown?: Float32Array; // [hidden]
 }
