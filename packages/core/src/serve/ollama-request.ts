@@ -38,11 +38,6 @@ const RUNTIME = new Set([
 /** Sampling options whose neutral value is all this server runs (another is refused by name). */
 const NEUTRAL: Readonly<Record<string, number>> = { mirostat: 0, tfs_z: 1, typical_p: 1 };
 
-/** A `/api/chat` request: the chat request it amounts to. */
-export interface OllamaChatRequest {
-  chat: ChatRequest;
-}
-
 /**
  * A `/api/generate` request: a completion of text as given (`raw`, or a fill-in-the-middle with `suffix`; its
  * `maxTokens` unset unless `num_predict` sets it), a chat turn of one user message, or (an empty prompt) only a check
@@ -120,13 +115,13 @@ function message(m: unknown, i: number): Body {
   return out;
 }
 
-/** Reads a `/api/chat` body. */
-export function parseOllamaChat(body: unknown): OllamaChatRequest {
+/** Reads a `/api/chat` body as the chat request it amounts to. */
+export function parseOllamaChat(body: unknown): ChatRequest {
   if (!isObject(body)) throw badRequest('the request body must be a JSON object');
   if (!Array.isArray(body.messages)) throw badRequest('messages must be a list', 'messages');
   const chat: Body = { ...common(body), messages: body.messages.map(message) };
   if (Array.isArray(body.tools) && body.tools.length > 0) chat.tools = body.tools;
-  return { chat: parseChatRequest(chat) };
+  return parseChatRequest(chat);
 }
 
 /** Reads a `/api/generate` body. */

@@ -507,7 +507,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     if (req.method === 'GET' && (path === '/api/tags' || path === '/api/ps')) return sendJson(res, 200, { models: ollamaModels(l) });
     const handlers: Record<string, ((body: unknown) => Promise<void>) | undefined> = {
       '/api/show': async (body) => sendJson(res, 200, ollamaShow(l, isObject(body) ? body.model : undefined)),
-      '/api/chat': (body) => ollamaTurn(l, parseOllamaChat(body).chat, res, 'chat'),
+      '/api/chat': (body) => ollamaTurn(l, parseOllamaChat(body), res, 'chat'),
       '/api/generate': async (body) => {
         const request = parseOllamaGenerate(body, (options.chatTemplate ?? l.tokenizer?.chatTemplate) !== undefined);
         if (request.kind === 'chat') return ollamaTurn(l, request.chat, res, 'generate');
