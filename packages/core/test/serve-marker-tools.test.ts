@@ -16,8 +16,9 @@ import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { toolCallSyntaxOf } from '../src/constrain/tool-syntax.js';
 import { ToolCallTextSplitter } from '../src/chat/tool-calls.js';
 import { scriptedChatModule } from './support/modules.js';
-import { DEEPSEEK_TOOLS_TEMPLATE, GRANITE_TOOLS_TEMPLATE, MISTRAL_ARGS_TOOLS_TEMPLATE, MISTRAL_TOOLS_TEMPLATE, THINKING_TEMPLATE, TOOLS_TEMPLATE } from './support/chat-templates.js';
+import { COHERE_TOOLS_TEMPLATE, DEEPSEEK_TOOLS_TEMPLATE, GRANITE_TOOLS_TEMPLATE, MISTRAL_ARGS_TOOLS_TEMPLATE, MISTRAL_TOOLS_TEMPLATE, THINKING_TEMPLATE, TOOLS_TEMPLATE } from './support/chat-templates.js';
 import { argumentsFormOf } from '../src/tokenizer/tool-call-arguments.js';
+import { postJson, useServers } from './support/servers.js';
 import { Template } from '@huggingface/jinja';
 
 const QUESTION = 'What are two and two, and three and four?';
@@ -366,5 +367,68 @@ describe("reasonplug serve: DeepSeek's tool calls, fenced between <｜tool▁cal
     // rendered with objects, the DeepSeek template would print a map where the arguments go
     const asObject = new Template(DEEPSEEK_TOOLS_TEMPLATE).render({ messages: [{ role: 'assistant', content: '', tool_calls: [{ type: 'function', function: { name: 'add', arguments: { a: 1 } } }] }] });
     expect(asObject).to.include('[object Map]');
+  });
+});
+
+describe("reasonplug serve: Cohere's tool calls, a list between <|START_ACTION|> and <|END_ACTION|>, after a thought", function () {
+  this.timeout(180_000);
+  const [THINK, THOUGHT_END, ACTION, ACTION_END] = ['<|START_THINKING|>', '<|END_THINKING|>', '<|START_ACTION|>', '<|END_ACTION|>'];
+  const calls = '[{"tool_call_id": "0", "tool_name": "add", "parameters": {"a": 2, "b": 2}}, {"tool_call_id": "1", "tool_name": "add", "parameters": {"a": 3, "b": 4}}]';
+  const reply = `${THINK}I add them.${THOUGHT_END}${ACTION}${calls}${ACTION_END}`;
+  let url: string;
+  let replyIds: number[];
+  let tokenizer: TextTokenizer;
+  const { serve } = useServers();
+
+  before(async () => {
+    let dir: string;
+    ({ dir, replyIds } = await scriptedChatModule('cohereish', COHERE_TOOLS_TEMPLATE, [{ role: 'user', content: QUESTION }], reply, {
+      tools: [ADD],
+      specialTokens: [THINK, THOUGHT_END, ACTION, ACTION_END],
+      bpe: true,
+    }));
+    tokenizer = await TextTokenizer.fromDirectory(dir);
+    url = await serve({ engine: { model: dir }, name: 'cohereish' });
+  });
+
+  it('the constraint writes the thought, then the list between the special tokens; the calls and the thought come apart', async () => {
+    expect(toolCallSyntaxOf(COHERE_TOOLS_TEMPLATE)).to.equal('command-r');
+    const markers = [THINK, THOUGHT_END, ACTION, ACTION_END].map((m) => tokenizer.tokenId(m));
+    expect(replyIds.filter((id) => markers.includes(id))).to.deep.equal(markers);
+    for (const toolChoice of ['auto', 'required'] as const) {
+      const body = { model: 'cohereish', messages: [{ role: 'user', content: QUESTION }], tools: [ADD], tool_choice: toolChoice, temperature: 0, max_tokens: 200 };
+      const answer = (await (await postJson(url, '/v1/chat/completions', body)).json()) as {
+        choices: { message: { content: string | null; reasoning_content?: string; tool_calls?: { function: { name: string; arguments: string } }[] }; finish_reason: string }[];
+      };
+      const { message, finish_reason } = answer.choices[0]!;
+      expect(message.tool_calls?.map((c) => [c.function.name, JSON.parse(c.function.arguments)]), toolChoice).to.deep.equal([['add', { a: 2, b: 2 }], ['add', { a: 3, b: 4 }]]);
+      expect(message.reasoning_content).to.equal('I add them.');
+      expect(message.content ?? '').to.equal('');
+      expect(finish_reason).to.equal('tool_calls');
+    }
+    const chat = new ChatOpenAI({ model: 'cohereish', apiKey: 'none', temperature: 0, maxTokens: 200, configuration: { baseURL: `${url}/v1` }, maxRetries: 0 });
+    const got = await chat.bindTools([ADD]).invoke(QUESTION);
+    expect(got.tool_calls?.map((c) => [c.name, c.args])).to.deep.equal([['add', { a: 2, b: 2 }], ['add', { a: 3, b: 4 }]]);
+    // and they go back through the template with their results
+    const body = {
+      messages: [
+        { role: 'user', content: QUESTION },
+        { role: 'assistant', content: '', tool_calls: got.tool_calls!.map((c) => ({ id: c.id, type: 'function', function: { name: c.name, arguments: JSON.stringify(c.args) } })) },
+        { role: 'tool', content: '4', tool_call_id: got.tool_calls![0]!.id },
+      ],
+    };
+    const tokens = ((await (await postJson(url, '/tokenize', body)).json()) as { tokens: number[] }).tokens;
+    const text = tokenizer.decode(tokens, false);
+    expect(text).to.include(`${ACTION}[{"tool_call_id": "0", "tool_name": "add", "parameters": {"a": 2, "b": 2}}, {"tool_call_id": "1", "tool_name": "add", "parameters": {"a": 3, "b": 4}}]${ACTION_END}`);
+    expect(text).to.include('<|START_TOOL_RESULT|>4<|END_TOOL_RESULT|>');
+  });
+
+  it('the splitter reads the list, its tool_name and parameters, streamed in pieces', () => {
+    const splitter = new ToolCallTextSplitter('command-r');
+    const pieces = ['Adding. <|START_', 'ACTION|>[{"tool_call_id": "0", "tool_name": "add", ', '"parameters": {"a": 1, "b": 2}}]<|END_ACT', 'ION|>'];
+    const out = pieces.map((p) => splitter.push(p));
+    const end = splitter.end();
+    expect(out.map((o) => o.content).join('') + end.content).to.equal('Adding. ');
+    expect([...out.flatMap((o) => o.toolCalls), ...end.toolCalls].map((c) => [c.name, c.arguments])).to.deep.equal([['add', '{"a":1,"b":2}']]);
   });
 });

@@ -139,7 +139,7 @@ export const ChatModelOptionsSchema = ModelOptionsSchema.extend({
   /** A jinja chat template that replaces (or stands in for) the one in the backbone's tokenizer_config.json. */
   chatTemplate: z.string().min(1).optional(),
   /** How the model writes tool calls: `<tool_call>` blocks (`hermes`), Llama 3's JSON object (`json`), Mistral's `[TOOL_CALLS]` list (`mistral`), its `[TOOL_CALLS]name[ARGS]` calls (`mistral-args`) or Granite's `<|tool_call|>` list (`granite`); default: as its chat template renders them. */
-  toolCallSyntax: z.enum(['hermes', 'json', 'mistral', 'mistral-args', 'granite', 'deepseek']).optional(),
+  toolCallSyntax: z.enum(['hermes', 'json', 'mistral', 'mistral-args', 'granite', 'deepseek', 'command-r']).optional(),
   ...chat,
 });
 

@@ -20,8 +20,16 @@ export interface ReasoningTags {
 /** The common tags, and those read where a template names none. */
 export const THINK_TAGS: ReasoningTags = { open: '<think>', close: '</think>' };
 
-/** The tag pairs models are trained with (Magistral's and Ministral 3's `[THINK]` are special tokens of their vocabularies). */
-const KNOWN_TAGS: readonly ReasoningTags[] = [THINK_TAGS, { open: '<thought>', close: '</thought>' }, { open: '[THINK]', close: '[/THINK]' }];
+/**
+ * The tag pairs models are trained with (Magistral's and Ministral 3's `[THINK]`, and Cohere's `<|START_THINKING|>`,
+ * are special tokens of their vocabularies).
+ */
+const KNOWN_TAGS: readonly ReasoningTags[] = [
+  THINK_TAGS,
+  { open: '<thought>', close: '</thought>' },
+  { open: '[THINK]', close: '[/THINK]' },
+  { open: '<|START_THINKING|>', close: '<|END_THINKING|>' },
+];
 
 /**
  * The thought tags a chat template names: reasoning models' templates name the closing tag (to strip thoughts

@@ -4,7 +4,7 @@
  * blocks, Llama 3's `{"name": "add", "parameters": {"a": 1}}` ending the reply, Mistral's
  * `[TOOL_CALLS] [{"name": "add", "arguments": {"a": 1}}, …]` ending it (Granite's the same after `<|tool_call|>`),
  * or its later `[TOOL_CALLS]add[ARGS]{"a": 1}` calls, or DeepSeek's fenced calls between `<｜tool▁calls▁begin｜>` and
- * `<｜tool▁calls▁end｜>`. A streaming splitter: text
+ * `<｜tool▁calls▁end｜>`, or Cohere's list between `<|START_ACTION|>` and `<|END_ACTION|>`. A streaming splitter: text
  * outside calls streams on as content, text that may still turn into the opening of a call is held back, and each
  * call becomes one parsed call. Shared by the OpenAI server and the LangChain plugin, so both read a model's calls
  * the same way.
@@ -201,8 +201,10 @@ export function parseToolCall(body: string, syntax: ToolCallSyntax = 'hermes'): 
 /** A parsed JSON value as a call: an object with a string `name`; its `id` kept where the syntax's ids are valid. */
 function toolCallOf(value: unknown, syntax: ToolCallSyntax): ParsedToolCall | undefined {
   if (!value || typeof value !== 'object') return undefined;
-  const call = value as { name?: unknown; arguments?: unknown; parameters?: unknown; id?: unknown };
-  if (typeof call.name !== 'string') return undefined;
+  const call = value as { name?: unknown; tool_name?: unknown; arguments?: unknown; parameters?: unknown; id?: unknown };
+  // Cohere's calls name their tool `tool_name`.
+  const name = call.name ?? call.tool_name;
+  if (typeof name !== 'string') return undefined;
   const own = syntax === 'mistral' && typeof call.id === 'string' && /^[a-zA-Z0-9]{9}$/.test(call.id) ? call.id : undefined;
-  return { id: own ?? toolCallId(syntax), name: call.name, arguments: JSON.stringify(call.arguments ?? call.parameters ?? {}) };
+  return { id: own ?? toolCallId(syntax), name, arguments: JSON.stringify(call.arguments ?? call.parameters ?? {}) };
 }

@@ -15,8 +15,10 @@ import type { ResponseFormat } from './types.js';
  * (Granite 3.x). `deepseek`: DeepSeek R1's and V3's calls between `<｜tool▁calls▁begin｜>` and `<｜tool▁calls▁end｜>`,
  * each `<｜tool▁call▁begin｜>function<｜tool▁sep｜>name`, a newline and its arguments in a ```json fence, then
  * `<｜tool▁call▁end｜>` (DeepSeek-R1-0528 and its Qwen3 distill); the markers are added tokens of their vocabularies.
+ * `command-r`: Cohere's, a JSON list of `{"tool_call_id": "0", "tool_name": …, "parameters": {…}}` objects between the
+ * special tokens `<|START_ACTION|>` and `<|END_ACTION|>` (Command R7B, Command A).
  */
-export type ToolCallSyntax = 'hermes' | 'json' | 'mistral' | 'mistral-args' | 'granite' | 'deepseek';
+export type ToolCallSyntax = 'hermes' | 'json' | 'mistral' | 'mistral-args' | 'granite' | 'deepseek' | 'command-r';
 
 /** How one syntax writes its calls. */
 export interface ToolCallForm {
@@ -45,16 +47,19 @@ export const TOOL_CALL_SYNTAX = {
   'mistral-args': { begin: '[TOOL_CALLS]', args: '[ARGS]' },
   granite: { begin: '<|tool_call|>', list: true },
   deepseek: { begin: '<｜tool▁calls▁begin｜>', end: '<｜tool▁calls▁end｜>', each: { begin: '<｜tool▁call▁begin｜>', sep: '<｜tool▁sep｜>', end: '<｜tool▁call▁end｜>' } },
+  'command-r': { begin: '<|START_ACTION|>', end: '<|END_ACTION|>', list: true },
 } as const satisfies Record<ToolCallSyntax, ToolCallForm>;
 
 /**
- * The syntax a chat template teaches: `deepseek` where it writes `<｜tool▁calls▁begin｜>`, `mistral-args` where it
+ * The syntax a chat template teaches: `deepseek` where it writes `<｜tool▁calls▁begin｜>`, `command-r` where it writes
+ * `<|START_ACTION|>`, `mistral-args` where it
  * writes `[TOOL_CALLS]` and `[ARGS]`, `mistral` where it writes `[TOOL_CALLS]` alone, `granite` where it writes
  * `<|tool_call|>`; `json` for Llama 3's (it renders calls as `"parameters"` objects and tool results in the `ipython`
  * role) unless it writes `<tool_call>` blocks; `hermes` otherwise.
  */
 export function toolCallSyntaxOf(chatTemplate: string | undefined): ToolCallSyntax {
   if (chatTemplate?.includes(TOOL_CALL_SYNTAX.deepseek.begin)) return 'deepseek';
+  if (chatTemplate?.includes(TOOL_CALL_SYNTAX['command-r'].begin)) return 'command-r';
   if (!chatTemplate || chatTemplate.includes(TOOL_CALL_SYNTAX.hermes.begin)) return 'hermes';
   if (chatTemplate.includes(TOOL_CALL_SYNTAX.granite.begin)) return 'granite';
   if (chatTemplate.includes(TOOL_CALL_SYNTAX.mistral.begin)) return chatTemplate.includes(TOOL_CALL_SYNTAX['mistral-args'].args) ? 'mistral-args' : 'mistral';
@@ -72,6 +77,7 @@ export function markerTokensOf(syntax: ToolCallSyntax): readonly string[] {
     const { begin, end, each } = TOOL_CALL_SYNTAX.deepseek;
     return [begin, end, each.begin, each.sep, each.end];
   }
+  if (syntax === 'command-r') return [TOOL_CALL_SYNTAX['command-r'].begin, TOOL_CALL_SYNTAX['command-r'].end];
   if (syntax === 'mistral-args') return [TOOL_CALL_SYNTAX['mistral-args'].begin, TOOL_CALL_SYNTAX['mistral-args'].args];
   return syntax === 'mistral' || syntax === 'granite' ? [TOOL_CALL_SYNTAX[syntax].begin] : [];
 }

@@ -306,6 +306,7 @@ export class XGrammarFactory implements ConstraintFactory {
       // Each tool's arguments' grammar, under its name, for the marker syntaxes.
       const grammars = await Promise.all(called.map(async (t) => ({ name: t.name, content: await grammarOf(t) })));
       if (syntax === 'deepseek') return deepseekCalls(grammars, choice, parallel);
+      if (syntax === 'command-r') return cohereCalls(grammars, choice, parallel);
       return syntax === 'mistral-args' ? mistralArgsCalls(grammars, choice, parallel) : listedCalls(syntax, grammars, choice, parallel);
     }
     // One tag, its call in either layout templates use: Hermes/Qwen's (a newline inside the tags) or the compact
@@ -377,6 +378,32 @@ function mistralArgsCalls(calls: { name: string; content: object }[], choice: To
   if (!several) return marked;
   // The opening of each call after the first separates it from the one before (XGrammar takes no empty separator).
   return { type: 'sequence', elements: [{ type: 'const_string', value: begin }, { type: 'tags_with_separator', tags: [{ type: 'tag', begin: '', content: call, end: '' }], separator: begin, at_least_one: true }] };
+}
+
+/**
+ * Cohere's calls: `<|START_ACTION|>`, a JSON list of `{"tool_call_id": "<n>", "tool_name": …, "parameters": …}`
+ * objects, `<|END_ACTION|>`, which ends the reply. `parallel` false and a named tool admit one call.
+ */
+function cohereCalls(calls: { name: string; content: object }[], choice: ToolChoice, parallel: boolean): Record<string, unknown> {
+  const { begin, end } = TOOL_CALL_SYNTAX['command-r'];
+  const several = typeof choice === 'object' ? false : parallel;
+  const call = {
+    type: 'or',
+    elements: calls.map((c) => ({
+      type: 'sequence',
+      elements: [
+        { type: 'const_string', value: '{"tool_call_id": "' },
+        { type: 'regex', pattern: '[0-9]{1,3}' },
+        { type: 'const_string', value: `", "tool_name": ${JSON.stringify(c.name)}, "parameters": ` },
+        c.content,
+        { type: 'const_string', value: '}' },
+      ],
+    })),
+  };
+  const items = several ? { type: 'tags_with_separator', tags: [{ type: 'tag', begin: '', content: call, end: '' }], separator: ', ', at_least_one: true } : call;
+  // The list as the marked tag's content: its closing bracket before the end marker.
+  const marked = { type: 'tag', begin: `${begin}[`, content: items, end: `]${end}` };
+  return choice === 'auto' ? { type: 'triggered_tags', triggers: [begin], tags: [marked], stop_after_first: true } : marked;
 }
 
 /**

@@ -96,3 +96,20 @@ export const DEEPSEEK_TOOLS_TEMPLATE =
   "{%- elif m.role == 'tool' %}<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>{{ m.content }}<｜tool▁output▁end｜><｜tool▁outputs▁end｜>" +
   '{%- else %}<｜Assistant｜>{{ m.content }}<｜end▁of▁sentence｜>{% endif %}' +
   '{%- endfor %}{% if add_generation_prompt %}<｜Assistant｜>{% endif %}';
+
+/**
+ * Cohere Command R7B-style turns: tools and the thinking tags named in the system turn, calls as a JSON list of
+ * `{"tool_call_id", "tool_name", "parameters"}` objects between `<|START_ACTION|>` and `<|END_ACTION|>`, answers in
+ * `<|START_RESPONSE|>`, results in `<|START_TOOL_RESULT|>`.
+ */
+export const COHERE_TOOLS_TEMPLATE =
+  '{{ bos_token }}<|START_OF_TURN_TOKEN|><|SYSTEM_TOKEN|>Think between <|START_THINKING|> and <|END_THINKING|>.' +
+  '{% if tools %} Tools: {{ tools | tojson }}{% endif %}<|END_OF_TURN_TOKEN|>' +
+  '{%- for m in messages %}' +
+  "{%- if m.role == 'user' %}<|START_OF_TURN_TOKEN|><|USER_TOKEN|>{{ m.content }}<|END_OF_TURN_TOKEN|>" +
+  "{%- elif m.role == 'assistant' and m.tool_calls %}<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|><|START_ACTION|>[" +
+  '{%- for c in m.tool_calls %}{"tool_call_id": "{{ loop.index0 }}", "tool_name": "{{ c.function.name }}", "parameters": {{ c.function.arguments | tojson }}}{% if not loop.last %}, {% endif %}{% endfor %}' +
+  ']<|END_ACTION|><|END_OF_TURN_TOKEN|>' +
+  "{%- elif m.role == 'tool' %}<|START_OF_TURN_TOKEN|><|SYSTEM_TOKEN|><|START_TOOL_RESULT|>{{ m.content }}<|END_TOOL_RESULT|><|END_OF_TURN_TOKEN|>" +
+  '{%- else %}<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|><|START_RESPONSE|>{{ m.content }}<|END_RESPONSE|><|END_OF_TURN_TOKEN|>{% endif %}' +
+  '{%- endfor %}{% if add_generation_prompt %}<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>{% endif %}';
