@@ -10,7 +10,6 @@
 import { expect } from 'chai';
 import { ChatOpenAI } from '@langchain/openai';
 import { AIMessage, AIMessageChunk, HumanMessage, ToolMessage } from '@langchain/core/messages';
-import { startServer, type RunningServer } from '../src/serve/server.js';
 import { Engine } from '../src/engine.js';
 import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { toolCallSyntaxOf } from '../src/constrain/tool-syntax.js';
@@ -29,49 +28,61 @@ const ADD = {
 const REPLY = '[TOOL_CALLS] [{"name": "add", "arguments": {"a": 2, "b": 2}}, {"name": "add", "arguments": {"a": 3, "b": 4}}]';
 const MARKER = 512;
 
+/** A chat model scripted to answer QUESTION (with ADD shown) with its reply, and where the suite serves it. */
+interface Scripted {
+  dir: string;
+  replyIds: number[];
+  tokenizer: TextTokenizer;
+  url: string;
+}
+
+/**
+ * Serves, from the suite's `before`, a chat model made with `template` and `tokens` (scriptedChatModule's) that answers
+ * QUESTION with `reply`, under `name`; closed after the suite. The fields are set once `before` has run.
+ */
+function scripted(name: string, template: string, reply: string, tokens: { specialTokens?: readonly string[]; textTokens?: readonly string[]; bpe?: boolean }): Scripted {
+  const { serve } = useServers();
+  const served = {} as Scripted;
+  before(async () => {
+    const { dir, replyIds } = await scriptedChatModule(name, template, [{ role: 'user', content: QUESTION }], reply, { tools: [ADD], ...tokens });
+    Object.assign(served, { dir, replyIds, tokenizer: await TextTokenizer.fromDirectory(dir), url: await serve({ engine: { model: dir }, name }) });
+  });
+  return served;
+}
+
 describe('reasonplug serve: Mistral tool calls after the [TOOL_CALLS] token', function () {
   this.timeout(180_000);
-  let dir: string;
-  let replyIds: number[];
-  let server: RunningServer;
-  let tokenizer: TextTokenizer;
+  // Scripted for the prompt with the tool rendered in it, as ChatOpenAI sends it.
+  const s = scripted('mistralish', MISTRAL_TOOLS_TEMPLATE, REPLY, { specialTokens: ['[TOOL_CALLS]'] });
   /** The reply as decoding that keeps the special token gives it. */
   let written: string;
   const chat = (over: Record<string, unknown> = {}) =>
-    new ChatOpenAI({ model: 'mistralish', apiKey: 'none', temperature: 0, maxTokens: 160, configuration: { baseURL: `${server.url}/v1` }, maxRetries: 0, ...over });
+    new ChatOpenAI({ model: 'mistralish', apiKey: 'none', temperature: 0, maxTokens: 160, configuration: { baseURL: `${s.url}/v1` }, maxRetries: 0, ...over });
   const calls = (m: AIMessage) => m.tool_calls?.map((c) => [c.name, c.args]);
 
-  before(async () => {
-    // Scripted for the prompt with the tool rendered in it, as ChatOpenAI sends it.
-    ({ dir, replyIds } = await scriptedChatModule('mistralish', MISTRAL_TOOLS_TEMPLATE, [{ role: 'user', content: QUESTION }], REPLY, { tools: [ADD], specialTokens: ['[TOOL_CALLS]'] }));
-    tokenizer = await TextTokenizer.fromDirectory(dir);
-    written = tokenizer.decode(replyIds, true, new Set([MARKER]));
-    server = await startServer({ engine: { model: dir }, name: 'mistralish', port: 0 });
-    await server.ready;
-  });
-  after(async () => {
-    await server?.close();
+  before(() => {
+    written = s.tokenizer.decode(s.replyIds, true, new Set([MARKER]));
   });
 
   it('reads the syntax from the template, and the reply starts with the special token', () => {
     expect(toolCallSyntaxOf(MISTRAL_TOOLS_TEMPLATE)).to.equal('mistral');
-    expect(replyIds[0]).to.equal(MARKER);
-    expect(tokenizer.tokenId('[TOOL_CALLS]')).to.equal(MARKER);
+    expect(s.replyIds[0]).to.equal(MARKER);
+    expect(s.tokenizer.tokenId('[TOOL_CALLS]')).to.equal(MARKER);
     // Decoding drops it, unless it is kept (this legacy SentencePiece vocabulary writes the blank after it as two pieces).
-    expect(tokenizer.decode(replyIds).trim()).to.equal(REPLY.slice('[TOOL_CALLS] '.length));
-    expect(tokenizer.decode(replyIds, true, new Set([MARKER]))).to.equal(written);
+    expect(s.tokenizer.decode(s.replyIds).trim()).to.equal(REPLY.slice('[TOOL_CALLS] '.length));
+    expect(s.tokenizer.decode(s.replyIds, true, new Set([MARKER]))).to.equal(written);
     expect(written).to.equal(REPLY.replace('[TOOL_CALLS] ', '[TOOL_CALLS]  '));
   });
 
   it('the constraint writes the special token and the list (required, auto, named), and the text keeps the token', async () => {
-    const engine = await Engine.load({ model: dir });
+    const engine = await Engine.load({ model: s.dir });
     try {
       // The messages with the tool, rendered by the engine as the server renders them.
       const prompt = { messages: [{ role: 'user' as const, content: QUESTION }], tools: [ADD] };
       const tools = [{ name: 'add', parameters: ADD.function.parameters }];
       for (const choice of ['required', 'auto'] as const) {
         const { rows } = await engine.generate(prompt, { maxTokens: 160, responseFormat: { type: 'tool_calls', tools, choice, syntax: 'mistral' } });
-        expect(rows[0]!.ids.slice(0, -1), choice).to.deep.equal(replyIds);
+        expect(rows[0]!.ids.slice(0, -1), choice).to.deep.equal(s.replyIds);
         expect(rows[0]!.text, choice).to.equal(written);
         expect(rows[0]!.finishReason).to.equal('eos');
       }
@@ -80,7 +91,7 @@ describe('reasonplug serve: Mistral tool calls after the [TOOL_CALLS] token', fu
       expect(named.rows[0]!.text).to.equal(`${written.slice(0, written.indexOf('}}') + 2)}]`);
       // Unconstrained, the special token is dropped from the text as any other.
       const free = await engine.generate(prompt, { maxTokens: 160 });
-      expect(free.rows[0]!.ids.slice(0, -1)).to.deep.equal(replyIds);
+      expect(free.rows[0]!.ids.slice(0, -1)).to.deep.equal(s.replyIds);
       expect(free.rows[0]!.text).to.equal(written.slice('[TOOL_CALLS]'.length));
     } finally {
       await engine.dispose();
@@ -120,17 +131,17 @@ describe('reasonplug serve: Mistral tool calls after the [TOOL_CALLS] token', fu
         { role: 'tool', content: '7', tool_call_id: second!.id },
       ],
     };
-    const res = await fetch(`${server.url}/tokenize`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+    const res = await postJson(s.url, '/tokenize', body);
     expect(res.status).to.equal(200);
     // Blanks squeezed: this (legacy SentencePiece) vocabulary writes a blank after a special token as two pieces.
-    const text = tokenizer.decode(((await res.json()) as { tokens: number[] }).tokens, false).replace(/ +/g, ' ');
+    const text = s.tokenizer.decode(((await res.json()) as { tokens: number[] }).tokens, false).replace(/ +/g, ' ');
     expect(text).to.include(`[TOOL_CALLS] [{"name": "add", "arguments": {"a": 2, "b": 2}, "id": "${first!.id}"}, {"name": "add", "arguments": {"a": 3, "b": 4}, "id": "${second!.id}"}]</s>`);
     expect(text).to.include(`[TOOL_RESULTS] {"content": "4", "call_id": "${first!.id}"}[/TOOL_RESULTS][TOOL_RESULTS] {"content": "7", "call_id": "${second!.id}"}[/TOOL_RESULTS]`);
     // And ChatOpenAI's next turn runs on it; OpenAI-style ids are the template's to refuse, a 400 that names why.
     const next = await chat({ maxTokens: 4 }).bindTools([ADD]).invoke(turns);
     expect(next.usage_metadata?.input_tokens).to.be.greaterThan(0);
     const foreign = { ...body, messages: body.messages.map((m) => ('tool_call_id' in m ? { ...m, tool_call_id: 'call_1' } : m)) };
-    const refused = await fetch(`${server.url}/tokenize`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(foreign) });
+    const refused = await postJson(s.url, '/tokenize', foreign);
     expect(refused.status).to.equal(400);
     expect(((await refused.json()) as { error: { message: string } }).error.message).to.include('Tool call IDs should be alphanumeric strings with length 9!');
   });
@@ -156,32 +167,19 @@ describe('reasonplug serve: Mistral\'s later tool calls, [TOOL_CALLS]name[ARGS]{
   this.timeout(180_000);
   const reply = '[TOOL_CALLS]add[ARGS]{"a": 2, "b": 2}[TOOL_CALLS]add[ARGS]{"a": 3, "b": 4}';
   const [calls, args] = [512, 513];
-  let dir: string;
-  let replyIds: number[];
-  let server: RunningServer;
-  let tokenizer: TextTokenizer;
-
-  before(async () => {
-    ({ dir, replyIds } = await scriptedChatModule('mistralargs', MISTRAL_ARGS_TOOLS_TEMPLATE, [{ role: 'user', content: QUESTION }], reply, { tools: [ADD], specialTokens: ['[TOOL_CALLS]', '[ARGS]'] }));
-    tokenizer = await TextTokenizer.fromDirectory(dir);
-    server = await startServer({ engine: { model: dir }, name: 'mistralargs', port: 0 });
-    await server.ready;
-  });
-  after(async () => {
-    await server?.close();
-  });
+  const s = scripted('mistralargs', MISTRAL_ARGS_TOOLS_TEMPLATE, reply, { specialTokens: ['[TOOL_CALLS]', '[ARGS]'] });
 
   it('the constraint writes both special tokens (required, auto, named), the text keeps them, ChatOpenAI reads both calls', async () => {
     expect(toolCallSyntaxOf(MISTRAL_ARGS_TOOLS_TEMPLATE)).to.equal('mistral-args');
-    expect(replyIds.filter((id) => id === calls || id === args)).to.deep.equal([calls, args, calls, args]);
-    const written = tokenizer.decode(replyIds, true, new Set([calls, args]));
-    const engine = await Engine.load({ model: dir });
+    expect(s.replyIds.filter((id) => id === calls || id === args)).to.deep.equal([calls, args, calls, args]);
+    const written = s.tokenizer.decode(s.replyIds, true, new Set([calls, args]));
+    const engine = await Engine.load({ model: s.dir });
     try {
-      const prompt = { promptIds: [tokenizer.encode(tokenizer.applyChatTemplate([{ role: 'user', content: QUESTION }], { tools: [ADD] }), false)] };
+      const prompt = { promptIds: [s.tokenizer.encode(s.tokenizer.applyChatTemplate([{ role: 'user', content: QUESTION }], { tools: [ADD] }), false)] };
       const tools = [{ name: 'add', parameters: ADD.function.parameters }];
       for (const choice of ['required', 'auto'] as const) {
         const { rows } = await engine.generate(prompt, { maxTokens: 160, responseFormat: { type: 'tool_calls', tools, choice, syntax: 'mistral-args' } });
-        expect(rows[0]!.ids.slice(0, -1), choice).to.deep.equal(replyIds);
+        expect(rows[0]!.ids.slice(0, -1), choice).to.deep.equal(s.replyIds);
         expect(rows[0]!.text, choice).to.equal(written);
       }
       const named = await engine.generate(prompt, { maxTokens: 160, responseFormat: { type: 'tool_calls', tools, choice: { name: 'add' }, syntax: 'mistral-args' } });
@@ -189,7 +187,7 @@ describe('reasonplug serve: Mistral\'s later tool calls, [TOOL_CALLS]name[ARGS]{
     } finally {
       await engine.dispose();
     }
-    const chat = new ChatOpenAI({ model: 'mistralargs', apiKey: 'none', temperature: 0, maxTokens: 160, configuration: { baseURL: `${server.url}/v1` }, maxRetries: 0 });
+    const chat = new ChatOpenAI({ model: 'mistralargs', apiKey: 'none', temperature: 0, maxTokens: 160, configuration: { baseURL: `${s.url}/v1` }, maxRetries: 0 });
     const got = await chat.bindTools([ADD]).invoke(QUESTION);
     expect(got.tool_calls?.map((c) => [c.name, c.args])).to.deep.equal([['add', { a: 2, b: 2 }], ['add', { a: 3, b: 4 }]]);
     expect(got.content).to.equal('');
@@ -216,21 +214,12 @@ describe('reasonplug serve: Mistral\'s later tool calls, [TOOL_CALLS]name[ARGS]{
 describe("reasonplug serve: Granite's tool calls, a list after the <|tool_call|> token", function () {
   this.timeout(180_000);
   const reply = '<|tool_call|>[{"name": "add", "arguments": {"a": 2, "b": 2}}, {"name": "add", "arguments": {"a": 3, "b": 4}}]';
-  let server: RunningServer;
-
-  before(async () => {
-    const { dir, replyIds } = await scriptedChatModule('graniteish', GRANITE_TOOLS_TEMPLATE, [{ role: 'user', content: QUESTION }], reply, { tools: [ADD], specialTokens: ['<|tool_call|>'] });
-    expect(replyIds[0]).to.equal(512);
-    server = await startServer({ engine: { model: dir }, name: 'graniteish', port: 0 });
-    await server.ready;
-  });
-  after(async () => {
-    await server?.close();
-  });
+  const s = scripted('graniteish', GRANITE_TOOLS_TEMPLATE, reply, { specialTokens: ['<|tool_call|>'] });
 
   it('ChatOpenAI gets both calls (required and auto), and they go back through the template', async () => {
+    expect(s.replyIds[0]).to.equal(512);
     expect(toolCallSyntaxOf(GRANITE_TOOLS_TEMPLATE)).to.equal('granite');
-    const chat = new ChatOpenAI({ model: 'graniteish', apiKey: 'none', temperature: 0, maxTokens: 160, configuration: { baseURL: `${server.url}/v1` }, maxRetries: 0 });
+    const chat = new ChatOpenAI({ model: 'graniteish', apiKey: 'none', temperature: 0, maxTokens: 160, configuration: { baseURL: `${s.url}/v1` }, maxRetries: 0 });
     for (const toolChoice of ['auto', 'required'] as const) {
       const got = await chat.bindTools([ADD], { tool_choice: toolChoice }).invoke(QUESTION);
       expect(got.tool_calls?.map((c) => [c.name, c.args]), toolChoice).to.deep.equal([['add', { a: 2, b: 2 }], ['add', { a: 3, b: 4 }]]);
@@ -246,23 +235,12 @@ describe("reasonplug serve: Granite's tool calls, a list after the <|tool_call|>
 describe("reasonplug serve: Qwen's <tool_call> blocks, whose tags are added tokens of its vocabulary", function () {
   this.timeout(180_000);
   const reply = '<tool_call>\n{"name": "add", "arguments": {"a": 2, "b": 2}}\n</tool_call>';
-  let server: RunningServer;
-  let replyIds: number[];
-
-  before(async () => {
-    let dir: string;
-    // As in Qwen 2.5's and 3's vocabularies: added tokens that decode as text (not special).
-    ({ dir, replyIds } = await scriptedChatModule('qwenish-tools', THINKING_TEMPLATE, [{ role: 'user', content: QUESTION }], reply, { tools: [ADD], textTokens: ['<tool_call>', '</tool_call>'] }));
-    server = await startServer({ engine: { model: dir }, name: 'qwenish-tools', port: 0 });
-    await server.ready;
-  });
-  after(async () => {
-    await server?.close();
-  });
+  // As in Qwen 2.5's and 3's vocabularies: added tokens that decode as text (not special).
+  const s = scripted('qwenish-tools', THINKING_TEMPLATE, reply, { textTokens: ['<tool_call>', '</tool_call>'] });
 
   it('ChatOpenAI (tool_choice auto, the default, and required) gets the call the model opens and closes with those tokens', async () => {
-    expect(replyIds.filter((id) => id >= 512)).to.deep.equal([512, 513]);
-    const chat = new ChatOpenAI({ model: 'qwenish-tools', apiKey: 'none', temperature: 0, maxTokens: 160, configuration: { baseURL: `${server.url}/v1` }, maxRetries: 0 });
+    expect(s.replyIds.filter((id) => id >= 512)).to.deep.equal([512, 513]);
+    const chat = new ChatOpenAI({ model: 'qwenish-tools', apiKey: 'none', temperature: 0, maxTokens: 160, configuration: { baseURL: `${s.url}/v1` }, maxRetries: 0 });
     for (const options of [{}, { tool_choice: 'required' }] as const) {
       const got = await chat.bindTools([ADD], options).invoke(QUESTION);
       expect(got.tool_calls?.map((c) => [c.name, c.args]), JSON.stringify(options)).to.deep.equal([['add', { a: 2, b: 2 }]]);
@@ -277,38 +255,21 @@ describe("reasonplug serve: DeepSeek's tool calls, fenced between <｜tool▁cal
   const [CALLS, CALLS_END, CALL, SEP, CALL_END] = ['<｜tool▁calls▁begin｜>', '<｜tool▁calls▁end｜>', '<｜tool▁call▁begin｜>', '<｜tool▁sep｜>', '<｜tool▁call▁end｜>'];
   const fenced = (args: string) => `${CALL}function${SEP}add\n\`\`\`json\n${args}\n\`\`\`${CALL_END}`;
   const reply = `${CALLS}${fenced('{"a": 2, "b": 2}')}\n${fenced('{"a": 3, "b": 4}')}${CALLS_END}`;
-  let dir: string;
-  let replyIds: number[];
-  let server: RunningServer;
-  let tokenizer: TextTokenizer;
-  const chat = () => new ChatOpenAI({ model: 'deepseekish', apiKey: 'none', temperature: 0, maxTokens: 200, configuration: { baseURL: `${server.url}/v1` }, maxRetries: 0 });
-
-  before(async () => {
-    ({ dir, replyIds } = await scriptedChatModule('deepseekish', DEEPSEEK_TOOLS_TEMPLATE, [{ role: 'user', content: QUESTION }], reply, {
-      tools: [ADD],
-      textTokens: [CALLS, CALLS_END, CALL, SEP, CALL_END],
-      bpe: true,
-    }));
-    tokenizer = await TextTokenizer.fromDirectory(dir);
-    server = await startServer({ engine: { model: dir }, name: 'deepseekish', port: 0 });
-    await server.ready;
-  });
-  after(async () => {
-    await server?.close();
-  });
+  const s = scripted('deepseekish', DEEPSEEK_TOOLS_TEMPLATE, reply, { textTokens: [CALLS, CALLS_END, CALL, SEP, CALL_END], bpe: true });
+  const chat = () => new ChatOpenAI({ model: 'deepseekish', apiKey: 'none', temperature: 0, maxTokens: 200, configuration: { baseURL: `${s.url}/v1` }, maxRetries: 0 });
 
   it('the constraint writes the markers as their tokens and the fenced calls (required, auto, named)', async () => {
     expect(toolCallSyntaxOf(DEEPSEEK_TOOLS_TEMPLATE)).to.equal('deepseek');
-    const markers = [CALLS, CALL, SEP, CALL_END, CALL, SEP, CALL_END, CALLS_END].map((m) => tokenizer.tokenId(m));
-    expect(replyIds.filter((id) => markers.includes(id))).to.deep.equal(markers);
-    expect(tokenizer.decode(replyIds)).to.equal(reply);
-    const engine = await Engine.load({ model: dir });
+    const markers = [CALLS, CALL, SEP, CALL_END, CALL, SEP, CALL_END, CALLS_END].map((m) => s.tokenizer.tokenId(m));
+    expect(s.replyIds.filter((id) => markers.includes(id))).to.deep.equal(markers);
+    expect(s.tokenizer.decode(s.replyIds)).to.equal(reply);
+    const engine = await Engine.load({ model: s.dir });
     try {
       const prompt = { messages: [{ role: 'user' as const, content: QUESTION }], tools: [ADD] };
       const tools = [{ name: 'add', parameters: ADD.function.parameters }];
       for (const choice of ['required', 'auto'] as const) {
         const { rows } = await engine.generate(prompt, { maxTokens: 200, responseFormat: { type: 'tool_calls', tools, choice, syntax: 'deepseek' } });
-        expect(rows[0]!.ids.slice(0, -1), choice).to.deep.equal(replyIds);
+        expect(rows[0]!.ids.slice(0, -1), choice).to.deep.equal(s.replyIds);
         expect(rows[0]!.text, choice).to.equal(reply);
       }
       // A named tool is called once: the calls close after the first.
@@ -338,9 +299,9 @@ describe("reasonplug serve: DeepSeek's tool calls, fenced between <｜tool▁cal
         { role: 'tool', content: '4', tool_call_id: got.tool_calls![0]!.id },
       ],
     };
-    const res = await fetch(`${server.url}/tokenize`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+    const res = await postJson(s.url, '/tokenize', body);
     expect(res.status).to.equal(200);
-    const text = tokenizer.decode(((await res.json()) as { tokens: number[] }).tokens, false);
+    const text = s.tokenizer.decode(((await res.json()) as { tokens: number[] }).tokens, false);
     expect(text).to.include(`${CALLS}${fenced('{"a":2,"b":2}')}\n${fenced('{"a":3,"b":4}')}${CALLS_END}`).and.not.include('[object');
     expect(text).to.include('<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>4<');
     const next = await chat().bindTools([ADD]).invoke([new HumanMessage(QUESTION), got, new ToolMessage({ content: '4', tool_call_id: got.tool_calls![0]!.id! })]);
@@ -375,29 +336,15 @@ describe("reasonplug serve: Cohere's tool calls, a list between <|START_ACTION|>
   const [THINK, THOUGHT_END, ACTION, ACTION_END] = ['<|START_THINKING|>', '<|END_THINKING|>', '<|START_ACTION|>', '<|END_ACTION|>'];
   const calls = '[{"tool_call_id": "0", "tool_name": "add", "parameters": {"a": 2, "b": 2}}, {"tool_call_id": "1", "tool_name": "add", "parameters": {"a": 3, "b": 4}}]';
   const reply = `${THINK}I add them.${THOUGHT_END}${ACTION}${calls}${ACTION_END}`;
-  let url: string;
-  let replyIds: number[];
-  let tokenizer: TextTokenizer;
-  const { serve } = useServers();
-
-  before(async () => {
-    let dir: string;
-    ({ dir, replyIds } = await scriptedChatModule('cohereish', COHERE_TOOLS_TEMPLATE, [{ role: 'user', content: QUESTION }], reply, {
-      tools: [ADD],
-      specialTokens: [THINK, THOUGHT_END, ACTION, ACTION_END],
-      bpe: true,
-    }));
-    tokenizer = await TextTokenizer.fromDirectory(dir);
-    url = await serve({ engine: { model: dir }, name: 'cohereish' });
-  });
+  const s = scripted('cohereish', COHERE_TOOLS_TEMPLATE, reply, { specialTokens: [THINK, THOUGHT_END, ACTION, ACTION_END], bpe: true });
 
   it('the constraint writes the thought, then the list between the special tokens; the calls and the thought come apart', async () => {
     expect(toolCallSyntaxOf(COHERE_TOOLS_TEMPLATE)).to.equal('command-r');
-    const markers = [THINK, THOUGHT_END, ACTION, ACTION_END].map((m) => tokenizer.tokenId(m));
-    expect(replyIds.filter((id) => markers.includes(id))).to.deep.equal(markers);
+    const markers = [THINK, THOUGHT_END, ACTION, ACTION_END].map((m) => s.tokenizer.tokenId(m));
+    expect(s.replyIds.filter((id) => markers.includes(id))).to.deep.equal(markers);
     for (const toolChoice of ['auto', 'required'] as const) {
       const body = { model: 'cohereish', messages: [{ role: 'user', content: QUESTION }], tools: [ADD], tool_choice: toolChoice, temperature: 0, max_tokens: 200 };
-      const answer = (await (await postJson(url, '/v1/chat/completions', body)).json()) as {
+      const answer = (await (await postJson(s.url, '/v1/chat/completions', body)).json()) as {
         choices: { message: { content: string | null; reasoning_content?: string; tool_calls?: { function: { name: string; arguments: string } }[] }; finish_reason: string }[];
       };
       const { message, finish_reason } = answer.choices[0]!;
@@ -406,7 +353,7 @@ describe("reasonplug serve: Cohere's tool calls, a list between <|START_ACTION|>
       expect(message.content ?? '').to.equal('');
       expect(finish_reason).to.equal('tool_calls');
     }
-    const chat = new ChatOpenAI({ model: 'cohereish', apiKey: 'none', temperature: 0, maxTokens: 200, configuration: { baseURL: `${url}/v1` }, maxRetries: 0 });
+    const chat = new ChatOpenAI({ model: 'cohereish', apiKey: 'none', temperature: 0, maxTokens: 200, configuration: { baseURL: `${s.url}/v1` }, maxRetries: 0 });
     const got = await chat.bindTools([ADD]).invoke(QUESTION);
     expect(got.tool_calls?.map((c) => [c.name, c.args])).to.deep.equal([['add', { a: 2, b: 2 }], ['add', { a: 3, b: 4 }]]);
     // and they go back through the template with their results
@@ -417,8 +364,8 @@ describe("reasonplug serve: Cohere's tool calls, a list between <|START_ACTION|>
         { role: 'tool', content: '4', tool_call_id: got.tool_calls![0]!.id },
       ],
     };
-    const tokens = ((await (await postJson(url, '/tokenize', body)).json()) as { tokens: number[] }).tokens;
-    const text = tokenizer.decode(tokens, false);
+    const tokens = ((await (await postJson(s.url, '/tokenize', body)).json()) as { tokens: number[] }).tokens;
+    const text = s.tokenizer.decode(tokens, false);
     expect(text).to.include(`${ACTION}[{"tool_call_id": "0", "tool_name": "add", "parameters": {"a": 2, "b": 2}}, {"tool_call_id": "1", "tool_name": "add", "parameters": {"a": 3, "b": 4}}]${ACTION_END}`);
     expect(text).to.include('<|START_TOOL_RESULT|>4<|END_TOOL_RESULT|>');
   });

@@ -72,14 +72,10 @@ export function toolCallSyntaxOf(chatTemplate: string | undefined): ToolCallSynt
  * grammar write them as those tokens, and the reply's text keeps them for the splitter.
  */
 export function markerTokensOf(syntax: ToolCallSyntax): readonly string[] {
-  if (syntax === 'hermes') return [TOOL_CALL_SYNTAX.hermes.begin, TOOL_CALL_SYNTAX.hermes.end];
-  if (syntax === 'deepseek') {
-    const { begin, end, each } = TOOL_CALL_SYNTAX.deepseek;
-    return [begin, end, each.begin, each.sep, each.end];
-  }
-  if (syntax === 'command-r') return [TOOL_CALL_SYNTAX['command-r'].begin, TOOL_CALL_SYNTAX['command-r'].end];
-  if (syntax === 'mistral-args') return [TOOL_CALL_SYNTAX['mistral-args'].begin, TOOL_CALL_SYNTAX['mistral-args'].args];
-  return syntax === 'mistral' || syntax === 'granite' ? [TOOL_CALL_SYNTAX[syntax].begin] : [];
+  const form: ToolCallForm = TOOL_CALL_SYNTAX[syntax];
+  // Llama 3's opening is the call's own JSON, no marker.
+  if (form.beginsJson) return [];
+  return [form.begin, form.end, form.args, form.each?.begin, form.each?.sep, form.each?.end].filter((t): t is string => t !== undefined);
 }
 
 /**
