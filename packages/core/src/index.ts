@@ -41,7 +41,8 @@ export {
   type LoadedModule,
   type ModuleDirInit,
 } from './modules/module-dir.js';
-export { TextTokenizer, TokenizerError, type ChatMessage } from './tokenizer/tokenizer.js';
+export { TextTokenizer, TokenizerError, type ChatMessage, type ChatTemplateOptions } from './tokenizer/tokenizer.js';
+export { withToolsInPrompt, GENERIC_REPLY, type FunctionTool, type ToolsPrompt } from './tokenizer/tools-in-prompt.js';
 export { StreamDecoder } from './tokenizer/stream-decoder.js';
 export * from './sampling/index.js';
 export * from './onnx/signature.js';
@@ -71,6 +72,7 @@ export { startServer, type RunningServer, type ServeOptions } from './serve/serv
 export { HttpError } from './serve/errors.js';
 export { TOOL_CALL_SYNTAX, toolCallSyntaxOf, type ToolCallSyntax } from './constrain/tool-syntax.js';
 export { ToolCallTextSplitter, parseToolCall, parseToolCalls, toolCallId, type ParsedToolCall, type SplitToolText } from './chat/tool-calls.js';
+export { GenericReplySplitter } from './chat/generic-reply.js';
 export { ReasoningTextSplitter, opensThought, reasoningTagsOf, reasoningTokens, type ReasoningFormat, type ReasoningTags, type SplitReasoning } from './chat/reasoning.js';
 export { cutAfterFinalMessage } from './chat/continuation.js';
 export { ChatReplySplitter, keptTokens, replyParsing, splitReply, thinkingBudgetFor, thoughtFirst, type ReplyParsing, type SplitReply } from './chat/reply.js';

@@ -11,6 +11,7 @@ import { XGrammarFactory, applyBitmask, grammarVocabulary, prepareJsonSchema, ty
 import { withWritableTokens } from '../src/constrain/vocabulary.js';
 import { SUPPORTED_FORMATS } from '../src/constrain/json-schema.js';
 import { ToolCallTextSplitter } from '../src/chat/tool-calls.js';
+import { GenericReplySplitter } from '../src/chat/generic-reply.js';
 import { splitReply } from '../src/chat/reply.js';
 import { rewriteRegex } from '../src/constrain/regex-rewrite.js';
 import { numberRangeEbnf } from '../src/constrain/number-range.js';
@@ -450,6 +451,49 @@ describe('constrained decoding', function () {
       }
       expect(ended, label).to.be.greaterThan(20);
       expect(called, label).to.be.greaterThan(choice === 'auto' ? 10 : 20);
+    }
+  });
+
+  it('generic tool calls (templates without tools) by random walks: one reply object, calls of bound tools or (auto) an answer, as an independent schema says; the splitter reads it back', async () => {
+    const factory = new XGrammarFactory(grammarVocabulary(JSON.parse(await readFile(join(dir, 'tokenizer.json'), 'utf8')) as object, 512), 'generic-walks');
+    const tools = [
+      { name: 'add', parameters: { type: 'object', properties: { a: { type: 'integer', minimum: 0, maximum: 9 }, b: { type: 'integer' } }, required: ['a', 'b'] } },
+      { name: 'say', parameters: { type: 'object', properties: { text: { type: 'string', maxLength: 8 } }, required: ['text'] } },
+    ];
+    const callOf = (t: (typeof tools)[number]) => ({ type: 'object', properties: { name: { const: t.name }, arguments: t.parameters }, required: ['name', 'arguments'], additionalProperties: false });
+    const only = (key: string, value: object) => ({ type: 'object', properties: { [key]: value }, required: [key], additionalProperties: false });
+    const rng = createRng(9);
+    for (const parallel of [true, false]) {
+      for (const choice of ['auto', 'required', { name: 'say' }] as const) {
+        const label = `${JSON.stringify(choice)}, parallel ${parallel}`;
+        const call = { anyOf: tools.filter((t) => typeof choice !== 'object' || t.name === choice.name).map(callOf) };
+        const calling = parallel && typeof choice !== 'object' ? only('tool_calls', { type: 'array', items: call, minItems: 1 }) : only('tool_call', call);
+        const schema = choice === 'auto' ? { anyOf: [calling, only('response', { type: 'string' })] } : calling;
+        const format: ResponseFormat = { type: 'tool_calls', tools, choice, parallel, syntax: 'generic' };
+        let ended = 0;
+        let answered = 0;
+        let called = 0;
+        for (let walk = 0; walk < 40; walk++) {
+          // auto: on half the walks the opening of an answer; the grammar refuses it elsewhere
+          const prefix = rng() < 0.5 ? '{"response": "' : '';
+          const text = await randomWalk(factory, format, rng, prefix);
+          if (prefix && choice !== 'auto') expect(text, label).to.equal(undefined);
+          if (text === undefined) continue;
+          ended++;
+          const value = JSON.parse(text) as { response?: string; tool_calls?: { name: string; arguments: unknown }[]; tool_call?: { name: string; arguments: unknown } };
+          expect(ajv.validate(schema, value), `${label}: ${text} → ${ajv.errorsText()}`).to.equal(true);
+          const splitter = new GenericReplySplitter();
+          const pieces = [splitter.push(text.slice(0, 7)), splitter.push(text.slice(7)), splitter.end()];
+          const calls = pieces.flatMap((p) => p.toolCalls).map((c) => ({ name: c.name, arguments: JSON.parse(c.arguments) as unknown }));
+          expect(pieces.map((p) => p.content).join(''), text).to.equal(value.response ?? '');
+          expect(calls, text).to.deep.equal(value.tool_calls ?? (value.tool_call ? [value.tool_call] : []));
+          if (value.response !== undefined) answered++;
+          called += calls.length;
+        }
+        expect(ended, label).to.be.greaterThan(15);
+        expect(called, label).to.be.greaterThan(choice === 'auto' ? 5 : 10);
+        if (choice === 'auto') expect(answered, label).to.be.greaterThan(5);
+      }
     }
   });
 

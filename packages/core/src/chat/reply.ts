@@ -7,7 +7,8 @@ import { opensThought, ReasoningTextSplitter, reasoningTagsOf, reasoningTokens, 
 import type { ResponseFormat } from '../constrain/types.js';
 import type { ThinkingBudget } from '../generate/types.js';
 import type { ToolCallSyntax } from '../constrain/tool-syntax.js';
-import { ToolCallTextSplitter, type ParsedToolCall } from './tool-calls.js';
+import { ToolCallTextSplitter, type ParsedToolCall, type SplitToolText } from './tool-calls.js';
+import { GenericReplySplitter } from './generic-reply.js';
 
 /** What one piece of a reply turned into. */
 export interface SplitReply {
@@ -70,11 +71,11 @@ export function thinkingBudgetFor(tokens: number, parsing: ReplyParsing, chatTem
 /** Splits a reply piece by piece into thought, answer and tool calls. */
 export class ChatReplySplitter {
   private readonly reasoning: ReasoningTextSplitter | undefined;
-  private readonly tools: ToolCallTextSplitter | undefined;
+  private readonly tools: { push(text: string): SplitToolText; end(): SplitToolText } | undefined;
 
   constructor(private readonly parsing: ReplyParsing) {
     this.reasoning = parsing.reasoning && new ReasoningTextSplitter(parsing.reasoning.tags, parsing.reasoning.open);
-    this.tools = parsing.tools ? new ToolCallTextSplitter(parsing.tools) : undefined;
+    this.tools = parsing.tools === 'generic' ? new GenericReplySplitter() : parsing.tools ? new ToolCallTextSplitter(parsing.tools) : undefined;
   }
 
   /** Takes the next piece of text. */

@@ -199,7 +199,7 @@ export function parseToolCall(body: string, syntax: ToolCallSyntax = 'hermes'): 
 }
 
 /** A parsed JSON value as a call: an object with a string `name`; its `id` kept where the syntax's ids are valid. */
-function toolCallOf(value: unknown, syntax: ToolCallSyntax): ParsedToolCall | undefined {
+export function toolCallOf(value: unknown, syntax: ToolCallSyntax): ParsedToolCall | undefined {
   if (!value || typeof value !== 'object') return undefined;
   const call = value as { name?: unknown; tool_name?: unknown; arguments?: unknown; parameters?: unknown; id?: unknown };
   // Cohere's calls name their tool `tool_name`.

@@ -16,9 +16,11 @@ import type { ResponseFormat } from './types.js';
  * each `<｜tool▁call▁begin｜>function<｜tool▁sep｜>name`, a newline and its arguments in a ```json fence, then
  * `<｜tool▁call▁end｜>` (DeepSeek-R1-0528 and its Qwen3 distill); the markers are added tokens of their vocabularies.
  * `command-r`: Cohere's, a JSON list of `{"tool_call_id": "0", "tool_name": …, "parameters": {…}}` objects between the
- * special tokens `<|START_ACTION|>` and `<|END_ACTION|>` (Command R7B, Command A).
+ * special tokens `<|START_ACTION|>` and `<|END_ACTION|>` (Command R7B, Command A). `generic`: for templates that show no
+ * tools, the reply is one JSON object, `{"tool_calls": [{"name": …, "arguments": {…}}, …]}` (`{"tool_call": {…}}` for one
+ * call) or `{"response": "…"}`, as the system message describes it (`tokenizer/tools-in-prompt.ts`).
  */
-export type ToolCallSyntax = 'hermes' | 'json' | 'mistral' | 'mistral-args' | 'granite' | 'deepseek' | 'command-r';
+export type ToolCallSyntax = 'hermes' | 'json' | 'mistral' | 'mistral-args' | 'granite' | 'deepseek' | 'command-r' | 'generic';
 
 /** How one syntax writes its calls. */
 export interface ToolCallForm {
@@ -48,16 +50,19 @@ export const TOOL_CALL_SYNTAX = {
   granite: { begin: '<|tool_call|>', list: true },
   deepseek: { begin: '<｜tool▁calls▁begin｜>', end: '<｜tool▁calls▁end｜>', each: { begin: '<｜tool▁call▁begin｜>', sep: '<｜tool▁sep｜>', end: '<｜tool▁call▁end｜>' } },
   'command-r': { begin: '<|START_ACTION|>', end: '<|END_ACTION|>', list: true },
+  // The reply object's opening; its own splitter reads it (`chat/generic-reply.ts`).
+  generic: { begin: '{"tool_call', beginsJson: true },
 } as const satisfies Record<ToolCallSyntax, ToolCallForm>;
 
 /**
- * The syntax a chat template teaches: `deepseek` where it writes `<｜tool▁calls▁begin｜>`, `command-r` where it writes
+ * The syntax a chat template teaches (`generic` where it shows no tools, `rendersTools` false): `deepseek` where it writes `<｜tool▁calls▁begin｜>`, `command-r` where it writes
  * `<|START_ACTION|>`, `mistral-args` where it
  * writes `[TOOL_CALLS]` and `[ARGS]`, `mistral` where it writes `[TOOL_CALLS]` alone, `granite` where it writes
  * `<|tool_call|>`; `json` for Llama 3's (it renders calls as `"parameters"` objects and tool results in the `ipython`
  * role) unless it writes `<tool_call>` blocks; `hermes` otherwise.
  */
-export function toolCallSyntaxOf(chatTemplate: string | undefined): ToolCallSyntax {
+export function toolCallSyntaxOf(chatTemplate: string | undefined, rendersTools = true): ToolCallSyntax {
+  if (!rendersTools) return 'generic';
   if (chatTemplate?.includes(TOOL_CALL_SYNTAX.deepseek.begin)) return 'deepseek';
   if (chatTemplate?.includes(TOOL_CALL_SYNTAX['command-r'].begin)) return 'command-r';
   if (!chatTemplate || chatTemplate.includes(TOOL_CALL_SYNTAX.hermes.begin)) return 'hermes';

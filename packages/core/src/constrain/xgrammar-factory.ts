@@ -12,6 +12,7 @@ import { allowedShare, applyBitmask } from '../sampling/bitmask.js';
 import { StageClock } from './timing.js';
 import { loadXGrammar, type EmbindIntVector, type XGrammarBinding, type XGrammarInstance } from './xgrammar-loader.js';
 import { TOOL_CALL_SYNTAX, writtenTokens, type ToolCallSyntax } from './tool-syntax.js';
+import { GENERIC_REPLY } from '../tokenizer/tools-in-prompt.js';
 import { ConstraintError, type Constraint, type ConstraintFactory, type JsonSchema, type ResponseFormat, type ThoughtFirst, type ToolChoice, type ToolSpec } from './types.js';
 
 /** Tool calls as the Hermes/Qwen chat templates teach them (the default syntax). */
@@ -307,6 +308,7 @@ export class XGrammarFactory implements ConstraintFactory {
       const grammars = await Promise.all(called.map(async (t) => ({ name: t.name, content: await grammarOf(t) })));
       if (syntax === 'deepseek') return deepseekCalls(grammars, choice, parallel);
       if (syntax === 'command-r') return cohereCalls(grammars, choice, parallel);
+      if (syntax === 'generic') return genericReply(grammars, choice, parallel, await this.schemaEbnf({ type: 'string' }, true, instance), this.vocabulary.prependSpace);
       return syntax === 'mistral-args' ? mistralArgsCalls(grammars, choice, parallel) : listedCalls(syntax, grammars, choice, parallel);
     }
     // One tag, its call in either layout templates use: Hermes/Qwen's (a newline inside the tags) or the compact
@@ -404,6 +406,27 @@ function cohereCalls(calls: { name: string; content: object }[], choice: ToolCho
   // The list as the marked tag's content: its closing bracket before the end marker.
   const marked = { type: 'tag', begin: `${begin}[`, content: items, end: `]${end}` };
   return choice === 'auto' ? { type: 'triggered_tags', triggers: [begin], tags: [marked], stop_after_first: true } : marked;
+}
+
+/**
+ * The generic reply (for templates that show no tools): one JSON object, `{"tool_calls": [call, …]}` (or
+ * `{"tool_call": call}` where one call is admitted), each call `{"name": …, "arguments": …}`; with `auto`, or
+ * `{"response": "…"}`. Laid out as XGrammar lays out JSON without free whitespace, as the prompt's earlier turns are;
+ * `blank`: one blank may come first.
+ */
+function genericReply(calls: { name: string; content: object }[], choice: ToolChoice, parallel: boolean, text: string, blank: boolean): Record<string, unknown> {
+  const call = {
+    type: 'or',
+    elements: calls.map((c) => ({ type: 'sequence', elements: [{ type: 'const_string', value: `{"name": ${JSON.stringify(c.name)}, "arguments": ` }, c.content, { type: 'const_string', value: '}' }] })),
+  };
+  const several = typeof choice === 'object' ? false : parallel;
+  const calling = several
+    ? { type: 'tag', begin: `{"${GENERIC_REPLY.calls}": [`, content: { type: 'tags_with_separator', tags: [{ type: 'tag', begin: '', content: call, end: '' }], separator: ', ', at_least_one: true }, end: ']}' }
+    : { type: 'tag', begin: `{"${GENERIC_REPLY.call}": `, content: call, end: '}' };
+  const answer = { type: 'tag', begin: `{"${GENERIC_REPLY.response}": `, content: { type: 'grammar', grammar: text }, end: '}' };
+  const reply = choice === 'auto' ? { type: 'or', elements: [calling, answer] } : calling;
+  // A blank first where the vocabulary prepends one to text: a SentencePiece model's reply starts with "▁{".
+  return blank ? { type: 'sequence', elements: [{ type: 'regex', pattern: ' ?' }, reply] } : reply;
 }
 
 /**

@@ -180,6 +180,7 @@ function toPromptIds(input: PromptInput, tokenizer: TextTokenizer | undefined): 
     const text = tokenizer.applyChatTemplate(input.messages, {
       ...(input.chatTemplate ? { template: input.chatTemplate } : {}),
       ...(input.tools ? { tools: input.tools } : {}),
+      ...(input.toolsPrompt ? { toolsPrompt: input.toolsPrompt } : {}),
       ...(input.chatTemplateKwargs ? { extra: input.chatTemplateKwargs } : {}),
     });
     return [tokenizer.encode(text, false)];

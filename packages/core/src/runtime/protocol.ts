@@ -1,6 +1,7 @@
 /** Messages between the engine (main thread) and its generation worker. */
 import type { DecoderSignature } from '../onnx/signature.js';
 import type { ChatMessage } from '../tokenizer/tokenizer.js';
+import type { ToolsPrompt } from '../tokenizer/tools-in-prompt.js';
 import type { GenerateOptions, GenerationResult, Timing, TokenEvent } from '../generate/types.js';
 import type { RuntimeOptions } from './decoder-session.js';
 import type { WireError } from './spawn-worker.js';
@@ -30,6 +31,11 @@ export type PromptInput =
       chatTemplate?: string;
       /** Tools the template shows the model (OpenAI's `{ type: 'function', function: { name, description, parameters } }`). */
       tools?: unknown[];
+      /**
+       * Tools for a template that shows none (`TextTokenizer.rendersTools`): described in the system message, the
+       * reply a JSON object as the `generic` tool-call syntax reads it (its constraint: `syntax: 'generic'`).
+       */
+      toolsPrompt?: ToolsPrompt;
       /** The template's own variables (Qwen3's `{ enable_thinking: false }`), as `chat_template_kwargs`. */
       chatTemplateKwargs?: Record<string, unknown>;
     };

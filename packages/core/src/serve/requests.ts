@@ -45,14 +45,17 @@ export interface ChatPromptSpec {
   addGenerationPrompt: boolean;
   /** `continue_final_message` (vLLM's): the prompt ends inside the final assistant message, whose text the reply continues. */
   continueFinalMessage: boolean;
+  /**
+   * The tool-call constraint; absent with `tool_choice: "none"` or without tools. With `none`, a template that renders
+   * tools still shows them; tools the prompt describes (the `generic` syntax's) are left out.
+   */
+  toolChoice?: ToolChoice;
+  /** `parallel_tool_calls`: whether a reply may make several calls (OpenAI's default: true). */
+  parallelToolCalls: boolean;
 }
 
 /** A chat request: messages for the chat template, and tools. */
 export interface ChatRequest extends ParsedRequest, ChatPromptSpec {
-  /** The tool-call constraint; absent with `tool_choice: "none"` (tools are still shown) or without tools. */
-  toolChoice?: ToolChoice;
-  /** `parallel_tool_calls`: whether a reply may make several calls (OpenAI's default: true). */
-  parallelToolCalls: boolean;
   /** `reasoning_format` (llama.cpp's): `none` leaves a reply's thought in its content; default the server's. */
   reasoningFormat?: ReasoningFormat;
   /** `thinking_token_budget` (vLLM's): tokens the reply's thought may take before its closing tag is written; default the server's. */
@@ -235,30 +238,11 @@ export function parseChatRequest(body: unknown): ChatRequest {
   for (const old of ['functions', 'function_call'] as const) {
     if (body[old] !== undefined) throw badRequest(`${old} (deprecated function calling) is not supported: use tools and tool_choice`, old);
   }
-  const { tools } = prompt;
-  const choice = body.tool_choice;
-  let toolChoice: ToolChoice | undefined;
-  if (tools) {
-    if (choice === undefined || choice === null || choice === 'auto') toolChoice = 'auto';
-    else if (choice === 'required') toolChoice = 'required';
-    else if (choice === 'none') toolChoice = undefined;
-    else if (isObject(choice) && isObject(choice.function) && typeof choice.function.name === 'string') {
-      const name = choice.function.name;
-      if (!tools.some((t) => t.function.name === name)) throw badRequest(`tool_choice names "${name}", which is not among tools`, 'tool_choice');
-      toolChoice = { name };
-    } else throw badRequest('tool_choice must be "none", "auto", "required" or {"type": "function", "function": {"name": …}}', 'tool_choice');
-  } else if (choice !== undefined && choice !== null && choice !== 'none' && choice !== 'auto') {
-    throw badRequest('tool_choice needs tools', 'tool_choice');
-  }
-  const parallel = body.parallel_tool_calls ?? true;
-  if (typeof parallel !== 'boolean') throw badRequest('parallel_tool_calls must be true or false', 'parallel_tool_calls');
   const reasoningFormat = reasoningFormatOf(body.reasoning_format);
   const thinkingBudget = integer(body, 'thinking_token_budget', 0);
   return {
     ...base,
     ...prompt,
-    ...(toolChoice ? { toolChoice } : {}),
-    parallelToolCalls: parallel,
     ...(reasoningFormat ? { reasoningFormat } : {}),
     ...(thinkingBudget !== undefined ? { thinkingBudget } : {}),
   };
@@ -282,13 +266,35 @@ function chatPromptSpec(body: Body): ChatPromptSpec {
     const last = messages[messages.length - 1];
     if (last?.role !== 'assistant' || !last.content) throw badRequest('continue_final_message needs a last message from the assistant, with the text to continue', 'continue_final_message');
   }
+  const toolChoice = toolChoiceOf(body.tool_choice, tools);
+  const parallel = body.parallel_tool_calls ?? true;
+  if (typeof parallel !== 'boolean') throw badRequest('parallel_tool_calls must be true or false', 'parallel_tool_calls');
   return {
     messages,
     ...(tools ? { tools } : {}),
     ...(kwargs && Object.keys(kwargs).length ? { templateKwargs: kwargs } : {}),
     addGenerationPrompt: generation,
     continueFinalMessage: continueFinal,
+    ...(toolChoice ? { toolChoice } : {}),
+    parallelToolCalls: parallel,
   };
+}
+
+/** `tool_choice` as the constraint takes it: undefined for `none` or without tools. */
+function toolChoiceOf(choice: unknown, tools: ChatPromptSpec['tools']): ToolChoice | undefined {
+  if (!tools) {
+    if (choice !== undefined && choice !== null && choice !== 'none' && choice !== 'auto') throw badRequest('tool_choice needs tools', 'tool_choice');
+    return undefined;
+  }
+  if (choice === undefined || choice === null || choice === 'auto') return 'auto';
+  if (choice === 'required') return 'required';
+  if (choice === 'none') return undefined;
+  if (isObject(choice) && isObject(choice.function) && typeof choice.function.name === 'string') {
+    const name = choice.function.name;
+    if (!tools.some((t) => t.function.name === name)) throw badRequest(`tool_choice names "${name}", which is not among tools`, 'tool_choice');
+    return { name };
+  }
+  throw badRequest('tool_choice must be "none", "auto", "required" or {"type": "function", "function": {"name": …}}', 'tool_choice');
 }
 
 /** Template variables the server sets from the request's own fields. */

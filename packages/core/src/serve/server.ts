@@ -72,7 +72,10 @@ export interface ServeOptions {
   chatTemplate?: string;
   /** Template variables every chat request renders with (its `chat_template_kwargs` override them by key). */
   chatTemplateKwargs?: Record<string, unknown>;
-  /** How the model writes tool calls (`hermes` or Llama 3's `json`); default: as its chat template renders them. */
+  /**
+   * How the model writes tool calls (`hermes`, Llama 3's `json`, …, or `generic`: tools described in the system message
+   * and calls as a JSON reply); default: as its chat template renders them, `generic` where it renders none.
+   */
   toolCallSyntax?: ToolCallSyntax;
   /** Whether a reply's thought (`<think>…</think>`) is given out as `reasoning_content` (`auto`, the default) or left in the content (`none`); a request's `reasoning_format` overrides it. */
   reasoningFormat?: ReasoningFormat;
@@ -319,12 +322,24 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     }
     const template = options.chatTemplate ? { template: options.chatTemplate } : {};
     const extra = { ...options.chatTemplateKwargs, ...spec.templateKwargs };
-    const render = (shown?: unknown[]) =>
-      tokenizer.applyChatTemplate(spec.messages, { ...template, addGenerationPrompt: spec.addGenerationPrompt, extra, ...(shown ? { tools: shown } : {}) });
-    let text = render(spec.tools);
-    if (spec.tools && text === render()) {
-      throw badRequest(`the chat template of ${l.models.backbone} does not show tools to the model, so it cannot call them`, 'tools', 'tools_not_supported');
+    const { tools } = spec;
+    let shown = {};
+    if (toolSyntax(l) === 'generic') {
+      // Described in the system message where the reply may call them; earlier calls and results in the reply
+      // object's form either way (the template takes neither).
+      const described = tools && spec.toolChoice ? tools : [];
+      shown = { toolsPrompt: { tools: described, choice: spec.toolChoice ?? 'auto', parallel: spec.parallelToolCalls } };
+    } else if (tools) {
+      if (!tokenizer.rendersTools(options.chatTemplate)) {
+        throw badRequest(
+          `the chat template of ${l.models.backbone} does not show tools to the model, so it cannot call them in the ${toolSyntax(l)} syntax the server was started with; start it without --tool-call-syntax (or with generic) to describe the tools in the system message`,
+          'tools',
+          'tools_not_supported',
+        );
+      }
+      shown = { tools };
     }
+    let text = tokenizer.applyChatTemplate(spec.messages, { ...template, addGenerationPrompt: spec.addGenerationPrompt, extra, ...shown });
     if (spec.continueFinalMessage) {
       const cut = cutAfterFinalMessage(text, spec.messages[spec.messages.length - 1]!.content);
       if (cut === undefined) throw badRequest(`the chat template of ${l.models.backbone} does not write the last message as given, so it cannot be continued`, 'continue_final_message');
@@ -334,7 +349,15 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     return { text, ids: tokenizer.encode(text, addSpecialTokens) };
   }
 
-  /** `/tokenize` (vLLM's): the ids a completion or chat request would run, their count and the context. */
+  /**
+   * How the model is shown tools and writes its calls: the server's `toolCallSyntax`, else the syntax the chat
+   * template teaches, or `generic` (tools described in the system message, calls as a JSON reply) where it shows none.
+   */
+  function toolSyntax(l: Loaded): ToolCallSyntax {
+    return options.toolCallSyntax ?? toolCallSyntaxOf(options.chatTemplate ?? l.tokenizer!.chatTemplate, l.tokenizer!.rendersTools(options.chatTemplate));
+  }
+
+    /** `/tokenize` (vLLM's): the ids a completion or chat request would run, their count and the context. */
   function tokenize(l: Loaded, request: TokenizeRequest, res: ServerResponse): void {
     if (request.model !== undefined) l.models.resolve(request.model); // 404 unless served
     if (!l.tokenizer) throw badRequest('this model has no tokenizer.json beside it, so it cannot tokenize text');
@@ -405,15 +428,17 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     // OpenAI's and vLLM's do, not to the engine's 256: a long answer would be cut with nothing asked for.
     request.options.maxTokens ??= l.contextLength;
     const chatTemplate = options.chatTemplate ?? l.tokenizer!.chatTemplate;
-    const syntax = options.toolCallSyntax ?? toolCallSyntaxOf(chatTemplate);
+    const syntax = toolSyntax(l);
     // A response format of the request's own (withStructuredOutput's JSON) wins over the tool-call constraint.
-    const format = request.options.responseFormat ?? toolCallFormat(request, syntax);
+    const own = request.options.responseFormat;
+    const format = own ?? toolCallFormat(request, syntax);
     const parsing = replyParsing({
       format: request.reasoningFormat ?? options.reasoningFormat ?? 'auto',
       chatTemplate,
       prompt: prompt.text,
       constrained: format !== undefined,
-      tools: request.tools !== undefined && request.toolChoice !== undefined ? syntax : undefined,
+      // Under a format of the request's own a generic reply is that structure, even one with a `response` key.
+      tools: request.tools !== undefined && request.toolChoice !== undefined && !(syntax === 'generic' && own) ? syntax : undefined,
     });
     if (format) request.options.responseFormat = thoughtFirst(format, parsing);
     const kept = keptTokens(parsing);
@@ -548,7 +573,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const template = options.chatTemplate ?? l.tokenizer?.chatTemplate;
     const capabilities = [
       'completion',
-      ...(template?.includes('tools') ? ['tools'] : []),
+      // Shown by the template, or described in the system message (generic).
+      ...(template && (toolSyntax(l) === 'generic' || l.tokenizer!.rendersTools(options.chatTemplate)) ? ['tools'] : []),
       ...(l.tokenizer?.fimTokens ? ['insert'] : []),
       ...(reasoningTagsOf(template) ? ['thinking'] : []),
       ...(l.engine.info.embeddingSize !== undefined ? ['embedding'] : []),

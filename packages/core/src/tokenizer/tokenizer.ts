@@ -5,6 +5,7 @@
 import { Tokenizer } from '@huggingface/tokenizers';
 import { Template } from '@huggingface/jinja';
 import { argumentsFormOf, withArgumentsAs, type ArgumentsForm } from './tool-call-arguments.js';
+import { withToolsInPrompt, type FunctionTool, type ToolsPrompt } from './tools-in-prompt.js';
 import { fimPromptIds, fimTokensOf, type FimTokens } from './fill-in-middle.js';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -22,6 +23,17 @@ export interface ChatMessage {
 }
 
 type TokenizerConfig = Record<string, unknown> & { chat_template?: unknown };
+
+/** What a chat template was found to do, each probed when first needed. */
+interface TemplateProbes {
+  argumentsForm?: ArgumentsForm;
+  tools?: boolean;
+  system?: boolean;
+}
+
+/** A tool rendered to find out whether a template shows tools to the model at all. */
+const PROBE_TOOL: FunctionTool = { type: 'function', function: { name: 'reasonplug_probe', description: 'probe', parameters: { type: 'object', properties: {} } } };
+const PROBE_TEXT = 'probe_text_9c41';
 
 /** Reads a JSON object from a tokenizer-side file; undefined when the file is absent. */
 export async function readJsonIfPresent(path: string): Promise<Record<string, unknown> | undefined> {
@@ -89,8 +101,8 @@ export class TextTokenizer {
 
   /** The ids of the special added tokens, once a decode keeping some of them needed them. */
   private specialIds: Set<number> | undefined;
-  /** How each chat template used reads tool-call arguments, probed once per template. */
-  private readonly argumentsForms = new Map<string, ArgumentsForm>();
+  /** What each chat template used does with tools, calls and system messages, probed once per template. */
+  private readonly probes = new Map<string, TemplateProbes>();
 
   private constructor(
     private readonly tokenizer: Tokenizer,
@@ -205,44 +217,110 @@ export class TextTokenizer {
   }
 
   /**
+   * Whether `template` (default the model's) shows tools to the model: rendering a conversation with a tool changes
+   * its text. Where it does not, tools go into the prompt as the `generic` syntax puts them ({@link ChatTemplateOptions}).
+   */
+  rendersTools(template?: string): boolean {
+    return this.probed(template, 'tools', (render) => {
+      const probe: ChatMessage[] = [{ role: 'user', content: 'hello' }];
+      try {
+        return render(probe, [PROBE_TOOL]) !== render(probe);
+      } catch {
+        return false; // a template that fails when given tools does not take them
+      }
+    });
+  }
+
+  /** Whether `template` (default the model's) shows a system message (Gemma's raise an error on one). */
+  rendersSystem(template?: string): boolean {
+    return this.probed(template, 'system', (render) => {
+      try {
+        return render([{ role: 'system', content: PROBE_TEXT }, { role: 'user', content: 'hello' }]).includes(PROBE_TEXT);
+      } catch {
+        return false;
+      }
+    });
+  }
+
+  /**
    * Renders messages with the model's chat template (or `template`), ready to encode without adding
    * special tokens again. Throws when the model has no template and none is given.
    */
-  applyChatTemplate(
-    messages: ChatMessage[],
-    options: { template?: string; addGenerationPrompt?: boolean; tools?: unknown[]; extra?: Record<string, unknown> } = {},
-  ): string {
-    const source = options.template ?? this.chatTemplate;
-    if (!source) {
-      throw new TokenizerError(
-        'this model has no chat template (tokenizer_config.json has no chat_template); pass a template explicitly or use text completion',
-      );
-    }
-    const special = (key: string) => tokenContent(this.config[key]) ?? '';
-    const template = new Template(source);
-    const render = (conversation: ChatMessage[], addGenerationPrompt: boolean) =>
-      template.render({
-        // The template's own variables (Qwen3's enable_thinking, …) first: they cannot replace the conversation.
-        ...options.extra,
-        messages: conversation,
-        add_generation_prompt: addGenerationPrompt,
-        bos_token: special('bos_token'),
-        eos_token: special('eos_token'),
-        unk_token: special('unk_token'),
-        pad_token: special('pad_token'),
-        ...(options.tools ? { tools: options.tools } : {}),
-      });
+  applyChatTemplate(messages: ChatMessage[], options: ChatTemplateOptions = {}): string {
+    const source = this.templateSource(options.template);
+    const render = this.renderer(source, options.extra);
+    if (options.toolsPrompt) messages = withToolsInPrompt(messages, options.toolsPrompt, this.rendersSystem(source));
     if (messages.some((m) => Array.isArray(m.tool_calls))) {
-      let form = this.argumentsForms.get(source);
-      if (form === undefined) this.argumentsForms.set(source, (form = argumentsFormOf((probe) => render(probe, false))));
+      const form = this.probed(source, 'argumentsForm', argumentsFormOf);
       messages = withArgumentsAs(messages, form);
     }
     try {
-      return render(messages, options.addGenerationPrompt ?? true);
+      return render(messages, options.tools, options.addGenerationPrompt ?? true);
     } catch (err) {
       // A template refuses what its model cannot take (Gemma's alternating roles, say) with raise_exception: the
       // caller's messages are at fault, and the error says so.
       throw new TokenizerError(`the chat template cannot render these messages: ${(err as Error).message}`);
     }
   }
+
+  /** The template's text: `template`, else the model's; throws when there is neither. */
+  private templateSource(template: string | undefined): string {
+    const source = template ?? this.chatTemplate;
+    if (!source) {
+      throw new TokenizerError(
+        'this model has no chat template (tokenizer_config.json has no chat_template); pass a template explicitly or use text completion',
+      );
+    }
+    return source;
+  }
+
+  /** Renders a conversation (and tools) with `source`; `extra`: the template's own variables. */
+  private renderer(source: string, extra?: Record<string, unknown>): (messages: ChatMessage[], tools?: unknown[], addGenerationPrompt?: boolean) => string {
+    const special = (key: string) => tokenContent(this.config[key]) ?? '';
+    const template = new Template(source);
+    return (messages, tools, addGenerationPrompt = false) =>
+      template.render({
+        // The template's own variables (Qwen3's enable_thinking, …) first: they cannot replace the conversation.
+        ...extra,
+        messages,
+        add_generation_prompt: addGenerationPrompt,
+        bos_token: special('bos_token'),
+        eos_token: special('eos_token'),
+        unk_token: special('unk_token'),
+        pad_token: special('pad_token'),
+        ...(tools ? { tools } : {}),
+      });
+  }
+
+  /** A fact about the template `template` (default the model's), found by `probe` once and kept. */
+  private probed<K extends keyof TemplateProbes>(
+    template: string | undefined,
+    key: K,
+    probe: (render: (messages: ChatMessage[], tools?: unknown[]) => string) => NonNullable<TemplateProbes[K]>,
+  ): NonNullable<TemplateProbes[K]> {
+    const source = this.templateSource(template);
+    let facts = this.probes.get(source);
+    if (!facts) this.probes.set(source, (facts = {}));
+    const known = facts[key];
+    if (known !== undefined) return known as NonNullable<TemplateProbes[K]>;
+    const render = this.renderer(source);
+    return (facts[key] = probe((messages, tools) => render(messages, tools)));
+  }
+}
+
+/** How {@link TextTokenizer.applyChatTemplate} renders. */
+export interface ChatTemplateOptions {
+  /** The template's text; default the model's. */
+  template?: string;
+  /** Whether the prompt ends opening the assistant's turn (default true). */
+  addGenerationPrompt?: boolean;
+  /** Tools the template renders itself (OpenAI's `{type: 'function', function: {…}}`). */
+  tools?: unknown[];
+  /**
+   * Tools for a template that renders none ({@link TextTokenizer.rendersTools} false): described in the system
+   * message, with the calls and results of earlier turns in the `generic` syntax's JSON (see `tools-in-prompt.ts`).
+   */
+  toolsPrompt?: ToolsPrompt;
+  /** The template's own variables (`chat_template_kwargs`). */
+  extra?: Record<string, unknown>;
 }

@@ -12,6 +12,7 @@ import { testDir } from './models.js';
 import { followScript } from './graph-edits.js';
 import { bpeTokenizerFiles } from './bpe-vocab.js';
 import { TextTokenizer, type ChatMessage } from '../../src/tokenizer/tokenizer.js';
+import type { ToolsPrompt } from '../../src/tokenizer/tools-in-prompt.js';
 
 let stories: Promise<string> | undefined;
 
@@ -88,9 +89,10 @@ export async function scriptedChatModule(
   reply: string,
   /**
    * `specialTokens`: added tokens decoding drops (`[TOOL_CALLS]`); `textTokens`: added tokens that decode as text (Qwen3's
-   * `<think>`); `bpe`: a byte-level BPE vocabulary (bpe-vocab's) instead of the stories SentencePiece one.
+   * `<think>`); `bpe`: a byte-level BPE vocabulary (bpe-vocab's) instead of the stories SentencePiece one; `tools` as the
+   * template renders them, or `toolsPrompt` as the system message describes them (the generic syntax's).
    */
-  render: { templateKwargs?: Record<string, unknown>; tools?: unknown[]; specialTokens?: readonly string[]; textTokens?: readonly string[]; bpe?: boolean } = {},
+  render: { templateKwargs?: Record<string, unknown>; tools?: unknown[]; toolsPrompt?: ToolsPrompt; specialTokens?: readonly string[]; textTokens?: readonly string[]; bpe?: boolean } = {},
 ): Promise<{ dir: string; replyIds: number[] }> {
   const added = [...(render.specialTokens ?? []).map((content) => ({ content, special: true })), ...(render.textTokens ?? []).map((content) => ({ content, special: false }))];
   const files = render.bpe ? bpeTokenizerFiles() : undefined;
@@ -106,7 +108,7 @@ export async function scriptedChatModule(
   let replyIds: number[] = [];
   const follow = async (model: string) => {
     const tokenizer = await TextTokenizer.fromDirectory(dirname(model));
-    const text = tokenizer.applyChatTemplate(messages, { template: chatTemplate, ...(render.templateKwargs ? { extra: render.templateKwargs } : {}), ...(render.tools ? { tools: render.tools } : {}) });
+    const text = tokenizer.applyChatTemplate(messages, { template: chatTemplate, ...(render.templateKwargs ? { extra: render.templateKwargs } : {}), ...(render.tools ? { tools: render.tools } : {}), ...(render.toolsPrompt ? { toolsPrompt: render.toolsPrompt } : {}) });
     const prompt = tokenizer.encode(text, false);
     replyIds = tokenizer.encode(reply, false);
     // EOS is due after the reply, and favoured for 200 more positions (where a constraint may hold the reply longer).

@@ -1,0 +1,120 @@
+/**
+ * Replies in the `generic` tool-call syntax (for templates that show no tools): one JSON object, either
+ * `{"response": "…"}`, whose text streams as content while it is written, or `{"tool_calls": [...]}` /
+ * `{"tool_call": {...}}`, read as calls once the reply ends. A reply that is no such object (one written under a
+ * response format of the request's own) is content as written, and so is an object cut off before it closed.
+ */
+import { GENERIC_REPLY } from '../tokenizer/tools-in-prompt.js';
+import { toolCallId, toolCallOf, type ParsedToolCall, type SplitToolText } from './tool-calls.js';
+
+/** The opening of an answer, up to its string's first character. */
+const RESPONSE_OPENING = new RegExp(`^\\s*\\{\\s*"${GENERIC_REPLY.response}"\\s*:\\s*"`);
+/** The opening of calls. */
+const CALLS_OPENING = new RegExp(`^\\s*\\{\\s*"(?:${GENERIC_REPLY.calls}|${GENERIC_REPLY.call})"\\s*:`);
+/** Text that may still become either opening: a brace, a key being written, its colon. */
+const UNDECIDED = /^\s*(?:\{\s*(?:"[a-z_]*(?:"\s*(?::\s*)?)?)?)?$/;
+
+/** Splits a generic reply piece by piece (as `ToolCallTextSplitter` does for the marker syntaxes). */
+export class GenericReplySplitter {
+  /** The reply so far. */
+  private text = '';
+  private kind: 'open' | 'response' | 'calls' | 'plain' = 'open';
+  /** `response`: where the answer's string text not yet given out starts; `plain`: the text not yet given out. */
+  private at = 0;
+  /** `response`: where the string's closing quote is, once written. */
+  private closedAt: number | undefined;
+
+  /** Takes the next piece of text. */
+  push(piece: string): SplitToolText {
+    this.text += piece;
+    if (this.kind === 'open') this.decide();
+    return { content: this.flush(), toolCalls: [] };
+  }
+
+  /** Ends the reply: calls are read now; what was held back is content. */
+  end(): SplitToolText {
+    if (this.kind === 'open') this.kind = 'plain';
+    if (this.kind === 'calls') return this.calls();
+    let content = this.flush();
+    if (this.kind === 'response') {
+      // A string cut off inside an escape keeps its raw text; after the closing quote, anything but the brace is content.
+      const tail = this.closedAt === undefined ? this.text.slice(this.at) : this.text.slice(this.closedAt + 1).replace(/^\s*\}\s*$/, '');
+      content += tail;
+    }
+    this.text = '';
+    this.at = 0;
+    return { content, toolCalls: [] };
+  }
+
+  private decide(): void {
+    const response = RESPONSE_OPENING.exec(this.text);
+    if (response) {
+      this.kind = 'response';
+      this.at = response[0].length;
+    } else if (CALLS_OPENING.test(this.text)) this.kind = 'calls';
+    else if (!UNDECIDED.test(this.text)) this.kind = 'plain';
+  }
+
+  /** The content that can be given out now. */
+  private flush(): string {
+    if (this.kind === 'plain') {
+      const out = this.text.slice(this.at);
+      this.at = this.text.length;
+      return out;
+    }
+    if (this.kind !== 'response' || this.closedAt !== undefined) return '';
+    const { end, closed } = completeString(this.text, this.at);
+    const raw = this.text.slice(this.at, end);
+    this.at = end;
+    if (closed) this.closedAt = end;
+    try {
+      return JSON.parse(`"${raw}"`) as string;
+    } catch {
+      return raw; // an escape JSON does not know: kept as written
+    }
+  }
+
+  /** The reply's calls; a reply that does not parse as them is content. */
+  private calls(): SplitToolText {
+    const text = this.text;
+    this.text = '';
+    let reply: Record<string, unknown>;
+    try {
+      reply = JSON.parse(text) as Record<string, unknown>;
+    } catch {
+      return { content: text, toolCalls: [] };
+    }
+    const listed = reply[GENERIC_REPLY.calls];
+    const calls: unknown[] = Array.isArray(listed) ? listed : reply[GENERIC_REPLY.call] !== undefined ? [reply[GENERIC_REPLY.call]] : [];
+    if (calls.length === 0) return { content: text, toolCalls: [] };
+    const toolCalls: ParsedToolCall[] = calls.map((c) => toolCallOf(c, 'generic') ?? { id: toolCallId('generic'), arguments: JSON.stringify(c) });
+    return { content: '', toolCalls };
+  }
+}
+
+/**
+ * How far from `start` the text of a JSON string can be decoded now: up to its closing quote (`closed`), or up to an
+ * escape not yet complete (a `\u` high surrogate waits for its low half, so no half of a character is given out).
+ */
+function completeString(text: string, start: number): { end: number; closed: boolean } {
+  let i = start;
+  while (i < text.length) {
+    const c = text[i];
+    if (c === '"') return { end: i, closed: true };
+    if (c !== '\\') {
+      i++;
+      continue;
+    }
+    if (i + 1 >= text.length) break;
+    if (text[i + 1] !== 'u') {
+      i += 2;
+      continue;
+    }
+    if (i + 6 > text.length) break;
+    const code = Number.parseInt(text.slice(i + 2, i + 6), 16);
+    const width = code >= 0xd800 && code < 0xdc00 ? 12 : 6;
+    if (i + width > text.length) break;
+    i += width;
+  }
+  return { end: i, closed: false };
+}

@@ -1,0 +1,116 @@
+/**
+ * Tools for a model whose chat template shows none (Gemma's, Phi-3's, Mistral v0.1's, most base models' chat
+ * templates): the tools and the reply's form are described in the system message, and the model answers with one
+ * JSON object, `{"tool_calls": [{"name": …, "arguments": {…}}]}` to call tools or `{"response": "…"}` to answer, the
+ * `generic` tool-call syntax, which the tool-call constraint enforces token by token (the envelope of llama.cpp's
+ * generic tool calls). Earlier turns are shown in the same form: the assistant's calls and answers as such objects,
+ * tool results as user messages, so a template that takes neither tool calls nor a tool role still renders the
+ * conversation.
+ */
+import type { ChatMessage } from './tokenizer.js';
+
+/** A tool as OpenAI's requests and chat templates give it. */
+export interface FunctionTool {
+  type: 'function';
+  function: { name: string; description?: string; parameters?: Record<string, unknown> };
+}
+
+/**
+ * The tools shown in the prompt, and the calls the reply may make (as the tool-call constraint's `choice` and
+ * `parallel`). With no tools (a request without them, or `tool_choice: "none"`) nothing is described, and only the
+ * earlier turns' calls and results are put in the form the template takes.
+ */
+export interface ToolsPrompt {
+  tools: readonly FunctionTool[];
+  choice: 'auto' | 'required' | { name: string };
+  parallel: boolean;
+}
+
+/**
+ * The keys of the generic reply object: a list of calls, one call (`parallel` false, a named tool), or the answer.
+ * Shared with the constraint that writes the object and the splitter that reads it.
+ */
+export const GENERIC_REPLY = { calls: 'tool_calls', call: 'tool_call', response: 'response' } as const;
+
+/**
+ * JSON as the constraint writes it (XGrammar's layout without free whitespace): `", "` between items, `": "` after
+ * keys, nothing else. Earlier turns are written so, the layout the reply is held to.
+ */
+export function spacedJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(spacedJson).join(', ')}]`;
+  if (value && typeof value === 'object') {
+    const entries = Object.entries(value).filter(([, v]) => v !== undefined);
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}: ${spacedJson(v)}`).join(', ')}}`;
+  }
+  return JSON.stringify(value) ?? 'null';
+}
+
+/** The system message's text: the tools (name, description, arguments' schema) and the form the reply takes. */
+export function toolsInstruction({ tools, choice, parallel }: ToolsPrompt): string {
+  const listed = tools.map(({ function: f }) => ({ name: f.name, ...(f.description ? { description: f.description } : {}), parameters: f.parameters ?? { type: 'object' } }));
+  const named = typeof choice === 'object' ? choice.name : undefined;
+  const call = (name: string) => `{"name": ${JSON.stringify(name)}, "arguments": {…}}`;
+  const calling =
+    named !== undefined
+      ? `Call the tool ${JSON.stringify(named)}, replying with {"${GENERIC_REPLY.call}": ${call(named)}}.`
+      : parallel
+        ? `To call tools, reply with {"${GENERIC_REPLY.calls}": [${call('<tool name>')}, …]}, one entry per call.`
+        : `To call a tool, reply with {"${GENERIC_REPLY.call}": ${call('<tool name>')}}.`;
+  const answering =
+    choice === 'auto' ? `\nTo answer the user, reply with {"${GENERIC_REPLY.response}": "<your answer>"}.` : named === undefined ? '\nYou must call a tool.' : '';
+  return `You can call these tools (the arguments of each as a JSON Schema):\n${JSON.stringify(listed, null, 2)}\n\nReply with one JSON object and nothing else. ${calling}${answering}`;
+}
+
+/** A call of an assistant message as the reply object lists it; arguments given as JSON text are parsed where they parse. */
+function callOf(c: unknown): { name: unknown; arguments: unknown } {
+  const fn = (c as { function?: { name?: unknown; arguments?: unknown } } | null)?.function ?? {};
+  let args: unknown = fn.arguments ?? {};
+  if (typeof args === 'string') {
+    try {
+      args = JSON.parse(args) as unknown;
+    } catch {
+      // kept as the text given
+    }
+  }
+  return { name: fn.name, arguments: args };
+}
+
+/**
+ * The conversation as a template without tools renders it, with `prompt`'s tools described in the system message:
+ * merged into the first one, or, where the template has no system role (`systemRole` false, as Gemma's), put before
+ * the first user message's text (so is a system message of the conversation's own). An assistant's calls become its
+ * reply object, and, where tools are described, its answers before the last message `{"response": …}` (the last may
+ * be continued, so it stays as given); each run of tool results becomes one user message of `{"tool_response": …}`
+ * lines (the tool's name found from its call's id), so user and assistant still alternate as Gemma's template demands.
+ */
+export function withToolsInPrompt(messages: readonly ChatMessage[], prompt: ToolsPrompt, systemRole: boolean): ChatMessage[] {
+  const described = prompt.tools.length > 0;
+  const names = new Map<unknown, unknown>();
+  const out: ChatMessage[] = [];
+  messages.forEach((m, i) => {
+    if (m.role === 'assistant' && Array.isArray(m.tool_calls) && m.tool_calls.length > 0) {
+      const calls = (m.tool_calls as unknown[]).map(callOf);
+      (m.tool_calls as { id?: unknown }[]).forEach((c, j) => names.set(c?.id, calls[j]!.name));
+      const reply = calls.length === 1 && !prompt.parallel ? { [GENERIC_REPLY.call]: calls[0] } : { [GENERIC_REPLY.calls]: calls };
+      const shown: ChatMessage = { ...m, content: [m.content, spacedJson(reply)].filter((t) => t !== '').join('\n') };
+      delete shown.tool_calls;
+      out.push(shown);
+    } else if (m.role === 'assistant' && described && i < messages.length - 1) {
+      out.push({ ...m, content: spacedJson({ [GENERIC_REPLY.response]: m.content }) });
+    } else if (m.role === 'tool') {
+      const line = spacedJson({ tool_response: { name: m.name ?? names.get(m.tool_call_id), tool_call_id: m.tool_call_id, content: m.content } });
+      const previous = out[out.length - 1];
+      if (previous?.role === 'user' && i > 0 && messages[i - 1]!.role === 'tool') previous.content += `\n${line}`;
+      else out.push({ role: 'user', content: line });
+    } else out.push({ ...m });
+  });
+  const first = out[0];
+  const system = [first?.role === 'system' ? first.content : '', described ? toolsInstruction(prompt) : ''].filter((t) => t !== '').join('\n\n');
+  if (first?.role === 'system') out.shift();
+  if (system === '') return out;
+  if (systemRole) return [{ role: 'system', content: system }, ...out];
+  const user = out.findIndex((m) => m.role === 'user');
+  if (user === -1) return [{ role: 'user', content: system }, ...out];
+  out[user] = { ...out[user]!, content: `${system}\n\n${out[user]!.content}` };
+  return out;
+}
