@@ -94,7 +94,7 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
     };
     try {
       const prompter = ChatPrompter.load(runtime.backbone, await runtime.tokenizer(), chatTemplate);
-      return new ChatReasoner(runtime, prompter, chatTemplate, chatDefaults, toolCallSyntax ?? toolCallSyntaxOf(prompter.chatTemplate), rest);
+      return new ChatReasoner(runtime, prompter, chatTemplate, chatDefaults, toolCallSyntax ?? toolCallSyntaxOf(prompter.chatTemplate, prompter.rendersTools), rest);
     } catch (err) {
       await runtime.dispose();
       throw err;
@@ -106,11 +106,12 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
   }
 
   /**
-   * Binds tools: they are rendered into the chat template on every call, and `<tool_call>` blocks the model
-   * writes come back as `tool_calls`, always well-formed (a bound tool, arguments valid against its schema): with
-   * `tool_choice` `auto` (the default) the model writes free text in which it may start calls; `required` (or
-   * `any`) forces one or more calls, a tool's name one call of it. `parallel_tool_calls: false` admits one call at
-   * most. Throws `ToolsNotSupportedError` when the template does not render tools.
+   * Binds tools: they are rendered into the chat template on every call (or, where it renders none, described in
+   * the system message, the reply a JSON object: the `generic` syntax), and the calls the model writes come back as
+   * `tool_calls`, always well-formed (a bound tool, arguments valid against its schema): with `tool_choice` `auto`
+   * (the default) the model may answer or call; `required` (or `any`) forces one or more calls, a tool's name one
+   * call of it. `parallel_tool_calls: false` admits one call at most. Throws `ToolsNotSupportedError` when a
+   * `toolCallSyntax` given at creation needs a template that renders tools and this one does not.
    */
   override bindTools(
     tools: BindToolsInput[],
@@ -128,15 +129,25 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
     const plan = this.runtime.plan(options);
     const chat = this.chatOptions(options);
     const tools = this.toolsFor(options);
-    const prompt = this.prompter.render(messages, tools, chat.chatTemplateKwargs);
+    const toolCalls = tools && this.toolCallFormat(options, tools);
+    // Generic: described in the system message where the reply may call them; earlier calls and results in the reply
+    // object's form either way (the template takes neither).
+    const shown =
+      this.toolCallSyntax === 'generic'
+        ? { toolsPrompt: { tools: tools ?? [], choice: toolCalls?.choice ?? 'auto', parallel: toolCalls?.parallel ?? true } }
+        : tools
+          ? { tools }
+          : {};
+    const prompt = this.prompter.render(messages, shown, chat.chatTemplateKwargs);
     // Tool calls are constrained unless the call asks for a structure of its own (withStructuredOutput's JSON).
-    const responseFormat = tools && !plan.engine.responseFormat ? this.toolCallFormat(options, tools) : plan.engine.responseFormat;
+    const responseFormat = plan.engine.responseFormat ?? toolCalls;
     const parsing = replyParsing({
       format: chat.reasoningFormat ?? 'auto',
       chatTemplate: this.prompter.chatTemplate,
       prompt: prompt.text,
       constrained: responseFormat !== undefined,
-      tools: tools ? this.toolCallSyntax : undefined,
+      // Under a format of the call's own a generic reply is that structure, even one with a `response` key.
+      tools: tools && !(this.toolCallSyntax === 'generic' && plan.engine.responseFormat) ? this.toolCallSyntax : undefined,
     });
     const splitter = new ReplySplitter(parsing);
     const kept = keptTokens(parsing);
@@ -258,7 +269,7 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
    * backbone's context, tool calling where the template renders tools, reasoning output where it names thought tags.
    */
   override get profile(): ModelProfile {
-    const tools = this.prompter.rendersTools;
+    const tools = this.showsTools;
     return { ...this.runtime.profile(), toolCalling: tools, toolChoice: tools, reasoningOutput: reasoningTagsOf(this.prompter.chatTemplate) !== undefined };
   }
 
@@ -288,7 +299,7 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
   }
 
   /** The constraint a call's tools and `tool_choice` put on the reply. */
-  private toolCallFormat(options: this['ParsedCallOptions'], tools: ToolDefinition[]): ResponseFormat {
+  private toolCallFormat(options: this['ParsedCallOptions'], tools: ToolDefinition[]): Extract<ResponseFormat, { type: 'tool_calls' }> {
     const choice = options.tool_choice as unknown;
     let toolChoice: ToolChoice;
     if (choice === undefined || choice === 'auto') toolChoice = 'auto';
@@ -305,10 +316,16 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
     };
   }
 
+  /** Whether the model is shown tools: by its template, or in the system message (`generic`). */
+  private get showsTools(): boolean {
+    return this.toolCallSyntax === 'generic' || this.prompter.rendersTools;
+  }
+
   private checkToolsRendered(): void {
-    if (!this.prompter.rendersTools) {
+    if (!this.showsTools) {
       throw new ToolsNotSupportedError(
-        `the chat template of ${this.runtime.backbone.name} does not render tools; pass a template that does as create({ chatTemplate })`,
+        `the chat template of ${this.runtime.backbone.name} does not render tools, so they cannot be shown in the ${this.toolCallSyntax} syntax given as create({ toolCallSyntax }); ` +
+          "leave toolCallSyntax unset (or 'generic') to describe them in the system message, or pass a template that renders them as create({ chatTemplate })",
       );
     }
   }

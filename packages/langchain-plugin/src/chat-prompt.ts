@@ -8,14 +8,8 @@
 import type { BaseMessage } from '@langchain/core/messages';
 import type { ToolDefinition } from '@langchain/core/language_models/base';
 import type { BackboneInfo } from './backbone.js';
-import { cutAfterFinalMessage, TextTokenizer, type ChatMessage } from './core.js';
+import { cutAfterFinalMessage, TextTokenizer, type ChatMessage, type ToolsPrompt } from './core.js';
 import { ChatTemplateError, UnsupportedMessageError } from './errors.js';
-
-/** A tool rendered once at load to find out whether the template shows tools to the model at all. */
-const PROBE_TOOL: ToolDefinition = {
-  type: 'function',
-  function: { name: 'reasonplug_probe', description: 'probe', parameters: { type: 'object', properties: {} } },
-};
 
 /** The text of a message; refuses content a text model cannot read. */
 function textOf(message: BaseMessage): string {
@@ -60,6 +54,9 @@ export function toTemplateMessage(message: BaseMessage): ChatMessage {
   }
 }
 
+/** The tools a prompt shows: rendered by the template, or described in the system message (see `ChatTemplateOptions`). */
+export type ShownTools = { tools?: ToolDefinition[]; toolsPrompt?: ToolsPrompt };
+
 /** Renders conversations with one chat template. */
 export class ChatPrompter {
   /** Whether the template shows tools to the model (rendering with a tool changes the text). */
@@ -69,12 +66,7 @@ export class ChatPrompter {
     private readonly tokenizer: TextTokenizer,
     private readonly template: string | undefined,
   ) {
-    const probe: ChatMessage[] = [{ role: 'user', content: 'hello' }];
-    try {
-      this.rendersTools = this.text(probe, [PROBE_TOOL]) !== this.text(probe, undefined);
-    } catch {
-      this.rendersTools = false; // a template that fails when given tools does not support them
-    }
+    this.rendersTools = tokenizer.rendersTools(template);
   }
 
   /**
@@ -103,9 +95,10 @@ export class ChatPrompter {
    * A conversation rendered (`kwargs`: the template's own variables), and its ids: ending with the template's
    * generation prompt, or, when the last message is an AI message with text and no tool calls, ending where that
    * text does, so that the reply continues it (a prefilled answer, as Anthropic's and Ollama's models take one).
-   * Throws `ChatTemplateError` when the template does not write that text as given.
+   * Throws `ChatTemplateError` when the template does not write that text as given. `tools`: the tools the template
+   * renders, or, for one that renders none, those the system message describes (`toolsPrompt`, the `generic` syntax's).
    */
-  render(messages: readonly BaseMessage[], tools: ToolDefinition[] | undefined, kwargs?: Record<string, unknown>): { text: string; ids: number[] } {
+  render(messages: readonly BaseMessage[], tools: ShownTools, kwargs?: Record<string, unknown>): { text: string; ids: number[] } {
     const converted = messages.map(toTemplateMessage);
     const final = converted[converted.length - 1];
     const prefilled = final?.role === 'assistant' && final.content !== '' && !final.tool_calls ? final.content : undefined;
@@ -124,11 +117,11 @@ export class ChatPrompter {
     return this.tokenizer.decode(ids);
   }
 
-  private text(messages: ChatMessage[], tools: ToolDefinition[] | undefined, kwargs?: Record<string, unknown>, addGenerationPrompt = true): string {
+  private text(messages: ChatMessage[], tools: ShownTools, kwargs?: Record<string, unknown>, addGenerationPrompt = true): string {
     return this.tokenizer.applyChatTemplate(messages, {
       addGenerationPrompt,
       ...(this.template ? { template: this.template } : {}),
-      ...(tools?.length ? { tools } : {}),
+      ...tools,
       ...(kwargs ? { extra: kwargs } : {}),
     });
   }

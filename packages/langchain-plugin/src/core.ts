@@ -15,4 +15,5 @@ export type {
   StreamOptions,
   ToolCallSyntax,
   ToolChoice,
+  ToolsPrompt,
 } from '@reasonplug/core';

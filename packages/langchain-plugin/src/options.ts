@@ -138,8 +138,14 @@ const chat = {
 export const ChatModelOptionsSchema = ModelOptionsSchema.extend({
   /** A jinja chat template that replaces (or stands in for) the one in the backbone's tokenizer_config.json. */
   chatTemplate: z.string().min(1).optional(),
-  /** How the model writes tool calls: `<tool_call>` blocks (`hermes`), Llama 3's JSON object (`json`), Mistral's `[TOOL_CALLS]` list (`mistral`), its `[TOOL_CALLS]name[ARGS]` calls (`mistral-args`) or Granite's `<|tool_call|>` list (`granite`); default: as its chat template renders them. */
-  toolCallSyntax: z.enum(['hermes', 'json', 'mistral', 'mistral-args', 'granite', 'deepseek', 'command-r']).optional(),
+  /**
+   * How the model writes tool calls: `<tool_call>` blocks (`hermes`), Llama 3's JSON object (`json`), Mistral's
+   * `[TOOL_CALLS]` list (`mistral`), its `[TOOL_CALLS]name[ARGS]` calls (`mistral-args`), Granite's `<|tool_call|>` list
+   * (`granite`), DeepSeek's fenced calls (`deepseek`), Cohere's `<|START_ACTION|>` list (`command-r`), or a JSON reply with
+   * the tools described in the system message (`generic`); default: as its chat template renders them, `generic` where it
+   * renders none.
+   */
+  toolCallSyntax: z.enum(['hermes', 'json', 'mistral', 'mistral-args', 'granite', 'deepseek', 'command-r', 'generic']).optional(),
   ...chat,
 });
 

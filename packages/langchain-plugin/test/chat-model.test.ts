@@ -21,6 +21,7 @@ import {
   UnknownReasonerError,
 } from '../src/index.js';
 import {
+  GEMMA_TEMPLATE,
   PLAIN_TEMPLATE,
   TOOLS_TEMPLATE,
   cacheDir,
@@ -522,13 +523,33 @@ describe('ChatReasoner', function () {
       }
     });
 
-    it('refuses tools a template cannot render, and tool choices it does not understand', async () => {
-      const plain = await ChatReasoner.create({ backbone: await withChatTemplate(storiesChat, 'stories-plain', PLAIN_TEMPLATE), cacheDir });
+    it("tools where the template renders none (Gemma's): described in the system message, the calls a JSON reply held to the tools' schemas", async () => {
+      const gemma = await ChatReasoner.create({ backbone: await withChatTemplate(storiesChat, 'stories-gemma', GEMMA_TEMPLATE), cacheDir, maxTokens: 120 });
       try {
-        expect(() => plain.bindTools([ADD_TOOL])).to.throw(ToolsNotSupportedError, /does not render tools/);
+        const Small = z.object({ a: z.number().int().min(0).max(99), b: z.number().int().min(0).max(99) });
+        const small = { type: 'function', function: { name: 'add', description: 'Add two integers', parameters: toJsonSchema(Small) } };
+        const first = await gemma.bindTools([small], { tool_choice: 'any', parallel_tool_calls: false }).invoke([new SystemMessage('Use the tools.'), new HumanMessage('What is 2 + 2?')]);
+        expect(first.tool_calls!.map((c) => c.name)).to.deep.equal(['add']);
+        expect(Small.parse(first.tool_calls![0]!.args)).to.deep.equal(first.tool_calls![0]!.args);
+        // The call and its result go back through the template, which takes neither a system message nor tool turns.
+        const turns = [new SystemMessage('Use the tools.'), new HumanMessage('What is 2 + 2?'), new AIMessage({ content: '', tool_calls: first.tool_calls! }), new ToolMessage({ content: '4', tool_call_id: first.tool_calls![0]!.id! })];
+        const next = await gemma.bindTools([small], { tool_choice: { type: 'function', function: { name: 'add' } } }).invoke(turns);
+        expect(next.tool_calls!.map((c) => Small.parse(c.args) && c.name)).to.deep.equal(['add']);
+        const named = await gemma.withStructuredOutput(Small, { name: 'add', method: 'functionCalling' }).invoke('What is 2 + 2?');
+        expect(Small.parse(named)).to.deep.equal(named);
+      } finally {
+        await gemma.dispose();
+      }
+      // A marker syntax asked for is refused where the template cannot show tools.
+      const plain = await ChatReasoner.create({ backbone: await withChatTemplate(storiesChat, 'stories-plain', PLAIN_TEMPLATE), cacheDir, toolCallSyntax: 'hermes' });
+      try {
+        expect(() => plain.bindTools([ADD_TOOL])).to.throw(ToolsNotSupportedError, /does not render tools.*generic/);
       } finally {
         await plain.dispose();
       }
+    });
+
+    it('refuses tool choices it does not understand', async () => {
       const forced = await model.bindTools([ADD_TOOL], { tool_choice: 'any' }).invoke('x', { maxTokens: 120 });
       expect(forced.tool_calls!.map((c) => c.name)).to.deep.equal(['add']);
       const odd = await model.bindTools([ADD_TOOL], { tool_choice: { kind: 'odd' } as never }).invoke('x').catch((e: Error) => e);

@@ -61,16 +61,18 @@ describe('token counts and model profiles', function () {
     expect(warnings).to.deep.equal([]);
   });
 
-  it('profile: the context as maxInputTokens, tool calling where the template renders tools, reasoning output where it names thought tags', async () => {
+  it('profile: the context as maxInputTokens, tool calling (in the generic syntax where the template renders no tools), reasoning output where it names thought tags', async () => {
     const llm = track(await ReasonerLLM.create({ backbone: await storiesModule(), cacheDir }));
     const context = llm.profile.maxInputTokens;
     expect(context).to.be.a('number').that.is.greaterThan(0);
     expect(llm.profile).to.deep.include({ maxOutputTokens: context, structuredOutput: true, imageInputs: false });
     expect(llm.profile).to.not.have.property('toolCalling');
-    const profileOf = async (name: string, template: string) =>
-      track(await ChatReasoner.create({ backbone: await withChatTemplate(await storiesModule(), name, template), cacheDir })).profile;
+    const profileOf = async (name: string, template: string, toolCallSyntax?: 'hermes') =>
+      track(await ChatReasoner.create({ backbone: await withChatTemplate(await storiesModule(), name, template), cacheDir, ...(toolCallSyntax ? { toolCallSyntax } : {}) })).profile;
     expect(await profileOf('profile-tools', TOOLS_TEMPLATE)).to.deep.include({ maxInputTokens: context, toolCalling: true, toolChoice: true, structuredOutput: true, reasoningOutput: false });
-    expect(await profileOf('profile-plain', PLAIN_TEMPLATE)).to.deep.include({ toolCalling: false, toolChoice: false, reasoningOutput: false });
+    expect(await profileOf('profile-plain', PLAIN_TEMPLATE)).to.deep.include({ toolCalling: true, toolChoice: true, reasoningOutput: false });
+    // A marker syntax asked for where the template cannot show tools: no tool calling.
+    expect(await profileOf('profile-plain-hermes', PLAIN_TEMPLATE, 'hermes')).to.deep.include({ toolCalling: false, toolChoice: false });
     expect(await profileOf('profile-thinking', THINKING_TEMPLATE)).to.deep.include({ toolCalling: true, reasoningOutput: true });
     // contextLength lowers the backbone's context, for the engine and the agents reading the profile.
     const short = track(await ReasonerLLM.create({ backbone: await storiesModule(), cacheDir, contextLength: 16 }));

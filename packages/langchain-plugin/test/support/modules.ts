@@ -14,7 +14,7 @@ import { testDir } from '../../../core/test/support/models.js';
 export { makeModule, storiesConfig, storiesModule } from '../../../core/test/support/modules.js';
 export { cacheDir } from '../../../core/test/support/models.js';
 
-export { TOOLS_TEMPLATE } from '../../../core/test/support/chat-templates.js';
+export { GEMMA_TEMPLATE, TOOLS_TEMPLATE } from '../../../core/test/support/chat-templates.js';
 
 /** The same turns, without tools. */
 export const PLAIN_TEMPLATE =
