@@ -11,6 +11,7 @@ import type { WeightSpec } from '../compose/weights.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
 import type { ToolCallSyntax } from '../constrain/tool-syntax.js';
 import { badRequest } from './errors.js';
+import { constraintOf } from './structured-output.js';
 import { MAX_TOP_LOGPROBS } from '../sampling/logprobs.js';
 
 /** A JSON request body (or an object within one). */
@@ -114,7 +115,7 @@ function logprobsOf(body: Body, chat: boolean): number | undefined {
   return v as number;
 }
 
-/** `model`, streaming, sampling, stop rules, log-probabilities, response format and the `reasonplug` extension. */
+/** `model`, streaming, sampling, stop rules, log-probabilities, the constraint (`structured-output.ts`) and the `reasonplug` extension. */
 function common(body: Body, chat: boolean): ParsedRequest {
   if (typeof body.model !== 'string' || body.model === '') throw badRequest('model must be the name of a served model (see GET /v1/models)', 'model');
   const n = integer(body, 'n', 1) ?? 1;
@@ -138,7 +139,7 @@ function common(body: Body, chat: boolean): ParsedRequest {
   const seed = number(body, 'seed', Number.isSafeInteger, 'a whole number');
   const stop = stopList(body.stop);
   const logprobs = logprobsOf(body, chat);
-  const responseFormat = responseFormatOf(body.response_format);
+  const responseFormat = constraintOf(body);
   const ext = extension(body.reasonplug);
   // vLLM's extension: keep generating past end-of-sequence (benchmarks of a fixed length).
   const ignoreEos = body.ignore_eos ?? false;
@@ -188,22 +189,6 @@ function stopList(v: unknown): string[] | undefined {
     throw badRequest('stop must be a non-empty string or a list of at most 4 non-empty strings', 'stop');
   }
   return list as string[];
-}
-
-function responseFormatOf(v: unknown): ResponseFormat | undefined {
-  if (v === undefined || v === null) return undefined;
-  if (!isObject(v)) throw badRequest('response_format must be an object such as {"type": "json_object"}', 'response_format');
-  if (v.type === 'text') return undefined;
-  if (v.type === 'json_object') return { type: 'json_object' };
-  if (v.type === 'json_schema') {
-    const spec = v.json_schema;
-    if (!isObject(spec) || (spec.schema !== undefined && !isObject(spec.schema) && typeof spec.schema !== 'boolean')) {
-      throw badRequest('response_format.json_schema must be an object with a JSON Schema under "schema"', 'response_format.json_schema');
-    }
-    // `strict: false` asks for less than is enforced: the reply follows the schema either way.
-    return { type: 'json_schema', schema: (spec.schema ?? true) as Record<string, unknown> | boolean };
-  }
-  throw badRequest(`response_format.type ${JSON.stringify(v.type)} is not one of text, json_object, json_schema`, 'response_format.type');
 }
 
 function extension(v: unknown): { reasoners?: { name: string; weight?: WeightSpec }[]; mode?: 'logits' | 'logprobs'; latent?: string } {
