@@ -147,6 +147,21 @@ describe('reasonplug serve: tool calls for templates without tools (generic synt
     expect(ajv.validate(schema, JSON.parse(message.content)), message.content).to.equal(true);
   });
 
+  it('a template that shows tools but writes calls in a form of its own gets the generic reply too, the tools described once', async () => {
+    // Functionary's form: `>>>name` and the arguments on the next line, which no syntax here reads.
+    const own =
+      "{% if tools %}<|tools|>{{ tools | tojson }}<|end|>{% endif %}{% for m in messages %}<|{{ m.role }}|>{{ m.content }}" +
+      "{% for c in m.tool_calls or [] %}>>>{{ c.function.name }}\n{{ c.function.arguments | tojson }}{% endfor %}<|end|>{% endfor %}" +
+      '{% if add_generation_prompt %}<|assistant|>{% endif %}';
+    const url = await serve({ engine: { model: await storiesModule() }, name: 'stories-own', chatTemplate: own });
+    const res = await postJson(url, '/tokenize', { model: 'stories-own', messages: [{ role: 'user', content: QUESTION }], tools: [ADD] });
+    const text = tokenizer.decode(((await res.json()) as { tokens: number[] }).tokens, false);
+    expect(text).to.include('<|system|>You can call these tools').and.not.include('<|tools|>');
+    const reply = await chat(url, 'stories-own', { maxTokens: 120 }).bindTools([ADD], { tool_choice: 'required', parallel_tool_calls: false }).invoke(QUESTION);
+    expect(reply.tool_calls!.map((c) => c.name)).to.deep.equal(['add']);
+    expect(ajv.validate(ADD.function.parameters, reply.tool_calls![0]!.args)).to.equal(true);
+  });
+
   it('a server told to use a marker syntax refuses tools the template cannot show, with a 400 that says how', async () => {
     const url = await serve({ engine: { model: await storiesModule() }, name: 'stories-hermes', chatTemplate: GEMMA_TEMPLATE, toolCallSyntax: 'hermes' });
     const res = await postJson(url, '/v1/chat/completions', { model: 'stories-hermes', messages: [{ role: 'user', content: QUESTION }], tools: [ADD] });

@@ -40,10 +40,11 @@ describe('reasonplug serve: tool calls in the syntax of the template', function 
     await Promise.all([server?.close(), forcedHermes?.close()]);
   });
 
-  it('reads the syntax from the template: json for Llama 3-style ones, hermes for <tool_call> ones and by default', () => {
+  it('reads the syntax from the template: json for Llama 3-style ones, hermes for <tool_call> ones and without a template, generic for unknown forms', () => {
     expect(toolCallSyntaxOf(LLAMA3_TOOLS_TEMPLATE)).to.equal('json');
     expect(toolCallSyntaxOf(THINKING_TEMPLATE)).to.equal('hermes');
-    expect(toolCallSyntaxOf('{{ messages }}')).to.equal('hermes');
+    // A template whose calls are in no known form: the generic reply, described in the system message.
+    expect(toolCallSyntaxOf('{{ tools }}{% for m in messages %}{{ m.content }}{{ m.tool_calls }}{% endfor %}')).to.equal('generic');
     expect(toolCallSyntaxOf(undefined)).to.equal('hermes');
   });
 

@@ -55,20 +55,23 @@ export const TOOL_CALL_SYNTAX = {
 } as const satisfies Record<ToolCallSyntax, ToolCallForm>;
 
 /**
- * The syntax a chat template teaches (`generic` where it shows no tools, `rendersTools` false): `deepseek` where it writes `<｜tool▁calls▁begin｜>`, `command-r` where it writes
- * `<|START_ACTION|>`, `mistral-args` where it
- * writes `[TOOL_CALLS]` and `[ARGS]`, `mistral` where it writes `[TOOL_CALLS]` alone, `granite` where it writes
- * `<|tool_call|>`; `json` for Llama 3's (it renders calls as `"parameters"` objects and tool results in the `ipython`
- * role) unless it writes `<tool_call>` blocks; `hermes` otherwise.
+ * The syntax a chat template teaches: `deepseek` where it writes `<｜tool▁calls▁begin｜>`, `command-r` where it writes
+ * `<|START_ACTION|>`, `hermes` where it writes `<tool_call>`, `granite` where it writes `<|tool_call|>`, `mistral-args`
+ * where it writes `[TOOL_CALLS]` and `[ARGS]`, `mistral` where it writes `[TOOL_CALLS]` alone, `json` for Llama 3's (it
+ * renders calls as `"parameters"` objects and tool results in the `ipython` role). `generic` where it shows no tools
+ * (`rendersTools` false), and where it shows them but writes calls in none of these forms: the model is then told the
+ * generic reply's form in the system message, rather than held to a syntax it never saw (llama.cpp likewise falls back
+ * to its generic form). `hermes` without a template (prompts the caller writes).
  */
 export function toolCallSyntaxOf(chatTemplate: string | undefined, rendersTools = true): ToolCallSyntax {
+  if (!chatTemplate) return 'hermes';
   if (!rendersTools) return 'generic';
-  if (chatTemplate?.includes(TOOL_CALL_SYNTAX.deepseek.begin)) return 'deepseek';
-  if (chatTemplate?.includes(TOOL_CALL_SYNTAX['command-r'].begin)) return 'command-r';
-  if (!chatTemplate || chatTemplate.includes(TOOL_CALL_SYNTAX.hermes.begin)) return 'hermes';
+  if (chatTemplate.includes(TOOL_CALL_SYNTAX.deepseek.begin)) return 'deepseek';
+  if (chatTemplate.includes(TOOL_CALL_SYNTAX['command-r'].begin)) return 'command-r';
+  if (chatTemplate.includes(TOOL_CALL_SYNTAX.hermes.begin)) return 'hermes';
   if (chatTemplate.includes(TOOL_CALL_SYNTAX.granite.begin)) return 'granite';
   if (chatTemplate.includes(TOOL_CALL_SYNTAX.mistral.begin)) return chatTemplate.includes(TOOL_CALL_SYNTAX['mistral-args'].args) ? 'mistral-args' : 'mistral';
-  return chatTemplate.includes('"parameters"') && (chatTemplate.includes('ipython') || chatTemplate.includes('<|python_tag|>')) ? 'json' : 'hermes';
+  return chatTemplate.includes('"parameters"') && (chatTemplate.includes('ipython') || chatTemplate.includes('<|python_tag|>')) ? 'json' : 'generic';
 }
 
 /**

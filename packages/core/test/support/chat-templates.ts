@@ -7,15 +7,20 @@ export const TOOLS_TEMPLATE =
   '{% if m.tool_calls %}{% for c in m.tool_calls %}<tool_call>{{ c.function | tojson }}</tool_call>{% endfor %}{% endif %}<|end|>' +
   '{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}';
 
-/** ChatML turns, tools up front; earlier answers lose their thought; `enable_thinking: false` writes an empty one (Qwen3's way). */
+/**
+ * ChatML turns, tools up front, calls as `<tool_call>` blocks; earlier answers lose their thought; `enable_thinking: false`
+ * writes an empty one (Qwen3's way).
+ */
 export const THINKING_TEMPLATE =
   '{% if tools %}<|im_start|>system\n<tools>{{ tools | tojson }}</tools><|im_end|>\n{% endif %}' +
-  "{%- for m in messages %}<|im_start|>{{ m.role }}\n{% if m.role == 'assistant' %}{{ m.content.split('</think>')[-1] | trim }}{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}" +
+  "{%- for m in messages %}<|im_start|>{{ m.role }}\n{% if m.role == 'assistant' %}{{ m.content.split('</think>')[-1] | trim }}" +
+  '{% for c in m.tool_calls or [] %}<tool_call>\n{{ c.function | tojson }}\n</tool_call>{% endfor %}{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}' +
   '{% if add_generation_prompt %}<|im_start|>assistant\n{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}';
 
-/** The generation prompt opens the thought (DeepSeek-R1's template does). */
+/** The generation prompt opens the thought (DeepSeek-R1's template does); calls as `<tool_call>` blocks. */
 export const OPEN_THOUGHT_TEMPLATE =
-  '{% if tools %}<|tools|>{{ tools | tojson }}{% endif %}{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<|assistant|><think>\n{% endif %}';
+  '{% if tools %}<|tools|>{{ tools | tojson }}{% endif %}{% for m in messages %}<|{{ m.role }}|>{{ m.content }}' +
+  '{% for c in m.tool_calls or [] %}<tool_call>{{ c.function | tojson }}</tool_call>{% endfor %}{% endfor %}{% if add_generation_prompt %}<|assistant|><think>\n{% endif %}';
 
 /**
  * Llama 3.1-style turns: tools offered in the first user message, a call written as one JSON object with
