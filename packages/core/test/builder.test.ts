@@ -16,7 +16,7 @@ import {
 } from '../src/onnx/llama-builder.js';
 import { float32ArrayToFloat16, float32ToFloat16 } from '../src/onnx/graph-builder.js';
 import { decodeModel, encodeModel, onnx, type GraphProto, type NodeProto } from '../src/onnx/proto.js';
-import type { LlamaConfig, LlamaWeights } from '../src/onnx/llama-spec.js';
+import type { LlamaConfig, LlamaWeights, MoeWeights } from '../src/onnx/llama-spec.js';
 
 // ---------------------------------------------------------------- reference implementation (float64)
 
@@ -124,10 +124,7 @@ function reference(cfg: LlamaConfig, w: LlamaWeights, rows: Float64Array[], posi
       const attn = linear(L.wo, o, d.H);
       const h1 = hs.map((v, i) => v + attn[i]!);
       const y = rmsNorm(h1, L.mlpNorm!, d.eps);
-      const gate = linear(L.wGate!, y, d.I);
-      const up = linear(L.wUp, y, d.I);
-      const act = gate.map((gv, i) => (gv / (1 + Math.exp(-gv))) * up[i]!);
-      const down = linear(L.wDown, act, d.H);
+      const down = L.moe ? experts(cfg, L.moe, y) : swiglu(L.wGate!, L.wUp!, L.wDown!, y, d.I, d.H);
       return h1.map((v, i) => v + down[i]!);
     });
   }
@@ -136,9 +133,45 @@ function reference(cfg: LlamaConfig, w: LlamaWeights, rows: Float64Array[], posi
   return { hidden, logits: hidden.map((x) => linear(head, x, d.V)) };
 }
 
+/** A SiLU-gated MLP of inner size `I`. */
+function swiglu(wGate: Float32Array, wUp: Float32Array, wDown: Float32Array, y: Float64Array, I: number, H: number): Float64Array {
+  const gate = linear(wGate, y, I);
+  const up = linear(wUp, y, I);
+  return linear(wDown, gate.map((gv, i) => (gv / (1 + Math.exp(-gv))) * up[i]!), H);
+}
+
+/** A mixture of experts as transformers' Mixtral and Qwen2-MoE blocks compute it (softmax, top k, optional renormalization, shared expert). */
+function experts(cfg: LlamaConfig, m: MoeWeights, y: Float64Array): Float64Array {
+  const { experts: E, used, normalize, sharedSize } = cfg.moe!;
+  const H = cfg.hiddenSize;
+  const I = cfg.intermediateSize;
+  const scores = linear(m.router, y, E);
+  const top = Math.max(...scores);
+  const p = scores.map((v) => Math.exp(v - top));
+  const z = p.reduce((a, b) => a + b, 0);
+  const chosen = [...p.keys()].sort((a, b) => p[b]! - p[a]!).slice(0, used);
+  const total = chosen.reduce((a, e) => a + p[e]! / z, 0);
+  const out = new Float64Array(H);
+  for (const e of chosen) {
+    const weight = p[e]! / z / (normalize ? total : 1);
+    const at = (a: Float32Array, n: number) => a.subarray(e * n, (e + 1) * n);
+    swiglu(at(m.gate, I * H), at(m.up, I * H), at(m.down, H * I), y, I, H).forEach((v, i) => (out[i]! += weight * v));
+  }
+  if (m.shared && sharedSize) {
+    const gate = 1 / (1 + Math.exp(-linear(m.shared.router, y, 1)[0]!));
+    swiglu(m.shared.gate, m.shared.up, m.shared.down, y, sharedSize, H).forEach((v, i) => (out[i]! += gate * v));
+  }
+  return out;
+}
+
 function embedRows(cfg: LlamaConfig, w: LlamaWeights, ids: number[]): Float64Array[] {
   const H = cfg.hiddenSize;
   return ids.map((id) => Float64Array.from(w.embed.subarray(id * H, (id + 1) * H)));
+}
+
+/** Every array in `o` (and in the objects it holds) through `r`. */
+function roundAll(o: object, r: (a: Float32Array) => Float32Array): object {
+  return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, v instanceof Float32Array ? r(v) : roundAll(v as object, r)]));
 }
 
 /** The weights as the fp16 model stores them (each value rounded to binary16). */
@@ -148,7 +181,7 @@ function roundWeights(w: LlamaWeights): LlamaWeights {
     embed: r(w.embed),
     finalNorm: r(w.finalNorm),
     ...(w.lmHead ? { lmHead: r(w.lmHead) } : {}),
-    layers: w.layers.map((l) => Object.fromEntries(Object.entries(l).map(([k, v]) => [k, r(v)])) as unknown as typeof l),
+    layers: w.layers.map((l) => roundAll(l, r) as typeof l),
   };
 }
 
@@ -290,6 +323,18 @@ const cases: { title: string; cfg: LlamaConfig; opts: LlamaBuildOptions; tol: nu
     cfg: { ...base, numKvHeads: 2 },
     opts: { mergedDecoder: true, idsType: 'int32' },
     tol: 1e-4,
+  },
+  {
+    title: 'fp32, mixture of 6 experts, 2 used, renormalized (Mixtral, Qwen3-MoE)',
+    cfg: { ...base, numKvHeads: 2, intermediateSize: 24, moe: { experts: 6, used: 2, normalize: true } },
+    opts: {},
+    tol: 1e-4,
+  },
+  {
+    title: 'fp16, mixture of 4 experts, 3 used, not renormalized, a gated shared expert (Qwen2-MoE), merged decoder',
+    cfg: { ...base, intermediateSize: 24, moe: { experts: 4, used: 3, normalize: false, sharedSize: 32 } },
+    opts: { dtype: 'float16', mergedDecoder: true },
+    tol: 1e-2,
   },
 ];
 
@@ -521,7 +566,9 @@ describe('Llama ONNX builder', function () {
   });
 
   it('random weights are deterministic and the parameter count matches them', () => {
-    for (const cfg of [base, { ...base, numKvHeads: 2, tieWordEmbeddings: true, headDim: 8 }] as LlamaConfig[]) {
+    const valuesIn = (o: object): number => Object.values(o).reduce((t: number, v: unknown) => t + (v instanceof Float32Array ? v.length : valuesIn(v as object)), 0);
+    const moe = { ...base, moe: { experts: 4, used: 2, normalize: true, sharedSize: 8 } };
+    for (const cfg of [base, { ...base, numKvHeads: 2, tieWordEmbeddings: true, headDim: 8 }, moe] as LlamaConfig[]) {
       const a = randomLlamaWeights(cfg, 1);
       const b = randomLlamaWeights(cfg, 1);
       const c = randomLlamaWeights(cfg, 2);
@@ -531,7 +578,7 @@ describe('Llama ONNX builder', function () {
         a.embed.length +
         a.finalNorm.length +
         (a.lmHead?.length ?? 0) +
-        a.layers.reduce((s, l) => s + Object.values(l).reduce((t, v: Float32Array) => t + v.length, 0), 0);
+        a.layers.reduce((s, l) => s + valuesIn(l), 0);
       expect(llamaParameterCount(cfg)).to.equal(n);
       expect(a.lmHead === undefined).to.equal(!!cfg.tieWordEmbeddings);
       let sq = 0;
@@ -542,6 +589,11 @@ describe('Llama ONNX builder', function () {
 
   it('refuses weights that do not fit the config', () => {
     const w = randomLlamaWeights(base, 1);
+    const moe = { ...base, moe: { experts: 4, used: 2, normalize: true } };
+    expect(() => buildLlamaModel(moe, w)).to.throw(/layers\[0\] has MLP projections, but the config's layers are mixtures of experts/);
+    expect(() => buildLlamaModel(base, randomLlamaWeights(moe, 1))).to.throw(/layers\[0\] has experts, but the config has no moe/);
+    expect(() => buildLlamaModel({ ...moe, moe: { ...moe.moe, used: 5 } }, w)).to.throw(/used experts \(1 to experts\)/);
+    expect(() => buildLlamaModel({ ...moe, hiddenAct: 'gelu_tanh' }, randomLlamaWeights(moe, 1))).to.throw(/gated SiLU MLPs/);
     expect(() => buildLlamaModel({ ...base, hiddenSize: 32 }, w)).to.throw(/embed has 1024 values, the config needs 2048/);
     expect(() => buildLlamaModel({ ...base, numKvHeads: 3 }, w)).to.throw(/multiple of numKvHeads/);
     expect(() => buildLlamaModel(base, { ...w, lmHead: undefined })).to.throw(/lmHead/);

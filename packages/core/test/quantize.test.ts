@@ -72,8 +72,8 @@ function writeDequantized(path: string, config: LlamaConfig, w: LlamaWeights, dq
       wv: dq(l.wv, kvd, h, 4),
       wo: dq(l.wo, h, qd, 4),
       wGate: dq(l.wGate!, inter, h, 4),
-      wUp: dq(l.wUp, inter, h, 4),
-      wDown: dq(l.wDown, h, inter, 4),
+      wUp: dq(l.wUp!, inter, h, 4),
+      wDown: dq(l.wDown!, h, inter, 4),
     })),
   });
 }

@@ -151,8 +151,8 @@ export function buildGenaiLlamaModel(config: LlamaConfig, weights: LlamaWeights,
     h = g.op('Add', [h, g.op('MatMul', [toFloat(attn), matrix(`${p}.attn.o_proj.weight`, hidden, qDim, l.wo)])]);
     const y = rms(h, stored(`${p}.post_attention_layernorm.weight`, [hidden], l.mlpNorm!));
     const gate = g.op('MatMul', [y, matrix(`${p}.mlp.gate_proj.weight`, inter, hidden, l.wGate!)]);
-    const act = g.op('Mul', [g.op('Mul', [gate, g.op('Sigmoid', [gate])]), g.op('MatMul', [y, matrix(`${p}.mlp.up_proj.weight`, inter, hidden, l.wUp)])]);
-    h = g.op('Add', [h, g.op('MatMul', [act, matrix(`${p}.mlp.down_proj.weight`, hidden, inter, l.wDown)])]);
+    const act = g.op('Mul', [g.op('Mul', [gate, g.op('Sigmoid', [gate])]), g.op('MatMul', [y, matrix(`${p}.mlp.up_proj.weight`, inter, hidden, l.wUp!)])]);
+    h = g.op('Add', [h, g.op('MatMul', [act, matrix(`${p}.mlp.down_proj.weight`, hidden, inter, l.wDown!)])]);
   });
   const normed = rms(h, stored('model.norm.weight', [hidden], weights.finalNorm));
   const head = matrix(weights.lmHead ? 'lm_head.weight' : 'lm_head.tied', vocab, hidden, weights.lmHead ?? weights.embed);

@@ -11,7 +11,7 @@ import { basename, dirname, join } from 'node:path';
 import type { onnx as O } from 'onnx-proto';
 import { DataType, makeNode, makeTensor, makeValueInfo, onnx, writeModel, type TensorProto, type ValueInfoProto } from './proto.js';
 import { GraphBuilder, float32ArrayToFloat16, transpose2d } from './graph-builder.js';
-import type { LlamaConfig, LlamaWeights, LlamaLayerWeights, QuantizedMatrix, RopeStyle, WeightMatrix } from './llama-spec.js';
+import type { LlamaConfig, LlamaWeights, LlamaLayerWeights, MoeWeights, QuantizedMatrix, RopeStyle, WeightMatrix } from './llama-spec.js';
 import { LONG_ROPE_CONTEXT_KEY } from './graph-facts.js';
 import { blocksPerRow, concatRows, isQuantized, rowBytes, storedColumns } from './quantized-matrix.js';
 
@@ -140,6 +140,7 @@ interface Resolved {
   layerTypes: readonly ('full' | 'sliding')[];
   thetaLocal: number;
   ropeScaleLocal: number;
+  moe: LlamaConfig['moe'];
 }
 
 function resolve(config: LlamaConfig): Resolved {
@@ -188,6 +189,7 @@ function resolve(config: LlamaConfig): Resolved {
     layerTypes: config.layerTypes ?? new Array<'full'>(config.numLayers).fill('full'),
     thetaLocal: config.ropeThetaLocal ?? config.ropeTheta ?? 10000,
     ropeScaleLocal: config.ropeScaleLocal ?? config.ropeScale ?? 1,
+    moe: config.moe,
   };
   for (const key of ['vocab', 'hidden', 'layers', 'heads', 'kvHeads', 'headDim', 'inter'] as const) {
     if (!Number.isInteger(r[key]) || r[key] <= 0) throw new Error(`invalid Llama config: ${key} must be a positive integer, got ${r[key]}`);
@@ -200,6 +202,16 @@ function resolve(config: LlamaConfig): Resolved {
   if (r.act !== 'silu' && r.act !== 'gelu_tanh' && r.act !== 'relu2') throw new Error(`invalid Llama config: unknown hiddenAct ${String(r.act)}`);
   if (r.normBias && !r.layerNorm) throw new Error('invalid Llama config: normBias needs normType layer (RMSNorms have no bias)');
   if (r.projectionBias && r.gated) throw new Error('invalid Llama config: projectionBias takes an ungated MLP (gatedMlp: false)');
+  if (r.moe) {
+    const { experts, used, normalize, sharedSize } = r.moe;
+    if (!Number.isInteger(experts) || experts < 2 || !Number.isInteger(used) || used < 1 || used > experts) {
+      throw new Error(`invalid Llama config: moe needs a whole number of experts (2 or more) and of used experts (1 to experts), got ${experts} and ${used}`);
+    }
+    if (typeof normalize !== 'boolean') throw new Error('invalid Llama config: moe.normalize must be true or false');
+    if (sharedSize !== undefined && !(Number.isInteger(sharedSize) && sharedSize > 0)) throw new Error(`invalid Llama config: moe.sharedSize must be a positive integer, got ${sharedSize}`);
+    // onnxruntime's CPU MoE kernel runs SwiGLU experts.
+    if (!r.gated || r.act !== 'silu' || r.projectionBias) throw new Error('invalid Llama config: moe experts are gated SiLU MLPs without biases (gatedMlp true, hiddenAct silu, no projectionBias)');
+  }
   if (r.headBias && (r.logitScale !== 1 || r.finalCap !== undefined)) throw new Error('invalid Llama config: headBias with logitScale or finalLogitSoftcap is not supported');
   if (r.qkNormWidth !== 'head' && r.qkNormWidth !== 'projection') throw new Error(`invalid Llama config: unknown qkNormWidth ${String(r.qkNormWidth)}`);
   if (config.normType !== undefined && config.normType !== 'rms' && config.normType !== 'layer') throw new Error(`invalid Llama config: unknown normType ${String(config.normType)}`);
@@ -257,10 +269,17 @@ export function llamaParameterCount(config: LlamaConfig): number {
   const q = c.heads * c.headDim;
   const kv = c.kvHeads * c.headDim;
   const perLayer =
-    (c.preNorms ? (c.parallel ? 1 : 2) * c.hidden * (c.normBias ? 2 : 1) : 0) + c.hidden * q + 2 * c.hidden * kv + q * c.hidden + (c.gated ? 3 : 2) * c.hidden * c.inter +
+    (c.preNorms ? (c.parallel ? 1 : 2) * c.hidden * (c.normBias ? 2 : 1) : 0) + c.hidden * q + 2 * c.hidden * kv + q * c.hidden + mlpParameters(c) +
     (c.qkvBias ? q + 2 * kv : 0) + (c.qkNorm ? qkNormSizes(c).reduce((a, b) => a + b) : 0) + (c.postNorms ? 2 * c.hidden : 0) +
     (c.projectionBias ? 2 * c.hidden + c.inter : 0);
   return c.vocab * c.hidden * (c.tied ? 1 : 2) + c.layers * perLayer + c.hidden * (c.normBias ? 2 : 1) + (c.headBias ? c.vocab : 0);
+}
+
+/** A layer's MLP parameters: the dense MLP, or every expert, the router and the shared expert. */
+function mlpParameters(c: Resolved): number {
+  if (!c.moe) return (c.gated ? 3 : 2) * c.hidden * c.inter;
+  const shared = c.moe.sharedSize === undefined ? 0 : 3 * c.hidden * c.moe.sharedSize + c.hidden;
+  return c.moe.experts * (3 * c.hidden * c.inter + c.hidden) + shared;
 }
 
 /** The lengths of a layer's q and k norm weights (qkNorm). */
@@ -309,6 +328,17 @@ export function randomLlamaWeights(config: LlamaConfig, seed: number, scale = 0.
     if (!c.gated) delete l.wGate;
     if (c.normBias) Object.assign(l, l.attnNorm ? { attnNormBias: normal(c.hidden, scale) } : {}, l.mlpNorm ? { mlpNormBias: normal(c.hidden, scale) } : {});
     if (c.projectionBias) Object.assign(l, { bo: normal(c.hidden, scale), bUp: normal(c.inter, scale), bDown: normal(c.hidden, scale) });
+    if (c.moe) {
+      const { experts: e, sharedSize } = c.moe;
+      delete l.wGate;
+      delete l.wUp;
+      delete l.wDown;
+      // A router of larger weights than the projections', so that the experts' scores differ enough to order them.
+      l.moe = { router: normal(e * c.hidden, 1), gate: normal(e * c.inter * c.hidden, scale), up: normal(e * c.inter * c.hidden, scale), down: normal(e * c.hidden * c.inter, scale) };
+      if (sharedSize !== undefined) {
+        l.moe.shared = { gate: normal(sharedSize * c.hidden, scale), up: normal(sharedSize * c.hidden, scale), down: normal(c.hidden * sharedSize, scale), router: normal(c.hidden, 1) };
+      }
+    }
   }
   const finalNorm = norm();
   const biases = { ...(c.normBias ? { finalNormBias: normal(c.hidden, scale) } : {}), ...(c.headBias ? { lmHeadBias: normal(c.vocab, scale) } : {}) };
@@ -344,10 +374,27 @@ function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
     expect(`layers[${i}].wk`, l.wk, kv * c.hidden);
     expect(`layers[${i}].wv`, l.wv, kv * c.hidden);
     expect(`layers[${i}].wo`, l.wo, c.hidden * q);
-    if (c.gated) expect(`layers[${i}].wGate`, l.wGate, c.inter * c.hidden);
-    else if (l.wGate) throw new Error(`Llama weights: layers[${i}] has a gate projection, but the config's MLP is not gated (gatedMlp: false)`);
-    expect(`layers[${i}].wUp`, l.wUp, c.inter * c.hidden);
-    expect(`layers[${i}].wDown`, l.wDown, c.hidden * c.inter);
+    if (c.moe) {
+      if (l.wGate || l.wUp || l.wDown) throw new Error(`Llama weights: layers[${i}] has MLP projections, but the config's layers are mixtures of experts (moe)`);
+      const { experts: e, sharedSize } = c.moe;
+      expect(`layers[${i}].moe.router`, l.moe?.router, e * c.hidden);
+      expect(`layers[${i}].moe.gate`, l.moe?.gate, e * c.inter * c.hidden);
+      expect(`layers[${i}].moe.up`, l.moe?.up, e * c.inter * c.hidden);
+      expect(`layers[${i}].moe.down`, l.moe?.down, e * c.hidden * c.inter);
+      if (sharedSize !== undefined) {
+        const shared = l.moe?.shared;
+        expect(`layers[${i}].moe.shared.gate`, shared?.gate, sharedSize * c.hidden);
+        expect(`layers[${i}].moe.shared.up`, shared?.up, sharedSize * c.hidden);
+        expect(`layers[${i}].moe.shared.down`, shared?.down, c.hidden * sharedSize);
+        expect(`layers[${i}].moe.shared.router`, shared?.router, c.hidden);
+      } else if (l.moe?.shared) throw new Error(`Llama weights: layers[${i}] has a shared expert, but the config's moe has no sharedSize`);
+    } else {
+      if (l.moe) throw new Error(`Llama weights: layers[${i}] has experts, but the config has no moe`);
+      if (c.gated) expect(`layers[${i}].wGate`, l.wGate, c.inter * c.hidden);
+      else if (l.wGate) throw new Error(`Llama weights: layers[${i}] has a gate projection, but the config's MLP is not gated (gatedMlp: false)`);
+      expect(`layers[${i}].wUp`, l.wUp, c.inter * c.hidden);
+      expect(`layers[${i}].wDown`, l.wDown, c.hidden * c.inter);
+    }
     if (c.qkvBias) {
       expect(`layers[${i}].bq (qkvBias)`, l.bq, q);
       expect(`layers[${i}].bk (qkvBias)`, l.bk, kv);
@@ -397,10 +444,13 @@ interface LayerRefs {
   wqkv: Linear[];
   wo: Linear;
   mlpNorm?: string;
-  /** Absent for an ungated MLP. */
+  /** Absent for an ungated MLP, or a mixture of experts. */
   wGate?: Linear;
-  wUp: Linear;
-  wDown: Linear;
+  /** Absent for a mixture of experts. */
+  wUp?: Linear;
+  wDown?: Linear;
+  /** A mixture of experts: the router, the MoE operator's expert tensors, and the shared expert. */
+  moe?: { router: Linear; fc1: string; fc2: string; shared?: { gate: Linear; up: Linear; down: Linear; router: Linear } };
   /** LayerNorm biases (normBias). */
   attnNormBias?: string;
   mlpNormBias?: string;
@@ -557,8 +607,9 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       // Gemma's names: its "post_attention_layernorm" follows attention, the MLP's input norm is "pre_feedforward".
       ...(l.mlpNorm ? { mlpNorm: normVector(c.postNorms ? `${p}.pre_feedforward_layernorm.weight` : `${p}.post_attention_layernorm.weight`, l.mlpNorm) } : {}),
       ...(l.wGate ? { wGate: matrix(`${p}.mlp.gate_proj.weight`, inter, hidden, l.wGate) } : {}),
-      wUp: matrix(`${p}.mlp.up_proj.weight`, inter, hidden, l.wUp),
-      wDown: matrix(`${p}.mlp.down_proj.weight`, hidden, inter, l.wDown),
+      ...(l.wUp ? { wUp: matrix(`${p}.mlp.up_proj.weight`, inter, hidden, l.wUp) } : {}),
+      ...(l.wDown ? { wDown: matrix(`${p}.mlp.down_proj.weight`, hidden, inter, l.wDown) } : {}),
+      ...(l.moe ? { moe: expertRefs(p, l.moe) } : {}),
       ...(l.attnNormBias ? { attnNormBias: vector(`${p}.input_layernorm.bias`, l.attnNormBias) } : {}),
       ...(l.mlpNormBias ? { mlpNormBias: vector(`${p}.post_attention_layernorm.bias`, l.mlpNormBias) } : {}),
       ...(l.bo ? { bo: vector(`${p}.self_attn.o_proj.bias`, l.bo) } : {}),
@@ -586,6 +637,35 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
         : {}),
     };
   });
+  /**
+   * A mixture of experts' initializers: the MoE operator's fc1 `[E, 2I, H]` with each expert's gate and up rows
+   * interleaved (its SwiGLU layout: gate i, then up i) and fc2 `[E, H, I]`, both `[out, in]` as GGUF stores them.
+   */
+  function expertRefs(p: string, m: MoeWeights): NonNullable<LayerRefs['moe']> {
+    usesContribOps = true;
+    const e = c.moe!.experts;
+    const fc1 = new Float32Array(e * 2 * inter * hidden);
+    for (let row = 0; row < e * inter; row++) {
+      fc1.set(m.gate.subarray(row * hidden, (row + 1) * hidden), 2 * row * hidden);
+      fc1.set(m.up.subarray(row * hidden, (row + 1) * hidden), (2 * row + 1) * hidden);
+    }
+    const shared = m.shared && c.moe!.sharedSize;
+    return {
+      router: matrix(`${p}.mlp.gate.weight`, e, hidden, m.router),
+      fc1: asFloat(stored(`${p}.mlp.experts.gate_up_proj.weight`, [e, 2 * inter, hidden], fc1)),
+      fc2: asFloat(stored(`${p}.mlp.experts.down_proj.weight`, [e, hidden, inter], m.down)),
+      ...(m.shared && shared
+        ? {
+            shared: {
+              gate: matrix(`${p}.mlp.shared_expert.gate_proj.weight`, shared, hidden, m.shared.gate),
+              up: matrix(`${p}.mlp.shared_expert.up_proj.weight`, shared, hidden, m.shared.up),
+              down: matrix(`${p}.mlp.shared_expert.down_proj.weight`, hidden, shared, m.shared.down),
+              router: matrix(`${p}.mlp.shared_expert_gate.weight`, 1, hidden, m.shared.router),
+            },
+          }
+        : {}),
+    };
+  }
   const finalNorm = normVector('model.norm.weight', weights.finalNorm);
   const finalNormBias = weights.finalNormBias ? vector('model.norm.bias', weights.finalNormBias) : undefined;
   const headBias = weights.lmHeadBias ? vector('lm_head.bias', weights.lmHeadBias) : undefined;
@@ -767,6 +847,26 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       return b.op('Mul', [r, r]);
     };
     const biased = (x: string, bias: string | undefined): string => (bias ? b.op('Add', [x, bias]) : x);
+    /** An MLP: `down(act(gate(y)) · up(y))`, or `down(act(up(y)))` ungated, with the biases it has. */
+    const mlp = (y: string, gate: Linear | undefined, up: Linear, down: Linear, bUp?: string, bDown?: string): string => {
+      const u = biased(linear(y, up), bUp);
+      return biased(linear(gate ? b.op('Mul', [activated(linear(y, gate)), u]) : activated(u), down), bDown);
+    };
+    /**
+     * A mixture of experts over the tokens of `y`: the router's scores, onnxruntime's MoE (softmax over all experts,
+     * the best `used` run on the tokens routed to them, weighted), and the shared expert under its sigmoid gate.
+     */
+    const experts = (y: string, m: NonNullable<LayerRefs['moe']>): string => {
+      const flat = b.op('Reshape', [y, b.i64([-1, hidden])]);
+      const mixed = b.fresh('moe');
+      const { used, normalize } = c.moe!;
+      const attrs = { k: used, activation_type: 'swiglu', swiglu_fusion: 1, normalize_routing_weights: normalize ? 1 : 0 };
+      b.nodes.push(makeNode('MoE', [flat, linear(flat, m.router), m.fc1, '', m.fc2], [mixed], attrs, b.fresh('n_MoE'), 'com.microsoft'));
+      const out = b.op('Reshape', [mixed, b.op('Shape', [y])]);
+      if (!m.shared) return out;
+      const shared = mlp(y, m.shared.gate, m.shared.up, m.shared.down);
+      return b.op('Add', [out, b.op('Mul', [shared, b.op('Sigmoid', [linear(y, m.shared.router)])])]);
+    };
     const heads4 = () => b.i64([0, 0, heads + 2 * kvHeads, headDim]);
     /**
      * Names for a layer's present key and value: the graph's outputs, or (fp16 I/O) float values and `done`, which
@@ -921,10 +1021,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
         delta = residualScaled(attnOut);
         y = L.mlpNorm ? residualNorm(L.mlpNorm, undefined, false, L.mlpNormBias) : residualSum();
       }
-      const gate = L.wGate ? activated(linear(y, L.wGate)) : undefined;
-      const up = biased(linear(y, L.wUp), L.bUp);
-      const act = gate ? b.op('Mul', [gate, up]) : activated(up);
-      let mlpOut = biased(linear(act, L.wDown), L.bDown);
+      let mlpOut = L.moe ? experts(y, L.moe) : mlp(y, L.wGate, L.wUp!, L.wDown!, L.bUp, L.bDown);
       if (L.postMlpNorm) mlpOut = rms(mlpOut, L.postMlpNorm);
       delta = c.parallel ? b.op('Add', [attnOut, residualScaled(mlpOut)]) : residualScaled(mlpOut);
     }

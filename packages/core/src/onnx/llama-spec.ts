@@ -20,7 +20,16 @@ export interface LlamaConfig {
   numKvHeads?: number;
   /** Defaults to hiddenSize / numHeads. */
   headDim?: number;
+  /** The MLP's inner size; with `moe`, each expert's. */
   intermediateSize: number;
+  /**
+   * A mixture of experts in place of each layer's MLP (Mixtral, Qwen3-MoE, Qwen2-MoE): a router scores the `experts`
+   * for each token (a softmax over all of them), the `used` best run, each a SwiGLU MLP of `intermediateSize`, and
+   * their outputs are summed weighted by their scores, renormalized to sum to 1 where `normalize`. `sharedSize`: an
+   * expert every token also runs, of that inner size, its output scaled by a sigmoid gate of its own (Qwen2-MoE).
+   * Weights: each layer's `moe` ({@link LlamaLayerWeights}). Runs as onnxruntime's `com.microsoft.MoE`.
+   */
+  moe?: { experts: number; used: number; normalize: boolean; sharedSize?: number };
   /** Defaults to 10000. */
   ropeTheta?: number;
   /** Defaults to 1e-5. */
@@ -176,10 +185,13 @@ export interface LlamaLayerWeights<M extends WeightMatrix = Float32Array> {
   wv: M; // [numKvHeads*headDim, hidden]
   wo: M; // [hidden, numHeads*headDim]
   mlpNorm?: Float32Array; // [hidden]
-  /** Absent when `gatedMlp` is false. */
+  /** Absent when `gatedMlp` is false, or in a mixture of experts. */
   wGate?: M; // [intermediate, hidden]
-  wUp: M; // [intermediate, hidden]
-  wDown: M; // [hidden, intermediate]
+  /** Absent in a mixture of experts (the config's `moe`). */
+  wUp?: M; // [intermediate, hidden]
+  wDown?: M; // [hidden, intermediate]
+  /** With the config's `moe`: the router and the experts' projections, expert after expert. */
+  moe?: MoeWeights;
   /** With `qkvBias`. */
   bq?: Float32Array; // [numHeads*headDim]
   bk?: Float32Array; // [numKvHeads*headDim]
@@ -197,6 +209,16 @@ export interface LlamaLayerWeights<M extends WeightMatrix = Float32Array> {
   bo?: Float32Array; // [hidden]
   bUp?: Float32Array; // [intermediate]
   bDown?: Float32Array; // [hidden]
+}
+
+/** A mixture of experts' weights (see `LlamaConfig.moe`), dense: `E` experts of inner size `I` over hidden size `H`. */
+export interface MoeWeights {
+  router: Float32Array; // [E, H]
+  gate: Float32Array; // [E, I, H]
+  up: Float32Array; // [E, I, H]
+  down: Float32Array; // [E, H, I]
+  /** With `moe.sharedSize` (S): the shared expert's MLP and its gate's weights. */
+  shared?: { gate: Float32Array; up: Float32Array; down: Float32Array; router: Float32Array }; // [S, H], [S, H], [H, S], [H]
 }
 
 /** All weights of a Llama decoder (`M`: see {@link LlamaLayerWeights}). */
