@@ -59,6 +59,10 @@ const MODELS: Record<string, RandomGgufSpec> = {
     meta: { 'rope.scaling.type': str('linear'), 'rope.scaling.factor': f32(4) },
   },
   'qwen2 (q/k/v biases, tied head)': { arch: 'qwen2', ...SMALL, qkvBias: true, meta: { 'rope.freq_base': f32(1e6) } },
+  // Mixtures of experts: onnxruntime's MoE operator routes each token as llama.cpp does.
+  'llama with experts (Mixtral: 4 experts, 2 used, renormalized)': { arch: 'llama', ...SMALL, untied: true, experts: { count: 4, used: 2 } },
+  'qwen3moe (q/k norms, 8 experts of their own size, 2 used, renormalized)': { arch: 'qwen3moe', ...SMALL, qkNorm: true, untied: true, experts: { count: 8, used: 2, ff: 32 } },
+  'qwen2moe (q/k/v biases, 4 experts, 2 used, not renormalized, a gated shared expert)': { arch: 'qwen2moe', ...SMALL, qkvBias: true, untied: true, experts: { count: 4, used: 2, ff: 32, shared: 48 } },
   'qwen3 (q/k norms, key_length ≠ hidden/heads)': { arch: 'qwen3', hidden: 64, layers: 2, heads: 4, kvHeads: 2, headDim: 32, ff: 96, qkNorm: true, untied: true },
   // The text models of vision-language GGUFs: M-RoPE sections (llama.cpp requires them) over text positions.
   'qwen2vl (Qwen2.5-VL as a text model: M-RoPE on text, q/k/v biases)': { arch: 'qwen2vl', ...SMALL, qkvBias: true, meta: { 'rope.freq_base': f32(1e6), 'rope.dimension_sections': sections([2, 3, 3, 0]) } },
@@ -358,7 +362,9 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
   describe('refusals name the feature', () => {
     const cases: [string, Partial<RandomGgufSpec>, RegExp][] = [
       ['an unknown architecture', { arch: 'mamba' }, /"mamba".*"llama", "mistral3", "granite", "smollm3", "ernie4_5", "exaone", "exaone4", "qwen2", "qwen2vl"/],
-      ['mixture of experts', { meta: { expert_count: u32(8), expert_used_count: u32(2) } }, /mixture-of-experts.*llama\.expert_count/],
+      ['mixture of experts outside llama and the Qwen MoE models', { arch: 'qwen2', meta: { expert_count: u32(8), expert_used_count: u32(2) } }, /mixture-of-experts.*qwen2\.expert_count.*llama, qwen3moe, qwen2moe only/],
+      ['expert weights scaled', { experts: { count: 4, used: 2 }, meta: { expert_weights_scale: f32(2.5) } }, /expert weights scaled by 2\.5/],
+      ['more experts used than there are', { experts: { count: 4, used: 6 } }, /expert_used_count" is 6, more than the 4 experts/],
       ['an unknown rope scaling', { meta: { 'rope.scaling.type': str('dynamic'), 'rope.scaling.factor': f32(4) } }, /rope scaling "dynamic"/],
       ['yarn outside llama and qwen', { arch: 'gemma2', postNorms: true, meta: { 'rope.scaling.type': str('yarn'), 'rope.scaling.factor': f32(4) } }, /rope scaling "yarn" on gemma2/],
       ['long-rope factors outside phi3', { extraTensors: { 'rope_factors_long.weight': [[8], new Float32Array(8).fill(1)] } }, /does not use.*rope_factors_long\.weight/],

@@ -13,7 +13,7 @@ import { ggufDigest } from './digest.js';
 import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, extname, join, resolve } from 'node:path';
-import type { LlamaConfig, LlamaLayerWeights, LlamaWeights, WeightMatrix } from '../onnx/llama-spec.js';
+import type { LlamaConfig, LlamaLayerWeights, LlamaWeights, QuantizedMatrix, WeightMatrix } from '../onnx/llama-spec.js';
 import { isQuantized, sliceRows } from '../onnx/quantized-matrix.js';
 import { toNBits } from './quant/nbits.js';
 import { writeLlamaModel, type LlamaBuildOptions } from '../onnx/llama-builder.js';
@@ -99,7 +99,7 @@ export function kebabName(s: string): string {
 }
 
 /** The `general.architecture` values the converter reads (llama.cpp's names). */
-export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'olmo2', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'nemotron', 'minicpm', 'internlm2', 'phi2'] as const;
+export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'qwen2moe', 'qwen3moe', 'olmo2', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'nemotron', 'minicpm', 'internlm2', 'phi2'] as const;
 export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 /**
@@ -107,6 +107,16 @@ export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
  * mmproj): on text, every section of their M-RoPE takes the token's position, which is the text model's rotary.
  */
 const TEXT_MODEL_OF: Partial<Record<GgufArchitecture, GgufArchitecture>> = { qwen2vl: 'qwen2', qwen3vl: 'qwen3' };
+
+/**
+ * Mixture-of-experts architectures read as the dense block they are built on, and whether llama.cpp renormalizes the
+ * chosen experts' weights (its `norm_w` for each). `llama` files with experts are Mixtral's.
+ */
+const MOE_BLOCK: Partial<Record<GgufArchitecture, { block: GgufArchitecture; normalize: boolean }>> = {
+  llama: { block: 'llama', normalize: true },
+  qwen3moe: { block: 'qwen3', normalize: true },
+  qwen2moe: { block: 'qwen2', normalize: false },
+};
 
 /** Architectures whose q/k llama.cpp's converter permutes into adjacent rotary pairs ("NORM"); the others keep NeoX's halves. */
 const ADJACENT_ROPE: ReadonlySet<GgufArchitecture> = new Set(['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'command-r', 'cohere2', 'glm4', 'arcee', 'minicpm', 'internlm2']);
@@ -148,7 +158,7 @@ export function ggufArchitecture(f: GgufFile): GgufArchitecture {
   if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new GgufError(
       `${src} has general.architecture "${arch}"; the converter reads ${SUPPORTED_ARCHITECTURES.map((a) => `"${a}"`).join(', ')} ` +
-        '(Llama 1/2/3, Mistral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL and Qwen3-VL as text models, OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B, GLM-4 and GLM-Z1 (0414), StarCoder 2, StableLM 2, Arcee AFM, Nemotron-Mini, MiniCPM 1B/2B, InternLM 2/2.5, Phi-2).',
+        '(Llama 1/2/3, Mistral, Mixtral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL and Qwen3-VL as text models, Qwen1.5/Qwen2-MoE and Qwen3-MoE, OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B, GLM-4 and GLM-Z1 (0414), StarCoder 2, StableLM 2, Arcee AFM, Nemotron-Mini, MiniCPM 1B/2B, InternLM 2/2.5, Phi-2).',
       'unsupported-model',
     );
   }
@@ -163,8 +173,8 @@ export function ggufArchitecture(f: GgufFile): GgufArchitecture {
 export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   const src = basename(f.path);
   const arch = ggufArchitecture(f);
-  // Metadata keys carry the file's architecture; the block is its text model's.
-  const family = TEXT_MODEL_OF[arch] ?? arch;
+  // Metadata keys carry the file's architecture; the block is its text model's, or its experts' dense model's.
+  const family = TEXT_MODEL_OF[arch] ?? MOE_BLOCK[arch]?.block ?? arch;
   const key = (k: string) => `${arch}.${k}`;
   const refuse = (what: string): never => {
     throw new GgufError(`${src} (${arch}) uses ${what}, which the converter does not support.`, 'unsupported-model');
@@ -182,8 +192,13 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   };
   // llama.cpp reads it for every architecture (embedding models such as LLM2Vec's attend both ways): masks here are causal.
   if (f.get(key('attention.causal')) === false) refuse(`bidirectional attention ("${key('attention.causal')}" = false); only causal decoders are supported`);
-  const experts = scalar('expert_count');
-  if (experts !== undefined && experts > 0) refuse(`mixture-of-experts layers ("${key('expert_count')}" = ${experts}); only dense models are supported`);
+  const experts = scalar('expert_count') ?? 0;
+  const moe = MOE_BLOCK[arch];
+  if (experts > 0 && !moe) refuse(`mixture-of-experts layers ("${key('expert_count')}" = ${experts}; ${Object.keys(MOE_BLOCK).join(', ')} only)`);
+  if (experts === 0 && moe && arch !== 'llama') throw new GgufError(`${src} is missing the metadata "${key('expert_count')}".`, 'missing-metadata');
+  // llama.cpp scales the chosen experts' weights by this factor where a file gives one (not these architectures' own files).
+  const expertScale = scalar('expert_weights_scale') ?? 0;
+  if (experts > 0 && expertScale !== 0 && expertScale !== 1) refuse(`expert weights scaled by ${expertScale} ("${key('expert_weights_scale')}")`);
 
   // Rope scaling: llama.cpp reads the type (default "linear") and a factor (0 or absent: none).
   const scaling = f.getString(key('rope.scaling.type')) ?? 'linear';
@@ -226,7 +241,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     numHeads,
     numKvHeads,
     headDim,
-    intermediateSize: required('feed_forward_length'),
+    intermediateSize: experts > 0 ? expertSize(arch, scalar, required) : required('feed_forward_length'),
     ropeTheta,
     rmsNormEps: (COHERE.has(arch) || BIASED_LAYER_NORMS.has(arch) ? scalar('attention.layer_norm_epsilon') : scalar('attention.layer_norm_rms_epsilon')) ?? 1e-5,
     ropeStyle: ADJACENT_ROPE.has(family) ? 'adjacent' : 'half',
@@ -234,6 +249,13 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     tieWordEmbeddings: arch === 'gemma' || arch === 'gemma2' || !f.tensorInfo('output.weight'),
   };
   if (ropeScale !== 1) config.ropeScale = ropeScale;
+  if (experts > 0) {
+    const used = required('expert_used_count');
+    if (used > experts) throw new GgufError(`${src}: "${key('expert_used_count')}" is ${used}, more than the ${experts} experts.`, 'corrupt');
+    config.moe = { experts, used, normalize: moe!.normalize };
+    // Qwen2-MoE's shared expert (llama.cpp: expert_shared_feed_forward_length, else feed_forward_length).
+    if (arch === 'qwen2moe') config.moe.sharedSize = scalar('expert_shared_feed_forward_length') ?? required('feed_forward_length');
+  }
   let ropeAttentionFactor = attnFactor;
   if (scaling === 'yarn') {
     const yarn = yarnRope({
@@ -364,6 +386,17 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
 }
 
 /**
+ * Each expert's inner size, as llama.cpp reads it: Mixtral's is the feed-forward length; Qwen's MoE models give
+ * `expert_feed_forward_length`, else the feed-forward length divided among the experts a token uses.
+ */
+function expertSize(arch: GgufArchitecture, scalar: (k: string) => number | undefined, required: (k: string) => number): number {
+  if (arch === 'llama') return required('feed_forward_length');
+  const own = scalar('expert_feed_forward_length');
+  if (own !== undefined && own > 0) return own;
+  return Math.floor(required('feed_forward_length') / required('expert_used_count'));
+}
+
+/**
  * llama.cpp's sliding window on three layers of every four (its `set_swa_pattern(4)`), the fourth attending to all
  * without rotary (EXAONE 4.0 32B, Command R7B).
  */
@@ -466,7 +499,25 @@ export async function llamaWeightsFromGguf(
       if (layer.mlpNorm) layer.mlpNormBias = await read(`${p}ffn_norm.bias`, [h]);
     }
     if (config.projectionBias) layer.bo = await read(`${p}attn_output.bias`, [h]);
-    if (FUSED_GATE_UP.has(arch)) {
+    if (config.moe) {
+      // The experts as dense float32 (onnxruntime's CPU MoE takes float weights; quantized files are dequantized).
+      const e = config.moe.experts;
+      layer.moe = {
+        router: await read(`${p}ffn_gate_inp.weight`, [e, h]),
+        gate: await read(`${p}ffn_gate_exps.weight`, [e, ff, h]),
+        up: await read(`${p}ffn_up_exps.weight`, [e, ff, h]),
+        down: await read(`${p}ffn_down_exps.weight`, [e, h, ff]),
+      };
+      const shared = config.moe.sharedSize;
+      if (shared !== undefined) {
+        layer.moe.shared = {
+          gate: await read(`${p}ffn_gate_shexp.weight`, [shared, h]),
+          up: await read(`${p}ffn_up_shexp.weight`, [shared, h]),
+          down: await read(`${p}ffn_down_shexp.weight`, [h, shared]),
+          router: await read(`${p}ffn_gate_inp_shexp.weight`, [h]),
+        };
+      }
+    } else if (FUSED_GATE_UP.has(arch)) {
       const gateUp = await readMatrix(`${p}ffn_up.weight`, [2 * ff, h]);
       layer.wGate = rows(gateUp, 0, ff, h);
       layer.wUp = rows(gateUp, ff, ff, h);
@@ -474,7 +525,7 @@ export async function llamaWeightsFromGguf(
       if (config.gatedMlp ?? true) layer.wGate = await readMatrix(`${p}ffn_gate.weight`, [ff, h]);
       layer.wUp = await readMatrix(`${p}ffn_up.weight`, [ff, h]);
     }
-    layer.wDown = await readMatrix(`${p}ffn_down.weight`, [h, ff]);
+    if (!config.moe) layer.wDown = await readMatrix(`${p}ffn_down.weight`, [h, ff]);
     if (config.projectionBias) {
       layer.bUp = await read(`${p}ffn_up.bias`, [ff]);
       layer.bDown = await read(`${p}ffn_down.bias`, [h]);
@@ -602,11 +653,10 @@ export async function convertGguf(ggufPath: string, outDir: string, opts: Conver
     // Bytes the initializers will take: dense values in `dtype`, quantized codes and scales as they are.
     const bytesOf = (m: WeightMatrix | undefined): number =>
       m === undefined ? 0 : isQuantized(m) ? m.data.length + m.scales.byteLength + (m.zeroPoints?.length ?? 0) : m.length * (dtype === 'float16' ? 2 : 4);
-    const weightBytes =
-      bytesOf(weights.embed) +
-      bytesOf(weights.finalNorm) +
-      bytesOf(weights.lmHead) +
-      weights.layers.reduce((n, l) => n + Object.values(l).reduce((m: number, a: WeightMatrix) => m + bytesOf(a), 0), 0);
+    // A layer's matrices and vectors, its experts' included.
+    const bytesIn = (o: object): number =>
+      Object.values(o).reduce((n: number, v: unknown) => n + (v instanceof Float32Array || (v as Partial<QuantizedMatrix>).kind === 'nbits' ? bytesOf(v as WeightMatrix) : bytesIn(v as object)), 0);
+    const weightBytes = bytesOf(weights.embed) + bytesOf(weights.finalNorm) + bytesOf(weights.lmHead) + weights.layers.reduce((n, l) => n + bytesIn(l), 0);
     const externalData = opts.externalData ?? weightBytes > EXTERNAL_DATA_THRESHOLD;
 
     await mkdir(dir, { recursive: true });

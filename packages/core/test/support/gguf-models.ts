@@ -47,6 +47,13 @@ export interface RandomGgufSpec {
   headBias?: boolean;
   /** Write output.weight (else the head is tied to the embedding). */
   untied?: boolean;
+  /**
+   * A mixture of experts in place of each MLP: `count` experts (`ffn_gate_inp`, `ffn_{gate,up,down}_exps`), `used` per
+   * token, each of inner size `ff` (written as `expert_feed_forward_length` when given, else the spec's ff); `shared`:
+   * a shared expert of that inner size with its sigmoid gate (`ffn_*_shexp`, `ffn_gate_inp_shexp`; Qwen2-MoE);
+   * `routerScale`: the router's standard deviation (default 0.08: the chosen experts keep part of the weight).
+   */
+  experts?: { count: number; used: number; ff?: number; shared?: number; routerScale?: number };
   /** Extra tensors by name: [GGUF ne dims, values]. */
   extraTensors?: Record<string, [number[], Float32Array]>;
   /** ggml type of the matrices: 0 (F32, default) or 1 (F16). */
@@ -93,8 +100,10 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
   const tensors: WTensor[] = [];
   const mtype = spec.matrixType ?? 0;
   // GGUF ne lists the fastest dimension first: a [rows, cols] matrix is ne [cols, rows].
-  const matrix = (name: string, rows: number, cols: number, std = scale) =>
-    tensors.push({ name, dims: [cols, rows], type: mtype, data: encodeTensor(name, { dims: [cols, rows], data: normal(rows * cols, std), type: mtype }) });
+  const matrix = (name: string, rows: number, cols: number, std = scale, count = 1) => {
+    const dims = count === 1 ? [cols, rows] : [cols, rows, count];
+    tensors.push({ name, dims, type: mtype, data: encodeTensor(name, { dims, data: normal(rows * cols * count, std), type: mtype }) });
+  };
   const vector = (name: string, n: number, std: number, mean: number) => {
     const data = normal(n, std, mean);
     tensors.push({ name, dims: [n], type: 0, data: new Uint8Array(data.buffer) });
@@ -131,12 +140,27 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
     if (spec.postNorms) vector(`${p}post_attention_norm.weight`, h, 0.1, 1);
     if (!spec.noPreNorms && !spec.parallel) vector(`${p}ffn_norm.weight`, h, 0.1, 1);
     if (!spec.noPreNorms && !spec.parallel && spec.normBias) vector(`${p}ffn_norm.bias`, h, 0.1, 0);
-    if (spec.fusedGateUp) matrix(`${p}ffn_up.weight`, 2 * ff, h);
+    const moe = spec.experts;
+    if (moe) {
+      const ffe = moe.ff ?? ff;
+      // Scores spread enough that the experts' order is no near tie, not so far that the chosen ones take all the weight
+      // (renormalizing them would then change nothing a test could see).
+      matrix(`${p}ffn_gate_inp.weight`, moe.count, h, moe.routerScale ?? 0.08);
+      matrix(`${p}ffn_gate_exps.weight`, ffe, h, scale, moe.count);
+      matrix(`${p}ffn_up_exps.weight`, ffe, h, scale, moe.count);
+      matrix(`${p}ffn_down_exps.weight`, h, ffe, scale, moe.count);
+      if (moe.shared) {
+        vector(`${p}ffn_gate_inp_shexp.weight`, h, 1, 0);
+        matrix(`${p}ffn_gate_shexp.weight`, moe.shared, h);
+        matrix(`${p}ffn_up_shexp.weight`, moe.shared, h);
+        matrix(`${p}ffn_down_shexp.weight`, h, moe.shared);
+      }
+    } else if (spec.fusedGateUp) matrix(`${p}ffn_up.weight`, 2 * ff, h);
     else {
       if (!spec.ungated) matrix(`${p}ffn_gate.weight`, ff, h);
       matrix(`${p}ffn_up.weight`, ff, h);
     }
-    matrix(`${p}ffn_down.weight`, h, ff);
+    if (!moe) matrix(`${p}ffn_down.weight`, h, ff);
     if (spec.projectionBias) {
       vector(`${p}ffn_up.bias`, ff, 0.2, 0);
       vector(`${p}ffn_down.bias`, h, 0.2, 0);
@@ -160,6 +184,14 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
     [`${arch}.attention.layer_norm_rms_epsilon`]: { t: 'f32', v: 1e-6 },
     ...(spec.headDim !== undefined
       ? { [`${arch}.attention.key_length`]: u32(spec.headDim), [`${arch}.attention.value_length`]: u32(spec.headDim) }
+      : {}),
+    ...(spec.experts
+      ? {
+          [`${arch}.expert_count`]: u32(spec.experts.count),
+          [`${arch}.expert_used_count`]: u32(spec.experts.used),
+          ...(spec.experts.ff !== undefined ? { [`${arch}.expert_feed_forward_length`]: u32(spec.experts.ff) } : {}),
+          ...(spec.experts.shared !== undefined ? { [`${arch}.expert_shared_feed_forward_length`]: u32(spec.experts.shared) } : {}),
+        }
       : {}),
   };
   for (const [k, v] of Object.entries(spec.meta ?? {})) kvMeta[k.startsWith('.') ? k.slice(1) : `${arch}.${k}`] = v;
