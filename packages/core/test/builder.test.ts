@@ -16,7 +16,9 @@ import {
 } from '../src/onnx/llama-builder.js';
 import { float32ArrayToFloat16, float32ToFloat16 } from '../src/onnx/graph-builder.js';
 import { decodeModel, encodeModel, onnx, type GraphProto, type NodeProto } from '../src/onnx/proto.js';
-import type { LlamaConfig, LlamaWeights, MoeWeights } from '../src/onnx/llama-spec.js';
+import type { LlamaConfig, LlamaWeights, MoeWeights, QuantizedMatrix, WeightMatrix } from '../src/onnx/llama-spec.js';
+import { quantizeMatrix } from '../src/onnx/quantize/quantize-matrix.js';
+import { dequantizeMatrix, isQuantized } from '../src/onnx/quantized-matrix.js';
 
 // ---------------------------------------------------------------- reference implementation (float64)
 
@@ -154,7 +156,7 @@ function experts(cfg: LlamaConfig, m: MoeWeights, y: Float64Array): Float64Array
   const out = new Float64Array(H);
   for (const e of chosen) {
     const weight = p[e]! / z / (normalize ? total : 1);
-    const at = (a: Float32Array, n: number) => a.subarray(e * n, (e + 1) * n);
+    const at = (a: Float32Array | QuantizedMatrix, n: number) => (isQuantized(a) ? dequantizeMatrix(a) : a).subarray(e * n, (e + 1) * n);
     swiglu(at(m.gate, I * H), at(m.up, I * H), at(m.down, H * I), y, I, H).forEach((v, i) => (out[i]! += weight * v));
   }
   if (m.shared && sharedSize) {
@@ -193,7 +195,7 @@ interface Runner {
   opts: LlamaBuildOptions;
 }
 
-async function runner(cfg: LlamaConfig, w: LlamaWeights, opts: LlamaBuildOptions = {}): Promise<Runner> {
+async function runner(cfg: LlamaConfig, w: LlamaWeights<WeightMatrix>, opts: LlamaBuildOptions = {}): Promise<Runner> {
   const session = await ort.InferenceSession.create(encodeModel(buildLlamaModel(cfg, w, opts)));
   return { session, cfg, opts };
 }
@@ -292,7 +294,20 @@ function expectClose(a: ArrayLike<number>, b: ArrayLike<number>, tol: number, wh
 const base: LlamaConfig = { vocabSize: 64, hiddenSize: 16, numLayers: 2, numHeads: 4, intermediateSize: 40 };
 const SCALE = 0.25; // larger than the 0.02 default so attention and logits are far from uniform
 
-const cases: { title: string; cfg: LlamaConfig; opts: LlamaBuildOptions; tol: number }[] = [
+/** Experts quantized for QMoE: `bits`, `blockSize`, and zero points (else symmetric). */
+type ExpertQuantization = { bits: 4 | 8; blockSize: number; zeroPoints: boolean };
+
+/** The weights with each layer's experts quantized as `q` (the reference dequantizes them). */
+function withQuantizedExperts(cfg: LlamaConfig, w: LlamaWeights, q: ExpertQuantization): LlamaWeights<WeightMatrix> {
+  const quantize = (m: Float32Array | QuantizedMatrix, cols: number): QuantizedMatrix => {
+    const x = quantizeMatrix(m as Float32Array, (m as Float32Array).length / cols, cols, q.bits, q.blockSize);
+    return q.zeroPoints ? x : { ...x, zeroPoints: undefined };
+  };
+  const { hiddenSize: h, intermediateSize: inter } = cfg;
+  return { ...w, layers: w.layers.map((l) => ({ ...l, moe: { ...l.moe!, gate: quantize(l.moe!.gate, h), up: quantize(l.moe!.up, h), down: quantize(l.moe!.down, inter) } })) };
+}
+
+const cases: { title: string; cfg: LlamaConfig; opts: LlamaBuildOptions; tol: number; experts?: ExpertQuantization }[] = [
   { title: 'fp32, half rope, MHA, separate head', cfg: { ...base }, opts: {}, tol: 1e-4 },
   {
     title: 'fp32, adjacent rope, GQA 4/2, tied head',
@@ -331,6 +346,20 @@ const cases: { title: string; cfg: LlamaConfig; opts: LlamaBuildOptions; tol: nu
     tol: 1e-4,
   },
   {
+    title: 'fp32, 8-bit experts with zero points, block 32 (QMoE)',
+    cfg: { ...base, numKvHeads: 2, hiddenSize: 64, intermediateSize: 96, moe: { experts: 4, used: 2, normalize: true } },
+    opts: {},
+    tol: 1e-3,
+    experts: { bits: 8, blockSize: 32, zeroPoints: true },
+  },
+  {
+    title: 'fp32, symmetric 4-bit experts, block 16, a shared expert (QMoE)',
+    cfg: { ...base, hiddenSize: 32, intermediateSize: 32, moe: { experts: 4, used: 2, normalize: false, sharedSize: 16 } },
+    opts: {},
+    tol: 1e-3,
+    experts: { bits: 4, blockSize: 16, zeroPoints: false },
+  },
+  {
     title: 'fp16, mixture of 4 experts, 3 used, not renormalized, a gated shared expert (Qwen2-MoE), merged decoder',
     cfg: { ...base, intermediateSize: 24, moe: { experts: 4, used: 3, normalize: false, sharedSize: 32 } },
     opts: { dtype: 'float16', mergedDecoder: true },
@@ -343,8 +372,9 @@ describe('Llama ONNX builder', function () {
 
   for (const [n, tc] of cases.entries()) {
     it(`prefill and cached steps match the reference (${tc.title})`, async () => {
-      const w = randomLlamaWeights(tc.cfg, 100 + n, SCALE);
-      const refW = tc.opts.dtype === 'float16' ? roundWeights(w) : w;
+      const dense = randomLlamaWeights(tc.cfg, 100 + n, SCALE);
+      const w = tc.experts ? withQuantizedExperts(tc.cfg, dense, tc.experts) : dense;
+      const refW = tc.opts.dtype === 'float16' ? roundWeights(dense) : (w as LlamaWeights); // the reference dequantizes quantized experts
       const r = await runner(tc.cfg, w, tc.opts);
       const d = dims(tc.cfg);
       const tokens = [3, 17, 42, 5, 60, 9, 33, 1];
@@ -594,6 +624,11 @@ describe('Llama ONNX builder', function () {
     expect(() => buildLlamaModel(base, randomLlamaWeights(moe, 1))).to.throw(/layers\[0\] has experts, but the config has no moe/);
     expect(() => buildLlamaModel({ ...moe, moe: { ...moe.moe, used: 5 } }, w)).to.throw(/used experts \(1 to experts\)/);
     expect(() => buildLlamaModel({ ...moe, hiddenAct: 'gelu_tanh' }, randomLlamaWeights(moe, 1))).to.throw(/gated SiLU MLPs/);
+    const dense = randomLlamaWeights(moe, 1);
+    const q8 = withQuantizedExperts(moe, dense, { bits: 8, blockSize: 8, zeroPoints: true });
+    const mixed = { ...q8, layers: q8.layers.map((l) => ({ ...l, moe: { ...l.moe!, down: dense.layers[0]!.moe!.down } })) };
+    expect(() => buildLlamaModel(moe, mixed)).to.throw(/gate, up and down must be dense, or quantized alike/);
+    expect(() => buildLlamaModel(moe, withQuantizedExperts(moe, dense, { bits: 4, blockSize: 8, zeroPoints: true }))).to.throw(/4-bit experts must be symmetric/);
     expect(() => buildLlamaModel({ ...base, hiddenSize: 32 }, w)).to.throw(/embed has 1024 values, the config needs 2048/);
     expect(() => buildLlamaModel({ ...base, numKvHeads: 3 }, w)).to.throw(/multiple of numKvHeads/);
     expect(() => buildLlamaModel(base, { ...w, lmHead: undefined })).to.throw(/lmHead/);

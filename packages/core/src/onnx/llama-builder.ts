@@ -263,6 +263,16 @@ function resolve(config: LlamaConfig): Resolved {
   return r;
 }
 
+/** Rows of `a` and `b` (each `rows` rows of `width` values) alternating: a0, b0, a1, b1, … (the MoE operators' SwiGLU fc1). */
+function interleaveRows<T extends Float32Array | Uint8Array>(a: T, b: T, rows: number, width: number): T {
+  const out = new (a.constructor as new (n: number) => T)(2 * rows * width);
+  for (let r = 0; r < rows; r++) {
+    out.set(a.subarray(r * width, (r + 1) * width), 2 * r * width);
+    out.set(b.subarray(r * width, (r + 1) * width), (2 * r + 1) * width);
+  }
+  return out;
+}
+
 /** Number of parameters (weights) of a Llama decoder with this config; tied embeddings count once. */
 export function llamaParameterCount(config: LlamaConfig): number {
   const c = resolve(config);
@@ -381,6 +391,18 @@ function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
       expect(`layers[${i}].moe.gate`, l.moe?.gate, e * c.inter * c.hidden);
       expect(`layers[${i}].moe.up`, l.moe?.up, e * c.inter * c.hidden);
       expect(`layers[${i}].moe.down`, l.moe?.down, e * c.hidden * c.inter);
+      const experts = [l.moe!.gate, l.moe!.up, l.moe!.down];
+      if (experts.some(isQuantized)) {
+        const q = experts.filter(isQuantized);
+        const [first] = q;
+        if (q.length !== 3 || q.some((m) => m.bits !== first!.bits || m.blockSize !== first!.blockSize || m.offsetColumns)) {
+          throw new Error(`Llama weights: layers[${i}].moe's gate, up and down must be dense, or quantized alike (same bits and block size, no offset columns)`);
+        }
+        // onnxruntime 1.30's 4-bit QMoE with zero points disagrees with its own dequantization, and it misreads zero points
+        // of one block a row (measured); symmetric experts, and 8-bit zero points of several blocks a row, agree.
+        if (first!.bits === 4 && q.some((m) => m.zeroPoints)) throw new Error(`Llama weights: layers[${i}].moe's 4-bit experts must be symmetric (no zero points)`);
+        if (q.some((m) => m.zeroPoints && m.cols === m.blockSize)) throw new Error(`Llama weights: layers[${i}].moe's experts with zero points need two or more blocks a row`);
+      }
       if (sharedSize !== undefined) {
         const shared = l.moe?.shared;
         expect(`layers[${i}].moe.shared.gate`, shared?.gate, sharedSize * c.hidden);
@@ -449,8 +471,17 @@ interface LayerRefs {
   /** Absent for a mixture of experts. */
   wUp?: Linear;
   wDown?: Linear;
-  /** A mixture of experts: the router, the MoE operator's expert tensors, and the shared expert. */
-  moe?: { router: Linear; fc1: string; fc2: string; shared?: { gate: Linear; up: Linear; down: Linear; router: Linear } };
+  /**
+   * A mixture of experts: the router, the MoE operator's expert tensors (with `quantized`: QMoE's codes, and their
+   * scales, zero points or '', bits and block size), and the shared expert.
+   */
+  moe?: {
+    router: Linear;
+    fc1: string;
+    fc2: string;
+    quantized?: { scales: [string, string]; zeroPoints: [string, string]; bits: number; blockSize: number };
+    shared?: { gate: Linear; up: Linear; down: Linear; router: Linear };
+  };
   /** LayerNorm biases (normBias). */
   attnNormBias?: string;
   mlpNormBias?: string;
@@ -644,16 +675,10 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
   function expertRefs(p: string, m: MoeWeights): NonNullable<LayerRefs['moe']> {
     usesContribOps = true;
     const e = c.moe!.experts;
-    const fc1 = new Float32Array(e * 2 * inter * hidden);
-    for (let row = 0; row < e * inter; row++) {
-      fc1.set(m.gate.subarray(row * hidden, (row + 1) * hidden), 2 * row * hidden);
-      fc1.set(m.up.subarray(row * hidden, (row + 1) * hidden), (2 * row + 1) * hidden);
-    }
     const shared = m.shared && c.moe!.sharedSize;
     return {
       router: matrix(`${p}.mlp.gate.weight`, e, hidden, m.router),
-      fc1: asFloat(stored(`${p}.mlp.experts.gate_up_proj.weight`, [e, 2 * inter, hidden], fc1)),
-      fc2: asFloat(stored(`${p}.mlp.experts.down_proj.weight`, [e, hidden, inter], m.down)),
+      ...(isQuantized(m.gate) ? quantizedExperts(p, m) : denseExperts(p, m)),
       ...(m.shared && shared
         ? {
             shared: {
@@ -665,6 +690,41 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
           }
         : {}),
     };
+  }
+  /** fc1 and fc2 of the MoE operator from dense experts. */
+  function denseExperts(p: string, m: MoeWeights): { fc1: string; fc2: string } {
+    const e = c.moe!.experts;
+    const [gate, up, down] = [m.gate, m.up, m.down] as Float32Array[];
+    return {
+      fc1: asFloat(stored(`${p}.mlp.experts.gate_up_proj.weight`, [e, 2 * inter, hidden], interleaveRows(gate!, up!, e * inter, hidden))),
+      fc2: asFloat(stored(`${p}.mlp.experts.down_proj.weight`, [e, hidden, inter], down!)),
+    };
+  }
+  /**
+   * fc1 and fc2 of the QMoE operator from experts quantized alike: codes `[E, rows, cols · bits / 8]`, float scales and
+   * (8-bit) zero points `[E, rows, blocks]`, fc1's gate and up rows interleaved as for dense experts.
+   */
+  function quantizedExperts(p: string, m: MoeWeights): { fc1: string; fc2: string; quantized: { scales: [string, string]; zeroPoints: [string, string]; bits: number; blockSize: number } } {
+    const e = c.moe!.experts;
+    const [gate, up, down] = [m.gate, m.up, m.down] as QuantizedMatrix[];
+    const { bits, blockSize } = gate!;
+    const initializers = (name: string, rows: number, cols: number, q: { data: Uint8Array; scales: Float32Array; zeroPoints?: Uint8Array }) => {
+      const blocks = cols / blockSize;
+      return [
+        g.initializer(makeTensor(`${name}.qweight`, DataType.UINT8, [e, rows, (cols * bits) / 8], q.data)),
+        g.initializer(makeTensor(`${name}.scales`, DataType.FLOAT, [e, rows, blocks], q.scales)),
+        q.zeroPoints ? g.initializer(makeTensor(`${name}.qzeros`, DataType.UINT8, [e, rows, blocks], q.zeroPoints)) : '',
+      ];
+    };
+    // Gate's and up's rows alternate; a row is as wide in codes, scales or zero points as each holds.
+    const both = <T extends Uint8Array | Float32Array>(x: T, y: T): T => interleaveRows(x, y, e * inter, x.length / (e * inter));
+    const fc1 = initializers(`${p}.mlp.experts.gate_up_proj`, 2 * inter, hidden, {
+      data: both(gate!.data, up!.data),
+      scales: both(gate!.scales, up!.scales),
+      ...(gate!.zeroPoints && up!.zeroPoints ? { zeroPoints: both(gate!.zeroPoints, up!.zeroPoints) } : {}),
+    });
+    const fc2 = initializers(`${p}.mlp.experts.down_proj`, hidden, inter, down!);
+    return { fc1: fc1[0]!, fc2: fc2[0]!, quantized: { scales: [fc1[1]!, fc2[1]!], zeroPoints: [fc1[2]!, fc2[2]!], bits, blockSize } };
   }
   const finalNorm = normVector('model.norm.weight', weights.finalNorm);
   const finalNormBias = weights.finalNormBias ? vector('model.norm.bias', weights.finalNormBias) : undefined;
@@ -861,7 +921,19 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       const mixed = b.fresh('moe');
       const { used, normalize } = c.moe!;
       const attrs = { k: used, activation_type: 'swiglu', swiglu_fusion: 1, normalize_routing_weights: normalize ? 1 : 0 };
-      b.nodes.push(makeNode('MoE', [flat, linear(flat, m.router), m.fc1, '', m.fc2], [mixed], attrs, b.fresh('n_MoE'), 'com.microsoft'));
+      const scores = linear(flat, m.router);
+      const q = m.quantized;
+      if (!q) b.nodes.push(makeNode('MoE', [flat, scores, m.fc1, '', m.fc2], [mixed], attrs, b.fresh('n_MoE'), 'com.microsoft'));
+      else {
+        // QMoE's inputs: fc1 (codes, scales, bias), fc2 (likewise), fc3 (none), the zero points of fc1, fc2 and fc3, and
+        // the routing weights. Without them it weighs the chosen experts by a softmax over their scores alone, i.e.
+        // renormalized (measured on onnxruntime 1.30): unnormalized routing passes the softmax over all experts.
+        const routing = normalize ? [] : ['', b.op('Softmax', [scores], { axis: -1 })];
+        const zeroPoints = q.zeroPoints.some((z) => z !== '') || routing.length ? q.zeroPoints : [];
+        const inputs = [flat, scores, m.fc1, q.scales[0], '', m.fc2, q.scales[1], '', '', '', '', ...zeroPoints, ...routing];
+        const quantAttrs = { ...attrs, expert_weight_bits: q.bits, block_size: q.blockSize };
+        b.nodes.push(makeNode('QMoE', inputs, [mixed], quantAttrs, b.fresh('n_QMoE'), 'com.microsoft'));
+      }
       const out = b.op('Reshape', [mixed, b.op('Shape', [y])]);
       if (!m.shared) return out;
       const shared = mlp(y, m.shared.gate, m.shared.up, m.shared.down);

@@ -211,12 +211,16 @@ export interface LlamaLayerWeights<M extends WeightMatrix = Float32Array> {
   bDown?: Float32Array; // [hidden]
 }
 
-/** A mixture of experts' weights (see `LlamaConfig.moe`), dense: `E` experts of inner size `I` over hidden size `H`. */
+/**
+ * A mixture of experts' weights (see `LlamaConfig.moe`): `E` experts of inner size `I` over hidden size `H`. The experts'
+ * matrices are dense, or all three block-quantized alike (a {@link QuantizedMatrix} of `E · rows` rows, expert after
+ * expert; same bits and block size, no offset columns, zero points only at 8 bits), run by onnxruntime's QMoE.
+ */
 export interface MoeWeights {
   router: Float32Array; // [E, H]
-  gate: Float32Array; // [E, I, H]
-  up: Float32Array; // [E, I, H]
-  down: Float32Array; // [E, H, I]
+  gate: Float32Array | QuantizedMatrix; // [E, I, H]
+  up: Float32Array | QuantizedMatrix; // [E, I, H]
+  down: Float32Array | QuantizedMatrix; // [E, H, I]
   /** With `moe.sharedSize` (S): the shared expert's MLP and its gate's weights. */
   shared?: { gate: Float32Array; up: Float32Array; down: Float32Array; router: Float32Array }; // [S, H], [S, H], [H, S], [H]
 }
