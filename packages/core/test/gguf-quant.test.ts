@@ -102,28 +102,64 @@ describe('gguf quantized models against llama.cpp', function () {
     return { ours, ref };
   }
 
-  it("a Qwen3-MoE whose experts (3-D tensors) are Q8_0 or Q4_K, dequantized for the MoE operator: greedy tokens and the next token's distribution equal llama.cpp's", async () => {
+  it("a Qwen3-MoE whose experts (3-D tensors) are quantized, run by QMoE: greedy tokens and the next token's distribution equal llama.cpp's", async () => {
     const f32Path = join(scratch.dir, 'moe-f32.gguf');
     // A router decisive enough that quantization does not reorder the experts a token takes.
     const spec = { arch: 'qwen3moe', hidden: 256, layers: 2, heads: 4, kvHeads: 2, ff: 512, qkNorm: true as const, untied: true, experts: { count: 4, used: 2, ff: 256, routerScale: 0.5 }, seed: 35 };
     await writeRandomGguf(f32Path, spec, await storiesTokenizerMeta());
-    for (const [label, type] of [['Q8_0', GGML.Q8_0], ['Q4_K', GGML.Q4_K]] as const) {
-      const path = join(scratch.dir, `moe-${label}.gguf`);
-      await rewriteGguf(f32Path, path, (_meta, tensors) => tensors.forEach((t) => t.dims.length === 3 && (t.type = type)), (data, t) => quantizeGgml(data, t));
-      await withGguf(path, async (f) => {
-        expect(f.tensorInfo('blk.0.ffn_down_exps.weight')!.typeName).to.equal(label);
-        expect(f.tensorInfo('blk.0.attn_q.weight')!.typeName).to.equal('F32');
-      });
-      const res = await convertGguf(path, join(scratch.dir, `moe-${label}-module`));
+    const PROMPT = [1];
+    // a degenerate model repeating one token would prove little (llama.cpp's F32 run)
+    expect(new Set(await llamaCppGreedy(f32Path, PROMPT, 24)).size).to.be.greaterThan(3);
+    const probabilities = (logits: Float32Array) => {
+      const max = Math.max(...logits);
+      const z = logits.reduce((sum, l) => sum + Math.exp(l - max), 0);
+      return (token: number) => Math.exp(logits[token]! - max) / z;
+    };
+    /** The next token's distribution of a converted model. */
+    const firstOf = async (dir: string) => {
       let first: Float32Array = new Float32Array(0);
-      const ours = await ortGreedy(join(res.dir, 'model.onnx'), [1], 24, (l) => (first = l));
-      const ref = await llamaCppGreedy(path, [1], 24);
-      expect(new Set(ref).size, `llama.cpp's tokens ${ref}`).to.be.greaterThan(3);
-      expect(ours, label).to.deep.equal(ref);
-      // llama.cpp multiplies quantized experts with 8-bit activations, the operator with float ones: close, not equal.
-      const max = Math.max(...first);
-      const z = first.reduce((sum, l) => sum + Math.exp(l - max), 0);
-      for (const [token, p] of await llamaCppNextProbabilities(path, [1], 5)) expect(Math.exp(first[token]! - max) / z, `${label}: token ${token}`).to.be.closeTo(p, 5e-3);
+      await ortGreedy(join(dir, 'model.onnx'), PROMPT, 1, (l) => (first = l));
+      return probabilities(first);
+    };
+    const exact = await firstOf((await convertGguf(f32Path, join(scratch.dir, 'moe-f32-module'))).dir);
+    // [label, the experts' types (gate and up, down), QMoE's bits, block size, zero points]: repacked without loss
+    // (Q8_0, Q4_0, Q6_K), offsets requantized to 8 bits (Q4_K), and Q4_K_M's mix of block sizes requantized alike.
+    const variants = [
+      ['Q8_0', GGML.Q8_0, GGML.Q8_0, 8, 32, false],
+      ['Q4_0', GGML.Q4_0, GGML.Q4_0, 4, 32, false],
+      ['Q6_K', GGML.Q6_K, GGML.Q6_K, 8, 16, false],
+      ['Q4_K', GGML.Q4_K, GGML.Q4_K, 8, 32, true],
+      ['Q4_K and Q6_K (Q4_K_M)', GGML.Q4_K, GGML.Q6_K, 8, 32, true],
+    ] as const;
+    for (const [label, type, downType, bits, block, zeroPoints] of variants) {
+      const path = join(scratch.dir, `moe-${label.replace(/\W+/g, '-')}.gguf`);
+      await rewriteGguf(
+        f32Path,
+        path,
+        (_meta, tensors) => tensors.forEach((t, name) => t.dims.length === 3 && (t.type = name.includes('down') ? downType : type)),
+        (data, t) => quantizeGgml(data, t),
+      );
+      const res = await convertGguf(path, join(scratch.dir, `moe-${label.replace(/\W+/g, '-')}-module`));
+      const model = await readModel(join(res.dir, 'model.onnx'));
+      const qmoe = model.graph!.node!.filter((n) => n.opType === 'QMoE');
+      expect(qmoe, label).to.have.length(2);
+      const attr = (name: string) => Number(qmoe[0]!.attribute!.find((a) => a.name === name)!.i);
+      expect([attr('expert_weight_bits'), attr('block_size'), (qmoe[0]!.input![11] ?? '') !== ''], label).to.deep.equal([bits, block, zeroPoints]);
+      const ours = await ortGreedy(join(res.dir, 'model.onnx'), PROMPT, 24);
+      const ref = await llamaCppGreedy(path, PROMPT, 24);
+      // (llama.cpp's run ends before an end-of-generation token; ours runs on)
+      expect(ours.slice(0, ref.length), label).to.deep.equal(ref);
+      // The same experts dequantized for the float MoE operator (`dequantize`): QMoE computes their distribution, exactly
+      // where the experts were repacked; requantized to 8 bits, within a small part of the type's own error.
+      const dense = await convertGguf(path, join(scratch.dir, `moe-${label.replace(/\W+/g, '-')}-dense`), { dequantize: true });
+      expect((await readModel(join(dense.dir, 'model.onnx'))).graph!.node!.filter((n) => n.opType === 'MoE'), label).to.have.length(2);
+      const [p, q] = [await firstOf(res.dir), await firstOf(dense.dir)];
+      const top = await llamaCppNextProbabilities(path, PROMPT, 5);
+      const gap = (a: (t: number) => number, b: (t: number) => number) => Math.max(...top.map(([t]) => Math.abs(a(t) - b(t))));
+      if (zeroPoints) expect(gap(p, q), `${label}: requantized against dequantized`).to.be.below(gap(q, exact) / 3);
+      else expect(gap(p, q), `${label}: repacked against dequantized`).to.be.below(1e-4);
+      // llama.cpp multiplies quantized experts with 8-bit activations, the operators with float ones: close, not equal.
+      for (const [token, theirs] of top) expect(p(token), `${label}: token ${token} against llama.cpp`).to.be.closeTo(theirs, 1e-2);
     }
   });
 

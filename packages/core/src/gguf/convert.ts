@@ -13,8 +13,9 @@ import { ggufDigest } from './digest.js';
 import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, extname, join, resolve } from 'node:path';
-import type { LlamaConfig, LlamaLayerWeights, LlamaWeights, QuantizedMatrix, WeightMatrix } from '../onnx/llama-spec.js';
-import { isQuantized, sliceRows } from '../onnx/quantized-matrix.js';
+import type { LlamaConfig, LlamaLayerWeights, LlamaWeights, MoeWeights, QuantizedMatrix, WeightMatrix } from '../onnx/llama-spec.js';
+import { dequantizeMatrix, isQuantized, sliceRows } from '../onnx/quantized-matrix.js';
+import { quantizeMatrix } from '../onnx/quantize/quantize-matrix.js';
 import { toNBits } from './quant/nbits.js';
 import { writeLlamaModel, type LlamaBuildOptions } from '../onnx/llama-builder.js';
 import { tokenizerFingerprint } from '../tokenizer/fingerprint.js';
@@ -462,6 +463,32 @@ export async function llamaWeightsFromGguf(
     // the embedding is read by GatherBlockQuantized, which takes no offset columns
     return toNBits(t.type, await f.readTensorBytes(name), shape[0], shape[1], { offsetColumns: name !== 'token_embd.weight' });
   };
+  /**
+   * A layer's experts: quantized for onnxruntime's QMoE where all three tensors are block-quantized (each repacked as
+   * the MatMulNBits mapping repacks it, types with offsets requantized to 8 bits; where the three then differ in bits
+   * or block size, as Q4_K_M's Q4_K and Q6_K do, or the operator would not take them, all three requantized to 8 bits,
+   * block 32, with zero points), else dense float32 for its MoE (and with `dequantize`).
+   */
+  const readExperts = async (p: string, e: number): Promise<Pick<MoeWeights, 'gate' | 'up' | 'down'>> => {
+    const tensors = [
+      { name: `${p}ffn_gate_exps.weight`, rows: ff, cols: h },
+      { name: `${p}ffn_up_exps.weight`, rows: ff, cols: h },
+      { name: `${p}ffn_down_exps.weight`, rows: h, cols: ff },
+    ].map((t) => ({ ...t, info: check(t.name, [e, t.rows, t.cols]) }));
+    if (opts.dequantize || !tensors.every((t) => t.info.quantized)) {
+      const [gate, up, down] = await Promise.all(tensors.map((t) => f.readTensor(t.name)));
+      return { gate: gate!, up: up!, down: down! };
+    }
+    let q: QuantizedMatrix[] = [];
+    for (const t of tensors) q.push(toNBits(t.info.type, await f.readTensorBytes(t.name), e * t.rows, t.cols, { offsetColumns: false }));
+    if (!qmoeTakes(q)) {
+      // Two or more blocks of 32 a row, or dense after all (the operator misreads zero points of one block a row).
+      const dense = q.map(dequantizeMatrix);
+      if (!q.every((m) => m.cols % EXPERT_BLOCK === 0 && m.cols >= 2 * EXPERT_BLOCK)) return { gate: dense[0]!, up: dense[1]!, down: dense[2]! };
+      q = q.map((m, i) => quantizeMatrix(dense[i]!, m.rows, m.cols, 8, EXPERT_BLOCK));
+    }
+    return { gate: q[0]!, up: q[1]!, down: q[2]! };
+  };
   const rows = sliceRows;
   const layers: LlamaLayerWeights<WeightMatrix>[] = [];
   const preNorms = config.preNorms ?? true;
@@ -500,14 +527,8 @@ export async function llamaWeightsFromGguf(
     }
     if (config.projectionBias) layer.bo = await read(`${p}attn_output.bias`, [h]);
     if (config.moe) {
-      // The experts as dense float32 (onnxruntime's CPU MoE takes float weights; quantized files are dequantized).
       const e = config.moe.experts;
-      layer.moe = {
-        router: await read(`${p}ffn_gate_inp.weight`, [e, h]),
-        gate: await read(`${p}ffn_gate_exps.weight`, [e, ff, h]),
-        up: await read(`${p}ffn_up_exps.weight`, [e, ff, h]),
-        down: await read(`${p}ffn_down_exps.weight`, [e, h, ff]),
-      };
+      layer.moe = { router: await read(`${p}ffn_gate_inp.weight`, [e, h]), ...(await readExperts(p, e)) };
       const shared = config.moe.sharedSize;
       if (shared !== undefined) {
         layer.moe.shared = {
@@ -568,6 +589,25 @@ export async function llamaWeightsFromGguf(
     );
   }
   return weights;
+}
+
+/** Block size of experts requantized for QMoE. */
+const EXPERT_BLOCK = 32;
+
+/**
+ * Whether onnxruntime 1.30's QMoE takes these expert matrices (the builder's rules): one bits and block size, no offset
+ * columns, zero points only at 8 bits and over two or more blocks a row.
+ */
+function qmoeTakes(q: QuantizedMatrix[]): boolean {
+  const [first] = q;
+  return q.every(
+    (m) =>
+      m.bits === first!.bits &&
+      m.blockSize === first!.blockSize &&
+      !m.offsetColumns &&
+      m.cols % m.blockSize === 0 &&
+      (!m.zeroPoints || (m.bits === 8 && m.cols >= 2 * m.blockSize)),
+  );
 }
 
 /** Rotary cos/sin caches larger than this are not written: q and k are rotated by ops instead (ConvertGgufOptions.gqaRotary). */
