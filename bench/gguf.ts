@@ -1,7 +1,8 @@
 /**
  * GGUF files through llama.cpp (node-llama-cpp) and through reasonplug (the module `convert gguf` makes, run
  * by the engine), side by side: the same random-weight model written as Q4_0, Q4_K_M, Q8_0 and F16, for a
- * ~125M-parameter llama and a model shaped like Qwen2.5-0.5B (qwen2 architecture). Greedy, 2 threads each.
+ * ~125M-parameter llama, a model shaped like Qwen2.5-0.5B (qwen2 architecture) and a mixture of experts shaped like
+ * Qwen3-30B-A3B scaled down (qwen3moe; `--models qwen3moe`, not run by default). Greedy, 2 threads each.
  * Per contender and file: decode ms/token (the median slope between short and long generations, `--pairs` of them per process), prefill of a
  * 512-token prompt, load time (llama.cpp: model + context; reasonplug: `Engine.load` of the converted module,
  * which also starts its worker: onnxruntime-node and the engine's modules load there), time to ready from the
@@ -47,6 +48,14 @@ const MODELS: Record<string, BenchModel> = {
     name: 'bench llama 125M',
     title: 'llama 768x12 (~125M params)',
     typeOf: (file, tensor, layers) => (file === 'Q4_K_M' ? q4kmType(tensor, layers) : GGML[file]),
+  },
+  // Qwen3-30B-A3B's block, scaled down: q/k norms, 32 experts of 512 a layer, 4 used per token (~440M params, ~60M active)
+  qwen3moe: {
+    shape: { hidden: 1024, layers: 8, heads: 16, kvHeads: 4, ff: 512, vocab: 32000, arch: 'qwen3moe', experts: { count: 32, used: 4 } },
+    stem: 'qwen3moe-440m',
+    name: 'bench qwen3moe 440M',
+    title: 'qwen3moe 1024x8, 32 experts of 512, 4 used (~440M params, ~60M active)',
+    typeOf: (file, tensor, layers) => (file === 'Q4_K_M' ? q4kmType(tensor.replace('_exps', ''), layers) : GGML[file]),
   },
   // Qwen2.5-0.5B's shape: q/k/v biases, tied head, 151936-token byte-level BPE vocabulary
   qwen05b: {
@@ -213,7 +222,7 @@ async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       rounds: { type: 'string', default: '3' },
-      models: { type: 'string', default: Object.keys(MODELS).join(',') },
+      models: { type: 'string', default: 'llama125m,qwen05b' },
       types: { type: 'string', default: TYPES.join(',') },
       short: { type: 'string', default: '16' },
       long: { type: 'string', default: '48' },

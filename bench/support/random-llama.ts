@@ -16,7 +16,12 @@ export interface LlamaShape {
    * `qwen2`: q/k/v biases, a tied head (no output.weight), rope base 1e6 and a byte-level BPE vocabulary
    * (`tokenizer.ggml.pre` qwen2, no BOS) as Qwen2.5's GGUFs have; llama.cpp reads it with NeoX rope. Default `llama`.
    */
-  arch?: 'llama' | 'qwen2';
+  arch?: 'llama' | 'qwen2' | 'qwen3moe';
+  /**
+   * `qwen3moe`: q/k norms, and in place of each MLP `count` experts of inner size `ff`, `used` per token (the shape of
+   * Qwen3-30B-A3B, scaled down), a SentencePiece vocabulary as the llama's.
+   */
+  experts?: { count: number; used: number };
 }
 
 /** A SentencePiece vocabulary of `vocab` pieces (specials, 256 byte pieces, then words) that llama.cpp and the converter accept. */
@@ -54,12 +59,14 @@ export function randomLlamaGguf(shape: LlamaShape, name: string, matrixType: (te
   const kv = (h / heads) * kvHeads;
   const tensors: WTensor[] = [];
   let seed = 1;
-  const matrix = (tensor: string, rows: number, cols: number) => {
-    const data = seededNormals(seed++)(rows * cols, 0.02);
+  const matrix = (tensor: string, rows: number, cols: number, count = 1) => {
+    const data = seededNormals(seed++)(rows * cols * count, 0.02);
     const type = matrixType(tensor);
     const bytes = type === GGML.F16 ? f16Bytes(data) : quantizeGgml(data, type);
-    tensors.push({ name: tensor, dims: [cols, rows], type, data: bytes });
+    tensors.push({ name: tensor, dims: count === 1 ? [cols, rows] : [cols, rows, count], type, data: bytes });
   };
+  const moe = arch === 'qwen3moe' ? shape.experts : undefined;
+  if (arch === 'qwen3moe' && !moe) throw new Error('a qwen3moe shape needs experts');
   const vector = (tensor: string, n = h, mean = 1) =>
     tensors.push({ name: tensor, dims: [n], type: GGML.F32, data: new Uint8Array(seededNormals(seed++)(n, 0.05, mean).buffer) });
   matrix('token_embd.weight', vocab, h);
@@ -77,10 +84,22 @@ export function randomLlamaGguf(shape: LlamaShape, name: string, matrixType: (te
       vector(`${p}attn_v.bias`, kv, 0);
     }
     matrix(`${p}attn_output.weight`, h, h);
+    if (moe) {
+      vector(`${p}attn_q_norm.weight`, h / heads);
+      vector(`${p}attn_k_norm.weight`, h / heads);
+    }
     vector(`${p}ffn_norm.weight`);
-    matrix(`${p}ffn_gate.weight`, ff, h);
-    matrix(`${p}ffn_up.weight`, ff, h);
-    matrix(`${p}ffn_down.weight`, h, ff);
+    if (moe) {
+      // The router in F32, as llama-quantize leaves it; scores spread as a trained router's are.
+      tensors.push({ name: `${p}ffn_gate_inp.weight`, dims: [h, moe.count], type: GGML.F32, data: new Uint8Array(seededNormals(seed++)(moe.count * h, 0.1).buffer) });
+      matrix(`${p}ffn_gate_exps.weight`, ff, h, moe.count);
+      matrix(`${p}ffn_up_exps.weight`, ff, h, moe.count);
+      matrix(`${p}ffn_down_exps.weight`, h, ff, moe.count);
+    } else {
+      matrix(`${p}ffn_gate.weight`, ff, h);
+      matrix(`${p}ffn_up.weight`, ff, h);
+      matrix(`${p}ffn_down.weight`, h, ff);
+    }
   }
   const u32 = (v: number): WValue => ({ t: 'u32', v });
   const meta: Record<string, WValue> = {
@@ -95,7 +114,8 @@ export function randomLlamaGguf(shape: LlamaShape, name: string, matrixType: (te
     [`${arch}.attention.layer_norm_rms_epsilon`]: { t: 'f32', v: qwen ? 1e-6 : 1e-5 },
     ...(qwen
       ? { 'qwen2.rope.freq_base': { t: 'f32', v: 1e6 }, ...bpeTokenizerMeta('qwen2', { vocabSize: vocab, addBos: false }) }
-      : { 'llama.rope.dimension_count': u32(h / heads), ...llamaTokenizerMeta(vocab) }),
+      : { [`${arch}.rope.dimension_count`]: u32(h / heads), ...llamaTokenizerMeta(vocab) }),
+    ...(moe ? { 'qwen3moe.expert_count': u32(moe.count), 'qwen3moe.expert_used_count': u32(moe.used), 'qwen3moe.expert_feed_forward_length': u32(ff) } : {}),
   };
   return makeGguf(meta, tensors);
 }

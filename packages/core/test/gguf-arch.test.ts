@@ -59,10 +59,6 @@ const MODELS: Record<string, RandomGgufSpec> = {
     meta: { 'rope.scaling.type': str('linear'), 'rope.scaling.factor': f32(4) },
   },
   'qwen2 (q/k/v biases, tied head)': { arch: 'qwen2', ...SMALL, qkvBias: true, meta: { 'rope.freq_base': f32(1e6) } },
-  // Mixtures of experts: onnxruntime's MoE operator routes each token as llama.cpp does.
-  'llama with experts (Mixtral: 4 experts, 2 used, renormalized)': { arch: 'llama', ...SMALL, untied: true, experts: { count: 4, used: 2 } },
-  'qwen3moe (q/k norms, 8 experts of their own size, 2 used, renormalized)': { arch: 'qwen3moe', ...SMALL, qkNorm: true, untied: true, experts: { count: 8, used: 2, ff: 32 } },
-  'qwen2moe (q/k/v biases, 4 experts, 2 used, not renormalized, a gated shared expert)': { arch: 'qwen2moe', ...SMALL, qkvBias: true, untied: true, experts: { count: 4, used: 2, ff: 32, shared: 48 } },
   'qwen3 (q/k norms, key_length ≠ hidden/heads)': { arch: 'qwen3', hidden: 64, layers: 2, heads: 4, kvHeads: 2, headDim: 32, ff: 96, qkNorm: true, untied: true },
   // The text models of vision-language GGUFs: M-RoPE sections (llama.cpp requires them) over text positions.
   'qwen2vl (Qwen2.5-VL as a text model: M-RoPE on text, q/k/v biases)': { arch: 'qwen2vl', ...SMALL, qkvBias: true, meta: { 'rope.freq_base': f32(1e6), 'rope.dimension_sections': sections([2, 3, 3, 0]) } },
@@ -247,6 +243,10 @@ const MODELS: Record<string, RandomGgufSpec> = {
     meta: { 'attention.layer_norm_epsilon': f32(1e-5), 'rope.dimension_count': u32(8) },
   },
   'llama YaRN with an attention factor (adjacent pairs)': { arch: 'llama', ...SMALL, untied: true, meta: { ...YARN, 'rope.scaling.attn_factor': f32(1.2) } },
+  // Mixtures of experts (last: each model's seed is its place in this list): onnxruntime's MoE operator routes each token as llama.cpp does.
+  'llama with experts (Mixtral: 4 experts, 2 used, renormalized)': { arch: 'llama', ...SMALL, untied: true, experts: { count: 4, used: 2 } },
+  'qwen3moe (q/k norms, 8 experts of their own size, 2 used, renormalized)': { arch: 'qwen3moe', ...SMALL, qkNorm: true, untied: true, experts: { count: 8, used: 2, ff: 32 } },
+  'qwen2moe (q/k/v biases, 4 experts, 2 used, not renormalized, a gated shared expert)': { arch: 'qwen2moe', ...SMALL, qkvBias: true, untied: true, experts: { count: 4, used: 2, ff: 32, shared: 48 } },
 };
 
 /** M-RoPE's `rope.dimension_sections`: rotary pairs per position kind (time, height, width, extra). */
