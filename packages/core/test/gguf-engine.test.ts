@@ -68,6 +68,36 @@ describe('converted GGUFs in the engine (llama.cpp is the reference)', function 
     });
   }
 
+  it("a Qwen3-MoE with Q8_0 experts (QMoE): a batch of prompts of different lengths equals each prompt alone, prefilled in chunks, and llama.cpp", async () => {
+    const f32 = join(scratch.dir, 'moe-f32.gguf');
+    const spec = { arch: 'qwen3moe', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, qkNorm: true as const, untied: true, experts: { count: 8, used: 2, ff: 64 }, seed: 41 };
+    await writeRandomGguf(f32, spec, await storiesTokenizerMeta());
+    const path = join(scratch.dir, 'moe-q8.gguf');
+    await rewriteGguf(f32, path, (_meta, tensors) => tensors.forEach((t) => t.dims.length === 3 && (t.type = GGML.Q8_0)), (data, type) => quantizeGgml(data, type));
+    const module = join(scratch.dir, 'moe-q8');
+    await convertGguf(path, module);
+    const facts = graphFacts(await readModel(join(module, 'model.onnx')));
+    expect(facts.padding).to.equal('right');
+    // a step reads 2 of the 8 experts
+    expect(facts.stepBytes).to.be.below(0.6 * facts.weightBytes);
+    const prompts = [[1, 403, 407, 261, 378, 432, 383, 286, 261, 300], [1], [1, 300, 301, 302, 303]];
+    const batched = await Engine.load({ model: module });
+    const alone = await Engine.load({ model: module, prefillChunk: 3 });
+    try {
+      const batch = await batched.generate({ promptIds: prompts }, { maxTokens: 12 });
+      for (const [i, p] of prompts.entries()) {
+        const own = await alone.generate({ promptIds: p }, { maxTokens: 12 });
+        expect(batch.rows[i]!.ids, `prompt ${i} in the batch`).to.deep.equal(own.rows[0]!.ids);
+        const theirs = await llamaCppGreedy(path, p, 12);
+        expect(new Set(theirs).size, `llama.cpp's tokens ${theirs}`).to.be.greaterThan(3);
+        expect(own.rows[0]!.ids.slice(0, theirs.length), `prompt ${i} vs llama.cpp`).to.deep.equal(theirs);
+      }
+    } finally {
+      await batched.dispose();
+      await alone.dispose();
+    }
+  });
+
   it('a GroupQueryAttention conversion composes with a reasoner and runs latent steps as the op-by-op conversion does', async () => {
     const path = join(scratch.dir, 'llama-latent.gguf');
     await writeRandomGguf(path, { arch: 'llama', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, untied: true, seed: 41 }, await storiesTokenizerMeta());

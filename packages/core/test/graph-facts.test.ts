@@ -4,6 +4,8 @@ import { buildGenaiLlamaModel } from '../src/onnx/genai-builder.js';
 import { graphFacts } from '../src/onnx/graph-facts.js';
 import { quantizeGraph } from '../src/onnx/quantize/quantize-graph.js';
 import { UnsupportedModelError } from '../src/onnx/signature.js';
+import { quantizeMatrix } from '../src/onnx/quantize/quantize-matrix.js';
+import type { QuantizedMatrix } from '../src/onnx/llama-spec.js';
 import { testDir } from './support/models.js';
 
 const config = { vocabSize: 512, hiddenSize: 64, numLayers: 2, numHeads: 4, numKvHeads: 2, intermediateSize: 128 };
@@ -29,6 +31,22 @@ describe('graph facts: the bytes a decode step reads', () => {
     const q4 = graphFacts(quantizeGraph(buildLlamaModel(config, weights), 'm', testDir('facts'), { headBits: 4 }).model);
     // 4 bits a value plus a 4-byte scale and half a byte of zero point per 32 values: 0.64 bytes a value.
     expect(q4.stepBytes).to.be.within(STEP_VALUES * 0.6, STEP_VALUES * 0.7 + 8192);
+  });
+
+  it("a mixture of experts' step reads the experts one token uses: k of them, float or quantized", () => {
+    const moe = { ...config, moe: { experts: 8, used: 2, normalize: true } };
+    const w = randomLlamaWeights(moe, 1);
+    const f = graphFacts(buildLlamaModel(moe, w));
+    // 8 experts of 3·64·128 values a layer, 2 of them read a step; the router's 8·64 values all
+    const experts = 2 * 8 * 3 * 64 * 128;
+    const dense = STEP_VALUES - 2 * 3 * 64 * 128 + 2 * 8 * 64;
+    expect(f.weightBytes - f.stepBytes).to.be.within(EMBED_VALUES * 4 + (experts * 4 * 6) / 8, EMBED_VALUES * 4 + (experts * 4 * 6) / 8 + 4096);
+    expect(f.stepBytes).to.be.within((dense + experts / 4) * 4, (dense + experts / 4) * 4 + 8192);
+    const q8 = (m: Float32Array | QuantizedMatrix, cols: number) => quantizeMatrix(m as Float32Array, (m as Float32Array).length / cols, cols, 8, 32);
+    const quantized = { ...w, layers: w.layers.map((l) => ({ ...l, moe: { ...l.moe!, gate: q8(l.moe!.gate, 64), up: q8(l.moe!.up, 64), down: q8(l.moe!.down, 128) } })) };
+    const q = graphFacts(buildLlamaModel(moe, quantized));
+    // a byte a value, plus a 4-byte scale and a zero point per 32: about a quarter of the float experts' bytes
+    expect(q.stepBytes - (f.stepBytes - (experts / 4) * 4)).to.be.within((experts / 4) * 1.1, (experts / 4) * 1.2);
   });
 
   it('counts the operators a step runs, and quantizing leaves them as many (a MatMulNBits per MatMul)', () => {

@@ -77,8 +77,19 @@ const ROW_TABLES: Record<string, number[]> = {
 /** Weight-quantized operators onnxruntime's CPU EP runs (MatMulNBits and GatherBlockQuantized with 4 and 8 bits). */
 const QUANTIZED_OPS = new Set([
   'MatMulNBits', 'MatMulBnb4', 'GatherBlockQuantized', 'MatMulInteger', 'MatMulIntegerToFloat', 'DynamicQuantizeLinear',
-  'DynamicQuantizeMatMul', 'QuantizeLinear', 'DequantizeLinear', 'QLinearMatMul', 'QAttention', 'QGemm', 'DynamicQuantizeLSTM',
+  'DynamicQuantizeMatMul', 'QuantizeLinear', 'DequantizeLinear', 'QLinearMatMul', 'QAttention', 'QGemm', 'DynamicQuantizeLSTM', 'QMoE',
 ]);
+
+/** Inputs of the mixture-of-experts operators that hold the experts: MoE's fc1 and fc2; QMoE's, their scales and zero points. */
+const EXPERT_INPUTS: Record<string, number[]> = { MoE: [2, 4], QMoE: [2, 3, 5, 6, 11, 12] };
+const isExperts = ({ node, index }: { node: NodeProto; index: number }): boolean =>
+  node.domain === 'com.microsoft' && (EXPERT_INPUTS[node.opType ?? '']?.includes(index) ?? false);
+/** The share of its experts a mixture-of-experts node runs for one token (`k` of the experts in `t`, its first dimension). */
+function expertShare(node: NodeProto, t: TensorProto): number {
+  const k = Number((node.attribute ?? []).find((a) => a.name === 'k')?.i ?? 1);
+  const experts = Number(t.dims?.[0] ?? 1);
+  return experts > 0 ? Math.min(1, k / experts) : 1;
+}
 /** Names that read as weight quantization (so an operator with such a name that is not above is refused by name). */
 const looksQuantized = (op: string) => /quant|nbits|bnb|integer|fpq\d|\dbits/i.test(op) || /^Q[A-Z]/.test(op);
 
@@ -119,7 +130,8 @@ export function graphFacts(model: O.IModelProto): GraphFacts {
     if (computed.length === 0) continue;
     const castUp = computed.every(({ node }) => node.opType === 'Cast' && (node.attribute ?? []).some((a) => a.name === 'to' && Number(a.i) === DataType.FLOAT));
     const held = castUp ? (stored / (ELEM_BYTES[t.dataType ?? 1] ?? 4)) * 4 : stored;
-    stepBytes += held;
+    // A token's step reads only the experts it is routed to.
+    stepBytes += computed.every(isExperts) ? held * expertShare(computed[0]!.node, t) : held;
   }
   const stepNodes = nodes.filter((n) => n.opType !== 'Constant').length;
   const longRopeContext = longRopeContextOf(model);

@@ -49,7 +49,7 @@ export class QuantizeError extends Error {
 }
 
 /** Operators that mean a graph's weights are already quantized. */
-const QUANTIZED_OPS = new Set(['MatMulNBits', 'MatMulInteger', 'DynamicQuantizeLinear', 'MatMulBnb4', 'GatherBlockQuantized', 'QLinearMatMul', 'MatMulIntegerToFloat', 'DynamicQuantizeMatMul', 'QAttention']);
+const QUANTIZED_OPS = new Set(['MatMulNBits', 'MatMulInteger', 'DynamicQuantizeLinear', 'MatMulBnb4', 'GatherBlockQuantized', 'QLinearMatMul', 'MatMulIntegerToFloat', 'DynamicQuantizeMatMul', 'QAttention', 'QMoE']);
 
 /** A constant matrix reaching a MatMul or Gather, as float32 values, and the float type the consumer sees. */
 interface Resolved {
