@@ -123,10 +123,11 @@ describe('gguf quantized models against llama.cpp', function () {
     };
     const exact = await firstOf((await convertGguf(f32Path, join(scratch.dir, 'moe-f32-module'))).dir);
     // [label, the experts' types (gate and up, down), QMoE's bits, block size, zero points]: repacked without loss
-    // (Q8_0, Q4_0, Q6_K), offsets requantized to 8 bits (Q4_K), and Q4_K_M's mix of block sizes requantized alike.
+    // (Q8_0, Q6_K; Q4_0's codes widened to 8 bits), offsets requantized to 8 bits (Q4_K), and Q4_K_M's mix of block
+    // sizes requantized alike.
     const variants = [
       ['Q8_0', GGML.Q8_0, GGML.Q8_0, 8, 32, false],
-      ['Q4_0', GGML.Q4_0, GGML.Q4_0, 4, 32, false],
+      ['Q4_0 (widened to 8-bit codes)', GGML.Q4_0, GGML.Q4_0, 8, 32, false],
       ['Q6_K', GGML.Q6_K, GGML.Q6_K, 8, 16, false],
       ['Q4_K', GGML.Q4_K, GGML.Q4_K, 8, 32, true],
       ['Q4_K and Q6_K (Q4_K_M)', GGML.Q4_K, GGML.Q6_K, 8, 32, true],
