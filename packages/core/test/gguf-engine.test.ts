@@ -18,6 +18,29 @@ import { useTempCache } from './support/temp-cache.js';
 import { rewriteGguf } from './support/gguf-writer.js';
 import { GGML, quantizeGgml } from './support/ggml-quantize.js';
 
+/**
+ * Prompts of different lengths as one batch give what each gives alone, prefilled 3 tokens at a time (GroupQueryAttention's
+ * prompt-after-past path), and that is llama.cpp's greedy run of the GGUF at `path` (converted into `module`).
+ */
+async function expectBatchedAloneAndLlamaCpp(path: string, module: string): Promise<void> {
+  const prompts = [[1, 403, 407, 261, 378, 432, 383, 286, 261, 300], [1], [1, 300, 301, 302, 303]];
+  const batched = await Engine.load({ model: module });
+  const alone = await Engine.load({ model: module, prefillChunk: 3 });
+  try {
+    const batch = await batched.generate({ promptIds: prompts }, { maxTokens: 12 });
+    for (const [i, p] of prompts.entries()) {
+      const own = await alone.generate({ promptIds: p }, { maxTokens: 12 });
+      expect(batch.rows[i]!.ids, `prompt ${i} in the batch`).to.deep.equal(own.rows[0]!.ids);
+      const theirs = await llamaCppGreedy(path, p, 12);
+      expect(new Set(theirs).size, `llama.cpp's tokens ${theirs}`).to.be.greaterThan(3);
+      expect(own.rows[0]!.ids.slice(0, theirs.length), `prompt ${i} vs llama.cpp`).to.deep.equal(theirs);
+    }
+  } finally {
+    await batched.dispose();
+    await alone.dispose();
+  }
+}
+
 describe('converted GGUFs in the engine (llama.cpp is the reference)', function () {
   this.timeout(120_000);
   const scratch = useTempCache('reasonplug-gguf-engine-');
@@ -48,23 +71,7 @@ describe('converted GGUFs in the engine (llama.cpp is the reference)', function 
       const module = join(scratch.dir, `llama-${heads}`);
       await convertGguf(path, module);
       expect(graphFacts(await readModel(join(module, 'model.onnx'))).padding).to.equal('right');
-      const prompts = [[1, 403, 407, 261, 378, 432, 383, 286, 261, 300], [1], [1, 300, 301, 302, 303]];
-      const batched = await Engine.load({ model: module });
-      // alone, each prompt is prefilled 3 tokens at a time: GroupQueryAttention's prompt-after-past path
-      const alone = await Engine.load({ model: module, prefillChunk: 3 });
-      try {
-        const batch = await batched.generate({ promptIds: prompts }, { maxTokens: 12 });
-        for (const [i, p] of prompts.entries()) {
-          const own = await alone.generate({ promptIds: p }, { maxTokens: 12 });
-          expect(batch.rows[i]!.ids, `prompt ${i} in the batch`).to.deep.equal(own.rows[0]!.ids);
-          const theirs = await llamaCppGreedy(path, p, 12);
-          expect(new Set(theirs).size, `llama.cpp's tokens ${theirs}`).to.be.greaterThan(3);
-          expect(own.rows[0]!.ids.slice(0, theirs.length), `prompt ${i} vs llama.cpp`).to.deep.equal(theirs);
-        }
-      } finally {
-        await batched.dispose();
-        await alone.dispose();
-      }
+      await expectBatchedAloneAndLlamaCpp(path, module);
     });
   }
 
@@ -80,22 +87,7 @@ describe('converted GGUFs in the engine (llama.cpp is the reference)', function 
     expect(facts.padding).to.equal('right');
     // a step reads 2 of the 8 experts
     expect(facts.stepBytes).to.be.below(0.6 * facts.weightBytes);
-    const prompts = [[1, 403, 407, 261, 378, 432, 383, 286, 261, 300], [1], [1, 300, 301, 302, 303]];
-    const batched = await Engine.load({ model: module });
-    const alone = await Engine.load({ model: module, prefillChunk: 3 });
-    try {
-      const batch = await batched.generate({ promptIds: prompts }, { maxTokens: 12 });
-      for (const [i, p] of prompts.entries()) {
-        const own = await alone.generate({ promptIds: p }, { maxTokens: 12 });
-        expect(batch.rows[i]!.ids, `prompt ${i} in the batch`).to.deep.equal(own.rows[0]!.ids);
-        const theirs = await llamaCppGreedy(path, p, 12);
-        expect(new Set(theirs).size, `llama.cpp's tokens ${theirs}`).to.be.greaterThan(3);
-        expect(own.rows[0]!.ids.slice(0, theirs.length), `prompt ${i} vs llama.cpp`).to.deep.equal(theirs);
-      }
-    } finally {
-      await batched.dispose();
-      await alone.dispose();
-    }
+    await expectBatchedAloneAndLlamaCpp(path, module);
   });
 
   it('a GroupQueryAttention conversion composes with a reasoner and runs latent steps as the op-by-op conversion does', async () => {
