@@ -45,6 +45,14 @@ describe('converted GGUFs in the engine (llama.cpp is the reference)', function 
   this.timeout(120_000);
   const scratch = useTempCache('reasonplug-gguf-engine-');
 
+  /** A small random Qwen3-MoE whose experts are Q8_0 (QMoE's 8-bit codes once converted) at `path`. */
+  async function writeMoeQ8(path: string): Promise<void> {
+    const f32 = `${path}.f32`;
+    const spec = { arch: 'qwen3moe', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, qkNorm: true as const, untied: true, experts: { count: 8, used: 2, ff: 64 }, seed: 41 };
+    await writeRandomGguf(f32, spec, await storiesTokenizerMeta());
+    await rewriteGguf(f32, path, (_meta, tensors) => tensors.forEach((t) => t.dims.length === 3 && (t.type = GGML.Q8_0)), (data, type) => quantizeGgml(data, type));
+  }
+
   it('qwen2 with a BPE vocabulary: a text prompt gives llama.cpp greedy tokens', async () => {
     const path = join(scratch.dir, 'qwen-bpe.gguf');
     await writeRandomGguf(path, { arch: 'qwen2', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, qkvBias: true, untied: true, seed: 11 }, bpeTokenizerMeta('qwen2'));
@@ -76,11 +84,8 @@ describe('converted GGUFs in the engine (llama.cpp is the reference)', function 
   }
 
   it("a Qwen3-MoE with Q8_0 experts (QMoE): a batch of prompts of different lengths equals each prompt alone, prefilled in chunks, and llama.cpp", async () => {
-    const f32 = join(scratch.dir, 'moe-f32.gguf');
-    const spec = { arch: 'qwen3moe', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, qkNorm: true as const, untied: true, experts: { count: 8, used: 2, ff: 64 }, seed: 41 };
-    await writeRandomGguf(f32, spec, await storiesTokenizerMeta());
     const path = join(scratch.dir, 'moe-q8.gguf');
-    await rewriteGguf(f32, path, (_meta, tensors) => tensors.forEach((t) => t.dims.length === 3 && (t.type = GGML.Q8_0)), (data, type) => quantizeGgml(data, type));
+    await writeMoeQ8(path);
     const module = join(scratch.dir, 'moe-q8');
     await convertGguf(path, module);
     const facts = graphFacts(await readModel(join(module, 'model.onnx')));
@@ -90,26 +95,29 @@ describe('converted GGUFs in the engine (llama.cpp is the reference)', function 
     await expectBatchedAloneAndLlamaCpp(path, module);
   });
 
-  it('a GroupQueryAttention conversion composes with a reasoner and runs latent steps as the op-by-op conversion does', async () => {
-    const path = join(scratch.dir, 'llama-latent.gguf');
-    await writeRandomGguf(path, { arch: 'llama', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, untied: true, seed: 41 }, await storiesTokenizerMeta());
-    const projector = join(scratch.dir, 'projector.onnx');
-    await writeProjectorModel(projector, buildProjectorModel({ hiddenSize: 64 }, randomProjectorWeights({ hiddenSize: 64 }, 5)));
-    const ids: Record<string, number[][]> = {};
-    for (const attention of ['ops', 'gqa'] as const) {
-      const module = join(scratch.dir, `latent-${attention}`);
-      await convertGguf(path, module, { attention });
-      const engine = await Engine.load({ model: module, projector, reasoners: [{ model: module, weight: 0.5 }] });
-      try {
-        const r = await engine.generate({ promptIds: [[1, 403, 407, 261], [1, 300], [1, 5, 6, 7, 8, 9]] }, { maxTokens: 10, latent: 'fixed:2' });
-        ids[attention] = r.rows.map((row) => row.ids);
-        expect(r.rows.every((row) => row.latentSteps === 2), attention).to.equal(true);
-      } finally {
-        await engine.dispose();
+  for (const moe of [false, true]) {
+    it(`a GroupQueryAttention conversion${moe ? ' of a Qwen3-MoE (QMoE)' : ''} composes with a reasoner and runs latent steps as the op-by-op conversion does`, async () => {
+      const path = join(scratch.dir, `${moe ? 'moe' : 'llama'}-latent.gguf`);
+      if (moe) await writeMoeQ8(path);
+      else await writeRandomGguf(path, { arch: 'llama', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, untied: true, seed: 41 }, await storiesTokenizerMeta());
+      const projector = join(scratch.dir, 'projector.onnx');
+      await writeProjectorModel(projector, buildProjectorModel({ hiddenSize: 64 }, randomProjectorWeights({ hiddenSize: 64 }, 5)));
+      const ids: Record<string, number[][]> = {};
+      for (const attention of ['ops', 'gqa'] as const) {
+        const module = join(scratch.dir, `latent-${moe ? 'moe-' : ''}${attention}`);
+        await convertGguf(path, module, { attention });
+        const engine = await Engine.load({ model: module, projector, reasoners: [{ model: module, weight: 0.5 }] });
+        try {
+          const r = await engine.generate({ promptIds: [[1, 403, 407, 261], [1, 300], [1, 5, 6, 7, 8, 9]] }, { maxTokens: 10, latent: 'fixed:2' });
+          ids[attention] = r.rows.map((row) => row.ids);
+          expect(r.rows.every((row) => row.latentSteps === 2), attention).to.equal(true);
+        } finally {
+          await engine.dispose();
+        }
       }
-    }
-    expect(ids.gqa).to.deep.equal(ids.ops);
-  });
+      expect(ids.gqa).to.deep.equal(ids.ops);
+    });
+  }
 
   it('gemma2: a batch of prompts longer and shorter than the window equals each prompt alone and llama.cpp', async () => {
     const path = join(scratch.dir, 'gemma2.gguf');
