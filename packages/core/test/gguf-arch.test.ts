@@ -247,6 +247,16 @@ const MODELS: Record<string, RandomGgufSpec> = {
   'llama with experts (Mixtral: 4 experts, 2 used, renormalized)': { arch: 'llama', ...SMALL, untied: true, experts: { count: 4, used: 2 } },
   'qwen3moe (q/k norms, 8 experts of their own size, 2 used, renormalized)': { arch: 'qwen3moe', ...SMALL, qkNorm: true, untied: true, experts: { count: 8, used: 2, ff: 32 } },
   'qwen2moe (q/k/v biases, 4 experts, 2 used, not renormalized, a gated shared expert)': { arch: 'qwen2moe', ...SMALL, qkvBias: true, untied: true, experts: { count: 4, used: 2, ff: 32, shared: 48 } },
+  'olmoe (q/k norms over the projections, 8 experts, 2 used, not renormalized)': { arch: 'olmoe', hidden: 64, layers: 2, heads: 4, kvHeads: 4, ff: 48, qkNorm: 'projection', untied: true, experts: { count: 8, used: 2 } },
+  'granitemoe (the multipliers, 4 experts, 2 used, renormalized)': {
+    arch: 'granitemoe',
+    ...SMALL,
+    untied: true,
+    scale: 0.3,
+    embedScale: 0.05,
+    experts: { count: 4, used: 2 },
+    meta: { embedding_scale: f32(12), residual_scale: f32(0.22), 'attention.scale': f32(0.1), logit_scale: f32(8) },
+  },
 };
 
 /** M-RoPE's `rope.dimension_sections`: rotary pairs per position kind (time, height, width, extra). */
@@ -362,7 +372,7 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
   describe('refusals name the feature', () => {
     const cases: [string, Partial<RandomGgufSpec>, RegExp][] = [
       ['an unknown architecture', { arch: 'mamba' }, /"mamba".*"llama", "mistral3", "granite", "smollm3", "ernie4_5", "exaone", "exaone4", "qwen2", "qwen2vl"/],
-      ['mixture of experts outside llama and the Qwen MoE models', { arch: 'qwen2', meta: { expert_count: u32(8), expert_used_count: u32(2) } }, /mixture-of-experts.*qwen2\.expert_count.*llama, qwen3moe, qwen2moe only/],
+      ['mixture of experts outside the MoE architectures read', { arch: 'qwen2', meta: { expert_count: u32(8), expert_used_count: u32(2) } }, /mixture-of-experts.*qwen2\.expert_count.*llama, granite, granitemoe, qwen3moe, qwen2moe, olmoe only/],
       ['expert weights scaled', { experts: { count: 4, used: 2 }, meta: { expert_weights_scale: f32(2.5) } }, /expert weights scaled by 2\.5/],
       ['more experts used than there are', { experts: { count: 4, used: 6 } }, /expert_used_count" is 6, more than the 4 experts/],
       ['an unknown rope scaling', { meta: { 'rope.scaling.type': str('dynamic'), 'rope.scaling.factor': f32(4) } }, /rope scaling "dynamic"/],

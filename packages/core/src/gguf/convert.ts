@@ -100,7 +100,7 @@ export function kebabName(s: string): string {
 }
 
 /** The `general.architecture` values the converter reads (llama.cpp's names). */
-export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'qwen2moe', 'qwen3moe', 'olmo2', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'nemotron', 'minicpm', 'internlm2', 'phi2'] as const;
+export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'qwen2moe', 'qwen3moe', 'olmo2', 'olmoe', 'granitemoe', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'nemotron', 'minicpm', 'internlm2', 'phi2'] as const;
 export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 /**
@@ -115,9 +115,14 @@ const TEXT_MODEL_OF: Partial<Record<GgufArchitecture, GgufArchitecture>> = { qwe
  */
 const MOE_BLOCK: Partial<Record<GgufArchitecture, { block: GgufArchitecture; normalize: boolean }>> = {
   llama: { block: 'llama', normalize: true },
+  granite: { block: 'granite', normalize: true },
+  granitemoe: { block: 'granite', normalize: true },
   qwen3moe: { block: 'qwen3', normalize: true },
   qwen2moe: { block: 'qwen2', normalize: false },
+  olmoe: { block: 'olmoe', normalize: false },
 };
+/** Architectures whose experts' inner size is the feed-forward length itself (llama.cpp's n_ff for their experts). */
+const EXPERTS_OF_FEED_FORWARD_LENGTH: ReadonlySet<GgufArchitecture> = new Set(['llama', 'granite', 'granitemoe', 'olmoe']);
 
 /** Architectures whose q/k llama.cpp's converter permutes into adjacent rotary pairs ("NORM"); the others keep NeoX's halves. */
 const ADJACENT_ROPE: ReadonlySet<GgufArchitecture> = new Set(['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'command-r', 'cohere2', 'glm4', 'arcee', 'minicpm', 'internlm2']);
@@ -159,7 +164,7 @@ export function ggufArchitecture(f: GgufFile): GgufArchitecture {
   if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new GgufError(
       `${src} has general.architecture "${arch}"; the converter reads ${SUPPORTED_ARCHITECTURES.map((a) => `"${a}"`).join(', ')} ` +
-        '(Llama 1/2/3, Mistral, Mixtral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL and Qwen3-VL as text models, Qwen1.5/Qwen2-MoE and Qwen3-MoE, OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B, GLM-4 and GLM-Z1 (0414), StarCoder 2, StableLM 2, Arcee AFM, Nemotron-Mini, MiniCPM 1B/2B, InternLM 2/2.5, Phi-2).',
+        '(Llama 1/2/3, Mistral, Mixtral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL and Qwen3-VL as text models, Qwen1.5/Qwen2-MoE and Qwen3-MoE, OLMoE, Granite 3 MoE, OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B, GLM-4 and GLM-Z1 (0414), StarCoder 2, StableLM 2, Arcee AFM, Nemotron-Mini, MiniCPM 1B/2B, InternLM 2/2.5, Phi-2).',
       'unsupported-model',
     );
   }
@@ -196,7 +201,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   const experts = scalar('expert_count') ?? 0;
   const moe = MOE_BLOCK[arch];
   if (experts > 0 && !moe) refuse(`mixture-of-experts layers ("${key('expert_count')}" = ${experts}; ${Object.keys(MOE_BLOCK).join(', ')} only)`);
-  if (experts === 0 && moe && arch !== 'llama') throw new GgufError(`${src} is missing the metadata "${key('expert_count')}".`, 'missing-metadata');
+  if (experts === 0 && moe && moe.block !== arch && arch !== 'olmoe') throw new GgufError(`${src} is missing the metadata "${key('expert_count')}".`, 'missing-metadata');
   // llama.cpp scales the chosen experts' weights by this factor where a file gives one (not these architectures' own files).
   const expertScale = scalar('expert_weights_scale') ?? 0;
   if (experts > 0 && expertScale !== 0 && expertScale !== 1) refuse(`expert weights scaled by ${expertScale} ("${key('expert_weights_scale')}")`);
@@ -326,6 +331,8 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     const attentionScale = scalar('attention.scale');
     if (attentionScale !== undefined && attentionScale !== 0) config.queryScale = attentionScale;
   }
+  // OLMoE: the Llama block's norms, q and k RMS-normalized over their whole projections (as OLMo 2's), experts.
+  if (arch === 'olmoe') Object.assign(config, { qkNorm: true, qkNormWidth: 'projection' });
   if (arch === 'olmo2') {
     // OLMo 2: no norm before attention or the MLP, one after each; q and k normalized over their whole projections.
     Object.assign(config, { preNorms: false, postNorms: true, qkNorm: true, qkNormWidth: 'projection' });
@@ -333,7 +340,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
 
   // SmolLM3: every fourth layer uses no rotary embedding (llama.cpp's n_no_rope_layer_step, a constant, not a key).
   if (arch === 'smollm3') config.noRopeLayers = Array.from({ length: numLayers }, (_, i) => i).filter((i) => (i + 1) % 4 === 0);
-  if (arch === 'granite' || arch === 'minicpm') {
+  if (family === 'granite' || arch === 'minicpm') {
     // Granite's multipliers, which llama.cpp requires: embeddings, each block's output, q·k (in place of
     // 1/sqrt(head size)), and the logits (divided). MiniCPM's are the same but q·k's. (Later llama.cpp builds default
     // MiniCPM's when a file leaves them out; the one the tests run refuses such files, and so does the converter.)
@@ -345,7 +352,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     };
     config.embeddingScale = multiplier('embedding_scale');
     config.residualScale = multiplier('residual_scale');
-    if (arch === 'granite') config.queryScale = multiplier('attention.scale');
+    if (family === 'granite') config.queryScale = multiplier('attention.scale');
     config.logitScale = multiplier('logit_scale');
   }
   if (arch === 'gemma') {
@@ -387,11 +394,11 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
 }
 
 /**
- * Each expert's inner size, as llama.cpp reads it: Mixtral's is the feed-forward length; Qwen's MoE models give
+ * Each expert's inner size, as llama.cpp reads it: Mixtral's, Granite's and OLMoE's is the feed-forward length; Qwen's MoE models give
  * `expert_feed_forward_length`, else the feed-forward length divided among the experts a token uses.
  */
 function expertSize(arch: GgufArchitecture, scalar: (k: string) => number | undefined, required: (k: string) => number): number {
-  if (arch === 'llama') return required('feed_forward_length');
+  if (EXPERTS_OF_FEED_FORWARD_LENGTH.has(arch)) return required('feed_forward_length');
   const own = scalar('expert_feed_forward_length');
   if (own !== undefined && own > 0) return own;
   return Math.floor(required('feed_forward_length') / required('expert_used_count'));
