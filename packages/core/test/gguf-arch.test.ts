@@ -34,6 +34,16 @@ const SMALL = { hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96 } as const;
 /** GLM-4 as convert_hf_to_gguf writes it: biased q/k/v, one gate_up matrix, four norms, half of each head rotated. */
 const GLM4: RandomGgufSpec = { arch: 'glm4', ...SMALL, untied: true, qkvBias: true, postNorms: true, fusedGateUp: true, meta: { 'rope.dimension_count': u32(8) } };
 
+/** Granite 3 with its four multipliers. */
+const GRANITE: RandomGgufSpec = {
+  arch: 'granite',
+  ...SMALL,
+  untied: true,
+  scale: 0.3,
+  embedScale: 0.05,
+  meta: { embedding_scale: f32(12), residual_scale: f32(0.22), 'attention.scale': f32(0.1), logit_scale: f32(8) },
+};
+
 /** One model per architecture and feature; small enough that each conversion and run takes well under a second. */
 const MODELS: Record<string, RandomGgufSpec> = {
   'llama (GQA, untied head)': { arch: 'llama', ...SMALL, untied: true },
@@ -111,14 +121,7 @@ const MODELS: Record<string, RandomGgufSpec> = {
   'llama with heads of 12 (GroupQueryAttention takes multiples of 8: attention by ops)': { arch: 'llama', hidden: 48, layers: 2, heads: 4, kvHeads: 2, ff: 96, untied: true },
   // the correction dimensions of 4096 original positions at base 10000 put the ramp over frequencies 2 to 6 of 8
   'qwen2 YaRN (factor 4, interpolation ramp, attention scaling)': { arch: 'qwen2', ...SMALL, qkvBias: true, meta: YARN },
-  'granite (embedding, residual, attention and logit multipliers)': {
-    arch: 'granite',
-    ...SMALL,
-    untied: true,
-    scale: 0.3,
-    embedScale: 0.05,
-    meta: { embedding_scale: f32(12), residual_scale: f32(0.22), 'attention.scale': f32(0.1), logit_scale: f32(8) },
-  },
+  'granite (embedding, residual, attention and logit multipliers)': GRANITE,
   'smollm3 (no rotary on every fourth layer)': { arch: 'smollm3', hidden: 64, layers: 4, heads: 4, kvHeads: 2, ff: 96, untied: true },
   'olmo2 (norms after the blocks only, q/k norms over whole projections)': {
     arch: 'olmo2',
@@ -248,15 +251,8 @@ const MODELS: Record<string, RandomGgufSpec> = {
   'qwen3moe (q/k norms, 8 experts of their own size, 2 used, renormalized)': { arch: 'qwen3moe', ...SMALL, qkNorm: true, untied: true, experts: { count: 8, used: 2, ff: 32 } },
   'qwen2moe (q/k/v biases, 4 experts, 2 used, not renormalized, a gated shared expert)': { arch: 'qwen2moe', ...SMALL, qkvBias: true, untied: true, experts: { count: 4, used: 2, ff: 32, shared: 48 } },
   'olmoe (q/k norms over the projections, 8 experts, 2 used, not renormalized)': { arch: 'olmoe', hidden: 64, layers: 2, heads: 4, kvHeads: 4, ff: 48, qkNorm: 'projection', untied: true, experts: { count: 8, used: 2 } },
-  'granitemoe (the multipliers, 4 experts, 2 used, renormalized)': {
-    arch: 'granitemoe',
-    ...SMALL,
-    untied: true,
-    scale: 0.3,
-    embedScale: 0.05,
-    experts: { count: 4, used: 2 },
-    meta: { embedding_scale: f32(12), residual_scale: f32(0.22), 'attention.scale': f32(0.1), logit_scale: f32(8) },
-  },
+  'granitemoe (the multipliers, 4 experts, 2 used, renormalized)': { ...GRANITE, arch: 'granitemoe', experts: { count: 4, used: 2 } },
+  'granite with experts (llama.cpp reads them in its granite graph too)': { ...GRANITE, experts: { count: 4, used: 2 } },
 };
 
 /** M-RoPE's `rope.dimension_sections`: rotary pairs per position kind (time, height, width, extra). */
