@@ -14,9 +14,9 @@ import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import type { LlamaConfig, LlamaLayerWeights, LlamaWeights, MoeWeights, QuantizedMatrix, WeightMatrix } from '../onnx/llama-spec.js';
-import { dequantizeMatrix, isQuantized, sliceRows } from '../onnx/quantized-matrix.js';
+import { isQuantized, sliceRows } from '../onnx/quantized-matrix.js';
 import { quantizeMatrix } from '../onnx/quantize/quantize-matrix.js';
-import { toNBits } from './quant/nbits.js';
+import { nbitsLayoutOf, toNBits } from './quant/nbits.js';
 import { writeLlamaModel, type LlamaBuildOptions } from '../onnx/llama-builder.js';
 import { tokenizerFingerprint } from '../tokenizer/fingerprint.js';
 import { GgufError, GgufFile, SUPPORTED_TENSOR_TYPES, type GgufTensorInfo } from './reader.js';
@@ -472,9 +472,9 @@ export async function llamaWeightsFromGguf(
   };
   /**
    * A layer's experts: quantized for onnxruntime's QMoE where all three tensors are block-quantized (each repacked as
-   * the MatMulNBits mapping repacks it, types with offsets requantized to 8 bits; where the three then differ in bits
-   * or block size, as Q4_K_M's Q4_K and Q6_K do, or the operator would not take them, all three requantized to 8 bits,
-   * block 32, with zero points), else dense float32 for its MoE (and with `dequantize`).
+   * the MatMulNBits mapping repacks it, types with offsets requantized to 8 bits; where the three would then differ in
+   * bits or block size, as Q4_K_M's Q4_K and Q6_K do, all three requantized from their values to 8 bits, block 32, with
+   * zero points), else dense float32 for its MoE (and with `dequantize`).
    */
   const readExperts = async (p: string, e: number): Promise<Pick<MoeWeights, 'gate' | 'up' | 'down'>> => {
     const tensors = [
@@ -486,18 +486,25 @@ export async function llamaWeightsFromGguf(
       const [gate, up, down] = await Promise.all(tensors.map((t) => f.readTensor(t.name)));
       return { gate: gate!, up: up!, down: down! };
     }
-    let q: QuantizedMatrix[] = [];
-    for (const t of tensors) q.push(toNBits(t.info.type, await f.readTensorBytes(t.name), e * t.rows, t.cols, { offsetColumns: false }));
-    // Symmetric 4-bit codes widened to 8 bits, without loss: onnxruntime 1.30's 4-bit QMoE ran 5x slower a token than
-    // its 8-bit one (bench:gguf, qwen3moe Q4_0: 72.8 against 17.7 ms).
-    q = q.map((m) => (m.bits === 4 && !m.zeroPoints ? widenTo8Bits(m) : m));
-    if (!qmoeTakes(q)) {
-      // Two or more blocks of 32 a row, or dense after all (the operator misreads zero points of one block a row).
-      const dense = q.map(dequantizeMatrix);
-      if (!q.every((m) => m.cols % EXPERT_BLOCK === 0 && m.cols >= 2 * EXPERT_BLOCK)) return { gate: dense[0]!, up: dense[1]!, down: dense[2]! };
-      q = q.map((m, i) => quantizeMatrix(dense[i]!, m.rows, m.cols, 8, EXPERT_BLOCK));
+    // Symmetric 4-bit codes are widened to 8 bits, without loss: onnxruntime 1.30's 4-bit QMoE ran 5x slower a token than
+    // its 8-bit one (bench:gguf, qwen3moe Q4_0: 72.8 against 12.8 ms).
+    const layouts = tensors.map((t) => nbitsLayoutOf(t.info.type)).map((l) => (l.bits === 4 && !l.zeroPoints ? { ...l, bits: 8 } : l));
+    const [first] = layouts;
+    const alike = layouts.every((l, i) => l.bits === first!.bits && l.blockSize === first!.blockSize && (!l.zeroPoints || tensors[i]!.cols >= 2 * l.blockSize));
+    const experts: WeightMatrix[] = [];
+    for (const t of tensors) {
+      if (alike) {
+        const m = toNBits(t.info.type, await f.readTensorBytes(t.name), e * t.rows, t.cols, { offsetColumns: false });
+        experts.push(m.bits === 4 ? widenTo8Bits(m) : m);
+      } else if (tensors.every((u) => u.cols % EXPERT_BLOCK === 0 && u.cols >= 2 * EXPERT_BLOCK)) {
+        // One tensor's floats at a time: a layer's experts are a large part of a big model.
+        experts.push(quantizeMatrix(await f.readTensor(t.name), e * t.rows, t.cols, 8, EXPERT_BLOCK));
+      } else {
+        // (the operator misreads zero points of one block a row: such experts stay float)
+        experts.push(await f.readTensor(t.name));
+      }
     }
-    return { gate: q[0]!, up: q[1]!, down: q[2]! };
+    return { gate: experts[0]!, up: experts[1]!, down: experts[2]! };
   };
   const rows = sliceRows;
   const layers: LlamaLayerWeights<WeightMatrix>[] = [];
@@ -613,22 +620,6 @@ function widenTo8Bits(m: QuantizedMatrix): QuantizedMatrix {
 
 /** Block size of experts requantized for QMoE. */
 const EXPERT_BLOCK = 32;
-
-/**
- * Whether onnxruntime 1.30's QMoE takes these expert matrices (the builder's rules): one bits and block size, no offset
- * columns, zero points only at 8 bits and over two or more blocks a row.
- */
-function qmoeTakes(q: QuantizedMatrix[]): boolean {
-  const [first] = q;
-  return q.every(
-    (m) =>
-      m.bits === first!.bits &&
-      m.blockSize === first!.blockSize &&
-      !m.offsetColumns &&
-      m.cols % m.blockSize === 0 &&
-      (!m.zeroPoints || (m.bits === 8 && m.cols >= 2 * m.blockSize)),
-  );
-}
 
 /** Rotary cos/sin caches larger than this are not written: q and k are rotated by ops instead (ConvertGgufOptions.gqaRotary). */
 const MAX_ROTARY_CACHE_BYTES = 64 * 2 ** 20;

@@ -28,6 +28,17 @@ export function isLossless(type: number): boolean {
 }
 
 /**
+ * The layout {@link toNBits} gives a tensor of `type` with `offsetColumns: false`, known before its bytes are read: the
+ * repacked codes' bits and sub-block, or 8 bits, block 32, with zero points where the type's blocks carry offsets.
+ */
+export function nbitsLayoutOf(type: number): { bits: 4 | 8; blockSize: number; zeroPoints: boolean } {
+  const t = BLOCK_TYPES.get(type);
+  if (!t) throw new Error(`ggml type ${type} is not a block-quantized type`);
+  const c = t.codes;
+  return c ? { bits: c.maxCode - c.minCode < 16 ? 4 : 8, blockSize: c.subBlock, zeroPoints: false } : { bits: 8, blockSize: 32, zeroPoints: true };
+}
+
+/**
  * Repacks the raw bytes of a `[rows, cols]` tensor of a ggml block type as a MatMulNBits matrix. With
  * `offsetColumns: false` (embeddings), types with offsets are requantized to 8 bits instead.
  */
