@@ -294,17 +294,21 @@ function expectClose(a: ArrayLike<number>, b: ArrayLike<number>, tol: number, wh
 const base: LlamaConfig = { vocabSize: 64, hiddenSize: 16, numLayers: 2, numHeads: 4, intermediateSize: 40 };
 const SCALE = 0.25; // larger than the 0.02 default so attention and logits are far from uniform
 
-/** Experts quantized for QMoE: `bits`, `blockSize`, and zero points (else symmetric). */
-type ExpertQuantization = { bits: 4 | 8; blockSize: number; zeroPoints: boolean };
+/** Experts quantized for QMoE: `bits`, `blockSize`, and zero points (else symmetric; `gate`: the gate's only). */
+type ExpertQuantization = { bits: 4 | 8; blockSize: number; zeroPoints: boolean | 'gate' };
 
 /** The weights with each layer's experts quantized as `q` (the reference dequantizes them). */
 function withQuantizedExperts(cfg: LlamaConfig, w: LlamaWeights, q: ExpertQuantization): LlamaWeights<WeightMatrix> {
-  const quantize = (m: Float32Array | QuantizedMatrix, cols: number): QuantizedMatrix => {
+  const quantize = (m: Float32Array | QuantizedMatrix, cols: number, zeroPoints: boolean): QuantizedMatrix => {
     const x = quantizeMatrix(m as Float32Array, (m as Float32Array).length / cols, cols, q.bits, q.blockSize);
-    return q.zeroPoints ? x : { ...x, zeroPoints: undefined };
+    return zeroPoints ? x : { ...x, zeroPoints: undefined };
   };
   const { hiddenSize: h, intermediateSize: inter } = cfg;
-  return { ...w, layers: w.layers.map((l) => ({ ...l, moe: { ...l.moe!, gate: quantize(l.moe!.gate, h), up: quantize(l.moe!.up, h), down: quantize(l.moe!.down, inter) } })) };
+  const all = q.zeroPoints === true;
+  return {
+    ...w,
+    layers: w.layers.map((l) => ({ ...l, moe: { ...l.moe!, gate: quantize(l.moe!.gate, h, q.zeroPoints !== false), up: quantize(l.moe!.up, h, all), down: quantize(l.moe!.down, inter, all) } })),
+  };
 }
 
 const cases: { title: string; cfg: LlamaConfig; opts: LlamaBuildOptions; tol: number; experts?: ExpertQuantization }[] = [
@@ -351,6 +355,13 @@ const cases: { title: string; cfg: LlamaConfig; opts: LlamaBuildOptions; tol: nu
     opts: {},
     tol: 1e-3,
     experts: { bits: 8, blockSize: 32, zeroPoints: true },
+  },
+  {
+    title: "fp32, 8-bit experts, the gate's with zero points, up's and down's symmetric (QMoE)",
+    cfg: { ...base, hiddenSize: 64, intermediateSize: 64, moe: { experts: 4, used: 2, normalize: true } },
+    opts: {},
+    tol: 1e-3,
+    experts: { bits: 8, blockSize: 32, zeroPoints: 'gate' },
   },
   {
     title: 'fp32, symmetric 4-bit experts, block 16, a shared expert (QMoE)',

@@ -716,12 +716,14 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
         q.zeroPoints ? g.initializer(makeTensor(`${name}.qzeros`, DataType.UINT8, [e, rows, blocks], q.zeroPoints)) : '',
       ];
     };
+    const zeroPointsOf = (m: QuantizedMatrix): Uint8Array => m.zeroPoints ?? new Uint8Array(m.scales.length).fill(1 << (bits - 1));
     // Gate's and up's rows alternate; a row is as wide in codes, scales or zero points as each holds.
     const both = <T extends Uint8Array | Float32Array>(x: T, y: T): T => interleaveRows(x, y, e * inter, x.length / (e * inter));
     const fc1 = initializers(`${p}.mlp.experts.gate_up_proj`, 2 * inter, hidden, {
       data: both(gate!.data, up!.data),
       scales: both(gate!.scales, up!.scales),
-      ...(gate!.zeroPoints && up!.zeroPoints ? { zeroPoints: both(gate!.zeroPoints, up!.zeroPoints) } : {}),
+      // One of the two without zero points takes the midpoint, which is what its codes mean.
+      ...(gate!.zeroPoints || up!.zeroPoints ? { zeroPoints: both(zeroPointsOf(gate!), zeroPointsOf(up!)) } : {}),
     });
     const fc2 = initializers(`${p}.mlp.experts.down_proj`, hidden, inter, down!);
     return { fc1: fc1[0]!, fc2: fc2[0]!, quantized: { scales: [fc1[1]!, fc2[1]!], zeroPoints: [fc1[2]!, fc2[2]!], bits, blockSize } };
