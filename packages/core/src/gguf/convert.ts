@@ -110,19 +110,19 @@ export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 const TEXT_MODEL_OF: Partial<Record<GgufArchitecture, GgufArchitecture>> = { qwen2vl: 'qwen2', qwen3vl: 'qwen3' };
 
 /**
- * Mixture-of-experts architectures read as the dense block they are built on, and whether llama.cpp renormalizes the
- * chosen experts' weights (its `norm_w` for each). `llama` files with experts are Mixtral's.
+ * Architectures whose files may have experts, read as the dense block they are built on (`llama` files with experts
+ * are Mixtral's), as llama.cpp reads them: whether it renormalizes the chosen experts' weights (its `norm_w`), whether
+ * files without experts are theirs too (`dense`), and whether an expert's inner size is `expert_feed_forward_length`
+ * (else the feed-forward length over the experts used; `ownExpertSize`) rather than the feed-forward length itself.
  */
-const MOE_BLOCK: Partial<Record<GgufArchitecture, { block: GgufArchitecture; normalize: boolean }>> = {
-  llama: { block: 'llama', normalize: true },
-  granite: { block: 'granite', normalize: true },
+const MOE_BLOCK: Partial<Record<GgufArchitecture, { block: GgufArchitecture; normalize: boolean; dense?: true; ownExpertSize?: true }>> = {
+  llama: { block: 'llama', normalize: true, dense: true },
+  granite: { block: 'granite', normalize: true, dense: true },
   granitemoe: { block: 'granite', normalize: true },
-  qwen3moe: { block: 'qwen3', normalize: true },
-  qwen2moe: { block: 'qwen2', normalize: false },
+  qwen3moe: { block: 'qwen3', normalize: true, ownExpertSize: true },
+  qwen2moe: { block: 'qwen2', normalize: false, ownExpertSize: true },
   olmoe: { block: 'olmoe', normalize: false },
 };
-/** Architectures whose experts' inner size is the feed-forward length itself (llama.cpp's n_ff for their experts). */
-const EXPERTS_OF_FEED_FORWARD_LENGTH: ReadonlySet<GgufArchitecture> = new Set(['llama', 'granite', 'granitemoe', 'olmoe']);
 
 /** Architectures whose q/k llama.cpp's converter permutes into adjacent rotary pairs ("NORM"); the others keep NeoX's halves. */
 const ADJACENT_ROPE: ReadonlySet<GgufArchitecture> = new Set(['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'command-r', 'cohere2', 'glm4', 'arcee', 'minicpm', 'internlm2']);
@@ -201,7 +201,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   const experts = scalar('expert_count') ?? 0;
   const moe = MOE_BLOCK[arch];
   if (experts > 0 && !moe) refuse(`mixture-of-experts layers ("${key('expert_count')}" = ${experts}; ${Object.keys(MOE_BLOCK).join(', ')} only)`);
-  if (experts === 0 && moe && moe.block !== arch && arch !== 'olmoe') throw new GgufError(`${src} is missing the metadata "${key('expert_count')}".`, 'missing-metadata');
+  if (experts === 0 && moe && !moe.dense) throw new GgufError(`${src} is missing the metadata "${key('expert_count')}".`, 'missing-metadata');
   // llama.cpp scales the chosen experts' weights by this factor where a file gives one (not these architectures' own files).
   const expertScale = scalar('expert_weights_scale') ?? 0;
   if (experts > 0 && expertScale !== 0 && expertScale !== 1) refuse(`expert weights scaled by ${expertScale} ("${key('expert_weights_scale')}")`);
@@ -247,7 +247,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     numHeads,
     numKvHeads,
     headDim,
-    intermediateSize: experts > 0 ? expertSize(arch, scalar, required) : required('feed_forward_length'),
+    intermediateSize: experts > 0 && moe?.ownExpertSize ? expertSize(scalar, required) : required('feed_forward_length'),
     ropeTheta,
     rmsNormEps: (COHERE.has(arch) || BIASED_LAYER_NORMS.has(arch) ? scalar('attention.layer_norm_epsilon') : scalar('attention.layer_norm_rms_epsilon')) ?? 1e-5,
     ropeStyle: ADJACENT_ROPE.has(family) ? 'adjacent' : 'half',
@@ -394,11 +394,10 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
 }
 
 /**
- * Each expert's inner size, as llama.cpp reads it: Mixtral's, Granite's and OLMoE's is the feed-forward length; Qwen's MoE models give
- * `expert_feed_forward_length`, else the feed-forward length divided among the experts a token uses.
+ * An expert's inner size where the architecture gives its own (Qwen's MoE models): `expert_feed_forward_length`, else
+ * the feed-forward length divided among the experts a token uses, as llama.cpp reads it.
  */
-function expertSize(arch: GgufArchitecture, scalar: (k: string) => number | undefined, required: (k: string) => number): number {
-  if (EXPERTS_OF_FEED_FORWARD_LENGTH.has(arch)) return required('feed_forward_length');
+function expertSize(scalar: (k: string) => number | undefined, required: (k: string) => number): number {
   const own = scalar('expert_feed_forward_length');
   if (own !== undefined && own > 0) return own;
   return Math.floor(required('feed_forward_length') / required('expert_used_count'));
