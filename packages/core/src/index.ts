@@ -42,7 +42,7 @@ export {
   type ModuleDirInit,
 } from './modules/module-dir.js';
 export { TextTokenizer, TokenizerError, type ChatMessage, type ChatTemplateOptions } from './tokenizer/tokenizer.js';
-export { withToolsInPrompt, GENERIC_REPLY, type FunctionTool, type ToolsPrompt } from './tokenizer/tools-in-prompt.js';
+export { withToolsInPrompt, toolsShown, GENERIC_REPLY, type FunctionTool, type ToolsPrompt } from './tokenizer/tools-in-prompt.js';
 export { StreamDecoder } from './tokenizer/stream-decoder.js';
 export * from './sampling/index.js';
 export * from './onnx/signature.js';
@@ -75,4 +75,4 @@ export { ToolCallTextSplitter, parseToolCall, parseToolCalls, toolCallId, type P
 export { GenericReplySplitter } from './chat/generic-reply.js';
 export { ReasoningTextSplitter, opensThought, reasoningTagsOf, reasoningTokens, type ReasoningFormat, type ReasoningTags, type SplitReasoning } from './chat/reasoning.js';
 export { cutAfterFinalMessage } from './chat/continuation.js';
-export { ChatReplySplitter, keptTokens, replyParsing, splitReply, thinkingBudgetFor, thoughtFirst, type ReplyParsing, type SplitReply } from './chat/reply.js';
+export { ChatReplySplitter, keptTokens, replyParsing, splitReply, thinkingBudgetFor, thoughtFirst, toolsRead, type ReplyParsing, type SplitReply } from './chat/reply.js';

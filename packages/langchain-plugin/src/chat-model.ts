@@ -32,7 +32,7 @@ import {
 import { ReasonerRuntime } from './runtime.js';
 import { ReplySplitter, type SplitText } from './reply-splitter.js';
 import { structuredOutput } from './structured-output.js';
-import { keptTokens, reasoningTagsOf, replyParsing, thinkingBudgetFor, thoughtFirst, toolCallSyntaxOf, type ResponseFormat, type ToolCallSyntax, type ToolChoice } from './core.js';
+import { keptTokens, reasoningTagsOf, replyParsing, thinkingBudgetFor, thoughtFirst, toolCallSyntaxOf, toolsRead, toolsShown, type ResponseFormat, type ToolCallSyntax, type ToolChoice } from './core.js';
 
 /** Call options of `ChatReasoner`: LangChain's, the reasoner options, and bound tools. */
 export interface ChatReasonerCallOptions extends BaseChatModelCallOptions, ReasonerCallOptions, ChatCallOptions {
@@ -130,14 +130,8 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
     const chat = this.chatOptions(options);
     const tools = this.toolsFor(options);
     const toolCalls = tools && this.toolCallFormat(options, tools);
-    // Generic: described in the system message where the reply may call them; earlier calls and results in the reply
-    // object's form either way (the template takes neither).
-    const shown =
-      this.toolCallSyntax === 'generic'
-        ? { toolsPrompt: { tools: tools ?? [], choice: toolCalls?.choice ?? 'auto', parallel: toolCalls?.parallel ?? true } }
-        : tools
-          ? { tools }
-          : {};
+    const calls = toolCalls && { choice: toolCalls.choice, parallel: toolCalls.parallel ?? true };
+    const shown = toolsShown(this.toolCallSyntax === 'generic', tools, calls);
     const prompt = this.prompter.render(messages, shown, chat.chatTemplateKwargs);
     // Tool calls are constrained unless the call asks for a structure of its own (withStructuredOutput's JSON).
     const responseFormat = plan.engine.responseFormat ?? toolCalls;
@@ -146,8 +140,7 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
       chatTemplate: this.prompter.chatTemplate,
       prompt: prompt.text,
       constrained: responseFormat !== undefined,
-      // Under a format of the call's own a generic reply is that structure, even one with a `response` key.
-      tools: tools && !(this.toolCallSyntax === 'generic' && plan.engine.responseFormat) ? this.toolCallSyntax : undefined,
+      tools: tools ? toolsRead(this.toolCallSyntax, plan.engine.responseFormat !== undefined) : undefined,
     });
     const splitter = new ReplySplitter(parsing);
     const kept = keptTokens(parsing);

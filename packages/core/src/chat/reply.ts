@@ -47,6 +47,14 @@ export function replyParsing(opts: {
 }
 
 /**
+ * The syntax a reply's tool calls are read in: `syntax`, except a generic reply shaped by a response format of the
+ * call's own (`ownFormat`): that structure is the answer, even one with a `response` key.
+ */
+export function toolsRead(syntax: ToolCallSyntax, ownFormat: boolean): ToolCallSyntax | undefined {
+  return syntax === 'generic' && ownFormat ? undefined : syntax;
+}
+
+/**
  * The tokens a reply's text must keep to be read as `parsing` reads it: the thought's tags, which are special tokens
  * in some vocabularies (Magistral's `[THINK]`) and decoding would drop. As the engine's `keepTokens`.
  */

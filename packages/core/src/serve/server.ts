@@ -18,7 +18,7 @@ import { resolveModelPath } from '../registry/resolve-model.js';
 import { loadModuleDir } from '../modules/module-dir.js';
 import { MANIFEST_FILE } from '../modules/manifest.js';
 import { ChatChoice, finishReason, type ChatDelta } from './choices.js';
-import { keptTokens, replyParsing, thinkingBudgetFor, thoughtFirst, type ReplyParsing } from '../chat/reply.js';
+import { keptTokens, replyParsing, thinkingBudgetFor, thoughtFirst, toolsRead, type ReplyParsing } from '../chat/reply.js';
 import { cutAfterFinalMessage } from '../chat/continuation.js';
 import { parseResponsesRequest, type ResponsesRequest } from './responses-request.js';
 import { ResponseOutput, type ResponseUsage } from './responses-output.js';
@@ -26,6 +26,7 @@ import { itemId, NamedEvents, type BlockOutput, type Event } from './reply-block
 import { parseMessagesRequest } from './messages-request.js';
 import { MessageOutput, stopReason } from './messages-output.js';
 import { toolCallSyntaxOf, type ToolCallSyntax } from '../constrain/tool-syntax.js';
+import { toolsShown } from '../tokenizer/tools-in-prompt.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
 import { HttpError, badRequest, toHttpError } from './errors.js';
 import { ServerMetrics } from './metrics.js';
@@ -322,23 +323,17 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     }
     const template = options.chatTemplate ? { template: options.chatTemplate } : {};
     const extra = { ...options.chatTemplateKwargs, ...spec.templateKwargs };
-    const { tools } = spec;
-    let shown = {};
-    if (toolSyntax(l) === 'generic') {
-      // Described in the system message where the reply may call them; earlier calls and results in the reply
-      // object's form either way (the template takes neither).
-      const described = tools && spec.toolChoice ? tools : [];
-      shown = { toolsPrompt: { tools: described, choice: spec.toolChoice ?? 'auto', parallel: spec.parallelToolCalls } };
-    } else if (tools) {
-      if (!tokenizer.rendersTools(options.chatTemplate)) {
-        throw badRequest(
-          `the chat template of ${l.models.backbone} does not show tools to the model, so it cannot call them in the ${toolSyntax(l)} syntax the server was started with; start it without --tool-call-syntax (or with generic) to describe the tools in the system message`,
-          'tools',
-          'tools_not_supported',
-        );
-      }
-      shown = { tools };
+    const generic = toolSyntax(l) === 'generic';
+    if (spec.tools && !generic && !tokenizer.rendersTools(options.chatTemplate)) {
+      throw badRequest(
+        `the chat template of ${l.models.backbone} does not show tools to the model, so it cannot call them in the ${toolSyntax(l)} syntax the server was started with; start it without --tool-call-syntax (or with generic) to describe the tools in the system message`,
+        'tools',
+        'tools_not_supported',
+      );
     }
+    // With tool_choice none a template that renders tools still shows them; a generic prompt does not describe them.
+    const calls = spec.toolChoice ? { choice: spec.toolChoice, parallel: spec.parallelToolCalls } : undefined;
+    const shown = toolsShown(generic, spec.tools, calls);
     let text = tokenizer.applyChatTemplate(spec.messages, { ...template, addGenerationPrompt: spec.addGenerationPrompt, extra, ...shown });
     if (spec.continueFinalMessage) {
       const cut = cutAfterFinalMessage(text, spec.messages[spec.messages.length - 1]!.content);
@@ -437,8 +432,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       chatTemplate,
       prompt: prompt.text,
       constrained: format !== undefined,
-      // Under a format of the request's own a generic reply is that structure, even one with a `response` key.
-      tools: request.tools !== undefined && request.toolChoice !== undefined && !(syntax === 'generic' && own) ? syntax : undefined,
+      tools: request.tools !== undefined && request.toolChoice !== undefined ? toolsRead(syntax, own !== undefined) : undefined,
     });
     if (format) request.options.responseFormat = thoughtFirst(format, parsing);
     const kept = keptTokens(parsing);

@@ -61,6 +61,20 @@ export function toolsInstruction({ tools, choice, parallel }: ToolsPrompt): stri
   return `You can call these tools (the arguments of each as a JSON Schema):\n${JSON.stringify(listed, null, 2)}\n\nReply with one JSON object and nothing else. ${calling}${answering}`;
 }
 
+/**
+ * What a chat prompt shows of a request's tools (`ChatTemplateOptions`): for the `generic` syntax a `toolsPrompt`, the
+ * tools described only where the reply may call them (`calls`), earlier calls and results in the reply object's form
+ * either way (the template takes neither); for the others the tools themselves, for the template to render.
+ */
+export function toolsShown<T extends FunctionTool>(
+  generic: boolean,
+  tools: T[] | undefined,
+  calls: Pick<ToolsPrompt, 'choice' | 'parallel'> | undefined,
+): { tools?: T[]; toolsPrompt?: ToolsPrompt } {
+  if (generic) return { toolsPrompt: { tools: tools && calls ? tools : [], choice: calls?.choice ?? 'auto', parallel: calls?.parallel ?? true } };
+  return tools ? { tools } : {};
+}
+
 /** A call of an assistant message as the reply object lists it; arguments given as JSON text are parsed where they parse. */
 function callOf(c: unknown): { name: unknown; arguments: unknown } {
   const fn = (c as { function?: { name?: unknown; arguments?: unknown } } | null)?.function ?? {};
