@@ -152,5 +152,10 @@ describe('tools for templates that show none (generic syntax)', function () {
     }
     // An answer cut off inside an escape keeps what was decoded and the raw rest.
     expect(split('{"response": "a\\nb\\u00', rng).content).to.equal('a\nb\\u00');
+    // One splitter takes reply after reply.
+    const splitter = new GenericReplySplitter();
+    splitter.push(listed);
+    expect(splitter.end().toolCalls).to.have.length(2);
+    expect([splitter.push('{"response": "next'), splitter.end()].map((o) => o.content).join('')).to.equal('next');
   });
 });

@@ -31,19 +31,24 @@ export class GenericReplySplitter {
     return { content: this.flush(), toolCalls: [] };
   }
 
-  /** Ends the reply: calls are read now; what was held back is content. */
+  /** Ends the reply: calls are read now; what was held back is content. The splitter then takes a new reply. */
   end(): SplitToolText {
     if (this.kind === 'open') this.kind = 'plain';
-    if (this.kind === 'calls') return this.calls();
-    let content = this.flush();
-    if (this.kind === 'response') {
-      // A string cut off inside an escape keeps its raw text; after the closing quote, anything but the brace is content.
-      const tail = this.closedAt === undefined ? this.text.slice(this.at) : this.text.slice(this.closedAt + 1).replace(/^\s*\}\s*$/, '');
-      content += tail;
-    }
+    const out = this.kind === 'calls' ? this.calls() : { content: this.flush() + this.tail(), toolCalls: [] };
     this.text = '';
     this.at = 0;
-    return { content, toolCalls: [] };
+    this.kind = 'open';
+    this.closedAt = undefined;
+    return out;
+  }
+
+  /**
+   * What follows an answer's decoded text when the reply ends: the raw rest of a string cut off inside an escape, or
+   * after the closing quote anything but the object's closing brace.
+   */
+  private tail(): string {
+    if (this.kind !== 'response') return '';
+    return this.closedAt === undefined ? this.text.slice(this.at) : this.text.slice(this.closedAt + 1).replace(/^\s*\}\s*$/, '');
   }
 
   private decide(): void {
@@ -77,7 +82,6 @@ export class GenericReplySplitter {
   /** The reply's calls; a reply that does not parse as them is content. */
   private calls(): SplitToolText {
     const text = this.text;
-    this.text = '';
     let reply: Record<string, unknown>;
     try {
       reply = JSON.parse(text) as Record<string, unknown>;
