@@ -49,6 +49,18 @@ describe('graph facts: the bytes a decode step reads', () => {
     expect(q.stepBytes - (f.stepBytes - (experts / 4) * 4)).to.be.within((experts / 4) * 1.1, (experts / 4) * 1.2);
   });
 
+  it("quantizing a mixture of experts' graph keeps its routers float (reported) and quantizes its other MatMuls", () => {
+    const moe = { ...config, moe: { experts: 8, used: 2, normalize: true } };
+    const { model, report } = quantizeGraph(buildLlamaModel(moe, randomLlamaWeights(moe, 1)), 'm', testDir('facts-moe'), { headBits: 8 });
+    const ops = (op: string) => model.graph!.node!.filter((n) => n.opType === op);
+    expect(report.skipped.filter((s) => s.startsWith('router'))).to.have.length(2);
+    // each layer: its router, scores for the MoE operator, a plain MatMul still
+    const routers = new Set(ops('MoE').map((n) => n.input![1]));
+    expect(ops('MatMul').filter((n) => routers.has(n.output![0]!))).to.have.length(2);
+    expect(ops('MatMulNBits')).to.have.length(report.matmuls).and.not.be.empty;
+    expect(ops('MoE')).to.have.length(2);
+  });
+
   it('counts the operators a step runs, and quantizing leaves them as many (a MatMulNBits per MatMul)', () => {
     const model = buildLlamaModel(config, weights);
     const fp32 = graphFacts(model);

@@ -248,11 +248,18 @@ export function quantizeGraph(model: ModelProto | O.IModelProto, source: string,
   const report: QuantizeReport = { matmuls: 0, gathers: 0, head: { names: [], bits: headBits }, skipped: [], bytesBefore, bytesAfter: 0 };
   // One quantized copy per weight value, shared by every node that reads it (both branches of a merged decoder).
   const nbitsOf = new Map<string, { inputs: string[]; K: number; N: number }>();
+  // A mixture of experts' router scores choose the experts: kept float, as llama-quantize keeps `ffn_gate_inp` (a
+  // 4-bit router reorders near-tied experts, which changes the whole expert output, not a rounding of it).
+  const routers = new Set(nodes.filter((n) => n.domain === MS && (n.opType === 'MoE' || n.opType === 'QMoE')).map((n) => n.input?.[1] ?? ''));
   for (const node of nodes) {
     if ((node.domain ?? '') !== '' || node.opType !== 'MatMul') continue;
     const b = node.input?.[1] ?? '';
     const w = resolve(b);
     if (!w) continue;
+    if (routers.has(node.output?.[0] ?? '')) {
+      report.skipped.push(`router ${b}: a mixture of experts' scores stay float`);
+      continue;
+    }
     const [K, N] = [w.rows, w.cols];
     const isHead = heads.has(node);
     const nodeBits = isHead ? headBits : bits;
