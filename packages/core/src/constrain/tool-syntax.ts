@@ -50,7 +50,8 @@ export const TOOL_CALL_SYNTAX = {
   granite: { begin: '<|tool_call|>', list: true },
   deepseek: { begin: '<｜tool▁calls▁begin｜>', end: '<｜tool▁calls▁end｜>', each: { begin: '<｜tool▁call▁begin｜>', sep: '<｜tool▁sep｜>', end: '<｜tool▁call▁end｜>' } },
   'command-r': { begin: '<|START_ACTION|>', end: '<|END_ACTION|>', list: true },
-  // The reply object's opening; its own splitter reads it (`chat/generic-reply.ts`).
+  // The calls' opening, for completeness: the reply object is written and read by its own code (the generic branch of
+  // xgrammar-factory, `chat/generic-reply.ts`), not by the marker machinery; it holds no marker token.
   generic: { begin: '{"tool_call', beginsJson: true },
 } as const satisfies Record<ToolCallSyntax, ToolCallForm>;
 
