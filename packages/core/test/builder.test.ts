@@ -118,9 +118,11 @@ function reference(cfg: LlamaConfig, w: LlamaWeights, rows: Float64Array[], posi
           for (let e = 0; e < d.D; e++) dot += qs[s]![hh * d.D + e]! * ks[t]![g * d.D + e]!;
           sc.push(dot / Math.sqrt(d.D));
         }
-        const m = Math.max(...sc);
+        // A sink logit (attentionSinks) counts in the softmax's normalization and carries no value.
+        const sink = L.sinks ? L.sinks[hh]! : -Infinity;
+        const m = Math.max(...sc, sink);
         const p = sc.map((v) => Math.exp(v - m));
-        const z = p.reduce((a, b) => a + b, 0);
+        const z = p.reduce((a, b) => a + b, 0) + Math.exp(sink - m);
         for (let t = 0; t <= s; t++) for (let e = 0; e < d.D; e++) o[hh * d.D + e]! += (p[t]! / z) * vs[t]![g * d.D + e]!;
       }
       const attn = linear(L.wo, o, d.H);
@@ -135,19 +137,33 @@ function reference(cfg: LlamaConfig, w: LlamaWeights, rows: Float64Array[], posi
   return { hidden, logits: hidden.map((x) => linear(head, x, d.V)) };
 }
 
-/** A SiLU-gated MLP of inner size `I`. */
-function swiglu(wGate: Float32Array, wUp: Float32Array, wDown: Float32Array, y: Float64Array, I: number, H: number): Float64Array {
-  const gate = linear(wGate, y, I);
-  const up = linear(wUp, y, I);
-  return linear(wDown, gate.map((gv, i) => (gv / (1 + Math.exp(-gv))) * up[i]!), H);
+/**
+ * A SiLU-gated MLP of inner size `I`; with `act`, gpt-oss's variant `g · σ(alpha · g) · (u + beta)`, g and u clamped by
+ * `limit` (as its reference code: the gate from above, up both ways), and with `bias`, biases on the three projections.
+ */
+function swiglu(
+  wGate: Float32Array,
+  wUp: Float32Array,
+  wDown: Float32Array,
+  y: Float64Array,
+  I: number,
+  H: number,
+  act: { alpha: number; beta: number; limit?: number } = { alpha: 1, beta: 0 },
+  bias?: { gate: Float32Array; up: Float32Array; down: Float32Array },
+): Float64Array {
+  const lim = act.limit ?? Infinity;
+  const gate = linear(wGate, y, I).map((v, i) => Math.min(v + (bias?.gate[i] ?? 0), lim));
+  const up = linear(wUp, y, I).map((v, i) => Math.max(-lim, Math.min(lim, v + (bias?.up[i] ?? 0))));
+  const out = linear(wDown, gate.map((gv, i) => (gv / (1 + Math.exp(-act.alpha * gv))) * (up[i]! + act.beta)), H);
+  return bias ? out.map((v, i) => v + bias.down[i]!) : out;
 }
 
 /** A mixture of experts as transformers' Mixtral and Qwen2-MoE blocks compute it (softmax, top k, optional renormalization, shared expert). */
 function experts(cfg: LlamaConfig, m: MoeWeights, y: Float64Array): Float64Array {
-  const { experts: E, used, normalize, sharedSize } = cfg.moe!;
+  const { experts: E, used, normalize, sharedSize, swiglu: act } = cfg.moe!;
   const H = cfg.hiddenSize;
   const I = cfg.intermediateSize;
-  const scores = linear(m.router, y, E);
+  const scores = linear(m.router, y, E).map((v, e) => v + (m.biases?.router[e] ?? 0));
   const top = Math.max(...scores);
   const p = scores.map((v) => Math.exp(v - top));
   const z = p.reduce((a, b) => a + b, 0);
@@ -157,7 +173,9 @@ function experts(cfg: LlamaConfig, m: MoeWeights, y: Float64Array): Float64Array
   for (const e of chosen) {
     const weight = p[e]! / z / (normalize ? total : 1);
     const at = (a: Float32Array | QuantizedMatrix, n: number) => (isQuantized(a) ? dequantizeMatrix(a) : a).subarray(e * n, (e + 1) * n);
-    swiglu(at(m.gate, I * H), at(m.up, I * H), at(m.down, H * I), y, I, H).forEach((v, i) => (out[i]! += weight * v));
+    const b = m.biases;
+    const bias = b && { gate: b.gate.subarray(e * I, (e + 1) * I), up: b.up.subarray(e * I, (e + 1) * I), down: b.down.subarray(e * H, (e + 1) * H) };
+    swiglu(at(m.gate, I * H), at(m.up, I * H), at(m.down, H * I), y, I, H, act, bias).forEach((v, i) => (out[i]! += weight * v));
   }
   if (m.shared && sharedSize) {
     const gate = 1 / (1 + Math.exp(-linear(m.shared.router, y, 1)[0]!));
@@ -369,6 +387,19 @@ const cases: { title: string; cfg: LlamaConfig; opts: LlamaBuildOptions; tol: nu
     opts: {},
     tol: 1e-3,
     experts: { bits: 4, blockSize: 16, zeroPoints: false },
+  },
+  {
+    title: "fp32, gpt-oss's block: attention sinks, experts with biases and its clamped SwiGLU, GQA",
+    cfg: { ...base, numKvHeads: 2, intermediateSize: 24, attentionSinks: true, moe: { experts: 4, used: 2, normalize: true, biases: true, swiglu: { alpha: 1.702, beta: 1, limit: 1 } } },
+    opts: {},
+    tol: 1e-4,
+  },
+  {
+    title: "fp32, gpt-oss's block with 8-bit experts (QMoE), heads without grouping",
+    cfg: { ...base, hiddenSize: 64, intermediateSize: 64, attentionSinks: true, moe: { experts: 4, used: 2, normalize: true, biases: true, swiglu: { alpha: 1.702, beta: 1, limit: 1 } } },
+    opts: {},
+    tol: 1e-3,
+    experts: { bits: 8, blockSize: 32, zeroPoints: true },
   },
   {
     title: 'fp16, mixture of 4 experts, 3 used, not renormalized, a gated shared expert (Qwen2-MoE), merged decoder',

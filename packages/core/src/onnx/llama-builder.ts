@@ -141,6 +141,7 @@ interface Resolved {
   thetaLocal: number;
   ropeScaleLocal: number;
   moe: LlamaConfig['moe'];
+  sinks: boolean;
 }
 
 function resolve(config: LlamaConfig): Resolved {
@@ -190,6 +191,7 @@ function resolve(config: LlamaConfig): Resolved {
     thetaLocal: config.ropeThetaLocal ?? config.ropeTheta ?? 10000,
     ropeScaleLocal: config.ropeScaleLocal ?? config.ropeScale ?? 1,
     moe: config.moe,
+    sinks: config.attentionSinks ?? false,
   };
   for (const key of ['vocab', 'hidden', 'layers', 'heads', 'kvHeads', 'headDim', 'inter'] as const) {
     if (!Number.isInteger(r[key]) || r[key] <= 0) throw new Error(`invalid Llama config: ${key} must be a positive integer, got ${r[key]}`);
@@ -201,16 +203,23 @@ function resolve(config: LlamaConfig): Resolved {
   if (r.rope !== 'half' && r.rope !== 'adjacent') throw new Error(`invalid Llama config: unknown ropeStyle ${String(r.rope)}`);
   if (r.act !== 'silu' && r.act !== 'gelu_tanh' && r.act !== 'relu2') throw new Error(`invalid Llama config: unknown hiddenAct ${String(r.act)}`);
   if (r.normBias && !r.layerNorm) throw new Error('invalid Llama config: normBias needs normType layer (RMSNorms have no bias)');
-  if (r.projectionBias && r.gated) throw new Error('invalid Llama config: projectionBias takes an ungated MLP (gatedMlp: false)');
+  if (r.projectionBias && r.gated && !r.moe) throw new Error('invalid Llama config: projectionBias takes an ungated MLP (gatedMlp: false), or experts (moe: the output projection\'s bias only)');
   if (r.moe) {
-    const { experts, used, normalize, sharedSize } = r.moe;
+    const { experts, used, normalize, sharedSize, biases, swiglu } = r.moe;
     if (!Number.isInteger(experts) || experts < 2 || !Number.isInteger(used) || used < 1 || used > experts) {
       throw new Error(`invalid Llama config: moe needs a whole number of experts (2 or more) and of used experts (1 to experts), got ${experts} and ${used}`);
     }
     if (typeof normalize !== 'boolean') throw new Error('invalid Llama config: moe.normalize must be true or false');
     if (sharedSize !== undefined && !(Number.isInteger(sharedSize) && sharedSize > 0)) throw new Error(`invalid Llama config: moe.sharedSize must be a positive integer, got ${sharedSize}`);
+    if (biases !== undefined && typeof biases !== 'boolean') throw new Error('invalid Llama config: moe.biases must be true or false');
+    if (swiglu !== undefined) {
+      const { alpha, beta, limit } = swiglu;
+      if (!(alpha > 0 && Number.isFinite(alpha)) || !Number.isFinite(beta) || (limit !== undefined && !(limit > 0 && Number.isFinite(limit)))) {
+        throw new Error(`invalid Llama config: moe.swiglu needs a positive alpha, a finite beta and a positive limit or none, got ${JSON.stringify(swiglu)}`);
+      }
+    }
     // onnxruntime's CPU MoE kernel runs SwiGLU experts.
-    if (!r.gated || r.act !== 'silu' || r.projectionBias) throw new Error('invalid Llama config: moe experts are gated SiLU MLPs without biases (gatedMlp true, hiddenAct silu, no projectionBias)');
+    if (!r.gated || r.act !== 'silu') throw new Error('invalid Llama config: moe experts are gated SiLU MLPs (gatedMlp true, hiddenAct silu)');
   }
   if (r.headBias && (r.logitScale !== 1 || r.finalCap !== undefined)) throw new Error('invalid Llama config: headBias with logitScale or finalLogitSoftcap is not supported');
   if (r.qkNormWidth !== 'head' && r.qkNormWidth !== 'projection') throw new Error(`invalid Llama config: unknown qkNormWidth ${String(r.qkNormWidth)}`);
@@ -281,7 +290,7 @@ export function llamaParameterCount(config: LlamaConfig): number {
   const perLayer =
     (c.preNorms ? (c.parallel ? 1 : 2) * c.hidden * (c.normBias ? 2 : 1) : 0) + c.hidden * q + 2 * c.hidden * kv + q * c.hidden + mlpParameters(c) +
     (c.qkvBias ? q + 2 * kv : 0) + (c.qkNorm ? qkNormSizes(c).reduce((a, b) => a + b) : 0) + (c.postNorms ? 2 * c.hidden : 0) +
-    (c.projectionBias ? 2 * c.hidden + c.inter : 0);
+    (c.projectionBias ? (c.moe ? c.hidden : 2 * c.hidden + c.inter) : 0) + (c.sinks ? c.heads : 0);
   return c.vocab * c.hidden * (c.tied ? 1 : 2) + c.layers * perLayer + c.hidden * (c.normBias ? 2 : 1) + (c.headBias ? c.vocab : 0);
 }
 
@@ -289,7 +298,8 @@ export function llamaParameterCount(config: LlamaConfig): number {
 function mlpParameters(c: Resolved): number {
   if (!c.moe) return (c.gated ? 3 : 2) * c.hidden * c.inter;
   const shared = c.moe.sharedSize === undefined ? 0 : 3 * c.hidden * c.moe.sharedSize + c.hidden;
-  return c.moe.experts * (3 * c.hidden * c.inter + c.hidden) + shared;
+  const biases = c.moe.biases ? 1 + 2 * c.inter + c.hidden : 0;
+  return c.moe.experts * (3 * c.hidden * c.inter + c.hidden + biases) + shared;
 }
 
 /** The lengths of a layer's q and k norm weights (qkNorm). */
@@ -343,12 +353,16 @@ export function randomLlamaWeights(config: LlamaConfig, seed: number, scale = 0.
       delete l.wGate;
       delete l.wUp;
       delete l.wDown;
+      delete l.bUp;
+      delete l.bDown;
       // A router of larger weights than the projections', so that the experts' scores differ enough to order them.
       l.moe = { router: normal(e * c.hidden, 1), gate: normal(e * c.inter * c.hidden, scale), up: normal(e * c.inter * c.hidden, scale), down: normal(e * c.hidden * c.inter, scale) };
       if (sharedSize !== undefined) {
         l.moe.shared = { gate: normal(sharedSize * c.hidden, scale), up: normal(sharedSize * c.hidden, scale), down: normal(c.hidden * sharedSize, scale), router: normal(c.hidden, 1) };
       }
+      if (c.moe.biases) l.moe.biases = { router: normal(e, 1), gate: normal(e * c.inter, scale), up: normal(e * c.inter, scale), down: normal(e * c.hidden, scale) };
     }
+    if (c.sinks) l.sinks = normal(c.heads, 1);
   }
   const finalNorm = norm();
   const biases = { ...(c.normBias ? { finalNormBias: normal(c.hidden, scale) } : {}), ...(c.headBias ? { lmHeadBias: normal(c.vocab, scale) } : {}) };
@@ -410,6 +424,13 @@ function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
         expect(`layers[${i}].moe.shared.down`, shared?.down, c.hidden * sharedSize);
         expect(`layers[${i}].moe.shared.router`, shared?.router, c.hidden);
       } else if (l.moe?.shared) throw new Error(`Llama weights: layers[${i}] has a shared expert, but the config's moe has no sharedSize`);
+      if (c.moe.biases) {
+        const biases = l.moe?.biases;
+        expect(`layers[${i}].moe.biases.router`, biases?.router, e);
+        expect(`layers[${i}].moe.biases.gate`, biases?.gate, e * c.inter);
+        expect(`layers[${i}].moe.biases.up`, biases?.up, e * c.inter);
+        expect(`layers[${i}].moe.biases.down`, biases?.down, e * c.hidden);
+      } else if (l.moe?.biases) throw new Error(`Llama weights: layers[${i}] has expert biases, but the config's moe has no biases`);
     } else {
       if (l.moe) throw new Error(`Llama weights: layers[${i}] has experts, but the config has no moe`);
       if (c.gated) expect(`layers[${i}].wGate`, l.wGate, c.inter * c.hidden);
@@ -437,9 +458,13 @@ function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
     }
     if (c.projectionBias) {
       expect(`layers[${i}].bo (projectionBias)`, l.bo, c.hidden);
-      expect(`layers[${i}].bUp (projectionBias)`, l.bUp, c.inter);
-      expect(`layers[${i}].bDown (projectionBias)`, l.bDown, c.hidden);
+      if (!c.moe) {
+        expect(`layers[${i}].bUp (projectionBias)`, l.bUp, c.inter);
+        expect(`layers[${i}].bDown (projectionBias)`, l.bDown, c.hidden);
+      }
     }
+    if (c.sinks) expect(`layers[${i}].sinks (attentionSinks)`, l.sinks, c.heads);
+    else if (l.sinks) throw new Error(`Llama weights: layers[${i}] has attention sinks, but the config has no attentionSinks`);
   });
   expect('finalNorm', w.finalNorm, c.hidden);
   if (c.normBias) expect('finalNormBias (normBias)', w.finalNormBias, c.hidden);
@@ -481,7 +506,11 @@ interface LayerRefs {
     fc2: string;
     quantized?: { scales: [string, string]; zeroPoints: [string, string]; bits: number; blockSize: number };
     shared?: { gate: Linear; up: Linear; down: Linear; router: Linear };
+    /** The router's bias, and fc1's (gate and up interleaved) and fc2's biases `[E, 2I]`, `[E, H]`. */
+    biases?: { router: string; fc1: string; fc2: string };
   };
+  /** The heads' sink logits `[1, heads, 1, 1]` (`[1, kvHeads, rep, 1, 1]` grouped), attentionSinks. */
+  sinks?: string;
   /** LayerNorm biases (normBias). */
   attnNormBias?: string;
   mlpNormBias?: string;
@@ -641,6 +670,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       ...(l.wUp ? { wUp: matrix(`${p}.mlp.up_proj.weight`, inter, hidden, l.wUp) } : {}),
       ...(l.wDown ? { wDown: matrix(`${p}.mlp.down_proj.weight`, hidden, inter, l.wDown) } : {}),
       ...(l.moe ? { moe: expertRefs(p, l.moe) } : {}),
+      ...(l.sinks ? { sinks: sinkLogits(p, l.sinks) } : {}),
       ...(l.attnNormBias ? { attnNormBias: vector(`${p}.input_layernorm.bias`, l.attnNormBias) } : {}),
       ...(l.mlpNormBias ? { mlpNormBias: vector(`${p}.post_attention_layernorm.bias`, l.mlpNormBias) } : {}),
       ...(l.bo ? { bo: vector(`${p}.self_attn.o_proj.bias`, l.bo) } : {}),
@@ -689,7 +719,26 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
             },
           }
         : {}),
+      ...(m.biases
+        ? {
+            biases: {
+              router: vector(`${p}.mlp.router.bias`, m.biases.router),
+              fc1: asFloat(stored(`${p}.mlp.experts.gate_up_proj.bias`, [e, 2 * inter], interleaveRows(m.biases.gate, m.biases.up, e * inter, 1))),
+              fc2: asFloat(stored(`${p}.mlp.experts.down_proj.bias`, [e, hidden], m.biases.down)),
+            },
+          }
+        : {}),
     };
+  }
+  /**
+   * A layer's sink logits shaped to stand beside the attention scores as one more key: `[1, heads, 1, 1]` or, with
+   * queries grouped by kv head, `[1, kvHeads, rep, 1, 1]` (head h is group h / rep, member h % rep: the same order);
+   * GroupQueryAttention's `head_sink` `[heads]`, in the type its query has.
+   */
+  function sinkLogits(p: string, sinks: Float32Array): string {
+    const rep = heads / kvHeads;
+    if (gqa) return stored(`${p}.self_attn.sinks`, [heads], sinks);
+    return asFloat(stored(`${p}.self_attn.sinks`, rep === 1 ? [1, heads, 1, 1] : [1, kvHeads, rep, 1, 1], sinks));
   }
   /** fc1 and fc2 of the MoE operator from dense experts. */
   function denseExperts(p: string, m: MoeWeights): { fc1: string; fc2: string } {
@@ -921,18 +970,26 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
     const experts = (y: string, m: NonNullable<LayerRefs['moe']>): string => {
       const flat = b.op('Reshape', [y, b.i64([-1, hidden])]);
       const mixed = b.fresh('moe');
-      const { used, normalize } = c.moe!;
-      const attrs = { k: used, activation_type: 'swiglu', swiglu_fusion: 1, normalize_routing_weights: normalize ? 1 : 0 };
-      const scores = linear(flat, m.router);
+      const { used, normalize, swiglu } = c.moe!;
+      const attrs = {
+        k: used,
+        activation_type: 'swiglu',
+        swiglu_fusion: 1,
+        normalize_routing_weights: normalize ? 1 : 0,
+        ...(swiglu ? { activation_alpha: { float: swiglu.alpha }, activation_beta: { float: swiglu.beta } } : {}),
+        ...(swiglu?.limit !== undefined ? { swiglu_limit: { float: swiglu.limit } } : {}),
+      };
+      const scores = biased(linear(flat, m.router), m.biases?.router);
+      const [b1, b2] = m.biases ? [m.biases.fc1, m.biases.fc2] : ['', ''];
       const q = m.quantized;
-      if (!q) b.nodes.push(makeNode('MoE', [flat, scores, m.fc1, '', m.fc2], [mixed], attrs, b.fresh('n_MoE'), 'com.microsoft'));
+      if (!q) b.nodes.push(makeNode('MoE', [flat, scores, m.fc1, b1, m.fc2, b2], [mixed], attrs, b.fresh('n_MoE'), 'com.microsoft'));
       else {
         // QMoE's inputs: fc1 (codes, scales, bias), fc2 (likewise), fc3 (none), the zero points of fc1, fc2 and fc3, and
         // the routing weights. Without them it weighs the chosen experts by a softmax over their scores alone, i.e.
         // renormalized (measured on onnxruntime 1.30): unnormalized routing passes the softmax over all experts.
         const routing = normalize ? [] : ['', b.op('Softmax', [scores], { axis: -1 })];
         const zeroPoints = q.zeroPoints.some((z) => z !== '') || routing.length ? q.zeroPoints : [];
-        const inputs = [flat, scores, m.fc1, q.scales[0], '', m.fc2, q.scales[1], '', '', '', '', ...zeroPoints, ...routing];
+        const inputs = [flat, scores, m.fc1, q.scales[0], b1, m.fc2, q.scales[1], b2, '', '', '', ...zeroPoints, ...routing];
         const quantAttrs = { ...attrs, expert_weight_bits: q.bits, block_size: q.blockSize };
         b.nodes.push(makeNode('QMoE', inputs, [mixed], quantAttrs, b.fresh('n_QMoE'), 'com.microsoft'));
       }
@@ -985,6 +1042,8 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
           ...(c.attnCap !== undefined ? { softcap: { float: c.attnCap } } : {}),
         };
         const inputs = [fp16 ? b.op('Cast', [packed], { to: DataType.FLOAT16 }) : packed, '', '', past[i]![0], past[i]![1], seqlensK, totalLen, ...caches];
+        // head_sink is input 11, after the rotary caches, position_ids and attention_bias.
+        if (L.sinks) inputs.push(...(caches.length ? [] : ['', '']), '', '', L.sinks);
         const outputs = [out, outName(`present.${i}.key`), outName(`present.${i}.value`)];
         b.nodes.push(makeNode('GroupQueryAttention', inputs, outputs, attrs, b.fresh('n_GroupQueryAttention'), 'com.microsoft'));
         return toFloat(out);
@@ -1013,6 +1072,13 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       const oShape = rep === 1 ? '' : b.op('Concat', [B1, b.i64([heads]), S1, b.i64([headDim])], { axis: 0 });
       const scale = b.f32([c.queryScale], []);
       const perm0213 = { perm: [0, 2, 1, 3] };
+      /** Softmax over the keys; with sink logits, over the keys and the sink as one more, whose column is then dropped. */
+      const softmax = (scores: string, sinks: string | undefined): string => {
+        if (!sinks) return b.op('Softmax', [scores], { axis: -1 });
+        const column = b.op('Concat', [b.op('Slice', [b.op('Shape', [scores]), b.i64([0]), b.i64([-1])]), b.i64([1])], { axis: 0 });
+        const withSink = b.op('Softmax', [b.op('Concat', [scores, b.op('Expand', [sinks, column])], { axis: -1 })], { axis: -1 });
+        return b.op('Slice', [withSink, b.i64([0]), b.i64([-1]), b.i64([-1])]);
+      };
       attention = (i, qkvFlat, L, sliding) => {
         // One rotary pass over q and k together: a third of the kernels of rotating each apart.
         const qkv = b.op('Transpose', [b.op('Reshape', [qkvFlat, heads4()])], perm0213);
@@ -1029,12 +1095,12 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
         const layerBias = sliding ? slidingBias : bias;
         if (rep === 1) {
           const scores = b.op('Add', [capped(b.op('MatMul', [q, b.op('Transpose', [kAll], { perm: [0, 1, 3, 2] })]), c.attnCap), layerBias]);
-          o = b.op('MatMul', [b.op('Softmax', [scores], { axis: -1 }), vAll]);
+          o = b.op('MatMul', [softmax(scores, L.sinks), vAll]);
         } else {
           const q5 = b.op('Reshape', [q, qGroupShape]);
           const kT5 = b.op('Unsqueeze', [b.op('Transpose', [kAll], { perm: [0, 1, 3, 2] }), b.i64([2])]);
           const scores = b.op('Add', [capped(b.op('MatMul', [q5, kT5]), c.attnCap), layerBias]);
-          const o5 = b.op('MatMul', [b.op('Softmax', [scores], { axis: -1 }), b.op('Unsqueeze', [vAll, b.i64([2])])]);
+          const o5 = b.op('MatMul', [softmax(scores, L.sinks), b.op('Unsqueeze', [vAll, b.i64([2])])]);
           o = b.op('Reshape', [o5, oShape]);
         }
         return b.op('Reshape', [b.op('Transpose', [o], perm0213), b.i64([0, 0, qDim])]);

@@ -28,8 +28,16 @@ export interface LlamaConfig {
    * their outputs are summed weighted by their scores, renormalized to sum to 1 where `normalize`. `sharedSize`: an
    * expert every token also runs, of that inner size, its output scaled by a sigmoid gate of its own (Qwen2-MoE).
    * Weights: each layer's `moe` ({@link LlamaLayerWeights}). Runs as onnxruntime's `com.microsoft.MoE`.
+   * `biases`: the router and every expert's projections add biases (gpt-oss; `MoeWeights.biases`). `swiglu`: the
+   * experts' gated activation `g · σ(alpha · g) · (u + beta)` with `g = min(gate, limit)` and `u` clamped to
+   * `[-limit, limit]` (gpt-oss: alpha 1.702, beta 1, limit 7); default alpha 1, beta 0, no limit (SwiGLU).
    */
-  moe?: { experts: number; used: number; normalize: boolean; sharedSize?: number };
+  moe?: { experts: number; used: number; normalize: boolean; sharedSize?: number; biases?: boolean; swiglu?: { alpha: number; beta: number; limit?: number } };
+  /**
+   * Each attention head has a learned sink logit (gpt-oss): one more score in its softmax that no value stands behind,
+   * so a head may attend to nothing. Layer weights `sinks` `[numHeads]`.
+   */
+  attentionSinks?: boolean;
   /** Defaults to 10000. */
   ropeTheta?: number;
   /** Defaults to 1e-5. */
@@ -209,6 +217,8 @@ export interface LlamaLayerWeights<M extends WeightMatrix = Float32Array> {
   bo?: Float32Array; // [hidden]
   bUp?: Float32Array; // [intermediate]
   bDown?: Float32Array; // [hidden]
+  /** With `attentionSinks`. */
+  sinks?: Float32Array; // [numHeads]
 }
 
 /**
@@ -223,6 +233,8 @@ export interface MoeWeights {
   down: Float32Array | QuantizedMatrix; // [E, H, I]
   /** With `moe.sharedSize` (S): the shared expert's MLP and its gate's weights. */
   shared?: { gate: Float32Array; up: Float32Array; down: Float32Array; router: Float32Array }; // [S, H], [S, H], [H, S], [H]
+  /** With `moe.biases`: the router's and each expert's projections' biases, expert after expert. */
+  biases?: { router: Float32Array; gate: Float32Array; up: Float32Array; down: Float32Array }; // [E], [E, I], [E, I], [E, H]
 }
 
 /** All weights of a Llama decoder (`M`: see {@link LlamaLayerWeights}). */
