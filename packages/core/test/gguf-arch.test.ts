@@ -253,6 +253,24 @@ const MODELS: Record<string, RandomGgufSpec> = {
   'olmoe (q/k norms over the projections, 8 experts, 2 used, not renormalized)': { arch: 'olmoe', hidden: 64, layers: 2, heads: 4, kvHeads: 4, ff: 48, qkNorm: 'projection', untied: true, experts: { count: 8, used: 2 } },
   'granitemoe (the multipliers, 4 experts, 2 used, renormalized)': { ...GRANITE, arch: 'granitemoe', experts: { count: 4, used: 2 } },
   'granite with experts (llama.cpp reads them in its granite graph too)': { ...GRANITE, experts: { count: 4, used: 2 } },
+  // Matrices large enough that the experts' SwiGLU clamps (at 7) some of its gate and up values.
+  'gpt-oss (attention sinks, a sliding window on even layers, biases, experts with biases and the clamped SwiGLU, YaRN)': {
+    arch: 'gpt-oss',
+    hidden: 64,
+    layers: 4,
+    heads: 4,
+    kvHeads: 2,
+    headDim: 16,
+    ff: 32,
+    qkvBias: true,
+    projectionBias: true,
+    sinks: true,
+    untied: true,
+    scale: 0.6,
+    embedScale: 0.15,
+    experts: { count: 4, used: 2, ff: 32, biases: true, routerScale: 0.15 },
+    meta: { ...YARN, 'rope.freq_base': f32(150000), 'attention.sliding_window': u32(4) },
+  },
 };
 
 /** M-RoPE's `rope.dimension_sections`: rotary pairs per position kind (time, height, width, extra). */
@@ -368,7 +386,7 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
   describe('refusals name the feature', () => {
     const cases: [string, Partial<RandomGgufSpec>, RegExp][] = [
       ['an unknown architecture', { arch: 'mamba' }, /"mamba".*"llama", "mistral3", "granite", "smollm3", "ernie4_5", "exaone", "exaone4", "qwen2", "qwen2vl"/],
-      ['mixture of experts outside the MoE architectures read', { arch: 'qwen2', meta: { expert_count: u32(8), expert_used_count: u32(2) } }, /mixture-of-experts.*qwen2\.expert_count.*llama, granite, granitemoe, qwen3moe, qwen2moe, olmoe only/],
+      ['mixture of experts outside the MoE architectures read', { arch: 'qwen2', meta: { expert_count: u32(8), expert_used_count: u32(2) } }, /mixture-of-experts.*qwen2\.expert_count.*llama, granite, granitemoe, qwen3moe, qwen2moe, olmoe, gpt-oss only/],
       ['expert weights scaled', { experts: { count: 4, used: 2 }, meta: { expert_weights_scale: f32(2.5) } }, /expert weights scaled by 2\.5/],
       ['more experts used than there are', { experts: { count: 4, used: 6 } }, /expert_used_count" is 6, more than the 4 experts/],
       ['an unknown rope scaling', { meta: { 'rope.scaling.type': str('dynamic'), 'rope.scaling.factor': f32(4) } }, /rope scaling "dynamic"/],

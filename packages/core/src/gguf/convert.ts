@@ -100,7 +100,7 @@ export function kebabName(s: string): string {
 }
 
 /** The `general.architecture` values the converter reads (llama.cpp's names). */
-export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'qwen2moe', 'qwen3moe', 'olmo2', 'olmoe', 'granitemoe', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'nemotron', 'minicpm', 'internlm2', 'phi2'] as const;
+export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'qwen2moe', 'qwen3moe', 'olmo2', 'olmoe', 'granitemoe', 'gpt-oss', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'nemotron', 'minicpm', 'internlm2', 'phi2'] as const;
 export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 /**
@@ -122,6 +122,8 @@ const MOE_BLOCK: Partial<Record<GgufArchitecture, { block: GgufArchitecture; nor
   qwen3moe: { block: 'qwen3', normalize: true, ownExpertSize: true },
   qwen2moe: { block: 'qwen2', normalize: false, ownExpertSize: true },
   olmoe: { block: 'olmoe', normalize: false },
+  // gpt-oss: a softmax over the chosen experts' scores alone (llama.cpp's SOFTMAX_WEIGHT gating), which is renormalizing.
+  'gpt-oss': { block: 'gpt-oss', normalize: true, ownExpertSize: true },
 };
 
 /** Architectures whose q/k llama.cpp's converter permutes into adjacent rotary pairs ("NORM"); the others keep NeoX's halves. */
@@ -141,7 +143,7 @@ const TEMPERATURE_OFFSET = 0;
 const COHERE: ReadonlySet<GgufArchitecture> = new Set(['command-r', 'cohere2']);
 
 /** Architectures whose llama.cpp graph takes YaRN rope scaling as the converter computes it. */
-const YARN_ARCHITECTURES: ReadonlySet<GgufArchitecture> = new Set(['llama', 'mistral3', 'granite', 'qwen2', 'qwen3']);
+const YARN_ARCHITECTURES: ReadonlySet<GgufArchitecture> = new Set(['llama', 'mistral3', 'granite', 'qwen2', 'qwen3', 'gpt-oss']);
 
 /**
  * The context a long-context model was trained at before its rope was scaled (`rope.scaling.original_context_length`,
@@ -330,6 +332,20 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     Object.assign(config, { gatedMlp: false, hiddenAct: 'relu2' });
     const attentionScale = scalar('attention.scale');
     if (attentionScale !== undefined && attentionScale !== 0) config.queryScale = attentionScale;
+  }
+  if (arch === 'gpt-oss') {
+    // gpt-oss: biased q, k, v and output projections, a sink logit per head, experts with biases and OpenAI's clamped
+    // SwiGLU (llama.cpp's swiglu_oai: alpha 1.702, limit 7, up + 1), and a sliding window on all but the last layer of
+    // each period (default 2: even layers slide), with its own rope base where the file gives one.
+    Object.assign(config, { qkvBias: true, projectionBias: true, attentionSinks: true });
+    config.moe = { ...config.moe!, biases: true, swiglu: { alpha: 1.702, beta: 1, limit: 7 } };
+    const window = scalar('attention.sliding_window');
+    if (window === undefined) throw new GgufError(`${src} is missing the metadata "${key('attention.sliding_window')}".`, 'missing-metadata');
+    const period = scalar('attention.sliding_window_pattern') ?? 2;
+    config.slidingWindow = window;
+    config.layerTypes = Array.from({ length: numLayers }, (_, i) => (period === 0 || i % period < period - 1 ? 'sliding' : 'full'));
+    const localTheta = scalar('rope.freq_base_swa') ?? ropeTheta;
+    if (localTheta !== ropeTheta) config.ropeThetaLocal = localTheta;
   }
   // OLMoE: the Llama block's norms, q and k RMS-normalized over their whole projections (as OLMo 2's), experts.
   if (arch === 'olmoe') Object.assign(config, { qkNorm: true, qkNormWidth: 'projection' });
@@ -536,15 +552,25 @@ export async function llamaWeightsFromGguf(
     }
     layer.wo = await readMatrix(`${p}attn_output.weight`, [h, qDim]);
     if (config.postNorms) layer.postAttnNorm = await read(`${p}post_attention_norm.weight`, [h]);
-    if (preNorms && !config.parallelBlock) layer.mlpNorm = await read(`${p}ffn_norm.weight`, [h]);
+    // (gpt-oss's norm before its experts is llama.cpp's "post_attention_norm", Gemma's name for a norm after attention)
+    if (preNorms && !config.parallelBlock) layer.mlpNorm = await read(arch === 'gpt-oss' ? `${p}post_attention_norm.weight` : `${p}ffn_norm.weight`, [h]);
     if (config.normBias) {
       layer.attnNormBias = await read(`${p}attn_norm.bias`, [h]);
       if (layer.mlpNorm) layer.mlpNormBias = await read(`${p}ffn_norm.bias`, [h]);
     }
     if (config.projectionBias) layer.bo = await read(`${p}attn_output.bias`, [h]);
+    if (config.attentionSinks) layer.sinks = await read(`${p}attn_sinks.weight`, [config.numHeads]);
     if (config.moe) {
       const e = config.moe.experts;
       layer.moe = { router: await read(`${p}ffn_gate_inp.weight`, [e, h]), ...(await readExperts(p, e)) };
+      if (config.moe.biases) {
+        layer.moe.biases = {
+          router: await read(`${p}ffn_gate_inp.bias`, [e]),
+          gate: await read(`${p}ffn_gate_exps.bias`, [e, ff]),
+          up: await read(`${p}ffn_up_exps.bias`, [e, ff]),
+          down: await read(`${p}ffn_down_exps.bias`, [e, h]),
+        };
+      }
       const shared = config.moe.sharedSize;
       if (shared !== undefined) {
         layer.moe.shared = {
@@ -563,7 +589,7 @@ export async function llamaWeightsFromGguf(
       layer.wUp = await readMatrix(`${p}ffn_up.weight`, [ff, h]);
     }
     if (!config.moe) layer.wDown = await readMatrix(`${p}ffn_down.weight`, [h, ff]);
-    if (config.projectionBias) {
+    if (config.projectionBias && !config.moe) {
       layer.bUp = await read(`${p}ffn_up.bias`, [ff]);
       layer.bDown = await read(`${p}ffn_down.bias`, [h]);
     }

@@ -346,6 +346,27 @@ const iq4_xs: Quantizer = {
   },
 };
 
+/** ggml's MXFP4 levels: twice the E2M1 values, the sign in the nibble's top bit. */
+const MXFP4 = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
+/** MXFP4 as ggml's reference quantizer: the exponent puts the largest magnitude at 8–16 half-units, each value at its nearest level. */
+const mxfp4: Quantizer = {
+  blockElems: 32,
+  blockBytes: 17,
+  block(x, at, o) {
+    const amax = Math.abs(signedMax(x, at, 32));
+    const e = amax > 0 ? Math.floor(Math.log2(amax)) - 2 + 127 : 0;
+    const d = 2 ** (e - 128);
+    const q = Array.from({ length: 32 }, (_, j) => {
+      let best = 0;
+      for (let k = 1; k < 16; k++) if (Math.abs(MXFP4[k]! * d - x[at + j]!) < Math.abs(MXFP4[best]! * d - x[at + j]!)) best = k;
+      return best;
+    });
+    q.forEach((c, j) => o.val(j, d * MXFP4[c]!));
+    o.u8(e);
+    o.put(nibbles32(q));
+  },
+};
+
 /** Quantizers by ggml type number. */
 export const QUANTIZERS: ReadonlyMap<number, Quantizer> = new Map([
   [2, q4_0],
@@ -360,10 +381,11 @@ export const QUANTIZERS: ReadonlyMap<number, Quantizer> = new Map([
   [14, q6_K],
   [20, iq4_nl],
   [23, iq4_xs],
+  [39, mxfp4],
 ]);
 
 /** ggml type numbers by name, for the types tests write. */
-export const GGML = { F32: 0, F16: 1, Q4_0: 2, Q4_1: 3, Q5_0: 6, Q5_1: 7, Q8_0: 8, Q2_K: 10, Q3_K: 11, Q4_K: 12, Q5_K: 13, Q6_K: 14, IQ4_NL: 20, IQ4_XS: 23, BF16: 30 } as const;
+export const GGML = { F32: 0, F16: 1, Q4_0: 2, Q4_1: 3, Q5_0: 6, Q5_1: 7, Q8_0: 8, Q2_K: 10, Q3_K: 11, Q4_K: 12, Q5_K: 13, Q6_K: 14, IQ4_NL: 20, IQ4_XS: 23, BF16: 30, MXFP4: 39 } as const;
 
 /**
  * Encodes float32 values (rows a multiple of the block size) as ggml type `type`, with the value each code

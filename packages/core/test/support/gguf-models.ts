@@ -51,9 +51,12 @@ export interface RandomGgufSpec {
    * A mixture of experts in place of each MLP: `count` experts (`ffn_gate_inp`, `ffn_{gate,up,down}_exps`), `used` per
    * token, each of inner size `ff` (written as `expert_feed_forward_length` when given, else the spec's ff); `shared`:
    * a shared expert of that inner size with its sigmoid gate (`ffn_*_shexp`, `ffn_gate_inp_shexp`; Qwen2-MoE);
-   * `routerScale`: the router's standard deviation (default 0.08: the chosen experts keep part of the weight).
+   * `routerScale`: the router's standard deviation (default 0.08: the chosen experts keep part of the weight);
+   * `biases`: the router's and the experts' biases (`ffn_gate_inp.bias`, `ffn_{gate,up,down}_exps.bias`; gpt-oss).
    */
-  experts?: { count: number; used: number; ff?: number; shared?: number; routerScale?: number };
+  experts?: { count: number; used: number; ff?: number; shared?: number; routerScale?: number; biases?: boolean };
+  /** A sink logit per attention head (`attn_sinks.weight`; gpt-oss). */
+  sinks?: boolean;
   /** Extra tensors by name: [GGUF ne dims, values]. */
   extraTensors?: Record<string, [number[], Float32Array]>;
   /** ggml type of the matrices: 0 (F32, default) or 1 (F16). */
@@ -104,9 +107,10 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
     const dims = count === 1 ? [cols, rows] : [cols, rows, count];
     tensors.push({ name, dims, type: mtype, data: encodeTensor(name, { dims, data: normal(rows * cols * count, std), type: mtype }) });
   };
-  const vector = (name: string, n: number, std: number, mean: number) => {
-    const data = normal(n, std, mean);
-    tensors.push({ name, dims: [n], type: 0, data: new Uint8Array(data.buffer) });
+  /** A float32 vector, or `count` of them (ne [n, count]: one per expert). */
+  const vector = (name: string, n: number, std: number, mean: number, count = 1) => {
+    const data = normal(n * count, std, mean);
+    tensors.push({ name, dims: count === 1 ? [n] : [n, count], type: 0, data: new Uint8Array(data.buffer) });
   };
   matrix('token_embd.weight', vocab, h, spec.embedScale ?? scale);
   vector('output_norm.weight', h, 0.1, 1);
@@ -137,8 +141,10 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
     }
     matrix(`${p}attn_output.weight`, h, q);
     if (spec.projectionBias) vector(`${p}attn_output.bias`, h, 0.2, 0);
+    if (spec.sinks) vector(`${p}attn_sinks.weight`, heads, 1, 0);
     if (spec.postNorms) vector(`${p}post_attention_norm.weight`, h, 0.1, 1);
-    if (!spec.noPreNorms && !spec.parallel) vector(`${p}ffn_norm.weight`, h, 0.1, 1);
+    // (gpt-oss's norm before the experts has llama.cpp's name of a norm after attention)
+    if (!spec.noPreNorms && !spec.parallel) vector(arch === 'gpt-oss' ? `${p}post_attention_norm.weight` : `${p}ffn_norm.weight`, h, 0.1, 1);
     if (!spec.noPreNorms && !spec.parallel && spec.normBias) vector(`${p}ffn_norm.bias`, h, 0.1, 0);
     const moe = spec.experts;
     if (moe) {
@@ -149,6 +155,12 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
       matrix(`${p}ffn_gate_exps.weight`, ffe, h, scale, moe.count);
       matrix(`${p}ffn_up_exps.weight`, ffe, h, scale, moe.count);
       matrix(`${p}ffn_down_exps.weight`, h, ffe, scale, moe.count);
+      if (moe.biases) {
+        vector(`${p}ffn_gate_inp.bias`, moe.count, moe.routerScale ?? 0.08, 0);
+        vector(`${p}ffn_gate_exps.bias`, ffe, 0.2, 0, moe.count);
+        vector(`${p}ffn_up_exps.bias`, ffe, 0.2, 0, moe.count);
+        vector(`${p}ffn_down_exps.bias`, h, 0.2, 0, moe.count);
+      }
       if (moe.shared) {
         vector(`${p}ffn_gate_inp_shexp.weight`, h, 1, 0);
         matrix(`${p}ffn_gate_shexp.weight`, moe.shared, h);
@@ -161,7 +173,7 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
       matrix(`${p}ffn_up.weight`, ff, h);
     }
     if (!moe) matrix(`${p}ffn_down.weight`, h, ff);
-    if (spec.projectionBias) {
+    if (spec.projectionBias && !moe) {
       vector(`${p}ffn_up.bias`, ff, 0.2, 0);
       vector(`${p}ffn_down.bias`, h, 0.2, 0);
     }

@@ -4,7 +4,7 @@
  * Without loss where ggml's block is integer codes times one float scale per sub-block: the codes move to
  * unsigned codes around the operator's default zero point (8 for 4 bits, 128 for 8 bits), the scale is the
  * float32 that llama.cpp's dequantizer multiplies by, so (code - zp) · scale is llama.cpp's value bit for bit:
- *   Q4_0 → 4-bit, block 32 · Q3_K → 4-bit, block 16 · Q8_0, Q5_0, IQ4_NL, IQ4_XS → 8-bit, block 32 ·
+ *   Q4_0 → 4-bit, block 32 · Q3_K → 4-bit, block 16 · Q8_0, Q5_0, IQ4_NL, IQ4_XS, MXFP4 → 8-bit, block 32 ·
  *   Q6_K → 8-bit, block 16.
  *
  * The types with a per-block offset (x = S·q - O: Q4_1, Q4_K → 4-bit block 32; Q2_K → 4-bit block 16;
