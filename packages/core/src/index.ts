@@ -73,6 +73,7 @@ export { HttpError } from './serve/errors.js';
 export { TOOL_CALL_SYNTAX, toolCallSyntaxOf, type ToolCallSyntax } from './constrain/tool-syntax.js';
 export { ToolCallTextSplitter, parseToolCall, parseToolCalls, toolCallId, type ParsedToolCall, type SplitToolText } from './chat/tool-calls.js';
 export { GenericReplySplitter } from './chat/generic-reply.js';
+export { HARMONY_TOKENS, HarmonyReplySplitter, isHarmonyTemplate, type SplitHarmony } from './chat/harmony.js';
 export { ReasoningTextSplitter, opensThought, reasoningTagsOf, reasoningTokens, type ReasoningFormat, type ReasoningTags, type SplitReasoning } from './chat/reasoning.js';
 export { cutAfterFinalMessage } from './chat/continuation.js';
 export { ChatReplySplitter, keptTokens, replyParsing, splitReply, thinkingBudgetFor, thoughtFirst, toolsRead, type ReplyParsing, type SplitReply } from './chat/reply.js';

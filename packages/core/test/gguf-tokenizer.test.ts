@@ -207,6 +207,41 @@ describe('gguf tokenizers: BPE pre-tokenizers, SentencePiece options, special to
     }
   });
 
+  it("ends generation where llama.cpp does for OpenAI's harmony tokens (gpt-oss): at <|return|> and <|call|>, not at <|end|>", async () => {
+    const llama = await (await import('./support/gguf-models.js')).llamaCpp();
+    const harmony = ['<|start|>', '<|channel|>', '<|message|>', '<|end|>', '<|return|>', '<|call|>', '<|constrain|>'];
+    // [label, control tokens added]: with <|return|> and <|call|>, <|end|> closes a message only; without them, a turn.
+    const cases: [string, string[]][] = [
+      ['harmony', harmony],
+      ['<|end|> without <|call|>', harmony.filter((t) => t !== '<|call|>')],
+    ];
+    for (const [name, extra] of cases) {
+      const meta = bpeTokenizerMeta('gpt-4o');
+      const arr = (key: string) => {
+        const v = meta[key]!;
+        if (v.t !== 'arr') throw new Error(key);
+        return v.v;
+      };
+      const first = arr('tokenizer.ggml.tokens').length;
+      arr('tokenizer.ggml.tokens').push(...extra.map((v): WValue => ({ t: 'str', v })));
+      arr('tokenizer.ggml.token_type').push(...extra.map((): WValue => ({ t: 'i32', v: 3 })));
+      const path = join(scratch.dir, `eog-${name.replace(/\W/g, '')}.gguf`);
+      await writeFile(path, vocabGguf(meta));
+      const tok = await withGguf(path, async (f) => tokenizerFromGguf(f));
+      const model = await llama.loadModel({ modelPath: path, vocabOnly: true });
+      try {
+        // llama.cpp's own llama_vocab_is_eog, what its generation stops at (node-llama-cpp's isEogToken adds the EOT id,
+        // which llama.cpp finds by text, "<|end|>" among them, before it drops that from the list)
+        const native = (model as unknown as { _model: { isEogToken(t: number): boolean } })._model;
+        const eog = Array.from({ length: first + extra.length }, (_, i) => i).filter((i) => native.isEogToken(i));
+        expect(tok.endOfGeneration, name).to.deep.equal(eog);
+        expect(eog.includes(first + extra.indexOf('<|end|>')), name).to.equal(name !== 'harmony');
+      } finally {
+        await model.dispose();
+      }
+    }
+  });
+
   it('Phi-3: special tokens swallow the whitespace after them, as llama.cpp reads models of that name', async () => {
     const meta = await storiesTokenizerMeta();
     const extra = ['<|endoftext|>', '<|user|>', '<|assistant|>', '<|end|>'];

@@ -112,9 +112,9 @@ export class ChatPrompter {
     return { text, ids: this.tokenizer.encode(text, false) };
   }
 
-  /** The text of generated ids, as the engine writes it. */
+  /** The text of generated ids with their special tokens (a thought's tags may be special tokens; harmony's are). */
   decode(ids: number[]): string {
-    return this.tokenizer.decode(ids);
+    return this.tokenizer.decode(ids, false);
   }
 
   private text(messages: ChatMessage[], tools: ShownTools, kwargs?: Record<string, unknown>, addGenerationPrompt = true): string {

@@ -141,11 +141,12 @@ export const ChatModelOptionsSchema = ModelOptionsSchema.extend({
   /**
    * How the model writes tool calls: `<tool_call>` blocks (`hermes`), Llama 3's JSON object (`json`), Mistral's
    * `[TOOL_CALLS]` list (`mistral`), its `[TOOL_CALLS]name[ARGS]` calls (`mistral-args`), Granite's `<|tool_call|>` list
-   * (`granite`), DeepSeek's fenced calls (`deepseek`), Cohere's `<|START_ACTION|>` list (`command-r`), or a JSON reply with
+   * (`granite`), DeepSeek's fenced calls (`deepseek`), Cohere's `<|START_ACTION|>` list (`command-r`), gpt-oss's commentary
+   * messages to `functions.<name>` (`harmony`), or a JSON reply with
    * the tools described in the system message (`generic`); default: as its chat template renders them, `generic` where it
    * renders none.
    */
-  toolCallSyntax: z.enum(['hermes', 'json', 'mistral', 'mistral-args', 'granite', 'deepseek', 'command-r', 'generic']).optional(),
+  toolCallSyntax: z.enum(['hermes', 'json', 'mistral', 'mistral-args', 'granite', 'deepseek', 'command-r', 'harmony', 'generic']).optional(),
   ...chat,
 });
 

@@ -6,11 +6,11 @@
  */
 import { expect } from 'chai';
 import { AIMessage, AIMessageChunk, HumanMessage } from '@langchain/core/messages';
-import { TextTokenizer } from '@reasonplug/core';
+import { HARMONY_TOKENS, TextTokenizer } from '@reasonplug/core';
 import { ChatReasoner, ReasonerOptionsError } from '../src/index.js';
 import { cacheDir, storiesModule } from './support/modules.js';
 import { scriptedChatModule } from '../../core/test/support/modules.js';
-import { MAGISTRAL_TEMPLATE, OPEN_THOUGHT_TEMPLATE, THINKING_TEMPLATE } from '../../core/test/support/chat-templates.js';
+import { HARMONY_TEMPLATE, MAGISTRAL_TEMPLATE, OPEN_THOUGHT_TEMPLATE, THINKING_TEMPLATE } from '../../core/test/support/chat-templates.js';
 
 const QUESTION = 'What are two and two?';
 const THOUGHT = 'Two and two make four.';
@@ -137,5 +137,31 @@ describe('ChatReasoner: reasoning models', function () {
     const reply = await model.invoke(history, { maxTokens: 1 });
     const rendered = `[user||${QUESTION}][assistant|${THOUGHT}|${ANSWER}][user||And three?]`;
     expect(reply.usage_metadata?.input_tokens).to.equal(tokenizer.encode(rendered, false).length);
+  });
+});
+
+describe("ChatReasoner: gpt-oss's harmony replies", function () {
+  this.timeout(60_000);
+  const QUESTION_H = 'What are two and two?';
+  const ANALYSIS = '<|channel|>analysis<|message|>Two and two make four.<|end|><|start|>assistant';
+  const ADD = { type: 'function' as const, function: { name: 'add', description: 'Add two integers', parameters: { type: 'object', properties: { a: { type: 'integer' }, b: { type: 'integer' } }, required: ['a', 'b'] } } };
+  const models: ChatReasoner[] = [];
+  after(async () => {
+    await Promise.all(models.map((m) => m.dispose()));
+  });
+
+  it('the analysis message is reasoning_content, the final one content, a message to functions.add a tool call', async () => {
+    const script = (name: string, reply: string, tools?: unknown[]) =>
+      scriptedChatModule(name, HARMONY_TEMPLATE, [{ role: 'user', content: QUESTION_H }], reply, { specialTokens: HARMONY_TOKENS, bpe: true, ...(tools ? { tools } : {}) });
+    const answers = await ChatReasoner.create({ cacheDir, backbone: (await script('plugin-harmony', `${ANALYSIS}<|channel|>final<|message|>Four.`)).dir });
+    models.push(answers);
+    const reply = await answers.invoke([new HumanMessage(QUESTION_H)]);
+    expect([reply.content, reply.additional_kwargs.reasoning_content]).to.deep.equal(['Four.', 'Two and two make four.']);
+    expect(reply.usage_metadata?.output_token_details?.reasoning).to.be.greaterThan(0);
+    const calls = await ChatReasoner.create({ cacheDir, backbone: (await script('plugin-harmony-calls', `${ANALYSIS} to=functions.add<|channel|>commentary json<|message|>{"a": 2, "b": 2}`, [ADD])).dir });
+    models.push(calls);
+    const called = (await calls.bindTools([ADD]).invoke([new HumanMessage(QUESTION_H)])) as AIMessage;
+    expect(called.tool_calls?.map((c) => [c.name, c.args])).to.deep.equal([['add', { a: 2, b: 2 }]]);
+    expect(called.additional_kwargs.reasoning_content).to.equal('Two and two make four.');
   });
 });

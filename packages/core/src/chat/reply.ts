@@ -9,6 +9,7 @@ import type { ThinkingBudget } from '../generate/types.js';
 import type { ToolCallSyntax } from '../constrain/tool-syntax.js';
 import { ToolCallTextSplitter, type ParsedToolCall, type SplitToolText } from './tool-calls.js';
 import { GenericReplySplitter } from './generic-reply.js';
+import { HARMONY, HARMONY_ANSWER, HARMONY_THOUGHT, HARMONY_TOKENS, HarmonyReplySplitter, isHarmonyTemplate } from './harmony.js';
 
 /** What one piece of a reply turned into. */
 export interface SplitReply {
@@ -23,6 +24,11 @@ export interface ReplyParsing {
   reasoning?: { tags: ReasoningTags; open: boolean };
   /** How the answer's tool calls are written, when it may hold calls to split off. */
   tools?: ToolCallSyntax;
+  /**
+   * The reply is harmony messages (gpt-oss's template): its channels say what is thought, answer and call, whatever
+   * `reasoning` and `tools` say; `thought` false gives the thought out as content (reasoning_format none).
+   */
+  harmony?: { thought: boolean };
 }
 
 /**
@@ -39,8 +45,9 @@ export function replyParsing(opts: {
   /** The syntax of the tool calls the reply may hold (see `toolCallSyntaxOf`); absent: it holds none. */
   tools: ToolCallSyntax | undefined;
 }): ReplyParsing {
-  const named = reasoningTagsOf(opts.chatTemplate);
   const tools = opts.tools ? { tools: opts.tools } : {};
+  if (isHarmonyTemplate(opts.chatTemplate)) return { harmony: { thought: opts.format !== 'none' }, ...tools };
+  const named = reasoningTagsOf(opts.chatTemplate);
   if (opts.format === 'none' || (opts.constrained && !named)) return tools;
   const tags = named ?? THINK_TAGS;
   return { reasoning: { tags, open: opensThought(opts.prompt, tags) }, ...tools };
@@ -59,11 +66,14 @@ export function toolsRead(syntax: ToolCallSyntax, ownFormat: boolean): ToolCallS
  * in some vocabularies (Magistral's `[THINK]`) and decoding would drop. As the engine's `keepTokens`.
  */
 export function keptTokens(parsing: ReplyParsing): string[] {
+  if (parsing.harmony) return [...HARMONY_TOKENS];
   return parsing.reasoning ? [parsing.reasoning.tags.open, parsing.reasoning.tags.close] : [];
 }
 
 /** A reply's constraint with the thought `parsing` reads before it (the thought is then free text, and optional unless the prompt opened it). */
 export function thoughtFirst(format: ResponseFormat, parsing: ReplyParsing): ResponseFormat {
+  // Harmony: the analysis message may come first; a structured answer is the final channel's message, calls are not.
+  if (parsing.harmony) return { ...format, thought: { ...HARMONY_THOUGHT, opened: false, ...(format.type === 'tool_calls' ? {} : { answer: HARMONY_ANSWER }) } };
   return parsing.reasoning ? { ...format, thought: { ...parsing.reasoning.tags, opened: parsing.reasoning.open } } : format;
 }
 
@@ -80,20 +90,24 @@ export function thinkingBudgetFor(tokens: number, parsing: ReplyParsing, chatTem
 export class ChatReplySplitter {
   private readonly reasoning: ReasoningTextSplitter | undefined;
   private readonly tools: { push(text: string): SplitToolText; end(): SplitToolText } | undefined;
+  private readonly harmony: HarmonyReplySplitter | undefined;
 
   constructor(private readonly parsing: ReplyParsing) {
-    this.reasoning = parsing.reasoning && new ReasoningTextSplitter(parsing.reasoning.tags, parsing.reasoning.open);
-    this.tools = parsing.tools === 'generic' ? new GenericReplySplitter() : parsing.tools ? new ToolCallTextSplitter(parsing.tools) : undefined;
+    this.harmony = parsing.harmony && new HarmonyReplySplitter(parsing.harmony.thought);
+    this.reasoning = !this.harmony && parsing.reasoning ? new ReasoningTextSplitter(parsing.reasoning.tags, parsing.reasoning.open) : undefined;
+    this.tools = this.harmony ? undefined : parsing.tools === 'generic' ? new GenericReplySplitter() : parsing.tools ? new ToolCallTextSplitter(parsing.tools) : undefined;
   }
 
   /** Takes the next piece of text. */
   push(text: string): SplitReply {
+    if (this.harmony) return this.harmony.push(text);
     const { reasoning, content } = this.reasoning ? this.reasoning.push(text) : { reasoning: '', content: text };
     return { reasoning, ...this.answer(content, false) };
   }
 
   /** Ends the reply: what the splitters held back. */
   end(): SplitReply {
+    if (this.harmony) return this.harmony.end();
     const { reasoning, content } = this.reasoning ? this.reasoning.end() : { reasoning: '', content: '' };
     return { reasoning, ...this.answer(content, true) };
   }
@@ -103,6 +117,8 @@ export class ChatReplySplitter {
    * once the reply has been split; `decode` gives the text of ids as the engine wrote them.
    */
   reasoningTokens(ids: readonly number[], decode: (ids: number[]) => string): number {
+    // (harmony's thought is its analysis message, through the <|end|> that closes it)
+    if (this.harmony) return this.harmony.entered ? reasoningTokens(ids.length, (k) => decode(ids.slice(0, k)), { ...HARMONY_THOUGHT, close: HARMONY.end }) : 0;
     const tags = this.parsing.reasoning?.tags;
     if (!tags || !this.reasoning?.entered) return 0;
     return reasoningTokens(ids.length, (k) => decode(ids.slice(0, k)), tags);

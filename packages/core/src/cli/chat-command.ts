@@ -123,7 +123,7 @@ async function converse(c: Conversation): Promise<void> {
       process.stdout.write('\n');
       if (thought && !answer) process.stderr.write('\n');
       const { promptTokens, completionTokens, cachedPromptTokens } = result.usage;
-      const thinking = splitter.reasoningTokens(row.ids, (ids) => c.tokenizer.decode(ids));
+      const thinking = splitter.reasoningTokens(row.ids, (ids) => c.tokenizer.decode(ids, false));
       process.stderr.write(
         `[${promptTokens} prompt tokens (${cachedPromptTokens ?? 0} cached) + ${completionTokens} generated${thinking ? ` (${thinking} thinking)` : ''}, ` +
           `${result.timing.prefillMs.toFixed(1)} ms prefill, ${result.timing.msPerToken.toFixed(2)} ms/token, ${row.finishReason}]\n`,

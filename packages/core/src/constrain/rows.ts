@@ -67,7 +67,8 @@ export async function rowConstraints(
 /** The answer of a reply written after a thought (the thought and the whitespace after it cut off). */
 function answerAfterThought(text: string, thought: ThoughtFirst): string {
   const splitter = new ReasoningTextSplitter(thought, thought.opened);
-  return splitter.push(text).content + splitter.end().content;
+  const content = splitter.push(text).content + splitter.end().content;
+  return thought.answer && content.startsWith(thought.answer) ? content.slice(thought.answer.length) : content;
 }
 
 /**

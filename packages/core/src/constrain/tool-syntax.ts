@@ -3,6 +3,7 @@
  * way, and the chat splitters read them back.
  */
 import type { ResponseFormat } from './types.js';
+import { HARMONY_CALL, HARMONY_TOKENS, isHarmonyTemplate } from '../chat/harmony.js';
 
 /**
  * `hermes`: `<tool_call>{"name": …, "arguments": {…}}</tool_call>` blocks, one per line (Hermes, Qwen 2.5/3,
@@ -18,9 +19,11 @@ import type { ResponseFormat } from './types.js';
  * `command-r`: Cohere's, a JSON list of `{"tool_call_id": "0", "tool_name": …, "parameters": {…}}` objects between the
  * special tokens `<|START_ACTION|>` and `<|END_ACTION|>` (Command R7B, Command A). `generic`: for templates that show no
  * tools, the reply is one JSON object, `{"tool_calls": [{"name": …, "arguments": {…}}, …]}` (`{"tool_call": {…}}` for one
- * call) or `{"response": "…"}`, as the system message describes it (`tokenizer/tools-in-prompt.ts`).
+ * call) or `{"response": "…"}`, as the system message describes it (`tokenizer/tools-in-prompt.ts`). `harmony`:
+ * gpt-oss's, a message to `functions.<name>` on the commentary channel whose body is the arguments' JSON, one call a
+ * reply (`chat/harmony.ts`).
  */
-export type ToolCallSyntax = 'hermes' | 'json' | 'mistral' | 'mistral-args' | 'granite' | 'deepseek' | 'command-r' | 'generic';
+export type ToolCallSyntax = 'hermes' | 'json' | 'mistral' | 'mistral-args' | 'granite' | 'deepseek' | 'command-r' | 'generic' | 'harmony';
 
 /** How one syntax writes its calls. */
 export interface ToolCallForm {
@@ -53,6 +56,9 @@ export const TOOL_CALL_SYNTAX = {
   // The calls' opening, for completeness: the reply object is written and read by its own code (the generic branch of
   // xgrammar-factory, `chat/generic-reply.ts`), not by the marker machinery; it holds no marker token.
   generic: { begin: '{"tool_call', beginsJson: true },
+  // The call's recipient, which its message's header opens with; written and read by their own code (harmonyCalls in
+  // xgrammar-factory, `chat/harmony.ts`).
+  harmony: { begin: HARMONY_CALL },
 } as const satisfies Record<ToolCallSyntax, ToolCallForm>;
 
 /**
@@ -66,6 +72,7 @@ export const TOOL_CALL_SYNTAX = {
  */
 export function toolCallSyntaxOf(chatTemplate: string | undefined, rendersTools = true): ToolCallSyntax {
   if (!chatTemplate) return 'hermes';
+  if (isHarmonyTemplate(chatTemplate)) return 'harmony';
   if (!rendersTools) return 'generic';
   if (chatTemplate.includes(TOOL_CALL_SYNTAX.deepseek.begin)) return 'deepseek';
   if (chatTemplate.includes(TOOL_CALL_SYNTAX['command-r'].begin)) return 'command-r';
@@ -82,8 +89,9 @@ export function toolCallSyntaxOf(chatTemplate: string | undefined, rendersTools 
  */
 export function markerTokensOf(syntax: ToolCallSyntax): readonly string[] {
   const form: ToolCallForm = TOOL_CALL_SYNTAX[syntax];
-  // Llama 3's opening is the call's own JSON, no marker.
+  // Llama 3's opening is the call's own JSON, no marker; harmony's headers are its special tokens.
   if (form.beginsJson) return [];
+  if (syntax === 'harmony') return HARMONY_TOKENS;
   return [form.begin, form.end, form.args, form.each?.begin, form.each?.sep, form.each?.end].filter((t): t is string => t !== undefined);
 }
 
@@ -93,7 +101,8 @@ export function markerTokensOf(syntax: ToolCallSyntax): readonly string[] {
  * leaves added tokens out unless named here.
  */
 export function writtenTokens(format: ResponseFormat): readonly string[] {
-  const thought = format.thought ? [format.thought.open, format.thought.close] : [];
+  // A tag may be several special tokens with text between them (harmony's `<|channel|>analysis<|message|>`).
+  const thought = format.thought ? [format.thought.open, format.thought.close, format.thought.answer ?? ''].flatMap((t) => [t, ...(t.match(/<\|[a-z_]+\|>/g) ?? [])]).filter((t) => t) : [];
   const syntax = format.type === 'tool_calls' ? (format.syntax ?? 'hermes') : undefined;
   const marker = typeof syntax === 'string' && Object.hasOwn(TOOL_CALL_SYNTAX, syntax) ? markerTokensOf(syntax) : [];
   return [...thought, ...marker].filter((t) => typeof t === 'string');

@@ -33,6 +33,8 @@ export interface ThoughtFirst {
   open: string;
   close: string;
   opened: boolean;
+  /** Text the answer opens with, after the thought or without one (harmony's final channel header). */
+  answer?: string;
 }
 
 /** The structure a reply must have (after a thought, with `thought`). */

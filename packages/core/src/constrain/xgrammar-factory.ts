@@ -12,6 +12,7 @@ import { allowedShare, applyBitmask } from '../sampling/bitmask.js';
 import { StageClock } from './timing.js';
 import { loadXGrammar, type EmbindIntVector, type XGrammarBinding, type XGrammarInstance } from './xgrammar-loader.js';
 import { TOOL_CALL_SYNTAX, writtenTokens, type ToolCallSyntax } from './tool-syntax.js';
+import { HARMONY, HARMONY_CALL } from '../chat/harmony.js';
 import { GENERIC_REPLY } from '../tokenizer/tools-in-prompt.js';
 import { ConstraintError, type Constraint, type ConstraintFactory, type JsonSchema, type ResponseFormat, type ThoughtFirst, type ToolChoice, type ToolSpec } from './types.js';
 
@@ -308,6 +309,7 @@ export class XGrammarFactory implements ConstraintFactory {
       const grammars = await Promise.all(called.map(async (t) => ({ name: t.name, content: await grammarOf(t) })));
       if (syntax === 'deepseek') return deepseekCalls(grammars, choice, parallel);
       if (syntax === 'command-r') return cohereCalls(grammars, choice, parallel);
+      if (syntax === 'harmony') return harmonyCalls(grammars, choice);
       if (syntax === 'generic') return genericReply(grammars, choice, parallel, await this.schemaEbnf({ type: 'string' }, true, instance), this.vocabulary.prependSpace);
       return syntax === 'mistral-args' ? mistralArgsCalls(grammars, choice, parallel) : listedCalls(syntax, grammars, choice, parallel);
     }
@@ -452,6 +454,17 @@ function deepseekCalls(calls: { name: string; content: object }[], choice: ToolC
   return choice === 'auto' ? { type: 'triggered_tags', triggers: [begin], tags: [marked], stop_after_first: true } : marked;
 }
 
+/**
+ * gpt-oss's call (harmony): after its message's `<|start|>assistant`, the recipient ` to=functions.<name>`, the channel
+ * `<|channel|>commentary json<|message|>` (as its template writes a call) and the arguments' JSON; the model then writes
+ * `<|call|>`, which ends the reply: one call a reply, as the template renders one a message. With `auto` the reply may
+ * be any messages instead (the answer on the final channel).
+ */
+function harmonyCalls(calls: { name: string; content: object }[], choice: ToolChoice): Record<string, unknown> {
+  const tags = calls.map((c) => ({ type: 'tag', begin: `${HARMONY_CALL}${c.name}${HARMONY.channel}commentary json${HARMONY.message}`, content: c.content, end: '' }));
+  return choice === 'auto' ? { type: 'triggered_tags', triggers: [HARMONY_CALL], tags, stop_after_first: true } : { type: 'or', elements: tags };
+}
+
 type GrammarSource = { kind: 'ebnf'; text: string } | { kind: 'tag'; tag: { type: 'structural_tag'; format: Record<string, unknown> } };
 
 /**
@@ -464,7 +477,9 @@ function thoughtFirst(source: GrammarSource, thought: ThoughtFirst | undefined):
   if (typeof thought.open !== 'string' || !thought.open || typeof thought.close !== 'string' || !thought.close) {
     throw new ConstraintError('thought: give the open and close tags of the thought');
   }
-  const answer = source.kind === 'ebnf' ? { type: 'grammar', grammar: source.text } : source.tag.format;
+  const structure = source.kind === 'ebnf' ? { type: 'grammar', grammar: source.text } : source.tag.format;
+  if (thought.answer !== undefined && typeof thought.answer !== 'string') throw new ConstraintError('thought: the answer\'s opening must be text');
+  const answer = thought.answer ? { type: 'sequence', elements: [{ type: 'const_string', value: thought.answer }, structure] } : structure;
   // Bounded: an unbounded run lets a model that wants something the grammar refuses write blanks to its token limit.
   const space = { type: 'regex', pattern: '[ \\t\\r\\n]{0,4}' };
   const tag = { type: 'tag', begin: thought.opened ? '' : thought.open, content: { type: 'any_text' }, end: thought.close };

@@ -108,6 +108,8 @@ const END_OF_GENERATION_PIECES = new Set([
   '_<EOT>',
   '<|end_of_text|>',
   '<end_of_utterance>',
+  '<|return|>',
+  '<|call|>',
 ]);
 
 /** EOS, `tokenizer.ggml.eot_token_id`, `eom_token_id`, then every end-of-turn piece of the vocabulary, ascending. */
@@ -122,6 +124,10 @@ function endOfGeneration(get: (key: string) => GgufValue | undefined, pieces: re
   pieces.forEach((p, id) => {
     if (END_OF_GENERATION_PIECES.has(p) || FIM_END_TEXTS.includes(p)) ids.add(id);
   });
+  // OpenAI's harmony format (gpt-oss): "<|end|>" closes every message, the thought's too; the reply ends at "<|return|>"
+  // or at a tool call's "<|call|>". llama.cpp drops "<|end|>" where both of those end generation, and so do we.
+  const end = pieces.indexOf('<|end|>');
+  if (end !== -1 && ['<|return|>', '<|call|>'].every((p) => pieces.some((q, id) => q === p && ids.has(id)))) ids.delete(end);
   return [...ids].sort((a, b) => a - b);
 }
 

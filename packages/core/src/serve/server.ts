@@ -452,7 +452,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const input: PromptInput = { promptIds: request.n === 1 ? prompt.ids : Array.from({ length: request.n }, () => prompt.ids) };
     await run(l, request, input, res, async (stream, first, rest, clock) => {
       const choices = Array.from({ length: request.n }, () => new ChatChoice(parsing, request.logprobs));
-      const decode = (ids: number[]) => l.tokenizer!.decode(ids);
+      // (special tokens kept: a thought's tags may be special tokens, harmony's are)
+      const decode = (ids: number[]) => l.tokenizer!.decode(ids, false);
       const usage = (result: GenerationResult) => {
         const reasoning = result.rows.reduce((sum, row, index) => sum + choices[index]!.reasoningTokens(row, decode), 0);
         return { ...usageJson(result, request.n), completion_tokens_details: { reasoning_tokens: reasoning } };
@@ -498,7 +499,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         reasoning: { effort: null, summary: null },
         store: false,
         truncation: 'disabled',
-        usage: result ? responseUsage(result, output.reasoningTokens(result.rows[0]!.ids, (ids) => l.tokenizer!.decode(ids))) : null,
+        usage: result ? responseUsage(result, output.reasoningTokens(result.rows[0]!.ids, (ids) => l.tokenizer!.decode(ids, false))) : null,
       };
     };
     await answerInBlocks(l, chatRequest, prompt.ids, res, output, {
