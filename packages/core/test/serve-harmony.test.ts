@@ -120,13 +120,14 @@ describe('reasonplug serve: harmony replies (gpt-oss)', function () {
     const res = await postJson(served.calls!.url, '/tokenize', {
       messages: [
         { role: 'user', content: QUESTION },
-        { role: 'assistant', content: '', tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'add', arguments: '{"a": 2, "b": 2}' } }] },
+        { role: 'assistant', content: '', reasoning_content: THOUGHT, tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'add', arguments: '{"a": 2, "b": 2}' } }] },
         { role: 'tool', content: '4', tool_call_id: 'call_1' },
       ],
     });
     expect(res.status).to.equal(200);
     const text = served.calls!.tokenizer.decode(((await res.json()) as { tokens: number[] }).tokens, false);
-    expect(text).to.include('<|start|>assistant to=functions.add<|channel|>commentary json<|message|>{"a": 2, "b": 2}<|call|>');
+    // (with its thought, which the server takes as reasoning_content and the template reads as thinking)
+    expect(text).to.include(`<|start|>assistant<|channel|>analysis<|message|>${THOUGHT}<|end|><|start|>assistant to=functions.add<|channel|>commentary json<|message|>{"a": 2, "b": 2}<|call|>`);
   });
 
   it('the constraint holds a model that would answer to a call (required), after its thought', async () => {

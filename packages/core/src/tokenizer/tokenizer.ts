@@ -254,6 +254,8 @@ export class TextTokenizer {
       const form = this.probed(source, 'argumentsForm', argumentsFormOf);
       messages = withArgumentsAs(messages, form);
     }
+    // An earlier turn's thought under the name gpt-oss's template reads it by (`thinking`) as well as Qwen3's.
+    messages = messages.map((m) => (typeof m.reasoning_content === 'string' && m.thinking === undefined ? { ...m, thinking: m.reasoning_content } : m));
     try {
       return render(messages, options.tools, options.addGenerationPrompt ?? true);
     } catch (err) {

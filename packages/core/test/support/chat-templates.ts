@@ -135,7 +135,7 @@ export const GEMMA_TEMPLATE =
  * OpenAI's harmony format as gpt-oss's template writes it (shortened): a system message naming the channels, the tools
  * as a TypeScript namespace in a developer message, each call a commentary message to `functions.<name>` ending in
  * `<|call|>`, results from the tool to the assistant, answers on the final channel; the reply opens after
- * `<|start|>assistant`.
+ * `<|start|>assistant`; a call's turn shows its thought (`thinking`) before it.
  */
 export const HARMONY_TEMPLATE =
   '<|start|>system<|message|>You are a test model.\nReasoning: medium\n\n# Valid channels: analysis, commentary, final. Channel must be included for every message.' +
@@ -143,7 +143,7 @@ export const HARMONY_TEMPLATE =
   '{% if tools %}<|start|>developer<|message|># Tools\n\n## functions\n\nnamespace functions {\n{% for t in tools %}\n// {{ t.function.description }}\n' +
   'type {{ t.function.name }} = (_: {{ t.function.parameters | tojson }}) => any;\n{% endfor %}\n} // namespace functions<|end|>{% endif %}' +
   "{% for m in messages %}{% if m.role == 'user' or m.role == 'system' %}<|start|>{{ 'developer' if m.role == 'system' else 'user' }}<|message|>{{ m.content }}<|end|>" +
-  "{% elif m.role == 'assistant' and m.tool_calls %}{% set c = m.tool_calls[0].function %}<|start|>assistant to=functions.{{ c.name }}<|channel|>commentary json<|message|>{{ c.arguments | tojson }}<|call|>" +
+  "{% elif m.role == 'assistant' and m.tool_calls %}{% set c = m.tool_calls[0].function %}{% if m.thinking %}<|start|>assistant<|channel|>analysis<|message|>{{ m.thinking }}<|end|>{% endif %}<|start|>assistant to=functions.{{ c.name }}<|channel|>commentary json<|message|>{{ c.arguments | tojson }}<|call|>" +
   "{% elif m.role == 'assistant' %}<|start|>assistant<|channel|>final<|message|>{{ m.content }}<|end|>" +
   "{% elif m.role == 'tool' %}<|start|>functions.tool to=assistant<|channel|>commentary<|message|>{{ m.content | tojson }}<|end|>{% endif %}{% endfor %}" +
   '{% if add_generation_prompt %}<|start|>assistant{% endif %}';
