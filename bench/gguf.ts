@@ -2,7 +2,8 @@
  * GGUF files through llama.cpp (node-llama-cpp) and through reasonplug (the module `convert gguf` makes, run
  * by the engine), side by side: the same random-weight model written as Q4_0, Q4_K_M, Q8_0 and F16, for a
  * ~125M-parameter llama, a model shaped like Qwen2.5-0.5B (qwen2 architecture) and a mixture of experts shaped like
- * Qwen3-30B-A3B scaled down (qwen3moe; `--models qwen3moe`, not run by default). Greedy, 2 threads each.
+ * Qwen3-30B-A3B scaled down (qwen3moe; `--models qwen3moe`, not run by default), and one shaped like gpt-oss-20b scaled
+ * down (`--models gpt-oss --types MXFP4`: MXFP4 experts, the rest Q8_0, as its file is published). Greedy, 2 threads each.
  * Per contender and file: decode ms/token (the median slope between short and long generations, `--pairs` of them per process), prefill of a
  * 512-token prompt, load time (llama.cpp: model + context; reasonplug: `Engine.load` of the converted module,
  * which also starts its worker: onnxruntime-node and the engine's modules load there), time to ready from the
@@ -57,6 +58,15 @@ const MODELS: Record<string, BenchModel> = {
     title: 'qwen3moe 1024x8, 32 experts of 512, 4 used (~440M params, ~60M active)',
     typeOf: (file, tensor, layers) => (file === 'Q4_K_M' ? q4kmType(tensor.replace('_exps', ''), layers) : GGML[file]),
   },
+  // gpt-oss-20b's block, scaled down: 32 experts of 768 a layer, 4 used per token, as the file is published: experts
+  // MXFP4, the rest Q8_0 (`--types MXFP4`; the other types quantize the experts alike)
+  'gpt-oss': {
+    shape: { hidden: 768, layers: 8, heads: 12, kvHeads: 2, ff: 768, vocab: 32000, arch: 'gpt-oss', experts: { count: 32, used: 4 } },
+    stem: 'gpt-oss-520m',
+    name: 'bench gpt-oss 520M',
+    title: 'gpt-oss 768x8, 32 experts of 768, 4 used (~520M params, ~80M active)',
+    typeOf: (file, tensor, layers) => (file === 'MXFP4' ? (tensor.includes('_exps') ? GGML.MXFP4 : GGML.Q8_0) : file === 'Q4_K_M' ? q4kmType(tensor.replace('_exps', ''), layers) : GGML[file]),
+  },
   // Qwen2.5-0.5B's shape: q/k/v biases, tied head, 151936-token byte-level BPE vocabulary
   qwen05b: {
     shape: { hidden: 896, layers: 24, heads: 14, kvHeads: 2, ff: 4864, vocab: 151936, arch: 'qwen2' },
@@ -69,8 +79,10 @@ const MODELS: Record<string, BenchModel> = {
 const THREADS = 2;
 const PREFILL = 512;
 const PROMPT = [1, 415, 2936, 9060, 285, 1142, 10575, 975];
-const TYPES = ['Q4_0', 'Q4_K_M', 'Q8_0', 'F16'] as const;
+const TYPES = ['Q4_0', 'Q4_K_M', 'Q8_0', 'F16', 'MXFP4'] as const;
 type FileType = (typeof TYPES)[number];
+/** The types measured unless `--types` says otherwise (MXFP4 is gpt-oss's). */
+const DEFAULT_TYPES: readonly FileType[] = ['Q4_0', 'Q4_K_M', 'Q8_0', 'F16'];
 type ModelName = keyof typeof MODELS;
 type Contender = 'llama.cpp' | 'reasonplug';
 /** Whether the engine opens its row shards as it does by default (`auto`) or not at all (`off`). */
@@ -223,7 +235,7 @@ async function main(): Promise<void> {
     options: {
       rounds: { type: 'string', default: '3' },
       models: { type: 'string', default: 'llama125m,qwen05b' },
-      types: { type: 'string', default: TYPES.join(',') },
+      types: { type: 'string', default: DEFAULT_TYPES.join(',') },
       short: { type: 'string', default: '16' },
       long: { type: 'string', default: '48' },
       pairs: { type: 'string', default: '3' },

@@ -16,10 +16,12 @@ export interface LlamaShape {
    * `qwen2`: q/k/v biases, a tied head (no output.weight), rope base 1e6 and a byte-level BPE vocabulary
    * (`tokenizer.ggml.pre` qwen2, no BOS) as Qwen2.5's GGUFs have; llama.cpp reads it with NeoX rope. Default `llama`.
    */
-  arch?: 'llama' | 'qwen2' | 'qwen3moe';
+  arch?: 'llama' | 'qwen2' | 'qwen3moe' | 'gpt-oss';
   /**
    * `qwen3moe`: q/k norms, and in place of each MLP `count` experts of inner size `ff`, `used` per token (the shape of
-   * Qwen3-30B-A3B, scaled down), a SentencePiece vocabulary as the llama's.
+   * Qwen3-30B-A3B, scaled down), a SentencePiece vocabulary as the llama's. `gpt-oss`: the same experts with biases and
+   * a biased router, biased q/k/v/o projections, a sink logit per head, a sliding window of 128 on even layers, rope
+   * base 150000 (gpt-oss-20b's block, scaled down).
    */
   experts?: { count: number; used: number };
 }
@@ -65,8 +67,10 @@ export function randomLlamaGguf(shape: LlamaShape, name: string, matrixType: (te
     const bytes = type === GGML.F16 ? f16Bytes(data) : quantizeGgml(data, type);
     tensors.push({ name: tensor, dims: count === 1 ? [cols, rows] : [cols, rows, count], type, data: bytes });
   };
-  const moe = arch === 'qwen3moe' ? shape.experts : undefined;
-  if (arch === 'qwen3moe' && !moe) throw new Error('a qwen3moe shape needs experts');
+  const oss = arch === 'gpt-oss';
+  const moe = arch === 'qwen3moe' || oss ? shape.experts : undefined;
+  if ((arch === 'qwen3moe' || oss) && !moe) throw new Error(`a ${arch} shape needs experts`);
+  const f32 = (tensor: string, dims: number[], data: Float32Array) => tensors.push({ name: tensor, dims, type: GGML.F32, data: new Uint8Array(data.buffer) });
   const vector = (tensor: string, n = h, mean = 1) =>
     tensors.push({ name: tensor, dims: [n], type: GGML.F32, data: new Uint8Array(seededNormals(seed++)(n, 0.05, mean).buffer) });
   matrix('token_embd.weight', vocab, h);
@@ -78,23 +82,31 @@ export function randomLlamaGguf(shape: LlamaShape, name: string, matrixType: (te
     matrix(`${p}attn_q.weight`, h, h);
     matrix(`${p}attn_k.weight`, kv, h);
     matrix(`${p}attn_v.weight`, kv, h);
-    if (qwen) {
+    if (qwen || oss) {
       vector(`${p}attn_q.bias`, h, 0);
       vector(`${p}attn_k.bias`, kv, 0);
       vector(`${p}attn_v.bias`, kv, 0);
     }
     matrix(`${p}attn_output.weight`, h, h);
-    if (moe) {
+    if (oss) {
+      vector(`${p}attn_output.bias`, h, 0);
+      vector(`${p}attn_sinks.weight`, heads, 0);
+    } else if (moe) {
       vector(`${p}attn_q_norm.weight`, h / heads);
       vector(`${p}attn_k_norm.weight`, h / heads);
     }
-    vector(`${p}ffn_norm.weight`);
+    // (gpt-oss's norm before the experts has llama.cpp's name of a norm after attention)
+    vector(oss ? `${p}post_attention_norm.weight` : `${p}ffn_norm.weight`);
     if (moe) {
       // The router in F32, as llama-quantize leaves it; scores spread as a trained router's are.
-      tensors.push({ name: `${p}ffn_gate_inp.weight`, dims: [h, moe.count], type: GGML.F32, data: new Uint8Array(seededNormals(seed++)(moe.count * h, 0.1).buffer) });
+      f32(`${p}ffn_gate_inp.weight`, [h, moe.count], seededNormals(seed++)(moe.count * h, 0.1));
       matrix(`${p}ffn_gate_exps.weight`, ff, h, moe.count);
       matrix(`${p}ffn_up_exps.weight`, ff, h, moe.count);
       matrix(`${p}ffn_down_exps.weight`, h, ff, moe.count);
+      if (oss) {
+        f32(`${p}ffn_gate_inp.bias`, [moe.count], seededNormals(seed++)(moe.count, 0.1));
+        for (const [kind, n] of [['gate', ff], ['up', ff], ['down', h]] as const) f32(`${p}ffn_${kind}_exps.bias`, [n, moe.count], seededNormals(seed++)(n * moe.count, 0.02));
+      }
     } else {
       matrix(`${p}ffn_gate.weight`, ff, h);
       matrix(`${p}ffn_up.weight`, ff, h);
@@ -115,7 +127,8 @@ export function randomLlamaGguf(shape: LlamaShape, name: string, matrixType: (te
     ...(qwen
       ? { 'qwen2.rope.freq_base': { t: 'f32', v: 1e6 }, ...bpeTokenizerMeta('qwen2', { vocabSize: vocab, addBos: false }) }
       : { [`${arch}.rope.dimension_count`]: u32(h / heads), ...llamaTokenizerMeta(vocab) }),
-    ...(moe ? { 'qwen3moe.expert_count': u32(moe.count), 'qwen3moe.expert_used_count': u32(moe.used), 'qwen3moe.expert_feed_forward_length': u32(ff) } : {}),
+    ...(moe ? { [`${arch}.expert_count`]: u32(moe.count), [`${arch}.expert_used_count`]: u32(moe.used), [`${arch}.expert_feed_forward_length`]: u32(ff) } : {}),
+    ...(oss ? { 'gpt-oss.attention.sliding_window': u32(128), 'gpt-oss.rope.freq_base': { t: 'f32', v: 150000 } } : {}),
   };
   return makeGguf(meta, tensors);
 }
