@@ -150,12 +150,30 @@ function swiglu(
   H: number,
   act: { alpha: number; beta: number; limit?: number } = { alpha: 1, beta: 0 },
   bias?: { gate: Float32Array; up: Float32Array; down: Float32Array },
+  int8Block?: number,
 ): Float64Array {
   const lim = act.limit ?? Infinity;
-  const gate = linear(wGate, y, I).map((v, i) => Math.min(v + (bias?.gate[i] ?? 0), lim));
-  const up = linear(wUp, y, I).map((v, i) => Math.max(-lim, Math.min(lim, v + (bias?.up[i] ?? 0))));
-  const out = linear(wDown, gate.map((gv, i) => (gv / (1 + Math.exp(-act.alpha * gv))) * (up[i]! + act.beta)), H);
+  const x = int8Block ? int8Blocks(y, int8Block) : y;
+  const gate = linear(wGate, x, I).map((v, i) => Math.min(v + (bias?.gate[i] ?? 0), lim));
+  const up = linear(wUp, x, I).map((v, i) => Math.max(-lim, Math.min(lim, v + (bias?.up[i] ?? 0))));
+  const activated = gate.map((gv, i) => (gv / (1 + Math.exp(-act.alpha * gv))) * (up[i]! + act.beta));
+  const out = linear(wDown, int8Block ? int8Blocks(activated, int8Block) : activated, H);
   return bias ? out.map((v, i) => v + bias.down[i]!) : out;
+}
+
+/**
+ * `x` as int8 codes per block of `block` values (scale: the block's largest magnitude over 127), as onnxruntime's
+ * quantized kernels take their input with int8 activations (QMoE's 8-bit experts, MatMulNBits at accuracy level 4).
+ */
+function int8Blocks(x: Float64Array, block: number): Float64Array {
+  const out = new Float64Array(x.length);
+  for (let b = 0; b < x.length; b += block) {
+    let amax = 0;
+    for (let i = b; i < Math.min(x.length, b + block); i++) amax = Math.max(amax, Math.abs(x[i]!));
+    const scale = Math.fround(amax / 127);
+    for (let i = b; i < Math.min(x.length, b + block); i++) out[i] = scale === 0 ? 0 : Math.round(x[i]! / scale) * scale;
+  }
+  return out;
 }
 
 /** A mixture of experts as transformers' Mixtral and Qwen2-MoE blocks compute it (softmax, top k, optional renormalization, shared expert). */
@@ -175,7 +193,9 @@ function experts(cfg: LlamaConfig, m: MoeWeights, y: Float64Array): Float64Array
     const at = (a: Float32Array | QuantizedMatrix, n: number) => (isQuantized(a) ? dequantizeMatrix(a) : a).subarray(e * n, (e + 1) * n);
     const b = m.biases;
     const bias = b && { gate: b.gate.subarray(e * I, (e + 1) * I), up: b.up.subarray(e * I, (e + 1) * I), down: b.down.subarray(e * H, (e + 1) * H) };
-    swiglu(at(m.gate, I * H), at(m.up, I * H), at(m.down, H * I), y, I, H, act, bias).forEach((v, i) => (out[i]! += weight * v));
+    // onnxruntime runs quantized experts with int8 activations (8-bit ones always; 4-bit ones at accuracy level 4, the builder's default)
+    const int8Block = isQuantized(m.gate) ? m.gate.blockSize : undefined;
+    swiglu(at(m.gate, I * H), at(m.up, I * H), at(m.down, H * I), y, I, H, act, bias, int8Block).forEach((v, i) => (out[i]! += weight * v));
   }
   if (m.shared && sharedSize) {
     const gate = 1 / (1 + Math.exp(-linear(m.shared.router, y, 1)[0]!));

@@ -123,11 +123,11 @@ describe('gguf quantized models against llama.cpp', function () {
     };
     const exact = await firstOf((await convertGguf(f32Path, join(scratch.dir, 'moe-f32-module'))).dir);
     // [label, the experts' types (gate and up, down), QMoE's bits, block size, zero points]: repacked without loss
-    // (Q8_0, Q6_K, MXFP4; Q4_0's codes widened to 8 bits), offsets requantized to 8 bits (Q4_K), and Q4_K_M's mix of block
+    // (Q8_0, Q6_K, MXFP4 as 8-bit codes; Q4_0 as 4-bit ones), offsets requantized to 8 bits (Q4_K), and Q4_K_M's mix of block
     // sizes requantized alike.
     const variants = [
       ['Q8_0', GGML.Q8_0, GGML.Q8_0, 8, 32, false],
-      ['Q4_0 (widened to 8-bit codes)', GGML.Q4_0, GGML.Q4_0, 8, 32, false],
+      ['Q4_0 (4-bit codes, int8 activations)', GGML.Q4_0, GGML.Q4_0, 4, 32, false],
       ['Q6_K', GGML.Q6_K, GGML.Q6_K, 8, 16, false],
       ['MXFP4 (gpt-oss\'s experts; codes 8-bit)', GGML.MXFP4, GGML.MXFP4, 8, 32, false],
       ['Q4_K', GGML.Q4_K, GGML.Q4_K, 8, 32, true],
@@ -149,31 +149,33 @@ describe('gguf quantized models against llama.cpp', function () {
       expect([attr('expert_weight_bits'), attr('block_size'), (qmoe[0]!.input![11] ?? '') !== ''], label).to.deep.equal([bits, block, zeroPoints]);
       const ours = await ortGreedy(join(res.dir, 'model.onnx'), PROMPT, 24);
       const ref = await llamaCppGreedy(path, PROMPT, 24);
-      // (llama.cpp's runs end before an end-of-generation token; ours runs on)
-      if (!zeroPoints) {
-        // Repacked without loss: all of llama.cpp's run on an F32 file of the same values, and its run on the quantized
-        // file where that agrees with it (llama.cpp multiplies quantized experts by 8-bit activations: MXFP4's coarse
-        // levels part the two runs at a near tie, the others not).
-        const valuesPath = `${path}.values.gguf`;
-        await rewriteGguf(path, valuesPath, () => {});
-        const refValues = await llamaCppGreedy(valuesPath, PROMPT, 24);
-        expect(ours.slice(0, refValues.length), `${label} against llama.cpp on its values in F32`).to.deep.equal(refValues);
-        let agree = 0;
-        while (agree < ref.length && ref[agree] === refValues[agree]) agree++;
-        expect(agree, `${label}: llama.cpp's quantized and F32 runs agree on a prefix`).to.be.at.least(type === GGML.MXFP4 ? 12 : ref.length);
-        expect(ours.slice(0, agree), label).to.deep.equal(ref.slice(0, agree));
-      } else expect(ours.slice(0, ref.length), label).to.deep.equal(ref);
-      // The same experts dequantized for the float MoE operator (`dequantize`): QMoE computes their distribution, exactly
-      // where the experts were repacked; requantized to 8 bits, within a small part of the type's own error.
+      // llama.cpp reads the file two ways: quantized experts times 8-bit activations (as QMoE multiplies them), and an
+      // F32 file of the same values. Ours equals its quantized run wherever the two agree (all 24 tokens but for MXFP4,
+      // whose two part at token 15, and Q4_K_M, whose first token is a near tie they take apart), and follows one of
+      // the two for 12 tokens at least. (llama.cpp's runs end before an end-of-generation token; ours runs on.)
+      const valuesPath = `${path}.values.gguf`;
+      await rewriteGguf(path, valuesPath, () => {});
+      const refValues = await llamaCppGreedy(valuesPath, PROMPT, 24);
+      const common = (a: number[], b: number[]) => {
+        let n = 0;
+        while (n < a.length && n < b.length && a[n] === b[n]) n++;
+        return n;
+      };
+      const agree = common(ref, refValues);
+      expect(ours.slice(0, agree), label).to.deep.equal(ref.slice(0, agree));
+      expect(Math.max(common(ours, ref), common(ours, refValues)), `${label}: ours ${ours}, llama.cpp's ${ref} and ${refValues}`).to.be.at.least(12);
+      // The same experts dequantized for the float MoE operator (`dequantize`): QMoE computes their distribution to within
+      // what int8 activations change where the experts were repacked; requantized to 8 bits, within a small part of the
+      // type's own error.
       const dense = await convertGguf(path, join(scratch.dir, `moe-${label.replace(/\W+/g, '-')}-dense`), { dequantize: true });
       expect((await readModel(join(dense.dir, 'model.onnx'))).graph!.node!.filter((n) => n.opType === 'MoE'), label).to.have.length(2);
       const [p, q] = [await firstOf(res.dir), await firstOf(dense.dir)];
       const top = await llamaCppNextProbabilities(path, PROMPT, 5);
       const gap = (a: (t: number) => number, b: (t: number) => number) => Math.max(...top.map(([t]) => Math.abs(a(t) - b(t))));
       if (zeroPoints) expect(gap(p, q), `${label}: requantized against dequantized`).to.be.below(gap(q, exact) / 3);
-      else expect(gap(p, q), `${label}: repacked against dequantized`).to.be.below(1e-4);
-      // llama.cpp multiplies quantized experts with 8-bit activations, the operators with float ones: close, not equal.
-      for (const [token, theirs] of top) expect(p(token), `${label}: token ${token} against llama.cpp`).to.be.closeTo(theirs, 1e-2);
+      else expect(gap(p, q), `${label}: repacked against dequantized`).to.be.below(6e-3);
+      // llama.cpp's own 8-bit activations are not the operator's (its blocks and rounding): close, not equal.
+      for (const [token, theirs] of top) expect(p(token), `${label}: token ${token} against llama.cpp`).to.be.closeTo(theirs, zeroPoints ? gap(q, exact) / 3 : 1e-2);
     }
   });
 

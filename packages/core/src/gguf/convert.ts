@@ -501,16 +501,13 @@ export async function llamaWeightsFromGguf(
       const [gate, up, down] = await Promise.all(tensors.map((t) => f.readTensor(t.name)));
       return { gate: gate!, up: up!, down: down! };
     }
-    // Symmetric 4-bit codes are widened to 8 bits, without loss: onnxruntime 1.30's 4-bit QMoE ran 5x slower a token than
-    // its 8-bit one (bench:gguf, qwen3moe Q4_0: 72.8 against 12.8 ms).
-    const layouts = tensors.map((t) => nbitsLayoutOf(t.info.type)).map((l) => (l.bits === 4 && !l.zeroPoints ? { ...l, bits: 8 } : l));
+    const layouts = tensors.map((t) => nbitsLayoutOf(t.info.type));
     const [first] = layouts;
     const alike = layouts.every((l, i) => l.bits === first!.bits && l.blockSize === first!.blockSize && (!l.zeroPoints || tensors[i]!.cols >= 2 * l.blockSize));
     const experts: WeightMatrix[] = [];
     for (const t of tensors) {
       if (alike) {
-        const m = toNBits(t.info.type, await f.readTensorBytes(t.name), e * t.rows, t.cols, { offsetColumns: false });
-        experts.push(m.bits === 4 ? widenTo8Bits(m) : m);
+        experts.push(toNBits(t.info.type, await f.readTensorBytes(t.name), e * t.rows, t.cols, { offsetColumns: false }));
       } else if (tensors.every((u) => u.cols % EXPERT_BLOCK === 0 && u.cols >= 2 * EXPERT_BLOCK)) {
         // One tensor's floats at a time: a layer's experts are a large part of a big model.
         experts.push(quantizeMatrix(await f.readTensor(t.name), e * t.rows, t.cols, 8, EXPERT_BLOCK));
@@ -631,16 +628,6 @@ export async function llamaWeightsFromGguf(
     );
   }
   return weights;
-}
-
-/** A symmetric 4-bit matrix as 8-bit codes of the same values: code c around 8 becomes c + 120 around 128. */
-function widenTo8Bits(m: QuantizedMatrix): QuantizedMatrix {
-  const data = new Uint8Array(m.data.length * 2);
-  for (let i = 0; i < m.data.length; i++) {
-    data[2 * i] = (m.data[i]! & 15) + 120;
-    data[2 * i + 1] = (m.data[i]! >> 4) + 120;
-  }
-  return { ...m, bits: 8, data };
 }
 
 /** Block size of experts requantized for QMoE. */

@@ -990,7 +990,9 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
         const routing = normalize ? [] : ['', b.op('Softmax', [scores], { axis: -1 })];
         const zeroPoints = q.zeroPoints.some((z) => z !== '') || routing.length ? q.zeroPoints : [];
         const inputs = [flat, scores, m.fc1, q.scales[0], b1, m.fc2, q.scales[1], b2, '', '', '', ...zeroPoints, ...routing];
-        const quantAttrs = { ...attrs, expert_weight_bits: q.bits, block_size: q.blockSize };
+        // accuracy_level as MatMulNBits takes it: 4 runs 4-bit experts on int8 activations (onnxruntime's fast path; its
+        // 8-bit experts always take int8 activations), 0 on float ones.
+        const quantAttrs = { ...attrs, expert_weight_bits: q.bits, block_size: q.blockSize, accuracy_level: accuracyLevel };
         b.nodes.push(makeNode('QMoE', inputs, [mixed], quantAttrs, b.fresh('n_QMoE'), 'com.microsoft'));
       }
       const out = b.op('Reshape', [mixed, b.op('Shape', [y])]);
