@@ -54,6 +54,19 @@ function vocabGguf(tokenizer: Record<string, WValue>): Buffer {
   return makeGguf({ 'general.architecture': { t: 'str', v: 'qwen2' }, ...tokenizer });
 }
 
+
+/** Appends `extra` to a vocabulary's metadata as control tokens; returns the first one's id. */
+function withControlTokens(meta: Record<string, WValue>, extra: readonly string[]): number {
+  const arr = (key: string) => {
+    const v = meta[key]!;
+    if (v.t !== 'arr') throw new Error(key);
+    return v.v;
+  };
+  const first = arr('tokenizer.ggml.tokens').length;
+  arr('tokenizer.ggml.tokens').push(...extra.map((v): WValue => ({ t: 'str', v })));
+  arr('tokenizer.ggml.token_type').push(...extra.map((): WValue => ({ t: 'i32', v: 3 })));
+  return first;
+}
 describe('gguf tokenizers: BPE pre-tokenizers, SentencePiece options, special tokens (llama.cpp is the reference)', function () {
   this.timeout(60_000);
   const scratch = useTempDir('reasonplug-gguf-bpe-');
@@ -174,14 +187,7 @@ describe('gguf tokenizers: BPE pre-tokenizers, SentencePiece options, special to
     ];
     for (const [name, extra, keys] of cases) {
       const meta = bpeTokenizerMeta('qwen2');
-      const arr = (key: string) => {
-        const v = meta[key]!;
-        if (v.t !== 'arr') throw new Error(key);
-        return v.v;
-      };
-      const first = arr('tokenizer.ggml.tokens').length;
-      arr('tokenizer.ggml.tokens').push(...extra.map((v): WValue => ({ t: 'str', v })));
-      arr('tokenizer.ggml.token_type').push(...extra.map((): WValue => ({ t: 'i32', v: 3 })));
+      const first = withControlTokens(meta, extra);
       for (const [key, index] of Object.entries(keys)) meta[`tokenizer.ggml.${key}_token_id`] = { t: 'u32', v: first + index };
       const path = join(scratch.dir, `fim-${name.replace(/\W/g, '')}.gguf`);
       await writeFile(path, vocabGguf(meta));
@@ -217,14 +223,7 @@ describe('gguf tokenizers: BPE pre-tokenizers, SentencePiece options, special to
     ];
     for (const [name, extra] of cases) {
       const meta = bpeTokenizerMeta('gpt-4o');
-      const arr = (key: string) => {
-        const v = meta[key]!;
-        if (v.t !== 'arr') throw new Error(key);
-        return v.v;
-      };
-      const first = arr('tokenizer.ggml.tokens').length;
-      arr('tokenizer.ggml.tokens').push(...extra.map((v): WValue => ({ t: 'str', v })));
-      arr('tokenizer.ggml.token_type').push(...extra.map((): WValue => ({ t: 'i32', v: 3 })));
+      const first = withControlTokens(meta, extra);
       const path = join(scratch.dir, `eog-${name.replace(/\W/g, '')}.gguf`);
       await writeFile(path, vocabGguf(meta));
       const tok = await withGguf(path, async (f) => tokenizerFromGguf(f));

@@ -71,3 +71,34 @@ export function dequantizeByAffine(type: BlockType, src: Uint8Array, at: number,
     }
   }
 }
+
+/**
+ * A type whose block of 32 is one scale, then 16 bytes of nibbles indexing a table of integer levels (low nibble:
+ * element j, high: j + 16), x = scale · level[q] (IQ4_NL, MXFP4): `scaleBytes` bytes the `scale` reads.
+ */
+export function tableNibbleType(spec: { name: string; type: number; levels: readonly number[]; scaleBytes: number; scale: (src: Uint8Array, at: number) => number }): BlockType {
+  const { levels, scaleBytes } = spec;
+  const t: BlockType = {
+    name: spec.name,
+    type: spec.type,
+    blockElems: 32,
+    blockBytes: scaleBytes + 16,
+    dequantize(src, at, dst, out, n) {
+      dequantizeByCodes(t, src, at, dst, out, n);
+    },
+    codes: {
+      subBlock: 32,
+      minCode: Math.min(...levels),
+      maxCode: Math.max(...levels),
+      read(src, at, codes, scales) {
+        scales[0] = spec.scale(src, at);
+        for (let j = 0; j < 16; j++) {
+          const q = src[at + scaleBytes + j]!;
+          codes[j] = levels[q & 0xf]!;
+          codes[j + 16] = levels[q >> 4]!;
+        }
+      },
+    },
+  };
+  return t;
+}
