@@ -8,7 +8,7 @@ import { expect } from 'chai';
 import { ChatOpenAI } from '@langchain/openai';
 import { AIMessage, AIMessageChunk } from '@langchain/core/messages';
 import { HARMONY_TOKENS, HarmonyReplySplitter } from '../src/chat/harmony.js';
-import { keptTokens, replyParsing, splitReply, thoughtFirst } from '../src/chat/reply.js';
+import { keptTokens, replyParsing, splitReply, thinkingBudgetFor, thoughtFirst } from '../src/chat/reply.js';
 import { Engine } from '../src/engine.js';
 import { toolCallSyntaxOf } from '../src/constrain/tool-syntax.js';
 import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
@@ -61,8 +61,10 @@ describe('harmony replies (gpt-oss): the splitter', () => {
     for (const got of splitEveryWay(ANSWERED, false)) expect(got).to.deep.equal({ reasoning: '', content: THOUGHT + ANSWER, calls: [] });
   });
 
-  it('knows the template', () => {
+  it('knows the template, and a thinking budget closes the analysis message', () => {
     expect(toolCallSyntaxOf(HARMONY_TEMPLATE)).to.equal('harmony');
+    const parsing = replyParsing({ format: 'auto', chatTemplate: HARMONY_TEMPLATE, prompt: '', constrained: false, tools: undefined });
+    expect(thinkingBudgetFor(5, parsing, HARMONY_TEMPLATE, '')).to.deep.equal({ tokens: 5, open: '<|channel|>analysis<|message|>', close: '<|end|><|start|>assistant', opened: false });
   });
 });
 

@@ -82,6 +82,8 @@ export function thoughtFirst(format: ResponseFormat, parsing: ReplyParsing): Res
  * where it splits none off (`reasoning_format: none`), the template's (else `<think>`), open where the prompt opened them.
  */
 export function thinkingBudgetFor(tokens: number, parsing: ReplyParsing, chatTemplate: string | undefined, prompt: string): ThinkingBudget {
+  // Harmony: the analysis message, closed where the next message starts (the answer's or a call's header follows).
+  if (parsing.harmony) return { tokens, ...HARMONY_THOUGHT, opened: false };
   const tags = parsing.reasoning?.tags ?? reasoningTagsOf(chatTemplate) ?? THINK_TAGS;
   return { tokens, ...tags, opened: parsing.reasoning?.open ?? opensThought(prompt, tags) };
 }
