@@ -128,6 +128,18 @@ describe('reasonplug serve: harmony replies (gpt-oss)', function () {
     });
     expect(res.status).to.equal(200);
     const text = served.calls!.tokenizer.decode(((await res.json()) as { tokens: number[] }).tokens, false);
+    // OpenAI's reasoning_effort (and the Responses API's reasoning.effort) reach the template as its variable
+    const effort = async (body: Record<string, unknown>) =>
+      served.calls!.tokenizer.decode(((await (await postJson(served.calls!.url, '/tokenize', { messages: [{ role: 'user', content: QUESTION }], ...body })).json()) as { tokens: number[] }).tokens, false);
+    expect(await effort({})).to.include('Reasoning: medium');
+    expect(await effort({ reasoning_effort: 'high' })).to.include('Reasoning: high');
+    expect(await effort({ reasoning_effort: 'high', chat_template_kwargs: { reasoning_effort: 'low' } })).to.include('Reasoning: low');
+    expect((await postJson(served.calls!.url, '/tokenize', { messages: [{ role: 'user', content: QUESTION }], reasoning_effort: 'extreme' })).status).to.equal(400);
+    const tokens = async (body: Record<string, unknown>) => ((await (await postJson(served.answers!.url, '/tokenize', { messages: [{ role: 'user', content: QUESTION }], ...body })).json()) as { tokens: number[] }).tokens.length;
+    const inputTokens = async (body: Record<string, unknown>) =>
+      ((await (await postJson(served.answers!.url, '/v1/responses', { model: 'answers', input: QUESTION, max_output_tokens: 1, ...body })).json()) as { usage: { input_tokens: number } }).usage.input_tokens;
+    expect(await tokens({ reasoning_effort: 'low' })).to.not.equal(await tokens({}));
+    expect(await inputTokens({ reasoning: { effort: 'low' } })).to.equal(await tokens({ reasoning_effort: 'low' }));
     // (with its thought, which the server takes as reasoning_content and the template reads as thinking)
     expect(text).to.include(`<|start|>assistant<|channel|>analysis<|message|>${THOUGHT}<|end|><|start|>assistant to=functions.add<|channel|>commentary json<|message|>{"a": 2, "b": 2}<|call|>`);
   });

@@ -242,6 +242,7 @@ function chatPromptSpec(body: Body): ChatPromptSpec {
   for (const key of TEMPLATE_INPUTS) {
     if (kwargs?.[key] !== undefined) throw badRequest(`chat_template_kwargs.${key} is set by the request itself, not as a template variable`, `chat_template_kwargs.${key}`);
   }
+  const effort = reasoningEffortOf(body.reasoning_effort);
   const continueFinal = body.continue_final_message ?? false;
   if (typeof continueFinal !== 'boolean') throw badRequest('continue_final_message must be true or false', 'continue_final_message');
   const generation = body.add_generation_prompt ?? !continueFinal;
@@ -257,7 +258,7 @@ function chatPromptSpec(body: Body): ChatPromptSpec {
   return {
     messages,
     ...(tools ? { tools } : {}),
-    ...(kwargs && Object.keys(kwargs).length ? { templateKwargs: kwargs } : {}),
+    ...((kwargs && Object.keys(kwargs).length) || effort ? { templateKwargs: { ...(effort ? { reasoning_effort: effort } : {}), ...kwargs } } : {}),
     addGenerationPrompt: generation,
     continueFinalMessage: continueFinal,
     ...(toolChoice ? { toolChoice } : {}),
@@ -284,6 +285,16 @@ function toolChoiceOf(choice: unknown, tools: ChatPromptSpec['tools']): ToolChoi
 
 /** Template variables the server sets from the request's own fields. */
 const TEMPLATE_INPUTS = ['messages', 'tools', 'add_generation_prompt'] as const;
+
+/**
+ * OpenAI's `reasoning_effort`, given to the template as the variable of that name, as vLLM does (gpt-oss's template
+ * writes it into its system message: `Reasoning: high`); `chat_template_kwargs` names it too, and wins.
+ */
+function reasoningEffortOf(v: unknown): string | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v === 'string' && ['minimal', 'low', 'medium', 'high'].includes(v)) return v;
+  throw badRequest(`reasoning_effort must be "minimal", "low", "medium" or "high" (got ${JSON.stringify(v)})`, 'reasoning_effort');
+}
 
 /** `reasoning_format`: llama.cpp's names (`deepseek` and `auto` split a thought off, `none` leaves it in the content). */
 function reasoningFormatOf(v: unknown): ReasoningFormat | undefined {

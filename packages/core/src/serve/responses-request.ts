@@ -47,6 +47,11 @@ export function parseResponsesRequest(body: unknown): ResponsesRequest {
     chat.logprobs = true;
     chat.top_logprobs = body.top_logprobs ?? 0;
   }
+  // The Responses API's reasoning effort, as chat completions' reasoning_effort.
+  if (body.reasoning !== undefined && body.reasoning !== null) {
+    if (!isObject(body.reasoning)) throw badRequest('reasoning must be an object such as {"effort": "high"}', 'reasoning');
+    if (body.reasoning.effort !== undefined && body.reasoning.effort !== null) chat.reasoning_effort = body.reasoning.effort;
+  }
   chat.messages = messagesOf(body.instructions, body.input);
   const tools = chatToolsOf(body.tools, (type) => type === 'function', (t) => t.parameters);
   if (tools) chat.tools = tools;

@@ -138,7 +138,7 @@ export const GEMMA_TEMPLATE =
  * `<|start|>assistant`; a call's turn shows its thought (`thinking`) before it.
  */
 export const HARMONY_TEMPLATE =
-  '<|start|>system<|message|>You are a test model.\nReasoning: medium\n\n# Valid channels: analysis, commentary, final. Channel must be included for every message.' +
+  '<|start|>system<|message|>You are a test model.\nReasoning: {{ reasoning_effort if reasoning_effort is defined else \'medium\' }}\n\n# Valid channels: analysis, commentary, final. Channel must be included for every message.' +
   "{% if tools %}\nCalls to these tools must go to the commentary channel: 'functions'.{% endif %}<|end|>" +
   '{% if tools %}<|start|>developer<|message|># Tools\n\n## functions\n\nnamespace functions {\n{% for t in tools %}\n// {{ t.function.description }}\n' +
   'type {{ t.function.name }} = (_: {{ t.function.parameters | tojson }}) => any;\n{% endfor %}\n} // namespace functions<|end|>{% endif %}' +
