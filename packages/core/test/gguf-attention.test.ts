@@ -130,15 +130,20 @@ describe('GroupQueryAttention graphs (what GGUF conversion writes) equal the op-
     });
   });
 
-  it('fp16 I/O: attention runs in fp16 on the fp16 cache and keeps the greedy tokens', async () => {
-    const dir = testDir('gguf-attention-fp16');
-    const config: LlamaConfig = { ...base, ropeStyle: 'adjacent' };
-    const weights = randomLlamaWeights(config, 3, 0.3);
-    await writeModel(join(dir, 'ops.onnx'), buildLlamaModel(config, weights, { dtype: 'float16' }));
-    await writeModel(join(dir, 'gqa.onnx'), buildLlamaModel(config, weights, { dtype: 'float16', attention: 'gqa', maxPositions: 64 }));
-    const greedy = (rows: Float32Array[]) => rows.map((r) => r.indexOf(Math.max(...r)));
-    expect(greedy(await run(join(dir, 'gqa.onnx'), true))).to.deep.equal(greedy(await run(join(dir, 'ops.onnx'), true)));
-  });
+  for (const [label, config] of [
+    ['', { ...base, ropeStyle: 'adjacent' }],
+    // the sinks in the query's type (fp16 here, as GroupQueryAttention's head_sink must be)
+    [', with attention sinks', { ...base, attentionSinks: true }],
+  ] as [string, LlamaConfig][]) {
+    it(`fp16 I/O: attention runs in fp16 on the fp16 cache and keeps the greedy tokens${label}`, async () => {
+      const dir = testDir(`gguf-attention-fp16${label ? '-sinks' : ''}`);
+      const weights = randomLlamaWeights(config, 3, 0.3);
+      await writeModel(join(dir, 'ops.onnx'), buildLlamaModel(config, weights, { dtype: 'float16' }));
+      await writeModel(join(dir, 'gqa.onnx'), buildLlamaModel(config, weights, { dtype: 'float16', attention: 'gqa', maxPositions: 64 }));
+      const greedy = (rows: Float32Array[]) => rows.map((r) => r.indexOf(Math.max(...r)));
+      expect(greedy(await run(join(dir, 'gqa.onnx'), true))).to.deep.equal(greedy(await run(join(dir, 'ops.onnx'), true)));
+    });
+  }
 
   it('refuses position_ids (GroupQueryAttention takes positions from the mask) and an unknown attention', () => {
     const weights = randomLlamaWeights(base, 1);
