@@ -343,7 +343,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     if (window === undefined) throw new GgufError(`${src} is missing the metadata "${key('attention.sliding_window')}".`, 'missing-metadata');
     const period = scalar('attention.sliding_window_pattern') ?? 2;
     config.slidingWindow = window;
-    config.layerTypes = Array.from({ length: numLayers }, (_, i) => (period === 0 || i % period < period - 1 ? 'sliding' : 'full'));
+    config.layerTypes = slidingLayers(numLayers, period);
     const localTheta = scalar('rope.freq_base_swa') ?? ropeTheta;
     if (localTheta !== ropeTheta) config.ropeThetaLocal = localTheta;
   }
@@ -396,8 +396,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     if (swa) {
       const period = scalar('attention.sliding_window_pattern') ?? (arch === 'gemma2' ? 2 : 6);
       config.slidingWindow = window ?? 4096;
-      // llama.cpp's set_swa_pattern: in each period of layers, all but the last slide.
-      config.layerTypes = Array.from({ length: numLayers }, (_, i) => (period === 0 || i % period < period - 1 ? 'sliding' : 'full'));
+      config.layerTypes = slidingLayers(numLayers, period);
       const localTheta = scalar('rope.freq_base_swa') ?? (arch === 'gemma2' ? ropeTheta : 10000);
       if (localTheta !== ropeTheta) config.ropeThetaLocal = localTheta;
       // Gemma 3's local layers are not rope-scaled; Gemma 2's share the global scale.
@@ -419,13 +418,18 @@ function expertSize(scalar: (k: string) => number | undefined, required: (k: str
   return Math.floor(required('feed_forward_length') / required('expert_used_count'));
 }
 
+/** llama.cpp's set_swa_pattern: in each period of layers all but the last slide (a period of 0: all of them). */
+function slidingLayers(numLayers: number, period: number): ('full' | 'sliding')[] {
+  return Array.from({ length: numLayers }, (_, i) => (period === 0 || i % period < period - 1 ? 'sliding' : 'full'));
+}
+
 /**
  * llama.cpp's sliding window on three layers of every four (its `set_swa_pattern(4)`), the fourth attending to all
  * without rotary (EXAONE 4.0 32B, Command R7B).
  */
 function slideThreeOfFour(config: LlamaConfig, window: number): void {
   config.slidingWindow = window;
-  config.layerTypes = Array.from({ length: config.numLayers }, (_, i) => (i % 4 < 3 ? 'sliding' : 'full'));
+  config.layerTypes = slidingLayers(config.numLayers, 4);
   config.noRopeLayers = config.layerTypes.flatMap((t, i) => (t === 'full' ? [i] : []));
 }
 
