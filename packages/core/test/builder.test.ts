@@ -128,7 +128,7 @@ function reference(cfg: LlamaConfig, w: LlamaWeights, rows: Float64Array[], posi
       const attn = linear(L.wo, o, d.H);
       const h1 = hs.map((v, i) => v + attn[i]!);
       const y = rmsNorm(h1, L.mlpNorm!, d.eps);
-      const down = L.moe ? experts(cfg, L.moe, y) : swiglu(L.wGate!, L.wUp!, L.wDown!, y, d.I, d.H);
+      const down = L.moe ? experts(cfg, L.moe, y) : swiglu(L.wGate!, L.wUp!, L.wDown!, y, L.wUp!.length / d.H, d.H);
       return h1.map((v, i) => v + down[i]!);
     });
   }
@@ -176,20 +176,24 @@ function int8Blocks(x: Float64Array, block: number): Float64Array {
   return out;
 }
 
-/** A mixture of experts as transformers' Mixtral and Qwen2-MoE blocks compute it (softmax, top k, optional renormalization, shared expert). */
+/**
+ * A mixture of experts as transformers' Mixtral, Qwen2-MoE and DeepSeek-V3 blocks compute it (softmax or sigmoid
+ * scores, top k by the scores plus any selection bias, optional renormalization, a scale, a shared expert).
+ */
 function experts(cfg: LlamaConfig, m: MoeWeights, y: Float64Array): Float64Array {
-  const { experts: E, used, normalize, sharedSize, swiglu: act } = cfg.moe!;
+  const { experts: E, used, normalize, sharedSize, swiglu: act, gating, scale } = cfg.moe!;
   const H = cfg.hiddenSize;
   const I = cfg.intermediateSize;
   const scores = linear(m.router, y, E).map((v, e) => v + (m.biases?.router[e] ?? 0));
   const top = Math.max(...scores);
-  const p = scores.map((v) => Math.exp(v - top));
-  const z = p.reduce((a, b) => a + b, 0);
-  const chosen = [...p.keys()].sort((a, b) => p[b]! - p[a]!).slice(0, used);
-  const total = chosen.reduce((a, e) => a + p[e]! / z, 0);
+  const z = scores.reduce((a, v) => a + Math.exp(v - top), 0);
+  const p = scores.map((v) => (gating === 'sigmoid' ? 1 / (1 + Math.exp(-v)) : Math.exp(v - top) / z));
+  const choice = p.map((v, e) => v + (m.selectionBias?.[e] ?? 0));
+  const chosen = [...p.keys()].sort((a, b) => choice[b]! - choice[a]!).slice(0, used);
+  const total = chosen.reduce((a, e) => a + p[e]!, 0);
   const out = new Float64Array(H);
   for (const e of chosen) {
-    const weight = p[e]! / z / (normalize ? total : 1);
+    const weight = (p[e]! / (normalize ? Math.max(total, 6.103515625e-5) : 1)) * (scale ?? 1);
     const at = (a: Float32Array | QuantizedMatrix, n: number) => (isQuantized(a) ? dequantizeMatrix(a) : a).subarray(e * n, (e + 1) * n);
     const b = m.biases;
     const bias = b && { gate: b.gate.subarray(e * I, (e + 1) * I), up: b.up.subarray(e * I, (e + 1) * I), down: b.down.subarray(e * H, (e + 1) * H) };
@@ -198,7 +202,7 @@ function experts(cfg: LlamaConfig, m: MoeWeights, y: Float64Array): Float64Array
     swiglu(at(m.gate, I * H), at(m.up, I * H), at(m.down, H * I), y, I, H, act, bias, int8Block).forEach((v, i) => (out[i]! += weight * v));
   }
   if (m.shared && sharedSize) {
-    const gate = 1 / (1 + Math.exp(-linear(m.shared.router, y, 1)[0]!));
+    const gate = m.shared.router ? 1 / (1 + Math.exp(-linear(m.shared.router, y, 1)[0]!)) : 1;
     swiglu(m.shared.gate, m.shared.up, m.shared.down, y, sharedSize, H).forEach((v, i) => (out[i]! += gate * v));
   }
   return out;
@@ -345,7 +349,9 @@ function withQuantizedExperts(cfg: LlamaConfig, w: LlamaWeights, q: ExpertQuanti
   const all = q.zeroPoints === true;
   return {
     ...w,
-    layers: w.layers.map((l) => ({ ...l, moe: { ...l.moe!, gate: quantize(l.moe!.gate, h, q.zeroPoints !== false), up: quantize(l.moe!.up, h, all), down: quantize(l.moe!.down, inter, all) } })),
+    layers: w.layers.map((l) =>
+      l.moe ? { ...l, moe: { ...l.moe, gate: quantize(l.moe.gate, h, q.zeroPoints !== false), up: quantize(l.moe.up, h, all), down: quantize(l.moe.down, inter, all) } } : l,
+    ),
   };
 }
 
@@ -420,6 +426,31 @@ const cases: { title: string; cfg: LlamaConfig; opts: LlamaBuildOptions; tol: nu
     opts: {},
     tol: 1e-3,
     experts: { bits: 8, blockSize: 32, zeroPoints: true },
+  },
+  {
+    title: "fp32, GLM-4.5's routing: sigmoid scores, a selection bias, renormalized and scaled, an ungated shared expert, a leading dense layer",
+    cfg: {
+      ...base,
+      numLayers: 3,
+      numKvHeads: 2,
+      intermediateSize: 24,
+      moe: { experts: 6, used: 2, normalize: true, gating: 'sigmoid', selectionBias: true, scale: 2.5, sharedSize: 16, sharedGate: false, denseLayers: { count: 1, intermediateSize: 40 } },
+    },
+    opts: {},
+    tol: 1e-4,
+  },
+  {
+    title: 'fp32, 8-bit experts (QMoE) with sigmoid scores and a selection bias, not renormalized',
+    cfg: { ...base, hiddenSize: 64, intermediateSize: 64, moe: { experts: 4, used: 2, normalize: false, gating: 'sigmoid', selectionBias: true } },
+    opts: {},
+    tol: 1e-3,
+    experts: { bits: 8, blockSize: 32, zeroPoints: true },
+  },
+  {
+    title: 'fp32, softmax scores with a selection bias, not renormalized, scaled',
+    cfg: { ...base, intermediateSize: 24, moe: { experts: 6, used: 3, normalize: false, selectionBias: true, scale: 1.5 } },
+    opts: {},
+    tol: 1e-4,
   },
   {
     title: 'fp16, mixture of 4 experts, 3 used, not renormalized, a gated shared expert (Qwen2-MoE), merged decoder',
@@ -660,7 +691,8 @@ describe('Llama ONNX builder', function () {
   it('random weights are deterministic and the parameter count matches them', () => {
     const valuesIn = (o: object): number => Object.values(o).reduce((t: number, v: unknown) => t + (v instanceof Float32Array ? v.length : valuesIn(v as object)), 0);
     const moe = { ...base, moe: { experts: 4, used: 2, normalize: true, sharedSize: 8 } };
-    for (const cfg of [base, { ...base, numKvHeads: 2, tieWordEmbeddings: true, headDim: 8 }, moe] as LlamaConfig[]) {
+    const glm = { ...base, numLayers: 3, moe: { experts: 4, used: 2, normalize: true, sharedSize: 8, sharedGate: false, selectionBias: true, denseLayers: { count: 1, intermediateSize: 12 } } };
+    for (const cfg of [base, { ...base, numKvHeads: 2, tieWordEmbeddings: true, headDim: 8 }, moe, glm] as LlamaConfig[]) {
       const a = randomLlamaWeights(cfg, 1);
       const b = randomLlamaWeights(cfg, 1);
       const c = randomLlamaWeights(cfg, 2);
@@ -682,8 +714,15 @@ describe('Llama ONNX builder', function () {
   it('refuses weights that do not fit the config', () => {
     const w = randomLlamaWeights(base, 1);
     const moe = { ...base, moe: { experts: 4, used: 2, normalize: true } };
-    expect(() => buildLlamaModel(moe, w)).to.throw(/layers\[0\] has MLP projections, but the config's layers are mixtures of experts/);
-    expect(() => buildLlamaModel(base, randomLlamaWeights(moe, 1))).to.throw(/layers\[0\] has experts, but the config has no moe/);
+    expect(() => buildLlamaModel(moe, w)).to.throw(/layers\[0\] has MLP projections, but the config's layer 0 is a mixture of experts/);
+    expect(() => buildLlamaModel(base, randomLlamaWeights(moe, 1))).to.throw(/layers\[0\] has experts, but the config's layer 0 is dense \(no moe\)/);
+    const leading = { ...moe, moe: { ...moe.moe, denseLayers: { count: 1, intermediateSize: 8 } } };
+    expect(() => buildLlamaModel(leading, randomLlamaWeights(moe, 1))).to.throw(/layers\[0\] has experts, but the config's layer 0 is dense \(moe\.denseLayers\)/);
+    expect(() => buildLlamaModel({ ...moe, moe: { ...moe.moe, denseLayers: { count: 2, intermediateSize: 8 } } }, w)).to.throw(/denseLayers needs 1 to 1 layers/);
+    expect(() => buildLlamaModel({ ...moe, moe: { ...moe.moe, gating: 'relu' as 'sigmoid' } }, w)).to.throw(/moe\.gating must be 'softmax' or 'sigmoid'/);
+    expect(() => buildLlamaModel({ ...moe, moe: { ...moe.moe, scale: 0 } }, w)).to.throw(/moe\.scale must be a positive number/);
+    expect(() => buildLlamaModel({ ...moe, moe: { ...moe.moe, sharedGate: false } }, w)).to.throw(/sharedGate needs a shared expert/);
+    expect(() => buildLlamaModel({ ...moe, moe: { ...moe.moe, selectionBias: true } }, randomLlamaWeights(moe, 1))).to.throw(/layers\[0\]\.moe\.selectionBias is missing/);
     expect(() => buildLlamaModel({ ...moe, moe: { ...moe.moe, used: 5 } }, w)).to.throw(/used experts \(1 to experts\)/);
     expect(() => buildLlamaModel({ ...moe, hiddenAct: 'gelu_tanh' }, randomLlamaWeights(moe, 1))).to.throw(/gated SiLU MLPs/);
     const dense = randomLlamaWeights(moe, 1);

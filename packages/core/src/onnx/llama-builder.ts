@@ -205,13 +205,24 @@ function resolve(config: LlamaConfig): Resolved {
   if (r.normBias && !r.layerNorm) throw new Error('invalid Llama config: normBias needs normType layer (RMSNorms have no bias)');
   if (r.projectionBias && r.gated && !r.moe) throw new Error('invalid Llama config: projectionBias takes an ungated MLP (gatedMlp: false), or experts (moe: the output projection\'s bias only)');
   if (r.moe) {
-    const { experts, used, normalize, sharedSize, biases, swiglu } = r.moe;
+    const { experts, used, normalize, sharedSize, sharedGate, biases, swiglu, gating, selectionBias, scale, denseLayers } = r.moe;
     if (!Number.isInteger(experts) || experts < 2 || !Number.isInteger(used) || used < 1 || used > experts) {
       throw new Error(`invalid Llama config: moe needs a whole number of experts (2 or more) and of used experts (1 to experts), got ${experts} and ${used}`);
     }
     if (typeof normalize !== 'boolean') throw new Error('invalid Llama config: moe.normalize must be true or false');
     if (sharedSize !== undefined && !(Number.isInteger(sharedSize) && sharedSize > 0)) throw new Error(`invalid Llama config: moe.sharedSize must be a positive integer, got ${sharedSize}`);
-    if (biases !== undefined && typeof biases !== 'boolean') throw new Error('invalid Llama config: moe.biases must be true or false');
+    for (const [name, flag] of [['biases', biases], ['sharedGate', sharedGate], ['selectionBias', selectionBias]] as const) {
+      if (flag !== undefined && typeof flag !== 'boolean') throw new Error(`invalid Llama config: moe.${name} must be true or false`);
+    }
+    if (sharedGate !== undefined && sharedSize === undefined) throw new Error('invalid Llama config: moe.sharedGate needs a shared expert (moe.sharedSize)');
+    if (gating !== undefined && gating !== 'softmax' && gating !== 'sigmoid') throw new Error(`invalid Llama config: moe.gating must be 'softmax' or 'sigmoid', got ${String(gating)}`);
+    if (scale !== undefined && !(scale > 0 && Number.isFinite(scale))) throw new Error(`invalid Llama config: moe.scale must be a positive number, got ${scale}`);
+    if (denseLayers !== undefined) {
+      const { count, intermediateSize } = denseLayers;
+      if (!(Number.isInteger(count) && count >= 1 && count < r.layers) || !(Number.isInteger(intermediateSize) && intermediateSize > 0)) {
+        throw new Error(`invalid Llama config: moe.denseLayers needs 1 to ${r.layers - 1} layers and a positive intermediateSize, got ${JSON.stringify(denseLayers)}`);
+      }
+    }
     if (swiglu !== undefined) {
       const { alpha, beta, limit } = swiglu;
       if (!(alpha > 0 && Number.isFinite(alpha)) || !Number.isFinite(beta) || (limit !== undefined && !(limit > 0 && Number.isFinite(limit)))) {
@@ -288,18 +299,28 @@ export function llamaParameterCount(config: LlamaConfig): number {
   const q = c.heads * c.headDim;
   const kv = c.kvHeads * c.headDim;
   const perLayer =
-    (c.preNorms ? (c.parallel ? 1 : 2) * c.hidden * (c.normBias ? 2 : 1) : 0) + c.hidden * q + 2 * c.hidden * kv + q * c.hidden + mlpParameters(c) +
+    (c.preNorms ? (c.parallel ? 1 : 2) * c.hidden * (c.normBias ? 2 : 1) : 0) + c.hidden * q + 2 * c.hidden * kv + q * c.hidden +
     (c.qkvBias ? q + 2 * kv : 0) + (c.qkNorm ? qkNormSizes(c).reduce((a, b) => a + b) : 0) + (c.postNorms ? 2 * c.hidden : 0) +
     (c.projectionBias ? (c.moe ? c.hidden : 2 * c.hidden + c.inter) : 0) + (c.sinks ? c.heads : 0);
-  return c.vocab * c.hidden * (c.tied ? 1 : 2) + c.layers * perLayer + c.hidden * (c.normBias ? 2 : 1) + (c.headBias ? c.vocab : 0);
+  const mlps = Array.from({ length: c.layers }, (_, i) => mlpParameters(c, i)).reduce((a, b) => a + b, 0);
+  return c.vocab * c.hidden * (c.tied ? 1 : 2) + c.layers * perLayer + mlps + c.hidden * (c.normBias ? 2 : 1) + (c.headBias ? c.vocab : 0);
 }
 
-/** A layer's MLP parameters: the dense MLP, or every expert, the router and the shared expert. */
-function mlpParameters(c: Resolved): number {
-  if (!c.moe) return (c.gated ? 3 : 2) * c.hidden * c.inter;
-  const shared = c.moe.sharedSize === undefined ? 0 : 3 * c.hidden * c.moe.sharedSize + c.hidden;
-  const biases = c.moe.biases ? 1 + 2 * c.inter + c.hidden : 0;
-  return c.moe.experts * (3 * c.hidden * c.inter + c.hidden + biases) + shared;
+/** The inner size of layer `i`'s dense MLP, or undefined where the layer is a mixture of experts. */
+function denseInter(c: Resolved, i: number): number | undefined {
+  if (!c.moe) return c.inter;
+  const dense = c.moe.denseLayers;
+  return dense && i < dense.count ? dense.intermediateSize : undefined;
+}
+
+/** Layer `i`'s MLP parameters: the dense MLP, or every expert, the router and the shared expert. */
+function mlpParameters(c: Resolved, i: number): number {
+  const inter = denseInter(c, i);
+  if (inter !== undefined) return (c.gated ? 3 : 2) * c.hidden * inter;
+  const moe = c.moe!;
+  const shared = moe.sharedSize === undefined ? 0 : 3 * c.hidden * moe.sharedSize + (moe.sharedGate === false ? 0 : c.hidden);
+  const biases = moe.biases ? 1 + 2 * c.inter + c.hidden : 0;
+  return moe.experts * (3 * c.hidden * c.inter + c.hidden + biases + (moe.selectionBias ? 1 : 0)) + shared;
 }
 
 /** The lengths of a layer's q and k norm weights (qkNorm). */
@@ -333,7 +354,7 @@ export function randomLlamaWeights(config: LlamaConfig, seed: number, scale = 0.
     });
   }
   // Variant weights are drawn after the plain ones, so a plain config keeps its weights.
-  for (const l of layers) {
+  for (const [i, l] of layers.entries()) {
     if (c.qkvBias) Object.assign(l, { bq: normal(q, scale), bk: normal(kv, scale), bv: normal(kv, scale) });
     if (c.qkNorm) {
       const [qn, kn] = qkNormSizes(c);
@@ -349,18 +370,25 @@ export function randomLlamaWeights(config: LlamaConfig, seed: number, scale = 0.
     if (c.normBias) Object.assign(l, l.attnNorm ? { attnNormBias: normal(c.hidden, scale) } : {}, l.mlpNorm ? { mlpNormBias: normal(c.hidden, scale) } : {});
     if (c.projectionBias) Object.assign(l, { bo: normal(c.hidden, scale), bUp: normal(c.inter, scale), bDown: normal(c.hidden, scale) });
     if (c.moe) {
-      const { experts: e, sharedSize } = c.moe;
-      delete l.wGate;
-      delete l.wUp;
-      delete l.wDown;
       delete l.bUp;
       delete l.bDown;
-      // A router of larger weights than the projections', so that the experts' scores differ enough to order them.
-      l.moe = { router: normal(e * c.hidden, 1), gate: normal(e * c.inter * c.hidden, scale), up: normal(e * c.inter * c.hidden, scale), down: normal(e * c.hidden * c.inter, scale) };
-      if (sharedSize !== undefined) {
-        l.moe.shared = { gate: normal(sharedSize * c.hidden, scale), up: normal(sharedSize * c.hidden, scale), down: normal(c.hidden * sharedSize, scale), router: normal(c.hidden, 1) };
+      const inter = denseInter(c, i);
+      if (inter !== undefined) Object.assign(l, { wGate: normal(inter * c.hidden, scale), wUp: normal(inter * c.hidden, scale), wDown: normal(c.hidden * inter, scale) });
+      else {
+        const { experts: e, sharedSize } = c.moe;
+        delete l.wGate;
+        delete l.wUp;
+        delete l.wDown;
+        // A router of larger weights than the projections', so that the experts' scores differ enough to order them.
+        l.moe = { router: normal(e * c.hidden, 1), gate: normal(e * c.inter * c.hidden, scale), up: normal(e * c.inter * c.hidden, scale), down: normal(e * c.hidden * c.inter, scale) };
+        if (sharedSize !== undefined) {
+          l.moe.shared = { gate: normal(sharedSize * c.hidden, scale), up: normal(sharedSize * c.hidden, scale), down: normal(c.hidden * sharedSize, scale), router: normal(c.hidden, 1) };
+          if (c.moe.sharedGate === false) delete l.moe.shared.router;
+        }
+        if (c.moe.biases) l.moe.biases = { router: normal(e, 1), gate: normal(e * c.inter, scale), up: normal(e * c.inter, scale), down: normal(e * c.hidden, scale) };
+        // Of the sigmoid scores' size: enough to change which experts some tokens choose.
+        if (c.moe.selectionBias) l.moe.selectionBias = normal(e, 0.3);
       }
-      if (c.moe.biases) l.moe.biases = { router: normal(e, 1), gate: normal(e * c.inter, scale), up: normal(e * c.inter, scale), down: normal(e * c.hidden, scale) };
     }
     if (c.sinks) l.sinks = normal(c.heads, 1);
   }
@@ -398,9 +426,10 @@ function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
     expect(`layers[${i}].wk`, l.wk, kv * c.hidden);
     expect(`layers[${i}].wv`, l.wv, kv * c.hidden);
     expect(`layers[${i}].wo`, l.wo, c.hidden * q);
-    if (c.moe) {
-      if (l.wGate || l.wUp || l.wDown) throw new Error(`Llama weights: layers[${i}] has MLP projections, but the config's layers are mixtures of experts (moe)`);
-      const { experts: e, sharedSize } = c.moe;
+    const inter = denseInter(c, i);
+    if (inter === undefined) {
+      if (l.wGate || l.wUp || l.wDown) throw new Error(`Llama weights: layers[${i}] has MLP projections, but the config's layer ${i} is a mixture of experts (moe)`);
+      const { experts: e, sharedSize } = c.moe!;
       expect(`layers[${i}].moe.router`, l.moe?.router, e * c.hidden);
       expect(`layers[${i}].moe.gate`, l.moe?.gate, e * c.inter * c.hidden);
       expect(`layers[${i}].moe.up`, l.moe?.up, e * c.inter * c.hidden);
@@ -422,9 +451,12 @@ function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
         expect(`layers[${i}].moe.shared.gate`, shared?.gate, sharedSize * c.hidden);
         expect(`layers[${i}].moe.shared.up`, shared?.up, sharedSize * c.hidden);
         expect(`layers[${i}].moe.shared.down`, shared?.down, c.hidden * sharedSize);
-        expect(`layers[${i}].moe.shared.router`, shared?.router, c.hidden);
+        if (c.moe!.sharedGate !== false) expect(`layers[${i}].moe.shared.router`, shared?.router, c.hidden);
+        else if (shared?.router) throw new Error(`Llama weights: layers[${i}] has a shared expert's gate, but the config's moe has sharedGate: false`);
       } else if (l.moe?.shared) throw new Error(`Llama weights: layers[${i}] has a shared expert, but the config's moe has no sharedSize`);
-      if (c.moe.biases) {
+      if (c.moe!.selectionBias) expect(`layers[${i}].moe.selectionBias`, l.moe?.selectionBias, e);
+      else if (l.moe?.selectionBias) throw new Error(`Llama weights: layers[${i}] has an expert selection bias, but the config's moe has no selectionBias`);
+      if (c.moe!.biases) {
         const biases = l.moe?.biases;
         expect(`layers[${i}].moe.biases.router`, biases?.router, e);
         expect(`layers[${i}].moe.biases.gate`, biases?.gate, e * c.inter);
@@ -432,11 +464,11 @@ function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
         expect(`layers[${i}].moe.biases.down`, biases?.down, e * c.hidden);
       } else if (l.moe?.biases) throw new Error(`Llama weights: layers[${i}] has expert biases, but the config's moe has no biases`);
     } else {
-      if (l.moe) throw new Error(`Llama weights: layers[${i}] has experts, but the config has no moe`);
-      if (c.gated) expect(`layers[${i}].wGate`, l.wGate, c.inter * c.hidden);
+      if (l.moe) throw new Error(`Llama weights: layers[${i}] has experts, but the config's layer ${i} is dense (${c.moe ? 'moe.denseLayers' : 'no moe'})`);
+      if (c.gated) expect(`layers[${i}].wGate`, l.wGate, inter * c.hidden);
       else if (l.wGate) throw new Error(`Llama weights: layers[${i}] has a gate projection, but the config's MLP is not gated (gatedMlp: false)`);
-      expect(`layers[${i}].wUp`, l.wUp, c.inter * c.hidden);
-      expect(`layers[${i}].wDown`, l.wDown, c.hidden * c.inter);
+      expect(`layers[${i}].wUp`, l.wUp, inter * c.hidden);
+      expect(`layers[${i}].wDown`, l.wDown, c.hidden * inter);
     }
     if (c.qkvBias) {
       expect(`layers[${i}].bq (qkvBias)`, l.bq, q);
@@ -505,7 +537,9 @@ interface LayerRefs {
     fc1: string;
     fc2: string;
     quantized?: { scales: [string, string]; zeroPoints: [string, string]; bits: number; blockSize: number };
-    shared?: { gate: Linear; up: Linear; down: Linear; router: Linear };
+    shared?: { gate: Linear; up: Linear; down: Linear; router?: Linear };
+    /** Added to the gating scores for choosing the experts (selectionBias). */
+    selectionBias?: string;
     /** The router's bias, and fc1's (gate and up interleaved) and fc2's biases `[E, 2I]`, `[E, H]`. */
     biases?: { router: string; fc1: string; fc2: string };
   };
@@ -666,9 +700,9 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       wo: matrix(`${p}.self_attn.o_proj.weight`, hidden, qDim, l.wo),
       // Gemma's names: its "post_attention_layernorm" follows attention, the MLP's input norm is "pre_feedforward".
       ...(l.mlpNorm ? { mlpNorm: normVector(c.postNorms ? `${p}.pre_feedforward_layernorm.weight` : `${p}.post_attention_layernorm.weight`, l.mlpNorm) } : {}),
-      ...(l.wGate ? { wGate: matrix(`${p}.mlp.gate_proj.weight`, inter, hidden, l.wGate) } : {}),
-      ...(l.wUp ? { wUp: matrix(`${p}.mlp.up_proj.weight`, inter, hidden, l.wUp) } : {}),
-      ...(l.wDown ? { wDown: matrix(`${p}.mlp.down_proj.weight`, hidden, inter, l.wDown) } : {}),
+      ...(l.wGate ? { wGate: matrix(`${p}.mlp.gate_proj.weight`, denseInter(c, i)!, hidden, l.wGate) } : {}),
+      ...(l.wUp ? { wUp: matrix(`${p}.mlp.up_proj.weight`, denseInter(c, i)!, hidden, l.wUp) } : {}),
+      ...(l.wDown ? { wDown: matrix(`${p}.mlp.down_proj.weight`, hidden, denseInter(c, i)!, l.wDown) } : {}),
       ...(l.moe ? { moe: expertRefs(p, l.moe) } : {}),
       ...(l.sinks ? { sinks: sinkLogits(p, l.sinks) } : {}),
       ...(l.attnNormBias ? { attnNormBias: vector(`${p}.input_layernorm.bias`, l.attnNormBias) } : {}),
@@ -715,10 +749,11 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
               gate: matrix(`${p}.mlp.shared_expert.gate_proj.weight`, shared, hidden, m.shared.gate),
               up: matrix(`${p}.mlp.shared_expert.up_proj.weight`, shared, hidden, m.shared.up),
               down: matrix(`${p}.mlp.shared_expert.down_proj.weight`, hidden, shared, m.shared.down),
-              router: matrix(`${p}.mlp.shared_expert_gate.weight`, 1, hidden, m.shared.router),
+              ...(m.shared.router ? { router: matrix(`${p}.mlp.shared_expert_gate.weight`, 1, hidden, m.shared.router) } : {}),
             },
           }
         : {}),
+      ...(m.selectionBias ? { selectionBias: vector(`${p}.mlp.gate.e_score_correction_bias`, m.selectionBias) } : {}),
       ...(m.biases
         ? {
             biases: {
@@ -964,13 +999,35 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       return biased(linear(gate ? b.op('Mul', [activated(linear(y, gate)), u]) : activated(u), down), bDown);
     };
     /**
+     * The MoE operator's router input for DeepSeek-V3-style routing (see LlamaConfig.moe), which the operator cannot
+     * choose by itself (it takes the best experts of a softmax over its input): the log of each chosen expert's gating
+     * score, the others at -1e30, so its softmax renormalizes the chosen scores exactly; and the factor per token
+     * `[N, 1]` that turns that renormalized sum into the weights asked for (the chosen scores' sum unless `normalize`,
+     * llama.cpp's clamp of that sum at fp16's least normal value where it is, times `scale`).
+     */
+    const chosenRouting = (scores: string, selectionBias: string | undefined): { routerInput: string; factor: string } => {
+      const { used, normalize, gating, scale } = c.moe!;
+      const probs = gating === 'sigmoid' ? b.op('Sigmoid', [scores]) : b.op('Softmax', [scores], { axis: -1 });
+      const [, chosen] = b.opN('TopK', [selectionBias ? b.op('Add', [probs, selectionBias]) : probs, b.i64([used])], ['top_scores', 'top_experts'], { axis: -1 });
+      const zeros = b.op('Mul', [probs, b.f32([0], [])]);
+      const mask = b.op('Cast', [b.op('ScatterElements', [zeros, chosen!, b.op('Add', [b.op('GatherElements', [zeros, chosen!], { axis: 1 }), b.f32([1], [])])], { axis: 1 })], { to: DataType.BOOL });
+      const routerInput = b.op('Where', [mask, b.op('Log', [probs]), b.f32([-1e30], [])]);
+      const sum = b.op('ReduceSum', [b.op('Where', [mask, probs, b.f32([0], [])]), b.i64([-1])], { keepdims: 1 });
+      const kept = normalize ? b.op('Div', [sum, b.op('Max', [sum, b.f32([6.103515625e-5], [])])]) : sum;
+      return { routerInput, factor: (scale ?? 1) === 1 ? kept : b.op('Mul', [kept, b.f32([scale!], [])]) };
+    };
+    /**
      * A mixture of experts over the tokens of `y`: the router's scores, onnxruntime's MoE (softmax over all experts,
-     * the best `used` run on the tokens routed to them, weighted), and the shared expert under its sigmoid gate.
+     * the best `used` run on the tokens routed to them, weighted; or the experts chosen here, see chosenRouting), and
+     * the shared expert, under its sigmoid gate where it has one.
      */
     const experts = (y: string, m: NonNullable<LayerRefs['moe']>): string => {
       const flat = b.op('Reshape', [y, b.i64([-1, hidden])]);
       const mixed = b.fresh('moe');
-      const { used, normalize, swiglu } = c.moe!;
+      const { used, swiglu, gating, scale } = c.moe!;
+      const chooseHere = gating === 'sigmoid' || m.selectionBias !== undefined;
+      // (chosen here, the operator's softmax over the chosen experts alone is the renormalization)
+      const normalize = chooseHere || c.moe!.normalize;
       const attrs = {
         k: used,
         activation_type: 'swiglu',
@@ -979,7 +1036,9 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
         ...(swiglu ? { activation_alpha: { float: swiglu.alpha }, activation_beta: { float: swiglu.beta } } : {}),
         ...(swiglu?.limit !== undefined ? { swiglu_limit: { float: swiglu.limit } } : {}),
       };
-      const scores = biased(linear(flat, m.router), m.biases?.router);
+      const routerScores = biased(linear(flat, m.router), m.biases?.router);
+      const routing = chooseHere ? chosenRouting(routerScores, m.selectionBias) : undefined;
+      const scores = routing?.routerInput ?? routerScores;
       const [b1, b2] = m.biases ? [m.biases.fc1, m.biases.fc2] : ['', ''];
       const q = m.quantized;
       if (!q) b.nodes.push(makeNode('MoE', [flat, scores, m.fc1, b1, m.fc2, b2], [mixed], attrs, b.fresh('n_MoE'), 'com.microsoft'));
@@ -987,18 +1046,19 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
         // QMoE's inputs: fc1 (codes, scales, bias), fc2 (likewise), fc3 (none), the zero points of fc1, fc2 and fc3, and
         // the routing weights. Without them it weighs the chosen experts by a softmax over their scores alone, i.e.
         // renormalized (measured on onnxruntime 1.30): unnormalized routing passes the softmax over all experts.
-        const routing = normalize ? [] : ['', b.op('Softmax', [scores], { axis: -1 })];
-        const zeroPoints = q.zeroPoints.some((z) => z !== '') || routing.length ? q.zeroPoints : [];
-        const inputs = [flat, scores, m.fc1, q.scales[0], b1, m.fc2, q.scales[1], b2, '', '', '', ...zeroPoints, ...routing];
+        const weightsInput = normalize ? [] : ['', b.op('Softmax', [scores], { axis: -1 })];
+        const zeroPoints = q.zeroPoints.some((z) => z !== '') || weightsInput.length ? q.zeroPoints : [];
+        const inputs = [flat, scores, m.fc1, q.scales[0], b1, m.fc2, q.scales[1], b2, '', '', '', ...zeroPoints, ...weightsInput];
         // accuracy_level as MatMulNBits takes it: 4 runs 4-bit experts on int8 activations (onnxruntime's fast path; its
         // 8-bit experts always take int8 activations), 0 on float ones.
         const quantAttrs = { ...attrs, expert_weight_bits: q.bits, block_size: q.blockSize, accuracy_level: accuracyLevel };
         b.nodes.push(makeNode('QMoE', inputs, [mixed], quantAttrs, b.fresh('n_QMoE'), 'com.microsoft'));
       }
-      const out = b.op('Reshape', [mixed, b.op('Shape', [y])]);
+      const factor = routing?.factor ?? ((scale ?? 1) !== 1 ? b.f32([scale!], []) : undefined);
+      const out = b.op('Reshape', [factor ? b.op('Mul', [mixed, factor]) : mixed, b.op('Shape', [y])]);
       if (!m.shared) return out;
       const shared = mlp(y, m.shared.gate, m.shared.up, m.shared.down);
-      return b.op('Add', [out, b.op('Mul', [shared, b.op('Sigmoid', [linear(y, m.shared.router)])])]);
+      return b.op('Add', [out, m.shared.router ? b.op('Mul', [shared, b.op('Sigmoid', [linear(y, m.shared.router)])]) : shared]);
     };
     const heads4 = () => b.i64([0, 0, heads + 2 * kvHeads, headDim]);
     /**

@@ -31,8 +31,27 @@ export interface LlamaConfig {
    * `biases`: the router and every expert's projections add biases (gpt-oss; `MoeWeights.biases`). `swiglu`: the
    * experts' gated activation `g · σ(alpha · g) · (u + beta)` with `g = min(gate, limit)` and `u` clamped to
    * `[-limit, limit]` (gpt-oss: alpha 1.702, beta 1, limit 7); default alpha 1, beta 0, no limit (SwiGLU).
+   *
+   * DeepSeek-V3-style routing (GLM-4.5): `gating: 'sigmoid'` scores each expert by a sigmoid of its own instead of a
+   * softmax over all; `selectionBias` adds a bias per expert (`MoeWeights.selectionBias`) to the scores for choosing
+   * the experts only, their weights stay the unbiased scores; `scale` multiplies the chosen weights after any
+   * renormalization. `sharedGate: false`: the shared expert's output is added as it is (default true: under its
+   * sigmoid gate). `denseLayers`: the first `count` layers have a dense gated MLP of `intermediateSize` in place of
+   * experts (their weights `wGate`, `wUp`, `wDown`).
    */
-  moe?: { experts: number; used: number; normalize: boolean; sharedSize?: number; biases?: boolean; swiglu?: { alpha: number; beta: number; limit?: number } };
+  moe?: {
+    experts: number;
+    used: number;
+    normalize: boolean;
+    sharedSize?: number;
+    sharedGate?: boolean;
+    biases?: boolean;
+    swiglu?: { alpha: number; beta: number; limit?: number };
+    gating?: 'softmax' | 'sigmoid';
+    selectionBias?: boolean;
+    scale?: number;
+    denseLayers?: { count: number; intermediateSize: number };
+  };
   /**
    * Each attention head has a learned sink logit (gpt-oss): one more score in its softmax that no value stands behind,
    * so a head may attend to nothing. Layer weights `sinks` `[numHeads]`.
@@ -193,12 +212,12 @@ export interface LlamaLayerWeights<M extends WeightMatrix = Float32Array> {
   wv: M; // [numKvHeads*headDim, hidden]
   wo: M; // [hidden, numHeads*headDim]
   mlpNorm?: Float32Array; // [hidden]
-  /** Absent when `gatedMlp` is false, or in a mixture of experts. */
+  /** Absent when `gatedMlp` is false, or in a mixture of experts' layers (but its `moe.denseLayers`). */
   wGate?: M; // [intermediate, hidden]
-  /** Absent in a mixture of experts (the config's `moe`). */
+  /** Absent in a mixture of experts' layers (the config's `moe`; but its `moe.denseLayers`). */
   wUp?: M; // [intermediate, hidden]
   wDown?: M; // [hidden, intermediate]
-  /** With the config's `moe`: the router and the experts' projections, expert after expert. */
+  /** With the config's `moe` (past its `denseLayers`): the router and the experts' projections, expert after expert. */
   moe?: MoeWeights;
   /** With `qkvBias`. */
   bq?: Float32Array; // [numHeads*headDim]
@@ -231,8 +250,10 @@ export interface MoeWeights {
   gate: Float32Array | QuantizedMatrix; // [E, I, H]
   up: Float32Array | QuantizedMatrix; // [E, I, H]
   down: Float32Array | QuantizedMatrix; // [E, H, I]
-  /** With `moe.sharedSize` (S): the shared expert's MLP and its gate's weights. */
-  shared?: { gate: Float32Array; up: Float32Array; down: Float32Array; router: Float32Array }; // [S, H], [S, H], [H, S], [H]
+  /** With `moe.sharedSize` (S): the shared expert's MLP and its gate's weights (none with `moe.sharedGate: false`). */
+  shared?: { gate: Float32Array; up: Float32Array; down: Float32Array; router?: Float32Array }; // [S, H], [S, H], [H, S], [H]
+  /** With `moe.selectionBias`: added to the gating scores for choosing experts only. */
+  selectionBias?: Float32Array; // [E]
   /** With `moe.biases`: the router's and each expert's projections' biases, expert after expert. */
   biases?: { router: Float32Array; gate: Float32Array; up: Float32Array; down: Float32Array }; // [E], [E, I], [E, I], [E, H]
 }
