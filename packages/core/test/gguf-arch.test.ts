@@ -34,6 +34,22 @@ const SMALL = { hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96 } as const;
 /** GLM-4 as convert_hf_to_gguf writes it: biased q/k/v, one gate_up matrix, four norms, half of each head rotated. */
 const GLM4: RandomGgufSpec = { arch: 'glm4', ...SMALL, untied: true, qkvBias: true, postNorms: true, fusedGateUp: true, meta: { 'rope.dimension_count': u32(8) } };
 
+/** GLM-4.5-Air as convert_hf_to_gguf writes it (see MODELS). */
+const GLM4MOE: RandomGgufSpec = {
+  arch: 'glm4moe',
+  hidden: 64,
+  layers: 3,
+  heads: 4,
+  kvHeads: 2,
+  headDim: 16,
+  ff: 96,
+  qkvBias: true,
+  untied: true,
+  nextn: 1,
+  experts: { count: 8, used: 2, ff: 32, selectionBias: true, sharedCount: 1, leadingDense: 1 },
+  meta: { 'rope.dimension_count': u32(8), expert_weights_norm: { t: 'bool', v: true }, expert_gating_func: u32(2) },
+};
+
 /** Granite 3 with its four multipliers. */
 const GRANITE: RandomGgufSpec = {
   arch: 'granite',
@@ -271,6 +287,16 @@ const MODELS: Record<string, RandomGgufSpec> = {
     experts: { count: 4, used: 2, ff: 32, biases: true, routerScale: 0.15 },
     meta: { ...YARN, 'rope.freq_base': f32(150000), 'attention.sliding_window': u32(4) },
   },
+  // GLM-4.5-Air's layout: sigmoid scores, a selection bias, renormalized, an ungated shared expert, a dense first layer,
+  // a multi-token-prediction block that llama.cpp skips; NeoX rotary over half of each head, q/k/v biases.
+  'glm4moe (GLM-4.5-Air: sigmoid routing with a selection bias, renormalized, a shared expert, a dense first layer, an MTP block)': GLM4MOE,
+  // GLM-4.5's: q/k norms, two shared experts, the chosen weights scaled by 2.5 and not renormalized.
+  'glm4moe (GLM-4.5: q/k norms, two shared experts, weights scaled, not renormalized)': {
+    ...GLM4MOE,
+    qkNorm: true,
+    experts: { ...GLM4MOE.experts!, sharedCount: 2 },
+    meta: { 'rope.dimension_count': u32(8), expert_weights_scale: f32(2.5) },
+  },
 };
 
 /** M-RoPE's `rope.dimension_sections`: rotary pairs per position kind (time, height, width, extra). */
@@ -386,13 +412,15 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
   describe('refusals name the feature', () => {
     const cases: [string, Partial<RandomGgufSpec>, RegExp][] = [
       ['an unknown architecture', { arch: 'mamba' }, /"mamba".*"llama", "mistral3", "granite", "smollm3", "ernie4_5", "exaone", "exaone4", "qwen2", "qwen2vl"/],
-      ['mixture of experts outside the MoE architectures read', { arch: 'qwen2', meta: { expert_count: u32(8), expert_used_count: u32(2) } }, /mixture-of-experts.*qwen2\.expert_count.*llama, granite, granitemoe, qwen3moe, qwen2moe, olmoe, gpt-oss only/],
+      ['mixture of experts outside the MoE architectures read', { arch: 'qwen2', meta: { expert_count: u32(8), expert_used_count: u32(2) } }, /mixture-of-experts.*qwen2\.expert_count.*llama, granite, granitemoe, qwen3moe, qwen2moe, olmoe, gpt-oss, glm4moe only/],
       ['expert weights scaled', { experts: { count: 4, used: 2 }, meta: { expert_weights_scale: f32(2.5) } }, /expert weights scaled by 2\.5/],
+      ['an expert gating function other than softmax and sigmoid', { ...GLM4MOE, meta: { ...GLM4MOE.meta, expert_gating_func: u32(3) } }, /expert gating function 3 \("glm4moe\.expert_gating_func"; softmax and sigmoid only\)/],
+      ['as many multi-token-prediction blocks as blocks', { ...GLM4MOE, meta: { ...GLM4MOE.meta, nextn_predict_layers: u32(4) } }, /"glm4moe\.nextn_predict_layers" is 4, expected fewer than the 4 blocks/],
       ['more experts used than there are', { experts: { count: 4, used: 6 } }, /expert_used_count" is 6, more than the 4 experts/],
       ['an unknown rope scaling', { meta: { 'rope.scaling.type': str('dynamic'), 'rope.scaling.factor': f32(4) } }, /rope scaling "dynamic"/],
       ['yarn outside llama and qwen', { arch: 'gemma2', postNorms: true, meta: { 'rope.scaling.type': str('yarn'), 'rope.scaling.factor': f32(4) } }, /rope scaling "yarn" on gemma2/],
       ['long-rope factors outside phi3', { extraTensors: { 'rope_factors_long.weight': [[8], new Float32Array(8).fill(1)] } }, /does not use.*rope_factors_long\.weight/],
-      ['partial rotary', { meta: { 'rope.dimension_count': u32(8) } }, /partial rotary; phi3, glm4, stablelm, nemotron, phi2 only/],
+      ['partial rotary', { meta: { 'rope.dimension_count': u32(8) } }, /partial rotary; phi3, glm4, glm4moe, stablelm, nemotron, phi2 only/],
       ["Command R+'s q/k LayerNorms", { arch: 'command-r', parallel: true, qkNorm: true, meta: { logit_scale: f32(0.25) } }, /q\/k LayerNorms.*attn_q_norm/],
       ['a tensor it would drop', { extraTensors: { 'blk.0.attn_output.bias': [[64], new Float32Array(64)] } }, /blk\.0\.attn_output\.bias/],
       ['an output head on gemma2 (llama.cpp ties it)', { arch: 'gemma2', postNorms: true, untied: true }, /gemma2.*"output\.weight"/],

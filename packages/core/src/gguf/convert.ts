@@ -100,7 +100,7 @@ export function kebabName(s: string): string {
 }
 
 /** The `general.architecture` values the converter reads (llama.cpp's names). */
-export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'qwen2moe', 'qwen3moe', 'olmo2', 'olmoe', 'granitemoe', 'gpt-oss', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'nemotron', 'minicpm', 'internlm2', 'phi2'] as const;
+export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'qwen2moe', 'qwen3moe', 'olmo2', 'olmoe', 'granitemoe', 'gpt-oss', 'glm4moe', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'nemotron', 'minicpm', 'internlm2', 'phi2'] as const;
 export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 /**
@@ -124,16 +124,18 @@ const MOE_BLOCK: Partial<Record<GgufArchitecture, { block: GgufArchitecture; nor
   olmoe: { block: 'olmoe', normalize: false },
   // gpt-oss: a softmax over the chosen experts' scores alone (llama.cpp's SOFTMAX_WEIGHT gating), which is renormalizing.
   'gpt-oss': { block: 'gpt-oss', normalize: true, ownExpertSize: true },
+  // GLM-4.5: whether it renormalizes is the file's `expert_weights_norm` (see glm4moeExperts).
+  glm4moe: { block: 'glm4moe', normalize: false, ownExpertSize: true },
 };
 
 /** Architectures whose q/k llama.cpp's converter permutes into adjacent rotary pairs ("NORM"); the others keep NeoX's halves. */
 const ADJACENT_ROPE: ReadonlySet<GgufArchitecture> = new Set(['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'command-r', 'cohere2', 'glm4', 'arcee', 'minicpm', 'internlm2']);
 /** Architectures whose llama.cpp graph rotates only the first `rope.dimension_count` dimensions of each head. */
-const PARTIAL_ROTARY: ReadonlySet<GgufArchitecture> = new Set(['phi3', 'glm4', 'stablelm', 'nemotron', 'phi2']);
+const PARTIAL_ROTARY: ReadonlySet<GgufArchitecture> = new Set(['phi3', 'glm4', 'glm4moe', 'stablelm', 'nemotron', 'phi2']);
 /** Architectures whose gate and up projections are one `[2 ff, hidden]` matrix, gate first (llama.cpp's SwiGLU halves). */
 const FUSED_GATE_UP: ReadonlySet<GgufArchitecture> = new Set(['phi3', 'glm4']);
 /** Architectures whose q, k and v projections may carry biases (read when the file has them). */
-const OPTIONAL_QKV_BIAS: ReadonlySet<GgufArchitecture> = new Set(['qwen2', 'llama', 'mistral3', 'glm4', 'starcoder2', 'stablelm', 'nemotron', 'phi2']);
+const OPTIONAL_QKV_BIAS: ReadonlySet<GgufArchitecture> = new Set(['qwen2', 'llama', 'mistral3', 'glm4', 'glm4moe', 'starcoder2', 'stablelm', 'nemotron', 'phi2']);
 /** Architectures whose norms are LayerNorms with a bias (`attention.layer_norm_epsilon`). */
 const BIASED_LAYER_NORMS: ReadonlySet<GgufArchitecture> = new Set(['starcoder2', 'stablelm', 'nemotron', 'phi2']);
 /** What llama.cpp adds to a position before dividing it into periods of the attention temperature's length. */
@@ -166,7 +168,7 @@ export function ggufArchitecture(f: GgufFile): GgufArchitecture {
   if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new GgufError(
       `${src} has general.architecture "${arch}"; the converter reads ${SUPPORTED_ARCHITECTURES.map((a) => `"${a}"`).join(', ')} ` +
-        '(Llama 1/2/3, Mistral, Mixtral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL and Qwen3-VL as text models, Qwen1.5/Qwen2-MoE and Qwen3-MoE, OLMoE, Granite 3 MoE, OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B, GLM-4 and GLM-Z1 (0414), StarCoder 2, StableLM 2, Arcee AFM, Nemotron-Mini, MiniCPM 1B/2B, InternLM 2/2.5, Phi-2).',
+        '(Llama 1/2/3, Mistral, Mixtral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL and Qwen3-VL as text models, Qwen1.5/Qwen2-MoE and Qwen3-MoE, OLMoE, Granite 3 MoE, gpt-oss, GLM-4.5 and GLM-4.5-Air, OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B, GLM-4 and GLM-Z1 (0414), StarCoder 2, StableLM 2, Arcee AFM, Nemotron-Mini, MiniCPM 1B/2B, InternLM 2/2.5, Phi-2).',
       'unsupported-model',
     );
   }
@@ -204,9 +206,10 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   const moe = MOE_BLOCK[arch];
   if (experts > 0 && !moe) refuse(`mixture-of-experts layers ("${key('expert_count')}" = ${experts}; ${Object.keys(MOE_BLOCK).join(', ')} only)`);
   if (experts === 0 && moe && !moe.dense) throw new GgufError(`${src} is missing the metadata "${key('expert_count')}".`, 'missing-metadata');
-  // llama.cpp scales the chosen experts' weights by this factor where a file gives one (not these architectures' own files).
+  // llama.cpp scales the chosen experts' weights by this factor where a file gives one (GLM-4.5's own files; not the
+  // other architectures' files, whose graphs here would not read it).
   const expertScale = scalar('expert_weights_scale') ?? 0;
-  if (experts > 0 && expertScale !== 0 && expertScale !== 1) refuse(`expert weights scaled by ${expertScale} ("${key('expert_weights_scale')}")`);
+  if (experts > 0 && expertScale !== 0 && expertScale !== 1 && arch !== 'glm4moe') refuse(`expert weights scaled by ${expertScale} ("${key('expert_weights_scale')}")`);
 
   // Rope scaling: llama.cpp reads the type (default "linear") and a factor (0 or absent: none).
   const scaling = f.getString(key('rope.scaling.type')) ?? 'linear';
@@ -235,7 +238,10 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   if (ropeDims !== headDim && !PARTIAL_ROTARY.has(arch)) {
     refuse(`rotary embeddings over ${ropeDims} of ${headDim} head dimensions (partial rotary; ${[...PARTIAL_ROTARY].join(', ')} only)`);
   }
-  const numLayers = required('block_count');
+  // GLM-4.5's last `nextn_predict_layers` blocks are its multi-token-prediction heads, which llama.cpp loads and skips.
+  const nextn = arch === 'glm4moe' ? (scalar('nextn_predict_layers') ?? 0) : 0;
+  const numLayers = required('block_count') - nextn;
+  if (!Number.isInteger(nextn) || nextn < 0 || numLayers <= 0) throw new GgufError(`${src}: "${key('nextn_predict_layers')}" is ${nextn}, expected fewer than the ${numLayers + nextn} blocks.`, 'corrupt');
   const embd = f.tensorInfo('token_embd.weight');
   const tokens = f.get('tokenizer.ggml.tokens');
   const vocabSize = scalar('vocab_size') ?? (embd ? embd.dims[1] : undefined) ?? (Array.isArray(tokens) ? tokens.length : undefined);
@@ -263,6 +269,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     config.moe = { experts, used, normalize: moe!.normalize };
     // Qwen2-MoE's shared expert (llama.cpp: expert_shared_feed_forward_length, else feed_forward_length).
     if (arch === 'qwen2moe') config.moe.sharedSize = scalar('expert_shared_feed_forward_length') ?? required('feed_forward_length');
+    if (arch === 'glm4moe') config.moe = glm4moeExperts(f, config, { scalar, required, refuse, key, scale: expertScale });
   }
   let ropeAttentionFactor = attnFactor;
   if (scaling === 'yarn') {
@@ -347,6 +354,8 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     const localTheta = scalar('rope.freq_base_swa') ?? ropeTheta;
     if (localTheta !== ropeTheta) config.ropeThetaLocal = localTheta;
   }
+  // GLM-4.5: per-head q/k norms where the file has them (GLM-4.5 355B; not the Air).
+  if (arch === 'glm4moe' && f.tensorInfo('blk.0.attn_q_norm.weight')) config.qkNorm = true;
   // OLMoE: the Llama block's norms, q and k RMS-normalized over their whole projections (as OLMo 2's), experts.
   if (arch === 'olmoe') Object.assign(config, { qkNorm: true, qkNormWidth: 'projection' });
   if (arch === 'olmo2') {
@@ -406,6 +415,34 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   // phi3: llama.cpp disables Phi-3's sliding window (it reads "phi3.attention.sliding_window" and sets no window), and so do we.
   if (ropeAttentionFactor !== 1) config.ropeAttentionFactor = ropeAttentionFactor;
   return config;
+}
+
+/**
+ * GLM-4.5's experts as llama.cpp's glm4moe graph routes them (DeepSeek-V3's scheme): a sigmoid score per expert (its
+ * `expert_gating_func`, default sigmoid; softmax taken too), the best by score plus a selection bias
+ * (`exp_probs_b`), renormalized where `expert_weights_norm`, scaled by `expert_weights_scale`; shared experts
+ * (`expert_shared_count` of the expert size, one MLP) added ungated; the first `leading_dense_block_count` layers
+ * dense MLPs of `feed_forward_length`.
+ */
+function glm4moeExperts(
+  f: GgufFile,
+  config: LlamaConfig,
+  p: { scalar: (k: string) => number | undefined; required: (k: string) => number; refuse: (what: string) => never; key: (k: string) => string; scale: number },
+): NonNullable<LlamaConfig['moe']> {
+  const gating = p.scalar('expert_gating_func') ?? 0;
+  // llama.cpp's llama_expert_gating_func_type: 0 none (glm4moe's default: sigmoid), 1 softmax, 2 sigmoid
+  if (gating !== 0 && gating !== 1 && gating !== 2) p.refuse(`expert gating function ${gating} ("${p.key('expert_gating_func')}"; softmax and sigmoid only)`);
+  const dense = p.scalar('leading_dense_block_count') ?? 0;
+  const shared = p.scalar('expert_shared_count') ?? 0;
+  return {
+    ...config.moe!,
+    normalize: f.get(p.key('expert_weights_norm')) === true,
+    gating: gating === 1 ? 'softmax' : 'sigmoid',
+    selectionBias: true,
+    ...(p.scale !== 0 && p.scale !== 1 ? { scale: p.scale } : {}),
+    ...(shared > 0 ? { sharedSize: shared * config.intermediateSize, sharedGate: false } : {}),
+    ...(dense > 0 ? { denseLayers: { count: dense, intermediateSize: p.required('feed_forward_length') } } : {}),
+  };
 }
 
 /**
@@ -553,17 +590,21 @@ export async function llamaWeightsFromGguf(
     }
     layer.wo = await readMatrix(`${p}attn_output.weight`, [h, qDim]);
     if (config.postNorms) layer.postAttnNorm = await read(`${p}post_attention_norm.weight`, [h]);
-    // (gpt-oss's norm before its experts is llama.cpp's "post_attention_norm", Gemma's name for a norm after attention)
-    if (preNorms && !config.parallelBlock) layer.mlpNorm = await read(arch === 'gpt-oss' ? `${p}post_attention_norm.weight` : `${p}ffn_norm.weight`, [h]);
+    // (gpt-oss's and GLM-4.5's norm before the MLP is llama.cpp's "post_attention_norm", Gemma's name for a norm after attention)
+    const mlpNormName = arch === 'gpt-oss' || arch === 'glm4moe' ? 'post_attention_norm' : 'ffn_norm';
+    if (preNorms && !config.parallelBlock) layer.mlpNorm = await read(`${p}${mlpNormName}.weight`, [h]);
     if (config.normBias) {
       layer.attnNormBias = await read(`${p}attn_norm.bias`, [h]);
       if (layer.mlpNorm) layer.mlpNormBias = await read(`${p}ffn_norm.bias`, [h]);
     }
     if (config.projectionBias) layer.bo = await read(`${p}attn_output.bias`, [h]);
     if (config.attentionSinks) layer.sinks = await read(`${p}attn_sinks.weight`, [config.numHeads]);
-    if (config.moe) {
+    const denseLayers = config.moe?.denseLayers;
+    const dense = denseLayers && i < denseLayers.count;
+    if (config.moe && !dense) {
       const e = config.moe.experts;
       layer.moe = { router: await read(`${p}ffn_gate_inp.weight`, [e, h]), ...(await readExperts(p, e)) };
+      if (config.moe.selectionBias) layer.moe.selectionBias = await read(`${p}exp_probs_b.bias`, [e]);
       if (config.moe.biases) {
         layer.moe.biases = {
           router: await read(`${p}ffn_gate_inp.bias`, [e]),
@@ -578,18 +619,22 @@ export async function llamaWeightsFromGguf(
           gate: await read(`${p}ffn_gate_shexp.weight`, [shared, h]),
           up: await read(`${p}ffn_up_shexp.weight`, [shared, h]),
           down: await read(`${p}ffn_down_shexp.weight`, [h, shared]),
-          router: await read(`${p}ffn_gate_inp_shexp.weight`, [h]),
+          ...(config.moe.sharedGate !== false ? { router: await read(`${p}ffn_gate_inp_shexp.weight`, [h]) } : {}),
         };
       }
-    } else if (FUSED_GATE_UP.has(arch)) {
-      const gateUp = await readMatrix(`${p}ffn_up.weight`, [2 * ff, h]);
-      layer.wGate = rows(gateUp, 0, ff, h);
-      layer.wUp = rows(gateUp, ff, ff, h);
     } else {
-      if (config.gatedMlp ?? true) layer.wGate = await readMatrix(`${p}ffn_gate.weight`, [ff, h]);
-      layer.wUp = await readMatrix(`${p}ffn_up.weight`, [ff, h]);
+      // a dense MLP: the model's, or a leading dense layer's of a mixture of experts
+      const mff = dense ? denseLayers.intermediateSize : ff;
+      if (FUSED_GATE_UP.has(arch)) {
+        const gateUp = await readMatrix(`${p}ffn_up.weight`, [2 * mff, h]);
+        layer.wGate = rows(gateUp, 0, mff, h);
+        layer.wUp = rows(gateUp, mff, mff, h);
+      } else {
+        if (config.gatedMlp ?? true) layer.wGate = await readMatrix(`${p}ffn_gate.weight`, [mff, h]);
+        layer.wUp = await readMatrix(`${p}ffn_up.weight`, [mff, h]);
+      }
+      layer.wDown = await readMatrix(`${p}ffn_down.weight`, [h, mff]);
     }
-    if (!config.moe) layer.wDown = await readMatrix(`${p}ffn_down.weight`, [h, ff]);
     if (config.projectionBias && !config.moe) {
       layer.bUp = await read(`${p}ffn_up.bias`, [ff]);
       layer.bDown = await read(`${p}ffn_down.bias`, [h]);
@@ -623,8 +668,13 @@ export async function llamaWeightsFromGguf(
       originalContext: originalContextLength(f, arch, 'long-rope factors'),
     };
   }
+  // GLM-4.5's multi-token-prediction blocks past the model's layers: llama.cpp loads them and never runs them.
+  const skipped = (n: string) => {
+    const layer = /^blk\.(\d+)\./.exec(n);
+    return arch === 'glm4moe' && layer !== null && Number(layer[1]) >= config.numLayers;
+  };
   // Whatever is left is something this converter would drop: refuse it by name (llama.cpp refuses unused tensors too).
-  const unused = f.tensors.map((t) => t.name).filter((n) => !used.has(n));
+  const unused = f.tensors.map((t) => t.name).filter((n) => !used.has(n) && !skipped(n));
   if (unused.length > 0) {
     throw new GgufError(
       `${src} (${arch}) has tensors the converter does not use: ${unused.slice(0, 5).map((n) => `"${n}"`).join(', ')}${unused.length > 5 ? ` and ${unused.length - 5} more` : ''}.`,

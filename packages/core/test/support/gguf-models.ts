@@ -53,8 +53,23 @@ export interface RandomGgufSpec {
    * a shared expert of that inner size with its sigmoid gate (`ffn_*_shexp`, `ffn_gate_inp_shexp`; Qwen2-MoE);
    * `routerScale`: the router's standard deviation (default 0.08: the chosen experts keep part of the weight);
    * `biases`: the router's and the experts' biases (`ffn_gate_inp.bias`, `ffn_{gate,up,down}_exps.bias`; gpt-oss).
+   * GLM-4.5's: `selectionBias` (`exp_probs_b.bias`); `sharedCount` ungated shared experts of the expert size
+   * (`ffn_*_shexp`, `expert_shared_count`); `leadingDense` layers with the spec's dense MLP of `ff` first
+   * (`leading_dense_block_count`).
    */
-  experts?: { count: number; used: number; ff?: number; shared?: number; routerScale?: number; biases?: boolean };
+  experts?: {
+    count: number;
+    used: number;
+    ff?: number;
+    shared?: number;
+    routerScale?: number;
+    biases?: boolean;
+    selectionBias?: boolean;
+    sharedCount?: number;
+    leadingDense?: number;
+  };
+  /** Multi-token-prediction blocks after the layers (GLM-4.5's `nextn_predict_layers`: a layer's tensors and `nextn.*`). */
+  nextn?: number;
   /** A sink logit per attention head (`attn_sinks.weight`; gpt-oss). */
   sinks?: boolean;
   /** Extra tensors by name: [GGUF ne dims, values]. */
@@ -119,7 +134,8 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
   if (spec.headBias) vector('output.bias', vocab, 0.5, 0);
   const q = heads * hd;
   const kv = kvHeads * hd;
-  for (let i = 0; i < layers; i++) {
+  const blocks = layers + (spec.nextn ?? 0);
+  for (let i = 0; i < blocks; i++) {
     const p = `blk.${i}.`;
     if (!spec.noPreNorms) vector(`${p}attn_norm.weight`, h, 0.1, 1);
     if (!spec.noPreNorms && spec.normBias) vector(`${p}attn_norm.bias`, h, 0.1, 0);
@@ -143,10 +159,11 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
     if (spec.projectionBias) vector(`${p}attn_output.bias`, h, 0.2, 0);
     if (spec.sinks) vector(`${p}attn_sinks.weight`, heads, 1, 0);
     if (spec.postNorms) vector(`${p}post_attention_norm.weight`, h, 0.1, 1);
-    // (gpt-oss's norm before the experts has llama.cpp's name of a norm after attention)
-    if (!spec.noPreNorms && !spec.parallel) vector(arch === 'gpt-oss' ? `${p}post_attention_norm.weight` : `${p}ffn_norm.weight`, h, 0.1, 1);
+    // (gpt-oss's and GLM-4.5's norm before the MLP has llama.cpp's name of a norm after attention)
+    const mlpNorm = arch === 'gpt-oss' || arch === 'glm4moe' ? 'post_attention_norm' : 'ffn_norm';
+    if (!spec.noPreNorms && !spec.parallel) vector(`${p}${mlpNorm}.weight`, h, 0.1, 1);
     if (!spec.noPreNorms && !spec.parallel && spec.normBias) vector(`${p}ffn_norm.bias`, h, 0.1, 0);
-    const moe = spec.experts;
+    const moe = spec.experts && i >= (spec.experts.leadingDense ?? 0) ? spec.experts : undefined;
     if (moe) {
       const ffe = moe.ff ?? ff;
       // Scores spread enough that the experts' order is no near tie, not so far that the chosen ones take all the weight
@@ -161,11 +178,14 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
         vector(`${p}ffn_up_exps.bias`, ffe, 0.2, 0, moe.count);
         vector(`${p}ffn_down_exps.bias`, h, 0.2, 0, moe.count);
       }
-      if (moe.shared) {
-        vector(`${p}ffn_gate_inp_shexp.weight`, h, 1, 0);
-        matrix(`${p}ffn_gate_shexp.weight`, moe.shared, h);
-        matrix(`${p}ffn_up_shexp.weight`, moe.shared, h);
-        matrix(`${p}ffn_down_shexp.weight`, h, moe.shared);
+      // (sigmoid scores lie in (0, 1): a bias of this size changes some tokens' choice)
+      if (moe.selectionBias) vector(`${p}exp_probs_b.bias`, moe.count, 0.1, 0);
+      if (moe.shared) vector(`${p}ffn_gate_inp_shexp.weight`, h, 1, 0);
+      const shared = moe.shared ?? (moe.sharedCount ?? 0) * ffe;
+      if (shared) {
+        matrix(`${p}ffn_gate_shexp.weight`, shared, h);
+        matrix(`${p}ffn_up_shexp.weight`, shared, h);
+        matrix(`${p}ffn_down_shexp.weight`, h, shared);
       }
     } else if (spec.fusedGateUp) matrix(`${p}ffn_up.weight`, 2 * ff, h);
     else {
@@ -178,6 +198,12 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
       vector(`${p}ffn_down.bias`, h, 0.2, 0);
     }
     if (spec.postNorms) vector(`${p}post_ffw_norm.weight`, h, 0.1, 1);
+    if (i >= layers) {
+      matrix(`${p}nextn.eh_proj.weight`, h, 2 * h);
+      vector(`${p}nextn.enorm.weight`, h, 0.1, 1);
+      vector(`${p}nextn.hnorm.weight`, h, 0.1, 1);
+      vector(`${p}nextn.shared_head_norm.weight`, h, 0.1, 1);
+    }
   }
   for (const [name, [dims, data]] of Object.entries(spec.extraTensors ?? {})) {
     tensors.push({ name, dims, type: 0, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) });
@@ -189,7 +215,8 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
     'general.name': { t: 'str', v: 'tiny random model' },
     [`${arch}.context_length`]: u32(256),
     [`${arch}.embedding_length`]: u32(h),
-    [`${arch}.block_count`]: u32(layers),
+    [`${arch}.block_count`]: u32(blocks),
+    ...(spec.nextn ? { [`${arch}.nextn_predict_layers`]: u32(spec.nextn) } : {}),
     [`${arch}.feed_forward_length`]: u32(ff),
     [`${arch}.attention.head_count`]: u32(heads),
     [`${arch}.attention.head_count_kv`]: u32(kvHeads),
@@ -203,6 +230,8 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
           [`${arch}.expert_used_count`]: u32(spec.experts.used),
           ...(spec.experts.ff !== undefined ? { [`${arch}.expert_feed_forward_length`]: u32(spec.experts.ff) } : {}),
           ...(spec.experts.shared !== undefined ? { [`${arch}.expert_shared_feed_forward_length`]: u32(spec.experts.shared) } : {}),
+          ...(spec.experts.sharedCount !== undefined ? { [`${arch}.expert_shared_count`]: u32(spec.experts.sharedCount) } : {}),
+          ...(spec.experts.leadingDense !== undefined ? { [`${arch}.leading_dense_block_count`]: u32(spec.experts.leadingDense) } : {}),
         }
       : {}),
   };
