@@ -70,8 +70,8 @@ export { ConstraintError, XGrammarFactory, grammarVocabulary, type Constraint, t
 export * from './registry/index.js';
 export { startServer, type RunningServer, type ServeOptions } from './serve/server.js';
 export { HttpError } from './serve/errors.js';
-export { TOOL_CALL_SYNTAX, toolCallSyntaxOf, type ToolCallSyntax } from './constrain/tool-syntax.js';
-export { ToolCallTextSplitter, parseToolCall, parseToolCalls, toolCallId, type ParsedToolCall, type SplitToolText } from './chat/tool-calls.js';
+export { TOOL_CALL_SYNTAX, toolCallSyntaxOf, type ToolCallSyntax, type XmlCallForm } from './constrain/tool-syntax.js';
+export { ToolCallTextSplitter, parseToolCall, parseToolCalls, toolCallId, type ParsedToolCall, type SplitToolText, type ToolParameters } from './chat/tool-calls.js';
 export { GenericReplySplitter } from './chat/generic-reply.js';
 export { HARMONY_TOKENS, HarmonyReplySplitter, isHarmonyTemplate, type SplitHarmony } from './chat/harmony.js';
 export { ReasoningTextSplitter, opensThought, reasoningTagsOf, reasoningTokens, type ReasoningFormat, type ReasoningTags, type SplitReasoning } from './chat/reasoning.js';

@@ -141,6 +141,7 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
       prompt: prompt.text,
       constrained: responseFormat !== undefined,
       tools: tools ? toolsRead(this.toolCallSyntax, plan.engine.responseFormat !== undefined) : undefined,
+      toolSpecs: tools?.map((t) => ({ name: t.function.name, parameters: t.function.parameters })),
     });
     const splitter = new ReplySplitter(parsing);
     const kept = keptTokens(parsing);

@@ -11,7 +11,7 @@ import { z } from 'zod';
 import { ChatReasoner } from '../src/index.js';
 import { cacheDir } from './support/modules.js';
 import { scriptedChatModule } from '../../core/test/support/modules.js';
-import { DEEPSEEK_TOOLS_TEMPLATE, LLAMA3_TOOLS_TEMPLATE, MISTRAL_TOOLS_TEMPLATE } from '../../core/test/support/chat-templates.js';
+import { DEEPSEEK_TOOLS_TEMPLATE, LLAMA3_TOOLS_TEMPLATE, MISTRAL_TOOLS_TEMPLATE, QWEN3_CODER_TEMPLATE } from '../../core/test/support/chat-templates.js';
 import { TextTokenizer } from '@reasonplug/core';
 
 const QUESTION = 'What are two and two?';
@@ -115,5 +115,33 @@ describe("ChatReasoner: DeepSeek's fenced tool calls", function () {
     const prompt = tokenizer.applyChatTemplate(messages, { tools: [convertToOpenAITool(add)] });
     expect(prompt).to.include('```json\n{"a":2,"b":2}\n```');
     expect(next.usage_metadata?.input_tokens).to.equal(tokenizer.encode(prompt, false).length);
+  });
+});
+
+describe("ChatReasoner: Qwen3-Coder's calls in tags, values typed by the bound tool's schema", function () {
+  this.timeout(60_000);
+  let model: ChatReasoner;
+  const save = tool(async ({ path }) => `saved ${path}`, { name: 'save', description: 'Save a file', schema: z.object({ path: z.string(), content: z.string(), mode: z.number().int() }) });
+  const question = 'Save the answer.';
+  const content = '2 + 2 = 4\n<b>four</b>';
+
+  before(async () => {
+    // A path that reads as a number: only the schema says it is a string.
+    const reply = `<tool_call>\n<function=save>\n<parameter=path>\n42\n</parameter>\n<parameter=content>\n${content}\n</parameter>\n<parameter=mode>\n644\n</parameter>\n</function>\n</tool_call>`;
+    const { dir } = await scriptedChatModule('qwen-coderish-plugin', QWEN3_CODER_TEMPLATE, [{ role: 'user', content: question }], reply, { tools: [convertToOpenAITool(save)], textTokens: ['<tool_call>', '</tool_call>'], bpe: true });
+    model = await ChatReasoner.create({ backbone: dir, cacheDir, maxTokens: 160 });
+  });
+  after(async () => {
+    await model?.dispose();
+  });
+
+  it('bindTools gives the call with a string path, the content as written and an integer mode, in invoke and stream', async () => {
+    const expected = [['save', { path: '42', content, mode: 644 }]];
+    const reply = await model.bindTools([save]).invoke([new HumanMessage(question)]);
+    expect(reply.tool_calls?.map((c) => [c.name, c.args])).to.deep.equal(expected);
+    expect(reply.content).to.equal('');
+    const chunks: AIMessageChunk[] = [];
+    for await (const c of await model.bindTools([save]).stream([new HumanMessage(question)])) chunks.push(c);
+    expect(chunks.reduce((a, b) => a.concat(b)).tool_calls?.map((c) => [c.name, c.args])).to.deep.equal(expected);
   });
 });

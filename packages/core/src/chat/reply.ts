@@ -7,7 +7,7 @@ import { opensThought, ReasoningTextSplitter, reasoningTagsOf, reasoningTokens, 
 import type { ResponseFormat } from '../constrain/types.js';
 import type { ThinkingBudget } from '../generate/types.js';
 import type { ToolCallSyntax } from '../constrain/tool-syntax.js';
-import { ToolCallTextSplitter, type ParsedToolCall, type SplitToolText } from './tool-calls.js';
+import { ToolCallTextSplitter, type ParsedToolCall, type SplitToolText, type ToolParameters } from './tool-calls.js';
 import { GenericReplySplitter } from './generic-reply.js';
 import { HARMONY, HARMONY_ANSWER, HARMONY_THOUGHT, HARMONY_TOKENS, HarmonyReplySplitter, isHarmonyTemplate } from './harmony.js';
 
@@ -24,6 +24,8 @@ export interface ReplyParsing {
   reasoning?: { tags: ReasoningTags; open: boolean };
   /** How the answer's tool calls are written, when it may hold calls to split off. */
   tools?: ToolCallSyntax;
+  /** The bound tools' parameter schemas, which type the values of calls written in tags (`qwen-xml`, `glm`). */
+  toolParameters?: ToolParameters;
   /**
    * The reply is harmony messages (gpt-oss's template): its channels say what is thought, answer and call, whatever
    * `reasoning` and `tools` say; `thought` false gives the thought out as content (reasoning_format none).
@@ -44,8 +46,11 @@ export function replyParsing(opts: {
   constrained: boolean;
   /** The syntax of the tool calls the reply may hold (see `toolCallSyntaxOf`); absent: it holds none. */
   tools: ToolCallSyntax | undefined;
+  /** The bound tools, whose parameter schemas type the values of calls written in tags. */
+  toolSpecs?: readonly { name: string; parameters?: unknown }[];
 }): ReplyParsing {
-  const tools = opts.tools ? { tools: opts.tools } : {};
+  const parameters = opts.tools && opts.toolSpecs ? { toolParameters: Object.fromEntries(opts.toolSpecs.map((t) => [t.name, (t.parameters ?? {}) as Record<string, unknown>])) } : {};
+  const tools = opts.tools ? { tools: opts.tools, ...parameters } : {};
   if (isHarmonyTemplate(opts.chatTemplate)) return { harmony: { thought: opts.format !== 'none' }, ...tools };
   const named = reasoningTagsOf(opts.chatTemplate);
   if (opts.format === 'none' || (opts.constrained && !named)) return tools;
@@ -97,7 +102,7 @@ export class ChatReplySplitter {
   constructor(private readonly parsing: ReplyParsing) {
     this.harmony = parsing.harmony && new HarmonyReplySplitter(parsing.harmony.thought);
     this.reasoning = !this.harmony && parsing.reasoning ? new ReasoningTextSplitter(parsing.reasoning.tags, parsing.reasoning.open) : undefined;
-    this.tools = this.harmony ? undefined : parsing.tools === 'generic' ? new GenericReplySplitter() : parsing.tools ? new ToolCallTextSplitter(parsing.tools) : undefined;
+    this.tools = this.harmony ? undefined : parsing.tools === 'generic' ? new GenericReplySplitter() : parsing.tools ? new ToolCallTextSplitter(parsing.tools, parsing.toolParameters) : undefined;
   }
 
   /** Takes the next piece of text. */

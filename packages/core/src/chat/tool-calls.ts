@@ -4,14 +4,23 @@
  * blocks, Llama 3's `{"name": "add", "parameters": {"a": 1}}` ending the reply, Mistral's
  * `[TOOL_CALLS] [{"name": "add", "arguments": {"a": 1}}, …]` ending it (Granite's the same after `<|tool_call|>`),
  * or its later `[TOOL_CALLS]add[ARGS]{"a": 1}` calls, or DeepSeek's fenced calls between `<｜tool▁calls▁begin｜>` and
- * `<｜tool▁calls▁end｜>`, or Cohere's list between `<|START_ACTION|>` and `<|END_ACTION|>`. A streaming splitter: text
+ * `<｜tool▁calls▁end｜>`, or Cohere's list between `<|START_ACTION|>` and `<|END_ACTION|>`, or Qwen3-Coder's and GLM-4.5's
+ * calls in tags, whose values are typed by the tools' parameter schemas where given. A streaming splitter: text
  * outside calls streams on as content, text that may still turn into the opening of a call is held back, and each
  * call becomes one parsed call. Shared by the OpenAI server and the LangChain plugin, so both read a model's calls
  * the same way.
  */
 import { randomInt, randomUUID } from 'node:crypto';
 import { partialTagAt } from './partial-tag.js';
-import { TOOL_CALL_SYNTAX, type ToolCallForm, type ToolCallSyntax } from '../constrain/tool-syntax.js';
+import { TOOL_CALL_SYNTAX, type ToolCallForm, type ToolCallSyntax, type XmlCallForm } from '../constrain/tool-syntax.js';
+import { isStringSchema } from '../constrain/xml-calls.js';
+import type { JsonSchema } from '../constrain/types.js';
+
+/**
+ * The bound tools' parameter schemas by tool name: how a syntax that writes argument values without their JSON type
+ * (a string and a number alike, Qwen3-Coder's and GLM-4.5's) reads them back.
+ */
+export type ToolParameters = Readonly<Record<string, JsonSchema>>;
 
 /** One call the model wrote. */
 export interface ParsedToolCall {
@@ -48,7 +57,10 @@ export class ToolCallTextSplitter {
   private readonly close: string | undefined;
   private readonly form: ToolCallForm;
 
-  constructor(private readonly syntax: ToolCallSyntax = 'hermes') {
+  constructor(
+    private readonly syntax: ToolCallSyntax = 'hermes',
+    private readonly parameters?: ToolParameters,
+  ) {
     this.form = TOOL_CALL_SYNTAX[syntax];
     this.begin = this.form.begin;
     this.close = this.form.end;
@@ -64,7 +76,7 @@ export class ToolCallTextSplitter {
         const close = this.close ?? (this.form.args ? this.begin : undefined);
         const at = close === undefined ? -1 : this.pending.indexOf(close);
         if (close === undefined || at === -1) break;
-        out.toolCalls.push(...parseToolCalls(this.pending.slice(0, at), this.syntax));
+        out.toolCalls.push(...parseToolCalls(this.pending.slice(0, at), this.syntax, this.parameters));
         this.afterCall = true;
         this.pending = this.pending.slice(this.close === undefined ? at : at + close.length);
       } else {
@@ -92,7 +104,7 @@ export class ToolCallTextSplitter {
   end(): SplitToolText {
     const out: SplitToolText = { content: '', toolCalls: [] };
     if (!this.inBlock) out.content = this.content(this.pending);
-    else if (this.close === undefined) out.toolCalls.push(...parseToolCalls(this.pending, this.syntax));
+    else if (this.close === undefined) out.toolCalls.push(...parseToolCalls(this.pending, this.syntax, this.parameters));
     else out.content = this.begin + this.pending;
     this.pending = '';
     this.inBlock = false;
@@ -131,8 +143,9 @@ export function toolCallId(syntax: ToolCallSyntax = 'hermes'): string {
  * The calls of one block (`mistral`: of its list). A block that is not such JSON becomes one call with the raw
  * text as its arguments, so nothing the model wrote is dropped.
  */
-export function parseToolCalls(body: string, syntax: ToolCallSyntax = 'hermes'): ParsedToolCall[] {
+export function parseToolCalls(body: string, syntax: ToolCallSyntax = 'hermes', parameters?: ToolParameters): ParsedToolCall[] {
   const form: ToolCallForm = TOOL_CALL_SYNTAX[syntax];
+  if (form.xml) return [taggedCall(body, form.xml, syntax, parameters)];
   if (form.args) return [namedCall(body, form.args, syntax)];
   if (form.each) return fencedCalls(body, form.each, syntax);
   if (!form.list) return [parseToolCall(body, syntax)];
@@ -144,6 +157,49 @@ export function parseToolCalls(body: string, syntax: ToolCallSyntax = 'hermes'):
   }
   if (!Array.isArray(list) || list.length === 0) return [parseToolCall(body, syntax)];
   return list.map((call) => toolCallOf(call, syntax) ?? { id: toolCallId(syntax), arguments: JSON.stringify(call) });
+}
+
+/** A regular expression of a form's text, each run of whitespace in it optional (models drop or add a newline there). */
+function tagPattern(text: string): string {
+  return text
+    .split(/(\s+)/)
+    .map((part) => (/^\s+$/.test(part) ? `(?:${part.replace(/\n/g, '\\n')})?` : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')))
+    .join('');
+}
+
+/**
+ * A call in tags (Qwen3-Coder's `<function=name>` and `<parameter=key>` values, GLM-4.5's name and `<arg_key>`/`<arg_value>`
+ * pairs) as a call: each value a string where its parameter's schema is a string's, else its JSON (Python's `True` and
+ * `False` for a boolean, as templates render them), else, not JSON, the text as a string; text without a name is one
+ * raw call.
+ */
+function taggedCall(body: string, xml: XmlCallForm, syntax: ToolCallSyntax, parameters: ToolParameters | undefined): ParsedToolCall {
+  const id = toolCallId(syntax);
+  const open = xml.name[0].trim();
+  const from = open ? body.indexOf(open) : 0;
+  if (from === -1) return { id, arguments: body.trim() };
+  const start = from + open.length;
+  const ends = [xml.name[1].trim() || '\n', xml.key[0].trim()].map((t) => body.indexOf(t, start)).filter((i) => i !== -1);
+  const end = ends.length ? Math.min(...ends) : body.length;
+  const name = body.slice(start, end).trim();
+  if (!name) return { id, arguments: body.trim() };
+  const properties = ((parameters?.[name] as { properties?: Record<string, unknown> } | undefined)?.properties ?? {}) as Record<string, unknown>;
+  const args: Record<string, unknown> = {};
+  const argument = new RegExp(`${tagPattern(xml.key[0])}([\\s\\S]*?)${tagPattern(xml.key[1])}([\\s\\S]*?)${tagPattern(xml.value)}`, 'g');
+  for (const [, key, value] of body.slice(end).matchAll(argument)) args[key!.trim()] = typedValue(value!, properties[key!.trim()]);
+  return { id, name, arguments: JSON.stringify(args) };
+}
+
+/** An argument's text as its parameter's schema (if known) types it. */
+function typedValue(text: string, schema: unknown): unknown {
+  if (isStringSchema(schema)) return text;
+  const trimmed = text.trim();
+  if ((schema as { type?: unknown } | undefined)?.type === 'boolean' && /^(true|false)$/i.test(trimmed)) return trimmed.toLowerCase() === 'true';
+  try {
+    return JSON.parse(trimmed);
+  } catch {
+    return text;
+  }
 }
 
 /** `name[ARGS]{…}` as a call: the name, then the arguments as JSON (kept raw where they are not JSON). */

@@ -21,9 +21,25 @@ import { HARMONY_CALL, HARMONY_TOKENS, isHarmonyTemplate } from '../chat/harmony
  * tools, the reply is one JSON object, `{"tool_calls": [{"name": …, "arguments": {…}}, …]}` (`{"tool_call": {…}}` for one
  * call) or `{"response": "…"}`, as the system message describes it (`tokenizer/tools-in-prompt.ts`). `harmony`:
  * gpt-oss's, a message to `functions.<name>` on the commentary channel whose body is the arguments' JSON, one call a
- * reply (`chat/harmony.ts`).
+ * reply (`chat/harmony.ts`). `qwen-xml`: Qwen3-Coder's, `<tool_call>`, `<function=name>` and each argument as
+ * `<parameter=key>`, a newline, its value and `</parameter>` on lines of their own; `glm`: GLM-4.5's, `<tool_call>name`
+ * and each argument as `<arg_key>key</arg_key>` and `<arg_value>value</arg_value>`; in both a string value is written
+ * as it is, any other as JSON (`XmlCallForm`).
  */
-export type ToolCallSyntax = 'hermes' | 'json' | 'mistral' | 'mistral-args' | 'granite' | 'deepseek' | 'command-r' | 'generic' | 'harmony';
+export type ToolCallSyntax = 'hermes' | 'json' | 'mistral' | 'mistral-args' | 'granite' | 'deepseek' | 'command-r' | 'generic' | 'harmony' | 'qwen-xml' | 'glm';
+
+/**
+ * A call written as tags around its name and each argument (Qwen3-Coder's, GLM-4.5's), between the form's `begin` and
+ * `end`: `name[0]`, the name, `name[1]`; per argument `key[0]`, the key, `key[1]`, the value (a string as it is, any other
+ * value as JSON), `value`; then `close`. `markers`: the tags some vocabularies hold as added tokens.
+ */
+export interface XmlCallForm {
+  readonly name: readonly [string, string];
+  readonly key: readonly [string, string];
+  readonly value: string;
+  readonly close: string;
+  readonly markers: readonly string[];
+}
 
 /** How one syntax writes its calls. */
 export interface ToolCallForm {
@@ -42,6 +58,8 @@ export interface ToolCallForm {
    * its arguments' JSON fenced as ```json (DeepSeek's); calls after the first start on a new line.
    */
   readonly each?: { readonly begin: string; readonly sep: string; readonly end: string };
+  /** Between `begin` and `end`: the call's name and arguments in tags (see {@link XmlCallForm}). */
+  readonly xml?: XmlCallForm;
 }
 
 /** Each syntax's form. */
@@ -59,11 +77,20 @@ export const TOOL_CALL_SYNTAX = {
   // The call's recipient, which its message's header opens with; written and read by their own code (harmonyCalls in
   // xgrammar-factory, `chat/harmony.ts`).
   harmony: { begin: HARMONY_CALL },
+  // As Qwen3-Coder's template renders a call: `<tool_call>\n<function=add>\n<parameter=a>\n2\n</parameter>\n</function>\n</tool_call>`.
+  'qwen-xml': { begin: '<tool_call>', end: '</tool_call>', xml: { name: ['\n<function=', '>\n'], key: ['<parameter=', '>\n'], value: '\n</parameter>\n', close: '</function>\n', markers: [] } },
+  // As GLM-4.5's renders one: `<tool_call>add\n<arg_key>a</arg_key>\n<arg_value>2</arg_value>\n</tool_call>`.
+  glm: {
+    begin: '<tool_call>',
+    end: '</tool_call>',
+    xml: { name: ['', '\n'], key: ['<arg_key>', '</arg_key>\n<arg_value>'], value: '</arg_value>\n', close: '', markers: ['<arg_key>', '</arg_key>', '<arg_value>', '</arg_value>'] },
+  },
 } as const satisfies Record<ToolCallSyntax, ToolCallForm>;
 
 /**
  * The syntax a chat template teaches: `deepseek` where it writes `<｜tool▁calls▁begin｜>`, `command-r` where it writes
- * `<|START_ACTION|>`, `hermes` where it writes `<tool_call>`, `granite` where it writes `<|tool_call|>`, `mistral-args`
+ * `<|START_ACTION|>`, `qwen-xml` where it writes `<function=` and `<parameter=`, `glm` where it writes `<arg_key>` and
+ * `<arg_value>`, `hermes` where it writes `<tool_call>` otherwise, `granite` where it writes `<|tool_call|>`, `mistral-args`
  * where it writes `[TOOL_CALLS]` and `[ARGS]`, `mistral` where it writes `[TOOL_CALLS]` alone, `json` for Llama 3's (it
  * renders calls as `"parameters"` objects and tool results in the `ipython` role). `generic` where it shows no tools
  * (`rendersTools` false), and where it shows them but writes calls in none of these forms: the model is then told the
@@ -76,6 +103,9 @@ export function toolCallSyntaxOf(chatTemplate: string | undefined, rendersTools 
   if (!rendersTools) return 'generic';
   if (chatTemplate.includes(TOOL_CALL_SYNTAX.deepseek.begin)) return 'deepseek';
   if (chatTemplate.includes(TOOL_CALL_SYNTAX['command-r'].begin)) return 'command-r';
+  // (both open their calls with Hermes' `<tool_call>` too)
+  if (chatTemplate.includes('<function=') && chatTemplate.includes('<parameter=')) return 'qwen-xml';
+  if (chatTemplate.includes('<arg_key>') && chatTemplate.includes('<arg_value>')) return 'glm';
   if (chatTemplate.includes(TOOL_CALL_SYNTAX.hermes.begin)) return 'hermes';
   if (chatTemplate.includes(TOOL_CALL_SYNTAX.granite.begin)) return 'granite';
   if (chatTemplate.includes(TOOL_CALL_SYNTAX.mistral.begin)) return chatTemplate.includes(TOOL_CALL_SYNTAX['mistral-args'].args) ? 'mistral-args' : 'mistral';
@@ -92,7 +122,7 @@ export function markerTokensOf(syntax: ToolCallSyntax): readonly string[] {
   // Llama 3's opening is the call's own JSON, no marker; harmony's headers are its special tokens.
   if (form.beginsJson) return [];
   if (syntax === 'harmony') return HARMONY_TOKENS;
-  return [form.begin, form.end, form.args, form.each?.begin, form.each?.sep, form.each?.end].filter((t): t is string => t !== undefined);
+  return [form.begin, form.end, form.args, form.each?.begin, form.each?.sep, form.each?.end, ...(form.xml?.markers ?? [])].filter((t): t is string => t !== undefined);
 }
 
 /**

@@ -11,8 +11,9 @@ import { withWritableTokens, type GrammarVocabulary } from './vocabulary.js';
 import { allowedShare, applyBitmask } from '../sampling/bitmask.js';
 import { StageClock } from './timing.js';
 import { loadXGrammar, type EmbindIntVector, type XGrammarBinding, type XGrammarInstance } from './xgrammar-loader.js';
-import { TOOL_CALL_SYNTAX, writtenTokens, type ToolCallSyntax } from './tool-syntax.js';
+import { TOOL_CALL_SYNTAX, writtenTokens, type ToolCallForm, type ToolCallSyntax } from './tool-syntax.js';
 import { HARMONY, HARMONY_CALL } from '../chat/harmony.js';
+import { xmlArgumentsEbnf } from './xml-calls.js';
 import { GENERIC_REPLY } from '../tokenizer/tools-in-prompt.js';
 import { ConstraintError, type Constraint, type ConstraintFactory, type JsonSchema, type ResponseFormat, type ThoughtFirst, type ToolChoice, type ToolSpec } from './types.js';
 
@@ -298,6 +299,12 @@ export class XGrammarFactory implements ConstraintFactory {
     }
     const called = tools.filter((t) => wanted === undefined || t.name === wanted);
     const grammarOf = async (t: ToolSpec) => ({ type: 'grammar', grammar: await this.schemaEbnf(t.parameters, true, instance) });
+    if (syntax === 'qwen-xml' || syntax === 'glm') {
+      const form = TOOL_CALL_SYNTAX[syntax];
+      const schemaEbnf = (schema: JsonSchema) => this.schemaEbnf(schema, true, instance);
+      const calls = await Promise.all(called.map(async (t) => ({ name: t.name, content: { type: 'grammar', grammar: await xmlArgumentsEbnf(form.xml, t.parameters, schemaEbnf) } })));
+      return xmlCalls(form, calls, choice, parallel);
+    }
     if (syntax === 'json') {
       // One call, the rest of the reply (Llama 3's templates render one and refuse several).
       const { begin } = TOOL_CALL_SYNTAX.json;
@@ -463,6 +470,19 @@ function deepseekCalls(calls: { name: string; content: object }[], choice: ToolC
 function harmonyCalls(calls: { name: string; content: object }[], choice: ToolChoice): Record<string, unknown> {
   const tags = calls.map((c) => ({ type: 'tag', begin: `${HARMONY_CALL}${c.name}${HARMONY.channel}commentary json${HARMONY.message}`, content: c.content, end: '' }));
   return choice === 'auto' ? { type: 'triggered_tags', triggers: [HARMONY_CALL], tags, stop_after_first: true } : { type: 'or', elements: tags };
+}
+
+/**
+ * Calls in tags (Qwen3-Coder's, GLM-4.5's): each `<tool_call>`, the name in its tags, the arguments (`content`, see
+ * xmlArgumentsEbnf) and the closing tags; several one per line, as the templates write them. `parallel` false and a
+ * named tool admit one call.
+ */
+function xmlCalls(form: Required<Pick<ToolCallForm, 'begin' | 'end' | 'xml'>>, calls: { name: string; content: object }[], choice: ToolChoice, parallel: boolean): Record<string, unknown> {
+  const { begin, end, xml } = form;
+  const tags = calls.map((c) => ({ type: 'tag', begin: `${begin}${xml.name[0]}${c.name}${xml.name[1]}`, content: c.content, end: `${xml.close}${end}` }));
+  if (choice === 'auto') return { type: 'triggered_tags', triggers: [begin], tags, stop_after_first: !parallel };
+  if (choice === 'required' && parallel) return { type: 'tags_with_separator', tags, separator: '\n', at_least_one: true };
+  return { type: 'or', elements: tags };
 }
 
 type GrammarSource = { kind: 'ebnf'; text: string } | { kind: 'tag'; tag: { type: 'structural_tag'; format: Record<string, unknown> } };

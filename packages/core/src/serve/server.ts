@@ -433,6 +433,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       prompt: prompt.text,
       constrained: format !== undefined,
       tools: request.tools !== undefined && request.toolChoice !== undefined ? toolsRead(syntax, own !== undefined) : undefined,
+      toolSpecs: request.tools?.map((t) => ({ name: t.function.name, parameters: t.function.parameters })),
     });
     if (format) request.options.responseFormat = thoughtFirst(format, parsing);
     const kept = keptTokens(parsing);

@@ -147,3 +147,30 @@ export const HARMONY_TEMPLATE =
   "{% elif m.role == 'assistant' %}<|start|>assistant<|channel|>final<|message|>{{ m.content }}<|end|>" +
   "{% elif m.role == 'tool' %}<|start|>functions.tool to=assistant<|channel|>commentary<|message|>{{ m.content | tojson }}<|end|>{% endif %}{% endfor %}" +
   '{% if add_generation_prompt %}<|start|>assistant{% endif %}';
+
+/**
+ * Qwen3-Coder-style turns: ChatML, tools up front, each call as `<tool_call>`, `<function=name>` and its arguments as
+ * `<parameter=key>` blocks, a string as it is and any other value as JSON (the form of Qwen3-Coder's template).
+ */
+export const QWEN3_CODER_TEMPLATE =
+  '{% if tools %}<|im_start|>system\n# Tools\n<tools>{% for t in tools %}\n{{ t | tojson }}{% endfor %}\n</tools>\n' +
+  'Call a function as <tool_call>\n<function=name>\n<parameter=key>\nvalue\n</parameter>\n</function>\n</tool_call><|im_end|>\n{% endif %}' +
+  "{%- for m in messages %}{% if m.role == 'tool' %}<|im_start|>user\n<tool_response>\n{{ m.content }}\n</tool_response><|im_end|>\n" +
+  '{% else %}<|im_start|>{{ m.role }}\n{{ m.content }}' +
+  "{%- for c in m.tool_calls or [] %}{{ '\\n<tool_call>\\n<function=' + c.function.name + '>\\n' }}" +
+  "{%- for k, v in c.function.arguments | items %}{{ '<parameter=' + k + '>\\n' }}{{ v | tojson if v is mapping or (v is iterable and v is not string) else v | string }}{{ '\\n</parameter>\\n' }}{% endfor %}" +
+  "{{- '</function>\\n</tool_call>' }}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+/**
+ * GLM-4.5-style turns: tools in the system turn, each call as `<tool_call>name` and its arguments as `<arg_key>` and
+ * `<arg_value>` pairs, a string as it is and any other value as JSON (the form of GLM-4.5's template), results in the
+ * observation role.
+ */
+export const GLM45_TEMPLATE =
+  '[gMASK]<sop>{% if tools %}<|system|>\n# Tools\n{% for t in tools %}{{ t | tojson }}\n{% endfor %}' +
+  'Call a function as <tool_call>{function-name}\n<arg_key>{arg-key-1}</arg_key>\n<arg_value>{arg-value-1}</arg_value>\n...\n</tool_call>{% endif %}' +
+  "{%- for m in messages %}{% if m.role == 'tool' %}<|observation|>\n<tool_response>\n{{ m.content }}\n</tool_response>" +
+  '{% else %}<|{{ m.role }}|>\n{{ m.content }}' +
+  "{%- for c in m.tool_calls or [] %}{{ '\\n<tool_call>' + c.function.name + '\\n' }}" +
+  "{%- for k, v in c.function.arguments.items() %}<arg_key>{{ k }}</arg_key>\n<arg_value>{{ v if v is string else v | tojson }}</arg_value>\n{% endfor %}" +
+  '</tool_call>{% endfor %}{% endif %}{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}';
