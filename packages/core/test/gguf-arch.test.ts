@@ -50,6 +50,16 @@ const GLM4MOE: RandomGgufSpec = {
   meta: { 'rope.dimension_count': u32(8), expert_weights_norm: { t: 'bool', v: true }, expert_gating_func: u32(2) },
 };
 
+/** ERNIE-4.5-21B-A3B as convert_hf_to_gguf writes it (see MODELS). */
+const ERNIE_MOE: RandomGgufSpec = {
+  arch: 'ernie4_5-moe',
+  ...SMALL,
+  layers: 3,
+  untied: true,
+  experts: { count: 8, used: 2, ff: 32, selectionBias: true, shared: 48, ungatedShared: true, leadingDense: 1 },
+  meta: { interleave_moe_layer_step: u32(1) },
+};
+
 /** Granite 3 with its four multipliers. */
 const GRANITE: RandomGgufSpec = {
   arch: 'granite',
@@ -297,6 +307,8 @@ const MODELS: Record<string, RandomGgufSpec> = {
     experts: { ...GLM4MOE.experts!, sharedCount: 2 },
     meta: { 'rope.dimension_count': u32(8), expert_weights_scale: f32(2.5) },
   },
+  // ERNIE-4.5-21B-A3B's layout: a dense first layer, softmax routing with a selection bias, renormalized, an ungated shared expert.
+  'ernie4_5-moe (ERNIE 4.5 MoE: softmax routing with a selection bias, an ungated shared expert, a dense first layer, adjacent rotary pairs)': ERNIE_MOE,
 };
 
 /** M-RoPE's `rope.dimension_sections`: rotary pairs per position kind (time, height, width, extra). */
@@ -412,9 +424,10 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
   describe('refusals name the feature', () => {
     const cases: [string, Partial<RandomGgufSpec>, RegExp][] = [
       ['an unknown architecture', { arch: 'mamba' }, /"mamba".*"llama", "mistral3", "granite", "smollm3", "ernie4_5", "exaone", "exaone4", "qwen2", "qwen2vl"/],
-      ['mixture of experts outside the MoE architectures read', { arch: 'qwen2', meta: { expert_count: u32(8), expert_used_count: u32(2) } }, /mixture-of-experts.*qwen2\.expert_count.*llama, granite, granitemoe, qwen3moe, qwen2moe, olmoe, gpt-oss, glm4moe only/],
+      ['mixture of experts outside the MoE architectures read', { arch: 'qwen2', meta: { expert_count: u32(8), expert_used_count: u32(2) } }, /mixture-of-experts.*qwen2\.expert_count.*llama, granite, granitemoe, qwen3moe, qwen2moe, olmoe, gpt-oss, glm4moe, ernie4_5-moe only/],
       ['expert weights scaled', { experts: { count: 4, used: 2 }, meta: { expert_weights_scale: f32(2.5) } }, /expert weights scaled by 2\.5/],
       ['an expert gating function other than softmax and sigmoid', { ...GLM4MOE, meta: { ...GLM4MOE.meta, expert_gating_func: u32(3) } }, /expert gating function 3 \("glm4moe\.expert_gating_func"; softmax and sigmoid only\)/],
+      ['experts in every other layer (ERNIE 4.5)', { ...ERNIE_MOE, meta: { interleave_moe_layer_step: u32(2) } }, /experts in one layer of every 2 \("ernie4_5-moe\.interleave_moe_layer_step" = 2; 1 only\)/],
       ['as many multi-token-prediction blocks as blocks', { ...GLM4MOE, meta: { ...GLM4MOE.meta, nextn_predict_layers: u32(4) } }, /"glm4moe\.nextn_predict_layers" is 4, expected fewer than the 4 blocks/],
       ['more experts used than there are', { experts: { count: 4, used: 6 } }, /expert_used_count" is 6, more than the 4 experts/],
       ['an unknown rope scaling', { meta: { 'rope.scaling.type': str('dynamic'), 'rope.scaling.factor': f32(4) } }, /rope scaling "dynamic"/],

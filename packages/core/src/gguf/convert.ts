@@ -100,7 +100,7 @@ export function kebabName(s: string): string {
 }
 
 /** The `general.architecture` values the converter reads (llama.cpp's names). */
-export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'qwen2moe', 'qwen3moe', 'olmo2', 'olmoe', 'granitemoe', 'gpt-oss', 'glm4moe', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'nemotron', 'minicpm', 'internlm2', 'phi2'] as const;
+export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'qwen2moe', 'qwen3moe', 'olmo2', 'olmoe', 'granitemoe', 'gpt-oss', 'glm4moe', 'ernie4_5-moe', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'nemotron', 'minicpm', 'internlm2', 'phi2'] as const;
 export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 /**
@@ -126,6 +126,7 @@ const MOE_BLOCK: Partial<Record<GgufArchitecture, { block: GgufArchitecture; nor
   'gpt-oss': { block: 'gpt-oss', normalize: true, ownExpertSize: true },
   // GLM-4.5: whether it renormalizes is the file's `expert_weights_norm` (see glm4moeExperts).
   glm4moe: { block: 'glm4moe', normalize: false, ownExpertSize: true },
+  'ernie4_5-moe': { block: 'ernie4_5', normalize: true, ownExpertSize: true },
 };
 
 /** Architectures whose q/k llama.cpp's converter permutes into adjacent rotary pairs ("NORM"); the others keep NeoX's halves. */
@@ -168,7 +169,7 @@ export function ggufArchitecture(f: GgufFile): GgufArchitecture {
   if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new GgufError(
       `${src} has general.architecture "${arch}"; the converter reads ${SUPPORTED_ARCHITECTURES.map((a) => `"${a}"`).join(', ')} ` +
-        '(Llama 1/2/3, Mistral, Mixtral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL and Qwen3-VL as text models, Qwen1.5/Qwen2-MoE and Qwen3-MoE, OLMoE, Granite 3 MoE, gpt-oss, GLM-4.5 and GLM-4.5-Air, OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B, GLM-4 and GLM-Z1 (0414), StarCoder 2, StableLM 2, Arcee AFM, Nemotron-Mini, MiniCPM 1B/2B, InternLM 2/2.5, Phi-2).',
+        '(Llama 1/2/3, Mistral, Mixtral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL and Qwen3-VL as text models, Qwen1.5/Qwen2-MoE and Qwen3-MoE, OLMoE, Granite 3 MoE, gpt-oss, GLM-4.5 and GLM-4.5-Air, ERNIE 4.5 MoE, OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B, GLM-4 and GLM-Z1 (0414), StarCoder 2, StableLM 2, Arcee AFM, Nemotron-Mini, MiniCPM 1B/2B, InternLM 2/2.5, Phi-2).',
       'unsupported-model',
     );
   }
@@ -270,6 +271,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     // Qwen2-MoE's shared expert (llama.cpp: expert_shared_feed_forward_length, else feed_forward_length).
     if (arch === 'qwen2moe') config.moe.sharedSize = scalar('expert_shared_feed_forward_length') ?? required('feed_forward_length');
     if (arch === 'glm4moe') config.moe = glm4moeExperts(f, config, { scalar, required, refuse, key, scale: expertScale });
+    if (arch === 'ernie4_5-moe') config.moe = ernieExperts(f, config, { scalar, required, refuse, key });
   }
   let ropeAttentionFactor = attnFactor;
   if (scaling === 'yarn') {
@@ -441,6 +443,30 @@ function glm4moeExperts(
     selectionBias: true,
     ...(p.scale !== 0 && p.scale !== 1 ? { scale: p.scale } : {}),
     ...(shared > 0 ? { sharedSize: shared * config.intermediateSize, sharedGate: false } : {}),
+    ...(dense > 0 ? { denseLayers: { count: dense, intermediateSize: p.required('feed_forward_length') } } : {}),
+  };
+}
+
+/**
+ * ERNIE 4.5's experts as llama.cpp's graph routes them: a softmax over all, the best by score plus a selection bias
+ * (`exp_probs_b`, where the file has it), renormalized; a shared expert of `expert_shared_feed_forward_length` added
+ * ungated; the first `leading_dense_block_count` layers dense MLPs of `feed_forward_length`. llama.cpp's graph puts
+ * experts in every `interleave_moe_layer_step`-th layer past those; ERNIE 4.5's models have every one (step 1), others
+ * are refused.
+ */
+function ernieExperts(
+  f: GgufFile,
+  config: LlamaConfig,
+  p: { scalar: (k: string) => number | undefined; required: (k: string) => number; refuse: (what: string) => never; key: (k: string) => string },
+): NonNullable<LlamaConfig['moe']> {
+  const step = p.required('interleave_moe_layer_step');
+  if (step !== 1) p.refuse(`experts in one layer of every ${step} ("${p.key('interleave_moe_layer_step')}" = ${step}; 1 only)`);
+  const dense = p.scalar('leading_dense_block_count') ?? 0;
+  const shared = p.scalar('expert_shared_feed_forward_length') ?? 0;
+  return {
+    ...config.moe!,
+    ...(f.tensorInfo(`blk.${dense}.exp_probs_b.bias`) ? { selectionBias: true } : {}),
+    ...(shared > 0 ? { sharedSize: shared, sharedGate: false } : {}),
     ...(dense > 0 ? { denseLayers: { count: dense, intermediateSize: p.required('feed_forward_length') } } : {}),
   };
 }

@@ -52,7 +52,8 @@ export interface RandomGgufSpec {
    * token, each of inner size `ff` (written as `expert_feed_forward_length` when given, else the spec's ff); `shared`:
    * a shared expert of that inner size with its sigmoid gate (`ffn_*_shexp`, `ffn_gate_inp_shexp`; Qwen2-MoE);
    * `routerScale`: the router's standard deviation (default 0.08: the chosen experts keep part of the weight);
-   * `biases`: the router's and the experts' biases (`ffn_gate_inp.bias`, `ffn_{gate,up,down}_exps.bias`; gpt-oss).
+   * `biases`: the router's and the experts' biases (`ffn_gate_inp.bias`, `ffn_{gate,up,down}_exps.bias`; gpt-oss);
+   * `ungatedShared`: the `shared` expert without its gate (ERNIE 4.5).
    * GLM-4.5's: `selectionBias` (`exp_probs_b.bias`); `sharedCount` ungated shared experts of the expert size
    * (`ffn_*_shexp`, `expert_shared_count`); `leadingDense` layers with the spec's dense MLP of `ff` first
    * (`leading_dense_block_count`).
@@ -65,6 +66,7 @@ export interface RandomGgufSpec {
     routerScale?: number;
     biases?: boolean;
     selectionBias?: boolean;
+    ungatedShared?: boolean;
     sharedCount?: number;
     leadingDense?: number;
   };
@@ -180,7 +182,7 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
       }
       // (sigmoid scores lie in (0, 1): a bias of this size changes some tokens' choice)
       if (moe.selectionBias) vector(`${p}exp_probs_b.bias`, moe.count, 0.1, 0);
-      if (moe.shared) vector(`${p}ffn_gate_inp_shexp.weight`, h, 1, 0);
+      if (moe.shared && !moe.ungatedShared) vector(`${p}ffn_gate_inp_shexp.weight`, h, 1, 0);
       const shared = moe.shared ?? (moe.sharedCount ?? 0) * ffe;
       if (shared) {
         matrix(`${p}ffn_gate_shexp.weight`, shared, h);
