@@ -229,6 +229,8 @@ const MODELS: Record<string, RandomGgufSpec> = {
     normBias: true,
     meta: { 'attention.layer_norm_epsilon': f32(1e-5), 'rope.dimension_count': u32(4) },
   },
+  // (llama.cpp's seed_oss graph takes no attention.scale from the file: one written here is left alone, as it leaves it)
+  'seed_oss (Seed-OSS: q/k/v biases, NeoX rotary, the norm before the MLP named post_attention_norm)': { arch: 'seed_oss', ...SMALL, untied: true, qkvBias: true, meta: { 'attention.scale': f32(0.2) } },
   'arcee (the Llama block with an ungated ReLU² MLP)': { arch: 'arcee', ...SMALL, untied: true, ungated: true, meta: { 'attention.layer_norm_rms_epsilon': f32(1e-5) } },
   'nemotron (LayerNorms with biases, an ungated ReLU² MLP, half of each head rotated)': {
     arch: 'nemotron',

@@ -100,7 +100,7 @@ export function kebabName(s: string): string {
 }
 
 /** The `general.architecture` values the converter reads (llama.cpp's names). */
-export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'qwen2moe', 'qwen3moe', 'olmo2', 'olmoe', 'granitemoe', 'gpt-oss', 'glm4moe', 'ernie4_5-moe', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'nemotron', 'minicpm', 'internlm2', 'phi2'] as const;
+export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'qwen2moe', 'qwen3moe', 'olmo2', 'olmoe', 'granitemoe', 'gpt-oss', 'glm4moe', 'ernie4_5-moe', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'seed_oss', 'nemotron', 'minicpm', 'internlm2', 'phi2'] as const;
 export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 /**
@@ -136,7 +136,7 @@ const PARTIAL_ROTARY: ReadonlySet<GgufArchitecture> = new Set(['phi3', 'glm4', '
 /** Architectures whose gate and up projections are one `[2 ff, hidden]` matrix, gate first (llama.cpp's SwiGLU halves). */
 const FUSED_GATE_UP: ReadonlySet<GgufArchitecture> = new Set(['phi3', 'glm4']);
 /** Architectures whose q, k and v projections may carry biases (read when the file has them). */
-const OPTIONAL_QKV_BIAS: ReadonlySet<GgufArchitecture> = new Set(['qwen2', 'llama', 'mistral3', 'glm4', 'glm4moe', 'starcoder2', 'stablelm', 'nemotron', 'phi2']);
+const OPTIONAL_QKV_BIAS: ReadonlySet<GgufArchitecture> = new Set(['qwen2', 'llama', 'mistral3', 'glm4', 'glm4moe', 'seed_oss', 'starcoder2', 'stablelm', 'nemotron', 'phi2']);
 /** Architectures whose norms are LayerNorms with a bias (`attention.layer_norm_epsilon`). */
 const BIASED_LAYER_NORMS: ReadonlySet<GgufArchitecture> = new Set(['starcoder2', 'stablelm', 'nemotron', 'phi2']);
 /** What llama.cpp adds to a position before dividing it into periods of the attention temperature's length. */
@@ -169,7 +169,7 @@ export function ggufArchitecture(f: GgufFile): GgufArchitecture {
   if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new GgufError(
       `${src} has general.architecture "${arch}"; the converter reads ${SUPPORTED_ARCHITECTURES.map((a) => `"${a}"`).join(', ')} ` +
-        '(Llama 1/2/3, Mistral, Mixtral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL and Qwen3-VL as text models, Qwen1.5/Qwen2-MoE and Qwen3-MoE, OLMoE, Granite 3 MoE, gpt-oss, GLM-4.5 and GLM-4.5-Air, ERNIE 4.5 MoE, OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B, GLM-4 and GLM-Z1 (0414), StarCoder 2, StableLM 2, Arcee AFM, Nemotron-Mini, MiniCPM 1B/2B, InternLM 2/2.5, Phi-2).',
+        '(Llama 1/2/3, Mistral, Mixtral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL and Qwen3-VL as text models, Qwen1.5/Qwen2-MoE and Qwen3-MoE, OLMoE, Granite 3 MoE, gpt-oss, GLM-4.5 and GLM-4.5-Air, ERNIE 4.5 MoE, OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B, GLM-4 and GLM-Z1 (0414), StarCoder 2, StableLM 2, Arcee AFM, Seed-OSS, Nemotron-Mini, MiniCPM 1B/2B, InternLM 2/2.5, Phi-2).',
       'unsupported-model',
     );
   }
@@ -616,8 +616,8 @@ export async function llamaWeightsFromGguf(
     }
     layer.wo = await readMatrix(`${p}attn_output.weight`, [h, qDim]);
     if (config.postNorms) layer.postAttnNorm = await read(`${p}post_attention_norm.weight`, [h]);
-    // (gpt-oss's and GLM-4.5's norm before the MLP is llama.cpp's "post_attention_norm", Gemma's name for a norm after attention)
-    const mlpNormName = arch === 'gpt-oss' || arch === 'glm4moe' ? 'post_attention_norm' : 'ffn_norm';
+    // (gpt-oss's, GLM-4.5's and Seed-OSS's norm before the MLP is llama.cpp's "post_attention_norm", Gemma's name for a norm after attention)
+    const mlpNormName = arch === 'gpt-oss' || arch === 'glm4moe' || arch === 'seed_oss' ? 'post_attention_norm' : 'ffn_norm';
     if (preNorms && !config.parallelBlock) layer.mlpNorm = await read(`${p}${mlpNormName}.weight`, [h]);
     if (config.normBias) {
       layer.attnNormBias = await read(`${p}attn_norm.bias`, [h]);
