@@ -517,6 +517,8 @@ export const BPE_PRE_TOKENIZERS: Readonly<Record<string, BpePreTokenizer>> = (()
     cleanSpaces: false,
   };
   const deepseekCoder = { ...deepseekLlm, regexes: ['[\r\n]', '\\s?\\p{L}+', '\\s?\\p{P}+', cjk, '\\p{N}'] };
+  // Seed-Coder and Seed-OSS: Qwen's expression with punctuation runs that stop at a newline and take none after them.
+  const seedCoder = { ...qwen2, regexes: [`${contractions}|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}\\r\\n]+|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+`] };
   return {
     'llama-bpe': llama3,
     llama3,
@@ -545,6 +547,7 @@ export const BPE_PRE_TOKENIZERS: Readonly<Record<string, BpePreTokenizer>> = (()
     exaone4: gpt2,
     tekken,
     'gpt-4o': gpt4o,
+    'seed-coder': seedCoder,
   };
 })();
 

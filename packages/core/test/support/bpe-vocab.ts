@@ -100,8 +100,13 @@ function padVocabulary(tokens: string[], merges: string[], size: number): void {
  * `tokenizer.ggml.*` metadata of a trained BPE vocabulary with Qwen-style special tokens and one user-defined
  * token; `vocabSize` pads the ordinary tokens (see {@link padVocabulary}) so the whole vocabulary has that size.
  */
-export function bpeTokenizerMeta(pre: string, opts: { addBos?: boolean; chatTemplate?: string; vocabSize?: number } = {}): Record<string, WValue> {
+export function bpeTokenizerMeta(pre: string, opts: { addBos?: boolean; chatTemplate?: string; vocabSize?: number; extraMerges?: readonly string[] } = {}): Record<string, WValue> {
   const { tokens, merges } = trainBpe(400);
+  // merges the corpus's pre-split never makes (a piece across punctuation and a newline), to tell pre-tokenizers apart
+  for (const m of opts.extraMerges ?? []) {
+    merges.push(m);
+    tokens.push(m.replace(' ', ''));
+  }
   const specials = ['<|endoftext|>', '<|im_start|>', '<|im_end|>'];
   const userDefined = ['<tool_call>'];
   if (opts.vocabSize !== undefined) padVocabulary(tokens, merges, opts.vocabSize - specials.length - userDefined.length);
