@@ -16,7 +16,7 @@ import {
 } from '../src/onnx/llama-builder.js';
 import { float32ArrayToFloat16, float32ToFloat16 } from '../src/onnx/graph-builder.js';
 import { decodeModel, encodeModel, onnx, type GraphProto, type NodeProto } from '../src/onnx/proto.js';
-import type { LlamaConfig, LlamaWeights, MoeWeights, QuantizedMatrix, WeightMatrix } from '../src/onnx/llama-spec.js';
+import type { LlamaConfig, LlamaLayerWeights, LlamaWeights, MoeWeights, QuantizedMatrix, WeightMatrix } from '../src/onnx/llama-spec.js';
 import { quantizeMatrix } from '../src/onnx/quantize/quantize-matrix.js';
 import { dequantizeMatrix, isQuantized } from '../src/onnx/quantized-matrix.js';
 
@@ -47,8 +47,9 @@ function dims(cfg: LlamaConfig): Dims {
     V: cfg.vocabSize,
     H: cfg.hiddenSize,
     heads: cfg.numHeads,
-    kv: cfg.numKvHeads ?? cfg.numHeads,
-    D: cfg.headDim ?? cfg.hiddenSize / cfg.numHeads,
+    // (latent attention's cache: one head of the rotary part and the latent)
+    kv: cfg.mla ? 1 : (cfg.numKvHeads ?? cfg.numHeads),
+    D: cfg.mla ? cfg.mla.ropeDim + cfg.mla.kvLoraRank : (cfg.headDim ?? cfg.hiddenSize / cfg.numHeads),
     I: cfg.intermediateSize,
     theta: cfg.ropeTheta ?? 10000,
     eps: cfg.rmsNormEps ?? 1e-5,
@@ -98,19 +99,20 @@ function reference(cfg: LlamaConfig, w: LlamaWeights, rows: Float64Array[], posi
     const qs: Float64Array[] = [];
     const ks: Float64Array[] = [];
     const vs: Float64Array[] = [];
-    for (let s = 0; s < S; s++) {
+    const latent = cfg.mla ? latentAttention(cfg, L, h.map((x) => rmsNorm(x, L.attnNorm!, d.eps)), positions) : undefined;
+    for (let s = 0; !latent && s < S; s++) {
       const x = rmsNorm(h[s]!, L.attnNorm!, d.eps);
-      const q = linear(L.wq, x, d.heads * d.D);
-      const k = linear(L.wk, x, d.kv * d.D);
+      const q = linear(L.wq!, x, d.heads * d.D);
+      const k = linear(L.wk!, x, d.kv * d.D);
       rope(q, d.heads, d.D, positions[s]!, d.theta, style);
       rope(k, d.kv, d.D, positions[s]!, d.theta, style);
       qs.push(q);
       ks.push(k);
-      vs.push(linear(L.wv, x, d.kv * d.D));
+      vs.push(linear(L.wv!, x, d.kv * d.D));
     }
     h = h.map((hs, s) => {
-      const o = new Float64Array(d.heads * d.D);
-      for (let hh = 0; hh < d.heads; hh++) {
+      const o = latent?.[s] ?? new Float64Array(d.heads * d.D);
+      for (let hh = 0; !latent && hh < d.heads; hh++) {
         const g = Math.floor(hh / rep);
         const sc: number[] = [];
         for (let t = 0; t <= s; t++) {
@@ -135,6 +137,63 @@ function reference(cfg: LlamaConfig, w: LlamaWeights, rows: Float64Array[], posi
   const hidden = h.map((x) => rmsNorm(x, w.finalNorm, d.eps));
   const head = cfg.tieWordEmbeddings ? w.embed : w.lmHead!;
   return { hidden, logits: hidden.map((x) => linear(head, x, d.V)) };
+}
+
+/**
+ * Latent attention (LlamaConfig.mla) decompressed, as transformers' DeepSeek-V2 computes it: each head's key is its
+ * no-rotary part (kB's transpose times the normalized latent) and the shared rotary part, its value vB times the latent;
+ * the outputs per position, before the output projection.
+ */
+function latentAttention(cfg: LlamaConfig, L: LlamaLayerWeights, xs: Float64Array[], positions: number[]): Float64Array[] {
+  const { kvLoraRank: Lr, ropeDim: R, valueDim: V, qLoraRank } = cfg.mla!;
+  const heads = cfg.numHeads;
+  const qHead = cfg.headDim ?? cfg.hiddenSize / heads;
+  const N = qHead - R;
+  const eps = cfg.rmsNormEps ?? 1e-5;
+  const [theta, style] = [cfg.ropeTheta ?? 10000, cfg.ropeStyle ?? 'half'];
+  const m = L.mla!;
+  const rows = xs.map((x, s) => {
+    const q = qLoraRank ? linear(m.qB!, rmsNorm(linear(m.qA!, x, qLoraRank), m.qANorm!, eps), heads * qHead) : linear(L.wq!, x, heads * qHead);
+    const qNope = new Float64Array(heads * N);
+    const qPe = new Float64Array(heads * R);
+    for (let h = 0; h < heads; h++) {
+      qNope.set(q.subarray(h * qHead, h * qHead + N), h * N);
+      qPe.set(q.subarray(h * qHead + N, (h + 1) * qHead), h * R);
+    }
+    rope(qPe, heads, R, positions[s]!, theta, style);
+    const kv = linear(m.kvA, x, Lr + R);
+    const c = rmsNorm(kv.slice(0, Lr), m.kvANorm, eps);
+    const kPe = kv.slice(Lr);
+    rope(kPe, 1, R, positions[s]!, theta, style);
+    const kNope = new Float64Array(heads * N);
+    const v = new Float64Array(heads * V);
+    for (let h = 0; h < heads; h++) {
+      for (let l = 0; l < Lr; l++) {
+        for (let n = 0; n < N; n++) kNope[h * N + n]! += m.kB[(h * Lr + l) * N + n]! * c[l]!;
+        for (let j = 0; j < V; j++) v[h * V + j]! += m.vB[(h * V + j) * Lr + l]! * c[l]!;
+      }
+    }
+    return { qNope, qPe, kNope, kPe, v };
+  });
+  const scale = cfg.queryScale ?? 1 / Math.sqrt(qHead);
+  return rows.map((r, s) => {
+    const o = new Float64Array(heads * V);
+    for (let h = 0; h < heads; h++) {
+      const sc = rows.slice(0, s + 1).map((t) => {
+        let dot = 0;
+        for (let n = 0; n < N; n++) dot += r.qNope[h * N + n]! * t.kNope[h * N + n]!;
+        for (let j = 0; j < R; j++) dot += r.qPe[h * R + j]! * t.kPe[j]!;
+        return dot * scale;
+      });
+      const top = Math.max(...sc);
+      const p = sc.map((x) => Math.exp(x - top));
+      const z = p.reduce((a, b) => a + b, 0);
+      p.forEach((pt, t) => {
+        for (let j = 0; j < V; j++) o[h * V + j]! += (pt / z) * rows[t]!.v[h * V + j]!;
+      });
+    }
+    return o;
+  });
 }
 
 /**
@@ -453,6 +512,32 @@ const cases: { title: string; cfg: LlamaConfig; opts: LlamaBuildOptions; tol: nu
     tol: 1e-4,
   },
   {
+    title: 'fp32, latent attention (DeepSeek-V2-Lite: queries by wq), adjacent rotary pairs over its rotary part',
+    cfg: { ...base, hiddenSize: 32, headDim: 12, intermediateSize: 24, ropeStyle: 'adjacent', mla: { kvLoraRank: 16, ropeDim: 4, valueDim: 6 } },
+    opts: {},
+    tol: 1e-4,
+  },
+  {
+    title: "fp32, latent attention with low-rank queries (DeepSeek-V3's), NeoX halves, GLM-4.5's experts",
+    cfg: {
+      ...base,
+      numLayers: 3,
+      hiddenSize: 32,
+      headDim: 12,
+      intermediateSize: 24,
+      mla: { kvLoraRank: 20, ropeDim: 4, valueDim: 8, qLoraRank: 10 },
+      moe: { experts: 4, used: 2, normalize: true, gating: 'sigmoid', selectionBias: true, sharedSize: 8, sharedGate: false, denseLayers: { count: 1, intermediateSize: 40 } },
+    },
+    opts: {},
+    tol: 1e-4,
+  },
+  {
+    title: 'fp16, latent attention, merged decoder',
+    cfg: { ...base, hiddenSize: 32, headDim: 12, intermediateSize: 24, mla: { kvLoraRank: 16, ropeDim: 4, valueDim: 6, qLoraRank: 8 } },
+    opts: { dtype: 'float16', mergedDecoder: true },
+    tol: 1e-2,
+  },
+  {
     title: 'fp16, mixture of 4 experts, 3 used, not renormalized, a gated shared expert (Qwen2-MoE), merged decoder',
     cfg: { ...base, intermediateSize: 24, moe: { experts: 4, used: 3, normalize: false, sharedSize: 32 } },
     opts: { dtype: 'float16', mergedDecoder: true },
@@ -692,11 +777,12 @@ describe('Llama ONNX builder', function () {
     const valuesIn = (o: object): number => Object.values(o).reduce((t: number, v: unknown) => t + (v instanceof Float32Array ? v.length : valuesIn(v as object)), 0);
     const moe = { ...base, moe: { experts: 4, used: 2, normalize: true, sharedSize: 8 } };
     const glm = { ...base, numLayers: 3, moe: { experts: 4, used: 2, normalize: true, sharedSize: 8, sharedGate: false, selectionBias: true, denseLayers: { count: 1, intermediateSize: 12 } } };
-    for (const cfg of [base, { ...base, numKvHeads: 2, tieWordEmbeddings: true, headDim: 8 }, moe, glm] as LlamaConfig[]) {
+    const mla = { ...base, hiddenSize: 32, headDim: 12, mla: { kvLoraRank: 16, ropeDim: 4, valueDim: 6, qLoraRank: 8 } };
+    for (const cfg of [base, { ...base, numKvHeads: 2, tieWordEmbeddings: true, headDim: 8 }, moe, glm, mla, { ...mla, mla: { ...mla.mla, qLoraRank: undefined } }] as LlamaConfig[]) {
       const a = randomLlamaWeights(cfg, 1);
       const b = randomLlamaWeights(cfg, 1);
       const c = randomLlamaWeights(cfg, 2);
-      expect(Array.from(a.layers[1]!.wq)).to.deep.equal(Array.from(b.layers[1]!.wq));
+      expect(Array.from(a.layers[1]!.wo)).to.deep.equal(Array.from(b.layers[1]!.wo));
       expect(Array.from(a.embed)).to.not.deep.equal(Array.from(c.embed));
       const n =
         a.embed.length +
@@ -723,6 +809,11 @@ describe('Llama ONNX builder', function () {
     expect(() => buildLlamaModel({ ...moe, moe: { ...moe.moe, scale: 0 } }, w)).to.throw(/moe\.scale must be a positive number/);
     expect(() => buildLlamaModel({ ...moe, moe: { ...moe.moe, sharedGate: false } }, w)).to.throw(/sharedGate needs a shared expert/);
     expect(() => buildLlamaModel({ ...moe, moe: { ...moe.moe, selectionBias: true } }, randomLlamaWeights(moe, 1))).to.throw(/layers\[0\]\.moe\.selectionBias is missing/);
+    const latent: LlamaConfig = { ...base, hiddenSize: 32, headDim: 12, mla: { kvLoraRank: 16, ropeDim: 4, valueDim: 6 } };
+    expect(() => buildLlamaModel({ ...latent, mla: { ...latent.mla!, ropeDim: 12 } }, w)).to.throw(/even ropeDim below headDim \(12\)/);
+    expect(() => buildLlamaModel({ ...latent, qkNorm: true }, w)).to.throw(/mla does not take qkNorm/);
+    expect(() => buildLlamaModel(latent, randomLlamaWeights({ ...latent, mla: undefined }, 1))).to.throw(/layers\[0\]\.mla is missing/);
+    expect(() => buildLlamaModel({ ...latent, mla: { ...latent.mla!, qLoraRank: 8 } }, randomLlamaWeights(latent, 1))).to.throw(/layers\[0\] has wq, but the config's queries go through mla\.qA/);
     expect(() => buildLlamaModel({ ...moe, moe: { ...moe.moe, used: 5 } }, w)).to.throw(/used experts \(1 to experts\)/);
     expect(() => buildLlamaModel({ ...moe, hiddenAct: 'gelu_tanh' }, randomLlamaWeights(moe, 1))).to.throw(/gated SiLU MLPs/);
     const dense = randomLlamaWeights(moe, 1);

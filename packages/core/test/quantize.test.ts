@@ -67,9 +67,9 @@ function writeDequantized(path: string, config: LlamaConfig, w: LlamaWeights, dq
     lmHead: dq(w.lmHead!, config.vocabSize, h, 8),
     layers: w.layers.map((l) => ({
       ...l,
-      wq: dq(l.wq, qd, h, 4),
-      wk: dq(l.wk, kvd, h, 4),
-      wv: dq(l.wv, kvd, h, 4),
+      wq: dq(l.wq!, qd, h, 4),
+      wk: dq(l.wk!, kvd, h, 4),
+      wv: dq(l.wv!, kvd, h, 4),
       wo: dq(l.wo, h, qd, 4),
       wGate: dq(l.wGate!, inter, h, 4),
       wUp: dq(l.wUp!, inter, h, 4),

@@ -124,9 +124,9 @@ export function buildGenaiLlamaModel(config: LlamaConfig, weights: LlamaWeights,
     const p = `model.layers.${i}`;
     const x = rms(h, stored(`${p}.input_layernorm.weight`, [hidden], l.attnNorm!));
     let q: string, k: string, v: string;
-    const wq = matrix(`${p}.attn.q_proj.weight`, qDim, hidden, l.wq);
-    const wk = matrix(`${p}.attn.k_proj.weight`, kvDim, hidden, l.wk);
-    const wv = matrix(`${p}.attn.v_proj.weight`, kvDim, hidden, l.wv);
+    const wq = matrix(`${p}.attn.q_proj.weight`, qDim, hidden, l.wq!);
+    const wk = matrix(`${p}.attn.k_proj.weight`, kvDim, hidden, l.wk!);
+    const wv = matrix(`${p}.attn.v_proj.weight`, kvDim, hidden, l.wv!);
     if (packed && !rotaryOp) {
       q = toAttn(g.op('MatMul', [x, g.op('Concat', [wq, wk, wv], { axis: 1 })]));
       k = '';

@@ -11,7 +11,7 @@ import { basename, dirname, join } from 'node:path';
 import type { onnx as O } from 'onnx-proto';
 import { DataType, makeNode, makeTensor, makeValueInfo, onnx, writeModel, type TensorProto, type ValueInfoProto } from './proto.js';
 import { GraphBuilder, float32ArrayToFloat16, transpose2d } from './graph-builder.js';
-import type { LlamaConfig, LlamaWeights, LlamaLayerWeights, MoeWeights, QuantizedMatrix, RopeStyle, WeightMatrix } from './llama-spec.js';
+import type { LlamaConfig, LlamaWeights, LlamaLayerWeights, MlaWeights, MoeWeights, QuantizedMatrix, RopeStyle, WeightMatrix } from './llama-spec.js';
 import { LONG_ROPE_CONTEXT_KEY } from './graph-facts.js';
 import { blocksPerRow, concatRows, isQuantized, rowBytes, storedColumns } from './quantized-matrix.js';
 
@@ -142,12 +142,17 @@ interface Resolved {
   ropeScaleLocal: number;
   moe: LlamaConfig['moe'];
   sinks: boolean;
+  /** Latent attention's sizes (LlamaConfig.mla): latent, rotary and no-rotary parts, value, query rank and head. */
+  mla: { latent: number; rope: number; nope: number; value: number; qRank: number | undefined; qHead: number } | undefined;
 }
 
 function resolve(config: LlamaConfig): Resolved {
   const heads = config.numHeads;
-  const kvHeads = config.numKvHeads ?? heads;
-  const headDim = config.headDim ?? config.hiddenSize / heads;
+  const mla = config.mla;
+  // With latent attention, the attention runs one key/value head of the rotary part and the latent (see LlamaConfig.mla).
+  const kvHeads = mla ? 1 : (config.numKvHeads ?? heads);
+  const qHead = config.headDim ?? config.hiddenSize / heads;
+  const headDim = mla ? mla.ropeDim + mla.kvLoraRank : qHead;
   const r: Resolved = {
     vocab: config.vocabSize,
     hidden: config.hiddenSize,
@@ -155,7 +160,7 @@ function resolve(config: LlamaConfig): Resolved {
     heads,
     kvHeads,
     headDim,
-    ropeDims: config.ropeDims ?? headDim,
+    ropeDims: mla ? mla.ropeDim : (config.ropeDims ?? headDim),
     inter: config.intermediateSize,
     theta: config.ropeTheta ?? 10000,
     eps: config.rmsNormEps ?? 1e-5,
@@ -179,7 +184,7 @@ function resolve(config: LlamaConfig): Resolved {
     projectionBias: config.projectionBias ?? false,
     headBias: config.headBias ?? false,
     embedScale: config.embeddingScale ?? 1,
-    queryScale: config.queryScale ?? 1 / Math.sqrt(headDim),
+    queryScale: config.queryScale ?? 1 / Math.sqrt(qHead),
     ropeMscale: config.ropeAttentionFactor ?? 1,
     attnCap: config.attnLogitSoftcap,
     residualScale: config.residualScale ?? 1,
@@ -192,6 +197,7 @@ function resolve(config: LlamaConfig): Resolved {
     ropeScaleLocal: config.ropeScaleLocal ?? config.ropeScale ?? 1,
     moe: config.moe,
     sinks: config.attentionSinks ?? false,
+    mla: mla && { latent: mla.kvLoraRank, rope: mla.ropeDim, nope: qHead - mla.ropeDim, value: mla.valueDim, qRank: mla.qLoraRank, qHead },
   };
   for (const key of ['vocab', 'hidden', 'layers', 'heads', 'kvHeads', 'headDim', 'inter'] as const) {
     if (!Number.isInteger(r[key]) || r[key] <= 0) throw new Error(`invalid Llama config: ${key} must be a positive integer, got ${r[key]}`);
@@ -231,6 +237,16 @@ function resolve(config: LlamaConfig): Resolved {
     }
     // onnxruntime's CPU MoE kernel runs SwiGLU experts.
     if (!r.gated || r.act !== 'silu') throw new Error('invalid Llama config: moe experts are gated SiLU MLPs (gatedMlp true, hiddenAct silu)');
+  }
+  if (mla) {
+    const { kvLoraRank, ropeDim, valueDim, qLoraRank } = mla;
+    const whole = (n: number | undefined) => Number.isInteger(n) && n! > 0;
+    if (!whole(kvLoraRank) || !whole(ropeDim) || ropeDim % 2 !== 0 || !(ropeDim < qHead) || !whole(valueDim) || (qLoraRank !== undefined && !whole(qLoraRank))) {
+      throw new Error(`invalid Llama config: mla needs positive whole kvLoraRank, valueDim and qLoraRank (or none) and an even ropeDim below headDim (${qHead}), got ${JSON.stringify(mla)}`);
+    }
+    if (config.ropeDims !== undefined && config.ropeDims !== ropeDim) throw new Error(`invalid Llama config: with mla, ropeDims is mla.ropeDim (${ropeDim}), not ${config.ropeDims}`);
+    const other = (['qkvBias', 'qkNorm', 'attentionSinks', 'parallelBlock'] as const).filter((k) => config[k]);
+    if (other.length) throw new Error(`invalid Llama config: mla does not take ${other.join(', ')}`);
   }
   if (r.headBias && (r.logitScale !== 1 || r.finalCap !== undefined)) throw new Error('invalid Llama config: headBias with logitScale or finalLogitSoftcap is not supported');
   if (r.qkNormWidth !== 'head' && r.qkNormWidth !== 'projection') throw new Error(`invalid Llama config: unknown qkNormWidth ${String(r.qkNormWidth)}`);
@@ -299,11 +315,18 @@ export function llamaParameterCount(config: LlamaConfig): number {
   const q = c.heads * c.headDim;
   const kv = c.kvHeads * c.headDim;
   const perLayer =
-    (c.preNorms ? (c.parallel ? 1 : 2) * c.hidden * (c.normBias ? 2 : 1) : 0) + c.hidden * q + 2 * c.hidden * kv + q * c.hidden +
+    (c.preNorms ? (c.parallel ? 1 : 2) * c.hidden * (c.normBias ? 2 : 1) : 0) + (c.mla ? mlaParameters(c) : c.hidden * q + 2 * c.hidden * kv + q * c.hidden) +
     (c.qkvBias ? q + 2 * kv : 0) + (c.qkNorm ? qkNormSizes(c).reduce((a, b) => a + b) : 0) + (c.postNorms ? 2 * c.hidden : 0) +
     (c.projectionBias ? (c.moe ? c.hidden : 2 * c.hidden + c.inter) : 0) + (c.sinks ? c.heads : 0);
   const mlps = Array.from({ length: c.layers }, (_, i) => mlpParameters(c, i)).reduce((a, b) => a + b, 0);
   return c.vocab * c.hidden * (c.tied ? 1 : 2) + c.layers * perLayer + mlps + c.hidden * (c.normBias ? 2 : 1) + (c.headBias ? c.vocab : 0);
+}
+
+/** A layer's latent-attention parameters: the query's projections, the latent's and its norm, kB, vB and the output. */
+function mlaParameters(c: Resolved): number {
+  const { latent, rope, nope, value, qRank, qHead } = c.mla!;
+  const query = qRank === undefined ? c.heads * qHead * c.hidden : qRank * c.hidden + qRank + c.heads * qHead * qRank;
+  return query + (latent + rope) * c.hidden + latent + c.heads * latent * nope + c.heads * value * latent + c.hidden * c.heads * value;
 }
 
 /** The inner size of layer `i`'s dense MLP, or undefined where the layer is a mixture of experts. */
@@ -391,6 +414,18 @@ export function randomLlamaWeights(config: LlamaConfig, seed: number, scale = 0.
       }
     }
     if (c.sinks) l.sinks = normal(c.heads, 1);
+    if (c.mla) {
+      const { latent, rope, nope, value, qRank, qHead } = c.mla;
+      delete l.wk;
+      delete l.wv;
+      l.wq = normal(c.heads * qHead * c.hidden, scale);
+      l.wo = normal(c.hidden * c.heads * value, scale);
+      l.mla = { kvA: normal((latent + rope) * c.hidden, scale), kvANorm: normal(latent, 0.05, 1), kB: normal(c.heads * latent * nope, scale), vB: normal(c.heads * value * latent, scale) };
+      if (qRank !== undefined) {
+        delete l.wq;
+        Object.assign(l.mla, { qA: normal(qRank * c.hidden, scale), qANorm: normal(qRank, 0.05, 1), qB: normal(c.heads * qHead * qRank, scale) });
+      }
+    }
   }
   const finalNorm = norm();
   const biases = { ...(c.normBias ? { finalNormBias: normal(c.hidden, scale) } : {}), ...(c.headBias ? { lmHeadBias: normal(c.vocab, scale) } : {}) };
@@ -422,10 +457,13 @@ function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
     } else if (l.attnNorm || l.mlpNorm) {
       throw new Error(`Llama weights: layers[${i}] has pre-norm weights, but the config has preNorms: false`);
     }
-    expect(`layers[${i}].wq`, l.wq, q * c.hidden);
-    expect(`layers[${i}].wk`, l.wk, kv * c.hidden);
-    expect(`layers[${i}].wv`, l.wv, kv * c.hidden);
-    expect(`layers[${i}].wo`, l.wo, c.hidden * q);
+    if (c.mla) checkMla(c, l, i, expect);
+    else {
+      expect(`layers[${i}].wq`, l.wq, q * c.hidden);
+      expect(`layers[${i}].wk`, l.wk, kv * c.hidden);
+      expect(`layers[${i}].wv`, l.wv, kv * c.hidden);
+      expect(`layers[${i}].wo`, l.wo, c.hidden * q);
+    }
     const inter = denseInter(c, i);
     if (inter === undefined) {
       if (l.wGate || l.wUp || l.wDown) throw new Error(`Llama weights: layers[${i}] has MLP projections, but the config's layer ${i} is a mixture of experts (moe)`);
@@ -504,6 +542,26 @@ function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
   if (!c.tied) expect('lmHead (the config does not tie embeddings)', w.lmHead, c.vocab * c.hidden);
 }
 
+/** A latent-attention layer's weights against the config (LlamaConfig.mla). */
+function checkMla(c: Resolved, l: LlamaLayerWeights<WeightMatrix>, i: number, expect: (what: string, a: WeightMatrix | undefined, n: number) => void): void {
+  const { latent, rope, nope, value, qRank, qHead } = c.mla!;
+  const m = l.mla;
+  if (!m) throw new Error(`Llama weights: layers[${i}].mla is missing (the config has mla)`);
+  if (l.wk || l.wv) throw new Error(`Llama weights: layers[${i}] has k or v projections, but the config's attention is latent (mla)`);
+  if (qRank === undefined) expect(`layers[${i}].wq`, l.wq, c.heads * qHead * c.hidden);
+  else {
+    if (l.wq) throw new Error(`Llama weights: layers[${i}] has wq, but the config's queries go through mla.qA and mla.qB (qLoraRank)`);
+    expect(`layers[${i}].mla.qA`, m.qA, qRank * c.hidden);
+    expect(`layers[${i}].mla.qANorm`, m.qANorm, qRank);
+    expect(`layers[${i}].mla.qB`, m.qB, c.heads * qHead * qRank);
+  }
+  expect(`layers[${i}].mla.kvA`, m.kvA, (latent + rope) * c.hidden);
+  expect(`layers[${i}].mla.kvANorm`, m.kvANorm, latent);
+  expect(`layers[${i}].mla.kB`, m.kB, c.heads * latent * nope);
+  expect(`layers[${i}].mla.vB`, m.vB, c.heads * value * latent);
+  expect(`layers[${i}].wo`, l.wo, c.hidden * c.heads * value);
+}
+
 /** A projection as the body applies it: a dense `[in, out]` MatMul operand, or MatMulNBits initializers. */
 type Linear =
   | { kind: 'dense'; w: string }
@@ -543,6 +601,11 @@ interface LayerRefs {
     /** The router's bias, and fc1's (gate and up interleaved) and fc2's biases `[E, 2I]`, `[E, H]`. */
     biases?: { router: string; fc1: string; fc2: string };
   };
+  /**
+   * Latent attention: the query's projection (`wq`, or `qB` after `qA` and its norm), the latent's and its norm, and the
+   * per-head `kB` `[H, N, L]` and `vB` `[H, L, V]` as MatMul takes them.
+   */
+  mla?: { q: Linear; qA?: { a: Linear; norm: string }; kvA: Linear; kvANorm: string; kB: string; vB: string };
   /** The heads' sink logits `[1, heads, 1, 1]` (`[1, kvHeads, rep, 1, 1]` grouped), attentionSinks. */
   sinks?: string;
   /** LayerNorm biases (normBias). */
@@ -644,15 +707,15 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
   const denseOf = (l: Linear): string => (l.kind === 'dense' ? l.w : '');
   /** q, k and v as one product where their layouts allow (onnxruntime folds a dense Concat at load). */
   const qkvLinears = (p: string, l: LlamaLayerWeights<WeightMatrix>): Linear[] => {
-    const all = [l.wq, l.wk, l.wv];
+    const all = [l.wq!, l.wk!, l.wv!];
     if (all.every(isQuantized)) {
       const cat = concatRows(all as QuantizedMatrix[]);
       if (cat) return [nbits(`${p}.self_attn.qkv_proj.weight`, cat)];
     }
     const parts = [
-      matrix(`${p}.self_attn.q_proj.weight`, qDim, hidden, l.wq),
-      matrix(`${p}.self_attn.k_proj.weight`, kvDim, hidden, l.wk),
-      matrix(`${p}.self_attn.v_proj.weight`, kvDim, hidden, l.wv),
+      matrix(`${p}.self_attn.q_proj.weight`, qDim, hidden, l.wq!),
+      matrix(`${p}.self_attn.k_proj.weight`, kvDim, hidden, l.wk!),
+      matrix(`${p}.self_attn.v_proj.weight`, kvDim, hidden, l.wv!),
     ];
     if (parts.some((x) => x.kind !== 'dense')) return parts;
     // Stored apart under their usual names; onnxruntime folds the Concat into one matrix at load, once for
@@ -696,8 +759,9 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
     const p = `model.layers.${i}`;
     return {
       ...(l.attnNorm ? { attnNorm: normVector(`${p}.input_layernorm.weight`, l.attnNorm) } : {}),
-      wqkv: qkvLinears(p, l),
-      wo: matrix(`${p}.self_attn.o_proj.weight`, hidden, qDim, l.wo),
+      wqkv: l.mla ? [] : qkvLinears(p, l),
+      wo: matrix(`${p}.self_attn.o_proj.weight`, hidden, c.mla ? heads * c.mla.value : qDim, l.wo),
+      ...(l.mla ? { mla: mlaRefs(p, l.mla, l.wq) } : {}),
       // Gemma's names: its "post_attention_layernorm" follows attention, the MLP's input norm is "pre_feedforward".
       ...(l.mlpNorm ? { mlpNorm: normVector(c.postNorms ? `${p}.pre_feedforward_layernorm.weight` : `${p}.post_attention_layernorm.weight`, l.mlpNorm) } : {}),
       ...(l.wGate ? { wGate: matrix(`${p}.mlp.gate_proj.weight`, denseInter(c, i)!, hidden, l.wGate) } : {}),
@@ -763,6 +827,23 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
             },
           }
         : {}),
+    };
+  }
+  /** A latent-attention layer's initializers (see LayerRefs.mla): kB and vB transposed per head, `[in, out]` as MatMul takes them. */
+  function mlaRefs(p: string, m: MlaWeights<WeightMatrix>, wq: WeightMatrix | undefined): NonNullable<LayerRefs['mla']> {
+    const { latent, rope, nope, value, qRank, qHead } = c.mla!;
+    const perHead = (name: string, data: Float32Array, rows: number, cols: number) => {
+      const out = new Float32Array(data.length);
+      for (let h = 0; h < heads; h++) out.set(transpose2d(data.subarray(h * rows * cols, (h + 1) * rows * cols), rows, cols), h * rows * cols);
+      return asFloat(stored(name, [heads, cols, rows], out));
+    };
+    return {
+      q: qRank === undefined ? matrix(`${p}.self_attn.q_proj.weight`, heads * qHead, hidden, wq!) : matrix(`${p}.self_attn.q_b_proj.weight`, heads * qHead, qRank, m.qB!),
+      ...(qRank !== undefined ? { qA: { a: matrix(`${p}.self_attn.q_a_proj.weight`, qRank, hidden, m.qA!), norm: normVector(`${p}.self_attn.q_a_layernorm.weight`, m.qANorm!) } } : {}),
+      kvA: matrix(`${p}.self_attn.kv_a_proj_with_mqa.weight`, latent + rope, hidden, m.kvA),
+      kvANorm: normVector(`${p}.self_attn.kv_a_layernorm.weight`, m.kvANorm),
+      kB: perHead(`${p}.self_attn.k_b_proj.weight`, m.kB, latent, nope),
+      vB: perHead(`${p}.self_attn.v_b_proj.weight`, m.vB, value, latent),
     };
   }
   /**
@@ -1060,6 +1141,30 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       const shared = mlp(y, m.shared.gate, m.shared.up, m.shared.down);
       return b.op('Add', [out, m.shared.router ? b.op('Mul', [shared, b.op('Sigmoid', [linear(y, m.shared.router)])]) : shared]);
     };
+    /**
+     * Latent attention's q, k and v packed as the attention takes them, one key/value head of `[rotary part, latent]`:
+     * each head's query is its rotary part and its no-rotary part carried into the latent's space by its kB; the key is
+     * the shared rotary part and the normalized latent; the value is the latent behind zeros where the key is rotary.
+     */
+    const latentQkv = (x: string, m: NonNullable<LayerRefs['mla']>): string => {
+      const { latent, rope, nope, qHead } = c.mla!;
+      const q = b.op('Reshape', [linear(m.qA ? rms(linear(x, m.qA.a), m.qA.norm) : x, m.q), b.i64([0, 0, heads, qHead])]);
+      const [qNope, qPe] = b.opN('Split', [q, b.i64([nope, rope])], ['q_nope', 'q_pe'], { axis: -1 });
+      // [B, S, H, N] → [B, H, S, N] · kB [H, N, L] → [B, H, S, L] → [B, S, H, L]
+      const qLatent = b.op('Transpose', [b.op('MatMul', [b.op('Transpose', [qNope!], { perm: [0, 2, 1, 3] }), m.kB])], { perm: [0, 2, 1, 3] });
+      const qAll = b.op('Reshape', [b.op('Concat', [qPe!, qLatent], { axis: -1 }), b.i64([0, 0, heads * headDim])]);
+      const [kv, kPe] = b.opN('Split', [linear(x, m.kvA), b.i64([latent, rope])], ['kv_latent', 'k_pe'], { axis: -1 });
+      const normed = rms(kv!, m.kvANorm);
+      const value = b.op('Concat', [b.op('Mul', [kPe!, b.f32([0], [])]), normed], { axis: -1 });
+      return b.op('Concat', [qAll, b.op('Concat', [kPe!, normed], { axis: -1 }), value], { axis: -1 });
+    };
+    /** Latent attention's output: each head's attended latent `[B, S, H·(R + L)]` carried out by its vB, `[B, S, H·V]`. */
+    const latentValues = (attended: string, m: NonNullable<LayerRefs['mla']>): string => {
+      const { rope, value } = c.mla!;
+      const perHead = b.op('Slice', [b.op('Reshape', [attended, b.i64([0, 0, heads, headDim])]), b.i64([rope]), b.i64([headDim]), b.i64([3])]);
+      const out = b.op('MatMul', [b.op('Transpose', [perHead], { perm: [0, 2, 1, 3] }), m.vB]);
+      return b.op('Reshape', [b.op('Transpose', [out], { perm: [0, 2, 1, 3] }), b.i64([0, 0, heads * value])]);
+    };
     const heads4 = () => b.i64([0, 0, heads + 2 * kvHeads, headDim]);
     /**
      * Names for a layer's present key and value: the graph's outputs, or (fp16 I/O) float values and `done`, which
@@ -1202,7 +1307,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       const sliding = c.layerTypes[i] === 'sliding';
       const x = L.attnNorm ? residualNorm(L.attnNorm, undefined, false, L.attnNormBias) : residualSum();
       // One product for q, k and v: a third of the kernels of projecting each apart.
-      let qkvFlat = L.wqkv.length === 1 ? linear(x, L.wqkv[0]!) : b.op('Concat', L.wqkv.map((w) => linear(x, w)), { axis: -1 });
+      let qkvFlat = L.mla ? latentQkv(x, L.mla) : L.wqkv.length === 1 ? linear(x, L.wqkv[0]!) : b.op('Concat', L.wqkv.map((w) => linear(x, w)), { axis: -1 });
       if (L.bqkv) qkvFlat = b.op('Add', [qkvFlat, L.bqkv]);
       if (L.projectionNorms) {
         const [qn, kn] = L.projectionNorms;
@@ -1214,7 +1319,8 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
         const [qf, kvf] = b.opN('Split', [qkvFlat, b.i64([qDim, 2 * kvDim])], ['q_flat', 'kv_flat'], { axis: -1 });
         qkvFlat = b.op('Concat', [b.op('Mul', [qf!, temperature]), kvf!], { axis: -1 });
       }
-      let attnOut = biased(linear(attention(i, qkvFlat, L, sliding), L.wo), L.bo);
+      const attended = attention(i, qkvFlat, L, sliding);
+      let attnOut = biased(linear(L.mla ? latentValues(attended, L.mla) : attended, L.wo), L.bo);
       if (L.postAttnNorm) attnOut = rms(attnOut, L.postAttnNorm);
       // A parallel block's MLP reads the attention's input; its output joins the stream with the attention's.
       let y = x;

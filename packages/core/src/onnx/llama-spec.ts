@@ -53,6 +53,17 @@ export interface LlamaConfig {
     denseLayers?: { count: number; intermediateSize: number };
   };
   /**
+   * Multi-head latent attention (DeepSeek-V2/V3, Moonlight, GLM-4.7-Flash; each layer's weights `mla`): a token's keys
+   * and values are one latent vector of `kvLoraRank`, RMS-normalized, and a key part of `ropeDim` that every head
+   * shares and rotary rotates. A head's query (`headDim` = its no-rotary part and `ropeDim`) has its no-rotary part
+   * carried into the latent's space by the head's `kB`, and its output, the attended latent, is carried out to
+   * `valueDim` by the head's `vB`, before the output projection (`wo`: `[hidden, numHeads · valueDim]`). Built as
+   * llama.cpp runs it ("absorbed"): attention of one key/value head of `ropeDim + kvLoraRank` values, the cache one
+   * latent a token. `qLoraRank`: queries through a low-rank projection and its norm (`qA`, `qANorm`, `qB`), else `wq`.
+   * `numKvHeads` is not read; the query scale defaults to `1/√headDim`.
+   */
+  mla?: { kvLoraRank: number; ropeDim: number; valueDim: number; qLoraRank?: number };
+  /**
    * Each attention head has a learned sink logit (gpt-oss): one more score in its softmax that no value stands behind,
    * so a head may attend to nothing. Layer weights `sinks` `[numHeads]`.
    */
@@ -207,9 +218,11 @@ export type WeightMatrix = Float32Array | QuantizedMatrix;
 export interface LlamaLayerWeights<M extends WeightMatrix = Float32Array> {
   /** Absent when `preNorms` is false. */
   attnNorm?: Float32Array; // [hidden]
-  wq: M; // [numHeads*headDim, hidden]
-  wk: M; // [numKvHeads*headDim, hidden]
-  wv: M; // [numKvHeads*headDim, hidden]
+  /** Absent with `mla.qLoraRank` (its `mla.qA`, `mla.qB`). */
+  wq?: M; // [numHeads*headDim, hidden]
+  /** Absent with `mla`. */
+  wk?: M; // [numKvHeads*headDim, hidden]
+  wv?: M; // [numKvHeads*headDim, hidden]
   wo: M; // [hidden, numHeads*headDim]
   mlpNorm?: Float32Array; // [hidden]
   /** Absent when `gatedMlp` is false, or in a mixture of experts' layers (but its `moe.denseLayers`). */
@@ -217,6 +230,8 @@ export interface LlamaLayerWeights<M extends WeightMatrix = Float32Array> {
   /** Absent in a mixture of experts' layers (the config's `moe`; but its `moe.denseLayers`). */
   wUp?: M; // [intermediate, hidden]
   wDown?: M; // [hidden, intermediate]
+  /** With the config's `mla`: the latent attention's projections (see {@link MlaWeights}). */
+  mla?: MlaWeights<M>;
   /** With the config's `moe` (past its `denseLayers`): the router and the experts' projections, expert after expert. */
   moe?: MoeWeights;
   /** With `qkvBias`. */
@@ -238,6 +253,23 @@ export interface LlamaLayerWeights<M extends WeightMatrix = Float32Array> {
   bDown?: Float32Array; // [hidden]
   /** With `attentionSinks`. */
   sinks?: Float32Array; // [numHeads]
+}
+
+/**
+ * A layer's latent attention (see `LlamaConfig.mla`; H heads, latent L = kvLoraRank, rotary part R, no-rotary part
+ * N = headDim − R, value V = valueDim, hidden D).
+ */
+export interface MlaWeights<M extends WeightMatrix = Float32Array> {
+  /** With `qLoraRank` (Q): the query's low-rank projection, its RMSNorm, and its expansion to every head. */
+  qA?: M; // [Q, D]
+  qANorm?: Float32Array; // [Q]
+  qB?: M; // [H·headDim, Q]
+  /** The latent and the shared rotary key part, and the latent's RMSNorm. */
+  kvA: M; // [L + R, D]
+  kvANorm: Float32Array; // [L]
+  /** Per head: the no-rotary query part into the latent's space (`latent = kB[h] · q_nope`), and the value out of it. */
+  kB: Float32Array; // [H, L, N]
+  vB: Float32Array; // [H, V, L]
 }
 
 /**
