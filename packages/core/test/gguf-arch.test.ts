@@ -60,6 +60,21 @@ const ERNIE_MOE: RandomGgufSpec = {
   meta: { interleave_moe_layer_step: u32(1) },
 };
 
+/** DeepSeek-V2-Lite as convert_hf_to_gguf writes it (see MODELS): heads of 24 (16 without rotary, 8 with), a latent of 32. */
+const DEEPSEEK2: RandomGgufSpec = {
+  arch: 'deepseek2',
+  hidden: 64,
+  layers: 3,
+  heads: 4,
+  kvHeads: 4,
+  headDim: 24,
+  ff: 96,
+  untied: true,
+  latent: { kvLora: 32, rope: 8, value: 16 },
+  experts: { count: 8, used: 2, ff: 32, sharedCount: 2, leadingDense: 1 },
+  meta: { expert_weights_scale: f32(1) },
+};
+
 /** Granite 3 with its four multipliers. */
 const GRANITE: RandomGgufSpec = {
   arch: 'granite',
@@ -311,6 +326,21 @@ const MODELS: Record<string, RandomGgufSpec> = {
   },
   // ERNIE-4.5-21B-A3B's layout: a dense first layer, softmax routing with a selection bias, renormalized, an ungated shared expert.
   'ernie4_5-moe (ERNIE 4.5 MoE: softmax routing with a selection bias, an ungated shared expert, a dense first layer, adjacent rotary pairs)': ERNIE_MOE,
+  // DeepSeek-V2-Lite's layout: latent attention with queries by attn_q and one attn_kv_b, softmax routing, not renormalized.
+  'deepseek2 (DeepSeek-V2-Lite: latent attention from attn_kv_b, softmax routing, two shared experts, a dense first layer)': DEEPSEEK2,
+  // DeepSeek-V3's and GLM-4.7-Flash's, as converted for llama.cpp's absorbed form: low-rank queries, attn_k_b/attn_v_b.
+  'deepseek2 (DeepSeek-V3 / GLM-4.7-Flash: low-rank queries, split attn_k_b/attn_v_b, sigmoid routing with a selection bias, renormalized and scaled)': {
+    ...DEEPSEEK2,
+    kvHeads: 1,
+    latent: { ...DEEPSEEK2.latent!, qLora: 16, split: true },
+    experts: { ...DEEPSEEK2.experts!, selectionBias: true, sharedCount: 1 },
+    meta: { expert_gating_func: u32(2), expert_weights_norm: { t: 'bool', v: true }, expert_weights_scale: f32(1.8) },
+  },
+  // DeepSeek-V2-Lite's and Coder-V2-Lite's YaRN: the rotation's magnitude cancelled, q·k scaled by the square of DeepSeek's own.
+  'deepseek2 YaRN (DeepSeek-V2-Lite: the rotation unscaled, q·k by its yarn_log_multiplier)': {
+    ...DEEPSEEK2,
+    meta: { ...DEEPSEEK2.meta, ...YARN, 'rope.scaling.yarn_log_multiplier': f32(0.0707) },
+  },
 };
 
 /** M-RoPE's `rope.dimension_sections`: rotary pairs per position kind (time, height, width, extra). */
@@ -426,10 +456,12 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
   describe('refusals name the feature', () => {
     const cases: [string, Partial<RandomGgufSpec>, RegExp][] = [
       ['an unknown architecture', { arch: 'mamba' }, /"mamba".*"llama", "mistral3", "granite", "smollm3", "ernie4_5", "exaone", "exaone4", "qwen2", "qwen2vl"/],
-      ['mixture of experts outside the MoE architectures read', { arch: 'qwen2', meta: { expert_count: u32(8), expert_used_count: u32(2) } }, /mixture-of-experts.*qwen2\.expert_count.*llama, granite, granitemoe, qwen3moe, qwen2moe, olmoe, gpt-oss, glm4moe, ernie4_5-moe only/],
+      ['mixture of experts outside the MoE architectures read', { arch: 'qwen2', meta: { expert_count: u32(8), expert_used_count: u32(2) } }, /mixture-of-experts.*qwen2\.expert_count.*llama, granite, granitemoe, qwen3moe, qwen2moe, olmoe, gpt-oss, glm4moe, ernie4_5-moe, deepseek2 only/],
       ['expert weights scaled', { experts: { count: 4, used: 2 }, meta: { expert_weights_scale: f32(2.5) } }, /expert weights scaled by 2\.5/],
       ['an expert gating function other than softmax and sigmoid', { ...GLM4MOE, meta: { ...GLM4MOE.meta, expert_gating_func: u32(3) } }, /expert gating function 3 \("glm4moe\.expert_gating_func"; softmax and sigmoid only\)/],
       ['experts in every other layer (ERNIE 4.5)', { ...ERNIE_MOE, meta: { interleave_moe_layer_step: u32(2) } }, /experts in one layer of every 2 \("ernie4_5-moe\.interleave_moe_layer_step" = 2; 1 only\)/],
+      ["DeepSeek-V3's group-limited routing", { ...DEEPSEEK2, meta: { ...DEEPSEEK2.meta, expert_group_count: u32(4), expert_group_used_count: u32(2) } }, /experts chosen within 2 of 4 groups/],
+      ['an attention temperature with latent attention (Mistral Large 3)', { ...DEEPSEEK2, meta: { ...DEEPSEEK2.meta, 'attention.temperature_scale': f32(0.1) } }, /attention temperature.*with latent attention/],
       ['as many multi-token-prediction blocks as blocks', { ...GLM4MOE, meta: { ...GLM4MOE.meta, nextn_predict_layers: u32(4) } }, /"glm4moe\.nextn_predict_layers" is 4, expected fewer than the 4 blocks/],
       ['more experts used than there are', { experts: { count: 4, used: 6 } }, /expert_used_count" is 6, more than the 4 experts/],
       ['an unknown rope scaling', { meta: { 'rope.scaling.type': str('dynamic'), 'rope.scaling.factor': f32(4) } }, /rope scaling "dynamic"/],

@@ -18,6 +18,7 @@ import { isQuantized, sliceRows } from '../onnx/quantized-matrix.js';
 import { quantizeMatrix } from '../onnx/quantize/quantize-matrix.js';
 import { nbitsLayoutOf, toNBits } from './quant/nbits.js';
 import { writeLlamaModel, type LlamaBuildOptions } from '../onnx/llama-builder.js';
+import { transpose2d } from '../onnx/graph-builder.js';
 import { tokenizerFingerprint } from '../tokenizer/fingerprint.js';
 import { GgufError, GgufFile, SUPPORTED_TENSOR_TYPES, type GgufTensorInfo } from './reader.js';
 import { tokenizerFromGguf } from './tokenizer-from-gguf.js';
@@ -100,7 +101,7 @@ export function kebabName(s: string): string {
 }
 
 /** The `general.architecture` values the converter reads (llama.cpp's names). */
-export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'qwen2moe', 'qwen3moe', 'olmo2', 'olmoe', 'granitemoe', 'gpt-oss', 'glm4moe', 'ernie4_5-moe', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'seed_oss', 'nemotron', 'minicpm', 'internlm2', 'phi2'] as const;
+export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'qwen2moe', 'qwen3moe', 'olmo2', 'olmoe', 'granitemoe', 'gpt-oss', 'glm4moe', 'ernie4_5-moe', 'deepseek2', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'seed_oss', 'nemotron', 'minicpm', 'internlm2', 'phi2'] as const;
 export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 /**
@@ -127,10 +128,12 @@ const MOE_BLOCK: Partial<Record<GgufArchitecture, { block: GgufArchitecture; nor
   // GLM-4.5: whether it renormalizes is the file's `expert_weights_norm` (see glm4moeExperts).
   glm4moe: { block: 'glm4moe', normalize: false, ownExpertSize: true },
   'ernie4_5-moe': { block: 'ernie4_5', normalize: true, ownExpertSize: true },
+  // DeepSeek-V2/V3: whether it renormalizes is the file's `expert_weights_norm` (see deepseekExperts).
+  deepseek2: { block: 'deepseek2', normalize: false, ownExpertSize: true },
 };
 
 /** Architectures whose q/k llama.cpp's converter permutes into adjacent rotary pairs ("NORM"); the others keep NeoX's halves. */
-const ADJACENT_ROPE: ReadonlySet<GgufArchitecture> = new Set(['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'command-r', 'cohere2', 'glm4', 'arcee', 'minicpm', 'internlm2']);
+const ADJACENT_ROPE: ReadonlySet<GgufArchitecture> = new Set(['deepseek2', 'llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'command-r', 'cohere2', 'glm4', 'arcee', 'minicpm', 'internlm2']);
 /** Architectures whose llama.cpp graph rotates only the first `rope.dimension_count` dimensions of each head. */
 const PARTIAL_ROTARY: ReadonlySet<GgufArchitecture> = new Set(['phi3', 'glm4', 'glm4moe', 'stablelm', 'nemotron', 'phi2']);
 /** Architectures whose gate and up projections are one `[2 ff, hidden]` matrix, gate first (llama.cpp's SwiGLU halves). */
@@ -146,7 +149,7 @@ const TEMPERATURE_OFFSET = 0;
 const COHERE: ReadonlySet<GgufArchitecture> = new Set(['command-r', 'cohere2']);
 
 /** Architectures whose llama.cpp graph takes YaRN rope scaling as the converter computes it. */
-const YARN_ARCHITECTURES: ReadonlySet<GgufArchitecture> = new Set(['llama', 'mistral3', 'granite', 'qwen2', 'qwen3', 'gpt-oss']);
+const YARN_ARCHITECTURES: ReadonlySet<GgufArchitecture> = new Set(['llama', 'mistral3', 'granite', 'qwen2', 'qwen3', 'gpt-oss', 'deepseek2']);
 
 /**
  * The context a long-context model was trained at before its rope was scaled (`rope.scaling.original_context_length`,
@@ -169,7 +172,7 @@ export function ggufArchitecture(f: GgufFile): GgufArchitecture {
   if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new GgufError(
       `${src} has general.architecture "${arch}"; the converter reads ${SUPPORTED_ARCHITECTURES.map((a) => `"${a}"`).join(', ')} ` +
-        '(Llama 1/2/3, Mistral, Mixtral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL and Qwen3-VL as text models, Qwen1.5/Qwen2-MoE and Qwen3-MoE, OLMoE, Granite 3 MoE, gpt-oss, GLM-4.5 and GLM-4.5-Air, ERNIE 4.5 MoE, OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B, GLM-4 and GLM-Z1 (0414), StarCoder 2, StableLM 2, Arcee AFM, Seed-OSS, Nemotron-Mini, MiniCPM 1B/2B, InternLM 2/2.5, Phi-2).',
+        '(Llama 1/2/3, Mistral, Mixtral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL and Qwen3-VL as text models, Qwen1.5/Qwen2-MoE and Qwen3-MoE, OLMoE, Granite 3 MoE, gpt-oss, GLM-4.5 and GLM-4.5-Air, ERNIE 4.5 MoE, DeepSeek-V2/V3 and their kin (latent attention: DeepSeek-V2-Lite, DeepSeek-Coder-V2-Lite, Moonlight, GLM-4.7-Flash), OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B, GLM-4 and GLM-Z1 (0414), StarCoder 2, StableLM 2, Arcee AFM, Seed-OSS, Nemotron-Mini, MiniCPM 1B/2B, InternLM 2/2.5, Phi-2).',
       'unsupported-model',
     );
   }
@@ -210,7 +213,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   // llama.cpp scales the chosen experts' weights by this factor where a file gives one (GLM-4.5's own files; not the
   // other architectures' files, whose graphs here would not read it).
   const expertScale = scalar('expert_weights_scale') ?? 0;
-  if (experts > 0 && expertScale !== 0 && expertScale !== 1 && arch !== 'glm4moe') refuse(`expert weights scaled by ${expertScale} ("${key('expert_weights_scale')}")`);
+  if (experts > 0 && expertScale !== 0 && expertScale !== 1 && arch !== 'glm4moe' && arch !== 'deepseek2') refuse(`expert weights scaled by ${expertScale} ("${key('expert_weights_scale')}")`);
 
   // Rope scaling: llama.cpp reads the type (default "linear") and a factor (0 or absent: none).
   const scaling = f.getString(key('rope.scaling.type')) ?? 'linear';
@@ -225,9 +228,12 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   const hiddenSize = required('embedding_length');
   const numHeads = required('attention.head_count');
   const numKvHeads = scalar('attention.head_count_kv') ?? numHeads;
-  const headDim = scalar('attention.key_length') ?? hiddenSize / numHeads;
-  const valueDim = scalar('attention.value_length') ?? hiddenSize / numHeads;
-  if (valueDim !== headDim) refuse(`a key length ${headDim} that differs from the value length ${valueDim}`);
+  // DeepSeek-V2's latent attention: a query/key head and a value head of their own sizes (files split for llama.cpp's
+  // absorbed form give them as the `_mla` lengths, and the latent's as the plain ones).
+  const latent = arch === 'deepseek2';
+  const headDim = (latent ? scalar('attention.key_length_mla') : undefined) ?? scalar('attention.key_length') ?? hiddenSize / numHeads;
+  const valueDim = (latent ? scalar('attention.value_length_mla') : undefined) ?? scalar('attention.value_length') ?? hiddenSize / numHeads;
+  if (valueDim !== headDim && !latent) refuse(`a key length ${headDim} that differs from the value length ${valueDim}`);
   const ropeDims = scalar('rope.dimension_count') ?? headDim;
   if (!Number.isInteger(headDim) || headDim <= 0 || numHeads % numKvHeads !== 0) {
     throw new GgufError(`${src}: ${numHeads} heads, ${numKvHeads} KV heads and head size ${headDim} do not form a valid attention layout.`, 'corrupt');
@@ -236,7 +242,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     throw new GgufError(`${src}: "${key('rope.dimension_count')}" is ${ropeDims}, expected an even number of dimensions within the head size ${headDim}.`, 'corrupt');
   }
   // llama.cpp's graphs of these architectures rotate part of each head (Phi-4-mini, GLM-4, StableLM, …); its others refuse or assert on it.
-  if (ropeDims !== headDim && !PARTIAL_ROTARY.has(arch)) {
+  if (ropeDims !== headDim && !PARTIAL_ROTARY.has(arch) && !latent) {
     refuse(`rotary embeddings over ${ropeDims} of ${headDim} head dimensions (partial rotary; ${[...PARTIAL_ROTARY].join(', ')} only)`);
   }
   // GLM-4.5's last `nextn_predict_layers` blocks are its multi-token-prediction heads, which llama.cpp loads and skips.
@@ -272,6 +278,15 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     if (arch === 'qwen2moe') config.moe.sharedSize = scalar('expert_shared_feed_forward_length') ?? required('feed_forward_length');
     if (arch === 'glm4moe') config.moe = glm4moeExperts(f, config, { scalar, required, refuse, key, scale: expertScale });
     if (arch === 'ernie4_5-moe') config.moe = ernieExperts(f, config, { scalar, required, refuse, key });
+    if (arch === 'deepseek2') config.moe = deepseekExperts(f, config, { scalar, required, refuse, key, scale: expertScale, vocabSize });
+  }
+  if (latent) {
+    const kvLoraRank = required('attention.kv_lora_rank');
+    const qLoraRank = scalar('attention.q_lora_rank') ?? 0;
+    config.mla = { kvLoraRank, ropeDim: ropeDims, valueDim, ...(qLoraRank > 0 ? { qLoraRank } : {}) };
+    // Mistral Large 3's attention temperature on the latent form is not built.
+    const temperature = scalar('attention.temperature_scale') ?? 0;
+    if (temperature !== 0) refuse(`an attention temperature ("${key('attention.temperature_scale')}" = ${temperature}) with latent attention`);
   }
   let ropeAttentionFactor = attnFactor;
   if (scaling === 'yarn') {
@@ -284,8 +299,13 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
       betaSlow: scalar('rope.scaling.yarn_beta_slow') ?? 1,
     });
     config.ropeFreqFactors = yarn.divisors;
-    // mistral3's graph cancels YaRN's magnitude factor (Ministral 3's mscale and mscale_all_dims are equal).
-    if (arch !== 'mistral3') ropeAttentionFactor *= yarn.mscale;
+    // mistral3's graph cancels YaRN's magnitude factor (Ministral 3's mscale and mscale_all_dims are equal); deepseek2's
+    // cancels it in the rotation and scales q·k by the square of its own, `1 + yarn_log_multiplier · ln(factor)` (the file
+    // holds DeepSeek's mscale_all_dim times 0.1), times the file's attention factor.
+    if (arch === 'deepseek2') {
+      const mscale = attnFactor * (1 + (scalar('rope.scaling.yarn_log_multiplier') ?? 0) * Math.log(factor === 0 ? 1 : factor));
+      config.queryScale = (mscale * mscale) / Math.sqrt(headDim);
+    } else if (arch !== 'mistral3') ropeAttentionFactor *= yarn.mscale;
   }
   // Ministral 3's attention temperature, over periods of the original context unless the file names a length.
   const temperature = arch === 'mistral3' ? scalar('attention.temperature_scale') : undefined;
@@ -448,6 +468,39 @@ function glm4moeExperts(
 }
 
 /**
+ * DeepSeek-V2's and V3's experts as llama.cpp's deepseek2 graph routes them: a softmax (V2) or sigmoid (V3, GLM-4.7-Flash)
+ * score per expert (`expert_gating_func`; without it, softmax, but sigmoid for GLM-4.7-Flash's files, which llama.cpp
+ * tells by 47 or 48 layers and 154,880 tokens), the best by score plus a selection bias (`exp_probs_b`) where the file has
+ * it, renormalized where `expert_weights_norm`, scaled by `expert_weights_scale`; `expert_shared_count` shared experts of
+ * the expert size (one MLP) added ungated; the first `leading_dense_block_count` layers dense. V3's group-limited
+ * choice (`expert_group_count`, `expert_group_used_count`) is refused.
+ */
+function deepseekExperts(
+  f: GgufFile,
+  config: LlamaConfig,
+  p: { scalar: (k: string) => number | undefined; required: (k: string) => number; refuse: (what: string) => never; key: (k: string) => string; scale: number; vocabSize: number },
+): NonNullable<LlamaConfig['moe']> {
+  const groups = p.scalar('expert_group_count') ?? 0;
+  const groupsUsed = p.scalar('expert_group_used_count') ?? groups;
+  if (groups > 1 && groupsUsed < groups) p.refuse(`experts chosen within ${groupsUsed} of ${groups} groups ("${p.key('expert_group_count')}", DeepSeek-V3's group-limited routing)`);
+  const layers = p.required('block_count');
+  const stated = p.scalar('expert_gating_func') ?? 0;
+  const gating = stated !== 0 ? stated : (layers === 47 || layers === 48) && p.vocabSize === 154880 ? 2 : 1;
+  if (gating !== 1 && gating !== 2) p.refuse(`expert gating function ${gating} ("${p.key('expert_gating_func')}"; softmax and sigmoid only)`);
+  const dense = p.scalar('leading_dense_block_count') ?? 0;
+  const shared = p.scalar('expert_shared_count') ?? 0;
+  return {
+    ...config.moe!,
+    normalize: f.get(p.key('expert_weights_norm')) === true,
+    gating: gating === 1 ? 'softmax' : 'sigmoid',
+    ...(f.tensorInfo(`blk.${dense}.exp_probs_b.bias`) ? { selectionBias: true } : {}),
+    ...(p.scale !== 0 && p.scale !== 1 ? { scale: p.scale } : {}),
+    ...(shared > 0 ? { sharedSize: shared * config.intermediateSize, sharedGate: false } : {}),
+    ...(dense > 0 ? { denseLayers: { count: dense, intermediateSize: p.required('feed_forward_length') } } : {}),
+  };
+}
+
+/**
  * ERNIE 4.5's experts as llama.cpp's graph routes them: a softmax over all, the best by score plus a selection bias
  * (`exp_probs_b`, where the file has it), renormalized; a shared expert of `expert_shared_feed_forward_length` added
  * ungated; the first `leading_dense_block_count` layers dense MLPs of `feed_forward_length`. llama.cpp's graph puts
@@ -585,14 +638,48 @@ export async function llamaWeightsFromGguf(
     }
     return { gate: experts[0]!, up: experts[1]!, down: experts[2]! };
   };
+  /**
+   * A layer's latent attention (llama.cpp's deepseek2 tensors): the query's projection (`attn_q`, or `attn_q_a`, its norm
+   * and `attn_q_b`), the latent's (`attn_kv_a_mqa`) and its norm, and per head kB and vB, from `attn_k_b`/`attn_v_b` as
+   * files split for the absorbed form hold them, or cut out of the older `attn_kv_b` (each head's no-rotary key rows,
+   * then its value rows), as floats.
+   */
+  const readLatentAttention = async (p: string): Promise<Pick<LlamaLayerWeights<WeightMatrix>, 'wq' | 'mla'>> => {
+    const { kvLoraRank: L, ropeDim: R, valueDim: V, qLoraRank: Q } = config.mla!;
+    const H = config.numHeads;
+    const N = hd - R;
+    const query = Q
+      ? { qA: await readMatrix(`${p}attn_q_a.weight`, [Q, h]), qANorm: await read(`${p}attn_q_a_norm.weight`, [Q]), qB: await readMatrix(`${p}attn_q_b.weight`, [H * hd, Q]) }
+      : undefined;
+    let kB: Float32Array;
+    let vB: Float32Array;
+    if (f.tensorInfo(`${p}attn_k_b.weight`)) {
+      kB = await read(`${p}attn_k_b.weight`, [H, L, N]);
+      vB = await read(`${p}attn_v_b.weight`, [H, V, L]);
+    } else {
+      const kv = await read(`${p}attn_kv_b.weight`, [H * (N + V), L]);
+      kB = new Float32Array(H * L * N);
+      vB = new Float32Array(H * V * L);
+      for (let head = 0; head < H; head++) {
+        const rowsOf = (from: number, n: number) => kv.subarray((head * (N + V) + from) * L, (head * (N + V) + from + n) * L);
+        kB.set(transpose2d(rowsOf(0, N), N, L), head * L * N);
+        vB.set(rowsOf(N, V), head * V * L);
+      }
+    }
+    return {
+      ...(Q ? {} : { wq: await readMatrix(`${p}attn_q.weight`, [H * hd, h]) }),
+      mla: { ...query, kvA: await readMatrix(`${p}attn_kv_a_mqa.weight`, [L + R, h]), kvANorm: await read(`${p}attn_kv_a_norm.weight`, [L]), kB, vB },
+    };
+  };
   const rows = sliceRows;
   const layers: LlamaLayerWeights<WeightMatrix>[] = [];
   const preNorms = config.preNorms ?? true;
   for (let i = 0; i < config.numLayers; i++) {
     const p = `blk.${i}.`;
     const layer: Partial<LlamaLayerWeights<WeightMatrix>> = preNorms ? { attnNorm: await read(`${p}attn_norm.weight`, [h]) } : {};
-    // q, k and v: apart, or fused as one [q + 2 kv, hidden] matrix (Phi-3, some llama files).
-    if (f.tensorInfo(`${p}attn_qkv.weight`)) {
+    // q, k and v: apart, or fused as one [q + 2 kv, hidden] matrix (Phi-3, some llama files); or latent attention's.
+    if (config.mla) Object.assign(layer, await readLatentAttention(p));
+    else if (f.tensorInfo(`${p}attn_qkv.weight`)) {
       const qkv = await readMatrix(`${p}attn_qkv.weight`, [qDim + 2 * kvDim, h]);
       Object.assign(layer, { wq: rows(qkv, 0, qDim, h), wk: rows(qkv, qDim, kvDim, h), wv: rows(qkv, qDim + kvDim, kvDim, h) });
       if (config.qkvBias) {
@@ -614,7 +701,7 @@ export async function llamaWeightsFromGguf(
       layer.qNorm = await read(`${p}attn_q_norm.weight`, [projection ? qDim : hd]);
       layer.kNorm = await read(`${p}attn_k_norm.weight`, [projection ? kvDim : hd]);
     }
-    layer.wo = await readMatrix(`${p}attn_output.weight`, [h, qDim]);
+    layer.wo = await readMatrix(`${p}attn_output.weight`, [h, config.mla ? config.numHeads * config.mla.valueDim : qDim]);
     if (config.postNorms) layer.postAttnNorm = await read(`${p}post_attention_norm.weight`, [h]);
     // (gpt-oss's, GLM-4.5's and Seed-OSS's norm before the MLP is llama.cpp's "post_attention_norm", Gemma's name for a norm after attention)
     const mlpNormName = arch === 'gpt-oss' || arch === 'glm4moe' || arch === 'seed_oss' ? 'post_attention_norm' : 'ffn_norm';

@@ -70,6 +70,13 @@ export interface RandomGgufSpec {
     sharedCount?: number;
     leadingDense?: number;
   };
+  /**
+   * Latent attention in place of q/k/v (DeepSeek-V2's, llama.cpp's deepseek2 tensors): the latent of `kvLora`, the
+   * rotary part `rope` of each `headDim` query/key head (written as `rope.dimension_count`), values of `value`; queries
+   * through `attn_q_a`/`attn_q_b` of rank `qLora`, else `attn_q`; `split`: per-head `attn_k_b`/`attn_v_b` with the `_mla`
+   * lengths, as files converted for llama.cpp's absorbed form are, else one `attn_kv_b`.
+   */
+  latent?: { kvLora: number; rope: number; value: number; qLora?: number; split?: boolean };
   /** Multi-token-prediction blocks after the layers (GLM-4.5's `nextn_predict_layers`: a layer's tensors and `nextn.*`). */
   nextn?: number;
   /** A sink logit per attention head (`attn_sinks.weight`; gpt-oss). */
@@ -141,7 +148,24 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
     const p = `blk.${i}.`;
     if (!spec.noPreNorms) vector(`${p}attn_norm.weight`, h, 0.1, 1);
     if (!spec.noPreNorms && spec.normBias) vector(`${p}attn_norm.bias`, h, 0.1, 0);
-    if (spec.fusedQkv) matrix(`${p}attn_qkv.weight`, q + 2 * kv, h);
+    const mla = spec.latent;
+    if (mla) {
+      if (mla.qLora) {
+        matrix(`${p}attn_q_a.weight`, mla.qLora, h);
+        vector(`${p}attn_q_a_norm.weight`, mla.qLora, 0.1, 1);
+        matrix(`${p}attn_q_b.weight`, q, mla.qLora);
+      } else matrix(`${p}attn_q.weight`, q, h);
+      matrix(`${p}attn_kv_a_mqa.weight`, mla.kvLora + mla.rope, h);
+      vector(`${p}attn_kv_a_norm.weight`, mla.kvLora, 0.1, 1);
+      const nope = hd - mla.rope;
+      if (mla.split) {
+        // ne: k_b {nope, kvLora, heads}, v_b {kvLora, value, heads}
+        const kb = normal(heads * mla.kvLora * nope, scale);
+        const vb = normal(heads * mla.value * mla.kvLora, scale);
+        tensors.push({ name: `${p}attn_k_b.weight`, dims: [nope, mla.kvLora, heads], type: 0, data: new Uint8Array(kb.buffer) });
+        tensors.push({ name: `${p}attn_v_b.weight`, dims: [mla.kvLora, mla.value, heads], type: 0, data: new Uint8Array(vb.buffer) });
+      } else matrix(`${p}attn_kv_b.weight`, heads * (nope + mla.value), mla.kvLora);
+    } else if (spec.fusedQkv) matrix(`${p}attn_qkv.weight`, q + 2 * kv, h);
     else {
       matrix(`${p}attn_q.weight`, q, h);
       matrix(`${p}attn_k.weight`, kv, h);
@@ -157,7 +181,7 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
       vector(`${p}attn_q_norm.weight`, spec.qkNorm === 'projection' ? q : hd, 0.1, 1);
       vector(`${p}attn_k_norm.weight`, spec.qkNorm === 'projection' ? kv : hd, 0.1, 1);
     }
-    matrix(`${p}attn_output.weight`, h, q);
+    matrix(`${p}attn_output.weight`, h, mla ? heads * mla.value : q);
     if (spec.projectionBias) vector(`${p}attn_output.bias`, h, 0.2, 0);
     if (spec.sinks) vector(`${p}attn_sinks.weight`, heads, 1, 0);
     if (spec.postNorms) vector(`${p}post_attention_norm.weight`, h, 0.1, 1);
@@ -223,8 +247,23 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
     [`${arch}.attention.head_count`]: u32(heads),
     [`${arch}.attention.head_count_kv`]: u32(kvHeads),
     [`${arch}.attention.layer_norm_rms_epsilon`]: { t: 'f32', v: 1e-6 },
-    ...(spec.headDim !== undefined
+    ...(spec.headDim !== undefined && !spec.latent
       ? { [`${arch}.attention.key_length`]: u32(spec.headDim), [`${arch}.attention.value_length`]: u32(spec.headDim) }
+      : {}),
+    ...(spec.latent
+      ? {
+          [`${arch}.attention.kv_lora_rank`]: u32(spec.latent.kvLora),
+          [`${arch}.attention.q_lora_rank`]: u32(spec.latent.qLora ?? 0),
+          [`${arch}.rope.dimension_count`]: u32(spec.latent.rope),
+          ...(spec.latent.split
+            ? {
+                [`${arch}.attention.key_length`]: u32(spec.latent.kvLora + spec.latent.rope),
+                [`${arch}.attention.value_length`]: u32(spec.latent.kvLora),
+                [`${arch}.attention.key_length_mla`]: u32(hd),
+                [`${arch}.attention.value_length_mla`]: u32(spec.latent.value),
+              }
+            : { [`${arch}.attention.key_length`]: u32(hd), [`${arch}.attention.value_length`]: u32(spec.latent.value) }),
+        }
       : {}),
     ...(spec.experts
       ? {
