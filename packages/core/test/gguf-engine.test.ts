@@ -95,6 +95,33 @@ describe('converted GGUFs in the engine (llama.cpp is the reference)', function 
     await expectBatchedAloneAndLlamaCpp(path, module);
   });
 
+  it('a DeepSeek-V3-shaped model (latent attention, sigmoid routing with a selection bias, Q8_0 experts): a batch of prompts of different lengths equals each prompt alone, prefilled in chunks, and llama.cpp', async () => {
+    const path = join(scratch.dir, 'deepseek-q8.gguf');
+    const spec = {
+      arch: 'deepseek2',
+      hidden: 64,
+      layers: 3,
+      heads: 4,
+      kvHeads: 4,
+      headDim: 24,
+      ff: 96,
+      untied: true,
+      latent: { kvLora: 32, rope: 8, value: 16, qLora: 16 },
+      experts: { count: 8, used: 2, ff: 64, selectionBias: true, sharedCount: 1, leadingDense: 1 },
+      meta: { expert_gating_func: { t: 'u32', v: 2 }, expert_weights_norm: { t: 'bool', v: true }, expert_weights_scale: { t: 'f32', v: 1.5 } },
+      seed: 51,
+    } as const;
+    await writeRandomGguf(`${path}.f32`, spec, await storiesTokenizerMeta());
+    await rewriteGguf(`${path}.f32`, path, (_meta, tensors) => tensors.forEach((t) => t.dims.length === 3 && (t.type = GGML.Q8_0)), (data, type) => quantizeGgml(data, type));
+    const module = join(scratch.dir, 'deepseek-q8');
+    const { config } = await convertGguf(path, module);
+    expect(config.mla).to.deep.equal({ kvLoraRank: 32, ropeDim: 8, valueDim: 16, qLoraRank: 16 });
+    // one key/value head of the rotary part and the latent, right-padded
+    const facts = graphFacts(await readModel(join(module, 'model.onnx')));
+    expect(facts.padding).to.equal('right');
+    await expectBatchedAloneAndLlamaCpp(path, module);
+  });
+
   for (const moe of [false, true]) {
     it(`a GroupQueryAttention conversion${moe ? ' of a Qwen3-MoE (QMoE)' : ''} composes with a reasoner and runs latent steps as the op-by-op conversion does`, async () => {
       const path = join(scratch.dir, `${moe ? 'moe' : 'llama'}-latent.gguf`);
