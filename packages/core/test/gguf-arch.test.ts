@@ -15,7 +15,7 @@ import { graphFacts } from '../src/onnx/graph-facts.js';
 import { readModel } from '../src/onnx/proto.js';
 import type { WValue } from './support/gguf-writer.js';
 import { GgufValueType } from '../src/gguf/reader.js';
-import { GEMMA2_SLIDING, llamaCppGreedy, llamaCppNextProbabilities, ortGreedy, storiesTokenizerMeta, writeRandomGguf, type RandomGgufSpec } from './support/gguf-models.js';
+import { DEEPSEEK2, GEMMA2_SLIDING, llamaCppGreedy, llamaCppNextProbabilities, ortGreedy, storiesTokenizerMeta, writeRandomGguf, type RandomGgufSpec } from './support/gguf-models.js';
 
 const u32 = (v: number): WValue => ({ t: 'u32', v });
 const f32 = (v: number): WValue => ({ t: 'f32', v });
@@ -58,21 +58,6 @@ const ERNIE_MOE: RandomGgufSpec = {
   untied: true,
   experts: { count: 8, used: 2, ff: 32, selectionBias: true, shared: 48, ungatedShared: true, leadingDense: 1 },
   meta: { interleave_moe_layer_step: u32(1) },
-};
-
-/** DeepSeek-V2-Lite as convert_hf_to_gguf writes it (see MODELS): heads of 24 (16 without rotary, 8 with), a latent of 32. */
-const DEEPSEEK2: RandomGgufSpec = {
-  arch: 'deepseek2',
-  hidden: 64,
-  layers: 3,
-  heads: 4,
-  kvHeads: 4,
-  headDim: 24,
-  ff: 96,
-  untied: true,
-  latent: { kvLora: 32, rope: 8, value: 16 },
-  experts: { count: 8, used: 2, ff: 32, sharedCount: 2, leadingDense: 1 },
-  meta: { expert_weights_scale: f32(1) },
 };
 
 /** Granite 3 with its four multipliers. */

@@ -13,7 +13,7 @@ import { readModel } from '../src/onnx/proto.js';
 import { buildProjectorModel, randomProjectorWeights, writeProjectorModel } from '../src/onnx/projector-builder.js';
 import { bpeTokenizerMeta } from './support/bpe-vocab.js';
 import { logprobGap } from './support/logprob-compare.js';
-import { GEMMA2_SLIDING, llamaCppGreedy, llamaCppTokenize, storiesTokenizerMeta, writeRandomGguf } from './support/gguf-models.js';
+import { DEEPSEEK2, GEMMA2_SLIDING, llamaCppGreedy, llamaCppTokenize, storiesTokenizerMeta, writeRandomGguf, type RandomGgufSpec } from './support/gguf-models.js';
 import { useTempCache } from './support/temp-cache.js';
 import { rewriteGguf } from './support/gguf-writer.js';
 import { GGML, quantizeGgml } from './support/ggml-quantize.js';
@@ -97,20 +97,14 @@ describe('converted GGUFs in the engine (llama.cpp is the reference)', function 
 
   it('a DeepSeek-V3-shaped model (latent attention, sigmoid routing with a selection bias, Q8_0 experts): a batch of prompts of different lengths equals each prompt alone, prefilled in chunks, and llama.cpp', async () => {
     const path = join(scratch.dir, 'deepseek-q8.gguf');
-    const spec = {
-      arch: 'deepseek2',
-      hidden: 64,
-      layers: 3,
-      heads: 4,
-      kvHeads: 4,
-      headDim: 24,
-      ff: 96,
-      untied: true,
-      latent: { kvLora: 32, rope: 8, value: 16, qLora: 16 },
+    // (experts of 64, whose rows Q8_0's blocks of 32 divide)
+    const spec: RandomGgufSpec = {
+      ...DEEPSEEK2,
+      latent: { ...DEEPSEEK2.latent!, qLora: 16 },
       experts: { count: 8, used: 2, ff: 64, selectionBias: true, sharedCount: 1, leadingDense: 1 },
       meta: { expert_gating_func: { t: 'u32', v: 2 }, expert_weights_norm: { t: 'bool', v: true }, expert_weights_scale: { t: 'f32', v: 1.5 } },
       seed: 51,
-    } as const;
+    };
     await writeRandomGguf(`${path}.f32`, spec, await storiesTokenizerMeta());
     await rewriteGguf(`${path}.f32`, path, (_meta, tensors) => tensors.forEach((t) => t.dims.length === 3 && (t.type = GGML.Q8_0)), (data, type) => quantizeGgml(data, type));
     const module = join(scratch.dir, 'deepseek-q8');

@@ -276,9 +276,18 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     config.moe = { experts, used, normalize: moe!.normalize };
     // Qwen2-MoE's shared expert (llama.cpp: expert_shared_feed_forward_length, else feed_forward_length).
     if (arch === 'qwen2moe') config.moe.sharedSize = scalar('expert_shared_feed_forward_length') ?? required('feed_forward_length');
-    if (arch === 'glm4moe') config.moe = glm4moeExperts(f, config, { scalar, required, refuse, key, scale: expertScale });
+    // GLM-4.5: sigmoid scores unless the file says otherwise.
+    if (arch === 'glm4moe') config.moe = routedExperts(f, config, { scalar, required, refuse, key, scale: expertScale }, 'sigmoid');
     if (arch === 'ernie4_5-moe') config.moe = ernieExperts(f, config, { scalar, required, refuse, key });
-    if (arch === 'deepseek2') config.moe = deepseekExperts(f, config, { scalar, required, refuse, key, scale: expertScale, vocabSize });
+    if (arch === 'deepseek2') {
+      // DeepSeek-V2/V2.5 files name no gating: softmax; GLM-4.7-Flash's may not either, and llama.cpp tells them by 47 or
+      // 48 layers and 154,880 tokens: sigmoid. V3's group-limited choice is not built.
+      const groups = scalar('expert_group_count') ?? 0;
+      const groupsUsed = scalar('expert_group_used_count') ?? groups;
+      if (groups > 1 && groupsUsed < groups) refuse(`experts chosen within ${groupsUsed} of ${groups} groups ("${key('expert_group_count')}", DeepSeek-V3's group-limited routing)`);
+      const glm47 = (numLayers === 47 || numLayers === 48) && vocabSize === 154880;
+      config.moe = routedExperts(f, config, { scalar, required, refuse, key, scale: expertScale }, glm47 ? 'sigmoid' : 'softmax');
+    }
   }
   if (latent) {
     const kvLoraRank = required('attention.kv_lora_rank');
@@ -440,59 +449,27 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
 }
 
 /**
- * GLM-4.5's experts as llama.cpp's glm4moe graph routes them (DeepSeek-V3's scheme): a sigmoid score per expert (its
- * `expert_gating_func`, default sigmoid; softmax taken too), the best by score plus a selection bias
- * (`exp_probs_b`), renormalized where `expert_weights_norm`, scaled by `expert_weights_scale`; shared experts
- * (`expert_shared_count` of the expert size, one MLP) added ungated; the first `leading_dense_block_count` layers
- * dense MLPs of `feed_forward_length`.
+ * Experts as DeepSeek-V3 routes them, as llama.cpp's glm4moe and deepseek2 graphs read their files: a softmax or sigmoid
+ * score per expert (`expert_gating_func`; `defaultGating` where it is 0 or absent), the best by score plus a selection
+ * bias (`exp_probs_b`) where the file has it, renormalized where `expert_weights_norm`, scaled by `expert_weights_scale`;
+ * `expert_shared_count` shared experts of the expert size (one MLP) added ungated; the first
+ * `leading_dense_block_count` layers dense MLPs of `feed_forward_length`.
  */
-function glm4moeExperts(
+function routedExperts(
   f: GgufFile,
   config: LlamaConfig,
   p: { scalar: (k: string) => number | undefined; required: (k: string) => number; refuse: (what: string) => never; key: (k: string) => string; scale: number },
+  defaultGating: 'softmax' | 'sigmoid',
 ): NonNullable<LlamaConfig['moe']> {
-  const gating = p.scalar('expert_gating_func') ?? 0;
-  // llama.cpp's llama_expert_gating_func_type: 0 none (glm4moe's default: sigmoid), 1 softmax, 2 sigmoid
-  if (gating !== 0 && gating !== 1 && gating !== 2) p.refuse(`expert gating function ${gating} ("${p.key('expert_gating_func')}"; softmax and sigmoid only)`);
-  const dense = p.scalar('leading_dense_block_count') ?? 0;
-  const shared = p.scalar('expert_shared_count') ?? 0;
-  return {
-    ...config.moe!,
-    normalize: f.get(p.key('expert_weights_norm')) === true,
-    gating: gating === 1 ? 'softmax' : 'sigmoid',
-    selectionBias: true,
-    ...(p.scale !== 0 && p.scale !== 1 ? { scale: p.scale } : {}),
-    ...(shared > 0 ? { sharedSize: shared * config.intermediateSize, sharedGate: false } : {}),
-    ...(dense > 0 ? { denseLayers: { count: dense, intermediateSize: p.required('feed_forward_length') } } : {}),
-  };
-}
-
-/**
- * DeepSeek-V2's and V3's experts as llama.cpp's deepseek2 graph routes them: a softmax (V2) or sigmoid (V3, GLM-4.7-Flash)
- * score per expert (`expert_gating_func`; without it, softmax, but sigmoid for GLM-4.7-Flash's files, which llama.cpp
- * tells by 47 or 48 layers and 154,880 tokens), the best by score plus a selection bias (`exp_probs_b`) where the file has
- * it, renormalized where `expert_weights_norm`, scaled by `expert_weights_scale`; `expert_shared_count` shared experts of
- * the expert size (one MLP) added ungated; the first `leading_dense_block_count` layers dense. V3's group-limited
- * choice (`expert_group_count`, `expert_group_used_count`) is refused.
- */
-function deepseekExperts(
-  f: GgufFile,
-  config: LlamaConfig,
-  p: { scalar: (k: string) => number | undefined; required: (k: string) => number; refuse: (what: string) => never; key: (k: string) => string; scale: number; vocabSize: number },
-): NonNullable<LlamaConfig['moe']> {
-  const groups = p.scalar('expert_group_count') ?? 0;
-  const groupsUsed = p.scalar('expert_group_used_count') ?? groups;
-  if (groups > 1 && groupsUsed < groups) p.refuse(`experts chosen within ${groupsUsed} of ${groups} groups ("${p.key('expert_group_count')}", DeepSeek-V3's group-limited routing)`);
-  const layers = p.required('block_count');
   const stated = p.scalar('expert_gating_func') ?? 0;
-  const gating = stated !== 0 ? stated : (layers === 47 || layers === 48) && p.vocabSize === 154880 ? 2 : 1;
-  if (gating !== 1 && gating !== 2) p.refuse(`expert gating function ${gating} ("${p.key('expert_gating_func')}"; softmax and sigmoid only)`);
+  // llama.cpp's llama_expert_gating_func_type: 0 none, 1 softmax, 2 sigmoid
+  if (stated !== 0 && stated !== 1 && stated !== 2) p.refuse(`expert gating function ${stated} ("${p.key('expert_gating_func')}"; softmax and sigmoid only)`);
   const dense = p.scalar('leading_dense_block_count') ?? 0;
   const shared = p.scalar('expert_shared_count') ?? 0;
   return {
     ...config.moe!,
     normalize: f.get(p.key('expert_weights_norm')) === true,
-    gating: gating === 1 ? 'softmax' : 'sigmoid',
+    gating: stated === 0 ? defaultGating : stated === 1 ? 'softmax' : 'sigmoid',
     ...(f.tensorInfo(`blk.${dense}.exp_probs_b.bias`) ? { selectionBias: true } : {}),
     ...(p.scale !== 0 && p.scale !== 1 ? { scale: p.scale } : {}),
     ...(shared > 0 ? { sharedSize: shared * config.intermediateSize, sharedGate: false } : {}),

@@ -108,6 +108,25 @@ export const GEMMA2_SLIDING: RandomGgufSpec = {
   meta: { 'attention.sliding_window': { t: 'u32', v: 5 }, attn_logit_softcapping: { t: 'f32', v: 2 }, final_logit_softcapping: { t: 'f32', v: 8 } },
 };
 
+/**
+ * A DeepSeek-V2-Lite-shaped model as convert_hf_to_gguf writes it: latent attention (heads of 24, 16 without rotary and
+ * 8 with, a latent of 32, values of 16; queries by attn_q, one attn_kv_b), softmax routing of 8 experts, 2 used, two
+ * shared experts, a dense first layer.
+ */
+export const DEEPSEEK2: RandomGgufSpec = {
+  arch: 'deepseek2',
+  hidden: 64,
+  layers: 3,
+  heads: 4,
+  kvHeads: 4,
+  headDim: 24,
+  ff: 96,
+  untied: true,
+  latent: { kvLora: 32, rope: 8, value: 16 },
+  experts: { count: 8, used: 2, ff: 32, sharedCount: 2, leadingDense: 1 },
+  meta: { expert_weights_scale: { t: 'f32', v: 1 } },
+};
+
 /** The tokenizer.* metadata of stories260K (a 512-piece SentencePiece vocabulary). */
 export async function storiesTokenizerMeta(): Promise<Record<string, WValue>> {
   return withGguf(STORIES, async (f) => {
