@@ -3,7 +3,8 @@
  * by the engine), side by side: the same random-weight model written as Q4_0, Q4_K_M, Q8_0 and F16, for a
  * ~125M-parameter llama, a model shaped like Qwen2.5-0.5B (qwen2 architecture) and a mixture of experts shaped like
  * Qwen3-30B-A3B scaled down (qwen3moe; `--models qwen3moe`, not run by default), and one shaped like gpt-oss-20b scaled
- * down (`--models gpt-oss --types MXFP4`: MXFP4 experts, the rest Q8_0, as its file is published). Greedy, 2 threads each.
+ * down (`--models gpt-oss --types MXFP4`: MXFP4 experts, the rest Q8_0, as its file is published), and DeepSeek-V2-Lite's
+ * block scaled down (`--models deepseek2`: latent attention and its experts). Greedy, 2 threads each.
  * Per contender and file: decode ms/token (the median slope between short and long generations, `--pairs` of them per process), prefill of a
  * 512-token prompt, load time (llama.cpp: model + context; reasonplug: `Engine.load` of the converted module,
  * which also starts its worker: onnxruntime-node and the engine's modules load there), time to ready from the
@@ -66,6 +67,15 @@ const MODELS: Record<string, BenchModel> = {
     name: 'bench gpt-oss 520M',
     title: 'gpt-oss 768x8, 32 experts of 768, 4 used (~520M params, ~80M active)',
     typeOf: (file, tensor, layers) => (file === 'MXFP4' ? (tensor.includes('_exps') ? GGML.MXFP4 : GGML.Q8_0) : file === 'Q4_K_M' ? q4kmType(tensor.replace('_exps', ''), layers) : GGML[file]),
+  },
+  // DeepSeek-V2-Lite's block, scaled down: latent attention (8 heads of 64 + 32 rotary, a latent of 256, values of 64),
+  // 32 experts of 512, 4 used, two shared, the first layer dense (`--models deepseek2`)
+  deepseek2: {
+    shape: { hidden: 1024, layers: 8, heads: 8, kvHeads: 8, ff: 512, vocab: 32000, arch: 'deepseek2', experts: { count: 32, used: 4 }, latent: { kvLora: 256, rope: 32, nope: 64, value: 64 } },
+    stem: 'deepseek2-460m',
+    name: 'bench deepseek2 460M',
+    title: 'deepseek2 1024x8, latent attention, 32 experts of 512, 4 used, 2 shared (~460M params)',
+    typeOf: (file, tensor, layers) => (file === 'Q4_K_M' ? q4kmType(tensor.replace('_exps', ''), layers) : GGML[file]),
   },
   // Qwen2.5-0.5B's shape: q/k/v biases, tied head, 151936-token byte-level BPE vocabulary
   qwen05b: {

@@ -16,14 +16,17 @@ export interface LlamaShape {
    * `qwen2`: q/k/v biases, a tied head (no output.weight), rope base 1e6 and a byte-level BPE vocabulary
    * (`tokenizer.ggml.pre` qwen2, no BOS) as Qwen2.5's GGUFs have; llama.cpp reads it with NeoX rope. Default `llama`.
    */
-  arch?: 'llama' | 'qwen2' | 'qwen3moe' | 'gpt-oss';
+  arch?: 'llama' | 'qwen2' | 'qwen3moe' | 'gpt-oss' | 'deepseek2';
   /**
    * `qwen3moe`: q/k norms, and in place of each MLP `count` experts of inner size `ff`, `used` per token (the shape of
    * Qwen3-30B-A3B, scaled down), a SentencePiece vocabulary as the llama's. `gpt-oss`: the same experts with biases and
    * a biased router, biased q/k/v/o projections, a sink logit per head, a sliding window of 128 on even layers, rope
-   * base 150000 (gpt-oss-20b's block, scaled down).
+   * base 150000 (gpt-oss-20b's block, scaled down). `deepseek2`: latent attention (`latent`), the experts routed by a
+   * softmax, two shared experts, the first layer dense (DeepSeek-V2-Lite's block, scaled down).
    */
   experts?: { count: number; used: number };
+  /** deepseek2's latent attention: the latent, each head's rotary and no-rotary query/key parts, its value. */
+  latent?: { kvLora: number; rope: number; nope: number; value: number };
 }
 
 /** A SentencePiece vocabulary of `vocab` pieces (specials, 256 byte pieces, then words) that llama.cpp and the converter accept. */
@@ -68,8 +71,10 @@ export function randomLlamaGguf(shape: LlamaShape, name: string, matrixType: (te
     tensors.push({ name: tensor, dims: count === 1 ? [cols, rows] : [cols, rows, count], type, data: bytes });
   };
   const oss = arch === 'gpt-oss';
-  const moe = arch === 'qwen3moe' || oss ? shape.experts : undefined;
-  if ((arch === 'qwen3moe' || oss) && !moe) throw new Error(`a ${arch} shape needs experts`);
+  const mla = arch === 'deepseek2' ? shape.latent : undefined;
+  const moe = arch === 'qwen3moe' || oss || mla ? shape.experts : undefined;
+  if ((arch === 'qwen3moe' || oss || arch === 'deepseek2') && !moe) throw new Error(`a ${arch} shape needs experts`);
+  if (arch === 'deepseek2' && !mla) throw new Error('a deepseek2 shape needs its latent attention');
   const f32 = (tensor: string, dims: number[], data: Float32Array) => tensors.push({ name: tensor, dims, type: GGML.F32, data: new Uint8Array(data.buffer) });
   const vector = (tensor: string, n = h, mean = 1) =>
     tensors.push({ name: tensor, dims: [n], type: GGML.F32, data: new Uint8Array(seededNormals(seed++)(n, 0.05, mean).buffer) });
@@ -79,25 +84,32 @@ export function randomLlamaGguf(shape: LlamaShape, name: string, matrixType: (te
   for (let i = 0; i < layers; i++) {
     const p = `blk.${i}.`;
     vector(`${p}attn_norm.weight`);
-    matrix(`${p}attn_q.weight`, h, h);
-    matrix(`${p}attn_k.weight`, kv, h);
-    matrix(`${p}attn_v.weight`, kv, h);
+    if (mla) {
+      matrix(`${p}attn_q.weight`, heads * (mla.nope + mla.rope), h);
+      matrix(`${p}attn_kv_a_mqa.weight`, mla.kvLora + mla.rope, h);
+      vector(`${p}attn_kv_a_norm.weight`, mla.kvLora);
+      matrix(`${p}attn_kv_b.weight`, heads * (mla.nope + mla.value), mla.kvLora);
+    } else {
+      matrix(`${p}attn_q.weight`, h, h);
+      matrix(`${p}attn_k.weight`, kv, h);
+      matrix(`${p}attn_v.weight`, kv, h);
+    }
     if (qwen || oss) {
       vector(`${p}attn_q.bias`, h, 0);
       vector(`${p}attn_k.bias`, kv, 0);
       vector(`${p}attn_v.bias`, kv, 0);
     }
-    matrix(`${p}attn_output.weight`, h, h);
+    matrix(`${p}attn_output.weight`, h, mla ? heads * mla.value : h);
     if (oss) {
       vector(`${p}attn_output.bias`, h, 0);
       vector(`${p}attn_sinks.weight`, heads, 0);
-    } else if (moe) {
+    } else if (moe && !mla) {
       vector(`${p}attn_q_norm.weight`, h / heads);
       vector(`${p}attn_k_norm.weight`, h / heads);
     }
     // (gpt-oss's norm before the experts has llama.cpp's name of a norm after attention)
     vector(oss ? `${p}post_attention_norm.weight` : `${p}ffn_norm.weight`);
-    if (moe) {
+    if (moe && !(mla && i === 0)) {
       // The router in F32, as llama-quantize leaves it; scores spread as a trained router's are.
       f32(`${p}ffn_gate_inp.weight`, [h, moe.count], seededNormals(seed++)(moe.count * h, 0.1));
       matrix(`${p}ffn_gate_exps.weight`, ff, h, moe.count);
@@ -107,6 +119,17 @@ export function randomLlamaGguf(shape: LlamaShape, name: string, matrixType: (te
         f32(`${p}ffn_gate_inp.bias`, [moe.count], seededNormals(seed++)(moe.count, 0.1));
         for (const [kind, n] of [['gate', ff], ['up', ff], ['down', h]] as const) f32(`${p}ffn_${kind}_exps.bias`, [n, moe.count], seededNormals(seed++)(n * moe.count, 0.02));
       }
+      if (mla) {
+        // two shared experts of the experts' size, as one MLP
+        matrix(`${p}ffn_gate_shexp.weight`, 2 * ff, h);
+        matrix(`${p}ffn_up_shexp.weight`, 2 * ff, h);
+        matrix(`${p}ffn_down_shexp.weight`, h, 2 * ff);
+      }
+    } else if (mla) {
+      // DeepSeek-V2-Lite's dense first layer, its MLP as wide as its shared experts
+      matrix(`${p}ffn_gate.weight`, 2 * ff, h);
+      matrix(`${p}ffn_up.weight`, 2 * ff, h);
+      matrix(`${p}ffn_down.weight`, h, 2 * ff);
     } else {
       matrix(`${p}ffn_gate.weight`, ff, h);
       matrix(`${p}ffn_up.weight`, ff, h);
@@ -120,7 +143,7 @@ export function randomLlamaGguf(shape: LlamaShape, name: string, matrixType: (te
     [`${arch}.context_length`]: u32(qwen ? 32768 : 2048),
     [`${arch}.embedding_length`]: u32(h),
     [`${arch}.block_count`]: u32(layers),
-    [`${arch}.feed_forward_length`]: u32(ff),
+    [`${arch}.feed_forward_length`]: u32(mla ? 2 * ff : ff),
     [`${arch}.attention.head_count`]: u32(heads),
     [`${arch}.attention.head_count_kv`]: u32(kvHeads),
     [`${arch}.attention.layer_norm_rms_epsilon`]: { t: 'f32', v: qwen ? 1e-6 : 1e-5 },
@@ -129,6 +152,18 @@ export function randomLlamaGguf(shape: LlamaShape, name: string, matrixType: (te
       : { [`${arch}.rope.dimension_count`]: u32(h / heads), ...llamaTokenizerMeta(vocab) }),
     ...(moe ? { [`${arch}.expert_count`]: u32(moe.count), [`${arch}.expert_used_count`]: u32(moe.used), [`${arch}.expert_feed_forward_length`]: u32(ff) } : {}),
     ...(oss ? { 'gpt-oss.attention.sliding_window': u32(128), 'gpt-oss.rope.freq_base': { t: 'f32', v: 150000 } } : {}),
+    ...(mla
+      ? {
+          'deepseek2.attention.kv_lora_rank': u32(mla.kvLora),
+          'deepseek2.attention.q_lora_rank': u32(0),
+          'deepseek2.attention.key_length': u32(mla.nope + mla.rope),
+          'deepseek2.attention.value_length': u32(mla.value),
+          'deepseek2.rope.dimension_count': u32(mla.rope),
+          'deepseek2.expert_shared_count': u32(2),
+          'deepseek2.leading_dense_block_count': u32(1),
+          'deepseek2.expert_weights_scale': { t: 'f32', v: 1 },
+        }
+      : {}),
   };
   return makeGguf(meta, tensors);
 }

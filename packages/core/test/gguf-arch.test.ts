@@ -229,8 +229,6 @@ const MODELS: Record<string, RandomGgufSpec> = {
     normBias: true,
     meta: { 'attention.layer_norm_epsilon': f32(1e-5), 'rope.dimension_count': u32(4) },
   },
-  // (llama.cpp's seed_oss graph takes no attention.scale from the file: one written here is left alone, as it leaves it)
-  'seed_oss (Seed-OSS: q/k/v biases, NeoX rotary, the norm before the MLP named post_attention_norm)': { arch: 'seed_oss', ...SMALL, untied: true, qkvBias: true, meta: { 'attention.scale': f32(0.2) } },
   'arcee (the Llama block with an ungated ReLU² MLP)': { arch: 'arcee', ...SMALL, untied: true, ungated: true, meta: { 'attention.layer_norm_rms_epsilon': f32(1e-5) } },
   'nemotron (LayerNorms with biases, an ungated ReLU² MLP, half of each head rotated)': {
     arch: 'nemotron',
@@ -274,7 +272,8 @@ const MODELS: Record<string, RandomGgufSpec> = {
     meta: { 'attention.layer_norm_epsilon': f32(1e-5), 'rope.dimension_count': u32(8) },
   },
   'llama YaRN with an attention factor (adjacent pairs)': { arch: 'llama', ...SMALL, untied: true, meta: { ...YARN, 'rope.scaling.attn_factor': f32(1.2) } },
-  // Mixtures of experts (last: each model's seed is its place in this list): onnxruntime's MoE operator routes each token as llama.cpp does.
+  // Mixtures of experts: onnxruntime's MoE operator routes each token as llama.cpp does. (Each model's seed is its place
+  // in this list: new models go last, so that the others keep theirs.)
   'llama with experts (Mixtral: 4 experts, 2 used, renormalized)': { arch: 'llama', ...SMALL, untied: true, experts: { count: 4, used: 2 } },
   'qwen3moe (q/k norms, 8 experts of their own size, 2 used, renormalized)': { arch: 'qwen3moe', ...SMALL, qkNorm: true, untied: true, experts: { count: 8, used: 2, ff: 32 } },
   'qwen2moe (q/k/v biases, 4 experts, 2 used, not renormalized, a gated shared expert)': { arch: 'qwen2moe', ...SMALL, qkvBias: true, untied: true, experts: { count: 4, used: 2, ff: 32, shared: 48 } },
@@ -326,6 +325,8 @@ const MODELS: Record<string, RandomGgufSpec> = {
     ...DEEPSEEK2,
     meta: { ...DEEPSEEK2.meta, ...YARN, 'rope.scaling.yarn_log_multiplier': f32(0.0707) },
   },
+  // (llama.cpp's seed_oss graph takes no attention.scale from the file: one written here is left alone, as it leaves it)
+  'seed_oss (Seed-OSS: q/k/v biases, NeoX rotary, the norm before the MLP named post_attention_norm)': { arch: 'seed_oss', ...SMALL, untied: true, qkvBias: true, meta: { 'attention.scale': f32(0.2) } },
 };
 
 /** M-RoPE's `rope.dimension_sections`: rotary pairs per position kind (time, height, width, extra). */
