@@ -199,6 +199,17 @@ function resolve(config: LlamaConfig): Resolved {
     sinks: config.attentionSinks ?? false,
     mla: mla && { latent: mla.kvLoraRank, rope: mla.ropeDim, nope: qHead - mla.ropeDim, value: mla.valueDim, qRank: mla.qLoraRank, qHead },
   };
+  // (before the sizes derived from it are checked: their errors would not name it)
+  if (mla) {
+    const { kvLoraRank, ropeDim, valueDim, qLoraRank } = mla;
+    const whole = (n: number | undefined) => Number.isInteger(n) && n! > 0;
+    if (!whole(kvLoraRank) || !whole(ropeDim) || ropeDim % 2 !== 0 || !(ropeDim < qHead) || !whole(valueDim) || (qLoraRank !== undefined && !whole(qLoraRank))) {
+      throw new Error(`invalid Llama config: mla needs positive whole kvLoraRank, valueDim and qLoraRank (or none) and an even ropeDim below headDim (${qHead}), got ${JSON.stringify(mla)}`);
+    }
+    if (config.ropeDims !== undefined && config.ropeDims !== ropeDim) throw new Error(`invalid Llama config: with mla, ropeDims is mla.ropeDim (${ropeDim}), not ${config.ropeDims}`);
+    const other = (['qkvBias', 'qkNorm', 'attentionSinks', 'parallelBlock'] as const).filter((k) => config[k]);
+    if (other.length) throw new Error(`invalid Llama config: mla does not take ${other.join(', ')}`);
+  }
   for (const key of ['vocab', 'hidden', 'layers', 'heads', 'kvHeads', 'headDim', 'inter'] as const) {
     if (!Number.isInteger(r[key]) || r[key] <= 0) throw new Error(`invalid Llama config: ${key} must be a positive integer, got ${r[key]}`);
   }
@@ -237,16 +248,6 @@ function resolve(config: LlamaConfig): Resolved {
     }
     // onnxruntime's CPU MoE kernel runs SwiGLU experts.
     if (!r.gated || r.act !== 'silu') throw new Error('invalid Llama config: moe experts are gated SiLU MLPs (gatedMlp true, hiddenAct silu)');
-  }
-  if (mla) {
-    const { kvLoraRank, ropeDim, valueDim, qLoraRank } = mla;
-    const whole = (n: number | undefined) => Number.isInteger(n) && n! > 0;
-    if (!whole(kvLoraRank) || !whole(ropeDim) || ropeDim % 2 !== 0 || !(ropeDim < qHead) || !whole(valueDim) || (qLoraRank !== undefined && !whole(qLoraRank))) {
-      throw new Error(`invalid Llama config: mla needs positive whole kvLoraRank, valueDim and qLoraRank (or none) and an even ropeDim below headDim (${qHead}), got ${JSON.stringify(mla)}`);
-    }
-    if (config.ropeDims !== undefined && config.ropeDims !== ropeDim) throw new Error(`invalid Llama config: with mla, ropeDims is mla.ropeDim (${ropeDim}), not ${config.ropeDims}`);
-    const other = (['qkvBias', 'qkNorm', 'attentionSinks', 'parallelBlock'] as const).filter((k) => config[k]);
-    if (other.length) throw new Error(`invalid Llama config: mla does not take ${other.join(', ')}`);
   }
   if (r.headBias && (r.logitScale !== 1 || r.finalCap !== undefined)) throw new Error('invalid Llama config: headBias with logitScale or finalLogitSoftcap is not supported');
   if (r.qkNormWidth !== 'head' && r.qkNormWidth !== 'projection') throw new Error(`invalid Llama config: unknown qkNormWidth ${String(r.qkNormWidth)}`);
