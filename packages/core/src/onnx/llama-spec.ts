@@ -53,7 +53,7 @@ export interface LlamaConfig {
     denseLayers?: { count: number; intermediateSize: number };
   };
   /**
-   * Multi-head latent attention (DeepSeek-V2/V3, Moonlight, GLM-4.7-Flash; each layer's weights `mla`): a token's keys
+   * Multi-head latent attention (DeepSeek-V2/V3, GLM-4.7-Flash; each layer's weights `mla`): a token's keys
    * and values are one latent vector of `kvLoraRank`, RMS-normalized, and a key part of `ropeDim` that every head
    * shares and rotary rotates. A head's query (`headDim` = its no-rotary part and `ropeDim`) has its no-rotary part
    * carried into the latent's space by the head's `kB`, and its output, the attended latent, is carried out to
