@@ -125,10 +125,10 @@ const MOE_BLOCK: Partial<Record<GgufArchitecture, { block: GgufArchitecture; nor
   olmoe: { block: 'olmoe', normalize: false },
   // gpt-oss: a softmax over the chosen experts' scores alone (llama.cpp's SOFTMAX_WEIGHT gating), which is renormalizing.
   'gpt-oss': { block: 'gpt-oss', normalize: true, ownExpertSize: true },
-  // GLM-4.5: whether it renormalizes is the file's `expert_weights_norm` (see glm4moeExperts).
+  // GLM-4.5: whether it renormalizes is the file's `expert_weights_norm` (see routedExperts).
   glm4moe: { block: 'glm4moe', normalize: false, ownExpertSize: true },
   'ernie4_5-moe': { block: 'ernie4_5', normalize: true, ownExpertSize: true },
-  // DeepSeek-V2/V3: whether it renormalizes is the file's `expert_weights_norm` (see deepseekExperts).
+  // DeepSeek-V2/V3: whether it renormalizes is the file's `expert_weights_norm` (see routedExperts).
   deepseek2: { block: 'deepseek2', normalize: false, ownExpertSize: true },
 };
 
@@ -210,8 +210,8 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   const moe = MOE_BLOCK[arch];
   if (experts > 0 && !moe) refuse(`mixture-of-experts layers ("${key('expert_count')}" = ${experts}; ${Object.keys(MOE_BLOCK).join(', ')} only)`);
   if (experts === 0 && moe && !moe.dense) throw new GgufError(`${src} is missing the metadata "${key('expert_count')}".`, 'missing-metadata');
-  // llama.cpp scales the chosen experts' weights by this factor where a file gives one (GLM-4.5's own files; not the
-  // other architectures' files, whose graphs here would not read it).
+  // llama.cpp scales the chosen experts' weights by this factor where a file gives one (GLM-4.5's and DeepSeek's own
+  // files; not the other architectures' files, whose graphs here would not read it).
   const expertScale = scalar('expert_weights_scale') ?? 0;
   if (experts > 0 && expertScale !== 0 && expertScale !== 1 && arch !== 'glm4moe' && arch !== 'deepseek2') refuse(`expert weights scaled by ${expertScale} ("${key('expert_weights_scale')}")`);
 
