@@ -277,7 +277,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     // Qwen2-MoE's shared expert (llama.cpp: expert_shared_feed_forward_length, else feed_forward_length).
     if (arch === 'qwen2moe') config.moe.sharedSize = scalar('expert_shared_feed_forward_length') ?? required('feed_forward_length');
     // GLM-4.5: sigmoid scores unless the file says otherwise.
-    if (arch === 'glm4moe') config.moe = routedExperts(f, config, { scalar, required, refuse, key, scale: expertScale }, 'sigmoid');
+    if (arch === 'glm4moe') config.moe = routedExperts(f, config, { scalar, required, refuse, key, scale: expertScale }, 'sigmoid', 'required');
     if (arch === 'ernie4_5-moe') config.moe = ernieExperts(f, config, { scalar, required, refuse, key });
     if (arch === 'deepseek2') {
       // DeepSeek-V2/V2.5 files name no gating: softmax; GLM-4.7-Flash's may not either, and llama.cpp tells them by 47 or
@@ -286,7 +286,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
       const groupsUsed = scalar('expert_group_used_count') ?? groups;
       if (groups > 1 && groupsUsed < groups) refuse(`experts chosen within ${groupsUsed} of ${groups} groups ("${key('expert_group_count')}", DeepSeek-V3's group-limited routing)`);
       const glm47 = (numLayers === 47 || numLayers === 48) && vocabSize === 154880;
-      config.moe = routedExperts(f, config, { scalar, required, refuse, key, scale: expertScale }, glm47 ? 'sigmoid' : 'softmax');
+      config.moe = routedExperts(f, config, { scalar, required, refuse, key, scale: expertScale }, glm47 ? 'sigmoid' : 'softmax', 'optional');
     }
   }
   if (latent) {
@@ -451,7 +451,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
 /**
  * Experts as DeepSeek-V3 routes them, as llama.cpp's glm4moe and deepseek2 graphs read their files: a softmax or sigmoid
  * score per expert (`expert_gating_func`; `defaultGating` where it is 0 or absent), the best by score plus a selection
- * bias (`exp_probs_b`) where the file has it, renormalized where `expert_weights_norm`, scaled by `expert_weights_scale`;
+ * bias (`exp_probs_b`: required for GLM-4.5, as llama.cpp requires it; where the file has it for DeepSeek), renormalized where `expert_weights_norm`, scaled by `expert_weights_scale`;
  * `expert_shared_count` shared experts of the expert size (one MLP) added ungated; the first
  * `leading_dense_block_count` layers dense MLPs of `feed_forward_length`.
  */
@@ -460,6 +460,7 @@ function routedExperts(
   config: LlamaConfig,
   p: { scalar: (k: string) => number | undefined; required: (k: string) => number; refuse: (what: string) => never; key: (k: string) => string; scale: number },
   defaultGating: 'softmax' | 'sigmoid',
+  selectionBias: 'required' | 'optional',
 ): NonNullable<LlamaConfig['moe']> {
   const stated = p.scalar('expert_gating_func') ?? 0;
   // llama.cpp's llama_expert_gating_func_type: 0 none, 1 softmax, 2 sigmoid
@@ -470,7 +471,7 @@ function routedExperts(
     ...config.moe!,
     normalize: f.get(p.key('expert_weights_norm')) === true,
     gating: stated === 0 ? defaultGating : stated === 1 ? 'softmax' : 'sigmoid',
-    ...(f.tensorInfo(`blk.${dense}.exp_probs_b.bias`) ? { selectionBias: true } : {}),
+    ...(selectionBias === 'required' || f.tensorInfo(`blk.${dense}.exp_probs_b.bias`) ? { selectionBias: true } : {}),
     ...(p.scale !== 0 && p.scale !== 1 ? { scale: p.scale } : {}),
     ...(shared > 0 ? { sharedSize: shared * config.intermediateSize, sharedGate: false } : {}),
     ...(dense > 0 ? { denseLayers: { count: dense, intermediateSize: p.required('feed_forward_length') } } : {}),
