@@ -517,6 +517,17 @@ export const BPE_PRE_TOKENIZERS: Readonly<Record<string, BpePreTokenizer>> = (()
     cleanSpaces: false,
   };
   const deepseekCoder = { ...deepseekLlm, regexes: ['[\r\n]', '\\s?\\p{L}+', '\\s?\\p{P}+', cjk, '\\p{N}'] };
+  // DeepSeek-V3 and R1: digits in threes, CJK runs, then words (a punctuation mark may lead one), punctuation runs and blanks.
+  const deepseekV3 = {
+    regexes: [
+      '\\p{N}{1,3}',
+      '[一-龥぀-ゟ゠-ヿ]+',
+      "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\\r\\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+    ],
+    ignoreMerges: false,
+    addBos: true,
+    cleanSpaces: false,
+  };
   // Seed-Coder and Seed-OSS: Qwen's expression with punctuation runs that stop at a newline and take none after them.
   const seedCoder = { ...qwen2, regexes: [`${contractions}|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}\\r\\n]+|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+`] };
   return {
@@ -544,6 +555,7 @@ export const BPE_PRE_TOKENIZERS: Readonly<Record<string, BpePreTokenizer>> = (()
     'chatglm-bpe': glm4,
     'deepseek-llm': deepseekLlm,
     'deepseek-coder': deepseekCoder,
+    'deepseek-v3': deepseekV3,
     exaone4: gpt2,
     tekken,
     'gpt-4o': gpt4o,
