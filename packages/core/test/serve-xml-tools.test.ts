@@ -245,8 +245,9 @@ describe('tool calls in tags: the grammar and the splitter', function () {
     });
   }
 
-  it('Hermes-form templates stay hermes; prefixRules renames rules but not text in literals or classes', () => {
+  it('Hermes-form templates stay hermes, Seed-OSS-form ones (<seed:tool_call>) get the generic reply; prefixRules renames rules but not text in literals or classes', () => {
     expect(toolCallSyntaxOf(THINKING_TEMPLATE)).to.equal('hermes');
+    expect(toolCallSyntaxOf(QWEN3_CODER_TEMPLATE.replaceAll('<tool_call>', '<seed:tool_call>').replaceAll('</tool_call>', '</seed:tool_call>'))).to.equal('generic');
     const ebnf = 'root ::= "root" item [root] ("a" | item)\nitem ::= "\\"item" root';
     expect(prefixRules(ebnf, 'p_')).to.equal('p_root ::= "root" p_item [root] ("a" | p_item)\np_item ::= "\\"item" p_root');
   });

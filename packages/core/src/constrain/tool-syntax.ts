@@ -103,7 +103,9 @@ export function toolCallSyntaxOf(chatTemplate: string | undefined, rendersTools 
   if (!rendersTools) return 'generic';
   if (chatTemplate.includes(TOOL_CALL_SYNTAX.deepseek.begin)) return 'deepseek';
   if (chatTemplate.includes(TOOL_CALL_SYNTAX['command-r'].begin)) return 'command-r';
-  // (both open their calls with Hermes' `<tool_call>` too)
+  // (both open their calls with Hermes' `<tool_call>` too; Seed-OSS's tags of the same shape open with `<seed:tool_call>`,
+  // a form not built: such templates get the generic reply rather than tags they never saw)
+  if (chatTemplate.includes('<seed:tool_call>')) return 'generic';
   if (chatTemplate.includes('<function=') && chatTemplate.includes('<parameter=')) return 'qwen-xml';
   if (chatTemplate.includes('<arg_key>') && chatTemplate.includes('<arg_value>')) return 'glm';
   if (chatTemplate.includes(TOOL_CALL_SYNTAX.hermes.begin)) return 'hermes';
