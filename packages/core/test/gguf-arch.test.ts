@@ -327,6 +327,21 @@ const MODELS: Record<string, RandomGgufSpec> = {
   },
   // (llama.cpp's seed_oss graph takes no attention.scale from the file: one written here is left alone, as it leaves it)
   'seed_oss (Seed-OSS: q/k/v biases, NeoX rotary, the norm before the MLP named post_attention_norm)': { arch: 'seed_oss', ...SMALL, untied: true, qkvBias: true, meta: { 'attention.scale': f32(0.2) } },
+  // OLMo 3: OLMo 2's block with a sliding window on three layers of four, their rotation unscaled. (llama.cpp's graph
+  // rotates them with the global base: the rope.freq_base_swa written here is left alone, as it leaves it.)
+  'olmo2 with a sliding window (OLMo 3: three layers of four, unscaled rotation there, the global layers linearly scaled)': {
+    arch: 'olmo2',
+    hidden: 64,
+    layers: 4,
+    heads: 4,
+    kvHeads: 2,
+    ff: 96,
+    untied: true,
+    noPreNorms: true,
+    postNorms: true,
+    qkNorm: 'projection',
+    meta: { 'attention.sliding_window': u32(3), 'rope.freq_base': f32(500000), 'rope.freq_base_swa': f32(10000), 'rope.scaling.type': str('linear'), 'rope.scaling.factor': f32(4) },
+  },
 };
 
 /** M-RoPE's `rope.dimension_sections`: rotary pairs per position kind (time, height, width, extra). */

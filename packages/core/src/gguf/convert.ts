@@ -392,6 +392,15 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   if (arch === 'olmo2') {
     // OLMo 2: no norm before attention or the MLP, one after each; q and k normalized over their whole projections.
     Object.assign(config, { preNorms: false, postNorms: true, qkNorm: true, qkNormWidth: 'projection' });
+    // OLMo 3: a sliding window on all but the last layer of each `attention.sliding_window_pattern` (default 4), whose
+    // rotation is not scaled, as llama.cpp's graph runs the file (it rotates them with the global base: a
+    // `rope.freq_base_swa` in the file is left alone, as it leaves it).
+    const window = scalar('attention.sliding_window') ?? 0;
+    if (window > 0) {
+      config.slidingWindow = window;
+      config.layerTypes = slidingLayers(numLayers, scalar('attention.sliding_window_pattern') ?? 4);
+      if (ropeScale !== 1) config.ropeScaleLocal = 1;
+    }
   }
 
   // SmolLM3: every fourth layer uses no rotary embedding (llama.cpp's n_no_rope_layer_step, a constant, not a key).
