@@ -506,6 +506,13 @@ const cases: { title: string; cfg: LlamaConfig; opts: LlamaBuildOptions; tol: nu
     experts: { bits: 8, blockSize: 32, zeroPoints: true },
   },
   {
+    title: "fp32, softmax scores scaled (DeepSeek-V2's routed_scaling_factor), 8-bit experts (QMoE)",
+    cfg: { ...base, hiddenSize: 64, intermediateSize: 64, moe: { experts: 4, used: 2, normalize: false, scale: 2 } },
+    opts: {},
+    tol: 1e-3,
+    experts: { bits: 8, blockSize: 32, zeroPoints: true },
+  },
+  {
     title: 'fp32, softmax scores with a selection bias, not renormalized, scaled',
     cfg: { ...base, intermediateSize: 24, moe: { experts: 6, used: 3, normalize: false, selectionBias: true, scale: 1.5 } },
     opts: {},
