@@ -210,6 +210,10 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   const moe = MOE_BLOCK[arch];
   if (experts > 0 && !moe) refuse(`mixture-of-experts layers ("${key('expert_count')}" = ${experts}; ${Object.keys(MOE_BLOCK).join(', ')} only)`);
   if (experts === 0 && moe && !moe.dense) throw new GgufError(`${src} is missing the metadata "${key('expert_count')}".`, 'missing-metadata');
+  // llama.cpp reads expert groups for every architecture and then chooses the experts within the best groups
+  // (DeepSeek-V3's group-limited routing), which is not built.
+  const groups = scalar('expert_group_count') ?? 0;
+  if (experts > 0 && groups > 1) refuse(`experts chosen within ${scalar('expert_group_used_count') ?? '?'} of ${groups} groups ("${key('expert_group_count')}", DeepSeek-V3's group-limited routing)`);
   // llama.cpp scales the chosen experts' weights by this factor where a file gives one (GLM-4.5's and DeepSeek's own
   // files; not the other architectures' files, whose graphs here would not read it).
   const expertScale = scalar('expert_weights_scale') ?? 0;
@@ -281,10 +285,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     if (arch === 'ernie4_5-moe') config.moe = ernieExperts(f, config, { scalar, required, refuse, key });
     if (arch === 'deepseek2') {
       // DeepSeek-V2/V2.5 files name no gating: softmax; GLM-4.7-Flash's may not either, and llama.cpp tells them by 47 or
-      // 48 layers and 154,880 tokens: sigmoid. V3's group-limited choice is not built.
-      const groups = scalar('expert_group_count') ?? 0;
-      const groupsUsed = scalar('expert_group_used_count') ?? groups;
-      if (groups > 1 && groupsUsed < groups) refuse(`experts chosen within ${groupsUsed} of ${groups} groups ("${key('expert_group_count')}", DeepSeek-V3's group-limited routing)`);
+      // 48 layers and 154,880 tokens: sigmoid.
       const glm47 = (numLayers === 47 || numLayers === 48) && vocabSize === 154880;
       config.moe = routedExperts(f, config, { scalar, required, refuse, key, scale: expertScale }, glm47 ? 'sigmoid' : 'softmax', 'optional');
     }
