@@ -240,7 +240,7 @@ function int8Blocks(x: Float64Array, block: number): Float64Array {
  * scores, top k by the scores plus any selection bias, optional renormalization, a scale, a shared expert).
  */
 function experts(cfg: LlamaConfig, m: MoeWeights, y: Float64Array): Float64Array {
-  const { experts: E, used, normalize, sharedSize, swiglu: act, gating, scale } = cfg.moe!;
+  const { experts: E, used, normalize, sharedSize, swiglu: act, gating, scale, groups } = cfg.moe!;
   const H = cfg.hiddenSize;
   const I = cfg.intermediateSize;
   const scores = linear(m.router, y, E).map((v, e) => v + (m.biases?.router[e] ?? 0));
@@ -248,6 +248,13 @@ function experts(cfg: LlamaConfig, m: MoeWeights, y: Float64Array): Float64Array
   const z = scores.reduce((a, v) => a + Math.exp(v - top), 0);
   const p = scores.map((v) => (gating === 'sigmoid' ? 1 / (1 + Math.exp(-v)) : Math.exp(v - top) / z));
   const choice = p.map((v, e) => v + (m.selectionBias?.[e] ?? 0));
+  if (groups) {
+    // DeepSeek-V3's group-limited choice: groups scored by their best two, experts outside the best groups left out
+    const per = E / groups.count;
+    const score = (g: number) => choice.slice(g * per, (g + 1) * per).sort((a, b) => b - a).slice(0, 2).reduce((a, b) => a + b, 0);
+    const best = [...Array(groups.count).keys()].sort((a, b) => score(b) - score(a)).slice(0, groups.used);
+    choice.forEach((_, e) => !best.includes(Math.floor(e / per)) && (choice[e] = -Infinity));
+  }
   const chosen = [...p.keys()].sort((a, b) => choice[b]! - choice[a]!).slice(0, used);
   const total = chosen.reduce((a, e) => a + p[e]!, 0);
   const out = new Float64Array(H);
@@ -504,6 +511,12 @@ const cases: { title: string; cfg: LlamaConfig; opts: LlamaBuildOptions; tol: nu
     opts: {},
     tol: 1e-3,
     experts: { bits: 8, blockSize: 32, zeroPoints: true },
+  },
+  {
+    title: "fp32, DeepSeek-V3's group-limited routing: 8 experts in 4 groups, the best 2 groups' experts chosen from, sigmoid with a selection bias",
+    cfg: { ...base, intermediateSize: 24, moe: { experts: 8, used: 2, normalize: true, gating: 'sigmoid', selectionBias: true, scale: 2.5, groups: { count: 4, used: 2 } } },
+    opts: {},
+    tol: 1e-4,
   },
   {
     title: "fp32, softmax scores scaled (DeepSeek-V2's routed_scaling_factor), 8-bit experts (QMoE)",

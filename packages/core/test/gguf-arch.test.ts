@@ -350,6 +350,13 @@ const MODELS: Record<string, RandomGgufSpec> = {
     experts: { count: 8, used: 2, ff: 32 },
     meta: { 'rope.dimension_sections': sections([3, 3, 2, 0]) },
   },
+  // DeepSeek-V3's group-limited routing (llama.cpp routes any architecture's experts by groups where the file has them).
+  'deepseek2 with expert groups (DeepSeek-V3: the experts of the best 2 of 4 groups chosen from)': {
+    ...DEEPSEEK2,
+    experts: { ...DEEPSEEK2.experts!, selectionBias: true },
+    meta: { expert_gating_func: u32(2), expert_weights_norm: { t: 'bool', v: true }, expert_weights_scale: f32(2.5), expert_group_count: u32(4), expert_group_used_count: u32(2) },
+  },
+  'glm4moe with expert groups (4 groups, 1 used)': { ...GLM4MOE, meta: { ...GLM4MOE.meta, expert_group_count: u32(4), expert_group_used_count: u32(1) } },
 };
 
 /** M-RoPE's `rope.dimension_sections`: rotary pairs per position kind (time, height, width, extra). */
@@ -469,8 +476,7 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
       ['expert weights scaled', { experts: { count: 4, used: 2 }, meta: { expert_weights_scale: f32(2.5) } }, /expert weights scaled by 2\.5/],
       ['an expert gating function other than softmax and sigmoid', { ...GLM4MOE, meta: { ...GLM4MOE.meta, expert_gating_func: u32(3) } }, /expert gating function 3 \("glm4moe\.expert_gating_func"; softmax and sigmoid only\)/],
       ['experts in every other layer (ERNIE 4.5)', { ...ERNIE_MOE, meta: { interleave_moe_layer_step: u32(2) } }, /experts in one layer of every 2 \("ernie4_5-moe\.interleave_moe_layer_step" = 2; 1 only\)/],
-      ["DeepSeek-V3's group-limited routing", { ...DEEPSEEK2, meta: { ...DEEPSEEK2.meta, expert_group_count: u32(4), expert_group_used_count: u32(2) } }, /experts chosen within 2 of 4 groups/],
-      ['expert groups on another architecture (llama.cpp would route by them)', { ...GLM4MOE, meta: { ...GLM4MOE.meta, expert_group_count: u32(2), expert_group_used_count: u32(1) } }, /glm4moe.*experts chosen within 1 of 2 groups/],
+      ['expert groups that do not divide the experts', { ...DEEPSEEK2, meta: { ...DEEPSEEK2.meta, expert_group_count: u32(3), expert_group_used_count: u32(2) } }, /8 experts in 3 groups, 2 used.*must divide the experts/],
       ['an attention temperature with latent attention (Mistral Large 3)', { ...DEEPSEEK2, meta: { ...DEEPSEEK2.meta, 'attention.temperature_scale': f32(0.1) } }, /attention temperature.*with latent attention/],
       ["a GLM-4.5 file without its experts' selection bias (llama.cpp requires it)", { ...GLM4MOE, experts: { ...GLM4MOE.experts!, selectionBias: false } }, /no tensor "blk\.1\.exp_probs_b\.bias"/],
       ['as many multi-token-prediction blocks as blocks', { ...GLM4MOE, meta: { ...GLM4MOE.meta, nextn_predict_layers: u32(4) } }, /"glm4moe\.nextn_predict_layers" is 4, expected fewer than the 4 blocks/],

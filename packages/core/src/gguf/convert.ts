@@ -213,9 +213,12 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   if (experts > 0 && !moe) refuse(`mixture-of-experts layers ("${key('expert_count')}" = ${experts}; ${Object.keys(MOE_BLOCK).join(', ')} only)`);
   if (experts === 0 && moe && !moe.dense) throw new GgufError(`${src} is missing the metadata "${key('expert_count')}".`, 'missing-metadata');
   // llama.cpp reads expert groups for every architecture and then chooses the experts within the best groups
-  // (DeepSeek-V3's group-limited routing), which is not built.
+  // (DeepSeek-V3's group-limited routing; see the config's moe.groups).
   const groups = scalar('expert_group_count') ?? 0;
-  if (experts > 0 && groups > 1) refuse(`experts chosen within ${scalar('expert_group_used_count') ?? '?'} of ${groups} groups ("${key('expert_group_count')}", DeepSeek-V3's group-limited routing)`);
+  const groupsUsed = scalar('expert_group_used_count') ?? 0;
+  if (experts > 0 && groups > 1 && !(experts % groups === 0 && groupsUsed >= 1 && groupsUsed < groups)) {
+    throw new GgufError(`${src}: ${experts} experts in ${groups} groups, ${groupsUsed} used ("${key('expert_group_count')}", "${key('expert_group_used_count')}"): the groups must divide the experts and 1 to ${groups - 1} be used.`, 'corrupt');
+  }
   // llama.cpp scales the chosen experts' weights by this factor where a file gives one (GLM-4.5's and DeepSeek's own
   // files; not the other architectures' files, whose graphs here would not read it).
   const expertScale = scalar('expert_weights_scale') ?? 0;
@@ -300,6 +303,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     const temperature = scalar('attention.temperature_scale') ?? 0;
     if (temperature !== 0) refuse(`an attention temperature ("${key('attention.temperature_scale')}" = ${temperature}) with latent attention`);
   }
+  if (config.moe && groups > 1) config.moe.groups = { count: groups, used: groupsUsed };
   let ropeAttentionFactor = attnFactor;
   if (scaling === 'yarn') {
     const yarn = yarnRope({

@@ -222,7 +222,7 @@ function resolve(config: LlamaConfig): Resolved {
   if (r.normBias && !r.layerNorm) throw new Error('invalid Llama config: normBias needs normType layer (RMSNorms have no bias)');
   if (r.projectionBias && r.gated && !r.moe) throw new Error('invalid Llama config: projectionBias takes an ungated MLP (gatedMlp: false), or experts (moe: the output projection\'s bias only)');
   if (r.moe) {
-    const { experts, used, normalize, sharedSize, sharedGate, biases, swiglu, gating, selectionBias, scale, denseLayers } = r.moe;
+    const { experts, used, normalize, sharedSize, sharedGate, biases, swiglu, gating, selectionBias, scale, denseLayers, groups } = r.moe;
     if (!Number.isInteger(experts) || experts < 2 || !Number.isInteger(used) || used < 1 || used > experts) {
       throw new Error(`invalid Llama config: moe needs a whole number of experts (2 or more) and of used experts (1 to experts), got ${experts} and ${used}`);
     }
@@ -234,6 +234,12 @@ function resolve(config: LlamaConfig): Resolved {
     if (sharedGate !== undefined && sharedSize === undefined) throw new Error('invalid Llama config: moe.sharedGate needs a shared expert (moe.sharedSize)');
     if (gating !== undefined && gating !== 'softmax' && gating !== 'sigmoid') throw new Error(`invalid Llama config: moe.gating must be 'softmax' or 'sigmoid', got ${String(gating)}`);
     if (scale !== undefined && !(scale > 0 && Number.isFinite(scale))) throw new Error(`invalid Llama config: moe.scale must be a positive number, got ${scale}`);
+    if (groups !== undefined) {
+      const { count, used: chosen } = groups;
+      if (!(Number.isInteger(count) && count >= 2 && experts % count === 0) || !(Number.isInteger(chosen) && chosen >= 1 && chosen < count) || (experts / count) * chosen < used) {
+        throw new Error(`invalid Llama config: moe.groups needs 2 or more groups that divide the experts, 1 to count − 1 of them used, holding the used experts, got ${JSON.stringify(groups)}`);
+      }
+    }
     if (denseLayers !== undefined) {
       const { count, intermediateSize } = denseLayers;
       if (!(Number.isInteger(count) && count >= 1 && count < r.layers) || !(Number.isInteger(intermediateSize) && intermediateSize > 0)) {
@@ -1087,12 +1093,26 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
      * `[N, 1]` that turns that renormalized sum into the weights asked for (the chosen scores' sum unless `normalize`,
      * llama.cpp's clamp of that sum at fp16's least normal value where it is, times `scale`).
      */
+    /** A mask of the `k` best of `scores` along their last axis: ScatterElements of ones at TopK's indices. */
+    const bestOf = (scores: string, k: number, names: [string, string]): string => {
+      const [, best] = b.opN('TopK', [scores, b.i64([k])], names, { axis: -1 });
+      const zeros = b.op('Mul', [scores, b.f32([0], [])]);
+      const ones = b.op('Add', [b.op('GatherElements', [zeros, best!], { axis: -1 }), b.f32([1], [])]);
+      return b.op('Cast', [b.op('ScatterElements', [zeros, best!, ones], { axis: -1 })], { to: DataType.BOOL });
+    };
     const chosenRouting = (scores: string, selectionBias: string | undefined): { routerInput: string; factor: string } => {
-      const { used, normalize, gating, scale } = c.moe!;
+      const { experts: e, used, normalize, gating, scale, groups } = c.moe!;
       const probs = gating === 'sigmoid' ? b.op('Sigmoid', [scores]) : b.op('Softmax', [scores], { axis: -1 });
-      const [, chosen] = b.opN('TopK', [selectionBias ? b.op('Add', [probs, selectionBias]) : probs, b.i64([used])], ['top_scores', 'top_experts'], { axis: -1 });
-      const zeros = b.op('Mul', [probs, b.f32([0], [])]);
-      const mask = b.op('Cast', [b.op('ScatterElements', [zeros, chosen!, b.op('Add', [b.op('GatherElements', [zeros, chosen!], { axis: 1 }), b.f32([1], [])])], { axis: 1 })], { to: DataType.BOOL });
+      let choice = selectionBias ? b.op('Add', [probs, selectionBias]) : probs;
+      if (groups) {
+        // each group scored by its best two scores, the experts of all but the best groups out of the choice
+        const grouped = b.op('Reshape', [choice, b.i64([-1, groups.count, e / groups.count])]);
+        const [two] = b.opN('TopK', [grouped, b.i64([2])], ['group_top_scores', 'group_top_experts'], { axis: -1 });
+        const kept = bestOf(b.op('ReduceSum', [two!, b.i64([-1])], { keepdims: 0 }), groups.used, ['top_group_scores', 'top_groups']);
+        const keptExperts = b.op('Reshape', [b.op('Expand', [b.op('Unsqueeze', [kept, b.i64([-1])]), b.op('Shape', [grouped])]), b.op('Shape', [choice])]);
+        choice = b.op('Where', [keptExperts, choice, b.f32([-3.4e38], [])]);
+      }
+      const mask = bestOf(choice, used, ['top_scores', 'top_experts']);
       const routerInput = b.op('Where', [mask, b.op('Log', [probs]), b.f32([-1e30], [])]);
       const sum = b.op('ReduceSum', [b.op('Where', [mask, probs, b.f32([0], [])]), b.i64([-1])], { keepdims: 1 });
       const kept = normalize ? b.op('Div', [sum, b.op('Max', [sum, b.f32([6.103515625e-5], [])])]) : sum;
@@ -1107,7 +1127,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       const flat = b.op('Reshape', [y, b.i64([-1, hidden])]);
       const mixed = b.fresh('moe');
       const { used, swiglu, gating, scale } = c.moe!;
-      const chooseHere = gating === 'sigmoid' || m.selectionBias !== undefined;
+      const chooseHere = gating === 'sigmoid' || m.selectionBias !== undefined || c.moe!.groups !== undefined;
       // (chosen here, the operator's softmax over the chosen experts alone is the renormalization)
       const normalize = chooseHere || c.moe!.normalize;
       const attrs = {

@@ -37,7 +37,9 @@ export interface LlamaConfig {
    * the experts only, their weights stay the unbiased scores; `scale` multiplies the chosen weights after any
    * renormalization. `sharedGate: false`: the shared expert's output is added as it is (default true: under its
    * sigmoid gate). `denseLayers`: the first `count` layers have a dense gated MLP of `intermediateSize` in place of
-   * experts (their weights `wGate`, `wUp`, `wDown`).
+   * experts (their weights `wGate`, `wUp`, `wDown`). `groups`: the experts form `count` groups of consecutive experts,
+   * each scored by the sum of its best two (biased) scores, and are chosen only within the best `used` groups
+   * (DeepSeek-V3's group-limited routing).
    */
   moe?: {
     experts: number;
@@ -51,6 +53,7 @@ export interface LlamaConfig {
     selectionBias?: boolean;
     scale?: number;
     denseLayers?: { count: number; intermediateSize: number };
+    groups?: { count: number; used: number };
   };
   /**
    * Multi-head latent attention (DeepSeek-V2/V3, GLM-4.7-Flash; each layer's weights `mla`): a token's keys
