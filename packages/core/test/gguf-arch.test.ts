@@ -357,6 +357,29 @@ const MODELS: Record<string, RandomGgufSpec> = {
     meta: { expert_gating_func: u32(2), expert_weights_norm: { t: 'bool', v: true }, expert_weights_scale: f32(2.5), expert_group_count: u32(4), expert_group_used_count: u32(2) },
   },
   'glm4moe with expert groups (4 groups, 1 used)': { ...GLM4MOE, meta: { ...GLM4MOE.meta, expert_group_count: u32(4), expert_group_used_count: u32(1) } },
+  // Ling 2.0 (Ling-mini-2.0, Ring-mini-2.0): fused q/k/v, per-head q/k norms, NeoX rotary over half of each head, sigmoid
+  // routing with a selection bias within the best 2 of 4 expert groups, a shared expert, a dense first layer, an MTP block.
+  'bailingmoe2 (Ling 2.0: fused q/k/v, q/k norms, partial NeoX rotary, grouped sigmoid routing, a shared expert, an MTP block)': {
+    arch: 'bailingmoe2',
+    hidden: 64,
+    layers: 3,
+    heads: 4,
+    kvHeads: 2,
+    ff: 96,
+    untied: true,
+    fusedQkv: true,
+    qkNorm: true,
+    nextn: 1,
+    experts: { count: 8, used: 2, ff: 32, selectionBias: true, sharedCount: 1, leadingDense: 1 },
+    meta: {
+      'rope.dimension_count': u32(8),
+      expert_gating_func: u32(2),
+      expert_weights_norm: { t: 'bool', v: true },
+      expert_weights_scale: f32(2.5),
+      expert_group_count: u32(4),
+      expert_group_used_count: u32(2),
+    },
+  },
 };
 
 /** M-RoPE's `rope.dimension_sections`: rotary pairs per position kind (time, height, width, extra). */
@@ -472,7 +495,7 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
   describe('refusals name the feature', () => {
     const cases: [string, Partial<RandomGgufSpec>, RegExp][] = [
       ['an unknown architecture', { arch: 'mamba' }, /"mamba".*"llama", "mistral3", "granite", "smollm3", "ernie4_5", "exaone", "exaone4", "qwen2", "qwen2vl"/],
-      ['mixture of experts outside the MoE architectures read', { arch: 'qwen2', meta: { expert_count: u32(8), expert_used_count: u32(2) } }, /mixture-of-experts.*qwen2\.expert_count.*llama, granite, granitemoe, qwen3moe, qwen3vlmoe, qwen2moe, olmoe, gpt-oss, glm4moe, ernie4_5-moe, deepseek2 only/],
+      ['mixture of experts outside the MoE architectures read', { arch: 'qwen2', meta: { expert_count: u32(8), expert_used_count: u32(2) } }, /mixture-of-experts.*qwen2\.expert_count.*llama, granite, granitemoe, qwen3moe, qwen3vlmoe, qwen2moe, olmoe, gpt-oss, glm4moe, ernie4_5-moe, deepseek2, bailingmoe2 only/],
       ['expert weights scaled', { experts: { count: 4, used: 2 }, meta: { expert_weights_scale: f32(2.5) } }, /expert weights scaled by 2\.5/],
       ['an expert gating function other than softmax and sigmoid', { ...GLM4MOE, meta: { ...GLM4MOE.meta, expert_gating_func: u32(3) } }, /expert gating function 3 \("glm4moe\.expert_gating_func"; softmax and sigmoid only\)/],
       ['experts in every other layer (ERNIE 4.5)', { ...ERNIE_MOE, meta: { interleave_moe_layer_step: u32(2) } }, /experts in one layer of every 2 \("ernie4_5-moe\.interleave_moe_layer_step" = 2; 1 only\)/],
@@ -484,7 +507,7 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
       ['an unknown rope scaling', { meta: { 'rope.scaling.type': str('dynamic'), 'rope.scaling.factor': f32(4) } }, /rope scaling "dynamic"/],
       ['yarn outside llama and qwen', { arch: 'gemma2', postNorms: true, meta: { 'rope.scaling.type': str('yarn'), 'rope.scaling.factor': f32(4) } }, /rope scaling "yarn" on gemma2/],
       ['long-rope factors outside phi3', { extraTensors: { 'rope_factors_long.weight': [[8], new Float32Array(8).fill(1)] } }, /does not use.*rope_factors_long\.weight/],
-      ['partial rotary', { meta: { 'rope.dimension_count': u32(8) } }, /partial rotary; phi3, glm4, glm4moe, stablelm, nemotron, phi2 only/],
+      ['partial rotary', { meta: { 'rope.dimension_count': u32(8) } }, /partial rotary; phi3, glm4, glm4moe, bailingmoe2, stablelm, nemotron, phi2 only/],
       ["Command R+'s q/k LayerNorms", { arch: 'command-r', parallel: true, qkNorm: true, meta: { logit_scale: f32(0.25) } }, /q\/k LayerNorms.*attn_q_norm/],
       ['a tensor it would drop', { extraTensors: { 'blk.0.attn_output.bias': [[64], new Float32Array(64)] } }, /blk\.0\.attn_output\.bias/],
       ['an output head on gemma2 (llama.cpp ties it)', { arch: 'gemma2', postNorms: true, untied: true }, /gemma2.*"output\.weight"/],

@@ -101,7 +101,7 @@ export function kebabName(s: string): string {
 }
 
 /** The `general.architecture` values the converter reads (llama.cpp's names). */
-export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'qwen2moe', 'qwen3moe', 'qwen3vlmoe', 'olmo2', 'olmoe', 'granitemoe', 'gpt-oss', 'glm4moe', 'ernie4_5-moe', 'deepseek2', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'seed_oss', 'nemotron', 'minicpm', 'internlm2', 'phi2'] as const;
+export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'qwen2moe', 'qwen3moe', 'qwen3vlmoe', 'bailingmoe2', 'olmo2', 'olmoe', 'granitemoe', 'gpt-oss', 'glm4moe', 'ernie4_5-moe', 'deepseek2', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'seed_oss', 'nemotron', 'minicpm', 'internlm2', 'phi2'] as const;
 export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 /**
@@ -132,12 +132,17 @@ const MOE_BLOCK: Partial<Record<GgufArchitecture, { block: GgufArchitecture; nor
   'ernie4_5-moe': { block: 'ernie4_5', normalize: true, ownExpertSize: true },
   // DeepSeek-V2/V3: whether it renormalizes is the file's `expert_weights_norm` (see routedExperts).
   deepseek2: { block: 'deepseek2', normalize: false, ownExpertSize: true },
+  // Ling 2.0: likewise.
+  bailingmoe2: { block: 'bailingmoe2', normalize: false, ownExpertSize: true },
 };
+
+/** Architectures whose last `nextn_predict_layers` blocks are multi-token-prediction heads, which llama.cpp loads and skips. */
+const NEXTN_BLOCKS: ReadonlySet<GgufArchitecture> = new Set(['glm4moe', 'bailingmoe2']);
 
 /** Architectures whose q/k llama.cpp's converter permutes into adjacent rotary pairs ("NORM"); the others keep NeoX's halves. */
 const ADJACENT_ROPE: ReadonlySet<GgufArchitecture> = new Set(['deepseek2', 'llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'command-r', 'cohere2', 'glm4', 'arcee', 'minicpm', 'internlm2']);
 /** Architectures whose llama.cpp graph rotates only the first `rope.dimension_count` dimensions of each head. */
-const PARTIAL_ROTARY: ReadonlySet<GgufArchitecture> = new Set(['phi3', 'glm4', 'glm4moe', 'stablelm', 'nemotron', 'phi2']);
+const PARTIAL_ROTARY: ReadonlySet<GgufArchitecture> = new Set(['phi3', 'glm4', 'glm4moe', 'bailingmoe2', 'stablelm', 'nemotron', 'phi2']);
 /** Architectures whose gate and up projections are one `[2 ff, hidden]` matrix, gate first (llama.cpp's SwiGLU halves). */
 const FUSED_GATE_UP: ReadonlySet<GgufArchitecture> = new Set(['phi3', 'glm4']);
 /** Architectures whose q, k and v projections may carry biases (read when the file has them). */
@@ -174,7 +179,7 @@ export function ggufArchitecture(f: GgufFile): GgufArchitecture {
   if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new GgufError(
       `${src} has general.architecture "${arch}"; the converter reads ${SUPPORTED_ARCHITECTURES.map((a) => `"${a}"`).join(', ')} ` +
-        '(Llama 1/2/3, Mistral, Mixtral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL, Qwen3-VL and Qwen3-VL-MoE as text models, Qwen1.5/Qwen2-MoE and Qwen3-MoE, OLMoE, Granite 3 MoE, gpt-oss, GLM-4.5 and GLM-4.5-Air, ERNIE 4.5 MoE, DeepSeek-V2/V3 and their kin (latent attention: DeepSeek-V2-Lite, DeepSeek-Coder-V2-Lite, GLM-4.7-Flash), OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B, GLM-4 and GLM-Z1 (0414), StarCoder 2, StableLM 2, Arcee AFM, Seed-OSS, Nemotron-Mini, MiniCPM 1B/2B, InternLM 2/2.5, Phi-2).',
+        '(Llama 1/2/3, Mistral, Mixtral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL, Qwen3-VL and Qwen3-VL-MoE as text models, Qwen1.5/Qwen2-MoE and Qwen3-MoE, Ling 2.0 and Ring 2.0, OLMoE, Granite 3 MoE, gpt-oss, GLM-4.5 and GLM-4.5-Air, ERNIE 4.5 MoE, DeepSeek-V2/V3 and their kin (latent attention: DeepSeek-V2-Lite, DeepSeek-Coder-V2-Lite, GLM-4.7-Flash), OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B, GLM-4 and GLM-Z1 (0414), StarCoder 2, StableLM 2, Arcee AFM, Seed-OSS, Nemotron-Mini, MiniCPM 1B/2B, InternLM 2/2.5, Phi-2).',
       'unsupported-model',
     );
   }
@@ -222,7 +227,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   // llama.cpp scales the chosen experts' weights by this factor where a file gives one (GLM-4.5's and DeepSeek's own
   // files; not the other architectures' files, whose graphs here would not read it).
   const expertScale = scalar('expert_weights_scale') ?? 0;
-  if (experts > 0 && expertScale !== 0 && expertScale !== 1 && arch !== 'glm4moe' && arch !== 'deepseek2') refuse(`expert weights scaled by ${expertScale} ("${key('expert_weights_scale')}")`);
+  if (experts > 0 && expertScale !== 0 && expertScale !== 1 && !['glm4moe', 'deepseek2', 'bailingmoe2'].includes(arch)) refuse(`expert weights scaled by ${expertScale} ("${key('expert_weights_scale')}")`);
 
   // Rope scaling: llama.cpp reads the type (default "linear") and a factor (0 or absent: none).
   const scaling = f.getString(key('rope.scaling.type')) ?? 'linear';
@@ -254,8 +259,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   if (ropeDims !== headDim && !PARTIAL_ROTARY.has(arch) && !latent) {
     refuse(`rotary embeddings over ${ropeDims} of ${headDim} head dimensions (partial rotary; ${[...PARTIAL_ROTARY].join(', ')} only)`);
   }
-  // GLM-4.5's last `nextn_predict_layers` blocks are its multi-token-prediction heads, which llama.cpp loads and skips.
-  const nextn = arch === 'glm4moe' ? (scalar('nextn_predict_layers') ?? 0) : 0;
+  const nextn = NEXTN_BLOCKS.has(arch) ? (scalar('nextn_predict_layers') ?? 0) : 0;
   const numLayers = required('block_count') - nextn;
   if (!Number.isInteger(nextn) || nextn < 0 || numLayers <= 0) throw new GgufError(`${src}: "${key('nextn_predict_layers')}" is ${nextn}, expected fewer than the ${numLayers + nextn} blocks.`, 'corrupt');
   const embd = f.tensorInfo('token_embd.weight');
@@ -287,6 +291,11 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     if (arch === 'qwen2moe') config.moe.sharedSize = scalar('expert_shared_feed_forward_length') ?? required('feed_forward_length');
     // GLM-4.5: sigmoid scores unless the file says otherwise.
     if (arch === 'glm4moe') config.moe = routedExperts(f, config, { scalar, required, refuse, key, scale: expertScale }, 'sigmoid', 'required');
+    // Ling 2.0: the gating function is required; its shared experts as wide as `expert_shared_feed_forward_length` each where given.
+    if (arch === 'bailingmoe2') {
+      required('expert_gating_func');
+      config.moe = routedExperts(f, config, { scalar, required, refuse, key, scale: expertScale }, 'softmax', 'optional', scalar('expert_shared_feed_forward_length') || undefined);
+    }
     if (arch === 'ernie4_5-moe') config.moe = ernieExperts(f, config, { scalar, required, refuse, key });
     if (arch === 'deepseek2') {
       // DeepSeek-V2/V2.5 files name no gating: softmax; GLM-4.7-Flash's may not either, and llama.cpp tells them by 47 or
@@ -332,7 +341,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   // Partial rotary (Phi-4-mini): llama.cpp rotates the first rope.dimension_count dimensions of each head.
   if (ropeDims !== headDim) config.ropeDims = ropeDims;
   if (OPTIONAL_QKV_BIAS.has(family) && (f.tensorInfo('blk.0.attn_q.bias') || f.tensorInfo('blk.0.attn_qkv.bias'))) config.qkvBias = true;
-  if (family === 'qwen3' || arch === 'gemma3') config.qkNorm = true;
+  if (family === 'qwen3' || arch === 'gemma3' || arch === 'bailingmoe2') config.qkNorm = true;
   if (arch === 'exaone4') {
     // EXAONE 4.0: norms after the blocks only (as OLMo 2), per-head q/k norms. llama.cpp gives the 64-layer model
     // (32B) a sliding window on three layers of every four, the fourth attending to all without rotary; the others none.
@@ -468,7 +477,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
  * Experts as DeepSeek-V3 routes them, as llama.cpp's glm4moe and deepseek2 graphs read their files: a softmax or sigmoid
  * score per expert (`expert_gating_func`; `defaultGating` where it is 0 or absent), the best by score plus a selection
  * bias (`exp_probs_b`: required for GLM-4.5, as llama.cpp requires it; where the file has it for DeepSeek), renormalized where `expert_weights_norm`, scaled by `expert_weights_scale`;
- * `expert_shared_count` shared experts of the expert size (one MLP) added ungated; the first
+ * `expert_shared_count` shared experts of `sharedExpertSize` each (default the expert size; one MLP) added ungated; the first
  * `leading_dense_block_count` layers dense MLPs of `feed_forward_length`.
  */
 function routedExperts(
@@ -477,6 +486,7 @@ function routedExperts(
   p: { scalar: (k: string) => number | undefined; required: (k: string) => number; refuse: (what: string) => never; key: (k: string) => string; scale: number },
   defaultGating: 'softmax' | 'sigmoid',
   selectionBias: 'required' | 'optional',
+  sharedExpertSize = config.intermediateSize,
 ): NonNullable<LlamaConfig['moe']> {
   const stated = p.scalar('expert_gating_func') ?? 0;
   // llama.cpp's llama_expert_gating_func_type: 0 none, 1 softmax, 2 sigmoid
@@ -489,7 +499,7 @@ function routedExperts(
     gating: stated === 0 ? defaultGating : stated === 1 ? 'softmax' : 'sigmoid',
     ...(selectionBias === 'required' || f.tensorInfo(`blk.${dense}.exp_probs_b.bias`) ? { selectionBias: true } : {}),
     ...(p.scale !== 0 && p.scale !== 1 ? { scale: p.scale } : {}),
-    ...(shared > 0 ? { sharedSize: shared * config.intermediateSize, sharedGate: false } : {}),
+    ...(shared > 0 ? { sharedSize: shared * sharedExpertSize, sharedGate: false } : {}),
     ...(dense > 0 ? { denseLayers: { count: dense, intermediateSize: p.required('feed_forward_length') } } : {}),
   };
 }
@@ -778,7 +788,7 @@ export async function llamaWeightsFromGguf(
   // GLM-4.5's multi-token-prediction blocks past the model's layers: llama.cpp loads them and never runs them.
   const skipped = (n: string) => {
     const layer = /^blk\.(\d+)\./.exec(n);
-    return arch === 'glm4moe' && layer !== null && Number(layer[1]) >= config.numLayers;
+    return NEXTN_BLOCKS.has(arch) && layer !== null && Number(layer[1]) >= config.numLayers;
   };
   // Whatever is left is something this converter would drop: refuse it by name (llama.cpp refuses unused tensors too).
   const unused = f.tensors.map((t) => t.name).filter((n) => !used.has(n) && !skipped(n));

@@ -517,6 +517,12 @@ export const BPE_PRE_TOKENIZERS: Readonly<Record<string, BpePreTokenizer>> = (()
     cleanSpaces: false,
   };
   const deepseekCoder = { ...deepseekLlm, regexes: ['[\r\n]', '\\s?\\p{L}+', '\\s?\\p{P}+', cjk, '\\p{N}'] };
+  // Ling (bailingmoe, Ling 2.0's bailingmoe2): Qwen's expression with contractions as llama.cpp writes them, a newline
+  // taken alone rather than in runs.
+  const bailing = {
+    ...qwen2,
+    regexes: ["'(?:[sSdDmMtT]|[lL][lL]|[vV][eE]|[rR][eE])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]|\\s+(?!\\S)|\\s+"],
+  };
   // DeepSeek-V3 and R1: digits in threes, CJK runs, then words (a punctuation mark may lead one), punctuation runs and blanks.
   const deepseekV3 = {
     regexes: [
@@ -556,6 +562,9 @@ export const BPE_PRE_TOKENIZERS: Readonly<Record<string, BpePreTokenizer>> = (()
     'deepseek-llm': deepseekLlm,
     'deepseek-coder': deepseekCoder,
     'deepseek-v3': deepseekV3,
+    bailingmoe: bailing,
+    bailingmoe2: bailing,
+    'llada-moe': bailing,
     exaone4: gpt2,
     tekken,
     'gpt-4o': gpt4o,

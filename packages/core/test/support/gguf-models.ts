@@ -248,6 +248,8 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
       vector(`${p}nextn.enorm.weight`, h, 0.1, 1);
       vector(`${p}nextn.hnorm.weight`, h, 0.1, 1);
       vector(`${p}nextn.shared_head_norm.weight`, h, 0.1, 1);
+      // (Ling 2.0's MTP blocks have one more norm, which llama.cpp requires there)
+      if (arch === 'bailingmoe2') vector(`${p}layer_output_norm.weight`, h, 0.1, 1);
     }
   }
   for (const [name, [dims, data]] of Object.entries(spec.extraTensors ?? {})) {
