@@ -785,7 +785,7 @@ export async function llamaWeightsFromGguf(
       originalContext: originalContextLength(f, arch, 'long-rope factors'),
     };
   }
-  // GLM-4.5's multi-token-prediction blocks past the model's layers: llama.cpp loads them and never runs them.
+  // Multi-token-prediction blocks past the model's layers (GLM-4.5's, Ling 2.0's): llama.cpp loads them and never runs them.
   const skipped = (n: string) => {
     const layer = /^blk\.(\d+)\./.exec(n);
     return NEXTN_BLOCKS.has(arch) && layer !== null && Number(layer[1]) >= config.numLayers;

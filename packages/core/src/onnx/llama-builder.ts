@@ -1086,13 +1086,6 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       const u = biased(linear(y, up), bUp);
       return biased(linear(gate ? b.op('Mul', [activated(linear(y, gate)), u]) : activated(u), down), bDown);
     };
-    /**
-     * The MoE operator's router input for DeepSeek-V3-style routing (see LlamaConfig.moe), which the operator cannot
-     * choose by itself (it takes the best experts of a softmax over its input): the log of each chosen expert's gating
-     * score, the others at -1e30, so its softmax renormalizes the chosen scores exactly; and the factor per token
-     * `[N, 1]` that turns that renormalized sum into the weights asked for (the chosen scores' sum unless `normalize`,
-     * llama.cpp's clamp of that sum at fp16's least normal value where it is, times `scale`).
-     */
     /** A mask of the `k` best of `scores` along their last axis: ScatterElements of ones at TopK's indices. */
     const bestOf = (scores: string, k: number, names: [string, string]): string => {
       const [, best] = b.opN('TopK', [scores, b.i64([k])], names, { axis: -1 });
@@ -1100,6 +1093,14 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       const ones = b.op('Add', [b.op('GatherElements', [zeros, best!], { axis: -1 }), b.f32([1], [])]);
       return b.op('Cast', [b.op('ScatterElements', [zeros, best!, ones], { axis: -1 })], { to: DataType.BOOL });
     };
+    /**
+     * The MoE operator's router input for DeepSeek-V3-style routing (see LlamaConfig.moe), which the operator cannot
+     * choose by itself (it takes the best experts of a softmax over its input): the log of each chosen expert's gating
+     * score, the others at -1e30, so its softmax renormalizes the chosen scores exactly; and the factor per token
+     * `[N, 1]` that turns that renormalized sum into the weights asked for (the chosen scores' sum unless `normalize`,
+     * llama.cpp's clamp of that sum at fp16's least normal value where it is, times `scale`). With `groups`, the choice is
+     * made within the best groups first.
+     */
     const chosenRouting = (scores: string, selectionBias: string | undefined): { routerInput: string; factor: string } => {
       const { experts: e, used, normalize, gating, scale, groups } = c.moe!;
       const probs = gating === 'sigmoid' ? b.op('Sigmoid', [scores]) : b.op('Softmax', [scores], { axis: -1 });
