@@ -94,8 +94,12 @@ function reference(cfg: LlamaConfig, w: LlamaWeights, rows: Float64Array[], posi
   const style = cfg.ropeStyle ?? 'half';
   const rep = d.heads / d.kv;
   const S = rows.length;
-  let h = rows.map((r) => Float64Array.from(r));
+  let h: Float64Array[] = rows.map((r) => Float64Array.from(r));
   for (const L of w.layers) {
+    if (L.shortConv) {
+      h = shortConv(cfg, L, h);
+      continue;
+    }
     const qs: Float64Array[] = [];
     const ks: Float64Array[] = [];
     const vs: Float64Array[] = [];
@@ -127,16 +131,45 @@ function reference(cfg: LlamaConfig, w: LlamaWeights, rows: Float64Array[], posi
         const z = p.reduce((a, b) => a + b, 0) + Math.exp(sink - m);
         for (let t = 0; t <= s; t++) for (let e = 0; e < d.D; e++) o[hh * d.D + e]! += (p[t]! / z) * vs[t]![g * d.D + e]!;
       }
-      const attn = linear(L.wo, o, d.H);
-      const h1 = hs.map((v, i) => v + attn[i]!);
-      const y = rmsNorm(h1, L.mlpNorm!, d.eps);
-      const down = L.moe ? experts(cfg, L.moe, y) : swiglu(L.wGate!, L.wUp!, L.wDown!, y, L.wUp!.length / d.H, d.H);
-      return h1.map((v, i) => v + down[i]!);
+      const attn = linear(L.wo!, o, d.H);
+      return mlpBlock(cfg, L, hs.map((v, i) => v + attn[i]!));
     });
   }
   const hidden = h.map((x) => rmsNorm(x, w.finalNorm, d.eps));
   const head = cfg.tieWordEmbeddings ? w.embed : w.lmHead!;
   return { hidden, logits: hidden.map((x) => linear(head, x, d.V)) };
+}
+
+/** A norm, then the MLP, added to the residual stream: the second half of every layer. */
+function mlpBlock(cfg: LlamaConfig, L: LlamaLayerWeights, h1: Float64Array): Float64Array {
+  const y = rmsNorm(h1, L.mlpNorm!, cfg.rmsNormEps ?? 1e-5);
+  const down = L.moe ? experts(cfg, L.moe, y) : swiglu(L.wGate!, L.wUp!, L.wDown!, y, L.wUp!.length / cfg.hiddenSize, cfg.hiddenSize);
+  return h1.map((v, i) => v + down[i]!);
+}
+
+/**
+ * A 'conv' layer as LFM2's reference computes it: b, c, x = in_proj(norm(h)); each channel of b·x convolved causally
+ * over the last `convKernel` positions (zeros before the first), times c, through out_proj; then the MLP.
+ */
+function shortConv(cfg: LlamaConfig, L: LlamaLayerWeights, h: Float64Array[]): Float64Array[] {
+  const H = cfg.hiddenSize;
+  const K = cfg.convKernel!;
+  const m = L.shortConv!;
+  const bcx = h.map((x) => linear(m.inProj, rmsNorm(x, L.attnNorm!, cfg.rmsNormEps ?? 1e-5), 3 * H));
+  const bx = bcx.map((v) => Float64Array.from({ length: H }, (_, ch) => v[ch]! * v[2 * H + ch]!));
+  return h.map((hs, s) => {
+    const y = new Float64Array(H);
+    for (let ch = 0; ch < H; ch++) {
+      let acc = 0;
+      for (let k = 0; k < K; k++) {
+        const t = s - (K - 1) + k;
+        if (t >= 0) acc += m.kernel[ch * K + k]! * bx[t]![ch]!;
+      }
+      y[ch] = bcx[s]![H + ch]! * acc;
+    }
+    const out = linear(m.outProj, y, H);
+    return mlpBlock(cfg, L, hs.map((v, i) => v + out[i]!));
+  });
 }
 
 /**
@@ -335,7 +368,7 @@ interface Step {
   mask: number[][];
   /** Explicit position ids; by default cumsum(mask) - 1 clipped at 0, last columns. */
   positions?: number[][];
-  /** Per-layer [key, value]; empty past by default. */
+  /** Per-layer [key, value] ('conv' layers: [state, state]); empty past (zero states) by default. */
   past?: [ort.Tensor, ort.Tensor][];
   /** inputs_embeds rows [B][E] (each of hidden size); empty by default. */
   embeds?: Float32Array[][];
@@ -362,7 +395,12 @@ async function run(r: Runner, step: Step) {
       });
     feeds.position_ids = idsTensor(opts, positions, S);
   }
+  const K = cfg.convKernel ?? 0;
   for (let i = 0; i < cfg.numLayers; i++) {
+    if (cfg.layerTypes?.[i] === 'conv') {
+      feeds[`past_conv.${i}`] = step.past?.[i]?.[0] ?? floatTensor(opts, new Float32Array(B * d.H * (K - 1)), [B, d.H, K - 1]);
+      continue;
+    }
     const empty = () => floatTensor(opts, new Float32Array(0), [B, d.kv, 0, d.D]);
     feeds[`past_key_values.${i}.key`] = step.past?.[i]?.[0] ?? empty();
     feeds[`past_key_values.${i}.value`] = step.past?.[i]?.[1] ?? empty();
@@ -376,7 +414,10 @@ async function run(r: Runner, step: Step) {
   }
   const out = await r.session.run(feeds);
   const present: [ort.Tensor, ort.Tensor][] = [];
-  for (let i = 0; i < cfg.numLayers; i++) present.push([out[`present.${i}.key`]!, out[`present.${i}.value`]!]);
+  for (let i = 0; i < cfg.numLayers; i++) {
+    const conv = out[`present_conv.${i}`];
+    present.push(conv ? [conv, conv] : [out[`present.${i}.key`]!, out[`present.${i}.value`]!]);
+  }
   return {
     out,
     logits: unflatten(out.logits!),
@@ -558,6 +599,18 @@ const cases: { title: string; cfg: LlamaConfig; opts: LlamaBuildOptions; tol: nu
     tol: 1e-2,
   },
   {
+    title: "fp32, LFM2's hybrid: gated short convolutions of 3 taps around an attention layer",
+    cfg: { ...base, numLayers: 3, numKvHeads: 2, layerTypes: ['conv', 'full', 'conv'], convKernel: 3 },
+    opts: {},
+    tol: 1e-4,
+  },
+  {
+    title: 'fp16, short convolutions of 4 taps, tied head, merged decoder',
+    cfg: { ...base, numLayers: 3, tieWordEmbeddings: true, layerTypes: ['conv', 'conv', 'full'], convKernel: 4 },
+    opts: { dtype: 'float16', mergedDecoder: true },
+    tol: 1e-2,
+  },
+  {
     title: 'fp16, mixture of 4 experts, 3 used, not renormalized, a gated shared expert (Qwen2-MoE), merged decoder',
     cfg: { ...base, intermediateSize: 24, moe: { experts: 4, used: 3, normalize: false, sharedSize: 32 } },
     opts: { dtype: 'float16', mergedDecoder: true },
@@ -583,7 +636,8 @@ describe('Llama ONNX builder', function () {
       expect(pre.out.logits!.dims).to.deep.equal([1, 5, d.V]);
       expect(pre.out.logits!.type).to.equal(tc.opts.dtype ?? 'float32');
       for (let s = 0; s < prompt.length; s++) expectClose(pre.logits[0]![s]!, ref.logits[s]!, tc.tol, `prefill logits at ${s}`);
-      expect(pre.present[0]![0].dims).to.deep.equal([1, d.kv, 5, d.D]);
+      const attnLayer = tc.cfg.layerTypes?.indexOf('full') ?? 0;
+      expect(pre.present[attnLayer]![0].dims).to.deep.equal([1, d.kv, 5, d.D]);
 
       let past = pre.present;
       for (let t = prompt.length; t < tokens.length; t++) {
@@ -591,15 +645,21 @@ describe('Llama ONNX builder', function () {
         const full = reference(tc.cfg, refW, embedRows(tc.cfg, refW, tokens.slice(0, t + 1)));
         expect(step.out.logits!.dims).to.deep.equal([1, 1, d.V]);
         expectClose(step.logits[0]![0]!, full.logits[t]!, tc.tol, `step ${t} logits`);
-        expect(step.present[1]![1].dims).to.deep.equal([1, d.kv, t + 1, d.D]);
+        expect(step.present[attnLayer]![1].dims).to.deep.equal([1, d.kv, t + 1, d.D]);
         past = step.present;
       }
     });
   }
 
-  for (const opts of [{}, { positionIds: false }, { dtype: 'float16' as const, positionIds: false, idsType: 'int32' as const }]) {
-    it(`a left-padded batch matches each prompt alone (${JSON.stringify(opts)})`, async () => {
-      const cfg: LlamaConfig = { ...base, numKvHeads: 2 };
+  const hybrid: LlamaConfig = { ...base, numLayers: 3, numKvHeads: 2, layerTypes: ['conv', 'full', 'conv'], convKernel: 3 };
+  for (const [opts, cfg] of [
+    [{}, { ...base, numKvHeads: 2 }],
+    [{ positionIds: false }, { ...base, numKvHeads: 2 }],
+    [{ dtype: 'float16' as const, positionIds: false, idsType: 'int32' as const }, { ...base, numKvHeads: 2 }],
+    // (the padding must not enter the convolutions' states)
+    [{}, hybrid],
+  ] as [LlamaBuildOptions, LlamaConfig][]) {
+    it(`a left-padded batch matches each prompt alone (${JSON.stringify(opts)}${cfg.layerTypes ? ', short convolutions' : ''})`, async () => {
       const w = randomLlamaWeights(cfg, 7, SCALE);
       const refW = opts.dtype === 'float16' ? roundWeights(w) : w;
       const tol = opts.dtype === 'float16' ? 1e-2 : 1e-4;
@@ -798,11 +858,12 @@ describe('Llama ONNX builder', function () {
     const moe = { ...base, moe: { experts: 4, used: 2, normalize: true, sharedSize: 8 } };
     const glm = { ...base, numLayers: 3, moe: { experts: 4, used: 2, normalize: true, sharedSize: 8, sharedGate: false, selectionBias: true, denseLayers: { count: 1, intermediateSize: 12 } } };
     const mla = { ...base, hiddenSize: 32, headDim: 12, mla: { kvLoraRank: 16, ropeDim: 4, valueDim: 6, qLoraRank: 8 } };
-    for (const cfg of [base, { ...base, numKvHeads: 2, tieWordEmbeddings: true, headDim: 8 }, moe, glm, mla, { ...mla, mla: { ...mla.mla, qLoraRank: undefined } }] as LlamaConfig[]) {
+    const lfm2 = { ...base, numLayers: 3, numKvHeads: 2, qkNorm: true, layerTypes: ['conv', 'full', 'conv'], convKernel: 3 };
+    for (const cfg of [base, { ...base, numKvHeads: 2, tieWordEmbeddings: true, headDim: 8 }, moe, glm, mla, { ...mla, mla: { ...mla.mla, qLoraRank: undefined } }, lfm2] as LlamaConfig[]) {
       const a = randomLlamaWeights(cfg, 1);
       const b = randomLlamaWeights(cfg, 1);
       const c = randomLlamaWeights(cfg, 2);
-      expect(Array.from(a.layers[1]!.wo)).to.deep.equal(Array.from(b.layers[1]!.wo));
+      expect(Array.from(a.layers[1]!.wo!)).to.deep.equal(Array.from(b.layers[1]!.wo!));
       expect(Array.from(a.embed)).to.not.deep.equal(Array.from(c.embed));
       const n =
         a.embed.length +

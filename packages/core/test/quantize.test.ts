@@ -70,7 +70,7 @@ function writeDequantized(path: string, config: LlamaConfig, w: LlamaWeights, dq
       wq: dq(l.wq!, qd, h, 4),
       wk: dq(l.wk!, kvd, h, 4),
       wv: dq(l.wv!, kvd, h, 4),
-      wo: dq(l.wo, h, qd, 4),
+      wo: dq(l.wo!, h, qd, 4),
       wGate: dq(l.wGate!, inter, h, 4),
       wUp: dq(l.wUp!, inter, h, 4),
       wDown: dq(l.wDown!, h, inter, 4),

@@ -235,4 +235,36 @@ describe('detectSignature', () => {
       expectRefusal(() => detectSignature(fixed, outputs, 'x.onnx'), /past_key_values\.0\.key/, /fixed past length of 256/, /shared past\/present KV buffer/);
     });
   });
+  describe('recurrent states (hybrid models)', () => {
+    /** transformers.js's LFM2 layout: conv states at layers 0 and 2, attention at 1 and 3. */
+    function hybridMeta(edit: (m: ValueMetadata) => ValueMetadata = (m) => m) {
+      const { inputs, outputs } = decoderMeta({ layers: 4 });
+      const conv = (prefix: string, i: number) => t(`${prefix}_conv.${i}`, 'float32', ['batch_size', 64, 3]);
+      const drop = (m: ValueMetadata) => !/^(past_key_values|present)\.[02]\./.test(m.name);
+      return { inputs: [...inputs.filter(drop), conv('past', 0), conv('past', 2)].map(edit), outputs: [...outputs.filter(drop), conv('present', 0), conv('present', 2)] };
+    }
+
+    it('reads past_conv.{i} ↔ present_conv.{i} with fixed dims after the batch, and the attention layers between them', () => {
+      const { inputs, outputs } = hybridMeta();
+      const sig = detectSignature(inputs, outputs, 'lfm2.onnx');
+      expect(sig.states).to.deep.equal([
+        { past: 'past_conv.0', present: 'present_conv.0', shape: [64, 3], type: 'float32' },
+        { past: 'past_conv.2', present: 'present_conv.2', shape: [64, 3], type: 'float32' },
+      ]);
+      expect(sig.kv.map((k) => k.pastKey)).to.deep.equal(['past_key_values.1.key', 'past_key_values.3.key']);
+      expect(describeSignature(sig)).to.include({ layers: 4 });
+    });
+
+    it('refuses a state without its present, one of a growing size, a layer with neither, and states without attention', () => {
+      const { inputs, outputs } = hybridMeta();
+      expectRefusal(() => detectSignature(inputs, outputs.filter((m) => m.name !== 'present_conv.2'), 'x.onnx'), /past_conv\.2/, /no `present_conv\.2` output/);
+      const growing = hybridMeta((m) => (m.name === 'past_conv.0' ? t(m.name, 'float32', ['batch_size', 64, 'n']) : m));
+      expectRefusal(() => detectSignature(growing.inputs, growing.outputs, 'x.onnx'), /past_conv\.0/, /same fixed dims/);
+      const gap = hybridMeta();
+      const without2 = (m: ValueMetadata) => !m.name.endsWith('_conv.2');
+      expectRefusal(() => detectSignature(gap.inputs.filter(without2), gap.outputs.filter(without2), 'x.onnx'), /layer 2 has neither/);
+      const onlyStates = (m: ValueMetadata) => !/^(past_key_values|present)\./.test(m.name);
+      expectRefusal(() => detectSignature(inputs.filter(onlyStates), outputs.filter(onlyStates), 'x.onnx'), /recurrent states .* no attention layer/);
+    });
+  });
 });

@@ -442,6 +442,7 @@ export class ContinuousBatch {
     const models = this.prefills[0]!.job.models;
     // A right-padded graph's last position is a shorter prompt's padding: it must return earlier positions too.
     if (models.some((m) => this.models[m]!.padding === 'right' && !this.models[m]!.keepsLogits)) return false;
+    const stateful = models.some((m) => this.models[m]!.signature.states.length > 0);
     const group: Prefill[] = [];
     let longest = 0;
     for (const p of this.prefills) {
@@ -453,6 +454,8 @@ export class ContinuousBatch {
         !p.job.request.shouldAbort() &&
         p.job.models.length === models.length &&
         p.job.models.every((m, i) => m === models[i]) &&
+        // (a left-padded prompt's padding would run through a recurrent state)
+        (!stateful || group.length === 0 || length === longest) &&
         Math.max(longest, length) * (group.length + 1) <= this.chunk;
       if (!fits) break;
       group.push(p);

@@ -148,7 +148,7 @@ export function buildGenaiLlamaModel(config: LlamaConfig, weights: LlamaWeights,
       [attn, `present.${i}.key`, `present.${i}.value`],
       { num_heads: heads, kv_num_heads: kvHeads, do_rotary: rotaryOp ? 0 : 1, rotary_interleaved: interleaved, local_window_size: -1 },
     );
-    h = g.op('Add', [h, g.op('MatMul', [toFloat(attn), matrix(`${p}.attn.o_proj.weight`, hidden, qDim, l.wo)])]);
+    h = g.op('Add', [h, g.op('MatMul', [toFloat(attn), matrix(`${p}.attn.o_proj.weight`, hidden, qDim, l.wo!)])]);
     const y = rms(h, stored(`${p}.post_attention_layernorm.weight`, [hidden], l.mlpNorm!));
     const gate = g.op('MatMul', [y, matrix(`${p}.mlp.gate_proj.weight`, inter, hidden, l.wGate!)]);
     const act = g.op('Mul', [g.op('Mul', [gate, g.op('Sigmoid', [gate])]), g.op('MatMul', [y, matrix(`${p}.mlp.up_proj.weight`, inter, hidden, l.wUp!)])]);

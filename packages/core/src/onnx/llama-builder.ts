@@ -137,7 +137,9 @@ interface Resolved {
   noRope: ReadonlySet<number>;
   finalCap: number | undefined;
   window: number | undefined;
-  layerTypes: readonly ('full' | 'sliding')[];
+  layerTypes: readonly ('full' | 'sliding' | 'conv')[];
+  /** Taps of the 'conv' layers (0 without any). */
+  convKernel: number;
   thetaLocal: number;
   ropeScaleLocal: number;
   moe: LlamaConfig['moe'];
@@ -193,6 +195,7 @@ function resolve(config: LlamaConfig): Resolved {
     finalCap: config.finalLogitSoftcap,
     window: config.slidingWindow,
     layerTypes: config.layerTypes ?? new Array<'full'>(config.numLayers).fill('full'),
+    convKernel: config.convKernel ?? 0,
     thetaLocal: config.ropeThetaLocal ?? config.ropeTheta ?? 10000,
     ropeScaleLocal: config.ropeScaleLocal ?? config.ropeScale ?? 1,
     moe: config.moe,
@@ -297,9 +300,14 @@ function resolve(config: LlamaConfig): Resolved {
   if ([...r.noRope].some((l) => !Number.isInteger(l) || l < 0 || l >= r.layers)) {
     throw new Error(`invalid Llama config: noRopeLayers must list layers of 0..${r.layers - 1}`);
   }
-  if (r.layerTypes.length !== r.layers || r.layerTypes.some((t) => t !== 'full' && t !== 'sliding')) {
-    throw new Error(`invalid Llama config: layerTypes must list 'full' or 'sliding' for each of the ${r.layers} layers`);
+  if (r.layerTypes.length !== r.layers || r.layerTypes.some((t) => t !== 'full' && t !== 'sliding' && t !== 'conv')) {
+    throw new Error(`invalid Llama config: layerTypes must list 'full', 'sliding' or 'conv' for each of the ${r.layers} layers`);
   }
+  const convs = r.layerTypes.filter((t) => t === 'conv').length;
+  if (convs > 0 && !(Number.isInteger(r.convKernel) && r.convKernel >= 2)) throw new Error(`invalid Llama config: 'conv' layers need a whole convKernel of 2 or more taps, got ${config.convKernel}`);
+  if (convs === 0 && config.convKernel !== undefined) throw new Error("invalid Llama config: convKernel is for 'conv' layers, and layerTypes lists none");
+  if (convs === r.layers) throw new Error("invalid Llama config: every layer is 'conv'; a model needs an attention layer");
+  if (convs > 0 && (r.mla || r.parallel || r.postNorms || !r.preNorms)) throw new Error("invalid Llama config: 'conv' layers take pre-norms, no post-norms, no parallel block and no mla");
   if (r.layerTypes.includes('sliding') && !(Number.isInteger(r.window) && r.window! > 0)) {
     throw new Error(`invalid Llama config: sliding layers need a positive integer slidingWindow, got ${r.window}`);
   }
@@ -321,12 +329,15 @@ export function llamaParameterCount(config: LlamaConfig): number {
   const c = resolve(config);
   const q = c.heads * c.headDim;
   const kv = c.kvHeads * c.headDim;
-  const perLayer =
-    (c.preNorms ? (c.parallel ? 1 : 2) * c.hidden * (c.normBias ? 2 : 1) : 0) + (c.mla ? mlaParameters(c) : c.hidden * q + 2 * c.hidden * kv + q * c.hidden) +
-    (c.qkvBias ? q + 2 * kv : 0) + (c.qkNorm ? qkNormSizes(c).reduce((a, b) => a + b) : 0) + (c.postNorms ? 2 * c.hidden : 0) +
-    (c.projectionBias ? (c.moe ? c.hidden : 2 * c.hidden + c.inter) : 0) + (c.sinks ? c.heads : 0);
+  const norms = (c.preNorms ? (c.parallel ? 1 : 2) * c.hidden * (c.normBias ? 2 : 1) : 0) + (c.postNorms ? 2 * c.hidden : 0);
+  const attention =
+    (c.mla ? mlaParameters(c) : c.hidden * q + 2 * c.hidden * kv + q * c.hidden) + (c.qkvBias ? q + 2 * kv : 0) +
+    (c.qkNorm ? qkNormSizes(c).reduce((a, b) => a + b) : 0) + (c.projectionBias ? c.hidden : 0) + (c.sinks ? c.heads : 0);
+  const mlpBiases = c.projectionBias && !c.moe ? c.hidden + c.inter : 0;
+  // A 'conv' layer's convolution stands where attention does: its input and output projections and its taps.
+  const mixers = c.layerTypes.map((t) => (t === 'conv' ? 4 * c.hidden * c.hidden + c.hidden * c.convKernel : attention)).reduce((a, b) => a + b, 0);
   const mlps = Array.from({ length: c.layers }, (_, i) => mlpParameters(c, i)).reduce((a, b) => a + b, 0);
-  return c.vocab * c.hidden * (c.tied ? 1 : 2) + c.layers * perLayer + mlps + c.hidden * (c.normBias ? 2 : 1) + (c.headBias ? c.vocab : 0);
+  return c.vocab * c.hidden * (c.tied ? 1 : 2) + c.layers * (norms + mlpBiases) + mixers + mlps + c.hidden * (c.normBias ? 2 : 1) + (c.headBias ? c.vocab : 0);
 }
 
 /** A layer's latent-attention parameters: the query's projections, the latent's and its norm, kB, vB and the output. */
@@ -421,6 +432,11 @@ export function randomLlamaWeights(config: LlamaConfig, seed: number, scale = 0.
       }
     }
     if (c.sinks) l.sinks = normal(c.heads, 1);
+    if (c.layerTypes[i] === 'conv') {
+      for (const key of ['wq', 'wk', 'wv', 'wo', 'bq', 'bk', 'bv', 'qNorm', 'kNorm', 'sinks', 'bo'] as const) delete l[key];
+      // Taps of the size trained ones have, so the convolution matters next to the projections' small values.
+      l.shortConv = { inProj: normal(3 * c.hidden * c.hidden, scale), kernel: normal(c.hidden * c.convKernel, 0.5), outProj: normal(c.hidden * c.hidden, scale) };
+    }
     if (c.mla) {
       const { latent, rope, nope, value, qRank, qHead } = c.mla;
       delete l.wk;
@@ -464,7 +480,15 @@ function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
     } else if (l.attnNorm || l.mlpNorm) {
       throw new Error(`Llama weights: layers[${i}] has pre-norm weights, but the config has preNorms: false`);
     }
-    if (c.mla) checkMla(c, l, i, expect);
+    const conv = c.layerTypes[i] === 'conv';
+    if (conv) {
+      const attention = (['wq', 'wk', 'wv', 'wo', 'mla', 'bq', 'bk', 'bv', 'qNorm', 'kNorm', 'sinks', 'bo'] as const).filter((k) => l[k]);
+      if (attention.length) throw new Error(`Llama weights: layers[${i}] is a 'conv' layer but has attention weights (${attention.join(', ')})`);
+      expect(`layers[${i}].shortConv.inProj`, l.shortConv?.inProj, 3 * c.hidden * c.hidden);
+      expect(`layers[${i}].shortConv.kernel`, l.shortConv?.kernel, c.hidden * c.convKernel);
+      expect(`layers[${i}].shortConv.outProj`, l.shortConv?.outProj, c.hidden * c.hidden);
+    } else if (l.shortConv) throw new Error(`Llama weights: layers[${i}] has a short convolution, but the config's layer ${i} is '${c.layerTypes[i]}'`);
+    else if (c.mla) checkMla(c, l, i, expect);
     else {
       expect(`layers[${i}].wq`, l.wq, q * c.hidden);
       expect(`layers[${i}].wk`, l.wk, kv * c.hidden);
@@ -515,12 +539,12 @@ function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
       expect(`layers[${i}].wUp`, l.wUp, inter * c.hidden);
       expect(`layers[${i}].wDown`, l.wDown, c.hidden * inter);
     }
-    if (c.qkvBias) {
+    if (c.qkvBias && !conv) {
       expect(`layers[${i}].bq (qkvBias)`, l.bq, q);
       expect(`layers[${i}].bk (qkvBias)`, l.bk, kv);
       expect(`layers[${i}].bv (qkvBias)`, l.bv, kv);
     }
-    if (c.qkNorm) {
+    if (c.qkNorm && !conv) {
       const [qn, kn] = qkNormSizes(c);
       expect(`layers[${i}].qNorm (qkNorm)`, l.qNorm, qn);
       expect(`layers[${i}].kNorm (qkNorm)`, l.kNorm, kn);
@@ -534,13 +558,13 @@ function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
       if (l.mlpNorm) expect(`layers[${i}].mlpNormBias (normBias)`, l.mlpNormBias, c.hidden);
     }
     if (c.projectionBias) {
-      expect(`layers[${i}].bo (projectionBias)`, l.bo, c.hidden);
+      if (!conv) expect(`layers[${i}].bo (projectionBias)`, l.bo, c.hidden);
       if (!c.moe) {
         expect(`layers[${i}].bUp (projectionBias)`, l.bUp, c.inter);
         expect(`layers[${i}].bDown (projectionBias)`, l.bDown, c.hidden);
       }
     }
-    if (c.sinks) expect(`layers[${i}].sinks (attentionSinks)`, l.sinks, c.heads);
+    if (c.sinks && !conv) expect(`layers[${i}].sinks (attentionSinks)`, l.sinks, c.heads);
     else if (l.sinks) throw new Error(`Llama weights: layers[${i}] has attention sinks, but the config has no attentionSinks`);
   });
   expect('finalNorm', w.finalNorm, c.hidden);
@@ -586,7 +610,10 @@ interface LayerRefs {
   attnNorm?: string;
   /** q, k and v projections: one product `[hidden, q + 2 kv]` when they share a layout, else three concatenated. */
   wqkv: Linear[];
-  wo: Linear;
+  /** None in a 'conv' layer. */
+  wo?: Linear;
+  /** A 'conv' layer's projections and taps `[hidden, 1, convKernel]` (Conv's depthwise weight). */
+  shortConv?: { inProj: Linear; kernel: string; outProj: Linear };
   mlpNorm?: string;
   /** Absent for an ungated MLP, or a mixture of experts. */
   wGate?: Linear;
@@ -672,10 +699,15 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
   const embedsIn = withEmbeds ? addInput('inputs_embeds', ioType, ['batch_size', 'embeds_length', hidden]) : undefined;
   const attentionMask = addInput('attention_mask', idsType, ['batch_size', 'total_sequence_length']);
   const positionIds = withPositions ? addInput('position_ids', idsType, ['batch_size', seq]) : undefined;
-  const past: [string, string][] = [];
+  // Each layer's cache: an attention layer's keys and values, a 'conv' layer's last inputs (transformers.js's names).
+  const past: ([string, string] | undefined)[] = [];
+  const convPast: (string | undefined)[] = [];
+  const convShape = ['batch_size', hidden, c.convKernel - 1];
   for (let i = 0; i < c.layers; i++) {
     const shape = ['batch_size', kvHeads, 'past_sequence_length', headDim];
-    past.push([addInput(`past_key_values.${i}.key`, ioType, shape), addInput(`past_key_values.${i}.value`, ioType, shape)]);
+    const conv = c.layerTypes[i] === 'conv';
+    convPast.push(conv ? addInput(`past_conv.${i}`, ioType, convShape) : undefined);
+    past.push(conv ? undefined : [addInput(`past_key_values.${i}.key`, ioType, shape), addInput(`past_key_values.${i}.value`, ioType, shape)]);
   }
   const useCacheBranch = merged ? addInput('use_cache_branch', DataType.BOOL, [1]) : undefined;
   const numLogits = keepLogits ? addInput('num_logits_to_keep', DataType.INT64, []) : undefined;
@@ -685,7 +717,8 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
   ];
   for (let i = 0; i < c.layers; i++) {
     const shape = ['batch_size', kvHeads, 'total_sequence_length', headDim];
-    outputSpecs.push({ name: `present.${i}.key`, shape }, { name: `present.${i}.value`, shape });
+    if (c.layerTypes[i] === 'conv') outputSpecs.push({ name: `present_conv.${i}`, shape: convShape });
+    else outputSpecs.push({ name: `present.${i}.key`, shape }, { name: `present.${i}.value`, shape });
   }
   if (withHidden) outputSpecs.push({ name: 'last_hidden_state', shape: ['batch_size', seq, hidden] });
   for (const o of outputSpecs) g.reserve(o.name);
@@ -766,8 +799,17 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
     const p = `model.layers.${i}`;
     return {
       ...(l.attnNorm ? { attnNorm: normVector(`${p}.input_layernorm.weight`, l.attnNorm) } : {}),
-      wqkv: l.mla ? [] : qkvLinears(p, l),
-      wo: matrix(`${p}.self_attn.o_proj.weight`, hidden, c.mla ? heads * c.mla.value : qDim, l.wo),
+      wqkv: l.mla || l.shortConv ? [] : qkvLinears(p, l),
+      ...(l.wo ? { wo: matrix(`${p}.self_attn.o_proj.weight`, hidden, c.mla ? heads * c.mla.value : qDim, l.wo) } : {}),
+      ...(l.shortConv
+        ? {
+            shortConv: {
+              inProj: matrix(`${p}.conv.in_proj.weight`, 3 * hidden, hidden, l.shortConv.inProj),
+              kernel: asFloat(stored(`${p}.conv.conv.weight`, [hidden, 1, c.convKernel], l.shortConv.kernel)),
+              outProj: matrix(`${p}.conv.out_proj.weight`, hidden, hidden, l.shortConv.outProj),
+            },
+          }
+        : {}),
       ...(l.mla ? { mla: mlaRefs(p, l.mla, l.wq) } : {}),
       // Gemma's names: its "post_attention_layernorm" follows attention, the MLP's input norm is "pre_feedforward".
       ...(l.mlpNorm ? { mlpNorm: normVector(c.postNorms ? `${p}.pre_feedforward_layernorm.weight` : `${p}.post_attention_layernorm.weight`, l.mlpNorm) } : {}),
@@ -781,7 +823,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       ...(l.bo ? { bo: vector(`${p}.self_attn.o_proj.bias`, l.bo) } : {}),
       ...(l.bUp ? { bUp: vector(`${p}.mlp.up_proj.bias`, l.bUp) } : {}),
       ...(l.bDown ? { bDown: vector(`${p}.mlp.down_proj.bias`, l.bDown) } : {}),
-      ...(c.qkvBias
+      ...(c.qkvBias && !l.shortConv
         ? {
             bqkv: g.op(
               'Concat',
@@ -791,8 +833,8 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
             ),
           }
         : {}),
-      ...(c.qkNorm && c.qkNormWidth === 'head' ? { qkNorm: qkNormWeight(p, l.qNorm!, l.kNorm!) } : {}),
-      ...(c.qkNorm && c.qkNormWidth === 'projection'
+      ...(c.qkNorm && c.qkNormWidth === 'head' && !l.shortConv ? { qkNorm: qkNormWeight(p, l.qNorm!, l.kNorm!) } : {}),
+      ...(c.qkNorm && c.qkNormWidth === 'projection' && !l.shortConv
         ? { projectionNorms: [normVector(`${p}.self_attn.q_norm.weight`, l.qNorm!), normVector(`${p}.self_attn.k_norm.weight`, l.kNorm!)] as [string, string] }
         : {}),
       ...(c.postNorms
@@ -1296,6 +1338,23 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       };
     }
 
+    // [B, S, 1]: 1 for the tokens fed whose mask keeps them, 0 for padding, which must not enter a convolution's state.
+    let keptTokens: string | undefined;
+    const fedMask = () => (keptTokens ??= b.op('Unsqueeze', [b.op('Cast', [b.op('Slice', [attentionMask, P1, T1, one])], { to: DataType.FLOAT }), b.i64([2])]));
+    /**
+     * A 'conv' layer (LFM2's gated short convolution): b, c and x from one projection, `c · conv(b · x)` projected out,
+     * the convolution depthwise and causal over the state's last inputs and the new ones; the present state is the
+     * last `convKernel − 1` of those.
+     */
+    const shortConv = (i: number, x: string, m: NonNullable<LayerRefs['shortConv']>): string => {
+      const [bGate, cGate, xIn] = b.opN('Split', [linear(x, m.inProj), b.i64([hidden, hidden, hidden])], ['conv_b', 'conv_c', 'conv_x'], { axis: -1 });
+      const fed = b.op('Transpose', [b.op('Mul', [b.op('Mul', [bGate!, xIn!]), fedMask()])], { perm: [0, 2, 1] }); // [B, hidden, S]
+      const window = b.op('Concat', [toFloat(convPast[i]!), fed], { axis: 2 }); // [B, hidden, convKernel − 1 + S]
+      emit(`present_conv.${i}`, (out) => b.op('Slice', [window, b.i64([1 - c.convKernel]), b.i64([2 ** 31]), b.i64([2])], {}, out));
+      const conv = b.op('Conv', [window, m.kernel], { group: hidden, kernel_shape: [c.convKernel] }); // [B, hidden, S]
+      return linear(b.op('Mul', [cGate!, b.op('Transpose', [conv], { perm: [0, 2, 1] })]), m.outProj);
+    };
+
     /** A block's output not yet added to the residual stream `h`: the next norm adds it. */
     let delta: string | undefined;
     /**
@@ -1328,6 +1387,21 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       const L = layerRefs[i]!;
       const sliding = c.layerTypes[i] === 'sliding';
       const x = L.attnNorm ? residualNorm(L.attnNorm, undefined, false, L.attnNormBias) : residualSum();
+      const attnOut = L.shortConv ? shortConv(i, x, L.shortConv) : attentionBlock(i, x, L, sliding);
+      // A parallel block's MLP reads the attention's input; its output joins the stream with the attention's.
+      let y = x;
+      let mixed = attnOut;
+      if (c.parallel) mixed = residualScaled(attnOut);
+      else {
+        delta = residualScaled(attnOut);
+        y = L.mlpNorm ? residualNorm(L.mlpNorm, undefined, false, L.mlpNormBias) : residualSum();
+      }
+      let mlpOut = L.moe ? experts(y, L.moe) : mlp(y, L.wGate, L.wUp!, L.wDown!, L.bUp, L.bDown);
+      if (L.postMlpNorm) mlpOut = rms(mlpOut, L.postMlpNorm);
+      delta = c.parallel ? b.op('Add', [mixed, residualScaled(mlpOut)]) : residualScaled(mlpOut);
+    }
+    /** An attention block's output, before the residual: q, k and v, the attention, its output projection and post-norm. */
+    function attentionBlock(i: number, x: string, L: LayerRefs, sliding: boolean): string {
       // One product for q, k and v: a third of the kernels of projecting each apart.
       let qkvFlat = L.mla ? latentQkv(x, L.mla) : L.wqkv.length === 1 ? linear(x, L.wqkv[0]!) : b.op('Concat', L.wqkv.map((w) => linear(x, w)), { axis: -1 });
       if (L.bqkv) qkvFlat = b.op('Add', [qkvFlat, L.bqkv]);
@@ -1342,18 +1416,8 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
         qkvFlat = b.op('Concat', [b.op('Mul', [qf!, temperature]), kvf!], { axis: -1 });
       }
       const attended = attention(i, qkvFlat, L, sliding);
-      let attnOut = biased(linear(L.mla ? latentValues(attended, L.mla) : attended, L.wo), L.bo);
-      if (L.postAttnNorm) attnOut = rms(attnOut, L.postAttnNorm);
-      // A parallel block's MLP reads the attention's input; its output joins the stream with the attention's.
-      let y = x;
-      if (c.parallel) attnOut = residualScaled(attnOut);
-      else {
-        delta = residualScaled(attnOut);
-        y = L.mlpNorm ? residualNorm(L.mlpNorm, undefined, false, L.mlpNormBias) : residualSum();
-      }
-      let mlpOut = L.moe ? experts(y, L.moe) : mlp(y, L.wGate, L.wUp!, L.wDown!, L.bUp, L.bDown);
-      if (L.postMlpNorm) mlpOut = rms(mlpOut, L.postMlpNorm);
-      delta = c.parallel ? b.op('Add', [attnOut, residualScaled(mlpOut)]) : residualScaled(mlpOut);
+      const out = biased(linear(L.mla ? latentValues(attended, L.mla) : attended, L.wo!), L.bo);
+      return L.postAttnNorm ? rms(out, L.postAttnNorm) : out;
     }
 
     let normed = '';

@@ -172,8 +172,15 @@ export interface LlamaConfig {
   finalLogitSoftcap?: number;
   /** Window of the sliding-window layers: query i sees key j iff `i - j < slidingWindow`. Needs `layerTypes`. */
   slidingWindow?: number;
-  /** Attention kind of each layer (`numLayers` entries). Default: all 'full'. */
-  layerTypes?: readonly ('full' | 'sliding')[];
+  /**
+   * Kind of each layer (`numLayers` entries). Default: all 'full'. 'conv' (LFM2's hybrid layers): a gated short
+   * convolution instead of attention, `out(c · conv(b · x))` with b, c, x from one input projection and a depthwise
+   * causal convolution of `convKernel` taps; its recurrent state, the last `convKernel − 1` inputs, is the graph's
+   * `past_conv.{i}` `[batch, hidden, convKernel − 1]` (the attention layers keep `past_key_values.{i}`).
+   */
+  layerTypes?: readonly ('full' | 'sliding' | 'conv')[];
+  /** Taps of the 'conv' layers' convolution (LFM2: 3). */
+  convKernel?: number;
   /** Rope base of the sliding layers (Gemma 3 local layers: 10000). Default `ropeTheta`. */
   ropeThetaLocal?: number;
   /** Linear rope scale of the sliding layers. Default `ropeScale`. */
@@ -226,7 +233,10 @@ export interface LlamaLayerWeights<M extends WeightMatrix = Float32Array> {
   /** Absent with `mla`. */
   wk?: M; // [numKvHeads*headDim, hidden]
   wv?: M; // [numKvHeads*headDim, hidden]
-  wo: M; // [hidden, numHeads*headDim]
+  /** Absent in 'conv' layers, as are the other attention weights. */
+  wo?: M; // [hidden, numHeads*headDim]
+  /** In 'conv' layers (see `LlamaConfig.layerTypes`). */
+  shortConv?: ShortConvWeights<M>;
   mlpNorm?: Float32Array; // [hidden]
   /** Absent when `gatedMlp` is false, or in a mixture of experts' layers (but its `moe.denseLayers`). */
   wGate?: M; // [intermediate, hidden]
@@ -273,6 +283,15 @@ export interface MlaWeights<M extends WeightMatrix = Float32Array> {
   /** Per head: the no-rotary query part into the latent's space (`latent = kB[h] · q_nope`), and the value out of it. */
   kB: Float32Array; // [H, L, N]
   vB: Float32Array; // [H, V, L]
+}
+
+/** A 'conv' layer's gated short convolution (see `LlamaConfig.layerTypes`; hidden H, `convKernel` K taps). */
+export interface ShortConvWeights<M extends WeightMatrix = Float32Array> {
+  /** b, c and x, stacked in that order. */
+  inProj: M; // [3H, H]
+  /** Each channel's taps, oldest input first. */
+  kernel: Float32Array; // [H, K]
+  outProj: M; // [H, H]
 }
 
 /**

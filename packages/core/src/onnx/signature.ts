@@ -15,13 +15,27 @@ export interface KvNames {
   presentValue: string;
 }
 
+/**
+ * A recurrent state of a layer (hybrid models: a short convolution's last inputs, an SSM's or a linear attention's
+ * state): one fixed-size block per row, fed as `past` and returned as `present` each run, whatever the length.
+ */
+export interface StateNames {
+  past: string;
+  present: string;
+  /** The block's dims after the batch dim. */
+  shape: number[];
+  type: FloatType;
+}
+
 /** What the engine needs to know to drive a decoder. */
 export interface DecoderSignature {
   inputIds: { name: string; type: IdType };
   attentionMask?: { name: string; type: IdType };
   positionIds?: { name: string; type: IdType };
-  /** Per layer, in layer order. */
+  /** Per attention layer, in layer order. */
   kv: KvNames[];
+  /** Recurrent states of the other layers of a hybrid model, in layer order; none for a plain decoder. */
+  states: StateNames[];
   kvType: FloatType;
   kvHeads: number;
   headDim: number;
@@ -53,6 +67,8 @@ type TensorMeta = Extract<ValueMetadata, { isTensor: true }>;
 
 const PAST_RE = /^past_key_values\.(\d+)\.(key|value)$/;
 const PRESENT_RE = /^present\.(\d+)\.(key|value)$/;
+/** Recurrent states as transformers.js names them (`past_conv.{i}`, `past_ssm.{i}`, `past_recurrent.{i}`; outputs `present_…`). */
+const STATE_PAST_RE = /^past_(conv|ssm|recurrent)\.(\d+)$/;
 const STACKED_PAST_RE = /^past_(\d+)$/;
 const STACKED_PRESENT_RE = /^present_(\d+)$/;
 /** Optimum seq2seq past names (`past_key_values.0.decoder.key`, `...encoder.value`). */
@@ -170,7 +186,27 @@ export function detectSignature(
     useCacheBranch = ucb.name;
   }
 
-  // KV cache: past_key_values.{i}.key|value ↔ present.{i}.key|value, layers 0..n-1, one dtype and geometry.
+  // Recurrent states: past_{kind}.{i} ↔ present_{kind}.{i}, fixed dims after the batch.
+  const states: (StateNames & { layer: number })[] = [];
+  for (const m of ins.values()) {
+    const match = STATE_PAST_RE.exec(m.name);
+    if (!match) continue;
+    const presentName = `present_${match[1]}.${match[2]}`;
+    const out = outs.get(presentName);
+    if (!out) refuse(source, `has the recurrent state input \`${m.name}\` but no \`${presentName}\` output`);
+    const type = asFloatType(m);
+    if (!type || out.type !== m.type) refuse(source, `recurrent state \`${m.name}\` is ${m.type} and \`${presentName}\` ${out.type}, expected float32 or float16, both alike`);
+    const shape = m.shape.slice(1);
+    if (m.shape.length < 2 || shape.some((d) => typeof d !== 'number') || fmtShape(out.shape.slice(1)) !== fmtShape(shape)) {
+      refuse(source, `recurrent state \`${m.name}\` has shape ${fmtShape(m.shape)} and \`${presentName}\` ${fmtShape(out.shape)}: expected [batch, …] with the same fixed dims after the batch`);
+    }
+    known.add(m.name);
+    states.push({ past: m.name, present: presentName, shape: shape as number[], type, layer: Number(match[2]) });
+  }
+  states.sort((a, b) => a.layer - b.layer || a.past.localeCompare(b.past));
+
+  // KV cache: past_key_values.{i}.key|value ↔ present.{i}.key|value, one dtype and geometry; layers 0..n-1, or in a
+  // hybrid model the layers that have no recurrent state.
   const collect = (metas: Map<string, TensorMeta>, re: RegExp): Map<number, { key?: TensorMeta; value?: TensorMeta }> => {
     const layers = new Map<number, { key?: TensorMeta; value?: TensorMeta }>();
     for (const m of metas.values()) {
@@ -185,6 +221,9 @@ export function detectSignature(
   };
   const pasts = collect(ins, PAST_RE);
   const presents = collect(outs, PRESENT_RE);
+  if (pasts.size === 0 && states.length > 0) {
+    refuse(source, `has recurrent states (${states[0]!.past}, …) and no attention layer's KV cache; a model of recurrent layers only is not supported`);
+  }
   if (pasts.size === 0) {
     const hint = inputNames.filter((n) => /past|cache/i.test(n));
     refuse(
@@ -204,12 +243,15 @@ export function detectSignature(
   let kvType: FloatType | undefined;
   let kvHeads: number | undefined;
   let headDim: number | undefined;
-  for (let i = 0; i < pasts.size; i++) {
+  const kvLayers = [...new Set([...pasts.keys(), ...presents.keys()])].sort((a, b) => a - b);
+  const layers = new Set([...kvLayers, ...states.map((s) => s.layer)]);
+  for (let i = 0; i < layers.size; i++) {
+    if (!layers.has(i)) refuse(source, `cache layers are not numbered 0..${layers.size - 1}: layer ${i} has neither KV-cache nor recurrent-state tensors`);
+  }
+  for (const i of kvLayers) {
     const past = pasts.get(i);
     const present = presents.get(i);
-    if (!past || !present) {
-      refuse(source, `KV-cache layers are not numbered 0..${pasts.size - 1}: layer ${i} is missing its ${past ? 'present' : 'past'} tensors`);
-    }
+    if (!past || !present) refuse(source, `KV-cache layer ${i} is missing its ${past ? 'present' : 'past'} tensors`);
     for (const [what, m] of [
       [`past_key_values.${i}.key`, past.key],
       [`past_key_values.${i}.value`, past.value],
@@ -287,6 +329,7 @@ export function detectSignature(
     ...(attentionMask ? { attentionMask } : {}),
     ...(positionIds ? { positionIds } : {}),
     kv,
+    states: states.map(({ layer: _, ...s }) => s),
     kvType: kvType!,
     kvHeads: kvHeads!,
     headDim: headDim!,
@@ -301,7 +344,8 @@ export function detectSignature(
 /** A plain JSON description of a signature (for `reasonplug inspect`). */
 export function describeSignature(sig: DecoderSignature): Record<string, unknown> {
   return {
-    layers: sig.kv.length,
+    layers: sig.kv.length + new Set(sig.states.map((s) => /\d+$/.exec(s.past)![0])).size,
+    ...(sig.states.length ? { recurrentStates: sig.states.map((s) => `${s.past} ${s.type}[batch, ${s.shape.join(', ')}]`) } : {}),
     kvHeads: sig.kvHeads,
     headDim: sig.headDim,
     kvType: sig.kvType,

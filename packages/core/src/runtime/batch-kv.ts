@@ -14,12 +14,11 @@
  */
 import * as ort from 'onnxruntime-node';
 import type { DecoderSession } from './decoder-session.js';
-
-type KvData = Float32Array | Uint16Array;
+import { allocate, copyRow, pastNames, pastTensor, rowElements, stateBytesPerRow, type CacheData } from './cache-tensors.js';
 
 /**
- * One row's cache, as its own prefill left it: `[1, kvHeads, length, headDim]` per past input; or one row of
- * prompts prefilled together (see {@link prefillTogether}), its positions on the side opposite its padding.
+ * One row's cache, as its own prefill left it: `[1, kvHeads, length, headDim]` per key and value input and
+ * `[1, ...shape]` per recurrent state (see cache-tensors.ts); or one row of prompts prefilled together (see {@link prefillTogether}), its positions on the side opposite its padding.
  */
 export interface RowCache {
   past: Record<string, ort.Tensor>;
@@ -38,27 +37,19 @@ export function rowStart(cache: RowCache): number {
 }
 
 /**
- * A copy of a row cache's first `length` positions as a cache of its own (`[1, kvHeads, length, headDim]` per past
- * input), as a prefill of those positions alone would leave it.
+ * A copy of a row cache's first `length` positions as a cache of its own (`[1, kvHeads, length, headDim]` per key and
+ * value input, `[1, ...shape]` per state), as a prefill of those positions alone would leave it. A recurrent state
+ * holds the row's whole sequence, so a cache with states is copied whole or not at all.
  */
 export function copyRowCache(session: DecoderSession, cache: RowCache, length: number): RowCache {
   const sig = session.signature;
-  const H = sig.kvHeads;
-  const D = sig.headDim;
-  const width = cache.width ?? cache.length;
-  const first = rowStart(cache);
-  const row = cache.row ?? 0;
+  if (length !== cache.length && sig.states.length > 0) throw new Error(`a recurrent state cannot be cut back from ${cache.length} to ${length} positions`);
+  const from = { row: cache.row ?? 0, width: cache.width ?? cache.length, first: rowStart(cache), length };
   const past: Record<string, ort.Tensor> = {};
-  for (const kv of sig.kv) {
-    for (const name of [kv.pastKey, kv.pastValue]) {
-      const src = cache.past[name]!.data as KvData;
-      const out: KvData = sig.kvType === 'float16' ? new Uint16Array(H * length * D) : new Float32Array(H * length * D);
-      for (let h = 0; h < H; h++) {
-        const from = ((row * H + h) * width + first) * D;
-        out.set(src.subarray(from, from + length * D), h * length * D);
-      }
-      past[name] = new ort.Tensor(sig.kvType, out, [1, H, length, D]);
-    }
+  for (const name of pastNames(sig)) {
+    const out = allocate(sig, name, rowElements(sig, name, length));
+    copyRow(sig, name, cache.past[name]!.data as CacheData, from, out, { row: 0, width: length, first: 0, length });
+    past[name] = pastTensor(sig, name, out, 1, length);
   }
   return { past, length };
 }
@@ -166,6 +157,8 @@ export async function prefillTogether(
   prompts: readonly (readonly number[])[],
 ): Promise<{ logits: Float32Array[]; caches: RowCache[] }> {
   const width = Math.max(...prompts.map((p) => p.length));
+  // (a left-padded prompt's padding would run through a recurrent state)
+  if (session.signature.states.length > 0 && prompts.some((p) => p.length !== width)) throw new Error('prompts of different lengths cannot be prefilled together through recurrent states');
   const right = session.padding === 'right';
   const ids: number[] = [];
   const mask: number[] = [];
@@ -214,7 +207,6 @@ export class BatchKv implements BatchCache {
   private lengths: number[] = [];
   private width = 0;
   readonly counters: KvCounters = { copiedBytes: 0, perRowLayoutBytes: 0 };
-  private readonly bytesPerElement: number;
   /** Each row's last hidden state `[rows × hidden]` after the latest step, when the graph reports it. */
   hidden: Float32Array | undefined;
 
@@ -222,9 +214,7 @@ export class BatchKv implements BatchCache {
   constructor(
     private readonly session: DecoderSession,
     readonly padding: 'left' | 'right' = session.padding,
-  ) {
-    this.bytesPerElement = session.signature.kvType === 'float16' ? 2 : 4;
-  }
+  ) {}
 
   /** Where a row of `length` positions starts in a cache `width` positions wide. */
   private firstSlot(width: number, length: number): number {
@@ -243,7 +233,7 @@ export class BatchKv implements BatchCache {
 
   /** Bytes the cache holds now (padding included). */
   get bytes(): number {
-    return this.rows * this.width * this.bytesPerPosition;
+    return this.rows * (this.width * this.bytesPerPosition + stateBytesPerRow(this.session.signature));
   }
 
   /** Valid positions of a row. */
@@ -266,21 +256,14 @@ export class BatchKv implements BatchCache {
     const width = Math.max(0, ...lengths);
     const past: Record<string, ort.Tensor> = {};
     if (parts.length > 0) {
-      const H = sig.kvHeads;
-      const D = sig.headDim;
-      for (const kv of sig.kv) {
-        for (const name of [kv.pastKey, kv.pastValue]) {
-          const out: KvData = sig.kvType === 'float16' ? new Uint16Array(parts.length * H * width * D) : new Float32Array(parts.length * H * width * D);
-          parts.forEach((p, i) => {
-            const src = p.source[name]!.data as KvData;
-            for (let h = 0; h < H; h++) {
-              const from = ((p.row * H + h) * p.srcWidth + p.first) * D;
-              out.set(src.subarray(from, from + p.length * D), ((i * H + h) * width + this.firstSlot(width, p.length)) * D);
-            }
-            this.counters.copiedBytes += H * p.length * D * this.bytesPerElement;
-          });
-          past[name] = new ort.Tensor(sig.kvType, out, [parts.length, H, width, D]);
-        }
+      for (const name of pastNames(sig)) {
+        const out = allocate(sig, name, parts.length * rowElements(sig, name, width));
+        parts.forEach((p, i) => {
+          const from = { row: p.row, width: p.srcWidth, first: p.first, length: p.length };
+          copyRow(sig, name, p.source[name]!.data as CacheData, from, out, { row: i, width, first: this.firstSlot(width, p.length), length: p.length });
+          this.counters.copiedBytes += rowElements(sig, name, p.length) * out.BYTES_PER_ELEMENT;
+        });
+        past[name] = pastTensor(sig, name, out, parts.length, width);
       }
     }
     this.past = past;
@@ -292,7 +275,7 @@ export class BatchKv implements BatchCache {
   /** A copy of one row's cache, as its own prefill would leave it (to run it alone, then add it back). */
   takeRow(row: number): RowCache {
     const length = this.lengths[row]!;
-    this.counters.copiedBytes += length * this.bytesPerPosition;
+    this.counters.copiedBytes += length * this.bytesPerPosition + stateBytesPerRow(this.session.signature);
     return copyRowCache(this.session, { past: this.past, length, row, width: this.width, start: this.firstSlot(this.width, length) }, length);
   }
 

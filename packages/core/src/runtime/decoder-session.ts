@@ -14,6 +14,7 @@ import { threadsPerCore } from './cpu-topology.js';
 import { float32ArrayToFloat16 } from '../onnx/float16.js';
 import { DEFAULT_PREFIX_CACHE_BYTES, PrefixCache } from './prefix-cache.js';
 import type { RowCache } from './batch-kv.js';
+import { allocate, copyRow, emptyPast, pastNames, pastTensor, presentToPast, rowElements, type CacheData } from './cache-tensors.js';
 
 /** Where a prepared decoder graph lives and how to load it. */
 export interface DecoderSource {
@@ -171,7 +172,9 @@ export class DecoderSession {
       const start = this.prefixCache.lookup(prompts[0]!);
       if (start) return this.prefillAfter(prompts[0]!, start);
     }
-    if (this.padding === 'right' && prompts.some((p) => p.length !== seq)) return this.prefillRightPadded(prompts);
+    // A padding token would run through a recurrent state (a mask hides keys, not a state's inputs): rows of
+    // different lengths then run alone and are joined.
+    if ((this.padding === 'right' || sig.states.length > 0) && prompts.some((p) => p.length !== seq)) return this.prefillRowsAlone(prompts);
     const ids = new Array<number>(rows * seq).fill(0);
     const mask = new Array<number>(rows * seq).fill(0);
     const positions = new Array<number>(rows * seq).fill(1);
@@ -187,18 +190,7 @@ export class DecoderSession {
     });
     this.rows = rows;
     this.length = 0;
-    this.past = {};
-    const emptyKv = (): ort.Tensor =>
-      new ort.Tensor(sig.kvType, sig.kvType === 'float16' ? new Uint16Array(0) : new Float32Array(0), [
-        rows,
-        sig.kvHeads,
-        0,
-        sig.headDim,
-      ]);
-    for (const kv of sig.kv) {
-      this.past[kv.pastKey] = emptyKv();
-      this.past[kv.pastValue] = emptyKv();
-    }
+    this.past = emptyPast(sig, rows);
     const maskType = sig.attentionMask?.type ?? 'int64';
     this.mask = (maskType === 'int32' ? Int32Array.from(mask) : BigInt64Array.from(mask, BigInt)) as IdArray;
     const logits = await this.run(idTensor(sig.inputIds.type, ids, [rows, seq]), undefined, positions, seq, 'prefill');
@@ -238,15 +230,16 @@ export class DecoderSession {
   }
 
   /**
-   * Right padding for graphs that need it: each prompt runs alone (so its last position is its own last token,
-   * which a last-position graph returns), and the caches are joined with each row's keys packed from the start
-   * and zeros after them; the mask marks the zeros, so `seqlens_k` (Σ mask − 1) points each row's next token at
-   * its own next slot.
+   * Prompts of different lengths run alone (so each last position is the prompt's own last token, which a
+   * last-position graph returns, and no padding runs through a recurrent state), then joined on the session's
+   * padding side: right, each row's keys packed from the start and zeros after them, the mask marking the zeros, so
+   * `seqlens_k` (Σ mask − 1) points each row's next token at its own next slot; left, as a padded prefill leaves them.
    */
-  private async prefillRightPadded(prompts: readonly (readonly number[])[]): Promise<Float32Array> {
+  private async prefillRowsAlone(prompts: readonly (readonly number[])[]): Promise<Float32Array> {
     const sig = this.signature;
     const rows = prompts.length;
     const seq = Math.max(...prompts.map((p) => p.length));
+    const right = this.padding === 'right';
     const perRow: { past: Record<string, ort.Tensor>; logits: Float32Array; hidden?: Float32Array }[] = [];
     let reused = 0;
     for (const p of prompts) {
@@ -256,20 +249,16 @@ export class DecoderSession {
     }
     this.reusedPromptTokens = reused;
     const past: Record<string, ort.Tensor> = {};
-    const rowElems = (len: number) => sig.kvHeads * len * sig.headDim;
-    for (const name of Object.keys(perRow[0]!.past)) {
-      const data = sig.kvType === 'float16' ? new Uint16Array(rows * rowElems(seq)) : new Float32Array(rows * rowElems(seq));
+    for (const name of pastNames(sig)) {
+      const data = allocate(sig, name, rows * rowElements(sig, name, seq));
       perRow.forEach((r, row) => {
-        const src = r.past[name]!.data as Float32Array | Uint16Array;
-        const len = prompts[row]!.length;
-        // [1, kvHeads, len, headDim] → row `row` of [rows, kvHeads, seq, headDim], each head's keys from slot 0.
-        for (let h = 0; h < sig.kvHeads; h++) {
-          data.set(src.subarray(h * len * sig.headDim, (h + 1) * len * sig.headDim), (row * sig.kvHeads + h) * seq * sig.headDim);
-        }
+        const length = prompts[row]!.length;
+        const to = { row, width: seq, first: right ? 0 : seq - length, length };
+        copyRow(sig, name, r.past[name]!.data as CacheData, { row: 0, width: length, first: 0, length }, data, to);
       });
-      past[name] = new ort.Tensor(sig.kvType, data, [rows, sig.kvHeads, seq, sig.headDim]);
+      past[name] = pastTensor(sig, name, data, rows, seq);
     }
-    const mask = prompts.flatMap((p) => Array.from({ length: seq }, (_, i) => (i < p.length ? 1 : 0)));
+    const mask = prompts.flatMap((p) => Array.from({ length: seq }, (_, i) => ((right ? i < p.length : i >= seq - p.length) ? 1 : 0)));
     const maskType = sig.attentionMask?.type ?? 'int64';
     this.mask = (maskType === 'int32' ? Int32Array.from(mask) : BigInt64Array.from(mask, BigInt)) as IdArray;
     this.past = past;
@@ -342,10 +331,7 @@ export class DecoderSession {
     } catch (err) {
       throw new ModelRunError(`${this.label}: ${what} failed at position ${this.length}: ${(err as Error).message}`);
     }
-    for (const kv of sig.kv) {
-      this.past[kv.pastKey] = out[kv.presentKey] as ort.Tensor;
-      this.past[kv.pastValue] = out[kv.presentValue] as ort.Tensor;
-    }
+    for (const [present, past] of presentToPast(sig)) this.past[past] = out[present] as ort.Tensor;
     this.length = total;
     if (sig.hiddenState) this.hidden = lastPosition(out[sig.hiddenState.name] as ort.Tensor, this.rows, sig.hiddenState.hiddenSize);
     return lastPosition(out[sig.logits.name] as ort.Tensor, this.rows, sig.logits.vocabSize);
@@ -375,13 +361,7 @@ export class DecoderSession {
     if (embeds && !sig.inputsEmbeds) throw new ModelRunError(`${this.label}: this session was not prepared with an inputs_embeds input`);
     const seq = embeds ? 1 : ids.length / rows;
     const feeds: Record<string, ort.Tensor> = { [sig.inputIds.name]: idTensor(sig.inputIds.type, ids, [rows, ids.length / rows]) };
-    for (const kv of sig.kv) {
-      for (const name of [kv.pastKey, kv.pastValue]) {
-        feeds[name] =
-          past?.[name] ??
-          new ort.Tensor(sig.kvType, sig.kvType === 'float16' ? new Uint16Array(0) : new Float32Array(0), [rows, sig.kvHeads, 0, sig.headDim]);
-      }
-    }
+    Object.assign(feeds, past ?? emptyPast(sig, rows));
     if (sig.inputsEmbeds) {
       const { name, type, hiddenSize } = sig.inputsEmbeds;
       feeds[name] = floatTensor(type, embeds ?? new Float32Array(0), [rows, embeds ? 1 : 0, hiddenSize]);
@@ -400,10 +380,7 @@ export class DecoderSession {
       throw new ModelRunError(`${this.label}: batch step failed at position ${pastLength}: ${(err as Error).message}`);
     }
     const present: Record<string, ort.Tensor> = {};
-    for (const kv of sig.kv) {
-      present[kv.pastKey] = out[kv.presentKey] as ort.Tensor;
-      present[kv.pastValue] = out[kv.presentValue] as ort.Tensor;
-    }
+    for (const [name, pastName] of presentToPast(sig)) present[pastName] = out[name] as ort.Tensor;
     if (ends) return { logits: atPositions(out[sig.logits.name] as ort.Tensor, rows, sig.logits.vocabSize, ends.map((e) => seq - 1 - e)), present };
     const logits = lastPosition(out[sig.logits.name] as ort.Tensor, rows, sig.logits.vocabSize);
     if (!sig.hiddenState) return { logits, present };

@@ -12,8 +12,12 @@
  * (a 4-bit 125M model: reusing decode steps' positions changed 7 of 16, running a prompt's last token alone 6 of
  * 16; with the rule none of 56). Nothing is kept or reused on a LongRoPE graph past its original
  * context, whose rotation depends on the whole length.
+ *
+ * A hybrid model's recurrent state holds a whole sequence and cannot be cut back: its cached prompts are reused
+ * only whole, by prompts that begin with all of one (the next turn of a conversation still does).
  */
 import { copyRowCache, kvBytesPerPosition, type RowCache } from './batch-kv.js';
+import { stateBytesPerRow } from './cache-tensors.js';
 import type { DecoderSession } from './decoder-session.js';
 
 /** KV bytes a model keeps for prefix caching unless its session is told otherwise. */
@@ -58,8 +62,14 @@ export class PrefixCache {
     private readonly minTokens = 16,
   ) {}
 
-  private get bytesPerPosition(): number {
-    return kvBytesPerPosition(this.session);
+  /** Bytes a cached sequence of `length` positions holds. */
+  private bytesOf(length: number): number {
+    return length * kvBytesPerPosition(this.session) + stateBytesPerRow(this.session.signature);
+  }
+
+  /** Whether cached caches can only be taken whole (a recurrent state cannot be cut back). */
+  private get wholeOnly(): boolean {
+    return this.session.signature.states.length > 0;
   }
 
   /** Whether anything is kept: a budget above 0, and no refusal from the graph. */
@@ -94,7 +104,7 @@ export class PrefixCache {
     let bestLength = 0;
     for (const e of this.entries) {
       const n = commonPrefix(e.ids, prompt, prompt.length - 2);
-      if (n > bestLength) [best, bestLength] = [e, n];
+      if (n > bestLength && (!this.wholeOnly || n === e.ids.length)) [best, bestLength] = [e, n];
     }
     if (!best || bestLength < this.minTokens) return undefined;
     this.touch(best);
@@ -109,14 +119,18 @@ export class PrefixCache {
    */
   store(ids: readonly number[], take: () => RowCache, owned: boolean): void {
     const length = ids.length;
-    const bytes = length * this.bytesPerPosition;
+    const bytes = this.bytesOf(length);
     if (!this.enabled || length < this.minTokens || length > this.maxLength || bytes > this.budgetBytes) return;
-    const covering = this.entries.find((e) => e.ids.length >= length && commonPrefix(e.ids, ids, length) === length);
+    // (a longer sequence covers this one, and this one the shorter ones, where caches can be cut back)
+    const covers = (longer: readonly number[], shorter: readonly number[]) =>
+      (this.wholeOnly ? longer.length === shorter.length : longer.length >= shorter.length) && commonPrefix(longer, shorter, shorter.length) === shorter.length;
+    const covering = this.entries.find((e) => covers(e.ids, ids));
     if (covering) return this.touch(covering);
     const cache = take();
+    if (this.wholeOnly && cache.length !== length) return;
     this.entries = this.entries.filter((e) => {
-      const covered = commonPrefix(e.ids, ids, e.ids.length) === e.ids.length;
-      if (covered) this.held -= e.cache.length * this.bytesPerPosition;
+      const covered = covers(ids, e.ids);
+      if (covered) this.held -= this.bytesOf(e.cache.length);
       return !covered;
     });
     const plain = owned && (cache.row ?? 0) === 0 && (cache.width ?? cache.length) === length && cache.length === length;
@@ -124,7 +138,7 @@ export class PrefixCache {
     this.held += bytes;
     while (this.held > this.budgetBytes) {
       const old = this.entries.shift()!;
-      this.held -= old.cache.length * this.bytesPerPosition;
+      this.held -= this.bytesOf(old.cache.length);
     }
   }
 

@@ -13,10 +13,10 @@
  * to the shards in order (a worker handles its messages in order, so a rebuild needs no answer). Crossing
  * `minRows` moves the rows' caches between the backbone's cache and the shards once.
  */
-import * as ort from 'onnxruntime-node';
 import type { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { threadsPerCore } from './cpu-topology.js';
+import { allocate, copyRow, pastNames, rowElements, rowTensors, type CacheData } from './cache-tensors.js';
 import { BatchKv, rowStart, type BatchCache, type KvCounters, type RowCache } from './batch-kv.js';
 import type { DecoderSession, DecoderSource } from './decoder-session.js';
 import { fromWire, spawnWorker } from './spawn-worker.js';
@@ -96,33 +96,17 @@ class ShardClient {
   }
 }
 
-/** One row of a cache as compact arrays for the wire (`[1, kvHeads, length, headDim]` per past input). */
+/** One row of a cache as compact arrays for the wire (see {@link WireRow}). */
 function wireRow(session: DecoderSession, cache: RowCache): WireRow {
   const sig = session.signature;
-  const H = sig.kvHeads;
-  const D = sig.headDim;
-  const width = cache.width ?? cache.length;
-  const row = cache.row ?? 0;
+  const from = { row: cache.row ?? 0, width: cache.width ?? cache.length, first: rowStart(cache), length: cache.length };
   const past: WireRow['past'] = {};
-  for (const [name, t] of Object.entries(cache.past)) {
-    const src = t.data as Float32Array | Uint16Array;
-    const out = src instanceof Uint16Array ? new Uint16Array(H * cache.length * D) : new Float32Array(H * cache.length * D);
-    const first = rowStart(cache);
-    for (let h = 0; h < H; h++) {
-      const from = ((row * H + h) * width + first) * D;
-      out.set(src.subarray(from, from + cache.length * D), h * cache.length * D);
-    }
+  for (const name of pastNames(sig)) {
+    const out = allocate(sig, name, rowElements(sig, name, cache.length));
+    copyRow(sig, name, cache.past[name]!.data as CacheData, from, out, { row: 0, width: cache.length, first: 0, length: cache.length });
     past[name] = out;
   }
   return { length: cache.length, past };
-}
-
-/** A wire row back as a cache the backbone's batch can take. */
-function rowCache(session: DecoderSession, row: WireRow): RowCache {
-  const sig = session.signature;
-  const past: Record<string, ort.Tensor> = {};
-  for (const [name, data] of Object.entries(row.past)) past[name] = new ort.Tensor(sig.kvType, data, [1, sig.kvHeads, row.length, sig.headDim]);
-  return { past, length: row.length };
 }
 
 /** What the shards report in the batch's stats. */
@@ -304,7 +288,7 @@ export class RowShards implements BatchCache {
         const rows = (answers[p.shard] as Extract<FromShard, { type: 'rows' }>).rows;
         const row = rows[next[p.shard]!++]!;
         this.moved += this.bytesPerPosition * row.length;
-        return rowCache(this.session, row);
+        return { past: rowTensors(this.session.signature, row.past, row.length), length: row.length };
       });
       done();
       this.local.rebuild([], [...back, ...added]);

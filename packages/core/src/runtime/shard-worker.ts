@@ -5,9 +5,9 @@
  * (rows' caches sent back, when the batch narrows again).
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import * as ort from 'onnxruntime-node';
 import { DecoderSession, type DecoderSource } from './decoder-session.js';
 import { BatchKv, type RowCache } from './batch-kv.js';
+import { rowTensors } from './cache-tensors.js';
 import { toWire, type WireError } from './spawn-worker.js';
 
 /** What a shard is started with. */
@@ -15,7 +15,7 @@ export interface ShardWorkerConfig {
   source: DecoderSource;
 }
 
-/** One row's cache as it crosses threads: `[1, kvHeads, length, headDim]` values per past input name. */
+/** One row's cache as it crosses threads: its values per past input name (`[1, kvHeads, length, headDim]`, a state `[1, ...shape]`). */
 export interface WireRow {
   length: number;
   past: Record<string, Float32Array | Uint16Array>;
@@ -40,14 +40,6 @@ export type FromShard =
 const port = parentPort!;
 const { source } = workerData as ShardWorkerConfig;
 
-/** A wire row as a {@link RowCache} of this session's signature. */
-function fromWireRow(session: DecoderSession, row: WireRow): RowCache {
-  const sig = session.signature;
-  const past: Record<string, ort.Tensor> = {};
-  for (const [name, data] of Object.entries(row.past)) past[name] = new ort.Tensor(sig.kvType, data, [1, sig.kvHeads, row.length, sig.headDim]);
-  return { past, length: row.length };
-}
-
 /** A taken row of the batch cache, for the wire. */
 function toWireRow(cache: RowCache): WireRow {
   const past: WireRow['past'] = {};
@@ -66,7 +58,7 @@ DecoderSession.create(source, { intraOpThreads: 1 }).then(
       queue = queue.then(async () => {
         if (msg.type === 'rebuild') {
           try {
-            if (!broken) kv.rebuild(msg.keep, msg.added.map((r) => fromWireRow(session, r)));
+            if (!broken) kv.rebuild(msg.keep, msg.added.map((r) => ({ past: rowTensors(session.signature, r.past, r.length), length: r.length })));
           } catch (err) {
             broken = err;
           }

@@ -86,3 +86,27 @@ export async function followScript(path: string, vocab: number, script: readonly
     };
   });
 }
+
+/**
+ * Lets padding into a hybrid model's convolution states: the builder zeroes the inputs of masked-out positions
+ * (a Mul by the mask's columns of the tokens fed); this multiplies by one instead, as an export that does not mask
+ * them would compute. Positions the mask keeps compute as before.
+ */
+export async function unmaskConvolutions(path: string): Promise<void> {
+  const model = await readModel(path);
+  const graph = model.graph!;
+  const producer = new Map(graph.node!.flatMap((n) => n.output!.map((o) => [o, n] as const)));
+  const from = (name: string, op: string) => (producer.get(name)?.opType === op ? producer.get(name)! : undefined);
+  const one = 'unmasked_one';
+  graph.initializer!.push(makeTensor(one, DataType.FLOAT, [], Float32Array.of(1)) as never);
+  let edited = 0;
+  for (const n of graph.node!) {
+    if (n.opType !== 'Mul') continue;
+    const slice = from(from(from(n.input![1]!, 'Unsqueeze')?.input![0] ?? '', 'Cast')?.input![0] ?? '', 'Slice');
+    if (slice?.input![0] !== 'attention_mask') continue;
+    n.input![1] = one;
+    edited++;
+  }
+  if (edited === 0) throw new Error(`${path}: no masked convolution input found`);
+  await writeModel(path, model);
+}

@@ -1,0 +1,101 @@
+/**
+ * The tensors of a decoder's cache, by past input name: each attention layer's keys and values
+ * (`[rows, kvHeads, length, headDim]`, growing by a position per token) and, in a hybrid model, each recurrent
+ * layer's state (`[rows, ...shape]`, the same size whatever the length: a short convolution's last inputs, an SSM's
+ * state). Everything that makes, copies or ships a row of a cache goes through here, so both kinds move alike.
+ */
+import * as ort from 'onnxruntime-node';
+import type { DecoderSignature, FloatType, StateNames } from '../onnx/signature.js';
+
+/** The values of a cache tensor: fp32, or fp16 as raw bits. */
+export type CacheData = Float32Array | Uint16Array;
+
+const stateIndex = new WeakMap<DecoderSignature, Map<string, StateNames>>();
+
+/** The recurrent state fed through past input `name`, or undefined for keys and values. */
+export function stateOf(sig: DecoderSignature, name: string): StateNames | undefined {
+  let index = stateIndex.get(sig);
+  if (!index) stateIndex.set(sig, (index = new Map(sig.states.map((s) => [s.past, s]))));
+  return index.get(name);
+}
+
+/** Every past input: each attention layer's key and value, then the recurrent states. */
+export function pastNames(sig: DecoderSignature): string[] {
+  return [...sig.kv.flatMap((kv) => [kv.pastKey, kv.pastValue]), ...sig.states.map((s) => s.past)];
+}
+
+/** Output name → past input name, for taking a run's presents as the next past. */
+export function presentToPast(sig: DecoderSignature): [string, string][] {
+  return [...sig.kv.flatMap((kv): [string, string][] => [[kv.presentKey, kv.pastKey], [kv.presentValue, kv.pastValue]]), ...sig.states.map((s): [string, string] => [s.present, s.past])];
+}
+
+function typeOf(sig: DecoderSignature, name: string): FloatType {
+  return stateOf(sig, name)?.type ?? sig.kvType;
+}
+
+/** Values one row of a past input holds at `length` positions (a state's whole block, whatever the length). */
+export function rowElements(sig: DecoderSignature, name: string, length: number): number {
+  const state = stateOf(sig, name);
+  return state ? state.shape.reduce((a, b) => a * b, 1) : sig.kvHeads * length * sig.headDim;
+}
+
+/** Dims of a past input of `rows` rows at `length` positions. */
+export function pastDims(sig: DecoderSignature, name: string, rows: number, length: number): number[] {
+  const state = stateOf(sig, name);
+  return state ? [rows, ...state.shape] : [rows, sig.kvHeads, length, sig.headDim];
+}
+
+/** Zeroed values of a past input's type. */
+export function allocate(sig: DecoderSignature, name: string, elements: number): CacheData {
+  return typeOf(sig, name) === 'float16' ? new Uint16Array(elements) : new Float32Array(elements);
+}
+
+/** A tensor of past input `name` over `data`. */
+export function pastTensor(sig: DecoderSignature, name: string, data: CacheData, rows: number, length: number): ort.Tensor {
+  return new ort.Tensor(typeOf(sig, name), data, pastDims(sig, name, rows, length));
+}
+
+/** The cache of `rows` rows before their first token: no keys or values yet, every state zero. */
+export function emptyPast(sig: DecoderSignature, rows: number): Record<string, ort.Tensor> {
+  const past: Record<string, ort.Tensor> = {};
+  for (const name of pastNames(sig)) past[name] = pastTensor(sig, name, allocate(sig, name, rows * rowElements(sig, name, 0)), rows, 0);
+  return past;
+}
+
+/** Bytes of the recurrent states of one row (0 for a plain decoder). */
+export function stateBytesPerRow(sig: DecoderSignature): number {
+  return sig.states.reduce((n, s) => n + s.shape.reduce((a, b) => a * b, 1) * (s.type === 'float16' ? 2 : 4), 0);
+}
+
+/** Where a row's positions lie in a cache tensor: its row, the tensor's width, the slot of its first position, its length. */
+export interface RowPlace {
+  row: number;
+  width: number;
+  first: number;
+  length: number;
+}
+
+/**
+ * Copies one row of past input `name` from `src` (at `from`) into `out` (at `to`, whose `length` must be
+ * `from.length`); keys and values position by position for each head, a state as its whole block.
+ */
+export function copyRow(sig: DecoderSignature, name: string, src: CacheData, from: RowPlace, out: CacheData, to: RowPlace): void {
+  if (stateOf(sig, name)) {
+    const n = rowElements(sig, name, 0);
+    out.set(src.subarray(from.row * n, (from.row + 1) * n), to.row * n);
+    return;
+  }
+  const H = sig.kvHeads;
+  const D = sig.headDim;
+  for (let h = 0; h < H; h++) {
+    const start = ((from.row * H + h) * from.width + from.first) * D;
+    out.set(src.subarray(start, start + from.length * D), ((to.row * H + h) * to.width + to.first) * D);
+  }
+}
+
+/** A single row's cache tensors over compact per-input arrays (as they cross threads). */
+export function rowTensors(sig: DecoderSignature, arrays: Record<string, CacheData>, length: number): Record<string, ort.Tensor> {
+  const past: Record<string, ort.Tensor> = {};
+  for (const [name, data] of Object.entries(arrays)) past[name] = pastTensor(sig, name, data, 1, length);
+  return past;
+}

@@ -1,0 +1,104 @@
+/**
+ * Hybrid models (attention layers beside recurrent ones, here LFM2's short convolutions): their recurrent states
+ * ride with the KV cache through every path a row's cache takes (prefill, static batches of different lengths, the
+ * continuous batch's joins, moves and leaves, prompts prefilled together, prefix caching), and every request gives
+ * what it gives alone.
+ */
+import { expect } from 'chai';
+import { Engine } from '../src/engine.js';
+import { DecoderSession } from '../src/runtime/decoder-session.js';
+import { BatchKv, prefillTogether } from '../src/runtime/batch-kv.js';
+import { prepareDecoder } from '../src/onnx/prepared-cache.js';
+import { joinAndLeave, togetherAsAlone } from './support/batch-kv-scenario.js';
+import { builtModel, cacheDir, smallConfig } from './support/models.js';
+import { makeModule, storiesConfig } from './support/modules.js';
+import { unmaskConvolutions } from './support/graph-edits.js';
+import type { LlamaConfig } from '../src/onnx/llama-spec.js';
+import type { GenerationResult } from '../src/generate/types.js';
+
+const hybrid = (over: Partial<LlamaConfig> = {}): LlamaConfig => ({ numLayers: 4, layerTypes: ['conv', 'full', 'conv', 'full'], convKernel: 3, qkNorm: true, ...over }) as LlamaConfig;
+const maxGap = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]!)), 0);
+const ids = (r: GenerationResult) => r.rows.map((row) => row.ids);
+
+describe('hybrid models: recurrent states beside the KV cache', function () {
+  this.timeout(180_000);
+
+  it("the batch cache gives each row the logits it gets alone as rows join, move and leave, and prompts of one length prefill together", async () => {
+    const model = await builtModel('hybrid-kv', { ...smallConfig, ...hybrid() }, {}, 31);
+    const p = await prepareDecoder(model, { lastLogitsOnly: true, logitsFloat32: true, cacheDir });
+    const session = await DecoderSession.create({ path: p.preparedPath });
+    try {
+      expect(session.signature.states.map((s) => [s.past, s.shape])).to.deep.equal([
+        ['past_conv.0', [32, 2]],
+        ['past_conv.2', [32, 2]],
+      ]);
+      expect(session.signature.kv.map((k) => k.pastKey)).to.deep.equal(['past_key_values.1.key', 'past_key_values.3.key']);
+      expect(await joinAndLeave(session, new BatchKv(session))).to.be.lessThan(1e-4);
+      const { prefill, step } = await togetherAsAlone(session, [[3, 9, 27, 81], [5, 25, 60, 2], [7, 49, 40, 11]], [1, 2, 3]);
+      expect(Math.max(prefill, step)).to.be.lessThan(1e-4);
+      // Left padding would run through the states: refused, not wrong.
+      await prefillTogether(session, [[3, 9, 27], [5]]).then(
+        () => expect.fail('prefilled prompts of different lengths together'),
+        (err: Error) => expect(err.message).to.match(/different lengths .* recurrent states/),
+      );
+    } finally {
+      await session.release();
+    }
+  });
+
+  it('a static batch of prompts of different lengths gives each row the logits it gets alone, on a graph that would let padding into its states', async () => {
+    const model = await builtModel('hybrid-unmasked', { ...smallConfig, ...hybrid() }, {}, 32);
+    await unmaskConvolutions(model);
+    const session = await DecoderSession.create({ path: model });
+    try {
+      const prompts = [[3, 9, 27, 81, 50, 7], [5, 25], [7, 49, 40]];
+      const alone: Float32Array[][] = [];
+      for (const p of prompts) alone.push([(await session.prefill([p])).slice(), (await session.step([4])).slice()]);
+      const V = session.vocabSize;
+      const batch = [await session.prefill(prompts), await session.step([4, 4, 4])];
+      const gap = Math.max(...prompts.flatMap((_, r) => batch.map((l, t) => maxGap(l.subarray(r * V, (r + 1) * V), alone[r]![t]!))));
+      expect(gap).to.be.lessThan(1e-4);
+    } finally {
+      await session.release();
+    }
+  });
+
+  describe('through the engine', () => {
+    let on: Engine;
+    let off: Engine;
+    before(async () => {
+      const model = await makeModule({ name: 'hybrid-backbone', kind: 'backbone', seed: 33, config: storiesConfig(hybrid()) });
+      // Chunks of 3 prompt tokens: longer prompts join over several runs, their states carried from chunk to chunk.
+      [on, off] = await Promise.all([
+        Engine.load({ model, cacheDir, maxBatch: 8, prefillChunk: 3 }),
+        Engine.load({ model, cacheDir, prefixCacheBytes: 0, maxBatch: 1 }),
+      ]);
+    });
+    after(() => Promise.all([on?.dispose(), off?.dispose()]));
+
+    it('concurrent calls of different lengths, and a request of several prompts, each give what they give alone', async () => {
+      const prompts = [[1, 5, 9, 30, 41, 7, 100, 300, 12], [1, 77], [1, 3, 300, 200, 17], [1, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70]];
+      const alone = [];
+      for (const p of prompts) alone.push(ids(await off.generate({ promptIds: p }, { maxTokens: 12, ignoreEos: true }))[0]);
+      expect(new Set(alone.map((a) => a!.join())).size, 'the prompts continue differently').to.equal(prompts.length);
+      const together = await Promise.all(prompts.map((p) => on.generate({ promptIds: p }, { maxTokens: 12, ignoreEos: true })));
+      expect(together.map((r) => ids(r)[0])).to.deep.equal(alone);
+      expect(ids(await off.generate({ promptIds: prompts }, { maxTokens: 12, ignoreEos: true }))).to.deep.equal(alone);
+    });
+
+    it("a prompt that begins with a whole earlier one goes on from its cached states; one sharing only part of it does not", async () => {
+      const first = Array.from({ length: 24 }, (_, i) => 1 + ((i * 37) % 500));
+      const turn = { maxTokens: 8, ignoreEos: true };
+      await on.generate({ promptIds: first }, turn);
+      const next = [...first, 400, 401, 402, 403];
+      const reused = await on.generate({ promptIds: next }, turn);
+      expect(reused.usage.cachedPromptTokens).to.equal(first.length);
+      expect(ids(reused)).to.deep.equal(ids(await off.generate({ promptIds: next }, turn)));
+      // Its first 20 tokens are cached positions, but the states hold all 24 (or 28) of them: nothing to reuse.
+      const branch = [...first.slice(0, 20), 7, 8, 9, 10];
+      const fresh = await on.generate({ promptIds: branch }, turn);
+      expect(fresh.usage.cachedPromptTokens).to.equal(undefined);
+      expect(ids(fresh)).to.deep.equal(ids(await off.generate({ promptIds: branch }, turn)));
+    });
+  });
+});
