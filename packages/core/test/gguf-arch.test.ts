@@ -50,6 +50,9 @@ const GLM4MOE: RandomGgufSpec = {
   meta: { 'rope.dimension_count': u32(8), expert_weights_norm: { t: 'bool', v: true }, expert_gating_func: u32(2) },
 };
 
+/** An LFM2 as convert_hf_to_gguf writes it (see MODELS). */
+const LFM2: RandomGgufSpec = { arch: 'lfm2', hidden: 64, layers: 4, heads: 4, kvHeads: 2, ff: 96, qkNorm: true, convLayers: { kernel: 3, layers: [0, 1, 3] } };
+
 /** ERNIE-4.5-21B-A3B as convert_hf_to_gguf writes it (see MODELS). */
 const ERNIE_MOE: RandomGgufSpec = {
   arch: 'ernie4_5-moe',
@@ -380,6 +383,22 @@ const MODELS: Record<string, RandomGgufSpec> = {
       expert_group_used_count: u32(2),
     },
   },
+  // LFM2 (LFM2-350M … 2.6B): gated short convolutions of 3 taps in most layers, attention with per-head q/k norms in the
+  // others (NeoX rotary), a tied head, the final norm named token_embd_norm.
+  'lfm2 (LFM2: gated short convolutions around attention layers with q/k norms, a tied head)': LFM2,
+  // LFM2-8B-A1B: LFM2's layers, two dense MLPs first, then experts with sigmoid scores and a selection bias, renormalized.
+  'lfm2moe (LFM2-MoE: short convolutions, sigmoid routing with a selection bias, dense first layers)': {
+    arch: 'lfm2moe',
+    hidden: 64,
+    layers: 4,
+    heads: 4,
+    kvHeads: 2,
+    ff: 96,
+    qkNorm: true,
+    convLayers: { kernel: 3, layers: [0, 2, 3] },
+    experts: { count: 8, used: 2, ff: 32, selectionBias: true, leadingDense: 2 },
+    meta: { expert_gating_func: u32(2), expert_weights_norm: { t: 'bool', v: true } },
+  },
 };
 
 /** M-RoPE's `rope.dimension_sections`: rotary pairs per position kind (time, height, width, extra). */
@@ -495,7 +514,7 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
   describe('refusals name the feature', () => {
     const cases: [string, Partial<RandomGgufSpec>, RegExp][] = [
       ['an unknown architecture', { arch: 'mamba' }, /"mamba".*"llama", "mistral3", "granite", "smollm3", "ernie4_5", "exaone", "exaone4", "qwen2", "qwen2vl"/],
-      ['mixture of experts outside the MoE architectures read', { arch: 'qwen2', meta: { expert_count: u32(8), expert_used_count: u32(2) } }, /mixture-of-experts.*qwen2\.expert_count.*llama, granite, granitemoe, qwen3moe, qwen3vlmoe, qwen2moe, olmoe, gpt-oss, glm4moe, ernie4_5-moe, deepseek2, bailingmoe2 only/],
+      ['mixture of experts outside the MoE architectures read', { arch: 'qwen2', meta: { expert_count: u32(8), expert_used_count: u32(2) } }, /mixture-of-experts.*qwen2\.expert_count.*llama, granite, granitemoe, qwen3moe, qwen3vlmoe, qwen2moe, olmoe, gpt-oss, glm4moe, ernie4_5-moe, deepseek2, bailingmoe2, lfm2moe only/],
       ['expert weights scaled', { experts: { count: 4, used: 2 }, meta: { expert_weights_scale: f32(2.5) } }, /expert weights scaled by 2\.5/],
       ['an expert gating function other than softmax and sigmoid', { ...GLM4MOE, meta: { ...GLM4MOE.meta, expert_gating_func: u32(3) } }, /expert gating function 3 \("glm4moe\.expert_gating_func"; softmax and sigmoid only\)/],
       ['experts in every other layer (ERNIE 4.5)', { ...ERNIE_MOE, meta: { interleave_moe_layer_step: u32(2) } }, /experts in one layer of every 2 \("ernie4_5-moe\.interleave_moe_layer_step" = 2; 1 only\)/],
@@ -511,6 +530,13 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
       ["Command R+'s q/k LayerNorms", { arch: 'command-r', parallel: true, qkNorm: true, meta: { logit_scale: f32(0.25) } }, /q\/k LayerNorms.*attn_q_norm/],
       ['a tensor it would drop', { extraTensors: { 'blk.0.attn_output.bias': [[64], new Float32Array(64)] } }, /blk\.0\.attn_output\.bias/],
       ['an output head on gemma2 (llama.cpp ties it)', { arch: 'gemma2', postNorms: true, untied: true }, /gemma2.*"output\.weight"/],
+      ["LFM2's sliding window", { ...LFM2, meta: { 'attention.sliding_window': u32(16) } }, /lfm2.*a sliding window \("lfm2\.attention\.sliding_window" = 16\)/],
+      [
+        'LFM2 attention layers with different numbers of KV heads',
+        { ...LFM2, meta: { 'attention.head_count_kv': { t: 'arr', item: GgufValueType.UINT32, v: [0, 2, 0, 4].map(u32) } } },
+        /attention layers with different numbers of KV heads \(2, 4\)/,
+      ],
+      ['an LFM2 without attention layers', { ...LFM2, meta: { 'attention.head_count_kv': { t: 'arr', item: GgufValueType.UINT32, v: [0, 0, 0, 0].map(u32) } } }, /attention layers with no KV heads: no attention layer/],
     ];
     for (const [what, edit, message] of cases) {
       it(`refuses ${what}`, async () => {

@@ -23,10 +23,11 @@ const ids = (r: GenerationResult) => r.rows.map((row) => row.ids);
 describe('hybrid models: recurrent states beside the KV cache', function () {
   this.timeout(180_000);
 
-  it("the batch cache gives each row the logits it gets alone as rows join, move and leave, and prompts of one length prefill together", async () => {
-    const model = await builtModel('hybrid-kv', { ...smallConfig, ...hybrid() }, {}, 31);
+  for (const attention of ['ops', 'gqa'] as const) {
+  it(`the batch cache gives each row the logits it gets alone as rows join, move and leave, and prompts of one length prefill together (${attention === 'gqa' ? 'GroupQueryAttention, right-padded' : 'attention op by op, left-padded'})`, async () => {
+    const model = await builtModel(`hybrid-kv-${attention}`, { ...smallConfig, ...hybrid() }, { attention }, 31);
     const p = await prepareDecoder(model, { lastLogitsOnly: true, logitsFloat32: true, cacheDir });
-    const session = await DecoderSession.create({ path: p.preparedPath });
+    const session = await DecoderSession.create({ path: p.preparedPath, padding: p.padding });
     try {
       expect(session.signature.states.map((s) => [s.past, s.shape])).to.deep.equal([
         ['past_conv.0', [32, 2]],
@@ -45,6 +46,7 @@ describe('hybrid models: recurrent states beside the KV cache', function () {
       await session.release();
     }
   });
+  }
 
   it('a static batch of prompts of different lengths gives each row the logits it gets alone, on a graph that would let padding into its states', async () => {
     const model = await builtModel('hybrid-unmasked', { ...smallConfig, ...hybrid() }, {}, 32);

@@ -101,7 +101,7 @@ export function kebabName(s: string): string {
 }
 
 /** The `general.architecture` values the converter reads (llama.cpp's names). */
-export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'qwen2moe', 'qwen3moe', 'qwen3vlmoe', 'bailingmoe2', 'olmo2', 'olmoe', 'granitemoe', 'gpt-oss', 'glm4moe', 'ernie4_5-moe', 'deepseek2', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'seed_oss', 'nemotron', 'minicpm', 'internlm2', 'phi2'] as const;
+export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'qwen2moe', 'qwen3moe', 'qwen3vlmoe', 'bailingmoe2', 'olmo2', 'olmoe', 'granitemoe', 'gpt-oss', 'glm4moe', 'ernie4_5-moe', 'deepseek2', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'seed_oss', 'nemotron', 'minicpm', 'internlm2', 'phi2', 'lfm2', 'lfm2moe'] as const;
 export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 /**
@@ -134,6 +134,8 @@ const MOE_BLOCK: Partial<Record<GgufArchitecture, { block: GgufArchitecture; nor
   deepseek2: { block: 'deepseek2', normalize: false, ownExpertSize: true },
   // Ling 2.0: likewise.
   bailingmoe2: { block: 'bailingmoe2', normalize: false, ownExpertSize: true },
+  // LFM2-8B-A1B: llama.cpp's graph renormalizes whatever the file says.
+  lfm2moe: { block: 'lfm2', normalize: true, ownExpertSize: true },
 };
 
 /** Architectures whose last `nextn_predict_layers` blocks are multi-token-prediction heads, which llama.cpp loads and skips. */
@@ -179,7 +181,7 @@ export function ggufArchitecture(f: GgufFile): GgufArchitecture {
   if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new GgufError(
       `${src} has general.architecture "${arch}"; the converter reads ${SUPPORTED_ARCHITECTURES.map((a) => `"${a}"`).join(', ')} ` +
-        '(Llama 1/2/3, Mistral, Mixtral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL, Qwen3-VL and Qwen3-VL-MoE as text models, Qwen1.5/Qwen2-MoE and Qwen3-MoE, Ling 2.0 and Ring 2.0, OLMoE, Granite 3 MoE, gpt-oss, GLM-4.5 and GLM-4.5-Air, ERNIE 4.5 MoE, DeepSeek-V2/V3 and their kin (latent attention: DeepSeek-V2-Lite, DeepSeek-Coder-V2-Lite, GLM-4.7-Flash), OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B, GLM-4 and GLM-Z1 (0414), StarCoder 2, StableLM 2, Arcee AFM, Seed-OSS, Nemotron-Mini, MiniCPM 1B/2B, InternLM 2/2.5, Phi-2).',
+        '(Llama 1/2/3, Mistral, Mixtral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL, Qwen3-VL and Qwen3-VL-MoE as text models, Qwen1.5/Qwen2-MoE and Qwen3-MoE, Ling 2.0 and Ring 2.0, OLMoE, Granite 3 MoE, gpt-oss, GLM-4.5 and GLM-4.5-Air, ERNIE 4.5 MoE, DeepSeek-V2/V3 and their kin (latent attention: DeepSeek-V2-Lite, DeepSeek-Coder-V2-Lite, GLM-4.7-Flash), OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B, GLM-4 and GLM-Z1 (0414), StarCoder 2, StableLM 2, Arcee AFM, Seed-OSS, Nemotron-Mini, MiniCPM 1B/2B, InternLM 2/2.5, Phi-2, LFM2 and LFM2-MoE).',
       'unsupported-model',
     );
   }
@@ -241,7 +243,12 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
 
   const hiddenSize = required('embedding_length');
   const numHeads = required('attention.head_count');
-  const numKvHeads = scalar('attention.head_count_kv') ?? numHeads;
+  // LFM2: KV heads per layer, 0 where the layer is a short convolution (its recurrent layers).
+  const kvPerLayer = family === 'lfm2' ? f.get(key('attention.head_count_kv')) : undefined;
+  const convLayers = Array.isArray(kvPerLayer) ? kvPerLayer.map((n) => n === 0) : undefined;
+  const attentionKv = Array.isArray(kvPerLayer) ? [...new Set(kvPerLayer.filter((n) => n !== 0))] : undefined;
+  if (attentionKv && attentionKv.length !== 1) refuse(`attention layers with ${attentionKv.length ? `different numbers of KV heads (${attentionKv.join(', ')})` : 'no KV heads: no attention layer'} ("${key('attention.head_count_kv')}")`);
+  const numKvHeads = attentionKv ? Number(attentionKv[0]) : (scalar('attention.head_count_kv') ?? numHeads);
   // DeepSeek-V2's latent attention: a query/key head and a value head of their own sizes (files split for llama.cpp's
   // absorbed form give them as the `_mla` lengths, and the latent's as the plain ones).
   const latent = arch === 'deepseek2';
@@ -262,6 +269,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   const nextn = NEXTN_BLOCKS.has(arch) ? (scalar('nextn_predict_layers') ?? 0) : 0;
   const numLayers = required('block_count') - nextn;
   if (!Number.isInteger(nextn) || nextn < 0 || numLayers <= 0) throw new GgufError(`${src}: "${key('nextn_predict_layers')}" is ${nextn}, expected fewer than the ${numLayers + nextn} blocks.`, 'corrupt');
+  if (convLayers && convLayers.length !== numLayers) throw new GgufError(`${src}: "${key('attention.head_count_kv')}" lists ${convLayers.length} layers, the file has ${numLayers}.`, 'corrupt');
   const embd = f.tensorInfo('token_embd.weight');
   const tokens = f.get('tokenizer.ggml.tokens');
   const vocabSize = scalar('vocab_size') ?? (embd ? embd.dims[1] : undefined) ?? (Array.isArray(tokens) ? tokens.length : undefined);
@@ -297,6 +305,8 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
       config.moe = routedExperts(f, config, { scalar, required, refuse, key, scale: expertScale }, 'softmax', 'optional', scalar('expert_shared_feed_forward_length') || undefined);
     }
     if (arch === 'ernie4_5-moe') config.moe = ernieExperts(f, config, { scalar, required, refuse, key });
+    // LFM2-MoE: sigmoid scores by default, a selection bias where the file has one, always renormalized, never scaled.
+    if (arch === 'lfm2moe') config.moe = { ...routedExperts(f, config, { scalar, required, refuse, key, scale: 1 }, 'sigmoid', 'optional'), normalize: true };
     if (arch === 'deepseek2') {
       // DeepSeek-V2/V2.5 files name no gating: softmax; GLM-4.7-Flash's may not either, and llama.cpp tells them by 47 or
       // 48 layers and 154,880 tokens: sigmoid.
@@ -419,6 +429,18 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     }
   }
 
+  if (family === 'lfm2') {
+    // LFM2: per-head q/k norms on the attention layers, the others gated short convolutions of `shortconv.l_cache` taps.
+    // A sliding window (llama.cpp's iswa variant) is refused.
+    config.qkNorm = true;
+    const window = scalar('attention.sliding_window') ?? 0;
+    if (window > 0) refuse(`a sliding window ("${key('attention.sliding_window')}" = ${window})`);
+    if (convLayers?.some(Boolean)) {
+      config.layerTypes = convLayers.map((conv) => (conv ? 'conv' : 'full'));
+      config.convKernel = required('shortconv.l_cache');
+      if (config.convKernel < 2) throw new GgufError(`${src}: "${key('shortconv.l_cache')}" is ${config.convKernel}, expected 2 or more taps.`, 'corrupt');
+    }
+  }
   // SmolLM3: every fourth layer uses no rotary embedding (llama.cpp's n_no_rope_layer_step, a constant, not a key).
   if (arch === 'smollm3') config.noRopeLayers = Array.from({ length: numLayers }, (_, i) => i).filter((i) => (i + 1) % 4 === 0);
   if (family === 'granite' || arch === 'minicpm') {
@@ -681,8 +703,16 @@ export async function llamaWeightsFromGguf(
   for (let i = 0; i < config.numLayers; i++) {
     const p = `blk.${i}.`;
     const layer: Partial<LlamaLayerWeights<WeightMatrix>> = preNorms ? { attnNorm: await read(`${p}attn_norm.weight`, [h]) } : {};
-    // q, k and v: apart, or fused as one [q + 2 kv, hidden] matrix (Phi-3, some llama files); or latent attention's.
-    if (config.mla) Object.assign(layer, await readLatentAttention(p));
+    const conv = config.layerTypes?.[i] === 'conv';
+    // q, k and v: apart, or fused as one [q + 2 kv, hidden] matrix (Phi-3, some llama files); or latent attention's; or
+    // none, in LFM2's short-convolution layers.
+    if (conv) {
+      layer.shortConv = {
+        inProj: await readMatrix(`${p}shortconv.in_proj.weight`, [3 * h, h]),
+        kernel: await read(`${p}shortconv.conv.weight`, [h, config.convKernel!]),
+        outProj: await readMatrix(`${p}shortconv.out_proj.weight`, [h, h]),
+      };
+    } else if (config.mla) Object.assign(layer, await readLatentAttention(p));
     else if (f.tensorInfo(`${p}attn_qkv.weight`)) {
       const qkv = await readMatrix(`${p}attn_qkv.weight`, [qDim + 2 * kvDim, h]);
       Object.assign(layer, { wq: rows(qkv, 0, qDim, h), wk: rows(qkv, qDim, kvDim, h), wv: rows(qkv, qDim + kvDim, kvDim, h) });
@@ -700,12 +730,12 @@ export async function llamaWeightsFromGguf(
         layer.bv = await read(`${p}attn_v.bias`, [kvDim]);
       }
     }
-    if (config.qkNorm) {
+    if (config.qkNorm && !conv) {
       const projection = config.qkNormWidth === 'projection';
       layer.qNorm = await read(`${p}attn_q_norm.weight`, [projection ? qDim : hd]);
       layer.kNorm = await read(`${p}attn_k_norm.weight`, [projection ? kvDim : hd]);
     }
-    layer.wo = await readMatrix(`${p}attn_output.weight`, [h, config.mla ? config.numHeads * config.mla.valueDim : qDim]);
+    if (!conv) layer.wo = await readMatrix(`${p}attn_output.weight`, [h, config.mla ? config.numHeads * config.mla.valueDim : qDim]);
     if (config.postNorms) layer.postAttnNorm = await read(`${p}post_attention_norm.weight`, [h]);
     // (gpt-oss's, GLM-4.5's and Seed-OSS's norm before the MLP is llama.cpp's "post_attention_norm", Gemma's name for a norm after attention)
     const mlpNormName = arch === 'gpt-oss' || arch === 'glm4moe' || arch === 'seed_oss' ? 'post_attention_norm' : 'ffn_norm';
@@ -762,7 +792,8 @@ export async function llamaWeightsFromGguf(
   const weights: LlamaWeights<WeightMatrix> = {
     embed: await readMatrix('token_embd.weight', [config.vocabSize, h]),
     layers,
-    finalNorm: await read('output_norm.weight', [h]),
+    // (LFM2's final norm is named as an embedding norm, `token_embd_norm`, which llama.cpp reads as the output norm)
+    finalNorm: await read(f.tensorInfo('token_embd_norm.weight') && (arch === 'lfm2' || arch === 'lfm2moe') ? 'token_embd_norm.weight' : 'output_norm.weight', [h]),
     ...(config.normBias ? { finalNormBias: await read('output_norm.bias', [h]) } : {}),
   };
   if (!config.tieWordEmbeddings) weights.lmHead = await readMatrix('output.weight', [config.vocabSize, h]);

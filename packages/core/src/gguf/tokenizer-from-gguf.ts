@@ -542,6 +542,9 @@ export const BPE_PRE_TOKENIZERS: Readonly<Record<string, BpePreTokenizer>> = (()
     'llama-v3': llama3,
     falcon3: llama3,
     pixtral: llama3,
+    // LFM2's and Falcon-H1's (llama.cpp reads them as Llama 3's)
+    lfm2: llama3,
+    'falcon-h1': llama3,
     dbrx,
     'smaug-bpe': dbrx,
     qwen2,

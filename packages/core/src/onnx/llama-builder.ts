@@ -1338,7 +1338,9 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       };
     }
 
-    // [B, S, 1]: 1 for the tokens fed whose mask keeps them, 0 for padding, which must not enter a convolution's state.
+    // [B, S, 1]: 1 for the tokens fed whose mask keeps them, 0 for left padding, which must not enter a convolution's
+    // state. (A right-padded graph's last mask columns are not the tokens fed: its rows' padding follows their tokens,
+    // and runs of rows of different lengths must not go on from such states, as the engine's never do.)
     let keptTokens: string | undefined;
     const fedMask = () => (keptTokens ??= b.op('Unsqueeze', [b.op('Cast', [b.op('Slice', [attentionMask, P1, T1, one])], { to: DataType.FLOAT }), b.i64([2])]));
     /**
@@ -1348,7 +1350,8 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
      */
     const shortConv = (i: number, x: string, m: NonNullable<LayerRefs['shortConv']>): string => {
       const [bGate, cGate, xIn] = b.opN('Split', [linear(x, m.inProj), b.i64([hidden, hidden, hidden])], ['conv_b', 'conv_c', 'conv_x'], { axis: -1 });
-      const fed = b.op('Transpose', [b.op('Mul', [b.op('Mul', [bGate!, xIn!]), fedMask()])], { perm: [0, 2, 1] }); // [B, hidden, S]
+      const gated = b.op('Mul', [bGate!, xIn!]);
+      const fed = b.op('Transpose', [gqa ? gated : b.op('Mul', [gated, fedMask()])], { perm: [0, 2, 1] }); // [B, hidden, S]
       const window = b.op('Concat', [toFloat(convPast[i]!), fed], { axis: 2 }); // [B, hidden, convKernel − 1 + S]
       emit(`present_conv.${i}`, (out) => b.op('Slice', [window, b.i64([1 - c.convKernel]), b.i64([2 ** 31]), b.i64([2])], {}, out));
       const conv = b.op('Conv', [window, m.kernel], { group: hidden, kernel_shape: [c.convKernel] }); // [B, hidden, S]

@@ -81,6 +81,12 @@ export interface RandomGgufSpec {
   nextn?: number;
   /** A sink logit per attention head (`attn_sinks.weight`; gpt-oss). */
   sinks?: boolean;
+  /**
+   * LFM2's hybrid: these layers are gated short convolutions of `kernel` taps (`shortconv.{conv,in_proj,out_proj}`)
+   * instead of attention, `head_count_kv` is per layer (0 for them), `shortconv.l_cache` the taps, and the final norm is
+   * `token_embd_norm` (LFM2's name for it).
+   */
+  convLayers?: { kernel: number; layers: number[] };
   /** Extra tensors by name: [GGUF ne dims, values]. */
   extraTensors?: Record<string, [number[], Float32Array]>;
   /** ggml type of the matrices: 0 (F32, default) or 1 (F16). */
@@ -156,7 +162,7 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
     tensors.push({ name, dims: count === 1 ? [n] : [n, count], type: 0, data: new Uint8Array(data.buffer) });
   };
   matrix('token_embd.weight', vocab, h, spec.embedScale ?? scale);
-  vector('output_norm.weight', h, 0.1, 1);
+  vector(spec.convLayers ? 'token_embd_norm.weight' : 'output_norm.weight', h, 0.1, 1);
   if (spec.normBias) vector('output_norm.bias', h, 0.1, 0);
   if (spec.untied) matrix('output.weight', vocab, h);
   if (spec.headBias) vector('output.bias', vocab, 0.5, 0);
@@ -168,7 +174,14 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
     if (!spec.noPreNorms) vector(`${p}attn_norm.weight`, h, 0.1, 1);
     if (!spec.noPreNorms && spec.normBias) vector(`${p}attn_norm.bias`, h, 0.1, 0);
     const mla = spec.latent;
-    if (mla) {
+    const conv = spec.convLayers?.layers.includes(i) ? spec.convLayers.kernel : 0;
+    if (conv) {
+      // ne {taps, hidden}: each channel's taps, oldest input first (taps of the size trained ones have)
+      const taps = normal(h * conv, 0.5);
+      tensors.push({ name: `${p}shortconv.conv.weight`, dims: [conv, h], type: 0, data: new Uint8Array(taps.buffer) });
+      matrix(`${p}shortconv.in_proj.weight`, 3 * h, h);
+      matrix(`${p}shortconv.out_proj.weight`, h, h);
+    } else if (mla) {
       if (mla.qLora) {
         matrix(`${p}attn_q_a.weight`, mla.qLora, h);
         vector(`${p}attn_q_a_norm.weight`, mla.qLora, 0.1, 1);
@@ -196,11 +209,11 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
       vector(`${p}attn_k.bias`, kv, 0.2, 0);
       vector(`${p}attn_v.bias`, kv, 0.2, 0);
     }
-    if (spec.qkNorm) {
+    if (spec.qkNorm && !conv) {
       vector(`${p}attn_q_norm.weight`, spec.qkNorm === 'projection' ? q : hd, 0.1, 1);
       vector(`${p}attn_k_norm.weight`, spec.qkNorm === 'projection' ? kv : hd, 0.1, 1);
     }
-    matrix(`${p}attn_output.weight`, h, mla ? heads * mla.value : q);
+    if (!conv) matrix(`${p}attn_output.weight`, h, mla ? heads * mla.value : q);
     if (spec.projectionBias) vector(`${p}attn_output.bias`, h, 0.2, 0);
     if (spec.sinks) vector(`${p}attn_sinks.weight`, heads, 1, 0);
     if (spec.postNorms) vector(`${p}post_attention_norm.weight`, h, 0.1, 1);
@@ -266,7 +279,10 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
     ...(spec.nextn ? { [`${arch}.nextn_predict_layers`]: u32(spec.nextn) } : {}),
     [`${arch}.feed_forward_length`]: u32(ff),
     [`${arch}.attention.head_count`]: u32(heads),
-    [`${arch}.attention.head_count_kv`]: u32(kvHeads),
+    [`${arch}.attention.head_count_kv`]: spec.convLayers
+      ? { t: 'arr', item: 4, v: Array.from({ length: blocks }, (_, i) => u32(spec.convLayers!.layers.includes(i) ? 0 : kvHeads)) }
+      : u32(kvHeads),
+    ...(spec.convLayers ? { [`${arch}.shortconv.l_cache`]: u32(spec.convLayers.kernel) } : {}),
     [`${arch}.attention.layer_norm_rms_epsilon`]: { t: 'f32', v: 1e-6 },
     ...(spec.headDim !== undefined && !spec.latent
       ? { [`${arch}.attention.key_length`]: u32(spec.headDim), [`${arch}.attention.value_length`]: u32(spec.headDim) }
@@ -425,6 +441,11 @@ export async function ortGreedy(modelPath: string, prompt: number[], steps: numb
     let past: Record<string, ort.Tensor> = {};
     for (const name of session.inputNames) {
       if (name.startsWith('past_key_values.')) past[name] = new ort.Tensor('float32', new Float32Array(0), pastShape(name));
+      // a hybrid model's recurrent state (past_conv.{i}): [1, ...fixed dims], zero before the first token
+      if (name.startsWith('past_conv.')) {
+        const dims = [1, ...(session.inputMetadata.find((m) => m.name === name) as unknown as { shape: number[] }).shape.slice(1)];
+        past[name] = new ort.Tensor('float32', new Float32Array(dims.reduce((a, b) => a * b, 1)), dims);
+      }
     }
     const out: number[] = [];
     let feed = prompt;
@@ -453,6 +474,7 @@ export async function ortGreedy(modelPath: string, prompt: number[], steps: numb
       past = {};
       for (const name of Object.keys(res)) {
         if (name.startsWith('present.')) past[name.replace('present.', 'past_key_values.')] = res[name]!;
+        if (name.startsWith('present_conv.')) past[name.replace('present_', 'past_')] = res[name]!;
       }
       total = T;
       feed = [best];
