@@ -72,7 +72,7 @@ describe('gguf tokenizers: BPE pre-tokenizers, SentencePiece options, special to
   this.timeout(60_000);
   const scratch = useTempDir('reasonplug-gguf-bpe-');
 
-  for (const pre of ['qwen2', 'llama-bpe', 'smollm', 'tekken', 'gpt-4o', 'falcon3', 'pixtral', 'dbrx', 'refact', 'exaone', 'exaone4', 'command-r', 'olmo', 'mpt', 'glm4', 'chatglm-bpe', 'deepseek-llm', 'deepseek-coder', 'stablelm2', 'phi-2', 'seed-coder', 'deepseek-v3', 'bailingmoe2', 'lfm2']) {
+  for (const pre of ['qwen2', 'llama-bpe', 'smollm', 'tekken', 'gpt-4o', 'falcon3', 'pixtral', 'dbrx', 'refact', 'exaone', 'exaone4', 'command-r', 'olmo', 'mpt', 'glm4', 'chatglm-bpe', 'deepseek-llm', 'deepseek-coder', 'stablelm2', 'phi-2', 'seed-coder', 'deepseek-v3', 'bailingmoe2', 'lfm2', 'falcon-h1']) {
     it(`"${pre}": text tokenizes to llama.cpp's ids`, async () => {
       const path = join(scratch.dir, `${pre}.gguf`);
       // (a piece of "." and a newline: Seed-Coder's expression splits them where Qwen's keeps them together)

@@ -68,8 +68,9 @@ describe('hybrid models: recurrent states beside the KV cache', function () {
   describe('through the engine', () => {
     let on: Engine;
     let off: Engine;
+    let model: string;
     before(async () => {
-      const model = await makeModule({ name: 'hybrid-backbone', kind: 'backbone', seed: 33, config: storiesConfig(hybrid()) });
+      model = await makeModule({ name: 'hybrid-backbone', kind: 'backbone', seed: 33, config: storiesConfig(hybrid()) });
       // Chunks of 3 prompt tokens: longer prompts join over several runs, their states carried from chunk to chunk.
       [on, off] = await Promise.all([
         Engine.load({ model, cacheDir, maxBatch: 8, prefillChunk: 3 }),
@@ -86,6 +87,21 @@ describe('hybrid models: recurrent states beside the KV cache', function () {
       const together = await Promise.all(prompts.map((p) => on.generate({ promptIds: p }, { maxTokens: 12, ignoreEos: true })));
       expect(together.map((r) => ids(r)[0])).to.deep.equal(alone);
       expect(ids(await off.generate({ promptIds: prompts }, { maxTokens: 12, ignoreEos: true }))).to.deep.equal(alone);
+    });
+
+    it("counts the rows' recurrent states in the KV budget", async () => {
+      const { bytesPerPosition } = await on.stats();
+      const prompt = [1, 5, 9, 30];
+      // room for the keys and values of prompt and reply, not for the states beside them
+      const budget = (prompt.length + 8) * bytesPerPosition;
+      const tight = await Engine.load({ model, cacheDir, kvBudgetBytes: budget });
+      try {
+        const err = await tight.generate({ promptIds: prompt }, { maxTokens: 8 }).catch((e: unknown) => e);
+        expect(err).to.have.property('name', 'KvBudgetError');
+        expect((err as Error).message).to.match(/needs \d+ bytes of KV cache \(1 rows × 12 positions and their recurrent states\), more than the budget/);
+      } finally {
+        await tight.dispose();
+      }
     });
 
     it("a prompt that begins with a whole earlier one goes on from its cached states; one sharing only part of it does not", async () => {

@@ -230,9 +230,9 @@ export class ContinuousBatch {
     }
     const reserve = Math.min(context, Math.max(...request.prompts.map((p) => p.length)) + fixedSteps + maxTokens);
     const budget = this.limits.kvBudgetBytes;
-    const needs = request.prompts.length * reserve * this.kv.bytesPerPosition;
+    const needs = request.prompts.length * this.rowBytes(reserve);
     if (budget !== undefined && needs > budget) {
-      throw new KvBudgetError(`this request needs ${needs} bytes of KV cache (${request.prompts.length} rows × ${reserve} positions), more than the budget of ${budget} bytes; lower maxTokens or raise kvBudgetBytes`);
+      throw new KvBudgetError(`this request needs ${needs} bytes of KV cache (${request.prompts.length} rows × ${reserve} positions${this.kv.stateBytesPerRow ? ' and their recurrent states' : ''}), more than the budget of ${budget} bytes; lower maxTokens or raise kvBudgetBytes`);
     }
     this.refuseWhenFull(this.queue.length === 0 && this.hasRoom(request.prompts.length, reserve));
     const stops = options.stop?.length && request.decode ? new StopStringMatcher(options.stop) : undefined;
@@ -364,7 +364,12 @@ export class ContinuousBatch {
     // The batch's projected footprint: every row padded to the longest reservation.
     const jobs = new Set([...this.live.map((l) => l.job), ...this.ready.map((r) => r.job), ...this.prefills.map((p) => p.job)]);
     const widest = Math.max(reserve, ...[...jobs].map((j) => j.reserve));
-    return (busy + rows) * widest * this.kv.bytesPerPosition <= budget;
+    return (busy + rows) * this.rowBytes(widest) <= budget;
+  }
+
+  /** The backbone's cache bytes of a row of `positions` positions: its keys and values, and its recurrent states. */
+  private rowBytes(positions: number): number {
+    return positions * this.kv.bytesPerPosition + this.kv.stateBytesPerRow;
   }
 
   /** Throws a {@link QueueFullError} when a request that cannot start now would exceed `maxQueue` waiting. */

@@ -191,6 +191,8 @@ export interface BatchCache {
   readonly rows: number;
   readonly bytes: number;
   readonly bytesPerPosition: number;
+  /** Bytes of a row's recurrent states, whatever its length (0 for a plain decoder). */
+  readonly stateBytesPerRow: number;
   readonly counters: KvCounters;
   /** Each row's last hidden state after the latest step, when the graph reports it. */
   readonly hidden: Float32Array | undefined;
@@ -226,6 +228,10 @@ export class BatchKv implements BatchCache {
     return kvBytesPerPosition(this.session);
   }
 
+  get stateBytesPerRow(): number {
+    return stateBytesPerRow(this.session.signature);
+  }
+
   /** Rows in the batch. */
   get rows(): number {
     return this.lengths.length;
@@ -233,7 +239,7 @@ export class BatchKv implements BatchCache {
 
   /** Bytes the cache holds now (padding included). */
   get bytes(): number {
-    return this.rows * (this.width * this.bytesPerPosition + stateBytesPerRow(this.session.signature));
+    return this.rows * (this.width * this.bytesPerPosition + this.stateBytesPerRow);
   }
 
   /** Valid positions of a row. */
@@ -275,7 +281,7 @@ export class BatchKv implements BatchCache {
   /** A copy of one row's cache, as its own prefill would leave it (to run it alone, then add it back). */
   takeRow(row: number): RowCache {
     const length = this.lengths[row]!;
-    this.counters.copiedBytes += length * this.bytesPerPosition + stateBytesPerRow(this.session.signature);
+    this.counters.copiedBytes += length * this.bytesPerPosition + this.stateBytesPerRow;
     return copyRowCache(this.session, { past: this.past, length, row, width: this.width, start: this.firstSlot(this.width, length) }, length);
   }
 

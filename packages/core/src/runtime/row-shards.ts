@@ -207,10 +207,15 @@ export class RowShards implements BatchCache {
     return this.local.bytesPerPosition;
   }
 
+  get stateBytesPerRow(): number {
+    return this.local.stateBytesPerRow;
+  }
+
   get bytes(): number {
-    if (this.returning) return this.returning.length * Math.max(0, ...this.returning) * this.bytesPerPosition;
+    const row = (width: number) => width * this.bytesPerPosition + this.stateBytesPerRow;
+    if (this.returning) return this.returning.length * row(Math.max(0, ...this.returning));
     if (!this.wide) return this.local.bytes;
-    return this.shardLengths.reduce((n, lengths, s) => n + lengths.length * this.shardWidth[s]! * this.bytesPerPosition, 0);
+    return this.shardLengths.reduce((n, lengths, s) => n + lengths.length * row(this.shardWidth[s]!), 0);
   }
 
   get counters(): KvCounters {
@@ -287,7 +292,7 @@ export class RowShards implements BatchCache {
       const back = from.map((p) => {
         const rows = (answers[p.shard] as Extract<FromShard, { type: 'rows' }>).rows;
         const row = rows[next[p.shard]!++]!;
-        this.moved += this.bytesPerPosition * row.length;
+        this.moved += this.bytesPerPosition * row.length + this.stateBytesPerRow;
         return { past: rowTensors(this.session.signature, row.past, row.length), length: row.length };
       });
       done();
@@ -316,7 +321,7 @@ export class RowShards implements BatchCache {
       const same = addedOn[s]!.length === 0 && keptOn[s]!.length === this.shardLengths[s]!.length && keptOn[s]!.every((at, i) => at === i);
       if (same) return;
       const rows = addedOn[s]!.map((c) => wireRow(this.session, c));
-      for (const row of rows) this.moved += this.bytesPerPosition * row.length;
+      for (const row of rows) this.moved += this.bytesPerPosition * row.length + this.stateBytesPerRow;
       shard.send({ type: 'rebuild', keep: keptOn[s]!, added: rows }, rows.flatMap((r) => Object.values(r.past).map((a) => a.buffer as ArrayBuffer)));
       const lengths = [...keptOn[s]!.map((at) => this.shardLengths[s]![at]!), ...addedOn[s]!.map((c) => c.length)];
       this.shardLengths[s] = lengths;
