@@ -96,8 +96,8 @@ function reference(cfg: LlamaConfig, w: LlamaWeights, rows: Float64Array[], posi
   const S = rows.length;
   let h: Float64Array[] = rows.map((r) => Float64Array.from(r));
   for (const L of w.layers) {
-    if (L.shortConv) {
-      h = shortConv(cfg, L, h);
+    if (L.shortConv || L.mamba) {
+      h = L.shortConv ? shortConv(cfg, L, h) : mambaMixer(cfg, L, h);
       continue;
     }
     const qs: Float64Array[] = [];
@@ -168,6 +168,62 @@ function shortConv(cfg: LlamaConfig, L: LlamaLayerWeights, h: Float64Array[]): F
       y[ch] = bcx[s]![H + ch]! * acc;
     }
     const out = linear(m.outProj, y, H);
+    return mlpBlock(cfg, L, hs.map((v, i) => v + out[i]!));
+  });
+}
+
+/**
+ * A 'mamba' layer as Mamba2's reference computes it, token by token: z, x·B·C and dt = in_proj(norm(h)); x, B and C
+ * convolved causally (with the bias) and through SiLU; each head's state h ← e^(dt·A) h + dt · x ⊗ B, y = C · h + D x;
+ * y · silu(z) RMS-normalized per group, through out_proj; then the MLP.
+ */
+function mambaMixer(cfg: LlamaConfig, L: LlamaLayerWeights, h: Float64Array[]): Float64Array[] {
+  const { heads, headDim: P, stateSize: N, groups: G, convKernel: K } = cfg.mamba!;
+  const H = cfg.hiddenSize;
+  const I = heads * P;
+  const channels = I + 2 * G * N;
+  const eps = cfg.rmsNormEps ?? 1e-5;
+  const m = L.mamba!;
+  const silu = (v: number) => v / (1 + Math.exp(-v));
+  const proj = h.map((x) => linear(m.inProj, rmsNorm(x, L.attnNorm!, eps), 2 * I + 2 * G * N + heads));
+  const conv = proj.map((_, s) =>
+    Float64Array.from({ length: channels }, (_, ch) => {
+      let acc = m.convBias?.[ch] ?? 0;
+      for (let k = 0; k < K; k++) {
+        const t = s - (K - 1) + k;
+        if (t >= 0) acc += m.convKernel[ch * K + k]! * proj[t]![I + ch]!;
+      }
+      return silu(acc);
+    }),
+  );
+  const state = new Float64Array(heads * P * N);
+  return h.map((hs, s) => {
+    const xbc = conv[s]!;
+    const y = new Float64Array(I);
+    for (let hh = 0; hh < heads; hh++) {
+      const raw = proj[s]![2 * I + 2 * G * N + hh]! + m.dtBias[hh]!;
+      const dt = raw > 20 ? raw : Math.log1p(Math.exp(raw));
+      const decay = Math.exp(dt * m.a[hh]!);
+      const g = Math.floor(hh / (heads / G));
+      for (let p = 0; p < P; p++) {
+        const x = xbc[hh * P + p]!;
+        let acc = 0;
+        for (let n = 0; n < N; n++) {
+          const at = (hh * P + p) * N + n;
+          state[at] = state[at]! * decay + xbc[I + g * N + n]! * x * dt;
+          acc += state[at]! * xbc[I + G * N + g * N + n]!;
+        }
+        y[hh * P + p] = acc + m.d[hh]! * x;
+      }
+    }
+    const gated = y.map((v, j) => v * silu(proj[s]![j]!));
+    const per = I / G;
+    const normed = new Float64Array(I);
+    for (let g = 0; g < G; g++) {
+      const part = gated.subarray(g * per, (g + 1) * per);
+      normed.set(rmsNorm(part, m.norm.subarray(g * per, (g + 1) * per), eps), g * per);
+    }
+    const out = linear(m.outProj, normed, H);
     return mlpBlock(cfg, L, hs.map((v, i) => v + out[i]!));
   });
 }
@@ -368,7 +424,7 @@ interface Step {
   mask: number[][];
   /** Explicit position ids; by default cumsum(mask) - 1 clipped at 0, last columns. */
   positions?: number[][];
-  /** Per-layer [key, value] ('conv' layers: [state, state]); empty past (zero states) by default. */
+  /** Per-layer [key, value] ('conv' layers: [state, state]; 'mamba' layers: [convolution state, SSM state]); empty past (zero states) by default. */
   past?: [ort.Tensor, ort.Tensor][];
   /** inputs_embeds rows [B][E] (each of hidden size); empty by default. */
   embeds?: Float32Array[][];
@@ -401,6 +457,13 @@ async function run(r: Runner, step: Step) {
       feeds[`past_conv.${i}`] = step.past?.[i]?.[0] ?? floatTensor(opts, new Float32Array(B * d.H * (K - 1)), [B, d.H, K - 1]);
       continue;
     }
+    if (cfg.layerTypes?.[i] === 'mamba') {
+      const { heads, headDim, stateSize, groups, convKernel } = cfg.mamba!;
+      const channels = heads * headDim + 2 * groups * stateSize;
+      feeds[`past_conv.${i}`] = step.past?.[i]?.[0] ?? floatTensor(opts, new Float32Array(B * channels * (convKernel - 1)), [B, channels, convKernel - 1]);
+      feeds[`past_ssm.${i}`] = step.past?.[i]?.[1] ?? new ort.Tensor('float32', new Float32Array(B * heads * headDim * stateSize), [B, heads, headDim, stateSize]);
+      continue;
+    }
     const empty = () => floatTensor(opts, new Float32Array(0), [B, d.kv, 0, d.D]);
     feeds[`past_key_values.${i}.key`] = step.past?.[i]?.[0] ?? empty();
     feeds[`past_key_values.${i}.value`] = step.past?.[i]?.[1] ?? empty();
@@ -416,7 +479,7 @@ async function run(r: Runner, step: Step) {
   const present: [ort.Tensor, ort.Tensor][] = [];
   for (let i = 0; i < cfg.numLayers; i++) {
     const conv = out[`present_conv.${i}`];
-    present.push(conv ? [conv, conv] : [out[`present.${i}.key`]!, out[`present.${i}.value`]!]);
+    present.push(conv ? [conv, out[`present_ssm.${i}`] ?? conv] : [out[`present.${i}.key`]!, out[`present.${i}.value`]!]);
   }
   return {
     out,
@@ -611,6 +674,18 @@ const cases: { title: string; cfg: LlamaConfig; opts: LlamaBuildOptions; tol: nu
     tol: 1e-2,
   },
   {
+    title: "fp32, Granite 4.0-H's hybrid: Mamba2 mixers (4 heads in 2 groups, 4 taps) around an attention layer",
+    cfg: { ...base, numLayers: 3, numKvHeads: 2, layerTypes: ['mamba', 'full', 'mamba'], mamba: { convKernel: 4, heads: 4, headDim: 8, stateSize: 6, groups: 2 } },
+    opts: {},
+    tol: 1e-4,
+  },
+  {
+    title: 'fp16, Mamba2 mixers of one group, merged decoder',
+    cfg: { ...base, numLayers: 3, tieWordEmbeddings: true, layerTypes: ['mamba', 'mamba', 'full'], mamba: { convKernel: 3, heads: 2, headDim: 16, stateSize: 4, groups: 1 } },
+    opts: { dtype: 'float16', mergedDecoder: true },
+    tol: 1e-2,
+  },
+  {
     title: 'fp16, mixture of 4 experts, 3 used, not renormalized, a gated shared expert (Qwen2-MoE), merged decoder',
     cfg: { ...base, intermediateSize: 24, moe: { experts: 4, used: 3, normalize: false, sharedSize: 32 } },
     opts: { dtype: 'float16', mergedDecoder: true },
@@ -656,10 +731,11 @@ describe('Llama ONNX builder', function () {
     [{}, { ...base, numKvHeads: 2 }],
     [{ positionIds: false }, { ...base, numKvHeads: 2 }],
     [{ dtype: 'float16' as const, positionIds: false, idsType: 'int32' as const }, { ...base, numKvHeads: 2 }],
-    // (the padding must not enter the convolutions' states)
+    // (the padding must not enter the convolutions' or the SSMs' states)
     [{}, hybrid],
+    [{}, { ...hybrid, layerTypes: ['mamba', 'full', 'mamba'], convKernel: undefined, mamba: { convKernel: 4, heads: 4, headDim: 8, stateSize: 6, groups: 2 } }],
   ] as [LlamaBuildOptions, LlamaConfig][]) {
-    it(`a left-padded batch matches each prompt alone (${JSON.stringify(opts)}${cfg.layerTypes ? ', short convolutions' : ''})`, async () => {
+    it(`a left-padded batch matches each prompt alone (${JSON.stringify(opts)}${cfg.layerTypes ? `, ${cfg.layerTypes[0]} layers` : ''})`, async () => {
       const w = randomLlamaWeights(cfg, 7, SCALE);
       const refW = opts.dtype === 'float16' ? roundWeights(w) : w;
       const tol = opts.dtype === 'float16' ? 1e-2 : 1e-4;
@@ -859,7 +935,8 @@ describe('Llama ONNX builder', function () {
     const glm = { ...base, numLayers: 3, moe: { experts: 4, used: 2, normalize: true, sharedSize: 8, sharedGate: false, selectionBias: true, denseLayers: { count: 1, intermediateSize: 12 } } };
     const mla = { ...base, hiddenSize: 32, headDim: 12, mla: { kvLoraRank: 16, ropeDim: 4, valueDim: 6, qLoraRank: 8 } };
     const lfm2 = { ...base, numLayers: 3, numKvHeads: 2, qkNorm: true, layerTypes: ['conv', 'full', 'conv'], convKernel: 3 };
-    for (const cfg of [base, { ...base, numKvHeads: 2, tieWordEmbeddings: true, headDim: 8 }, moe, glm, mla, { ...mla, mla: { ...mla.mla, qLoraRank: undefined } }, lfm2] as LlamaConfig[]) {
+    const granite = { ...moe, numLayers: 3, layerTypes: ['mamba', 'full', 'mamba'], mamba: { convKernel: 4, heads: 4, headDim: 8, stateSize: 6, groups: 2 } };
+    for (const cfg of [base, { ...base, numKvHeads: 2, tieWordEmbeddings: true, headDim: 8 }, moe, glm, mla, { ...mla, mla: { ...mla.mla, qLoraRank: undefined } }, lfm2, granite] as LlamaConfig[]) {
       const a = randomLlamaWeights(cfg, 1);
       const b = randomLlamaWeights(cfg, 1);
       const c = randomLlamaWeights(cfg, 2);

@@ -11,7 +11,7 @@ import { basename, dirname, join } from 'node:path';
 import type { onnx as O } from 'onnx-proto';
 import { DataType, makeNode, makeTensor, makeValueInfo, onnx, writeModel, type TensorProto, type ValueInfoProto } from './proto.js';
 import { GraphBuilder, float32ArrayToFloat16, transpose2d } from './graph-builder.js';
-import type { LlamaConfig, LlamaWeights, LlamaLayerWeights, MlaWeights, MoeWeights, QuantizedMatrix, RopeStyle, WeightMatrix } from './llama-spec.js';
+import type { LlamaConfig, LlamaWeights, LlamaLayerWeights, MambaWeights, MlaWeights, MoeWeights, QuantizedMatrix, RopeStyle, WeightMatrix } from './llama-spec.js';
 import { LONG_ROPE_CONTEXT_KEY } from './graph-facts.js';
 import { blocksPerRow, concatRows, isQuantized, rowBytes, storedColumns } from './quantized-matrix.js';
 
@@ -137,9 +137,11 @@ interface Resolved {
   noRope: ReadonlySet<number>;
   finalCap: number | undefined;
   window: number | undefined;
-  layerTypes: readonly ('full' | 'sliding' | 'conv')[];
+  layerTypes: readonly ('full' | 'sliding' | 'conv' | 'mamba')[];
   /** Taps of the 'conv' layers (0 without any). */
   convKernel: number;
+  /** The 'mamba' layers' sizes (LlamaConfig.mamba) with their inner size and convolved channels. */
+  mamba: (NonNullable<LlamaConfig['mamba']> & { inner: number; channels: number }) | undefined;
   thetaLocal: number;
   ropeScaleLocal: number;
   moe: LlamaConfig['moe'];
@@ -196,6 +198,7 @@ function resolve(config: LlamaConfig): Resolved {
     window: config.slidingWindow,
     layerTypes: config.layerTypes ?? new Array<'full'>(config.numLayers).fill('full'),
     convKernel: config.convKernel ?? 0,
+    mamba: config.mamba && { ...config.mamba, inner: config.mamba.heads * config.mamba.headDim, channels: config.mamba.heads * config.mamba.headDim + 2 * config.mamba.groups * config.mamba.stateSize },
     thetaLocal: config.ropeThetaLocal ?? config.ropeTheta ?? 10000,
     ropeScaleLocal: config.ropeScaleLocal ?? config.ropeScale ?? 1,
     moe: config.moe,
@@ -300,14 +303,22 @@ function resolve(config: LlamaConfig): Resolved {
   if ([...r.noRope].some((l) => !Number.isInteger(l) || l < 0 || l >= r.layers)) {
     throw new Error(`invalid Llama config: noRopeLayers must list layers of 0..${r.layers - 1}`);
   }
-  if (r.layerTypes.length !== r.layers || r.layerTypes.some((t) => t !== 'full' && t !== 'sliding' && t !== 'conv')) {
-    throw new Error(`invalid Llama config: layerTypes must list 'full', 'sliding' or 'conv' for each of the ${r.layers} layers`);
+  if (r.layerTypes.length !== r.layers || r.layerTypes.some((t) => t !== 'full' && t !== 'sliding' && t !== 'conv' && t !== 'mamba')) {
+    throw new Error(`invalid Llama config: layerTypes must list 'full', 'sliding', 'conv' or 'mamba' for each of the ${r.layers} layers`);
   }
   const convs = r.layerTypes.filter((t) => t === 'conv').length;
+  const mambas = r.layerTypes.filter((t) => t === 'mamba').length;
   if (convs > 0 && !(Number.isInteger(r.convKernel) && r.convKernel >= 2)) throw new Error(`invalid Llama config: 'conv' layers need a whole convKernel of 2 or more taps, got ${config.convKernel}`);
   if (convs === 0 && config.convKernel !== undefined) throw new Error("invalid Llama config: convKernel is for 'conv' layers, and layerTypes lists none");
-  if (convs === r.layers) throw new Error("invalid Llama config: every layer is 'conv'; a model needs an attention layer");
-  if (convs > 0 && (r.mla || r.parallel || r.postNorms || !r.preNorms)) throw new Error("invalid Llama config: 'conv' layers take pre-norms, no post-norms, no parallel block and no mla");
+  if (mambas > 0) {
+    const m = r.mamba;
+    const whole = (n: number | undefined, least = 1) => Number.isInteger(n) && n! >= least;
+    if (!m || !whole(m.convKernel, 2) || !whole(m.heads) || !whole(m.headDim) || !whole(m.stateSize) || !whole(m.groups) || m.heads % m.groups !== 0) {
+      throw new Error(`invalid Llama config: 'mamba' layers need mamba sizes (whole heads, headDim, stateSize, groups dividing the heads, convKernel of 2 or more taps), got ${JSON.stringify(config.mamba)}`);
+    }
+  } else if (config.mamba !== undefined) throw new Error("invalid Llama config: mamba is for 'mamba' layers, and layerTypes lists none");
+  if (convs + mambas === r.layers) throw new Error("invalid Llama config: every layer is recurrent ('conv' or 'mamba'); a model needs an attention layer");
+  if (convs + mambas > 0 && (r.mla || r.parallel || r.postNorms || !r.preNorms)) throw new Error("invalid Llama config: 'conv' and 'mamba' layers take pre-norms, no post-norms, no parallel block and no mla");
   if (r.layerTypes.includes('sliding') && !(Number.isInteger(r.window) && r.window! > 0)) {
     throw new Error(`invalid Llama config: sliding layers need a positive integer slidingWindow, got ${r.window}`);
   }
@@ -335,7 +346,8 @@ export function llamaParameterCount(config: LlamaConfig): number {
     (c.qkNorm ? qkNormSizes(c).reduce((a, b) => a + b) : 0) + (c.projectionBias ? c.hidden : 0) + (c.sinks ? c.heads : 0);
   const mlpBiases = c.projectionBias && !c.moe ? c.hidden + c.inter : 0;
   // A 'conv' layer's convolution stands where attention does: its input and output projections and its taps.
-  const mixers = c.layerTypes.map((t) => (t === 'conv' ? 4 * c.hidden * c.hidden + c.hidden * c.convKernel : attention)).reduce((a, b) => a + b, 0);
+  const mamba = c.mamba ? (2 * c.mamba.inner + 2 * c.mamba.groups * c.mamba.stateSize + c.mamba.heads) * c.hidden + c.mamba.channels * (c.mamba.convKernel + 1) + 3 * c.mamba.heads + c.mamba.inner + c.hidden * c.mamba.inner : 0;
+  const mixers = c.layerTypes.map((t) => (t === 'conv' ? 4 * c.hidden * c.hidden + c.hidden * c.convKernel : t === 'mamba' ? mamba : attention)).reduce((a, b) => a + b, 0);
   const mlps = Array.from({ length: c.layers }, (_, i) => mlpParameters(c, i)).reduce((a, b) => a + b, 0);
   return c.vocab * c.hidden * (c.tied ? 1 : 2) + c.layers * (norms + mlpBiases) + mixers + mlps + c.hidden * (c.normBias ? 2 : 1) + (c.headBias ? c.vocab : 0);
 }
@@ -432,10 +444,22 @@ export function randomLlamaWeights(config: LlamaConfig, seed: number, scale = 0.
       }
     }
     if (c.sinks) l.sinks = normal(c.heads, 1);
-    if (c.layerTypes[i] === 'conv') {
-      for (const key of ['wq', 'wk', 'wv', 'wo', 'bq', 'bk', 'bv', 'qNorm', 'kNorm', 'sinks', 'bo'] as const) delete l[key];
-      // Taps of the size trained ones have, so the convolution matters next to the projections' small values.
-      l.shortConv = { inProj: normal(3 * c.hidden * c.hidden, scale), kernel: normal(c.hidden * c.convKernel, 0.5), outProj: normal(c.hidden * c.hidden, scale) };
+    if (c.layerTypes[i] === 'conv' || c.layerTypes[i] === 'mamba') for (const key of ['wq', 'wk', 'wv', 'wo', 'bq', 'bk', 'bv', 'qNorm', 'kNorm', 'sinks', 'bo'] as const) delete l[key];
+    // Taps of the size trained ones have, so the convolution matters next to the projections' small values.
+    if (c.layerTypes[i] === 'conv') l.shortConv = { inProj: normal(3 * c.hidden * c.hidden, scale), kernel: normal(c.hidden * c.convKernel, 0.5), outProj: normal(c.hidden * c.hidden, scale) };
+    if (c.layerTypes[i] === 'mamba') {
+      const { heads, inner, channels, groups, stateSize, convKernel } = c.mamba!;
+      // dt = softplus(… − 2) ≈ 0.13 a token, decay rates A of −e^(0.5 ± 0.5): a state that remembers a few tokens back
+      l.mamba = {
+        inProj: normal((2 * inner + 2 * groups * stateSize + heads) * c.hidden, scale),
+        convKernel: normal(channels * convKernel, 0.5),
+        convBias: normal(channels, 0.1),
+        dtBias: normal(heads, 0.5, -2),
+        a: normal(heads, 0.5, 0.5).map((v) => -Math.exp(v)),
+        d: normal(heads, 0.5, 1),
+        norm: normal(inner, 0.05, 1),
+        outProj: normal(c.hidden * inner, scale),
+      };
     }
     if (c.mla) {
       const { latent, rope, nope, value, qRank, qHead } = c.mla;
@@ -480,16 +504,22 @@ function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
     } else if (l.attnNorm || l.mlpNorm) {
       throw new Error(`Llama weights: layers[${i}] has pre-norm weights, but the config has preNorms: false`);
     }
-    const conv = c.layerTypes[i] === 'conv';
+    const kind = c.layerTypes[i]!;
+    // (a recurrent layer: no attention weights, its mixer's instead)
+    const conv = kind === 'conv' || kind === 'mamba';
     if (conv) {
       const attention = (['wq', 'wk', 'wv', 'wo', 'mla', 'bq', 'bk', 'bv', 'qNorm', 'kNorm', 'sinks', 'bo'] as const).filter((k) => l[k]);
-      if (attention.length) throw new Error(`Llama weights: layers[${i}] is a 'conv' layer but has attention weights (${attention.join(', ')})`);
+      if (attention.length) throw new Error(`Llama weights: layers[${i}] is a '${kind}' layer but has attention weights (${attention.join(', ')})`);
+    }
+    if (kind === 'conv') {
       expect(`layers[${i}].shortConv.inProj`, l.shortConv?.inProj, 3 * c.hidden * c.hidden);
       expect(`layers[${i}].shortConv.kernel`, l.shortConv?.kernel, c.hidden * c.convKernel);
       expect(`layers[${i}].shortConv.outProj`, l.shortConv?.outProj, c.hidden * c.hidden);
-    } else if (l.shortConv) throw new Error(`Llama weights: layers[${i}] has a short convolution, but the config's layer ${i} is '${c.layerTypes[i]}'`);
-    else if (c.mla) checkMla(c, l, i, expect);
-    else {
+    } else if (kind === 'mamba') checkMamba(c, l, i, expect);
+    if (l.shortConv && kind !== 'conv') throw new Error(`Llama weights: layers[${i}] has a short convolution, but the config's layer ${i} is '${kind}'`);
+    if (l.mamba && kind !== 'mamba') throw new Error(`Llama weights: layers[${i}] has a Mamba mixer, but the config's layer ${i} is '${kind}'`);
+    if (c.mla && !conv) checkMla(c, l, i, expect);
+    else if (!conv) {
       expect(`layers[${i}].wq`, l.wq, q * c.hidden);
       expect(`layers[${i}].wk`, l.wk, kv * c.hidden);
       expect(`layers[${i}].wv`, l.wv, kv * c.hidden);
@@ -573,6 +603,18 @@ function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
   if (!c.tied) expect('lmHead (the config does not tie embeddings)', w.lmHead, c.vocab * c.hidden);
 }
 
+/** A 'mamba' layer's mixer against the config (LlamaConfig.mamba). */
+function checkMamba(c: Resolved, l: LlamaLayerWeights<WeightMatrix>, i: number, expect: (what: string, a: WeightMatrix | undefined, n: number) => void): void {
+  const { heads, inner, channels, groups, stateSize, convKernel } = c.mamba!;
+  const m = l.mamba;
+  expect(`layers[${i}].mamba.inProj`, m?.inProj, (2 * inner + 2 * groups * stateSize + heads) * c.hidden);
+  expect(`layers[${i}].mamba.convKernel`, m?.convKernel, channels * convKernel);
+  if (m?.convBias) expect(`layers[${i}].mamba.convBias`, m.convBias, channels);
+  for (const key of ['dtBias', 'a', 'd'] as const) expect(`layers[${i}].mamba.${key}`, m?.[key], heads);
+  expect(`layers[${i}].mamba.norm`, m?.norm, inner);
+  expect(`layers[${i}].mamba.outProj`, m?.outProj, c.hidden * inner);
+}
+
 /** A latent-attention layer's weights against the config (LlamaConfig.mla). */
 function checkMla(c: Resolved, l: LlamaLayerWeights<WeightMatrix>, i: number, expect: (what: string, a: WeightMatrix | undefined, n: number) => void): void {
   const { latent, rope, nope, value, qRank, qHead } = c.mla!;
@@ -614,6 +656,11 @@ interface LayerRefs {
   wo?: Linear;
   /** A 'conv' layer's projections and taps `[hidden, 1, convKernel]` (Conv's depthwise weight). */
   shortConv?: { inProj: Linear; kernel: string; outProj: Linear };
+  /**
+   * A 'mamba' layer's mixer: its projections, taps `[C, 1, K]` and bias, dt's bias `[heads]`, A `[heads, 1]`, D
+   * `[heads, 1, 1]` (shaped to broadcast over each head's positions), and the grouped norm's weight `[groups, I / groups]`.
+   */
+  mamba?: { inProj: Linear; convKernel: string; convBias?: string; dtBias: string; a: string; d: string; norm: string; outProj: Linear };
   mlpNorm?: string;
   /** Absent for an ungated MLP, or a mixture of experts. */
   wGate?: Linear;
@@ -702,27 +749,32 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
   // Each layer's cache: an attention layer's keys and values, a 'conv' layer's last inputs (transformers.js's names).
   const past: ([string, string] | undefined)[] = [];
   const convPast: (string | undefined)[] = [];
-  const convShape = ['batch_size', hidden, c.convKernel - 1];
+  const ssmPast: (string | undefined)[] = [];
+  const convShape = (i: number) => (c.layerTypes[i] === 'conv' ? ['batch_size', hidden, c.convKernel - 1] : ['batch_size', c.mamba!.channels, c.mamba!.convKernel - 1]);
+  const ssmShape = c.mamba ? ['batch_size', c.mamba.heads, c.mamba.headDim, c.mamba.stateSize] : [];
   for (let i = 0; i < c.layers; i++) {
     const shape = ['batch_size', kvHeads, 'past_sequence_length', headDim];
-    const conv = c.layerTypes[i] === 'conv';
-    convPast.push(conv ? addInput(`past_conv.${i}`, ioType, convShape) : undefined);
-    past.push(conv ? undefined : [addInput(`past_key_values.${i}.key`, ioType, shape), addInput(`past_key_values.${i}.value`, ioType, shape)]);
+    const recurrent = c.layerTypes[i] === 'conv' || c.layerTypes[i] === 'mamba';
+    convPast.push(recurrent ? addInput(`past_conv.${i}`, ioType, convShape(i)) : undefined);
+    // (an SSM state sums a whole sequence: kept in float32 whatever the graph's type)
+    ssmPast.push(c.layerTypes[i] === 'mamba' ? addInput(`past_ssm.${i}`, DataType.FLOAT, ssmShape) : undefined);
+    past.push(recurrent ? undefined : [addInput(`past_key_values.${i}.key`, ioType, shape), addInput(`past_key_values.${i}.value`, ioType, shape)]);
   }
   const useCacheBranch = merged ? addInput('use_cache_branch', DataType.BOOL, [1]) : undefined;
   const numLogits = keepLogits ? addInput('num_logits_to_keep', DataType.INT64, []) : undefined;
 
-  const outputSpecs: { name: string; shape: (string | number)[] }[] = [
+  const outputSpecs: { name: string; shape: (string | number)[]; type?: number }[] = [
     { name: 'logits', shape: ['batch_size', keepLogits ? 'logits_length' : seq, vocab] },
   ];
   for (let i = 0; i < c.layers; i++) {
     const shape = ['batch_size', kvHeads, 'total_sequence_length', headDim];
-    if (c.layerTypes[i] === 'conv') outputSpecs.push({ name: `present_conv.${i}`, shape: convShape });
+    if (c.layerTypes[i] === 'conv' || c.layerTypes[i] === 'mamba') outputSpecs.push({ name: `present_conv.${i}`, shape: convShape(i) });
     else outputSpecs.push({ name: `present.${i}.key`, shape }, { name: `present.${i}.value`, shape });
+    if (c.layerTypes[i] === 'mamba') outputSpecs.push({ name: `present_ssm.${i}`, shape: ssmShape, type: DataType.FLOAT });
   }
   if (withHidden) outputSpecs.push({ name: 'last_hidden_state', shape: ['batch_size', seq, hidden] });
   for (const o of outputSpecs) g.reserve(o.name);
-  const outputs = outputSpecs.map((o) => makeValueInfo(o.name, ioType, o.shape));
+  const outputs = outputSpecs.map((o) => makeValueInfo(o.name, o.type ?? ioType, o.shape));
 
   // ---- weights: stored as initializers (fp16 or fp32), read through an fp32 view (a Cast for fp16)
   const stored = (name: string, dims: number[], data: Float32Array): string =>
@@ -799,7 +851,8 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
     const p = `model.layers.${i}`;
     return {
       ...(l.attnNorm ? { attnNorm: normVector(`${p}.input_layernorm.weight`, l.attnNorm) } : {}),
-      wqkv: l.mla || l.shortConv ? [] : qkvLinears(p, l),
+      wqkv: l.mla || l.shortConv || l.mamba ? [] : qkvLinears(p, l),
+      ...(l.mamba ? { mamba: mambaRefs(p, l.mamba) } : {}),
       ...(l.wo ? { wo: matrix(`${p}.self_attn.o_proj.weight`, hidden, c.mla ? heads * c.mla.value : qDim, l.wo) } : {}),
       ...(l.shortConv
         ? {
@@ -823,7 +876,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       ...(l.bo ? { bo: vector(`${p}.self_attn.o_proj.bias`, l.bo) } : {}),
       ...(l.bUp ? { bUp: vector(`${p}.mlp.up_proj.bias`, l.bUp) } : {}),
       ...(l.bDown ? { bDown: vector(`${p}.mlp.down_proj.bias`, l.bDown) } : {}),
-      ...(c.qkvBias && !l.shortConv
+      ...(c.qkvBias && l.wq
         ? {
             bqkv: g.op(
               'Concat',
@@ -833,8 +886,8 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
             ),
           }
         : {}),
-      ...(c.qkNorm && c.qkNormWidth === 'head' && !l.shortConv ? { qkNorm: qkNormWeight(p, l.qNorm!, l.kNorm!) } : {}),
-      ...(c.qkNorm && c.qkNormWidth === 'projection' && !l.shortConv
+      ...(c.qkNorm && c.qkNormWidth === 'head' && l.wq ? { qkNorm: qkNormWeight(p, l.qNorm!, l.kNorm!) } : {}),
+      ...(c.qkNorm && c.qkNormWidth === 'projection' && l.wq
         ? { projectionNorms: [normVector(`${p}.self_attn.q_norm.weight`, l.qNorm!), normVector(`${p}.self_attn.k_norm.weight`, l.kNorm!)] as [string, string] }
         : {}),
       ...(c.postNorms
@@ -876,6 +929,20 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
             },
           }
         : {}),
+    };
+  }
+  /** A 'mamba' layer's initializers (see LayerRefs.mamba). */
+  function mambaRefs(p: string, m: MambaWeights<WeightMatrix>): NonNullable<LayerRefs['mamba']> {
+    const { heads, inner, channels, groups, stateSize, convKernel } = c.mamba!;
+    return {
+      inProj: matrix(`${p}.mixer.in_proj.weight`, 2 * inner + 2 * groups * stateSize + heads, hidden, m.inProj),
+      convKernel: asFloat(stored(`${p}.mixer.conv1d.weight`, [channels, 1, convKernel], m.convKernel)),
+      ...(m.convBias ? { convBias: vector(`${p}.mixer.conv1d.bias`, m.convBias) } : {}),
+      dtBias: vector(`${p}.mixer.dt_bias`, m.dtBias),
+      a: asFloat(stored(`${p}.mixer.A`, [heads, 1], m.a)),
+      d: asFloat(stored(`${p}.mixer.D`, [heads, 1, 1], m.d)),
+      norm: asFloat(stored(`${p}.mixer.norm.weight`, [groups, inner / groups], m.norm)),
+      outProj: matrix(`${p}.mixer.out_proj.weight`, hidden, inner, m.outProj),
     };
   }
   /** A latent-attention layer's initializers (see LayerRefs.mla): kB and vB transposed per head, `[in, out]` as MatMul takes them. */
@@ -1116,8 +1183,9 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       return b.op('Mul', [b.op('Mul', [x, b.f32([0.5], [])]), b.op('Add', [b.op('Tanh', [inner]), b.f32([1], [])])]);
     };
     /** The MLP's activation (`hiddenAct`) of x. */
+    const silu = (x: string): string => b.op('Mul', [x, b.op('Sigmoid', [x])]);
     const activated = (x: string): string => {
-      if (c.act === 'silu') return b.op('Mul', [x, b.op('Sigmoid', [x])]);
+      if (c.act === 'silu') return silu(x);
       if (c.act === 'gelu_tanh') return geluTanh(x);
       const r = b.op('Relu', [x]);
       return b.op('Mul', [r, r]);
@@ -1344,17 +1412,69 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
     let keptTokens: string | undefined;
     const fedMask = () => (keptTokens ??= b.op('Unsqueeze', [b.op('Cast', [b.op('Slice', [attentionMask, P1, T1, one])], { to: DataType.FLOAT }), b.i64([2])]));
     /**
+     * A causal depthwise convolution over the state's last inputs and `fed` `[B, S, channels]` (left padding zeroed
+     * first): writes the present state (the last `taps − 1` inputs) and returns the convolved `[B, channels, S]`.
+     */
+    const causalConv = (i: number, fed: string, taps: number, kernel: string, bias: string | undefined, channels: number): string => {
+      const inputs = b.op('Transpose', [gqa ? fed : b.op('Mul', [fed, fedMask()])], { perm: [0, 2, 1] }); // [B, channels, S]
+      const window = b.op('Concat', [toFloat(convPast[i]!), inputs], { axis: 2 }); // [B, channels, taps − 1 + S]
+      emit(`present_conv.${i}`, (out) => b.op('Slice', [window, b.i64([1 - taps]), b.i64([2 ** 31]), b.i64([2])], {}, out));
+      return b.op('Conv', [window, kernel, ...(bias ? [bias] : [])], { group: channels, kernel_shape: [taps] });
+    };
+    /**
+     * A 'mamba' layer (Mamba2's mixer, as llama.cpp's build_mamba2_layer computes it): z, x·B·C and dt from one
+     * projection; x, B and C through the causal convolution, its bias and SiLU; then the selective scan over the
+     * tokens fed, computed in its dual, attention-like form (SSD) so that a prompt takes matrix products rather than a
+     * loop: with a = cumsum(dt · A) per head, y_t = Σ_{s≤t} (C_t · B_s) e^(a_t − a_s) dt_s x_s + e^(a_t) C_t · h₀, the
+     * new state h = e^(a_S) h₀ + Σ_s e^(a_S − a_s) dt_s x_s ⊗ B_s (exact, the sequential scan's sums regrouped); then
+     * D · x added, gated by SiLU(z), RMS-normalized per group of heads, projected out. Left padding gets dt = 0: no
+     * decay, no input.
+     */
+    const mambaLayer = (i: number, x: string, m: NonNullable<LayerRefs['mamba']>): string => {
+      const { heads, headDim, stateSize: N, groups, inner, channels, convKernel } = c.mamba!;
+      const [z, xBCin, dtIn] = b.opN('Split', [linear(x, m.inProj), b.i64([inner, channels, heads])], ['ssm_z', 'ssm_xbc', 'ssm_dt'], { axis: -1 });
+      const convolved = causalConv(i, xBCin!, convKernel, m.convKernel, m.convBias, channels);
+      const xBC = silu(b.op('Transpose', [convolved], { perm: [0, 2, 1] })); // [B, S, channels]
+      const [xs, bs, cs] = b.opN('Split', [xBC, b.i64([inner, groups * N, groups * N])], ['ssm_x', 'ssm_b', 'ssm_c'], { axis: -1 });
+      const softplus = b.op('Softplus', [b.op('Add', [dtIn!, m.dtBias])]);
+      const dtF = b.op('Transpose', [gqa ? softplus : b.op('Mul', [softplus, fedMask()])], { perm: [0, 2, 1] }); // [B, heads, S]
+      const perm0213 = { perm: [0, 2, 1, 3] };
+      const X = b.op('Transpose', [b.op('Reshape', [xs!, b.i64([0, 0, heads, headDim])])], perm0213); // [B, heads, S, P]
+      // B and C per head: each group's shared by its heads
+      const perHead = (t: string) => {
+        const g = b.op('Reshape', [t, b.i64([0, 0, groups, 1, N])]);
+        const each = b.op('Expand', [g, b.i64([1, 1, groups, heads / groups, N])]);
+        return b.op('Transpose', [b.op('Reshape', [each, b.i64([0, 0, heads, N])])], perm0213); // [B, heads, S, N]
+      };
+      const Bh = perHead(bs!);
+      const Ch = perHead(cs!);
+      const cum = b.op('CumSum', [b.op('Mul', [dtF, m.a]), b.i64([2], [])]); // [B, heads, S]
+      const cumRows = b.op('Unsqueeze', [cum, b.i64([3])]); // [B, heads, S, 1]
+      const S = b.op('Squeeze', [S1]);
+      const steps = b.op('Range', [b.i64([0], []), S, b.i64([1], [])]);
+      const causal = b.op('LessOrEqual', [steps, b.op('Unsqueeze', [steps, one])]); // [S, S]: s ≤ t
+      const decay = b.op('Exp', [b.op('Where', [causal, b.op('Sub', [cumRows, b.op('Unsqueeze', [cum, b.i64([2])])]), b.f32([-Infinity], [])])]);
+      const Xdt = b.op('Mul', [X, b.op('Unsqueeze', [dtF, b.i64([3])])]); // [B, heads, S, P]
+      const scores = b.op('Mul', [b.op('MatMul', [Ch, b.op('Transpose', [Bh], { perm: [0, 1, 3, 2] })]), decay]); // [B, heads, S, S]
+      const h0 = ssmPast[i]!;
+      const fromState = b.op('Mul', [b.op('MatMul', [Ch, b.op('Transpose', [h0], { perm: [0, 1, 3, 2] })]), b.op('Exp', [cumRows])]);
+      const y = b.op('Add', [b.op('Add', [b.op('MatMul', [scores, Xdt]), fromState]), b.op('Mul', [X, m.d])]); // [B, heads, S, P]
+      const last = b.op('Slice', [cum, b.i64([-1]), b.i64([2 ** 31]), b.i64([2])]); // [B, heads, 1]
+      const carried = b.op('Mul', [Xdt, b.op('Unsqueeze', [b.op('Exp', [b.op('Sub', [last, cum])]), b.i64([3])])]);
+      const kept = b.op('Mul', [h0, b.op('Unsqueeze', [b.op('Exp', [last]), b.i64([3])])]);
+      b.op('Add', [b.op('MatMul', [b.op('Transpose', [carried], { perm: [0, 1, 3, 2] }), Bh]), kept], {}, outName(`present_ssm.${i}`)); // [B, heads, P, N]
+      const gated = b.op('Mul', [b.op('Reshape', [b.op('Transpose', [y], perm0213), b.i64([0, 0, inner])]), silu(z!)]);
+      const normed = rms(b.op('Reshape', [gated, b.i64([0, 0, groups, inner / groups])]), m.norm);
+      return linear(b.op('Reshape', [normed, b.i64([0, 0, inner])]), m.outProj);
+    };
+    /**
      * A 'conv' layer (LFM2's gated short convolution): b, c and x from one projection, `c · conv(b · x)` projected out,
      * the convolution depthwise and causal over the state's last inputs and the new ones; the present state is the
      * last `convKernel − 1` of those.
      */
     const shortConv = (i: number, x: string, m: NonNullable<LayerRefs['shortConv']>): string => {
       const [bGate, cGate, xIn] = b.opN('Split', [linear(x, m.inProj), b.i64([hidden, hidden, hidden])], ['conv_b', 'conv_c', 'conv_x'], { axis: -1 });
-      const gated = b.op('Mul', [bGate!, xIn!]);
-      const fed = b.op('Transpose', [gqa ? gated : b.op('Mul', [gated, fedMask()])], { perm: [0, 2, 1] }); // [B, hidden, S]
-      const window = b.op('Concat', [toFloat(convPast[i]!), fed], { axis: 2 }); // [B, hidden, convKernel − 1 + S]
-      emit(`present_conv.${i}`, (out) => b.op('Slice', [window, b.i64([1 - c.convKernel]), b.i64([2 ** 31]), b.i64([2])], {}, out));
-      const conv = b.op('Conv', [window, m.kernel], { group: hidden, kernel_shape: [c.convKernel] }); // [B, hidden, S]
+      const conv = causalConv(i, b.op('Mul', [bGate!, xIn!]), c.convKernel, m.kernel, undefined, hidden); // [B, hidden, S]
       return linear(b.op('Mul', [cGate!, b.op('Transpose', [conv], { perm: [0, 2, 1] })]), m.outProj);
     };
 
@@ -1390,7 +1510,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       const L = layerRefs[i]!;
       const sliding = c.layerTypes[i] === 'sliding';
       const x = L.attnNorm ? residualNorm(L.attnNorm, undefined, false, L.attnNormBias) : residualSum();
-      const attnOut = L.shortConv ? shortConv(i, x, L.shortConv) : attentionBlock(i, x, L, sliding);
+      const attnOut = L.shortConv ? shortConv(i, x, L.shortConv) : L.mamba ? mambaLayer(i, x, L.mamba) : attentionBlock(i, x, L, sliding);
       // A parallel block's MLP reads the attention's input; its output joins the stream with the attention's.
       let y = x;
       let mixed = attnOut;
@@ -1454,7 +1574,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
         names.set(base, n);
         return n;
       });
-      const outs = outputSpecs.map((o) => makeValueInfo(names.get(o.name)!, ioType, o.shape));
+      const outs = outputSpecs.map((o) => makeValueInfo(names.get(o.name)!, o.type ?? ioType, o.shape));
       return b.toGraph(`${prefix}decoder`, [], outs);
     };
     const withPast = branch('with_past/');

@@ -178,9 +178,17 @@ export interface LlamaConfig {
    * causal convolution of `convKernel` taps; its recurrent state, the last `convKernel − 1` inputs, is the graph's
    * `past_conv.{i}` `[batch, hidden, convKernel − 1]` (the attention layers keep `past_key_values.{i}`).
    */
-  layerTypes?: readonly ('full' | 'sliding' | 'conv')[];
+  layerTypes?: readonly ('full' | 'sliding' | 'conv' | 'mamba')[];
   /** Taps of the 'conv' layers' convolution (LFM2: 3). */
   convKernel?: number;
+  /**
+   * Sizes of the 'mamba' layers (Mamba2's mixer, as Granite 4.0-H has it between attention layers): `heads` SSM heads
+   * of `headDim` channels (inner size I = heads · headDim), a state of `stateSize` per channel, B and C shared by
+   * `groups` groups of heads, a causal depthwise convolution of `convKernel` taps over x, B and C. Its recurrent states
+   * are the graph's `past_conv.{i}` `[batch, I + 2 · groups · stateSize, convKernel − 1]` and `past_ssm.{i}`
+   * `[batch, heads, headDim, stateSize]` (always float32).
+   */
+  mamba?: { convKernel: number; heads: number; headDim: number; stateSize: number; groups: number };
   /** Rope base of the sliding layers (Gemma 3 local layers: 10000). Default `ropeTheta`. */
   ropeThetaLocal?: number;
   /** Linear rope scale of the sliding layers. Default `ropeScale`. */
@@ -237,6 +245,8 @@ export interface LlamaLayerWeights<M extends WeightMatrix = Float32Array> {
   wo?: M; // [hidden, numHeads*headDim]
   /** In 'conv' layers (see `LlamaConfig.layerTypes`). */
   shortConv?: ShortConvWeights<M>;
+  /** In 'mamba' layers (see `LlamaConfig.mamba`). */
+  mamba?: MambaWeights<M>;
   mlpNorm?: Float32Array; // [hidden]
   /** Absent when `gatedMlp` is false, or in a mixture of experts' layers (but its `moe.denseLayers`). */
   wGate?: M; // [intermediate, hidden]
@@ -292,6 +302,27 @@ export interface ShortConvWeights<M extends WeightMatrix = Float32Array> {
   /** Each channel's taps, oldest input first. */
   kernel: Float32Array; // [H, K]
   outProj: M; // [H, H]
+}
+
+/**
+ * A 'mamba' layer's Mamba2 mixer (see `LlamaConfig.mamba`; hidden H, I = heads · headDim, G groups, N = stateSize,
+ * C = I + 2GN convolved channels, K taps).
+ */
+export interface MambaWeights<M extends WeightMatrix = Float32Array> {
+  /** z (the gate), x, B, C and each head's dt, stacked in that order. */
+  inProj: M; // [2I + 2GN + heads, H]
+  /** Each channel's taps over x, B and C, oldest input first, and their bias. */
+  convKernel: Float32Array; // [C, K]
+  convBias?: Float32Array; // [C]
+  /** Added to dt before its softplus. */
+  dtBias: Float32Array; // [heads]
+  /** Each head's decay rate A (negative: the state decays by exp(dt · A) a token). */
+  a: Float32Array; // [heads]
+  /** Each head's skip: y += D · x. */
+  d: Float32Array; // [heads]
+  /** The RMSNorm over each group's channels of y · silu(z). */
+  norm: Float32Array; // [I]
+  outProj: M; // [H, I]
 }
 
 /**
