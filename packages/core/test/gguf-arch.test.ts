@@ -50,6 +50,25 @@ const GLM4MOE: RandomGgufSpec = {
   meta: { 'rope.dimension_count': u32(8), expert_weights_norm: { t: 'bool', v: true }, expert_gating_func: u32(2) },
 };
 
+/** A Granite 4.0-H-micro as convert_hf_to_gguf writes it (see MODELS). */
+const GRANITE_HYBRID: RandomGgufSpec = {
+  arch: 'granitehybrid',
+  hidden: 64,
+  layers: 4,
+  heads: 4,
+  kvHeads: 2,
+  ff: 96,
+  untied: true,
+  mambaLayers: { layers: [0, 1, 3], convKernel: 4, heads: 8, headDim: 16, stateSize: 16, groups: 1 },
+  meta: {
+    embedding_scale: f32(2),
+    residual_scale: f32(0.5),
+    'attention.scale': f32(0.2),
+    logit_scale: f32(2),
+    'rope.scaling.finetuned': { t: 'bool', v: false },
+  },
+};
+
 /** An LFM2 as convert_hf_to_gguf writes it (see MODELS). */
 const LFM2: RandomGgufSpec = { arch: 'lfm2', hidden: 64, layers: 4, heads: 4, kvHeads: 2, ff: 96, qkNorm: true, convLayers: { kernel: 3, layers: [0, 1, 3] } };
 
@@ -398,6 +417,16 @@ const MODELS: Record<string, RandomGgufSpec> = {
     convLayers: { kernel: 3, layers: [0, 2, 3] },
     experts: { count: 8, used: 2, ff: 32, selectionBias: true, leadingDense: 2 },
     meta: { expert_gating_func: u32(2), expert_weights_norm: { t: 'bool', v: true } },
+  },
+  // Granite 4.0-H-micro: Mamba2 layers (inner size twice the hidden size, one group, 4 taps) around attention layers
+  // without position encoding, Granite's multipliers, a dense MLP.
+  'granitehybrid (Granite 4.0-H: Mamba2 mixers around attention without rotary, multipliers)': GRANITE_HYBRID,
+  // Granite 4.0-H-tiny/small: the same with experts, renormalized, and an ungated shared expert; rotary where the file asks.
+  'granitehybrid MoE (Granite 4.0-H-tiny: experts and a shared expert; two groups; rotary on)': {
+    ...GRANITE_HYBRID,
+    mambaLayers: { ...GRANITE_HYBRID.mambaLayers!, groups: 2 },
+    experts: { count: 6, used: 2, shared: 48, ungatedShared: true },
+    meta: { ...GRANITE_HYBRID.meta, 'rope.scaling.finetuned': { t: 'bool', v: true } },
   },
 };
 

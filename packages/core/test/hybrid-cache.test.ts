@@ -1,5 +1,5 @@
 /**
- * Hybrid models (attention layers beside recurrent ones, here LFM2's short convolutions): their recurrent states
+ * Hybrid models (attention layers beside recurrent ones: LFM2's short convolutions, Granite 4.0-H's Mamba2 mixers): their recurrent states
  * ride with the KV cache through every path a row's cache takes (prefill, static batches of different lengths, the
  * continuous batch's joins, moves and leaves, prompts prefilled together, prefix caching), and every request gives
  * what it gives alone.
@@ -17,53 +17,59 @@ import type { LlamaConfig } from '../src/onnx/llama-spec.js';
 import type { GenerationResult } from '../src/generate/types.js';
 
 const hybrid = (over: Partial<LlamaConfig> = {}): LlamaConfig => ({ numLayers: 4, layerTypes: ['conv', 'full', 'conv', 'full'], convKernel: 3, qkNorm: true, ...over }) as LlamaConfig;
+/** Granite 4.0-H's layout: Mamba2 mixers (a convolution state and an SSM state each) in place of the convolutions. */
+const MAMBA = { layerTypes: ['mamba', 'full', 'mamba', 'full'], convKernel: undefined, mamba: { convKernel: 4, heads: 4, headDim: 16, stateSize: 8, groups: 2 } } as const;
+/** The states each kind's layers 0 and 2 hold, with their dims after the batch. */
+const STATES = {
+  conv: [['past_conv.0', [32, 2]], ['past_conv.2', [32, 2]]],
+  mamba: [['past_conv.0', [96, 3]], ['past_ssm.0', [4, 16, 8]], ['past_conv.2', [96, 3]], ['past_ssm.2', [4, 16, 8]]],
+};
 const maxGap = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]!)), 0);
 const ids = (r: GenerationResult) => r.rows.map((row) => row.ids);
 
 describe('hybrid models: recurrent states beside the KV cache', function () {
   this.timeout(180_000);
 
-  for (const attention of ['ops', 'gqa'] as const) {
-  it(`the batch cache gives each row the logits it gets alone as rows join, move and leave, and prompts of one length prefill together (${attention === 'gqa' ? 'GroupQueryAttention, right-padded' : 'attention op by op, left-padded'})`, async () => {
-    const model = await builtModel(`hybrid-kv-${attention}`, { ...smallConfig, ...hybrid() }, { attention }, 31);
-    const p = await prepareDecoder(model, { lastLogitsOnly: true, logitsFloat32: true, cacheDir });
-    const session = await DecoderSession.create({ path: p.preparedPath, padding: p.padding });
-    try {
-      expect(session.signature.states.map((s) => [s.past, s.shape])).to.deep.equal([
-        ['past_conv.0', [32, 2]],
-        ['past_conv.2', [32, 2]],
-      ]);
-      expect(session.signature.kv.map((k) => k.pastKey)).to.deep.equal(['past_key_values.1.key', 'past_key_values.3.key']);
-      expect(await joinAndLeave(session, new BatchKv(session))).to.be.lessThan(1e-4);
-      const { prefill, step } = await togetherAsAlone(session, [[3, 9, 27, 81], [5, 25, 60, 2], [7, 49, 40, 11]], [1, 2, 3]);
-      expect(Math.max(prefill, step)).to.be.lessThan(1e-4);
-      // Left padding would run through the states: refused, not wrong.
-      await prefillTogether(session, [[3, 9, 27], [5]]).then(
-        () => expect.fail('prefilled prompts of different lengths together'),
-        (err: Error) => expect(err.message).to.match(/different lengths .* recurrent states/),
-      );
-    } finally {
-      await session.release();
-    }
-  });
+  for (const [kind, attention] of [['conv', 'ops'], ['conv', 'gqa'], ['mamba', 'ops'], ['mamba', 'gqa']] as const) {
+    it(`${kind} layers: the batch cache gives each row the logits it gets alone as rows join, move and leave, and prompts of one length prefill together (${attention === 'gqa' ? 'GroupQueryAttention, right-padded' : 'attention op by op, left-padded'})`, async () => {
+      const model = await builtModel(`hybrid-kv-${kind}-${attention}`, { ...smallConfig, ...hybrid(kind === 'mamba' ? MAMBA : {}) }, { attention }, 31);
+      const p = await prepareDecoder(model, { lastLogitsOnly: true, logitsFloat32: true, cacheDir });
+      const session = await DecoderSession.create({ path: p.preparedPath, padding: p.padding });
+      try {
+        expect(session.signature.states.map((s) => [s.past, s.shape])).to.deep.equal(STATES[kind]);
+        expect(session.signature.kv.map((k) => k.pastKey)).to.deep.equal(['past_key_values.1.key', 'past_key_values.3.key']);
+        expect(await joinAndLeave(session, new BatchKv(session))).to.be.lessThan(1e-4);
+        const { prefill, step } = await togetherAsAlone(session, [[3, 9, 27, 81], [5, 25, 60, 2], [7, 49, 40, 11]], [1, 2, 3]);
+        expect(Math.max(prefill, step)).to.be.lessThan(1e-4);
+        // Left padding would run through the states: refused, not wrong.
+        await prefillTogether(session, [[3, 9, 27], [5]]).then(
+          () => expect.fail('prefilled prompts of different lengths together'),
+          (err: Error) => expect(err.message).to.match(/different lengths .* recurrent states/),
+        );
+      } finally {
+        await session.release();
+      }
+    });
   }
 
-  it('a static batch of prompts of different lengths gives each row the logits it gets alone, on a graph that would let padding into its states', async () => {
-    const model = await builtModel('hybrid-unmasked', { ...smallConfig, ...hybrid() }, {}, 32);
-    await unmaskConvolutions(model);
-    const session = await DecoderSession.create({ path: model });
-    try {
-      const prompts = [[3, 9, 27, 81, 50, 7], [5, 25], [7, 49, 40]];
-      const alone: Float32Array[][] = [];
-      for (const p of prompts) alone.push([(await session.prefill([p])).slice(), (await session.step([4])).slice()]);
-      const V = session.vocabSize;
-      const batch = [await session.prefill(prompts), await session.step([4, 4, 4])];
-      const gap = Math.max(...prompts.flatMap((_, r) => batch.map((l, t) => maxGap(l.subarray(r * V, (r + 1) * V), alone[r]![t]!))));
-      expect(gap).to.be.lessThan(1e-4);
-    } finally {
-      await session.release();
-    }
-  });
+  for (const kind of ['conv', 'mamba'] as const) {
+    it(`${kind} layers: a static batch of prompts of different lengths gives each row the logits it gets alone, on a graph that would let padding into its states`, async () => {
+      const model = await builtModel(`hybrid-unmasked-${kind}`, { ...smallConfig, ...hybrid(kind === 'mamba' ? MAMBA : {}) }, {}, 32);
+      await unmaskConvolutions(model);
+      const session = await DecoderSession.create({ path: model });
+      try {
+        const prompts = [[3, 9, 27, 81, 50, 7], [5, 25], [7, 49, 40]];
+        const alone: Float32Array[][] = [];
+        for (const p of prompts) alone.push([(await session.prefill([p])).slice(), (await session.step([4])).slice()]);
+        const V = session.vocabSize;
+        const batch = [await session.prefill(prompts), await session.step([4, 4, 4])];
+        const gap = Math.max(...prompts.flatMap((_, r) => batch.map((l, t) => maxGap(l.subarray(r * V, (r + 1) * V), alone[r]![t]!))));
+        expect(gap).to.be.lessThan(1e-4);
+      } finally {
+        await session.release();
+      }
+    });
+  }
 
   describe('through the engine', () => {
     let on: Engine;

@@ -101,7 +101,7 @@ export function kebabName(s: string): string {
 }
 
 /** The `general.architecture` values the converter reads (llama.cpp's names). */
-export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'qwen2moe', 'qwen3moe', 'qwen3vlmoe', 'bailingmoe2', 'olmo2', 'olmoe', 'granitemoe', 'gpt-oss', 'glm4moe', 'ernie4_5-moe', 'deepseek2', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'seed_oss', 'nemotron', 'minicpm', 'internlm2', 'phi2', 'lfm2', 'lfm2moe'] as const;
+export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'qwen2moe', 'qwen3moe', 'qwen3vlmoe', 'bailingmoe2', 'olmo2', 'olmoe', 'granitemoe', 'gpt-oss', 'glm4moe', 'ernie4_5-moe', 'deepseek2', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'seed_oss', 'nemotron', 'minicpm', 'internlm2', 'phi2', 'lfm2', 'lfm2moe', 'granitehybrid'] as const;
 export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 /**
@@ -120,6 +120,8 @@ const MOE_BLOCK: Partial<Record<GgufArchitecture, { block: GgufArchitecture; nor
   llama: { block: 'llama', normalize: true, dense: true },
   granite: { block: 'granite', normalize: true, dense: true },
   granitemoe: { block: 'granite', normalize: true },
+  // Granite 4.0-H: Mamba2 layers beside attention; its MoE builds' experts of the feed-forward length, renormalized.
+  granitehybrid: { block: 'granitehybrid', normalize: true, dense: true },
   qwen3moe: { block: 'qwen3', normalize: true, ownExpertSize: true },
   // Qwen3-VL-30B-A3B's text model: Qwen3-MoE's, its M-RoPE on text the text model's rotary (as qwen3vl's).
   qwen3vlmoe: { block: 'qwen3', normalize: true, ownExpertSize: true },
@@ -142,7 +144,7 @@ const MOE_BLOCK: Partial<Record<GgufArchitecture, { block: GgufArchitecture; nor
 const NEXTN_BLOCKS: ReadonlySet<GgufArchitecture> = new Set(['glm4moe', 'bailingmoe2']);
 
 /** Architectures whose q/k llama.cpp's converter permutes into adjacent rotary pairs ("NORM"); the others keep NeoX's halves. */
-const ADJACENT_ROPE: ReadonlySet<GgufArchitecture> = new Set(['deepseek2', 'llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'command-r', 'cohere2', 'glm4', 'arcee', 'minicpm', 'internlm2']);
+const ADJACENT_ROPE: ReadonlySet<GgufArchitecture> = new Set(['deepseek2', 'llama', 'mistral3', 'granite', 'granitehybrid', 'smollm3', 'ernie4_5', 'command-r', 'cohere2', 'glm4', 'arcee', 'minicpm', 'internlm2']);
 /** Architectures whose llama.cpp graph rotates only the first `rope.dimension_count` dimensions of each head. */
 const PARTIAL_ROTARY: ReadonlySet<GgufArchitecture> = new Set(['phi3', 'glm4', 'glm4moe', 'bailingmoe2', 'stablelm', 'nemotron', 'phi2']);
 /** Architectures whose gate and up projections are one `[2 ff, hidden]` matrix, gate first (llama.cpp's SwiGLU halves). */
@@ -181,7 +183,7 @@ export function ggufArchitecture(f: GgufFile): GgufArchitecture {
   if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new GgufError(
       `${src} has general.architecture "${arch}"; the converter reads ${SUPPORTED_ARCHITECTURES.map((a) => `"${a}"`).join(', ')} ` +
-        '(Llama 1/2/3, Mistral, Mixtral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL, Qwen3-VL and Qwen3-VL-MoE as text models, Qwen1.5/Qwen2-MoE and Qwen3-MoE, Ling 2.0 and Ring 2.0, OLMoE, Granite 3 MoE, gpt-oss, GLM-4.5 and GLM-4.5-Air, ERNIE 4.5 MoE, DeepSeek-V2/V3 and their kin (latent attention: DeepSeek-V2-Lite, DeepSeek-Coder-V2-Lite, GLM-4.7-Flash), OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B, GLM-4 and GLM-Z1 (0414), StarCoder 2, StableLM 2, Arcee AFM, Seed-OSS, Nemotron-Mini, MiniCPM 1B/2B, InternLM 2/2.5, Phi-2, LFM2 and LFM2-MoE).',
+        '(Llama 1/2/3, Mistral, Mixtral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL, Qwen3-VL and Qwen3-VL-MoE as text models, Qwen1.5/Qwen2-MoE and Qwen3-MoE, Ling 2.0 and Ring 2.0, OLMoE, Granite 3 MoE, gpt-oss, GLM-4.5 and GLM-4.5-Air, ERNIE 4.5 MoE, DeepSeek-V2/V3 and their kin (latent attention: DeepSeek-V2-Lite, DeepSeek-Coder-V2-Lite, GLM-4.7-Flash), OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B, GLM-4 and GLM-Z1 (0414), StarCoder 2, StableLM 2, Arcee AFM, Seed-OSS, Nemotron-Mini, MiniCPM 1B/2B, InternLM 2/2.5, Phi-2, LFM2 and LFM2-MoE, Granite 4.0-H).',
       'unsupported-model',
     );
   }
@@ -243,8 +245,8 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
 
   const hiddenSize = required('embedding_length');
   const numHeads = required('attention.head_count');
-  // LFM2: KV heads per layer, 0 where the layer is a short convolution (its recurrent layers).
-  const kvPerLayer = family === 'lfm2' ? f.get(key('attention.head_count_kv')) : undefined;
+  // Hybrids: KV heads per layer, 0 where the layer is recurrent (LFM2's short convolutions, Granite 4.0-H's Mamba2 mixers).
+  const kvPerLayer = family === 'lfm2' || family === 'granitehybrid' ? f.get(key('attention.head_count_kv')) : undefined;
   const convLayers = Array.isArray(kvPerLayer) ? kvPerLayer.map((n) => n === 0) : undefined;
   const attentionKv = Array.isArray(kvPerLayer) ? [...new Set(kvPerLayer.filter((n) => n !== 0))] : undefined;
   if (attentionKv && attentionKv.length !== 1) refuse(`attention layers with ${attentionKv.length ? `different numbers of KV heads (${attentionKv.join(', ')})` : 'no KV heads: no attention layer'} ("${key('attention.head_count_kv')}")`);
@@ -441,6 +443,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
       if (config.convKernel < 2) throw new GgufError(`${src}: "${key('shortconv.l_cache')}" is ${config.convKernel}, expected 2 or more taps.`, 'corrupt');
     }
   }
+  if (family === 'granitehybrid') mambaConfig(f, config, convLayers, { scalar, required, refuse, key });
   // SmolLM3: every fourth layer uses no rotary embedding (llama.cpp's n_no_rope_layer_step, a constant, not a key).
   if (arch === 'smollm3') config.noRopeLayers = Array.from({ length: numLayers }, (_, i) => i).filter((i) => (i + 1) % 4 === 0);
   if (family === 'granite' || arch === 'minicpm') {
@@ -493,6 +496,36 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   // phi3: llama.cpp disables Phi-3's sliding window (it reads "phi3.attention.sliding_window" and sets no window), and so do we.
   if (ropeAttentionFactor !== 1) config.ropeAttentionFactor = ropeAttentionFactor;
   return config;
+}
+
+/**
+ * Granite 4.0-H as llama.cpp's granitehybrid graph reads it: the layers whose KV heads are 0 Mamba2 mixers
+ * (`ssm.conv_kernel` taps, `ssm.inner_size` channels in `ssm.time_step_rank` heads, a state of `ssm.state_size`, B
+ * and C in `ssm.group_count` groups), the others attention, rotated only where `rope.scaling.finetuned` (default true;
+ * Granite 4.0-H's files say false: no position encoding); Granite's multipliers where the file gives them; a shared
+ * expert of `expert_shared_feed_forward_length` added ungated.
+ */
+function mambaConfig(
+  f: GgufFile,
+  config: LlamaConfig,
+  recurrent: boolean[] | undefined,
+  p: { scalar: (k: string) => number | undefined; required: (k: string) => number; refuse: (what: string) => never; key: (k: string) => string },
+): void {
+  if (recurrent?.some(Boolean)) {
+    const heads = p.required('ssm.time_step_rank');
+    const inner = p.required('ssm.inner_size');
+    const groups = p.required('ssm.group_count');
+    if (inner % heads !== 0 || heads % groups !== 0) throw new GgufError(`${basename(f.path)}: ${inner} SSM channels in ${heads} heads of ${groups} groups ("${p.key('ssm.inner_size')}", "${p.key('ssm.time_step_rank')}", "${p.key('ssm.group_count')}") do not divide evenly.`, 'corrupt');
+    config.layerTypes = recurrent.map((r) => (r ? 'mamba' : 'full'));
+    config.mamba = { convKernel: p.required('ssm.conv_kernel'), heads, headDim: inner / heads, stateSize: p.required('ssm.state_size'), groups };
+  }
+  for (const [k, field] of [['embedding_scale', 'embeddingScale'], ['residual_scale', 'residualScale'], ['attention.scale', 'queryScale'], ['logit_scale', 'logitScale']] as const) {
+    const v = p.scalar(k) ?? 0;
+    if (v !== 0) config[field] = v;
+  }
+  if (f.get(p.key('rope.scaling.finetuned')) === false) config.noRopeLayers = Array.from({ length: config.numLayers }, (_, i) => i);
+  const shared = p.scalar('expert_shared_feed_forward_length') ?? 0;
+  if (config.moe && shared > 0) config.moe = { ...config.moe, sharedSize: shared, sharedGate: false };
 }
 
 /**
@@ -697,16 +730,33 @@ export async function llamaWeightsFromGguf(
       mla: { ...query, kvA: await readMatrix(`${p}attn_kv_a_mqa.weight`, [L + R, h]), kvANorm: await read(`${p}attn_kv_a_norm.weight`, [L]), kB, vB },
     };
   };
+  /** A layer's Mamba2 mixer (llama.cpp's ssm_* tensors; `ssm_a` and `ssm_d` have no `.weight` suffix). */
+  const readMamba = async (p: string): Promise<NonNullable<LlamaLayerWeights<WeightMatrix>['mamba']>> => {
+    const { heads, headDim, stateSize, groups, convKernel } = config.mamba!;
+    const inner = heads * headDim;
+    const channels = inner + 2 * groups * stateSize;
+    return {
+      inProj: await readMatrix(`${p}ssm_in.weight`, [2 * inner + 2 * groups * stateSize + heads, h]),
+      convKernel: await read(`${p}ssm_conv1d.weight`, [channels, convKernel]),
+      ...(f.tensorInfo(`${p}ssm_conv1d.bias`) ? { convBias: await read(`${p}ssm_conv1d.bias`, [channels]) } : {}),
+      dtBias: await read(`${p}ssm_dt.bias`, [heads]),
+      a: await read(`${p}ssm_a`, [heads, 1]),
+      d: await read(`${p}ssm_d`, [heads, 1]),
+      norm: await read(`${p}ssm_norm.weight`, [groups, inner / groups]),
+      outProj: await readMatrix(`${p}ssm_out.weight`, [h, inner]),
+    };
+  };
   const rows = sliceRows;
   const layers: LlamaLayerWeights<WeightMatrix>[] = [];
   const preNorms = config.preNorms ?? true;
   for (let i = 0; i < config.numLayers; i++) {
     const p = `blk.${i}.`;
     const layer: Partial<LlamaLayerWeights<WeightMatrix>> = preNorms ? { attnNorm: await read(`${p}attn_norm.weight`, [h]) } : {};
-    const conv = config.layerTypes?.[i] === 'conv';
+    const conv = config.layerTypes?.[i] === 'conv' || config.layerTypes?.[i] === 'mamba';
     // q, k and v: apart, or fused as one [q + 2 kv, hidden] matrix (Phi-3, some llama files); or latent attention's; or
-    // none, in LFM2's short-convolution layers.
-    if (conv) {
+    // none, in LFM2's short-convolution layers and Granite 4.0-H's Mamba2 layers.
+    if (config.layerTypes?.[i] === 'mamba') layer.mamba = await readMamba(p);
+    else if (conv) {
       layer.shortConv = {
         inProj: await readMatrix(`${p}shortconv.in_proj.weight`, [3 * h, h]),
         kernel: await read(`${p}shortconv.conv.weight`, [h, config.convKernel!]),

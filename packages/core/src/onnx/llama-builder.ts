@@ -1027,6 +1027,8 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
     });
   const hasSliding = c.layerTypes.includes('sliding');
   const localRope = hasSliding && (c.thetaLocal !== c.theta || c.ropeScaleLocal !== c.ropeScale);
+  // (Granite 4.0-H's attention layers have no position encoding: no tables then)
+  const ropeUsed = c.layerTypes.some((t, i) => (t === 'full' || t === 'sliding') && !c.noRope.has(i));
   // GroupQueryAttention's CPU kernel rotates inside only heads whose size is a multiple of 16; others by ops before it.
   // Its cos/sin caches are one table for the whole batch, so LongRoPE's choice of table per row is made by ops too,
   // and so is a partial rotation.
@@ -1054,9 +1056,9 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
   };
   const invGlobal = invFreqValues(c.theta, c.ropeScale);
   const invLocal = localRope ? invFreqValues(c.thetaLocal, c.ropeScaleLocal) : invGlobal;
-  const cachesGlobal = rotaryInside ? rotaryCaches('rope', invGlobal) : undefined;
+  const cachesGlobal = rotaryInside && ropeUsed ? rotaryCaches('rope', invGlobal) : undefined;
   const cachesLocal = rotaryInside && localRope ? rotaryCaches('rope_local', invLocal) : cachesGlobal;
-  const invFreq = rotaryInside ? '' : g.f32Array('rope.inv_freq', [rotHalf], invGlobal);
+  const invFreq = rotaryInside || !ropeUsed ? '' : g.f32Array('rope.inv_freq', [rotHalf], invGlobal);
   const invFreqLocal = !rotaryInside && localRope ? g.f32Array('rope.inv_freq_local', [rotHalf], invLocal) : invFreq;
   // LongRoPE's long-sequence frequencies, beside the short ones above.
   const longInv = (name: string, theta: number, scale: number) => (c.longRope ? g.f32Array(name, [rotHalf], invFreqValues(theta, scale, c.longRope.long)) : '');
@@ -1133,7 +1135,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       return (positionsF = b.op('Cast', [b.op('Slice', [clipped, P1, T1, one])], { to: DataType.FLOAT }));
     };
     // GroupQueryAttention rotating inside takes its own positions.
-    const posF = positionIds || !rotaryInside ? positions() : '';
+    const posF = (positionIds || !rotaryInside) && ropeUsed ? positions() : '';
     // Llama 4's attention temperature [B, S, 1]: 1 + scale · ln(⌊(position + offset) / length⌋ + 1).
     const temperatureOf = ({ scale, length, offset }: NonNullable<Resolved['temperature']>): string => {
       const periods = b.op('Floor', [b.op('Div', [b.op('Add', [positions(), b.f32([offset], [])]), b.f32([length], [])])]);
@@ -1153,7 +1155,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       const scaled = (t: string) => (c.ropeMscale === 1 ? t : b.op('Mul', [t, b.f32([c.ropeMscale], [])]));
       return [b.op('Unsqueeze', [scaled(b.op('Cos', [freqs])), ropeAxes]), b.op('Unsqueeze', [scaled(b.op('Sin', [freqs])), ropeAxes])];
     };
-    const globalTables: [string, string] = rotaryInside ? ['', ''] : tables(invFreq, invFreqLong);
+    const globalTables: [string, string] = rotaryInside || !ropeUsed ? ['', ''] : tables(invFreq, invFreqLong);
     const localTables = localRope && !rotaryInside ? tables(invFreqLocal, invFreqLocalLong) : globalTables;
     const rope = (x: string, [cos, sin]: [string, string]): string => {
       // x: [B, heads, S, headDim] (or [B, S, heads, headDim]); cos/sin broadcast over the heads axis. A partial

@@ -87,6 +87,12 @@ export interface RandomGgufSpec {
    * `token_embd_norm` (LFM2's name for it).
    */
   convLayers?: { kernel: number; layers: number[] };
+  /**
+   * Granite 4.0-H's hybrid: these layers are Mamba2 mixers (`ssm_in`, `ssm_conv1d` with its bias, `ssm_dt.bias`, `ssm_a`,
+   * `ssm_d`, `ssm_norm`, `ssm_out`) of `heads` heads of `headDim`, states of `stateSize`, B and C in `groups` groups,
+   * `convKernel` taps; `head_count_kv` is per layer (0 for them) and the `ssm.*` sizes are written.
+   */
+  mambaLayers?: { layers: number[]; convKernel: number; heads: number; headDim: number; stateSize: number; groups: number };
   /** Extra tensors by name: [GGUF ne dims, values]. */
   extraTensors?: Record<string, [number[], Float32Array]>;
   /** ggml type of the matrices: 0 (F32, default) or 1 (F16). */
@@ -175,7 +181,21 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
     if (!spec.noPreNorms && spec.normBias) vector(`${p}attn_norm.bias`, h, 0.1, 0);
     const mla = spec.latent;
     const conv = spec.convLayers?.layers.includes(i) ? spec.convLayers.kernel : 0;
-    if (conv) {
+    const ssm = spec.mambaLayers?.layers.includes(i) ? spec.mambaLayers : undefined;
+    if (ssm) {
+      const inner = ssm.heads * ssm.headDim;
+      const channels = inner + 2 * ssm.groups * ssm.stateSize;
+      const raw = (name: string, dims: number[], data: Float32Array) => tensors.push({ name, dims, type: 0, data: new Uint8Array(data.buffer) });
+      matrix(`${p}ssm_in.weight`, 2 * inner + 2 * ssm.groups * ssm.stateSize + ssm.heads, h);
+      raw(`${p}ssm_conv1d.weight`, [ssm.convKernel, channels], normal(channels * ssm.convKernel, 0.5));
+      vector(`${p}ssm_conv1d.bias`, channels, 0.1, 0);
+      // dt = softplus(… − 2) ≈ 0.13, A = −e^(0.5 ± 0.5) (stored as llama.cpp's converter stores it: −exp(A_log))
+      vector(`${p}ssm_dt.bias`, ssm.heads, 0.5, -2);
+      raw(`${p}ssm_a`, [1, ssm.heads], normal(ssm.heads, 0.5, 0.5).map((v) => -Math.exp(v)));
+      raw(`${p}ssm_d`, [1, ssm.heads], normal(ssm.heads, 0.5, 1));
+      raw(`${p}ssm_norm.weight`, [inner / ssm.groups, ssm.groups], normal(inner, 0.1, 1));
+      matrix(`${p}ssm_out.weight`, h, inner);
+    } else if (conv) {
       // ne {taps, hidden}: each channel's taps, oldest input first (taps of the size trained ones have)
       const taps = normal(h * conv, 0.5);
       tensors.push({ name: `${p}shortconv.conv.weight`, dims: [conv, h], type: 0, data: new Uint8Array(taps.buffer) });
@@ -209,11 +229,11 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
       vector(`${p}attn_k.bias`, kv, 0.2, 0);
       vector(`${p}attn_v.bias`, kv, 0.2, 0);
     }
-    if (spec.qkNorm && !conv) {
+    if (spec.qkNorm && !conv && !ssm) {
       vector(`${p}attn_q_norm.weight`, spec.qkNorm === 'projection' ? q : hd, 0.1, 1);
       vector(`${p}attn_k_norm.weight`, spec.qkNorm === 'projection' ? kv : hd, 0.1, 1);
     }
-    if (!conv) matrix(`${p}attn_output.weight`, h, mla ? heads * mla.value : q);
+    if (!conv && !ssm) matrix(`${p}attn_output.weight`, h, mla ? heads * mla.value : q);
     if (spec.projectionBias) vector(`${p}attn_output.bias`, h, 0.2, 0);
     if (spec.sinks) vector(`${p}attn_sinks.weight`, heads, 1, 0);
     if (spec.postNorms) vector(`${p}post_attention_norm.weight`, h, 0.1, 1);
@@ -269,6 +289,7 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
     tensors.push({ name, dims, type: 0, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) });
   }
   const u32 = (v: number): WValue => ({ t: 'u32', v });
+  const recurrent = spec.convLayers?.layers ?? spec.mambaLayers?.layers;
   const kvMeta: Record<string, WValue> = {
     'general.architecture': { t: 'str', v: arch },
     // (not the architecture's name: llama.cpp gives vocabularies of models named "phi3" special-token attributes)
@@ -279,10 +300,19 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
     ...(spec.nextn ? { [`${arch}.nextn_predict_layers`]: u32(spec.nextn) } : {}),
     [`${arch}.feed_forward_length`]: u32(ff),
     [`${arch}.attention.head_count`]: u32(heads),
-    [`${arch}.attention.head_count_kv`]: spec.convLayers
-      ? { t: 'arr', item: 4, v: Array.from({ length: blocks }, (_, i) => u32(spec.convLayers!.layers.includes(i) ? 0 : kvHeads)) }
+    [`${arch}.attention.head_count_kv`]: recurrent
+      ? { t: 'arr', item: 4, v: Array.from({ length: blocks }, (_, i) => u32(recurrent.includes(i) ? 0 : kvHeads)) }
       : u32(kvHeads),
     ...(spec.convLayers ? { [`${arch}.shortconv.l_cache`]: u32(spec.convLayers.kernel) } : {}),
+    ...(spec.mambaLayers
+      ? {
+          [`${arch}.ssm.conv_kernel`]: u32(spec.mambaLayers.convKernel),
+          [`${arch}.ssm.inner_size`]: u32(spec.mambaLayers.heads * spec.mambaLayers.headDim),
+          [`${arch}.ssm.state_size`]: u32(spec.mambaLayers.stateSize),
+          [`${arch}.ssm.time_step_rank`]: u32(spec.mambaLayers.heads),
+          [`${arch}.ssm.group_count`]: u32(spec.mambaLayers.groups),
+        }
+      : {}),
     [`${arch}.attention.layer_norm_rms_epsilon`]: { t: 'f32', v: 1e-6 },
     ...(spec.headDim !== undefined && !spec.latent
       ? { [`${arch}.attention.key_length`]: u32(spec.headDim), [`${arch}.attention.value_length`]: u32(spec.headDim) }
@@ -441,8 +471,8 @@ export async function ortGreedy(modelPath: string, prompt: number[], steps: numb
     let past: Record<string, ort.Tensor> = {};
     for (const name of session.inputNames) {
       if (name.startsWith('past_key_values.')) past[name] = new ort.Tensor('float32', new Float32Array(0), pastShape(name));
-      // a hybrid model's recurrent state (past_conv.{i}): [1, ...fixed dims], zero before the first token
-      if (name.startsWith('past_conv.')) {
+      // a hybrid model's recurrent states (past_conv.{i}, past_ssm.{i}): [1, ...fixed dims], zero before the first token
+      if (name.startsWith('past_conv.') || name.startsWith('past_ssm.')) {
         const dims = [1, ...(session.inputMetadata.find((m) => m.name === name) as unknown as { shape: number[] }).shape.slice(1)];
         past[name] = new ort.Tensor('float32', new Float32Array(dims.reduce((a, b) => a * b, 1)), dims);
       }
@@ -474,7 +504,7 @@ export async function ortGreedy(modelPath: string, prompt: number[], steps: numb
       past = {};
       for (const name of Object.keys(res)) {
         if (name.startsWith('present.')) past[name.replace('present.', 'past_key_values.')] = res[name]!;
-        if (name.startsWith('present_conv.')) past[name.replace('present_', 'past_')] = res[name]!;
+        if (name.startsWith('present_conv.') || name.startsWith('present_ssm.')) past[name.replace('present_', 'past_')] = res[name]!;
       }
       total = T;
       feed = [best];
