@@ -4,7 +4,8 @@
  * ~125M-parameter llama, a model shaped like Qwen2.5-0.5B (qwen2 architecture) and a mixture of experts shaped like
  * Qwen3-30B-A3B scaled down (qwen3moe; `--models qwen3moe`, not run by default), and one shaped like gpt-oss-20b scaled
  * down (`--models gpt-oss --types MXFP4`: MXFP4 experts, the rest Q8_0, as its file is published), and DeepSeek-V2-Lite's
- * block scaled down (`--models deepseek2`: latent attention and its experts). Greedy, 2 threads each.
+ * block scaled down (`--models deepseek2`: latent attention and its experts), and the hybrids LFM2-350M (`--models lfm2`)
+ * and Granite 4.0-H scaled down (`--models granitehybrid`: Mamba2 layers). Greedy, 2 threads each.
  * Per contender and file: decode ms/token (the median slope between short and long generations, `--pairs` of them per process), prefill of a
  * 512-token prompt, load time (llama.cpp: model + context; reasonplug: `Engine.load` of the converted module,
  * which also starts its worker: onnxruntime-node and the engine's modules load there), time to ready from the
@@ -76,6 +77,23 @@ const MODELS: Record<string, BenchModel> = {
     name: 'bench deepseek2 460M',
     title: 'deepseek2 1024x8, latent attention, 32 experts of 512, 4 used, 2 shared (~460M params)',
     typeOf: (file, tensor, layers) => (file === 'Q4_K_M' ? q4kmType(tensor.replace('_exps', ''), layers) : GGML[file]),
+  },
+  // LFM2-350M's shape: 16 layers, 6 of them attention (as LFM2's 2, 5, 8, 10, 12, 14), the others gated short convolutions (`--models lfm2`)
+  lfm2: {
+    shape: { hidden: 1024, layers: 16, heads: 16, kvHeads: 8, ff: 4608, vocab: 32000, arch: 'lfm2', hybrid: { attention: [2, 5, 8, 10, 12, 14] } },
+    stem: 'lfm2-350m',
+    name: 'bench lfm2 350M',
+    title: 'lfm2 1024x16, 10 short-convolution layers, 6 attention (~350M params)',
+    typeOf: (file, tensor, layers) => (file === 'Q4_K_M' ? q4kmType(tensor, layers) : GGML[file]),
+  },
+  // Granite 4.0-H's layout scaled down: 12 layers, 2 of them attention without rotary, the others Mamba2 mixers (24 heads of
+  // 64, states of 128) (`--models granitehybrid`)
+  granitehybrid: {
+    shape: { hidden: 768, layers: 12, heads: 12, kvHeads: 4, ff: 2048, vocab: 32000, arch: 'granitehybrid', hybrid: { attention: [5, 11] } },
+    stem: 'granitehybrid-150m',
+    name: 'bench granitehybrid 150M',
+    title: 'granitehybrid 768x12, 10 Mamba2 layers, 2 attention (~150M params)',
+    typeOf: (file, tensor, layers) => (file === 'Q4_K_M' ? q4kmType(tensor, layers) : GGML[file]),
   },
   // Qwen2.5-0.5B's shape: q/k/v biases, tied head, 151936-token byte-level BPE vocabulary
   qwen05b: {

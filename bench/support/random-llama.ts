@@ -16,7 +16,7 @@ export interface LlamaShape {
    * `qwen2`: q/k/v biases, a tied head (no output.weight), rope base 1e6 and a byte-level BPE vocabulary
    * (`tokenizer.ggml.pre` qwen2, no BOS) as Qwen2.5's GGUFs have; llama.cpp reads it with NeoX rope. Default `llama`.
    */
-  arch?: 'llama' | 'qwen2' | 'qwen3moe' | 'gpt-oss' | 'deepseek2';
+  arch?: 'llama' | 'qwen2' | 'qwen3moe' | 'gpt-oss' | 'deepseek2' | 'lfm2' | 'granitehybrid';
   /**
    * `qwen3moe`: q/k norms, and in place of each MLP `count` experts of inner size `ff`, `used` per token (the shape of
    * Qwen3-30B-A3B, scaled down), a SentencePiece vocabulary as the llama's. `gpt-oss`: the same experts with biases and
@@ -27,6 +27,12 @@ export interface LlamaShape {
   experts?: { count: number; used: number };
   /** deepseek2's latent attention: the latent, each head's rotary and no-rotary query/key parts, its value. */
   latent?: { kvLora: number; rope: number; nope: number; value: number };
+  /**
+   * The hybrids' attention layers (the others recurrent): `lfm2`'s short convolutions of 3 taps (q/k norms on the
+   * attention layers, a tied head); `granitehybrid`'s Mamba2 mixers (inner size twice the hidden size in heads of 64, a
+   * state of `stateSize`, one group, 4 taps; attention without rotary).
+   */
+  hybrid?: { attention: number[]; stateSize?: number };
 }
 
 /** A SentencePiece vocabulary of `vocab` pieces (specials, 256 byte pieces, then words) that llama.cpp and the converter accept. */
@@ -76,15 +82,36 @@ export function randomLlamaGguf(shape: LlamaShape, name: string, matrixType: (te
   if ((arch === 'qwen3moe' || oss || arch === 'deepseek2') && !moe) throw new Error(`a ${arch} shape needs experts`);
   if (arch === 'deepseek2' && !mla) throw new Error('a deepseek2 shape needs its latent attention');
   const f32 = (tensor: string, dims: number[], data: Float32Array) => tensors.push({ name: tensor, dims, type: GGML.F32, data: new Uint8Array(data.buffer) });
+  const lfm2 = arch === 'lfm2';
+  const granite = arch === 'granitehybrid';
+  if ((lfm2 || granite) && !shape.hybrid) throw new Error(`a ${arch} shape needs its attention layers (hybrid)`);
+  const recurrent = (i: number) => (lfm2 || granite) && !shape.hybrid!.attention.includes(i);
+  const ssmHeads = (2 * h) / 64;
+  const ssmState = shape.hybrid?.stateSize ?? 128;
   const vector = (tensor: string, n = h, mean = 1) =>
     tensors.push({ name: tensor, dims: [n], type: GGML.F32, data: new Uint8Array(seededNormals(seed++)(n, 0.05, mean).buffer) });
   matrix('token_embd.weight', vocab, h);
-  vector('output_norm.weight');
-  if (!qwen) matrix('output.weight', vocab, h);
+  // (LFM2's final norm under its own name)
+  vector(lfm2 ? 'token_embd_norm.weight' : 'output_norm.weight');
+  if (!qwen && !lfm2) matrix('output.weight', vocab, h);
   for (let i = 0; i < layers; i++) {
     const p = `blk.${i}.`;
     vector(`${p}attn_norm.weight`);
-    if (mla) {
+    if (recurrent(i) && lfm2) {
+      f32(`${p}shortconv.conv.weight`, [3, h], seededNormals(seed++)(3 * h, 0.5));
+      matrix(`${p}shortconv.in_proj.weight`, 3 * h, h);
+      matrix(`${p}shortconv.out_proj.weight`, h, h);
+    } else if (recurrent(i)) {
+      const channels = 2 * h + 2 * ssmState;
+      matrix(`${p}ssm_in.weight`, 4 * h + 2 * ssmState + ssmHeads, h);
+      f32(`${p}ssm_conv1d.weight`, [4, channels], seededNormals(seed++)(4 * channels, 0.5));
+      f32(`${p}ssm_conv1d.bias`, [channels], seededNormals(seed++)(channels, 0.1));
+      f32(`${p}ssm_dt.bias`, [ssmHeads], seededNormals(seed++)(ssmHeads, 0.5, -2));
+      f32(`${p}ssm_a`, [1, ssmHeads], seededNormals(seed++)(ssmHeads, 0.5, 0.5).map((v) => -Math.exp(v)));
+      f32(`${p}ssm_d`, [1, ssmHeads], seededNormals(seed++)(ssmHeads, 0.5, 1));
+      f32(`${p}ssm_norm.weight`, [2 * h, 1], seededNormals(seed++)(2 * h, 0.05, 1));
+      matrix(`${p}ssm_out.weight`, h, 2 * h);
+    } else if (mla) {
       matrix(`${p}attn_q.weight`, heads * (mla.nope + mla.rope), h);
       matrix(`${p}attn_kv_a_mqa.weight`, mla.kvLora + mla.rope, h);
       vector(`${p}attn_kv_a_norm.weight`, mla.kvLora);
@@ -99,7 +126,11 @@ export function randomLlamaGguf(shape: LlamaShape, name: string, matrixType: (te
       vector(`${p}attn_k.bias`, kv, 0);
       vector(`${p}attn_v.bias`, kv, 0);
     }
-    matrix(`${p}attn_output.weight`, h, mla ? heads * mla.value : h);
+    if (!recurrent(i)) matrix(`${p}attn_output.weight`, h, mla ? heads * mla.value : h);
+    if (lfm2 && !recurrent(i)) {
+      vector(`${p}attn_q_norm.weight`, h / heads);
+      vector(`${p}attn_k_norm.weight`, h / heads);
+    }
     if (oss) {
       vector(`${p}attn_output.bias`, h, 0);
       vector(`${p}attn_sinks.weight`, heads, 0);
@@ -145,7 +176,19 @@ export function randomLlamaGguf(shape: LlamaShape, name: string, matrixType: (te
     [`${arch}.block_count`]: u32(layers),
     [`${arch}.feed_forward_length`]: u32(mla ? 2 * ff : ff),
     [`${arch}.attention.head_count`]: u32(heads),
-    [`${arch}.attention.head_count_kv`]: u32(kvHeads),
+    [`${arch}.attention.head_count_kv`]:
+      lfm2 || granite ? { t: 'arr', item: 4, v: Array.from({ length: layers }, (_, i) => u32(recurrent(i) ? 0 : kvHeads)) } : u32(kvHeads),
+    ...(lfm2 ? { 'lfm2.shortconv.l_cache': u32(3) } : {}),
+    ...(granite
+      ? {
+          'granitehybrid.ssm.conv_kernel': u32(4),
+          'granitehybrid.ssm.inner_size': u32(2 * h),
+          'granitehybrid.ssm.state_size': u32(ssmState),
+          'granitehybrid.ssm.time_step_rank': u32(ssmHeads),
+          'granitehybrid.ssm.group_count': u32(1),
+          'granitehybrid.rope.scaling.finetuned': { t: 'bool', v: false },
+        }
+      : {}),
     [`${arch}.attention.layer_norm_rms_epsilon`]: { t: 'f32', v: qwen ? 1e-6 : 1e-5 },
     ...(qwen
       ? { 'qwen2.rope.freq_base': { t: 'f32', v: 1e6 }, ...bpeTokenizerMeta('qwen2', { vocabSize: vocab, addBos: false }) }
