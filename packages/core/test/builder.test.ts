@@ -96,17 +96,21 @@ function reference(cfg: LlamaConfig, w: LlamaWeights, rows: Float64Array[], posi
   const S = rows.length;
   let h: Float64Array[] = rows.map((r) => Float64Array.from(r));
   for (const L of w.layers) {
-    if (L.shortConv || L.mamba) {
-      h = L.shortConv ? shortConv(cfg, L, h) : mambaMixer(cfg, L, h);
+    if (L.shortConv || L.mamba || L.deltaNet) {
+      h = L.shortConv ? shortConv(cfg, L, h) : L.mamba ? mambaMixer(cfg, L, h) : deltaNet(cfg, L, h);
       continue;
     }
+    const gates: Float64Array[] = [];
     const qs: Float64Array[] = [];
     const ks: Float64Array[] = [];
     const vs: Float64Array[] = [];
     const latent = cfg.mla ? latentAttention(cfg, L, h.map((x) => rmsNorm(x, L.attnNorm!, d.eps)), positions) : undefined;
     for (let s = 0; !latent && s < S; s++) {
       const x = rmsNorm(h[s]!, L.attnNorm!, d.eps);
-      const q = linear(L.wq!, x, d.heads * d.D);
+      // attentionGate: each head's query, then its gate
+      const qFull = linear(L.wq!, x, d.heads * d.D * (cfg.attentionGate ? 2 : 1));
+      const q = cfg.attentionGate ? Float64Array.from({ length: d.heads * d.D }, (_, j) => qFull[Math.floor(j / d.D) * 2 * d.D + (j % d.D)]!) : qFull;
+      if (cfg.attentionGate) gates.push(Float64Array.from({ length: d.heads * d.D }, (_, j) => 1 / (1 + Math.exp(-qFull[Math.floor(j / d.D) * 2 * d.D + d.D + (j % d.D)]!))));
       const k = linear(L.wk!, x, d.kv * d.D);
       rope(q, d.heads, d.D, positions[s]!, d.theta, style);
       rope(k, d.kv, d.D, positions[s]!, d.theta, style);
@@ -131,7 +135,7 @@ function reference(cfg: LlamaConfig, w: LlamaWeights, rows: Float64Array[], posi
         const z = p.reduce((a, b) => a + b, 0) + Math.exp(sink - m);
         for (let t = 0; t <= s; t++) for (let e = 0; e < d.D; e++) o[hh * d.D + e]! += (p[t]! / z) * vs[t]![g * d.D + e]!;
       }
-      const attn = linear(L.wo!, o, d.H);
+      const attn = linear(L.wo!, gates[s] ? o.map((v, j) => v * gates[s]![j]!) : o, d.H);
       return mlpBlock(cfg, L, hs.map((v, i) => v + attn[i]!));
     });
   }
@@ -169,6 +173,63 @@ function shortConv(cfg: LlamaConfig, L: LlamaLayerWeights, h: Float64Array[]): F
     }
     const out = linear(m.outProj, y, H);
     return mlpBlock(cfg, L, hs.map((v, i) => v + out[i]!));
+  });
+}
+
+/**
+ * A 'delta' layer as the gated DeltaNet's recurrent form computes it, token by token: q, k, v = conv(qkv(norm(h)))
+ * through SiLU; q and k L2-normalized per key head (q / √Dk), value head j reading key head j mod Hk; each value head's
+ * state S ← e^g S, then S += β (v − S k) kᵀ, output S q; RMS-normalized per head times SiLU(z), through out_proj; the MLP.
+ */
+function deltaNet(cfg: LlamaConfig, L: LlamaLayerWeights, h: Float64Array[]): Float64Array[] {
+  const { keyHeads: Hk, keyDim: Dk, valueHeads: Hv, valueDim: Dv, convKernel: K } = cfg.deltaNet!;
+  const H = cfg.hiddenSize;
+  const C = 2 * Hk * Dk + Hv * Dv;
+  const eps = cfg.rmsNormEps ?? 1e-5;
+  const m = L.deltaNet!;
+  const silu = (v: number) => v / (1 + Math.exp(-v));
+  const xs = h.map((x) => rmsNorm(x, L.attnNorm!, eps));
+  const mixed = xs.map((x) => linear(m.qkv, x, C));
+  const state = new Float64Array(Hv * Dv * Dk);
+  return h.map((hs, s) => {
+    const conv = Float64Array.from({ length: C }, (_, ch) => {
+      let acc = 0;
+      for (let k = 0; k < K; k++) {
+        const t = s - (K - 1) + k;
+        if (t >= 0) acc += m.convKernel[ch * K + k]! * mixed[t]![ch]!;
+      }
+      return silu(acc);
+    });
+    const l2 = (from: number, head: number, scale: number) => {
+      const part = conv.subarray(from + head * Dk, from + (head + 1) * Dk);
+      const norm = Math.max(Math.sqrt(part.reduce((a, v) => a + v * v, 0)), eps);
+      return part.map((v) => (v / norm) * scale);
+    };
+    const beta = linear(m.beta, xs[s]!, Hv).map((v) => 1 / (1 + Math.exp(-v)));
+    const alpha = linear(m.alpha, xs[s]!, Hv);
+    const z = linear(m.gate, xs[s]!, Hv * Dv);
+    const out = new Float64Array(Hv * Dv);
+    for (let j = 0; j < Hv; j++) {
+      const q = l2(0, j % Hk, 1 / Math.sqrt(Dk));
+      const k = l2(Hk * Dk, j % Hk, 1);
+      const v = conv.subarray(2 * Hk * Dk + j * Dv, 2 * Hk * Dk + (j + 1) * Dv);
+      const raw = alpha[j]! + m.dtBias[j]!;
+      const decay = Math.exp(m.a[j]! * (raw > 20 ? raw : Math.log1p(Math.exp(raw))));
+      const S = state.subarray(j * Dv * Dk, (j + 1) * Dv * Dk);
+      for (let i = 0; i < S.length; i++) S[i]! *= decay;
+      const o = new Float64Array(Dv);
+      for (let dv = 0; dv < Dv; dv++) {
+        let recall = 0;
+        for (let dk = 0; dk < Dk; dk++) recall += S[dv * Dk + dk]! * k[dk]!;
+        const d = beta[j]! * (v[dv]! - recall);
+        for (let dk = 0; dk < Dk; dk++) S[dv * Dk + dk]! += d * k[dk]!;
+        for (let dk = 0; dk < Dk; dk++) o[dv]! += S[dv * Dk + dk]! * q[dk]!;
+      }
+      const normed = rmsNorm(o, m.norm, eps);
+      for (let dv = 0; dv < Dv; dv++) out[j * Dv + dv] = normed[dv]! * silu(z[j * Dv + dv]!);
+    }
+    const y = linear(m.outProj, out, H);
+    return mlpBlock(cfg, L, hs.map((v, i) => v + y[i]!));
   });
 }
 
@@ -457,6 +518,13 @@ async function run(r: Runner, step: Step) {
       feeds[`past_conv.${i}`] = step.past?.[i]?.[0] ?? floatTensor(opts, new Float32Array(B * d.H * (K - 1)), [B, d.H, K - 1]);
       continue;
     }
+    if (cfg.layerTypes?.[i] === 'delta') {
+      const { keyHeads, keyDim, valueHeads, valueDim, convKernel } = cfg.deltaNet!;
+      const channels = 2 * keyHeads * keyDim + valueHeads * valueDim;
+      feeds[`past_conv.${i}`] = step.past?.[i]?.[0] ?? floatTensor(opts, new Float32Array(B * channels * (convKernel - 1)), [B, channels, convKernel - 1]);
+      feeds[`past_recurrent.${i}`] = step.past?.[i]?.[1] ?? new ort.Tensor('float32', new Float32Array(B * valueHeads * valueDim * keyDim), [B, valueHeads, valueDim, keyDim]);
+      continue;
+    }
     if (cfg.layerTypes?.[i] === 'mamba') {
       const { heads, headDim, stateSize, groups, convKernel } = cfg.mamba!;
       const channels = heads * headDim + 2 * groups * stateSize;
@@ -479,7 +547,7 @@ async function run(r: Runner, step: Step) {
   const present: [ort.Tensor, ort.Tensor][] = [];
   for (let i = 0; i < cfg.numLayers; i++) {
     const conv = out[`present_conv.${i}`];
-    present.push(conv ? [conv, out[`present_ssm.${i}`] ?? conv] : [out[`present.${i}.key`]!, out[`present.${i}.value`]!]);
+    present.push(conv ? [conv, out[`present_ssm.${i}`] ?? out[`present_recurrent.${i}`] ?? conv] : [out[`present.${i}.key`]!, out[`present.${i}.value`]!]);
   }
   return {
     out,
@@ -680,6 +748,18 @@ const cases: { title: string; cfg: LlamaConfig; opts: LlamaBuildOptions; tol: nu
     tol: 1e-4,
   },
   {
+    title: "fp32, Qwen3.5's hybrid: gated DeltaNet layers (2 key heads tiled to 4 value heads, 4 taps) around a gated attention layer",
+    cfg: { ...base, numLayers: 3, numKvHeads: 2, attentionGate: true, layerTypes: ['delta', 'delta', 'full'], deltaNet: { convKernel: 4, keyHeads: 2, keyDim: 8, valueHeads: 4, valueDim: 6 } },
+    opts: {},
+    tol: 1e-4,
+  },
+  {
+    title: 'fp16, gated DeltaNet layers, merged decoder',
+    cfg: { ...base, numLayers: 2, attentionGate: true, layerTypes: ['delta', 'full'], deltaNet: { convKernel: 3, keyHeads: 2, keyDim: 8, valueHeads: 2, valueDim: 8 } },
+    opts: { dtype: 'float16', mergedDecoder: true },
+    tol: 1e-2,
+  },
+  {
     title: 'fp16, Mamba2 mixers of one group, merged decoder',
     cfg: { ...base, numLayers: 3, tieWordEmbeddings: true, layerTypes: ['mamba', 'mamba', 'full'], mamba: { convKernel: 3, heads: 2, headDim: 16, stateSize: 4, groups: 1 } },
     opts: { dtype: 'float16', mergedDecoder: true },
@@ -734,6 +814,7 @@ describe('Llama ONNX builder', function () {
     // (the padding must not enter the convolutions' or the SSMs' states)
     [{}, hybrid],
     [{}, { ...hybrid, layerTypes: ['mamba', 'full', 'mamba'], convKernel: undefined, mamba: { convKernel: 4, heads: 4, headDim: 8, stateSize: 6, groups: 2 } }],
+    [{}, { ...hybrid, layerTypes: ['delta', 'full', 'delta'], convKernel: undefined, attentionGate: true, deltaNet: { convKernel: 4, keyHeads: 2, keyDim: 8, valueHeads: 4, valueDim: 6 } }],
   ] as [LlamaBuildOptions, LlamaConfig][]) {
     it(`a left-padded batch matches each prompt alone (${JSON.stringify(opts)}${cfg.layerTypes ? `, ${cfg.layerTypes[0]} layers` : ''})`, async () => {
       const w = randomLlamaWeights(cfg, 7, SCALE);
@@ -936,11 +1017,13 @@ describe('Llama ONNX builder', function () {
     const mla = { ...base, hiddenSize: 32, headDim: 12, mla: { kvLoraRank: 16, ropeDim: 4, valueDim: 6, qLoraRank: 8 } };
     const lfm2 = { ...base, numLayers: 3, numKvHeads: 2, qkNorm: true, layerTypes: ['conv', 'full', 'conv'], convKernel: 3 };
     const granite = { ...moe, numLayers: 3, layerTypes: ['mamba', 'full', 'mamba'], mamba: { convKernel: 4, heads: 4, headDim: 8, stateSize: 6, groups: 2 } };
-    for (const cfg of [base, { ...base, numKvHeads: 2, tieWordEmbeddings: true, headDim: 8 }, moe, glm, mla, { ...mla, mla: { ...mla.mla, qLoraRank: undefined } }, lfm2, granite] as LlamaConfig[]) {
+    const qwen35 = { ...base, numLayers: 3, attentionGate: true, layerTypes: ['delta', 'delta', 'full'], deltaNet: { convKernel: 4, keyHeads: 2, keyDim: 8, valueHeads: 4, valueDim: 6 } };
+    for (const cfg of [base, { ...base, numKvHeads: 2, tieWordEmbeddings: true, headDim: 8 }, moe, glm, mla, { ...mla, mla: { ...mla.mla, qLoraRank: undefined } }, lfm2, granite, qwen35] as LlamaConfig[]) {
       const a = randomLlamaWeights(cfg, 1);
       const b = randomLlamaWeights(cfg, 1);
       const c = randomLlamaWeights(cfg, 2);
-      expect(Array.from(a.layers[1]!.wo!)).to.deep.equal(Array.from(b.layers[1]!.wo!));
+      const attention = a.layers.findIndex((l) => l.wo);
+      expect(Array.from(a.layers[attention]!.wo!)).to.deep.equal(Array.from(b.layers[attention]!.wo!));
       expect(Array.from(a.embed)).to.not.deep.equal(Array.from(c.embed));
       const n =
         a.embed.length +

@@ -11,7 +11,7 @@ import { basename, dirname, join } from 'node:path';
 import type { onnx as O } from 'onnx-proto';
 import { DataType, makeNode, makeTensor, makeValueInfo, onnx, writeModel, type TensorProto, type ValueInfoProto } from './proto.js';
 import { GraphBuilder, float32ArrayToFloat16, transpose2d } from './graph-builder.js';
-import type { LlamaConfig, LlamaWeights, LlamaLayerWeights, MambaWeights, MlaWeights, MoeWeights, QuantizedMatrix, RopeStyle, WeightMatrix } from './llama-spec.js';
+import type { DeltaNetWeights, LlamaConfig, LlamaWeights, LlamaLayerWeights, MambaWeights, MlaWeights, MoeWeights, QuantizedMatrix, RopeStyle, WeightMatrix } from './llama-spec.js';
 import { LONG_ROPE_CONTEXT_KEY } from './graph-facts.js';
 import { blocksPerRow, concatRows, isQuantized, rowBytes, storedColumns } from './quantized-matrix.js';
 
@@ -137,11 +137,15 @@ interface Resolved {
   noRope: ReadonlySet<number>;
   finalCap: number | undefined;
   window: number | undefined;
-  layerTypes: readonly ('full' | 'sliding' | 'conv' | 'mamba')[];
+  layerTypes: readonly ('full' | 'sliding' | 'conv' | 'mamba' | 'delta')[];
   /** Taps of the 'conv' layers (0 without any). */
   convKernel: number;
   /** The 'mamba' layers' sizes (LlamaConfig.mamba) with their inner size and convolved channels. */
   mamba: (NonNullable<LlamaConfig['mamba']> & { inner: number; channels: number }) | undefined;
+  /** The 'delta' layers' sizes (LlamaConfig.deltaNet) with their convolved channels. */
+  delta: (NonNullable<LlamaConfig['deltaNet']> & { channels: number }) | undefined;
+  /** Whether attention's output is gated (LlamaConfig.attentionGate): q's projection is twice as wide. */
+  attnGate: boolean;
   thetaLocal: number;
   ropeScaleLocal: number;
   moe: LlamaConfig['moe'];
@@ -198,6 +202,8 @@ function resolve(config: LlamaConfig): Resolved {
     window: config.slidingWindow,
     layerTypes: config.layerTypes ?? new Array<'full'>(config.numLayers).fill('full'),
     convKernel: config.convKernel ?? 0,
+    delta: config.deltaNet && { ...config.deltaNet, channels: 2 * config.deltaNet.keyHeads * config.deltaNet.keyDim + config.deltaNet.valueHeads * config.deltaNet.valueDim },
+    attnGate: config.attentionGate ?? false,
     mamba: config.mamba && { ...config.mamba, inner: config.mamba.heads * config.mamba.headDim, channels: config.mamba.heads * config.mamba.headDim + 2 * config.mamba.groups * config.mamba.stateSize },
     thetaLocal: config.ropeThetaLocal ?? config.ropeTheta ?? 10000,
     ropeScaleLocal: config.ropeScaleLocal ?? config.ropeScale ?? 1,
@@ -303,9 +309,18 @@ function resolve(config: LlamaConfig): Resolved {
   if ([...r.noRope].some((l) => !Number.isInteger(l) || l < 0 || l >= r.layers)) {
     throw new Error(`invalid Llama config: noRopeLayers must list layers of 0..${r.layers - 1}`);
   }
-  if (r.layerTypes.length !== r.layers || r.layerTypes.some((t) => t !== 'full' && t !== 'sliding' && t !== 'conv' && t !== 'mamba')) {
-    throw new Error(`invalid Llama config: layerTypes must list 'full', 'sliding', 'conv' or 'mamba' for each of the ${r.layers} layers`);
+  if (r.layerTypes.length !== r.layers || r.layerTypes.some((t) => !['full', 'sliding', 'conv', 'mamba', 'delta'].includes(t))) {
+    throw new Error(`invalid Llama config: layerTypes must list 'full', 'sliding', 'conv', 'mamba' or 'delta' for each of the ${r.layers} layers`);
   }
+  const deltas = r.layerTypes.filter((t) => t === 'delta').length;
+  if (deltas > 0) {
+    const d = r.delta;
+    const whole = (n: number | undefined, least = 1) => Number.isInteger(n) && n! >= least;
+    if (!d || !whole(d.convKernel, 2) || !whole(d.keyHeads) || !whole(d.keyDim) || !whole(d.valueHeads) || !whole(d.valueDim) || d.valueHeads % d.keyHeads !== 0) {
+      throw new Error(`invalid Llama config: 'delta' layers need deltaNet sizes (whole key and value heads, the value heads a multiple of the key heads, their sizes, convKernel of 2 or more taps), got ${JSON.stringify(config.deltaNet)}`);
+    }
+  } else if (config.deltaNet !== undefined) throw new Error("invalid Llama config: deltaNet is for 'delta' layers, and layerTypes lists none");
+  if (r.attnGate && (r.mla || r.qkvBias)) throw new Error('invalid Llama config: attentionGate does not take mla or qkvBias');
   const convs = r.layerTypes.filter((t) => t === 'conv').length;
   const mambas = r.layerTypes.filter((t) => t === 'mamba').length;
   if (convs > 0 && !(Number.isInteger(r.convKernel) && r.convKernel >= 2)) throw new Error(`invalid Llama config: 'conv' layers need a whole convKernel of 2 or more taps, got ${config.convKernel}`);
@@ -317,8 +332,8 @@ function resolve(config: LlamaConfig): Resolved {
       throw new Error(`invalid Llama config: 'mamba' layers need mamba sizes (whole heads, headDim, stateSize, groups dividing the heads, convKernel of 2 or more taps), got ${JSON.stringify(config.mamba)}`);
     }
   } else if (config.mamba !== undefined) throw new Error("invalid Llama config: mamba is for 'mamba' layers, and layerTypes lists none");
-  if (convs + mambas === r.layers) throw new Error("invalid Llama config: every layer is recurrent ('conv' or 'mamba'); a model needs an attention layer");
-  if (convs + mambas > 0 && (r.mla || r.parallel || r.postNorms || !r.preNorms)) throw new Error("invalid Llama config: 'conv' and 'mamba' layers take pre-norms, no post-norms, no parallel block and no mla");
+  if (convs + mambas + deltas === r.layers) throw new Error("invalid Llama config: every layer is recurrent ('conv', 'mamba' or 'delta'); a model needs an attention layer");
+  if (convs + mambas + deltas > 0 && (r.mla || r.parallel || r.postNorms || !r.preNorms)) throw new Error("invalid Llama config: 'conv', 'mamba' and 'delta' layers take pre-norms, no post-norms, no parallel block and no mla");
   if (r.layerTypes.includes('sliding') && !(Number.isInteger(r.window) && r.window! > 0)) {
     throw new Error(`invalid Llama config: sliding layers need a positive integer slidingWindow, got ${r.window}`);
   }
@@ -342,12 +357,14 @@ export function llamaParameterCount(config: LlamaConfig): number {
   const kv = c.kvHeads * c.headDim;
   const norms = (c.preNorms ? (c.parallel ? 1 : 2) * c.hidden * (c.normBias ? 2 : 1) : 0) + (c.postNorms ? 2 * c.hidden : 0);
   const attention =
-    (c.mla ? mlaParameters(c) : c.hidden * q + 2 * c.hidden * kv + q * c.hidden) + (c.qkvBias ? q + 2 * kv : 0) +
+    (c.mla ? mlaParameters(c) : (c.attnGate ? 2 : 1) * c.hidden * q + 2 * c.hidden * kv + q * c.hidden) + (c.qkvBias ? q + 2 * kv : 0) +
     (c.qkNorm ? qkNormSizes(c).reduce((a, b) => a + b) : 0) + (c.projectionBias ? c.hidden : 0) + (c.sinks ? c.heads : 0);
   const mlpBiases = c.projectionBias && !c.moe ? c.hidden + c.inter : 0;
   // A 'conv' layer's convolution stands where attention does: its input and output projections and its taps.
   const mamba = c.mamba ? (2 * c.mamba.inner + 2 * c.mamba.groups * c.mamba.stateSize + c.mamba.heads) * c.hidden + c.mamba.channels * (c.mamba.convKernel + 1) + 3 * c.mamba.heads + c.mamba.inner + c.hidden * c.mamba.inner : 0;
-  const mixers = c.layerTypes.map((t) => (t === 'conv' ? 4 * c.hidden * c.hidden + c.hidden * c.convKernel : t === 'mamba' ? mamba : attention)).reduce((a, b) => a + b, 0);
+  const dn = c.delta;
+  const delta = dn ? dn.channels * (c.hidden + dn.convKernel) + 2 * dn.valueHeads * dn.valueDim * c.hidden + dn.valueHeads * (2 * c.hidden + 2) + dn.valueDim : 0;
+  const mixers = c.layerTypes.map((t) => (t === 'conv' ? 4 * c.hidden * c.hidden + c.hidden * c.convKernel : t === 'mamba' ? mamba : t === 'delta' ? delta : attention)).reduce((a, b) => a + b, 0);
   const mlps = Array.from({ length: c.layers }, (_, i) => mlpParameters(c, i)).reduce((a, b) => a + b, 0);
   return c.vocab * c.hidden * (c.tied ? 1 : 2) + c.layers * (norms + mlpBiases) + mixers + mlps + c.hidden * (c.normBias ? 2 : 1) + (c.headBias ? c.vocab : 0);
 }
@@ -444,9 +461,25 @@ export function randomLlamaWeights(config: LlamaConfig, seed: number, scale = 0.
       }
     }
     if (c.sinks) l.sinks = normal(c.heads, 1);
-    if (c.layerTypes[i] === 'conv' || c.layerTypes[i] === 'mamba') for (const key of ['wq', 'wk', 'wv', 'wo', 'bq', 'bk', 'bv', 'qNorm', 'kNorm', 'sinks', 'bo'] as const) delete l[key];
+    if (c.layerTypes[i] === 'conv' || c.layerTypes[i] === 'mamba' || c.layerTypes[i] === 'delta') for (const key of ['wq', 'wk', 'wv', 'wo', 'bq', 'bk', 'bv', 'qNorm', 'kNorm', 'sinks', 'bo'] as const) delete l[key];
     // Taps of the size trained ones have, so the convolution matters next to the projections' small values.
     if (c.layerTypes[i] === 'conv') l.shortConv = { inProj: normal(3 * c.hidden * c.hidden, scale), kernel: normal(c.hidden * c.convKernel, 0.5), outProj: normal(c.hidden * c.hidden, scale) };
+    if (c.layerTypes[i] === 'delta') {
+      const { valueHeads, valueDim, channels, convKernel } = c.delta!;
+      // g = A · softplus(α − 2) ≈ −0.2 a token: a state that decays by a fifth a token
+      l.deltaNet = {
+        qkv: normal(channels * c.hidden, scale),
+        gate: normal(valueHeads * valueDim * c.hidden, scale),
+        convKernel: normal(channels * convKernel, 0.5),
+        beta: normal(valueHeads * c.hidden, scale),
+        alpha: normal(valueHeads * c.hidden, scale),
+        dtBias: normal(valueHeads, 0.5, -2),
+        a: normal(valueHeads, 0.5, 0.5).map((v) => -Math.exp(v)),
+        norm: normal(valueDim, 0.05, 1),
+        outProj: normal(c.hidden * valueHeads * valueDim, scale),
+      };
+    }
+    if (c.attnGate && l.wq) l.wq = normal(2 * q * c.hidden, scale);
     if (c.layerTypes[i] === 'mamba') {
       const { heads, inner, channels, groups, stateSize, convKernel } = c.mamba!;
       // dt = softplus(… − 2) ≈ 0.13 a token, decay rates A of −e^(0.5 ± 0.5): a state that remembers a few tokens back
@@ -506,7 +539,7 @@ function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
     }
     const kind = c.layerTypes[i]!;
     // (a recurrent layer: no attention weights, its mixer's instead)
-    const conv = kind === 'conv' || kind === 'mamba';
+    const conv = kind === 'conv' || kind === 'mamba' || kind === 'delta';
     if (conv) {
       const attention = (['wq', 'wk', 'wv', 'wo', 'mla', 'bq', 'bk', 'bv', 'qNorm', 'kNorm', 'sinks', 'bo'] as const).filter((k) => l[k]);
       if (attention.length) throw new Error(`Llama weights: layers[${i}] is a '${kind}' layer but has attention weights (${attention.join(', ')})`);
@@ -516,11 +549,13 @@ function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
       expect(`layers[${i}].shortConv.kernel`, l.shortConv?.kernel, c.hidden * c.convKernel);
       expect(`layers[${i}].shortConv.outProj`, l.shortConv?.outProj, c.hidden * c.hidden);
     } else if (kind === 'mamba') checkMamba(c, l, i, expect);
+    else if (kind === 'delta') checkDeltaNet(c, l, i, expect);
+    if (l.deltaNet && kind !== 'delta') throw new Error(`Llama weights: layers[${i}] has a gated DeltaNet, but the config's layer ${i} is '${kind}'`);
     if (l.shortConv && kind !== 'conv') throw new Error(`Llama weights: layers[${i}] has a short convolution, but the config's layer ${i} is '${kind}'`);
     if (l.mamba && kind !== 'mamba') throw new Error(`Llama weights: layers[${i}] has a Mamba mixer, but the config's layer ${i} is '${kind}'`);
     if (c.mla && !conv) checkMla(c, l, i, expect);
     else if (!conv) {
-      expect(`layers[${i}].wq`, l.wq, q * c.hidden);
+      expect(`layers[${i}].wq${c.attnGate ? ' (query and gate: attentionGate)' : ''}`, l.wq, (c.attnGate ? 2 : 1) * q * c.hidden);
       expect(`layers[${i}].wk`, l.wk, kv * c.hidden);
       expect(`layers[${i}].wv`, l.wv, kv * c.hidden);
       expect(`layers[${i}].wo`, l.wo, c.hidden * q);
@@ -603,6 +638,19 @@ function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
   if (!c.tied) expect('lmHead (the config does not tie embeddings)', w.lmHead, c.vocab * c.hidden);
 }
 
+/** A 'delta' layer's gated DeltaNet against the config (LlamaConfig.deltaNet). */
+function checkDeltaNet(c: Resolved, l: LlamaLayerWeights<WeightMatrix>, i: number, expect: (what: string, a: WeightMatrix | undefined, n: number) => void): void {
+  const { valueHeads, valueDim, channels, convKernel } = c.delta!;
+  const d = l.deltaNet;
+  expect(`layers[${i}].deltaNet.qkv`, d?.qkv, channels * c.hidden);
+  expect(`layers[${i}].deltaNet.gate`, d?.gate, valueHeads * valueDim * c.hidden);
+  expect(`layers[${i}].deltaNet.convKernel`, d?.convKernel, channels * convKernel);
+  for (const key of ['beta', 'alpha'] as const) expect(`layers[${i}].deltaNet.${key}`, d?.[key], valueHeads * c.hidden);
+  for (const key of ['dtBias', 'a'] as const) expect(`layers[${i}].deltaNet.${key}`, d?.[key], valueHeads);
+  expect(`layers[${i}].deltaNet.norm`, d?.norm, valueDim);
+  expect(`layers[${i}].deltaNet.outProj`, d?.outProj, c.hidden * valueHeads * valueDim);
+}
+
 /** A 'mamba' layer's mixer against the config (LlamaConfig.mamba). */
 function checkMamba(c: Resolved, l: LlamaLayerWeights<WeightMatrix>, i: number, expect: (what: string, a: WeightMatrix | undefined, n: number) => void): void {
   const { heads, inner, channels, groups, stateSize, convKernel } = c.mamba!;
@@ -661,6 +709,8 @@ interface LayerRefs {
    * `[heads, 1, 1]` (shaped to broadcast over each head's positions), and the grouped norm's weight `[groups, I / groups]`.
    */
   mamba?: { inProj: Linear; convKernel: string; convBias?: string; dtBias: string; a: string; d: string; norm: string; outProj: Linear };
+  /** A 'delta' layer's projections, taps `[C, 1, K]`, dt's bias and A `[valueHeads]`, and the output norm `[valueDim]`. */
+  deltaNet?: { qkv: Linear; gate: Linear; convKernel: string; beta: Linear; alpha: Linear; dtBias: string; a: string; norm: string; outProj: Linear };
   mlpNorm?: string;
   /** Absent for an ungated MLP, or a mixture of experts. */
   wGate?: Linear;
@@ -750,14 +800,22 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
   const past: ([string, string] | undefined)[] = [];
   const convPast: (string | undefined)[] = [];
   const ssmPast: (string | undefined)[] = [];
-  const convShape = (i: number) => (c.layerTypes[i] === 'conv' ? ['batch_size', hidden, c.convKernel - 1] : ['batch_size', c.mamba!.channels, c.mamba!.convKernel - 1]);
-  const ssmShape = c.mamba ? ['batch_size', c.mamba.heads, c.mamba.headDim, c.mamba.stateSize] : [];
+  const convShape = (i: number) =>
+    c.layerTypes[i] === 'conv' ? ['batch_size', hidden, c.convKernel - 1] : c.layerTypes[i] === 'delta' ? ['batch_size', c.delta!.channels, c.delta!.convKernel - 1] : ['batch_size', c.mamba!.channels, c.mamba!.convKernel - 1];
+  // A Mamba2 layer's SSM state, or a gated DeltaNet's matrix state (transformers.js names the latter past_recurrent).
+  const stateOf = (i: number): { name: string; shape: (string | number)[] } | undefined =>
+    c.layerTypes[i] === 'mamba'
+      ? { name: 'ssm', shape: ['batch_size', c.mamba!.heads, c.mamba!.headDim, c.mamba!.stateSize] }
+      : c.layerTypes[i] === 'delta'
+        ? { name: 'recurrent', shape: ['batch_size', c.delta!.valueHeads, c.delta!.valueDim, c.delta!.keyDim] }
+        : undefined;
   for (let i = 0; i < c.layers; i++) {
     const shape = ['batch_size', kvHeads, 'past_sequence_length', headDim];
-    const recurrent = c.layerTypes[i] === 'conv' || c.layerTypes[i] === 'mamba';
+    const recurrent = c.layerTypes[i] === 'conv' || c.layerTypes[i] === 'mamba' || c.layerTypes[i] === 'delta';
     convPast.push(recurrent ? addInput(`past_conv.${i}`, ioType, convShape(i)) : undefined);
-    // (an SSM state sums a whole sequence: kept in float32 whatever the graph's type)
-    ssmPast.push(c.layerTypes[i] === 'mamba' ? addInput(`past_ssm.${i}`, DataType.FLOAT, ssmShape) : undefined);
+    // (a state summing a whole sequence is kept in float32 whatever the graph's type)
+    const state = stateOf(i);
+    ssmPast.push(state ? addInput(`past_${state.name}.${i}`, DataType.FLOAT, state.shape) : undefined);
     past.push(recurrent ? undefined : [addInput(`past_key_values.${i}.key`, ioType, shape), addInput(`past_key_values.${i}.value`, ioType, shape)]);
   }
   const useCacheBranch = merged ? addInput('use_cache_branch', DataType.BOOL, [1]) : undefined;
@@ -768,9 +826,10 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
   ];
   for (let i = 0; i < c.layers; i++) {
     const shape = ['batch_size', kvHeads, 'total_sequence_length', headDim];
-    if (c.layerTypes[i] === 'conv' || c.layerTypes[i] === 'mamba') outputSpecs.push({ name: `present_conv.${i}`, shape: convShape(i) });
+    if (c.layerTypes[i] === 'conv' || c.layerTypes[i] === 'mamba' || c.layerTypes[i] === 'delta') outputSpecs.push({ name: `present_conv.${i}`, shape: convShape(i) });
     else outputSpecs.push({ name: `present.${i}.key`, shape }, { name: `present.${i}.value`, shape });
-    if (c.layerTypes[i] === 'mamba') outputSpecs.push({ name: `present_ssm.${i}`, shape: ssmShape, type: DataType.FLOAT });
+    const state = stateOf(i);
+    if (state) outputSpecs.push({ name: `present_${state.name}.${i}`, shape: state.shape, type: DataType.FLOAT });
   }
   if (withHidden) outputSpecs.push({ name: 'last_hidden_state', shape: ['batch_size', seq, hidden] });
   for (const o of outputSpecs) g.reserve(o.name);
@@ -805,7 +864,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       if (cat) return [nbits(`${p}.self_attn.qkv_proj.weight`, cat)];
     }
     const parts = [
-      matrix(`${p}.self_attn.q_proj.weight`, qDim, hidden, l.wq!),
+      matrix(`${p}.self_attn.q_proj.weight`, c.attnGate ? 2 * qDim : qDim, hidden, l.wq!),
       matrix(`${p}.self_attn.k_proj.weight`, kvDim, hidden, l.wk!),
       matrix(`${p}.self_attn.v_proj.weight`, kvDim, hidden, l.wv!),
     ];
@@ -851,8 +910,9 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
     const p = `model.layers.${i}`;
     return {
       ...(l.attnNorm ? { attnNorm: normVector(`${p}.input_layernorm.weight`, l.attnNorm) } : {}),
-      wqkv: l.mla || l.shortConv || l.mamba ? [] : qkvLinears(p, l),
+      wqkv: l.mla || l.shortConv || l.mamba || l.deltaNet ? [] : qkvLinears(p, l),
       ...(l.mamba ? { mamba: mambaRefs(p, l.mamba) } : {}),
+      ...(l.deltaNet ? { deltaNet: deltaNetRefs(p, l.deltaNet) } : {}),
       ...(l.wo ? { wo: matrix(`${p}.self_attn.o_proj.weight`, hidden, c.mla ? heads * c.mla.value : qDim, l.wo) } : {}),
       ...(l.shortConv
         ? {
@@ -929,6 +989,21 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
             },
           }
         : {}),
+    };
+  }
+  /** A 'delta' layer's initializers (see LayerRefs.deltaNet). */
+  function deltaNetRefs(p: string, d: DeltaNetWeights<WeightMatrix>): NonNullable<LayerRefs['deltaNet']> {
+    const { valueHeads, valueDim, channels, convKernel } = c.delta!;
+    return {
+      qkv: matrix(`${p}.linear_attn.in_proj_qkv.weight`, channels, hidden, d.qkv),
+      gate: matrix(`${p}.linear_attn.in_proj_z.weight`, valueHeads * valueDim, hidden, d.gate),
+      convKernel: asFloat(stored(`${p}.linear_attn.conv1d.weight`, [channels, 1, convKernel], d.convKernel)),
+      beta: matrix(`${p}.linear_attn.in_proj_b.weight`, valueHeads, hidden, d.beta),
+      alpha: matrix(`${p}.linear_attn.in_proj_a.weight`, valueHeads, hidden, d.alpha),
+      dtBias: vector(`${p}.linear_attn.dt_bias`, d.dtBias),
+      a: vector(`${p}.linear_attn.A`, d.a),
+      norm: vector(`${p}.linear_attn.norm.weight`, d.norm),
+      outProj: matrix(`${p}.linear_attn.out_proj.weight`, hidden, valueHeads * valueDim, d.outProj),
     };
   }
   /** A 'mamba' layer's initializers (see LayerRefs.mamba). */
@@ -1470,6 +1545,61 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       return linear(b.op('Reshape', [normed, b.i64([0, 0, inner])]), m.outProj);
     };
     /**
+     * A 'delta' layer (the gated DeltaNet of Qwen3.5 and Qwen3-Next, as llama.cpp's qwen35 graph computes it): q, k and
+     * v from one projection through the causal convolution and SiLU; q and k L2-normalized per head (q also scaled by
+     * 1/√keyDim) and tiled to the value heads; β = sigmoid(b), g = A · softplus(α + dtBias). A Scan over the tokens fed
+     * runs the delta rule on each value head's state S `[valueDim, keyDim]`: S ← e^g S; S ← S + β (v − S k) kᵀ; the
+     * output S q. The outputs are RMS-normalized per head, gated by SiLU(z), projected out. Left padding gets β = 0 and
+     * g = 0: the state passes through unchanged.
+     */
+    const deltaLayer = (i: number, x: string, m: NonNullable<LayerRefs['deltaNet']>): string => {
+      const { keyHeads, keyDim, valueHeads, valueDim, channels, convKernel } = c.delta!;
+      const convolved = causalConv(i, linear(x, m.qkv), convKernel, m.convKernel, undefined, channels);
+      const qkv = silu(b.op('Transpose', [convolved], { perm: [0, 2, 1] })); // [B, S, channels]
+      const [qf, kf, vf] = b.opN('Split', [qkv, b.i64([keyHeads * keyDim, keyHeads * keyDim, valueHeads * valueDim])], ['delta_q', 'delta_k', 'delta_v'], { axis: -1 });
+      // per head x / max(‖x‖, eps), as ggml's l2_norm; the key heads tiled to the value heads (value head j reads key head j mod keyHeads)
+      const l2 = (t: string, scale = 1): string => {
+        const heads = b.op('Reshape', [t, b.i64([0, 0, keyHeads, keyDim])]);
+        const norm = b.op('Max', [b.op('Sqrt', [b.op('ReduceSum', [b.op('Mul', [heads, heads]), b.i64([-1])], { keepdims: 1 })]), b.f32([c.eps], [])]);
+        const normed = b.op('Div', [heads, scale === 1 ? norm : b.op('Mul', [norm, b.f32([1 / scale], [])])]);
+        return valueHeads === keyHeads ? normed : b.op('Tile', [normed, b.i64([1, 1, valueHeads / keyHeads, 1])]);
+      };
+      const q = l2(qf!, 1 / Math.sqrt(keyDim));
+      const k = l2(kf!);
+      const v = b.op('Reshape', [vf!, b.i64([0, 0, valueHeads, valueDim])]);
+      const padded = (t: string) => (gqa ? t : b.op('Mul', [t, fedMask()]));
+      const beta = padded(b.op('Sigmoid', [linear(x, m.beta)])); // [B, S, valueHeads]
+      const g = padded(b.op('Mul', [b.op('Softplus', [b.op('Add', [linear(x, m.alpha), m.dtBias])]), m.a]));
+      // The delta rule, token by token: one Scan step per token (a prompt's tokens in one run, its state carried on).
+      const sb = b.child(`delta_scan_${i}/`);
+      const [stateIn, qt, kt, vt, gt, bt] = ['state_in', 'q_t', 'k_t', 'v_t', 'g_t', 'beta_t'].map((n) => sb.fresh(n)) as [string, string, string, string, string, string];
+      const decayed = sb.op('Mul', [stateIn, sb.op('Unsqueeze', [sb.op('Exp', [gt]), sb.i64([2, 3])])]);
+      const recalled = sb.op('MatMul', [decayed, sb.op('Unsqueeze', [kt, sb.i64([3])])]); // [B, Hv, Dv, 1]
+      const delta = sb.op('Mul', [sb.op('Sub', [sb.op('Unsqueeze', [vt, sb.i64([3])]), recalled]), sb.op('Unsqueeze', [bt, sb.i64([2, 3])])]);
+      const stateOut = sb.op('Add', [decayed, sb.op('MatMul', [delta, sb.op('Unsqueeze', [kt, sb.i64([2])])])], {}, sb.fresh('state_out'));
+      const ot = sb.op('Squeeze', [sb.op('MatMul', [stateOut, sb.op('Unsqueeze', [qt, sb.i64([3])])]), sb.i64([3])], {}, sb.fresh('o_t'));
+      const F = DataType.FLOAT;
+      const body = sb.toGraph(
+        `delta_scan_${i}`,
+        [
+          makeValueInfo(stateIn, F, ['batch_size', valueHeads, valueDim, keyDim]),
+          makeValueInfo(qt, F, ['batch_size', valueHeads, keyDim]),
+          makeValueInfo(kt, F, ['batch_size', valueHeads, keyDim]),
+          makeValueInfo(vt, F, ['batch_size', valueHeads, valueDim]),
+          makeValueInfo(gt, F, ['batch_size', valueHeads]),
+          makeValueInfo(bt, F, ['batch_size', valueHeads]),
+        ],
+        [makeValueInfo(stateOut, F, ['batch_size', valueHeads, valueDim, keyDim]), makeValueInfo(ot, F, ['batch_size', valueHeads, valueDim])],
+      );
+      const outputs = b.fresh('delta_out');
+      b.nodes.push(
+        makeNode('Scan', [ssmPast[i]!, q, k, v, g, beta], [outName(`present_recurrent.${i}`), outputs], { body, num_scan_inputs: 5, scan_input_axes: [1, 1, 1, 1, 1], scan_output_axes: [1] }, b.fresh('n_Scan')),
+      );
+      const z = b.op('Reshape', [linear(x, m.gate), b.i64([0, 0, valueHeads, valueDim])]);
+      const gated = b.op('Mul', [rms(outputs, m.norm), silu(z)]); // [B, S, valueHeads, valueDim]
+      return linear(b.op('Reshape', [gated, b.i64([0, 0, valueHeads * valueDim])]), m.outProj);
+    };
+    /**
      * A 'conv' layer (LFM2's gated short convolution): b, c and x from one projection, `c · conv(b · x)` projected out,
      * the convolution depthwise and causal over the state's last inputs and the new ones; the present state is the
      * last `convKernel − 1` of those.
@@ -1512,7 +1642,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       const L = layerRefs[i]!;
       const sliding = c.layerTypes[i] === 'sliding';
       const x = L.attnNorm ? residualNorm(L.attnNorm, undefined, false, L.attnNormBias) : residualSum();
-      const attnOut = L.shortConv ? shortConv(i, x, L.shortConv) : L.mamba ? mambaLayer(i, x, L.mamba) : attentionBlock(i, x, L, sliding);
+      const attnOut = L.shortConv ? shortConv(i, x, L.shortConv) : L.mamba ? mambaLayer(i, x, L.mamba) : L.deltaNet ? deltaLayer(i, x, L.deltaNet) : attentionBlock(i, x, L, sliding);
       // A parallel block's MLP reads the attention's input; its output joins the stream with the attention's.
       let y = x;
       let mixed = attnOut;
@@ -1530,6 +1660,14 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       // One product for q, k and v: a third of the kernels of projecting each apart.
       let qkvFlat = L.mla ? latentQkv(x, L.mla) : L.wqkv.length === 1 ? linear(x, L.wqkv[0]!) : b.op('Concat', L.wqkv.map((w) => linear(x, w)), { axis: -1 });
       if (L.bqkv) qkvFlat = b.op('Add', [qkvFlat, L.bqkv]);
+      // attentionGate: each head's query then its gate; the gate multiplies the attention's output
+      let gate: string | undefined;
+      if (c.attnGate) {
+        const [qg, kvf] = b.opN('Split', [qkvFlat, b.i64([2 * qDim, 2 * kvDim])], ['q_gate_flat', 'kv_flat'], { axis: -1 });
+        const [qh, gh] = b.opN('Split', [b.op('Reshape', [qg!, b.i64([0, 0, heads, 2 * headDim])]), b.i64([headDim, headDim])], ['q_heads', 'gate_heads'], { axis: -1 });
+        qkvFlat = b.op('Concat', [b.op('Reshape', [qh!, b.i64([0, 0, qDim])]), kvf!], { axis: -1 });
+        gate = b.op('Sigmoid', [b.op('Reshape', [gh!, b.i64([0, 0, qDim])])]);
+      }
       if (L.projectionNorms) {
         const [qn, kn] = L.projectionNorms;
         const [qf, kf, vf] = b.opN('Split', [qkvFlat, b.i64([qDim, kvDim, kvDim])], ['q_flat', 'k_flat', 'v_flat'], { axis: -1 });
@@ -1541,7 +1679,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
         qkvFlat = b.op('Concat', [b.op('Mul', [qf!, temperature]), kvf!], { axis: -1 });
       }
       const attended = attention(i, qkvFlat, L, sliding);
-      const out = biased(linear(L.mla ? latentValues(attended, L.mla) : attended, L.wo!), L.bo);
+      const out = biased(linear(L.mla ? latentValues(attended, L.mla) : gate ? b.op('Mul', [attended, gate]) : attended, L.wo!), L.bo);
       return L.postAttnNorm ? rms(out, L.postAttnNorm) : out;
     }
 

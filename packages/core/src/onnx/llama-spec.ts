@@ -178,7 +178,7 @@ export interface LlamaConfig {
    * causal convolution of `convKernel` taps; its recurrent state, the last `convKernel − 1` inputs, is the graph's
    * `past_conv.{i}` `[batch, hidden, convKernel − 1]` (the attention layers keep `past_key_values.{i}`).
    */
-  layerTypes?: readonly ('full' | 'sliding' | 'conv' | 'mamba')[];
+  layerTypes?: readonly ('full' | 'sliding' | 'conv' | 'mamba' | 'delta')[];
   /** Taps of the 'conv' layers' convolution (LFM2: 3). */
   convKernel?: number;
   /**
@@ -189,6 +189,20 @@ export interface LlamaConfig {
    * `[batch, heads, headDim, stateSize]` (always float32).
    */
   mamba?: { convKernel: number; heads: number; headDim: number; stateSize: number; groups: number };
+  /**
+   * Sizes of the 'delta' layers (the gated DeltaNet of Qwen3.5 and Qwen3-Next): `keyHeads` heads of queries and keys of
+   * `keyDim` (tiled to `valueHeads` heads), `valueHeads` heads of values of `valueDim`, a causal depthwise convolution of
+   * `convKernel` taps over q, k and v. Each value head keeps a `[valueDim, keyDim]` state: per token it decays by
+   * e^g, is corrected toward v along k by β (the delta rule), and is read by q. States: `past_conv.{i}`
+   * `[batch, 2 · keyHeads · keyDim + valueHeads · valueDim, convKernel − 1]` and `past_recurrent.{i}`
+   * `[batch, valueHeads, valueDim, keyDim]` (always float32).
+   */
+  deltaNet?: { convKernel: number; keyHeads: number; keyDim: number; valueHeads: number; valueDim: number };
+  /**
+   * Attention's output gated per channel (Qwen3.5, Qwen3-Next): `wq` has `2 · numHeads · headDim` rows, each head's
+   * query then its gate, and the attention's output is multiplied by sigmoid(gate) before `wo`.
+   */
+  attentionGate?: boolean;
   /** Rope base of the sliding layers (Gemma 3 local layers: 10000). Default `ropeTheta`. */
   ropeThetaLocal?: number;
   /** Linear rope scale of the sliding layers. Default `ropeScale`. */
@@ -247,6 +261,8 @@ export interface LlamaLayerWeights<M extends WeightMatrix = Float32Array> {
   shortConv?: ShortConvWeights<M>;
   /** In 'mamba' layers (see `LlamaConfig.mamba`). */
   mamba?: MambaWeights<M>;
+  /** In 'delta' layers (see `LlamaConfig.deltaNet`). */
+  deltaNet?: DeltaNetWeights<M>;
   mlpNorm?: Float32Array; // [hidden]
   /** Absent when `gatedMlp` is false, or in a mixture of experts' layers (but its `moe.denseLayers`). */
   wGate?: M; // [intermediate, hidden]
@@ -323,6 +339,28 @@ export interface MambaWeights<M extends WeightMatrix = Float32Array> {
   /** The RMSNorm over each group's channels of y · silu(z). */
   norm: Float32Array; // [I]
   outProj: M; // [H, I]
+}
+
+/**
+ * A 'delta' layer's gated DeltaNet (see `LlamaConfig.deltaNet`; hidden H, Hk key heads of Dk, Hv value heads of Dv,
+ * C = 2·Hk·Dk + Hv·Dv convolved channels, K taps).
+ */
+export interface DeltaNetWeights<M extends WeightMatrix = Float32Array> {
+  /** q, k and v, stacked in that order. */
+  qkv: M; // [C, H]
+  /** z, the output gate. */
+  gate: M; // [Hv·Dv, H]
+  /** Each channel's taps over q, k and v, oldest input first. */
+  convKernel: Float32Array; // [C, K]
+  /** β's projection (β = sigmoid) and the decay's (g = A · softplus(α + dtBias)). */
+  beta: M; // [Hv, H]
+  alpha: M; // [Hv, H]
+  dtBias: Float32Array; // [Hv]
+  /** Each value head's A (negative). */
+  a: Float32Array; // [Hv]
+  /** The RMSNorm over each head's output, before the SiLU gate. */
+  norm: Float32Array; // [Dv]
+  outProj: M; // [H, Hv·Dv]
 }
 
 /**
