@@ -428,6 +428,20 @@ const MODELS: Record<string, RandomGgufSpec> = {
     experts: { count: 6, used: 2, shared: 48, ungatedShared: true },
     meta: { ...GRANITE_HYBRID.meta, 'rope.scaling.finetuned': { t: 'bool', v: true } },
   },
+  // Qwen3.5 (0.8B … 9B): three gated DeltaNet layers (2 key heads tiled to 4 value heads) to one attention layer with an
+  // output gate, per-head q/k norms and NeoX rotary over a quarter of each head (its M-RoPE sections), a tied head.
+  'qwen35 (Qwen3.5: gated DeltaNet layers, gated attention with q/k norms and partial rotary)': {
+    arch: 'qwen35',
+    hidden: 64,
+    layers: 4,
+    heads: 4,
+    kvHeads: 2,
+    headDim: 32,
+    ff: 96,
+    qkNorm: true,
+    deltaLayers: { interval: 4, convKernel: 4, keyHeads: 2, keyDim: 16, valueHeads: 4, valueDim: 16 },
+    meta: { 'rope.dimension_count': u32(8), 'rope.dimension_sections': sections([2, 1, 1, 0]) },
+  },
 };
 
 /** M-RoPE's `rope.dimension_sections`: rotary pairs per position kind (time, height, width, extra). */
@@ -564,6 +578,11 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
         'LFM2 attention layers with different numbers of KV heads',
         { ...LFM2, meta: { 'attention.head_count_kv': { t: 'arr', item: GgufValueType.UINT32, v: [0, 2, 0, 4].map(u32) } } },
         /attention layers with different numbers of KV heads \(2, 4\)/,
+      ],
+      [
+        'Qwen3.5 value heads that are no multiple of its key heads',
+        { arch: 'qwen35', headDim: 32, qkNorm: true, layers: 4, deltaLayers: { interval: 4, convKernel: 4, keyHeads: 2, keyDim: 16, valueHeads: 3, valueDim: 16 } },
+        /48 value channels in 3 heads over 2 key heads .* do not divide evenly/,
       ],
       ['an LFM2 without attention layers', { ...LFM2, meta: { 'attention.head_count_kv': { t: 'arr', item: GgufValueType.UINT32, v: [0, 0, 0, 0].map(u32) } } }, /attention layers with no KV heads: no attention layer/],
     ];

@@ -19,10 +19,13 @@ import type { GenerationResult } from '../src/generate/types.js';
 const hybrid = (over: Partial<LlamaConfig> = {}): LlamaConfig => ({ numLayers: 4, layerTypes: ['conv', 'full', 'conv', 'full'], convKernel: 3, qkNorm: true, ...over }) as LlamaConfig;
 /** Granite 4.0-H's layout: Mamba2 mixers (a convolution state and an SSM state each) in place of the convolutions. */
 const MAMBA = { layerTypes: ['mamba', 'full', 'mamba', 'full'], convKernel: undefined, mamba: { convKernel: 4, heads: 4, headDim: 16, stateSize: 8, groups: 2 } } as const;
+/** Qwen3.5's layout: gated DeltaNets (a convolution state and a matrix state each), the attention gated. */
+const DELTA = { layerTypes: ['delta', 'full', 'delta', 'full'], convKernel: undefined, attentionGate: true, deltaNet: { convKernel: 4, keyHeads: 2, keyDim: 8, valueHeads: 4, valueDim: 8 } } as const;
 /** The states each kind's layers 0 and 2 hold, with their dims after the batch. */
 const STATES = {
   conv: [['past_conv.0', [32, 2]], ['past_conv.2', [32, 2]]],
   mamba: [['past_conv.0', [96, 3]], ['past_ssm.0', [4, 16, 8]], ['past_conv.2', [96, 3]], ['past_ssm.2', [4, 16, 8]]],
+  delta: [['past_conv.0', [64, 3]], ['past_recurrent.0', [4, 8, 8]], ['past_conv.2', [64, 3]], ['past_recurrent.2', [4, 8, 8]]],
 };
 const maxGap = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]!)), 0);
 const ids = (r: GenerationResult) => r.rows.map((row) => row.ids);
@@ -30,9 +33,10 @@ const ids = (r: GenerationResult) => r.rows.map((row) => row.ids);
 describe('hybrid models: recurrent states beside the KV cache', function () {
   this.timeout(180_000);
 
-  for (const [kind, attention] of [['conv', 'ops'], ['conv', 'gqa'], ['mamba', 'ops'], ['mamba', 'gqa']] as const) {
+  const layouts = { conv: {}, mamba: MAMBA, delta: DELTA };
+  for (const [kind, attention] of [['conv', 'ops'], ['conv', 'gqa'], ['mamba', 'ops'], ['mamba', 'gqa'], ['delta', 'ops'], ['delta', 'gqa']] as const) {
     it(`${kind} layers: the batch cache gives each row the logits it gets alone as rows join, move and leave, and prompts of one length prefill together (${attention === 'gqa' ? 'GroupQueryAttention, right-padded' : 'attention op by op, left-padded'})`, async () => {
-      const model = await builtModel(`hybrid-kv-${kind}-${attention}`, { ...smallConfig, ...hybrid(kind === 'mamba' ? MAMBA : {}) }, { attention }, 31);
+      const model = await builtModel(`hybrid-kv-${kind}-${attention}`, { ...smallConfig, ...hybrid(layouts[kind]) }, { attention }, 31);
       const p = await prepareDecoder(model, { lastLogitsOnly: true, logitsFloat32: true, cacheDir });
       const session = await DecoderSession.create({ path: p.preparedPath, padding: p.padding });
       try {
@@ -52,9 +56,9 @@ describe('hybrid models: recurrent states beside the KV cache', function () {
     });
   }
 
-  for (const kind of ['conv', 'mamba'] as const) {
+  for (const kind of ['conv', 'mamba', 'delta'] as const) {
     it(`${kind} layers: a static batch of prompts of different lengths gives each row the logits it gets alone, on a graph that would let padding into its states`, async () => {
-      const model = await builtModel(`hybrid-unmasked-${kind}`, { ...smallConfig, ...hybrid(kind === 'mamba' ? MAMBA : {}) }, {}, 32);
+      const model = await builtModel(`hybrid-unmasked-${kind}`, { ...smallConfig, ...hybrid(layouts[kind]) }, {}, 32);
       await unmaskConvolutions(model);
       const session = await DecoderSession.create({ path: model });
       try {

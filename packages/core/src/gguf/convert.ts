@@ -101,7 +101,7 @@ export function kebabName(s: string): string {
 }
 
 /** The `general.architecture` values the converter reads (llama.cpp's names). */
-export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'qwen2moe', 'qwen3moe', 'qwen3vlmoe', 'bailingmoe2', 'olmo2', 'olmoe', 'granitemoe', 'gpt-oss', 'glm4moe', 'ernie4_5-moe', 'deepseek2', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'seed_oss', 'nemotron', 'minicpm', 'internlm2', 'phi2', 'lfm2', 'lfm2moe', 'granitehybrid'] as const;
+export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'qwen2moe', 'qwen3moe', 'qwen3vlmoe', 'bailingmoe2', 'olmo2', 'olmoe', 'granitemoe', 'gpt-oss', 'glm4moe', 'ernie4_5-moe', 'deepseek2', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'seed_oss', 'nemotron', 'minicpm', 'internlm2', 'phi2', 'lfm2', 'lfm2moe', 'granitehybrid', 'qwen35'] as const;
 export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 /**
@@ -141,12 +141,12 @@ const MOE_BLOCK: Partial<Record<GgufArchitecture, { block: GgufArchitecture; nor
 };
 
 /** Architectures whose last `nextn_predict_layers` blocks are multi-token-prediction heads, which llama.cpp loads and skips. */
-const NEXTN_BLOCKS: ReadonlySet<GgufArchitecture> = new Set(['glm4moe', 'bailingmoe2']);
+const NEXTN_BLOCKS: ReadonlySet<GgufArchitecture> = new Set(['glm4moe', 'bailingmoe2', 'qwen35']);
 
 /** Architectures whose q/k llama.cpp's converter permutes into adjacent rotary pairs ("NORM"); the others keep NeoX's halves. */
 const ADJACENT_ROPE: ReadonlySet<GgufArchitecture> = new Set(['deepseek2', 'llama', 'mistral3', 'granite', 'granitehybrid', 'smollm3', 'ernie4_5', 'command-r', 'cohere2', 'glm4', 'arcee', 'minicpm', 'internlm2']);
 /** Architectures whose llama.cpp graph rotates only the first `rope.dimension_count` dimensions of each head. */
-const PARTIAL_ROTARY: ReadonlySet<GgufArchitecture> = new Set(['phi3', 'glm4', 'glm4moe', 'bailingmoe2', 'stablelm', 'nemotron', 'phi2']);
+const PARTIAL_ROTARY: ReadonlySet<GgufArchitecture> = new Set(['phi3', 'glm4', 'glm4moe', 'bailingmoe2', 'qwen35', 'stablelm', 'nemotron', 'phi2']);
 /** Architectures whose gate and up projections are one `[2 ff, hidden]` matrix, gate first (llama.cpp's SwiGLU halves). */
 const FUSED_GATE_UP: ReadonlySet<GgufArchitecture> = new Set(['phi3', 'glm4']);
 /** Architectures whose q, k and v projections may carry biases (read when the file has them). */
@@ -183,7 +183,7 @@ export function ggufArchitecture(f: GgufFile): GgufArchitecture {
   if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new GgufError(
       `${src} has general.architecture "${arch}"; the converter reads ${SUPPORTED_ARCHITECTURES.map((a) => `"${a}"`).join(', ')} ` +
-        '(Llama 1/2/3, Mistral, Mixtral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL, Qwen3-VL and Qwen3-VL-MoE as text models, Qwen1.5/Qwen2-MoE and Qwen3-MoE, Ling 2.0 and Ring 2.0, OLMoE, Granite 3 MoE, gpt-oss, GLM-4.5 and GLM-4.5-Air, ERNIE 4.5 MoE, DeepSeek-V2/V3 and their kin (latent attention: DeepSeek-V2-Lite, DeepSeek-Coder-V2-Lite, GLM-4.7-Flash), OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B, GLM-4 and GLM-Z1 (0414), StarCoder 2, StableLM 2, Arcee AFM, Seed-OSS, Nemotron-Mini, MiniCPM 1B/2B, InternLM 2/2.5, Phi-2, LFM2 and LFM2-MoE, Granite 4.0-H).',
+        '(Llama 1/2/3, Mistral, Mixtral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL, Qwen3-VL and Qwen3-VL-MoE as text models, Qwen1.5/Qwen2-MoE and Qwen3-MoE, Ling 2.0 and Ring 2.0, OLMoE, Granite 3 MoE, gpt-oss, GLM-4.5 and GLM-4.5-Air, ERNIE 4.5 MoE, DeepSeek-V2/V3 and their kin (latent attention: DeepSeek-V2-Lite, DeepSeek-Coder-V2-Lite, GLM-4.7-Flash), OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B, GLM-4 and GLM-Z1 (0414), StarCoder 2, StableLM 2, Arcee AFM, Seed-OSS, Nemotron-Mini, MiniCPM 1B/2B, InternLM 2/2.5, Phi-2, LFM2 and LFM2-MoE, Granite 4.0-H, Qwen3.5 (dense)).',
       'unsupported-model',
     );
   }
@@ -444,6 +444,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     }
   }
   if (family === 'granitehybrid') mambaConfig(f, config, convLayers, { scalar, required, refuse, key });
+  if (arch === 'qwen35') deltaNetConfig(f, config, { scalar, required, refuse, key });
   // SmolLM3: every fourth layer uses no rotary embedding (llama.cpp's n_no_rope_layer_step, a constant, not a key).
   if (arch === 'smollm3') config.noRopeLayers = Array.from({ length: numLayers }, (_, i) => i).filter((i) => (i + 1) % 4 === 0);
   if (family === 'granite' || arch === 'minicpm') {
@@ -526,6 +527,36 @@ function mambaConfig(
   if (f.get(p.key('rope.scaling.finetuned')) === false) config.noRopeLayers = Array.from({ length: config.numLayers }, (_, i) => i);
   const shared = p.scalar('expert_shared_feed_forward_length') ?? 0;
   if (config.moe && shared > 0) config.moe = { ...config.moe, sharedSize: shared, sharedGate: false };
+}
+
+/**
+ * Qwen3.5 as llama.cpp's qwen35 graph reads it: gated DeltaNet layers (`attention.recurrent_layers`, else all but every
+ * `full_attention_interval`-th, default 4) of `ssm.group_count` key heads of `ssm.state_size`, `ssm.time_step_rank` value
+ * heads sharing `ssm.inner_size`, a convolution of `ssm.conv_kernel` taps; the others attention with a doubled query
+ * projection whose second half gates the output, per-head q/k norms and NeoX rotary over `rope.dimension_count` (its
+ * M-RoPE sections all take a text token's position).
+ */
+function deltaNetConfig(
+  f: GgufFile,
+  config: LlamaConfig,
+  p: { scalar: (k: string) => number | undefined; required: (k: string) => number; refuse: (what: string) => never; key: (k: string) => string },
+): void {
+  const listed = f.get(p.key('attention.recurrent_layers'));
+  const interval = p.scalar('full_attention_interval') ?? 4;
+  const recurrent = Array.isArray(listed)
+    ? Array.from({ length: config.numLayers }, (_, i) => Boolean(listed[i]))
+    : Array.from({ length: config.numLayers }, (_, i) => (i + 1) % interval !== 0);
+  const valueHeads = p.required('ssm.time_step_rank');
+  const keyHeads = p.required('ssm.group_count');
+  const inner = p.required('ssm.inner_size');
+  if (inner % valueHeads !== 0 || valueHeads % keyHeads !== 0) throw new GgufError(`${basename(f.path)}: ${inner} value channels in ${valueHeads} heads over ${keyHeads} key heads ("${p.key('ssm.inner_size')}", "${p.key('ssm.time_step_rank')}", "${p.key('ssm.group_count')}") do not divide evenly.`, 'corrupt');
+  if (!recurrent.some((r) => !r)) p.refuse('no attention layer among its layers');
+  Object.assign(config, {
+    qkNorm: true,
+    attentionGate: true,
+    layerTypes: recurrent.map((r) => (r ? 'delta' : 'full')),
+    deltaNet: { convKernel: p.required('ssm.conv_kernel'), keyHeads, keyDim: p.required('ssm.state_size'), valueHeads, valueDim: inner / valueHeads },
+  });
 }
 
 /**
@@ -746,16 +777,33 @@ export async function llamaWeightsFromGguf(
       outProj: await readMatrix(`${p}ssm_out.weight`, [h, inner]),
     };
   };
+  /** A layer's gated DeltaNet (llama.cpp's qwen35 tensors: the fused `attn_qkv`, `attn_gate` (z), `ssm_*`; `ssm_a` has no suffix). */
+  const readDeltaNet = async (p: string): Promise<NonNullable<LlamaLayerWeights<WeightMatrix>['deltaNet']>> => {
+    const { keyHeads, keyDim, valueHeads, valueDim, convKernel } = config.deltaNet!;
+    const channels = 2 * keyHeads * keyDim + valueHeads * valueDim;
+    return {
+      qkv: await readMatrix(`${p}attn_qkv.weight`, [channels, h]),
+      gate: await readMatrix(`${p}attn_gate.weight`, [valueHeads * valueDim, h]),
+      convKernel: await read(`${p}ssm_conv1d.weight`, [channels, convKernel]),
+      beta: await readMatrix(`${p}ssm_beta.weight`, [valueHeads, h]),
+      alpha: await readMatrix(`${p}ssm_alpha.weight`, [valueHeads, h]),
+      dtBias: await read(`${p}ssm_dt.bias`, [valueHeads]),
+      a: await read(`${p}ssm_a`, [valueHeads]),
+      norm: await read(`${p}ssm_norm.weight`, [valueDim]),
+      outProj: await readMatrix(`${p}ssm_out.weight`, [h, valueHeads * valueDim]),
+    };
+  };
   const rows = sliceRows;
   const layers: LlamaLayerWeights<WeightMatrix>[] = [];
   const preNorms = config.preNorms ?? true;
   for (let i = 0; i < config.numLayers; i++) {
     const p = `blk.${i}.`;
     const layer: Partial<LlamaLayerWeights<WeightMatrix>> = preNorms ? { attnNorm: await read(`${p}attn_norm.weight`, [h]) } : {};
-    const conv = config.layerTypes?.[i] === 'conv' || config.layerTypes?.[i] === 'mamba';
+    const conv = config.layerTypes?.[i] === 'conv' || config.layerTypes?.[i] === 'mamba' || config.layerTypes?.[i] === 'delta';
     // q, k and v: apart, or fused as one [q + 2 kv, hidden] matrix (Phi-3, some llama files); or latent attention's; or
     // none, in LFM2's short-convolution layers and Granite 4.0-H's Mamba2 layers.
     if (config.layerTypes?.[i] === 'mamba') layer.mamba = await readMamba(p);
+    else if (config.layerTypes?.[i] === 'delta') layer.deltaNet = await readDeltaNet(p);
     else if (conv) {
       layer.shortConv = {
         inProj: await readMatrix(`${p}shortconv.in_proj.weight`, [3 * h, h]),
@@ -771,7 +819,7 @@ export async function llamaWeightsFromGguf(
         Object.assign(layer, { bq: b.slice(0, qDim), bk: b.slice(qDim, qDim + kvDim), bv: b.slice(qDim + kvDim) });
       }
     } else {
-      layer.wq = await readMatrix(`${p}attn_q.weight`, [qDim, h]);
+      layer.wq = await readMatrix(`${p}attn_q.weight`, [config.attentionGate ? 2 * qDim : qDim, h]);
       layer.wk = await readMatrix(`${p}attn_k.weight`, [kvDim, h]);
       layer.wv = await readMatrix(`${p}attn_v.weight`, [kvDim, h]);
       if (config.qkvBias) {
@@ -788,7 +836,7 @@ export async function llamaWeightsFromGguf(
     if (!conv) layer.wo = await readMatrix(`${p}attn_output.weight`, [h, config.mla ? config.numHeads * config.mla.valueDim : qDim]);
     if (config.postNorms) layer.postAttnNorm = await read(`${p}post_attention_norm.weight`, [h]);
     // (gpt-oss's, GLM-4.5's and Seed-OSS's norm before the MLP is llama.cpp's "post_attention_norm", Gemma's name for a norm after attention)
-    const mlpNormName = arch === 'gpt-oss' || arch === 'glm4moe' || arch === 'seed_oss' ? 'post_attention_norm' : 'ffn_norm';
+    const mlpNormName = arch === 'gpt-oss' || arch === 'glm4moe' || arch === 'seed_oss' || arch === 'qwen35' ? 'post_attention_norm' : 'ffn_norm';
     if (preNorms && !config.parallelBlock) layer.mlpNorm = await read(`${p}${mlpNormName}.weight`, [h]);
     if (config.normBias) {
       layer.attnNormBias = await read(`${p}attn_norm.bias`, [h]);

@@ -475,6 +475,8 @@ export const BPE_PRE_TOKENIZERS: Readonly<Record<string, BpePreTokenizer>> = (()
     addBos: false,
     cleanSpaces: false,
   };
+  // Qwen3.5's: Qwen's expression with combining marks taken into words (and out of punctuation runs).
+  const qwen35 = { ...qwen2, regexes: [`${contractions}|[^\\r\\n\\p{L}\\p{N}]?[\\p{L}\\p{M}]+|\\p{N}| ?[^\\s\\p{L}\\p{M}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+`] };
   const gpt2Regex = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)";
   const smollm = { regexes: ['\\p{N}', gpt2Regex], ignoreMerges: false, addBos: false, cleanSpaces: false };
   // Granite 3, StarCoder and EXAONE: SmolLM's digits one by one, with llama.cpp's BPE default of cleaning up spaces.
@@ -549,6 +551,7 @@ export const BPE_PRE_TOKENIZERS: Readonly<Record<string, BpePreTokenizer>> = (()
     'smaug-bpe': dbrx,
     qwen2,
     'deepseek-r1-qwen': qwen2,
+    qwen35,
     // StableLM 2: Qwen's expression, with llama.cpp's BPE default of cleaning up spaces.
     stablelm2: { ...qwen2, cleanSpaces: true },
     smollm,

@@ -93,6 +93,13 @@ export interface RandomGgufSpec {
    * `convKernel` taps; `head_count_kv` is per layer (0 for them) and the `ssm.*` sizes are written.
    */
   mambaLayers?: { layers: number[]; convKernel: number; heads: number; headDim: number; stateSize: number; groups: number };
+  /**
+   * Qwen3.5's hybrid: all but every `interval`-th layer are gated DeltaNets (the fused `attn_qkv`, `attn_gate`, `ssm_conv1d`,
+   * `ssm_dt.bias`, `ssm_a`, `ssm_beta`, `ssm_alpha`, `ssm_norm`, `ssm_out`) of `keyHeads` key heads of `keyDim` and
+   * `valueHeads` value heads of `valueDim`, `convKernel` taps; the attention layers' `attn_q` is doubled (each head's
+   * query, then its output gate); the `ssm.*` sizes and `full_attention_interval` are written.
+   */
+  deltaLayers?: { interval: number; convKernel: number; keyHeads: number; keyDim: number; valueHeads: number; valueDim: number };
   /** Extra tensors by name: [GGUF ne dims, values]. */
   extraTensors?: Record<string, [number[], Float32Array]>;
   /** ggml type of the matrices: 0 (F32, default) or 1 (F16). */
@@ -182,7 +189,20 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
     const mla = spec.latent;
     const conv = spec.convLayers?.layers.includes(i) ? spec.convLayers.kernel : 0;
     const ssm = spec.mambaLayers?.layers.includes(i) ? spec.mambaLayers : undefined;
-    if (ssm) {
+    const dn = spec.deltaLayers && i < layers && (i + 1) % spec.deltaLayers.interval !== 0 ? spec.deltaLayers : undefined;
+    if (dn) {
+      const channels = 2 * dn.keyHeads * dn.keyDim + dn.valueHeads * dn.valueDim;
+      const raw = (name: string, dims: number[], data: Float32Array) => tensors.push({ name, dims, type: 0, data: new Uint8Array(data.buffer) });
+      matrix(`${p}attn_qkv.weight`, channels, h);
+      matrix(`${p}attn_gate.weight`, dn.valueHeads * dn.valueDim, h);
+      raw(`${p}ssm_conv1d.weight`, [dn.convKernel, channels], normal(channels * dn.convKernel, 0.5));
+      matrix(`${p}ssm_beta.weight`, dn.valueHeads, h);
+      matrix(`${p}ssm_alpha.weight`, dn.valueHeads, h);
+      vector(`${p}ssm_dt.bias`, dn.valueHeads, 0.5, -2);
+      raw(`${p}ssm_a`, [dn.valueHeads], normal(dn.valueHeads, 0.5, 0.5).map((v) => -Math.exp(v)));
+      vector(`${p}ssm_norm.weight`, dn.valueDim, 0.1, 1);
+      matrix(`${p}ssm_out.weight`, h, dn.valueHeads * dn.valueDim);
+    } else if (ssm) {
       const inner = ssm.heads * ssm.headDim;
       const channels = inner + 2 * ssm.groups * ssm.stateSize;
       const raw = (name: string, dims: number[], data: Float32Array) => tensors.push({ name, dims, type: 0, data: new Uint8Array(data.buffer) });
@@ -219,7 +239,8 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
       } else matrix(`${p}attn_kv_b.weight`, heads * (nope + mla.value), mla.kvLora);
     } else if (spec.fusedQkv) matrix(`${p}attn_qkv.weight`, q + 2 * kv, h);
     else {
-      matrix(`${p}attn_q.weight`, q, h);
+      // (Qwen3.5's attention: each head's query, then its output gate)
+      matrix(`${p}attn_q.weight`, spec.deltaLayers ? 2 * q : q, h);
       matrix(`${p}attn_k.weight`, kv, h);
       matrix(`${p}attn_v.weight`, kv, h);
     }
@@ -229,16 +250,16 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
       vector(`${p}attn_k.bias`, kv, 0.2, 0);
       vector(`${p}attn_v.bias`, kv, 0.2, 0);
     }
-    if (spec.qkNorm && !conv && !ssm) {
+    if (spec.qkNorm && !conv && !ssm && !dn) {
       vector(`${p}attn_q_norm.weight`, spec.qkNorm === 'projection' ? q : hd, 0.1, 1);
       vector(`${p}attn_k_norm.weight`, spec.qkNorm === 'projection' ? kv : hd, 0.1, 1);
     }
-    if (!conv && !ssm) matrix(`${p}attn_output.weight`, h, mla ? heads * mla.value : q);
+    if (!conv && !ssm && !dn) matrix(`${p}attn_output.weight`, h, mla ? heads * mla.value : q);
     if (spec.projectionBias) vector(`${p}attn_output.bias`, h, 0.2, 0);
     if (spec.sinks) vector(`${p}attn_sinks.weight`, heads, 1, 0);
     if (spec.postNorms) vector(`${p}post_attention_norm.weight`, h, 0.1, 1);
     // (gpt-oss's, GLM-4.5's and Seed-OSS's norm before the MLP has llama.cpp's name of a norm after attention)
-    const mlpNorm = arch === 'gpt-oss' || arch === 'glm4moe' || arch === 'seed_oss' ? 'post_attention_norm' : 'ffn_norm';
+    const mlpNorm = arch === 'gpt-oss' || arch === 'glm4moe' || arch === 'seed_oss' || arch === 'qwen35' ? 'post_attention_norm' : 'ffn_norm';
     if (!spec.noPreNorms && !spec.parallel) vector(`${p}${mlpNorm}.weight`, h, 0.1, 1);
     if (!spec.noPreNorms && !spec.parallel && spec.normBias) vector(`${p}ffn_norm.bias`, h, 0.1, 0);
     const moe = spec.experts && i >= (spec.experts.leadingDense ?? 0) ? spec.experts : undefined;
@@ -304,6 +325,16 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
       ? { t: 'arr', item: 4, v: Array.from({ length: blocks }, (_, i) => u32(recurrent.includes(i) ? 0 : kvHeads)) }
       : u32(kvHeads),
     ...(spec.convLayers ? { [`${arch}.shortconv.l_cache`]: u32(spec.convLayers.kernel) } : {}),
+    ...(spec.deltaLayers
+      ? {
+          [`${arch}.ssm.conv_kernel`]: u32(spec.deltaLayers.convKernel),
+          [`${arch}.ssm.inner_size`]: u32(spec.deltaLayers.valueHeads * spec.deltaLayers.valueDim),
+          [`${arch}.ssm.state_size`]: u32(spec.deltaLayers.keyDim),
+          [`${arch}.ssm.time_step_rank`]: u32(spec.deltaLayers.valueHeads),
+          [`${arch}.ssm.group_count`]: u32(spec.deltaLayers.keyHeads),
+          [`${arch}.full_attention_interval`]: u32(spec.deltaLayers.interval),
+        }
+      : {}),
     ...(spec.mambaLayers
       ? {
           [`${arch}.ssm.conv_kernel`]: u32(spec.mambaLayers.convKernel),
@@ -472,7 +503,7 @@ export async function ortGreedy(modelPath: string, prompt: number[], steps: numb
     for (const name of session.inputNames) {
       if (name.startsWith('past_key_values.')) past[name] = new ort.Tensor('float32', new Float32Array(0), pastShape(name));
       // a hybrid model's recurrent states (past_conv.{i}, past_ssm.{i}): [1, ...fixed dims], zero before the first token
-      if (name.startsWith('past_conv.') || name.startsWith('past_ssm.')) {
+      if (name.startsWith('past_conv.') || name.startsWith('past_ssm.') || name.startsWith('past_recurrent.')) {
         const dims = [1, ...(session.inputMetadata.find((m) => m.name === name) as unknown as { shape: number[] }).shape.slice(1)];
         past[name] = new ort.Tensor('float32', new Float32Array(dims.reduce((a, b) => a * b, 1)), dims);
       }
@@ -504,7 +535,7 @@ export async function ortGreedy(modelPath: string, prompt: number[], steps: numb
       past = {};
       for (const name of Object.keys(res)) {
         if (name.startsWith('present.')) past[name.replace('present.', 'past_key_values.')] = res[name]!;
-        if (name.startsWith('present_conv.') || name.startsWith('present_ssm.')) past[name.replace('present_', 'past_')] = res[name]!;
+        if (name.startsWith('present_conv.') || name.startsWith('present_ssm.') || name.startsWith('present_recurrent.')) past[name.replace('present_', 'past_')] = res[name]!;
       }
       total = T;
       feed = [best];
