@@ -5,7 +5,8 @@
  * Qwen3-30B-A3B scaled down (qwen3moe; `--models qwen3moe`, not run by default), and one shaped like gpt-oss-20b scaled
  * down (`--models gpt-oss --types MXFP4`: MXFP4 experts, the rest Q8_0, as its file is published), and DeepSeek-V2-Lite's
  * block scaled down (`--models deepseek2`: latent attention and its experts), and the hybrids LFM2-350M (`--models lfm2`)
- * and Granite 4.0-H scaled down (`--models granitehybrid`: Mamba2 layers). Greedy, 2 threads each.
+ * and Granite 4.0-H and Qwen3.5 scaled down (`--models granitehybrid`, `--models qwen35`: Mamba2 and gated DeltaNet layers).
+ * Greedy, 2 threads each.
  * Per contender and file: decode ms/token (the median slope between short and long generations, `--pairs` of them per process), prefill of a
  * 512-token prompt, load time (llama.cpp: model + context; reasonplug: `Engine.load` of the converted module,
  * which also starts its worker: onnxruntime-node and the engine's modules load there), time to ready from the
@@ -93,6 +94,15 @@ const MODELS: Record<string, BenchModel> = {
     stem: 'granitehybrid-150m',
     name: 'bench granitehybrid 150M',
     title: 'granitehybrid 768x12, 10 Mamba2 layers, 2 attention (~150M params)',
+    typeOf: (file, tensor, layers) => (file === 'Q4_K_M' ? q4kmType(tensor, layers) : GGML[file]),
+  },
+  // Qwen3.5-0.8B's block, half its layers: 9 gated DeltaNet layers (16 key and value heads of 128) and 3 gated attention
+  // layers (8 heads of 256, 2 KV heads) (`--models qwen35`)
+  qwen35: {
+    shape: { hidden: 1024, layers: 12, heads: 8, kvHeads: 2, ff: 3584, vocab: 32000, arch: 'qwen35', hybrid: { attention: [3, 7, 11], headDim: 256 } },
+    stem: 'qwen35-400m',
+    name: 'bench qwen35 400M',
+    title: 'qwen35 1024x12, 9 gated DeltaNet layers, 3 gated attention (~400M params)',
     typeOf: (file, tensor, layers) => (file === 'Q4_K_M' ? q4kmType(tensor, layers) : GGML[file]),
   },
   // Qwen2.5-0.5B's shape: q/k/v biases, tied head, 151936-token byte-level BPE vocabulary

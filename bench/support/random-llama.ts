@@ -16,7 +16,7 @@ export interface LlamaShape {
    * `qwen2`: q/k/v biases, a tied head (no output.weight), rope base 1e6 and a byte-level BPE vocabulary
    * (`tokenizer.ggml.pre` qwen2, no BOS) as Qwen2.5's GGUFs have; llama.cpp reads it with NeoX rope. Default `llama`.
    */
-  arch?: 'llama' | 'qwen2' | 'qwen3moe' | 'gpt-oss' | 'deepseek2' | 'lfm2' | 'granitehybrid';
+  arch?: 'llama' | 'qwen2' | 'qwen3moe' | 'gpt-oss' | 'deepseek2' | 'lfm2' | 'granitehybrid' | 'qwen35';
   /**
    * `qwen3moe`: q/k norms, and in place of each MLP `count` experts of inner size `ff`, `used` per token (the shape of
    * Qwen3-30B-A3B, scaled down), a SentencePiece vocabulary as the llama's. `gpt-oss`: the same experts with biases and
@@ -30,9 +30,10 @@ export interface LlamaShape {
   /**
    * The hybrids' attention layers (the others recurrent): `lfm2`'s short convolutions of 3 taps (q/k norms on the
    * attention layers, a tied head); `granitehybrid`'s Mamba2 mixers (inner size twice the hidden size in heads of 64, a
-   * state of `stateSize`, one group, 4 taps; attention without rotary).
+   * state of `stateSize`, one group, 4 taps; attention without rotary); `qwen35`'s gated DeltaNets (16 key and 16 value
+   * heads of 128, 4 taps; attention with an output gate, q/k norms, heads of `headDim` rotated over a quarter).
    */
-  hybrid?: { attention: number[]; stateSize?: number };
+  hybrid?: { attention: number[]; stateSize?: number; headDim?: number };
 }
 
 /** A SentencePiece vocabulary of `vocab` pieces (specials, 256 byte pieces, then words) that llama.cpp and the converter accept. */
@@ -84,8 +85,11 @@ export function randomLlamaGguf(shape: LlamaShape, name: string, matrixType: (te
   const f32 = (tensor: string, dims: number[], data: Float32Array) => tensors.push({ name: tensor, dims, type: GGML.F32, data: new Uint8Array(data.buffer) });
   const lfm2 = arch === 'lfm2';
   const granite = arch === 'granitehybrid';
-  if ((lfm2 || granite) && !shape.hybrid) throw new Error(`a ${arch} shape needs its attention layers (hybrid)`);
-  const recurrent = (i: number) => (lfm2 || granite) && !shape.hybrid!.attention.includes(i);
+  const qwen35 = arch === 'qwen35';
+  if ((lfm2 || granite || qwen35) && !shape.hybrid) throw new Error(`a ${arch} shape needs its attention layers (hybrid)`);
+  const recurrent = (i: number) => (lfm2 || granite || qwen35) && !shape.hybrid!.attention.includes(i);
+  const hd = shape.hybrid?.headDim ?? h / heads;
+  const dnChannels = 2 * 16 * 128 + 16 * 128;
   const ssmHeads = (2 * h) / 64;
   const ssmState = shape.hybrid?.stateSize ?? 128;
   const vector = (tensor: string, n = h, mean = 1) =>
@@ -93,11 +97,21 @@ export function randomLlamaGguf(shape: LlamaShape, name: string, matrixType: (te
   matrix('token_embd.weight', vocab, h);
   // (LFM2's final norm under its own name)
   vector(lfm2 ? 'token_embd_norm.weight' : 'output_norm.weight');
-  if (!qwen && !lfm2) matrix('output.weight', vocab, h);
+  if (!qwen && !lfm2 && !qwen35) matrix('output.weight', vocab, h);
   for (let i = 0; i < layers; i++) {
     const p = `blk.${i}.`;
     vector(`${p}attn_norm.weight`);
-    if (recurrent(i) && lfm2) {
+    if (recurrent(i) && qwen35) {
+      matrix(`${p}attn_qkv.weight`, dnChannels, h);
+      matrix(`${p}attn_gate.weight`, 16 * 128, h);
+      f32(`${p}ssm_conv1d.weight`, [4, dnChannels], seededNormals(seed++)(4 * dnChannels, 0.5));
+      matrix(`${p}ssm_beta.weight`, 16, h);
+      matrix(`${p}ssm_alpha.weight`, 16, h);
+      f32(`${p}ssm_dt.bias`, [16], seededNormals(seed++)(16, 0.5, -2));
+      f32(`${p}ssm_a`, [16], seededNormals(seed++)(16, 0.5, 0.5).map((v) => -Math.exp(v)));
+      vector(`${p}ssm_norm.weight`, 128);
+      matrix(`${p}ssm_out.weight`, h, 16 * 128);
+    } else if (recurrent(i) && lfm2) {
       f32(`${p}shortconv.conv.weight`, [3, h], seededNormals(seed++)(3 * h, 0.5));
       matrix(`${p}shortconv.in_proj.weight`, 3 * h, h);
       matrix(`${p}shortconv.out_proj.weight`, h, h);
@@ -116,6 +130,11 @@ export function randomLlamaGguf(shape: LlamaShape, name: string, matrixType: (te
       matrix(`${p}attn_kv_a_mqa.weight`, mla.kvLora + mla.rope, h);
       vector(`${p}attn_kv_a_norm.weight`, mla.kvLora);
       matrix(`${p}attn_kv_b.weight`, heads * (mla.nope + mla.value), mla.kvLora);
+    } else if (qwen35) {
+      // each head's query, then its output gate
+      matrix(`${p}attn_q.weight`, 2 * heads * hd, h);
+      matrix(`${p}attn_k.weight`, kvHeads * hd, h);
+      matrix(`${p}attn_v.weight`, kvHeads * hd, h);
     } else {
       matrix(`${p}attn_q.weight`, h, h);
       matrix(`${p}attn_k.weight`, kv, h);
@@ -126,10 +145,10 @@ export function randomLlamaGguf(shape: LlamaShape, name: string, matrixType: (te
       vector(`${p}attn_k.bias`, kv, 0);
       vector(`${p}attn_v.bias`, kv, 0);
     }
-    if (!recurrent(i)) matrix(`${p}attn_output.weight`, h, mla ? heads * mla.value : h);
-    if (lfm2 && !recurrent(i)) {
-      vector(`${p}attn_q_norm.weight`, h / heads);
-      vector(`${p}attn_k_norm.weight`, h / heads);
+    if (!recurrent(i)) matrix(`${p}attn_output.weight`, h, mla ? heads * mla.value : qwen35 ? heads * hd : h);
+    if ((lfm2 || qwen35) && !recurrent(i)) {
+      vector(`${p}attn_q_norm.weight`, hd);
+      vector(`${p}attn_k_norm.weight`, hd);
     }
     if (oss) {
       vector(`${p}attn_output.bias`, h, 0);
@@ -139,7 +158,7 @@ export function randomLlamaGguf(shape: LlamaShape, name: string, matrixType: (te
       vector(`${p}attn_k_norm.weight`, h / heads);
     }
     // (gpt-oss's norm before the experts has llama.cpp's name of a norm after attention)
-    vector(oss ? `${p}post_attention_norm.weight` : `${p}ffn_norm.weight`);
+    vector(oss || qwen35 ? `${p}post_attention_norm.weight` : `${p}ffn_norm.weight`);
     if (moe && !(mla && i === 0)) {
       // The router in F32, as llama-quantize leaves it; scores spread as a trained router's are.
       f32(`${p}ffn_gate_inp.weight`, [h, moe.count], seededNormals(seed++)(moe.count * h, 0.1));
@@ -176,6 +195,18 @@ export function randomLlamaGguf(shape: LlamaShape, name: string, matrixType: (te
     [`${arch}.block_count`]: u32(layers),
     [`${arch}.feed_forward_length`]: u32(mla ? 2 * ff : ff),
     [`${arch}.attention.head_count`]: u32(heads),
+    ...(qwen35
+      ? {
+          'qwen35.attention.key_length': u32(hd),
+          'qwen35.attention.value_length': u32(hd),
+          'qwen35.ssm.conv_kernel': u32(4),
+          'qwen35.ssm.inner_size': u32(16 * 128),
+          'qwen35.ssm.state_size': u32(128),
+          'qwen35.ssm.time_step_rank': u32(16),
+          'qwen35.ssm.group_count': u32(16),
+          'qwen35.full_attention_interval': u32(4),
+        }
+      : {}),
     [`${arch}.attention.head_count_kv`]:
       lfm2 || granite ? { t: 'arr', item: 4, v: Array.from({ length: layers }, (_, i) => u32(recurrent(i) ? 0 : kvHeads)) } : u32(kvHeads),
     ...(lfm2 ? { 'lfm2.shortconv.l_cache': u32(3) } : {}),
@@ -192,7 +223,7 @@ export function randomLlamaGguf(shape: LlamaShape, name: string, matrixType: (te
     [`${arch}.attention.layer_norm_rms_epsilon`]: { t: 'f32', v: qwen ? 1e-6 : 1e-5 },
     ...(qwen
       ? { 'qwen2.rope.freq_base': { t: 'f32', v: 1e6 }, ...bpeTokenizerMeta('qwen2', { vocabSize: vocab, addBos: false }) }
-      : { [`${arch}.rope.dimension_count`]: u32(h / heads), ...llamaTokenizerMeta(vocab) }),
+      : { [`${arch}.rope.dimension_count`]: u32(qwen35 ? hd / 4 : h / heads), ...llamaTokenizerMeta(vocab) }),
     ...(moe ? { [`${arch}.expert_count`]: u32(moe.count), [`${arch}.expert_used_count`]: u32(moe.used), [`${arch}.expert_feed_forward_length`]: u32(ff) } : {}),
     ...(oss ? { 'gpt-oss.attention.sliding_window': u32(128), 'gpt-oss.rope.freq_base': { t: 'f32', v: 150000 } } : {}),
     ...(mla
