@@ -205,6 +205,8 @@ export function randomLlamaGguf(shape: LlamaShape, name: string, matrixType: (te
           'qwen35.ssm.time_step_rank': u32(16),
           'qwen35.ssm.group_count': u32(16),
           'qwen35.full_attention_interval': u32(4),
+          // M-RoPE's sections as Qwen3.5's files have them (llama.cpp requires them)
+          'qwen35.rope.dimension_sections': { t: 'arr', item: 5, v: [11, 11, 10, 0].map((v): WValue => ({ t: 'i32', v })) },
         }
       : {}),
     [`${arch}.attention.head_count_kv`]:

@@ -515,20 +515,20 @@ async function run(r: Runner, step: Step) {
   const K = cfg.convKernel ?? 0;
   for (let i = 0; i < cfg.numLayers; i++) {
     if (cfg.layerTypes?.[i] === 'conv') {
-      feeds[`past_conv.${i}`] = step.past?.[i]?.[0] ?? floatTensor(opts, new Float32Array(B * d.H * (K - 1)), [B, d.H, K - 1]);
+      feeds[`past_conv.${i}`] = step.past?.[i]?.[0] ?? floatTensor(opts, new Float32Array(B * d.H * (K - 1)), [B, K - 1, d.H]);
       continue;
     }
     if (cfg.layerTypes?.[i] === 'delta') {
       const { keyHeads, keyDim, valueHeads, valueDim, convKernel } = cfg.deltaNet!;
       const channels = 2 * keyHeads * keyDim + valueHeads * valueDim;
-      feeds[`past_conv.${i}`] = step.past?.[i]?.[0] ?? floatTensor(opts, new Float32Array(B * channels * (convKernel - 1)), [B, channels, convKernel - 1]);
+      feeds[`past_conv.${i}`] = step.past?.[i]?.[0] ?? floatTensor(opts, new Float32Array(B * channels * (convKernel - 1)), [B, convKernel - 1, channels]);
       feeds[`past_recurrent.${i}`] = step.past?.[i]?.[1] ?? new ort.Tensor('float32', new Float32Array(B * valueHeads * valueDim * keyDim), [B, valueHeads, valueDim, keyDim]);
       continue;
     }
     if (cfg.layerTypes?.[i] === 'mamba') {
       const { heads, headDim, stateSize, groups, convKernel } = cfg.mamba!;
       const channels = heads * headDim + 2 * groups * stateSize;
-      feeds[`past_conv.${i}`] = step.past?.[i]?.[0] ?? floatTensor(opts, new Float32Array(B * channels * (convKernel - 1)), [B, channels, convKernel - 1]);
+      feeds[`past_conv.${i}`] = step.past?.[i]?.[0] ?? floatTensor(opts, new Float32Array(B * channels * (convKernel - 1)), [B, convKernel - 1, channels]);
       feeds[`past_ssm.${i}`] = step.past?.[i]?.[1] ?? new ort.Tensor('float32', new Float32Array(B * heads * headDim * stateSize), [B, heads, headDim, stateSize]);
       continue;
     }

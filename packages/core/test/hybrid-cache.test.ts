@@ -23,9 +23,9 @@ const MAMBA = { layerTypes: ['mamba', 'full', 'mamba', 'full'], convKernel: unde
 const DELTA = { layerTypes: ['delta', 'full', 'delta', 'full'], convKernel: undefined, attentionGate: true, deltaNet: { convKernel: 4, keyHeads: 2, keyDim: 8, valueHeads: 4, valueDim: 8 } } as const;
 /** The states each kind's layers 0 and 2 hold, with their dims after the batch. */
 const STATES = {
-  conv: [['past_conv.0', [32, 2]], ['past_conv.2', [32, 2]]],
-  mamba: [['past_conv.0', [96, 3]], ['past_ssm.0', [4, 16, 8]], ['past_conv.2', [96, 3]], ['past_ssm.2', [4, 16, 8]]],
-  delta: [['past_conv.0', [64, 3]], ['past_recurrent.0', [4, 8, 8]], ['past_conv.2', [64, 3]], ['past_recurrent.2', [4, 8, 8]]],
+  conv: [['past_conv.0', [2, 32]], ['past_conv.2', [2, 32]]],
+  mamba: [['past_conv.0', [3, 96]], ['past_ssm.0', [4, 16, 8]], ['past_conv.2', [3, 96]], ['past_ssm.2', [4, 16, 8]]],
+  delta: [['past_conv.0', [3, 64]], ['past_recurrent.0', [4, 8, 8]], ['past_conv.2', [3, 64]], ['past_recurrent.2', [4, 8, 8]]],
 };
 const maxGap = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]!)), 0);
 const ids = (r: GenerationResult) => r.rows.map((row) => row.ids);

@@ -176,7 +176,7 @@ export interface LlamaConfig {
    * Kind of each layer (`numLayers` entries). Default: all 'full'. 'conv' (LFM2's hybrid layers): a gated short
    * convolution instead of attention, `out(c · conv(b · x))` with b, c, x from one input projection and a depthwise
    * causal convolution of `convKernel` taps; its recurrent state, the last `convKernel − 1` inputs, is the graph's
-   * `past_conv.{i}` `[batch, hidden, convKernel − 1]` (the attention layers keep `past_key_values.{i}`).
+   * `past_conv.{i}` `[batch, convKernel − 1, hidden]` (the attention layers keep `past_key_values.{i}`).
    */
   layerTypes?: readonly ('full' | 'sliding' | 'conv' | 'mamba' | 'delta')[];
   /** Taps of the 'conv' layers' convolution (LFM2: 3). */
@@ -185,7 +185,7 @@ export interface LlamaConfig {
    * Sizes of the 'mamba' layers (Mamba2's mixer, as Granite 4.0-H has it between attention layers): `heads` SSM heads
    * of `headDim` channels (inner size I = heads · headDim), a state of `stateSize` per channel, B and C shared by
    * `groups` groups of heads, a causal depthwise convolution of `convKernel` taps over x, B and C. Its recurrent states
-   * are the graph's `past_conv.{i}` `[batch, I + 2 · groups · stateSize, convKernel − 1]` and `past_ssm.{i}`
+   * are the graph's `past_conv.{i}` `[batch, convKernel − 1, I + 2 · groups · stateSize]` and `past_ssm.{i}`
    * `[batch, heads, headDim, stateSize]` (always float32).
    */
   mamba?: { convKernel: number; heads: number; headDim: number; stateSize: number; groups: number };
@@ -194,7 +194,7 @@ export interface LlamaConfig {
    * `keyDim` (tiled to `valueHeads` heads), `valueHeads` heads of values of `valueDim`, a causal depthwise convolution of
    * `convKernel` taps over q, k and v. Each value head keeps a `[valueDim, keyDim]` state: per token it decays by
    * e^g, is corrected toward v along k by β (the delta rule), and is read by q. States: `past_conv.{i}`
-   * `[batch, 2 · keyHeads · keyDim + valueHeads · valueDim, convKernel − 1]` and `past_recurrent.{i}`
+   * `[batch, convKernel − 1, 2 · keyHeads · keyDim + valueHeads · valueDim]` and `past_recurrent.{i}`
    * `[batch, valueHeads, valueDim, keyDim]` (always float32).
    */
   deltaNet?: { convKernel: number; keyHeads: number; keyDim: number; valueHeads: number; valueDim: number };
