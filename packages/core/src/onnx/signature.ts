@@ -90,8 +90,9 @@ export const SIGNATURE_NAMES = {
 const EXPECTED =
   'Expected an Optimum (text-generation-with-past) or onnxruntime-genai causal-LM decoder: inputs `input_ids` (int64|int32) ' +
   '[batch, seq], optional `attention_mask`, `position_ids`, `use_cache_branch`, `num_logits_to_keep`, and ' +
-  '`past_key_values.{i}.key|value` (float32|float16) [batch, kv_heads, past, head_dim]; outputs `logits` [batch, seq, vocab] ' +
-  'and `present.{i}.key|value`.';
+  '`past_key_values.{i}.key|value` (float32|float16) [batch, kv_heads, past, head_dim] (a hybrid model\'s recurrent layers: ' +
+  '`past_conv|past_ssm|past_recurrent.{i}` [batch, ...fixed dims]); outputs `logits` [batch, seq, vocab] and ' +
+  '`present.{i}.key|value` (`present_conv|present_ssm|present_recurrent.{i}`).';
 
 function fmtShape(shape: ReadonlyArray<number | string>): string {
   return `[${shape.map(String).join(', ')}]`;
