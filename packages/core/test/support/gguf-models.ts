@@ -311,6 +311,14 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
   }
   const u32 = (v: number): WValue => ({ t: 'u32', v });
   const recurrent = spec.convLayers?.layers ?? spec.mambaLayers?.layers;
+  /** llama.cpp's `ssm.*` sizes (Mamba2's and the gated DeltaNet's share the keys). */
+  const ssmSizes = (z: { convKernel: number; inner: number; state: number; heads: number; groups: number }): Record<string, WValue> => ({
+    [`${arch}.ssm.conv_kernel`]: u32(z.convKernel),
+    [`${arch}.ssm.inner_size`]: u32(z.inner),
+    [`${arch}.ssm.state_size`]: u32(z.state),
+    [`${arch}.ssm.time_step_rank`]: u32(z.heads),
+    [`${arch}.ssm.group_count`]: u32(z.groups),
+  });
   const kvMeta: Record<string, WValue> = {
     'general.architecture': { t: 'str', v: arch },
     // (not the architecture's name: llama.cpp gives vocabularies of models named "phi3" special-token attributes)
@@ -327,51 +335,12 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
     ...(spec.convLayers ? { [`${arch}.shortconv.l_cache`]: u32(spec.convLayers.kernel) } : {}),
     ...(spec.deltaLayers
       ? {
-          [`${arch}.ssm.conv_kernel`]: u32(spec.deltaLayers.convKernel),
-          [`${arch}.ssm.inner_size`]: u32(spec.deltaLayers.valueHeads * spec.deltaLayers.valueDim),
-          [`${arch}.ssm.state_size`]: u32(spec.deltaLayers.keyDim),
-          [`${arch}.ssm.time_step_rank`]: u32(spec.deltaLayers.valueHeads),
-          [`${arch}.ssm.group_count`]: u32(spec.deltaLayers.keyHeads),
+          ...ssmSizes({ convKernel: spec.deltaLayers.convKernel, inner: spec.deltaLayers.valueHeads * spec.deltaLayers.valueDim, state: spec.deltaLayers.keyDim, heads: spec.deltaLayers.valueHeads, groups: spec.deltaLayers.keyHeads }),
           [`${arch}.full_attention_interval`]: u32(spec.deltaLayers.interval),
         }
       : {}),
     ...(spec.mambaLayers
-      ? {
-          [`${arch}.ssm.conv_kernel`]: u32(spec.mambaLayers.convKernel),
-          [`${arch}.ssm.inner_size`]: u32(spec.mambaLayers.heads * spec.mambaLayers.headDim),
-          [`${arch}.ssm.state_size`]: u32(spec.mambaLayers.stateSize),
-          [`${arch}.ssm.time_step_rank`]: u32(spec.mambaLayers.heads),
-          [`${arch}.ssm.group_count`]: u32(spec.mambaLayers.groups),
-        }
-      : {}),
-    [`${arch}.attention.layer_norm_rms_epsilon`]: { t: 'f32', v: 1e-6 },
-    ...(spec.headDim !== undefined && !spec.latent
-      ? { [`${arch}.attention.key_length`]: u32(spec.headDim), [`${arch}.attention.value_length`]: u32(spec.headDim) }
-      : {}),
-    ...(spec.latent
-      ? {
-          [`${arch}.attention.kv_lora_rank`]: u32(spec.latent.kvLora),
-          [`${arch}.attention.q_lora_rank`]: u32(spec.latent.qLora ?? 0),
-          [`${arch}.rope.dimension_count`]: u32(spec.latent.rope),
-          ...(spec.latent.split
-            ? {
-                [`${arch}.attention.key_length`]: u32(spec.latent.kvLora + spec.latent.rope),
-                [`${arch}.attention.value_length`]: u32(spec.latent.kvLora),
-                [`${arch}.attention.key_length_mla`]: u32(hd),
-                [`${arch}.attention.value_length_mla`]: u32(spec.latent.value),
-              }
-            : { [`${arch}.attention.key_length`]: u32(hd), [`${arch}.attention.value_length`]: u32(spec.latent.value) }),
-        }
-      : {}),
-    ...(spec.experts
-      ? {
-          [`${arch}.expert_count`]: u32(spec.experts.count),
-          [`${arch}.expert_used_count`]: u32(spec.experts.used),
-          ...(spec.experts.ff !== undefined ? { [`${arch}.expert_feed_forward_length`]: u32(spec.experts.ff) } : {}),
-          ...(spec.experts.shared !== undefined ? { [`${arch}.expert_shared_feed_forward_length`]: u32(spec.experts.shared) } : {}),
-          ...(spec.experts.sharedCount !== undefined ? { [`${arch}.expert_shared_count`]: u32(spec.experts.sharedCount) } : {}),
-          ...(spec.experts.leadingDense !== undefined ? { [`${arch}.leading_dense_block_count`]: u32(spec.experts.leadingDense) } : {}),
-        }
+      ? ssmSizes({ convKernel: spec.mambaLayers.convKernel, inner: spec.mambaLayers.heads * spec.mambaLayers.headDim, state: spec.mambaLayers.stateSize, heads: spec.mambaLayers.heads, groups: spec.mambaLayers.groups })
       : {}),
   };
   for (const [k, v] of Object.entries(spec.meta ?? {})) kvMeta[k.startsWith('.') ? k.slice(1) : `${arch}.${k}`] = v;
