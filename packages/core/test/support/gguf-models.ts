@@ -342,6 +342,35 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
     ...(spec.mambaLayers
       ? ssmSizes({ convKernel: spec.mambaLayers.convKernel, inner: spec.mambaLayers.heads * spec.mambaLayers.headDim, state: spec.mambaLayers.stateSize, heads: spec.mambaLayers.heads, groups: spec.mambaLayers.groups })
       : {}),
+    [`${arch}.attention.layer_norm_rms_epsilon`]: { t: 'f32', v: 1e-6 },
+    ...(spec.headDim !== undefined && !spec.latent
+      ? { [`${arch}.attention.key_length`]: u32(spec.headDim), [`${arch}.attention.value_length`]: u32(spec.headDim) }
+      : {}),
+    ...(spec.latent
+      ? {
+          [`${arch}.attention.kv_lora_rank`]: u32(spec.latent.kvLora),
+          [`${arch}.attention.q_lora_rank`]: u32(spec.latent.qLora ?? 0),
+          [`${arch}.rope.dimension_count`]: u32(spec.latent.rope),
+          ...(spec.latent.split
+            ? {
+                [`${arch}.attention.key_length`]: u32(spec.latent.kvLora + spec.latent.rope),
+                [`${arch}.attention.value_length`]: u32(spec.latent.kvLora),
+                [`${arch}.attention.key_length_mla`]: u32(hd),
+                [`${arch}.attention.value_length_mla`]: u32(spec.latent.value),
+              }
+            : { [`${arch}.attention.key_length`]: u32(hd), [`${arch}.attention.value_length`]: u32(spec.latent.value) }),
+        }
+      : {}),
+    ...(spec.experts
+      ? {
+          [`${arch}.expert_count`]: u32(spec.experts.count),
+          [`${arch}.expert_used_count`]: u32(spec.experts.used),
+          ...(spec.experts.ff !== undefined ? { [`${arch}.expert_feed_forward_length`]: u32(spec.experts.ff) } : {}),
+          ...(spec.experts.shared !== undefined ? { [`${arch}.expert_shared_feed_forward_length`]: u32(spec.experts.shared) } : {}),
+          ...(spec.experts.sharedCount !== undefined ? { [`${arch}.expert_shared_count`]: u32(spec.experts.sharedCount) } : {}),
+          ...(spec.experts.leadingDense !== undefined ? { [`${arch}.leading_dense_block_count`]: u32(spec.experts.leadingDense) } : {}),
+        }
+      : {}),
   };
   for (const [k, v] of Object.entries(spec.meta ?? {})) kvMeta[k.startsWith('.') ? k.slice(1) : `${arch}.${k}`] = v;
   await writeFile(path, makeGguf({ ...kvMeta, ...tokenizer }, tensors));
