@@ -442,6 +442,20 @@ const MODELS: Record<string, RandomGgufSpec> = {
     deltaLayers: { interval: 4, convKernel: 4, keyHeads: 2, keyDim: 16, valueHeads: 4, valueDim: 16 },
     meta: { 'rope.dimension_count': u32(8), 'rope.dimension_sections': sections([2, 1, 1, 0]) },
   },
+  // Qwen3.5-35B-A3B: the same hybrid block with experts of their own size and a shared expert under its sigmoid gate.
+  'qwen35moe (Qwen3.5-MoE: gated DeltaNet layers, experts and a gated shared expert)': {
+    arch: 'qwen35moe',
+    hidden: 64,
+    layers: 4,
+    heads: 4,
+    kvHeads: 2,
+    headDim: 32,
+    ff: 96,
+    qkNorm: true,
+    deltaLayers: { interval: 4, convKernel: 4, keyHeads: 2, keyDim: 16, valueHeads: 4, valueDim: 16 },
+    experts: { count: 6, used: 2, ff: 32, shared: 48 },
+    meta: { 'rope.dimension_count': u32(8), 'rope.dimension_sections': sections([2, 1, 1, 0]) },
+  },
 };
 
 /** M-RoPE's `rope.dimension_sections`: rotary pairs per position kind (time, height, width, extra). */
@@ -557,7 +571,7 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
   describe('refusals name the feature', () => {
     const cases: [string, Partial<RandomGgufSpec>, RegExp][] = [
       ['an unknown architecture', { arch: 'mamba' }, /"mamba".*"llama", "mistral3", "granite", "smollm3", "ernie4_5", "exaone", "exaone4", "qwen2", "qwen2vl"/],
-      ['mixture of experts outside the MoE architectures read', { arch: 'qwen2', meta: { expert_count: u32(8), expert_used_count: u32(2) } }, /mixture-of-experts.*qwen2\.expert_count.*llama, granite, granitemoe, granitehybrid, qwen3moe, qwen3vlmoe, qwen2moe, olmoe, gpt-oss, glm4moe, ernie4_5-moe, deepseek2, bailingmoe2, lfm2moe only/],
+      ['mixture of experts outside the MoE architectures read', { arch: 'qwen2', meta: { expert_count: u32(8), expert_used_count: u32(2) } }, /mixture-of-experts.*qwen2\.expert_count.*llama, granite, granitemoe, granitehybrid, qwen3moe, qwen3vlmoe, qwen2moe, olmoe, gpt-oss, glm4moe, ernie4_5-moe, deepseek2, bailingmoe2, qwen35moe, lfm2moe only/],
       ['expert weights scaled', { experts: { count: 4, used: 2 }, meta: { expert_weights_scale: f32(2.5) } }, /expert weights scaled by 2\.5/],
       ['an expert gating function other than softmax and sigmoid', { ...GLM4MOE, meta: { ...GLM4MOE.meta, expert_gating_func: u32(3) } }, /expert gating function 3 \("glm4moe\.expert_gating_func"; softmax and sigmoid only\)/],
       ['experts in every other layer (ERNIE 4.5)', { ...ERNIE_MOE, meta: { interleave_moe_layer_step: u32(2) } }, /experts in one layer of every 2 \("ernie4_5-moe\.interleave_moe_layer_step" = 2; 1 only\)/],

@@ -101,7 +101,7 @@ export function kebabName(s: string): string {
 }
 
 /** The `general.architecture` values the converter reads (llama.cpp's names). */
-export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'qwen2moe', 'qwen3moe', 'qwen3vlmoe', 'bailingmoe2', 'olmo2', 'olmoe', 'granitemoe', 'gpt-oss', 'glm4moe', 'ernie4_5-moe', 'deepseek2', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'seed_oss', 'nemotron', 'minicpm', 'internlm2', 'phi2', 'lfm2', 'lfm2moe', 'granitehybrid', 'qwen35'] as const;
+export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'qwen2moe', 'qwen3moe', 'qwen3vlmoe', 'bailingmoe2', 'olmo2', 'olmoe', 'granitemoe', 'gpt-oss', 'glm4moe', 'ernie4_5-moe', 'deepseek2', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'seed_oss', 'nemotron', 'minicpm', 'internlm2', 'phi2', 'lfm2', 'lfm2moe', 'granitehybrid', 'qwen35', 'qwen35moe'] as const;
 export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 /**
@@ -136,17 +136,19 @@ const MOE_BLOCK: Partial<Record<GgufArchitecture, { block: GgufArchitecture; nor
   deepseek2: { block: 'deepseek2', normalize: false, ownExpertSize: true },
   // Ling 2.0: likewise.
   bailingmoe2: { block: 'bailingmoe2', normalize: false, ownExpertSize: true },
+  // Qwen3.5's MoE models (35B-A3B, 122B-A10B, 397B-A17B): its hybrid block with experts and a gated shared expert.
+  qwen35moe: { block: 'qwen35', normalize: true, ownExpertSize: true },
   // LFM2-8B-A1B: llama.cpp's graph renormalizes whatever the file says.
   lfm2moe: { block: 'lfm2', normalize: true, ownExpertSize: true },
 };
 
 /** Architectures whose last `nextn_predict_layers` blocks are multi-token-prediction heads, which llama.cpp loads and skips. */
-const NEXTN_BLOCKS: ReadonlySet<GgufArchitecture> = new Set(['glm4moe', 'bailingmoe2', 'qwen35']);
+const NEXTN_BLOCKS: ReadonlySet<GgufArchitecture> = new Set(['glm4moe', 'bailingmoe2', 'qwen35', 'qwen35moe']);
 
 /** Architectures whose q/k llama.cpp's converter permutes into adjacent rotary pairs ("NORM"); the others keep NeoX's halves. */
 const ADJACENT_ROPE: ReadonlySet<GgufArchitecture> = new Set(['deepseek2', 'llama', 'mistral3', 'granite', 'granitehybrid', 'smollm3', 'ernie4_5', 'command-r', 'cohere2', 'glm4', 'arcee', 'minicpm', 'internlm2']);
 /** Architectures whose llama.cpp graph rotates only the first `rope.dimension_count` dimensions of each head. */
-const PARTIAL_ROTARY: ReadonlySet<GgufArchitecture> = new Set(['phi3', 'glm4', 'glm4moe', 'bailingmoe2', 'qwen35', 'stablelm', 'nemotron', 'phi2']);
+const PARTIAL_ROTARY: ReadonlySet<GgufArchitecture> = new Set(['phi3', 'glm4', 'glm4moe', 'bailingmoe2', 'qwen35', 'qwen35moe', 'stablelm', 'nemotron', 'phi2']);
 /** Architectures whose gate and up projections are one `[2 ff, hidden]` matrix, gate first (llama.cpp's SwiGLU halves). */
 const FUSED_GATE_UP: ReadonlySet<GgufArchitecture> = new Set(['phi3', 'glm4']);
 /** Architectures whose q, k and v projections may carry biases (read when the file has them). */
@@ -183,7 +185,7 @@ export function ggufArchitecture(f: GgufFile): GgufArchitecture {
   if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new GgufError(
       `${src} has general.architecture "${arch}"; the converter reads ${SUPPORTED_ARCHITECTURES.map((a) => `"${a}"`).join(', ')} ` +
-        '(Llama 1/2/3, Mistral, Mixtral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL, Qwen3-VL and Qwen3-VL-MoE as text models, Qwen1.5/Qwen2-MoE and Qwen3-MoE, Ling 2.0 and Ring 2.0, OLMoE, Granite 3 MoE, gpt-oss, GLM-4.5 and GLM-4.5-Air, ERNIE 4.5 MoE, DeepSeek-V2/V3 and their kin (latent attention: DeepSeek-V2-Lite, DeepSeek-Coder-V2-Lite, GLM-4.7-Flash), OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B, GLM-4 and GLM-Z1 (0414), StarCoder 2, StableLM 2, Arcee AFM, Seed-OSS, Nemotron-Mini, MiniCPM 1B/2B, InternLM 2/2.5, Phi-2, LFM2 and LFM2-MoE, Granite 4.0-H, Qwen3.5 (dense)).',
+        '(Llama 1/2/3, Mistral, Mixtral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL, Qwen3-VL and Qwen3-VL-MoE as text models, Qwen1.5/Qwen2-MoE and Qwen3-MoE, Ling 2.0 and Ring 2.0, OLMoE, Granite 3 MoE, gpt-oss, GLM-4.5 and GLM-4.5-Air, ERNIE 4.5 MoE, DeepSeek-V2/V3 and their kin (latent attention: DeepSeek-V2-Lite, DeepSeek-Coder-V2-Lite, GLM-4.7-Flash), OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B, GLM-4 and GLM-Z1 (0414), StarCoder 2, StableLM 2, Arcee AFM, Seed-OSS, Nemotron-Mini, MiniCPM 1B/2B, InternLM 2/2.5, Phi-2, LFM2 and LFM2-MoE, Granite 4.0-H, Qwen3.5 and Qwen3.5-MoE).',
       'unsupported-model',
     );
   }
@@ -298,7 +300,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     if (used > experts) throw new GgufError(`${src}: "${key('expert_used_count')}" is ${used}, more than the ${experts} experts.`, 'corrupt');
     config.moe = { experts, used, normalize: moe!.normalize };
     // Qwen2-MoE's shared expert (llama.cpp: expert_shared_feed_forward_length, else feed_forward_length).
-    if (arch === 'qwen2moe') config.moe.sharedSize = scalar('expert_shared_feed_forward_length') ?? required('feed_forward_length');
+    if (arch === 'qwen2moe' || arch === 'qwen35moe') config.moe.sharedSize = scalar('expert_shared_feed_forward_length') ?? required('feed_forward_length');
     // GLM-4.5: sigmoid scores unless the file says otherwise.
     if (arch === 'glm4moe') config.moe = routedExperts(f, config, { scalar, required, refuse, key, scale: expertScale }, 'sigmoid', 'required');
     // Ling 2.0: the gating function is required; its shared experts as wide as `expert_shared_feed_forward_length` each where given.
@@ -444,7 +446,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     }
   }
   if (family === 'granitehybrid') mambaConfig(f, config, convLayers, { scalar, required, refuse, key });
-  if (arch === 'qwen35') deltaNetConfig(f, config, { scalar, required, refuse, key });
+  if (family === 'qwen35') deltaNetConfig(f, config, { scalar, required, refuse, key });
   // SmolLM3: every fourth layer uses no rotary embedding (llama.cpp's n_no_rope_layer_step, a constant, not a key).
   if (arch === 'smollm3') config.noRopeLayers = Array.from({ length: numLayers }, (_, i) => i).filter((i) => (i + 1) % 4 === 0);
   if (family === 'granite' || arch === 'minicpm') {
@@ -835,8 +837,8 @@ export async function llamaWeightsFromGguf(
     }
     if (!conv) layer.wo = await readMatrix(`${p}attn_output.weight`, [h, config.mla ? config.numHeads * config.mla.valueDim : qDim]);
     if (config.postNorms) layer.postAttnNorm = await read(`${p}post_attention_norm.weight`, [h]);
-    // (gpt-oss's, GLM-4.5's and Seed-OSS's norm before the MLP is llama.cpp's "post_attention_norm", Gemma's name for a norm after attention)
-    const mlpNormName = arch === 'gpt-oss' || arch === 'glm4moe' || arch === 'seed_oss' || arch === 'qwen35' ? 'post_attention_norm' : 'ffn_norm';
+    // (gpt-oss's, GLM-4.5's, Seed-OSS's and Qwen3.5's norm before the MLP is llama.cpp's "post_attention_norm", Gemma's name for a norm after attention)
+    const mlpNormName = ['gpt-oss', 'glm4moe', 'seed_oss', 'qwen35', 'qwen35moe'].includes(arch) ? 'post_attention_norm' : 'ffn_norm';
     if (preNorms && !config.parallelBlock) layer.mlpNorm = await read(`${p}${mlpNormName}.weight`, [h]);
     if (config.normBias) {
       layer.attnNormBias = await read(`${p}attn_norm.bias`, [h]);

@@ -259,7 +259,7 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
     if (spec.sinks) vector(`${p}attn_sinks.weight`, heads, 1, 0);
     if (spec.postNorms) vector(`${p}post_attention_norm.weight`, h, 0.1, 1);
     // (gpt-oss's, GLM-4.5's and Seed-OSS's norm before the MLP has llama.cpp's name of a norm after attention)
-    const mlpNorm = arch === 'gpt-oss' || arch === 'glm4moe' || arch === 'seed_oss' || arch === 'qwen35' ? 'post_attention_norm' : 'ffn_norm';
+    const mlpNorm = ['gpt-oss', 'glm4moe', 'seed_oss', 'qwen35', 'qwen35moe'].includes(arch) ? 'post_attention_norm' : 'ffn_norm';
     if (!spec.noPreNorms && !spec.parallel) vector(`${p}${mlpNorm}.weight`, h, 0.1, 1);
     if (!spec.noPreNorms && !spec.parallel && spec.normBias) vector(`${p}ffn_norm.bias`, h, 0.1, 0);
     const moe = spec.experts && i >= (spec.experts.leadingDense ?? 0) ? spec.experts : undefined;
