@@ -18,7 +18,8 @@ import { allocate, copyRow, pastNames, pastTensor, rowElements, stateBytesPerRow
 
 /**
  * One row's cache, as its own prefill left it: `[1, kvHeads, length, headDim]` per key and value input and
- * `[1, ...shape]` per recurrent state (see cache-tensors.ts); or one row of prompts prefilled together (see {@link prefillTogether}), its positions on the side opposite its padding.
+ * `[1, ...shape]` per recurrent state (see cache-tensors.ts); or one row of prompts prefilled together (see
+ * {@link prefillTogether}), its positions on the side opposite its padding.
  */
 export interface RowCache {
   past: Record<string, ort.Tensor>;

@@ -16,8 +16,8 @@
 import type { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { threadsPerCore } from './cpu-topology.js';
-import { allocate, copyRow, pastNames, rowElements, rowTensors, type CacheData } from './cache-tensors.js';
-import { BatchKv, rowStart, type BatchCache, type KvCounters, type RowCache } from './batch-kv.js';
+import { rowTensors, type CacheData } from './cache-tensors.js';
+import { BatchKv, copyRowCache, type BatchCache, type KvCounters, type RowCache } from './batch-kv.js';
 import type { DecoderSession, DecoderSource } from './decoder-session.js';
 import { fromWire, spawnWorker } from './spawn-worker.js';
 import type { FromShard, ToShard, WireRow } from './shard-worker.js';
@@ -96,17 +96,10 @@ class ShardClient {
   }
 }
 
-/** One row of a cache as compact arrays for the wire (see {@link WireRow}). */
+/** One row of a cache as compact arrays for the wire (see {@link WireRow}): its own copy's data. */
 function wireRow(session: DecoderSession, cache: RowCache): WireRow {
-  const sig = session.signature;
-  const from = { row: cache.row ?? 0, width: cache.width ?? cache.length, first: rowStart(cache), length: cache.length };
-  const past: WireRow['past'] = {};
-  for (const name of pastNames(sig)) {
-    const out = allocate(sig, name, rowElements(sig, name, cache.length));
-    copyRow(sig, name, cache.past[name]!.data as CacheData, from, out, { row: 0, width: cache.length, first: 0, length: cache.length });
-    past[name] = out;
-  }
-  return { length: cache.length, past };
+  const own = copyRowCache(session, cache, cache.length);
+  return { length: cache.length, past: Object.fromEntries(Object.entries(own.past).map(([name, t]) => [name, t.data as CacheData])) };
 }
 
 /** What the shards report in the batch's stats. */
