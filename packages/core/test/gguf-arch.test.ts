@@ -69,6 +69,20 @@ const GRANITE_HYBRID: RandomGgufSpec = {
   },
 };
 
+/** A Qwen3.5 as convert_hf_to_gguf writes it (see MODELS). */
+const QWEN35: RandomGgufSpec = {
+  arch: 'qwen35',
+  hidden: 64,
+  layers: 4,
+  heads: 4,
+  kvHeads: 2,
+  headDim: 32,
+  ff: 96,
+  qkNorm: true,
+  deltaLayers: { interval: 4, convKernel: 4, keyHeads: 2, keyDim: 16, valueHeads: 4, valueDim: 16 },
+  meta: { 'rope.dimension_count': u32(8), 'rope.dimension_sections': sections([2, 1, 1, 0]) },
+};
+
 /** An LFM2 as convert_hf_to_gguf writes it (see MODELS). */
 const LFM2: RandomGgufSpec = { arch: 'lfm2', hidden: 64, layers: 4, heads: 4, kvHeads: 2, ff: 96, qkNorm: true, convLayers: { kernel: 3, layers: [0, 1, 3] } };
 
@@ -430,32 +444,9 @@ const MODELS: Record<string, RandomGgufSpec> = {
   },
   // Qwen3.5 (0.8B … 9B): three gated DeltaNet layers (2 key heads tiled to 4 value heads) to one attention layer with an
   // output gate, per-head q/k norms and NeoX rotary over a quarter of each head (its M-RoPE sections), a tied head.
-  'qwen35 (Qwen3.5: gated DeltaNet layers, gated attention with q/k norms and partial rotary)': {
-    arch: 'qwen35',
-    hidden: 64,
-    layers: 4,
-    heads: 4,
-    kvHeads: 2,
-    headDim: 32,
-    ff: 96,
-    qkNorm: true,
-    deltaLayers: { interval: 4, convKernel: 4, keyHeads: 2, keyDim: 16, valueHeads: 4, valueDim: 16 },
-    meta: { 'rope.dimension_count': u32(8), 'rope.dimension_sections': sections([2, 1, 1, 0]) },
-  },
+  'qwen35 (Qwen3.5: gated DeltaNet layers, gated attention with q/k norms and partial rotary)': QWEN35,
   // Qwen3.5-35B-A3B: the same hybrid block with experts of their own size and a shared expert under its sigmoid gate.
-  'qwen35moe (Qwen3.5-MoE: gated DeltaNet layers, experts and a gated shared expert)': {
-    arch: 'qwen35moe',
-    hidden: 64,
-    layers: 4,
-    heads: 4,
-    kvHeads: 2,
-    headDim: 32,
-    ff: 96,
-    qkNorm: true,
-    deltaLayers: { interval: 4, convKernel: 4, keyHeads: 2, keyDim: 16, valueHeads: 4, valueDim: 16 },
-    experts: { count: 6, used: 2, ff: 32, shared: 48 },
-    meta: { 'rope.dimension_count': u32(8), 'rope.dimension_sections': sections([2, 1, 1, 0]) },
-  },
+  'qwen35moe (Qwen3.5-MoE: gated DeltaNet layers, experts and a gated shared expert)': { ...QWEN35, arch: 'qwen35moe', experts: { count: 6, used: 2, ff: 32, shared: 48 } },
 };
 
 /** M-RoPE's `rope.dimension_sections`: rotary pairs per position kind (time, height, width, extra). */
@@ -595,7 +586,7 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
       ],
       [
         'Qwen3.5 value heads that are no multiple of its key heads',
-        { arch: 'qwen35', headDim: 32, qkNorm: true, layers: 4, deltaLayers: { interval: 4, convKernel: 4, keyHeads: 2, keyDim: 16, valueHeads: 3, valueDim: 16 } },
+        { ...QWEN35, deltaLayers: { ...QWEN35.deltaLayers!, valueHeads: 3 } },
         /48 value channels in 3 heads over 2 key heads .* do not divide evenly/,
       ],
       ['an LFM2 without attention layers', { ...LFM2, meta: { 'attention.head_count_kv': { t: 'arr', item: GgufValueType.UINT32, v: [0, 0, 0, 0].map(u32) } } }, /attention layers with no KV heads: no attention layer/],
