@@ -95,7 +95,15 @@ function reference(cfg: LlamaConfig, w: LlamaWeights, rows: Float64Array[], posi
   const rep = d.heads / d.kv;
   const S = rows.length;
   let h: Float64Array[] = rows.map((r) => Float64Array.from(r));
-  for (const L of w.layers) {
+  for (const [layer, L] of w.layers.entries()) {
+    if (cfg.layerTypes?.[layer] === 'mlp') {
+      // a single block of the MLP alone (singleBlocks), under the layer's one norm
+      h = h.map((x) => {
+        const down = swiglu(L.wGate!, L.wUp!, L.wDown!, rmsNorm(x, L.attnNorm!, d.eps), L.wUp!.length / d.H, d.H);
+        return x.map((v, i) => v + down[i]!);
+      });
+      continue;
+    }
     if (L.shortConv || L.mamba || L.deltaNet) {
       h = L.shortConv ? shortConv(cfg, L, h) : L.mamba ? mambaMixer(cfg, L, h) : deltaNet(cfg, L, h);
       continue;
@@ -144,8 +152,9 @@ function reference(cfg: LlamaConfig, w: LlamaWeights, rows: Float64Array[], posi
   return { hidden, logits: hidden.map((x) => linear(head, x, d.V)) };
 }
 
-/** A norm, then the MLP, added to the residual stream: the second half of every layer. */
+/** A norm, then the MLP, added to the residual stream: the second half of every layer (none in a single block's mixer layer). */
 function mlpBlock(cfg: LlamaConfig, L: LlamaLayerWeights, h1: Float64Array): Float64Array {
+  if (cfg.singleBlocks) return h1;
   const y = rmsNorm(h1, L.mlpNorm!, cfg.rmsNormEps ?? 1e-5);
   const down = L.moe ? experts(cfg, L.moe, y) : swiglu(L.wGate!, L.wUp!, L.wDown!, y, L.wUp!.length / cfg.hiddenSize, cfg.hiddenSize);
   return h1.map((v, i) => v + down[i]!);
@@ -514,6 +523,7 @@ async function run(r: Runner, step: Step) {
   }
   const K = cfg.convKernel ?? 0;
   for (let i = 0; i < cfg.numLayers; i++) {
+    if (cfg.layerTypes?.[i] === 'mlp') continue;
     if (cfg.layerTypes?.[i] === 'conv') {
       feeds[`past_conv.${i}`] = step.past?.[i]?.[0] ?? floatTensor(opts, new Float32Array(B * d.H * (K - 1)), [B, K - 1, d.H]);
       continue;
@@ -546,6 +556,11 @@ async function run(r: Runner, step: Step) {
   const out = await r.session.run(feeds);
   const present: [ort.Tensor, ort.Tensor][] = [];
   for (let i = 0; i < cfg.numLayers; i++) {
+    // (an 'mlp' layer keeps no cache)
+    if (cfg.layerTypes?.[i] === 'mlp') {
+      present.push(undefined as never);
+      continue;
+    }
     const conv = out[`present_conv.${i}`];
     present.push(conv ? [conv, out[`present_ssm.${i}`] ?? out[`present_recurrent.${i}`] ?? conv] : [out[`present.${i}.key`]!, out[`present.${i}.value`]!]);
   }
@@ -758,6 +773,12 @@ const cases: { title: string; cfg: LlamaConfig; opts: LlamaBuildOptions; tol: nu
     cfg: { ...base, numLayers: 2, attentionGate: true, layerTypes: ['delta', 'full'], deltaNet: { convKernel: 3, keyHeads: 2, keyDim: 8, valueHeads: 2, valueDim: 8 } },
     opts: { dtype: 'float16', mergedDecoder: true },
     tol: 1e-2,
+  },
+  {
+    title: "fp32, Nemotron-H's single blocks: Mamba2 mixers, an MLP alone, attention alone, each under one norm",
+    cfg: { ...base, numLayers: 4, numKvHeads: 2, singleBlocks: true, layerTypes: ['mamba', 'mlp', 'full', 'mlp'], mamba: { convKernel: 4, heads: 4, headDim: 8, stateSize: 6, groups: 2 } },
+    opts: {},
+    tol: 1e-4,
   },
   {
     title: 'fp16, Mamba2 mixers of one group, merged decoder',
@@ -1018,7 +1039,8 @@ describe('Llama ONNX builder', function () {
     const lfm2 = { ...base, numLayers: 3, numKvHeads: 2, qkNorm: true, layerTypes: ['conv', 'full', 'conv'], convKernel: 3 };
     const granite = { ...moe, numLayers: 3, layerTypes: ['mamba', 'full', 'mamba'], mamba: { convKernel: 4, heads: 4, headDim: 8, stateSize: 6, groups: 2 } };
     const qwen35 = { ...base, numLayers: 3, attentionGate: true, layerTypes: ['delta', 'delta', 'full'], deltaNet: { convKernel: 4, keyHeads: 2, keyDim: 8, valueHeads: 4, valueDim: 6 } };
-    for (const cfg of [base, { ...base, numKvHeads: 2, tieWordEmbeddings: true, headDim: 8 }, moe, glm, mla, { ...mla, mla: { ...mla.mla, qLoraRank: undefined } }, lfm2, granite, qwen35] as LlamaConfig[]) {
+    const nemotronH = { ...base, numLayers: 4, singleBlocks: true, gatedMlp: false, hiddenAct: 'relu2', layerTypes: ['mamba', 'mlp', 'full', 'mlp'], mamba: { convKernel: 4, heads: 4, headDim: 8, stateSize: 6, groups: 2 } };
+    for (const cfg of [base, { ...base, numKvHeads: 2, tieWordEmbeddings: true, headDim: 8 }, moe, glm, mla, { ...mla, mla: { ...mla.mla, qLoraRank: undefined } }, lfm2, granite, qwen35, nemotronH] as LlamaConfig[]) {
       const a = randomLlamaWeights(cfg, 1);
       const b = randomLlamaWeights(cfg, 1);
       const c = randomLlamaWeights(cfg, 2);

@@ -255,14 +255,18 @@ describe('detectSignature', () => {
       expect(describeSignature(sig)).to.include({ layers: 4 });
     });
 
-    it('refuses a state without its present, one of a growing size, a layer with neither, and states without attention', () => {
+    it('refuses a state without its present, one of a growing size, a plain layer with no cache, and states without attention; a hybrid layer may keep none', () => {
       const { inputs, outputs } = hybridMeta();
       expectRefusal(() => detectSignature(inputs, outputs.filter((m) => m.name !== 'present_conv.2'), 'x.onnx'), /past_conv\.2/, /no `present_conv\.2` output/);
       const growing = hybridMeta((m) => (m.name === 'past_conv.0' ? t(m.name, 'float32', ['batch_size', 64, 'n']) : m));
       expectRefusal(() => detectSignature(growing.inputs, growing.outputs, 'x.onnx'), /past_conv\.0/, /same fixed dims/);
+      // A plain decoder's layers all keep keys and values; a hybrid's may keep none (Nemotron-H's MLP-only layers).
+      const plain = decoderMeta({ layers: 3 });
+      const without1 = (m: ValueMetadata) => !/^(past_key_values|present)\.1\./.test(m.name);
+      expectRefusal(() => detectSignature(plain.inputs.filter(without1), plain.outputs.filter(without1), 'x.onnx'), /layer 1 has neither/);
       const gap = hybridMeta();
       const without2 = (m: ValueMetadata) => !m.name.endsWith('_conv.2');
-      expectRefusal(() => detectSignature(gap.inputs.filter(without2), gap.outputs.filter(without2), 'x.onnx'), /layer 2 has neither/);
+      expect(detectSignature(gap.inputs.filter(without2), gap.outputs.filter(without2), 'x.onnx').states.map((st) => st.past)).to.deep.equal(['past_conv.0']);
       const onlyStates = (m: ValueMetadata) => !/^(past_key_values|present)\./.test(m.name);
       expectRefusal(() => detectSignature(inputs.filter(onlyStates), outputs.filter(onlyStates), 'x.onnx'), /recurrent states .* no attention layer/);
     });

@@ -137,7 +137,9 @@ interface Resolved {
   noRope: ReadonlySet<number>;
   finalCap: number | undefined;
   window: number | undefined;
-  layerTypes: readonly ('full' | 'sliding' | 'conv' | 'mamba' | 'delta')[];
+  layerTypes: readonly ('full' | 'sliding' | 'conv' | 'mamba' | 'delta' | 'mlp')[];
+  /** LlamaConfig.singleBlocks. */
+  single: boolean;
   /** Taps of the 'conv' layers (0 without any). */
   convKernel: number;
   /** The 'mamba' layers' sizes (LlamaConfig.mamba) with their inner size and convolved channels. */
@@ -202,6 +204,7 @@ function resolve(config: LlamaConfig): Resolved {
     window: config.slidingWindow,
     layerTypes: config.layerTypes ?? new Array<'full'>(config.numLayers).fill('full'),
     convKernel: config.convKernel ?? 0,
+    single: config.singleBlocks ?? false,
     delta: config.deltaNet && { ...config.deltaNet, channels: 2 * config.deltaNet.keyHeads * config.deltaNet.keyDim + config.deltaNet.valueHeads * config.deltaNet.valueDim },
     attnGate: config.attentionGate ?? false,
     mamba: config.mamba && { ...config.mamba, inner: config.mamba.heads * config.mamba.headDim, channels: config.mamba.heads * config.mamba.headDim + 2 * config.mamba.groups * config.mamba.stateSize },
@@ -309,9 +312,11 @@ function resolve(config: LlamaConfig): Resolved {
   if ([...r.noRope].some((l) => !Number.isInteger(l) || l < 0 || l >= r.layers)) {
     throw new Error(`invalid Llama config: noRopeLayers must list layers of 0..${r.layers - 1}`);
   }
-  if (r.layerTypes.length !== r.layers || r.layerTypes.some((t) => !['full', 'sliding', 'conv', 'mamba', 'delta'].includes(t))) {
-    throw new Error(`invalid Llama config: layerTypes must list 'full', 'sliding', 'conv', 'mamba' or 'delta' for each of the ${r.layers} layers`);
+  if (r.layerTypes.length !== r.layers || r.layerTypes.some((t) => !['full', 'sliding', 'conv', 'mamba', 'delta', 'mlp'].includes(t))) {
+    throw new Error(`invalid Llama config: layerTypes must list 'full', 'sliding', 'conv', 'mamba', 'delta' or 'mlp' for each of the ${r.layers} layers`);
   }
+  if (r.layerTypes.includes('mlp') && !r.single) throw new Error("invalid Llama config: 'mlp' layers are single blocks (singleBlocks)");
+  if (r.single && (r.moe || r.parallel || r.postNorms || !r.preNorms)) throw new Error('invalid Llama config: singleBlocks take pre-norms, no post-norms, no parallel block and no moe');
   const deltas = r.layerTypes.filter((t) => t === 'delta').length;
   if (deltas > 0) {
     const d = r.delta;
@@ -332,7 +337,7 @@ function resolve(config: LlamaConfig): Resolved {
       throw new Error(`invalid Llama config: 'mamba' layers need mamba sizes (whole heads, headDim, stateSize, groups dividing the heads, convKernel of 2 or more taps), got ${JSON.stringify(config.mamba)}`);
     }
   } else if (config.mamba !== undefined) throw new Error("invalid Llama config: mamba is for 'mamba' layers, and layerTypes lists none");
-  if (convs + mambas + deltas === r.layers) throw new Error("invalid Llama config: every layer is recurrent ('conv', 'mamba' or 'delta'); a model needs an attention layer");
+  if (!r.layerTypes.some((t) => t === 'full' || t === 'sliding')) throw new Error("invalid Llama config: no layer is attention ('full' or 'sliding'); a model needs an attention layer");
   if (convs + mambas + deltas > 0 && (r.mla || r.parallel || r.postNorms || !r.preNorms)) throw new Error("invalid Llama config: 'conv', 'mamba' and 'delta' layers take pre-norms, no post-norms, no parallel block and no mla");
   if (r.layerTypes.includes('sliding') && !(Number.isInteger(r.window) && r.window! > 0)) {
     throw new Error(`invalid Llama config: sliding layers need a positive integer slidingWindow, got ${r.window}`);
@@ -364,9 +369,12 @@ export function llamaParameterCount(config: LlamaConfig): number {
   const mamba = c.mamba ? (2 * c.mamba.inner + 2 * c.mamba.groups * c.mamba.stateSize + c.mamba.heads) * c.hidden + c.mamba.channels * (c.mamba.convKernel + 1) + 3 * c.mamba.heads + c.mamba.inner + c.hidden * c.mamba.inner : 0;
   const dn = c.delta;
   const delta = dn ? dn.channels * (c.hidden + dn.convKernel) + 2 * dn.valueHeads * dn.valueDim * c.hidden + dn.valueHeads * (2 * c.hidden + 2) + dn.valueDim : 0;
-  const mixers = c.layerTypes.map((t) => (t === 'conv' ? 4 * c.hidden * c.hidden + c.hidden * c.convKernel : t === 'mamba' ? mamba : t === 'delta' ? delta : attention)).reduce((a, b) => a + b, 0);
-  const mlps = Array.from({ length: c.layers }, (_, i) => mlpParameters(c, i)).reduce((a, b) => a + b, 0);
-  return c.vocab * c.hidden * (c.tied ? 1 : 2) + c.layers * (norms + mlpBiases) + mixers + mlps + c.hidden * (c.normBias ? 2 : 1) + (c.headBias ? c.vocab : 0);
+  const mixers = c.layerTypes.map((t) => (t === 'conv' ? 4 * c.hidden * c.hidden + c.hidden * c.convKernel : t === 'mamba' ? mamba : t === 'delta' ? delta : t === 'mlp' ? 0 : attention)).reduce((a, b) => a + b, 0);
+  // (single blocks: one norm a layer, an MLP in the 'mlp' layers, a mixer in the others)
+  const hasMlp = (i: number) => !c.single || c.layerTypes[i] === 'mlp';
+  const mlps = Array.from({ length: c.layers }, (_, i) => (hasMlp(i) ? mlpParameters(c, i) + mlpBiases : 0)).reduce((a, b) => a + b, 0);
+  const blockNorms = c.single ? c.layers * c.hidden : c.layers * norms;
+  return c.vocab * c.hidden * (c.tied ? 1 : 2) + blockNorms + mixers + mlps + c.hidden * (c.normBias ? 2 : 1) + (c.headBias ? c.vocab : 0);
 }
 
 /** A layer's latent-attention parameters: the query's projections, the latent's and its norm, kB, vB and the output. */
@@ -461,7 +469,11 @@ export function randomLlamaWeights(config: LlamaConfig, seed: number, scale = 0.
       }
     }
     if (c.sinks) l.sinks = normal(c.heads, 1);
-    if (c.layerTypes[i] === 'conv' || c.layerTypes[i] === 'mamba' || c.layerTypes[i] === 'delta') for (const key of ['wq', 'wk', 'wv', 'wo', 'bq', 'bk', 'bv', 'qNorm', 'kNorm', 'sinks', 'bo'] as const) delete l[key];
+    if (c.single) {
+      delete l.mlpNorm;
+      if (c.layerTypes[i] !== 'mlp') for (const key of ['wGate', 'wUp', 'wDown', 'bUp', 'bDown'] as const) delete l[key];
+    }
+    if (['conv', 'mamba', 'delta', 'mlp'].includes(c.layerTypes[i]!)) for (const key of ['wq', 'wk', 'wv', 'wo', 'bq', 'bk', 'bv', 'qNorm', 'kNorm', 'sinks', 'bo'] as const) delete l[key];
     // Taps of the size trained ones have, so the convolution matters next to the projections' small values.
     if (c.layerTypes[i] === 'conv') l.shortConv = { inProj: normal(3 * c.hidden * c.hidden, scale), kernel: normal(c.hidden * c.convKernel, 0.5), outProj: normal(c.hidden * c.hidden, scale) };
     if (c.layerTypes[i] === 'delta') {
@@ -532,14 +544,14 @@ function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
   w.layers.forEach((l, i) => {
     if (c.preNorms) {
       expect(`layers[${i}].attnNorm`, l.attnNorm, c.hidden);
-      if (!c.parallel) expect(`layers[${i}].mlpNorm`, l.mlpNorm, c.hidden);
-      else if (l.mlpNorm) throw new Error(`Llama weights: layers[${i}] has an MLP norm, but the config's parallel block reads the attention norm`);
+      if (!c.parallel && !c.single) expect(`layers[${i}].mlpNorm`, l.mlpNorm, c.hidden);
+      else if (l.mlpNorm) throw new Error(`Llama weights: layers[${i}] has an MLP norm, but the config's ${c.single ? 'single blocks read one norm each' : 'parallel block reads the attention norm'}`);
     } else if (l.attnNorm || l.mlpNorm) {
       throw new Error(`Llama weights: layers[${i}] has pre-norm weights, but the config has preNorms: false`);
     }
     const kind = c.layerTypes[i]!;
     // (a recurrent layer: no attention weights, its mixer's instead)
-    const conv = kind === 'conv' || kind === 'mamba' || kind === 'delta';
+    const conv = kind === 'conv' || kind === 'mamba' || kind === 'delta' || kind === 'mlp';
     if (conv) {
       const attention = (['wq', 'wk', 'wv', 'wo', 'mla', 'bq', 'bk', 'bv', 'qNorm', 'kNorm', 'sinks', 'bo'] as const).filter((k) => l[k]);
       if (attention.length) throw new Error(`Llama weights: layers[${i}] is a '${kind}' layer but has attention weights (${attention.join(', ')})`);
@@ -561,7 +573,10 @@ function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
       expect(`layers[${i}].wo`, l.wo, c.hidden * q);
     }
     const inter = denseInter(c, i);
-    if (inter === undefined) {
+    // (single blocks: an MLP in the 'mlp' layers only)
+    if (c.single && kind !== 'mlp') {
+      if (l.wGate || l.wUp || l.wDown) throw new Error(`Llama weights: layers[${i}] has MLP projections, but the config's single block ${i} is '${kind}'`);
+    } else if (inter === undefined) {
       if (l.wGate || l.wUp || l.wDown) throw new Error(`Llama weights: layers[${i}] has MLP projections, but the config's layer ${i} is a mixture of experts (moe)`);
       const { experts: e, sharedSize } = c.moe!;
       expect(`layers[${i}].moe.router`, l.moe?.router, e * c.hidden);
@@ -813,11 +828,13 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
   for (let i = 0; i < c.layers; i++) {
     const shape = ['batch_size', kvHeads, 'past_sequence_length', headDim];
     const recurrent = c.layerTypes[i] === 'conv' || c.layerTypes[i] === 'mamba' || c.layerTypes[i] === 'delta';
+    // (an 'mlp' layer keeps no cache)
+    const cached = c.layerTypes[i] !== 'mlp';
     convPast.push(recurrent ? addInput(`past_conv.${i}`, ioType, convShape(i)) : undefined);
     // (a state summing a whole sequence is kept in float32 whatever the graph's type)
     const state = stateOf(i);
     ssmPast.push(state ? addInput(`past_${state.name}.${i}`, DataType.FLOAT, state.shape) : undefined);
-    past.push(recurrent ? undefined : [addInput(`past_key_values.${i}.key`, ioType, shape), addInput(`past_key_values.${i}.value`, ioType, shape)]);
+    past.push(recurrent || !cached ? undefined : [addInput(`past_key_values.${i}.key`, ioType, shape), addInput(`past_key_values.${i}.value`, ioType, shape)]);
   }
   const useCacheBranch = merged ? addInput('use_cache_branch', DataType.BOOL, [1]) : undefined;
   const numLogits = keepLogits ? addInput('num_logits_to_keep', DataType.INT64, []) : undefined;
@@ -828,7 +845,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
   for (let i = 0; i < c.layers; i++) {
     const shape = ['batch_size', kvHeads, 'total_sequence_length', headDim];
     if (c.layerTypes[i] === 'conv' || c.layerTypes[i] === 'mamba' || c.layerTypes[i] === 'delta') outputSpecs.push({ name: `present_conv.${i}`, shape: convShape(i) });
-    else outputSpecs.push({ name: `present.${i}.key`, shape }, { name: `present.${i}.value`, shape });
+    else if (c.layerTypes[i] !== 'mlp') outputSpecs.push({ name: `present.${i}.key`, shape }, { name: `present.${i}.value`, shape });
     const state = stateOf(i);
     if (state) outputSpecs.push({ name: `present_${state.name}.${i}`, shape: state.shape, type: DataType.FLOAT });
   }
@@ -911,7 +928,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
     const p = `model.layers.${i}`;
     return {
       ...(l.attnNorm ? { attnNorm: normVector(`${p}.input_layernorm.weight`, l.attnNorm) } : {}),
-      wqkv: l.mla || l.shortConv || l.mamba || l.deltaNet ? [] : qkvLinears(p, l),
+      wqkv: l.wq && !l.mla ? qkvLinears(p, l) : [],
       ...(l.mamba ? { mamba: mambaRefs(p, l.mamba) } : {}),
       ...(l.deltaNet ? { deltaNet: deltaNetRefs(p, l.deltaNet) } : {}),
       ...(l.wo ? { wo: matrix(`${p}.self_attn.o_proj.weight`, hidden, c.mla ? heads * c.mla.value : qDim, l.wo) } : {}),
@@ -1654,7 +1671,16 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       const L = layerRefs[i]!;
       const sliding = c.layerTypes[i] === 'sliding';
       const x = L.attnNorm ? residualNorm(L.attnNorm, undefined, false, L.attnNormBias) : residualSum();
+      // single blocks: the MLP alone, or the mixer alone, into the residual stream
+      if (c.layerTypes[i] === 'mlp') {
+        delta = residualScaled(mlp(x, L.wGate, L.wUp!, L.wDown!, L.bUp, L.bDown));
+        continue;
+      }
       const attnOut = L.shortConv ? shortConv(i, x, L.shortConv) : L.mamba ? mambaLayer(i, x, L.mamba) : L.deltaNet ? deltaLayer(i, x, L.deltaNet) : attentionBlock(i, x, L, sliding);
+      if (c.single) {
+        delta = residualScaled(attnOut);
+        continue;
+      }
       // A parallel block's MLP reads the attention's input; its output joins the stream with the attention's.
       let y = x;
       let mixed = attnOut;

@@ -178,7 +178,12 @@ export interface LlamaConfig {
    * causal convolution of `convKernel` taps; its recurrent state, the last `convKernel − 1` inputs, is the graph's
    * `past_conv.{i}` `[batch, convKernel − 1, hidden]` (the attention layers keep `past_key_values.{i}`).
    */
-  layerTypes?: readonly ('full' | 'sliding' | 'conv' | 'mamba' | 'delta')[];
+  layerTypes?: readonly ('full' | 'sliding' | 'conv' | 'mamba' | 'delta' | 'mlp')[];
+  /**
+   * Each layer one block, as Nemotron-H's: its norm, then a mixer (attention, 'mamba', …) without an MLP, or, in an
+   * 'mlp' layer, the MLP alone; its output added to the residual stream. Default: each layer a mixer and an MLP.
+   */
+  singleBlocks?: boolean;
   /** Taps of the 'conv' layers' convolution (LFM2: 3). */
   convKernel?: number;
   /**

@@ -245,8 +245,9 @@ export function detectSignature(
   let kvHeads: number | undefined;
   let headDim: number | undefined;
   const kvLayers = [...new Set([...pasts.keys(), ...presents.keys()])].sort((a, b) => a - b);
+  // (a hybrid's layers may keep no cache at all: Nemotron-H's MLP-only layers)
   const layers = new Set([...kvLayers, ...states.map((s) => s.layer)]);
-  for (let i = 0; i < layers.size; i++) {
+  for (let i = 0; i < layers.size && states.length === 0; i++) {
     if (!layers.has(i)) refuse(source, `cache layers are not numbered 0..${layers.size - 1}: layer ${i} has neither KV-cache nor recurrent-state tensors`);
   }
   for (const i of kvLayers) {
