@@ -447,6 +447,22 @@ const MODELS: Record<string, RandomGgufSpec> = {
   'qwen35 (Qwen3.5: gated DeltaNet layers, gated attention with q/k norms and partial rotary)': QWEN35,
   // Qwen3.5-35B-A3B: the same hybrid block with experts of their own size and a shared expert under its sigmoid gate.
   'qwen35moe (Qwen3.5-MoE: gated DeltaNet layers, experts and a gated shared expert)': { ...QWEN35, arch: 'qwen35moe', experts: { count: 6, used: 2, ff: 32, shared: 48 } },
+  // Nemotron-H and Nemotron Nano 2: each layer one block under its norm, a Mamba2 mixer (two groups), an ungated ReLU² MLP
+  // or attention without position encoding.
+  'nemotron_h (Nemotron-H: single blocks of Mamba2, MLP or attention)': {
+    arch: 'nemotron_h',
+    hidden: 64,
+    layers: 5,
+    heads: 4,
+    kvHeads: 2,
+    ff: 96,
+    untied: true,
+    ungated: true,
+    blockKinds: ['mamba', 'mlp', 'full', 'mamba', 'mlp'],
+    mambaLayers: { layers: [0, 3], convKernel: 4, heads: 8, headDim: 16, stateSize: 16, groups: 2 },
+    // (convert_hf_to_gguf's older files name the RMSNorms' epsilon as a LayerNorm's, which llama.cpp's loader then requires)
+    meta: { 'attention.layer_norm_epsilon': f32(1e-6) },
+  },
 };
 
 /** M-RoPE's `rope.dimension_sections`: rotary pairs per position kind (time, height, width, extra). */

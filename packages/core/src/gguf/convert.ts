@@ -101,7 +101,7 @@ export function kebabName(s: string): string {
 }
 
 /** The `general.architecture` values the converter reads (llama.cpp's names). */
-export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'qwen2moe', 'qwen3moe', 'qwen3vlmoe', 'bailingmoe2', 'olmo2', 'olmoe', 'granitemoe', 'gpt-oss', 'glm4moe', 'ernie4_5-moe', 'deepseek2', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'seed_oss', 'nemotron', 'minicpm', 'internlm2', 'phi2', 'lfm2', 'lfm2moe', 'granitehybrid', 'qwen35', 'qwen35moe'] as const;
+export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'qwen2moe', 'qwen3moe', 'qwen3vlmoe', 'bailingmoe2', 'olmo2', 'olmoe', 'granitemoe', 'gpt-oss', 'glm4moe', 'ernie4_5-moe', 'deepseek2', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'seed_oss', 'nemotron', 'minicpm', 'internlm2', 'phi2', 'lfm2', 'lfm2moe', 'granitehybrid', 'qwen35', 'qwen35moe', 'nemotron_h'] as const;
 export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 /**
@@ -185,7 +185,7 @@ export function ggufArchitecture(f: GgufFile): GgufArchitecture {
   if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new GgufError(
       `${src} has general.architecture "${arch}"; the converter reads ${SUPPORTED_ARCHITECTURES.map((a) => `"${a}"`).join(', ')} ` +
-        '(Llama 1/2/3, Mistral, Mixtral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL, Qwen3-VL and Qwen3-VL-MoE as text models, Qwen1.5/Qwen2-MoE and Qwen3-MoE, Ling 2.0 and Ring 2.0, OLMoE, Granite 3 MoE, gpt-oss, GLM-4.5 and GLM-4.5-Air, ERNIE 4.5 MoE, DeepSeek-V2/V3 and their kin (latent attention: DeepSeek-V2-Lite, DeepSeek-Coder-V2-Lite, GLM-4.7-Flash), OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B, GLM-4 and GLM-Z1 (0414), StarCoder 2, StableLM 2, Arcee AFM, Seed-OSS, Nemotron-Mini, MiniCPM 1B/2B, InternLM 2/2.5, Phi-2, LFM2 and LFM2-MoE, Granite 4.0-H, Qwen3.5 and Qwen3.5-MoE).',
+        '(Llama 1/2/3, Mistral, Mixtral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL, Qwen3-VL and Qwen3-VL-MoE as text models, Qwen1.5/Qwen2-MoE and Qwen3-MoE, Ling 2.0 and Ring 2.0, OLMoE, Granite 3 MoE, gpt-oss, GLM-4.5 and GLM-4.5-Air, ERNIE 4.5 MoE, DeepSeek-V2/V3 and their kin (latent attention: DeepSeek-V2-Lite, DeepSeek-Coder-V2-Lite, GLM-4.7-Flash), OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B, GLM-4 and GLM-Z1 (0414), StarCoder 2, StableLM 2, Arcee AFM, Seed-OSS, Nemotron-Mini, MiniCPM 1B/2B, InternLM 2/2.5, Phi-2, LFM2 and LFM2-MoE, Granite 4.0-H, Qwen3.5 and Qwen3.5-MoE, Nemotron-H and Nemotron Nano 2).',
       'unsupported-model',
     );
   }
@@ -248,7 +248,11 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   const hiddenSize = required('embedding_length');
   const numHeads = required('attention.head_count');
   // Hybrids: KV heads per layer, 0 where the layer is recurrent (LFM2's short convolutions, Granite 4.0-H's Mamba2 mixers).
-  const kvPerLayer = family === 'lfm2' || family === 'granitehybrid' ? f.get(key('attention.head_count_kv')) : undefined;
+  const kvPerLayer = family === 'lfm2' || family === 'granitehybrid' || arch === 'nemotron_h' ? f.get(key('attention.head_count_kv')) : undefined;
+  // Nemotron-H: feed-forward lengths per layer, 0 but in its MLP-only layers.
+  const ffPerLayer = arch === 'nemotron_h' ? f.get(key('feed_forward_length')) : undefined;
+  const mlpSizes = Array.isArray(ffPerLayer) ? [...new Set(ffPerLayer.map(Number).filter((n) => n !== 0))] : undefined;
+  if (mlpSizes && mlpSizes.length > 1) refuse(`MLP layers of different sizes (${mlpSizes.join(', ')}; "${key('feed_forward_length')}")`);
   const convLayers = Array.isArray(kvPerLayer) ? kvPerLayer.map((n) => n === 0) : undefined;
   const attentionKv = Array.isArray(kvPerLayer) ? [...new Set(kvPerLayer.filter((n) => n !== 0))] : undefined;
   if (attentionKv && attentionKv.length !== 1) refuse(`attention layers with ${attentionKv.length ? `different numbers of KV heads (${attentionKv.join(', ')})` : 'no KV heads: no attention layer'} ("${key('attention.head_count_kv')}")`);
@@ -287,9 +291,10 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     numHeads,
     numKvHeads,
     headDim,
-    intermediateSize: experts > 0 && moe?.ownExpertSize ? expertSize(scalar, required) : required('feed_forward_length'),
+    intermediateSize: experts > 0 && moe?.ownExpertSize ? expertSize(scalar, required) : mlpSizes ? (mlpSizes[0] ?? 1) : required('feed_forward_length'),
     ropeTheta,
-    rmsNormEps: (COHERE.has(arch) || BIASED_LAYER_NORMS.has(arch) ? scalar('attention.layer_norm_epsilon') : scalar('attention.layer_norm_rms_epsilon')) ?? 1e-5,
+    // (Nemotron-H's older files name its RMSNorms' epsilon as a LayerNorm's)
+    rmsNormEps: (COHERE.has(arch) || BIASED_LAYER_NORMS.has(arch) ? scalar('attention.layer_norm_epsilon') : (scalar('attention.layer_norm_rms_epsilon') ?? (arch === 'nemotron_h' ? scalar('attention.layer_norm_epsilon') : undefined))) ?? 1e-5,
     ropeStyle: ADJACENT_ROPE.has(family) ? 'adjacent' : 'half',
     // Gemma's and Gemma 2's head is always the embedding (llama.cpp never reads an output.weight for them; one left in the file is refused as unused).
     tieWordEmbeddings: arch === 'gemma' || arch === 'gemma2' || !f.tensorInfo('output.weight'),
@@ -446,6 +451,15 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     }
   }
   if (family === 'granitehybrid') mambaConfig(f, config, convLayers, { scalar, required, refuse, key });
+  if (arch === 'nemotron_h') {
+    // Nemotron-H: each layer one block under its norm (llama.cpp's graph): a Mamba2 mixer where it has neither KV heads nor an
+    // MLP, an MLP alone (ungated, ReLU²) where it has an MLP, attention (no position encoding) where it has KV heads.
+    const ff = Array.isArray(ffPerLayer) ? ffPerLayer.map(Number) : new Array<number>(numLayers).fill(required('feed_forward_length'));
+    const kinds = (convLayers ?? new Array<boolean>(numLayers).fill(false)).map((noKv, i) => (!noKv ? 'full' : ff[i]! > 0 ? 'mlp' : 'mamba') as 'full' | 'mlp' | 'mamba');
+    Object.assign(config, { singleBlocks: true, gatedMlp: false, hiddenAct: 'relu2', noRopeLayers: Array.from({ length: numLayers }, (_, i) => i) });
+    mambaConfig(f, config, kinds.map((k) => k === 'mamba'), { scalar, required, refuse, key });
+    config.layerTypes = kinds;
+  }
   if (family === 'qwen35') deltaNetConfig(f, config, { scalar, required, refuse, key });
   // SmolLM3: every fourth layer uses no rotary embedding (llama.cpp's n_no_rope_layer_step, a constant, not a key).
   if (arch === 'smollm3') config.noRopeLayers = Array.from({ length: numLayers }, (_, i) => i).filter((i) => (i + 1) % 4 === 0);
@@ -515,6 +529,7 @@ function mambaConfig(
   p: { scalar: (k: string) => number | undefined; required: (k: string) => number; refuse: (what: string) => never; key: (k: string) => string },
 ): void {
   if (recurrent?.some(Boolean)) {
+    // (Granite 4.0-H; Nemotron-H's blocks, whose kinds its caller sets after)
     const heads = p.required('ssm.time_step_rank');
     const inner = p.required('ssm.inner_size');
     const groups = p.required('ssm.group_count');
@@ -801,17 +816,23 @@ export async function llamaWeightsFromGguf(
   for (let i = 0; i < config.numLayers; i++) {
     const p = `blk.${i}.`;
     const layer: Partial<LlamaLayerWeights<WeightMatrix>> = preNorms ? { attnNorm: await read(`${p}attn_norm.weight`, [h]) } : {};
-    const conv = config.layerTypes?.[i] === 'conv' || config.layerTypes?.[i] === 'mamba' || config.layerTypes?.[i] === 'delta';
+    const kind = config.layerTypes?.[i];
+    // (no attention in these layers)
+    const conv = kind === 'conv' || kind === 'mamba' || kind === 'delta' || kind === 'mlp';
+    // (single blocks: an MLP in the 'mlp' layers alone, under the layer's one norm)
+    const hasMlp = !config.singleBlocks || kind === 'mlp';
     // q, k and v: apart, or fused as one [q + 2 kv, hidden] matrix (Phi-3, some llama files); or latent attention's; or
     // none, in LFM2's short-convolution layers and Granite 4.0-H's Mamba2 layers.
     if (config.layerTypes?.[i] === 'mamba') layer.mamba = await readMamba(p);
     else if (config.layerTypes?.[i] === 'delta') layer.deltaNet = await readDeltaNet(p);
-    else if (conv) {
+    else if (kind === 'conv') {
       layer.shortConv = {
         inProj: await readMatrix(`${p}shortconv.in_proj.weight`, [3 * h, h]),
         kernel: await read(`${p}shortconv.conv.weight`, [h, config.convKernel!]),
         outProj: await readMatrix(`${p}shortconv.out_proj.weight`, [h, h]),
       };
+    } else if (kind === 'mlp') {
+      // (Nemotron-H's MLP-only block: no mixer)
     } else if (config.mla) Object.assign(layer, await readLatentAttention(p));
     else if (f.tensorInfo(`${p}attn_qkv.weight`)) {
       const qkv = await readMatrix(`${p}attn_qkv.weight`, [qDim + 2 * kvDim, h]);
@@ -839,7 +860,7 @@ export async function llamaWeightsFromGguf(
     if (config.postNorms) layer.postAttnNorm = await read(`${p}post_attention_norm.weight`, [h]);
     // (gpt-oss's, GLM-4.5's, Seed-OSS's and Qwen3.5's norm before the MLP is llama.cpp's "post_attention_norm", Gemma's name for a norm after attention)
     const mlpNormName = ['gpt-oss', 'glm4moe', 'seed_oss', 'qwen35', 'qwen35moe'].includes(arch) ? 'post_attention_norm' : 'ffn_norm';
-    if (preNorms && !config.parallelBlock) layer.mlpNorm = await read(`${p}${mlpNormName}.weight`, [h]);
+    if (preNorms && !config.parallelBlock && !config.singleBlocks) layer.mlpNorm = await read(`${p}${mlpNormName}.weight`, [h]);
     if (config.normBias) {
       layer.attnNormBias = await read(`${p}attn_norm.bias`, [h]);
       if (layer.mlpNorm) layer.mlpNormBias = await read(`${p}ffn_norm.bias`, [h]);
@@ -869,7 +890,7 @@ export async function llamaWeightsFromGguf(
           ...(config.moe.sharedGate !== false ? { router: await read(`${p}ffn_gate_inp_shexp.weight`, [h]) } : {}),
         };
       }
-    } else {
+    } else if (hasMlp) {
       // a dense MLP: the model's, or a leading dense layer's of a mixture of experts
       const mff = dense ? denseLayers.intermediateSize : ff;
       if (FUSED_GATE_UP.has(arch)) {

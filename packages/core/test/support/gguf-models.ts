@@ -100,6 +100,11 @@ export interface RandomGgufSpec {
    * query, then its output gate); the `ssm.*` sizes and `full_attention_interval` are written.
    */
   deltaLayers?: { interval: number; convKernel: number; keyHeads: number; keyDim: number; valueHeads: number; valueDim: number };
+  /**
+   * Nemotron-H's single blocks, one per layer under its `attn_norm`: 'mamba' (a Mamba2 mixer of `mambaLayers`' sizes),
+   * 'full' (attention) or 'mlp' (`ffn_up`, `ffn_down`; give `ungated`); `head_count_kv` and `feed_forward_length` per layer.
+   */
+  blockKinds?: ('mamba' | 'full' | 'mlp')[];
   /** Extra tensors by name: [GGUF ne dims, values]. */
   extraTensors?: Record<string, [number[], Float32Array]>;
   /** ggml type of the matrices: 0 (F32, default) or 1 (F16). */
@@ -186,6 +191,11 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
     const p = `blk.${i}.`;
     if (!spec.noPreNorms) vector(`${p}attn_norm.weight`, h, 0.1, 1);
     if (!spec.noPreNorms && spec.normBias) vector(`${p}attn_norm.bias`, h, 0.1, 0);
+    if (spec.blockKinds?.[i] === 'mlp') {
+      matrix(`${p}ffn_up.weight`, ff, h);
+      matrix(`${p}ffn_down.weight`, h, ff);
+      continue;
+    }
     const mla = spec.latent;
     const conv = spec.convLayers?.layers.includes(i) ? spec.convLayers.kernel : 0;
     const ssm = spec.mambaLayers?.layers.includes(i) ? spec.mambaLayers : undefined;
@@ -260,6 +270,8 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
     if (spec.postNorms) vector(`${p}post_attention_norm.weight`, h, 0.1, 1);
     // (gpt-oss's, GLM-4.5's and Seed-OSS's norm before the MLP has llama.cpp's name of a norm after attention)
     const mlpNorm = ['gpt-oss', 'glm4moe', 'seed_oss', 'qwen35', 'qwen35moe'].includes(arch) ? 'post_attention_norm' : 'ffn_norm';
+    // (a single block's mixer has no MLP)
+    if (spec.blockKinds) continue;
     if (!spec.noPreNorms && !spec.parallel) vector(`${p}${mlpNorm}.weight`, h, 0.1, 1);
     if (!spec.noPreNorms && !spec.parallel && spec.normBias) vector(`${p}ffn_norm.bias`, h, 0.1, 0);
     const moe = spec.experts && i >= (spec.experts.leadingDense ?? 0) ? spec.experts : undefined;
@@ -310,7 +322,7 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
     tensors.push({ name, dims, type: 0, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) });
   }
   const u32 = (v: number): WValue => ({ t: 'u32', v });
-  const recurrent = spec.convLayers?.layers ?? spec.mambaLayers?.layers;
+  const recurrent = spec.blockKinds ? spec.blockKinds.flatMap((k, i) => (k === 'full' ? [] : [i])) : (spec.convLayers?.layers ?? spec.mambaLayers?.layers);
   /** llama.cpp's `ssm.*` sizes (Mamba2's and the gated DeltaNet's share the keys). */
   const ssmSizes = (z: { convKernel: number; inner: number; state: number; heads: number; groups: number }): Record<string, WValue> => ({
     [`${arch}.ssm.conv_kernel`]: u32(z.convKernel),
@@ -327,7 +339,7 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
     [`${arch}.embedding_length`]: u32(h),
     [`${arch}.block_count`]: u32(blocks),
     ...(spec.nextn ? { [`${arch}.nextn_predict_layers`]: u32(spec.nextn) } : {}),
-    [`${arch}.feed_forward_length`]: u32(ff),
+    [`${arch}.feed_forward_length`]: spec.blockKinds ? { t: 'arr', item: 4, v: spec.blockKinds.map((k) => u32(k === 'mlp' ? ff : 0)) } : u32(ff),
     [`${arch}.attention.head_count`]: u32(heads),
     [`${arch}.attention.head_count_kv`]: recurrent
       ? { t: 'arr', item: 4, v: Array.from({ length: blocks }, (_, i) => u32(recurrent.includes(i) ? 0 : kvHeads)) }
