@@ -104,7 +104,9 @@ function reference(cfg: LlamaConfig, w: LlamaWeights, rows: Float64Array[], posi
       });
       continue;
     }
-    if (L.shortConv || L.mamba || L.deltaNet) {
+    // (a 'mamba-attention' layer: the mixer's outputs added to the attention's)
+    const beside = cfg.layerTypes?.[layer] === 'mamba-attention' ? mambaOutputs(cfg, L, h) : undefined;
+    if (!beside && (L.shortConv || L.mamba || L.deltaNet)) {
       h = L.shortConv ? shortConv(cfg, L, h) : L.mamba ? mambaMixer(cfg, L, h) : deltaNet(cfg, L, h);
       continue;
     }
@@ -143,7 +145,7 @@ function reference(cfg: LlamaConfig, w: LlamaWeights, rows: Float64Array[], posi
         const z = p.reduce((a, b) => a + b, 0) + Math.exp(sink - m);
         for (let t = 0; t <= s; t++) for (let e = 0; e < d.D; e++) o[hh * d.D + e]! += (p[t]! / z) * vs[t]![g * d.D + e]!;
       }
-      const attn = linear(L.wo!, gates[s] ? o.map((v, j) => v * gates[s]![j]!) : o, d.H);
+      const attn = linear(L.wo!, gates[s] ? o.map((v, j) => v * gates[s]![j]!) : o, d.H).map((v, i) => v + (beside?.[s]![i] ?? 0));
       return mlpBlock(cfg, L, hs.map((v, i) => v + attn[i]!));
     });
   }
@@ -248,6 +250,12 @@ function deltaNet(cfg: LlamaConfig, L: LlamaLayerWeights, h: Float64Array[]): Fl
  * y · silu(z) RMS-normalized per group, through out_proj; then the MLP.
  */
 function mambaMixer(cfg: LlamaConfig, L: LlamaLayerWeights, h: Float64Array[]): Float64Array[] {
+  const outs = mambaOutputs(cfg, L, h);
+  return h.map((hs, s) => mlpBlock(cfg, L, hs.map((v, i) => v + outs[s]![i]!)));
+}
+
+/** A Mamba2 mixer's outputs per position (before the residual), as mambaMixer describes it. */
+function mambaOutputs(cfg: LlamaConfig, L: LlamaLayerWeights, h: Float64Array[]): Float64Array[] {
   const { heads, headDim: P, stateSize: N, groups: G, convKernel: K } = cfg.mamba!;
   const H = cfg.hiddenSize;
   const I = heads * P;
@@ -267,7 +275,7 @@ function mambaMixer(cfg: LlamaConfig, L: LlamaLayerWeights, h: Float64Array[]): 
     }),
   );
   const state = new Float64Array(heads * P * N);
-  return h.map((hs, s) => {
+  return h.map((_, s) => {
     const xbc = conv[s]!;
     const y = new Float64Array(I);
     for (let hh = 0; hh < heads; hh++) {
@@ -291,10 +299,9 @@ function mambaMixer(cfg: LlamaConfig, L: LlamaLayerWeights, h: Float64Array[]): 
     const normed = new Float64Array(I);
     for (let g = 0; g < G; g++) {
       const part = gated.subarray(g * per, (g + 1) * per);
-      normed.set(rmsNorm(part, m.norm.subarray(g * per, (g + 1) * per), eps), g * per);
+      normed.set(m.norm ? rmsNorm(part, m.norm.subarray(g * per, (g + 1) * per), eps) : part, g * per);
     }
-    const out = linear(m.outProj, normed, H);
-    return mlpBlock(cfg, L, hs.map((v, i) => v + out[i]!));
+    return linear(m.outProj, normed, H);
   });
 }
 
@@ -494,8 +501,11 @@ interface Step {
   mask: number[][];
   /** Explicit position ids; by default cumsum(mask) - 1 clipped at 0, last columns. */
   positions?: number[][];
-  /** Per-layer [key, value] ('conv' layers: [state, state]; 'mamba' layers: [convolution state, SSM state]); empty past (zero states) by default. */
-  past?: [ort.Tensor, ort.Tensor][];
+  /**
+   * Per-layer [key, value] ('conv' layers: [state, state]; 'mamba' layers: [convolution state, SSM state];
+   * 'mamba-attention' layers: [key, value, convolution state, SSM state]); empty past (zero states) by default.
+   */
+  past?: ort.Tensor[][];
   /** inputs_embeds rows [B][E] (each of hidden size); empty by default. */
   embeds?: Float32Array[][];
   numLogits?: number;
@@ -535,12 +545,14 @@ async function run(r: Runner, step: Step) {
       feeds[`past_recurrent.${i}`] = step.past?.[i]?.[1] ?? new ort.Tensor('float32', new Float32Array(B * valueHeads * valueDim * keyDim), [B, valueHeads, valueDim, keyDim]);
       continue;
     }
-    if (cfg.layerTypes?.[i] === 'mamba') {
+    const beside = cfg.layerTypes?.[i] === 'mamba-attention';
+    if (cfg.layerTypes?.[i] === 'mamba' || beside) {
       const { heads, headDim, stateSize, groups, convKernel } = cfg.mamba!;
       const channels = heads * headDim + 2 * groups * stateSize;
-      feeds[`past_conv.${i}`] = step.past?.[i]?.[0] ?? floatTensor(opts, new Float32Array(B * channels * (convKernel - 1)), [B, convKernel - 1, channels]);
-      feeds[`past_ssm.${i}`] = step.past?.[i]?.[1] ?? new ort.Tensor('float32', new Float32Array(B * heads * headDim * stateSize), [B, heads, headDim, stateSize]);
-      continue;
+      const at = beside ? 2 : 0;
+      feeds[`past_conv.${i}`] = step.past?.[i]?.[at] ?? floatTensor(opts, new Float32Array(B * channels * (convKernel - 1)), [B, convKernel - 1, channels]);
+      feeds[`past_ssm.${i}`] = step.past?.[i]?.[at + 1] ?? new ort.Tensor('float32', new Float32Array(B * heads * headDim * stateSize), [B, heads, headDim, stateSize]);
+      if (!beside) continue;
     }
     const empty = () => floatTensor(opts, new Float32Array(0), [B, d.kv, 0, d.D]);
     feeds[`past_key_values.${i}.key`] = step.past?.[i]?.[0] ?? empty();
@@ -554,7 +566,7 @@ async function run(r: Runner, step: Step) {
     feeds.inputs_embeds = floatTensor(opts, flat, [B, E, d.H]);
   }
   const out = await r.session.run(feeds);
-  const present: [ort.Tensor, ort.Tensor][] = [];
+  const present: ort.Tensor[][] = [];
   for (let i = 0; i < cfg.numLayers; i++) {
     // (an 'mlp' layer keeps no cache)
     if (cfg.layerTypes?.[i] === 'mlp') {
@@ -562,7 +574,8 @@ async function run(r: Runner, step: Step) {
       continue;
     }
     const conv = out[`present_conv.${i}`];
-    present.push(conv ? [conv, out[`present_ssm.${i}`] ?? out[`present_recurrent.${i}`] ?? conv] : [out[`present.${i}.key`]!, out[`present.${i}.value`]!]);
+    if (cfg.layerTypes?.[i] === 'mamba-attention') present.push([out[`present.${i}.key`]!, out[`present.${i}.value`]!, conv!, out[`present_ssm.${i}`]!]);
+    else present.push(conv ? [conv, out[`present_ssm.${i}`] ?? out[`present_recurrent.${i}`] ?? conv] : [out[`present.${i}.key`]!, out[`present.${i}.value`]!]);
   }
   return {
     out,
@@ -608,7 +621,8 @@ function withQuantizedExperts(cfg: LlamaConfig, w: LlamaWeights, q: ExpertQuanti
   };
 }
 
-const cases: { title: string; cfg: LlamaConfig; opts: LlamaBuildOptions; tol: number; experts?: ExpertQuantization }[] = [
+/** A builder case: the config, build options, tolerance, quantized experts, and an edit of the random weights. */
+const cases: { title: string; cfg: LlamaConfig; opts: LlamaBuildOptions; tol: number; experts?: ExpertQuantization; edit?: (w: LlamaWeights) => void }[] = [
   { title: 'fp32, half rope, MHA, separate head', cfg: { ...base }, opts: {}, tol: 1e-4 },
   {
     title: 'fp32, adjacent rope, GQA 4/2, tied head',
@@ -781,6 +795,13 @@ const cases: { title: string; cfg: LlamaConfig; opts: LlamaBuildOptions; tol: nu
     tol: 1e-4,
   },
   {
+    title: "fp32, Falcon-H1's layers: Mamba2 beside attention on one norm, outputs summed, then the MLP; one mixer without its norm",
+    cfg: { ...base, numLayers: 2, numKvHeads: 2, layerTypes: ['mamba-attention', 'mamba-attention'], mamba: { convKernel: 4, heads: 4, headDim: 8, stateSize: 6, groups: 2 } },
+    opts: {},
+    tol: 1e-4,
+    edit: (w) => delete w.layers[1]!.mamba!.norm,
+  },
+  {
     title: 'fp16, Mamba2 mixers of one group, merged decoder',
     cfg: { ...base, numLayers: 3, tieWordEmbeddings: true, layerTypes: ['mamba', 'mamba', 'full'], mamba: { convKernel: 3, heads: 2, headDim: 16, stateSize: 4, groups: 1 } },
     opts: { dtype: 'float16', mergedDecoder: true },
@@ -800,6 +821,7 @@ describe('Llama ONNX builder', function () {
   for (const [n, tc] of cases.entries()) {
     it(`prefill and cached steps match the reference (${tc.title})`, async () => {
       const dense = randomLlamaWeights(tc.cfg, 100 + n, SCALE);
+      tc.edit?.(dense);
       const w = tc.experts ? withQuantizedExperts(tc.cfg, dense, tc.experts) : dense;
       const refW = tc.opts.dtype === 'float16' ? roundWeights(dense) : (w as LlamaWeights); // the reference dequantizes quantized experts
       const r = await runner(tc.cfg, w, tc.opts);
@@ -812,7 +834,7 @@ describe('Llama ONNX builder', function () {
       expect(pre.out.logits!.dims).to.deep.equal([1, 5, d.V]);
       expect(pre.out.logits!.type).to.equal(tc.opts.dtype ?? 'float32');
       for (let s = 0; s < prompt.length; s++) expectClose(pre.logits[0]![s]!, ref.logits[s]!, tc.tol, `prefill logits at ${s}`);
-      const attnLayer = tc.cfg.layerTypes?.indexOf('full') ?? 0;
+      const attnLayer = tc.cfg.layerTypes?.findIndex((t) => t === 'full' || t === 'mamba-attention') ?? 0;
       expect(pre.present[attnLayer]![0].dims).to.deep.equal([1, d.kv, 5, d.D]);
 
       let past = pre.present;

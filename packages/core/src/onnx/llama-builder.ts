@@ -137,7 +137,7 @@ interface Resolved {
   noRope: ReadonlySet<number>;
   finalCap: number | undefined;
   window: number | undefined;
-  layerTypes: readonly ('full' | 'sliding' | 'conv' | 'mamba' | 'delta' | 'mlp')[];
+  layerTypes: readonly ('full' | 'sliding' | 'conv' | 'mamba' | 'delta' | 'mlp' | 'mamba-attention')[];
   /** LlamaConfig.singleBlocks. */
   single: boolean;
   /** Taps of the 'conv' layers (0 without any). */
@@ -312,8 +312,8 @@ function resolve(config: LlamaConfig): Resolved {
   if ([...r.noRope].some((l) => !Number.isInteger(l) || l < 0 || l >= r.layers)) {
     throw new Error(`invalid Llama config: noRopeLayers must list layers of 0..${r.layers - 1}`);
   }
-  if (r.layerTypes.length !== r.layers || r.layerTypes.some((t) => !['full', 'sliding', 'conv', 'mamba', 'delta', 'mlp'].includes(t))) {
-    throw new Error(`invalid Llama config: layerTypes must list 'full', 'sliding', 'conv', 'mamba', 'delta' or 'mlp' for each of the ${r.layers} layers`);
+  if (r.layerTypes.length !== r.layers || r.layerTypes.some((t) => !['full', 'sliding', 'conv', 'mamba', 'delta', 'mlp', 'mamba-attention'].includes(t))) {
+    throw new Error(`invalid Llama config: layerTypes must list 'full', 'sliding', 'conv', 'mamba', 'delta', 'mlp' or 'mamba-attention' for each of the ${r.layers} layers`);
   }
   if (r.layerTypes.includes('mlp') && !r.single) throw new Error("invalid Llama config: 'mlp' layers are single blocks (singleBlocks)");
   if (r.single && (r.moe || r.parallel || r.postNorms || !r.preNorms)) throw new Error('invalid Llama config: singleBlocks take pre-norms, no post-norms, no parallel block and no moe');
@@ -327,7 +327,7 @@ function resolve(config: LlamaConfig): Resolved {
   } else if (config.deltaNet !== undefined) throw new Error("invalid Llama config: deltaNet is for 'delta' layers, and layerTypes lists none");
   if (r.attnGate && (r.mla || r.qkvBias)) throw new Error('invalid Llama config: attentionGate does not take mla or qkvBias');
   const convs = r.layerTypes.filter((t) => t === 'conv').length;
-  const mambas = r.layerTypes.filter((t) => t === 'mamba').length;
+  const mambas = r.layerTypes.filter((t) => t === 'mamba' || t === 'mamba-attention').length;
   if (convs > 0 && !(Number.isInteger(r.convKernel) && r.convKernel >= 2)) throw new Error(`invalid Llama config: 'conv' layers need a whole convKernel of 2 or more taps, got ${config.convKernel}`);
   if (convs === 0 && config.convKernel !== undefined) throw new Error("invalid Llama config: convKernel is for 'conv' layers, and layerTypes lists none");
   if (mambas > 0) {
@@ -337,7 +337,7 @@ function resolve(config: LlamaConfig): Resolved {
       throw new Error(`invalid Llama config: 'mamba' layers need mamba sizes (whole heads, headDim, stateSize, groups dividing the heads, convKernel of 2 or more taps), got ${JSON.stringify(config.mamba)}`);
     }
   } else if (config.mamba !== undefined) throw new Error("invalid Llama config: mamba is for 'mamba' layers, and layerTypes lists none");
-  if (!r.layerTypes.some((t) => t === 'full' || t === 'sliding')) throw new Error("invalid Llama config: no layer is attention ('full' or 'sliding'); a model needs an attention layer");
+  if (!r.layerTypes.some((t) => t === 'full' || t === 'sliding' || t === 'mamba-attention')) throw new Error("invalid Llama config: no layer is attention ('full' or 'sliding'); a model needs an attention layer");
   if (convs + mambas + deltas > 0 && (r.mla || r.parallel || r.postNorms || !r.preNorms)) throw new Error("invalid Llama config: 'conv', 'mamba' and 'delta' layers take pre-norms, no post-norms, no parallel block and no mla");
   if (r.layerTypes.includes('sliding') && !(Number.isInteger(r.window) && r.window! > 0)) {
     throw new Error(`invalid Llama config: sliding layers need a positive integer slidingWindow, got ${r.window}`);
@@ -369,7 +369,8 @@ export function llamaParameterCount(config: LlamaConfig): number {
   const mamba = c.mamba ? (2 * c.mamba.inner + 2 * c.mamba.groups * c.mamba.stateSize + c.mamba.heads) * c.hidden + c.mamba.channels * (c.mamba.convKernel + 1) + 3 * c.mamba.heads + c.mamba.inner + c.hidden * c.mamba.inner : 0;
   const dn = c.delta;
   const delta = dn ? dn.channels * (c.hidden + dn.convKernel) + 2 * dn.valueHeads * dn.valueDim * c.hidden + dn.valueHeads * (2 * c.hidden + 2) + dn.valueDim : 0;
-  const mixers = c.layerTypes.map((t) => (t === 'conv' ? 4 * c.hidden * c.hidden + c.hidden * c.convKernel : t === 'mamba' ? mamba : t === 'delta' ? delta : t === 'mlp' ? 0 : attention)).reduce((a, b) => a + b, 0);
+  const mixerOf = { conv: 4 * c.hidden * c.hidden + c.hidden * c.convKernel, mamba, delta, mlp: 0, 'mamba-attention': mamba + attention, full: attention, sliding: attention };
+  const mixers = c.layerTypes.map((t) => mixerOf[t]).reduce((a, b) => a + b, 0);
   // (single blocks: one norm a layer, an MLP in the 'mlp' layers, a mixer in the others)
   const hasMlp = (i: number) => !c.single || c.layerTypes[i] === 'mlp';
   const mlps = Array.from({ length: c.layers }, (_, i) => (hasMlp(i) ? mlpParameters(c, i) + mlpBiases : 0)).reduce((a, b) => a + b, 0);
@@ -492,7 +493,7 @@ export function randomLlamaWeights(config: LlamaConfig, seed: number, scale = 0.
       };
     }
     if (c.attnGate && l.wq) l.wq = normal(2 * q * c.hidden, scale);
-    if (c.layerTypes[i] === 'mamba') {
+    if (c.layerTypes[i] === 'mamba' || c.layerTypes[i] === 'mamba-attention') {
       const { heads, inner, channels, groups, stateSize, convKernel } = c.mamba!;
       // dt = softplus(… − 2) ≈ 0.13 a token, decay rates A of −e^(0.5 ± 0.5): a state that remembers a few tokens back
       l.mamba = {
@@ -560,11 +561,11 @@ function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
       expect(`layers[${i}].shortConv.inProj`, l.shortConv?.inProj, 3 * c.hidden * c.hidden);
       expect(`layers[${i}].shortConv.kernel`, l.shortConv?.kernel, c.hidden * c.convKernel);
       expect(`layers[${i}].shortConv.outProj`, l.shortConv?.outProj, c.hidden * c.hidden);
-    } else if (kind === 'mamba') checkMamba(c, l, i, expect);
+    } else if (kind === 'mamba' || kind === 'mamba-attention') checkMamba(c, l, i, expect);
     else if (kind === 'delta') checkDeltaNet(c, l, i, expect);
     if (l.deltaNet && kind !== 'delta') throw new Error(`Llama weights: layers[${i}] has a gated DeltaNet, but the config's layer ${i} is '${kind}'`);
     if (l.shortConv && kind !== 'conv') throw new Error(`Llama weights: layers[${i}] has a short convolution, but the config's layer ${i} is '${kind}'`);
-    if (l.mamba && kind !== 'mamba') throw new Error(`Llama weights: layers[${i}] has a Mamba mixer, but the config's layer ${i} is '${kind}'`);
+    if (l.mamba && kind !== 'mamba' && kind !== 'mamba-attention') throw new Error(`Llama weights: layers[${i}] has a Mamba mixer, but the config's layer ${i} is '${kind}'`);
     if (c.mla && !conv) checkMla(c, l, i, expect);
     else if (!conv) {
       expect(`layers[${i}].wq${c.attnGate ? ' (query and gate: attentionGate)' : ''}`, l.wq, (c.attnGate ? 2 : 1) * q * c.hidden);
@@ -674,7 +675,7 @@ function checkMamba(c: Resolved, l: LlamaLayerWeights<WeightMatrix>, i: number, 
   expect(`layers[${i}].mamba.convKernel`, m?.convKernel, channels * convKernel);
   if (m?.convBias) expect(`layers[${i}].mamba.convBias`, m.convBias, channels);
   for (const key of ['dtBias', 'a', 'd'] as const) expect(`layers[${i}].mamba.${key}`, m?.[key], heads);
-  expect(`layers[${i}].mamba.norm`, m?.norm, inner);
+  if (m?.norm) expect(`layers[${i}].mamba.norm`, m.norm, inner);
   expect(`layers[${i}].mamba.outProj`, m?.outProj, c.hidden * inner);
 }
 
@@ -723,7 +724,7 @@ interface LayerRefs {
    * A 'mamba' layer's mixer: its projections, taps `[K, C, 1]` and bias `[C, 1]`, dt's bias `[heads]`, A `[heads, 1]`, D
    * `[heads, 1, 1]` (shaped to broadcast over each head's positions), and the grouped norm's weight `[groups, I / groups]`.
    */
-  mamba?: { inProj: Linear; convKernel: string; convBias?: string; dtBias: string; a: string; d: string; norm: string; outProj: Linear };
+  mamba?: { inProj: Linear; convKernel: string; convBias?: string; dtBias: string; a: string; d: string; norm?: string; outProj: Linear };
   /** A 'delta' layer's projections, taps `[K, C, 1]`, dt's bias and A `[valueHeads]`, and the output norm `[valueDim]`. */
   deltaNet?: { qkv: Linear; gate: Linear; convKernel: string; beta: Linear; alpha: Linear; dtBias: string; a: string; norm: string; outProj: Linear };
   mlpNorm?: string;
@@ -820,17 +821,20 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
     c.layerTypes[i] === 'conv' ? ['batch_size', c.convKernel - 1, hidden] : c.layerTypes[i] === 'delta' ? ['batch_size', c.delta!.convKernel - 1, c.delta!.channels] : ['batch_size', c.mamba!.convKernel - 1, c.mamba!.channels];
   // A Mamba2 layer's SSM state, or a gated DeltaNet's matrix state (transformers.js names the latter past_recurrent).
   const stateOf = (i: number): { name: string; shape: (string | number)[] } | undefined =>
-    c.layerTypes[i] === 'mamba'
+    c.layerTypes[i] === 'mamba' || c.layerTypes[i] === 'mamba-attention'
       ? { name: 'ssm', shape: ['batch_size', c.mamba!.heads, c.mamba!.headDim, c.mamba!.stateSize] }
       : c.layerTypes[i] === 'delta'
         ? { name: 'recurrent', shape: ['batch_size', c.delta!.valueHeads, c.delta!.valueDim, c.delta!.keyDim] }
         : undefined;
   for (let i = 0; i < c.layers; i++) {
     const shape = ['batch_size', kvHeads, 'past_sequence_length', headDim];
-    const recurrent = c.layerTypes[i] === 'conv' || c.layerTypes[i] === 'mamba' || c.layerTypes[i] === 'delta';
+    const kind = c.layerTypes[i]!;
+    // (a 'mamba-attention' layer keeps both: keys and values, and its mixer's states)
+    const recurrent = kind === 'conv' || kind === 'mamba' || kind === 'delta';
+    const states = recurrent || kind === 'mamba-attention';
     // (an 'mlp' layer keeps no cache)
-    const cached = c.layerTypes[i] !== 'mlp';
-    convPast.push(recurrent ? addInput(`past_conv.${i}`, ioType, convShape(i)) : undefined);
+    const cached = kind !== 'mlp';
+    convPast.push(states ? addInput(`past_conv.${i}`, ioType, convShape(i)) : undefined);
     // (a state summing a whole sequence is kept in float32 whatever the graph's type)
     const state = stateOf(i);
     ssmPast.push(state ? addInput(`past_${state.name}.${i}`, DataType.FLOAT, state.shape) : undefined);
@@ -844,8 +848,9 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
   ];
   for (let i = 0; i < c.layers; i++) {
     const shape = ['batch_size', kvHeads, 'total_sequence_length', headDim];
-    if (c.layerTypes[i] === 'conv' || c.layerTypes[i] === 'mamba' || c.layerTypes[i] === 'delta') outputSpecs.push({ name: `present_conv.${i}`, shape: convShape(i) });
-    else if (c.layerTypes[i] !== 'mlp') outputSpecs.push({ name: `present.${i}.key`, shape }, { name: `present.${i}.value`, shape });
+    const kind = c.layerTypes[i]!;
+    if (kind === 'conv' || kind === 'mamba' || kind === 'delta' || kind === 'mamba-attention') outputSpecs.push({ name: `present_conv.${i}`, shape: convShape(i) });
+    if (kind === 'full' || kind === 'sliding' || kind === 'mamba-attention') outputSpecs.push({ name: `present.${i}.key`, shape }, { name: `present.${i}.value`, shape });
     const state = stateOf(i);
     if (state) outputSpecs.push({ name: `present_${state.name}.${i}`, shape: state.shape, type: DataType.FLOAT });
   }
@@ -1038,7 +1043,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       dtBias: vector(`${p}.mixer.dt_bias`, m.dtBias),
       a: asFloat(stored(`${p}.mixer.A`, [heads, 1], m.a)),
       d: asFloat(stored(`${p}.mixer.D`, [heads, 1, 1], m.d)),
-      norm: asFloat(stored(`${p}.mixer.norm.weight`, [groups, inner / groups], m.norm)),
+      ...(m.norm ? { norm: asFloat(stored(`${p}.mixer.norm.weight`, [groups, inner / groups], m.norm)) } : {}),
       outProj: matrix(`${p}.mixer.out_proj.weight`, hidden, inner, m.outProj),
     };
   }
@@ -1125,7 +1130,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
   const hasSliding = c.layerTypes.includes('sliding');
   const localRope = hasSliding && (c.thetaLocal !== c.theta || c.ropeScaleLocal !== c.ropeScale);
   // (Granite 4.0-H's attention layers have no position encoding: no tables then)
-  const ropeUsed = c.layerTypes.some((t, i) => (t === 'full' || t === 'sliding') && !c.noRope.has(i));
+  const ropeUsed = c.layerTypes.some((t, i) => (t === 'full' || t === 'sliding' || t === 'mamba-attention') && !c.noRope.has(i));
   // GroupQueryAttention's CPU kernel rotates inside only heads whose size is a multiple of 16; others by ops before it.
   // Its cos/sin caches are one table for the whole batch, so LongRoPE's choice of table per row is made by ops too,
   // and so is a partial rotation.
@@ -1570,6 +1575,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       const kept = b.op('Mul', [h0, b.op('Unsqueeze', [b.op('Exp', [last]), b.i64([3])])]);
       b.op('Add', [b.op('MatMul', [b.op('Transpose', [carried], { perm: [0, 1, 3, 2] }), Bh]), kept], {}, outName(`present_ssm.${i}`)); // [B, heads, P, N]
       const gated = b.op('Mul', [b.op('Reshape', [b.op('Transpose', [y], perm0213), b.i64([0, 0, inner])]), silu(z!)]);
+      if (!m.norm) return linear(gated, m.outProj);
       const normed = rms(b.op('Reshape', [gated, b.i64([0, 0, groups, inner / groups])]), m.norm);
       return linear(b.op('Reshape', [normed, b.i64([0, 0, inner])]), m.outProj);
     };
@@ -1676,7 +1682,11 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
         delta = residualScaled(mlp(x, L.wGate, L.wUp!, L.wDown!, L.bUp, L.bDown));
         continue;
       }
-      const attnOut = L.shortConv ? shortConv(i, x, L.shortConv) : L.mamba ? mambaLayer(i, x, L.mamba) : L.deltaNet ? deltaLayer(i, x, L.deltaNet) : attentionBlock(i, x, L, sliding);
+      const attnOut = L.shortConv
+        ? shortConv(i, x, L.shortConv)
+        : L.mamba && L.wqkv.length > 0
+          ? b.op('Add', [attentionBlock(i, x, L, sliding), mambaLayer(i, x, L.mamba)])
+          : L.mamba ? mambaLayer(i, x, L.mamba) : L.deltaNet ? deltaLayer(i, x, L.deltaNet) : attentionBlock(i, x, L, sliding);
       if (c.single) {
         delta = residualScaled(attnOut);
         continue;

@@ -178,7 +178,7 @@ export interface LlamaConfig {
    * causal convolution of `convKernel` taps; its recurrent state, the last `convKernel − 1` inputs, is the graph's
    * `past_conv.{i}` `[batch, convKernel − 1, hidden]` (the attention layers keep `past_key_values.{i}`).
    */
-  layerTypes?: readonly ('full' | 'sliding' | 'conv' | 'mamba' | 'delta' | 'mlp')[];
+  layerTypes?: readonly ('full' | 'sliding' | 'conv' | 'mamba' | 'delta' | 'mlp' | 'mamba-attention')[];
   /**
    * Each layer one block, as Nemotron-H's: its norm, then a mixer (attention, 'mamba', …) without an MLP, or, in an
    * 'mlp' layer, the MLP alone; its output added to the residual stream. Default: each layer a mixer and an MLP.
@@ -187,7 +187,8 @@ export interface LlamaConfig {
   /** Taps of the 'conv' layers' convolution (LFM2: 3). */
   convKernel?: number;
   /**
-   * Sizes of the 'mamba' layers (Mamba2's mixer, as Granite 4.0-H has it between attention layers): `heads` SSM heads
+   * Sizes of the 'mamba' layers (Mamba2's mixer, as Granite 4.0-H has it between attention layers; a 'mamba-attention'
+   * layer runs it beside attention on one normed input, their outputs summed, as Falcon-H1's): `heads` SSM heads
    * of `headDim` channels (inner size I = heads · headDim), a state of `stateSize` per channel, B and C shared by
    * `groups` groups of heads, a causal depthwise convolution of `convKernel` taps over x, B and C. Its recurrent states
    * are the graph's `past_conv.{i}` `[batch, convKernel − 1, I + 2 · groups · stateSize]` and `past_ssm.{i}`
@@ -341,8 +342,8 @@ export interface MambaWeights<M extends WeightMatrix = Float32Array> {
   a: Float32Array; // [heads]
   /** Each head's skip: y += D · x. */
   d: Float32Array; // [heads]
-  /** The RMSNorm over each group's channels of y · silu(z). */
-  norm: Float32Array; // [I]
+  /** The RMSNorm over each group's channels of y · silu(z) (Falcon-H1's files may have none). */
+  norm?: Float32Array; // [I]
   outProj: M; // [H, I]
 }
 
