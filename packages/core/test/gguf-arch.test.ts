@@ -463,6 +463,18 @@ const MODELS: Record<string, RandomGgufSpec> = {
     // (convert_hf_to_gguf's older files name the RMSNorms' epsilon as a LayerNorm's, which llama.cpp's loader then requires)
     meta: { 'attention.layer_norm_epsilon': f32(1e-6) },
   },
+  // Falcon-H1 (0.5B … 34B): in every layer a Mamba2 mixer beside attention (NeoX rotary) on one norm, outputs summed.
+  'falcon-h1 (Falcon-H1: a Mamba2 mixer beside attention in every layer)': {
+    arch: 'falcon-h1',
+    hidden: 64,
+    layers: 3,
+    heads: 4,
+    kvHeads: 2,
+    ff: 96,
+    untied: true,
+    parallelMamba: true,
+    mambaLayers: { layers: [0, 1, 2], convKernel: 4, heads: 8, headDim: 16, stateSize: 16, groups: 1 },
+  },
 };
 
 /** M-RoPE's `rope.dimension_sections`: rotary pairs per position kind (time, height, width, extra). */

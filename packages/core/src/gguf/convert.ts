@@ -101,7 +101,7 @@ export function kebabName(s: string): string {
 }
 
 /** The `general.architecture` values the converter reads (llama.cpp's names). */
-export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'qwen2moe', 'qwen3moe', 'qwen3vlmoe', 'bailingmoe2', 'olmo2', 'olmoe', 'granitemoe', 'gpt-oss', 'glm4moe', 'ernie4_5-moe', 'deepseek2', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'seed_oss', 'nemotron', 'minicpm', 'internlm2', 'phi2', 'lfm2', 'lfm2moe', 'granitehybrid', 'qwen35', 'qwen35moe', 'nemotron_h'] as const;
+export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'qwen2moe', 'qwen3moe', 'qwen3vlmoe', 'bailingmoe2', 'olmo2', 'olmoe', 'granitemoe', 'gpt-oss', 'glm4moe', 'ernie4_5-moe', 'deepseek2', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'seed_oss', 'nemotron', 'minicpm', 'internlm2', 'phi2', 'lfm2', 'lfm2moe', 'granitehybrid', 'qwen35', 'qwen35moe', 'nemotron_h', 'falcon-h1'] as const;
 export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 /**
@@ -185,7 +185,7 @@ export function ggufArchitecture(f: GgufFile): GgufArchitecture {
   if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new GgufError(
       `${src} has general.architecture "${arch}"; the converter reads ${SUPPORTED_ARCHITECTURES.map((a) => `"${a}"`).join(', ')} ` +
-        '(Llama 1/2/3, Mistral, Mixtral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL, Qwen3-VL and Qwen3-VL-MoE as text models, Qwen1.5/Qwen2-MoE and Qwen3-MoE, Ling 2.0 and Ring 2.0, OLMoE, Granite 3 MoE, gpt-oss, GLM-4.5 and GLM-4.5-Air, ERNIE 4.5 MoE, DeepSeek-V2/V3 and their kin (latent attention: DeepSeek-V2-Lite, DeepSeek-Coder-V2-Lite, GLM-4.7-Flash), OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B, GLM-4 and GLM-Z1 (0414), StarCoder 2, StableLM 2, Arcee AFM, Seed-OSS, Nemotron-Mini, MiniCPM 1B/2B, InternLM 2/2.5, Phi-2, LFM2 and LFM2-MoE, Granite 4.0-H, Qwen3.5 and Qwen3.5-MoE, Nemotron-H and Nemotron Nano 2).',
+        '(Llama 1/2/3, Mistral, Mixtral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL, Qwen3-VL and Qwen3-VL-MoE as text models, Qwen1.5/Qwen2-MoE and Qwen3-MoE, Ling 2.0 and Ring 2.0, OLMoE, Granite 3 MoE, gpt-oss, GLM-4.5 and GLM-4.5-Air, ERNIE 4.5 MoE, DeepSeek-V2/V3 and their kin (latent attention: DeepSeek-V2-Lite, DeepSeek-Coder-V2-Lite, GLM-4.7-Flash), OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B, GLM-4 and GLM-Z1 (0414), StarCoder 2, StableLM 2, Arcee AFM, Seed-OSS, Nemotron-Mini, MiniCPM 1B/2B, InternLM 2/2.5, Phi-2, LFM2 and LFM2-MoE, Granite 4.0-H, Qwen3.5 and Qwen3.5-MoE, Nemotron-H and Nemotron Nano 2, Falcon-H1).',
       'unsupported-model',
     );
   }
@@ -451,6 +451,12 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     }
   }
   if (family === 'granitehybrid') mambaConfig(f, config, convLayers, { scalar, required, refuse, key });
+  if (arch === 'falcon-h1') {
+    // Falcon-H1: a Mamba2 mixer beside attention in every layer, on one norm, their outputs summed (llama.cpp's graph; its
+    // converter folds Falcon-H1's multipliers into the weights).
+    mambaConfig(f, config, new Array<boolean>(numLayers).fill(true), { scalar, required, refuse, key });
+    config.layerTypes = new Array<'mamba-attention'>(numLayers).fill('mamba-attention');
+  }
   if (arch === 'nemotron_h') {
     // Nemotron-H: each layer one block under its norm (llama.cpp's graph): a Mamba2 mixer where it has neither KV heads nor an
     // MLP, an MLP alone (ungated, ReLU²) where it has an MLP, attention (no position encoding) where it has KV heads.
@@ -790,7 +796,8 @@ export async function llamaWeightsFromGguf(
       dtBias: await read(`${p}ssm_dt.bias`, [heads]),
       a: await read(`${p}ssm_a`, [heads, 1]),
       d: await read(`${p}ssm_d`, [heads, 1]),
-      norm: await read(`${p}ssm_norm.weight`, [groups, inner / groups]),
+      // (Falcon-H1's files may have no grouped norm)
+      ...(f.tensorInfo(`${p}ssm_norm.weight`) ? { norm: await read(`${p}ssm_norm.weight`, [groups, inner / groups]) } : {}),
       outProj: await readMatrix(`${p}ssm_out.weight`, [h, inner]),
     };
   };
@@ -821,18 +828,19 @@ export async function llamaWeightsFromGguf(
     const conv = kind === 'conv' || kind === 'mamba' || kind === 'delta' || kind === 'mlp';
     // (single blocks: an MLP in the 'mlp' layers alone, under the layer's one norm)
     const hasMlp = !config.singleBlocks || kind === 'mlp';
-    // q, k and v: apart, or fused as one [q + 2 kv, hidden] matrix (Phi-3, some llama files); or latent attention's; or
-    // none, in LFM2's short-convolution layers and Granite 4.0-H's Mamba2 layers.
-    if (config.layerTypes?.[i] === 'mamba') layer.mamba = await readMamba(p);
-    else if (config.layerTypes?.[i] === 'delta') layer.deltaNet = await readDeltaNet(p);
+    // The layer's mixer: a Mamba2 mixer (alone, or beside attention: Falcon-H1), a gated DeltaNet, a short convolution, none
+    // (Nemotron-H's MLP-only blocks), or attention: q, k and v apart, fused as one [q + 2 kv, hidden] matrix (Phi-3, some
+    // llama files), or latent attention's.
+    if (kind === 'mamba' || kind === 'mamba-attention') layer.mamba = await readMamba(p);
+    if (kind === 'delta') layer.deltaNet = await readDeltaNet(p);
     else if (kind === 'conv') {
       layer.shortConv = {
         inProj: await readMatrix(`${p}shortconv.in_proj.weight`, [3 * h, h]),
         kernel: await read(`${p}shortconv.conv.weight`, [h, config.convKernel!]),
         outProj: await readMatrix(`${p}shortconv.out_proj.weight`, [h, h]),
       };
-    } else if (kind === 'mlp') {
-      // (Nemotron-H's MLP-only block: no mixer)
+    } else if (conv) {
+      // (a Mamba2 mixer alone, read above, or no mixer)
     } else if (config.mla) Object.assign(layer, await readLatentAttention(p));
     else if (f.tensorInfo(`${p}attn_qkv.weight`)) {
       const qkv = await readMatrix(`${p}attn_qkv.weight`, [qDim + 2 * kvDim, h]);
@@ -860,7 +868,9 @@ export async function llamaWeightsFromGguf(
     if (config.postNorms) layer.postAttnNorm = await read(`${p}post_attention_norm.weight`, [h]);
     // (gpt-oss's, GLM-4.5's, Seed-OSS's and Qwen3.5's norm before the MLP is llama.cpp's "post_attention_norm", Gemma's name for a norm after attention)
     const mlpNormName = ['gpt-oss', 'glm4moe', 'seed_oss', 'qwen35', 'qwen35moe'].includes(arch) ? 'post_attention_norm' : 'ffn_norm';
-    if (preNorms && !config.parallelBlock && !config.singleBlocks) layer.mlpNorm = await read(`${p}${mlpNormName}.weight`, [h]);
+    // (Falcon-H1's, as llama.cpp loads it, has no ".weight" suffix)
+    const mlpNormTensor = arch === 'falcon-h1' && f.tensorInfo(`${p}ffn_norm`) ? `${p}ffn_norm` : `${p}${mlpNormName}.weight`;
+    if (preNorms && !config.parallelBlock && !config.singleBlocks) layer.mlpNorm = await read(mlpNormTensor, [h]);
     if (config.normBias) {
       layer.attnNormBias = await read(`${p}attn_norm.bias`, [h]);
       if (layer.mlpNorm) layer.mlpNormBias = await read(`${p}ffn_norm.bias`, [h]);

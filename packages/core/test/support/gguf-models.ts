@@ -105,6 +105,8 @@ export interface RandomGgufSpec {
    * 'full' (attention) or 'mlp' (`ffn_up`, `ffn_down`; give `ungated`); `head_count_kv` and `feed_forward_length` per layer.
    */
   blockKinds?: ('mamba' | 'full' | 'mlp')[];
+  /** Falcon-H1's layers: each of `mambaLayers.layers` has its Mamba2 mixer beside attention (both tensors' sets). */
+  parallelMamba?: boolean;
   /** Extra tensors by name: [GGUF ne dims, values]. */
   extraTensors?: Record<string, [number[], Float32Array]>;
   /** ggml type of the matrices: 0 (F32, default) or 1 (F16). */
@@ -199,6 +201,21 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
     const mla = spec.latent;
     const conv = spec.convLayers?.layers.includes(i) ? spec.convLayers.kernel : 0;
     const ssm = spec.mambaLayers?.layers.includes(i) ? spec.mambaLayers : undefined;
+    const writeMamba = (ssm: NonNullable<RandomGgufSpec['mambaLayers']>) => {
+      const inner = ssm.heads * ssm.headDim;
+      const channels = inner + 2 * ssm.groups * ssm.stateSize;
+      const raw = (name: string, dims: number[], data: Float32Array) => tensors.push({ name, dims, type: 0, data: new Uint8Array(data.buffer) });
+      matrix(`${p}ssm_in.weight`, 2 * inner + 2 * ssm.groups * ssm.stateSize + ssm.heads, h);
+      raw(`${p}ssm_conv1d.weight`, [ssm.convKernel, channels], normal(channels * ssm.convKernel, 0.5));
+      vector(`${p}ssm_conv1d.bias`, channels, 0.1, 0);
+      // dt = softplus(… − 2) ≈ 0.13, A = −e^(0.5 ± 0.5) (stored as llama.cpp's converter stores it: −exp(A_log))
+      vector(`${p}ssm_dt.bias`, ssm.heads, 0.5, -2);
+      raw(`${p}ssm_a`, [1, ssm.heads], normal(ssm.heads, 0.5, 0.5).map((v) => -Math.exp(v)));
+      raw(`${p}ssm_d`, [1, ssm.heads], normal(ssm.heads, 0.5, 1));
+      raw(`${p}ssm_norm.weight`, [inner / ssm.groups, ssm.groups], normal(inner, 0.1, 1));
+      matrix(`${p}ssm_out.weight`, h, inner);
+    };
+    if (ssm && spec.parallelMamba) writeMamba(ssm);
     const dn = spec.deltaLayers && i < layers && (i + 1) % spec.deltaLayers.interval !== 0 ? spec.deltaLayers : undefined;
     if (dn) {
       const channels = 2 * dn.keyHeads * dn.keyDim + dn.valueHeads * dn.valueDim;
@@ -212,19 +229,8 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
       raw(`${p}ssm_a`, [dn.valueHeads], normal(dn.valueHeads, 0.5, 0.5).map((v) => -Math.exp(v)));
       vector(`${p}ssm_norm.weight`, dn.valueDim, 0.1, 1);
       matrix(`${p}ssm_out.weight`, h, dn.valueHeads * dn.valueDim);
-    } else if (ssm) {
-      const inner = ssm.heads * ssm.headDim;
-      const channels = inner + 2 * ssm.groups * ssm.stateSize;
-      const raw = (name: string, dims: number[], data: Float32Array) => tensors.push({ name, dims, type: 0, data: new Uint8Array(data.buffer) });
-      matrix(`${p}ssm_in.weight`, 2 * inner + 2 * ssm.groups * ssm.stateSize + ssm.heads, h);
-      raw(`${p}ssm_conv1d.weight`, [ssm.convKernel, channels], normal(channels * ssm.convKernel, 0.5));
-      vector(`${p}ssm_conv1d.bias`, channels, 0.1, 0);
-      // dt = softplus(… − 2) ≈ 0.13, A = −e^(0.5 ± 0.5) (stored as llama.cpp's converter stores it: −exp(A_log))
-      vector(`${p}ssm_dt.bias`, ssm.heads, 0.5, -2);
-      raw(`${p}ssm_a`, [1, ssm.heads], normal(ssm.heads, 0.5, 0.5).map((v) => -Math.exp(v)));
-      raw(`${p}ssm_d`, [1, ssm.heads], normal(ssm.heads, 0.5, 1));
-      raw(`${p}ssm_norm.weight`, [inner / ssm.groups, ssm.groups], normal(inner, 0.1, 1));
-      matrix(`${p}ssm_out.weight`, h, inner);
+    } else if (ssm && !spec.parallelMamba) {
+      writeMamba(ssm);
     } else if (conv) {
       // ne {taps, hidden}: each channel's taps, oldest input first (taps of the size trained ones have)
       const taps = normal(h * conv, 0.5);
@@ -260,11 +266,12 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
       vector(`${p}attn_k.bias`, kv, 0.2, 0);
       vector(`${p}attn_v.bias`, kv, 0.2, 0);
     }
-    if (spec.qkNorm && !conv && !ssm && !dn) {
+    const mixerOnly = (ssm && !spec.parallelMamba) || conv || dn;
+    if (spec.qkNorm && !mixerOnly) {
       vector(`${p}attn_q_norm.weight`, spec.qkNorm === 'projection' ? q : hd, 0.1, 1);
       vector(`${p}attn_k_norm.weight`, spec.qkNorm === 'projection' ? kv : hd, 0.1, 1);
     }
-    if (!conv && !ssm && !dn) matrix(`${p}attn_output.weight`, h, mla ? heads * mla.value : q);
+    if (!mixerOnly) matrix(`${p}attn_output.weight`, h, mla ? heads * mla.value : q);
     if (spec.projectionBias) vector(`${p}attn_output.bias`, h, 0.2, 0);
     if (spec.sinks) vector(`${p}attn_sinks.weight`, heads, 1, 0);
     if (spec.postNorms) vector(`${p}post_attention_norm.weight`, h, 0.1, 1);
@@ -272,7 +279,8 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
     const mlpNorm = ['gpt-oss', 'glm4moe', 'seed_oss', 'qwen35', 'qwen35moe'].includes(arch) ? 'post_attention_norm' : 'ffn_norm';
     // (a single block's mixer has no MLP)
     if (spec.blockKinds) continue;
-    if (!spec.noPreNorms && !spec.parallel) vector(`${p}${mlpNorm}.weight`, h, 0.1, 1);
+    // (Falcon-H1's has no ".weight" suffix: llama.cpp loads it so)
+    if (!spec.noPreNorms && !spec.parallel) vector(arch === 'falcon-h1' ? `${p}ffn_norm` : `${p}${mlpNorm}.weight`, h, 0.1, 1);
     if (!spec.noPreNorms && !spec.parallel && spec.normBias) vector(`${p}ffn_norm.bias`, h, 0.1, 0);
     const moe = spec.experts && i >= (spec.experts.leadingDense ?? 0) ? spec.experts : undefined;
     if (moe) {
@@ -322,7 +330,7 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
     tensors.push({ name, dims, type: 0, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) });
   }
   const u32 = (v: number): WValue => ({ t: 'u32', v });
-  const recurrent = spec.blockKinds ? spec.blockKinds.flatMap((k, i) => (k === 'full' ? [] : [i])) : (spec.convLayers?.layers ?? spec.mambaLayers?.layers);
+  const recurrent = spec.blockKinds ? spec.blockKinds.flatMap((k, i) => (k === 'full' ? [] : [i])) : spec.parallelMamba ? undefined : (spec.convLayers?.layers ?? spec.mambaLayers?.layers);
   /** llama.cpp's `ssm.*` sizes (Mamba2's and the gated DeltaNet's share the keys). */
   const ssmSizes = (z: { convKernel: number; inner: number; state: number; heads: number; groups: number }): Record<string, WValue> => ({
     [`${arch}.ssm.conv_kernel`]: u32(z.convKernel),
