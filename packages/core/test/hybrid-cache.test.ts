@@ -23,12 +23,15 @@ const MAMBA = { layerTypes: ['mamba', 'full', 'mamba', 'full'], convKernel: unde
 const DELTA = { layerTypes: ['delta', 'full', 'delta', 'full'], convKernel: undefined, attentionGate: true, deltaNet: { convKernel: 4, keyHeads: 2, keyDim: 8, valueHeads: 4, valueDim: 8 } } as const;
 /** Nemotron-H's layout: single blocks, layers 1 and 3 an MLP alone (no cache), 0 a Mamba2 mixer, 2 attention. */
 const SINGLE = { layerTypes: ['mamba', 'mlp', 'full', 'mlp'], convKernel: undefined, singleBlocks: true, mamba: { convKernel: 4, heads: 4, headDim: 16, stateSize: 8, groups: 2 } } as const;
+/** Falcon-H1's layout: layers 0 and 2 a Mamba2 mixer beside attention (keys and values, and states). */
+const BESIDE = { layerTypes: ['mamba-attention', 'full', 'mamba-attention', 'full'], convKernel: undefined, mamba: { convKernel: 4, heads: 4, headDim: 16, stateSize: 8, groups: 2 } } as const;
 /** The states each kind's layers 0 and 2 hold, with their dims after the batch. */
 const STATES = {
   conv: [['past_conv.0', [2, 32]], ['past_conv.2', [2, 32]]],
   mamba: [['past_conv.0', [3, 96]], ['past_ssm.0', [4, 16, 8]], ['past_conv.2', [3, 96]], ['past_ssm.2', [4, 16, 8]]],
   delta: [['past_conv.0', [3, 64]], ['past_recurrent.0', [4, 8, 8]], ['past_conv.2', [3, 64]], ['past_recurrent.2', [4, 8, 8]]],
   single: [['past_conv.0', [3, 96]], ['past_ssm.0', [4, 16, 8]]],
+  beside: [['past_conv.0', [3, 96]], ['past_ssm.0', [4, 16, 8]], ['past_conv.2', [3, 96]], ['past_ssm.2', [4, 16, 8]]],
 };
 const maxGap = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]!)), 0);
 const ids = (r: GenerationResult) => r.rows.map((row) => row.ids);
@@ -36,15 +39,16 @@ const ids = (r: GenerationResult) => r.rows.map((row) => row.ids);
 describe('hybrid models: recurrent states beside the KV cache', function () {
   this.timeout(180_000);
 
-  const layouts = { conv: {}, mamba: MAMBA, delta: DELTA, single: SINGLE };
-  for (const [kind, attention] of [['conv', 'ops'], ['conv', 'gqa'], ['mamba', 'ops'], ['mamba', 'gqa'], ['delta', 'ops'], ['delta', 'gqa'], ['single', 'ops']] as const) {
+  const layouts = { conv: {}, mamba: MAMBA, delta: DELTA, single: SINGLE, beside: BESIDE };
+  for (const [kind, attention] of [['conv', 'ops'], ['conv', 'gqa'], ['mamba', 'ops'], ['mamba', 'gqa'], ['delta', 'ops'], ['delta', 'gqa'], ['single', 'ops'], ['beside', 'gqa']] as const) {
     it(`${kind} layers: the batch cache gives each row the logits it gets alone as rows join, move and leave, and prompts of one length prefill together (${attention === 'gqa' ? 'GroupQueryAttention, right-padded' : 'attention op by op, left-padded'})`, async () => {
       const model = await builtModel(`hybrid-kv-${kind}-${attention}`, { ...smallConfig, ...hybrid(layouts[kind]) }, { attention }, 31);
       const p = await prepareDecoder(model, { lastLogitsOnly: true, logitsFloat32: true, cacheDir });
       const session = await DecoderSession.create({ path: p.preparedPath, padding: p.padding });
       try {
         expect(session.signature.states.map((s) => [s.past, s.shape])).to.deep.equal(STATES[kind]);
-        expect(session.signature.kv.map((k) => k.pastKey)).to.deep.equal(kind === 'single' ? ['past_key_values.2.key'] : ['past_key_values.1.key', 'past_key_values.3.key']);
+        const attentionLayers = { single: [2], beside: [0, 1, 2, 3] }[kind as string] ?? [1, 3];
+        expect(session.signature.kv.map((k) => k.pastKey)).to.deep.equal(attentionLayers.map((l) => `past_key_values.${l}.key`));
         expect(await joinAndLeave(session, new BatchKv(session))).to.be.lessThan(1e-4);
         const { prefill, step } = await togetherAsAlone(session, [[3, 9, 27, 81], [5, 25, 60, 2], [7, 49, 40, 11]], [1, 2, 3]);
         expect(Math.max(prefill, step)).to.be.lessThan(1e-4);
