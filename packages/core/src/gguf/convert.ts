@@ -17,7 +17,7 @@ import type { LlamaConfig, LlamaLayerWeights, LlamaWeights, MoeWeights, Quantize
 import { isQuantized, sliceRows } from '../onnx/quantized-matrix.js';
 import { quantizeMatrix } from '../onnx/quantize/quantize-matrix.js';
 import { nbitsLayoutOf, toNBits } from './quant/nbits.js';
-import { writeLlamaModel, type LlamaBuildOptions } from '../onnx/llama-builder.js';
+import { layerAttends, writeLlamaModel, type LlamaBuildOptions } from '../onnx/llama-builder.js';
 import { transpose2d } from '../onnx/graph-builder.js';
 import { tokenizerFingerprint } from '../tokenizer/fingerprint.js';
 import { GgufError, GgufFile, SUPPORTED_TENSOR_TYPES, type GgufTensorInfo } from './reader.js';
@@ -825,7 +825,7 @@ export async function llamaWeightsFromGguf(
     const layer: Partial<LlamaLayerWeights<WeightMatrix>> = preNorms ? { attnNorm: await read(`${p}attn_norm.weight`, [h]) } : {};
     const kind = config.layerTypes?.[i];
     // (no attention in these layers)
-    const conv = kind === 'conv' || kind === 'mamba' || kind === 'delta' || kind === 'mlp';
+    const conv = !layerAttends(kind ?? 'full');
     // (single blocks: an MLP in the 'mlp' layers alone, under the layer's one norm)
     const hasMlp = !config.singleBlocks || kind === 'mlp';
     // The layer's mixer: a Mamba2 mixer (alone, or beside attention: Falcon-H1), a gated DeltaNet, a short convolution, none

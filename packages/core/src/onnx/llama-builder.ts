@@ -96,6 +96,19 @@ export interface LlamaBuildOptions {
   maxPositions?: number;
 }
 
+/** A layer's kind (see `LlamaConfig.layerTypes`). */
+export type LayerKind = NonNullable<LlamaConfig['layerTypes']>[number];
+
+/** Whether a layer of this kind attends: it has q, k, v and output weights and keeps keys and values. */
+export function layerAttends(kind: LayerKind): boolean {
+  return kind === 'full' || kind === 'sliding' || kind === 'mamba-attention';
+}
+
+/** Whether a layer of this kind convolves its inputs first, keeping the last ones as a state (`past_conv.{i}`). */
+function layerConvolves(kind: LayerKind): boolean {
+  return kind === 'conv' || kind === 'mamba' || kind === 'delta' || kind === 'mamba-attention';
+}
+
 /** A config with every default filled in. */
 interface Resolved {
   vocab: number;
@@ -137,7 +150,7 @@ interface Resolved {
   noRope: ReadonlySet<number>;
   finalCap: number | undefined;
   window: number | undefined;
-  layerTypes: readonly ('full' | 'sliding' | 'conv' | 'mamba' | 'delta' | 'mlp' | 'mamba-attention')[];
+  layerTypes: readonly LayerKind[];
   /** LlamaConfig.singleBlocks. */
   single: boolean;
   /** Taps of the 'conv' layers (0 without any). */
@@ -337,7 +350,7 @@ function resolve(config: LlamaConfig): Resolved {
       throw new Error(`invalid Llama config: 'mamba' layers need mamba sizes (whole heads, headDim, stateSize, groups dividing the heads, convKernel of 2 or more taps), got ${JSON.stringify(config.mamba)}`);
     }
   } else if (config.mamba !== undefined) throw new Error("invalid Llama config: mamba is for 'mamba' layers, and layerTypes lists none");
-  if (!r.layerTypes.some((t) => t === 'full' || t === 'sliding' || t === 'mamba-attention')) throw new Error("invalid Llama config: no layer is attention ('full' or 'sliding'); a model needs an attention layer");
+  if (!r.layerTypes.some(layerAttends)) throw new Error("invalid Llama config: no layer is attention ('full' or 'sliding'); a model needs an attention layer");
   if (convs + mambas + deltas > 0 && (r.mla || r.parallel || r.postNorms || !r.preNorms)) throw new Error("invalid Llama config: 'conv', 'mamba' and 'delta' layers take pre-norms, no post-norms, no parallel block and no mla");
   if (r.layerTypes.includes('sliding') && !(Number.isInteger(r.window) && r.window! > 0)) {
     throw new Error(`invalid Llama config: sliding layers need a positive integer slidingWindow, got ${r.window}`);
@@ -474,7 +487,7 @@ export function randomLlamaWeights(config: LlamaConfig, seed: number, scale = 0.
       delete l.mlpNorm;
       if (c.layerTypes[i] !== 'mlp') for (const key of ['wGate', 'wUp', 'wDown', 'bUp', 'bDown'] as const) delete l[key];
     }
-    if (['conv', 'mamba', 'delta', 'mlp'].includes(c.layerTypes[i]!)) for (const key of ['wq', 'wk', 'wv', 'wo', 'bq', 'bk', 'bv', 'qNorm', 'kNorm', 'sinks', 'bo'] as const) delete l[key];
+    if (!layerAttends(c.layerTypes[i]!)) for (const key of ['wq', 'wk', 'wv', 'wo', 'bq', 'bk', 'bv', 'qNorm', 'kNorm', 'sinks', 'bo'] as const) delete l[key];
     // Taps of the size trained ones have, so the convolution matters next to the projections' small values.
     if (c.layerTypes[i] === 'conv') l.shortConv = { inProj: normal(3 * c.hidden * c.hidden, scale), kernel: normal(c.hidden * c.convKernel, 0.5), outProj: normal(c.hidden * c.hidden, scale) };
     if (c.layerTypes[i] === 'delta') {
@@ -551,8 +564,8 @@ function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
       throw new Error(`Llama weights: layers[${i}] has pre-norm weights, but the config has preNorms: false`);
     }
     const kind = c.layerTypes[i]!;
-    // (a recurrent layer: no attention weights, its mixer's instead)
-    const conv = kind === 'conv' || kind === 'mamba' || kind === 'delta' || kind === 'mlp';
+    // (a layer without attention: no attention weights, its mixer's instead, or none)
+    const conv = !layerAttends(kind);
     if (conv) {
       const attention = (['wq', 'wk', 'wv', 'wo', 'mla', 'bq', 'bk', 'bv', 'qNorm', 'kNorm', 'sinks', 'bo'] as const).filter((k) => l[k]);
       if (attention.length) throw new Error(`Llama weights: layers[${i}] is a '${kind}' layer but has attention weights (${attention.join(', ')})`);
@@ -829,16 +842,12 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
   for (let i = 0; i < c.layers; i++) {
     const shape = ['batch_size', kvHeads, 'past_sequence_length', headDim];
     const kind = c.layerTypes[i]!;
-    // (a 'mamba-attention' layer keeps both: keys and values, and its mixer's states)
-    const recurrent = kind === 'conv' || kind === 'mamba' || kind === 'delta';
-    const states = recurrent || kind === 'mamba-attention';
-    // (an 'mlp' layer keeps no cache)
-    const cached = kind !== 'mlp';
-    convPast.push(states ? addInput(`past_conv.${i}`, ioType, convShape(i)) : undefined);
+    // (a 'mamba-attention' layer keeps both: keys and values, and its mixer's states; an 'mlp' layer neither)
+    convPast.push(layerConvolves(kind) ? addInput(`past_conv.${i}`, ioType, convShape(i)) : undefined);
     // (a state summing a whole sequence is kept in float32 whatever the graph's type)
     const state = stateOf(i);
     ssmPast.push(state ? addInput(`past_${state.name}.${i}`, DataType.FLOAT, state.shape) : undefined);
-    past.push(recurrent || !cached ? undefined : [addInput(`past_key_values.${i}.key`, ioType, shape), addInput(`past_key_values.${i}.value`, ioType, shape)]);
+    past.push(layerAttends(kind) ? [addInput(`past_key_values.${i}.key`, ioType, shape), addInput(`past_key_values.${i}.value`, ioType, shape)] : undefined);
   }
   const useCacheBranch = merged ? addInput('use_cache_branch', DataType.BOOL, [1]) : undefined;
   const numLogits = keepLogits ? addInput('num_logits_to_keep', DataType.INT64, []) : undefined;
@@ -849,8 +858,8 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
   for (let i = 0; i < c.layers; i++) {
     const shape = ['batch_size', kvHeads, 'total_sequence_length', headDim];
     const kind = c.layerTypes[i]!;
-    if (kind === 'conv' || kind === 'mamba' || kind === 'delta' || kind === 'mamba-attention') outputSpecs.push({ name: `present_conv.${i}`, shape: convShape(i) });
-    if (kind === 'full' || kind === 'sliding' || kind === 'mamba-attention') outputSpecs.push({ name: `present.${i}.key`, shape }, { name: `present.${i}.value`, shape });
+    if (layerConvolves(kind)) outputSpecs.push({ name: `present_conv.${i}`, shape: convShape(i) });
+    if (layerAttends(kind)) outputSpecs.push({ name: `present.${i}.key`, shape }, { name: `present.${i}.value`, shape });
     const state = stateOf(i);
     if (state) outputSpecs.push({ name: `present_${state.name}.${i}`, shape: state.shape, type: DataType.FLOAT });
   }
@@ -1130,7 +1139,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
   const hasSliding = c.layerTypes.includes('sliding');
   const localRope = hasSliding && (c.thetaLocal !== c.theta || c.ropeScaleLocal !== c.ropeScale);
   // (Granite 4.0-H's attention layers have no position encoding: no tables then)
-  const ropeUsed = c.layerTypes.some((t, i) => (t === 'full' || t === 'sliding' || t === 'mamba-attention') && !c.noRope.has(i));
+  const ropeUsed = c.layerTypes.some((t, i) => layerAttends(t) && !c.noRope.has(i));
   // GroupQueryAttention's CPU kernel rotates inside only heads whose size is a multiple of 16; others by ops before it.
   // Its cos/sin caches are one table for the whole batch, so LongRoPE's choice of table per row is made by ops too,
   // and so is a partial rotation.
