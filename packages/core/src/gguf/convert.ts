@@ -450,21 +450,23 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
       if (config.convKernel < 2) throw new GgufError(`${src}: "${key('shortconv.l_cache')}" is ${config.convKernel}, expected 2 or more taps.`, 'corrupt');
     }
   }
-  if (family === 'granitehybrid') mambaConfig(f, config, convLayers, { scalar, required, refuse, key });
+  if (family === 'granitehybrid') graniteHybridConfig(f, config, convLayers, { scalar, required, refuse, key });
+  // (Falcon-H1's and Nemotron-H's graphs take q·k's scale from the file where it gives one, as Granite's does)
+  const attentionScale = scalar('attention.scale') ?? 0;
   if (arch === 'falcon-h1') {
     // Falcon-H1: a Mamba2 mixer beside attention in every layer, on one norm, their outputs summed (llama.cpp's graph; its
     // converter folds Falcon-H1's multipliers into the weights).
-    mambaConfig(f, config, new Array<boolean>(numLayers).fill(true), { scalar, required, refuse, key });
-    config.layerTypes = new Array<'mamba-attention'>(numLayers).fill('mamba-attention');
+    Object.assign(config, { layerTypes: new Array<'mamba-attention'>(numLayers).fill('mamba-attention'), mamba: mambaSizes(f, { required, key }) });
+    if (attentionScale !== 0) config.queryScale = attentionScale;
   }
   if (arch === 'nemotron_h') {
     // Nemotron-H: each layer one block under its norm (llama.cpp's graph): a Mamba2 mixer where it has neither KV heads nor an
     // MLP, an MLP alone (ungated, ReLU²) where it has an MLP, attention (no position encoding) where it has KV heads.
     const ff = Array.isArray(ffPerLayer) ? ffPerLayer.map(Number) : new Array<number>(numLayers).fill(required('feed_forward_length'));
     const kinds = (convLayers ?? new Array<boolean>(numLayers).fill(false)).map((noKv, i) => (!noKv ? 'full' : ff[i]! > 0 ? 'mlp' : 'mamba') as 'full' | 'mlp' | 'mamba');
-    Object.assign(config, { singleBlocks: true, gatedMlp: false, hiddenAct: 'relu2', noRopeLayers: Array.from({ length: numLayers }, (_, i) => i) });
-    mambaConfig(f, config, kinds.map((k) => k === 'mamba'), { scalar, required, refuse, key });
-    config.layerTypes = kinds;
+    Object.assign(config, { singleBlocks: true, gatedMlp: false, hiddenAct: 'relu2', layerTypes: kinds, noRopeLayers: Array.from({ length: numLayers }, (_, i) => i) });
+    if (kinds.includes('mamba')) config.mamba = mambaSizes(f, { required, key });
+    if (attentionScale !== 0) config.queryScale = attentionScale;
   }
   if (family === 'qwen35') deltaNetConfig(f, config, { scalar, required, refuse, key });
   // SmolLM3: every fourth layer uses no rotary embedding (llama.cpp's n_no_rope_layer_step, a constant, not a key).
@@ -522,26 +524,32 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
 }
 
 /**
- * Granite 4.0-H as llama.cpp's granitehybrid graph reads it: the layers whose KV heads are 0 Mamba2 mixers
- * (`ssm.conv_kernel` taps, `ssm.inner_size` channels in `ssm.time_step_rank` heads, a state of `ssm.state_size`, B
- * and C in `ssm.group_count` groups), the others attention, rotated only where `rope.scaling.finetuned` (default true;
- * Granite 4.0-H's files say false: no position encoding); Granite's multipliers where the file gives them; a shared
- * expert of `expert_shared_feed_forward_length` added ungated.
+ * A Mamba2 mixer's sizes (llama.cpp's `ssm.*` keys): `ssm.conv_kernel` taps, `ssm.inner_size` channels in
+ * `ssm.time_step_rank` heads, a state of `ssm.state_size`, B and C in `ssm.group_count` groups.
  */
-function mambaConfig(
+function mambaSizes(f: GgufFile, p: { required: (k: string) => number; key: (k: string) => string }): NonNullable<LlamaConfig['mamba']> {
+  const heads = p.required('ssm.time_step_rank');
+  const inner = p.required('ssm.inner_size');
+  const groups = p.required('ssm.group_count');
+  if (inner % heads !== 0 || heads % groups !== 0) throw new GgufError(`${basename(f.path)}: ${inner} SSM channels in ${heads} heads of ${groups} groups ("${p.key('ssm.inner_size')}", "${p.key('ssm.time_step_rank')}", "${p.key('ssm.group_count')}") do not divide evenly.`, 'corrupt');
+  return { convKernel: p.required('ssm.conv_kernel'), heads, headDim: inner / heads, stateSize: p.required('ssm.state_size'), groups };
+}
+
+/**
+ * Granite 4.0-H as llama.cpp's granitehybrid graph reads it: the layers whose KV heads are 0 Mamba2 mixers (see
+ * mambaSizes), the others attention, rotated only where `rope.scaling.finetuned` (default true; Granite 4.0-H's files say
+ * false: no position encoding); Granite's multipliers where the file gives them; a shared expert of
+ * `expert_shared_feed_forward_length` added ungated.
+ */
+function graniteHybridConfig(
   f: GgufFile,
   config: LlamaConfig,
   recurrent: boolean[] | undefined,
   p: { scalar: (k: string) => number | undefined; required: (k: string) => number; refuse: (what: string) => never; key: (k: string) => string },
 ): void {
   if (recurrent?.some(Boolean)) {
-    // (Granite 4.0-H; Nemotron-H's blocks, whose kinds its caller sets after)
-    const heads = p.required('ssm.time_step_rank');
-    const inner = p.required('ssm.inner_size');
-    const groups = p.required('ssm.group_count');
-    if (inner % heads !== 0 || heads % groups !== 0) throw new GgufError(`${basename(f.path)}: ${inner} SSM channels in ${heads} heads of ${groups} groups ("${p.key('ssm.inner_size')}", "${p.key('ssm.time_step_rank')}", "${p.key('ssm.group_count')}") do not divide evenly.`, 'corrupt');
     config.layerTypes = recurrent.map((r) => (r ? 'mamba' : 'full'));
-    config.mamba = { convKernel: p.required('ssm.conv_kernel'), heads, headDim: inner / heads, stateSize: p.required('ssm.state_size'), groups };
+    config.mamba = mambaSizes(f, p);
   }
   for (const [k, field] of [['embedding_scale', 'embeddingScale'], ['residual_scale', 'residualScale'], ['attention.scale', 'queryScale'], ['logit_scale', 'logitScale']] as const) {
     const v = p.scalar(k) ?? 0;
