@@ -15,6 +15,7 @@
 import * as ort from 'onnxruntime-node';
 import type { DecoderSession } from './decoder-session.js';
 import { allocate, copyRow, pastNames, pastTensor, rowElements, stateBytesPerRow, type CacheData } from './cache-tensors.js';
+import { releaseTensors } from './release-tensors.js';
 
 /**
  * One row's cache, as its own prefill left it: `[1, kvHeads, length, headDim]` per key and value input and
@@ -203,7 +204,10 @@ export interface BatchCache {
   step(tokens: readonly number[]): Promise<Float32Array>;
 }
 
-/** The running batch's cache and the runs that advance it. */
+/**
+ * The running batch's cache and the runs that advance it. Its cache is never handed out (rows leave as copies), so
+ * the cache a step or a rebuild replaces is freed at once ({@link releaseTensors}).
+ */
 export class BatchKv implements BatchCache {
   private past: Record<string, ort.Tensor> = {};
   /** Valid positions of each row (on the side given by {@link padding}'s opposite). */
@@ -273,6 +277,8 @@ export class BatchKv implements BatchCache {
         past[name] = pastTensor(sig, name, out, parts.length, width);
       }
     }
+    // (the batch's cache is its own: its steps' presents and the copies made here)
+    releaseTensors(Object.values(this.past));
     this.past = past;
     this.lengths = lengths;
     this.width = width;
@@ -302,6 +308,7 @@ export class BatchKv implements BatchCache {
     this.hidden = hidden;
     // A per-row layout copies every row's cache into the batch tensor, then the present back out.
     this.counters.perRowLayoutBytes += this.lengths.reduce((n, l) => n + (2 * l + 1), 0) * this.bytesPerPosition;
+    releaseTensors(Object.values(this.past));
     this.past = present;
     this.width = width + 1;
     this.lengths = this.lengths.map((l) => l + 1);

@@ -15,6 +15,7 @@ import { float32ArrayToFloat16 } from '../onnx/float16.js';
 import { DEFAULT_PREFIX_CACHE_BYTES, PrefixCache } from './prefix-cache.js';
 import type { RowCache } from './batch-kv.js';
 import { allocate, copyRow, emptyPast, pastNames, pastTensor, presentToPast, rowElements, type CacheData } from './cache-tensors.js';
+import { releaseTensors } from './release-tensors.js';
 
 /** Where a prepared decoder graph lives and how to load it. */
 export interface DecoderSource {
@@ -88,6 +89,8 @@ function appendColumn(type: IdType, mask: IdArray, rows: number, cols: number, v
 /** A decoder session with its own KV cache. */
 export class DecoderSession {
   private past: Record<string, ort.Tensor> = {};
+  /** Whether nothing but this session holds {@link past}'s tensors (not the prefix cache, not a prompt's rows being joined). */
+  private ownsPast = false;
   private mask: IdArray = new BigInt64Array(0);
   private rows = 0;
   private length = 0;
@@ -190,7 +193,7 @@ export class DecoderSession {
     });
     this.rows = rows;
     this.length = 0;
-    this.past = emptyPast(sig, rows);
+    this.replacePast(emptyPast(sig, rows), true);
     const maskType = sig.attentionMask?.type ?? 'int64';
     this.mask = (maskType === 'int32' ? Int32Array.from(mask) : BigInt64Array.from(mask, BigInt)) as IdArray;
     const logits = await this.run(idTensor(sig.inputIds.type, ids, [rows, seq]), undefined, positions, seq, 'prefill');
@@ -207,7 +210,7 @@ export class DecoderSession {
     const rest = prompt.slice(start.length);
     const maskType = sig.attentionMask?.type ?? 'int64';
     this.rows = 1;
-    this.past = { ...start.past };
+    this.replacePast({ ...start.past }, false);
     this.length = start.length;
     this.nextPosition = [prompt.length];
     this.mask = (maskType === 'int32' ? new Int32Array(prompt.length).fill(1) : new BigInt64Array(prompt.length).fill(1n)) as IdArray;
@@ -226,7 +229,21 @@ export class DecoderSession {
   /** Keeps the cache of the prompt just prefilled alone (a copy of the record: later runs replace its tensors). */
   private keepPrompt(prompt: readonly number[]): void {
     const past = this.past;
-    this.prefixCache.store(prompt, () => ({ past: { ...past }, length: prompt.length }), true);
+    this.prefixCache.store(
+      prompt,
+      () => {
+        this.ownsPast = false;
+        return { past: { ...past }, length: prompt.length };
+      },
+      true,
+    );
+  }
+
+  /** Takes `next` as the cache; the one it replaces is freed at once when this session held it alone. */
+  private replacePast(next: Record<string, ort.Tensor>, owned: boolean): void {
+    if (this.ownsPast) releaseTensors(Object.values(this.past));
+    this.past = next;
+    this.ownsPast = owned;
   }
 
   /**
@@ -246,6 +263,7 @@ export class DecoderSession {
       const logits = await this.prefill([p]);
       reused += this.reusedPromptTokens;
       perRow.push({ past: this.past, logits, ...(this.hidden ? { hidden: this.hidden } : {}) });
+      this.ownsPast = false; // (read below, after the next row's prefill has replaced it)
     }
     this.reusedPromptTokens = reused;
     const past: Record<string, ort.Tensor> = {};
@@ -261,7 +279,7 @@ export class DecoderSession {
     const mask = prompts.flatMap((p) => Array.from({ length: seq }, (_, i) => ((right ? i < p.length : i >= seq - p.length) ? 1 : 0)));
     const maskType = sig.attentionMask?.type ?? 'int64';
     this.mask = (maskType === 'int32' ? Int32Array.from(mask) : BigInt64Array.from(mask, BigInt)) as IdArray;
-    this.past = past;
+    this.replacePast(past, true);
     this.rows = rows;
     this.length = seq;
     this.nextPosition = prompts.map((p) => p.length);
@@ -331,7 +349,9 @@ export class DecoderSession {
     } catch (err) {
       throw new ModelRunError(`${this.label}: ${what} failed at position ${this.length}: ${(err as Error).message}`);
     }
-    for (const [present, past] of presentToPast(sig)) this.past[past] = out[present] as ort.Tensor;
+    const next = { ...this.past };
+    for (const [present, past] of presentToPast(sig)) next[past] = out[present] as ort.Tensor;
+    this.replacePast(next, true);
     this.length = total;
     if (sig.hiddenState) this.hidden = lastPosition(out[sig.hiddenState.name] as ort.Tensor, this.rows, sig.hiddenState.hiddenSize);
     return lastPosition(out[sig.logits.name] as ort.Tensor, this.rows, sig.logits.vocabSize);
