@@ -18,7 +18,10 @@
  * without row shards (one-thread copies of the backbone for wide batch steps; the engine opens them when a batch
  * first widens): a single stream never uses them, and llama.cpp's context here holds one sequence.
  *
- *   npm run bench:gguf [-- --rounds 3 --models llama125m,qwen05b --types Q4_0,Q4_K_M,Q8_0,F16 --short 16 --long 48 --pairs 3 --from dist --row-shards auto]
+ * `--context N` measures decode after a prompt of N tokens instead of 8 (both contenders' contexts hold it and the
+ * longest generation): at long contexts a step reads, and with onnxruntime-node copies out, the whole cache.
+ *
+ *   npm run bench:gguf [-- --rounds 3 --models llama125m,qwen05b --types Q4_0,Q4_K_M,Q8_0,F16 --short 16 --long 48 --pairs 3 --context 8 --from dist --row-shards auto]
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -202,6 +205,8 @@ function peakRssMb(): number {
 }
 
 const ids = (n: number, vocab: number) => Array.from({ length: n }, (_, i) => 3 + ((i * 7919) % (vocab - 3)));
+/** The prompt decode is measured after: the 8-token one, or `context` tokens. */
+const decodePrompt = (context: number, vocab: number) => (context > PROMPT.length ? [PROMPT[0]!, ...ids(context - 1, vocab)] : PROMPT);
 
 /**
  * The same timing protocol for both contenders, given `gen(prompt, n)` → ms for an n-token greedy generation: a
@@ -214,13 +219,15 @@ async function timeGenerations(
   short: number,
   long: number,
   pairs: number,
+  context: number,
 ): Promise<{ msPerToken: number; prefillMs: number }> {
-  await gen(PROMPT, short);
+  const prompt = decodePrompt(context, vocab);
+  await gen(prompt, short);
   const slopes: number[] = [];
   const prefills: number[] = [];
   for (let i = 0; i < pairs; i++) {
-    const a = await gen(PROMPT, short);
-    const b = await gen(PROMPT, long);
+    const a = await gen(prompt, short);
+    const b = await gen(prompt, long);
     slopes.push((b - a) / (long - short));
     prefills.push(await gen(ids(PREFILL, vocab), 1));
   }
@@ -228,7 +235,7 @@ async function timeGenerations(
 }
 
 /** One contender's figures on one file of a model of `vocab` tokens, measured in this (fresh) process. */
-async function measureHere(contender: Contender, gguf: string, module: string, vocab: number, short: number, long: number, pairs: number, from: CoreBuild, rowShards: RowShards): Promise<Figures> {
+async function measureHere(contender: Contender, gguf: string, module: string, vocab: number, short: number, long: number, pairs: number, context: number, from: CoreBuild, rowShards: RowShards): Promise<Figures> {
   if (contender === 'reasonplug') {
     const { Engine } = (await import(coreModule(from, 'engine'))) as typeof import('../packages/core/src/engine.js');
     const t0 = performance.now();
@@ -243,7 +250,7 @@ async function measureHere(contender: Contender, gguf: string, module: string, v
       await engine.generate({ promptIds }, { maxTokens: n, ignoreEos: true });
       return performance.now() - t;
     };
-    const timed = await timeGenerations(gen, vocab, short, long, pairs);
+    const timed = await timeGenerations(gen, vocab, short, long, pairs, context);
     await engine.dispose();
     return { loadMs, readyMs, ...timed, peakRssMb: peakRssMb() };
   }
@@ -251,7 +258,7 @@ async function measureHere(contender: Contender, gguf: string, module: string, v
   const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
   const t0 = performance.now();
   const model = await llama.loadModel({ modelPath: gguf });
-  const ctx = await model.createContext({ contextSize: 1024, threads: THREADS, batchSize: PREFILL });
+  const ctx = await model.createContext({ contextSize: Math.max(1024, context + long + 16), threads: THREADS, batchSize: PREFILL });
   const loadMs = performance.now() - t0;
   const readyMs = performance.now();
   const seq = ctx.getSequence();
@@ -262,7 +269,7 @@ async function measureHere(contender: Contender, gguf: string, module: string, v
     for await (const _ of seq.evaluate(promptIds as never[], { temperature: 0 })) if (++k >= n) break;
     return performance.now() - t;
   };
-  const timed = await timeGenerations(gen, vocab, short, long, pairs);
+  const timed = await timeGenerations(gen, vocab, short, long, pairs, context);
   await ctx.dispose();
   await model.dispose();
   return { loadMs, readyMs, ...timed, peakRssMb: peakRssMb() };
@@ -277,6 +284,7 @@ async function main(): Promise<void> {
       short: { type: 'string', default: '16' },
       long: { type: 'string', default: '48' },
       pairs: { type: 'string', default: '3' },
+      context: { type: 'string', default: '8' },
       child: { type: 'string' },
       gguf: { type: 'string' },
       module: { type: 'string' },
@@ -292,8 +300,10 @@ async function main(): Promise<void> {
   const long = Number(values.long);
   const pairs = Number(values.pairs);
   if (!(pairs >= 1)) throw new Error(`--pairs must be at least 1; got ${values.pairs}`);
+  const context = Number(values.context);
+  if (!(context >= 1)) throw new Error(`--context must be at least 1; got ${values.context}`);
   if (values.child) {
-    const fig = await measureHere(values.child as Contender, values.gguf!, values.module!, Number(values.vocab), short, long, pairs, from, rowShards);
+    const fig = await measureHere(values.child as Contender, values.gguf!, values.module!, Number(values.vocab), short, long, pairs, context, from, rowShards);
     process.stdout.write(JSON.stringify(fig) + '\n');
     return;
   }
@@ -302,11 +312,11 @@ async function main(): Promise<void> {
   const types = values.types!.split(',') as FileType[];
   for (const t of types) if (!TYPES.includes(t)) throw new Error(`unknown type ${t}; choose from ${TYPES.join(', ')}`);
   if (from === 'dist') buildCore();
-  for (const m of models) await benchModel(m, types, Number(values.rounds), short, long, pairs, from, rowShards);
+  for (const m of models) await benchModel(m, types, Number(values.rounds), short, long, pairs, context, from, rowShards);
 }
 
 /** Measures one model's files, then prints its JSON line and table. */
-async function benchModel(name: ModelName, types: FileType[], rounds: number, short: number, long: number, pairs: number, from: CoreBuild, rowShards: RowShards): Promise<void> {
+async function benchModel(name: ModelName, types: FileType[], rounds: number, short: number, long: number, pairs: number, context: number, from: CoreBuild, rowShards: RowShards): Promise<void> {
   const { shape, title } = MODELS[name]!;
   const files = new Map<FileType, { gguf: string; module: string }>();
   for (const t of types) files.set(t, await prepare(name, t));
@@ -320,7 +330,7 @@ async function benchModel(name: ModelName, types: FileType[], rounds: number, sh
         const { gguf, module } = files.get(t)!;
         const out = execFileSync(
           process.execPath,
-          [...process.execArgv, self, '--child', c, '--gguf', gguf, '--module', module, '--vocab', String(shape.vocab), '--short', String(short), '--long', String(long), '--pairs', String(pairs), '--from', from, '--row-shards', rowShards],
+          [...process.execArgv, self, '--child', c, '--gguf', gguf, '--module', module, '--vocab', String(shape.vocab), '--short', String(short), '--long', String(long), '--pairs', String(pairs), '--context', String(context), '--from', from, '--row-shards', rowShards],
           { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, NODE_LLAMA_CPP_SKIP_DOWNLOAD: 'true' } },
         );
         const fig = JSON.parse(out.trim().split('\n').pop()!) as Figures;
@@ -340,6 +350,7 @@ async function benchModel(name: ModelName, types: FileType[], rounds: number, sh
     short,
     long,
     pairs,
+    context,
     prefillTokens: PREFILL,
     reasonplugFrom: from,
     rowShards,
@@ -365,7 +376,7 @@ async function benchModel(name: ModelName, types: FileType[], rounds: number, sh
     rows.push([`${t} reasonplug / llama.cpp`, ratio('msPerToken'), ratio('prefillMs'), ratio('loadMs'), ratio('readyMs'), ratio('peakRssMb')]);
   }
   printTable(
-    `GGUF ${title}, ${THREADS} threads, greedy, reasonplug from ${from === 'dist' ? 'dist/' : 'sources (tsx)'}${rowShards === 'off' ? ' without row shards' : ''}, medians of ${rounds} rounds (load average ${median(loads).toFixed(1)})`,
+    `GGUF ${title}, ${THREADS} threads, greedy${context > PROMPT.length ? `, decode after ${context} tokens` : ''}, reasonplug from ${from === 'dist' ? 'dist/' : 'sources (tsx)'}${rowShards === 'off' ? ' without row shards' : ''}, medians of ${rounds} rounds (load average ${median(loads).toFixed(1)})`,
     ['file / contender', 'decode ms/token', `prefill ${PREFILL} ms`, 'load ms', 'ready ms', 'peak RSS MB'],
     rows,
   );
