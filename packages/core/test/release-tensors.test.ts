@@ -10,6 +10,8 @@ import { BatchKv } from '../src/runtime/batch-kv.js';
 import { prepareDecoder } from '../src/onnx/prepared-cache.js';
 import { joinAndLeave } from './support/batch-kv-scenario.js';
 import { builtModel, cacheDir, smallConfig } from './support/models.js';
+import { makeModule, storiesConfig } from './support/modules.js';
+import { Engine } from '../src/engine.js';
 import type { LlamaConfig } from '../src/onnx/llama-spec.js';
 
 const maxGap = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]!)), 0);
@@ -34,13 +36,8 @@ describe('releasing dead caches', function () {
 
   describe('a DeltaNet hybrid with 1 MiB states', () => {
     // 16 value heads of 128 × 128 keys: a state of 1 MiB a layer and row, a step's presents past the threshold
-    const config = {
-      ...smallConfig,
-      numLayers: 2,
-      layerTypes: ['delta', 'full'],
-      attentionGate: true,
-      deltaNet: { convKernel: 4, keyHeads: 4, keyDim: 128, valueHeads: 16, valueDim: 128 },
-    } as LlamaConfig;
+    const layout = { numLayers: 2, layerTypes: ['delta', 'full'], attentionGate: true, deltaNet: { convKernel: 4, keyHeads: 4, keyDim: 128, valueHeads: 16, valueDim: 128 } } as const;
+    const config = { ...smallConfig, ...layout } as LlamaConfig;
     let path: string;
     before(async () => {
       path = (await prepareDecoder(await builtModel('release-delta-1mib', config, {}, 41), { lastLogitsOnly: true, logitsFloat32: true, cacheDir })).preparedPath;
@@ -83,6 +80,25 @@ describe('releasing dead caches', function () {
         expect(await joinAndLeave(session, new BatchKv(session))).to.be.lessThan(1e-4);
       } finally {
         await session.release();
+      }
+    });
+
+    it('through the engine: prompts prefilled in chunks after a cached prefix, which later prompts take again, give what they give alone', async () => {
+      const model = await makeModule({ name: 'release-delta-engine', kind: 'backbone', seed: 42, config: storiesConfig(layout as Partial<LlamaConfig>) });
+      // chunks of 3 tokens: a prompt's chunks replace one another's caches; the cached prefix is the first chunk's past
+      const [on, off] = await Promise.all([Engine.load({ model, cacheDir, prefillChunk: 3 }), Engine.load({ model, cacheDir, prefixCacheBytes: 0, prefillChunk: 3 })]);
+      try {
+        const head = [1, 5, 9, 30, 41, 7, 100, 300, 12, 60, 61, 62, 63, 64, 65, 66, 67];
+        const prompts = [head, [...head, 70, 71, 72, 73], [...head, 80, 81, 82, 83, 84], [...head, 90, 91, 92, 93, 94, 95]];
+        const run = async (e: Engine, p: number[]) => (await e.generate({ promptIds: p }, { maxTokens: 6, ignoreEos: true })).rows[0]!.ids;
+        const alone = [];
+        for (const p of prompts) alone.push(await run(off, p));
+        const reused = [];
+        for (const p of prompts) reused.push(await run(on, p));
+        expect(reused).to.deep.equal(alone);
+        expect((await on.stats()).prefixCache.hitTokens, 'the three longer prompts went on from the first').to.equal(3 * head.length);
+      } finally {
+        await Promise.all([on.dispose(), off.dispose()]);
       }
     });
   });

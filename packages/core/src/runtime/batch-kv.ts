@@ -78,6 +78,8 @@ export interface KvCounters {
 export class RowPrefill {
   private done = 0;
   private past: Record<string, ort.Tensor> | undefined;
+  /** Whether {@link past} is a chunk's present (not a cached prefix it started from): freed when the next chunk replaces it. */
+  private ownsPast = false;
   /**
    * Set when the graph refused a chunk after a past (onnxruntime-genai exports reshape their mask for a
    * prompt or one token only): the prompt then ran whole, and later prompts should too.
@@ -122,11 +124,14 @@ export class RowPrefill {
       this.done = 0;
       this.reused = 0;
       this.past = undefined;
+      this.ownsPast = false;
       this.chunk = Infinity;
       return this.next();
     }
     const { logits, present } = out;
+    if (this.ownsPast) releaseTensors(Object.values(this.past!));
     this.past = present;
+    this.ownsPast = true;
     this.done = end;
     this.hidden = out.hidden;
     return end === this.prompt.length ? logits.slice(0, this.session.vocabSize) : undefined;
