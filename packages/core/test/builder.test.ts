@@ -189,7 +189,8 @@ function shortConv(cfg: LlamaConfig, L: LlamaLayerWeights, h: Float64Array[]): F
 
 /**
  * A 'delta' layer as the gated DeltaNet's recurrent form computes it, token by token: q, k, v = conv(qkv(norm(h)))
- * through SiLU; q and k L2-normalized per key head (q / √Dk), value head j reading key head j mod Hk; each value head's
+ * through SiLU; q and k L2-normalized per key head (q / √Dk), value head j reading key head j mod Hk (grouped heads:
+ * ⌊j / (Hv / Hk)⌋); each value head's
  * state S ← e^g S, then S += β (v − S k) kᵀ, output S q; RMS-normalized per head times SiLU(z), through out_proj; the MLP.
  */
 function deltaNet(cfg: LlamaConfig, L: LlamaLayerWeights, h: Float64Array[]): Float64Array[] {
@@ -221,8 +222,9 @@ function deltaNet(cfg: LlamaConfig, L: LlamaLayerWeights, h: Float64Array[]): Fl
     const z = linear(m.gate, xs[s]!, Hv * Dv);
     const out = new Float64Array(Hv * Dv);
     for (let j = 0; j < Hv; j++) {
-      const q = l2(0, j % Hk, 1 / Math.sqrt(Dk));
-      const k = l2(Hk * Dk, j % Hk, 1);
+      const keyHead = cfg.deltaNet!.groupedHeads ? Math.floor(j / (Hv / Hk)) : j % Hk;
+      const q = l2(0, keyHead, 1 / Math.sqrt(Dk));
+      const k = l2(Hk * Dk, keyHead, 1);
       const v = conv.subarray(2 * Hk * Dk + j * Dv, 2 * Hk * Dk + (j + 1) * Dv);
       const raw = alpha[j]! + m.dtBias[j]!;
       const decay = Math.exp(m.a[j]! * (raw > 20 ? raw : Math.log1p(Math.exp(raw))));
@@ -779,6 +781,12 @@ const cases: { title: string; cfg: LlamaConfig; opts: LlamaBuildOptions; tol: nu
   {
     title: "fp32, Qwen3.5's hybrid: gated DeltaNet layers (2 key heads tiled to 4 value heads, 4 taps) around a gated attention layer",
     cfg: { ...base, numLayers: 3, numKvHeads: 2, attentionGate: true, layerTypes: ['delta', 'delta', 'full'], deltaNet: { convKernel: 4, keyHeads: 2, keyDim: 8, valueHeads: 4, valueDim: 6 } },
+    opts: {},
+    tol: 1e-4,
+  },
+  {
+    title: "fp32, Qwen3-Next's order: each of 2 key heads read by a run of 3 value heads",
+    cfg: { ...base, numLayers: 2, numKvHeads: 2, attentionGate: true, layerTypes: ['delta', 'full'], deltaNet: { convKernel: 4, keyHeads: 2, keyDim: 8, valueHeads: 6, valueDim: 4, groupedHeads: true } },
     opts: {},
     tol: 1e-4,
   },

@@ -13,7 +13,7 @@ import { convertGguf } from '../src/gguf/convert.js';
 import { GgufError } from '../src/gguf/reader.js';
 import { graphFacts } from '../src/onnx/graph-facts.js';
 import { readModel } from '../src/onnx/proto.js';
-import type { WValue } from './support/gguf-writer.js';
+import { rewriteGguf, type WValue } from './support/gguf-writer.js';
 import { GgufValueType } from '../src/gguf/reader.js';
 import { DEEPSEEK2, GEMMA2_SLIDING, llamaCppGreedy, llamaCppNextProbabilities, ortGreedy, storiesTokenizerMeta, writeRandomGguf, type RandomGgufSpec } from './support/gguf-models.js';
 
@@ -447,6 +447,15 @@ const MODELS: Record<string, RandomGgufSpec> = {
   'qwen35 (Qwen3.5: gated DeltaNet layers, gated attention with q/k norms and partial rotary)': QWEN35,
   // Qwen3.5-35B-A3B: the same hybrid block with experts of their own size and a shared expert under its sigmoid gate.
   'qwen35moe (Qwen3.5-MoE: gated DeltaNet layers, experts and a gated shared expert)': { ...QWEN35, arch: 'qwen35moe', experts: { count: 6, used: 2, ff: 32, shared: 48 } },
+  // Qwen3-Next-80B-A3B: the same block before Qwen3.5, its DeltaNet projections fused per key head (`ssm_in`: q, k, v and z
+  // of each key head's group of value heads; `ssm_ba`: their β and α), NeoX rotary over part of each head, always experts.
+  'qwen3next (Qwen3-Next: gated DeltaNet layers with fused per-key-head projections, experts and a gated shared expert)': {
+    ...QWEN35,
+    arch: 'qwen3next',
+    deltaLayers: { ...QWEN35.deltaLayers!, interleaved: true },
+    experts: { count: 6, used: 2, ff: 32, shared: 48 },
+    meta: { 'rope.dimension_count': u32(8) },
+  },
   // Nemotron-H and Nemotron Nano 2: each layer one block under its norm, a Mamba2 mixer (two groups), an ungated ReLU² MLP
   // or attention without position encoding.
   'nemotron_h (Nemotron-H: single blocks of Mamba2, MLP or attention)': {
@@ -546,6 +555,41 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
     });
   });
 
+  it("qwen3next in llama.cpp's newer layout (q, k, v apart from z as Qwen3.5's; β and α still fused per key head) converts to the same model as its older one", async () => {
+    const spec = MODELS['qwen3next (Qwen3-Next: gated DeltaNet layers with fused per-key-head projections, experts and a gated shared expert)']!;
+    const older = join(tmp, 'qwen3next-ssm-in.gguf');
+    await writeRandomGguf(older, { seed: 61, ...spec }, tokenizer);
+    const { keyHeads, keyDim, valueHeads, valueDim } = spec.deltaLayers!;
+    const run = (valueHeads / keyHeads) * valueDim;
+    const newer = join(tmp, 'qwen3next-qkv.gguf');
+    // each key head's rows of ssm_in: q, k, its run of v, its run of z (written apart from the converter's reading)
+    await rewriteGguf(older, newer, (_meta, tensors) => {
+      for (const [name, t] of [...tensors]) {
+        const m = /^(blk\.\d+\.)ssm_in\.weight$/.exec(name);
+        if (!m) continue;
+        const [cols] = t.dims as [number, number];
+        const row = (g: number, at: number, n: number) => t.data.subarray((g * (2 * keyDim + 2 * run) + at) * cols, (g * (2 * keyDim + 2 * run) + at + n) * cols);
+        const heads = (at: number, n: number) => Array.from({ length: keyHeads }, (_, g) => row(g, at, n));
+        const stack = (parts: Float32Array[]) => Float32Array.from(parts.flatMap((part) => [...part]));
+        const qkv = stack([...heads(0, keyDim), ...heads(keyDim, keyDim), ...heads(2 * keyDim, run)]);
+        tensors.delete(name);
+        tensors.set(`${m[1]}attn_qkv.weight`, { dims: [cols, qkv.length / cols], data: qkv, type: 0 });
+        const z = stack(heads(2 * keyDim + run, run));
+        tensors.set(`${m[1]}attn_gate.weight`, { dims: [cols, z.length / cols], data: z, type: 0 });
+      }
+    });
+    const tokens = [];
+    for (const [path, name] of [[older, 'older'], [newer, 'newer']] as const) {
+      let first: Float32Array = new Float32Array(0);
+      const { dir } = await convertGguf(path, join(tmp, `qwen3next-${name}`));
+      tokens.push({ ids: await ortGreedy(join(dir, 'model.onnx'), PROMPT, STEPS, (l) => (first = l)), first });
+    }
+    expect(tokens[1]!.ids).to.deep.equal(tokens[0]!.ids);
+    expect(Math.max(...tokens[1]!.first.map((v, i) => Math.abs(v - tokens[0]!.first[i]!)))).to.be.lessThan(1e-4);
+    const theirs = await llamaCppGreedy(older, PROMPT, STEPS);
+    expect(tokens[0]!.ids.slice(0, theirs.length), 'what llama.cpp gives the older file').to.deep.equal(theirs);
+  });
+
   it('phi3 LongRoPE: a prompt longer than the original context, which the engine would prefill in shorter chunks, gives llama.cpp\'s tokens', async () => {
     // Chunks of 2 against an original context of 4: chunked, the prompt's first 4 keys would keep the short rotation.
     const path = join(tmp, 'long-prompt.gguf');
@@ -590,7 +634,7 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
   describe('refusals name the feature', () => {
     const cases: [string, Partial<RandomGgufSpec>, RegExp][] = [
       ['an unknown architecture', { arch: 'mamba' }, /"mamba".*"llama", "mistral3", "granite", "smollm3", "ernie4_5", "exaone", "exaone4", "qwen2", "qwen2vl"/],
-      ['mixture of experts outside the MoE architectures read', { arch: 'qwen2', meta: { expert_count: u32(8), expert_used_count: u32(2) } }, /mixture-of-experts.*qwen2\.expert_count.*llama, granite, granitemoe, granitehybrid, qwen3moe, qwen3vlmoe, qwen2moe, olmoe, gpt-oss, glm4moe, ernie4_5-moe, deepseek2, bailingmoe2, qwen35moe, lfm2moe only/],
+      ['mixture of experts outside the MoE architectures read', { arch: 'qwen2', meta: { expert_count: u32(8), expert_used_count: u32(2) } }, /mixture-of-experts.*qwen2\.expert_count.*llama, granite, granitemoe, granitehybrid, qwen3moe, qwen3vlmoe, qwen2moe, olmoe, gpt-oss, glm4moe, ernie4_5-moe, deepseek2, bailingmoe2, qwen35moe, qwen3next, lfm2moe only/],
       ['expert weights scaled', { experts: { count: 4, used: 2 }, meta: { expert_weights_scale: f32(2.5) } }, /expert weights scaled by 2\.5/],
       ['an expert gating function other than softmax and sigmoid', { ...GLM4MOE, meta: { ...GLM4MOE.meta, expert_gating_func: u32(3) } }, /expert gating function 3 \("glm4moe\.expert_gating_func"; softmax and sigmoid only\)/],
       ['experts in every other layer (ERNIE 4.5)', { ...ERNIE_MOE, meta: { interleave_moe_layer_step: u32(2) } }, /experts in one layer of every 2 \("ernie4_5-moe\.interleave_moe_layer_step" = 2; 1 only\)/],
@@ -602,7 +646,7 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
       ['an unknown rope scaling', { meta: { 'rope.scaling.type': str('dynamic'), 'rope.scaling.factor': f32(4) } }, /rope scaling "dynamic"/],
       ['yarn outside llama and qwen', { arch: 'gemma2', postNorms: true, meta: { 'rope.scaling.type': str('yarn'), 'rope.scaling.factor': f32(4) } }, /rope scaling "yarn" on gemma2/],
       ['long-rope factors outside phi3', { extraTensors: { 'rope_factors_long.weight': [[8], new Float32Array(8).fill(1)] } }, /does not use.*rope_factors_long\.weight/],
-      ['partial rotary', { meta: { 'rope.dimension_count': u32(8) } }, /partial rotary; phi3, glm4, glm4moe, bailingmoe2, qwen35, qwen35moe, stablelm, nemotron, phi2 only/],
+      ['partial rotary', { meta: { 'rope.dimension_count': u32(8) } }, /partial rotary; phi3, glm4, glm4moe, bailingmoe2, qwen35, qwen35moe, qwen3next, stablelm, nemotron, phi2 only/],
       ["Command R+'s q/k LayerNorms", { arch: 'command-r', parallel: true, qkNorm: true, meta: { logit_scale: f32(0.25) } }, /q\/k LayerNorms.*attn_q_norm/],
       ['a tensor it would drop', { extraTensors: { 'blk.0.attn_output.bias': [[64], new Float32Array(64)] } }, /blk\.0\.attn_output\.bias/],
       ['an output head on gemma2 (llama.cpp ties it)', { arch: 'gemma2', postNorms: true, untied: true }, /gemma2.*"output\.weight"/],

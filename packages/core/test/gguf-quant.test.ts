@@ -185,6 +185,24 @@ describe('gguf quantized models against llama.cpp', function () {
       'a Granite 4.0-H (Mamba2 mixers)',
       { arch: 'granitehybrid', hidden: 256, layers: 4, heads: 4, kvHeads: 2, ff: 512, untied: true, mambaLayers: { layers: [0, 1, 3], convKernel: 4, heads: 8, headDim: 64, stateSize: 32, groups: 1 }, meta: { 'rope.scaling.finetuned': { t: 'bool', v: false } }, seed: 40 },
     ],
+    [
+      'a Qwen3-Next (gated DeltaNets whose fused per-key-head projections are taken apart by quantized rows)',
+      {
+        arch: 'qwen3next',
+        hidden: 256,
+        layers: 4,
+        heads: 4,
+        kvHeads: 2,
+        headDim: 64,
+        ff: 512,
+        qkNorm: true,
+        deltaLayers: { interval: 4, convKernel: 4, keyHeads: 2, keyDim: 64, valueHeads: 4, valueDim: 64, interleaved: true },
+        // (a router decisive enough that quantization does not reorder the experts a token takes)
+        experts: { count: 4, used: 2, ff: 128, shared: 256, routerScale: 0.5 },
+        meta: { 'rope.dimension_count': { t: 'u32', v: 16 } },
+        seed: 45,
+      },
+    ],
   ] as [string, RandomGgufSpec][];
   for (const [label, spec] of hybrids) {
     it(`${label} as Q8_0 and Q4_0: greedy tokens equal llama.cpp's where its quantized and float runs agree`, async () => {
@@ -194,11 +212,11 @@ describe('gguf quantized models against llama.cpp', function () {
         const path = join(scratch.dir, `${spec.arch}-${type}.gguf`);
         // the matrices quantized; norms and the convolutions' taps stay F32, as llama.cpp's quantizer leaves them (measured: LFM2's
         // quantized and float runs agree on 23 of 24 tokens at Q8_0 and 6 at Q4_0; Granite's on 24 and 23)
-        await requantized(f32Path, path, (name) => (/norm|conv1d|shortconv\.conv\./.test(name) ? GGML.F32 : type));
-        // Granite's 4-bit matrices run on float activations here: on int8 ones (accuracy level 4, the default) this random
-        // Mamba model leaves llama.cpp's quantized run at its 4th token (measured), where llama.cpp's own int8 activations
-        // (q8_0) round otherwise and its two runs stay together; on float ones ours equals both over all they share.
-        const options = spec.arch === 'granitehybrid' && type === GGML.Q4_0 ? { quantAccuracyLevel: 0 as const } : {};
+        await requantized(f32Path, path, (name) => (/norm|conv1d|shortconv\.conv\.|gate_inp/.test(name) ? GGML.F32 : type));
+        // Granite's and Qwen3-Next's 4-bit matrices run on float activations here: on int8 ones (accuracy level 4, the default)
+        // these random models leave llama.cpp's quantized run at its 4th and 11th tokens (measured), where llama.cpp's own
+        // int8 activations (q8_0) round otherwise and its two runs stay together; on float ones ours equals both over all they share.
+        const options = (spec.arch === 'granitehybrid' || spec.arch === 'qwen3next') && type === GGML.Q4_0 ? { quantAccuracyLevel: 0 as const } : {};
         const { ours, ref } = await compare(path, 24, [1], options);
         // (a file of the quantized tensors' values, F32: llama.cpp's run of it without int8 activations)
         const valuesPath = `${path}.values.gguf`;

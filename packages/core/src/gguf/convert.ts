@@ -14,7 +14,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import type { LlamaConfig, LlamaLayerWeights, LlamaWeights, MoeWeights, QuantizedMatrix, WeightMatrix } from '../onnx/llama-spec.js';
-import { isQuantized, sliceRows } from '../onnx/quantized-matrix.js';
+import { isQuantized, pickRows, sliceRows } from '../onnx/quantized-matrix.js';
 import { quantizeMatrix } from '../onnx/quantize/quantize-matrix.js';
 import { nbitsLayoutOf, toNBits } from './quant/nbits.js';
 import { layerAttends, writeLlamaModel, type LlamaBuildOptions } from '../onnx/llama-builder.js';
@@ -101,7 +101,7 @@ export function kebabName(s: string): string {
 }
 
 /** The `general.architecture` values the converter reads (llama.cpp's names). */
-export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'qwen2moe', 'qwen3moe', 'qwen3vlmoe', 'bailingmoe2', 'olmo2', 'olmoe', 'granitemoe', 'gpt-oss', 'glm4moe', 'ernie4_5-moe', 'deepseek2', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'seed_oss', 'nemotron', 'minicpm', 'internlm2', 'phi2', 'lfm2', 'lfm2moe', 'granitehybrid', 'qwen35', 'qwen35moe', 'nemotron_h', 'falcon-h1'] as const;
+export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'qwen2moe', 'qwen3moe', 'qwen3vlmoe', 'bailingmoe2', 'olmo2', 'olmoe', 'granitemoe', 'gpt-oss', 'glm4moe', 'ernie4_5-moe', 'deepseek2', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'seed_oss', 'nemotron', 'minicpm', 'internlm2', 'phi2', 'lfm2', 'lfm2moe', 'granitehybrid', 'qwen35', 'qwen35moe', 'qwen3next', 'nemotron_h', 'falcon-h1'] as const;
 export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 /**
@@ -138,17 +138,19 @@ const MOE_BLOCK: Partial<Record<GgufArchitecture, { block: GgufArchitecture; nor
   bailingmoe2: { block: 'bailingmoe2', normalize: false, ownExpertSize: true },
   // Qwen3.5's MoE models (35B-A3B, 122B-A10B, 397B-A17B): its hybrid block with experts and a gated shared expert.
   qwen35moe: { block: 'qwen35', normalize: true, ownExpertSize: true },
+  // Qwen3-Next-80B-A3B: the same block (before Qwen3.5), always with experts.
+  qwen3next: { block: 'qwen35', normalize: true, ownExpertSize: true },
   // LFM2-8B-A1B: llama.cpp's graph renormalizes whatever the file says.
   lfm2moe: { block: 'lfm2', normalize: true, ownExpertSize: true },
 };
 
 /** Architectures whose last `nextn_predict_layers` blocks are multi-token-prediction heads, which llama.cpp loads and skips. */
-const NEXTN_BLOCKS: ReadonlySet<GgufArchitecture> = new Set(['glm4moe', 'bailingmoe2', 'qwen35', 'qwen35moe']);
+const NEXTN_BLOCKS: ReadonlySet<GgufArchitecture> = new Set(['glm4moe', 'bailingmoe2', 'qwen35', 'qwen35moe', 'qwen3next']);
 
 /** Architectures whose q/k llama.cpp's converter permutes into adjacent rotary pairs ("NORM"); the others keep NeoX's halves. */
 const ADJACENT_ROPE: ReadonlySet<GgufArchitecture> = new Set(['deepseek2', 'llama', 'mistral3', 'granite', 'granitehybrid', 'smollm3', 'ernie4_5', 'command-r', 'cohere2', 'glm4', 'arcee', 'minicpm', 'internlm2']);
 /** Architectures whose llama.cpp graph rotates only the first `rope.dimension_count` dimensions of each head. */
-const PARTIAL_ROTARY: ReadonlySet<GgufArchitecture> = new Set(['phi3', 'glm4', 'glm4moe', 'bailingmoe2', 'qwen35', 'qwen35moe', 'stablelm', 'nemotron', 'phi2']);
+const PARTIAL_ROTARY: ReadonlySet<GgufArchitecture> = new Set(['phi3', 'glm4', 'glm4moe', 'bailingmoe2', 'qwen35', 'qwen35moe', 'qwen3next', 'stablelm', 'nemotron', 'phi2']);
 /** Architectures whose gate and up projections are one `[2 ff, hidden]` matrix, gate first (llama.cpp's SwiGLU halves). */
 const FUSED_GATE_UP: ReadonlySet<GgufArchitecture> = new Set(['phi3', 'glm4']);
 /** Architectures whose q, k and v projections may carry biases (read when the file has them). */
@@ -305,7 +307,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     if (used > experts) throw new GgufError(`${src}: "${key('expert_used_count')}" is ${used}, more than the ${experts} experts.`, 'corrupt');
     config.moe = { experts, used, normalize: moe!.normalize };
     // Qwen2-MoE's shared expert (llama.cpp: expert_shared_feed_forward_length, else feed_forward_length).
-    if (arch === 'qwen2moe' || arch === 'qwen35moe') config.moe.sharedSize = scalar('expert_shared_feed_forward_length') ?? required('feed_forward_length');
+    if (arch === 'qwen2moe' || arch === 'qwen35moe' || arch === 'qwen3next') config.moe.sharedSize = scalar('expert_shared_feed_forward_length') ?? required('feed_forward_length');
     // GLM-4.5: sigmoid scores unless the file says otherwise.
     if (arch === 'glm4moe') config.moe = routedExperts(f, config, { scalar, required, refuse, key, scale: expertScale }, 'sigmoid', 'required');
     // Ling 2.0: the gating function is required; its shared experts as wide as `expert_shared_feed_forward_length` each where given.
@@ -468,7 +470,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     if (kinds.includes('mamba')) config.mamba = mambaSizes(f, { required, key });
     if (attentionScale !== 0) config.queryScale = attentionScale;
   }
-  if (family === 'qwen35') deltaNetConfig(f, config, { scalar, required, refuse, key });
+  if (family === 'qwen35') deltaNetConfig(f, config, { scalar, required, refuse, key }, arch === 'qwen3next');
   // SmolLM3: every fourth layer uses no rotary embedding (llama.cpp's n_no_rope_layer_step, a constant, not a key).
   if (arch === 'smollm3') config.noRopeLayers = Array.from({ length: numLayers }, (_, i) => i).filter((i) => (i + 1) % 4 === 0);
   if (family === 'granite' || arch === 'minicpm') {
@@ -565,12 +567,14 @@ function graniteHybridConfig(
  * `full_attention_interval`-th, default 4) of `ssm.group_count` key heads of `ssm.state_size`, `ssm.time_step_rank` value
  * heads sharing `ssm.inner_size`, a convolution of `ssm.conv_kernel` taps; the others attention with a doubled query
  * projection whose second half gates the output, per-head q/k norms and NeoX rotary over `rope.dimension_count` (its
- * M-RoPE sections all take a text token's position).
+ * M-RoPE sections all take a text token's position). Qwen3-Next's value heads come in runs per key head (`groupedHeads`:
+ * llama.cpp repeats each key head for its run), Qwen3.5's tile the key heads.
  */
 function deltaNetConfig(
   f: GgufFile,
   config: LlamaConfig,
   p: { scalar: (k: string) => number | undefined; required: (k: string) => number; refuse: (what: string) => never; key: (k: string) => string },
+  groupedHeads: boolean,
 ): void {
   const listed = f.get(p.key('attention.recurrent_layers'));
   const interval = p.scalar('full_attention_interval') ?? 4;
@@ -586,7 +590,7 @@ function deltaNetConfig(
     qkNorm: true,
     attentionGate: true,
     layerTypes: recurrent.map((r) => (r ? 'delta' : 'full')),
-    deltaNet: { convKernel: p.required('ssm.conv_kernel'), keyHeads, keyDim: p.required('ssm.state_size'), valueHeads, valueDim: inner / valueHeads },
+    deltaNet: { convKernel: p.required('ssm.conv_kernel'), keyHeads, keyDim: p.required('ssm.state_size'), valueHeads, valueDim: inner / valueHeads, ...(groupedHeads ? { groupedHeads } : {}) },
   });
 }
 
@@ -809,16 +813,37 @@ export async function llamaWeightsFromGguf(
       outProj: await readMatrix(`${p}ssm_out.weight`, [h, inner]),
     };
   };
-  /** A layer's gated DeltaNet (llama.cpp's qwen35 tensors: the fused `attn_qkv`, `attn_gate` (z), `ssm_*`; `ssm_a` has no suffix). */
+  /**
+   * A layer's gated DeltaNet (llama.cpp's qwen35 tensors: the fused `attn_qkv`, `attn_gate` (z), `ssm_beta`, `ssm_alpha`,
+   * `ssm_*`; `ssm_a` has no suffix), or Qwen3-Next's projections fused per key head: `ssm_in` (llama.cpp's older files)
+   * holds each key head's q, k, then the v and z of its run of value heads, `ssm_ba` each run's β then α rows; taken
+   * apart here into the same matrices (rows only: a row of a quantized matrix moves as it is).
+   */
   const readDeltaNet = async (p: string): Promise<NonNullable<LlamaLayerWeights<WeightMatrix>['deltaNet']>> => {
     const { keyHeads, keyDim, valueHeads, valueDim, convKernel } = config.deltaNet!;
     const channels = 2 * keyHeads * keyDim + valueHeads * valueDim;
+    const r = valueHeads / keyHeads;
+    /** Rows [g · per + offset, n) of each key head g's run. */
+    const perKeyHead = (offset: number, n: number, per: number) => Array.from({ length: keyHeads }, (_, g) => [g * per + offset, n] as const);
+    let projections: { qkv: WeightMatrix; gate: WeightMatrix };
+    if (f.tensorInfo(`${p}ssm_in.weight`)) {
+      const run = r * valueDim;
+      const stride = 2 * keyDim + 2 * run;
+      const fused = await readMatrix(`${p}ssm_in.weight`, [keyHeads * stride, h]);
+      projections = {
+        qkv: pickRows(fused, [...perKeyHead(0, keyDim, stride), ...perKeyHead(keyDim, keyDim, stride), ...perKeyHead(2 * keyDim, run, stride)], h),
+        gate: pickRows(fused, perKeyHead(2 * keyDim + run, run, stride), h),
+      };
+    } else projections = { qkv: await readMatrix(`${p}attn_qkv.weight`, [channels, h]), gate: await readMatrix(`${p}attn_gate.weight`, [valueHeads * valueDim, h]) };
+    let rates: { beta: WeightMatrix; alpha: WeightMatrix };
+    if (f.tensorInfo(`${p}ssm_ba.weight`)) {
+      const ba = await readMatrix(`${p}ssm_ba.weight`, [2 * valueHeads, h]);
+      rates = { beta: pickRows(ba, perKeyHead(0, r, 2 * r), h), alpha: pickRows(ba, perKeyHead(r, r, 2 * r), h) };
+    } else rates = { beta: await readMatrix(`${p}ssm_beta.weight`, [valueHeads, h]), alpha: await readMatrix(`${p}ssm_alpha.weight`, [valueHeads, h]) };
     return {
-      qkv: await readMatrix(`${p}attn_qkv.weight`, [channels, h]),
-      gate: await readMatrix(`${p}attn_gate.weight`, [valueHeads * valueDim, h]),
+      ...projections,
+      ...rates,
       convKernel: await read(`${p}ssm_conv1d.weight`, [channels, convKernel]),
-      beta: await readMatrix(`${p}ssm_beta.weight`, [valueHeads, h]),
-      alpha: await readMatrix(`${p}ssm_alpha.weight`, [valueHeads, h]),
       dtBias: await read(`${p}ssm_dt.bias`, [valueHeads]),
       a: await read(`${p}ssm_a`, [valueHeads]),
       norm: await read(`${p}ssm_norm.weight`, [valueDim]),
@@ -875,7 +900,7 @@ export async function llamaWeightsFromGguf(
     if (!conv) layer.wo = await readMatrix(`${p}attn_output.weight`, [h, config.mla ? config.numHeads * config.mla.valueDim : qDim]);
     if (config.postNorms) layer.postAttnNorm = await read(`${p}post_attention_norm.weight`, [h]);
     // (gpt-oss's, GLM-4.5's, Seed-OSS's and Qwen3.5's norm before the MLP is llama.cpp's "post_attention_norm", Gemma's name for a norm after attention)
-    const mlpNormName = ['gpt-oss', 'glm4moe', 'seed_oss', 'qwen35', 'qwen35moe'].includes(arch) ? 'post_attention_norm' : 'ffn_norm';
+    const mlpNormName = ['gpt-oss', 'glm4moe', 'seed_oss', 'qwen35', 'qwen35moe', 'qwen3next'].includes(arch) ? 'post_attention_norm' : 'ffn_norm';
     // (Falcon-H1's, as llama.cpp loads it, has no ".weight" suffix)
     const mlpNormTensor = arch === 'falcon-h1' && f.tensorInfo(`${p}ffn_norm`) ? `${p}ffn_norm` : `${p}${mlpNormName}.weight`;
     if (preNorms && !config.parallelBlock && !config.singleBlocks) layer.mlpNorm = await read(mlpNormTensor, [h]);

@@ -1597,15 +1597,19 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
      * g = 0: the state passes through unchanged.
      */
     const deltaLayer = (i: number, x: string, m: NonNullable<LayerRefs['deltaNet']>): string => {
-      const { keyHeads, keyDim, valueHeads, valueDim, convKernel } = c.delta!;
+      const { keyHeads, keyDim, valueHeads, valueDim, convKernel, groupedHeads } = c.delta!;
       const qkv = silu(causalConv(i, linear(x, m.qkv), convKernel, m.convKernel, undefined)); // [B, S, channels]
       const [qf, kf, vf] = b.opN('Split', [qkv, b.i64([keyHeads * keyDim, keyHeads * keyDim, valueHeads * valueDim])], ['delta_q', 'delta_k', 'delta_v'], { axis: -1 });
-      // per head x / max(‖x‖, eps), as ggml's l2_norm; the key heads tiled to the value heads (value head j reads key head j mod keyHeads)
+      // per head x / max(‖x‖, eps), as ggml's l2_norm; the key heads spread over the value heads: tiled (value head j reads key
+      // head j mod keyHeads) or grouped (each key head repeated for its run of valueHeads / keyHeads value heads)
       const l2 = (t: string, scale = 1): string => {
         const heads = b.op('Reshape', [t, b.i64([0, 0, keyHeads, keyDim])]);
         const norm = b.op('Max', [b.op('Sqrt', [b.op('ReduceSum', [b.op('Mul', [heads, heads]), b.i64([-1])], { keepdims: 1 })]), b.f32([c.eps], [])]);
         const normed = b.op('Div', [heads, scale === 1 ? norm : b.op('Mul', [norm, b.f32([1 / scale], [])])]);
-        return valueHeads === keyHeads ? normed : b.op('Tile', [normed, b.i64([1, 1, valueHeads / keyHeads, 1])]);
+        if (valueHeads === keyHeads) return normed;
+        if (!groupedHeads) return b.op('Tile', [normed, b.i64([1, 1, valueHeads / keyHeads, 1])]);
+        const repeated = b.op('Expand', [b.op('Unsqueeze', [normed, b.i64([3])]), b.i64([1, 1, keyHeads, valueHeads / keyHeads, keyDim])]);
+        return b.op('Reshape', [repeated, b.i64([0, 0, valueHeads, keyDim])]);
       };
       const q = l2(qf!, 1 / Math.sqrt(keyDim));
       const k = l2(kf!);

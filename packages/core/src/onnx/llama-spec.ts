@@ -197,13 +197,14 @@ export interface LlamaConfig {
   mamba?: { convKernel: number; heads: number; headDim: number; stateSize: number; groups: number };
   /**
    * Sizes of the 'delta' layers (the gated DeltaNet of Qwen3.5 and Qwen3-Next): `keyHeads` heads of queries and keys of
-   * `keyDim` (tiled to `valueHeads` heads), `valueHeads` heads of values of `valueDim`, a causal depthwise convolution of
+   * `keyDim` shared by `valueHeads` heads of values of `valueDim` (value head j reads key head j mod keyHeads, Qwen3.5's
+   * order; with `groupedHeads`, key head ⌊j / (valueHeads / keyHeads)⌋, Qwen3-Next's), a causal depthwise convolution of
    * `convKernel` taps over q, k and v. Each value head keeps a `[valueDim, keyDim]` state: per token it decays by
    * e^g, is corrected toward v along k by β (the delta rule), and is read by q. States: `past_conv.{i}`
    * `[batch, convKernel − 1, 2 · keyHeads · keyDim + valueHeads · valueDim]` and `past_recurrent.{i}`
    * `[batch, valueHeads, valueDim, keyDim]` (always float32).
    */
-  deltaNet?: { convKernel: number; keyHeads: number; keyDim: number; valueHeads: number; valueDim: number };
+  deltaNet?: { convKernel: number; keyHeads: number; keyDim: number; valueHeads: number; valueDim: number; groupedHeads?: boolean };
   /**
    * Attention's output gated per channel (Qwen3.5, Qwen3-Next): `wq` has `2 · numHeads · headDim` rows, each head's
    * query then its gate, and the attention's output is multiplied by sigmoid(gate) before `wo`.

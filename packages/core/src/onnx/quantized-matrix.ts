@@ -45,6 +45,20 @@ export function sliceRows(m: WeightMatrix, from: number, n: number, cols: number
   };
 }
 
+/** The rows of `runs` (each `[from, n]`), in that order, as one matrix (dense of `cols` columns, or quantized). */
+export function pickRows(m: WeightMatrix, runs: readonly (readonly [number, number])[], cols: number): WeightMatrix {
+  const parts = runs.map(([from, n]) => sliceRows(m, from, n, cols));
+  if (isQuantized(m)) return concatRows(parts as QuantizedMatrix[])!;
+  const dense = parts as Float32Array[];
+  const out = new Float32Array(dense.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of dense) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
 /** The midpoint zero points of a matrix without explicit ones, packed. */
 function defaultZeroPoints(m: QuantizedMatrix): Uint8Array {
   return new Uint8Array(m.rows * zpRowBytes(m)).fill(m.bits === 4 ? 0x88 : 128);

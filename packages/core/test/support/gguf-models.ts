@@ -99,7 +99,8 @@ export interface RandomGgufSpec {
    * `valueHeads` value heads of `valueDim`, `convKernel` taps; the attention layers' `attn_q` is doubled (each head's
    * query, then its output gate); the `ssm.*` sizes and `full_attention_interval` are written.
    */
-  deltaLayers?: { interval: number; convKernel: number; keyHeads: number; keyDim: number; valueHeads: number; valueDim: number };
+  /** Gated DeltaNet layers; `interleaved`: Qwen3-Next's `ssm_in` (q, k, v, z of each key head's group) and `ssm_ba` (β, α) in place of Qwen3.5's separate projections. */
+  deltaLayers?: { interval: number; convKernel: number; keyHeads: number; keyDim: number; valueHeads: number; valueDim: number; interleaved?: boolean };
   /**
    * Nemotron-H's single blocks, one per layer under its `attn_norm`: 'mamba' (a Mamba2 mixer of `mambaLayers`' sizes),
    * 'full' (attention) or 'mlp' (`ffn_up`, `ffn_down`; give `ungated`); `head_count_kv` and `feed_forward_length` per layer.
@@ -220,11 +221,16 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
     if (dn) {
       const channels = 2 * dn.keyHeads * dn.keyDim + dn.valueHeads * dn.valueDim;
       const raw = (name: string, dims: number[], data: Float32Array) => tensors.push({ name, dims, type: 0, data: new Uint8Array(data.buffer) });
-      matrix(`${p}attn_qkv.weight`, channels, h);
-      matrix(`${p}attn_gate.weight`, dn.valueHeads * dn.valueDim, h);
+      if (dn.interleaved) {
+        matrix(`${p}ssm_in.weight`, channels + dn.valueHeads * dn.valueDim, h);
+        matrix(`${p}ssm_ba.weight`, 2 * dn.valueHeads, h);
+      } else {
+        matrix(`${p}attn_qkv.weight`, channels, h);
+        matrix(`${p}attn_gate.weight`, dn.valueHeads * dn.valueDim, h);
+        matrix(`${p}ssm_beta.weight`, dn.valueHeads, h);
+        matrix(`${p}ssm_alpha.weight`, dn.valueHeads, h);
+      }
       raw(`${p}ssm_conv1d.weight`, [dn.convKernel, channels], normal(channels * dn.convKernel, 0.5));
-      matrix(`${p}ssm_beta.weight`, dn.valueHeads, h);
-      matrix(`${p}ssm_alpha.weight`, dn.valueHeads, h);
       vector(`${p}ssm_dt.bias`, dn.valueHeads, 0.5, -2);
       raw(`${p}ssm_a`, [dn.valueHeads], normal(dn.valueHeads, 0.5, 0.5).map((v) => -Math.exp(v)));
       vector(`${p}ssm_norm.weight`, dn.valueDim, 0.1, 1);
@@ -276,7 +282,7 @@ export async function writeRandomGguf(path: string, spec: RandomGgufSpec, tokeni
     if (spec.sinks) vector(`${p}attn_sinks.weight`, heads, 1, 0);
     if (spec.postNorms) vector(`${p}post_attention_norm.weight`, h, 0.1, 1);
     // (gpt-oss's, GLM-4.5's and Seed-OSS's norm before the MLP has llama.cpp's name of a norm after attention)
-    const mlpNorm = ['gpt-oss', 'glm4moe', 'seed_oss', 'qwen35', 'qwen35moe'].includes(arch) ? 'post_attention_norm' : 'ffn_norm';
+    const mlpNorm = ['gpt-oss', 'glm4moe', 'seed_oss', 'qwen35', 'qwen35moe', 'qwen3next'].includes(arch) ? 'post_attention_norm' : 'ffn_norm';
     // (a single block's mixer has no MLP)
     if (spec.blockKinds) continue;
     // (Falcon-H1's has no ".weight" suffix: llama.cpp loads it so)
