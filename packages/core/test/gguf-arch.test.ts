@@ -578,7 +578,7 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
         tensors.set(`${m[1]}attn_gate.weight`, { dims: [cols, z.length / cols], data: z, type: 0 });
       }
     });
-    const tokens = [];
+    const tokens: { ids: number[]; first: Float32Array }[] = [];
     for (const [path, name] of [[older, 'older'], [newer, 'newer']] as const) {
       let first: Float32Array = new Float32Array(0);
       const { dir } = await convertGguf(path, join(tmp, `qwen3next-${name}`));
