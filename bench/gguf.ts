@@ -19,9 +19,11 @@
  * first widens): a single stream never uses them, and llama.cpp's context here holds one sequence.
  *
  * `--context N` measures decode after a prompt of N tokens instead of 8 (both contenders' contexts hold it and the
- * longest generation): at long contexts a step reads, and with onnxruntime-node copies out, the whole cache.
+ * longest generation): at long contexts a step reads, and with onnxruntime-node copies out, the whole cache. `--kv f16`
+ * converts the modules with fp16 keys and values (`kvCache: 'float16'`, llama.cpp's default cache type; its context
+ * here keeps its default too).
  *
- *   npm run bench:gguf [-- --rounds 3 --models llama125m,qwen05b --types Q4_0,Q4_K_M,Q8_0,F16 --short 16 --long 48 --pairs 3 --context 8 --from dist --row-shards auto]
+ *   npm run bench:gguf [-- --rounds 3 --models llama125m,qwen05b --types Q4_0,Q4_K_M,Q8_0,F16 --short 16 --long 48 --pairs 3 --context 8 --kv f32 --from dist --row-shards auto]
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -127,6 +129,8 @@ const DEFAULT_TYPES: readonly FileType[] = ['Q4_0', 'Q4_K_M', 'Q8_0', 'F16'];
 type ModelName = keyof typeof MODELS;
 type Contender = 'llama.cpp' | 'reasonplug';
 /** Whether the engine opens its row shards as it does by default (`auto`) or not at all (`off`). */
+/** The converted modules' KV cache type (`--kv`). */
+type KvCache = 'f32' | 'f16';
 type RowShards = 'auto' | 'off';
 const CONTENDERS: Contender[] = ['llama.cpp', 'reasonplug'];
 
@@ -173,10 +177,10 @@ function qwenType(file: FileType, name: string, layers: number): number {
 }
 
 /** The GGUF of `model` as `file` and its converted module, written once (the recipe stamp rebuilds them when the shape changes). */
-async function prepare(name: ModelName, file: FileType): Promise<{ gguf: string; module: string }> {
+async function prepare(name: ModelName, file: FileType, kvCache: KvCache): Promise<{ gguf: string; module: string }> {
   const { shape: SHAPE, stem, name: ggufName, typeOf } = MODELS[name]!;
   const gguf = join(dir, `${stem}-${file}.gguf`);
-  const module = join(dir, `${stem}-${file}`);
+  const module = join(dir, `${stem}-${file}${kvCache === 'f16' ? '-kv16' : ''}`);
   const recipe = JSON.stringify({ SHAPE, file, v: 1 });
   const stamp = `${gguf}.recipe`;
   if (!existsSync(gguf) || (await readFile(stamp, 'utf8').catch(() => '')) !== recipe) {
@@ -192,7 +196,7 @@ async function prepare(name: ModelName, file: FileType): Promise<{ gguf: string;
     console.error(`converting ${gguf}`);
     await rm(module, { recursive: true, force: true });
     const { convertGguf } = await import('../packages/core/src/gguf/convert.js');
-    await convertGguf(gguf, module);
+    await convertGguf(gguf, module, kvCache === 'f16' ? { kvCache: 'float16' } : {});
     await writeFile(moduleStamp, converter);
   }
   return { gguf, module };
@@ -285,6 +289,7 @@ async function main(): Promise<void> {
       long: { type: 'string', default: '48' },
       pairs: { type: 'string', default: '3' },
       context: { type: 'string', default: '8' },
+      kv: { type: 'string', default: 'f32' },
       child: { type: 'string' },
       gguf: { type: 'string' },
       module: { type: 'string' },
@@ -300,6 +305,8 @@ async function main(): Promise<void> {
   const long = Number(values.long);
   const pairs = Number(values.pairs);
   if (!(pairs >= 1)) throw new Error(`--pairs must be at least 1; got ${values.pairs}`);
+  const kvCache = values.kv as KvCache;
+  if (kvCache !== 'f32' && kvCache !== 'f16') throw new Error(`--kv must be f32 or f16; got ${values.kv}`);
   const context = Number(values.context);
   if (!(context >= 1)) throw new Error(`--context must be at least 1; got ${values.context}`);
   if (values.child) {
@@ -312,14 +319,14 @@ async function main(): Promise<void> {
   const types = values.types!.split(',') as FileType[];
   for (const t of types) if (!TYPES.includes(t)) throw new Error(`unknown type ${t}; choose from ${TYPES.join(', ')}`);
   if (from === 'dist') buildCore();
-  for (const m of models) await benchModel(m, types, Number(values.rounds), short, long, pairs, context, from, rowShards);
+  for (const m of models) await benchModel(m, types, Number(values.rounds), short, long, pairs, context, kvCache, from, rowShards);
 }
 
 /** Measures one model's files, then prints its JSON line and table. */
-async function benchModel(name: ModelName, types: FileType[], rounds: number, short: number, long: number, pairs: number, context: number, from: CoreBuild, rowShards: RowShards): Promise<void> {
+async function benchModel(name: ModelName, types: FileType[], rounds: number, short: number, long: number, pairs: number, context: number, kvCache: KvCache, from: CoreBuild, rowShards: RowShards): Promise<void> {
   const { shape, title } = MODELS[name]!;
   const files = new Map<FileType, { gguf: string; module: string }>();
-  for (const t of types) files.set(t, await prepare(name, t));
+  for (const t of types) files.set(t, await prepare(name, t, kvCache));
   const got = new Map<string, Figures[]>();
   const loads: number[] = [];
   const self = fileURLToPath(import.meta.url);
@@ -351,6 +358,7 @@ async function benchModel(name: ModelName, types: FileType[], rounds: number, sh
     long,
     pairs,
     context,
+    kvCache,
     prefillTokens: PREFILL,
     reasonplugFrom: from,
     rowShards,
@@ -376,7 +384,7 @@ async function benchModel(name: ModelName, types: FileType[], rounds: number, sh
     rows.push([`${t} reasonplug / llama.cpp`, ratio('msPerToken'), ratio('prefillMs'), ratio('loadMs'), ratio('readyMs'), ratio('peakRssMb')]);
   }
   printTable(
-    `GGUF ${title}, ${THREADS} threads, greedy${context > PROMPT.length ? `, decode after ${context} tokens` : ''}, reasonplug from ${from === 'dist' ? 'dist/' : 'sources (tsx)'}${rowShards === 'off' ? ' without row shards' : ''}, medians of ${rounds} rounds (load average ${median(loads).toFixed(1)})`,
+    `GGUF ${title}, ${THREADS} threads, greedy${context > PROMPT.length ? `, decode after ${context} tokens` : ''}${kvCache === 'f16' ? ', reasonplug with an fp16 KV cache' : ''}, reasonplug from ${from === 'dist' ? 'dist/' : 'sources (tsx)'}${rowShards === 'off' ? ' without row shards' : ''}, medians of ${rounds} rounds (load average ${median(loads).toFixed(1)})`,
     ['file / contender', 'decode ms/token', `prefill ${PREFILL} ms`, 'load ms', 'ready ms', 'peak RSS MB'],
     rows,
   );

@@ -68,6 +68,11 @@ export interface EngineOptions extends RuntimeOptions {
   /** How registry references among the models are pulled (default registry, token, offline; env defaults). */
   registry?: RegistryOptions;
   /**
+   * Keys' and values' type of `.gguf` models converted on load (ConvertGgufOptions.kvCache): `float32` (default, exact
+   * against llama.cpp's F32 cache) or `float16` (llama.cpp's default cache type: a long context's steps move half the bytes).
+   */
+  ggufKvCache?: 'float32' | 'float16';
+  /**
    * Rows decoded together at most (continuous batching; default 8). Concurrent calls share the running batch;
    * 1 runs one call at a time.
    */
@@ -148,7 +153,7 @@ export class Engine {
   /** Loads a model (prepares its graph on first use, then starts its session in a worker). */
   static async load(options: EngineOptions): Promise<Engine> {
     const t0 = performance.now();
-    const { model: modelSpec, dtype, projector: projectorSpec, reasoners: reasonerSpecs, registry, cacheDir, mode, placement, maxBatch, maxQueue, kvBudgetBytes, prefillChunk, rowShards, embeddings, contextLength, ...runtime } = options;
+    const { model: modelSpec, dtype, projector: projectorSpec, reasoners: reasonerSpecs, registry, ggufKvCache, cacheDir, mode, placement, maxBatch, maxQueue, kvBudgetBytes, prefillChunk, rowShards, embeddings, contextLength, ...runtime } = options;
     const count = (name: string, v: number | undefined, min: number) => {
       if (v !== undefined && !(Number.isInteger(v) && v >= min)) throw new RangeError(`${name} must be a whole number >= ${min}; got ${v}`);
     };
@@ -162,7 +167,7 @@ export class Engine {
     if (runtime.intraOpThreads !== undefined) validateIntraOpThreads(runtime.intraOpThreads);
     for (const d of [dtype, ...(reasonerSpecs ?? []).map((r) => r.dtype)]) if (d !== undefined) validateDtype(d);
     // Registry references (`[registry/]namespace/name@range`) are pulled into the cache; paths pass through.
-    const pull = (spec: string) => resolveModelPath(spec, registry);
+    const pull = (spec: string) => resolveModelPath(spec, registry, ggufKvCache ? { kvCache: ggufKvCache } : undefined);
     const [model, projector, reasoners] = await Promise.all([
       pull(modelSpec),
       projectorSpec ? pull(projectorSpec) : undefined,

@@ -556,7 +556,7 @@ async function run(r: Runner, step: Step) {
       feeds[`past_ssm.${i}`] = step.past?.[i]?.[at + 1] ?? new ort.Tensor('float32', new Float32Array(B * heads * headDim * stateSize), [B, heads, headDim, stateSize]);
       if (!beside) continue;
     }
-    const empty = () => floatTensor(opts, new Float32Array(0), [B, d.kv, 0, d.D]);
+    const empty = () => floatTensor(opts.kvDtype === 'float16' ? { dtype: 'float16' } : opts, new Float32Array(0), [B, d.kv, 0, d.D]);
     feeds[`past_key_values.${i}.key`] = step.past?.[i]?.[0] ?? empty();
     feeds[`past_key_values.${i}.value`] = step.past?.[i]?.[1] ?? empty();
   }
@@ -783,6 +783,12 @@ const cases: { title: string; cfg: LlamaConfig; opts: LlamaBuildOptions; tol: nu
     cfg: { ...base, numLayers: 3, numKvHeads: 2, attentionGate: true, layerTypes: ['delta', 'delta', 'full'], deltaNet: { convKernel: 4, keyHeads: 2, keyDim: 8, valueHeads: 4, valueDim: 6 } },
     opts: {},
     tol: 1e-4,
+  },
+  {
+    title: "fp32 weights, fp16 keys and values (kvDtype: llama.cpp's cache type), attention op by op: past cast up, present down",
+    cfg: { ...base, numKvHeads: 2 },
+    opts: { kvDtype: 'float16' },
+    tol: 1e-2,
   },
   {
     title: "fp32, Qwen3-Next's order: each of 2 key heads read by a run of 3 value heads",

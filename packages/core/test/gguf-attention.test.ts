@@ -15,14 +15,16 @@ const base: LlamaConfig = { vocabSize: 96, hiddenSize: 64, numLayers: 2, numHead
 const PROMPT = [1, 5, 9, 22, 40, 3, 17, 8, 60, 11];
 const STEPS = 10;
 
-/** The last position's logits of a prefill of PROMPT and of each greedy step after it. */
-async function run(path: string, fp16: boolean): Promise<Float32Array[]> {
+/** The last position's logits of a prefill of PROMPT and of each greedy step after it (each input in the graph's own type). */
+async function run(path: string): Promise<Float32Array[]> {
   const s = await ort.InferenceSession.create(path);
   try {
-    const dims = (n: string) => (s.inputMetadata.find((m) => m.name === n) as { shape?: number[] } | undefined)?.shape ?? [];
+    const meta = (n: string) => s.inputMetadata.find((m) => m.name === n) as { shape?: number[]; type?: string } | undefined;
+    const dims = (n: string) => meta(n)?.shape ?? [];
     let past: Record<string, ort.Tensor> = {};
     for (const n of s.inputNames) {
-      if (n.startsWith('past_')) past[n] = new ort.Tensor(fp16 ? 'float16' : 'float32', fp16 ? new Uint16Array(0) : new Float32Array(0), [1, dims(n)[1]!, 0, dims(n)[3]!]);
+      const half = meta(n)?.type === 'float16';
+      if (n.startsWith('past_')) past[n] = new ort.Tensor(half ? 'float16' : 'float32', half ? new Uint16Array(0) : new Float32Array(0), [1, dims(n)[1]!, 0, dims(n)[3]!]);
     }
     const out: Float32Array[] = [];
     let feed = PROMPT;
@@ -40,7 +42,7 @@ async function run(path: string, fp16: boolean): Promise<Float32Array[]> {
       const r = await s.run(inputs);
       const logits = r.logits!;
       const V = logits.dims[2]!;
-      const all = fp16 ? halfToFloat(logits.data as Uint16Array) : (logits.data as Float32Array);
+      const all = logits.type === 'float16' ? halfToFloat(logits.data as Uint16Array) : (logits.data as Float32Array);
       const last = all.slice((logits.dims[1]! - 1) * V);
       out.push(last);
       past = {};
@@ -120,8 +122,8 @@ describe('GroupQueryAttention graphs (what GGUF conversion writes) equal the op-
       // (gqaRotary and fuseResidualNorms: false change nothing in an op-by-op graph)
       await writeModel(ops, buildLlamaModel(config, weights, options));
       await writeModel(gqa, buildLlamaModel(config, weights, { ...options, attention: 'gqa', maxPositions: 64 }));
-      const expected = await run(ops, false);
-      const got = await run(gqa, false);
+      const expected = await run(ops);
+      const got = await run(gqa);
       let worst = 0;
       got.forEach((row, s) => row.forEach((v, j) => (worst = Math.max(worst, Math.abs(v - expected[s]![j]!)))));
       expect(worst, 'largest logit difference over the prefill and the steps').to.be.below(1e-4);
@@ -141,7 +143,33 @@ describe('GroupQueryAttention graphs (what GGUF conversion writes) equal the op-
       await writeModel(join(dir, 'ops.onnx'), buildLlamaModel(config, weights, { dtype: 'float16' }));
       await writeModel(join(dir, 'gqa.onnx'), buildLlamaModel(config, weights, { dtype: 'float16', attention: 'gqa', maxPositions: 64 }));
       const greedy = (rows: Float32Array[]) => rows.map((r) => r.indexOf(Math.max(...r)));
-      expect(greedy(await run(join(dir, 'gqa.onnx'), true))).to.deep.equal(greedy(await run(join(dir, 'ops.onnx'), true)));
+      expect(greedy(await run(join(dir, 'gqa.onnx')))).to.deep.equal(greedy(await run(join(dir, 'ops.onnx'))));
+    });
+  }
+
+  for (const [label, config] of [
+    ['', { ...base, ropeStyle: 'adjacent' }],
+    [', with attention sinks (cast to fp16 for the kernel)', { ...base, attentionSinks: true }],
+  ] as [string, LlamaConfig][]) {
+    it(`fp16 keys and values under fp32 weights (kvDtype): the kernel in fp16 on an fp16 cache, near the fp32 graph${label}`, async () => {
+      const dir = testDir(`gguf-attention-kv16${label ? '-sinks' : ''}`);
+      const weights = randomLlamaWeights(config, 4, 0.3);
+      await writeModel(join(dir, 'ops.onnx'), buildLlamaModel(config, weights, {}));
+      await writeModel(join(dir, 'gqa.onnx'), buildLlamaModel(config, weights, { kvDtype: 'float16', attention: 'gqa', maxPositions: 64 }));
+      const s = await ort.InferenceSession.create(join(dir, 'gqa.onnx'));
+      const types = Object.fromEntries([...s.inputMetadata, ...s.outputMetadata].map((m) => [m.name, (m as { type?: string }).type]));
+      await s.release();
+      expect([types['past_key_values.0.key'], types['present.1.value'], types.logits]).to.deep.equal(['float16', 'float16', 'float32']);
+      const expected = await run(join(dir, 'ops.onnx'));
+      const got = await run(join(dir, 'gqa.onnx'));
+      // fp16 keeps 11 significant bits of q, k, v and the kernel's output: differences of a few thousandths of the logits' range
+      let worst = 0;
+      let range = 0;
+      got.forEach((row, i) => row.forEach((v, j) => (worst = Math.max(worst, Math.abs(v - expected[i]![j]!)))));
+      expected.forEach((row) => (range = Math.max(range, Math.max(...row) - Math.min(...row))));
+      expect(worst / range, `largest logit difference (${worst}) over the logits' range (${range})`).to.be.below(5e-3);
+      const greedy = (rows: Float32Array[]) => rows.map((r) => r.indexOf(Math.max(...r)));
+      expect(greedy(got)).to.deep.equal(greedy(expected));
     });
   }
 

@@ -3,6 +3,7 @@ import { readFile, stat, utimes } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { models } from '../../../test/support/paths.js';
 import { ggufModuleDir } from '../src/gguf/gguf-module.js';
+import { Engine } from '../src/engine.js';
 import { locateModel } from '../src/modules/locate.js';
 import { loadModuleDir, ModuleIntegrityError } from '../src/modules/module-dir.js';
 import { rejection } from './support/assertions.js';
@@ -28,5 +29,22 @@ describe('GGUF conversion cache', function () {
     expect(await sha(model)).to.equal(good);
     expect(manifest.files.model.sha256).to.equal(good);
     await locateModel(dir);
+  });
+
+  it("keeps an fp16-KV conversion (Engine.load's ggufKvCache, --kv-cache) apart from the default one, and loads it", async () => {
+    const cacheDir = testDir('gguf-cache-kv16');
+    const plain = await ggufModuleDir(models.stories260K, { cacheDir });
+    const kv16 = await ggufModuleDir(models.stories260K, { cacheDir, convert: { kvCache: 'float16' } });
+    expect(kv16).to.not.equal(plain);
+    expect(await ggufModuleDir(models.stories260K, { cacheDir, convert: { kvCache: 'float32' } })).to.equal(plain);
+    // a .gguf given to the engine with ggufKvCache takes that entry: half the bytes a position, the same greedy story
+    const [half, full] = await Promise.all([Engine.load({ model: models.stories260K, cacheDir, ggufKvCache: 'float16' }), Engine.load({ model: plain, cacheDir })]);
+    try {
+      expect((await half.stats()).bytesPerPosition * 2).to.equal((await full.stats()).bytesPerPosition);
+      const [a, b] = await Promise.all([half, full].map((e) => e.generate({ promptIds: [1] }, { maxTokens: 31 })));
+      expect(a!.rows[0]!.ids).to.deep.equal(b!.rows[0]!.ids);
+    } finally {
+      await Promise.all([half.dispose(), full.dispose()]);
+    }
   });
 });

@@ -9,7 +9,7 @@ import { Engine } from '../src/engine.js';
 import type { GenerationResult } from '../src/generate/types.js';
 import { convertGguf } from '../src/gguf/convert.js';
 import { graphFacts } from '../src/onnx/graph-facts.js';
-import { readModel } from '../src/onnx/proto.js';
+import { onnx, readModel } from '../src/onnx/proto.js';
 import { buildProjectorModel, randomProjectorWeights, writeProjectorModel } from '../src/onnx/projector-builder.js';
 import { bpeTokenizerMeta } from './support/bpe-vocab.js';
 import { logprobGap } from './support/logprob-compare.js';
@@ -82,6 +82,17 @@ describe('converted GGUFs in the engine (llama.cpp is the reference)', function 
       await expectBatchedAloneAndLlamaCpp(path, module);
     });
   }
+
+  it("llama with an fp16 KV cache (kvCache: 'float16', llama.cpp's cache type): a batch of prompts of different lengths equals each prompt alone, prefilled in chunks, and llama.cpp", async () => {
+    const path = join(scratch.dir, 'llama-kv16.gguf');
+    await writeRandomGguf(path, { arch: 'llama', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, untied: true, seed: 31 }, await storiesTokenizerMeta());
+    const module = join(scratch.dir, 'llama-kv16');
+    await convertGguf(path, module, { kvCache: 'float16' });
+    const graph = (await readModel(join(module, 'model.onnx'))).graph!;
+    const typeOf = (name: string) => graph.input!.find((v) => v.name === name)?.type?.tensorType?.elemType;
+    expect([typeOf('past_key_values.0.key'), typeOf('input_ids')]).to.deep.equal([onnx.TensorProto.DataType.FLOAT16, onnx.TensorProto.DataType.INT64]);
+    await expectBatchedAloneAndLlamaCpp(path, module);
+  });
 
   it("a Qwen3-MoE with Q8_0 experts (QMoE): a batch of prompts of different lengths equals each prompt alone, prefilled in chunks, and llama.cpp", async () => {
     const path = join(scratch.dir, 'moe-q8.gguf');

@@ -147,12 +147,14 @@ export function buildProgram(): Command {
     .argument('<file>', `GGUF file (general.architecture: ${SUPPORTED_ARCHITECTURES.join(', ')})`)
     .argument('<outdir>', 'module directory to write')
     .addOption(new Option('--dtype <t>', 'weight and I/O precision').choices(['float32', 'float16']).default('float32'))
+    .addOption(new Option('--kv-cache <t>', "keys' and values' type: float32 (exact against llama.cpp's F32 cache) or float16 (llama.cpp's default; half the bytes a long context's step moves)").choices(['float32', 'float16']).default('float32'))
     .option('--name <name>', 'module name')
-    .action(async (file: string, outDir: string, flags: { dtype: 'float32' | 'float16'; name?: string }) => {
+    .action(async (file: string, outDir: string, flags: { dtype: 'float32' | 'float16'; kvCache: 'float32' | 'float16'; name?: string }) => {
       const bar = progressBar(`convert ${basename(file)}`);
       const onTensorRead = bar && ((bytes: number, total: number) => bar.update({ file: basename(file), digest: file, size: total, bytes, resumedFrom: 0, done: bytes === total }));
       const { dir } = await convertGguf(file, outDir, {
         dtype: flags.dtype,
+        kvCache: flags.kvCache,
         ...(flags.name ? { name: flags.name } : {}),
         ...(onTensorRead ? { onTensorRead } : {}),
       }).finally(() => bar?.finish());

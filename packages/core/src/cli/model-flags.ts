@@ -38,6 +38,7 @@ export interface ModelFlags {
   threads?: number;
   placement?: PlacementChoice;
   contextLength?: number;
+  kvCache?: 'float32' | 'float16';
 }
 
 /** What the sampling flags give. */
@@ -65,6 +66,7 @@ export function addModelFlags(command: Command): Command {
     .addOption(new Option('--device <d>', 'execution provider').choices([...DEVICES]).default('cpu'))
     .option('--threads <n>', 'intra-op threads (at most 4 per CPU)', threadsFlag)
     .option('--context-length <n>', "positions a generation may use, at most the model's own (default: the model's)", positiveIntegerFlag('--context-length'))
+    .addOption(new Option('--kv-cache <t>', "keys' and values' type of .gguf models converted on first use: float32 (exact) or float16 (llama.cpp's default; faster at long contexts)").choices(['float32', 'float16']))
     .addOption(
       new Option('--placement <p>', 'where reasoners run: lanes (threads beside the backbone), inline (after it), auto')
         .choices([...PLACEMENTS])
@@ -106,9 +108,9 @@ export function samplingOptions(flags: SamplingFlags): StreamOptions {
 /** `Engine.load`'s options of the loading flags; GGUF files are converted first, with a progress bar on a terminal. */
 export async function engineOptions(flags: ModelFlags): Promise<EngineOptions> {
   return {
-    model: await ggufWithProgress(flags.model),
+    model: await ggufWithProgress(flags.model, flags.kvCache),
     ...(flags.dtype ? { dtype: flags.dtype } : {}),
-    reasoners: await Promise.all((flags.reasoner ?? []).map(async (r) => ({ ...r, model: await ggufWithProgress(r.model) }))),
+    reasoners: await Promise.all((flags.reasoner ?? []).map(async (r) => ({ ...r, model: await ggufWithProgress(r.model, flags.kvCache) }))),
     ...(flags.mode ? { mode: flags.mode } : {}),
     ...(flags.projector ? { projector: flags.projector } : {}),
     device: flags.device,
@@ -119,8 +121,8 @@ export async function engineOptions(flags: ModelFlags): Promise<EngineOptions> {
 }
 
 /** A .gguf file's converted module (converted on first use, with a progress bar on a terminal); other specs as given. */
-async function ggufWithProgress(spec: string): Promise<string> {
+async function ggufWithProgress(spec: string, kvCache: ModelFlags['kvCache']): Promise<string> {
   if (!isGgufPath(spec) || !existsSync(spec)) return spec;
   const bar = progressBar(`convert ${basename(spec)}`);
-  return resolveModelPath(spec, bar ? { onProgress: (p) => bar.update(p) } : {}).finally(() => bar?.finish());
+  return resolveModelPath(spec, bar ? { onProgress: (p) => bar.update(p) } : {}, kvCache ? { kvCache } : undefined).finally(() => bar?.finish());
 }

@@ -55,6 +55,12 @@ export interface ConvertGgufOptions {
    * contexts, wide heads): then `ops`, which needs no caches and runs any length.
    */
   gqaRotary?: 'inside' | 'ops';
+  /**
+   * Storage type of the attention layers' keys and values (LlamaBuildOptions.kvDtype). Default `float32`, exact
+   * against llama.cpp's F32 cache; `float16` is llama.cpp's own default cache type: half the bytes a long context's
+   * step reads and onnxruntime-node copies (README, bench:gguf `--context`), at fp16's rounding of q, k and v.
+   */
+  kvCache?: 'float32' | 'float16';
   /** Called after each tensor is read with the bytes of tensor data read so far and in all (a progress bar). */
   onTensorRead?: (bytes: number, total: number) => void;
 }
@@ -187,7 +193,7 @@ export function ggufArchitecture(f: GgufFile): GgufArchitecture {
   if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(arch)) {
     throw new GgufError(
       `${src} has general.architecture "${arch}"; the converter reads ${SUPPORTED_ARCHITECTURES.map((a) => `"${a}"`).join(', ')} ` +
-        '(Llama 1/2/3, Mistral, Mixtral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL, Qwen3-VL and Qwen3-VL-MoE as text models, Qwen1.5/Qwen2-MoE and Qwen3-MoE, Ling 2.0 and Ring 2.0, OLMoE, Granite 3 MoE, gpt-oss, GLM-4.5 and GLM-4.5-Air, ERNIE 4.5 MoE, DeepSeek-V2/V3 and their kin (latent attention: DeepSeek-V2-Lite, DeepSeek-Coder-V2-Lite, GLM-4.7-Flash), OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B, GLM-4 and GLM-Z1 (0414), StarCoder 2, StableLM 2, Arcee AFM, Seed-OSS, Nemotron-Mini, MiniCPM 1B/2B, InternLM 2/2.5, Phi-2, LFM2 and LFM2-MoE, Granite 4.0-H, Qwen3.5 and Qwen3.5-MoE, Nemotron-H and Nemotron Nano 2, Falcon-H1).',
+        '(Llama 1/2/3, Mistral, Mixtral, SmolLM, TinyLlama, Ministral 3 and Devstral Small 2, Granite 3, SmolLM3, ERNIE 4.5, EXAONE 3.5, EXAONE 4.0, Qwen2/2.5, Qwen3, Qwen2-VL/2.5-VL, Qwen3-VL and Qwen3-VL-MoE as text models, Qwen1.5/Qwen2-MoE and Qwen3-MoE, Ling 2.0 and Ring 2.0, OLMoE, Granite 3 MoE, gpt-oss, GLM-4.5 and GLM-4.5-Air, ERNIE 4.5 MoE, DeepSeek-V2/V3 and their kin (latent attention: DeepSeek-V2-Lite, DeepSeek-Coder-V2-Lite, GLM-4.7-Flash), OLMo 2, Gemma, Gemma 2, Gemma 3, Phi-3, Command R and Aya, Command R7B, GLM-4 and GLM-Z1 (0414), StarCoder 2, StableLM 2, Arcee AFM, Seed-OSS, Nemotron-Mini, MiniCPM 1B/2B, InternLM 2/2.5, Phi-2, LFM2 and LFM2-MoE, Granite 4.0-H, Qwen3.5 and Qwen3.5-MoE, Qwen3-Next, Nemotron-H and Nemotron Nano 2, Falcon-H1).',
       'unsupported-model',
     );
   }
@@ -1007,12 +1013,14 @@ function attentionOptions(config: LlamaConfig, opts: ConvertGgufOptions, context
   const headDim = config.headDim ?? config.hiddenSize / config.numHeads;
   // onnxruntime's GroupQueryAttention kernel takes heads whose size is a multiple of 8 only.
   const attention = opts.attention ?? (headDim % 8 === 0 ? 'gqa' : 'ops');
-  if (attention === 'ops') return { attention };
+  if (opts.kvCache !== undefined && opts.kvCache !== 'float32' && opts.kvCache !== 'float16') throw new Error(`unknown kvCache ${String(opts.kvCache)}; float32 or float16`);
+  const kv: LlamaBuildOptions = opts.kvCache === 'float16' ? { kvDtype: 'float16' } : {};
+  if (attention === 'ops') return { attention, ...kv };
   const maxPositions = contextLength ?? 4096;
   const tables = config.ropeThetaLocal !== undefined || config.ropeScaleLocal !== undefined ? 2 : 1;
   const cacheBytes = tables * 2 * maxPositions * (headDim / 2) * 4;
   const gqaRotary = opts.gqaRotary ?? (cacheBytes > MAX_ROTARY_CACHE_BYTES ? 'ops' : 'inside');
-  return { attention, gqaRotary, maxPositions };
+  return { attention, gqaRotary, maxPositions, ...kv };
 }
 
 /** Bitwise equality of two matrices (dense values, or codes, scales and zero points). */

@@ -37,6 +37,13 @@ export interface LlamaBuildOptions {
    * initializer, past KV is cast up and outputs are cast down: arithmetic stays fp32 (runs on the CPU EP).
    */
   dtype?: 'float32' | 'float16';
+  /**
+   * Storage type of the attention layers' keys and values (past and present), where `dtype` leaves it float32. With
+   * `float16` (llama.cpp's default cache type) a GroupQueryAttention graph runs the kernel in fp16 on an fp16 cache, as
+   * `dtype: 'float16'` graphs do, and an op-by-op graph casts the past up and the present down: half the bytes a long
+   * context's step reads and copies. Default `float32`.
+   */
+  kvDtype?: 'float32' | 'float16';
   /** Element type of `input_ids`, `attention_mask` and `position_ids`. Default `int64`. */
   idsType?: 'int64' | 'int32';
   /**
@@ -796,6 +803,10 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
   const fp16 = options.dtype === 'float16';
   if (options.dtype !== undefined && options.dtype !== 'float32' && !fp16) throw new Error(`unknown dtype ${String(options.dtype)}`);
   const ioType = fp16 ? DataType.FLOAT16 : DataType.FLOAT;
+  if (options.kvDtype !== undefined && options.kvDtype !== 'float32' && options.kvDtype !== 'float16') throw new Error(`unknown kvDtype ${String(options.kvDtype)}`);
+  // (keys and values in fp16: the cache's I/O, GroupQueryAttention's inputs and rotary tables)
+  const kvFp16 = fp16 || options.kvDtype === 'float16';
+  const kvType = kvFp16 ? DataType.FLOAT16 : DataType.FLOAT;
   const idsType = options.idsType === 'int32' ? DataType.INT32 : DataType.INT64;
   const gqa = options.attention === 'gqa';
   if (options.attention !== undefined && options.attention !== 'ops' && !gqa) throw new Error(`unknown attention ${String(options.attention)}`);
@@ -847,7 +858,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
     // (a state summing a whole sequence is kept in float32 whatever the graph's type)
     const state = stateOf(i);
     ssmPast.push(state ? addInput(`past_${state.name}.${i}`, DataType.FLOAT, state.shape) : undefined);
-    past.push(layerAttends(kind) ? [addInput(`past_key_values.${i}.key`, ioType, shape), addInput(`past_key_values.${i}.value`, ioType, shape)] : undefined);
+    past.push(layerAttends(kind) ? [addInput(`past_key_values.${i}.key`, kvType, shape), addInput(`past_key_values.${i}.value`, kvType, shape)] : undefined);
   }
   const useCacheBranch = merged ? addInput('use_cache_branch', DataType.BOOL, [1]) : undefined;
   const numLogits = keepLogits ? addInput('num_logits_to_keep', DataType.INT64, []) : undefined;
@@ -859,7 +870,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
     const shape = ['batch_size', kvHeads, 'total_sequence_length', headDim];
     const kind = c.layerTypes[i]!;
     if (layerConvolves(kind)) outputSpecs.push({ name: `present_conv.${i}`, shape: convShape(i) });
-    if (layerAttends(kind)) outputSpecs.push({ name: `present.${i}.key`, shape }, { name: `present.${i}.value`, shape });
+    if (layerAttends(kind)) outputSpecs.push({ name: `present.${i}.key`, shape, type: kvType }, { name: `present.${i}.value`, shape, type: kvType });
     const state = stateOf(i);
     if (state) outputSpecs.push({ name: `present_${state.name}.${i}`, shape: state.shape, type: DataType.FLOAT });
   }
@@ -1162,7 +1173,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
         sin[p * half + j] = Math.sin(angle);
       }
     }
-    const table = (kind: string, v: Float32Array) => (fp16 ? g.initializer(makeTensor(`${name}.${kind}`, DataType.FLOAT16, [maxPositions, half], float32ArrayToFloat16(v))) : g.f32Array(`${name}.${kind}`, [maxPositions, half], v));
+    const table = (kind: string, v: Float32Array) => (kvFp16 ? g.initializer(makeTensor(`${name}.${kind}`, DataType.FLOAT16, [maxPositions, half], float32ArrayToFloat16(v))) : g.f32Array(`${name}.${kind}`, [maxPositions, half], v));
     return [table('cos_cache', cos), table('sin_cache', sin)];
   };
   const invGlobal = invFreqValues(c.theta, c.ropeScale);
@@ -1188,6 +1199,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       return b.op('Mul', [b.op('Div', [x, denom]), w], {}, out);
     };
     const toFloat = (x: string) => (fp16 ? b.op('Cast', [x], { to: DataType.FLOAT }) : x);
+    const kvToFloat = (x: string) => (kvFp16 ? b.op('Cast', [x], { to: DataType.FLOAT }) : x);
     /** `x` extended by its sums over blocks of `bs` columns, once per input (q/k/v and gate/up share theirs). */
     const extended = new Map<string, string>();
     const withBlockSums = (x: string, bs: number, k: number): string => {
@@ -1417,7 +1429,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
      */
     const presents = (i: number): { key: string; value: string; done: () => void } => {
       const names = [outName(`present.${i}.key`), outName(`present.${i}.value`)] as const;
-      if (!fp16) return { key: names[0], value: names[1], done: () => {} };
+      if (!kvFp16) return { key: names[0], value: names[1], done: () => {} };
       const [key, value] = names.map((n) => b.fresh(`${n}.f32`)) as [string, string];
       return { key, value, done: () => [key, value].forEach((f, j) => b.op('Cast', [f], { to: DataType.FLOAT16 }, names[j])) };
     };
@@ -1453,12 +1465,12 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
           local_window_size: sliding ? c.window! : -1,
           ...(c.attnCap !== undefined ? { softcap: { float: c.attnCap } } : {}),
         };
-        const inputs = [fp16 ? b.op('Cast', [packed], { to: DataType.FLOAT16 }) : packed, '', '', past[i]![0], past[i]![1], seqlensK, totalLen, ...caches];
-        // head_sink is input 11, after the rotary caches, position_ids and attention_bias.
-        if (L.sinks) inputs.push(...(caches.length ? [] : ['', '']), '', '', L.sinks);
+        const inputs = [kvFp16 ? b.op('Cast', [packed], { to: DataType.FLOAT16 }) : packed, '', '', past[i]![0], past[i]![1], seqlensK, totalLen, ...caches];
+        // head_sink is input 11, after the rotary caches, position_ids and attention_bias (stored as the weights are).
+        if (L.sinks) inputs.push(...(caches.length ? [] : ['', '']), '', '', kvFp16 && !fp16 ? b.op('Cast', [L.sinks], { to: DataType.FLOAT16 }) : L.sinks);
         const outputs = [out, outName(`present.${i}.key`), outName(`present.${i}.value`)];
         b.nodes.push(makeNode('GroupQueryAttention', inputs, outputs, attrs, b.fresh('n_GroupQueryAttention'), 'com.microsoft'));
-        return toFloat(out);
+        return kvToFloat(out);
       };
     } else {
       const B1 = b.op('Slice', [hShape, b.i64([0]), one]);
@@ -1500,8 +1512,8 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
         const [qRot, k] = b.opN('Split', [rotated, b.i64([heads, kvHeads])], ['q', 'k'], { axis: 1 });
         const q = b.op('Mul', [qRot!, scale]);
         const present = presents(i);
-        const kAll = b.op('Concat', [toFloat(past[i]![0]), k!], { axis: 2 }, present.key); // [B, kvHeads, T, headDim]
-        const vAll = b.op('Concat', [toFloat(past[i]![1]), v!], { axis: 2 }, present.value);
+        const kAll = b.op('Concat', [kvToFloat(past[i]![0]), k!], { axis: 2 }, present.key); // [B, kvHeads, T, headDim]
+        const vAll = b.op('Concat', [kvToFloat(past[i]![1]), v!], { axis: 2 }, present.value);
         present.done();
         let o: string;
         const layerBias = sliding ? slidingBias : bias;

@@ -4,7 +4,7 @@
  * pulls references into the cache. A `.gguf` file is converted once into the cache (gguf/gguf-module.ts).
  */
 import { existsSync, statSync } from 'node:fs';
-import { ggufModuleDir, isGgufPath } from '../gguf/gguf-module.js';
+import { ggufModuleDir, isGgufPath, type GgufModuleOptions } from '../gguf/gguf-module.js';
 import { isAbsolute } from 'node:path';
 import { InvalidReferenceError } from './errors.js';
 import { pullModule, type PullOptions } from './pull.js';
@@ -20,11 +20,11 @@ function looksLikePath(spec: string): boolean {
  * Returns `spec` unchanged when it is a local path (existing, or spelled as one), and otherwise treats it
  * as a module reference: pulls it (or finds it in the cache; offline mode reads only the cache) and
  * returns the verified module directory. Text that is neither an existing path nor a reference without
- * `@` or `:` is returned as is, for the engine to report as a missing path.
+ * `@` or `:` is returned as is, for the engine to report as a missing path. `convert`: how a GGUF file is converted.
  */
-export async function resolveModelPath(spec: string, opts: PullOptions = {}): Promise<string> {
+export async function resolveModelPath(spec: string, opts: PullOptions = {}, convert?: GgufModuleOptions['convert']): Promise<string> {
   if (isGgufPath(spec) && existsSync(spec) && statSync(spec).isFile()) {
-    return ggufModuleDir(spec, { cacheDir: settingsFrom(opts).cacheDir, ...(opts.onProgress ? { onProgress: opts.onProgress } : {}) });
+    return ggufModuleDir(spec, { cacheDir: settingsFrom(opts).cacheDir, ...(opts.onProgress ? { onProgress: opts.onProgress } : {}), ...(convert ? { convert } : {}) });
   }
   if (existsSync(spec) || looksLikePath(spec)) return spec;
   let ref;

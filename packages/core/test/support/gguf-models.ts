@@ -525,7 +525,9 @@ export async function ortGreedy(modelPath: string, prompt: number[], steps: numb
     };
     let past: Record<string, ort.Tensor> = {};
     for (const name of session.inputNames) {
-      if (name.startsWith('past_key_values.')) past[name] = new ort.Tensor('float32', new Float32Array(0), pastShape(name));
+      // (keys and values in the graph's type: fp16 for a `kvCache: 'float16'` conversion)
+      const half = (session.inputMetadata.find((m) => m.name === name) as { type?: string } | undefined)?.type === 'float16';
+      if (name.startsWith('past_key_values.')) past[name] = half ? new ort.Tensor('float16', new Uint16Array(0), pastShape(name)) : new ort.Tensor('float32', new Float32Array(0), pastShape(name));
       // a hybrid model's recurrent states (past_conv.{i}, past_ssm.{i}): [1, ...fixed dims], zero before the first token
       if (name.startsWith('past_conv.') || name.startsWith('past_ssm.') || name.startsWith('past_recurrent.')) {
         const dims = [1, ...(session.inputMetadata.find((m) => m.name === name) as unknown as { shape: number[] }).shape.slice(1)];
