@@ -112,6 +112,11 @@ export const ModelOptionsSchema = z.strictObject({
    * `--max-model-len`); a chat reply without `maxTokens` runs to it. Default: the backbone's.
    */
   contextLength: z.int().positive().optional(),
+  /**
+   * Keys' and values' type of `.gguf` models converted on load (core's `ggufKvCache`): `float32` (default, exact against
+   * llama.cpp's F32 cache) or `float16` (llama.cpp's default cache type: long contexts step faster).
+   */
+  ggufKvCache: z.enum(['float32', 'float16']).optional(),
   ...generation,
 });
 

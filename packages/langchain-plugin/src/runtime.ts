@@ -49,10 +49,10 @@ export class ReasonerRuntime {
 
   /** Loads the backbone and reasoners of parsed model options into one engine. */
   static async load(options: ParsedModelOptions): Promise<ReasonerRuntime> {
-    const { backbone, dtype, reasoners = [], projector, registry, device, intraOpThreads, placement, cacheDir, prefixCacheBytes, contextLength, ...defaults } = options;
+    const { backbone, dtype, reasoners = [], projector, registry, device, intraOpThreads, placement, cacheDir, prefixCacheBytes, contextLength, ggufKvCache, ...defaults } = options;
     // The backbone is resolved here (a registry reference becomes a pulled module directory) because its
     // directory also serves the chat template; the engine resolves the other modules itself.
-    const backbonePath = await resolveModelPath(backbone, registry);
+    const backbonePath = await resolveModelPath(backbone, registry, ggufKvCache ? { kvCache: ggufKvCache } : undefined);
     const engine = await Engine.load({
       model: backbonePath,
       ...(dtype ? { dtype } : {}),
@@ -66,6 +66,7 @@ export class ReasonerRuntime {
       ...(cacheDir ? { cacheDir } : {}),
       ...(prefixCacheBytes !== undefined ? { prefixCacheBytes } : {}),
       ...(contextLength !== undefined ? { contextLength } : {}),
+      ...(ggufKvCache ? { ggufKvCache } : {}),
     });
     try {
       const info = await describeBackbone(backbonePath, engine.info);

@@ -8,6 +8,7 @@ import { expect } from 'chai';
 import { AIMessage, HumanMessage, SystemMessage, trimMessages } from '@langchain/core/messages';
 import { TextTokenizer } from '@reasonplug/core';
 import { ChatReasoner, ReasonerLLM } from '../src/index.js';
+import { models as shared } from '../../../test/support/paths.js';
 import { PLAIN_TEMPLATE, TOOLS_TEMPLATE, cacheDir, storiesModule, withChatTemplate } from './support/modules.js';
 import { THINKING_TEMPLATE } from '../../core/test/support/chat-templates.js';
 
@@ -80,5 +81,15 @@ describe('token counts and model profiles', function () {
     const { tokenUsage } = (await short.generate(['Once upon a time'], { maxTokens: 100 })).llmOutput as { tokenUsage: { promptTokens: number; completionTokens: number } };
     // (a story this short might end earlier; it does not here)
     expect(tokenUsage.promptTokens + tokenUsage.completionTokens).to.equal(16 + 1);
+  });
+
+  it('a .gguf backbone with ggufKvCache float16 (keys and values as llama.cpp keeps them) writes what its fp32 conversion writes', async () => {
+    const [half, full] = [
+      track(await ReasonerLLM.create({ backbone: shared.stories260K, cacheDir, ggufKvCache: 'float16', maxTokens: 24 })),
+      track(await ReasonerLLM.create({ backbone: shared.stories260K, cacheDir, maxTokens: 24 })),
+    ];
+    const [a, b] = await Promise.all([half, full].map((llm) => llm.invoke('Once upon a time')));
+    expect(a).to.equal(b);
+    expect(a!.length).to.be.greaterThan(40);
   });
 });
