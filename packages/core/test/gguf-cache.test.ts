@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import { models } from '../../../test/support/paths.js';
 import { ggufModuleDir } from '../src/gguf/gguf-module.js';
 import { Engine } from '../src/engine.js';
+import { startServer } from '../src/serve/server.js';
 import { locateModel } from '../src/modules/locate.js';
 import { loadModuleDir, ModuleIntegrityError } from '../src/modules/module-dir.js';
 import { rejection } from './support/assertions.js';
@@ -46,5 +47,17 @@ describe('GGUF conversion cache', function () {
     } finally {
       await Promise.all([half.dispose(), full.dispose()]);
     }
+    // and so does the server (reasonplug serve --kv-cache float16): its KV capacity at half the bytes
+    const capacity = async (ggufKvCache?: 'float16') => {
+      const server = await startServer({ engine: { model: models.stories260K, cacheDir, ...(ggufKvCache ? { ggufKvCache } : {}) }, port: 0 });
+      try {
+        await server.ready;
+        const text = await (await fetch(`${server.url}/metrics`)).text();
+        return Number(/^reasonplug:kv_cache_capacity_bytes\{[^}]*\} (\S+)$/m.exec(text)![1]);
+      } finally {
+        await server.close();
+      }
+    };
+    expect((await capacity('float16')) * 2).to.equal(await capacity());
   });
 });

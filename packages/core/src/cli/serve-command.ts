@@ -77,6 +77,7 @@ interface ServeFlags {
   threads?: number;
   placement?: PlacementChoice;
   contextLength?: number;
+  kvCache?: 'float32' | 'float16';
 }
 
 /** Adds `serve` to the `reasonplug` program. */
@@ -108,6 +109,7 @@ export function addServeCommand(program: Command): void {
     .addOption(new Option('--device <d>', 'execution provider').choices([...DEVICES]).default('cpu'))
     .option('--threads <n>', 'intra-op threads', threadsFlag)
     .option('--context-length <n>', "positions a request may use (prompt and reply), at most the model's own (vLLM's --max-model-len)", integerFlag('--context-length', 1, Number.MAX_SAFE_INTEGER, 'a whole number >= 1'))
+    .addOption(new Option('--kv-cache <t>', "keys' and values' type of .gguf models converted on first use: float32 (exact) or float16 (llama.cpp's default; faster at long contexts)").choices(['float32', 'float16']))
     .addOption(new Option('--placement <p>', 'where reasoners run').choices([...PLACEMENTS]).default('auto'))
     .action((flags: ServeFlags) => serve(flags));
 }
@@ -129,6 +131,7 @@ async function serve(flags: ServeFlags): Promise<void> {
       prefixCacheBytes: flags.prefixCacheMb * 2 ** 20,
       ...(flags.embeddings ? { embeddings: true } : {}),
       ...(flags.contextLength !== undefined ? { contextLength: flags.contextLength } : {}),
+      ...(flags.kvCache ? { ggufKvCache: flags.kvCache } : {}),
     },
     ...(flags.name ? { name: flags.name } : {}),
     ...(flags.alias ? { aliases: flags.alias } : {}),

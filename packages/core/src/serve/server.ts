@@ -859,7 +859,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
 /** Loads the engine, names the backbone, and finds the tokenizer chat prompts are rendered with. */
 async function load(options: ServeOptions): Promise<Loaded> {
   const { engine: engineOptions } = options;
-  const model = await resolveModelPath(engineOptions.model, engineOptions.registry);
+  const model = await resolveModelPath(engineOptions.model, engineOptions.registry, engineOptions.ggufKvCache ? { kvCache: engineOptions.ggufKvCache } : undefined);
   const engine = await Engine.load({ ...engineOptions, model });
   try {
     const abs = resolve(model);
