@@ -864,6 +864,22 @@ describe('Llama ONNX builder', function () {
   }
 
   const hybrid: LlamaConfig = { ...base, numLayers: 3, numKvHeads: 2, layerTypes: ['conv', 'full', 'conv'], convKernel: 3 };
+  for (const [label, groupedHeads] of [['', false], [", Qwen3-Next's head order", true]] as const) {
+    it(`a gated DeltaNet prompt over several chunks (its tokens 64 at a time in matrix products) matches the token-by-token reference, and steps on from it${label}`, async () => {
+      const cfg: LlamaConfig = { ...base, numLayers: 2, numKvHeads: 2, attentionGate: true, layerTypes: ['delta', 'full'], deltaNet: { convKernel: 4, keyHeads: 2, keyDim: 8, valueHeads: 4, valueDim: 6, groupedHeads } };
+      const w = randomLlamaWeights(cfg, 77, SCALE);
+      const r = await runner(cfg, w);
+      // 150 tokens: two whole chunks and a padded third
+      const tokens = Array.from({ length: 151 }, (_, t) => (t * 37 + 5) % cfg.vocabSize);
+      const prompt = tokens.slice(0, 150);
+      const pre = await run(r, { ids: [prompt], mask: [prompt.map(() => 1)] });
+      const ref = reference(cfg, w, embedRows(cfg, w, tokens));
+      for (const s of [0, 1, 62, 63, 64, 65, 100, 127, 128, 149]) expectClose(pre.logits[0]![s]!, ref.logits[s]!, 1e-4, `prefill logits at ${s}`);
+      const step = await run(r, { ids: [[tokens[150]!]], mask: [tokens.map(() => 1)], past: pre.present, positions: [[150]] });
+      expectClose(step.logits[0]![0]!, ref.logits[150]!, 1e-4, 'the step after the prompt');
+    });
+  }
+
   for (const [opts, cfg] of [
     [{}, { ...base, numKvHeads: 2 }],
     [{ positionIds: false }, { ...base, numKvHeads: 2 }],
