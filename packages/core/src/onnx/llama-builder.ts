@@ -21,9 +21,9 @@ const OPSET = 17;
 const IR_VERSION = 8;
 /** Additive bias for disallowed keys: large but finite, so fully masked (padding) rows stay NaN-free. */
 const MASK_MIN = -1e9;
-/** Initializers at least this large go to the external data file when `externalData` is set (as onnx does). */
 /** Tokens a gated DeltaNet's prompt takes at once (see the builder's chunkedDelta): its inverse costs log₂ of it in products. */
 const DELTA_CHUNK = 64;
+/** Initializers at least this large go to the external data file when `externalData` is set (as onnx does). */
 const EXTERNAL_MIN_BYTES = 1024;
 /** External tensors of at least 1 MiB start on a 4 KiB boundary (mmap-friendly, like onnx's `align`). */
 const ALIGN_LARGE_BYTES = 1 << 20;
@@ -1605,10 +1605,10 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
     /**
      * A 'delta' layer (the gated DeltaNet of Qwen3.5 and Qwen3-Next, as llama.cpp's qwen35 graph computes it): q, k and
      * v from one projection through the causal convolution and SiLU; q and k L2-normalized per head (q also scaled by
-     * 1/√keyDim) and tiled to the value heads; β = sigmoid(b), g = A · softplus(α + dtBias). A Scan over the tokens fed
-     * runs the delta rule on each value head's state S `[valueDim, keyDim]`: S ← e^g S; S ← S + β (v − S k) kᵀ; the
-     * output S q. The outputs are RMS-normalized per head, gated by SiLU(z), projected out. Left padding gets β = 0 and
-     * g = 0: the state passes through unchanged.
+     * 1/√keyDim) and spread over the value heads; β = sigmoid(b), g = A · softplus(α + dtBias). The delta rule on each
+     * value head's state S `[valueDim, keyDim]`: S ← e^g S; S ← S + β (v − S k) kᵀ; the output S q; for a decode step's
+     * one token by a Scan over the tokens, for a prompt in chunks (chunkedDelta). The outputs are RMS-normalized per head,
+     * gated by SiLU(z), projected out. Left padding gets β = 0 and g = 0: the state passes through unchanged.
      */
     const deltaLayer = (i: number, x: string, m: NonNullable<LayerRefs['deltaNet']>): string => {
       const { keyHeads, keyDim, valueHeads, valueDim, convKernel, groupedHeads } = c.delta!;
@@ -1661,10 +1661,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
         tb.nodes.push(makeNode('Scan', [ssmPast[i]!, q, k, v, g, beta], [present, outputs], scanAttrs, tb.fresh('n_Scan')));
         return tb.toGraph(`delta_tokens_${i}`, [], [stateInfo(present), outInfo(outputs)]);
       };
-      const chunkBranch = (cb: GraphBuilder): GraphProto => {
-        const [present, outputs] = chunkedDelta(cb);
-        return cb.toGraph(`delta_chunks_${i}`, [], [stateInfo(present), outInfo(outputs)]);
-      };
+      const seqLength = b.op('Slice', [b.op('Shape', [q]), b.i64([1]), b.i64([2])]); // [1]
       /**
        * A prompt: the same rule in chunks of DELTA_CHUNK tokens, each chunk's tokens at once in matrix products (a
        * Scan over the chunks carries the state). Within a chunk of cumulative decays G (γ = e^G) from state S0, each
@@ -1673,11 +1670,10 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
        * exactly, in log₂ C products. Then O = diag(γ) Q S0ᵀ + (e^(G_t − G_s) [s ≤ t] ∘ Q Kᵀ) U and the chunk's last state
        * e^(G_C) S0 + Σ_s e^(G_C − G_s) u_s k_sᵀ. The prompt is padded to whole chunks with β = g = 0 (no change of state).
        */
-      const chunkedDelta = (cb: GraphBuilder): [string, string] => {
+      const chunkedDelta = (cb: GraphBuilder): GraphProto => {
         const C = DELTA_CHUNK;
         const toHeads = (t: string) => cb.op('Transpose', [t], { perm: [0, 2, 1, 3] }); // [B, S, Hv, D] → [B, Hv, S, D]
-        const S = cb.op('Slice', [cb.op('Shape', [q]), cb.i64([1]), cb.i64([2])]); // [1]
-        const pad = cb.op('Mod', [cb.op('Sub', [cb.i64([C]), cb.op('Mod', [S, cb.i64([C])])]), cb.i64([C])]);
+        const pad = cb.op('Mod', [cb.op('Sub', [cb.i64([C]), cb.op('Mod', [seqLength, cb.i64([C])])]), cb.i64([C])]);
         const padded = (t: string, rank: number) => cb.op('Pad', [t, cb.op('Concat', [cb.i64(new Array<number>(rank + 2).fill(0)), pad, cb.i64(new Array<number>(rank - 3).fill(0))], { axis: 0 })]);
         const chunks = (t: string, width: number | undefined) => cb.op('Reshape', [t, cb.i64(width === undefined ? [0, 0, -1, C] : [0, 0, -1, C, width])]);
         const Qc = chunks(padded(toHeads(q), 4), keyDim);
@@ -1717,14 +1713,15 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
         const [present, perChunk] = [cb.fresh('delta_state'), cb.fresh('delta_chunks')];
         const scanAttrs = { body, num_scan_inputs: 5, scan_input_axes: [2, 2, 2, 2, 2], scan_output_axes: [2] };
         cb.nodes.push(makeNode('Scan', [ssmPast[i]!, Qc, Kc, Vc, gc, bc], [present, perChunk], scanAttrs, cb.fresh('n_Scan')));
-        const whole = cb.op('Slice', [cb.op('Reshape', [perChunk, cb.i64([0, 0, -1, valueDim])]), cb.i64([0]), S, cb.i64([2])]);
-        return [present, toHeads(whole)];
+        const whole = cb.op('Slice', [cb.op('Reshape', [perChunk, cb.i64([0, 0, -1, valueDim])]), cb.i64([0]), seqLength, cb.i64([2])]);
+        const outputs = toHeads(whole);
+        return cb.toGraph(`delta_chunks_${i}`, [], [stateInfo(present), outInfo(outputs)]);
       };
       // A decode step's one token runs the token Scan; a prompt the chunks.
       const outputs = b.fresh('delta_out');
-      const single = b.op('Equal', [b.op('Squeeze', [b.op('Slice', [b.op('Shape', [q]), b.i64([1]), b.i64([2])])]), b.i64([1], [])]);
+      const single = b.op('Equal', [b.op('Squeeze', [seqLength]), b.i64([1], [])]);
       b.nodes.push(
-        makeNode('If', [single], [outName(`present_recurrent.${i}`), outputs], { then_branch: tokenScan(b.child(`delta_tokens_${i}/`)), else_branch: chunkBranch(b.child(`delta_chunks_${i}/`)) }, b.fresh('n_If')),
+        makeNode('If', [single], [outName(`present_recurrent.${i}`), outputs], { then_branch: tokenScan(b.child(`delta_tokens_${i}/`)), else_branch: chunkedDelta(b.child(`delta_chunks_${i}/`)) }, b.fresh('n_If')),
       );
       const z = b.op('Reshape', [linear(x, m.gate), b.i64([0, 0, valueHeads, valueDim])]);
       const gated = b.op('Mul', [rms(outputs, m.norm), silu(z)]); // [B, S, valueHeads, valueDim]
