@@ -128,9 +128,9 @@ type FileType = (typeof TYPES)[number];
 const DEFAULT_TYPES: readonly FileType[] = ['Q4_0', 'Q4_K_M', 'Q8_0', 'F16'];
 type ModelName = keyof typeof MODELS;
 type Contender = 'llama.cpp' | 'reasonplug';
-/** Whether the engine opens its row shards as it does by default (`auto`) or not at all (`off`). */
 /** The converted modules' KV cache type (`--kv`). */
 type KvCache = 'f32' | 'f16';
+/** Whether the engine opens its row shards as it does by default (`auto`) or not at all (`off`). */
 type RowShards = 'auto' | 'off';
 const CONTENDERS: Contender[] = ['llama.cpp', 'reasonplug'];
 
