@@ -97,9 +97,10 @@ export interface RandomGgufSpec {
    * Qwen3.5's hybrid: all but every `interval`-th layer are gated DeltaNets (the fused `attn_qkv`, `attn_gate`, `ssm_conv1d`,
    * `ssm_dt.bias`, `ssm_a`, `ssm_beta`, `ssm_alpha`, `ssm_norm`, `ssm_out`) of `keyHeads` key heads of `keyDim` and
    * `valueHeads` value heads of `valueDim`, `convKernel` taps; the attention layers' `attn_q` is doubled (each head's
-   * query, then its output gate); the `ssm.*` sizes and `full_attention_interval` are written.
+   * query, then its output gate); the `ssm.*` sizes and `full_attention_interval` are written. `interleaved`: Qwen3-Next's
+   * `ssm_in` (each key head's q and k, then its run of value heads' v and z) and `ssm_ba` (each run's β, then α) in place
+   * of Qwen3.5's separate projections.
    */
-  /** Gated DeltaNet layers; `interleaved`: Qwen3-Next's `ssm_in` (q, k, v, z of each key head's group) and `ssm_ba` (β, α) in place of Qwen3.5's separate projections. */
   deltaLayers?: { interval: number; convKernel: number; keyHeads: number; keyDim: number; valueHeads: number; valueDim: number; interleaved?: boolean };
   /**
    * Nemotron-H's single blocks, one per layer under its `attn_norm`: 'mamba' (a Mamba2 mixer of `mambaLayers`' sizes),
