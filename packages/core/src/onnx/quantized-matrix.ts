@@ -49,10 +49,14 @@ export function sliceRows(m: WeightMatrix, from: number, n: number, cols: number
 export function pickRows(m: WeightMatrix, runs: readonly (readonly [number, number])[], cols: number): WeightMatrix {
   const parts = runs.map(([from, n]) => sliceRows(m, from, n, cols));
   if (isQuantized(m)) return concatRows(parts as QuantizedMatrix[])!;
-  const dense = parts as Float32Array[];
-  const out = new Float32Array(dense.reduce((n, p) => n + p.length, 0));
+  return concatArrays(parts as Float32Array[], (n) => new Float32Array(n));
+}
+
+/** Arrays one after another in a new array made by `make`. */
+function concatArrays<T extends Uint8Array | Float32Array>(parts: T[], make: (n: number) => T): T {
+  const out = make(parts.reduce((n, p) => n + p.length, 0));
   let at = 0;
-  for (const p of dense) {
+  for (const p of parts) {
     out.set(p, at);
     at += p.length;
   }
@@ -70,15 +74,6 @@ export function concatRows(ms: QuantizedMatrix[]): QuantizedMatrix | undefined {
   const same = (m: QuantizedMatrix) =>
     m.bits === a!.bits && m.blockSize === a!.blockSize && m.cols === a!.cols && (m.offsetColumns ?? 0) === (a!.offsetColumns ?? 0);
   if (!a || !ms.every(same)) return undefined;
-  const cat = <T extends Uint8Array | Float32Array>(parts: T[], make: (n: number) => T): T => {
-    const out = make(parts.reduce((n, p) => n + p.length, 0));
-    let at = 0;
-    for (const p of parts) {
-      out.set(p, at);
-      at += p.length;
-    }
-    return out;
-  };
   const withZp = ms.some((m) => m.zeroPoints);
   return {
     kind: 'nbits',
@@ -86,9 +81,9 @@ export function concatRows(ms: QuantizedMatrix[]): QuantizedMatrix | undefined {
     cols: a.cols,
     bits: a.bits,
     blockSize: a.blockSize,
-    data: cat(ms.map((m) => m.data), (n) => new Uint8Array(n)),
-    scales: cat(ms.map((m) => m.scales), (n) => new Float32Array(n)),
-    ...(withZp ? { zeroPoints: cat(ms.map((m) => m.zeroPoints ?? defaultZeroPoints(m)), (n) => new Uint8Array(n)) } : {}),
+    data: concatArrays(ms.map((m) => m.data), (n) => new Uint8Array(n)),
+    scales: concatArrays(ms.map((m) => m.scales), (n) => new Float32Array(n)),
+    ...(withZp ? { zeroPoints: concatArrays(ms.map((m) => m.zeroPoints ?? defaultZeroPoints(m)), (n) => new Uint8Array(n)) } : {}),
     ...(a.offsetColumns ? { offsetColumns: a.offsetColumns } : {}),
   };
 }

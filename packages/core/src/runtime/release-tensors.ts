@@ -6,7 +6,7 @@
  * and values, megabytes a step. V8 counts those bytes as external memory and, every 64 MiB of it, starts a full
  * mark-compact; on the model worker, whose heap holds the tokenizer, each took 2–6 ms of pause plus concurrent marking
  * threads that take the CPUs onnxruntime's pool runs on (measured on the Qwen3.5-shaped Q4_0 module of bench:gguf,
- * 2 threads: 65 mark-compacts in 300 steps and 18–23 ms a step; releasing the dead caches: 5 and 15–19 ms). Without
+ * 2 threads: 64 mark-compacts in 300 steps and 16–24 ms a step; releasing the dead caches: 2 and 15–18 ms). Without
  * the tokenizer's heap the same churn cost nothing, V8 leaving small heaps unmarked: a bare session loop never showed it.
  *
  * A buffer transferred through a message port whose peer is closed is detached (V8 stops counting it) and dropped.
