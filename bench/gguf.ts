@@ -16,14 +16,16 @@
  * from its compiled package (`dist/`, built first: what an npm install runs, as node-llama-cpp runs its compiled
  * JavaScript), or with `--from src` from the TypeScript sources under tsx. `--row-shards off` loads the engine
  * without row shards (one-thread copies of the backbone for wide batch steps; the engine opens them when a batch
- * first widens): a single stream never uses them, and llama.cpp's context here holds one sequence.
+ * first widens): a single stream never uses them, and llama.cpp's context here holds one sequence. `--session-cache off`
+ * loads every session the usual way instead of from its saved optimized form with prepacked weights (the engine's
+ * default for these models; each module is loaded once before the rounds, so none of them writes it).
  *
  * `--context N` measures decode after a prompt of N tokens instead of 8 (both contenders' contexts hold it and the
  * longest generation): at long contexts a step reads, and with onnxruntime-node copies out, the whole cache. `--kv f16`
  * converts the modules with fp16 keys and values (`kvCache: 'float16'`, llama.cpp's default cache type; its context
  * here keeps its default too).
  *
- *   npm run bench:gguf [-- --rounds 3 --models llama125m,qwen05b --types Q4_0,Q4_K_M,Q8_0,F16 --short 16 --long 48 --pairs 3 --context 8 --kv f32 --from dist --row-shards auto]
+ *   npm run bench:gguf [-- --rounds 3 --models llama125m,qwen05b --types Q4_0,Q4_K_M,Q8_0,F16 --short 16 --long 48 --pairs 3 --context 8 --kv f32 --from dist --row-shards auto --session-cache auto]
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -132,6 +134,11 @@ type Contender = 'llama.cpp' | 'reasonplug';
 type KvCache = 'f32' | 'f16';
 /** Whether the engine opens its row shards as it does by default (`auto`) or not at all (`off`). */
 type RowShards = 'auto' | 'off';
+/** The engine's load choices: row shards, and whether sessions come from their saved optimized form (`sessionCache`). */
+interface EngineChoices {
+  rowShards: RowShards;
+  sessionCache: 'auto' | 'off';
+}
 const CONTENDERS: Contender[] = ['llama.cpp', 'reasonplug'];
 
 interface Figures {
@@ -239,13 +246,18 @@ async function timeGenerations(
 }
 
 /** One contender's figures on one file of a model of `vocab` tokens, measured in this (fresh) process. */
-async function measureHere(contender: Contender, gguf: string, module: string, vocab: number, short: number, long: number, pairs: number, context: number, from: CoreBuild, rowShards: RowShards): Promise<Figures> {
+/** `Engine.load`'s options for a bench module. */
+function engineLoadOptions(module: string, choices: EngineChoices) {
+  return { model: module, intraOpThreads: THREADS, prefixCacheBytes: 0, ...(choices.rowShards === 'off' ? { rowShards: false } : {}), ...(choices.sessionCache === 'off' ? { sessionCache: false } : {}) };
+}
+
+async function measureHere(contender: Contender, gguf: string, module: string, vocab: number, short: number, long: number, pairs: number, context: number, from: CoreBuild, choices: EngineChoices): Promise<Figures> {
   if (contender === 'reasonplug') {
     const { Engine } = (await import(coreModule(from, 'engine'))) as typeof import('../packages/core/src/engine.js');
     const t0 = performance.now();
     // No prefix cache: llama.cpp's sequence is cleared before each call here, so neither keeps earlier prompts
     // (the random 512-token prompts would never be reused, only held: up to 128 MiB more RSS).
-    const engine = await Engine.load({ model: module, intraOpThreads: THREADS, prefixCacheBytes: 0, ...(rowShards === 'off' ? { rowShards: false } : {}) });
+    const engine = await Engine.load(engineLoadOptions(module, choices));
     const loadMs = performance.now() - t0;
     // performance.now() counts from the process's start
     const readyMs = performance.now();
@@ -296,11 +308,15 @@ async function main(): Promise<void> {
       vocab: { type: 'string' },
       from: { type: 'string', default: 'dist' },
       'row-shards': { type: 'string', default: 'auto' },
+      'session-cache': { type: 'string', default: 'auto' },
     },
   });
   const from = parseCoreBuild(values.from!);
   const rowShards = values['row-shards'] as RowShards;
   if (rowShards !== 'auto' && rowShards !== 'off') throw new Error(`--row-shards must be auto or off; got ${rowShards}`);
+  const sessionCache = values['session-cache'] as EngineChoices['sessionCache'];
+  if (sessionCache !== 'auto' && sessionCache !== 'off') throw new Error(`--session-cache must be auto or off; got ${sessionCache}`);
+  const choices: EngineChoices = { rowShards, sessionCache };
   const short = Number(values.short);
   const long = Number(values.long);
   const pairs = Number(values.pairs);
@@ -309,8 +325,13 @@ async function main(): Promise<void> {
   if (kvCache !== 'f32' && kvCache !== 'f16') throw new Error(`--kv must be f32 or f16; got ${values.kv}`);
   const context = Number(values.context);
   if (!(context >= 1)) throw new Error(`--context must be at least 1; got ${values.context}`);
+  if (values.child === 'warm') {
+    const { Engine } = (await import(coreModule(from, 'engine'))) as typeof import('../packages/core/src/engine.js');
+    await (await Engine.load(engineLoadOptions(values.module!, choices))).dispose();
+    return;
+  }
   if (values.child) {
-    const fig = await measureHere(values.child as Contender, values.gguf!, values.module!, Number(values.vocab), short, long, pairs, context, from, rowShards);
+    const fig = await measureHere(values.child as Contender, values.gguf!, values.module!, Number(values.vocab), short, long, pairs, context, from, choices);
     process.stdout.write(JSON.stringify(fig) + '\n');
     return;
   }
@@ -319,17 +340,20 @@ async function main(): Promise<void> {
   const types = values.types!.split(',') as FileType[];
   for (const t of types) if (!TYPES.includes(t)) throw new Error(`unknown type ${t}; choose from ${TYPES.join(', ')}`);
   if (from === 'dist') buildCore();
-  for (const m of models) await benchModel(m, types, Number(values.rounds), short, long, pairs, context, kvCache, from, rowShards);
+  for (const m of models) await benchModel(m, types, Number(values.rounds), short, long, pairs, context, kvCache, from, choices);
 }
 
 /** Measures one model's files, then prints its JSON line and table. */
-async function benchModel(name: ModelName, types: FileType[], rounds: number, short: number, long: number, pairs: number, context: number, kvCache: KvCache, from: CoreBuild, rowShards: RowShards): Promise<void> {
+async function benchModel(name: ModelName, types: FileType[], rounds: number, short: number, long: number, pairs: number, context: number, kvCache: KvCache, from: CoreBuild, choices: EngineChoices): Promise<void> {
   const { shape, title } = MODELS[name]!;
   const files = new Map<FileType, { gguf: string; module: string }>();
   for (const t of types) files.set(t, await prepare(name, t, kvCache));
   const got = new Map<string, Figures[]>();
   const loads: number[] = [];
   const self = fileURLToPath(import.meta.url);
+  const choiceArgs = ['--from', from, '--row-shards', choices.rowShards, '--session-cache', choices.sessionCache];
+  // One load of each module first, so that no round pays for the prepared graph or the saved session being written.
+  for (const { module } of files.values()) execFileSync(process.execPath, [...process.execArgv, self, '--child', 'warm', '--module', module, ...choiceArgs], { stdio: ['ignore', 'ignore', 'inherit'] });
   for (let round = 0; round < rounds; round++) {
     for (const t of types) {
       const order = round % 2 === 0 ? CONTENDERS : [...CONTENDERS].reverse();
@@ -337,7 +361,7 @@ async function benchModel(name: ModelName, types: FileType[], rounds: number, sh
         const { gguf, module } = files.get(t)!;
         const out = execFileSync(
           process.execPath,
-          [...process.execArgv, self, '--child', c, '--gguf', gguf, '--module', module, '--vocab', String(shape.vocab), '--short', String(short), '--long', String(long), '--pairs', String(pairs), '--context', String(context), '--from', from, '--row-shards', rowShards],
+          [...process.execArgv, self, '--child', c, '--gguf', gguf, '--module', module, '--vocab', String(shape.vocab), '--short', String(short), '--long', String(long), '--pairs', String(pairs), '--context', String(context), ...choiceArgs],
           { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, NODE_LLAMA_CPP_SKIP_DOWNLOAD: 'true' } },
         );
         const fig = JSON.parse(out.trim().split('\n').pop()!) as Figures;
@@ -361,7 +385,8 @@ async function benchModel(name: ModelName, types: FileType[], rounds: number, sh
     kvCache,
     prefillTokens: PREFILL,
     reasonplugFrom: from,
-    rowShards,
+    rowShards: choices.rowShards,
+    sessionCache: choices.sessionCache,
     // the 1-minute load average while measuring: on a shared machine, llama.cpp's spinning thread pool suffers most
     loadAverage: median(loads),
     figures: Object.fromEntries(
@@ -384,7 +409,7 @@ async function benchModel(name: ModelName, types: FileType[], rounds: number, sh
     rows.push([`${t} reasonplug / llama.cpp`, ratio('msPerToken'), ratio('prefillMs'), ratio('loadMs'), ratio('readyMs'), ratio('peakRssMb')]);
   }
   printTable(
-    `GGUF ${title}, ${THREADS} threads, greedy${context > PROMPT.length ? `, decode after ${context} tokens` : ''}${kvCache === 'f16' ? ', reasonplug with an fp16 KV cache' : ''}, reasonplug from ${from === 'dist' ? 'dist/' : 'sources (tsx)'}${rowShards === 'off' ? ' without row shards' : ''}, medians of ${rounds} rounds (load average ${median(loads).toFixed(1)})`,
+    `GGUF ${title}, ${THREADS} threads, greedy${context > PROMPT.length ? `, decode after ${context} tokens` : ''}${kvCache === 'f16' ? ', reasonplug with an fp16 KV cache' : ''}, reasonplug from ${from === 'dist' ? 'dist/' : 'sources (tsx)'}${choices.rowShards === 'off' ? ' without row shards' : ''}${choices.sessionCache === 'off' ? ' without saved sessions' : ''}, medians of ${rounds} rounds (load average ${median(loads).toFixed(1)})`,
     ['file / contender', 'decode ms/token', `prefill ${PREFILL} ms`, 'load ms', 'ready ms', 'peak RSS MB'],
     rows,
   );

@@ -117,6 +117,11 @@ export const ModelOptionsSchema = z.strictObject({
    * llama.cpp's F32 cache) or `float16` (llama.cpp's default cache type: long contexts step faster).
    */
   ggufKvCache: z.enum(['float32', 'float16']).optional(),
+  /**
+   * Whether CPU sessions are created from their optimized form with prepacked weights, saved in the cache the first
+   * time (core's `sessionCache`): default for models whose decode step reads at least 64 MiB; false: never.
+   */
+  sessionCache: z.boolean().optional(),
   ...generation,
 });
 

@@ -39,6 +39,13 @@ export interface ModelFlags {
   placement?: PlacementChoice;
   contextLength?: number;
   kvCache?: 'float32' | 'float16';
+  /** false with --no-session-cache. */
+  sessionCache?: boolean;
+}
+
+/** --no-session-cache (Engine.load's `sessionCache: false`), for every command that loads a model. */
+export function sessionCacheOption(): Option {
+  return new Option('--no-session-cache', "don't keep large models' optimized sessions with prepacked weights on disk (faster later loads, for 2.3-2.5x the model's bytes)");
 }
 
 /** What the sampling flags give. */
@@ -67,6 +74,7 @@ export function addModelFlags(command: Command): Command {
     .option('--threads <n>', 'intra-op threads (at most 4 per CPU)', threadsFlag)
     .option('--context-length <n>', "positions a generation may use, at most the model's own (default: the model's)", positiveIntegerFlag('--context-length'))
     .addOption(new Option('--kv-cache <t>', "keys' and values' type of .gguf models converted on first use: float32 (exact) or float16 (llama.cpp's default; faster at long contexts)").choices(['float32', 'float16']))
+    .addOption(sessionCacheOption())
     .addOption(
       new Option('--placement <p>', 'where reasoners run: lanes (threads beside the backbone), inline (after it), auto')
         .choices([...PLACEMENTS])
@@ -117,6 +125,7 @@ export async function engineOptions(flags: ModelFlags): Promise<EngineOptions> {
     ...(flags.threads ? { intraOpThreads: flags.threads } : {}),
     ...(flags.placement ? { placement: flags.placement } : {}),
     ...(flags.contextLength !== undefined ? { contextLength: flags.contextLength } : {}),
+    ...(flags.sessionCache === false ? { sessionCache: false } : {}),
   };
 }
 

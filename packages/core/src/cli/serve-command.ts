@@ -14,6 +14,7 @@ import type { FusionMode } from '../compose/fusion.js';
 import { integerFlag, jsonObjectFlag, nonNegativeIntegerFlag, parseWeight, threadsFlag } from './flags.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
 import type { ToolCallSyntax } from '../constrain/tool-syntax.js';
+import { sessionCacheOption } from './model-flags.js';
 
 /** `NAME=REF[=WEIGHT]`: the served name, the model (path or registry reference), an optional default weight. */
 export function servedReasonerFlag(v: string, prev: ReasonerSpec[] = []): ReasonerSpec[] {
@@ -67,6 +68,7 @@ interface ServeFlags {
   maxQueue: number;
   maxBatch: number;
   prefixCacheMb: number;
+  sessionCache?: boolean;
   embeddings?: boolean;
   chatTemplate?: string;
   chatTemplateKwargs?: Record<string, unknown>;
@@ -110,6 +112,7 @@ export function addServeCommand(program: Command): void {
     .option('--threads <n>', 'intra-op threads', threadsFlag)
     .option('--context-length <n>', "positions a request may use (prompt and reply), at most the model's own (vLLM's --max-model-len)", integerFlag('--context-length', 1, Number.MAX_SAFE_INTEGER, 'a whole number >= 1'))
     .addOption(new Option('--kv-cache <t>', "keys' and values' type of .gguf models converted on first use: float32 (exact) or float16 (llama.cpp's default; faster at long contexts)").choices(['float32', 'float16']))
+    .addOption(sessionCacheOption())
     .addOption(new Option('--placement <p>', 'where reasoners run').choices([...PLACEMENTS]).default('auto'))
     .action((flags: ServeFlags) => serve(flags));
 }
@@ -132,6 +135,7 @@ async function serve(flags: ServeFlags): Promise<void> {
       ...(flags.embeddings ? { embeddings: true } : {}),
       ...(flags.contextLength !== undefined ? { contextLength: flags.contextLength } : {}),
       ...(flags.kvCache ? { ggufKvCache: flags.kvCache } : {}),
+      ...(flags.sessionCache === false ? { sessionCache: false } : {}),
     },
     ...(flags.name ? { name: flags.name } : {}),
     ...(flags.alias ? { aliases: flags.alias } : {}),

@@ -55,6 +55,10 @@ export interface PreparedDecoder extends GraphFacts {
   digest: string;
   /** What the adaptation did (from the run that filled the cache). */
   notes: string[];
+  /** Absolute paths of the external data files the graph reads (none when its weights are inside it). */
+  dataFiles: string[];
+  /** For a graph of this cache: where sessions of it may keep their optimized form (runtime/session-cache.ts). */
+  sessionDir?: string;
 }
 
 /** Counters for tests and diagnostics. */
@@ -150,6 +154,9 @@ async function locateEntry(sourcePath: string, opts: PrepareOptions) {
   return { source, sourceDir: dirname(source), expected, recorded, options, adapting: Object.values(options).some(Boolean), dir, entry };
 }
 
+const dataFilesOf = (dir: string, extents: Record<string, number>) => Object.keys(extents).map((name) => join(dir, name));
+const sessionDirOf = (cacheDir: string) => join(cacheDir, 'sessions');
+
 /** The cache entry of a checked source as {@link PreparedDecoder}, when there is one and it verifies. */
 async function findEntry({ source, sourceDir, recorded, entry }: Awaited<ReturnType<typeof locateEntry>>): Promise<PreparedDecoder | undefined> {
   const hit = await cachedEntry(entry(recorded), `sha256:${recorded}`);
@@ -157,7 +164,16 @@ async function findEntry({ source, sourceDir, recorded, entry }: Awaited<ReturnT
   const { meta, preparedPath } = hit;
   await checkExternalData(source, sourceDir, meta.externalFiles);
   preparedCacheStats.hits++;
-  return { sourcePath: source, preparedPath, ...(meta.externalData ? { externalDataDir: sourceDir } : {}), digest: meta.digest, notes: meta.notes, ...meta.facts };
+  return {
+    sourcePath: source,
+    preparedPath,
+    ...(meta.externalData ? { externalDataDir: sourceDir } : {}),
+    digest: meta.digest,
+    notes: meta.notes,
+    dataFiles: dataFilesOf(sourceDir, meta.externalFiles),
+    sessionDir: sessionDirOf(dirname(preparedPath)),
+    ...meta.facts,
+  };
 }
 
 /**
@@ -183,13 +199,15 @@ export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = 
   if (!located.adapting) {
     const read = await readHashedModel(source);
     if (expected !== undefined && read.sha256 !== expected) throw sourceMismatch(source, expected, read.sha256);
-    await checkExternalData(source, sourceDir, externalDataExtents(read.model));
+    const extents = externalDataExtents(read.model);
+    await checkExternalData(source, sourceDir, extents);
     const digest = `sha256:${read.sha256}`;
     return {
       sourcePath: source,
       preparedPath: source,
       digest,
       notes: ['no adaptation requested: the source graph is used as is'],
+      dataFiles: dataFilesOf(sourceDir, extents),
       ...graphFacts(read.model),
     };
   }
@@ -228,5 +246,14 @@ export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = 
   } catch (err) {
     throw new Error(`cannot write the prepared graph of ${source} to ${dir}: ${(err as Error).message}`);
   }
-  return { sourcePath: source, preparedPath, ...(externalData ? { externalDataDir: sourceDir } : {}), digest, notes, ...facts };
+  return {
+    sourcePath: source,
+    preparedPath,
+    ...(externalData ? { externalDataDir: sourceDir } : {}),
+    digest,
+    notes,
+    dataFiles: dataFilesOf(sourceDir, externalFiles),
+    sessionDir: sessionDirOf(dir),
+    ...facts,
+  };
 }

@@ -16,6 +16,7 @@ import { DEFAULT_PREFIX_CACHE_BYTES, PrefixCache } from './prefix-cache.js';
 import type { RowCache } from './batch-kv.js';
 import { allocate, copyRow, emptyPast, pastNames, pastTensor, presentToPast, rowElements, type CacheData } from './cache-tensors.js';
 import { releaseTensors } from './release-tensors.js';
+import { createCachedSession, SESSION_CACHE_MIN_BYTES, type SessionCacheSpec } from './session-cache.js';
 
 /** Where a prepared decoder graph lives and how to load it. */
 export interface DecoderSource {
@@ -35,6 +36,8 @@ export interface DecoderSource {
   padding?: 'left' | 'right';
   /** LongRoPE graphs: prompts longer than this are prefilled in one run (see `GraphFacts.longRopeContext`). */
   longRopeContext?: number;
+  /** Where a CPU session of this graph may keep its optimized form with prepacked weights (see session-cache.ts). */
+  sessionCache?: SessionCacheSpec;
 }
 
 /** Session settings a user may choose. */
@@ -45,6 +48,13 @@ export interface RuntimeOptions {
   intraOpThreads?: number;
   /** Bytes of KV cache the session keeps of recent prompts (see {@link PrefixCache}; default {@link DEFAULT_PREFIX_CACHE_BYTES}, 0: none). */
   prefixCacheBytes?: number;
+  /**
+   * Whether a CPU session is created from its optimized form with prepacked weights, saved beside the prepared graph
+   * the first time: later loads take 15-60% less time, the packed weights are file pages (shared, reclaimable) instead
+   * of private memory, for 2.3-2.5x the module's bytes on disk (see runtime/session-cache.ts). Default: for graphs
+   * whose decode step reads at least 64 MiB; true: every graph; false: none.
+   */
+  sessionCache?: boolean;
 }
 
 /** Raised when a model run fails; names the model and the step. */
@@ -130,13 +140,13 @@ export class DecoderSession {
     if (!poolSpinsAfterRun(threads)) config.force_spinning_stop = '1';
     if (source.externalDataDir) config.model_external_initializers_file_folder_path = source.externalDataDir;
     if (Object.keys(config).length > 0) sessionOptions.extra = { session: config };
+    const load = async (opts: ort.InferenceSession.SessionOptions) =>
+      source.externalDataDir ? ort.InferenceSession.create(await readFile(source.path), opts) : ort.InferenceSession.create(source.path, opts);
+    const keep = options.sessionCache ?? (source.weightBytes ?? 0) >= SESSION_CACHE_MIN_BYTES;
+    const cache = device === 'cpu' && keep ? source.sessionCache : undefined;
     let session: ort.InferenceSession;
     try {
-      if (source.externalDataDir) {
-        session = await ort.InferenceSession.create(await readFile(source.path), sessionOptions);
-      } else {
-        session = await ort.InferenceSession.create(source.path, sessionOptions);
-      }
+      session = cache ? await createCachedSession(source.path, cache, sessionOptions, load) : await load(sessionOptions);
     } catch (err) {
       throw deviceFailure(device, err);
     }

@@ -1,0 +1,153 @@
+import { expect } from 'chai';
+import { copyFile, mkdir, readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Engine } from '../src/engine.js';
+import { DecoderSession } from '../src/runtime/decoder-session.js';
+import { SESSION_CACHE_MIN_BYTES } from '../src/runtime/session-cache.js';
+import { prepareDecoder } from '../src/onnx/prepared-cache.js';
+import { randomLlamaWeights, writeLlamaModel } from '../src/onnx/llama-builder.js';
+import { smallConfig, testDir } from './support/models.js';
+import { Command } from 'commander';
+import { addModelFlags, engineOptions, type ModelFlags } from '../src/cli/model-flags.js';
+
+/** One model's directory, its weights in `model.onnx.data` (so models of one shape have byte-identical graphs). */
+async function modelDir(name: string, seed: number): Promise<string> {
+  const dir = testDir(name);
+  await writeLlamaModel(join(dir, 'model.onnx'), smallConfig, randomLlamaWeights(smallConfig, seed, 0.08), { externalData: true });
+  return dir;
+}
+
+async function open(dir: string, cacheDir: string, sessionCache: boolean | undefined, weightBytes?: number): Promise<DecoderSession> {
+  const p = await prepareDecoder(join(dir, 'model.onnx'), { lastLogitsOnly: true, logitsFloat32: true, cacheDir });
+  expect(p.sessionDir).to.equal(join(cacheDir, 'sessions'));
+  expect(p.dataFiles).to.deep.equal([join(dir, 'model.onnx.data')]);
+  return DecoderSession.create(
+    {
+      path: p.preparedPath,
+      ...(p.externalDataDir ? { externalDataDir: p.externalDataDir } : {}),
+      ...(weightBytes !== undefined ? { weightBytes } : {}),
+      sessionCache: { dir: p.sessionDir!, dataFiles: p.dataFiles },
+    },
+    sessionCache === undefined ? {} : { sessionCache },
+  );
+}
+
+/** Logits of a prefill and two steps, concatenated. */
+async function run(session: DecoderSession): Promise<Float32Array> {
+  try {
+    const parts = [await session.prefill([[5, 17, 3, 44]]), await session.step([9]), await session.step([60])];
+    const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+    let at = 0;
+    for (const p of parts) out.set(p, (at += p.length) - p.length);
+    return out;
+  } finally {
+    await session.release();
+  }
+}
+
+/** The saved entries of a sessions directory: name → inode. */
+async function entries(dir: string): Promise<Map<string, bigint>> {
+  const names = await readdir(dir).catch(() => [] as string[]);
+  return new Map(await Promise.all(names.map(async (n): Promise<[string, bigint]> => [n, (await stat(join(dir, n), { bigint: true })).ino])));
+}
+
+describe('session cache (optimized graphs with prepacked weights saved beside the prepared graph)', () => {
+  it('saves a session the first time, loads it after, and gives the same logits as a session made the usual way', async () => {
+    const dir = await modelDir('sc-a', 7);
+    const cacheDir = testDir('sc-cache');
+    const sessions = join(cacheDir, 'sessions');
+    const plain = await run(await open(dir, cacheDir, false, SESSION_CACHE_MIN_BYTES));
+    // By default only a graph whose step reads SESSION_CACHE_MIN_BYTES is kept.
+    expect(Array.from(await run(await open(dir, cacheDir, undefined)))).to.deep.equal(Array.from(plain));
+    expect(await entries(sessions)).to.have.property('size', 0);
+
+    const first = await run(await open(dir, cacheDir, undefined, SESSION_CACHE_MIN_BYTES));
+    const written = await entries(sessions);
+    expect([...written.keys()].map((n) => n.replace(/^[0-9a-f]{64}/, 'KEY').replace(/\.\d+\.[0-9a-f]{12}\./, '.TMP.')).sort()).to.deep.equal(['KEY.TMP.data', 'KEY.json', 'KEY.onnx']);
+    const second = await run(await open(dir, cacheDir, true));
+    expect(await entries(sessions), 'the second load reads the entry, never writes it').to.deep.equal(written);
+    expect(Array.from(first)).to.deep.equal(Array.from(plain));
+    expect(Array.from(second)).to.deep.equal(Array.from(plain));
+  });
+
+  it('keys the entry by the data files: two models with the same graph bytes each get their own, and their own logits', async () => {
+    // b: a's graph over another model's weights of the same shapes (the same external-data layout).
+    const [a, other] = await Promise.all([modelDir('sc-same-a', 7), modelDir('sc-same-other', 8)]);
+    const b = testDir('sc-same-b');
+    await copyFile(join(a, 'model.onnx'), join(b, 'model.onnx'));
+    await copyFile(join(other, 'model.onnx.data'), join(b, 'model.onnx.data'));
+    const cacheDir = testDir('sc-cache');
+    const plainA = await run(await open(a, cacheDir, false));
+    const plainB = await run(await open(b, cacheDir, false));
+    expect(Array.from(plainA)).to.not.deep.equal(Array.from(plainB));
+    expect(Array.from(await run(await open(a, cacheDir, true)))).to.deep.equal(Array.from(plainA));
+    expect(Array.from(await run(await open(b, cacheDir, true)))).to.deep.equal(Array.from(plainB));
+    expect([...(await entries(join(cacheDir, 'sessions'))).keys()].filter((n) => n.endsWith('.json'))).to.have.length(2);
+  });
+
+  it('writes an entry again when its files changed, or when it no longer loads, and the session is made all the same', async () => {
+    const dir = await modelDir('sc-stale', 9);
+    const cacheDir = testDir('sc-cache');
+    const sessions = join(cacheDir, 'sessions');
+    const plain = Array.from(await run(await open(dir, cacheDir, false)));
+    await run(await open(dir, cacheDir, true));
+    const dataOf = async () => [...(await entries(sessions)).keys()].find((n) => n.endsWith('.data'))!;
+
+    // Touched: its stamps no longer match the sidecar's, so it is a miss (a new data file), never trusted.
+    const before = await dataOf();
+    await utimes(join(sessions, before), new Date(), new Date(2001, 0, 1));
+    expect(Array.from(await run(await open(dir, cacheDir, true)))).to.deep.equal(plain);
+    const rewritten = await dataOf();
+    expect(rewritten).to.not.equal(before);
+    expect(await entries(sessions)).to.have.property('size', 3);
+
+    // Damaged beneath unchanged stamps (the sidecar rewritten to match): onnxruntime refuses it, the entry is dropped
+    // and written again.
+    const graph = [...(await entries(sessions)).keys()].find((n) => n.endsWith('.onnx'))!;
+    const sidecarPath = join(sessions, graph.replace(/\.onnx$/, '.json'));
+    await writeFile(join(sessions, graph), 'not a graph');
+    const meta = JSON.parse(await readFile(sidecarPath, 'utf8')) as { graph: Record<string, string> };
+    const s = await stat(join(sessions, graph), { bigint: true });
+    meta.graph = { ino: String(s.ino), size: String(s.size), mtimeNs: String(s.mtimeNs), ctimeNs: String(s.ctimeNs) };
+    await writeFile(sidecarPath, JSON.stringify(meta));
+    expect(Array.from(await run(await open(dir, cacheDir, true)))).to.deep.equal(plain);
+    expect((await stat(join(sessions, graph))).size).to.be.above(100);
+    expect(await dataOf()).to.not.equal(rewritten);
+    expect(await entries(sessions)).to.have.property('size', 3);
+  });
+
+  it('leaves nothing behind and still makes the session when the entry cannot be written', async () => {
+    const dir = await modelDir('sc-unwritable', 10);
+    const cacheDir = testDir('sc-cache');
+    const plain = Array.from(await run(await open(dir, cacheDir, false)));
+    await writeFile(join(cacheDir, 'sessions'), 'a file where the directory would be');
+    expect(Array.from(await run(await open(dir, cacheDir, true)))).to.deep.equal(plain);
+    expect((await readdir(cacheDir)).filter((n) => !n.endsWith('.onnx') && !n.endsWith('.json'))).to.deep.equal(['sessions']);
+  });
+
+  it('Engine.load passes the choice on: a small graph is kept with sessionCache: true, not by default nor with false', async () => {
+    const dir = await modelDir('sc-engine', 11);
+    for (const [sessionCache, saved] of [[false, 0], [undefined, 0], [true, 3]] as const) {
+      const cacheDir = testDir('sc-cache');
+      await mkdir(cacheDir, { recursive: true });
+      const engine = await Engine.load({ model: dir, cacheDir, ...(sessionCache !== undefined ? { sessionCache } : {}) });
+      try {
+        const result = await engine.generate({ promptIds: [5, 17, 3] }, { maxTokens: 4 });
+        expect(result.rows[0]!.ids).to.have.length(4);
+      } finally {
+        await engine.dispose();
+      }
+      expect(await entries(join(cacheDir, 'sessions')), `sessionCache ${sessionCache}`).to.have.property('size', saved);
+    }
+  });
+
+  it('the CLI: --no-session-cache turns it off; without it the engine chooses', async () => {
+    const parse = async (...args: string[]) => {
+      const command = addModelFlags(new Command().exitOverride());
+      command.parse(['--model', 'm.onnx', ...args], { from: 'user' });
+      return engineOptions(command.opts<ModelFlags>());
+    };
+    expect(await parse('--no-session-cache')).to.have.property('sessionCache', false);
+    expect(await parse()).to.not.have.property('sessionCache');
+  });
+});
