@@ -26,7 +26,7 @@ async function open(dir: string, cacheDir: string, sessionCache: boolean | undef
       path: p.preparedPath,
       ...(p.externalDataDir ? { externalDataDir: p.externalDataDir } : {}),
       ...(weightBytes !== undefined ? { weightBytes } : {}),
-      sessionCache: { dir: p.sessionDir!, dataFiles: p.dataFiles },
+      sessionCache: { dir: p.sessionDir!, model: join(dir, 'model.onnx'), dataFiles: p.dataFiles },
     },
     sessionCache === undefined ? {} : { sessionCache },
   );
@@ -63,7 +63,7 @@ describe('session cache (optimized graphs with prepacked weights saved beside th
 
     const first = await run(await open(dir, cacheDir, undefined, SESSION_CACHE_MIN_BYTES));
     const written = await entries(sessions);
-    expect([...written.keys()].map((n) => n.replace(/^[0-9a-f]{64}/, 'KEY').replace(/\.\d+\.[0-9a-f]{12}\./, '.TMP.')).sort()).to.deep.equal(['KEY.TMP.data', 'KEY.json', 'KEY.onnx']);
+    expect([...written.keys()].map((n) => n.replace(/^[0-9a-f]{16}-[0-9a-f]{64}/, 'KEY').replace(/\.\d+\.[0-9a-f]{12}\./, '.TMP.')).sort()).to.deep.equal(['KEY.TMP.data', 'KEY.json', 'KEY.onnx']);
     const second = await run(await open(dir, cacheDir, true));
     expect(await entries(sessions), 'the second load reads the entry, never writes it').to.deep.equal(written);
     expect(Array.from(first)).to.deep.equal(Array.from(plain));
@@ -83,6 +83,23 @@ describe('session cache (optimized graphs with prepacked weights saved beside th
     expect(Array.from(await run(await open(a, cacheDir, true)))).to.deep.equal(Array.from(plainA));
     expect(Array.from(await run(await open(b, cacheDir, true)))).to.deep.equal(Array.from(plainB));
     expect([...(await entries(join(cacheDir, 'sessions'))).keys()].filter((n) => n.endsWith('.json'))).to.have.length(2);
+  });
+
+  it("keeps one entry per model: a model's new weights replace its older entry, other models' entries stay", async () => {
+    const [dir, other, kept] = await Promise.all([modelDir('sc-renew', 12), modelDir('sc-renew-other', 13), modelDir('sc-renew-kept', 14)]);
+    const cacheDir = testDir('sc-cache');
+    const sessions = join(cacheDir, 'sessions');
+    await run(await open(kept, cacheDir, true));
+    await run(await open(dir, cacheDir, true));
+    const before = await entries(sessions);
+    expect(before).to.have.property('size', 6);
+    await copyFile(join(other, 'model.onnx.data'), join(dir, 'model.onnx.data'));
+    const plain = Array.from(await run(await open(dir, cacheDir, false)));
+    expect(Array.from(await run(await open(dir, cacheDir, true)))).to.deep.equal(plain);
+    const after = await entries(sessions);
+    expect(after).to.have.property('size', 6);
+    const keptNames = [...before.keys()].filter((n) => after.has(n));
+    expect(keptNames, "the other model's entry").to.have.length(3);
   });
 
   it('writes an entry again when its files changed, or when it no longer loads, and the session is made all the same', async () => {

@@ -18,14 +18,15 @@
  * An entry is this machine's own derived file, so a hit is trusted while both its files keep the inode, size,
  * mtime and ctime recorded when it was written (as file-digest's records are); anything else, or a session that
  * fails to load from it, makes it a miss that writes it again. Any failure to write it (a full disk) leaves the
- * session created the usual way and nothing half-written behind.
+ * session created the usual way and nothing half-written behind. Entries are named after their model's path too, and
+ * a model's new entry removes its older ones, so a module converted or updated again leaves no stale gigabytes.
  */
 import * as ort from 'onnxruntime-node';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { arch, cpus } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { cachedHashFile } from '../modules/file-digest.js';
 
 /** Bump when what an entry holds changes: old entries are then ignored. */
@@ -38,6 +39,8 @@ export const SESSION_CACHE_MIN_BYTES = 64 * 2 ** 20;
 export interface SessionCacheSpec {
   /** Directory of saved sessions. */
   dir: string;
+  /** The model the graph was prepared from: a new entry of a model replaces its older ones (a module converted again). */
+  model: string;
   /** Absolute paths of the external data files the graph reads. */
   dataFiles: string[];
 }
@@ -87,10 +90,12 @@ const sameStamp = (a: FileStamp, b: FileStamp) => a.ino === b.ino && a.size === 
 
 async function entryPaths(graphPath: string, spec: SessionCacheSpec) {
   const digests = await Promise.all([graphPath, ...spec.dataFiles].map(async (f) => (await cachedHashFile(f)).sha256));
-  const key = createHash('sha256')
+  const owner = createHash('sha256').update(resolve(spec.model)).digest('hex').slice(0, 16);
+  const content = createHash('sha256')
     .update(JSON.stringify({ format: SESSION_CACHE_FORMAT, onnxruntime: ort.env.versions.node ?? ort.env.versions.common, cpu: cpuKey(), digests }))
     .digest('hex');
-  return { key, graph: join(spec.dir, `${key}.onnx`), sidecar: join(spec.dir, `${key}.json`) };
+  const key = `${owner}-${content}`;
+  return { owner, key, graph: join(spec.dir, `${key}.onnx`), sidecar: join(spec.dir, `${key}.json`) };
 }
 
 type Entry = Awaited<ReturnType<typeof entryPaths>>;
@@ -122,6 +127,13 @@ async function drop(entry: Entry, dir: string): Promise<void> {
   await rm(entry.sidecar, { force: true });
   await rm(entry.graph, { force: true });
   if (meta) await rm(join(dir, meta.data), { force: true });
+}
+
+/** Removes the model's other entries (its earlier graphs or weights): each is several times the model's bytes. */
+async function dropOlder(entry: Entry, dir: string): Promise<void> {
+  for (const name of await readdir(dir)) {
+    if (name.startsWith(`${entry.owner}-`) && !name.startsWith(entry.key)) await rm(join(dir, name), { force: true }).catch(() => undefined);
+  }
 }
 
 /**
@@ -190,6 +202,7 @@ export async function createCachedSession(
     await writeFile(sidecarTmp, `${JSON.stringify(meta)}\n`);
     await rename(sidecarTmp, entry.sidecar);
     sessionCacheStats.writes++;
+    await dropOlder(entry, spec.dir);
   } catch {
     await cleanUp().catch(() => undefined);
     await drop(entry, spec.dir).catch(() => undefined);
