@@ -21,11 +21,11 @@
  * default for these models; each module is loaded once before the rounds, so none of them writes it).
  *
  * `--context N` measures decode after a prompt of N tokens instead of 8 (both contenders' contexts hold it and the
- * longest generation): at long contexts a step reads, and with onnxruntime-node copies out, the whole cache. `--kv f16`
- * converts the modules with fp16 keys and values (`kvCache: 'float16'`, llama.cpp's default cache type; its context
- * here keeps its default too).
+ * longest generation): at long contexts a step reads, and with onnxruntime-node copies out, the whole cache. `--kv`
+ * picks the modules' keys and values: f16 (default: the converter's, llama.cpp's default cache type, which its context
+ * here keeps too) or f32 (`kvCache: 'float32'`).
  *
- *   npm run bench:gguf [-- --rounds 3 --models llama125m,qwen05b --types Q4_0,Q4_K_M,Q8_0,F16 --short 16 --long 48 --pairs 3 --context 8 --kv f32 --from dist --row-shards auto --session-cache auto]
+ *   npm run bench:gguf [-- --rounds 3 --models llama125m,qwen05b --types Q4_0,Q4_K_M,Q8_0,F16 --short 16 --long 48 --pairs 3 --context 8 --kv f16 --from dist --row-shards auto --session-cache auto]
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -203,7 +203,7 @@ async function prepare(name: ModelName, file: FileType, kvCache: KvCache): Promi
     console.error(`converting ${gguf}`);
     await rm(module, { recursive: true, force: true });
     const { convertGguf } = await import('../packages/core/src/gguf/convert.js');
-    await convertGguf(gguf, module, kvCache === 'f16' ? { kvCache: 'float16' } : {});
+    await convertGguf(gguf, module, { kvCache: kvCache === 'f16' ? 'float16' : 'float32' });
     await writeFile(moduleStamp, converter);
   }
   return { gguf, module };
@@ -301,7 +301,7 @@ async function main(): Promise<void> {
       long: { type: 'string', default: '48' },
       pairs: { type: 'string', default: '3' },
       context: { type: 'string', default: '8' },
-      kv: { type: 'string', default: 'f32' },
+      kv: { type: 'string', default: 'f16' },
       child: { type: 'string' },
       gguf: { type: 'string' },
       module: { type: 'string' },
@@ -409,7 +409,7 @@ async function benchModel(name: ModelName, types: FileType[], rounds: number, sh
     rows.push([`${t} reasonplug / llama.cpp`, ratio('msPerToken'), ratio('prefillMs'), ratio('loadMs'), ratio('readyMs'), ratio('peakRssMb')]);
   }
   printTable(
-    `GGUF ${title}, ${THREADS} threads, greedy${context > PROMPT.length ? `, decode after ${context} tokens` : ''}${kvCache === 'f16' ? ', reasonplug with an fp16 KV cache' : ''}, reasonplug from ${from === 'dist' ? 'dist/' : 'sources (tsx)'}${choices.rowShards === 'off' ? ' without row shards' : ''}${choices.sessionCache === 'off' ? ' without saved sessions' : ''}, medians of ${rounds} rounds (load average ${median(loads).toFixed(1)})`,
+    `GGUF ${title}, ${THREADS} threads, greedy${context > PROMPT.length ? `, decode after ${context} tokens` : ''}${kvCache === 'f32' ? ', reasonplug with a float32 KV cache' : ''}, reasonplug from ${from === 'dist' ? 'dist/' : 'sources (tsx)'}${choices.rowShards === 'off' ? ' without row shards' : ''}${choices.sessionCache === 'off' ? ' without saved sessions' : ''}, medians of ${rounds} rounds (load average ${median(loads).toFixed(1)})`,
     ['file / contender', 'decode ms/token', `prefill ${PREFILL} ms`, 'load ms', 'ready ms', 'peak RSS MB'],
     rows,
   );

@@ -68,8 +68,8 @@ export interface EngineOptions extends RuntimeOptions {
   /** How registry references among the models are pulled (default registry, token, offline; env defaults). */
   registry?: RegistryOptions;
   /**
-   * Keys' and values' type of `.gguf` models converted on load (ConvertGgufOptions.kvCache): `float32` (default, exact
-   * against llama.cpp's F32 cache) or `float16` (llama.cpp's default cache type: a long context's steps move half the bytes).
+   * Keys' and values' type of `.gguf` models converted on load (ConvertGgufOptions.kvCache): `float16` (default, llama.cpp's
+   * default cache type: a long context's steps move half the bytes) or `float32` (exact against llama.cpp's F32 cache).
    */
   ggufKvCache?: 'float32' | 'float16';
   /**

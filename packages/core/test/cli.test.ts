@@ -35,15 +35,17 @@ describe('reasonplug CLI', function () {
     expect(Object.keys(out.timing)).to.have.members(['loadMs', 'prefillMs', 'msPerToken']);
   });
 
-  it('convert gguf --kv-cache float16: keys and values in fp16 (llama.cpp\'s cache type), the same greedy story', async () => {
-    const dir = join(testDir('cli'), 'stories260K-kv16');
-    const c = await reasonplug('convert', 'gguf', models.stories260K, dir, '--kv-cache', 'float16');
-    expect(c.code, c.stderr).to.equal(0);
-    const inspected = JSON.parse((await reasonplug('inspect', join(dir, 'model.onnx'))).stdout) as { signature: { kvType: string } };
-    expect(inspected.signature.kvType).to.equal('float16');
-    const r = await reasonplug('generate', '--model', dir, '--prompt-ids', '1', '--max-tokens', '31', '--json');
-    expect(r.code, r.stderr).to.equal(0);
-    expect(JSON.parse(r.stdout).text).to.equal(STORY);
+  it('convert gguf keeps keys and values in fp16 (llama.cpp\'s cache type), --kv-cache float32 in float32: the same greedy story', async () => {
+    for (const [flags, kvType] of [[[], 'float16'], [['--kv-cache', 'float32'], 'float32']] as const) {
+      const dir = join(testDir('cli'), `stories260K-${kvType}`);
+      const c = await reasonplug('convert', 'gguf', models.stories260K, dir, ...flags);
+      expect(c.code, c.stderr).to.equal(0);
+      const inspected = JSON.parse((await reasonplug('inspect', join(dir, 'model.onnx'))).stdout) as { signature: { kvType: string } };
+      expect(inspected.signature.kvType).to.equal(kvType);
+      const r = await reasonplug('generate', '--model', dir, '--prompt-ids', '1', '--max-tokens', '31', '--json');
+      expect(r.code, r.stderr).to.equal(0);
+      expect(JSON.parse(r.stdout).text).to.equal(STORY);
+    }
   });
 
   it('reproduces a seeded sampled story, and another seed tells another', async () => {

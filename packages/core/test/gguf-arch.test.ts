@@ -9,13 +9,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Engine } from '../src/engine.js';
-import { convertGguf } from '../src/gguf/convert.js';
 import { GgufError } from '../src/gguf/reader.js';
 import { graphFacts } from '../src/onnx/graph-facts.js';
 import { readModel } from '../src/onnx/proto.js';
 import { rewriteGguf, type WValue } from './support/gguf-writer.js';
 import { GgufValueType } from '../src/gguf/reader.js';
-import { DEEPSEEK2, GEMMA2_SLIDING, llamaCppGreedy, llamaCppNextProbabilities, ortGreedy, storiesTokenizerMeta, writeRandomGguf, type RandomGgufSpec } from './support/gguf-models.js';
+import { convertExact, DEEPSEEK2, GEMMA2_SLIDING, llamaCppGreedy, llamaCppNextProbabilities, ortGreedy, storiesTokenizerMeta, writeRandomGguf, type RandomGgufSpec } from './support/gguf-models.js';
 
 const u32 = (v: number): WValue => ({ t: 'u32', v });
 const f32 = (v: number): WValue => ({ t: 'f32', v });
@@ -529,7 +528,7 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
     it(`${label}: greedy tokens equal llama.cpp's, with attention in one kernel and op by op`, async () => {
       const path = join(tmp, `m${index}.gguf`);
       await writeRandomGguf(path, { seed: 100 + index, ...spec }, tokenizer);
-      const { dir, manifest } = await convertGguf(path, join(tmp, `m${index}`));
+      const { dir, manifest } = await convertExact(path, join(tmp, `m${index}`));
       expect(manifest.provenance.convertedFrom.architecture).to.equal(spec.arch);
       // attention is one GroupQueryAttention kernel per layer (its graphs are run right-padded) where the kernel takes the head size
       const headSize = spec.headDim ?? spec.hidden / spec.heads;
@@ -549,7 +548,7 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
       expect(new Set(theirs).size, `llama.cpp's tokens ${theirs}`).to.be.greaterThan(3);
       expect(ours.slice(0, theirs.length)).to.deep.equal(theirs);
       // the same model written op by op (attention, rotary and masks as standard operators) gives the same tokens
-      const ops = await convertGguf(path, join(tmp, `m${index}-ops`), { attention: 'ops' });
+      const ops = await convertExact(path, join(tmp, `m${index}-ops`), { attention: 'ops' });
       expect(graphFacts(await readModel(join(ops.dir, 'model.onnx'))).padding).to.equal('left');
       expect((await ortGreedy(join(ops.dir, 'model.onnx'), PROMPT, STEPS)).slice(0, theirs.length)).to.deep.equal(theirs);
     });
@@ -581,7 +580,7 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
     const tokens: { ids: number[]; first: Float32Array }[] = [];
     for (const [path, name] of [[older, 'older'], [newer, 'newer']] as const) {
       let first: Float32Array = new Float32Array(0);
-      const { dir } = await convertGguf(path, join(tmp, `qwen3next-${name}`));
+      const { dir } = await convertExact(path, join(tmp, `qwen3next-${name}`));
       tokens.push({ ids: await ortGreedy(join(dir, 'model.onnx'), PROMPT, STEPS, (l) => (first = l)), first });
     }
     expect(tokens[1]!.ids).to.deep.equal(tokens[0]!.ids);
@@ -597,7 +596,7 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
     const theirs = await llamaCppGreedy(path, PROMPT, STEPS);
     expect(new Set(theirs).size, `llama.cpp's tokens ${theirs}`).to.be.greaterThan(3);
     for (const attention of ['gqa', 'ops'] as const) {
-      const { dir } = await convertGguf(path, join(tmp, `long-prompt-${attention}`), { attention });
+      const { dir } = await convertExact(path, join(tmp, `long-prompt-${attention}`), { attention });
       expect(graphFacts(await readModel(join(dir, 'model.onnx'))).longRopeContext).to.equal(4);
       const engine = await Engine.load({ model: dir, prefillChunk: 2 });
       try {
@@ -617,7 +616,7 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
     const theirs = await llamaCppGreedy(path, long, STEPS);
     expect(new Set(theirs).size, `llama.cpp's tokens ${theirs}`).to.be.greaterThan(3);
     for (const attention of ['gqa', 'ops'] as const) {
-      const { dir } = await convertGguf(path, join(tmp, `long-prefix-${attention}`), { attention });
+      const { dir } = await convertExact(path, join(tmp, `long-prefix-${attention}`), { attention });
       const engine = await Engine.load({ model: dir });
       try {
         await engine.generate({ promptIds: short }, { maxTokens: 1 });
@@ -668,7 +667,7 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
         const name = what.replace(/\W+/g, '-');
         const path = join(tmp, `${name}.gguf`);
         await writeRandomGguf(path, { arch: 'llama', hidden: 64, layers: 1, heads: 4, kvHeads: 4, ff: 32, ...edit }, tokenizer);
-        const err = await convertGguf(path, join(tmp, name)).catch((e: unknown) => e);
+        const err = await convertExact(path, join(tmp, name)).catch((e: unknown) => e);
         expect(err).to.be.instanceOf(GgufError);
         expect((err as Error).message).to.match(message);
         expect(existsSync(join(tmp, name, 'reasonplug.json'))).to.equal(false);

@@ -32,14 +32,14 @@ describe('GGUF conversion cache', function () {
     await locateModel(dir);
   });
 
-  it("keeps an fp16-KV conversion (Engine.load's ggufKvCache, --kv-cache) apart from the default one, and loads it", async () => {
+  it("keeps a float32-KV conversion (Engine.load's ggufKvCache, --kv-cache) apart from the default float16 one, and loads it", async () => {
     const cacheDir = testDir('gguf-cache-kv16');
     const plain = await ggufModuleDir(models.stories260K, { cacheDir });
-    const kv16 = await ggufModuleDir(models.stories260K, { cacheDir, convert: { kvCache: 'float16' } });
-    expect(kv16).to.not.equal(plain);
-    expect(await ggufModuleDir(models.stories260K, { cacheDir, convert: { kvCache: 'float32' } })).to.equal(plain);
-    // a .gguf given to the engine with ggufKvCache takes that entry: half the bytes a position, the same greedy story
-    const [half, full] = await Promise.all([Engine.load({ model: models.stories260K, cacheDir, ggufKvCache: 'float16' }), Engine.load({ model: plain, cacheDir })]);
+    const kv32 = await ggufModuleDir(models.stories260K, { cacheDir, convert: { kvCache: 'float32' } });
+    expect(kv32).to.not.equal(plain);
+    expect(await ggufModuleDir(models.stories260K, { cacheDir, convert: { kvCache: 'float16' } })).to.equal(plain);
+    // a .gguf given to the engine takes the default entry: half the bytes a position of float32's, the same greedy story
+    const [half, full] = await Promise.all([Engine.load({ model: models.stories260K, cacheDir }), Engine.load({ model: models.stories260K, cacheDir, ggufKvCache: 'float32' })]);
     try {
       expect((await half.stats()).bytesPerPosition * 2).to.equal((await full.stats()).bytesPerPosition);
       const [a, b] = await Promise.all([half, full].map((e) => e.generate({ promptIds: [1] }, { maxTokens: 31 })));
@@ -47,8 +47,8 @@ describe('GGUF conversion cache', function () {
     } finally {
       await Promise.all([half.dispose(), full.dispose()]);
     }
-    // and so does the server (reasonplug serve --kv-cache float16): its KV capacity at half the bytes
-    const capacity = async (ggufKvCache?: 'float16') => {
+    // and so does the server (reasonplug serve --kv-cache float32): its KV capacity at twice the bytes
+    const capacity = async (ggufKvCache?: 'float32') => {
       const server = await startServer({ engine: { model: models.stories260K, cacheDir, ...(ggufKvCache ? { ggufKvCache } : {}) }, port: 0 });
       try {
         await server.ready;
@@ -58,6 +58,6 @@ describe('GGUF conversion cache', function () {
         await server.close();
       }
     };
-    expect((await capacity('float16')) * 2).to.equal(await capacity());
+    expect((await capacity()) * 2).to.equal(await capacity('float32'));
   });
 });

@@ -83,14 +83,14 @@ describe('converted GGUFs in the engine (llama.cpp is the reference)', function 
     });
   }
 
-  it("llama with an fp16 KV cache (kvCache: 'float16', llama.cpp's cache type): a batch of prompts of different lengths equals each prompt alone, prefilled in chunks, and llama.cpp", async () => {
-    const path = join(scratch.dir, 'llama-kv16.gguf');
+  it("llama with a float32 KV cache (kvCache: 'float32'; the default is llama.cpp's fp16): a batch of prompts of different lengths equals each prompt alone, prefilled in chunks, and llama.cpp", async () => {
+    const path = join(scratch.dir, 'llama-kv32.gguf');
     await writeRandomGguf(path, { arch: 'llama', hidden: 64, layers: 2, heads: 4, kvHeads: 2, ff: 96, untied: true, seed: 31 }, await storiesTokenizerMeta());
-    const module = join(scratch.dir, 'llama-kv16');
-    await convertGguf(path, module, { kvCache: 'float16' });
+    const module = join(scratch.dir, 'llama-kv32');
+    await convertGguf(path, module, { kvCache: 'float32' });
     const graph = (await readModel(join(module, 'model.onnx'))).graph!;
     const typeOf = (name: string) => graph.input!.find((v) => v.name === name)?.type?.tensorType?.elemType;
-    expect([typeOf('past_key_values.0.key'), typeOf('input_ids')]).to.deep.equal([onnx.TensorProto.DataType.FLOAT16, onnx.TensorProto.DataType.INT64]);
+    expect([typeOf('past_key_values.0.key'), typeOf('input_ids')]).to.deep.equal([onnx.TensorProto.DataType.FLOAT, onnx.TensorProto.DataType.INT64]);
     await expectBatchedAloneAndLlamaCpp(path, module);
   });
 

@@ -2,9 +2,9 @@ import { expect } from 'chai';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { convertGguf, type ConvertGgufOptions } from '../src/gguf/convert.js';
+import type { ConvertGgufOptions } from '../src/gguf/convert.js';
 import { GgufError, withGguf } from '../src/gguf/reader.js';
-import { llamaCppGreedy, llamaCppNextProbabilities, ortGreedy, STORIES, storiesTokenizerMeta, writeRandomGguf, type RandomGgufSpec } from './support/gguf-models.js';
+import { convertExact, llamaCppGreedy, llamaCppNextProbabilities, ortGreedy, STORIES, storiesTokenizerMeta, writeRandomGguf, type RandomGgufSpec } from './support/gguf-models.js';
 import { rewriteGguf } from './support/gguf-writer.js';
 import { BLOCK_TYPES, dequantize } from '../src/gguf/quant/index.js';
 import { isLossless, toNBits } from '../src/gguf/quant/nbits.js';
@@ -96,7 +96,7 @@ describe('gguf quantized models against llama.cpp', function () {
   }
 
   async function compare(path: string, steps: number, prompt = [1], options: ConvertGgufOptions = {}): Promise<{ ours: number[]; ref: number[] }> {
-    const res = await convertGguf(path, join(scratch.dir, `${basename(path)}-module`), options);
+    const res = await convertExact(path, join(scratch.dir, `${basename(path)}-module`), options);
     const ours = await ortGreedy(join(res.dir, 'model.onnx'), prompt, steps);
     const ref = await llamaCppGreedy(path, prompt, steps);
     return { ours, ref };
@@ -121,7 +121,7 @@ describe('gguf quantized models against llama.cpp', function () {
       await ortGreedy(join(dir, 'model.onnx'), PROMPT, 1, (l) => (first = l));
       return probabilities(first);
     };
-    const exact = await firstOf((await convertGguf(f32Path, join(scratch.dir, 'moe-f32-module'))).dir);
+    const exact = await firstOf((await convertExact(f32Path, join(scratch.dir, 'moe-f32-module'))).dir);
     // [label, the experts' types (gate and up, down), QMoE's bits, block size, zero points]: repacked without loss
     // (Q8_0, Q6_K, MXFP4 as 8-bit codes; Q4_0 as 4-bit ones), offsets requantized to 8 bits (Q4_K), and Q4_K_M's mix of block
     // sizes requantized alike.
@@ -141,7 +141,7 @@ describe('gguf quantized models against llama.cpp', function () {
         (_meta, tensors) => tensors.forEach((t, name) => t.dims.length === 3 && (t.type = name.includes('down') ? downType : type)),
         (data, t) => quantizeGgml(data, t),
       );
-      const res = await convertGguf(path, join(scratch.dir, `moe-${label.replace(/\W+/g, '-')}-module`));
+      const res = await convertExact(path, join(scratch.dir, `moe-${label.replace(/\W+/g, '-')}-module`));
       const model = await readModel(join(res.dir, 'model.onnx'));
       const qmoe = model.graph!.node!.filter((n) => n.opType === 'QMoE');
       expect(qmoe, label).to.have.length(2);
@@ -167,7 +167,7 @@ describe('gguf quantized models against llama.cpp', function () {
       // The same experts dequantized for the float MoE operator (`dequantize`): QMoE computes their distribution to within
       // what int8 activations change where the experts were repacked; requantized to 8 bits, within a small part of the
       // type's own error.
-      const dense = await convertGguf(path, join(scratch.dir, `moe-${label.replace(/\W+/g, '-')}-dense`), { dequantize: true });
+      const dense = await convertExact(path, join(scratch.dir, `moe-${label.replace(/\W+/g, '-')}-dense`), { dequantize: true });
       expect((await readModel(join(dense.dir, 'model.onnx'))).graph!.node!.filter((n) => n.opType === 'MoE'), label).to.have.length(2);
       const [p, q] = [await firstOf(res.dir), await firstOf(dense.dir)];
       const top = await llamaCppNextProbabilities(path, PROMPT, 5);
@@ -249,7 +249,7 @@ describe('gguf quantized models against llama.cpp', function () {
     const cut = join(scratch.dir, 'cut.gguf');
     await writeFile(cut, raw.subarray(0, raw.length - 40));
     const out = join(scratch.dir, 'cut-module');
-    const err = await convertGguf(cut, out).catch((e: unknown) => e);
+    const err = await convertExact(cut, out).catch((e: unknown) => e);
     expect(err).to.be.instanceOf(GgufError).with.property('code', 'truncated');
     expect((err as Error).message).to.match(/cut\.gguf is truncated: tensor "blk\.4\.[a-z_]+\.weight"/);
     expect(existsSync(out)).to.equal(false);
@@ -259,7 +259,7 @@ describe('gguf quantized models against llama.cpp', function () {
     bad.writeUInt32LE(GGML.Q8_0, at + 4 + 16);
     const badPath = join(scratch.dir, 'bad-blocks.gguf');
     await writeFile(badPath, bad);
-    const err2 = await convertGguf(badPath, join(scratch.dir, 'bad-blocks')).catch((e: unknown) => e);
+    const err2 = await convertExact(badPath, join(scratch.dir, 'bad-blocks')).catch((e: unknown) => e);
     expect(err2).to.be.instanceOf(GgufError).with.property('code', 'corrupt');
     expect((err2 as Error).message).to.match(/"blk\.0\.ffn_down\.weight" is Q8_0 with rows of 172 elements/);
   });
@@ -309,7 +309,7 @@ describe('gguf quantized random models against llama.cpp', function () {
     it(`${name}: the dequantized conversion's first 6 greedy tokens equal llama.cpp's`, async () => {
       const path = await quantizedCopy(`all-${name}`, () => type);
       const ref = await llamaCppGreedy(path, prompt, 6);
-      const res = await convertGguf(path, join(scratch.dir, `all-${name}-module`), { dequantize: true });
+      const res = await convertExact(path, join(scratch.dir, `all-${name}-module`), { dequantize: true });
       expect(await ortGreedy(join(res.dir, 'model.onnx'), prompt, 6)).to.deep.equal(ref);
     });
   }
@@ -329,13 +329,13 @@ describe('gguf quantized random models against llama.cpp', function () {
     for (const [label, typeOf, n] of mixes) {
       const path = await quantizedCopy(label, typeOf, label.endsWith('tied') ? tiedF32 : f32Path);
       const ref = await llamaCppGreedy(path, prompt, n);
-      const res = await convertGguf(path, join(scratch.dir, `${label}-module`));
+      const res = await convertExact(path, join(scratch.dir, `${label}-module`));
       expect(await ortGreedy(join(res.dir, 'model.onnx'), prompt, n), label).to.deep.equal(ref);
       if (!label.endsWith('tied')) continue;
       expect(res.config.tieWordEmbeddings).to.equal(true);
       // Written with external data (as models of 16 MiB of weights or more are), the head's codes and scales are
       // the embedding's bytes in the file, no Reshape (onnxruntime would fold one into a copy at every load).
-      const external = await convertGguf(path, join(scratch.dir, `${label}-external-module`), { externalData: true });
+      const external = await convertExact(path, join(scratch.dir, `${label}-external-module`), { externalData: true });
       expect(await ortGreedy(join(external.dir, 'model.onnx'), prompt, n), `${label}, external data`).to.deep.equal(ref);
       const graph = (await readModel(join(external.dir, 'model.onnx'))).graph!;
       const region = (name: string) => {

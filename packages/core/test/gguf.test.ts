@@ -7,7 +7,8 @@ import { Tokenizer } from '@huggingface/tokenizers';
 import * as ort from 'onnxruntime-node';
 import { GgufError, GgufFile, GgufValueType, parseGgufHeader, tensorBytesToFloat32, withGguf } from '../src/gguf/reader.js';
 import { tokenizerFromGguf, type GgufTokenizer } from '../src/gguf/tokenizer-from-gguf.js';
-import { convertGguf, kebabName, type ConvertedManifest } from '../src/gguf/convert.js';
+import { kebabName, type ConvertedManifest } from '../src/gguf/convert.js';
+import { convertExact } from './support/gguf-models.js';
 import { tokenizerFingerprint } from '../src/tokenizer/fingerprint.js';
 import { f16Bits, makeGguf, rewriteGguf, type WValue } from './support/gguf-writer.js';
 import { useTempDir } from './support/temp-cache.js';
@@ -399,7 +400,7 @@ describe('gguf', function () {
     it('refuses architectures other than llama, naming them', async () => {
       const path = join(scratch.dir, 'gpt2.gguf');
       await writeFile(path, makeGguf({ 'general.architecture': { t: 'str', v: 'gpt2' } }));
-      const err = await convertGguf(path, join(scratch.dir, 'gpt2-out')).catch((e: unknown) => e);
+      const err = await convertExact(path, join(scratch.dir, 'gpt2-out')).catch((e: unknown) => e);
       expect(err).to.be.instanceOf(GgufError);
       expect((err as Error).message).to.match(/"gpt2"/).and.match(/"llama"/);
       expect(existsSync(join(scratch.dir, 'gpt2-out', 'reasonplug.json'))).to.equal(false);
@@ -417,7 +418,7 @@ describe('gguf', function () {
         const err = await f.readTensor('token_embd.weight').catch((e: unknown) => e);
         expect(err).to.be.instanceOf(GgufError).with.property('code', 'unsupported-tensor-type');
       });
-      const err = await convertGguf(path, join(scratch.dir, 'q8')).catch((e: unknown) => e);
+      const err = await convertExact(path, join(scratch.dir, 'q8')).catch((e: unknown) => e);
       expect(err).to.be.instanceOf(GgufError).with.property('code', 'unsupported-tensor-type');
       expect((err as Error).message).to.match(/IQ2_XXS/).and.match(/token_embd\.weight/).and.match(/F32, F16/);
     });
@@ -425,7 +426,7 @@ describe('gguf', function () {
     let dir: string;
     let manifest: ConvertedManifest;
     it('converts stories260K into a module directory', async () => {
-      const res = await convertGguf(STORIES, join(scratch.dir, 'stories'));
+      const res = await convertExact(STORIES, join(scratch.dir, 'stories'));
       dir = res.dir;
       expect(res.config).to.deep.equal({
         vocabSize: 512,
@@ -459,7 +460,7 @@ describe('gguf', function () {
       expect(manifest.files.model.path).to.equal('model.onnx');
       const cfg = JSON.parse(await readFile(join(dir, 'tokenizer_config.json'), 'utf8')) as Record<string, unknown>;
       expect(cfg).to.include({ bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>', add_bos_token: true, model_max_length: 2048 });
-      const named = await convertGguf(STORIES, join(scratch.dir, 'named'), { name: 'My Stories' });
+      const named = await convertExact(STORIES, join(scratch.dir, 'named'), { name: 'My Stories' });
       expect(named.manifest.name).to.equal('my-stories');
       expect(named.manifest.compat.tokenizer).to.equal(manifest.compat.tokenizer);
     });
@@ -512,7 +513,7 @@ describe('gguf', function () {
     });
 
     it('converts to float16 and still tells the story', async () => {
-      const res = await convertGguf(STORIES, join(scratch.dir, 'stories-f16'), { dtype: 'float16' });
+      const res = await convertExact(STORIES, join(scratch.dir, 'stories-f16'), { dtype: 'float16' });
       const ids = await greedy(join(res.dir, 'model.onnx'), 24, 'float16');
       const tj = JSON.parse(await readFile(join(res.dir, 'tokenizer.json'), 'utf8')) as object;
       const text = new Tokenizer(tj, {}).decode(ids, { skip_special_tokens: true });
@@ -532,7 +533,7 @@ describe('gguf', function () {
         out.data = out.data.map((x) => x * 2);
       });
       await withGguf(path, async (f) => expect(f.tensorInfo('blk.0.attn_q.weight')!.typeName).to.equal('F16'));
-      const res = await convertGguf(path, join(scratch.dir, 'f16-untied'));
+      const res = await convertExact(path, join(scratch.dir, 'f16-untied'));
       expect(res.config.tieWordEmbeddings).to.equal(false);
       expect(res.manifest).to.include({ name: 'stories-f16-untied', license: 'mit' });
       expect(res.manifest.provenance.convertedFrom.file).to.equal('f16-untied.gguf');
@@ -548,7 +549,7 @@ describe('gguf', function () {
       await rewriteGguf(STORIES, path, (_meta, tensors) => {
         tensors.delete('output.weight');
       });
-      const res = await convertGguf(path, join(scratch.dir, 'tied'));
+      const res = await convertExact(path, join(scratch.dir, 'tied'));
       expect(res.config.tieWordEmbeddings).to.equal(true);
       const ids = await greedy(join(res.dir, 'model.onnx'), 8, 'float32');
       expect(ids.slice(0, 5)).to.deep.equal([1, 403, 407, 261, 378]); // <s> Once upon a time
@@ -557,7 +558,7 @@ describe('gguf', function () {
       await rewriteGguf(STORIES, bad, (meta) => {
         meta.set('llama.feed_forward_length', { type: GgufValueType.UINT32, value: 128 });
       });
-      const err = await convertGguf(bad, join(scratch.dir, 'bad-shape')).catch((e: unknown) => e);
+      const err = await convertExact(bad, join(scratch.dir, 'bad-shape')).catch((e: unknown) => e);
       expect(err).to.be.instanceOf(GgufError);
       expect((err as Error).message).to.match(/blk\.0\.ffn_gate\.weight.*\[172, 64\].*\[128, 64\]/);
     });

@@ -113,8 +113,8 @@ export const ModelOptionsSchema = z.strictObject({
    */
   contextLength: z.int().positive().optional(),
   /**
-   * Keys' and values' type of `.gguf` models converted on load (core's `ggufKvCache`): `float32` (default, exact against
-   * llama.cpp's F32 cache) or `float16` (llama.cpp's default cache type: long contexts step faster).
+   * Keys' and values' type of `.gguf` models converted on load (core's `ggufKvCache`): `float16` (default, llama.cpp's
+   * default cache type: long contexts step faster) or `float32` (exact against llama.cpp's F32 cache).
    */
   ggufKvCache: z.enum(['float32', 'float16']).optional(),
   /**

@@ -83,10 +83,10 @@ describe('token counts and model profiles', function () {
     expect(tokenUsage.promptTokens + tokenUsage.completionTokens).to.equal(16 + 1);
   });
 
-  it('a .gguf backbone with ggufKvCache float16 (keys and values as llama.cpp keeps them) writes what its fp32 conversion writes', async () => {
+  it('a .gguf backbone (keys and values in fp16, as llama.cpp keeps them) writes what its conversion with ggufKvCache float32 writes', async () => {
     const [half, full] = [
-      track(await ReasonerLLM.create({ backbone: shared.stories260K, cacheDir, ggufKvCache: 'float16', maxTokens: 24 })),
       track(await ReasonerLLM.create({ backbone: shared.stories260K, cacheDir, maxTokens: 24 })),
+      track(await ReasonerLLM.create({ backbone: shared.stories260K, cacheDir, ggufKvCache: 'float32', maxTokens: 24 })),
     ];
     const [a, b] = await Promise.all([half, full].map((llm) => llm.invoke('Once upon a time')));
     expect(a).to.equal(b);

@@ -147,7 +147,7 @@ export function buildProgram(): Command {
     .argument('<file>', `GGUF file (general.architecture: ${SUPPORTED_ARCHITECTURES.join(', ')})`)
     .argument('<outdir>', 'module directory to write')
     .addOption(new Option('--dtype <t>', 'weight and I/O precision').choices(['float32', 'float16']).default('float32'))
-    .addOption(new Option('--kv-cache <t>', "keys' and values' type: float32 (exact against llama.cpp's F32 cache) or float16 (llama.cpp's default; half the bytes a long context's step moves)").choices(['float32', 'float16']).default('float32'))
+    .addOption(new Option('--kv-cache <t>', "keys' and values' type: float16 (llama.cpp's default; half the bytes a long context's step moves) or float32 (exact against llama.cpp's F32 cache)").choices(['float32', 'float16']).default('float16'))
     .option('--name <name>', 'module name')
     .action(async (file: string, outDir: string, flags: { dtype: 'float32' | 'float16'; kvCache: 'float32' | 'float16'; name?: string }) => {
       const bar = progressBar(`convert ${basename(file)}`);

@@ -73,7 +73,7 @@ export function addModelFlags(command: Command): Command {
     .addOption(new Option('--device <d>', 'execution provider').choices([...DEVICES]).default('cpu'))
     .option('--threads <n>', 'intra-op threads (at most 4 per CPU)', threadsFlag)
     .option('--context-length <n>', "positions a generation may use, at most the model's own (default: the model's)", positiveIntegerFlag('--context-length'))
-    .addOption(new Option('--kv-cache <t>', "keys' and values' type of .gguf models converted on first use: float32 (exact) or float16 (llama.cpp's default; faster at long contexts)").choices(['float32', 'float16']))
+    .addOption(new Option('--kv-cache <t>', "keys' and values' type of .gguf models converted on first use: float16 (default, as llama.cpp's; faster at long contexts) or float32 (exact against llama.cpp's F32 cache)").choices(['float32', 'float16']))
     .addOption(sessionCacheOption())
     .addOption(
       new Option('--placement <p>', 'where reasoners run: lanes (threads beside the backbone), inline (after it), auto')

@@ -56,9 +56,9 @@ export interface ConvertGgufOptions {
    */
   gqaRotary?: 'inside' | 'ops';
   /**
-   * Storage type of the attention layers' keys and values (LlamaBuildOptions.kvDtype). Default `float32`, exact
-   * against llama.cpp's F32 cache; `float16` is llama.cpp's own default cache type: half the bytes a long context's
-   * step reads and onnxruntime-node copies (README, bench:gguf `--context`), at fp16's rounding of q, k and v.
+   * Storage type of the attention layers' keys and values (LlamaBuildOptions.kvDtype). Default `float16`, llama.cpp's
+   * own default cache type: half the bytes of `float32` a long context's step reads and onnxruntime-node copies
+   * (README, bench:gguf `--context`), at fp16's rounding of q, k and v; `float32` is exact against llama.cpp's F32 cache.
    */
   kvCache?: 'float32' | 'float16';
   /** Called after each tensor is read with the bytes of tensor data read so far and in all (a progress bar). */
@@ -1014,7 +1014,7 @@ function attentionOptions(config: LlamaConfig, opts: ConvertGgufOptions, context
   // onnxruntime's GroupQueryAttention kernel takes heads whose size is a multiple of 8 only.
   const attention = opts.attention ?? (headDim % 8 === 0 ? 'gqa' : 'ops');
   if (opts.kvCache !== undefined && opts.kvCache !== 'float32' && opts.kvCache !== 'float16') throw new Error(`unknown kvCache ${String(opts.kvCache)}; float32 or float16`);
-  const kv: LlamaBuildOptions = opts.kvCache === 'float16' ? { kvDtype: 'float16' } : {};
+  const kv: LlamaBuildOptions = (opts.kvCache ?? 'float16') === 'float16' ? { kvDtype: 'float16' } : {};
   if (attention === 'ops') return { attention, ...kv };
   const maxPositions = contextLength ?? 4096;
   const tables = config.ropeThetaLocal !== undefined || config.ropeScaleLocal !== undefined ? 2 : 1;

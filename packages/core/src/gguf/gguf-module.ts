@@ -92,7 +92,7 @@ export async function ggufModuleDir(path: string, opts: GgufModuleOptions): Prom
   const { sha256 } = await ggufDigest(files, join(opts.cacheDir, 'digests'), (bytes) => progress(Math.min(bytes, size), size, 'sha256:pending'));
   const root = join(opts.cacheDir, 'gguf');
   const dtype = opts.convert?.dtype ?? 'float32';
-  const kv16 = dtype === 'float32' && opts.convert?.kvCache === 'float16';
+  const kv16 = dtype === 'float32' && (opts.convert?.kvCache ?? 'float16') === 'float16';
   const dir = join(root, `${sha256}-${dtype === 'float32' ? '' : 'f16-'}${kv16 ? 'kv16-' : ''}${LAYOUT}`);
   if (await intact(dir)) return dir;
   // One conversion per entry in this process (a backbone and a reasoner of the same file load in parallel).

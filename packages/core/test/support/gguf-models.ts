@@ -8,6 +8,7 @@ import { writeFile } from 'node:fs/promises';
 import { seededNormals } from '../../src/onnx/random-weights.js';
 import { withGguf } from '../../src/gguf/reader.js';
 import { makeGguf, metadataToW, encodeTensor, type WTensor, type WValue } from './gguf-writer.js';
+import { convertGguf, type ConvertGgufOptions } from '../../src/gguf/convert.js';
 
 export const STORIES = new URL('../../../../../shared/models/stories260K/stories260K.gguf', import.meta.url).pathname;
 
@@ -572,3 +573,12 @@ export async function ortGreedy(modelPath: string, prompt: number[], steps: numb
     await session.release();
   }
 }
+
+/**
+ * `convertGguf` with float32 keys and values: the tests that hold a conversion to llama.cpp's tokens compare it with
+ * llama.cpp's F32 cache, its exact reference (the converter's default, float16, is llama.cpp's default cache type).
+ */
+export function convertExact(path: string, dir: string, opts: ConvertGgufOptions = {}): ReturnType<typeof convertGguf> {
+  return convertGguf(path, dir, { kvCache: 'float32', ...opts });
+}
+
