@@ -15,6 +15,7 @@ import type { TokenTrace } from '../compose/composed-source.js';
 import { DTYPES } from '../modules/hub-variants.js';
 import { quantizeModel } from '../modules/quantize-module.js';
 import { addRegistryCommands } from './registry-commands.js';
+import { addCacheCommand } from './cache-command.js';
 import { responseFormatFromFlags, type ResponseFormatFlags } from './response-format-flags.js';
 import { addServeCommand } from './serve-command.js';
 import { addChatCommand } from './chat-command.js';
@@ -188,6 +189,7 @@ export function buildProgram(): Command {
       );
     });
   addRegistryCommands(program);
+  addCacheCommand(program);
   addServeCommand(program);
   addChatCommand(program);
   addEmbedCommand(program);

@@ -57,6 +57,8 @@ interface FileStamp {
 
 interface Sidecar {
   format: number;
+  /** The model the graph was prepared from (what `reasonplug cache` lists). */
+  model: string;
   /** File name (in the entry's directory) of the saved form's data. */
   data: string;
   graph: FileStamp;
@@ -198,7 +200,7 @@ export async function createCachedSession(
   try {
     await drop(entry, spec.dir);
     await rename(graphTmp, entry.graph);
-    const meta: Sidecar = { format: SESSION_CACHE_FORMAT, data: dataName, graph: await stampOf(entry.graph), dataStamp: await stampOf(join(spec.dir, dataName)) };
+    const meta: Sidecar = { format: SESSION_CACHE_FORMAT, model: resolve(spec.model), data: dataName, graph: await stampOf(entry.graph), dataStamp: await stampOf(join(spec.dir, dataName)) };
     await writeFile(sidecarTmp, `${JSON.stringify(meta)}\n`);
     await rename(sidecarTmp, entry.sidecar);
     sessionCacheStats.writes++;

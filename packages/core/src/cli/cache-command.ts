@@ -1,0 +1,48 @@
+/**
+ * `reasonplug cache [--json]` lists what the cache holds and its size; `reasonplug cache clear <part...>|--all`
+ * removes parts of it (all of it can be made again; see modules/cache-usage.ts).
+ */
+import type { Command } from 'commander';
+import { CACHE_PARTS, cacheUsage, clearCache, type CachePart } from '../modules/cache-usage.js';
+
+const size = (n: number) => (n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(2)} GiB` : `${(n / 2 ** 20).toFixed(1)} MiB`);
+
+async function list(flags: { json?: boolean }): Promise<void> {
+  const usage = await cacheUsage();
+  if (flags.json) {
+    process.stdout.write(`${JSON.stringify(usage)}\n`);
+    return;
+  }
+  const rows = usage.entries.map((e) => [e.part, size(e.bytes), e.name]);
+  const header = ['PART', 'SIZE', 'ENTRY'];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  for (const row of [header, ...rows]) process.stdout.write(`${row.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()}\n`);
+  const total = Object.values(usage.bytes).reduce((a, b) => a + b, 0);
+  process.stdout.write(`\n${usage.root}: ${size(total)} (${CACHE_PARTS.map((p) => `${p} ${size(usage.bytes[p])}`).join(', ')})\n`);
+}
+
+/** Adds `cache` and `cache clear` to the `reasonplug` program. */
+export function addCacheCommand(program: Command): void {
+  const cache = program
+    .command('cache')
+    .description("list what reasonplug's cache holds ($REASONPLUG_CACHE, else ~/.cache/reasonplug) and its size")
+    .option('--json', 'one JSON object: the entries, and the bytes of each part')
+    .action(list);
+  cache
+    .command('clear')
+    .description('remove parts of the cache (each is made again when needed): gguf conversions, pulled modules, prepared graphs (with the saved sessions), saved sessions, stat records')
+    .argument('[parts...]', CACHE_PARTS.join(', '))
+    .option('--all', 'every part')
+    .action(async (parts: string[], flags: { all?: boolean }) => {
+      const unknown = parts.filter((p) => !(CACHE_PARTS as readonly string[]).includes(p));
+      if (unknown.length > 0) throw new Error(`unknown cache part ${unknown.join(', ')}; the parts are ${CACHE_PARTS.join(', ')}`);
+      const chosen = flags.all ? [...CACHE_PARTS] : (parts as CachePart[]);
+      if (chosen.length === 0) throw new Error(`name the parts to remove (${CACHE_PARTS.join(', ')}) or --all`);
+      const before = await cacheUsage();
+      await clearCache(chosen);
+      // (prepared graphs hold the saved sessions)
+      const removed = new Set<CachePart>(chosen.includes('prepared') ? [...chosen, 'sessions'] : chosen);
+      const freed = [...removed].reduce((n, p) => n + before.bytes[p], 0);
+      process.stderr.write(`removed ${[...removed].join(', ')}: ${size(freed)} freed\n`);
+    });
+}

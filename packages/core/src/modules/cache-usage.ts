@@ -1,0 +1,136 @@
+/**
+ * What the cache root holds and how much disk each part takes, and clearing parts of it (`reasonplug cache`).
+ * Every part is derived and can be made again: converted GGUFs from their files, pulled modules from their registry,
+ * prepared graphs and saved sessions from the modules, stat records by hashing. Sizes count each file once, however
+ * many hard links it has (a pulled module's files are links to its blobs).
+ */
+import { lstat, readdir, readFile, rm } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { cacheRoot } from './cache-root.js';
+
+/** The parts of the cache, each removable on its own. */
+export const CACHE_PARTS = ['gguf', 'modules', 'prepared', 'sessions', 'digests'] as const;
+export type CachePart = (typeof CACHE_PARTS)[number];
+
+/** One thing the cache holds. */
+export interface CacheEntry {
+  part: CachePart;
+  /** What it is: a module's `name@version` and its source, a saved session's model, or the part's file count. */
+  name: string;
+  path: string;
+  bytes: number;
+}
+
+/** The cache root's entries and each part's bytes. */
+export interface CacheUsage {
+  root: string;
+  entries: CacheEntry[];
+  bytes: Record<CachePart, number>;
+}
+
+/** Directories (under the root) each part lives in; `prepared` holds `sessions`, counted apart. */
+const DIRS: Record<CachePart, string[]> = {
+  gguf: ['gguf'],
+  modules: ['modules', 'blobs', 'refs'],
+  prepared: ['prepared'],
+  sessions: [join('prepared', 'sessions')],
+  digests: ['digests'],
+};
+
+/** Bytes of the files under `path` whose inodes are not in `seen` yet (adding them). */
+async function sizeOf(path: string, seen: Set<string>, skip?: string): Promise<number> {
+  let st;
+  try {
+    st = await lstat(path);
+  } catch {
+    return 0;
+  }
+  if (st.isDirectory()) {
+    if (path === skip) return 0;
+    let total = 0;
+    for (const name of await readdir(path)) total += await sizeOf(join(path, name), seen, skip);
+    return total;
+  }
+  const id = `${st.dev}:${st.ino}`;
+  if (seen.has(id)) return 0;
+  seen.add(id);
+  return st.size;
+}
+
+async function subdirs(path: string): Promise<string[]> {
+  try {
+    return (await readdir(path, { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => join(path, d.name));
+  } catch {
+    return [];
+  }
+}
+
+async function readJson(path: string): Promise<Record<string, unknown> | undefined> {
+  try {
+    return JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>;
+  } catch {
+    return undefined;
+  }
+}
+
+/** `name@version` of a module directory's manifest, and what it was converted from. */
+async function moduleName(dir: string, fallback: string): Promise<string> {
+  const manifest = await readJson(join(dir, 'reasonplug.json'));
+  if (!manifest || typeof manifest['name'] !== 'string') return fallback;
+  const from = (manifest['provenance'] as { convertedFrom?: { file?: string } } | undefined)?.convertedFrom?.file;
+  return `${manifest['name']}@${String(manifest['version'])}${from ? ` (from ${from})` : ''}`;
+}
+
+/** The entries of the cache at `root` (default: the cache root) with their sizes. */
+export async function cacheUsage(root = cacheRoot()): Promise<CacheUsage> {
+  const seen = new Set<string>();
+  const entries: CacheEntry[] = [];
+  for (const dir of await subdirs(join(root, 'gguf'))) {
+    // (the entry's conversion options: `kv16-v4`, `f16-v4`, `v4` after the file's digest)
+    const variant = basename(dir).replace(/^[0-9a-f]{64}-/, '');
+    entries.push({ part: 'gguf', name: `${await moduleName(dir, dir)} [${variant}]`, path: dir, bytes: await sizeOf(dir, seen) });
+  }
+  // A pulled module: modules/<registry>/<namespace>/<name>/sha256-<hex>; its files are links to blobs, counted there.
+  for (const registry of await subdirs(join(root, 'modules'))) {
+    for (const namespace of await subdirs(registry)) {
+      for (const name of await subdirs(namespace)) {
+        for (const dir of await subdirs(name)) entries.push({ part: 'modules', name: await moduleName(dir, dir), path: dir, bytes: await sizeOf(dir, seen) });
+      }
+    }
+  }
+  const unlinked = (await sizeOf(join(root, 'blobs'), seen)) + (await sizeOf(join(root, 'refs'), seen));
+  if (unlinked > 0) entries.push({ part: 'modules', name: 'manifests, refs and blobs outside module directories', path: join(root, 'blobs'), bytes: unlinked });
+  const sessions = join(root, DIRS.sessions[0]!);
+  let sessionFiles: string[] = [];
+  try {
+    sessionFiles = await readdir(sessions);
+  } catch {
+    // none saved
+  }
+  for (const file of sessionFiles.filter((f) => f.endsWith('.json'))) {
+    const meta = await readJson(join(sessions, file));
+    const stem = file.slice(0, -'.json'.length);
+    const parts = sessionFiles.filter((f) => f.startsWith(stem));
+    const bytes = (await Promise.all(parts.map((f) => sizeOf(join(sessions, f), seen)))).reduce((a, b) => a + b, 0);
+    const model = typeof meta?.['model'] === 'string' ? meta['model'] : stem;
+    entries.push({ part: 'sessions', name: model, path: join(sessions, file), bytes });
+  }
+  const others = await sizeOf(sessions, seen);
+  if (others > 0) entries.push({ part: 'sessions', name: 'files of no saved session (writes in progress or left by a crash)', path: sessions, bytes: others });
+  const prepared = join(root, 'prepared');
+  const graphs = (await readdir(prepared).catch(() => [] as string[])).filter((f) => f.endsWith('.onnx')).length;
+  const preparedBytes = await sizeOf(prepared, seen, sessions);
+  if (preparedBytes > 0) entries.push({ part: 'prepared', name: `${graphs} prepared graph(s)`, path: prepared, bytes: preparedBytes });
+  const digests = await sizeOf(join(root, 'digests'), seen);
+  if (digests > 0) entries.push({ part: 'digests', name: 'stat records of verified files', path: join(root, 'digests'), bytes: digests });
+  const bytes = Object.fromEntries(CACHE_PARTS.map((p) => [p, entries.filter((e) => e.part === p).reduce((n, e) => n + e.bytes, 0)])) as Record<CachePart, number>;
+  return { root, entries, bytes };
+}
+
+/** Removes the given parts of the cache at `root` (default: the cache root). */
+export async function clearCache(parts: readonly CachePart[], root = cacheRoot()): Promise<void> {
+  for (const part of parts) {
+    if (!CACHE_PARTS.includes(part)) throw new RangeError(`unknown cache part ${String(part)}; one of ${CACHE_PARTS.join(', ')}`);
+    for (const dir of DIRS[part]) await rm(join(root, dir), { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,73 @@
+import { expect } from 'chai';
+import { copyFile, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Engine } from '../src/engine.js';
+import { ggufModuleDir } from '../src/gguf/gguf-module.js';
+import { cacheUsage, clearCache, type CacheUsage } from '../src/modules/cache-usage.js';
+import { pullModule } from '../src/registry/pull.js';
+import { pushModule } from '../src/registry/push.js';
+import { models } from '../../../test/support/paths.js';
+import { runReasonplug } from './support/cli.js';
+import { testDir } from './support/models.js';
+import { makeRegistryModule, startOurRegistry, type OurRegistry } from './support/registries.js';
+
+const partsOf = (usage: CacheUsage) => usage.entries.map((e) => `${e.part}: ${e.name}`);
+
+describe('reasonplug cache: what the cache holds, and clearing parts of it', function () {
+  this.timeout(120_000);
+  let registry: OurRegistry;
+  before(async () => (registry = await startOurRegistry()));
+  after(() => registry?.close());
+
+  it('lists conversions, pulled modules, prepared graphs and saved sessions with their sizes, and clears each part alone', async () => {
+    const root = testDir('cache-usage');
+    // a conversion, a pulled module (its files hard links to blobs), a prepared graph with its saved session
+    const gguf = join(testDir('cache-usage-gguf'), 'story.gguf');
+    await copyFile(models.stories260K, gguf);
+    const converted = await ggufModuleDir(gguf, { cacheDir: root });
+    const original = await makeRegistryModule({ name: 'listed', files: { 'weights.bin': 300_000 } });
+    const ref = `${registry.host}/acme/listed:1.0.0`;
+    await pushModule(original, ref);
+    await pullModule(ref, { cacheDir: root });
+    const engine = await Engine.load({ model: converted, cacheDir: join(root, 'prepared'), sessionCache: true });
+    await engine.dispose();
+
+    const usage = await cacheUsage(root);
+    expect(partsOf(usage)).to.include.members(['gguf: story@0.1.0 (from story.gguf) [kv16-v4]', 'modules: listed@1.0.0', `sessions: ${join(converted, 'model.onnx')}`, 'prepared: 1 prepared graph(s)']);
+    for (const e of usage.entries) expect(e.bytes, `${e.part}: ${e.name}`).to.be.above(0);
+    // a pulled module's files are counted once: its directory's links and its blobs are the same files
+    const pulled = usage.entries.find((e) => e.part === 'modules' && e.name === 'listed@1.0.0')!;
+    expect(pulled.bytes).to.be.within(300_000, 310_000);
+    expect(usage.bytes.modules).to.be.below(2 * 300_000);
+
+    // the CLI reads the same, from $REASONPLUG_CACHE
+    const listed = await runReasonplug(['cache', '--json'], { REASONPLUG_CACHE: root });
+    expect(listed.code, listed.stderr).to.equal(0);
+    expect(JSON.parse(listed.stdout)).to.deep.equal(JSON.parse(JSON.stringify(usage)));
+
+    // clearing the saved sessions leaves every other part, and the engine loads again (writing the session anew)
+    const cleared = await runReasonplug(['cache', 'clear', 'sessions'], { REASONPLUG_CACHE: root });
+    expect(cleared.code, cleared.stderr).to.equal(0);
+    expect(cleared.stderr).to.match(/^removed sessions: \d+\.\d MiB freed/);
+    const after = await cacheUsage(root);
+    expect(after.bytes.sessions).to.equal(0);
+    for (const part of ['gguf', 'modules', 'prepared'] as const) expect(after.bytes[part], part).to.equal(usage.bytes[part]);
+
+    await clearCache(['gguf', 'modules'], root);
+    expect(partsOf(await cacheUsage(root)).filter((p) => p.startsWith('gguf') || p.startsWith('modules'))).to.deep.equal([]);
+    expect(await readdir(root)).to.not.include.members(['gguf', 'modules', 'blobs', 'refs']);
+    const all = await runReasonplug(['cache', 'clear', '--all'], { REASONPLUG_CACHE: root });
+    expect(all.code, all.stderr).to.equal(0);
+    expect(await readdir(root)).to.deep.equal([]);
+  });
+
+  it('refuses an unknown part by name, and a clear that names none', async () => {
+    const root = testDir('cache-usage-bad');
+    const bad = await runReasonplug(['cache', 'clear', 'gguf', 'models'], { REASONPLUG_CACHE: root });
+    expect(bad.code).to.equal(1);
+    expect(bad.stderr).to.contain('unknown cache part models; the parts are gguf, modules, prepared, sessions, digests');
+    const none = await runReasonplug(['cache', 'clear'], { REASONPLUG_CACHE: root });
+    expect(none.code).to.equal(1);
+    expect(none.stderr).to.contain('or --all');
+  });
+});
