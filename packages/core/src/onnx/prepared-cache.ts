@@ -158,7 +158,7 @@ const dataFilesOf = (dir: string, extents: Record<string, number>) => Object.key
 const sessionDirOf = (cacheDir: string) => join(cacheDir, 'sessions');
 
 /** The cache entry of a checked source as {@link PreparedDecoder}, when there is one and it verifies. */
-async function findEntry({ source, sourceDir, recorded, entry }: Awaited<ReturnType<typeof locateEntry>>): Promise<PreparedDecoder | undefined> {
+async function findEntry({ source, sourceDir, recorded, dir, entry }: Awaited<ReturnType<typeof locateEntry>>): Promise<PreparedDecoder | undefined> {
   const hit = await cachedEntry(entry(recorded), `sha256:${recorded}`);
   if (!hit) return undefined;
   const { meta, preparedPath } = hit;
@@ -171,7 +171,7 @@ async function findEntry({ source, sourceDir, recorded, entry }: Awaited<ReturnT
     digest: meta.digest,
     notes: meta.notes,
     dataFiles: dataFilesOf(sourceDir, meta.externalFiles),
-    sessionDir: sessionDirOf(dirname(preparedPath)),
+    sessionDir: sessionDirOf(dir),
     ...meta.facts,
   };
 }

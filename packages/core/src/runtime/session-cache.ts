@@ -6,8 +6,9 @@
  * matrix into a packed copy for its kernels, after reading the original from the memory-mapped data file. Loaded
  * from the saved form, the packed copies are mapped instead and the originals are never read. Measured on the
  * Qwen2.5-0.5B-shaped GGUF conversions (2 vCPUs, fresh processes, onnxruntime-node 1.31.1): session creation Q8_0
- * 1.02-1.11 → 0.70-0.73 s, Q4_K_M 1.14-1.25 → 0.79-0.92 s, F16 (float32 matrices) 4.0-4.5 → 1.4-1.5 s; peak
- * RSS 880 → 757-782 MB, 877 → 752, 2488 → 1990; identical logits. The price: the saved form holds the graph's
+ * 1.02-1.11 → 0.70-0.73 s, Q4_K_M 1.14-1.25 → 0.79-0.92 s, F16 (float32 matrices) 4.0-4.5 → 1.4-1.5 s; identical
+ * logits. The packed weights become pages of that file, which the kernel may drop and processes share, instead of
+ * private memory (a whole engine's peak RSS stays about the same: README, bench:gguf). The price: the saved form holds the graph's
  * weights and their packed copies (2.3-2.5x the module's bytes on disk), and the first load, which writes it,
  * takes about three times as long. So only graphs whose decode step reads at least {@link SESSION_CACHE_MIN_BYTES}
  * are kept (below that a session is created in tenths of a second anyway).
@@ -44,9 +45,6 @@ export interface SessionCacheSpec {
   /** Absolute paths of the external data files the graph reads. */
   dataFiles: string[];
 }
-
-/** Counters for tests and diagnostics: sessions loaded from a saved form, and saved forms written. */
-export const sessionCacheStats = { hits: 0, writes: 0 };
 
 interface FileStamp {
   ino: string;
@@ -160,9 +158,7 @@ export async function createCachedSession(
     const session = { ...(options.extra?.session as Record<string, unknown> | undefined) };
     delete session['model_external_initializers_file_folder_path'];
     try {
-      const created = await ort.InferenceSession.create(saved, { ...options, extra: { ...options.extra, session } });
-      sessionCacheStats.hits++;
-      return created;
+      return await ort.InferenceSession.create(saved, { ...options, extra: { ...options.extra, session } });
     } catch {
       // Written again below.
     }
@@ -203,7 +199,6 @@ export async function createCachedSession(
     const meta: Sidecar = { format: SESSION_CACHE_FORMAT, model: resolve(spec.model), data: dataName, graph: await stampOf(entry.graph), dataStamp: await stampOf(join(spec.dir, dataName)) };
     await writeFile(sidecarTmp, `${JSON.stringify(meta)}\n`);
     await rename(sidecarTmp, entry.sidecar);
-    sessionCacheStats.writes++;
     await dropOlder(entry, spec.dir);
   } catch {
     await cleanUp().catch(() => undefined);
