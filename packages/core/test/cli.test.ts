@@ -6,7 +6,8 @@ import { TextTokenizer, type ChatMessage } from '../src/tokenizer/tokenizer.js';
 import { join } from 'node:path';
 import { models } from '../../../test/support/paths.js';
 import { builtModel, cacheDir, testDir } from './support/models.js';
-import { runReasonplug } from './support/cli.js';
+import { cliPath, runReasonplug } from './support/cli.js';
+import { spawn } from 'node:child_process';
 import { scriptedChatModule } from './support/modules.js';
 import { THINKING_TEMPLATE } from './support/chat-templates.js';
 
@@ -46,6 +47,18 @@ describe('reasonplug CLI', function () {
       expect(r.code, r.stderr).to.equal(0);
       expect(JSON.parse(r.stdout).text).to.equal(STORY);
     }
+  });
+
+  it('ends quietly when its reader stops reading (`reasonplug … | head`)', async () => {
+    const args = ['--import', 'tsx', cliPath, 'generate', '--model', storiesDir, '--prompt-ids', '1', '--max-tokens', '200'];
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, REASONPLUG_CACHE: join(cacheDir, '..', 'cli-cache') } });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    // the reader takes the first bytes, then goes away
+    child.stdout.once('data', () => child.stdout.destroy());
+    const code = await new Promise<number | string | null>((done) => child.on('close', (c, signal) => done(c ?? signal)));
+    expect(stderr).to.not.contain('EPIPE');
+    expect(code).to.equal(0);
   });
 
   it('reproduces a seeded sampled story, and another seed tells another', async () => {

@@ -3,7 +3,8 @@ import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
-const cli = fileURLToPath(new URL('../../src/cli/reasonplug.ts', import.meta.url));
+/** The CLI's entry point (run with `--import tsx`). */
+export const cliPath = fileURLToPath(new URL('../../src/cli/reasonplug.ts', import.meta.url));
 const run = promisify(execFile);
 
 /** What a CLI run printed and its exit code. */
@@ -19,7 +20,7 @@ export interface CliResult {
  */
 export async function runReasonplug(args: string[], env: Record<string, string> = {}, input?: string): Promise<CliResult> {
   try {
-    const running = run(process.execPath, ['--import', 'tsx', cli, ...args], { env: { ...process.env, ...env } });
+    const running = run(process.execPath, ['--import', 'tsx', cliPath, ...args], { env: { ...process.env, ...env } });
     if (input !== undefined) running.child.stdin!.end(input);
     const { stdout, stderr } = await running;
     return { stdout, stderr, code: 0 };
