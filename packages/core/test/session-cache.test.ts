@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { copyFile, mkdir, readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, stat, statfs, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Engine } from '../src/engine.js';
 import { DecoderSession } from '../src/runtime/decoder-session.js';
@@ -17,7 +17,7 @@ async function modelDir(name: string, seed: number): Promise<string> {
   return dir;
 }
 
-async function open(dir: string, cacheDir: string, sessionCache: boolean | undefined, weightBytes?: number): Promise<DecoderSession> {
+async function open(dir: string, cacheDir: string, sessionCache: boolean | undefined, weightBytes?: number, keepFree?: number): Promise<DecoderSession> {
   const p = await prepareDecoder(join(dir, 'model.onnx'), { lastLogitsOnly: true, logitsFloat32: true, cacheDir });
   expect(p.sessionDir).to.equal(join(cacheDir, 'sessions'));
   expect(p.dataFiles).to.deep.equal([join(dir, 'model.onnx.data')]);
@@ -26,7 +26,7 @@ async function open(dir: string, cacheDir: string, sessionCache: boolean | undef
       path: p.preparedPath,
       ...(p.externalDataDir ? { externalDataDir: p.externalDataDir } : {}),
       ...(weightBytes !== undefined ? { weightBytes } : {}),
-      sessionCache: { dir: p.sessionDir!, model: join(dir, 'model.onnx'), dataFiles: p.dataFiles },
+      sessionCache: { dir: p.sessionDir!, model: join(dir, 'model.onnx'), dataFiles: p.dataFiles, ...(keepFree !== undefined ? { keepFree } : {}) },
     },
     sessionCache === undefined ? {} : { sessionCache },
   );
@@ -140,6 +140,20 @@ describe('session cache (optimized graphs with prepacked weights saved beside th
     await writeFile(join(cacheDir, 'sessions'), 'a file where the directory would be');
     expect(Array.from(await run(await open(dir, cacheDir, true)))).to.deep.equal(plain);
     expect((await readdir(cacheDir)).filter((n) => !n.endsWith('.onnx') && !n.endsWith('.json'))).to.deep.equal(['sessions']);
+  });
+
+  it('writes nothing where the disk would keep less free than its reserve, and makes the session all the same', async () => {
+    const dir = await modelDir('sc-full-disk', 15);
+    const cacheDir = testDir('sc-cache');
+    const plain = Array.from(await run(await open(dir, cacheDir, false)));
+    const { bavail, bsize } = await statfs(cacheDir);
+    expect(Array.from(await run(await open(dir, cacheDir, true, undefined, bavail * bsize)))).to.deep.equal(plain);
+    expect(await entries(join(cacheDir, 'sessions'))).to.have.property('size', 0);
+    // with room left (a reserve 64 MiB below the free bytes; the saved form takes ~2.5x the graph's weights) it is written
+    const weights = (await stat(join(dir, 'model.onnx'))).size + (await stat(join(dir, 'model.onnx.data'))).size;
+    expect(2.5 * weights).to.be.below(2 ** 20);
+    expect(Array.from(await run(await open(dir, cacheDir, true, undefined, bavail * bsize - 64 * 2 ** 20)))).to.deep.equal(plain);
+    expect(await entries(join(cacheDir, 'sessions'))).to.have.property('size', 3);
   });
 
   it('Engine.load passes the choice on: a small graph is kept with sessionCache: true, not by default nor with false', async () => {

@@ -18,14 +18,15 @@
  * data file (stat-recorded digests, see file-digest.ts), the onnxruntime version and the CPU's model and flags.
  * An entry is this machine's own derived file, so a hit is trusted while both its files keep the inode, size,
  * mtime and ctime recorded when it was written (as file-digest's records are); anything else, or a session that
- * fails to load from it, makes it a miss that writes it again. Any failure to write it (a full disk) leaves the
- * session created the usual way and nothing half-written behind. Entries are named after their model's path too, and
+ * fails to load from it, makes it a miss that writes it again. It is not written where the disk would be left with
+ * less than a tenth of it free (1 GiB at least), and any failure to write it leaves the session created the usual
+ * way and nothing half-written behind. Entries are named after their model's path too, and
  * a model's new entry removes its older ones, so a module converted or updated again leaves no stale gigabytes.
  */
 import * as ort from 'onnxruntime-node';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { arch, cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { cachedHashFile } from '../modules/file-digest.js';
@@ -36,6 +37,12 @@ const SESSION_CACHE_FORMAT = 1;
 /** Bytes a decode step must read for a graph's session to be kept (smaller ones are created quickly anyway). */
 export const SESSION_CACHE_MIN_BYTES = 64 * 2 ** 20;
 
+/** What the cache's disk keeps free after a saved form is written, unless `SessionCacheSpec.keepFree` says: a tenth of it, 1 GiB at least. */
+const keepFreeOf = (diskBytes: number) => Math.max(2 ** 30, diskBytes / 10);
+
+/** The saved form's size against its graph's weights (their packed copies beside them; measured 2.3-2.5x). */
+const SAVED_PER_WEIGHT_BYTE = 2.5;
+
 /** Where a graph's session may keep its optimized form, and what its weights are. */
 export interface SessionCacheSpec {
   /** Directory of saved sessions. */
@@ -44,6 +51,11 @@ export interface SessionCacheSpec {
   model: string;
   /** Absolute paths of the external data files the graph reads. */
   dataFiles: string[];
+  /**
+   * Bytes the disk must keep free after the saved form is written (default: a tenth of the disk, 1 GiB at least): with
+   * less room the session is created the usual way and nothing is written, so the cache never fills a disk.
+   */
+  keepFree?: number;
 }
 
 interface FileStamp {
@@ -136,6 +148,13 @@ async function dropOlder(entry: Entry, dir: string): Promise<void> {
   }
 }
 
+/** Whether the cache's disk holds the saved form of `graphPath` (estimated from its weights) and keeps its reserve free. */
+async function roomFor(graphPath: string, spec: SessionCacheSpec): Promise<boolean> {
+  const weights = (await Promise.all([graphPath, ...spec.dataFiles].map(async (f) => (await stat(f)).size))).reduce((a, b) => a + b, 0);
+  const disk = await statfs(spec.dir);
+  return disk.bavail * disk.bsize >= weights * SAVED_PER_WEIGHT_BYTE + (spec.keepFree ?? keepFreeOf(disk.blocks * disk.bsize));
+}
+
 /**
  * Creates the session of `graphPath` (loaded by `load` the usual way) from its saved optimized form when `spec`
  * has one for it, else the usual way while saving that form for the next time.
@@ -170,9 +189,14 @@ export async function createCachedSession(
   const cleanUp = async () => {
     for (const f of [graphTmp, sidecarTmp, join(spec.dir, dataName)]) await rm(f, { force: true });
   };
+  // A directory that cannot be made (a file in its place) or a disk without room: created the usual way, nothing written.
+  const room = await mkdir(spec.dir, { recursive: true }).then(
+    () => roomFor(graphPath, spec),
+    () => false,
+  );
+  if (!room) return load(options);
   let created: ort.InferenceSession;
   try {
-    await mkdir(spec.dir, { recursive: true });
     created = await load({
       ...options,
       optimizedModelFilePath: graphTmp,
