@@ -17,8 +17,8 @@ async function modelDir(name: string, seed: number): Promise<string> {
   return dir;
 }
 
-async function open(dir: string, cacheDir: string, sessionCache: boolean | undefined, weightBytes?: number, keepFree?: number): Promise<DecoderSession> {
-  const p = await prepareDecoder(join(dir, 'model.onnx'), { lastLogitsOnly: true, logitsFloat32: true, cacheDir });
+async function open(dir: string, cacheDir: string, sessionCache: boolean | undefined, weightBytes?: number, keepFree?: number, hiddenState = false): Promise<DecoderSession> {
+  const p = await prepareDecoder(join(dir, 'model.onnx'), { lastLogitsOnly: true, logitsFloat32: true, ...(hiddenState ? { hiddenState } : {}), cacheDir });
   expect(p.sessionDir).to.equal(join(cacheDir, 'sessions'));
   expect(p.dataFiles).to.deep.equal([join(dir, 'model.onnx.data')]);
   return DecoderSession.create(
@@ -26,7 +26,7 @@ async function open(dir: string, cacheDir: string, sessionCache: boolean | undef
       path: p.preparedPath,
       ...(p.externalDataDir ? { externalDataDir: p.externalDataDir } : {}),
       ...(weightBytes !== undefined ? { weightBytes } : {}),
-      sessionCache: { dir: p.sessionDir!, model: join(dir, 'model.onnx'), dataFiles: p.dataFiles, ...(keepFree !== undefined ? { keepFree } : {}) },
+      sessionCache: { dir: p.sessionDir!, model: join(dir, 'model.onnx'), variant: p.adaptation, dataFiles: p.dataFiles, ...(keepFree !== undefined ? { keepFree } : {}) },
     },
     sessionCache === undefined ? {} : { sessionCache },
   );
@@ -100,6 +100,18 @@ describe('session cache (optimized graphs with prepacked weights saved beside th
     expect(after).to.have.property('size', 6);
     const keptNames = [...before.keys()].filter((n) => after.has(n));
     expect(keptNames, "the other model's entry").to.have.length(3);
+  });
+
+  it('keeps one entry for each prepared variant of a model (with and without its hidden state): neither replaces the other', async () => {
+    const dir = await modelDir('sc-variants', 16);
+    const cacheDir = testDir('sc-cache');
+    const sessions = join(cacheDir, 'sessions');
+    const plain = [Array.from(await run(await open(dir, cacheDir, false))), Array.from(await run(await open(dir, cacheDir, false, undefined, undefined, true)))];
+    for (const hidden of [false, true]) expect(Array.from(await run(await open(dir, cacheDir, true, undefined, undefined, hidden)))).to.deep.equal(plain[hidden ? 1 : 0]);
+    const written = await entries(sessions);
+    expect(written).to.have.property('size', 6);
+    for (const hidden of [false, true]) expect(Array.from(await run(await open(dir, cacheDir, true, undefined, undefined, hidden)))).to.deep.equal(plain[hidden ? 1 : 0]);
+    expect(await entries(sessions), 'both loaded from their entries, neither written again').to.deep.equal(written);
   });
 
   it('writes an entry again when its files changed, or when it no longer loads, and the session is made all the same', async () => {

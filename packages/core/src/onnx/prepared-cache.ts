@@ -57,6 +57,8 @@ export interface PreparedDecoder extends GraphFacts {
   notes: string[];
   /** Absolute paths of the external data files the graph reads (none when its weights are inside it). */
   dataFiles: string[];
+  /** The adaptation asked for (the normalized options, as JSON): what tells the prepared variants of one source apart. */
+  adaptation: string;
   /** For a graph of this cache: where sessions of it may keep their optimized form (runtime/session-cache.ts). */
   sessionDir?: string;
 }
@@ -158,7 +160,7 @@ const dataFilesOf = (dir: string, extents: Record<string, number>) => Object.key
 const sessionDirOf = (cacheDir: string) => join(cacheDir, 'sessions');
 
 /** The cache entry of a checked source as {@link PreparedDecoder}, when there is one and it verifies. */
-async function findEntry({ source, sourceDir, recorded, dir, entry }: Awaited<ReturnType<typeof locateEntry>>): Promise<PreparedDecoder | undefined> {
+async function findEntry({ source, sourceDir, recorded, options, dir, entry }: Awaited<ReturnType<typeof locateEntry>>): Promise<PreparedDecoder | undefined> {
   const hit = await cachedEntry(entry(recorded), `sha256:${recorded}`);
   if (!hit) return undefined;
   const { meta, preparedPath } = hit;
@@ -171,6 +173,7 @@ async function findEntry({ source, sourceDir, recorded, dir, entry }: Awaited<Re
     digest: meta.digest,
     notes: meta.notes,
     dataFiles: dataFilesOf(sourceDir, meta.externalFiles),
+    adaptation: JSON.stringify(options),
     sessionDir: sessionDirOf(dir),
     ...meta.facts,
   };
@@ -208,6 +211,7 @@ export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = 
       digest,
       notes: ['no adaptation requested: the source graph is used as is'],
       dataFiles: dataFilesOf(sourceDir, extents),
+      adaptation: JSON.stringify(options),
       ...graphFacts(read.model),
     };
   }
@@ -253,6 +257,7 @@ export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = 
     digest,
     notes,
     dataFiles: dataFilesOf(sourceDir, externalFiles),
+    adaptation: JSON.stringify(options),
     sessionDir: sessionDirOf(dir),
     ...facts,
   };

@@ -32,7 +32,7 @@ export function decoderSource({ location, prepared }: PreparedModel): DecoderSou
     padding: prepared.padding,
     ...(prepared.longRopeContext !== undefined ? { longRopeContext: prepared.longRopeContext } : {}),
     ...(prepared.externalDataDir ? { externalDataDir: prepared.externalDataDir } : {}),
-    ...(prepared.sessionDir ? { sessionCache: { dir: prepared.sessionDir, model: location.modelPath, dataFiles: prepared.dataFiles } } : {}),
+    ...(prepared.sessionDir ? { sessionCache: { dir: prepared.sessionDir, model: location.modelPath, variant: prepared.adaptation, dataFiles: prepared.dataFiles } } : {}),
   };
 }
 

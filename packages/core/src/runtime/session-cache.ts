@@ -20,8 +20,8 @@
  * mtime and ctime recorded when it was written (as file-digest's records are); anything else, or a session that
  * fails to load from it, makes it a miss that writes it again. It is not written where the disk would be left with
  * less than a tenth of it free (1 GiB at least), and any failure to write it leaves the session created the usual
- * way and nothing half-written behind. Entries are named after their model's path too, and
- * a model's new entry removes its older ones, so a module converted or updated again leaves no stale gigabytes.
+ * way and nothing half-written behind. Entries are named after their model's path and variant too, and a new entry
+ * removes the older ones of its model and variant, so a module converted or updated again leaves no stale gigabytes.
  */
 import * as ort from 'onnxruntime-node';
 import { createHash, randomBytes } from 'node:crypto';
@@ -47,8 +47,13 @@ const SAVED_PER_WEIGHT_BYTE = 2.5;
 export interface SessionCacheSpec {
   /** Directory of saved sessions. */
   dir: string;
-  /** The model the graph was prepared from: a new entry of a model replaces its older ones (a module converted again). */
+  /** The model the graph was prepared from. */
   model: string;
+  /**
+   * What the graph was prepared for (its adaptation): a new entry of a model and variant replaces their older ones (a
+   * module converted again), while the variants of one model (with and without its hidden state) keep one each.
+   */
+  variant: string;
   /** Absolute paths of the external data files the graph reads. */
   dataFiles: string[];
   /**
@@ -102,7 +107,7 @@ const sameStamp = (a: FileStamp, b: FileStamp) => a.ino === b.ino && a.size === 
 
 async function entryPaths(graphPath: string, spec: SessionCacheSpec) {
   const digests = await Promise.all([graphPath, ...spec.dataFiles].map(async (f) => (await cachedHashFile(f)).sha256));
-  const owner = createHash('sha256').update(resolve(spec.model)).digest('hex').slice(0, 16);
+  const owner = createHash('sha256').update(JSON.stringify([resolve(spec.model), spec.variant])).digest('hex').slice(0, 16);
   const content = createHash('sha256')
     .update(JSON.stringify({ format: SESSION_CACHE_FORMAT, onnxruntime: ort.env.versions.node ?? ort.env.versions.common, cpu: cpuKey(), digests }))
     .digest('hex');
@@ -141,7 +146,7 @@ async function drop(entry: Entry, dir: string): Promise<void> {
   if (meta) await rm(join(dir, meta.data), { force: true });
 }
 
-/** Removes the model's other entries (its earlier graphs or weights): each is several times the model's bytes. */
+/** Removes the other entries of the model's variant (its earlier graphs or weights): each is several times the model's bytes. */
 async function dropOlder(entry: Entry, dir: string): Promise<void> {
   for (const name of await readdir(dir)) {
     if (name.startsWith(`${entry.owner}-`) && !name.startsWith(entry.key)) await rm(join(dir, name), { force: true }).catch(() => undefined);
