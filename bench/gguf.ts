@@ -245,12 +245,12 @@ async function timeGenerations(
   return { msPerToken: median(slopes), prefillMs: median(prefills) };
 }
 
-/** One contender's figures on one file of a model of `vocab` tokens, measured in this (fresh) process. */
 /** `Engine.load`'s options for a bench module. */
 function engineLoadOptions(module: string, choices: EngineChoices) {
   return { model: module, intraOpThreads: THREADS, prefixCacheBytes: 0, ...(choices.rowShards === 'off' ? { rowShards: false } : {}), ...(choices.sessionCache === 'off' ? { sessionCache: false } : {}) };
 }
 
+/** One contender's figures on one file of a model of `vocab` tokens, measured in this (fresh) process. */
 async function measureHere(contender: Contender, gguf: string, module: string, vocab: number, short: number, long: number, pairs: number, context: number, from: CoreBuild, choices: EngineChoices): Promise<Figures> {
   if (contender === 'reasonplug') {
     const { Engine } = (await import(coreModule(from, 'engine'))) as typeof import('../packages/core/src/engine.js');
