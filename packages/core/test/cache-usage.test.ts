@@ -44,6 +44,12 @@ describe('reasonplug cache: what the cache holds, and clearing parts of it', fun
     const listed = await runReasonplug(['cache', '--json'], { REASONPLUG_CACHE: root });
     expect(listed.code, listed.stderr).to.equal(0);
     expect(JSON.parse(listed.stdout)).to.deep.equal(JSON.parse(JSON.stringify(usage)));
+    // and as a table: a header, a row per entry with its size, the total by part
+    const table = (await runReasonplug(['cache'], { REASONPLUG_CACHE: root })).stdout.split('\n');
+    expect(table[0]).to.match(/^PART +SIZE +ENTRY$/);
+    expect(table.slice(1, 1 + usage.entries.length).map((l) => l.split(/ {2,}/)[0])).to.deep.equal(usage.entries.map((e) => e.part));
+    expect(table.find((l) => l.startsWith('modules'))).to.match(/^modules +0\.3 MiB +listed@1\.0\.0$/);
+    expect(table.at(-2)).to.match(new RegExp(`^${root}: [\\d.]+ MiB \\(gguf [\\d.]+ MiB, modules`));
 
     // clearing the saved sessions leaves every other part, and the engine loads again (writing the session anew)
     const cleared = await runReasonplug(['cache', 'clear', 'sessions'], { REASONPLUG_CACHE: root });

@@ -4,6 +4,7 @@
  */
 import type { Command } from 'commander';
 import { CACHE_PARTS, cacheUsage, clearCache, type CachePart } from '../modules/cache-usage.js';
+import { printColumns } from './columns.js';
 
 const size = (n: number) => (n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(2)} GiB` : `${(n / 2 ** 20).toFixed(1)} MiB`);
 
@@ -13,10 +14,7 @@ async function list(flags: { json?: boolean }): Promise<void> {
     process.stdout.write(`${JSON.stringify(usage)}\n`);
     return;
   }
-  const rows = usage.entries.map((e) => [e.part, size(e.bytes), e.name]);
-  const header = ['PART', 'SIZE', 'ENTRY'];
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  for (const row of [header, ...rows]) process.stdout.write(`${row.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()}\n`);
+  printColumns(['PART', 'SIZE', 'ENTRY'], usage.entries.map((e) => [e.part, size(e.bytes), e.name]));
   const total = Object.values(usage.bytes).reduce((a, b) => a + b, 0);
   process.stdout.write(`\n${usage.root}: ${size(total)} (${CACHE_PARTS.map((p) => `${p} ${size(usage.bytes[p])}`).join(', ')})\n`);
 }

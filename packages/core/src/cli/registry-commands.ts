@@ -10,6 +10,7 @@ import { resolveModule, searchModules } from '../registry/lookup.js';
 import { progressBar } from '../registry/progress.js';
 import { pullModule } from '../registry/pull.js';
 import { pushModule } from '../registry/push.js';
+import { printColumns } from './columns.js';
 import type { RegistryOptions } from '../registry/settings.js';
 
 interface ConnectionFlags {
@@ -49,9 +50,7 @@ function printHits(hits: SearchHit[]): void {
   const rows = hits.flatMap((h) =>
     h.versions.map((v) => [h.name, v.version ?? '-', v.kind ?? '-', v.tasks.join(',') || '-', v.tags.join(',')]),
   );
-  const header = ['NAME', 'VERSION', 'KIND', 'TASKS', 'TAGS'];
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  for (const row of [header, ...rows]) process.stdout.write(`${row.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()}\n`);
+  printColumns(['NAME', 'VERSION', 'KIND', 'TASKS', 'TAGS'], rows);
 }
 
 /** Adds the registry commands to the `reasonplug` program. */

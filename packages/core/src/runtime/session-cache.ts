@@ -26,10 +26,11 @@
 import * as ort from 'onnxruntime-node';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdir, readdir, readFile, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, statfs } from 'node:fs/promises';
 import { arch, cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { cachedHashFile } from '../modules/file-digest.js';
+import { writeFileAtomic } from '../registry/atomic.js';
 
 /** Bump when what an entry holds changes: old entries are then ignored. */
 const SESSION_CACHE_FORMAT = 1;
@@ -190,9 +191,8 @@ export async function createCachedSession(
   const stem = `${entry.key}.${process.pid}.${randomBytes(6).toString('hex')}`;
   const graphTmp = join(spec.dir, `${stem}.onnx.tmp`);
   const dataName = `${stem}.data`;
-  const sidecarTmp = join(spec.dir, `${stem}.json.tmp`);
   const cleanUp = async () => {
-    for (const f of [graphTmp, sidecarTmp, join(spec.dir, dataName)]) await rm(f, { force: true });
+    for (const f of [graphTmp, join(spec.dir, dataName)]) await rm(f, { force: true });
   };
   // A directory that cannot be made (a file in its place) or a disk without room: created the usual way, nothing written.
   const room = await mkdir(spec.dir, { recursive: true }).then(
@@ -226,8 +226,7 @@ export async function createCachedSession(
     await drop(entry, spec.dir);
     await rename(graphTmp, entry.graph);
     const meta: Sidecar = { format: SESSION_CACHE_FORMAT, model: resolve(spec.model), data: dataName, graph: await stampOf(entry.graph), dataStamp: await stampOf(join(spec.dir, dataName)) };
-    await writeFile(sidecarTmp, `${JSON.stringify(meta)}\n`);
-    await rename(sidecarTmp, entry.sidecar);
+    await writeFileAtomic(entry.sidecar, `${JSON.stringify(meta)}\n`);
     await dropOlder(entry, spec.dir);
   } catch {
     await cleanUp().catch(() => undefined);
