@@ -107,13 +107,16 @@ async function stampOf(path: string): Promise<FileStamp> {
 const sameStamp = (a: FileStamp, b: FileStamp) => a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
 
 async function entryPaths(graphPath: string, spec: SessionCacheSpec) {
-  const digests = await Promise.all([graphPath, ...spec.dataFiles].map(async (f) => (await cachedHashFile(f)).sha256));
+  const files = await Promise.all([graphPath, ...spec.dataFiles].map((f) => cachedHashFile(f)));
+  const digests = files.map((f) => f.sha256);
   const owner = createHash('sha256').update(JSON.stringify([resolve(spec.model), spec.variant])).digest('hex').slice(0, 16);
   const content = createHash('sha256')
     .update(JSON.stringify({ format: SESSION_CACHE_FORMAT, onnxruntime: ort.env.versions.node ?? ort.env.versions.common, cpu: cpuKey(), digests }))
     .digest('hex');
   const key = `${owner}-${content}`;
-  return { owner, key, graph: join(spec.dir, `${key}.onnx`), sidecar: join(spec.dir, `${key}.json`) };
+  // (the graph's and its data's bytes size the saved form before it is written)
+  const bytes = files.reduce((n, f) => n + f.size, 0);
+  return { owner, key, bytes, graph: join(spec.dir, `${key}.onnx`), sidecar: join(spec.dir, `${key}.json`) };
 }
 
 type Entry = Awaited<ReturnType<typeof entryPaths>>;
@@ -154,11 +157,10 @@ async function dropOlder(entry: Entry, dir: string): Promise<void> {
   }
 }
 
-/** Whether the cache's disk holds the saved form of `graphPath` (estimated from its weights) and keeps its reserve free. */
-async function roomFor(graphPath: string, spec: SessionCacheSpec): Promise<boolean> {
-  const weights = (await Promise.all([graphPath, ...spec.dataFiles].map(async (f) => (await stat(f)).size))).reduce((a, b) => a + b, 0);
+/** Whether the cache's disk holds an entry's saved form (estimated from its graph's bytes) and keeps its reserve free. */
+async function roomFor(entry: Entry, spec: SessionCacheSpec): Promise<boolean> {
   const disk = await statfs(spec.dir);
-  return disk.bavail * disk.bsize >= weights * SAVED_PER_WEIGHT_BYTE + (spec.keepFree ?? keepFreeOf(disk.blocks * disk.bsize));
+  return disk.bavail * disk.bsize >= entry.bytes * SAVED_PER_WEIGHT_BYTE + (spec.keepFree ?? keepFreeOf(disk.blocks * disk.bsize));
 }
 
 /**
@@ -196,7 +198,7 @@ export async function createCachedSession(
   };
   // A directory that cannot be made (a file in its place) or a disk without room: created the usual way, nothing written.
   const room = await mkdir(spec.dir, { recursive: true }).then(
-    () => roomFor(graphPath, spec),
+    () => roomFor(entry, spec),
     () => false,
   );
   if (!room) return load(options);
