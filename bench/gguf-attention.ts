@@ -9,12 +9,15 @@
  *   gqa-unfused  gqa with the residual Adds apart from the norms
  * Bare onnxruntime sessions, 2 intra-op threads each. The machine is shared and its load swings within seconds,
  * so the variants take turns run by run: every decode step runs once per variant in a rotating order (each its
- * own KV cache, 16-token prompt, then `--steps` steps), and so does every 512-token prefill; idle threads do not
+ * own KV cache, a `--prompt`-token prompt (default 16), then `--steps` steps), and so does every 512-token prefill; idle threads do not
  * spin. Reported: medians of wall-clock and of CPU time (the work done, less swayed by the load than wall-clock),
  * and the median of the paired ratios to `ops` (each run against the `ops` run next to it). Also counts the
  * kernels of each optimized graph (what onnxruntime fused).
  *
- *   npm run bench:gguf-attention [-- --model llama125m|qwen05b --steps 160 --prefills 9 --type Q4_0]
+ * Keys and values are float16, as converted GGUFs keep them (`--kv f32`: float32).
+ *
+ *   npm run bench:gguf-attention [-- --model llama125m|qwen05b --steps 160 --prefills 9 --type Q4_0 --prompt 16
+ *                                    --kv f16|f32 --variants ops,gqa,gqa-ropeops,gqa-unfused]
  */
 import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
@@ -40,9 +43,11 @@ const MODELS: Record<string, { shape: LlamaShape; stem: string; title: string }>
 let SHAPE: LlamaShape = MODELS.llama125m!.shape;
 const THREADS = 2;
 const PREFILL = 512;
-const PROMPT = 16;
+let PROMPT = 16;
+let KV: 'float16' | 'float32' = 'float16';
 const VARIANTS: Record<string, LlamaBuildOptions> = {
   ops: { attention: 'ops' },
+  'ops-kernels': { attention: 'ops', fuseResidualNorms: true, rotaryKernel: true },
   gqa: { attention: 'gqa' },
   'gqa-ropeops': { attention: 'gqa', gqaRotary: 'ops' },
   'gqa-unfused': { attention: 'gqa', fuseResidualNorms: false },
@@ -71,7 +76,8 @@ class Runner {
     this.past = {};
     this.total = 0;
     const kvShape = [1, SHAPE.kvHeads, 0, SHAPE.hidden / SHAPE.heads];
-    for (const n of this.session.inputNames) if (n.startsWith('past_key_values.')) this.past[n] = new ort.Tensor('float32', new Float32Array(0), kvShape);
+    const empty = () => (KV === 'float16' ? new ort.Tensor('float16', new Uint16Array(0), kvShape) : new ort.Tensor('float32', new Float32Array(0), kvShape));
+    for (const n of this.session.inputNames) if (n.startsWith('past_key_values.')) this.past[n] = empty();
   }
 
   /** Runs `feed` after the cache; returns the run's wall-clock and CPU milliseconds (all of the process's threads). */
@@ -123,8 +129,19 @@ async function takeTurns(names: string[], times: number, run: (name: string) => 
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { steps: { type: 'string', default: '160' }, prefills: { type: 'string', default: '9' }, type: { type: 'string', default: 'Q4_0' }, model: { type: 'string', default: 'llama125m' } },
+    options: {
+      steps: { type: 'string', default: '160' },
+      prefills: { type: 'string', default: '9' },
+      type: { type: 'string', default: 'Q4_0' },
+      model: { type: 'string', default: 'llama125m' },
+      prompt: { type: 'string', default: '16' },
+      kv: { type: 'string', default: 'f16' },
+      variants: { type: 'string', default: Object.keys(VARIANTS).join(',') },
+    },
   });
+  PROMPT = Number(values.prompt);
+  if (values.kv !== 'f16' && values.kv !== 'f32') throw new Error(`--kv takes f16 or f32, not ${values.kv}`);
+  KV = values.kv === 'f16' ? 'float16' : 'float32';
   const model = MODELS[values.model!];
   if (!model) throw new Error(`unknown model ${values.model}; choose from ${Object.keys(MODELS).join(', ')}`);
   SHAPE = model.shape;
@@ -137,14 +154,17 @@ async function main(): Promise<void> {
   // (as llama-quantize does for the Qwen shape, whose rows of 896 are no whole K-quant blocks: a Q8_0 embedding)
   const typeOf = (t: string) => (SHAPE.arch === 'qwen2' && t === 'token_embd.weight' && type !== 'F16' && type !== 'F32' ? GGML.Q8_0 : GGML[type]);
   if (!existsSync(gguf)) await writeFile(gguf, randomLlamaGguf(SHAPE, `bench ${model.stem} ${type}`, typeOf));
-  const names = Object.keys(VARIANTS);
+  const names = values.variants!.split(',');
+  const unknown = names.filter((n) => !(n in VARIANTS));
+  if (unknown.length || !names.includes('ops')) throw new Error(`--variants: ops and any of ${Object.keys(VARIANTS).join(', ')} (ratios are to ops), got ${values.variants}`);
   const paths = new Map<string, string>();
   await withGguf(gguf, async (f) => {
     const config = llamaConfigFromGguf(f);
     const weights = await llamaWeightsFromGguf(f, config);
     for (const n of names) {
-      const path = join(dir, `${model.stem}-${type}-${n}.onnx`);
-      await writeLlamaModel(path, config, weights, { numLogitsToKeep: true, externalData: true, maxPositions: 2048, ...VARIANTS[n] });
+      const path = join(dir, `${model.stem}-${type}-${n}-${values.kv}.onnx`);
+      const maxPositions = Math.max(2048, PROMPT + steps + 16);
+      await writeLlamaModel(path, config, weights, { numLogitsToKeep: true, externalData: true, maxPositions, kvDtype: KV, ...VARIANTS[n] });
       paths.set(n, path);
     }
   });
@@ -184,6 +204,8 @@ async function main(): Promise<void> {
   const result = {
     bench: 'gguf-attention',
     model: { name: values.model, ...SHAPE, type },
+    kv: KV,
+    promptTokens: PROMPT,
     threads: THREADS,
     decodeSteps: steps,
     prefills,
@@ -210,7 +232,7 @@ async function main(): Promise<void> {
   };
   console.log(JSON.stringify(result));
   printTable(
-    `GGUF ${model.title} ${type}: how attention and norms are written, ${THREADS} threads, ${steps} decode steps and ${prefills} prefills each, turn by turn (load average ${median(loads).toFixed(1)})`,
+    `GGUF ${model.title} ${type}: how attention and norms are written, ${KV} keys and values, ${THREADS} threads, ${steps} decode steps after ${PROMPT} tokens and ${prefills} prefills each, turn by turn (load average ${median(loads).toFixed(1)})`,
     ['graph', 'decode ms/token', 'vs ops', 'CPU ms', 'vs ops', `prefill ${PREFILL} ms`, 'vs ops', 'CPU ms', 'vs ops', 'kernels', 'SkipSimplifiedLN'],
     names.map((n) => {
       const f = result.figures[n]!;

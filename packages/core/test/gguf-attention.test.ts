@@ -1,6 +1,7 @@
 /**
  * Attention as GGUF conversion writes it (`attention: 'gqa'`: one com.microsoft::GroupQueryAttention per layer,
- * rotary inside or by ops, residual Adds fused into the norms) against the op-by-op graph of the same weights,
+ * rotary inside or by ops, residual Adds fused into the norms), and the op-by-op graph with its rotary kernel and
+ * fused norms (`rotaryKernel`, `fuseResidualNorms`), against the plain op-by-op graph of the same weights,
  * feature by feature of the Llama variants, in bare onnxruntime sessions: prefill then single-token steps.
  */
 import { expect } from 'chai';
@@ -122,11 +123,21 @@ describe('GroupQueryAttention graphs (what GGUF conversion writes) equal the op-
       // (gqaRotary and fuseResidualNorms: false change nothing in an op-by-op graph)
       await writeModel(ops, buildLlamaModel(config, weights, options));
       await writeModel(gqa, buildLlamaModel(config, weights, { ...options, attention: 'gqa', maxPositions: 64 }));
+      // and the op graph with its rotary kernel (RotaryEmbedding from caches) and its residual Adds in the norms
+      const opsKernels = join(dir, 'ops-kernels.onnx');
+      const withKernels = buildLlamaModel(config, weights, { ...options, rotaryKernel: true, fuseResidualNorms: true, maxPositions: 64 });
+      const rotaryKernels = withKernels.graph!.node!.filter((n) => n.opType === 'RotaryEmbedding').length;
+      // (a merged decoder's are inside its branches)
+      const kernelsWanted = !options.mergedDecoder && (config.headDim ?? base.hiddenSize / config.numHeads) % 16 === 0 ? config.numLayers : 0;
+      expect(rotaryKernels, 'one rotary kernel a layer where the head size allows').to.equal(kernelsWanted);
+      await writeModel(opsKernels, withKernels);
       const expected = await run(ops);
-      const got = await run(gqa);
-      let worst = 0;
-      got.forEach((row, s) => row.forEach((v, j) => (worst = Math.max(worst, Math.abs(v - expected[s]![j]!)))));
-      expect(worst, 'largest logit difference over the prefill and the steps').to.be.below(1e-4);
+      for (const [form, path] of [['gqa', gqa], ['ops with kernels', opsKernels]]) {
+        const got = await run(path!);
+        let worst = 0;
+        got.forEach((row, s) => row.forEach((v, j) => (worst = Math.max(worst, Math.abs(v - expected[s]![j]!)))));
+        expect(worst, `${form}: largest logit difference over the prefill and the steps`).to.be.below(1e-4);
+      }
       const greedy = (rows: Float32Array[]) => rows.map((r) => r.indexOf(Math.max(...r)));
       expect(new Set(greedy(expected)).size, 'a degenerate model proves little').to.be.greaterThan(3);
     });

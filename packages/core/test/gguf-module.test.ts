@@ -33,7 +33,7 @@ describe('a .gguf file as the model', function () {
       expect(r.rows[0]!.ids).to.deep.equal([403, 407, 261, 378]); // "Once upon a time", as llama.cpp reads the file
       const entries = await readdir(join(scratch.cache, 'gguf'));
       expect(entries).to.have.length(1);
-      expect(entries[0]).to.match(/^270cba1bd5109f42d03350f60406024560464db173c0e387d91f0426d3bd256d-kv16-v4$/);
+      expect(entries[0]).to.match(/^270cba1bd5109f42d03350f60406024560464db173c0e387d91f0426d3bd256d-kv16-v5$/);
       modelStat = await stat(join(scratch.cache, 'gguf', entries[0]!, 'model.onnx'));
     } finally {
       await engine.dispose();

@@ -12,7 +12,7 @@ import { Engine, type EngineOptions } from '../src/engine.js';
 import type { GenerationResult } from '../src/generate/types.js';
 import { quantizeModel } from '../src/modules/quantize-module.js';
 import { cacheDir, testDir } from './support/models.js';
-import { makeModule, storiesConfig, storiesModule } from './support/modules.js';
+import { makeModule, storiesConfig, storiesGqaModule, storiesModule } from './support/modules.js';
 import { refuseChunksAfterPast } from './support/graph-edits.js';
 import { createRng } from '../src/sampling/index.js';
 import { logprobGap } from './support/logprob-compare.js';
@@ -141,7 +141,7 @@ describe('prefix caching', function () {
 
   for (const [name, load, vocab] of [
     ['left-padded (attention op by op)', async () => ({ model: await makeModule({ name: 'prefix-burst', seed: 45 }) }), 512],
-    ['right-padded (stories260K, converted with GroupQueryAttention)', async () => ({ model: await storiesModule() }), 512],
+    ['right-padded (stories260K, converted with GroupQueryAttention)', async () => ({ model: await storiesGqaModule() }), 512],
     [
       'right-padded (an onnxruntime-genai GQA graph)',
       async () => ({ model: await genaiModel('prefix-genai-burst', 44) }),

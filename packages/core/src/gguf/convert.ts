@@ -44,15 +44,20 @@ export interface ConvertGgufOptions {
   /** `accuracy_level` of the MatMulNBits nodes (see LlamaBuildOptions.quantAccuracyLevel). Default 4. */
   quantAccuracyLevel?: 0 | 4;
   /**
-   * How the graph's attention is written (LlamaBuildOptions.attention). Default `gqa`: one GroupQueryAttention
-   * kernel per layer (README, bench:gguf-attention: decode 0.70-0.82x the op graph's time), or `ops` for heads whose
-   * size is not a multiple of 8, which that kernel does not take; `ops` keeps the standard-operator graph.
+   * How the graph's attention is written (LlamaBuildOptions.attention). Default: `ops` where query heads share kv
+   * heads (GQA models) or heads are not a multiple of 8 in size, `gqa` (one GroupQueryAttention kernel per layer)
+   * for the others. onnxruntime's CPU kernel converts and packs each kv head's keys and values once per query head of
+   * its group every step, where the op graph multiplies all of a group's queries by them in one product: on a
+   * Qwen2.5-0.5B shape (7 queries a kv head) after 1024 positions 0.85x the kernel's step time, at a short context
+   * the same (README, bench:gguf-attention). Converted `ops` graphs rotate by one RotaryEmbedding kernel and fuse
+   * residual Adds into their norms, as the kernel's do.
    */
   attention?: 'ops' | 'gqa';
   /**
-   * With `attention: 'gqa'`: where q and k are rotated (LlamaBuildOptions.gqaRotary). Default `inside`, from cos/sin
-   * caches of `<arch>.context_length` rows (4096 when absent), unless those would take more than 64 MiB (long
-   * contexts, wide heads): then `ops`, which needs no caches and runs any length.
+   * Where q and k are rotated (LlamaBuildOptions.gqaRotary, rotaryKernel). Default `inside`: inside
+   * GroupQueryAttention, or by the op graph's RotaryEmbedding kernel, from cos/sin caches of
+   * `<arch>.context_length` rows (4096 when absent), unless those would take more than 64 MiB (long contexts, wide
+   * heads): then `ops`, which needs no caches and runs any length.
    */
   gqaRotary?: 'inside' | 'ops';
   /**
@@ -1011,16 +1016,18 @@ const MAX_ROTARY_CACHE_BYTES = 64 * 2 ** 20;
 /** The builder's attention options for a converted model (see ConvertGgufOptions.attention and gqaRotary). */
 function attentionOptions(config: LlamaConfig, opts: ConvertGgufOptions, contextLength: number | undefined): LlamaBuildOptions {
   const headDim = config.headDim ?? config.hiddenSize / config.numHeads;
-  // onnxruntime's GroupQueryAttention kernel takes heads whose size is a multiple of 8 only.
-  const attention = opts.attention ?? (headDim % 8 === 0 ? 'gqa' : 'ops');
+  const queriesPerKv = config.numHeads / (config.numKvHeads ?? config.numHeads);
+  // onnxruntime's GroupQueryAttention kernel takes heads whose size is a multiple of 8 only; where query heads share
+  // a kv head, the op graph's one product per kv head beats the kernel's one per query head over a long context.
+  const attention = opts.attention ?? (headDim % 8 !== 0 || queriesPerKv >= 2 ? 'ops' : 'gqa');
   if (opts.kvCache !== undefined && opts.kvCache !== 'float32' && opts.kvCache !== 'float16') throw new Error(`unknown kvCache ${String(opts.kvCache)}; float32 or float16`);
   const kv: LlamaBuildOptions = (opts.kvCache ?? 'float16') === 'float16' ? { kvDtype: 'float16' } : {};
-  if (attention === 'ops') return { attention, ...kv };
   const maxPositions = contextLength ?? 4096;
   const tables = config.ropeThetaLocal !== undefined || config.ropeScaleLocal !== undefined ? 2 : 1;
   const cacheBytes = tables * 2 * maxPositions * (headDim / 2) * 4;
-  const gqaRotary = opts.gqaRotary ?? (cacheBytes > MAX_ROTARY_CACHE_BYTES ? 'ops' : 'inside');
-  return { attention, gqaRotary, maxPositions, ...kv };
+  const rotary = opts.gqaRotary ?? (cacheBytes > MAX_ROTARY_CACHE_BYTES ? 'ops' : 'inside');
+  if (attention === 'ops') return { attention, rotaryKernel: rotary === 'inside', fuseResidualNorms: true, maxPositions, ...kv };
+  return { attention, gqaRotary: rotary, maxPositions, ...kv };
 }
 
 /** Bitwise equality of two matrices (dense values, or codes, scales and zero points). */

@@ -24,9 +24,10 @@ import { convertGguf, type ConvertGgufOptions } from './convert.js';
 /**
  * Bumped when the converter writes different modules for the same file, so old entries are not reused (v2: weights
  * in memory-mapped `model.onnx.data`; v3: attention as GroupQueryAttention; v4: a tied quantized head's codes as
- * their own initializer over the embedding's bytes, not a Reshape onnxruntime folds into a copy; a compact tokenizer.json).
+ * their own initializer over the embedding's bytes, not a Reshape onnxruntime folds into a copy; a compact tokenizer.json;
+ * v5: models whose query heads share kv heads get the op graph's attention, with a rotary kernel and fused norms).
  */
-const LAYOUT = 'v4';
+const LAYOUT = 'v5';
 
 /** Whether a model spec names a GGUF file (by its extension). */
 export function isGgufPath(spec: string): boolean {
@@ -78,7 +79,7 @@ async function intact(dir: string): Promise<boolean> {
 }
 
 /**
- * The module directory of a GGUF file: converted on first use into `<cacheDir>/gguf/<sha256>-v4`, reused
+ * The module directory of a GGUF file: converted on first use into `<cacheDir>/gguf/<sha256>-v5`, reused
  * afterwards. Conversion errors (`GgufError` and others) propagate, with nothing left in the cache.
  */
 export async function ggufModuleDir(path: string, opts: GgufModuleOptions): Promise<string> {

@@ -86,7 +86,7 @@ export async function cacheUsage(root = cacheRoot()): Promise<CacheUsage> {
   const seen = new Set<string>();
   const entries: CacheEntry[] = [];
   for (const dir of await subdirs(join(root, 'gguf'))) {
-    // (the entry's conversion options: `kv16-v4`, `f16-v4`, `v4` after the file's digest)
+    // (the entry's conversion options: `kv16-v5`, `f16-v5`, `v5` after the file's digest)
     const variant = basename(dir).replace(/^[0-9a-f]{64}-/, '');
     entries.push({ part: 'gguf', name: `${await moduleName(dir, dir)} [${variant}]`, path: dir, bytes: await sizeOf(dir, seen) });
   }

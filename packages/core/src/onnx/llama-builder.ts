@@ -101,7 +101,13 @@ export interface LlamaBuildOptions {
    * Default: with `attention: 'gqa'` (graphs of standard ops stay so).
    */
   fuseResidualNorms?: boolean;
-  /** With `attention: 'gqa'` and rotary inside: rows of the cos/sin caches, the longest sequence the graph can run. Default 4096. */
+  /**
+   * With `attention: 'ops'`: rotate q and k by one `com.microsoft::RotaryEmbedding` kernel per layer from cos/sin
+   * caches of `maxPositions` rows (where the head size allows, as for GroupQueryAttention's rotary), instead of eight
+   * ops. Default false (graphs of standard ops stay so).
+   */
+  rotaryKernel?: boolean;
+  /** With rotary from caches (GroupQueryAttention's inside, or `rotaryKernel`): their rows, the longest sequence the graph can run. Default 4096. */
   maxPositions?: number;
 }
 
@@ -1156,10 +1162,13 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
   // GroupQueryAttention's CPU kernel rotates inside only heads whose size is a multiple of 16; others by ops before it.
   // Its cos/sin caches are one table for the whole batch, so LongRoPE's choice of table per row is made by ops too,
   // and so is a partial rotation.
-  const rotaryInside = gqa && options.gqaRotary !== 'ops' && headDim % 16 === 0 && !c.longRope && c.ropeDims === headDim;
+  // The same bounds hold for the ops graph's RotaryEmbedding kernel, which reads the same caches.
+  const rotaryTables = (gqa ? options.gqaRotary !== 'ops' : options.rotaryKernel === true) && headDim % 16 === 0 && !c.longRope && c.ropeDims === headDim;
+  const rotaryInside = gqa && rotaryTables;
+  const rotaryOp = !gqa && rotaryTables;
   // The fused kernel is an RMSNorm's.
   const fusedNorms = (options.fuseResidualNorms ?? gqa) && !c.layerNorm;
-  if (gqa || fusedNorms) usesContribOps = true;
+  if (gqa || fusedNorms || rotaryOp) usesContribOps = true;
   /**
    * GroupQueryAttention's rotary tables: cos and sin of position · frequency, `[maxPositions, headDim / 2]`, computed
    * in float32 as the op graph computes its angles (`Cast(position) · inv_freq`), so both graphs rotate alike.
@@ -1175,15 +1184,16 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
         sin[p * half + j] = Math.sin(angle);
       }
     }
-    const table = (kind: string, v: Float32Array) => (kvFp16 ? g.initializer(makeTensor(`${name}.${kind}`, DataType.FLOAT16, [maxPositions, half], float32ArrayToFloat16(v))) : g.f32Array(`${name}.${kind}`, [maxPositions, half], v));
+    // (in the attention's type: GroupQueryAttention's is the cache's, the ops graph's float32)
+    const table = (kind: string, v: Float32Array) => (kvFp16 && gqa ? g.initializer(makeTensor(`${name}.${kind}`, DataType.FLOAT16, [maxPositions, half], float32ArrayToFloat16(v))) : g.f32Array(`${name}.${kind}`, [maxPositions, half], v));
     return [table('cos_cache', cos), table('sin_cache', sin)];
   };
   const invGlobal = invFreqValues(c.theta, c.ropeScale);
   const invLocal = localRope ? invFreqValues(c.thetaLocal, c.ropeScaleLocal) : invGlobal;
-  const cachesGlobal = rotaryInside && ropeUsed ? rotaryCaches('rope', invGlobal) : undefined;
-  const cachesLocal = rotaryInside && localRope ? rotaryCaches('rope_local', invLocal) : cachesGlobal;
-  const invFreq = rotaryInside || !ropeUsed ? '' : g.f32Array('rope.inv_freq', [rotHalf], invGlobal);
-  const invFreqLocal = !rotaryInside && localRope ? g.f32Array('rope.inv_freq_local', [rotHalf], invLocal) : invFreq;
+  const cachesGlobal = rotaryTables && ropeUsed ? rotaryCaches('rope', invGlobal) : undefined;
+  const cachesLocal = rotaryTables && localRope ? rotaryCaches('rope_local', invLocal) : cachesGlobal;
+  const invFreq = rotaryTables || !ropeUsed ? '' : g.f32Array('rope.inv_freq', [rotHalf], invGlobal);
+  const invFreqLocal = !rotaryTables && localRope ? g.f32Array('rope.inv_freq_local', [rotHalf], invLocal) : invFreq;
   // LongRoPE's long-sequence frequencies, beside the short ones above.
   const longInv = (name: string, theta: number, scale: number) => (c.longRope ? g.f32Array(name, [rotHalf], invFreqValues(theta, scale, c.longRope.long)) : '');
   const invFreqLong = longInv('rope.inv_freq_long', c.theta, c.ropeScale);
@@ -1252,15 +1262,18 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
     // Positions [B, S] as float: the given ones, else each row's count of mask ones before the token (the
     // position GroupQueryAttention takes from seqlens_k, whichever side the rows are padded on).
     let positionsF: string | undefined;
-    const positions = (): string => {
-      if (positionsF) return positionsF;
-      if (positionIds) return (positionsF = b.op('Cast', [positionIds], { to: DataType.FLOAT }));
+    let positionsI: string | undefined;
+    /** Each token's position `[B, S]`, int64: `position_ids`, or counted along the mask's ones. */
+    const positionsInt = (): string => {
+      if (positionsI) return positionsI;
+      if (positionIds) return (positionsI = idsType === DataType.INT64 ? positionIds : b.op('Cast', [positionIds], { to: DataType.INT64 }));
       const cs = b.op('CumSum', [b.op('Cast', [attentionMask], { to: DataType.INT64 }), b.i64([1], [])]);
       const clipped = b.op('Max', [b.op('Sub', [cs, b.i64([1], [])]), b.i64([0], [])]);
-      return (positionsF = b.op('Cast', [b.op('Slice', [clipped, P1, T1, one])], { to: DataType.FLOAT }));
+      return (positionsI = b.op('Slice', [clipped, P1, T1, one]));
     };
+    const positions = (): string => (positionsF ??= b.op('Cast', [positionsInt()], { to: DataType.FLOAT }));
     // GroupQueryAttention rotating inside takes its own positions.
-    const posF = (positionIds || !rotaryInside) && ropeUsed ? positions() : '';
+    const posF = (positionIds || !rotaryInside) && !rotaryOp && ropeUsed ? positions() : '';
     // Llama 4's attention temperature [B, S, 1]: 1 + scale · ln(⌊(position + offset) / length⌋ + 1).
     const temperatureOf = ({ scale, length, offset }: NonNullable<Resolved['temperature']>): string => {
       const periods = b.op('Floor', [b.op('Div', [b.op('Add', [positions(), b.f32([offset], [])]), b.f32([length], [])])]);
@@ -1280,8 +1293,8 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       const scaled = (t: string) => (c.ropeMscale === 1 ? t : b.op('Mul', [t, b.f32([c.ropeMscale], [])]));
       return [b.op('Unsqueeze', [scaled(b.op('Cos', [freqs])), ropeAxes]), b.op('Unsqueeze', [scaled(b.op('Sin', [freqs])), ropeAxes])];
     };
-    const globalTables: [string, string] = rotaryInside || !ropeUsed ? ['', ''] : tables(invFreq, invFreqLong);
-    const localTables = localRope && !rotaryInside ? tables(invFreqLocal, invFreqLocalLong) : globalTables;
+    const globalTables: [string, string] = rotaryTables || !ropeUsed ? ['', ''] : tables(invFreq, invFreqLong);
+    const localTables = localRope && !rotaryTables ? tables(invFreqLocal, invFreqLocalLong) : globalTables;
     const rope = (x: string, [cos, sin]: [string, string]): string => {
       // x: [B, heads, S, headDim] (or [B, S, heads, headDim]); cos/sin broadcast over the heads axis. A partial
       // rotation turns the first ropeDims of each head and passes the rest through.
@@ -1429,13 +1442,6 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
      * Names for a layer's present key and value: the graph's outputs, or (fp16 I/O) float values and `done`, which
      * casts them down into the outputs once they are produced.
      */
-    const presents = (i: number): { key: string; value: string; done: () => void } => {
-      const names = [outName(`present.${i}.key`), outName(`present.${i}.value`)] as const;
-      if (!kvFp16) return { key: names[0], value: names[1], done: () => {} };
-      const [key, value] = names.map((n) => b.fresh(`${n}.f32`)) as [string, string];
-      return { key, value, done: () => [key, value].forEach((f, j) => b.op('Cast', [f], { to: DataType.FLOAT16 }, names[j])) };
-    };
-
     /** Attention of one layer: `[B, S, q + 2 kv]` projections in, `[B, S, heads · headDim]` out. */
     let attention: (i: number, qkvFlat: string, L: LayerRefs, sliding: boolean) => string;
     if (gqa) {
@@ -1493,9 +1499,12 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       const slidingBias = hasSliding
         ? biasOf(b.op('And', [allowed, b.op('Greater', [cols, b.op('Sub', [rows, b.i64([c.window!], [])])])]))
         : bias;
-      // GQA: queries are grouped [B, kvHeads, rep, S, headDim] so each group shares one kv head (head h → kv h / rep).
-      const qGroupShape = rep === 1 ? '' : b.op('Concat', [B1, b.i64([kvHeads, rep]), S1, b.i64([headDim])], { axis: 0 });
-      const oShape = rep === 1 ? '' : b.op('Concat', [B1, b.i64([heads]), S1, b.i64([headDim])], { axis: 0 });
+      // GQA: the queries of a kv head's group are rows of one product with its keys, [B, kvHeads, rep · S, headDim]
+      // (head h → kv h / rep, the same order), so each step reads, and onnxruntime packs, every key once per kv
+      // head rather than once per query head: what decides a step's time over a long context.
+      const groupedShape = b.i64([0, kvHeads, -1, headDim]);
+      const scoresShape = rep === 1 ? '' : b.op('Concat', [B1, b.i64([kvHeads, rep]), S1, T1], { axis: 0 });
+      const oShape = b.i64([0, heads, -1, headDim]);
       const scale = b.f32([c.queryScale], []);
       const perm0213 = { perm: [0, 2, 1, 3] };
       /** Softmax over the keys; with sink logits, over the keys and the sink as one more, whose column is then dropped. */
@@ -1505,31 +1514,35 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
         const withSink = b.op('Softmax', [b.op('Concat', [scores, b.op('Expand', [sinks, column])], { axis: -1 })], { axis: -1 });
         return b.op('Slice', [withSink, b.i64([0]), b.i64([-1]), b.i64([-1])]);
       };
+      /** q and k `[B, heads + kvHeads, S, headDim]` rotated by onnxruntime's RotaryEmbedding kernel from the caches. */
+      const rotaryKernel = (qk: string, [cos, sin]: [string, string]): string => {
+        const out = b.fresh('rotary');
+        const attrs = { interleaved: c.rope === 'adjacent' ? 1 : 0, num_heads: heads + kvHeads, rotary_embedding_dim: headDim };
+        b.nodes.push(makeNode('RotaryEmbedding', [qk, positionsInt(), cos, sin], [out], attrs, b.fresh('n_RotaryEmbedding'), 'com.microsoft'));
+        return out;
+      };
+      /** The cache of one layer's keys or values extended by this run's: joined in the cache's type, which is the present output. */
+      const extend = (pastKv: string, fresh: string, present: string): string => {
+        b.nodes.push(makeNode('Concat', [pastKv, kvFp16 ? b.op('Cast', [fresh], { to: DataType.FLOAT16 }) : fresh], [present], { axis: 2 }, b.fresh('n_Concat')));
+        return kvToFloat(present);
+      };
       attention = (i, qkvFlat, L, sliding) => {
         // One rotary pass over q and k together: a third of the kernels of rotating each apart.
         const qkv = b.op('Transpose', [b.op('Reshape', [qkvFlat, heads4()])], perm0213);
         const [qkRaw, v] = b.opN('Split', [qkv, b.i64([heads + kvHeads, kvHeads])], ['qk', 'v'], { axis: 1 });
         const qk = L.qkNorm ? rms(qkRaw!, L.qkNorm) : qkRaw!;
-        const rotated = c.noRope.has(i) ? qk : rope(qk, sliding ? localTables : globalTables);
+        const rotated = c.noRope.has(i) ? qk : rotaryOp ? rotaryKernel(qk, sliding ? cachesLocal! : cachesGlobal!) : rope(qk, sliding ? localTables : globalTables);
         const [qRot, k] = b.opN('Split', [rotated, b.i64([heads, kvHeads])], ['q', 'k'], { axis: 1 });
         const q = b.op('Mul', [qRot!, scale]);
-        const present = presents(i);
-        const kAll = b.op('Concat', [kvToFloat(past[i]![0]), k!], { axis: 2 }, present.key); // [B, kvHeads, T, headDim]
-        const vAll = b.op('Concat', [kvToFloat(past[i]![1]), v!], { axis: 2 }, present.value);
-        present.done();
-        let o: string;
+        const kAll = extend(past[i]![0], k!, outName(`present.${i}.key`)); // [B, kvHeads, T, headDim]
+        const vAll = extend(past[i]![1], v!, outName(`present.${i}.value`));
         const layerBias = sliding ? slidingBias : bias;
-        if (rep === 1) {
-          const scores = b.op('Add', [capped(b.op('MatMul', [q, b.op('Transpose', [kAll], { perm: [0, 1, 3, 2] })]), c.attnCap), layerBias]);
-          o = b.op('MatMul', [softmax(scores, L.sinks), vAll]);
-        } else {
-          const q5 = b.op('Reshape', [q, qGroupShape]);
-          const kT5 = b.op('Unsqueeze', [b.op('Transpose', [kAll], { perm: [0, 1, 3, 2] }), b.i64([2])]);
-          const scores = b.op('Add', [capped(b.op('MatMul', [q5, kT5]), c.attnCap), layerBias]);
-          const o5 = b.op('MatMul', [softmax(scores, L.sinks), b.op('Unsqueeze', [vAll, b.i64([2])])]);
-          o = b.op('Reshape', [o5, oShape]);
-        }
-        return b.op('Reshape', [b.op('Transpose', [o], perm0213), b.i64([0, 0, qDim])]);
+        // (onnxruntime fuses the Transpose into the product: no copy of the keys)
+        const products = b.op('MatMul', [b.op('Reshape', [q, groupedShape]), b.op('Transpose', [kAll], { perm: [0, 1, 3, 2] })]);
+        const grouped = rep === 1 ? products : b.op('Reshape', [products, scoresShape]); // [B, kvHeads, rep, S, T]
+        const probs = softmax(b.op('Add', [capped(grouped, c.attnCap), layerBias]), L.sinks);
+        const o = b.op('MatMul', [rep === 1 ? probs : b.op('Reshape', [probs, b.op('Shape', [products])]), vAll]);
+        return b.op('Reshape', [b.op('Transpose', [rep === 1 ? o : b.op('Reshape', [o, oShape])], perm0213), b.i64([0, 0, qDim])]);
       };
     }
 

@@ -26,6 +26,17 @@ export function storiesModule(): Promise<string> {
   return stories;
 }
 
+let storiesGqa: Promise<string> | undefined;
+/** stories260K converted with its attention as GroupQueryAttention (right-padded batches), not the default op graph. */
+export function storiesGqaModule(): Promise<string> {
+  storiesGqa ??= (async () => {
+    const dir = join(testDir('stories-gqa'), 'stories260K');
+    await convertGguf(models.stories260K, dir, { name: 'stories260k', attention: 'gqa' });
+    return dir;
+  })();
+  return storiesGqa;
+}
+
 /** A Llama config over the stories vocabulary. */
 export function storiesConfig(over: Partial<LlamaConfig> = {}): LlamaConfig {
   return { vocabSize: 512, hiddenSize: 48, numLayers: 2, numHeads: 4, numKvHeads: 2, intermediateSize: 96, ...over };
