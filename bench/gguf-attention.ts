@@ -2,9 +2,13 @@
  * How a converted GGUF's attention and norms are written, A/B in one process: the bench:gguf llama (768x12, GQA
  * 12/4 heads, ~125M params) or its Qwen2.5-0.5B-shaped model as a 4-bit GGUF, its weights read once and written as graphs that differ only there
  * (MatMulNBits weights, last-position logits in all):
- *   ops          MatMul/Softmax with an additive mask, rotary by Mul/Add (the converter's graph before GQA)
+ *   ops          MatMul/Softmax with an additive mask, each kv head's group of queries as the rows of one product,
+ *                rotary by Mul/Add
+ *   ops-kernels  the same with one RotaryEmbedding kernel for the rotation and the residual Adds fused into
+ *                SkipSimplifiedLayerNormalization (what the converter writes where query heads share kv heads)
  *   gqa          com.microsoft::GroupQueryAttention, rotary inside from cos/sin caches (interleaved for llama's
- *                order), residual Adds fused into SkipSimplifiedLayerNormalization (what the converter writes)
+ *                order), residual Adds fused into SkipSimplifiedLayerNormalization (what the converter writes where
+ *                each query head has its own kv head)
  *   gqa-ropeops  the same with rotary by ops before the kernel (no caches)
  *   gqa-unfused  gqa with the residual Adds apart from the norms
  * Bare onnxruntime sessions, 2 intra-op threads each. The machine is shared and its load swings within seconds,
