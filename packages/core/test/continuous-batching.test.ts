@@ -6,7 +6,7 @@ import type { PromptInput } from '../src/runtime/protocol.js';
 import { DecoderSession } from '../src/runtime/decoder-session.js';
 import { composedBurstAsAlone, joinAndLeave, togetherAsAlone } from './support/batch-kv-scenario.js';
 import { logprobGap } from './support/logprob-compare.js';
-import { BatchKv } from '../src/runtime/batch-kv.js';
+import { BatchKv, PREFILL_SCORE_SPAN, prefillRunLength, RowPrefill } from '../src/runtime/batch-kv.js';
 import { ContinuousBatch } from '../src/generate/continuous-batch.js';
 import { prepareDecoder } from '../src/onnx/prepared-cache.js';
 import { builtModel, cacheDir, smallConfig, testDir } from './support/models.js';
@@ -78,6 +78,41 @@ describe('batch KV cache', () => {
     const session = await DecoderSession.create({ path: p.preparedPath });
     try {
       expect(await joinAndLeave(session, new BatchKv(session))).to.be.lessThan(1e-4);
+    } finally {
+      await session.release();
+    }
+  });
+
+  it('prefills past 4096 positions in shorter runs, their attention scores within PREFILL_SCORE_SPAN, with the logits of short runs', async () => {
+    expect([prefillRunLength(256, 0), prefillRunLength(256, 3840), prefillRunLength(3, 20_000), prefillRunLength(Infinity, 50_000)]).to.deep.equal([256, 256, 3, Infinity]);
+    for (const done of [4096, 8192, 20_000]) {
+      const run = prefillRunLength(256, done);
+      expect(run, `after ${done}`).to.be.below(256);
+      expect(run * (done + run)).to.be.at.most(PREFILL_SCORE_SPAN);
+      expect((run + 1) * (done + run + 1)).to.be.above(PREFILL_SCORE_SPAN);
+    }
+    expect(prefillRunLength(256, 200_000), 'never below 32 tokens a run').to.equal(32);
+    const model = await builtModel('cb-long-prefill', smallConfig, {}, 23);
+    const p = await prepareDecoder(model, { lastLogitsOnly: true, logitsFloat32: true, cacheDir });
+    const session = await DecoderSession.create({ path: p.preparedPath });
+    try {
+      const prompt = Array.from({ length: 5600 }, (_, i) => 3 + ((i * 31) % (smallConfig.vocabSize - 3)));
+      const prefill = async (chunk: number) => {
+        const row = new RowPrefill(session, prompt, chunk);
+        let runs = 0;
+        for (;;) {
+          runs++;
+          const logits = await row.next();
+          if (logits) return { logits, runs };
+        }
+      };
+      const long = await prefill(256);
+      // 16 runs of 256 to 4096 positions, then 241, 229, 219, 209, 201, 194, 188 and the last 23: two more than runs of 256
+      expect(long.runs).to.equal(24);
+      const short = await prefill(64);
+      let worst = 0;
+      long.logits.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - short.logits[i]!))));
+      expect(worst).to.be.below(1e-4);
     } finally {
       await session.release();
     }

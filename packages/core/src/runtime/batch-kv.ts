@@ -71,7 +71,24 @@ export interface KvCounters {
 }
 
 /**
- * A prompt prefilled alone, `chunk` tokens per run, so that running rows wait at most one chunk. A prompt longer
+ * Query-by-key positions a prefill run's attention may span: its scores, `heads × run × positions` floats, are held
+ * once by GroupQueryAttention's kernel and twice (masked, and their softmax) by the op graph. 256-token runs up to
+ * 4096 positions; past that, shorter runs keep them at 4 MiB a head instead of growing with the context.
+ */
+export const PREFILL_SCORE_SPAN = 256 * 4096;
+/** The shortest run {@link prefillRunLength} shortens a chunk to: below it weights are read again for too little work. */
+const MIN_PREFILL_RUN = 32;
+
+/** Tokens of the next prefill run after `done` positions: `chunk`, shortened so run × (done + run) stays within {@link PREFILL_SCORE_SPAN}. */
+export function prefillRunLength(chunk: number, done: number): number {
+  if (!Number.isFinite(chunk)) return chunk;
+  const fits = Math.floor((Math.sqrt(done * done + 4 * PREFILL_SCORE_SPAN) - done) / 2);
+  return Math.min(chunk, Math.max(fits, MIN_PREFILL_RUN));
+}
+
+/**
+ * A prompt prefilled alone, `chunk` tokens per run (fewer over a long context, see {@link prefillRunLength}), so
+ * that running rows wait at most one chunk. A prompt longer
  * than a LongRoPE graph's original context runs whole: a chunk's rotation follows the length so far, and
  * transformers and llama.cpp rotate all of such a prompt with the long factors.
  */
@@ -110,7 +127,7 @@ export class RowPrefill {
 
   /** Runs the next chunk; returns the last position's logits (`[vocab]`) once the whole prompt is in. */
   async next(): Promise<Float32Array | undefined> {
-    const end = Math.min(this.prompt.length, this.done + this.chunk);
+    const end = Math.min(this.prompt.length, this.done + prefillRunLength(this.chunk, this.done));
     const ids = this.prompt.slice(this.done, end);
     const mask = new Array<number>(end).fill(1);
     const positions = ids.map((_, i) => this.done + i);
