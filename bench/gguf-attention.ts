@@ -21,7 +21,7 @@
  * Keys and values are float16, as converted GGUFs keep them (`--kv f32`: float32).
  *
  *   npm run bench:gguf-attention [-- --model llama125m|qwen05b --steps 160 --prefills 9 --type Q4_0 --prompt 16
- *                                    --kv f16|f32 --variants ops,gqa,gqa-ropeops,gqa-unfused]
+ *                                    --kv f16|f32 --variants ops,ops-kernels,gqa,gqa-ropeops,gqa-unfused]
  */
 import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';

@@ -1438,10 +1438,6 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
       return b.op('Reshape', [b.op('Transpose', [out], { perm: [0, 2, 1, 3] }), b.i64([0, 0, heads * value])]);
     };
     const heads4 = () => b.i64([0, 0, heads + 2 * kvHeads, headDim]);
-    /**
-     * Names for a layer's present key and value: the graph's outputs, or (fp16 I/O) float values and `done`, which
-     * casts them down into the outputs once they are produced.
-     */
     /** Attention of one layer: `[B, S, q + 2 kv]` projections in, `[B, S, heads · headDim]` out. */
     let attention: (i: number, qkvFlat: string, L: LayerRefs, sliding: boolean) => string;
     if (gqa) {
