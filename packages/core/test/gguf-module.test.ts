@@ -6,8 +6,8 @@ import { expect } from 'chai';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { copyFile, open, readdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { copyFile, mkdir, open, readdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import { Engine } from '../src/engine.js';
 import { GgufError } from '../src/index.js'; // users catch it from the package's entry
 import { convertGguf } from '../src/gguf/convert.js';
@@ -22,6 +22,23 @@ import { useTempCache } from './support/temp-cache.js';
 describe('a .gguf file as the model', function () {
   this.timeout(120_000);
   const scratch = useTempCache('reasonplug-gguf-module-');
+
+  it("a conversion in the current layout removes the same file's entries of earlier layouts, and nothing else", async () => {
+    const path = join(scratch.dir, 'stories-layouts.gguf');
+    await copyFile(STORIES, path);
+    const cacheDir = join(scratch.dir, 'layouts-cache');
+    const sha = '270cba1bd5109f42d03350f60406024560464db173c0e387d91f0426d3bd256d';
+    const other = 'f'.repeat(64);
+    const old = [`${sha}-kv16-v4`, `${sha}-kv16-v3`];
+    const kept = [`${sha}-v4`, `${sha}-f16-v4`, `${other}-kv16-v4`];
+    for (const name of [...old, ...kept]) {
+      await mkdir(join(cacheDir, 'gguf', name), { recursive: true });
+      await writeFile(join(cacheDir, 'gguf', name, 'model.onnx'), 'an earlier conversion');
+    }
+    const dir = await ggufModuleDir(path, { cacheDir });
+    expect((await readdir(join(cacheDir, 'gguf'))).sort()).to.deep.equal([...kept, basename(dir)].sort());
+    expect(basename(dir)).to.equal(`${sha}-kv16-v5`);
+  });
 
   it('Engine.load converts it once into the cache and runs it; a second load (and a reasoner of the same file) reuses the conversion', async () => {
     const path = join(scratch.dir, 'stories.gguf');

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { copyFile, mkdir, readdir, readFile, stat, statfs, utimes, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, rm, stat, statfs, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Engine } from '../src/engine.js';
 import { DecoderSession } from '../src/runtime/decoder-session.js';
@@ -100,6 +100,25 @@ describe('session cache (optimized graphs with prepacked weights saved beside th
     expect(after).to.have.property('size', 6);
     const keptNames = [...before.keys()].filter((n) => after.has(n));
     expect(keptNames, "the other model's entry").to.have.length(3);
+  });
+
+  it('drops the entries of models that are gone when it writes another: a removed module leaves no saved session behind', async () => {
+    const [gone, kept, next] = await Promise.all([modelDir('sc-gone', 15), modelDir('sc-gone-kept', 16), modelDir('sc-gone-next', 17)]);
+    const cacheDir = testDir('sc-gone-cache');
+    const sessions = join(cacheDir, 'sessions');
+    await run(await open(gone, cacheDir, true));
+    await run(await open(kept, cacheDir, true));
+    const before = await entries(sessions);
+    expect(before).to.have.property('size', 6);
+    await rm(gone, { recursive: true });
+    // (still there until an entry is written: a hit writes nothing)
+    await run(await open(kept, cacheDir, true));
+    expect([...(await entries(sessions)).keys()]).to.deep.equal([...before.keys()]);
+    await run(await open(next, cacheDir, true));
+    const after = await entries(sessions);
+    expect(after).to.have.property('size', 6);
+    const models = await Promise.all([...after.keys()].filter((n) => n.endsWith('.json')).map(async (n) => JSON.parse(await readFile(join(sessions, n), 'utf8')).model));
+    expect(models.sort()).to.deep.equal([join(kept, 'model.onnx'), join(next, 'model.onnx')].sort());
   });
 
   it('keeps one entry for each prepared variant of a model (with and without its hidden state): neither replaces the other', async () => {

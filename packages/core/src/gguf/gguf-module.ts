@@ -80,7 +80,8 @@ async function intact(dir: string): Promise<boolean> {
 
 /**
  * The module directory of a GGUF file: converted on first use into `<cacheDir>/gguf/<sha256>-v5`, reused
- * afterwards. Conversion errors (`GgufError` and others) propagate, with nothing left in the cache.
+ * afterwards; the file's entries of earlier layouts are then removed. Conversion errors (`GgufError` and others)
+ * propagate, with nothing left in the cache.
  */
 export async function ggufModuleDir(path: string, opts: GgufModuleOptions): Promise<string> {
   // A split GGUF is known by all its shards (found by their names: nothing of the file is read while its digest is recorded).
@@ -94,12 +95,15 @@ export async function ggufModuleDir(path: string, opts: GgufModuleOptions): Prom
   const root = join(opts.cacheDir, 'gguf');
   const dtype = opts.convert?.dtype ?? 'float32';
   const kv16 = dtype === 'float32' && (opts.convert?.kvCache ?? 'float16') === 'float16';
-  const dir = join(root, `${sha256}-${dtype === 'float32' ? '' : 'f16-'}${kv16 ? 'kv16-' : ''}${LAYOUT}`);
+  const entry = `${sha256}-${dtype === 'float32' ? '' : 'f16-'}${kv16 ? 'kv16-' : ''}`;
+  const dir = join(root, `${entry}${LAYOUT}`);
   if (await intact(dir)) return dir;
   // One conversion per entry in this process (a backbone and a reasoner of the same file load in parallel).
   let pending = inflight.get(dir);
   if (!pending) {
-    pending = convertInto(path, dir, root, sha256, opts, progress).finally(() => inflight.delete(dir));
+    pending = convertInto(path, dir, root, sha256, opts, progress)
+      .then(() => dropEarlierLayouts(root, entry))
+      .finally(() => inflight.delete(dir));
     inflight.set(dir, pending);
   }
   await pending;
@@ -108,6 +112,19 @@ export async function ggufModuleDir(path: string, opts: GgufModuleOptions): Prom
 }
 
 const inflight = new Map<string, Promise<void>>();
+
+/**
+ * Removes the entries of the same file and conversion options written by an earlier layout (`<entry>v4` once
+ * `<entry>v5` is there): each holds the whole model, and nothing reads it any more.
+ */
+async function dropEarlierLayouts(root: string, entry: string): Promise<void> {
+  const current = Number(LAYOUT.slice(1));
+  for (const name of await readdir(root).catch(() => [] as string[])) {
+    if (!name.startsWith(entry)) continue;
+    const layout = /^v(\d+)$/.exec(name.slice(entry.length));
+    if (layout && Number(layout[1]) < current) await rm(join(root, name), { recursive: true, force: true });
+  }
+}
 
 async function convertInto(
   path: string,

@@ -21,11 +21,12 @@
  * fails to load from it, makes it a miss that writes it again. It is not written where the disk would be left with
  * less than a tenth of it free (1 GiB at least), and any failure to write it leaves the session created the usual
  * way and nothing half-written behind. Entries are named after their model's path and variant too, and a new entry
- * removes the older ones of its model and variant, so a module converted or updated again leaves no stale gigabytes.
+ * removes the older ones of its model and variant, and those of models no longer there, so a module converted,
+ * updated or removed leaves no stale gigabytes.
  */
 import * as ort from 'onnxruntime-node';
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, statfs } from 'node:fs/promises';
 import { arch, cpus } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -121,7 +122,7 @@ async function entryPaths(graphPath: string, spec: SessionCacheSpec) {
 
 type Entry = Awaited<ReturnType<typeof entryPaths>>;
 
-async function readSidecar(entry: Entry): Promise<Sidecar | undefined> {
+async function readSidecar(entry: Pick<Entry, 'sidecar'>): Promise<Sidecar | undefined> {
   try {
     const meta = JSON.parse(await readFile(entry.sidecar, 'utf8')) as Sidecar;
     return meta.format === SESSION_CACHE_FORMAT && typeof meta.data === 'string' && !meta.data.includes('/') ? meta : undefined;
@@ -143,17 +144,26 @@ async function hit(entry: Entry, dir: string): Promise<string | undefined> {
 }
 
 /** Removes an entry and the data file its sidecar names. */
-async function drop(entry: Entry, dir: string): Promise<void> {
+async function drop(entry: Pick<Entry, 'sidecar' | 'graph'>, dir: string): Promise<void> {
   const meta = await readSidecar(entry);
   await rm(entry.sidecar, { force: true });
   await rm(entry.graph, { force: true });
   if (meta) await rm(join(dir, meta.data), { force: true });
 }
 
-/** Removes the other entries of the model's variant (its earlier graphs or weights): each is several times the model's bytes. */
+/**
+ * Removes the other entries of the model's variant (its earlier graphs or weights), and the entries of models that
+ * are gone (a module deleted, or a GGUF conversion replaced by a newer layout's): each is several times the model's bytes.
+ */
 async function dropOlder(entry: Entry, dir: string): Promise<void> {
   for (const name of await readdir(dir)) {
-    if (name.startsWith(`${entry.owner}-`) && !name.startsWith(entry.key)) await rm(join(dir, name), { force: true }).catch(() => undefined);
+    if (name.startsWith(entry.key)) continue;
+    if (name.startsWith(`${entry.owner}-`)) await rm(join(dir, name), { force: true }).catch(() => undefined);
+    else if (name.endsWith('.json')) {
+      const other = { sidecar: join(dir, name), graph: join(dir, `${name.slice(0, -'.json'.length)}.onnx`) };
+      const meta = await readSidecar(other);
+      if (meta && !existsSync(meta.model)) await drop(other, dir).catch(() => undefined);
+    }
   }
 }
 
