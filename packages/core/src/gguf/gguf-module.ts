@@ -122,7 +122,8 @@ async function dropEarlierLayouts(root: string, entry: string): Promise<void> {
   for (const name of await readdir(root).catch(() => [] as string[])) {
     if (!name.startsWith(entry)) continue;
     const layout = /^v(\d+)$/.exec(name.slice(entry.length));
-    if (layout && Number(layout[1]) < current) await rm(join(root, name), { recursive: true, force: true });
+    // (best effort: the new entry is in place whatever happens to an old one)
+    if (layout && Number(layout[1]) < current) await rm(join(root, name), { recursive: true, force: true }).catch(() => undefined);
   }
 }
 
