@@ -20,7 +20,7 @@
  *
  * Keys and values are float16, as converted GGUFs keep them (`--kv f32`: float32).
  *
- *   npm run bench:gguf-attention [-- --model llama125m|qwen05b --steps 160 --prefills 9 --type Q4_0 --prompt 16
+ *   npm run bench:gguf-attention [-- --model llama125m|llama125mMha|qwen05b --steps 160 --prefills 9 --type Q4_0 --prompt 16
  *                                    --kv f16|f32 --variants ops,ops-kernels,gqa,gqa-ropeops,gqa-unfused]
  */
 import { existsSync } from 'node:fs';
@@ -41,6 +41,8 @@ import { median, printTable } from './support/stats.js';
 /** The models of bench:gguf (same shapes, same seeds of their GGUF writer). */
 const MODELS: Record<string, { shape: LlamaShape; stem: string; title: string }> = {
   llama125m: { shape: { hidden: 768, layers: 12, heads: 12, kvHeads: 4, ff: 2048, vocab: 32000 }, stem: 'llama-125m', title: 'llama 768x12' },
+  // the same with a kv head per query head (multi-head attention, as Llama 2 7B and Phi-3-mini have)
+  llama125mMha: { shape: { hidden: 768, layers: 12, heads: 12, kvHeads: 12, ff: 2048, vocab: 32000 }, stem: 'llama-125m-mha', title: 'llama 768x12, 12 kv heads' },
   // Qwen2.5-0.5B's shape (q/k/v biases, NeoX rotary, 14 heads over 2 KV heads, tied 151936-row head)
   qwen05b: { shape: { hidden: 896, layers: 24, heads: 14, kvHeads: 2, ff: 4864, vocab: 151936, arch: 'qwen2' }, stem: 'qwen2-0.5b', title: 'qwen2 896x24' },
 };
