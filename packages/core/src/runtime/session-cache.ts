@@ -117,7 +117,12 @@ async function entryPaths(graphPath: string, spec: SessionCacheSpec) {
   const key = `${owner}-${content}`;
   // (the graph's and its data's bytes size the saved form before it is written)
   const bytes = files.reduce((n, f) => n + f.size, 0);
-  return { owner, key, bytes, graph: join(spec.dir, `${key}.onnx`), sidecar: join(spec.dir, `${key}.json`) };
+  return { owner, key, bytes, ...entryFiles(spec.dir, key) };
+}
+
+/** An entry's saved graph and its sidecar (which names its data file). */
+function entryFiles(dir: string, key: string): { graph: string; sidecar: string } {
+  return { graph: join(dir, `${key}.onnx`), sidecar: join(dir, `${key}.json`) };
 }
 
 type Entry = Awaited<ReturnType<typeof entryPaths>>;
@@ -160,7 +165,7 @@ async function dropOlder(entry: Entry, dir: string): Promise<void> {
     if (name.startsWith(entry.key)) continue;
     if (name.startsWith(`${entry.owner}-`)) await rm(join(dir, name), { force: true }).catch(() => undefined);
     else if (name.endsWith('.json')) {
-      const other = { sidecar: join(dir, name), graph: join(dir, `${name.slice(0, -'.json'.length)}.onnx`) };
+      const other = entryFiles(dir, name.slice(0, -'.json'.length));
       const meta = await readSidecar(other);
       if (meta && !existsSync(meta.model)) await drop(other, dir).catch(() => undefined);
     }
