@@ -7,7 +7,8 @@
  * block scaled down (`--models deepseek2`: latent attention and its experts), and the hybrids LFM2-350M (`--models lfm2`)
  * and Granite 4.0-H and Qwen3.5 scaled down (`--models granitehybrid`, `--models qwen35`: Mamba2 and gated DeltaNet layers).
  * Greedy, 2 threads each.
- * Per contender and file: decode ms/token (the median slope between short and long generations, `--pairs` of them per process), prefill of a
+ * Per contender and file: decode ms/token (the step time between the `--short`-th and the `--long`-th token of one generation,
+ * timed from each token's arrival: the median of `--pairs` generations per process), prefill of a
  * 512-token prompt, load time (llama.cpp: model + context; reasonplug: `Engine.load` of the converted module,
  * which also starts its worker: onnxruntime-node and the engine's modules load there), time to ready from the
  * process's start (each runtime's imports and set-up included: node-llama-cpp's module and `getLlama` are outside
@@ -220,12 +221,15 @@ const ids = (n: number, vocab: number) => Array.from({ length: n }, (_, i) => 3 
 const decodePrompt = (context: number, vocab: number) => (context > PROMPT.length ? [PROMPT[0]!, ...ids(context - 1, vocab)] : PROMPT);
 
 /**
- * The same timing protocol for both contenders, given `gen(prompt, n)` → ms for an n-token greedy generation: a
- * warm-up, then `pairs` short/long pairs (decode ms/token: the median of the pairs' slopes, so one generation slowed
- * by a neighbour on the machine does not set the figure) and as many 512-token prefills (their median).
+ * The same timing protocol for both contenders, given `gen(prompt, n)` → each token's arrival (ms from the call) in
+ * an n-token greedy generation: a warm-up, then `pairs` generations of `long` tokens, each giving the step time
+ * between its `short`-th and its last token (decode ms/token: the median of them, so one generation slowed by a
+ * neighbour on the machine does not set the figure; the prompt's prefill stays outside it, which at a long
+ * `--context` would otherwise swamp the steps), and as many 512-token prefills (the first token's arrival; their
+ * median).
  */
 async function timeGenerations(
-  gen: (prompt: number[], n: number) => Promise<number>,
+  gen: (prompt: number[], n: number) => Promise<number[]>,
   vocab: number,
   short: number,
   long: number,
@@ -237,10 +241,10 @@ async function timeGenerations(
   const slopes: number[] = [];
   const prefills: number[] = [];
   for (let i = 0; i < pairs; i++) {
-    const a = await gen(prompt, short);
-    const b = await gen(prompt, long);
-    slopes.push((b - a) / (long - short));
-    prefills.push(await gen(ids(PREFILL, vocab), 1));
+    const arrivals = await gen(prompt, long);
+    if (arrivals.length < long) throw new Error(`a ${long}-token generation stopped after ${arrivals.length} tokens`);
+    slopes.push((arrivals[long - 1]! - arrivals[short - 1]!) / (long - short));
+    prefills.push((await gen(ids(PREFILL, vocab), 1))[0]!);
   }
   return { msPerToken: median(slopes), prefillMs: median(prefills) };
 }
@@ -263,8 +267,9 @@ async function measureHere(contender: Contender, gguf: string, module: string, v
     const readyMs = performance.now();
     const gen = async (promptIds: number[], n: number) => {
       const t = performance.now();
-      await engine.generate({ promptIds }, { maxTokens: n, ignoreEos: true });
-      return performance.now() - t;
+      const arrivals: number[] = [];
+      for await (const _ of engine.stream({ promptIds }, { maxTokens: n, ignoreEos: true })) arrivals.push(performance.now() - t);
+      return arrivals;
     };
     const timed = await timeGenerations(gen, vocab, short, long, pairs, context);
     await engine.dispose();
@@ -281,9 +286,9 @@ async function measureHere(contender: Contender, gguf: string, module: string, v
   const gen = async (promptIds: number[], n: number) => {
     await seq.clearHistory();
     const t = performance.now();
-    let k = 0;
-    for await (const _ of seq.evaluate(promptIds as never[], { temperature: 0 })) if (++k >= n) break;
-    return performance.now() - t;
+    const arrivals: number[] = [];
+    for await (const _ of seq.evaluate(promptIds as never[], { temperature: 0 })) if (arrivals.push(performance.now() - t) >= n) break;
+    return arrivals;
   };
   const timed = await timeGenerations(gen, vocab, short, long, pairs, context);
   await ctx.dispose();
