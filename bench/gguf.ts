@@ -24,9 +24,11 @@
  * `--context N` measures decode after a prompt of N tokens instead of 8 (both contenders' contexts hold it and the
  * longest generation): at long contexts a step reads, and with onnxruntime-node copies out, the whole cache. `--kv`
  * picks the modules' keys and values: f16 (default: the converter's, llama.cpp's default cache type, which its context
- * here keeps too) or f32 (`kvCache: 'float32'`).
+ * here keeps too) or f32 (`kvCache: 'float32'`). `--v8-marking` runs reasonplug's processes with V8 marking on the JavaScript
+ * thread (`js`, default: `--no-concurrent-marking`, as the `reasonplug` executable runs) or on V8's helper threads
+ * (`concurrent`, node's default), which preempt onnxruntime's threads on a machine they fill (README, design notes).
  *
- *   npm run bench:gguf [-- --rounds 3 --models llama125m,qwen05b --types Q4_0,Q4_K_M,Q8_0,F16 --short 16 --long 48 --pairs 3 --context 8 --kv f16 --from dist --row-shards auto --session-cache auto]
+ *   npm run bench:gguf [-- --rounds 3 --models llama125m,qwen05b --types Q4_0,Q4_K_M,Q8_0,F16 --short 16 --long 48 --pairs 3 --context 8 --kv f16 --from dist --row-shards auto --session-cache auto --v8-marking js]
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -139,6 +141,8 @@ type RowShards = 'auto' | 'off';
 interface EngineChoices {
   rowShards: RowShards;
   sessionCache: 'auto' | 'off';
+  /** Where V8 marks in reasonplug's processes: on the JavaScript thread, as the `reasonplug` executable runs, or V8's default helper threads. */
+  v8Marking: 'js' | 'concurrent';
 }
 const CONTENDERS: Contender[] = ['llama.cpp', 'reasonplug'];
 
@@ -314,6 +318,7 @@ async function main(): Promise<void> {
       from: { type: 'string', default: 'dist' },
       'row-shards': { type: 'string', default: 'auto' },
       'session-cache': { type: 'string', default: 'auto' },
+      'v8-marking': { type: 'string', default: 'js' },
     },
   });
   const from = parseCoreBuild(values.from!);
@@ -321,7 +326,9 @@ async function main(): Promise<void> {
   if (rowShards !== 'auto' && rowShards !== 'off') throw new Error(`--row-shards must be auto or off; got ${rowShards}`);
   const sessionCache = values['session-cache'] as EngineChoices['sessionCache'];
   if (sessionCache !== 'auto' && sessionCache !== 'off') throw new Error(`--session-cache must be auto or off; got ${sessionCache}`);
-  const choices: EngineChoices = { rowShards, sessionCache };
+  const v8Marking = values['v8-marking'] as EngineChoices['v8Marking'];
+  if (v8Marking !== 'js' && v8Marking !== 'concurrent') throw new Error(`--v8-marking must be js or concurrent; got ${v8Marking}`);
+  const choices: EngineChoices = { rowShards, sessionCache, v8Marking };
   const short = Number(values.short);
   const long = Number(values.long);
   const pairs = Number(values.pairs);
@@ -366,7 +373,7 @@ async function benchModel(name: ModelName, types: FileType[], rounds: number, sh
         const { gguf, module } = files.get(t)!;
         const out = execFileSync(
           process.execPath,
-          [...process.execArgv, self, '--child', c, '--gguf', gguf, '--module', module, '--vocab', String(shape.vocab), '--short', String(short), '--long', String(long), '--pairs', String(pairs), '--context', String(context), ...choiceArgs],
+          [...process.execArgv, ...(c === 'reasonplug' && choices.v8Marking === 'js' ? ['--no-concurrent-marking'] : []), self, '--child', c, '--gguf', gguf, '--module', module, '--vocab', String(shape.vocab), '--short', String(short), '--long', String(long), '--pairs', String(pairs), '--context', String(context), ...choiceArgs],
           { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, NODE_LLAMA_CPP_SKIP_DOWNLOAD: 'true' } },
         );
         const fig = JSON.parse(out.trim().split('\n').pop()!) as Figures;
@@ -392,6 +399,7 @@ async function benchModel(name: ModelName, types: FileType[], rounds: number, sh
     reasonplugFrom: from,
     rowShards: choices.rowShards,
     sessionCache: choices.sessionCache,
+    v8Marking: choices.v8Marking,
     // the 1-minute load average while measuring: on a shared machine, llama.cpp's spinning thread pool suffers most
     loadAverage: median(loads),
     figures: Object.fromEntries(

@@ -7,7 +7,6 @@ import type { LlamaConfig } from '../src/onnx/llama-spec.js';
 import { quantizeGraph } from '../src/onnx/quantize/quantize-graph.js';
 import { testDir } from './support/models.js';
 import { threadsPerCore } from '../src/runtime/cpu-topology.js';
-import { computeFillsCpus } from '../src/runtime/gc-marking.js';
 
 /** The composition benchmark's steps (graph facts of its fp32 models): a 24M-parameter backbone and a reasoner 1/8 its size. */
 const backbone = { bytes: 60_767_108, nodes: 304 };
@@ -162,20 +161,5 @@ describe('thread budget', () => {
           }, 0)
       : 1;
     expect(threadsPerCore()).to.equal(expected);
-  });
-});
-
-describe('V8 marking beside onnxruntime threads', () => {
-  it('keeps V8 off the compute CPUs only where the engine threads leave none idle', () => {
-    // explicit threads against the CPUs
-    expect(computeFillsCpus(2, 0, 2, 1)).to.equal(true);
-    expect(computeFillsCpus(1, 0, 2, 1)).to.equal(false);
-    expect(computeFillsCpus(8, 0, 4, 1)).to.equal(true);
-    // onnxruntime's default pool: one thread per physical core; with SMT the cores' second threads stay free
-    expect(computeFillsCpus(undefined, 0, 4, 1)).to.equal(true);
-    expect(computeFillsCpus(undefined, 0, 16, 2)).to.equal(false);
-    // reasoner lanes take the CPUs the backbone leaves
-    expect(computeFillsCpus(1, 1, 2, 1)).to.equal(true);
-    expect(computeFillsCpus(6, 1, 8, 1)).to.equal(false);
   });
 });

@@ -22,7 +22,6 @@ import { decoderSource, openPrepared, openReasoner, type PreparedModel, type Rea
 import { ReasonerLane } from './reasoner-lane.js';
 import { toWire } from './spawn-worker.js';
 import { planThreads, type StepFacts, type ThreadPlan } from './thread-budget.js';
-import { keepMarkingOffComputeCpus } from './gc-marking.js';
 import { ContextLengthError, declaredContextLength } from '../modules/context-length.js';
 import { checkDeclaredVocabSize } from '../modules/vocab-compat.js';
 import type { DecoderSession } from './decoder-session.js';
@@ -303,9 +302,6 @@ async function start(): Promise<Loaded> {
   }
   const { location, session, notes } = first.value;
   const { groups, placed, inline } = second.value;
-  if ((config.runtime.device ?? 'cpu') === 'cpu') {
-    keepMarkingOffComputeCpus(session.intraOpThreads, plan.placement === 'lanes' ? plan.lanes.length * (plan.reasoner.intraOpThreads ?? 1) : 0);
-  }
   const releaseAll = () => Promise.allSettled([session.release(), ...groups.map((g) => g.release())]);
   const tokenizer = location.tokenizerDir
     ? await TextTokenizer.fromDirectory(location.tokenizerDir, location.generation ?? {})
