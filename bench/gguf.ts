@@ -242,15 +242,15 @@ async function timeGenerations(
 ): Promise<{ msPerToken: number; prefillMs: number }> {
   const prompt = decodePrompt(context, vocab);
   await gen(prompt, short);
-  const slopes: number[] = [];
+  const stepTimes: number[] = [];
   const prefills: number[] = [];
   for (let i = 0; i < pairs; i++) {
     const arrivals = await gen(prompt, long);
     if (arrivals.length < long) throw new Error(`a ${long}-token generation stopped after ${arrivals.length} tokens`);
-    slopes.push((arrivals[long - 1]! - arrivals[short - 1]!) / (long - short));
+    stepTimes.push((arrivals[long - 1]! - arrivals[short - 1]!) / (long - short));
     prefills.push((await gen(ids(PREFILL, vocab), 1))[0]!);
   }
-  return { msPerToken: median(slopes), prefillMs: median(prefills) };
+  return { msPerToken: median(stepTimes), prefillMs: median(prefills) };
 }
 
 /** `Engine.load`'s options for a bench module. */
