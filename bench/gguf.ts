@@ -24,11 +24,13 @@
  * `--context N` measures decode after a prompt of N tokens instead of 8 (both contenders' contexts hold it and the
  * longest generation): at long contexts a step reads, and with onnxruntime-node copies out, the whole cache. `--kv`
  * picks the modules' keys and values: f16 (default: the converter's, llama.cpp's default cache type, which its context
- * here keeps too) or f32 (`kvCache: 'float32'`). `--v8-marking` runs reasonplug's processes with V8 marking on the JavaScript
+ * here keeps too), f32 (`kvCache: 'float32'`) or f16-joined (`kvOutput: 'joined'`: the op graph returning the past
+ * with each run's keys and values appended, for an A/B of the converter's default, the run's keys and values alone
+ * written into a cache with room to spare). `--v8-marking` runs reasonplug's processes with V8 marking on the JavaScript
  * thread (`js`, default: `--no-concurrent-marking`, as the `reasonplug` executable runs) or on V8's helper threads
  * (`concurrent`, node's default), which preempt onnxruntime's threads on a machine they fill (README, design notes).
  *
- *   npm run bench:gguf [-- --rounds 3 --models llama125m,qwen05b --types Q4_0,Q4_K_M,Q8_0,F16 --short 16 --long 48 --pairs 3 --context 8 --kv f16 --from dist --row-shards auto --session-cache auto --v8-marking js]
+ *   npm run bench:gguf [-- --rounds 3 --models llama125m,qwen05b --types Q4_0,Q4_K_M,Q8_0,F16 --short 16 --long 48 --pairs 3 --context 8 --kv f16|f32|f16-joined --from dist --row-shards auto --session-cache auto --v8-marking js]
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -134,7 +136,7 @@ const DEFAULT_TYPES: readonly FileType[] = ['Q4_0', 'Q4_K_M', 'Q8_0', 'F16'];
 type ModelName = keyof typeof MODELS;
 type Contender = 'llama.cpp' | 'reasonplug';
 /** The converted modules' KV cache type (`--kv`). */
-type KvCache = 'f32' | 'f16';
+type KvCache = 'f32' | 'f16' | 'f16-joined';
 /** Whether the engine opens its row shards as it does by default (`auto`) or not at all (`off`). */
 type RowShards = 'auto' | 'off';
 /** The engine's load choices: row shards, and whether sessions come from their saved optimized form (`sessionCache`). */
@@ -192,7 +194,7 @@ function qwenType(file: FileType, name: string, layers: number): number {
 async function prepare(name: ModelName, file: FileType, kvCache: KvCache): Promise<{ gguf: string; module: string }> {
   const { shape: SHAPE, stem, name: ggufName, typeOf } = MODELS[name]!;
   const gguf = join(dir, `${stem}-${file}.gguf`);
-  const module = join(dir, `${stem}-${file}${kvCache === 'f16' ? '-kv16' : ''}`);
+  const module = join(dir, `${stem}-${file}${{ f32: '', f16: '-kv16', 'f16-joined': '-kv16-joined' }[kvCache]}`);
   const recipe = JSON.stringify({ SHAPE, file, v: 1 });
   const stamp = `${gguf}.recipe`;
   if (!existsSync(gguf) || (await readFile(stamp, 'utf8').catch(() => '')) !== recipe) {
@@ -208,7 +210,7 @@ async function prepare(name: ModelName, file: FileType, kvCache: KvCache): Promi
     console.error(`converting ${gguf}`);
     await rm(module, { recursive: true, force: true });
     const { convertGguf } = await import('../packages/core/src/gguf/convert.js');
-    await convertGguf(gguf, module, { kvCache: kvCache === 'f16' ? 'float16' : 'float32' });
+    await convertGguf(gguf, module, { kvCache: kvCache === 'f32' ? 'float32' : 'float16', ...(kvCache === 'f16-joined' ? { kvOutput: 'joined' as const } : {}) });
     await writeFile(moduleStamp, converter);
   }
   return { gguf, module };
@@ -334,7 +336,7 @@ async function main(): Promise<void> {
   const pairs = Number(values.pairs);
   if (!(pairs >= 1)) throw new Error(`--pairs must be at least 1; got ${values.pairs}`);
   const kvCache = values.kv as KvCache;
-  if (kvCache !== 'f32' && kvCache !== 'f16') throw new Error(`--kv must be f32 or f16; got ${values.kv}`);
+  if (kvCache !== 'f32' && kvCache !== 'f16' && kvCache !== 'f16-joined') throw new Error(`--kv must be f32, f16 or f16-joined; got ${values.kv}`);
   const context = Number(values.context);
   if (!(context >= 1)) throw new Error(`--context must be at least 1; got ${values.context}`);
   if (values.child === 'warm') {
@@ -422,7 +424,7 @@ async function benchModel(name: ModelName, types: FileType[], rounds: number, sh
     rows.push([`${t} reasonplug / llama.cpp`, ratio('msPerToken'), ratio('prefillMs'), ratio('loadMs'), ratio('readyMs'), ratio('peakRssMb')]);
   }
   printTable(
-    `GGUF ${title}, ${THREADS} threads, greedy${context > PROMPT.length ? `, decode after ${context} tokens` : ''}${kvCache === 'f32' ? ', reasonplug with a float32 KV cache' : ''}, reasonplug from ${from === 'dist' ? 'dist/' : 'sources (tsx)'}${choices.rowShards === 'off' ? ' without row shards' : ''}${choices.sessionCache === 'off' ? ' without saved sessions' : ''}, medians of ${rounds} rounds (load average ${median(loads).toFixed(1)})`,
+    `GGUF ${title}, ${THREADS} threads, greedy${context > PROMPT.length ? `, decode after ${context} tokens` : ''}${{ f32: ', reasonplug with a float32 KV cache', f16: '', 'f16-joined': ', reasonplug with joined presents' }[kvCache]}, reasonplug from ${from === 'dist' ? 'dist/' : 'sources (tsx)'}${choices.rowShards === 'off' ? ' without row shards' : ''}${choices.sessionCache === 'off' ? ' without saved sessions' : ''}, medians of ${rounds} rounds (load average ${median(loads).toFixed(1)})`,
     ['file / contender', 'decode ms/token', `prefill ${PREFILL} ms`, 'load ms', 'ready ms', 'peak RSS MB'],
     rows,
   );

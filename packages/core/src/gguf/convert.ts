@@ -66,6 +66,13 @@ export interface ConvertGgufOptions {
    * (README, bench:gguf `--context`), at fp16's rounding of q, k and v; `float32` is exact against llama.cpp's F32 cache.
    */
   kvCache?: 'float32' | 'float16';
+  /**
+   * What the op graph's attention layers return (LlamaBuildOptions.kvOutput). Default `new` (each run's keys and values,
+   * which the engine writes into a cache with room to spare) where no layer has a sliding window, else `joined` (the
+   * past with the run's appended, as exports write them; the form any onnxruntime loop runs). GroupQueryAttention graphs
+   * are always joined.
+   */
+  kvOutput?: 'joined' | 'new';
   /** Called after each tensor is read with the bytes of tensor data read so far and in all (a progress bar). */
   onTensorRead?: (bytes: number, total: number) => void;
 }
@@ -1026,7 +1033,11 @@ function attentionOptions(config: LlamaConfig, opts: ConvertGgufOptions, context
   const tables = config.ropeThetaLocal !== undefined || config.ropeScaleLocal !== undefined ? 2 : 1;
   const cacheBytes = tables * 2 * maxPositions * (headDim / 2) * 4;
   const rotary = opts.gqaRotary ?? (cacheBytes > MAX_ROTARY_CACHE_BYTES ? 'ops' : 'inside');
-  if (attention === 'ops') return { attention, rotaryKernel: rotary === 'inside', fuseResidualNorms: true, maxPositions, ...kv };
+  // The op graph returns each run's keys and values alone, which the engine writes into a cache with room to spare
+  // (no per-step join of the whole cache); sliding-window layers count their window in slots and keep the joined form.
+  if (opts.kvOutput !== undefined && opts.kvOutput !== 'joined' && opts.kvOutput !== 'new') throw new Error(`unknown kvOutput ${String(opts.kvOutput)}; joined or new`);
+  const kvOutput = config.layerTypes?.includes('sliding') ? 'joined' : (opts.kvOutput ?? 'new');
+  if (attention === 'ops') return { attention, rotaryKernel: rotary === 'inside', fuseResidualNorms: true, maxPositions, kvOutput, ...kv };
   return { attention, gqaRotary: rotary, maxPositions, ...kv };
 }
 

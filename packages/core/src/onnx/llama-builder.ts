@@ -109,6 +109,16 @@ export interface LlamaBuildOptions {
   rotaryKernel?: boolean;
   /** With rotary from caches (GroupQueryAttention's inside, or `rotaryKernel`): their rows, the longest sequence the graph can run. Default 4096. */
   maxPositions?: number;
+  /**
+   * With `attention: 'ops'`, what each attention layer returns. `joined` (default, as exports do): `present.{i}.key|value`,
+   * the past with this run's keys and values appended. `new`: `new_key_values.{i}.key|value`, this run's alone
+   * (`[batch, kvHeads, new_sequence_length, headDim]`), for a caller that appends them to a cache it keeps: the past may then
+   * be a buffer with room for more positions (the slots past its keys masked out in `attention_mask`): the keys are
+   * read in place (the scores over past and new keys computed apart and joined before the softmax), the values joined
+   * inside the graph (one product over all positions, so logits do not depend on where a prefill was split), and
+   * nothing of the past is copied out. Sliding-window layers are refused (their window is counted in slots).
+   */
+  kvOutput?: 'joined' | 'new';
 }
 
 /** A layer's kind (see `LlamaConfig.layerTypes`). */
@@ -827,6 +837,10 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
   const keepLogits = options.numLogitsToKeep ?? false;
   const withHidden = options.outputHidden ?? false;
   const withEmbeds = options.inputsEmbeds ?? false;
+  if (options.kvOutput !== undefined && options.kvOutput !== 'joined' && options.kvOutput !== 'new') throw new Error(`unknown kvOutput ${String(options.kvOutput)}`);
+  const appendsKv = options.kvOutput === 'new';
+  if (appendsKv && gqa) throw new Error("kvOutput 'new' needs attention 'ops' (GroupQueryAttention joins the cache itself)");
+  if (appendsKv && c.layerTypes.includes('sliding')) throw new Error("kvOutput 'new' cannot write sliding-window layers: their window is counted in cache slots, which a cache with room to spare does not keep in step with positions");
   const { hidden, heads, kvHeads, headDim, vocab, inter } = c;
   const qDim = heads * headDim;
   const kvDim = kvHeads * headDim;
@@ -875,10 +889,13 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
     { name: 'logits', shape: ['batch_size', keepLogits ? 'logits_length' : seq, vocab] },
   ];
   for (let i = 0; i < c.layers; i++) {
-    const shape = ['batch_size', kvHeads, 'total_sequence_length', headDim];
     const kind = c.layerTypes[i]!;
     if (layerConvolves(kind)) outputSpecs.push({ name: `present_conv.${i}`, shape: convShape(i) });
-    if (layerAttends(kind)) outputSpecs.push({ name: `present.${i}.key`, shape, type: kvType }, { name: `present.${i}.value`, shape, type: kvType });
+    if (layerAttends(kind)) {
+      const [stem, length] = appendsKv ? ['new_key_values', 'new_sequence_length'] : ['present', 'total_sequence_length'];
+      const kvShape = ['batch_size', kvHeads, length, headDim];
+      outputSpecs.push({ name: `${stem}.${i}.key`, shape: kvShape, type: kvType }, { name: `${stem}.${i}.value`, shape: kvShape, type: kvType });
+    }
     const state = stateOf(i);
     if (state) outputSpecs.push({ name: `present_${state.name}.${i}`, shape: state.shape, type: DataType.FLOAT });
   }
@@ -1522,6 +1539,8 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
         b.nodes.push(makeNode('Concat', [pastKv, kvFp16 ? b.op('Cast', [fresh], { to: DataType.FLOAT16 }) : fresh], [present], { axis: 2 }, b.fresh('n_Concat')));
         return kvToFloat(present);
       };
+      /** This run's keys or values in the cache's type, as output `name`. */
+      const written = (fresh: string, name: string): string => b.op(kvFp16 ? 'Cast' : 'Identity', [fresh], kvFp16 ? { to: DataType.FLOAT16 } : {}, name);
       attention = (i, qkvFlat, L, sliding) => {
         // One rotary pass over q and k together: a third of the kernels of rotating each apart.
         const qkv = b.op('Transpose', [b.op('Reshape', [qkvFlat, heads4()])], perm0213);
@@ -1529,15 +1548,30 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
         const qk = L.qkNorm ? rms(qkRaw!, L.qkNorm) : qkRaw!;
         const rotated = c.noRope.has(i) ? qk : rotaryOp ? rotaryKernel(qk, sliding ? cachesLocal! : cachesGlobal!) : rope(qk, sliding ? localTables : globalTables);
         const [qRot, k] = b.opN('Split', [rotated, b.i64([heads, kvHeads])], ['q', 'k'], { axis: 1 });
-        const q = b.op('Mul', [qRot!, scale]);
-        const kAll = extend(past[i]![0], k!, outName(`present.${i}.key`)); // [B, kvHeads, T, headDim]
-        const vAll = extend(past[i]![1], v!, outName(`present.${i}.value`));
+        const q = b.op('Reshape', [b.op('Mul', [qRot!, scale]), groupedShape]);
         const layerBias = sliding ? slidingBias : bias;
         // (onnxruntime fuses the Transpose into the product: no copy of the keys)
-        const products = b.op('MatMul', [b.op('Reshape', [q, groupedShape]), b.op('Transpose', [kAll], { perm: [0, 1, 3, 2] })]);
+        const scores = (keys: string) => b.op('MatMul', [q, b.op('Transpose', [keys], { perm: [0, 1, 3, 2] })]);
+        let products: string; // [B, kvHeads, rep · S, T]
+        let attend: (probs: string) => string;
+        if (appendsKv) {
+          // The keys are read where they lie (with any room beyond them masked out): the scores over past and new keys,
+          // computed apart, are the joined scores. The values are joined (not a graph output, so never copied out):
+          // each output a sum over all positions in one product, which a product per part would round otherwise,
+          // changing a prompt's logits with where its prefill was split (a cached prefix, chunks).
+          const kNew = kvToFloat(written(k!, outName(`new_key_values.${i}.key`)));
+          const vNew = written(v!, outName(`new_key_values.${i}.value`));
+          products = b.op('Concat', [scores(kvToFloat(past[i]![0])), scores(kNew)], { axis: -1 });
+          attend = (probs) => b.op('MatMul', [probs, kvToFloat(b.op('Concat', [past[i]![1], vNew], { axis: 2 }))]);
+        } else {
+          const kAll = extend(past[i]![0], k!, outName(`present.${i}.key`)); // [B, kvHeads, T, headDim]
+          const vAll = extend(past[i]![1], v!, outName(`present.${i}.value`));
+          products = scores(kAll);
+          attend = (probs) => b.op('MatMul', [probs, vAll]);
+        }
         const grouped = rep === 1 ? products : b.op('Reshape', [products, scoresShape]); // [B, kvHeads, rep, S, T]
         const probs = softmax(b.op('Add', [capped(grouped, c.attnCap), layerBias]), L.sinks);
-        const o = b.op('MatMul', [rep === 1 ? probs : b.op('Reshape', [probs, b.op('Shape', [products])]), vAll]);
+        const o = attend(rep === 1 ? probs : b.op('Reshape', [probs, b.op('Shape', [products])]));
         return b.op('Reshape', [b.op('Transpose', [rep === 1 ? o : b.op('Reshape', [o, oShape])], perm0213), b.i64([0, 0, qDim])]);
       };
     }

@@ -37,6 +37,12 @@ export interface DecoderSignature {
   /** Recurrent states of the other layers of a hybrid model, in layer order; none for a plain decoder. */
   states: StateNames[];
   kvType: FloatType;
+  /**
+   * The graph returns only each run's keys and values (`new_key_values.{i}.key|value`, `[batch, kvHeads, run, headDim]`)
+   * and the caller appends them to its cache, which may hold room for more positions (masked out); otherwise the
+   * presents are the past with the run's appended (`present.{i}.key|value`).
+   */
+  kvAppends: boolean;
   kvHeads: number;
   headDim: number;
   logits: { name: string; type: FloatType; vocabSize: number };
@@ -67,6 +73,8 @@ type TensorMeta = Extract<ValueMetadata, { isTensor: true }>;
 
 const PAST_RE = /^past_key_values\.(\d+)\.(key|value)$/;
 const PRESENT_RE = /^present\.(\d+)\.(key|value)$/;
+/** This run's keys and values alone, appended by the caller (reasonplug's own graphs, LlamaBuildOptions.kvOutput). */
+const NEW_KV_RE = /^new_key_values\.(\d+)\.(key|value)$/;
 /** Recurrent states as transformers.js names them (`past_conv.{i}`, `past_ssm.{i}`, `past_recurrent.{i}`; outputs `present_…`). */
 const STATE_PAST_RE = /^past_(conv|ssm|recurrent)\.(\d+)$/;
 const STACKED_PAST_RE = /^past_(\d+)$/;
@@ -221,7 +229,12 @@ export function detectSignature(
     return layers;
   };
   const pasts = collect(ins, PAST_RE);
-  const presents = collect(outs, PRESENT_RE);
+  const joined = collect(outs, PRESENT_RE);
+  const appended = collect(outs, NEW_KV_RE);
+  if (joined.size > 0 && appended.size > 0) refuse(source, 'has both `present.{i}` and `new_key_values.{i}` outputs; a graph returns its caches one way');
+  const kvAppends = appended.size > 0;
+  const presents = kvAppends ? appended : joined;
+  const presentStem = kvAppends ? 'new_key_values' : 'present';
   if (pasts.size === 0 && states.length > 0) {
     refuse(source, `has recurrent states (${states[0]!.past}, …) and no attention layer's KV cache; a model of recurrent layers only is not supported`);
   }
@@ -237,7 +250,7 @@ export function detectSignature(
   if (pasts.size !== presents.size) {
     refuse(
       source,
-      `has ${pasts.size} layers of \`past_key_values.{i}.key|value\` inputs but ${presents.size} layers of \`present.{i}.key|value\` outputs; they must pair up`,
+      `has ${pasts.size} layers of \`past_key_values.{i}.key|value\` inputs but ${presents.size} layers of \`${presentStem}.{i}.key|value\` outputs; they must pair up`,
     );
   }
   const kv: KvNames[] = [];
@@ -257,8 +270,8 @@ export function detectSignature(
     for (const [what, m] of [
       [`past_key_values.${i}.key`, past.key],
       [`past_key_values.${i}.value`, past.value],
-      [`present.${i}.key`, present.key],
-      [`present.${i}.value`, present.value],
+      [`${presentStem}.${i}.key`, present.key],
+      [`${presentStem}.${i}.value`, present.value],
     ] as const) {
       if (!m) refuse(source, `layer ${i} has no \`${what}\``);
       const t = asFloatType(m);
@@ -333,6 +346,7 @@ export function detectSignature(
     kv,
     states: states.map(({ layer: _, ...s }) => s),
     kvType: kvType!,
+    kvAppends,
     kvHeads: kvHeads!,
     headDim: headDim!,
     logits: { name: lg.name, type: logitsType, vocabSize },
@@ -351,6 +365,7 @@ export function describeSignature(sig: DecoderSignature): Record<string, unknown
     kvHeads: sig.kvHeads,
     headDim: sig.headDim,
     kvType: sig.kvType,
+    ...(sig.kvAppends ? { kvOutput: 'new keys and values (the caller appends them)' } : {}),
     vocabSize: sig.logits.vocabSize,
     logitsType: sig.logits.type,
     inputs: {

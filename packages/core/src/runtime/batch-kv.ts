@@ -14,7 +14,7 @@
  */
 import * as ort from 'onnxruntime-node';
 import type { DecoderSession } from './decoder-session.js';
-import { allocate, copyRow, pastNames, pastTensor, rowElements, stateBytesPerRow, type CacheData } from './cache-tensors.js';
+import { allocate, copyRow, pastNames, pastTensor, rowElements, stateBytesPerRow, stateOf, type CacheData } from './cache-tensors.js';
 import { releaseTensors } from './release-tensors.js';
 
 /**
@@ -227,14 +227,28 @@ export interface BatchCache {
 }
 
 /**
+ * Positions of room a batch cache keeps past its longest row where the graph returns only new keys and values
+ * (`kvAppends`): each step writes its keys and values into the room in place, and the cache is copied into a larger
+ * buffer once every this many steps. The room is masked out, but its scores are computed: a few percent of a long
+ * context's attention, where joining the cache anew took a copy of all of it every step.
+ */
+export const KV_ROOM = 64;
+
+/**
  * The running batch's cache and the runs that advance it. Its cache is never handed out (rows leave as copies), so
  * the cache a step or a rebuild replaces is freed at once ({@link releaseTensors}).
+ *
+ * With a graph that returns only each run's keys and values (`kvAppends`) the cache holds {@link KV_ROOM} slots of
+ * room after its last position (`slots` ≥ `width`): a step feeds it as it is, masked past `width`, and writes the new
+ * keys and values into slot `width` of each row; nothing is joined or copied out per step.
  */
 export class BatchKv implements BatchCache {
   private past: Record<string, ort.Tensor> = {};
   /** Valid positions of each row (on the side given by {@link padding}'s opposite). */
   private lengths: number[] = [];
   private width = 0;
+  /** Slots each row of {@link past} has: {@link width}, plus the room an appending graph's steps write into. */
+  private slots = 0;
   readonly counters: KvCounters = { copiedBytes: 0, perRowLayoutBytes: 0 };
   /** Each row's last hidden state `[rows × hidden]` after the latest step, when the graph reports it. */
   hidden: Float32Array | undefined;
@@ -264,14 +278,19 @@ export class BatchKv implements BatchCache {
     return this.lengths.length;
   }
 
-  /** Bytes the cache holds now (padding included). */
+  /** Bytes the cache holds now (padding and room included). */
   get bytes(): number {
-    return this.rows * (this.width * this.bytesPerPosition + this.stateBytesPerRow);
+    return this.rows * (this.slots * this.bytesPerPosition + this.stateBytesPerRow);
   }
 
   /** Valid positions of a row. */
   lengthOf(row: number): number {
     return this.lengths[row]!;
+  }
+
+  /** Slots a cache of `width` positions is given: room for {@link KV_ROOM} more steps where the graph appends. */
+  private slotsFor(width: number): number {
+    return this.session.signature.kvAppends ? width + KV_ROOM : width;
   }
 
   /**
@@ -280,30 +299,35 @@ export class BatchKv implements BatchCache {
    */
   rebuild(keep: readonly number[], added: readonly RowCache[]): void {
     if (keep.length === this.rows && added.length === 0 && keep.every((r, i) => r === i)) return;
+    this.relayout(keep, added, Math.max(0, ...keep.map((r) => this.lengths[r]!), ...added.map((c) => c.length)));
+  }
+
+  /** Copies the kept and added rows into a new cache `width` positions wide (and its room). */
+  private relayout(keep: readonly number[], added: readonly RowCache[], width: number): void {
     const sig = this.session.signature;
     const parts = [
-      ...keep.map((r) => ({ source: this.past, row: r, srcWidth: this.width, first: this.firstSlot(this.width, this.lengths[r]!), length: this.lengths[r]! })),
+      ...keep.map((r) => ({ source: this.past, row: r, srcWidth: this.slots, first: this.firstSlot(this.width, this.lengths[r]!), length: this.lengths[r]! })),
       ...added.map((c) => ({ source: c.past, row: c.row ?? 0, srcWidth: c.width ?? c.length, first: rowStart(c), length: c.length })),
     ];
-    const lengths = parts.map((p) => p.length);
-    const width = Math.max(0, ...lengths);
+    const slots = parts.length > 0 ? this.slotsFor(width) : 0;
     const past: Record<string, ort.Tensor> = {};
     if (parts.length > 0) {
       for (const name of pastNames(sig)) {
-        const out = allocate(sig, name, parts.length * rowElements(sig, name, width));
+        const out = allocate(sig, name, parts.length * rowElements(sig, name, slots));
         parts.forEach((p, i) => {
           const from = { row: p.row, width: p.srcWidth, first: p.first, length: p.length };
-          copyRow(sig, name, p.source[name]!.data as CacheData, from, out, { row: i, width, first: this.firstSlot(width, p.length), length: p.length });
+          copyRow(sig, name, p.source[name]!.data as CacheData, from, out, { row: i, width: slots, first: this.firstSlot(width, p.length), length: p.length });
           this.counters.copiedBytes += rowElements(sig, name, p.length) * out.BYTES_PER_ELEMENT;
         });
-        past[name] = pastTensor(sig, name, out, parts.length, width);
+        past[name] = pastTensor(sig, name, out, parts.length, slots);
       }
     }
     // (the batch's cache is its own: its steps' presents and the copies made here)
     releaseTensors(Object.values(this.past));
     this.past = past;
-    this.lengths = lengths;
+    this.lengths = parts.map((p) => p.length);
     this.width = width;
+    this.slots = slots;
     this.hidden = undefined;
   }
 
@@ -311,12 +335,15 @@ export class BatchKv implements BatchCache {
   takeRow(row: number): RowCache {
     const length = this.lengths[row]!;
     this.counters.copiedBytes += length * this.bytesPerPosition + this.stateBytesPerRow;
-    return copyRowCache(this.session, { past: this.past, length, row, width: this.width, start: this.firstSlot(this.width, length) }, length);
+    return copyRowCache(this.session, { past: this.past, length, row, width: this.slots, start: this.firstSlot(this.width, length) }, length);
   }
 
   /** Feeds one token per row; returns `[rows × vocab]` last-position logits. */
   async step(tokens: readonly number[]): Promise<Float32Array> {
     const rows = this.rows;
+    // A per-row layout copies every row's cache into the batch tensor, then the present back out.
+    this.counters.perRowLayoutBytes += this.lengths.reduce((n, l) => n + (2 * l + 1), 0) * this.bytesPerPosition;
+    if (this.session.signature.kvAppends) return this.appendStep(tokens);
     const width = this.width;
     // Left: the padding masked out. Right: Σ mask − 1 = the row's length, its new key's slot; the present is one
     // slot wider, room for the longest row's new key. Either way a row's next position is its own length.
@@ -328,10 +355,39 @@ export class BatchKv implements BatchCache {
     }
     const { logits, present, hidden } = await this.session.forward(tokens, rows, this.past, width, mask, this.lengths);
     this.hidden = hidden;
-    // A per-row layout copies every row's cache into the batch tensor, then the present back out.
-    this.counters.perRowLayoutBytes += this.lengths.reduce((n, l) => n + (2 * l + 1), 0) * this.bytesPerPosition;
     releaseTensors(Object.values(this.past));
     this.past = present;
+    this.width = this.slots = width + 1;
+    this.lengths = this.lengths.map((l) => l + 1);
+    return logits;
+  }
+
+  /** {@link step} for a graph that returns only new keys and values: they are written into the cache's room. */
+  private async appendStep(tokens: readonly number[]): Promise<Float32Array> {
+    const sig = this.session.signature;
+    if (this.width === this.slots) {
+      const all = this.lengths.map((_, r) => r);
+      this.relayout(all, [], this.width);
+    }
+    const { rows, width, slots } = this;
+    // Each row's positions end at `width` (left padding before them, room after them, both masked); the new token is last.
+    const mask = new Array<number>(rows * (slots + 1)).fill(0);
+    for (let r = 0; r < rows; r++) {
+      mask.fill(1, r * (slots + 1) + width - this.lengths[r]!, r * (slots + 1) + width);
+      mask[r * (slots + 1) + slots] = 1;
+    }
+    const { logits, fresh, hidden } = await this.session.appendStep(tokens, this.past, slots, mask, this.lengths);
+    this.hidden = hidden;
+    for (const name of pastNames(sig)) {
+      const values = fresh[name]!;
+      if (stateOf(sig, name)) {
+        releaseTensors([this.past[name]!]);
+        this.past[name] = values;
+        continue;
+      }
+      const into = this.past[name]!.data as CacheData;
+      for (let row = 0; row < rows; row++) copyRow(sig, name, values.data as CacheData, { row, width: 1, first: 0, length: 1 }, into, { row, width: slots, first: width, length: 1 });
+    }
     this.width = width + 1;
     this.lengths = this.lengths.map((l) => l + 1);
     return logits;

@@ -99,3 +99,32 @@ export function rowTensors(sig: DecoderSignature, arrays: Record<string, CacheDa
   for (const [name, data] of Object.entries(arrays)) past[name] = pastTensor(sig, name, data, 1, length);
   return past;
 }
+
+/**
+ * Past input `name` of `rows` rows at `length` positions with `fresh` (the run's `seq` new positions, `[rows, kvHeads,
+ * seq, headDim]`) appended: the present a graph that returns only new keys and values (`kvAppends`) leaves its caller
+ * to make, for callers that keep whole caches.
+ */
+export function appendPositions(sig: DecoderSignature, name: string, past: CacheData, length: number, fresh: CacheData, rows: number, seq: number): ort.Tensor {
+  const total = length + seq;
+  const out = allocate(sig, name, rows * rowElements(sig, name, total));
+  for (let row = 0; row < rows; row++) {
+    copyRow(sig, name, past, { row, width: length, first: 0, length }, out, { row, width: total, first: 0, length });
+    copyRow(sig, name, fresh, { row, width: seq, first: 0, length: seq }, out, { row, width: total, first: length, length: seq });
+  }
+  return pastTensor(sig, name, out, rows, total);
+}
+
+/**
+ * The presents of a run by past input name: with a graph that returns only new keys and values, each appended to
+ * `past` (`length` positions, no room beyond them); recurrent states and joined presents as the run returned them.
+ */
+export function presentsOf(sig: DecoderSignature, out: Record<string, ort.Tensor>, past: Record<string, ort.Tensor>, length: number, rows: number): Record<string, ort.Tensor> {
+  const present: Record<string, ort.Tensor> = {};
+  for (const [presentName, pastName] of presentToPast(sig)) {
+    const t = out[presentName]!;
+    present[pastName] =
+      sig.kvAppends && !stateOf(sig, pastName) ? appendPositions(sig, pastName, past[pastName]!.data as CacheData, length, t.data as CacheData, rows, Number(t.dims[2])) : t;
+  }
+  return present;
+}

@@ -14,7 +14,7 @@ import { threadsPerCore } from './cpu-topology.js';
 import { float32ArrayToFloat16 } from '../onnx/float16.js';
 import { DEFAULT_PREFIX_CACHE_BYTES, PrefixCache } from './prefix-cache.js';
 import type { RowCache } from './batch-kv.js';
-import { allocate, copyRow, emptyPast, pastNames, pastTensor, presentToPast, rowElements, type CacheData } from './cache-tensors.js';
+import { allocate, copyRow, emptyPast, pastNames, pastTensor, presentsOf, presentToPast, rowElements, type CacheData } from './cache-tensors.js';
 import { releaseTensors } from './release-tensors.js';
 import { createCachedSession, SESSION_CACHE_MIN_BYTES, type SessionCacheSpec } from './session-cache.js';
 
@@ -359,9 +359,7 @@ export class DecoderSession {
     } catch (err) {
       throw new ModelRunError(`${this.label}: ${what} failed at position ${this.length}: ${(err as Error).message}`);
     }
-    const next = { ...this.past };
-    for (const [present, past] of presentToPast(sig)) next[past] = out[present] as ort.Tensor;
-    this.replacePast(next, true);
+    this.replacePast({ ...this.past, ...presentsOf(sig, out as Record<string, ort.Tensor>, this.past, this.length, this.rows) }, true);
     this.length = total;
     if (sig.hiddenState) this.hidden = lastPosition(out[sig.hiddenState.name] as ort.Tensor, this.rows, sig.hiddenState.hiddenSize);
     return lastPosition(out[sig.logits.name] as ort.Tensor, this.rows, sig.logits.vocabSize);
@@ -387,11 +385,45 @@ export class DecoderSession {
     embeds?: Float32Array,
     ends?: readonly number[],
   ): Promise<{ logits: Float32Array; present: Record<string, ort.Tensor>; hidden?: Float32Array }> {
+    const fed = past ?? emptyPast(this.signature, rows);
+    const { out, ...rest } = await this.runBatch(ids, rows, fed, pastLength, mask, positions, embeds, ends);
+    return { ...rest, present: presentsOf(this.signature, out, fed, pastLength, rows) };
+  }
+
+  /**
+   * One step of a cache kept with room to spare, for a graph that returns only new keys and values
+   * (`signature.kvAppends`): one token per row after `past` (`[rows, kvHeads, slots, headDim]`, its unused slots masked
+   * out in `mask`, `[rows × (slots + 1)]`). Returns the last-position logits, each row's new keys and values
+   * (`[rows, kvHeads, 1, headDim]`) and recurrent states by past input name, and the hidden state when reported.
+   */
+  async appendStep(
+    tokens: readonly number[],
+    past: Record<string, ort.Tensor>,
+    slots: number,
+    mask: readonly number[],
+    positions: readonly number[],
+  ): Promise<{ logits: Float32Array; fresh: Record<string, ort.Tensor>; hidden?: Float32Array }> {
+    if (!this.signature.kvAppends) throw new ModelRunError(`${this.label}: the graph returns joined caches (present.{i}), not new keys and values`);
+    const { out, ...rest } = await this.runBatch(tokens, tokens.length, past, slots, mask, positions);
+    const fresh: Record<string, ort.Tensor> = {};
+    for (const [name, pastName] of presentToPast(this.signature)) fresh[pastName] = out[name]!;
+    return { ...rest, fresh };
+  }
+
+  private async runBatch(
+    ids: readonly number[],
+    rows: number,
+    past: Record<string, ort.Tensor>,
+    pastLength: number,
+    mask: readonly number[],
+    positions: readonly number[],
+    embeds?: Float32Array,
+    ends?: readonly number[],
+  ): Promise<{ logits: Float32Array; out: Record<string, ort.Tensor>; hidden?: Float32Array }> {
     const sig = this.signature;
     if (embeds && !sig.inputsEmbeds) throw new ModelRunError(`${this.label}: this session was not prepared with an inputs_embeds input`);
     const seq = embeds ? 1 : ids.length / rows;
-    const feeds: Record<string, ort.Tensor> = { [sig.inputIds.name]: idTensor(sig.inputIds.type, ids, [rows, ids.length / rows]) };
-    Object.assign(feeds, past ?? emptyPast(sig, rows));
+    const feeds: Record<string, ort.Tensor> = { [sig.inputIds.name]: idTensor(sig.inputIds.type, ids, [rows, ids.length / rows]), ...past };
     if (sig.inputsEmbeds) {
       const { name, type, hiddenSize } = sig.inputsEmbeds;
       feeds[name] = floatTensor(type, embeds ?? new Float32Array(0), [rows, embeds ? 1 : 0, hiddenSize]);
@@ -403,18 +435,16 @@ export class DecoderSession {
     const keep = ends ? seq - Math.min(...ends) : 1;
     if (keep > 1 && !sig.numLogitsToKeep) throw new ModelRunError(`${this.label}: the graph returns the last position's logits only (no num_logits_to_keep input)`);
     if (sig.numLogitsToKeep) feeds[sig.numLogitsToKeep.name] = idTensor(sig.numLogitsToKeep.type, [keep], []);
-    let out: ort.InferenceSession.OnnxValueMapType;
+    let out: Record<string, ort.Tensor>;
     try {
-      out = await this.session.run(feeds);
+      out = (await this.session.run(feeds)) as Record<string, ort.Tensor>;
     } catch (err) {
       throw new ModelRunError(`${this.label}: batch step failed at position ${pastLength}: ${(err as Error).message}`);
     }
-    const present: Record<string, ort.Tensor> = {};
-    for (const [name, pastName] of presentToPast(sig)) present[pastName] = out[name] as ort.Tensor;
-    if (ends) return { logits: atPositions(out[sig.logits.name] as ort.Tensor, rows, sig.logits.vocabSize, ends.map((e) => seq - 1 - e)), present };
-    const logits = lastPosition(out[sig.logits.name] as ort.Tensor, rows, sig.logits.vocabSize);
-    if (!sig.hiddenState) return { logits, present };
-    return { logits, present, hidden: lastPosition(out[sig.hiddenState.name] as ort.Tensor, rows, sig.hiddenState.hiddenSize) };
+    if (ends) return { logits: atPositions(out[sig.logits.name]!, rows, sig.logits.vocabSize, ends.map((e) => seq - 1 - e)), out };
+    const logits = lastPosition(out[sig.logits.name]!, rows, sig.logits.vocabSize);
+    if (!sig.hiddenState) return { logits, out };
+    return { logits, out, hidden: lastPosition(out[sig.hiddenState.name]!, rows, sig.hiddenState.hiddenSize) };
   }
 
   /** Whether {@link forward} can return logits of positions before the last (the graph takes `num_logits_to_keep`). */

@@ -32,7 +32,7 @@ export async function bareGreedy(path: string, prompt: number[], steps: number):
       });
       const next = row.indexOf(Math.max(...row));
       out.push(next);
-      past = Object.fromEntries(Object.keys(past).map((k) => [k, r[k.replace('past_key_values', 'present')]!]));
+      past = pastAfter(past, r);
       feed = [next];
     }
     return out;
@@ -76,4 +76,35 @@ export async function bareLogits(path: string, ids: number[]): Promise<Float32Ar
   } finally {
     await session.release();
   }
+}
+
+/**
+ * The next past of a bare loop from a run's outputs: a joined graph's presents (`present.{i}`, and a hybrid's
+ * recurrent `present_{kind}.{i}`) as they are; a graph of new keys and values (`new_key_values.{i}`) appended to the past
+ * along its positions, as its caller must.
+ */
+export function pastAfter(past: Record<string, ort.Tensor>, outputs: ort.InferenceSession.OnnxValueMapType): Record<string, ort.Tensor> {
+  const next: Record<string, ort.Tensor> = {};
+  for (const [name, t] of Object.entries(outputs)) {
+    if (name.startsWith('present.')) next[name.replace('present.', 'past_key_values.')] = t;
+    if (/^present_(conv|ssm|recurrent)\./.test(name)) next[name.replace('present_', 'past_')] = t;
+    if (name.startsWith('new_key_values.')) {
+      const key = name.replace('new_key_values.', 'past_key_values.');
+      next[key] = joinPositions(past[key]!, t);
+    }
+  }
+  return next;
+}
+
+/** `[B, H, L, D]` and `[B, H, S, D]` of one type joined into `[B, H, L + S, D]`. */
+function joinPositions(a: ort.Tensor, b: ort.Tensor): ort.Tensor {
+  const [B, H, L, D] = a.dims as number[];
+  const S = b.dims[2]!;
+  const [x, y] = [a.data as Float32Array | Uint16Array, b.data as Float32Array | Uint16Array];
+  const out = new (x.constructor as Float32ArrayConstructor | Uint16ArrayConstructor)(B! * H! * (L! + S) * D!);
+  for (let bh = 0; bh < B! * H!; bh++) {
+    out.set(x.subarray(bh * L! * D!, (bh + 1) * L! * D!), bh * (L! + S) * D!);
+    out.set(y.subarray(bh * S * D!, (bh + 1) * S * D!), (bh * (L! + S) + L!) * D!);
+  }
+  return new ort.Tensor(a.type, out, [B!, H!, L! + S, D!]);
 }

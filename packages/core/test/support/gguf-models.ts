@@ -9,6 +9,7 @@ import { seededNormals } from '../../src/onnx/random-weights.js';
 import { withGguf } from '../../src/gguf/reader.js';
 import { makeGguf, metadataToW, encodeTensor, type WTensor, type WValue } from './gguf-writer.js';
 import { convertGguf, type ConvertGgufOptions } from '../../src/gguf/convert.js';
+import { pastAfter } from './bare-loop.js';
 
 export const STORIES = new URL('../../../../../shared/models/stories260K/stories260K.gguf', import.meta.url).pathname;
 
@@ -560,11 +561,7 @@ export async function ortGreedy(modelPath: string, prompt: number[], steps: numb
       let best = 0;
       for (let v = 1; v < V; v++) if (data[last + v]! > data[last + best]!) best = v;
       out.push(best);
-      past = {};
-      for (const name of Object.keys(res)) {
-        if (name.startsWith('present.')) past[name.replace('present.', 'past_key_values.')] = res[name]!;
-        if (name.startsWith('present_conv.') || name.startsWith('present_ssm.') || name.startsWith('present_recurrent.')) past[name.replace('present_', 'past_')] = res[name]!;
-      }
+      past = pastAfter(past, res);
       total = T;
       feed = [best];
     }
