@@ -40,9 +40,15 @@ describe('hybrid models: recurrent states beside the KV cache', function () {
   this.timeout(180_000);
 
   const layouts = { conv: {}, mamba: MAMBA, delta: DELTA, single: SINGLE, beside: BESIDE };
-  for (const [kind, attention] of [['conv', 'ops'], ['conv', 'gqa'], ['mamba', 'ops'], ['mamba', 'gqa'], ['delta', 'ops'], ['delta', 'gqa'], ['single', 'ops'], ['beside', 'gqa']] as const) {
-    it(`${kind} layers: the batch cache gives each row the logits it gets alone as rows join, move and leave, and prompts of one length prefill together (${attention === 'gqa' ? 'GroupQueryAttention, right-padded' : 'attention op by op, left-padded'})`, async () => {
-      const model = await builtModel(`hybrid-kv-${kind}-${attention}`, { ...smallConfig, ...hybrid(layouts[kind]) }, { attention }, 31);
+  const forms = {
+    ops: ['attention op by op, left-padded', { attention: 'ops' }],
+    new: ['attention op by op returning new keys and values, written into room the caches keep', { attention: 'ops', kvOutput: 'new' }],
+    gqa: ['GroupQueryAttention, right-padded', { attention: 'gqa' }],
+  } as const;
+  const cases = [['conv', 'ops'], ['conv', 'new'], ['conv', 'gqa'], ['mamba', 'ops'], ['mamba', 'new'], ['mamba', 'gqa'], ['delta', 'ops'], ['delta', 'new'], ['delta', 'gqa'], ['single', 'ops'], ['beside', 'gqa'], ['beside', 'new']] as const;
+  for (const [kind, form] of cases) {
+    it(`${kind} layers: the batch cache gives each row the logits it gets alone as rows join, move and leave, and prompts of one length prefill together (${forms[form][0]})`, async () => {
+      const model = await builtModel(`hybrid-kv-${kind}-${form}`, { ...smallConfig, ...hybrid(layouts[kind]) }, forms[form][1], 31);
       const p = await prepareDecoder(model, { lastLogitsOnly: true, logitsFloat32: true, cacheDir });
       const session = await DecoderSession.create({ path: p.preparedPath, padding: p.padding });
       try {

@@ -12,7 +12,8 @@ import { writeModel } from '../src/onnx/proto.js';
 import { detectSignature, UnsupportedModelError } from '../src/onnx/signature.js';
 import { prepareDecoder } from '../src/onnx/prepared-cache.js';
 import { DecoderSession } from '../src/runtime/decoder-session.js';
-import { BatchKv, KV_ROOM, RowPrefill } from '../src/runtime/batch-kv.js';
+import { BatchKv, RowPrefill } from '../src/runtime/batch-kv.js';
+import { KV_ROOM } from '../src/runtime/cache-tensors.js';
 import { builtModel, cacheDir, testDir } from './support/models.js';
 
 const base: LlamaConfig = { vocabSize: 96, hiddenSize: 64, numLayers: 2, numHeads: 4, numKvHeads: 2, intermediateSize: 128 };

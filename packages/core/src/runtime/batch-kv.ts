@@ -14,7 +14,7 @@
  */
 import * as ort from 'onnxruntime-node';
 import type { DecoderSession } from './decoder-session.js';
-import { allocate, copyRow, pastNames, pastTensor, rowElements, stateBytesPerRow, stateOf, type CacheData } from './cache-tensors.js';
+import { allocate, copyRow, KV_ROOM, pastNames, pastTensor, rowElements, stateBytesPerRow, writeStep, type CacheData } from './cache-tensors.js';
 import { releaseTensors } from './release-tensors.js';
 
 /**
@@ -227,14 +227,6 @@ export interface BatchCache {
 }
 
 /**
- * Positions of room a batch cache keeps past its longest row where the graph returns only new keys and values
- * (`kvAppends`): each step writes its keys and values into the room in place, and the cache is copied into a larger
- * buffer once every this many steps. The room is masked out, but its scores are computed: a few percent of a long
- * context's attention, where joining the cache anew took a copy of all of it every step.
- */
-export const KV_ROOM = 64;
-
-/**
  * The running batch's cache and the runs that advance it. Its cache is never handed out (rows leave as copies), so
  * the cache a step or a rebuild replaces is freed at once ({@link releaseTensors}).
  *
@@ -378,16 +370,7 @@ export class BatchKv implements BatchCache {
     }
     const { logits, fresh, hidden } = await this.session.appendStep(tokens, this.past, slots, mask, this.lengths);
     this.hidden = hidden;
-    for (const name of pastNames(sig)) {
-      const values = fresh[name]!;
-      if (stateOf(sig, name)) {
-        releaseTensors([this.past[name]!]);
-        this.past[name] = values;
-        continue;
-      }
-      const into = this.past[name]!.data as CacheData;
-      for (let row = 0; row < rows; row++) copyRow(sig, name, values.data as CacheData, { row, width: 1, first: 0, length: 1 }, into, { row, width: slots, first: width, length: 1 });
-    }
+    writeStep(sig, this.past, fresh, rows, slots, width);
     this.width = width + 1;
     this.lengths = this.lengths.map((l) => l + 1);
     return logits;

@@ -5,6 +5,7 @@
  * state). Everything that makes, copies or ships a row of a cache goes through here, so both kinds move alike.
  */
 import * as ort from 'onnxruntime-node';
+import { releaseTensors } from './release-tensors.js';
 import type { DecoderSignature, FloatType, StateNames } from '../onnx/signature.js';
 
 /** The values of a cache tensor: fp32, or fp16 as raw bits. */
@@ -127,4 +128,30 @@ export function presentsOf(sig: DecoderSignature, out: Record<string, ort.Tensor
       sig.kvAppends && !stateOf(sig, pastName) ? appendPositions(sig, pastName, past[pastName]!.data as CacheData, length, t.data as CacheData, rows, Number(t.dims[2])) : t;
   }
   return present;
+}
+
+/**
+ * Positions of room a cache keeps past its longest row where the graph returns only new keys and values
+ * (`kvAppends`): each step writes its keys and values into the room in place, and the cache is copied into a larger
+ * buffer once every this many steps. The room is masked out, but its scores are computed: a few percent of a long
+ * context's attention, where joining the cache anew took a copy of all of it every step.
+ */
+export const KV_ROOM = 64;
+
+/**
+ * Writes a step's output into a cache with room (`kvAppends`), `past` by past input name (`[rows, kvHeads, slots,
+ * headDim]`, its own): each row's new keys and values (`fresh`, `[rows, kvHeads, 1, headDim]` by past input name) into
+ * slot `at`; each recurrent state replaced by its new one (the old one freed).
+ */
+export function writeStep(sig: DecoderSignature, past: Record<string, ort.Tensor>, fresh: Record<string, ort.Tensor>, rows: number, slots: number, at: number): void {
+  for (const name of pastNames(sig)) {
+    const values = fresh[name]!;
+    if (stateOf(sig, name)) {
+      releaseTensors([past[name]!]);
+      past[name] = values;
+      continue;
+    }
+    const into = past[name]!.data as CacheData;
+    for (let row = 0; row < rows; row++) copyRow(sig, name, values.data as CacheData, { row, width: 1, first: 0, length: 1 }, into, { row, width: slots, first: at, length: 1 });
+  }
 }

@@ -14,7 +14,7 @@ import { threadsPerCore } from './cpu-topology.js';
 import { float32ArrayToFloat16 } from '../onnx/float16.js';
 import { DEFAULT_PREFIX_CACHE_BYTES, PrefixCache } from './prefix-cache.js';
 import type { RowCache } from './batch-kv.js';
-import { allocate, copyRow, emptyPast, pastNames, pastTensor, presentsOf, presentToPast, rowElements, type CacheData } from './cache-tensors.js';
+import { allocate, copyRow, emptyPast, KV_ROOM, pastNames, pastTensor, presentsOf, presentToPast, rowElements, writeStep, type CacheData } from './cache-tensors.js';
 import { releaseTensors } from './release-tensors.js';
 import { createCachedSession, SESSION_CACHE_MIN_BYTES, type SessionCacheSpec } from './session-cache.js';
 
@@ -343,26 +343,64 @@ export class DecoderSession {
 
   private async run(inputIds: ort.Tensor, embeds: ort.Tensor | undefined, positions: number[], seq: number, what: string): Promise<Float32Array> {
     const sig = this.signature;
+    // A step of a graph that returns new keys and values writes them into room the cache keeps (as BatchKv does);
+    // prefills (from an empty cache or a cached prefix) take whole caches, and the prefix cache keeps those.
+    const inRoom = sig.kvAppends && seq === 1;
+    if (inRoom && this.slotsHeld() === this.length) this.makeRoom();
+    const slots = inRoom ? this.slotsHeld() : this.length;
     const total = this.length + seq;
     const feeds: Record<string, ort.Tensor> = { [sig.inputIds.name]: inputIds, ...this.past };
     if (sig.inputsEmbeds) {
       // Token steps pass no embeddings: the prepared graph concatenates token and continuous inputs.
       feeds[sig.inputsEmbeds.name] = embeds ?? floatTensor(sig.inputsEmbeds.type, new Float32Array(0), [this.rows, 0, sig.inputsEmbeds.hiddenSize]);
     }
-    if (sig.attentionMask) feeds[sig.attentionMask.name] = new ort.Tensor(sig.attentionMask.type, this.mask, [this.rows, total]);
+    if (sig.attentionMask) feeds[sig.attentionMask.name] = new ort.Tensor(sig.attentionMask.type, inRoom ? this.maskWithRoom(slots) : this.mask, [this.rows, slots + seq]);
     if (sig.positionIds) feeds[sig.positionIds.name] = idTensor(sig.positionIds.type, positions, [this.rows, seq]);
     if (sig.useCacheBranch) feeds[sig.useCacheBranch] = new ort.Tensor('bool', [this.length > 0], [1]);
     if (sig.numLogitsToKeep) feeds[sig.numLogitsToKeep.name] = idTensor(sig.numLogitsToKeep.type, [1], []);
-    let out: ort.InferenceSession.OnnxValueMapType;
+    let out: Record<string, ort.Tensor>;
     try {
-      out = await this.session.run(feeds);
+      out = (await this.session.run(feeds)) as Record<string, ort.Tensor>;
     } catch (err) {
       throw new ModelRunError(`${this.label}: ${what} failed at position ${this.length}: ${(err as Error).message}`);
     }
-    this.replacePast({ ...this.past, ...presentsOf(sig, out as Record<string, ort.Tensor>, this.past, this.length, this.rows) }, true);
+    if (inRoom) writeStep(sig, this.past, Object.fromEntries(presentToPast(sig).map(([name, pastName]) => [pastName, out[name]!])), this.rows, slots, this.length);
+    else this.replacePast({ ...this.past, ...presentsOf(sig, out, this.past, this.length, this.rows) }, true);
     this.length = total;
-    if (sig.hiddenState) this.hidden = lastPosition(out[sig.hiddenState.name] as ort.Tensor, this.rows, sig.hiddenState.hiddenSize);
-    return lastPosition(out[sig.logits.name] as ort.Tensor, this.rows, sig.logits.vocabSize);
+    if (sig.hiddenState) this.hidden = lastPosition(out[sig.hiddenState.name]!, this.rows, sig.hiddenState.hiddenSize);
+    return lastPosition(out[sig.logits.name]!, this.rows, sig.logits.vocabSize);
+  }
+
+  /** Slots each row of the cache's keys and values has: its length, or more where steps write into room. */
+  private slotsHeld(): number {
+    const kv = this.signature.kv[0]!;
+    return Number(this.past[kv.pastKey]!.dims[2]);
+  }
+
+  /** Copies the cache into one with {@link KV_ROOM} more slots a row (recurrent states too: the copy is all this session's own). */
+  private makeRoom(): void {
+    const sig = this.signature;
+    const slots = this.length + KV_ROOM;
+    const next: Record<string, ort.Tensor> = {};
+    for (const name of pastNames(sig)) {
+      const out = allocate(sig, name, this.rows * rowElements(sig, name, slots));
+      for (let row = 0; row < this.rows; row++) {
+        copyRow(sig, name, this.past[name]!.data as CacheData, { row, width: this.length, first: 0, length: this.length }, out, { row, width: slots, first: 0, length: this.length });
+      }
+      next[name] = pastTensor(sig, name, out, this.rows, slots);
+    }
+    this.replacePast(next, true);
+  }
+
+  /** The step's mask (`[rows × (length + 1)]`) with the room's slots masked out between the cache's positions and the new one. */
+  private maskWithRoom(slots: number): IdArray {
+    const [rows, length] = [this.rows, this.length];
+    const mask = (this.mask instanceof Int32Array ? new Int32Array(rows * (slots + 1)) : new BigInt64Array(rows * (slots + 1))) as IdArray;
+    for (let r = 0; r < rows; r++) {
+      (mask as Int32Array).set((this.mask as Int32Array).subarray(r * (length + 1), (r + 1) * (length + 1) - 1), r * (slots + 1));
+      (mask as Int32Array)[r * (slots + 1) + slots] = (this.mask as Int32Array)[(r + 1) * (length + 1) - 1]!;
+    }
+    return mask;
   }
 
   /**
