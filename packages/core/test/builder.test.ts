@@ -603,6 +603,8 @@ function expectClose(a: ArrayLike<number>, b: ArrayLike<number>, tol: number, wh
 
 const base: LlamaConfig = { vocabSize: 64, hiddenSize: 16, numLayers: 2, numHeads: 4, intermediateSize: 40 };
 const SCALE = 0.25; // larger than the 0.02 default so attention and logits are far from uniform
+/** Tolerance of the one comparison of a quantized-experts case that an int8 rounding tie may put off (see the test). */
+const TIE_TOLERANCE = 0.1;
 
 /** Experts quantized for QMoE: `bits`, `blockSize`, and zero points (else symmetric; `gate`: the gate's only). */
 type ExpertQuantization = { bits: 4 | 8; blockSize: number; zeroPoints: boolean | 'gate' };
@@ -843,11 +845,22 @@ describe('Llama ONNX builder', function () {
       const tokens = [3, 17, 42, 5, 60, 9, 33, 1];
       const prompt = tokens.slice(0, 5);
 
+      // Quantized experts take int8 activations, whose codes onnxruntime rounds from its own fp32 sums and per
+      // instruction set (AVX2 and AVX-512 VNNI builds differ): a code at a near tie with the float64 reference may come
+      // out one off, moving that position's logits by up to a few hundredths. One comparison of a case may be off so,
+      // within TIE_TOLERANCE; a layout error moves every position's logits by O(1).
+      const offByTie: string[] = [];
+      const compare = (got: ArrayLike<number>, want: ArrayLike<number>, what: string) => {
+        if (tc.experts && maxAbsDiff(got, want) > tc.tol) {
+          offByTie.push(what);
+          expectClose(got, want, TIE_TOLERANCE, `${what} (an int8 code off at a rounding tie)`);
+        } else expectClose(got, want, tc.tol, what);
+      };
       const pre = await run(r, { ids: [prompt], mask: [prompt.map(() => 1)] });
       const ref = reference(tc.cfg, refW, embedRows(tc.cfg, refW, prompt));
       expect(pre.out.logits!.dims).to.deep.equal([1, 5, d.V]);
       expect(pre.out.logits!.type).to.equal(tc.opts.dtype ?? 'float32');
-      for (let s = 0; s < prompt.length; s++) expectClose(pre.logits[0]![s]!, ref.logits[s]!, tc.tol, `prefill logits at ${s}`);
+      for (let s = 0; s < prompt.length; s++) compare(pre.logits[0]![s]!, ref.logits[s]!, `prefill logits at ${s}`);
       const attnLayer = tc.cfg.layerTypes?.findIndex((t) => t === 'full' || t === 'mamba-attention') ?? 0;
       expect(pre.present[attnLayer]![0].dims).to.deep.equal([1, d.kv, 5, d.D]);
 
@@ -856,10 +869,11 @@ describe('Llama ONNX builder', function () {
         const step = await run(r, { ids: [[tokens[t]!]], mask: [Array(t + 1).fill(1)], past, positions: [[t]] });
         const full = reference(tc.cfg, refW, embedRows(tc.cfg, refW, tokens.slice(0, t + 1)));
         expect(step.out.logits!.dims).to.deep.equal([1, 1, d.V]);
-        expectClose(step.logits[0]![0]!, full.logits[t]!, tc.tol, `step ${t} logits`);
+        compare(step.logits[0]![0]!, full.logits[t]!, `step ${t} logits`);
         expect(step.present[attnLayer]![1].dims).to.deep.equal([1, d.kv, t + 1, d.D]);
         past = step.present;
       }
+      expect(offByTie, 'comparisons beyond the case tolerance').to.have.length.at.most(1);
     });
   }
 
