@@ -36,13 +36,19 @@ describe('reasonplug CLI', function () {
     expect(Object.keys(out.timing)).to.have.members(['loadMs', 'prefillMs', 'msPerToken']);
   });
 
-  it('convert gguf keeps keys and values in fp16 (llama.cpp\'s cache type), --kv-cache float32 in float32: the same greedy story', async () => {
-    for (const [flags, kvType] of [[[], 'float16'], [['--kv-cache', 'float32'], 'float32']] as const) {
-      const dir = join(testDir('cli'), `stories260K-${kvType}`);
+  it('convert gguf keeps keys and values in fp16 (llama.cpp\'s cache type), --kv-cache float32 in float32, --kv-output joined as present.{i}: the same greedy story', async () => {
+    const forms = [
+      [[], 'float16', true],
+      [['--kv-cache', 'float32'], 'float32', true],
+      [['--kv-output', 'joined'], 'float16', false],
+    ] as const;
+    for (const [flags, kvType, appends] of forms) {
+      const dir = join(testDir('cli'), `stories260K-${kvType}-${appends ? 'new' : 'joined'}`);
       const c = await reasonplug('convert', 'gguf', models.stories260K, dir, ...flags);
       expect(c.code, c.stderr).to.equal(0);
-      const inspected = JSON.parse((await reasonplug('inspect', join(dir, 'model.onnx'))).stdout) as { signature: { kvType: string } };
+      const inspected = JSON.parse((await reasonplug('inspect', join(dir, 'model.onnx'))).stdout) as { signature: { kvType: string; kvOutput?: string } };
       expect(inspected.signature.kvType).to.equal(kvType);
+      expect(inspected.signature.kvOutput !== undefined, 'returns new keys and values').to.equal(appends);
       const r = await reasonplug('generate', '--model', dir, '--prompt-ids', '1', '--max-tokens', '31', '--json');
       expect(r.code, r.stderr).to.equal(0);
       expect(JSON.parse(r.stdout).text).to.equal(STORY);

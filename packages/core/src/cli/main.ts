@@ -149,13 +149,17 @@ export function buildProgram(): Command {
     .argument('<outdir>', 'module directory to write')
     .addOption(new Option('--dtype <t>', 'weight and I/O precision').choices(['float32', 'float16']).default('float32'))
     .addOption(new Option('--kv-cache <t>', "keys' and values' type: float16 (llama.cpp's default; half the bytes a long context's step moves) or float32 (exact against llama.cpp's F32 cache)").choices(['float32', 'float16']).default('float16'))
+    .addOption(
+      new Option('--kv-output <form>', "what the attention layers return: new (default: each run's keys and values, which reasonplug writes into room its caches keep) or joined (present.{i}: the past with them appended, as exports do; for other runtimes)").choices(['new', 'joined']).default('new'),
+    )
     .option('--name <name>', 'module name')
-    .action(async (file: string, outDir: string, flags: { dtype: 'float32' | 'float16'; kvCache: 'float32' | 'float16'; name?: string }) => {
+    .action(async (file: string, outDir: string, flags: { dtype: 'float32' | 'float16'; kvCache: 'float32' | 'float16'; kvOutput: 'new' | 'joined'; name?: string }) => {
       const bar = progressBar(`convert ${basename(file)}`);
       const onTensorRead = bar && ((bytes: number, total: number) => bar.update({ file: basename(file), digest: file, size: total, bytes, resumedFrom: 0, done: bytes === total }));
       const { dir } = await convertGguf(file, outDir, {
         dtype: flags.dtype,
         kvCache: flags.kvCache,
+        kvOutput: flags.kvOutput,
         ...(flags.name ? { name: flags.name } : {}),
         ...(onTensorRead ? { onTensorRead } : {}),
       }).finally(() => bar?.finish());

@@ -25,9 +25,10 @@ import { convertGguf, type ConvertGgufOptions } from './convert.js';
  * Bumped when the converter writes different modules for the same file, so old entries are not reused (v2: weights
  * in memory-mapped `model.onnx.data`; v3: attention as GroupQueryAttention; v4: a tied quantized head's codes as
  * their own initializer over the embedding's bytes, not a Reshape onnxruntime folds into a copy; a compact tokenizer.json;
- * v5: models whose query heads share kv heads get the op graph's attention, with a rotary kernel and fused norms).
+ * v5: models whose query heads share kv heads get the op graph's attention, with a rotary kernel and fused norms;
+ * v6: the op graph returns each run's keys and values alone, `new_key_values.{i}`).
  */
-const LAYOUT = 'v5';
+const LAYOUT = 'v6';
 
 /** Whether a model spec names a GGUF file (by its extension). */
 export function isGgufPath(spec: string): boolean {

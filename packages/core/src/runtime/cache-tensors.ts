@@ -34,6 +34,11 @@ function typeOf(sig: DecoderSignature, name: string): FloatType {
   return stateOf(sig, name)?.type ?? sig.kvType;
 }
 
+/** A run's outputs of keys and values (present or new) and recurrent states, by the past input each feeds. */
+export function byPastName(sig: DecoderSignature, out: Record<string, ort.Tensor>): Record<string, ort.Tensor> {
+  return Object.fromEntries(presentToPast(sig).map(([name, past]) => [past, out[name]!]));
+}
+
 /** Values one row of a past input holds at `length` positions (a state's whole block, whatever the length). */
 export function rowElements(sig: DecoderSignature, name: string, length: number): number {
   const state = stateOf(sig, name);
@@ -121,11 +126,10 @@ export function appendPositions(sig: DecoderSignature, name: string, past: Cache
  * `past` (`length` positions, no room beyond them); recurrent states and joined presents as the run returned them.
  */
 export function presentsOf(sig: DecoderSignature, out: Record<string, ort.Tensor>, past: Record<string, ort.Tensor>, length: number, rows: number): Record<string, ort.Tensor> {
-  const present: Record<string, ort.Tensor> = {};
-  for (const [presentName, pastName] of presentToPast(sig)) {
-    const t = out[presentName]!;
-    present[pastName] =
-      sig.kvAppends && !stateOf(sig, pastName) ? appendPositions(sig, pastName, past[pastName]!.data as CacheData, length, t.data as CacheData, rows, Number(t.dims[2])) : t;
+  const present = byPastName(sig, out);
+  if (!sig.kvAppends) return present;
+  for (const [name, t] of Object.entries(present)) {
+    if (!stateOf(sig, name)) present[name] = appendPositions(sig, name, past[name]!.data as CacheData, length, t.data as CacheData, rows, Number(t.dims[2]));
   }
   return present;
 }

@@ -14,7 +14,7 @@ import { threadsPerCore } from './cpu-topology.js';
 import { float32ArrayToFloat16 } from '../onnx/float16.js';
 import { DEFAULT_PREFIX_CACHE_BYTES, PrefixCache } from './prefix-cache.js';
 import type { RowCache } from './batch-kv.js';
-import { allocate, copyRow, emptyPast, KV_ROOM, pastNames, pastTensor, presentsOf, presentToPast, rowElements, writeStep, type CacheData } from './cache-tensors.js';
+import { allocate, byPastName, copyRow, emptyPast, KV_ROOM, pastNames, pastTensor, presentsOf, rowElements, writeStep, type CacheData } from './cache-tensors.js';
 import { releaseTensors } from './release-tensors.js';
 import { createCachedSession, SESSION_CACHE_MIN_BYTES, type SessionCacheSpec } from './session-cache.js';
 
@@ -364,7 +364,7 @@ export class DecoderSession {
     } catch (err) {
       throw new ModelRunError(`${this.label}: ${what} failed at position ${this.length}: ${(err as Error).message}`);
     }
-    if (inRoom) writeStep(sig, this.past, Object.fromEntries(presentToPast(sig).map(([name, pastName]) => [pastName, out[name]!])), this.rows, slots, this.length);
+    if (inRoom) writeStep(sig, this.past, byPastName(sig, out), this.rows, slots, this.length);
     else this.replacePast({ ...this.past, ...presentsOf(sig, out, this.past, this.length, this.rows) }, true);
     this.length = total;
     if (sig.hiddenState) this.hidden = lastPosition(out[sig.hiddenState.name]!, this.rows, sig.hiddenState.hiddenSize);
@@ -443,9 +443,7 @@ export class DecoderSession {
   ): Promise<{ logits: Float32Array; fresh: Record<string, ort.Tensor>; hidden?: Float32Array }> {
     if (!this.signature.kvAppends) throw new ModelRunError(`${this.label}: the graph returns joined caches (present.{i}), not new keys and values`);
     const { out, ...rest } = await this.runBatch(tokens, tokens.length, past, slots, mask, positions);
-    const fresh: Record<string, ort.Tensor> = {};
-    for (const [name, pastName] of presentToPast(this.signature)) fresh[pastName] = out[name]!;
-    return { ...rest, fresh };
+    return { ...rest, fresh: byPastName(this.signature, out) };
   }
 
   private async runBatch(
