@@ -64,7 +64,7 @@ export function kvBytesPerPosition(session: DecoderSession): number {
 
 /** Byte counters of the cache. */
 export interface KvCounters {
-  /** Bytes copied to add and remove rows. */
+  /** Bytes copied to add and remove rows (and to give an appending cache more room). */
   copiedBytes: number;
   /** Bytes a per-row layout would have copied (gather before and split after every step). */
   perRowLayoutBytes: number;
