@@ -113,12 +113,16 @@ export function rowTensors(sig: DecoderSignature, arrays: Record<string, CacheDa
  */
 export function appendPositions(sig: DecoderSignature, name: string, past: CacheData, length: number, fresh: CacheData, rows: number, seq: number): ort.Tensor {
   const total = length + seq;
-  const out = allocate(sig, name, rows * rowElements(sig, name, total));
-  for (let row = 0; row < rows; row++) {
-    copyRow(sig, name, past, { row, width: length, first: 0, length }, out, { row, width: total, first: 0, length });
-    copyRow(sig, name, fresh, { row, width: seq, first: 0, length: seq }, out, { row, width: total, first: length, length: seq });
-  }
+  const out = widened(sig, name, past, rows, length, total);
+  for (let row = 0; row < rows; row++) copyRow(sig, name, fresh, { row, width: seq, first: 0, length: seq }, out, { row, width: total, first: length, length: seq });
   return pastTensor(sig, name, out, rows, total);
+}
+
+/** Past input `name` of `rows` rows at `length` positions copied into `slots` slots a row, its positions first (a state as it is). */
+export function widened(sig: DecoderSignature, name: string, data: CacheData, rows: number, length: number, slots: number): CacheData {
+  const out = allocate(sig, name, rows * rowElements(sig, name, slots));
+  for (let row = 0; row < rows; row++) copyRow(sig, name, data, { row, width: length, first: 0, length }, out, { row, width: slots, first: 0, length });
+  return out;
 }
 
 /**

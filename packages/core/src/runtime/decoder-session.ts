@@ -14,7 +14,7 @@ import { threadsPerCore } from './cpu-topology.js';
 import { float32ArrayToFloat16 } from '../onnx/float16.js';
 import { DEFAULT_PREFIX_CACHE_BYTES, PrefixCache } from './prefix-cache.js';
 import type { RowCache } from './batch-kv.js';
-import { allocate, byPastName, copyRow, emptyPast, KV_ROOM, pastNames, pastTensor, presentsOf, rowElements, writeStep, type CacheData } from './cache-tensors.js';
+import { allocate, byPastName, copyRow, emptyPast, KV_ROOM, pastNames, pastTensor, presentsOf, rowElements, widened, writeStep, type CacheData } from './cache-tensors.js';
 import { releaseTensors } from './release-tensors.js';
 import { createCachedSession, SESSION_CACHE_MIN_BYTES, type SessionCacheSpec } from './session-cache.js';
 
@@ -382,13 +382,7 @@ export class DecoderSession {
     const sig = this.signature;
     const slots = this.length + KV_ROOM;
     const next: Record<string, ort.Tensor> = {};
-    for (const name of pastNames(sig)) {
-      const out = allocate(sig, name, this.rows * rowElements(sig, name, slots));
-      for (let row = 0; row < this.rows; row++) {
-        copyRow(sig, name, this.past[name]!.data as CacheData, { row, width: this.length, first: 0, length: this.length }, out, { row, width: slots, first: 0, length: this.length });
-      }
-      next[name] = pastTensor(sig, name, out, this.rows, slots);
-    }
+    for (const name of pastNames(sig)) next[name] = pastTensor(sig, name, widened(sig, name, this.past[name]!.data as CacheData, this.rows, this.length, slots), this.rows, slots);
     this.replacePast(next, true);
   }
 
