@@ -130,9 +130,9 @@ describe('converted GGUFs in the engine (llama.cpp is the reference)', function 
     const module = join(scratch.dir, 'deepseek-q8');
     const { config } = await convertGguf(path, module);
     expect(config.mla).to.deep.equal({ kvLoraRank: 32, ropeDim: 8, valueDim: 16, qLoraRank: 16 });
-    // one key/value head of the rotary part and the latent, right-padded
+    // one key/value head of the rotary part and the latent, in the op graph (left-padded)
     const facts = graphFacts(await readModel(join(module, 'model.onnx')));
-    expect(facts.padding).to.equal('right');
+    expect(facts.padding).to.equal('left');
     await expectBatchedAloneAndLlamaCpp(path, module);
   });
 

@@ -44,13 +44,14 @@ export interface ConvertGgufOptions {
   /** `accuracy_level` of the MatMulNBits nodes (see LlamaBuildOptions.quantAccuracyLevel). Default 4. */
   quantAccuracyLevel?: 0 | 4;
   /**
-   * How the graph's attention is written (LlamaBuildOptions.attention). Default: `ops` where query heads share kv
-   * heads (GQA models) or heads are not a multiple of 8 in size, `gqa` (one GroupQueryAttention kernel per layer)
-   * for the others. onnxruntime's CPU kernel converts and packs each kv head's keys and values once per query head of
-   * its group every step, where the op graph multiplies all of a group's queries by them in one product: on a
-   * Qwen2.5-0.5B shape (7 queries a kv head) after 1024 positions 0.85x the kernel's step time, at a short context
-   * the same (README, bench:gguf-attention). Converted `ops` graphs rotate by one RotaryEmbedding kernel and fuse
-   * residual Adds into their norms, as the kernel's do.
+   * How the graph's attention is written (LlamaBuildOptions.attention). Default: `ops`, except for models with
+   * sliding-window layers whose query heads each have their own kv head, `gqa` (one GroupQueryAttention kernel per
+   * layer; the op graph returns new keys and values only without sliding windows, see `kvOutput`). onnxruntime's CPU
+   * kernel converts and packs each kv head's keys and values once per query head of its group every step, where the op
+   * graph multiplies all of a group's queries by them in one product: on a Qwen2.5-0.5B shape (7 queries a kv head)
+   * after 1024 positions 0.85x the kernel's step time, at a short context the same (README, bench:gguf-attention); and
+   * it joins and copies out the whole cache every step. Converted `ops` graphs rotate by one RotaryEmbedding kernel and
+   * fuse residual Adds into their norms, as the kernel's do.
    */
   attention?: 'ops' | 'gqa';
   /**
@@ -1025,8 +1026,12 @@ function attentionOptions(config: LlamaConfig, opts: ConvertGgufOptions, context
   const headDim = config.headDim ?? config.hiddenSize / config.numHeads;
   const queriesPerKv = config.numHeads / (config.numKvHeads ?? config.numHeads);
   // onnxruntime's GroupQueryAttention kernel takes heads whose size is a multiple of 8 only; where query heads share
-  // a kv head, the op graph's one product per kv head beats the kernel's one per query head over a long context.
-  const attention = opts.attention ?? (headDim % 8 !== 0 || queriesPerKv >= 2 ? 'ops' : 'gqa');
+  // a kv head, the op graph's one product per kv head beats the kernel's one per query head over a long context; and
+  // the op graph returns new keys and values (below), where the kernel joins and copies out the whole cache every
+  // step (a kv head per query head, the 125M llama after 1024 positions: 7.5-8.3 ms a step against 19-22). Sliding
+  // windows keep joined presents, so there the kernel stays where each query head has its own kv head.
+  const sliding = config.layerTypes?.includes('sliding') ?? false;
+  const attention = opts.attention ?? (headDim % 8 !== 0 || queriesPerKv >= 2 || !sliding ? 'ops' : 'gqa');
   if (opts.kvCache !== undefined && opts.kvCache !== 'float32' && opts.kvCache !== 'float16') throw new Error(`unknown kvCache ${String(opts.kvCache)}; float32 or float16`);
   const kv: LlamaBuildOptions = (opts.kvCache ?? 'float16') === 'float16' ? { kvDtype: 'float16' } : {};
   const maxPositions = contextLength ?? 4096;
@@ -1036,7 +1041,7 @@ function attentionOptions(config: LlamaConfig, opts: ConvertGgufOptions, context
   // The op graph returns each run's keys and values alone, which the engine writes into a cache with room to spare
   // (no per-step join of the whole cache); sliding-window layers count their window in slots and keep the joined form.
   if (opts.kvOutput !== undefined && opts.kvOutput !== 'joined' && opts.kvOutput !== 'new') throw new Error(`unknown kvOutput ${String(opts.kvOutput)}; joined or new`);
-  const kvOutput = config.layerTypes?.includes('sliding') ? 'joined' : (opts.kvOutput ?? 'new');
+  const kvOutput = sliding ? 'joined' : (opts.kvOutput ?? 'new');
   if (attention === 'ops') return { attention, rotaryKernel: rotary === 'inside', fuseResidualNorms: true, maxPositions, kvOutput, ...kv };
   return { attention, gqaRotary: rotary, maxPositions, ...kv };
 }

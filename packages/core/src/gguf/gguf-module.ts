@@ -26,7 +26,8 @@ import { convertGguf, type ConvertGgufOptions } from './convert.js';
  * in memory-mapped `model.onnx.data`; v3: attention as GroupQueryAttention; v4: a tied quantized head's codes as
  * their own initializer over the embedding's bytes, not a Reshape onnxruntime folds into a copy; a compact tokenizer.json;
  * v5: models whose query heads share kv heads get the op graph's attention, with a rotary kernel and fused norms;
- * v6: the op graph returns each run's keys and values alone, `new_key_values.{i}`).
+ * v6: the op graph returns each run's keys and values alone, `new_key_values.{i}`, and is written for models with a kv
+ * head per query head too, unless they have sliding windows).
  */
 const LAYOUT = 'v6';
 
