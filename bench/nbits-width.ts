@@ -25,6 +25,7 @@ import { cpus, loadavg } from 'node:os';
 import * as ort from 'onnxruntime-node';
 import { Engine } from '../packages/core/src/engine.js';
 import { DataType, encodeModel, makeNode, makeTensor, makeValueInfo, type NodeProto, type TensorProto } from '../packages/core/src/onnx/proto.js';
+import { float32ArrayToFloat16 } from '../packages/core/src/onnx/float16.js';
 import { median, printTable, quartiles } from './support/stats.js';
 
 const DIM = 768;
@@ -228,11 +229,13 @@ function stepFeeds(session: ort.InferenceSession, rows: number, past: number): R
     const name = meta.name;
     if (name === 'input_ids') feeds[name] = new ort.Tensor('int64', BigInt64Array.from({ length: rows }, (_, i) => BigInt(100 + i * 7)), [rows, 1]);
     else if (name === 'attention_mask') feeds[name] = new ort.Tensor('int64', new BigInt64Array(rows * (past + 1)).fill(1n), [rows, past + 1]);
+    else if (name === 'position_ids') feeds[name] = new ort.Tensor('int64', new BigInt64Array(rows).fill(BigInt(past)), [rows, 1]);
     else if (name === 'num_logits_to_keep') feeds[name] = new ort.Tensor('int64', BigInt64Array.from([1n]), []);
     else if (name.startsWith('past_key_values.')) {
       const [, heads, , dim] = meta.shape as [unknown, number, unknown, number];
       const data = Float32Array.from({ length: rows * heads * past * dim }, () => rnd() - 0.5);
-      feeds[name] = new ort.Tensor('float32', data, [rows, heads, past, dim]);
+      // Converted GGUFs keep fp16 caches by default: feed the type the graph declares.
+      feeds[name] = meta.type === 'float16' ? new ort.Tensor('float16', float32ArrayToFloat16(data), [rows, heads, past, dim]) : new ort.Tensor('float32', data, [rows, heads, past, dim]);
     } else throw new Error(`--graph: no feed for input ${name}`);
   }
   return feeds;
