@@ -83,9 +83,9 @@ describe('batch KV cache', () => {
     }
   });
 
-  it('prefills past 4096 positions in shorter runs, their attention scores within PREFILL_SCORE_SPAN, with the logits of short runs', async () => {
-    expect([prefillRunLength(256, 0), prefillRunLength(256, 3840), prefillRunLength(3, 20_000), prefillRunLength(Infinity, 50_000)]).to.deep.equal([256, 256, 3, Infinity]);
-    for (const done of [4096, 8192, 20_000]) {
+  it('prefills past 2048 positions in shorter runs, their attention scores within PREFILL_SCORE_SPAN, with the logits of short runs', async () => {
+    expect([prefillRunLength(256, 0), prefillRunLength(256, 1792), prefillRunLength(3, 20_000), prefillRunLength(Infinity, 50_000)]).to.deep.equal([256, 256, 3, Infinity]);
+    for (const done of [1793, 4096, 8192]) {
       const run = prefillRunLength(256, done);
       expect(run, `after ${done}`).to.be.below(256);
       expect(run * (done + run)).to.be.at.most(PREFILL_SCORE_SPAN);
@@ -107,8 +107,8 @@ describe('batch KV cache', () => {
         }
       };
       const long = await prefill(256);
-      // 16 runs of 256 to 4096 positions, then 241, 229, 219, 209, 201, 194, 188 and the last 23: two more than runs of 256
-      expect(long.runs).to.equal(24);
+      // 8 runs of 256 to 2048 positions, then 230, 210, 195, … 96, 94 and the last 48: 35 against 22 runs of 256
+      expect(long.runs).to.equal(35);
       const short = await prefill(64);
       let worst = 0;
       long.logits.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - short.logits[i]!))));
