@@ -21,7 +21,10 @@
  * on and off: c concurrent calls on each, then one call alone, each round (the engines' steps compared under the
  * same load, whatever else the machine runs).
  *
- *   npm run bench:serve [-- --tokens 32 --rounds 1 --concurrency 1,2,4,8,16 --row-shards off|on]
+ * `--llama-threads N` gives llama.cpp's context N threads instead of 2: on a 2-vCPU machine its one-thread context
+ * decodes a single sequence faster than its two-thread one (README, bench:gguf).
+ *
+ *   npm run bench:serve [-- --tokens 32 --rounds 1 --concurrency 1,2,4,8,16 --row-shards off|on --llama-threads 2]
  *   npm run bench:serve -- --ab 8 [--concurrency 8]
  */
 import { parseArgs } from 'node:util';
@@ -125,11 +128,11 @@ interface Figures {
 /** One llama.cpp binding for the whole run (each getLlama adds process listeners). */
 let binding: Promise<import('node-llama-cpp').Llama> | undefined;
 
-async function llamaRun(gguf: string, c: number, tokens: number): Promise<Run> {
+async function llamaRun(gguf: string, c: number, tokens: number, threads: number): Promise<Run> {
   binding ??= import('node-llama-cpp').then(({ getLlama, LlamaLogLevel }) => getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error }));
   const llama = await binding;
   const model = await llama.loadModel({ modelPath: gguf });
-  const ctx = await model.createContext({ contextSize: c * (PROMPT.length + tokens + 16), sequences: c, threads: THREADS, batchSize: 512 });
+  const ctx = await model.createContext({ contextSize: c * (PROMPT.length + tokens + 16), sequences: c, threads, batchSize: 512 });
   try {
     // Warm-up on one sequence, then its history is cleared.
     const warm = ctx.getSequence();
@@ -235,6 +238,7 @@ async function main(): Promise<void> {
       rounds: { type: 'string', default: '1' },
       concurrency: { type: 'string', default: '1,2,4,8,16' },
       'row-shards': { type: 'string', default: 'off' },
+      'llama-threads': { type: 'string', default: String(THREADS) },
       ab: { type: 'string' },
     },
   });
@@ -245,6 +249,8 @@ async function main(): Promise<void> {
   if (values.ab) return abMain(gguf, Number(values.ab), values.concurrency === '1,2,4,8,16' ? 8 : levels.at(-1)!, tokens);
   if (!['on', 'off'].includes(values['row-shards']!)) throw new Error(`--row-shards takes on or off; got ${values['row-shards']}`);
   const rowShards = values['row-shards'] === 'on';
+  const llamaThreads = Number(values['llama-threads']);
+  if (!(llamaThreads >= 1)) throw new Error(`--llama-threads takes a thread count; got ${values['llama-threads']}`);
   // true opens the row shards with the engine (by default they open the first time the batch is wide enough).
   const server = await startServer({ engine: { model: gguf, intraOpThreads: THREADS, rowShards }, name: 'bench', port: 0, maxBatch: 16, maxQueue: 64 });
   await server.ready;
@@ -259,7 +265,7 @@ async function main(): Promise<void> {
         console.error(`round ${round + 1}: concurrency ${c}`);
         const order = ORDERS[round % ORDERS.length]!;
         for (const who of order) {
-          if (who === 'llama.cpp') record(who, c, await llamaRun(gguf, c, tokens));
+          if (who === 'llama.cpp') record(who, c, await llamaRun(gguf, c, tokens, llamaThreads));
           else record(who, c, await serverRun(server.url, c, tokens, who === 'server'));
         }
       }
@@ -300,9 +306,9 @@ async function main(): Promise<void> {
         itlP99Ratio: f.itlP99Ms / reference.itlP99Ms,
       };
     });
-  console.log(JSON.stringify({ bench: 'serve', model: { ...SERVING_SHAPE, type: 'Q4_0' }, threads: THREADS, tokens, rounds, rowShards, results: json, singleStream: reference, targets }));
+  console.log(JSON.stringify({ bench: 'serve', model: { ...SERVING_SHAPE, type: 'Q4_0' }, threads: THREADS, llamaThreads, tokens, rounds, rowShards, results: json, singleStream: reference, targets }));
   printTable(
-    `reasonplug serve (row shards ${rowShards ? 'on' : 'off'}) vs one at a time vs llama.cpp parallel sequences (Q4_0 ~125M, ${tokens} tokens/request, ${THREADS} threads, median of ${rounds} round(s))`,
+    `reasonplug serve (row shards ${rowShards ? 'on' : 'off'}) vs one at a time vs llama.cpp parallel sequences (Q4_0 ~125M, ${tokens} tokens/request, ${THREADS} threads${llamaThreads === THREADS ? '' : `, llama.cpp ${llamaThreads}`}, median of ${rounds} round(s))`,
     ['c', 'contender', 'tok/s (all)', 'TTFT p50 ms', 'TTFT p99 ms', 'ITL p50 ms', 'ITL p99 ms', 'CPU ms/token'],
     rows,
   );
