@@ -65,7 +65,7 @@ export class ModelRunError extends Error {
 type IdArray = BigInt64Array | Int32Array;
 
 /**
- * Weight bytes a decode step reads from which a session plans no memory patterns (`enableMemPattern` false):
+ * Weight bytes a decode step reads from which a CPU session plans no memory patterns (`enableMemPattern` false):
  * onnxruntime then takes each intermediate from its arena as it comes instead of one block planned per input
  * shape, and prefill runs, each of its own shape, leave the arena less memory it cannot reuse. Measured on the
  * Qwen2.5-0.5B-shaped Q4_0 module (2 threads): peak RSS after a 512-token prompt 863-866 MB against 916-922, after
@@ -145,7 +145,8 @@ export class DecoderSession {
     const sessionOptions: ort.InferenceSession.SessionOptions = {
       executionProviders: executionProvidersFor(device),
       graphOptimizationLevel: 'all',
-      enableMemPattern: (source.weightBytes ?? 0) < MEM_PATTERN_BELOW_BYTES,
+      // Measured on the CPU only: GPU sessions keep onnxruntime's default.
+      enableMemPattern: device !== 'cpu' || (source.weightBytes ?? 0) < MEM_PATTERN_BELOW_BYTES,
     };
     const threads = intraOpThreadsFor(options, source.weightBytes);
     if (threads) sessionOptions.intraOpNumThreads = threads;
