@@ -340,7 +340,7 @@ async function main(): Promise<void> {
   const choices: EngineChoices = { rowShards, sessionCache, v8Marking };
   const oneThread = values['llama-one-thread'];
   if (oneThread !== 'on' && oneThread !== 'off') throw new Error(`--llama-one-thread must be on or off; got ${oneThread}`);
-  const contenders: Contender[] = oneThread === 'on' ? ['llama.cpp', 'llama.cpp 1t', 'reasonplug'] : ['llama.cpp', 'reasonplug'];
+  const contenders: Contender[] = oneThread === 'on' ? [...LLAMA, 'reasonplug'] : ['llama.cpp', 'reasonplug'];
   const short = Number(values.short);
   const long = Number(values.long);
   const pairs = Number(values.pairs);

@@ -75,7 +75,7 @@ export interface KvCounters {
  * once by GroupQueryAttention's kernel and twice (masked, and their softmax) by the op graph. 256-token runs up to
  * about 2000 positions; past that, shorter runs keep them at 2 MiB a head instead of growing with the context. On
  * the Qwen2.5-0.5B-shaped Q4_0 module a 4096-token prompt then peaks at 1050 MB RSS against 1168-1174 with 4 MiB a
- * head (64 tokens a run: 1007, 2 MiB is where the prefill's time stays the same: 12.4 s against 12.1-12.9).
+ * head, its prefill 12.4 s against 12.1-12.9 (1 MiB a head: 1007 MB, but 12.9-13.5 s).
  */
 export const PREFILL_SCORE_SPAN = 128 * 4096;
 /** The shortest run {@link prefillRunLength} shortens a chunk to: below it weights are read again for too little work. */

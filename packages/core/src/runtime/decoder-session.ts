@@ -69,10 +69,10 @@ type IdArray = BigInt64Array | Int32Array;
  * onnxruntime then takes each intermediate from its arena as it comes instead of one block planned per input
  * shape, and prefill runs, each of its own shape, leave the arena less memory it cannot reuse. Measured on the
  * Qwen2.5-0.5B-shaped Q4_0 module (2 threads): peak RSS after a 512-token prompt 863-866 MB against 916-922, after
- * 4096 1168-1174 against 1415-1420 (1050 with the shorter runs of batch-kv.ts's PREFILL_SCORE_SPAN), prefill and decode times
- * the same within the machine's noise; on the 125M llama's Q4_0 module the
- * step the same (4.76 against 4.76 ms). Small models keep them: their steps are short enough for the per-tensor
- * allocations to show (the 24M 4-bit model 1.16 against 1.03 ms a token, a 3M reasoner 0.75 against 0.61).
+ * 4096 1168-1174 against 1415-1420 (1050 with the shorter runs of batch-kv.ts's PREFILL_SCORE_SPAN), prefill and
+ * decode times the same within the machine's noise; on the 125M llama's Q4_0 module the step the same (4.76 against
+ * 4.76 ms). Small models keep them: their steps are short enough for the per-tensor allocations to show (the 24M
+ * 4-bit model 1.16 against 1.03 ms a token, a 3M reasoner 0.75 against 0.61).
  */
 export const MEM_PATTERN_BELOW_BYTES = 64 * 2 ** 20;
 
