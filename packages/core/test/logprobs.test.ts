@@ -122,6 +122,15 @@ describe('log-probabilities', function () {
     expect(runs[1]!.result.rows[0]!.logprobs![0]!.logprob).to.not.be.closeTo(runs[0]!.result.rows[0]!.logprobs![0]!.logprob, 1e-3);
   });
 
+  it("come named in generate's result, whose tokens are not streamed, as in a stream's result: in the batch and alone", async () => {
+    for (const options of [{ maxTokens: 6, logprobs: 2 }, { maxTokens: 6, logprobs: 2, trace: 1, reasoners: [{ name: 'r', weight: 1.5 }] }] as StreamOptions[]) {
+      const streamed = (await run(options)).result.rows[0]!;
+      const row = (await engine.generate({ promptIds: prompt }, options)).rows[0]!;
+      expect(row.logprobs).to.deep.equal(streamed.logprobs);
+      expect(row.logprobs!.map((e) => e.token).join('')).to.equal(row.text);
+    }
+  });
+
   it('are the model distribution before the grammar mask for a constrained row; 0 alternatives lists none; none asked, none computed; 21 refused', async () => {
     const { result } = await run({ maxTokens: 6, logprobs: 0, responseFormat: { type: 'json_object' } });
     const row = result.rows[0]!;

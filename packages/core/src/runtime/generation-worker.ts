@@ -537,9 +537,10 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
     const stopIds = options.eosTokenIds ?? tokenizer?.eosTokenIds ?? [];
     const constraints = await rowConstraints(responseFormat, prompts.length, constraintFactory!, stopIds);
     const abort = new Int32Array(msg.abort);
-    stream = new StreamBatcher((events) => outbox.add(msg.id, events));
-    const batcher = stream;
-    // The row's results hold the same entries: naming them here names them there too.
+    // `generate` calls take the result alone: their tokens are not posted.
+    stream = msg.streamTokens ? new StreamBatcher((events) => outbox.add(msg.id, events)) : undefined;
+    const emit = (event: TokenEvent) => stream?.push(event);
+    // The row's results hold the same entries: naming them here names them there too, posted or not.
     // Made at the first token, once the prompts have been checked.
     let recent: number[][] | undefined;
     const named = (event: TokenEvent) => {
@@ -567,19 +568,19 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
         ? { policy, marker: projector.marker, ...(msg.options.latentPlaceholder ? { placeholder: msg.options.latentPlaceholder } : {}) }
         : undefined;
     const result = await (composition
-      ? batch.submit({ ...shared, composition, ...(latent ? { latent } : {}), onToken: (event) => batcher.push(named(event)) })
+      ? batch.submit({ ...shared, composition, ...(latent ? { latent } : {}), onToken: (event) => emit(named(event)) })
       : batch.exclusive(() =>
           runDecodeLoop(source, {
             ...shared,
             ...(latent ? { latent: { ...latent, run: (steps: number) => source.latentSteps(steps) } } : {}),
             onToken: (event) => {
               const trace = msg.options.trace ? source.trace(event.row) : undefined;
-              batcher.push(named(trace ? { ...event, trace } : event));
+              emit(named(trace ? { ...event, trace } : event));
             },
           }),
         )
     ).finally(() => releaseConstraints(constraints));
-    stream.flush();
+    stream?.flush();
     const grammar = constraints && grammarTiming(constraints);
     if (constraints) attachParsed(result.rows, responseFormat, constraints);
     post({ type: 'done', id: msg.id, result: grammar ? { ...result, grammar } : result });

@@ -152,7 +152,15 @@ export interface ModelInfo {
 }
 
 export type ToWorker =
-  | { type: 'generate'; id: number; input: PromptInput; options: GenerateRequestOptions; abort: SharedArrayBuffer }
+  | {
+      type: 'generate';
+      id: number;
+      input: PromptInput;
+      options: GenerateRequestOptions;
+      abort: SharedArrayBuffer;
+      /** Whether tokens are posted as they come (`stream`); `generate` wants only the result. */
+      streamTokens: boolean;
+    }
   | { type: 'tokenize'; id: number; text: string; addSpecialTokens: boolean }
   | { type: 'embed'; id: number; input: EmbedInput }
   | { type: 'stats'; id: number }
