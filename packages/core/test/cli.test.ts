@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { Engine } from '../src/engine.js';
 import { TextTokenizer, type ChatMessage } from '../src/tokenizer/tokenizer.js';
 import { join } from 'node:path';
@@ -212,6 +212,17 @@ describe('reasonplug CLI', function () {
     expect(bad.code).to.equal(1);
     expect(bad.stderr).to.match(/UnsupportedModelError: .*past_/);
     expect(bad.stderr.trim().split('\n')).to.have.length(1);
+    // a damaged copy gets the load's own file checks, not onnxruntime's bare text
+    const damaged = testDir('inspect-damaged');
+    await mkdir(damaged, { recursive: true });
+    await copyFile(join(models.llamaFp16, 'model.onnx'), join(damaged, 'model.onnx'));
+    const noData = await reasonplug('inspect', damaged);
+    expect(noData.code).to.equal(1);
+    expect(noData.stderr).to.match(/OnnxFormatError: .*model\.onnx\.data is missing/);
+    await writeFile(join(damaged, 'model.onnx'), (await readFile(join(models.llamaFp16, 'model.onnx'))).subarray(0, 5000));
+    const cut = await reasonplug('inspect', damaged);
+    expect(cut.code).to.equal(1);
+    expect(cut.stderr).to.match(/OnnxFormatError: .*inspect-damaged-\w+.model\.onnx/);
   });
 
   it('rejects bad flags with a clear message', async () => {

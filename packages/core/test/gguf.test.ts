@@ -7,7 +7,7 @@ import { Tokenizer } from '@huggingface/tokenizers';
 import * as ort from 'onnxruntime-node';
 import { GgufError, GgufFile, GgufValueType, parseGgufHeader, tensorBytesToFloat32, withGguf } from '../src/gguf/reader.js';
 import { tokenizerFromGguf, type GgufTokenizer } from '../src/gguf/tokenizer-from-gguf.js';
-import { kebabName, type ConvertedManifest } from '../src/gguf/convert.js';
+import { kebabName, moduleName, type ConvertedManifest } from '../src/gguf/convert.js';
 import { convertExact } from './support/gguf-models.js';
 import { tokenizerFingerprint } from '../src/tokenizer/fingerprint.js';
 import { f16Bits, makeGguf, rewriteGguf, type WValue } from './support/gguf-writer.js';
@@ -263,6 +263,26 @@ describe('gguf', function () {
       }
     });
 
+    it('refuses tensor data that overlap, alias another tensor or leave gaps, and metadata keys given twice, as llama.cpp does', async () => {
+      const f32 = (n: number) => new Uint8Array(new Float32Array(n).fill(1).buffer);
+      const good = makeGguf({ 'general.architecture': { t: 'str', v: 'llama' }, 'general.name': { t: 'str', v: 'abcd' } }, [
+        { name: 'first.weight', dims: [16], type: 0, data: f32(16) },
+        { name: 'second.weight', dims: [16], type: 0, data: f32(16) },
+      ]);
+      expect(parseGgufHeader(good).tensors.map((t) => t.offset)).to.deep.equal([0, 64]);
+      const offsetAt = good.indexOf(Buffer.from('second.weight')) + 'second.weight'.length + 4 + 8 + 4;
+      expect(good.readBigUInt64LE(offsetAt)).to.equal(64n);
+      for (const [offset, what] of [[0n, 'alias'], [32n, 'overlap'], [96n, 'gap']] as const) {
+        const bad = Buffer.from(good);
+        bad.writeBigUInt64LE(offset, offsetAt);
+        expect(() => parseGgufHeader(bad, `${what}.gguf`), what).to.throw(GgufError, new RegExp(`${what}\\.gguf.*"second\\.weight" has data offset ${offset}, expected 64`));
+      }
+      // a second key renamed to the first (same length: the file stays well formed)
+      const dup = makeGguf({ 'general.architecture': { t: 'str', v: 'llama' }, 'general.architecturX': { t: 'str', v: 'qwen2' } });
+      dup.write('general.architecture', dup.lastIndexOf(Buffer.from('general.architecturX')), 'latin1');
+      expect(() => parseGgufHeader(dup, 'dup.gguf')).to.throw(GgufError, /dup\.gguf is corrupt: metadata key "general\.architecture" appears twice/);
+    });
+
     it('reads a header larger than the first read window', async () => {
       const many: WValue[] = Array.from({ length: 40_000 }, (_, i) => ({ t: 'str', v: `token-${i}-${'x'.repeat(20)}` }) as WValue);
       const buf = makeGguf({ big: { t: 'arr', item: GgufValueType.STRING, v: many } }, [
@@ -421,6 +441,62 @@ describe('gguf', function () {
       const err = await convertExact(path, join(scratch.dir, 'q8')).catch((e: unknown) => e);
       expect(err).to.be.instanceOf(GgufError).with.property('code', 'unsupported-tensor-type');
       expect((err as Error).message).to.match(/IQ2_XXS/).and.match(/token_embd\.weight/).and.match(/F32, F16/);
+    });
+
+    it('refuses settings no model has, naming the key, and writes nothing', async () => {
+      const f32 = (value: number) => ({ type: GgufValueType.FLOAT32, value });
+      const u32 = (value: number) => ({ type: GgufValueType.UINT32, value });
+      const cases: [string, Record<string, { type: GgufValueType; value: number }>, RegExp][] = [
+        ['ctx-zero', { 'llama.context_length': u32(0) }, /"llama\.context_length" is 0, expected a positive whole number/],
+        ['ctx-frac', { 'llama.context_length': f32(300.5) }, /"llama\.context_length" is 300\.5/],
+        ['eps-nan', { 'llama.attention.layer_norm_rms_epsilon': f32(NaN) }, /"llama\.attention\.layer_norm_rms_epsilon" is NaN/],
+        ['eps-neg', { 'llama.attention.layer_norm_rms_epsilon': f32(-1e-5) }, /"llama\.attention\.layer_norm_rms_epsilon" is -0\.0000099/],
+        ['eps-huge', { 'llama.attention.layer_norm_rms_epsilon': u32(900000000) }, /layer_norm_rms_epsilon" is 900000000, expected a small/],
+        ['theta-zero', { 'llama.rope.freq_base': f32(0) }, /"llama\.rope\.freq_base" is 0, expected a positive rope base/],
+        ['scale-neg', { 'llama.rope.scaling.factor': f32(-2) }, /"llama\.rope\.scaling\.factor" is -2/],
+      ];
+      for (const [name, edits, message] of cases) {
+        const path = join(scratch.dir, `${name}.gguf`);
+        await rewriteGguf(STORIES, path, (meta) => {
+          for (const [k, v] of Object.entries(edits)) meta.set(k, v);
+        });
+        const out = join(scratch.dir, `${name}-out`);
+        const err = await convertExact(path, out).catch((e: unknown) => e);
+        expect(err, name).to.be.instanceOf(GgufError).with.property('code', 'corrupt');
+        expect((err as Error).message, name).to.match(message).and.include(`${name}.gguf`);
+        expect(existsSync(join(out, 'model.onnx')), name).to.equal(false);
+      }
+    });
+
+    it('refuses a token list shorter than the embedding, as llama.cpp does', async () => {
+      const path = join(scratch.dir, 'few-tokens.gguf');
+      await rewriteGguf(STORIES, path, (meta) => {
+        for (const k of ['tokenizer.ggml.tokens', 'tokenizer.ggml.scores', 'tokenizer.ggml.token_type']) {
+          const e = meta.get(k)!;
+          meta.set(k, { ...e, value: (e.value as unknown[]).slice(0, 400) as never });
+        }
+      });
+      const err = await convertExact(path, join(scratch.dir, 'few-tokens')).catch((e: unknown) => e);
+      expect(err).to.be.instanceOf(GgufError);
+      expect((err as Error).message).to.match(/the tokenizer has 400 tokens but token_embd\.weight has 512 rows/);
+    });
+
+    it('names a module by general.name, else by the file, in the manifest\'s form', async () => {
+      const sha = 'ab'.repeat(32);
+      expect(moduleName('x.gguf', 'Qwen2.5 0.5B Instruct', undefined, sha)).to.equal('qwen2-5-0-5b-instruct');
+      expect(moduleName('story-model.gguf', '故事模型', undefined, sha)).to.equal('story-model');
+      expect(moduleName('故事.gguf', '!!!', undefined, sha)).to.equal('gguf-abababababab');
+      const long = moduleName('x.gguf', 'word '.repeat(100_000), undefined, sha);
+      expect(long.length).to.be.at.most(128);
+      expect(long).to.match(/^word-word(-[a-z]+)+$/);
+      expect(moduleName('x.gguf', 'Qwen', 'My Module', sha)).to.equal('my-module');
+      expect(() => moduleName('x.gguf', 'Qwen', '模型', sha)).to.throw(/"模型" has no Latin letters or digits/);
+      // converted, the long name makes a manifest the engine loads
+      const path = join(scratch.dir, 'long-name.gguf');
+      await rewriteGguf(STORIES, path, (meta) => meta.set('general.name', { type: GgufValueType.STRING, value: '长'.repeat(50) + ' Story '.repeat(40_000) }));
+      const res = await convertExact(path, join(scratch.dir, 'long-name'));
+      expect(res.manifest.name).to.match(/^story-story(-[a-z]+)+$/).and.have.length.at.most(128);
+      expect(JSON.parse(await readFile(join(res.dir, 'reasonplug.json'), 'utf8')).name).to.equal(res.manifest.name);
     });
 
     let dir: string;

@@ -8,6 +8,8 @@ import { validateGenerateOptions } from '../generate/options.js';
 import { locateModel } from '../modules/locate.js';
 import { resolveModelPath } from '../registry/resolve-model.js';
 import { detectSignature, describeSignature } from '../onnx/signature.js';
+import { prepareDecoder } from '../onnx/prepared-cache.js';
+import { loadFailure } from '../runtime/devices.js';
 import { convertGguf, SUPPORTED_ARCHITECTURES } from '../gguf/convert.js';
 import { progressBar } from '../registry/progress.js';
 import { basename } from 'node:path';
@@ -109,7 +111,11 @@ function formatTrace(id: number, trace: TokenTrace): string {
 
 async function inspect(path: string, flags: { dtype?: string } = {}): Promise<void> {
   const location = await locateModel(await resolveModelPath(path), flags);
-  const session = await ort.InferenceSession.create(location.modelPath);
+  // The file checks a load makes (complete protobuf, external data present), then onnxruntime's own.
+  await prepareDecoder(location.modelPath);
+  const session = await ort.InferenceSession.create(location.modelPath).catch((err: unknown) => {
+    throw loadFailure(location.modelPath, err);
+  });
   try {
     const signature = detectSignature(session.inputMetadata, session.outputMetadata, location.modelPath);
     process.stdout.write(JSON.stringify({ ...location, signature: describeSignature(signature) }, null, 2) + '\n');

@@ -119,6 +119,32 @@ export function kebabName(s: string): string {
     .replace(/^-+|-+$/g, '');
 }
 
+/** The longest module name a manifest takes. */
+const NAME_MAX = 128;
+
+/**
+ * The converted module's name: the caller's, else the file's `general.name`, else its file name, in the manifest's
+ * form (lower-case words joined by "-", at most {@link NAME_MAX} characters); a name with no Latin letters or digits
+ * (e.g. "故事模型") gives way to the next, and the last resort is the file's digest.
+ */
+export function moduleName(file: string, generalName: string | undefined, given: string | undefined, sha256: string): string {
+  const form = (s: string) => kebabName(s).slice(0, NAME_MAX).replace(/-+$/, '');
+  if (given !== undefined) {
+    const name = form(given);
+    if (!name) throw new Error(`the module name "${given}" has no Latin letters or digits to name a module by; give one that has`);
+    return name;
+  }
+  return [generalName, basename(file, extname(file))].map((s) => (s ? form(s) : '')).find((n) => n) ?? `gguf-${sha256.slice(0, 12)}`;
+}
+
+/** `<arch>.context_length`, when the file gives it: a positive whole number of positions. */
+function contextLengthOf(f: GgufFile, arch: GgufArchitecture): number | undefined {
+  const key = `${arch}.context_length`;
+  const n = f.getNumber(key);
+  if (n !== undefined && (!Number.isSafeInteger(n) || n <= 0)) throw new GgufError(`${basename(f.path)}: "${key}" is ${n}, expected a positive whole number of positions.`, 'corrupt');
+  return n;
+}
+
 /** The `general.architecture` values the converter reads (llama.cpp's names). */
 export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'qwen2moe', 'qwen3moe', 'qwen3vlmoe', 'bailingmoe2', 'olmo2', 'olmoe', 'granitemoe', 'gpt-oss', 'glm4moe', 'ernie4_5-moe', 'deepseek2', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'seed_oss', 'nemotron', 'minicpm', 'internlm2', 'phi2', 'lfm2', 'lfm2moe', 'granitehybrid', 'qwen35', 'qwen35moe', 'qwen3next', 'nemotron_h', 'falcon-h1'] as const;
 export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
@@ -238,6 +264,13 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     if (!Number.isInteger(v) || v <= 0) throw new GgufError(`${src}: "${key(k)}" is ${v}, expected a positive integer.`, 'corrupt');
     return v;
   };
+  /** A real-valued setting, when present: a finite number above 0 (with `zero`, from 0), below `below`. */
+  const checked = (k: string, v: number | undefined, range: { zero?: boolean; below?: number; expected: string }): number | undefined => {
+    if (v === undefined) return undefined;
+    const low = range.zero ? v >= 0 : v > 0;
+    if (!Number.isFinite(v) || !low || (range.below !== undefined && v >= range.below)) throw new GgufError(`${src}: "${key(k)}" is ${v}, expected ${range.expected}.`, 'corrupt');
+    return v;
+  };
   // llama.cpp reads it for every architecture (embedding models such as LLM2Vec's attend both ways): masks here are causal.
   if (f.get(key('attention.causal')) === false) refuse(`bidirectional attention ("${key('attention.causal')}" = false); only causal decoders are supported`);
   const experts = scalar('expert_count') ?? 0;
@@ -258,7 +291,8 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
 
   // Rope scaling: llama.cpp reads the type (default "linear") and a factor (0 or absent: none).
   const scaling = f.getString(key('rope.scaling.type')) ?? 'linear';
-  const factor = scalar('rope.scaling.factor') ?? scalar('rope.scale_linear') ?? 0;
+  const factorKey = f.has(key('rope.scaling.factor')) ? 'rope.scaling.factor' : 'rope.scale_linear';
+  const factor = checked(factorKey, scalar(factorKey), { zero: true, expected: 'a positive scale factor (0: none)' }) ?? 0;
   if (scaling !== 'none' && scaling !== 'linear' && scaling !== 'yarn') refuse(`rope scaling "${scaling}" ("${key('rope.scaling.type')}")`);
   if (scaling === 'yarn' && !YARN_ARCHITECTURES.has(arch)) refuse(`rope scaling "yarn" on ${arch}`);
   const ropeScale = scaling === 'linear' && factor !== 0 ? factor : 1;
@@ -303,7 +337,14 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   const tokens = f.get('tokenizer.ggml.tokens');
   const vocabSize = scalar('vocab_size') ?? (embd ? embd.dims[1] : undefined) ?? (Array.isArray(tokens) ? tokens.length : undefined);
   if (vocabSize === undefined) throw new GgufError(`${src} has no vocabulary size (no ${key('vocab_size')}, token_embd.weight or tokens).`, 'missing-metadata');
-  const ropeTheta = scalar('rope.freq_base') ?? 10000;
+  const ropeTheta = checked('rope.freq_base', scalar('rope.freq_base'), { expected: 'a positive rope base (such as 10000)' }) ?? 10000;
+  const localRopeBase = () => checked('rope.freq_base_swa', scalar('rope.freq_base_swa'), { expected: 'a positive rope base (such as 10000)' });
+  // (Nemotron-H's older files name its RMSNorms' epsilon as a LayerNorm's)
+  const epsKey =
+    COHERE.has(arch) || BIASED_LAYER_NORMS.has(arch) || (arch === 'nemotron_h' && !f.has(key('attention.layer_norm_rms_epsilon')))
+      ? 'attention.layer_norm_epsilon'
+      : 'attention.layer_norm_rms_epsilon';
+  const rmsNormEps = checked(epsKey, scalar(epsKey), { zero: true, below: 1, expected: 'a small non-negative number (such as 1e-5)' }) ?? 1e-5;
 
   const config: LlamaConfig = {
     vocabSize,
@@ -314,8 +355,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     headDim,
     intermediateSize: experts > 0 && moe?.ownExpertSize ? expertSize(scalar, required) : mlpSizes ? (mlpSizes[0] ?? 1) : required('feed_forward_length'),
     ropeTheta,
-    // (Nemotron-H's older files name its RMSNorms' epsilon as a LayerNorm's)
-    rmsNormEps: (COHERE.has(arch) || BIASED_LAYER_NORMS.has(arch) ? scalar('attention.layer_norm_epsilon') : (scalar('attention.layer_norm_rms_epsilon') ?? (arch === 'nemotron_h' ? scalar('attention.layer_norm_epsilon') : undefined))) ?? 1e-5,
+    rmsNormEps,
     ropeStyle: ADJACENT_ROPE.has(family) ? 'adjacent' : 'half',
     // Gemma's and Gemma 2's head is always the embedding (llama.cpp never reads an output.weight for them; one left in the file is refused as unused).
     tieWordEmbeddings: arch === 'gemma' || arch === 'gemma2' || !f.tensorInfo('output.weight'),
@@ -438,7 +478,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     const period = scalar('attention.sliding_window_pattern') ?? 2;
     config.slidingWindow = window;
     config.layerTypes = slidingLayers(numLayers, period);
-    const localTheta = scalar('rope.freq_base_swa') ?? ropeTheta;
+    const localTheta = localRopeBase() ?? ropeTheta;
     if (localTheta !== ropeTheta) config.ropeThetaLocal = localTheta;
   }
   // GLM-4.5: per-head q/k norms where the file has them (GLM-4.5 355B; not the Air).
@@ -533,7 +573,7 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
       const period = scalar('attention.sliding_window_pattern') ?? (arch === 'gemma2' ? 2 : 6);
       config.slidingWindow = window ?? 4096;
       config.layerTypes = slidingLayers(numLayers, period);
-      const localTheta = scalar('rope.freq_base_swa') ?? (arch === 'gemma2' ? ropeTheta : 10000);
+      const localTheta = localRopeBase() ?? (arch === 'gemma2' ? ropeTheta : 10000);
       if (localTheta !== ropeTheta) config.ropeThetaLocal = localTheta;
       // Gemma 3's local layers are not rope-scaled; Gemma 2's share the global scale.
       if (arch === 'gemma3' && ropeScale !== 1) config.ropeScaleLocal = 1;
@@ -1096,12 +1136,30 @@ export async function convertGguf(ggufPath: string, outDir: string, opts: Conver
       );
     }
     const arch = ggufArchitecture(f);
-    const contextLength = f.getNumber(`${arch}.context_length`);
+    const contextLength = contextLengthOf(f, arch);
     const tok = tokenizerFromGguf(f, contextLength !== undefined ? { modelMaxLength: contextLength } : {});
     const nTokens = (f.get('tokenizer.ggml.tokens') as unknown[]).length;
     if (nTokens > config.vocabSize) {
       throw new GgufError(`${file}: the tokenizer has ${nTokens} tokens but the model's vocabulary is ${config.vocabSize}.`, 'corrupt');
     }
+    // llama.cpp sizes the embedding by the token list and refuses a table of another height: fewer tokens than rows
+    // would leave ids the model can write that no text stands for.
+    const embd = f.tensorInfo('token_embd.weight');
+    if (embd && embd.dims[1] !== nTokens) {
+      throw new GgufError(`${file}: the tokenizer has ${nTokens} tokens but token_embd.weight has ${embd.dims[1]} rows; each token needs its row (llama.cpp refuses this file too).`, 'corrupt');
+    }
+    // Every piece of metadata the module records is read before anything is written.
+    const generalName = f.getString('general.name');
+    // llama.cpp's llama2.c converter writes general.name = "llama": no better than the file name.
+    const named = generalName && generalName !== 'llama' ? generalName : undefined;
+    const generalDescription = f.getString('general.description');
+    const license = f.getString('general.license') ?? 'unknown';
+    const poolingType = f.getNumber(`${arch}.pooling_type`);
+    // An embedding model's pooling, where the GGUF names one, as sentence-transformers keeps it beside a model.
+    const pooling = poolingType !== undefined ? poolingOfGguf(poolingType) : undefined;
+    // A stat record: ggufModuleDir has usually just hashed this file (it is not read a second time).
+    const ggufHash = await ggufDigest(f.shardPaths);
+    const name = moduleName(file, named, opts.name, ggufHash.sha256);
 
     const weights = await llamaWeightsFromGguf(f, config, { dequantize: opts.dequantize ?? false });
     // llama2.c-style files store the output head separately even when it equals the embedding: tie them.
@@ -1120,69 +1178,62 @@ export async function convertGguf(ggufPath: string, outDir: string, opts: Conver
     const externalData = opts.externalData ?? weightBytes > EXTERNAL_DATA_THRESHOLD;
 
     await mkdir(dir, { recursive: true });
-    // The manifest is written last: a directory left by a failed conversion is not a module.
-    await rm(join(dir, 'reasonplug.json'), { force: true });
-    await rm(join(dir, 'model.onnx.data'), { force: true });
-    await rm(join(dir, dirname(POOLING_FILE)), { recursive: true, force: true });
-    await writeLlamaModel(join(dir, 'model.onnx'), config, weights, {
-      dtype,
-      externalData,
-      // the engine asks for the last position's logits only: a 512-token prefill skips 511 rows of the head
-      numLogitsToKeep: true,
-      ...(opts.quantAccuracyLevel !== undefined ? { quantAccuracyLevel: opts.quantAccuracyLevel } : {}),
-      ...attentionOptions(config, opts, contextLength),
-    });
-    // Compact: a 151,936-token vocabulary is 4 MB instead of 10 indented, which every load parses (~0.1 s less).
-    await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tok.tokenizerJson) + '\n');
-    await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify(tok.tokenizerConfig, null, 2) + '\n');
-    // An embedding model's pooling, where the GGUF names one, as sentence-transformers keeps it beside a model.
-    const poolingType = f.getNumber(`${arch}.pooling_type`);
-    const pooling = poolingType !== undefined ? poolingOfGguf(poolingType) : undefined;
-    if (pooling) {
-      await mkdir(join(dir, dirname(POOLING_FILE)), { recursive: true });
-      await writeFile(join(dir, POOLING_FILE), JSON.stringify(poolingConfig(pooling, config.hiddenSize), null, 2) + '\n');
-    }
+    // The manifest is written last, and a failure removes what was written: nothing a later load would take for a model.
+    const written = ['reasonplug.json', 'model.onnx', 'model.onnx.data', 'tokenizer.json', 'tokenizer_config.json', dirname(POOLING_FILE)];
+    const removeWritten = () => Promise.all(written.map((w) => rm(join(dir, w), { recursive: true, force: true })));
+    await removeWritten();
+    try {
+      await writeLlamaModel(join(dir, 'model.onnx'), config, weights, {
+        dtype,
+        externalData,
+        // the engine asks for the last position's logits only: a 512-token prefill skips 511 rows of the head
+        numLogitsToKeep: true,
+        ...(opts.quantAccuracyLevel !== undefined ? { quantAccuracyLevel: opts.quantAccuracyLevel } : {}),
+        ...attentionOptions(config, opts, contextLength),
+      });
+      // Compact: a 151,936-token vocabulary is 4 MB instead of 10 indented, which every load parses (~0.1 s less).
+      await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tok.tokenizerJson) + '\n');
+      await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify(tok.tokenizerConfig, null, 2) + '\n');
+      if (pooling) {
+        await mkdir(join(dir, dirname(POOLING_FILE)), { recursive: true });
+        await writeFile(join(dir, POOLING_FILE), JSON.stringify(poolingConfig(pooling, config.hiddenSize), null, 2) + '\n');
+      }
 
-    const generalName = f.getString('general.name');
-    // llama.cpp's llama2.c converter writes general.name = "llama": no better than the file name.
-    const rawName = opts.name ?? (generalName && generalName !== 'llama' ? generalName : basename(file, extname(file)));
-    const name = kebabName(rawName);
-    if (!name) throw new Error(`cannot derive a module name from "${rawName}"; pass { name }`);
-    // A stat record: ggufModuleDir has usually just hashed this file (it is not read a second time).
-    const ggufHash = await ggufDigest(f.shardPaths);
-    const files: ConvertedManifest['files'] = {
-      model: await fileEntry(dir, 'model.onnx'),
-      ...(externalData && existsSync(join(dir, 'model.onnx.data')) ? { modelData: await fileEntry(dir, 'model.onnx.data') } : {}),
-      tokenizer: await fileEntry(dir, 'tokenizer.json'),
-      tokenizerConfig: await fileEntry(dir, 'tokenizer_config.json'),
-      ...(pooling ? { pooling: await fileEntry(dir, POOLING_FILE) } : {}),
-    };
-    const description =
-      f.getString('general.description') ??
-      `${generalName && generalName !== 'llama' ? generalName : basename(file, extname(file))}: ${arch} decoder ` +
-        `(${config.numLayers} layers, hidden ${config.hiddenSize}, vocab ${config.vocabSize}) converted from ${file}.`;
-    manifest = {
-      schemaVersion: 1,
-      name,
-      version: '0.1.0',
-      kind: 'backbone',
-      tasks: [],
-      description,
-      license: f.getString('general.license') ?? 'unknown',
-      compat: {
-        tokenizer: tokenizerFingerprint(tok.tokenizerJson),
-        vocabSize: config.vocabSize,
-        hiddenSize: config.hiddenSize,
-      },
-      generation: {
-        ...(tok.special.bos !== undefined ? { bosTokenId: tok.special.bos } : {}),
-        // llama.cpp's end-of-generation set: a chat model stops at its end-of-turn piece, not only at EOS.
-        eosTokenIds: tok.endOfGeneration,
-      },
-      files,
-      provenance: { convertedFrom: { file, sha256: ggufHash.sha256, format: 'gguf', architecture: arch } },
-    };
-    await writeFile(join(dir, 'reasonplug.json'), JSON.stringify(manifest, null, 2) + '\n');
+      const files: ConvertedManifest['files'] = {
+        model: await fileEntry(dir, 'model.onnx'),
+        ...(externalData && existsSync(join(dir, 'model.onnx.data')) ? { modelData: await fileEntry(dir, 'model.onnx.data') } : {}),
+        tokenizer: await fileEntry(dir, 'tokenizer.json'),
+        tokenizerConfig: await fileEntry(dir, 'tokenizer_config.json'),
+        ...(pooling ? { pooling: await fileEntry(dir, POOLING_FILE) } : {}),
+      };
+      const description =
+        generalDescription ?? `${named ?? basename(file, extname(file))}: ${arch} decoder (${config.numLayers} layers, hidden ${config.hiddenSize}, vocab ${config.vocabSize}) converted from ${file}.`;
+      manifest = {
+        schemaVersion: 1,
+        name,
+        version: '0.1.0',
+        kind: 'backbone',
+        tasks: [],
+        description,
+        license,
+        compat: {
+          tokenizer: tokenizerFingerprint(tok.tokenizerJson),
+          vocabSize: config.vocabSize,
+          hiddenSize: config.hiddenSize,
+        },
+        generation: {
+          ...(tok.special.bos !== undefined ? { bosTokenId: tok.special.bos } : {}),
+          // llama.cpp's end-of-generation set: a chat model stops at its end-of-turn piece, not only at EOS.
+          eosTokenIds: tok.endOfGeneration,
+        },
+        files,
+        provenance: { convertedFrom: { file, sha256: ggufHash.sha256, format: 'gguf', architecture: arch } },
+      };
+      await writeFile(join(dir, 'reasonplug.json'), JSON.stringify(manifest, null, 2) + '\n');
+    } catch (err) {
+      await removeWritten();
+      throw err;
+    }
   } finally {
     await f.close();
   }

@@ -382,6 +382,8 @@ function parseHeaderWindow(bytes: Uint8Array, fileSize: number, source: string):
       itemType = new DataView(bytes.buffer, bytes.byteOffset + c.pos, 4).getUint32(0, true);
     }
     const value = readValue(c, type, `metadata "${key}"`);
+    // (which of two values would count is the writer's bug, not a choice to make here: llama.cpp refuses it too)
+    if (metadata.has(key)) throw new GgufError(`${source} is corrupt: metadata key "${key}" appears twice.`, 'corrupt');
     metadata.set(key, itemType === undefined ? { type, value } : { type, itemType, value });
   }
 
@@ -444,9 +446,31 @@ function parseHeaderWindow(bytes: Uint8Array, fileSize: number, source: string):
       ...(block ? { byteLength: (elementCount / block.blockElems) * block.blockBytes, quantized: true } : {}),
     });
   }
+  checkContiguous(tensors, alignment, source);
   const dataOffset = Math.ceil(c.pos / alignment) * alignment;
   for (const t of tensors) t.fileOffset = dataOffset + t.offset;
   return { version, metadata, tensors, alignment, dataOffset };
+}
+
+/**
+ * Checks that the tensors' data lie one after another in the order of their infos, each padded to the alignment, as
+ * GGUF writers lay them out and llama.cpp requires ("tensor … has offset …, expected …"). Offsets that overlap, alias
+ * one tensor's data for another or leave gaps mean a corrupt or hand-edited file; read as given, they convert into a
+ * model that writes nonsense, and a small file whose tensors all alias one slot would be read many times over.
+ * Tensors after one of a type without a known size are not checked (that type is refused by name when read).
+ */
+function checkContiguous(tensors: readonly GgufTensorInfo[], alignment: number, source: string): void {
+  let expected = 0;
+  for (const t of tensors) {
+    if (t.offset !== expected) {
+      throw new GgufError(
+        `${source} is corrupt: tensor "${t.name}" has data offset ${t.offset}, expected ${expected} (each tensor's data follows the previous one's).`,
+        'corrupt',
+      );
+    }
+    if (t.byteLength === undefined) return;
+    expected += Math.ceil(t.byteLength / alignment) * alignment;
+  }
 }
 
 /** Checks that every readable tensor's data lies inside the file. */

@@ -162,7 +162,7 @@ export class DecoderSession {
     try {
       session = cache ? await createCachedSession(source.path, cache, sessionOptions, load) : await load(sessionOptions);
     } catch (err) {
-      throw deviceFailure(device, err);
+      throw deviceFailure(device, err, source.label ?? source.path);
     }
     const label = source.label ?? source.path;
     try {

@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { listSupportedBackends } from 'onnxruntime-node';
+import { OnnxFormatError } from '../onnx/proto.js';
 
 /** Devices the engine accepts. */
 export const DEVICES = ['cpu', 'cuda', 'tensorrt', 'webgpu', 'coreml', 'dml'] as const;
@@ -63,10 +64,16 @@ export function executionProvidersFor(device: string): string[] {
   return [d, 'cpu'];
 }
 
-/** Wraps a session-creation failure on a non-CPU device into the same typed, actionable error. */
-export function deviceFailure(device: string, err: unknown): Error {
-  if (device === 'cpu') return err as Error;
+/** Wraps a session-creation failure: on a non-CPU device the same typed, actionable error; on the CPU {@link loadFailure}. */
+export function deviceFailure(device: string, err: unknown, model: string): Error {
+  if (device === 'cpu') return loadFailure(model, err);
   return new DeviceUnavailableError(
     `could not start device "${device}": ${(err as Error).message}. ${INSTALL_HINT[device as Device] ?? ''}`.trim(),
   );
+}
+
+/** onnxruntime's refusal to load a model on the CPU, naming the model (its own messages name a source line, not the file). */
+export function loadFailure(model: string, err: unknown): Error {
+  if (err instanceof OnnxFormatError) return err;
+  return new OnnxFormatError(`onnxruntime could not load ${model}: ${(err as Error).message}`, { cause: err });
 }

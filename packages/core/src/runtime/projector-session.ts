@@ -28,7 +28,7 @@ export class ProjectorSession {
       // Projectors are a few small MLPs: one thread avoids handing microsecond operators to a pool.
       session = await ort.InferenceSession.create(path, { executionProviders: executionProvidersFor(device), intraOpNumThreads: 1 });
     } catch (err) {
-      throw device === 'cpu' ? new ProjectorError(`cannot load projector ${path}: ${(err as Error).message}`) : deviceFailure(device, err);
+      throw device === 'cpu' ? new ProjectorError(`cannot load projector ${path}: ${(err as Error).message}`) : deviceFailure(device, err, path);
     }
     const describe = (m: readonly ort.InferenceSession.ValueMetadata[]) =>
       m.map((v) => `${v.name}${v.isTensor ? ` ${v.type} [${v.shape.join(', ')}]` : ''}`).join(', ') || 'none';
