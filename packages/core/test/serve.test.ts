@@ -410,6 +410,38 @@ describe('reasonplug serve', function () {
     expect((await post('/v1/nothing', {})).status).to.equal(404);
   });
 
+  it('refuses what fuzzing found answered 500 or held the server: bad id escapes, deep bodies, formats no text completes, prompts far past the context', async () => {
+    const get = (path: string) => fetch(`${server.url}${path}`, { headers: { Authorization: `Bearer ${KEY}` } });
+    const escape = await get('/v1/models/%E0%A4%A');
+    expect(escape.status).to.equal(404);
+    expect(((await escape.json()) as { error: { code: string } }).error.code).to.equal('model_not_found');
+    let deep: unknown = 1;
+    for (let i = 0; i < 3000; i++) deep = { a: deep };
+    const nested = await post('/v1/chat/completions', { model: 'stories260k', messages: [{ role: 'user', content: 'x' }], tools: [{ type: 'function', function: { name: 'f', parameters: deep } }] });
+    expect(nested.status).to.equal(400);
+    expect(((await nested.json()) as { error: { message: string } }).error.message).to.match(/more than 64 levels deep/);
+    // a schema whose only way out is itself: no token can ever be written
+    for (const body of [
+      { response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { $ref: '#' } } } },
+      { guided_grammar: 'root ::= root', stream: true },
+    ]) {
+      const res = await post('/v1/chat/completions', { model: 'stories260k', messages: [{ role: 'user', content: 'x' }], max_tokens: 8, ...body });
+      expect(res.status, JSON.stringify(body)).to.equal(400);
+      expect(((await res.json()) as { error: { message: string } }).error.message).to.match(/ConstraintError: the response format allows no token here/);
+    }
+    // ~8 MB of text against a 2048-token context: refused by its beginning, and the server answers meanwhile
+    const t0 = performance.now();
+    const health = fetch(`${server.url}/health`).then((r) => [r.status, performance.now() - t0]);
+    const long = await post('/v1/completions', { model: 'stories260k', max_tokens: 4, prompt: 'Once upon a time '.repeat(480_000) });
+    expect(long.status).to.equal(400);
+    expect(((await long.json()) as { error: { message: string } }).error.message).to.match(/TokenizerError: the text is longer than the model's context of \d+ tokens/);
+    const [status, ms] = await health;
+    expect(status).to.equal(200);
+    expect(ms, 'the health check waited for the prompt').to.be.below(5000);
+    const chatLong = await post('/v1/chat/completions', { model: 'stories260k', max_tokens: 4, messages: [{ role: 'user', content: 'a '.repeat(3_000_000) }] });
+    expect(chatLong.status).to.equal(400);
+  });
+
   it('queues past max_batch, refuses past max_queue with 429 and Retry-After, and a disconnected stream stops its row', async () => {
     const long = { model: 'stories260k', prompt: 'Once upon a time', max_tokens: 1500, temperature: 0, stream: true };
     const generatedBy = (text: string) => Number(/^reasonplug:generation_tokens_total\{[^}]*\} (\d+)/m.exec(text)![1]);

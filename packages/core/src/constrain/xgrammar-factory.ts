@@ -109,6 +109,8 @@ class XGrammarConstraint implements Constraint {
       const bitmask = this.binding ? this.fillInPlace(this.binding) : await this.matcher.getNextTokenBitmask();
       this.allowedShare = allowedShare(bitmask);
       this.clock.filled((performance.now() - t) * 1000, overlapped);
+      // (not even a stop token: the format has no complete value from here, e.g. a schema whose $ref cycle never ends)
+      if (this.allowedShare === 0 && bitmask.every((w) => w === 0)) throw new ConstraintError('the response format allows no token here: no text can complete it (a schema or grammar whose recursion never ends, or that needs text the vocabulary cannot write)');
       return bitmask;
     });
     fills = run.catch(() => {});

@@ -170,7 +170,8 @@ async function openProjector(
   return { session, marker: manifest?.latent ?? DEFAULT_MARKER };
 }
 
-function toPromptIds(input: PromptInput, tokenizer: TextTokenizer | undefined): number[][] {
+/** The prompts of a request as ids; text past `context` tokens is refused while it is encoded (see {@link TextTokenizer.encode}). */
+function toPromptIds(input: PromptInput, tokenizer: TextTokenizer | undefined, context: number | undefined): number[][] {
   if ('promptIds' in input) {
     const ids = input.promptIds;
     return ids.length > 0 && Array.isArray(ids[0]) ? (ids as number[][]) : [ids as number[]];
@@ -183,11 +184,11 @@ function toPromptIds(input: PromptInput, tokenizer: TextTokenizer | undefined): 
       ...(input.toolsPrompt ? { toolsPrompt: input.toolsPrompt } : {}),
       ...(input.chatTemplateKwargs ? { extra: input.chatTemplateKwargs } : {}),
     });
-    return [tokenizer.encode(text, false)];
+    return [tokenizer.encode(text, false, context)];
   }
   const prompts = Array.isArray(input.prompt) ? input.prompt : [input.prompt];
   const { suffix } = input;
-  return prompts.map((p) => (suffix === undefined ? tokenizer.encode(p) : tokenizer.encodeFillInMiddle(p, suffix)));
+  return prompts.map((p) => (suffix === undefined ? tokenizer.encode(p, true, context) : tokenizer.encodeFillInMiddle(p, suffix, context)));
 }
 
 /** The directory a model's side files sit in: its module's, else its tokenizer's (a hub export's root), else its graph's. */
@@ -532,7 +533,7 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
     if (policy !== 'never' && !projector) throw new LatentPolicyError('latent decoding needs a projector: load the engine with one');
     const plan = planFor(loaded, msg.options);
     const source = new ComposedSource(backbone, loaded.reasoners, loaded.vocab, plan, projector ? { backbone, projector: projector.session } : undefined);
-    const prompts = toPromptIds(msg.input, tokenizer);
+    const prompts = toPromptIds(msg.input, tokenizer, loaded.contextLength);
     // Constraints are compiled against the vocabulary before anything runs: a bad format fails here.
     const stopIds = options.eosTokenIds ?? tokenizer?.eosTokenIds ?? [];
     const constraints = await rowConstraints(responseFormat, prompts.length, constraintFactory!, stopIds);

@@ -29,6 +29,7 @@ import { toolCallSyntaxOf, type ToolCallSyntax } from '../constrain/tool-syntax.
 import { toolsShown } from '../tokenizer/tools-in-prompt.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
 import { HttpError, badRequest, toHttpError } from './errors.js';
+import { jsonDepth, MAX_BODY_DEPTH } from './json-depth.js';
 import { ServerMetrics } from './metrics.js';
 import { chatLogprobs, completionLogprobs, offsetAfter } from './logprobs.js';
 import { ollamaModelName, parseOllamaChat, parseOllamaEmbed, parseOllamaGenerate } from './ollama-request.js';
@@ -207,7 +208,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const l = servable(req);
     if (req.method === 'GET' && path === '/v1/models') return sendJson(res, 200, { object: 'list', data: l.models.list() });
     if (req.method === 'GET' && path.startsWith('/v1/models/')) {
-      const id = decodeURIComponent(path.slice('/v1/models/'.length));
+      const id = modelIdOf(path.slice('/v1/models/'.length));
       const reasoners = l.models.resolve(id); // 404 unless served
       // Any composition is served, listed or not (`b+r2+r1` is not among the cards).
       const listed = l.models.list().find((m) => m.id === id);
@@ -264,11 +265,14 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       if (size > limit) throw new HttpError(413, `the request body is larger than ${limit} bytes`, 'invalid_request_error', 'body_too_large');
       chunks.push(c);
     }
+    let body: unknown;
     try {
-      return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+      body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
     } catch (err) {
       throw badRequest(`the request body is not JSON: ${(err as Error).message}`, null, 'invalid_json');
     }
+    if (jsonDepth(body, MAX_BODY_DEPTH) > MAX_BODY_DEPTH) throw badRequest(`the request body nests arrays and objects more than ${MAX_BODY_DEPTH} levels deep`, null, 'too_deep');
+    return body;
   }
 
   /** Runs one request: admission, the engine call, its metrics; `consume` reads the stream and answers. */
@@ -341,7 +345,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       text = cut;
     }
     // The template writes the special tokens (BOS included), so the tokenizer must not add them again.
-    return { text, ids: tokenizer.encode(text, addSpecialTokens) };
+    return { text, ids: tokenizer.encode(text, addSpecialTokens, l.engine.info.contextLength) };
   }
 
   /**
@@ -358,7 +362,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     if (!l.tokenizer) throw badRequest('this model has no tokenizer.json beside it, so it cannot tokenize text');
     const tokens =
       'prompt' in request
-        ? l.tokenizer.encode(request.prompt, request.addSpecialTokens ?? true)
+        ? l.tokenizer.encode(request.prompt, request.addSpecialTokens ?? true, l.engine.info.contextLength)
         : chatPrompt(l, request, request.addSpecialTokens ?? false).ids;
     sendJson(res, 200, { count: tokens.length, max_model_len: l.contextLength, tokens });
   }
@@ -952,6 +956,15 @@ class JsonLines {
 }
 
 /** This package's version, as `/api/version` gives it. */
+/** A model id from a request path; a malformed percent-escape names no model. */
+function modelIdOf(escaped: string): string {
+  try {
+    return decodeURIComponent(escaped);
+  } catch {
+    throw new HttpError(404, `no model "${escaped}": the path is not a valid percent-encoded id`, 'invalid_request_error', 'model_not_found');
+  }
+}
+
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 /** A response's usage (one row). */

@@ -31,6 +31,14 @@ interface TemplateProbes {
   system?: boolean;
 }
 
+/**
+ * A long text's beginning is encoded first when a token limit is known: this many characters per token of the limit
+ * (twice English prose's ~4; a text of longer tokens is encoded whole), and this many tokens of slack for the
+ * words at the cut.
+ */
+const PROBE_CHARS_PER_TOKEN = 8;
+const PROBE_MARGIN = 64;
+
 /** A tool rendered to find out whether a template shows tools to the model at all. */
 const PROBE_TOOL: FunctionTool = { type: 'function', function: { name: 'reasonplug_probe', description: 'probe', parameters: { type: 'object', properties: {} } } };
 const PROBE_TEXT = 'probe_text_9c41';
@@ -165,8 +173,22 @@ export class TextTokenizer {
     return new TextTokenizer(tokenizer, config, bos, eos, addsBos, idCount(tokenizer, json));
   }
 
-  /** Encodes text; `addSpecialTokens` (default true) follows the tokenizer's own post-processor. */
-  encode(text: string, addSpecialTokens = true): number[] {
+  /**
+   * Encodes text; `addSpecialTokens` (default true) follows the tokenizer's own post-processor. With `within` (a
+   * model's context), a text whose beginning alone encodes to more tokens than that is refused without encoding the
+   * rest: encoding is synchronous, and an 8 MB prompt held its thread (a server's, or the model worker that steps
+   * every running request) for a minute before the context check could refuse it.
+   */
+  encode(text: string, addSpecialTokens = true, within?: number): number[] {
+    if (within !== undefined && text.length > PROBE_CHARS_PER_TOKEN * (within + PROBE_MARGIN)) {
+      // Cut where a word ends: the beginning's tokens are then the whole text's, but for a few at the cut.
+      const end = PROBE_CHARS_PER_TOKEN * (within + PROBE_MARGIN);
+      const space = text.lastIndexOf(' ', end);
+      const head = this.tokenizer.encode(text.slice(0, space > end / 2 ? space : end), { add_special_tokens: addSpecialTokens }).ids.length;
+      if (head > within + PROBE_MARGIN) {
+        throw new TokenizerError(`the text is longer than the model's context of ${within} tokens (its first ${end} of ${text.length} characters alone are ${head} tokens); shorten it`);
+      }
+    }
     return this.tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids;
   }
 
@@ -199,10 +221,10 @@ export class TextTokenizer {
    * The ids of a fill-in-the-middle prompt for the code between `prefix` and `suffix` (BOS first where the tokenizer
    * adds it); throws when the vocabulary has no FIM tokens.
    */
-  encodeFillInMiddle(prefix: string, suffix: string): number[] {
+  encodeFillInMiddle(prefix: string, suffix: string, within?: number): number[] {
     const fim = this.fimTokens;
     if (!fim) throw new TokenizerError('this model has no fill-in-the-middle tokens (such as <|fim_prefix|>, <|fim_suffix|> and <|fim_middle|>)');
-    return fimPromptIds(fim, this.encode(prefix, false), this.encode(suffix, false), this.addsBos ? this.bosTokenId : undefined);
+    return fimPromptIds(fim, this.encode(prefix, false, within), this.encode(suffix, false, within), this.addsBos ? this.bosTokenId : undefined);
   }
 
   /** The chat template from chat_template.jinja or tokenizer_config.json, if the model ships one. */
