@@ -232,6 +232,14 @@ describe('constrained decoding', function () {
       [{ type: 'json_schema', schema: { type: 'object', properties: { a: { const: 'abc', maxLength: 2 } } } }, /at #\/properties\/a: no value of its "const"/],
       [{ type: 'json_schema', schema: { type: 'object', properties: { p: { oneOf: [{ type: 'object', properties: { a: { type: 'integer' } } }, { $ref: '#/$defs/b' }] } }, $defs: { b: { type: 'object' } } } }, /keyword "oneOf" at #\/properties\/p/],
       [{ type: 'grammar', grammar: 'root ::= missing' }, /Rule "missing" is not defined/],
+      // values JSON Schema forbids or that admit nothing (the compiler wrote any string for the first, failed in its parser on the second)
+      [{ type: 'json_schema', schema: { type: 'string', maxLength: -1 } }, /"maxLength" at # must be a non-negative whole number, not -1/],
+      [{ type: 'json_schema', schema: { type: 'object', properties: { a: { enum: [] } } } }, /"enum" at #\/properties\/a must list at least one value/],
+      [{ type: 'json_schema', schema: { anyOf: [] } }, /"anyOf" at # must list at least one schema/],
+      [{ type: 'json_schema', schema: { type: 'array', minItems: 3, maxItems: 2 } }, /"minItems" 3 and "maxItems" 2 at # admit no value/],
+      // formats no text completes: found at the first token, before any is written
+      [{ type: 'json_schema', schema: { $ref: '#' } }, /allows no token here/],
+      [{ type: 'grammar', grammar: 'root ::= root' }, /allows no token here/],
       [{ type: 'regex', pattern: '(?=a)b' }, /[Ll]ookahead/],
     ];
     for (const [format, message] of refused) {

@@ -129,6 +129,12 @@ describe("reasonplug serve: Ollama's API (/api/*)", function () {
     for await (const part of await client.generate({ model: 'stories260k', prompt: 'Once upon a time', raw: true, options, stream: true })) streamed += part.response;
     expect(streamed).to.equal(raw.response);
     expect(await client.generate({ model: 'stories260k', prompt: '' })).to.include({ done: true, done_reason: 'load', response: '' });
+    // Ollama's documented load requests: no prompt, no messages or an empty list (its clients send them to warm a model)
+    for (const [path, body] of [['/api/generate', {}], ['/api/chat', {}], ['/api/chat', { messages: [] }]] as const) {
+      const res = await fetch(`${url}${path}`, { method: 'POST', body: JSON.stringify({ model: 'stories260k', stream: false, ...body }) });
+      expect(res.status, path).to.equal(200);
+      expect(await res.json(), `${path} ${JSON.stringify(body)}`).to.include({ done: true, done_reason: 'load' });
+    }
 
     // fill-in-the-middle on a code model
     const dir = testDir('ollama-coder');

@@ -420,6 +420,9 @@ describe('reasonplug serve', function () {
     const nested = await post('/v1/chat/completions', { model: 'stories260k', messages: [{ role: 'user', content: 'x' }], tools: [{ type: 'function', function: { name: 'f', parameters: deep } }] });
     expect(nested.status).to.equal(400);
     expect(((await nested.json()) as { error: { message: string } }).error.message).to.match(/more than 64 levels deep/);
+    const unnamed = await post('/v1/chat/completions', { model: 'stories260k', messages: [{ role: 'user', content: 'x' }], tools: [{ type: 'function', function: { name: ' ', parameters: {} } }] });
+    expect(unnamed.status).to.equal(400);
+    expect(((await unnamed.json()) as { error: { param: string } }).error.param).to.equal('tools[0].function.name');
     // a schema whose only way out is itself: no token can ever be written
     for (const body of [
       { response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { $ref: '#' } } } },

@@ -96,6 +96,29 @@ function boundedPattern(pattern: string, minLength: number | undefined, maxLengt
   return `^${m[1]}{${lo},${maxLength ?? ''}}$`;
 }
 
+/** Counting keywords, whose values JSON Schema requires to be non-negative integers. */
+const COUNTS = [['minLength', 'maxLength'], ['minItems', 'maxItems'], ['minProperties', 'maxProperties']] as const;
+
+/**
+ * Keyword values JSON Schema itself forbids, or that admit no value at all, refused by name: the grammar compiler
+ * took some (a maxLength of -1 wrote any string) and failed on others with its own parser's text (an empty enum).
+ */
+function checkKeywordValues(s: Record<string, unknown>, path: string): void {
+  if ('enum' in s && (!Array.isArray(s.enum) || s.enum.length === 0)) throw new ConstraintError(`JSON Schema keyword "enum" at ${path} must list at least one value (an empty enum admits none)`);
+  for (const key of ['anyOf', 'oneOf', 'allOf']) {
+    if (key in s && (!Array.isArray(s[key]) || (s[key] as unknown[]).length === 0)) throw new ConstraintError(`JSON Schema keyword "${key}" at ${path} must list at least one schema`);
+  }
+  for (const [min, max] of COUNTS) {
+    for (const key of [min, max]) {
+      const v = s[key];
+      if (v !== undefined && !(typeof v === 'number' && Number.isSafeInteger(v) && v >= 0)) throw new ConstraintError(`JSON Schema keyword "${key}" at ${path} must be a non-negative whole number, not ${JSON.stringify(v)}`);
+    }
+    if (typeof s[min] === 'number' && typeof s[max] === 'number' && (s[min] as number) > (s[max] as number)) {
+      throw new ConstraintError(`JSON Schema keywords "${min}" ${String(s[min])} and "${max}" ${String(s[max])} at ${path} admit no value`);
+    }
+  }
+}
+
 /** Checks and rewrites a schema; throws ConstraintError naming the first unenforceable keyword. */
 export function prepareJsonSchema(schema: unknown): PreparedSchema {
   const rules = new Map<string, string>();
@@ -104,6 +127,7 @@ export function prepareJsonSchema(schema: unknown): PreparedSchema {
     if (!node || typeof node !== 'object' || Array.isArray(node)) {
       throw new ConstraintError(`JSON Schema at ${path} must be an object or a boolean`);
     }
+    checkKeywordValues(node as Record<string, unknown>, path);
     const s = rewriteCombinations(node as Record<string, unknown>, schema, path);
     for (const key of Object.keys(s)) {
       if (key in UNENFORCEABLE) throw new ConstraintError(`JSON Schema keyword "${key}" at ${path} cannot be enforced: ${UNENFORCEABLE[key]}`);

@@ -115,6 +115,15 @@ function message(m: unknown, i: number): Body {
   return out;
 }
 
+/**
+ * The model a `/api/chat` body names when it only asks for the model to be loaded (Ollama's convention: no messages,
+ * or an empty list), else undefined.
+ */
+export function ollamaChatLoad(body: unknown): string | undefined {
+  if (!isObject(body) || (body.messages !== undefined && body.messages !== null && !(Array.isArray(body.messages) && body.messages.length === 0))) return undefined;
+  return ollamaModelName(body.model);
+}
+
 /** Reads a `/api/chat` body as the chat request it amounts to. */
 export function parseOllamaChat(body: unknown): ChatRequest {
   if (!isObject(body)) throw badRequest('the request body must be a JSON object');
@@ -127,6 +136,8 @@ export function parseOllamaChat(body: unknown): ChatRequest {
 /** Reads a `/api/generate` body. */
 export function parseOllamaGenerate(body: unknown, hasChatTemplate: boolean): OllamaGenerateRequest {
   if (!isObject(body)) throw badRequest('the request body must be a JSON object');
+  // (no prompt at all asks, as an empty one does, only that the model be loaded)
+  body.prompt ??= '';
   if (typeof body.prompt !== 'string') throw badRequest('prompt must be a string', 'prompt');
   for (const key of ['template', 'context'] as const) {
     const v = body[key];

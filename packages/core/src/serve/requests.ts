@@ -383,6 +383,8 @@ function toolsOf(v: unknown): ChatRequest['tools'] {
       throw badRequest(`tools[${i}] must be {"type": "function", "function": {"name": …, "parameters": {…}}}`, `tools[${i}]`);
     }
     if (fn.parameters !== undefined && !isObject(fn.parameters)) throw badRequest(`tools[${i}].function.parameters must be a JSON Schema object`, `tools[${i}].function.parameters`);
+    // (the model writes the name to call the tool: an empty one can be neither written nor told apart)
+    if (fn.name.trim() === '') throw badRequest(`tools[${i}].function.name is empty; name the function`, `tools[${i}].function.name`);
     return {
       type: 'function' as const,
       function: {

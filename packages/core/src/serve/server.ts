@@ -32,7 +32,7 @@ import { HttpError, badRequest, toHttpError } from './errors.js';
 import { jsonDepth, MAX_BODY_DEPTH } from './json-depth.js';
 import { ServerMetrics } from './metrics.js';
 import { chatLogprobs, completionLogprobs, offsetAfter } from './logprobs.js';
-import { ollamaModelName, parseOllamaChat, parseOllamaEmbed, parseOllamaGenerate } from './ollama-request.js';
+import { ollamaChatLoad, ollamaModelName, parseOllamaChat, parseOllamaEmbed, parseOllamaGenerate } from './ollama-request.js';
 import { ollamaDone, ollamaDoneReason, ollamaLogprobs, ollamaMessage, type ChatFields } from './ollama-output.js';
 import { reasoningTagsOf } from '../chat/reasoning.js';
 import { ServedModels } from './models.js';
@@ -532,7 +532,13 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     if (req.method === 'GET' && (path === '/api/tags' || path === '/api/ps')) return sendJson(res, 200, { models: ollamaModels(l) });
     const handlers: Record<string, ((body: unknown) => Promise<void>) | undefined> = {
       '/api/show': async (body) => sendJson(res, 200, ollamaShow(l, isObject(body) ? body.model : undefined)),
-      '/api/chat': (body) => ollamaTurn(l, parseOllamaChat(body), res, 'chat'),
+      '/api/chat': async (body) => {
+        const load = ollamaChatLoad(body);
+        if (load === undefined) return ollamaTurn(l, parseOllamaChat(body), res, 'chat');
+        // No messages load the model (loaded already here): the answer says so.
+        l.models.resolve(load);
+        sendJson(res, 200, { model: load, created_at: new Date().toISOString(), message: { role: 'assistant', content: '' }, done: true, done_reason: 'load' });
+      },
       '/api/generate': async (body) => {
         const request = parseOllamaGenerate(body, (options.chatTemplate ?? l.tokenizer?.chatTemplate) !== undefined);
         if (request.kind === 'chat') return ollamaTurn(l, request.chat, res, 'generate');
