@@ -241,6 +241,8 @@ describe('constrained decoding', function () {
       [{ type: 'json_schema', schema: { $ref: '#' } }, /allows no token here/],
       [{ type: 'grammar', grammar: 'root ::= root' }, /allows no token here/],
       [{ type: 'regex', pattern: '(?=a)b' }, /[Ll]ookahead/],
+      // a negated class of a negated shorthand: XGrammar took [^\s\S], which matches nothing, for almost anything
+      [{ type: 'regex', pattern: '[^\\s\\S]' }, /\\S inside a negated character class/],
     ];
     for (const [format, message] of refused) {
       const stream = engine.stream({ prompt: 'Once upon a time' }, { maxTokens: 10, responseFormat: format });

@@ -94,6 +94,9 @@ export function rewriteRegex(pattern: string, json = false, where = 'the pattern
           if (letter === 's') body += json && !negated ? ' ' : SPACE;
           else if (json && !negated && letter in NEGATED_SHORTHAND) {
             throw new ConstraintError(`${where}: \\${letter} inside a character class cannot be enforced inside a JSON string`);
+          } else if (negated && letter in NEGATED_SHORTHAND) {
+            // (XGrammar reads it as another member: [^\s\S], which matches nothing, let it write "“")
+            throw new ConstraintError(`${where}: \\${letter} inside a negated character class cannot be enforced; write the class without it`);
           } else body += `\\${letter}`;
           continue;
         }
