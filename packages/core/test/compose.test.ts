@@ -256,6 +256,16 @@ describe('UniR composition', function () {
     expect((err as Error).name).to.equal('VocabularyMismatchError');
   });
 
+  it("refuses a backbone whose tokenizer is another model's (half or twice its logits' width), which would decode nonsense", async () => {
+    // stories260K's 512-wide logits beside the 32,000-token tokenizer of another export
+    const dir = testDir('foreign-tokenizer');
+    await copyFile(join(backbone, 'model.onnx'), join(dir, 'model.onnx'));
+    await copyFile(join(models.llamaFp16, 'tokenizer.json'), join(dir, 'tokenizer.json'));
+    const err = await Engine.load({ model: dir, cacheDir }).catch((e: Error) => e);
+    expect((err as Error).name).to.equal('VocabularyMismatchError');
+    expect((err as Error).message).to.match(/has 32000 ids but .*model\.onnx gives logits for \d+: they belong to different models/);
+  });
+
   it('gives the same tokens whether reasoners share one lane, each have their own, or run inline', async () => {
     const reasoners = [{ model: mathR, weight: 0.8 }, { model: cipherR, weight: 0.6 }];
     // Explicit threads give every reasoner a lane of its own; forced lanes on few cores share one.

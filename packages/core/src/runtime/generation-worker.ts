@@ -14,7 +14,7 @@ import type { GenerateOptions, ThinkingBudget, TokenEvent, TokenLogprobs } from 
 import { GenerateOptionsError } from '../generate/options.js';
 import type { ThoughtBudgetSpec } from '../generate/thought-budget.js';
 import { ComposedSource, ReasonerSelectionError, type CompositionPlan, type ReasonerSlot } from '../compose/composed-source.js';
-import { sharedVocabulary } from '../compose/vocabulary.js';
+import { sharedVocabulary, VocabularyMismatchError } from '../compose/vocabulary.js';
 import { validateWeightSpec, type WeightSpec } from '../compose/weights.js';
 import type { FusionMode } from '../compose/fusion.js';
 import { LocalReasonerGroup, ReasonerError, labelLoadFailure, type ReasonerGroup } from '../compose/reasoner-group.js';
@@ -348,6 +348,13 @@ async function start(): Promise<Loaded> {
   const duplicate = names.find((n, i) => names.indexOf(n) !== i);
   if (duplicate) throw new ReasonerError(`two reasoners are named "${duplicate}"; give them distinct names`);
 
+  // A padded vocabulary leaves a few ids past the tokenizer's (Qwen2.5: 271 of 151,936); half or twice the logits'
+  // width is another model's tokenizer.json beside this one, whose ids would decode to nonsense.
+  if (tokenizer && (2 * tokenizer.vocabSize < session.vocabSize || tokenizer.vocabSize > 2 * session.vocabSize)) {
+    throw new VocabularyMismatchError(
+      `the tokenizer in ${location.tokenizerDir} has ${tokenizer.vocabSize} ids but ${location.modelPath} gives logits for ${session.vocabSize}: they belong to different models; put the model's own tokenizer files beside it`,
+    );
+  }
   const backboneFingerprint = await tokenizerFingerprintOf(location);
   const { vocab, warnings } = sharedVocabulary(
     {
