@@ -175,6 +175,36 @@ for (const driver of drivers) {
       }
     });
 
+    it('completes an upload finished several times at once exactly once; an empty chunk adds nothing; a refused digest leaves no session', async () => {
+      const data = randomBytes(4096);
+      const digest = digestOf(data);
+      const location = (await c.request('POST', '/v2/ns/twice/blobs/uploads/')).headers.get('location')!;
+      await c.request('PATCH', location, { body: data });
+      // (a client retrying a PUT it thought lost)
+      const puts = await Promise.all(Array.from({ length: 6 }, () => c.request('PUT', `${location}?digest=${digest}`)));
+      const statuses = puts.map((r) => r.status).sort();
+      expect(statuses).to.deep.equal([201, 404, 404, 404, 404, 404]);
+      for (const r of puts.filter((p) => p.status === 404)) expect(await errorCode(r)).to.equal('BLOB_UPLOAD_UNKNOWN');
+      expect(Buffer.from(await (await c.request('GET', `/v2/ns/twice/blobs/${digest}`)).arrayBuffer()).equals(data)).to.equal(true);
+
+      // an empty chunked PATCH, then the bytes: the parts stay in order every time
+      for (let round = 0; round < 5; round++) {
+        const body = randomBytes(100);
+        const at = (await c.request('POST', '/v2/ns/empty/blobs/uploads/')).headers.get('location')!;
+        const empty = await c.request('PATCH', at, { body: chunked() });
+        expect(empty.headers.get('range')).to.equal('0-0');
+        expect((await c.request('PATCH', at, { body })).headers.get('range')).to.equal('0-99');
+        expect((await c.request('PUT', `${at}?digest=${digestOf(body)}`)).status, `round ${round}`).to.equal(201);
+      }
+
+      const refused = await c.request('POST', '/v2/ns/orphan/blobs/uploads/?digest=sha256:1234', { body: data });
+      expect(refused.status).to.equal(400);
+      expect(await errorCode(refused)).to.equal('DIGEST_INVALID');
+      const left: string[] = [];
+      for await (const o of opened.storage.list('repositories/ns/orphan')) left.push(o.key);
+      expect(left).to.deep.equal([]);
+    });
+
     it('refuses a chunk whose Content-Length disagrees with its Content-Range', async () => {
       const location = (await c.request('POST', '/v2/ns/one/blobs/uploads/')).headers.get('location')!;
       const res = await c.request('PATCH', location, { body: randomBytes(10), headers: { 'content-range': '0-19' } });

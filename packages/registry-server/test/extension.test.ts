@@ -129,5 +129,13 @@ describe('_reasonplug extension', function () {
     const invalid = await c.request('GET', '/v2/_reasonplug/resolve?name=../etc&range=^1');
     expect(await errorCode(invalid)).to.equal('NAME_INVALID');
     expect(digestOf(moduleArtifact({ version: '1.2.5' }).manifest)).to.equal(digests['1.2.5']);
+
+    // one version under two build metadata: a moving tag asked for by name is its own manifest (found by fuzzing)
+    const plain = await c.pushModule('math/builds', ['3.0.0'], { version: '3.0.0' });
+    const built = await c.pushModule('math/builds', ['3.0.0_b.1', 'latest', '__proto__'], { version: '3.0.0+b.1' });
+    expect(built).to.not.equal(plain);
+    const of = async (range: string) => (await (await c.request('GET', `/v2/_reasonplug/resolve?name=math/builds&range=${encodeURIComponent(range)}`)).json()) as { tag: string; digest: string };
+    expect(await of('latest')).to.deep.include({ tag: '3.0.0_b.1', digest: built });
+    expect(await of('__proto__')).to.deep.include({ tag: '3.0.0_b.1', digest: built });
   });
 });

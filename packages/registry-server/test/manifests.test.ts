@@ -202,5 +202,18 @@ for (const driver of drivers) {
       expect(await (await c.request('GET', '/v2/ns/one/tags/list')).json()).to.deep.equal({ name: 'ns/one', tags: [] });
       expect((await c.request('DELETE', `/v2/ns/one/manifests/${digest}`)).status).to.equal(404);
     });
+
+    it('a manifest deleted while it is pushed under another tag lands before or after, never leaving the tag on nothing', async () => {
+      for (let round = 0; round < 10; round++) {
+        const m = await prepared('ns/race', `1.0.${round}`);
+        await c.putManifest('ns/race', `a${round}`, m);
+        const [deleted, pushed] = await Promise.all([c.request('DELETE', `/v2/ns/race/manifests/${digestOf(m)}`), c.putManifest('ns/race', `b${round}`, m)]);
+        if (deleted.status !== 202) console.log("DEL BODY", await deleted.text());
+        expect([deleted.status, pushed.status], `round ${round}`).to.deep.equal([202, 201]);
+        const listed = ((await (await c.request('GET', '/v2/ns/race/tags/list')).json()) as { tags: string[] }).tags.includes(`b${round}`);
+        const served = (await c.request('HEAD', `/v2/ns/race/manifests/b${round}`)).status === 200;
+        expect(listed, `round ${round}: b${round} listed ${listed}, served ${served}`).to.equal(served);
+      }
+    });
   });
 }

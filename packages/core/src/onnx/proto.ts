@@ -5,6 +5,7 @@
 import onnxProto from 'onnx-proto';
 import type { onnx as O } from 'onnx-proto';
 import { readFile, writeFile } from 'node:fs/promises';
+import { OnnxFormatError } from './format-error.js';
 
 export const onnx = onnxProto.onnx;
 export type ModelProto = O.ModelProto;
@@ -14,10 +15,7 @@ export type TensorProto = O.ITensorProto;
 export type ValueInfoProto = O.IValueInfoProto;
 export const DataType = onnxProto.onnx.TensorProto.DataType;
 
-/** Error raised when a file is not a readable ONNX model. */
-export class OnnxFormatError extends Error {
-  override name = 'OnnxFormatError';
-}
+export { OnnxFormatError };
 
 /** Decodes an ONNX model from bytes, naming the file in the error when the protobuf is corrupt. */
 export function decodeModel(bytes: Uint8Array, source = '<bytes>'): ModelProto {

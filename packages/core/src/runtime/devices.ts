@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { listSupportedBackends } from 'onnxruntime-node';
-import { OnnxFormatError } from '../onnx/proto.js';
+import { OnnxFormatError } from '../onnx/format-error.js';
 
 /** Devices the engine accepts. */
 export const DEVICES = ['cpu', 'cuda', 'tensorrt', 'webgpu', 'coreml', 'dml'] as const;

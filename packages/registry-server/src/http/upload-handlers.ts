@@ -28,10 +28,11 @@ export async function startUpload(s: Services, req: Request, res: Response, name
       return;
     }
   }
-  const id = await s.uploads.start(name);
   const digest = query(req, 'digest');
+  // (checked before the session exists: a refused digest must not leave one behind for the purge to find)
+  if (digest !== undefined) digestHex(digest);
+  const id = await s.uploads.start(name);
   if (digest !== undefined) {
-    digestHex(digest);
     try {
       if (hasBody(req)) await append(s, req, name, id);
       await s.uploads.complete(name, id, digest);

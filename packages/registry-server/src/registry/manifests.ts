@@ -3,6 +3,7 @@
  * records the media type they were pushed as, and reachable by tag.
  */
 import { sha256 } from '../digest.js';
+import { KeyedMutex } from '../keyed-mutex.js';
 import { digestInvalid, manifestBlobUnknown, manifestInvalid, manifestUnknown } from '../errors.js';
 import { digestHex, isDigest } from '../names.js';
 import type { StorageDriver } from '../storage/driver.js';
@@ -18,6 +19,9 @@ export interface StoredManifest {
 }
 
 export class ManifestStore {
+  /** A repository's manifest, by digest, is pushed or deleted by one request at a time in this process. */
+  private readonly locks = new KeyedMutex();
+
   constructor(
     private readonly storage: StorageDriver,
     private readonly blobs: BlobStore,
@@ -38,11 +42,13 @@ export class ManifestStore {
     for (const d of manifest.manifests) await this.checkReferenced(name, d, true);
 
     const hex = digestHex(digest);
-    if (!(await this.blobs.held(digest))) await this.storage.put(blobKey(hex), bytes);
-    // Linked as a blob too, so that `GET /blobs/<manifest digest>` works as it does on other registries.
-    await this.blobs.link(name, digest);
-    await this.storage.put(revisionLink(name, hex), Buffer.from(JSON.stringify({ digest, mediaType: manifest.mediaType })));
-    if (!isDigest(reference)) await this.tags.set(name, reference, digest);
+    await this.locks.run(`${name}\0${hex}`, async () => {
+      if (!(await this.blobs.held(digest))) await this.storage.put(blobKey(hex), bytes);
+      // Linked as a blob too, so that `GET /blobs/<manifest digest>` works as it does on other registries.
+      await this.blobs.link(name, digest);
+      await this.storage.put(revisionLink(name, hex), Buffer.from(JSON.stringify({ digest, mediaType: manifest.mediaType })));
+      if (!isDigest(reference)) await this.tags.set(name, reference, digest);
+    });
     return { digest, manifest };
   }
 
@@ -64,12 +70,16 @@ export class ManifestStore {
       return;
     }
     const hex = digestHex(reference);
-    if ((await this.storage.stat(revisionLink(name, hex))) === undefined) throw manifestUnknown(reference);
-    for (const [tag, digest] of await this.tags.entries(name)) {
-      if (digest === reference) await this.tags.delete(name, tag);
-    }
-    await this.storage.delete(`${revisionsDir(name)}/${hex}`);
-    await this.blobs.unlink(name, reference);
+    // Against a push of the same manifest: it lands before or after, never between the tags' removal and the
+    // revision's, which left a tag pushed meanwhile pointing at nothing (found by fuzzing).
+    await this.locks.run(`${name}\0${hex}`, async () => {
+      if ((await this.storage.stat(revisionLink(name, hex))) === undefined) throw manifestUnknown(reference);
+      for (const [tag, digest] of await this.tags.entries(name)) {
+        if (digest === reference) await this.tags.delete(name, tag);
+      }
+      await this.storage.delete(`${revisionsDir(name)}/${hex}`);
+      await this.blobs.unlink(name, reference);
+    });
   }
 
   /** Whether the repository holds any manifest, tag or blob. */

@@ -66,9 +66,18 @@ export class ModuleIndex {
     private readonly tags: TagStore,
   ) {}
 
+  /**
+   * Repository `name`'s document; undefined where there is none, or none that reads (a store that serves an object
+   * while another request replaces it: s3rver does): refresh then rebuilds it from the tags alone.
+   */
   async read(name: string): Promise<RepositoryIndex | undefined> {
     const doc = await this.storage.get(moduleIndex(name));
-    return doc && (JSON.parse(doc.toString()) as RepositoryIndex);
+    if (!doc) return undefined;
+    try {
+      return JSON.parse(doc.toString()) as RepositoryIndex;
+    } catch {
+      return undefined;
+    }
   }
 
   /** Rebuilds repository `name`'s document from its current tags. */
@@ -101,12 +110,14 @@ export class ModuleIndex {
     const names = (await this.indexedNames()).filter((name) => (query.last === undefined || name > query.last) && canPull(name));
     const results: SearchResult[] = [];
     for (const name of names) {
-      if (results.length === query.n) return { results, more: true };
       const versions = ((await this.read(name))?.manifests ?? [])
         .filter((m) => m.artifactType === MODULE_ARTIFACT_TYPE && matches(m, query))
         .sort(newestFirst)
         .map(({ mediaType: _m, artifactType: _a, ...rest }) => rest);
-      if (versions.length > 0) results.push({ name, versions });
+      if (versions.length === 0) continue;
+      // More remain only where another repository matches: a link to an empty page is no page.
+      if (results.length === query.n) return { results, more: true };
+      results.push({ name, versions });
     }
     return { results, more: false };
   }

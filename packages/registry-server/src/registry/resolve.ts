@@ -17,19 +17,30 @@ export interface Resolved {
 }
 
 export function resolveVersion(repo: RepositoryIndex, range: string): Resolved {
-  const versions: Record<string, Resolved> = {};
-  const distTags: Record<string, string> = {};
+  // (no prototypes: a tag may be named "__proto__")
+  const versions: Record<string, Resolved> = Object.create(null) as Record<string, Resolved>;
+  const distTags: Record<string, string> = Object.create(null) as Record<string, string>;
+  /** The manifest each moving tag points at, by its own exact-version tag. */
+  const targets = new Map<string, Resolved>();
   for (const m of repo.manifests) {
     const exact = m.tags.find((t) => exactVersionOfTag(t) !== undefined);
     if (exact === undefined) continue;
+    const own = semver.parse(exactVersionOfTag(exact))!.version;
     for (const tag of m.tags) {
       const full = exactVersionOfTag(tag);
       // npm keys versions without build metadata; the first tag of a version wins.
       const key = full && semver.parse(full)!.version;
       if (key) versions[key] ??= { name: repo.name, version: key, tag, digest: m.digest };
-      else distTags[tag] = semver.parse(exactVersionOfTag(exact))!.version;
+      else {
+        distTags[tag] = own;
+        targets.set(tag, { name: repo.name, version: own, tag: exact, digest: m.digest });
+      }
     }
   }
+  // A moving tag asked for by name is the manifest it points at, even where another manifest holds its version
+  // with other build metadata (3.0.0 and 3.0.0_b.1 are one version to npm).
+  const target = targets.get(range);
+  if (target) return target;
   let picked: Resolved;
   try {
     // The packument name only appears in npm's messages; repository names are not npm names.

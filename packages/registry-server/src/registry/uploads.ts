@@ -8,6 +8,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { Readable, pipeline, type Duplex } from 'node:stream';
 import { DigestStream } from '../digest.js';
+import { KeyedMutex } from '../keyed-mutex.js';
 import { digestInvalid, RegistryError, uploadInvalid, uploadUnknown } from '../errors.js';
 import { assertUploadId, digestHex } from '../names.js';
 import type { StorageDriver } from '../storage/driver.js';
@@ -51,6 +52,8 @@ function through<T extends Duplex>(source: Readable, transform: T): T {
 }
 
 export class UploadSessions {
+  private readonly completing = new KeyedMutex();
+
   constructor(
     private readonly storage: StorageDriver,
     private readonly blobs: BlobStore,
@@ -77,6 +80,11 @@ export class UploadSessions {
     // beside the other's digest.
     const part = `${partName(offset)}.${randomUUID()}`;
     await this.storage.write(`${uploadPartsDir(name, id)}/${part}`, through(body, digester));
+    // An empty chunk (a chunked PATCH with no bytes) adds nothing: no part is kept for it (see parts()).
+    if (digester.bytes === 0) {
+      await this.storage.delete(`${uploadPartsDir(name, id)}/${part}`);
+      return offset;
+    }
     await this.storage.put(`${uploadPartDigestsDir(name, id)}/${part}`, Buffer.from(digester.digest));
     return offset + digester.bytes;
   }
@@ -86,6 +94,12 @@ export class UploadSessions {
    * the session. A mismatch ends the session too, leaving nothing behind.
    */
   async complete(name: string, id: string, digest: string): Promise<void> {
+    // One completion of a session at a time (a client retrying a PUT it thought lost): the first makes the blob,
+    // the others then find the session gone (404) instead of racing it for its parts.
+    return this.completing.run(`${name}\0${id}`, () => this.completeNow(name, id, digest));
+  }
+
+  private async completeNow(name: string, id: string, digest: string): Promise<void> {
     const hex = digestHex(digest);
     const parts = await this.parts(name, id);
     try {
@@ -153,6 +167,8 @@ export class UploadSessions {
     if ((await this.storage.stat(uploadStarted(name, id))) === undefined) throw uploadUnknown(id);
     const parts: Part[] = [];
     for await (const o of this.storage.list(uploadPartsDir(name, id))) {
+      // (an empty chunk's part, written before append() knew it was empty, holds nothing and starts where the next does)
+      if (o.size === 0) continue;
       const file = o.key.slice(o.key.lastIndexOf('/') + 1);
       parts.push({ file, offset: Number(file.slice(0, file.indexOf('.'))), size: o.size, key: o.key });
     }
