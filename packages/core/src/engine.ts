@@ -25,6 +25,8 @@ import { resolveModelPath } from './registry/resolve-model.js';
 import type { RegistryOptions } from './registry/settings.js';
 import type { FusionMode } from './compose/fusion.js';
 import { validateGenerateOptions } from './generate/options.js';
+import { validatePromptInput } from './generate/prompt-input.js';
+import { PromptError } from './generate/decode-loop.js';
 import { validateIntraOpThreads, validatePlacement, type PlacementChoice } from './runtime/thread-budget.js';
 import { validateDtype } from './modules/hub-variants.js';
 import { QueueFullError, type BatchStats } from './generate/continuous-batch.js';
@@ -108,6 +110,12 @@ export interface EngineOptions extends RuntimeOptions {
 
 export { QueueFullError };
 
+/**
+ * How long dispose waits for the worker to stop once its generations are told to: a step or a prefill chunk, even
+ * of a large model. Ending it earlier, with a run in flight, would abort the process.
+ */
+const DISPOSE_WAIT_MS = 60_000;
+
 /** Options of one call, plus cancellation. */
 export interface StreamOptions extends GenerateOptions, CompositionOptions, ConstraintOptions {
   /** Stops generation between two steps; the result then has `finishReason: 'abort'`. */
@@ -130,7 +138,7 @@ export interface GenerationStream extends AsyncIterable<TokenEvent> {
 /** A request before it gets its id (distributes over the union). */
 type Request<T = Extract<ToWorker, { id: number }>> = T extends unknown ? Omit<T, 'id'> : never;
 
-type Pending = { onTokens(e: TokenEvent[]): void; resolve(v: unknown): void; reject(e: Error): void };
+type Pending = { onTokens(e: TokenEvent[]): void; resolve(v: unknown): void; reject(e: Error): void; abort?: Int32Array };
 
 /** A loaded model, ready to generate. */
 export class Engine {
@@ -226,33 +234,41 @@ export class Engine {
    */
   stream(input: PromptInput, options: StreamOptions = {}): GenerationStream {
     const tokens: TokenEvent[] = [];
-    let wake: (() => void) | undefined;
+    /** Readers waiting for more tokens: each iteration of the stream reads all of it. */
+    const waiting = new Set<() => void>();
+    const wakeAll = () => {
+      for (const wake of waiting) wake();
+      waiting.clear();
+    };
     let finished = false;
-    const result = this.run(input, options, (events) => {
+    // Every reader leaving before the end (a `break` out of `for await`) stops the generation, as an abort does.
+    const left = new AbortController();
+    let readers = 0;
+    const signal = options.signal ? AbortSignal.any([options.signal, left.signal]) : left.signal;
+    const result = this.run(input, { ...options, signal }, (events) => {
       tokens.push(...events);
-      wake?.();
+      wakeAll();
     });
-    result.then(
-      () => {
-        finished = true;
-        wake?.();
-      },
-      () => {
-        finished = true;
-        wake?.();
-      },
-    );
+    const end = () => {
+      finished = true;
+      wakeAll();
+    };
+    result.then(end, end);
     return {
       result,
       async *[Symbol.asyncIterator]() {
-        for (let i = 0; ; ) {
-          while (i < tokens.length) yield tokens[i++]!;
-          if (finished) {
-            await result; // surfaces the error, if any
-            return;
+        readers++;
+        try {
+          for (let i = 0; ; ) {
+            while (i < tokens.length) yield tokens[i++]!;
+            if (finished) {
+              await result; // surfaces the error, if any
+              return;
+            }
+            await new Promise<void>((r) => waiting.add(r));
           }
-          await new Promise<void>((r) => (wake = r));
-          wake = undefined;
+        } finally {
+          if (--readers === 0 && !finished) left.abort();
         }
       },
     };
@@ -272,6 +288,7 @@ export class Engine {
   private run(input: PromptInput, options: StreamOptions, onTokens?: (events: TokenEvent[]) => void): Promise<GenerationResult> {
     const { signal, ...generateOptions } = options;
     // Bad options throw here, before anything is sent: synchronously, from `stream` and `generate` alike.
+    validatePromptInput(input);
     validateGenerateOptions(generateOptions);
     return this.runValidated(input, generateOptions, signal, onTokens);
   }
@@ -289,7 +306,7 @@ export class Engine {
     signal?.addEventListener('abort', onAbort, { once: true });
     const t0 = performance.now();
     try {
-      const done = (await this.request({ type: 'generate', input, options: generateOptions, abort, streamTokens: onTokens !== undefined }, onTokens ?? (() => {}))) as Extract<
+      const done = (await this.request({ type: 'generate', input, options: generateOptions, abort, streamTokens: onTokens !== undefined }, onTokens ?? (() => {}), flag)) as Extract<
         FromWorker,
         { type: 'done' }
       >['result'];
@@ -312,6 +329,7 @@ export class Engine {
 
   /** Tokenizes text with the model's tokenizer. */
   tokenize(text: string, addSpecialTokens = true): Promise<number[]> {
+    if (typeof text !== 'string') return Promise.reject(new PromptError(`tokenize takes a text, not ${text === null ? 'null' : typeof text}`));
     return this.request({ type: 'tokenize', text, addSpecialTokens }, () => {}) as Promise<number[]>;
   }
 
@@ -338,18 +356,22 @@ export class Engine {
   async dispose(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // Running and queued generations stop at their next step, so that the worker releases its sessions and exits
+    // soon; ending it with a run in flight aborts the whole process (onnxruntime's native code throws into a
+    // terminated thread), which a 2 s wait did under any longer generation (found by fuzzing).
+    for (const p of this.pending.values()) if (p.abort) Atomics.store(p.abort, 0, 1);
+    this.failAll(new Error('the engine was disposed'));
     const exited = new Promise((r) => this.worker.once('exit', r));
     this.worker.postMessage({ type: 'dispose' } satisfies ToWorker);
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 2000).unref())]);
+    await Promise.race([exited, new Promise((r) => setTimeout(r, DISPOSE_WAIT_MS).unref())]);
     await this.worker.terminate();
-    this.failAll(new Error('the engine was disposed'));
   }
 
-  private request(msg: Request, onTokens: (e: TokenEvent[]) => void): Promise<unknown> {
+  private request(msg: Request, onTokens: (e: TokenEvent[]) => void, abort?: Int32Array): Promise<unknown> {
     if (this.closed) return Promise.reject(new Error('the engine is closed (disposed, or a reasoner failed); load it again'));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { onTokens, resolve, reject });
+      this.pending.set(id, { onTokens, resolve, reject, ...(abort ? { abort } : {}) });
       this.worker.postMessage({ ...msg, id } as ToWorker);
     });
   }

@@ -2,6 +2,7 @@ import { expect } from 'chai';
 import { writeFile, copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Engine } from '../src/engine.js';
+import { PromptError } from '../src/generate/decode-loop.js';
 import { DecoderSession } from '../src/runtime/decoder-session.js';
 import { prepareDecoder } from '../src/onnx/prepared-cache.js';
 import { models } from '../../../test/support/paths.js';
@@ -275,6 +276,69 @@ describe('bad prompts', () => {
     } finally {
       await engine.dispose();
     }
+  });
+});
+
+describe('calls the fuzzing found mishandled', function () {
+  this.timeout(120_000);
+
+  it('refuses prompts of the wrong form by name, synchronously, and the engine keeps working', async () => {
+    const engine = await Engine.load({ model: await builtModel('prompt-forms'), cacheDir });
+    try {
+      const forms: [unknown, RegExp][] = [
+        [{ prompt: 5 }, /prompt must be a text.*item 0 is a number/],
+        [{ prompt: [1, 2] }, /item 0 is a number/],
+        [{}, /no prompt given/],
+        [null, /the prompt is null/],
+        [{ prompt: 'a', promptIds: [1] }, /give one of prompt and promptIds/],
+        [{ messages: 'hi' }, /messages must be a list/],
+        [{ messages: [null] }, /messages\[0\] must be an object with a role/],
+        [{ promptIds: 7 }, /promptIds must be a list/],
+      ];
+      for (const [input, message] of forms) {
+        expect(() => engine.generate(input as never), JSON.stringify(input)).to.throw(PromptError, message);
+      }
+      expect(await engine.tokenize(5 as never).catch((e: Error) => e)).to.be.instanceOf(PromptError);
+      expect((await engine.generate({ promptIds: [1, 2] }, { maxTokens: 3 })).rows[0]!.ids).to.have.length(3);
+    } finally {
+      await engine.dispose();
+    }
+  });
+
+  it('a stream read twice gives each reader every token; leaving it early stops the generation', async () => {
+    const engine = await Engine.load({ model: await builtModel('stream-readers'), cacheDir });
+    try {
+      const stream = engine.stream({ promptIds: [1, 2, 3] }, { maxTokens: 30, ignoreEos: true });
+      const read = async () => {
+        const ids: number[] = [];
+        for await (const t of stream) ids.push(t.id);
+        return ids;
+      };
+      const [a, b] = await Promise.all([read(), read()]);
+      expect(a).to.have.length(30);
+      expect(b).to.deep.equal(a);
+
+      const long = engine.stream({ promptIds: [1, 2, 3] }, { maxTokens: 3000, ignoreEos: true });
+      for await (const _ of long) break;
+      const result = await long.result;
+      expect(result.rows[0]!.finishReason).to.equal('abort');
+      expect(result.rows[0]!.ids.length).to.be.below(3000);
+    } finally {
+      await engine.dispose();
+    }
+  });
+
+  it('dispose under long generations stops them and frees the engine, without taking the process down', async () => {
+    // steps slow enough that the generations outlast the two seconds dispose used to wait before ending the worker
+    const engine = await Engine.load({ model: await builtModel('dispose-busy', { ...smallConfig, hiddenSize: 256, numLayers: 4, numHeads: 4, intermediateSize: 1024, vocabSize: 4096 }), cacheDir });
+    const calls = Array.from({ length: 4 }, (_, i) => engine.generate({ promptIds: [1, 2 + i] }, { maxTokens: 3500, ignoreEos: true }).then(() => 'finished', (e: Error) => e.message));
+    await new Promise((r) => setTimeout(r, 300));
+    const t0 = performance.now();
+    await engine.dispose();
+    expect(performance.now() - t0, 'dispose waited for the generations to end').to.be.below(10_000);
+    expect(await Promise.all(calls)).to.deep.equal(new Array(4).fill('the engine was disposed'));
+    expect(() => engine.generate({ promptIds: [1] })).to.not.throw();
+    expect(await engine.generate({ promptIds: [1] }).catch((e: Error) => e.message)).to.match(/closed/);
   });
 });
 

@@ -51,7 +51,13 @@ export class BackboneEmbeddings extends Embeddings {
       await loaded.dispose();
       throw new RangeError(`BackboneEmbeddings.create: dimensions is ${dimensions}, more than the model's ${size}`);
     }
-    return new BackboneEmbeddings(loaded, dimensions, rest);
+    try {
+      return new BackboneEmbeddings(loaded, dimensions, rest);
+    } catch (err) {
+      // (LangChain's own checks, e.g. maxConcurrency: the engine loaded for nothing is not left running)
+      await loaded.dispose();
+      throw err;
+    }
   }
 
   /** What was loaded (`embeddingSize`: the length of the vectors before `dimensions` cuts them). */
@@ -61,7 +67,11 @@ export class BackboneEmbeddings extends Embeddings {
 
   /** One vector per document, in order. */
   async embedDocuments(documents: string[]): Promise<number[][]> {
+    if (!Array.isArray(documents)) throw new TypeError(`embedDocuments takes a list of texts, not ${typeof documents}`);
     if (documents.length === 0) return [];
+    // (checked before LangChain's caller, which retries what fails: six tries of a mistake took 84 s)
+    const bad = documents.findIndex((d) => typeof d !== 'string');
+    if (bad !== -1) throw new TypeError(`embedDocuments: document ${bad} is ${documents[bad] === null ? 'null' : typeof documents[bad]}, not a text`);
     const { vectors } = await this.caller.call(() => this.engine.embed({ texts: documents }));
     return vectors.map((v) => Array.from(this.dimensions !== undefined ? unitLength(v.slice(0, this.dimensions)) : v));
   }

@@ -52,7 +52,13 @@ export class ReasonerLLM extends LLM<ReasonerLLMCallOptions> {
   static async create(options: ReasonerLLMOptions): Promise<ReasonerLLM> {
     const { ours, rest } = splitOptions(ModelOptionsSchema, options);
     const runtime = await ReasonerRuntime.load(parseOptions(ModelOptionsSchema, ours, 'ReasonerLLM.create'));
-    return new ReasonerLLM(runtime, rest);
+    try {
+      return new ReasonerLLM(runtime, rest);
+    } catch (err) {
+      // (LangChain's own checks, e.g. maxConcurrency: the engine loaded for nothing is not left running)
+      await runtime.dispose();
+      throw err;
+    }
   }
 
   _llmType(): string {

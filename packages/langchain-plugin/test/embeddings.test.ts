@@ -1,3 +1,4 @@
+import { readdirSync } from 'node:fs';
 /**
  * `BackboneEmbeddings`: LangChain's Embeddings over the backbone's final hidden state, judged against llama.cpp's
  * embedding of the same GGUF (node-llama-cpp's embedding context).
@@ -60,5 +61,20 @@ describe('BackboneEmbeddings', function () {
     expect(refused?.message).to.match(/reasoners: unknown option/);
     const tooWide = await BackboneEmbeddings.create({ backbone: models.stories260K, cacheDir, dimensions: 65 }).then(() => undefined, (e: Error) => e);
     expect(tooWide?.message).to.equal("BackboneEmbeddings.create: dimensions is 65, more than the model's 64");
+    // LangChain's own refusal comes after the engine loaded: the engine is freed, its threads with it
+    const threads = () => readdirSync('/proc/self/task').length;
+    const before = threads();
+    const langchain = await BackboneEmbeddings.create({ backbone: models.stories260K, cacheDir, maxConcurrency: 0 }).then(() => undefined, (e: Error) => e);
+    expect(langchain).to.be.instanceOf(Error);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(threads(), 'threads left by the failed create').to.be.at.most(before);
+  });
+
+  it('refuses a document that is not a text at once, without retrying it', async () => {
+    const t0 = performance.now();
+    const err = await embeddings.embedDocuments(['a', null as never]).catch((e: Error) => e);
+    expect(err).to.be.instanceOf(TypeError);
+    expect((err as Error).message).to.match(/document 1 is null, not a text/);
+    expect(performance.now() - t0).to.be.below(1000);
   });
 });

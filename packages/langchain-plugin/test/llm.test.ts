@@ -1,3 +1,4 @@
+import { readdirSync } from 'node:fs';
 /**
  * `ReasonerLLM` on the converted stories260K model (greedy, so its known story) composed with builder reasoners:
  * invoke, stream, batch, callbacks, usage, stop, abort, per-call reasoners and a prompt-template chain.
@@ -88,6 +89,15 @@ describe('ReasonerLLM', function () {
     } finally {
       await slow.dispose();
     }
+  });
+
+  it('a create that LangChain refuses (maxConcurrency 0) frees the engine it loaded', async () => {
+    const threads = () => readdirSync('/proc/self/task').length;
+    const before = threads();
+    const err = await ReasonerLLM.create({ backbone: await storiesModule(), cacheDir, maxConcurrency: 0 }).catch((e: Error) => e);
+    expect(err).to.be.instanceOf(Error);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(threads(), 'threads left by the failed create').to.be.at.most(before);
   });
 
   it('runs in a chain with a prompt template and an output parser', async () => {
