@@ -26,6 +26,7 @@ import type { RegistryOptions } from './registry/settings.js';
 import type { FusionMode } from './compose/fusion.js';
 import { validateGenerateOptions } from './generate/options.js';
 import { validatePromptInput } from './generate/prompt-input.js';
+import { checkMode, checkModelRef, checkReasonerList, checkTrace, CompositionOptionsError } from './compose/composition-options.js';
 import { PromptError } from './generate/decode-loop.js';
 import { validateIntraOpThreads, validatePlacement, type PlacementChoice } from './runtime/thread-budget.js';
 import { validateDtype } from './modules/hub-variants.js';
@@ -162,6 +163,11 @@ export class Engine {
   /** Loads a model (prepares its graph on first use, then starts its session in a worker). */
   static async load(options: EngineOptions): Promise<Engine> {
     const t0 = performance.now();
+    if (options === null || typeof options !== 'object') throw new CompositionOptionsError('Engine.load takes { model, … }');
+    checkModelRef(options.model, 'model');
+    if (options.projector !== undefined) checkModelRef(options.projector, 'projector');
+    checkReasonerList(options.reasoners, 'model', '');
+    checkMode(options.mode, '');
     const { model: modelSpec, dtype, projector: projectorSpec, reasoners: reasonerSpecs, registry, ggufKvCache, cacheDir, mode, placement, maxBatch, maxQueue, kvBudgetBytes, prefillChunk, rowShards, embeddings, contextLength, ...runtime } = options;
     const count = (name: string, v: number | undefined, min: number) => {
       if (v !== undefined && !(Number.isInteger(v) && v >= min)) throw new RangeError(`${name} must be a whole number >= ${min}; got ${v}`);
@@ -290,6 +296,9 @@ export class Engine {
     // Bad options throw here, before anything is sent: synchronously, from `stream` and `generate` alike.
     validatePromptInput(input);
     validateGenerateOptions(generateOptions);
+    checkReasonerList(generateOptions.reasoners, 'name', 'call option ');
+    checkMode(generateOptions.mode, 'call option ');
+    checkTrace(generateOptions.trace);
     return this.runValidated(input, generateOptions, signal, onTokens);
   }
 

@@ -3,6 +3,7 @@ import { writeFile, copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Engine } from '../src/engine.js';
 import { PromptError } from '../src/generate/decode-loop.js';
+import { CompositionOptionsError } from '../src/compose/composition-options.js';
 import { DecoderSession } from '../src/runtime/decoder-session.js';
 import { prepareDecoder } from '../src/onnx/prepared-cache.js';
 import { models } from '../../../test/support/paths.js';
@@ -299,9 +300,34 @@ describe('calls the fuzzing found mishandled', function () {
         expect(() => engine.generate(input as never), JSON.stringify(input)).to.throw(PromptError, message);
       }
       expect(await engine.tokenize(5 as never).catch((e: Error) => e)).to.be.instanceOf(PromptError);
+      // composition options of the wrong form: named, not run as something else
+      for (const [options, message] of [
+        [{ mode: 'bogus' }, /call option mode must be logits or logprobs; got "bogus"/],
+        [{ trace: 1.5 }, /trace must be a whole number of candidates from 1; got 1\.5/],
+        [{ reasoners: 'x' }, /call option reasoners must be a list/],
+        [{ reasoners: [{}] }, /call option reasoners\[0\]\.name must name a loaded reasoner/],
+      ] as const) {
+        expect(() => engine.generate({ promptIds: [1] }, options as never), JSON.stringify(options)).to.throw(CompositionOptionsError, message);
+      }
       expect((await engine.generate({ promptIds: [1, 2] }, { maxTokens: 3 })).rows[0]!.ids).to.have.length(3);
     } finally {
       await engine.dispose();
+    }
+  });
+
+  it('refuses load options of the wrong form by name before loading anything', async () => {
+    const model = await builtModel('prompt-forms');
+    for (const [options, message] of [
+      [{}, /model must be a model path or registry reference; got undefined/],
+      [{ model: 42 }, /model must be a model path.*got 42/],
+      [{ model, reasoners: 'x' }, /reasoners must be a list of \{ model, weight\? \}; got "x"/],
+      [{ model, reasoners: [null] }, /reasoners\[0\] must be an object/],
+      [{ model, reasoners: [{ model, name: '' }] }, /reasoners\[0\]\.name must be a non-empty text/],
+      [{ model, mode: 'bogus' }, /mode must be logits or logprobs/],
+    ] as const) {
+      const err = await Engine.load({ ...options, cacheDir } as never).catch((e: Error) => e);
+      expect(err, JSON.stringify(options)).to.be.instanceOf(CompositionOptionsError);
+      expect((err as Error).message).to.match(message);
     }
   });
 

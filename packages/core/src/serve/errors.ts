@@ -30,6 +30,7 @@ export const badRequest = (message: string, param: string | null = null, code: s
 /** Engine errors that mean the request, not the server, is at fault (raised before or as generation starts). */
 const REQUEST_FAULTS = new Set([
   'GenerateOptionsError',
+  'CompositionOptionsError',
   'SamplingOptionsError',
   'ConstraintError',
   'ReasonerSelectionError',

@@ -1,0 +1,46 @@
+/**
+ * The forms of the composition options, checked on the caller's thread: a fusion mode not among the modes ran as
+ * `logits` and was reported as given, a fractional trace was taken, and reasoners given as a text or with a
+ * missing entry failed inside the engine as TypeErrors (found by fuzzing). Weights and names are checked where
+ * the reasoners are known.
+ */
+import type { FusionMode } from './fusion.js';
+
+/** The fusion modes the engine runs. */
+export const FUSION_MODES: readonly FusionMode[] = ['logits', 'logprobs'];
+
+/** Raised for a composition option of the wrong form, naming it. */
+export class CompositionOptionsError extends TypeError {
+  override name = 'CompositionOptionsError';
+}
+
+const shown = (v: unknown) => (typeof v === 'string' ? JSON.stringify(v) : v === null ? 'null' : Array.isArray(v) ? 'a list' : typeof v === 'object' ? 'an object' : String(v));
+
+/** A fusion mode, when given. */
+export function checkMode(mode: unknown, where: string): void {
+  if (mode !== undefined && !FUSION_MODES.includes(mode as FusionMode)) throw new CompositionOptionsError(`${where}mode must be ${FUSION_MODES.join(' or ')}; got ${shown(mode)}`);
+}
+
+/** A model given by path or registry reference. */
+export function checkModelRef(value: unknown, name: string): void {
+  if (typeof value !== 'string' || value.trim() === '') throw new CompositionOptionsError(`${name} must be a model path or registry reference; got ${shown(value)}`);
+}
+
+/** A list of reasoner entries: objects whose `key` (model at load, name per call) is a non-empty text. */
+export function checkReasonerList(list: unknown, key: 'model' | 'name', where: string): void {
+  if (list === undefined) return;
+  if (!Array.isArray(list)) throw new CompositionOptionsError(`${where}reasoners must be a list of { ${key}, weight? }; got ${shown(list)}`);
+  list.forEach((r, i) => {
+    if (r === null || typeof r !== 'object') throw new CompositionOptionsError(`${where}reasoners[${i}] must be an object { ${key}, weight? }; got ${shown(r)}`);
+    const v = (r as Record<string, unknown>)[key];
+    if (key === 'model') checkModelRef(v, `${where}reasoners[${i}].model`);
+    else if (typeof v !== 'string' || v === '') throw new CompositionOptionsError(`${where}reasoners[${i}].name must name a loaded reasoner; got ${shown(v)}`);
+    const name = (r as Record<string, unknown>).name;
+    if (key === 'model' && name !== undefined && (typeof name !== 'string' || name === '')) throw new CompositionOptionsError(`${where}reasoners[${i}].name must be a non-empty text; got ${shown(name)}`);
+  });
+}
+
+/** A call's trace count: a whole number of candidates from 1. */
+export function checkTrace(trace: unknown): void {
+  if (trace !== undefined && !(typeof trace === 'number' && Number.isInteger(trace) && trace >= 1)) throw new CompositionOptionsError(`trace must be a whole number of candidates from 1; got ${shown(trace)}`);
+}
