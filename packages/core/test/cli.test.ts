@@ -93,6 +93,17 @@ describe('reasonplug CLI', function () {
     expect(bad.stderr).to.match(/--logit-bias must be TOKEN_ID=BIAS/);
   });
 
+  it('chat refuses a --chat-template that is missing or does not parse, naming it, before loading the model', async () => {
+    const dir = testDir('cli-chat-bad');
+    const broken = join(dir, 'broken.jinja');
+    await writeFile(broken, '{% for m in messages %}{{ m.content }');
+    for (const [file, message] of [[join(dir, 'missing.jinja'), /--chat-template .*missing\.jinja: ENOENT/], [broken, /--chat-template .*broken\.jinja is not a Jinja template/], [dir, /--chat-template .* is a directory/]] as const) {
+      const r = await runReasonplug(['chat', '--model', storiesDir, '--chat-template', file], { REASONPLUG_CACHE: join(cacheDir, '..', 'cli-cache') }, '');
+      expect(r.code, file).to.equal(1);
+      expect(r.stderr, file).to.match(message);
+    }
+  });
+
   it('chat holds a conversation from its input lines: each reply the engine\'s to the history so far, the next turn prefilled from the cache, /reset forgetting it', async () => {
     const template =
       '{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>{{ m.content }}<|end|>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}';

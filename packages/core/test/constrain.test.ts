@@ -243,6 +243,7 @@ describe('constrained decoding', function () {
       [{ type: 'regex', pattern: '(?=a)b' }, /[Ll]ookahead/],
       // a negated class of a negated shorthand: XGrammar took [^\s\S], which matches nothing, for almost anything
       [{ type: 'regex', pattern: '[^\\s\\S]' }, /\\S inside a negated character class/],
+      [{ type: 'regex', pattern: 'a[b-' }, /the character class opened at 1 is never closed/],
     ];
     for (const [format, message] of refused) {
       const stream = engine.stream({ prompt: 'Once upon a time' }, { maxTokens: 10, responseFormat: format });

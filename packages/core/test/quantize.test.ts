@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { Engine } from '../src/engine.js';
 import { loadModuleDir } from '../src/modules/module-dir.js';
 import { quantizeModel } from '../src/modules/quantize-module.js';
-import { QuantizeError } from '../src/onnx/quantize/quantize-graph.js';
-import { readModel } from '../src/onnx/proto.js';
+import { QuantizeError, quantizeGraph } from '../src/onnx/quantize/quantize-graph.js';
+import { onnx, readModel } from '../src/onnx/proto.js';
 import { buildProjectorModel, randomProjectorWeights, writeProjectorModel } from '../src/onnx/projector-builder.js';
 import { buildProgram } from '../src/cli/main.js';
 import { cacheDir, testDir } from './support/models.js';
@@ -200,6 +200,13 @@ describe('reasonplug quantize', function () {
     await buildProgram().parseAsync(['node', 'reasonplug', 'quantize', join(plain, 'model.onnx'), file]);
     const ids = (await greedy({ model: file })).rows[0]!.ids;
     expect(ids).to.deep.equal(await bareGreedy(file, PROMPT, STEPS));
+    // blocks onnxruntime does not take (a module of 1024-blocks was written, then failed to load), and loose numbers
+    for (const block of ['1024', '0x20', '3.2e1', '']) {
+      const program = buildProgram().exitOverride().configureOutput({ writeErr: () => {} });
+      const err = await program.parseAsync(['node', 'reasonplug', 'quantize', plain, join(root, `b${block}`), '--block', block]).catch((e: Error) => e);
+      expect((err as Error).message, block).to.match(/--block must be a power of two from 16 to 256/);
+    }
+    expect(() => quantizeGraph(new onnx.ModelProto(), 'x', root, { blockSize: 512 })).to.throw(QuantizeError, /from 16 to 256; got 512/);
   });
 
   it('finds a tied LM head in both branches of a merged decoder; --head-bits 4 and --search weighted are applied and recorded', async () => {

@@ -61,6 +61,9 @@ describe('registry references', () => {
     expect(refusal('r.io/acme/math@sha512:abc')).to.match(/only sha256 digests/);
     expect(refusal('r.io/acme/math:1.0.0@^1')).to.match(/either :tag or @range/);
     expect(refusal('r.io/acme/math@not a range!')).to.match(/neither a semver range, a tag nor a sha256 digest/);
+    // (new URL threw a raw TypeError "Invalid URL" for these later)
+    expect(refusal('127.0.0.1:99999/acme/x@1')).to.match(/port 99999 of "127\.0\.0\.1:99999" is not a port/);
+    expect(refusal('r.io:0/acme/x@1')).to.match(/port 0 .* is not a port/);
   });
 
   it('uses plain HTTP for loopback registries only, unless told otherwise', () => {

@@ -6,6 +6,7 @@
  * stops a reply, or leaves between replies.
  */
 import { readFileSync } from 'node:fs';
+import { Template } from '@huggingface/jinja';
 import { createInterface } from 'node:readline';
 import { Option, type Command } from 'commander';
 import { Engine, type StreamOptions } from '../engine.js';
@@ -55,7 +56,7 @@ export function addChatCommand(program: Command): void {
 async function chat(flags: ChatFlags): Promise<void> {
   const sampling = samplingOptions(flags);
   validateGenerateOptions({ ...sampling, ...(flags.maxTokens ? { maxTokens: flags.maxTokens } : {}) });
-  const chatTemplate = flags.chatTemplate ? readFileSync(flags.chatTemplate, 'utf8') : undefined;
+  const chatTemplate = flags.chatTemplate ? readTemplate(flags.chatTemplate) : undefined;
   const engine = await Engine.load(await engineOptions(flags));
   try {
     const info = engine.info.tokenizer;
@@ -133,4 +134,20 @@ async function converse(c: Conversation): Promise<void> {
     ask();
   }
   lines.close();
+}
+
+/** A --chat-template file, read and parsed before the model loads: a missing file or a template that does not parse is refused naming it. */
+function readTemplate(path: string): string {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new Error(`--chat-template ${path}: ${(err as NodeJS.ErrnoException).code === 'EISDIR' ? 'is a directory' : (err as Error).message}`);
+  }
+  try {
+    new Template(text);
+  } catch (err) {
+    throw new Error(`--chat-template ${path} is not a Jinja template: ${(err as Error).message}`);
+  }
+  return text;
 }

@@ -23,7 +23,7 @@ import { addServeCommand } from './serve-command.js';
 import { addChatCommand } from './chat-command.js';
 import { addEmbedCommand } from './embed-command.js';
 import { addModelFlags, addSamplingFlags, engineOptions, samplingOptions, type ModelFlags, type SamplingFlags } from './model-flags.js';
-import { positiveIntegerFlag, promptIdsFlag } from './flags.js';
+import { integerFlag, positiveIntegerFlag, promptIdsFlag } from './flags.js';
 import type { PromptInput } from '../runtime/protocol.js';
 
 interface GenerateFlags extends ModelFlags, SamplingFlags {
@@ -177,15 +177,15 @@ export function buildProgram(): Command {
     .argument('<src>', 'module directory, plain export directory, or .onnx file')
     .argument('<dest>', 'where the quantized copy goes (must not exist)')
     .addOption(new Option('--bits <n>', 'bits per weight').choices(['4', '8']).default('4'))
-    .addOption(new Option('--block <n>', 'weights per block (a power of two, at least 16)').default('32'))
+    .addOption(new Option('--block <n>', 'weights per block (a power of two from 16 to 256)').argParser(integerFlag('--block', 16, 256, 'a power of two from 16 to 256')).default(32))
     .addOption(new Option('--accuracy <a>', "MatMulNBits' compute: int8 (activations quantized per block) or fp32").choices(['int8', 'fp32']).default('int8'))
     .option('--embeddings', 'also quantize embedding tables (GatherBlockQuantized)')
     .addOption(new Option('--head-bits <n>', 'bits for the LM head (default: 8 with --bits 4, as Q4_K_M keeps output.weight at Q6_K; else --bits)').choices(['4', '8']))
     .addOption(new Option('--search <s>', "per-block scale search: range (zero point at the block minimum, a few scales tried) or weighted (error-weighted least squares, after llama.cpp's Q4_K search)").choices(['range', 'weighted']).default('range'))
-    .action(async (src: string, dest: string, flags: { bits: string; block: string; accuracy: 'int8' | 'fp32'; embeddings?: boolean; headBits?: string; search: 'weighted' | 'range' }) => {
+    .action(async (src: string, dest: string, flags: { bits: string; block: number; accuracy: 'int8' | 'fp32'; embeddings?: boolean; headBits?: string; search: 'weighted' | 'range' }) => {
       const { path, report } = await quantizeModel(src, dest, {
         bits: Number(flags.bits) as 4 | 8,
-        blockSize: Number(flags.block),
+        blockSize: flags.block,
         accuracy: flags.accuracy,
         embeddings: flags.embeddings ?? false,
         ...(flags.headBits ? { headBits: Number(flags.headBits) as 4 | 8 } : {}),

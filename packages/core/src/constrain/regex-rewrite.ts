@@ -110,6 +110,7 @@ export function rewriteRegex(pattern: string, json = false, where = 'the pattern
         }
         body += json && !negated ? safeRange(atom.cp, hi) : atom.cp === hi ? written(atom.cp, true) : `${written(atom.cp, true)}-${written(hi, true)}`;
       }
+      if (j >= pattern.length) throw new ConstraintError(`${where}: the character class opened at ${i} is never closed with "]"`);
       out += negated ? `[^${body}${unsafe}]` : `[${body}]`;
       i = j;
       continue;

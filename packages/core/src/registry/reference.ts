@@ -87,6 +87,8 @@ export function parseRef(text: string, defaultRegistry?: string): ModuleRef {
     fail(text, 'no registry given; write REGISTRY/namespace/name, pass --registry, or set REASONPLUG_REGISTRY');
   }
   if (!REGISTRY.test(registry)) fail(text, `${JSON.stringify(registry)} is not a registry host[:port]`);
+  const port = /:(\d+)$/.exec(registry)?.[1];
+  if (port !== undefined && !(Number(port) >= 1 && Number(port) <= 65535)) fail(text, `port ${port} of ${JSON.stringify(registry)} is not a port (1 to 65535)`);
   return { registry, repository: parts.join('/'), selector: selector ?? { type: 'tag', tag: 'latest' } };
 }
 

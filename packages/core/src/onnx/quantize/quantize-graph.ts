@@ -156,8 +156,9 @@ export function quantizeGraph(model: ModelProto | O.IModelProto, source: string,
   if (bits !== 4 && bits !== 8) throw new QuantizeError(`bits must be 4 or 8; got ${String(bits)}`);
   if (headBits !== 4 && headBits !== 8) throw new QuantizeError(`head bits must be 4 or 8; got ${String(headBits)}`);
   if (search !== 'weighted' && search !== 'range') throw new QuantizeError(`the block search must be weighted or range; got ${String(search)}`);
-  if (!Number.isInteger(blockSize) || blockSize < 16 || (blockSize & (blockSize - 1)) !== 0) {
-    throw new QuantizeError(`the block size must be a power of two, at least 16; got ${String(blockSize)}`);
+  // (onnxruntime's MatMulNBits takes blocks of 16 to 256: a module of larger ones would not load)
+  if (!Number.isInteger(blockSize) || blockSize < 16 || blockSize > 256 || (blockSize & (blockSize - 1)) !== 0) {
+    throw new QuantizeError(`the block size must be a power of two from 16 to 256; got ${String(blockSize)}`);
   }
   const accuracyLevel = (opts.accuracy ?? 'int8') === 'int8' ? 4 : 1;
   const copy = onnx.ModelProto.decode(onnx.ModelProto.encode(model as O.IModelProto).finish());
