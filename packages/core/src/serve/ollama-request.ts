@@ -137,8 +137,8 @@ export function parseOllamaChat(body: unknown): ChatRequest {
 export function parseOllamaGenerate(body: unknown, hasChatTemplate: boolean): OllamaGenerateRequest {
   if (!isObject(body)) throw badRequest('the request body must be a JSON object');
   // (no prompt at all asks, as an empty one does, only that the model be loaded)
-  body.prompt ??= '';
-  if (typeof body.prompt !== 'string') throw badRequest('prompt must be a string', 'prompt');
+  const prompt = body.prompt ?? '';
+  if (typeof prompt !== 'string') throw badRequest('prompt must be a string', 'prompt');
   for (const key of ['template', 'context'] as const) {
     const v = body[key];
     if (v !== undefined && v !== null && v !== '' && !(Array.isArray(v) && v.length === 0)) {
@@ -148,14 +148,14 @@ export function parseOllamaGenerate(body: unknown, hasChatTemplate: boolean): Ol
   if (Array.isArray(body.images) && body.images.length > 0) throw badRequest("images: this server's models read text only", 'images', 'unsupported_content');
   const base = common(body);
   const suffix = typeof body.suffix === 'string' && body.suffix ? body.suffix : undefined;
-  if (body.prompt === '' && suffix === undefined) return { kind: 'load', model: base.model as string };
+  if (prompt === '' && suffix === undefined) return { kind: 'load', model: base.model as string };
   if (body.raw === true || suffix !== undefined || !hasChatTemplate) {
     // Text as given: the prompt, or the code before the suffix.
-    const completion = parseCompletionRequest({ ...base, prompt: body.prompt, ...(suffix !== undefined ? { suffix } : {}) });
+    const completion = parseCompletionRequest({ ...base, prompt, ...(suffix !== undefined ? { suffix } : {}) });
     if (base.max_tokens === undefined) delete completion.options.maxTokens;
     return { kind: 'text', completion };
   }
-  const messages = [...(typeof body.system === 'string' && body.system ? [{ role: 'system', content: body.system }] : []), { role: 'user', content: body.prompt }];
+  const messages = [...(typeof body.system === 'string' && body.system ? [{ role: 'system', content: body.system }] : []), { role: 'user', content: prompt }];
   return { kind: 'chat', chat: parseChatRequest({ ...base, messages }) };
 }
 

@@ -180,9 +180,9 @@ export class TextTokenizer {
    * every running request) for a minute before the context check could refuse it.
    */
   encode(text: string, addSpecialTokens = true, within?: number): number[] {
-    if (within !== undefined && text.length > PROBE_CHARS_PER_TOKEN * (within + PROBE_MARGIN)) {
+    const end = within === undefined ? Infinity : PROBE_CHARS_PER_TOKEN * (within + PROBE_MARGIN);
+    if (within !== undefined && text.length > end) {
       // Cut where a word ends: the beginning's tokens are then the whole text's, but for a few at the cut.
-      const end = PROBE_CHARS_PER_TOKEN * (within + PROBE_MARGIN);
       const space = text.lastIndexOf(' ', end);
       const head = this.tokenizer.encode(text.slice(0, space > end / 2 ? space : end), { add_special_tokens: addSpecialTokens }).ids.length;
       if (head > within + PROBE_MARGIN) {
