@@ -202,7 +202,9 @@ describe('reasonplug quantize', function () {
     expect(ids).to.deep.equal(await bareGreedy(file, PROMPT, STEPS));
     // blocks onnxruntime does not take (a module of 1024-blocks was written, then failed to load), and loose numbers
     for (const block of ['1024', '0x20', '3.2e1', '']) {
-      const program = buildProgram().exitOverride().configureOutput({ writeErr: () => {} });
+      const program = buildProgram();
+      // (a subcommand's bad option would otherwise exit the process)
+      for (const c of [program, ...program.commands]) c.exitOverride().configureOutput({ writeErr: () => {} });
       const err = await program.parseAsync(['node', 'reasonplug', 'quantize', plain, join(root, `b${block}`), '--block', block]).catch((e: Error) => e);
       expect((err as Error).message, block).to.match(/--block must be a power of two from 16 to 256/);
     }
