@@ -5,8 +5,6 @@
  * so the engine's prefix cache prefills only what the turn adds. `/reset` forgets the conversation, `/exit` (or the end of the input) leaves; Ctrl-C
  * stops a reply, or leaves between replies.
  */
-import { readFileSync } from 'node:fs';
-import { Template } from '@huggingface/jinja';
 import { createInterface } from 'node:readline';
 import { Option, type Command } from 'commander';
 import { Engine, type StreamOptions } from '../engine.js';
@@ -14,7 +12,7 @@ import { validateGenerateOptions } from '../generate/options.js';
 import { TextTokenizer, type ChatMessage } from '../tokenizer/tokenizer.js';
 import { ChatReplySplitter, keptTokens, replyParsing, thinkingBudgetFor } from '../chat/reply.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
-import { jsonObjectFlag, nonNegativeIntegerFlag, positiveIntegerFlag } from './flags.js';
+import { chatTemplateFile, jsonObjectFlag, nonNegativeIntegerFlag, positiveIntegerFlag } from './flags.js';
 import { addModelFlags, addSamplingFlags, engineOptions, samplingOptions, type ModelFlags, type SamplingFlags } from './model-flags.js';
 
 interface ChatFlags extends ModelFlags, SamplingFlags {
@@ -56,7 +54,7 @@ export function addChatCommand(program: Command): void {
 async function chat(flags: ChatFlags): Promise<void> {
   const sampling = samplingOptions(flags);
   validateGenerateOptions({ ...sampling, ...(flags.maxTokens ? { maxTokens: flags.maxTokens } : {}) });
-  const chatTemplate = flags.chatTemplate ? readTemplate(flags.chatTemplate) : undefined;
+  const chatTemplate = flags.chatTemplate ? chatTemplateFile(flags.chatTemplate) : undefined;
   const engine = await Engine.load(await engineOptions(flags));
   try {
     const info = engine.info.tokenizer;
@@ -134,20 +132,4 @@ async function converse(c: Conversation): Promise<void> {
     ask();
   }
   lines.close();
-}
-
-/** A --chat-template file, read and parsed before the model loads: a missing file or a template that does not parse is refused naming it. */
-function readTemplate(path: string): string {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    throw new Error(`--chat-template ${path}: ${(err as NodeJS.ErrnoException).code === 'EISDIR' ? 'is a directory' : (err as Error).message}`);
-  }
-  try {
-    new Template(text);
-  } catch (err) {
-    throw new Error(`--chat-template ${path} is not a Jinja template: ${(err as Error).message}`);
-  }
-  return text;
 }

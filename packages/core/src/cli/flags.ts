@@ -3,6 +3,8 @@
  * typo would quietly become a different request; these accept whole decimal text only and name the flag and
  * the rule when they refuse.
  */
+import { readFileSync } from 'node:fs';
+import { Template } from '@huggingface/jinja';
 import { InvalidArgumentError } from 'commander';
 import { maxIntraOpThreads } from '../runtime/thread-budget.js';
 
@@ -90,3 +92,19 @@ export const jsonObjectFlag = (flag: string) => (text: string) => {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) refuse(flag, 'a JSON object', text);
   return v as Record<string, unknown>;
 };
+
+/** A --chat-template file (chat, serve), read and parsed before the model loads: a missing file or a template that does not parse is refused naming it. */
+export function chatTemplateFile(path: string): string {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new Error(`--chat-template ${path}: ${(err as NodeJS.ErrnoException).code === 'EISDIR' ? 'is a directory' : (err as Error).message}`);
+  }
+  try {
+    new Template(text);
+  } catch (err) {
+    throw new Error(`--chat-template ${path} is not a Jinja template: ${(err as Error).message}`);
+  }
+  return text;
+}

@@ -2,7 +2,6 @@
  * `reasonplug serve`: the OpenAI-compatible server (serve/server.ts) from the command line. Messages go to
  * stderr; SIGTERM (and SIGINT) stop accepting, finish what is running, then exit.
  */
-import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { startServer } from '../serve/server.js';
 import type { ReasonerSpec } from '../runtime/protocol.js';
@@ -11,7 +10,7 @@ import { DEVICES } from '../runtime/devices.js';
 import { DTYPES } from '../modules/hub-variants.js';
 import { PLACEMENTS, type PlacementChoice } from '../runtime/thread-budget.js';
 import type { FusionMode } from '../compose/fusion.js';
-import { integerFlag, jsonObjectFlag, nonNegativeIntegerFlag, parseWeight, threadsFlag } from './flags.js';
+import { chatTemplateFile, integerFlag, jsonObjectFlag, nonNegativeIntegerFlag, parseWeight, threadsFlag } from './flags.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
 import type { ToolCallSyntax } from '../constrain/tool-syntax.js';
 import { sessionCacheOption } from './model-flags.js';
@@ -144,7 +143,7 @@ async function serve(flags: ServeFlags): Promise<void> {
     port: flags.port,
     maxBatch: flags.maxBatch,
     maxQueue: flags.maxQueue,
-    ...(flags.chatTemplate ? { chatTemplate: readFileSync(flags.chatTemplate, 'utf8') } : {}),
+    ...(flags.chatTemplate ? { chatTemplate: chatTemplateFile(flags.chatTemplate) } : {}),
     ...(flags.chatTemplateKwargs ? { chatTemplateKwargs: flags.chatTemplateKwargs } : {}),
     reasoningFormat: flags.reasoningFormat,
     ...(flags.thinkingBudget !== undefined ? { thinkingBudget: flags.thinkingBudget } : {}),
