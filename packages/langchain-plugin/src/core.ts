@@ -3,12 +3,10 @@ export { Engine, TextTokenizer, ChatReplySplitter, cutAfterFinalMessage, keptTok
 export type {
   ChatMessage,
   EngineOptions,
-  FinishReason,
   GenerationResult,
   ModelInfo,
   ParsedToolCall,
   PromptInput,
-  ReasoningFormat,
   ReplyParsing,
   ResponseFormat,
   SplitReply,

@@ -55,4 +55,3 @@ export const nameInvalid = (name: string, why = 'invalid repository name') =>
 export const nameUnknown = (name: string) =>
   new RegistryError('NAME_UNKNOWN', 404, 'repository name not known to registry', { name });
 export const denied = (message: string, detail?: unknown) => new RegistryError('DENIED', 403, message, detail);
-export const unsupported = (message: string, status = 400) => new RegistryError('UNSUPPORTED', status, message);

@@ -21,8 +21,6 @@ export function assertName(name: string): string {
   return name;
 }
 
-export const isTag = (ref: string): boolean => TAG.test(ref);
-
 export function assertTag(tag: string): string {
   if (!TAG.test(tag)) throw new RegistryError('MANIFEST_INVALID', 400, 'invalid tag', { tag });
   return tag;

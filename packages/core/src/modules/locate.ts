@@ -86,6 +86,3 @@ export async function locateModel(path: string, opts: LocateOptions = {}): Promi
   const tokenizerDir = [abs, dirname(found)].find((d) => existsSync(join(d, 'tokenizer.json')));
   return { modelPath: found, dtype: variant.dtype, ...(tokenizerDir ? { tokenizerDir } : {}) };
 }
-
-// Defined beside the fingerprint (no manifest schema needed: model workers use it); still exported from here.
-export { tokenizerFingerprintOf } from '../tokenizer/fingerprint.js';

@@ -128,7 +128,7 @@ export class GraphBuilder {
 }
 
 // Kept apart (no protobuf needed); exported from here as before.
-export { float16ToFloat32, float32ArrayToFloat16, float32BitsToFloat16, float32ToFloat16 } from './float16.js';
+export { float16ToFloat32, float32ArrayToFloat16, float32ToFloat16 } from './float16.js';
 
 /** Transposes a row-major `[rows, cols]` matrix into a new row-major `[cols, rows]` one (cache-blocked). */
 export function transpose2d(src: Float32Array, rows: number, cols: number): Float32Array {
