@@ -10,6 +10,7 @@
  * Storage is the directory `--data` unless `--s3-bucket` is given (then `--s3-endpoint`, `--s3-region`,
  * `--s3-prefix`, `--s3-path-style`; credentials come from the AWS SDK's usual sources).
  */
+import { stat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { pino, type Level, type Logger } from 'pino';
@@ -56,7 +57,17 @@ class UsageError extends Error {}
 
 async function storageOf(flags: Flags): Promise<StorageDriver> {
   const bucket = flags['s3-bucket'];
-  if (bucket === undefined) return new FilesystemStorage(flags.data);
+  if (bucket === undefined) {
+    // A missing directory is created on the first write; a file in its place would fail every one.
+    const found = await stat(flags.data).catch(() => undefined);
+    if (found && !found.isDirectory()) throw new UsageError(`--data ${flags.data} is not a directory`);
+    return new FilesystemStorage(flags.data);
+  }
+  if (bucket === '') throw new UsageError('--s3-bucket must name a bucket');
+  const endpoint = flags['s3-endpoint'];
+  if (endpoint !== undefined && !isHttpUrl(endpoint)) {
+    throw new UsageError(`--s3-endpoint must be an http:// or https:// URL (got ${JSON.stringify(endpoint)})`);
+  }
   // Loaded on demand: the AWS SDK adds ~10 MB to the resident size of a filesystem-backed server.
   const { S3Storage } = await import('./storage/s3.js');
   return new S3Storage({
@@ -65,9 +76,17 @@ async function storageOf(flags: Flags): Promise<StorageDriver> {
     client: {
       region: flags['s3-region'] ?? process.env.AWS_REGION ?? 'us-east-1',
       forcePathStyle: flags['s3-path-style'],
-      ...(flags['s3-endpoint'] ? { endpoint: flags['s3-endpoint'] } : {}),
+      ...(endpoint ? { endpoint } : {}),
     },
   });
+}
+
+function isHttpUrl(text: string): boolean {
+  try {
+    return ['http:', 'https:'].includes(new URL(text).protocol);
+  } catch {
+    return false;
+  }
 }
 
 const UNIT_MS = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
@@ -80,24 +99,37 @@ function duration(name: string, text: string): number {
   return Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS];
 }
 
-function integer(name: string, text: string): number {
-  if (!/^\d+$/.test(text)) throw new UsageError(`--${name} must be a non-negative integer`);
+function integer(name: string, text: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (!/^\d+$/.test(text) || Number(text) < min || Number(text) > max) throw new UsageError(`--${name} must be an integer from ${min} to ${max}`);
   return Number(text);
 }
 
-async function serve(flags: Flags): Promise<void> {
+const LOG_LEVELS: readonly string[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+function logLevel(text: string): Level | 'silent' {
+  if (!LOG_LEVELS.includes(text)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}`);
+  return text as Level | 'silent';
+}
+
+async function serve(flags: Flags, args: string[]): Promise<void> {
+  noArguments('serve', args);
+  // Every flag is read before anything starts, so a bad one is refused without a word logged or a port taken.
+  const port = integer('port', flags.port, 0, 65535);
+  const maxManifestBytes = flags['max-manifest-bytes'] === undefined ? undefined : integer('max-manifest-bytes', flags['max-manifest-bytes'], 1);
+  const uploadMaxAgeMs = duration('upload-max-age', flags['upload-max-age']);
+  const level = logLevel(flags['log-level']);
   const storage = await storageOf(flags);
-  const logger = pino({ level: flags['log-level'] as Level });
+  const logger = pino({ level });
   const server = createRegistryServer({
     storage,
     ...(flags.auth ? { auth: { tokens: new TokenStore(storage), anonymousPull: !flags['no-anonymous-pull'] } } : {}),
-    ...(flags['max-manifest-bytes'] ? { maxManifestBytes: integer('max-manifest-bytes', flags['max-manifest-bytes']) } : {}),
-    uploadMaxAgeMs: duration('upload-max-age', flags['upload-max-age']),
+    ...(maxManifestBytes !== undefined ? { maxManifestBytes } : {}),
+    uploadMaxAgeMs,
     logger,
   });
   if (!flags.auth) logger.warn('no --auth: anyone who can reach this address can push');
   lastLine(logger);
-  const listening = await server.listen(integer('port', flags.port), flags.host);
+  const listening = await server.listen(port, flags.host);
   // A handler stuck on an unresponsive backend must not hold the process: exit after a grace period.
   const stop = () => void Promise.race([listening.close(), sleep(10_000)]).then(() => process.exit(0));
   process.once('SIGINT', stop);
@@ -117,9 +149,16 @@ function lastLine(logger: Logger): void {
   });
 }
 
+/** Refuses arguments a command does not take, rather than ignore them. */
+function noArguments(command: string, args: string[], takes = 'no arguments'): void {
+  if (args.length > 0) throw new UsageError(`${command} takes ${takes} (also got ${args.map((a) => JSON.stringify(a)).join(' ')})`);
+}
+
 async function token(flags: Flags, args: string[]): Promise<void> {
+  const [sub, ...rest] = args;
+  const id = sub === 'revoke' ? rest.shift() : undefined;
+  if (sub !== undefined) noArguments(`token ${sub}`, rest, sub === 'revoke' ? 'one ID' : 'no arguments');
   const tokens = new TokenStore(await storageOf(flags));
-  const [sub, id] = args;
   if (sub === 'create') {
     if (flags.scope.length === 0) throw new UsageError('token create needs at least one --scope');
     const { token: secret, record } = await tokens.create({ scopes: flags.scope, ...(flags.user ? { user: flags.user } : {}) });
@@ -135,7 +174,8 @@ async function token(flags: Flags, args: string[]): Promise<void> {
   }
 }
 
-async function reindex(flags: Flags): Promise<void> {
+async function reindex(flags: Flags, args: string[]): Promise<void> {
+  noArguments('reindex', args);
   const count = await openRegistry(await storageOf(flags)).index.rebuildAll();
   process.stderr.write(`reindexed ${count} repositories\n`);
 }
@@ -147,9 +187,9 @@ async function main(argv: string[]): Promise<void> {
     process.stdout.write(USAGE + '\n');
     return;
   }
-  if (command === 'serve') await serve(flags);
+  if (command === 'serve') await serve(flags, rest);
   else if (command === 'token') await token(flags, rest);
-  else if (command === 'reindex') await reindex(flags);
+  else if (command === 'reindex') await reindex(flags, rest);
   else throw new UsageError(`unknown command ${command}`);
 }
 

@@ -44,7 +44,19 @@ export interface RegistryServer {
 
 const DEFAULT_MAX_MANIFEST = 4 * 1024 * 1024;
 
+/** Throws a RangeError naming the option unless it is what its doc comment asks for. */
+function checkOptions(opts: RegistryServerOptions): void {
+  const { maxManifestBytes, uploadMaxAgeMs } = opts;
+  if (maxManifestBytes !== undefined && !(Number.isSafeInteger(maxManifestBytes) && maxManifestBytes > 0)) {
+    throw new RangeError(`maxManifestBytes must be a positive integer (got ${maxManifestBytes})`);
+  }
+  if (uploadMaxAgeMs !== undefined && !(uploadMaxAgeMs > 0)) {
+    throw new RangeError(`uploadMaxAgeMs must be a positive number of ms or Infinity (got ${uploadMaxAgeMs})`);
+  }
+}
+
 export function createRegistryServer(opts: RegistryServerOptions): RegistryServer {
+  checkOptions(opts);
   const logger = opts.logger ?? pino({ level: 'silent' });
   const s: Services = {
     ...openRegistry(opts.storage),

@@ -1,4 +1,6 @@
 import { expect } from 'chai';
+import { readdir, writeFile } from 'node:fs/promises';
+import { createRegistryServer, FilesystemStorage } from '../src/index.js';
 import { Client, errorCode } from './support/registry.js';
 import { registryCli, serveCli } from './support/cli.js';
 import { scratch } from './support/tmp.js';
@@ -57,5 +59,33 @@ describe('reasonplug-registry CLI', function () {
     const age = await registryCli('serve', '--data', await scratch('cli-age'), '--port', '0', '--upload-max-age', '7 days');
     expect(age.code).to.equal(2);
     expect(age.stderr).to.match(/--upload-max-age must be a positive duration such as 90s, 30m, 12h or 7d, or never/);
+  });
+
+  it('refuses bad flags and stray arguments before it logs, listens or touches storage', async () => {
+    const data = await scratch('cli-flags');
+    const file = `${data}/not-a-dir`;
+    await writeFile(file, 'x');
+    const cases: [string[], RegExp][] = [
+      [['serve', '--port', '99999'], /--port must be an integer from 0 to 65535/],
+      [['serve', '--max-manifest-bytes', '0'], /--max-manifest-bytes must be an integer from 1 to/],
+      [['serve', '--log-level', 'loud'], /--log-level must be one of fatal, error, warn, info, debug, trace, silent/],
+      [['serve', 'extra'], /serve takes no arguments \(also got "extra"\)/],
+      [['reindex', 'now'], /reindex takes no arguments/],
+      [['token', 'list', 'all'], /token list takes no arguments/],
+      [['token', 'revoke', 'a', 'b'], /token revoke takes one ID \(also got "b"\)/],
+      [['serve', '--data', file], /--data .*not-a-dir is not a directory/],
+      [['token', 'list', '--data', file], /is not a directory/],
+      [['serve', '--s3-bucket', ''], /--s3-bucket must name a bucket/],
+      [['serve', '--s3-bucket', 'b', '--s3-endpoint', 'localhost:9000'], /--s3-endpoint must be an http:\/\/ or https:\/\/ URL/],
+    ];
+    for (const [args, message] of cases) {
+      const run = await registryCli(...args, ...(args.includes('--data') ? [] : ['--data', data]));
+      expect(run.code, args.join(' ')).to.equal(2);
+      expect(run.stderr, args.join(' ')).to.match(message);
+      expect(run.stdout, args.join(' ')).to.equal(''); // nothing logged: refused before the server was made
+    }
+    expect(await readdir(data)).to.deep.equal(['not-a-dir']);
+    expect(() => createRegistryServer({ storage: new FilesystemStorage(data), maxManifestBytes: -1 })).to.throw(RangeError, /maxManifestBytes must be a positive integer/);
+    expect(() => createRegistryServer({ storage: new FilesystemStorage(data), uploadMaxAgeMs: 0 })).to.throw(RangeError, /uploadMaxAgeMs must be a positive/);
   });
 });
