@@ -122,6 +122,17 @@ describe('CLI flag values', function () {
     expect(decimalFlag('--min-p')('1e-3')).to.equal(0.001);
   });
 
+  it("serve refuses an API key no request could send and an empty --host, from the CLI and in startServer", async () => {
+    expect(await flagError('serve', '--model', 'm', '--api-key', '')).to.match(/--api-key must be a key without surrounding spaces/);
+    expect(await flagError('serve', '--model', 'm', '--api-key', 'k1', '--api-key', ' k2')).to.match(/--api-key must be a key without surrounding spaces/);
+    expect(await flagError('serve', '--model', 'm', '--host', '')).to.match(/--host must name an address \(0\.0\.0\.0 or :: to listen on every interface\)/);
+    for (const apiKeys of [[''], ['ok', 'padded '], ['\t']]) {
+      const err = await rejection(startServer({ engine: { model: 'never-loaded' }, port: 0, apiKeys }));
+      expect(err, JSON.stringify(apiKeys)).to.be.instanceOf(RangeError);
+      expect(err.message).to.match(/apiKeys must be non-empty strings without surrounding whitespace/);
+    }
+  });
+
   it('--threads is bounded at 4 per CPU, and the error says the bound', async () => {
     const max = maxIntraOpThreads();
     expect(await generate('--prompt-ids', '1', '--threads', '100000')).to.include(`--threads must be a whole number from 1 to ${max} (4 threads per CPU`);

@@ -40,7 +40,17 @@ function aliasFlag(v: string, prev: Record<string, string> = {}): Record<string,
   return { ...prev, [v.slice(0, eq)]: v.slice(eq + 1) };
 }
 
-const collect = (v: string, prev: string[] = []) => [...prev, v];
+/** `--api-key` (repeatable): a key that no request could send (empty, or padded: requests' keys are read trimmed) is refused. */
+function apiKeyFlag(v: string, prev: string[] = []): string[] {
+  if (v.trim() === '' || v !== v.trim()) throw new InvalidArgumentError('--api-key must be a key without surrounding spaces (an empty one would lock every request out)');
+  return [...prev, v];
+}
+
+/** `--host`: an address; an empty one would listen on every interface, which only an explicit 0.0.0.0 or :: should. */
+function hostFlag(v: string): string {
+  if (v.trim() === '') throw new InvalidArgumentError('--host must name an address (0.0.0.0 or :: to listen on every interface)');
+  return v;
+}
 
 /** `--registry`: `host[:port]`, or a URL whose `http:` scheme asks for plain HTTP. */
 function registryOptions(flag: string | undefined, token: string | undefined): RegistryOptions {
@@ -93,9 +103,9 @@ export function addServeCommand(program: Command): void {
     .addOption(new Option('--mode <mode>', 'default transform before weighting').choices(['logits', 'logprobs']))
     .option('--registry <url>', 'registry for references that name none: host[:port] or http(s)://host[:port] (default $REASONPLUG_REGISTRY)')
     .option('--registry-token <token>', 'registry bearer token, or user:token (default $REASONPLUG_TOKEN)')
-    .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .option('--host <host>', 'address to listen on', hostFlag, '127.0.0.1')
     .option('--port <n>', 'port to listen on (0: any free one)', integerFlag('--port', 0, 65535, 'a port from 0 to 65535'), 8000)
-    .option('--api-key <key>', 'accepted bearer token (repeatable; default: $REASONPLUG_API_KEY, comma-separated; none: open)', collect)
+    .option('--api-key <key>', 'accepted bearer token (repeatable; default: $REASONPLUG_API_KEY, comma-separated; none: open)', apiKeyFlag)
     .option('--alias <name=composition>', 'extra model name for <backbone>+<reasoner>+… (repeatable)', aliasFlag)
     .option('--name <name>', "the backbone's served name (default: its module name, else its file name)")
     .option('--max-batch <n>', 'requests let into the engine at once', integerFlag('--max-batch', 1, 4096, 'a whole number from 1 to 4096'), 8)

@@ -118,6 +118,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const maxQueue = options.maxQueue ?? 64;
   if (!(Number.isSafeInteger(maxBatch) && maxBatch >= 1)) throw new RangeError(`maxBatch must be a whole number >= 1 (got ${maxBatch})`);
   if (!(Number.isSafeInteger(maxQueue) && maxQueue >= 0)) throw new RangeError(`maxQueue must be a whole number >= 0 (got ${maxQueue})`);
+  // A request's key is read trimmed, so an empty or padded key could never match: every request would get 401.
+  if ((options.apiKeys ?? []).some((k) => typeof k !== 'string' || k.trim() === '' || k !== k.trim())) {
+    throw new RangeError('apiKeys must be non-empty strings without surrounding whitespace');
+  }
   const metrics = new ServerMetrics();
   const running = new Set<Slot>();
   const waiting: Slot[] = [];
