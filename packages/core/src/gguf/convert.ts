@@ -49,7 +49,7 @@ export interface ConvertGgufOptions {
    * layer; the op graph returns new keys and values only without sliding windows, see `kvOutput`). onnxruntime's CPU
    * kernel converts and packs each kv head's keys and values once per query head of its group every step, where the op
    * graph multiplies all of a group's queries by them in one product: on a Qwen2.5-0.5B shape (7 queries a kv head)
-   * after 1024 positions 0.85x the kernel's step time, at a short context the same (README, bench:gguf-attention); and
+   * after 1024 positions 0.85x the kernel's step time, at a short context the same (docs/benchmarks.md, bench:gguf-attention); and
    * it joins and copies out the whole cache every step. Converted `ops` graphs rotate by one RotaryEmbedding kernel and
    * fuse residual Adds into their norms, as the kernel's do.
    */
@@ -64,7 +64,7 @@ export interface ConvertGgufOptions {
   /**
    * Storage type of the attention layers' keys and values (LlamaBuildOptions.kvDtype). Default `float16`, llama.cpp's
    * own default cache type: half the bytes of `float32` a long context's step reads and onnxruntime-node copies
-   * (README, bench:gguf `--context`), at fp16's rounding of q, k and v; `float32` is exact against llama.cpp's F32 cache.
+   * (docs/benchmarks.md, bench:gguf `--context`), at fp16's rounding of q, k and v; `float32` is exact against llama.cpp's F32 cache.
    */
   kvCache?: 'float32' | 'float16';
   /**

@@ -6,7 +6,7 @@
  * bought little over one thread at 8 rows (10.4 vs 11.9 ms), and a one-thread step of 4 rows took 6.9 ms. But on
  * this project's 2-vCPU machine two shards running at once slow each other (a 4-row step's thread time 5.5 ms
  * alone, 7.9 side by side) and each step pays ~2 ms of waking the workers and messages: on a quiet machine the
- * one session was faster (README, serving benchmark), so shards are off unless asked for (`rowShards: true`).
+ * one session was faster (docs/benchmarks.md, "Serving"), so shards are off unless asked for (`rowShards: true`).
  * Narrow steps (fewer than `minRows` rows) and prefills stay on the backbone's own session.
  *
  * The batch sees one cache ({@link BatchCache}): rows keep their order, and rebuilds and steps are forwarded

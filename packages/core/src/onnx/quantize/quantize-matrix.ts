@@ -12,7 +12,7 @@ import { searchBlock } from './block-search.js';
  * tries a few shrunken scales (the GGUF requantizer's `quantizeBlock`); `weighted` fits both to the codes by
  * error-weighted least squares over a grid of candidate ranges (block-search.ts, after llama.cpp's Q4_K search).
  * On the example modules `weighted` has 1.6% less weight error but follows the fp32 logits no better
- * (eval/fidelity.ts; README "Results table"), so it is opt-in.
+ * (eval/fidelity.ts; docs/benchmarks.md "Results table"), so it is opt-in.
  */
 export type BlockSearch = 'weighted' | 'range';
 
