@@ -1,5 +1,8 @@
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
@@ -7,6 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { text } from 'node:stream/consumers';
 import { InvalidKeyError, type StorageDriver } from '../src/storage/driver.js';
 import { FilesystemStorage } from '../src/storage/filesystem.js';
+import { S3Storage } from '../src/storage/s3.js';
 import { drivers } from './support/drivers.js';
 
 async function keys(storage: StorageDriver, dir: string): Promise<string[]> {
@@ -107,3 +111,49 @@ for (const driver of drivers) {
     });
   });
 }
+
+describe('S3Storage over a connection that cuts bodies off', function () {
+  this.timeout(20_000);
+
+  /** A loopback S3 endpoint whose GETs send the first `cut` answers' headers and half their body, then hang up. */
+  async function cuttingEndpoint(body: Buffer, cut: number): Promise<{ storage: S3Storage; gets: () => number; close: () => Promise<void> }> {
+    let gets = 0;
+    const server = createServer((req, res) => {
+      if (req.method !== 'GET') return void res.writeHead(501).end();
+      gets++;
+      res.writeHead(200, { 'Content-Length': String(body.length), 'Content-Type': 'application/octet-stream' });
+      if (gets > cut) return void res.end(body);
+      res.write(body.subarray(0, body.length >> 1), () => res.socket?.destroy());
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const { port } = server.address() as AddressInfo;
+    const storage = new S3Storage({
+      bucket: 'b',
+      client: { endpoint: `http://127.0.0.1:${port}`, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'k', secretAccessKey: 's' }, maxAttempts: 1 },
+    });
+    return { storage, gets: () => gets, close: () => new Promise((resolve) => server.close(() => resolve())) };
+  }
+
+  it('asks a GET again when its body stops coming, and gives up with the error after two more tries', async () => {
+    const body = randomBytes(64 * 1024);
+    const twice = await cuttingEndpoint(body, 2);
+    try {
+      expect((await twice.storage.get('k'))!.equals(body)).to.equal(true);
+      expect(twice.gets()).to.equal(3);
+    } finally {
+      await twice.close();
+    }
+    const always = await cuttingEndpoint(body, Infinity);
+    try {
+      const err = await always.storage.get('k').then(
+        () => undefined,
+        (e: Error) => e,
+      );
+      expect(err?.message).to.match(/aborted|ECONNRESET|premature/i);
+      expect(always.gets()).to.equal(3);
+    } finally {
+      await always.close();
+    }
+  });
+});

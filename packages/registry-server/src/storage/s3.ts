@@ -37,6 +37,20 @@ const MAX_COPY = 5 * 1024 ** 3;
 
 const status = (err: unknown) => (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
 
+/**
+ * Times a whole-object GET is asked again when its body is cut off. The SDK retries a request that fails before
+ * its answer, not a body that stops coming (a reset connection, a server replacing the object as it sends it:
+ * s3rver does, and real endpoints drop connections); reading an object again is harmless.
+ */
+const BODY_RETRIES = 2;
+
+/** Whether `err` is a response body cut off in transport rather than an answer of the service. */
+function cutOff(err: unknown): boolean {
+  if (status(err) !== undefined) return false;
+  const { code, message } = err as NodeJS.ErrnoException;
+  return ['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ERR_STREAM_PREMATURE_CLOSE'].includes(code ?? '') || message === 'aborted';
+}
+
 export class S3Storage implements StorageDriver {
   readonly client: S3Client;
   private readonly bucket: string;
@@ -51,12 +65,15 @@ export class S3Storage implements StorageDriver {
   }
 
   async get(key: string): Promise<Buffer | undefined> {
-    try {
-      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) }));
-      return Buffer.from(await out.Body!.transformToByteArray());
-    } catch (err) {
-      if (status(err) === 404) return undefined;
-      throw err;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) }));
+        return Buffer.from(await out.Body!.transformToByteArray());
+      } catch (err) {
+        if (status(err) === 404) return undefined;
+        if (attempt < BODY_RETRIES && cutOff(err)) continue;
+        throw err;
+      }
     }
   }
 
