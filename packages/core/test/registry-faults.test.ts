@@ -101,6 +101,56 @@ describe('registry faults', function () {
     expect(await leftovers(cache)).to.deep.equal([]);
   });
 
+  it('concurrent pulls of one module in one process fetch each blob once; the others wait for it', async () => {
+    const dir = await makeRegistryModule({ name: 'fleet', files: { 'weights.bin': 12 << 20 } });
+    await pushModule(dir, `${registry.host}/acme/fleet`);
+    const weights = `sha256:${(await loadModuleDir(dir, { verify: false })).manifest.files['weights_bin']!.sha256}`;
+    const cache = testDir('fleet-cache');
+    const events: TransferProgress[][] = Array.from({ length: 8 }, () => []);
+    const pulls = await Promise.all(events.map((e) => pullModule(`${registry.host}/acme/fleet:1.0.0`, { cacheDir: cache, onProgress: (p) => e.push(p) })));
+    const fetchedBy = events.filter((e) => e.some((p) => p.digest === weights && !p.done));
+    expect(fetchedBy, 'pulls that moved the weights').to.have.length(1);
+    for (const e of events) expect(e.filter((p) => p.digest === weights).at(-1)).to.deep.include({ bytes: 12 << 20, done: true });
+    expect(new Set(pulls.map((p) => p.dir)).size).to.equal(1);
+    expect(pulls.every((p) => !p.cached), 'none found the module cached when it asked').to.equal(true);
+    await loadModuleDir(pulls[0]!.dir);
+    expect(await leftovers(cache)).to.deep.equal([]);
+  });
+
+  it("a pull waiting on another's download carries on from it when that one is aborted, and stops at its own abort", async () => {
+    const dir = await makeRegistryModule({ name: 'relay', files: { 'weights.bin': 32 << 20 } });
+    await pushModule(dir, `${registry.host}/acme/relay`);
+    const weights = `sha256:${(await loadModuleDir(dir, { verify: false })).manifest.files['weights_bin']!.sha256}`;
+    const ref = `${registry.host}/acme/relay:1.0.0`;
+    const cache = testDir('relay-cache');
+    const leader = new AbortController();
+    const impatient = new AbortController();
+    const follower: TransferProgress[] = [];
+    let others: [Promise<Awaited<ReturnType<typeof pullModule>>>, Promise<Error>] | undefined;
+    const first = rejection(
+      pullModule(ref, {
+        cacheDir: cache,
+        signal: leader.signal,
+        onProgress: (p) => {
+          if (p.digest !== weights) return;
+          // Two more pulls ask for the module as its weights start coming; the leader stops halfway.
+          others ??= [pullModule(ref, { cacheDir: cache, onProgress: (q) => follower.push(q) }), rejection(pullModule(ref, { cacheDir: cache, signal: impatient.signal }))];
+          if (p.bytes > 0 && !impatient.signal.aborted) impatient.abort();
+          if (p.bytes >= 16 << 20) leader.abort();
+        },
+      }),
+    );
+    expect((await first).name).to.equal('AbortError');
+    expect((await others![1]).name).to.equal('AbortError');
+    const pulled = await others![0];
+    await loadModuleDir(pulled.dir);
+    const own = follower.filter((p) => p.digest === weights);
+    // Had it not waited, it would have fetched from byte 0 beside the leader (whose partial file it cannot take).
+    expect(own[0]!.resumedFrom, 'resumed from what the aborted pull had written').to.be.at.least(16 << 20);
+    expect(own.at(-1)).to.deep.include({ bytes: 32 << 20, done: true });
+    expect(await leftovers(cache)).to.deep.equal([]);
+  });
+
   it('two processes pulling the same module at once both succeed', async () => {
     const dir = await makeRegistryModule({ name: 'shared', files: { 'weights.bin': 24 << 20, 'a.bin': 1 << 20, 'b.bin': 2 << 20 } });
     await pushModule(dir, `${registry.host}/acme/shared`);

@@ -39,6 +39,11 @@ const STALE_MS = 15 * 60 * 1000;
 const HASH_CHUNK = 1 << 22;
 /** Partial files this process is writing; its other ones are left over from failed attempts, free to resume. */
 const writing = new Set<string>();
+/**
+ * Downloads running in this process, by the blob's final path: a pull that wants a blob another pull is fetching
+ * waits for it instead of fetching it again (64 concurrent pulls of one module moved its bytes 64 times).
+ */
+const inFlight = new Map<string, Promise<'cached' | 'fetched' | 'repaired'>>();
 
 /**
  * Ensures blob `descriptor` is in the cache, verified: says whether it was there (`cached`), was not
@@ -53,23 +58,66 @@ export async function downloadBlob(
   cache: ModuleCache,
   opts: DownloadOptions,
 ): Promise<'cached' | 'fetched' | 'repaired'> {
-  const state = await cache.blobState(descriptor.digest, descriptor.size);
+  const target = cache.blobPath(descriptor.digest);
+  let fetchedMeanwhile = false;
+  for (let running = inFlight.get(target); running; running = inFlight.get(target)) {
+    // Its failure (its caller's abort, a broken connection) is its caller's: this pull then tries for itself,
+    // resuming from what arrived.
+    const outcome = await settledOrAborted(running, opts.signal);
+    if (outcome === 'fetched' || outcome === 'repaired') fetchedMeanwhile = true;
+  }
+  // Registered in the same turn as the check above, so that no other pull of this blob starts in between.
+  const work = ensureBlob({ client, repository, descriptor, target, opts }, cache);
+  inFlight.set(target, work);
+  try {
+    const outcome = await work;
+    return outcome === 'cached' && fetchedMeanwhile ? 'fetched' : outcome;
+  } finally {
+    if (inFlight.get(target) === work) inFlight.delete(target);
+  }
+}
+
+/** The blob from the cache when it is there intact, else fetched into it. */
+async function ensureBlob(job: Job, cache: ModuleCache): Promise<'cached' | 'fetched' | 'repaired'> {
+  const { digest, size } = job.descriptor;
+  const state = await cache.blobState(digest, size);
   if (state === 'verified') {
-    opts.onProgress?.({ file: opts.file, digest: descriptor.digest, size: descriptor.size, bytes: descriptor.size, resumedFrom: 0, done: true });
+    job.opts.onProgress?.({ file: job.opts.file, digest, size, bytes: size, resumedFrom: 0, done: true });
     return 'cached';
   }
+  await fetchBlob(job, cache);
+  return state === 'corrupt' ? 'repaired' : 'fetched';
+}
+
+/** Fetches a blob that is not in the cache (or not intact there) into it. */
+async function fetchBlob(job: Job, cache: ModuleCache): Promise<void> {
   await mkdir(cache.blobsDir, { recursive: true });
-  const hex = descriptor.digest.slice('sha256:'.length);
-  const job = { client, repository, descriptor, target: cache.blobPath(descriptor.digest), opts };
-  const partial = await claimPartial(cache.blobsDir, hex, descriptor.size, true);
+  const { digest, size } = job.descriptor;
+  const hex = digest.slice('sha256:'.length);
+  const partial = await claimPartial(cache.blobsDir, hex, size, true);
   try {
     await fetchInto(job, partial);
   } catch (err) {
     // A resumed prefix may itself have been bad (written by a faulty process); one fresh try settles it.
     if (!(err instanceof DigestMismatchError) || partial.size === 0) throw err;
-    await fetchInto(job, await claimPartial(cache.blobsDir, hex, descriptor.size, false));
+    await fetchInto(job, await claimPartial(cache.blobsDir, hex, size, false));
   }
-  return state === 'corrupt' ? 'repaired' : 'fetched';
+}
+
+/** What `work` resolved to, undefined when it failed; throws the abort reason as soon as `signal` aborts. */
+async function settledOrAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T | undefined> {
+  signal?.throwIfAborted();
+  const settled = work.catch(() => undefined);
+  if (!signal) return settled;
+  let onAbort: (() => void) | undefined;
+  try {
+    return await Promise.race([
+      settled,
+      new Promise<never>((_, reject) => signal.addEventListener('abort', (onAbort = () => reject(signal.reason as Error)), { once: true })),
+    ]);
+  } finally {
+    if (onAbort) signal.removeEventListener('abort', onAbort);
+  }
 }
 
 interface Job {
