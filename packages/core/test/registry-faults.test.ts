@@ -50,11 +50,16 @@ describe('registry faults', function () {
   before(async () => (registry = await startOurRegistry()));
   after(() => registry?.close());
 
-  it('a client killed mid-pull leaves nothing under a final name, and the next pull resumes with Range', async () => {
-    const dir = await makeRegistryModule({ name: 'big', files: { 'weights.bin': 48 << 20 } });
-    await pushModule(dir, `${registry.host}/acme/big`);
+  /** A module of one `weights.bin` of `bytes` pushed as acme/`name`: its reference at 1.0.0 and the weights' digest. */
+  async function pushedWeights(name: string, bytes: number): Promise<{ dir: string; ref: string; weights: string }> {
+    const dir = await makeRegistryModule({ name, files: { 'weights.bin': bytes } });
+    await pushModule(dir, `${registry.host}/acme/${name}`);
     const weights = `sha256:${(await loadModuleDir(dir, { verify: false })).manifest.files['weights_bin']!.sha256}`;
-    const ref = `${registry.host}/acme/big:1.0.0`;
+    return { dir, ref: `${registry.host}/acme/${name}:1.0.0`, weights };
+  }
+
+  it('a client killed mid-pull leaves nothing under a final name, and the next pull resumes with Range', async () => {
+    const { ref, weights } = await pushedWeights('big', 48 << 20);
     const cache = testDir('killed-cache');
 
     const killed = pullInChild([ref, cache, '--stop-at', String(8 << 20)]);
@@ -82,13 +87,11 @@ describe('registry faults', function () {
   });
 
   it('an aborted pull keeps what arrived, and the next pull in the same process resumes from it', async () => {
-    const dir = await makeRegistryModule({ name: 'aborted', files: { 'weights.bin': 16 << 20 } });
-    await pushModule(dir, `${registry.host}/acme/aborted`);
-    const weights = `sha256:${(await loadModuleDir(dir, { verify: false })).manifest.files['weights_bin']!.sha256}`;
+    const { ref, weights } = await pushedWeights('aborted', 16 << 20);
     const cache = testDir('aborted-cache');
     const controller = new AbortController();
     const err = await rejection(
-      pullModule(`${registry.host}/acme/aborted:1.0.0`, {
+      pullModule(ref, {
         cacheDir: cache,
         signal: controller.signal,
         onProgress: (p) => p.digest === weights && p.bytes >= 4 << 20 && controller.abort(),
@@ -96,18 +99,16 @@ describe('registry faults', function () {
     );
     expect(err.name).to.equal('AbortError');
     const events: TransferProgress[] = [];
-    await pullModule(`${registry.host}/acme/aborted:1.0.0`, { cacheDir: cache, onProgress: (p) => events.push(p) });
+    await pullModule(ref, { cacheDir: cache, onProgress: (p) => events.push(p) });
     expect(events.find((e) => e.digest === weights)!.resumedFrom).to.be.at.least(4 << 20);
     expect(await leftovers(cache)).to.deep.equal([]);
   });
 
   it('concurrent pulls of one module in one process fetch each blob once; the others wait for it', async () => {
-    const dir = await makeRegistryModule({ name: 'fleet', files: { 'weights.bin': 12 << 20 } });
-    await pushModule(dir, `${registry.host}/acme/fleet`);
-    const weights = `sha256:${(await loadModuleDir(dir, { verify: false })).manifest.files['weights_bin']!.sha256}`;
+    const { ref, weights } = await pushedWeights('fleet', 12 << 20);
     const cache = testDir('fleet-cache');
     const events: TransferProgress[][] = Array.from({ length: 8 }, () => []);
-    const pulls = await Promise.all(events.map((e) => pullModule(`${registry.host}/acme/fleet:1.0.0`, { cacheDir: cache, onProgress: (p) => e.push(p) })));
+    const pulls = await Promise.all(events.map((e) => pullModule(ref, { cacheDir: cache, onProgress: (p) => e.push(p) })));
     const fetchedBy = events.filter((e) => e.some((p) => p.digest === weights && !p.done));
     expect(fetchedBy, 'pulls that moved the weights').to.have.length(1);
     for (const e of events) expect(e.filter((p) => p.digest === weights).at(-1)).to.deep.include({ bytes: 12 << 20, done: true });
@@ -118,10 +119,7 @@ describe('registry faults', function () {
   });
 
   it("a pull waiting on another's download carries on from it when that one is aborted, and stops at its own abort", async () => {
-    const dir = await makeRegistryModule({ name: 'relay', files: { 'weights.bin': 32 << 20 } });
-    await pushModule(dir, `${registry.host}/acme/relay`);
-    const weights = `sha256:${(await loadModuleDir(dir, { verify: false })).manifest.files['weights_bin']!.sha256}`;
-    const ref = `${registry.host}/acme/relay:1.0.0`;
+    const { ref, weights } = await pushedWeights('relay', 32 << 20);
     const cache = testDir('relay-cache');
     const leader = new AbortController();
     const impatient = new AbortController();
