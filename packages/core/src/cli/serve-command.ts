@@ -3,7 +3,7 @@
  * stderr; SIGTERM (and SIGINT) stop accepting, finish what is running, then exit.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { startServer } from '../serve/server.js';
+import { startServer, usableApiKey } from '../serve/server.js';
 import type { ReasonerSpec } from '../runtime/protocol.js';
 import type { RegistryOptions } from '../registry/settings.js';
 import { DEVICES } from '../runtime/devices.js';
@@ -40,9 +40,9 @@ function aliasFlag(v: string, prev: Record<string, string> = {}): Record<string,
   return { ...prev, [v.slice(0, eq)]: v.slice(eq + 1) };
 }
 
-/** `--api-key` (repeatable): a key that no request could send (empty, or padded: requests' keys are read trimmed) is refused. */
+/** `--api-key` (repeatable): a key no request could present is refused (see {@link usableApiKey}). */
 function apiKeyFlag(v: string, prev: string[] = []): string[] {
-  if (v.trim() === '' || v !== v.trim()) throw new InvalidArgumentError('--api-key must be a key without surrounding spaces (an empty one would lock every request out)');
+  if (!usableApiKey(v)) throw new InvalidArgumentError('--api-key must be a key without surrounding spaces (an empty one would lock every request out)');
   return [...prev, v];
 }
 

@@ -112,16 +112,21 @@ interface Slot {
   admit?: () => void;
 }
 
+/**
+ * Whether a request could present `key`: requests' keys are read trimmed, so an empty or space-padded key would
+ * never match and every request would get 401.
+ */
+export function usableApiKey(key: unknown): key is string {
+  return typeof key === 'string' && key !== '' && key === key.trim();
+}
+
 /** Starts the server: listens at once, loads the model behind it. */
 export async function startServer(options: ServeOptions): Promise<RunningServer> {
   const maxBatch = options.maxBatch ?? 8;
   const maxQueue = options.maxQueue ?? 64;
   if (!(Number.isSafeInteger(maxBatch) && maxBatch >= 1)) throw new RangeError(`maxBatch must be a whole number >= 1 (got ${maxBatch})`);
   if (!(Number.isSafeInteger(maxQueue) && maxQueue >= 0)) throw new RangeError(`maxQueue must be a whole number >= 0 (got ${maxQueue})`);
-  // A request's key is read trimmed, so an empty or padded key could never match: every request would get 401.
-  if ((options.apiKeys ?? []).some((k) => typeof k !== 'string' || k.trim() === '' || k !== k.trim())) {
-    throw new RangeError('apiKeys must be non-empty strings without surrounding whitespace');
-  }
+  if (!(options.apiKeys ?? []).every(usableApiKey)) throw new RangeError('apiKeys must be non-empty strings without surrounding whitespace');
   const metrics = new ServerMetrics();
   const running = new Set<Slot>();
   const waiting: Slot[] = [];
