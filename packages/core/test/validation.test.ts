@@ -122,10 +122,13 @@ describe('CLI flag values', function () {
     expect(decimalFlag('--min-p')('1e-3')).to.equal(0.001);
   });
 
-  it("serve refuses an API key no request could send and an empty --host, from the CLI and in startServer", async () => {
+  it("serve refuses an API key no request could send, an empty --host and a CORS origin that is not one, from the CLI and in startServer", async () => {
     expect(await flagError('serve', '--model', 'm', '--api-key', '')).to.match(/--api-key must be a key without surrounding spaces/);
     expect(await flagError('serve', '--model', 'm', '--api-key', 'k1', '--api-key', ' k2')).to.match(/--api-key must be a key without surrounding spaces/);
     expect(await flagError('serve', '--model', 'm', '--host', '')).to.match(/--host must name an address \(0\.0\.0\.0 or :: to listen on every interface\)/);
+    expect(await flagError('serve', '--model', 'm', '--cors-origin', 'app.example.com')).to.match(/--cors-origin: "app\.example\.com" is not an origin: write scheme:\/\/host\[:port\]/);
+    expect(await flagError('serve', '--model', 'm', '--cors-origin', 'https://app.example.com/chat')).to.match(/--cors-origin: .* no path, query or user \(https:\/\/app\.example\.com\)/);
+    expect(await flagError('serve', '--model', 'm', '--cors-origin', 'ftp://files.example.com')).to.match(/--cors-origin: .* is not an http or https origin/);
     for (const apiKeys of [[''], ['ok', 'padded '], ['\t']]) {
       const err = await rejection(startServer({ engine: { model: 'never-loaded' }, port: 0, apiKeys }));
       expect(err, JSON.stringify(apiKeys)).to.be.instanceOf(RangeError);

@@ -4,6 +4,7 @@
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { startServer, usableApiKey } from '../serve/server.js';
+import { corsOriginOf } from '../serve/cors.js';
 import type { ReasonerSpec } from '../runtime/protocol.js';
 import type { RegistryOptions } from '../registry/settings.js';
 import { DEVICES } from '../runtime/devices.js';
@@ -46,6 +47,15 @@ function apiKeyFlag(v: string, prev: string[] = []): string[] {
   return [...prev, v];
 }
 
+/** `--cors-origin` (repeatable): an origin as browsers send it, or `*`. */
+function corsOriginFlag(v: string, prev: string[] = []): string[] {
+  try {
+    return [...prev, corsOriginOf(v)];
+  } catch (err) {
+    throw new InvalidArgumentError(`--cors-origin: ${(err as Error).message}`);
+  }
+}
+
 /** `--host`: an address; an empty one would listen on every interface, which only an explicit 0.0.0.0 or :: should. */
 function hostFlag(v: string): string {
   if (v.trim() === '') throw new InvalidArgumentError('--host must name an address (0.0.0.0 or :: to listen on every interface)');
@@ -72,6 +82,7 @@ interface ServeFlags {
   host: string;
   port: number;
   apiKey?: string[];
+  corsOrigin?: string[];
   alias?: Record<string, string>;
   name?: string;
   maxQueue: number;
@@ -106,6 +117,7 @@ export function addServeCommand(program: Command): void {
     .option('--host <host>', 'address to listen on', hostFlag, '127.0.0.1')
     .option('--port <n>', 'port to listen on (0: any free one)', integerFlag('--port', 0, 65535, 'a port from 0 to 65535'), 8000)
     .option('--api-key <key>', 'accepted bearer token (repeatable; default: $REASONPLUG_API_KEY, comma-separated; none: open)', apiKeyFlag)
+    .option('--cors-origin <origin>', "origin of browser pages allowed to call besides loopback ones, e.g. https://app.example.com (repeatable; '*': any); other origins get 403", corsOriginFlag)
     .option('--alias <name=composition>', 'extra model name for <backbone>+<reasoner>+… (repeatable)', aliasFlag)
     .option('--name <name>', "the backbone's served name (default: its module name, else its file name)")
     .option('--max-batch <n>', 'requests let into the engine at once', integerFlag('--max-batch', 1, 4096, 'a whole number from 1 to 4096'), 8)
@@ -149,6 +161,7 @@ async function serve(flags: ServeFlags): Promise<void> {
     ...(flags.name ? { name: flags.name } : {}),
     ...(flags.alias ? { aliases: flags.alias } : {}),
     apiKeys,
+    ...(flags.corsOrigin ? { corsOrigins: flags.corsOrigin } : {}),
     host: flags.host,
     port: flags.port,
     maxBatch: flags.maxBatch,

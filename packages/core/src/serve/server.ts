@@ -37,6 +37,7 @@ import { ollamaDone, ollamaDoneReason, ollamaLogprobs, ollamaMessage, type ChatF
 import { reasoningTagsOf } from '../chat/reasoning.js';
 import { ServedModels } from './models.js';
 import { unitLength } from '../runtime/unit-length.js';
+import { CorsPolicy } from './cors.js';
 import {
   isObject,
   parseChatRequest,
@@ -85,6 +86,11 @@ export interface ServeOptions {
   thinkingBudget?: number;
   /** Largest request body in bytes (default 8 MiB). */
   maxBodyBytes?: number;
+  /**
+   * Origins of browser pages allowed to call besides loopback ones (`https://app.example.com`; `*`: any). Requests
+   * from other origins get 403; requests without an `Origin` header are not affected (see serve/cors.ts).
+   */
+  corsOrigins?: string[];
 }
 
 /** A listening server. */
@@ -127,6 +133,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   if (!(Number.isSafeInteger(maxBatch) && maxBatch >= 1)) throw new RangeError(`maxBatch must be a whole number >= 1 (got ${maxBatch})`);
   if (!(Number.isSafeInteger(maxQueue) && maxQueue >= 0)) throw new RangeError(`maxQueue must be a whole number >= 0 (got ${maxQueue})`);
   if (!(options.apiKeys ?? []).every(usableApiKey)) throw new RangeError('apiKeys must be non-empty strings without surrounding whitespace');
+  const cors = new CorsPolicy(options.corsOrigins);
   const metrics = new ServerMetrics();
   const running = new Set<Slot>();
   const waiting: Slot[] = [];
@@ -184,6 +191,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   });
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    // First, so that a page allowed to call can read every answer, errors included; a preflight ends here.
+    if (cors.apply(req, res)) return;
     const path = (req.url ?? '/').split('?')[0]!;
     if (req.method === 'GET' && path === '/health') {
       if (loaded && !draining) return sendJson(res, 200, { status: 'ok' });
@@ -1030,6 +1039,6 @@ function sendError(res: ServerResponse, err: HttpError, dialect: ErrorDialect = 
 
 /** An error in Anthropic's shape, `{"type": "error", "error": {"type", "message"}}`, its type from the status. */
 function anthropicError(err: HttpError): { type: 'error'; error: { type: string; message: string } } {
-  const types: Record<number, string> = { 400: 'invalid_request_error', 401: 'authentication_error', 404: 'not_found_error', 413: 'request_too_large', 429: 'rate_limit_error', 503: 'overloaded_error' };
+  const types: Record<number, string> = { 400: 'invalid_request_error', 401: 'authentication_error', 403: 'permission_error', 404: 'not_found_error', 413: 'request_too_large', 429: 'rate_limit_error', 503: 'overloaded_error' };
   return { type: 'error', error: { type: types[err.status] ?? 'api_error', message: err.message } };
 }

@@ -1,0 +1,105 @@
+/**
+ * Calls from browser pages on other origins (CORS, the Fetch standard's protocol), so a web app can talk to the
+ * server the way it talks to OpenAI's. Pages served from loopback (http or https on localhost, *.localhost,
+ * 127.0.0.0/8 or [::1], any port) may always call; pages from other origins only when listed, `*` for any.
+ *
+ * A request that names an origin outside the list is refused with 403 before anything runs: otherwise any page the
+ * user visits could make the server generate for it with a "simple" request (a `text/plain` POST) that browsers
+ * send without asking first, even though the page could not read the answer. Ollama refuses unlisted origins the
+ * same way. Requests without an `Origin` header (curl, SDKs, other servers) are not affected.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { HttpError } from './errors.js';
+
+/** The methods the server's routes answer. */
+const METHODS = 'GET, POST';
+/** How long a browser may reuse a preflight's answer (seconds; Chromium caps it at 7200). */
+const PREFLIGHT_MAX_AGE_S = 600;
+/** Response headers beyond the CORS-safelisted ones that clients read: OpenAI's SDK waits `Retry-After` after a 429. */
+const EXPOSED = 'Retry-After';
+
+/**
+ * One configured origin in the form browsers send it (`https://app.example.com`, `http://localhost:3000`), or `*`;
+ * throws a RangeError naming what is wrong with anything else (a path, a bare host name, another scheme).
+ */
+export function corsOriginOf(entry: string): string {
+  if (entry === '*') return entry;
+  let url: URL;
+  try {
+    url = new URL(entry);
+  } catch {
+    throw new RangeError(`${JSON.stringify(entry)} is not an origin: write scheme://host[:port], e.g. https://app.example.com, or * for any origin`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new RangeError(`${JSON.stringify(entry)} is not an http or https origin`);
+  if (url.username || url.password || url.search || url.hash || !/^[a-z][a-z0-9+.-]*:\/\/[^/]+\/?$/i.test(entry)) {
+    throw new RangeError(`${JSON.stringify(entry)} is not an origin: an origin is scheme://host[:port] with no path, query or user (${url.origin})`);
+  }
+  return url.origin;
+}
+
+/** Whether `origin` is a page served from this machine's loopback interface. */
+function isLoopback(origin: string): boolean {
+  let url: URL;
+  try {
+    url = new URL(origin);
+  } catch {
+    return false; // `null` (file: pages, sandboxed frames) and anything malformed
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return false;
+  const host = url.hostname;
+  return host === 'localhost' || host.endsWith('.localhost') || host === '[::1]' || /^127(\.\d{1,3}){3}$/.test(host);
+}
+
+/** Which browser origins may call the server: loopback pages always, others as listed. */
+export class CorsPolicy {
+  private readonly any: boolean;
+  private readonly listed: ReadonlySet<string>;
+
+  /** `origins`: origins allowed besides loopback ones, `*` for any (each checked by `corsOriginOf`). */
+  constructor(origins: readonly string[] = []) {
+    const normal = origins.map(corsOriginOf);
+    this.any = normal.includes('*');
+    this.listed = new Set(normal);
+  }
+
+  /** Whether a page of `origin` (a request's `Origin` header, as the browser sent it) may call. */
+  allows(origin: string): boolean {
+    return this.any || this.listed.has(origin) || isLoopback(origin);
+  }
+
+  /**
+   * Sets the CORS headers of the answer to `req` and answers a preflight itself (true: nothing more to do). A
+   * request from an origin not allowed is refused with a 403 HttpError naming the flag that allows it.
+   */
+  apply(req: IncomingMessage, res: ServerResponse): boolean {
+    const origin = req.headers.origin;
+    if (origin === undefined) return false;
+    if (!this.allows(origin)) {
+      throw new HttpError(
+        403,
+        `requests from pages of ${origin} are not allowed; start the server with --cors-origin ${origin} (or --cors-origin '*' for any origin)`,
+        'invalid_request_error',
+        'origin_not_allowed',
+      );
+    }
+    // The origin itself, not `*`: it works for credentialed requests too, and caches keep answers apart by Vary.
+    res.setHeader('Access-Control-Allow-Origin', origin);
+    const requested = req.headers['access-control-request-method'];
+    if (req.method !== 'OPTIONS' || typeof requested !== 'string') {
+      res.setHeader('Vary', 'Origin');
+      res.setHeader('Access-Control-Expose-Headers', EXPOSED);
+      return false;
+    }
+    res.setHeader('Vary', 'Origin, Access-Control-Request-Method, Access-Control-Request-Headers');
+    res.setHeader('Access-Control-Allow-Methods', METHODS);
+    // The headers the page asked for: Authorization (never covered by a `*`), OpenAI's SDK's x-stainless-*, …
+    const headers = req.headers['access-control-request-headers'];
+    if (headers) res.setHeader('Access-Control-Allow-Headers', headers);
+    // Chromium asks a public page's permission to reach a private address (Private Network Access).
+    if (req.headers['access-control-request-private-network'] === 'true') res.setHeader('Access-Control-Allow-Private-Network', 'true');
+    res.setHeader('Access-Control-Max-Age', String(PREFLIGHT_MAX_AGE_S));
+    res.writeHead(204);
+    res.end();
+    return true;
+  }
+}
