@@ -15,6 +15,7 @@ import { z } from 'zod';
 import { Engine } from '../src/engine.js';
 import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { startServer, type RunningServer } from '../src/serve/server.js';
+import { formatRequestRecord, type RequestRecord } from '../src/serve/request-log.js';
 import { makeModule, storiesModule } from './support/modules.js';
 import { TOOLS_TEMPLATE } from './support/chat-templates.js';
 import { fromSources } from '../../../test/support/paths.js';
@@ -45,6 +46,7 @@ describe('reasonplug serve', function () {
   let tokenizer: TextTokenizer;
   let dir: string;
   let healthWhileLoading: number;
+  const records: RequestRecord[] = [];
   const post = (path: string, body: unknown, init: RequestInit = {}) =>
     fetch(`${server.url}${path}`, { method: 'POST', headers: { Authorization: `Bearer ${KEY}`, 'Content-Type': 'application/json' }, body: JSON.stringify(body), ...init });
   const chat = (over: Record<string, unknown> = {}) =>
@@ -66,6 +68,7 @@ describe('reasonplug serve', function () {
       maxBatch: 1,
       maxQueue: 1,
       chatTemplate: TEMPLATE,
+      onRequest: (record) => records.push(record),
     });
     healthWhileLoading = (await fetch(`${server.url}/health`)).status;
     [reference, tokenizer] = await Promise.all([
@@ -489,6 +492,31 @@ describe('reasonplug serve', function () {
     expect(after).to.match(/^reasonplug:time_to_first_token_seconds_count\{[^}]*\} [1-9]/m);
   });
 
+  it('records each request as its answer ends: status, time, model, tokens, finish reason, the error; a client gone mid-stream', async () => {
+    records.length = 0;
+    const ok = (await (await post('/v1/completions', { model: 'stories260k', prompt: 'Once upon a time', max_tokens: 5, temperature: 0 })).json()) as { usage: { prompt_tokens: number } };
+    await (await post('/v1/completions', { model: 'stories260k+nope', prompt: 'x' })).text();
+    await (await post('/v1/chat/completions', { model: 'stories260k', messages: 'hello' })).text();
+    const controller = new AbortController();
+    const streaming = await post('/v1/completions', { model: 'stories260k+r', prompt: 'Once upon a time', max_tokens: 400, stream: true }, { signal: controller.signal });
+    await streaming.body!.getReader().read();
+    controller.abort();
+    for (const t0 = performance.now(); records.length < 4 && performance.now() - t0 < 5_000; ) await new Promise((r) => setTimeout(r, 20));
+    const [done, missing, bad, gone] = records;
+    expect(done).to.deep.include({ method: 'POST', path: '/v1/completions', status: 200, aborted: false, model: 'stories260k', promptTokens: ok.usage.prompt_tokens, completionTokens: 5, finishReason: 'length' });
+    expect(done!.ms).to.be.greaterThan(0);
+    expect(done!.error).to.equal(undefined);
+    expect(missing).to.deep.include({ status: 404, aborted: false });
+    expect(missing!.error).to.match(/stories260k\+nope/);
+    expect(bad).to.deep.include({ path: '/v1/chat/completions', status: 400 });
+    expect(bad!.error).to.match(/messages/);
+    expect(gone).to.deep.include({ status: 200, aborted: true, model: 'stories260k+r', finishReason: 'abort' });
+    expect(formatRequestRecord(done!, 'text')).to.match(new RegExp(`^POST /v1/completions 200 \\d+ ms model=stories260k prompt=${ok.usage.prompt_tokens} completion=5 finish=length$`));
+    expect(formatRequestRecord(missing!, 'text')).to.match(/^POST \/v1\/completions 404 \d+ ms model=stories260k\+nope error=".*nope.*"$/);
+    expect(formatRequestRecord(gone!, 'text')).to.match(/ finish=abort client went away$/);
+    expect(JSON.parse(formatRequestRecord(done!, 'json'))).to.deep.include({ status: 200, time: done!.time.toISOString(), completionTokens: 5 });
+  });
+
   it('the CLI on SIGTERM stops accepting, finishes the running request, then exits 0', async () => {
     const cli = fileURLToPath(new URL('../src/cli/reasonplug.ts', import.meta.url));
     const child = spawn(process.execPath, [...fromSources, cli, 'serve', '--model', dir, '--port', '0'], { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -518,6 +546,8 @@ describe('reasonplug serve', function () {
       expect(data.filter((d) => d !== '[DONE]' && JSON.parse(d).choices[0].text).length).to.be.within(550, 600);
       expect(JSON.parse(data.at(-2)!).choices[0].finish_reason).to.equal('length');
       expect(await exited).to.equal(0);
+      // The request log: a line for each request answered, on stderr.
+      expect(stderr).to.match(/^POST \/v1\/completions 200 \d+ ms model=stories260k prompt=\d+ completion=\d+ finish=length$/m);
     } finally {
       child.kill('SIGKILL');
     }

@@ -5,6 +5,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { startServer, usableApiKey } from '../serve/server.js';
 import { corsOriginOf } from '../serve/cors.js';
+import { formatRequestRecord, type RequestLogFormat, type RequestRecord } from '../serve/request-log.js';
 import type { ReasonerSpec } from '../runtime/protocol.js';
 import type { RegistryOptions } from '../registry/settings.js';
 import { DEVICES } from '../runtime/devices.js';
@@ -83,6 +84,7 @@ interface ServeFlags {
   port: number;
   apiKey?: string[];
   corsOrigin?: string[];
+  requestLog: RequestLogFormat;
   alias?: Record<string, string>;
   name?: string;
   maxQueue: number;
@@ -118,6 +120,7 @@ export function addServeCommand(program: Command): void {
     .option('--port <n>', 'port to listen on (0: any free one)', integerFlag('--port', 0, 65535, 'a port from 0 to 65535'), 8000)
     .option('--api-key <key>', 'accepted bearer token (repeatable; default: $REASONPLUG_API_KEY, comma-separated; none: open)', apiKeyFlag)
     .option('--cors-origin <origin>', "origin of browser pages allowed to call besides loopback ones, e.g. https://app.example.com (repeatable; '*': any); other origins get 403", corsOriginFlag)
+    .addOption(new Option('--request-log <format>', 'a line on stderr for each request answered: method, path, status, time, model, tokens, finish reason, error (never prompts, replies or keys)').choices(['text', 'json', 'off']).default('text'))
     .option('--alias <name=composition>', 'extra model name for <backbone>+<reasoner>+… (repeatable)', aliasFlag)
     .option('--name <name>', "the backbone's served name (default: its module name, else its file name)")
     .option('--max-batch <n>', 'requests let into the engine at once', integerFlag('--max-batch', 1, 4096, 'a whole number from 1 to 4096'), 8)
@@ -141,6 +144,8 @@ export function addServeCommand(program: Command): void {
 async function serve(flags: ServeFlags): Promise<void> {
   const apiKeys = flags.apiKey ?? (process.env.REASONPLUG_API_KEY ?? '').split(',').map((k) => k.trim()).filter(Boolean);
   const registry = registryOptions(flags.registry, flags.registryToken);
+  const say = (text: string) => process.stderr.write(`${text}\n`);
+  const { requestLog } = flags;
   const running = await startServer({
     engine: {
       model: flags.model,
@@ -162,6 +167,7 @@ async function serve(flags: ServeFlags): Promise<void> {
     ...(flags.alias ? { aliases: flags.alias } : {}),
     apiKeys,
     ...(flags.corsOrigin ? { corsOrigins: flags.corsOrigin } : {}),
+    ...(requestLog !== 'off' ? { onRequest: (record: RequestRecord) => say(formatRequestRecord(record, requestLog)) } : {}),
     host: flags.host,
     port: flags.port,
     maxBatch: flags.maxBatch,
@@ -172,7 +178,6 @@ async function serve(flags: ServeFlags): Promise<void> {
     ...(flags.thinkingBudget !== undefined ? { thinkingBudget: flags.thinkingBudget } : {}),
     ...(flags.toolCallSyntax !== 'auto' ? { toolCallSyntax: flags.toolCallSyntax } : {}),
   });
-  const say = (text: string) => process.stderr.write(`${text}\n`);
   say(`reasonplug serve: listening on ${running.url} (loading ${flags.model})`);
   let stopping = false;
   const stop = (signal: string) => {

@@ -38,6 +38,7 @@ import { reasoningTagsOf } from '../chat/reasoning.js';
 import { ServedModels } from './models.js';
 import { unitLength } from '../runtime/unit-length.js';
 import { CorsPolicy } from './cors.js';
+import type { RequestRecord } from './request-log.js';
 import {
   isObject,
   parseChatRequest,
@@ -91,6 +92,8 @@ export interface ServeOptions {
    * from other origins get 403; requests without an `Origin` header are not affected (see serve/cors.ts).
    */
   corsOrigins?: string[];
+  /** Called with each request's record when its answer ends (`reasonplug serve` writes it as a line; see request-log.ts). */
+  onRequest?: (record: RequestRecord) => void;
 }
 
 /** A listening server. */
@@ -183,12 +186,38 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     return Math.max(1, Math.ceil((mean * (waiting.length + 1)) / maxBatch));
   };
 
+  /** Each request's record while it is answered, filled in as it goes (given to `onRequest` at its end). */
+  const records = new WeakMap<ServerResponse, RequestRecord>();
   const server = createServer((req, res) => {
     // Anthropic's and Ollama's clients read their own error shapes.
     const url = req.url ?? '';
     const dialect = url.startsWith('/v1/messages') ? 'anthropic' : url.startsWith('/api/') ? 'ollama' : 'openai';
-    handle(req, res).catch((err) => sendError(res, toHttpError(err), dialect));
+    if (options.onRequest) track(req, res, options.onRequest);
+    handle(req, res).catch((err) => {
+      const error = toHttpError(err);
+      note(res, { error: error.message });
+      sendError(res, error, dialect);
+    });
   });
+
+  /** Adds what a handler learnt to its request's record, when requests are recorded. */
+  const note = (res: ServerResponse, fields: Partial<RequestRecord>) => {
+    const record = records.get(res);
+    if (record) Object.assign(record, fields);
+  };
+
+  function track(req: IncomingMessage, res: ServerResponse, onRequest: (record: RequestRecord) => void): void {
+    const arrival = performance.now();
+    const record: RequestRecord = { time: new Date(), method: req.method ?? '', path: (req.url ?? '/').split('?')[0]!, status: 0, ms: 0, aborted: false };
+    records.set(res, record);
+    res.once('close', () => {
+      record.aborted = !res.writableFinished;
+      // 499 (nginx's "client closed request") for a client gone before any answer was written.
+      record.status = res.headersSent || !record.aborted ? res.statusCode : 499;
+      record.ms = performance.now() - arrival;
+      onRequest(record);
+    });
+  }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     // First, so that a page allowed to call can read every answer, errors included; a preflight ends here.
@@ -301,6 +330,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     res: ServerResponse,
     consume: (stream: GenerationStream, first: IteratorResult<TokenEvent>, rest: AsyncIterator<TokenEvent>, clock: TokenClock) => Promise<string>,
   ): Promise<void> {
+    note(res, { model: request.model });
     // The model name is checked even when the extension lists the reasoners itself.
     const named = l.models.resolve(request.model).map((name) => ({ name }));
     const reasoners = request.reasoners ?? named;
@@ -326,8 +356,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       clock.end();
       const result = await stream.result;
       metrics.promptTokens += result.usage.promptTokens;
+      note(res, { promptTokens: result.usage.promptTokens, completionTokens: result.usage.completionTokens });
     } finally {
-      metrics.countFinished(controller.signal.aborted ? 'abort' : reason);
+      const finishReason = controller.signal.aborted ? 'abort' : reason;
+      note(res, { finishReason });
+      metrics.countFinished(finishReason);
       metrics.e2e.observe((performance.now() - arrival) / 1000);
       release(slot);
     }
@@ -423,12 +456,14 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     res.on('close', () => {
       if (!res.writableFinished) controller.abort();
     });
+    note(res, { model: request.model });
     const slot: Slot = {};
     await admit(slot, controller.signal);
     try {
       const { vectors, promptTokens } = await l.engine.embed(request.input);
       const tokens = promptTokens.reduce((a, b) => a + b, 0);
       metrics.promptTokens += tokens;
+      note(res, { promptTokens: tokens });
       return { vectors: vectors.map((v) => (request.dimensions !== undefined ? unitLength(v.slice(0, request.dimensions)) : v)), tokens };
     } finally {
       release(slot);
