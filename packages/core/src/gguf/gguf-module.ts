@@ -10,7 +10,7 @@
  * converted again rather than refused on every load. The GGUF's own digest goes through the same stat records:
  * loading an unchanged multi-GB file again costs a `stat`, not a read of every byte.
  */
-import { existsSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { ggufDigest } from './digest.js';
@@ -34,6 +34,22 @@ const LAYOUT = 'v6';
 /** Whether a model spec names a GGUF file (by its extension). */
 export function isGgufPath(spec: string): boolean {
   return /\.gguf$/i.test(spec);
+}
+
+/**
+ * Whether `path` is an existing file to read as GGUF: named `.gguf`, or starting with GGUF's magic whatever its name
+ * (Ollama's blobs are `sha256-<hex>`; read as ONNX they would fail as a corrupt model).
+ */
+export function isGgufFile(path: string): boolean {
+  if (!existsSync(path) || !statSync(path).isFile()) return false;
+  if (isGgufPath(path)) return true;
+  const magic = Buffer.alloc(4);
+  const fd = openSync(path, 'r');
+  try {
+    return readSync(fd, magic, 0, 4, 0) === 4 && magic.toString('latin1') === 'GGUF';
+  } finally {
+    closeSync(fd);
+  }
 }
 
 export interface GgufModuleOptions {

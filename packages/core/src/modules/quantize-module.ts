@@ -9,7 +9,8 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { copyFile, mkdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { isGgufPath } from '../gguf/gguf-module.js';
+import { isGgufFile, isGgufPath } from '../gguf/gguf-module.js';
+import { isOllamaRef } from './ollama-store.js';
 import { readModel, writeModel } from '../onnx/proto.js';
 import { headBitsOf, quantizeGraph, QuantizeError, type QuantizeOptions, type QuantizeReport } from '../onnx/quantize/quantize-graph.js';
 import { MANIFEST_FILE, type ModuleManifest } from './manifest.js';
@@ -60,7 +61,7 @@ export async function quantizeModel(src: string, dest: string, opts: QuantizeOpt
   const source = resolve(src);
   const target = resolve(dest);
   // Read as ONNX, a GGUF file would fail as a corrupt model ("check that the download is complete").
-  if (isGgufPath(src)) {
+  if (isGgufPath(src) || isGgufFile(src) || isOllamaRef(src)) {
     throw new QuantizeError(
       `${src} is a GGUF file, and quantize reads ONNX: convert it first (reasonplug convert gguf ${src} DIR), which keeps ` +
         `quantized GGUF types quantized (as MatMulNBits); quantize DIR only if its weights are F32/F16/BF16`,

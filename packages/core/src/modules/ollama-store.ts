@@ -1,0 +1,147 @@
+/**
+ * Models Ollama has pulled, named as Ollama names them: `ollama://qwen2.5:0.5b`, `ollama://user/model:tag`,
+ * `ollama://hf.co/org/repo:Q4_K_M`. Ollama keeps each model as a manifest in OCI's shape
+ * (`manifests/<host>/<namespace>/<model>/<tag>`, host `registry.ollama.ai`, namespace `library` and tag `latest`
+ * when a name leaves them out) whose layers are content-addressed blobs (`blobs/sha256-<hex>`); the layer of media
+ * type `application/vnd.ollama.image.model` is the model's GGUF file, which is then converted like any other.
+ *
+ * The store is `$OLLAMA_MODELS`, else `~/.ollama/models`, else a Linux service install's
+ * `/usr/share/ollama/.ollama/models`. Only the model layer is read: Ollama's Go chat template is not Jinja, and the
+ * GGUF's own `tokenizer.chat_template` (what Ollama derives its template from) is used; a vision projector layer is
+ * left out (the model runs as a text model); a LoRA adapter layer is refused, since it would change the model.
+ */
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+
+/** The prefix that marks a model spec as an Ollama model name. */
+export const OLLAMA_SCHEME = 'ollama://';
+
+const MODEL_LAYER = 'application/vnd.ollama.image.model';
+const ADAPTER_LAYER = 'application/vnd.ollama.image.adapter';
+const DEFAULT_HOST = 'registry.ollama.ai';
+const DEFAULT_NAMESPACE = 'library';
+const DEFAULT_TAG = 'latest';
+
+/** An Ollama model that cannot be used: no store, not pulled, a manifest without a usable model layer. */
+export class OllamaModelError extends Error {
+  override name = 'OllamaModelError';
+}
+
+/** Whether a model spec names an Ollama model (`ollama://…`). */
+export function isOllamaRef(spec: string): boolean {
+  return spec.startsWith(OLLAMA_SCHEME);
+}
+
+/** Where Ollama may keep its models, in the order looked at. */
+export function ollamaStores(env: NodeJS.ProcessEnv = process.env): string[] {
+  if (env.OLLAMA_MODELS) return [env.OLLAMA_MODELS];
+  return [join(homedir(), '.ollama', 'models'), '/usr/share/ollama/.ollama/models'];
+}
+
+/** A model name's parts, defaults filled in. */
+interface OllamaName {
+  host: string;
+  namespace: string;
+  model: string;
+  tag: string;
+}
+
+/** Parses `[host/][namespace/]model[:tag]` as Ollama does; refuses what cannot be a name (and any path tricks). */
+function parseName(spec: string): OllamaName {
+  const name = spec.slice(OLLAMA_SCHEME.length);
+  const parts = name.split('/');
+  const last = parts.pop() ?? '';
+  const colon = last.lastIndexOf(':');
+  const [model, tag] = colon >= 0 ? [last.slice(0, colon), last.slice(colon + 1)] : [last, DEFAULT_TAG];
+  const [host, namespace] = parts.length === 2 ? parts : parts.length === 1 ? [DEFAULT_HOST, parts[0]!] : parts.length === 0 ? [DEFAULT_HOST, DEFAULT_NAMESPACE] : [];
+  const part = /^[A-Za-z0-9_][A-Za-z0-9._:-]*$/;
+  if (host === undefined || namespace === undefined || ![host, namespace, model, tag].every((p) => part.test(p) && !p.includes('..'))) {
+    throw new OllamaModelError(`${spec} is not an Ollama model name: write ${OLLAMA_SCHEME}[host/][namespace/]model[:tag], e.g. ${OLLAMA_SCHEME}qwen2.5:0.5b`);
+  }
+  return { host, namespace, model, tag };
+}
+
+/** How Ollama shows a name: the default host and namespace left out. */
+function shortName(n: OllamaName): string {
+  const prefix = n.host === DEFAULT_HOST ? (n.namespace === DEFAULT_NAMESPACE ? '' : `${n.namespace}/`) : `${n.host}/${n.namespace}/`;
+  return `${prefix}${n.model}:${n.tag}`;
+}
+
+/** `dir`'s entry `name`, matched without regard to case as Ollama matches names; undefined when there is none. */
+function entry(dir: string, name: string): string | undefined {
+  if (existsSync(join(dir, name))) return join(dir, name);
+  const found = readdirSafe(dir).find((e) => e.toLowerCase() === name.toLowerCase());
+  return found === undefined ? undefined : join(dir, found);
+}
+
+function readdirSafe(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
+/** The names of every model pulled into `store`, as Ollama lists them. */
+function pulledModels(store: string): string[] {
+  const root = join(store, 'manifests');
+  const names: string[] = [];
+  for (const host of readdirSafe(root)) {
+    for (const namespace of readdirSafe(join(root, host))) {
+      for (const model of readdirSafe(join(root, host, namespace))) {
+        for (const tag of readdirSafe(join(root, host, namespace, model))) names.push(shortName({ host, namespace, model, tag }));
+      }
+    }
+  }
+  return names.sort();
+}
+
+/** One layer of an Ollama manifest. */
+interface Layer {
+  mediaType?: unknown;
+  digest?: unknown;
+}
+
+/**
+ * The GGUF file of the Ollama model `spec` names (`ollama://…`), in the first of `stores` that exists. Throws
+ * OllamaModelError naming what is missing: the store, the model (with the models there are), its model layer or blob.
+ */
+export function ollamaModelFile(spec: string, stores: string[] = ollamaStores()): string {
+  const name = parseName(spec);
+  const store = stores.find((s) => existsSync(join(s, 'manifests')));
+  if (!store) {
+    throw new OllamaModelError(`${spec}: no Ollama model store in ${stores.join(' or ')}; set OLLAMA_MODELS to the folder where Ollama keeps its models`);
+  }
+  let at: string | undefined = join(store, 'manifests');
+  for (const part of [name.host, name.namespace, name.model, name.tag]) at = at && entry(at, part);
+  if (!at || !statSync(at).isFile()) {
+    const pulled = pulledModels(store);
+    throw new OllamaModelError(
+      `${spec}: Ollama has not pulled ${shortName(name)} into ${store} (ollama pull ${shortName(name)}); it has ${pulled.length ? pulled.join(', ') : 'no models'}`,
+    );
+  }
+  let layers: Layer[];
+  try {
+    const manifest = JSON.parse(readFileSync(at, 'utf8')) as { layers?: unknown };
+    if (!Array.isArray(manifest.layers)) throw new Error('it has no layers');
+    layers = manifest.layers as Layer[];
+  } catch (err) {
+    throw new OllamaModelError(`${spec}: the manifest ${at} cannot be read: ${(err as Error).message}`);
+  }
+  if (layers.some((l) => l.mediaType === ADAPTER_LAYER)) {
+    throw new OllamaModelError(`${spec} carries a LoRA adapter (a layer of type ${ADAPTER_LAYER}), which reasonplug does not apply; use its base model, or merge the adapter into a GGUF file`);
+  }
+  const models = layers.filter((l) => l.mediaType === MODEL_LAYER);
+  if (models.length !== 1) {
+    throw new OllamaModelError(`${spec}: the manifest ${at} has ${models.length} model layers (${MODEL_LAYER}); reasonplug reads a model of one GGUF file`);
+  }
+  const digest = models[0]!.digest;
+  if (typeof digest !== 'string' || !/^sha256:[0-9a-f]{64}$/.test(digest)) {
+    throw new OllamaModelError(`${spec}: the manifest ${at} gives its model layer the digest ${JSON.stringify(digest)}, not sha256:<64 hex digits>`);
+  }
+  // Ollama writes blob names with "-" for the digest's ":" (a name Windows takes).
+  const blob = join(store, 'blobs', digest.replace(':', '-'));
+  if (!existsSync(blob)) throw new OllamaModelError(`${spec}: its model blob ${blob} is missing (ollama pull ${shortName(name)} again)`);
+  return blob;
+}

@@ -1,0 +1,116 @@
+/**
+ * Models Ollama has pulled (`ollama://name:tag`) and GGUF files without a `.gguf` name (Ollama's blobs): a store laid
+ * out as Ollama writes it (manifests under `manifests/<host>/<namespace>/<model>/<tag>`, blobs as `sha256-<hex>`)
+ * holding the real stories260K, loaded by the engine and the CLI against the same file given as `.gguf`.
+ */
+import { expect } from 'chai';
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { models } from '../../../test/support/paths.js';
+import { Engine } from '../src/engine.js';
+import { isGgufFile } from '../src/gguf/gguf-module.js';
+import { OllamaModelError, ollamaModelFile } from '../src/modules/ollama-store.js';
+import { resolveModelPath } from '../src/registry/resolve-model.js';
+import { runReasonplug } from './support/cli.js';
+import { testDir } from './support/models.js';
+
+const MODEL = 'application/vnd.ollama.image.model';
+
+/** A layer of `bytes` written into the store's blobs, as Ollama names it. */
+async function blob(store: string, bytes: Buffer | string, mediaType: string): Promise<{ mediaType: string; digest: string; size: number }> {
+  const hex = createHash('sha256').update(bytes).digest('hex');
+  await writeFile(join(store, 'blobs', `sha256-${hex}`), bytes);
+  return { mediaType, digest: `sha256:${hex}`, size: Buffer.byteLength(bytes) };
+}
+
+/** Writes the manifest of `host/namespace/model:tag` with these layers. */
+async function manifest(store: string, [host, namespace, model, tag]: string[], layers: object[]): Promise<void> {
+  const dir = join(store, 'manifests', host!, namespace!, model!);
+  await mkdir(dir, { recursive: true });
+  const config = { mediaType: 'application/vnd.docker.container.image.v1+json', digest: `sha256:${'0'.repeat(64)}`, size: 2 };
+  await writeFile(join(dir, tag!), JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.docker.distribution.manifest.v2+json', config, layers }));
+}
+
+describe('models Ollama has pulled (ollama://)', function () {
+  this.timeout(120_000);
+  let store: string;
+  let gguf: { mediaType: string; digest: string; size: number };
+
+  before(async () => {
+    store = join(testDir('ollama'), 'models');
+    await mkdir(join(store, 'blobs'), { recursive: true });
+    gguf = await blob(store, await readFile(models.stories260K), MODEL);
+    const template = await blob(store, '{{ .Prompt }}', 'application/vnd.ollama.image.template');
+    const params = await blob(store, '{"stop":["<|end|>"]}', 'application/vnd.ollama.image.params');
+    await manifest(store, ['registry.ollama.ai', 'library', 'stories', '260k'], [gguf, template, params]);
+    await manifest(store, ['registry.ollama.ai', 'someone', 'tiny', 'latest'], [gguf]);
+    await manifest(store, ['hf.co', 'org', 'repo', 'Q8_0'], [gguf]);
+    await manifest(store, ['registry.ollama.ai', 'library', 'tuned', 'latest'], [gguf, await blob(store, 'lora', 'application/vnd.ollama.image.adapter')]);
+    await manifest(store, ['registry.ollama.ai', 'library', 'gone', 'latest'], [{ mediaType: MODEL, digest: `sha256:${'a'.repeat(64)}`, size: 1 }]);
+    await manifest(store, ['registry.ollama.ai', 'library', 'template-only', 'latest'], [template]);
+  });
+
+  it("finds a model's GGUF blob by Ollama's names: defaults, namespaces, other hosts, any case", () => {
+    const file = join(store, 'blobs', gguf.digest.replace(':', '-'));
+    for (const name of ['stories:260k', 'Stories:260K', 'library/stories:260k', 'registry.ollama.ai/library/stories:260k', 'someone/tiny', 'someone/tiny:latest', 'hf.co/org/repo:Q8_0']) {
+      expect(ollamaModelFile(`ollama://${name}`, [store]), name).to.equal(file);
+    }
+    // A blob has no extension; it is still read as GGUF, by its magic.
+    expect(isGgufFile(file)).to.equal(true);
+    expect(isGgufFile(join(store, 'manifests', 'registry.ollama.ai', 'library', 'stories', '260k'))).to.equal(false);
+  });
+
+  it('refuses what it cannot use, naming it: a name that is none, a model not pulled (listing those there are), an adapter, a missing blob, no store', () => {
+    const refusal = (spec: string, stores = [store]) => {
+      try {
+        ollamaModelFile(spec, stores);
+      } catch (err) {
+        expect(err, spec).to.be.instanceOf(OllamaModelError);
+        return (err as Error).message;
+      }
+      throw new Error(`${spec} was not refused`);
+    };
+    for (const spec of ['ollama://', 'ollama://a/b/c/d', 'ollama://../x', 'ollama://stories:', 'ollama://sto ries']) expect(refusal(spec)).to.match(/is not an Ollama model name/);
+    expect(refusal('ollama://stories:7b')).to.equal(
+      `ollama://stories:7b: Ollama has not pulled stories:7b into ${store} (ollama pull stories:7b); it has gone:latest, hf.co/org/repo:Q8_0, someone/tiny:latest, stories:260k, template-only:latest, tuned:latest`,
+    );
+    expect(refusal('ollama://tuned')).to.match(/carries a LoRA adapter .* which reasonplug does not apply/);
+    expect(refusal('ollama://gone')).to.match(/its model blob .*sha256-a{64} is missing \(ollama pull gone:latest again\)/);
+    expect(refusal('ollama://template-only')).to.match(/has 0 model layers/);
+    expect(refusal('ollama://stories:260k', [join(store, 'nowhere')])).to.match(/no Ollama model store in .*nowhere; set OLLAMA_MODELS/);
+  });
+
+  it('the engine loads ollama://name:tag and the bare blob as it loads the .gguf file: the same greedy story', async () => {
+    const saved = process.env.OLLAMA_MODELS;
+    process.env.OLLAMA_MODELS = store;
+    // Each from a cache of its own: each converts the file it was given.
+    const specs = [models.stories260K, 'ollama://stories:260k', join(store, 'blobs', gguf.digest.replace(':', '-'))];
+    const engines = await Promise.all(specs.map((model) => Engine.load({ model, cacheDir: testDir('ollama-cache') })));
+    try {
+      const [direct, ...others] = await Promise.all(engines.map(async (e) => (await e.generate({ promptIds: [1] }, { maxTokens: 24 })).rows[0]!.ids));
+      expect(direct).to.have.length(24);
+      for (const ids of others) expect(ids).to.deep.equal(direct);
+      expect(await resolveModelPath('ollama://stories:260k', { cacheDir: testDir('ollama-cache') })).to.match(/gguf/);
+    } finally {
+      await Promise.all(engines.map((e) => e.dispose()));
+      if (saved === undefined) delete process.env.OLLAMA_MODELS;
+      else process.env.OLLAMA_MODELS = saved;
+    }
+  });
+
+  it('the CLI generates from ollama://, converts it, and says what is missing', async () => {
+    const env = { OLLAMA_MODELS: store, REASONPLUG_CACHE: testDir('ollama-cli-cache') };
+    const direct = await runReasonplug(['generate', '--model', models.stories260K, '--prompt-ids', '1', '--max-tokens', '16', '--json'], env);
+    const named = await runReasonplug(['generate', '--model', 'ollama://stories:260k', '--prompt-ids', '1', '--max-tokens', '16', '--json'], env);
+    expect(named.code, named.stderr).to.equal(0);
+    expect(JSON.parse(named.stdout).text).to.equal(JSON.parse(direct.stdout).text);
+    const out = join(testDir('ollama-convert'), 'stories');
+    const converted = await runReasonplug(['convert', 'gguf', 'ollama://someone/tiny', out], env);
+    expect(converted.code, converted.stderr).to.equal(0);
+    expect(converted.stdout.trim()).to.equal(out);
+    const missing = await runReasonplug(['generate', '--model', 'ollama://qwen2.5:0.5b', '--prompt', 'hi'], env);
+    expect(missing.code).to.not.equal(0);
+    expect(missing.stderr).to.contain('Ollama has not pulled qwen2.5:0.5b');
+  });
+});
