@@ -16,7 +16,7 @@ import { basename } from 'node:path';
 import type { TokenTrace } from '../compose/composed-source.js';
 import { DTYPES } from '../modules/hub-variants.js';
 import { quantizeModel } from '../modules/quantize-module.js';
-import { isOllamaRef, ollamaModelFile } from '../modules/ollama-store.js';
+import { isLocalModelName, localModelPath } from '../modules/local-names.js';
 import { addRegistryCommands } from './registry-commands.js';
 import { addCacheCommand } from './cache-command.js';
 import { responseFormatFromFlags, type ResponseFormatFlags } from './response-format-flags.js';
@@ -152,7 +152,7 @@ export function buildProgram(): Command {
     .command('convert')
     .description('convert a model into a reasonplug module directory')
     .command('gguf')
-    .argument('<file>', `GGUF file, or a model Ollama has pulled (ollama://name:tag) (general.architecture: ${SUPPORTED_ARCHITECTURES.join(', ')})`)
+    .argument('<file>', `GGUF file, or one named as Ollama (ollama://name:tag) or the Hugging Face cache (hf://org/repo:QUANT) keep it (general.architecture: ${SUPPORTED_ARCHITECTURES.join(', ')})`)
     .argument('<outdir>', 'module directory to write')
     .addOption(new Option('--dtype <t>', 'weight and I/O precision').choices(['float32', 'float16']).default('float32'))
     .addOption(new Option('--kv-cache <t>', "keys' and values' type: float16 (llama.cpp's default; half the bytes a long context's step moves) or float32 (exact against llama.cpp's F32 cache)").choices(['float32', 'float16']).default('float16'))
@@ -161,8 +161,8 @@ export function buildProgram(): Command {
     )
     .option('--name <name>', 'module name')
     .action(async (src: string, outDir: string, flags: { dtype: 'float32' | 'float16'; kvCache: 'float32' | 'float16'; kvOutput: 'new' | 'joined'; name?: string }) => {
-      const file = isOllamaRef(src) ? ollamaModelFile(src) : src;
-      const bar = progressBar(`convert ${isOllamaRef(src) ? src : basename(file)}`);
+      const file = localModelPath(src);
+      const bar = progressBar(`convert ${isLocalModelName(src) ? src : basename(file)}`);
       const onTensorRead = bar && ((bytes: number, total: number) => bar.update({ file: basename(file), digest: file, size: total, bytes, resumedFrom: 0, done: bytes === total }));
       const { dir } = await convertGguf(file, outDir, {
         dtype: flags.dtype,

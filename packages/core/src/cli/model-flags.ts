@@ -8,7 +8,7 @@ import { basename } from 'node:path';
 import type { EngineOptions, StreamOptions } from '../engine.js';
 import type { FusionMode } from '../compose/fusion.js';
 import { isGgufFile } from '../gguf/gguf-module.js';
-import { isOllamaRef } from '../modules/ollama-store.js';
+import { isLocalModelName, localModelPath } from '../modules/local-names.js';
 import { DTYPES } from '../modules/hub-variants.js';
 import { progressBar } from '../registry/progress.js';
 import { resolveModelPath } from '../registry/resolve-model.js';
@@ -66,7 +66,7 @@ export interface SamplingFlags {
 /** Adds the loading flags (`--model`, `--reasoner`, …) to a command. */
 export function addModelFlags(command: Command): Command {
   return command
-    .requiredOption('--model <path>', 'module directory, plain export directory, .onnx file, GGUF file or a model Ollama has pulled (ollama://name:tag; converted once into the cache), or registry reference')
+    .requiredOption('--model <path>', 'module directory, plain export directory, .onnx file, GGUF file (converted once into the cache; also as ollama://name:tag or hf://org/repo:QUANT), or registry reference')
     .addOption(new Option('--dtype <t>', "graph of a hub export directory (transformers.js names; default: the most precise present)").choices([...DTYPES]))
     .option('--reasoner <path[=weight]>', 'reasoner module composed with the model (repeatable)', reasonerFlag)
     .addOption(new Option('--mode <mode>', 'transform before weighting: logits (UniR) or logprobs (GenARM)').choices(['logits', 'logprobs']))
@@ -130,9 +130,9 @@ export async function engineOptions(flags: ModelFlags): Promise<EngineOptions> {
   };
 }
 
-/** A GGUF file's or Ollama model's converted module (converted on first use, with a progress bar on a terminal); other specs as given. */
+/** A GGUF file's converted module, named by path or as other tools name it (converted on first use, with a progress bar on a terminal); other specs as given. */
 async function ggufWithProgress(spec: string, kvCache: ModelFlags['kvCache']): Promise<string> {
-  if (!isOllamaRef(spec) && !isGgufFile(spec)) return spec;
-  const bar = progressBar(`convert ${isOllamaRef(spec) ? spec : basename(spec)}`);
+  if (!isGgufFile(localModelPath(spec))) return spec;
+  const bar = progressBar(`convert ${isLocalModelName(spec) ? spec : basename(spec)}`);
   return resolveModelPath(spec, bar ? { onProgress: (p) => bar.update(p) } : {}, kvCache ? { kvCache } : undefined).finally(() => bar?.finish());
 }

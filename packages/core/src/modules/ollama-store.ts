@@ -10,9 +10,10 @@
  * GGUF's own `tokenizer.chat_template` (what Ollama derives its template from) is used; a vision projector layer is
  * left out (the model runs as a text model); a LoRA adapter layer is refused, since it would change the model.
  */
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { entryOf, namesIn } from './dir-entries.js';
 
 /** The prefix that marks a model spec as an Ollama model name. */
 export const OLLAMA_SCHEME = 'ollama://';
@@ -68,29 +69,14 @@ function shortName(n: OllamaName): string {
   return `${prefix}${n.model}:${n.tag}`;
 }
 
-/** `dir`'s entry `name`, matched without regard to case as Ollama matches names; undefined when there is none. */
-function entry(dir: string, name: string): string | undefined {
-  if (existsSync(join(dir, name))) return join(dir, name);
-  const found = readdirSafe(dir).find((e) => e.toLowerCase() === name.toLowerCase());
-  return found === undefined ? undefined : join(dir, found);
-}
-
-function readdirSafe(dir: string): string[] {
-  try {
-    return readdirSync(dir);
-  } catch {
-    return [];
-  }
-}
-
 /** The names of every model pulled into `store`, as Ollama lists them. */
 function pulledModels(store: string): string[] {
   const root = join(store, 'manifests');
   const names: string[] = [];
-  for (const host of readdirSafe(root)) {
-    for (const namespace of readdirSafe(join(root, host))) {
-      for (const model of readdirSafe(join(root, host, namespace))) {
-        for (const tag of readdirSafe(join(root, host, namespace, model))) names.push(shortName({ host, namespace, model, tag }));
+  for (const host of namesIn(root)) {
+    for (const namespace of namesIn(join(root, host))) {
+      for (const model of namesIn(join(root, host, namespace))) {
+        for (const tag of namesIn(join(root, host, namespace, model))) names.push(shortName({ host, namespace, model, tag }));
       }
     }
   }
@@ -114,7 +100,7 @@ export function ollamaModelFile(spec: string, stores: string[] = ollamaStores())
     throw new OllamaModelError(`${spec}: no Ollama model store in ${stores.join(' or ')}; set OLLAMA_MODELS to the folder where Ollama keeps its models`);
   }
   let at: string | undefined = join(store, 'manifests');
-  for (const part of [name.host, name.namespace, name.model, name.tag]) at = at && entry(at, part);
+  for (const part of [name.host, name.namespace, name.model, name.tag]) at = at && entryOf(at, part);
   if (!at || !statSync(at).isFile()) {
     const pulled = pulledModels(store);
     throw new OllamaModelError(

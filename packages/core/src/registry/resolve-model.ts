@@ -1,12 +1,12 @@
 /**
  * Wherever reasonplug takes a model path (`Engine.load({ model })`, reasoners, `--model`, `--reasoner`,
  * the LangChain plugin), a registry reference works too: `resolveModelPath` leaves local paths alone and
- * pulls references into the cache. A GGUF file, or a model Ollama has pulled (`ollama://name:tag`,
- * modules/ollama-store.ts), is converted once into the cache (gguf/gguf-module.ts).
+ * pulls references into the cache. Models other tools keep (`ollama://name:tag`, `hf://org/repo:QUANT`,
+ * modules/local-names.ts) stand for their files; a GGUF file is converted once into the cache (gguf/gguf-module.ts).
  */
 import { existsSync } from 'node:fs';
 import { ggufModuleDir, isGgufFile, type GgufModuleOptions } from '../gguf/gguf-module.js';
-import { isOllamaRef, ollamaModelFile } from '../modules/ollama-store.js';
+import { localModelPath } from '../modules/local-names.js';
 import { isAbsolute } from 'node:path';
 import { InvalidReferenceError } from './errors.js';
 import { pullModule, type PullOptions } from './pull.js';
@@ -25,10 +25,11 @@ function looksLikePath(spec: string): boolean {
  * `@` or `:` is returned as is, for the engine to report as a missing path. `convert`: how a GGUF file is converted.
  */
 export async function resolveModelPath(spec: string, opts: PullOptions = {}, convert?: GgufModuleOptions['convert']): Promise<string> {
-  const gguf = isOllamaRef(spec) ? ollamaModelFile(spec) : isGgufFile(spec) ? spec : undefined;
-  if (gguf !== undefined) {
-    return ggufModuleDir(gguf, { cacheDir: settingsFrom(opts).cacheDir, ...(opts.onProgress ? { onProgress: opts.onProgress } : {}), ...(convert ? { convert } : {}) });
+  const local = localModelPath(spec);
+  if (isGgufFile(local)) {
+    return ggufModuleDir(local, { cacheDir: settingsFrom(opts).cacheDir, ...(opts.onProgress ? { onProgress: opts.onProgress } : {}), ...(convert ? { convert } : {}) });
   }
+  if (local !== spec) return local;
   if (existsSync(spec) || looksLikePath(spec)) return spec;
   let ref;
   try {

@@ -1,0 +1,19 @@
+/** Reading the folders of other tools' model stores (Ollama's, the Hugging Face hub cache), which may not be there. */
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+/** The names in `dir`; none when it cannot be read. */
+export function namesIn(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
+/** `dir`'s entry `name`, else one whose name differs only in case (both stores' names are case-insensitive); undefined when neither is there. */
+export function entryOf(dir: string, name: string): string | undefined {
+  if (existsSync(join(dir, name))) return join(dir, name);
+  const found = namesIn(dir).find((e) => e.toLowerCase() === name.toLowerCase());
+  return found === undefined ? undefined : join(dir, found);
+}

@@ -1,0 +1,131 @@
+/**
+ * Models in the Hugging Face hub cache (what `hf download`, `huggingface-cli download`, transformers and
+ * huggingface_hub leave on a machine), named as llama.cpp's `-hf` and `llama-run` name them: `hf://org/repo` (its
+ * GGUF file, or the export directory of a repository without one), `hf://org/repo:Q4_K_M` (the GGUF file of that
+ * quantization; a split one by its first shard), `hf://org/repo/path/file.gguf`, and any of these at a revision
+ * (`hf://org/repo@v1.0:Q8_0`: a branch or tag under `refs/`, or a commit). `huggingface://` is the same.
+ * Nothing is downloaded: a repository or file not in the cache is refused with the command that fetches it.
+ *
+ * The cache is `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `$XDG_CACHE_HOME/huggingface/hub`, else
+ * `~/.cache/huggingface/hub`. A repository is `models--<org>--<repo>`; `refs/<revision>` holds a commit, whose files
+ * are `snapshots/<commit>/…` (links into `blobs/`; a link whose blob is missing counts as not downloaded).
+ */
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { entryOf, namesIn } from './dir-entries.js';
+
+const SCHEMES = ['hf://', 'huggingface://'];
+/** The quantization llama.cpp's `-hf` picks when a repository has several and the name says none. */
+const DEFAULT_QUANT = 'Q4_K_M';
+/** Folders deep that GGUF files are looked for (repositories keep a split file's shards in a folder of its type). */
+const MAX_DEPTH = 3;
+
+/** A model name the hub cache cannot answer: not a name, a repository, revision or file not downloaded, no single GGUF. */
+export class HfCacheError extends Error {
+  override name = 'HfCacheError';
+}
+
+/** Whether a model spec names a model in the Hugging Face cache (`hf://…`, `huggingface://…`). */
+export function isHfRef(spec: string): boolean {
+  return SCHEMES.some((s) => spec.startsWith(s));
+}
+
+/** The hub cache folder, found as huggingface_hub finds it. */
+export function hfCacheRoot(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.HF_HUB_CACHE) return env.HF_HUB_CACHE;
+  if (env.HF_HOME) return join(env.HF_HOME, 'hub');
+  return join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'huggingface', 'hub');
+}
+
+interface HfName {
+  org: string;
+  repo: string;
+  revision: string;
+  quant?: string;
+  file?: string;
+}
+
+function parseName(spec: string): HfName {
+  const rest = spec.slice(SCHEMES.find((s) => spec.startsWith(s))!.length);
+  const [org = '', repoPart = '', ...path] = rest.split('/');
+  const m = /^([A-Za-z0-9][A-Za-z0-9._-]*)(?:@([A-Za-z0-9][A-Za-z0-9._-]*))?(?::([A-Za-z0-9][A-Za-z0-9._-]*))?$/.exec(repoPart);
+  const file = path.join('/');
+  const badPath = path.some((p) => p === '' || p === '.' || p === '..');
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(org) || !m || (path.length > 0 && (badPath || m[3] !== undefined))) {
+    throw new HfCacheError(`${spec} is not a Hugging Face model name: write hf://org/repo[@revision][:QUANT] or hf://org/repo[@revision]/path/file.gguf`);
+  }
+  return { org, repo: m[1]!, revision: m[2] ?? 'main', ...(m[3] ? { quant: m[3] } : {}), ...(file ? { file } : {}) };
+}
+
+/** The repositories of models in the cache, as `org/repo`. */
+function cachedRepos(root: string): string[] {
+  return namesIn(root)
+    .filter((n) => n.startsWith('models--'))
+    .map((n) => n.slice('models--'.length).split('--').join('/'))
+    .sort();
+}
+
+/** GGUF model files below `dir` (relative paths), vision projectors (`mmproj…`) and later shards of split files left out. */
+function ggufModels(dir: string, prefix = '', depth = 0): string[] {
+  const found: string[] = [];
+  for (const name of namesIn(join(dir, prefix))) {
+    const rel = prefix ? `${prefix}/${name}` : name;
+    const full = join(dir, rel);
+    if (!existsSync(full)) continue; // a link whose blob was never downloaded
+    if (statSync(full).isDirectory()) {
+      if (depth < MAX_DEPTH) found.push(...ggufModels(dir, rel, depth + 1));
+      continue;
+    }
+    const shard = /-(\d{5})-of-(\d{5})\.gguf$/i.exec(name);
+    if (/\.gguf$/i.test(name) && !/^mmproj/i.test(name) && (!shard || Number(shard[1]) === 1)) found.push(rel);
+  }
+  return found.sort();
+}
+
+/** Whether a file's path names quantization `quant` as a word of its own (`Q4_K` is not `Q4_K_M`). */
+function namesQuant(path: string, quant: string): boolean {
+  const q = quant.toLowerCase().replace(/[.]/g, '\\.');
+  return new RegExp(`(^|[-._/])${q}(?=[-./]|$)`).test(path.toLowerCase());
+}
+
+/**
+ * The GGUF file, or export directory, the Hugging Face model name `spec` stands for, in the cache at `root`. Throws
+ * HfCacheError naming what is missing, with what the cache has instead.
+ */
+export function hfCachePath(spec: string, root: string = hfCacheRoot()): string {
+  const name = parseName(spec);
+  const id = `${name.org}/${name.repo}`;
+  const repoDir = entryOf(root, `models--${name.org}--${name.repo}`);
+  if (!repoDir) {
+    const repos = cachedRepos(root);
+    const listed = repos.length > 20 ? `${repos.slice(0, 20).join(', ')} and ${repos.length - 20} more` : repos.join(', ') || 'no models';
+    throw new HfCacheError(`${spec}: ${id} is not in the Hugging Face cache at ${root} (hf download ${id}); it has ${listed}`);
+  }
+  const snapshots = join(repoDir, 'snapshots');
+  const ref = join(repoDir, 'refs', name.revision);
+  const commit = existsSync(ref) ? readFileSync(ref, 'utf8').trim() : /^[0-9a-f]{40}$/.test(name.revision) ? name.revision : undefined;
+  if (commit === undefined || !existsSync(join(snapshots, commit))) {
+    const refs = namesIn(join(repoDir, 'refs'));
+    throw new HfCacheError(`${spec}: revision ${name.revision} of ${id} is not in the cache (it has ${refs.length ? refs.join(', ') : 'no revisions'}); hf download ${id} --revision ${name.revision}`);
+  }
+  const snapshot = join(snapshots, commit);
+  if (name.file !== undefined) {
+    const file = join(snapshot, name.file);
+    if (!existsSync(file)) throw new HfCacheError(`${spec}: ${name.file} of ${id} is not in the cache (hf download ${id} ${name.file})`);
+    return file;
+  }
+  const ggufs = ggufModels(snapshot);
+  if (name.quant !== undefined) {
+    const matches = ggufs.filter((f) => namesQuant(f, name.quant!));
+    if (matches.length === 1) return join(snapshot, matches[0]!);
+    throw new HfCacheError(
+      `${spec}: ${matches.length ? `${matches.length} GGUF files of ${id} are ${name.quant} (${matches.join(', ')}); name one: hf://${id}/<file>` : `no GGUF file of ${id} in the cache is ${name.quant}`}; it has ${ggufs.join(', ') || 'none'}`,
+    );
+  }
+  if (ggufs.length === 0) return snapshot; // an export directory (config.json, tokenizer files, onnx/…)
+  if (ggufs.length === 1) return join(snapshot, ggufs[0]!);
+  const preferred = ggufs.filter((f) => namesQuant(f, DEFAULT_QUANT));
+  if (preferred.length === 1) return join(snapshot, preferred[0]!);
+  throw new HfCacheError(`${spec}: ${id} has ${ggufs.length} GGUF files in the cache (${ggufs.join(', ')}); choose one with hf://${id}:<QUANT> or hf://${id}/<file>`);
+}

@@ -1,0 +1,139 @@
+/**
+ * Models in the Hugging Face hub cache (`hf://org/repo[@revision][:QUANT]`, `hf://org/repo/file`): a cache laid out as
+ * huggingface_hub writes it (`models--<org>--<repo>/refs/<revision>` → `snapshots/<commit>/<file>`, files as links into
+ * `blobs/`), holding the real stories260K under the names GGUF repositories give their files, and an export directory.
+ */
+import { expect } from 'chai';
+import { mkdir, readFile, rename, symlink, writeFile } from 'node:fs/promises';
+import { dirname, join, relative } from 'node:path';
+import { models } from '../../../test/support/paths.js';
+import { Engine } from '../src/engine.js';
+import { HfCacheError, hfCachePath, hfCacheRoot } from '../src/modules/hf-cache.js';
+import { runReasonplug } from './support/cli.js';
+import { storiesModule } from './support/modules.js';
+import { testDir } from './support/models.js';
+
+const MAIN = 'a'.repeat(40);
+const OLD = 'b'.repeat(40);
+
+/** Writes `files` (path in the repository → bytes) as revision `commit` of `org/repo`, named by `refs`. */
+async function snapshot(cache: string, id: string, commit: string, refs: string[], files: Record<string, Buffer | string>): Promise<string> {
+  const repo = join(cache, `models--${id.replace('/', '--')}`);
+  const snap = join(repo, 'snapshots', commit);
+  for (const [path, bytes] of Object.entries(files)) {
+    const blob = join(repo, 'blobs', `${commit.slice(0, 8)}-${path.replace(/\//g, '_')}`);
+    await mkdir(dirname(blob), { recursive: true });
+    await writeFile(blob, bytes);
+    await mkdir(dirname(join(snap, path)), { recursive: true });
+    await symlink(relative(dirname(join(snap, path)), blob), join(snap, path));
+  }
+  for (const ref of refs) {
+    await mkdir(join(repo, 'refs'), { recursive: true });
+    await writeFile(join(repo, 'refs', ref), commit);
+  }
+  return snap;
+}
+
+describe('models in the Hugging Face cache (hf://)', function () {
+  this.timeout(120_000);
+  let cache: string;
+  let gguf: Buffer;
+  let exportSnap: string;
+
+  before(async () => {
+    cache = join(testDir('hf-cache'), 'hub');
+    gguf = await readFile(models.stories260K);
+    await snapshot(cache, 'org/stories-GGUF', MAIN, ['main'], {
+      'stories260K-Q4_K_M.gguf': gguf,
+      'stories260K-Q8_0.gguf': gguf,
+      'stories260K-Q4_K.gguf': gguf,
+      'mmproj-stories260K-f16.gguf': 'projector',
+      'Q2_K/stories260K-Q2_K-00001-of-00002.gguf': gguf,
+      'Q2_K/stories260K-Q2_K-00002-of-00002.gguf': 'shard',
+      'README.md': '# stories',
+    });
+    await snapshot(cache, 'org/stories-GGUF', OLD, ['v1'], { 'stories260K-Q8_0.gguf': gguf });
+    await snapshot(cache, 'org/one-GGUF', MAIN, ['main'], { 'one.Q8_0.gguf': gguf });
+    await snapshot(cache, 'org/two-GGUF', MAIN, ['main'], { 'two.Q8_0.gguf': gguf, 'two.Q6_K.gguf': gguf });
+    // An export directory: the stories module's files (reasonplug.json, model.onnx, tokenizer files).
+    const module = await storiesModule();
+    const files: Record<string, Buffer> = {};
+    for (const f of ['reasonplug.json', 'model.onnx', 'tokenizer.json', 'tokenizer_config.json']) files[f] = await readFile(join(module, f));
+    exportSnap = await snapshot(cache, 'org/stories-onnx', MAIN, ['main'], files);
+  });
+
+  it('finds a file by quantization, by path, at a revision; the one GGUF file; an export directory; as llama.cpp picks', () => {
+    const at = (spec: string) => hfCachePath(spec, cache);
+    const snap = join(cache, 'models--org--stories-GGUF', 'snapshots');
+    expect(at('hf://org/stories-GGUF:Q8_0')).to.equal(join(snap, MAIN, 'stories260K-Q8_0.gguf'));
+    expect(at('hf://org/stories-GGUF:q4_k')).to.equal(join(snap, MAIN, 'stories260K-Q4_K.gguf'));
+    expect(at('huggingface://org/stories-GGUF:Q2_K')).to.equal(join(snap, MAIN, 'Q2_K', 'stories260K-Q2_K-00001-of-00002.gguf'));
+    // Several files, none named: Q4_K_M, llama.cpp's default.
+    expect(at('hf://org/stories-GGUF')).to.equal(join(snap, MAIN, 'stories260K-Q4_K_M.gguf'));
+    expect(at('hf://org/stories-GGUF/stories260K-Q8_0.gguf')).to.equal(join(snap, MAIN, 'stories260K-Q8_0.gguf'));
+    expect(at('hf://org/stories-GGUF@v1:Q8_0')).to.equal(join(snap, OLD, 'stories260K-Q8_0.gguf'));
+    expect(at(`hf://org/stories-GGUF@${OLD}`)).to.equal(join(snap, OLD, 'stories260K-Q8_0.gguf'));
+    expect(at('hf://ORG/Stories-gguf:Q8_0')).to.equal(join(snap, MAIN, 'stories260K-Q8_0.gguf'));
+    expect(at('hf://org/one-GGUF')).to.equal(join(cache, 'models--org--one-GGUF', 'snapshots', MAIN, 'one.Q8_0.gguf'));
+    expect(at('hf://org/stories-onnx')).to.equal(exportSnap);
+    expect(hfCacheRoot({ HF_HOME: '/h' })).to.equal(join('/h', 'hub'));
+    expect(hfCacheRoot({ HF_HUB_CACHE: '/c', HF_HOME: '/h' })).to.equal('/c');
+    expect(hfCacheRoot({ XDG_CACHE_HOME: '/x' })).to.equal(join('/x', 'huggingface', 'hub'));
+  });
+
+  it('refuses what the cache cannot answer, naming it with what it has and the command that fetches it', () => {
+    const refusal = (spec: string) => {
+      try {
+        hfCachePath(spec, cache);
+      } catch (err) {
+        expect(err, spec).to.be.instanceOf(HfCacheError);
+        return (err as Error).message;
+      }
+      throw new Error(`${spec} was not refused`);
+    };
+    for (const spec of ['hf://', 'hf://org', 'hf://org/', 'hf://org/repo:Q8_0/file.gguf', 'hf://org/repo/../x.gguf', 'hf://-org/repo']) expect(refusal(spec), spec).to.match(/is not a Hugging Face model name/);
+    expect(refusal('hf://org/missing')).to.equal(
+      `hf://org/missing: org/missing is not in the Hugging Face cache at ${cache} (hf download org/missing); it has org/one-GGUF, org/stories-GGUF, org/stories-onnx, org/two-GGUF`,
+    );
+    expect(refusal('hf://org/stories-GGUF:Q5_K_M')).to.match(/no GGUF file of org\/stories-GGUF in the cache is Q5_K_M; it has Q2_K\/stories260K-Q2_K-00001-of-00002\.gguf, stories260K-Q4_K\.gguf, stories260K-Q4_K_M\.gguf, stories260K-Q8_0\.gguf$/);
+    expect(refusal('hf://org/two-GGUF')).to.match(/has 2 GGUF files in the cache \(two\.Q6_K\.gguf, two\.Q8_0\.gguf\); choose one with hf:\/\/org\/two-GGUF:<QUANT>/);
+    expect(refusal('hf://org/stories-GGUF@v2')).to.match(/revision v2 of org\/stories-GGUF is not in the cache \(it has main, v1\); hf download org\/stories-GGUF --revision v2/);
+    expect(refusal('hf://org/stories-GGUF/other.gguf')).to.match(/other\.gguf of org\/stories-GGUF is not in the cache \(hf download org\/stories-GGUF other\.gguf\)/);
+  });
+
+  it('the engine loads a GGUF file and an export directory by their hub names as by their paths: the same greedy story', async () => {
+    const saved = process.env.HF_HUB_CACHE;
+    process.env.HF_HUB_CACHE = cache;
+    const specs = [models.stories260K, 'hf://org/stories-GGUF:Q8_0', await storiesModule(), 'hf://org/stories-onnx'];
+    const engines = await Promise.all(specs.map((model) => Engine.load({ model, cacheDir: testDir('hf-engine-cache') })));
+    try {
+      const [gguf, named, module, exported] = await Promise.all(engines.map(async (e) => (await e.generate({ promptIds: [1] }, { maxTokens: 24 })).rows[0]!.ids));
+      expect(gguf).to.have.length(24);
+      expect(named).to.deep.equal(gguf);
+      expect(exported).to.deep.equal(module);
+    } finally {
+      await Promise.all(engines.map((e) => e.dispose()));
+      if (saved === undefined) delete process.env.HF_HUB_CACHE;
+      else process.env.HF_HUB_CACHE = saved;
+    }
+  });
+
+  it('the CLI takes hf:// names and says what is missing', async () => {
+    const env = { HF_HUB_CACHE: cache, REASONPLUG_CACHE: testDir('hf-cli-cache') };
+    const direct = await runReasonplug(['generate', '--model', models.stories260K, '--prompt-ids', '1', '--max-tokens', '16', '--json'], env);
+    const named = await runReasonplug(['generate', '--model', 'hf://org/stories-GGUF:Q8_0', '--prompt-ids', '1', '--max-tokens', '16', '--json'], env);
+    expect(named.code, named.stderr).to.equal(0);
+    expect(JSON.parse(named.stdout).text).to.equal(JSON.parse(direct.stdout).text);
+    const missing = await runReasonplug(['generate', '--model', 'hf://Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M', '--prompt', 'hi'], env);
+    expect(missing.code).to.not.equal(0);
+    expect(missing.stderr).to.contain('Qwen/Qwen2.5-0.5B-Instruct-GGUF is not in the Hugging Face cache');
+  });
+
+  it('a link whose blob was never downloaded is not a file of the snapshot', async () => {
+    const snap = await snapshot(cache, 'org/partial-GGUF', MAIN, ['main'], { 'p.Q8_0.gguf': gguf, 'p.Q4_0.gguf': gguf });
+    const blob = join(cache, 'models--org--partial-GGUF', 'blobs', `${MAIN.slice(0, 8)}-p.Q4_0.gguf`);
+    // As an interrupted download leaves it: the link in place, its blob still `.incomplete`.
+    await rename(blob, `${blob}.incomplete`);
+    expect(hfCachePath('hf://org/partial-GGUF', cache)).to.equal(join(snap, 'p.Q8_0.gguf'));
+  });
+});
