@@ -7,11 +7,12 @@ import { expect } from 'chai';
 import { mkdir, readFile, rename, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import { models } from '../../../test/support/paths.js';
-import { Engine } from '../src/engine.js';
 import { HfCacheError, hfCachePath, hfCacheRoot } from '../src/modules/hf-cache.js';
 import { runReasonplug } from './support/cli.js';
 import { storiesModule } from './support/modules.js';
 import { testDir } from './support/models.js';
+import { thrown } from './support/assertions.js';
+import { cliGreedyText, greedyFromEach } from './support/greedy-each.js';
 
 const MAIN = 'a'.repeat(40);
 const OLD = 'b'.repeat(40);
@@ -83,13 +84,9 @@ describe('models in the Hugging Face cache (hf://)', function () {
 
   it('refuses what the cache cannot answer, naming it with what it has and the command that fetches it', () => {
     const refusal = (spec: string) => {
-      try {
-        hfCachePath(spec, cache);
-      } catch (err) {
-        expect(err, spec).to.be.instanceOf(HfCacheError);
-        return (err as Error).message;
-      }
-      throw new Error(`${spec} was not refused`);
+      const err = thrown(() => hfCachePath(spec, cache));
+      expect(err, spec).to.be.instanceOf(HfCacheError);
+      return err.message;
     };
     for (const spec of ['hf://', 'hf://org', 'hf://org/', 'hf://org/repo:Q8_0/file.gguf', 'hf://org/repo/../x.gguf', 'hf://-org/repo']) expect(refusal(spec), spec).to.match(/is not a Hugging Face model name/);
     expect(refusal('hf://org/missing')).to.equal(
@@ -102,28 +99,16 @@ describe('models in the Hugging Face cache (hf://)', function () {
   });
 
   it('the engine loads a GGUF file and an export directory by their hub names as by their paths: the same greedy story', async () => {
-    const saved = process.env.HF_HUB_CACHE;
-    process.env.HF_HUB_CACHE = cache;
     const specs = [models.stories260K, 'hf://org/stories-GGUF:Q8_0', await storiesModule(), 'hf://org/stories-onnx'];
-    const engines = await Promise.all(specs.map((model) => Engine.load({ model, cacheDir: testDir('hf-engine-cache') })));
-    try {
-      const [gguf, named, module, exported] = await Promise.all(engines.map(async (e) => (await e.generate({ promptIds: [1] }, { maxTokens: 24 })).rows[0]!.ids));
-      expect(gguf).to.have.length(24);
-      expect(named).to.deep.equal(gguf);
-      expect(exported).to.deep.equal(module);
-    } finally {
-      await Promise.all(engines.map((e) => e.dispose()));
-      if (saved === undefined) delete process.env.HF_HUB_CACHE;
-      else process.env.HF_HUB_CACHE = saved;
-    }
+    const [gguf, named, module, exported] = await greedyFromEach(specs, { HF_HUB_CACHE: cache });
+    expect(gguf).to.have.length(24);
+    expect(named).to.deep.equal(gguf);
+    expect(exported).to.deep.equal(module);
   });
 
   it('the CLI takes hf:// names and says what is missing', async () => {
     const env = { HF_HUB_CACHE: cache, REASONPLUG_CACHE: testDir('hf-cli-cache') };
-    const direct = await runReasonplug(['generate', '--model', models.stories260K, '--prompt-ids', '1', '--max-tokens', '16', '--json'], env);
-    const named = await runReasonplug(['generate', '--model', 'hf://org/stories-GGUF:Q8_0', '--prompt-ids', '1', '--max-tokens', '16', '--json'], env);
-    expect(named.code, named.stderr).to.equal(0);
-    expect(JSON.parse(named.stdout).text).to.equal(JSON.parse(direct.stdout).text);
+    expect(await cliGreedyText('hf://org/stories-GGUF:Q8_0', env)).to.equal(await cliGreedyText(models.stories260K, env));
     const missing = await runReasonplug(['generate', '--model', 'hf://Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M', '--prompt', 'hi'], env);
     expect(missing.code).to.not.equal(0);
     expect(missing.stderr).to.contain('Qwen/Qwen2.5-0.5B-Instruct-GGUF is not in the Hugging Face cache');

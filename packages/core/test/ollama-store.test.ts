@@ -8,12 +8,13 @@ import { createHash } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { models } from '../../../test/support/paths.js';
-import { Engine } from '../src/engine.js';
 import { isGgufFile } from '../src/gguf/gguf-module.js';
 import { OllamaModelError, ollamaModelFile } from '../src/modules/ollama-store.js';
 import { resolveModelPath } from '../src/registry/resolve-model.js';
 import { runReasonplug } from './support/cli.js';
 import { testDir } from './support/models.js';
+import { thrown } from './support/assertions.js';
+import { cliGreedyText, greedyFromEach } from './support/greedy-each.js';
 
 const MODEL = 'application/vnd.ollama.image.model';
 
@@ -63,13 +64,9 @@ describe('models Ollama has pulled (ollama://)', function () {
 
   it('refuses what it cannot use, naming it: a name that is none, a model not pulled (listing those there are), an adapter, a missing blob, no store', () => {
     const refusal = (spec: string, stores = [store]) => {
-      try {
-        ollamaModelFile(spec, stores);
-      } catch (err) {
-        expect(err, spec).to.be.instanceOf(OllamaModelError);
-        return (err as Error).message;
-      }
-      throw new Error(`${spec} was not refused`);
+      const err = thrown(() => ollamaModelFile(spec, stores));
+      expect(err, spec).to.be.instanceOf(OllamaModelError);
+      return err.message;
     };
     for (const spec of ['ollama://', 'ollama://a/b/c/d', 'ollama://../x', 'ollama://stories:', 'ollama://sto ries']) expect(refusal(spec)).to.match(/is not an Ollama model name/);
     expect(refusal('ollama://stories:7b')).to.equal(
@@ -82,29 +79,16 @@ describe('models Ollama has pulled (ollama://)', function () {
   });
 
   it('the engine loads ollama://name:tag and the bare blob as it loads the .gguf file: the same greedy story', async () => {
-    const saved = process.env.OLLAMA_MODELS;
-    process.env.OLLAMA_MODELS = store;
-    // Each from a cache of its own: each converts the file it was given.
     const specs = [models.stories260K, 'ollama://stories:260k', join(store, 'blobs', gguf.digest.replace(':', '-'))];
-    const engines = await Promise.all(specs.map((model) => Engine.load({ model, cacheDir: testDir('ollama-cache') })));
-    try {
-      const [direct, ...others] = await Promise.all(engines.map(async (e) => (await e.generate({ promptIds: [1] }, { maxTokens: 24 })).rows[0]!.ids));
-      expect(direct).to.have.length(24);
-      for (const ids of others) expect(ids).to.deep.equal(direct);
-      expect(await resolveModelPath('ollama://stories:260k', { cacheDir: testDir('ollama-cache') })).to.match(/gguf/);
-    } finally {
-      await Promise.all(engines.map((e) => e.dispose()));
-      if (saved === undefined) delete process.env.OLLAMA_MODELS;
-      else process.env.OLLAMA_MODELS = saved;
-    }
+    const [direct, ...others] = await greedyFromEach(specs, { OLLAMA_MODELS: store });
+    expect(direct).to.have.length(24);
+    for (const ids of others) expect(ids).to.deep.equal(direct);
+    expect(await resolveModelPath(ollamaModelFile('ollama://stories:260k', [store]), { cacheDir: testDir('ollama-cache') })).to.match(/gguf/);
   });
 
   it('the CLI generates from ollama://, converts it, and says what is missing', async () => {
     const env = { OLLAMA_MODELS: store, REASONPLUG_CACHE: testDir('ollama-cli-cache') };
-    const direct = await runReasonplug(['generate', '--model', models.stories260K, '--prompt-ids', '1', '--max-tokens', '16', '--json'], env);
-    const named = await runReasonplug(['generate', '--model', 'ollama://stories:260k', '--prompt-ids', '1', '--max-tokens', '16', '--json'], env);
-    expect(named.code, named.stderr).to.equal(0);
-    expect(JSON.parse(named.stdout).text).to.equal(JSON.parse(direct.stdout).text);
+    expect(await cliGreedyText('ollama://stories:260k', env)).to.equal(await cliGreedyText(models.stories260K, env));
     const out = join(testDir('ollama-convert'), 'stories');
     const converted = await runReasonplug(['convert', 'gguf', 'ollama://someone/tiny', out], env);
     expect(converted.code, converted.stderr).to.equal(0);

@@ -9,3 +9,13 @@ export async function rejection(p: Promise<unknown>): Promise<Error> {
   if (!(err instanceof Error)) throw new Error('expected the promise to reject');
   return err;
 }
+
+/** The error `fn` throws; fails when it returns or throws a non-Error. */
+export function thrown(fn: () => unknown): Error {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof Error) return err;
+  }
+  throw new Error('expected the call to throw an Error');
+}
