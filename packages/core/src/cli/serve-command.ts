@@ -2,6 +2,7 @@
  * `reasonplug serve`: the OpenAI-compatible server (serve/server.ts) from the command line. Messages go to
  * stderr; SIGTERM (and SIGINT) stop accepting, finish what is running, then exit.
  */
+import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { startServer, usableApiKey } from '../serve/server.js';
 import { corsOriginOf } from '../serve/cors.js';
@@ -57,6 +58,24 @@ function corsOriginFlag(v: string, prev: string[] = []): string[] {
   }
 }
 
+/** A flag naming a file to read at once (a missing or unreadable one is a usage error). */
+function fileFlag(flag: string): (file: string) => Buffer {
+  return (file) => {
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new InvalidArgumentError(`${flag} ${file}: ${(err as Error).message}`);
+    }
+  };
+}
+
+/** `--ssl-key-file` and `--ssl-cert-file`: both or neither. */
+function tlsOptions({ sslKeyFile: key, sslCertFile: cert }: Pick<ServeFlags, 'sslKeyFile' | 'sslCertFile'>): { tls?: { key: Buffer; cert: Buffer } } {
+  if (key && cert) return { tls: { key, cert } };
+  if (key || cert) throw new InvalidArgumentError(`--ssl-key-file and --ssl-cert-file go together (only ${key ? '--ssl-key-file' : '--ssl-cert-file'} was given)`);
+  return {};
+}
+
 /** `--host`: an address; an empty one would listen on every interface, which only an explicit 0.0.0.0 or :: should. */
 function hostFlag(v: string): string {
   if (v.trim() === '') throw new InvalidArgumentError('--host must name an address (0.0.0.0 or :: to listen on every interface)');
@@ -85,6 +104,8 @@ interface ServeFlags {
   apiKey?: string[];
   corsOrigin?: string[];
   requestLog: RequestLogFormat;
+  sslKeyFile?: Buffer;
+  sslCertFile?: Buffer;
   alias?: Record<string, string>;
   name?: string;
   maxQueue: number;
@@ -120,6 +141,8 @@ export function addServeCommand(program: Command): void {
     .option('--port <n>', 'port to listen on (0: any free one)', integerFlag('--port', 0, 65535, 'a port from 0 to 65535'), 8000)
     .option('--api-key <key>', 'accepted bearer token (repeatable; default: $REASONPLUG_API_KEY, comma-separated; none: open)', apiKeyFlag)
     .option('--cors-origin <origin>', "origin of browser pages allowed to call besides loopback ones, e.g. https://app.example.com (repeatable; '*': any); other origins get 403", corsOriginFlag)
+    .option('--ssl-key-file <file>', 'serve HTTPS: the PEM private key (with --ssl-cert-file)', fileFlag('--ssl-key-file'))
+    .option('--ssl-cert-file <file>', 'serve HTTPS: the PEM certificate, its chain after it (with --ssl-key-file)', fileFlag('--ssl-cert-file'))
     .addOption(new Option('--request-log <format>', 'a line on stderr for each request answered: method, path, status, time, model, tokens, finish reason, error (never prompts, replies or keys)').choices(['text', 'json', 'off']).default('text'))
     .option('--alias <name=composition>', 'extra model name for <backbone>+<reasoner>+… (repeatable)', aliasFlag)
     .option('--name <name>', "the backbone's served name (default: its module name, else its file name)")
@@ -167,6 +190,7 @@ async function serve(flags: ServeFlags): Promise<void> {
     ...(flags.alias ? { aliases: flags.alias } : {}),
     apiKeys,
     ...(flags.corsOrigin ? { corsOrigins: flags.corsOrigin } : {}),
+    ...tlsOptions(flags),
     ...(requestLog !== 'off' ? { onRequest: (record: RequestRecord) => say(formatRequestRecord(record, requestLog)) } : {}),
     host: flags.host,
     port: flags.port,

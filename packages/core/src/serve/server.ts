@@ -5,7 +5,8 @@
  * and `maxQueue` more waiting, and answers 429 with `Retry-After` beyond that. The socket listens before the
  * model loads, so `/health` can say 503 while it does.
  */
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type RequestListener, type Server as HttpServer, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { randomUUID, timingSafeEqual } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
@@ -94,6 +95,8 @@ export interface ServeOptions {
   corsOrigins?: string[];
   /** Called with each request's record when its answer ends (`reasonplug serve` writes it as a line; see request-log.ts). */
   onRequest?: (record: RequestRecord) => void;
+  /** Serve HTTPS with this PEM key and certificate (chain) instead of plain HTTP. */
+  tls?: { key: string | Buffer; cert: string | Buffer };
 }
 
 /** A listening server. */
@@ -188,7 +191,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
 
   /** Each request's record while it is answered, filled in as it goes (given to `onRequest` at its end). */
   const records = new WeakMap<ServerResponse, RequestRecord>();
-  const server = createServer((req, res) => {
+  const server = listener(options.tls, (req, res) => {
     // Anthropic's and Ollama's clients read their own error shapes.
     const url = req.url ?? '';
     const dialect = url.startsWith('/v1/messages') ? 'anthropic' : url.startsWith('/api/') ? 'ollama' : 'openai';
@@ -900,7 +903,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   ready.catch(() => {});
 
   return {
-    url: `http://${host}:${address.port}`,
+    url: `${options.tls ? 'https' : 'http'}://${host}:${address.port}`,
     ready,
     metrics,
     async close() {
@@ -917,6 +920,16 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       await closed;
     },
   };
+}
+
+/** A plain HTTP server, or an HTTPS one with `tls`'s key and certificate (refused at once when they are unusable). */
+function listener(tls: ServeOptions['tls'], handler: RequestListener): HttpServer {
+  if (!tls) return createServer(handler);
+  try {
+    return createHttpsServer({ key: tls.key, cert: tls.cert }, handler);
+  } catch (err) {
+    throw new RangeError(`the TLS key and certificate cannot be used: ${(err as Error).message}`);
+  }
 }
 
 /** Loads the engine, names the backbone, and finds the tokenizer chat prompts are rendered with. */
