@@ -192,11 +192,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   /** Each request's record while it is answered, filled in as it goes (given to `onRequest` at its end). */
   const records = new WeakMap<ServerResponse, RequestRecord>();
   const server = listener(options.tls, (req, res) => {
+    const path = (req.url ?? '/').split('?')[0]!;
     // Anthropic's and Ollama's clients read their own error shapes.
-    const url = req.url ?? '';
-    const dialect = url.startsWith('/v1/messages') ? 'anthropic' : url.startsWith('/api/') ? 'ollama' : 'openai';
-    if (options.onRequest) track(req, res, options.onRequest);
-    handle(req, res).catch((err) => {
+    const dialect = path.startsWith('/v1/messages') ? 'anthropic' : path.startsWith('/api/') ? 'ollama' : 'openai';
+    if (options.onRequest) track(req, res, path, options.onRequest);
+    handle(req, res, path).catch((err) => {
       const error = toHttpError(err);
       note(res, { error: error.message });
       sendError(res, error, dialect);
@@ -209,9 +209,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     if (record) Object.assign(record, fields);
   };
 
-  function track(req: IncomingMessage, res: ServerResponse, onRequest: (record: RequestRecord) => void): void {
+  function track(req: IncomingMessage, res: ServerResponse, path: string, onRequest: (record: RequestRecord) => void): void {
     const arrival = performance.now();
-    const record: RequestRecord = { time: new Date(), method: req.method ?? '', path: (req.url ?? '/').split('?')[0]!, status: 0, ms: 0, aborted: false };
+    const record: RequestRecord = { time: new Date(), method: req.method ?? '', path, status: 0, ms: 0, aborted: false };
     records.set(res, record);
     res.once('close', () => {
       record.aborted = !res.writableFinished;
@@ -222,10 +222,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     });
   }
 
-  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async function handle(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
     // First, so that a page allowed to call can read every answer, errors included; a preflight ends here.
     if (cors.apply(req, res)) return;
-    const path = (req.url ?? '/').split('?')[0]!;
     if (req.method === 'GET' && path === '/health') {
       if (loaded && !draining) return sendJson(res, 200, { status: 'ok' });
       return sendJson(res, 503, { status: draining ? 'draining' : loadError ? `failed: ${loadError.message}` : 'loading' });
