@@ -8,6 +8,7 @@ import { mkdir, readFile, rename, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import { models } from '../../../test/support/paths.js';
 import { HfCacheError, hfCachePath, hfCacheRoot } from '../src/modules/hf-cache.js';
+import { listLocalModels } from '../src/modules/local-names.js';
 import { runReasonplug } from './support/cli.js';
 import { storiesModule } from './support/modules.js';
 import { testDir } from './support/models.js';
@@ -96,6 +97,24 @@ describe('models in the Hugging Face cache (hf://)', function () {
     expect(refusal('hf://org/two-GGUF')).to.match(/has 2 GGUF files in the cache \(two\.Q6_K\.gguf, two\.Q8_0\.gguf\); choose one with hf:\/\/org\/two-GGUF:<QUANT>/);
     expect(refusal('hf://org/stories-GGUF@v2')).to.match(/revision v2 of org\/stories-GGUF is not in the cache \(it has main, v1\); hf download org\/stories-GGUF --revision v2/);
     expect(refusal('hf://org/stories-GGUF/other.gguf')).to.match(/other\.gguf of org\/stories-GGUF is not in the cache \(hf download org\/stories-GGUF other\.gguf\)/);
+  });
+
+  it('lists each model by the name that loads it: a repository of one GGUF file or an export directory by its own, several files each by path', async () => {
+    const listed = await listLocalModels({ ollamaStores: [join(cache, 'no-ollama')], hfCache: cache });
+    const stories = { kind: 'gguf', architecture: 'llama', tensorTypes: ['F32'], bytes: gguf.length };
+    expect(listed.map(({ path: _, ...m }) => m)).to.deep.equal([
+      { name: 'hf://org/one-GGUF', ...stories },
+      { name: 'hf://org/stories-GGUF/Q2_K/stories260K-Q2_K-00001-of-00002.gguf', ...stories },
+      { name: 'hf://org/stories-GGUF/stories260K-Q4_K.gguf', ...stories },
+      { name: 'hf://org/stories-GGUF/stories260K-Q4_K_M.gguf', ...stories },
+      { name: 'hf://org/stories-GGUF/stories260K-Q8_0.gguf', ...stories },
+      { name: 'hf://org/stories-onnx', kind: 'directory' },
+      { name: 'hf://org/two-GGUF/two.Q6_K.gguf', ...stories },
+      { name: 'hf://org/two-GGUF/two.Q8_0.gguf', ...stories },
+    ]);
+    expect(listed.find((m) => m.name === 'hf://org/stories-onnx')!.path).to.equal(exportSnap);
+    // Every name listed loads as that path.
+    for (const m of listed) expect(hfCachePath(m.name, cache), m.name).to.equal(m.path);
   });
 
   it('the engine loads a GGUF file and an export directory by their hub names as by their paths: the same greedy story', async () => {

@@ -6,11 +6,13 @@
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { makeGguf } from './support/gguf-writer.js';
 import { join } from 'node:path';
 import { models } from '../../../test/support/paths.js';
 import { isGgufFile } from '../src/gguf/gguf-module.js';
 import { OllamaModelError, ollamaModelFile } from '../src/modules/ollama-store.js';
 import { resolveModelPath } from '../src/registry/resolve-model.js';
+import { listLocalModels } from '../src/modules/local-names.js';
 import { runReasonplug } from './support/cli.js';
 import { testDir } from './support/models.js';
 import { thrown } from './support/assertions.js';
@@ -37,6 +39,7 @@ describe('models Ollama has pulled (ollama://)', function () {
   this.timeout(120_000);
   let store: string;
   let gguf: { mediaType: string; digest: string; size: number };
+  let encoder: { mediaType: string; digest: string; size: number };
 
   before(async () => {
     store = join(testDir('ollama'), 'models');
@@ -50,6 +53,10 @@ describe('models Ollama has pulled (ollama://)', function () {
     await manifest(store, ['registry.ollama.ai', 'library', 'tuned', 'latest'], [gguf, await blob(store, 'lora', 'application/vnd.ollama.image.adapter')]);
     await manifest(store, ['registry.ollama.ai', 'library', 'gone', 'latest'], [{ mediaType: MODEL, digest: `sha256:${'a'.repeat(64)}`, size: 1 }]);
     await manifest(store, ['registry.ollama.ai', 'library', 'template-only', 'latest'], [template]);
+    // An encoder model: its header is read, and its architecture refused by name.
+    const bert = makeGguf({ 'general.architecture': { t: 'str', v: 'bert' } }, [{ name: 'token_embd.weight', dims: [4, 2], type: 0, data: new Uint8Array(32) }]);
+    encoder = await blob(store, bert, MODEL);
+    await manifest(store, ['registry.ollama.ai', 'library', 'encoder', 'latest'], [encoder]);
   });
 
   it("finds a model's GGUF blob by Ollama's names: defaults, namespaces, other hosts, any case", () => {
@@ -68,14 +75,34 @@ describe('models Ollama has pulled (ollama://)', function () {
       expect(err, spec).to.be.instanceOf(OllamaModelError);
       return err.message;
     };
-    for (const spec of ['ollama://', 'ollama://a/b/c/d', 'ollama://../x', 'ollama://stories:', 'ollama://sto ries']) expect(refusal(spec)).to.match(/is not an Ollama model name/);
+    for (const spec of ['ollama://', 'ollama://a/b/c/d', 'ollama://../x', 'ollama://stories:', 'ollama://sto ries']) expect(refusal(spec)).to.match(/: not an Ollama model name/);
     expect(refusal('ollama://stories:7b')).to.equal(
-      `ollama://stories:7b: Ollama has not pulled stories:7b into ${store} (ollama pull stories:7b); it has gone:latest, hf.co/org/repo:Q8_0, someone/tiny:latest, stories:260k, template-only:latest, tuned:latest`,
+      `ollama://stories:7b: Ollama has not pulled stories:7b into ${store} (ollama pull stories:7b); it has encoder:latest, gone:latest, hf.co/org/repo:Q8_0, someone/tiny:latest, stories:260k, template-only:latest, tuned:latest`,
     );
     expect(refusal('ollama://tuned')).to.match(/carries a LoRA adapter .* which reasonplug does not apply/);
     expect(refusal('ollama://gone')).to.match(/its model blob .*sha256-a{64} is missing \(ollama pull gone:latest again\)/);
     expect(refusal('ollama://template-only')).to.match(/has 0 model layers/);
     expect(refusal('ollama://stories:260k', [join(store, 'nowhere')])).to.match(/no Ollama model store in .*nowhere; set OLLAMA_MODELS/);
+  });
+
+  it('lists every pulled model by the name that loads it, its header read, and why the others cannot load', async () => {
+    const listed = await listLocalModels({ ollamaStores: [store], hfCache: join(store, 'no-hf-cache') });
+    const stories = { kind: 'gguf', architecture: 'llama', tensorTypes: ['F32'], bytes: gguf.size };
+    expect(listed.map(({ path: _, ...m }) => m)).to.deep.equal([
+      { name: 'ollama://encoder:latest', kind: 'gguf', architecture: 'bert', tensorTypes: ['F32'], bytes: encoder.size, refused: 'architecture "bert" is not converted' },
+      { name: 'ollama://gone:latest', refused: `its model blob ${join(store, 'blobs', `sha256-${'a'.repeat(64)}`)} is missing (ollama pull gone:latest again)` },
+      { name: 'ollama://hf.co/org/repo:Q8_0', ...stories },
+      { name: 'ollama://someone/tiny:latest', ...stories },
+      { name: 'ollama://stories:260k', ...stories },
+      { name: 'ollama://template-only:latest', refused: `the manifest ${join(store, 'manifests', 'registry.ollama.ai', 'library', 'template-only', 'latest')} has 0 model layers (application/vnd.ollama.image.model); reasonplug reads a model of one GGUF file` },
+      { name: 'ollama://tuned:latest', refused: 'it carries a LoRA adapter (a layer of type application/vnd.ollama.image.adapter), which reasonplug does not apply; use its base model, or merge the adapter into a GGUF file' },
+    ]);
+    // The CLI's table, from $OLLAMA_MODELS.
+    const table = await runReasonplug(['models'], { OLLAMA_MODELS: store, HF_HUB_CACHE: join(store, 'no-hf-cache') });
+    expect(table.code, table.stderr).to.equal(0);
+    expect(table.stdout).to.match(/^NAME +ARCHITECTURE +TENSOR TYPES +SIZE +LOADS\n/);
+    expect(table.stdout).to.match(/^ollama:\/\/stories:260k +llama +F32 +[\d.]+ MiB +yes$/m);
+    expect(table.stdout).to.match(/^ollama:\/\/tuned:latest +no: it carries a LoRA adapter/m);
   });
 
   it('the engine loads ollama://name:tag and the bare blob as it loads the .gguf file: the same greedy story', async () => {

@@ -4,9 +4,7 @@
  */
 import type { Command } from 'commander';
 import { CACHE_PARTS, cacheUsage, clearCache, type CachePart } from '../modules/cache-usage.js';
-import { printColumns } from './columns.js';
-
-const size = (n: number) => (n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(2)} GiB` : `${(n / 2 ** 20).toFixed(1)} MiB`);
+import { printColumns, sizeText as size } from './columns.js';
 
 async function list(flags: { json?: boolean }): Promise<void> {
   const usage = await cacheUsage();

@@ -23,6 +23,7 @@ import { responseFormatFromFlags, type ResponseFormatFlags } from './response-fo
 import { addServeCommand } from './serve-command.js';
 import { addChatCommand } from './chat-command.js';
 import { addEmbedCommand } from './embed-command.js';
+import { addModelsCommand } from './models-command.js';
 import { addModelFlags, addSamplingFlags, engineOptions, samplingOptions, type ModelFlags, type SamplingFlags } from './model-flags.js';
 import { integerFlag, positiveIntegerFlag, promptIdsFlag } from './flags.js';
 import type { PromptInput } from '../runtime/protocol.js';
@@ -202,6 +203,7 @@ export function buildProgram(): Command {
     });
   addRegistryCommands(program);
   addCacheCommand(program);
+  addModelsCommand(program);
   addServeCommand(program);
   addChatCommand(program);
   addEmbedCommand(program);

@@ -89,6 +89,37 @@ function namesQuant(path: string, quant: string): boolean {
   return new RegExp(`(^|[-._/])${q}(?=[-./]|$)`).test(path.toLowerCase());
 }
 
+/** The folder of a repository's files at `revision` (a name under `refs/`, or a commit); undefined when not downloaded. */
+function snapshotOf(repoDir: string, revision: string): string | undefined {
+  const ref = join(repoDir, 'refs', revision);
+  const commit = existsSync(ref) ? readFileSync(ref, 'utf8').trim() : /^[0-9a-f]{40}$/.test(revision) ? revision : undefined;
+  const snapshot = commit === undefined ? undefined : join(repoDir, 'snapshots', commit);
+  return snapshot !== undefined && existsSync(snapshot) ? snapshot : undefined;
+}
+
+/** A model the cache holds, by the name that loads it, or why its repository holds none. */
+export interface CachedModel {
+  name: string;
+  /** Its GGUF file, or the repository's folder (an export directory, or no model at all). */
+  path?: string;
+  refused?: string;
+}
+
+/**
+ * The models of the cache's repositories at their main revision: `hf://org/repo` for a repository's one GGUF file
+ * or its folder of other files, `hf://org/repo/<file>` for each of several GGUF files.
+ */
+export function hfCachedModels(root: string = hfCacheRoot()): CachedModel[] {
+  return cachedRepos(root).flatMap((id): CachedModel[] => {
+    const snapshot = snapshotOf(join(root, `models--${id.split('/').join('--')}`), 'main');
+    if (snapshot === undefined) return [{ name: `hf://${id}`, refused: 'no main revision in the cache' }];
+    const ggufs = ggufModels(snapshot);
+    if (ggufs.length === 0) return [{ name: `hf://${id}`, path: snapshot }];
+    if (ggufs.length === 1) return [{ name: `hf://${id}`, path: join(snapshot, ggufs[0]!) }];
+    return ggufs.map((f) => ({ name: `hf://${id}/${f}`, path: join(snapshot, f) }));
+  });
+}
+
 /**
  * The GGUF file, or export directory, the Hugging Face model name `spec` stands for, in the cache at `root`. Throws
  * HfCacheError naming what is missing, with what the cache has instead.
@@ -102,14 +133,11 @@ export function hfCachePath(spec: string, root: string = hfCacheRoot()): string 
     const listed = repos.length > 20 ? `${repos.slice(0, 20).join(', ')} and ${repos.length - 20} more` : repos.join(', ') || 'no models';
     throw new HfCacheError(`${spec}: ${id} is not in the Hugging Face cache at ${root} (hf download ${id}); it has ${listed}`);
   }
-  const snapshots = join(repoDir, 'snapshots');
-  const ref = join(repoDir, 'refs', name.revision);
-  const commit = existsSync(ref) ? readFileSync(ref, 'utf8').trim() : /^[0-9a-f]{40}$/.test(name.revision) ? name.revision : undefined;
-  if (commit === undefined || !existsSync(join(snapshots, commit))) {
+  const snapshot = snapshotOf(repoDir, name.revision);
+  if (snapshot === undefined) {
     const refs = namesIn(join(repoDir, 'refs'));
     throw new HfCacheError(`${spec}: revision ${name.revision} of ${id} is not in the cache (it has ${refs.length ? refs.join(', ') : 'no revisions'}); hf download ${id} --revision ${name.revision}`);
   }
-  const snapshot = join(snapshots, commit);
   if (name.file !== undefined) {
     const file = join(snapshot, name.file);
     if (!existsSync(file)) throw new HfCacheError(`${spec}: ${name.file} of ${id} is not in the cache (hf download ${id} ${name.file})`);

@@ -2,8 +2,11 @@
  * Names of models that other tools keep on this machine, taken wherever a model is: Ollama's (`ollama://name:tag`,
  * ollama-store.ts) and the Hugging Face hub cache's (`hf://org/repo[:QUANT]`, hf-cache.ts).
  */
-import { hfCachePath, isHfRef } from './hf-cache.js';
-import { isOllamaRef, ollamaModelFile } from './ollama-store.js';
+import { isGgufFile } from '../gguf/gguf-module.js';
+import { summarizeGguf } from '../gguf/inspect.js';
+import { hfCachedModels, hfCachePath, isHfRef } from './hf-cache.js';
+import { locateModel } from './locate.js';
+import { isOllamaRef, ollamaModelFile, ollamaPulledModels } from './ollama-store.js';
 
 /** Whether `spec` is such a name. */
 export function isLocalModelName(spec: string): boolean {
@@ -15,4 +18,52 @@ export function localModelPath(spec: string): string {
   if (isOllamaRef(spec)) return ollamaModelFile(spec);
   if (isHfRef(spec)) return hfCachePath(spec);
   return spec;
+}
+
+/** A model another tool keeps on this machine, by the name that loads it. */
+export interface LocalModel {
+  /** What `--model` takes: `ollama://…` or `hf://…`. */
+  name: string;
+  /** Its GGUF file, or its export directory. */
+  path?: string;
+  /** What `path` is. */
+  kind?: 'gguf' | 'directory';
+  /** A GGUF file's architecture and tensor types, from its header. */
+  architecture?: string;
+  tensorTypes?: string[];
+  bytes?: number;
+  /** Why reasonplug cannot load it; absent when it can (as far as its header or directory says). */
+  refused?: string;
+}
+
+/** Where to look: Ollama's stores and the Hugging Face cache (default: where those tools keep them). */
+export interface LocalModelSources {
+  ollamaStores?: string[];
+  hfCache?: string;
+}
+
+/**
+ * The models Ollama has pulled and the Hugging Face cache holds, each looked at as loading would: a GGUF file by its
+ * header (architecture, tensor types), a directory by whether a decoder is found in it.
+ */
+export async function listLocalModels(sources: LocalModelSources = {}): Promise<LocalModel[]> {
+  const found = [...ollamaPulledModels(sources.ollamaStores), ...hfCachedModels(sources.hfCache)];
+  return Promise.all(
+    found.map(async ({ name, path, refused }): Promise<LocalModel> => {
+      if (path === undefined) return { name, ...(refused ? { refused } : {}) };
+      if (isGgufFile(path)) {
+        try {
+          return { name, path, kind: 'gguf', ...(await summarizeGguf(path)) };
+        } catch (err) {
+          return { name, path, kind: 'gguf', refused: (err as Error).message };
+        }
+      }
+      try {
+        await locateModel(path);
+        return { name, path, kind: 'directory' };
+      } catch (err) {
+        return { name, path, kind: 'directory', refused: (err as Error).message };
+      }
+    }),
+  );
 }

@@ -27,6 +27,13 @@ const DEFAULT_TAG = 'latest';
 /** An Ollama model that cannot be used: no store, not pulled, a manifest without a usable model layer. */
 export class OllamaModelError extends Error {
   override name = 'OllamaModelError';
+  /** `spec`: the name asked for; `reason`: what is wrong with it, without the name. */
+  constructor(
+    spec: string,
+    readonly reason: string,
+  ) {
+    super(`${spec}: ${reason}`);
+  }
 }
 
 /** Whether a model spec names an Ollama model (`ollama://…`). */
@@ -58,7 +65,7 @@ function parseName(spec: string): OllamaName {
   const [host, namespace] = parts.length === 2 ? parts : parts.length === 1 ? [DEFAULT_HOST, parts[0]!] : parts.length === 0 ? [DEFAULT_HOST, DEFAULT_NAMESPACE] : [];
   const part = /^[A-Za-z0-9_][A-Za-z0-9._:-]*$/;
   if (host === undefined || namespace === undefined || ![host, namespace, model, tag].every((p) => part.test(p) && !p.includes('..'))) {
-    throw new OllamaModelError(`${spec} is not an Ollama model name: write ${OLLAMA_SCHEME}[host/][namespace/]model[:tag], e.g. ${OLLAMA_SCHEME}qwen2.5:0.5b`);
+    throw new OllamaModelError(spec, `not an Ollama model name: write ${OLLAMA_SCHEME}[host/][namespace/]model[:tag], e.g. ${OLLAMA_SCHEME}qwen2.5:0.5b`);
   }
   return { host, namespace, model, tag };
 }
@@ -89,22 +96,43 @@ interface Layer {
   digest?: unknown;
 }
 
+/** The store models are read from: the first of `stores` that exists. */
+function ollamaStore(stores: string[]): string | undefined {
+  return stores.find((s) => existsSync(join(s, 'manifests')));
+}
+
+/** Every model pulled into the store, by the name that loads it: its GGUF blob, or why it cannot be used. */
+export function ollamaPulledModels(stores: string[] = ollamaStores()): { name: string; path?: string; refused?: string }[] {
+  const store = ollamaStore(stores);
+  if (!store) return [];
+  return pulledModels(store).map((short) => {
+    const name = `${OLLAMA_SCHEME}${short}`;
+    try {
+      return { name, path: ollamaModelFile(name, [store]) };
+    } catch (err) {
+      if (!(err instanceof OllamaModelError)) throw err;
+      return { name, refused: err.reason };
+    }
+  });
+}
+
 /**
  * The GGUF file of the Ollama model `spec` names (`ollama://…`), in the first of `stores` that exists. Throws
  * OllamaModelError naming what is missing: the store, the model (with the models there are), its model layer or blob.
  */
 export function ollamaModelFile(spec: string, stores: string[] = ollamaStores()): string {
   const name = parseName(spec);
-  const store = stores.find((s) => existsSync(join(s, 'manifests')));
+  const store = ollamaStore(stores);
   if (!store) {
-    throw new OllamaModelError(`${spec}: no Ollama model store in ${stores.join(' or ')}; set OLLAMA_MODELS to the folder where Ollama keeps its models`);
+    throw new OllamaModelError(spec, `no Ollama model store in ${stores.join(' or ')}; set OLLAMA_MODELS to the folder where Ollama keeps its models`);
   }
   let at: string | undefined = join(store, 'manifests');
   for (const part of [name.host, name.namespace, name.model, name.tag]) at = at && entryOf(at, part);
   if (!at || !statSync(at).isFile()) {
     const pulled = pulledModels(store);
     throw new OllamaModelError(
-      `${spec}: Ollama has not pulled ${shortName(name)} into ${store} (ollama pull ${shortName(name)}); it has ${pulled.length ? pulled.join(', ') : 'no models'}`,
+      spec,
+      `Ollama has not pulled ${shortName(name)} into ${store} (ollama pull ${shortName(name)}); it has ${pulled.length ? pulled.join(', ') : 'no models'}`,
     );
   }
   let layers: Layer[];
@@ -113,21 +141,21 @@ export function ollamaModelFile(spec: string, stores: string[] = ollamaStores())
     if (!Array.isArray(manifest.layers)) throw new Error('it has no layers');
     layers = manifest.layers as Layer[];
   } catch (err) {
-    throw new OllamaModelError(`${spec}: the manifest ${at} cannot be read: ${(err as Error).message}`);
+    throw new OllamaModelError(spec, `the manifest ${at} cannot be read: ${(err as Error).message}`);
   }
   if (layers.some((l) => l.mediaType === ADAPTER_LAYER)) {
-    throw new OllamaModelError(`${spec} carries a LoRA adapter (a layer of type ${ADAPTER_LAYER}), which reasonplug does not apply; use its base model, or merge the adapter into a GGUF file`);
+    throw new OllamaModelError(spec, `it carries a LoRA adapter (a layer of type ${ADAPTER_LAYER}), which reasonplug does not apply; use its base model, or merge the adapter into a GGUF file`);
   }
   const models = layers.filter((l) => l.mediaType === MODEL_LAYER);
   if (models.length !== 1) {
-    throw new OllamaModelError(`${spec}: the manifest ${at} has ${models.length} model layers (${MODEL_LAYER}); reasonplug reads a model of one GGUF file`);
+    throw new OllamaModelError(spec, `the manifest ${at} has ${models.length} model layers (${MODEL_LAYER}); reasonplug reads a model of one GGUF file`);
   }
   const digest = models[0]!.digest;
   if (typeof digest !== 'string' || !/^sha256:[0-9a-f]{64}$/.test(digest)) {
-    throw new OllamaModelError(`${spec}: the manifest ${at} gives its model layer the digest ${JSON.stringify(digest)}, not sha256:<64 hex digits>`);
+    throw new OllamaModelError(spec, `the manifest ${at} gives its model layer the digest ${JSON.stringify(digest)}, not sha256:<64 hex digits>`);
   }
   // Ollama writes blob names with "-" for the digest's ":" (a name Windows takes).
   const blob = join(store, 'blobs', digest.replace(':', '-'));
-  if (!existsSync(blob)) throw new OllamaModelError(`${spec}: its model blob ${blob} is missing (ollama pull ${shortName(name)} again)`);
+  if (!existsSync(blob)) throw new OllamaModelError(spec, `its model blob ${blob} is missing (ollama pull ${shortName(name)} again)`);
   return blob;
 }
