@@ -13,6 +13,7 @@ import { isGgufFile } from '../src/gguf/gguf-module.js';
 import { OllamaModelError, ollamaModelFile } from '../src/modules/ollama-store.js';
 import { resolveModelPath } from '../src/registry/resolve-model.js';
 import { listLocalModels } from '../src/modules/local-names.js';
+import { startServer } from '../src/serve/server.js';
 import { runReasonplug } from './support/cli.js';
 import { testDir } from './support/models.js';
 import { thrown } from './support/assertions.js';
@@ -111,6 +112,27 @@ describe('models Ollama has pulled (ollama://)', function () {
     expect(direct).to.have.length(24);
     for (const ids of others) expect(ids).to.deep.equal(direct);
     expect(await resolveModelPath(ollamaModelFile('ollama://stories:260k', [store]), { cacheDir: testDir('ollama-cache') })).to.match(/gguf/);
+  });
+
+  it('reasonplug serve answers to the Ollama name of the model it serves, as Ollama\'s clients ask for it', async () => {
+    const saved = process.env.OLLAMA_MODELS;
+    process.env.OLLAMA_MODELS = store;
+    const server = await startServer({ engine: { model: 'ollama://someone/tiny', cacheDir: testDir('ollama-serve-cache') }, port: 0 });
+    try {
+      await server.ready;
+      const { data } = (await (await fetch(`${server.url}/v1/models`)).json()) as { data: { id: string }[] };
+      expect(data.map((m) => m.id)).to.deep.equal(['someone/tiny']);
+      // Ollama's clients write `:latest`, or leave it out.
+      for (const model of ['someone/tiny:latest', 'someone/tiny']) {
+        const res = await fetch(`${server.url}/api/generate`, { method: 'POST', body: JSON.stringify({ model, prompt: 'Once upon a time', stream: false, options: { num_predict: 4, temperature: 0 } }) });
+        expect(res.status, model).to.equal(200);
+        expect(((await res.json()) as { eval_count: number }).eval_count).to.equal(4);
+      }
+    } finally {
+      await server.close();
+      if (saved === undefined) delete process.env.OLLAMA_MODELS;
+      else process.env.OLLAMA_MODELS = saved;
+    }
   });
 
   it('the CLI generates from ollama://, converts it, and says what is missing', async () => {

@@ -145,7 +145,7 @@ export function addServeCommand(program: Command): void {
     .option('--ssl-cert-file <file>', 'serve HTTPS: the PEM certificate, its chain after it (with --ssl-key-file)', fileFlag('--ssl-cert-file'))
     .addOption(new Option('--request-log <format>', 'a line on stderr for each request answered: method, path, status, time, model, tokens, finish reason, error (never prompts, replies or keys)').choices(['text', 'json', 'off']).default('text'))
     .option('--alias <name=composition>', 'extra model name for <backbone>+<reasoner>+… (repeatable)', aliasFlag)
-    .option('--name <name>', "the backbone's served name (default: its module name, else its file name)")
+    .option('--name <name>', "the backbone's served name (default: its Ollama name for ollama://…, else its module name, else its file name)")
     .option('--max-batch <n>', 'requests let into the engine at once', integerFlag('--max-batch', 1, 4096, 'a whole number from 1 to 4096'), 8)
     .option('--max-queue <n>', 'requests waiting beyond those; more get 429', integerFlag('--max-queue', 0, 1_000_000, 'a whole number >= 0'), 64)
     .option('--prefix-cache-mb <n>', "MiB of KV cache each model keeps of recent prompts, for prompts that begin with one (0: off)", integerFlag('--prefix-cache-mb', 0, 1_048_576, 'a whole number of MiB >= 0'), 128)

@@ -70,6 +70,11 @@ function parseName(spec: string): OllamaName {
   return { host, namespace, model, tag };
 }
 
+/** The model `spec` names (`ollama://…`) as Ollama lists it (`qwen2.5:latest`, `someone/tiny:v2`). */
+export function ollamaDisplayName(spec: string): string {
+  return shortName(parseName(spec));
+}
+
 /** How Ollama shows a name: the default host and namespace left out. */
 function shortName(n: OllamaName): string {
   const prefix = n.host === DEFAULT_HOST ? (n.namespace === DEFAULT_NAMESPACE ? '' : `${n.namespace}/`) : `${n.host}/${n.namespace}/`;

@@ -39,6 +39,7 @@ import { reasoningTagsOf } from '../chat/reasoning.js';
 import { ServedModels } from './models.js';
 import { unitLength } from '../runtime/unit-length.js';
 import { CorsPolicy } from './cors.js';
+import { isOllamaRef, ollamaDisplayName } from '../modules/ollama-store.js';
 import type { RequestRecord } from './request-log.js';
 import {
   isObject,
@@ -60,7 +61,7 @@ import {
 export interface ServeOptions {
   /** What to load (model, reasoners, projector, registry, device, …), as for `Engine.load`. */
   engine: EngineOptions;
-  /** The backbone's served name; default: its module name, else its file or directory name. */
+  /** The backbone's served name; default: a model Ollama has pulled, its Ollama name; else its module name, else its file or directory name. */
   name?: string;
   /** Extra model names: alias → `<backbone>+<reasoner>+…`. */
   aliases?: Record<string, string>;
@@ -940,7 +941,8 @@ async function load(options: ServeOptions): Promise<Loaded> {
     const abs = resolve(model);
     const isDir = existsSync(abs) && statSync(abs).isDirectory();
     const manifest = isDir && existsSync(join(abs, MANIFEST_FILE)) ? (await loadModuleDir(abs, { verify: false })).manifest : undefined;
-    const name = options.name ?? manifest?.name ?? basename(engineOptions.model).replace(/\.(onnx|gguf)$/i, '');
+    // A model Ollama has pulled answers to its Ollama name, as Ollama's clients ask for it (`:latest` left out, as requests are read).
+    const name = options.name ?? (isOllamaRef(engineOptions.model) ? ollamaModelName(ollamaDisplayName(engineOptions.model)) : undefined) ?? manifest?.name ?? basename(engineOptions.model).replace(/\.(onnx|gguf)$/i, '');
     const models = new ServedModels(name, engine.info.reasoners.map((r) => r.name), options.aliases, engine.info.contextLength);
     const tokenizer = engine.info.tokenizer && (await TextTokenizer.fromDirectory(engine.info.tokenizer.dir));
     return { engine, models, ...(tokenizer ? { tokenizer } : {}), contextLength: engine.info.contextLength ?? 2048 };
