@@ -1,9 +1,10 @@
 /**
- * `reasonplug serve`: an OpenAI-compatible HTTP server (node:http) over one engine, which also answers OpenAI's
- * Responses API, Anthropic's Messages API and Ollama's API (`/api/*`) through the same chat turn. Concurrent requests are
- * concurrent `engine.stream` calls; the server's own admission keeps at most `maxBatch` of them in the engine
- * and `maxQueue` more waiting, and answers 429 with `Retry-After` beyond that. The socket listens before the
- * model loads, so `/health` can say 503 while it does.
+ * `reasonplug serve`: an OpenAI-compatible HTTP server (node:http, or node:https with `tls`) over one engine, which
+ * also answers OpenAI's Responses API, Anthropic's Messages API and Ollama's API (`/api/*`) through the same chat turn.
+ * Concurrent requests are concurrent `engine.stream` calls; the server's own admission keeps at most `maxBatch` of
+ * them in the engine and `maxQueue` more waiting, and answers 429 with `Retry-After` beyond that. The socket listens
+ * before the model loads, so `/health` can say 503 while it does. Browser pages of other origins are let in or refused
+ * first (cors.ts); each answered request's record goes to `onRequest` (request-log.ts).
  */
 import { createServer, type IncomingMessage, type RequestListener, type Server as HttpServer, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
