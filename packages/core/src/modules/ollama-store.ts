@@ -42,7 +42,7 @@ export function isOllamaRef(spec: string): boolean {
 }
 
 /** Where Ollama may keep its models, in the order looked at. */
-export function ollamaStores(env: NodeJS.ProcessEnv = process.env): string[] {
+function ollamaStores(env: NodeJS.ProcessEnv = process.env): string[] {
   if (env.OLLAMA_MODELS) return [env.OLLAMA_MODELS];
   return [join(homedir(), '.ollama', 'models'), '/usr/share/ollama/.ollama/models'];
 }
