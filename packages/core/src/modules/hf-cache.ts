@@ -58,12 +58,12 @@ function parseName(spec: string): HfName {
   return { org, repo: m[1]!, revision: m[2] ?? 'main', ...(m[3] ? { quant: m[3] } : {}), ...(file ? { file } : {}) };
 }
 
-/** The repositories of models in the cache, as `org/repo`. */
-function cachedRepos(root: string): string[] {
+/** The repositories of models in the cache: `org/repo`, and its folder. */
+function cachedRepos(root: string): { id: string; dir: string }[] {
   return namesIn(root)
     .filter((n) => n.startsWith('models--'))
-    .map((n) => n.slice('models--'.length).split('--').join('/'))
-    .sort();
+    .map((n) => ({ id: n.slice('models--'.length).split('--').join('/'), dir: join(root, n) }))
+    .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 }
 
 /** GGUF model files below `dir` (relative paths), vision projectors (`mmproj…`) and later shards of split files left out. */
@@ -110,8 +110,8 @@ export interface CachedModel {
  * or its folder of other files, `hf://org/repo/<file>` for each of several GGUF files.
  */
 export function hfCachedModels(root: string = hfCacheRoot()): CachedModel[] {
-  return cachedRepos(root).flatMap((id): CachedModel[] => {
-    const snapshot = snapshotOf(join(root, `models--${id.split('/').join('--')}`), 'main');
+  return cachedRepos(root).flatMap(({ id, dir }): CachedModel[] => {
+    const snapshot = snapshotOf(dir, 'main');
     if (snapshot === undefined) return [{ name: `hf://${id}`, refused: 'no main revision in the cache' }];
     const ggufs = ggufModels(snapshot);
     if (ggufs.length === 0) return [{ name: `hf://${id}`, path: snapshot }];
@@ -129,7 +129,7 @@ export function hfCachePath(spec: string, root: string = hfCacheRoot()): string 
   const id = `${name.org}/${name.repo}`;
   const repoDir = entryOf(root, `models--${name.org}--${name.repo}`);
   if (!repoDir) {
-    const repos = cachedRepos(root);
+    const repos = cachedRepos(root).map((r) => r.id);
     const listed = repos.length > 20 ? `${repos.slice(0, 20).join(', ')} and ${repos.length - 20} more` : repos.join(', ') || 'no models';
     throw new HfCacheError(`${spec}: ${id} is not in the Hugging Face cache at ${root} (hf download ${id}); it has ${listed}`);
   }

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { entryOf, namesIn } from './dir-entries.js';
 
 /** The prefix that marks a model spec as an Ollama model name. */
-export const OLLAMA_SCHEME = 'ollama://';
+const OLLAMA_SCHEME = 'ollama://';
 
 const MODEL_LAYER = 'application/vnd.ollama.image.model';
 const ADAPTER_LAYER = 'application/vnd.ollama.image.adapter';
