@@ -16,7 +16,8 @@ import { listLocalModels } from '../src/modules/local-names.js';
 import { startServer } from '../src/serve/server.js';
 import { runReasonplug } from './support/cli.js';
 import { testDir } from './support/models.js';
-import { thrown } from './support/assertions.js';
+import { rejection, thrown } from './support/assertions.js';
+import { ModelNotFoundError } from '../src/modules/locate.js';
 import { cliGreedyText, greedyFromEach } from './support/greedy-each.js';
 
 const MODEL = 'application/vnd.ollama.image.model';
@@ -130,6 +131,22 @@ describe('models Ollama has pulled (ollama://)', function () {
       }
     } finally {
       await server.close();
+      if (saved === undefined) delete process.env.OLLAMA_MODELS;
+      else process.env.OLLAMA_MODELS = saved;
+    }
+  });
+
+  it('a name Ollama has pulled, given without ollama://, is refused saying how it loads', async () => {
+    const saved = process.env.OLLAMA_MODELS;
+    process.env.OLLAMA_MODELS = store;
+    try {
+      // (A name with a namespace, `someone/tiny:latest`, is a registry reference and goes to the registry.)
+      const err = await rejection(resolveModelPath('stories:260k', { cacheDir: testDir('ollama-hint') }));
+      expect(err).to.be.instanceOf(ModelNotFoundError);
+      expect(err.message).to.equal('stories:260k is neither a path nor a registry reference, and Ollama has pulled stories:260k: --model ollama://stories:260k');
+      // A name Ollama has not pulled is left to the engine (a missing path), as before.
+      expect(await resolveModelPath('stories', { cacheDir: testDir('ollama-hint') })).to.equal('stories');
+    } finally {
       if (saved === undefined) delete process.env.OLLAMA_MODELS;
       else process.env.OLLAMA_MODELS = saved;
     }

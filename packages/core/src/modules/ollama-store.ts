@@ -121,6 +121,18 @@ export function ollamaPulledModels(stores: string[] = ollamaStores()): { name: s
   });
 }
 
+/** The name Ollama lists for `name` (written without `ollama://`) when it has pulled that model; else undefined. */
+export function ollamaHas(name: string, stores: string[] = ollamaStores()): string | undefined {
+  const spec = `${OLLAMA_SCHEME}${name}`;
+  try {
+    ollamaModelFile(spec, stores);
+    return ollamaDisplayName(spec);
+  } catch (err) {
+    if (err instanceof OllamaModelError) return undefined;
+    throw err;
+  }
+}
+
 /**
  * The GGUF file of the Ollama model `spec` names (`ollama://…`), in the first of `stores` that exists. Throws
  * OllamaModelError naming what is missing: the store, the model (with the models there are), its model layer or blob.

@@ -7,6 +7,8 @@
 import { existsSync } from 'node:fs';
 import { ggufModuleDir, isGgufFile, type GgufModuleOptions } from '../gguf/gguf-module.js';
 import { localModelPath } from '../modules/local-names.js';
+import { ModelNotFoundError } from '../modules/locate.js';
+import { ollamaHas } from '../modules/ollama-store.js';
 import { isAbsolute } from 'node:path';
 import { InvalidReferenceError } from './errors.js';
 import { pullModule, type PullOptions } from './pull.js';
@@ -35,7 +37,11 @@ export async function resolveModelPath(spec: string, opts: PullOptions = {}, con
   try {
     ref = parseRef(spec, settingsFrom(opts).registry);
   } catch (err) {
-    if (err instanceof InvalidReferenceError && !/[@:]/.test(spec)) return spec;
+    if (!(err instanceof InvalidReferenceError)) throw err;
+    // What Ollama's users type (`llama3`, `qwen2.5:0.5b`): say how it loads, rather than that no such path exists.
+    const pulled = ollamaHas(spec);
+    if (pulled) throw new ModelNotFoundError(`${spec} is neither a path nor a registry reference, and Ollama has pulled ${pulled}: --model ollama://${spec}`);
+    if (!/[@:]/.test(spec)) return spec;
     throw err;
   }
   return (await pullModule(ref, opts)).dir;
