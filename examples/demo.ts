@@ -6,14 +6,14 @@
  * tell a story with the converted stories260K model. Everything runs on loopback in temporary directories and is
  * stopped and removed at the end.
  *
- *   npm run demo [-- --problems 40] [--seed 1] [--examples 3] [--gguf PATH]
+ *   npm run demo [-- --problems 40] [--seed 1] [--examples 3] [--gguf PATH|ollama://NAME|hf://ORG/REPO:QUANT]
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { convertGguf, loadModuleDir, pushModule, searchModules } from '@reasonplug/core';
+import { convertGguf, loadModuleDir, localModelPath, pushModule, searchModules } from '@reasonplug/core';
 import { createRegistryServer, FilesystemStorage } from '@reasonplug/registry-server';
 import { ReasonerLLM } from '@reasonplug/langchain';
 import { isCorrect, loadProblems, type Problem } from '../eval/run.js';
@@ -28,6 +28,15 @@ const { values } = parseArgs({
   },
 });
 const say = (line = '') => process.stdout.write(`${line}\n`);
+// The story's GGUF: a path, or a model Ollama or the Hugging Face cache keeps (ollama://…, hf://…); a name that is
+// missing is said before anything runs.
+let gguf: string;
+try {
+  gguf = localModelPath(values.gguf);
+} catch (err) {
+  process.stderr.write(`demo: --gguf: ${(err as Error).message}\n`);
+  process.exit(2);
+}
 const WIDTH = 34; // the label column
 const modulesDir = join(repoRoot, 'examples', 'modules');
 const work = await mkdtemp(join(tmpdir(), 'reasonplug-demo-'));
@@ -100,8 +109,8 @@ try {
 
   // 5. A story from the real TinyStories model, converted from GGUF.
   const stories = join(work, 'stories260K');
-  if (existsSync(values.gguf)) {
-    await convertGguf(values.gguf, stories, { name: 'stories260k' });
+  if (existsSync(gguf)) {
+    await convertGguf(gguf, stories, { name: 'stories260k' });
     const storyteller = await ReasonerLLM.create({ backbone: stories, maxTokens: 120 });
     loaded.push(storyteller);
     say('\nstories260K (converted from GGUF):');
