@@ -515,6 +515,8 @@ describe('reasonplug serve', function () {
     expect(formatRequestRecord(missing!, 'text')).to.match(/^POST \/v1\/completions 404 \d+ ms model=stories260k\+nope error=".*nope.*"$/);
     expect(formatRequestRecord(gone!, 'text')).to.match(/ finish=abort client went away$/);
     expect(JSON.parse(formatRequestRecord(done!, 'json'))).to.deep.include({ status: 200, time: done!.time.toISOString(), completionTokens: 5 });
+    // A client's model name cannot write a line of its own.
+    expect(formatRequestRecord({ ...missing!, model: 'x\nPOST /v1/completions 200 1 ms', error: 'e' }, 'text')).to.match(/^POST \/v1\/completions 404 \d+ ms model="x\\nPOST \/v1\/completions 200 1 ms" error="e"$/);
   });
 
   it('the CLI on SIGTERM stops accepting, finishes the running request, then exits 0', async () => {

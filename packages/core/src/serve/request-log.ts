@@ -33,7 +33,8 @@ export type RequestLogFormat = 'text' | 'json' | 'off';
 export function formatRequestRecord(r: RequestRecord, format: 'text' | 'json'): string {
   if (format === 'json') return JSON.stringify({ ...r, time: r.time.toISOString(), ms: Math.round(r.ms) });
   const parts = [r.method, r.path, String(r.status), `${Math.round(r.ms)} ms`];
-  if (r.model !== undefined) parts.push(`model=${r.model}`);
+  // A model name is the client's text: quoted when it holds spaces or control characters, so it cannot forge a line.
+  if (r.model !== undefined) parts.push(`model=${/^[\x21-\x7e]+$/.test(r.model) ? r.model : JSON.stringify(r.model)}`);
   if (r.promptTokens !== undefined) parts.push(`prompt=${r.promptTokens}`);
   if (r.completionTokens !== undefined) parts.push(`completion=${r.completionTokens}`);
   if (r.finishReason !== undefined) parts.push(`finish=${r.finishReason}`);
