@@ -107,6 +107,9 @@ describe('CORS: browser pages calling reasonplug serve', function () {
     expect(error.message).to.contain('--cors-origin https://evil.example');
     const anthropic = await call('/v1/messages', { method: 'POST', headers: { Origin: 'https://evil.example', 'x-api-key': KEY }, body: '{}' });
     expect(((await anthropic.json()) as { error: { type: string } }).error.type).to.equal('permission_error');
+    const fromFile = await call('/v1/models', { headers: { Origin: 'null', Authorization: `Bearer ${KEY}` } });
+    expect(fromFile.status).to.equal(403);
+    expect(((await fromFile.json()) as { error: { message: string } }).error.message).to.contain(`--cors-origin '*' (any origin; "null" cannot be listed)`);
     expect(server.metrics.generationTokens).to.equal(before);
     const err = await startServer({ engine: { model: 'never-loaded' }, port: 0, corsOrigins: ['app.example.com'] }).then(
       () => undefined,

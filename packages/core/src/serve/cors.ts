@@ -37,6 +37,15 @@ export function corsOriginOf(entry: string): string {
   return url.origin;
 }
 
+/** Whether `--cors-origin` can name `origin` as sent; `null` (file: pages, sandboxed frames) only `*` lets in. */
+function listable(origin: string): boolean {
+  try {
+    return corsOriginOf(origin) === origin;
+  } catch {
+    return false;
+  }
+}
+
 /** Whether `origin` is a page served from this machine's loopback interface. */
 function isLoopback(origin: string): boolean {
   let url: URL;
@@ -75,12 +84,8 @@ export class CorsPolicy {
     const origin = req.headers.origin;
     if (origin === undefined) return false;
     if (!this.allows(origin)) {
-      throw new HttpError(
-        403,
-        `requests from pages of ${origin} are not allowed; start the server with --cors-origin ${origin} (or --cors-origin '*' for any origin)`,
-        'invalid_request_error',
-        'origin_not_allowed',
-      );
+      const how = listable(origin) ? `--cors-origin ${origin} (or --cors-origin '*' for any origin)` : `--cors-origin '*' (any origin; ${JSON.stringify(origin)} cannot be listed)`;
+      throw new HttpError(403, `requests from pages of ${origin} are not allowed; start the server with ${how}`, 'invalid_request_error', 'origin_not_allowed');
     }
     // The origin itself, not `*`: it works for credentialed requests too, and caches keep answers apart by Vary.
     res.setHeader('Access-Control-Allow-Origin', origin);
