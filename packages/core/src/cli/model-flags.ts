@@ -132,7 +132,8 @@ export async function engineOptions(flags: ModelFlags): Promise<EngineOptions> {
 
 /** A GGUF file's converted module, named by path or as other tools name it (converted on first use, with a progress bar on a terminal); other specs as given. */
 async function ggufWithProgress(spec: string, kvCache: ModelFlags['kvCache']): Promise<string> {
-  if (!isGgufFile(localModelPath(spec))) return spec;
+  const file = localModelPath(spec);
+  if (!isGgufFile(file)) return spec;
   const bar = progressBar(`convert ${isLocalModelName(spec) ? spec : basename(spec)}`);
-  return resolveModelPath(spec, bar ? { onProgress: (p) => bar.update(p) } : {}, kvCache ? { kvCache } : undefined).finally(() => bar?.finish());
+  return resolveModelPath(file, bar ? { onProgress: (p) => bar.update(p) } : {}, kvCache ? { kvCache } : undefined).finally(() => bar?.finish());
 }
