@@ -58,4 +58,26 @@ describe('examples', function () {
     expect(stdout).to.include('Once upon a time, there was a little girl named Lily. She loved to play outside in the park.');
     console.log(`      (demo: ${seconds.toFixed(1)} s)`);
   });
+
+  it('openai-client.ts asks reasonplug serve through OpenAI\'s SDK for the backbone and the composition, streamed with usage', async () => {
+    const { stdout, stderr } = await run(process.execPath, [...fromSources, join(repoRoot, 'examples', 'openai-client.ts')], { cwd: repoRoot });
+    expect(stderr).to.equal('');
+    expect(stdout).to.include('served models: toy-backbone-s, toy-backbone-s+math');
+    const blocks = stdout.split('\n\n').filter((b) => /^Q:\S+ {3}\(expected /.test(b));
+    expect(blocks).to.have.length(2);
+    for (const block of blocks) {
+      const [head, alone, composed] = block.trim().split('\n');
+      const expected = head!.match(/\(expected (\S+)\)/)![1]!;
+      // Each mark agrees with the answer printed; the composition gets these right, the backbone alone does not.
+      for (const line of [alone!, composed!]) {
+        const [, answer, mark] = line.match(/^ {2}\S+ +(\S+) {3}([✓✗])$/)!;
+        expect(mark, line).to.equal(answer!.endsWith(expected) ? '✓' : '✗');
+      }
+      expect(alone).to.match(/✗$/);
+      expect(composed).to.match(/^ {2}toy-backbone-s\+math .*✓$/);
+    }
+    // The stream writes what the same request gave in one piece, then its usage.
+    const composedFirst = blocks[0]!.split('\n')[2]!.trim().split(/ +/)[1]!;
+    expect(stdout).to.match(new RegExp(`streamed from toy-backbone-s\\+math: ${composedFirst.replace(/[+]/g, '\\+')}\nusage: \\d+ prompt \\+ \\d+ completion tokens\n$`));
+  });
 });
