@@ -10,16 +10,13 @@
  * `~/.cache/huggingface/hub`. A repository is `models--<org>--<repo>`; `refs/<revision>` holds a commit, whose files
  * are `snapshots/<commit>/…` (links into `blobs/`; a link whose blob is missing counts as not downloaded).
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { entryOf, namesIn } from './dir-entries.js';
+import { chooseGguf, ggufModels } from './gguf-pick.js';
 
 const SCHEMES = ['hf://', 'huggingface://'];
-/** The quantization llama.cpp's `-hf` picks when a repository has several and the name says none. */
-const DEFAULT_QUANT = 'Q4_K_M';
-/** Folders deep that GGUF files are looked for (repositories keep a split file's shards in a folder of its type). */
-const MAX_DEPTH = 3;
 
 /** A model name the hub cache cannot answer: not a name, a repository, revision or file not downloaded, no single GGUF. */
 export class HfCacheError extends Error {
@@ -64,29 +61,6 @@ function cachedRepos(root: string): { id: string; dir: string }[] {
     .filter((n) => n.startsWith('models--'))
     .map((n) => ({ id: n.slice('models--'.length).split('--').join('/'), dir: join(root, n) }))
     .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-}
-
-/** GGUF model files below `dir` (relative paths), vision projectors (`mmproj…`) and later shards of split files left out. */
-function ggufModels(dir: string, prefix = '', depth = 0): string[] {
-  const found: string[] = [];
-  for (const name of namesIn(join(dir, prefix))) {
-    const rel = prefix ? `${prefix}/${name}` : name;
-    const full = join(dir, rel);
-    if (!existsSync(full)) continue; // a link whose blob was never downloaded
-    if (statSync(full).isDirectory()) {
-      if (depth < MAX_DEPTH) found.push(...ggufModels(dir, rel, depth + 1));
-      continue;
-    }
-    const shard = /-(\d{5})-of-(\d{5})\.gguf$/i.exec(name);
-    if (/\.gguf$/i.test(name) && !/^mmproj/i.test(name) && (!shard || Number(shard[1]) === 1)) found.push(rel);
-  }
-  return found.sort();
-}
-
-/** Whether a file's path names quantization `quant` as a word of its own (`Q4_K` is not `Q4_K_M`). */
-function namesQuant(path: string, quant: string): boolean {
-  const q = quant.toLowerCase().replace(/[.]/g, '\\.');
-  return new RegExp(`(^|[-._/])${q}(?=[-./]|$)`).test(path.toLowerCase());
 }
 
 /** The folder of a repository's files at `revision` (a name under `refs/`, or a commit); undefined when not downloaded. */
@@ -144,16 +118,13 @@ export function hfCachePath(spec: string, root: string = hfCacheRoot()): string 
     return file;
   }
   const ggufs = ggufModels(snapshot);
-  if (name.quant !== undefined) {
-    const matches = ggufs.filter((f) => namesQuant(f, name.quant!));
-    if (matches.length === 1) return join(snapshot, matches[0]!);
-    throw new HfCacheError(
-      `${spec}: ${matches.length ? `${matches.length} GGUF files of ${id} are ${name.quant} (${matches.join(', ')}); name one: hf://${id}/<file>` : `no GGUF file of ${id} in the cache is ${name.quant}`}; it has ${ggufs.join(', ') || 'none'}`,
-    );
+  if (ggufs.length === 0 && name.quant === undefined) return snapshot; // an export directory (config.json, tokenizer files, onnx/…)
+  const { file, candidates } = chooseGguf(ggufs, name.quant);
+  if (file !== undefined) return join(snapshot, file);
+  if (name.quant === undefined) {
+    throw new HfCacheError(`${spec}: ${id} has ${ggufs.length} GGUF files in the cache (${ggufs.join(', ')}); choose one with hf://${id}:<QUANT> or hf://${id}/<file>`);
   }
-  if (ggufs.length === 0) return snapshot; // an export directory (config.json, tokenizer files, onnx/…)
-  if (ggufs.length === 1) return join(snapshot, ggufs[0]!);
-  const preferred = ggufs.filter((f) => namesQuant(f, DEFAULT_QUANT));
-  if (preferred.length === 1) return join(snapshot, preferred[0]!);
-  throw new HfCacheError(`${spec}: ${id} has ${ggufs.length} GGUF files in the cache (${ggufs.join(', ')}); choose one with hf://${id}:<QUANT> or hf://${id}/<file>`);
+  throw new HfCacheError(
+    `${spec}: ${candidates.length ? `${candidates.length} GGUF files of ${id} are ${name.quant} (${candidates.join(', ')}); name one: hf://${id}/<file>` : `no GGUF file of ${id} in the cache is ${name.quant}`}; it has ${ggufs.join(', ') || 'none'}`,
+  );
 }
