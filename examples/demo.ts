@@ -6,7 +6,7 @@
  * tell a story with the converted stories260K model. Everything runs on loopback in temporary directories and is
  * stopped and removed at the end.
  *
- *   npm run demo [-- --problems 40] [--seed 1] [--examples 3] [--gguf PATH|ollama://NAME|hf://ORG/REPO:QUANT]
+ *   npm run demo [-- --problems 40] [--seed 1] [--examples 3] [--gguf PATH|ollama://NAME|hf://ORG/REPO:QUANT|lmstudio://PUBLISHER/MODEL]
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -28,7 +28,7 @@ const { values } = parseArgs({
   },
 });
 const say = (line = '') => process.stdout.write(`${line}\n`);
-// The story's GGUF: a path, or a model Ollama or the Hugging Face cache keeps (ollama://…, hf://…); a name that is
+// The story's GGUF: a path, or a model Ollama, the Hugging Face cache or LM Studio keeps (ollama://…, hf://…, lmstudio://…); a name that is
 // missing is said before anything runs.
 let gguf: string;
 try {

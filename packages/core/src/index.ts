@@ -57,6 +57,7 @@ export { GgufError } from './gguf/reader.js';
 export { ggufModuleDir, isGgufFile, isGgufPath, type GgufModuleOptions } from './gguf/gguf-module.js';
 export { OllamaModelError, ollamaModelFile } from './modules/ollama-store.js';
 export { HfCacheError, hfCachePath } from './modules/hf-cache.js';
+export { LmStudioModelError, lmStudioModelFile } from './modules/lmstudio-models.js';
 export { isLocalModelName, localModelPath } from './modules/local-names.js';
 export { tokenizerFromGguf, BPE_PRE_TOKENIZERS, type GgufTokenizer } from './gguf/tokenizer-from-gguf.js';
 export { validateWeightSpec, weightAt, WeightScheduleError, type WeightSegment, type WeightSpec } from './compose/weights.js';

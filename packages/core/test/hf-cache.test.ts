@@ -100,7 +100,7 @@ describe('models in the Hugging Face cache (hf://)', function () {
   });
 
   it('lists each model by the name that loads it: a repository of one GGUF file or an export directory by its own, several files each by path', async () => {
-    const listed = await listLocalModels({ ollamaStores: [join(cache, 'no-ollama')], hfCache: cache });
+    const listed = await listLocalModels({ ollamaStores: [join(cache, 'no-ollama')], hfCache: cache, lmStudioRoots: [] });
     const stories = { kind: 'gguf', architecture: 'llama', tensorTypes: ['F32'], bytes: gguf.length };
     expect(listed.map(({ path: _, ...m }) => m)).to.deep.equal([
       { name: 'hf://org/one-GGUF', ...stories },

@@ -88,7 +88,7 @@ describe('models Ollama has pulled (ollama://)', function () {
   });
 
   it('lists every pulled model by the name that loads it, its header read, and why the others cannot load', async () => {
-    const listed = await listLocalModels({ ollamaStores: [store], hfCache: join(store, 'no-hf-cache') });
+    const listed = await listLocalModels({ ollamaStores: [store], hfCache: join(store, 'no-hf-cache'), lmStudioRoots: [] });
     const stories = { kind: 'gguf', architecture: 'llama', tensorTypes: ['F32'], bytes: gguf.size };
     expect(listed.map(({ path: _, ...m }) => m)).to.deep.equal([
       { name: 'ollama://encoder:latest', kind: 'gguf', architecture: 'bert', tensorTypes: ['F32'], bytes: encoder.size, refused: 'architecture "bert" is not converted' },
@@ -100,7 +100,7 @@ describe('models Ollama has pulled (ollama://)', function () {
       { name: 'ollama://tuned:latest', refused: 'it carries a LoRA adapter (a layer of type application/vnd.ollama.image.adapter), which reasonplug does not apply; use its base model, or merge the adapter into a GGUF file' },
     ]);
     // The CLI's table, from $OLLAMA_MODELS.
-    const table = await runReasonplug(['models'], { OLLAMA_MODELS: store, HF_HUB_CACHE: join(store, 'no-hf-cache') });
+    const table = await runReasonplug(['models'], { OLLAMA_MODELS: store, HF_HUB_CACHE: join(store, 'no-hf-cache'), HOME: join(store, 'no-home') });
     expect(table.code, table.stderr).to.equal(0);
     expect(table.stdout).to.match(/^NAME +ARCHITECTURE +TENSOR TYPES +SIZE +LOADS\n/);
     expect(table.stdout).to.match(/^ollama:\/\/stories:260k +llama +F32 +[\d.]+ MiB +yes$/m);

@@ -23,7 +23,7 @@ export function addEmbedCommand(program: Command): void {
     .command('embed')
     .description("embed texts: one JSON line each with the model's final hidden state at the text's last token")
     .argument('[texts...]', 'texts to embed (default: each non-empty line of the input)')
-    .requiredOption('--model <path>', 'module directory, plain export directory, .onnx file, GGUF file (converted once into the cache; also as ollama://name:tag or hf://org/repo:QUANT), or registry reference')
+    .requiredOption('--model <path>', 'module directory, plain export directory, .onnx file, GGUF file (converted once into the cache; also as ollama://name:tag, hf://org/repo:QUANT or lmstudio://publisher/model), or registry reference')
     .addOption(new Option('--dtype <t>', 'graph of a hub export directory (transformers.js names)').choices([...DTYPES]))
     .addOption(new Option('--device <d>', 'execution provider').choices([...DEVICES]).default('cpu'))
     .option('--threads <n>', 'intra-op threads (at most 4 per CPU)', threadsFlag)

@@ -153,7 +153,7 @@ export function buildProgram(): Command {
     .command('convert')
     .description('convert a model into a reasonplug module directory')
     .command('gguf')
-    .argument('<file>', `GGUF file, or one named as Ollama (ollama://name:tag) or the Hugging Face cache (hf://org/repo:QUANT) keep it (general.architecture: ${SUPPORTED_ARCHITECTURES.join(', ')})`)
+    .argument('<file>', `GGUF file, or one named as Ollama (ollama://name:tag), the Hugging Face cache (hf://org/repo:QUANT) or LM Studio (lmstudio://publisher/model) keep it (general.architecture: ${SUPPORTED_ARCHITECTURES.join(', ')})`)
     .argument('<outdir>', 'module directory to write')
     .addOption(new Option('--dtype <t>', 'weight and I/O precision').choices(['float32', 'float16']).default('float32'))
     .addOption(new Option('--kv-cache <t>', "keys' and values' type: float16 (llama.cpp's default; half the bytes a long context's step moves) or float32 (exact against llama.cpp's F32 cache)").choices(['float32', 'float16']).default('float16'))

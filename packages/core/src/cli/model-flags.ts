@@ -66,7 +66,7 @@ export interface SamplingFlags {
 /** Adds the loading flags (`--model`, `--reasoner`, …) to a command. */
 export function addModelFlags(command: Command): Command {
   return command
-    .requiredOption('--model <path>', 'module directory, plain export directory, .onnx file, GGUF file (converted once into the cache; also as ollama://name:tag or hf://org/repo:QUANT), or registry reference')
+    .requiredOption('--model <path>', 'module directory, plain export directory, .onnx file, GGUF file (converted once into the cache; also as ollama://name:tag, hf://org/repo:QUANT or lmstudio://publisher/model), or registry reference')
     .addOption(new Option('--dtype <t>', "graph of a hub export directory (transformers.js names; default: the most precise present)").choices([...DTYPES]))
     .option('--reasoner <path[=weight]>', 'reasoner module composed with the model (repeatable)', reasonerFlag)
     .addOption(new Option('--mode <mode>', 'transform before weighting: logits (UniR) or logprobs (GenARM)').choices(['logits', 'logprobs']))

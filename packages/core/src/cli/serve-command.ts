@@ -130,7 +130,7 @@ export function addServeCommand(program: Command): void {
   program
     .command('serve')
     .description("serve a model (and its reasoners) over the OpenAI HTTP API, with OpenAI's Responses, Anthropic's Messages and Ollama's APIs beside it")
-    .requiredOption('--model <ref>', 'backbone: module directory, export directory, .onnx, .gguf, ollama://name:tag, hf://org/repo[:QUANT] or registry reference')
+    .requiredOption('--model <ref>', 'backbone: module directory, export directory, .onnx, .gguf, ollama://name:tag, hf://org/repo[:QUANT], lmstudio://publisher/model or registry reference')
     .addOption(new Option('--dtype <t>', 'graph of a hub export directory (transformers.js names)').choices([...DTYPES]))
     .option('--reasoner <name=ref[=weight]>', 'reasoner served as <backbone>+<name> (repeatable)', servedReasonerFlag)
     .option('--projector <ref>', 'LiteReason reasoning projector (enables reasonplug.latent)')

@@ -17,3 +17,10 @@ export function entryOf(dir: string, name: string): string | undefined {
   const found = namesIn(dir).find((e) => e.toLowerCase() === name.toLowerCase());
   return found === undefined ? undefined : join(dir, found);
 }
+
+/** A model found in such a store, by the name that loads it: its file or folder, or why it cannot be used. */
+export interface StoredModel {
+  name: string;
+  path?: string;
+  refused?: string;
+}

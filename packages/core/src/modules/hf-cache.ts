@@ -13,7 +13,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { entryOf, namesIn } from './dir-entries.js';
+import { entryOf, namesIn, type StoredModel } from './dir-entries.js';
 import { chooseGguf, ggufModels } from './gguf-pick.js';
 
 const SCHEMES = ['hf://', 'huggingface://'];
@@ -71,20 +71,13 @@ function snapshotOf(repoDir: string, revision: string): string | undefined {
   return snapshot !== undefined && existsSync(snapshot) ? snapshot : undefined;
 }
 
-/** A model the cache holds, by the name that loads it, or why its repository holds none. */
-export interface CachedModel {
-  name: string;
-  /** Its GGUF file, or the repository's folder (an export directory, or no model at all). */
-  path?: string;
-  refused?: string;
-}
-
 /**
  * The models of the cache's repositories at their main revision: `hf://org/repo` for a repository's one GGUF file
- * or its folder of other files, `hf://org/repo/<file>` for each of several GGUF files.
+ * or its folder of other files (an export directory, or no model at all), `hf://org/repo/<file>` for each of several
+ * GGUF files.
  */
-export function hfCachedModels(root: string = hfCacheRoot()): CachedModel[] {
-  return cachedRepos(root).flatMap(({ id, dir }): CachedModel[] => {
+export function hfCachedModels(root: string = hfCacheRoot()): StoredModel[] {
+  return cachedRepos(root).flatMap(({ id, dir }): StoredModel[] => {
     const snapshot = snapshotOf(dir, 'main');
     if (snapshot === undefined) return [{ name: `hf://${id}`, refused: 'no main revision in the cache' }];
     const ggufs = ggufModels(snapshot);

@@ -1,28 +1,31 @@
 /**
  * Names of models that other tools keep on this machine, taken wherever a model is: Ollama's (`ollama://name:tag`,
- * ollama-store.ts) and the Hugging Face hub cache's (`hf://org/repo[:QUANT]`, hf-cache.ts).
+ * ollama-store.ts), the Hugging Face hub cache's (`hf://org/repo[:QUANT]`, hf-cache.ts) and LM Studio's
+ * (`lmstudio://publisher/model[:QUANT]`, lmstudio-models.ts).
  */
 import { isGgufFile } from '../gguf/gguf-module.js';
 import { summarizeGguf } from '../gguf/inspect.js';
 import { hfCachedModels, hfCachePath, isHfRef } from './hf-cache.js';
 import { locateModel } from './locate.js';
+import { isLmStudioRef, lmStudioModelFile, lmStudioModels } from './lmstudio-models.js';
 import { isOllamaRef, ollamaModelFile, ollamaPulledModels } from './ollama-store.js';
 
 /** Whether `spec` is such a name. */
 export function isLocalModelName(spec: string): boolean {
-  return isOllamaRef(spec) || isHfRef(spec);
+  return isOllamaRef(spec) || isHfRef(spec) || isLmStudioRef(spec);
 }
 
 /** The file or directory such a name stands for (throwing what is missing); any other spec unchanged. */
 export function localModelPath(spec: string): string {
   if (isOllamaRef(spec)) return ollamaModelFile(spec);
   if (isHfRef(spec)) return hfCachePath(spec);
+  if (isLmStudioRef(spec)) return lmStudioModelFile(spec);
   return spec;
 }
 
 /** A model another tool keeps on this machine, by the name that loads it. */
 export interface LocalModel {
-  /** What `--model` takes: `ollama://…` or `hf://…`. */
+  /** What `--model` takes: `ollama://…`, `hf://…` or `lmstudio://…`. */
   name: string;
   /** Its GGUF file, or its export directory. */
   path?: string;
@@ -36,18 +39,19 @@ export interface LocalModel {
   refused?: string;
 }
 
-/** Where to look: Ollama's stores and the Hugging Face cache (default: where those tools keep them). */
+/** Where to look: Ollama's stores, the Hugging Face cache and LM Studio's folders (default: where those tools keep them). */
 export interface LocalModelSources {
   ollamaStores?: string[];
   hfCache?: string;
+  lmStudioRoots?: string[];
 }
 
 /**
- * The models Ollama has pulled and the Hugging Face cache holds, each looked at as loading would: a GGUF file by its
- * header (architecture, tensor types), a directory by whether a decoder is found in it.
+ * The models Ollama has pulled, the Hugging Face cache holds and LM Studio has downloaded, each looked at as loading
+ * would: a GGUF file by its header (architecture, tensor types), a directory by whether a decoder is found in it.
  */
 export async function listLocalModels(sources: LocalModelSources = {}): Promise<LocalModel[]> {
-  const found = [...ollamaPulledModels(sources.ollamaStores), ...hfCachedModels(sources.hfCache)];
+  const found = [...ollamaPulledModels(sources.ollamaStores), ...hfCachedModels(sources.hfCache), ...lmStudioModels(sources.lmStudioRoots)];
   return Promise.all(
     found.map(async ({ name, path, refused }): Promise<LocalModel> => {
       if (path === undefined) return { name, ...(refused ? { refused } : {}) };

@@ -13,7 +13,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { entryOf, namesIn } from './dir-entries.js';
+import { entryOf, namesIn, type StoredModel } from './dir-entries.js';
 
 /** The prefix that marks a model spec as an Ollama model name. */
 const OLLAMA_SCHEME = 'ollama://';
@@ -107,7 +107,7 @@ function ollamaStore(stores: string[]): string | undefined {
 }
 
 /** Every model pulled into the store, by the name that loads it: its GGUF blob, or why it cannot be used. */
-export function ollamaPulledModels(stores: string[] = ollamaStores()): { name: string; path?: string; refused?: string }[] {
+export function ollamaPulledModels(stores: string[] = ollamaStores()): StoredModel[] {
   const store = ollamaStore(stores);
   if (!store) return [];
   return pulledModels(store).map((short) => {
