@@ -18,7 +18,7 @@ import { runReasonplug } from './support/cli.js';
 import { testDir } from './support/models.js';
 import { rejection, thrown } from './support/assertions.js';
 import { ModelNotFoundError } from '../src/modules/locate.js';
-import { cliGreedyText, greedyFromEach } from './support/greedy-each.js';
+import { cliGreedyText, greedyFromEach, withEnv } from './support/greedy-each.js';
 
 const MODEL = 'application/vnd.ollama.image.model';
 
@@ -116,40 +116,33 @@ describe('models Ollama has pulled (ollama://)', function () {
   });
 
   it('reasonplug serve answers to the Ollama name of the model it serves, as Ollama\'s clients ask for it', async () => {
-    const saved = process.env.OLLAMA_MODELS;
-    process.env.OLLAMA_MODELS = store;
-    const server = await startServer({ engine: { model: 'ollama://someone/tiny', cacheDir: testDir('ollama-serve-cache') }, port: 0 });
-    try {
-      await server.ready;
-      const { data } = (await (await fetch(`${server.url}/v1/models`)).json()) as { data: { id: string }[] };
-      expect(data.map((m) => m.id)).to.deep.equal(['someone/tiny']);
-      // Ollama's clients write `:latest`, or leave it out.
-      for (const model of ['someone/tiny:latest', 'someone/tiny']) {
-        const res = await fetch(`${server.url}/api/generate`, { method: 'POST', body: JSON.stringify({ model, prompt: 'Once upon a time', stream: false, options: { num_predict: 4, temperature: 0 } }) });
-        expect(res.status, model).to.equal(200);
-        expect(((await res.json()) as { eval_count: number }).eval_count).to.equal(4);
+    await withEnv({ OLLAMA_MODELS: store }, async () => {
+      const server = await startServer({ engine: { model: 'ollama://someone/tiny', cacheDir: testDir('ollama-serve-cache') }, port: 0 });
+      try {
+        await server.ready;
+        const { data } = (await (await fetch(`${server.url}/v1/models`)).json()) as { data: { id: string }[] };
+        expect(data.map((m) => m.id)).to.deep.equal(['someone/tiny']);
+        // Ollama's clients write `:latest`, or leave it out.
+        for (const model of ['someone/tiny:latest', 'someone/tiny']) {
+          const res = await fetch(`${server.url}/api/generate`, { method: 'POST', body: JSON.stringify({ model, prompt: 'Once upon a time', stream: false, options: { num_predict: 4, temperature: 0 } }) });
+          expect(res.status, model).to.equal(200);
+          expect(((await res.json()) as { eval_count: number }).eval_count).to.equal(4);
+        }
+      } finally {
+        await server.close();
       }
-    } finally {
-      await server.close();
-      if (saved === undefined) delete process.env.OLLAMA_MODELS;
-      else process.env.OLLAMA_MODELS = saved;
-    }
+    });
   });
 
   it('a name Ollama has pulled, given without ollama://, is refused saying how it loads', async () => {
-    const saved = process.env.OLLAMA_MODELS;
-    process.env.OLLAMA_MODELS = store;
-    try {
+    await withEnv({ OLLAMA_MODELS: store }, async () => {
       // (A name with a namespace, `someone/tiny:latest`, is a registry reference and goes to the registry.)
       const err = await rejection(resolveModelPath('stories:260k', { cacheDir: testDir('ollama-hint') }));
       expect(err).to.be.instanceOf(ModelNotFoundError);
       expect(err.message).to.equal('stories:260k is neither a path nor a registry reference, and Ollama has pulled stories:260k: --model ollama://stories:260k');
       // A name Ollama has not pulled is left to the engine (a missing path), as before.
       expect(await resolveModelPath('stories', { cacheDir: testDir('ollama-hint') })).to.equal('stories');
-    } finally {
-      if (saved === undefined) delete process.env.OLLAMA_MODELS;
-      else process.env.OLLAMA_MODELS = saved;
-    }
+    });
   });
 
   it('the CLI generates from ollama://, converts it, and says what is missing', async () => {

@@ -18,6 +18,11 @@ export function entryOf(dir: string, name: string): string | undefined {
   return found === undefined ? undefined : join(dir, found);
 }
 
+/** Orders a store's models by their ids as the code points compare (the order listings and messages give them in). */
+export function byId(a: { id: string }, b: { id: string }): number {
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}
+
 /** A model found in such a store, by the name that loads it: its file or folder, or why it cannot be used. */
 export interface StoredModel {
   name: string;

@@ -13,7 +13,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { entryOf, namesIn, type StoredModel } from './dir-entries.js';
+import { byId, entryOf, namesIn, type StoredModel } from './dir-entries.js';
 import { chooseGguf, ggufModels } from './gguf-pick.js';
 
 const SCHEMES = ['hf://', 'huggingface://'];
@@ -60,7 +60,7 @@ function cachedRepos(root: string): { id: string; dir: string }[] {
   return namesIn(root)
     .filter((n) => n.startsWith('models--'))
     .map((n) => ({ id: n.slice('models--'.length).split('--').join('/'), dir: join(root, n) }))
-    .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    .sort(byId);
 }
 
 /** The folder of a repository's files at `revision` (a name under `refs/`, or a commit); undefined when not downloaded. */

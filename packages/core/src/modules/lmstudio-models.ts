@@ -8,7 +8,7 @@
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { entryOf, namesIn, type StoredModel } from './dir-entries.js';
+import { byId, entryOf, namesIn, type StoredModel } from './dir-entries.js';
 import { chooseGguf, ggufModels } from './gguf-pick.js';
 
 const SCHEME = 'lmstudio://';
@@ -41,7 +41,7 @@ function downloaded(roots: string[]): { id: string; dir: string }[] {
       }
     }
   }
-  return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  return out.sort(byId);
 }
 
 /**
