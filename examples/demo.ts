@@ -32,7 +32,7 @@ const say = (line = '') => process.stdout.write(`${line}\n`);
 // missing is said before anything runs.
 let gguf: string;
 try {
-  gguf = localModelPath(values.gguf);
+  gguf = await localModelPath(values.gguf);
 } catch (err) {
   process.stderr.write(`demo: --gguf: ${(err as Error).message}\n`);
   process.exit(2);

@@ -71,7 +71,7 @@ describe('reasonplug cache: what the cache holds, and clearing parts of it', fun
     const root = testDir('cache-usage-bad');
     const bad = await runReasonplug(['cache', 'clear', 'gguf', 'models'], { REASONPLUG_CACHE: root });
     expect(bad.code).to.equal(1);
-    expect(bad.stderr).to.contain('unknown cache part models; the parts are gguf, modules, prepared, sessions, digests');
+    expect(bad.stderr).to.contain('unknown cache part models; the parts are gguf, modules, ollama, prepared, sessions, digests');
     const none = await runReasonplug(['cache', 'clear'], { REASONPLUG_CACHE: root });
     expect(none.code).to.equal(1);
     expect(none.stderr).to.contain('or --all');

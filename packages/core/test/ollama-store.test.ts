@@ -152,8 +152,10 @@ describe('models Ollama has pulled (ollama://)', function () {
     const converted = await runReasonplug(['convert', 'gguf', 'ollama://someone/tiny', out], env);
     expect(converted.code, converted.stderr).to.equal(0);
     expect(converted.stdout.trim()).to.equal(out);
-    const missing = await runReasonplug(['generate', '--model', 'ollama://qwen2.5:0.5b', '--prompt', 'hi'], env);
+    // (Offline: a model no store has is otherwise pulled from Ollama's registry; ollama-pull.test.ts.)
+    const missing = await runReasonplug(['generate', '--model', 'ollama://qwen2.5:0.5b', '--prompt', 'hi'], { ...env, REASONPLUG_OFFLINE: '1' });
     expect(missing.code).to.not.equal(0);
     expect(missing.stderr).to.contain('Ollama has not pulled qwen2.5:0.5b');
+    expect(missing.stderr).to.contain('offline, so it was not pulled from registry.ollama.ai');
   });
 });

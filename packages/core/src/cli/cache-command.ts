@@ -26,7 +26,7 @@ export function addCacheCommand(program: Command): void {
     .action(list);
   cache
     .command('clear')
-    .description('remove parts of the cache (each is made again when needed): gguf conversions, pulled modules, prepared graphs (with the saved sessions), saved sessions, stat records')
+    .description('remove parts of the cache (each is made again when needed): gguf conversions, pulled modules, Ollama models pulled by name, prepared graphs (with the saved sessions), saved sessions, stat records')
     .argument('[parts...]', CACHE_PARTS.join(', '))
     .option('--all', 'every part')
     .action(async (parts: string[], flags: { all?: boolean }) => {

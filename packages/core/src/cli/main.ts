@@ -16,7 +16,7 @@ import { basename } from 'node:path';
 import type { TokenTrace } from '../compose/composed-source.js';
 import { DTYPES } from '../modules/hub-variants.js';
 import { quantizeModel } from '../modules/quantize-module.js';
-import { isLocalModelName, localModelPath } from '../modules/local-names.js';
+import { isLocalModelName } from '../modules/local-names.js';
 import { addRegistryCommands } from './registry-commands.js';
 import { addCacheCommand } from './cache-command.js';
 import { responseFormatFromFlags, type ResponseFormatFlags } from './response-format-flags.js';
@@ -24,7 +24,7 @@ import { addServeCommand } from './serve-command.js';
 import { addChatCommand } from './chat-command.js';
 import { addEmbedCommand } from './embed-command.js';
 import { addModelsCommand } from './models-command.js';
-import { addModelFlags, addSamplingFlags, engineOptions, samplingOptions, type ModelFlags, type SamplingFlags } from './model-flags.js';
+import { addModelFlags, addSamplingFlags, engineOptions, localModelWithProgress, samplingOptions, type ModelFlags, type SamplingFlags } from './model-flags.js';
 import { integerFlag, positiveIntegerFlag, promptIdsFlag } from './flags.js';
 import type { PromptInput } from '../runtime/protocol.js';
 
@@ -162,7 +162,7 @@ export function buildProgram(): Command {
     )
     .option('--name <name>', 'module name')
     .action(async (src: string, outDir: string, flags: { dtype: 'float32' | 'float16'; kvCache: 'float32' | 'float16'; kvOutput: 'new' | 'joined'; name?: string }) => {
-      const file = localModelPath(src);
+      const file = await localModelWithProgress(src);
       const bar = progressBar(`convert ${isLocalModelName(src) ? src : basename(file)}`);
       const onTensorRead = bar && ((bytes: number, total: number) => bar.update({ file: basename(file), digest: file, size: total, bytes, resumedFrom: 0, done: bytes === total }));
       const { dir } = await convertGguf(file, outDir, {

@@ -9,6 +9,7 @@ import type { EngineOptions, StreamOptions } from '../engine.js';
 import type { FusionMode } from '../compose/fusion.js';
 import { isGgufFile } from '../gguf/gguf-module.js';
 import { isLocalModelName, localModelPath } from '../modules/local-names.js';
+import { isOllamaRef } from '../modules/ollama-store.js';
 import { DTYPES } from '../modules/hub-variants.js';
 import { progressBar } from '../registry/progress.js';
 import { resolveModelPath } from '../registry/resolve-model.js';
@@ -132,8 +133,14 @@ export async function engineOptions(flags: ModelFlags): Promise<EngineOptions> {
 
 /** A GGUF file's converted module, named by path or as other tools name it (converted on first use, with a progress bar on a terminal); other specs as given. */
 async function ggufWithProgress(spec: string, kvCache: ModelFlags['kvCache']): Promise<string> {
-  const file = localModelPath(spec);
+  const file = await localModelWithProgress(spec);
   if (!isGgufFile(file)) return spec;
   const bar = progressBar(`convert ${isLocalModelName(spec) ? spec : basename(spec)}`);
   return resolveModelPath(file, bar ? { onProgress: (p) => bar.update(p) } : {}, kvCache ? { kvCache } : undefined).finally(() => bar?.finish());
+}
+
+/** What `localModelPath` gives for `spec`, with a progress bar on a terminal while an Ollama model is pulled. */
+export async function localModelWithProgress(spec: string): Promise<string> {
+  const bar = isOllamaRef(spec) ? progressBar(`pull ${spec}`) : undefined;
+  return localModelPath(spec, bar ? { onProgress: (p) => bar.update(p) } : {}).finally(() => bar?.finish());
 }

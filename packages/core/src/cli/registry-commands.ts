@@ -9,6 +9,9 @@ import type { SearchHit } from '../registry/extension.js';
 import { resolveModule, searchModules } from '../registry/lookup.js';
 import { progressBar } from '../registry/progress.js';
 import { pullModule } from '../registry/pull.js';
+import { pullOllamaModel } from '../registry/ollama-pull.js';
+import { isOllamaRef } from '../modules/ollama-store.js';
+import type { TransferProgress } from '../registry/download.js';
 import { pushModule } from '../registry/push.js';
 import { printColumns } from './columns.js';
 import type { RegistryOptions } from '../registry/settings.js';
@@ -88,12 +91,18 @@ export function addRegistryCommands(program: Command): void {
   connection(
     program
       .command('pull')
-      .description('pull a module into the cache and print its directory')
-      .argument('<ref>', '[registry/]namespace/name followed by @range, :tag or @sha256:<hex>'),
+      .description("pull a module into the cache and print its directory, or a model by its Ollama name (ollama://…) from Ollama's registry and print its GGUF file")
+      .argument('<ref>', '[registry/]namespace/name followed by @range, :tag or @sha256:<hex>; or ollama://[host/][namespace/]model[:tag]'),
     true,
   ).action(async (ref: string, flags: ConnectionFlags) => {
     const bar = progressBar(`pull ${ref}`);
-    const r = await pullModule(ref, { ...options(flags), ...(bar ? { onProgress: (p) => bar.update(p) } : {}) }).finally(() => bar?.finish());
+    const onProgress = bar ? { onProgress: (p: TransferProgress) => bar.update(p) } : {};
+    if (isOllamaRef(ref)) {
+      process.stdout.write(`${await pullOllamaModel(ref, { ...options(flags), ...onProgress }).finally(() => bar?.finish())}\n`);
+      say(`pulled ${ref}`);
+      return;
+    }
+    const r = await pullModule(ref, { ...options(flags), ...onProgress }).finally(() => bar?.finish());
     process.stdout.write(`${r.dir}\n`);
     say(`${r.cached ? 'cached' : 'pulled'} ${r.pinned} (version ${r.version})`);
     if (r.repaired.length > 0) say(`repaired ${r.repaired.join(', ')}: the cached copy failed verification and was downloaded again`);

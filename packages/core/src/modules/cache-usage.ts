@@ -1,15 +1,16 @@
 /**
  * What the cache root holds and how much disk each part takes, and clearing parts of it (`reasonplug cache`).
- * Every part is derived and can be made again: converted GGUFs from their files, pulled modules from their registry,
+ * Every part is derived and can be made again: converted GGUFs from their files, pulled modules and Ollama models from their registries,
  * prepared graphs and saved sessions from the modules, stat records by hashing. Sizes count each file once, however
  * many hard links it has (a pulled module's files are links to its blobs).
  */
 import { lstat, readdir, readFile, rm } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { cacheRoot } from './cache-root.js';
+import { ollamaPulledModels, pulledOllamaStore } from './ollama-store.js';
 
 /** The parts of the cache, each removable on its own. */
-export const CACHE_PARTS = ['gguf', 'modules', 'prepared', 'sessions', 'digests'] as const;
+export const CACHE_PARTS = ['gguf', 'modules', 'ollama', 'prepared', 'sessions', 'digests'] as const;
 export type CachePart = (typeof CACHE_PARTS)[number];
 
 /** One thing the cache holds. */
@@ -32,6 +33,7 @@ export interface CacheUsage {
 const DIRS: Record<CachePart, string[]> = {
   gguf: ['gguf'],
   modules: ['modules', 'blobs', 'refs'],
+  ollama: ['ollama'],
   prepared: ['prepared'],
   sessions: [join('prepared', 'sessions')],
   digests: ['digests'],
@@ -100,6 +102,13 @@ export async function cacheUsage(root = cacheRoot()): Promise<CacheUsage> {
   }
   const unlinked = (await sizeOf(join(root, 'blobs'), seen)) + (await sizeOf(join(root, 'refs'), seen));
   if (unlinked > 0) entries.push({ part: 'modules', name: 'manifests, refs and blobs outside module directories', path: join(root, 'blobs'), bytes: unlinked });
+  // Models pulled by their Ollama names (registry/ollama-pull.ts): each model's GGUF blob, then what else is there.
+  const ollama = pulledOllamaStore(root);
+  for (const { name, path } of ollamaPulledModels([ollama])) {
+    if (path !== undefined) entries.push({ part: 'ollama', name, path, bytes: await sizeOf(path, seen) });
+  }
+  const ollamaRest = await sizeOf(ollama, seen);
+  if (ollamaRest > 0) entries.push({ part: 'ollama', name: 'manifests, and downloads in progress or broken off', path: ollama, bytes: ollamaRest });
   const sessions = join(root, DIRS.sessions[0]!);
   let sessionFiles: string[] = [];
   try {

@@ -1,6 +1,6 @@
 /**
  * Names of models that other tools keep on this machine, taken wherever a model is: Ollama's (`ollama://name:tag`,
- * ollama-store.ts), the Hugging Face hub cache's (`hf://org/repo[:QUANT]`, hf-cache.ts) and LM Studio's
+ * ollama-store.ts; pulled from Ollama's registry when Ollama has not, registry/ollama-pull.ts), the Hugging Face hub cache's (`hf://org/repo[:QUANT]`, hf-cache.ts) and LM Studio's
  * (`lmstudio://publisher/model[:QUANT]`, lmstudio-models.ts).
  */
 import { isGgufFile } from '../gguf/gguf-module.js';
@@ -8,16 +8,20 @@ import { summarizeGguf } from '../gguf/inspect.js';
 import { hfCachedModels, hfCachePath, isHfRef } from './hf-cache.js';
 import { locateModel } from './locate.js';
 import { isLmStudioRef, lmStudioModelFile, lmStudioModels } from './lmstudio-models.js';
-import { isOllamaRef, ollamaModelFile, ollamaPulledModels } from './ollama-store.js';
+import { isOllamaRef, ollamaPulledModels } from './ollama-store.js';
+import { ollamaModelPath, type OllamaPullOptions } from '../registry/ollama-pull.js';
 
 /** Whether `spec` is such a name. */
 export function isLocalModelName(spec: string): boolean {
   return isOllamaRef(spec) || isHfRef(spec) || isLmStudioRef(spec);
 }
 
-/** The file or directory such a name stands for (throwing what is missing); any other spec unchanged. */
-export function localModelPath(spec: string): string {
-  if (isOllamaRef(spec)) return ollamaModelFile(spec);
+/**
+ * The file or directory such a name stands for (throwing what is missing); any other spec unchanged. An Ollama name that
+ * no store on this machine has is pulled from its registry (registry/ollama-pull.ts; `opts` as for registry pulls).
+ */
+export async function localModelPath(spec: string, opts: OllamaPullOptions = {}): Promise<string> {
+  if (isOllamaRef(spec)) return ollamaModelPath(spec, opts);
   if (isHfRef(spec)) return hfCachePath(spec);
   if (isLmStudioRef(spec)) return lmStudioModelFile(spec);
   return spec;

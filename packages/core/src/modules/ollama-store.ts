@@ -6,13 +6,15 @@
  * type `application/vnd.ollama.image.model` is the model's GGUF file, which is then converted like any other.
  *
  * The store is `$OLLAMA_MODELS`, else `~/.ollama/models`, else a Linux service install's
- * `/usr/share/ollama/.ollama/models`. Only the model layer is read: Ollama's Go chat template is not Jinja, and the
+ * `/usr/share/ollama/.ollama/models`; after it, the store of the models reasonplug pulls itself from Ollama's registry
+ * (registry/ollama-pull.ts), in its cache. Only the model layer is read: Ollama's Go chat template is not Jinja, and the
  * GGUF's own `tokenizer.chat_template` (what Ollama derives its template from) is used; a vision projector layer is
  * left out (the model runs as a text model); a LoRA adapter layer is refused, since it would change the model.
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { cacheRoot } from './cache-root.js';
 import { entryOf, namesIn, type StoredModel } from './dir-entries.js';
 
 /** The prefix that marks a model spec as an Ollama model name. */
@@ -27,10 +29,11 @@ const DEFAULT_TAG = 'latest';
 /** An Ollama model that cannot be used: no store, not pulled, a manifest without a usable model layer. */
 export class OllamaModelError extends Error {
   override name = 'OllamaModelError';
-  /** `spec`: the name asked for; `reason`: what is wrong with it, without the name. */
+  /** `spec`: the name asked for; `reason`: what is wrong with it, without the name; `notPulled`: no store has the model (it may be pulled). */
   constructor(
     spec: string,
     readonly reason: string,
+    readonly notPulled = false,
   ) {
     super(`${spec}: ${reason}`);
   }
@@ -47,16 +50,29 @@ function ollamaStores(env: NodeJS.ProcessEnv = process.env): string[] {
   return [join(homedir(), '.ollama', 'models'), '/usr/share/ollama/.ollama/models'];
 }
 
+/**
+ * Where reasonplug keeps the Ollama models it pulls itself (registry/ollama-pull.ts), laid out as Ollama's store, under
+ * its cache root: Ollama's own store is only ever read.
+ */
+export function pulledOllamaStore(cacheDir: string = cacheRoot()): string {
+  return join(cacheDir, 'ollama');
+}
+
+/** The stores an `ollama://` name is looked up in: Ollama's, then reasonplug's own pulls (under `cacheDir`). */
+export function ollamaSearchStores(cacheDir?: string, env: NodeJS.ProcessEnv = process.env): string[] {
+  return [...ollamaStores(env), pulledOllamaStore(cacheDir)];
+}
+
 /** A model name's parts, defaults filled in. */
-interface OllamaName {
+export interface OllamaName {
   host: string;
   namespace: string;
   model: string;
   tag: string;
 }
 
-/** Parses `[host/][namespace/]model[:tag]` as Ollama does; refuses what cannot be a name (and any path tricks). */
-function parseName(spec: string): OllamaName {
+/** Parses `ollama://[host/][namespace/]model[:tag]` as Ollama does; refuses what cannot be a name (and any path tricks). */
+export function parseOllamaName(spec: string): OllamaName {
   const name = spec.slice(OLLAMA_SCHEME.length);
   const parts = name.split('/');
   const last = parts.pop() ?? '';
@@ -72,11 +88,11 @@ function parseName(spec: string): OllamaName {
 
 /** The model `spec` names (`ollama://…`) as Ollama lists it (`qwen2.5:latest`, `someone/tiny:v2`). */
 export function ollamaDisplayName(spec: string): string {
-  return shortName(parseName(spec));
+  return ollamaShortName(parseOllamaName(spec));
 }
 
 /** How Ollama shows a name: the default host and namespace left out. */
-function shortName(n: OllamaName): string {
+export function ollamaShortName(n: OllamaName): string {
   const prefix = n.host === DEFAULT_HOST ? (n.namespace === DEFAULT_NAMESPACE ? '' : `${n.namespace}/`) : `${n.host}/${n.namespace}/`;
   return `${prefix}${n.model}:${n.tag}`;
 }
@@ -88,41 +104,38 @@ function pulledModels(store: string): string[] {
   for (const host of namesIn(root)) {
     for (const namespace of namesIn(join(root, host))) {
       for (const model of namesIn(join(root, host, namespace))) {
-        for (const tag of namesIn(join(root, host, namespace, model))) names.push(shortName({ host, namespace, model, tag }));
+        for (const tag of namesIn(join(root, host, namespace, model))) names.push(ollamaShortName({ host, namespace, model, tag }));
       }
     }
   }
   return names.sort();
 }
 
-/** One layer of an Ollama manifest. */
-interface Layer {
-  mediaType?: unknown;
-  digest?: unknown;
+/** The stores of `stores` that exist. */
+function existingStores(stores: string[]): string[] {
+  return stores.filter((s) => existsSync(join(s, 'manifests')));
 }
 
-/** The store models are read from: the first of `stores` that exists. */
-function ollamaStore(stores: string[]): string | undefined {
-  return stores.find((s) => existsSync(join(s, 'manifests')));
-}
-
-/** Every model pulled into the store, by the name that loads it: its GGUF blob, or why it cannot be used. */
-export function ollamaPulledModels(stores: string[] = ollamaStores()): StoredModel[] {
-  const store = ollamaStore(stores);
-  if (!store) return [];
-  return pulledModels(store).map((short) => {
-    const name = `${OLLAMA_SCHEME}${short}`;
-    try {
-      return { name, path: ollamaModelFile(name, [store]) };
-    } catch (err) {
-      if (!(err instanceof OllamaModelError)) throw err;
-      return { name, refused: err.reason };
-    }
-  });
+/** Every model pulled into the stores, by the name that loads it (the first store's where two have it): its GGUF blob, or why it cannot be used. */
+export function ollamaPulledModels(stores: string[] = ollamaSearchStores()): StoredModel[] {
+  const seen = new Set<string>();
+  return existingStores(stores).flatMap((store) =>
+    pulledModels(store)
+      .filter((short) => !seen.has(short.toLowerCase()) && seen.add(short.toLowerCase()))
+      .map((short) => {
+        const name = `${OLLAMA_SCHEME}${short}`;
+        try {
+          return { name, path: ollamaModelFile(name, [store]) };
+        } catch (err) {
+          if (!(err instanceof OllamaModelError)) throw err;
+          return { name, refused: err.reason };
+        }
+      }),
+  );
 }
 
 /** The name Ollama lists for `name` (written without `ollama://`) when it has pulled that model; else undefined. */
-export function ollamaHas(name: string, stores: string[] = ollamaStores()): string | undefined {
+export function ollamaHas(name: string, stores: string[] = ollamaSearchStores()): string | undefined {
   const spec = `${OLLAMA_SCHEME}${name}`;
   try {
     ollamaModelFile(spec, stores);
@@ -133,46 +146,82 @@ export function ollamaHas(name: string, stores: string[] = ollamaStores()): stri
   }
 }
 
+/** One layer of an Ollama manifest. */
+interface Layer {
+  mediaType?: unknown;
+  digest?: unknown;
+  size?: unknown;
+}
+
+/** The blob a manifest's model layer names, and its size. */
+export interface OllamaModelLayer {
+  digest: string;
+  size: number;
+}
+
 /**
- * The GGUF file of the Ollama model `spec` names (`ollama://…`), in the first of `stores` that exists. Throws
- * OllamaModelError naming what is missing: the store, the model (with the models there are), its model layer or blob.
+ * The model layer of manifest `manifest` (parsed JSON, read from `where`): refuses a manifest without layers, with a
+ * LoRA adapter, with other than one model layer, or whose model layer's digest or size is malformed.
  */
-export function ollamaModelFile(spec: string, stores: string[] = ollamaStores()): string {
-  const name = parseName(spec);
-  const store = ollamaStore(stores);
-  if (!store) {
-    throw new OllamaModelError(spec, `no Ollama model store in ${stores.join(' or ')}; set OLLAMA_MODELS to the folder where Ollama keeps its models`);
-  }
-  let at: string | undefined = join(store, 'manifests');
-  for (const part of [name.host, name.namespace, name.model, name.tag]) at = at && entryOf(at, part);
-  if (!at || !statSync(at).isFile()) {
-    const pulled = pulledModels(store);
-    throw new OllamaModelError(
-      spec,
-      `Ollama has not pulled ${shortName(name)} into ${store} (ollama pull ${shortName(name)}); it has ${pulled.length ? pulled.join(', ') : 'no models'}`,
-    );
-  }
-  let layers: Layer[];
-  try {
-    const manifest = JSON.parse(readFileSync(at, 'utf8')) as { layers?: unknown };
-    if (!Array.isArray(manifest.layers)) throw new Error('it has no layers');
-    layers = manifest.layers as Layer[];
-  } catch (err) {
-    throw new OllamaModelError(spec, `the manifest ${at} cannot be read: ${(err as Error).message}`);
-  }
-  if (layers.some((l) => l.mediaType === ADAPTER_LAYER)) {
+export function ollamaModelLayer(spec: string, manifest: unknown, where: string): OllamaModelLayer {
+  const layers = (manifest as { layers?: unknown } | null)?.layers;
+  if (!Array.isArray(layers)) throw new OllamaModelError(spec, `the manifest ${where} cannot be read: it has no layers`);
+  if (layers.some((l: Layer) => l?.mediaType === ADAPTER_LAYER)) {
     throw new OllamaModelError(spec, `it carries a LoRA adapter (a layer of type ${ADAPTER_LAYER}), which reasonplug does not apply; use its base model, or merge the adapter into a GGUF file`);
   }
-  const models = layers.filter((l) => l.mediaType === MODEL_LAYER);
+  const models = (layers as Layer[]).filter((l) => l?.mediaType === MODEL_LAYER);
   if (models.length !== 1) {
-    throw new OllamaModelError(spec, `the manifest ${at} has ${models.length} model layers (${MODEL_LAYER}); reasonplug reads a model of one GGUF file`);
+    throw new OllamaModelError(spec, `the manifest ${where} has ${models.length} model layers (${MODEL_LAYER}); reasonplug reads a model of one GGUF file`);
   }
-  const digest = models[0]!.digest;
+  const { digest, size } = models[0]!;
   if (typeof digest !== 'string' || !/^sha256:[0-9a-f]{64}$/.test(digest)) {
-    throw new OllamaModelError(spec, `the manifest ${at} gives its model layer the digest ${JSON.stringify(digest)}, not sha256:<64 hex digits>`);
+    throw new OllamaModelError(spec, `the manifest ${where} gives its model layer the digest ${JSON.stringify(digest)}, not sha256:<64 hex digits>`);
   }
-  // Ollama writes blob names with "-" for the digest's ":" (a name Windows takes).
-  const blob = join(store, 'blobs', digest.replace(':', '-'));
-  if (!existsSync(blob)) throw new OllamaModelError(spec, `its model blob ${blob} is missing (ollama pull ${shortName(name)} again)`);
-  return blob;
+  if (size !== undefined && !(Number.isSafeInteger(size) && (size as number) >= 0)) {
+    throw new OllamaModelError(spec, `the manifest ${where} gives its model layer the size ${JSON.stringify(size)}, not a byte count`);
+  }
+  return { digest, size: (size as number | undefined) ?? -1 };
+}
+
+/** Where a store keeps blob `digest` (Ollama writes "-" for the digest's ":", a name Windows takes). */
+export function ollamaBlobPath(store: string, digest: string): string {
+  return join(store, 'blobs', digest.replace(':', '-'));
+}
+
+/** Where a store keeps the manifest of `name`. */
+export function ollamaManifestPath(store: string, name: OllamaName): string {
+  return join(store, 'manifests', name.host, name.namespace, name.model, name.tag);
+}
+
+/**
+ * The GGUF file of the Ollama model `spec` names (`ollama://…`), from the first of `stores` that has pulled it. Throws
+ * OllamaModelError naming what is missing: a store, the model (with the models there are), its model layer or blob;
+ * the first two are `notPulled` (registry/ollama-pull.ts can then pull it).
+ */
+export function ollamaModelFile(spec: string, stores: string[] = ollamaSearchStores()): string {
+  const name = parseOllamaName(spec);
+  const present = existingStores(stores);
+  if (present.length === 0) {
+    throw new OllamaModelError(spec, `no Ollama model store in ${stores.join(' or ')}; set OLLAMA_MODELS to the folder where Ollama keeps its models`, true);
+  }
+  for (const store of present) {
+    let at: string | undefined = join(store, 'manifests');
+    for (const part of [name.host, name.namespace, name.model, name.tag]) at = at && entryOf(at, part);
+    if (!at || !statSync(at).isFile()) continue;
+    let manifest: unknown;
+    try {
+      manifest = JSON.parse(readFileSync(at, 'utf8'));
+    } catch (err) {
+      throw new OllamaModelError(spec, `the manifest ${at} cannot be read: ${(err as Error).message}`);
+    }
+    const blob = ollamaBlobPath(store, ollamaModelLayer(spec, manifest, at).digest);
+    if (!existsSync(blob)) throw new OllamaModelError(spec, `its model blob ${blob} is missing (ollama pull ${ollamaShortName(name)} again)`);
+    return blob;
+  }
+  const pulled = [...new Set(present.flatMap(pulledModels))].sort();
+  throw new OllamaModelError(
+    spec,
+    `Ollama has not pulled ${ollamaShortName(name)} into ${present.join(' or ')} (ollama pull ${ollamaShortName(name)}); it has ${pulled.length ? pulled.join(', ') : 'no models'}`,
+    true,
+  );
 }

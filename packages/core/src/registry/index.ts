@@ -8,6 +8,7 @@ export type { ResolvedVersion, SearchHit, SearchQuery } from './extension.js';
 export { resolveModule, searchModules, type ResolvedModule } from './lookup.js';
 export { progressBar, ProgressBar, type ProgressStream } from './progress.js';
 export { pullModule, type PulledModule, type PullOptions } from './pull.js';
+export { pullOllamaModel, type OllamaPullOptions } from './ollama-pull.js';
 export { pushModule, type PushOptions, type PushResult } from './push.js';
 export { formatRef, parseRef, tagVersion, versionTag, type ModuleRef, type Selector } from './reference.js';
 export { resolveModelPath } from './resolve-model.js';

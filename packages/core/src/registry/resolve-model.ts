@@ -27,7 +27,7 @@ function looksLikePath(spec: string): boolean {
  * `@` or `:` is returned as is, for the engine to report as a missing path. `convert`: how a GGUF file is converted.
  */
 export async function resolveModelPath(spec: string, opts: PullOptions = {}, convert?: GgufModuleOptions['convert']): Promise<string> {
-  const local = localModelPath(spec);
+  const local = await localModelPath(spec, opts);
   if (isGgufFile(local)) {
     return ggufModuleDir(local, { cacheDir: settingsFrom(opts).cacheDir, ...(opts.onProgress ? { onProgress: opts.onProgress } : {}), ...(convert ? { convert } : {}) });
   }

@@ -1,0 +1,119 @@
+/**
+ * Pulling a model by its Ollama name (`ollama://qwen2.5:0.5b`, `ollama://hf.co/org/repo:Q4_K_M`) from the registry the
+ * name's host runs — `registry.ollama.ai` unless the name gives another — when no Ollama store on this machine has it,
+ * so a model loads by that name without Ollama installed. Those registries speak OCI's distribution API: the manifest
+ * `/v2/<namespace>/<model>/manifests/<tag>` lists the model's layers, and only its model layer (the GGUF file) is
+ * fetched, with the client every registry pull uses (token challenges, `Range` resumes, the digest checked before the
+ * file takes its name). What is pulled goes into reasonplug's own store in its cache, laid out as Ollama's
+ * (`<cache>/ollama`, modules/ollama-store.ts), never into Ollama's store.
+ */
+import { mkdir } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import {
+  OllamaModelError,
+  ollamaBlobPath,
+  ollamaManifestPath,
+  ollamaModelFile,
+  ollamaModelLayer,
+  ollamaSearchStores,
+  ollamaShortName,
+  parseOllamaName,
+  pulledOllamaStore,
+} from '../modules/ollama-store.js';
+import { writeFileAtomic } from './atomic.js';
+import { ModuleCache } from './cache.js';
+import { RegistryClient } from './client.js';
+import { downloadBlob, type TransferProgress } from './download.js';
+import { InvalidArtifactError, ModuleNotFoundError, OfflineError, RegistryClientError } from './errors.js';
+import { settingsFrom, type RegistryOptions } from './settings.js';
+
+/** How to find or pull an Ollama model. */
+export interface OllamaPullOptions extends RegistryOptions {
+  onProgress?: (p: TransferProgress) => void;
+  signal?: AbortSignal;
+}
+
+/** reasonplug's Ollama store as the blob cache downloads go into: Ollama's blob names, the shared stat records. */
+class OllamaBlobs extends ModuleCache {
+  constructor(
+    root: string,
+    private readonly cacheDir: string,
+  ) {
+    super(root);
+  }
+
+  override get blobsDir(): string {
+    return join(this.root, 'blobs');
+  }
+
+  override get digestsDir(): string {
+    return join(this.cacheDir, 'digests');
+  }
+
+  override blobPath(digest: string): string {
+    return ollamaBlobPath(this.root, digest);
+  }
+}
+
+/**
+ * The GGUF file of `spec` (`ollama://…`): from Ollama's store or reasonplug's when one has it, else pulled from its
+ * registry (not in offline mode). Throws OllamaModelError saying where it was looked for and why the pull failed.
+ */
+export async function ollamaModelPath(spec: string, opts: OllamaPullOptions = {}): Promise<string> {
+  const { cacheDir, offline } = settingsFrom(opts);
+  try {
+    return ollamaModelFile(spec, ollamaSearchStores(cacheDir));
+  } catch (err) {
+    if (!(err instanceof OllamaModelError) || !err.notPulled) throw err;
+    if (offline) throw new OllamaModelError(spec, `${err.reason}; offline, so it was not pulled from ${parseOllamaName(spec).host}`);
+    try {
+      return await pullOllamaModel(spec, opts);
+    } catch (pullErr) {
+      if (!(pullErr instanceof RegistryClientError)) throw pullErr;
+      throw new OllamaModelError(spec, `${err.reason}; pulling it failed: ${pullErr.message}`);
+    }
+  }
+}
+
+/**
+ * Pulls `spec` from its registry into reasonplug's Ollama store (again, if it is there: a tag may have moved) and
+ * returns its GGUF file. Registry failures are thrown as the registry client's errors (RegistryClientError); a
+ * manifest reasonplug cannot use (a LoRA adapter, no model layer) is refused before anything is downloaded.
+ */
+export async function pullOllamaModel(spec: string, opts: OllamaPullOptions = {}): Promise<string> {
+  const settings = settingsFrom(opts);
+  const name = parseOllamaName(spec);
+  if (settings.offline) throw new OfflineError(`offline: ${spec} cannot be pulled from ${name.host}`);
+  // Registries take lower-case repository names; Ollama's names are case-insensitive.
+  const repository = `${name.namespace}/${name.model}`.toLowerCase();
+  // The token configured for reasonplug's registry goes to that registry only, never to Ollama's.
+  const token = settings.token !== undefined && settings.registry === name.host ? settings.token : undefined;
+  const client = RegistryClient.for(name.host, { plainHttp: settings.plainHttp, ...(token !== undefined ? { token } : {}) });
+  let fetched;
+  try {
+    fetched = await client.getManifest(repository, name.tag, opts.signal);
+  } catch (err) {
+    if (err instanceof ModuleNotFoundError) throw new ModuleNotFoundError(`registry ${name.host} has no ${repository}:${name.tag}`);
+    throw err;
+  }
+  const where = `${name.host}/${repository}:${name.tag}`;
+  let manifest: unknown;
+  try {
+    manifest = JSON.parse(fetched.bytes.toString('utf8'));
+  } catch {
+    throw new InvalidArtifactError(`registry ${name.host} sent a manifest for ${repository}:${name.tag} that is not JSON`);
+  }
+  const layer = ollamaModelLayer(spec, manifest, where);
+  if (layer.size < 0) throw new OllamaModelError(spec, `the manifest ${where} gives its model layer no size`);
+  const store = pulledOllamaStore(settings.cacheDir);
+  await downloadBlob(client, repository, { mediaType: 'application/vnd.ollama.image.model', ...layer }, new OllamaBlobs(store, settings.cacheDir), {
+    file: ollamaShortName(name),
+    ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+    ...(opts.signal ? { signal: opts.signal } : {}),
+  });
+  // The manifest last: a store lists only models whose model blob is there.
+  const at = ollamaManifestPath(store, name);
+  await mkdir(dirname(at), { recursive: true });
+  await writeFileAtomic(at, fetched.bytes);
+  return ollamaBlobPath(store, layer.digest);
+}

@@ -1,0 +1,202 @@
+/**
+ * Models pulled by their Ollama names when no Ollama store has them (registry/ollama-pull.ts): CNCF distribution (Debian's
+ * `docker-registry`) holds models pushed in the shape Ollama's registry serves them (a Docker v2 manifest whose layers
+ * are the GGUF file, its template and parameters), behind a loopback front that, as registry.ollama.ai does, answers
+ * blob requests with a redirect to another origin, and can damage what passes through it.
+ */
+import { expect } from 'chai';
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { models } from '../../../test/support/paths.js';
+import { OllamaModelError } from '../src/modules/ollama-store.js';
+import { listLocalModels, localModelPath } from '../src/modules/local-names.js';
+import { cacheUsage } from '../src/modules/cache-usage.js';
+import { RegistryClient } from '../src/registry/client.js';
+import { sha256Digest } from '../src/registry/artifact.js';
+import { rejection } from './support/assertions.js';
+import { runReasonplug } from './support/cli.js';
+import { greedyFromEach } from './support/greedy-each.js';
+import { testDir } from './support/models.js';
+import { distributionMissing, startDistribution, type Distribution } from './support/registries.js';
+
+const MODEL = 'application/vnd.ollama.image.model';
+
+/** Pushes `layers` to `host` as Ollama's registry serves a model: a Docker v2 manifest under `repository:tag`. */
+async function pushOllamaModel(host: string, repository: string, tag: string, layers: { mediaType: string; bytes: Buffer }[]): Promise<void> {
+  const client = RegistryClient.for(host, { plainHttp: true });
+  const described = async (mediaType: string, bytes: Buffer) => {
+    const descriptor = { mediaType, digest: sha256Digest(bytes), size: bytes.length };
+    await client.uploadBlob(repository, descriptor, () => bytes);
+    return descriptor;
+  };
+  const config = await described('application/vnd.docker.container.image.v1+json', Buffer.from('{"model_format":"gguf","model_family":"llama"}'));
+  const manifest = {
+    schemaVersion: 2,
+    mediaType: 'application/vnd.docker.distribution.manifest.v2+json',
+    config,
+    layers: await Promise.all(layers.map((l) => described(l.mediaType, l.bytes))),
+  };
+  const res = await fetch(`http://${host}/v2/${repository}/manifests/${tag}`, {
+    method: 'PUT',
+    headers: { 'content-type': manifest.mediaType },
+    body: JSON.stringify(manifest),
+  });
+  if (res.status !== 201) throw new Error(`pushing ${repository}:${tag} failed with ${res.status}: ${await res.text()}`);
+}
+
+/**
+ * A loopback front to `registry`: manifests pass through; a blob request is redirected to the registry itself (another
+ * origin, as Ollama's registry sends blobs to a CDN), or with `corrupt` served with one byte changed. With `challenge`,
+ * a request without its anonymous token is answered with a Bearer challenge whose token service (`/token`) hands that
+ * token to anyone. Records every request's Authorization header, the token service's included.
+ */
+async function startFront(registry: string): Promise<{ host: string; corrupt: boolean; challenge: boolean; authorizations: (string | undefined)[]; close(): Promise<void> }> {
+  const front = {
+    host: '',
+    corrupt: false,
+    challenge: false,
+    authorizations: [] as (string | undefined)[],
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+  const server: Server = createServer(async (req, res) => {
+    front.authorizations.push(req.headers.authorization);
+    if (req.url?.startsWith('/token')) {
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"token":"anonymous"}');
+      return;
+    }
+    if (front.challenge && req.headers.authorization !== 'Bearer anonymous') {
+      res.writeHead(401, { 'www-authenticate': `Bearer realm="http://${front.host}/token",service="front"` }).end();
+      return;
+    }
+    const url = `http://${registry}${req.url}`;
+    const blob = /\/blobs\/sha256:/.test(req.url ?? '');
+    if (blob && !front.corrupt) {
+      res.writeHead(307, { location: url }).end();
+      return;
+    }
+    const upstream = await fetch(url, { method: req.method, headers: { accept: req.headers.accept ?? '*/*', ...(req.headers.range ? { range: req.headers.range } : {}) } });
+    const body = Buffer.from(await upstream.arrayBuffer());
+    if (blob && body.length > 100) body[100]! ^= 0xff;
+    const headers: Record<string, string> = {};
+    for (const name of ['content-type', 'docker-content-digest', 'content-range']) {
+      const value = upstream.headers.get(name);
+      if (value) headers[name] = value;
+    }
+    res.writeHead(upstream.status, headers).end(req.method === 'HEAD' ? undefined : body);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  front.host = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return front;
+}
+
+describe("models pulled by their Ollama names from Ollama's registry (ollama://host/…)", function () {
+  this.timeout(180_000);
+  let registry: Distribution;
+  let front: Awaited<ReturnType<typeof startFront>>;
+  let stories: Buffer;
+  /** No Ollama store on this "machine". */
+  const noOllama = { OLLAMA_MODELS: join(testDir('no-ollama'), 'models') };
+
+  before(async function () {
+    const missing = distributionMissing();
+    if (missing) return this.skip();
+    registry = await startDistribution();
+    front = await startFront(registry.host);
+    stories = await readFile(models.stories260K);
+    const template = { mediaType: 'application/vnd.ollama.image.template', bytes: Buffer.from('{{ .Prompt }}') };
+    const params = { mediaType: 'application/vnd.ollama.image.params', bytes: Buffer.from('{"stop":["</s>"]}') };
+    await pushOllamaModel(registry.host, 'library/stories', '260k', [{ mediaType: MODEL, bytes: stories }, template, params]);
+    await pushOllamaModel(registry.host, 'someone/tuned', 'latest', [
+      { mediaType: MODEL, bytes: stories },
+      { mediaType: 'application/vnd.ollama.image.adapter', bytes: Buffer.from('lora') },
+    ]);
+  });
+  after(async () => {
+    await front?.close();
+    await registry?.close();
+  });
+
+  it('pulls the model layer of a model no store has, loads it as the GGUF file, and reads it from the cache afterwards', async () => {
+    const cache = testDir('ollama-pull-cache');
+    const name = `ollama://${front.host}/library/stories:260k`;
+    const [direct, pulled] = await greedyFromEach([models.stories260K, name], { ...noOllama, REASONPLUG_CACHE: cache });
+    expect(pulled).to.deep.equal(direct);
+    // Only the GGUF file came down, under Ollama's blob name, in reasonplug's store; the manifest beside it.
+    const digest = createHash('sha256').update(stories).digest('hex');
+    const store = join(cache, 'ollama');
+    expect(await readdir(join(store, 'blobs'))).to.deep.equal([`sha256-${digest}`]);
+    expect(existsSync(join(store, 'manifests', front.host, 'library', 'stories', '260k'))).to.equal(true);
+    // Listed by the name that loads it, and in the cache's own part.
+    const listed = await listLocalModels({ ollamaStores: [noOllama.OLLAMA_MODELS, store], hfCache: join(cache, 'no-hf'), lmStudioRoots: [] });
+    expect(listed.map((m) => [m.name, m.architecture])).to.deep.equal([[`ollama://${front.host}/library/stories:260k`, 'llama']]);
+    const usage = await cacheUsage(cache);
+    expect(usage.entries.filter((e) => e.part === 'ollama').map((e) => [e.name, e.bytes])).to.deep.include([`ollama://${front.host}/library/stories:260k`, stories.length]);
+    // Found again without the registry: the front is asked nothing more.
+    const asked = front.authorizations.length;
+    expect(await localModelPath(name, { cacheDir: cache })).to.equal(join(store, 'blobs', `sha256-${digest}`));
+    expect(front.authorizations.length).to.equal(asked);
+  });
+
+  it('`reasonplug pull ollama://…` pulls again and prints the GGUF file; `reasonplug cache` lists it', async () => {
+    const env = { ...noOllama, REASONPLUG_CACHE: testDir('ollama-pull-cli') };
+    const r = await runReasonplug(['pull', `ollama://${front.host}/library/stories:260k`], env);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(createHash('sha256').update(await readFile(r.stdout.trim())).digest()).to.deep.equal(createHash('sha256').update(stories).digest());
+    const listing = await runReasonplug(['cache'], env);
+    expect(listing.stdout).to.match(new RegExp(`^ollama +[\\d.]+ [KM]iB +ollama://${front.host.replace(/\./g, '\\.')}/library/stories:260k$`, 'm'));
+    const cleared = await runReasonplug(['cache', 'clear', 'ollama'], env);
+    expect(cleared.code, cleared.stderr).to.equal(0);
+    expect(existsSync(join(env.REASONPLUG_CACHE, 'ollama'))).to.equal(false);
+  });
+
+  it('refuses, naming why and leaving nothing: a model the registry lacks, an adapter, a corrupt download, no registry, offline', async () => {
+    const cache = testDir('ollama-pull-refusals');
+    const refusal = async (spec: string, env: Record<string, string> = {}) => {
+      const saved = { ...process.env };
+      Object.assign(process.env, noOllama, env);
+      try {
+        const err = await rejection(localModelPath(spec, { cacheDir: cache }));
+        expect(err, spec).to.be.instanceOf(OllamaModelError);
+        return err.message;
+      } finally {
+        process.env = saved;
+      }
+    };
+    expect(await refusal(`ollama://${front.host}/library/stories:7b`)).to.match(
+      /: no Ollama model store in .*; pulling it failed: registry 127\.0\.0\.1:\d+ has no library\/stories:7b$/,
+    );
+    expect(await refusal(`ollama://${front.host}/someone/tuned`)).to.match(/carries a LoRA adapter/);
+    front.corrupt = true;
+    try {
+      expect(await refusal(`ollama://${front.host}/library/stories:260k`)).to.match(/pulling it failed: registry .* sent .* with digest sha256:[0-9a-f]{64}; the content is corrupt/);
+    } finally {
+      front.corrupt = false;
+    }
+    const closed = await startFront(registry.host);
+    await closed.close();
+    expect(await refusal(`ollama://${closed.host}/library/stories:260k`)).to.match(/pulling it failed: cannot reach registry 127\.0\.0\.1:\d+/);
+    expect(await refusal(`ollama://${front.host}/library/stories:260k`, { REASONPLUG_OFFLINE: '1' })).to.match(/; offline, so it was not pulled from 127\.0\.0\.1:\d+$/);
+    // Nothing under a final name: no manifest, no blob.
+    const left = existsSync(join(cache, 'ollama')) ? await readdir(join(cache, 'ollama'), { recursive: true }) : [];
+    expect(left.filter((p) => /^(blobs\/sha256-[0-9a-f]{64}|manifests\/.*\/[^/]+\/[^/]+\/[^/]+)$/.test(p) && !p.endsWith('.partial'))).to.deep.equal([]);
+  });
+
+  it("pulls through an anonymous token challenge, and never sends the token set for reasonplug's own registry", async () => {
+    const before = front.authorizations.length;
+    const env = { ...noOllama, REASONPLUG_CACHE: testDir('ollama-pull-token'), REASONPLUG_TOKEN: 'secret', REASONPLUG_REGISTRY: 'registry.example' };
+    front.challenge = true;
+    try {
+      const r = await runReasonplug(['pull', `ollama://${front.host}/library/stories:260k`], env);
+      expect(r.code, r.stderr).to.equal(0);
+    } finally {
+      front.challenge = false;
+    }
+    const sent = front.authorizations.slice(before);
+    expect(sent).to.include('Bearer anonymous');
+    expect(sent.filter((a) => a !== undefined && a !== 'Bearer anonymous')).to.deep.equal([]);
+  });
+});
