@@ -128,9 +128,11 @@ describe('models in the Hugging Face cache (hf://)', function () {
   it('the CLI takes hf:// names and says what is missing', async () => {
     const env = { HF_HUB_CACHE: cache, REASONPLUG_CACHE: testDir('hf-cli-cache') };
     expect(await cliGreedyText('hf://org/stories-GGUF:Q8_0', env)).to.equal(await cliGreedyText(models.stories260K, env));
-    const missing = await runReasonplug(['generate', '--model', 'hf://Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M', '--prompt', 'hi'], env);
+    // (Offline: a GGUF file the cache lacks is otherwise pulled through the hub's Ollama registry; ollama-pull.test.ts.)
+    const missing = await runReasonplug(['generate', '--model', 'hf://Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M', '--prompt', 'hi'], { ...env, REASONPLUG_OFFLINE: '1' });
     expect(missing.code).to.not.equal(0);
     expect(missing.stderr).to.contain('Qwen/Qwen2.5-0.5B-Instruct-GGUF is not in the Hugging Face cache');
+    expect(missing.stderr).to.contain('; as ollama://hf.co/Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M: offline, so it was not pulled from hf.co');
   });
 
   it('a link whose blob was never downloaded is not a file of the snapshot', async () => {

@@ -110,6 +110,8 @@ describe("models pulled by their Ollama names from Ollama's registry (ollama://h
     const template = { mediaType: 'application/vnd.ollama.image.template', bytes: Buffer.from('{{ .Prompt }}') };
     const params = { mediaType: 'application/vnd.ollama.image.params', bytes: Buffer.from('{"stop":["</s>"]}') };
     await pushOllamaModel(registry.host, 'library/stories', '260k', [{ mediaType: MODEL, bytes: stories }, template, params]);
+    // A GGUF repository as the Hugging Face hub's Ollama registry serves it (registries keep names in lower case).
+    await pushOllamaModel(registry.host, 'org/stories-gguf', 'Q8_0', [{ mediaType: MODEL, bytes: stories }]);
     await pushOllamaModel(registry.host, 'someone/tuned', 'latest', [
       { mediaType: MODEL, bytes: stories },
       { mediaType: 'application/vnd.ollama.image.adapter', bytes: Buffer.from('lora') },
@@ -139,6 +141,26 @@ describe("models pulled by their Ollama names from Ollama's registry (ollama://h
     const asked = front.authorizations.length;
     expect(await localModelPath(name, { cacheDir: cache })).to.equal(join(store, 'blobs', `sha256-${digest}`));
     expect(front.authorizations.length).to.equal(asked);
+  });
+
+  it("pulls an hf:// GGUF file the Hugging Face cache lacks through the hub's Ollama registry ($HF_ENDPOINT), the name's case kept", async () => {
+    const env = { ...noOllama, HF_HUB_CACHE: join(testDir('empty-hf-cache'), 'hub'), HF_ENDPOINT: `http://${front.host}`, REASONPLUG_CACHE: testDir('hf-pull-cache') };
+    const [direct, pulled] = await greedyFromEach([models.stories260K, 'hf://org/Stories-GGUF:Q8_0'], env);
+    expect(pulled).to.deep.equal(direct);
+    // Stored under the Ollama name it was pulled as, which loads it too.
+    const listed = await listLocalModels({ ollamaStores: [join(env.REASONPLUG_CACHE, 'ollama')], hfCache: env.HF_HUB_CACHE, lmStudioRoots: [] });
+    expect(listed.map((m) => m.name)).to.deep.equal([`ollama://${front.host}/org/Stories-GGUF:Q8_0`]);
+    // What the hub does not have: the cache's refusal, then the registry's.
+    const saved = { ...process.env };
+    Object.assign(process.env, env);
+    try {
+      const err = await rejection(localModelPath('hf://org/Stories-GGUF:Q2_K', { cacheDir: env.REASONPLUG_CACHE }));
+      expect(err.message).to.match(
+        new RegExp(`^hf://org/Stories-GGUF:Q2_K: org/Stories-GGUF is not in the Hugging Face cache .*; as ollama://${front.host.replace(/\./g, '\\.')}/org/Stories-GGUF:Q2_K: pulling it failed: registry \\S+ has no org/Stories-GGUF:Q2_K$`),
+      );
+    } finally {
+      process.env = saved;
+    }
   });
 
   it('`reasonplug pull ollama://…` pulls again and prints the GGUF file; `reasonplug cache` lists it', async () => {

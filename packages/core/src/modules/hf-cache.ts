@@ -4,7 +4,8 @@
  * GGUF file, or the export directory of a repository without one), `hf://org/repo:Q4_K_M` (the GGUF file of that
  * quantization; a split one by its first shard), `hf://org/repo/path/file.gguf`, and any of these at a revision
  * (`hf://org/repo@v1.0:Q8_0`: a branch or tag under `refs/`, or a commit). `huggingface://` is the same.
- * Nothing is downloaded: a repository or file not in the cache is refused with the command that fetches it.
+ * Nothing is written into this cache: a repository or file not in it is refused with the command that fetches it, and
+ * a GGUF file of the main revision is then pulled through the hub's Ollama registry instead (modules/local-names.ts).
  *
  * The cache is `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `$XDG_CACHE_HOME/huggingface/hub`, else
  * `~/.cache/huggingface/hub`. A repository is `models--<org>--<repo>`; `refs/<revision>` holds a commit, whose files
@@ -21,6 +22,16 @@ const SCHEMES = ['hf://', 'huggingface://'];
 /** A model name the hub cache cannot answer: not a name, a repository, revision or file not downloaded, no single GGUF. */
 export class HfCacheError extends Error {
   override name = 'HfCacheError';
+  constructor(
+    message: string,
+    /**
+     * Where the name asks for a GGUF file the cache lacks at the main revision: the repository and the tag (the
+     * quantization, else `latest`) the hub's Ollama registry serves it under (modules/local-names.ts pulls it there).
+     */
+    readonly fromHub?: { repository: string; tag: string },
+  ) {
+    super(message);
+  }
 }
 
 /** Whether a model spec names a model in the Hugging Face cache (`hf://…`, `huggingface://…`). */
@@ -94,16 +105,21 @@ export function hfCachedModels(root: string = hfCacheRoot()): StoredModel[] {
 export function hfCachePath(spec: string, root: string = hfCacheRoot()): string {
   const name = parseName(spec);
   const id = `${name.org}/${name.repo}`;
+  // Ollama's names have neither revisions nor paths: only a GGUF of the main revision can come from the hub's registry.
+  const fromHub = name.revision === 'main' && name.file === undefined ? { repository: id, tag: name.quant ?? 'latest' } : undefined;
   const repoDir = entryOf(root, `models--${name.org}--${name.repo}`);
   if (!repoDir) {
     const repos = cachedRepos(root).map((r) => r.id);
     const listed = repos.length > 20 ? `${repos.slice(0, 20).join(', ')} and ${repos.length - 20} more` : repos.join(', ') || 'no models';
-    throw new HfCacheError(`${spec}: ${id} is not in the Hugging Face cache at ${root} (hf download ${id}); it has ${listed}`);
+    throw new HfCacheError(`${spec}: ${id} is not in the Hugging Face cache at ${root} (hf download ${id}); it has ${listed}`, fromHub);
   }
   const snapshot = snapshotOf(repoDir, name.revision);
   if (snapshot === undefined) {
     const refs = namesIn(join(repoDir, 'refs'));
-    throw new HfCacheError(`${spec}: revision ${name.revision} of ${id} is not in the cache (it has ${refs.length ? refs.join(', ') : 'no revisions'}); hf download ${id} --revision ${name.revision}`);
+    throw new HfCacheError(
+      `${spec}: revision ${name.revision} of ${id} is not in the cache (it has ${refs.length ? refs.join(', ') : 'no revisions'}); hf download ${id} --revision ${name.revision}`,
+      fromHub,
+    );
   }
   if (name.file !== undefined) {
     const file = join(snapshot, name.file);
@@ -119,5 +135,6 @@ export function hfCachePath(spec: string, root: string = hfCacheRoot()): string 
   }
   throw new HfCacheError(
     `${spec}: ${candidates.length ? `${candidates.length} GGUF files of ${id} are ${name.quant} (${candidates.join(', ')}); name one: hf://${id}/<file>` : `no GGUF file of ${id} in the cache is ${name.quant}`}; it has ${ggufs.join(', ') || 'none'}`,
+    candidates.length ? undefined : fromHub,
   );
 }

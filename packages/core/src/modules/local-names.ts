@@ -1,14 +1,15 @@
 /**
  * Names of models that other tools keep on this machine, taken wherever a model is: Ollama's (`ollama://name:tag`,
- * ollama-store.ts; pulled from Ollama's registry when Ollama has not, registry/ollama-pull.ts), the Hugging Face hub cache's (`hf://org/repo[:QUANT]`, hf-cache.ts) and LM Studio's
- * (`lmstudio://publisher/model[:QUANT]`, lmstudio-models.ts).
+ * ollama-store.ts; pulled from Ollama's registry when no store has it, registry/ollama-pull.ts), the Hugging Face hub
+ * cache's (`hf://org/repo[:QUANT]`, hf-cache.ts; a GGUF file it lacks pulled through the hub's Ollama registry) and LM
+ * Studio's (`lmstudio://publisher/model[:QUANT]`, lmstudio-models.ts).
  */
 import { isGgufFile } from '../gguf/gguf-module.js';
 import { summarizeGguf } from '../gguf/inspect.js';
-import { hfCachedModels, hfCachePath, isHfRef } from './hf-cache.js';
+import { HfCacheError, hfCachedModels, hfCachePath, isHfRef } from './hf-cache.js';
 import { locateModel } from './locate.js';
 import { isLmStudioRef, lmStudioModelFile, lmStudioModels } from './lmstudio-models.js';
-import { isOllamaRef, ollamaPulledModels } from './ollama-store.js';
+import { isOllamaRef, OllamaModelError, ollamaPulledModels } from './ollama-store.js';
 import { ollamaModelPath, type OllamaPullOptions } from '../registry/ollama-pull.js';
 
 /** Whether `spec` is such a name. */
@@ -22,9 +23,37 @@ export function isLocalModelName(spec: string): boolean {
  */
 export async function localModelPath(spec: string, opts: OllamaPullOptions = {}): Promise<string> {
   if (isOllamaRef(spec)) return ollamaModelPath(spec, opts);
-  if (isHfRef(spec)) return hfCachePath(spec);
+  if (isHfRef(spec)) return hfModelPath(spec, opts);
   if (isLmStudioRef(spec)) return lmStudioModelFile(spec);
   return spec;
+}
+
+/**
+ * The hub `hf://` names' GGUF files are pulled from when the cache lacks them: `$HF_ENDPOINT` (as huggingface_hub
+ * reads it, e.g. a mirror), else hf.co, whose Ollama registry serves every GGUF repository's files by quantization.
+ */
+function hubEndpoint(env: NodeJS.ProcessEnv = process.env): URL {
+  return new URL(env['HF_ENDPOINT'] || 'https://hf.co');
+}
+
+/**
+ * An `hf://` name's file in the Hugging Face cache; a GGUF file the cache lacks (main revision, by quantization) is
+ * looked up and pulled as the Ollama name the hub serves it under (`ollama://hf.co/org/repo:QUANT`).
+ */
+async function hfModelPath(spec: string, opts: OllamaPullOptions): Promise<string> {
+  try {
+    return hfCachePath(spec);
+  } catch (err) {
+    if (!(err instanceof HfCacheError) || !err.fromHub) throw err;
+    const hub = hubEndpoint();
+    const name = `ollama://${hub.host}/${err.fromHub.repository}:${err.fromHub.tag}`;
+    try {
+      return await ollamaModelPath(name, { ...opts, ...(hub.protocol === 'http:' ? { plainHttp: true } : {}) });
+    } catch (pullErr) {
+      if (!(pullErr instanceof OllamaModelError)) throw pullErr;
+      throw new HfCacheError(`${err.message}; as ${name}: ${pullErr.pullFailure ?? pullErr.reason}`);
+    }
+  }
 }
 
 /** A model another tool keeps on this machine, by the name that loads it. */

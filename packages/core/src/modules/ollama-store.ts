@@ -29,11 +29,15 @@ const DEFAULT_TAG = 'latest';
 /** An Ollama model that cannot be used: no store, not pulled, a manifest without a usable model layer. */
 export class OllamaModelError extends Error {
   override name = 'OllamaModelError';
-  /** `spec`: the name asked for; `reason`: what is wrong with it, without the name; `notPulled`: no store has the model (it may be pulled). */
+  /**
+   * `spec`: the name asked for; `reason`: what is wrong with it, without the name; `notPulled`: no store has the model
+   * (it may be pulled); `pullFailure`: why it was not pulled then (offline, or what the registry said).
+   */
   constructor(
     spec: string,
     readonly reason: string,
     readonly notPulled = false,
+    readonly pullFailure?: string,
   ) {
     super(`${spec}: ${reason}`);
   }

@@ -19,12 +19,13 @@ import {
   ollamaShortName,
   parseOllamaName,
   pulledOllamaStore,
+  type OllamaName,
 } from '../modules/ollama-store.js';
 import { writeFileAtomic } from './atomic.js';
 import { ModuleCache } from './cache.js';
 import { RegistryClient } from './client.js';
 import { downloadBlob, type TransferProgress } from './download.js';
-import { InvalidArtifactError, ModuleNotFoundError, OfflineError, RegistryClientError } from './errors.js';
+import { InvalidArtifactError, ModuleNotFoundError, OfflineError, RegistryClientError, RegistryResponseError } from './errors.js';
 import { settingsFrom, type RegistryOptions } from './settings.js';
 
 /** How to find or pull an Ollama model. */
@@ -65,12 +66,14 @@ export async function ollamaModelPath(spec: string, opts: OllamaPullOptions = {}
     return ollamaModelFile(spec, ollamaSearchStores(cacheDir));
   } catch (err) {
     if (!(err instanceof OllamaModelError) || !err.notPulled) throw err;
-    if (offline) throw new OllamaModelError(spec, `${err.reason}; offline, so it was not pulled from ${parseOllamaName(spec).host}`);
+    const failed = (why: string) => new OllamaModelError(spec, `${err.reason}; ${why}`, false, why);
+    if (offline) throw failed(`offline, so it was not pulled from ${parseOllamaName(spec).host}`);
     try {
       return await pullOllamaModel(spec, opts);
     } catch (pullErr) {
-      if (!(pullErr instanceof RegistryClientError)) throw pullErr;
-      throw new OllamaModelError(spec, `${err.reason}; pulling it failed: ${pullErr.message}`);
+      if (pullErr instanceof RegistryClientError) throw failed(`pulling it failed: ${pullErr.message}`);
+      if (pullErr instanceof OllamaModelError) throw failed(`pulling it failed: ${pullErr.reason}`);
+      throw pullErr;
     }
   }
 }
@@ -84,18 +87,10 @@ export async function pullOllamaModel(spec: string, opts: OllamaPullOptions = {}
   const settings = settingsFrom(opts);
   const name = parseOllamaName(spec);
   if (settings.offline) throw new OfflineError(`offline: ${spec} cannot be pulled from ${name.host}`);
-  // Registries take lower-case repository names; Ollama's names are case-insensitive.
-  const repository = `${name.namespace}/${name.model}`.toLowerCase();
   // The token configured for reasonplug's registry goes to that registry only, never to Ollama's.
   const token = settings.token !== undefined && settings.registry === name.host ? settings.token : undefined;
   const client = RegistryClient.for(name.host, { plainHttp: settings.plainHttp, ...(token !== undefined ? { token } : {}) });
-  let fetched;
-  try {
-    fetched = await client.getManifest(repository, name.tag, opts.signal);
-  } catch (err) {
-    if (err instanceof ModuleNotFoundError) throw new ModuleNotFoundError(`registry ${name.host} has no ${repository}:${name.tag}`);
-    throw err;
-  }
+  const { repository, fetched } = await fetchManifest(client, name, opts.signal);
   const where = `${name.host}/${repository}:${name.tag}`;
   let manifest: unknown;
   try {
@@ -116,4 +111,27 @@ export async function pullOllamaModel(spec: string, opts: OllamaPullOptions = {}
   await mkdir(dirname(at), { recursive: true });
   await writeFileAtomic(at, fetched.bytes);
   return ollamaBlobPath(store, layer.digest);
+}
+
+/**
+ * The manifest of `name` and the repository it was found under. Ollama's names are case-insensitive and the hub's
+ * (hf.co) keep their case, while OCI registries take lower-case repository names only: the name as written is asked
+ * for first, then in lower case.
+ */
+async function fetchManifest(client: RegistryClient, name: OllamaName, signal: AbortSignal | undefined): Promise<{ repository: string; fetched: { bytes: Buffer; digest: string } }> {
+  const written = `${name.namespace}/${name.model}`;
+  const lower = written.toLowerCase();
+  const unknown = (err: unknown) => err instanceof ModuleNotFoundError || (err instanceof RegistryResponseError && err.status === 400);
+  const notFound = new ModuleNotFoundError(`registry ${name.host} has no ${written}:${name.tag}`);
+  try {
+    return { repository: written, fetched: await client.getManifest(written, name.tag, signal) };
+  } catch (err) {
+    if (!unknown(err)) throw err;
+    if (written === lower) throw notFound;
+  }
+  try {
+    return { repository: lower, fetched: await client.getManifest(lower, name.tag, signal) };
+  } catch (err) {
+    throw unknown(err) ? notFound : err;
+  }
 }
