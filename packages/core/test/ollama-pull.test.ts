@@ -147,6 +147,10 @@ describe("models pulled by their Ollama names from Ollama's registry (ollama://h
     const env = { ...noOllama, HF_HUB_CACHE: join(testDir('empty-hf-cache'), 'hub'), HF_ENDPOINT: `http://${front.host}`, REASONPLUG_CACHE: testDir('hf-pull-cache') };
     const [direct, pulled] = await greedyFromEach([models.stories260K, 'hf://org/Stories-GGUF:Q8_0'], env);
     expect(pulled).to.deep.equal(direct);
+    // `reasonplug pull hf://…` prints the file (pulled already: the same one).
+    const cli = await runReasonplug(['pull', 'hf://org/Stories-GGUF:Q8_0'], env);
+    expect(cli.code, cli.stderr).to.equal(0);
+    expect(cli.stdout.trim()).to.equal(join(env.REASONPLUG_CACHE, 'ollama', 'blobs', `sha256-${createHash('sha256').update(stories).digest('hex')}`));
     // Stored under the Ollama name it was pulled as, which loads it too.
     const listed = await listLocalModels({ ollamaStores: [join(env.REASONPLUG_CACHE, 'ollama')], hfCache: env.HF_HUB_CACHE, lmStudioRoots: [] });
     expect(listed.map((m) => m.name)).to.deep.equal([`ollama://${front.host}/org/Stories-GGUF:Q8_0`]);

@@ -11,6 +11,8 @@ import { progressBar } from '../registry/progress.js';
 import { pullModule } from '../registry/pull.js';
 import { pullOllamaModel } from '../registry/ollama-pull.js';
 import { isOllamaRef } from '../modules/ollama-store.js';
+import { isHfRef } from '../modules/hf-cache.js';
+import { localModelPath } from '../modules/local-names.js';
 import type { TransferProgress } from '../registry/download.js';
 import { pushModule } from '../registry/push.js';
 import { printColumns } from './columns.js';
@@ -91,8 +93,8 @@ export function addRegistryCommands(program: Command): void {
   connection(
     program
       .command('pull')
-      .description("pull a module into the cache and print its directory, or a model by its Ollama name (ollama://…) from Ollama's registry and print its GGUF file")
-      .argument('<ref>', '[registry/]namespace/name followed by @range, :tag or @sha256:<hex>; or ollama://[host/][namespace/]model[:tag]'),
+      .description("pull a module into the cache and print its directory; or a GGUF model by its Ollama name (ollama://…, from Ollama's registry) or its Hugging Face name (hf://org/repo:QUANT, from the hub unless its cache has it) and print its file")
+      .argument('<ref>', '[registry/]namespace/name followed by @range, :tag or @sha256:<hex>; ollama://[host/][namespace/]model[:tag]; hf://org/repo[:QUANT]'),
     true,
   ).action(async (ref: string, flags: ConnectionFlags) => {
     const bar = progressBar(`pull ${ref}`);
@@ -100,6 +102,11 @@ export function addRegistryCommands(program: Command): void {
     if (isOllamaRef(ref)) {
       process.stdout.write(`${await pullOllamaModel(ref, { ...options(flags), ...onProgress }).finally(() => bar?.finish())}\n`);
       say(`pulled ${ref}`);
+      return;
+    }
+    if (isHfRef(ref)) {
+      // The cache's file when it has it; else pulled through the hub's Ollama registry.
+      process.stdout.write(`${await localModelPath(ref, { ...options(flags), ...onProgress }).finally(() => bar?.finish())}\n`);
       return;
     }
     const r = await pullModule(ref, { ...options(flags), ...onProgress }).finally(() => bar?.finish());
