@@ -6,6 +6,7 @@
  *   reasonplug-registry token create --scope 'push:math/*' [--scope ...] [--user NAME]
  *   reasonplug-registry token list | token revoke ID
  *   reasonplug-registry reindex
+ *   reasonplug-registry gc [--dry-run] [--delete-untagged] [--min-age 1h]
  *
  * Storage is the directory `--data` unless `--s3-bucket` is given (then `--s3-endpoint`, `--s3-region`,
  * `--s3-prefix`, `--s3-path-style`; credentials come from the AWS SDK's usual sources).
@@ -15,6 +16,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { pino, type Level, type Logger } from 'pino';
 import { TokenStore } from './auth/tokens.js';
+import { collectGarbage } from './registry/garbage.js';
 import { openRegistry } from './registry/registry.js';
 import { createRegistryServer } from './server.js';
 import type { StorageDriver } from './storage/driver.js';
@@ -27,6 +29,10 @@ const USAGE = `usage:
   reasonplug-registry token list
   reasonplug-registry token revoke ID
   reasonplug-registry reindex          rebuild the search index from the tags
+  reasonplug-registry gc [--dry-run] [--delete-untagged] [--min-age 1h]
+                                       remove blobs no manifest references (after deletes), with
+                                       --delete-untagged also manifests no tag reaches; what was
+                                       written within --min-age is kept (0 for nothing)
 storage (every command): --data DIR (default ./registry-data)
   or --s3-bucket B [--s3-endpoint URL] [--s3-region R] [--s3-prefix P] [--s3-path-style]
 scopes: '*' matches within one name component, '**' across: push:math/*, pull:**
@@ -48,6 +54,9 @@ const OPTIONS = {
   's3-region': { type: 'string' },
   's3-prefix': { type: 'string' },
   's3-path-style': { type: 'boolean', default: false },
+  'dry-run': { type: 'boolean', default: false },
+  'delete-untagged': { type: 'boolean', default: false },
+  'min-age': { type: 'string', default: '1h' },
   help: { type: 'boolean', short: 'h', default: false },
 } satisfies NonNullable<ParseArgsConfig['options']>;
 
@@ -180,6 +189,21 @@ async function reindex(flags: Flags, args: string[]): Promise<void> {
   process.stderr.write(`reindexed ${count} repositories\n`);
 }
 
+async function gc(flags: Flags, args: string[]): Promise<void> {
+  noArguments('gc', args);
+  const minAge = flags['min-age'];
+  const minAgeMs = /^0[smhd]?$/.test(minAge) ? 0 : duration('min-age', minAge);
+  const dryRun = flags['dry-run'];
+  const report = await collectGarbage(await storageOf(flags), { dryRun, deleteUntagged: flags['delete-untagged'], minAgeMs });
+  for (const m of report.manifests) process.stdout.write(`manifest ${m}\n`);
+  for (const b of report.blobs) process.stdout.write(`blob ${b}\n`);
+  const mib = (report.bytes / 1048576).toFixed(1);
+  process.stderr.write(
+    `${dryRun ? 'would remove' : 'removed'} ${report.blobs.length} blobs (${mib} MiB), ${report.links} repository links to them` +
+      `${flags['delete-untagged'] ? ` and ${report.manifests.length} untagged manifests` : ''}\n`,
+  );
+}
+
 async function main(argv: string[]): Promise<void> {
   const { values: flags, positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true });
   const [command, ...rest] = positionals;
@@ -190,6 +214,7 @@ async function main(argv: string[]): Promise<void> {
   if (command === 'serve') await serve(flags, rest);
   else if (command === 'token') await token(flags, rest);
   else if (command === 'reindex') await reindex(flags, rest);
+  else if (command === 'gc') await gc(flags, rest);
   else throw new UsageError(`unknown command ${command}`);
 }
 

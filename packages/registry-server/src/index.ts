@@ -12,3 +12,4 @@ export { MODULE_ARTIFACT_TYPE, type SearchResult, type IndexedManifest } from '.
 export { MediaType } from './registry/manifest-format.js';
 export type { Resolved } from './registry/resolve.js';
 export type { MaintenanceReport } from './registry/maintenance.js';
+export { collectGarbage, GarbageCollectionError, DEFAULT_GC_MIN_AGE_MS, type CollectOptions, type CollectReport } from './registry/garbage.js';

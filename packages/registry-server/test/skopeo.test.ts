@@ -1,17 +1,20 @@
 /**
  * Interop with a real OCI client: Debian's skopeo pushes a module artifact from an OCI image layout
- * written here by hand, pulls it back, and lists tags, with and without credentials.
+ * written here by hand, pulls it back, lists tags, with and without credentials, and deletes a version.
  */
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { TokenStore } from '../src/auth/tokens.js';
+import { collectGarbage } from '../src/registry/garbage.js';
 import type { ListeningRegistry } from '../src/server.js';
 import { filesystemDriver } from './support/drivers.js';
 import { digestOf, moduleArtifact, OCI_MANIFEST, startRegistry } from './support/registry.js';
 import { scratch } from './support/tmp.js';
+import { verifyStorage } from './support/verify.js';
 
 const run = promisify(execFile);
 
@@ -81,6 +84,31 @@ describe('interop with skopeo', function () {
       results: { versions: object[] }[];
     };
     expect(found.results[0]!.versions[0]).to.include({ digest, version: '1.0.0' });
+  });
+
+  it('deletes a version with skopeo delete; garbage collection then frees its bytes and the other version copies out whole', async () => {
+    const storage = (await filesystemDriver.open()).storage;
+    registry = await startRegistry(storage);
+    const host = new URL(registry.url).host;
+    const digests: Record<string, string> = {};
+    for (const tag of ['1.0.0', '2.0.0']) {
+      const layout = await scratch('layout');
+      digests[tag] = await writeLayout(layout, tag);
+      const push = await skopeo('copy', '--dest-tls-verify=false', `oci:${layout}:${tag}`, `docker://${host}/ns/adder:${tag}`);
+      expect(push.code, push.stderr).to.equal(0);
+    }
+    const gone = await skopeo('delete', '--tls-verify=false', `docker://${host}/ns/adder:1.0.0`);
+    expect(gone.code, gone.stderr).to.equal(0);
+    await sleep(20);
+    const report = await collectGarbage(storage, { minAgeMs: 0 });
+    // The manifest and the config of 1.0.0 (its files' bytes are 2.0.0's too).
+    expect(report.blobs).to.include(digests['1.0.0']).and.to.have.length(2);
+    expect((await verifyStorage(storage)).problems).to.deep.equal([]);
+    const out = await scratch('pulled');
+    const pull = await skopeo('copy', '--src-tls-verify=false', `docker://${host}/ns/adder:2.0.0`, `oci:${out}:copy`);
+    expect(pull.code, pull.stderr).to.equal(0);
+    const tags = await skopeo('list-tags', '--tls-verify=false', `docker://${host}/ns/adder`);
+    expect(JSON.parse(tags.stdout).Tags).to.deep.equal(['2.0.0']);
   });
 
   it('pushes with --dest-creds user:token and is refused without', async () => {

@@ -102,6 +102,15 @@ for (const driver of drivers) {
       await storage.delete('does/not/exist');
     });
 
+    it('lists when each object was last written (to the second at least: S3 keeps no finer)', async () => {
+      const before = Date.now();
+      await storage.put('m/a', Buffer.from('a'));
+      const listed: number[] = [];
+      for await (const o of storage.list('m')) listed.push(o.modified);
+      expect(listed).to.have.length(1);
+      expect(listed[0]).to.be.within(Math.floor(before / 1000) * 1000 - 1000, Date.now() + 1000);
+    });
+
     it('refuses keys that could escape the root', async () => {
       for (const key of ['../x', 'a/../../x', '/abs', 'a//b', 'a/.hidden', 'a\\b', '', 'a/b/']) {
         let error: unknown;

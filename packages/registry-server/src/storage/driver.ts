@@ -17,6 +17,8 @@ export interface ByteRange {
 export interface ObjectInfo {
   key: string;
   size: number;
+  /** When the object was last written (ms since the epoch): garbage collection keeps what is younger than it asks. */
+  modified: number;
 }
 
 export interface StorageDriver {

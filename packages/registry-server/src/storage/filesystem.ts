@@ -151,8 +151,8 @@ export class FilesystemStorage implements StorageDriver {
       if (e.isDirectory()) yield* this.walk(child);
       else if (e.isFile()) {
         // A concurrent delete may remove the file between readdir and stat; skip it then.
-        const size = await stat(child).then((s) => s.size, (err) => (isMissing(err) ? undefined : Promise.reject(err)));
-        if (size !== undefined) yield { key: this.keyOf(child), size };
+        const info = await stat(child).catch((err) => (isMissing(err) ? undefined : Promise.reject(err)));
+        if (info !== undefined) yield { key: this.keyOf(child), size: info.size, modified: info.mtimeMs };
       }
     }
   }

@@ -140,7 +140,7 @@ export class S3Storage implements StorageDriver {
         new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }),
       );
       for (const o of out.Contents ?? []) {
-        if (o.Key) yield { key: o.Key.slice(this.prefix.length), size: o.Size ?? 0 };
+        if (o.Key) yield { key: o.Key.slice(this.prefix.length), size: o.Size ?? 0, modified: o.LastModified?.getTime() ?? Date.now() };
       }
       token = out.IsTruncated ? out.NextContinuationToken : undefined;
     } while (token);
