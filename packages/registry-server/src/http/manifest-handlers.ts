@@ -2,7 +2,7 @@
 import type { Request, Response } from 'express';
 import { manifestUnknown } from '../errors.js';
 import { isDigest } from '../names.js';
-import { bareMediaType } from '../registry/manifest-format.js';
+import { bareMediaType, MediaType } from '../registry/manifest-format.js';
 import { readManifestBody } from './request.js';
 import type { Services } from './services.js';
 
@@ -23,12 +23,35 @@ export async function getManifest(s: Services, req: Request, res: Response, name
 
 export async function putManifest(s: Services, req: Request, res: Response, name: string, reference: string): Promise<void> {
   const bytes = await readManifestBody(req, s.maxManifestBytes);
-  const { digest } = await s.manifests.put(name, reference, bytes, req.headers['content-type']);
+  const { digest, manifest } = await s.manifests.put(name, reference, bytes, req.headers['content-type']);
   if (!isDigest(reference)) await s.index.refresh(name);
   res
     .status(201)
-    .set({ Location: `/v2/${name}/manifests/${digest}`, 'Docker-Content-Digest': digest, 'Content-Length': '0' })
+    .set({
+      Location: `/v2/${name}/manifests/${digest}`,
+      'Docker-Content-Digest': digest,
+      'Content-Length': '0',
+      // Tells an OCI 1.1 client the subject was taken: it need not maintain a referrers tag itself.
+      ...(manifest.subject ? { 'OCI-Subject': manifest.subject.digest } : {}),
+    })
     .end();
+}
+
+/**
+ * `GET /v2/<name>/referrers/<digest>[?artifactType=T]` (OCI 1.1): an image index of the manifests whose subject is
+ * `digest`; empty, never 404, when there are none.
+ */
+export async function listReferrers(s: Services, req: Request, res: Response, name: string, digest: string): Promise<void> {
+  const artifactType = typeof req.query['artifactType'] === 'string' ? req.query['artifactType'] : undefined;
+  const manifests = await s.manifests.referrers(name, digest, artifactType);
+  const body = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests }));
+  res.status(200).set({
+    'Content-Type': MediaType.ociIndex,
+    'Content-Length': String(body.length),
+    ...(artifactType !== undefined ? { 'OCI-Filters-Applied': 'artifactType' } : {}),
+  });
+  if (req.method === 'HEAD') res.end();
+  else res.end(body);
 }
 
 export async function deleteManifest(s: Services, res: Response, name: string, reference: string): Promise<void> {

@@ -3,7 +3,7 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { RegistryError } from '../errors.js';
 import type { Caller } from './access.js';
 import { deleteBlob, getBlob } from './blob-handlers.js';
-import { deleteManifest, getManifest, putManifest } from './manifest-handlers.js';
+import { deleteManifest, getManifest, listReferrers, putManifest } from './manifest-handlers.js';
 import { parseTarget } from './routes.js';
 import type { Services } from './services.js';
 import { listTags } from './tags-handler.js';
@@ -38,6 +38,9 @@ export function repositoryRoutes(s: Services): RequestHandler {
         break;
       case 'tags':
         if (m === 'GET') return listTags(s, req, res, target.name);
+        break;
+      case 'referrers':
+        if (read) return listReferrers(s, req, res, target.name, target.digest);
         break;
     }
     throw new RegistryError('UNSUPPORTED', 405, `${m} is not supported on this endpoint`);

@@ -10,7 +10,8 @@ export type Target =
   | { kind: 'blob'; name: string; digest: string }
   | { kind: 'uploads'; name: string }
   | { kind: 'upload'; name: string; id: string }
-  | { kind: 'tags'; name: string };
+  | { kind: 'tags'; name: string }
+  | { kind: 'referrers'; name: string; digest: string };
 
 const ROUTES: [RegExp, (name: string, part: string) => Target][] = [
   [/^\/v2\/(.+)\/manifests\/([^/]+)$/, (name, ref) => ({ kind: 'manifest', name, reference: reference(ref) })],
@@ -18,6 +19,7 @@ const ROUTES: [RegExp, (name: string, part: string) => Target][] = [
   [/^\/v2\/(.+)\/blobs\/uploads\/([^/]+)$/, (name, id) => ({ kind: 'upload', name, id: assertUploadId(id) })],
   [/^\/v2\/(.+)\/blobs\/([^/]+)$/, (name, d) => ({ kind: 'blob', name, digest: digest(decode(d)) })],
   [/^\/v2\/(.+)\/tags\/list$/, (name) => ({ kind: 'tags', name })],
+  [/^\/v2\/(.+)\/referrers\/([^/]+)$/, (name, d) => ({ kind: 'referrers', name, digest: digest(decode(d)) })],
 ];
 
 /** The repository endpoint a path names, or undefined when it names none. Throws for invalid parts. */

@@ -5,8 +5,8 @@
  *
  * Mark and sweep over storage: every manifest revision of every repository marks itself, its config and layers and,
  * for an index, its entries; every blob not marked is removed, with the repositories' links to it. With
- * `deleteUntagged`, manifests that no tag reaches (directly or through a tagged index) are deleted first, as a
- * `DELETE` by digest would.
+ * `deleteUntagged`, manifests that no tag reaches (directly, through a tagged index, or as a referrer of a manifest
+ * reached: signatures and SBOMs stay with what they describe) are deleted first, as a `DELETE` by digest would.
  *
  * Pushes may run meanwhile: a blob, or a link to it, written within `minAgeMs` (default an hour) is kept, so the
  * blobs of a push whose manifest has not arrived yet stay; manifests that arrive while the collection runs are marked
@@ -72,17 +72,25 @@ async function scanRepositories(storage: StorageDriver): Promise<{ revisions: Re
   return { revisions, links };
 }
 
-/** The digests (hex) a manifest revision references: its config and layers, an index's entries. */
-async function referencesOf(storage: StorageDriver, r: Revision): Promise<string[]> {
+/** What a manifest revision references (hex digests): its config and layers, an index's entries; and its subject. */
+interface References {
+  refs: string[];
+  subject?: string;
+}
+
+async function referencesOf(storage: StorageDriver, r: Revision): Promise<References> {
   const link = await storage.get(revisionLink(r.name, r.hex));
   const bytes = await storage.get(blobKey(r.hex));
   // Deleted since the scan: it references nothing any more.
-  if (link === undefined) return [];
+  if (link === undefined) return { refs: [] };
   if (bytes === undefined) throw new GarbageCollectionError(`manifest sha256:${r.hex} of ${r.name} has no bytes in storage; nothing was removed`);
   try {
     const { mediaType } = JSON.parse(link.toString()) as { mediaType?: string };
     const manifest = parseManifest(bytes, mediaType);
-    return [...manifest.blobs, ...manifest.manifests].map((d) => digestHex(d.digest));
+    return {
+      refs: [...manifest.blobs, ...manifest.manifests].map((d) => digestHex(d.digest)),
+      ...(manifest.subject ? { subject: digestHex(manifest.subject.digest) } : {}),
+    };
   } catch (err) {
     throw new GarbageCollectionError(`manifest sha256:${r.hex} of ${r.name} cannot be read (${(err as Error).message}); nothing was removed`);
   }
@@ -96,7 +104,7 @@ export async function collectGarbage(storage: StorageDriver, opts: CollectOption
   const report: CollectReport = { manifests: [], blobs: [], bytes: 0, links: 0 };
   const scanned = (await scanRepositories(storage)).revisions;
   let revisions = scanned;
-  const references = new Map<string, string[]>();
+  const references = new Map<string, References>();
   const referencesOfRevision = async (r: Revision) => {
     const key = `${r.name}@${r.hex}`;
     let refs = references.get(key);
@@ -118,7 +126,7 @@ export async function collectGarbage(storage: StorageDriver, opts: CollectOption
   const mark = async (list: Revision[]) => {
     for (const r of list) {
       marked.add(r.hex);
-      for (const hex of await referencesOfRevision(r)) marked.add(hex);
+      for (const hex of (await referencesOfRevision(r)).refs) marked.add(hex);
     }
   };
   await mark(revisions);
@@ -148,13 +156,21 @@ export async function collectGarbage(storage: StorageDriver, opts: CollectOption
   return report;
 }
 
-/** The revisions (older than `youngerThan`) that no tag of their repository reaches, directly or through tagged indexes. */
-async function untagged(registry: Registry, revisions: Revision[], referencesOf: (r: Revision) => Promise<string[]>, youngerThan: number): Promise<Revision[]> {
+/**
+ * The revisions (older than `youngerThan`) that no tag of their repository reaches: directly, as an entry of a tagged
+ * index, or as a referrer (a signature, an SBOM) of a manifest reached.
+ */
+async function untagged(registry: Registry, revisions: Revision[], referencesOf: (r: Revision) => Promise<References>, youngerThan: number): Promise<Revision[]> {
   const byRepository = new Map<string, Revision[]>();
   for (const r of revisions) byRepository.set(r.name, [...(byRepository.get(r.name) ?? []), r]);
   const doomed: Revision[] = [];
   for (const [name, list] of byRepository) {
     const byHex = new Map(list.map((r) => [r.hex, r]));
+    const referrers = new Map<string, string[]>();
+    for (const r of list) {
+      const { subject } = await referencesOf(r);
+      if (subject) referrers.set(subject, [...(referrers.get(subject) ?? []), r.hex]);
+    }
     const reached = new Set<string>();
     const queue = [...(await registry.tags.entries(name)).values()].map(digestHex);
     for (let hex = queue.pop(); hex !== undefined; hex = queue.pop()) {
@@ -162,7 +178,8 @@ async function untagged(registry: Registry, revisions: Revision[], referencesOf:
       reached.add(hex);
       const r = byHex.get(hex);
       // An index's entries are manifests of the same repository.
-      if (r) queue.push(...(await referencesOf(r)).filter((h) => byHex.has(h)));
+      if (r) queue.push(...(await referencesOf(r)).refs.filter((h) => byHex.has(h)));
+      queue.push(...(referrers.get(hex) ?? []));
     }
     doomed.push(...list.filter((r) => !reached.has(r.hex) && r.modified < youngerThan));
   }

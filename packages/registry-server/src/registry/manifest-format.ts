@@ -32,6 +32,7 @@ const imageManifest = z.looseObject({
   artifactType: z.string().optional(),
   config: descriptor,
   layers: z.array(descriptor),
+  subject: descriptor.optional(),
   annotations,
 });
 
@@ -40,6 +41,7 @@ const indexManifest = z.looseObject({
   mediaType: z.string().optional(),
   artifactType: z.string().optional(),
   manifests: z.array(descriptor),
+  subject: descriptor.optional(),
   annotations,
 });
 
@@ -51,6 +53,8 @@ export interface ParsedManifest {
   blobs: Descriptor[];
   /** An index's entries: manifests that must be in the repository. */
   manifests: Descriptor[];
+  /** OCI 1.1: the manifest this one refers to (a signature's, an SBOM's image); it need not be in the registry. */
+  subject?: Descriptor;
   annotations: Record<string, string>;
 }
 
@@ -86,6 +90,7 @@ export function parseManifest(bytes: Buffer, contentType?: string): ParsedManife
       artifactType: m.artifactType ?? m.config.mediaType,
       blobs: [m.config, ...m.layers],
       manifests: [],
+      ...(m.subject ? { subject: m.subject } : {}),
       annotations: m.annotations ?? {},
     };
   }
@@ -96,6 +101,7 @@ export function parseManifest(bytes: Buffer, contentType?: string): ParsedManife
       ...(m.artifactType ? { artifactType: m.artifactType } : {}),
       blobs: [],
       manifests: m.manifests,
+      ...(m.subject ? { subject: m.subject } : {}),
       annotations: m.annotations ?? {},
     };
   }

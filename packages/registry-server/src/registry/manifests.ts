@@ -1,13 +1,14 @@
 /**
  * Manifests: stored as blobs (exact bytes), made visible in a repository by a revision link that also
- * records the media type they were pushed as, and reachable by tag.
+ * records the media type they were pushed as, and reachable by tag; one with a `subject` is listed among its
+ * subject's referrers (OCI 1.1) until it is deleted.
  */
 import { sha256 } from '../digest.js';
 import { KeyedMutex } from '../keyed-mutex.js';
 import { digestInvalid, manifestBlobUnknown, manifestInvalid, manifestUnknown } from '../errors.js';
 import { digestHex, isDigest } from '../names.js';
 import type { StorageDriver } from '../storage/driver.js';
-import { blobKey, layersDir, manifestsDir, revisionLink, revisionsDir } from '../storage/layout.js';
+import { blobKey, layersDir, manifestsDir, referrerLink, referrersDir, revisionLink, revisionsDir } from '../storage/layout.js';
 import type { BlobStore } from './blobs.js';
 import { parseManifest, type Descriptor, type ParsedManifest } from './manifest-format.js';
 import type { TagStore } from './tags.js';
@@ -16,6 +17,22 @@ export interface StoredManifest {
   digest: string;
   mediaType: string;
   bytes: Buffer;
+}
+
+/** How the referrers API lists a manifest: OCI's descriptor, with its artifact type and annotations. */
+export interface ReferrerDescriptor extends Descriptor {
+  artifactType?: string;
+  annotations?: Record<string, string>;
+}
+
+function referrerDescriptor(digest: string, size: number, manifest: ParsedManifest): ReferrerDescriptor {
+  return {
+    mediaType: manifest.mediaType,
+    digest,
+    size,
+    ...(manifest.artifactType ? { artifactType: manifest.artifactType } : {}),
+    ...(Object.keys(manifest.annotations).length > 0 ? { annotations: manifest.annotations } : {}),
+  };
 }
 
 export class ManifestStore {
@@ -38,6 +55,7 @@ export class ManifestStore {
       throw digestInvalid('manifest digest does not match the reference', { reference, actual: digest });
     }
     const manifest = parseManifest(bytes, contentType);
+    if (manifest.subject && !isDigest(manifest.subject.digest)) throw manifestInvalid('subject has an invalid digest', { digest: manifest.subject.digest });
     for (const d of manifest.blobs) await this.checkReferenced(name, d, false);
     for (const d of manifest.manifests) await this.checkReferenced(name, d, true);
 
@@ -47,6 +65,10 @@ export class ManifestStore {
       // Linked as a blob too, so that `GET /blobs/<manifest digest>` works as it does on other registries.
       await this.blobs.link(name, digest);
       await this.storage.put(revisionLink(name, hex), Buffer.from(JSON.stringify({ digest, mediaType: manifest.mediaType })));
+      if (manifest.subject) {
+        const listed = referrerDescriptor(digest, bytes.length, manifest);
+        await this.storage.put(referrerLink(name, digestHex(manifest.subject.digest), hex), Buffer.from(JSON.stringify(listed)));
+      }
       if (!isDigest(reference)) await this.tags.set(name, reference, digest);
     });
     return { digest, manifest };
@@ -77,9 +99,39 @@ export class ManifestStore {
       for (const [tag, digest] of await this.tags.entries(name)) {
         if (digest === reference) await this.tags.delete(name, tag);
       }
+      const subject = await this.subjectOf(name, hex);
+      if (subject) await this.storage.delete(`${referrersDir(name, digestHex(subject))}/${hex}`);
       await this.storage.delete(`${revisionsDir(name)}/${hex}`);
       await this.blobs.unlink(name, reference);
     });
+  }
+
+  /**
+   * The manifests of repository `name` whose `subject` is `subject` (OCI 1.1 referrers), as the descriptors an index
+   * lists them by, sorted by digest; with `artifactType`, only those of that type. None for a subject nothing refers to.
+   */
+  async referrers(name: string, subject: string, artifactType?: string): Promise<ReferrerDescriptor[]> {
+    const found: ReferrerDescriptor[] = [];
+    for await (const o of this.storage.list(referrersDir(name, digestHex(subject)))) {
+      const bytes = o.key.endsWith('/link') ? await this.storage.get(o.key) : undefined;
+      if (!bytes) continue;
+      const d = JSON.parse(bytes.toString()) as ReferrerDescriptor;
+      // One being deleted: its revision goes first.
+      if ((await this.storage.stat(revisionLink(name, digestHex(d.digest)))) === undefined) continue;
+      if (artifactType === undefined || d.artifactType === artifactType) found.push(d);
+    }
+    return found.sort((a, b) => (a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0));
+  }
+
+  /** The subject digest of manifest `hex` of `name`, if it has one (and can be read). */
+  private async subjectOf(name: string, hex: string): Promise<string | undefined> {
+    const [revision, bytes] = await Promise.all([this.storage.get(revisionLink(name, hex)), this.storage.get(blobKey(hex))]);
+    if (!revision || !bytes) return undefined;
+    try {
+      return parseManifest(bytes, (JSON.parse(revision.toString()) as { mediaType?: string }).mediaType).subject?.digest;
+    } catch {
+      return undefined;
+    }
   }
 
   /** Whether the repository holds any manifest, tag or blob. */

@@ -2,8 +2,9 @@
  * An fsck of the registry's storage, written from the layout alone (not from the registry's own code):
  * every blob hashes to its digest, every link points at bytes that exist, every manifest's references are
  * held with the sizes it claims (a client may unlink them from the repository since, as on CNCF
- * distribution, but the bytes stay), every tag names a manifest of its repository, and every upload part
- * matches the digest recorded beside it.
+ * distribution, but the bytes stay), every tag names a manifest of its repository, every referrer listed is a
+ * manifest of its repository whose subject it is listed under, and every upload part matches the digest
+ * recorded beside it.
  */
 import { createHash } from 'node:crypto';
 import type { StorageDriver } from '../../src/storage/driver.js';
@@ -69,7 +70,15 @@ export async function verifyStorage(storage: StorageDriver): Promise<StorageRepo
     } else if (area === '_manifests') {
       const rev = new RegExp(`^revisions/sha256/(${HEX})/link$`).exec(rest);
       const tag = /^tags\/([^/]+)\/current\/link$/.exec(rest);
-      if (rev) {
+      const referrer = new RegExp(`^referrers/sha256/(${HEX})/(${HEX})/link$`).exec(rest);
+      if (referrer) {
+        const [, subject, hex] = referrer as unknown as [string, string, string];
+        const listed = JSON.parse((await storage.get(key))?.toString() ?? '{}') as { digest?: string };
+        const manifest = JSON.parse((await storage.get(blobKey(hex)))?.toString() ?? '{}') as { subject?: { digest?: string } };
+        if (listed.digest !== `sha256:${hex}`) problems.push(`referrer link ${key} lists ${listed.digest}`);
+        else if (!present.has(`${base}/_manifests/revisions/sha256/${hex}/link`)) problems.push(`${name} lists ${hex} as a referrer of ${subject}, but has no such manifest`);
+        else if (manifest.subject?.digest !== `sha256:${subject}`) problems.push(`${name} lists ${hex} as a referrer of ${subject}, but its subject is ${manifest.subject?.digest}`);
+      } else if (rev) {
         report.manifests++;
         await checkManifest(storage, name, rev[1]!, sizes, problems);
       } else if (tag) {
