@@ -23,6 +23,7 @@ import { spawnWorker, type WireError } from './runtime/spawn-worker.js';
 import { findPreparedModel } from './runtime/prepare-model.js';
 import { resolveModelPath } from './registry/resolve-model.js';
 import type { RegistryOptions } from './registry/settings.js';
+import type { TransferProgress } from './registry/download.js';
 import type { FusionMode } from './compose/fusion.js';
 import { validateGenerateOptions } from './generate/options.js';
 import { validatePromptInput } from './generate/prompt-input.js';
@@ -71,6 +72,11 @@ export interface EngineOptions extends RuntimeOptions {
   contextLength?: number;
   /** How registry references among the models are pulled (default registry, token, offline; env defaults). */
   registry?: RegistryOptions;
+  /**
+   * Progress of what loading fetches and converts, file by file: registry pulls (modules, models by Ollama or Hugging
+   * Face names) and GGUF conversions (a multi-GB model takes minutes the first time).
+   */
+  onProgress?: (p: TransferProgress) => void;
   /**
    * Keys' and values' type of `.gguf` models converted on load (ConvertGgufOptions.kvCache): `float16` (default, llama.cpp's
    * default cache type: a long context's steps move half the bytes) or `float32` (exact against llama.cpp's F32 cache).
@@ -168,7 +174,7 @@ export class Engine {
     if (options.projector !== undefined) checkModelRef(options.projector, 'projector');
     checkReasonerList(options.reasoners, 'model', '');
     checkMode(options.mode, '');
-    const { model: modelSpec, dtype, projector: projectorSpec, reasoners: reasonerSpecs, registry, ggufKvCache, cacheDir, mode, placement, maxBatch, maxQueue, kvBudgetBytes, prefillChunk, rowShards, embeddings, contextLength, ...runtime } = options;
+    const { model: modelSpec, dtype, projector: projectorSpec, reasoners: reasonerSpecs, registry, onProgress, ggufKvCache, cacheDir, mode, placement, maxBatch, maxQueue, kvBudgetBytes, prefillChunk, rowShards, embeddings, contextLength, ...runtime } = options;
     const count = (name: string, v: number | undefined, min: number) => {
       if (v !== undefined && !(Number.isInteger(v) && v >= min)) throw new RangeError(`${name} must be a whole number >= ${min}; got ${v}`);
     };
@@ -182,7 +188,7 @@ export class Engine {
     if (runtime.intraOpThreads !== undefined) validateIntraOpThreads(runtime.intraOpThreads);
     for (const d of [dtype, ...(reasonerSpecs ?? []).map((r) => r.dtype)]) if (d !== undefined) validateDtype(d);
     // Registry references (`[registry/]namespace/name@range`) are pulled into the cache; paths pass through.
-    const pull = (spec: string) => resolveModelPath(spec, registry, ggufKvCache ? { kvCache: ggufKvCache } : undefined);
+    const pull = (spec: string) => resolveModelPath(spec, onProgress ? { ...registry, onProgress } : registry, ggufKvCache ? { kvCache: ggufKvCache } : undefined);
     const [model, projector, reasoners] = await Promise.all([
       pull(modelSpec),
       projectorSpec ? pull(projectorSpec) : undefined,

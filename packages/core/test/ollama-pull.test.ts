@@ -21,6 +21,10 @@ import { rejection } from './support/assertions.js';
 import { runReasonplug } from './support/cli.js';
 import { greedyFromEach } from './support/greedy-each.js';
 import { testDir } from './support/models.js';
+import { startServer } from '../src/serve/server.js';
+import { progressLines } from '../src/cli/serve-command.js';
+import type { TransferProgress } from '../src/registry/download.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { distributionMissing, startDistribution, type Distribution } from './support/registries.js';
 
 const MODEL = 'application/vnd.ollama.image.model';
@@ -54,11 +58,14 @@ async function pushOllamaModel(host: string, repository: string, tag: string, la
  * a request without its anonymous token is answered with a Bearer challenge whose token service (`/token`) hands that
  * token to anyone. Records every request's Authorization header, the token service's included.
  */
-async function startFront(registry: string): Promise<{ host: string; corrupt: boolean; challenge: boolean; authorizations: (string | undefined)[]; close(): Promise<void> }> {
+async function startFront(
+  registry: string,
+): Promise<{ host: string; corrupt: boolean; challenge: boolean; paused?: Promise<void>; authorizations: (string | undefined)[]; close(): Promise<void> }> {
   const front = {
     host: '',
     corrupt: false,
     challenge: false,
+    paused: undefined as Promise<void> | undefined,
     authorizations: [] as (string | undefined)[],
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
@@ -74,19 +81,27 @@ async function startFront(registry: string): Promise<{ host: string; corrupt: bo
     }
     const url = `http://${registry}${req.url}`;
     const blob = /\/blobs\/sha256:/.test(req.url ?? '');
-    if (blob && !front.corrupt) {
+    if (blob && !front.corrupt && !front.paused) {
       res.writeHead(307, { location: url }).end();
       return;
     }
     const upstream = await fetch(url, { method: req.method, headers: { accept: req.headers.accept ?? '*/*', ...(req.headers.range ? { range: req.headers.range } : {}) } });
     const body = Buffer.from(await upstream.arrayBuffer());
-    if (blob && body.length > 100) body[100]! ^= 0xff;
-    const headers: Record<string, string> = {};
+    if (blob && front.corrupt && body.length > 100) body[100]! ^= 0xff;
+    const headers: Record<string, string> = { 'content-length': String(body.length) };
     for (const name of ['content-type', 'docker-content-digest', 'content-range']) {
       const value = upstream.headers.get(name);
       if (value) headers[name] = value;
     }
-    res.writeHead(upstream.status, headers).end(req.method === 'HEAD' ? undefined : body);
+    res.writeHead(upstream.status, headers);
+    if (req.method === 'HEAD') return void res.end();
+    // Paused: half of a blob now, the rest once the test lets it go on.
+    if (blob && front.paused) {
+      res.write(body.subarray(0, body.length >> 1));
+      await front.paused;
+      return void res.end(body.subarray(body.length >> 1));
+    }
+    res.end(body);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   front.host = `127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -167,6 +182,38 @@ describe("models pulled by their Ollama names from Ollama's registry (ollama://h
     }
   });
 
+  it("reasonplug serve says on /health how far a first load's pull has come, and reports its progress", async () => {
+    let resume!: () => void;
+    front.paused = new Promise<void>((r) => (resume = r));
+    const events: TransferProgress[] = [];
+    const cacheDir = testDir('ollama-serve-pull');
+    const saved = { ...process.env };
+    Object.assign(process.env, noOllama, { REASONPLUG_CACHE: cacheDir });
+    const server = await startServer({ engine: { model: `ollama://${front.host}/library/stories:260k`, cacheDir, onProgress: (p) => events.push(p) }, port: 0 });
+    try {
+      let health: { status: string; progress?: { file: string; bytes: number; size: number } } | undefined;
+      for (let i = 0; i < 200 && !health?.progress?.bytes; i++) {
+        const res = await fetch(`${server.url}/health`);
+        expect(res.status).to.equal(503);
+        health = (await res.json()) as typeof health;
+        if (!health?.progress?.bytes) await sleep(25);
+      }
+      expect(health).to.deep.equal({ status: 'loading', progress: { file: `${front.host}/library/stories:260k`, bytes: stories.length >> 1, size: stories.length } });
+      resume();
+      await server.ready;
+      expect((await fetch(`${server.url}/health`)).status).to.equal(200);
+      const pulled = events.filter((e) => e.file === `${front.host}/library/stories:260k`);
+      expect(pulled.at(-1)).to.include({ bytes: stories.length, size: stories.length, done: true });
+      // The conversion's reading of the file is reported too.
+      expect(events.some((e) => e.file !== pulled[0]!.file && e.size === stories.length)).to.equal(true);
+    } finally {
+      front.paused = undefined;
+      resume();
+      process.env = saved;
+      await server.close();
+    }
+  });
+
   it('`reasonplug pull ollama://…` pulls again and prints the GGUF file; `reasonplug cache` lists it', async () => {
     const env = { ...noOllama, REASONPLUG_CACHE: testDir('ollama-pull-cli') };
     const r = await runReasonplug(['pull', `ollama://${front.host}/library/stories:260k`], env);
@@ -224,5 +271,17 @@ describe("models pulled by their Ollama names from Ollama's registry (ollama://h
     const sent = front.authorizations.slice(before);
     expect(sent).to.include('Bearer anonymous');
     expect(sent.filter((a) => a !== undefined && a !== 'Bearer anonymous')).to.deep.equal([]);
+  });
+});
+
+describe("reasonplug serve's progress lines", () => {
+  it('writes a line each time a large file passes another tenth, and none for small files', () => {
+    const lines: string[] = [];
+    const report = progressLines((line) => lines.push(line));
+    const size = 100 * 2 ** 20;
+    for (const bytes of [0, 5, 10, 10.5, 35, 99.9].map((m) => Math.round(m * 2 ** 20))) report({ file: 'qwen2.5:7b', digest: 'sha256:a', size, bytes, resumedFrom: 0, done: false });
+    report({ file: 'qwen2.5:7b', digest: 'sha256:a', size, bytes: size, resumedFrom: 0, done: true });
+    report({ file: 'small', digest: 'sha256:b', size: 2 ** 20, bytes: 2 ** 20, resumedFrom: 0, done: true });
+    expect(lines).to.deep.equal(['qwen2.5:7b: 10% of 100.0 MiB', 'qwen2.5:7b: 30% of 100.0 MiB', 'qwen2.5:7b: 90% of 100.0 MiB', 'qwen2.5:7b: 100% of 100.0 MiB']);
   });
 });

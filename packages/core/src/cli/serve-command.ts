@@ -9,6 +9,7 @@ import { corsOriginOf } from '../serve/cors.js';
 import { formatRequestRecord, type RequestLogFormat, type RequestRecord } from '../serve/request-log.js';
 import type { ReasonerSpec } from '../runtime/protocol.js';
 import type { RegistryOptions } from '../registry/settings.js';
+import type { TransferProgress } from '../registry/download.js';
 import { DEVICES } from '../runtime/devices.js';
 import { DTYPES } from '../modules/hub-variants.js';
 import { PLACEMENTS, type PlacementChoice } from '../runtime/thread-budget.js';
@@ -164,6 +165,25 @@ export function addServeCommand(program: Command): void {
     .action((flags: ServeFlags) => serve(flags));
 }
 
+/** Files smaller than this load without progress lines. */
+const PROGRESS_LINE_BYTES = 64 * 2 ** 20;
+
+/**
+ * A progress callback that writes a line whenever a large file being pulled or converted passes another tenth (the
+ * log of a server is no terminal for a progress bar).
+ */
+export function progressLines(write: (line: string) => void): (p: TransferProgress) => void {
+  const tenths = new Map<string, number>();
+  return (p) => {
+    if (p.size < PROGRESS_LINE_BYTES) return;
+    const key = `${p.file}\0${p.digest}`;
+    const tenth = p.done ? 10 : Math.floor((10 * p.bytes) / p.size);
+    if (tenth <= (tenths.get(key) ?? 0)) return;
+    tenths.set(key, tenth);
+    write(`${p.file}: ${tenth * 10}% of ${(p.size / 2 ** 20).toFixed(1)} MiB`);
+  };
+}
+
 async function serve(flags: ServeFlags): Promise<void> {
   const apiKeys = flags.apiKey ?? (process.env.REASONPLUG_API_KEY ?? '').split(',').map((k) => k.trim()).filter(Boolean);
   const registry = registryOptions(flags.registry, flags.registryToken);
@@ -177,6 +197,7 @@ async function serve(flags: ServeFlags): Promise<void> {
       ...(flags.projector ? { projector: flags.projector } : {}),
       ...(flags.mode ? { mode: flags.mode } : {}),
       registry,
+      onProgress: progressLines((line) => say(`reasonplug serve: ${line}`)),
       device: flags.device,
       ...(flags.threads ? { intraOpThreads: flags.threads } : {}),
       ...(flags.placement ? { placement: flags.placement } : {}),

@@ -42,6 +42,7 @@ import { unitLength } from '../runtime/unit-length.js';
 import { CorsPolicy } from './cors.js';
 import { isOllamaRef, ollamaDisplayName } from '../modules/ollama-store.js';
 import type { RequestRecord } from './request-log.js';
+import type { TransferProgress } from '../registry/download.js';
 import {
   isObject,
   parseChatRequest,
@@ -148,6 +149,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const keys = (options.apiKeys ?? []).map((k) => Buffer.from(k));
   let loaded: Loaded | undefined;
   let loadError: Error | undefined;
+  let loading: TransferProgress | undefined;
   let draining = false;
   /** Requests being handled (read, queued, running, answering): what a shutdown waits for. */
   let active = 0;
@@ -229,7 +231,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     if (cors.apply(req, res)) return;
     if (req.method === 'GET' && path === '/health') {
       if (loaded && !draining) return sendJson(res, 200, { status: 'ok' });
-      return sendJson(res, 503, { status: draining ? 'draining' : loadError ? `failed: ${loadError.message}` : 'loading' });
+      if (draining) return sendJson(res, 503, { status: 'draining' });
+      if (loadError) return sendJson(res, 503, { status: `failed: ${loadError.message}` });
+      return sendJson(res, 503, { status: 'loading', ...(loading ? { progress: { file: loading.file, bytes: loading.bytes, size: loading.size } } : {}) });
     }
     if (req.method === 'GET' && path === '/metrics') {
       // The engine's count of the KV bytes it holds, against its budget or maxBatch rows of full context.
@@ -892,7 +896,12 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   });
   const address = server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-  const ready = load(options).then(
+  // What loading is fetching or converting, for /health (a first load of a multi-GB model takes minutes).
+  const onProgress = (p: TransferProgress) => {
+    loading = p;
+    options.engine.onProgress?.(p);
+  };
+  const ready = load({ ...options, engine: { ...options.engine, onProgress } }).then(
     (l) => {
       loaded = l;
     },
@@ -936,7 +945,8 @@ function listener(tls: ServeOptions['tls'], handler: RequestListener): HttpServe
 /** Loads the engine, names the backbone, and finds the tokenizer chat prompts are rendered with. */
 async function load(options: ServeOptions): Promise<Loaded> {
   const { engine: engineOptions } = options;
-  const model = await resolveModelPath(engineOptions.model, engineOptions.registry, engineOptions.ggufKvCache ? { kvCache: engineOptions.ggufKvCache } : undefined);
+  const { registry, onProgress } = engineOptions;
+  const model = await resolveModelPath(engineOptions.model, onProgress ? { ...registry, onProgress } : registry, engineOptions.ggufKvCache ? { kvCache: engineOptions.ggufKvCache } : undefined);
   const engine = await Engine.load({ ...engineOptions, model });
   try {
     const abs = resolve(model);
