@@ -1,10 +1,9 @@
 import { expect } from 'chai';
 import { openRegistry } from '../src/registry/registry.js';
-import type { ListeningRegistry } from '../src/server.js';
 import type { StorageDriver } from '../src/storage/driver.js';
 import { indexDir } from '../src/storage/layout.js';
 import { filesystemDriver } from './support/drivers.js';
-import { Client, digestOf, errorCode, moduleArtifact, startRegistry } from './support/registry.js';
+import { Client, digestOf, errorCode, moduleArtifact, useRegistry } from './support/registry.js';
 
 const TOK_A = 'sha256:' + 'aa'.repeat(32);
 const TOK_B = 'sha256:' + 'bb'.repeat(32);
@@ -12,16 +11,10 @@ const TOK_B = 'sha256:' + 'bb'.repeat(32);
 // Index logic sits above the driver interface, whose S3 side the storage and protocol suites cover.
 describe('_reasonplug extension', function () {
   this.timeout(20_000);
+  const under = useRegistry(() => filesystemDriver.open());
   let storage: StorageDriver;
-  let registry: ListeningRegistry;
   let c: Client;
-
-  beforeEach(async () => {
-    storage = (await filesystemDriver.open()).storage;
-    registry = await startRegistry(storage);
-    c = new Client(registry.url);
-  });
-  afterEach(() => registry.close());
+  beforeEach(() => ({ storage, c } = under));
 
   const search = async (q: string) => {
     const res = await c.request('GET', `/v2/_reasonplug/search?${q}`);

@@ -6,13 +6,12 @@
 import { expect } from 'chai';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { collectGarbage, GarbageCollectionError } from '../src/registry/garbage.js';
-import type { ListeningRegistry } from '../src/server.js';
 import type { StorageDriver } from '../src/storage/driver.js';
 import { FilesystemStorage } from '../src/storage/filesystem.js';
 import { blobKey } from '../src/storage/layout.js';
 import { registryCli } from './support/cli.js';
 import { drivers } from './support/drivers.js';
-import { Client, digestOf, moduleArtifact, OCI_INDEX, OCI_MANIFEST, startRegistry } from './support/registry.js';
+import { Client, digestOf, moduleArtifact, OCI_INDEX, OCI_MANIFEST, startRegistry, useRegistry } from './support/registry.js';
 import { scratch } from './support/tmp.js';
 import { verifyStorage } from './support/verify.js';
 
@@ -34,16 +33,10 @@ async function pushVersion(c: Client, version: string, tags: string[] = [version
 for (const driver of drivers) {
   describe(`garbage collection: ${driver.name}`, function () {
     this.timeout(60_000);
+    const under = useRegistry(() => driver.open());
     let storage: StorageDriver;
-    let registry: ListeningRegistry;
     let c: Client;
-
-    beforeEach(async () => {
-      storage = (await driver.open()).storage;
-      registry = await startRegistry(storage);
-      c = new Client(registry.url);
-    });
-    afterEach(() => registry.close());
+    beforeEach(() => ({ storage, c } = under));
 
     it('removes what only a deleted manifest referenced, keeps what another shares; a dry run removes nothing', async () => {
       const v1 = await pushVersion(c, '1.0.0');

@@ -7,10 +7,9 @@ import { expect } from 'chai';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TokenStore } from '../src/auth/tokens.js';
 import { collectGarbage } from '../src/registry/garbage.js';
-import type { ListeningRegistry } from '../src/server.js';
 import type { StorageDriver } from '../src/storage/driver.js';
 import { drivers, filesystemDriver } from './support/drivers.js';
-import { Client, digestOf, errorCode, OCI_INDEX, OCI_MANIFEST, startRegistry } from './support/registry.js';
+import { Client, digestOf, errorCode, OCI_INDEX, OCI_MANIFEST, startRegistry, useRegistry } from './support/registry.js';
 import { verifyStorage } from './support/verify.js';
 
 const SIGNATURE = 'application/vnd.example.signature.v1+json';
@@ -57,16 +56,10 @@ async function referrers(c: Client, repo: string, digest: string, query = ''): P
 for (const driver of drivers) {
   describe(`referrers API (OCI 1.1): ${driver.name}`, function () {
     this.timeout(60_000);
+    const under = useRegistry(() => driver.open());
     let storage: StorageDriver;
-    let registry: ListeningRegistry;
     let c: Client;
-
-    beforeEach(async () => {
-      storage = (await driver.open()).storage;
-      registry = await startRegistry(storage);
-      c = new Client(registry.url);
-    });
-    afterEach(() => registry.close());
+    beforeEach(() => ({ storage, c } = under));
 
     it('lists the manifests whose subject a manifest is, filters them by artifact type, and forgets a deleted one', async () => {
       const moduleDigest = await c.pushModule('math/adder', ['1.0.0']);

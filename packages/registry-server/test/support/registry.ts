@@ -15,6 +15,35 @@ export function startRegistry(storage: StorageDriver, opts: Omit<RegistryServerO
   return createRegistryServer({ storage, ...opts }).listen(0, '127.0.0.1');
 }
 
+/** What {@link useRegistry} gives each test: fresh storage, a registry over it, and a client of that registry. */
+export interface RegistryUnderTest {
+  readonly storage: StorageDriver;
+  readonly registry: ListeningRegistry;
+  readonly c: Client;
+}
+
+/** Call inside a `describe`: before each test, fresh storage from `open` and a registry over it (closed after the test). */
+export function useRegistry(open: () => Promise<{ storage: StorageDriver }>): RegistryUnderTest {
+  let current: { storage: StorageDriver; registry: ListeningRegistry; c: Client } | undefined;
+  beforeEach(async () => {
+    const { storage } = await open();
+    const registry = await startRegistry(storage);
+    current = { storage, registry, c: new Client(registry.url) };
+  });
+  afterEach(() => current?.registry.close());
+  return {
+    get storage() {
+      return current!.storage;
+    },
+    get registry() {
+      return current!.registry;
+    },
+    get c() {
+      return current!.c;
+    },
+  };
+}
+
 export type Body = NonNullable<RequestInit['body']> | AsyncIterable<Uint8Array>;
 
 export interface RequestOptions {
