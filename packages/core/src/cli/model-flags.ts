@@ -9,7 +9,6 @@ import type { EngineOptions, StreamOptions } from '../engine.js';
 import type { FusionMode } from '../compose/fusion.js';
 import { isGgufFile } from '../gguf/gguf-module.js';
 import { isLocalModelName, localModelPath } from '../modules/local-names.js';
-import { isOllamaRef } from '../modules/ollama-store.js';
 import { DTYPES } from '../modules/hub-variants.js';
 import { progressBar } from '../registry/progress.js';
 import { resolveModelPath } from '../registry/resolve-model.js';
@@ -139,8 +138,8 @@ async function ggufWithProgress(spec: string, kvCache: ModelFlags['kvCache']): P
   return resolveModelPath(file, bar ? { onProgress: (p) => bar.update(p) } : {}, kvCache ? { kvCache } : undefined).finally(() => bar?.finish());
 }
 
-/** What `localModelPath` gives for `spec`, with a progress bar on a terminal while an Ollama model is pulled. */
+/** What `localModelPath` gives for `spec`, with a progress bar on a terminal while a model it names is pulled. */
 export async function localModelWithProgress(spec: string): Promise<string> {
-  const bar = isOllamaRef(spec) ? progressBar(`pull ${spec}`) : undefined;
+  const bar = isLocalModelName(spec) ? progressBar(`pull ${spec}`) : undefined;
   return localModelPath(spec, bar ? { onProgress: (p) => bar.update(p) } : {}).finally(() => bar?.finish());
 }

@@ -157,10 +157,10 @@ interface Layer {
   size?: unknown;
 }
 
-/** The blob a manifest's model layer names, and its size. */
+/** The blob a manifest's model layer names, and its size (when the manifest gives it). */
 export interface OllamaModelLayer {
   digest: string;
-  size: number;
+  size?: number;
 }
 
 /**
@@ -184,7 +184,7 @@ export function ollamaModelLayer(spec: string, manifest: unknown, where: string)
   if (size !== undefined && !(Number.isSafeInteger(size) && (size as number) >= 0)) {
     throw new OllamaModelError(spec, `the manifest ${where} gives its model layer the size ${JSON.stringify(size)}, not a byte count`);
   }
-  return { digest, size: (size as number | undefined) ?? -1 };
+  return { digest, ...(size !== undefined ? { size: size as number } : {}) };
 }
 
 /** Where a store keeps blob `digest` (Ollama writes "-" for the digest's ":", a name Windows takes). */

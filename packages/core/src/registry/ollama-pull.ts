@@ -98,10 +98,10 @@ export async function pullOllamaModel(spec: string, opts: OllamaPullOptions = {}
   } catch {
     throw new InvalidArtifactError(`registry ${name.host} sent a manifest for ${repository}:${name.tag} that is not JSON`);
   }
-  const layer = ollamaModelLayer(spec, manifest, where);
-  if (layer.size < 0) throw new OllamaModelError(spec, `the manifest ${where} gives its model layer no size`);
+  const { digest, size } = ollamaModelLayer(spec, manifest, where);
+  if (size === undefined) throw new OllamaModelError(spec, `the manifest ${where} gives its model layer no size`);
   const store = pulledOllamaStore(settings.cacheDir);
-  await downloadBlob(client, repository, { mediaType: 'application/vnd.ollama.image.model', ...layer }, new OllamaBlobs(store, settings.cacheDir), {
+  await downloadBlob(client, repository, { mediaType: 'application/vnd.ollama.image.model', digest, size }, new OllamaBlobs(store, settings.cacheDir), {
     file: ollamaShortName(name),
     ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
     ...(opts.signal ? { signal: opts.signal } : {}),
@@ -110,7 +110,7 @@ export async function pullOllamaModel(spec: string, opts: OllamaPullOptions = {}
   const at = ollamaManifestPath(store, name);
   await mkdir(dirname(at), { recursive: true });
   await writeFileAtomic(at, fetched.bytes);
-  return ollamaBlobPath(store, layer.digest);
+  return ollamaBlobPath(store, digest);
 }
 
 /**
