@@ -25,13 +25,13 @@ import { startServer } from '../src/serve/server.js';
 import { progressLines } from '../src/cli/serve-command.js';
 import type { TransferProgress } from '../src/registry/download.js';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { distributionMissing, startDistribution, type Distribution } from './support/registries.js';
+import { distributionMissing, startDistribution, startOurRegistry, type Distribution } from './support/registries.js';
 
 const MODEL = 'application/vnd.ollama.image.model';
 
 /** Pushes `layers` to `host` as Ollama's registry serves a model: a Docker v2 manifest under `repository:tag`. */
-async function pushOllamaModel(host: string, repository: string, tag: string, layers: { mediaType: string; bytes: Buffer }[]): Promise<void> {
-  const client = RegistryClient.for(host, { plainHttp: true });
+async function pushOllamaModel(host: string, repository: string, tag: string, layers: { mediaType: string; bytes: Buffer }[], token?: string): Promise<void> {
+  const client = RegistryClient.for(host, { plainHttp: true, ...(token ? { token } : {}) });
   const described = async (mediaType: string, bytes: Buffer) => {
     const descriptor = { mediaType, digest: sha256Digest(bytes), size: bytes.length };
     await client.uploadBlob(repository, descriptor, () => bytes);
@@ -46,7 +46,7 @@ async function pushOllamaModel(host: string, repository: string, tag: string, la
   };
   const res = await fetch(`http://${host}/v2/${repository}/manifests/${tag}`, {
     method: 'PUT',
-    headers: { 'content-type': manifest.mediaType },
+    headers: { 'content-type': manifest.mediaType, ...(token ? { authorization: `Basic ${Buffer.from(`reasonplug:${token}`).toString('base64')}` } : {}) },
     body: JSON.stringify(manifest),
   });
   if (res.status !== 201) throw new Error(`pushing ${repository}:${tag} failed with ${res.status}: ${await res.text()}`);
@@ -271,6 +271,28 @@ describe("models pulled by their Ollama names from Ollama's registry (ollama://h
     const sent = front.authorizations.slice(before);
     expect(sent).to.include('Bearer anonymous');
     expect(sent.filter((a) => a !== undefined && a !== 'Bearer anonymous')).to.deep.equal([]);
+  });
+});
+
+describe("models in Ollama's format on reasonplug's own registry (ollama://host/team/model:tag)", function () {
+  this.timeout(120_000);
+
+  it('loads a GGUF model a team keeps there, sending the token set for that registry', async () => {
+    const registry = await startOurRegistry({ auth: true });
+    try {
+      const { token: pusher } = await registry.tokens.create({ scopes: ['push:team/*'], user: 'ci' });
+      const { token: reader } = await registry.tokens.create({ scopes: ['pull:team/*'], user: 'reader' });
+      const stories = await readFile(models.stories260K);
+      await pushOllamaModel(registry.host, 'team/stories', '260k', [{ mediaType: MODEL, bytes: stories }], pusher);
+      const env = { OLLAMA_MODELS: join(testDir('no-ollama'), 'models'), REASONPLUG_CACHE: testDir('team-pull-cache'), REASONPLUG_REGISTRY: registry.host };
+      const refused = await runReasonplug(['pull', `ollama://${registry.host}/team/stories:260k`], env);
+      expect(refused.code).to.not.equal(0);
+      expect(refused.stderr).to.match(/requires authentication/);
+      const [direct, pulled] = await greedyFromEach([models.stories260K, `ollama://${registry.host}/team/stories:260k`], { ...env, REASONPLUG_TOKEN: reader });
+      expect(pulled).to.deep.equal(direct);
+    } finally {
+      await registry.close();
+    }
   });
 });
 
