@@ -10,6 +10,7 @@ import { Access, type AuthConfig, type Caller } from './http/access.js';
 import { discovery, resolve, search } from './http/extension-handlers.js';
 import { containStreamErrors, errorBody, identify, notFound, requestLog } from './http/middleware.js';
 import { repositoryRoutes } from './http/repository-routes.js';
+import { listCatalog } from './http/tags-handler.js';
 import type { Services } from './http/services.js';
 
 export interface RegistryServerOptions {
@@ -95,6 +96,7 @@ export function createRegistryServer(opts: RegistryServerOptions): RegistryServe
   app.get('/v2/_oci/ext/discover', (_req, res) => {
     res.status(200).json(discovery);
   });
+  app.get('/v2/_catalog', tracked((req, res) => listCatalog(s, req, res, res.locals.caller as Caller)));
   app.get('/v2/_reasonplug/search', tracked((req, res) => search(s, req, res, res.locals.caller as Caller)));
   app.get('/v2/_reasonplug/resolve', tracked((req, res) => resolve(s, req, res, res.locals.caller as Caller)));
   app.use(tracked(repositoryRoutes(s)));

@@ -84,7 +84,7 @@ describe('authentication and scopes', function () {
     expect((await c.request('GET', '/v2/math/adder/manifests/1.0.0')).status).to.equal(200);
   });
 
-  it('turns anonymous pull off, and then filters search by pull scope', async () => {
+  it('turns anonymous pull off, and then filters search and the catalog by pull scope', async () => {
     const c = await start(false);
     const admin = c.as(bearer((await tokens.create({ scopes: ['push:**'] })).token));
     await admin.pushModule('math/adder', ['1.0.0']);
@@ -97,6 +97,9 @@ describe('authentication and scopes', function () {
     expect((await reader.request('GET', '/v2/secret/thing/manifests/1.0.0')).status).to.equal(403);
     const found = (await (await reader.request('GET', '/v2/_reasonplug/search')).json()) as { results: { name: string }[] };
     expect(found.results.map((r) => r.name)).to.deep.equal(['math/adder']);
+    expect((await c.request('GET', '/v2/_catalog')).status).to.equal(401);
+    expect(await (await reader.request('GET', '/v2/_catalog')).json()).to.deep.equal({ repositories: ['math/adder'] });
+    expect(await (await admin.request('GET', '/v2/_catalog')).json()).to.deep.equal({ repositories: ['math/adder', 'secret/thing'] });
   });
 
   it('lets a token read at least what anonymous callers read (the union of both grants)', async () => {

@@ -188,6 +188,23 @@ for (const driver of drivers) {
       expect(await errorCode(unknown)).to.equal('NAME_UNKNOWN');
     });
 
+    it('lists the repositories that hold manifests in the catalog, in pages, a deleted one gone', async () => {
+      for (const name of ['ns/b', 'ns/a', 'other/deep/c']) await c.putManifest(name, 'latest', await prepared(name));
+      await c.pushBlob('ns/blob-only', Buffer.from('no manifest here'));
+      const names = async (res: Response) => ((await res.json()) as { repositories: string[] }).repositories;
+      expect(await names(await c.request('GET', '/v2/_catalog'))).to.deep.equal(['ns/a', 'ns/b', 'other/deep/c']);
+      const page1 = await c.request('GET', '/v2/_catalog?n=2');
+      expect(await names(page1)).to.deep.equal(['ns/a', 'ns/b']);
+      const link = page1.headers.get('link')!;
+      expect(link).to.equal('</v2/_catalog?n=2&last=ns%2Fb>; rel="next"');
+      const page2 = await c.request('GET', link.slice(1, link.indexOf('>')));
+      expect(await names(page2)).to.deep.equal(['other/deep/c']);
+      expect(page2.headers.get('link')).to.equal(null);
+      const digest = digestOf(await prepared('ns/a'));
+      expect((await c.request('DELETE', `/v2/ns/a/manifests/${digest}`)).status).to.equal(202);
+      expect(await names(await c.request('GET', '/v2/_catalog'))).to.deep.equal(['ns/b', 'other/deep/c']);
+    });
+
     it('deletes a tag, or a manifest with every tag pointing to it', async () => {
       const m = await prepared('ns/one');
       const digest = digestOf(m);

@@ -8,7 +8,7 @@ import { KeyedMutex } from '../keyed-mutex.js';
 import { digestInvalid, manifestBlobUnknown, manifestInvalid, manifestUnknown } from '../errors.js';
 import { digestHex, isDigest } from '../names.js';
 import type { StorageDriver } from '../storage/driver.js';
-import { blobKey, layersDir, manifestsDir, referrerLink, referrersDir, revisionLink, revisionsDir } from '../storage/layout.js';
+import { blobKey, layersDir, manifestsDir, referrerLink, referrersDir, repositoriesDir, revisionLink, revisionsDir } from '../storage/layout.js';
 import type { BlobStore } from './blobs.js';
 import { parseManifest, type Descriptor, type ParsedManifest } from './manifest-format.js';
 import type { TagStore } from './tags.js';
@@ -132,6 +132,17 @@ export class ManifestStore {
     } catch {
       return undefined;
     }
+  }
+
+  /** The names of the repositories that hold at least one manifest, sorted. */
+  async repositories(): Promise<string[]> {
+    const names = new Set<string>();
+    const revision = /^repositories\/(.+)\/_manifests\/revisions\/sha256\/[0-9a-f]{64}\/link$/;
+    for await (const o of this.storage.list(repositoriesDir)) {
+      const m = revision.exec(o.key);
+      if (m) names.add(m[1]!);
+    }
+    return [...names].sort();
   }
 
   /** Whether the repository holds any manifest, tag or blob. */
