@@ -1,6 +1,6 @@
 /**
  * Interop with CNCF distribution (Debian's `docker-registry`), a plain OCI registry: no `_reasonplug`
- * extension (resolve falls back to tags/list), and overwritable tags (the client guards versions).
+ * extension (resolve falls back to tags/list, search to the catalog), and overwritable tags (the client guards versions).
  */
 import { expect } from 'chai';
 import { readFile, writeFile } from 'node:fs/promises';
@@ -11,7 +11,9 @@ import { resolveModule, searchModules } from '../src/registry/lookup.js';
 import { pullModule } from '../src/registry/pull.js';
 import { pushModule } from '../src/registry/push.js';
 import { testDir } from './support/models.js';
-import { distributionMissing, makeRegistryModule, startDistribution, type Distribution } from './support/registries.js';
+import { distributionMissing, makeRegistryModule, startDistribution, startOurRegistry, type Distribution, type RegistryModuleSpec } from './support/registries.js';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { rejection } from './support/assertions.js';
 import { runReasonplug } from './support/cli.js';
 
@@ -98,9 +100,42 @@ describe('registry client with CNCF distribution (docker-registry)', function ()
     expect(err).to.be.instanceOf(DigestMismatchError);
   });
 
-  it('has no module search, and says so', async () => {
-    const err = await rejection(searchModules({ task: 'math' }, { registry: dist!.host }));
-    expect(err).to.be.instanceOf(ExtensionUnavailableError);
-    expect(err.message).to.match(/offers no module search .*resolve and pull work on any OCI registry/);
+  it("searches through the catalog, finding what reasonplug-registry's own search finds for the same pushes", async () => {
+    const ours = await startOurRegistry();
+    try {
+      // (each push tags its version and latest)
+      const pushes: [string, RegistryModuleSpec][] = [
+        ['search/adder', { name: 'adder', version: '1.0.0', tasks: ['math'], seed: 11 }],
+        ['search/adder', { name: 'adder', version: '1.2.0', tasks: ['math', 'arithmetic'], seed: 12 }],
+        ['search/cipher', { name: 'cipher', version: '0.3.0', tasks: ['cipher'], seed: 13 }],
+        ['search/base', { name: 'base', version: '2.0.0', tasks: ['math'], seed: 14 }],
+      ];
+      for (const host of [dist!.host, ours.host]) {
+        for (const [repo, spec] of pushes) await pushModule(await makeRegistryModule(spec), `${host}/${repo}:${spec.version}`);
+      }
+      for (const query of [{}, { task: 'math' }, { task: 'cipher' }, { kind: 'backbone', task: 'arithmetic' }, { kind: 'logit-reasoner' }, { task: 'none' }]) {
+        const byCatalog = (await searchModules(query, { registry: dist!.host })).filter((h) => h.name.startsWith('search/'));
+        const byExtension = await searchModules(query, { registry: ours.host });
+        expect(byCatalog, JSON.stringify(query)).to.deep.equal(byExtension);
+      }
+      expect((await searchModules({ task: 'math' }, { registry: dist!.host })).filter((h) => h.name.startsWith('search/')).map((h) => [h.name, h.versions.map((v) => v.version)])).to.deep.equal([
+        ['search/adder', ['1.2.0', '1.0.0']],
+        ['search/base', ['2.0.0']],
+      ]);
+    } finally {
+      await ours.close();
+    }
+  });
+
+  it('says so where a registry has neither module search nor a catalog', async () => {
+    const bare = createServer((req, res) => res.writeHead(req.url === '/v2/' ? 200 : 404, { 'content-type': 'application/json' }).end('{}'));
+    await new Promise<void>((resolve) => bare.listen(0, '127.0.0.1', resolve));
+    try {
+      const err = await rejection(searchModules({ task: 'math' }, { registry: `127.0.0.1:${(bare.address() as AddressInfo).port}` }));
+      expect(err).to.be.instanceOf(ExtensionUnavailableError);
+      expect(err.message).to.match(/offers no module search \(no _reasonplug extension\) and no catalog \(\/v2\/_catalog answers 404\).*resolve and pull work on any OCI registry/);
+    } finally {
+      await new Promise((resolve) => bare.close(resolve));
+    }
   });
 });

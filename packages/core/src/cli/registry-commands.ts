@@ -118,7 +118,7 @@ export function addRegistryCommands(program: Command): void {
   connection(
     program
       .command('search')
-      .description('search a registry for modules (reasonplug-registry only)')
+      .description("search a registry for modules (reasonplug-registry answers it; other registries through their catalog)")
       .option('--task <task>', 'modules trained for this task')
       .addOption(new Option('--kind <kind>', 'module kind').choices([...MODULE_KINDS]))
       .option('--tokenizer <fingerprint>', 'modules for this tokenizer (sha256:...)')

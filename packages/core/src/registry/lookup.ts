@@ -1,8 +1,9 @@
 /** `resolve` and `search`: questions about modules that download nothing but manifests. */
 import { Annotations, parseArtifact } from './artifact.js';
 import { ModuleCache } from './cache.js';
+import { searchByCatalog } from './catalog-search.js';
 import { RegistryClient } from './client.js';
-import { ExtensionUnavailableError, NotCachedError, OfflineError, RegistryClientError } from './errors.js';
+import { NotCachedError, OfflineError, RegistryClientError } from './errors.js';
 import { hasExtension, searchRemote, type SearchHit, type SearchQuery } from './extension.js';
 import { formatRef, parseRef, tagVersion } from './reference.js';
 import { resolveCached, resolveTarget } from './resolve.js';
@@ -48,16 +49,14 @@ export async function resolveModule(spec: string, opts: RegistryOptions = {}): P
   return out(digest, target.tag, target.version ?? artifact.annotations?.[Annotations.version]);
 }
 
-/** Searches a registry's modules (needs the `_reasonplug` extension; plain OCI registries have no search). */
+/**
+ * Searches a registry's modules: through its `_reasonplug` extension, else through its catalog (plain OCI registries
+ * that publish one; catalog-search.ts). Throws ExtensionUnavailableError for a registry with neither.
+ */
 export async function searchModules(query: SearchQuery, opts: RegistryOptions = {}): Promise<SearchHit[]> {
   const s = settingsFrom(opts);
   if (s.offline) throw new OfflineError('search asks a registry, but offline mode is on (--offline or REASONPLUG_OFFLINE=1)');
   if (s.registry === undefined) throw new RegistryClientError('search needs a registry: pass --registry HOST[:PORT] or set REASONPLUG_REGISTRY');
   const client = RegistryClient.for(s.registry, s);
-  if (!(await hasExtension(client))) {
-    throw new ExtensionUnavailableError(
-      `registry ${s.registry} offers no module search (its /v2/_oci/ext/discover lists no _reasonplug extension); search needs a reasonplug-registry, though resolve and pull work on any OCI registry`,
-    );
-  }
-  return searchRemote(client, query);
+  return (await hasExtension(client)) ? searchRemote(client, query) : searchByCatalog(client, query);
 }
