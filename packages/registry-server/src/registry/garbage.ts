@@ -15,7 +15,7 @@
  * pushes are paused where that matters. A manifest that cannot be read stops the collection before anything is removed.
  */
 import type { StorageDriver } from '../storage/driver.js';
-import { blobKey, layersDir, repositoriesDir, revisionLink } from '../storage/layout.js';
+import { blobDir, blobKey, layerDir, repositoriesDir, revisionLink } from '../storage/layout.js';
 import { digestHex } from '../names.js';
 import { parseManifest } from './manifest-format.js';
 import { openRegistry, type Registry } from './registry.js';
@@ -80,9 +80,9 @@ interface References {
 
 async function referencesOf(storage: StorageDriver, r: Revision): Promise<References> {
   const link = await storage.get(revisionLink(r.name, r.hex));
-  const bytes = await storage.get(blobKey(r.hex));
   // Deleted since the scan: it references nothing any more.
   if (link === undefined) return { refs: [] };
+  const bytes = await storage.get(blobKey(r.hex));
   if (bytes === undefined) throw new GarbageCollectionError(`manifest sha256:${r.hex} of ${r.name} has no bytes in storage; nothing was removed`);
   try {
     const { mediaType } = JSON.parse(link.toString()) as { mediaType?: string };
@@ -143,15 +143,16 @@ export async function collectGarbage(storage: StorageDriver, opts: CollectOption
   await mark(again.revisions.filter((r) => !seen.has(`${r.name}@${r.hex}`)));
   for (const link of again.links) if (link.modified >= youngerThan) marked.add(link.hex);
 
+  const linkedFrom = groupBy(again.links, (l) => l.hex);
   for (const [hex, size] of candidates) {
     if (marked.has(hex)) continue;
     report.blobs.push(`sha256:${hex}`);
     report.bytes += size;
-    const links = again.links.filter((l) => l.hex === hex);
+    const links = linkedFrom.get(hex) ?? [];
     report.links += links.length;
     if (opts.dryRun) continue;
-    for (const l of links) await storage.delete(`${layersDir(l.name)}/sha256/${hex}`);
-    await storage.delete(blobKey(hex).slice(0, -'/data'.length));
+    for (const l of links) await storage.delete(layerDir(l.name, hex));
+    await storage.delete(blobDir(hex));
   }
   return report;
 }
@@ -161,10 +162,8 @@ export async function collectGarbage(storage: StorageDriver, opts: CollectOption
  * index, or as a referrer (a signature, an SBOM) of a manifest reached.
  */
 async function untagged(registry: Registry, revisions: Revision[], referencesOf: (r: Revision) => Promise<References>, youngerThan: number): Promise<Revision[]> {
-  const byRepository = new Map<string, Revision[]>();
-  for (const r of revisions) byRepository.set(r.name, [...(byRepository.get(r.name) ?? []), r]);
   const doomed: Revision[] = [];
-  for (const [name, list] of byRepository) {
+  for (const [name, list] of groupBy(revisions, (r) => r.name)) {
     const byHex = new Map(list.map((r) => [r.hex, r]));
     const referrers = new Map<string, string[]>();
     for (const r of list) {
@@ -184,4 +183,15 @@ async function untagged(registry: Registry, revisions: Revision[], referencesOf:
     doomed.push(...list.filter((r) => !reached.has(r.hex) && r.modified < youngerThan));
   }
   return doomed;
+}
+
+function groupBy<T>(items: readonly T[], key: (item: T) => string): Map<string, T[]> {
+  const groups = new Map<string, T[]>();
+  for (const item of items) {
+    const k = key(item);
+    const group = groups.get(k);
+    if (group) group.push(item);
+    else groups.set(k, [item]);
+  }
+  return groups;
 }

@@ -16,12 +16,15 @@
  * never collide with a nested repository's name.
  */
 
-export const blobKey = (hex: string) => `blobs/sha256/${hex.slice(0, 2)}/${hex}/data`;
+/** Where a blob's bytes live (its `data`, alone in the directory). */
+export const blobDir = (hex: string) => `blobs/sha256/${hex.slice(0, 2)}/${hex}`;
+export const blobKey = (hex: string) => `${blobDir(hex)}/data`;
 
 export const repositoriesDir = 'repositories';
 const repo = (name: string) => `${repositoriesDir}/${name}`;
 export const layersDir = (name: string) => `${repo(name)}/_layers`;
-export const layerLink = (name: string, hex: string) => `${layersDir(name)}/sha256/${hex}/link`;
+export const layerDir = (name: string, hex: string) => `${layersDir(name)}/sha256/${hex}`;
+export const layerLink = (name: string, hex: string) => `${layerDir(name, hex)}/link`;
 export const revisionsDir = (name: string) => `${repo(name)}/_manifests/revisions/sha256`;
 export const revisionLink = (name: string, hex: string) => `${revisionsDir(name)}/${hex}/link`;
 export const manifestsDir = (name: string) => `${repo(name)}/_manifests`;
