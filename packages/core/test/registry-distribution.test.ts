@@ -133,7 +133,7 @@ describe('registry client with CNCF distribution (docker-registry)', function ()
     try {
       const err = await rejection(searchModules({ task: 'math' }, { registry: `127.0.0.1:${(bare.address() as AddressInfo).port}` }));
       expect(err).to.be.instanceOf(ExtensionUnavailableError);
-      expect(err.message).to.match(/offers no module search \(no _reasonplug extension\) and no catalog \(\/v2\/_catalog answers 404\).*resolve and pull work on any OCI registry/);
+      expect(err.message).to.match(/offers no module search \(no _reasonplug extension\) and no catalog \(\/v2\/_catalog\).*resolve and pull work on any OCI registry/);
     } finally {
       await new Promise((resolve) => bare.close(resolve));
     }

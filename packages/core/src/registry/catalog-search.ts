@@ -6,17 +6,13 @@
  * that publish no catalog (GHCR, Docker Hub) cannot be searched this way.
  */
 import semver from 'semver';
-import { Annotations, MAX_MANIFEST_BYTES, MediaTypes } from './artifact.js';
-import { RegistryClient } from './client.js';
-import { ExtensionUnavailableError, InvalidArtifactError, ModuleNotFoundError } from './errors.js';
+import { Annotations, MediaTypes } from './artifact.js';
+import type { RegistryClient } from './client.js';
+import { ExtensionUnavailableError, ModuleNotFoundError } from './errors.js';
 import type { SearchHit, SearchQuery } from './extension.js';
 import { forEachBounded } from './parallel.js';
 import { tagVersion } from './reference.js';
-import { readLimited } from './transport.js';
 
-/** Catalog pages followed at most (a runaway `Link` chain must end). */
-const MAX_CATALOG_PAGES = 100;
-const CATALOG_PAGE = 1000;
 /** Repositories read at once. */
 const CONCURRENCY = 4;
 
@@ -24,41 +20,18 @@ type Version = SearchHit['versions'][number];
 
 /** Searches `client`'s registry through its catalog; throws ExtensionUnavailableError where it has none. */
 export async function searchByCatalog(client: RegistryClient, query: SearchQuery): Promise<SearchHit[]> {
-  const repositories = await catalog(client);
+  const repositories = await client.listCatalog();
+  if (!repositories) {
+    throw new ExtensionUnavailableError(
+      `registry ${client.registry} offers no module search (no _reasonplug extension) and no catalog (/v2/_catalog) to search through; resolve and pull work on any OCI registry`,
+    );
+  }
   const hits: SearchHit[] = [];
   await forEachBounded(repositories, CONCURRENCY, async (name) => {
     const versions = (await moduleVersions(client, name)).filter((v) => matches(v, query)).sort(newestFirst);
     if (versions.length > 0) hits.push({ name, versions });
   });
   return hits.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-}
-
-/** Every repository the catalog lists, following its pages. */
-async function catalog(client: RegistryClient): Promise<string[]> {
-  const names: string[] = [];
-  let next: string | undefined = `/v2/_catalog?n=${CATALOG_PAGE}`;
-  for (let page = 0; next !== undefined && page < MAX_CATALOG_PAGES; page++) {
-    const res = await client.transport.request('GET', next, { scope: 'registry:catalog:*', allow: [400, 404, 405] });
-    if (!res.ok) {
-      await res.body?.cancel();
-      throw new ExtensionUnavailableError(
-        `registry ${client.registry} offers no module search (no _reasonplug extension) and no catalog (/v2/_catalog answers ${res.status}) to search through; resolve and pull work on any OCI registry`,
-      );
-    }
-    const body = await readLimited(res, MAX_MANIFEST_BYTES, (size) => new InvalidArtifactError(`registry ${client.registry}: its catalog page is ${size}, too large`));
-    let repositories: unknown;
-    try {
-      repositories = (JSON.parse(body.toString('utf8')) as { repositories?: unknown }).repositories;
-    } catch {
-      throw new InvalidArtifactError(`registry ${client.registry}: its catalog is not JSON`);
-    }
-    if (repositories !== null && !(Array.isArray(repositories) && repositories.every((r) => typeof r === 'string'))) {
-      throw new InvalidArtifactError(`registry ${client.registry} sent a malformed catalog`);
-    }
-    names.push(...((repositories as string[] | null) ?? []));
-    next = /<([^>]+)>\s*;\s*rel="?next"?/.exec(res.headers.get('link') ?? '')?.[1];
-  }
-  return names;
 }
 
 /** The module versions of repository `name`: each tagged manifest that is a reasonplug module, with its tags. */

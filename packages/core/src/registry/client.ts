@@ -15,7 +15,7 @@ const ACCEPT_MANIFESTS = [
 ].join(', ');
 
 const TAG_PAGE = 1000;
-/** Pages of tags followed at most (a runaway `Link` chain must end). */
+/** Pages of a tag list or catalog followed at most (a runaway `Link` chain must end). */
 const MAX_TAG_PAGES = 100;
 
 /** A blob body, from `offset` on (0 when the registry ignored the Range). */
@@ -177,30 +177,48 @@ export class RegistryClient {
 
   /** Every tag of a repository, following `Link` pagination. Throws `ModuleNotFoundError` for an unknown repository. */
   async listTags(repository: string): Promise<string[]> {
-    const tags: string[] = [];
-    let next: string | undefined = `/v2/${repository}/tags/list?n=${TAG_PAGE}`;
+    return this.listPaged(`/v2/${repository}/tags/list?n=${TAG_PAGE}`, RegistryClient.scope(repository), 'tags', `the tag list of ${repository}`, [404], () => {
+      throw new ModuleNotFoundError(`registry ${this.registry} has no repository ${repository}`);
+    });
+  }
+
+  /**
+   * Every repository of the registry's catalog (`/v2/_catalog`, CNCF distribution's), following `Link` pagination;
+   * undefined where the registry publishes none (GHCR, Docker Hub).
+   */
+  async listCatalog(): Promise<string[] | undefined> {
+    return this.listPaged(`/v2/_catalog?n=${TAG_PAGE}`, 'registry:catalog:*', 'repositories', 'the catalog', [400, 404, 405], () => undefined);
+  }
+
+  /**
+   * The names a paged list (`tags` or `repositories`) holds, from `first` on along its `Link` headers; `missing`
+   * answers the statuses `absent` lists (a list that does not exist).
+   */
+  private async listPaged<T>(first: string, scope: string, field: 'tags' | 'repositories', what: string, absent: number[], missing: () => T): Promise<string[] | T> {
+    const names: string[] = [];
+    let next: string | undefined = first;
     for (let page = 0; next !== undefined && page < MAX_TAG_PAGES; page++) {
-      const res = await this.transport.request('GET', next, { scope: RegistryClient.scope(repository), allow: [404] });
-      if (res.status === 404) {
+      const res = await this.transport.request('GET', next, { scope, allow: absent });
+      if (!res.ok) {
         await res.body?.cancel();
-        throw new ModuleNotFoundError(`registry ${this.registry} has no repository ${repository}`);
+        return missing();
       }
-      const body = (await readLimited(res, MAX_MANIFEST_BYTES, (size) => new InvalidArtifactError(`the tag list of ${repository} is ${size}, too large`)))
-        .toString('utf8');
-      let parsed: { tags?: unknown };
+      const body = (await readLimited(res, MAX_MANIFEST_BYTES, (size) => new InvalidArtifactError(`${what} is ${size}, too large`))).toString('utf8');
+      let parsed: Record<string, unknown>;
       try {
-        parsed = JSON.parse(body) as { tags?: unknown };
+        parsed = JSON.parse(body) as Record<string, unknown>;
       } catch {
-        throw new InvalidArtifactError(`registry ${this.registry} sent a tag list for ${repository} that is not JSON`);
+        throw new InvalidArtifactError(`registry ${this.registry} sent ${what} that is not JSON`);
       }
       // Distribution answers `"tags": null` for a repository whose tags were all deleted.
-      if (parsed.tags !== null && parsed.tags !== undefined && (!Array.isArray(parsed.tags) || parsed.tags.some((t) => typeof t !== 'string'))) {
-        throw new InvalidArtifactError(`registry ${this.registry} sent a malformed tag list for ${repository}`);
+      const listed = parsed[field];
+      if (listed !== null && listed !== undefined && (!Array.isArray(listed) || listed.some((t) => typeof t !== 'string'))) {
+        throw new InvalidArtifactError(`registry ${this.registry} sent a malformed ${what}`);
       }
-      tags.push(...((parsed.tags as string[] | null) ?? []));
+      names.push(...((listed as string[] | null) ?? []));
       next = /<([^>]+)>\s*;\s*rel="?next"?/.exec(res.headers.get('link') ?? '')?.[1];
     }
-    return tags;
+    return names;
   }
 
   private describe(repository: string, reference: string): string {
