@@ -14,4 +14,5 @@ export type {
   ToolCallSyntax,
   ToolChoice,
   ToolsPrompt,
+  TransferProgress,
 } from '@reasonplug/core';

@@ -8,7 +8,7 @@ import { Engine, unitLength, type ModelInfo } from './core.js';
 import { ModelOptionsSchema, parseOptions, splitOptions } from './options.js';
 
 /** What `BackboneEmbeddings.create` takes (LangChain's own `maxConcurrency`, `maxRetries` come beside these). */
-export const EmbeddingsOptionsSchema = ModelOptionsSchema.pick({ backbone: true, dtype: true, registry: true, device: true, intraOpThreads: true, cacheDir: true }).extend({
+export const EmbeddingsOptionsSchema = ModelOptionsSchema.pick({ backbone: true, dtype: true, registry: true, onProgress: true, device: true, intraOpThreads: true, cacheDir: true }).extend({
   /** The vectors cut to their first this many components and scaled to unit length again (as OpenAI's `dimensions`). */
   dimensions: z.int().positive().optional(),
 });

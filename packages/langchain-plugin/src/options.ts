@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import { ReasonerOptionsError, type OptionIssue } from './errors.js';
-import { formatFieldPath, PLACEMENTS, DTYPES, type ResponseFormat } from './core.js';
+import { formatFieldPath, PLACEMENTS, DTYPES, type ResponseFormat, type TransferProgress } from './core.js';
 
 /**
  * A reasoner's weight: a constant, or a schedule over generated tokens such as
@@ -95,6 +95,11 @@ export const ModelOptionsSchema = z.strictObject({
       offline: z.boolean().optional(),
     })
     .optional(),
+  /**
+   * Progress of what loading pulls and converts, file by file (core's `onProgress`): a backbone named `ollama://…` or
+   * `hf://…` that no local store has, or a `.gguf` converted on first use, takes minutes the first time.
+   */
+  onProgress: z.custom<(p: TransferProgress) => void>((v) => typeof v === 'function', 'expected a function').optional(),
   /** Execution provider: cpu (default), cuda, tensorrt, webgpu, coreml, dml. */
   device: z.string().min(1).optional(),
   intraOpThreads: z.int().positive().optional(),

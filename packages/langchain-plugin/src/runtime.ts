@@ -49,15 +49,16 @@ export class ReasonerRuntime {
 
   /** Loads the backbone and reasoners of parsed model options into one engine. */
   static async load(options: ParsedModelOptions): Promise<ReasonerRuntime> {
-    const { backbone, dtype, reasoners = [], projector, registry, device, intraOpThreads, placement, cacheDir, prefixCacheBytes, contextLength, ggufKvCache, sessionCache, ...defaults } = options;
+    const { backbone, dtype, reasoners = [], projector, registry, onProgress, device, intraOpThreads, placement, cacheDir, prefixCacheBytes, contextLength, ggufKvCache, sessionCache, ...defaults } = options;
     // The backbone is resolved here (a registry reference becomes a pulled module directory) because its
     // directory also serves the chat template; the engine resolves the other modules itself.
-    const backbonePath = await resolveModelPath(backbone, registry, ggufKvCache ? { kvCache: ggufKvCache } : undefined);
+    const backbonePath = await resolveModelPath(backbone, onProgress ? { ...registry, onProgress } : (registry ?? {}), ggufKvCache ? { kvCache: ggufKvCache } : undefined);
     const engine = await Engine.load({
       model: backbonePath,
       ...(dtype ? { dtype } : {}),
       ...(projector ? { projector } : {}),
       ...(registry ? { registry } : {}),
+      ...(onProgress ? { onProgress } : {}),
       reasoners: reasoners.map((r) => ({ model: r.module, ...(r.name ? { name: r.name } : {}), ...(r.weight !== undefined ? { weight: r.weight } : {}), ...(r.dtype ? { dtype: r.dtype } : {}) })),
       ...(defaults.mode ? { mode: defaults.mode } : {}),
       ...(device ? { device } : {}),

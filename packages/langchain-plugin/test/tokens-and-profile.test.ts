@@ -5,6 +5,9 @@
  * structured output, reasoning output.
  */
 import { expect } from 'chai';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { AIMessage, HumanMessage, SystemMessage, trimMessages } from '@langchain/core/messages';
 import { TextTokenizer } from '@reasonplug/core';
 import { ChatReasoner, ReasonerLLM } from '../src/index.js';
@@ -91,5 +94,23 @@ describe('token counts and model profiles', function () {
     const [a, b] = await Promise.all([half, full].map((llm) => llm.invoke('Once upon a time')));
     expect(a).to.equal(b);
     expect(a!.length).to.be.greaterThan(40);
+  });
+
+  it("reports a .gguf backbone's conversion on first use through onProgress, file by file, to its end", async () => {
+    const events: { file: string; bytes: number; size: number; done: boolean }[] = [];
+    const fresh = await mkdtemp(join(tmpdir(), 'reasonplug-progress-'));
+    try {
+      track(await ReasonerLLM.create({ backbone: shared.stories260K, cacheDir, registry: { cacheDir: fresh }, onProgress: (p) => events.push(p), maxTokens: 4 }));
+      const size = (await stat(shared.stories260K)).size;
+      expect(events.map((e) => e.file)).to.include('stories260K.gguf');
+      expect(events.at(-1)).to.deep.include({ file: 'stories260K.gguf', bytes: size, size, done: true });
+      const refused = await ReasonerLLM.create({ backbone: shared.stories260K, onProgress: 'every tenth' as never }).then(
+        () => undefined,
+        (err: unknown) => err as Error,
+      );
+      expect(refused?.message).to.match(/onProgress.*expected a function/);
+    } finally {
+      await rm(fresh, { recursive: true, force: true });
+    }
   });
 });
