@@ -14,6 +14,10 @@ import { cacheDir as preparedCache, testDir } from './support/models.js';
 import { makeModule } from './support/modules.js';
 import { makeRegistryModule, startOurRegistry, type OurRegistry } from './support/registries.js';
 import { rejection } from './support/assertions.js';
+import { runReasonplug } from './support/cli.js';
+import { storiesModule } from './support/modules.js';
+import { tokenizerFingerprintOfDir } from '../src/tokenizer/fingerprint.js';
+import { models } from '../../../test/support/paths.js';
 
 const sha256 = (b: Uint8Array) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
@@ -131,6 +135,21 @@ describe('registry push and pull (reasonplug-registry)', function () {
     expect(math[0]!.versions.map((v) => v.version)).to.deep.equal(['1.1.0', '1.0.0']);
     expect((await searchModules({ task: 'poetry', kind: 'backbone' }, { registry: registry.host })).map((h) => h.name)).to.deep.equal(['acme/poet']);
     expect(await searchModules({ task: 'cooking' }, { registry: registry.host })).to.deep.equal([]);
+  });
+
+  it('reasonplug search --for MODEL finds the modules that compose with that model (its tokenizer), a GGUF file included', async () => {
+    const fingerprint = (await tokenizerFingerprintOfDir(await storiesModule()))!;
+    await pushModule(await makeRegistryModule({ name: 'story-helper', tasks: ['math'], tokenizer: fingerprint }), `${registry.host}/acme/story-helper`);
+    const env = { REASONPLUG_CACHE: testDir('search-for-cache') };
+    const found = await runReasonplug(['search', '--task', 'math', '--for', models.stories260K, '--registry', registry.host, '--json'], env);
+    expect(found.code, found.stderr).to.equal(0);
+    expect((JSON.parse(found.stdout) as { name: string; versions: { tokenizer: string }[] }[]).map((h) => [h.name, h.versions[0]!.tokenizer])).to.deep.equal([['acme/story-helper', fingerprint]]);
+    // (acme/math, for another tokenizer, is left out; without --for both are found)
+    const both = await runReasonplug(['search', '--task', 'math', '--registry', registry.host, '--json'], env);
+    expect((JSON.parse(both.stdout) as { name: string }[]).map((h) => h.name)).to.deep.equal(['acme/math', 'acme/story-helper']);
+    const conflict = await runReasonplug(['search', '--for', models.stories260K, '--tokenizer', fingerprint, '--registry', registry.host], env);
+    expect(conflict.code).to.not.equal(0);
+    expect(conflict.stderr).to.match(/--for .* cannot be used with option '--tokenizer/);
   });
 
   it('offline, reads the cache only: ranges, tags and digests it holds, and a clear error for the rest', async () => {

@@ -131,7 +131,7 @@ export async function engineOptions(flags: ModelFlags): Promise<EngineOptions> {
 }
 
 /** A GGUF file's converted module, named by path or as other tools name it (converted on first use, with a progress bar on a terminal); other specs as given. */
-async function ggufWithProgress(spec: string, kvCache: ModelFlags['kvCache']): Promise<string> {
+export async function ggufWithProgress(spec: string, kvCache?: ModelFlags['kvCache']): Promise<string> {
   const file = await localModelWithProgress(spec);
   if (!isGgufFile(file)) return spec;
   const bar = progressBar(`convert ${isLocalModelName(spec) ? spec : basename(spec)}`);

@@ -13,6 +13,10 @@ import { pullOllamaModel } from '../registry/ollama-pull.js';
 import { isOllamaRef } from '../modules/ollama-store.js';
 import { isHfRef } from '../modules/hf-cache.js';
 import { localModelPath } from '../modules/local-names.js';
+import { locateModel } from '../modules/locate.js';
+import { resolveModelPath } from '../registry/resolve-model.js';
+import { tokenizerFingerprintOf } from '../tokenizer/fingerprint.js';
+import { ggufWithProgress } from './model-flags.js';
 import type { TransferProgress } from '../registry/download.js';
 import { pushModule } from '../registry/push.js';
 import { printColumns } from './columns.js';
@@ -122,13 +126,17 @@ export function addRegistryCommands(program: Command): void {
       .option('--task <task>', 'modules trained for this task')
       .addOption(new Option('--kind <kind>', 'module kind').choices([...MODULE_KINDS]))
       .option('--tokenizer <fingerprint>', 'modules for this tokenizer (sha256:...)')
+      .addOption(
+        new Option('--for <model>', "modules that compose with this model (its tokenizer's fingerprint): a path, a GGUF file, ollama://…, hf://… or a registry reference").conflicts('tokenizer'),
+      )
       .option('--json', 'print the results as JSON'),
     false,
-  ).action(async (flags: ConnectionFlags & { task?: string; kind?: string; tokenizer?: string; json?: boolean }) => {
+  ).action(async (flags: ConnectionFlags & { task?: string; kind?: string; tokenizer?: string; for?: string; json?: boolean }) => {
+    const tokenizer = flags.for !== undefined ? await modelTokenizer(flags.for, options(flags)) : flags.tokenizer;
     const query = {
       ...(flags.task !== undefined ? { task: flags.task } : {}),
       ...(flags.kind !== undefined ? { kind: flags.kind } : {}),
-      ...(flags.tokenizer !== undefined ? { tokenizer: flags.tokenizer } : {}),
+      ...(tokenizer !== undefined ? { tokenizer } : {}),
     };
     const hits = await searchModules(query, options(flags));
     if (flags.json) process.stdout.write(`${JSON.stringify(hits)}\n`);
@@ -147,4 +155,12 @@ export function addRegistryCommands(program: Command): void {
     if (flags.json) process.stdout.write(`${JSON.stringify(r)}\n`);
     else process.stdout.write(`${r.registry}/${r.repository}@${r.version ?? '?'} ${r.pinned}\n`);
   });
+}
+
+/** The tokenizer fingerprint modules must declare to compose with `spec` (pulled or converted as loading would). */
+async function modelTokenizer(spec: string, opts: RegistryOptions): Promise<string> {
+  const dir = await resolveModelPath(await ggufWithProgress(spec), opts);
+  const fingerprint = await tokenizerFingerprintOf(await locateModel(dir));
+  if (fingerprint === undefined) throw new Error(`--for ${spec}: the model has no tokenizer.json, so no module can be matched to it`);
+  return fingerprint;
 }

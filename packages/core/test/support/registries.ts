@@ -112,6 +112,8 @@ export interface RegistryModuleSpec {
   version?: string;
   kind?: ModuleManifest['kind'];
   tasks?: string[];
+  /** `compat.tokenizer` (default: a fixed fingerprint no real tokenizer has). */
+  tokenizer?: string;
   /** Extra files and their sizes in bytes, besides a small model.onnx. */
   files?: Record<string, number>;
   /** Varies the bytes, so that one name and version can be packed with different content. */
@@ -150,7 +152,7 @@ export async function makeRegistryModule(spec: RegistryModuleSpec): Promise<stri
     tasks: spec.tasks ?? ['math'],
     description: `registry test module ${spec.name}`,
     license: 'MIT',
-    compat: { tokenizer: `sha256:${'ab'.repeat(32)}`, vocabSize: 512 },
+    compat: { tokenizer: spec.tokenizer ?? `sha256:${'ab'.repeat(32)}`, vocabSize: 512 },
     files,
   });
   return dir;
