@@ -23,8 +23,12 @@ import { spawnWorker, type WireError } from './runtime/spawn-worker.js';
 import { findPreparedModel } from './runtime/prepare-model.js';
 import { resolveModelPath } from './registry/resolve-model.js';
 import type { RegistryOptions } from './registry/settings.js';
+import { reasonerForTask } from './registry/lookup.js';
+import { locateModel } from './modules/locate.js';
+import { tokenizerFingerprintOf } from './tokenizer/fingerprint.js';
 import type { TransferProgress } from './registry/download.js';
 import type { FusionMode } from './compose/fusion.js';
+import type { WeightSpec } from './compose/weights.js';
 import { validateGenerateOptions } from './generate/options.js';
 import { validatePromptInput } from './generate/prompt-input.js';
 import { checkMode, checkModelRef, checkReasonerList, checkTrace, CompositionOptionsError } from './compose/composition-options.js';
@@ -47,6 +51,12 @@ export interface EngineOptions extends RuntimeOptions {
   cacheDir?: string;
   /** Reasoners composed with the backbone (UniR). */
   reasoners?: ReasonerSpec[];
+  /**
+   * Reasoners found by task in the registry (`registry`'s, else `REASONPLUG_REGISTRY`): for each, the logit-reasoner
+   * trained for `task` whose tokenizer is the backbone's, pinned to its newest version and named after the task.
+   * Loading fails when none, or more than one repository, offers one.
+   */
+  reasonerTasks?: { task: string; weight?: WeightSpec }[];
   /**
    * Where reasoners run: `lanes` (worker threads beside the backbone, on cores it gives up), `inline` (on the
    * backbone's thread after it, the backbone keeping every core), or `auto` (default: on the CPU, the one
@@ -117,6 +127,24 @@ export interface EngineOptions extends RuntimeOptions {
 
 export { QueueFullError };
 
+/** The reasoners `tasks` name, found in the registry for the backbone at `model` (its tokenizer) and pulled. */
+async function reasonersByTask(
+  model: string,
+  dtype: string | undefined,
+  tasks: NonNullable<EngineOptions['reasonerTasks']>,
+  registry: RegistryOptions | undefined,
+  pull: (spec: string) => Promise<string>,
+): Promise<ReasonerSpec[]> {
+  const tokenizer = await tokenizerFingerprintOf(await locateModel(model, dtype ? { dtype } : {}));
+  if (tokenizer === undefined) throw new CompositionOptionsError(`reasonerTasks: the backbone ${model} has no tokenizer.json, so no reasoner can be matched to it`);
+  return Promise.all(
+    tasks.map(async ({ task, weight }) => {
+      const { ref } = await reasonerForTask(task, tokenizer, registry);
+      return { model: await pull(ref), name: task, ...(weight !== undefined ? { weight } : {}) };
+    }),
+  );
+}
+
 /**
  * How long dispose waits for the worker to stop once its generations are told to: a step or a prefill chunk, even
  * of a large model. Ending it earlier, with a run in flight, would abort the process.
@@ -174,7 +202,7 @@ export class Engine {
     if (options.projector !== undefined) checkModelRef(options.projector, 'projector');
     checkReasonerList(options.reasoners, 'model', '');
     checkMode(options.mode, '');
-    const { model: modelSpec, dtype, projector: projectorSpec, reasoners: reasonerSpecs, registry, onProgress, ggufKvCache, cacheDir, mode, placement, maxBatch, maxQueue, kvBudgetBytes, prefillChunk, rowShards, embeddings, contextLength, ...runtime } = options;
+    const { model: modelSpec, dtype, projector: projectorSpec, reasoners: reasonerSpecs, reasonerTasks, registry, onProgress, ggufKvCache, cacheDir, mode, placement, maxBatch, maxQueue, kvBudgetBytes, prefillChunk, rowShards, embeddings, contextLength, ...runtime } = options;
     const count = (name: string, v: number | undefined, min: number) => {
       if (v !== undefined && !(Number.isInteger(v) && v >= min)) throw new RangeError(`${name} must be a whole number >= ${min}; got ${v}`);
     };
@@ -189,11 +217,12 @@ export class Engine {
     for (const d of [dtype, ...(reasonerSpecs ?? []).map((r) => r.dtype)]) if (d !== undefined) validateDtype(d);
     // Registry references (`[registry/]namespace/name@range`) are pulled into the cache; paths pass through.
     const pull = (spec: string) => resolveModelPath(spec, onProgress ? { ...registry, onProgress } : registry, ggufKvCache ? { kvCache: ggufKvCache } : undefined);
-    const [model, projector, reasoners] = await Promise.all([
+    const [model, projector, named] = await Promise.all([
       pull(modelSpec),
       projectorSpec ? pull(projectorSpec) : undefined,
       Promise.all((reasonerSpecs ?? []).map(async (r) => ({ ...r, model: await pull(r.model) }))),
     ]);
+    const reasoners = [...named, ...(reasonerTasks?.length ? await reasonersByTask(model, dtype, reasonerTasks, registry, pull) : [])];
     // Models already prepared are looked up on this thread, where the modules it takes are loaded anyway, so the
     // worker need not load them (~0.3 s of its start-up); it prepares the others and reports any failure.
     const prepared = await Promise.all([

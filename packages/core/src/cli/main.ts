@@ -76,8 +76,8 @@ async function generate(flags: GenerateFlagsWithFormat): Promise<void> {
     const row = result.rows[0]!;
     if (flags.json) {
       const { loadMs, prefillMs, msPerToken } = result.timing;
-      // Reasoners come back in the order they were given.
-      const reasoners = engine.info.reasoners.map((r, i) => ({ path: flags.reasoner![i]!.model, name: r.name, weight: r.weight }));
+      // Reasoners come back in the order they were given, those found by task last.
+      const reasoners = engine.info.reasoners.map((r, i) => ({ path: flags.reasoner?.[i]?.model ?? r.modelPath, name: r.name, weight: r.weight }));
       process.stdout.write(
         JSON.stringify({
           ids: row.ids,

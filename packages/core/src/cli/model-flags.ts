@@ -15,7 +15,7 @@ import { resolveModelPath } from '../registry/resolve-model.js';
 import { DEVICES } from '../runtime/devices.js';
 import type { ReasonerSpec } from '../runtime/protocol.js';
 import { PLACEMENTS, type PlacementChoice } from '../runtime/thread-budget.js';
-import { decimalFlag, logitBiasFlag, nonNegativeIntegerFlag, parseWeight, positiveIntegerFlag, safeIntegerFlag, stopFlag, threadsFlag } from './flags.js';
+import { decimalFlag, logitBiasFlag, nonNegativeIntegerFlag, parseWeight, positiveIntegerFlag, reasonerTaskFlag, safeIntegerFlag, stopFlag, threadsFlag } from './flags.js';
 
 /** `PATH[=WEIGHT]` (or a registry ref): the weight is what follows the last `=` when it is a number. */
 const reasonerFlag = (v: string, prev: ReasonerSpec[] = []): ReasonerSpec[] => {
@@ -33,6 +33,7 @@ export interface ModelFlags {
   model: string;
   dtype?: string;
   reasoner?: ReasonerSpec[];
+  reasonerTask?: { task: string; weight?: number }[];
   mode?: FusionMode;
   projector?: string;
   device: string;
@@ -69,6 +70,7 @@ export function addModelFlags(command: Command): Command {
     .requiredOption('--model <path>', 'module directory, plain export directory, .onnx file, GGUF file (converted once into the cache; also as ollama://name:tag, hf://org/repo:QUANT or lmstudio://publisher/model), or registry reference')
     .addOption(new Option('--dtype <t>', "graph of a hub export directory (transformers.js names; default: the most precise present)").choices([...DTYPES]))
     .option('--reasoner <path[=weight]>', 'reasoner module composed with the model (repeatable)', reasonerFlag)
+    .option('--reasoner-task <task[=weight]>', "the registry's reasoner for this task that composes with the model (REASONPLUG_REGISTRY; repeatable)", reasonerTaskFlag)
     .addOption(new Option('--mode <mode>', 'transform before weighting: logits (UniR) or logprobs (GenARM)').choices(['logits', 'logprobs']))
     .option('--projector <path>', 'LiteReason reasoning projector (module directory or .onnx)')
     .addOption(new Option('--device <d>', 'execution provider').choices([...DEVICES]).default('cpu'))
@@ -120,6 +122,7 @@ export async function engineOptions(flags: ModelFlags): Promise<EngineOptions> {
     model: await ggufWithProgress(flags.model, flags.kvCache),
     ...(flags.dtype ? { dtype: flags.dtype } : {}),
     reasoners: await Promise.all((flags.reasoner ?? []).map(async (r) => ({ ...r, model: await ggufWithProgress(r.model, flags.kvCache) }))),
+    ...(flags.reasonerTask ? { reasonerTasks: flags.reasonerTask } : {}),
     ...(flags.mode ? { mode: flags.mode } : {}),
     ...(flags.projector ? { projector: flags.projector } : {}),
     device: flags.device,

@@ -14,7 +14,7 @@ import { DEVICES } from '../runtime/devices.js';
 import { DTYPES } from '../modules/hub-variants.js';
 import { PLACEMENTS, type PlacementChoice } from '../runtime/thread-budget.js';
 import type { FusionMode } from '../compose/fusion.js';
-import { chatTemplateFile, integerFlag, jsonObjectFlag, nonNegativeIntegerFlag, parseWeight, threadsFlag } from './flags.js';
+import { chatTemplateFile, integerFlag, jsonObjectFlag, nonNegativeIntegerFlag, parseWeight, reasonerTaskFlag, threadsFlag } from './flags.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
 import type { ToolCallSyntax } from '../constrain/tool-syntax.js';
 import { sessionCacheOption } from './model-flags.js';
@@ -96,6 +96,7 @@ interface ServeFlags {
   model: string;
   dtype?: string;
   reasoner?: ReasonerSpec[];
+  reasonerTask?: { task: string; weight?: number }[];
   projector?: string;
   mode?: FusionMode;
   registry?: string;
@@ -134,6 +135,7 @@ export function addServeCommand(program: Command): void {
     .requiredOption('--model <ref>', 'backbone: module directory, export directory, .onnx, .gguf, ollama://name:tag, hf://org/repo[:QUANT], lmstudio://publisher/model or registry reference')
     .addOption(new Option('--dtype <t>', 'graph of a hub export directory (transformers.js names)').choices([...DTYPES]))
     .option('--reasoner <name=ref[=weight]>', 'reasoner served as <backbone>+<name> (repeatable)', servedReasonerFlag)
+    .option('--reasoner-task <task[=weight]>', "the registry's reasoner for this task that composes with the model, served as <backbone>+<task> (repeatable)", reasonerTaskFlag)
     .option('--projector <ref>', 'LiteReason reasoning projector (enables reasonplug.latent)')
     .addOption(new Option('--mode <mode>', 'default transform before weighting').choices(['logits', 'logprobs']))
     .option('--registry <url>', 'registry for references that name none: host[:port] or http(s)://host[:port] (default $REASONPLUG_REGISTRY)')
@@ -194,6 +196,7 @@ async function serve(flags: ServeFlags): Promise<void> {
       model: flags.model,
       ...(flags.dtype ? { dtype: flags.dtype } : {}),
       reasoners: flags.reasoner ?? [],
+      ...(flags.reasonerTask ? { reasonerTasks: flags.reasonerTask } : {}),
       ...(flags.projector ? { projector: flags.projector } : {}),
       ...(flags.mode ? { mode: flags.mode } : {}),
       registry,

@@ -3,7 +3,7 @@ import { Annotations, parseArtifact } from './artifact.js';
 import { ModuleCache } from './cache.js';
 import { searchByCatalog } from './catalog-search.js';
 import { RegistryClient } from './client.js';
-import { NotCachedError, OfflineError, RegistryClientError } from './errors.js';
+import { ModuleNotFoundError, NotCachedError, OfflineError, RegistryClientError } from './errors.js';
 import { hasExtension, searchRemote, type SearchHit, type SearchQuery } from './extension.js';
 import { formatRef, parseRef, tagVersion } from './reference.js';
 import { resolveCached, resolveTarget } from './resolve.js';
@@ -59,4 +59,25 @@ export async function searchModules(query: SearchQuery, opts: RegistryOptions = 
   if (s.registry === undefined) throw new RegistryClientError('search needs a registry: pass --registry HOST[:PORT] or set REASONPLUG_REGISTRY');
   const client = RegistryClient.for(s.registry, s);
   return (await hasExtension(client)) ? searchRemote(client, query) : searchByCatalog(client, query);
+}
+
+/**
+ * The registry's logit-reasoner for `task` that composes with a backbone whose tokenizer fingerprint is `tokenizer`,
+ * as a reference pinned to its newest version's digest. Throws ModuleNotFoundError when there is none, and
+ * RegistryClientError naming the candidates when several repositories offer one (the choice is then the user's).
+ */
+export async function reasonerForTask(task: string, tokenizer: string, opts: RegistryOptions = {}): Promise<{ ref: string; name: string; version?: string }> {
+  const hits = await searchModules({ task, kind: 'logit-reasoner', tokenizer }, opts);
+  const registry = settingsFrom(opts).registry!;
+  if (hits.length === 0) {
+    throw new ModuleNotFoundError(`registry ${registry} has no logit-reasoner for task "${task}" that composes with this backbone (tokenizer ${tokenizer})`);
+  }
+  if (hits.length > 1) {
+    throw new RegistryClientError(
+      `registry ${registry} has several logit-reasoners for task "${task}" that compose with this backbone (${hits.map((h) => h.name).join(', ')}); name the one to use as a reasoner`,
+    );
+  }
+  const [{ name, versions }] = hits as [SearchHit];
+  const newest = versions[0]!;
+  return { ref: `${registry}/${name}@${newest.digest}`, name, ...(newest.version !== undefined ? { version: newest.version } : {}) };
 }
