@@ -5,7 +5,7 @@ export { RegistryClient } from './client.js';
 export type { TransferProgress } from './download.js';
 export * from './errors.js';
 export type { ResolvedVersion, SearchHit, SearchQuery } from './extension.js';
-export { resolveModule, searchModules, type ResolvedModule } from './lookup.js';
+export { reasonerForTask, resolveModule, searchModules, type ResolvedModule } from './lookup.js';
 export { progressBar, ProgressBar, type ProgressStream } from './progress.js';
 export { pullModule, type PulledModule, type PullOptions } from './pull.js';
 export { pullOllamaModel, type OllamaPullOptions } from './ollama-pull.js';
