@@ -109,11 +109,17 @@ export function chatTemplateFile(path: string): string {
   return text;
 }
 
+/** One `--reasoner-task` given. */
+export interface ReasonerTaskFlag {
+  task: string;
+  weight?: number;
+}
+
 /**
  * `TASK[=WEIGHT]` (repeatable): a reasoner found by task in the registry (Engine.load's `reasonerTasks`); the task
  * names it, so it must not hold "+" (which joins names in a served composition).
  */
-export function reasonerTaskFlag(v: string, prev: { task: string; weight?: number }[] = []): { task: string; weight?: number }[] {
+export function reasonerTaskFlag(v: string, prev: ReasonerTaskFlag[] = []): ReasonerTaskFlag[] {
   const at = v.lastIndexOf('=');
   const task = at > 0 ? v.slice(0, at) : v;
   const weight = at > 0 ? parseWeight(v.slice(at + 1)) : undefined;

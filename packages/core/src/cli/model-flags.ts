@@ -15,7 +15,7 @@ import { resolveModelPath } from '../registry/resolve-model.js';
 import { DEVICES } from '../runtime/devices.js';
 import type { ReasonerSpec } from '../runtime/protocol.js';
 import { PLACEMENTS, type PlacementChoice } from '../runtime/thread-budget.js';
-import { decimalFlag, logitBiasFlag, nonNegativeIntegerFlag, parseWeight, positiveIntegerFlag, reasonerTaskFlag, safeIntegerFlag, stopFlag, threadsFlag } from './flags.js';
+import { decimalFlag, logitBiasFlag, nonNegativeIntegerFlag, parseWeight, positiveIntegerFlag, reasonerTaskFlag, type ReasonerTaskFlag, safeIntegerFlag, stopFlag, threadsFlag } from './flags.js';
 
 /** `PATH[=WEIGHT]` (or a registry ref): the weight is what follows the last `=` when it is a number. */
 const reasonerFlag = (v: string, prev: ReasonerSpec[] = []): ReasonerSpec[] => {
@@ -33,7 +33,7 @@ export interface ModelFlags {
   model: string;
   dtype?: string;
   reasoner?: ReasonerSpec[];
-  reasonerTask?: { task: string; weight?: number }[];
+  reasonerTask?: ReasonerTaskFlag[];
   mode?: FusionMode;
   projector?: string;
   device: string;

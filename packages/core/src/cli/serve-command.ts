@@ -14,7 +14,7 @@ import { DEVICES } from '../runtime/devices.js';
 import { DTYPES } from '../modules/hub-variants.js';
 import { PLACEMENTS, type PlacementChoice } from '../runtime/thread-budget.js';
 import type { FusionMode } from '../compose/fusion.js';
-import { chatTemplateFile, integerFlag, jsonObjectFlag, nonNegativeIntegerFlag, parseWeight, reasonerTaskFlag, threadsFlag } from './flags.js';
+import { chatTemplateFile, integerFlag, jsonObjectFlag, nonNegativeIntegerFlag, parseWeight, reasonerTaskFlag, type ReasonerTaskFlag, threadsFlag } from './flags.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
 import type { ToolCallSyntax } from '../constrain/tool-syntax.js';
 import { sessionCacheOption } from './model-flags.js';
@@ -96,7 +96,7 @@ interface ServeFlags {
   model: string;
   dtype?: string;
   reasoner?: ReasonerSpec[];
-  reasonerTask?: { task: string; weight?: number }[];
+  reasonerTask?: ReasonerTaskFlag[];
   projector?: string;
   mode?: FusionMode;
   registry?: string;
