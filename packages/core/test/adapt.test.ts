@@ -78,6 +78,8 @@ interface RunArgs {
   embedsLength?: number;
   past?: Feeds;
   pastLength?: number;
+  /** Positions with logits, for a graph that takes `num_logits_to_keep` (default 1; 0: every position). */
+  keep?: number;
 }
 
 /** Runs one forward pass, feeding whatever the signature asks for; returns outputs and the next past. */
@@ -112,7 +114,7 @@ async function forward(s: ort.InferenceSession, a: RunArgs): Promise<{ out: ort.
     }
   }
   if (sig.useCacheBranch) feeds[sig.useCacheBranch] = new ort.Tensor('bool', [pastLength > 0], [1]);
-  if (sig.numLogitsToKeep) feeds[sig.numLogitsToKeep.name] = ids(sig.numLogitsToKeep.type, [0], []);
+  if (sig.numLogitsToKeep) feeds[sig.numLogitsToKeep.name] = ids(sig.numLogitsToKeep.type, [a.keep ?? 1], []);
   const out = await s.run(feeds);
   const past: Feeds = {};
   for (const kv of sig.kv) {
@@ -252,7 +254,7 @@ describe('adaptDecoder / prepareDecoder', function () {
       expect(dirname(p.preparedPath)).to.equal(cacheDir);
       expect(p.externalDataDir).to.equal(GENAI_DIR);
       expect(p.digest).to.match(/^sha256:[0-9a-f]{64}$/);
-      expect(p.notes.join('\n')).to.match(/LM head now runs on the last position only.*lm_head/);
+      expect(p.notes.join('\n')).to.match(/LM head now runs on the last `num_logits_to_keep` positions.*lm_head/);
       const s = await session(p);
       try {
         const sig = signatureOf(s);
@@ -365,7 +367,7 @@ describe('adaptDecoder / prepareDecoder', function () {
         // A graph that takes num_logits_to_keep keeps it (the engine sets it); the others get their head sliced.
         if (v.build.numLogitsToKeep) expect(p.notes.join('\n')).to.match(/takes `num_logits_to_keep`.*left as is/);
         else if (v.build.mergedDecoder) expect(p.notes.join('\n')).to.match(/both branches of If/);
-        else expect(p.notes.join('\n')).to.match(/LM head now runs on the last position only/);
+        else expect(p.notes.join('\n')).to.match(/LM head now runs on the last `num_logits_to_keep` positions/);
 
         const fp16 = v.build.dtype === 'float16';
         const H = v.config.hiddenSize;
@@ -383,14 +385,22 @@ describe('adaptDecoder / prepareDecoder', function () {
           // The head computes in fp32 in builder graphs, so the exposed hidden state is fp32 there.
           expect(sig.hiddenState).to.deep.equal({ name: 'last_hidden_state', type: 'float32', hiddenSize: H });
 
-          const ref = await forward(original, { tokens: prompts });
+          const ref = await forward(original, { tokens: prompts, keep: 0 });
           const got = await forward(prepared, { tokens: prompts });
           const logits = got.out.logits as ort.Tensor;
           const hidden = got.out.last_hidden_state as ort.Tensor;
-          // num_logits_to_keep (fed 0 here: every position) stays the graph's to decide; other heads run on the last position.
-          const positions = v.build.numLogitsToKeep ? prompts[0]!.length : 1;
-          expect(logits.dims).to.deep.equal([2, positions, V]);
+          expect(logits.dims).to.deep.equal([2, 1, V]);
           expect(hidden.dims).to.deep.equal([2, 1, H]);
+          // More positions when asked (drafted tokens are verified so): the original's last ones.
+          const three = (await forward(prepared, { tokens: prompts, keep: 3 })).out.logits as ort.Tensor;
+          expect(three.dims).to.deep.equal([2, 3, V]);
+          const seq = prompts[0]!.length;
+          const all = ref.out.logits as ort.Tensor;
+          const at = (t: ort.Tensor, row: number, pos: number, width: number) => (t.data as Float32Array).slice((row * width + pos) * V, (row * width + pos + 1) * V);
+          // (fp16 originals' logits are compared through lastOf below)
+          if (all.type === 'float32') {
+            for (let r = 0; r < 2; r++) for (let i = 0; i < 3; i++) expectClose(at(three, r, i, 3), at(all, r, seq - 3 + i, seq), 1e-5, `row ${r} position ${seq - 3 + i}`);
+          }
           // lm_head as [H, V] (row-major), rounded like the graph stores it
           const head = weights.lmHead ?? weights.embed; // [V, H]
           const wT = new Float32Array(H * V);
@@ -469,15 +479,18 @@ describe('adaptDecoder / prepareDecoder', function () {
     it('slices the logits output when the LM head cannot be isolated', async () => {
       const model = syntheticModel({ tokenBias: true });
       const { model: adapted, notes } = adaptDecoder(model, { lastLogitsOnly: true }, 'synthetic');
-      expect(notes.join('\n')).to.match(/sliced the `logits` output to the last position/);
+      expect(notes.join('\n')).to.match(/sliced the `logits` output to the last `num_logits_to_keep` positions/);
       expect(notes.join('\n')).to.match(/adds a computed value to the head's output/);
       const ref = await ort.InferenceSession.create(encodeModel(model));
       const s = await ort.InferenceSession.create(encodeModel(adapted));
       const feeds = { input_ids: ids('int64', [1, 2, 3, 7, 5, 0], [2, 3]) };
       const a = (await ref.run(feeds)).logits as ort.Tensor;
-      const b = (await s.run(feeds)).logits as ort.Tensor;
+      const b = (await s.run({ ...feeds, num_logits_to_keep: ids('int64', [1], []) })).logits as ort.Tensor;
       expect(b.dims).to.deep.equal([2, 1, 8]);
       for (let r = 0; r < 2; r++) expectClose(lastOf(b, r), lastOf(a, r), 1e-6, `row ${r}`);
+      const two = (await s.run({ ...feeds, num_logits_to_keep: ids('int64', [2], []) })).logits as ort.Tensor;
+      expect(two.dims).to.deep.equal([2, 2, 8]);
+      expectClose((two.data as Float32Array).slice(0, 16), (a.data as Float32Array).slice(8, 24), 1e-6, 'row 0, last two positions');
       await ref.release();
       await s.release();
       // The head is still found behind the bias, so its input can be exposed as the hidden state.
@@ -497,6 +510,7 @@ describe('adaptDecoder / prepareDecoder', function () {
       const out = await s.run({
         input_ids: ids('int64', [1, 7], [2, 1]),
         inputs_embeds: new ort.Tensor('float32', Float32Array.from(rows), [2, 2, 4]),
+        num_logits_to_keep: ids('int64', [1], []),
       });
       const b = out.logits as ort.Tensor;
       expect(b.dims).to.deep.equal([2, 1, 8]);

@@ -23,6 +23,7 @@ import { accumulateLogits, combineWithBackbone, fusionScale, type FusionMode } f
 import { weightAt, type WeightSpec } from '../compose/weights.js';
 import { reasonerFailed } from '../compose/reasoner-group.js';
 import { pickAccepted } from '../constrain/timing.js';
+import { lookupDraft, type PromptLookup } from './prompt-lookup.js';
 
 /** Rows decoded together at most, unless {@link BatchLimits.maxBatch} says otherwise. */
 export const DEFAULT_MAX_BATCH = 8;
@@ -40,6 +41,13 @@ export interface BatchLimits {
   prefillChunk?: number;
   /** Requests waiting for room at most; one more is refused with a {@link QueueFullError} (default: no limit). */
   maxQueue?: number;
+  /**
+   * Speculative decoding by prompt lookup (see prompt-lookup.ts): while one row runs, tokens drafted from its own
+   * context are run with its next token in one step and kept as far as the row samples them itself, so its output
+   * is what it gives without (default off). Rows of graphs that return joined caches or recurrent states, and
+   * rows with latent steps, decode one token a step.
+   */
+  promptLookup?: PromptLookup;
   /**
    * Row shards of the backbone for wide steps (see runtime/row-shards.ts): true opens them with the engine, on the
    * CPU, given two or more threads and no projector. Default off: slower than one session on the 2-vCPU machine
@@ -88,6 +96,8 @@ export interface BatchStats {
   prefixCache: PrefixCacheStats;
   /** The backbone's row shards, when wide steps run on them. */
   rowShards?: RowShardStats;
+  /** Prompt lookup, when on: tokens drafted and run, and those of them the rows wrote. */
+  promptLookup?: { draftedTokens: number; acceptedTokens: number };
 }
 
 interface Job {
@@ -123,6 +133,11 @@ interface Live {
   row: number;
   logits: Float32Array[];
   token: number;
+  /**
+   * Tokens drafted after `token` and run with it (prompt lookup), and each position's logits from each model:
+   * `logits[0]` are those after `token` (the row's `logits`), `logits[i]` those after the i-th drafted token.
+   */
+  draft?: { tokens: number[]; logits: Float32Array[][] };
 }
 
 /** A row being prefilled on each of its models, one chunk per model per turn. */
@@ -161,6 +176,7 @@ export class ContinuousBatch {
   private fuseScratch: [Float32Array, Float32Array] | undefined;
   /** Whether waiting prompts may be prefilled together (off once a graph refused it). */
   private together = true;
+  private readonly lookupCounts = { draftedTokens: 0, acceptedTokens: 0 };
 
   constructor(
     backbone: DecoderSession,
@@ -294,6 +310,7 @@ export class ContinuousBatch {
       counters: { copiedBytes: sum((kv) => kv.counters.copiedBytes), perRowLayoutBytes: sum((kv) => kv.counters.perRowLayoutBytes) },
       prefixCache: this.prefixStats(),
       ...(this.shards ? { rowShards: this.shards.stats() } : {}),
+      ...(this.limits.promptLookup ? { promptLookup: { ...this.lookupCounts } } : {}),
     };
   }
 
@@ -527,7 +544,7 @@ export class ContinuousBatch {
 
   /**
    * Samples every row that has logits (the batch and the rows just prefilled), drops finished rows, lets the
-   * ready rows join, and feeds the sampled tokens in one step.
+   * ready rows join, and feeds the sampled tokens in one step (a lone row's with a draft, see {@link draftFor}).
    */
   private async sampleAndStep(): Promise<void> {
     const stay: Live[] = [];
@@ -545,29 +562,8 @@ export class ContinuousBatch {
         this.endAborted(job);
         continue;
       }
-      const limit = Math.min(job.request.vocabLimit ?? this.vocab, this.vocab);
-      const logits = this.fused(c.live).subarray(0, limit);
-      let id: number;
-      let text: string;
-      let logprobs: TokenLogprobs | undefined;
-      try {
-        // Read before the grammar mask and the sampler write over the logits.
-        const pass = row.measure(logits);
-        const ctx = { generated: row.ids, prompt: row.prompt };
-        // A constrained row's grammar has accepted the token when it is picked.
-        id = row.forcedToken() ?? (row.constraint ? await pickAccepted(row.constraint, row.sampler, logits, ctx) : row.sampler.sample(logits, ctx));
-        logprobs = row.record(pass, id);
-        // Once the grammar has taken its stop token the reply is complete (even when EOS is otherwise ignored).
-        text = row.accept(id, job.eos.has(id) || row.constraint?.isComplete() === true);
-      } catch (err) {
-        this.failJob(job, err as Error);
-        continue;
-      }
-      // A token is sampled from logits already computed; only feeding it needs a free position.
-      const lastFit = job.used[r]! >= (job.request.contextLength ?? Infinity);
-      if (!row.finish && (row.ids.length >= job.maxTokens || lastFit)) text += row.end('length');
-      if (job.firstTokenAt === 0) job.firstTokenAt = performance.now();
-      job.request.onToken(logprobs ? { row: r, id, text, logprobs } : { row: r, id, text });
+      const id = await this.sampleRow(c.live);
+      if (id === undefined) continue;
       if (row.finish) {
         if (--job.unfinished === 0) this.finish(job);
         continue;
@@ -588,6 +584,19 @@ export class ContinuousBatch {
       this.order[m] = [...this.order[m]!.filter(alive), ...adding.map((j) => j.live)];
     });
     if (this.live.length === 0) return;
+    const draft = this.live.length === 1 ? this.draftFor(this.live[0]!) : [];
+    if (draft.length === 0 || !(await this.runDraft(this.live[0]!, draft))) await this.stepRows();
+    const steppedJobs = new Set<Job>();
+    for (const l of this.live) {
+      l.job.used[l.row]!++;
+      steppedJobs.add(l.job);
+    }
+    for (const job of steppedJobs) job.steps++;
+    await this.think();
+  }
+
+  /** Feeds every row its token, on each model in one step, and keeps the logits. */
+  private async stepRows(): Promise<void> {
     let prepared = false;
     for (let m = 0; m < this.models.length; m++) {
       const rows = this.order[m];
@@ -600,13 +609,108 @@ export class ContinuousBatch {
       const width = this.models[m]!.vocabSize;
       rows.forEach((l, i) => (l.logits[l.job.models.indexOf(m)] = logits.subarray(i * width, (i + 1) * width)));
     }
-    const steppedJobs = new Set<Job>();
-    for (const l of this.live) {
-      l.job.used[l.row]!++;
-      steppedJobs.add(l.job);
+  }
+
+  /**
+   * Feeds a lone row its token and `draft` after it, on each of its models in one run, and keeps every position's
+   * logits for {@link sampleRow}. False, with nothing fed, when a model refused the run (it decodes one token a step
+   * from then on): the models that ran it take it back.
+   */
+  private async runDraft(l: Live, draft: readonly number[]): Promise<boolean> {
+    const seq = 1 + draft.length;
+    const positions = Array.from({ length: seq }, () => [] as Float32Array[]);
+    const ran: BatchKv[] = [];
+    l.job.rows[l.row]!.constraint?.prepare?.();
+    for (const [at, m] of l.job.models.entries()) {
+      const kv = this.kvs[m] as BatchKv;
+      let logits: Float32Array;
+      try {
+        logits = await this.onModel(m, () => kv.run([l.token, ...draft], seq));
+      } catch {
+        // (a failure that is not a refusal shows again in the one-token step that follows)
+        for (const done of ran) done.dropLast(seq);
+        return false;
+      }
+      ran.push(kv);
+      const width = this.models[m]!.vocabSize;
+      positions.forEach((p, i) => (p[at] = logits.subarray(i * width, (i + 1) * width)));
     }
-    for (const job of steppedJobs) job.steps++;
-    await this.think();
+    l.logits = positions[0]!;
+    l.draft = { tokens: [...draft], logits: positions };
+    this.lookupCounts.draftedTokens += draft.length;
+    return true;
+  }
+
+  /**
+   * The draft a lone row runs with its next token: what prompt lookup finds in its prompt and reply, as much as
+   * its token limit and context leave room for. None where prompt lookup is off, the row has latent steps (they
+   * run from a one-position step's hidden state), or one of its models cannot take positions back.
+   */
+  private draftFor(l: Live): number[] {
+    const lookup = this.limits.promptLookup;
+    const { job, row: r } = l;
+    if (!lookup || job.request.latent) return [];
+    if (!job.models.every((m) => this.kvs[m] instanceof BatchKv && this.kvs[m].takesRuns)) return [];
+    const row = job.rows[r]!;
+    // The token and the draft are fed; the draft's tokens and the one after it may be written.
+    const room = Math.min(job.maxTokens - row.ids.length, (job.request.contextLength ?? Infinity) - job.used[r]!) - 1;
+    if (room <= 0) return [];
+    return lookupDraft([...row.prompt, ...row.ids], lookup, Math.min(room, lookup.draftTokens));
+  }
+
+  /**
+   * Samples a row's next token, and reports it; after a drafted run, each drafted token the row samples itself is
+   * kept and the next position sampled, so that what it writes is what it writes without drafts. The positions of
+   * the rejected rest are taken back. Returns the last token sampled (undefined when the row's request failed).
+   */
+  private async sampleRow(l: Live): Promise<number | undefined> {
+    const { job, row: r, draft } = l;
+    const row = job.rows[r]!;
+    for (let at = 0; ; at++) {
+      const id = await this.sampleOne(l);
+      if (id === undefined || !draft) return id;
+      if (!row.finish && at < draft.tokens.length && id === draft.tokens[at]) {
+        // (already run: its position is the row's)
+        job.used[r]!++;
+        l.logits = draft.logits[at + 1]!;
+        continue;
+      }
+      this.lookupCounts.acceptedTokens += at + (at < draft.tokens.length && id === draft.tokens[at] ? 1 : 0);
+      l.draft = undefined;
+      // A finished row leaves, its cache with it.
+      if (!row.finish) for (const m of job.models) (this.kvs[m] as BatchKv).dropLast(draft.tokens.length - at);
+      return id;
+    }
+  }
+
+  /** Samples one token of a row from its logits and reports it (undefined when the row's request failed). */
+  private async sampleOne(l: Live): Promise<number | undefined> {
+    const { job, row: r } = l;
+    const row = job.rows[r]!;
+    const limit = Math.min(job.request.vocabLimit ?? this.vocab, this.vocab);
+    const logits = this.fused(l).subarray(0, limit);
+    let id: number;
+    let text: string;
+    let logprobs: TokenLogprobs | undefined;
+    try {
+      // Read before the grammar mask and the sampler write over the logits.
+      const pass = row.measure(logits);
+      const ctx = { generated: row.ids, prompt: row.prompt };
+      // A constrained row's grammar has accepted the token when it is picked.
+      id = row.forcedToken() ?? (row.constraint ? await pickAccepted(row.constraint, row.sampler, logits, ctx) : row.sampler.sample(logits, ctx));
+      logprobs = row.record(pass, id);
+      // Once the grammar has taken its stop token the reply is complete (even when EOS is otherwise ignored).
+      text = row.accept(id, job.eos.has(id) || row.constraint?.isComplete() === true);
+    } catch (err) {
+      this.failJob(job, err as Error);
+      return undefined;
+    }
+    // A token is sampled from logits already computed; only feeding it needs a free position.
+    const lastFit = job.used[r]! >= (job.request.contextLength ?? Infinity);
+    if (!row.finish && (row.ids.length >= job.maxTokens || lastFit)) text += row.end('length');
+    if (job.firstTokenAt === 0) job.firstTokenAt = performance.now();
+    job.request.onToken(logprobs ? { row: r, id, text, logprobs } : { row: r, id, text });
+    return id;
   }
 
   /**

@@ -90,8 +90,10 @@ export interface Timing {
   loadMs: number;
   /** Prompt processing up to the first token's logits. */
   prefillMs: number;
-  /** Mean time per generated token after the first. */
+  /** Mean time per generated token after the first (of the longest row). */
   msPerToken: number;
+  /** Model steps after the first token: one a token, fewer where prompt lookup's drafted tokens were kept. */
+  decodeSteps: number;
   totalMs: number;
   /** What the grammar stage cost, when a response format constrained the call. */
   grammar?: GrammarTiming;

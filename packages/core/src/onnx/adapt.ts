@@ -2,16 +2,16 @@
  * Graph adaptation: turns an exported decoder (see ARCHITECTURE.md, "ONNX decoder conventions accepted") into a
  * "prepared" copy that suits the engine:
  *
- * - `lastLogitsOnly`: `logits` become `[B, 1, V]` (the last position only), so `[B, S, V]` never crosses the
- *   session boundary on long prompts. The LM head is found by walking back from `logits` through
+ * - `lastLogitsOnly`: `logits` become `[B, N, V]`, the last N positions (N the int64 scalar input
+ *   `num_logits_to_keep`, added where the graph lacks it), so `[B, S, V]` never crosses the session boundary on
+ *   long prompts. The LM head is found by walking back from `logits` through
  *   shape-preserving ops (Cast, Identity, Tanh, Add/Sub/Mul/Div by a broadcast constant, Reshape to a constant
  *   `[0|-1 ...]` shape) to the MatMul (or com.microsoft FusedMatMul / MatMulNBits / MatMulBnb4) whose other operand is
- *   constant; a Slice on its data input makes the head run on one position. Through the `If` of a merged
+ *   constant; a Slice on its data input makes the head run on those positions only. Through the `If` of a merged
  *   decoder both branches are adapted. When no head can be found (or the path is shared with other outputs),
  *   the `logits` output itself is sliced instead, which still keeps the boundary small. A graph that takes
- *   `num_logits_to_keep` is left as is: the engine sets it (to 1, or to more positions for right-padded rows). A
- *   GroupQueryAttention graph without it gets that input (the last N positions) instead of a slice to the last
- *   one: right-padded rows of prompts run together end before the last position.
+ *   `num_logits_to_keep` is left as is. The engine sets it to 1 for most runs, to more where right-padded rows of
+ *   prompts run together end before the last position, and where drafted tokens are verified.
  * - `logitsFloat32`: fp16 logits get a final Cast to float32 (the output keeps the name `logits`).
  * - `hiddenState`: the LM head's input (the final post-norm hidden state) becomes an extra output
  *   `last_hidden_state` (`[B, 1, H]` with `lastLogitsOnly`, else `[B, S, H]`). Its type is the head's compute
@@ -42,7 +42,6 @@ import {
   type ValueInfoProto,
 } from './proto.js';
 import { SIGNATURE_NAMES, UnsupportedModelError, type ValueMetadata } from './signature.js';
-import { usesGroupQueryAttention } from './graph-facts.js';
 
 /** What to change in a decoder graph; every flag defaults to false. */
 export interface AdaptOptions {
@@ -417,8 +416,6 @@ type HeadLoc =
       /** False when a value on the path is read elsewhere: slicing the head would change other results. */
       safe: boolean;
       why?: string;
-      /** Set once the head reads a last-position Slice of `hidden`: that Slice's output. */
-      sliced?: string;
     }
   | {
       kind: 'if';
@@ -585,25 +582,25 @@ export function adaptDecoder(model: ModelProto | O.IModelProto, opts: AdaptOptio
   if (opts.lastLogitsOnly || opts.hiddenState) loc = locateHead(ctx, ctx.main, N.logits);
 
   // A graph that takes num_logits_to_keep already runs its head on the positions asked for: the engine asks for
-  // the last one, and for more where right-padded rows end before it (prompts prefilled together).
+  // the last one, and for more where right-padded rows end before it (prompts prefilled together) or where drafted
+  // tokens are verified (speculative decoding).
   const keepsLogits = (graph.input ?? []).some((i) => i.name === N.numLogitsToKeep);
   if (opts.lastLogitsOnly && keepsLogits) {
     notes.push('lastLogitsOnly: the graph takes `num_logits_to_keep`, which the engine sets to the positions it needs; left as is');
   } else if (opts.lastLogitsOnly) {
-    // A right-padded (GroupQueryAttention) graph's shorter rows end before its last position when prompts run
-    // together: it gets a `num_logits_to_keep` input (the last N positions) instead of a slice to the last one.
-    const keep = usesGroupQueryAttention(graph) ? addKeepInput(ctx) : undefined;
-    const start = keep ?? ctx.i64([-1n]);
-    const what = keep ? 'the last `num_logits_to_keep` positions (an input added: the graph is right-padded)' : 'the last position';
+    // Every graph gets a `num_logits_to_keep` input (the last N positions) instead of a slice to the last one: a
+    // right-padded graph's shorter rows end before its last position, and drafted tokens need a logit each.
+    const start = addKeepInput(ctx);
+    const what = 'the last `num_logits_to_keep` positions (an input added)';
     if (typeof loc === 'object' && loc.safe) {
-      sliceHead(ctx, loc, start, keep === undefined);
+      sliceHead(ctx, loc, start);
       notes.push(`lastLogitsOnly: the LM head now runs on ${what} only: ${describeHead(loc)}`);
     } else {
       const reason = typeof loc === 'string' ? loc : (loc?.why ?? 'unknown');
       appendAtOutput(ctx, N.logits, (src) => [ctx.node('Slice', [src, start, ctx.i64([INT64_MAX]), ctx.i64([1n])], [N.logits])], 'full');
       notes.push(`lastLogitsOnly: sliced the \`logits\` output to ${what} (the head still computes every position; ${reason})`);
     }
-    setOutputDims(graph, N.logits, (d) => [d[0], keep ? KEPT_DIM : 1, d[2]]);
+    setOutputDims(graph, N.logits, (d) => [d[0], KEPT_DIM, d[2]]);
   }
 
   if (opts.hiddenState) {
@@ -677,24 +674,22 @@ function appendAtOutput(ctx: Ctx, name: string, make: (src: string) => NodeProto
 
 /**
  * Inserts a Slice in front of the head (in each branch of an If) from position `start`, a value of the main graph:
- * −1 when `last` (the last position only), else −num_logits_to_keep.
+ * −num_logits_to_keep.
  */
-function sliceHead(ctx: Ctx, loc: HeadLoc, start: string, last: boolean): void {
+function sliceHead(ctx: Ctx, loc: HeadLoc, start: string): void {
   if (loc.kind === 'head') {
     const sliced = ctx.fresh(`${loc.hidden}_last`);
     insertBefore(loc.scope.graph, loc.head, [ctx.node('Slice', [loc.hidden, start, ctx.i64([INT64_MAX]), ctx.i64([1n])], [sliced])]);
     loc.head.input![0] = sliced;
-    // The hidden state output reuses a slice to the last position only.
-    if (last) loc.sliced = sliced;
     dropValueInfo(loc.scope.graph, loc.pathValues);
     return;
   }
   loc.branches.forEach((b, i) => {
-    sliceHead(ctx, b, start, last);
+    sliceHead(ctx, b, start);
     const g = loc.branchScopes[i]!.graph;
     const out = g.output![loc.index]!;
     const t = tensorType(out);
-    if (t.elemType !== undefined && t.dims?.length === 3) g.output![loc.index] = valueInfoOf(out.name!, t.elemType, [t.dims[0], last ? 1 : KEPT_DIM, t.dims[2]]);
+    if (t.elemType !== undefined && t.dims?.length === 3) g.output![loc.index] = valueInfoOf(out.name!, t.elemType, [t.dims[0], KEPT_DIM, t.dims[2]]);
   });
   dropValueInfo(loc.scope.graph, [loc.node.output![loc.index]!]);
 }
@@ -719,7 +714,6 @@ function addKeepInput(ctx: Ctx): string {
 /** Makes the head's input available as a value of `loc.scope`'s graph (an extra If output for merged decoders). */
 function exposeHidden(ctx: Ctx, loc: HeadLoc, o: { wantLast: boolean; type: number; dims: Dim[] }): string {
   if (loc.kind === 'head') {
-    if (o.wantLast && loc.sliced) return loc.sliced;
     if (o.wantLast) {
       const name = ctx.fresh(`${loc.hidden}_last`);
       insertBefore(loc.scope.graph, loc.head, [ctx.node('Slice', [loc.hidden, ctx.i64([-1n]), ctx.i64([INT64_MAX]), ctx.i64([1n])], [name])]);

@@ -30,7 +30,7 @@ import { OnnxFormatError, encodeModel, readModel } from './proto.js';
 import { graphFacts, type GraphFacts } from './graph-facts.js';
 
 /** Bump when the adaptation changes what it writes: old cache entries are then ignored. */
-export const PREPARED_FORMAT_VERSION = 8;
+export const PREPARED_FORMAT_VERSION = 9;
 
 /** Options of {@link prepareDecoder}. */
 export interface PrepareOptions extends AdaptOptions {

@@ -244,6 +244,8 @@ export class BatchKv implements BatchCache {
   /** Slots each row of {@link past} has: {@link width}, plus the room an appending graph's steps write into. */
   private slots = 0;
   readonly counters: KvCounters = { copiedBytes: 0, perRowLayoutBytes: 0 };
+  /** Set once the graph refused a run of several positions. */
+  private runRefused = false;
   /** Each row's last hidden state `[rows × hidden]` after the latest step, when the graph reports it. */
   hidden: Float32Array | undefined;
 
@@ -296,14 +298,22 @@ export class BatchKv implements BatchCache {
     this.relayout(keep, added, Math.max(0, ...keep.map((r) => this.lengths[r]!), ...added.map((c) => c.length)));
   }
 
-  /** Copies the kept and added rows into a new cache `width` positions wide (and its room). */
-  private relayout(keep: readonly number[], added: readonly RowCache[], width: number): void {
+  /** Copies the kept and added rows into a new cache `width` positions wide (and its room, at least `room` slots). */
+  private relayout(keep: readonly number[], added: readonly RowCache[], width: number, room = 0): void {
+    this.copyRows(
+      [
+        ...keep.map((r) => ({ source: this.past, row: r, srcWidth: this.slots, first: this.firstSlot(this.width, this.lengths[r]!), length: this.lengths[r]! })),
+        ...added.map((c) => ({ source: c.past, row: c.row ?? 0, srcWidth: c.width ?? c.length, first: rowStart(c), length: c.length })),
+      ],
+      width,
+      room,
+    );
+  }
+
+  /** Copies `parts` (each `length` positions from slot `first` of a row of `source`) into the rows of a new cache. */
+  private copyRows(parts: readonly { source: Record<string, ort.Tensor>; row: number; srcWidth: number; first: number; length: number }[], width: number, room: number): void {
     const sig = this.session.signature;
-    const parts = [
-      ...keep.map((r) => ({ source: this.past, row: r, srcWidth: this.slots, first: this.firstSlot(this.width, this.lengths[r]!), length: this.lengths[r]! })),
-      ...added.map((c) => ({ source: c.past, row: c.row ?? 0, srcWidth: c.width ?? c.length, first: rowStart(c), length: c.length })),
-    ];
-    const slots = parts.length > 0 ? this.slotsFor(width) : 0;
+    const slots = parts.length > 0 ? Math.max(this.slotsFor(width), width + room) : 0;
     const past: Record<string, ort.Tensor> = {};
     if (parts.length > 0) {
       for (const name of pastNames(sig)) {
@@ -357,24 +367,98 @@ export class BatchKv implements BatchCache {
   }
 
   /** {@link step} for a graph that returns only new keys and values: they are written into the cache's room. */
-  private async appendStep(tokens: readonly number[]): Promise<Float32Array> {
+  private appendStep(tokens: readonly number[]): Promise<Float32Array> {
+    return this.appendRun(tokens, 1);
+  }
+
+  /**
+   * Whether {@link run} and {@link dropLast} work on this cache: a graph with no recurrent state (which cannot be
+   * taken back), logits of several positions (`num_logits_to_keep`), and either new keys and values out (positions
+   * are taken back by no longer counting them) or left padding (they are cut off by a copy).
+   */
+  get takesRuns(): boolean {
     const sig = this.session.signature;
-    if (this.width === this.slots) {
+    return !this.runRefused && sig.states.length === 0 && this.session.keepsLogits && (sig.kvAppends || this.padding === 'left');
+  }
+
+  /**
+   * Feeds `seq` tokens to each row (`tokens` `[rows × seq]`, e.g. a token and the draft that follows it) and
+   * returns the logits of every position (`[rows × seq × vocab]`). Needs {@link takesRuns}. A graph that refuses
+   * the run (some exports take a prompt or one token at a time) leaves the cache as it was, and takes no more runs.
+   */
+  async run(tokens: readonly number[], seq: number): Promise<Float32Array> {
+    if (!this.takesRuns) throw new Error('runs of several positions need a graph without recurrent states that returns logits of several positions');
+    // A per-row layout copies every row's cache into the batch tensor, then the present back out.
+    this.counters.perRowLayoutBytes += this.lengths.reduce((n, l) => n + (2 * l + seq), 0) * this.bytesPerPosition;
+    try {
+      return await (this.session.signature.kvAppends ? this.appendRun(tokens, seq) : this.joinedRun(tokens, seq));
+    } catch (err) {
+      this.runRefused = true;
+      throw err;
+    }
+  }
+
+  /**
+   * Takes back the last `n` positions of every row (a draft's rejected tokens): with new keys and values out their
+   * slots become room again, which the next run writes over; else the rows are copied without them. Needs
+   * {@link takesRuns}.
+   */
+  dropLast(n: number): void {
+    if (n === 0) return;
+    if (!this.takesRuns) throw new Error('positions can be taken back only from a graph without recurrent states');
+    if (this.lengths.some((l) => l < n)) throw new Error(`cannot take back ${n} positions from a row of ${Math.min(...this.lengths)}`);
+    if (this.session.signature.kvAppends) {
+      this.width -= n;
+      this.lengths = this.lengths.map((l) => l - n);
+      this.hidden = undefined;
+      return;
+    }
+    const rows = this.lengths.map((length, row) => ({ source: this.past, row, srcWidth: this.slots, first: this.firstSlot(this.width, length), length: length - n }));
+    this.copyRows(rows, this.width - n, 0);
+  }
+
+  /** {@link run} of a left-padded graph that returns joined caches: the present, `seq` positions wider, is the cache. */
+  private async joinedRun(tokens: readonly number[], seq: number): Promise<Float32Array> {
+    const { rows, width } = this;
+    const span = width + seq;
+    const mask = new Array<number>(rows * span);
+    const positions: number[] = [];
+    for (let r = 0; r < rows; r++) {
+      const length = this.lengths[r]!;
+      for (let c = 0; c < span; c++) mask[r * span + c] = c >= width - length ? 1 : 0;
+      for (let i = 0; i < seq; i++) positions.push(length + i);
+    }
+    const { logits, present } = await this.session.forward(tokens, rows, this.past, width, mask, positions, undefined, undefined, seq);
+    this.hidden = undefined;
+    releaseTensors(Object.values(this.past));
+    this.past = present;
+    this.width = this.slots = span;
+    this.lengths = this.lengths.map((l) => l + seq);
+    return logits;
+  }
+
+  /** Writes `seq` positions a row into the cache's room (grown first when it lacks room for them). */
+  private async appendRun(tokens: readonly number[], seq: number): Promise<Float32Array> {
+    const sig = this.session.signature;
+    if (this.width + seq > this.slots) {
       const all = this.lengths.map((_, r) => r);
-      this.relayout(all, [], this.width);
+      this.relayout(all, [], this.width, seq);
     }
     const { rows, width, slots } = this;
-    // Each row's positions end at `width` (left padding before them, room after them, both masked); the new token is last.
-    const mask = new Array<number>(rows * (slots + 1)).fill(0);
+    // Each row's positions end at `width` (left padding before them, room after them, both masked); the new tokens are last.
+    const span = slots + seq;
+    const mask = new Array<number>(rows * span).fill(0);
+    const positions: number[] = [];
     for (let r = 0; r < rows; r++) {
-      mask.fill(1, r * (slots + 1) + width - this.lengths[r]!, r * (slots + 1) + width);
-      mask[r * (slots + 1) + slots] = 1;
+      mask.fill(1, r * span + width - this.lengths[r]!, r * span + width);
+      mask.fill(1, r * span + slots, (r + 1) * span);
+      for (let i = 0; i < seq; i++) positions.push(this.lengths[r]! + i);
     }
-    const { logits, fresh, hidden } = await this.session.appendStep(tokens, this.past, slots, mask, this.lengths);
+    const { logits, fresh, hidden } = await this.session.appendStep(tokens, this.past, slots, mask, positions, seq);
     this.hidden = hidden;
-    writeStep(sig, this.past, fresh, rows, slots, width);
-    this.width = width + 1;
-    this.lengths = this.lengths.map((l) => l + 1);
+    writeStep(sig, this.past, fresh, rows, slots, width, seq);
+    this.width = width + seq;
+    this.lengths = this.lengths.map((l) => l + seq);
     return logits;
   }
 }

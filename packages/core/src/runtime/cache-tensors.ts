@@ -147,11 +147,11 @@ export function presentsOf(sig: DecoderSignature, out: Record<string, ort.Tensor
 export const KV_ROOM = 64;
 
 /**
- * Writes a step's output into a cache with room (`kvAppends`), `past` by past input name (`[rows, kvHeads, slots,
- * headDim]`, its own): each row's new keys and values (`fresh`, `[rows, kvHeads, 1, headDim]` by past input name) into
- * slot `at`; each recurrent state replaced by its new one (the old one freed).
+ * Writes a run's output into a cache with room (`kvAppends`), `past` by past input name (`[rows, kvHeads, slots,
+ * headDim]`, its own): each row's `seq` new keys and values (`fresh`, `[rows, kvHeads, seq, headDim]` by past input
+ * name) into slots `at`…; each recurrent state replaced by its new one (the old one freed).
  */
-export function writeStep(sig: DecoderSignature, past: Record<string, ort.Tensor>, fresh: Record<string, ort.Tensor>, rows: number, slots: number, at: number): void {
+export function writeStep(sig: DecoderSignature, past: Record<string, ort.Tensor>, fresh: Record<string, ort.Tensor>, rows: number, slots: number, at: number, seq = 1): void {
   for (const name of pastNames(sig)) {
     const values = fresh[name]!;
     if (stateOf(sig, name)) {
@@ -160,6 +160,6 @@ export function writeStep(sig: DecoderSignature, past: Record<string, ort.Tensor
       continue;
     }
     const into = past[name]!.data as CacheData;
-    for (let row = 0; row < rows; row++) copyRow(sig, name, values.data as CacheData, { row, width: 1, first: 0, length: 1 }, into, { row, width: slots, first: at, length: 1 });
+    for (let row = 0; row < rows; row++) copyRow(sig, name, values.data as CacheData, { row, width: seq, first: 0, length: seq }, into, { row, width: slots, first: at, length: seq });
   }
 }

@@ -419,7 +419,8 @@ export class DecoderSession {
    * last-position logits `[rows × vocab]` (fp32), the present caches by past input name, and the last
    * position's hidden state `[rows × hidden]` when the graph reports it. With `ends` (each row's last own
    * position among this run's `seq`, for right-padded rows) the logits are each row's at its own end instead, and
-   * no hidden state is returned; that needs a graph with `num_logits_to_keep` (see {@link keepsLogits}).
+   * no hidden state is returned; that needs a graph with `num_logits_to_keep` (see {@link keepsLogits}). With
+   * `every`, the logits of each of the last `every` positions (`[rows × every × vocab]`), and no hidden state.
    */
   async forward(
     ids: readonly number[],
@@ -430,17 +431,19 @@ export class DecoderSession {
     positions: readonly number[],
     embeds?: Float32Array,
     ends?: readonly number[],
+    every?: number,
   ): Promise<{ logits: Float32Array; present: Record<string, ort.Tensor>; hidden?: Float32Array }> {
     const fed = past ?? emptyPast(this.signature, rows);
-    const { out, ...rest } = await this.runBatch(ids, rows, fed, pastLength, mask, positions, embeds, ends);
+    const { out, ...rest } = await this.runBatch(ids, rows, fed, pastLength, mask, positions, embeds, ends, every);
     return { ...rest, present: presentsOf(this.signature, out, fed, pastLength, rows) };
   }
 
   /**
-   * One step of a cache kept with room to spare, for a graph that returns only new keys and values
-   * (`signature.kvAppends`): one token per row after `past` (`[rows, kvHeads, slots, headDim]`, its unused slots masked
-   * out in `mask`, `[rows × (slots + 1)]`). Returns the last-position logits, each row's new keys and values
-   * (`[rows, kvHeads, 1, headDim]`) and recurrent states by past input name, and the hidden state when reported.
+   * A run on a cache kept with room to spare, for a graph that returns only new keys and values
+   * (`signature.kvAppends`): `seq` tokens per row (`tokens` `[rows × seq]`) after `past` (`[rows, kvHeads, slots,
+   * headDim]`, its unused slots masked out in `mask`, `[rows × (slots + seq)]`). Returns the logits of every position
+   * run (`[rows × seq × vocab]`; a step's are the last position's), each row's new keys and values (`[rows, kvHeads,
+   * seq, headDim]`) and recurrent states by past input name, and the hidden state when reported (one step only).
    */
   async appendStep(
     tokens: readonly number[],
@@ -448,9 +451,10 @@ export class DecoderSession {
     slots: number,
     mask: readonly number[],
     positions: readonly number[],
+    seq = 1,
   ): Promise<{ logits: Float32Array; fresh: Record<string, ort.Tensor>; hidden?: Float32Array }> {
     if (!this.signature.kvAppends) throw new ModelRunError(`${this.label}: the graph returns joined caches (present.{i}), not new keys and values`);
-    const { out, ...rest } = await this.runBatch(tokens, tokens.length, past, slots, mask, positions);
+    const { out, ...rest } = await this.runBatch(tokens, tokens.length / seq, past, slots, mask, positions, undefined, undefined, seq);
     return { ...rest, fresh: byPastName(this.signature, out) };
   }
 
@@ -463,6 +467,8 @@ export class DecoderSession {
     positions: readonly number[],
     embeds?: Float32Array,
     ends?: readonly number[],
+    /** Logits of every one of the last `every` positions (none: one per row). */
+    every?: number,
   ): Promise<{ logits: Float32Array; out: Record<string, ort.Tensor>; hidden?: Float32Array }> {
     const sig = this.signature;
     if (embeds && !sig.inputsEmbeds) throw new ModelRunError(`${this.label}: this session was not prepared with an inputs_embeds input`);
@@ -475,8 +481,8 @@ export class DecoderSession {
     if (sig.attentionMask) feeds[sig.attentionMask.name] = idTensor(sig.attentionMask.type, mask, [rows, pastLength + seq]);
     if (sig.positionIds) feeds[sig.positionIds.name] = idTensor(sig.positionIds.type, positions, [rows, seq]);
     if (sig.useCacheBranch) feeds[sig.useCacheBranch] = new ort.Tensor('bool', [pastLength > 0], [1]);
-    // Logits of the last `keep` positions: every row's own end among them.
-    const keep = ends ? seq - Math.min(...ends) : 1;
+    // Logits of the last `keep` positions: every row's own end among them, or all those asked for.
+    const keep = every ?? (ends ? seq - Math.min(...ends) : 1);
     if (keep > 1 && !sig.numLogitsToKeep) throw new ModelRunError(`${this.label}: the graph returns the last position's logits only (no num_logits_to_keep input)`);
     if (sig.numLogitsToKeep) feeds[sig.numLogitsToKeep.name] = idTensor(sig.numLogitsToKeep.type, [keep], []);
     let out: Record<string, ort.Tensor>;
@@ -486,6 +492,7 @@ export class DecoderSession {
       throw new ModelRunError(`${this.label}: batch step failed at position ${pastLength}: ${(err as Error).message}`);
     }
     if (ends) return { logits: atPositions(out[sig.logits.name]!, rows, sig.logits.vocabSize, ends.map((e) => seq - 1 - e)), out };
+    if (every !== undefined && every > 1) return { logits: out[sig.logits.name]!.data as Float32Array, out };
     const logits = lastPosition(out[sig.logits.name]!, rows, sig.logits.vocabSize);
     if (!sig.hiddenState) return { logits, out };
     return { logits, out, hidden: lastPosition(out[sig.hiddenState.name]!, rows, sig.hiddenState.hiddenSize) };

@@ -1,0 +1,185 @@
+/**
+ * Speculative decoding by prompt lookup: drafts looked up in the row's own tokens, run with its next token in one
+ * step and kept as far as the row samples them itself. Outputs equal decoding without it (greedy, seeded sampling,
+ * grammars, stop strings, limits, composition), on graphs that take positions back for free (new keys and values
+ * out: converted GGUFs) and by a copy (joined presents: builder graphs and hub exports).
+ */
+import { expect } from 'chai';
+import { Engine, type StreamOptions } from '../src/engine.js';
+import { lookupDraft, promptLookup } from '../src/generate/prompt-lookup.js';
+import { DecoderSession } from '../src/runtime/decoder-session.js';
+import { BatchKv, RowPrefill } from '../src/runtime/batch-kv.js';
+import { prepareDecoder } from '../src/onnx/prepared-cache.js';
+import type { GenerationResult } from '../src/generate/types.js';
+import { builtModel, cacheDir } from './support/models.js';
+import { makeModule, storiesConfig, storiesModule } from './support/modules.js';
+import { logprobGap } from './support/logprob-compare.js';
+
+const defaults = promptLookup(true);
+
+describe('prompt lookup', () => {
+  describe('drafts', () => {
+    it('proposes what followed the latest earlier occurrence of the longest matching run of last tokens', () => {
+      // ... 7 8 9 | 1 2 3 4 5 ... 1 2 3 → 4 5 (the longest run, 3 tokens, at its latest occurrence)
+      expect(lookupDraft([1, 2, 3, 4, 5, 6, 1, 2, 3, 9, 9, 1, 2, 3], defaults)).to.deep.equal([9, 9, 1, 2]);
+      expect(lookupDraft([1, 2, 3, 4, 5, 6, 7, 2, 3], defaults)).to.deep.equal([4, 5, 6, 7]);
+      // Shorter runs only when no longer one matched; none below minNgram.
+      expect(lookupDraft([5, 2, 3, 4, 8, 3, 4], defaults)).to.deep.equal([8, 3, 4]);
+      expect(lookupDraft([1, 2, 3, 4, 3], defaults)).to.deep.equal([]);
+      expect(lookupDraft([1, 2, 3, 4, 3], promptLookup({ minNgram: 1 }))).to.deep.equal([4, 3]);
+      // As many tokens as asked, never past the end.
+      expect(lookupDraft([1, 2, 3, 4, 5, 6, 1, 2], defaults, 2)).to.deep.equal([3, 4]);
+      expect(lookupDraft([1, 2, 1, 2], defaults)).to.deep.equal([1, 2]);
+      expect(lookupDraft([1, 2], defaults)).to.deep.equal([]);
+      expect(lookupDraft([1, 2, 3, 1, 2], defaults, 0)).to.deep.equal([]);
+    });
+
+    it('checks its options', () => {
+      expect(promptLookup(true)).to.deep.equal({ draftTokens: 4, maxNgram: 3, minNgram: 2 });
+      expect(promptLookup({ draftTokens: 8, minNgram: 4 })).to.deep.equal({ draftTokens: 8, maxNgram: 4, minNgram: 4 });
+      expect(() => promptLookup({ draftTokens: 0 })).to.throw(RangeError, /draftTokens must be a whole number >= 1/);
+      expect(() => promptLookup({ maxNgram: 1.5 })).to.throw(RangeError, /maxNgram/);
+      expect(() => promptLookup({ minNgram: 3, maxNgram: 2 })).to.throw(RangeError, /minNgram \(3\) is more than maxNgram \(2\)/);
+    });
+  });
+
+  describe('the batch cache', () => {
+    /**
+     * Feeds a prompt's cache `tokens` one step at a time, and as one run of all of them with the last `back`
+     * taken back and the next token fed after; the logits of each position must agree.
+     */
+    async function runAgainstSteps(kvOutput: 'new' | 'joined'): Promise<number> {
+      const path = await builtModel(`lookup-${kvOutput}`, storiesConfig({ numLayers: 2 }), { kvOutput }, 5);
+      const p = await prepareDecoder(path, { lastLogitsOnly: true, logitsFloat32: true, cacheDir });
+      const session = await DecoderSession.create({ path: p.preparedPath });
+      try {
+        const prompt = [1, 40, 41, 42, 43, 44, 45, 46];
+        const fed = [100, 101, 102, 103, 104];
+        const next = 200;
+        const fresh = async () => {
+          const prefill = new RowPrefill(session, prompt, Infinity);
+          await prefill.next();
+          const kv = new BatchKv(session);
+          kv.rebuild([], [prefill.cache]);
+          return kv;
+        };
+        const width = session.vocabSize;
+        const stepped = await fresh();
+        const one: Float32Array[] = [];
+        for (const t of fed) one.push((await stepped.step([t])).slice());
+        const reference = await fresh();
+        for (const t of fed.slice(0, 2)) await reference.step([t]);
+        const after = (await reference.step([next])).slice();
+
+        const run = await fresh();
+        expect(run.takesRuns).to.equal(true);
+        const all = await run.run(fed, fed.length);
+        let worst = 0;
+        const diff = (a: Float32Array, b: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i]!)), 0);
+        fed.forEach((_, i) => (worst = Math.max(worst, diff(all.subarray(i * width, (i + 1) * width), one[i]!))));
+        expect(run.lengthOf(0)).to.equal(prompt.length + fed.length);
+        run.dropLast(3);
+        expect(run.lengthOf(0)).to.equal(prompt.length + 2);
+        worst = Math.max(worst, diff(await run.step([next]), after));
+        // Runs go on after a rollback, and past the room the cache kept.
+        for (let i = 0; i < 30; i++) {
+          await run.run([5, 6, 7], 3);
+          run.dropLast(2);
+        }
+        expect(run.lengthOf(0)).to.equal(prompt.length + 3 + 30);
+        return worst;
+      } finally {
+        await session.release();
+      }
+    }
+
+    it('runs several positions and takes the last back, where the graph returns new keys and values', async () => {
+      expect(await runAgainstSteps('new')).to.be.lessThan(1e-4);
+    });
+
+    it('runs several positions and takes the last back, where the graph returns joined caches', async () => {
+      expect(await runAgainstSteps('joined')).to.be.lessThan(1e-4);
+    });
+  });
+
+  describe('the engine', function () {
+    this.timeout(120_000);
+    let plain: Engine;
+    let lookup: Engine;
+    let stories: string;
+    const prompt = 'Once upon a time, there was a little girl named Lily. She loved to play with her ball. One day, Lily';
+
+    before(async () => {
+      stories = await storiesModule();
+      [plain, lookup] = await Promise.all([Engine.load({ model: stories, cacheDir }), Engine.load({ model: stories, cacheDir, promptLookup: true })]);
+    });
+    after(async () => {
+      await Promise.all([plain?.dispose(), lookup?.dispose()]);
+    });
+
+    const rows = (r: GenerationResult) => r.rows.map((row) => ({ ids: row.ids, text: row.text, finishReason: row.finishReason }));
+
+    async function same(options: StreamOptions, input: string = prompt): Promise<{ steps: number; tokens: number }> {
+      const [want, got] = [await plain.generate({ prompt: input }, options), await lookup.generate({ prompt: input }, options)];
+      expect(rows(got)).to.deep.equal(rows(want));
+      // (a run of several positions computes them in another order: equal to rounding)
+      if (options.logprobs !== undefined) expect(logprobGap(got.rows[0]!.logprobs!, want.rows[0]!.logprobs!)).to.be.lessThan(1e-4);
+      return { steps: got.timing.decodeSteps, tokens: got.usage.completionTokens };
+    }
+
+    it('writes what the model writes without it, in fewer steps, on a trained model (stories260K)', async () => {
+      const before = (await lookup.stats()).promptLookup!;
+      const { steps, tokens } = await same({ maxTokens: 120 });
+      const after = (await lookup.stats()).promptLookup!;
+      const accepted = after.acceptedTokens - before.acceptedTokens;
+      expect(after.draftedTokens - before.draftedTokens).to.be.greaterThan(accepted);
+      expect(accepted, 'drafted tokens the model wrote').to.be.greaterThan(10);
+      expect(steps).to.be.at.most(tokens - accepted);
+    });
+
+    it('keeps seeded sampling, log-probabilities, stop strings and token limits as they are', async () => {
+      for (const seed of [1, 2, 3]) await same({ maxTokens: 80, temperature: 0.7, topP: 0.9, seed });
+      await same({ maxTokens: 60, logprobs: 3 });
+      await same({ maxTokens: 100, stop: ['Lily was'] });
+      for (const maxTokens of [1, 2, 3, 5, 17]) await same({ maxTokens });
+    });
+
+    it('keeps a grammar: constrained output as it is without drafts', async () => {
+      const schema = { type: 'object', properties: { name: { type: 'string', maxLength: 12 }, ball: { type: 'boolean' } }, required: ['name', 'ball'] };
+      await same({ maxTokens: 60, responseFormat: { type: 'json_schema', schema } });
+    });
+
+    it('drafts nothing while other calls share the batch, and each call is as it is alone', async () => {
+      const before = (await lookup.stats()).promptLookup!;
+      const [a, b] = await Promise.all([lookup.generate({ prompt }, { maxTokens: 40 }), lookup.generate({ prompt: 'Tim and Sam went to the park.' }, { maxTokens: 40 })]);
+      expect(rows(a)).to.deep.equal(rows(await plain.generate({ prompt }, { maxTokens: 40 })));
+      expect(rows(b)).to.deep.equal(rows(await plain.generate({ prompt: 'Tim and Sam went to the park.' }, { maxTokens: 40 })));
+      const after = (await lookup.stats()).promptLookup!;
+      // (a call may draft while it runs alone: before the other joins, or after it has finished)
+      expect(after.draftedTokens - before.draftedTokens).to.be.lessThan(80);
+    });
+
+    it('composes reasoners on joined-cache graphs: every model runs the draft and takes back the rest', async () => {
+      const backbone = await makeModule({ name: 'lookup-backbone', kind: 'backbone', config: storiesConfig({ hiddenSize: 64, numLayers: 3 }), seed: 11 });
+      const reasoner = await makeModule({ name: 'lookup-reasoner', config: storiesConfig({ hiddenSize: 32 }), seed: 12 });
+      const load = (on: boolean) => Engine.load({ model: backbone, reasoners: [{ model: reasoner, weight: 0.7 }], placement: 'inline', cacheDir, ...(on ? { promptLookup: { draftTokens: 6, minNgram: 1 } } : {}) });
+      const [off, on] = await Promise.all([load(false), load(true)]);
+      try {
+        // A random model's greedy reply falls into loops, which lookup drafts.
+        const input = 'the cat sat on the mat and the cat sat on the';
+        const [want, got] = [await off.generate({ prompt: input }, { maxTokens: 64 }), await on.generate({ prompt: input }, { maxTokens: 64 })];
+        expect(rows(got)).to.deep.equal(rows(want));
+        const counts = (await on.stats()).promptLookup!;
+        expect(counts.acceptedTokens).to.be.greaterThan(0);
+      } finally {
+        await Promise.all([off.dispose(), on.dispose()]);
+      }
+    });
+
+    it('refuses bad options by name', async () => {
+      let err: Error | undefined;
+      await Engine.load({ model: stories, cacheDir, promptLookup: { draftTokens: -1 } }).catch((e: Error) => (err = e));
+      expect(err?.message).to.match(/promptLookup\.draftTokens must be a whole number >= 1; got -1/);
+    });
+  });
+});
