@@ -214,6 +214,7 @@ async function preparedStep(path: string, prompt: number[], table: Uint8Array, f
         input_ids: ids(tokens),
         attention_mask: ids(prompt.map(() => 1)),
         position_ids: ids(prompt.map((_, i) => i)),
+        num_logits_to_keep: new ort.Tensor('int64', BigInt64Array.from([1n]), []),
       };
       const x = new Float32Array(embeds.length * h);
       embeds.forEach((t, i) => x.set(rows.subarray(t * h, (t + 1) * h), i * h));

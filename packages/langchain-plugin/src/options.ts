@@ -127,6 +127,17 @@ export const ModelOptionsSchema = z.strictObject({
    * time (core's `sessionCache`): default for models whose decode step reads at least 64 MiB; false: never.
    */
   sessionCache: z.boolean().optional(),
+  /**
+   * Speculative decoding by prompt lookup (core's `promptLookup`): a call running alone drafts its next tokens from
+   * its own prompt and reply and keeps them as far as the model writes them itself, so replies are unchanged and
+   * those that quote their context (retrieval answers, extraction, edits) take fewer steps. true: the defaults.
+   */
+  promptLookup: z
+    .union([
+      z.boolean(),
+      z.strictObject({ draftTokens: z.int().positive().optional(), maxNgram: z.int().positive().optional(), minNgram: z.int().positive().optional() }),
+    ])
+    .optional(),
   ...generation,
 });
 

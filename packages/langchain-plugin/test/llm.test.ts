@@ -100,6 +100,21 @@ describe('ReasonerLLM', function () {
     expect(threads(), 'threads left by the failed create').to.be.at.most(before);
   });
 
+  it('with promptLookup, writes what it writes without (drafts from its own context kept as far as the model writes them)', async () => {
+    const fast = await ReasonerLLM.create({ backbone: await storiesModule(), cacheDir, maxTokens: 60, promptLookup: { draftTokens: 6 } });
+    try {
+      const prompt = 'Tom had a big red ball. He liked to play with the ball.';
+      expect(await fast.invoke(prompt)).to.equal(await llm.invoke(prompt, { reasoners: [], maxTokens: 60 }));
+      const err = await ReasonerLLM.create({ backbone: await storiesModule(), cacheDir, promptLookup: { draftTokens: 0 } }).then(
+        () => undefined,
+        (e: Error) => e,
+      );
+      expect(err?.message).to.match(/promptLookup/);
+    } finally {
+      await fast.dispose();
+    }
+  });
+
   it('runs in a chain with a prompt template and an output parser', async () => {
     const chain = PromptTemplate.fromTemplate('Once upon a {when}').pipe(llm.withConfig({ reasoners: [] })).pipe(new StringOutputParser());
     expect(await chain.invoke({ when: 'time' })).to.equal(alone);

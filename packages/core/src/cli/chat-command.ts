@@ -13,7 +13,7 @@ import { TextTokenizer, type ChatMessage } from '../tokenizer/tokenizer.js';
 import { ChatReplySplitter, keptTokens, replyParsing, thinkingBudgetFor } from '../chat/reply.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
 import { chatTemplateFile, jsonObjectFlag, nonNegativeIntegerFlag, positiveIntegerFlag } from './flags.js';
-import { addModelFlags, addSamplingFlags, engineOptions, samplingOptions, type ModelFlags, type SamplingFlags } from './model-flags.js';
+import { addModelFlags, addSamplingFlags, decodeSpeed, engineOptions, samplingOptions, type ModelFlags, type SamplingFlags } from './model-flags.js';
 
 interface ChatFlags extends ModelFlags, SamplingFlags {
   system?: string;
@@ -125,7 +125,7 @@ async function converse(c: Conversation): Promise<void> {
       const thinking = splitter.reasoningTokens(row.ids, (ids) => c.tokenizer.decode(ids, false));
       process.stderr.write(
         `[${promptTokens} prompt tokens (${cachedPromptTokens ?? 0} cached) + ${completionTokens} generated${thinking ? ` (${thinking} thinking)` : ''}, ` +
-          `${result.timing.prefillMs.toFixed(1)} ms prefill, ${result.timing.msPerToken.toFixed(2)} ms/token, ${row.finishReason}]\n`,
+          `${result.timing.prefillMs.toFixed(1)} ms prefill, ${decodeSpeed(result)}, ${row.finishReason}]\n`,
       );
       history = [...messages, { role: 'assistant', content: answer, ...(thought ? { reasoning_content: thought } : {}) }];
     }

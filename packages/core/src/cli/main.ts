@@ -24,7 +24,7 @@ import { addServeCommand } from './serve-command.js';
 import { addChatCommand } from './chat-command.js';
 import { addEmbedCommand } from './embed-command.js';
 import { addModelsCommand } from './models-command.js';
-import { addModelFlags, addSamplingFlags, engineOptions, localModelWithProgress, samplingOptions, type ModelFlags, type SamplingFlags } from './model-flags.js';
+import { addModelFlags, addSamplingFlags, decodeSpeed, engineOptions, localModelWithProgress, samplingOptions, type ModelFlags, type SamplingFlags } from './model-flags.js';
 import { integerFlag, positiveIntegerFlag, promptIdsFlag } from './flags.js';
 import type { PromptInput } from '../runtime/protocol.js';
 
@@ -96,7 +96,7 @@ async function generate(flags: GenerateFlagsWithFormat): Promise<void> {
       process.stderr.write(
         `[${result.usage.promptTokens} prompt + ${result.usage.completionTokens} generated tokens` +
           `${result.usage.latentSteps !== undefined ? ` + ${result.usage.latentSteps} latent steps` : ''}, ` +
-          `${result.timing.prefillMs.toFixed(1)} ms prefill, ${result.timing.msPerToken.toFixed(2)} ms/token, ${row.finishReason}]\n`,
+          `${result.timing.prefillMs.toFixed(1)} ms prefill, ${decodeSpeed(result)}, ${row.finishReason}]\n`,
       );
     }
   } finally {

@@ -6,6 +6,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { existsSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { EngineOptions, StreamOptions } from '../engine.js';
+import type { GenerationResult } from '../generate/types.js';
 import type { FusionMode } from '../compose/fusion.js';
 import { isGgufFile } from '../gguf/gguf-module.js';
 import { isLocalModelName, localModelPath } from '../modules/local-names.js';
@@ -43,6 +44,26 @@ export interface ModelFlags {
   kvCache?: 'float32' | 'float16';
   /** false with --no-session-cache. */
   sessionCache?: boolean;
+  /** --prompt-lookup, with the draft's length when given. */
+  promptLookup?: true | number;
+}
+
+/** --prompt-lookup [n] (Engine.load's `promptLookup`), for every command that generates. */
+export function promptLookupOption(): Option {
+  return new Option('--prompt-lookup [n]', "speculative decoding by prompt lookup: draft up to n tokens (default 4) from the reply's own context, kept as far as the model writes them itself").argParser(positiveIntegerFlag('--prompt-lookup'));
+}
+
+/** A generation's decode speed for the summary line: ms per token, and its steps where drafts saved some. */
+export function decodeSpeed(result: GenerationResult): string {
+  const { msPerToken, decodeSteps } = result.timing;
+  const after = Math.max(0, ...result.rows.map((r) => r.ids.length - 1));
+  return `${msPerToken.toFixed(2)} ms/token${decodeSteps < after ? ` (${decodeSteps} steps for ${after} tokens)` : ''}`;
+}
+
+/** Engine.load's `promptLookup` of the --prompt-lookup flag. */
+export function promptLookupOf(flag: true | number | undefined): Pick<EngineOptions, 'promptLookup'> {
+  if (flag === undefined) return {};
+  return { promptLookup: flag === true ? true : { draftTokens: flag } };
 }
 
 /** --no-session-cache (Engine.load's `sessionCache: false`), for every command that loads a model. */
@@ -78,6 +99,7 @@ export function addModelFlags(command: Command): Command {
     .option('--context-length <n>', "positions a generation may use, at most the model's own (default: the model's)", positiveIntegerFlag('--context-length'))
     .addOption(new Option('--kv-cache <t>', "keys' and values' type of .gguf models converted on first use: float16 (default, as llama.cpp's; faster at long contexts) or float32 (exact against llama.cpp's F32 cache)").choices(['float32', 'float16']))
     .addOption(sessionCacheOption())
+    .addOption(promptLookupOption())
     .addOption(
       new Option('--placement <p>', 'where reasoners run: lanes (threads beside the backbone), inline (after it), auto')
         .choices([...PLACEMENTS])
@@ -130,6 +152,7 @@ export async function engineOptions(flags: ModelFlags): Promise<EngineOptions> {
     ...(flags.placement ? { placement: flags.placement } : {}),
     ...(flags.contextLength !== undefined ? { contextLength: flags.contextLength } : {}),
     ...(flags.sessionCache === false ? { sessionCache: false } : {}),
+    ...promptLookupOf(flags.promptLookup),
   };
 }
 

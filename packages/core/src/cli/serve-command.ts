@@ -17,7 +17,7 @@ import type { FusionMode } from '../compose/fusion.js';
 import { chatTemplateFile, integerFlag, jsonObjectFlag, nonNegativeIntegerFlag, parseWeight, reasonerTaskFlag, type ReasonerTaskFlag, threadsFlag } from './flags.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
 import type { ToolCallSyntax } from '../constrain/tool-syntax.js';
-import { sessionCacheOption } from './model-flags.js';
+import { promptLookupOf, promptLookupOption, sessionCacheOption } from './model-flags.js';
 
 /** `NAME=REF[=WEIGHT]`: the served name, the model (path or registry reference), an optional default weight. */
 export function servedReasonerFlag(v: string, prev: ReasonerSpec[] = []): ReasonerSpec[] {
@@ -125,6 +125,7 @@ interface ServeFlags {
   placement?: PlacementChoice;
   contextLength?: number;
   kvCache?: 'float32' | 'float16';
+  promptLookup?: true | number;
 }
 
 /** Adds `serve` to the `reasonplug` program. */
@@ -163,6 +164,7 @@ export function addServeCommand(program: Command): void {
     .option('--context-length <n>', "positions a request may use (prompt and reply), at most the model's own (vLLM's --max-model-len)", integerFlag('--context-length', 1, Number.MAX_SAFE_INTEGER, 'a whole number >= 1'))
     .addOption(new Option('--kv-cache <t>', "keys' and values' type of .gguf models converted on first use: float16 (default, as llama.cpp's; faster at long contexts) or float32 (exact against llama.cpp's F32 cache)").choices(['float32', 'float16']))
     .addOption(sessionCacheOption())
+    .addOption(promptLookupOption())
     .addOption(new Option('--placement <p>', 'where reasoners run').choices([...PLACEMENTS]).default('auto'))
     .action((flags: ServeFlags) => serve(flags));
 }
@@ -209,6 +211,7 @@ async function serve(flags: ServeFlags): Promise<void> {
       ...(flags.contextLength !== undefined ? { contextLength: flags.contextLength } : {}),
       ...(flags.kvCache ? { ggufKvCache: flags.kvCache } : {}),
       ...(flags.sessionCache === false ? { sessionCache: false } : {}),
+      ...promptLookupOf(flags.promptLookup),
     },
     ...(flags.name ? { name: flags.name } : {}),
     ...(flags.alias ? { aliases: flags.alias } : {}),

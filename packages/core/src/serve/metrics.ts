@@ -62,7 +62,15 @@ export class ServerMetrics {
   /** The exposition text; `gauges` are the values of the moment. */
   render(
     modelName: string,
-    gauges: { running: number; waiting: number; kvUsage: number; kvBytes: number; kvCapacityBytes: number; prefixCache: PrefixCacheStats | undefined },
+    gauges: {
+      running: number;
+      waiting: number;
+      kvUsage: number;
+      kvBytes: number;
+      kvCapacityBytes: number;
+      prefixCache: PrefixCacheStats | undefined;
+      promptLookup?: { draftedTokens: number; acceptedTokens: number } | undefined;
+    },
   ): string {
     const label = `model_name="${modelName.replace(/["\\\n]/g, '_')}"`;
     const out: string[] = [];
@@ -79,6 +87,13 @@ export class ServerMetrics {
     metric('reasonplug:prefix_cache_bytes', 'gauge', 'Bytes of KV cache kept of recent prompts for prefix caching.', [one('reasonplug:prefix_cache_bytes', prefix?.bytes ?? 0)]);
     metric('reasonplug:prefix_cache_queries_total', 'counter', 'Prompt tokens looked up in the prefix cache.', [one('reasonplug:prefix_cache_queries_total', prefix?.queriedTokens ?? 0)]);
     metric('reasonplug:prefix_cache_hits_total', 'counter', 'Prompt tokens found in the prefix cache (not run).', [one('reasonplug:prefix_cache_hits_total', prefix?.hitTokens ?? 0)]);
+    const lookup = gauges.promptLookup;
+    if (lookup) {
+      metric('reasonplug:spec_decode_num_draft_tokens_total', 'counter', 'Tokens drafted by prompt lookup and run.', [one('reasonplug:spec_decode_num_draft_tokens_total', lookup.draftedTokens)]);
+      metric('reasonplug:spec_decode_num_accepted_tokens_total', 'counter', 'Drafted tokens the model wrote itself (kept).', [
+        one('reasonplug:spec_decode_num_accepted_tokens_total', lookup.acceptedTokens),
+      ]);
+    }
     metric('reasonplug:prompt_tokens_total', 'counter', 'Prompt tokens processed.', [one('reasonplug:prompt_tokens_total', this.promptTokens)]);
     metric('reasonplug:generation_tokens_total', 'counter', 'Tokens generated.', [one('reasonplug:generation_tokens_total', this.generationTokens)]);
     metric(

@@ -1,0 +1,167 @@
+/**
+ * Speculative decoding by prompt lookup, against decoding without it and against llama.cpp with and without its
+ * own prompt lookup (node-llama-cpp's InputLookupTokenPredictor), on the same GGUF files, 2 threads, greedy:
+ *   - `stories260K`: the real trained model (../shared/models), story openings as prompts, replies to EOS or the
+ *     token limit: the ground truth of what drafts from a reply's own context are worth;
+ *   - `llama125m`: the serving benchmark's random ~125M Q4_0 Llama, random prompt ids, `ignore_eos`: its greedy
+ *     replies fall into loops, which drafts follow (an upper bound on acceptance, not a workload).
+ * Figures per generation: decode ms per token after the first, model steps per token, the share of drafted
+ * tokens kept, and how many leading tokens equal the same contender's without drafts (all of them, but where a
+ * run of several positions rounds a near tie the other way). Contenders rotate within each round; medians over
+ * rounds and prompts.
+ *
+ *   npm run bench:prompt-lookup [-- --rounds 3 --tokens 128 --models stories260k,llama125m]
+ */
+import { parseArgs } from 'node:util';
+import { Engine } from '../packages/core/src/engine.js';
+import { createRng } from '../packages/core/src/sampling/index.js';
+import { models as sharedModels } from '../test/support/paths.js';
+import { servingGguf } from './support/models.js';
+import { median, printTable } from './support/stats.js';
+
+const THREADS = 2;
+const DRAFT = 4;
+const STORIES = ['Once upon a time, there was a little girl named Lily.', 'Tom had a big red ball. He liked to play with the ball in the park.', 'One day, a cat and a dog went to the park.'];
+type Contender = 'reasonplug' | 'reasonplug + lookup' | 'llama.cpp' | 'llama.cpp + lookup';
+const CONTENDERS: Contender[] = ['reasonplug', 'reasonplug + lookup', 'llama.cpp', 'llama.cpp + lookup'];
+
+interface Run {
+  ids: number[];
+  /** Decode ms per token after the first. */
+  msPerToken: number;
+  steps: number;
+  drafted: number;
+  accepted: number;
+}
+type Generate = (promptIds: number[], tokens: number) => Promise<Run>;
+
+async function engineContender(gguf: string, lookup: boolean, ignoreEos: boolean): Promise<{ generate: Generate; dispose: () => Promise<void> }> {
+  const engine = await Engine.load({ model: gguf, intraOpThreads: THREADS, ...(lookup ? { promptLookup: { draftTokens: DRAFT } } : {}) });
+  const generate: Generate = async (promptIds, tokens) => {
+    const before = (await engine.stats()).promptLookup;
+    const r = await engine.generate({ promptIds }, { maxTokens: tokens, ignoreEos });
+    const after = (await engine.stats()).promptLookup;
+    return {
+      ids: r.rows[0]!.ids,
+      msPerToken: r.timing.msPerToken,
+      steps: r.timing.decodeSteps,
+      drafted: (after?.draftedTokens ?? 0) - (before?.draftedTokens ?? 0),
+      accepted: (after?.acceptedTokens ?? 0) - (before?.acceptedTokens ?? 0),
+    };
+  };
+  return { generate, dispose: () => engine.dispose() };
+}
+
+async function llamaCppContender(gguf: string, lookup: boolean, ignoreEos: boolean, contextSize: number): Promise<{ generate: Generate; dispose: () => Promise<void> }> {
+  const { getLlama, LlamaLogLevel, InputLookupTokenPredictor } = await import('node-llama-cpp');
+  const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
+  const model = await llama.loadModel({ modelPath: gguf });
+  const ctx = await model.createContext({ contextSize, threads: THREADS });
+  const eos = model.tokens.eos;
+  const generate: Generate = async (promptIds, tokens) => {
+    // A fresh sequence each time: its predictor starts from this prompt, and its counts are this call's.
+    let tokenPredictor: InstanceType<typeof InputLookupTokenPredictor> | undefined;
+    if (lookup) {
+      // (a raw sequence's predictor is told the prompt; llama.cpp's completion classes do this themselves)
+      tokenPredictor = new InputLookupTokenPredictor({ patternLength: { min: 2, max: 3 }, predictionLength: { max: DRAFT } });
+      tokenPredictor.updateInputTokens(promptIds as never[]);
+    }
+    const seq = ctx.getSequence(tokenPredictor ? { tokenPredictor } : {});
+    try {
+      const ids: number[] = [];
+      let first = 0;
+      for await (const id of seq.evaluate(promptIds as never[], { temperature: 0 })) {
+        if (ids.length === 0) first = performance.now();
+        ids.push(id as number);
+        if (ids.length >= tokens || (!ignoreEos && id === eos)) break;
+      }
+      const msPerToken = ids.length > 1 ? (performance.now() - first) / (ids.length - 1) : 0;
+      const p = seq.tokenPredictions;
+      return { ids, msPerToken, steps: ids.length - 1 - p.used, drafted: p.validated + p.refuted, accepted: p.validated };
+    } finally {
+      seq.dispose();
+    }
+  };
+  return { generate, dispose: async () => (await ctx.dispose(), await model.dispose()) };
+}
+
+/** Leading ids two runs share. */
+function agreed(a: readonly number[], b: readonly number[]): number {
+  let n = 0;
+  while (n < a.length && n < b.length && a[n] === b[n]) n++;
+  return n;
+}
+
+async function benchModel(name: string, rounds: number, tokens: number): Promise<Record<string, unknown>[]> {
+  const stories = name === 'stories260k';
+  const gguf = stories ? sharedModels.stories260K : await servingGguf();
+  const ignoreEos = !stories;
+  const contenders = {
+    reasonplug: await engineContender(gguf, false, ignoreEos),
+    'reasonplug + lookup': await engineContender(gguf, true, ignoreEos),
+    'llama.cpp': await llamaCppContender(gguf, false, ignoreEos, 1024),
+    'llama.cpp + lookup': await llamaCppContender(gguf, true, ignoreEos, 1024),
+  } satisfies Record<Contender, unknown>;
+  let prompts: number[][];
+  if (stories) {
+    const tokenizer = await Engine.load({ model: gguf });
+    prompts = await Promise.all(STORIES.map((s) => tokenizer.tokenize(s)));
+    await tokenizer.dispose();
+  } else {
+    const rng = createRng(7);
+    prompts = STORIES.map(() => [1, ...Array.from({ length: 24 }, () => 100 + Math.floor(rng() * 31000))]);
+  }
+  const runs: Record<Contender, Run[]> = { reasonplug: [], 'reasonplug + lookup': [], 'llama.cpp': [], 'llama.cpp + lookup': [] };
+  const agreement: Record<Contender, number[]> = { reasonplug: [], 'reasonplug + lookup': [], 'llama.cpp': [], 'llama.cpp + lookup': [] };
+  for (let round = 0; round < rounds; round++) {
+    for (const [p, prompt] of prompts.entries()) {
+      const order = CONTENDERS.map((_, i) => CONTENDERS[(i + round + p) % CONTENDERS.length]!);
+      const got = {} as Record<Contender, Run>;
+      for (const c of order) got[c] = await contenders[c].generate(prompt, tokens);
+      for (const c of CONTENDERS) runs[c].push(got[c]);
+      agreement['reasonplug + lookup'].push(agreed(got['reasonplug + lookup'].ids, got.reasonplug.ids) / got.reasonplug.ids.length);
+      agreement['llama.cpp + lookup'].push(agreed(got['llama.cpp + lookup'].ids, got['llama.cpp'].ids) / got['llama.cpp'].ids.length);
+    }
+  }
+  for (const c of Object.values(contenders)) await c.dispose();
+  const base = median(runs.reasonplug.map((r) => r.msPerToken));
+  return CONTENDERS.map((c) => {
+    const rs = runs[c];
+    const drafted = rs.reduce((n, r) => n + r.drafted, 0);
+    const accepted = rs.reduce((n, r) => n + r.accepted, 0);
+    const ms = median(rs.map((r) => r.msPerToken));
+    return {
+      model: name,
+      contender: c,
+      tokens: median(rs.map((r) => r.ids.length)),
+      msPerToken: Number(ms.toFixed(3)),
+      vsReasonplug: Number((ms / base).toFixed(2)),
+      stepsPerToken: Number(median(rs.map((r) => r.steps / Math.max(1, r.ids.length - 1))).toFixed(2)),
+      keptOfDrafted: drafted > 0 ? Number((accepted / drafted).toFixed(2)) : null,
+      sameAsWithout: agreement[c].length > 0 ? Number(median(agreement[c]).toFixed(2)) : null,
+    };
+  });
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      rounds: { type: 'string', default: '3' },
+      tokens: { type: 'string', default: '128' },
+      models: { type: 'string', default: 'stories260k,llama125m' },
+    },
+  });
+  const rows: Record<string, unknown>[] = [];
+  for (const name of values.models.split(',')) {
+    if (name !== 'stories260k' && name !== 'llama125m') throw new Error(`unknown model ${name}; stories260k or llama125m`);
+    rows.push(...(await benchModel(name, Number(values.rounds), Number(values.tokens))));
+  }
+  console.log(JSON.stringify({ bench: 'prompt-lookup', threads: THREADS, draftTokens: DRAFT, rows }));
+  printTable(
+    `Prompt lookup, ${THREADS} threads, greedy, up to ${values.tokens} tokens (medians over ${values.rounds} rounds × ${STORIES.length} prompts)`,
+    ['model', 'contender', 'tokens', 'ms/token', 'vs reasonplug', 'steps/token', 'kept of drafted', 'same as without'],
+    rows.map((r) => [r.model, r.contender, r.tokens, r.msPerToken, `${r.vsReasonplug}x`, r.stepsPerToken, r.keptOfDrafted ?? '-', r.sameAsWithout ?? '-'] as (string | number)[]),
+  );
+}
+
+await main();
