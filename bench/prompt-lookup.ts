@@ -1,6 +1,7 @@
 /**
  * Speculative decoding by prompt lookup, against decoding without it and against llama.cpp with and without its
- * own prompt lookup (node-llama-cpp's InputLookupTokenPredictor), on the same GGUF files, 2 threads, greedy:
+ * own prompt lookup (node-llama-cpp's InputLookupTokenPredictor, which looks in the prompt only), on the same GGUF
+ * files, greedy, 2 threads (llama.cpp also at 1, its better setting on this 2-vCPU machine):
  *   - `stories260K`: the real trained model (../shared/models), story openings as prompts, replies to EOS or the
  *     token limit: the ground truth of what drafts from a reply's own context are worth;
  *   - `llama125m`: the serving benchmark's random ~125M Q4_0 Llama, random prompt ids, `ignore_eos`: its greedy
@@ -22,8 +23,10 @@ import { median, printTable } from './support/stats.js';
 const THREADS = 2;
 const DRAFT = 4;
 const STORIES = ['Once upon a time, there was a little girl named Lily.', 'Tom had a big red ball. He liked to play with the ball in the park.', 'One day, a cat and a dog went to the park.'];
-type Contender = 'reasonplug' | 'reasonplug + lookup' | 'llama.cpp' | 'llama.cpp + lookup';
-const CONTENDERS: Contender[] = ['reasonplug', 'reasonplug + lookup', 'llama.cpp', 'llama.cpp + lookup'];
+type Contender = 'reasonplug' | 'reasonplug + lookup' | 'llama.cpp' | 'llama.cpp + lookup' | 'llama.cpp 1t' | 'llama.cpp 1t + lookup';
+const CONTENDERS: Contender[] = ['reasonplug', 'reasonplug + lookup', 'llama.cpp', 'llama.cpp + lookup', 'llama.cpp 1t', 'llama.cpp 1t + lookup'];
+/** Each contender with lookup, and the one it is compared with (the same without lookup). */
+const WITHOUT: Partial<Record<Contender, Contender>> = { 'reasonplug + lookup': 'reasonplug', 'llama.cpp + lookup': 'llama.cpp', 'llama.cpp 1t + lookup': 'llama.cpp 1t' };
 
 interface Run {
   ids: number[];
@@ -52,11 +55,11 @@ async function engineContender(gguf: string, lookup: boolean, ignoreEos: boolean
   return { generate, dispose: () => engine.dispose() };
 }
 
-async function llamaCppContender(gguf: string, lookup: boolean, ignoreEos: boolean, contextSize: number): Promise<{ generate: Generate; dispose: () => Promise<void> }> {
+async function llamaCppContender(gguf: string, lookup: boolean, ignoreEos: boolean, contextSize: number, threads: number): Promise<{ generate: Generate; dispose: () => Promise<void> }> {
   const { getLlama, LlamaLogLevel, InputLookupTokenPredictor } = await import('node-llama-cpp');
   const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
   const model = await llama.loadModel({ modelPath: gguf });
-  const ctx = await model.createContext({ contextSize, threads: THREADS });
+  const ctx = await model.createContext({ contextSize, threads });
   const eos = model.tokens.eos;
   const generate: Generate = async (promptIds, tokens) => {
     // A fresh sequence each time: its predictor starts from this prompt, and its counts are this call's.
@@ -99,8 +102,10 @@ async function benchModel(name: string, rounds: number, tokens: number): Promise
   const contenders = {
     reasonplug: await engineContender(gguf, false, ignoreEos),
     'reasonplug + lookup': await engineContender(gguf, true, ignoreEos),
-    'llama.cpp': await llamaCppContender(gguf, false, ignoreEos, 1024),
-    'llama.cpp + lookup': await llamaCppContender(gguf, true, ignoreEos, 1024),
+    'llama.cpp': await llamaCppContender(gguf, false, ignoreEos, 1024, THREADS),
+    'llama.cpp + lookup': await llamaCppContender(gguf, true, ignoreEos, 1024, THREADS),
+    'llama.cpp 1t': await llamaCppContender(gguf, false, ignoreEos, 1024, 1),
+    'llama.cpp 1t + lookup': await llamaCppContender(gguf, true, ignoreEos, 1024, 1),
   } satisfies Record<Contender, unknown>;
   let prompts: number[][];
   if (stories) {
@@ -111,16 +116,18 @@ async function benchModel(name: string, rounds: number, tokens: number): Promise
     const rng = createRng(7);
     prompts = STORIES.map(() => [1, ...Array.from({ length: 24 }, () => 100 + Math.floor(rng() * 31000))]);
   }
-  const runs: Record<Contender, Run[]> = { reasonplug: [], 'reasonplug + lookup': [], 'llama.cpp': [], 'llama.cpp + lookup': [] };
-  const agreement: Record<Contender, number[]> = { reasonplug: [], 'reasonplug + lookup': [], 'llama.cpp': [], 'llama.cpp + lookup': [] };
+  const runs = Object.fromEntries(CONTENDERS.map((c) => [c, [] as Run[]])) as Record<Contender, Run[]>;
+  const agreement = Object.fromEntries(CONTENDERS.map((c) => [c, [] as number[]])) as Record<Contender, number[]>;
   for (let round = 0; round < rounds; round++) {
     for (const [p, prompt] of prompts.entries()) {
       const order = CONTENDERS.map((_, i) => CONTENDERS[(i + round + p) % CONTENDERS.length]!);
       const got = {} as Record<Contender, Run>;
       for (const c of order) got[c] = await contenders[c].generate(prompt, tokens);
-      for (const c of CONTENDERS) runs[c].push(got[c]);
-      agreement['reasonplug + lookup'].push(agreed(got['reasonplug + lookup'].ids, got.reasonplug.ids) / got.reasonplug.ids.length);
-      agreement['llama.cpp + lookup'].push(agreed(got['llama.cpp + lookup'].ids, got['llama.cpp'].ids) / got['llama.cpp'].ids.length);
+      for (const c of CONTENDERS) {
+        runs[c].push(got[c]);
+        const without = WITHOUT[c];
+        if (without) agreement[c].push(agreed(got[c].ids, got[without].ids) / got[without].ids.length);
+      }
     }
   }
   for (const c of Object.values(contenders)) await c.dispose();

@@ -33,7 +33,23 @@ describe('reasonplug CLI', function () {
     expect(out.text).to.equal(STORY);
     expect(out.ids).to.have.length(31);
     expect(out.usage).to.deep.equal({ promptTokens: 1, completionTokens: 31 });
-    expect(Object.keys(out.timing)).to.have.members(['loadMs', 'prefillMs', 'msPerToken']);
+    expect(Object.keys(out.timing)).to.have.members(['loadMs', 'prefillMs', 'msPerToken', 'decodeSteps']);
+    expect(out.timing.decodeSteps).to.equal(30);
+  });
+
+  it('--prompt-lookup writes the same text in fewer steps, and says so; --prompt-lookup 0 is refused', async () => {
+    const args = ['generate', '--model', storiesDir, '--prompt', 'Tom had a big red ball. He liked to play with the ball.', '--max-tokens', '60'];
+    const [plain, fast] = await Promise.all([reasonplug(...args, '--json'), reasonplug(...args, '--json', '--prompt-lookup', '6')]);
+    expect(fast.code, fast.stderr).to.equal(0);
+    const [a, b] = [JSON.parse(plain.stdout), JSON.parse(fast.stdout)];
+    expect(b.text).to.equal(a.text);
+    expect(a.timing.decodeSteps).to.equal(59);
+    expect(b.timing.decodeSteps).to.be.lessThan(50);
+    const line = await reasonplug(...args, '--prompt-lookup');
+    expect(line.stderr).to.match(/ms\/token \(\d+ steps for 59 tokens\)/);
+    const refused = await reasonplug(...args, '--prompt-lookup', '0');
+    expect(refused.code).to.not.equal(0);
+    expect(refused.stderr).to.match(/--prompt-lookup must be a whole number >= 1/);
   });
 
   it('convert gguf keeps keys and values in fp16 (llama.cpp\'s cache type), --kv-cache float32 in float32, --kv-output joined as present.{i}: the same greedy story', async () => {

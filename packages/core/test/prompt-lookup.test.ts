@@ -14,6 +14,7 @@ import type { GenerationResult } from '../src/generate/types.js';
 import { builtModel, cacheDir } from './support/models.js';
 import { makeModule, storiesConfig, storiesModule } from './support/modules.js';
 import { logprobGap } from './support/logprob-compare.js';
+import { startServer } from '../src/serve/server.js';
 
 const defaults = promptLookup(true);
 
@@ -173,6 +174,26 @@ describe('prompt lookup', () => {
         expect(counts.acceptedTokens).to.be.greaterThan(0);
       } finally {
         await Promise.all([off.dispose(), on.dispose()]);
+      }
+    });
+
+    it('serves it: a completion as the engine writes it without drafts, /metrics counting drafted and kept tokens', async () => {
+      const server = await startServer({ engine: { model: stories, cacheDir, promptLookup: true }, port: 0 });
+      try {
+        await server.ready;
+        const res = await fetch(`${server.url}/v1/completions`, {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json' },
+          body: JSON.stringify({ model: 'stories260k', prompt, max_tokens: 80, temperature: 0 }),
+        });
+        const body = (await res.json()) as { choices: { text: string }[] };
+        expect(body.choices[0]!.text).to.equal((await plain.generate({ prompt }, { maxTokens: 80 })).rows[0]!.text);
+        const metrics = await (await fetch(`${server.url}/metrics`)).text();
+        const count = (name: string) => Number(new RegExp(`^reasonplug:${name}\\{[^}]*\\} (\\d+)$`, 'm').exec(metrics)?.[1]);
+        expect(count('spec_decode_num_draft_tokens_total')).to.be.greaterThan(count('spec_decode_num_accepted_tokens_total'));
+        expect(count('spec_decode_num_accepted_tokens_total')).to.be.greaterThan(0);
+      } finally {
+        await server.close();
       }
     });
 

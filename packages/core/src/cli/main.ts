@@ -75,7 +75,7 @@ async function generate(flags: GenerateFlagsWithFormat): Promise<void> {
     const result = await stream.result;
     const row = result.rows[0]!;
     if (flags.json) {
-      const { loadMs, prefillMs, msPerToken } = result.timing;
+      const { loadMs, prefillMs, msPerToken, decodeSteps } = result.timing;
       // Reasoners come back in the order they were given, those found by task last.
       const reasoners = engine.info.reasoners.map((r, i) => ({ path: flags.reasoner?.[i]?.model ?? r.modelPath, name: r.name, weight: r.weight }));
       process.stdout.write(
@@ -83,7 +83,7 @@ async function generate(flags: GenerateFlagsWithFormat): Promise<void> {
           ids: row.ids,
           text: row.text,
           usage: result.usage,
-          timing: { loadMs, prefillMs, msPerToken },
+          timing: { loadMs, prefillMs, msPerToken, decodeSteps },
           finishReason: row.finishReason,
           ...(row.parsed !== undefined ? { parsed: row.parsed } : {}),
           reasoners,
