@@ -44,8 +44,8 @@ export interface BatchLimits {
   /**
    * Speculative decoding by prompt lookup (see prompt-lookup.ts): while one row runs, tokens drafted from its own
    * context are run with its next token in one step and kept as far as the row samples them itself, so its output
-   * is what it gives without (default off). Rows of graphs that return joined caches or recurrent states, and
-   * rows with latent steps, decode one token a step.
+   * is what it gives without (default off). Rows of graphs that cannot take positions back (recurrent states,
+   * right padding) and rows with latent steps decode one token a step.
    */
   promptLookup?: PromptLookup;
   /**
@@ -620,12 +620,14 @@ export class ContinuousBatch {
     const seq = 1 + draft.length;
     const positions = Array.from({ length: seq }, () => [] as Float32Array[]);
     const ran: BatchKv[] = [];
-    l.job.rows[l.row]!.constraint?.prepare?.();
     for (const [at, m] of l.job.models.entries()) {
       const kv = this.kvs[m] as BatchKv;
       let logits: Float32Array;
       try {
-        logits = await this.onModel(m, () => kv.run([l.token, ...draft], seq));
+        const running = this.onModel(m, () => kv.run([l.token, ...draft], seq));
+        // (the grammar's mask after the token is computed while the model runs, as for a step)
+        if (at === 0) l.job.rows[l.row]!.constraint?.prepare?.();
+        logits = await running;
       } catch {
         // (a failure that is not a refusal shows again in the one-token step that follows)
         for (const done of ran) done.dropLast(seq);
