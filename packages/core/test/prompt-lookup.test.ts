@@ -12,7 +12,7 @@ import { BatchKv, RowPrefill } from '../src/runtime/batch-kv.js';
 import { prepareDecoder } from '../src/onnx/prepared-cache.js';
 import type { GenerationResult } from '../src/generate/types.js';
 import { builtModel, cacheDir } from './support/models.js';
-import { makeModule, storiesConfig, storiesModule } from './support/modules.js';
+import { makeModule, storiesConfig, storiesGqaModule, storiesModule } from './support/modules.js';
 import { logprobGap } from './support/logprob-compare.js';
 import { startServer } from '../src/serve/server.js';
 
@@ -143,6 +143,34 @@ describe('prompt lookup', () => {
       await same({ maxTokens: 60, logprobs: 3 });
       await same({ maxTokens: 100, stop: ['Lily was'] });
       for (const maxTokens of [1, 2, 3, 5, 17]) await same({ maxTokens });
+    });
+
+    it('ends at the context where it ends without drafts', async () => {
+      // (a reply that repeats itself, so that drafts run up to the context's end)
+      const looping = 'Tom had a big red ball. He liked to play with the ball.';
+      const load = (on: boolean) => Engine.load({ model: stories, cacheDir, contextLength: 90, ...(on ? { promptLookup: { draftTokens: 8, minNgram: 1 } } : {}) });
+      const [off, on] = await Promise.all([load(false), load(true)]);
+      try {
+        const [want, got] = [await off.generate({ prompt: looping }, { maxTokens: 200 }), await on.generate({ prompt: looping }, { maxTokens: 200 })];
+        expect(rows(got)).to.deep.equal(rows(want));
+        expect(got.rows[0]!.finishReason).to.equal('length');
+        expect(got.usage.promptTokens + got.usage.completionTokens).to.equal(90 + 1);
+        expect(got.timing.decodeSteps).to.be.lessThan(want.timing.decodeSteps);
+      } finally {
+        await Promise.all([off.dispose(), on.dispose()]);
+      }
+    });
+
+    it('decodes one token a step, as it does without, where the graph cannot take positions back (right-padded GroupQueryAttention)', async () => {
+      const gqa = await storiesGqaModule();
+      const [off, on] = await Promise.all([Engine.load({ model: gqa, cacheDir }), Engine.load({ model: gqa, cacheDir, promptLookup: true })]);
+      try {
+        const [want, got] = [await off.generate({ prompt }, { maxTokens: 60 }), await on.generate({ prompt }, { maxTokens: 60 })];
+        expect(rows(got)).to.deep.equal(rows(want));
+        expect((await on.stats()).promptLookup).to.deep.equal({ draftedTokens: 0, acceptedTokens: 0 });
+      } finally {
+        await Promise.all([off.dispose(), on.dispose()]);
+      }
     });
 
     it('keeps a grammar: constrained output as it is without drafts', async () => {
