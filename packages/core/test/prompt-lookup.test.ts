@@ -15,6 +15,7 @@ import { builtModel, cacheDir } from './support/models.js';
 import { makeModule, storiesConfig, storiesGqaModule, storiesModule } from './support/modules.js';
 import { logprobGap } from './support/logprob-compare.js';
 import { startServer } from '../src/serve/server.js';
+import { refuseChunksAfterPast } from './support/graph-edits.js';
 
 const defaults = promptLookup(true);
 
@@ -202,6 +203,27 @@ describe('prompt lookup', () => {
         expect(counts.acceptedTokens).to.be.greaterThan(0);
       } finally {
         await Promise.all([off.dispose(), on.dispose()]);
+      }
+    });
+
+    it('falls back to one token a step for a model that refuses a run of several positions after a past, the others taking the draft back', async () => {
+      const backbone = await makeModule({ name: 'lookup-backbone-2', kind: 'backbone', config: storiesConfig({ hiddenSize: 64, numLayers: 3 }), seed: 13 });
+      const refusing = await makeModule({ name: 'lookup-refusing', config: storiesConfig({ hiddenSize: 32 }), seed: 14, edit: refuseChunksAfterPast });
+      const input = 'the cat sat on the mat and the cat sat on the';
+      for (const [model, reasoners] of [
+        [refusing, []],
+        [backbone, [{ model: refusing, weight: 0.7 }]],
+      ] as const) {
+        const load = (on: boolean) => Engine.load({ model, reasoners: [...reasoners], placement: 'inline', cacheDir, ...(on ? { promptLookup: { minNgram: 1 } } : {}) });
+        const [off, on] = await Promise.all([load(false), load(true)]);
+        try {
+          const [want, got] = [await off.generate({ prompt: input }, { maxTokens: 48 }), await on.generate({ prompt: input }, { maxTokens: 48 })];
+          expect(rows(got)).to.deep.equal(rows(want));
+          expect((await on.stats()).promptLookup).to.deep.equal({ draftedTokens: 0, acceptedTokens: 0 });
+          expect(got.timing.decodeSteps).to.equal(want.timing.decodeSteps);
+        } finally {
+          await Promise.all([off.dispose(), on.dispose()]);
+        }
       }
     });
 
