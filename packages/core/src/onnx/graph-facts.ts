@@ -61,11 +61,6 @@ function allNodes(g: GraphProto | null | undefined, out: NodeProto[] = []): Node
 
 const isGroupQueryAttention = (n: NodeProto): boolean => n.opType === 'GroupQueryAttention' && n.domain === 'com.microsoft';
 
-/** Whether a graph (its sub-graphs included) computes attention with com.microsoft GroupQueryAttention: then it is right-padded. */
-export function usesGroupQueryAttention(graph: GraphProto | null | undefined): boolean {
-  return allNodes(graph).some(isGroupQueryAttention);
-}
-
 /** Inputs of these ops (by index) are tables a step reads a few rows of. */
 const ROW_TABLES: Record<string, number[]> = {
   Gather: [0],
