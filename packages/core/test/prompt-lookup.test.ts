@@ -6,7 +6,7 @@
  */
 import { expect } from 'chai';
 import { Engine, type StreamOptions } from '../src/engine.js';
-import { lookupDraft, promptLookup } from '../src/generate/prompt-lookup.js';
+import { lookupDraft, lookupPrediction, promptLookup } from '../src/generate/prompt-lookup.js';
 import { DecoderSession } from '../src/runtime/decoder-session.js';
 import { BatchKv, RowPrefill } from '../src/runtime/batch-kv.js';
 import { prepareDecoder } from '../src/onnx/prepared-cache.js';
@@ -34,6 +34,18 @@ describe('prompt lookup', () => {
       expect(lookupDraft([1, 2, 1, 2], defaults)).to.deep.equal([1, 2]);
       expect(lookupDraft([1, 2], defaults)).to.deep.equal([]);
       expect(lookupDraft([1, 2, 3, 1, 2], defaults, 0)).to.deep.equal([]);
+    });
+
+    it("looks up a prediction of the reply: its continuation while the reply follows it, else after the match nearest the reply's length", () => {
+      const prediction = [10, 11, 12, 13, 14, 15, 11, 12, 16, 17];
+      expect(lookupPrediction(prediction, [], defaults)).to.deep.equal([10, 11, 12, 13]);
+      expect(lookupPrediction(prediction, [10, 11], defaults, 3)).to.deep.equal([12, 13, 14]);
+      // An edit: the reply left the prediction (99), then rejoined it (11 12): the occurrence nearest position 8.
+      expect(lookupPrediction(prediction, [10, 11, 12, 13, 99, 15, 11, 12], defaults)).to.deep.equal([16, 17]);
+      expect(lookupPrediction(prediction, [99, 11, 12], defaults)).to.deep.equal([13, 14, 15, 11]);
+      expect(lookupPrediction(prediction, [99, 98], defaults)).to.deep.equal([]);
+      // The prediction's end: nothing follows it.
+      expect(lookupPrediction(prediction, [5, 16, 17], defaults)).to.deep.equal([]);
     });
 
     it('checks its options', () => {
@@ -225,6 +237,31 @@ describe('prompt lookup', () => {
           await Promise.all([off.dispose(), on.dispose()]);
         }
       }
+    });
+
+    it("drafts from a request's prediction (OpenAI's Predicted Outputs), with or without prompt lookup, and writes what it writes without", async () => {
+      const input = 'Once upon a time, there was a dog named Max.';
+      const want = await plain.generate({ prompt: input }, { maxTokens: 60 });
+      const text = want.rows[0]!.text;
+      const edited = text.replace(/\bplay\b/, 'run');
+      expect(edited).to.not.equal(text);
+      for (const engine of [plain, lookup]) {
+        for (const prediction of [text, edited, 'Nothing like the story at all.']) {
+          const got = await engine.generate({ prompt: input }, { maxTokens: 60, prediction });
+          expect(rows(got)).to.deep.equal(rows(want));
+          const { acceptedPredictionTokens: accepted, rejectedPredictionTokens: rejected } = got.usage;
+          expect(accepted).to.be.a('number');
+          expect(rejected).to.be.a('number');
+          // Each step writes one token and the drafted ones kept (without prompt lookup, all from the prediction).
+          if (engine === plain) expect(accepted! + got.timing.decodeSteps).to.equal(got.rows[0]!.ids.length - 1);
+          if (prediction === text) {
+            expect(rejected).to.equal(0);
+            expect(got.timing.decodeSteps).to.be.lessThan(16);
+          }
+          if (prediction === edited) expect(accepted).to.be.greaterThan(30);
+        }
+      }
+      expect(() => plain.generate({ prompt: input }, { prediction: 42 as never })).to.throw(/generation option prediction must be a string/);
     });
 
     it('serves it: a completion as the engine writes it without drafts, /metrics counting drafted and kept tokens', async () => {

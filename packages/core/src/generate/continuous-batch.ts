@@ -23,7 +23,7 @@ import { accumulateLogits, combineWithBackbone, fusionScale, type FusionMode } f
 import { weightAt, type WeightSpec } from '../compose/weights.js';
 import { reasonerFailed } from '../compose/reasoner-group.js';
 import { pickAccepted } from '../constrain/timing.js';
-import { lookupDraft, type PromptLookup } from './prompt-lookup.js';
+import { DEFAULT_PROMPT_LOOKUP, lookupDraft, lookupPrediction, type PromptLookup } from './prompt-lookup.js';
 
 /** Rows decoded together at most, unless {@link BatchLimits.maxBatch} says otherwise. */
 export const DEFAULT_MAX_BATCH = 8;
@@ -75,6 +75,8 @@ export interface BatchRequest extends Omit<DecodeLoopInput, 'latent'> {
    * backbone), in the order their logits are summed. Each runs only for the rows of requests that use it.
    */
   composition?: { reasoners: { index: number; weight: WeightSpec }[]; mode: FusionMode; normalize: boolean };
+  /** The tokens of `options.prediction`: drafts are looked up in them (see {@link lookupPrediction}). */
+  predictionIds?: number[];
 }
 
 /** What the batch reports about itself. */
@@ -115,6 +117,8 @@ interface Job {
   unfinished: number;
   /** Prompt tokens of its rows taken from the backbone's prefix cache. */
   cachedTokens: number;
+  /** With a prediction: its tokens drafted and kept, and drafted and not kept. */
+  predicted?: { accepted: number; rejected: number };
   admittedAt: number;
   prefillMs: number;
   firstTokenAt: number;
@@ -137,7 +141,7 @@ interface Live {
    * Tokens drafted after `token` and run with it (prompt lookup), and each position's logits from each model:
    * `logits[0]` are those after `token` (the row's `logits`), `logits[i]` those after the i-th drafted token.
    */
-  draft?: { tokens: number[]; logits: Float32Array[][] };
+  draft?: { tokens: number[]; logits: Float32Array[][]; fromPrediction: boolean };
 }
 
 /** A row being prefilled on each of its models, one chunk per model per turn. */
@@ -263,6 +267,7 @@ export class ContinuousBatch {
       eos: new Set(options.ignoreEos ? [] : (options.eosTokenIds ?? request.eosTokenIds)),
       unfinished: request.prompts.length,
       cachedTokens: 0,
+      ...(request.predictionIds ? { predicted: { accepted: 0, rejected: 0 } } : {}),
       admittedAt: 0,
       prefillMs: 0,
       firstTokenAt: 0,
@@ -584,8 +589,8 @@ export class ContinuousBatch {
       this.order[m] = [...this.order[m]!.filter(alive), ...adding.map((j) => j.live)];
     });
     if (this.live.length === 0) return;
-    const draft = this.live.length === 1 ? this.draftFor(this.live[0]!) : [];
-    if (draft.length === 0 || !(await this.runDraft(this.live[0]!, draft))) await this.stepRows();
+    const draft = this.live.length === 1 ? this.draftFor(this.live[0]!) : undefined;
+    if (!draft || !(await this.runDraft(this.live[0]!, draft))) await this.stepRows();
     const steppedJobs = new Set<Job>();
     for (const l of this.live) {
       l.job.used[l.row]!++;
@@ -616,7 +621,7 @@ export class ContinuousBatch {
    * logits for {@link sampleRow}. False, with nothing fed, when a model refused the run (it decodes one token a step
    * from then on): the models that ran it take it back.
    */
-  private async runDraft(l: Live, draft: readonly number[]): Promise<boolean> {
+  private async runDraft(l: Live, { tokens: draft, fromPrediction }: { tokens: number[]; fromPrediction: boolean }): Promise<boolean> {
     const seq = 1 + draft.length;
     const positions = Array.from({ length: seq }, () => [] as Float32Array[]);
     const ran: BatchKv[] = [];
@@ -638,26 +643,33 @@ export class ContinuousBatch {
       positions.forEach((p, i) => (p[at] = logits.subarray(i * width, (i + 1) * width)));
     }
     l.logits = positions[0]!;
-    l.draft = { tokens: [...draft], logits: positions };
+    l.draft = { tokens: draft, logits: positions, fromPrediction };
     this.lookupCounts.draftedTokens += draft.length;
     return true;
   }
 
   /**
-   * The draft a lone row runs with its next token: what prompt lookup finds in its prompt and reply, as much as
-   * its token limit and context leave room for. None where prompt lookup is off, the row has latent steps (they
-   * run from a one-position step's hidden state), or one of its models cannot take positions back.
+   * The draft a lone row runs with its next token: what its request's prediction has after the reply so far, else
+   * what prompt lookup finds in its prompt and reply (when on), as much as its token limit and context leave room
+   * for. None where neither finds one, the row has latent steps (they run from a one-position step's hidden state),
+   * or one of its models cannot take positions back.
    */
-  private draftFor(l: Live): number[] {
-    const lookup = this.limits.promptLookup;
+  private draftFor(l: Live): { tokens: number[]; fromPrediction: boolean } | undefined {
     const { job, row: r } = l;
-    if (!lookup || job.request.latent) return [];
-    if (!job.models.every((m) => this.kvs[m] instanceof BatchKv && this.kvs[m].takesRuns)) return [];
+    const prediction = job.request.predictionIds;
+    const lookup = this.limits.promptLookup;
+    if ((!lookup && !prediction) || job.request.latent) return undefined;
+    if (!job.models.every((m) => this.kvs[m] instanceof BatchKv && this.kvs[m].takesRuns)) return undefined;
     const row = job.rows[r]!;
     // The token and the draft are fed; the draft's tokens and the one after it may be written.
     const room = Math.min(job.maxTokens - row.ids.length, (job.request.contextLength ?? Infinity) - job.used[r]!) - 1;
-    if (room <= 0) return [];
-    return lookupDraft([...row.prompt, ...row.ids], lookup, Math.min(room, lookup.draftTokens));
+    if (room <= 0) return undefined;
+    const settings = lookup ?? DEFAULT_PROMPT_LOOKUP;
+    const limit = Math.min(room, settings.draftTokens);
+    const predicted = prediction ? lookupPrediction(prediction, row.ids, settings, limit) : [];
+    if (predicted.length > 0) return { tokens: predicted, fromPrediction: true };
+    const found = lookup ? lookupDraft([...row.prompt, ...row.ids], lookup, limit) : [];
+    return found.length > 0 ? { tokens: found, fromPrediction: false } : undefined;
   }
 
   /**
@@ -677,7 +689,12 @@ export class ContinuousBatch {
         l.logits = draft.logits[at + 1]!;
         continue;
       }
-      this.lookupCounts.acceptedTokens += at + (at < draft.tokens.length && id === draft.tokens[at] ? 1 : 0);
+      const kept = at + (at < draft.tokens.length && id === draft.tokens[at] ? 1 : 0);
+      this.lookupCounts.acceptedTokens += kept;
+      if (draft.fromPrediction && job.predicted) {
+        job.predicted.accepted += kept;
+        job.predicted.rejected += draft.tokens.length - kept;
+      }
       l.draft = undefined;
       // A finished row leaves, its cache with it.
       if (!row.finish) for (const m of job.models) (this.kvs[m] as BatchKv).dropLast(draft.tokens.length - at);
@@ -790,6 +807,7 @@ export class ContinuousBatch {
         completionTokens,
         ...(job.cachedTokens > 0 ? { cachedPromptTokens: job.cachedTokens } : {}),
         ...(latent ? { latentSteps, ...(perStep ? { reasoningTokensSaved: Math.round(latentSteps * perStep) } : {}) } : {}),
+        ...(job.predicted ? { acceptedPredictionTokens: job.predicted.accepted, rejectedPredictionTokens: job.predicted.rejected } : {}),
       },
       prefillMs: job.prefillMs,
       decodeMs: job.firstTokenAt ? performance.now() - job.firstTokenAt : 0,

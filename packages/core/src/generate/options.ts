@@ -25,11 +25,11 @@ const isId = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
  * Checks the options of one generation: sampling options as {@link validateSamplingOptions} does, `maxTokens`
  * a whole number >= 1, `logprobs` 0 to 20, `stop` a list of non-empty strings (an empty one would match before the first
  * character), `eosTokenIds` a list of token ids, `keepTokens` a list of non-empty strings, `thinkingBudget` a whole
- * number of tokens >= 0 with non-empty tags. Throws naming the option.
+ * number of tokens >= 0 with non-empty tags, `prediction` a string. Throws naming the option.
  */
 export function validateGenerateOptions(options: GenerateOptions): void {
   validateSamplingOptions(options);
-  const { maxTokens, stop, eosTokenIds, logprobs, keepTokens, thinkingBudget } = options;
+  const { maxTokens, stop, eosTokenIds, logprobs, keepTokens, thinkingBudget, prediction } = options;
   if (logprobs !== undefined && !(Number.isSafeInteger(logprobs) && logprobs >= 0 && logprobs <= MAX_TOP_LOGPROBS)) {
     fail('logprobs', `must be a whole number from 0 to ${MAX_TOP_LOGPROBS} (alternatives per token)`, logprobs);
   }
@@ -49,6 +49,7 @@ export function validateGenerateOptions(options: GenerateOptions): void {
     if (!Array.isArray(keepTokens)) fail('keepTokens', 'must be a list of token texts', keepTokens);
     keepTokens.forEach((t, i) => (typeof t === 'string' && t !== '') || fail(`keepTokens[${i}]`, 'must be a non-empty string', t));
   }
+  if (prediction !== undefined && typeof prediction !== 'string') fail('prediction', "must be a string (the reply's expected text)", prediction);
   if (thinkingBudget !== undefined) {
     if (typeof thinkingBudget !== 'object' || thinkingBudget === null) fail('thinkingBudget', 'must be an object { tokens, open, close, opened? }', thinkingBudget);
     const { tokens, open, close, opened } = thinkingBudget;

@@ -18,6 +18,9 @@ export interface PromptLookupOptions {
 /** {@link PromptLookupOptions} with every default filled in. */
 export type PromptLookup = Required<PromptLookupOptions>;
 
+/** The defaults: what `promptLookup: true` means, and how a request's prediction is looked up in. */
+export const DEFAULT_PROMPT_LOOKUP: PromptLookup = { draftTokens: 4, maxNgram: 3, minNgram: 2 };
+
 /** Checks the options (typed errors for the caller's input) and fills in the defaults. */
 export function promptLookup(options: true | PromptLookupOptions): PromptLookup {
   const o = options === true ? {} : options;
@@ -27,10 +30,10 @@ export function promptLookup(options: true | PromptLookupOptions): PromptLookup 
   whole('draftTokens', o.draftTokens, 1);
   whole('maxNgram', o.maxNgram, 1);
   whole('minNgram', o.minNgram, 1);
-  const maxNgram = o.maxNgram ?? Math.max(3, o.minNgram ?? 0);
-  const minNgram = o.minNgram ?? Math.min(2, maxNgram);
+  const maxNgram = o.maxNgram ?? Math.max(DEFAULT_PROMPT_LOOKUP.maxNgram, o.minNgram ?? 0);
+  const minNgram = o.minNgram ?? Math.min(DEFAULT_PROMPT_LOOKUP.minNgram, maxNgram);
   if (minNgram > maxNgram) throw new RangeError(`promptLookup.minNgram (${minNgram}) is more than maxNgram (${maxNgram})`);
-  return { draftTokens: o.draftTokens ?? 4, maxNgram, minNgram };
+  return { draftTokens: o.draftTokens ?? DEFAULT_PROMPT_LOOKUP.draftTokens, maxNgram, minNgram };
 }
 
 /**
@@ -48,6 +51,29 @@ export function lookupDraft(tokens: readonly number[], lookup: PromptLookup, lim
       for (let i = 0; i < n && same; i++) same = tokens[start + i] === tokens[end - n + i];
       if (same) return tokens.slice(start + n, Math.min(end, start + n + limit));
     }
+  }
+  return [];
+}
+
+/**
+ * The draft after `reply` (the reply so far) from a prediction of the whole reply (OpenAI's Predicted Outputs):
+ * while the reply is the prediction's beginning, what follows it there; else, for the longest run of the reply's
+ * last tokens (from `maxNgram` down to `minNgram`) found in the prediction, the tokens after its occurrence nearest
+ * the reply's own length (edits keep most of a text where it was). Up to `limit` tokens; empty when none match.
+ */
+export function lookupPrediction(prediction: readonly number[], reply: readonly number[], lookup: PromptLookup, limit = lookup.draftTokens): number[] {
+  if (limit <= 0) return [];
+  const end = reply.length;
+  if (end <= prediction.length && reply.every((t, i) => t === prediction[i])) return prediction.slice(end, end + limit);
+  for (let n = Math.min(lookup.maxNgram, end); n >= lookup.minNgram; n--) {
+    let best = -1;
+    // (a match must have a token after it)
+    for (let start = 0; start + n < prediction.length; start++) {
+      let same = true;
+      for (let i = 0; i < n && same; i++) same = prediction[start + i] === reply[end - n + i];
+      if (same && (best < 0 || Math.abs(start + n - end) < Math.abs(best + n - end))) best = start;
+    }
+    if (best >= 0) return prediction.slice(best + n, best + n + limit);
   }
   return [];
 }

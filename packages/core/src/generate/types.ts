@@ -29,6 +29,13 @@ export interface GenerateOptions extends SamplingOptions {
    * logits) before the grammar mask, the logit bias, the penalties, temperature and truncation, as vLLM reports by default.
    */
   logprobs?: number;
+  /**
+   * The reply's expected text (OpenAI's Predicted Outputs): where the reply's last tokens occur in it, the tokens
+   * that follow them there are drafted and checked in one step, as prompt lookup's are (whether or not the engine
+   * has `promptLookup` on), so a reply that repeats much of it (a file with a few lines edited) takes fewer steps.
+   * The reply is what it is without; needs the model's tokenizer.
+   */
+  prediction?: string;
 }
 
 /** A thought's tags and how many tokens it may take. */
@@ -82,6 +89,9 @@ export interface Usage {
   latentSteps?: number;
   /** Reasoning tokens the latent steps stood for (steps × the projector's `latent.tokensPerStep`, when declared). */
   reasoningTokensSaved?: number;
+  /** With a `prediction`: its tokens drafted and kept in the reply, and those drafted and not kept (OpenAI's counts). */
+  acceptedPredictionTokens?: number;
+  rejectedPredictionTokens?: number;
 }
 
 /** Wall-clock timing of a run. */

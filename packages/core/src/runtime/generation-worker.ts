@@ -455,6 +455,12 @@ async function batchComposition(loaded: Loaded, batch: ContinuousBatch, plan: Co
   return { reasoners, mode: plan.mode, normalize: plan.normalize };
 }
 
+/** A request's prediction as tokens (none of the tokenizer's special tokens added). */
+function predictionTokens(prediction: string, tokenizer: TextTokenizer | undefined): number[] {
+  if (!tokenizer) throw new GenerateOptionsError('prediction', 'generation option prediction needs the model\'s tokenizer (this model has none: pass token ids as the prompt and no prediction)');
+  return tokenizer.encode(prediction, false);
+}
+
 /** Reasoner `slot`'s session on this thread: the inline one, else a copy of the lane's, opened once and given to the batch. */
 function onBatchThread(loaded: Loaded, batch: ContinuousBatch, slot: number): Promise<DecoderSession | undefined> {
   const inline = loaded.inline?.[slot];
@@ -570,13 +576,14 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
       ...(options.thinkingBudget ? { thoughtBudget: thoughtBudgetSpec(options.thinkingBudget, tokenizer) } : {}),
       shouldAbort: () => Atomics.load(abort, 0) !== 0,
     };
+    const predictionIds = options.prediction !== undefined ? predictionTokens(options.prediction, tokenizer) : undefined;
     const composition = await batchComposition(loaded, batch, plan, msg.options.trace);
     const latent =
       projector && policy !== 'never'
         ? { policy, marker: projector.marker, ...(msg.options.latentPlaceholder ? { placeholder: msg.options.latentPlaceholder } : {}) }
         : undefined;
     const result = await (composition
-      ? batch.submit({ ...shared, composition, ...(latent ? { latent } : {}), onToken: (event) => emit(named(event)) })
+      ? batch.submit({ ...shared, composition, ...(latent ? { latent } : {}), ...(predictionIds ? { predictionIds } : {}), onToken: (event) => emit(named(event)) })
       : batch.exclusive(() =>
           runDecodeLoop(source, {
             ...shared,
