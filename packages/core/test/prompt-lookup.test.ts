@@ -16,6 +16,8 @@ import { makeModule, storiesConfig, storiesGqaModule, storiesModule } from './su
 import { logprobGap } from './support/logprob-compare.js';
 import { startServer } from '../src/serve/server.js';
 import { refuseChunksAfterPast } from './support/graph-edits.js';
+import { TOOLS_TEMPLATE } from './support/chat-templates.js';
+import { ChatOpenAI } from '@langchain/openai';
 
 const defaults = promptLookup(true);
 
@@ -279,6 +281,35 @@ describe('prompt lookup', () => {
         const count = (name: string) => Number(new RegExp(`^reasonplug:${name}\\{[^}]*\\} (\\d+)$`, 'm').exec(metrics)?.[1]);
         expect(count('spec_decode_num_draft_tokens_total')).to.be.greaterThan(count('spec_decode_num_accepted_tokens_total'));
         expect(count('spec_decode_num_accepted_tokens_total')).to.be.greaterThan(0);
+      } finally {
+        await server.close();
+      }
+    });
+
+    it("serves predictions: ChatOpenAI's prediction drafts, the reply is the same, usage counts accepted and rejected prediction tokens", async () => {
+      const server = await startServer({ engine: { model: stories, cacheDir }, port: 0, chatTemplate: TOOLS_TEMPLATE });
+      try {
+        await server.ready;
+        const chat = new ChatOpenAI({ model: 'stories260k', apiKey: 'none', temperature: 0, maxTokens: 48, configuration: { baseURL: `${server.url}/v1` }, maxRetries: 0 });
+        const message = 'Tell me a story about a dog named Max.';
+        const reply = (await chat.invoke(message)).content as string;
+        expect(reply.length).to.be.greaterThan(40);
+        const predicted = await chat.invoke(message, { prediction: { type: 'content', content: reply } });
+        expect(predicted.content).to.equal(reply);
+        const post = (body: Record<string, unknown>) =>
+          fetch(`${server.url}/v1/chat/completions`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ model: 'stories260k', messages: [{ role: 'user', content: message }], temperature: 0, max_tokens: 48, ...body }) });
+        const parts = [{ type: 'text', text: reply.slice(0, 20) }, { type: 'text', text: reply.slice(20) }];
+        const body = (await (await post({ prediction: { type: 'content', content: parts } })).json()) as { choices: { message: { content: string } }[]; usage: { completion_tokens: number; completion_tokens_details: Record<string, number> } };
+        expect(body.choices[0]!.message.content).to.equal(reply);
+        const details = body.usage.completion_tokens_details;
+        expect(details.accepted_prediction_tokens).to.be.greaterThan(body.usage.completion_tokens / 2);
+        expect(details).to.have.property('rejected_prediction_tokens');
+        expect(details).to.have.property('reasoning_tokens', 0);
+        for (const bad of [{ type: 'text', content: reply }, { type: 'content', content: 42 }, { type: 'content', content: [{ type: 'image_url' }] }, 'text']) {
+          const res = await post({ prediction: bad });
+          expect(res.status).to.equal(400);
+          expect(((await res.json()) as { error: { param: string } }).error.param).to.equal('prediction');
+        }
       } finally {
         await server.close();
       }

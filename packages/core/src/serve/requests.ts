@@ -140,6 +140,7 @@ function common(body: Body, chat: boolean): ParsedRequest {
   const stop = stopList(body.stop);
   const logprobs = logprobsOf(body, chat);
   const responseFormat = constraintOf(body);
+  const prediction = predictionOf(body.prediction);
   const ext = extension(body.reasonplug);
   // vLLM's extension: keep generating past end-of-sequence (benchmarks of a fixed length).
   const ignoreEos = body.ignore_eos ?? false;
@@ -160,10 +161,30 @@ function common(body: Body, chat: boolean): ParsedRequest {
     ...(ignoreEos ? { ignoreEos } : {}),
     ...(logprobs !== undefined ? { logprobs } : {}),
     ...(responseFormat ? { responseFormat } : {}),
+    ...(prediction !== undefined ? { prediction } : {}),
     ...(ext.mode ? { mode: ext.mode } : {}),
     ...(ext.latent ? { latent: ext.latent } : {}),
   };
   return { model: body.model, stream, includeUsage, options, logprobs: logprobs !== undefined, n, ...(ext.reasoners ? { reasoners: ext.reasoners } : {}) };
+}
+
+/**
+ * `prediction` (OpenAI's Predicted Outputs): `{ type: "content", content }`, the content a string or a list of
+ * text parts; the reply's expected text, which the engine drafts from.
+ */
+function predictionOf(v: unknown): string | undefined {
+  if (v === undefined || v === null) return undefined;
+  const shape = 'prediction must be { "type": "content", "content": a string or a list of { "type": "text", "text": … } parts }';
+  if (!isObject(v) || v.type !== 'content') throw badRequest(shape, 'prediction');
+  const { content } = v;
+  if (typeof content === 'string') return content;
+  if (!Array.isArray(content)) throw badRequest(shape, 'prediction');
+  return content
+    .map((part) => {
+      if (!isObject(part) || part.type !== 'text' || typeof part.text !== 'string') throw badRequest(shape, 'prediction');
+      return part.text;
+    })
+    .join('');
 }
 
 /** Most choices one request may ask for (`n`). */

@@ -523,7 +523,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       const decode = (ids: number[]) => l.tokenizer!.decode(ids, false);
       const usage = (result: GenerationResult) => {
         const reasoning = result.rows.reduce((sum, row, index) => sum + choices[index]!.reasoningTokens(row, decode), 0);
-        return { ...usageJson(result, request.n), completion_tokens_details: { reasoning_tokens: reasoning } };
+        const details = usageJson(result, request.n);
+        return { ...details, completion_tokens_details: { reasoning_tokens: reasoning, ...details.completion_tokens_details } };
       };
       if (!request.stream) {
         const result = await drain(stream, first, rest, clock);
@@ -1064,15 +1065,19 @@ function responseUsage(result: GenerationResult, reasoningTokens: number): Respo
   };
 }
 
-/** OpenAI's usage: each prompt counted once, however many choices (`n`) were made of it; cached tokens as OpenAI's. */
+/**
+ * OpenAI's usage: each prompt counted once, however many choices (`n`) were made of it; cached tokens as OpenAI's;
+ * with a prediction, its accepted and rejected tokens.
+ */
 function usageJson(result: GenerationResult, n: number) {
   const promptTokens = result.usage.promptTokens / n;
-  const { completionTokens } = result.usage;
+  const { completionTokens, acceptedPredictionTokens: accepted, rejectedPredictionTokens: rejected } = result.usage;
   return {
     prompt_tokens: promptTokens,
     completion_tokens: completionTokens,
     total_tokens: promptTokens + completionTokens,
     prompt_tokens_details: { cached_tokens: (result.usage.cachedPromptTokens ?? 0) / n },
+    ...(accepted !== undefined ? { completion_tokens_details: { accepted_prediction_tokens: accepted, rejected_prediction_tokens: rejected ?? 0 } } : {}),
   };
 }
 
