@@ -205,6 +205,18 @@ export const CallOptionsSchema = z.strictObject({
       message: 'expected a response format such as { type: "json_schema", schema }',
     })
     .optional(),
+  /**
+   * The reply's expected text (OpenAI's Predicted Outputs, core's `prediction`): ChatOpenAI's shape
+   * (`{ type: 'content', content }`, the content a string or text parts) or a string. Where the reply's last tokens
+   * occur in it, the tokens after them are drafted and checked in one step; the reply is what it is without.
+   */
+  prediction: z
+    .union([
+      z.string(),
+      z.strictObject({ type: z.literal('content'), content: z.union([z.string(), z.array(z.object({ type: z.literal('text'), text: z.string() }))]) }),
+    ])
+    .transform((p) => (typeof p === 'string' ? p : typeof p.content === 'string' ? p.content : p.content.map((part) => part.text).join('')))
+    .optional(),
   ...generation,
 });
 

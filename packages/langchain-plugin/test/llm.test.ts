@@ -100,11 +100,20 @@ describe('ReasonerLLM', function () {
     expect(threads(), 'threads left by the failed create').to.be.at.most(before);
   });
 
-  it('with promptLookup, writes what it writes without (drafts from its own context kept as far as the model writes them)', async () => {
+  it('with promptLookup or a prediction, writes what it writes without (drafts kept as far as the model writes them)', async () => {
     const fast = await ReasonerLLM.create({ backbone: await storiesModule(), cacheDir, maxTokens: 60, promptLookup: { draftTokens: 6 } });
     try {
       const prompt = 'Tom had a big red ball. He liked to play with the ball.';
       expect(await fast.invoke(prompt)).to.equal(await llm.invoke(prompt, { reasoners: [], maxTokens: 60 }));
+      // A prediction per call (ChatOpenAI's shape, or a string): the same completion.
+      const story = await llm.invoke(PROMPT, { reasoners: [] });
+      expect(await llm.invoke(PROMPT, { reasoners: [], prediction: { type: 'content', content: story } })).to.equal(story);
+      expect(await llm.invoke(PROMPT, { reasoners: [], prediction: story.slice(10) })).to.equal(story);
+      const bad = await llm.invoke(PROMPT, { prediction: { type: 'text', content: story } as never }).then(
+        () => undefined,
+        (e: Error) => e,
+      );
+      expect(bad?.message).to.match(/prediction/);
       const err = await ReasonerLLM.create({ backbone: await storiesModule(), cacheDir, promptLookup: { draftTokens: 0 } }).then(
         () => undefined,
         (e: Error) => e,
