@@ -8,7 +8,9 @@
  *     replies fall into loops, which drafts follow (an upper bound on acceptance, not a workload).
  * Figures per generation: decode ms per token after the first, model steps per token, the share of drafted
  * tokens kept, and how many leading tokens equal the same contender's without drafts (all of them, but where a
- * run of several positions rounds a near tie the other way). Contenders rotate within each round; medians over
+ * run of several positions rounds a near tie the other way). `reasonplug + prediction` passes each call a
+ * prediction of its reply (OpenAI's Predicted Outputs): the reply without drafts with one word in its middle replaced,
+ * as an edit of a text would be. Contenders rotate within each round; medians over
  * rounds and prompts.
  *
  *   npm run bench:prompt-lookup [-- --rounds 3 --tokens 128 --models stories260k,llama125m]
@@ -23,10 +25,15 @@ import { median, printTable } from './support/stats.js';
 const THREADS = 2;
 const DRAFT = 4;
 const STORIES = ['Once upon a time, there was a little girl named Lily.', 'Tom had a big red ball. He liked to play with the ball in the park.', 'One day, a cat and a dog went to the park.'];
-type Contender = 'reasonplug' | 'reasonplug + lookup' | 'llama.cpp' | 'llama.cpp + lookup' | 'llama.cpp 1t' | 'llama.cpp 1t + lookup';
-const CONTENDERS: Contender[] = ['reasonplug', 'reasonplug + lookup', 'llama.cpp', 'llama.cpp + lookup', 'llama.cpp 1t', 'llama.cpp 1t + lookup'];
+type Contender = 'reasonplug' | 'reasonplug + lookup' | 'reasonplug + prediction' | 'llama.cpp' | 'llama.cpp + lookup' | 'llama.cpp 1t' | 'llama.cpp 1t + lookup';
+const CONTENDERS: Contender[] = ['reasonplug', 'reasonplug + lookup', 'reasonplug + prediction', 'llama.cpp', 'llama.cpp + lookup', 'llama.cpp 1t', 'llama.cpp 1t + lookup'];
 /** Each contender with lookup, and the one it is compared with (the same without lookup). */
-const WITHOUT: Partial<Record<Contender, Contender>> = { 'reasonplug + lookup': 'reasonplug', 'llama.cpp + lookup': 'llama.cpp', 'llama.cpp 1t + lookup': 'llama.cpp 1t' };
+const WITHOUT: Partial<Record<Contender, Contender>> = {
+  'reasonplug + lookup': 'reasonplug',
+  'reasonplug + prediction': 'reasonplug',
+  'llama.cpp + lookup': 'llama.cpp',
+  'llama.cpp 1t + lookup': 'llama.cpp 1t',
+};
 
 interface Run {
   ids: number[];
@@ -38,21 +45,41 @@ interface Run {
 }
 type Generate = (promptIds: number[], tokens: number) => Promise<Run>;
 
-async function engineContender(gguf: string, lookup: boolean, ignoreEos: boolean): Promise<{ generate: Generate; dispose: () => Promise<void> }> {
+/**
+ * The engine, with prompt lookup or without; with `predictions` (text by prompt), each call passes its prompt's
+ * as OpenAI's Predicted Outputs (drafts from the prediction only).
+ */
+async function engineContender(gguf: string, lookup: boolean, ignoreEos: boolean, predictions?: Map<number[], string>): Promise<{ generate: Generate; dispose: () => Promise<void> }> {
   const engine = await Engine.load({ model: gguf, intraOpThreads: THREADS, ...(lookup ? { promptLookup: { draftTokens: DRAFT } } : {}) });
   const generate: Generate = async (promptIds, tokens) => {
     const before = (await engine.stats()).promptLookup;
-    const r = await engine.generate({ promptIds }, { maxTokens: tokens, ignoreEos });
+    const prediction = predictions?.get(promptIds);
+    const r = await engine.generate({ promptIds }, { maxTokens: tokens, ignoreEos, ...(prediction !== undefined ? { prediction } : {}) });
     const after = (await engine.stats()).promptLookup;
+    const { acceptedPredictionTokens: kept = 0, rejectedPredictionTokens: rejected = 0 } = r.usage;
     return {
       ids: r.rows[0]!.ids,
       msPerToken: r.timing.msPerToken,
       steps: r.timing.decodeSteps,
-      drafted: (after?.draftedTokens ?? 0) - (before?.draftedTokens ?? 0),
-      accepted: (after?.acceptedTokens ?? 0) - (before?.acceptedTokens ?? 0),
+      drafted: prediction !== undefined ? kept + rejected : (after?.draftedTokens ?? 0) - (before?.draftedTokens ?? 0),
+      accepted: prediction !== undefined ? kept : (after?.acceptedTokens ?? 0) - (before?.acceptedTokens ?? 0),
     };
   };
   return { generate, dispose: () => engine.dispose() };
+}
+
+/** The reply without drafts, one word in its middle replaced: a prediction as an edit of a text gives one. */
+async function editedReplies(gguf: string, prompts: number[][], tokens: number, ignoreEos: boolean): Promise<Map<number[], string>> {
+  const engine = await Engine.load({ model: gguf, intraOpThreads: THREADS });
+  const out = new Map<number[], string>();
+  for (const promptIds of prompts) {
+    const text = (await engine.generate({ promptIds }, { maxTokens: tokens, ignoreEos })).rows[0]!.text;
+    const words = text.split(' ');
+    words[Math.floor(words.length / 2)] = 'banana';
+    out.set(promptIds, words.join(' '));
+  }
+  await engine.dispose();
+  return out;
 }
 
 async function llamaCppContender(gguf: string, lookup: boolean, ignoreEos: boolean, contextSize: number, threads: number): Promise<{ generate: Generate; dispose: () => Promise<void> }> {
@@ -99,14 +126,6 @@ async function benchModel(name: string, rounds: number, tokens: number): Promise
   const stories = name === 'stories260k';
   const gguf = stories ? sharedModels.stories260K : await servingGguf();
   const ignoreEos = !stories;
-  const contenders = {
-    reasonplug: await engineContender(gguf, false, ignoreEos),
-    'reasonplug + lookup': await engineContender(gguf, true, ignoreEos),
-    'llama.cpp': await llamaCppContender(gguf, false, ignoreEos, 1024, THREADS),
-    'llama.cpp + lookup': await llamaCppContender(gguf, true, ignoreEos, 1024, THREADS),
-    'llama.cpp 1t': await llamaCppContender(gguf, false, ignoreEos, 1024, 1),
-    'llama.cpp 1t + lookup': await llamaCppContender(gguf, true, ignoreEos, 1024, 1),
-  } satisfies Record<Contender, unknown>;
   let prompts: number[][];
   if (stories) {
     const tokenizer = await Engine.load({ model: gguf });
@@ -116,23 +135,34 @@ async function benchModel(name: string, rounds: number, tokens: number): Promise
     const rng = createRng(7);
     prompts = STORIES.map(() => [1, ...Array.from({ length: 24 }, () => 100 + Math.floor(rng() * 31000))]);
   }
+  // (the random model's vocabulary is no text tokenizer: its replies' text does not encode back to their ids)
+  const active = CONTENDERS.filter((c) => stories || c !== 'reasonplug + prediction');
+  const contenders: Partial<Record<Contender, { generate: Generate; dispose: () => Promise<void> }>> = {
+    reasonplug: await engineContender(gguf, false, ignoreEos),
+    'reasonplug + lookup': await engineContender(gguf, true, ignoreEos),
+    ...(stories ? { 'reasonplug + prediction': await engineContender(gguf, false, ignoreEos, await editedReplies(gguf, prompts, tokens, ignoreEos)) } : {}),
+    'llama.cpp': await llamaCppContender(gguf, false, ignoreEos, 1024, THREADS),
+    'llama.cpp + lookup': await llamaCppContender(gguf, true, ignoreEos, 1024, THREADS),
+    'llama.cpp 1t': await llamaCppContender(gguf, false, ignoreEos, 1024, 1),
+    'llama.cpp 1t + lookup': await llamaCppContender(gguf, true, ignoreEos, 1024, 1),
+  };
   const runs = Object.fromEntries(CONTENDERS.map((c) => [c, [] as Run[]])) as Record<Contender, Run[]>;
   const agreement = Object.fromEntries(CONTENDERS.map((c) => [c, [] as number[]])) as Record<Contender, number[]>;
   for (let round = 0; round < rounds; round++) {
     for (const [p, prompt] of prompts.entries()) {
-      const order = CONTENDERS.map((_, i) => CONTENDERS[(i + round + p) % CONTENDERS.length]!);
+      const order = active.map((_, i) => active[(i + round + p) % active.length]!);
       const got = {} as Record<Contender, Run>;
-      for (const c of order) got[c] = await contenders[c].generate(prompt, tokens);
-      for (const c of CONTENDERS) {
+      for (const c of order) got[c] = await contenders[c]!.generate(prompt, tokens);
+      for (const c of active) {
         runs[c].push(got[c]);
         const without = WITHOUT[c];
         if (without) agreement[c].push(agreed(got[c].ids, got[without].ids) / got[without].ids.length);
       }
     }
   }
-  for (const c of Object.values(contenders)) await c.dispose();
+  for (const c of Object.values(contenders)) await c!.dispose();
   const base = median(runs.reasonplug.map((r) => r.msPerToken));
-  return CONTENDERS.map((c) => {
+  return active.map((c) => {
     const rs = runs[c];
     const drafted = rs.reduce((n, r) => n + r.drafted, 0);
     const accepted = rs.reduce((n, r) => n + r.accepted, 0);
