@@ -343,32 +343,8 @@ export class BatchKv implements BatchCache {
   }
 
   /** Feeds one token per row; returns `[rows × vocab]` last-position logits. */
-  async step(tokens: readonly number[]): Promise<Float32Array> {
-    const rows = this.rows;
-    // A per-row layout copies every row's cache into the batch tensor, then the present back out.
-    this.counters.perRowLayoutBytes += this.lengths.reduce((n, l) => n + (2 * l + 1), 0) * this.bytesPerPosition;
-    if (this.session.signature.kvAppends) return this.appendStep(tokens);
-    const width = this.width;
-    // Left: the padding masked out. Right: Σ mask − 1 = the row's length, its new key's slot; the present is one
-    // slot wider, room for the longest row's new key. Either way a row's next position is its own length.
-    const mask = new Array<number>(rows * (width + 1));
-    for (let r = 0; r < rows; r++) {
-      const length = this.lengths[r]!;
-      const pad = width - length;
-      for (let c = 0; c <= width; c++) mask[r * (width + 1) + c] = (this.padding === 'left' ? c >= pad : c <= length) ? 1 : 0;
-    }
-    const { logits, present, hidden } = await this.session.forward(tokens, rows, this.past, width, mask, this.lengths);
-    this.hidden = hidden;
-    releaseTensors(Object.values(this.past));
-    this.past = present;
-    this.width = this.slots = width + 1;
-    this.lengths = this.lengths.map((l) => l + 1);
-    return logits;
-  }
-
-  /** {@link step} for a graph that returns only new keys and values: they are written into the cache's room. */
-  private appendStep(tokens: readonly number[]): Promise<Float32Array> {
-    return this.appendRun(tokens, 1);
+  step(tokens: readonly number[]): Promise<Float32Array> {
+    return this.advance(tokens, 1);
   }
 
   /**
@@ -388,10 +364,8 @@ export class BatchKv implements BatchCache {
    */
   async run(tokens: readonly number[], seq: number): Promise<Float32Array> {
     if (!this.takesRuns) throw new Error('runs of several positions need a graph without recurrent states that returns logits of several positions');
-    // A per-row layout copies every row's cache into the batch tensor, then the present back out.
-    this.counters.perRowLayoutBytes += this.lengths.reduce((n, l) => n + (2 * l + seq), 0) * this.bytesPerPosition;
     try {
-      return await (this.session.signature.kvAppends ? this.appendRun(tokens, seq) : this.joinedRun(tokens, seq));
+      return await this.advance(tokens, seq);
     } catch (err) {
       this.runRefused = true;
       throw err;
@@ -417,19 +391,28 @@ export class BatchKv implements BatchCache {
     this.copyRows(rows, this.width - n, 0);
   }
 
-  /** {@link run} of a left-padded graph that returns joined caches: the present, `seq` positions wider, is the cache. */
+  /** Feeds `seq` tokens a row: written into the cache's room, or joined by the graph. */
+  private advance(tokens: readonly number[], seq: number): Promise<Float32Array> {
+    // A per-row layout copies every row's cache into the batch tensor, then the present back out.
+    this.counters.perRowLayoutBytes += this.lengths.reduce((n, l) => n + (2 * l + seq), 0) * this.bytesPerPosition;
+    return this.session.signature.kvAppends ? this.appendRun(tokens, seq) : this.joinedRun(tokens, seq);
+  }
+
+  /** {@link advance} for a graph that returns joined caches: the present, `seq` positions wider, is the cache. */
   private async joinedRun(tokens: readonly number[], seq: number): Promise<Float32Array> {
     const { rows, width } = this;
     const span = width + seq;
+    // Left: the padding masked out. Right (one token a step): Σ mask − 1 = the row's length, its new key's slot; the
+    // present is one slot wider, room for the longest row's new key. Either way a row's next position is its length.
     const mask = new Array<number>(rows * span);
     const positions: number[] = [];
     for (let r = 0; r < rows; r++) {
       const length = this.lengths[r]!;
-      for (let c = 0; c < span; c++) mask[r * span + c] = c >= width - length ? 1 : 0;
+      for (let c = 0; c < span; c++) mask[r * span + c] = (this.padding === 'left' ? c >= width - length : c < length + seq) ? 1 : 0;
       for (let i = 0; i < seq; i++) positions.push(length + i);
     }
-    const { logits, present } = await this.session.forward(tokens, rows, this.past, width, mask, positions, undefined, undefined, seq);
-    this.hidden = undefined;
+    const { logits, present, hidden } = await this.session.forward(tokens, rows, this.past, width, mask, positions, undefined, undefined, seq);
+    this.hidden = hidden;
     releaseTensors(Object.values(this.past));
     this.past = present;
     this.width = this.slots = span;
@@ -437,7 +420,7 @@ export class BatchKv implements BatchCache {
     return logits;
   }
 
-  /** Writes `seq` positions a row into the cache's room (grown first when it lacks room for them). */
+  /** {@link advance} for a graph that returns new keys and values: written into the cache's room (grown first when it lacks room for them). */
   private async appendRun(tokens: readonly number[], seq: number): Promise<Float32Array> {
     const sig = this.session.signature;
     if (this.width + seq > this.slots) {
