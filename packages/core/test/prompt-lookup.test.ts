@@ -305,6 +305,9 @@ describe('prompt lookup', () => {
         expect(details.accepted_prediction_tokens).to.be.greaterThan(body.usage.completion_tokens / 2);
         expect(details).to.have.property('rejected_prediction_tokens');
         expect(details).to.have.property('reasoning_tokens', 0);
+        // Without --prompt-lookup, /metrics counts drafts once predictions made some.
+        const metrics = await (await fetch(`${server.url}/metrics`)).text();
+        expect(Number(/^reasonplug:spec_decode_num_accepted_tokens_total\{[^}]*\} (\d+)$/m.exec(metrics)?.[1])).to.be.at.least(details.accepted_prediction_tokens!);
         for (const bad of [{ type: 'text', content: reply }, { type: 'content', content: 42 }, { type: 'content', content: [{ type: 'image_url' }] }, 'text']) {
           const res = await post({ prediction: bad });
           expect(res.status).to.equal(400);

@@ -98,7 +98,7 @@ export interface BatchStats {
   prefixCache: PrefixCacheStats;
   /** The backbone's row shards, when wide steps run on them. */
   rowShards?: RowShardStats;
-  /** Prompt lookup, when on: tokens drafted and run, and those of them the rows wrote. */
+  /** Drafts (prompt lookup, or requests' predictions), once on or used: tokens drafted and run, and those of them the rows wrote. */
   promptLookup?: { draftedTokens: number; acceptedTokens: number };
 }
 
@@ -315,7 +315,7 @@ export class ContinuousBatch {
       counters: { copiedBytes: sum((kv) => kv.counters.copiedBytes), perRowLayoutBytes: sum((kv) => kv.counters.perRowLayoutBytes) },
       prefixCache: this.prefixStats(),
       ...(this.shards ? { rowShards: this.shards.stats() } : {}),
-      ...(this.limits.promptLookup ? { promptLookup: { ...this.lookupCounts } } : {}),
+      ...(this.limits.promptLookup || this.lookupCounts.draftedTokens > 0 ? { promptLookup: { ...this.lookupCounts } } : {}),
     };
   }
 
