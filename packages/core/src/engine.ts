@@ -129,8 +129,9 @@ export interface EngineOptions extends RuntimeOptions {
    * where they occurred before in its prompt or reply are run with its next token in one step, and kept as far as
    * the model writes them itself, so outputs are unchanged (greedy and seeded sampling alike) and a reply that
    * quotes its context takes fewer steps. true takes the defaults (4 tokens drafted, after runs of 3 or 2 tokens).
-   * Works on graphs that return new keys and values (reasonplug's own and converted GGUFs); others decode as
-   * without it. `stats().promptLookup` counts drafted and accepted tokens.
+   * Works on graphs that can take positions back (converted GGUFs and most exports; not GroupQueryAttention or
+   * hybrid graphs, which decode as without it). A call's `prediction` drafts with or without it.
+   * `stats().promptLookup` counts drafted and accepted tokens.
    */
   promptLookup?: boolean | PromptLookupOptions;
 }
