@@ -59,6 +59,23 @@ describe('examples', function () {
     console.log(`      (demo: ${seconds.toFixed(1)} s)`);
   });
 
+  it('predicted-outputs.ts writes the same story one token a step, with prompt lookup and with a prediction, in fewer steps', async () => {
+    const { stdout, stderr } = await run(process.execPath, [...fromSources, join(repoRoot, 'examples', 'predicted-outputs.ts')], { cwd: repoRoot });
+    expect(stderr).to.equal('');
+    const line = (label: string) => {
+      const m = stdout.match(new RegExp(`^${label} +(\\d+) tokens in +(\\d+) steps +same text: (\\w+)`, 'm'));
+      expect(m, label).to.not.equal(null);
+      return { tokens: Number(m![1]), steps: Number(m![2]), same: m![3] };
+    };
+    const [plain, lookup, predicted] = [line('one token a step'), line('prompt lookup'), line('with a prediction')];
+    expect(plain).to.deep.equal({ tokens: 96, steps: 96, same: 'yes' });
+    expect(lookup.same).to.equal('yes');
+    expect(predicted.same).to.equal('yes');
+    expect(lookup.steps).to.be.lessThan(plain.steps);
+    expect(predicted.steps).to.be.lessThan(lookup.steps);
+    expect(stdout).to.match(/prediction tokens kept: \d+, not kept: \d+/);
+  });
+
   it('openai-client.ts asks reasonplug serve through OpenAI\'s SDK for the backbone and the composition, streamed with usage', async () => {
     const { stdout, stderr } = await run(process.execPath, [...fromSources, join(repoRoot, 'examples', 'openai-client.ts')], { cwd: repoRoot });
     expect(stderr).to.equal('');
