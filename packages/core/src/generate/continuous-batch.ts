@@ -28,6 +28,9 @@ import { DEFAULT_PROMPT_LOOKUP, lookupDraft, lookupPrediction, type PromptLookup
 /** Rows decoded together at most, unless {@link BatchLimits.maxBatch} says otherwise. */
 export const DEFAULT_MAX_BATCH = 8;
 
+/** Steps a row waits at most before drafting again after drafts it wrote none of. */
+const MAX_DRAFT_PAUSE = 16;
+
 /** Prompt tokens prefilled per run while running rows wait, unless `prefillChunk` says otherwise. */
 export const DEFAULT_PREFILL_CHUNK = 256;
 
@@ -142,6 +145,9 @@ interface Live {
    * `logits[0]` are those after `token` (the row's `logits`), `logits[i]` those after the i-th drafted token.
    */
   draft?: { tokens: number[]; logits: Float32Array[][]; fromPrediction: boolean };
+  /** Drafts in a row none of whose tokens the row kept, and steps left before the next draft (see {@link draftFor}). */
+  misses?: number;
+  pause?: number;
 }
 
 /** A row being prefilled on each of its models, one chunk per model per turn. */
@@ -664,6 +670,12 @@ export class ContinuousBatch {
     // The token and the draft are fed; the draft's tokens and the one after it may be written.
     const room = Math.min(job.maxTokens - row.ids.length, (job.request.contextLength ?? Infinity) - job.used[r]!) - 1;
     if (room <= 0) return undefined;
+    // After drafts the row wrote none of, fewer: a run of several positions costs more than a step, and on a graph
+    // of joined caches a rejected draft is a copy of the row's cache.
+    if (l.pause) {
+      l.pause--;
+      return undefined;
+    }
     const settings = lookup ?? DEFAULT_PROMPT_LOOKUP;
     const limit = Math.min(room, settings.draftTokens);
     const predicted = prediction ? lookupPrediction(prediction, row.ids, settings, limit) : [];
@@ -691,6 +703,9 @@ export class ContinuousBatch {
       }
       const kept = at + (at < draft.tokens.length && id === draft.tokens[at] ? 1 : 0);
       this.lookupCounts.acceptedTokens += kept;
+      // Each draft in a row wholly rejected doubles the steps before the next one (up to MAX_DRAFT_PAUSE).
+      l.misses = kept > 0 ? 0 : (l.misses ?? 0) + 1;
+      l.pause = kept > 0 ? 0 : Math.min(2 ** (l.misses - 1), MAX_DRAFT_PAUSE);
       if (draft.fromPrediction && job.predicted) {
         job.predicted.accepted += kept;
         job.predicted.rejected += draft.tokens.length - kept;
