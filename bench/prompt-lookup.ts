@@ -5,7 +5,9 @@
  *   - `stories260K`: the real trained model (../shared/models), story openings as prompts, replies to EOS or the
  *     token limit: the ground truth of what drafts from a reply's own context are worth;
  *   - `llama125m`: the serving benchmark's random ~125M Q4_0 Llama, random prompt ids, `ignore_eos`: its greedy
- *     replies fall into loops, which drafts follow (an upper bound on acceptance, not a workload).
+ *     replies fall into loops, which drafts follow (an upper bound on acceptance, not a workload);
+ *   - `toy-math`: the example math reasoner composed with its backbone (builder graphs: a rejected draft is a copy of
+ *     the row's cache), on held-out problems whose replies rarely repeat: what drafts cost where they fail.
  * Figures per generation: decode ms per token after the first, model steps per token, the share of drafted
  * tokens kept, and how many leading tokens equal the same contender's without drafts (all of them, but where a
  * run of several positions rounds a near tie the other way). `reasonplug + prediction` passes each call a
@@ -13,12 +15,13 @@
  * as an edit of a text would be. Contenders rotate within each round; medians over
  * rounds and prompts.
  *
- *   npm run bench:prompt-lookup [-- --rounds 3 --tokens 128 --models stories260k,llama125m]
+ *   npm run bench:prompt-lookup [-- --rounds 3 --tokens 128 --models stories260k,llama125m,toy-math]
  */
 import { parseArgs } from 'node:util';
-import { Engine } from '../packages/core/src/engine.js';
+import { join } from 'node:path';
+import { Engine, type EngineOptions } from '../packages/core/src/engine.js';
 import { createRng } from '../packages/core/src/sampling/index.js';
-import { models as sharedModels } from '../test/support/paths.js';
+import { models as sharedModels, repoRoot } from '../test/support/paths.js';
 import { servingGguf } from './support/models.js';
 import { median, printTable } from './support/stats.js';
 
@@ -49,8 +52,8 @@ type Generate = (promptIds: number[], tokens: number) => Promise<Run>;
  * The engine, with prompt lookup or without; with `predictions` (text by prompt), each call passes its prompt's
  * as OpenAI's Predicted Outputs (drafts from the prediction only).
  */
-async function engineContender(gguf: string, lookup: boolean, ignoreEos: boolean, predictions?: Map<number[], string>): Promise<{ generate: Generate; dispose: () => Promise<void> }> {
-  const engine = await Engine.load({ model: gguf, intraOpThreads: THREADS, ...(lookup ? { promptLookup: { draftTokens: DRAFT } } : {}) });
+async function engineContender(load: EngineOptions, lookup: boolean, ignoreEos: boolean, predictions?: Map<number[], string>): Promise<{ generate: Generate; dispose: () => Promise<void> }> {
+  const engine = await Engine.load({ ...load, intraOpThreads: THREADS, ...(lookup ? { promptLookup: { draftTokens: DRAFT } } : {}) });
   const generate: Generate = async (promptIds, tokens) => {
     const before = (await engine.stats()).promptLookup;
     const prediction = predictions?.get(promptIds);
@@ -69,8 +72,8 @@ async function engineContender(gguf: string, lookup: boolean, ignoreEos: boolean
 }
 
 /** The reply without drafts, one word in its middle replaced: a prediction as an edit of a text gives one. */
-async function editedReplies(gguf: string, prompts: number[][], tokens: number, ignoreEos: boolean): Promise<Map<number[], string>> {
-  const engine = await Engine.load({ model: gguf, intraOpThreads: THREADS });
+async function editedReplies(load: EngineOptions, prompts: number[][], tokens: number, ignoreEos: boolean): Promise<Map<number[], string>> {
+  const engine = await Engine.load({ ...load, intraOpThreads: THREADS });
   const out = new Map<number[], string>();
   for (const promptIds of prompts) {
     const text = (await engine.generate({ promptIds }, { maxTokens: tokens, ignoreEos })).rows[0]!.text;
@@ -122,29 +125,43 @@ function agreed(a: readonly number[], b: readonly number[]): number {
   return n;
 }
 
-async function benchModel(name: string, rounds: number, tokens: number): Promise<Record<string, unknown>[]> {
-  const stories = name === 'stories260k';
-  const gguf = stories ? sharedModels.stories260K : await servingGguf();
-  const ignoreEos = !stories;
+/** The benchmark's models: two GGUF files, and a composition of the example modules (builder graphs, joined caches). */
+const MODELS = ['stories260k', 'llama125m', 'toy-math'] as const;
+type ModelName = (typeof MODELS)[number];
+/** Held-out problems of the example math reasoner: replies that rarely repeat, where drafts mostly fail. */
+const PROBLEMS = ['Q:50-4-8-3-9', 'Q:21-9+6+9', 'Q:7+8-3+12'];
+
+async function benchModel(name: ModelName, rounds: number, tokens: number): Promise<Record<string, unknown>[]> {
+  const modules = join(repoRoot, 'examples', 'modules');
+  const gguf = name === 'stories260k' ? sharedModels.stories260K : name === 'llama125m' ? await servingGguf() : undefined;
+  const load: EngineOptions = gguf
+    ? { model: gguf }
+    : { model: join(modules, 'toy-backbone-s'), reasoners: [{ model: join(modules, 'toy-math-reasoner') }], placement: 'inline' };
+  const ignoreEos = name === 'llama125m';
   let prompts: number[][];
-  if (stories) {
-    const tokenizer = await Engine.load({ model: gguf });
-    prompts = await Promise.all(STORIES.map((s) => tokenizer.tokenize(s)));
-    await tokenizer.dispose();
-  } else {
+  if (name === 'llama125m') {
     const rng = createRng(7);
     prompts = STORIES.map(() => [1, ...Array.from({ length: 24 }, () => 100 + Math.floor(rng() * 31000))]);
+  } else {
+    const tokenizer = await Engine.load({ model: load.model });
+    prompts = await Promise.all((name === 'toy-math' ? PROBLEMS : STORIES).map((s) => tokenizer.tokenize(s)));
+    await tokenizer.dispose();
   }
-  // (the random model's vocabulary is no text tokenizer: its replies' text does not encode back to their ids)
-  const active = CONTENDERS.filter((c) => stories || c !== 'reasonplug + prediction');
+  // (the random model's vocabulary is no text tokenizer: its replies' text does not encode back to their ids; the
+  // example modules are no GGUF files for llama.cpp)
+  const active = CONTENDERS.filter((c) => (name === 'stories260k' || c !== 'reasonplug + prediction') && (gguf !== undefined || c.startsWith('reasonplug')));
   const contenders: Partial<Record<Contender, { generate: Generate; dispose: () => Promise<void> }>> = {
-    reasonplug: await engineContender(gguf, false, ignoreEos),
-    'reasonplug + lookup': await engineContender(gguf, true, ignoreEos),
-    ...(stories ? { 'reasonplug + prediction': await engineContender(gguf, false, ignoreEos, await editedReplies(gguf, prompts, tokens, ignoreEos)) } : {}),
-    'llama.cpp': await llamaCppContender(gguf, false, ignoreEos, 1024, THREADS),
-    'llama.cpp + lookup': await llamaCppContender(gguf, true, ignoreEos, 1024, THREADS),
-    'llama.cpp 1t': await llamaCppContender(gguf, false, ignoreEos, 1024, 1),
-    'llama.cpp 1t + lookup': await llamaCppContender(gguf, true, ignoreEos, 1024, 1),
+    reasonplug: await engineContender(load, false, ignoreEos),
+    'reasonplug + lookup': await engineContender(load, true, ignoreEos),
+    ...(active.includes('reasonplug + prediction') ? { 'reasonplug + prediction': await engineContender(load, false, ignoreEos, await editedReplies(load, prompts, tokens, ignoreEos)) } : {}),
+    ...(gguf
+      ? {
+          'llama.cpp': await llamaCppContender(gguf, false, ignoreEos, 1024, THREADS),
+          'llama.cpp + lookup': await llamaCppContender(gguf, true, ignoreEos, 1024, THREADS),
+          'llama.cpp 1t': await llamaCppContender(gguf, false, ignoreEos, 1024, 1),
+          'llama.cpp 1t + lookup': await llamaCppContender(gguf, true, ignoreEos, 1024, 1),
+        }
+      : {}),
   };
   const runs = Object.fromEntries(CONTENDERS.map((c) => [c, [] as Run[]])) as Record<Contender, Run[]>;
   const agreement = Object.fromEntries(CONTENDERS.map((c) => [c, [] as number[]])) as Record<Contender, number[]>;
@@ -185,13 +202,13 @@ async function main(): Promise<void> {
     options: {
       rounds: { type: 'string', default: '3' },
       tokens: { type: 'string', default: '128' },
-      models: { type: 'string', default: 'stories260k,llama125m' },
+      models: { type: 'string', default: MODELS.join(',') },
     },
   });
   const rows: Record<string, unknown>[] = [];
   for (const name of values.models.split(',')) {
-    if (name !== 'stories260k' && name !== 'llama125m') throw new Error(`unknown model ${name}; stories260k or llama125m`);
-    rows.push(...(await benchModel(name, Number(values.rounds), Number(values.tokens))));
+    if (!MODELS.includes(name as ModelName)) throw new Error(`unknown model ${name}; one of ${MODELS.join(', ')}`);
+    rows.push(...(await benchModel(name as ModelName, Number(values.rounds), Number(values.tokens))));
   }
   console.log(JSON.stringify({ bench: 'prompt-lookup', threads: THREADS, draftTokens: DRAFT, rows }));
   printTable(
