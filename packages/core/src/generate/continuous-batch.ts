@@ -670,8 +670,8 @@ export class ContinuousBatch {
     // The token and the draft are fed; the draft's tokens and the one after it may be written.
     const room = Math.min(job.maxTokens - row.ids.length, (job.request.contextLength ?? Infinity) - job.used[r]!) - 1;
     if (room <= 0) return undefined;
-    // After drafts the row wrote none of, fewer: a run of several positions costs more than a step, and on a graph
-    // of joined caches a rejected draft is a copy of the row's cache.
+    // After drafts the row wrote none of, it drafts less often: a run of several positions costs more than a step,
+    // and on a graph of joined caches a rejected draft is a copy of the row's cache.
     if (l.pause) {
       l.pause--;
       return undefined;
