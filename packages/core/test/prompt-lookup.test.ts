@@ -308,10 +308,16 @@ describe('prompt lookup', () => {
         // Without --prompt-lookup, /metrics counts drafts once predictions made some.
         const metrics = await (await fetch(`${server.url}/metrics`)).text();
         expect(Number(/^reasonplug:spec_decode_num_accepted_tokens_total\{[^}]*\} (\d+)$/m.exec(metrics)?.[1])).to.be.at.least(details.accepted_prediction_tokens!);
-        for (const bad of [{ type: 'text', content: reply }, { type: 'content', content: 42 }, { type: 'content', content: [{ type: 'image_url' }] }, 'text']) {
+        for (const [bad, param] of [
+          [{ type: 'text', content: reply }, 'prediction'],
+          ['text', 'prediction'],
+          [{ type: 'content' }, 'prediction.content'],
+          [{ type: 'content', content: 42 }, 'prediction.content'],
+          [{ type: 'content', content: [{ type: 'text', text: 'a' }, { type: 'image_url' }] }, 'prediction.content[1]'],
+        ] as const) {
           const res = await post({ prediction: bad });
           expect(res.status).to.equal(400);
-          expect(((await res.json()) as { error: { param: string } }).error.param).to.equal('prediction');
+          expect(((await res.json()) as { error: { param: string } }).error.param).to.equal(param);
         }
       } finally {
         await server.close();

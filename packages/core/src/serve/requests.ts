@@ -174,17 +174,9 @@ function common(body: Body, chat: boolean): ParsedRequest {
  */
 function predictionOf(v: unknown): string | undefined {
   if (v === undefined || v === null) return undefined;
-  const shape = 'prediction must be { "type": "content", "content": a string or a list of { "type": "text", "text": … } parts }';
-  if (!isObject(v) || v.type !== 'content') throw badRequest(shape, 'prediction');
-  const { content } = v;
-  if (typeof content === 'string') return content;
-  if (!Array.isArray(content)) throw badRequest(shape, 'prediction');
-  return content
-    .map((part) => {
-      if (!isObject(part) || part.type !== 'text' || typeof part.text !== 'string') throw badRequest(shape, 'prediction');
-      return part.text;
-    })
-    .join('');
+  if (!isObject(v) || v.type !== 'content') throw badRequest('prediction must be { "type": "content", "content": a string or a list of text parts }', 'prediction');
+  if (v.content === undefined || v.content === null) throw badRequest('prediction.content must be a string or a list of text parts', 'prediction.content');
+  return textContent(v.content, 'prediction.content');
 }
 
 /** Most choices one request may ask for (`n`). */
