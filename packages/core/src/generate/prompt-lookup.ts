@@ -47,9 +47,7 @@ export function lookupDraft(tokens: readonly number[], lookup: PromptLookup, lim
   for (let n = Math.min(lookup.maxNgram, end - 1); n >= lookup.minNgram; n--) {
     // Latest first: the nearest context is the likeliest to be continued the same way.
     for (let start = end - n - 1; start >= 0; start--) {
-      let same = true;
-      for (let i = 0; i < n && same; i++) same = tokens[start + i] === tokens[end - n + i];
-      if (same) return tokens.slice(start + n, Math.min(end, start + n + limit));
+      if (occursAt(tokens, start, tokens, end, n)) return tokens.slice(start + n, Math.min(end, start + n + limit));
     }
   }
   return [];
@@ -69,11 +67,15 @@ export function lookupPrediction(prediction: readonly number[], reply: readonly 
     let best = -1;
     // (a match must have a token after it)
     for (let start = 0; start + n < prediction.length; start++) {
-      let same = true;
-      for (let i = 0; i < n && same; i++) same = prediction[start + i] === reply[end - n + i];
-      if (same && (best < 0 || Math.abs(start + n - end) < Math.abs(best + n - end))) best = start;
+      if (occursAt(prediction, start, reply, end, n) && (best < 0 || Math.abs(start + n - end) < Math.abs(best + n - end))) best = start;
     }
     if (best >= 0) return prediction.slice(best + n, best + n + limit);
   }
   return [];
+}
+
+/** Whether the `n` tokens of `tail` before `tailEnd` stand in `source` from `start`. */
+function occursAt(source: readonly number[], start: number, tail: readonly number[], tailEnd: number, n: number): boolean {
+  for (let i = 0; i < n; i++) if (source[start + i] !== tail[tailEnd - n + i]) return false;
+  return true;
 }
