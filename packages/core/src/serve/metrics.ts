@@ -89,7 +89,7 @@ export class ServerMetrics {
     metric('reasonplug:prefix_cache_hits_total', 'counter', 'Prompt tokens found in the prefix cache (not run).', [one('reasonplug:prefix_cache_hits_total', prefix?.hitTokens ?? 0)]);
     const lookup = gauges.promptLookup;
     if (lookup) {
-      metric('reasonplug:spec_decode_num_draft_tokens_total', 'counter', 'Tokens drafted by prompt lookup and run.', [one('reasonplug:spec_decode_num_draft_tokens_total', lookup.draftedTokens)]);
+      metric('reasonplug:spec_decode_num_draft_tokens_total', 'counter', 'Tokens drafted (by prompt lookup, or from requests\' predictions) and run.', [one('reasonplug:spec_decode_num_draft_tokens_total', lookup.draftedTokens)]);
       metric('reasonplug:spec_decode_num_accepted_tokens_total', 'counter', 'Drafted tokens the model wrote itself (kept).', [
         one('reasonplug:spec_decode_num_accepted_tokens_total', lookup.acceptedTokens),
       ]);
