@@ -55,10 +55,10 @@ type Generate = (promptIds: number[], tokens: number) => Promise<Run>;
 async function engineContender(load: EngineOptions, lookup: boolean, ignoreEos: boolean, predictions?: Map<number[], string>): Promise<{ generate: Generate; dispose: () => Promise<void> }> {
   const engine = await Engine.load({ ...load, intraOpThreads: THREADS, ...(lookup ? { promptLookup: { draftTokens: DRAFT } } : {}) });
   const generate: Generate = async (promptIds, tokens) => {
-    const before = (await engine.stats()).promptLookup;
+    const before = (await engine.stats()).drafts;
     const prediction = predictions?.get(promptIds);
     const r = await engine.generate({ promptIds }, { maxTokens: tokens, ignoreEos, ...(prediction !== undefined ? { prediction } : {}) });
-    const after = (await engine.stats()).promptLookup;
+    const after = (await engine.stats()).drafts;
     const { acceptedPredictionTokens: kept = 0, rejectedPredictionTokens: rejected = 0 } = r.usage;
     return {
       ids: r.rows[0]!.ids,

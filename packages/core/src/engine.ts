@@ -38,6 +38,7 @@ import { validateDtype } from './modules/hub-variants.js';
 import { QueueFullError, type BatchStats } from './generate/continuous-batch.js';
 import { unitLength } from './runtime/unit-length.js';
 import { promptLookup, type PromptLookupOptions } from './generate/prompt-lookup.js';
+import { draftModel, type DraftModelOptions } from './generate/draft-model.js';
 
 /** How to load a model. */
 export interface EngineOptions extends RuntimeOptions {
@@ -131,9 +132,19 @@ export interface EngineOptions extends RuntimeOptions {
    * quotes its context takes fewer steps. true takes the defaults (4 tokens drafted, after runs of 3 or 2 tokens).
    * Works on graphs that can take positions back (converted GGUFs and most exports; not GroupQueryAttention or
    * hybrid graphs, which decode as without it). A call's `prediction` drafts with or without it.
-   * `stats().promptLookup` counts drafted and accepted tokens.
+   * `stats().drafts` counts drafted and accepted tokens.
    */
   promptLookup?: boolean | PromptLookupOptions;
+  /**
+   * Speculative decoding with a draft model (llama.cpp's `--model-draft`): a small model with the backbone's
+   * tokenizer (the same family, e.g. Qwen2.5-0.5B for Qwen2.5-7B) drafts a call's next tokens greedily while the
+   * call runs alone, and the backbone checks them in one run, keeping what it writes itself, so outputs are
+   * unchanged (greedy and seeded sampling alike). A model reference (loaded as `model` is: `.gguf` converted,
+   * registry references pulled), or `{ model, draftTokens (8), minProbability (0.75), dtype }`. Drafts from a
+   * call's `prediction` or from `promptLookup` come first where they find any. Not used on graphs that cannot take
+   * positions back (see `promptLookup`).
+   */
+  draftModel?: string | DraftModelOptions;
 }
 
 export { QueueFullError };
@@ -213,7 +224,7 @@ export class Engine {
     if (options.projector !== undefined) checkModelRef(options.projector, 'projector');
     checkReasonerList(options.reasoners, 'model', '');
     checkMode(options.mode, '');
-    const { model: modelSpec, dtype, projector: projectorSpec, reasoners: reasonerSpecs, reasonerTasks, registry, onProgress, ggufKvCache, cacheDir, mode, placement, maxBatch, maxQueue, kvBudgetBytes, prefillChunk, rowShards, promptLookup: lookupOption, embeddings, contextLength, ...runtime } = options;
+    const { model: modelSpec, dtype, projector: projectorSpec, reasoners: reasonerSpecs, reasonerTasks, registry, onProgress, ggufKvCache, cacheDir, mode, placement, maxBatch, maxQueue, kvBudgetBytes, prefillChunk, rowShards, promptLookup: lookupOption, draftModel: draftOption, embeddings, contextLength, ...runtime } = options;
     const count = (name: string, v: number | undefined, min: number) => {
       if (v !== undefined && !(Number.isInteger(v) && v >= min)) throw new RangeError(`${name} must be a whole number >= ${min}; got ${v}`);
     };
@@ -224,14 +235,16 @@ export class Engine {
     count('prefixCacheBytes', runtime.prefixCacheBytes, 0);
     count('contextLength', contextLength, 1);
     const lookup = lookupOption ? promptLookup(lookupOption) : undefined;
+    const draft = draftOption !== undefined ? draftModel(draftOption) : undefined;
     if (placement !== undefined) validatePlacement(placement);
     if (runtime.intraOpThreads !== undefined) validateIntraOpThreads(runtime.intraOpThreads);
-    for (const d of [dtype, ...(reasonerSpecs ?? []).map((r) => r.dtype)]) if (d !== undefined) validateDtype(d);
+    for (const d of [dtype, draft?.dtype, ...(reasonerSpecs ?? []).map((r) => r.dtype)]) if (d !== undefined) validateDtype(d);
     // Registry references (`[registry/]namespace/name@range`) are pulled into the cache; paths pass through.
     const pull = (spec: string) => resolveModelPath(spec, onProgress ? { ...registry, onProgress } : registry, ggufKvCache ? { kvCache: ggufKvCache } : undefined);
-    const [model, projector, named] = await Promise.all([
+    const [model, projector, draftPath, named] = await Promise.all([
       pull(modelSpec),
       projectorSpec ? pull(projectorSpec) : undefined,
+      draft ? pull(draft.model) : undefined,
       Promise.all((reasonerSpecs ?? []).map(async (r) => ({ ...r, model: await pull(r.model) }))),
     ]);
     const reasoners = [...named, ...(reasonerTasks?.length ? await reasonersByTask(model, dtype, reasonerTasks, registry, pull) : [])];
@@ -260,6 +273,7 @@ export class Engine {
         ...(rowShards !== undefined ? { rowShards } : {}),
         ...(lookup ? { promptLookup: lookup } : {}),
       },
+      ...(draft ? { draftModel: { ...draft, model: draftPath! } } : {}),
       ...(prepared.some(Boolean) ? { prepared } : {}),
     };
     const worker = spawnWorker('generation-worker', config);

@@ -144,9 +144,9 @@ describe('prompt lookup', () => {
     }
 
     it('writes what the model writes without it, in fewer steps, on a trained model (stories260K)', async () => {
-      const before = (await lookup.stats()).promptLookup!;
+      const before = (await lookup.stats()).drafts!;
       const { steps, tokens } = await same({ maxTokens: 120 });
-      const after = (await lookup.stats()).promptLookup!;
+      const after = (await lookup.stats()).drafts!;
       const accepted = after.acceptedTokens - before.acceptedTokens;
       expect(after.draftedTokens - before.draftedTokens).to.be.greaterThan(accepted);
       expect(accepted, 'drafted tokens the model wrote').to.be.greaterThan(10);
@@ -182,7 +182,7 @@ describe('prompt lookup', () => {
       try {
         const [want, got] = [await off.generate({ prompt }, { maxTokens: 60 }), await on.generate({ prompt }, { maxTokens: 60 })];
         expect(rows(got)).to.deep.equal(rows(want));
-        expect((await on.stats()).promptLookup).to.deep.equal({ draftedTokens: 0, acceptedTokens: 0 });
+        expect((await on.stats()).drafts).to.deep.equal({ draftedTokens: 0, acceptedTokens: 0 });
       } finally {
         await Promise.all([off.dispose(), on.dispose()]);
       }
@@ -194,11 +194,11 @@ describe('prompt lookup', () => {
     });
 
     it('drafts nothing while other calls share the batch, and each call is as it is alone', async () => {
-      const before = (await lookup.stats()).promptLookup!;
+      const before = (await lookup.stats()).drafts!;
       const [a, b] = await Promise.all([lookup.generate({ prompt }, { maxTokens: 40 }), lookup.generate({ prompt: 'Tim and Sam went to the park.' }, { maxTokens: 40 })]);
       expect(rows(a)).to.deep.equal(rows(await plain.generate({ prompt }, { maxTokens: 40 })));
       expect(rows(b)).to.deep.equal(rows(await plain.generate({ prompt: 'Tim and Sam went to the park.' }, { maxTokens: 40 })));
-      const after = (await lookup.stats()).promptLookup!;
+      const after = (await lookup.stats()).drafts!;
       // (a call may draft while it runs alone: before the other joins, or after it has finished)
       expect(after.draftedTokens - before.draftedTokens).to.be.lessThan(80);
     });
@@ -213,7 +213,7 @@ describe('prompt lookup', () => {
         const input = 'the cat sat on the mat and the cat sat on the';
         const [want, got] = [await off.generate({ prompt: input }, { maxTokens: 64 }), await on.generate({ prompt: input }, { maxTokens: 64 })];
         expect(rows(got)).to.deep.equal(rows(want));
-        const counts = (await on.stats()).promptLookup!;
+        const counts = (await on.stats()).drafts!;
         expect(counts.acceptedTokens).to.be.greaterThan(0);
       } finally {
         await Promise.all([off.dispose(), on.dispose()]);
@@ -233,7 +233,7 @@ describe('prompt lookup', () => {
         try {
           const [want, got] = [await off.generate({ prompt: input }, { maxTokens: 48 }), await on.generate({ prompt: input }, { maxTokens: 48 })];
           expect(rows(got)).to.deep.equal(rows(want));
-          expect((await on.stats()).promptLookup).to.deep.equal({ draftedTokens: 0, acceptedTokens: 0 });
+          expect((await on.stats()).drafts).to.deep.equal({ draftedTokens: 0, acceptedTokens: 0 });
           expect(got.timing.decodeSteps).to.equal(want.timing.decodeSteps);
         } finally {
           await Promise.all([off.dispose(), on.dispose()]);

@@ -49,7 +49,7 @@ export class ReasonerRuntime {
 
   /** Loads the backbone and reasoners of parsed model options into one engine. */
   static async load(options: ParsedModelOptions): Promise<ReasonerRuntime> {
-    const { backbone, dtype, reasoners = [], projector, registry, onProgress, device, intraOpThreads, placement, cacheDir, prefixCacheBytes, contextLength, ggufKvCache, sessionCache, promptLookup, ...defaults } = options;
+    const { backbone, dtype, reasoners = [], projector, registry, onProgress, device, intraOpThreads, placement, cacheDir, prefixCacheBytes, contextLength, ggufKvCache, sessionCache, promptLookup, draftModel, ...defaults } = options;
     // The backbone is resolved here (a registry reference becomes a pulled module directory) because its
     // directory also serves the chat template; the engine resolves the other modules itself.
     const backbonePath = await resolveModelPath(backbone, onProgress ? { ...registry, onProgress } : (registry ?? {}), ggufKvCache ? { kvCache: ggufKvCache } : undefined);
@@ -70,6 +70,7 @@ export class ReasonerRuntime {
       ...(ggufKvCache ? { ggufKvCache } : {}),
       ...(sessionCache !== undefined ? { sessionCache } : {}),
       ...(promptLookup ? { promptLookup } : {}),
+      ...(draftModel ? { draftModel } : {}),
     });
     try {
       const info = await describeBackbone(backbonePath, engine.info);

@@ -13,6 +13,7 @@ import { isLocalModelName, localModelPath } from '../modules/local-names.js';
 import { DTYPES } from '../modules/hub-variants.js';
 import { progressBar } from '../registry/progress.js';
 import { resolveModelPath } from '../registry/resolve-model.js';
+import { DEFAULT_DRAFT } from '../generate/draft-model.js';
 import { DEVICES } from '../runtime/devices.js';
 import type { ReasonerSpec } from '../runtime/protocol.js';
 import { PLACEMENTS, type PlacementChoice } from '../runtime/thread-budget.js';
@@ -46,11 +47,33 @@ export interface ModelFlags {
   sessionCache?: boolean;
   /** --prompt-lookup, with the draft's length when given. */
   promptLookup?: true | number;
+  /** --draft-model, --draft-max, --draft-p-min. */
+  draftModel?: string;
+  draftMax?: number;
+  draftPMin?: number;
 }
 
 /** --prompt-lookup [n] (Engine.load's `promptLookup`), for every command that generates. */
 export function promptLookupOption(): Option {
   return new Option('--prompt-lookup [n]', "speculative decoding by prompt lookup: draft up to n tokens (default 4) from the reply's own context, kept as far as the model writes them itself").argParser(positiveIntegerFlag('--prompt-lookup'));
+}
+
+/** --draft-model, --draft-max and --draft-p-min (Engine.load's `draftModel`, llama.cpp's flags), for every command that generates. */
+export function draftModelOptions(): Option[] {
+  return [
+    new Option('--draft-model <ref>', "speculative decoding: a small model with the model's tokenizer (same family) drafts tokens the model checks in one run, kept as far as it writes them itself (GGUF files converted once, as --model)"),
+    new Option('--draft-max <n>', `tokens the draft model drafts at most per step (default ${DEFAULT_DRAFT.draftTokens})`).argParser(positiveIntegerFlag('--draft-max')),
+    new Option('--draft-p-min <p>', `the draft model stops drafting at a token it gives less than p (0 to 1, default ${DEFAULT_DRAFT.minProbability})`).argParser(decimalFlag('--draft-p-min')),
+  ];
+}
+
+/** Engine.load's `draftModel` of the --draft-* flags (--draft-max and --draft-p-min need --draft-model). */
+export function draftModelOf(flags: Pick<ModelFlags, 'draftModel' | 'draftMax' | 'draftPMin'>, model = flags.draftModel): Pick<EngineOptions, 'draftModel'> {
+  if (model === undefined) {
+    if (flags.draftMax !== undefined || flags.draftPMin !== undefined) throw new InvalidArgumentError('--draft-max and --draft-p-min need --draft-model');
+    return {};
+  }
+  return { draftModel: { model, ...(flags.draftMax !== undefined ? { draftTokens: flags.draftMax } : {}), ...(flags.draftPMin !== undefined ? { minProbability: flags.draftPMin } : {}) } };
 }
 
 /** A generation's decode speed for the summary line: ms per token, and its steps where drafts saved some. */
@@ -87,7 +110,7 @@ export interface SamplingFlags {
 
 /** Adds the loading flags (`--model`, `--reasoner`, …) to a command. */
 export function addModelFlags(command: Command): Command {
-  return command
+  command
     .requiredOption('--model <path>', 'module directory, plain export directory, .onnx file, GGUF file (converted once into the cache; also as ollama://name:tag, hf://org/repo:QUANT or lmstudio://publisher/model), or registry reference')
     .addOption(new Option('--dtype <t>', "graph of a hub export directory (transformers.js names; default: the most precise present)").choices([...DTYPES]))
     .option('--reasoner <path[=weight]>', 'reasoner module composed with the model (repeatable)', reasonerFlag)
@@ -105,6 +128,8 @@ export function addModelFlags(command: Command): Command {
         .choices([...PLACEMENTS])
         .default('auto'),
     );
+  for (const option of draftModelOptions()) command.addOption(option);
+  return command;
 }
 
 /** Adds the sampling flags (`--temperature`, `--seed`, `--stop`, …) to a command. */
@@ -153,6 +178,7 @@ export async function engineOptions(flags: ModelFlags): Promise<EngineOptions> {
     ...(flags.contextLength !== undefined ? { contextLength: flags.contextLength } : {}),
     ...(flags.sessionCache === false ? { sessionCache: false } : {}),
     ...promptLookupOf(flags.promptLookup),
+    ...draftModelOf(flags, flags.draftModel !== undefined ? await ggufWithProgress(flags.draftModel, flags.kvCache) : undefined),
   };
 }
 

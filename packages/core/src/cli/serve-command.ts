@@ -17,7 +17,7 @@ import type { FusionMode } from '../compose/fusion.js';
 import { chatTemplateFile, integerFlag, jsonObjectFlag, nonNegativeIntegerFlag, parseWeight, reasonerTaskFlag, type ReasonerTaskFlag, threadsFlag } from './flags.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
 import type { ToolCallSyntax } from '../constrain/tool-syntax.js';
-import { promptLookupOf, promptLookupOption, sessionCacheOption } from './model-flags.js';
+import { draftModelOf, draftModelOptions, promptLookupOf, promptLookupOption, sessionCacheOption } from './model-flags.js';
 
 /** `NAME=REF[=WEIGHT]`: the served name, the model (path or registry reference), an optional default weight. */
 export function servedReasonerFlag(v: string, prev: ReasonerSpec[] = []): ReasonerSpec[] {
@@ -126,10 +126,14 @@ interface ServeFlags {
   contextLength?: number;
   kvCache?: 'float32' | 'float16';
   promptLookup?: true | number;
+  draftModel?: string;
+  draftMax?: number;
+  draftPMin?: number;
 }
 
 /** Adds `serve` to the `reasonplug` program. */
 export function addServeCommand(program: Command): void {
+  const [draftModel, draftMax, draftPMin] = draftModelOptions();
   program
     .command('serve')
     .description("serve a model (and its reasoners) over the OpenAI HTTP API, with OpenAI's Responses, Anthropic's Messages and Ollama's APIs beside it")
@@ -165,6 +169,9 @@ export function addServeCommand(program: Command): void {
     .addOption(new Option('--kv-cache <t>', "keys' and values' type of .gguf models converted on first use: float16 (default, as llama.cpp's; faster at long contexts) or float32 (exact against llama.cpp's F32 cache)").choices(['float32', 'float16']))
     .addOption(sessionCacheOption())
     .addOption(promptLookupOption())
+    .addOption(draftModel!)
+    .addOption(draftMax!)
+    .addOption(draftPMin!)
     .addOption(new Option('--placement <p>', 'where reasoners run').choices([...PLACEMENTS]).default('auto'))
     .action((flags: ServeFlags) => serve(flags));
 }
@@ -212,6 +219,7 @@ async function serve(flags: ServeFlags): Promise<void> {
       ...(flags.kvCache ? { ggufKvCache: flags.kvCache } : {}),
       ...(flags.sessionCache === false ? { sessionCache: false } : {}),
       ...promptLookupOf(flags.promptLookup),
+      ...draftModelOf(flags),
     },
     ...(flags.name ? { name: flags.name } : {}),
     ...(flags.alias ? { aliases: flags.alias } : {}),

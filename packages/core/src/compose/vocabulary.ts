@@ -25,6 +25,8 @@ export interface VocabularyFacts {
 export function sharedVocabulary(
   backbone: VocabularyFacts & { tokenizerSize?: number },
   reasoners: readonly VocabularyFacts[],
+  /** What a mismatched tokenizer's error advises. */
+  advice = 'Reasoners must share the backbone tokenizer, token for token. Pick a reasoner trained for this backbone family.',
 ): { vocab: number; warnings: string[] } {
   const warnings: string[] = [];
   const unchecked = (m: VocabularyFacts) =>
@@ -46,8 +48,7 @@ export function sharedVocabulary(
     if (m.fingerprint === undefined) unchecked(m);
     else if (m.fingerprint !== backbone.fingerprint) {
       throw new VocabularyMismatchError(
-        `${m.name} uses another tokenizer than ${backbone.name} (${m.fingerprint} vs ${backbone.fingerprint}); ` +
-          'reasoners must share the backbone tokenizer, token for token. Pick a reasoner trained for this backbone family.',
+        `${m.name} uses another tokenizer than ${backbone.name} (${m.fingerprint} vs ${backbone.fingerprint}). ${advice}`,
       );
     }
     if (m.logits < vocab) {

@@ -24,6 +24,7 @@ import { weightAt, type WeightSpec } from '../compose/weights.js';
 import { reasonerFailed } from '../compose/reasoner-group.js';
 import { pickAccepted } from '../constrain/timing.js';
 import { DEFAULT_PROMPT_LOOKUP, lookupDraft, lookupPrediction, type PromptLookup } from './prompt-lookup.js';
+import type { DraftModel } from './draft-model.js';
 
 /** Rows decoded together at most, unless {@link BatchLimits.maxBatch} says otherwise. */
 export const DEFAULT_MAX_BATCH = 8;
@@ -101,8 +102,11 @@ export interface BatchStats {
   prefixCache: PrefixCacheStats;
   /** The backbone's row shards, when wide steps run on them. */
   rowShards?: RowShardStats;
-  /** Drafts (prompt lookup, or requests' predictions), once on or used: tokens drafted and run, and those of them the rows wrote. */
-  promptLookup?: { draftedTokens: number; acceptedTokens: number };
+  /**
+   * Speculative decoding (prompt lookup, requests' predictions, a draft model), once on or used: tokens drafted and
+   * run, and those of them the rows wrote.
+   */
+  drafts?: { draftedTokens: number; acceptedTokens: number };
 }
 
 interface Job {
@@ -186,7 +190,9 @@ export class ContinuousBatch {
   private fuseScratch: [Float32Array, Float32Array] | undefined;
   /** Whether waiting prompts may be prefilled together (off once a graph refused it). */
   private together = true;
-  private readonly lookupCounts = { draftedTokens: 0, acceptedTokens: 0 };
+  private readonly draftCounts = { draftedTokens: 0, acceptedTokens: 0 };
+  /** The draft model, when one is loaded (see {@link useDraftModel}). */
+  private drafter: DraftModel | undefined;
 
   constructor(
     backbone: DecoderSession,
@@ -220,6 +226,11 @@ export class ContinuousBatch {
     this.names[m] = name;
     this.kvs[m] = new BatchKv(session);
     this.order[m] = [];
+  }
+
+  /** Drafts for a row running alone come from `drafter` where the request's prediction and prompt lookup find none. */
+  useDraftModel(drafter: DraftModel): void {
+    this.drafter = drafter;
   }
 
   private get kv(): BatchCache {
@@ -314,14 +325,14 @@ export class ContinuousBatch {
     return {
       running: this.rowsInUse,
       waiting: this.queue.length,
-      kvBytes: sum((kv) => kv.bytes) + pending,
+      kvBytes: sum((kv) => kv.bytes) + pending + (this.drafter?.bytes ?? 0),
       bytesPerPosition: sum((kv) => kv.bytesPerPosition),
       maxBatch: this.maxBatch,
       ...(this.limits.kvBudgetBytes !== undefined ? { kvBudgetBytes: this.limits.kvBudgetBytes } : {}),
       counters: { copiedBytes: sum((kv) => kv.counters.copiedBytes), perRowLayoutBytes: sum((kv) => kv.counters.perRowLayoutBytes) },
       prefixCache: this.prefixStats(),
       ...(this.shards ? { rowShards: this.shards.stats() } : {}),
-      ...(this.limits.promptLookup || this.lookupCounts.draftedTokens > 0 ? { promptLookup: { ...this.lookupCounts } } : {}),
+      ...(this.limits.promptLookup || this.drafter || this.draftCounts.draftedTokens > 0 ? { drafts: { ...this.draftCounts } } : {}),
     };
   }
 
@@ -594,8 +605,9 @@ export class ContinuousBatch {
       kv.rebuild(kept, adding.map((j) => j.caches[j.live.job.models.indexOf(m)]!));
       this.order[m] = [...this.order[m]!.filter(alive), ...adding.map((j) => j.live)];
     });
+    this.drafter?.keepFor(this.live);
     if (this.live.length === 0) return;
-    const draft = this.live.length === 1 ? this.draftFor(this.live[0]!) : undefined;
+    const draft = this.live.length === 1 ? await this.draftFor(this.live[0]!) : undefined;
     if (!draft || !(await this.runDraft(this.live[0]!, draft))) await this.stepRows();
     const steppedJobs = new Set<Job>();
     for (const l of this.live) {
@@ -650,21 +662,21 @@ export class ContinuousBatch {
     }
     l.logits = positions[0]!;
     l.draft = { tokens: draft, logits: positions, fromPrediction };
-    this.lookupCounts.draftedTokens += draft.length;
+    this.draftCounts.draftedTokens += draft.length;
     return true;
   }
 
   /**
    * The draft a lone row runs with its next token: what its request's prediction has after the reply so far, else
-   * what prompt lookup finds in its prompt and reply (when on), as much as its token limit and context leave room
-   * for. None where neither finds one, the row has latent steps (they run from a one-position step's hidden state),
-   * or one of its models cannot take positions back.
+   * what prompt lookup finds in its prompt and reply (when on), else the draft model's tokens (when loaded), as
+   * much as its token limit and context leave room for. None where none finds one, the row has latent steps (they
+   * run from a one-position step's hidden state), or one of its models cannot take positions back.
    */
-  private draftFor(l: Live): { tokens: number[]; fromPrediction: boolean } | undefined {
+  private async draftFor(l: Live): Promise<{ tokens: number[]; fromPrediction: boolean } | undefined> {
     const { job, row: r } = l;
     const prediction = job.request.predictionIds;
     const lookup = this.limits.promptLookup;
-    if ((!lookup && !prediction) || job.request.latent) return undefined;
+    if ((!lookup && !prediction && !this.drafter) || job.request.latent) return undefined;
     if (!job.models.every((m) => this.kvs[m] instanceof BatchKv && this.kvs[m].takesRuns)) return undefined;
     const row = job.rows[r]!;
     // The token and the draft are fed; the draft's tokens and the one after it may be written.
@@ -680,8 +692,14 @@ export class ContinuousBatch {
     const limit = Math.min(room, settings.draftTokens);
     const predicted = prediction ? lookupPrediction(prediction, row.ids, settings, limit) : [];
     if (predicted.length > 0) return { tokens: predicted, fromPrediction: true };
-    const found = lookup ? lookupDraft([...row.prompt, ...row.ids], lookup, limit) : [];
-    return found.length > 0 ? { tokens: found, fromPrediction: false } : undefined;
+    const context = [...row.prompt, ...row.ids];
+    const found = lookup ? lookupDraft(context, lookup, limit) : [];
+    if (found.length > 0) return { tokens: found, fromPrediction: false };
+    if (!this.drafter) return undefined;
+    const drafted = await this.drafter.draft(l, context, room).catch((err: Error) => {
+      throw new Error(`the draft model failed: ${err.name}: ${err.message}`);
+    });
+    return drafted.length > 0 ? { tokens: drafted, fromPrediction: false } : undefined;
   }
 
   /**
@@ -702,7 +720,7 @@ export class ContinuousBatch {
         continue;
       }
       const kept = at + (at < draft.tokens.length && id === draft.tokens[at] ? 1 : 0);
-      this.lookupCounts.acceptedTokens += kept;
+      this.draftCounts.acceptedTokens += kept;
       // Each draft in a row wholly rejected doubles the steps before the next one (up to MAX_DRAFT_PAUSE).
       l.misses = kept > 0 ? 0 : (l.misses ?? 0) + 1;
       l.pause = kept > 0 ? 0 : Math.min(2 ** (l.misses - 1), MAX_DRAFT_PAUSE);
@@ -836,6 +854,7 @@ export class ContinuousBatch {
     this.live = [];
     this.ready = [];
     this.prefills = [];
+    this.drafter?.release();
     this.kvs.forEach((kv, m) => {
       kv.rebuild([], []);
       this.order[m] = [];

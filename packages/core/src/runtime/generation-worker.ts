@@ -14,7 +14,7 @@ import type { GenerateOptions, ThinkingBudget, TokenEvent, TokenLogprobs } from 
 import { GenerateOptionsError } from '../generate/options.js';
 import type { ThoughtBudgetSpec } from '../generate/thought-budget.js';
 import { ComposedSource, ReasonerSelectionError, type CompositionPlan, type ReasonerSlot } from '../compose/composed-source.js';
-import { sharedVocabulary, VocabularyMismatchError } from '../compose/vocabulary.js';
+import { sharedVocabulary, VocabularyMismatchError, type VocabularyFacts } from '../compose/vocabulary.js';
 import { validateWeightSpec, type WeightSpec } from '../compose/weights.js';
 import type { FusionMode } from '../compose/fusion.js';
 import { LocalReasonerGroup, ReasonerError, labelLoadFailure, type ReasonerGroup } from '../compose/reasoner-group.js';
@@ -33,6 +33,8 @@ import { embed, EmbeddingsUnavailableError, poolingRefused } from './embed.js';
 import { declaredPooling } from '../modules/pooling.js';
 import type { ModelLocation } from '../modules/locate.js';
 import { ContinuousBatch, DEFAULT_MAX_BATCH, DEFAULT_PREFILL_CHUNK } from '../generate/continuous-batch.js';
+import { DraftModel, DraftModelError, type DraftModelSettings } from '../generate/draft-model.js';
+import { BatchKv } from './batch-kv.js';
 import { RowShards, rowShardWorkers, SHARD_MIN_ROWS_PER_WORKER } from './row-shards.js';
 import { isAlwaysZero } from '../compose/weights.js';
 
@@ -130,6 +132,8 @@ interface Loaded {
   openCopy?: (slot: number) => Promise<DecoderSession>;
   /** The copies opened so far, by slot. */
   copies: Map<number, Promise<DecoderSession>>;
+  /** The draft model, when one is loaded: what drafts, and its session. */
+  draft?: { drafter: DraftModel; session: DecoderSession };
 }
 
 /** Locates and prepares a model the engine did not find prepared (only then are those modules loaded). */
@@ -366,6 +370,18 @@ async function start(): Promise<Loaded> {
     reasoners.map((r) => ({ name: r.name, logits: r.info.vocabSize, ...(r.fingerprint ? { fingerprint: r.fingerprint } : {}) })),
   );
   constraintFactory = lazyConstraintFactory(location.tokenizerDir, backboneFingerprint, vocab);
+  const draft = config.draftModel
+    ? await openDraftModel(config.draftModel, { name: `backbone (${location.modelPath})`, logits: session.vocabSize, ...(backboneFingerprint ? { fingerprint: backboneFingerprint } : {}) }, vocab, contextLength).catch(
+        async (err: unknown) => {
+          await Promise.allSettled([releaseAll(), projector?.session.release()]);
+          throw err;
+        },
+      )
+    : undefined;
+  if (draft) warnings.push(...draft.warnings);
+  if (draft && !new BatchKv(session).takesRuns) {
+    warnings.push(`the draft model is loaded but not used: ${location.modelPath} cannot take drafted positions back (recurrent states, or right padding); it decodes one token a step`);
+  }
   const mode: FusionMode = config.mode ?? reasoners.find((r) => r.manifest?.composition)?.manifest?.composition?.mode ?? 'logits';
 
   const info: ModelInfo = {
@@ -377,6 +393,7 @@ async function start(): Promise<Loaded> {
     warnings,
     mode,
     reasoners: reasoners.map((r) => ({ name: r.name, modelPath: r.info.modelPath, weight: r.weight, vocabSize: r.info.vocabSize })),
+    ...(draft ? { draftModel: { modelPath: draft.modelPath, draftTokens: config.draftModel!.draftTokens, minProbability: config.draftModel!.minProbability } } : {}),
     ...(session.intraOpThreads ? { intraOpThreads: session.intraOpThreads } : {}),
     placement: { kind: plan.placement, lanes: plan.lanes.map((members) => members.map((i) => names[i]!)) },
     ...(contextLength !== undefined ? { contextLength } : {}),
@@ -398,7 +415,7 @@ async function start(): Promise<Loaded> {
   // They open with the engine: a failure fails the load.
   if (shards) {
     await shards.start().catch(async (err: unknown) => {
-      await Promise.allSettled([releaseAll(), projector?.session.release()]);
+      await Promise.allSettled([releaseAll(), projector?.session.release(), draft?.session.release()]);
       throw err;
     });
   }
@@ -417,7 +434,38 @@ async function start(): Promise<Loaded> {
     // On the backbone's thread a copy runs after the backbone, with its runtime, as inline reasoners do.
     ...(inline ? {} : { openCopy: (slot: number) => openReasoner(reasonersPrepared[slot]!, plan.backbone).then((r) => r.session) }),
     copies: new Map(),
+    ...(draft ? { draft: { drafter: draft.drafter, session: draft.session } } : {}),
   };
+}
+
+/**
+ * Opens the draft model on this thread (it drafts between the backbone's runs) with the user's runtime: one thread
+ * for a small model. Its tokenizer must be the backbone's, and its graph must take positions back.
+ */
+async function openDraftModel(
+  settings: DraftModelSettings,
+  backbone: VocabularyFacts,
+  vocab: number,
+  contextLength: number | undefined,
+): Promise<{ drafter: DraftModel; session: DecoderSession; modelPath: string; warnings: string[] }> {
+  const labelled = (err: Error) => {
+    err.message = `draft model ${settings.model}: ${err.message}`;
+    throw err;
+  };
+  const prepared = await prepareModel(settings.model, config.cacheDir, {}, settings.dtype).catch(labelled);
+  const { session, info } = await openReasoner(prepared, config.runtime).catch(labelled);
+  try {
+    const facts = { name: `the draft model (${info.modelPath})`, logits: info.vocabSize, ...((info.manifest?.compat.tokenizer ?? info.tokenizerFingerprint) ? { fingerprint: info.manifest?.compat.tokenizer ?? info.tokenizerFingerprint } : {}) };
+    const { warnings } = sharedVocabulary({ ...backbone, tokenizerSize: vocab }, [facts], 'A draft model must share the backbone tokenizer, token for token: pick a smaller model of the same family.');
+    const own = await declaredContextLength(prepared.location);
+    const context = Math.min(own ?? Infinity, contextLength ?? Infinity);
+    const drafter = new DraftModel(session, settings, vocab, context, config.batching?.prefillChunk ?? DEFAULT_PREFILL_CHUNK);
+    return { drafter, session, modelPath: info.modelPath, warnings: warnings.filter((w) => w.startsWith(facts.name)) };
+  } catch (err) {
+    await session.release();
+    // (a tokenizer mismatch names the draft model's graph already)
+    throw err instanceof DraftModelError ? labelled(err) : err;
+  }
 }
 
 /** Which reasoners take part in one request, with which weights. */
@@ -523,7 +571,7 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
   const { backbone, tokenizer } = loaded;
   if (msg.type === 'dispose') {
     // After the work already queued: a session is never released under a running step.
-    await batch.exclusive(() => Promise.all([backbone.release(), loaded.shards?.release(), loaded.projector?.session.release(), ...loaded.groups.map((g) => g.release()), ...releaseCopies(loaded)]), false);
+    await batch.exclusive(() => Promise.all([backbone.release(), loaded.shards?.release(), loaded.projector?.session.release(), loaded.draft?.session.release(), ...loaded.groups.map((g) => g.release()), ...releaseCopies(loaded)]), false);
     port.close();
     return;
   }
@@ -619,7 +667,7 @@ let constraintFactory: (() => Promise<ConstraintFactory>) | undefined;
 /** Releases every model; the worker then answers nothing more. */
 async function shutDown(loaded: Loaded): Promise<void> {
   closed = true;
-  await Promise.allSettled([loaded.backbone.release(), loaded.shards?.release(), loaded.projector?.session.release(), ...loaded.groups.map((g) => g.release()), ...releaseCopies(loaded)]);
+  await Promise.allSettled([loaded.backbone.release(), loaded.shards?.release(), loaded.projector?.session.release(), loaded.draft?.session.release(), ...loaded.groups.map((g) => g.release()), ...releaseCopies(loaded)]);
 }
 
 start().then(
@@ -627,6 +675,7 @@ start().then(
     // Requests share the continuous batch (or wait for it to drain); tokenizing and stats answer at once.
     const inline = loaded.inline?.map((session, slot) => ({ session, name: loaded.reasoners[slot]!.name }));
     const batch = new ContinuousBatch(loaded.backbone, loaded.vocab, config.batching, inline, loaded.projector?.session, loaded.shards);
+    if (loaded.draft) batch.useDraftModel(loaded.draft.drafter);
     port.on('message', (msg: ToWorker) => {
       if (!answerAtOnce(loaded, batch, msg)) void serve(loaded, batch, msg);
     });

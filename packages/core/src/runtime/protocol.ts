@@ -1,4 +1,5 @@
 /** Messages between the engine (main thread) and its generation worker. */
+import type { DraftModelSettings } from '../generate/draft-model.js';
 import type { DecoderSignature } from '../onnx/signature.js';
 import type { ChatMessage } from '../tokenizer/tokenizer.js';
 import type { ToolsPrompt } from '../tokenizer/tools-in-prompt.js';
@@ -80,6 +81,8 @@ export interface WorkerConfig {
   contextLength?: number;
   /** Limits of the continuous batch. */
   batching?: BatchLimits;
+  /** Speculative decoding with a draft model (its `model` a local path by now). */
+  draftModel?: DraftModelSettings;
   /**
    * The backbone and then each reasoner as the engine found them already prepared (undefined where not): the
    * worker prepares only the others, and so need not load the manifest schema and protobuf modules.
@@ -139,6 +142,8 @@ export interface ModelInfo {
   projector?: { modelPath: string; hiddenSize: number; marker: MarkerSpec };
   /** Loaded reasoners with their default weights. */
   reasoners: { name: string; modelPath: string; weight: WeightSpec; vocabSize: number }[];
+  /** The draft model, when one is loaded: its graph, and how many tokens it drafts at most. */
+  draftModel?: { modelPath: string; draftTokens: number; minProbability: number };
   /** Intra-op threads of the session; absent means onnxruntime's default (one per physical core). */
   intraOpThreads?: number;
   /** Where the reasoners run, and the reasoners (by name) each lane worker hosts (none inline). */

@@ -69,7 +69,7 @@ export class ServerMetrics {
       kvBytes: number;
       kvCapacityBytes: number;
       prefixCache: PrefixCacheStats | undefined;
-      promptLookup?: { draftedTokens: number; acceptedTokens: number } | undefined;
+      drafts?: { draftedTokens: number; acceptedTokens: number } | undefined;
     },
   ): string {
     const label = `model_name="${modelName.replace(/["\\\n]/g, '_')}"`;
@@ -87,11 +87,11 @@ export class ServerMetrics {
     metric('reasonplug:prefix_cache_bytes', 'gauge', 'Bytes of KV cache kept of recent prompts for prefix caching.', [one('reasonplug:prefix_cache_bytes', prefix?.bytes ?? 0)]);
     metric('reasonplug:prefix_cache_queries_total', 'counter', 'Prompt tokens looked up in the prefix cache.', [one('reasonplug:prefix_cache_queries_total', prefix?.queriedTokens ?? 0)]);
     metric('reasonplug:prefix_cache_hits_total', 'counter', 'Prompt tokens found in the prefix cache (not run).', [one('reasonplug:prefix_cache_hits_total', prefix?.hitTokens ?? 0)]);
-    const lookup = gauges.promptLookup;
-    if (lookup) {
-      metric('reasonplug:spec_decode_num_draft_tokens_total', 'counter', 'Tokens drafted (by prompt lookup, or from requests\' predictions) and run.', [one('reasonplug:spec_decode_num_draft_tokens_total', lookup.draftedTokens)]);
+    const drafts = gauges.drafts;
+    if (drafts) {
+      metric('reasonplug:spec_decode_num_draft_tokens_total', 'counter', 'Tokens drafted (by prompt lookup, from requests\' predictions, or by the draft model) and run.', [one('reasonplug:spec_decode_num_draft_tokens_total', drafts.draftedTokens)]);
       metric('reasonplug:spec_decode_num_accepted_tokens_total', 'counter', 'Drafted tokens the model wrote itself (kept).', [
-        one('reasonplug:spec_decode_num_accepted_tokens_total', lookup.acceptedTokens),
+        one('reasonplug:spec_decode_num_accepted_tokens_total', drafts.acceptedTokens),
       ]);
     }
     metric('reasonplug:prompt_tokens_total', 'counter', 'Prompt tokens processed.', [one('reasonplug:prompt_tokens_total', this.promptTokens)]);

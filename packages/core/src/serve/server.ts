@@ -248,7 +248,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
           kvBytes: kv?.kvBytes ?? 0,
           kvCapacityBytes: capacity,
           prefixCache: kv?.prefixCache,
-          promptLookup: kv?.promptLookup,
+          drafts: kv?.drafts,
         }),
       );
       return;

@@ -1,0 +1,141 @@
+/**
+ * Speculative decoding with a draft model: stories260K (trained) as the backbone, and the same model re-encoded as
+ * Q4_0 as its draft model, given as a GGUF file (converted on load). The backbone keeps what it writes itself, so
+ * outputs equal decoding without the draft model (greedy, seeded sampling, grammars, limits, concurrent calls), in
+ * fewer steps; bad draft models are refused by name.
+ */
+import { expect } from 'chai';
+import { join } from 'node:path';
+import { Engine, type StreamOptions } from '../src/engine.js';
+import { DEFAULT_DRAFT, draftModel } from '../src/generate/draft-model.js';
+import type { GenerationResult } from '../src/generate/types.js';
+import { startServer } from '../src/serve/server.js';
+import { BLOCK_TYPES } from '../src/gguf/quant/index.js';
+import { cacheDir } from './support/models.js';
+import { storiesGqaModule, storiesModule } from './support/modules.js';
+import { STORIES } from './support/gguf-models.js';
+import { rewriteGguf } from './support/gguf-writer.js';
+import { GGML, quantizeGgml } from './support/ggml-quantize.js';
+import { useTempCache } from './support/temp-cache.js';
+import { repoRoot } from '../../../test/support/paths.js';
+
+const prompt = 'Once upon a time, there was a little girl named Lily. She loved to play with her ball. One day, Lily';
+const rows = (r: GenerationResult) => r.rows.map((row) => ({ ids: row.ids, text: row.text, finishReason: row.finishReason }));
+
+describe('draft model', () => {
+  it('checks its options and fills in the defaults', () => {
+    expect(draftModel('m.gguf')).to.deep.equal({ model: 'm.gguf', ...DEFAULT_DRAFT });
+    expect(draftModel({ model: 'm', draftTokens: 3, minProbability: 0, dtype: 'q4' })).to.deep.equal({ model: 'm', draftTokens: 3, minProbability: 0, dtype: 'q4' });
+    expect(() => draftModel({ model: '' })).to.throw(TypeError, /draftModel must be a model reference/);
+    expect(() => draftModel({ model: 'm', draftTokens: 0 })).to.throw(RangeError, /draftModel.draftTokens must be a whole number >= 1; got 0/);
+    expect(() => draftModel({ model: 'm', draftTokens: 2.5 })).to.throw(RangeError, /draftTokens/);
+    expect(() => draftModel({ model: 'm', minProbability: 1.5 })).to.throw(RangeError, /draftModel.minProbability must be a number from 0 to 1; got 1.5/);
+  });
+
+  describe('the engine', function () {
+    this.timeout(180_000);
+    const scratch = useTempCache('reasonplug-draft-');
+    let stories: string;
+    let draftGguf: string;
+    let plain: Engine;
+    let drafting: Engine;
+
+    before(async () => {
+      stories = await storiesModule();
+      // The trained model's matrices as Q4_0: a draft that agrees with it most of the time, as a family's small model does.
+      draftGguf = join(scratch.dir, 'stories260K-q4_0.gguf');
+      await rewriteGguf(
+        STORIES,
+        draftGguf,
+        (_meta, tensors) => {
+          for (const t of tensors.values()) if (t.dims.length === 2 && t.dims[0]! % BLOCK_TYPES.get(GGML.Q4_0)!.blockElems === 0) t.type = GGML.Q4_0;
+        },
+        (data, type) => quantizeGgml(data, type),
+      );
+      [plain, drafting] = await Promise.all([Engine.load({ model: stories, cacheDir }), Engine.load({ model: stories, cacheDir, draftModel: draftGguf })]);
+    });
+    after(async () => {
+      await Promise.all([plain?.dispose(), drafting?.dispose()]);
+    });
+
+    async function same(engine: Engine, options: StreamOptions, input = prompt): Promise<{ steps: number; tokens: number }> {
+      const [want, got] = [await plain.generate({ prompt: input }, options), await engine.generate({ prompt: input }, options)];
+      expect(rows(got)).to.deep.equal(rows(want));
+      return { steps: got.timing.decodeSteps, tokens: got.usage.completionTokens };
+    }
+
+    it('loads the draft model (a GGUF file, converted) and reports it', () => {
+      expect(drafting.info.draftModel).to.include({ draftTokens: DEFAULT_DRAFT.draftTokens, minProbability: DEFAULT_DRAFT.minProbability });
+      expect(drafting.info.draftModel!.modelPath).to.match(/model\.onnx$/);
+      expect(plain.info.draftModel).to.equal(undefined);
+    });
+
+    it('writes what the backbone writes without it, in fewer steps, its cache given back after the call', async () => {
+      const before = (await drafting.stats()).drafts!;
+      const { steps, tokens } = await same(drafting, { maxTokens: 120 });
+      const after = await drafting.stats();
+      const accepted = after.drafts!.acceptedTokens - before.acceptedTokens;
+      expect(after.drafts!.draftedTokens - before.draftedTokens).to.be.at.least(accepted);
+      expect(accepted, 'drafted tokens the backbone wrote').to.be.greaterThan(tokens / 3);
+      expect(steps).to.be.at.most(tokens - accepted);
+      expect(after.kvBytes, 'KV bytes once idle').to.equal(0);
+    });
+
+    it('keeps seeded sampling, stop strings, token limits and grammars as they are', async () => {
+      for (const seed of [1, 2]) await same(drafting, { maxTokens: 80, temperature: 0.8, seed });
+      await same(drafting, { maxTokens: 100, stop: ['Lily was'] });
+      for (const maxTokens of [1, 2, 3, 9]) await same(drafting, { maxTokens });
+      const schema = { type: 'object', properties: { name: { type: 'string', maxLength: 12 }, ball: { type: 'boolean' } }, required: ['name', 'ball'] };
+      await same(drafting, { maxTokens: 60, responseFormat: { type: 'json_schema', schema } });
+    });
+
+    it('drafts for the call left alone after others finish, catching up with its context a chunk a step', async () => {
+      // Prefill chunks of 4: the draft model catches up with the long call's prompt and reply over several steps.
+      const chunked = await Engine.load({ model: stories, cacheDir, prefillChunk: 4, draftModel: { model: draftGguf, draftTokens: 3 } });
+      try {
+        const short = 'Tim and Sam went to the park.';
+        const [a, b] = await Promise.all([chunked.generate({ prompt }, { maxTokens: 100 }), chunked.generate({ prompt: short }, { maxTokens: 8 })]);
+        expect(rows(a)).to.deep.equal(rows(await plain.generate({ prompt }, { maxTokens: 100 })));
+        expect(rows(b)).to.deep.equal(rows(await plain.generate({ prompt: short }, { maxTokens: 8 })));
+        expect(a.timing.decodeSteps, 'the long call drafted once alone').to.be.lessThan(a.usage.completionTokens - 1);
+        expect((await chunked.stats()).kvBytes).to.equal(0);
+      } finally {
+        await chunked.dispose();
+      }
+    });
+
+    it('serves it: completions as the backbone writes them alone, /metrics counting drafted and kept tokens', async () => {
+      const server = await startServer({ engine: { model: stories, cacheDir, draftModel: draftGguf }, port: 0 });
+      try {
+        await server.ready;
+        const res = await fetch(`${server.url}/v1/completions`, {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json' },
+          body: JSON.stringify({ model: 'stories260k', prompt, max_tokens: 60, temperature: 0 }),
+        });
+        const body = (await res.json()) as { choices: { text: string }[] };
+        expect(body.choices[0]!.text).to.equal((await plain.generate({ prompt }, { maxTokens: 60 })).rows[0]!.text);
+        const metrics = await (await fetch(`${server.url}/metrics`)).text();
+        const accepted = Number(/reasonplug:spec_decode_num_accepted_tokens_total\{[^}]*\} (\d+)/.exec(metrics)![1]);
+        expect(accepted).to.be.greaterThan(0);
+      } finally {
+        await server.close();
+      }
+    });
+
+    it('refuses a draft model with another tokenizer, and one whose graph cannot take positions back, by name', async () => {
+      const toy = join(repoRoot, 'examples', 'modules', 'toy-backbone-s');
+      const other = await Engine.load({ model: stories, cacheDir, draftModel: toy }).then(
+        (e) => e.dispose().then(() => undefined),
+        (err: Error) => err,
+      );
+      expect(other?.message).to.match(/the draft model \(.*\) uses another tokenizer than backbone .*A draft model must share the backbone tokenizer/s);
+      const gqa = await storiesGqaModule();
+      const right = await Engine.load({ model: stories, cacheDir, draftModel: gqa }).then(
+        (e) => e.dispose().then(() => undefined),
+        (err: Error) => err,
+      );
+      expect(right?.message).to.match(/^draft model .*: its graph cannot take drafted positions back/s);
+    });
+  });
+});
