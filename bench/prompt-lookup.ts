@@ -24,6 +24,7 @@ import { createRng } from '../packages/core/src/sampling/index.js';
 import { models as sharedModels, repoRoot } from '../test/support/paths.js';
 import { servingGguf } from './support/models.js';
 import { median, printTable } from './support/stats.js';
+import { agreed, llamaCppRun, type Generate, type Run } from './support/speculative.js';
 
 const THREADS = 2;
 const DRAFT = 4;
@@ -37,16 +38,6 @@ const WITHOUT: Partial<Record<Contender, Contender>> = {
   'llama.cpp + lookup': 'llama.cpp',
   'llama.cpp 1t + lookup': 'llama.cpp 1t',
 };
-
-interface Run {
-  ids: number[];
-  /** Decode ms per token after the first. */
-  msPerToken: number;
-  steps: number;
-  drafted: number;
-  accepted: number;
-}
-type Generate = (promptIds: number[], tokens: number) => Promise<Run>;
 
 /**
  * The engine, with prompt lookup or without; with `predictions` (text by prompt), each call passes its prompt's
@@ -92,37 +83,16 @@ async function llamaCppContender(gguf: string, lookup: boolean, ignoreEos: boole
   const ctx = await model.createContext({ contextSize, threads });
   const eos = model.tokens.eos;
   const generate: Generate = async (promptIds, tokens) => {
-    // A fresh sequence each time: its predictor starts from this prompt, and its counts are this call's.
+    // A fresh predictor each time: it starts from this prompt, and its counts are this call's.
     let tokenPredictor: InstanceType<typeof InputLookupTokenPredictor> | undefined;
     if (lookup) {
       // (a raw sequence's predictor is told the prompt; llama.cpp's completion classes do this themselves)
       tokenPredictor = new InputLookupTokenPredictor({ patternLength: { min: 2, max: 3 }, predictionLength: { max: DRAFT } });
       tokenPredictor.updateInputTokens(promptIds as never[]);
     }
-    const seq = ctx.getSequence(tokenPredictor ? { tokenPredictor } : {});
-    try {
-      const ids: number[] = [];
-      let first = 0;
-      for await (const id of seq.evaluate(promptIds as never[], { temperature: 0 })) {
-        if (ids.length === 0) first = performance.now();
-        ids.push(id as number);
-        if (ids.length >= tokens || (!ignoreEos && id === eos)) break;
-      }
-      const msPerToken = ids.length > 1 ? (performance.now() - first) / (ids.length - 1) : 0;
-      const p = seq.tokenPredictions;
-      return { ids, msPerToken, steps: ids.length - 1 - p.used, drafted: p.validated + p.refuted, accepted: p.validated };
-    } finally {
-      seq.dispose();
-    }
+    return llamaCppRun(ctx, promptIds, tokens, ignoreEos ? undefined : eos, tokenPredictor);
   };
   return { generate, dispose: async () => (await ctx.dispose(), await model.dispose()) };
-}
-
-/** Leading ids two runs share. */
-function agreed(a: readonly number[], b: readonly number[]): number {
-  let n = 0;
-  while (n < a.length && n < b.length && a[n] === b[n]) n++;
-  return n;
 }
 
 /** The benchmark's models: two GGUF files, and a composition of the example modules (builder graphs, joined caches). */

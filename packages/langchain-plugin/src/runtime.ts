@@ -180,7 +180,7 @@ export class ReasonerRuntime {
             },
           }
         : {}),
-      timing: { prefill_ms: result.timing.prefillMs, ms_per_token: result.timing.msPerToken, total_ms: result.timing.totalMs },
+      timing: { prefill_ms: result.timing.prefillMs, ms_per_token: result.timing.msPerToken, decode_steps: result.timing.decodeSteps, total_ms: result.timing.totalMs },
     };
   }
 

@@ -124,6 +124,25 @@ describe('ReasonerLLM', function () {
     }
   });
 
+  it('with a draftModel, writes what it writes without it, in fewer steps; a bad draftModel is refused by name', async () => {
+    const stories = await storiesModule();
+    // (the model as its own draft: every confident drafted token is the model's)
+    const fast = await ReasonerLLM.create({ backbone: stories, cacheDir, maxTokens: 60, draftModel: { model: stories, draftTokens: 3 } });
+    try {
+      const result = await fast.generate([PROMPT]);
+      expect(result.generations[0]![0]!.text).to.equal(await llm.invoke(PROMPT, { reasoners: [], maxTokens: 60 }));
+      const timing = result.generations[0]![0]!.generationInfo!['timing'] as { decode_steps: number };
+      expect(timing.decode_steps, 'steps after the first of 60 tokens').to.be.lessThan(40);
+      const err = await ReasonerLLM.create({ backbone: stories, cacheDir, draftModel: { model: stories, minProbability: 2 } }).then(
+        () => undefined,
+        (e: Error) => e,
+      );
+      expect(err?.message).to.match(/draftModel/);
+    } finally {
+      await fast.dispose();
+    }
+  });
+
   it('runs in a chain with a prompt template and an output parser', async () => {
     const chain = PromptTemplate.fromTemplate('Once upon a {when}').pipe(llm.withConfig({ reasoners: [] })).pipe(new StringOutputParser());
     expect(await chain.invoke({ when: 'time' })).to.equal(alone);

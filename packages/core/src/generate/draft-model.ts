@@ -19,10 +19,10 @@ export interface DraftModelOptions {
   model: string;
   /** Which graph of a hub export directory (see `EngineOptions.dtype`). */
   dtype?: string;
-  /** Tokens drafted at most per step (default 8). */
+  /** Tokens drafted at most per step (default 4). */
   draftTokens?: number;
   /**
-   * The draft model's own probability of its next token below which it stops drafting (default 0.75), as
+   * The draft model's own probability of its next token below which it stops drafting (default 0.5), as
    * llama.cpp's `--draft-p-min`: a token it is unsure of is seldom the backbone's, and costs a run position.
    */
   minProbability?: number;
@@ -31,8 +31,13 @@ export interface DraftModelOptions {
 /** {@link DraftModelOptions} with every default filled in. */
 export type DraftModelSettings = Required<Omit<DraftModelOptions, 'dtype'>> & Pick<DraftModelOptions, 'dtype'>;
 
-/** The defaults of {@link DraftModelOptions}. */
-export const DEFAULT_DRAFT = { draftTokens: 8, minProbability: 0.75 } as const;
+/**
+ * The defaults of {@link DraftModelOptions}, the best of those tried in bench:draft-model on the 2-vCPU machine: a
+ * run's cost grows with its positions on the CPU (the F16 target's 7-position run 1.4x a step, the Q8_0 one's 2.7x),
+ * so longer drafts lost (8 tokens: 0.61x the time without against 0.48x at 4, on F16), and stopping below 0.75
+ * dropped too many good tokens (0.74x against 0.48x at 0.5).
+ */
+export const DEFAULT_DRAFT = { draftTokens: 4, minProbability: 0.5 } as const;
 
 /** Checks a user's draft model option (typed errors for the caller's input) and fills in the defaults. */
 export function draftModel(option: string | DraftModelOptions): DraftModelSettings {

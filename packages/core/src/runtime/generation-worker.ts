@@ -439,8 +439,9 @@ async function start(): Promise<Loaded> {
 }
 
 /**
- * Opens the draft model on this thread (it drafts between the backbone's runs) with the user's runtime: one thread
- * for a small model. Its tokenizer must be the backbone's, and its graph must take positions back.
+ * Opens the draft model on this thread (it drafts between the backbone's runs) on the user's device, with the
+ * threads its size calls for whatever the backbone was given (one for a small model: a pool's hand-offs cost a tiny
+ * model's step more than they save). Its tokenizer must be the backbone's, and its graph must take positions back.
  */
 async function openDraftModel(
   settings: DraftModelSettings,
@@ -453,7 +454,8 @@ async function openDraftModel(
     throw err;
   };
   const prepared = await prepareModel(settings.model, config.cacheDir, {}, settings.dtype).catch(labelled);
-  const { session, info } = await openReasoner(prepared, config.runtime).catch(labelled);
+  const { intraOpThreads: _backbone, ...runtime } = config.runtime;
+  const { session, info } = await openReasoner(prepared, runtime).catch(labelled);
   try {
     const facts = { name: `the draft model (${info.modelPath})`, logits: info.vocabSize, ...((info.manifest?.compat.tokenizer ?? info.tokenizerFingerprint) ? { fingerprint: info.manifest?.compat.tokenizer ?? info.tokenizerFingerprint } : {}) };
     const { warnings } = sharedVocabulary({ ...backbone, tokenizerSize: vocab }, [facts], 'A draft model must share the backbone tokenizer, token for token: pick a smaller model of the same family.');
