@@ -379,6 +379,7 @@ async function start(): Promise<Loaded> {
       )
     : undefined;
   if (draft) warnings.push(...draft.warnings);
+  // (a batch cache of the backbone says whether its graph can take drafted positions back)
   if (draft && !new BatchKv(session).takesRuns) {
     warnings.push(`the draft model is loaded but not used: ${location.modelPath} cannot take drafted positions back (recurrent states, or right padding); it decodes one token a step`);
   }
@@ -454,10 +455,11 @@ async function openDraftModel(
     throw err;
   };
   const prepared = await prepareModel(settings.model, config.cacheDir, {}, settings.dtype).catch(labelled);
-  const { intraOpThreads: _backbone, ...runtime } = config.runtime;
+  const { intraOpThreads: _threads, ...runtime } = config.runtime;
   const { session, info } = await openReasoner(prepared, runtime).catch(labelled);
   try {
-    const facts = { name: `the draft model (${info.modelPath})`, logits: info.vocabSize, ...((info.manifest?.compat.tokenizer ?? info.tokenizerFingerprint) ? { fingerprint: info.manifest?.compat.tokenizer ?? info.tokenizerFingerprint } : {}) };
+    const fingerprint = info.manifest?.compat.tokenizer ?? info.tokenizerFingerprint;
+    const facts = { name: `the draft model (${info.modelPath})`, logits: info.vocabSize, ...(fingerprint ? { fingerprint } : {}) };
     const { warnings } = sharedVocabulary({ ...backbone, tokenizerSize: vocab }, [facts], 'A draft model must share the backbone tokenizer, token for token: pick a smaller model of the same family.');
     const own = await declaredContextLength(prepared.location);
     const context = Math.min(own ?? Infinity, contextLength ?? Infinity);
