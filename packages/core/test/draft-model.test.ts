@@ -12,7 +12,7 @@ import type { GenerationResult } from '../src/generate/types.js';
 import { startServer } from '../src/serve/server.js';
 import { BLOCK_TYPES } from '../src/gguf/quant/index.js';
 import { cacheDir } from './support/models.js';
-import { storiesGqaModule, storiesModule } from './support/modules.js';
+import { makeModule, storiesGqaModule, storiesModule } from './support/modules.js';
 import { STORIES } from './support/gguf-models.js';
 import { rewriteGguf } from './support/gguf-writer.js';
 import { GGML, quantizeGgml } from './support/ggml-quantize.js';
@@ -101,6 +101,29 @@ describe('draft model', () => {
         expect((await chunked.stats()).kvBytes).to.equal(0);
       } finally {
         await chunked.dispose();
+      }
+    });
+
+    it('drafts for a composition running alone with its reasoner in a lane (in the batch, through the copy), as it does for a prediction', async () => {
+      const reasoners = [{ model: await makeModule({ name: 'draft-r', seed: 7 }), weight: 0.5 }];
+      const [lanes, lanesDrafting] = await Promise.all([
+        Engine.load({ model: stories, cacheDir, reasoners, placement: 'lanes' }),
+        Engine.load({ model: stories, cacheDir, reasoners, placement: 'lanes', draftModel: draftGguf }),
+      ]);
+      try {
+        expect(lanesDrafting.info.placement?.kind).to.equal('lanes');
+        const want = await lanes.generate({ prompt }, { maxTokens: 60 });
+        const before = (await lanesDrafting.stats()).drafts!.acceptedTokens;
+        const got = await lanesDrafting.generate({ prompt }, { maxTokens: 60 });
+        expect(rows(got)).to.deep.equal(rows(want));
+        expect((await lanesDrafting.stats()).drafts!.acceptedTokens - before).to.be.greaterThan(0);
+        expect(got.timing.decodeSteps).to.be.lessThan(want.timing.decodeSteps);
+        // A prediction drafts in a lone lane composition too (without a draft model).
+        const predicted = await lanes.generate({ prompt }, { maxTokens: 60, prediction: want.rows[0]!.text });
+        expect(rows(predicted)).to.deep.equal(rows(want));
+        expect(predicted.usage.acceptedPredictionTokens).to.be.greaterThan(30);
+      } finally {
+        await Promise.all([lanes.dispose(), lanesDrafting.dispose()]);
       }
     });
 

@@ -494,14 +494,15 @@ function planFor(loaded: Loaded, options: GenerateRequestOptions): CompositionPl
 /**
  * The composition a request brings into the continuous batch, or undefined when it runs alone: traces, and a
  * call that weights reasoners placed in lanes while the engine is idle (alone, its reasoners run in their lanes,
- * in parallel with the backbone, as the placement chose them for). Otherwise lane-placed reasoners join through
- * a copy on the batch's thread. Latent steps run in the batch, and right-padded (GroupQueryAttention) graphs too,
- * each model's cache padded on its own side.
+ * in parallel with the backbone, as the placement chose them for) unless it has drafts to run: a draft model's or
+ * its prediction's, which are kept most of the time and only the batch runs (prompt lookup's, often none, do not
+ * outweigh the lanes). Otherwise lane-placed reasoners join through a copy on the batch's thread. Latent steps run
+ * in the batch, and right-padded (GroupQueryAttention) graphs too, each model's cache padded on its own side.
  */
-async function batchComposition(loaded: Loaded, batch: ContinuousBatch, plan: CompositionPlan, trace: number | undefined) {
+async function batchComposition(loaded: Loaded, batch: ContinuousBatch, plan: CompositionPlan, trace: number | undefined, predicted: boolean) {
   const reasoners = plan.active.filter((a) => !isAlwaysZero(a.weight)).map((a) => ({ index: a.slot, weight: a.weight }));
   if (trace) return undefined;
-  if (loaded.openCopy && reasoners.length > 0 && batch.idle) return undefined;
+  if (loaded.openCopy && reasoners.length > 0 && batch.idle && !loaded.draft && !predicted) return undefined;
   const models = await Promise.all(reasoners.map((r) => onBatchThread(loaded, batch, r.index)));
   if (models.some((m) => !m)) return undefined;
   return { reasoners, mode: plan.mode, normalize: plan.normalize };
@@ -629,7 +630,7 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
       shouldAbort: () => Atomics.load(abort, 0) !== 0,
     };
     const predictionIds = options.prediction !== undefined ? predictionTokens(options.prediction, tokenizer) : undefined;
-    const composition = await batchComposition(loaded, batch, plan, msg.options.trace);
+    const composition = await batchComposition(loaded, batch, plan, msg.options.trace, predictionIds !== undefined);
     const latent =
       projector && policy !== 'never'
         ? { policy, marker: projector.marker, ...(msg.options.latentPlaceholder ? { placeholder: msg.options.latentPlaceholder } : {}) }
