@@ -140,7 +140,9 @@ export interface EngineOptions extends RuntimeOptions {
    * tokenizer (the same family, e.g. Qwen2.5-0.5B for Qwen2.5-7B) drafts a call's next tokens greedily while the
    * call runs alone, and the backbone checks them in one run, keeping what it writes itself, so outputs are
    * unchanged (greedy and seeded sampling alike). A model reference (loaded as `model` is: `.gguf` converted,
-   * registry references pulled), or `{ model, draftTokens (4), minProbability (0.5), dtype }`. Drafts from a
+   * registry references pulled), or `{ model, draftTokens (4), adaptive (true), minProbability (0.5), dtype }`:
+   * up to `draftTokens` a step, as many as the engine measures to pay for themselves on this model and machine (none
+   * where drafting costs more than it saves); `adaptive: false` drafts `draftTokens` every step. Drafts from a
    * call's `prediction` or from `promptLookup` come first where they find any. Not used on graphs that cannot take
    * positions back (see `promptLookup`).
    */

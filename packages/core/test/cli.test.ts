@@ -55,14 +55,14 @@ describe('reasonplug CLI', function () {
   it('--draft-model writes the same text in fewer steps; --draft-max without it, and a --draft-p-min past 1, are refused', async () => {
     const args = ['generate', '--model', storiesDir, '--prompt', 'Once upon a time, there was a little girl named Lily.', '--max-tokens', '60', '--json'];
     // (the model as its own draft: every drafted token is the model's)
-    const [plain, fast] = await Promise.all([reasonplug(...args), reasonplug(...args, '--draft-model', storiesDir, '--draft-max', '5', '--draft-p-min', '0')]);
+    const [plain, fast] = await Promise.all([reasonplug(...args), reasonplug(...args, '--draft-model', storiesDir, '--draft-max', '5', '--draft-p-min', '0', '--no-draft-adaptive')]);
     expect(fast.code, fast.stderr).to.equal(0);
     const [a, b] = [JSON.parse(plain.stdout), JSON.parse(fast.stdout)];
     expect(b.text).to.equal(a.text);
     expect(b.timing.decodeSteps).to.be.at.most(Math.ceil(a.timing.decodeSteps / 6) + 1);
     const alone = await reasonplug(...args, '--draft-max', '2');
     expect(alone.code).to.not.equal(0);
-    expect(alone.stderr).to.match(/--draft-max and --draft-p-min need --draft-model/);
+    expect(alone.stderr).to.match(/--draft-max, --no-draft-adaptive and --draft-p-min need --draft-model/);
     const unsure = await reasonplug(...args, '--draft-model', storiesDir, '--draft-p-min', '1.5');
     expect(unsure.code).to.not.equal(0);
     expect(unsure.stderr).to.match(/minProbability must be a number from 0 to 1; got 1.5/);

@@ -8,6 +8,7 @@ import { expect } from 'chai';
 import { join } from 'node:path';
 import { Engine, type StreamOptions } from '../src/engine.js';
 import { DEFAULT_DRAFT, draftModel } from '../src/generate/draft-model.js';
+import { DraftBudget, PROBE_EVERY } from '../src/generate/draft-budget.js';
 import type { GenerationResult } from '../src/generate/types.js';
 import { startServer } from '../src/serve/server.js';
 import { BLOCK_TYPES } from '../src/gguf/quant/index.js';
@@ -25,11 +26,60 @@ const rows = (r: GenerationResult) => r.rows.map((row) => ({ ids: row.ids, text:
 describe('draft model', () => {
   it('checks its options and fills in the defaults', () => {
     expect(draftModel('m.gguf')).to.deep.equal({ model: 'm.gguf', ...DEFAULT_DRAFT });
-    expect(draftModel({ model: 'm', draftTokens: 3, minProbability: 0, dtype: 'q4' })).to.deep.equal({ model: 'm', draftTokens: 3, minProbability: 0, dtype: 'q4' });
+    expect(draftModel({ model: 'm', draftTokens: 3, adaptive: false, minProbability: 0, dtype: 'q4' })).to.deep.equal({ model: 'm', draftTokens: 3, adaptive: false, minProbability: 0, dtype: 'q4' });
+    expect(() => draftModel({ model: 'm', adaptive: 'no' as never })).to.throw(TypeError, /draftModel.adaptive must be true or false/);
     expect(() => draftModel({ model: '' })).to.throw(TypeError, /draftModel must be a model reference/);
     expect(() => draftModel({ model: 'm', draftTokens: 0 })).to.throw(RangeError, /draftModel.draftTokens must be a whole number >= 1; got 0/);
     expect(() => draftModel({ model: 'm', draftTokens: 2.5 })).to.throw(RangeError, /draftTokens/);
     expect(() => draftModel({ model: 'm', minProbability: 1.5 })).to.throw(RangeError, /draftModel.minProbability must be a number from 0 to 1; got 1.5/);
+  });
+
+  describe('its budget', () => {
+    /** A budget that has seen `rounds` of a step, a run of 5 positions, 4 drafted tokens and `kept` of them kept. */
+    function measured(step: number, run5: number, perDraft: number, kept: number, rounds = 10): DraftBudget {
+      const budget = new DraftBudget();
+      for (let i = 0; i < rounds; i++) {
+        budget.observeStep(step);
+        budget.observeRun(5, run5);
+        budget.observeDraft(4, 4 * perDraft);
+        budget.observeVerdict(4, kept);
+      }
+      return budget;
+    }
+
+    it('takes a plain step first, then drafts all it may until it knows the rest', () => {
+      const budget = new DraftBudget();
+      expect(budget.limit(6)).to.equal(0);
+      budget.observeStep(2);
+      expect(budget.limit(6)).to.equal(6);
+    });
+
+    it('drafts all it may where runs are cheap and drafts mostly kept (an F16 target)', () => {
+      // 7.4 ms a step, 9.2 ms a run of 5, a draft-model step 0.3 ms, 3 of 4 kept
+      expect(measured(7.4, 9.2, 0.3, 3).limit(4)).to.equal(4);
+    });
+
+    it('drafts fewer where each position costs more, and none where no draft beats a step (a 4-bit target), probing now and then', () => {
+      // 2.2 ms a step, 5.2 ms a run of 5 (0.75 a position): with half of the drafts kept a 1-token draft still pays
+      const some = measured(2.2, 5.2, 0.3, 2).limit(6);
+      expect(some).to.be.within(1, 3);
+      // 2.2 ms a step, 8.2 ms a run of 5, a third kept: nothing pays
+      const none = measured(2.2, 8.2, 0.3, 1);
+      const limits = Array.from({ length: PROBE_EVERY }, () => none.limit(6));
+      expect(limits.slice(0, -1).every((l) => l === 0)).to.equal(true);
+      expect(limits.at(-1), 'a probe to measure again').to.equal(6);
+    });
+
+    it('follows the acceptance: rejected drafts lower it, kept ones raise it back', () => {
+      const budget = measured(7.4, 9.2, 0.3, 4);
+      expect(budget.acceptance).to.equal(1);
+      for (let i = 0; i < 20; i++) budget.observeVerdict(4, 0);
+      expect(budget.acceptance).to.be.below(0.2);
+      expect(budget.limit(4)).to.equal(0);
+      for (let i = 0; i < 20; i++) budget.observeVerdict(4, 4);
+      expect(budget.acceptance).to.be.above(0.8);
+      expect(budget.limit(4)).to.equal(4);
+    });
   });
 
   describe('the engine', function () {
@@ -52,7 +102,8 @@ describe('draft model', () => {
         },
         (data, type) => quantizeGgml(data, type),
       );
-      [plain, drafting] = await Promise.all([Engine.load({ model: stories, cacheDir }), Engine.load({ model: stories, cacheDir, draftModel: draftGguf })]);
+      // (drafts every step: on a backbone this small they do not pay, and the adaptive engine would draft next to none)
+      [plain, drafting] = await Promise.all([Engine.load({ model: stories, cacheDir }), Engine.load({ model: stories, cacheDir, draftModel: { model: draftGguf, adaptive: false } })]);
     });
     after(async () => {
       await Promise.all([plain?.dispose(), drafting?.dispose()]);
@@ -65,7 +116,7 @@ describe('draft model', () => {
     }
 
     it('loads the draft model (a GGUF file, converted) and reports it', () => {
-      expect(drafting.info.draftModel).to.include({ draftTokens: DEFAULT_DRAFT.draftTokens, minProbability: DEFAULT_DRAFT.minProbability });
+      expect(drafting.info.draftModel).to.include({ draftTokens: DEFAULT_DRAFT.draftTokens, adaptive: false, minProbability: DEFAULT_DRAFT.minProbability });
       expect(drafting.info.draftModel!.modelPath).to.match(/model\.onnx$/);
       expect(plain.info.draftModel).to.equal(undefined);
     });
@@ -91,7 +142,7 @@ describe('draft model', () => {
 
     it('drafts for the call left alone after others finish, catching up with its context a chunk a step', async () => {
       // Prefill chunks of 4: the draft model catches up with the long call's prompt and reply over several steps.
-      const chunked = await Engine.load({ model: stories, cacheDir, prefillChunk: 4, draftModel: { model: draftGguf, draftTokens: 3 } });
+      const chunked = await Engine.load({ model: stories, cacheDir, prefillChunk: 4, draftModel: { model: draftGguf, draftTokens: 3, adaptive: false } });
       try {
         const short = 'Tim and Sam went to the park.';
         const [a, b] = await Promise.all([chunked.generate({ prompt }, { maxTokens: 100 }), chunked.generate({ prompt: short }, { maxTokens: 8 })]);
@@ -108,7 +159,7 @@ describe('draft model', () => {
       const reasoners = [{ model: await makeModule({ name: 'draft-r', seed: 7 }), weight: 0.5 }];
       const [lanes, lanesDrafting] = await Promise.all([
         Engine.load({ model: stories, cacheDir, reasoners, placement: 'lanes' }),
-        Engine.load({ model: stories, cacheDir, reasoners, placement: 'lanes', draftModel: draftGguf }),
+        Engine.load({ model: stories, cacheDir, reasoners, placement: 'lanes', draftModel: { model: draftGguf, adaptive: false } }),
       ]);
       try {
         expect(lanesDrafting.info.placement?.kind).to.equal('lanes');
@@ -128,7 +179,7 @@ describe('draft model', () => {
     });
 
     it('serves it: completions as the backbone writes them alone, /metrics counting drafted and kept tokens', async () => {
-      const server = await startServer({ engine: { model: stories, cacheDir, draftModel: draftGguf }, port: 0 });
+      const server = await startServer({ engine: { model: stories, cacheDir, draftModel: { model: draftGguf, adaptive: false } }, port: 0 });
       try {
         await server.ready;
         const res = await fetch(`${server.url}/v1/completions`, {
@@ -143,6 +194,21 @@ describe('draft model', () => {
         expect(accepted).to.be.greaterThan(0);
       } finally {
         await server.close();
+      }
+    });
+
+    it('adapts: where drafts cost more than they save (a backbone as small as its draft model) it drafts next to none', async () => {
+      const adaptive = await Engine.load({ model: stories, cacheDir, draftModel: draftGguf });
+      try {
+        expect(adaptive.info.draftModel).to.include({ adaptive: true });
+        const got = await adaptive.generate({ prompt }, { maxTokens: 120 });
+        expect(rows(got)).to.deep.equal(rows(await plain.generate({ prompt }, { maxTokens: 120 })));
+        const { draftedTokens } = (await adaptive.stats()).drafts!;
+        // (the first drafts measure what they cost; a probe every PROBE_EVERY steps measures again)
+        expect(draftedTokens, 'tokens drafted over 120').to.be.lessThan(40);
+        expect(got.timing.decodeSteps).to.be.greaterThan(80);
+      } finally {
+        await adaptive.dispose();
       }
     });
 

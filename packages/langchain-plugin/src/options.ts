@@ -142,12 +142,18 @@ export const ModelOptionsSchema = z.strictObject({
    * Speculative decoding with a draft model (core's `draftModel`, llama.cpp's `--model-draft`): a small model with the
    * backbone's tokenizer (same family) drafts a call's next tokens while it runs alone, kept as far as the backbone
    * writes them itself, so replies are unchanged. A model reference as `backbone` takes, or `{ model, draftTokens,
-   * minProbability, dtype }`.
+   * adaptive, minProbability, dtype }`.
    */
   draftModel: z
     .union([
       z.string().min(1),
-      z.strictObject({ model: z.string().min(1), draftTokens: z.int().positive().optional(), minProbability: z.number().min(0).max(1).optional(), dtype: z.string().optional() }),
+      z.strictObject({
+        model: z.string().min(1),
+        draftTokens: z.int().positive().optional(),
+        adaptive: z.boolean().optional(),
+        minProbability: z.number().min(0).max(1).optional(),
+        dtype: z.string().optional(),
+      }),
     ])
     .optional(),
   ...generation,

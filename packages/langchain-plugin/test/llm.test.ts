@@ -127,7 +127,7 @@ describe('ReasonerLLM', function () {
   it('with a draftModel, writes what it writes without it, in fewer steps; a bad draftModel is refused by name', async () => {
     const stories = await storiesModule();
     // (the model as its own draft: every confident drafted token is the model's)
-    const fast = await ReasonerLLM.create({ backbone: stories, cacheDir, maxTokens: 60, draftModel: { model: stories, draftTokens: 3 } });
+    const fast = await ReasonerLLM.create({ backbone: stories, cacheDir, maxTokens: 60, draftModel: { model: stories, draftTokens: 3, adaptive: false } });
     try {
       const result = await fast.generate([PROMPT]);
       expect(result.generations[0]![0]!.text).to.equal(await llm.invoke(PROMPT, { reasoners: [], maxTokens: 60 }));

@@ -50,6 +50,8 @@ export interface ModelFlags {
   /** --draft-model, --draft-max, --draft-p-min. */
   draftModel?: string;
   draftMax?: number;
+  /** false with --no-draft-adaptive. */
+  draftAdaptive?: boolean;
   draftPMin?: number;
 }
 
@@ -58,22 +60,31 @@ export function promptLookupOption(): Option {
   return new Option('--prompt-lookup [n]', "speculative decoding by prompt lookup: draft up to n tokens (default 4) from the reply's own context, kept as far as the model writes them itself").argParser(positiveIntegerFlag('--prompt-lookup'));
 }
 
-/** --draft-model, --draft-max and --draft-p-min (Engine.load's `draftModel`, llama.cpp's flags), for every command that generates. */
+/** --draft-model, --draft-max, --draft-p-min (llama.cpp's flags) and --no-draft-adaptive (Engine.load's `draftModel`), for every command that generates. */
 export function draftModelOptions(): Option[] {
   return [
     new Option('--draft-model <ref>', "speculative decoding: a small model with the model's tokenizer (same family) drafts tokens the model checks in one run, kept as far as it writes them itself (GGUF files converted once, as --model)"),
-    new Option('--draft-max <n>', `tokens the draft model drafts at most per step (default ${DEFAULT_DRAFT.draftTokens})`).argParser(positiveIntegerFlag('--draft-max')),
+    new Option('--draft-max <n>', `tokens the draft model drafts at most per step (default ${DEFAULT_DRAFT.draftTokens}; fewer, or none, where more would not pay)`).argParser(positiveIntegerFlag('--draft-max')),
+    new Option('--no-draft-adaptive', 'draft --draft-max tokens every step, even where fewer (or none) would be faster'),
     new Option('--draft-p-min <p>', `the draft model stops drafting at a token it gives less than p (0 to 1, default ${DEFAULT_DRAFT.minProbability})`).argParser(decimalFlag('--draft-p-min')),
   ];
 }
 
-/** Engine.load's `draftModel` of the --draft-* flags (--draft-max and --draft-p-min need --draft-model). */
-export function draftModelOf(flags: Pick<ModelFlags, 'draftModel' | 'draftMax' | 'draftPMin'>, model = flags.draftModel): Pick<EngineOptions, 'draftModel'> {
+/** Engine.load's `draftModel` of the --draft-* flags (the others need --draft-model). */
+export function draftModelOf(flags: Pick<ModelFlags, 'draftModel' | 'draftMax' | 'draftAdaptive' | 'draftPMin'>, model = flags.draftModel): Pick<EngineOptions, 'draftModel'> {
+  const { draftMax, draftAdaptive, draftPMin } = flags;
   if (model === undefined) {
-    if (flags.draftMax !== undefined || flags.draftPMin !== undefined) throw new InvalidArgumentError('--draft-max and --draft-p-min need --draft-model');
+    if (draftMax !== undefined || draftAdaptive === false || draftPMin !== undefined) throw new InvalidArgumentError('--draft-max, --no-draft-adaptive and --draft-p-min need --draft-model');
     return {};
   }
-  return { draftModel: { model, ...(flags.draftMax !== undefined ? { draftTokens: flags.draftMax } : {}), ...(flags.draftPMin !== undefined ? { minProbability: flags.draftPMin } : {}) } };
+  return {
+    draftModel: {
+      model,
+      ...(draftMax !== undefined ? { draftTokens: draftMax } : {}),
+      ...(draftAdaptive === false ? { adaptive: false } : {}),
+      ...(draftPMin !== undefined ? { minProbability: draftPMin } : {}),
+    },
+  };
 }
 
 /** A generation's decode speed for the summary line: ms per token, and its steps where drafts saved some. */

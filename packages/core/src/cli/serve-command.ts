@@ -128,12 +128,13 @@ interface ServeFlags {
   promptLookup?: true | number;
   draftModel?: string;
   draftMax?: number;
+  draftAdaptive?: boolean;
   draftPMin?: number;
 }
 
 /** Adds `serve` to the `reasonplug` program. */
 export function addServeCommand(program: Command): void {
-  const [draftModel, draftMax, draftPMin] = draftModelOptions();
+  const [draftModel, draftMax, draftAdaptive, draftPMin] = draftModelOptions();
   program
     .command('serve')
     .description("serve a model (and its reasoners) over the OpenAI HTTP API, with OpenAI's Responses, Anthropic's Messages and Ollama's APIs beside it")
@@ -171,6 +172,7 @@ export function addServeCommand(program: Command): void {
     .addOption(promptLookupOption())
     .addOption(draftModel!)
     .addOption(draftMax!)
+    .addOption(draftAdaptive!)
     .addOption(draftPMin!)
     .addOption(new Option('--placement <p>', 'where reasoners run').choices([...PLACEMENTS]).default('auto'))
     .action((flags: ServeFlags) => serve(flags));

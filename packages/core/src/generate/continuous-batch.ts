@@ -148,10 +148,16 @@ interface Live {
    * Tokens drafted after `token` and run with it (prompt lookup), and each position's logits from each model:
    * `logits[0]` are those after `token` (the row's `logits`), `logits[i]` those after the i-th drafted token.
    */
-  draft?: { tokens: number[]; logits: Float32Array[][]; fromPrediction: boolean };
+  draft?: Draft & { logits: Float32Array[][] };
   /** Drafts in a row none of whose tokens the row kept, and steps left before the next draft (see {@link draftFor}). */
   misses?: number;
   pause?: number;
+}
+
+/** Tokens drafted after a row's next token, and where they came from. */
+interface Draft {
+  tokens: number[];
+  source: 'prediction' | 'lookup' | 'model';
 }
 
 /** A row being prefilled on each of its models, one chunk per model per turn. */
@@ -608,7 +614,13 @@ export class ContinuousBatch {
     this.drafter?.keepFor(this.live);
     if (this.live.length === 0) return;
     const draft = this.live.length === 1 ? await this.draftFor(this.live[0]!) : undefined;
-    if (!draft || !(await this.runDraft(this.live[0]!, draft))) await this.stepRows();
+    const started = performance.now();
+    if (draft && (await this.runDraft(this.live[0]!, draft))) this.drafter?.budget.observeRun(1 + draft.tokens.length, performance.now() - started);
+    else {
+      await this.stepRows();
+      // (what a lone row's step costs is what a draft must beat)
+      if (this.live.length === 1) this.drafter?.budget.observeStep(performance.now() - started);
+    }
     const steppedJobs = new Set<Job>();
     for (const l of this.live) {
       l.job.used[l.row]!++;
@@ -639,7 +651,7 @@ export class ContinuousBatch {
    * logits for {@link sampleRow}. False, with nothing fed, when a model refused the run (it decodes one token a step
    * from then on): the models that ran it take it back.
    */
-  private async runDraft(l: Live, { tokens: draft, fromPrediction }: { tokens: number[]; fromPrediction: boolean }): Promise<boolean> {
+  private async runDraft(l: Live, { tokens: draft, source }: Draft): Promise<boolean> {
     const seq = 1 + draft.length;
     const positions = Array.from({ length: seq }, () => [] as Float32Array[]);
     const ran: BatchKv[] = [];
@@ -661,7 +673,7 @@ export class ContinuousBatch {
       positions.forEach((p, i) => (p[at] = logits.subarray(i * width, (i + 1) * width)));
     }
     l.logits = positions[0]!;
-    l.draft = { tokens: draft, logits: positions, fromPrediction };
+    l.draft = { tokens: draft, logits: positions, source };
     this.draftCounts.draftedTokens += draft.length;
     return true;
   }
@@ -672,7 +684,7 @@ export class ContinuousBatch {
    * much as its token limit and context leave room for. None where none finds one, the row has latent steps (they
    * run from a one-position step's hidden state), or one of its models cannot take positions back.
    */
-  private async draftFor(l: Live): Promise<{ tokens: number[]; fromPrediction: boolean } | undefined> {
+  private async draftFor(l: Live): Promise<Draft | undefined> {
     const { job, row: r } = l;
     const prediction = job.request.predictionIds;
     const lookup = this.limits.promptLookup;
@@ -691,15 +703,15 @@ export class ContinuousBatch {
     const settings = lookup ?? DEFAULT_PROMPT_LOOKUP;
     const limit = Math.min(room, settings.draftTokens);
     const predicted = prediction ? lookupPrediction(prediction, row.ids, settings, limit) : [];
-    if (predicted.length > 0) return { tokens: predicted, fromPrediction: true };
+    if (predicted.length > 0) return { tokens: predicted, source: 'prediction' };
     const context = [...row.prompt, ...row.ids];
     const found = lookup ? lookupDraft(context, lookup, limit) : [];
-    if (found.length > 0) return { tokens: found, fromPrediction: false };
+    if (found.length > 0) return { tokens: found, source: 'lookup' };
     if (!this.drafter) return undefined;
     const drafted = await this.drafter.draft(l, context, room).catch((err: Error) => {
       throw new Error(`the draft model failed: ${err.name}: ${err.message}`);
     });
-    return drafted.length > 0 ? { tokens: drafted, fromPrediction: false } : undefined;
+    return drafted.length > 0 ? { tokens: drafted, source: 'model' } : undefined;
   }
 
   /**
@@ -724,7 +736,8 @@ export class ContinuousBatch {
       // Each draft in a row wholly rejected doubles the steps before the next one (up to MAX_DRAFT_PAUSE).
       l.misses = kept > 0 ? 0 : (l.misses ?? 0) + 1;
       l.pause = kept > 0 ? 0 : Math.min(2 ** (l.misses - 1), MAX_DRAFT_PAUSE);
-      if (draft.fromPrediction && job.predicted) {
+      if (draft.source === 'model') this.drafter?.budget.observeVerdict(draft.tokens.length, kept);
+      if (draft.source === 'prediction' && job.predicted) {
         job.predicted.accepted += kept;
         job.predicted.rejected += draft.tokens.length - kept;
       }

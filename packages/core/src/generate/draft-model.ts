@@ -9,6 +9,7 @@
  */
 import { BatchKv, RowPrefill } from '../runtime/batch-kv.js';
 import type { DecoderSession } from '../runtime/decoder-session.js';
+import { DraftBudget } from './draft-budget.js';
 
 /** A draft model and how it drafts. */
 export interface DraftModelOptions {
@@ -21,6 +22,11 @@ export interface DraftModelOptions {
   dtype?: string;
   /** Tokens drafted at most per step (default 4). */
   draftTokens?: number;
+  /**
+   * Whether a step drafts as many tokens as the engine measures to pay for themselves, up to `draftTokens`, and none
+   * where drafting costs more than it saves (default true; see draft-budget.ts); false drafts `draftTokens` every step.
+   */
+  adaptive?: boolean;
   /**
    * The draft model's own probability of its next token below which it stops drafting (default 0.5), as
    * llama.cpp's `--draft-p-min`: a token it is unsure of is seldom the backbone's, and costs a run position.
@@ -37,7 +43,7 @@ export type DraftModelSettings = Required<Omit<DraftModelOptions, 'dtype'>> & Pi
  * so longer drafts lost (8 tokens: 0.61x the time without against 0.48x at 4, on F16), and stopping below 0.75
  * dropped too many good tokens (0.74x against 0.48x at 0.5).
  */
-export const DEFAULT_DRAFT = { draftTokens: 4, minProbability: 0.5 } as const;
+export const DEFAULT_DRAFT = { draftTokens: 4, adaptive: true, minProbability: 0.5 } as const;
 
 /** Checks a user's draft model option (typed errors for the caller's input) and fills in the defaults. */
 export function draftModel(option: string | DraftModelOptions): DraftModelSettings {
@@ -45,12 +51,13 @@ export function draftModel(option: string | DraftModelOptions): DraftModelSettin
   if (o === null || typeof o !== 'object' || typeof o.model !== 'string' || o.model.trim() === '') {
     throw new TypeError('draftModel must be a model reference, or { model, draftTokens?, minProbability?, dtype? }');
   }
-  const { draftTokens = DEFAULT_DRAFT.draftTokens, minProbability = DEFAULT_DRAFT.minProbability } = o;
+  const { draftTokens = DEFAULT_DRAFT.draftTokens, adaptive = DEFAULT_DRAFT.adaptive, minProbability = DEFAULT_DRAFT.minProbability } = o;
   if (!(Number.isInteger(draftTokens) && draftTokens >= 1)) throw new RangeError(`draftModel.draftTokens must be a whole number >= 1; got ${draftTokens}`);
+  if (typeof adaptive !== 'boolean') throw new TypeError(`draftModel.adaptive must be true or false; got ${String(adaptive)}`);
   if (!(typeof minProbability === 'number' && minProbability >= 0 && minProbability <= 1)) {
     throw new RangeError(`draftModel.minProbability must be a number from 0 to 1; got ${minProbability}`);
   }
-  return { model: o.model, draftTokens, minProbability, ...(o.dtype !== undefined ? { dtype: o.dtype } : {}) };
+  return { model: o.model, draftTokens, adaptive, minProbability, ...(o.dtype !== undefined ? { dtype: o.dtype } : {}) };
 }
 
 /** Raised at load for a draft model whose graph cannot take positions back. */
@@ -66,6 +73,8 @@ export class DraftModel {
   private fed: number[] = [];
   /** The owner's context being prefilled, one chunk a draft, before the cache holds it. */
   private prefill: RowPrefill | undefined;
+  /** How many tokens drafting pays for, from what the batch measures of its steps and runs and what rows keep. */
+  readonly budget = new DraftBudget();
 
   /**
    * @param vocab ids the draft may propose (the backbone's shared vocabulary)
@@ -74,7 +83,7 @@ export class DraftModel {
    */
   constructor(
     private readonly session: DecoderSession,
-    private readonly settings: Pick<DraftModelSettings, 'draftTokens' | 'minProbability'>,
+    private readonly settings: Pick<DraftModelSettings, 'draftTokens' | 'adaptive' | 'minProbability'>,
     private readonly vocab: number,
     private readonly contextLength: number,
     private readonly chunk: number,
@@ -93,13 +102,25 @@ export class DraftModel {
   }
 
   /**
-   * Up to `limit` tokens (at most `draftTokens`) after `context` (the row's prompt and reply, its last token not yet
-   * run) for the row `owner`: the draft model's greedy tokens while it is at least `minProbability` sure of them.
-   * Empty while it is still catching up with a long context, or where its context ends.
+   * Up to `limit` tokens (at most `draftTokens`; when adaptive, as many as the {@link budget} finds worth it) after `context` (the
+   * row's prompt and reply, its last token not yet run) for the row `owner`: the draft model's greedy tokens while it
+   * is at least `minProbability` sure of them. Empty while it is still catching up with a long context, or where its
+   * context ends.
    */
   async draft(owner: object, context: readonly number[], limit: number): Promise<number[]> {
-    limit = Math.min(limit, this.settings.draftTokens, this.contextLength - context.length);
-    if (limit <= 0) return [];
+    const max = Math.min(limit, this.settings.draftTokens, this.contextLength - context.length);
+    if (max <= 0) return [];
+    const allowed = this.settings.adaptive ? this.budget.limit(max) : max;
+    if (allowed === 0) return [];
+    const started = performance.now();
+    const out = await this.drafted(owner, context, allowed);
+    // (a call that only caught up with a long context says nothing of what a drafted token costs)
+    if (out.length > 0) this.budget.observeDraft(out.length, performance.now() - started);
+    return out;
+  }
+
+  /** {@link draft}'s tokens, `limit` > 0. */
+  private async drafted(owner: object, context: readonly number[], limit: number): Promise<number[]> {
     if (owner !== this.owner) {
       this.release();
       this.owner = owner;

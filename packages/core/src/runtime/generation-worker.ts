@@ -394,7 +394,7 @@ async function start(): Promise<Loaded> {
     warnings,
     mode,
     reasoners: reasoners.map((r) => ({ name: r.name, modelPath: r.info.modelPath, weight: r.weight, vocabSize: r.info.vocabSize })),
-    ...(draft ? { draftModel: { modelPath: draft.modelPath, draftTokens: config.draftModel!.draftTokens, minProbability: config.draftModel!.minProbability } } : {}),
+    ...(draft ? { draftModel: { modelPath: draft.modelPath, draftTokens: config.draftModel!.draftTokens, adaptive: config.draftModel!.adaptive, minProbability: config.draftModel!.minProbability } } : {}),
     ...(session.intraOpThreads ? { intraOpThreads: session.intraOpThreads } : {}),
     placement: { kind: plan.placement, lanes: plan.lanes.map((members) => members.map((i) => names[i]!)) },
     ...(contextLength !== undefined ? { contextLength } : {}),

@@ -143,7 +143,7 @@ export interface ModelInfo {
   /** Loaded reasoners with their default weights. */
   reasoners: { name: string; modelPath: string; weight: WeightSpec; vocabSize: number }[];
   /** The draft model, when one is loaded: its graph, and how many tokens it drafts at most. */
-  draftModel?: { modelPath: string; draftTokens: number; minProbability: number };
+  draftModel?: { modelPath: string; draftTokens: number; adaptive: boolean; minProbability: number };
   /** Intra-op threads of the session; absent means onnxruntime's default (one per physical core). */
   intraOpThreads?: number;
   /** Where the reasoners run, and the reasoners (by name) each lane worker hosts (none inline). */
