@@ -155,6 +155,21 @@ describe('draft model', () => {
       }
     });
 
+    it("keeps its cache of a finished call in its prefix cache: the conversation's next turn drafts from its first step", async () => {
+      const chunked = await Engine.load({ model: stories, cacheDir, prefillChunk: 4, draftModel: { model: draftGguf, adaptive: false } });
+      try {
+        const first = await chunked.generate({ prompt }, { maxTokens: 40 });
+        // The next turn: the first's prompt and reply, and more. Without the kept cache the draft model would catch up
+        // with its ~70 tokens 4 a step before its first draft.
+        const next = `${prompt}${first.rows[0]!.text} Then`;
+        const [want, got] = [await plain.generate({ prompt: next }, { maxTokens: 20 }), await chunked.generate({ prompt: next }, { maxTokens: 20 })];
+        expect(rows(got)).to.deep.equal(rows(want));
+        expect(got.timing.decodeSteps, 'steps for 20 tokens').to.be.at.most(10);
+      } finally {
+        await chunked.dispose();
+      }
+    });
+
     it('drafts for a composition running alone with its reasoner in a lane (in the batch, through the copy), as it does for a prediction', async () => {
       const reasoners = [{ model: await makeModule({ name: 'draft-r', seed: 7 }), weight: 0.5 }];
       const [lanes, lanesDrafting] = await Promise.all([

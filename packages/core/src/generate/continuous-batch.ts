@@ -98,7 +98,7 @@ export interface BatchStats {
   /** The KV budget, when one was set. */
   kvBudgetBytes?: number;
   counters: KvCounters;
-  /** Prefix caching: bytes and entries of every model's cache on the batch's thread; tokens looked up and found on the backbone's. */
+  /** Prefix caching: bytes and entries of every model's cache on the batch's thread (the draft model's too); tokens looked up and found on the backbone's. */
   prefixCache: PrefixCacheStats;
   /** The backbone's row shards, when wide steps run on them. */
   rowShards?: RowShardStats;
@@ -344,7 +344,7 @@ export class ContinuousBatch {
 
   /** The backbone's prefix cache, with the bytes and entries of every model's on this thread. */
   private prefixStats(): PrefixCacheStats {
-    const each = this.models.filter(Boolean).map((m) => m.prefixCache.stats());
+    const each = [...this.models.filter(Boolean).map((m) => m.prefixCache.stats()), ...(this.drafter ? [this.drafter.prefixCache] : [])];
     return { ...each[0]!, bytes: each.reduce((n, p) => n + p.bytes, 0), entries: each.reduce((n, p) => n + p.entries, 0) };
   }
 

@@ -5,8 +5,11 @@
  *
  * The draft model keeps a cache of one row: the row running alone. Before it drafts it catches up with what the row
  * has fed since (the tokens the backbone kept, at most a chunk a step), and gives back the positions of its drafted
- * tokens the backbone did not keep; when another row is alone next, it starts over on that one.
+ * tokens the backbone did not keep; when another row is alone next, it starts over on that one, from the longest
+ * prefix its own prefix cache holds (the row's cache is kept there when it is dropped, so a conversation's next turn
+ * is not run again).
  */
+import type { PrefixCacheStats } from '../runtime/prefix-cache.js';
 import { BatchKv, RowPrefill } from '../runtime/batch-kv.js';
 import type { DecoderSession } from '../runtime/decoder-session.js';
 import { DraftBudget } from './draft-budget.js';
@@ -101,11 +104,16 @@ export class DraftModel {
     return this.kv.bytes + (this.prefill ? this.prefill.length * this.kv.bytesPerPosition : 0);
   }
 
+  /** Its prefix cache: bytes and entries kept. */
+  get prefixCache(): PrefixCacheStats {
+    return this.session.prefixCache.stats();
+  }
+
   /**
-   * Up to `limit` tokens (at most `draftTokens`; when adaptive, as many as the {@link budget} finds worth it) after `context` (the
-   * row's prompt and reply, its last token not yet run) for the row `owner`: the draft model's greedy tokens while it
-   * is at least `minProbability` sure of them. Empty while it is still catching up with a long context, or where its
-   * context ends.
+   * Up to `limit` tokens (at most `draftTokens`; when adaptive, as many as the {@link budget} finds worth it) after
+   * `context` (the row's prompt and reply, its last token not yet run) for the row `owner`: the draft model's greedy
+   * tokens while it is at least `minProbability` sure of them. Empty while it is still catching up with a long
+   * context, or where its context ends.
    */
   async draft(owner: object, context: readonly number[], limit: number): Promise<number[]> {
     const max = Math.min(limit, this.settings.draftTokens, this.contextLength - context.length);
@@ -163,10 +171,12 @@ export class DraftModel {
 
   /** One chunk of the owner's context into a cache of its own; once all of it is in, the cache is the draft model's. */
   private async prefillStep(context: readonly number[]): Promise<Float32Array | undefined> {
-    this.prefill ??= new RowPrefill(this.session, context.slice(), this.chunk);
+    this.prefill ??= new RowPrefill(this.session, context.slice(), this.chunk, this.session.prefixCache.lookup(context));
     const logits = await this.prefill.next();
     if (!logits) return undefined;
-    this.kv.rebuild([], [this.prefill.cache]);
+    const cache = this.prefill.cache;
+    this.session.prefixCache.store(this.prefill.prompt, () => cache, true);
+    this.kv.rebuild([], [cache]);
     this.fed = [...this.prefill.prompt];
     this.prefill = undefined;
     // The context may have grown while it was prefilled: the next draft catches up with the rest.
@@ -178,8 +188,10 @@ export class DraftModel {
     if (this.owner && !rows.includes(this.owner)) this.release();
   }
 
-  /** Drops the cache and its row. */
+  /** Drops the cache and its row, keeping the row's positions in the prefix cache. */
   release(): void {
+    // (a draft's positions need not be what a one-token step gives: the backbone checks every drafted token)
+    if (this.kv.rows > 0) this.session.prefixCache.store(this.fed, () => this.kv.takeRow(0), true);
     this.kv.rebuild([], []);
     this.prefill = undefined;
     this.fed = [];
