@@ -5,7 +5,6 @@ export { Engine, EngineError, QueueFullError, type EngineOptions, type Generatio
 export { KvBudgetError, type BatchStats } from './generate/continuous-batch.js';
 export type { PromptLookupOptions } from './generate/prompt-lookup.js';
 export type { DraftModelOptions } from './generate/draft-model.js';
-export { DraftModelError } from './generate/draft-model.js';
 export type { EmbedInput, EmbedResult, ModelInfo, PromptInput } from './runtime/protocol.js';
 export { EmbedInputError, EmbeddingsUnavailableError } from './runtime/embed.js';
 export { unitLength } from './runtime/unit-length.js';

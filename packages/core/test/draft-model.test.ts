@@ -240,6 +240,8 @@ describe('draft model', () => {
         (err: Error) => err,
       );
       expect(right?.message).to.match(/^draft model .*: its graph cannot take drafted positions back/s);
+      expect(right?.name).to.equal('DraftModelError');
+      expect(other?.name).to.equal('VocabularyMismatchError');
     });
   });
 });
