@@ -13,6 +13,8 @@ import type { PrefixCacheStats } from '../runtime/prefix-cache.js';
 import { BatchKv, RowPrefill } from '../runtime/batch-kv.js';
 import type { DecoderSession } from '../runtime/decoder-session.js';
 import { DraftBudget } from './draft-budget.js';
+import { maxIndexIn } from '../sampling/select.js';
+import { logSumExp } from '../compose/fusion.js';
 
 /** A draft model and how it drafts. */
 export interface DraftModelOptions {
@@ -201,15 +203,7 @@ export class DraftModel {
 
 /** The most likely of the first `vocab` ids, and its probability. */
 function greedy(logits: Float32Array, vocab: number): { id: number; probability: number } {
-  let id = 0;
-  let max = -Infinity;
-  for (let i = 0; i < vocab; i++) {
-    if (logits[i]! > max) {
-      max = logits[i]!;
-      id = i;
-    }
-  }
-  let sum = 0;
-  for (let i = 0; i < vocab; i++) sum += Math.exp(logits[i]! - max);
-  return { id, probability: 1 / sum };
+  const z = logits.subarray(0, vocab);
+  const id = maxIndexIn(z, 0, vocab);
+  return { id, probability: Math.exp(z[id]! - logSumExp(z)) };
 }

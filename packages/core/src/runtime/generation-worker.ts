@@ -450,13 +450,13 @@ async function openDraftModel(
   vocab: number,
   contextLength: number | undefined,
 ): Promise<{ drafter: DraftModel; session: DecoderSession; modelPath: string; warnings: string[] }> {
-  const labelled = (err: Error) => {
+  const asDraftModel = (err: Error): never => {
     err.message = `draft model ${settings.model}: ${err.message}`;
     throw err;
   };
-  const prepared = await prepareModel(settings.model, config.cacheDir, {}, settings.dtype).catch(labelled);
+  const prepared = await prepareModel(settings.model, config.cacheDir, {}, settings.dtype).catch(asDraftModel);
   const { intraOpThreads: _threads, ...runtime } = config.runtime;
-  const { session, info } = await openReasoner(prepared, runtime).catch(labelled);
+  const { session, info } = await openReasoner(prepared, runtime).catch(asDraftModel);
   try {
     const fingerprint = info.manifest?.compat.tokenizer ?? info.tokenizerFingerprint;
     const facts = { name: `the draft model (${info.modelPath})`, logits: info.vocabSize, ...(fingerprint ? { fingerprint } : {}) };
@@ -468,7 +468,7 @@ async function openDraftModel(
   } catch (err) {
     await session.release();
     // (a tokenizer mismatch names the draft model's graph already)
-    throw err instanceof DraftModelError ? labelled(err) : err;
+    throw err instanceof DraftModelError ? asDraftModel(err) : err;
   }
 }
 
