@@ -24,8 +24,8 @@ import { BLOCK_TYPES } from '../packages/core/src/gguf/quant/index.js';
 import { GGML } from '../packages/core/test/support/ggml-quantize.js';
 import { models, repoRoot } from '../test/support/paths.js';
 import { writeWideStories } from './support/wide-stories.js';
-import { median, printTable } from './support/stats.js';
-import { agreed, llamaCppRun, type Generate, type Run } from './support/speculative.js';
+import { printTable } from './support/stats.js';
+import { interleavedRuns, llamaCppRun, medianMs, speculativeFigures, type Generate } from './support/speculative.js';
 
 const STORIES = ['Once upon a time, there was a little girl named Lily.', 'Tom had a big red ball. He liked to play with the ball in the park.', 'One day, a cat and a dog went to the park.'];
 /** Neurons of each feed-forward layer of the wide target (stories260K has 172). */
@@ -123,44 +123,18 @@ async function main(): Promise<void> {
     'llama.cpp 1t': await llamaCppContender(model, undefined, 1),
     'llama.cpp 1t + draft': await llamaCppContender(model, settings, 1),
   };
-  const runs = Object.fromEntries(CONTENDERS.map((c) => [c, [] as Run[]])) as Record<Contender, Run[]>;
-  const agreement = Object.fromEntries(CONTENDERS.map((c) => [c, [] as number[]])) as Record<Contender, number[]>;
-  for (let round = 0; round < rounds; round++) {
-    for (const [p, prompt] of prompts.entries()) {
-      const order = CONTENDERS.map((_, i) => CONTENDERS[(i + round + p) % CONTENDERS.length]!);
-      const got = {} as Record<Contender, Run>;
-      for (const c of order) got[c] = await contenders[c].generate(prompt, tokens);
-      for (const c of CONTENDERS) {
-        runs[c].push(got[c]);
-        const without = WITHOUT[c];
-        if (without) agreement[c].push(agreed(got[c].ids, got[without].ids) / got[without].ids.length);
-      }
-    }
-  }
+  const results = await interleavedRuns(contenders, CONTENDERS, WITHOUT, prompts, rounds, tokens);
   for (const c of Object.values(contenders)) await c.dispose();
-  const base = median(runs.reasonplug.map((r) => r.msPerToken));
+  const base = medianMs(results.reasonplug.runs);
   const rows = CONTENDERS.map((c) => {
-    const rs = runs[c];
-    const drafted = rs.reduce((n, r) => n + r.drafted, 0);
-    const accepted = rs.reduce((n, r) => n + r.accepted, 0);
-    const ms = median(rs.map((r) => r.msPerToken));
     const without = WITHOUT[c];
-    return {
-      contender: c,
-      tokens: median(rs.map((r) => r.ids.length)),
-      msPerToken: Number(ms.toFixed(3)),
-      vsReasonplug: Number((ms / base).toFixed(2)),
-      vsWithout: without ? Number((ms / median(runs[without].map((r) => r.msPerToken))).toFixed(2)) : null,
-      stepsPerToken: Number(median(rs.map((r) => r.steps / Math.max(1, r.ids.length - 1))).toFixed(2)),
-      keptOfDrafted: drafted > 0 ? Number((accepted / drafted).toFixed(2)) : null,
-      sameAsWithout: agreement[c].length > 0 ? Number(median(agreement[c]).toFixed(2)) : null,
-    };
+    return { contender: c, ...speculativeFigures(results[c], base, without ? medianMs(results[without].runs) : undefined) };
   });
   console.log(JSON.stringify({ bench: 'draft-model', type: values.type, draftMax: settings.draftMax, pMin: settings.pMin, rows }));
   printTable(
     `Draft model (stories260K) for a wide ${values.type} copy of it, greedy, up to ${tokens} tokens, draft ≤ ${settings.draftMax} at p ≥ ${settings.pMin} (medians over ${rounds} rounds × ${STORIES.length} prompts)`,
     ['contender', 'tokens', 'ms/token', 'vs reasonplug', 'vs without', 'steps/token', 'kept of drafted', 'same as without'],
-    rows.map((r) => [r.contender, r.tokens, r.msPerToken, `${r.vsReasonplug}x`, r.vsWithout !== null ? `${r.vsWithout}x` : '-', r.stepsPerToken, r.keptOfDrafted ?? '-', r.sameAsWithout ?? '-'] as (string | number)[]),
+    rows.map((r) => [r.contender, r.tokens, r.msPerToken, `${r.vsReasonplug}x`, r.vsWithout !== undefined ? `${r.vsWithout}x` : '-', r.stepsPerToken, r.keptOfDrafted ?? '-', r.sameAsWithout ?? '-'] as (string | number)[]),
   );
 }
 

@@ -23,8 +23,8 @@ import { Engine, type EngineOptions } from '../packages/core/src/engine.js';
 import { createRng } from '../packages/core/src/sampling/index.js';
 import { models as sharedModels, repoRoot } from '../test/support/paths.js';
 import { servingGguf } from './support/models.js';
-import { median, printTable } from './support/stats.js';
-import { agreed, llamaCppRun, type Generate, type Run } from './support/speculative.js';
+import { printTable } from './support/stats.js';
+import { interleavedRuns, llamaCppRun, medianMs, speculativeFigures, type Generate } from './support/speculative.js';
 
 const THREADS = 2;
 const DRAFT = 4;
@@ -133,38 +133,10 @@ async function benchModel(name: ModelName, rounds: number, tokens: number): Prom
         }
       : {}),
   };
-  const runs = Object.fromEntries(CONTENDERS.map((c) => [c, [] as Run[]])) as Record<Contender, Run[]>;
-  const agreement = Object.fromEntries(CONTENDERS.map((c) => [c, [] as number[]])) as Record<Contender, number[]>;
-  for (let round = 0; round < rounds; round++) {
-    for (const [p, prompt] of prompts.entries()) {
-      const order = active.map((_, i) => active[(i + round + p) % active.length]!);
-      const got = {} as Record<Contender, Run>;
-      for (const c of order) got[c] = await contenders[c]!.generate(prompt, tokens);
-      for (const c of active) {
-        runs[c].push(got[c]);
-        const without = WITHOUT[c];
-        if (without) agreement[c].push(agreed(got[c].ids, got[without].ids) / got[without].ids.length);
-      }
-    }
-  }
+  const results = await interleavedRuns(contenders, active, WITHOUT, prompts, rounds, tokens);
   for (const c of Object.values(contenders)) await c!.dispose();
-  const base = median(runs.reasonplug.map((r) => r.msPerToken));
-  return active.map((c) => {
-    const rs = runs[c];
-    const drafted = rs.reduce((n, r) => n + r.drafted, 0);
-    const accepted = rs.reduce((n, r) => n + r.accepted, 0);
-    const ms = median(rs.map((r) => r.msPerToken));
-    return {
-      model: name,
-      contender: c,
-      tokens: median(rs.map((r) => r.ids.length)),
-      msPerToken: Number(ms.toFixed(3)),
-      vsReasonplug: Number((ms / base).toFixed(2)),
-      stepsPerToken: Number(median(rs.map((r) => r.steps / Math.max(1, r.ids.length - 1))).toFixed(2)),
-      keptOfDrafted: drafted > 0 ? Number((accepted / drafted).toFixed(2)) : null,
-      sameAsWithout: agreement[c].length > 0 ? Number(median(agreement[c]).toFixed(2)) : null,
-    };
-  });
+  const base = medianMs(results.reasonplug.runs);
+  return active.map((c) => ({ model: name, contender: c, ...speculativeFigures(results[c], base) }));
 }
 
 async function main(): Promise<void> {
