@@ -189,6 +189,23 @@ describe('registry faults', function () {
     expect(existsSync(join(cache, 'modules'))).to.equal(false);
   });
 
+  it('refuses a layer the registry holds shorter than its manifest says, every time, where a retry cannot resume it', async () => {
+    const dir = await makeRegistryModule({ name: 'cut', files: { 'weights.bin': 1 << 20 } });
+    await pushModule(dir, `${registry.host}/acme/cut`);
+    const hex = (await loadModuleDir(dir, { verify: false })).manifest.files['weights_bin']!.sha256;
+    const stored = join(registry.root, 'blobs', 'sha256', hex.slice(0, 2), hex, 'data');
+    await writeFile(stored, (await readFile(stored)).subarray(0, 1000));
+
+    const cache = testDir('cut-cache');
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const err = await rejection(pullModule(`${registry.host}/acme/cut:1.0.0`, { cacheDir: cache }));
+      expect(err).to.be.instanceOf(DigestMismatchError);
+      expect(err.message).to.include(`registry ${registry.host} holds weights.bin (sha256:${hex}) of ${registry.host}/acme/cut as 1000 bytes, where the manifest says ${1 << 20}`);
+      expect(err.message).to.not.match(/pull again/);
+      expect(await leftovers(cache)).to.deep.equal([]);
+    }
+  });
+
   it('refuses a manifest whose bytes do not match its digest', async () => {
     const dir = await makeRegistryModule({ name: 'forged' });
     const { digest } = await pushModule(dir, `${registry.host}/acme/forged`);

@@ -74,6 +74,29 @@ describe('registry push and pull (reasonplug-registry)', function () {
     expect(again).to.deep.include({ digest: v1Digest, uploaded: 0, skipped: 3 });
   });
 
+  it('moves latest to the newest release only, unless told', async () => {
+    const repo = `${registry.host}/acme/lines`;
+    const version = (v: string) => makeRegistryModule({ name: 'lines', version: v, tasks: ['versioning'], seed: Number(v.replace(/\D/g, '')) });
+    const latest = async () => (await resolveModule(`${repo}:latest`)).version;
+    expect((await pushModule(await version('1.0.0'), repo)).tags).to.deep.equal(['1.0.0', 'latest']);
+    expect((await pushModule(await version('2.0.0'), repo)).tags).to.deep.equal(['2.0.0', 'latest']);
+    // a fix to the old line, the old version pushed again, a prerelease: latest stays on 2.0.0
+    expect((await pushModule(await version('1.0.1'), repo)).tags).to.deep.equal(['1.0.1']);
+    expect((await pushModule(await version('1.0.0'), repo)).tags).to.deep.equal(['1.0.0']);
+    expect((await pushModule(await version('3.0.0-rc.1'), repo)).tags).to.deep.equal(['3.0.0-rc.1']);
+    expect(await latest()).to.equal('2.0.0');
+    expect((await pushModule(await version('2.0.1'), repo, { latest: false })).tags).to.deep.equal(['2.0.1']);
+    expect(await latest()).to.equal('2.0.0');
+    expect((await pushModule(await version('1.0.1'), repo, { latest: true })).tags).to.deep.equal(['1.0.1', 'latest']);
+    expect(await latest()).to.equal('1.0.1');
+    // a repository of prereleases only: the newest of them
+    const pre = `${registry.host}/acme/lines-pre`;
+    const preVersion = (v: string) => makeRegistryModule({ name: 'lines-pre', version: v, tasks: ['versioning'], seed: 7 });
+    expect((await pushModule(await preVersion('1.0.0-rc.2'), pre)).tags).to.deep.equal(['1.0.0-rc.2', 'latest']);
+    expect((await pushModule(await preVersion('1.0.0-rc.1'), pre)).tags).to.deep.equal(['1.0.0-rc.1']);
+    expect((await pushModule(await preVersion('1.0.0'), pre)).tags).to.deep.equal(['1.0.0', 'latest']);
+  });
+
   it('refuses to push under another version or name than the module has', async () => {
     const version = await rejection(pushModule(v1, `${registry.host}/acme/math:2.0.0`));
     expect(version).to.be.instanceOf(InvalidReferenceError);
@@ -90,7 +113,8 @@ describe('registry push and pull (reasonplug-registry)', function () {
     expect(plain.message).to.match(/bump "version".*--force/);
     const forced = await rejection(pushModule(other, `${registry.host}/acme/math:1.0.0`, { force: true }));
     expect(forced).to.be.instanceOf(VersionExistsError);
-    expect(forced.message).to.match(/the registry refused to replace it/);
+    expect(forced.message).to.match(/the registry refused to replace it \(tag 1\.0\.0 is an exact version and already points to another manifest\)$/);
+    expect(forced.message).to.not.match(/token|scope/); // no credentials at fault: the version exists
     expect((await resolveModule(`${registry.host}/acme/math:1.0.0`)).digest).to.equal(v1Digest);
   });
 

@@ -64,12 +64,14 @@ type Flags = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositio
 
 class UsageError extends Error {}
 
-async function storageOf(flags: Flags): Promise<StorageDriver> {
+/** The storage the flags name; `existing` for commands that only read or tidy what a registry wrote. */
+async function storageOf(flags: Flags, existing = false): Promise<StorageDriver> {
   const bucket = flags['s3-bucket'];
   if (bucket === undefined) {
     // A missing directory is created on the first write; a file in its place would fail every one.
     const found = await stat(flags.data).catch(() => undefined);
     if (found && !found.isDirectory()) throw new UsageError(`--data ${flags.data} is not a directory`);
+    if (!found && existing) throw new UsageError(`--data ${flags.data} does not exist: give the directory the registry serves from`);
     return new FilesystemStorage(flags.data);
   }
   if (bucket === '') throw new UsageError('--s3-bucket must name a bucket');
@@ -127,6 +129,7 @@ async function serve(flags: Flags, args: string[]): Promise<void> {
   const maxManifestBytes = flags['max-manifest-bytes'] === undefined ? undefined : integer('max-manifest-bytes', flags['max-manifest-bytes'], 1);
   const uploadMaxAgeMs = duration('upload-max-age', flags['upload-max-age']);
   const level = logLevel(flags['log-level']);
+  if (flags['no-anonymous-pull'] && !flags.auth) throw new UsageError('--no-anonymous-pull needs --auth: without it anyone may pull and push');
   const storage = await storageOf(flags);
   const logger = pino({ level });
   const server = createRegistryServer({
@@ -167,7 +170,7 @@ async function token(flags: Flags, args: string[]): Promise<void> {
   const [sub, ...rest] = args;
   const id = sub === 'revoke' ? rest.shift() : undefined;
   if (sub !== undefined) noArguments(`token ${sub}`, rest, sub === 'revoke' ? 'one ID' : 'no arguments');
-  const tokens = new TokenStore(await storageOf(flags));
+  const tokens = new TokenStore(await storageOf(flags, sub === 'list' || sub === 'revoke'));
   if (sub === 'create') {
     if (flags.scope.length === 0) throw new UsageError('token create needs at least one --scope');
     const { token: secret, record } = await tokens.create({ scopes: flags.scope, ...(flags.user ? { user: flags.user } : {}) });
@@ -176,7 +179,7 @@ async function token(flags: Flags, args: string[]): Promise<void> {
   } else if (sub === 'list') {
     for (const r of await tokens.list()) process.stdout.write(`${r.id}\t${r.user}\t${r.createdAt}\t${r.scopes.join(' ')}\n`);
   } else if (sub === 'revoke' && id) {
-    if (!(await tokens.revoke(id))) throw new UsageError(`no token ${id}`);
+    if (!(await tokens.revoke(id))) throw new Error(`no token ${id} (token list shows the ids)`);
     process.stderr.write(`revoked ${id}\n`);
   } else {
     throw new UsageError('expected: token create | token list | token revoke ID');
@@ -185,7 +188,7 @@ async function token(flags: Flags, args: string[]): Promise<void> {
 
 async function reindex(flags: Flags, args: string[]): Promise<void> {
   noArguments('reindex', args);
-  const count = await openRegistry(await storageOf(flags)).index.rebuildAll();
+  const count = await openRegistry(await storageOf(flags, true)).index.rebuildAll();
   process.stderr.write(`reindexed ${count} repositories\n`);
 }
 
@@ -194,7 +197,7 @@ async function gc(flags: Flags, args: string[]): Promise<void> {
   const minAge = flags['min-age'];
   const minAgeMs = /^0[smhd]?$/.test(minAge) ? 0 : duration('min-age', minAge);
   const dryRun = flags['dry-run'];
-  const report = await collectGarbage(await storageOf(flags), { dryRun, deleteUntagged: flags['delete-untagged'], minAgeMs });
+  const report = await collectGarbage(await storageOf(flags, true), { dryRun, deleteUntagged: flags['delete-untagged'], minAgeMs });
   for (const m of report.manifests) process.stdout.write(`manifest ${m}\n`);
   for (const b of report.blobs) process.stdout.write(`blob ${b}\n`);
   const mib = (report.bytes / 1048576).toFixed(1);

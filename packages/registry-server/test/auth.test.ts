@@ -79,6 +79,11 @@ describe('authentication and scopes', function () {
     }
     const anonymousPush = await c.request('POST', '/v2/math/adder/blobs/uploads/');
     expect(anonymousPush.status).to.equal(401);
+    // An upload session is the pusher's: its status is not for pull-only callers, anonymous ones included.
+    const session = (await c.as(bearer(mathPush)).request('POST', '/v2/math/adder/blobs/uploads/')).headers.get('location')!;
+    expect((await c.as(bearer(mathPush)).request('GET', session)).status).to.equal(204);
+    expect((await c.as(bearer(pullOnly)).request('GET', session)).status).to.equal(403);
+    expect((await c.request('GET', session)).status).to.equal(401);
 
     await c.as(basic('ci', mathPush)).pushModule('math/adder', ['1.0.0']);
     expect((await c.request('GET', '/v2/math/adder/manifests/1.0.0')).status).to.equal(200);

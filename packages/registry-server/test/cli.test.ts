@@ -43,6 +43,9 @@ describe('reasonplug-registry CLI', function () {
       const id = token.split('_')[1]!;
       expect(listed.stdout).to.match(new RegExp(`^${id}\\tci\\t.*\\tpush:math/\\*$`, 'm'));
       expect((await registryCli('token', 'revoke', id, '--data', data)).code).to.equal(0);
+      const again = await registryCli('token', 'revoke', id, '--data', data);
+      expect(again.code).to.equal(1);
+      expect(again.stderr).to.match(new RegExp(`no token ${id} \\(token list shows the ids\\)\n$`)); // no usage text: the command was right
       expect((await c.as(`Bearer ${token}`).request('GET', '/v2/')).status).to.equal(401);
     } finally {
       await server.stop();
@@ -76,6 +79,10 @@ describe('reasonplug-registry CLI', function () {
       [['serve', '--data', file], /--data .*not-a-dir is not a directory/],
       [['token', 'list', '--data', file], /is not a directory/],
       [['serve', '--s3-bucket', ''], /--s3-bucket must name a bucket/],
+      [['serve', '--no-anonymous-pull'], /--no-anonymous-pull needs --auth/],
+      [['gc', '--data', `${data}/missing`], /--data .*missing does not exist/],
+      [['reindex', '--data', `${data}/missing`], /does not exist/],
+      [['token', 'revoke', 'abc', '--data', `${data}/missing`], /does not exist/],
       [['serve', '--s3-bucket', 'b', '--s3-endpoint', 'localhost:9000'], /--s3-endpoint must be an http:\/\/ or https:\/\/ URL/],
     ];
     for (const [args, message] of cases) {

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { openRegistry } from '../src/registry/registry.js';
 import type { StorageDriver } from '../src/storage/driver.js';
-import { indexDir } from '../src/storage/layout.js';
+import { indexDir, tagDir, tagLink } from '../src/storage/layout.js';
 import { filesystemDriver } from './support/drivers.js';
 import { Client, digestOf, errorCode, moduleArtifact, useRegistry } from './support/registry.js';
 
@@ -123,12 +123,36 @@ describe('_reasonplug extension', function () {
     expect(await errorCode(invalid)).to.equal('NAME_INVALID');
     expect(digestOf(moduleArtifact({ version: '1.2.5' }).manifest)).to.equal(digests['1.2.5']);
 
-    // one version under two build metadata: a moving tag asked for by name is its own manifest (found by fuzzing)
-    const plain = await c.pushModule('math/builds', ['3.0.0'], { version: '3.0.0' });
-    const built = await c.pushModule('math/builds', ['3.0.0_b.1', 'latest', '__proto__'], { version: '3.0.0+b.1' });
-    expect(built).to.not.equal(plain);
-    const of = async (range: string) => (await (await c.request('GET', `/v2/_reasonplug/resolve?name=math/builds&range=${encodeURIComponent(range)}`)).json()) as { tag: string; digest: string };
+    // one version under two build metadata: npm's one version, so other content under other metadata is refused
+    const plain = await c.pushModule('math/builds', ['3.0.0', 'latest', '__proto__'], { version: '3.0.0' });
+    const other = moduleArtifact({ version: '3.0.0+b.1' });
+    for (const b of other.blobs) await c.pushBlob('math/builds', b);
+    const refused = await c.putManifest('math/builds', '3.0.0_b.1', other.manifest);
+    expect(refused.status).to.equal(403);
+    const body = (await refused.json()) as { errors: { code: string; message: string }[] };
+    expect(body.errors[0]).to.deep.include({ code: 'DENIED' });
+    expect(body.errors[0]!.message).to.include('version 3.0.0 already exists as tag 3.0.0');
+    await c.pushModule('math/builds', ['3.0.1_b.1'], { version: '3.0.1+b.1' });
+    const plainLater = moduleArtifact({ version: '3.0.1' });
+    for (const b of plainLater.blobs) await c.pushBlob('math/builds', b);
+    expect((await c.putManifest('math/builds', '3.0.1', plainLater.manifest)).status).to.equal(403);
+    const res = await c.request('GET', `/v2/_reasonplug/resolve?name=math/builds&range=__proto__`);
+    expect(await res.json()).to.deep.include({ tag: '3.0.0', digest: plain });
+  });
+
+  it('resolves repositories written before build variants were refused: latest, then the plain tag, wins', async () => {
+    const plain = await c.pushModule('math/legacy', ['3.0.0'], { version: '3.0.0' });
+    const built = await c.pushModule('math/legacy', ['4.0.0'], { version: '3.0.0+b.1' });
+    // What an older registry let through: the build variant tagged beside the plain version.
+    await storage.put(tagLink('math/legacy', '3.0.0_b.1'), Buffer.from(built));
+    await storage.delete(tagDir('math/legacy', '4.0.0'));
+    await openRegistry(storage).index.rebuildAll();
+    const of = async (range: string) => (await (await c.request('GET', `/v2/_reasonplug/resolve?name=math/legacy&range=${encodeURIComponent(range)}`)).json()) as { tag: string; digest: string };
+    expect(await of('^3')).to.deep.include({ tag: '3.0.0', digest: plain });
+    expect(await of('')).to.deep.include({ tag: '3.0.0', digest: plain });
+    await c.putManifest('math/legacy', 'latest', moduleArtifact({ version: '3.0.0+b.1' }).manifest);
     expect(await of('latest')).to.deep.include({ tag: '3.0.0_b.1', digest: built });
-    expect(await of('__proto__')).to.deep.include({ tag: '3.0.0_b.1', digest: built });
+    expect(await of('')).to.deep.include({ tag: '3.0.0_b.1', digest: built });
+    expect(await of('^3')).to.deep.include({ tag: '3.0.0_b.1', digest: built });
   });
 });

@@ -78,16 +78,19 @@ export function addRegistryCommands(program: Command): void {
   connection(
     program
       .command('push')
-      .description('push a module directory; tags its exact version and latest')
+      .description('push a module directory; tags its exact version, and latest where it is the newest release')
       .argument('<dir>', 'module directory')
       .argument('<ref>', 'REGISTRY/namespace/name[:VERSION] (VERSION defaults to the module version)')
-      .option('--force', 'replace an existing version with other content, where the registry allows it'),
+      .option('--force', 'replace an existing version with other content, where the registry allows it')
+      .option('--latest', 'move latest to this version even where the repository holds a newer release')
+      .option('--no-latest', 'leave latest where it is'),
     false,
-  ).action(async (dir: string, ref: string, flags: ConnectionFlags & { force?: boolean }) => {
+  ).action(async (dir: string, ref: string, flags: ConnectionFlags & { force?: boolean; latest?: boolean }) => {
     const bar = progressBar(`push ${ref}`);
     const r = await pushModule(dir, ref, {
       ...options(flags),
       ...(flags.force ? { force: true } : {}),
+      ...(flags.latest !== undefined ? { latest: flags.latest } : {}),
       ...(bar ? { onProgress: (p) => bar.update(p) } : {}),
     }).finally(() => bar?.finish());
     process.stdout.write(`${r.registry}/${r.repository}@${r.digest}\n`);

@@ -93,9 +93,9 @@ export class Authenticator {
     const text = {
       missing: `registry ${this.registry} requires authentication for ${scope}${said}; pass --token TOKEN (or user:token) or set REASONPLUG_TOKEN`,
       rejected: `registry ${this.registry} rejected the credentials for ${scope}${said}; check --token or REASONPLUG_TOKEN`,
-      denied: `registry ${this.registry} denied ${scope}${said}; the token does not grant this scope, use one that does`,
+      denied: `registry ${this.registry} denied ${scope}${said}${this.credential === undefined ? '; pass --token TOKEN (or user:token) or set REASONPLUG_TOKEN if it needs one' : '; where the token lacks this scope, use one that grants it'}`,
     }[reason];
-    return new RegistryAuthError(text, this.registry, scope, reason);
+    return new RegistryAuthError(text, this.registry, scope, reason, serverMessage);
   }
 
   private async tokenFlow(params: Record<string, string>, scope: string): Promise<string> {

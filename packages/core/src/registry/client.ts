@@ -22,6 +22,8 @@ const MAX_TAG_PAGES = 100;
 export interface BlobStream {
   body: ReadableStream<Uint8Array>;
   offset: number;
+  /** The blob's whole length as the registry states it (Content-Length of a 200, Content-Range of a 206), where it does. */
+  length?: number;
 }
 
 export class RegistryClient {
@@ -129,7 +131,7 @@ export class RegistryClient {
       throw new ModuleNotFoundError(`registry ${this.registry} has no blob ${digest} in ${repository}, though its manifest lists it`);
     }
     if (!res.body) throw new RegistryResponseError(`registry ${this.registry} sent no body for blob ${digest}`, this.registry, res.status);
-    const served = res.status === 206 ? /^bytes (\d+)-/.exec(res.headers.get('content-range') ?? '') : null;
+    const served = res.status === 206 ? /^bytes (\d+)-\d*(?:\/(\d+|\*))?/.exec(res.headers.get('content-range') ?? '') : null;
     if (res.status === 206 && Number(served?.[1]) !== offset) {
       await res.body.cancel();
       throw new RegistryResponseError(
@@ -138,7 +140,11 @@ export class RegistryClient {
         206,
       );
     }
-    return { body: res.body, offset: res.status === 206 ? offset : 0 };
+    // (A compressed response's Content-Length is not the blob's.)
+    const encoded = (res.headers.get('content-encoding') ?? 'identity') !== 'identity';
+    const stated = res.status === 206 ? served?.[2] : encoded ? undefined : res.headers.get('content-length');
+    const length = stated && /^\d+$/.test(stated) ? Number(stated) : undefined;
+    return { body: res.body, offset: res.status === 206 ? offset : 0, ...(length !== undefined && Number.isSafeInteger(length) ? { length } : {}) };
   }
 
   /** Reads a small blob whole (at most `MAX_MANIFEST_BYTES`) and checks its digest. */

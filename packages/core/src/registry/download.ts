@@ -151,8 +151,18 @@ async function fetchInto({ client, repository, descriptor, target, opts }: Job, 
   try {
     let hash = await hashPrefix(partial.path, partial.size);
     // A partial that is already whole (its process died before the rename) needs no request.
-    const { body, offset } =
-      partial.size === size ? { body: new ReadableStream<Uint8Array>({ start: (c) => c.close() }), offset: size } : await client.openBlob(repository, digest, partial.size, opts.signal);
+    const { body, offset, length } =
+      partial.size === size ? { body: new ReadableStream<Uint8Array>({ start: (c) => c.close() }), offset: size, length: size } : await client.openBlob(repository, digest, partial.size, opts.signal);
+    if (length !== undefined && length !== size) {
+      // Not a broken connection, which a retry resumes: the registry's own copy is not the blob.
+      await body.cancel();
+      keep = false;
+      throw new DigestMismatchError(
+        `registry ${client.registry} holds ${where} as ${length} bytes, where the manifest says ${size}: its copy is damaged or was replaced, so it was refused and nothing was kept`,
+        digest,
+        `${length} bytes`,
+      );
+    }
     if (offset === 0 && partial.size > 0) {
       // The registry ignored our Range: start over.
       pos = 0;

@@ -48,6 +48,8 @@ export class RegistryAuthError extends RegistryClientError {
     readonly registry: string,
     readonly scope: string,
     readonly reason: 'missing' | 'rejected' | 'denied',
+    /** What the registry said, where it said something. */
+    readonly serverMessage?: string,
   ) {
     super(message);
   }

@@ -1,9 +1,11 @@
 /**
- * `push`: a module directory to `registry/namespace/name:VERSION`, tagged with its exact version and
- * `latest`. Exact versions are immutable: the client checks first and refuses to replace one with other
- * content (unless forced, which registries that enforce immutability refuse in turn).
+ * `push`: a module directory to `registry/namespace/name:VERSION`, tagged with its exact version and, when
+ * it is the repository's newest release, `latest`. Exact versions are immutable: the client checks first and
+ * refuses to replace one with other content (unless forced, which registries that enforce immutability
+ * refuse in turn).
  */
 import { createReadStream } from 'node:fs';
+import semver from 'semver';
 import { packModule, type Descriptor } from './artifact.js';
 import { RegistryClient } from './client.js';
 import type { TransferProgress } from './download.js';
@@ -15,6 +17,12 @@ import { settingsFrom, type RegistryOptions } from './settings.js';
 export interface PushOptions extends RegistryOptions {
   /** Replace an exact version that exists with other content (where the registry allows it). */
   force?: boolean;
+  /**
+   * Move `latest` to this version: always (true), never (false), or by default where it is no older than
+   * every release the repository holds (a prerelease only where it holds none), so that a fix to an old
+   * line, a prerelease or a pushed-again old version does not take `latest` from a newer release.
+   */
+  latest?: boolean;
   onProgress?: (p: TransferProgress) => void;
 }
 
@@ -24,7 +32,7 @@ export interface PushResult {
   version: string;
   /** Manifest digest. */
   digest: string;
-  /** Tags set: the exact version and `latest`. */
+  /** Tags set: the exact version, and `latest` where it moved. */
   tags: string[];
   /** Bytes uploaded, and blobs skipped because the registry had them. */
   uploaded: number;
@@ -102,13 +110,22 @@ export async function pushModule(dir: string, spec: string, opts: PushOptions = 
     if (err instanceof RegistryAuthError && err.reason === 'denied') {
       const current = existing === undefined ? await client.manifestDigest(repository, tag, true).catch(() => undefined) : existing;
       if (current !== undefined && current !== packed.digest) {
-        throw conflict(current, existing === undefined ? ' (it was pushed while this push ran)' : `; the registry refused to replace it (${err.message})`);
+        throw conflict(current, existing === undefined ? ' (it was pushed while this push ran)' : `; the registry refused to replace it (${err.serverMessage ?? 'DENIED'})`);
       }
     }
     throw err;
   }
-  await client.putManifest(repository, 'latest', packed.bytes);
-  return { registry, repository, version: module.version, digest: packed.digest, tags: [tag, 'latest'], uploaded, skipped };
+  const latest = opts.latest ?? takesLatest(module.version, await client.listTags(repository));
+  if (latest) await client.putManifest(repository, 'latest', packed.bytes);
+  return { registry, repository, version: module.version, digest: packed.digest, tags: latest ? [tag, 'latest'] : [tag], uploaded, skipped };
+}
+
+/** Whether `version` is no older than every release among `tags` (a prerelease: than every version, where there is no release). */
+function takesLatest(version: string, tags: readonly string[]): boolean {
+  const versions = tags.map(tagVersion).filter((v): v is string => v !== undefined);
+  const releases = versions.filter((v) => semver.prerelease(v) === null);
+  if (semver.prerelease(version) === null) return releases.every((v) => semver.gte(version, v));
+  return releases.length === 0 && versions.every((v) => semver.gte(version, v));
 }
 
 /** Passes a file's chunks through, reporting upload progress. */

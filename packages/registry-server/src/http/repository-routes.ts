@@ -1,4 +1,8 @@
-/** Dispatch of `/v2/<name>/...` requests after validation and an access check (GET/HEAD pull, else push). */
+/**
+ * Dispatch of `/v2/<name>/...` requests after validation and an access check: GET/HEAD pull, else push;
+ * upload sessions are the pusher's at every method (a session's status is part of pushing, as in CNCF
+ * distribution).
+ */
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { RegistryError } from '../errors.js';
 import type { Caller } from './access.js';
@@ -15,7 +19,7 @@ export function repositoryRoutes(s: Services): RequestHandler {
     if (!target) return next();
     const caller = res.locals.caller as Caller;
     const read = req.method === 'GET' || req.method === 'HEAD';
-    s.access.check(caller, read ? 'pull' : 'push', target.name);
+    s.access.check(caller, read && target.kind !== 'upload' ? 'pull' : 'push', target.name);
     const m = req.method;
     switch (target.kind) {
       case 'manifest':

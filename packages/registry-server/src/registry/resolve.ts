@@ -28,10 +28,12 @@ export function resolveVersion(repo: RepositoryIndex, range: string): Resolved {
     const own = semver.parse(exactVersionOfTag(exact))!.version;
     for (const tag of m.tags) {
       const full = exactVersionOfTag(tag);
-      // npm keys versions without build metadata; the first tag of a version wins.
+      // npm keys versions without build metadata. Repositories from before the push refused other build
+      // metadata may hold several manifests of one version: the plain tag's wins over the others.
       const key = full && semver.parse(full)!.version;
-      if (key) versions[key] ??= { name: repo.name, version: key, tag, digest: m.digest };
-      else {
+      if (key) {
+        if (versions[key] === undefined || tag === key) versions[key] = { name: repo.name, version: key, tag, digest: m.digest };
+      } else {
         distTags[tag] = own;
         targets.set(tag, { name: repo.name, version: own, tag: exact, digest: m.digest });
       }
@@ -41,6 +43,9 @@ export function resolveVersion(repo: RepositoryIndex, range: string): Resolved {
   // with other build metadata (3.0.0 and 3.0.0_b.1 are one version to npm).
   const target = targets.get(range);
   if (target) return target;
+  // `latest` wins when it satisfies the range: its own manifest, whichever build of its version it is.
+  const latest = targets.get('latest');
+  if (latest) versions[latest.version] = latest;
   let picked: Resolved;
   try {
     // The packument name only appears in npm's messages; repository names are not npm names.

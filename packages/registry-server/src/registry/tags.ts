@@ -1,8 +1,11 @@
 /**
  * Tags: `tag -> digest` links. Exact-version tags (`1.2.3`, `1.2.3-rc.1`, `1.2.3_build.7`) are
  * immutable: they are created with an atomic create-if-absent, and re-pushing one with another digest is
- * DENIED. Moving tags (`latest`, `1`, `1.2`) are plain overwrites.
+ * DENIED. So is a version under other build metadata (`1.2.3_build.8` beside `1.2.3`): semver ranges and
+ * npm ignore build metadata, so two such manifests would be one version that resolves to either.
+ * Moving tags (`latest`, `1`, `1.2`) are plain overwrites.
  */
+import semver from 'semver';
 import { denied } from '../errors.js';
 import { KeyedMutex } from '../keyed-mutex.js';
 import { exactVersionOfTag } from '../names.js';
@@ -21,11 +24,25 @@ export class TagStore {
 
   async set(name: string, tag: string, digest: string): Promise<void> {
     const link = Buffer.from(digest);
-    if (exactVersionOfTag(tag) === undefined) {
+    const exact = exactVersionOfTag(tag);
+    if (exact === undefined) {
       await this.storage.put(tagLink(name, tag), link);
       return;
     }
-    await this.locks.run(`${name}:${tag}`, async () => {
+    // Keyed by the version without build metadata: its tags are checked against each other here. (Across
+    // processes the same tag stays atomic; two build variants pushed at the same instant are not.)
+    const version = semver.parse(exact)!.version;
+    await this.locks.run(`${name}:${version}`, async () => {
+      for (const [other, at] of await this.entries(name)) {
+        if (other !== tag && at !== digest && semver.parse(exactVersionOfTag(other) ?? '')?.version === version) {
+          throw denied(`version ${version} already exists as tag ${other}, pointing to another manifest; build metadata does not make another version`, {
+            tag,
+            existing: other,
+            current: at,
+            pushed: digest,
+          });
+        }
+      }
       let current = await this.get(name, tag);
       if (current === undefined) {
         const created = await this.storage.put(tagLink(name, tag), link, { ifAbsent: true });
