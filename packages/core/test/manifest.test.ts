@@ -163,7 +163,7 @@ describe('module directories', () => {
     expect(err).to.be.instanceOf(ModuleIntegrityError);
     expect(err).to.include({ file: 'model', path, problem: 'sha256', expected: converted.files.model.sha256 });
     expect((err as ModuleIntegrityError).actual).to.match(/^[0-9a-f]{64}$/).and.not.equal(converted.files.model.sha256);
-    expect(err.message).to.contain(path).and.contain(converted.files.model.sha256).and.match(/download the module again/).and.contain("write the module again with writeModuleDir").and.not.contain("reasonplug pack");
+    expect(err.message).to.contain(path).and.contain(converted.files.model.sha256).and.match(/download the module again/).and.contain("write the module again (with the command that made it").and.not.contain("reasonplug pack");
     await rejection(locateModel(dir)).then((e) => expect(e).to.be.instanceOf(ModuleIntegrityError));
     expect((await loadModuleDir(dir, { verify: false })).files.model).to.equal(path);
   });
@@ -190,7 +190,7 @@ describe('module directories', () => {
     await rm(join(dir, 'reasonplug.json'));
     const noManifest = await rejection(loadModuleDir(dir));
     expect(noManifest).to.be.instanceOf(ManifestError);
-    expect(noManifest.message).to.equal(`${join(dir, 'reasonplug.json')}: not found, so ${dir} is not a module directory; make one with writeModuleDir or \`reasonplug pack\``);
+    expect(noManifest.message).to.equal(`${join(dir, 'reasonplug.json')}: not found, so ${dir} is not a module directory; make one with \`reasonplug convert\` (or writeModuleDir in code)`);
 
     await writeFile(join(dir, 'reasonplug.json'), '{ "schemaVersion": 1,');
     const notJson = await rejection(loadModuleDir(dir));

@@ -52,7 +52,9 @@ export class ModuleIntegrityError extends Error {
 /** Files hashed at once: enough to overlap I/O with hashing, few enough not to thrash a disk. */
 const HASH_CONCURRENCY = 4;
 /** What to do about a module whose files do not match its manifest (`reasonplug pack` verifies, it does not re-hash). */
-const REMEDY = 'download the module again, or, if you changed the file on purpose, write the module again with writeModuleDir (it records the new digests)';
+/** What to do about a module file that is not the one its manifest lists. */
+export const REMEDY =
+  'download the module again, or, if you changed the file on purpose, write the module again (with the command that made it, e.g. `reasonplug convert` or `reasonplug quantize`, or writeModuleDir in code: either records the new digests)';
 
 /** Hex SHA-256 and size of a file, streamed. */
 /** Size in bytes of a regular file, or why there is none. */
@@ -96,7 +98,7 @@ async function readManifest(dir: string): Promise<ModuleManifest> {
     const code = (err as NodeJS.ErrnoException).code;
     if (code !== 'ENOENT' && code !== 'ENOTDIR') throw err;
     throw new ManifestError(path, [
-      { path: '', message: `not found, so ${dir} is not a module directory; make one with writeModuleDir or \`reasonplug pack\`` },
+      { path: '', message: `not found, so ${dir} is not a module directory; make one with \`reasonplug convert\` (or writeModuleDir in code)` },
     ]);
   }
   let json: unknown;

@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { ModuleIntegrityError } from '../modules/module-dir.js';
+import { ModuleIntegrityError, REMEDY } from '../modules/module-dir.js';
 import { OnnxFormatError, decodeModel, type ModelProto } from './proto.js';
 
 /** Reads and decodes an ONNX file; `sha256` (hex) is the digest of exactly the bytes decoded. */
@@ -24,7 +24,7 @@ export async function readHashedModel(path: string): Promise<{ model: ModelProto
 /** The error for a source graph whose bytes are not the ones its module manifest lists. */
 export function sourceMismatch(path: string, expected: string, actual: string): ModuleIntegrityError {
   return new ModuleIntegrityError(
-    `${path} (files.model) has SHA-256 ${actual} but the manifest says ${expected}; the file is corrupt or was changed, so it is not prepared — download the module again, or, if you changed the file on purpose, write the module again with writeModuleDir (it records the new digests)`,
+    `${path} (files.model) has SHA-256 ${actual} but the manifest says ${expected}; the file is corrupt or was changed, so it is not prepared — ${REMEDY}`,
     { file: 'model', path, problem: 'sha256', expected, actual },
   );
 }
