@@ -211,6 +211,9 @@ export class Engine {
     readonly info: ModelInfo,
     private readonly loadMs: number,
   ) {
+    // An idle engine does not keep the process alive (as an idle HTTP agent does not): a script that forgets
+    // dispose() still ends. The worker holds the event loop only while a call waits on it.
+    worker.unref();
     worker.on('message', (msg: FromWorker) => this.dispatch(msg));
     worker.on('error', (err) => this.failAll(err));
     worker.on('exit', (code) => {
@@ -437,6 +440,7 @@ export class Engine {
     // terminated thread), which a 2 s wait did under any longer generation (found by fuzzing).
     for (const p of this.pending.values()) if (p.abort) Atomics.store(p.abort, 0, 1);
     this.failAll(new Error('the engine was disposed'));
+    this.worker.ref(); // (whoever awaits dispose() carries on once the worker is gone)
     const exited = new Promise((r) => this.worker.once('exit', r));
     this.worker.postMessage({ type: 'dispose' } satisfies ToWorker);
     await Promise.race([exited, new Promise((r) => setTimeout(r, DISPOSE_WAIT_MS).unref())]);
@@ -448,6 +452,7 @@ export class Engine {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { onTokens, resolve, reject, ...(abort ? { abort } : {}) });
+      if (this.pending.size === 1) this.worker.ref();
       this.worker.postMessage({ ...msg, id } as ToWorker);
     });
   }
@@ -466,6 +471,7 @@ export class Engine {
     const p = this.pending.get(msg.id);
     if (!p) return;
     this.pending.delete(msg.id);
+    if (this.pending.size === 0) this.worker.unref();
     if (msg.type === 'done') p.resolve(msg.result);
     else if (msg.type === 'stats') p.resolve(msg.stats);
     else if (msg.type === 'encoded') p.resolve(msg.ids);
@@ -476,6 +482,7 @@ export class Engine {
   private failAll(err: Error): void {
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
+    this.worker.unref();
   }
 }
 

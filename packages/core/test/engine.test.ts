@@ -1,4 +1,6 @@
 import { expect } from 'chai';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { writeFile, copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Engine } from '../src/engine.js';
@@ -382,5 +384,37 @@ describe('abort before start', () => {
     } finally {
       await engine.dispose();
     }
+  });
+});
+
+describe('process lifetime', function () {
+  this.timeout(120_000);
+
+  /** Runs `body` in a fresh Node process with `engine` loaded from `model`; its exit code and output. */
+  async function inChild(model: string, body: string): Promise<{ code: number | null; out: string }> {
+    const engineUrl = new URL('../src/engine.ts', import.meta.url).href;
+    const script = `const { Engine } = await import(${JSON.stringify(engineUrl)});
+const engine = await Engine.load({ model: ${JSON.stringify(model)}, cacheDir: ${JSON.stringify(cacheDir)} });
+${body}`;
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const killer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    const [code] = (await once(child, 'exit')) as [number | null];
+    clearTimeout(killer);
+    return { code, out };
+  }
+
+  it('an idle engine does not keep the process alive; calls in flight and dispose() do', async () => {
+    const model = await builtModel('lifetime');
+    // no dispose: the script ends when its call is done (it hung until killed before)
+    const forgot = await inChild(model, `const r = await engine.generate({ promptIds: [1, 2, 3] }, { maxTokens: 4, ignoreEos: true });\nconsole.log('tokens', r.rows[0].ids.length);`);
+    expect(forgot, forgot.out).to.deep.equal({ code: 0, out: 'tokens 4\n' });
+    // a call nobody awaits still runs to its end; code after an awaited dispose() runs
+    const unawaited = await inChild(model, `engine.generate({ promptIds: [1] }, { maxTokens: 64, ignoreEos: true }).then((r) => console.log('unawaited', r.rows[0].ids.length));`);
+    expect(unawaited, unawaited.out).to.deep.equal({ code: 0, out: 'unawaited 64\n' });
+    const disposed = await inChild(model, `await engine.dispose();\nconsole.log('after dispose');`);
+    expect(disposed, disposed.out).to.deep.equal({ code: 0, out: 'after dispose\n' });
   });
 });
