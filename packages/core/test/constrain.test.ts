@@ -64,6 +64,8 @@ const WALK_SCHEMAS: { name: string; schema: Record<string, unknown> }[] = [
   { name: 'string and number keywords without a type', schema: { type: 'object', properties: { s: { minLength: 2, maxLength: 3 }, n: { minimum: 0, maximum: 3 } }, required: ['s', 'n'] } },
   { name: 'enum and const with keywords beside them', schema: { type: 'object', properties: { e: { type: 'string', enum: ['a', 'bb', 'ccc'], minLength: 2 }, n: { enum: [1, 5, 10, 'x'], maximum: 6 } }, required: ['e', 'n'] } },
   { name: 'a length folded into a repeated class', schema: { type: 'object', properties: { a: { type: 'string', pattern: '^[a-z]+$', maxLength: 3 }, b: { type: 'string', pattern: '\\d*', minLength: 2, maxLength: 4 } }, required: ['a', 'b'] } },
+  // zod's JSON Schema of a top-level enum: "$schema" beside "enum" (refused as a keyword it could not enforce before)
+  { name: 'zod top-level enum', schema: z.toJSONSchema(z.enum(['red', 'green', 'blue'])) as Record<string, unknown> },
   // zod writes a format with its own pattern for these (LangChain's withStructuredOutput passes them on)
   ...(['email', 'uuid', 'date', 'datetime', 'ipv4'] as const).map((kind) => {
     const made = { email: z.email(), uuid: z.uuid(), date: z.iso.date(), datetime: z.iso.datetime(), ipv4: z.ipv4() }[kind];
