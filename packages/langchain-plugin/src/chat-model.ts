@@ -23,6 +23,7 @@ import { abortError, startGeneration } from './generation.js';
 import {
   ChatCallOptionsSchema,
   ChatModelOptionsSchema,
+  LANGCHAIN_MODEL_FIELDS,
   parseOptions,
   splitOptions,
   type ChatCallOptions,
@@ -84,7 +85,7 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
    * chat template and none is given.
    */
   static async create(options: ChatReasonerOptions): Promise<ChatReasoner> {
-    const { ours, rest } = splitOptions(ChatModelOptionsSchema, options);
+    const { ours, rest } = splitOptions(ChatModelOptionsSchema, options, LANGCHAIN_MODEL_FIELDS);
     const { chatTemplate, chatTemplateKwargs, reasoningFormat, thinkingBudget, toolCallSyntax, ...modelOptions } = parseOptions(ChatModelOptionsSchema, ours, 'ChatReasoner.create');
     const runtime = await ReasonerRuntime.load(modelOptions);
     const chatDefaults = {

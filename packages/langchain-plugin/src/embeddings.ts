@@ -3,6 +3,7 @@
  * each text's final hidden state at its last token, unit length (core's `Engine.embed`), in an engine of its own.
  */
 import { Embeddings, type EmbeddingsParams } from '@langchain/core/embeddings';
+import { stampRetryable } from '@langchain/core/errors';
 import { z } from 'zod';
 import { Engine, unitLength, type ModelInfo } from './core.js';
 import { ModelOptionsSchema, parseOptions, splitOptions } from './options.js';
@@ -14,7 +15,7 @@ export const EmbeddingsOptionsSchema = ModelOptionsSchema.pick({ backbone: true,
 });
 
 /** The fields LangChain's `Embeddings` takes: its caller's concurrency and retries. */
-const CALLER_FIELDS = new Set(['maxConcurrency', 'maxRetries', 'onFailedAttempt']);
+const CALLER_FIELDS: ReadonlySet<string> = new Set(['maxConcurrency', 'maxRetries', 'onFailedAttempt']);
 
 export type EmbeddingsOptions = z.input<typeof EmbeddingsOptionsSchema> & EmbeddingsParams;
 
@@ -37,13 +38,8 @@ export class BackboneEmbeddings extends Embeddings {
 
   /** Loads the backbone with its hidden state as an output. Throws `ReasonerOptionsError` for invalid options. */
   static async create(options: EmbeddingsOptions): Promise<BackboneEmbeddings> {
-    const { ours, rest } = splitOptions(EmbeddingsOptionsSchema, options);
     // LangChain's own fields are its caller's; any other key is a mistake the schema names (e.g. `reasoners`).
-    for (const key of Object.keys(rest)) {
-      if (CALLER_FIELDS.has(key)) continue;
-      ours[key] = rest[key];
-      delete rest[key];
-    }
+    const { ours, rest } = splitOptions(EmbeddingsOptionsSchema, options, CALLER_FIELDS);
     const { backbone, registry, dimensions, ...engine } = parseOptions(EmbeddingsOptionsSchema, ours, 'BackboneEmbeddings.create');
     const loaded = await Engine.load({ model: backbone, ...(registry ? { registry } : {}), ...engine, embeddings: true });
     const size = loaded.info.embeddingSize!;
@@ -72,7 +68,8 @@ export class BackboneEmbeddings extends Embeddings {
     // (checked before LangChain's caller, which retries what fails: six tries of a mistake took 84 s)
     const bad = documents.findIndex((d) => typeof d !== 'string');
     if (bad !== -1) throw new TypeError(`embedDocuments: document ${bad} is ${documents[bad] === null ? 'null' : typeof documents[bad]}, not a text`);
-    const { vectors } = await this.caller.call(() => this.engine.embed({ texts: documents }));
+    // An engine's refusal (a text past the context, a closed engine) is the same on every try: not retried.
+    const { vectors } = await this.caller.call(() => this.engine.embed({ texts: documents }).catch((err: unknown) => Promise.reject(stampRetryable(err, false))));
     return vectors.map((v) => Array.from(this.dimensions !== undefined ? unitLength(v.slice(0, this.dimensions)) : v));
   }
 

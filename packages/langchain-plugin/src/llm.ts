@@ -8,7 +8,7 @@ import { AIMessageChunk, type MessageContent } from '@langchain/core/messages';
 import type { ModelProfile } from '@langchain/core/language_models/profile';
 import { GenerationChunk, type LLMResult } from '@langchain/core/outputs';
 import { abortError, startGeneration } from './generation.js';
-import { ModelOptionsSchema, parseOptions, splitOptions, type ModelOptions, type ReasonerCallOptions } from './options.js';
+import { LANGCHAIN_MODEL_FIELDS, ModelOptionsSchema, parseOptions, splitOptions, type ModelOptions, type ReasonerCallOptions } from './options.js';
 import { ReasonerRuntime } from './runtime.js';
 import { ReasonerOptionsError } from './errors.js';
 
@@ -50,7 +50,7 @@ export class ReasonerLLM extends LLM<ReasonerLLMCallOptions> {
    * engine. Throws `ReasonerOptionsError` for invalid options.
    */
   static async create(options: ReasonerLLMOptions): Promise<ReasonerLLM> {
-    const { ours, rest } = splitOptions(ModelOptionsSchema, options);
+    const { ours, rest } = splitOptions(ModelOptionsSchema, options, LANGCHAIN_MODEL_FIELDS);
     const runtime = await ReasonerRuntime.load(parseOptions(ModelOptionsSchema, ours, 'ReasonerLLM.create'));
     try {
       return new ReasonerLLM(runtime, rest);

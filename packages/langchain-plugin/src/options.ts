@@ -254,29 +254,46 @@ function keysOf(schema: z.ZodObject): string[] {
   return Object.keys(schema.shape);
 }
 
+/** LangChain's constructor fields of a model (`BaseChatModelParams`, `BaseLLMParams`), which go to LangChain. */
+export const LANGCHAIN_MODEL_FIELDS: ReadonlySet<string> = new Set([
+  'verbose', 'callbacks', 'tags', 'metadata', 'callbackManager', 'cache', 'maxConcurrency', 'maxRetries', 'onFailedAttempt', 'disableStreaming', 'outputVersion',
+]);
+
 /**
- * Splits `options` into the keys `schema` defines and the rest (LangChain's own parameters or call options,
- * which LangChain validates itself).
+ * Splits `options` into the keys `schema` defines and LangChain's own (`langchain`: constructor fields, which
+ * LangChain validates itself; undefined for call options, whose other keys are all LangChain's). With
+ * `langchain` given, any other key stays with ours, so that the schema names it: LangChain would drop it
+ * silently, and from JavaScript a `max_tokens` would leave every reply unbounded.
  */
-export function splitOptions(schema: z.ZodObject, options: object): { ours: Record<string, unknown>; rest: Record<string, unknown> } {
+export function splitOptions(
+  schema: z.ZodObject,
+  options: object,
+  langchain?: ReadonlySet<string>,
+): { ours: Record<string, unknown>; rest: Record<string, unknown> } {
   const keys = new Set(keysOf(schema));
   const ours: Record<string, unknown> = {};
   const rest: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(options)) {
     if (value === undefined) continue;
-    (keys.has(key) ? ours : rest)[key] = value;
+    (keys.has(key) || (langchain !== undefined && !langchain.has(key)) ? ours : rest)[key] = value;
   }
   return { ours, rest };
 }
+
+/** `max_tokens` → `maxTokens`. */
+const camelCase = (key: string) => key.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
 
 /** Validates `value` against `schema`; throws `ReasonerOptionsError` naming `where` and every offending field. */
 export function parseOptions<S extends z.ZodType>(schema: S, value: unknown, where: string): z.output<S> {
   const result = schema.safeParse(value);
   if (result.success) return result.data;
+  const known = schema instanceof z.ZodObject ? new Set(keysOf(schema)) : new Set<string>();
+  const unknown = (path: PropertyKey[], key: string) => {
+    const near = path.length === 0 && camelCase(key) !== key && known.has(camelCase(key)) ? ` (did you mean ${camelCase(key)}?)` : '';
+    return { path: formatFieldPath([...path, key]), message: `unknown option${near}` };
+  };
   const issues: OptionIssue[] = result.error.issues.flatMap((iss) =>
-    iss.code === 'unrecognized_keys'
-      ? iss.keys.map((key) => ({ path: formatFieldPath([...iss.path, key]), message: 'unknown option' }))
-      : [{ path: formatFieldPath(iss.path), message: iss.message }],
+    iss.code === 'unrecognized_keys' ? iss.keys.map((key) => unknown(iss.path, key)) : [{ path: formatFieldPath(iss.path), message: iss.message }],
   );
   throw new ReasonerOptionsError(where, issues);
 }

@@ -16,6 +16,7 @@ import { Engine, TextTokenizer } from '@reasonplug/core';
 import {
   ChatReasoner,
   ChatTemplateError,
+  ReasonerLLM,
   ReasonerOptionsError,
   ToolsNotSupportedError,
   UnknownReasonerError,
@@ -392,6 +393,18 @@ describe('ChatReasoner', function () {
         'maxTokens',
       ]);
       expect((err as Error).message).to.match(/^ChatReasoner\.create: backbone: /);
+    });
+
+    it("refuses options that are neither its own nor LangChain's, naming a snake_case spelling's own", async () => {
+      // (from JavaScript no type check catches these; LangChain would drop them, and max_tokens left replies unbounded)
+      const err = await ChatReasoner.create({ backbone: 'never-loaded', cacheDir, max_tokens: 5, model: 'x', verbose: false, tags: ['t'] } as never).catch((e: Error) => e);
+      expect(err).to.be.instanceOf(ReasonerOptionsError);
+      expect((err as ReasonerOptionsError).issues).to.deep.equal([
+        { path: 'max_tokens', message: 'unknown option (did you mean maxTokens?)' },
+        { path: 'model', message: 'unknown option' },
+      ]);
+      const llm = await ReasonerLLM.create({ backbone: 'never-loaded', cacheDir, top_p: 0.5 } as never).catch((e: Error) => e);
+      expect((llm as ReasonerOptionsError).issues).to.deep.equal([{ path: 'top_p', message: 'unknown option (did you mean topP?)' }]);
     });
   });
 

@@ -70,6 +70,18 @@ describe('BackboneEmbeddings', function () {
     expect(threads(), 'threads left by the failed create').to.be.at.most(before);
   });
 
+  it("gives the engine's refusals at once, without LangChain's retries (a text past the context, a disposed engine)", async () => {
+    const engine = await BackboneEmbeddings.create({ backbone: models.stories260K, cacheDir, dimensions: 8 });
+    let t0 = performance.now();
+    const long = await engine.embedQuery('Once upon a time '.repeat(3000)).catch((e: Error) => e);
+    expect((long as Error).message).to.match(/more than the model's context/);
+    expect(performance.now() - t0, 'six tries with backoff took 80-105 s').to.be.below(5000);
+    await engine.dispose();
+    t0 = performance.now();
+    expect(((await engine.embedQuery('x').catch((e: Error) => e)) as Error).message).to.match(/closed/);
+    expect(performance.now() - t0).to.be.below(1000);
+  });
+
   it('refuses a document that is not a text at once, without retrying it', async () => {
     const t0 = performance.now();
     const err = await embeddings.embedDocuments(['a', null as never]).catch((e: Error) => e);
