@@ -157,8 +157,10 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
       ...(chat.thinkingBudget !== undefined ? { thinkingBudget: thinkingBudgetFor(chat.thinkingBudget, parsing, this.prompter.chatTemplate, prompt.text) } : {}),
     };
     const generation = startGeneration(this.runtime.engine, { promptIds: prompt.ids }, engineOptions, options.signal);
+    let called = false;
     const emit = async (split: SplitText) => {
       if (!split.reasoning && !split.content && split.toolCalls.length === 0) return undefined;
+      called ||= split.toolCalls.length > 0;
       const chunk = new ChatGenerationChunk({
         text: split.content,
         message: new AIMessageChunk({
@@ -184,6 +186,8 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
     }
     const tail = await emit(splitter.end());
     if (tail) yield tail;
+    // A reply that made calls ends in 'tool_calls', as ChatOpenAI's do; one cut short stays 'length'.
+    if (called && response_metadata.finish_reason === 'stop') response_metadata.finish_reason = 'tool_calls';
     yield new ChatGenerationChunk({ text: '', message: new AIMessageChunk({ content: '', usage_metadata, response_metadata }) });
   }
 

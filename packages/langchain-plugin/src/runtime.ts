@@ -170,7 +170,8 @@ export class ReasonerRuntime {
       backbone: { name: this.backbone.name, ...(this.backbone.version ? { version: this.backbone.version } : {}), path: this.backbone.path },
       reasoners: plan.reasoners,
       mode: plan.engine.mode ?? this.engine.info.mode,
-      finish_reason: result.rows[0]!.finishReason,
+      // OpenAI's words, as ChatOpenAI reports them: the end-of-sequence token is a 'stop' too.
+      finish_reason: result.rows[0]!.finishReason === 'eos' ? 'stop' : result.rows[0]!.finishReason,
       ...(result.usage.latentSteps !== undefined
         ? {
             latent: {

@@ -520,14 +520,24 @@ describe('ChatReasoner', function () {
         expect(reply.text.trim()).to.equal('Sure.');
         const both = [{ name: 'add', args: { a: 2, b: 3 } }, { name: 'add', args: { a: 4, b: 5 } }];
         expect(reply.tool_calls!.map(({ name, args }) => ({ name, args }))).to.deep.equal(both);
-        expect(reply.response_metadata.finish_reason).to.equal('eos');
+        expect(reply.response_metadata.finish_reason).to.equal('tool_calls');
+        // a plain reply that ends at end-of-sequence: 'stop', in OpenAI's words (the engine's 'eos')
+        const plainLength = (await alone.invoke(question, { maxTokens: 1 })).usage_metadata!.input_tokens;
+        const plainModel = await ChatReasoner.create({ backbone: storiesChat, reasoners: [{ module: await scriptedReasoner('plain-script-r', tokenizer.encode(' Sure.', false), plainLength) }], cacheDir, maxTokens: 50 });
+        try {
+          const text = await plainModel.invoke(question);
+          expect(text.text.trim()).to.equal('Sure.');
+          expect(text.response_metadata.finish_reason).to.equal('stop');
+        } finally {
+          await plainModel.dispose();
+        }
         const chunks = await collect(await scripted.bindTools([ADD_TOOL]).stream(question));
         expect(chunks.some((c) => c.tool_call_chunks?.length)).to.equal(true);
         expect(joined(chunks).tool_calls!.map((c) => c.args)).to.deep.equal(both.map((c) => c.args));
         // Without parallel calls the reply ends after the first (the second is masked), as OpenAI's option says.
         const one = await scripted.bindTools([ADD_TOOL], { parallel_tool_calls: false }).invoke(question);
         expect(one.tool_calls!.map(({ name, args }) => ({ name, args }))).to.deep.equal(both.slice(0, 1));
-        expect(one.response_metadata.finish_reason).to.equal('eos');
+        expect(one.response_metadata.finish_reason).to.equal('tool_calls');
         // The functionCalling pipeline forces a call of "add" (the script's free text is masked) and parses it.
         const sum = await scripted.withStructuredOutput(AddSchema, { name: 'add', method: 'functionCalling' }).invoke(question);
         expect(AddSchema.parse(sum)).to.deep.equal(sum);
