@@ -49,7 +49,9 @@ describe('reasonplug serve: /v1/messages (Anthropic SDK)', function () {
     expect((message.content[0] as Anthropic.TextBlock).text).to.equal(chat.choices[0]!.message.content);
     expect(message.stop_reason).to.equal('max_tokens');
     expect(message.usage.output_tokens).to.equal(12);
-    expect(message.usage.input_tokens).to.equal(chat.usage.prompt_tokens);
+    // Anthropic counts what the cache held apart (the chat call just ran this prompt): together they are the prompt.
+    expect(message.usage.cache_read_input_tokens).to.be.greaterThan(0);
+    expect(message.usage.input_tokens + message.usage.cache_read_input_tokens!).to.equal(chat.usage.prompt_tokens);
     const stream = client.messages.stream({ model: 'stories260k', max_tokens: 12, ...GREEDY, messages: question });
     let deltas = '';
     stream.on('text', (text) => (deltas += text));
@@ -60,7 +62,8 @@ describe('reasonplug serve: /v1/messages (Anthropic SDK)', function () {
     // A stop sequence ends the message, which names it (whole and streamed): one of two, cut from the text as the chat endpoint cuts it.
     const text = chat.choices[0]!.message.content;
     const cut = text.slice(4, 7);
-    const stops = ['never in this story', cut];
+    // (Anthropic sets no limit on stop sequences, where OpenAI's stop takes at most 4)
+    const stops = ['never in this story', 'nor this', 'nor that', 'nor here', cut];
     const stopped = await client.messages.create({ model: 'stories260k', max_tokens: 12, ...GREEDY, messages: question, stop_sequences: stops });
     expect(stopped).to.deep.include({ stop_reason: 'stop_sequence', stop_sequence: cut });
     expect((stopped.content[0] as Anthropic.TextBlock).text).to.equal(text.slice(0, text.indexOf(cut)));
@@ -91,7 +94,7 @@ describe('reasonplug serve: /v1/messages (Anthropic SDK)', function () {
     const chatTools = [{ type: 'function', function: { name: 'add', description: 'Add two integers', parameters: tools[0]!.input_schema } }];
     expect(counted.input_tokens).to.equal((await viaChat(chatTurn, 1, { tools: chatTools, tool_choice: 'none' })).usage.prompt_tokens);
     const answer = await client.messages.create({ model: 'stories260k', max_tokens: 4, ...GREEDY, tools, messages: next });
-    expect(answer.usage.input_tokens).to.equal(counted.input_tokens);
+    expect(answer.usage.input_tokens + answer.usage.cache_read_input_tokens!).to.equal(counted.input_tokens);
   });
 
   it('a last assistant message is continued (the prefill), not answered anew', async () => {

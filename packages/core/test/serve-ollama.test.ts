@@ -67,6 +67,11 @@ describe("reasonplug serve: Ollama's API (/api/*)", function () {
     const chat = await viaChat(url, { messages: body.messages, max_tokens: 8 });
     expect(whole.message.content).to.equal(chat.choices[0]!.message.content);
     expect(whole.prompt_eval_count).to.equal(chat.usage.prompt_tokens);
+    // Ollama's options.stop takes any number of strings (OpenAI's stop at most 4)
+    const stops = ['zq1', 'zq2', 'zq3', 'zq4', 'zq5'];
+    const stopped = await postJson(url, '/api/chat', { ...body, stream: false, options: { ...body.options, stop: stops } });
+    expect(stopped.status).to.equal(200);
+    expect(((await stopped.json()) as { message: { content: string } }).message.content).to.equal(whole.message.content);
   });
 
   it('bound tools come back as tool_calls with object arguments, and withStructuredOutput (format: schema) parses', async () => {
@@ -157,7 +162,13 @@ describe("reasonplug serve: Ollama's API (/api/*)", function () {
     const show = await client.show({ model: 'stories260k' });
     expect(show.capabilities).to.include.members(['completion', 'tools', 'embedding']).and.not.include('insert');
     expect(show.template).to.equal(TOOLS_TEMPLATE);
-    expect(((await (await fetch(`${url}/api/version`)).json()) as { version: string }).version).to.match(/^\d+\.\d+\.\d+/);
+    // the Ollama API it speaks, not the package's 0.x (editors' providers refuse servers below their minimum)
+    const version = (await (await fetch(`${url}/api/version`)).json()) as { version: string; reasonplug: string };
+    expect(version.version).to.equal('0.9.0');
+    expect(version.reasonplug).to.match(/^\d+\.\d+\.\d+/);
+    const root = await fetch(`${url}/`);
+    expect([root.status, await root.text()]).to.deep.equal([200, 'reasonplug is running (OpenAI, Anthropic and Ollama APIs)']);
+    expect((await fetch(`${url}/`, { method: 'HEAD' })).status).to.equal(200);
     const missing = await client.chat({ model: 'nope', messages: [{ role: 'user', content: 'Hi' }] }).catch((e: Error & { status_code?: number }) => e);
     expect(missing).to.be.instanceOf(Error).and.have.property('status_code', 404);
     expect((missing as Error).message).to.match(/The model "nope" does not exist/);

@@ -408,6 +408,9 @@ describe('reasonplug serve', function () {
     const legacy = await post('/v1/chat/completions', { model: 'stories260k', messages: [{ role: 'user', content: 'x' }], functions: [{ name: 'f', parameters: {} }] });
     expect(legacy.status).to.equal(400);
     expect(((await legacy.json()) as { error: { param: string; message: string } }).error).to.deep.include({ param: 'functions' });
+    const noContent = await post('/v1/chat/completions', { model: 'stories260k', messages: [{ role: 'user' }] });
+    expect(noContent.status).to.equal(400);
+    expect(((await noContent.json()) as { error: object }).error).to.deep.include({ param: 'messages[0].content', message: 'messages[0].content is required for a user message' });
     const notJson = await post('/v1/chat/completions', undefined, { body: '{"model":' });
     expect(notJson.status).to.equal(400);
     expect((await post('/v1/nothing', {})).status).to.equal(404);
@@ -440,7 +443,13 @@ describe('reasonplug serve', function () {
     const health = fetch(`${server.url}/health`).then((r) => [r.status, performance.now() - t0]);
     const long = await post('/v1/completions', { model: 'stories260k', max_tokens: 4, prompt: 'Once upon a time '.repeat(480_000) });
     expect(long.status).to.equal(400);
-    expect(((await long.json()) as { error: { message: string } }).error.message).to.match(/TokenizerError: the text is longer than the model's context of \d+ tokens/);
+    const overflow = ((await long.json()) as { error: { message: string; code: string; param: string } }).error;
+    expect(overflow.message).to.match(/TokenizerError: the text is longer than the model's context of \d+ tokens/);
+    // OpenAI's code for it, which clients (LiteLLM's fallbacks) act on, naming the input's field
+    expect(overflow).to.deep.include({ code: 'context_length_exceeded', param: 'prompt' });
+    const longChat = await post('/v1/chat/completions', { model: 'stories260k', max_tokens: 4, messages: [{ role: 'user', content: 'Once upon a time '.repeat(1000) }] });
+    expect(longChat.status).to.equal(400);
+    expect(((await longChat.json()) as { error: object }).error).to.deep.include({ code: 'context_length_exceeded', param: 'messages' });
     const [status, ms] = await health;
     expect(status).to.equal(200);
     expect(ms, 'the health check waited for the prompt').to.be.below(5000);

@@ -41,10 +41,25 @@ const REQUEST_FAULTS = new Set([
   'EmbedInputError',
 ]);
 
-/** Maps anything thrown while serving to an {@link HttpError}: request faults to 400, the rest to 500. */
-export function toHttpError(err: unknown): HttpError {
+/** How the engine words an input past the context (prompts, texts to tokenize, embedding inputs). */
+const PAST_CONTEXT = /(more|longer) than the model's context/;
+
+/** The request field that holds the input at each endpoint, named by a context overflow's `param`. */
+function inputParam(path: string): string | null {
+  if (path.endsWith('/chat/completions') || path.endsWith('/messages') || path === '/api/chat') return 'messages';
+  if (path.endsWith('/completions') || path === '/api/generate') return 'prompt';
+  if (path.endsWith('/embeddings') || path.endsWith('/responses') || path === '/api/embed' || path === '/api/embeddings') return 'input';
+  return null;
+}
+
+/**
+ * Maps anything thrown while serving `path` to an {@link HttpError}: request faults to 400 (an input past the
+ * context as OpenAI's `context_length_exceeded`, which clients such as LiteLLM act on), the rest to 500.
+ */
+export function toHttpError(err: unknown, path = ''): HttpError {
   if (err instanceof HttpError) return err;
   const e = err as Error;
+  if (REQUEST_FAULTS.has(e?.name) && PAST_CONTEXT.test(e.message)) return badRequest(`${e.name}: ${e.message}`, inputParam(path), 'context_length_exceeded');
   if (REQUEST_FAULTS.has(e?.name)) return badRequest(`${e.name}: ${e.message}`, null, e.name);
   return new HttpError(500, `${e?.name ?? 'Error'}: ${e?.message ?? String(err)}`, 'server_error', 'internal_error');
 }

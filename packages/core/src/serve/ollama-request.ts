@@ -14,7 +14,11 @@ import {
   type ChatRequest,
   type CompletionRequest,
   type EmbeddingsRequest,
+  type StopRule,
 } from './requests.js';
+
+/** Ollama's stop strings: any number of them. */
+const OLLAMA_STOP: StopRule = { param: 'options.stop' };
 
 /** Ollama's `options` this server runs, as the OpenAI fields they set. */
 const SAMPLING: Readonly<Record<string, string>> = {
@@ -130,7 +134,7 @@ export function parseOllamaChat(body: unknown): ChatRequest {
   if (!Array.isArray(body.messages)) throw badRequest('messages must be a list', 'messages');
   const chat: Body = { ...common(body), messages: body.messages.map(message) };
   if (Array.isArray(body.tools) && body.tools.length > 0) chat.tools = body.tools;
-  return parseChatRequest(chat);
+  return parseChatRequest(chat, OLLAMA_STOP);
 }
 
 /** Reads a `/api/generate` body. */
@@ -151,12 +155,12 @@ export function parseOllamaGenerate(body: unknown, hasChatTemplate: boolean): Ol
   if (prompt === '' && suffix === undefined) return { kind: 'load', model: base.model as string };
   if (body.raw === true || suffix !== undefined || !hasChatTemplate) {
     // Text as given: the prompt, or the code before the suffix.
-    const completion = parseCompletionRequest({ ...base, prompt, ...(suffix !== undefined ? { suffix } : {}) });
+    const completion = parseCompletionRequest({ ...base, prompt, ...(suffix !== undefined ? { suffix } : {}) }, OLLAMA_STOP);
     if (base.max_tokens === undefined) delete completion.options.maxTokens;
     return { kind: 'text', completion };
   }
   const messages = [...(typeof body.system === 'string' && body.system ? [{ role: 'system', content: body.system }] : []), { role: 'user', content: prompt }];
-  return { kind: 'chat', chat: parseChatRequest({ ...base, messages }) };
+  return { kind: 'chat', chat: parseChatRequest({ ...base, messages }, OLLAMA_STOP) };
 }
 
 /** Reads a `/api/embed` body (`input` a string or a list of them) or the older `/api/embeddings` one (`prompt`). */

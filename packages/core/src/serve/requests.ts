@@ -116,7 +116,7 @@ function logprobsOf(body: Body, chat: boolean): number | undefined {
 }
 
 /** `model`, streaming, sampling, stop rules, log-probabilities, the constraint (`structured-output.ts`) and the `reasonplug` extension. */
-function common(body: Body, chat: boolean): ParsedRequest {
+function common(body: Body, chat: boolean, stopRule: StopRule): ParsedRequest {
   if (typeof body.model !== 'string' || body.model === '') throw badRequest('model must be the name of a served model (see GET /v1/models)', 'model');
   const n = integer(body, 'n', 1) ?? 1;
   if (n > MAX_CHOICES) throw badRequest(`n must be a whole number from 1 to ${MAX_CHOICES} (got ${n})`, 'n');
@@ -137,7 +137,7 @@ function common(body: Body, chat: boolean): ParsedRequest {
   const minP = number(body, 'min_p', (n) => n >= 0 && n < 1, 'a number in [0, 1)');
   const repetitionPenalty = number(body, 'repetition_penalty', (n) => n > 0, 'a number > 0 (1 = off)');
   const seed = number(body, 'seed', Number.isSafeInteger, 'a whole number');
-  const stop = stopList(body.stop);
+  const stop = stopList(body.stop, stopRule);
   const logprobs = logprobsOf(body, chat);
   const responseFormat = constraintOf(body);
   const prediction = predictionOf(body.prediction);
@@ -195,11 +195,23 @@ function logitBiasOf(v: unknown): Record<number, number> | undefined {
   return Object.keys(out).length > 0 ? out : undefined;
 }
 
-function stopList(v: unknown): string[] | undefined {
+/**
+ * Where a request's stop strings came from: OpenAI's `stop` takes at most 4; Anthropic's `stop_sequences` and
+ * Ollama's `options.stop`, translated into `stop`, have no such limit.
+ */
+export interface StopRule {
+  param: string;
+  max?: number;
+}
+
+const OPENAI_STOP: StopRule = { param: 'stop', max: 4 };
+
+function stopList(v: unknown, rule: StopRule): string[] | undefined {
   if (v === undefined || v === null) return undefined;
   const list = typeof v === 'string' ? [v] : v;
-  if (!Array.isArray(list) || list.length > 4 || list.some((s) => typeof s !== 'string' || s === '')) {
-    throw badRequest('stop must be a non-empty string or a list of at most 4 non-empty strings', 'stop');
+  if (!Array.isArray(list) || (rule.max !== undefined && list.length > rule.max) || list.some((s) => typeof s !== 'string' || s === '')) {
+    const most = rule.max !== undefined ? ` of at most ${rule.max}` : '';
+    throw badRequest(`${rule.param} must be a non-empty string or a list${most} of non-empty strings`, rule.param);
   }
   return list as string[];
 }
@@ -226,10 +238,10 @@ function extension(v: unknown): { reasoners?: { name: string; weight?: WeightSpe
   return out;
 }
 
-/** Reads a `/v1/chat/completions` body. */
-export function parseChatRequest(body: unknown): ChatRequest {
+/** Reads a `/v1/chat/completions` body (or one translated into it, whose stop strings follow `stopRule`). */
+export function parseChatRequest(body: unknown, stopRule = OPENAI_STOP): ChatRequest {
   if (!isObject(body)) throw badRequest('the request body must be a JSON object');
-  const base = common(body, true);
+  const base = common(body, true, stopRule);
   if (!Array.isArray(body.messages) || body.messages.length === 0) throw badRequest('messages must be a non-empty list', 'messages');
   const prompt = chatPromptSpec(body);
   // OpenAI's deprecated function calling: silently ignored, the reply could never hold the call asked for.
@@ -346,6 +358,8 @@ function chatMessage(m: unknown, i: number): ChatMessage {
   if (!isObject(m) || typeof m.role !== 'string') throw badRequest(`${param} must be an object with a role`, param);
   const role = m.role === 'developer' ? 'system' : m.role;
   if (!['system', 'user', 'assistant', 'tool'].includes(role)) throw badRequest(`${param}.role ${JSON.stringify(m.role)} is not system, developer, user, assistant or tool`, `${param}.role`);
+  // Only an assistant's turn may go without content (its tool calls say it all), as OpenAI's API has it.
+  if (role !== 'assistant' && (m.content === undefined || m.content === null)) throw badRequest(`${param}.content is required for a ${m.role} message`, `${param}.content`);
   const content = textContent(m.content, `${param}.content`);
   const out: ChatMessage = { role, content };
   // An earlier turn's thought, as the server gave it out: templates that show or drop thoughts read this field.
@@ -484,10 +498,10 @@ function optionalString(body: Body, key: string): string | undefined {
   return v;
 }
 
-/** Reads a `/v1/completions` body. */
-export function parseCompletionRequest(body: unknown): CompletionRequest {
+/** Reads a `/v1/completions` body (or one translated into it, whose stop strings follow `stopRule`). */
+export function parseCompletionRequest(body: unknown, stopRule = OPENAI_STOP): CompletionRequest {
   if (!isObject(body)) throw badRequest('the request body must be a JSON object');
-  const base = common(body, false);
+  const base = common(body, false, stopRule);
   const suffix = optionalString(body, 'suffix') || undefined;
   const p = body.prompt;
   const ok =

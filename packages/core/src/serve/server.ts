@@ -201,7 +201,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const dialect = path.startsWith('/v1/messages') ? 'anthropic' : path.startsWith('/api/') ? 'ollama' : 'openai';
     if (options.onRequest) track(req, res, path, options.onRequest);
     handle(req, res, path).catch((err) => {
-      const error = toHttpError(err);
+      const error = toHttpError(err, path);
       note(res, { error: error.message });
       sendError(res, error, dialect);
     });
@@ -260,6 +260,12 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       return path === '/tokenize' ? tokenize(loaded, parseTokenizeRequest(body), res) : detokenize(loaded, parseDetokenizeRequest(body), res);
     }
     if (path.startsWith('/api/')) return ollama(req, res, path);
+    // Ollama answers its root with 200, which its clients and editors' providers probe before anything else.
+    if ((req.method === 'GET' || req.method === 'HEAD') && path === '/') {
+      res.writeHead(200, { 'Content-Type': 'text/plain; charset=utf-8' });
+      res.end(req.method === 'HEAD' ? undefined : 'reasonplug is running (OpenAI, Anthropic and Ollama APIs)');
+      return;
+    }
     if (!path.startsWith('/v1/')) throw new HttpError(404, `no route ${req.method} ${path}`, 'invalid_request_error', 'not_found');
     const l = servable(req);
     if (req.method === 'GET' && path === '/v1/models') return sendJson(res, 200, { object: 'list', data: l.models.list() });
@@ -590,7 +596,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
    * and embed, and the listings its clients read (`tags`, `ps`, `show`, `version`). Errors take Ollama's shape.
    */
   async function ollama(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
-    if (req.method === 'GET' && path === '/api/version') return sendJson(res, 200, { version: VERSION });
+    if (req.method === 'GET' && path === '/api/version') return sendJson(res, 200, { version: OLLAMA_API_VERSION, reasonplug: VERSION });
     const l = servable(req);
     if (req.method === 'GET' && (path === '/api/tags' || path === '/api/ps')) return sendJson(res, 200, { models: ollamaModels(l) });
     const handlers: Record<string, ((body: unknown) => Promise<void>) | undefined> = {
@@ -745,8 +751,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const output = new MessageOutput(parsing);
     const id = itemId('msg');
     const message = (content: object[], stop: string | null, usage: object, sequence: string | null = null) => ({ id, type: 'message', role: 'assistant', model: request.model, content, stop_reason: stop, stop_sequence: sequence, usage });
+    // Anthropic counts the tokens read from the cache apart: the prompt is input_tokens + cache_read_input_tokens.
     const usage = (result: GenerationResult) => ({
-      input_tokens: result.usage.promptTokens,
+      input_tokens: result.usage.promptTokens - (result.usage.cachedPromptTokens ?? 0),
       output_tokens: result.usage.completionTokens,
       cache_read_input_tokens: result.usage.cachedPromptTokens ?? 0,
       cache_creation_input_tokens: 0,
@@ -1051,6 +1058,12 @@ function modelIdOf(escaped: string): string {
   }
 }
 
+/**
+ * What `/api/version` says: the Ollama release whose API this server speaks (`think` came with 0.9.0), since Ollama's
+ * clients read it as that, and editors refuse a server below their minimum (VS Code's Copilot: 0.6.4); the package's
+ * own version beside it.
+ */
+const OLLAMA_API_VERSION = '0.9.0';
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 /** A response's usage (one row). */
