@@ -97,6 +97,23 @@ describe('gguf tokenizers: BPE pre-tokenizers, SentencePiece options, special to
     });
   }
 
+  it("gives each token's own bytes, joined the text's UTF-8, where a token alone decodes to U+FFFD (byte-level and byte-fallback)", async () => {
+    const path = join(scratch.dir, 'bytes-qwen2.gguf');
+    await writeFile(path, vocabGguf(bpeTokenizerMeta('qwen2')));
+    const tok = await withGguf(path, async (f) => tokenizerFromGguf(f));
+    const dir = join(scratch.dir, 'bytes-qwen2');
+    await import('node:fs/promises').then((fs) => fs.mkdir(dir, { recursive: true }));
+    await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tok.tokenizerJson));
+    const stories = await TextTokenizer.fromDirectory(await (await import('./support/modules.js')).storiesModule());
+    for (const tokenizer of [await TextTokenizer.fromDirectory(dir), stories]) {
+      for (const text of ['😀 日本 café', 'naïve ✓ x']) {
+        const ids = tokenizer.encode(text, false);
+        expect(ids.some((id) => tokenizer.decode([id], false).includes('\uFFFD')), 'some token holds part of a character').to.equal(true);
+        expect(Buffer.from(ids.flatMap((id) => tokenizer.tokenBytes(id)!)).toString('utf8').trimStart(), text).to.equal(text);
+      }
+    }
+  });
+
   it('splits digits as each pre-tokenizer does (qwen2 one by one, llama-bpe up to three, smollm one by one)', async () => {
     const ids = (pre: string) => {
       const tok = tokenizerFromGguf(Object.fromEntries(Object.entries(bpeTokenizerMeta(pre)).map(([k, v]) => [k, plain(v)])));

@@ -357,6 +357,15 @@ describe('reasonplug serve', function () {
     const streamed = await post('/v1/chat/completions', { model: 'stories260k', messages: [{ role: 'user', content }], max_tokens: 8, temperature: 0, logprobs: true, top_logprobs: 3, stream: true });
     const chunks = events(await streamed.text()).slice(0, -1).map((d) => JSON.parse(d) as { choices: { logprobs: { content: Entry[] } | null }[] });
     expect(chunks.flatMap((c) => c.choices[0]!.logprobs?.content ?? [])).to.deep.equal(entries);
+    // Characters the vocabulary spells in byte tokens (<0xF0> <0x9F> …): each entry's bytes are its byte, not
+    // U+FFFD's, so that the entries' bytes joined are the reply's text
+    const emoji = await post('/v1/chat/completions', { model: 'stories260k', messages: [{ role: 'user', content }], max_tokens: 12, temperature: 0, logprobs: true, guided_regex: '😀 日' });
+    const answer = ((await emoji.json()) as { choices: { message: { content: string }; logprobs: { content: Entry[] } }[] }).choices[0]!;
+    expect(answer.message.content).to.equal('😀 日');
+    expect(answer.logprobs.content.length).to.be.greaterThan(2);
+    const written = answer.logprobs.content.filter((e) => e.token !== '</s>'); // (the end-of-sequence token's entry)
+    expect(Buffer.from(written.flatMap((e) => e.bytes)).toString('utf8')).to.equal('😀 日');
+    expect(written.filter((e) => e.bytes.length === 1 && e.bytes[0]! >= 0x80)).to.have.length.greaterThan(1);
 
     // Legacy completions: logprobs: 2, echo shifts text_offset by the prompt.
     type Legacy = { tokens: string[]; token_logprobs: number[]; top_logprobs: Record<string, number>[]; text_offset: number[] };

@@ -5,9 +5,7 @@
  * produce: `<s>` or `<|im_start|>` must not appear as text inside a constrained reply.
  */
 import { vocabularyPairs } from '../tokenizer/fingerprint.js';
-
-/** How the engine turns a token's encoded form into bytes. */
-export type VocabularyKind = 'byte_fallback' | 'byte_level' | 'raw';
+import { byteLevelChar, steps, vocabularyKind, type VocabularyKind } from '../tokenizer/token-bytes.js';
 
 /** A vocabulary ready for a grammar engine. */
 export interface GrammarVocabulary {
@@ -21,13 +19,6 @@ export interface GrammarVocabulary {
 }
 
 type Json = Record<string, unknown>;
-
-/** All the steps of a component that may be a `Sequence`. */
-function steps(component: unknown, key: string): Json[] {
-  if (!component || typeof component !== 'object') return [];
-  const c = component as Json;
-  return c.type === 'Sequence' && Array.isArray(c[key]) ? (c[key] as Json[]) : [c];
-}
 
 /** Reads the vocabulary of a tokenizer.json (`size` ids; ids past the tokenizer's get `''`). */
 export function grammarVocabulary(tokenizerJson: object, size: number): GrammarVocabulary {
@@ -45,12 +36,7 @@ export function grammarVocabulary(tokenizerJson: object, size: number): GrammarV
   }
   if (typeof model.unk_token === 'string' && model.vocab && !Array.isArray(model.vocab)) blank((model.vocab as Json)[model.unk_token]);
 
-  const decoders = steps(tj.decoder, 'decoders');
-  const kind: VocabularyKind = model.byte_fallback === true || decoders.some((d) => d.type === 'ByteFallback')
-    ? 'byte_fallback'
-    : decoders.some((d) => d.type === 'ByteLevel')
-      ? 'byte_level'
-      : 'raw';
+  const kind = vocabularyKind(tj);
   const prependSpace =
     steps(tj.normalizer, 'normalizers').some((n) => n.type === 'Prepend' && n.prepend === '▁') ||
     steps(tj.pre_tokenizer, 'pretokenizers').some((p) => p.type === 'Metaspace' && p.prepend_scheme !== 'never' && p.add_prefix_space !== false);
@@ -76,13 +62,4 @@ function byteLevelForm(text: string): string {
   let form = '';
   for (const byte of new TextEncoder().encode(text)) form += String.fromCharCode(byteLevelChar(byte));
   return form;
-}
-
-/** The printable bytes stand for themselves; the others are shifted past 255, in byte order. */
-function byteLevelChar(byte: number): number {
-  const printable = (b: number) => (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
-  if (printable(byte)) return byte;
-  let shifted = 0;
-  for (let b = 0; b < byte; b++) if (!printable(b)) shifted++;
-  return 256 + shifted;
 }

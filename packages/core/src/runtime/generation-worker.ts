@@ -104,7 +104,11 @@ function nameTokens(tokenizer: TextTokenizer, context: readonly number[], entry:
   for (const t of [entry, ...entry.top]) {
     const after = tokenizer.decode([...context, t.id], false);
     t.token = after.startsWith(before) ? after.slice(before.length) : tokenizer.decode([t.id], false);
-    t.bytes = [...Buffer.from(t.token, 'utf8')];
+    // A token holding part of a character decodes to U+FFFD or nothing: its bytes are the vocabulary's, so that a
+    // client joining a reply's bytes gets the character back (OpenAI's reason for `bytes`).
+    const raw = t.token === '' || t.token.includes('\uFFFD') ? tokenizer.tokenBytes(t.id) : undefined;
+    const partial = raw !== undefined && (t.token !== '' || raw.some((b) => b >= 0x80));
+    t.bytes = partial ? raw : [...Buffer.from(t.token, 'utf8')];
   }
 }
 

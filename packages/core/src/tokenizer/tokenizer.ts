@@ -7,6 +7,7 @@ import { Template } from '@huggingface/jinja';
 import { argumentsFormOf, withArgumentsAs, type ArgumentsForm } from './tool-call-arguments.js';
 import { withToolsInPrompt, type FunctionTool, type ToolsPrompt } from './tools-in-prompt.js';
 import { fimPromptIds, fimTokensOf, type FimTokens } from './fill-in-middle.js';
+import { pieceBytes, vocabularyKind, type VocabularyKind } from './token-bytes.js';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -109,6 +110,8 @@ export class TextTokenizer {
 
   /** The ids of the special added tokens, once a decode keeping some of them needed them. */
   private specialIds: Set<number> | undefined;
+  /** The ids of all added tokens, once `tokenBytes` needed them. */
+  private addedIds: Set<number> | undefined;
   /** What each chat template used does with tools, calls and system messages, probed once per template. */
   private readonly probes = new Map<string, TemplateProbes>();
 
@@ -122,6 +125,8 @@ export class TextTokenizer {
     /** Whether `encode` adds BOS by itself. */
     readonly addsBos: boolean,
     vocabSize: number,
+    /** How the vocabulary's pieces spell bytes. */
+    private readonly kind: VocabularyKind,
   ) {
     this.vocabSize = vocabSize;
   }
@@ -170,7 +175,7 @@ export class TextTokenizer {
     const bos = overrides.bosTokenId ?? idList(generation.bos_token_id)[0] ?? idOf(config.bos_token);
     const probe = tokenizer.encode('a', { add_special_tokens: true }).ids;
     const addsBos = bos !== undefined && probe[0] === bos;
-    return new TextTokenizer(tokenizer, config, bos, eos, addsBos, idCount(tokenizer, json));
+    return new TextTokenizer(tokenizer, config, bos, eos, addsBos, idCount(tokenizer, json), vocabularyKind(json));
   }
 
   /**
@@ -205,6 +210,18 @@ export class TextTokenizer {
     }
     if (ids.length === 0) return '';
     return this.tokenizer.decode(ids as number[], { skip_special_tokens: skipSpecialTokens, clean_up_tokenization_spaces: false });
+  }
+
+  /**
+   * The bytes token `id` stands for, where decoding it alone cannot say (a byte-fallback `<0xF0>`, or a byte-level
+   * token holding part of a character, decode to U+FFFD or nothing); an added token's are its text's. Undefined for
+   * an id the vocabulary lacks.
+   */
+  tokenBytes(id: number): number[] | undefined {
+    const piece = this.tokenizer.id_to_token(id);
+    if (piece === undefined || piece === null) return undefined;
+    this.addedIds ??= new Set(this.tokenizer.get_added_tokens_decoder().keys());
+    return this.addedIds.has(id) ? [...Buffer.from(piece, 'utf8')] : pieceBytes(piece, this.kind);
   }
 
   /** The id of a token given by its text (an added token's content or a vocabulary entry), if there is one. */
