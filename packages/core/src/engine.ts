@@ -39,6 +39,8 @@ import { QueueFullError, type BatchStats } from './generate/continuous-batch.js'
 import { unitLength } from './runtime/unit-length.js';
 import { promptLookup, type PromptLookupOptions } from './generate/prompt-lookup.js';
 import { draftModel, type DraftModelOptions } from './generate/draft-model.js';
+import { MAX_TOP_LOGPROBS } from './sampling/logprobs.js';
+import type { PromptLogprobsResult } from './runtime/prompt-logprobs.js';
 
 /** How to load a model. */
 export interface EngineOptions extends RuntimeOptions {
@@ -426,6 +428,19 @@ export class Engine {
     return { ...result, vectors: result.vectors.map(unitLength) };
   }
 
+  /**
+   * The log-probability the backbone gives each token of each input after the tokens before it (texts tokenized with
+   * the model's special tokens, or token ids): per input an entry for every token but the first, with the
+   * `topLogprobs` (0–20) most likely alternatives at its position. What OpenAI's legacy `echo` with `logprobs`
+   * returns, and evaluation harnesses score continuations by. The backbone's own distribution: reasoners take no
+   * part. Each input runs alone in chunks, as for `embed`.
+   */
+  promptLogprobs(input: EmbedInput, options: { topLogprobs?: number } = {}): Promise<PromptLogprobsResult> {
+    const top = options.topLogprobs ?? 0;
+    if (!(Number.isInteger(top) && top >= 0 && top <= MAX_TOP_LOGPROBS)) return Promise.reject(new RangeError(`topLogprobs must be a whole number from 0 to ${MAX_TOP_LOGPROBS}; got ${top}`));
+    return this.request({ type: 'promptLogprobs', input, top }, () => {}) as Promise<PromptLogprobsResult>;
+  }
+
   /** The batch now: rows running, calls waiting in the worker, KV cache bytes held, and the cache's copy counters. */
   stats(): Promise<BatchStats> {
     return this.request({ type: 'stats' }, () => {}) as Promise<BatchStats>;
@@ -475,7 +490,7 @@ export class Engine {
     if (msg.type === 'done') p.resolve(msg.result);
     else if (msg.type === 'stats') p.resolve(msg.stats);
     else if (msg.type === 'encoded') p.resolve(msg.ids);
-    else if (msg.type === 'embedded') p.resolve(msg.result);
+    else if (msg.type === 'embedded' || msg.type === 'scored') p.resolve(msg.result);
     else if (msg.type === 'error') p.reject(msg.error.name === 'QueueFullError' ? new QueueFullError(msg.error.message) : new EngineError(msg.error));
   }
 

@@ -10,6 +10,8 @@ import { DecoderSession } from '../src/runtime/decoder-session.js';
 import { prepareDecoder } from '../src/onnx/prepared-cache.js';
 import { models } from '../../../test/support/paths.js';
 import { builtModel, cacheDir, smallConfig, testDir } from './support/models.js';
+import { bareLogits } from './support/bare-loop.js';
+import { rejection } from './support/assertions.js';
 
 const KNOWN_FP16_IDS = [30016, 7356, 9023, 25068, 22665, 2507, 5236, 14142];
 
@@ -416,5 +418,45 @@ ${body}`;
     expect(unawaited, unawaited.out).to.deep.equal({ code: 0, out: 'unawaited 64\n' });
     const disposed = await inChild(model, `await engine.dispose();\nconsole.log('after dispose');`);
     expect(disposed, disposed.out).to.deep.equal({ code: 0, out: 'after dispose\n' });
+  });
+});
+
+describe('prompt log-probabilities', function () {
+  this.timeout(60_000);
+
+  it("are onnxruntime's own over the whole prompt (its bare run): each token after the tokens before it, in chunks, beside a running generation", async () => {
+    const path = await builtModel('prompt-logprobs');
+    const engine = await Engine.load({ model: path, cacheDir, prefillChunk: 8 });
+    try {
+      const prompts = [Array.from({ length: 37 }, (_, i) => 1 + ((i * 7) % 90)), [5, 9]];
+      const alone = await engine.generate({ promptIds: [[3, 4, 5]] }, { maxTokens: 40, ignoreEos: true });
+      // scored while a generation runs in the batch: neither disturbs the other
+      const [scored, beside] = await Promise.all([
+        engine.promptLogprobs({ ids: prompts }, { topLogprobs: 3 }),
+        engine.generate({ promptIds: [[3, 4, 5]] }, { maxTokens: 40, ignoreEos: true }),
+      ]);
+      expect(beside.rows[0]!.ids).to.deep.equal(alone.rows[0]!.ids);
+      expect(scored.prompts.map((p) => p.ids)).to.deep.equal(prompts);
+      for (const [i, prompt] of prompts.entries()) {
+        const logits = await bareLogits(path, prompt);
+        const vocab = logits.length / prompt.length;
+        const entries = scored.prompts[i]!.logprobs;
+        expect(entries).to.have.length(prompt.length - 1);
+        entries.forEach((e, p) => {
+          const row = Array.from(logits.subarray(p * vocab, (p + 1) * vocab));
+          const max = Math.max(...row);
+          const logZ = max + Math.log(row.reduce((s, x) => s + Math.exp(x - max), 0));
+          expect(e.id, `position ${p + 1}`).to.equal(prompt[p + 1]);
+          expect(e.logprob).to.be.closeTo(row[prompt[p + 1]!]! - logZ, 1e-4);
+          const best = row.map((x, id) => [x, id] as const).sort((a, b) => b[0] - a[0]).slice(0, 3).map(([, id]) => id);
+          expect(e.top.map((t) => t.id)).to.deep.equal(best);
+        });
+      }
+      expect((await rejection(engine.promptLogprobs({ ids: [[1, 2]] }, { topLogprobs: 21 }))).message).to.match(/topLogprobs must be a whole number from 0 to 20/);
+      const empty = await rejection(engine.promptLogprobs({ ids: [[1, 2, 3], []] }));
+      expect(empty.message).to.equal('prompt log-probabilities: input 1 has no tokens');
+    } finally {
+      await engine.dispose();
+    }
   });
 });

@@ -367,24 +367,47 @@ describe('reasonplug serve', function () {
     expect(Buffer.from(written.flatMap((e) => e.bytes)).toString('utf8')).to.equal('😀 日');
     expect(written.filter((e) => e.bytes.length === 1 && e.bytes[0]! >= 0x80)).to.have.length.greaterThan(1);
 
-    // Legacy completions: logprobs: 2, echo shifts text_offset by the prompt.
-    type Legacy = { tokens: string[]; token_logprobs: number[]; top_logprobs: Record<string, number>[]; text_offset: number[] };
-    const body = { model: 'stories260k', prompt: 'Once upon a time', max_tokens: 6, temperature: 0, logprobs: 2, echo: true };
-    const whole = (await (await post('/v1/completions', body)).json()) as { choices: { text: string; logprobs: Legacy }[] };
+    // Legacy completions with echo: the prompt's own tokens open the lists (the first with null: nothing before it
+    // scores it), each scored after those before it; then the completion's, their offsets past the echoed prompt.
+    type Legacy = { tokens: string[]; token_logprobs: (number | null)[]; top_logprobs: (Record<string, number> | null)[]; text_offset: number[] };
+    const text = 'Once upon a time';
+    const body = { model: 'stories260k', prompt: text, max_tokens: 6, temperature: 0, logprobs: 2, echo: true };
+    const whole = (await (await post('/v1/completions', body)).json()) as { choices: { text: string; logprobs: Legacy }[]; usage: { prompt_tokens: number } };
     const lp = whole.choices[0]!.logprobs;
-    const alone = (await reference.generate({ prompt: 'Once upon a time' }, { maxTokens: 6, logprobs: 2, reasoners: [] })).rows[0]!;
-    expect(lp.token_logprobs).to.have.length(6);
-    lp.token_logprobs.forEach((x, t) => expect(x).to.be.closeTo(alone.logprobs![t]!.logprob, 1e-6));
-    expect(lp.text_offset[0]).to.equal('Once upon a time'.length);
+    const alone = (await reference.generate({ prompt: text }, { maxTokens: 6, logprobs: 2, reasoners: [] })).rows[0]!;
+    const scored = (await reference.promptLogprobs({ texts: [text] }, { topLogprobs: 2 })).prompts[0]!;
+    const n = scored.ids.length;
+    expect(n).to.equal(whole.usage.prompt_tokens);
+    expect(lp.tokens).to.have.length(n + 6);
+    expect([lp.token_logprobs[0], lp.top_logprobs[0], lp.text_offset[0]]).to.deep.equal([null, null, 0]);
+    scored.logprobs.forEach((e, t) => expect(lp.token_logprobs[t + 1]).to.be.closeTo(e.logprob, 1e-6));
+    lp.token_logprobs.slice(n).forEach((x, t) => expect(x).to.be.closeTo(alone.logprobs![t]!.logprob, 1e-6));
+    // offsets index the echoed text: BOS writes none of it, the prompt's tokens all of it
+    expect(lp.text_offset.slice(0, n + 1)).to.satisfy((o: number[]) => o.every((x, t) => t === 0 || x >= o[t - 1]!));
+    expect(lp.text_offset[n]).to.equal(text.length);
+    expect(text.slice(lp.text_offset[n - 1])).to.equal(lp.tokens[n - 1]);
     lp.tokens.forEach((tok, t) => {
+      if (t === 0) return;
       expect(lp.top_logprobs[t]![tok]).to.equal(lp.token_logprobs[t]);
       expect(Object.keys(lp.top_logprobs[t]!).length).to.be.within(1, 3);
-      if (t > 0) expect(lp.text_offset[t]).to.equal(lp.text_offset[t - 1]! + lp.tokens[t - 1]!.length);
+      if (t > n) expect(lp.text_offset[t]).to.equal(lp.text_offset[t - 1]! + lp.tokens[t - 1]!.length);
     });
     const sse = events(await (await post('/v1/completions', { ...body, stream: true })).text()).slice(0, -1);
     const parts = sse.map((d) => (JSON.parse(d) as { choices: { logprobs: Legacy | null }[] }).choices[0]!.logprobs).filter((x): x is Legacy => x !== null);
     const merged = { tokens: parts.flatMap((p) => p.tokens), token_logprobs: parts.flatMap((p) => p.token_logprobs), top_logprobs: parts.flatMap((p) => p.top_logprobs), text_offset: parts.flatMap((p) => p.text_offset) };
     expect(merged).to.deep.equal(lp);
+    // max_tokens 0 (OpenAI's legacy scoring of text), token ids as lm-evaluation-harness sends them: the prompt alone
+    const scoreOnly = (await (await post('/v1/completions', { model: 'stories260k', prompt: [scored.ids], max_tokens: 0, logprobs: 1, echo: true })).json()) as { choices: { text: string; logprobs: Legacy; finish_reason: string }[]; usage: object };
+    const [only] = scoreOnly.choices;
+    expect(only!.text).to.equal(text);
+    expect(only!.finish_reason).to.equal('length');
+    expect(scoreOnly.usage).to.deep.equal({ prompt_tokens: n, completion_tokens: 0, total_tokens: n });
+    expect(only!.logprobs.token_logprobs.slice(1)).to.deep.equal(lp.token_logprobs.slice(1, n));
+    expect((await post('/v1/completions', { model: 'stories260k', prompt: text, max_tokens: 0 })).status).to.equal(400);
+    // a composition's prompt is not the backbone's to score: refused, naming the backbone
+    const composed = await post('/v1/completions', { ...body, model: 'stories260k+r' });
+    expect(composed.status).to.equal(400);
+    expect(((await composed.json()) as { error: object }).error).to.deep.include({ param: 'echo', message: 'echo with logprobs scores the prompt by the backbone alone: ask for model "stories260k"' });
   });
 
   it('answers errors in OpenAI shape: 401, 404 (unknown model, route), 400 naming the parameter (n, logprobs, temperature, bad JSON, bad schema)', async () => {

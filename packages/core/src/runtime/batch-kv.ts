@@ -112,12 +112,15 @@ export class RowPrefill {
   /**
    * @param start the cache of the prompt's first positions (a cached prefix, shorter than the prompt): the
    *   prefill goes on from it. Ignored where the prompt must run whole (LongRoPE past its original context).
+   * @param onLogits given the logits of every position each run computes (`[positions × vocab]`, from position
+   *   `from` on), for scoring a prompt; the graph must take `num_logits_to_keep`.
    */
   constructor(
     private readonly session: DecoderSession,
     readonly prompt: readonly number[],
     private chunk: number,
     start?: RowCache,
+    private readonly onLogits?: (from: number, logits: Float32Array) => void,
   ) {
     if (prompt.length > (session.longRopeContext ?? Infinity)) this.chunk = Infinity;
     else if (start && start.length < prompt.length) {
@@ -135,7 +138,7 @@ export class RowPrefill {
     const positions = ids.map((_, i) => this.done + i);
     let out: Awaited<ReturnType<DecoderSession['forward']>>;
     try {
-      out = await this.session.forward(ids, 1, this.past, this.done, mask, positions);
+      out = await this.session.forward(ids, 1, this.past, this.done, mask, positions, undefined, undefined, this.onLogits ? ids.length : undefined);
     } catch (err) {
       if (this.done === 0) throw err;
       if (this.reused > 0) this.session.prefixCache.refused(this.reused);
@@ -148,12 +151,13 @@ export class RowPrefill {
       return this.next();
     }
     const { logits, present } = out;
+    this.onLogits?.(this.done, logits);
     if (this.ownsPast) releaseTensors(Object.values(this.past!));
     this.past = present;
     this.ownsPast = true;
     this.done = end;
     this.hidden = out.hidden;
-    return end === this.prompt.length ? logits.slice(0, this.session.vocabSize) : undefined;
+    return end === this.prompt.length ? logits.slice(logits.length - this.session.vocabSize) : undefined;
   }
 
   /** Prompt tokens in the cache so far. */

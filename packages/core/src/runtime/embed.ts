@@ -36,16 +36,7 @@ export async function embed(
   limits: { chunk: number; contextLength?: number },
 ): Promise<EmbedResult> {
   if (!backbone.signature.hiddenState) throw new EmbeddingsUnavailableError('the backbone\'s graph gives no final hidden state');
-  const prompts = promptsOf(input, tokenizer);
-  if (prompts.length === 0) throw new EmbedInputError('embed: give at least one input');
-  prompts.forEach((p, i) => {
-    if (p.length === 0) throw new EmbedInputError(`embed: input ${i} has no tokens`);
-    if (limits.contextLength !== undefined && p.length > limits.contextLength) {
-      throw new EmbedInputError(`embed: input ${i} is ${p.length} tokens, more than the model's context of ${limits.contextLength}`);
-    }
-    const bad = p.find((id) => !Number.isInteger(id) || id < 0 || id >= backbone.vocabSize);
-    if (bad !== undefined) throw new EmbedInputError(`embed: input ${i} holds token id ${bad}, outside the vocabulary (0 to ${backbone.vocabSize - 1})`);
-  });
+  const prompts = promptsOf(input, tokenizer, 'embed', backbone.vocabSize, limits.contextLength);
   const vectors: Float32Array[] = [];
   for (const prompt of prompts) {
     const run = new RowPrefill(backbone, prompt, limits.chunk);
@@ -55,10 +46,28 @@ export async function embed(
   return { vectors, promptTokens: prompts.map((p) => p.length) };
 }
 
-/** The token ids of each input: texts tokenized with the special tokens the tokenizer adds (BOS, and EOS where it adds one). */
-function promptsOf(input: EmbedInput, tokenizer: TextTokenizer | undefined): number[][] {
-  if ('ids' in input && Array.isArray(input.ids)) return input.ids;
-  if (!('texts' in input) || !Array.isArray(input.texts)) throw new EmbedInputError('embed takes { texts: string[] } or { ids: number[][] }');
-  if (!tokenizer) throw new TokenizerError('this model has no tokenizer.json beside it: embed token ids instead of text');
-  return input.texts.map((t) => tokenizer.encode(t));
+/**
+ * The token ids of each input (texts tokenized with the special tokens the tokenizer adds: BOS, and EOS where it
+ * adds one), checked: at least one input, none empty, past the context or outside the vocabulary. `what` names the
+ * call in errors.
+ */
+export function promptsOf(input: EmbedInput, tokenizer: TextTokenizer | undefined, what: string, vocabSize: number, contextLength?: number): number[][] {
+  let prompts: number[][];
+  if ('ids' in input && Array.isArray(input.ids)) prompts = input.ids;
+  else {
+    if (!('texts' in input) || !Array.isArray(input.texts)) throw new EmbedInputError(`${what} takes { texts: string[] } or { ids: number[][] }`);
+    if (!tokenizer) throw new TokenizerError(`${what}: this model has no tokenizer.json beside it; give token ids instead of text`);
+    // (a text whose beginning alone is past the context is refused before the rest is encoded)
+    prompts = input.texts.map((t) => tokenizer.encode(t, true, contextLength));
+  }
+  if (prompts.length === 0) throw new EmbedInputError(`${what}: give at least one input`);
+  prompts.forEach((p, i) => {
+    if (p.length === 0) throw new EmbedInputError(`${what}: input ${i} has no tokens`);
+    if (contextLength !== undefined && p.length > contextLength) {
+      throw new EmbedInputError(`${what}: input ${i} is ${p.length} tokens, more than the model's context of ${contextLength}`);
+    }
+    const bad = p.find((id) => !Number.isInteger(id) || id < 0 || id >= vocabSize);
+    if (bad !== undefined) throw new EmbedInputError(`${what}: input ${i} holds token id ${bad}, outside the vocabulary (0 to ${vocabSize - 1})`);
+  });
+  return prompts;
 }

@@ -30,6 +30,7 @@ import { grammarTiming } from '../constrain/timing.js';
 import type { ConstraintFactory } from '../constrain/types.js';
 import { backboneNeeds, type FromWorker, type GenerateRequestOptions, type ModelInfo, type PromptInput, type ToWorker, type WorkerConfig } from './protocol.js';
 import { embed, EmbeddingsUnavailableError, poolingRefused } from './embed.js';
+import { promptLogprobs } from './prompt-logprobs.js';
 import { declaredPooling } from '../modules/pooling.js';
 import type { ModelLocation } from '../modules/locate.js';
 import { ContinuousBatch, DEFAULT_MAX_BATCH, DEFAULT_PREFILL_CHUNK } from '../generate/continuous-batch.js';
@@ -584,11 +585,23 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
     port.close();
     return;
   }
+  const limits = { chunk: config.batching?.prefillChunk ?? DEFAULT_PREFILL_CHUNK, ...(loaded.contextLength !== undefined ? { contextLength: loaded.contextLength } : {}) };
   if (msg.type === 'embed') {
     try {
       if (!config.embeddings) throw new EmbeddingsUnavailableError('this engine gives no embeddings: load it with `embeddings: true` (reasonplug serve --embeddings)');
-      const limits = { chunk: config.batching?.prefillChunk ?? DEFAULT_PREFILL_CHUNK, ...(loaded.contextLength !== undefined ? { contextLength: loaded.contextLength } : {}) };
       post({ type: 'embedded', id: msg.id, result: await embed(backbone, tokenizer, msg.input, limits) });
+    } catch (err) {
+      post({ type: 'error', id: msg.id, error: toWire(err) });
+    }
+    return;
+  }
+  if (msg.type === 'promptLogprobs') {
+    try {
+      const result = await promptLogprobs(backbone, tokenizer, msg.input, msg.top, limits);
+      if (tokenizer) {
+        for (const { ids, logprobs } of result.prompts) logprobs.forEach((entry, j) => nameTokens(tokenizer, ids.slice(Math.max(0, j + 1 - NAMING_CONTEXT), j + 1), entry));
+      }
+      post({ type: 'scored', id: msg.id, result });
     } catch (err) {
       post({ type: 'error', id: msg.id, error: toWire(err) });
     }

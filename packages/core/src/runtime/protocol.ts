@@ -14,6 +14,7 @@ import type { ResponseFormat } from '../constrain/types.js';
 import type { BatchLimits, BatchStats } from '../generate/continuous-batch.js';
 import type { PreparedModel } from './open-decoder.js';
 import type { GraphNeeds } from './prepare-model.js';
+import type { PromptLogprobsResult } from './prompt-logprobs.js';
 
 /** A prompt in one of the forms the engine takes. A list makes a batch (left-padded). */
 export type PromptInput =
@@ -168,6 +169,7 @@ export type ToWorker =
     }
   | { type: 'tokenize'; id: number; text: string; addSpecialTokens: boolean }
   | { type: 'embed'; id: number; input: EmbedInput }
+  | { type: 'promptLogprobs'; id: number; input: EmbedInput; top: number }
   | { type: 'stats'; id: number }
   | { type: 'dispose' };
 
@@ -183,6 +185,7 @@ export type FromWorker =
   | { type: 'done'; id: number; result: Omit<GenerationResult, 'timing'> & { prefillMs: number; decodeMs: number; decodeSteps: number } & Pick<Timing, 'grammar'> }
   | { type: 'encoded'; id: number; ids: number[] }
   | { type: 'embedded'; id: number; result: EmbedResult }
+  | { type: 'scored'; id: number; result: PromptLogprobsResult }
   | { type: 'stats'; id: number; stats: BatchStats }
   | { type: 'error'; id: number; error: WireError }
   /** The worker released its models after a failure it cannot recover from. */

@@ -43,6 +43,36 @@ export function completionLogprobs(entries: readonly TokenLogprobs[], offset: nu
   return { tokens, token_logprobs: tokenLogprobs, top_logprobs: top, text_offset: textOffset };
 }
 
+/** Legacy completions' lists; the prompt's first token has no log-probability (nothing before it): `null`. */
+export type LegacyLogprobs = { tokens: string[]; token_logprobs: (number | null)[]; top_logprobs: (Record<string, number> | null)[]; text_offset: number[] };
+
+/**
+ * A scored prompt as the start of legacy completions' lists (`echo` with `logprobs`): its first token with `null`,
+ * then each token's log-probability after those before it. `first` names the first token; `visible` gives each
+ * token's length in the echoed text (special tokens such as BOS take none), from which the offsets run.
+ */
+export function promptLegacyLogprobs(entries: readonly TokenLogprobs[], first: string, visible: readonly number[]): LegacyLogprobs {
+  const offsets: number[] = [];
+  visible.reduce((at, n) => (offsets.push(at), at + n), 0);
+  const listed = completionLogprobs(entries, 0);
+  return {
+    tokens: [first, ...listed.tokens],
+    token_logprobs: [null, ...listed.token_logprobs],
+    top_logprobs: [null, ...listed.top_logprobs],
+    text_offset: offsets,
+  };
+}
+
+/** Two runs of legacy lists, one after the other (the echoed prompt's, then the completion's). */
+export function joinLegacy(a: LegacyLogprobs, b: LegacyLogprobs): LegacyLogprobs {
+  return {
+    tokens: [...a.tokens, ...b.tokens],
+    token_logprobs: [...a.token_logprobs, ...b.token_logprobs],
+    top_logprobs: [...a.top_logprobs, ...b.top_logprobs],
+    text_offset: [...a.text_offset, ...b.text_offset],
+  };
+}
+
 /** Where text after these entries starts: `offset` plus their tokens' lengths. */
 export function offsetAfter(entries: readonly TokenLogprobs[], offset: number): number {
   return entries.reduce((n, e) => n + tokenOf(e).length, offset);

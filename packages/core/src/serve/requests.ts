@@ -66,8 +66,10 @@ export interface ChatRequest extends ParsedRequest, ChatPromptSpec {
 /** A text completion request: one prompt, or several (one choice each). */
 export interface CompletionRequest extends ParsedRequest {
   prompt: string | string[] | number[] | number[][];
-  /** `echo`: the prompt is written before the completion. */
+  /** `echo`: the prompt is written before the completion (with `logprobs`, its tokens' log-probabilities before the completion's). */
   echo: boolean;
+  /** `max_tokens: 0` with `echo`: the prompt alone, scored, nothing generated (OpenAI's legacy way of scoring text). */
+  scoreOnly?: boolean;
   /** `suffix`: the code after the insertion; the prompt is the code before it (fill-in-the-middle). */
   suffix?: string;
 }
@@ -501,7 +503,8 @@ function optionalString(body: Body, key: string): string | undefined {
 /** Reads a `/v1/completions` body (or one translated into it, whose stop strings follow `stopRule`). */
 export function parseCompletionRequest(body: unknown, stopRule = OPENAI_STOP): CompletionRequest {
   if (!isObject(body)) throw badRequest('the request body must be a JSON object');
-  const base = common(body, false, stopRule);
+  const scoreOnly = body.max_tokens === 0 && body.echo === true;
+  const base = common(scoreOnly ? { ...body, max_tokens: undefined } : body, false, stopRule);
   const suffix = optionalString(body, 'suffix') || undefined;
   const p = body.prompt;
   const ok =
@@ -517,5 +520,5 @@ export function parseCompletionRequest(body: unknown, stopRule = OPENAI_STOP): C
   }
   // OpenAI's completions default to 16 tokens.
   if (base.options.maxTokens === undefined) base.options.maxTokens = 16;
-  return { ...base, prompt: p as CompletionRequest['prompt'], echo, ...(suffix !== undefined ? { suffix } : {}) };
+  return { ...base, prompt: p as CompletionRequest['prompt'], echo, ...(suffix !== undefined ? { suffix } : {}), ...(scoreOnly ? { scoreOnly } : {}) };
 }

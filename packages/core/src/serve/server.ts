@@ -33,7 +33,7 @@ import type { ReasoningFormat } from '../chat/reasoning.js';
 import { HttpError, badRequest, toHttpError } from './errors.js';
 import { jsonDepth, MAX_BODY_DEPTH } from './json-depth.js';
 import { ServerMetrics } from './metrics.js';
-import { chatLogprobs, completionLogprobs, offsetAfter } from './logprobs.js';
+import { chatLogprobs, completionLogprobs, joinLegacy, offsetAfter, promptLegacyLogprobs, type LegacyLogprobs } from './logprobs.js';
 import { ollamaChatLoad, ollamaModelName, parseOllamaChat, parseOllamaEmbed, parseOllamaGenerate } from './ollama-request.js';
 import { ollamaDone, ollamaDoneReason, ollamaLogprobs, ollamaMessage, type ChatFields } from './ollama-output.js';
 import { reasoningTagsOf } from '../chat/reasoning.js';
@@ -835,6 +835,17 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     };
     const id = `cmpl-${randomUUID()}`;
     const base = { id, created: Math.floor(Date.now() / 1000), model: request.model, system_fingerprint: 'reasonplug' };
+    // Echoed with logprobs, the prompt's own tokens open each choice's lists, scored after the tokens before them.
+    const scored = request.echo && (request.logprobs || request.scoreOnly) ? await echoedLogprobs(l, request, prompts) : undefined;
+    const echoedOf = (row: number) => (request.logprobs ? scored?.[Math.floor(row / request.n)] : undefined);
+    const withEcho = (row: number, after: LegacyLogprobs) => {
+      const echoed = echoedOf(row);
+      return echoed ? joinLegacy(echoed, after) : after;
+    };
+    if (request.scoreOnly) {
+      const promptTokens = rows.reduce((n, _, row) => n + scored![Math.floor(row / request.n)]!.tokens.length, 0);
+      return scoreOnly(request, rows.map((_, row) => ({ text: echoOf(row), logprobs: echoedOf(row) ?? null })), promptTokens, base, res);
+    }
 
     await run(l, request, input, res, async (stream, first, rest, clock) => {
       if (!request.stream) {
@@ -845,7 +856,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
           choices: result.rows.map((row, index) => ({
             index,
             text: echoOf(index) + row.text,
-            logprobs: request.logprobs ? completionLogprobs(row.logprobs ?? [], echoOf(index).length) : null,
+            logprobs: request.logprobs ? withEcho(index, completionLogprobs(row.logprobs ?? [], echoOf(index).length)) : null,
             finish_reason: finishReason(row.finishReason),
           })),
           usage: usageJson(result, request.n),
@@ -856,16 +867,18 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       // Per choice: tokens whose text is not out yet, and where the next token's text starts.
       const pending = rows.map((): TokenLogprobs[] => []);
       const offsets = rows.map((_, row) => echoOf(row).length);
+      const send = (index: number, text: string, logprobs: LegacyLogprobs | null, finish: string | null = null) =>
+        sse.send({ ...base, object: 'text_completion', choices: [{ index, text, logprobs, finish_reason: finish }], ...(request.includeUsage ? { usage: null } : {}) });
       const chunk = (index: number, text: string, finish: string | null = null) => {
-        let logprobs: ReturnType<typeof completionLogprobs> | null = null;
+        let logprobs: LegacyLogprobs | null = null;
         if (request.logprobs && (pending[index]!.length > 0 || finish)) {
           const entries = pending[index]!.splice(0);
           logprobs = completionLogprobs(entries, offsets[index]!);
           offsets[index] = offsetAfter(entries, offsets[index]!);
         }
-        sse.send({ ...base, object: 'text_completion', choices: [{ index, text, logprobs, finish_reason: finish }], ...(request.includeUsage ? { usage: null } : {}) });
+        send(index, text, logprobs, finish);
       };
-      if (request.echo) rows.forEach((_, row) => chunk(row, echoOf(row)));
+      if (request.echo) rows.forEach((_, row) => send(row, echoOf(row), echoedOf(row) ?? null));
       for (let next = first; !next.done; next = await rest.next()) {
         if (next !== first) clock.tick();
         if (next.value.logprobs) pending[next.value.row]!.push(next.value.logprobs);
@@ -878,6 +891,34 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       sse.done();
       return finishReason(result.rows[0]!.finishReason);
     });
+  }
+
+  /**
+   * The legacy lists of each prompt's own tokens (`echo` with `logprobs`): the backbone's log-probabilities, the
+   * reasoners taking no part, so a composition is refused rather than scored as something it is not.
+   */
+  async function echoedLogprobs(l: Loaded, request: CompletionRequest, prompts: (string | number[])[]): Promise<LegacyLogprobs[]> {
+    const reasoners = request.reasoners ?? l.models.resolve(request.model);
+    if (reasoners.length > 0) throw badRequest(`echo with logprobs scores the prompt by the backbone alone: ask for model ${JSON.stringify(l.models.backbone)}`, 'echo');
+    const input = typeof prompts[0] === 'string' ? { texts: prompts as string[] } : { ids: prompts as number[][] };
+    const { prompts: scored } = await l.engine.promptLogprobs(input, { topLogprobs: request.options.logprobs ?? 0 });
+    const tokenizer = l.tokenizer;
+    return scored.map(({ ids, logprobs }) => {
+      const first = tokenizer ? tokenizer.decode([ids[0]!], false) : `token_id:${ids[0]}`;
+      return promptLegacyLogprobs(logprobs, first, ids.map((_, j) => (tokenizer ? visibleLength(tokenizer, ids, j) : 0)));
+    });
+  }
+
+  /** `max_tokens: 0` with `echo`: each choice the prompt alone (with its scores), nothing generated. */
+  function scoreOnly(request: CompletionRequest, choices: { text: string; logprobs: LegacyLogprobs | null }[], promptTokens: number, base: object, res: ServerResponse): void {
+    const usage = { prompt_tokens: promptTokens, completion_tokens: 0, total_tokens: promptTokens };
+    note(res, { model: request.model, finishReason: 'length' });
+    const choice = (c: (typeof choices)[number], index: number) => ({ index, text: c.text, logprobs: c.logprobs, finish_reason: 'length' });
+    if (!request.stream) return sendJson(res, 200, { ...base, object: 'text_completion', choices: choices.map(choice), usage });
+    const sse = new Sse(res);
+    choices.forEach((c, index) => sse.send({ ...base, object: 'text_completion', choices: [choice(c, index)] }));
+    if (request.includeUsage) sse.send({ ...base, object: 'text_completion', choices: [], usage });
+    sse.done();
   }
 
   const countGenerated = (result: GenerationResult) => {
@@ -1114,6 +1155,17 @@ function sendError(res: ServerResponse, err: HttpError, dialect: ErrorDialect = 
     return;
   }
   sendJson(res, err.status, body, err.headers);
+}
+
+/**
+ * How much of the decoded text token `j` of `ids` writes (special tokens such as BOS none): the text after the
+ * tokens before it, read over a few of them so that a word's leading space counts where the decoder writes it.
+ */
+function visibleLength(tokenizer: TextTokenizer, ids: readonly number[], j: number): number {
+  const context = ids.slice(Math.max(0, j - 4), j);
+  const before = tokenizer.decode(context);
+  const after = tokenizer.decode([...context, ids[j]!]);
+  return after.startsWith(before) ? after.length - before.length : tokenizer.decode([ids[j]!]).length;
 }
 
 /** An error in Anthropic's shape, `{"type": "error", "error": {"type", "message"}}`, its type from the status. */
