@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { Engine } from '../src/engine.js';
 import { TextTokenizer, type ChatMessage } from '../src/tokenizer/tokenizer.js';
 import { join } from 'node:path';
@@ -275,6 +275,25 @@ describe('reasonplug CLI', function () {
     const t = await reasonplug('generate', '--model', storiesDir, '--prompt-ids', '1', '--temperature', '-1');
     expect(t.code).to.equal(1);
     expect(t.stderr).to.match(/temperature/);
+  });
+
+  it('convert gguf refuses a destination that is a file or holds files, before reading the model, and touches neither', async () => {
+    const root = testDir('cli-convert-dest');
+    const file = join(root, 'a-file');
+    const full = join(root, 'full');
+    await writeFile(file, 'mine');
+    await mkdir(full);
+    await writeFile(join(full, 'model.onnx'), 'mine too');
+    for (const [dest, message] of [
+      [file, /a-file is a file, not a directory to write the module in/],
+      [full, /full is not empty: give a new \(or empty\) directory/],
+    ] as const) {
+      const r = await reasonplug('convert', 'gguf', models.stories260K, dest);
+      expect(r.code).to.not.equal(0);
+      expect(r.stderr).to.match(message);
+    }
+    expect(await readFile(file, 'utf8')).to.equal('mine');
+    expect(await readdir(full)).to.deep.equal(['model.onnx']);
   });
 
   it('quantize refuses a .gguf file by what it is, pointing to convert gguf, and writes nothing', async () => {

@@ -419,6 +419,7 @@ describe('reasonplug serve', function () {
       [{ model: 'stories260k+nope', prompt: 'x' }, 404, 'model_not_found'],
       [{ model: 'nope', prompt: 'x', reasonplug: { reasoners: [{ name: 'r' }] } }, 404, 'model_not_found'],
       [{ model: 'stories260k', prompt: 'x', reasonplug: { reasoners: [{ name: 'missing' }] } }, 400, 'ReasonerSelectionError'],
+      [{ model: 'stories260k', prompt: 'x', reasonplug: { reasoners: [{ name: 'r', weight: 'x' }] } }, 400, 'WeightScheduleError'],
       [{ model: 'stories260k', prompt: 'x', n: 65 }, 400, 'n'],
       [{ model: 'stories260k', prompt: 'x', n: 2, best_of: 3 }, 400, 'best_of'],
       [{ model: 'stories260k', prompt: 'x', frequency_penalty: 2.5 }, 400, 'frequency_penalty'],
@@ -437,6 +438,8 @@ describe('reasonplug serve', function () {
       expect([error.code, error.param], error.message).to.include(what);
       expect(error.type).to.be.a('string');
     }
+    const weight = await post('/v1/completions', { model: 'stories260k', prompt: 'x', reasonplug: { reasoners: [{ name: 'r', weight: 'x' }] } });
+    expect(((await weight.json()) as { error: { message: string } }).error.message).to.match(/r: weight must be a number or a schedule \(\[\{ until\?, weight \}\]\), got "x"/);
     const legacy = await post('/v1/chat/completions', { model: 'stories260k', messages: [{ role: 'user', content: 'x' }], functions: [{ name: 'f', parameters: {} }] });
     expect(legacy.status).to.equal(400);
     expect(((await legacy.json()) as { error: { param: string; message: string } }).error).to.deep.include({ param: 'functions' });

@@ -13,6 +13,7 @@ import { loadFailure } from '../runtime/devices.js';
 import { convertGguf, SUPPORTED_ARCHITECTURES } from '../gguf/convert.js';
 import { progressBar } from '../registry/progress.js';
 import { basename } from 'node:path';
+import { readdir, stat } from 'node:fs/promises';
 import type { TokenTrace } from '../compose/composed-source.js';
 import { DTYPES } from '../modules/hub-variants.js';
 import { quantizeModel } from '../modules/quantize-module.js';
@@ -105,6 +106,14 @@ async function generate(flags: GenerateFlagsWithFormat): Promise<void> {
 }
 
 /** One line per token: what the fusion chose from, and each model's favourites. */
+/** Refuses a destination that holds something (a file, or a directory with files), which converting would overwrite. */
+async function freshDirectory(dir: string): Promise<void> {
+  const found = await stat(dir).catch(() => undefined);
+  if (!found) return;
+  if (!found.isDirectory()) throw new InvalidArgumentError(`${dir} is a file, not a directory to write the module in`);
+  if ((await readdir(dir)).length > 0) throw new InvalidArgumentError(`${dir} is not empty: give a new (or empty) directory, so that nothing in it is overwritten`);
+}
+
 function formatTrace(id: number, trace: TokenTrace): string {
   const top = (c: { id: number; logit: number }[]) => c.map((x) => `${x.id}:${x.logit.toFixed(2)}`).join(' ');
   const models = trace.models.map((m) => `${m.name}×${m.weight} [${top(m.top)}]`).join('  ');
@@ -162,6 +171,7 @@ export function buildProgram(): Command {
     )
     .option('--name <name>', 'module name')
     .action(async (src: string, outDir: string, flags: { dtype: 'float32' | 'float16'; kvCache: 'float32' | 'float16'; kvOutput: 'new' | 'joined'; name?: string }) => {
+      await freshDirectory(outDir);
       const file = await localModelWithProgress(src);
       const bar = progressBar(`convert ${isLocalModelName(src) ? src : basename(file)}`);
       const onTensorRead = bar && ((bytes: number, total: number) => bar.update({ file: basename(file), digest: file, size: total, bytes, resumedFrom: 0, done: bytes === total }));

@@ -20,7 +20,8 @@ export function validateWeightSpec(spec: WeightSpec, owner: string): WeightSpec 
     if (!Number.isFinite(spec)) throw new WeightScheduleError(`${owner}: weight must be a finite number, got ${spec}`);
     return spec;
   }
-  if (!Array.isArray(spec) || spec.length === 0) throw new WeightScheduleError(`${owner}: a schedule needs at least one segment`);
+  if (!Array.isArray(spec)) throw new WeightScheduleError(`${owner}: weight must be a number or a schedule ([{ until?, weight }]), got ${JSON.stringify(spec)}`);
+  if (spec.length === 0) throw new WeightScheduleError(`${owner}: a schedule needs at least one segment`);
   let previous = 0;
   spec.forEach((seg, i) => {
     if (!Number.isFinite(seg.weight)) throw new WeightScheduleError(`${owner}: segment ${i} has no finite weight`);
