@@ -112,6 +112,9 @@ describe('reasonplug serve: /v1/responses', function () {
     expect(done.metadata).to.deep.equal({ run: 'a' });
     expect(done.usage.output_tokens).to.equal(12);
     expect(done.output.map((o) => o.type)).to.deep.equal(['message']);
+    // the message max_output_tokens cut is incomplete too, in the stream's item and the response's
+    expect((events.at(-2)!.item as { status: string }).status).to.equal('incomplete');
+    expect((done.output[0] as unknown as { status: string }).status).to.equal('incomplete');
     expect(deltas.join('')).to.equal(done.output[0]!.content[0]!.text);
     // The same request answered whole.
     const whole = (await (await postJson(url, '/v1/responses', { ...body, stream: false })).json()) as typeof done & { object: string; id: string };

@@ -114,8 +114,12 @@ export abstract class BlockOutput<E> {
     return this.rendered(this.blocks.push(text));
   }
 
-  /** The events of the reply's end: what was held back, and the close of the last block. */
-  end(): E[] {
+  /** Whether the reply was cut short (`max_tokens`): the block its end closes is incomplete. */
+  protected cut = false;
+
+  /** The events of the reply's end: what was held back, and the close of the last block; `cut` where the reply was cut short. */
+  end(cut = false): E[] {
+    this.cut = cut;
     return this.rendered(this.blocks.end());
   }
 

@@ -75,7 +75,8 @@ export class ResponseOutput extends BlockOutput<Event> {
     this.give(e.index, tokens);
     const logprobs = this.given.get(e.index) ?? [];
     const part = { type: 'output_text', text: e.text, annotations: [], logprobs };
-    Object.assign(item, { content: [part], status: 'completed' });
+    // (OpenAI marks the message that max_output_tokens cut "incomplete", as the response itself)
+    Object.assign(item, { content: [part], status: this.cut ? 'incomplete' : 'completed' });
     return [
       { type: 'response.output_text.done', ...this.at(e.index), text: e.text, logprobs },
       { type: 'response.content_part.done', ...this.at(e.index), part },

@@ -792,7 +792,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       if (!request.stream) {
         // Token by token, as a stream would give them: log-probabilities ride with the text they became.
         const result = await drain(stream, first, rest, clock, (e) => output.push(e.text, e.logprobs));
-        output.end();
+        output.end(result.rows[0]!.finishReason === 'length');
         sendJson(res, 200, api.whole(result));
         return finish(result);
       }
@@ -806,7 +806,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         }
         const result = await stream.result;
         countGenerated(result);
-        events.send([...output.end(), ...api.closing(result)]);
+        events.send([...output.end(result.rows[0]!.finishReason === 'length'), ...api.closing(result)]);
         return finish(result);
       } catch (err) {
         events.send([api.error(toHttpError(err))]);
