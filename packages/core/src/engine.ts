@@ -429,16 +429,23 @@ export class Engine {
   }
 
   /**
-   * The log-probability the backbone gives each token of each input after the tokens before it (texts tokenized with
+   * The log-probability the model gives each token of each input after the tokens before it (texts tokenized with
    * the model's special tokens, or token ids): per input an entry for every token but the first, with the
    * `topLogprobs` (0–20) most likely alternatives at its position. What OpenAI's legacy `echo` with `logprobs`
-   * returns, and evaluation harnesses score continuations by. The backbone's own distribution: reasoners take no
-   * part. Each input runs alone in chunks, as for `embed`.
+   * returns, and evaluation harnesses score continuations by. The model is the composition a generation would run
+   * (`reasoners`, `mode`, `normalize` as for `generate`; constant weights only), fused at every position; `reasoners:
+   * []` scores by the backbone alone. Each input runs alone in chunks, as for `embed`.
    */
-  promptLogprobs(input: EmbedInput, options: { topLogprobs?: number } = {}): Promise<PromptLogprobsResult> {
-    const top = options.topLogprobs ?? 0;
+  promptLogprobs(input: EmbedInput, options: { topLogprobs?: number } & Pick<CompositionOptions, 'reasoners' | 'mode' | 'normalize'> = {}): Promise<PromptLogprobsResult> {
+    const { topLogprobs: top = 0, ...composition } = options;
     if (!(Number.isInteger(top) && top >= 0 && top <= MAX_TOP_LOGPROBS)) return Promise.reject(new RangeError(`topLogprobs must be a whole number from 0 to ${MAX_TOP_LOGPROBS}; got ${top}`));
-    return this.request({ type: 'promptLogprobs', input, top }, () => {}) as Promise<PromptLogprobsResult>;
+    try {
+      checkReasonerList(composition.reasoners, 'name', '');
+      checkMode(composition.mode, '');
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.request({ type: 'promptLogprobs', input, top, composition }, () => {}) as Promise<PromptLogprobsResult>;
   }
 
   /** The batch now: rows running, calls waiting in the worker, KV cache bytes held, and the cache's copy counters. */

@@ -459,4 +459,40 @@ describe('prompt log-probabilities', function () {
       await engine.dispose();
     }
   });
+
+  it('of a composition: the models fused at every position as a step fuses them (raw logits or log-probabilities, normalized)', async () => {
+    const path = await builtModel('prompt-logprobs');
+    const reasoner = await builtModel('prompt-logprobs-r', smallConfig, {}, 11);
+    const engine = await Engine.load({ model: path, reasoners: [{ name: 'r', model: reasoner, weight: 0.5 }], cacheDir, prefillChunk: 8 });
+    try {
+      const prompt = Array.from({ length: 21 }, (_, i) => 1 + ((i * 5) % 90));
+      const [zb, zr] = await Promise.all([bareLogits(path, prompt), bareLogits(reasoner, prompt)]);
+      const vocab = zb.length / prompt.length;
+      const logSoftmax = (row: number[]) => {
+        const max = Math.max(...row);
+        const logZ = max + Math.log(row.reduce((s, x) => s + Math.exp(x - max), 0));
+        return row.map((x) => x - logZ);
+      };
+      type Fuse = (b: number[], r: number[]) => number[];
+      const cases: [Parameters<Engine['promptLogprobs']>[1], Fuse][] = [
+        [{}, (b: number[], r: number[]) => b.map((x, v) => x + 0.5 * r[v]!)],
+        [{ reasoners: [{ name: 'r', weight: -0.3 }], mode: 'logprobs' }, (b: number[], r: number[]) => ((lb, lr) => lb.map((x, v) => x - 0.3 * lr[v]!))(logSoftmax(b), logSoftmax(r))],
+        [{ normalize: true }, (b: number[], r: number[]) => b.map((x, v) => (x + 0.5 * r[v]!) / 1.5)],
+        [{ reasoners: [] }, (b: number[]) => b],
+      ];
+      for (const [options, fuse] of cases) {
+        const [scored] = (await engine.promptLogprobs({ ids: [prompt] }, { topLogprobs: 2, ...options })).prompts;
+        scored!.logprobs.forEach((e, p) => {
+          const row = (m: Float32Array) => Array.from(m.subarray(p * vocab, (p + 1) * vocab));
+          const want = logSoftmax(fuse(row(zb), row(zr)));
+          expect(e.logprob, `${JSON.stringify(options)} at ${p + 1}`).to.be.closeTo(want[prompt[p + 1]!]!, 1e-4);
+          expect(e.top[0]!.id).to.equal(want.indexOf(Math.max(...want)));
+        });
+      }
+      const scheduled = await rejection(engine.promptLogprobs({ ids: [prompt] }, { reasoners: [{ name: 'r', weight: [{ until: 3, weight: 1 }, { weight: 0 }] }] }));
+      expect(scheduled.message).to.match(/r: prompt log-probabilities take a constant weight/);
+    } finally {
+      await engine.dispose();
+    }
+  });
 });

@@ -375,7 +375,7 @@ describe('reasonplug serve', function () {
     const whole = (await (await post('/v1/completions', body)).json()) as { choices: { text: string; logprobs: Legacy }[]; usage: { prompt_tokens: number } };
     const lp = whole.choices[0]!.logprobs;
     const alone = (await reference.generate({ prompt: text }, { maxTokens: 6, logprobs: 2, reasoners: [] })).rows[0]!;
-    const scored = (await reference.promptLogprobs({ texts: [text] }, { topLogprobs: 2 })).prompts[0]!;
+    const scored = (await reference.promptLogprobs({ texts: [text] }, { topLogprobs: 2, reasoners: [] })).prompts[0]!;
     const n = scored.ids.length;
     expect(n).to.equal(whole.usage.prompt_tokens);
     expect(lp.tokens).to.have.length(n + 6);
@@ -404,10 +404,11 @@ describe('reasonplug serve', function () {
     expect(scoreOnly.usage).to.deep.equal({ prompt_tokens: n, completion_tokens: 0, total_tokens: n });
     expect(only!.logprobs.token_logprobs.slice(1)).to.deep.equal(lp.token_logprobs.slice(1, n));
     expect((await post('/v1/completions', { model: 'stories260k', prompt: text, max_tokens: 0 })).status).to.equal(400);
-    // a composition's prompt is not the backbone's to score: refused, naming the backbone
-    const composed = await post('/v1/completions', { ...body, model: 'stories260k+r' });
-    expect(composed.status).to.equal(400);
-    expect(((await composed.json()) as { error: object }).error).to.deep.include({ param: 'echo', message: 'echo with logprobs scores the prompt by the backbone alone: ask for model "stories260k"' });
+    // a composition scores its prompt as it generates: fused at every position
+    const composed = (await (await post('/v1/completions', { ...body, model: 'stories260k+r', max_tokens: 0 })).json()) as { choices: { logprobs: Legacy }[] };
+    const fused = (await reference.promptLogprobs({ texts: [text] }, { topLogprobs: 2, reasoners: [{ name: 'r' }] })).prompts[0]!;
+    composed.choices[0]!.logprobs.token_logprobs.slice(1).forEach((x, t) => expect(x).to.be.closeTo(fused.logprobs[t]!.logprob, 1e-6));
+    expect(fused.logprobs.some((e, t) => Math.abs(e.logprob - scored.logprobs[t]!.logprob) > 1e-3), 'the reasoner moves the scores').to.equal(true);
   });
 
   it('answers errors in OpenAI shape: 401, 404 (unknown model, route), 400 naming the parameter (n, logprobs, temperature, bad JSON, bad schema)', async () => {

@@ -127,7 +127,8 @@ export class DecoderSession {
     private readonly session: ort.InferenceSession,
     /** The detected I/O signature. */
     readonly signature: DecoderSignature,
-    private readonly label: string,
+    /** Names the model in errors. */
+    readonly label: string,
     /** Intra-op threads the session was created with; undefined means onnxruntime's default. */
     readonly intraOpThreads: number | undefined,
     /** The side shorter prompts are padded on (see {@link DecoderSource.padding}). */

@@ -15,7 +15,7 @@ import { GenerateOptionsError } from '../generate/options.js';
 import type { ThoughtBudgetSpec } from '../generate/thought-budget.js';
 import { ComposedSource, ReasonerSelectionError, type CompositionPlan, type ReasonerSlot } from '../compose/composed-source.js';
 import { sharedVocabulary, VocabularyMismatchError, type VocabularyFacts } from '../compose/vocabulary.js';
-import { validateWeightSpec, type WeightSpec } from '../compose/weights.js';
+import { validateWeightSpec, WeightScheduleError, type WeightSpec } from '../compose/weights.js';
 import type { FusionMode } from '../compose/fusion.js';
 import { LocalReasonerGroup, ReasonerError, labelLoadFailure, type ReasonerGroup } from '../compose/reasoner-group.js';
 import { decoderSource, openPrepared, openReasoner, type PreparedModel, type ReasonerInfo } from './open-decoder.js';
@@ -28,9 +28,9 @@ import type { DecoderSession } from './decoder-session.js';
 import { attachParsed, lazyConstraintFactory, releaseConstraints, rowConstraints, writtenTokenIds } from '../constrain/rows.js';
 import { grammarTiming } from '../constrain/timing.js';
 import type { ConstraintFactory } from '../constrain/types.js';
-import { backboneNeeds, type FromWorker, type GenerateRequestOptions, type ModelInfo, type PromptInput, type ToWorker, type WorkerConfig } from './protocol.js';
+import { backboneNeeds, type CompositionOptions, type FromWorker, type GenerateRequestOptions, type ModelInfo, type PromptInput, type ToWorker, type WorkerConfig } from './protocol.js';
 import { embed, EmbeddingsUnavailableError, poolingRefused } from './embed.js';
-import { promptLogprobs } from './prompt-logprobs.js';
+import { promptLogprobs, type ScoringComposition } from './prompt-logprobs.js';
 import { declaredPooling } from '../modules/pooling.js';
 import type { ModelLocation } from '../modules/locate.js';
 import { ContinuousBatch, DEFAULT_MAX_BATCH, DEFAULT_PREFILL_CHUNK } from '../generate/continuous-batch.js';
@@ -536,6 +536,26 @@ function onBatchThread(loaded: Loaded, batch: ContinuousBatch, slot: number): Pr
   return copy;
 }
 
+/**
+ * The composition a prompt is scored by: the call's reasoners (all loaded ones by default, as for generation) on
+ * this thread, each at a constant weight (a schedule runs over generated tokens, which scoring has none of).
+ */
+async function scoringComposition(loaded: Loaded, batch: ContinuousBatch, options: CompositionOptions): Promise<ScoringComposition> {
+  const plan = planFor(loaded, options);
+  const reasoners = await Promise.all(
+    plan.active
+      .filter((a) => !isAlwaysZero(a.weight))
+      .map(async ({ slot, weight }) => {
+        const name = loaded.reasoners[slot]!.name;
+        if (typeof weight !== 'number') throw new WeightScheduleError(`${name}: prompt log-probabilities take a constant weight (a schedule counts generated tokens)`);
+        const session = await onBatchThread(loaded, batch, slot);
+        if (!session) throw new ReasonerSelectionError(`reasoner "${name}" runs in a lane of its own that cannot score prompts here`);
+        return { session, weight };
+      }),
+  );
+  return { reasoners, mode: plan.mode, normalize: plan.normalize, vocab: loaded.vocab };
+}
+
 /** Releases the reasoner copies opened for the batch. */
 function releaseCopies(loaded: Loaded): Promise<void>[] {
   return [...loaded.copies.values()].map((copy) => copy.then((s) => s.release(), () => {}));
@@ -597,7 +617,7 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
   }
   if (msg.type === 'promptLogprobs') {
     try {
-      const result = await promptLogprobs(backbone, tokenizer, msg.input, msg.top, limits);
+      const result = await promptLogprobs(backbone, tokenizer, msg.input, msg.top, limits, await scoringComposition(loaded, batch, msg.composition));
       if (tokenizer) {
         for (const { ids, logprobs } of result.prompts) logprobs.forEach((entry, j) => nameTokens(tokenizer, ids.slice(Math.max(0, j + 1 - NAMING_CONTEXT), j + 1), entry));
       }

@@ -169,7 +169,7 @@ export type ToWorker =
     }
   | { type: 'tokenize'; id: number; text: string; addSpecialTokens: boolean }
   | { type: 'embed'; id: number; input: EmbedInput }
-  | { type: 'promptLogprobs'; id: number; input: EmbedInput; top: number }
+  | { type: 'promptLogprobs'; id: number; input: EmbedInput; top: number; composition: Pick<CompositionOptions, 'reasoners' | 'mode' | 'normalize'> }
   | { type: 'stats'; id: number }
   | { type: 'dispose' };
 

@@ -893,15 +893,15 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     });
   }
 
-  /**
-   * The legacy lists of each prompt's own tokens (`echo` with `logprobs`): the backbone's log-probabilities, the
-   * reasoners taking no part, so a composition is refused rather than scored as something it is not.
-   */
+  /** The legacy lists of each prompt's own tokens (`echo` with `logprobs`), scored by the model the request names. */
   async function echoedLogprobs(l: Loaded, request: CompletionRequest, prompts: (string | number[])[]): Promise<LegacyLogprobs[]> {
-    const reasoners = request.reasoners ?? l.models.resolve(request.model);
-    if (reasoners.length > 0) throw badRequest(`echo with logprobs scores the prompt by the backbone alone: ask for model ${JSON.stringify(l.models.backbone)}`, 'echo');
+    const reasoners = request.reasoners ?? l.models.resolve(request.model).map((name) => ({ name }));
     const input = typeof prompts[0] === 'string' ? { texts: prompts as string[] } : { ids: prompts as number[][] };
-    const { prompts: scored } = await l.engine.promptLogprobs(input, { topLogprobs: request.options.logprobs ?? 0 });
+    const { prompts: scored } = await l.engine.promptLogprobs(input, {
+      topLogprobs: request.options.logprobs ?? 0,
+      reasoners,
+      ...(request.options.mode ? { mode: request.options.mode } : {}),
+    });
     const tokenizer = l.tokenizer;
     return scored.map(({ ids, logprobs }) => {
       const first = tokenizer ? tokenizer.decode([ids[0]!], false) : `token_id:${ids[0]}`;
