@@ -140,6 +140,16 @@ describe('_reasonplug extension', function () {
     expect(await res.json()).to.deep.include({ tag: '3.0.0', digest: plain });
   });
 
+  it('resolves modules only: another artifact tagged with a version beside them is not picked', async () => {
+    const module = await c.pushModule('math/mixed', ['1.0.0'], { version: '1.0.0' });
+    const cfg = await c.pushBlob('math/mixed', Buffer.from('{}'));
+    const image = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: cfg, size: 2 }, layers: [] }));
+    expect((await c.putManifest('math/mixed', '9.9.9', image)).status).to.equal(201);
+    const res = await c.request('GET', '/v2/_reasonplug/resolve?name=math/mixed&range=*');
+    expect(await res.json()).to.deep.include({ version: '1.0.0', digest: module });
+    expect((await c.request('GET', '/v2/_reasonplug/resolve?name=math/mixed&range=^9')).status).to.equal(404);
+  });
+
   it('resolves repositories written before build variants were refused: latest, then the plain tag, wins', async () => {
     const plain = await c.pushModule('math/legacy', ['3.0.0'], { version: '3.0.0' });
     const built = await c.pushModule('math/legacy', ['4.0.0'], { version: '3.0.0+b.1' });

@@ -1,13 +1,13 @@
 /**
- * `resolve?name=&range=`: npm's version picking (npm-pick-manifest) over a repository's exact-version
- * tags. Moving tags that point at a versioned manifest act as dist-tags, so `latest` is preferred when
- * it satisfies the range, exactly as npm does.
+ * `resolve?name=&range=`: npm's version picking (npm-pick-manifest) over the exact-version tags of a
+ * repository's modules (other artifacts tagged beside them are not modules to pull). Moving tags that point at a
+ * versioned module act as dist-tags, so `latest` is preferred when it satisfies the range, exactly as npm does.
  */
 import pickManifest from 'npm-pick-manifest';
 import semver from 'semver';
 import { manifestUnknown, RegistryError } from '../errors.js';
 import { exactVersionOfTag } from '../names.js';
-import type { RepositoryIndex } from './module-index.js';
+import { MODULE_ARTIFACT_TYPE, type RepositoryIndex } from './module-index.js';
 
 export interface Resolved {
   name: string;
@@ -23,6 +23,7 @@ export function resolveVersion(repo: RepositoryIndex, range: string): Resolved {
   /** The manifest each moving tag points at, by its own exact-version tag. */
   const targets = new Map<string, Resolved>();
   for (const m of repo.manifests) {
+    if (m.artifactType !== MODULE_ARTIFACT_TYPE) continue;
     const exact = m.tags.find((t) => exactVersionOfTag(t) !== undefined);
     if (exact === undefined) continue;
     const own = semver.parse(exactVersionOfTag(exact))!.version;
