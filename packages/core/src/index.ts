@@ -6,7 +6,7 @@ export { KvBudgetError, type BatchStats } from './generate/continuous-batch.js';
 export type { PromptLookupOptions } from './generate/prompt-lookup.js';
 export type { DraftModelOptions } from './generate/draft-model.js';
 export type { EmbedInput, EmbedResult, ModelInfo, PromptInput } from './runtime/protocol.js';
-export type { PromptLogprobsResult } from './runtime/prompt-logprobs.js';
+export type { PromptLogprobsResult, ScoredPrompt } from './runtime/prompt-logprobs.js';
 export { EmbedInputError, EmbeddingsUnavailableError } from './runtime/embed.js';
 export { unitLength } from './runtime/unit-length.js';
 export type { FinishReason, GenerateOptions, GenerationResult, GrammarTiming, RowResult, StageFigure, TokenEvent, TokenLogprob, TokenLogprobs, ThinkingBudget, Timing, Usage } from './generate/types.js';
