@@ -467,19 +467,24 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     if (request.dimensions !== undefined && request.dimensions > size) {
       throw badRequest(`dimensions is ${request.dimensions}, more than the model's ${size}`, 'dimensions');
     }
+    note(res, { model: request.model });
+    const { vectors, promptTokens } = await admitted(res, () => l.engine.embed(request.input));
+    const tokens = promptTokens.reduce((a, b) => a + b, 0);
+    metrics.promptTokens += tokens;
+    note(res, { promptTokens: tokens });
+    return { vectors: vectors.map((v) => (request.dimensions !== undefined ? unitLength(v.slice(0, request.dimensions)) : v)), tokens };
+  }
+
+  /** Runs `work` once the request is admitted (a slot of its own, as any request takes), freeing the slot after. */
+  async function admitted<T>(res: ServerResponse, work: () => Promise<T>): Promise<T> {
     const controller = new AbortController();
     res.on('close', () => {
       if (!res.writableFinished) controller.abort();
     });
-    note(res, { model: request.model });
     const slot: Slot = {};
     await admit(slot, controller.signal);
     try {
-      const { vectors, promptTokens } = await l.engine.embed(request.input);
-      const tokens = promptTokens.reduce((a, b) => a + b, 0);
-      metrics.promptTokens += tokens;
-      note(res, { promptTokens: tokens });
-      return { vectors: vectors.map((v) => (request.dimensions !== undefined ? unitLength(v.slice(0, request.dimensions)) : v)), tokens };
+      return await work();
     } finally {
       release(slot);
     }
@@ -836,7 +841,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const id = `cmpl-${randomUUID()}`;
     const base = { id, created: Math.floor(Date.now() / 1000), model: request.model, system_fingerprint: 'reasonplug' };
     // Echoed with logprobs, the prompt's own tokens open each choice's lists, scored after the tokens before them.
-    const scored = request.echo && (request.logprobs || request.scoreOnly) ? await echoedLogprobs(l, request, prompts) : undefined;
+    const scored = request.echo && (request.logprobs || request.scoreOnly) ? await echoedLogprobs(l, request, prompts, res) : undefined;
     const echoedOf = (row: number) => (request.logprobs ? scored?.[Math.floor(row / request.n)] : undefined);
     const withEcho = (row: number, after: LegacyLogprobs) => {
       const echoed = echoedOf(row);
@@ -893,15 +898,16 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     });
   }
 
-  /** The legacy lists of each prompt's own tokens (`echo` with `logprobs`), scored by the model the request names. */
-  async function echoedLogprobs(l: Loaded, request: CompletionRequest, prompts: (string | number[])[]): Promise<LegacyLogprobs[]> {
+  /**
+   * The legacy lists of each prompt's own tokens (`echo` with `logprobs`), scored by the model the request names;
+   * admitted as any request (the generation after it is admitted again).
+   */
+  async function echoedLogprobs(l: Loaded, request: CompletionRequest, prompts: (string | number[])[], res: ServerResponse): Promise<LegacyLogprobs[]> {
     const reasoners = request.reasoners ?? l.models.resolve(request.model).map((name) => ({ name }));
     const input = typeof prompts[0] === 'string' ? { texts: prompts as string[] } : { ids: prompts as number[][] };
-    const { prompts: scored } = await l.engine.promptLogprobs(input, {
-      topLogprobs: request.options.logprobs ?? 0,
-      reasoners,
-      ...(request.options.mode ? { mode: request.options.mode } : {}),
-    });
+    const { prompts: scored } = await admitted(res, () =>
+      l.engine.promptLogprobs(input, { topLogprobs: request.options.logprobs ?? 0, reasoners, ...(request.options.mode ? { mode: request.options.mode } : {}) }),
+    );
     const tokenizer = l.tokenizer;
     return scored.map(({ ids, logprobs }) => {
       const first = tokenizer ? tokenizer.decode([ids[0]!], false) : `token_id:${ids[0]}`;
