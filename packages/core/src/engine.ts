@@ -19,7 +19,8 @@ import {
   type ToWorker,
   type WorkerConfig,
 } from './runtime/protocol.js';
-import { spawnWorker, type WireError } from './runtime/spawn-worker.js';
+import { spawnWorker } from './runtime/spawn-worker.js';
+import { workerError } from './runtime/worker-errors.js';
 import { findPreparedModel } from './runtime/prepare-model.js';
 import { resolveModelPath } from './registry/resolve-model.js';
 import type { RegistryOptions } from './registry/settings.js';
@@ -31,7 +32,7 @@ import type { FusionMode } from './compose/fusion.js';
 import type { WeightSpec } from './compose/weights.js';
 import { validateGenerateOptions } from './generate/options.js';
 import { validatePromptInput } from './generate/prompt-input.js';
-import { checkMode, checkModelRef, checkReasonerList, checkTrace, CompositionOptionsError } from './compose/composition-options.js';
+import { checkCallShape, checkMode, checkModelRef, checkReasonerList, checkTrace, CompositionOptionsError } from './compose/composition-options.js';
 import { PromptError } from './generate/decode-loop.js';
 import { validateIntraOpThreads, validatePlacement, type PlacementChoice } from './runtime/thread-budget.js';
 import { validateDtype } from './modules/hub-variants.js';
@@ -152,6 +153,7 @@ export interface EngineOptions extends RuntimeOptions {
 }
 
 export { QueueFullError };
+export { EngineError } from './runtime/worker-errors.js';
 
 /** The reasoners `tasks` name, found in the registry for the backbone at `model` (its tokenizer) and pulled. */
 async function reasonersByTask(
@@ -183,13 +185,6 @@ export interface StreamOptions extends GenerateOptions, CompositionOptions, Cons
   signal?: AbortSignal;
 }
 
-/** Raised for failures reported by the worker, keeping the original error's name. */
-export class EngineError extends Error {
-  constructor(error: WireError) {
-    super(error.message);
-    this.name = error.name;
-  }
-}
 
 /** Streamed tokens of one generation, and its result once done. */
 export interface GenerationStream extends AsyncIterable<TokenEvent> {
@@ -292,7 +287,7 @@ export class Engine {
         worker.off('exit', onExit);
         worker.off('error', reject);
         if (msg.type === 'ready') resolve(msg.info);
-        else if (msg.type === 'failed') reject(new EngineError(msg.error));
+        else if (msg.type === 'failed') reject(workerError(msg.error));
         else reject(new Error(`unexpected first message from the model worker: ${msg.type}`));
       });
     }).catch(async (err) => {
@@ -368,6 +363,7 @@ export class Engine {
     checkReasonerList(generateOptions.reasoners, 'name', 'call option ');
     checkMode(generateOptions.mode, 'call option ');
     checkTrace(generateOptions.trace);
+    checkCallShape(generateOptions);
     return this.runValidated(input, generateOptions, signal, onTokens);
   }
 
@@ -442,6 +438,7 @@ export class Engine {
     try {
       checkReasonerList(composition.reasoners, 'name', '');
       checkMode(composition.mode, '');
+      checkCallShape(composition);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -498,7 +495,7 @@ export class Engine {
     else if (msg.type === 'stats') p.resolve(msg.stats);
     else if (msg.type === 'encoded') p.resolve(msg.ids);
     else if (msg.type === 'embedded' || msg.type === 'scored') p.resolve(msg.result);
-    else if (msg.type === 'error') p.reject(msg.error.name === 'QueueFullError' ? new QueueFullError(msg.error.message) : new EngineError(msg.error));
+    else if (msg.type === 'error') p.reject(workerError(msg.error));
   }
 
   private failAll(err: Error): void {

@@ -4,7 +4,7 @@
 export { Engine, EngineError, QueueFullError, type EngineOptions, type GenerationStream, type StreamOptions } from './engine.js';
 export { KvBudgetError, type BatchStats } from './generate/continuous-batch.js';
 export type { PromptLookupOptions } from './generate/prompt-lookup.js';
-export type { DraftModelOptions } from './generate/draft-model.js';
+export { DraftModelError, type DraftModelOptions } from './generate/draft-model.js';
 export type { EmbedInput, EmbedResult, ModelInfo, PromptInput } from './runtime/protocol.js';
 export type { PromptLogprobsResult, ScoredPrompt } from './runtime/prompt-logprobs.js';
 export { EmbedInputError, EmbeddingsUnavailableError } from './runtime/embed.js';
@@ -18,7 +18,7 @@ export { ShardError } from './runtime/row-shards.js';
 export { PLACEMENTS, PlacementError, ThreadCountError, maxIntraOpThreads, type Placement, type PlacementChoice } from './runtime/thread-budget.js';
 export { DEVICES, DeviceUnavailableError, executionProvidersFor, type Device } from './runtime/devices.js';
 export { locateModel, ModelNotFoundError, type ModelLocation } from './modules/locate.js';
-export { declaredContextLength } from './modules/context-length.js';
+export { ContextLengthError, declaredContextLength } from './modules/context-length.js';
 export { ModuleCompatError } from './modules/vocab-compat.js';
 export { DTYPES, DtypeError, validateDtype, listVariants, type Dtype, type ModelVariant } from './modules/hub-variants.js';
 export { quantizeModel, type QuantizeResult } from './modules/quantize-module.js';

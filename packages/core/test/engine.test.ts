@@ -5,6 +5,8 @@ import { writeFile, copyFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Engine } from '../src/engine.js';
 import { PromptError } from '../src/generate/decode-loop.js';
+import { SamplingOptionsError } from '../src/sampling/options.js';
+import { EmbedInputError } from '../src/runtime/embed.js';
 import { CompositionOptionsError } from '../src/compose/composition-options.js';
 import { DecoderSession } from '../src/runtime/decoder-session.js';
 import { prepareDecoder } from '../src/onnx/prepared-cache.js';
@@ -271,8 +273,13 @@ describe('bad prompts', () => {
     const engine = await Engine.load({ model: await builtModel('bad-prompt'), cacheDir });
     try {
       const outside = await engine.generate({ promptIds: [1, smallConfig.vocabSize] }).catch((e: Error) => e);
-      expect(outside).to.be.instanceOf(Error);
+      // refused in the worker, rebuilt as the class the package exports
+      expect(outside).to.be.instanceOf(PromptError);
       expect((outside as Error).name).to.equal('PromptError');
+      const fraction = await engine.generate({ promptIds: [1, 1.5] }).catch((e: Error) => e);
+      expect((fraction as Error).message).to.equal('prompt 0 has token id 1.5, which is not a whole number');
+      const bias = await engine.generate({ promptIds: [1] }, { logitBias: { [smallConfig.vocabSize]: 5 } }).catch((e: Error) => e);
+      expect(bias).to.be.instanceOf(SamplingOptionsError).and.have.property('option', 'logitBias');
       expect((outside as Error).message).to.include(`token id ${smallConfig.vocabSize}`);
       const empty = await engine.generate({ promptIds: [] }).catch((e: Error) => e);
       expect((empty as Error).message).to.match(/empty/);
@@ -310,9 +317,12 @@ describe('calls the fuzzing found mishandled', function () {
         [{ trace: 1.5 }, /trace must be a whole number of candidates from 1; got 1\.5/],
         [{ reasoners: 'x' }, /call option reasoners must be a list/],
         [{ reasoners: [{}] }, /call option reasoners\[0\]\.name must name a loaded reasoner/],
+        [{ latentPlaceholder: 5 }, /latentPlaceholder must be a text \(shown once per latent step\); got 5/],
+        [{ normalize: 'yes' }, /normalize must be true or false; got "yes"/],
       ] as const) {
         expect(() => engine.generate({ promptIds: [1] }, options as never), JSON.stringify(options)).to.throw(CompositionOptionsError, message);
       }
+      expect(await engine.promptLogprobs(null as never).catch((e: Error) => e)).to.be.instanceOf(EmbedInputError).and.have.property('message', 'prompt log-probabilities takes { texts: string[] } or { ids: number[][] }');
       expect((await engine.generate({ promptIds: [1, 2] }, { maxTokens: 3 })).rows[0]!.ids).to.have.length(3);
     } finally {
       await engine.dispose();

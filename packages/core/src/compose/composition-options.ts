@@ -44,3 +44,12 @@ export function checkReasonerList(list: unknown, key: 'model' | 'name', where: s
 export function checkTrace(trace: unknown): void {
   if (trace !== undefined && !(typeof trace === 'number' && Number.isInteger(trace) && trace >= 1)) throw new CompositionOptionsError(`trace must be a whole number of candidates from 1; got ${shown(trace)}`);
 }
+
+/** A call's other composition options: `normalize` a boolean, `latent` a policy text, `latentPlaceholder` a text. */
+export function checkCallShape(options: { normalize?: unknown; latent?: unknown; latentPlaceholder?: unknown }): void {
+  if (options.normalize !== undefined && typeof options.normalize !== 'boolean') throw new CompositionOptionsError(`normalize must be true or false; got ${shown(options.normalize)}`);
+  if (options.latent !== undefined && typeof options.latent !== 'string') throw new CompositionOptionsError(`latent must be a policy (marker, never or fixed:K); got ${shown(options.latent)}`);
+  if (options.latentPlaceholder !== undefined && typeof options.latentPlaceholder !== 'string') {
+    throw new CompositionOptionsError(`latentPlaceholder must be a text (shown once per latent step); got ${shown(options.latentPlaceholder)}`);
+  }
+}

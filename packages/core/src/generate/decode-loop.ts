@@ -358,6 +358,7 @@ export function checkPrompts(prompts: readonly (readonly number[])[], vocab: num
     if (p.length === 0) throw new PromptError(`prompt ${r} is empty: give at least one token (e.g. BOS)`);
     const bad = p.find((id) => !Number.isSafeInteger(id) || id < 0 || id >= vocab);
     if (bad !== undefined) {
+      if (!Number.isSafeInteger(bad) && typeof bad === 'number' && Number.isFinite(bad)) throw new PromptError(`prompt ${r} has token id ${bad}, which is not a whole number`);
       throw new PromptError(`prompt ${r} has token id ${JSON.stringify(bad)}, outside this model's vocabulary of ${vocab} tokens (ids 0 to ${vocab - 1})`);
     }
   });

@@ -53,6 +53,7 @@ export async function embed(
  */
 export function promptsOf(input: EmbedInput, tokenizer: TextTokenizer | undefined, what: string, vocabSize: number, contextLength?: number): number[][] {
   let prompts: number[][];
+  if (input === null || typeof input !== 'object') throw new EmbedInputError(`${what} takes { texts: string[] } or { ids: number[][] }`);
   if ('ids' in input && Array.isArray(input.ids)) prompts = input.ids;
   else {
     if (!('texts' in input) || !Array.isArray(input.texts)) throw new EmbedInputError(`${what} takes { texts: string[] } or { ids: number[][] }`);
@@ -67,6 +68,7 @@ export function promptsOf(input: EmbedInput, tokenizer: TextTokenizer | undefine
       throw new EmbedInputError(`${what}: input ${i} is ${p.length} tokens, more than the model's context of ${contextLength}`);
     }
     const bad = p.find((id) => !Number.isInteger(id) || id < 0 || id >= vocabSize);
+    if (bad !== undefined && typeof bad === 'number' && Number.isFinite(bad) && !Number.isInteger(bad)) throw new EmbedInputError(`${what}: input ${i} holds token id ${bad}, which is not a whole number`);
     if (bad !== undefined) throw new EmbedInputError(`${what}: input ${i} holds token id ${bad}, outside the vocabulary (0 to ${vocabSize - 1})`);
   });
   return prompts;

@@ -20,11 +20,19 @@ export function spawnWorker(name: string, workerData: unknown): Worker {
 export interface WireError {
   name: string;
   message: string;
+  /** Its own fields of plain values (a `GenerateOptionsError`'s `option`, a `GgufError`'s `code`). */
+  fields?: Record<string, string | number | boolean>;
 }
 
 /** Flattens an error for postMessage. */
 export function toWire(err: unknown): WireError {
-  return { name: (err as Error)?.name ?? 'Error', message: (err as Error)?.message ?? String(err) };
+  const plain = (v: unknown): v is string | number | boolean => ['string', 'number', 'boolean'].includes(typeof v);
+  const fields = err !== null && typeof err === 'object' ? Object.entries(err).filter(([k, v]) => k !== 'name' && k !== 'message' && plain(v)) : [];
+  return {
+    name: (err as Error)?.name ?? 'Error',
+    message: (err as Error)?.message ?? String(err),
+    ...(fields.length > 0 ? { fields: Object.fromEntries(fields) as Record<string, string | number | boolean> } : {}),
+  };
 }
 
 /** Rebuilds an error received from another thread, keeping its name. */

@@ -1,0 +1,61 @@
+/**
+ * Errors that cross from the model worker to the caller's thread, rebuilt there as the classes the package exports,
+ * so that `err instanceof KvBudgetError` holds for a call refused in the worker as it does for one refused before it
+ * was sent. Their own fields (a `GenerateOptionsError`'s `option`, a `GgufError`'s `code`) travel with them.
+ */
+import { CompositionOptionsError } from '../compose/composition-options.js';
+import { ReasonerSelectionError } from '../compose/composed-source.js';
+import { ReasonerError } from '../compose/reasoner-group.js';
+import { VocabularyMismatchError } from '../compose/vocabulary.js';
+import { WeightScheduleError } from '../compose/weights.js';
+import { ConstraintError } from '../constrain/types.js';
+import { KvBudgetError, QueueFullError } from '../generate/continuous-batch.js';
+import { LatentPolicyError, PromptError } from '../generate/decode-loop.js';
+import { DraftModelError } from '../generate/draft-model.js';
+import { GenerateOptionsError } from '../generate/options.js';
+import { GgufError } from '../gguf/reader.js';
+import { ContextLengthError } from '../modules/context-length.js';
+import { DtypeError } from '../modules/hub-variants.js';
+import { ModelNotFoundError } from '../modules/locate.js';
+import { ManifestError } from '../modules/manifest.js';
+import { ModuleIntegrityError } from '../modules/module-dir.js';
+import { ModuleCompatError } from '../modules/vocab-compat.js';
+import { OnnxFormatError } from '../onnx/format-error.js';
+import { UnsupportedModelError } from '../onnx/signature.js';
+import { SamplingOptionsError } from '../sampling/options.js';
+import { TokenizerError } from '../tokenizer/tokenizer.js';
+import { ModelRunError } from './decoder-session.js';
+import { DeviceUnavailableError } from './devices.js';
+import { EmbedInputError, EmbeddingsUnavailableError } from './embed.js';
+import { ProjectorError } from './projector-session.js';
+import { ShardError } from './row-shards.js';
+import { PlacementError, ThreadCountError } from './thread-budget.js';
+import type { WireError } from './spawn-worker.js';
+
+const CLASSES: Readonly<Record<string, abstract new (...args: never[]) => Error>> = Object.fromEntries(
+  [
+    CompositionOptionsError, ConstraintError, ContextLengthError, DeviceUnavailableError, DraftModelError, DtypeError, EmbedInputError,
+    EmbeddingsUnavailableError, GenerateOptionsError, GgufError, KvBudgetError, LatentPolicyError, ManifestError, ModelNotFoundError,
+    ModelRunError, ModuleCompatError, ModuleIntegrityError, OnnxFormatError, PlacementError, ProjectorError, PromptError, QueueFullError,
+    ReasonerError, ReasonerSelectionError, SamplingOptionsError, ShardError, ThreadCountError, TokenizerError, UnsupportedModelError,
+    VocabularyMismatchError, WeightScheduleError,
+  ].map((c) => [c.name, c]),
+);
+
+/** Raised for failures reported by the worker that are none of the package's own errors, keeping the original's name. */
+export class EngineError extends Error {
+  constructor(error: WireError) {
+    super(error.message);
+    this.name = error.name;
+  }
+}
+
+/** The error the worker reported, as its own class where the package has it (else an {@link EngineError}). */
+export function workerError(error: WireError): Error {
+  const Class = CLASSES[error.name];
+  if (!Class) return new EngineError(error);
+  // Made as an Error whose prototype is the class's: the constructors differ in what they take, the fields came along.
+  const e = Reflect.construct(Error, [error.message], Class) as Error;
+  Object.assign(e, error.fields, { name: error.name });
+  return e;
+}
