@@ -281,6 +281,13 @@ describe('UniR composition', function () {
       const batch = { promptIds: [PROMPT, [1, 290], [1, 403, 407, 261, 300, 301]] };
       const [a, ...others] = await Promise.all(engines.map((e) => e.generate(batch, opts)));
       for (const b of others) expect(b.rows.map((r) => r.ids)).to.deep.equal(a!.rows.map((r) => r.ids));
+      // `generate` returns the trace it was asked for: per token, each model's candidates and the fused pick
+      for (const row of a!.rows) {
+        expect(row.trace).to.have.length(row.ids.length);
+        // (greedy: the fused favourite is the token chosen)
+        row.trace!.forEach((t, i) => expect(t.fused[0]!.id, `token ${i}`).to.equal(row.ids[i]));
+        expect(row.trace![0]!.models.map((m) => m.name)).to.deep.equal(['backbone', 'math-r', 'cipher-r']);
+      }
       // a second call with another batch size and a reasoner left out reuses the lanes and sessions
       const subset = { maxTokens: 12, ignoreEos: true, reasoners: [{ name: 'cipher-r' }] };
       const [c, ...rest] = await Promise.all(engines.map((e) => e.generate({ promptIds: PROMPT }, subset)));

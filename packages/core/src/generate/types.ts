@@ -159,6 +159,8 @@ export interface RowResult {
   parsed?: unknown;
   /** Per id of `ids`, its log-probability and alternatives (when `logprobs` was asked for). */
   logprobs?: TokenLogprobs[];
+  /** Per id of `ids`, what each composed model proposed for it (when `trace` was asked for). */
+  trace?: TokenTrace[];
 }
 
 /** The result of a generation (one row per prompt). */

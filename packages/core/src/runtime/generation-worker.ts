@@ -13,7 +13,7 @@ import { ProjectorError, ProjectorSession } from './projector-session.js';
 import type { GenerateOptions, ThinkingBudget, TokenEvent, TokenLogprobs } from '../generate/types.js';
 import { GenerateOptionsError } from '../generate/options.js';
 import type { ThoughtBudgetSpec } from '../generate/thought-budget.js';
-import { ComposedSource, ReasonerSelectionError, type CompositionPlan, type ReasonerSlot } from '../compose/composed-source.js';
+import { ComposedSource, ReasonerSelectionError, type CompositionPlan, type ReasonerSlot, type TokenTrace } from '../compose/composed-source.js';
 import { sharedVocabulary, VocabularyMismatchError, type VocabularyFacts } from '../compose/vocabulary.js';
 import { validateWeightSpec, WeightScheduleError, type WeightSpec } from '../compose/weights.js';
 import type { FusionMode } from '../compose/fusion.js';
@@ -672,6 +672,8 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
       projector && policy !== 'never'
         ? { policy, marker: projector.marker, ...(msg.options.latentPlaceholder ? { placeholder: msg.options.latentPlaceholder } : {}) }
         : undefined;
+    // A traced call's traces, by row: streamed with each token, and kept for the result (`generate` posts no tokens).
+    const traces = msg.options.trace ? prompts.map((): TokenTrace[] => []) : undefined;
     const result = await (composition
       ? batch.submit({ ...shared, composition, ...(latent ? { latent } : {}), ...(predictionIds ? { predictionIds } : {}), onToken: (event) => emit(named(event)) })
       : batch.exclusive(() =>
@@ -679,12 +681,14 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
             ...shared,
             ...(latent ? { latent: { ...latent, run: (steps: number) => source.latentSteps(steps) } } : {}),
             onToken: (event) => {
-              const trace = msg.options.trace ? source.trace(event.row) : undefined;
+              const trace = traces ? source.trace(event.row) : undefined;
+              if (trace) traces![event.row]!.push(trace);
               emit(named(trace ? { ...event, trace } : event));
             },
           }),
         )
     ).finally(() => releaseConstraints(constraints));
+    if (traces) result.rows.forEach((row, r) => (row.trace = traces[r]));
     stream?.flush();
     const grammar = constraints && grammarTiming(constraints);
     if (constraints) attachParsed(result.rows, responseFormat, constraints);
