@@ -33,14 +33,19 @@ export interface VocabularyShape {
  * vocabulary, whose logits are wider than its tokenizer (e.g. 151936 logits over 151665 tokens), the
  * tokenizer's size, the ids that can be sampled. Anything else is refused naming both numbers.
  */
-export async function checkDeclaredVocabSize(manifestPath: string, declared: number, model: VocabularyShape, what = 'the model'): Promise<void> {
+export async function checkDeclaredVocabSize(
+  manifestPath: string,
+  declared: number,
+  model: VocabularyShape,
+  what = 'the model',
+  advice = "write the model's vocabulary size in the manifest (re-pack the module) or use the module built for this model",
+): Promise<void> {
   if (declared === model.logits) return;
   const tokens = await model.tokenizerSize();
   const sampled = tokens === undefined ? undefined : Math.min(tokens, model.logits);
   if (declared === sampled) return;
   throw new ModuleCompatError(
     `${manifestPath}: compat.vocabSize is ${declared}, but ${what} produces ${model.logits} logits` +
-      `${sampled !== undefined && sampled !== model.logits ? ` over a tokenizer of ${sampled} tokens` : ''}; ` +
-      'write the model\'s vocabulary size in the manifest (re-pack the module) or use the module built for this model',
+      `${sampled !== undefined && sampled !== model.logits ? ` over a tokenizer of ${sampled} tokens` : ''}; ${advice}`,
   );
 }

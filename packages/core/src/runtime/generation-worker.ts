@@ -164,7 +164,7 @@ async function openProjector(
   // A projector has no logits of its own: its compat.vocabSize names the backbone it was trained with.
   if (manifest && location.manifestPath) {
     const shape = { logits: backbone.vocabSize, tokenizerSize: async () => tokenizer?.vocabSize };
-    await checkDeclaredVocabSize(location.manifestPath, manifest.compat.vocabSize, shape, 'the backbone');
+    await checkDeclaredVocabSize(location.manifestPath, manifest.compat.vocabSize, shape, 'the backbone', 'the projector was trained beside another backbone: use a projector trained for this one');
   }
   const session = await ProjectorSession.create(location.modelPath);
   const hidden = backbone.signature.hiddenState!.hiddenSize;
