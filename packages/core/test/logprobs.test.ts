@@ -81,7 +81,8 @@ describe('log-probabilities', function () {
       const order = ref.map((lp, id) => ({ id, lp })).sort((a, b) => b.lp - a.lp || a.id - b.id);
       expect(e.top.map((a) => a.id), `alternatives at token ${t}`).to.deep.equal(order.slice(0, k).map((o) => o.id));
       for (const a of e.top) worst = Math.max(worst, Math.abs(a.logprob - ref[a.id]!));
-      for (const a of [e, ...e.top]) expect(Buffer.from(a.bytes!).toString('utf8')).to.equal(a.token);
+      // a token holding part of a character shows U+FFFD or nothing; its bytes are then its own (the character's share)
+      for (const a of [e, ...e.top]) if (a.token !== '' && !a.token!.includes('\uFFFD')) expect(Buffer.from(a.bytes!).toString('utf8')).to.equal(a.token);
     });
     return worst;
   }

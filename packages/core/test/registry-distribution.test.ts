@@ -57,9 +57,9 @@ describe('registry client with CNCF distribution (docker-registry)', function ()
   it('resolves ranges from tags/list, preferring latest when it satisfies the range (as npm does)', async () => {
     const host = dist!.host;
     const digests: Record<string, string> = {};
-    // 1.1.0 last, so latest points to it although 2.0.0 is higher.
+    // 1.1.0 last, told to take latest although 2.0.0 is higher (left to itself, push keeps latest on 2.0.0).
     for (const [version, seed] of [['1.0.0', 1], ['2.0.0', 2], ['1.1.0', 3]] as const) {
-      digests[version] = (await pushModule(await makeRegistryModule({ name: 'calc', version, seed }), `${host}/acme/calc:${version}`)).digest;
+      digests[version] = (await pushModule(await makeRegistryModule({ name: 'calc', version, seed }), `${host}/acme/calc:${version}`, version === '1.1.0' ? { latest: true } : {})).digest;
     }
     const resolved = async (range: string) => (await resolveModule(`${host}/acme/calc@${range}`)).version;
     expect(await resolved('^1')).to.equal('1.1.0');
