@@ -33,6 +33,14 @@ describe('latent markers', () => {
     }
   });
 
+  it('gives a marker no more steps (and placeholders) than the context has room for', () => {
+    const s = new MarkerScanner(MARKER, '.');
+    const r = s.push('a <implicit_thought>5</implicit_thought> b <implicit_thought>4</implicit_thought>', 7);
+    expect(r.markers).to.deep.equal([5, 2]);
+    expect(r.text).to.equal('a ..... b ..');
+    expect(s.push('<implicit_thought>3</implicit_thought>', 0)).to.deep.equal({ text: '', markers: [0] });
+  });
+
   it('clamps N into [1, maxSteps]', () => {
     expect(scan(['<implicit_thought>0</implicit_thought>']).markers).to.deep.equal([1]);
     expect(scan(['<implicit_thought>99</implicit_thought>']).markers).to.deep.equal([32]);
@@ -230,8 +238,10 @@ describe('LiteReason latent decoding', function () {
     const engine = await Engine.load({ model: dir, projector: projectorPath, cacheDir });
     try {
       expect(engine.info.contextLength).to.equal(context);
-      const r = await engine.generate({ prompt: 'Once upon a time' }, { maxTokens: discrete.length });
+      const r = await engine.generate({ prompt: 'Once upon a time' }, { maxTokens: discrete.length, latentPlaceholder: '…' });
       expect(r.usage.latentSteps).to.equal(1);
+      // one placeholder for the one step that ran, not three for the three the marker asked for
+      expect(r.rows[0]!.text).to.match(/^ there was a dog\. …[^…]*$/);
       expect(r.rows[0]!.finishReason).to.equal('length');
       expect(r.rows[0]!.ids).to.have.length(markerEnd + 2);
       expect(r.rows[0]!.ids.slice(0, markerEnd + 1)).to.deep.equal(discrete.slice(0, markerEnd + 1));

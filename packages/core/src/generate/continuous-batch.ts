@@ -765,7 +765,7 @@ export class ContinuousBatch {
       id = row.forcedToken() ?? (row.constraint ? await pickAccepted(row.constraint, row.sampler, logits, ctx) : row.sampler.sample(logits, ctx));
       logprobs = row.record(pass, id);
       // Once the grammar has taken its stop token the reply is complete (even when EOS is otherwise ignored).
-      text = row.accept(id, job.eos.has(id) || row.constraint?.isComplete() === true);
+      text = row.accept(id, job.eos.has(id) || row.constraint?.isComplete() === true, (job.request.contextLength ?? Infinity) - job.used[r]! - 1);
     } catch (err) {
       this.failJob(job, err as Error);
       return undefined;

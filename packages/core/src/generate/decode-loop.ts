@@ -164,10 +164,10 @@ export class RowState {
     };
   }
 
-  /** Text as the reader sees it: markers become latent steps (and placeholders). */
-  private visible(piece: string): string {
+  /** Text as the reader sees it: markers become latent steps (and placeholders), as many as `room` leaves. */
+  private visible(piece: string, room: number): string {
     if (!this.markers) return piece;
-    const { text, markers } = this.markers.push(piece);
+    const { text, markers } = this.markers.push(piece, room);
     for (const n of markers) this.pendingLatent += n;
     return text;
   }
@@ -183,8 +183,11 @@ export class RowState {
     return undefined;
   }
 
-  /** Records a sampled id; returns the text that may be streamed now. */
-  accept(id: number, isEos: boolean): string {
+  /**
+   * Records a sampled id; returns the text that may be streamed now. `latentRoom`: the positions the context has
+   * left once this id is fed, which a marker it completes can think in (its placeholders shown for those steps).
+   */
+  accept(id: number, isEos: boolean, latentRoom = Infinity): string {
     this.ids.push(id);
     if (isEos) {
       this.finish = 'eos';
@@ -193,7 +196,7 @@ export class RowState {
     }
     if (!this.decoder) return '';
     const checked = this.text.length;
-    this.text += this.visible(this.decoder.push(id));
+    this.text += this.visible(this.decoder.push(id), latentRoom);
     this.budget?.observe(this.text);
     if (this.stops) {
       const found = this.stops.find(this.text, checked);
@@ -218,7 +221,8 @@ export class RowState {
       this.text = this.text.slice(0, this.streamed);
       return '';
     }
-    if (this.decoder) this.text += this.visible(this.decoder.flush()) + (this.markers?.flush() ?? '');
+    // (the row ends here: a marker its last text completes runs no step)
+    if (this.decoder) this.text += this.visible(this.decoder.flush(), 0) + (this.markers?.flush() ?? '');
     return this.release(this.text.length);
   }
 
@@ -307,7 +311,7 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
       });
       const logprobs = row.record(passes?.[r], id);
       // Once the grammar has taken its stop token the reply is complete (even when EOS is otherwise ignored).
-      let text = row.accept(id, eos.has(id) || row.constraint?.isComplete() === true);
+      let text = row.accept(id, eos.has(id) || row.constraint?.isComplete() === true, context - used - 1);
       if (!row.finish && (row.ids.length >= maxTokens || lastFit)) text += row.end('length');
       usage.completionTokens++;
       input.onToken(logprobs ? { row: r, id, text, logprobs } : { row: r, id, text });

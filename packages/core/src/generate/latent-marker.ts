@@ -37,8 +37,12 @@ export class MarkerScanner {
     private readonly placeholder = '',
   ) {}
 
-  /** Consumes a piece of generated text. */
-  push(piece: string): ScanResult {
+  /** Latent steps the context still has room for (a marker asking for more gets these, and placeholders for these). */
+  private room = Infinity;
+
+  /** Consumes a piece of generated text; `room`: the latent steps the context has room for after it. */
+  push(piece: string, room = Infinity): ScanResult {
+    this.room = room;
     const out: ScanResult = { text: '', markers: [] };
     for (const ch of piece) this.consume(ch, out);
     return out;
@@ -91,7 +95,8 @@ export class MarkerScanner {
   }
 
   private complete(digits: string, out: ScanResult): void {
-    const steps = Math.min(Math.max(Number(digits), 1), this.spec.maxSteps);
+    const steps = Math.max(0, Math.min(Math.max(Number(digits), 1), this.spec.maxSteps, this.room));
+    this.room -= steps;
     out.markers.push(steps);
     out.text += this.placeholder.repeat(steps);
     this.held = '';
