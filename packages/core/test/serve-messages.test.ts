@@ -62,7 +62,7 @@ describe('reasonplug serve: /v1/messages (Anthropic SDK)', function () {
     // A stop sequence ends the message, which names it (whole and streamed): one of two, cut from the text as the chat endpoint cuts it.
     const text = chat.choices[0]!.message.content;
     const cut = text.slice(4, 7);
-    // (Anthropic sets no limit on stop sequences, where OpenAI's stop takes at most 4)
+    // (more than OpenAI's 4: Anthropic sets no such limit)
     const stops = ['never in this story', 'nor this', 'nor that', 'nor here', cut];
     const stopped = await client.messages.create({ model: 'stories260k', max_tokens: 12, ...GREEDY, messages: question, stop_sequences: stops });
     expect(stopped).to.deep.include({ stop_reason: 'stop_sequence', stop_sequence: cut });

@@ -67,7 +67,7 @@ describe("reasonplug serve: Ollama's API (/api/*)", function () {
     const chat = await viaChat(url, { messages: body.messages, max_tokens: 8 });
     expect(whole.message.content).to.equal(chat.choices[0]!.message.content);
     expect(whole.prompt_eval_count).to.equal(chat.usage.prompt_tokens);
-    // Ollama's options.stop takes any number of strings (OpenAI's stop at most 4)
+    // more stop strings than OpenAI's 4, as Ollama takes them
     const stops = ['zq1', 'zq2', 'zq3', 'zq4', 'zq5'];
     const stopped = await postJson(url, '/api/chat', { ...body, stream: false, options: { ...body.options, stop: stops } });
     expect(stopped.status).to.equal(200);

@@ -444,6 +444,11 @@ describe('reasonplug serve', function () {
     const legacy = await post('/v1/chat/completions', { model: 'stories260k', messages: [{ role: 'user', content: 'x' }], functions: [{ name: 'f', parameters: {} }] });
     expect(legacy.status).to.equal(400);
     expect(((await legacy.json()) as { error: { param: string; message: string } }).error).to.deep.include({ param: 'functions' });
+    // stop strings past OpenAI's 4, as vLLM and llama.cpp take them (lm-evaluation-harness adds end-of-text to a task's own)
+    const stops = Array.from({ length: 6 }, (_, i) => `zq${i}`);
+    expect((await post('/v1/completions', { model: 'stories260k', prompt: 'x', max_tokens: 2, stop: stops })).status).to.equal(200);
+    const tooMany = await post('/v1/completions', { model: 'stories260k', prompt: 'x', stop: Array.from({ length: 65 }, (_, i) => `s${i}`) });
+    expect(((await tooMany.json()) as { error: object }).error).to.deep.include({ param: 'stop', message: 'stop must be a non-empty string or a list of at most 64 non-empty strings' });
     const noContent = await post('/v1/chat/completions', { model: 'stories260k', messages: [{ role: 'user' }] });
     expect(noContent.status).to.equal(400);
     expect(((await noContent.json()) as { error: object }).error).to.deep.include({ param: 'messages[0].content', message: 'messages[0].content is required for a user message' });

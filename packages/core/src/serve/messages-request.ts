@@ -32,7 +32,7 @@ export function parseMessagesRequest(body: unknown, counting = false): ChatReque
   if (tools) chat.tools = tools;
   Object.assign(chat, toolChoiceOf(body.tool_choice));
   Object.assign(chat, thinkingOf(body.thinking, chat.chat_template_kwargs));
-  return parseChatRequest(chat, { param: 'stop_sequences' });
+  return parseChatRequest(chat, 'stop_sequences');
 }
 
 /** The text of a content given as a string or as blocks of `allowed` types (others refused by name). */

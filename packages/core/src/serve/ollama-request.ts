@@ -14,11 +14,10 @@ import {
   type ChatRequest,
   type CompletionRequest,
   type EmbeddingsRequest,
-  type StopRule,
 } from './requests.js';
 
-/** Ollama's stop strings: any number of them. */
-const OLLAMA_STOP: StopRule = { param: 'options.stop' };
+/** Where Ollama's stop strings come from, for its errors. */
+const OLLAMA_STOP = 'options.stop';
 
 /** Ollama's `options` this server runs, as the OpenAI fields they set. */
 const SAMPLING: Readonly<Record<string, string>> = {

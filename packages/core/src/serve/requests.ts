@@ -118,7 +118,7 @@ function logprobsOf(body: Body, chat: boolean): number | undefined {
 }
 
 /** `model`, streaming, sampling, stop rules, log-probabilities, the constraint (`structured-output.ts`) and the `reasonplug` extension. */
-function common(body: Body, chat: boolean, stopRule: StopRule): ParsedRequest {
+function common(body: Body, chat: boolean, stopParam: string): ParsedRequest {
   if (typeof body.model !== 'string' || body.model === '') throw badRequest('model must be the name of a served model (see GET /v1/models)', 'model');
   const n = integer(body, 'n', 1) ?? 1;
   if (n > MAX_CHOICES) throw badRequest(`n must be a whole number from 1 to ${MAX_CHOICES} (got ${n})`, 'n');
@@ -139,7 +139,7 @@ function common(body: Body, chat: boolean, stopRule: StopRule): ParsedRequest {
   const minP = number(body, 'min_p', (n) => n >= 0 && n < 1, 'a number in [0, 1)');
   const repetitionPenalty = number(body, 'repetition_penalty', (n) => n > 0, 'a number > 0 (1 = off)');
   const seed = number(body, 'seed', Number.isSafeInteger, 'a whole number');
-  const stop = stopList(body.stop, stopRule);
+  const stop = stopList(body.stop, stopParam);
   const logprobs = logprobsOf(body, chat);
   const responseFormat = constraintOf(body);
   const prediction = predictionOf(body.prediction);
@@ -198,22 +198,18 @@ function logitBiasOf(v: unknown): Record<number, number> | undefined {
 }
 
 /**
- * Where a request's stop strings came from: OpenAI's `stop` takes at most 4; Anthropic's `stop_sequences` and
- * Ollama's `options.stop`, translated into `stop`, have no such limit.
+ * Stop strings a request may give. OpenAI's API takes 4; local runtimes (vLLM, llama.cpp, Ollama) take more, and
+ * their clients send more (lm-evaluation-harness adds the model's end-of-text to a task's own): this bound only keeps
+ * the matcher cheap.
  */
-export interface StopRule {
-  param: string;
-  max?: number;
-}
+const MAX_STOPS = 64;
 
-const OPENAI_STOP: StopRule = { param: 'stop', max: 4 };
-
-function stopList(v: unknown, rule: StopRule): string[] | undefined {
+/** A request's stop strings, named in errors by `param` (Anthropic's `stop_sequences`, Ollama's `options.stop`). */
+function stopList(v: unknown, param: string): string[] | undefined {
   if (v === undefined || v === null) return undefined;
   const list = typeof v === 'string' ? [v] : v;
-  if (!Array.isArray(list) || (rule.max !== undefined && list.length > rule.max) || list.some((s) => typeof s !== 'string' || s === '')) {
-    const most = rule.max !== undefined ? ` of at most ${rule.max}` : '';
-    throw badRequest(`${rule.param} must be a non-empty string or a list${most} of non-empty strings`, rule.param);
+  if (!Array.isArray(list) || list.length > MAX_STOPS || list.some((s) => typeof s !== 'string' || s === '')) {
+    throw badRequest(`${param} must be a non-empty string or a list of at most ${MAX_STOPS} non-empty strings`, param);
   }
   return list as string[];
 }
@@ -240,10 +236,10 @@ function extension(v: unknown): { reasoners?: { name: string; weight?: WeightSpe
   return out;
 }
 
-/** Reads a `/v1/chat/completions` body (or one translated into it, whose stop strings follow `stopRule`). */
-export function parseChatRequest(body: unknown, stopRule = OPENAI_STOP): ChatRequest {
+/** Reads a `/v1/chat/completions` body (or one translated into it, whose stop strings came as `stopParam`). */
+export function parseChatRequest(body: unknown, stopParam = 'stop'): ChatRequest {
   if (!isObject(body)) throw badRequest('the request body must be a JSON object');
-  const base = common(body, true, stopRule);
+  const base = common(body, true, stopParam);
   if (!Array.isArray(body.messages) || body.messages.length === 0) throw badRequest('messages must be a non-empty list', 'messages');
   const prompt = chatPromptSpec(body);
   // OpenAI's deprecated function calling: silently ignored, the reply could never hold the call asked for.
@@ -500,11 +496,11 @@ function optionalString(body: Body, key: string): string | undefined {
   return v;
 }
 
-/** Reads a `/v1/completions` body (or one translated into it, whose stop strings follow `stopRule`). */
-export function parseCompletionRequest(body: unknown, stopRule = OPENAI_STOP): CompletionRequest {
+/** Reads a `/v1/completions` body (or one translated into it, whose stop strings came as `stopParam`). */
+export function parseCompletionRequest(body: unknown, stopParam = 'stop'): CompletionRequest {
   if (!isObject(body)) throw badRequest('the request body must be a JSON object');
   const scoreOnly = body.max_tokens === 0 && body.echo === true;
-  const base = common(scoreOnly ? { ...body, max_tokens: undefined } : body, false, stopRule);
+  const base = common(scoreOnly ? { ...body, max_tokens: undefined } : body, false, stopParam);
   const suffix = optionalString(body, 'suffix') || undefined;
   const p = body.prompt;
   const ok =
