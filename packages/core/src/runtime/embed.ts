@@ -20,7 +20,7 @@ export function poolingRefused(model: string, pooling: Pooling): EmbeddingsUnava
   );
 }
 
-/** Raised for inputs that cannot be embedded (none, empty, too long, ids outside the vocabulary). */
+/** Raised for inputs that cannot be embedded or scored (none, empty, too long, ids outside the vocabulary). */
 export class EmbedInputError extends RangeError {
   override name = 'EmbedInputError';
 }
