@@ -5,7 +5,7 @@
  */
 import { basename, dirname } from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
-import { TextTokenizer, TokenizerError } from '../tokenizer/tokenizer.js';
+import { DECODE_LOOK_BEHIND, TextTokenizer, TokenizerError } from '../tokenizer/tokenizer.js';
 import { LatentPolicyError, parseLatentPolicy, runDecodeLoop } from '../generate/decode-loop.js';
 import type { MarkerSpec } from '../generate/latent-marker.js';
 import { tokenizerFingerprintOf } from '../tokenizer/fingerprint.js';
@@ -101,10 +101,10 @@ class StreamBatcher {
  * that a word's leading space shows as the decoder writes it mid-text; special tokens kept.
  */
 function nameTokens(tokenizer: TextTokenizer, context: readonly number[], entry: TokenLogprobs): void {
-  const before = tokenizer.decode(context, false);
-  for (const t of [entry, ...entry.top]) {
-    const after = tokenizer.decode([...context, t.id], false);
-    t.token = after.startsWith(before) ? after.slice(before.length) : tokenizer.decode([t.id], false);
+  const named = [entry, ...entry.top];
+  const texts = tokenizer.textsAfter(context, named.map((t) => t.id));
+  for (const [i, t] of named.entries()) {
+    t.token = texts[i]!;
     // A token holding part of a character decodes to U+FFFD or nothing: its bytes are the vocabulary's, so that a
     // client joining a reply's bytes gets the character back (OpenAI's reason for `bytes`).
     const raw = t.token === '' || t.token.includes('\uFFFD') ? tokenizer.tokenBytes(t.id) : undefined;
@@ -113,8 +113,6 @@ function nameTokens(tokenizer: TextTokenizer, context: readonly number[], entry:
   }
 }
 
-/** Ids of context a token is named after (enough for a decoder's look-behind). */
-const NAMING_CONTEXT = 4;
 
 interface Loaded {
   backbone: DecoderSession;
@@ -619,7 +617,7 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
     try {
       const result = await promptLogprobs(backbone, tokenizer, msg.input, msg.top, limits, await scoringComposition(loaded, batch, msg.composition));
       if (tokenizer) {
-        for (const { ids, logprobs } of result.prompts) logprobs.forEach((entry, j) => nameTokens(tokenizer, ids.slice(Math.max(0, j + 1 - NAMING_CONTEXT), j + 1), entry));
+        for (const { ids, logprobs } of result.prompts) logprobs.forEach((entry, j) => nameTokens(tokenizer, ids.slice(Math.max(0, j + 1 - DECODE_LOOK_BEHIND), j + 1), entry));
       }
       post({ type: 'scored', id: msg.id, result });
     } catch (err) {
@@ -649,11 +647,11 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
     let recent: number[][] | undefined;
     const named = (event: TokenEvent) => {
       if (!event.logprobs || !tokenizer) return event;
-      recent ??= prompts.map((p) => p.slice(-NAMING_CONTEXT));
+      recent ??= prompts.map((p) => p.slice(-DECODE_LOOK_BEHIND));
       const context = recent[event.row]!;
       nameTokens(tokenizer, context, event.logprobs);
       context.push(event.id);
-      if (context.length > NAMING_CONTEXT) context.shift();
+      if (context.length > DECODE_LOOK_BEHIND) context.shift();
       return event;
     };
     const shared = {

@@ -15,7 +15,7 @@ import type { AddressInfo } from 'node:net';
 import { Engine, type EngineOptions, type GenerationStream, type StreamOptions } from '../engine.js';
 import type { GenerationResult, TokenEvent, TokenLogprobs } from '../generate/types.js';
 import type { PromptInput } from '../runtime/protocol.js';
-import { TextTokenizer } from '../tokenizer/tokenizer.js';
+import { DECODE_LOOK_BEHIND, TextTokenizer } from '../tokenizer/tokenizer.js';
 import { resolveModelPath } from '../registry/resolve-model.js';
 import { loadModuleDir } from '../modules/module-dir.js';
 import { MANIFEST_FILE } from '../modules/manifest.js';
@@ -1168,10 +1168,7 @@ function sendError(res: ServerResponse, err: HttpError, dialect: ErrorDialect = 
  * tokens before it, read over a few of them so that a word's leading space counts where the decoder writes it.
  */
 function visibleLength(tokenizer: TextTokenizer, ids: readonly number[], j: number): number {
-  const context = ids.slice(Math.max(0, j - 4), j);
-  const before = tokenizer.decode(context);
-  const after = tokenizer.decode([...context, ids[j]!]);
-  return after.startsWith(before) ? after.length - before.length : tokenizer.decode([ids[j]!]).length;
+  return tokenizer.textsAfter(ids.slice(Math.max(0, j - DECODE_LOOK_BEHIND), j), [ids[j]!], true)[0]!.length;
 }
 
 /** An error in Anthropic's shape, `{"type": "error", "error": {"type", "message"}}`, its type from the status. */

@@ -104,6 +104,9 @@ function idCount(tokenizer: Tokenizer, json: Record<string, unknown>): number {
 }
 
 /** A loaded tokenizer with the special ids generation needs. */
+/** Ids before a token enough for a decoder's look-behind when naming the token by the text it adds. */
+export const DECODE_LOOK_BEHIND = 4;
+
 export class TextTokenizer {
   /** Number of ids the tokenizer can produce (base vocabulary plus added tokens). */
   readonly vocabSize: number;
@@ -222,6 +225,18 @@ export class TextTokenizer {
     if (piece === undefined || piece === null) return undefined;
     this.addedIds ??= new Set(this.tokenizer.get_added_tokens_decoder().keys());
     return this.addedIds.has(id) ? [...Buffer.from(piece, 'utf8')] : pieceBytes(piece, this.kind);
+  }
+
+  /**
+   * The text each of `ids` adds after `context` (a few ids before it: see {@link DECODE_LOOK_BEHIND}), so that a
+   * word's leading space shows as the decoder writes it mid-text; special tokens kept unless `skipSpecialTokens`.
+   */
+  textsAfter(context: readonly number[], ids: readonly number[], skipSpecialTokens = false): string[] {
+    const before = this.decode(context, skipSpecialTokens);
+    return ids.map((id) => {
+      const after = this.decode([...context, id], skipSpecialTokens);
+      return after.startsWith(before) ? after.slice(before.length) : this.decode([id], skipSpecialTokens);
+    });
   }
 
   /** The id of a token given by its text (an added token's content or a vocabulary entry), if there is one. */
