@@ -185,7 +185,6 @@ export interface StreamOptions extends GenerateOptions, CompositionOptions, Cons
   signal?: AbortSignal;
 }
 
-
 /** Streamed tokens of one generation, and its result once done. */
 export interface GenerationStream extends AsyncIterable<TokenEvent> {
   readonly result: Promise<GenerationResult>;
