@@ -212,7 +212,7 @@ describe('reasonplug CLI', function () {
       await engine.dispose();
     }
     const lines = (out: string) => out.trim().split('\n').map((l) => JSON.parse(l) as { index: number; tokens: number; embedding: number[] });
-    const byArgs = await reasonplug('embed', '--model', storiesDir, ...texts);
+    const byArgs = await reasonplug('embed', '--model', storiesDir, '--no-session-cache', ...texts);
     expect(byArgs.code, byArgs.stderr).to.equal(0);
     const got = lines(byArgs.stdout);
     expect(got.map((l) => [l.index, l.tokens])).to.deep.equal([[0, 5], [1, 11]]);

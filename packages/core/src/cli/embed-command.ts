@@ -10,9 +10,9 @@ import { DTYPES } from '../modules/hub-variants.js';
 import { DEVICES } from '../runtime/devices.js';
 import { unitLength } from '../runtime/unit-length.js';
 import { positiveIntegerFlag, threadsFlag } from './flags.js';
-import { engineOptions, type ModelFlags } from './model-flags.js';
+import { engineOptions, sessionCacheOption, type ModelFlags } from './model-flags.js';
 
-interface EmbedFlags extends Pick<ModelFlags, 'model' | 'dtype' | 'device' | 'threads'> {
+interface EmbedFlags extends Pick<ModelFlags, 'model' | 'dtype' | 'device' | 'threads' | 'sessionCache'> {
   dimensions?: number;
   raw?: boolean;
 }
@@ -29,6 +29,7 @@ export function addEmbedCommand(program: Command): void {
     .option('--threads <n>', 'intra-op threads (at most 4 per CPU)', threadsFlag)
     .option('--dimensions <n>', 'keep the first n components (at unit length again)', positiveIntegerFlag('--dimensions'))
     .option('--raw', 'the hidden state as it is, not scaled to unit length')
+    .addOption(sessionCacheOption())
     .action((texts: string[], flags: EmbedFlags) => embedTexts(texts, flags));
 }
 
