@@ -33,8 +33,11 @@ export class TagStore {
     // processes the same tag stays atomic; two build variants pushed at the same instant are not.)
     const version = semver.parse(exact)!.version;
     await this.locks.run(`${name}:${version}`, async () => {
-      for (const [other, at] of await this.entries(name)) {
-        if (other !== tag && at !== digest && semver.parse(exactVersionOfTag(other) ?? '')?.version === version) {
+      // (only the tags of this version are read: a repository's others need no request each)
+      const siblings = (await this.list(name)).filter((other) => other !== tag && semver.parse(exactVersionOfTag(other) ?? '')?.version === version);
+      for (const other of siblings) {
+        const at = await this.get(name, other);
+        if (at !== undefined && at !== digest) {
           throw denied(`version ${version} already exists as tag ${other}, pointing to another manifest; build metadata does not make another version`, {
             tag,
             existing: other,
