@@ -113,7 +113,6 @@ function nameTokens(tokenizer: TextTokenizer, context: readonly number[], entry:
   }
 }
 
-
 interface Loaded {
   backbone: DecoderSession;
   /** The backbone's row shards for wide steps, when it has them. */

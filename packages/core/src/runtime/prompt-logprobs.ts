@@ -52,9 +52,10 @@ export async function promptLogprobs(
   }
   const prompts = promptsOf(input, tokenizer, 'prompt log-probabilities', backbone.vocabSize, limits.contextLength);
   const vocab = composition?.vocab ?? backbone.vocabSize;
+  const stride = backbone.vocabSize;
   const widest = Math.max(...models.map((m) => m.vocabSize));
   const chunk = Math.max(1, Math.min(limits.chunk, Math.floor(LOGITS_HELD / widest / models.length)));
-  const fuse = composition && reasoners.length > 0 ? fuser(backbone.vocabSize, reasoners, composition, vocab) : undefined;
+  const fuse = composition && reasoners.length > 0 ? fuser(stride, reasoners, composition, vocab) : undefined;
   const scored: ScoredPrompt[] = [];
   for (const prompt of prompts) {
     const entries: TokenLogprobs[] = new Array<TokenLogprobs>(prompt.length - 1);
@@ -65,7 +66,7 @@ export async function promptLogprobs(
       const last = await Promise.all(runs.map((r) => r.next()));
       done = last[0] !== undefined;
       const from = latest[0]!.from;
-      const rows = latest[0]!.logits.length / backbone.vocabSize;
+      const rows = latest[0]!.logits.length / stride;
       // (a graph that refused a chunk ran the prompt whole: the models are no longer in step)
       if (latest.some((l, i) => l.from !== from || l.logits.length !== rows * models[i]!.vocabSize) || last.some((l) => (l !== undefined) !== done)) {
         throw new EmbedInputError('prompt log-probabilities: the composition\'s models ran the prompt in different chunks (a graph that takes a prompt whole); score with the backbone alone');
@@ -73,7 +74,6 @@ export async function promptLogprobs(
       for (let row = 0; row < rows; row++) {
         const next = from + row + 1;
         if (next >= prompt.length) break;
-        const stride = backbone.vocabSize;
         const z = fuse ? fuse(latest, row) : latest[0]!.logits.subarray(row * stride, row * stride + vocab);
         const pass = new LogprobPass(z, top);
         const id = prompt[next]!;
