@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { copyFile, readdir } from 'node:fs/promises';
+import { copyFile, cp, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Engine } from '../src/engine.js';
 import { ggufModuleDir } from '../src/gguf/gguf-module.js';
@@ -25,6 +25,8 @@ describe('reasonplug cache: what the cache holds, and clearing parts of it', fun
     const gguf = join(testDir('cache-usage-gguf'), 'story.gguf');
     await copyFile(models.stories260K, gguf);
     const converted = await ggufModuleDir(gguf, { cacheDir: root });
+    // what a conversion killed part-way leaves (the next conversion removes it)
+    await cp(converted, `${converted}.4194303-0a1b.tmp`, { recursive: true });
     const original = await makeRegistryModule({ name: 'listed', files: { 'weights.bin': 300_000 } });
     const ref = `${registry.host}/acme/listed:1.0.0`;
     await pushModule(original, ref);
@@ -33,7 +35,7 @@ describe('reasonplug cache: what the cache holds, and clearing parts of it', fun
     await engine.dispose();
 
     const usage = await cacheUsage(root);
-    expect(partsOf(usage)).to.include.members(['gguf: story@0.1.0 (from story.gguf) [kv16-v6]', 'modules: listed@1.0.0', `sessions: ${join(converted, 'model.onnx')}`, 'prepared: 1 prepared graph(s)']);
+    expect(partsOf(usage)).to.include.members(['gguf: story@0.1.0 (from story.gguf) [kv16-v6]', 'gguf: a conversion in progress or broken off', 'modules: listed@1.0.0', `sessions: ${join(converted, 'model.onnx')}`, 'prepared: 1 prepared graph(s)']);
     for (const e of usage.entries) expect(e.bytes, `${e.part}: ${e.name}`).to.be.above(0);
     // a pulled module's files are counted once: its directory's links and its blobs are the same files
     const pulled = usage.entries.find((e) => e.part === 'modules' && e.name === 'listed@1.0.0')!;

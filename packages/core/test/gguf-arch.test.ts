@@ -653,7 +653,7 @@ describe('gguf architectures (llama.cpp is the reference)', function () {
       ['yarn outside llama and qwen', { arch: 'gemma2', postNorms: true, meta: { 'rope.scaling.type': str('yarn'), 'rope.scaling.factor': f32(4) } }, /rope scaling "yarn" on gemma2/],
       ['long-rope factors outside phi3', { extraTensors: { 'rope_factors_long.weight': [[8], new Float32Array(8).fill(1)] } }, /does not use.*rope_factors_long\.weight/],
       ['partial rotary', { meta: { 'rope.dimension_count': u32(8) } }, /partial rotary; phi3, glm4, glm4moe, bailingmoe2, qwen35, qwen35moe, qwen3next, stablelm, nemotron, phi2 only/],
-      ["Command R+'s q/k LayerNorms", { arch: 'command-r', parallel: true, qkNorm: true, meta: { logit_scale: f32(0.25) } }, /q\/k LayerNorms.*attn_q_norm/],
+      ["Command R+'s q/k LayerNorms", { arch: 'command-r', parallel: true, qkNorm: true, meta: { 'attention.layer_norm_epsilon': f32(1e-5), logit_scale: f32(0.25) } }, /q\/k LayerNorms.*attn_q_norm/],
       ['a tensor it would drop', { extraTensors: { 'blk.0.attn_output.bias': [[64], new Float32Array(64)] } }, /blk\.0\.attn_output\.bias/],
       ['an output head on gemma2 (llama.cpp ties it)', { arch: 'gemma2', postNorms: true, untied: true }, /gemma2.*"output\.weight"/],
       ["LFM2's sliding window", { ...LFM2, meta: { 'attention.sliding_window': u32(16) } }, /lfm2.*a sliding window \("lfm2\.attention\.sliding_window" = 16\)/],

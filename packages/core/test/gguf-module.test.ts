@@ -15,7 +15,7 @@ import { ggufModuleDir } from '../src/gguf/gguf-module.js';
 import { RACY_MS } from '../src/modules/file-digest.js';
 import { loadModuleDir, ModuleIntegrityError } from '../src/modules/module-dir.js';
 import { resolveModelPath } from '../src/registry/resolve-model.js';
-import type { TransferProgress } from '../src/registry/download.js';
+import { HASHING_DIGEST, type TransferProgress } from '../src/registry/download.js';
 import { STORIES } from './support/gguf-models.js';
 import { useTempCache } from './support/temp-cache.js';
 
@@ -76,7 +76,7 @@ describe('a .gguf file as the model', function () {
     expect(again.mtimeMs).to.equal(modelStat.mtimeMs);
     expect(again.ino).to.equal(modelStat.ino);
     // hashing progress only: no tensor was read
-    expect(events.every((e) => e.digest === 'sha256:pending')).to.equal(true);
+    expect(events.every((e) => e.digest === HASHING_DIGEST)).to.equal(true);
     const manifest = JSON.parse(await readFile(join(dir, 'reasonplug.json'), 'utf8')) as { provenance: { convertedFrom: { file: string } } };
     expect(manifest.provenance.convertedFrom.file).to.equal('stories.gguf');
   });
@@ -107,7 +107,7 @@ describe('a .gguf file as the model', function () {
     // a file written within RACY_MS of its hashing is never recorded (its timestamps may not show the next write)
     await new Promise((r) => setTimeout(r, RACY_MS + 200));
     const cacheDir = join(scratch.dir, 'stat-cache');
-    const hashing = (events: TransferProgress[]) => events.filter((e) => e.digest === 'sha256:pending').length;
+    const hashing = (events: TransferProgress[]) => events.filter((e) => e.digest === HASHING_DIGEST).length;
     const first: TransferProgress[] = [];
     const dir = await ggufModuleDir(path, { cacheDir, onProgress: (p) => first.push(p) });
     expect(hashing(first)).to.be.greaterThan(0);

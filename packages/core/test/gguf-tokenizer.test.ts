@@ -12,7 +12,7 @@ import { tokenizerFromGguf } from '../src/gguf/tokenizer-from-gguf.js';
 import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { makeGguf, type WValue } from './support/gguf-writer.js';
 import { bpeTokenizerMeta, plain } from './support/bpe-vocab.js';
-import { llamaCppTokenize, storiesTokenizerMeta } from './support/gguf-models.js';
+import { llamaCpp, llamaCppTokenize, storiesTokenizerMeta } from './support/gguf-models.js';
 import { useTempDir } from './support/temp-cache.js';
 import { createRng } from '../src/sampling/index.js';
 
@@ -96,6 +96,22 @@ describe('gguf tokenizers: BPE pre-tokenizers, SentencePiece options, special to
       }
     });
   }
+
+  it("adds a BOS by default where llama.cpp does, for each pre-tokenizer whose file does not say (Llama 3's family yes, DeepSeek's no)", async () => {
+    const llama = await llamaCpp();
+    const defaults: Record<string, boolean> = {};
+    const theirs: Record<string, boolean> = {};
+    for (const pre of ['qwen2', 'llama-bpe', 'smollm', 'falcon3', 'pixtral', 'dbrx', 'deepseek-llm', 'deepseek-coder', 'deepseek-v3', 'lfm2', 'glm4']) {
+      const path = join(scratch.dir, `bos-${pre}.gguf`);
+      await writeFile(path, vocabGguf(bpeTokenizerMeta(pre)));
+      defaults[pre] = (await withGguf(path, async (f) => tokenizerFromGguf(f))).tokenizerConfig.add_bos_token === true;
+      const model = await llama.loadModel({ modelPath: path, vocabOnly: true });
+      theirs[pre] = model.tokens.shouldPrependBosToken;
+      await model.dispose();
+    }
+    expect(defaults).to.deep.equal(theirs);
+    expect(Object.values(theirs)).to.include.members([true, false]);
+  });
 
   it("gives each token's own bytes, joined the text's UTF-8, where a token alone decodes to U+FFFD (byte-level and byte-fallback)", async () => {
     const path = join(scratch.dir, 'bytes-qwen2.gguf');

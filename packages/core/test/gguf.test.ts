@@ -8,7 +8,7 @@ import * as ort from 'onnxruntime-node';
 import { GgufError, GgufFile, GgufValueType, parseGgufHeader, tensorBytesToFloat32, withGguf } from '../src/gguf/reader.js';
 import { tokenizerFromGguf, type GgufTokenizer } from '../src/gguf/tokenizer-from-gguf.js';
 import { kebabName, moduleName, type ConvertedManifest } from '../src/gguf/convert.js';
-import { convertExact } from './support/gguf-models.js';
+import { convertExact, llamaCpp } from './support/gguf-models.js';
 import { tokenizerFingerprint } from '../src/tokenizer/fingerprint.js';
 import { f16Bits, makeGguf, rewriteGguf, type WValue } from './support/gguf-writer.js';
 import { useTempDir } from './support/temp-cache.js';
@@ -275,8 +275,15 @@ describe('gguf', function () {
       for (const [offset, what] of [[0n, 'alias'], [32n, 'overlap'], [96n, 'gap']] as const) {
         const bad = Buffer.from(good);
         bad.writeBigUInt64LE(offset, offsetAt);
-        expect(() => parseGgufHeader(bad, `${what}.gguf`), what).to.throw(GgufError, new RegExp(`${what}\\.gguf.*"second\\.weight" has data offset ${offset}, expected 64`));
+        expect(() => parseGgufHeader(bad, `${what}.gguf`), what).to.throw(GgufError, new RegExp(`${what}\\.gguf.*"second\\.weight" has data offset ${offset}, expected 64\\. "first\\.weight" \\(F32 \\[16\\]\\) needs 64 bytes`));
       }
+      // a shape that disagrees with the data written is named, not only the tensor after it
+      const shortShape = makeGguf({ 'general.architecture': { t: 'str', v: 'llama' }, 'general.name': { t: 'str', v: 'abcd' } }, [
+        { name: 'first.weight', dims: [16], type: 0, data: f32(16) },
+        { name: 'second.weight', dims: [16], type: 0, data: f32(16) },
+      ]);
+      shortShape.writeBigUInt64LE(8n, shortShape.indexOf(Buffer.from('first.weight')) + 'first.weight'.length + 4);
+      expect(() => parseGgufHeader(shortShape, 'shape.gguf')).to.throw(GgufError, /"second\.weight" has data offset 64, expected 32\. "first\.weight" \(F32 \[8\]\) needs 32 bytes from offset 0, but the next tensor's data starts 64 bytes after it/);
       // a second key renamed to the first (same length: the file stays well formed)
       const dup = makeGguf({ 'general.architecture': { t: 'str', v: 'llama' }, 'general.architecturX': { t: 'str', v: 'qwen2' } });
       dup.write('general.architecture', dup.lastIndexOf(Buffer.from('general.architecturX')), 'latin1');
@@ -465,6 +472,23 @@ describe('gguf', function () {
         expect(err, name).to.be.instanceOf(GgufError).with.property('code', 'corrupt');
         expect((err as Error).message, name).to.match(message).and.include(`${name}.gguf`);
         expect(existsSync(join(out, 'model.onnx')), name).to.equal(false);
+      }
+    });
+
+    it('refuses a file without its norm epsilon or context length, naming the key, as llama.cpp does (no guessed default)', async () => {
+      for (const key of ['llama.attention.layer_norm_rms_epsilon', 'llama.context_length']) {
+        const path = join(scratch.dir, `no-${key}.gguf`);
+        await rewriteGguf(STORIES, path, (meta) => meta.delete(key));
+        const out = join(scratch.dir, `no-${key}-out`);
+        const err = await convertExact(path, out).catch((e: unknown) => e);
+        expect(err, key).to.be.instanceOf(GgufError).with.property('code', 'missing-metadata');
+        expect((err as Error).message, key).to.include(`is missing the metadata "${key}"`);
+        expect(existsSync(join(out, 'model.onnx')), key).to.equal(false);
+        const theirs = await (await llamaCpp()).loadModel({ modelPath: path }).then(
+          async (m) => (await m.dispose(), 'loaded'),
+          (e: unknown) => String(e),
+        );
+        expect(theirs, 'llama.cpp refuses it too').to.not.equal('loaded');
       }
     });
 

@@ -5,6 +5,7 @@ import { Writable } from 'node:stream';
 import { Authenticator, parseChallenges } from '../src/registry/auth.js';
 import { InvalidReferenceError, RegistryAuthError } from '../src/registry/errors.js';
 import { progressBar } from '../src/registry/progress.js';
+import { HASHING_DIGEST } from '../src/registry/download.js';
 import { formatRef, isLoopback, parseRef, registryUrl, tagVersion, versionTag } from '../src/registry/reference.js';
 import { exactVersion, pickVersion } from '../src/registry/resolve.js';
 import { cacheRoot } from '../src/modules/cache-root.js';
@@ -138,6 +139,26 @@ describe('registry progress bar', () => {
     expect(text).to.match(/pull acme\/math \[#+-*\]\s+\d+% /);
     expect(text).to.match(/100% 64\.0\/64\.0 MiB/);
     expect(text.endsWith('\n')).to.equal(true);
+  });
+
+  it("shows a GGUF's hashing, then its conversion, each against the file's size (not their sum)", () => {
+    const { stream, out } = sink(true);
+    const big = 64 * 1024 * 1024;
+    const bar = progressBar('convert x.gguf', stream, {})!;
+    const draw = (digest: string, bytes: number) => {
+      bar.update({ file: 'x.gguf', digest, size: big, bytes, resumedFrom: 0, done: false });
+      return new Promise((r) => setTimeout(r, 110));
+    };
+    return (async () => {
+      await draw(HASHING_DIGEST, big / 2);
+      await draw(HASHING_DIGEST, big);
+      await draw(DIGEST, big / 4);
+      bar.finish();
+      const lines = out.join('').split('\r').filter(Boolean);
+      expect(lines[0]).to.match(/ 50% 32\.0\/64\.0 MiB .* hashing x\.gguf/);
+      expect(lines[2]).to.match(/ 25% 16\.0\/64\.0 MiB .* x\.gguf/);
+      expect(lines.every((l) => !l.includes('128.0'))).to.equal(true);
+    })();
   });
 
   it('stays quiet off a terminal, in CI, and for small files', () => {

@@ -57,7 +57,7 @@ export interface ConvertGgufOptions {
   /**
    * Where q and k are rotated (LlamaBuildOptions.gqaRotary, rotaryKernel). Default `inside`: inside
    * GroupQueryAttention, or by the op graph's RotaryEmbedding kernel, from cos/sin caches of
-   * `<arch>.context_length` rows (4096 when absent), unless those would take more than 64 MiB (long contexts, wide
+   * `<arch>.context_length` rows, unless those would take more than 64 MiB (long contexts, wide
    * heads): then `ops`, which needs no caches and runs any length.
    */
   gqaRotary?: 'inside' | 'ops';
@@ -137,10 +137,11 @@ export function moduleName(file: string, generalName: string | undefined, given:
   return [generalName, basename(file, extname(file))].map((s) => (s ? form(s) : '')).find((n) => n) ?? `gguf-${sha256.slice(0, 12)}`;
 }
 
-/** `<arch>.context_length`, when the file gives it: a positive whole number of positions. */
-function contextLengthOf(f: GgufFile, arch: GgufArchitecture): number | undefined {
+/** `<arch>.context_length`: a positive whole number of positions, required as llama.cpp requires it. */
+function contextLengthOf(f: GgufFile, arch: GgufArchitecture): number {
   const key = `${arch}.context_length`;
   const n = f.getNumber(key);
+  if (n === undefined) throw new GgufError(`${basename(f.path)} is missing the metadata "${key}".`, 'missing-metadata');
   if (n !== undefined && (!Number.isSafeInteger(n) || n <= 0)) throw new GgufError(`${basename(f.path)}: "${key}" is ${n}, expected a positive whole number of positions.`, 'corrupt');
   return n;
 }
@@ -344,7 +345,10 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     COHERE.has(arch) || BIASED_LAYER_NORMS.has(arch) || (arch === 'nemotron_h' && !f.has(key('attention.layer_norm_rms_epsilon')))
       ? 'attention.layer_norm_epsilon'
       : 'attention.layer_norm_rms_epsilon';
-  const rmsNormEps = checked(epsKey, scalar(epsKey), { zero: true, below: 1, expected: 'a small non-negative number (such as 1e-5)' }) ?? 1e-5;
+  // llama.cpp requires it too: a guessed epsilon would shift every norm (Qwen's is 1e-6, Llama's 1e-5).
+  const eps = scalar(epsKey);
+  if (eps === undefined) throw new GgufError(`${src} is missing the metadata "${key(epsKey)}".`, 'missing-metadata');
+  const rmsNormEps = checked(epsKey, eps, { zero: true, below: 1, expected: 'a small non-negative number (such as 1e-5)' })!;
 
   const config: LlamaConfig = {
     vocabSize,
@@ -1062,7 +1066,7 @@ const EXPERT_BLOCK = 32;
 const MAX_ROTARY_CACHE_BYTES = 64 * 2 ** 20;
 
 /** The builder's attention options for a converted model (see ConvertGgufOptions.attention and gqaRotary). */
-function attentionOptions(config: LlamaConfig, opts: ConvertGgufOptions, contextLength: number | undefined): LlamaBuildOptions {
+function attentionOptions(config: LlamaConfig, opts: ConvertGgufOptions, maxPositions: number): LlamaBuildOptions {
   const headDim = config.headDim ?? config.hiddenSize / config.numHeads;
   const queriesPerKv = config.numHeads / (config.numKvHeads ?? config.numHeads);
   // onnxruntime's GroupQueryAttention kernel takes heads whose size is a multiple of 8 only; where query heads share
@@ -1074,7 +1078,6 @@ function attentionOptions(config: LlamaConfig, opts: ConvertGgufOptions, context
   const attention = opts.attention ?? (headDim % 8 !== 0 || queriesPerKv >= 2 || !sliding ? 'ops' : 'gqa');
   if (opts.kvCache !== undefined && opts.kvCache !== 'float32' && opts.kvCache !== 'float16') throw new Error(`unknown kvCache ${String(opts.kvCache)}; float32 or float16`);
   const kv: LlamaBuildOptions = (opts.kvCache ?? 'float16') === 'float16' ? { kvDtype: 'float16' } : {};
-  const maxPositions = contextLength ?? 4096;
   const tables = config.ropeThetaLocal !== undefined || config.ropeScaleLocal !== undefined ? 2 : 1;
   const cacheBytes = tables * 2 * maxPositions * (headDim / 2) * 4;
   const rotary = opts.gqaRotary ?? (cacheBytes > MAX_ROTARY_CACHE_BYTES ? 'ops' : 'inside');
@@ -1137,7 +1140,7 @@ export async function convertGguf(ggufPath: string, outDir: string, opts: Conver
     }
     const arch = ggufArchitecture(f);
     const contextLength = contextLengthOf(f, arch);
-    const tok = tokenizerFromGguf(f, contextLength !== undefined ? { modelMaxLength: contextLength } : {});
+    const tok = tokenizerFromGguf(f, { modelMaxLength: contextLength });
     const nTokens = (f.get('tokenizer.ggml.tokens') as unknown[]).length;
     if (nTokens > config.vocabSize) {
       throw new GgufError(`${file}: the tokenizer has ${nTokens} tokens but the model's vocabulary is ${config.vocabSize}.`, 'corrupt');

@@ -18,7 +18,7 @@ import { ggufFiles } from './reader.js';
 import { MANIFEST_FILE, ManifestError } from '../modules/manifest.js';
 import { loadModuleDir, ModuleIntegrityError } from '../modules/module-dir.js';
 import { suffixPid, uniqueSuffix } from '../registry/atomic.js';
-import type { TransferProgress } from '../registry/download.js';
+import { HASHING_DIGEST, type TransferProgress } from '../registry/download.js';
 import { convertGguf, type ConvertGgufOptions } from './convert.js';
 
 /**
@@ -109,7 +109,7 @@ export async function ggufModuleDir(path: string, opts: GgufModuleOptions): Prom
   const progress = (bytes: number, total: number, digest: string, done = false) =>
     opts.onProgress?.({ file, digest, size: total, bytes, resumedFrom: 0, done });
   // Hashed once per file version (a stat record under the cache keeps the digest while the file is unchanged).
-  const { sha256 } = await ggufDigest(files, join(opts.cacheDir, 'digests'), (bytes) => progress(Math.min(bytes, size), size, 'sha256:pending'));
+  const { sha256 } = await ggufDigest(files, join(opts.cacheDir, 'digests'), (bytes) => progress(Math.min(bytes, size), size, HASHING_DIGEST));
   const root = join(opts.cacheDir, 'gguf');
   const dtype = opts.convert?.dtype ?? 'float32';
   const kv16 = dtype === 'float32' && (opts.convert?.kvCache ?? 'float16') === 'float16';

@@ -461,15 +461,19 @@ function parseHeaderWindow(bytes: Uint8Array, fileSize: number, source: string):
  */
 function checkContiguous(tensors: readonly GgufTensorInfo[], alignment: number, source: string): void {
   let expected = 0;
+  let previous: GgufTensorInfo | undefined;
   for (const t of tensors) {
     if (t.offset !== expected) {
-      throw new GgufError(
-        `${source} is corrupt: tensor "${t.name}" has data offset ${t.offset}, expected ${expected} (each tensor's data follows the previous one's).`,
-        'corrupt',
-      );
+      // A wrong shape or type shows as the next tensor's offset: name both, with the bytes the earlier one needs.
+      const after = previous
+        ? ` "${previous.name}" (${previous.typeName} [${previous.dims.join(', ')}]) needs ${previous.byteLength} bytes from offset ${previous.offset}, ` +
+          `but the next tensor's data starts ${t.offset - previous.offset} bytes after it: its type or shape disagrees with the data written, or the offsets are damaged.`
+        : " The first tensor's data starts the data section.";
+      throw new GgufError(`${source} is corrupt: tensor "${t.name}" has data offset ${t.offset}, expected ${expected}.${after}`, 'corrupt');
     }
     if (t.byteLength === undefined) return;
     expected += Math.ceil(t.byteLength / alignment) * alignment;
+    previous = t;
   }
 }
 

@@ -515,7 +515,8 @@ export const BPE_PRE_TOKENIZERS: Readonly<Record<string, BpePreTokenizer>> = (()
       '\\p{N}+',
     ],
     ignoreMerges: false,
-    addBos: true,
+    // llama.cpp adds a BOS to the DeepSeek vocabularies only when the file says so (their converted files do)
+    addBos: false,
     cleanSpaces: false,
   };
   const deepseekCoder = { ...deepseekLlm, regexes: ['[\r\n]', '\\s?\\p{L}+', '\\s?\\p{P}+', cjk, '\\p{N}'] };
@@ -533,7 +534,7 @@ export const BPE_PRE_TOKENIZERS: Readonly<Record<string, BpePreTokenizer>> = (()
       "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\\r\\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
     ],
     ignoreMerges: false,
-    addBos: true,
+    addBos: false,
     cleanSpaces: false,
   };
   // Seed-Coder and Seed-OSS: Qwen's expression with punctuation runs that stop at a newline and take none after them.

@@ -88,6 +88,11 @@ export async function cacheUsage(root = cacheRoot()): Promise<CacheUsage> {
   const seen = new Set<string>();
   const entries: CacheEntry[] = [];
   for (const dir of await subdirs(join(root, 'gguf'))) {
+    // A conversion's temp directory (gguf-module.ts): running, or left by a killed one and removed by the next.
+    if (dir.endsWith('.tmp')) {
+      entries.push({ part: 'gguf', name: 'a conversion in progress or broken off', path: dir, bytes: await sizeOf(dir, seen) });
+      continue;
+    }
     // (the entry's conversion options: `kv16-v5`, `f16-v5`, `v5` after the file's digest)
     const variant = basename(dir).replace(/^[0-9a-f]{64}-/, '');
     entries.push({ part: 'gguf', name: `${await moduleName(dir, dir)} [${variant}]`, path: dir, bytes: await sizeOf(dir, seen) });

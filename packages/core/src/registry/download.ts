@@ -27,6 +27,12 @@ export interface TransferProgress {
   done: boolean;
 }
 
+/**
+ * The `digest` of progress while a file is hashed (a GGUF before its conversion): the entry gives way to the file's
+ * own digest once that phase ends, so a bar shows one phase at a time rather than their sum.
+ */
+export const HASHING_DIGEST = 'sha256:pending';
+
 export interface DownloadOptions {
   /** Name shown in progress and errors (the layer title). */
   file: string;

@@ -3,7 +3,7 @@
  * moving. Drawn only on a terminal, outside CI, and once a large file is involved: small modules and
  * logs stay quiet.
  */
-import type { TransferProgress } from './download.js';
+import { HASHING_DIGEST, type TransferProgress } from './download.js';
 
 /** Where the bar is drawn (process.stderr, or a test's stand-in). */
 export interface ProgressStream {
@@ -32,12 +32,13 @@ export class ProgressBar {
 
   /** Records a progress event; redraws at most every 100 ms. */
   update(p: TransferProgress): void {
+    if (p.digest !== HASHING_DIGEST) this.files.delete(HASHING_DIGEST);
     this.files.set(p.digest, { size: p.size, bytes: p.bytes, resumedFrom: p.resumedFrom });
     this.large ||= p.size >= LARGE;
     const now = Date.now();
     if (this.large && now - this.drawn >= REDRAW_MS) {
       this.drawn = now;
-      this.draw(p.file);
+      this.draw(p.digest === HASHING_DIGEST ? `hashing ${p.file}` : p.file);
     }
   }
 
