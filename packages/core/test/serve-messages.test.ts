@@ -55,8 +55,14 @@ describe('reasonplug serve: /v1/messages (Anthropic SDK)', function () {
     const stream = client.messages.stream({ model: 'stories260k', max_tokens: 12, ...GREEDY, messages: question });
     let deltas = '';
     stream.on('text', (text) => (deltas += text));
+    const starts: Anthropic.MessageStartEvent[] = [];
+    // (copied as it comes: the helper builds its final message on the same object)
+    stream.on('streamEvent', (e) => void (e.type === 'message_start' && starts.push(structuredClone(e))));
     const final = await stream.finalMessage();
     expect(deltas).to.equal(chat.choices[0]!.message.content);
+    // message_start already splits the prompt between input and cache reads as the end does (the cache held it)
+    expect(final.usage.cache_read_input_tokens).to.be.greaterThan(0);
+    expect(starts[0]!.message.usage).to.include({ input_tokens: final.usage.input_tokens, cache_read_input_tokens: final.usage.cache_read_input_tokens, output_tokens: 0 });
     expect((final.content[0] as Anthropic.TextBlock).text).to.equal(deltas);
     expect(final.stop_reason).to.equal('max_tokens');
     // A stop sequence ends the message, which names it (whole and streamed): one of two, cut from the text as the chat endpoint cuts it.

@@ -17,7 +17,7 @@ import type { RowShards, RowShardStats } from '../runtime/row-shards.js';
 import { checkPrompts, LatentPolicyError, newRows, PromptError, type RowState, type DecodeLoopInput, type DecodeLoopOutput, type LatentDriver } from './decode-loop.js';
 import { rowLatentSteps, type LatentProjector } from '../runtime/row-latent.js';
 import { StopStringMatcher } from './stop-strings.js';
-import type { TokenLogprobs } from './types.js';
+import type { TokenEvent, TokenLogprobs } from './types.js';
 import { validateGenerateOptions } from './options.js';
 import { accumulateLogits, combineWithBackbone, fusionScale, type FusionMode } from '../compose/fusion.js';
 import { weightAt, type WeightSpec } from '../compose/weights.js';
@@ -773,8 +773,12 @@ export class ContinuousBatch {
     // A token is sampled from logits already computed; only feeding it needs a free position.
     const lastFit = job.used[r]! >= (job.request.contextLength ?? Infinity);
     if (!row.finish && (row.ids.length >= job.maxTokens || lastFit)) text += row.end('length');
-    if (job.firstTokenAt === 0) job.firstTokenAt = performance.now();
-    job.request.onToken(logprobs ? { row: r, id, text, logprobs } : { row: r, id, text });
+    const event: TokenEvent = logprobs ? { row: r, id, text, logprobs } : { row: r, id, text };
+    if (job.firstTokenAt === 0) {
+      job.firstTokenAt = performance.now();
+      if (job.cachedTokens > 0) event.cachedPromptTokens = job.cachedTokens;
+    }
+    job.request.onToken(event);
     return id;
   }
 

@@ -314,7 +314,9 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
       let text = row.accept(id, eos.has(id) || row.constraint?.isComplete() === true, context - used - 1);
       if (!row.finish && (row.ids.length >= maxTokens || lastFit)) text += row.end('length');
       usage.completionTokens++;
-      input.onToken(logprobs ? { row: r, id, text, logprobs } : { row: r, id, text });
+      const event: TokenEvent = logprobs ? { row: r, id, text, logprobs } : { row: r, id, text };
+      if (usage.completionTokens === 1 && usage.cachedPromptTokens) event.cachedPromptTokens = usage.cachedPromptTokens;
+      input.onToken(event);
       return id;
     });
     if (rows.every((r) => r.finish)) break;

@@ -76,6 +76,11 @@ export interface TokenEvent {
   trace?: TokenTrace;
   /** Its log-probability and alternatives (when `logprobs` was asked for). */
   logprobs?: TokenLogprobs;
+  /**
+   * On a call's first token, when the prefix cache gave part of the prompt: how many prompt tokens it gave (the
+   * result's `usage.cachedPromptTokens`, known before the end: Anthropic's `message_start` reports it).
+   */
+  cachedPromptTokens?: number;
 }
 
 /** Token counts. */

@@ -370,8 +370,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       reason = await consume(stream, first, iterator, clock);
       clock.end();
       const result = await stream.result;
-      metrics.promptTokens += result.usage.promptTokens;
-      note(res, { promptTokens: result.usage.promptTokens, completionTokens: result.usage.completionTokens });
+      // (the engine counts the prompt once per row; the n rows of one prompt share its prefill)
+      const promptTokens = result.usage.promptTokens / request.n;
+      metrics.promptTokens += promptTokens;
+      note(res, { promptTokens, completionTokens: result.usage.completionTokens });
     } finally {
       const finishReason = controller.signal.aborted ? 'abort' : reason;
       note(res, { finishReason });
@@ -766,7 +768,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const stop = (result: GenerationResult) => stopReason(result.rows[0]!.finishReason, output.called);
     await answerInBlocks(l, request, prompt.ids, res, output, {
       whole: (result) => message(output.content, stop(result), usage(result), result.rows[0]!.stopString ?? null),
-      opening: () => [{ type: 'message_start', message: message([], null, { input_tokens: prompt.ids.length, output_tokens: 0 }) }],
+      opening: (first) => {
+        const cached = first?.cachedPromptTokens ?? 0;
+        return [{ type: 'message_start', message: message([], null, { input_tokens: prompt.ids.length - cached, output_tokens: 0, cache_read_input_tokens: cached, cache_creation_input_tokens: 0 }) }];
+      },
       closing: (result) => [{ type: 'message_delta', delta: { stop_reason: stop(result), stop_sequence: result.rows[0]!.stopString ?? null }, usage: usage(result) }, { type: 'message_stop' }],
       error: (err) => ({ type: 'error', error: anthropicError(err).error }),
       numbered: false,
@@ -785,7 +790,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     output: BlockOutput<Event>,
     api: {
       whole: (result: GenerationResult) => object;
-      opening: () => Event[];
+      /** The stream's opening events, given its first token (a stream that ends before one gives none). */
+      opening: (first: TokenEvent | undefined) => Event[];
       closing: (result: GenerationResult) => Event[];
       error: (err: HttpError) => Event;
       /** Whether events carry a `sequence_number`. */
@@ -803,7 +809,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       }
       res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive' });
       const events = new NamedEvents((chunk) => res.destroyed || res.write(chunk), api.numbered);
-      events.send(api.opening());
+      events.send(api.opening(first.done ? undefined : first.value));
       try {
         for (let next = first; !next.done; next = await rest.next()) {
           if (next !== first) clock.tick();
@@ -840,6 +846,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     };
     const id = `cmpl-${randomUUID()}`;
     const base = { id, created: Math.floor(Date.now() / 1000), model: request.model, system_fingerprint: 'reasonplug' };
+    const arrival = performance.now();
     // Echoed with logprobs, the prompt's own tokens open each choice's lists, scored after the tokens before them.
     const scored = request.echo && (request.logprobs || request.scoreOnly) ? await echoedLogprobs(l, request, prompts, res) : undefined;
     const echoedOf = (row: number) => (request.logprobs ? scored?.[Math.floor(row / request.n)] : undefined);
@@ -848,8 +855,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       return echoed ? joinLegacy(echoed, after) : after;
     };
     if (request.scoreOnly) {
-      const promptTokens = rows.reduce((n, _, row) => n + scored![Math.floor(row / request.n)]!.tokens.length, 0);
-      return scoreOnly(request, rows.map((_, row) => ({ text: echoOf(row), logprobs: echoedOf(row) ?? null })), promptTokens, base, res);
+      const promptTokens = scored!.reduce((n, s) => n + s.tokens.length, 0);
+      return scoreOnly(request, rows.map((_, row) => ({ text: echoOf(row), logprobs: echoedOf(row) ?? null })), { promptTokens, arrival }, base, res);
     }
 
     await run(l, request, input, res, async (stream, first, rest, clock) => {
@@ -916,9 +923,19 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   }
 
   /** `max_tokens: 0` with `echo`: each choice the prompt alone (with its scores), nothing generated. */
-  function scoreOnly(request: CompletionRequest, choices: { text: string; logprobs: LegacyLogprobs | null }[], promptTokens: number, base: object, res: ServerResponse): void {
+  function scoreOnly(
+    request: CompletionRequest,
+    choices: { text: string; logprobs: LegacyLogprobs | null }[],
+    { promptTokens, arrival }: { promptTokens: number; arrival: number },
+    base: object,
+    res: ServerResponse,
+  ): void {
     const usage = { prompt_tokens: promptTokens, completion_tokens: 0, total_tokens: promptTokens };
-    note(res, { model: request.model, finishReason: 'length' });
+    note(res, { model: request.model, finishReason: 'length', promptTokens, completionTokens: 0 });
+    // Scored requests count as any other in /metrics (lm-evaluation-harness sends thousands of them).
+    metrics.promptTokens += promptTokens;
+    metrics.countFinished('length');
+    metrics.e2e.observe((performance.now() - arrival) / 1000);
     const choice = (c: (typeof choices)[number], index: number) => ({ index, text: c.text, logprobs: c.logprobs, finish_reason: 'length' });
     if (!request.stream) return sendJson(res, 200, { ...base, object: 'text_completion', choices: choices.map(choice), usage });
     const sse = new Sse(res);
@@ -1003,7 +1020,8 @@ async function load(options: ServeOptions): Promise<Loaded> {
   const { engine: engineOptions } = options;
   const { registry, onProgress } = engineOptions;
   const model = await resolveModelPath(engineOptions.model, onProgress ? { ...registry, onProgress } : registry, engineOptions.ggufKvCache ? { kvCache: engineOptions.ggufKvCache } : undefined);
-  const engine = await Engine.load({ ...engineOptions, model });
+  // The engine batches as many rows as the server lets requests in (its own default is 8), unless told otherwise.
+  const engine = await Engine.load({ ...(options.maxBatch !== undefined ? { maxBatch: options.maxBatch } : {}), ...engineOptions, model });
   try {
     const abs = resolve(model);
     const isDir = existsSync(abs) && statSync(abs).isDirectory();
