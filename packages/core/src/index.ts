@@ -20,7 +20,7 @@ export { DEVICES, DeviceUnavailableError, executionProvidersFor, type Device } f
 export { locateModel, ModelNotFoundError, type ModelLocation } from './modules/locate.js';
 export { ContextLengthError, declaredContextLength } from './modules/context-length.js';
 export { ModuleCompatError } from './modules/vocab-compat.js';
-export { DTYPES, DtypeError, validateDtype, listVariants, type Dtype, type ModelVariant } from './modules/hub-variants.js';
+export { DTYPES, DTYPE_CHOICES, DtypeError, validateDtype, listVariants, type Dtype, type ModelVariant } from './modules/hub-variants.js';
 export { quantizeModel, type QuantizeResult } from './modules/quantize-module.js';
 export { quantizeGraph, QuantizeError, type QuantizeOptions, type QuantizeReport } from './onnx/quantize/quantize-graph.js';
 export { buildGenaiLlamaModel, type GenaiBuildOptions } from './onnx/genai-builder.js';

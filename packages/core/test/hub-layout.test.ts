@@ -70,6 +70,24 @@ describe('hub export directories (onnx/model_<dtype>.onnx)', function () {
     expect(byDefault.engine.tokenizer?.hasChatTemplate).to.equal(true);
   });
 
+  it("without dtype (or with auto) takes the variant config.json's transformers.js_config names, as transformers.js does; generation_config's EOS ids replace config.json's", async () => {
+    const dir = await hubDir('hub-configured', { 'model.onnx': {}, 'model_fp16.onnx': { dtype: 'float16' } });
+    const named = (dtype: unknown) => writeFile(join(dir, 'config.json'), JSON.stringify({ model_type: 'llama', eos_token_id: 9, 'transformers.js_config': { dtype } }));
+    await named('fp16');
+    expect((await locateModel(dir)).dtype).to.equal('fp16');
+    expect((await locateModel(dir, { dtype: 'auto' })).dtype).to.equal('fp16');
+    expect((await locateModel(dir, { dtype: 'fp32' })).dtype).to.equal('fp32');
+    // a map by graph name, and a dtype the directory does not hold (the most precise present, then)
+    await named({ model: 'fp16' });
+    expect((await locateModel(dir)).dtype).to.equal('fp16');
+    await named('q4');
+    expect((await locateModel(dir)).dtype).to.equal('fp32');
+    // auto asks nothing of a single graph or a module
+    expect((await locateModel(join(dir, 'onnx', 'model.onnx'), { dtype: 'auto' })).modelPath).to.equal(join(dir, 'onnx', 'model.onnx'));
+    const loaded = await greedy({ model: dir });
+    expect(loaded.engine.tokenizer?.eosTokenIds).to.include.members([2, 7]).and.not.include(9);
+  });
+
   it('a directory with a single variant needs no dtype', async () => {
     const dir = await hubDir('hub-single', { 'model_fp16.onnx': { dtype: 'float16', externalData: { location: 'model_fp16.onnx_data' } } });
     const loc = await locateModel(dir);

@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import { ReasonerOptionsError, type OptionIssue } from './errors.js';
-import { formatFieldPath, PLACEMENTS, DTYPES, type ResponseFormat, type TransferProgress } from './core.js';
+import { formatFieldPath, PLACEMENTS, DTYPE_CHOICES, type ResponseFormat, type TransferProgress } from './core.js';
 
 /**
  * A reasoner's weight: a constant, or a schedule over generated tokens such as
@@ -65,7 +65,7 @@ export const ModelOptionsSchema = z.strictObject({
   /** The backbone: a module directory, a plain ONNX export directory, or an .onnx file. */
   backbone: z.string().min(1),
   /** The backbone's graph in a hub export directory, by transformers.js's names (fp32, fp16, q8, int8, uint8, q4, q4f16, bnb4). */
-  dtype: z.enum(DTYPES).optional(),
+  dtype: z.enum(DTYPE_CHOICES).optional(),
   /** Reasoner modules composed with the backbone, each a local module directory (or export, or .onnx file). */
   reasoners: z
     .array(
@@ -76,7 +76,7 @@ export const ModelOptionsSchema = z.strictObject({
         /** Default weight; default: the manifest's `composition.defaultWeight`, else 1. */
         weight: Weight.optional(),
         /** The reasoner's graph in a hub export directory (as `dtype`). */
-        dtype: z.enum(DTYPES).optional(),
+        dtype: z.enum(DTYPE_CHOICES).optional(),
       }),
     )
     .optional(),

@@ -6,7 +6,7 @@
 import { createInterface } from 'node:readline';
 import { Option, type Command } from 'commander';
 import { Engine } from '../engine.js';
-import { DTYPES } from '../modules/hub-variants.js';
+import { DTYPE_CHOICES } from '../modules/hub-variants.js';
 import { DEVICES } from '../runtime/devices.js';
 import { unitLength } from '../runtime/unit-length.js';
 import { positiveIntegerFlag, threadsFlag } from './flags.js';
@@ -24,7 +24,7 @@ export function addEmbedCommand(program: Command): void {
     .description("embed texts: one JSON line each with the model's final hidden state at the text's last token")
     .argument('[texts...]', 'texts to embed (default: each non-empty line of the input)')
     .requiredOption('--model <path>', 'module directory, plain export directory, .onnx file, GGUF file (converted once into the cache; also as ollama://name:tag, hf://org/repo:QUANT or lmstudio://publisher/model), or registry reference')
-    .addOption(new Option('--dtype <t>', 'graph of a hub export directory (transformers.js names)').choices([...DTYPES]))
+    .addOption(new Option('--dtype <t>', 'graph of a hub export directory (transformers.js names)').choices([...DTYPE_CHOICES]))
     .addOption(new Option('--device <d>', 'execution provider').choices([...DEVICES]).default('cpu'))
     .option('--threads <n>', 'intra-op threads (at most 4 per CPU)', threadsFlag)
     .option('--dimensions <n>', 'keep the first n components (at unit length again)', positiveIntegerFlag('--dimensions'))

@@ -4,6 +4,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import * as ort from 'onnxruntime-node';
 import { Engine, type StreamOptions } from '../engine.js';
+import { PACKAGE_VERSION } from '../package-version.js';
 import { validateGenerateOptions } from '../generate/options.js';
 import { locateModel } from '../modules/locate.js';
 import { resolveModelPath } from '../registry/resolve-model.js';
@@ -15,7 +16,7 @@ import { progressBar } from '../registry/progress.js';
 import { basename } from 'node:path';
 import { readdir, stat } from 'node:fs/promises';
 import type { TokenTrace } from '../compose/composed-source.js';
-import { DTYPES } from '../modules/hub-variants.js';
+import { DTYPE_CHOICES } from '../modules/hub-variants.js';
 import { quantizeModel } from '../modules/quantize-module.js';
 import { isLocalModelName } from '../modules/local-names.js';
 import { addRegistryCommands } from './registry-commands.js';
@@ -137,7 +138,9 @@ async function inspect(path: string, flags: { dtype?: string } = {}): Promise<vo
 
 /** Builds the command tree (exported for tests and embedding). */
 export function buildProgram(): Command {
-  const program = new Command('reasonplug').description('Run ONNX causal LMs and compose them with reasoner modules.');
+  const program = new Command('reasonplug')
+    .description('Run ONNX causal LMs and compose them with reasoner modules.')
+    .version(PACKAGE_VERSION, '-v, --version', 'print the version');
   const generateCommand = program.command('generate').description('generate text from a model');
   addSamplingFlags(addModelFlags(generateCommand))
     .option('--prompt <text>', 'prompt text (tokenized with the model tokenizer, BOS added as it specifies)')
@@ -156,7 +159,7 @@ export function buildProgram(): Command {
     .command('inspect')
     .argument('<path>', 'model path')
     .description('print the detected decoder signature as JSON')
-    .addOption(new Option('--dtype <t>', 'graph of a hub export directory (transformers.js names)').choices([...DTYPES]))
+    .addOption(new Option('--dtype <t>', 'graph of a hub export directory (transformers.js names)').choices([...DTYPE_CHOICES]))
     .action((path: string, flags: { dtype?: string }) => inspect(path, flags));
   program
     .command('convert')

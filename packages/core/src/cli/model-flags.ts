@@ -10,7 +10,7 @@ import type { GenerationResult } from '../generate/types.js';
 import type { FusionMode } from '../compose/fusion.js';
 import { isGgufFile } from '../gguf/gguf-module.js';
 import { isLocalModelName, localModelPath } from '../modules/local-names.js';
-import { DTYPES } from '../modules/hub-variants.js';
+import { DTYPE_CHOICES } from '../modules/hub-variants.js';
 import { progressBar } from '../registry/progress.js';
 import { resolveModelPath } from '../registry/resolve-model.js';
 import { DEFAULT_DRAFT } from '../generate/draft-model.js';
@@ -123,7 +123,7 @@ export interface SamplingFlags {
 export function addModelFlags(command: Command): Command {
   command
     .requiredOption('--model <path>', 'module directory, plain export directory, .onnx file, GGUF file (converted once into the cache; also as ollama://name:tag, hf://org/repo:QUANT or lmstudio://publisher/model), or registry reference')
-    .addOption(new Option('--dtype <t>', "graph of a hub export directory (transformers.js names; default: the most precise present)").choices([...DTYPES]))
+    .addOption(new Option('--dtype <t>', "graph of a hub export directory (transformers.js names; default: as its config.json says, else the most precise present)").choices([...DTYPE_CHOICES]))
     .option('--reasoner <path[=weight]>', 'reasoner module composed with the model (repeatable)', reasonerFlag)
     .option('--reasoner-task <task[=weight]>', "the registry's reasoner for this task that composes with the model (REASONPLUG_REGISTRY; repeatable)", reasonerTaskFlag)
     .addOption(new Option('--mode <mode>', 'transform before weighting: logits (UniR) or logprobs (GenARM)').choices(['logits', 'logprobs']))

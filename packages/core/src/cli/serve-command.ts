@@ -11,7 +11,7 @@ import type { ReasonerSpec } from '../runtime/protocol.js';
 import type { RegistryOptions } from '../registry/settings.js';
 import type { TransferProgress } from '../registry/download.js';
 import { DEVICES } from '../runtime/devices.js';
-import { DTYPES } from '../modules/hub-variants.js';
+import { DTYPE_CHOICES } from '../modules/hub-variants.js';
 import { PLACEMENTS, type PlacementChoice } from '../runtime/thread-budget.js';
 import type { FusionMode } from '../compose/fusion.js';
 import { chatTemplateFile, integerFlag, jsonObjectFlag, nonNegativeIntegerFlag, parseWeight, reasonerTaskFlag, type ReasonerTaskFlag, threadsFlag } from './flags.js';
@@ -139,7 +139,7 @@ export function addServeCommand(program: Command): void {
     .command('serve')
     .description("serve a model (and its reasoners) over the OpenAI HTTP API, with OpenAI's Responses, Anthropic's Messages and Ollama's APIs beside it")
     .requiredOption('--model <ref>', 'backbone: module directory, export directory, .onnx, .gguf, ollama://name:tag, hf://org/repo[:QUANT], lmstudio://publisher/model or registry reference')
-    .addOption(new Option('--dtype <t>', 'graph of a hub export directory (transformers.js names)').choices([...DTYPES]))
+    .addOption(new Option('--dtype <t>', 'graph of a hub export directory (transformers.js names)').choices([...DTYPE_CHOICES]))
     .option('--reasoner <name=ref[=weight]>', 'reasoner served as <backbone>+<name> (repeatable)', servedReasonerFlag)
     .option('--reasoner-task <task[=weight]>', "the registry's reasoner for this task that composes with the model, served as <backbone>+<task> (repeatable)", reasonerTaskFlag)
     .option('--projector <ref>', 'LiteReason reasoning projector (enables reasonplug.latent)')

@@ -34,7 +34,8 @@ export interface ModelLocation {
 export interface LocateOptions {
   /**
    * transformers.js's precision name (fp32, fp16, q8, int8, uint8, q4, q4f16, bnb4) choosing the graph of a hub
-   * export directory; default: the most precise variant present (see hub-variants.ts). Only for export directories.
+   * export directory; default (or `auto`): the one its config.json names, else the most precise variant present
+   * (see hub-variants.ts). Only for export directories.
    */
   dtype?: string;
 }
@@ -60,13 +61,13 @@ export async function locateModel(path: string, opts: LocateOptions = {}): Promi
   const notHub = (what: string) =>
     new DtypeError(`dtype ${opts.dtype} chooses among the graphs of a hub export directory, but ${abs} is ${what}, which holds one graph`);
   if (!(await isDirectory(abs))) {
-    if (opts.dtype !== undefined) throw notHub('a file');
+    if (opts.dtype !== undefined && opts.dtype !== 'auto') throw notHub('a file');
     const dir = dirname(abs);
     return { modelPath: abs, ...(existsSync(join(dir, 'tokenizer.json')) ? { tokenizerDir: dir } : {}) };
   }
   const manifestPath = join(abs, MANIFEST_FILE);
   if (existsSync(manifestPath)) {
-    if (opts.dtype !== undefined) throw notHub('a module directory');
+    if (opts.dtype !== undefined && opts.dtype !== 'auto') throw notHub('a module directory');
     const { manifest, files } = await loadModuleDir(abs);
     return {
       modelPath: files.model,

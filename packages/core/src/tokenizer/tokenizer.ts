@@ -165,16 +165,12 @@ export class TextTokenizer {
       const content = tokenContent(token);
       return content === undefined ? undefined : tokenizer.token_to_id(content);
     };
-    // generation_config.json and config.json are what transformers uses at generation time; the
-    // tokenizer's own tokens are the fallback. (onnxruntime-genai's genai_config.json is known to
+    // transformers stops at generation_config.json's ids, or config.json's when there is no generation config (one
+    // does not add to the other). The tokenizer's EOS token joins them: some chat exports leave their end of turn
+    // out of the generation config (early Llama 3 Instruct). (onnxruntime-genai's genai_config.json is known to
     // disagree with the tokenizer in the wild, so it is not consulted.)
-    const eos = overrides.eosTokenIds ?? [
-      ...new Set([
-        ...idList(generation.eos_token_id),
-        ...idList(modelConfig.eos_token_id),
-        ...idList(idOf(config.eos_token)),
-      ]),
-    ];
+    const configured = idList(generation.eos_token_id);
+    const eos = overrides.eosTokenIds ?? [...new Set([...(configured.length > 0 ? configured : idList(modelConfig.eos_token_id)), ...idList(idOf(config.eos_token))])];
     const bos = overrides.bosTokenId ?? idList(generation.bos_token_id)[0] ?? idOf(config.bos_token);
     const probe = tokenizer.encode('a', { add_special_tokens: true }).ids;
     const addsBos = bos !== undefined && probe[0] === bos;
