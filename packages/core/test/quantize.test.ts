@@ -1,4 +1,9 @@
 import { expect } from 'chai';
+import { ModelNotFoundError } from '../src/modules/locate.js';
+import { resolveModule } from '../src/registry/lookup.js';
+import { pullModule } from '../src/registry/pull.js';
+import { pushModule } from '../src/registry/push.js';
+import { startOurRegistry } from './support/registries.js';
 import { existsSync } from 'node:fs';
 import { mkdir, copyFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -102,7 +107,7 @@ describe('reasonplug quantize', function () {
       expect(manifest.kind).to.equal(src.kind);
       expect(manifest.tasks).to.deep.equal(src.tasks);
       expect(manifest.compat).to.deep.equal(src.compat);
-      expect(manifest.version).to.equal(`${src.version}+q${bits}`);
+      expect(manifest.version).to.equal(`${src.version}-q${bits}`);
       // --bits 4 keeps the LM head at 8 bits by default (as Q4_K_M keeps output.weight at Q6_K), and says so.
       expect(manifest.provenance?.quantization).to.include({ bits, headBits: 8, search: 'range', blockSize: 32, accuracy: 'int8', from: `${src.name}@${src.version}` });
       expect(report.head).to.deep.equal({ names: ['lm_head.weight.T'], bits: 8 });
@@ -130,6 +135,25 @@ describe('reasonplug quantize', function () {
       expect(agree).to.be.at.least(minAgreement);
     });
   }
+
+  it('a quantized module is pushed beside its original; ranges and latest keep to the original, its tag pulls it', async () => {
+    const registry = await startOurRegistry();
+    try {
+      const q4 = join(testDir('q-push'), 'qbackbone-q4');
+      await quantizeModel(backbone, q4, { bits: 4 });
+      const [original, quantized] = [(await loadModuleDir(backbone)).manifest, (await loadModuleDir(q4)).manifest];
+      const repo = `${registry.host}/acme/${original.name}`;
+      await pushModule(backbone, `${repo}:${original.version}`);
+      await pushModule(q4, `${repo}:${quantized.version}`);
+      const opts = { cacheDir: testDir('q-push-cache') };
+      expect((await resolveModule(`${repo}@^${original.version}`, opts)).version).to.equal(original.version);
+      expect((await resolveModule(`${repo}:latest`, opts)).version).to.equal(original.version);
+      const pulled = await pullModule(`${repo}:${quantized.version}`, opts);
+      expect((await loadModuleDir(pulled.dir)).manifest.provenance?.quantization).to.include({ bits: 4 });
+    } finally {
+      await registry.close();
+    }
+  });
 
   it('the 4-bit graph (8-bit head) computes exactly what a dense graph of its dequantized weights computes (accuracy fp32)', async () => {
     const root = testDir('qexact');
@@ -182,6 +206,10 @@ describe('reasonplug quantize', function () {
     expect(gguf).to.be.instanceOf(QuantizeError);
     expect((gguf as Error).message).to.match(/is a GGUF file, .*reasonplug convert gguf /);
     expect(existsSync(join(root, 'from-gguf'))).to.equal(false);
+    // a source that is not there is named as such (not a raw ENOENT of stat)
+    const missing = await quantizeModel(join(root, 'nowhere'), join(root, 'from-nowhere')).catch((e: Error) => e);
+    expect(missing).to.be.instanceOf(ModelNotFoundError);
+    expect((missing as Error).message).to.equal(`model path not found: ${join(root, 'nowhere')}`);
   });
 
   it('the CLI quantizes a plain export directory and an .onnx file', async () => {
@@ -196,7 +224,8 @@ describe('reasonplug quantize', function () {
     const node = graph.graph!.node!.find((n) => n.opType === 'MatMulNBits')!;
     const attrs = Object.fromEntries(node.attribute!.map((a) => [a.name, Number(a.i)]));
     expect(attrs).to.include({ bits: 8, block_size: 16, accuracy_level: 1 });
-    const file = join(root, 'single-q4.onnx');
+    // (a file's destination folder is made, as a directory's is)
+    const file = join(root, 'new', 'folder', 'single-q4.onnx');
     await buildProgram().parseAsync(['node', 'reasonplug', 'quantize', join(plain, 'model.onnx'), file]);
     const ids = (await greedy({ model: file })).rows[0]!.ids;
     expect(ids).to.deep.equal(await bareGreedy(file, PROMPT, STEPS));

@@ -116,6 +116,13 @@ describe('registry push and pull (reasonplug-registry)', function () {
     expect(forced.message).to.match(/the registry refused to replace it \(tag 1\.0\.0 is an exact version and already points to another manifest\)$/);
     expect(forced.message).to.not.match(/token|scope/); // no credentials at fault: the version exists
     expect((await resolveModule(`${registry.host}/acme/math:1.0.0`)).digest).to.equal(v1Digest);
+    // the same version under build metadata is that version: refused before a byte is uploaded, a prerelease suggested
+    const variant = await makeRegistryModule({ name: 'math', version: '1.0.0+q4', seed: 3, files: { 'weights.bin': 200_000 } });
+    const uploads: string[] = [];
+    const built = await rejection(pushModule(variant, `${registry.host}/acme/math:1.0.0_q4`, { onProgress: (p) => uploads.push(p.file) }));
+    expect(built).to.be.instanceOf(VersionExistsError);
+    expect(built.message).to.include(`${registry.host}/acme/math:1.0.0 already holds version 1.0.0 with other content`).and.include('a prerelease such as 1.0.0-q4');
+    expect(uploads).to.deep.equal([]);
   });
 
   it('pulls a range into a verified module directory of hard-linked blobs, and records refs', async () => {

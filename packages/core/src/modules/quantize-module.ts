@@ -1,11 +1,12 @@
 /**
  * `reasonplug quantize`: a module directory, a plain export directory or an .onnx file → its 4- or 8-bit
  * counterpart (see onnx/quantize/quantize-graph.ts). A module stays a module: same name, kind, tasks and
- * tokenizer fingerprint, the version gets build metadata (`1.0.0+q4`, so both can sit in one registry
- * repository), the quantization is recorded in `provenance.quantization` and every digest is computed afresh.
+ * tokenizer fingerprint, the version gets a prerelease identifier (`1.0.0-q4`, so both can sit in one registry
+ * repository, and ranges keep resolving to the original), the quantization is recorded in `provenance.quantization` and every digest is computed afresh.
  * The result is written beside its destination and renamed into place, so nothing half-written is left.
  */
 import { randomBytes } from 'node:crypto';
+import semver from 'semver';
 import { existsSync } from 'node:fs';
 import { copyFile, mkdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
@@ -15,7 +16,8 @@ import { readModel, writeModel } from '../onnx/proto.js';
 import { headBitsOf, quantizeGraph, QuantizeError, type QuantizeOptions, type QuantizeReport } from '../onnx/quantize/quantize-graph.js';
 import { MANIFEST_FILE, type ModuleManifest } from './manifest.js';
 import { loadModuleDir, writeModuleDir } from './module-dir.js';
-import { locateModel } from './locate.js';
+import { locateModel, ModelNotFoundError } from './locate.js';
+import { isLocalModelName, localModelPath } from './local-names.js';
 
 /** Files beside a plain export's graph that describe its tokenizer and generation; copied as they are. */
 const EXPORT_SIDE_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'chat_template.jinja'];
@@ -48,8 +50,12 @@ async function quantizeFile(src: string, dest: string, opts: QuantizeOptions): P
 
 /** The version of a quantized module: the source's, with `q<bits>` in its build metadata. */
 function quantizedVersion(version: string, bits: number): string {
-  const tag = `q${bits}`;
-  return version.includes('+') ? `${version}.${tag}` : `${version}+${tag}`;
+  // A prerelease identifier, not build metadata: semver (and the registry) take `1.0.0+q4` for 1.0.0 itself; as a
+  // prerelease, ranges and `latest` pass it over unless it is asked for by name.
+  const v = semver.parse(version);
+  if (!v) throw new QuantizeError(`the module's version ${version} is not semver`);
+  const build = v.build.length > 0 ? `+${v.build.join('.')}` : '';
+  return `${v.major}.${v.minor}.${v.patch}-${[...v.prerelease, `q${bits}`].join('.')}${build}`;
 }
 
 /**
@@ -58,17 +64,21 @@ function quantizedVersion(version: string, bits: number): string {
  * `ModuleIntegrityError` for sources that are not models or fail verification.
  */
 export async function quantizeModel(src: string, dest: string, opts: QuantizeOptions = {}): Promise<QuantizeResult> {
-  const source = resolve(src);
+  // (an Ollama name is a GGUF file: refused below without pulling it)
+  const path = isLocalModelName(src) && !isOllamaRef(src) ? await localModelPath(src) : src;
+  const source = resolve(path);
   const target = resolve(dest);
   // Read as ONNX, a GGUF file would fail as a corrupt model ("check that the download is complete").
-  if (isGgufPath(src) || isGgufFile(src) || isOllamaRef(src)) {
+  if (isGgufPath(path) || isGgufFile(path) || isOllamaRef(src)) {
     throw new QuantizeError(
-      `${src} is a GGUF file, and quantize reads ONNX: convert it first (reasonplug convert gguf ${src} DIR), which keeps ` +
+      `${src} is a GGUF file, and quantize reads ONNX: convert it first (reasonplug convert gguf ${path} DIR), which keeps ` +
         `quantized GGUF types quantized (as MatMulNBits); quantize DIR only if its weights are F32/F16/BF16`,
     );
   }
+  if (!existsSync(source)) throw new ModelNotFoundError(`model path not found: ${src}`);
   if (existsSync(target)) throw new QuantizeError(`${target} already exists; choose a new destination`);
   const bits = opts.bits ?? 4;
+  await mkdir(dirname(target), { recursive: true });
   const tmp = join(dirname(target), `.${basename(target)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   try {
     if (!(await stat(source)).isDirectory()) {

@@ -9,7 +9,7 @@ import semver from 'semver';
 import { packModule, type Descriptor } from './artifact.js';
 import { RegistryClient } from './client.js';
 import type { TransferProgress } from './download.js';
-import { InvalidReferenceError, OfflineError, RegistryAuthError, VersionExistsError } from './errors.js';
+import { InvalidReferenceError, ModuleNotFoundError, OfflineError, RegistryAuthError, VersionExistsError } from './errors.js';
 import { forEachBounded } from './parallel.js';
 import { formatRef, parseRef, tagVersion, versionTag } from './reference.js';
 import { settingsFrom, type RegistryOptions } from './settings.js';
@@ -80,6 +80,24 @@ export async function pushModule(dir: string, spec: string, opts: PushOptions = 
       packed.digest,
     );
   if (existing !== undefined && existing !== packed.digest && !opts.force) throw conflict(existing, ' (or pass --force to replace it, where the registry allows that)');
+  // `1.0.0+b` is version 1.0.0 (semver, npm): where the repository has 1.0.0 under other build metadata with other
+  // content, its registry refuses the push after the upload; say so before it.
+  // (a repository's first push finds none)
+  const tags = await client.listTags(repository).catch((err: unknown) => (err instanceof ModuleNotFoundError ? [] : Promise.reject(err)));
+  const core = semver.parse(module.version)!.version;
+  for (const other of tags) {
+    const version = tagVersion(other);
+    if (other === tag || version === undefined || semver.parse(version)?.version !== core) continue;
+    const current = await client.manifestDigest(repository, other, true);
+    if (current !== undefined && current !== packed.digest) {
+      throw new VersionExistsError(
+        `${formatRef({ registry, repository, selector: { type: 'tag', tag: other } })} already holds version ${core} with other content (digest ${current}); ` +
+          `build metadata does not make another version, so give this module a version of its own in reasonplug.json (a variant of ${core}: a prerelease such as ${core}-q4)`,
+        current,
+        packed.digest,
+      );
+    }
+  }
 
   let uploaded = 0;
   let skipped = 0;
@@ -115,7 +133,7 @@ export async function pushModule(dir: string, spec: string, opts: PushOptions = 
     }
     throw err;
   }
-  const latest = opts.latest ?? takesLatest(module.version, await client.listTags(repository));
+  const latest = opts.latest ?? takesLatest(module.version, tags);
   if (latest) await client.putManifest(repository, 'latest', packed.bytes);
   return { registry, repository, version: module.version, digest: packed.digest, tags: latest ? [tag, 'latest'] : [tag], uploaded, skipped };
 }
