@@ -26,6 +26,14 @@ describe('reasonplug CLI', function () {
     expect(r.code, r.stderr).to.equal(0);
   });
 
+  it('prints its version (--version, -v)', async () => {
+    const { version } = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+    for (const flag of ['--version', '-v']) {
+      const run = await runReasonplug([flag]);
+      expect([run.code, run.stdout], flag).to.deep.equal([0, `${version}\n`]);
+    }
+  });
+
   it('converts stories260K and generates its known greedy story from BOS, token for token', async () => {
     const r = await reasonplug('generate', '--model', storiesDir, '--prompt-ids', '1', '--max-tokens', '31', '--json');
     expect(r.code, r.stderr).to.equal(0);

@@ -23,10 +23,11 @@ export function startGeneration(
   signal: AbortSignal | undefined,
 ): Generation {
   const stop = new AbortController();
-  const stream = engine.stream(input, { ...options, signal: stop.signal });
   const forward = () => stop.abort(signal?.reason);
+  // Aborted before the call is made, the engine is never asked for a token (after, it could write a few first).
   if (signal?.aborted) forward();
   else signal?.addEventListener('abort', forward, { once: true });
+  const stream = engine.stream(input, { ...options, signal: stop.signal });
   const result = stream.result.finally(() => signal?.removeEventListener('abort', forward));
   result.catch(() => {}); // a caller that stops at the error from `pieces` never awaits this
   async function* pieces(): AsyncGenerator<string> {

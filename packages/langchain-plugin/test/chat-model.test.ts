@@ -280,6 +280,13 @@ describe('ChatReasoner', function () {
       expect(partial.usage_metadata!.output_tokens).to.be.within(5, LONG / 2);
       expect(partial.content).to.equal(recorder.tokens.join(''));
       await expectEngineFree();
+      // a signal aborted before the call: not a token written
+      for (let i = 0; i < 5; i++) {
+        const before = await model.invoke('Hello', { signal: AbortSignal.abort() }).catch((e: unknown) => e);
+        expect(ModelAbortError.isInstance(before), String(before)).to.equal(true);
+        expect((before as ModelAbortError).partialOutput!.usage_metadata!.output_tokens).to.equal(0);
+      }
+      await expectEngineFree();
     });
 
     it('an AbortSignal stops a stream mid-generation, and so does leaving the stream early', async () => {

@@ -11,7 +11,7 @@
  * Storage is the directory `--data` unless `--s3-bucket` is given (then `--s3-endpoint`, `--s3-region`,
  * `--s3-prefix`, `--s3-path-style`; credentials come from the AWS SDK's usual sources).
  */
-import { stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { pino, type Level, type Logger } from 'pino';
@@ -28,6 +28,7 @@ const USAGE = `usage:
   reasonplug-registry token create --scope pull|push:GLOB [--scope ...] [--user NAME]
   reasonplug-registry token list
   reasonplug-registry token revoke ID
+  reasonplug-registry --version        print the version (also -v, version); --help, -h, help: this text
   reasonplug-registry reindex          rebuild the search index from the tags
   reasonplug-registry gc [--dry-run] [--delete-untagged] [--min-age 1h]
                                        remove blobs no manifest references (after deletes), with
@@ -58,6 +59,7 @@ const OPTIONS = {
   'delete-untagged': { type: 'boolean', default: false },
   'min-age': { type: 'string', default: '1h' },
   help: { type: 'boolean', short: 'h', default: false },
+  version: { type: 'boolean', short: 'v', default: false },
 } satisfies NonNullable<ParseArgsConfig['options']>;
 
 type Flags = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
@@ -210,7 +212,12 @@ async function gc(flags: Flags, args: string[]): Promise<void> {
 async function main(argv: string[]): Promise<void> {
   const { values: flags, positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true });
   const [command, ...rest] = positionals;
-  if (flags.help || command === undefined) {
+  if (flags.version || command === 'version') {
+    const { version } = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+    process.stdout.write(`${version}\n`);
+    return;
+  }
+  if (flags.help || command === undefined || command === 'help') {
     process.stdout.write(USAGE + '\n');
     return;
   }

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { readdir, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { createRegistryServer, FilesystemStorage } from '../src/index.js';
 import { Client, errorCode } from './support/registry.js';
 import { registryCli, serveCli } from './support/cli.js';
@@ -7,6 +7,19 @@ import { scratch } from './support/tmp.js';
 
 describe('reasonplug-registry CLI', function () {
   this.timeout(30_000);
+
+  it('prints its version (--version, -v, version) and its usage (--help, help)', async () => {
+    const { version } = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+    for (const args of [['--version'], ['-v'], ['version']]) {
+      const run = await registryCli(...args);
+      expect([run.code, run.stdout], args.join(' ')).to.deep.equal([0, `${version}\n`]);
+    }
+    for (const args of [['--help'], ['help']]) {
+      const run = await registryCli(...args);
+      expect(run.code, args.join(' ')).to.equal(0);
+      expect(run.stdout, args.join(' ')).to.match(/^usage:\n {2}reasonplug-registry serve/);
+    }
+  });
 
   it('serves a data directory with no set-up, and reindexes it', async () => {
     const data = await scratch('cli');

@@ -9,10 +9,11 @@
 import { createServer, type IncomingMessage, type RequestListener, type Server as HttpServer, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { randomUUID, timingSafeEqual } from 'node:crypto';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { Engine, type EngineOptions, type GenerationStream, type StreamOptions } from '../engine.js';
+import { PACKAGE_VERSION } from '../package-version.js';
 import type { GenerationResult, TokenEvent, TokenLogprobs } from '../generate/types.js';
 import type { PromptInput } from '../runtime/protocol.js';
 import { DECODE_LOOK_BEHIND, TextTokenizer } from '../tokenizer/tokenizer.js';
@@ -603,7 +604,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
    * and embed, and the listings its clients read (`tags`, `ps`, `show`, `version`). Errors take Ollama's shape.
    */
   async function ollama(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
-    if (req.method === 'GET' && path === '/api/version') return sendJson(res, 200, { version: OLLAMA_API_VERSION, reasonplug: VERSION });
+    if (req.method === 'GET' && path === '/api/version') return sendJson(res, 200, { version: OLLAMA_API_VERSION, reasonplug: PACKAGE_VERSION });
     const l = servable(req);
     if (req.method === 'GET' && (path === '/api/tags' || path === '/api/ps')) return sendJson(res, 200, { models: ollamaModels(l) });
     const handlers: Record<string, ((body: unknown) => Promise<void>) | undefined> = {
@@ -1129,7 +1130,6 @@ function modelIdOf(escaped: string): string {
  * own version beside it.
  */
 const OLLAMA_API_VERSION = '0.9.0';
-const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 /** A response's usage (one row). */
 function responseUsage(result: GenerationResult, reasoningTokens: number): ResponseUsage {
