@@ -2,6 +2,9 @@
  * Thin typed access to the ONNX protobuf schema (onnx-proto), plus the few helpers every graph
  * writer needs. Nothing here knows about language models.
  */
+// onnx-proto's declarations name protobufjs's global `Long` without importing it: this keeps them checking in a
+// consumer whose tsconfig lists its `types` (or, as TypeScript 7 does by default, none).
+/// <reference types="long" preserve="true" />
 import onnxProto from 'onnx-proto';
 import type { onnx as O } from 'onnx-proto';
 import { readFile, writeFile } from 'node:fs/promises';
