@@ -184,7 +184,7 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
     if (result.rows[0]!.finishReason === 'abort') {
       throw abortError(options.signal, new AIMessageChunk({ content: result.rows[0]!.text, usage_metadata, response_metadata }));
     }
-    const tail = await emit(splitter.end());
+    const tail = await emit(splitter.end(result.rows[0]!.finishReason === 'length'));
     if (tail) yield tail;
     // A reply that made calls ends in 'tool_calls', as ChatOpenAI's do; one cut short stays 'length'.
     if (called && response_metadata.finish_reason === 'stop') response_metadata.finish_reason = 'tool_calls';

@@ -2,10 +2,14 @@
  * `withStructuredOutput` for reasoner chat models, with every method constrained token by token by core's
  * constraint stage: `jsonSchema` (the default, as ChatOllama) and `jsonMode` make the reply JSON (valid against
  * the schema, or any object), `functionCalling` forces one call of a tool whose arguments are the schema.
- * Zod schemas are validated again by LangChain's parsers and come back typed.
+ * Zod schemas are validated again by LangChain's parsers and come back typed. A reply cut off by the token limit
+ * fails to parse (`OutputParserException`; `includeRaw` gives `parsed: null`), whichever the method.
  */
 import type { BaseLanguageModelInput, StructuredOutputMethodOptions } from '@langchain/core/language_models/base';
-import type { BaseMessage } from '@langchain/core/messages';
+import { isAIMessage, type BaseMessage } from '@langchain/core/messages';
+import { OutputParserException } from '@langchain/core/output_parsers';
+import { JsonOutputKeyToolsParser } from '@langchain/core/output_parsers/openai_tools';
+import type { ChatGeneration } from '@langchain/core/outputs';
 import type { Runnable } from '@langchain/core/runnables';
 import {
   assembleStructuredOutputPipeline,
@@ -46,8 +50,26 @@ export function structuredOutput(
     const description = getSchemaDescription(schema) ?? (asJsonSchema.description as string | undefined) ?? 'Answer in this structure.';
     const tool = { type: 'function', function: { name, description, parameters: asJsonSchema } };
     const llm = model.bindTools([tool], { tool_choice: name });
-    return assembleStructuredOutputPipeline(llm, createFunctionCallingParser(schema, name) as never, includeRaw, runName);
+    return assembleStructuredOutputPipeline(llm, createFunctionCallingParser(schema, name, ForcedCallParser) as never, includeRaw, runName);
   }
   const responseFormat: ResponseFormat = method === 'jsonMode' ? { type: 'json_object' } : { type: 'json_schema', schema: asJsonSchema };
   return assembleStructuredOutputPipeline(model.withConfig({ responseFormat }), createContentParser(schema) as never, includeRaw, runName);
+}
+
+/**
+ * LangChain's parser of the forced call, except that a reply without a valid call of the tool because the token limit
+ * cut it (the call invalid, its arguments not whole, or not written yet) fails as a cut-off JSON answer does, where
+ * LangChain's would find no call and give undefined.
+ */
+class ForcedCallParser extends JsonOutputKeyToolsParser {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- LangChain's own signature
+  override async parseResult(generations: ChatGeneration[]): Promise<any> {
+    const message = generations[0]?.message;
+    if (message && isAIMessage(message) && !message.tool_calls?.some((c) => c.name === this.keyName)) {
+      const invalid = message.invalid_tool_calls?.find((c) => c.name === this.keyName);
+      if (invalid) throw new OutputParserException(`the call of ${this.keyName} is invalid (${invalid.error ?? 'no error given'}): its arguments are ${JSON.stringify(invalid.args)}`, invalid.args);
+      if (message.response_metadata?.finish_reason === 'length') throw new OutputParserException(`the reply was cut off by the token limit before its call of ${this.keyName}`, message.text);
+    }
+    return super.parseResult(generations);
+  }
 }

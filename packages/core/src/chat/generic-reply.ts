@@ -2,10 +2,12 @@
  * Replies in the `generic` tool-call syntax (for templates that show no tools): one JSON object, either
  * `{"response": "…"}`, whose text streams as content while it is written, or `{"tool_calls": [...]}` /
  * `{"tool_call": {...}}`, read as calls once the reply ends. A reply that is no such object (one written under a
- * response format of the request's own) is content as written, and so is an object cut off before it closed.
+ * response format of the request's own) is content as written, and so is an object that ended before it closed, unless
+ * the token limit cut it: its calls are then those written, the last `partial`, and no part of the object is content.
  */
 import { GENERIC_REPLY } from '../tokenizer/tools-in-prompt.js';
-import { toolCallId, toolCallOf, type ParsedToolCall, type SplitToolText } from './tool-calls.js';
+import { cutJsonCalls, toolCallId, toolCallOf, type ParsedToolCall, type SplitToolText } from './tool-calls.js';
+import { objectPrefix } from './partial-json.js';
 
 /** The opening of an answer, up to its string's first character. */
 const RESPONSE_OPENING = new RegExp(`^\\s*\\{\\s*"${GENERIC_REPLY.response}"\\s*:\\s*"`);
@@ -31,10 +33,14 @@ export class GenericReplySplitter {
     return { content: this.flush(), toolCalls: [] };
   }
 
-  /** Ends the reply: calls are read now; what was held back is content. The splitter then takes a new reply. */
-  end(): SplitToolText {
-    if (this.kind === 'open') this.kind = 'plain';
-    const out = this.kind === 'calls' ? this.calls() : { content: this.flush() + this.tail(), toolCalls: [] };
+  /**
+   * Ends the reply: calls are read now; what was held back is content, except in a reply `cut` off by its token limit,
+   * where it is the object's unfinished text (an opening, the rest of an escape). The splitter then takes a new reply.
+   */
+  end(cut = false): SplitToolText {
+    if (this.kind === 'open' && !cut) this.kind = 'plain';
+    const out =
+      this.kind === 'calls' ? this.calls(cut) : this.kind === 'open' ? { content: '', toolCalls: [] } : { content: this.flush() + (cut ? '' : this.tail()), toolCalls: [] };
     this.text = '';
     this.at = 0;
     this.kind = 'open';
@@ -79,14 +85,14 @@ export class GenericReplySplitter {
     }
   }
 
-  /** The reply's calls; a reply that does not parse as them is content. */
-  private calls(): SplitToolText {
+  /** The reply's calls; a reply that does not parse as them is content, unless it was `cut` ({@link cutCalls}). */
+  private calls(cut: boolean): SplitToolText {
     const text = this.text;
     let reply: Record<string, unknown>;
     try {
       reply = JSON.parse(text) as Record<string, unknown>;
     } catch {
-      return { content: text, toolCalls: [] };
+      return cut ? { content: '', toolCalls: cutCalls(text) } : { content: text, toolCalls: [] };
     }
     const listed = reply[GENERIC_REPLY.calls];
     const calls: unknown[] = Array.isArray(listed) ? listed : reply[GENERIC_REPLY.call] !== undefined ? [reply[GENERIC_REPLY.call]] : [];
@@ -94,6 +100,13 @@ export class GenericReplySplitter {
     const toolCalls: ParsedToolCall[] = calls.map((c) => toolCallOf(c, 'generic') ?? { id: toolCallId('generic'), arguments: JSON.stringify(c) });
     return { content: '', toolCalls };
   }
+}
+
+/** The calls of a reply object the token limit cut off: those written whole, then the one cut off (see `cutJsonCalls`). */
+function cutCalls(text: string): ParsedToolCall[] {
+  const members = objectPrefix(text);
+  const calls = members?.get(GENERIC_REPLY.calls) ?? members?.get(GENERIC_REPLY.call);
+  return calls ? cutJsonCalls(calls.raw, 'generic') : [];
 }
 
 /**

@@ -9,6 +9,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { partialTagAt } from './partial-tag.js';
+import { isJson } from './partial-json.js';
 import type { ParsedToolCall } from './tool-calls.js';
 
 /** The format's special tokens. */
@@ -105,11 +106,19 @@ export class HarmonyReplySplitter {
     }
   }
 
-  /** Ends the reply: an unclosed body is given out (a call read from what it holds); a header never finished is dropped. */
-  end(): SplitHarmony {
+  /**
+   * Ends the reply: an unclosed body is given out (a call read from what it holds); a header never finished is dropped.
+   * In a reply `cut` off by its token limit, the start of a closer it stopped in is dropped, and a call whose
+   * arguments are no JSON yet is `partial`.
+   */
+  end(cut = false): SplitHarmony {
     const out: SplitHarmony = { reasoning: '', content: '', toolCalls: [] };
-    if (this.state === 'body') this.close(out, this.pending);
-    else if (this.state === 'plain') out.content = this.pending;
+    if (this.state === 'body') {
+      const held = cut ? Math.max(...CLOSERS.map((c) => partialTagAt(this.pending, c))) : 0;
+      this.close(out, this.pending.slice(0, this.pending.length - held));
+      const call = out.toolCalls[0];
+      if (cut && call && !isJson(call.arguments)) call.partial = true;
+    } else if (this.state === 'plain') out.content = this.pending;
     this.pending = '';
     this.state = 'header';
     return out;

@@ -96,7 +96,7 @@ export function thinkingBudgetFor(tokens: number, parsing: ReplyParsing, chatTem
 /** Splits a reply piece by piece into thought, answer and tool calls. */
 export class ChatReplySplitter {
   private readonly reasoning: ReasoningTextSplitter | undefined;
-  private readonly tools: { push(text: string): SplitToolText; end(): SplitToolText } | undefined;
+  private readonly tools: { push(text: string): SplitToolText; end(cut?: boolean): SplitToolText } | undefined;
   private readonly harmony: HarmonyReplySplitter | undefined;
 
   constructor(private readonly parsing: ReplyParsing) {
@@ -112,11 +112,15 @@ export class ChatReplySplitter {
     return { reasoning, ...this.answer(content, false) };
   }
 
-  /** Ends the reply: what the splitters held back. */
-  end(): SplitReply {
-    if (this.harmony) return this.harmony.end();
+  /**
+   * Ends the reply: what the splitters held back. `cut`: the reply stopped at its token limit, so a tool call it was
+   * writing is given as written so far (`partial`, after those written whole) rather than as text, as OpenAI's API
+   * gives a call that `max_tokens` cut; a reply that ended by itself is read as before.
+   */
+  end(cut = false): SplitReply {
+    if (this.harmony) return this.harmony.end(cut);
     const { reasoning, content } = this.reasoning ? this.reasoning.end() : { reasoning: '', content: '' };
-    return { reasoning, ...this.answer(content, true) };
+    return { reasoning, ...this.answer(content, true, cut) };
   }
 
   /**
@@ -131,23 +135,23 @@ export class ChatReplySplitter {
     return reasoningTokens(ids.length, (k) => decode(ids.slice(0, k)), tags);
   }
 
-  private answer(content: string, end: boolean): Omit<SplitReply, 'reasoning'> {
+  private answer(content: string, end: boolean, cut = false): Omit<SplitReply, 'reasoning'> {
     if (!this.tools) return { content, toolCalls: [] };
     const split = this.tools.push(content);
     if (!end) return split;
-    const tail = this.tools.end();
+    const tail = this.tools.end(cut);
     return { content: split.content + tail.content, toolCalls: [...split.toolCalls, ...tail.toolCalls] };
   }
 }
 
-/** The whole of a finished reply, split at once. */
-export function splitReply(parsing: ReplyParsing, text: string): SplitReply {
-  return wholeReply(new ChatReplySplitter(parsing), text);
+/** The whole of a finished reply, split at once; `cut` where it stopped at its token limit (see {@link ChatReplySplitter.end}). */
+export function splitReply(parsing: ReplyParsing, text: string, cut = false): SplitReply {
+  return wholeReply(new ChatReplySplitter(parsing), text, cut);
 }
 
-/** A finished reply's text through `splitter`, as one split. */
-export function wholeReply(splitter: ChatReplySplitter, text: string): SplitReply {
+/** A finished reply's text through `splitter`, as one split; `cut` where it stopped at its token limit. */
+export function wholeReply(splitter: ChatReplySplitter, text: string, cut = false): SplitReply {
   const a = splitter.push(text);
-  const b = splitter.end();
+  const b = splitter.end(cut);
   return { reasoning: a.reasoning + b.reasoning, content: a.content + b.content, toolCalls: [...a.toolCalls, ...b.toolCalls] };
 }

@@ -12,6 +12,7 @@
  */
 import { randomInt, randomUUID } from 'node:crypto';
 import { partialTagAt } from './partial-tag.js';
+import { isJson, listPrefix, objectPrefix } from './partial-json.js';
 import { TOOL_CALL_SYNTAX, type ToolCallForm, type ToolCallSyntax, type XmlCallForm } from '../constrain/tool-syntax.js';
 import { isStringSchema } from '../constrain/xml-calls.js';
 import type { JsonSchema } from '../constrain/types.js';
@@ -33,6 +34,11 @@ export interface ParsedToolCall {
    * JSON, the block's raw text, so nothing the model wrote is dropped.
    */
   arguments: string;
+  /**
+   * The reply was cut off (its token limit) inside this call: `arguments` is what was written of them, the start of
+   * their JSON (as OpenAI gives such a call's `arguments`), not valid JSON.
+   */
+  partial?: true;
 }
 
 /** What one piece of generated text turned into. */
@@ -99,11 +105,14 @@ export class ToolCallTextSplitter {
 
   /**
    * Ends the text: what was held back is content, and so is an unclosed block, which is no tool call; calls that
-   * run to the end of the reply (`json`, `mistral`) are parsed now.
+   * run to the end of the reply (`json`, `mistral`) are parsed now. A reply `cut` off by its token limit gives its
+   * open block's calls instead, the last one `partial` ({@link cutToolCalls}), and drops a held-back opening: the
+   * start of the next call, which is no content either.
    */
-  end(): SplitToolText {
+  end(cut = false): SplitToolText {
     const out: SplitToolText = { content: '', toolCalls: [] };
-    if (!this.inBlock) out.content = this.content(this.pending);
+    if (!this.inBlock) out.content = this.content(cut ? this.pending.slice(0, this.pending.length - partialTagAt(this.pending, this.begin)) : this.pending);
+    else if (cut) out.toolCalls.push(...cutToolCalls(this.pending, this.syntax, this.parameters));
     else if (this.close === undefined) out.toolCalls.push(...parseToolCalls(this.pending, this.syntax, this.parameters));
     else out.content = this.begin + this.pending;
     this.pending = '';
@@ -175,19 +184,40 @@ function tagPattern(text: string): string {
  */
 function taggedCall(body: string, xml: XmlCallForm, syntax: ToolCallSyntax, parameters: ToolParameters | undefined): ParsedToolCall {
   const id = toolCallId(syntax);
+  const named = taggedName(body, xml);
+  if (!named) return { id, arguments: body.trim() };
+  const { args } = taggedArguments(body.slice(named.end), xml, propertiesOf(parameters, named.name));
+  return { id, name: named.name, arguments: JSON.stringify(args) };
+}
+
+/** A tagged call's name and where it ends; `whole` once the tag after it is written. Undefined: the text names none. */
+function taggedName(body: string, xml: XmlCallForm): { name: string; end: number; whole: boolean } | undefined {
   const open = xml.name[0].trim();
   const from = open ? body.indexOf(open) : 0;
-  if (from === -1) return { id, arguments: body.trim() };
+  if (from === -1) return undefined;
   const start = from + open.length;
   const ends = [xml.name[1].trim() || '\n', xml.key[0].trim()].map((t) => body.indexOf(t, start)).filter((i) => i !== -1);
   const end = ends.length ? Math.min(...ends) : body.length;
   const name = body.slice(start, end).trim();
-  if (!name) return { id, arguments: body.trim() };
-  const properties = ((parameters?.[name] as { properties?: Record<string, unknown> } | undefined)?.properties ?? {}) as Record<string, unknown>;
+  return name ? { name, end, whole: ends.length > 0 } : undefined;
+}
+
+/** The arguments written whole in `text` (a tagged call after its name), typed by `properties`, and where the last ends. */
+function taggedArguments(text: string, xml: XmlCallForm, properties: Record<string, unknown>): { args: Record<string, unknown>; end: number } {
   const args: Record<string, unknown> = {};
+  let end = 0;
   const argument = new RegExp(`${tagPattern(xml.key[0])}([\\s\\S]*?)${tagPattern(xml.key[1])}([\\s\\S]*?)${tagPattern(xml.value)}`, 'g');
-  for (const [, key, value] of body.slice(end).matchAll(argument)) args[key!.trim()] = typedValue(value!, properties[key!.trim()]);
-  return { id, name, arguments: JSON.stringify(args) };
+  for (const match of text.matchAll(argument)) {
+    const key = match[1]!.trim();
+    args[key] = typedValue(match[2]!, properties[key]);
+    end = match.index + match[0].length;
+  }
+  return { args, end };
+}
+
+/** The properties of a bound tool's parameter schema, by name (none when the tool or its schema is not known). */
+function propertiesOf(parameters: ToolParameters | undefined, name: string): Record<string, unknown> {
+  return ((parameters?.[name] as { properties?: Record<string, unknown> } | undefined)?.properties ?? {}) as Record<string, unknown>;
 }
 
 /** An argument's text as its parameter's schema (if known) types it. */
@@ -220,27 +250,119 @@ function namedCall(body: string, args: string, syntax: ToolCallSyntax): ParsedTo
  * `<｜tool▁call▁end｜>`): each a call, its arguments kept raw where they are not JSON; text that holds no such call is
  * one raw call.
  */
-function fencedCalls(body: string, each: NonNullable<ToolCallForm['each']>, syntax: ToolCallSyntax): ParsedToolCall[] {
-  const calls = body
+function fencedCalls(body: string, each: FencedForm, syntax: ToolCallSyntax): ParsedToolCall[] {
+  const calls = fencedParts(body, each).map((part) => fencedCall(part.endsWith(each.end) ? part.slice(0, -each.end.length) : part, each, syntax));
+  return calls.length > 0 ? calls : [{ id: toolCallId(syntax), arguments: body.trim() }];
+}
+
+type FencedForm = NonNullable<ToolCallForm['each']>;
+
+/** The text of each of DeepSeek's calls in a block. */
+function fencedParts(body: string, each: FencedForm): string[] {
+  return body
     .split(each.begin)
     .map((part) => part.trim())
-    .filter((part) => part !== '')
-    .map((part) => {
-      const text = part.endsWith(each.end) ? part.slice(0, -each.end.length) : part;
-      const at = text.indexOf(each.sep);
-      const id = toolCallId(syntax);
-      if (at === -1) return { id, arguments: text.trim() };
-      const rest = text.slice(at + each.sep.length);
-      const line = rest.indexOf('\n');
-      const name = (line === -1 ? rest : rest.slice(0, line)).trim();
-      const args = (line === -1 ? '' : rest.slice(line + 1)).trim().replace(/^```(?:json)?\s*/, '').replace(/\s*```$/, '');
-      try {
-        return { id, name, arguments: JSON.stringify(JSON.parse(args)) };
-      } catch {
-        return { id, name, arguments: args };
-      }
-    });
-  return calls.length > 0 ? calls : [{ id: toolCallId(syntax), arguments: body.trim() }];
+    .filter((part) => part !== '');
+}
+
+/** One of DeepSeek's calls, its closing marker cut off (see {@link fencedCalls}). */
+function fencedCall(text: string, each: FencedForm, syntax: ToolCallSyntax): ParsedToolCall {
+  const at = text.indexOf(each.sep);
+  const id = toolCallId(syntax);
+  if (at === -1) return { id, arguments: text.trim() };
+  const rest = text.slice(at + each.sep.length);
+  const line = rest.indexOf('\n');
+  const name = (line === -1 ? rest : rest.slice(0, line)).trim();
+  const args = (line === -1 ? '' : rest.slice(line + 1)).trim().replace(/^```(?:json)?\s*/, '').replace(/\s*```$/, '');
+  try {
+    return { id, name, arguments: JSON.stringify(JSON.parse(args)) };
+  } catch {
+    return { id, name, arguments: args };
+  }
+}
+
+/**
+ * The calls of a block the token limit cut off: each written whole, then the one cut off, `partial`, with the
+ * arguments written so far. A call cut off before its name was whole is dropped: a call is of a named tool (OpenAI
+ * names one whole in its first delta), and which tool this one calls is not known.
+ */
+function cutToolCalls(body: string, syntax: ToolCallSyntax, parameters: ToolParameters | undefined): ParsedToolCall[] {
+  const form: ToolCallForm = TOOL_CALL_SYNTAX[syntax];
+  // The start of a marker the cut stopped in (the block's close, the next call's opening) is no part of a call.
+  const markers = [form.end, form.args && form.begin, form.args, form.each?.begin, form.each?.end].filter((t): t is string => !!t);
+  const text = body.slice(0, body.length - Math.max(0, ...markers.map((t) => partialTagAt(body, t))));
+  if (form.xml) return cutTaggedCall(text, form.xml, syntax, parameters);
+  if (form.args) return cutNamedCall(text, form.args, syntax);
+  if (form.each) return cutFencedCalls(text, form.each, syntax);
+  return cutJsonCalls(text, syntax);
+}
+
+/** A cut-off call object (`{"name": …, "arguments": …`), or a list of them (Mistral's, Granite's, Cohere's), as calls. */
+export function cutJsonCalls(text: string, syntax: ToolCallSyntax): ParsedToolCall[] {
+  const list = listPrefix(text);
+  if (!list) return cutJsonCall(text, syntax);
+  return list.flatMap((element) => (element.whole ? [parseToolCall(element.raw, syntax)] : cutJsonCall(element.raw, syntax)));
+}
+
+/** One cut-off call object: whole if its arguments are (only the text after them was cut), else `partial`; none without a whole name. */
+function cutJsonCall(text: string, syntax: ToolCallSyntax): ParsedToolCall[] {
+  if (isJson(text)) return [parseToolCall(text, syntax)];
+  const members = objectPrefix(text);
+  const written = members?.get('name') ?? members?.get('tool_name');
+  const name: unknown = written?.whole && isJson(written.raw) ? JSON.parse(written.raw) : undefined;
+  if (typeof name !== 'string') return [];
+  const args = members!.get('arguments') ?? members!.get('parameters');
+  const id = toolCallId(syntax);
+  if (args?.whole && isJson(args.raw)) return [{ id, name, arguments: JSON.stringify(JSON.parse(args.raw)) }];
+  return [{ id, name, arguments: args?.raw ?? '', partial: true }];
+}
+
+/** A cut-off `name[ARGS]{…}` call: none before `[ARGS]` (the name may go on), `partial` while its arguments are no JSON. */
+function cutNamedCall(body: string, args: string, syntax: ToolCallSyntax): ParsedToolCall[] {
+  if (!body.includes(args)) return [];
+  const call = namedCall(body, args, syntax);
+  return [isJson(call.arguments) ? call : { ...call, partial: true }];
+}
+
+/** DeepSeek's cut-off calls: the last, unless closed, is `partial` while its fenced arguments are no JSON, and dropped before the newline after its name. */
+function cutFencedCalls(body: string, each: FencedForm, syntax: ToolCallSyntax): ParsedToolCall[] {
+  return fencedParts(body, each).flatMap((part) => {
+    if (part.endsWith(each.end)) return [fencedCall(part.slice(0, -each.end.length), each, syntax)];
+    const at = part.indexOf(each.sep);
+    const line = at === -1 ? -1 : part.indexOf('\n', at);
+    if (line === -1) return [];
+    const call = fencedCall(part, each, syntax);
+    // Whole arguments the start of the closing fence may follow; the start of the opening fence is no arguments yet.
+    const args = call.arguments.replace(/\s*`{1,2}$/, '');
+    if (isJson(args)) return [{ ...call, arguments: JSON.stringify(JSON.parse(args)) }];
+    return [{ ...call, arguments: '```json'.startsWith(part.slice(line + 1).trim()) ? '' : call.arguments, partial: true as const }];
+  });
+}
+
+/**
+ * A cut-off call in tags: none before its name is whole; whole once its closing tag is written (Qwen3-Coder's
+ * `</function>`); else `partial`, its arguments the JSON of those written whole, cut where the text was: open, with
+ * the one cut off after them where its key was written.
+ */
+function cutTaggedCall(body: string, xml: XmlCallForm, syntax: ToolCallSyntax, parameters: ToolParameters | undefined): ParsedToolCall[] {
+  const named = taggedName(body, xml);
+  if (!named?.whole) return [];
+  const { name } = named;
+  const properties = propertiesOf(parameters, name);
+  const text = body.slice(named.end);
+  const { args, end } = taggedArguments(text, xml, properties);
+  const id = toolCallId(syntax);
+  const close = xml.close.trim();
+  if (close && text.includes(close)) return [{ id, name, arguments: JSON.stringify(args) }];
+  let json = JSON.stringify(args).slice(0, -1);
+  const opened = new RegExp(`^\\s*${tagPattern(xml.key[0])}([\\s\\S]*?)${tagPattern(xml.key[1])}`).exec(text.slice(end));
+  if (opened) {
+    const key = opened[1]!.trim();
+    const rest = text.slice(end + opened[0].length);
+    const value = rest.slice(0, rest.length - partialTagAt(rest, xml.value));
+    json += `${json.length > 1 ? ',' : ''}${JSON.stringify(key)}:${isStringSchema(properties[key]) ? JSON.stringify(value).slice(0, -1) : value.trim()}`;
+  }
+  return [{ id, name, arguments: json, partial: true }];
 }
 
 /** One call's text as a call (see {@link parseToolCalls} for what is kept when it is not JSON). */

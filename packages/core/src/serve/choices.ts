@@ -1,6 +1,8 @@
 /**
  * The choices of an answer: a row's finish reason in OpenAI's words, and a chat choice's text split into
  * reasoning, content and tool calls, either as one message (a finished row) or as stream deltas while the row runs.
+ * A row cut off by its token limit gives the calls it wrote whole, then the one it was writing with the `arguments`
+ * written so far (partial JSON), its finish reason `length`: as OpenAI's API gives a call that `max_tokens` cut.
  */
 import { ChatReplySplitter, wholeReply, type ReplyParsing, type SplitReply } from '../chat/reply.js';
 import type { ParsedToolCall } from '../chat/tool-calls.js';
@@ -32,17 +34,20 @@ export class ChatChoice {
   /**
    * @param parsing how the reply is read: its thought split off or not, tool calls split off or not
    * @param logprobs whether the answer carries per-token log-probabilities
+   * @param partialCalls whether a call cut off by the token limit is given (false: only whole calls, for an API whose
+   *   calls' arguments are objects, Ollama's)
    */
   constructor(
     parsing: ReplyParsing,
     private readonly logprobs: boolean,
+    private readonly partialCalls = true,
   ) {
     this.splitter = new ChatReplySplitter(parsing);
   }
 
   /** The whole answer of a finished row, and its finish reason (see {@link finish}). */
   message(row: RowResult): { choice: object; finish: string } {
-    const split = wholeReply(this.splitter, row.text);
+    const split = this.given(wholeReply(this.splitter, row.text, row.finishReason === 'length'));
     const finish = callsFinish(row.finishReason, split.toolCalls.length);
     const message = {
       role: 'assistant',
@@ -72,7 +77,7 @@ export class ChatChoice {
 
   /** The last deltas once the row has ended: what the splitter held back, then the finish reason. */
   end(reason: string): ChatDelta[] {
-    const out = this.deltas(this.splitter.end());
+    const out = this.deltas(this.given(this.splitter.end(reason === 'length')));
     out.push(this.delta({}, this.finish(reason)));
     return out;
   }
@@ -80,6 +85,11 @@ export class ChatChoice {
   /** The finish reason of the streamed choice: `tool_calls` when it called tools and ended (not cut by a limit). */
   finish(reason: string): string {
     return callsFinish(reason, this.calls.length);
+  }
+
+  /** `split` without its partial call where this choice gives only whole ones. */
+  private given(split: SplitReply): SplitReply {
+    return this.partialCalls ? split : { ...split, toolCalls: split.toolCalls.filter((c) => !c.partial) };
   }
 
   private deltas(split: SplitReply): ChatDelta[] {

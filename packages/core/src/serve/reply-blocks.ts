@@ -2,7 +2,9 @@
  * A chat reply as the block-shaped APIs give it (OpenAI's Responses output items, Anthropic's content blocks): a
  * thought block, text blocks and tool calls, in the order the model wrote them. The reply's text is split by the
  * chat splitter; this tracks which block is open and says when one opens, grows and closes, each block numbered in
- * the reply. Each API renders these events in its own words.
+ * the reply. Each API renders these events in its own words. Of a reply cut off by its token limit, only the calls
+ * written whole are blocks: an Anthropic `tool_use`'s input is an object, and a Responses client reads a
+ * `function_call` item's arguments as whole JSON, so the call the cut stopped in is left out (no text either).
  */
 import { randomBytes } from 'node:crypto';
 import { ChatReplySplitter, type ReplyParsing, type SplitReply } from '../chat/reply.js';
@@ -45,9 +47,12 @@ export class ReplyBlocks {
     return text ? this.take(this.splitter.push(text)) : [];
   }
 
-  /** The events of what the splitter held back, then the last block's close (an empty reply is one empty text block). */
-  end(): BlockEvent[] {
-    const out = this.take(this.splitter.end());
+  /**
+   * The events of what the splitter held back, then the last block's close (an empty reply is one empty text block);
+   * `cut` where the reply stopped at its token limit.
+   */
+  end(cut = false): BlockEvent[] {
+    const out = this.take(this.splitter.end(cut));
     if (this.blocks === 0) out.push(...this.text('text', ''));
     return [...out, ...this.close()];
   }
@@ -61,7 +66,7 @@ export class ReplyBlocks {
     const out: BlockEvent[] = [];
     if (split.reasoning) out.push(...this.text('thought', split.reasoning));
     if (split.content) out.push(...this.text('text', split.content));
-    for (const call of split.toolCalls) {
+    for (const call of split.toolCalls.filter((c) => !c.partial)) {
       out.push(...this.close(), { kind: 'call', index: this.blocks++, call });
       this.callCount++;
     }
@@ -120,7 +125,7 @@ export abstract class BlockOutput<E> {
   /** The events of the reply's end: what was held back, and the close of the last block; `cut` where the reply was cut short. */
   end(cut = false): E[] {
     this.cut = cut;
-    return this.rendered(this.blocks.end());
+    return this.rendered(this.blocks.end(cut));
   }
 
   private rendered(events: BlockEvent[]): E[] {

@@ -681,7 +681,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
    */
   async function ollamaTurn(l: Loaded, request: ChatRequest, res: ServerResponse, shape: 'chat' | 'generate'): Promise<void> {
     const { prompt, parsing } = chatTurn(l, request);
-    const choice = new ChatChoice(parsing, request.logprobs);
+    // (Ollama's calls carry their arguments as objects: one cut off by the token limit is left out)
+    const choice = new ChatChoice(parsing, request.logprobs, false);
     const chunk = (fields: ChatFields, logprobs: ChatDelta['logprobs']) => {
       const message = ollamaMessage(fields);
       const lp = ollamaLogprobs(logprobs);
