@@ -4,13 +4,15 @@
  * `blobs/`), holding the real stories260K under the names GGUF repositories give their files, and an export directory.
  */
 import { expect } from 'chai';
-import { mkdir, readFile, rename, symlink, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, realpath, rename, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import { models } from '../../../test/support/paths.js';
 import { HfCacheError, hfCachePath, hfCacheRoot } from '../src/modules/hf-cache.js';
 import { listLocalModels } from '../src/modules/local-names.js';
+import { randomLlamaWeights, writeLlamaModel } from '../src/onnx/llama-builder.js';
+import { findPreparedDecoder, prepareDecoder } from '../src/onnx/prepared-cache.js';
 import { runReasonplug } from './support/cli.js';
-import { storiesModule } from './support/modules.js';
+import { storiesConfig, storiesModule } from './support/modules.js';
 import { testDir } from './support/models.js';
 import { thrown } from './support/assertions.js';
 import { cliGreedyText, greedyFromEach } from './support/greedy-each.js';
@@ -135,11 +137,57 @@ describe('models in the Hugging Face cache (hf://)', function () {
     expect(missing.stderr).to.contain('; as ollama://hf.co/Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M: offline, so it was not pulled from hf.co');
   });
 
+  it('reasonplug quantize takes hf:// names: an export directory is quantized, a GGUF file sent to convert gguf', async () => {
+    const env = { HF_HUB_CACHE: cache, REASONPLUG_CACHE: testDir('hf-quantize-cache') };
+    const dest = join(testDir('hf-quantize'), 'stories-q8');
+    const quantized = await runReasonplug(['quantize', 'hf://org/stories-onnx', dest, '--bits', '8'], env);
+    expect(quantized.code, quantized.stderr).to.equal(0);
+    expect(quantized.stdout.trim()).to.equal(dest);
+    const gguf = await runReasonplug(['quantize', 'hf://org/stories-GGUF:Q8_0', join(testDir('hf-quantize'), 'no')], env);
+    expect(gguf.code).to.not.equal(0);
+    expect(gguf.stderr).to.contain(`convert gguf ${join(cache, 'models--org--stories-GGUF', 'snapshots', MAIN, 'stories260K-Q8_0.gguf')} DIR`);
+  });
+
   it('a link whose blob was never downloaded is not a file of the snapshot', async () => {
     const snap = await snapshot(cache, 'org/partial-GGUF', MAIN, ['main'], { 'p.Q8_0.gguf': gguf, 'p.Q4_0.gguf': gguf });
     const blob = join(cache, 'models--org--partial-GGUF', 'blobs', `${MAIN.slice(0, 8)}-p.Q4_0.gguf`);
     // As an interrupted download leaves it: the link in place, its blob still `.incomplete`.
     await rename(blob, `${blob}.incomplete`);
     expect(hfCachePath('hf://org/partial-GGUF', cache)).to.equal(join(snap, 'p.Q8_0.gguf'));
+  });
+
+  it('an export whose data files are links into blobs/, or into another directory, decodes as the same export in a plain directory', async () => {
+    // A hub export keeping its weights in chunks beside the graph (model.onnx_data, model.onnx_data_1, ...).
+    const plain = testDir('hub-external');
+    const stories = await storiesModule();
+    await mkdir(join(plain, 'onnx'));
+    const config = storiesConfig();
+    await writeLlamaModel(join(plain, 'onnx', 'model.onnx'), config, randomLlamaWeights(config, 5, 0.1), { externalData: { location: 'model.onnx_data', chunkBytes: 64 * 1024 } });
+    for (const f of ['tokenizer.json', 'tokenizer_config.json']) await copyFile(join(stories, f), join(plain, f));
+    await writeFile(join(plain, 'config.json'), JSON.stringify({ model_type: 'llama', eos_token_id: 2 }));
+    const graphs = (await readdir(join(plain, 'onnx'))).map((f) => join('onnx', f));
+    expect(graphs).to.include.members([join('onnx', 'model.onnx_data'), join('onnx', 'model.onnx_data_1')]);
+    // Its own hub cache (the listings above name every repository of theirs).
+    const hub = join(testDir('hf-external'), 'hub');
+    const files: Record<string, Buffer> = {};
+    for (const f of [...graphs, 'tokenizer.json', 'tokenizer_config.json', 'config.json']) files[f] = await readFile(join(plain, f));
+    await snapshot(hub, 'org/stories-external-ONNX', MAIN, ['main'], files);
+    // A directory whose onnx/ files are links to the plain one's.
+    const linked = testDir('hub-linked');
+    await mkdir(join(linked, 'onnx'));
+    for (const f of ['tokenizer.json', 'tokenizer_config.json', 'config.json']) await copyFile(join(plain, f), join(linked, f));
+    for (const f of graphs) await symlink(join(plain, f), join(linked, f));
+
+    const [fromPlain, fromHub, fromLinks] = await greedyFromEach([plain, 'hf://org/stories-external-ONNX', linked], { HF_HUB_CACHE: hub });
+    expect(fromPlain).to.have.length(24);
+    expect(fromHub).to.deep.equal(fromPlain);
+    expect(fromLinks).to.deep.equal(fromPlain);
+
+    // onnxruntime is given blobs/, where the data really is; the graph so prepared is found again without writing.
+    const graph = join(hfCachePath('hf://org/stories-external-ONNX', hub), 'onnx', 'model.onnx');
+    const opts = { lastLogitsOnly: true, logitsFloat32: true, cacheDir: testDir('hf-external-prepared') };
+    const prepared = await prepareDecoder(graph, opts);
+    expect(prepared.externalDataDir).to.equal(await realpath(join(hub, 'models--org--stories-external-ONNX', 'blobs')));
+    expect(await findPreparedDecoder(graph, opts)).to.deep.equal(prepared);
   });
 });

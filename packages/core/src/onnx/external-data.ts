@@ -26,6 +26,23 @@ function tensorBytes(t: TensorProto): number | undefined {
   return size === undefined ? undefined : count * size;
 }
 
+/** Calls `fn` with every tensor a model holds: its graph's initializers, Constant and other attribute tensors, and its subgraphs'. */
+export function forEachTensor(model: ModelProto | O.IModelProto, fn: (t: TensorProto) => void): void {
+  const graph = (g: GraphProto | O.IGraphProto | null | undefined) => {
+    if (!g) return;
+    for (const t of g.initializer ?? []) fn(t as TensorProto);
+    for (const n of g.node ?? []) {
+      for (const a of n.attribute ?? []) {
+        if (a.t) fn(a.t as TensorProto);
+        for (const t of a.tensors ?? []) fn(t as TensorProto);
+        graph(a.g);
+        for (const sub of a.graphs ?? []) graph(sub);
+      }
+    }
+  };
+  graph(model.graph);
+}
+
 /**
  * For each external-data file a graph refers to (its `location`, relative to the graph's directory), the
  * size it must have at least: the furthest `offset + length` of any tensor kept in it (initializers,
@@ -44,19 +61,7 @@ export function externalDataExtents(model: ModelProto | O.IModelProto): Record<s
     const end = Number(entry('offset') ?? 0) + length;
     extents[location] = Math.max(extents[location] ?? 0, end);
   };
-  const graph = (g: GraphProto | null | undefined) => {
-    if (!g) return;
-    for (const t of g.initializer ?? []) tensor(t);
-    for (const n of g.node ?? []) {
-      for (const a of n.attribute ?? []) {
-        tensor(a.t);
-        for (const t of a.tensors ?? []) tensor(t);
-        graph(a.g);
-        for (const sub of a.graphs ?? []) graph(sub);
-      }
-    }
-  };
-  graph(model.graph);
+  forEachTensor(model, tensor);
   return extents;
 }
 

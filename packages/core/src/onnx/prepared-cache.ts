@@ -8,7 +8,10 @@
  * `model.onnx.data`). onnxruntime refuses external-data paths that leave the model's directory, so a graph in
  * the cache cannot point at the source's data file by path. Instead, when {@link PreparedDecoder.externalDataDir}
  * is set, load the prepared graph from its bytes with the session option
- * `{ extra: { session: { model_external_initializers_file_folder_path: externalDataDir } } }`.
+ * `{ extra: { session: { model_external_initializers_file_folder_path: externalDataDir } } }`. onnxruntime resolves
+ * links before that check, so a source whose data files are links into another folder (the Hugging Face cache keeps
+ * every file as a link into `blobs/`, named by its hash) is given that folder, and its graph names each file by the
+ * path from there that the link resolves to: an entry of its own, derived from the plain one (see {@link dataLayout}).
  *
  * Integrity: a hit is found through the source's stat-recorded digest (modules/file-digest.ts: no change of
  * bytes through the file system keeps a record valid) and the prepared graph is checked the same way. A miss
@@ -20,17 +23,17 @@
 import { cachedHashFile, checkFile } from '../modules/file-digest.js';
 import { cacheRoot } from '../modules/cache-root.js';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { mkdir, readFile, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { dirname, join, relative, resolve, sep } from 'node:path';
 import { adaptDecoder, modelValueMetadata, usesExternalData, type AdaptOptions } from './adapt.js';
 import { detectSignature } from './signature.js';
-import { checkExternalData, externalDataExtents } from './external-data.js';
+import { checkExternalData, externalDataExtents, forEachTensor } from './external-data.js';
 import { readHashedModel, sourceMismatch } from './source-graph.js';
-import { OnnxFormatError, encodeModel, readModel } from './proto.js';
+import { OnnxFormatError, decodeModel, encodeModel, readModel, type ModelProto } from './proto.js';
 import { graphFacts, type GraphFacts } from './graph-facts.js';
 
 /** Bump when the adaptation changes what it writes: old cache entries are then ignored. */
-export const PREPARED_FORMAT_VERSION = 9;
+export const PREPARED_FORMAT_VERSION = 10;
 
 /** Options of {@link prepareDecoder}. */
 export interface PrepareOptions extends AdaptOptions {
@@ -48,7 +51,8 @@ export interface PreparedDecoder extends GraphFacts {
   preparedPath: string;
   /**
    * Set when the graph keeps external data: load `preparedPath`'s bytes with the session option
-   * `model_external_initializers_file_folder_path` = this directory (the source's directory).
+   * `model_external_initializers_file_folder_path` = this directory: the source's, or the folder its data files
+   * really lie in when they are links (see {@link dataLayout}).
    */
   externalDataDir?: string;
   /** `sha256:<hex>` of the source graph file. */
@@ -78,6 +82,21 @@ interface Sidecar {
   notes: string[];
   facts: GraphFacts;
 }
+
+/** Where a cache entry's graph and sidecar are. */
+interface EntryPaths {
+  preparedPath: string;
+  sidecarPath: string;
+}
+
+/** A verified cache entry. */
+interface CachedEntry {
+  meta: Sidecar;
+  preparedPath: string;
+}
+
+/** Each external-data location a graph gives and the one that replaces it. */
+type Relocation = Map<string, string>;
 
 /** The default directory of prepared graphs. */
 export function defaultPreparedCacheDir(): string {
@@ -115,7 +134,7 @@ async function writeAtomic(path: string, data: Uint8Array | string): Promise<voi
 }
 
 /** The sidecar and graph of a cache entry for source `digest`, when both are there and the graph verifies. */
-async function cachedEntry(paths: { preparedPath: string; sidecarPath: string }, digest: string): Promise<{ meta: Sidecar; preparedPath: string } | undefined> {
+async function cachedEntry(paths: EntryPaths, digest: string): Promise<CachedEntry | undefined> {
   // The sidecar is written after the graph, so its presence means the graph is complete.
   if (!(await exists(paths.sidecarPath)) || !(await exists(paths.preparedPath))) return undefined;
   try {
@@ -149,8 +168,10 @@ async function locateEntry(sourcePath: string, opts: PrepareOptions) {
   if (expected !== undefined && recorded !== expected) throw sourceMismatch(source, expected, recorded);
   const options = normalize(opts);
   const dir = resolve(opts.cacheDir ?? defaultPreparedCacheDir());
-  const entry = (hex: string) => {
-    const key = createHash('sha256').update(JSON.stringify({ format: PREPARED_FORMAT_VERSION, source: hex, options })).digest('hex');
+  // A relocated graph (see dataLayout) is an entry of its own, keyed by its relocation too.
+  const entry = (hex: string, relocated?: Relocation): EntryPaths => {
+    const moved = relocated ? { relocated: [...relocated] } : {};
+    const key = createHash('sha256').update(JSON.stringify({ format: PREPARED_FORMAT_VERSION, source: hex, options, ...moved })).digest('hex');
     return { preparedPath: join(dir, `${key}.onnx`), sidecarPath: join(dir, `${key}.json`) };
   };
   return { source, sourceDir: dirname(source), expected, recorded, options, adapting: Object.values(options).some(Boolean), dir, entry };
@@ -159,17 +180,68 @@ async function locateEntry(sourcePath: string, opts: PrepareOptions) {
 const dataFilesOf = (dir: string, extents: Record<string, number>) => Object.keys(extents).map((name) => join(dir, name));
 const sessionDirOf = (cacheDir: string) => join(cacheDir, 'sessions');
 
-/** The cache entry of a checked source as {@link PreparedDecoder}, when there is one and it verifies. */
-async function findEntry({ source, sourceDir, recorded, options, dir, entry }: Awaited<ReturnType<typeof locateEntry>>): Promise<PreparedDecoder | undefined> {
-  const hit = await cachedEntry(entry(recorded), `sha256:${recorded}`);
-  if (!hit) return undefined;
-  const { meta, preparedPath } = hit;
-  await checkExternalData(source, sourceDir, meta.externalFiles);
-  preparedCacheStats.hits++;
+type Located = Awaited<ReturnType<typeof locateEntry>>;
+
+/**
+ * Where onnxruntime is to find the data files at `locations` (relative to `sourceDir`, where they are checked). It
+ * refuses one whose real path (links resolved) leaves the folder it is given, even when the link lies in it. So when
+ * the files are links, `dir` is the deepest folder that really holds them all, and `relocated` gives the path from
+ * there of each file whose real path is not `dir` plus its location (undefined when none is so).
+ */
+async function dataLayout(sourceDir: string, locations: string[]): Promise<{ dir: string; relocated?: Relocation }> {
+  const real = await Promise.all(locations.map((l) => realpath(join(sourceDir, l))));
+  const holds = (dir: string) => real.every((r, i) => r === join(dir, locations[i]!));
+  if (holds(await realpath(sourceDir))) return { dir: sourceDir };
+  const parts = real.map((r) => dirname(r).split(sep));
+  let depth = 0;
+  while (depth < parts[0]!.length && parts.every((p) => p[depth] === parts[0]![depth])) depth++;
+  const dir = parts[0]!.slice(0, depth).join(sep) || sep;
+  if (holds(dir)) return { dir };
+  return { dir, relocated: new Map(locations.map((l, i) => [l, relative(dir, real[i]!).split(sep).join('/')])) };
+}
+
+/** `model` with its tensors' external-data locations replaced as `relocated` says (initializers, Constant tensors, subgraphs). */
+function relocate(model: ModelProto, relocated: Relocation): ModelProto {
+  forEachTensor(model, (t) => {
+    const location = t.externalData?.find((e) => e.key === 'location');
+    const moved = location?.value ? relocated.get(location.value) : undefined;
+    if (moved !== undefined) location!.value = moved;
+  });
+  return model;
+}
+
+/** The graph of entry `paths`, `base`'s relocated: from the cache, else with `write` derived from `base` and written (else undefined). */
+async function relocatedGraph(base: CachedEntry, paths: EntryPaths, relocated: Relocation, write: boolean): Promise<string | undefined> {
+  const hit = await cachedEntry(paths, base.meta.digest);
+  if (hit || !write) return hit?.preparedPath;
+  const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
+  const bytes = await readFile(base.preparedPath);
+  if (sha256(bytes) !== base.meta.prepared) throw new OnnxFormatError(`the prepared graph ${base.preparedPath} changed while it was read; load the model again`);
+  const moved = encodeModel(relocate(decodeModel(bytes, base.preparedPath), relocated));
+  try {
+    await writeAtomic(paths.preparedPath, moved);
+    await writeAtomic(paths.sidecarPath, `${JSON.stringify({ ...base.meta, prepared: sha256(moved) }, null, 2)}\n`);
+  } catch (err) {
+    throw new Error(`cannot write the relocated graph of ${base.preparedPath} to ${paths.preparedPath}: ${(err as Error).message}`);
+  }
+  return paths.preparedPath;
+}
+
+/**
+ * The verified entry `hit` of the source with digest `hex` as {@link PreparedDecoder}. When the source's data files are
+ * links to another folder, its graph is relocated there ({@link dataLayout}); undefined when that graph is not cached
+ * yet and `write` is false.
+ */
+async function decoderOf(located: Located, hex: string, hit: CachedEntry, write: boolean): Promise<PreparedDecoder | undefined> {
+  const { source, sourceDir, options, dir, entry } = located;
+  const { meta } = hit;
+  const layout = meta.externalData ? await dataLayout(sourceDir, Object.keys(meta.externalFiles)) : undefined;
+  const preparedPath = layout?.relocated ? await relocatedGraph(hit, entry(hex, layout.relocated), layout.relocated, write) : hit.preparedPath;
+  if (preparedPath === undefined) return undefined;
   return {
     sourcePath: source,
     preparedPath,
-    ...(meta.externalData ? { externalDataDir: sourceDir } : {}),
+    ...(layout ? { externalDataDir: layout.dir } : {}),
     digest: meta.digest,
     notes: meta.notes,
     dataFiles: dataFilesOf(sourceDir, meta.externalFiles),
@@ -179,6 +251,17 @@ async function findEntry({ source, sourceDir, recorded, options, dir, entry }: A
   };
 }
 
+/** The cache entry of a checked source as {@link PreparedDecoder}, when there is one and it verifies (`write`: see {@link decoderOf}). */
+async function findEntry(located: Located, write: boolean): Promise<PreparedDecoder | undefined> {
+  const { source, sourceDir, recorded, entry } = located;
+  const hit = await cachedEntry(entry(recorded), `sha256:${recorded}`);
+  if (!hit) return undefined;
+  await checkExternalData(source, sourceDir, hit.meta.externalFiles);
+  const found = await decoderOf(located, recorded, hit, write);
+  if (found) preparedCacheStats.hits++;
+  return found;
+}
+
 /**
  * What {@link prepareDecoder} returns when the prepared graph is already cached (after the same checks), else
  * undefined (also when no adaptation is asked for): it never parses, adapts or writes a graph, so it is cheap
@@ -186,7 +269,7 @@ async function findEntry({ source, sourceDir, recorded, options, dir, entry }: A
  */
 export async function findPreparedDecoder(sourcePath: string, opts: PrepareOptions = {}): Promise<PreparedDecoder | undefined> {
   const located = await locateEntry(sourcePath, opts);
-  return located.adapting ? findEntry(located) : undefined;
+  return located.adapting ? findEntry(located, false) : undefined;
 }
 
 /**
@@ -216,7 +299,7 @@ export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = 
     };
   }
 
-  const hit = await findEntry(located);
+  const hit = await findEntry(located, true);
   if (hit) return hit;
 
   preparedCacheStats.misses++;
@@ -241,24 +324,15 @@ export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = 
   const prepared = createHash('sha256').update(bytes).digest('hex');
   const notes = adapted.notes;
   adapted = undefined;
+  const meta: Sidecar = { format: PREPARED_FORMAT_VERSION, digest, prepared, externalFiles, options, externalData, notes, facts };
   try {
     await mkdir(dir, { recursive: true });
     await writeAtomic(preparedPath, bytes);
     bytes = undefined;
-    const meta: Sidecar = { format: PREPARED_FORMAT_VERSION, digest, prepared, externalFiles, options, externalData, notes, facts };
     await writeAtomic(sidecarPath, `${JSON.stringify(meta, null, 2)}\n`);
   } catch (err) {
     throw new Error(`cannot write the prepared graph of ${source} to ${dir}: ${(err as Error).message}`);
   }
-  return {
-    sourcePath: source,
-    preparedPath,
-    ...(externalData ? { externalDataDir: sourceDir } : {}),
-    digest,
-    notes,
-    dataFiles: dataFilesOf(sourceDir, externalFiles),
-    adaptation: JSON.stringify(options),
-    sessionDir: sessionDirOf(dir),
-    ...facts,
-  };
+  // (with `write`, always a decoder)
+  return (await decoderOf(located, sha256, { meta, preparedPath }, true))!;
 }
