@@ -6,14 +6,16 @@
  * latent steps run on its own backbone cache, taken out of the batch between two steps and added back (the
  * running rows wait for them, as for a prefill chunk). A reasoner placed in a lane joins through a copy on this
  * thread (see {@link ContinuousBatch.attachReasoner}). Each model's cache is padded on the side its graph needs
- * (right for GroupQueryAttention graphs, see {@link BatchKv}). Work that cannot share the batch (traces) runs
- * alone, in arrival order, once the batch has drained.
+ * (right for GroupQueryAttention graphs, see {@link BatchKv}); a graph that quantizes a run's activations together
+ * keeps each row's cache apart and runs each row alone ({@link LoneRowsKv}), its prompts whole and never beside another.
+ * Work that cannot share the batch (traces) runs alone, in arrival order, once the batch has drained.
  */
 import { checkLogitBiasIds } from '../sampling/index.js';
 import type { DecoderSession } from '../runtime/decoder-session.js';
 import { BatchKv, prefillTogether, RowPrefill, type BatchCache, type KvCounters, type RowCache } from '../runtime/batch-kv.js';
 import type { PrefixCacheStats } from '../runtime/prefix-cache.js';
 import type { RowShards, RowShardStats } from '../runtime/row-shards.js';
+import { LoneRowsKv } from '../runtime/lone-rows-kv.js';
 import { checkPrompts, LatentPolicyError, newRows, PromptError, type RowState, type DecodeLoopInput, type DecodeLoopOutput, type LatentDriver } from './decode-loop.js';
 import { rowLatentSteps, type LatentProjector } from '../runtime/row-latent.js';
 import { StopStringMatcher } from './stop-strings.js';
@@ -174,6 +176,9 @@ interface Prefill {
 
 const yieldToMessages = () => new Promise<void>((r) => setImmediate(r));
 
+/** A model's batch cache: one whose rows each run alone where its graph quantizes a run's activations together. */
+const batchCacheOf = (session: DecoderSession): BatchCache => (session.runWideActivationScale ? new LoneRowsKv(session) : new BatchKv(session));
+
 /** The running batch of one backbone (and the reasoners on its thread). */
 export class ContinuousBatch {
   private readonly queue: (Job | Exclusive)[] = [];
@@ -214,7 +219,7 @@ export class ContinuousBatch {
   ) {
     this.models = [backbone, ...reasoners.map((r) => r.session)];
     this.names = ['backbone', ...reasoners.map((r) => r.name)];
-    this.kvs = this.models.map((m, i) => (i === 0 && shards ? shards : new BatchKv(m)));
+    this.kvs = this.models.map((m, i) => (i === 0 && shards ? shards : batchCacheOf(m)));
     this.order = this.models.map(() => []);
     this.maxBatch = limits.maxBatch ?? DEFAULT_MAX_BATCH;
     this.chunk = limits.prefillChunk ?? DEFAULT_PREFILL_CHUNK;
@@ -230,7 +235,7 @@ export class ContinuousBatch {
     if (this.models[m]) throw new Error(`reasoner ${index} (${this.names[m]}) is already on the batch's thread`);
     this.models[m] = session;
     this.names[m] = name;
-    this.kvs[m] = new BatchKv(session);
+    this.kvs[m] = batchCacheOf(session);
     this.order[m] = [];
   }
 
@@ -492,6 +497,8 @@ export class ContinuousBatch {
     const models = this.prefills[0]!.job.models;
     // A right-padded graph's last position is a shorter prompt's padding: it must return earlier positions too.
     if (models.some((m) => this.models[m]!.padding === 'right' && !this.models[m]!.keepsLogits)) return false;
+    // (a run-wide activation scale would take in the other prompts' tokens and the padding)
+    if (models.some((m) => this.models[m]!.runWideActivationScale)) return false;
     const stateful = models.some((m) => this.models[m]!.signature.states.length > 0);
     const group: Prefill[] = [];
     let longest = 0;

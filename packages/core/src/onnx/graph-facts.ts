@@ -1,7 +1,7 @@
 /**
  * Facts about a decoder graph that decide how the engine runs it, read from the protobuf once when the graph is
- * prepared: which side batches are padded on, and how many weight bytes and operators one decode step reads and
- * runs (what the placement cost model weighs).
+ * prepared: which side batches are padded on, whether rows and positions may run together, and how many weight
+ * bytes and operators one decode step reads and runs (what the placement cost model weighs).
  */
 import type { onnx as O } from 'onnx-proto';
 import { DataType, type GraphProto, type NodeProto, type TensorProto } from './proto.js';
@@ -31,6 +31,15 @@ export interface GraphFacts {
    * would keep the short rotation. Read from the model's metadata ({@link LONG_ROPE_CONTEXT_KEY}).
    */
   longRopeContext?: number;
+  /**
+   * Set on graphs that quantize activations with one scale and zero point over the whole tensor of a run
+   * (DynamicQuantizeLinear, as onnxruntime's `quantize_dynamic` writes the hub's `model_int8` / `model_quantized`
+   * exports, and the fused DynamicQuantizeMatMul and DynamicQuantizeLSTM): every row and position run together
+   * changes the others' rounding. The engine then runs each row alone and each prompt whole (no chunks, no cached
+   * prefix, no padding beside another prompt, no drafted positions), as onnxruntime's own loop and transformers.js
+   * run one prompt.
+   */
+  runWideActivationScale?: boolean;
 }
 
 /** Model metadata key under which the builder records LongRoPE's original context (see {@link GraphFacts.longRopeContext}). */
@@ -74,6 +83,9 @@ const QUANTIZED_OPS = new Set([
   'MatMulNBits', 'MatMulBnb4', 'GatherBlockQuantized', 'MatMulInteger', 'MatMulIntegerToFloat', 'DynamicQuantizeLinear',
   'DynamicQuantizeMatMul', 'QuantizeLinear', 'DequantizeLinear', 'QLinearMatMul', 'QAttention', 'QGemm', 'DynamicQuantizeLSTM', 'QMoE',
 ]);
+
+/** Operators that quantize their input with one scale over the whole tensor, computed from it (see {@link GraphFacts.runWideActivationScale}). */
+const RUN_WIDE_QUANTIZERS = new Set(['DynamicQuantizeLinear', 'DynamicQuantizeMatMul', 'DynamicQuantizeLSTM']);
 
 /** Inputs of the mixture-of-experts operators that hold the experts: MoE's fc1 and fc2; QMoE's, their scales and zero points. */
 const EXPERT_INPUTS: Record<string, number[]> = { MoE: [2, 4], QMoE: [2, 3, 5, 6, 11, 12] };
@@ -130,7 +142,15 @@ export function graphFacts(model: O.IModelProto): GraphFacts {
   }
   const stepNodes = nodes.filter((n) => n.opType !== 'Constant').length;
   const longRopeContext = longRopeContextOf(model);
-  return { padding, weightBytes, stepBytes, stepNodes, ...(longRopeContext !== undefined ? { longRopeContext } : {}) };
+  const runWide = nodes.some((n) => RUN_WIDE_QUANTIZERS.has(n.opType ?? ''));
+  return {
+    padding,
+    weightBytes,
+    stepBytes,
+    stepNodes,
+    ...(longRopeContext !== undefined ? { longRopeContext } : {}),
+    ...(runWide ? { runWideActivationScale: true } : {}),
+  };
 }
 
 function longRopeContextOf(model: O.IModelProto): number | undefined {

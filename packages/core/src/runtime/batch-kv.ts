@@ -92,7 +92,8 @@ export function prefillRunLength(chunk: number, done: number): number {
  * A prompt prefilled alone, `chunk` tokens per run (fewer over a long context, see {@link prefillRunLength}), so
  * that running rows wait at most one chunk. A prompt longer
  * than a LongRoPE graph's original context runs whole: a chunk's rotation follows the length so far, and
- * transformers and llama.cpp rotate all of such a prompt with the long factors.
+ * transformers and llama.cpp rotate all of such a prompt with the long factors. So does every prompt of a graph with a
+ * run-wide activation scale (`DecoderSession.runWideActivationScale`): a chunk's scale is its own, not the prompt's.
  */
 export class RowPrefill {
   private done = 0;
@@ -122,7 +123,7 @@ export class RowPrefill {
     start?: RowCache,
     private readonly onLogits?: (from: number, logits: Float32Array) => void,
   ) {
-    if (prompt.length > (session.longRopeContext ?? Infinity)) this.chunk = Infinity;
+    if (prompt.length > (session.longRopeContext ?? Infinity) || session.runWideActivationScale) this.chunk = Infinity;
     else if (start && start.length < prompt.length) {
       this.past = start.past;
       this.done = start.length;

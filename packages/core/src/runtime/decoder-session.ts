@@ -36,6 +36,11 @@ export interface DecoderSource {
   padding?: 'left' | 'right';
   /** LongRoPE graphs: prompts longer than this are prefilled in one run (see `GraphFacts.longRopeContext`). */
   longRopeContext?: number;
+  /**
+   * Graphs that quantize a run's activations with one scale (see `GraphFacts.runWideActivationScale`): rows run one
+   * at a time, prompts whole, and no prefix is reused.
+   */
+  runWideActivationScale?: boolean;
   /** Where a CPU session of this graph may keep its optimized form with prepacked weights (see session-cache.ts). */
   sessionCache?: SessionCacheSpec;
 }
@@ -135,9 +140,16 @@ export class DecoderSession {
     readonly padding: 'left' | 'right',
     /** LongRoPE graphs: prompts longer than this are prefilled in one run (see {@link DecoderSource.longRopeContext}). */
     readonly longRopeContext: number | undefined,
+    /**
+     * Whether the graph quantizes a run's activations with one scale (see {@link DecoderSource.runWideActivationScale}):
+     * its runs of several rows run each row alone (see {@link runRows}), prompts of different lengths are prefilled
+     * one at a time, and it keeps no prefixes (a prompt's rest run after a cached prefix rounds otherwise than the
+     * whole prompt).
+     */
+    readonly runWideActivationScale: boolean,
     prefixCacheBytes: number,
   ) {
-    this.prefixCache = new PrefixCache(this, prefixCacheBytes);
+    this.prefixCache = new PrefixCache(this, runWideActivationScale ? 0 : prefixCacheBytes);
   }
 
   /** Creates the onnxruntime session and reads the signature from its metadata. */
@@ -168,7 +180,8 @@ export class DecoderSession {
     const label = source.label ?? source.path;
     try {
       const signature = detectSignature(session.inputMetadata, session.outputMetadata, label);
-      return new DecoderSession(session, signature, label, threads, source.padding ?? 'left', source.longRopeContext, options.prefixCacheBytes ?? DEFAULT_PREFIX_CACHE_BYTES);
+      const prefixBytes = options.prefixCacheBytes ?? DEFAULT_PREFIX_CACHE_BYTES;
+      return new DecoderSession(session, signature, label, threads, source.padding ?? 'left', source.longRopeContext, source.runWideActivationScale ?? false, prefixBytes);
     } catch (err) {
       await session.release();
       throw err;
@@ -200,9 +213,10 @@ export class DecoderSession {
       const start = this.prefixCache.lookup(prompts[0]!);
       if (start) return this.prefillAfter(prompts[0]!, start);
     }
-    // A padding token would run through a recurrent state (a mask hides keys, not a state's inputs): rows of
-    // different lengths then run alone and are joined.
-    if ((this.padding === 'right' || sig.states.length > 0) && prompts.some((p) => p.length !== seq)) return this.prefillRowsAlone(prompts);
+    // A padding token would run through a recurrent state (a mask hides keys, not a state's inputs), or into a run-wide
+    // activation scale: rows of different lengths then run alone and are joined.
+    const padless = this.padding === 'right' || sig.states.length > 0 || this.runWideActivationScale;
+    if (padless && prompts.some((p) => p.length !== seq)) return this.prefillRowsAlone(prompts);
     const ids = new Array<number>(rows * seq).fill(0);
     const mask = new Array<number>(rows * seq).fill(0);
     const positions = new Array<number>(rows * seq).fill(1);
@@ -375,7 +389,7 @@ export class DecoderSession {
     if (sig.numLogitsToKeep) feeds[sig.numLogitsToKeep.name] = idTensor(sig.numLogitsToKeep.type, [1], []);
     let out: Record<string, ort.Tensor>;
     try {
-      out = (await this.session.run(feeds)) as Record<string, ort.Tensor>;
+      out = await this.runRows(feeds, this.rows);
     } catch (err) {
       throw new ModelRunError(`${this.label}: ${what} failed at position ${this.length}: ${(err as Error).message}`);
     }
@@ -488,7 +502,7 @@ export class DecoderSession {
     if (sig.numLogitsToKeep) feeds[sig.numLogitsToKeep.name] = idTensor(sig.numLogitsToKeep.type, [keep], []);
     let out: Record<string, ort.Tensor>;
     try {
-      out = (await this.session.run(feeds)) as Record<string, ort.Tensor>;
+      out = await this.runRows(feeds, rows);
     } catch (err) {
       throw new ModelRunError(`${this.label}: batch step failed at position ${pastLength}: ${(err as Error).message}`);
     }
@@ -497,6 +511,27 @@ export class DecoderSession {
     const logits = lastPosition(out[sig.logits.name]!, rows, sig.logits.vocabSize);
     if (!sig.hiddenState) return { logits, out };
     return { logits, out, hidden: lastPosition(out[sig.hiddenState.name]!, rows, sig.hiddenState.hiddenSize) };
+  }
+
+  /**
+   * Runs `feeds` of `rows` rows in one run; on a graph with a run-wide activation scale, one run per row (its part of
+   * every batch input, a view), the outputs joined along the rows, so that no row's values enter another's scale. (The
+   * continuous batch keeps such rows apart altogether, see lone-rows-kv.ts; here a shorter row still runs over the
+   * longest row's width, its padding masked, which can change its last bits.)
+   */
+  private async runRows(feeds: Record<string, ort.Tensor>, rows: number): Promise<Record<string, ort.Tensor>> {
+    if (!this.runWideActivationScale || rows === 1) return (await this.session.run(feeds)) as Record<string, ort.Tensor>;
+    const sig = this.signature;
+    const whole = new Set([sig.useCacheBranch, sig.numLogitsToKeep?.name]);
+    const runs: Record<string, ort.Tensor>[] = [];
+    for (let r = 0; r < rows; r++) {
+      const own = Object.fromEntries(Object.entries(feeds).map(([name, t]) => [name, whole.has(name) ? t : rowView(t, r, rows)]));
+      runs.push((await this.session.run(own)) as Record<string, ort.Tensor>);
+    }
+    const out = Object.fromEntries(Object.keys(runs[0]!).map((name) => [name, joinRows(runs.map((o) => o[name]!))]));
+    // (each row's outputs were copied into the joined ones)
+    releaseTensors(runs.flatMap((o) => Object.values(o)));
+    return out;
   }
 
   /** Whether {@link forward} can return logits of positions before the last (the graph takes `num_logits_to_keep`). */
@@ -522,6 +557,29 @@ const f16Table = (() => {
   }
   return table;
 })();
+
+type TensorData = Float32Array | Uint16Array | Int32Array | BigInt64Array | Uint8Array;
+
+/** Row `r` of a tensor of `rows` rows (its first dimension), as a view of its data. */
+function rowView(t: ort.Tensor, r: number, rows: number): ort.Tensor {
+  const data = t.data as TensorData;
+  const per = data.length / rows;
+  return new ort.Tensor(t.type as 'float32', data.subarray(r * per, (r + 1) * per) as Float32Array, [1, ...t.dims.slice(1)]);
+}
+
+/** Tensors of one type and the same trailing dimensions, joined along their first. */
+function joinRows(parts: readonly ort.Tensor[]): ort.Tensor {
+  const first = parts[0]!;
+  const data = first.data as TensorData;
+  const out = new (data.constructor as new (length: number) => TensorData)(parts.reduce((n, t) => n + (t.data as TensorData).length, 0));
+  let at = 0;
+  for (const t of parts) {
+    out.set(t.data as never, at);
+    at += (t.data as TensorData).length;
+  }
+  const rows = parts.reduce((n, t) => n + Number(t.dims[0]), 0);
+  return new ort.Tensor(first.type as 'float32', out as Float32Array, [rows, ...first.dims.slice(1)]);
+}
 
 /** An fp32 or fp16 tensor from fp32 values. */
 function floatTensor(type: 'float32' | 'float16', values: Float32Array, dims: number[]): ort.Tensor {

@@ -267,6 +267,8 @@ async function openReasoners(
 
 /** The backbone's row shards, when {@link rowShardWorkers} gives it any. */
 function rowShards(backbone: PreparedModel, session: DecoderSession): RowShards | undefined {
+  // (a shard's rows run together; the batch runs each row of such a graph alone)
+  if (session.runWideActivationScale) return undefined;
   const workers = rowShardWorkers({
     choice: config.batching?.rowShards,
     threads: session.intraOpThreads,
@@ -382,8 +384,11 @@ async function start(): Promise<Loaded> {
     : undefined;
   if (draft) warnings.push(...draft.warnings);
   // (a batch cache of the backbone says whether its graph can take drafted positions back)
-  if (draft && !new BatchKv(session).takesRuns) {
-    warnings.push(`the draft model is loaded but not used: ${location.modelPath} cannot take drafted positions back (recurrent states, or right padding); it decodes one token a step`);
+  if (draft && (!new BatchKv(session).takesRuns || session.runWideActivationScale)) {
+    const why = session.runWideActivationScale
+      ? 'quantizes the activations of a run together (DynamicQuantizeLinear), so a run of drafted positions would change its tokens'
+      : 'cannot take drafted positions back (recurrent states, or right padding)';
+    warnings.push(`the draft model is loaded but not used: ${location.modelPath} ${why}; it decodes one token a step`);
   }
   const mode: FusionMode = config.mode ?? reasoners.find((r) => r.manifest?.composition)?.manifest?.composition?.mode ?? 'logits';
 

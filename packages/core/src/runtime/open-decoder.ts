@@ -31,6 +31,7 @@ export function decoderSource({ location, prepared }: PreparedModel): DecoderSou
     weightBytes: prepared.stepBytes,
     padding: prepared.padding,
     ...(prepared.longRopeContext !== undefined ? { longRopeContext: prepared.longRopeContext } : {}),
+    ...(prepared.runWideActivationScale ? { runWideActivationScale: true } : {}),
     ...(prepared.externalDataDir ? { externalDataDir: prepared.externalDataDir } : {}),
     ...(prepared.sessionDir ? { sessionCache: { dir: prepared.sessionDir, model: location.modelPath, variant: prepared.adaptation, dataFiles: prepared.dataFiles } } : {}),
   };

@@ -34,7 +34,10 @@ export interface ScoringComposition {
   vocab: number;
 }
 
-/** Logits held at once while scoring (a chunk of positions × the vocabulary, per model), in floats: 64 MB. */
+/**
+ * Logits held at once while scoring (a chunk of positions × the vocabulary, per model), in floats: 64 MB; but a whole
+ * prompt's where a model quantizes each run's activations together (they must be computed in one run).
+ */
 const LOGITS_HELD = 16 << 20;
 
 export async function promptLogprobs(
@@ -54,7 +57,9 @@ export async function promptLogprobs(
   const vocab = composition?.vocab ?? backbone.vocabSize;
   const stride = backbone.vocabSize;
   const widest = Math.max(...models.map((m) => m.vocabSize));
-  const chunk = Math.max(1, Math.min(limits.chunk, Math.floor(LOGITS_HELD / widest / models.length)));
+  // A graph with a run-wide activation scale runs each prompt whole (see RowPrefill): the others keep in step with it.
+  const whole = models.some((m) => m.runWideActivationScale);
+  const chunk = whole ? Infinity : Math.max(1, Math.min(limits.chunk, Math.floor(LOGITS_HELD / widest / models.length)));
   const fuse = composition && reasoners.length > 0 ? fuser(stride, reasoners, composition, vocab) : undefined;
   const scored: ScoredPrompt[] = [];
   for (const prompt of prompts) {
