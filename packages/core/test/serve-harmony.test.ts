@@ -103,7 +103,8 @@ describe('reasonplug serve: harmony replies (gpt-oss)', function () {
     const structured = await chat('answers').withStructuredOutput(schema, { name: 'sum', includeRaw: true }).invoke(QUESTION);
     expect(structured.parsed).to.deep.equal({ answer: 4 });
     expect(structured.raw.additional_kwargs.reasoning_content).to.equal(THOUGHT);
-    expect(structured.raw.content).to.equal('{"answer": 4}');
+    // (the grammar leaves the blanks to the model)
+    expect(JSON.parse(structured.raw.content as string)).to.deep.equal({ answer: 4 });
   });
 
   it('a commentary message to functions.add is a tool call, with tool_choice auto, required and named, in invoke and stream', async () => {

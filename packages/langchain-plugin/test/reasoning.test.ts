@@ -65,7 +65,8 @@ describe('ChatReasoner: reasoning models', function () {
     const { raw, parsed } = await model.withStructuredOutput(schema, { includeRaw: true }).invoke([new HumanMessage(QUESTION)], { maxTokens: 80 });
     expect(parsed).to.deep.equal({ answer: 4 });
     expect(raw.additional_kwargs.reasoning_content).to.equal(THOUGHT);
-    expect(raw.content).to.equal('{"answer": 4}');
+    // (the grammar leaves the blanks to the model)
+    expect(JSON.parse(raw.content as string)).to.deep.equal({ answer: 4 });
   });
 
   it("Magistral's thought between the special tokens [THINK] and [/THINK] is reasoning_content", async () => {

@@ -41,7 +41,7 @@ describe('ChatReasoner structured output and tool calls', function () {
     // jsonMode constrains the reply to a JSON object (of any shape): this model fills its strings with stories and
     // does not close one within the token limit, so no parsed object is claimed for the cut-off text.
     const json = await model.withStructuredOutput(toJsonSchema(Pet), { method: 'jsonMode', includeRaw: true }).invoke('Tell me about your pet');
-    expect((json.raw as AIMessage).text.startsWith('{"')).to.equal(true);
+    expect((json.raw as AIMessage).text).to.match(/^\{\s*"/);
     expect((json.raw as AIMessage).response_metadata.finish_reason).to.equal('length');
     expect(json.parsed).to.equal(null);
     const schema = toJsonSchema(Weather) as Record<string, unknown>;
@@ -54,7 +54,7 @@ describe('ChatReasoner structured output and tool calls', function () {
     const Contact = z.object({ email: z.email(), id: z.uuid(), born: z.iso.date() });
     const contact = await model.withStructuredOutput(Contact, { includeRaw: true }).invoke('Who are you?');
     const text = (contact.raw as AIMessage).text;
-    expect(text.startsWith('{"email": "'), text).to.equal(true);
+    expect(text, text).to.match(/^\{\s?"email"\s?:\s?"/);
     if ((contact.raw as AIMessage).response_metadata.finish_reason !== 'length') expect(Contact.safeParse(contact.parsed).success, text).to.equal(true);
   });
 

@@ -157,6 +157,20 @@ class XGrammarConstraint implements Constraint {
 /** Compiled formats kept per vocabulary; the least recently used beyond this are freed. */
 const CACHE_SIZE = 128;
 
+/**
+ * Whitespace JSON may take at each place its grammar allows some, at most: one blank (or newline) or none, so that JSON
+ * spaced as `json.dumps` writes it and compact JSON (`{"a":2}`) both pass. With fixed `", "` and `": "` a model that writes
+ * compact JSON was pushed off its own tokens and its values changed; free whitespace (vLLM's default) lets a weak
+ * model pad every token with blanks, and indented JSON is rare under a constraint from its first token.
+ */
+const JSON_WHITESPACE = 1;
+
+/** One of JSON's blanks or none, as the schemas' grammars take them (JSON_WHITESPACE; `\s` would take `\v` and `\f`). */
+const BLANK = '[ \\t\\n]?';
+
+/** `text` as a regular expression that matches it alone. */
+const regexLiteral = (text: string) => text.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+
 interface Loaded {
   instance: XGrammarInstance;
   info: TokenizerInfo;
@@ -280,7 +294,7 @@ export class XGrammarFactory implements ConstraintFactory {
   private async schemaEbnf(schema: JsonSchema, strict: boolean, instance: XGrammarInstance): Promise<string> {
     const prepared = prepareJsonSchema(schema);
     try {
-      const ebnf = await instance.xg.Testings._jsonSchemaToEBNF(JSON.stringify(prepared.schema), false, -1, undefined, strict);
+      const ebnf = await instance.xg.Testings._jsonSchemaToEBNF(JSON.stringify(prepared.schema), true, -1, undefined, strict, JSON_WHITESPACE);
       return unrollBoundedStrings(spliceRules(ebnf, prepared.rules));
     } catch (err) {
       throw this.failure({ type: 'json_schema', schema }, err, instance);
@@ -325,8 +339,16 @@ export class XGrammarFactory implements ConstraintFactory {
     // One tag, its call in either layout templates use: Hermes/Qwen's (a newline inside the tags) or the compact
     // one; after a blank where the vocabulary prepends one to text (SentencePiece writes `▁` after an added token,
     // as Hermes 2 Pro Mistral's `<tool_call>` is).
+    // (spaced as json.dumps writes it, or compact: a blank or none after each separator, as the arguments take it)
     const calls = await Promise.all(
-      called.map(async (t) => ({ type: 'sequence', elements: [{ type: 'const_string', value: `{"name": ${JSON.stringify(t.name)}, "arguments": ` }, await grammarOf(t), { type: 'const_string', value: '}' }] })),
+      called.map(async (t) => ({
+        type: 'sequence',
+        elements: [
+          { type: 'regex', pattern: `\\{${BLANK}"name"${BLANK}:${BLANK}${regexLiteral(JSON.stringify(t.name))}${BLANK},${BLANK}"arguments"${BLANK}:${BLANK}` },
+          await grammarOf(t),
+          { type: 'regex', pattern: `${BLANK}\\}` },
+        ],
+      })),
     );
     const call = { type: 'or', elements: calls };
     const blank = this.vocabulary.prependSpace ? [{ type: 'regex', pattern: ' ?' }] : [];
