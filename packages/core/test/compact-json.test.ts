@@ -26,6 +26,36 @@ describe('compact and spaced JSON under a constraint: the model writes its own s
     ['Hermes, spaced', THINKING_TEMPLATE, '<tool_call>\n{"name": "add", "arguments": {"a": 2, "b": 3}}\n</tool_call>', 'hermes'],
     ['Llama 3, compact arguments', LLAMA3_TOOLS_TEMPLATE, '{"name": "add", "parameters": {"a":2,"b":3}}', 'json'],
   ];
+  // Written free (no constraint) or under `auto`: the other forms of Llama 3's call are read as calls too.
+  const llamaForms: [string, string, boolean][] = [
+    ['compact', '{"name":"add","parameters":{"a":2,"b":3}}', false],
+    ['with OpenAI\'s "type" first', '{"type": "function", "name": "add", "parameters": {"a": 2, "b": 3}}', true],
+    ['compact, with "type"', '{"type":"function","name":"add","parameters":{"a":2,"b":3}}', false],
+  ];
+  for (const [what, reply, constrained] of llamaForms) {
+    it(`Llama 3, ${what}: read as the call${constrained ? ", and under auto its arguments are held to the tool's schema" : ''}`, async () => {
+      const splitter = new ToolCallTextSplitter('json');
+      // (streamed a character at a time: an opening is held back until it is known)
+      const pieces = [...reply].map((c) => splitter.push(c));
+      const calls = [...pieces.flatMap((p) => p.toolCalls), ...splitter.end().toolCalls];
+      expect(pieces.map((p) => p.content).join('')).to.equal('');
+      expect(calls.map((c) => [c.name, JSON.parse(c.arguments) as unknown])).to.deep.equal([['add', { a: 2, b: 3 }]]);
+      if (!constrained) return;
+      // (the model would write a string where the schema takes an integer)
+      const wrong = reply.replace('"a": 2', '"a": "two"');
+      const { dir } = await scriptedChatModule(`llama-typed-${what.length}`, LLAMA3_TOOLS_TEMPLATE, QUESTION, wrong, { tools: RENDERED, bpe: true });
+      const engine = await Engine.load({ model: dir });
+      try {
+        const { rows } = await engine.generate({ messages: QUESTION, tools: RENDERED }, { maxTokens: 120, responseFormat: { type: 'tool_calls', tools: TOOLS, choice: 'auto', syntax: 'json' } });
+        expect(rows[0]!.text.startsWith('{"type": "function", "name": "add", "parameters": {"a": '), rows[0]!.text).to.equal(true);
+        const splitter = new ToolCallTextSplitter('json');
+        const [call] = [...splitter.push(rows[0]!.text).toolCalls, ...splitter.end().toolCalls];
+        expect((JSON.parse(call!.arguments) as { a: unknown }).a, rows[0]!.text).to.be.a('number');
+      } finally {
+        await engine.dispose();
+      }
+    });
+  }
   for (const [what, template, reply, syntax] of cases) {
     it(`${what}: the call as written, under tool_choice auto and required`, async () => {
       const { dir } = await scriptedChatModule(`compact-${syntax}-${what.length}`, template, QUESTION, reply, { tools: RENDERED, bpe: true });

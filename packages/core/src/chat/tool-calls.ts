@@ -58,7 +58,10 @@ export class ToolCallTextSplitter {
   private inBlock = false;
   /** Whether nothing but whitespace came since the reply began or the last call closed. */
   private afterCall = true;
-  private readonly begin: string;
+  /** The opening of the block now open, or the syntax's own (what an unclosed block gives back as text). */
+  private begin: string;
+  /** Every opening of a block. */
+  private readonly begins: readonly string[];
   /** What closes a call; none: the call (or list of calls) runs to the end of the reply. */
   private readonly close: string | undefined;
   private readonly form: ToolCallForm;
@@ -69,7 +72,23 @@ export class ToolCallTextSplitter {
   ) {
     this.form = TOOL_CALL_SYNTAX[syntax];
     this.begin = this.form.begin;
+    this.begins = [this.form.begin, ...(this.form.alsoBegins ?? [])];
     this.close = this.form.end;
+  }
+
+  /** Where the first opening in the text is, and which; undefined: none. */
+  private opening(text: string): { at: number; begin: string } | undefined {
+    let first: { at: number; begin: string } | undefined;
+    for (const begin of this.begins) {
+      const at = text.indexOf(begin);
+      if (at !== -1 && (first === undefined || at < first.at)) first = { at, begin };
+    }
+    return first;
+  }
+
+  /** How many characters at the end of `text` may be the start of an opening. */
+  private partialOpening(text: string): number {
+    return Math.max(...this.begins.map((b) => partialTagAt(text, b)));
   }
 
   /** Takes the next piece of text. */
@@ -79,22 +98,24 @@ export class ToolCallTextSplitter {
     for (;;) {
       if (this.inBlock) {
         // A call that has no closing text ends where the next one opens (`mistral-args`), that opening kept.
-        const close = this.close ?? (this.form.args ? this.begin : undefined);
+        const close = this.close ?? (this.form.args ? this.form.begin : undefined);
         const at = close === undefined ? -1 : this.pending.indexOf(close);
         if (close === undefined || at === -1) break;
         out.toolCalls.push(...parseToolCalls(this.pending.slice(0, at), this.syntax, this.parameters));
         this.afterCall = true;
         this.pending = this.pending.slice(this.close === undefined ? at : at + close.length);
       } else {
-        const at = this.pending.indexOf(this.begin);
-        if (at === -1) break;
+        const found = this.opening(this.pending);
+        if (!found) break;
+        const { at, begin } = found;
+        this.begin = begin;
         out.content += this.content(this.pending.slice(0, at));
-        this.pending = this.pending.slice(this.form.beginsJson ? at : at + this.begin.length);
+        this.pending = this.pending.slice(this.form.beginsJson ? at : at + begin.length);
       }
       this.inBlock = !this.inBlock;
     }
     if (!this.inBlock) {
-      const free = this.pending.length - partialTagAt(this.pending, this.begin);
+      const free = this.pending.length - this.partialOpening(this.pending);
       if (!this.layout(this.pending.slice(0, free))) {
         out.content += this.content(this.pending.slice(0, free));
         this.pending = this.pending.slice(free);
@@ -111,7 +132,7 @@ export class ToolCallTextSplitter {
    */
   end(cut = false): SplitToolText {
     const out: SplitToolText = { content: '', toolCalls: [] };
-    if (!this.inBlock) out.content = this.content(cut ? this.pending.slice(0, this.pending.length - partialTagAt(this.pending, this.begin)) : this.pending);
+    if (!this.inBlock) out.content = this.content(cut ? this.pending.slice(0, this.pending.length - this.partialOpening(this.pending)) : this.pending);
     else if (cut) out.toolCalls.push(...cutToolCalls(this.pending, this.syntax, this.parameters));
     else if (this.close === undefined) out.toolCalls.push(...parseToolCalls(this.pending, this.syntax, this.parameters));
     else out.content = this.begin + this.pending;

@@ -49,6 +49,8 @@ export interface ToolCallForm {
   readonly end?: string;
   /** Whether the opening is the start of the call's own JSON (`json`), not a marker before it. */
   readonly beginsJson?: boolean;
+  /** Other openings a call may have, read as `begin` is (models write `json`'s compact, or with OpenAI's `"type"`). */
+  readonly alsoBegins?: readonly string[];
   /** Whether what follows the opening is a JSON list of calls rather than one call. */
   readonly list?: boolean;
   /** Without `end`: the special text between a call's name and its JSON arguments, each call opened anew. */
@@ -65,7 +67,7 @@ export interface ToolCallForm {
 /** Each syntax's form. */
 export const TOOL_CALL_SYNTAX = {
   hermes: { begin: '<tool_call>', end: '</tool_call>' },
-  json: { begin: '{"name": ', beginsJson: true },
+  json: { begin: '{"name": ', beginsJson: true, alsoBegins: ['{"name":"', '{"type": "function", "name": ', '{"type":"function","name":"'] },
   mistral: { begin: '[TOOL_CALLS]', list: true },
   'mistral-args': { begin: '[TOOL_CALLS]', args: '[ARGS]' },
   granite: { begin: '<|tool_call|>', list: true },

@@ -323,9 +323,14 @@ export class XGrammarFactory implements ConstraintFactory {
     }
     if (syntax === 'json') {
       // One call, the rest of the reply (Llama 3's templates render one and refuse several).
+      // Under `auto`, the call also with OpenAI's `"type": "function"` first, as Llama 3.2 writes it (llama.cpp takes both).
       const { begin } = TOOL_CALL_SYNTAX.json;
-      const tags = await Promise.all(called.map(async (t) => ({ type: 'tag', begin: `${begin}${JSON.stringify(t.name)}, "parameters": `, content: await grammarOf(t), end: '}' })));
-      return choice === 'auto' ? { type: 'triggered_tags', triggers: [begin], tags, stop_after_first: true } : { type: 'or', elements: tags };
+      const typed = '{"type": "function", "name": ';
+      const tagsAfter = (opening: string) =>
+        Promise.all(called.map(async (t) => ({ type: 'tag', begin: `${opening}${JSON.stringify(t.name)}, "parameters": `, content: await grammarOf(t), end: '}' })));
+      const tags = await tagsAfter(begin);
+      if (choice !== 'auto') return { type: 'or', elements: tags };
+      return { type: 'triggered_tags', triggers: [begin, typed], tags: [...tags, ...(await tagsAfter(typed))], stop_after_first: true };
     }
     if (syntax !== 'hermes') {
       // Each tool's arguments' grammar, under its name, for the marker syntaxes.
