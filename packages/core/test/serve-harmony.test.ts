@@ -170,4 +170,19 @@ describe('reasonplug serve: harmony replies (gpt-oss)', function () {
       await engine.dispose();
     }
   });
+
+  it("a call with its recipient in the channel, as the harmony guide writes it, passes the auto constraint as written", async () => {
+    const guide = `${ANALYSIS}<|channel|>commentary to=functions.add <|constrain|>json<|message|>{"a": 2, "b": 2}`;
+    const { dir } = await scriptedChatModule('guide-call', HARMONY_TEMPLATE, [{ role: 'user', content: QUESTION }], guide, { specialTokens: HARMONY_TOKENS, bpe: true, tools: [ADD] });
+    const engine = await Engine.load({ model: dir });
+    try {
+      const tools = [{ name: 'add', parameters: ADD.function.parameters }];
+      const { rows } = await engine.generate({ messages: [{ role: 'user', content: QUESTION }], tools: [ADD] }, { maxTokens: 120, responseFormat: { type: 'tool_calls', tools, choice: 'auto', syntax: 'harmony' } });
+      expect(rows[0]!.text.startsWith(guide), rows[0]!.text).to.equal(true);
+      const split = splitReply(replyParsing({ format: 'auto', chatTemplate: HARMONY_TEMPLATE, prompt: '', constrained: true, tools: 'harmony' }), rows[0]!.text);
+      expect(split.toolCalls.map((c) => [c.name, JSON.parse(c.arguments) as unknown])).to.deep.equal([['add', { a: 2, b: 2 }]]);
+    } finally {
+      await engine.dispose();
+    }
+  });
 });

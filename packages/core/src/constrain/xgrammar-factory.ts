@@ -497,7 +497,16 @@ function deepseekCalls(calls: { name: string; content: object }[], choice: ToolC
  * be any messages instead (the answer on the final channel).
  */
 function harmonyCalls(calls: { name: string; content: object }[], choice: ToolChoice): Record<string, unknown> {
-  const tags = calls.map((c) => ({ type: 'tag', begin: `${HARMONY_CALL}${c.name}${HARMONY.channel}commentary json${HARMONY.message}`, content: c.content, end: '' }));
+  // The recipient in the header before the channel, as gpt-oss's template writes it (`<|start|>assistant
+  // to=functions.f<|channel|>commentary json<|message|>`), or in the channel after it, as the harmony guide does
+  // (`<|channel|>commentary to=functions.f <|constrain|>json<|message|>`): both are read (chat/harmony.ts), as llama.cpp reads them.
+  const header = {
+    type: 'or',
+    elements: [`${HARMONY.channel}commentary json${HARMONY.message}`, ` ${HARMONY.constrain}json${HARMONY.message}`, `${HARMONY.constrain}json${HARMONY.message}`, HARMONY.message].map(
+      (value) => ({ type: 'const_string', value }),
+    ),
+  };
+  const tags = calls.map((c) => ({ type: 'tag', begin: `${HARMONY_CALL}${c.name}`, content: { type: 'sequence', elements: [header, c.content] }, end: '' }));
   return choice === 'auto' ? { type: 'triggered_tags', triggers: [HARMONY_CALL], tags, stop_after_first: true } : { type: 'or', elements: tags };
 }
 
