@@ -77,4 +77,34 @@ describe('chat templates', () => {
     const tok = await TextTokenizer.fromDirectory(dir);
     expect(() => tok.applyChatTemplate([{ role: 'user', content: 'x' }])).to.throw(/no chat template/);
   });
+
+  it("renders a conversation with tools with the model's named tool_use template, as transformers.js does; from a GGUF too", async () => {
+    const toolUse =
+      '{% if tools %}<|tools|>{% for t in tools %}{{ t.function.name }};{% endfor %}{% endif %}' +
+      '{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<|assistant|><tool_call>{% endif %}';
+    const dir = testDir('named-templates');
+    await mkdir(dir, { recursive: true });
+    await copyFile(join(models.llamaFp16, 'tokenizer.json'), join(dir, 'tokenizer.json'));
+    const config = JSON.parse(await readFile(join(models.llamaFp16, 'tokenizer_config.json'), 'utf8')) as Record<string, unknown>;
+    const named = { ...config, chat_template: [{ name: 'default', template: ZEPHYR_LIKE }, { name: 'tool_use', template: toolUse }] };
+    await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify(named));
+    const tok = await TextTokenizer.fromDirectory(dir);
+    const messages = [{ role: 'user' as const, content: 'Add 2 and 3' }];
+    const tools = [{ type: 'function', function: { name: 'add', parameters: { type: 'object' } } }];
+    const { PreTrainedTokenizer } = await import('@huggingface/transformers');
+    const reference = new PreTrainedTokenizer(JSON.parse(await readFile(join(dir, 'tokenizer.json'), 'utf8')) as object, named);
+    const theirs = (withTools: boolean) => reference.apply_chat_template(messages, { tokenize: false, add_generation_prompt: true, ...(withTools ? { tools } : {}) }) as string;
+    expect(tok.applyChatTemplate(messages, { tools })).to.equal(theirs(true)).and.equal('<|tools|>add;<|user|>Add 2 and 3<|assistant|><tool_call>');
+    expect(tok.applyChatTemplate(messages)).to.equal(theirs(false)).and.equal('<|user|>\nAdd 2 and 3</s>\n<|assistant|>\n');
+    expect(tok.rendersTools()).to.equal(true);
+    // a GGUF's tokenizer.chat_template.tool_use comes along as the same named template
+    const { tokenizerFromGguf } = await import('../src/gguf/tokenizer-from-gguf.js');
+    const { bpeTokenizerMeta, plain } = await import('./support/bpe-vocab.js');
+    const meta = Object.fromEntries(Object.entries(bpeTokenizerMeta('qwen2', { chatTemplate: ZEPHYR_LIKE })).map(([k, v]) => [k, plain(v)]));
+    const fromGguf = tokenizerFromGguf({ ...meta, 'tokenizer.chat_template.tool_use': toolUse });
+    expect(fromGguf.tokenizerConfig.chat_template).to.deep.equal([
+      { name: 'default', template: ZEPHYR_LIKE },
+      { name: 'tool_use', template: toolUse },
+    ]);
+  });
 });

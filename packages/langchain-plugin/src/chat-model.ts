@@ -95,7 +95,7 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
     };
     try {
       const prompter = ChatPrompter.load(runtime.backbone, await runtime.tokenizer(), chatTemplate);
-      return new ChatReasoner(runtime, prompter, chatTemplate, chatDefaults, toolCallSyntax ?? toolCallSyntaxOf(prompter.chatTemplate, prompter.rendersTools), rest);
+      return new ChatReasoner(runtime, prompter, chatTemplate, chatDefaults, toolCallSyntax ?? toolCallSyntaxOf(prompter.toolsTemplate, prompter.rendersTools), rest);
     } catch (err) {
       await runtime.dispose();
       throw err;

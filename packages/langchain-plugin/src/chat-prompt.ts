@@ -91,6 +91,11 @@ export class ChatPrompter {
     return this.template ?? this.tokenizer.chatTemplate!;
   }
 
+  /** The template prompts with tools are rendered with: the model's tool-use one, where it names one. */
+  get toolsTemplate(): string {
+    return this.template ?? this.tokenizer.toolUseTemplate ?? this.tokenizer.chatTemplate!;
+  }
+
   /**
    * A conversation rendered (`kwargs`: the template's own variables), and its ids: ending with the template's
    * generation prompt, or, when the last message is an AI message with text and no tool calls, ending where that

@@ -73,7 +73,8 @@ export interface HfTokenizerConfig {
   legacy?: true;
   model_max_length?: number;
   added_tokens_decoder: Record<string, Omit<HfAddedToken, 'id'>>;
-  chat_template?: string;
+  /** The template, or named templates (`default` and `tool_use`) as transformers writes several. */
+  chat_template?: string | { name: string; template: string }[];
   /** The FIM tokens the GGUF names by id (`tokenizer.ggml.fim_pre/suf/mid_token_id`), by their text. */
   fim_tokens?: { prefix: string; suffix: string; middle: string };
   [key: string]: unknown;
@@ -222,7 +223,11 @@ function hfTokenizerConfig(
     added_tokens_decoder: addedDecoder,
   };
   const chatTemplate = get('tokenizer.chat_template');
-  if (typeof chatTemplate === 'string') config.chat_template = chatTemplate;
+  const toolUse = get('tokenizer.chat_template.tool_use');
+  // (a named tool-use template beside it is kept as transformers keeps one: the list of named templates)
+  if (typeof chatTemplate === 'string') {
+    config.chat_template = typeof toolUse === 'string' ? [{ name: 'default', template: chatTemplate }, { name: 'tool_use', template: toolUse }] : chatTemplate;
+  }
   // FIM tokens the file names by id (else the tokenizer finds them by llama.cpp's texts): kept by their text.
   const fim = (['pre', 'suf', 'mid'] as const).map((kind) => get(`tokenizer.ggml.fim_${kind}_token_id`));
   if (fim.every((id) => typeof id === 'number' && Number.isInteger(id) && id >= 0 && id < pieces.length)) {

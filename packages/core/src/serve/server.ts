@@ -422,7 +422,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
    * template teaches, or `generic` (tools described in the system message, calls as a JSON reply) where it shows none.
    */
   function toolSyntax(l: Loaded): ToolCallSyntax {
-    return options.toolCallSyntax ?? toolCallSyntaxOf(options.chatTemplate ?? l.tokenizer!.chatTemplate, l.tokenizer!.rendersTools(options.chatTemplate));
+    return options.toolCallSyntax ?? toolCallSyntaxOf(options.chatTemplate ?? l.tokenizer!.toolUseTemplate ?? l.tokenizer!.chatTemplate, l.tokenizer!.rendersTools(options.chatTemplate));
   }
 
     /** `/tokenize` (vLLM's): the ids a completion or chat request would run, their count and the context. */

@@ -267,11 +267,24 @@ export class TextTokenizer {
   }
 
   /**
-   * Whether `template` (default the model's) shows tools to the model: rendering a conversation with a tool changes
-   * its text. Where it does not, tools go into the prompt as the `generic` syntax puts them ({@link ChatTemplateOptions}).
+   * The template a model names `tool_use` beside its default one (Hermes 2 Pro's and Hermes 3's tokenizer_config.json,
+   * a GGUF's `tokenizer.chat_template.tool_use`): conversations with tools are rendered with it, as transformers and
+   * llama.cpp render them.
+   */
+  get toolUseTemplate(): string | undefined {
+    const t = this.config.chat_template;
+    if (!Array.isArray(t)) return undefined;
+    const named = t.find((x) => x && (x as { name?: string }).name === 'tool_use') as { template?: unknown } | undefined;
+    return typeof named?.template === 'string' ? named.template : undefined;
+  }
+
+  /**
+   * Whether `template` (default the model's, its tool-use one where it has one) shows tools to the model: rendering a
+   * conversation with a tool changes its text. Where it does not, tools go into the prompt as the `generic` syntax
+   * puts them ({@link ChatTemplateOptions}).
    */
   rendersTools(template?: string): boolean {
-    return this.probed(template, 'tools', (render) => {
+    return this.probed(template ?? this.toolUseTemplate, 'tools', (render) => {
       const probe: ChatMessage[] = [{ role: 'user', content: 'hello' }];
       try {
         return render(probe, [PROBE_TOOL]) !== render(probe);
@@ -297,7 +310,7 @@ export class TextTokenizer {
    * special tokens again. Throws when the model has no template and none is given.
    */
   applyChatTemplate(messages: ChatMessage[], options: ChatTemplateOptions = {}): string {
-    const source = this.templateSource(options.template);
+    const source = this.templateSource(options.template ?? (options.tools?.length ? this.toolUseTemplate : undefined));
     const render = this.renderer(source, options.extra);
     if (options.toolsPrompt) messages = withToolsInPrompt(messages, options.toolsPrompt, this.rendersSystem(source));
     if (messages.some((m) => Array.isArray(m.tool_calls))) {
