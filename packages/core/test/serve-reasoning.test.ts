@@ -98,7 +98,8 @@ describe('reasonplug serve: reasoning models', function () {
       const structured = await chat(url, name, { maxTokens: 80 }).withStructuredOutput(schema, { name: 'sum', includeRaw: true }).invoke(QUESTION);
       expect(structured.parsed, name).to.deep.equal({ answer: 4 });
       expect(structured.raw.additional_kwargs.reasoning_content, name).to.equal(THOUGHT);
-      expect(structured.raw.content, name).to.equal('{"answer": 4}');
+      // (the grammar leaves the blanks to the model)
+      expect(JSON.parse(structured.raw.content as string), name).to.deep.equal({ answer: 4 });
 
       // Scripted for the prompt with the tool rendered in it.
       const tools = await serve(`${name}-tools`, template, reply, [add]);
@@ -117,7 +118,7 @@ describe('reasonplug serve: reasoning models', function () {
     const structured = await chat(url, 'qwen3ish-json', { maxTokens: 80 }).withStructuredOutput(schema, { name: 'sum', includeRaw: true }).invoke(QUESTION);
     expect(structured.parsed).to.deep.equal({ answer: 4 });
     expect(structured.raw.additional_kwargs.reasoning_content).to.equal(THOUGHT);
-    expect(structured.raw.content).to.equal('{"answer": 4}');
+    expect(JSON.parse(structured.raw.content as string)).to.deep.equal({ answer: 4 });
   });
 
   it("Magistral's thought between the special tokens [THINK] and [/THINK] is reasoning_content, free and constrained", async () => {
@@ -141,7 +142,7 @@ describe('reasonplug serve: reasoning models', function () {
       const schema = { type: 'object', properties: { answer: { enum: [4] } }, required: ['answer'] };
       const thought = { open: '<think>', close: '</think>', opened: true };
       const row = (await engine.generate({ promptIds }, { maxTokens: 80, responseFormat: { type: 'json_schema', schema, thought } })).rows[0]!;
-      expect(row.text).to.match(new RegExp(`^ ?${THOUGHT}\\n</think>\\s*\\{"answer": 4\\}$`));
+      expect(row.text).to.match(new RegExp(`^ ?${THOUGHT}\\n</think>\\s*\\{\\s?"answer"\\s?:\\s?4\\s?\\}$`));
       expect(row.parsed).to.deep.equal({ answer: 4 });
     } finally {
       await engine.dispose();
