@@ -124,11 +124,12 @@ export async function viaRegistry(modules: string, log: (line: string) => void =
   try {
     for (const name of MODULE_NAMES) {
       if (!existsSync(join(modules, name))) continue;
-      const ref = `${host}/examples/${name}:1.0.0`;
-      await pushModule(join(modules, name), ref, { cacheDir: join(root, 'cache') });
-      const pulled = await pullModule(`${host}/examples/${name}@^1`, { cacheDir: join(root, 'cache') });
+      // (under the module's own version, whatever it is; pulled back by the digest pushed)
+      const pushed = await pushModule(join(modules, name), `${host}/examples/${name}`, { cacheDir: join(root, 'cache') });
+      const ref = `${host}/examples/${name}@${pushed.digest}`;
+      const pulled = await pullModule(ref, { cacheDir: join(root, 'cache') });
       dirs[name] = pulled.dir;
-      log(`pulled ${ref} → ${pulled.dir}`);
+      log(`pulled ${host}/examples/${name}:${pushed.version} → ${pulled.dir}`);
     }
   } catch (err) {
     await listening.close();
@@ -157,6 +158,11 @@ export interface EvalOptions {
 export async function runEval(opts: EvalOptions): Promise<Row[]> {
   const m = (name: string) => opts.dirs?.[name] ?? join(opts.modules, name);
   const log = opts.log ?? (() => {});
+  if (!Number.isSafeInteger(opts.n) || opts.n < 1) throw new Error(`n must be a whole number of problems from 1 (got ${opts.n})`);
+  // The S rows need S and the math reasoner; the cipher, L and latent rows are run where their modules are there.
+  const missing = (['toy-backbone-s', 'toy-math-reasoner'] as const).filter((name) => !existsSync(m(name)));
+  if (missing.length > 0) throw new Error(`the eval needs ${missing.join(' and ')} in ${opts.modules} (the modules are found by these names)`);
+  const cipher = existsSync(m('toy-cipher-reasoner'));
   const data = { math: loadProblems('math', opts.n), cipher: loadProblems('cipher', opts.n) };
   const tasks = ['math', 'cipher'] as const;
   const rows: Row[] = [];
@@ -169,12 +175,13 @@ export async function runEval(opts: EvalOptions): Promise<Row[]> {
 
   const engS = await Engine.load({
     model: m('toy-backbone-s'),
-    reasoners: [{ model: m('toy-math-reasoner'), name: 'math' }, { model: m('toy-cipher-reasoner'), name: 'cipher' }],
+    reasoners: [{ model: m('toy-math-reasoner'), name: 'math' }, ...(cipher ? [{ model: m('toy-cipher-reasoner'), name: 'cipher' }] : [])],
   });
   try {
     for (const task of tasks) {
       await add('S', task, { engine: engS, reasoners: [] });
       await add('S+math', task, { engine: engS, reasoners: [{ name: 'math', weight: 1 }] });
+      if (!cipher) continue;
       await add('S+cipher', task, { engine: engS, reasoners: [{ name: 'cipher', weight: 1 }] });
       await add('S+math+cipher', task, { engine: engS, reasoners: [{ name: 'math', weight: 1 }, { name: 'cipher', weight: 1 }] });
     }
@@ -182,14 +189,16 @@ export async function runEval(opts: EvalOptions): Promise<Row[]> {
     await engS.dispose();
   }
 
-  const engL = await Engine.load({ model: m('toy-backbone-l'), reasoners: [{ model: m('toy-math-reasoner'), name: 'math' }] });
-  try {
-    for (const task of tasks) {
-      await add('L', task, { engine: engL, reasoners: [] });
-      await add('L+math', task, { engine: engL, reasoners: [{ name: 'math', weight: 1 }] });
+  if (existsSync(m('toy-backbone-l'))) {
+    const engL = await Engine.load({ model: m('toy-backbone-l'), reasoners: [{ model: m('toy-math-reasoner'), name: 'math' }] });
+    try {
+      for (const task of tasks) {
+        await add('L', task, { engine: engL, reasoners: [] });
+        await add('L+math', task, { engine: engL, reasoners: [{ name: 'math', weight: 1 }] });
+      }
+    } finally {
+      await engL.dispose();
     }
-  } finally {
-    await engL.dispose();
   }
 
   if ((opts.latent ?? true) && existsSync(m('toy-math-policy')) && existsSync(m('toy-math-projector'))) {
@@ -235,6 +244,7 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
   });
   const modules = resolve(values.modules!);
   const log = (l: string) => process.stderr.write(l + '\n');
+  if (!/^[1-9]\d*$/.test(values.n!)) throw new Error(`--n ${values.n}: give a whole number of problems from 1`);
   // Through the registry client by default (push to a loopback reasonplug-registry, pull back); --local reads the directories.
   const registry = values.local ? undefined : await viaRegistry(modules, log);
   let rows: Row[];

@@ -3,9 +3,9 @@
  * into module directories under `examples/modules/<name>/`: model.onnx built by the project's own builders
  * (writeLlamaModel / buildProjectorModel), the shared tokenizer files, and a full `reasonplug.json`.
  *
- *   npx tsx scripts/export-modules.ts [--from training/out/export] [--to examples/modules] [--dtype float16]
+ *   npx tsx scripts/export-modules.ts [--from training/out/export] [--to examples/modules] [--dtype float16|fp16]
  */
-import { copyFile, mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -45,7 +45,10 @@ const { values } = parseArgs({
 });
 const from = resolve(values.from!);
 const to = resolve(values.to!);
-const dtype = values.dtype as 'float32' | 'float16';
+// (the CLI's names too: a typo must not get as far as the modules it would replace)
+const DTYPES: Record<string, 'float32' | 'float16'> = { float32: 'float32', fp32: 'float32', float16: 'float16', fp16: 'float16' };
+const dtype = DTYPES[values.dtype!];
+if (!dtype) throw new Error(`--dtype ${values.dtype}: float32 (fp32) or float16 (fp16)`);
 
 async function readTensor(dir: string, ref: TensorRef): Promise<Float32Array> {
   const buf = await readFile(join(dir, ref.file));
@@ -87,48 +90,57 @@ for (const name of names) {
   if (!existsSync(join(src, 'weights.json'))) continue;
   const raw = JSON.parse(await readFile(join(src, 'weights.json'), 'utf8')) as RawExport;
   if (raw.format !== 'reasonplug-raw-f32-v1') throw new Error(`${src}: unknown format ${raw.format}`);
-  const dst = join(to, raw.meta.name);
+  // Written beside the module it replaces and renamed over it once whole: a failure leaves the old one as it was.
+  const final = join(to, raw.meta.name);
+  const dst = `${final}.${process.pid}.tmp`;
   await rm(dst, { recursive: true, force: true });
   await mkdir(dst, { recursive: true });
-  const tokenizerJson = JSON.parse(await readFile(join(src, 'tokenizer.json'), 'utf8')) as object;
-  await copyFile(join(src, 'tokenizer.json'), join(dst, 'tokenizer.json'));
-  await copyFile(join(src, 'tokenizer_config.json'), join(dst, 'tokenizer_config.json'));
-  let hiddenSize: number;
-  let vocabSize: number;
-  if (raw.kind === 'llama') {
-    const config = raw.config as unknown as LlamaConfig;
-    await writeLlamaModel(join(dst, 'model.onnx'), config, await llamaWeights(src, raw, config), { dtype });
-    hiddenSize = config.hiddenSize;
-    vocabSize = config.vocabSize;
-  } else {
-    const c = raw.config as { hiddenSize: number; innerSize: number; layers: number; vocabSize: number };
-    const layers: SwiGluWeights[] = [];
-    for (let i = 0; i < c.layers; i++) {
-      layers.push({
-        gate: await readTensor(src, raw.tensors[`layers.${i}.gate`]!),
-        up: await readTensor(src, raw.tensors[`layers.${i}.up`]!),
-        down: await readTensor(src, raw.tensors[`layers.${i}.down`]!),
-      });
+  try {
+    const tokenizerJson = JSON.parse(await readFile(join(src, 'tokenizer.json'), 'utf8')) as object;
+    await copyFile(join(src, 'tokenizer.json'), join(dst, 'tokenizer.json'));
+    await copyFile(join(src, 'tokenizer_config.json'), join(dst, 'tokenizer_config.json'));
+    let hiddenSize: number;
+    let vocabSize: number;
+    if (raw.kind === 'llama') {
+      const config = raw.config as unknown as LlamaConfig;
+      await writeLlamaModel(join(dst, 'model.onnx'), config, await llamaWeights(src, raw, config), { dtype });
+      hiddenSize = config.hiddenSize;
+      vocabSize = config.vocabSize;
+    } else {
+      const c = raw.config as { hiddenSize: number; innerSize: number; layers: number; vocabSize: number };
+      const layers: SwiGluWeights[] = [];
+      for (let i = 0; i < c.layers; i++) {
+        layers.push({
+          gate: await readTensor(src, raw.tensors[`layers.${i}.gate`]!),
+          up: await readTensor(src, raw.tensors[`layers.${i}.up`]!),
+          down: await readTensor(src, raw.tensors[`layers.${i}.down`]!),
+        });
+      }
+      await writeProjectorModel(join(dst, 'model.onnx'), buildProjectorModel({ hiddenSize: c.hiddenSize, innerSize: c.innerSize, layers: c.layers }, layers));
+      hiddenSize = c.hiddenSize;
+      vocabSize = c.vocabSize;
     }
-    await writeProjectorModel(join(dst, 'model.onnx'), buildProjectorModel({ hiddenSize: c.hiddenSize, innerSize: c.innerSize, layers: c.layers }, layers));
-    hiddenSize = c.hiddenSize;
-    vocabSize = c.vocabSize;
+    const m = raw.meta;
+    const manifest = await writeModuleDir(dst, {
+      name: m.name,
+      version: m.version,
+      kind: m.kind,
+      tasks: m.tasks,
+      description: m.description,
+      license: 'MIT',
+      compat: { tokenizer: tokenizerFingerprint(tokenizerJson), vocabSize, hiddenSize },
+      ...(m.composition ? { composition: m.composition } : {}),
+      ...(m.latent ? { latent: m.latent } : {}),
+      ...(m.kind === 'backbone' ? { generation: { bosTokenId: 1, eosTokenIds: [2] } } : {}),
+      ...(m.provenance ? { provenance: m.provenance } : {}),
+      files: { model: 'model.onnx', tokenizer: 'tokenizer.json', tokenizerConfig: 'tokenizer_config.json' },
+    });
+    await rm(final, { recursive: true, force: true });
+    await rename(dst, final);
+    const bytes = Object.values(manifest.files).reduce((n, f) => n + f.size, 0);
+    console.log(`${m.name}@${m.version} (${m.kind}, ${m.tasks.join(',')}): ${(bytes / 1024).toFixed(0)} KiB → ${final}`);
+  } catch (err) {
+    await rm(dst, { recursive: true, force: true });
+    throw err;
   }
-  const m = raw.meta;
-  const manifest = await writeModuleDir(dst, {
-    name: m.name,
-    version: m.version,
-    kind: m.kind,
-    tasks: m.tasks,
-    description: m.description,
-    license: 'MIT',
-    compat: { tokenizer: tokenizerFingerprint(tokenizerJson), vocabSize, hiddenSize },
-    ...(m.composition ? { composition: m.composition } : {}),
-    ...(m.latent ? { latent: m.latent } : {}),
-    ...(m.kind === 'backbone' ? { generation: { bosTokenId: 1, eosTokenIds: [2] } } : {}),
-    ...(m.provenance ? { provenance: m.provenance } : {}),
-    files: { model: 'model.onnx', tokenizer: 'tokenizer.json', tokenizerConfig: 'tokenizer_config.json' },
-  });
-  const bytes = Object.values(manifest.files).reduce((n, f) => n + f.size, 0);
-  console.log(`${m.name}@${m.version} (${m.kind}, ${m.tasks.join(',')}): ${(bytes / 1024).toFixed(0)} KiB → ${dst}`);
 }

@@ -6,6 +6,8 @@
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { fromSources, repoRoot } from './support/paths.js';
@@ -52,5 +54,31 @@ describe('eval (fast subset of the results table)', function () {
   it('S + math reasoner beats S alone on math', () => {
     const acc = (s: string) => rows.find((r) => r.setting === s && r.task === 'math')!.accuracy;
     expect(acc('S+math')).to.be.greaterThan(acc('S'));
+  });
+
+  it('takes modules of its own: another version pushed as it is, the rows of absent optional modules left out; a bad --n or a missing module said plainly', async () => {
+    const own = await mkdtemp(join(tmpdir(), 'reasonplug-eval-own-'));
+    for (const name of ['toy-backbone-s', 'toy-math-reasoner']) await cp(join(modules, name), join(own, name), { recursive: true });
+    const manifestPath = join(own, 'toy-math-reasoner', 'reasonplug.json');
+    const manifest = JSON.parse(await readFile(manifestPath, 'utf8')) as { version: string };
+    await writeFile(manifestPath, JSON.stringify({ ...manifest, version: '1.0.1' }));
+    const evalRun = (args: string[]) =>
+      run(process.execPath, [...fromSources, join(repoRoot, 'eval', 'run.ts'), ...args], { cwd: repoRoot, maxBuffer: 16 * 1024 * 1024 }).then(
+        ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+        (e: { code?: number; stdout?: string; stderr?: string }) => ({ code: e.code ?? 1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' }),
+      );
+    const ran = await evalRun(['--n', '2', '--json', '--modules', own]);
+    expect(ran.code, ran.stderr).to.equal(0);
+    expect(ran.stderr).to.include('/examples/toy-math-reasoner:1.0.1');
+    const settings = (JSON.parse(ran.stdout.trim().split('\n').at(-1)!) as { rows: JsonRow[] }).rows.map((r) => `${r.setting}/${r.task}`);
+    expect(settings).to.deep.equal(['S/math', 'S+math/math', 'S/cipher', 'S+math/cipher']);
+    const zero = await evalRun(['--n', '0', '--local']);
+    expect(zero.code).to.not.equal(0);
+    expect(zero.stderr).to.include('--n 0: give a whole number of problems from 1');
+    await rm(join(own, 'toy-math-reasoner'), { recursive: true });
+    const missing = await evalRun(['--n', '2', '--local', '--modules', own]);
+    expect(missing.code).to.not.equal(0);
+    expect(missing.stderr).to.include(`the eval needs toy-math-reasoner in ${own}`);
+    await rm(own, { recursive: true, force: true });
   });
 });
