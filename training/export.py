@@ -3,7 +3,7 @@ and the held-out test sets under eval/data/. `npx tsx scripts/export-modules.ts`
 
   /usr/bin/python3 training/export.py --backbone-s out/ckpt/backbone-S/step700.pt --backbone-l ... [--math-reasoner ...]
 """
-import argparse, json, shutil
+import argparse, json, re, shutil
 from common import *
 
 ap = argparse.ArgumentParser()
@@ -16,8 +16,16 @@ ap.add_argument('--projector')
 ap.add_argument('--only', help='comma-separated subset of s,l,math-reasoner,cipher-reasoner,policy,projector to export '
                                '(the others are left out of training/out/export/, so scripts/export-modules.ts leaves their module '
                                'directories as they are); the held-out sets in eval/data/ are then not rewritten')
+ap.add_argument('--prefix', default='toy', help='module names are <prefix>-backbone-s, <prefix>-math-reasoner, ... (default toy)')
+ap.add_argument('--version', default='1.0.0', help='the modules\' version (default 1.0.0): a retrained module published beside '
+                                                  'an earlier one needs a version of its own')
 a = ap.parse_args()
+PIECES = ('s', 'l', 'math-reasoner', 'cipher-reasoner', 'policy', 'projector')
 ONLY = set(a.only.split(',')) if a.only else None
+if ONLY is not None and ONLY - set(PIECES): ap.error(f'--only {",".join(sorted(ONLY - set(PIECES)))}: not among {",".join(PIECES)}')
+if not re.fullmatch(r'\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?', a.version): ap.error(f'--version {a.version}: a semver version such as 1.0.1')
+NAME = lambda piece: f'{a.prefix}-{piece}'
+AT = lambda piece: f'{NAME(piece)}@{a.version}'
 want = lambda what: ONLY is None or what in ONLY
 if ONLY is None and not (a.backbone_s and a.backbone_l): ap.error('--backbone-s and --backbone-l are required unless --only is given')
 for what, ck in (('s', a.backbone_s), ('l', a.backbone_l), ('math-reasoner', a.math_reasoner), ('cipher-reasoner', a.cipher_reasoner),
@@ -32,16 +40,21 @@ REPO = 'training/ (reasonplug repository), see training/README.md'
 def rel(p): return os.path.relpath(os.path.abspath(p), os.path.join(ROOT, '..'))
 
 
-def hist(ck):
-    _, extra = load_ckpt(ck)
-    return extra
+def backbone_of(extra):
+    """The module a reasoner was trained against: the backbone exported beside it whose checkpoint it names, else that checkpoint."""
+    path = extra.get('backbone')
+    if not path: return AT('backbone-s')
+    trained = os.path.abspath(os.path.join(ROOT, path))
+    for size, ck in (('s', a.backbone_s), ('l', a.backbone_l)):
+        if ck and os.path.abspath(ck) == trained: return AT(f'backbone-{size}')
+    return f'the checkpoint {path}'
 
 
 for size, ck in (('s', a.backbone_s), ('l', a.backbone_l)):
     if not want(size) or not ck: continue
     m, extra = load_ckpt(ck)
     export_llama(m, os.path.join(dest, f'backbone-{size}'), {
-        'name': f'toy-backbone-{size}', 'version': '1.0.0', 'kind': 'backbone', 'tasks': ['math', 'cipher'],
+        'name': NAME(f'backbone-{size}'), 'version': a.version, 'kind': 'backbone', 'tasks': ['math', 'cipher'],
         'description': f'Toy Llama backbone {size.upper()} ({param_count(m)} parameters), char-level, pre-trained on a mix of '
                        'multi-step arithmetic with chain of thought and a substitution cipher, stopped while still mediocre.',
         'provenance': {'trainedWith': 'training/pretrain.py (next-token SFT on completions)', 'dataset': 'training/common.py synthetic tasks, held-out test sets excluded',
@@ -52,31 +65,35 @@ for task, ck in (('math', a.math_reasoner), ('cipher', a.cipher_reasoner)):
     if not ck or not want(f'{task}-reasoner'): continue
     m, extra = load_ckpt(ck)
     args = extra.get('args') or {}
+    backbone = backbone_of(extra)
     how = ''
-    if args.get('from_backbone_layers'): how += f"initialised from toy-backbone-s's embedding and first {args['from_backbone_layers']} layers (LM head zero); "
+    if args.get('from_backbone_layers'): how += f"initialised from the backbone's embedding and first {args['from_backbone_layers']} layers (LM head zero); "
     if args.get('sft_warmup'): how += f"{args['sft_warmup']} steps of SFT cold start through the composition, then "
     export_llama(m, os.path.join(dest, f'reasoner-{task}'), {
-        'name': f'toy-{task}-reasoner', 'version': '1.0.0', 'kind': 'logit-reasoner', 'tasks': [task],
-        'description': f'UniR reasoner for the toy {task} task ({param_count(m)} parameters): {how}GRPO against frozen toy-backbone-s; '
+        'name': NAME(f'{task}-reasoner'), 'version': a.version, 'kind': 'logit-reasoner', 'tasks': [task],
+        'description': f'UniR reasoner for the toy {task} task ({param_count(m)} parameters): {how}GRPO against frozen {backbone}; '
                        'its logits are added raw to the backbone\'s.',
         'composition': {'defaultWeight': 1.0, 'mode': 'logits'},
         'provenance': {'trainedWith': 'training/grpo.py (UniR GRPO: policy softmax(z_reasoner + z_backbone), group-normalised advantages)',
-                       'backbone': 'toy-backbone-s@1.0.0', 'reward': 'binary exact match of the final answer',
+                       'backbone': backbone, 'reward': 'binary exact match of the final answer',
                        'dataset': f'training/common.py {task} (held-out test set excluded)', 'checkpoint': rel(ck),
                        'step': extra.get('step'), 'parameters': param_count(m), 'args': args,
                        'offTaskKl': args.get('offtask_kl'), 'heldOutAccuracyAtExport': extra.get('acc'), 'backboneAccuracy': extra.get('backbone_acc')}})
 
 if a.policy and want('policy'):
     m, extra = load_ckpt(a.policy)
+    stage = (extra.get('args') or {}).get('stage')
+    # (the documented pipeline ends with --stage compress; a policy exported after an earlier stage says so)
+    trained = ('training/latent.py --stage policy (SFT), --stage joint (with a first projector), then --stage compress (the latent '
+               'positions learned as a compressed written chain, 2 tokens per step)') if stage in (None, 'compress') else f'training/latent.py --stage {stage}'
     export_llama(m, os.path.join(dest, 'policy'), {
-        'name': 'toy-math-policy', 'version': '1.0.0', 'kind': 'backbone', 'tasks': ['math'],
-        'description': 'toy-backbone-s fine-tuned on math: "Q:" prompts get a written chain of thought, "L:" prompts get '
+        'name': NAME('math-policy'), 'version': a.version, 'kind': 'backbone', 'tasks': ['math'],
+        'description': f'{NAME("backbone-s")} fine-tuned on math: "Q:" prompts get a written chain of thought, "L:" prompts get '
                        '<implicit_thought>N</implicit_thought> markers (two latent steps per reasoning step) and the answer, '
-                       'the latent steps computed with toy-math-projector.',
-        'provenance': {'trainedWith': 'training/latent.py --stage policy (SFT), --stage joint (with a first projector), then '
-                                      '--stage compress (the latent positions learned as a compressed written chain, 2 tokens per step)',
-                       'backbone': 'toy-backbone-s@1.0.0', 'checkpoint': rel(a.policy), 'step': extra.get('step'),
-                       'validationCotAccuracyAtExport': extra.get('cot_acc'),
+                       f'the latent steps computed with {NAME("math-projector")}.',
+        'provenance': {'trainedWith': trained,
+                       'backbone': AT('backbone-s'), 'checkpoint': rel(a.policy), 'step': extra.get('step'),
+                       'validationCotAccuracyAtExport': extra.get('cot_acc', extra.get('acc')),
                        'validationCompressedTextAccuracyAtExport': extra.get('compressed_text_acc'), 'args': extra.get('args')}})
 if a.projector and want('projector'):
     d = torch.load(a.projector)
@@ -90,12 +107,12 @@ if a.projector and want('projector'):
             tensors[f'layers.{i}.{k}'] = {'file': fn, 'shape': list(t.shape)}
     with open(os.path.join(pdir, 'weights.json'), 'w') as f:
         json.dump({'format': 'reasonplug-raw-f32-v1', 'kind': 'projector', 'config': d['config'], 'tensors': tensors, 'meta': {
-            'name': 'toy-math-projector', 'version': '1.0.0', 'kind': 'latent-projector', 'tasks': ['math'],
-            'description': 'LiteReason projector (3 SwiGLU layers) for toy-math-policy: maps the final post-norm hidden state to the next latent input embedding.',
+            'name': NAME('math-projector'), 'version': a.version, 'kind': 'latent-projector', 'tasks': ['math'],
+            'description': f'LiteReason projector (3 SwiGLU layers) for {NAME("math-policy")}: maps the final post-norm hidden state to the next latent input embedding.',
             'latent': {'open': '<implicit_thought>', 'close': '</implicit_thought>', 'maxSteps': 32, 'tokensPerStep': d['extra'].get('tokensPerStep', 8)},
             'provenance': {'trainedWith': 'training/latent.py --stage projector --distill-steps (warm start on the policy\'s compressed chain), '
                                           'then SFT through the latent rollout, policy frozen',
-                           'backbone': 'toy-math-policy@1.0.0', 'checkpoint': rel(a.projector), 'step': d['extra'].get('step'),
+                           'backbone': AT('math-policy'), 'checkpoint': rel(a.projector), 'step': d['extra'].get('step'),
                            'latentStepsPerReasoningStep': 8 // d['extra'].get('tokensPerStep', 8),
                            'validationAccuracyAtExport': d['extra'].get('acc')}}}, f, indent=1)
     write_tokenizer(pdir)

@@ -80,7 +80,7 @@ export function addRegistryCommands(program: Command): void {
       .command('push')
       .description('push a module directory; tags its exact version, and latest where it is the newest release')
       .argument('<dir>', 'module directory')
-      .argument('<ref>', 'REGISTRY/namespace/name[:VERSION] (VERSION defaults to the module version)')
+      .argument('<ref>', "REGISTRY/namespace/name[:VERSION] (the module's version; VERSION, if given, must be it)")
       .option('--force', 'replace an existing version with other content, where the registry allows it')
       .option('--latest', 'move latest to this version even where the repository holds a newer release')
       .option('--no-latest', 'leave latest where it is'),
