@@ -4,7 +4,7 @@ import { copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
 import { Engine } from '../src/engine.js';
 import { TextTokenizer, type ChatMessage } from '../src/tokenizer/tokenizer.js';
 import { join } from 'node:path';
-import { models } from '../../../test/support/paths.js';
+import { models, repoRoot } from '../../../test/support/paths.js';
 import { builtModel, cacheDir, testDir } from './support/models.js';
 import { cliPath, runReasonplug } from './support/cli.js';
 import { spawn } from 'node:child_process';
@@ -274,6 +274,11 @@ describe('reasonplug CLI', function () {
     const cut = await reasonplug('inspect', damaged);
     expect(cut.code).to.equal(1);
     expect(cut.stderr).to.match(/OnnxFormatError: .*inspect-damaged-\w+.model\.onnx/);
+    // a latent projector is no decoder: its manifest and its graph's inputs and outputs
+    const projector = await reasonplug('inspect', join(repoRoot, 'examples', 'modules', 'toy-math-projector'));
+    expect(projector.code, projector.stderr).to.equal(0);
+    const shown = JSON.parse(projector.stdout) as { manifest: { kind: string }; inputs: { name: string }[]; outputs: { name: string }[] };
+    expect([shown.manifest.kind, shown.inputs.map((i) => i.name), shown.outputs.map((o) => o.name)]).to.deep.equal(['latent-projector', ['hidden_state'], ['latent_embedding']]);
   });
 
   it('rejects bad flags with a clear message', async () => {

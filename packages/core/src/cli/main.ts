@@ -123,14 +123,18 @@ function formatTrace(id: number, trace: TokenTrace): string {
 
 async function inspect(path: string, flags: { dtype?: string } = {}): Promise<void> {
   const location = await locateModel(await resolveModelPath(path), flags);
+  // A projector is no decoder: its graph's inputs and outputs are what there is to show.
+  const projector = location.manifest?.kind === 'latent-projector';
   // The file checks a load makes (complete protobuf, external data present), then onnxruntime's own.
-  await prepareDecoder(location.modelPath);
+  if (!projector) await prepareDecoder(location.modelPath);
   const session = await ort.InferenceSession.create(location.modelPath).catch((err: unknown) => {
     throw loadFailure(location.modelPath, err);
   });
   try {
-    const signature = detectSignature(session.inputMetadata, session.outputMetadata, location.modelPath);
-    process.stdout.write(JSON.stringify({ ...location, signature: describeSignature(signature) }, null, 2) + '\n');
+    const described = projector
+      ? { inputs: session.inputMetadata, outputs: session.outputMetadata }
+      : { signature: describeSignature(detectSignature(session.inputMetadata, session.outputMetadata, location.modelPath)) };
+    process.stdout.write(JSON.stringify({ ...location, ...described }, null, 2) + '\n');
   } finally {
     await session.release();
   }
