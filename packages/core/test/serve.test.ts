@@ -485,7 +485,7 @@ describe('reasonplug serve', function () {
     const long = await post('/v1/completions', { model: 'stories260k', max_tokens: 4, prompt: 'Once upon a time '.repeat(480_000) });
     expect(long.status).to.equal(400);
     const overflow = ((await long.json()) as { error: { message: string; code: string; param: string } }).error;
-    expect(overflow.message).to.match(/TokenizerError: the text is longer than the model's context of \d+ tokens/);
+    expect(overflow.message).to.match(/TokenizerError: the text is longer than the context length of \d+ tokens/);
     // OpenAI's code for it, which clients (LiteLLM's fallbacks) act on, naming the input's field
     expect(overflow).to.deep.include({ code: 'context_length_exceeded', param: 'prompt' });
     const longChat = await post('/v1/chat/completions', { model: 'stories260k', max_tokens: 4, messages: [{ role: 'user', content: 'Once upon a time '.repeat(1000) }] });

@@ -232,7 +232,7 @@ describe('context length', function () {
 
       const tooLong = await rejection(engine.generate({ promptIds: Array.from({ length: 2049 }, (_, i) => 1 + (i % 100)) }));
       expect(tooLong.name).to.equal('PromptError');
-      expect(tooLong.message).to.equal("prompt 0 has 2049 tokens, more than the model's context of 2048 positions; shorten the prompt");
+      expect(tooLong.message).to.equal('prompt 0 has 2049 tokens, more than the context length of 2048 positions; shorten the prompt, or load the model with a larger contextLength (--context-length) where it allows more');
       const full = await engine.generate({ promptIds: Array.from({ length: 2048 }, (_, i) => 1 + (i % 100)) }, { maxTokens: 10 });
       expect(full.rows[0]!.ids).to.have.length(1);
       expect(full.rows[0]!.finishReason).to.equal('length');
@@ -362,7 +362,7 @@ describe('context length with latent steps', function () {
       expect(engine.info.contextLength).to.equal(10);
       const over = await rejection(engine.generate({ promptIds: [1, 2, 3] }, { latent: 'fixed:8', maxTokens: 5 }));
       expect(over.name).to.equal('PromptError');
-      expect(over.message).to.include('prompt 0 has 3 tokens and 8 latent steps follow it').and.include('context of 10 positions');
+      expect(over.message).to.include('prompt 0 has 3 tokens and 8 latent steps follow it').and.include('context length of 10 positions');
       const fits = await engine.generate({ promptIds: [1, 2, 3] }, { latent: 'fixed:7', maxTokens: 5, ignoreEos: true });
       expect(fits.usage.latentSteps).to.equal(7);
       expect(fits.rows[0]!.ids).to.have.length(1);

@@ -16,7 +16,7 @@ import { BatchKv, prefillTogether, RowPrefill, type BatchCache, type KvCounters,
 import type { PrefixCacheStats } from '../runtime/prefix-cache.js';
 import type { RowShards, RowShardStats } from '../runtime/row-shards.js';
 import { LoneRowsKv } from '../runtime/lone-rows-kv.js';
-import { checkPrompts, LatentPolicyError, newRows, PromptError, type RowState, type DecodeLoopInput, type DecodeLoopOutput, type LatentDriver } from './decode-loop.js';
+import { checkPrompts, LatentPolicyError, newRows, PromptError, TO_LENGTHEN, type RowState, type DecodeLoopInput, type DecodeLoopOutput, type LatentDriver } from './decode-loop.js';
 import { rowLatentSteps, type LatentProjector } from '../runtime/row-latent.js';
 import { StopStringMatcher } from './stop-strings.js';
 import type { TokenEvent, TokenLogprobs } from './types.js';
@@ -268,7 +268,7 @@ export class ContinuousBatch {
       if (p.length + fixedSteps > context) {
         throw new PromptError(
           `prompt ${r} has ${p.length} tokens${fixedSteps ? ` and ${fixedSteps} latent steps follow it` : ''}, ` +
-            `more than the model's context of ${context} positions; shorten the prompt`,
+            `more than the context length of ${context} positions; shorten the prompt${TO_LENGTHEN}`,
         );
       }
     });

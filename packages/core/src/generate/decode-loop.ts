@@ -253,7 +253,7 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
     const longest = input.prompts.findIndex((p) => p.length === used);
     throw new PromptError(
       `prompt ${longest} has ${used} tokens${fixedSteps ? ` and ${fixedSteps} latent steps follow it` : ''}, ` +
-        `more than the model's context of ${context} positions; shorten the prompt`,
+        `more than the context length of ${context} positions; shorten the prompt${TO_LENGTHEN}`,
     );
   }
   const markerPolicy = latent?.policy === 'marker' && input.decode !== undefined;
@@ -350,6 +350,12 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
     decodeSteps,
   };
 }
+
+/**
+ * The other way out of a prompt past the context, where the limit was lowered at load (`contextLength`,
+ * `--context-length`, as llama.cpp's `-c`) below what the model allows.
+ */
+export const TO_LENGTHEN = ', or load the model with a larger contextLength (--context-length) where it allows more';
 
 /** Raised for prompts the model cannot take. */
 export class PromptError extends Error {

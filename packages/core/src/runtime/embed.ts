@@ -7,6 +7,7 @@ import { RowPrefill } from './batch-kv.js';
 import type { DecoderSession } from './decoder-session.js';
 import type { EmbedInput, EmbedResult } from './protocol.js';
 import { POOLING_FILE, type Pooling } from '../modules/pooling.js';
+import { TO_LENGTHEN } from '../generate/decode-loop.js';
 
 /** Raised when embeddings are asked of an engine whose backbone does not give its hidden state. */
 export class EmbeddingsUnavailableError extends Error {
@@ -65,7 +66,7 @@ export function promptsOf(input: EmbedInput, tokenizer: TextTokenizer | undefine
   prompts.forEach((p, i) => {
     if (p.length === 0) throw new EmbedInputError(`${what}: input ${i} has no tokens`);
     if (contextLength !== undefined && p.length > contextLength) {
-      throw new EmbedInputError(`${what}: input ${i} is ${p.length} tokens, more than the model's context of ${contextLength}`);
+      throw new EmbedInputError(`${what}: input ${i} is ${p.length} tokens, more than the context length of ${contextLength} positions${TO_LENGTHEN}`);
     }
     const bad = p.find((id) => !Number.isInteger(id) || id < 0 || id >= vocabSize);
     if (bad !== undefined && typeof bad === 'number' && Number.isFinite(bad) && !Number.isInteger(bad)) throw new EmbedInputError(`${what}: input ${i} holds token id ${bad}, which is not a whole number`);

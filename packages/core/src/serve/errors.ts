@@ -42,7 +42,7 @@ const REQUEST_FAULTS = new Set([
 ]);
 
 /** How the engine words an input past the context (prompts, texts to tokenize, embedding inputs). */
-const PAST_CONTEXT = /(more|longer) than the model's context/;
+const PAST_CONTEXT = /(more|longer) than the context length of/;
 
 /** The request field that holds the input at each endpoint, named by a context overflow's `param`. */
 function inputParam(path: string): string | null {

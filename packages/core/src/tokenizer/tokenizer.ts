@@ -190,7 +190,7 @@ export class TextTokenizer {
       const space = text.lastIndexOf(' ', end);
       const head = this.tokenizer.encode(text.slice(0, space > end / 2 ? space : end), { add_special_tokens: addSpecialTokens }).ids.length;
       if (head > within + PROBE_MARGIN) {
-        throw new TokenizerError(`the text is longer than the model's context of ${within} tokens (its first ${end} of ${text.length} characters alone are ${head} tokens); shorten it`);
+        throw new TokenizerError(`the text is longer than the context length of ${within} tokens (its first ${end} of ${text.length} characters alone are ${head} tokens); shorten it`);
       }
     }
     return this.tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids;
