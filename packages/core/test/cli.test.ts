@@ -174,6 +174,37 @@ describe('reasonplug CLI', function () {
     expect(untemplated.stderr).to.match(/has no chat template: give one with --chat-template/);
   });
 
+  it('chat leaves the oldest exchanges out where the conversation would pass the context, and a turn it cannot take does not end it', async () => {
+    const template = '{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>{{ m.content }}<|end|>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}';
+    await mkdir(testDir('cli-chat-fit'), { recursive: true });
+    const templateFile = join(testDir('cli-chat-fit'), 'template.jinja');
+    await writeFile(templateFile, template);
+    // A reply runs to the end of a 64-position context: the next turn cannot hold it, and the first exchange goes.
+    const long = 'Once upon a time '.repeat(30);
+    const input = `Once upon a time\nLily\n${long}\nTom\n`;
+    const r = await runReasonplug(['chat', '--model', storiesDir, '--chat-template', templateFile, '--context-length', '64'], { REASONPLUG_CACHE: join(cacheDir, '..', 'cli-cache') }, input);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(r.stderr).to.include('[2 earlier message(s) left out to fit the context]');
+    expect(r.stderr).to.include('[the message alone fills the context of 64 tokens: shorten it]');
+    // three replies (the long message got none), each turn's prompt within the context
+    const prompts = [...r.stderr.matchAll(/\[(\d+) prompt tokens/g)].map((m) => Number(m[1]));
+    expect(prompts).to.have.length(3);
+    for (const n of prompts) expect(n).to.be.below(64);
+  });
+
+  it('Ctrl-C stops generate with exit code 130 (a shell loop over it stops); a reader closing the pipe ends it with 0', async () => {
+    // (the story model with its end of text banned: it writes on until stopped)
+    const args = ['--import', 'tsx', cliPath, 'generate', '--model', storiesDir, '--prompt-ids', '1', '--max-tokens', '100000', '--logit-bias', '2=-100'];
+    const child = spawn(process.execPath, args, { env: { ...process.env, REASONPLUG_CACHE: join(cacheDir, '..', 'cli-cache') } });
+    child.stdout.once('data', () => child.kill('SIGINT'));
+    expect(await new Promise<number | null>((r) => child.on('close', r))).to.equal(130);
+    const piped = spawn('bash', ['-c', `"${process.execPath}" ${args.map((a) => `'${a}'`).join(' ')} | head -c 10 > /dev/null; echo "\${PIPESTATUS[0]}"`]);
+    let status = '';
+    piped.stdout.on('data', (d: Buffer) => (status += d.toString()));
+    await new Promise((r) => piped.on('close', r));
+    expect(status.trim()).to.equal('0');
+  });
+
   it("chat writes a reasoning model's thought to stderr and its answer to stdout; --reasoning-format none keeps them together", async () => {
     const question = 'What are two and two?';
     const reply = '<think>\nTwo and two make four.\n</think>\n\nFour.';

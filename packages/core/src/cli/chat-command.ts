@@ -6,6 +6,7 @@
  * stops a reply, or leaves between replies.
  */
 import { createInterface } from 'node:readline';
+import { stdout } from './output-closed.js';
 import { Option, type Command } from 'commander';
 import { Engine, type StreamOptions } from '../engine.js';
 import { validateGenerateOptions } from '../generate/options.js';
@@ -36,6 +37,8 @@ interface Conversation {
   reasoningFormat: ReasoningFormat;
   /** Tokens each reply's thought may take (default: no limit). */
   thinkingBudget: number | undefined;
+  /** Positions a turn's prompt and reply share. */
+  context: number;
 }
 
 /** Adds `chat` to the command tree. */
@@ -64,10 +67,28 @@ async function chat(flags: ChatFlags): Promise<void> {
     if (!template) throw new Error(`${flags.model} has no chat template: give one with --chat-template, or use generate`);
     for (const w of engine.info.warnings) process.stderr.write(`warning: ${w}\n`);
     // Without --max-tokens a reply may run to the end of the context (the engine stops a row there).
-    const options: StreamOptions = { ...sampling, maxTokens: flags.maxTokens ?? engine.info.contextLength ?? 2048 };
-    await converse({ engine, tokenizer, options, system: flags.system, template, templateKwargs: flags.chatTemplateKwargs, reasoningFormat: flags.reasoningFormat, thinkingBudget: flags.thinkingBudget });
+    const context = engine.info.contextLength ?? 2048;
+    const options: StreamOptions = { ...sampling, maxTokens: flags.maxTokens ?? context };
+    await converse({ engine, tokenizer, options, system: flags.system, template, templateKwargs: flags.chatTemplateKwargs, reasoningFormat: flags.reasoningFormat, thinkingBudget: flags.thinkingBudget, context });
   } finally {
     await engine.dispose();
+  }
+}
+
+/**
+ * The turn's messages rendered, with the oldest exchanges after the first `kept` messages (the system message) left
+ * out until the prompt leaves a reply room (a quarter of the context, or --max-tokens where that is less), as Ollama
+ * trims a conversation to its context; undefined when the newest message alone leaves none.
+ */
+function fitted(c: Conversation, messages: ChatMessage[], kept: number): { messages: ChatMessage[]; prompt: string; ids: number[]; dropped: number } | undefined {
+  const room = Math.min(c.options.maxTokens ?? Infinity, Math.floor(c.context / 4));
+  for (let dropped = 0; ; dropped += 2) {
+    const turn = [...messages.slice(0, kept), ...messages.slice(kept + dropped)];
+    const prompt = c.tokenizer.applyChatTemplate(turn, { template: c.template, ...(c.templateKwargs ? { extra: c.templateKwargs } : {}) });
+    // The template writes the special tokens (BOS included), so the tokenizer must not add them again.
+    const ids = c.tokenizer.encode(prompt, false);
+    if (ids.length + room <= c.context) return { messages: turn, prompt, ids, dropped };
+    if (turn.length - kept <= 1) return ids.length < c.context ? { messages: turn, prompt, ids, dropped } : undefined;
   }
 }
 
@@ -79,24 +100,33 @@ async function chat(flags: ChatFlags): Promise<void> {
 async function converse(c: Conversation): Promise<void> {
   const interactive = process.stdin.isTTY === true && process.stdout.isTTY === true;
   const dim = process.stderr.isTTY === true ? (t: string) => `\x1b[2m${t}\x1b[22m` : (t: string) => t;
-  const lines = createInterface({ input: process.stdin, terminal: interactive });
+  // (with the terminal as its output readline echoes what is typed and edits the line; raw mode turns the echo off)
+  const lines = createInterface({ input: process.stdin, ...(interactive ? { output: process.stdout } : {}), terminal: interactive });
+  lines.setPrompt('> ');
   const opening: ChatMessage[] = c.system ? [{ role: 'system', content: c.system }] : [];
   let history = [...opening];
   let replying: AbortController | undefined;
   // Ctrl-C stops the reply being written; between replies it leaves.
   lines.on('SIGINT', () => (replying ? replying.abort() : lines.close()));
   process.on('SIGINT', () => (replying ? replying.abort() : lines.close()));
-  const ask = () => interactive && process.stdout.write('> ');
+  const ask = () => interactive && lines.prompt();
   ask();
   for await (const line of lines) {
     const text = line.trim();
-    if (text === '/exit') break;
+    // (a reader that closed the pipe takes no more replies)
+    if (text === '/exit' || stdout.closed) break;
     if (text === '/reset') {
       history = [...opening];
       process.stderr.write('[conversation reset]\n');
     } else if (text) {
-      const messages: ChatMessage[] = [...history, { role: 'user', content: text }];
-      const prompt = c.tokenizer.applyChatTemplate(messages, { template: c.template, ...(c.templateKwargs ? { extra: c.templateKwargs } : {}) });
+      const turn = fitted(c, [...history, { role: 'user', content: text }], opening.length);
+      if (!turn) {
+        process.stderr.write(`[the message alone fills the context of ${c.context} tokens: shorten it]\n`);
+        ask();
+        continue;
+      }
+      if (turn.dropped > 0) process.stderr.write(`[${turn.dropped} earlier message(s) left out to fit the context]\n`);
+      const { messages, prompt, ids } = turn;
       const parsing = replyParsing({ format: c.reasoningFormat, chatTemplate: c.template, prompt, constrained: false, tools: undefined });
       const splitter = new ChatReplySplitter(parsing);
       const kept = keptTokens(parsing);
@@ -112,8 +142,7 @@ async function converse(c: Conversation): Promise<void> {
         process.stdout.write(split.content);
       };
       replying = new AbortController();
-      // The template writes the special tokens (BOS included), so the tokenizer must not add them again.
-      const stream = c.engine.stream({ promptIds: c.tokenizer.encode(prompt, false) }, { ...c.options, ...(kept.length ? { keepTokens: kept } : {}), ...budget, signal: replying.signal });
+      const stream = c.engine.stream({ promptIds: ids }, { ...c.options, ...(kept.length ? { keepTokens: kept } : {}), ...budget, signal: replying.signal });
       for await (const t of stream) show(splitter.push(t.text));
       show(splitter.end());
       const result = await stream.result;

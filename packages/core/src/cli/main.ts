@@ -5,6 +5,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import * as ort from 'onnxruntime-node';
 import { Engine, type StreamOptions } from '../engine.js';
 import { PACKAGE_VERSION } from '../package-version.js';
+import { stdout } from './output-closed.js';
 import { validateGenerateOptions } from '../generate/options.js';
 import { locateModel } from '../modules/locate.js';
 import { resolveModelPath } from '../registry/resolve-model.js';
@@ -62,7 +63,12 @@ async function generate(flags: GenerateFlagsWithFormat): Promise<void> {
   validateGenerateOptions(options);
   const engine = await Engine.load(await engineOptions(flags));
   const controller = new AbortController();
-  process.once('SIGINT', () => controller.abort());
+  process.once('SIGINT', () => {
+    // Interrupted, the command fails as llama.cpp's does (130: a shell loop over it stops); stopped by its reader
+    // closing the pipe (reasonplug.ts), it ends normally.
+    if (!stdout.closed) process.exitCode = 130;
+    controller.abort();
+  });
   try {
     const stream = engine.stream(input, { ...options, signal: controller.signal });
     for (const w of engine.info.warnings) process.stderr.write(`warning: ${w}\n`);
