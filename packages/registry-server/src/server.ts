@@ -26,6 +26,8 @@ export interface RegistryServerOptions {
    * one week, as CNCF distribution; Infinity keeps them).
    */
   uploadMaxAgeMs?: number;
+  /** A connection that has not sent its request's headers after this many ms is answered 408 and closed (default 60 s, Node's). */
+  headersTimeoutMs?: number;
 }
 
 export interface ListeningRegistry {
@@ -47,7 +49,10 @@ const DEFAULT_MAX_MANIFEST = 4 * 1024 * 1024;
 
 /** Throws a RangeError naming the option unless it is what its doc comment asks for. */
 function checkOptions(opts: RegistryServerOptions): void {
-  const { maxManifestBytes, uploadMaxAgeMs } = opts;
+  const { maxManifestBytes, uploadMaxAgeMs, headersTimeoutMs } = opts;
+  if (headersTimeoutMs !== undefined && !(Number.isSafeInteger(headersTimeoutMs) && headersTimeoutMs > 0)) {
+    throw new RangeError(`headersTimeoutMs must be a positive whole number of ms (got ${headersTimeoutMs})`);
+  }
   if (maxManifestBytes !== undefined && !(Number.isSafeInteger(maxManifestBytes) && maxManifestBytes > 0)) {
     throw new RangeError(`maxManifestBytes must be a positive integer (got ${maxManifestBytes})`);
   }
@@ -108,8 +113,11 @@ export function createRegistryServer(opts: RegistryServerOptions): RegistryServe
     maintain: () => maintenance.run(),
     listen: (port, host = '127.0.0.1') =>
       new Promise((resolveListen, reject) => {
-        // No overall request timeout: a large blob upload may legitimately take longer than Node's 5 minutes.
-        const server = createServer({ requestTimeout: 0 }, app);
+        // No overall request timeout: a large blob upload may legitimately take longer than Node's 5 minutes. The
+        // headers keep a limit of their own (Node's would follow requestTimeout to 0: idle or trickling sockets would
+        // then hold every descriptor), checked at least as often.
+        const headersTimeout = opts.headersTimeoutMs ?? 60_000;
+        const server = createServer({ requestTimeout: 0, headersTimeout, connectionsCheckingInterval: Math.min(30_000, headersTimeout) }, app);
         server.once('error', reject);
         server.listen(port, host, () => {
           server.off('error', reject);

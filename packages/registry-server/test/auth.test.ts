@@ -133,6 +133,19 @@ describe('authentication and scopes', function () {
     expect((await mathPush.request('HEAD', `/v2/math/adder/blobs/${digest}`)).status).to.equal(404);
   });
 
+  it("marks a blob served on a token private to shared caches, one served to anyone public (RFC 9111 §3.5)", async () => {
+    const c = await start(false);
+    const { token } = await tokens.create({ scopes: ['push:math/*', 'pull:math/*'] });
+    const digest = await c.as(bearer(token)).pushBlob('math/adder', new TextEncoder().encode('private bytes'));
+    const got = await c.as(bearer(token)).request('GET', `/v2/math/adder/blobs/${digest}`);
+    expect(got.status).to.equal(200);
+    expect(got.headers.get('cache-control')).to.equal('private, max-age=31536000, immutable');
+    expect((await c.request('GET', `/v2/math/adder/blobs/${digest}`)).status).to.equal(401);
+    await registry!.close();
+    const open = await start(true);
+    expect((await open.request('GET', `/v2/math/adder/blobs/${digest}`)).headers.get('cache-control')).to.equal('public, max-age=31536000, immutable');
+  });
+
   it('writes one structured log line per request, naming the caller', async () => {
     const c = await start();
     const { token } = await tokens.create({ scopes: ['pull:**'], user: 'bob' });

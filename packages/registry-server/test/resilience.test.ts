@@ -41,6 +41,27 @@ describe('a request cannot end the registry process', function () {
     }
   });
 
+  it('answers 408 and closes a connection that sends no headers within headersTimeoutMs (requestTimeout 0 must not turn that off)', async () => {
+    const registry = await startRegistry(new FilesystemStorage(await scratch('headers-timeout')), { headersTimeoutMs: 400 });
+    try {
+      const { hostname, port } = new URL(registry.url);
+      const { connect } = await import('node:net');
+      const socket = connect(Number(port), hostname);
+      let answer = '';
+      socket.on('data', (d: Buffer) => (answer += d.toString()));
+      await new Promise((r) => socket.once('connect', r));
+      socket.write('GET /v2/ HTTP/1.1\r\nHost: x\r\n'); // the headers never end
+      const t0 = performance.now();
+      await new Promise((r) => socket.once('close', r));
+      expect(performance.now() - t0).to.be.below(5_000);
+      expect(answer).to.match(/^HTTP\/1\.1 408/);
+      // and the registry still answers others
+      expect((await fetch(`${registry.url}/v2/`)).status).to.equal(200);
+    } finally {
+      await registry.close();
+    }
+  });
+
   it('logs the refused request with its remote address', async () => {
     const lines: Record<string, unknown>[] = [];
     const sink = new Writable({

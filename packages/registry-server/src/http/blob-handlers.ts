@@ -13,8 +13,9 @@ export async function getBlob(s: Services, req: Request, res: Response, name: st
     ETag: `"${digest}"`,
     'Accept-Ranges': 'bytes',
     'Content-Type': 'application/octet-stream',
-    // Content-addressed bytes never change.
-    'Cache-Control': 'public, max-age=31536000, immutable',
+    // Content-addressed bytes never change; a shared cache may keep them for anyone only when they were served to
+    // anyone (RFC 9111 §3.5: with Authorization on the request, `public` would let it hand them to the anonymous).
+    'Cache-Control': `${req.headers.authorization ? 'private' : 'public'}, max-age=31536000, immutable`,
   });
   const range = requestedRange(req.headers.range, size);
   if (range === 'unsatisfiable') {
