@@ -423,6 +423,9 @@ describe('reasonplug serve', function () {
       [{ model: 'stories260k', prompt: 'x', reasonplug: { reasoners: [{ name: 'r', weight: 'x' }] } }, 400, 'WeightScheduleError'],
       [{ model: 'stories260k', prompt: 'x', n: 65 }, 400, 'n'],
       [{ model: 'stories260k', prompt: 'x', n: 2, best_of: 3 }, 400, 'best_of'],
+      // (200,000 rows took 3 GB before a 500; refused before anything is tokenized)
+      [{ model: 'stories260k', prompt: Array.from({ length: 3125 }, () => 'Once'), n: 64, max_tokens: 1 }, 400, 'prompt'],
+      [{ model: 'stories260k', prompt: Array.from({ length: 2049 }, () => [1]), max_tokens: 1 }, 400, 'prompt'],
       [{ model: 'stories260k', prompt: 'x', frequency_penalty: 2.5 }, 400, 'frequency_penalty'],
       [{ model: 'stories260k', prompt: 'x', logit_bias: { a: 1 } }, 400, 'logit_bias'],
       [{ model: 'stories260k', prompt: 'x', logit_bias: { 5: 101 } }, 400, 'logit_bias'],

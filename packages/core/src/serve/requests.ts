@@ -497,6 +497,9 @@ function optionalString(body: Body, key: string): string | undefined {
 }
 
 /** Reads a `/v1/completions` body (or one translated into it, whose stop strings came as `stopParam`). */
+/** Choices (prompts × n) one completions request may ask for. */
+const MAX_COMPLETION_ROWS = 2048;
+
 export function parseCompletionRequest(body: unknown, stopParam = 'stop'): CompletionRequest {
   if (!isObject(body)) throw badRequest('the request body must be a JSON object');
   const scoreOnly = body.max_tokens === 0 && body.echo === true;
@@ -507,6 +510,11 @@ export function parseCompletionRequest(body: unknown, stopParam = 'stop'): Compl
     (typeof p === 'string' && p !== '') ||
     (Array.isArray(p) && p.length > 0 && (p.every((s) => typeof s === 'string' && s !== '') || isTokenIds(p) || p.every(isTokenIds)));
   if (!ok) throw badRequest('prompt must be a non-empty string, a list of them, a list of token ids, or a list of such lists', 'prompt');
+  // Each prompt's n choices are rows of one call, admitted as one request: bounded as embedding inputs are.
+  const prompts = typeof p === 'string' || isTokenIds(p) ? 1 : (p as unknown[]).length;
+  if (prompts * base.n > MAX_COMPLETION_ROWS) {
+    throw badRequest(`prompt lists ${prompts} prompts${base.n > 1 ? ` of ${base.n} choices each` : ''}: at most ${MAX_COMPLETION_ROWS} choices in all per request`, 'prompt');
+  }
   const echo = body.echo ?? false;
   if (typeof echo !== 'boolean') throw badRequest('echo must be true or false', 'echo');
   if (suffix !== undefined) {
