@@ -94,6 +94,25 @@ describe('CORS: browser pages calling reasonplug serve', function () {
     expect(unauthorized.headers.get('access-control-allow-origin')).to.equal('http://localhost:5173');
   });
 
+  it("refuses a request for another machine's host name on a loopback server (a DNS-rebinding page's GET has no Origin)", async () => {
+    const { request } = await import('node:http');
+    const { port } = new URL(server.url);
+    const get = (host: string) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = request({ host: '127.0.0.1', port, path: '/health', headers: { Host: host } }, (res) => {
+          let body = '';
+          res.on('data', (d: Buffer) => (body += d.toString()));
+          res.on('end', () => resolve({ status: res.statusCode!, body }));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    const rebound = await get(`attacker.example:${port}`);
+    expect(rebound.status).to.equal(403);
+    expect(rebound.body).to.include('host_not_allowed');
+    for (const host of [`localhost:${port}`, `127.0.0.1:${port}`, `app.localhost:${port}`, '[::1]']) expect((await get(host)).status, host).to.equal(200);
+  });
+
   it('refuses a page of an origin not listed with 403 before anything runs, a simple text/plain POST included', async () => {
     const before = server.metrics.generationTokens;
     const preflight = await call('/v1/completions', { method: 'OPTIONS', headers: { Origin: 'https://evil.example', 'Access-Control-Request-Method': 'POST' } });

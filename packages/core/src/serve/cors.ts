@@ -55,8 +55,31 @@ function isLoopback(origin: string): boolean {
     return false; // `null` (file: pages, sandboxed frames) and anything malformed
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') return false;
-  const host = url.hostname;
+  return isLoopbackName(url.hostname);
+}
+
+/** Whether a host name (as a URL gives it) names this machine's loopback interface. */
+function isLoopbackName(host: string): boolean {
   return host === 'localhost' || host.endsWith('.localhost') || host === '[::1]' || /^127(\.\d{1,3}){3}$/.test(host);
+}
+
+/**
+ * Refuses a request whose `Host` header names another machine, when the server listens on loopback alone: a page of
+ * another site whose name a rebinding DNS points at 127.0.0.1 sends its own host name, and no `Origin` on a GET
+ * (Ollama refuses such requests too). A request without `Host` (HTTP/1.0) passes.
+ */
+export function checkHost(req: IncomingMessage, listening: string): void {
+  const host = req.headers.host;
+  if (host === undefined || !isLoopbackName(listening === '::1' ? '[::1]' : listening)) return;
+  let name: string;
+  try {
+    name = new URL(`http://${host}`).hostname;
+  } catch {
+    name = '';
+  }
+  if (!isLoopbackName(name)) {
+    throw new HttpError(403, `requests for host ${JSON.stringify(host)} are not served: this server listens on loopback, for this machine's names (localhost, 127.0.0.1)`, 'invalid_request_error', 'host_not_allowed');
+  }
 }
 
 /** Which browser origins may call the server: loopback pages always, others as listed. */

@@ -40,7 +40,7 @@ import { ollamaDone, ollamaDoneReason, ollamaLogprobs, ollamaMessage, type ChatF
 import { reasoningTagsOf } from '../chat/reasoning.js';
 import { ServedModels } from './models.js';
 import { unitLength } from '../runtime/unit-length.js';
-import { CorsPolicy } from './cors.js';
+import { checkHost, CorsPolicy } from './cors.js';
 import { isOllamaRef, ollamaDisplayName } from '../modules/ollama-store.js';
 import type { RequestRecord } from './request-log.js';
 import type { TransferProgress } from '../registry/download.js';
@@ -228,6 +228,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
+    checkHost(req, options.host ?? '127.0.0.1');
     // First, so that a page allowed to call can read every answer, errors included; a preflight ends here.
     if (cors.apply(req, res)) return;
     if (req.method === 'GET' && path === '/health') {
