@@ -12,6 +12,7 @@ import { containStreamErrors, errorBody, identify, notFound, requestLog } from '
 import { repositoryRoutes } from './http/repository-routes.js';
 import { listCatalog } from './http/tags-handler.js';
 import type { Services } from './http/services.js';
+import { denied } from './errors.js';
 
 export interface RegistryServerOptions {
   storage: StorageDriver;
@@ -61,6 +62,28 @@ function checkOptions(opts: RegistryServerOptions): void {
   }
 }
 
+/** A request name for this machine's loopback interface (`localhost`, `*.localhost`, 127.x, [::1]). */
+const LOOPBACK_NAME = /^(localhost|.+\.localhost|127(\.\d{1,3}){3}|\[::1\])$/;
+
+/**
+ * On an open registry, refuses writes that browser pages of other sites send (their `Origin` another host's): a
+ * text/plain POST needs no preflight, so any page a developer visits could otherwise upload to a registry on
+ * their machine. Registry clients send no `Origin`; reads stay open, as the registry is.
+ */
+const pageWrites: RequestHandler = (req, _res, next) => {
+  const origin = req.headers.origin;
+  if (origin === undefined || req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS') return next();
+  let page = '';
+  try {
+    page = new URL(origin).host;
+  } catch {
+    // `null` (file: pages, sandboxed frames): never this registry's own
+  }
+  const own = page !== '' && (page === req.headers.host || LOOPBACK_NAME.test(new URL(origin).hostname));
+  if (own) return next();
+  next(denied(`writes from pages of ${origin} are refused by an open registry; start it with --auth to take writes with a token`));
+};
+
 export function createRegistryServer(opts: RegistryServerOptions): RegistryServer {
   checkOptions(opts);
   const logger = opts.logger ?? pino({ level: 'silent' });
@@ -92,6 +115,7 @@ export function createRegistryServer(opts: RegistryServerOptions): RegistryServe
     res.set('Docker-Distribution-API-Version', 'registry/2.0');
     next();
   });
+  if (!opts.auth) app.use(pageWrites);
   app.use(tracked(identify(s.access)));
   app.get('/v2/', (_req, res) => {
     // Clients learn how to authenticate from this endpoint's challenge, so it asks even when pulls are open.

@@ -146,6 +146,21 @@ describe('authentication and scopes', function () {
     expect((await open.request('GET', `/v2/math/adder/blobs/${digest}`)).headers.get('cache-control')).to.equal('public, max-age=31536000, immutable');
   });
 
+  it('an open registry refuses writes from browser pages of other sites (no preflight guards a text/plain POST); its own and loopback pages, and clients without Origin, write', async () => {
+    registry = await startRegistry(storage);
+    const c = new Client(registry.url);
+    const upload = (origin?: string) =>
+      fetch(`${registry!.url}/v2/drive/by/blobs/uploads/`, { method: 'POST', headers: { 'Content-Type': 'text/plain', ...(origin ? { Origin: origin } : {}) } });
+    const foreign = await upload('https://evil.example');
+    expect(foreign.status).to.equal(403);
+    expect(await errorCode(foreign)).to.equal('DENIED');
+    expect((await upload('null')).status).to.equal(403);
+    for (const origin of [undefined, 'http://localhost:3000', registry.url]) expect((await upload(origin)).status, String(origin)).to.equal(202);
+    // reads stay open to any page, as the registry is
+    expect((await fetch(`${registry.url}/v2/`, { headers: { Origin: 'https://evil.example' } })).status).to.equal(200);
+    await c.pushModule('math/adder', ['1.0.0']);
+  });
+
   it('writes one structured log line per request, naming the caller', async () => {
     const c = await start();
     const { token } = await tokens.create({ scopes: ['pull:**'], user: 'bob' });
