@@ -338,6 +338,10 @@ describe('reasonplug CLI', function () {
     }
     expect(await readFile(file, 'utf8')).to.equal('mine');
     expect(await readdir(full)).to.deep.equal(['model.onnx']);
+    // a file that is not there is named as such (not a raw ENOENT), and no destination is made
+    const missing = await reasonplug('convert', 'gguf', join(root, 'nowhere.gguf'), join(root, 'out'));
+    expect(missing.stderr).to.include(`ModelNotFoundError: model path not found: ${join(root, 'nowhere.gguf')}`);
+    expect(existsSync(join(root, 'out'))).to.equal(false);
   });
 
   it('quantize refuses a .gguf file by what it is, pointing to convert gguf, and writes nothing', async () => {

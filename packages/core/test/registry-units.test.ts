@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { join } from 'node:path';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
@@ -105,6 +106,18 @@ describe('registry client settings and challenges', () => {
     expect(settingsFrom({ registry: 'x.io', offline: false, cacheDir: '/d' }, env)).to.include({ registry: 'x.io', offline: false, cacheDir: '/d' });
     expect(settingsFrom({}, {}).cacheDir, 'the shared cache root').to.equal(cacheRoot());
     expect(settingsFrom({}, { REASONPLUG_OFFLINE: '0' }).offline).to.equal(false);
+    // a registry is named by its host, as docker's and oras's: a URL is refused saying so
+    expect(() => settingsFrom({}, { REASONPLUG_REGISTRY: 'http://localhost:5000/' })).to.throw(InvalidReferenceError, /registry http:\/\/localhost:5000\/: name it by its host, without http:\/\/ \(e\.g\. localhost:5000\)/);
+    expect(refusal('https://r.io/acme/math:1.0.0')).to.match(/name the registry by its host, without https:\/\/ \(e\.g\. r\.io\/acme\/math:1\.0\.0\)/);
+    // a relative cache root is made absolute (what is listed and recorded names it wherever the process goes)
+    const before = process.env['REASONPLUG_CACHE'];
+    process.env['REASONPLUG_CACHE'] = 'relcache';
+    try {
+      expect(cacheRoot()).to.equal(join(process.cwd(), 'relcache'));
+    } finally {
+      if (before === undefined) delete process.env['REASONPLUG_CACHE'];
+      else process.env['REASONPLUG_CACHE'] = before;
+    }
   });
 
   it('parses WWW-Authenticate challenges', () => {

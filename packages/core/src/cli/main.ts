@@ -7,7 +7,7 @@ import { Engine, type StreamOptions } from '../engine.js';
 import { PACKAGE_VERSION } from '../package-version.js';
 import { stdout } from './output-closed.js';
 import { validateGenerateOptions } from '../generate/options.js';
-import { locateModel } from '../modules/locate.js';
+import { locateModel, ModelNotFoundError } from '../modules/locate.js';
 import { resolveModelPath } from '../registry/resolve-model.js';
 import { detectSignature, describeSignature } from '../onnx/signature.js';
 import { prepareDecoder } from '../onnx/prepared-cache.js';
@@ -15,6 +15,7 @@ import { loadFailure } from '../runtime/devices.js';
 import { convertGguf, SUPPORTED_ARCHITECTURES } from '../gguf/convert.js';
 import { progressBar } from '../registry/progress.js';
 import { basename } from 'node:path';
+import { existsSync } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import type { TokenTrace } from '../compose/composed-source.js';
 import { DTYPE_CHOICES } from '../modules/hub-variants.js';
@@ -175,6 +176,7 @@ export function buildProgram(): Command {
     .command('convert')
     .description('convert a model into a reasonplug module directory')
     .command('gguf')
+    .description('convert a GGUF file (quantized types kept quantized) into a module directory, to publish or load')
     .argument('<file>', `GGUF file, or one named as Ollama (ollama://name:tag), the Hugging Face cache (hf://org/repo:QUANT) or LM Studio (lmstudio://publisher/model) keep it (general.architecture: ${SUPPORTED_ARCHITECTURES.join(', ')})`)
     .argument('<outdir>', 'module directory to write')
     .addOption(new Option('--dtype <t>', 'weight and I/O precision').choices(['float32', 'float16']).default('float32'))
@@ -186,6 +188,7 @@ export function buildProgram(): Command {
     .action(async (src: string, outDir: string, flags: { dtype: 'float32' | 'float16'; kvCache: 'float32' | 'float16'; kvOutput: 'new' | 'joined'; name?: string }) => {
       await freshDirectory(outDir);
       const file = await localModelWithProgress(src);
+      if (!existsSync(file)) throw new ModelNotFoundError(`model path not found: ${file}`);
       const bar = progressBar(`convert ${isLocalModelName(src) ? src : basename(file)}`);
       const onTensorRead = bar && ((bytes: number, total: number) => bar.update({ file: basename(file), digest: file, size: total, bytes, resumedFrom: 0, done: bytes === total }));
       const { dir } = await convertGguf(file, outDir, {

@@ -11,8 +11,7 @@ import { progressBar } from '../registry/progress.js';
 import { pullModule } from '../registry/pull.js';
 import { pullOllamaModel } from '../registry/ollama-pull.js';
 import { isOllamaRef } from '../modules/ollama-store.js';
-import { isHfRef } from '../modules/hf-cache.js';
-import { localModelPath } from '../modules/local-names.js';
+import { isLocalModelName, localModelPath } from '../modules/local-names.js';
 import { locateModel } from '../modules/locate.js';
 import { resolveModelPath } from '../registry/resolve-model.js';
 import { tokenizerFingerprintOf } from '../tokenizer/fingerprint.js';
@@ -111,8 +110,9 @@ export function addRegistryCommands(program: Command): void {
       say(`pulled ${ref}`);
       return;
     }
-    if (isHfRef(ref)) {
-      // The cache's file when it has it; else pulled through the hub's Ollama registry.
+    if (isLocalModelName(ref)) {
+      // The cache's file when it has it; else pulled through the hub's Ollama registry. (LM Studio's names are of
+      // files on this machine only: their path.)
       process.stdout.write(`${await localModelPath(ref, { ...options(flags), ...onProgress }).finally(() => bar?.finish())}\n`);
       return;
     }

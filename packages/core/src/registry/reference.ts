@@ -59,6 +59,11 @@ function parseSelector(text: string, sel: string): Selector {
  * `localhost`, as in Docker references. Throws `InvalidReferenceError`.
  */
 export function parseRef(text: string, defaultRegistry?: string): ModuleRef {
+  // (as docker and oras do, a registry is named by its host; how it is reached is the client's choice)
+  const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(text);
+  if (scheme) {
+    throw new InvalidReferenceError(`invalid module reference ${JSON.stringify(text)}: name the registry by its host, without ${scheme[0]} (e.g. ${text.slice(scheme[0].length)}); loopback registries are reached over plain HTTP, others with --plain-http`);
+  }
   const at = text.indexOf('@');
   let selector = at >= 0 ? parseSelector(text, text.slice(at + 1)) : undefined;
   const parts = (at >= 0 ? text.slice(0, at) : text).split('/');
