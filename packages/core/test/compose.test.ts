@@ -116,6 +116,19 @@ describe('UniR composition', function () {
     }
   });
 
+  it('numbers a default name taken twice (math-r, math-r#2), and refuses a name given twice', async () => {
+    const twice = await Engine.load({ model: backbone, reasoners: [{ model: mathR }, { model: mathR, weight: 0.5 }], cacheDir });
+    try {
+      expect(twice.info.reasoners.map((r) => r.name)).to.deep.equal(['math-r', 'math-r#2']);
+      const picked = await twice.generate({ promptIds: PROMPT }, { maxTokens: 4, reasoners: [{ name: 'math-r#2' }] });
+      expect(picked.rows[0]!.ids).to.have.length(4);
+    } finally {
+      await twice.dispose();
+    }
+    const given = await Engine.load({ model: backbone, reasoners: [{ model: mathR, name: 'm' }, { model: cipherR, name: 'm' }], cacheDir }).catch((e: Error) => e);
+    expect((given as Error).message).to.match(/two reasoners are named "m"; give them distinct names/);
+  });
+
   it('a reasoner that favours one token steers greedy decoding to it exactly past the margin', async () => {
     const favoured = 300;
     const steer = await makeModule({

@@ -337,10 +337,17 @@ async function start(): Promise<Loaded> {
     throw err;
   });
 
+  // Default names taken twice are numbered; names given are the caller's own (and refused below when repeated).
+  const defaults = new Map<string, number>();
   const reasoners = placed.map(({ group, member, info }, i) => {
     const spec = config.reasoners[i]!;
     const manifest = info.manifest;
-    const name = reasonerName(spec, manifest?.name);
+    let name = reasonerName(spec, manifest?.name);
+    if (spec.name === undefined) {
+      const seen = (defaults.get(name) ?? 0) + 1;
+      defaults.set(name, seen);
+      if (seen > 1) name = `${name}#${seen}`;
+    }
     group.names[member] = name;
     return {
       name,

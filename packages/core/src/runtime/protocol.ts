@@ -56,7 +56,10 @@ export interface EmbedResult {
 export interface ReasonerSpec {
   /** Module directory, plain export directory, or .onnx file. */
   model: string;
-  /** Name used in per-call options, traces and metadata; default: the manifest's name, else the file name. */
+  /**
+   * Name used in per-call options, traces and metadata; default: the manifest's name, else the file name, with `#2`,
+   * `#3`, … after it where an earlier reasoner took it (two versions of one module, two files of one model).
+   */
   name?: string;
   /** Default weight (or schedule); default: the manifest's `composition.defaultWeight`, else 1. */
   weight?: WeightSpec;
