@@ -49,7 +49,8 @@ export interface EngineOptions extends RuntimeOptions {
   model: string;
   /**
    * Which graph of a hub export directory to load, by transformers.js's names: fp32 (`onnx/model.onnx`), fp16,
-   * q8 (`model_quantized`), int8, uint8, q4, q4f16, bnb4; default: the most precise variant present.
+   * q8 (`model_quantized`), int8, uint8, q4, q4f16, bnb4; default (or `auto`): the one the export's config.json
+   * names (`transformers.js_config.dtype`), else the most precise variant present.
    */
   dtype?: string;
   /** Where prepared graphs are cached (default `$REASONPLUG_CACHE/prepared` or `~/.cache/reasonplug/prepared`). */

@@ -64,7 +64,7 @@ const generation = {
 export const ModelOptionsSchema = z.strictObject({
   /** The backbone: a module directory, a plain ONNX export directory, or an .onnx file. */
   backbone: z.string().min(1),
-  /** The backbone's graph in a hub export directory, by transformers.js's names (fp32, fp16, q8, int8, uint8, q4, q4f16, bnb4). */
+  /** The backbone's graph in a hub export directory, by transformers.js's names (fp32, fp16, q8, int8, uint8, q4, q4f16, bnb4; auto: as its config.json says). */
   dtype: z.enum(DTYPE_CHOICES).optional(),
   /** Reasoner modules composed with the backbone, each a local module directory (or export, or .onnx file). */
   reasoners: z

@@ -63,7 +63,7 @@ export interface ReasonerSpec {
   name?: string;
   /** Default weight (or schedule); default: the manifest's `composition.defaultWeight`, else 1. */
   weight?: WeightSpec;
-  /** The graph of a hub export directory to use, by transformers.js's names (fp32, fp16, q8, int8, uint8, q4, q4f16, bnb4). */
+  /** The graph of a hub export directory to use, by transformers.js's names (fp32, fp16, q8, int8, uint8, q4, q4f16, bnb4; auto: as its config.json says, the default). */
   dtype?: string;
 }
 
