@@ -58,11 +58,21 @@ function parseSelector(text: string, sel: string): Selector {
  * the reference names none; the first component names a registry when it holds a "." or ":" or is
  * `localhost`, as in Docker references. Throws `InvalidReferenceError`.
  */
+/**
+ * The `scheme://` a registry or reference given as a URL starts with: as docker's and oras's, a registry is named by
+ * its host, and how it is reached (HTTPS, or plain HTTP for loopback and `--plain-http`) is the client's choice.
+ */
+export function urlScheme(text: string): string | undefined {
+  return /^[a-z][a-z0-9+.-]*:\/\//i.exec(text)?.[0];
+}
+
+/** How to name a registry instead of `scheme://…`. */
+export const BY_HOST = 'loopback registries are reached over plain HTTP, others with --plain-http';
+
 export function parseRef(text: string, defaultRegistry?: string): ModuleRef {
-  // (as docker and oras do, a registry is named by its host; how it is reached is the client's choice)
-  const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(text);
+  const scheme = urlScheme(text);
   if (scheme) {
-    throw new InvalidReferenceError(`invalid module reference ${JSON.stringify(text)}: name the registry by its host, without ${scheme[0]} (e.g. ${text.slice(scheme[0].length)}); loopback registries are reached over plain HTTP, others with --plain-http`);
+    throw new InvalidReferenceError(`invalid module reference ${JSON.stringify(text)}: name the registry by its host, without ${scheme} (e.g. ${text.slice(scheme.length)}); ${BY_HOST}`);
   }
   const at = text.indexOf('@');
   let selector = at >= 0 ? parseSelector(text, text.slice(at + 1)) : undefined;

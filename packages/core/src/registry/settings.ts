@@ -6,6 +6,7 @@
 import { resolve } from 'node:path';
 import { cacheRoot } from '../modules/cache-root.js';
 import { InvalidReferenceError } from './errors.js';
+import { BY_HOST, urlScheme } from './reference.js';
 
 /** Options shared by every registry operation. */
 export interface RegistryOptions {
@@ -34,9 +35,9 @@ const truthy = (v: string | undefined) => v !== undefined && ['1', 'true', 'yes'
 /** `opts` completed from `env` (and the cache root). */
 export function settingsFrom(opts: RegistryOptions = {}, env: NodeJS.ProcessEnv = process.env): Settings {
   const registry = opts.registry ?? (env['REASONPLUG_REGISTRY'] || undefined);
-  const scheme = registry && /^[a-z][a-z0-9+.-]*:\/\//i.exec(registry);
+  const scheme = registry && urlScheme(registry);
   if (scheme) {
-    throw new InvalidReferenceError(`registry ${registry}: name it by its host, without ${scheme[0]} (e.g. ${registry.slice(scheme[0].length).replace(/\/+$/, '')}); loopback registries are reached over plain HTTP, others with --plain-http`);
+    throw new InvalidReferenceError(`registry ${registry}: name it by its host, without ${scheme} (e.g. ${registry!.slice(scheme.length).replace(/\/+$/, '')}); ${BY_HOST}`);
   }
   const token = opts.token ?? (env['REASONPLUG_TOKEN'] || undefined);
   return {
