@@ -223,6 +223,10 @@ describe("models pulled by their Ollama names from Ollama's registry (ollama://h
     expect(createHash('sha256').update(await readFile(r.stdout.trim())).digest()).to.deep.equal(createHash('sha256').update(stories).digest());
     const listing = await runReasonplug(['cache'], env);
     expect(listing.stdout).to.match(new RegExp(`^ollama +[\\d.]+ [KM]iB +ollama://${front.host.replace(/\./g, '\\.')}/library/stories:260k$`, 'm'));
+    // offline, the file it pulled is what a pull gives (read from where it was kept, not refused as a pull)
+    const offline = await runReasonplug(['pull', `ollama://${front.host}/library/stories:260k`, '--offline'], env);
+    expect(offline.code, offline.stderr).to.equal(0);
+    expect(offline.stdout).to.equal(r.stdout);
     const cleared = await runReasonplug(['cache', 'clear', 'ollama'], env);
     expect(cleared.code, cleared.stderr).to.equal(0);
     expect(existsSync(join(env.REASONPLUG_CACHE, 'ollama'))).to.equal(false);

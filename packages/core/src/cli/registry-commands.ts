@@ -19,7 +19,7 @@ import { ggufWithProgress } from './model-flags.js';
 import type { TransferProgress } from '../registry/download.js';
 import { pushModule } from '../registry/push.js';
 import { printColumns } from './columns.js';
-import type { RegistryOptions } from '../registry/settings.js';
+import { settingsFrom, type RegistryOptions } from '../registry/settings.js';
 
 interface ConnectionFlags {
   registry?: string;
@@ -105,14 +105,15 @@ export function addRegistryCommands(program: Command): void {
   ).action(async (ref: string, flags: ConnectionFlags) => {
     const bar = progressBar(`pull ${ref}`);
     const onProgress = bar ? { onProgress: (p: TransferProgress) => bar.update(p) } : {};
-    if (isOllamaRef(ref)) {
+    // Offline, an Ollama name is the file a store on this machine has (the error lists what the stores hold).
+    if (isOllamaRef(ref) && !settingsFrom(options(flags)).offline) {
       process.stdout.write(`${await pullOllamaModel(ref, { ...options(flags), ...onProgress }).finally(() => bar?.finish())}\n`);
       say(`pulled ${ref}`);
       return;
     }
     if (isLocalModelName(ref)) {
-      // The cache's file when it has it; else pulled through the hub's Ollama registry. (LM Studio's names are of
-      // files on this machine only: their path.)
+      // The cache's or a store's file when it has it; else pulled through the hub's Ollama registry (online). LM
+      // Studio's names are of files on this machine only: their path.
       process.stdout.write(`${await localModelPath(ref, { ...options(flags), ...onProgress }).finally(() => bar?.finish())}\n`);
       return;
     }
