@@ -73,14 +73,13 @@ const LOOPBACK_NAME = /^(localhost|.+\.localhost|127(\.\d{1,3}){3}|\[::1\])$/;
 const pageWrites: RequestHandler = (req, _res, next) => {
   const origin = req.headers.origin;
   if (origin === undefined || req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS') return next();
-  let page = '';
+  let page: URL | undefined;
   try {
-    page = new URL(origin).host;
+    page = new URL(origin);
   } catch {
     // `null` (file: pages, sandboxed frames): never this registry's own
   }
-  const own = page !== '' && (page === req.headers.host || LOOPBACK_NAME.test(new URL(origin).hostname));
-  if (own) return next();
+  if (page && (page.host === req.headers.host || LOOPBACK_NAME.test(page.hostname))) return next();
   next(denied(`writes from pages of ${origin} are refused by an open registry; start it with --auth to take writes with a token`));
 };
 

@@ -12,6 +12,7 @@
  */
 import { randomInt, randomUUID } from 'node:crypto';
 import { partialTagAt } from './partial-tag.js';
+import { regexLiteral } from '../constrain/regex-rewrite.js';
 import { isJson, listPrefix, objectPrefix } from './partial-json.js';
 import { TOOL_CALL_SYNTAX, type ToolCallForm, type ToolCallSyntax, type XmlCallForm } from '../constrain/tool-syntax.js';
 import { isStringSchema } from '../constrain/xml-calls.js';
@@ -193,7 +194,7 @@ export function parseToolCalls(body: string, syntax: ToolCallSyntax = 'hermes', 
 function tagPattern(text: string): string {
   return text
     .split(/(\s+)/)
-    .map((part) => (/^\s+$/.test(part) ? `(?:${part.replace(/\n/g, '\\n')})?` : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')))
+    .map((part) => (/^\s+$/.test(part) ? `(?:${part.replace(/\n/g, '\\n')})?` : regexLiteral(part)))
     .join('');
 }
 

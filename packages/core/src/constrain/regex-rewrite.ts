@@ -72,6 +72,11 @@ function readAtom(pattern: string, at: number): { cp?: number; shorthand?: strin
 /** The classes that `\W`, `\D` and `\S` negate. */
 const NEGATED_SHORTHAND: Record<string, string> = { W: 'a-zA-Z0-9_', D: '0-9', S: SPACE };
 
+/** `text` as a regular expression that matches it alone. */
+export function regexLiteral(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
 /**
  * `pattern` rewritten for XGrammar; `json`: the text is the content of a JSON string (a schema's `pattern`).
  * Throws a ConstraintError, naming `where`, for `\W`, `\D` or `\S` inside a class of a JSON pattern.

@@ -5,7 +5,7 @@
  */
 import type { CompiledGrammar, GrammarCompiler, GrammarMatcher, TokenizerInfo } from '@mlc-ai/web-xgrammar';
 import { prepareJsonSchema, spliceRules } from './json-schema.js';
-import { rewriteRegex } from './regex-rewrite.js';
+import { regexLiteral, rewriteRegex } from './regex-rewrite.js';
 import { unrollBoundedStrings } from './string-length.js';
 import { withWritableTokens, type GrammarVocabulary } from './vocabulary.js';
 import { allowedShare, applyBitmask } from '../sampling/bitmask.js';
@@ -168,8 +168,6 @@ const JSON_WHITESPACE = 1;
 /** One of JSON's blanks or none, as the schemas' grammars take them (JSON_WHITESPACE; `\s` would take `\v` and `\f`). */
 const BLANK = '[ \\t\\n]?';
 
-/** `text` as a regular expression that matches it alone. */
-const regexLiteral = (text: string) => text.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 
 interface Loaded {
   instance: XGrammarInstance;

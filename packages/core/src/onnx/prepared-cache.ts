@@ -83,6 +83,8 @@ interface Sidecar {
   facts: GraphFacts;
 }
 
+const sha256Hex = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
+
 /** Where a cache entry's graph and sidecar are. */
 interface EntryPaths {
   preparedPath: string;
@@ -214,13 +216,12 @@ function relocate(model: ModelProto, relocated: Relocation): ModelProto {
 async function relocatedGraph(base: CachedEntry, paths: EntryPaths, relocated: Relocation, write: boolean): Promise<string | undefined> {
   const hit = await cachedEntry(paths, base.meta.digest);
   if (hit || !write) return hit?.preparedPath;
-  const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest('hex');
   const bytes = await readFile(base.preparedPath);
-  if (sha256(bytes) !== base.meta.prepared) throw new OnnxFormatError(`the prepared graph ${base.preparedPath} changed while it was read; load the model again`);
+  if (sha256Hex(bytes) !== base.meta.prepared) throw new OnnxFormatError(`the prepared graph ${base.preparedPath} changed while it was read; load the model again`);
   const moved = encodeModel(relocate(decodeModel(bytes, base.preparedPath), relocated));
   try {
     await writeAtomic(paths.preparedPath, moved);
-    await writeAtomic(paths.sidecarPath, `${JSON.stringify({ ...base.meta, prepared: sha256(moved) }, null, 2)}\n`);
+    await writeAtomic(paths.sidecarPath, `${JSON.stringify({ ...base.meta, prepared: sha256Hex(moved) }, null, 2)}\n`);
   } catch (err) {
     throw new Error(`cannot write the relocated graph of ${base.preparedPath} to ${paths.preparedPath}: ${(err as Error).message}`);
   }
@@ -321,7 +322,7 @@ export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = 
   let adapted: ReturnType<typeof adaptDecoder> | undefined = adaptDecoder(model, options, source);
   model = undefined;
   let bytes: Uint8Array | undefined = encodeModel(adapted.model);
-  const prepared = createHash('sha256').update(bytes).digest('hex');
+  const prepared = sha256Hex(bytes);
   const notes = adapted.notes;
   adapted = undefined;
   const meta: Sidecar = { format: PREPARED_FORMAT_VERSION, digest, prepared, externalFiles, options, externalData, notes, facts };
