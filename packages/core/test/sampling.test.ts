@@ -229,6 +229,16 @@ describe('sampling', () => {
       for (let i = 0; i < 50; i++) expect(s.sample(logits.slice(), CTX)).to.equal(2);
     });
 
+    it('a temperature too small to scale the logits in float32 (below 1e-5, as vLLM) is greedy, not the first overflowed id', () => {
+      const logits = Float32Array.from([0.5, 3, -1, 7, 2]);
+      for (const temperature of [1e-40, 1e-30, 1e-6]) {
+        const s = new Sampler({ temperature, seed: 4 });
+        expect(s.greedy, String(temperature)).to.equal(true);
+        expect(s.sample(logits.slice(), CTX)).to.equal(3);
+      }
+      expect(new Sampler({ temperature: 1e-5, seed: 4 }).greedy).to.equal(false);
+    });
+
     it('throws when every token is excluded', () => {
       const dead = Float32Array.from([-Infinity, -Infinity, NaN]);
       expect(() => new Sampler({}).sample(dead.slice(), CTX)).to.throw(NoCandidatesError);

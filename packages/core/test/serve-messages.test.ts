@@ -152,6 +152,9 @@ describe('reasonplug serve: /v1/messages (Anthropic SDK)', function () {
       [{ model: 'stories260k', messages: [{ role: 'user', content: 'Hi' }] }, 400, 'invalid_request_error', /max_tokens must be a whole number/],
       [{ model: 'stories260k', max_tokens: 4, messages: [{ role: 'user', content: [{ type: 'image', source: { type: 'url', url: 'https://x/y.png' } }] }] }, 400, 'invalid_request_error', /"image" block/],
       [{ model: 'stories260k', max_tokens: 4, tools: [{ type: 'web_search_20250305', name: 'web_search' }], messages: [{ role: 'user', content: 'Hi' }] }, 400, 'invalid_request_error', /web_search_20250305/],
+      // a tool as chat completions writes it, or without its name: the error spells Anthropic's shape
+      [{ model: 'stories260k', max_tokens: 4, tools: [{ type: 'function', function: { name: 'f', parameters: {} } }], messages: [{ role: 'user', content: 'Hi' }] }, 400, 'invalid_request_error', /tools\[0\] is a chat completions tool .*"input_schema"/],
+      [{ model: 'stories260k', max_tokens: 4, tools: [{ input_schema: { type: 'object' } }], messages: [{ role: 'user', content: 'Hi' }] }, 400, 'invalid_request_error', /tools\[0\]\.name must be the tool's name: tools are \{"name"/],
       [{ model: 'nope', max_tokens: 4, messages: [{ role: 'user', content: 'Hi' }] }, 404, 'not_found_error', /nope/],
     ] as const) {
       const res = await post(url, '/v1/messages', body);

@@ -158,9 +158,16 @@ describe("reasonplug serve: Ollama's API (/api/*)", function () {
   it('lists the models and what they can do; errors come in Ollama\'s shape, which its client throws', async () => {
     const client = new Ollama({ host: url });
     expect((await client.list()).models.map((m) => m.name)).to.deep.equal(['stories260k']);
-    expect((await client.ps()).models.map((m) => m.name)).to.deep.equal(['stories260k']);
+    const [running] = (await client.ps()).models;
+    expect(running!.name).to.equal('stories260k');
+    // (ollama-js declares both always present: a loaded model's unload time, its GPU bytes)
+    expect(new Date(running!.expires_at).getTime()).to.be.greaterThan(Date.now());
+    expect(running!.size_vram).to.equal(0);
     const show = await client.show({ model: 'stories260k' });
     expect(show.capabilities).to.include.members(['completion', 'tools', 'embedding']).and.not.include('insert');
+    // the family the converted GGUF declared, and the context length under the keys Ollama's clients read
+    expect(show.details.family).to.equal('llama');
+    expect(show.model_info).to.deep.equal({ 'general.architecture': 'llama', 'general.context_length': 2048, 'llama.context_length': 2048 });
     expect(show.template).to.equal(TOOLS_TEMPLATE);
     // the Ollama API it speaks, not the package's 0.x (editors' providers refuse servers below their minimum)
     const version = (await (await fetch(`${url}/api/version`)).json()) as { version: string; reasonplug: string };

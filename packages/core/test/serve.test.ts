@@ -366,6 +366,9 @@ describe('reasonplug serve', function () {
     const written = answer.logprobs.content.filter((e) => e.token !== '</s>'); // (the end-of-sequence token's entry)
     expect(Buffer.from(written.flatMap((e) => e.bytes)).toString('utf8')).to.equal('😀 日');
     expect(written.filter((e) => e.bytes.length === 1 && e.bytes[0]! >= 0x80)).to.have.length.greaterThan(1);
+    // ... and each is named by the text it adds, as a stream writes it: nothing until the piece completing a character
+    expect(written.map((e) => e.token).join('')).to.equal('😀 日');
+    expect(written.filter((e) => e.token === '')).to.have.length.greaterThan(1);
 
     // Legacy completions with echo: the prompt's own tokens open the lists (the first with null: nothing before it
     // scores it), each scored after those before it; then the completion's, their offsets past the echoed prompt.
@@ -411,6 +414,37 @@ describe('reasonplug serve', function () {
     expect(fused.logprobs.some((e, t) => Math.abs(e.logprob - scored.logprobs[t]!.logprob) > 1e-3), 'the reasoner moves the scores').to.equal(true);
   });
 
+  it("completions' text_offset points into the text past characters spelt in byte tokens and special tokens written mid-reply", async () => {
+    type Legacy = { tokens: string[]; text_offset: number[] };
+    // BOS forced at every step: listed, as vLLM lists it, but the text leaves it out
+    const bos = tokenizer.bosTokenId!;
+    const body = { model: 'stories260k', prompt: 'A ☃ is', max_tokens: 3, temperature: 0, logprobs: 1, echo: true, logit_bias: { [bos]: 100 } };
+    const answer = (await (await post('/v1/completions', body)).json()) as { choices: { text: string; logprobs: Legacy }[] };
+    const { text, logprobs } = answer.choices[0]!;
+    expect(text).to.equal('A ☃ is');
+    expect(logprobs.tokens.slice(-3)).to.deep.equal(['<s>', '<s>', '<s>']);
+    expect(logprobs.text_offset.slice(-3)).to.deep.equal([text.length, text.length, text.length]);
+    // (the first word's space is the tokenizer's, not the text's: SentencePiece drops it when decoding)
+    expect(logprobs.tokens.slice(1, -3).join('').trimStart()).to.equal(text);
+    logprobs.tokens.slice(2, -3).forEach((token, t) => expect(text.slice(logprobs.text_offset[t + 2]).startsWith(token), `token ${t + 2} ${JSON.stringify(token)}`).to.equal(true));
+    const streamed = events(await (await post('/v1/completions', { ...body, stream: true })).text()).slice(0, -1);
+    const offsets = streamed.flatMap((d) => (JSON.parse(d) as { choices: { logprobs: Legacy | null }[] }).choices[0]!.logprobs?.text_offset ?? []);
+    expect(offsets).to.deep.equal(logprobs.text_offset);
+  });
+
+  it("repeat_last_n (llama.cpp's field, Ollama's option) bounds the repetition penalty's window as the engine's repetitionWindow", async () => {
+    const prompt = 'Once upon a time';
+    const windowed = (await reference.generate({ prompt }, { maxTokens: 24, repetitionPenalty: 3, repetitionWindow: 2, reasoners: [] })).rows[0]!.text;
+    const whole = (await reference.generate({ prompt }, { maxTokens: 24, repetitionPenalty: 3, reasoners: [] })).rows[0]!.text;
+    expect(windowed).to.not.equal(whole);
+    const body = { model: 'stories260k', prompt, max_tokens: 24, temperature: 0, repetition_penalty: 3 };
+    const text = async (extra: object) => ((await (await post('/v1/completions', { ...body, ...extra })).json()) as { choices: { text: string }[] }).choices[0]!.text;
+    expect(await text({ repeat_last_n: 2 })).to.equal(windowed);
+    expect(await text({ repeat_last_n: -1 })).to.equal(whole);
+    const ollama = await post('/api/generate', { model: 'stories260k', prompt, raw: true, stream: false, options: { temperature: 0, repeat_penalty: 3, repeat_last_n: 2, num_predict: 24 } });
+    expect(((await ollama.json()) as { response: string }).response).to.equal(windowed);
+  });
+
   it('answers errors in OpenAI shape: 401, 404 (unknown model, route), 400 naming the parameter (n, logprobs, temperature, bad JSON, bad schema)', async () => {
     const bad = await fetch(`${server.url}/v1/models`, { headers: { Authorization: 'Bearer wrong' } });
     expect(bad.status).to.equal(401);
@@ -430,6 +464,8 @@ describe('reasonplug serve', function () {
       [{ model: 'stories260k', prompt: 'x', logit_bias: { a: 1 } }, 400, 'logit_bias'],
       [{ model: 'stories260k', prompt: 'x', logit_bias: { 5: 101 } }, 400, 'logit_bias'],
       [{ model: 'stories260k', prompt: 'x', logit_bias: { 512: 1 } }, 400, 'SamplingOptionsError'],
+      [{ model: 'stories260k', prompt: 'x', top_k: -2 }, 400, 'top_k'],
+      [{ model: 'stories260k', prompt: 'x', repeat_last_n: -2 }, 400, 'repeat_last_n'],
       [{ model: 'stories260k', prompt: 'x', logprobs: 21 }, 400, 'logprobs'],
       [{ model: 'stories260k', prompt: 'x', top_logprobs: 2 }, 400, 'top_logprobs'],
       [{ model: 'stories260k', prompt: 'x', temperature: 'hot' }, 400, 'temperature'],
@@ -442,6 +478,11 @@ describe('reasonplug serve', function () {
       expect([error.code, error.param], error.message).to.include(what);
       expect(error.type).to.be.a('string');
     }
+    // an id past the vocabulary, found by the engine, still names the request's field
+    const pastVocab = await post('/v1/completions', { model: 'stories260k', prompt: 'x', logit_bias: { 512: 1 } });
+    expect(((await pastVocab.json()) as { error: { param: string } }).error.param).to.equal('logit_bias');
+    // vLLM's top_k -1 is top-k off
+    expect((await post('/v1/completions', { model: 'stories260k', prompt: 'x', max_tokens: 2, top_k: -1 })).status).to.equal(200);
     const weight = await post('/v1/completions', { model: 'stories260k', prompt: 'x', reasonplug: { reasoners: [{ name: 'r', weight: 'x' }] } });
     expect(((await weight.json()) as { error: { message: string } }).error.message).to.match(/r: weight must be a number or a schedule \(\[\{ until\?, weight \}\]\), got "x"/);
     const legacy = await post('/v1/chat/completions', { model: 'stories260k', messages: [{ role: 'user', content: 'x' }], functions: [{ name: 'f', parameters: {} }] });

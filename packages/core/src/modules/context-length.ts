@@ -27,23 +27,25 @@ const asLength = (v: unknown): number | undefined =>
  * both, the smaller wins.
  */
 export async function declaredContextLength(location: ModelLocation): Promise<number | undefined> {
-  const graphDir = dirname(location.modelPath);
-  // Hub exports keep their graphs in onnx/ and their configs one level up.
-  const dirs = [...new Set([location.tokenizerDir, graphDir, basename(graphDir) === 'onnx' ? dirname(graphDir) : undefined])].filter(
-    (d): d is string => d !== undefined,
-  );
-  const first = async (file: string, read: (json: Record<string, unknown>) => unknown): Promise<number | undefined> => {
-    for (const dir of dirs) {
-      const json = await readJsonIfPresent(join(dir, file));
-      const value = json ? asLength(read(json)) : undefined;
-      if (value !== undefined) return value;
-    }
-    return undefined;
-  };
+  const first = (file: string, read: (json: Record<string, unknown>) => unknown) => firstBeside(location, file, (j) => asLength(read(j)));
   const graph = await first('genai_config.json', (j) => (j.model as Record<string, unknown> | undefined)?.context_length);
   const trained =
     (await first('config.json', (j) => j.max_position_embeddings ?? j.n_positions)) ??
     (await first('tokenizer_config.json', (j) => j.model_max_length));
   const known = [graph, trained].filter((n): n is number => n !== undefined);
   return known.length > 0 ? Math.min(...known) : undefined;
+}
+
+/** The first value `read` finds in `file` beside a located model: its tokenizer's folder, its graph's, or (hub exports keep their graphs in onnx/) the one above. */
+export async function firstBeside<T>(location: ModelLocation, file: string, read: (json: Record<string, unknown>) => T | undefined): Promise<T | undefined> {
+  const graphDir = dirname(location.modelPath);
+  const dirs = [...new Set([location.tokenizerDir, graphDir, basename(graphDir) === 'onnx' ? dirname(graphDir) : undefined])].filter(
+    (d): d is string => d !== undefined,
+  );
+  for (const dir of dirs) {
+    const json = await readJsonIfPresent(join(dir, file));
+    const value = json ? read(json) : undefined;
+    if (value !== undefined) return value;
+  }
+  return undefined;
 }

@@ -23,6 +23,7 @@ import { ReasonerLane } from './reasoner-lane.js';
 import { toWire } from './spawn-worker.js';
 import { planThreads, type StepFacts, type ThreadPlan } from './thread-budget.js';
 import { ContextLengthError, declaredContextLength } from '../modules/context-length.js';
+import { declaredArchitecture } from '../modules/declared-architecture.js';
 import { checkDeclaredVocabSize } from '../modules/vocab-compat.js';
 import type { DecoderSession } from './decoder-session.js';
 import { attachParsed, lazyConstraintFactory, releaseConstraints, rowConstraints, writtenTokenIds } from '../constrain/rows.js';
@@ -105,11 +106,23 @@ function nameTokens(tokenizer: TextTokenizer, context: readonly number[], entry:
   const texts = tokenizer.textsAfter(context, named.map((t) => t.id));
   for (const [i, t] of named.entries()) {
     t.token = texts[i]!;
-    // A token holding part of a character decodes to U+FFFD or nothing: its bytes are the vocabulary's, so that a
-    // client joining a reply's bytes gets the character back (OpenAI's reason for `bytes`).
-    const raw = t.token === '' || t.token.includes('\uFFFD') ? tokenizer.tokenBytes(t.id) : undefined;
-    const partial = raw !== undefined && (t.token !== '' || raw.some((b) => b >= 0x80));
-    t.bytes = partial ? raw : [...Buffer.from(t.token, 'utf8')];
+    // A token holding part of a character is named by nothing, or the whole character it completes (U+FFFD where
+    // it leaves one unfinished): its bytes are the vocabulary's own, so that a client joining a reply's bytes gets
+    // each character once (OpenAI's reason for `bytes`).
+    const raw = tokenizer.tokenBytes(t.id);
+    t.bytes = raw !== undefined && (!wholeCharacters(raw) || t.token.includes('\uFFFD')) ? raw : [...Buffer.from(t.token, 'utf8')];
+  }
+}
+
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** Whether bytes are whole UTF-8 characters (not a piece of one, as byte-fallback and byte-level tokens may be). */
+function wholeCharacters(bytes: readonly number[]): boolean {
+  try {
+    strictUtf8.decode(Uint8Array.from(bytes));
+    return true;
+  } catch {
+    return false;
   }
 }
 
@@ -399,8 +412,10 @@ async function start(): Promise<Loaded> {
   }
   const mode: FusionMode = config.mode ?? reasoners.find((r) => r.manifest?.composition)?.manifest?.composition?.mode ?? 'logits';
 
+  const architecture = await declaredArchitecture(location);
   const info: ModelInfo = {
     modelPath: location.modelPath,
+    ...(architecture ? { architecture } : {}),
     signature: session.signature,
     vocabSize: session.vocabSize,
     sharedVocabSize: vocab,

@@ -128,6 +128,8 @@ export type GenerateRequestOptions = GenerateOptions & CompositionOptions & Cons
 export interface ModelInfo {
   modelPath: string;
   signature: DecoderSignature;
+  /** The architecture the model's files declare (`llama`, `qwen2`, …: see `declaredArchitecture`), if they do. */
+  architecture?: string;
   /** Logit width of the model. */
   vocabSize: number;
   /** The backbone's tokenizer; `dir` holds its tokenizer.json and config (for rendering chats outside the engine). */

@@ -37,10 +37,16 @@ export function drawFromLogits(logits: Float32Array, rng: () => number, buf = ne
 }
 
 /**
+ * Temperatures below this sample greedily, as vLLM's do: 1/T would scale a logit past float32's range, and the first
+ * infinite entry (not the largest logit) would win.
+ */
+export const GREEDY_BELOW = 1e-5;
+
+/**
  * A per-sequence sampler. The chain is fixed: logit bias → repetition penalty → frequency and presence
  * penalties → temperature → top-k → top-p → min-p → draw from softmax (seeded RNG).
  * Options left unset (or at their no-op value: no bias, penalties 1 and 0, temperature 1, topK 0, topP 1, minP 0)
- * add no processor. Temperature 0 (the default) or topK = 1 means greedy: the bias and penalties
+ * add no processor. Temperature 0 (the default), below {@link GREEDY_BELOW} or topK = 1 means greedy: the bias and penalties
  * and then a single argmax pass, with no RNG draw (so topP/minP do not matter then).
  *
  * `sample` uses `logits` as scratch: on return it holds the logits after the bias, penalties and
@@ -71,7 +77,7 @@ export class Sampler {
     this.seed = o.seed ?? randomSeed();
     this.rng = createRng(this.seed);
     const temperature = o.temperature ?? 0;
-    this.greedy = temperature === 0 || o.topK === 1;
+    this.greedy = temperature < GREEDY_BELOW || o.topK === 1;
     const dense: LogitProcessor[] = [];
     const filters: (LogitProcessor & CandidateFilter)[] = [];
     let topK: TopKProcessor | undefined;

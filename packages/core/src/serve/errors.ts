@@ -53,6 +53,15 @@ function inputParam(path: string): string | null {
 }
 
 /**
+ * The request field of the option an engine error names (`logitBias` → `logit_bias`: the request's fields are the
+ * options in snake case), if it names one.
+ */
+function optionParam(e: Error): string | null {
+  const option = (e as { option?: unknown }).option;
+  return typeof option === 'string' ? option.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`) : null;
+}
+
+/**
  * Maps anything thrown while serving `path` to an {@link HttpError}: request faults to 400 (an input past the
  * context as OpenAI's `context_length_exceeded`, which clients such as LiteLLM act on), the rest to 500.
  */
@@ -60,6 +69,6 @@ export function toHttpError(err: unknown, path = ''): HttpError {
   if (err instanceof HttpError) return err;
   const e = err as Error;
   if (REQUEST_FAULTS.has(e?.name) && PAST_CONTEXT.test(e.message)) return badRequest(`${e.name}: ${e.message}`, inputParam(path), 'context_length_exceeded');
-  if (REQUEST_FAULTS.has(e?.name)) return badRequest(`${e.name}: ${e.message}`, null, e.name);
+  if (REQUEST_FAULTS.has(e?.name)) return badRequest(`${e.name}: ${e.message}`, optionParam(e), e.name);
   return new HttpError(500, `${e?.name ?? 'Error'}: ${e?.message ?? String(err)}`, 'server_error', 'internal_error');
 }

@@ -21,12 +21,15 @@ export function chatLogprobs(entries: readonly TokenLogprobs[]) {
   };
 }
 
+/** Whether a token is left out of a choice's text (a special token such as BOS or EOS): it takes no characters there. */
+export type Hidden = (id: number) => boolean;
+
 /**
  * Legacy completions' `choices[].logprobs`: parallel lists of tokens, their log-probabilities, the alternatives
  * (token → logprob, the chosen token among them, as vLLM reports) and each token's character offset in the
  * choice's text, counted from `offset` (the echoed prompt's length, or where the previous chunk ended).
  */
-export function completionLogprobs(entries: readonly TokenLogprobs[], offset: number) {
+export function completionLogprobs(entries: readonly TokenLogprobs[], offset: number, hidden: Hidden) {
   const tokens: string[] = [];
   const tokenLogprobs: number[] = [];
   const top: Record<string, number>[] = [];
@@ -38,7 +41,7 @@ export function completionLogprobs(entries: readonly TokenLogprobs[], offset: nu
     tokenLogprobs.push(logprobOf(e));
     top.push(Object.fromEntries([...e.top, e].map((t) => [tokenOf(t), logprobOf(t)])));
     textOffset.push(at);
-    at += token.length;
+    at += hidden(e.id) ? 0 : token.length;
   }
   return { tokens, token_logprobs: tokenLogprobs, top_logprobs: top, text_offset: textOffset };
 }
@@ -54,7 +57,7 @@ export type LegacyLogprobs = { tokens: string[]; token_logprobs: (number | null)
 export function promptLegacyLogprobs(entries: readonly TokenLogprobs[], first: string, visible: readonly number[]): LegacyLogprobs {
   const offsets: number[] = [];
   visible.reduce((at, n) => (offsets.push(at), at + n), 0);
-  const listed = completionLogprobs(entries, 0);
+  const listed = completionLogprobs(entries, 0, () => false);
   return {
     tokens: [first, ...listed.tokens],
     token_logprobs: [null, ...listed.token_logprobs],
@@ -73,7 +76,7 @@ export function joinLegacy(a: LegacyLogprobs, b: LegacyLogprobs): LegacyLogprobs
   };
 }
 
-/** Where text after these entries starts: `offset` plus their tokens' lengths. */
-export function offsetAfter(entries: readonly TokenLogprobs[], offset: number): number {
-  return entries.reduce((n, e) => n + tokenOf(e).length, offset);
+/** Where text after these entries starts: `offset` plus the lengths of their tokens shown in the text. */
+export function offsetAfter(entries: readonly TokenLogprobs[], offset: number, hidden: Hidden): number {
+  return entries.reduce((n, e) => n + (hidden(e.id) ? 0 : tokenOf(e).length), offset);
 }

@@ -28,6 +28,7 @@ const SAMPLING: Readonly<Record<string, string>> = {
   seed: 'seed',
   stop: 'stop',
   repeat_penalty: 'repetition_penalty',
+  repeat_last_n: 'repeat_last_n',
   presence_penalty: 'presence_penalty',
   frequency_penalty: 'frequency_penalty',
 };
@@ -35,7 +36,7 @@ const SAMPLING: Readonly<Record<string, string>> = {
 /** Options that tune how Ollama's runtime loads and runs a model, not what it writes: taken and not used here. */
 const RUNTIME = new Set([
   'numa', 'num_ctx', 'num_batch', 'num_gpu', 'main_gpu', 'low_vram', 'f16_kv', 'logits_all', 'vocab_only', 'use_mmap', 'use_mlock',
-  'embedding_only', 'num_thread', 'num_keep', 'repeat_last_n', 'penalize_newline',
+  'embedding_only', 'num_thread', 'num_keep', 'penalize_newline',
 ]);
 
 /** Sampling options whose neutral value is all this server runs (another is refused by name). */

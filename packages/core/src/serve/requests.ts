@@ -135,9 +135,11 @@ function common(body: Body, chat: boolean, stopParam: string): ParsedRequest {
   const maxTokens = integer(body, 'max_completion_tokens', 1) ?? integer(body, 'max_tokens', 1);
   const temperature = number(body, 'temperature', (n) => n >= 0 && n <= 2, 'a number from 0 to 2');
   const topP = number(body, 'top_p', (n) => n > 0 && n <= 1, 'a number in (0, 1]');
-  const topK = integer(body, 'top_k', 0);
+  // vLLM's -1 (as 0) leaves top-k off.
+  const topK = body.top_k === -1 ? 0 : integer(body, 'top_k', 0);
   const minP = number(body, 'min_p', (n) => n >= 0 && n < 1, 'a number in [0, 1)');
   const repetitionPenalty = number(body, 'repetition_penalty', (n) => n > 0, 'a number > 0 (1 = off)');
+  const repetitionWindow = repetitionWindowOf(body);
   const seed = number(body, 'seed', Number.isSafeInteger, 'a whole number');
   const stop = stopList(body.stop, stopParam);
   const logprobs = logprobsOf(body, chat);
@@ -155,6 +157,7 @@ function common(body: Body, chat: boolean, stopParam: string): ParsedRequest {
     ...(topK !== undefined ? { topK } : {}),
     ...(minP !== undefined ? { minP } : {}),
     ...(repetitionPenalty !== undefined ? { repetitionPenalty } : {}),
+    ...(repetitionWindow !== undefined ? { repetitionWindow } : {}),
     ...(frequencyPenalty ? { frequencyPenalty } : {}),
     ...(presencePenalty ? { presencePenalty } : {}),
     ...(logitBias ? { logitBias } : {}),
@@ -179,6 +182,15 @@ function predictionOf(v: unknown): string | undefined {
   if (!isObject(v) || v.type !== 'content') throw badRequest('prediction must be { "type": "content", "content": a string or a list of text parts }', 'prediction');
   if (v.content === undefined || v.content === null) throw badRequest('prediction.content must be a string or a list of text parts', 'prediction.content');
   return textContent(v.content, 'prediction.content');
+}
+
+/**
+ * llama.cpp's and Ollama's `repeat_last_n`: how many of the last tokens the repetition penalty looks at, 0 none, -1
+ * (or unset) all of them.
+ */
+function repetitionWindowOf(body: Body): number | undefined {
+  if (body.repeat_last_n === -1) return undefined;
+  return number(body, 'repeat_last_n', (n) => Number.isSafeInteger(n) && n >= 0, 'a whole number >= 0, or -1 for all tokens');
 }
 
 /** Most choices one request may ask for (`n`). */
@@ -329,16 +341,20 @@ function reasoningFormatOf(v: unknown): ReasoningFormat | undefined {
 
 /**
  * Another API's tool list (Responses, Messages) in the chat's shape: the tools of a type the client runs (`runs`)
- * with their parameters (`schema`); any other type (a hosted tool) is refused by name. Undefined for none.
+ * with their parameters (`schema`); any other type (a hosted tool) is refused by name. `shape` spells that API's
+ * tool for errors. Undefined for none.
  */
-export function chatToolsOf(tools: unknown, runs: (type: unknown) => boolean, schema: (tool: Body) => unknown): Body[] | undefined {
+export function chatToolsOf(tools: unknown, runs: (type: unknown) => boolean, schema: (tool: Body) => unknown, shape: string): Body[] | undefined {
   if (tools === undefined || tools === null) return undefined;
-  if (!Array.isArray(tools)) throw badRequest('tools must be a list of tools', 'tools');
+  if (!Array.isArray(tools)) throw badRequest(`tools must be a list of tools, each ${shape}`, 'tools');
   if (tools.length === 0) return undefined;
   return tools.map((t, i) => {
     const param = `tools[${i}]`;
-    if (!isObject(t)) throw badRequest(`${param} must be a tool`, param);
+    if (!isObject(t)) throw badRequest(`${param} must be a tool: ${shape}`, param);
+    // A client written for chat completions sends its tools as they are there.
+    if (isObject(t.function)) throw badRequest(`${param} is a chat completions tool ({"type": "function", "function": {…}}): this API's tools are ${shape}`, param);
     if (!runs(t.type)) throw badRequest(`${param} is a "${String(t.type)}" tool: this server serves tools the client runs only`, param, 'unsupported_tool');
+    if (typeof t.name !== 'string' || t.name === '') throw badRequest(`${param}.name must be the tool's name: tools are ${shape}`, `${param}.name`);
     const parameters = schema(t);
     return { type: 'function', function: { name: t.name, ...(t.description !== undefined ? { description: t.description } : {}), ...(parameters !== undefined && parameters !== null ? { parameters } : {}) } };
   });

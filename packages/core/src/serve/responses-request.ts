@@ -53,7 +53,7 @@ export function parseResponsesRequest(body: unknown): ResponsesRequest {
     if (body.reasoning.effort !== undefined && body.reasoning.effort !== null) chat.reasoning_effort = body.reasoning.effort;
   }
   chat.messages = messagesOf(body.instructions, body.input);
-  const tools = chatToolsOf(body.tools, (type) => type === 'function', (t) => t.parameters);
+  const tools = chatToolsOf(body.tools, (type) => type === 'function', (t) => t.parameters, '{"type": "function", "name": …, "parameters": {…}}');
   if (tools) chat.tools = tools;
   if (body.tool_choice !== undefined) chat.tool_choice = toolChoiceOf(body.tool_choice);
   const format = formatOf(body.text);

@@ -607,7 +607,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   async function ollama(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
     if (req.method === 'GET' && path === '/api/version') return sendJson(res, 200, { version: OLLAMA_API_VERSION, reasonplug: PACKAGE_VERSION });
     const l = servable(req);
-    if (req.method === 'GET' && (path === '/api/tags' || path === '/api/ps')) return sendJson(res, 200, { models: ollamaModels(l) });
+    if (req.method === 'GET' && (path === '/api/tags' || path === '/api/ps')) return sendJson(res, 200, { models: ollamaModels(l, path === '/api/ps') });
     const handlers: Record<string, ((body: unknown) => Promise<void>) | undefined> = {
       '/api/show': async (body) => sendJson(res, 200, ollamaShow(l, isObject(body) ? body.model : undefined)),
       '/api/chat': async (body) => {
@@ -639,15 +639,23 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   }
 
   /** The served models as Ollama lists them. */
-  function ollamaModels(l: Loaded): object[] {
+  function ollamaModels(l: Loaded, running: boolean): object[] {
     return l.models.list().map((card) => ({
       name: card.id,
       model: card.id,
       modified_at: new Date(card.created * 1000).toISOString(),
       size: 0,
       digest: '',
-      details: { parent_model: card.parent ?? '', format: 'onnx', family: '', families: null, parameter_size: '', quantization_level: '' },
+      details: ollamaDetails(l, card.parent),
+      // (`/api/ps`: served models stay loaded until the server stops; Ollama's clients read both fields)
+      ...(running ? { expires_at: FOREVER, size_vram: 0 } : {}),
     }));
+  }
+
+  /** Ollama's `details` of a served model: its family is the architecture its files declare. */
+  function ollamaDetails(l: Loaded, parent: string | null | undefined): object {
+    const family = l.engine.info.architecture;
+    return { parent_model: parent ?? '', format: 'onnx', family: family ?? '', families: family ? [family] : null, parameter_size: '', quantization_level: '' };
   }
 
   /** `/api/show`: a served model's template and what it can do (Ollama's capabilities). */
@@ -669,8 +677,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       modelfile: '',
       parameters: '',
       template: template ?? '',
-      details: { parent_model: card?.parent ?? '', format: 'onnx', family: '', families: null, parameter_size: '', quantization_level: '' },
-      model_info: { ...(card?.max_model_len !== undefined ? { 'general.context_length': card.max_model_len } : {}) },
+      details: ollamaDetails(l, card?.parent),
+      model_info: ollamaModelInfo(l.engine.info.architecture, card?.max_model_len),
       capabilities,
     };
   }
@@ -850,6 +858,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const id = `cmpl-${randomUUID()}`;
     const base = { id, created: Math.floor(Date.now() / 1000), model: request.model, system_fingerprint: 'reasonplug' };
     const arrival = performance.now();
+    // Special tokens (an EOS the model wrote mid-reply) are listed but take no place in the choice's text.
+    const hidden = (tokenId: number) => l.tokenizer?.isSpecial(tokenId) ?? false;
     // Echoed with logprobs, the prompt's own tokens open each choice's lists, scored after the tokens before them.
     const scored = request.echo && (request.logprobs || request.scoreOnly) ? await echoedLogprobs(l, request, prompts, res) : undefined;
     const echoedOf = (row: number) => (request.logprobs ? scored?.[Math.floor(row / request.n)] : undefined);
@@ -871,7 +881,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
           choices: result.rows.map((row, index) => ({
             index,
             text: echoOf(index) + row.text,
-            logprobs: request.logprobs ? withEcho(index, completionLogprobs(row.logprobs ?? [], echoOf(index).length)) : null,
+            logprobs: request.logprobs ? withEcho(index, completionLogprobs(row.logprobs ?? [], echoOf(index).length, hidden)) : null,
             finish_reason: finishReason(row.finishReason),
           })),
           usage: usageJson(result, request.n),
@@ -888,8 +898,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         let logprobs: LegacyLogprobs | null = null;
         if (request.logprobs && (pending[index]!.length > 0 || finish)) {
           const entries = pending[index]!.splice(0);
-          logprobs = completionLogprobs(entries, offsets[index]!);
-          offsets[index] = offsetAfter(entries, offsets[index]!);
+          logprobs = completionLogprobs(entries, offsets[index]!, hidden);
+          offsets[index] = offsetAfter(entries, offsets[index]!, hidden);
         }
         send(index, text, logprobs, finish);
       };
@@ -1167,10 +1177,24 @@ function sendJson(res: ServerResponse, status: number, body: unknown, headers: R
   res.end(text);
 }
 
-/** Answers an error, unless the answer already started (a stream then ends with an error event). */
+/** When Ollama's `/api/ps` says a served model unloads: never, while the server runs (a date far enough ahead). */
+const FOREVER = '2318-01-01T00:00:00Z';
+
+/**
+ * Ollama's `model_info`: the architecture and its context length as GGUF keys name them
+ * (`general.architecture`, `<arch>.context_length`; clients read either form).
+ */
+function ollamaModelInfo(architecture: string | undefined, contextLength: number | undefined): Record<string, string | number> {
+  return {
+    ...(architecture ? { 'general.architecture': architecture } : {}),
+    ...(contextLength !== undefined ? { 'general.context_length': contextLength, ...(architecture ? { [`${architecture}.context_length`]: contextLength } : {}) } : {}),
+  };
+}
+
 /** The error shapes of the APIs served: OpenAI's, Anthropic's (`/v1/messages`) and Ollama's (`/api/*`). */
 type ErrorDialect = 'openai' | 'anthropic' | 'ollama';
 
+/** Answers an error, unless the answer already started (a stream then ends with an error event). */
 function sendError(res: ServerResponse, err: HttpError, dialect: ErrorDialect = 'openai'): void {
   // An answer already ended (a Responses or Messages stream closes with its own error event) takes nothing more.
   if (res.destroyed || res.writableEnded) return;

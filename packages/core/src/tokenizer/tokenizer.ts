@@ -103,10 +103,13 @@ function idCount(tokenizer: Tokenizer, json: Record<string, unknown>): number {
   return count;
 }
 
-/** A loaded tokenizer with the special ids generation needs. */
 /** Ids before a token enough for a decoder's look-behind when naming the token by the text it adds. */
 export const DECODE_LOOK_BEHIND = 4;
 
+/** What a decode ends in while its last bytes wait for the rest of a character: U+FFFD, which the next id may complete. */
+const HELD_BYTES = /\uFFFD+$/;
+
+/** A loaded tokenizer with the special ids generation needs. */
 export class TextTokenizer {
   /** Number of ids the tokenizer can produce (base vocabulary plus added tokens). */
   readonly vocabSize: number;
@@ -203,12 +206,16 @@ export class TextTokenizer {
   decode(ids: readonly number[], skipSpecialTokens = true, kept?: ReadonlySet<number>): string {
     if (kept?.size && skipSpecialTokens) {
       // The other special tokens are dropped before the decoder runs, as skipping them does: one decoder pass over the rest.
-      this.specialIds ??= new Set([...this.tokenizer.get_added_tokens_decoder()].filter(([, t]) => t.special).map(([id]) => id));
-      const special = this.specialIds;
-      return this.decode(ids.filter((id) => kept.has(id) || !special.has(id)), false);
+      return this.decode(ids.filter((id) => kept.has(id) || !this.isSpecial(id)), false);
     }
     if (ids.length === 0) return '';
     return this.tokenizer.decode(ids as number[], { skip_special_tokens: skipSpecialTokens, clean_up_tokenization_spaces: false });
+  }
+
+  /** Whether `id` is a special added token (BOS, EOS, a chat turn's marker), which decoding drops unless asked to keep it. */
+  isSpecial(id: number): boolean {
+    this.specialIds ??= new Set([...this.tokenizer.get_added_tokens_decoder()].filter(([, t]) => t.special).map(([id]) => id));
+    return this.specialIds.has(id);
   }
 
   /**
@@ -226,11 +233,13 @@ export class TextTokenizer {
   /**
    * The text each of `ids` adds after `context` (a few ids before it: see {@link DECODE_LOOK_BEHIND}), so that a
    * word's leading space shows as the decoder writes it mid-text; special tokens kept unless `skipSpecialTokens`.
+   * A token holding part of a character adds nothing and the one completing it adds the character, as a stream
+   * writes them (so that the names, joined, are the text).
    */
   textsAfter(context: readonly number[], ids: readonly number[], skipSpecialTokens = false): string[] {
-    const before = this.decode(context, skipSpecialTokens);
+    const before = this.decode(context, skipSpecialTokens).replace(HELD_BYTES, '');
     return ids.map((id) => {
-      const after = this.decode([...context, id], skipSpecialTokens);
+      const after = this.decode([...context, id], skipSpecialTokens).replace(HELD_BYTES, '');
       return after.startsWith(before) ? after.slice(before.length) : this.decode([id], skipSpecialTokens);
     });
   }
