@@ -114,7 +114,7 @@ describe('reasoning: splitting a thought from the answer', () => {
     }
   });
 
-  it('leaves the thought in the answer with format none, or where a constraint shapes a reply whose template names no thought; a reasoning template puts the thought before the constraint', () => {
+  it('leaves the thought in the answer with format none, or where a constraint shapes a reply whose template names no thought or whose prompt closed it; a reasoning template puts the thought before the constraint', () => {
     const reply = '<think>x</think>y';
     for (const parsing of [
       replyParsing({ format: 'none', chatTemplate: '</think>', prompt: '', constrained: false, tools: undefined }),
@@ -127,6 +127,12 @@ describe('reasoning: splitting a thought from the answer', () => {
     expect(replyParsing({ format: 'auto', chatTemplate: undefined, prompt: '', constrained: false, tools: undefined }).reasoning).to.deep.equal({ tags: THINK, open: false });
     const thinking = replyParsing({ format: 'auto', chatTemplate: '{{ "<thought>" }}{{ "</thought>" }}', prompt: 'A: <thought>\n', constrained: true, tools: undefined });
     expect(thoughtFirst({ type: 'json_object' }, thinking)).to.deep.equal({ type: 'json_object', thought: { open: '<thought>', close: '</thought>', opened: true } });
+    // A prompt that closed the thought (thinking switched off) leaves the constrained reply none; a free one is still read.
+    const closed = '<|im_start|>assistant\n<think>\n\n</think>\n\n';
+    const off = replyParsing({ format: 'auto', chatTemplate: '</think>', prompt: closed, constrained: true, tools: undefined });
+    expect(off.reasoning).to.equal(undefined);
+    expect(thoughtFirst({ type: 'json_object' }, off)).to.deep.equal({ type: 'json_object' });
+    expect(replyParsing({ format: 'auto', chatTemplate: '</think>', prompt: closed, constrained: false, tools: undefined }).reasoning).to.deep.equal({ tags: THINK, open: false });
   });
 
   it('counts the tokens up to the one that closes the thought, as a scan of every prefix does', () => {

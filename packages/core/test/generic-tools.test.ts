@@ -93,6 +93,16 @@ describe('tools for templates that show none (generic syntax)', function () {
     expect(turns[3]).to.equal('model\n{"response": "4 and 7."}<end_of_turn>\n');
   });
 
+  it('a user message right after the results joins their user turn (Anthropic sends tool_result and text in one message)', () => {
+    const turns = [...TURNS.slice(0, 5), { role: 'user', content: 'And 5+5?' }];
+    const text = tokenizer.applyChatTemplate(turns, { template: GEMMA_TEMPLATE, toolsPrompt: PROMPT });
+    const shown = text.split('<start_of_turn>').slice(1);
+    expect(shown.map((t) => t.slice(0, t.indexOf('\n')))).to.deep.equal(['user', 'model', 'user', 'model']);
+    expect(shown[2]).to.equal(
+      'user\n{"tool_response": {"name": "add", "tool_call_id": "call_1", "content": "4"}}\n{"tool_response": {"name": "add", "tool_call_id": "call_2", "content": "7"}}\n\nAnd 5+5?<end_of_turn>\n',
+    );
+  });
+
   it('a template with a system role gets the description as its system message; the last assistant message stays as given', () => {
     const [system, ...rest] = TURNS;
     const continued = [...rest.slice(0, 1), { role: 'assistant', content: 'Let me' }];

@@ -23,7 +23,13 @@ describe('reasonplug serve: reasoning models', function () {
   const servers: RunningServer[] = [];
   let tokenizer: TextTokenizer;
 
-  async function serve(name: string, template: string, reply: string, tools?: unknown[], added: { textTokens?: readonly string[]; specialTokens?: readonly string[] } = {}): Promise<{ url: string; replyIds: number[]; dir: string }> {
+  async function serve(
+    name: string,
+    template: string,
+    reply: string,
+    tools?: unknown[],
+    added: { textTokens?: readonly string[]; specialTokens?: readonly string[]; templateKwargs?: Record<string, unknown> } = {},
+  ): Promise<{ url: string; replyIds: number[]; dir: string }> {
     const { dir, replyIds } = await scriptedChatModule(name, template, [{ role: 'user', content: QUESTION }], reply, { ...(tools ? { tools } : {}), ...added });
     const server = await startServer({ engine: { model: dir }, name, port: 0 });
     servers.push(server);
@@ -108,6 +114,43 @@ describe('reasonplug serve: reasoning models', function () {
       expect(called.additional_kwargs.reasoning_content, name).to.equal(THOUGHT);
       expect(called.response_metadata.finish_reason, name).to.equal('tool_calls');
     }
+  });
+
+  it('thinking switched off (the prompt closes an empty thought): a constrained reply is the structure from its first token', async () => {
+    const schema = { type: 'object', properties: { answer: { enum: [4] } }, required: ['answer'], additionalProperties: false };
+    const add = { type: 'function', function: { name: 'add', description: 'Add', parameters: { type: 'object', properties: { a: { enum: [2] }, b: { enum: [2] } }, required: ['a', 'b'], additionalProperties: false } } };
+    // Scripted to think all the same after the prompt's empty thought, as a model may.
+    const off = { enable_thinking: false };
+    const reply = `<think>\n${THOUGHT}\n</think>\n\n${ANSWER}`;
+    const { url } = await serve('thinker-off', THINKING_TEMPLATE, reply, undefined, { templateKwargs: off });
+    const messages = [{ role: 'user', content: QUESTION }];
+    const completion = (await (
+      await post(url, '/v1/chat/completions', { model: 'thinker-off', messages, max_tokens: 80, temperature: 0, chat_template_kwargs: off, response_format: { type: 'json_schema', json_schema: { name: 'sum', schema } } })
+    ).json()) as { choices: { message: { content: string; reasoning_content?: string } }[] };
+    expect(completion.choices[0]!.message).to.not.have.property('reasoning_content');
+    expect(JSON.parse(completion.choices[0]!.message.content)).to.deep.equal({ answer: 4 });
+    // Ollama's think: false with format json: content, no thinking
+    const ollama = (await (await post(url, '/api/chat', { model: 'thinker-off', messages, stream: false, think: false, format: 'json', options: { num_predict: 80, temperature: 0 } })).json()) as {
+      message: { content: string; thinking?: string };
+    };
+    expect(ollama.message).to.not.have.property('thinking');
+    expect(JSON.parse(ollama.message.content)).to.be.an('object');
+
+    // Anthropic's thinking disabled with tool_choice any: the call, no thinking block.
+    const tools = await serve('thinker-off-tools', THINKING_TEMPLATE, reply, [add], { templateKwargs: off });
+    const anthropic = (await (
+      await post(tools.url, '/v1/messages', {
+        model: 'thinker-off-tools',
+        max_tokens: 160,
+        thinking: { type: 'disabled' },
+        tool_choice: { type: 'any' },
+        tools: [{ name: 'add', description: 'Add', input_schema: add.function.parameters }],
+        messages,
+      })
+    ).json()) as { content: { type: string; name?: string; input?: unknown }[]; stop_reason: string };
+    expect(anthropic.content.map((b) => b.type)).to.deep.equal(['tool_use']);
+    expect(anthropic.content[0]).to.deep.include({ name: 'add', input: { a: 2, b: 2 } });
+    expect(anthropic.stop_reason).to.equal('tool_use');
   });
 
   it('a thought whose tags are added tokens of the vocabulary (as Qwen3\'s are) is written with them when the reply is constrained', async () => {

@@ -145,7 +145,7 @@ describe('reasonplug serve: /v1/responses', function () {
     expect(Pet.safeParse(pet).success, JSON.stringify(pet)).to.equal(true);
   });
 
-  it("a reasoning model's thought is a reasoning item before the message, streamed as reasoning_text deltas", async () => {
+  it("a reasoning model's thought is a reasoning item before the message, streamed as reasoning_text deltas in a part of its own (the SDK's stream helper reads it)", async () => {
     const question = 'What are two and two?';
     const { dir } = await scriptedChatModule('responses-thinker', THINKING_TEMPLATE, [{ role: 'user', content: question }], '<think>\nTwo and two make four.\n</think>\n\nFour.');
     const at = await serve({ engine: { model: dir }, name: 'thinker' });
@@ -162,6 +162,18 @@ describe('reasonplug serve: /v1/responses', function () {
     expect(events.filter((e) => e.type === 'response.reasoning_text.delta').map((e) => e.delta).join('')).to.equal('Two and two make four.');
     expect(events.filter((e) => e.type === 'response.output_text.delta').map((e) => e.delta).join('')).to.equal('Four.');
     expect(events.at(-1)!.type).to.equal('response.completed');
+    // The reasoning item's part opens before its deltas and closes before the item, as OpenAI's and vLLM's do.
+    const reasoning = events.filter((e) => e.output_index === 0 && !e.type.endsWith('.delta')).map((e) => e.type);
+    expect(reasoning).to.deep.equal(['response.output_item.added', 'response.content_part.added', 'response.reasoning_text.done', 'response.content_part.done', 'response.output_item.done']);
+    expect(events.find((e) => e.type === 'response.content_part.added')!.part).to.deep.equal({ type: 'reasoning_text', text: '' });
+    // The OpenAI SDK's stream helper, which adds each delta to a part it has seen open, rebuilds both items.
+    const client = new OpenAI({ baseURL: `${at}/v1`, apiKey: 'none', maxRetries: 0 });
+    const final = await client.responses.stream({ model: 'thinker', input: question, max_output_tokens: 60 }).finalResponse();
+    expect(final.output.map((o) => (o.type === 'reasoning' ? o.content?.map((c) => c.text) : o.type === 'message' ? o.content.map((c) => c.type === 'output_text' && c.text) : o.type))).to.deep.equal([
+      ['Two and two make four.'],
+      ['Four.'],
+    ]);
+    expect(final.output_text).to.equal('Four.');
   });
 
   it("include's output_text.logprobs: the answer's tokens with top_logprobs alternatives, as the chat endpoint gives them, whole and streamed", async () => {
@@ -228,5 +240,15 @@ describe('reasonplug serve: /v1/responses', function () {
       expect(((await res.json()) as { error: { param: string } }).error.param, param).to.equal(param);
     }
     expect((await postJson(url, '/v1/responses', { model: 'nope', input: 'Hi' })).status).to.equal(404);
+    // a tool written as chat completions writes it, or without its name: the error spells the Responses shape
+    for (const [tool, param, message] of [
+      [{ type: 'function', function: { name: 'f', parameters: {} } }, 'tools[0]', /is a chat completions tool .*this API's tools are \{"type": "function", "name"/],
+      [{ type: 'function', parameters: {} }, 'tools[0].name', /tools are \{"type": "function", "name"/],
+    ] as const) {
+      const res = await postJson(url, '/v1/responses', { model: 'stories260k', input: 'Hi', tools: [tool] });
+      const { error } = (await res.json()) as { error: { param: string; message: string } };
+      expect([res.status, error.param]).to.deep.equal([400, param]);
+      expect(error.message).to.match(message);
+    }
   });
 });

@@ -44,6 +44,14 @@ export function opensThought(prompt: string, tags: ReasoningTags): boolean {
   return prompt.trimEnd().endsWith(tags.open);
 }
 
+/**
+ * Whether a rendered prompt ends with a closed thought, so that the reply is the answer (Qwen3's template with
+ * `enable_thinking: false` writes an empty `<think>\n\n</think>\n\n`).
+ */
+export function closesThought(prompt: string, tags: ReasoningTags): boolean {
+  return prompt.trimEnd().endsWith(tags.close);
+}
+
 /** What one piece of generated text turned into. */
 export interface SplitReasoning {
   reasoning: string;

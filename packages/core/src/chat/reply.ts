@@ -3,7 +3,7 @@
  * thought is split off first, so a `<tool_call>` a model writes while thinking is not a call. One splitter for
  * the OpenAI server and the LangChain plugin.
  */
-import { opensThought, ReasoningTextSplitter, reasoningTagsOf, reasoningTokens, THINK_TAGS, type ReasoningFormat, type ReasoningTags } from './reasoning.js';
+import { closesThought, opensThought, ReasoningTextSplitter, reasoningTagsOf, reasoningTokens, THINK_TAGS, type ReasoningFormat, type ReasoningTags } from './reasoning.js';
 import type { ResponseFormat } from '../constrain/types.js';
 import type { ThinkingBudget } from '../generate/types.js';
 import type { ToolCallSyntax } from '../constrain/tool-syntax.js';
@@ -36,8 +36,9 @@ export interface ReplyParsing {
 /**
  * How the reply to a rendered chat prompt is read. Its thought is split off unless `format` is `none`; a
  * `constrained` reply (a response format, tool calls) may think first only where the template names the thought's
- * tags (a reasoning model's): its constraint then takes the thought first ({@link thoughtFirst}); elsewhere a
- * constrained reply is the structure from its first token.
+ * tags (a reasoning model's) and the prompt has not closed the thought already (thinking switched off): its
+ * constraint then takes the thought first ({@link thoughtFirst}); elsewhere a constrained reply is the structure
+ * from its first token.
  */
 export function replyParsing(opts: {
   format: ReasoningFormat;
@@ -53,7 +54,7 @@ export function replyParsing(opts: {
   const tools = opts.tools ? { tools: opts.tools, ...parameters } : {};
   if (isHarmonyTemplate(opts.chatTemplate)) return { harmony: { thought: opts.format !== 'none' }, ...tools };
   const named = reasoningTagsOf(opts.chatTemplate);
-  if (opts.format === 'none' || (opts.constrained && !named)) return tools;
+  if (opts.format === 'none' || (opts.constrained && (!named || closesThought(opts.prompt, named)))) return tools;
   const tags = named ?? THINK_TAGS;
   return { reasoning: { tags, open: opensThought(opts.prompt, tags) }, ...tools };
 }

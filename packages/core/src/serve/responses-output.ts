@@ -57,18 +57,23 @@ export class ResponseOutput extends BlockOutput<Event> {
         ? { type: 'reasoning', id: itemId('rs'), summary: [], content: [] }
         : { type: 'message', id: itemId('msg'), status: 'in_progress', role: 'assistant', content: [] };
       this.items[output_index] = item;
-      const added: Event[] = [{ type: 'response.output_item.added', output_index, item: structuredClone(item) }];
-      if (!thought) added.push({ type: 'response.content_part.added', ...this.at(e.index), part: { type: 'output_text', text: '', annotations: [] } });
-      return added;
+      // Its one part opens before any delta, which clients (the OpenAI SDK's stream helper) add to that part.
+      const part = thought ? { type: 'reasoning_text', text: '' } : { type: 'output_text', text: '', annotations: [] };
+      return [
+        { type: 'response.output_item.added', output_index, item: structuredClone(item) },
+        { type: 'response.content_part.added', ...this.at(e.index), part },
+      ];
     }
     if (e.kind === 'delta') {
       return [thought ? { type: 'response.reasoning_text.delta', ...this.at(e.index), delta: e.text } : { type: 'response.output_text.delta', ...this.at(e.index), delta: e.text, logprobs: this.give(e.index, tokens) }];
     }
     const item = this.items[output_index]!;
     if (thought) {
-      item.content = [{ type: 'reasoning_text', text: e.text }];
+      const part = { type: 'reasoning_text', text: e.text };
+      item.content = [part];
       return [
         { type: 'response.reasoning_text.done', ...this.at(e.index), text: e.text },
+        { type: 'response.content_part.done', ...this.at(e.index), part },
         { type: 'response.output_item.done', output_index, item },
       ];
     }

@@ -95,7 +95,8 @@ function callOf(c: unknown): { name: unknown; arguments: unknown } {
  * the first user message's text (so is a system message of the conversation's own). An assistant's calls become its
  * reply object, and, where tools are described, its answers before the last message `{"response": …}` (the last may
  * be continued, so it stays as given); each run of tool results becomes one user message of `{"tool_response": …}`
- * lines (the tool's name found from its call's id), so user and assistant still alternate as Gemma's template demands.
+ * lines (the tool's name found from its call's id), and a user message right after the run joins it (after a blank
+ * line), so user and assistant still alternate as Gemma's and Llama 2's templates demand.
  */
 export function withToolsInPrompt(messages: readonly ChatMessage[], prompt: ToolsPrompt, systemRole: boolean): ChatMessage[] {
   const described = prompt.tools.length > 0;
@@ -116,6 +117,9 @@ export function withToolsInPrompt(messages: readonly ChatMessage[], prompt: Tool
       const previous = out[out.length - 1];
       if (previous?.role === 'user' && i > 0 && messages[i - 1]!.role === 'tool') previous.content += `\n${line}`;
       else out.push({ role: 'user', content: line });
+    } else if (m.role === 'user' && i > 0 && messages[i - 1]!.role === 'tool') {
+      // (the text sent with the results, as Anthropic's tool_result and text blocks of one user message)
+      out[out.length - 1]!.content += `\n\n${m.content}`;
     } else out.push({ ...m });
   });
   const first = out[0];
