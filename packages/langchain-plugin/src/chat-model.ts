@@ -1,7 +1,8 @@
 /**
  * `ChatReasoner`: a backbone composed with reasoner modules as a LangChain chat model, for LCEL chains, agents
  * and LangGraph nodes. Conversations go through the backbone's chat template; replies stream as `AIMessageChunk`s
- * (text, then tool calls parsed from what the model wrote, then one chunk with usage and response metadata).
+ * (text, then tool calls parsed from what the model wrote, then one chunk with usage and response metadata), and
+ * `invoke` returns the whole reply as an `AIMessage`, as ChatOpenAI's and ChatOllama's do.
  */
 import type { CallbackManagerForLLMRun } from '@langchain/core/callbacks/manager';
 import type { BaseLanguageModelInput, StructuredOutputMethodOptions, ToolDefinition } from '@langchain/core/language_models/base';
@@ -12,14 +13,14 @@ import {
   type BindToolsInput,
   type LangSmithParams,
 } from '@langchain/core/language_models/chat_models';
-import { AIMessageChunk, type BaseMessage, type MessageContent } from '@langchain/core/messages';
+import { AIMessage, AIMessageChunk, type BaseMessage, type MessageContent } from '@langchain/core/messages';
 import type { ModelProfile } from '@langchain/core/language_models/profile';
 import { ChatGenerationChunk, type ChatResult, type LLMResult } from '@langchain/core/outputs';
 import type { Runnable } from '@langchain/core/runnables';
 import { convertToOpenAITool } from '@langchain/core/utils/function_calling';
 import { ChatPrompter } from './chat-prompt.js';
 import { ToolsNotSupportedError } from './errors.js';
-import { abortError, startGeneration } from './generation.js';
+import { abortError, startGeneration, takeTurn } from './generation.js';
 import {
   ChatCallOptionsSchema,
   ChatModelOptionsSchema,
@@ -156,50 +157,60 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
       ...(kept.length ? { keepTokens: kept } : {}),
       ...(chat.thinkingBudget !== undefined ? { thinkingBudget: thinkingBudgetFor(chat.thinkingBudget, parsing, this.prompter.chatTemplate, prompt.text) } : {}),
     };
-    const generation = startGeneration(this.runtime.engine, { promptIds: prompt.ids }, engineOptions, options.signal);
-    let called = false;
-    const emit = async (split: SplitText) => {
-      if (!split.reasoning && !split.content && split.toolCalls.length === 0) return undefined;
-      called ||= split.toolCalls.length > 0;
-      const chunk = new ChatGenerationChunk({
-        text: split.content,
-        message: new AIMessageChunk({
-          content: split.content,
-          tool_call_chunks: split.toolCalls,
-          additional_kwargs: split.reasoning ? { reasoning_content: split.reasoning } : {},
-        }),
-      });
-      await runManager?.handleLLMNewToken(split.content, undefined, undefined, undefined, undefined, { chunk });
-      return chunk;
-    };
-    for await (const text of generation.pieces) {
-      const chunk = await emit(splitter.push(text));
-      if (chunk) yield chunk;
+    const release = await takeTurn(this.caller, options.signal);
+    try {
+      const generation = startGeneration(this.runtime.engine, { promptIds: prompt.ids }, engineOptions, options.signal);
+      let called = false;
+      const emit = async (split: SplitText) => {
+        if (!split.reasoning && !split.content && split.toolCalls.length === 0) return undefined;
+        called ||= split.toolCalls.length > 0;
+        const chunk = new ChatGenerationChunk({
+          text: split.content,
+          message: new AIMessageChunk({
+            content: split.content,
+            tool_call_chunks: split.toolCalls,
+            additional_kwargs: split.reasoning ? { reasoning_content: split.reasoning } : {},
+          }),
+        });
+        await runManager?.handleLLMNewToken(split.content, undefined, undefined, undefined, undefined, { chunk });
+        return chunk;
+      };
+      for await (const text of generation.pieces) {
+        const chunk = await emit(splitter.push(text));
+        if (chunk) yield chunk;
+      }
+      const result = await generation.result;
+      const usage = this.runtime.usage(result);
+      const reasoning = splitter.reasoningTokens(result.rows[0]!.ids, (ids) => this.prompter.decode(ids));
+      const usage_metadata = reasoning ? { ...usage, output_token_details: { ...usage.output_token_details, reasoning } } : usage;
+      const response_metadata = this.runtime.responseMetadata(plan, result);
+      if (result.rows[0]!.finishReason === 'abort') {
+        throw abortError(options.signal, new AIMessageChunk({ content: result.rows[0]!.text, usage_metadata, response_metadata }));
+      }
+      const tail = await emit(splitter.end(result.rows[0]!.finishReason === 'length'));
+      if (tail) yield tail;
+      // A reply that made calls ends in 'tool_calls', as ChatOpenAI's do; one cut short stays 'length'.
+      if (called && response_metadata.finish_reason === 'stop') response_metadata.finish_reason = 'tool_calls';
+      yield new ChatGenerationChunk({ text: '', message: new AIMessageChunk({ content: '', usage_metadata, response_metadata }) });
+    } finally {
+      release();
     }
-    const result = await generation.result;
-    const usage = this.runtime.usage(result);
-    const reasoning = splitter.reasoningTokens(result.rows[0]!.ids, (ids) => this.prompter.decode(ids));
-    const usage_metadata = reasoning ? { ...usage, output_token_details: { ...usage.output_token_details, reasoning } } : usage;
-    const response_metadata = this.runtime.responseMetadata(plan, result);
-    if (result.rows[0]!.finishReason === 'abort') {
-      throw abortError(options.signal, new AIMessageChunk({ content: result.rows[0]!.text, usage_metadata, response_metadata }));
-    }
-    const tail = await emit(splitter.end(result.rows[0]!.finishReason === 'length'));
-    if (tail) yield tail;
-    // A reply that made calls ends in 'tool_calls', as ChatOpenAI's do; one cut short stays 'length'.
-    if (called && response_metadata.finish_reason === 'stop') response_metadata.finish_reason = 'tool_calls';
-    yield new ChatGenerationChunk({ text: '', message: new AIMessageChunk({ content: '', usage_metadata, response_metadata }) });
   }
 
-  /** Generates through the stream, so callbacks see every token here too, and returns the whole reply as one chunk. */
+  /**
+   * Generates through the stream, so callbacks see every token here too, and returns the whole reply as an
+   * `AIMessage` (a chunk's `contentBlocks`, and so the content of `outputVersion: 'v1'`, leave its tool calls out).
+   */
   override async _generate(
     messages: BaseMessage[],
     options: this['ParsedCallOptions'],
     runManager?: CallbackManagerForLLMRun,
   ): Promise<ChatResult> {
-    let message = new AIMessageChunk({ content: '' });
-    for await (const chunk of this._streamResponseChunks(messages, options, runManager)) message = message.concat(chunk.message as AIMessageChunk);
-    const usage = message.usage_metadata!;
+    let whole = new AIMessageChunk({ content: '' });
+    for await (const chunk of this._streamResponseChunks(messages, options, runManager)) whole = whole.concat(chunk.message as AIMessageChunk);
+    const { content, additional_kwargs, tool_calls, invalid_tool_calls, usage_metadata, response_metadata, id } = whole;
+    const message = new AIMessage({ content, additional_kwargs, tool_calls, invalid_tool_calls, usage_metadata, response_metadata, id });
+    const usage = usage_metadata!;
     return {
       generations: [{ text: message.text, message }],
       llmOutput: { tokenUsage: { promptTokens: usage.input_tokens, completionTokens: usage.output_tokens, totalTokens: usage.total_tokens } },
@@ -219,21 +230,25 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
     return { tokenUsage };
   }
 
-  /** The settings one call runs with (validated; throws for invalid call options). */
+  /**
+   * The settings one call runs with, for tracing. Never throws: LangChain asks before the run starts, so invalid
+   * call options are reported as given and the run raises their error, where callbacks see it.
+   */
   override invocationParams(options?: this['ParsedCallOptions']): Record<string, unknown> {
-    const tools = options && this.toolsFor(options);
-    return { model_name: this.runtime.backbone.name, ...this.runtime.plan(options).engine, ...(tools ? { tools } : {}) };
+    const tools = options && this.toolDefinitions(options);
+    return { model_name: this.runtime.backbone.name, ...this.runtime.tracedSettings(options), ...(tools ? { tools } : {}) };
   }
 
+  /** LangSmith's parameters of a call (never throws, as `invocationParams`). */
   override getLsParams(options: this['ParsedCallOptions']): LangSmithParams {
-    const { engine } = this.runtime.plan(options);
+    const { temperature, maxTokens, stop } = this.runtime.tracedSettings(options);
     return {
       ls_provider: 'reasonplug',
       ls_model_name: this.runtime.backbone.name,
       ls_model_type: 'chat',
-      ls_temperature: engine.temperature ?? 0,
-      ...(engine.maxTokens !== undefined ? { ls_max_tokens: engine.maxTokens } : {}),
-      ...(engine.stop ? { ls_stop: engine.stop } : {}),
+      ls_temperature: typeof temperature === 'number' ? temperature : 0,
+      ...(typeof maxTokens === 'number' ? { ls_max_tokens: maxTokens } : {}),
+      ...(Array.isArray(stop) ? { ls_stop: stop as string[] } : {}),
     };
   }
 
@@ -290,10 +305,16 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
     };
   }
 
-  /** The tools to render for a call, or undefined when none apply. */
+  /** The tools to render for a call, or undefined when none apply; throws where they cannot be shown. */
   private toolsFor(options: this['ParsedCallOptions']): ToolDefinition[] | undefined {
+    const tools = this.toolDefinitions(options);
+    if (tools) this.checkToolsRendered();
+    return tools;
+  }
+
+  /** A call's tools, unchecked, or undefined when none apply. */
+  private toolDefinitions(options: this['ParsedCallOptions']): ToolDefinition[] | undefined {
     if (!options.tools?.length || options.tool_choice === 'none') return undefined;
-    this.checkToolsRendered();
     return options.tools.map((t) => convertToOpenAITool(t));
   }
 

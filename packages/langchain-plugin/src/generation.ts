@@ -5,6 +5,7 @@
  */
 import { ModelAbortError } from '@langchain/core/errors';
 import type { AIMessageChunk } from '@langchain/core/messages';
+import type { AsyncCaller } from '@langchain/core/utils/async_caller';
 import type { Engine, GenerationResult, PromptInput, StreamOptions } from './core.js';
 
 /** A running generation: its text as it comes, then its result. */
@@ -39,6 +40,31 @@ export function startGeneration(
     }
   }
   return { pieces: pieces(), result };
+}
+
+/**
+ * Waits for a place among the model's running generations (LangChain's `maxConcurrency`, kept by the model's caller
+ * as ChatOpenAI's requests are) and resolves to the function that gives it back: a call holds it for its whole
+ * generation, streaming included, since a local engine is busy until the last token. A call aborted while it waits
+ * goes on at once without a place (the engine then stops it before its first token), and its turn passes on.
+ */
+export function takeTurn(caller: AsyncCaller, signal: AbortSignal | undefined): Promise<() => void> {
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  if (signal?.aborted) return Promise.resolve(release);
+  return new Promise((granted) => {
+    const abandon = () => {
+      release();
+      granted(release);
+    };
+    signal?.addEventListener('abort', abandon, { once: true });
+    // The callable never fails, so the caller's retries never come into it: only its queue does.
+    void caller.call(() => {
+      signal?.removeEventListener('abort', abandon);
+      granted(release);
+      return released;
+    });
+  });
 }
 
 /** The error an aborted generation raises, carrying what was generated before the abort. */

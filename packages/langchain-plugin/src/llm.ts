@@ -7,7 +7,7 @@ import { LLM, type BaseLLMCallOptions, type BaseLLMParams } from '@langchain/cor
 import { AIMessageChunk, type MessageContent } from '@langchain/core/messages';
 import type { ModelProfile } from '@langchain/core/language_models/profile';
 import { GenerationChunk, type LLMResult } from '@langchain/core/outputs';
-import { abortError, startGeneration } from './generation.js';
+import { abortError, startGeneration, takeTurn } from './generation.js';
 import { LANGCHAIN_MODEL_FIELDS, ModelOptionsSchema, parseOptions, splitOptions, type ModelOptions, type ReasonerCallOptions } from './options.js';
 import { ReasonerRuntime } from './runtime.js';
 import { ReasonerOptionsError } from './errors.js';
@@ -77,19 +77,24 @@ export class ReasonerLLM extends LLM<ReasonerLLMCallOptions> {
     const plan = this.runtime.plan(options);
     const { suffix } = options;
     if (suffix !== undefined && typeof suffix !== 'string') throw new ReasonerOptionsError('call options', [{ path: 'suffix', message: `must be a string, not ${JSON.stringify(suffix)}` }]);
-    const generation = startGeneration(this.runtime.engine, { prompt, ...(suffix !== undefined ? { suffix } : {}) }, plan.engine, options.signal);
-    for await (const text of generation.pieces) {
-      const chunk = new GenerationChunk({ text });
-      await runManager?.handleLLMNewToken(text, undefined, undefined, undefined, undefined, { chunk });
-      yield chunk;
+    const release = await takeTurn(this.caller, options.signal);
+    try {
+      const generation = startGeneration(this.runtime.engine, { prompt, ...(suffix !== undefined ? { suffix } : {}) }, plan.engine, options.signal);
+      for await (const text of generation.pieces) {
+        const chunk = new GenerationChunk({ text });
+        await runManager?.handleLLMNewToken(text, undefined, undefined, undefined, undefined, { chunk });
+        yield chunk;
+      }
+      const result = await generation.result;
+      const usage_metadata = this.runtime.usage(result);
+      const response_metadata = this.runtime.responseMetadata(plan, result);
+      if (result.rows[0]!.finishReason === 'abort') {
+        throw abortError(options.signal, new AIMessageChunk({ content: result.rows[0]!.text, usage_metadata, response_metadata }));
+      }
+      yield new GenerationChunk({ text: '', generationInfo: { ...response_metadata, usage_metadata } });
+    } finally {
+      release();
     }
-    const result = await generation.result;
-    const usage_metadata = this.runtime.usage(result);
-    const response_metadata = this.runtime.responseMetadata(plan, result);
-    if (result.rows[0]!.finishReason === 'abort') {
-      throw abortError(options.signal, new AIMessageChunk({ content: result.rows[0]!.text, usage_metadata, response_metadata }));
-    }
-    yield new GenerationChunk({ text: '', generationInfo: { ...response_metadata, usage_metadata } });
   }
 
   /** One completion, through the stream so that callbacks see every token. */
@@ -97,7 +102,7 @@ export class ReasonerLLM extends LLM<ReasonerLLMCallOptions> {
     return (await this.complete(prompt, options, runManager)).text;
   }
 
-  /** Completes the prompts concurrently (they share the engine's running batch) and sums their usage. */
+  /** Completes the prompts concurrently (they share the engine's running batch, up to `maxConcurrency` at once) and sums their usage. */
   override async _generate(prompts: string[], options: this['ParsedCallOptions'], runManager?: CallbackManagerForLLMRun): Promise<LLMResult> {
     const generations: GenerationChunk[][] = [];
     const tokenUsage = { promptTokens: 0, completionTokens: 0, totalTokens: 0 };
@@ -112,9 +117,12 @@ export class ReasonerLLM extends LLM<ReasonerLLMCallOptions> {
     return { generations, llmOutput: { tokenUsage } };
   }
 
-  /** The settings one call runs with (validated; throws for invalid call options). */
+  /**
+   * The settings one call runs with, for tracing. Never throws: LangChain asks before the run starts, so invalid
+   * call options are reported as given and the run raises their error, where callbacks see it.
+   */
   override invocationParams(options?: this['ParsedCallOptions']): Record<string, unknown> {
-    return { model_name: this.runtime.backbone.name, ...this.runtime.plan(options).engine };
+    return { model_name: this.runtime.backbone.name, ...this.runtime.tracedSettings(options) };
   }
 
   /** Backbone, reasoners with default weights, device and defaults: what tells two models apart. */

@@ -60,6 +60,14 @@ const generation = {
   latentPlaceholder: z.string().optional(),
 };
 
+/**
+ * LangChain's retry fields, refused by name: a local engine fails the same way on every try (invalid options, a
+ * broken constraint, a closed engine), so retries would only delay the error; `.withRetry()` retries a runnable.
+ */
+const refusedRetry = z
+  .never({ error: "is LangChain's retry of remote calls: a local engine fails the same way on every try, so it is not taken (model.withRetry() retries where wanted)" })
+  .optional();
+
 /** What `ReasonerLLM.create` takes (LangChain's own model parameters come beside these). */
 export const ModelOptionsSchema = z.strictObject({
   /** The backbone: a module directory, a plain ONNX export directory, or an .onnx file. */
@@ -157,6 +165,8 @@ export const ModelOptionsSchema = z.strictObject({
     ])
     .optional(),
   ...generation,
+  maxRetries: refusedRetry,
+  onFailedAttempt: refusedRetry,
 });
 
 /** How a chat model renders a conversation and reads its reply: defaults of `ChatReasoner`, overridable per call. */
@@ -254,9 +264,12 @@ function keysOf(schema: z.ZodObject): string[] {
   return Object.keys(schema.shape);
 }
 
-/** LangChain's constructor fields of a model (`BaseChatModelParams`, `BaseLLMParams`), which go to LangChain. */
+/**
+ * LangChain's constructor fields of a model (`BaseChatModelParams`, `BaseLLMParams`), which go to LangChain; its
+ * retry fields are the schema's, which refuses them.
+ */
 export const LANGCHAIN_MODEL_FIELDS: ReadonlySet<string> = new Set([
-  'verbose', 'callbacks', 'tags', 'metadata', 'callbackManager', 'cache', 'maxConcurrency', 'maxRetries', 'onFailedAttempt', 'disableStreaming', 'outputVersion',
+  'verbose', 'callbacks', 'tags', 'metadata', 'callbackManager', 'cache', 'maxConcurrency', 'disableStreaming', 'outputVersion',
 ]);
 
 /**

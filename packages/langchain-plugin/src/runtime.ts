@@ -8,7 +8,7 @@ import type { ModelProfile } from '@langchain/core/language_models/profile';
 import { describeBackbone, type BackboneInfo } from './backbone.js';
 import { existsSync } from 'node:fs';
 import { Engine, TextTokenizer, resolveModelPath, type EngineOptions, type GenerationResult, type ResponseFormat, type StreamOptions } from './core.js';
-import { UnknownReasonerError } from './errors.js';
+import { ReasonerOptionsError, UnknownReasonerError } from './errors.js';
 import {
   CallOptionsSchema,
   parseOptions,
@@ -136,6 +136,20 @@ export class ReasonerRuntime {
         })
       : loaded;
     return { engine: { ...this.defaults, ...settings, reasoners }, reasoners };
+  }
+
+  /**
+   * A call's settings as tracing reports them (`invocationParams`, LangSmith's parameters), which LangChain asks for
+   * before the run starts: the plan's where the call options are valid, else the call's own over the model's
+   * defaults, unchecked, so that the run raises the error and callbacks (`handleLLMError`) see it.
+   */
+  tracedSettings(callOptions: object = {}): Record<string, unknown> {
+    try {
+      return this.plan(callOptions).engine;
+    } catch (err) {
+      if (!(err instanceof ReasonerOptionsError || err instanceof UnknownReasonerError)) throw err;
+      return { ...this.defaults, ...splitOptions(CallOptionsSchema, callOptions).ours };
+    }
   }
 
   /** What identifies this model: backbone, reasoners with their default weights, device and default settings. */

@@ -86,8 +86,8 @@ describe('ChatReasoner', function () {
   });
 
   describe('invoke, stream, batch', () => {
-    it('invoke returns an AIMessageChunk with text, usage and response metadata naming backbone and reasoners', () => {
-      expect(reference.constructor).to.equal(AIMessageChunk);
+    it('invoke returns an AIMessage (as ChatOpenAI and ChatOllama) with text, usage and response metadata naming backbone and reasoners', () => {
+      expect(reference.constructor).to.equal(AIMessage);
       expect(reference.text).to.be.a('string').that.is.not.empty;
       const prompt = tokenizer.encode(`<s><|user|>${STORY}<|end|><|assistant|>`, false);
       expect(usageOf(reference)).to.deep.equal({ input_tokens: prompt.length, output_tokens: MAX, total_tokens: prompt.length + MAX });
@@ -368,7 +368,7 @@ describe('ChatReasoner', function () {
       expect((outside as Error).message).to.match(/logitBias names token 99999, outside the model's vocabulary/);
     });
 
-    it('refuses unknown reasoners and invalid settings clearly, before the call runs', async () => {
+    it('refuses unknown reasoners and invalid settings clearly, before a token is generated', async () => {
       const unknown = await model.withConfig({ reasoners: [{ name: 'poetry-r' }] }).invoke(STORY).catch((e: Error) => e);
       expect(unknown).to.be.instanceOf(UnknownReasonerError);
       expect((unknown as Error).message).to.match(/"poetry-r".*loaded: math-r, cipher-r/);
@@ -577,6 +577,18 @@ describe('ChatReasoner', function () {
       } finally {
         await plain.dispose();
       }
+    });
+
+    it("invoke's reply lists its tool calls in contentBlocks, and as the content of outputVersion 'v1'", async () => {
+      const forced = model.bindTools([ADD_TOOL], { tool_choice: 'add', parallel_tool_calls: false });
+      const reply = await forced.invoke('x', { maxTokens: 120 });
+      const [call] = reply.tool_calls!;
+      expect(call?.name).to.equal('add');
+      const toolCall = { type: 'tool_call', id: call!.id, name: 'add', args: call!.args };
+      expect(reply.contentBlocks.filter((b) => b.type === 'tool_call')).to.deep.equal([toolCall]);
+      const v1 = await forced.invoke('x', { maxTokens: 120, outputVersion: 'v1' });
+      expect((v1.content as { type: string }[]).filter((b) => b.type === 'tool_call')).to.deep.equal([{ ...toolCall, id: v1.tool_calls![0]!.id }]);
+      expect(v1.response_metadata.output_version).to.equal('v1');
     });
 
     it('refuses tool choices it does not understand', async () => {
