@@ -73,7 +73,7 @@ describe('reasonplug CLI', function () {
     expect(alone.stderr).to.match(/--draft-max, --no-draft-adaptive and --draft-p-min need --draft-model/);
     const unsure = await reasonplug(...args, '--draft-model', storiesDir, '--draft-p-min', '1.5');
     expect(unsure.code).to.not.equal(0);
-    expect(unsure.stderr).to.match(/minProbability must be a number from 0 to 1; got 1.5/);
+    expect(unsure.stderr).to.match(/--draft-p-min must be a number from 0 to 1 \(got "1.5"\)/);
   });
 
   it('convert gguf keeps keys and values in fp16 (llama.cpp\'s cache type), --kv-cache float32 in float32, --kv-output joined as present.{i}: the same greedy story', async () => {

@@ -56,6 +56,10 @@ describe('prompt lookup', () => {
       expect(() => promptLookup({ draftTokens: 0 })).to.throw(RangeError, /draftTokens must be a whole number >= 1/);
       expect(() => promptLookup({ maxNgram: 1.5 })).to.throw(RangeError, /maxNgram/);
       expect(() => promptLookup({ minNgram: 3, maxNgram: 2 })).to.throw(RangeError, /minNgram \(3\) is more than maxNgram \(2\)/);
+      // (a number, as the CLI's --prompt-lookup N, or a string, from a config file, once drafted 4 tokens silently)
+      for (const wrong of [8, 'no', null, [4]]) {
+        expect(() => promptLookup(wrong as never), String(wrong)).to.throw(TypeError, /promptLookup must be true, false or \{ draftTokens\?, minNgram\?, maxNgram\? \}/);
+      }
     });
   });
 

@@ -453,7 +453,7 @@ describe('reasonplug serve', function () {
     const cases: [unknown, number, string][] = [
       [{ model: 'stories260k+nope', prompt: 'x' }, 404, 'model_not_found'],
       [{ model: 'nope', prompt: 'x', reasonplug: { reasoners: [{ name: 'r' }] } }, 404, 'model_not_found'],
-      [{ model: 'stories260k', prompt: 'x', reasonplug: { reasoners: [{ name: 'missing' }] } }, 400, 'ReasonerSelectionError'],
+      [{ model: 'stories260k', prompt: 'x', reasonplug: { reasoners: [{ name: 'missing' }] } }, 400, 'reasonplug.reasoners[0].name'],
       [{ model: 'stories260k', prompt: 'x', reasonplug: { reasoners: [{ name: 'r', weight: 'x' }] } }, 400, 'WeightScheduleError'],
       [{ model: 'stories260k', prompt: 'x', n: 65 }, 400, 'n'],
       [{ model: 'stories260k', prompt: 'x', n: 2, best_of: 3 }, 400, 'best_of'],

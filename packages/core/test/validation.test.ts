@@ -146,6 +146,10 @@ describe('CLI flag values', function () {
   it('--stop refuses an empty string, and --reasoner weights are decimal', async () => {
     expect(await generate('--prompt-ids', '1', '--stop', '.', '--stop', '')).to.match(/--stop must not be empty/);
     expect(await generate('--prompt-ids', '1', '--reasoner', 'no-such-dir=0x10')).to.match(/the weight after "=" must be a number/);
+    // serve names the reasoner first: generate's REF=WEIGHT there would read the weight as the model's path
+    expect(await flagError('serve', '--model', 'unused', '--reasoner', 'examples/modules/toy-math-reasoner=0.8')).to.include(
+      '--reasoner examples/modules/toy-math-reasoner=0.8: expected NAME=REF[=WEIGHT], and "0.8" is a weight, not a model: name the reasoner, e.g. --reasoner r=examples/modules/toy-math-reasoner=0.8',
+    );
   });
 
   it('from a shell: exit code 1, one line naming the flag, before the model is even looked for', async () => {

@@ -42,6 +42,13 @@ export const decimalFlag = (flag: string) => (text: string) => {
   return n;
 };
 
+/** A decimal number from `min` to `max` (`--draft-p-min`, whose range the CLI states rather than the library option's). */
+export const boundedDecimalFlag = (flag: string, min: number, max: number) => (text: string) => {
+  const n = decimalFlag(flag)(text);
+  if (n < min || n > max) refuse(flag, `a number from ${min} to ${max}`, text);
+  return n;
+};
+
 /** `--threads`: at least 1, at most {@link maxIntraOpThreads} (more only oversubscribes the cores, and 100000 hangs). */
 export const threadsFlag = (text: string) => {
   const max = maxIntraOpThreads();

@@ -17,7 +17,7 @@ import { DEFAULT_DRAFT } from '../generate/draft-model.js';
 import { DEVICES } from '../runtime/devices.js';
 import type { ReasonerSpec } from '../runtime/protocol.js';
 import { PLACEMENTS, type PlacementChoice } from '../runtime/thread-budget.js';
-import { decimalFlag, logitBiasFlag, nonNegativeIntegerFlag, parseWeight, positiveIntegerFlag, reasonerTaskFlag, type ReasonerTaskFlag, safeIntegerFlag, stopFlag, threadsFlag } from './flags.js';
+import { boundedDecimalFlag, decimalFlag, logitBiasFlag, nonNegativeIntegerFlag, parseWeight, positiveIntegerFlag, reasonerTaskFlag, type ReasonerTaskFlag, safeIntegerFlag, stopFlag, threadsFlag } from './flags.js';
 
 /** `PATH[=WEIGHT]` (or a registry ref): the weight is what follows the last `=` when it is a number. */
 const reasonerFlag = (v: string, prev: ReasonerSpec[] = []): ReasonerSpec[] => {
@@ -66,7 +66,7 @@ export function draftModelOptions(): Option[] {
     new Option('--draft-model <ref>', "speculative decoding: a small model with the model's tokenizer (same family) drafts tokens the model checks in one run, kept as far as it writes them itself (GGUF files converted once, as --model)"),
     new Option('--draft-max <n>', `tokens the draft model drafts at most per step (default ${DEFAULT_DRAFT.draftTokens}; fewer, or none, where more would not pay)`).argParser(positiveIntegerFlag('--draft-max')),
     new Option('--no-draft-adaptive', 'draft --draft-max tokens every step, even where fewer (or none) would be faster'),
-    new Option('--draft-p-min <p>', `the draft model stops drafting at a token it gives less than p (0 to 1, default ${DEFAULT_DRAFT.minProbability})`).argParser(decimalFlag('--draft-p-min')),
+    new Option('--draft-p-min <p>', `the draft model stops drafting at a token it gives less than p (0 to 1, default ${DEFAULT_DRAFT.minProbability})`).argParser(boundedDecimalFlag('--draft-p-min', 0, 1)),
   ];
 }
 

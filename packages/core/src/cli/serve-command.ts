@@ -33,6 +33,9 @@ export function servedReasonerFlag(v: string, prev: ReasonerSpec[] = []): Reason
     weight = parseWeight(ref.slice(last + 1));
     if (weight === undefined) throw new InvalidArgumentError(`--reasoner ${v}: the weight after the last "=" must be a number`);
     ref = ref.slice(0, last);
+  } else if (parseWeight(ref) !== undefined) {
+    // generate's `--reasoner REF=WEIGHT`, where serve's names the reasoner first
+    throw new InvalidArgumentError(`--reasoner ${v}: expected NAME=REF[=WEIGHT], and "${ref}" is a weight, not a model: name the reasoner, e.g. --reasoner r=${name}=${ref}`);
   }
   return [...prev, { name, model: ref, ...(weight !== undefined ? { weight } : {}) }];
 }

@@ -23,6 +23,10 @@ export const DEFAULT_PROMPT_LOOKUP: PromptLookup = { draftTokens: 4, maxNgram: 3
 
 /** Checks the options (typed errors for the caller's input) and fills in the defaults. */
 export function promptLookup(options: true | PromptLookupOptions): PromptLookup {
+  if (options !== true && (typeof options !== 'object' || options === null || Array.isArray(options))) {
+    // (a number reads as the CLI's `--prompt-lookup N`, which is `{ draftTokens: N }` here)
+    throw new TypeError(`promptLookup must be true, false or { draftTokens?, minNgram?, maxNgram? }; got ${JSON.stringify(options)}`);
+  }
   const o = options === true ? {} : options;
   const whole = (name: string, v: number | undefined, min: number) => {
     if (v !== undefined && !(Number.isInteger(v) && v >= min)) throw new RangeError(`promptLookup.${name} must be a whole number >= ${min}; got ${v}`);

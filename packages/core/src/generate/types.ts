@@ -62,6 +62,11 @@ export interface TokenLogprob {
 /** A generated token's log-probability and the most likely alternatives at its step (most likely first). */
 export interface TokenLogprobs extends TokenLogprob {
   top: TokenLogprob[];
+  /**
+   * Where the token's text starts in the row's text, in characters (UTF-16 units, as `text.length` counts): a token
+   * that shows nothing there (a special token, a latent marker's, a stop string's) sits where the next text goes.
+   */
+  offset?: number;
 }
 
 /** Why a row stopped. */

@@ -671,6 +671,8 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
     // The row's results hold the same entries: naming them here names them there too, posted or not.
     // Made at the first token, once the prompts have been checked.
     let recent: number[][] | undefined;
+    // Characters of each row's text so far, where the next token's text starts.
+    const written = prompts.map(() => 0);
     const named = (event: TokenEvent) => {
       if (!event.logprobs || !tokenizer) return event;
       recent ??= prompts.map((p) => p.slice(-DECODE_LOOK_BEHIND));
@@ -678,6 +680,11 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
       nameTokens(tokenizer, context, event.logprobs);
       context.push(event.id);
       if (context.length > DECODE_LOOK_BEHIND) context.shift();
+      // Text held back (a stop string's possible start) comes out before the token's own: it ends the piece.
+      const own = event.logprobs.token!;
+      const at = written[event.row]!;
+      event.logprobs.offset = own !== '' && event.text.endsWith(own) ? at + event.text.length - own.length : at;
+      written[event.row] = at + event.text.length;
       return event;
     };
     const shared = {

@@ -21,27 +21,22 @@ export function chatLogprobs(entries: readonly TokenLogprobs[]) {
   };
 }
 
-/** Whether a token is left out of a choice's text (a special token such as BOS or EOS): it takes no characters there. */
-export type Hidden = (id: number) => boolean;
-
 /**
  * Legacy completions' `choices[].logprobs`: parallel lists of tokens, their log-probabilities, the alternatives
  * (token → logprob, the chosen token among them, as vLLM reports) and each token's character offset in the
- * choice's text, counted from `offset` (the echoed prompt's length, or where the previous chunk ended).
+ * choice's text: where the engine found its text in the reply, after `echoed` characters of echoed prompt.
  */
-export function completionLogprobs(entries: readonly TokenLogprobs[], offset: number, hidden: Hidden) {
+export function completionLogprobs(entries: readonly TokenLogprobs[], echoed: number) {
   const tokens: string[] = [];
   const tokenLogprobs: number[] = [];
   const top: Record<string, number>[] = [];
   const textOffset: number[] = [];
-  let at = offset;
   for (const e of entries) {
     const token = tokenOf(e);
     tokens.push(token);
     tokenLogprobs.push(logprobOf(e));
     top.push(Object.fromEntries([...e.top, e].map((t) => [tokenOf(t), logprobOf(t)])));
-    textOffset.push(at);
-    at += hidden(e.id) ? 0 : token.length;
+    textOffset.push(echoed + (e.offset ?? 0));
   }
   return { tokens, token_logprobs: tokenLogprobs, top_logprobs: top, text_offset: textOffset };
 }
@@ -57,7 +52,7 @@ export type LegacyLogprobs = { tokens: string[]; token_logprobs: (number | null)
 export function promptLegacyLogprobs(entries: readonly TokenLogprobs[], first: string, visible: readonly number[]): LegacyLogprobs {
   const offsets: number[] = [];
   visible.reduce((at, n) => (offsets.push(at), at + n), 0);
-  const listed = completionLogprobs(entries, 0, () => false);
+  const listed = completionLogprobs(entries, 0);
   return {
     tokens: [first, ...listed.tokens],
     token_logprobs: [null, ...listed.token_logprobs],
@@ -74,9 +69,4 @@ export function joinLegacy(a: LegacyLogprobs, b: LegacyLogprobs): LegacyLogprobs
     top_logprobs: [...a.top_logprobs, ...b.top_logprobs],
     text_offset: [...a.text_offset, ...b.text_offset],
   };
-}
-
-/** Where text after these entries starts: `offset` plus the lengths of their tokens shown in the text. */
-export function offsetAfter(entries: readonly TokenLogprobs[], offset: number, hidden: Hidden): number {
-  return entries.reduce((n, e) => n + (hidden(e.id) ? 0 : tokenOf(e).length), offset);
 }

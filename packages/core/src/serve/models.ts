@@ -60,6 +60,14 @@ export class ServedModels {
     return reasoners;
   }
 
+  /** The `reasonplug` extension's reasoners, each named as a loaded one (else a 400 naming the entry). */
+  checkExtension(reasoners: readonly { name: string }[]): void {
+    reasoners.forEach(({ name }, i) => {
+      const param = `reasonplug.reasoners[${i}].name`;
+      if (!this.reasoners.includes(name)) throw badRequest(`${param} "${name}" is not a loaded reasoner: this server has ${this.reasoners.join(', ') || 'none'}`, param);
+    });
+  }
+
   /** The cards of `GET /v1/models`: backbone, each reasoner with it, all of them with it, then the aliases. */
   list(): ModelCard[] {
     const card = (id: string, reasoners: string[]): ModelCard => ({

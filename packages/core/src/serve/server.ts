@@ -34,7 +34,7 @@ import type { ReasoningFormat } from '../chat/reasoning.js';
 import { HttpError, badRequest, toHttpError } from './errors.js';
 import { jsonDepth, MAX_BODY_DEPTH } from './json-depth.js';
 import { ServerMetrics } from './metrics.js';
-import { chatLogprobs, completionLogprobs, joinLegacy, offsetAfter, promptLegacyLogprobs, type LegacyLogprobs } from './logprobs.js';
+import { chatLogprobs, completionLogprobs, joinLegacy, promptLegacyLogprobs, type LegacyLogprobs } from './logprobs.js';
 import { ollamaChatLoad, ollamaModelName, parseOllamaChat, parseOllamaEmbed, parseOllamaGenerate } from './ollama-request.js';
 import { ollamaDone, ollamaDoneReason, ollamaLogprobs, ollamaMessage, type ChatFields } from './ollama-output.js';
 import { reasoningTagsOf } from '../chat/reasoning.js';
@@ -350,6 +350,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     note(res, { model: request.model });
     // The model name is checked even when the extension lists the reasoners itself.
     const named = l.models.resolve(request.model).map((name) => ({ name }));
+    if (request.reasoners) l.models.checkExtension(request.reasoners);
     const reasoners = request.reasoners ?? named;
     const arrival = performance.now();
     const controller = new AbortController();
@@ -858,8 +859,6 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const id = `cmpl-${randomUUID()}`;
     const base = { id, created: Math.floor(Date.now() / 1000), model: request.model, system_fingerprint: 'reasonplug' };
     const arrival = performance.now();
-    // Special tokens (an EOS the model wrote mid-reply) are listed but take no place in the choice's text.
-    const hidden = (tokenId: number) => l.tokenizer?.isSpecial(tokenId) ?? false;
     // Echoed with logprobs, the prompt's own tokens open each choice's lists, scored after the tokens before them.
     const scored = request.echo && (request.logprobs || request.scoreOnly) ? await echoedLogprobs(l, request, prompts, res) : undefined;
     const echoedOf = (row: number) => (request.logprobs ? scored?.[Math.floor(row / request.n)] : undefined);
@@ -881,7 +880,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
           choices: result.rows.map((row, index) => ({
             index,
             text: echoOf(index) + row.text,
-            logprobs: request.logprobs ? withEcho(index, completionLogprobs(row.logprobs ?? [], echoOf(index).length, hidden)) : null,
+            logprobs: request.logprobs ? withEcho(index, completionLogprobs(row.logprobs ?? [], echoOf(index).length)) : null,
             finish_reason: finishReason(row.finishReason),
           })),
           usage: usageJson(result, request.n),
@@ -889,17 +888,15 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         return finishReason(result.rows[0]!.finishReason);
       }
       const sse = new Sse(res);
-      // Per choice: tokens whose text is not out yet, and where the next token's text starts.
+      // Per choice: tokens whose text is not out yet.
       const pending = rows.map((): TokenLogprobs[] => []);
-      const offsets = rows.map((_, row) => echoOf(row).length);
       const send = (index: number, text: string, logprobs: LegacyLogprobs | null, finish: string | null = null) =>
         sse.send({ ...base, object: 'text_completion', choices: [{ index, text, logprobs, finish_reason: finish }], ...(request.includeUsage ? { usage: null } : {}) });
       const chunk = (index: number, text: string, finish: string | null = null) => {
         let logprobs: LegacyLogprobs | null = null;
         if (request.logprobs && (pending[index]!.length > 0 || finish)) {
           const entries = pending[index]!.splice(0);
-          logprobs = completionLogprobs(entries, offsets[index]!, hidden);
-          offsets[index] = offsetAfter(entries, offsets[index]!, hidden);
+          logprobs = completionLogprobs(entries, echoOf(index).length);
         }
         send(index, text, logprobs, finish);
       };
@@ -923,7 +920,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
    * admitted as any request (the generation after it is admitted again).
    */
   async function echoedLogprobs(l: Loaded, request: CompletionRequest, prompts: (string | number[])[], res: ServerResponse): Promise<LegacyLogprobs[]> {
-    const reasoners = request.reasoners ?? l.models.resolve(request.model).map((name) => ({ name }));
+    const named = l.models.resolve(request.model).map((name) => ({ name }));
+    if (request.reasoners) l.models.checkExtension(request.reasoners);
+    const reasoners = request.reasoners ?? named;
     const input = typeof prompts[0] === 'string' ? { texts: prompts as string[] } : { ids: prompts as number[][] };
     const { prompts: scored } = await admitted(res, () =>
       l.engine.promptLogprobs(input, { topLogprobs: request.options.logprobs ?? 0, reasoners, ...(request.options.mode ? { mode: request.options.mode } : {}) }),
