@@ -174,6 +174,33 @@ describe('reasonplug CLI', function () {
     expect(untemplated.stderr).to.match(/has no chat template: give one with --chat-template/);
   });
 
+  it('chat takes --latent and --latent-placeholder as generate does, and counts the latent steps', async () => {
+    const template = '{% for m in messages %}{{ m.content }}\n{% endfor %}';
+    const dir = testDir('cli-chat-latent');
+    const templateFile = join(dir, 'template.jinja');
+    await writeFile(templateFile, template);
+    const modules = join(repoRoot, 'examples', 'modules');
+    const [policy, projector] = [join(modules, 'toy-math-policy'), join(modules, 'toy-math-projector')];
+    const question = 'L:47+5-3+8';
+    const chat = (...flags: string[]) =>
+      runReasonplug(['chat', '--model', policy, '--projector', projector, '--chat-template', templateFile, '--max-tokens', '24', ...flags], { REASONPLUG_CACHE: join(cacheDir, '..', 'cli-cache') }, `${question}\n`);
+    const [latent, never] = await Promise.all([chat('--latent-placeholder', '~'), chat('--latent', 'never')]);
+    expect(latent.code, latent.stderr).to.equal(0);
+    const engine = await Engine.load({ model: policy, projector, cacheDir });
+    try {
+      const messages: ChatMessage[] = [{ role: 'user', content: question }];
+      const want = await engine.generate({ messages, chatTemplate: template }, { maxTokens: 24, latentPlaceholder: '~' });
+      expect(want.usage.latentSteps).to.be.greaterThan(0);
+      expect(latent.stdout).to.equal(`${want.rows[0]!.text}\n`);
+      expect(latent.stdout).to.include('~'.repeat(want.usage.latentSteps!));
+      expect(latent.stderr).to.include(` + ${want.usage.latentSteps} latent steps, `);
+      expect(never.stdout).to.include('<implicit_thought>');
+      expect(never.stderr).to.not.include('latent steps');
+    } finally {
+      await engine.dispose();
+    }
+  });
+
   it('chat leaves the oldest exchanges out where the conversation would pass the context, and a turn it cannot take does not end it', async () => {
     const template = '{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>{{ m.content }}<|end|>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}';
     await mkdir(testDir('cli-chat-fit'), { recursive: true });

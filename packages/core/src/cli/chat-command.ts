@@ -14,9 +14,9 @@ import { TextTokenizer, type ChatMessage } from '../tokenizer/tokenizer.js';
 import { ChatReplySplitter, keptTokens, replyParsing, thinkingBudgetFor } from '../chat/reply.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
 import { chatTemplateFile, jsonObjectFlag, nonNegativeIntegerFlag, positiveIntegerFlag } from './flags.js';
-import { addModelFlags, addSamplingFlags, decodeSpeed, engineOptions, samplingOptions, type ModelFlags, type SamplingFlags } from './model-flags.js';
+import { addLatentFlags, addModelFlags, addSamplingFlags, decodeSpeed, engineOptions, latentOptions, samplingOptions, type LatentFlags, type ModelFlags, type SamplingFlags } from './model-flags.js';
 
-interface ChatFlags extends ModelFlags, SamplingFlags {
+interface ChatFlags extends ModelFlags, SamplingFlags, LatentFlags {
   system?: string;
   maxTokens?: number;
   chatTemplate?: string;
@@ -44,7 +44,7 @@ interface Conversation {
 /** Adds `chat` to the command tree. */
 export function addChatCommand(program: Command): void {
   const command = program.command('chat').description('talk with a model turn by turn: each line of input is a message (/reset forgets, /exit leaves)');
-  addSamplingFlags(addModelFlags(command))
+  addLatentFlags(addSamplingFlags(addModelFlags(command)))
     .option('--system <text>', 'system message that opens the conversation')
     .option('--max-tokens <n>', 'tokens per reply at most (default: to the end of the context)', positiveIntegerFlag('--max-tokens'))
     .option('--chat-template <file>', "a Jinja chat template used instead of the model's")
@@ -56,7 +56,7 @@ export function addChatCommand(program: Command): void {
 
 async function chat(flags: ChatFlags): Promise<void> {
   const sampling = samplingOptions(flags);
-  validateGenerateOptions({ ...sampling, ...(flags.maxTokens ? { maxTokens: flags.maxTokens } : {}) });
+  validateGenerateOptions({ ...sampling, ...latentOptions(flags), ...(flags.maxTokens ? { maxTokens: flags.maxTokens } : {}) });
   const chatTemplate = flags.chatTemplate ? chatTemplateFile(flags.chatTemplate) : undefined;
   const engine = await Engine.load(await engineOptions(flags));
   try {
@@ -68,7 +68,7 @@ async function chat(flags: ChatFlags): Promise<void> {
     for (const w of engine.info.warnings) process.stderr.write(`warning: ${w}\n`);
     // Without --max-tokens a reply may run to the end of the context (the engine stops a row there).
     const context = engine.info.contextLength ?? 2048;
-    const options: StreamOptions = { ...sampling, maxTokens: flags.maxTokens ?? context };
+    const options: StreamOptions = { ...sampling, ...latentOptions(flags), maxTokens: flags.maxTokens ?? context };
     await converse({ engine, tokenizer, options, system: flags.system, template, templateKwargs: flags.chatTemplateKwargs, reasoningFormat: flags.reasoningFormat, thinkingBudget: flags.thinkingBudget, context });
   } finally {
     await engine.dispose();
@@ -150,10 +150,11 @@ async function converse(c: Conversation): Promise<void> {
       const row = result.rows[0]!;
       process.stdout.write('\n');
       if (thought && !answer) process.stderr.write('\n');
-      const { promptTokens, completionTokens, cachedPromptTokens } = result.usage;
+      const { promptTokens, completionTokens, cachedPromptTokens, latentSteps } = result.usage;
       const thinking = splitter.reasoningTokens(row.ids, (ids) => c.tokenizer.decode(ids, false));
       process.stderr.write(
-        `[${promptTokens} prompt tokens (${cachedPromptTokens ?? 0} cached) + ${completionTokens} generated${thinking ? ` (${thinking} thinking)` : ''}, ` +
+        `[${promptTokens} prompt tokens (${cachedPromptTokens ?? 0} cached) + ${completionTokens} generated${thinking ? ` (${thinking} thinking)` : ''}` +
+          `${latentSteps !== undefined ? ` + ${latentSteps} latent steps` : ''}, ` +
           `${result.timing.prefillMs.toFixed(1)} ms prefill, ${decodeSpeed(result)}, ${row.finishReason}]\n`,
       );
       history = [...messages, { role: 'assistant', content: answer, ...(thought ? { reasoning_content: thought } : {}) }];

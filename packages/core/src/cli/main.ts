@@ -28,18 +28,16 @@ import { addServeCommand } from './serve-command.js';
 import { addChatCommand } from './chat-command.js';
 import { addEmbedCommand } from './embed-command.js';
 import { addModelsCommand } from './models-command.js';
-import { addModelFlags, addSamplingFlags, decodeSpeed, engineOptions, localModelWithProgress, samplingOptions, type ModelFlags, type SamplingFlags } from './model-flags.js';
+import { addLatentFlags, addModelFlags, addSamplingFlags, decodeSpeed, engineOptions, latentOptions, localModelWithProgress, samplingOptions, type LatentFlags, type ModelFlags, type SamplingFlags } from './model-flags.js';
 import { integerFlag, positiveIntegerFlag, promptIdsFlag } from './flags.js';
 import type { PromptInput } from '../runtime/protocol.js';
 
-interface GenerateFlags extends ModelFlags, SamplingFlags {
+interface GenerateFlags extends ModelFlags, SamplingFlags, LatentFlags {
   prompt?: string;
   promptIds?: number[];
   suffix?: string;
   maxTokens: number;
   trace?: number | true;
-  latent?: string;
-  latentPlaceholder?: string;
   json?: boolean;
 }
 
@@ -55,8 +53,7 @@ async function generate(flags: GenerateFlagsWithFormat): Promise<void> {
     maxTokens: flags.maxTokens,
     ...samplingOptions(flags),
     ...(flags.trace ? { trace: flags.trace === true ? 5 : flags.trace } : {}),
-    ...(flags.latent ? { latent: flags.latent } : {}),
-    ...(flags.latentPlaceholder !== undefined ? { latentPlaceholder: flags.latentPlaceholder } : {}),
+    ...latentOptions(flags),
   };
   const responseFormat = responseFormatFromFlags(flags);
   if (responseFormat) options.responseFormat = responseFormat;
@@ -153,14 +150,12 @@ export function buildProgram(): Command {
     .description('Run ONNX causal LMs and compose them with reasoner modules.')
     .version(PACKAGE_VERSION, '-v, --version', 'print the version');
   const generateCommand = program.command('generate').description('generate text from a model');
-  addSamplingFlags(addModelFlags(generateCommand))
+  addLatentFlags(addSamplingFlags(addModelFlags(generateCommand)))
     .option('--prompt <text>', 'prompt text (tokenized with the model tokenizer, BOS added as it specifies)')
     .option('--prompt-ids <ids>', 'prompt as comma-separated token ids, fed as given', promptIdsFlag)
     .option('--suffix <text>', 'fill in the middle: the code after the insertion, --prompt the code before it (code models with FIM tokens)')
     .option('--max-tokens <n>', 'tokens to generate at most (a row also stops at the context length)', positiveIntegerFlag('--max-tokens'), 128)
     .option('--trace [n]', 'show the top n candidates of every model and of the fusion per token', positiveIntegerFlag('--trace'))
-    .option('--latent <policy>', 'latent steps: marker (default with a projector), never, or fixed:K')
-    .option('--latent-placeholder <text>', 'shown once per latent step in place of a marker')
     .option('--json-schema <file>', 'constrain the reply to JSON valid against the JSON Schema in this file')
     .option('--grammar <file>', 'constrain the reply to the EBNF/GBNF grammar in this file (start rule root)')
     .option('--regex <pattern>', 'constrain the reply to match this regular expression')

@@ -159,6 +159,27 @@ export function addSamplingFlags(command: Command): Command {
 }
 
 /** The engine options of the sampling flags (only those given). */
+/** --latent and --latent-placeholder (LiteReason's steps, with a --projector). */
+export interface LatentFlags {
+  latent?: string;
+  latentPlaceholder?: string;
+}
+
+/** Adds the latent-step flags of every command that generates with a projector. */
+export function addLatentFlags(command: Command): Command {
+  return command
+    .option('--latent <policy>', 'latent steps: marker (default with a projector), never, or fixed:K')
+    .option('--latent-placeholder <text>', 'shown once per latent step in place of a marker');
+}
+
+/** The call options the latent flags set. */
+export function latentOptions(flags: LatentFlags): StreamOptions {
+  return {
+    ...(flags.latent ? { latent: flags.latent } : {}),
+    ...(flags.latentPlaceholder !== undefined ? { latentPlaceholder: flags.latentPlaceholder } : {}),
+  };
+}
+
 export function samplingOptions(flags: SamplingFlags): StreamOptions {
   return {
     ...(flags.temperature !== undefined ? { temperature: flags.temperature } : {}),
