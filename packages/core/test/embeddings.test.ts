@@ -100,6 +100,11 @@ describe('embeddings', function () {
     const outside = await failure(engine.embed({ ids: [[1, 9999]] }));
     expect(outside?.message).to.match(/token id 9999, outside the vocabulary \(0 to 511\)/);
     expect((await failure(engine.embed({ texts: [] })))?.name).to.equal('EmbedInputError');
+    // (a number embedded as the empty text: its vector came back for it)
+    for (const [text, what] of [[42, 'number'], [null, 'null'], [{ text: 'x' }, 'object']] as const) {
+      const wrong = await failure(engine.embed({ texts: ['hi', text as never] }));
+      expect([wrong?.name, wrong?.message]).to.deep.equal(['EmbedInputError', `embed: input 1 is ${what}, not a text`]);
+    }
     const plain = await Engine.load({ model: models.stories260K, cacheDir });
     try {
       expect(plain.info.embeddingSize).to.equal(undefined);

@@ -122,6 +122,27 @@ describe('reasonplug serve: fill-in-the-middle (/v1/completions with a suffix; l
     }
   });
 
+  it("control tokens spelt in the code are characters, as node-llama-cpp's infill reads them; an empty prefix (the start of a file) is an insertion too", async () => {
+    const [prefix, suffix] = ['eos = "<|endoftext|>"\nsep = "<|file_sep|>"\n', '\nprint(eos)\n'];
+    const tokenizer = await TextTokenizer.fromDirectory(module);
+    const prompt = tokenizer.encodeFillInMiddle(prefix, suffix);
+    const theirs = await llamaCppInfill(path, prefix, suffix, 4);
+    expect(theirs.context.slice(0, prompt.length)).to.deep.equal(prompt);
+    const control = ['<|endoftext|>', '<|file_sep|>'].map((t) => tokenizer.tokenId(t)!);
+    expect(prompt.filter((id) => control.includes(id))).to.deep.equal([]);
+    // (as text to complete, outside an insertion, the same characters are still the model's tokens)
+    expect(tokenizer.encode(prefix, false).filter((id) => control.includes(id))).to.deep.equal(control);
+
+    const start = await complete(server, { prompt: '', suffix: SUFFIX, max_tokens: 4 });
+    expect(start.status).to.equal(200);
+    const usage = ((await start.json()) as { usage: { prompt_tokens: number } }).usage;
+    expect(usage.prompt_tokens).to.equal(tokenizer.encodeFillInMiddle('', SUFFIX).length);
+    const ollama = await fetch(`${server.url}/api/generate`, { method: 'POST', body: JSON.stringify({ model: 'coder', prompt: '', suffix: SUFFIX, stream: false, options: { num_predict: 4 } }) });
+    expect(((await ollama.json()) as { prompt_eval_count: number }).prompt_eval_count).to.equal(usage.prompt_tokens);
+    // without a suffix an empty prompt is still refused
+    expect((await complete(server, { prompt: '' })).status).to.equal(400);
+  });
+
   it('400s: a suffix for a model without FIM tokens, echo with a suffix, token ids with a suffix', async () => {
     const cases: [RunningServer, Record<string, unknown>, string, RegExp][] = [
       [plain, { prompt: PREFIX, suffix: SUFFIX }, 'suffix', /no fill-in-the-middle tokens/],

@@ -113,13 +113,24 @@ describe("reasonplug serve: Ollama's API (/api/*)", function () {
     expect(off.prompt_eval_count).to.equal(tokenized.count);
   });
 
-  it('OllamaEmbeddings and /api/embeddings give the /v1/embeddings vectors', async () => {
+  it('OllamaEmbeddings and /api/embed give the /v1/embeddings vectors, /api/embeddings the hidden state unscaled (as Ollama); nothing to embed answers empty', async () => {
     const texts = ['Once upon a time', 'a little girl'];
     const openai = (await (await postJson(url, '/v1/embeddings', { model: 'stories260k', input: texts })).json()) as { data: { embedding: number[] }[] };
     const vectors = await new OllamaEmbeddings({ model: 'stories260k', baseUrl: url }).embedDocuments(texts);
     expect(vectors).to.deep.equal(openai.data.map((d) => d.embedding));
     const legacy = (await (await postJson(url, '/api/embeddings', { model: 'stories260k', prompt: texts[0] })).json()) as { embedding: number[] };
-    expect(legacy.embedding).to.deep.equal(openai.data[0]!.embedding);
+    const norm = Math.hypot(...legacy.embedding);
+    expect(norm).to.not.be.closeTo(1, 1e-3);
+    legacy.embedding.forEach((x, i) => expect(x / norm).to.be.closeTo(openai.data[0]!.embedding[i]!, 1e-6));
+    // Ollama's clients warm a model with nothing to embed: an empty answer, not an error (an unknown model still 404s)
+    for (const input of [undefined, '', []]) {
+      const res = await postJson(url, '/api/embed', { model: 'stories260k', ...(input !== undefined ? { input } : {}) });
+      expect([res.status, ((await res.json()) as { embeddings: unknown[] }).embeddings], JSON.stringify(input)).to.deep.equal([200, []]);
+    }
+    expect(await (await postJson(url, '/api/embeddings', { model: 'stories260k', prompt: '' })).json()).to.deep.equal({ embedding: [] });
+    expect((await postJson(url, '/api/embed', { model: 'nope' })).status).to.equal(404);
+    const notText = await postJson(url, '/api/embeddings', { model: 'stories260k', prompt: 7 });
+    expect([notText.status, await notText.json()]).to.deep.equal([400, { error: 'prompt must be a string' }]);
   });
 
   it('generate: a chat turn, raw text, and fill-in-the-middle with suffix, each the OpenAI endpoints\' answer; an empty prompt says the model is loaded', async () => {

@@ -7,7 +7,6 @@ import { RowPrefill } from './batch-kv.js';
 import type { DecoderSession } from './decoder-session.js';
 import type { EmbedInput, EmbedResult } from './protocol.js';
 import { POOLING_FILE, type Pooling } from '../modules/pooling.js';
-import { TO_LENGTHEN } from '../generate/decode-loop.js';
 
 /** Raised when embeddings are asked of an engine whose backbone does not give its hidden state. */
 export class EmbeddingsUnavailableError extends Error {
@@ -60,13 +59,16 @@ export function promptsOf(input: EmbedInput, tokenizer: TextTokenizer | undefine
     if (!('texts' in input) || !Array.isArray(input.texts)) throw new EmbedInputError(`${what} takes { texts: string[] } or { ids: number[][] }`);
     if (!tokenizer) throw new TokenizerError(`${what}: this model has no tokenizer.json beside it; give token ids instead of text`);
     // (a text whose beginning alone is past the context is refused before the rest is encoded)
-    prompts = input.texts.map((t) => tokenizer.encode(t, true, contextLength));
+    prompts = input.texts.map((t: unknown, i) => {
+      if (typeof t !== 'string') throw new EmbedInputError(`${what}: input ${i} is ${t === null ? 'null' : typeof t}, not a text`);
+      return tokenizer.encode(t, true, contextLength);
+    });
   }
   if (prompts.length === 0) throw new EmbedInputError(`${what}: give at least one input`);
   prompts.forEach((p, i) => {
     if (p.length === 0) throw new EmbedInputError(`${what}: input ${i} has no tokens`);
     if (contextLength !== undefined && p.length > contextLength) {
-      throw new EmbedInputError(`${what}: input ${i} is ${p.length} tokens, more than the context length of ${contextLength} positions${TO_LENGTHEN}`);
+      throw new EmbedInputError(`${what}: input ${i} is ${p.length} tokens, more than the context length of ${contextLength} positions; shorten it`);
     }
     const bad = p.find((id) => !Number.isInteger(id) || id < 0 || id >= vocabSize);
     if (bad !== undefined && typeof bad === 'number' && Number.isFinite(bad) && !Number.isInteger(bad)) throw new EmbedInputError(`${what}: input ${i} holds token id ${bad}, which is not a whole number`);

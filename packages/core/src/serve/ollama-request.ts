@@ -163,13 +163,17 @@ export function parseOllamaGenerate(body: unknown, hasChatTemplate: boolean): Ol
   return { kind: 'chat', chat: parseChatRequest({ ...base, messages }, OLLAMA_STOP) };
 }
 
+/** An `/api/embed` or `/api/embeddings` request: its texts, or (none given) only a check that the model is loaded. */
+export type OllamaEmbedRequest = { kind: 'embed'; embed: EmbeddingsRequest } | { kind: 'load'; model: string };
+
 /** Reads a `/api/embed` body (`input` a string or a list of them) or the older `/api/embeddings` one (`prompt`). */
-export function parseOllamaEmbed(body: unknown, legacy: boolean): EmbeddingsRequest {
+export function parseOllamaEmbed(body: unknown, legacy: boolean): OllamaEmbedRequest {
   if (!isObject(body)) throw badRequest('the request body must be a JSON object');
+  const model = ollamaModelName(body.model);
+  const input = legacy ? body.prompt : body.input;
+  if (legacy && input !== undefined && input !== null && typeof input !== 'string') throw badRequest('prompt must be a string', 'prompt');
+  // Nothing to embed asks, as Ollama's clients warm a model, only that it be loaded.
+  if (input === undefined || input === null || input === '' || (Array.isArray(input) && input.length === 0)) return { kind: 'load', model };
   // `truncate` is not read: an input past the context is refused (a 400 naming it), never cut.
-  return parseEmbeddingsRequest({
-    model: ollamaModelName(body.model),
-    input: legacy ? body.prompt : body.input,
-    ...(body.dimensions !== undefined ? { dimensions: body.dimensions } : {}),
-  });
+  return { kind: 'embed', embed: parseEmbeddingsRequest({ model, input, ...(body.dimensions !== undefined ? { dimensions: body.dimensions } : {}) }) };
 }

@@ -512,20 +512,20 @@ function optionalString(body: Body, key: string): string | undefined {
   return v;
 }
 
-/** Reads a `/v1/completions` body (or one translated into it, whose stop strings came as `stopParam`). */
 /** Choices (prompts × n) one completions request may ask for. */
 const MAX_COMPLETION_ROWS = 2048;
 
+/** Reads a `/v1/completions` body (or one translated into it, whose stop strings came as `stopParam`). */
 export function parseCompletionRequest(body: unknown, stopParam = 'stop'): CompletionRequest {
   if (!isObject(body)) throw badRequest('the request body must be a JSON object');
   const scoreOnly = body.max_tokens === 0 && body.echo === true;
   const base = common(scoreOnly ? { ...body, max_tokens: undefined } : body, false, stopParam);
   const suffix = optionalString(body, 'suffix') || undefined;
   const p = body.prompt;
-  const ok =
-    (typeof p === 'string' && p !== '') ||
-    (Array.isArray(p) && p.length > 0 && (p.every((s) => typeof s === 'string' && s !== '') || isTokenIds(p) || p.every(isTokenIds)));
-  if (!ok) throw badRequest('prompt must be a non-empty string, a list of them, a list of token ids, or a list of such lists', 'prompt');
+  // With a suffix, the code before an insertion may be empty (the cursor at the start of a file), as llama.cpp's /infill takes it.
+  const text = (x: unknown) => typeof x === 'string' && (x !== '' || suffix !== undefined);
+  const ok = text(p) || (Array.isArray(p) && p.length > 0 && (p.every(text) || isTokenIds(p) || p.every(isTokenIds)));
+  if (!ok) throw badRequest('prompt must be a non-empty string (empty only with a suffix), a list of them, a list of token ids, or a list of such lists', 'prompt');
   // Each prompt's n choices are rows of one call, admitted as one request: bounded as embedding inputs are.
   const prompts = typeof p === 'string' || isTokenIds(p) ? 1 : (p as unknown[]).length;
   if (prompts * base.n > MAX_COMPLETION_ROWS) {

@@ -35,7 +35,7 @@ import { HttpError, badRequest, toHttpError } from './errors.js';
 import { jsonDepth, MAX_BODY_DEPTH } from './json-depth.js';
 import { ServerMetrics } from './metrics.js';
 import { chatLogprobs, completionLogprobs, joinLegacy, promptLegacyLogprobs, type LegacyLogprobs } from './logprobs.js';
-import { ollamaChatLoad, ollamaModelName, parseOllamaChat, parseOllamaEmbed, parseOllamaGenerate } from './ollama-request.js';
+import { ollamaChatLoad, ollamaModelName, parseOllamaChat, parseOllamaEmbed, parseOllamaGenerate, type OllamaEmbedRequest } from './ollama-request.js';
 import { ollamaDone, ollamaDoneReason, ollamaLogprobs, ollamaMessage, type ChatFields } from './ollama-output.js';
 import { reasoningTagsOf } from '../chat/reasoning.js';
 import { ServedModels } from './models.js';
@@ -463,7 +463,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   }
 
   /** An embeddings request's unit vectors (cut to its `dimensions`), admitted as any request, and the tokens they took. */
-  async function embedded(l: Loaded, request: EmbeddingsRequest, res: ServerResponse): Promise<{ vectors: Float32Array[]; tokens: number }> {
+  async function embedded(l: Loaded, request: EmbeddingsRequest, res: ServerResponse, normalize = true): Promise<{ vectors: Float32Array[]; tokens: number }> {
     if (l.models.resolve(request.model).length > 0) {
       throw badRequest(`embeddings come from the backbone alone, reasoners take no part: ask for model "${l.models.backbone}"`, 'model');
     }
@@ -473,11 +473,12 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       throw badRequest(`dimensions is ${request.dimensions}, more than the model's ${size}`, 'dimensions');
     }
     note(res, { model: request.model });
-    const { vectors, promptTokens } = await admitted(res, () => l.engine.embed(request.input));
+    const { vectors, promptTokens } = await admitted(res, () => l.engine.embed(request.input, { normalize }));
     const tokens = promptTokens.reduce((a, b) => a + b, 0);
     metrics.promptTokens += tokens;
     note(res, { promptTokens: tokens });
-    return { vectors: vectors.map((v) => (request.dimensions !== undefined ? unitLength(v.slice(0, request.dimensions)) : v)), tokens };
+    const cut = (v: Float32Array) => (normalize ? unitLength(v.slice(0, request.dimensions)) : v.slice(0, request.dimensions));
+    return { vectors: vectors.map((v) => (request.dimensions !== undefined ? cut(v) : v)), tokens };
   }
 
   /** Runs `work` once the request is admitted (a slot of its own, as any request takes), freeing the slot after. */
@@ -757,11 +758,19 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   }
 
   /** `/api/embed` (unit vectors, as Ollama's) and the older `/api/embeddings` (one vector). */
-  async function ollamaEmbed(l: Loaded, request: EmbeddingsRequest, res: ServerResponse, legacy: boolean): Promise<void> {
+  /**
+   * `/api/embed` (unit vectors) and the older `/api/embeddings` (the hidden state as it is, as Ollama gives it);
+   * with nothing to embed, an empty answer once the model is known (Ollama's warm-up).
+   */
+  async function ollamaEmbed(l: Loaded, request: OllamaEmbedRequest, res: ServerResponse, legacy: boolean): Promise<void> {
     const t0 = performance.now();
-    const { vectors, tokens } = await embedded(l, request, res);
+    if (request.kind === 'load') {
+      l.models.resolve(request.model); // 404 unless served
+      return sendJson(res, 200, legacy ? { embedding: [] } : { model: request.model, embeddings: [], total_duration: 0, load_duration: 0, prompt_eval_count: 0 });
+    }
+    const { vectors, tokens } = await embedded(l, request.embed, res, !legacy);
     if (legacy) return sendJson(res, 200, { embedding: Array.from(vectors[0]!) });
-    sendJson(res, 200, { model: request.model, embeddings: vectors.map((v) => Array.from(v)), total_duration: Math.round((performance.now() - t0) * 1e6), load_duration: 0, prompt_eval_count: tokens });
+    sendJson(res, 200, { model: request.embed.model, embeddings: vectors.map((v) => Array.from(v)), total_duration: Math.round((performance.now() - t0) * 1e6), load_duration: 0, prompt_eval_count: tokens });
   }
 
   /** `/v1/messages` (Anthropic's Messages API): the chat turn the request amounts to, answered as a message or its event stream. */

@@ -103,6 +103,24 @@ function idCount(tokenizer: Tokenizer, json: Record<string, unknown>): number {
   return count;
 }
 
+/**
+ * {@link TextTokenizer.encode} with a given tokenizer. Encoding is synchronous, and an 8 MB prompt held its thread
+ * (a server's, or the model worker that steps every running request) for a minute before the context check could
+ * refuse it: a text past `within` is refused from its beginning alone.
+ */
+function encodeWithin(tokenizer: Tokenizer, text: string, addSpecialTokens: boolean, within: number | undefined): number[] {
+  const end = within === undefined ? Infinity : PROBE_CHARS_PER_TOKEN * (within + PROBE_MARGIN);
+  if (within !== undefined && text.length > end) {
+    // Cut where a word ends: the beginning's tokens are then the whole text's, but for a few at the cut.
+    const space = text.lastIndexOf(' ', end);
+    const head = tokenizer.encode(text.slice(0, space > end / 2 ? space : end), { add_special_tokens: addSpecialTokens }).ids.length;
+    if (head > within + PROBE_MARGIN) {
+      throw new TokenizerError(`the text is longer than the context length of ${within} tokens (its first ${end} of ${text.length} characters alone are ${head} tokens); shorten it`);
+    }
+  }
+  return tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids;
+}
+
 /** Ids before a token enough for a decoder's look-behind when naming the token by the text it adds. */
 export const DECODE_LOOK_BEHIND = 4;
 
@@ -116,6 +134,8 @@ export class TextTokenizer {
 
   /** The ids of the special added tokens, once a decode keeping some of them needed them. */
   private specialIds: Set<number> | undefined;
+  /** The tokenizer that matches no special added tokens, once a fill-in-the-middle prompt needed it. */
+  private plain: Tokenizer | undefined;
   /** The ids of all added tokens, once `tokenBytes` needed them. */
   private addedIds: Set<number> | undefined;
   /** What each chat template used does with tools, calls and system messages, probed once per template. */
@@ -133,6 +153,8 @@ export class TextTokenizer {
     vocabSize: number,
     /** How the vocabulary's pieces spell bytes. */
     private readonly kind: VocabularyKind,
+    /** The same tokenizer matching no special added tokens in text, made when first asked for. */
+    private readonly makePlain: () => Tokenizer,
   ) {
     this.vocabSize = vocabSize;
   }
@@ -177,7 +199,10 @@ export class TextTokenizer {
     const bos = overrides.bosTokenId ?? idList(generation.bos_token_id)[0] ?? idOf(config.bos_token);
     const probe = tokenizer.encode('a', { add_special_tokens: true }).ids;
     const addsBos = bos !== undefined && probe[0] === bos;
-    return new TextTokenizer(tokenizer, config, bos, eos, addsBos, idCount(tokenizer, json), vocabularyKind(json));
+    // llama.cpp tokenizes code to fill in with its control tokens unmatched (`parse_special` false): a file that
+    // spells "<|endoftext|>" holds those characters, not the end of text. User-defined added tokens still match.
+    const makePlain = () => new Tokenizer({ ...json, added_tokens: (Array.isArray(json.added_tokens) ? json.added_tokens : []).filter((t: { special?: unknown }) => t.special !== true) }, config);
+    return new TextTokenizer(tokenizer, config, bos, eos, addsBos, idCount(tokenizer, json), vocabularyKind(json), makePlain);
   }
 
   /**
@@ -187,16 +212,7 @@ export class TextTokenizer {
    * every running request) for a minute before the context check could refuse it.
    */
   encode(text: string, addSpecialTokens = true, within?: number): number[] {
-    const end = within === undefined ? Infinity : PROBE_CHARS_PER_TOKEN * (within + PROBE_MARGIN);
-    if (within !== undefined && text.length > end) {
-      // Cut where a word ends: the beginning's tokens are then the whole text's, but for a few at the cut.
-      const space = text.lastIndexOf(' ', end);
-      const head = this.tokenizer.encode(text.slice(0, space > end / 2 ? space : end), { add_special_tokens: addSpecialTokens }).ids.length;
-      if (head > within + PROBE_MARGIN) {
-        throw new TokenizerError(`the text is longer than the context length of ${within} tokens (its first ${end} of ${text.length} characters alone are ${head} tokens); shorten it`);
-      }
-    }
-    return this.tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids;
+    return encodeWithin(this.tokenizer, text, addSpecialTokens, within);
   }
 
   /**
@@ -261,7 +277,9 @@ export class TextTokenizer {
   encodeFillInMiddle(prefix: string, suffix: string, within?: number): number[] {
     const fim = this.fimTokens;
     if (!fim) throw new TokenizerError('this model has no fill-in-the-middle tokens (such as <|fim_prefix|>, <|fim_suffix|> and <|fim_middle|>)');
-    return fimPromptIds(fim, this.encode(prefix, false, within), this.encode(suffix, false, within), this.addsBos ? this.bosTokenId : undefined);
+    this.plain ??= this.makePlain();
+    const code = (text: string) => encodeWithin(this.plain!, text, false, within);
+    return fimPromptIds(fim, code(prefix), code(suffix), this.addsBos ? this.bosTokenId : undefined);
   }
 
   /** The chat template from chat_template.jinja or tokenizer_config.json, if the model ships one. */
