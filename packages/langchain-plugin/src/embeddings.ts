@@ -8,16 +8,19 @@ import { z } from 'zod';
 import { Engine, unitLength, type ModelInfo } from './core.js';
 import { ModelOptionsSchema, parseOptions, splitOptions } from './options.js';
 
-/** What `BackboneEmbeddings.create` takes (LangChain's own `maxConcurrency`, `maxRetries` come beside these). */
-export const EmbeddingsOptionsSchema = ModelOptionsSchema.pick({ backbone: true, dtype: true, registry: true, onProgress: true, device: true, intraOpThreads: true, cacheDir: true }).extend({
+/**
+ * What `BackboneEmbeddings.create` takes (LangChain's own `maxConcurrency` comes beside these; its retries are
+ * refused, as the models refuse them).
+ */
+export const EmbeddingsOptionsSchema = ModelOptionsSchema.pick({ backbone: true, dtype: true, registry: true, onProgress: true, device: true, intraOpThreads: true, cacheDir: true, maxRetries: true, onFailedAttempt: true }).extend({
   /** The vectors cut to their first this many components and scaled to unit length again (as OpenAI's `dimensions`). */
   dimensions: z.int().positive().optional(),
 });
 
-/** The fields LangChain's `Embeddings` takes: its caller's concurrency and retries. */
-const CALLER_FIELDS: ReadonlySet<string> = new Set(['maxConcurrency', 'maxRetries', 'onFailedAttempt']);
+/** The field of LangChain's `Embeddings` taken: its caller's concurrency. */
+const CALLER_FIELDS: ReadonlySet<string> = new Set(['maxConcurrency']);
 
-export type EmbeddingsOptions = z.input<typeof EmbeddingsOptionsSchema> & EmbeddingsParams;
+export type EmbeddingsOptions = z.input<typeof EmbeddingsOptionsSchema> & Pick<EmbeddingsParams, 'maxConcurrency'>;
 
 /**
  * A backbone's embeddings:
@@ -40,7 +43,7 @@ export class BackboneEmbeddings extends Embeddings {
   static async create(options: EmbeddingsOptions): Promise<BackboneEmbeddings> {
     // LangChain's own fields are its caller's; any other key is a mistake the schema names (e.g. `reasoners`).
     const { ours, rest } = splitOptions(EmbeddingsOptionsSchema, options, CALLER_FIELDS);
-    const { backbone, registry, dimensions, ...engine } = parseOptions(EmbeddingsOptionsSchema, ours, 'BackboneEmbeddings.create');
+    const { backbone, registry, dimensions, maxRetries: _r, onFailedAttempt: _f, ...engine } = parseOptions(EmbeddingsOptionsSchema, ours, 'BackboneEmbeddings.create');
     const loaded = await Engine.load({ model: backbone, ...(registry ? { registry } : {}), ...engine, embeddings: true });
     const size = loaded.info.embeddingSize!;
     if (dimensions !== undefined && dimensions > size) {

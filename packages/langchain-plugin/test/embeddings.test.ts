@@ -59,6 +59,10 @@ describe('BackboneEmbeddings', function () {
     const refused = await BackboneEmbeddings.create({ backbone: models.stories260K, cacheDir, reasoners: [] } as never).then(() => undefined, (e: Error) => e);
     expect(refused).to.be.instanceOf(ReasonerOptionsError);
     expect(refused?.message).to.match(/reasoners: unknown option/);
+    // (LangChain's retries of remote calls: a local engine's refusal is the same on every try, as the models say)
+    const retried = await BackboneEmbeddings.create({ backbone: models.stories260K, cacheDir, maxRetries: 3 } as never).then(() => undefined, (e: Error) => e);
+    expect(retried).to.be.instanceOf(ReasonerOptionsError);
+    expect(retried?.message).to.match(/maxRetries: is LangChain's retry of remote calls/);
     const tooWide = await BackboneEmbeddings.create({ backbone: models.stories260K, cacheDir, dimensions: 65 }).then(() => undefined, (e: Error) => e);
     expect(tooWide?.message).to.equal("BackboneEmbeddings.create: dimensions is 65, more than the model's 64");
     // LangChain's own refusal comes after the engine loaded: the engine is freed, its threads with it
