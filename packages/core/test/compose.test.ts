@@ -9,6 +9,8 @@ import { openDecoder, prepareModel } from '../src/runtime/prepare-model.js';
 import { ComposedSource, localReasoners, type ReasonerSlot } from '../src/compose/composed-source.js';
 import { ReasonerLane } from '../src/runtime/reasoner-lane.js';
 import type { FusionMode } from '../src/compose/fusion.js';
+import { CompositionOptionsError } from '../src/compose/composition-options.js';
+import type { WeightSpec } from '../src/compose/weights.js';
 import { addLogitBias, limitContext } from './support/graph-edits.js';
 import { makeModule, storiesConfig } from './support/modules.js';
 import { builtModel, cacheDir, smallConfig, testDir } from './support/models.js';
@@ -269,6 +271,27 @@ describe('UniR composition', function () {
     expect((err as Error).name).to.equal('VocabularyMismatchError');
   });
 
+  it("refuses a bare .onnx reasoner whose logit width is not the backbone's, beside a backbone with a tokenizer, naming both", async () => {
+    const dir = testDir('bare-beside-module');
+    const same = join(dir, 'same.onnx');
+    const wider = join(dir, 'wider.onnx');
+    await copyFile(await builtModel('bare-512', storiesConfig({ hiddenSize: 32 }), {}, 9), same);
+    // Wider than the tokenizer, as a padded vocabulary would be: without a tokenizer nothing says it is one.
+    await copyFile(await builtModel('bare-520', storiesConfig({ vocabSize: 520, hiddenSize: 32 }), {}, 9), wider);
+    const engine = await Engine.load({ model: backbone, reasoners: [{ model: same, weight: 0.5 }], cacheDir });
+    try {
+      expect(engine.info.warnings.join('\n')).to.match(/no tokenizer to check; composing by vocabulary size \(512\)/);
+    } finally {
+      await engine.dispose();
+    }
+    const err = await Engine.load({ model: backbone, reasoners: [{ model: wider }], cacheDir }).then(
+      (e) => e.dispose().then(() => undefined),
+      (e: Error) => e,
+    );
+    expect(err?.name).to.equal('VocabularyMismatchError');
+    expect(err?.message).to.match(/wider produces 520 logits but backbone \(.*\) produces 512; without a tokenizer/);
+  });
+
   it("refuses a backbone whose tokenizer is another model's (half or twice its logits' width), which would decode nonsense", async () => {
     // stories260K's 512-wide logits beside the 32,000-token tokenizer of another export
     const dir = testDir('foreign-tokenizer');
@@ -429,6 +452,39 @@ describe('per-call reasoner choice', function () {
       expect((await engine.generate({ promptIds: [1, 2] }, { maxTokens: 2 })).rows[0]!.ids).to.have.length(2);
     } finally {
       await engine.dispose();
+    }
+  });
+});
+
+describe('normalised fusion', function () {
+  this.timeout(60_000);
+  it("refuses weights whose sum is not above zero: constant ones on the caller's thread, others at the token they reach it", async () => {
+    const backbone = await makeModule({ name: 'norm-backbone', kind: 'backbone', seed: 33 });
+    const reasoner = await makeModule({ name: 'norm-r', seed: 34, config: storiesConfig({ hiddenSize: 32 }) });
+    for (const placement of ['inline', 'lanes'] as const) {
+      const engine = await Engine.load({ model: backbone, reasoners: [{ model: reasoner, weight: -2 }], cacheDir, placement });
+      try {
+        const options = (weight?: WeightSpec) => ({ maxTokens: 4, normalize: true, ...(weight === undefined ? {} : { reasoners: [{ name: 'norm-r', weight }] }) });
+        const call = (weight?: WeightSpec) => engine.generate({ promptIds: [1, 2] }, options(weight));
+        expect(() => call(-1)).to.throw(CompositionOptionsError, /^cannot normalise composed logits: the weights sum to zero; /);
+        // (a negative sum is a negative temperature: the least likely tokens would come first)
+        expect(() => call(-1.5)).to.throw(CompositionOptionsError, /the weights sum to -0\.5 \(below zero: dividing by it would invert the distribution\)/);
+        const scored = await engine.promptLogprobs({ ids: [[1, 2, 3]] }, { reasoners: [{ name: 'norm-r', weight: -3 }], normalize: true }).catch((e: Error) => e);
+        expect(scored).to.be.instanceOf(CompositionOptionsError);
+        expect((await call(-0.5)).rows[0]!.ids, placement).to.have.length(4);
+        // The loaded weight is known where the call runs, a schedule's at each token: the call fails there.
+        const loaded = await call().catch((e: Error) => e);
+        expect((loaded as Error).message, placement).to.match(/^cannot normalise composed logits: the weights sum to -1 \(below zero/);
+        const tokens: number[] = [];
+        const stream = engine.stream({ promptIds: [1, 2] }, options([{ until: 2, weight: 0.5 }, { weight: -1 }]));
+        const later = await (async () => {
+          for await (const e of stream) tokens.push(e.id);
+        })().catch((e: Error) => e);
+        expect((later as Error).message, placement).to.equal('cannot normalise composed logits: the weights sum to zero');
+        expect(tokens, placement).to.have.length(2);
+      } finally {
+        await engine.dispose();
+      }
     }
   });
 });

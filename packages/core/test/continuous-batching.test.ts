@@ -8,6 +8,7 @@ import { composedBurstAsAlone, joinAndLeave, togetherAsAlone } from './support/b
 import { logprobGap } from './support/logprob-compare.js';
 import { BatchKv, PREFILL_SCORE_SPAN, prefillRunLength, RowPrefill } from '../src/runtime/batch-kv.js';
 import { ContinuousBatch } from '../src/generate/continuous-batch.js';
+import type { WeightSpec } from '../src/compose/weights.js';
 import { prepareDecoder } from '../src/onnx/prepared-cache.js';
 import { builtModel, cacheDir, smallConfig, testDir } from './support/models.js';
 import { makeModule, storiesConfig, storiesModule } from './support/modules.js';
@@ -425,5 +426,64 @@ describe('continuous batching with reasoners in lanes', function () {
     const running = await Promise.all(rows);
     expect(running.length).to.equal(48);
     expect(running.every((n) => n === 0), `batch rows while it ran: ${running.join(',')}`).to.equal(true);
+  });
+});
+
+describe('continuous batching when sampling a row throws', function () {
+  this.timeout(60_000);
+  /** How `p` settles, or 'never settled' after `ms` (a request the batch lost track of would wait for ever). */
+  const settled = (p: Promise<unknown>, ms = 15_000) =>
+    Promise.race([p.then(() => 'resolved', (e: Error) => `rejected: ${e.message}`), new Promise<string>((r) => setTimeout(() => r('never settled'), ms))]);
+  const open = async (name: string, config: typeof smallConfig, seed: number) => {
+    const p = await prepareDecoder(await builtModel(name, config, {}, seed), { lastLogitsOnly: true, logitsFloat32: true, cacheDir });
+    return DecoderSession.create({ path: p.preparedPath });
+  };
+
+  it('a throw while a joining row is sampled rejects its request, and the batch goes on', async () => {
+    const session = await open('cb-throw', smallConfig, 27);
+    try {
+      const batch = new ContinuousBatch(session, session.vocabSize, { maxBatch: 8 });
+      const request = (onToken: () => void) => ({ prompts: [[1, 5, 9]], options: { maxTokens: 4, ignoreEos: true }, eosTokenIds: [], shouldAbort: () => false, onToken });
+      // The caller's callback fails at the row's first token, sampled as the row joins the batch.
+      const failing = request(() => {
+        throw new Error('the listener failed');
+      });
+      expect(await settled(batch.submit(failing))).to.equal('rejected: the listener failed');
+      expect((await batch.submit(request(() => {}))).rows[0]!.ids).to.have.length(4);
+      expect(batch.stats().running).to.equal(0);
+    } finally {
+      await session.release();
+    }
+  });
+
+  it('a composed request whose normalised weights sum to zero or below fails on its own, as it joins or later; the others give what they give alone', async () => {
+    const [backbone, reasoner] = await Promise.all([open('cb-norm-backbone', smallConfig, 28), open('cb-norm-reasoner', { ...smallConfig, numLayers: 1 }, 29)]);
+    try {
+      const batch = new ContinuousBatch(backbone, backbone.vocabSize, { maxBatch: 8 }, [{ session: reasoner, name: 'r' }]);
+      const request = (weight?: WeightSpec, onToken: () => void = () => {}) => ({
+        prompts: [[1, 5, 9, 30]],
+        options: { maxTokens: 12, ignoreEos: true },
+        eosTokenIds: [],
+        shouldAbort: () => false,
+        onToken,
+        ...(weight === undefined ? {} : { composition: { reasoners: [{ index: 0, weight }], mode: 'logits' as const, normalize: true } }),
+      });
+      const alone = (await batch.submit(request())).rows[0]!.ids;
+      // Alone: its row fails as it joins (the first token).
+      expect(await settled(batch.submit(request(-1)))).to.equal('rejected: cannot normalise composed logits: the weights sum to zero');
+      // Joining while another request runs: that one goes on.
+      let zero: Promise<string> | undefined;
+      const running = batch.submit(request(undefined, () => (zero ??= settled(batch.submit(request(-1))))));
+      expect((await running).rows[0]!.ids).to.deep.equal(alone);
+      expect(await zero).to.match(/^rejected: .*sum to zero$/);
+      // A schedule whose sum falls below zero at its third token fails there (a negative sum would invert the distribution).
+      let streamed = 0;
+      const falling = batch.submit(request([{ until: 2, weight: 0.5 }, { weight: -2 }], () => streamed++));
+      expect(await settled(falling)).to.match(/^rejected: cannot normalise composed logits: the weights sum to -1 \(below zero/);
+      expect(streamed).to.equal(2);
+      expect(batch.stats().running).to.equal(0);
+    } finally {
+      await Promise.all([backbone.release(), reasoner.release()]);
+    }
   });
 });

@@ -45,13 +45,16 @@ describe('latent markers', () => {
     expect(scan(['<implicit_thought>0</implicit_thought>']).markers).to.deep.equal([1]);
     expect(scan(['<implicit_thought>99</implicit_thought>']).markers).to.deep.equal([32]);
     expect(scan(['<implicit_thought>0007</implicit_thought>']).markers).to.deep.equal([7]);
+    // Any number of steps a marker can ask for is clamped, however many digits it takes (nine at most).
+    expect(scan(['<implicit_thought>99999</implicit_thought>']).markers).to.deep.equal([32]);
+    expect(scan(['<implicit_thought>9999', '99999</implicit_thought>'], '.')).to.deep.equal({ text: '.'.repeat(32), markers: [32] });
   });
 
   it('treats malformed markers as text, never as steps', () => {
     for (const text of [
       '<implicit_thought></implicit_thought>',
       '<implicit_thought>x</implicit_thought>',
-      '<implicit_thought>12345</implicit_thought>',
+      '<implicit_thought>1234567890</implicit_thought>',
       '<implicit_thought>3</implicit_though',
       '<implicit_thought>3 and no close tag',
       '<implicit <implicit_thought>',

@@ -2,9 +2,9 @@
  * The forms of the composition options, checked on the caller's thread: a fusion mode not among the modes ran as
  * `logits` and was reported as given, a fractional trace was taken, and reasoners given as a text or with a
  * missing entry failed inside the engine as TypeErrors (found by fuzzing). Weights and names are checked where
- * the reasoners are known.
+ * the reasoners are known; only a normalised call's constant weights are summed here.
  */
-import type { FusionMode } from './fusion.js';
+import { unnormalisableSum, type FusionMode } from './fusion.js';
 
 /** The fusion modes the engine runs. */
 export const FUSION_MODES: readonly FusionMode[] = ['logits', 'logprobs'];
@@ -45,9 +45,21 @@ export function checkTrace(trace: unknown): void {
   if (trace !== undefined && !(typeof trace === 'number' && Number.isInteger(trace) && trace >= 1)) throw new CompositionOptionsError(`trace must be a whole number of candidates from 1; got ${shown(trace)}`);
 }
 
-/** A call's other composition options: `normalize` a boolean, `latent` a policy text, `latentPlaceholder` a text. */
-export function checkCallShape(options: { normalize?: unknown; latent?: unknown; latentPlaceholder?: unknown }): void {
+/**
+ * A call's other composition options: `normalize` a boolean, `latent` a policy text, `latentPlaceholder` a text. With
+ * `normalize` and constant weights for every reasoner listed, their sum with the backbone's 1 must be above zero
+ * (a schedule's, or a loaded reasoner's weight, is checked where it applies).
+ */
+export function checkCallShape(options: { normalize?: unknown; reasoners?: unknown; latent?: unknown; latentPlaceholder?: unknown }): void {
   if (options.normalize !== undefined && typeof options.normalize !== 'boolean') throw new CompositionOptionsError(`normalize must be true or false; got ${shown(options.normalize)}`);
+  if (options.normalize === true && Array.isArray(options.reasoners)) {
+    const weights = options.reasoners.map((r) => (r as { weight?: unknown } | null)?.weight);
+    // (a weight that is not a finite number is refused by name where the reasoners are known)
+    if (weights.every((w): w is number => Number.isFinite(w))) {
+      const refused = unnormalisableSum(weights.reduce((s, w) => s + w, 1));
+      if (refused) throw new CompositionOptionsError(`${refused}; the sum counts the backbone's weight 1 and the reasoners' weights: give weights that sum above zero, or leave normalize off`);
+    }
+  }
   if (options.latent !== undefined && typeof options.latent !== 'string') throw new CompositionOptionsError(`latent must be a policy (marker, never or fixed:K); got ${shown(options.latent)}`);
   if (options.latentPlaceholder !== undefined && typeof options.latentPlaceholder !== 'string') {
     throw new CompositionOptionsError(`latentPlaceholder must be a text (shown once per latent step); got ${shown(options.latentPlaceholder)}`);

@@ -65,12 +65,27 @@ export function combineWithBackbone(
   return out;
 }
 
-/** `1 / Σ w` for normalised fusion (an anti-expert's negative weight counts negatively, as in proxy-tuning); 1 otherwise. */
+/**
+ * `1 / Σ w` for normalised fusion (an anti-expert's negative weight counts negatively, as in proxy-tuning); 1
+ * otherwise. Throws for a sum that is not above zero.
+ */
 export function fusionScale(weights: readonly number[], normalize: boolean): number {
   if (!normalize) return 1;
-  const scale = 1 / weights.reduce((s, w) => s + w, 0);
-  if (!Number.isFinite(scale)) throw new RangeError('cannot normalise composed logits: the weights sum to zero');
-  return scale;
+  const sum = weights.reduce((s, w) => s + w, 0);
+  const refused = unnormalisableSum(sum);
+  if (refused) throw new RangeError(refused);
+  return 1 / sum;
+}
+
+/**
+ * Why normalised fusion cannot divide by the weights' sum `sum`, or undefined when it can: dividing by zero has no
+ * result, and dividing by a negative sum is a negative temperature, which would turn the distribution upside down
+ * (the least likely tokens first).
+ */
+export function unnormalisableSum(sum: number): string | undefined {
+  if (sum > 0 && Number.isFinite(1 / sum)) return undefined;
+  const why = sum < 0 ? ' (below zero: dividing by it would invert the distribution)' : '';
+  return `cannot normalise composed logits: the weights sum to ${sum === 0 ? 'zero' : sum}${why}`;
 }
 
 /** log Σ exp(z), stable (max subtracted, float64 accumulation). */

@@ -19,8 +19,9 @@ export interface VocabularyFacts {
 
 /**
  * The vocabulary size fused logits use: the backbone tokenizer's, when it has one (every model must agree
- * with its fingerprint and produce at least that many logits), else the common logit width of all models.
- * Returns warnings for models whose tokenizer could not be checked.
+ * with its fingerprint and produce at least that many logits; one without a tokenizer, exactly as many as the
+ * backbone), else the common logit width of all models. Returns warnings for models whose tokenizer could not be
+ * checked.
  */
 export function sharedVocabulary(
   backbone: VocabularyFacts & { tokenizerSize?: number },
@@ -45,8 +46,16 @@ export function sharedVocabulary(
   }
   const vocab = backbone.tokenizerSize;
   for (const m of [backbone, ...reasoners]) {
-    if (m.fingerprint === undefined) unchecked(m);
-    else if (m.fingerprint !== backbone.fingerprint) {
+    if (m.fingerprint === undefined) {
+      // Without a tokenizer only the width speaks for the vocabulary: a wider one is another model's, not padding.
+      if (m.logits !== backbone.logits) {
+        throw new VocabularyMismatchError(
+          `${m.name} produces ${m.logits} logits but ${backbone.name} produces ${backbone.logits}; without a tokenizer ` +
+            `to check, ${m.name} must produce as many. Add its tokenizer.json beside it to compose a padded vocabulary.`,
+        );
+      }
+      unchecked(m);
+    } else if (m.fingerprint !== backbone.fingerprint) {
       throw new VocabularyMismatchError(
         `${m.name} uses another tokenizer than ${backbone.name} (${m.fingerprint} vs ${backbone.fingerprint}). ${advice}`,
       );

@@ -464,7 +464,6 @@ export class ContinuousBatch {
       if (run.chunkRefused) this.chunk = Infinity;
     }
     if (logits.some((l) => !l)) return;
-    this.prefills.shift();
     const { job, row } = first;
     const caches = first.runs.map((r) => r.cache);
     // Kept before latent steps extend the backbone's cache past the prompt's tokens.
@@ -482,6 +481,8 @@ export class ContinuousBatch {
       }
     }
     if (job.prefillMs === 0) job.prefillMs = performance.now() - job.admittedAt;
+    // Listed as prefilling until it is ready: a failed latent step fails its request too (see failAll).
+    this.prefills.shift();
     this.joinReady(first, logits as Float32Array[], caches);
   }
 
@@ -588,7 +589,7 @@ export class ContinuousBatch {
       ...this.live.map((live) => ({ live, caches: undefined as RowCache[] | undefined })),
       ...this.ready.map((r) => ({ live: { job: r.job, row: r.row, logits: r.logits, token: 0 }, caches: r.caches })),
     ];
-    this.ready = [];
+    // The ready rows stay listed while they are sampled: a throw then fails their requests too (see failAll).
     for (const c of candidates) {
       const { job, row: r } = c.live;
       const row = job.rows[r]!;
@@ -610,6 +611,7 @@ export class ContinuousBatch {
     // Rows of aborted jobs may have been kept before their job was seen to abort.
     const alive = (l: Live) => !l.job.rows[l.row]!.finish;
     const joined = joining.filter((j) => alive(j.live));
+    this.ready = [];
     this.live = [...stay.filter(alive), ...joined.map((j) => j.live)];
     // Each model keeps the rows that use it, then takes the joining ones: one rebuild each (none left: dropped).
     this.kvs.forEach((kv, m) => {
@@ -760,11 +762,12 @@ export class ContinuousBatch {
     const { job, row: r } = l;
     const row = job.rows[r]!;
     const limit = Math.min(job.request.vocabLimit ?? this.vocab, this.vocab);
-    const logits = this.fused(l).subarray(0, limit);
     let id: number;
     let text: string;
     let logprobs: TokenLogprobs | undefined;
     try {
+      // (normalised weights that sum to zero or below fail their own request, as a grammar's refusal does)
+      const logits = this.fused(l).subarray(0, limit);
       // Read before the grammar mask and the sampler write over the logits.
       const pass = row.measure(logits);
       const ctx = { generated: row.ids, prompt: row.prompt };

@@ -1,7 +1,8 @@
 /**
  * Finds LiteReason's plain-text latent markers, `<implicit_thought>N</implicit_thought>`, in streamed text, even
  * when a marker is split across tokens. Text that might still become a marker is held back; a marker that turns
- * out malformed (no digits, a stray character, no close tag before the end) is released as ordinary text.
+ * out malformed (no digits, more than nine, a stray character, no close tag before the end) is released as
+ * ordinary text.
  */
 
 /** How a marker looks and how many latent steps it may ask for. */
@@ -21,8 +22,11 @@ export interface ScanResult {
   markers: number[];
 }
 
-/** Longest digit run accepted for N; anything longer cannot be a marker. */
-const MAX_DIGITS = 4;
+/**
+ * Longest digit run read for N (clamped to maxSteps after): only a bound on the text held back, so that endless
+ * digits are released as text; nine digits stay exact as a number.
+ */
+const MAX_DIGITS = 9;
 
 type State = { kind: 'text' } | { kind: 'open'; matched: number } | { kind: 'digits'; digits: string } | { kind: 'close'; digits: string; matched: number };
 
