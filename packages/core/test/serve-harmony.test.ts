@@ -141,6 +141,16 @@ describe('reasonplug serve: harmony replies (gpt-oss)', function () {
       ((await (await postJson(served.answers!.url, '/v1/responses', { model: 'answers', input: QUESTION, max_output_tokens: 1, ...body })).json()) as { usage: { input_tokens: number } }).usage.input_tokens;
     expect(await tokens({ reasoning_effort: 'low' })).to.not.equal(await tokens({}));
     expect(await inputTokens({ reasoning: { effort: 'low' } })).to.equal(await tokens({ reasoning_effort: 'low' }));
+    // ... and the response repeats it, as OpenAI's does
+    const answered = (await (await postJson(served.answers!.url, '/v1/responses', { model: 'answers', input: QUESTION, max_output_tokens: 1, reasoning: { effort: 'high' } })).json()) as { reasoning: object };
+    expect(answered.reasoning).to.deep.equal({ effort: 'high', summary: null });
+    // Ollama's think levels are gpt-oss's effort, and its /api/show says the model thinks
+    const ollamaPrompt = async (think: unknown) =>
+      ((await (await postJson(served.answers!.url, '/api/chat', { model: 'answers', messages: [{ role: 'user', content: QUESTION }], think, stream: false, options: { num_predict: 1 } })).json()) as { prompt_eval_count: number }).prompt_eval_count;
+    expect(await ollamaPrompt('low')).to.equal(await tokens({ reasoning_effort: 'low' }));
+    expect(await ollamaPrompt('high')).to.equal(await tokens({ reasoning_effort: 'high' }));
+    const shown = (await (await postJson(served.answers!.url, '/api/show', { model: 'answers' })).json()) as { capabilities: string[] };
+    expect(shown.capabilities).to.include('thinking');
     // (with its thought, which the server takes as reasoning_content and the template reads as thinking)
     expect(text).to.include(`<|start|>assistant<|channel|>analysis<|message|>${THOUGHT}<|end|><|start|>assistant to=functions.add<|channel|>commentary json<|message|>{"a": 2, "b": 2}<|call|>`);
   });

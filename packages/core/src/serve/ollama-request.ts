@@ -91,6 +91,8 @@ function common(body: Body): Body {
   }
   // Without a thought (think: false), a template that can leave it out (Qwen3's enable_thinking) does.
   if (think === false) out.chat_template_kwargs = { enable_thinking: false };
+  // A level (gpt-oss's) is the reasoning effort the template is given, as Ollama's renderer writes it.
+  if (typeof think === 'string') out.reasoning_effort = think;
   // This server's own extension (reasoners and their weights, latent steps), as on the OpenAI routes.
   if (body.reasonplug !== undefined) out.reasonplug = body.reasonplug;
   if (body.logprobs === true) {

@@ -38,6 +38,7 @@ import { chatLogprobs, completionLogprobs, joinLegacy, promptLegacyLogprobs, typ
 import { ollamaChatLoad, ollamaModelName, parseOllamaChat, parseOllamaEmbed, parseOllamaGenerate, type OllamaEmbedRequest } from './ollama-request.js';
 import { ollamaDone, ollamaDoneReason, ollamaLogprobs, ollamaMessage, type ChatFields } from './ollama-output.js';
 import { reasoningTagsOf } from '../chat/reasoning.js';
+import { isHarmonyTemplate } from '../chat/harmony.js';
 import { ServedModels } from './models.js';
 import { unitLength } from '../runtime/unit-length.js';
 import { checkHost, CorsPolicy } from './cors.js';
@@ -581,7 +582,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         incomplete_details: cut ? { reason: 'max_output_tokens' } : null,
         error: null,
         output: result ? output.items : [],
-        reasoning: { effort: null, summary: null },
+        // (the effort the template was given, as the request set it)
+        reasoning: { effort: typeof chatRequest.templateKwargs?.reasoning_effort === 'string' ? chatRequest.templateKwargs.reasoning_effort : null, summary: null },
         store: false,
         truncation: 'disabled',
         usage: result ? responseUsage(result, output.reasoningTokens(result.rows[0]!.ids, (ids) => l.tokenizer!.decode(ids, false))) : null,
@@ -670,7 +672,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       // Shown by the template, or described in the system message (generic).
       ...(template && (toolSyntax(l) === 'generic' || l.tokenizer!.rendersTools(options.chatTemplate)) ? ['tools'] : []),
       ...(l.tokenizer?.fimTokens ? ['insert'] : []),
-      ...(reasoningTagsOf(template) ? ['thinking'] : []),
+      ...(reasoningTagsOf(template) || isHarmonyTemplate(template) ? ['thinking'] : []),
       ...(l.engine.info.embeddingSize !== undefined ? ['embedding'] : []),
     ];
     const card = l.models.list().find((m) => m.id === name);
