@@ -7,7 +7,8 @@
  * running rows wait for them, as for a prefill chunk). A reasoner placed in a lane joins through a copy on this
  * thread (see {@link ContinuousBatch.attachReasoner}). Each model's cache is padded on the side its graph needs
  * (right for GroupQueryAttention graphs, see {@link BatchKv}); a graph that quantizes a run's activations together
- * keeps each row's cache apart and runs each row alone ({@link LoneRowsKv}), its prompts whole and never beside another.
+ * keeps each row's cache apart and runs each row alone ({@link LoneRowsKv}), its prompts whole and never beside another,
+ * and so does one that cannot take rows of different lengths in one run (see {@link rowsShareRuns}).
  * Work that cannot share the batch (traces) runs alone, in arrival order, once the batch has drained.
  */
 import { checkLogitBiasIds } from '../sampling/index.js';
@@ -16,6 +17,7 @@ import { BatchKv, prefillTogether, RowPrefill, type BatchCache, type KvCounters,
 import type { PrefixCacheStats } from '../runtime/prefix-cache.js';
 import type { RowShards, RowShardStats } from '../runtime/row-shards.js';
 import { LoneRowsKv } from '../runtime/lone-rows-kv.js';
+import { rowsShareRuns } from '../onnx/signature.js';
 import { checkPrompts, LatentPolicyError, newRows, PromptError, TO_LENGTHEN, type RowState, type DecodeLoopInput, type DecodeLoopOutput, type LatentDriver } from './decode-loop.js';
 import { rowLatentSteps, type LatentProjector } from '../runtime/row-latent.js';
 import { StopStringMatcher } from './stop-strings.js';
@@ -51,7 +53,7 @@ export interface BatchLimits {
    * Speculative decoding by prompt lookup (see prompt-lookup.ts): while one row runs, tokens drafted from its own
    * context are run with its next token in one step and kept as far as the row samples them itself, so its output
    * is what it gives without (default off). Rows of graphs that cannot take positions back (recurrent states,
-   * right padding) and rows with latent steps decode one token a step.
+   * right padding), of graphs whose rows run alone, and rows with latent steps decode one token a step.
    */
   promptLookup?: PromptLookup;
   /**
@@ -176,8 +178,14 @@ interface Prefill {
 
 const yieldToMessages = () => new Promise<void>((r) => setImmediate(r));
 
-/** A model's batch cache: one whose rows each run alone where its graph quantizes a run's activations together. */
-const batchCacheOf = (session: DecoderSession): BatchCache => (session.runWideActivationScale ? new LoneRowsKv(session) : new BatchKv(session));
+/**
+ * Whether a model's rows each run alone: its graph quantizes a run's activations together, or cannot take rows of
+ * different lengths in one run (no attention mask to hide a shorter row's padding, or a batch fixed at one row).
+ */
+const rowsRunAlone = (session: DecoderSession): boolean => session.runWideActivationScale || !rowsShareRuns(session.signature);
+
+/** A model's batch cache: one whose rows each run alone where they must (see {@link rowsRunAlone}). */
+const batchCacheOf = (session: DecoderSession): BatchCache => (rowsRunAlone(session) ? new LoneRowsKv(session) : new BatchKv(session));
 
 /** The running batch of one backbone (and the reasoners on its thread). */
 export class ContinuousBatch {
@@ -498,8 +506,9 @@ export class ContinuousBatch {
     const models = this.prefills[0]!.job.models;
     // A right-padded graph's last position is a shorter prompt's padding: it must return earlier positions too.
     if (models.some((m) => this.models[m]!.padding === 'right' && !this.models[m]!.keepsLogits)) return false;
-    // (a run-wide activation scale would take in the other prompts' tokens and the padding)
-    if (models.some((m) => this.models[m]!.runWideActivationScale)) return false;
+    // (a run-wide activation scale would take in the other prompts' tokens and the padding; a graph without a mask
+    // would attend to the padding; one of a fixed batch takes one row)
+    if (models.some((m) => rowsRunAlone(this.models[m]!))) return false;
     const stateful = models.some((m) => this.models[m]!.signature.states.length > 0);
     const group: Prefill[] = [];
     let longest = 0;

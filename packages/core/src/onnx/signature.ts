@@ -54,6 +54,20 @@ export interface DecoderSignature {
   inputsEmbeds?: { name: string; type: FloatType; hiddenSize: number };
   /** Present on prepared graphs that also return the final (post-norm) hidden state. */
   hiddenState?: { name: string; type: FloatType; hiddenSize: number };
+  /**
+   * Set when the graph takes one row a run: its inputs' batch dim fixed at 1, as a static `torch.onnx.export` writes
+   * it (see {@link rowsShareRuns}). Other fixed batch sizes are refused.
+   */
+  fixedBatch?: 1;
+}
+
+/**
+ * Whether rows of different lengths may share a run of the graph: it takes any number of rows, and an
+ * `attention_mask` that hides a shorter row's padding (a graph without one attends to the padding as to tokens).
+ * Where they may not, the engine runs each row of a batch in a run of its own.
+ */
+export function rowsShareRuns(sig: DecoderSignature): boolean {
+  return sig.attentionMask !== undefined && sig.fixedBatch === undefined;
 }
 
 /** Raised for a model whose layout the engine does not support; the message says what was found and what is expected. */
@@ -338,6 +352,31 @@ export function detectSignature(
   if (unexpected.length > 0) {
     refuse(source, `has required inputs the engine does not know how to feed: ${unexpected.map(fmtMeta).join(', ')}`);
   }
+  // A cache appended to keeps slots to spare after its positions, which only a mask keeps out of attention.
+  if (kvAppends && !attentionMask) refuse(source, 'returns only new keys and values (`new_key_values.{i}`) but takes no `attention_mask` to mask the cache\'s unused slots');
+
+  // Static exports fix dims the engine varies. A run's tokens: a prompt's chunk, then one a step (a graph of one token
+  // a run would take a prompt in as many runs as it has tokens, each reading every weight).
+  for (const m of [ins.get(N.inputIds)!, ins.get(N.positionIds)]) {
+    if (m && typeof m.shape[1] === 'number') {
+      refuse(
+        source,
+        `input \`${m.name}\` has shape ${fmtShape(m.shape)}: a fixed sequence length of ${m.shape[1]} token${m.shape[1] === 1 ? '' : 's'} a run, which is not supported (the engine runs a prompt in chunks, then one token a step)`,
+        `${EXPECTED} Export with a dynamic sequence length (torch.onnx.export's dynamic_axes or dynamic_shapes; Optimum's exports have one).`,
+      );
+    }
+  }
+  // A run's rows: any number, or one (its rows then run one at a time).
+  const rowInputs = inputs.filter((m) => known.has(m.name) && m.name !== N.useCacheBranch && m.name !== N.numLogitsToKeep) as TensorMeta[];
+  const fixedRows = rowInputs.filter((m) => typeof m.shape[0] === 'number');
+  const wide = fixedRows.find((m) => m.shape[0] !== 1);
+  if (wide) {
+    refuse(
+      source,
+      `input \`${wide.name}\` has shape ${fmtShape(wide.shape)}: a fixed batch of ${wide.shape[0]} rows a run, which is not supported`,
+      `${EXPECTED} Export with a dynamic batch dim (a batch fixed at 1 runs, one row at a time).`,
+    );
+  }
 
   return {
     inputIds,
@@ -354,6 +393,7 @@ export function detectSignature(
     ...(numLogitsToKeep ? { numLogitsToKeep } : {}),
     ...(inputsEmbeds ? { inputsEmbeds } : {}),
     ...(hiddenState ? { hiddenState } : {}),
+    ...(fixedRows.length > 0 ? { fixedBatch: 1 as const } : {}),
   };
 }
 
@@ -385,5 +425,6 @@ export function describeSignature(sig: DecoderSignature): Record<string, unknown
       present: sig.kv.length ? `${sig.kv[0]!.presentKey} .. ${sig.kv.at(-1)!.presentValue}` : null,
     },
     mergedDecoder: sig.useCacheBranch !== undefined,
+    ...(sig.fixedBatch ? { fixedBatch: sig.fixedBatch } : {}),
   };
 }

@@ -39,6 +39,7 @@ import { DraftModel, DraftModelError, type DraftModelSettings } from '../generat
 import { BatchKv } from './batch-kv.js';
 import { RowShards, rowShardWorkers, SHARD_MIN_ROWS_PER_WORKER } from './row-shards.js';
 import { isAlwaysZero } from '../compose/weights.js';
+import { rowsShareRuns } from '../onnx/signature.js';
 
 const port = parentPort!;
 const config = workerData as WorkerConfig;
@@ -281,7 +282,7 @@ async function openReasoners(
 /** The backbone's row shards, when {@link rowShardWorkers} gives it any. */
 function rowShards(backbone: PreparedModel, session: DecoderSession): RowShards | undefined {
   // (a shard's rows run together; the batch runs each row of such a graph alone)
-  if (session.runWideActivationScale) return undefined;
+  if (session.runWideActivationScale || !rowsShareRuns(session.signature)) return undefined;
   const workers = rowShardWorkers({
     choice: config.batching?.rowShards,
     threads: session.intraOpThreads,
@@ -404,10 +405,12 @@ async function start(): Promise<Loaded> {
     : undefined;
   if (draft) warnings.push(...draft.warnings);
   // (a batch cache of the backbone says whether its graph can take drafted positions back)
-  if (draft && (!new BatchKv(session).takesRuns || session.runWideActivationScale)) {
+  if (draft && (!new BatchKv(session).takesRuns || session.runWideActivationScale || !rowsShareRuns(session.signature))) {
     const why = session.runWideActivationScale
       ? 'quantizes the activations of a run together (DynamicQuantizeLinear), so a run of drafted positions would change its tokens'
-      : 'cannot take drafted positions back (recurrent states, or right padding)';
+      : !rowsShareRuns(session.signature)
+        ? `runs each row in a run of its own (${loneRowsReason(session)})`
+        : 'cannot take drafted positions back (recurrent states, or right padding)';
     warnings.push(`the draft model is loaded but not used: ${location.modelPath} ${why}; it decodes one token a step`);
   }
   const mode: FusionMode = config.mode ?? reasoners.find((r) => r.manifest?.composition)?.manifest?.composition?.mode ?? 'logits';
@@ -520,18 +523,37 @@ function planFor(loaded: Loaded, options: GenerateRequestOptions): CompositionPl
   return { active, mode: options.mode ?? loaded.mode, normalize: options.normalize ?? false, traceTop: options.trace ?? 0 };
 }
 
+/** Why a session's rows cannot share a run (see {@link rowsShareRuns}). */
+function loneRowsReason(session: DecoderSession): string {
+  return session.signature.attentionMask ? 'its graph takes a batch fixed at one row' : 'its graph takes no attention_mask to hide a shorter row\'s padding';
+}
+
+/**
+ * The first model of a call on this thread (the backbone, its inline reasoners) whose rows cannot share a run: the
+ * sessions' own loop, which traced calls and calls to lane-placed reasoners take, runs a call's prompts together
+ * (left-padded), and only the batch runs such a model's rows apart.
+ */
+function loneRowsModel(loaded: Loaded, plan: CompositionPlan): DecoderSession | undefined {
+  return [loaded.backbone, ...plan.active.map((a) => loaded.inline?.[a.slot])].find((s) => s !== undefined && !rowsShareRuns(s.signature));
+}
+
 /**
  * The composition a request brings into the continuous batch, or undefined when it runs alone: traces, and a
  * call that weights reasoners placed in lanes while the engine is idle (alone, its reasoners run in their lanes,
  * in parallel with the backbone, as the placement chose them for) unless it has drafts to run: a draft model's or
  * its prediction's, which are kept most of the time and only the batch runs (prompt lookup's, often none, do not
- * outweigh the lanes). Otherwise lane-placed reasoners join through a copy on the batch's thread. Latent steps run
+ * outweigh the lanes), or several prompts a model cannot run together (see {@link loneRowsModel}); a traced call of
+ * those is refused. Otherwise lane-placed reasoners join through a copy on the batch's thread. Latent steps run
  * in the batch, and right-padded (GroupQueryAttention) graphs too, each model's cache padded on its own side.
  */
-async function batchComposition(loaded: Loaded, batch: ContinuousBatch, plan: CompositionPlan, trace: number | undefined, predicted: boolean) {
+async function batchComposition(loaded: Loaded, batch: ContinuousBatch, plan: CompositionPlan, trace: number | undefined, predicted: boolean, prompts: number) {
   const reasoners = plan.active.filter((a) => !isAlwaysZero(a.weight)).map((a) => ({ index: a.slot, weight: a.weight }));
-  if (trace) return undefined;
-  if (loaded.openCopy && reasoners.length > 0 && batch.idle && !loaded.draft && !predicted) return undefined;
+  const lone = prompts > 1 ? loneRowsModel(loaded, plan) : undefined;
+  if (trace) {
+    if (lone) throw new GenerateOptionsError('trace', `a traced call runs its prompts together, which ${lone.label} cannot (${loneRowsReason(lone)}): trace one prompt a call`);
+    return undefined;
+  }
+  if (!lone && loaded.openCopy && reasoners.length > 0 && batch.idle && !loaded.draft && !predicted) return undefined;
   const models = await Promise.all(reasoners.map((r) => onBatchThread(loaded, batch, r.index)));
   if (models.some((m) => !m)) return undefined;
   return { reasoners, mode: plan.mode, normalize: plan.normalize };
@@ -698,7 +720,7 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
       shouldAbort: () => Atomics.load(abort, 0) !== 0,
     };
     const predictionIds = options.prediction !== undefined ? predictionTokens(options.prediction, tokenizer) : undefined;
-    const composition = await batchComposition(loaded, batch, plan, msg.options.trace, predictionIds !== undefined);
+    const composition = await batchComposition(loaded, batch, plan, msg.options.trace, predictionIds !== undefined, prompts.length);
     const latent =
       projector && policy !== 'never'
         ? { policy, marker: projector.marker, ...(msg.options.latentPlaceholder ? { placeholder: msg.options.latentPlaceholder } : {}) }
