@@ -217,7 +217,7 @@ describe('module directories', () => {
       tasks: ['math', 'gsm8k'],
       description: 'A random test reasoner.',
       license: 'apache-2.0',
-      compat: { tokenizer: FINGERPRINT, vocabSize: smallConfig.vocabSize },
+      compat: { tokenizer: converted.compat.tokenizer, vocabSize: smallConfig.vocabSize },
       composition: { defaultWeight: 1, mode: 'logits' },
       provenance: { trainedWith: 'test', backbone: 'stories260k@0.1.0' },
       files: { tokenizer: 'tokenizer.json', model: 'onnx/model.onnx' },

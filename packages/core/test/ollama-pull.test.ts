@@ -31,7 +31,7 @@ const MODEL = 'application/vnd.ollama.image.model';
 
 /** Pushes `layers` to `host` as Ollama's registry serves a model: a Docker v2 manifest under `repository:tag`. */
 async function pushOllamaModel(host: string, repository: string, tag: string, layers: { mediaType: string; bytes: Buffer }[], token?: string): Promise<void> {
-  const client = RegistryClient.for(host, { plainHttp: true, ...(token ? { token } : {}) });
+  const client = RegistryClient.for(host, { plainHttp: true, ...(token ? { token, tokenFor: host } : {}) });
   const described = async (mediaType: string, bytes: Buffer) => {
     const descriptor = { mediaType, digest: sha256Digest(bytes), size: bytes.length };
     await client.uploadBlob(repository, descriptor, () => bytes);

@@ -16,6 +16,7 @@ import { pushModule } from '../src/registry/push.js';
 import { testDir } from './support/models.js';
 import { makeRegistryModule, startOurRegistry, type OurRegistry } from './support/registries.js';
 import { rejection } from './support/assertions.js';
+import { runReasonplug } from './support/cli.js';
 
 const childScript = fileURLToPath(new URL('./support/registry-child.ts', import.meta.url));
 
@@ -239,7 +240,7 @@ describe('registry auth', function () {
     registry = await startOurRegistry({ auth: true });
     pushToken = (await registry.tokens.create({ scopes: ['push:acme/*'] })).token;
     pullToken = (await registry.tokens.create({ scopes: ['pull:acme/*'] })).token;
-    await pushModule(await makeRegistryModule({ name: 'locked' }), `${registry.host}/acme/locked`, { token: pushToken });
+    await pushModule(await makeRegistryModule({ name: 'locked' }), `${registry.host}/acme/locked`, { registry: registry.host, token: pushToken });
   });
   after(() => registry?.close());
 
@@ -247,8 +248,19 @@ describe('registry auth', function () {
   const scope = 'repository:acme/locked:pull';
 
   it('pulls with a token, as Bearer or as user:token', async () => {
-    expect((await pullModule(ref(), { token: pullToken, cacheDir: testDir('auth-cache') })).version).to.equal('1.0.0');
-    expect((await pullModule(ref(), { token: `ci:${pullToken}`, cacheDir: testDir('auth-cache') })).version).to.equal('1.0.0');
+    expect((await pullModule(ref(), { registry: registry.host, token: pullToken, cacheDir: testDir('auth-cache') })).version).to.equal('1.0.0');
+    expect((await pullModule(ref(), { registry: registry.host, token: `ci:${pullToken}`, cacheDir: testDir('auth-cache') })).version).to.equal('1.0.0');
+  });
+
+  it("the CLI's --token goes to the registry the command's reference names; the environment's token to its own registry only", async () => {
+    const cache = testDir('auth-cli-cache');
+    const pulled = await runReasonplug(['pull', `${registry.host}/acme/locked@^1`, '--token', pullToken], { REASONPLUG_CACHE: cache });
+    expect(pulled.code, pulled.stderr).to.equal(0);
+    expect(pulled.stderr).to.include('(version 1.0.0)');
+    // REASONPLUG_TOKEN belongs to REASONPLUG_REGISTRY: a reference naming another registry gets none of it
+    const elsewhere = await runReasonplug(['pull', `${registry.host}/acme/locked@^1`], { REASONPLUG_CACHE: testDir('auth-cli-cache'), REASONPLUG_TOKEN: pullToken, REASONPLUG_REGISTRY: 'registry.example' });
+    expect(elsewhere.code).to.not.equal(0);
+    expect(elsewhere.stderr).to.include(`registry ${registry.host} requires authentication`);
   });
 
   it('without a token, says which registry wants one for which scope, and how to give it', async () => {
@@ -260,14 +272,14 @@ describe('registry auth', function () {
   });
 
   it('with a wrong token, says the registry rejected it for the scope', async () => {
-    const err = await rejection(pullModule(ref(), { token: `rpr_0123456789abcdef_${'00'.repeat(32)}`, cacheDir: testDir('auth-cache') }));
+    const err = await rejection(pullModule(ref(), { registry: registry.host, token: `rpr_0123456789abcdef_${'00'.repeat(32)}`, cacheDir: testDir('auth-cache') }));
     expect(err).to.deep.include({ registry: registry.host, scope, reason: 'rejected' });
     expect(err.message).to.include(`registry ${registry.host} rejected the credentials for ${scope} (invalid credentials)`);
   });
 
   it('with a token lacking the scope, names the scope it lacks', async () => {
     const dir = await makeRegistryModule({ name: 'locked', version: '1.1.0' });
-    const err = await rejection(pushModule(dir, `${registry.host}/acme/locked`, { token: pullToken }));
+    const err = await rejection(pushModule(dir, `${registry.host}/acme/locked`, { registry: registry.host, token: pullToken }));
     expect(err).to.deep.include({ registry: registry.host, scope: 'repository:acme/locked:pull,push', reason: 'denied' });
     expect(err.message).to.match(/denied repository:acme\/locked:pull,push \(token has no push scope on acme\/locked\)/);
   });

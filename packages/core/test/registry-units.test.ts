@@ -102,7 +102,9 @@ describe('registry version picking', () => {
 describe('registry client settings and challenges', () => {
   it('fills options from the environment; explicit options win', () => {
     const env = { REASONPLUG_REGISTRY: 'r.io', REASONPLUG_TOKEN: 't', REASONPLUG_OFFLINE: '1' };
-    expect(settingsFrom({ cacheDir: '/c' }, env)).to.deep.equal({ registry: 'r.io', token: 't', cacheDir: '/c', plainHttp: false, offline: true });
+    // (the token is the registry's it came with)
+    expect(settingsFrom({ cacheDir: '/c' }, env)).to.deep.equal({ registry: 'r.io', token: 't', tokenFor: 'r.io', cacheDir: '/c', plainHttp: false, offline: true });
+    expect(settingsFrom({ token: 'u', tokenFor: 'y.io' }, env)).to.include({ registry: 'r.io', token: 'u', tokenFor: 'y.io' });
     expect(settingsFrom({ registry: 'x.io', offline: false, cacheDir: '/d' }, env)).to.include({ registry: 'x.io', offline: false, cacheDir: '/d' });
     expect(settingsFrom({}, {}).cacheDir, 'the shared cache root').to.equal(cacheRoot());
     expect(settingsFrom({}, { REASONPLUG_OFFLINE: '0' }).offline).to.equal(false);

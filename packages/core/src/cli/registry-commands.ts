@@ -7,8 +7,10 @@ import { packModule } from '../registry/artifact.js';
 import { MODULE_KINDS } from '../modules/manifest.js';
 import type { SearchHit } from '../registry/extension.js';
 import { resolveModule, searchModules } from '../registry/lookup.js';
+import { printable } from '../registry/printable.js';
 import { progressBar } from '../registry/progress.js';
 import { pullModule } from '../registry/pull.js';
+import { parseRef } from '../registry/reference.js';
 import { pullOllamaModel } from '../registry/ollama-pull.js';
 import { isOllamaRef } from '../modules/ollama-store.js';
 import { isLocalModelName, localModelPath } from '../modules/local-names.js';
@@ -38,11 +40,16 @@ function connection(cmd: Command, offline: boolean): Command {
   return cmd;
 }
 
-function options(flags: ConnectionFlags): RegistryOptions {
+/**
+ * The registry settings of the flags. A `--token` given with a module reference goes to the registry that reference
+ * names (`push ./m ghcr.io/acme/m --token T`); otherwise, as `$REASONPLUG_TOKEN`, to `--registry`'s.
+ */
+function options(flags: ConnectionFlags, reference?: string): RegistryOptions {
+  const named = flags.token !== undefined && reference !== undefined ? parseRef(reference, settingsFrom({ ...(flags.registry !== undefined ? { registry: flags.registry } : {}) }).registry).registry : undefined;
   return {
     ...(flags.registry !== undefined ? { registry: flags.registry } : {}),
     ...(flags.plainHttp ? { plainHttp: true } : {}),
-    ...(flags.token !== undefined ? { token: flags.token } : {}),
+    ...(flags.token !== undefined ? { token: flags.token, ...(named !== undefined ? { tokenFor: named } : {}) } : {}),
     ...(flags.offline ? { offline: true } : {}),
   };
 }
@@ -55,8 +62,9 @@ function printHits(hits: SearchHit[]): void {
     say('no modules found');
     return;
   }
+  // Every field is the registry's text: none may reach the terminal as a control sequence.
   const rows = hits.flatMap((h) =>
-    h.versions.map((v) => [h.name, v.version ?? '-', v.kind ?? '-', v.tasks.join(',') || '-', v.tags.join(',')]),
+    h.versions.map((v) => [h.name, v.version ?? '-', v.kind ?? '-', v.tasks.join(',') || '-', v.tags.join(',')].map(printable)),
   );
   printColumns(['NAME', 'VERSION', 'KIND', 'TASKS', 'TAGS'], rows);
 }
@@ -87,7 +95,7 @@ export function addRegistryCommands(program: Command): void {
   ).action(async (dir: string, ref: string, flags: ConnectionFlags & { force?: boolean; latest?: boolean }) => {
     const bar = progressBar(`push ${ref}`);
     const r = await pushModule(dir, ref, {
-      ...options(flags),
+      ...options(flags, ref),
       ...(flags.force ? { force: true } : {}),
       ...(flags.latest !== undefined ? { latest: flags.latest } : {}),
       ...(bar ? { onProgress: (p) => bar.update(p) } : {}),
@@ -117,7 +125,7 @@ export function addRegistryCommands(program: Command): void {
       process.stdout.write(`${await localModelPath(ref, { ...options(flags), ...onProgress }).finally(() => bar?.finish())}\n`);
       return;
     }
-    const r = await pullModule(ref, { ...options(flags), ...onProgress }).finally(() => bar?.finish());
+    const r = await pullModule(ref, { ...options(flags, ref), ...onProgress }).finally(() => bar?.finish());
     process.stdout.write(`${r.dir}\n`);
     say(`${r.cached ? 'cached' : 'pulled'} ${r.pinned} (version ${r.version})`);
     if (r.repaired.length > 0) say(`repaired ${r.repaired.join(', ')}: the cached copy failed verification and was downloaded again`);
@@ -143,7 +151,8 @@ export function addRegistryCommands(program: Command): void {
       ...(tokenizer !== undefined ? { tokenizer } : {}),
     };
     const hits = await searchModules(query, options(flags));
-    if (flags.json) process.stdout.write(`${JSON.stringify(hits)}\n`);
+    // (JSON escapes C0 control characters, not C1 ones; `printable` writes those as JSON does.)
+    if (flags.json) process.stdout.write(`${printable(JSON.stringify(hits))}\n`);
     else printHits(hits);
   });
 
@@ -155,9 +164,10 @@ export function addRegistryCommands(program: Command): void {
       .option('--json', 'print the result as JSON'),
     true,
   ).action(async (ref: string, flags: ConnectionFlags & { json?: boolean }) => {
-    const r = await resolveModule(ref, options(flags));
-    if (flags.json) process.stdout.write(`${JSON.stringify(r)}\n`);
-    else process.stdout.write(`${r.registry}/${r.repository}@${r.version ?? '?'} ${r.pinned}\n`);
+    const r = await resolveModule(ref, options(flags, ref));
+    // The version may be a manifest annotation, the registry's text.
+    if (flags.json) process.stdout.write(`${printable(JSON.stringify(r))}\n`);
+    else process.stdout.write(`${r.registry}/${r.repository}@${printable(r.version ?? '?')} ${r.pinned}\n`);
   });
 }
 

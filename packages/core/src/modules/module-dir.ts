@@ -6,8 +6,9 @@ import { checkFile, hashFile } from './file-digest.js';
 import { randomBytes } from 'node:crypto';
 import { readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { tokenizerFingerprintOfDir } from '../tokenizer/fingerprint.js';
 // Defined beside the fingerprint (no manifest schema needed: model workers use it); still exported from here.
-export { tokenizerFingerprintOfDir } from '../tokenizer/fingerprint.js';
+export { tokenizerFingerprintOfDir };
 import { MANIFEST_FILE, ManifestError, parseManifest, type ModuleFileEntry, type ModuleManifest } from './manifest.js';
 
 /** A module directory whose manifest is valid and whose files were found (and, by default, verified). */
@@ -22,7 +23,8 @@ export interface LoadedModule {
 /** What `writeModuleDir` needs: the manifest less what it computes, with files as paths relative to the directory. */
 export type ModuleDirInit = Omit<ModuleManifest, 'files' | 'schemaVersion'> & { files: Record<string, string> };
 
-export type IntegrityProblem = 'missing' | 'not-a-file' | 'size' | 'sha256';
+/** `tokenizer`: the module's tokenizer.json is not the tokenizer its `compat.tokenizer` names. */
+export type IntegrityProblem = 'missing' | 'not-a-file' | 'size' | 'sha256' | 'tokenizer';
 
 /** Raised when a file of a module directory is missing or differs from its manifest entry. */
 export class ModuleIntegrityError extends Error {
@@ -32,7 +34,7 @@ export class ModuleIntegrityError extends Error {
   /** Absolute path of the file. */
   readonly path: string;
   readonly problem: IntegrityProblem;
-  /** What the manifest declares and what is on disk, for `size` (bytes) and `sha256` (hex) problems. */
+  /** What the manifest declares and what is on disk, for `size` (bytes), `sha256` (hex) and `tokenizer` (fingerprint) problems. */
   readonly expected?: number | string;
   readonly actual?: number | string;
 
@@ -113,7 +115,8 @@ async function readManifest(dir: string): Promise<ModuleManifest> {
 /**
  * Loads a module directory: validates `reasonplug.json`, checks that every listed file exists with its declared
  * size and, unless `verify` is false, its SHA-256. Sizes are always checked (one stat each), before any hashing,
- * so a missing or truncated file fails at once. Throws `ManifestError` or `ModuleIntegrityError`.
+ * so a missing or truncated file fails at once. A module that ships tokenizer.json must be for the tokenizer its
+ * `compat.tokenizer` names. Throws `ManifestError` or `ModuleIntegrityError`.
  */
 export async function loadModuleDir(dir: string, opts: { verify?: boolean } = {}): Promise<LoadedModule> {
   const abs = resolve(dir);
@@ -148,6 +151,16 @@ export async function loadModuleDir(dir: string, opts: { verify?: boolean } = {}
         );
       }
     });
+  }
+  // The fingerprint decides what composes with what (search, --reasoner-task, the engine's checks), and those trust
+  // the manifest: a module must not claim a tokenizer other than the one it runs with.
+  const fingerprint = await tokenizerFingerprintOfDir(abs);
+  if (fingerprint !== undefined && fingerprint !== manifest.compat.tokenizer) {
+    const path = join(abs, 'tokenizer.json');
+    throw new ModuleIntegrityError(
+      `${path} has tokenizer fingerprint ${fingerprint} but the manifest's compat.tokenizer says ${manifest.compat.tokenizer}: the module declares another tokenizer than it ships, so nothing can compose with it by that fingerprint — where it is made, declare its tokenizer's fingerprint (tokenizerFingerprintOfDir) or ship the tokenizer it declares`,
+      { file: entries.find((e) => e.path === path)?.key ?? 'tokenizer', path, problem: 'tokenizer', expected: manifest.compat.tokenizer, actual: fingerprint },
+    );
   }
   return { dir: abs, manifest, files: Object.fromEntries(entries.map((e) => [e.key, e.path])) };
 }

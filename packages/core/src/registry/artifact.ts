@@ -149,7 +149,8 @@ export function parseConfig(bytes: Buffer, source: string): ModuleManifest {
   try {
     return parseManifest(JSON.parse(bytes.toString('utf8')), `${source} (reasonplug.json)`);
   } catch (err) {
-    const why = err instanceof ManifestError ? err.message : `not valid JSON (${(err as Error).message})`;
+    // One problem a line in a ManifestError; one line here, as every registry error is.
+    const why = err instanceof ManifestError ? err.message.split('\n').join('; ') : `not valid JSON (${(err as Error).message})`;
     throw new InvalidArtifactError(`the config of ${source} is not a valid reasonplug.json: ${why}`);
   }
 }

@@ -90,10 +90,12 @@ export class Authenticator {
   /** The error for a request that was refused after (or for want of) our credentials. */
   error(reason: RegistryAuthError['reason'], scope: string, serverMessage?: string): RegistryAuthError {
     const said = serverMessage ? ` (${serverMessage})` : '';
+    // A token goes only to the registry it is configured with, so both are named.
+    const give = `pass --token TOKEN (or user:token) with --registry ${this.registry}, or set REASONPLUG_TOKEN with REASONPLUG_REGISTRY=${this.registry}`;
     const text = {
-      missing: `registry ${this.registry} requires authentication for ${scope}${said}; pass --token TOKEN (or user:token) or set REASONPLUG_TOKEN`,
+      missing: `registry ${this.registry} requires authentication for ${scope}${said}; ${give}`,
       rejected: `registry ${this.registry} rejected the credentials for ${scope}${said}; check --token or REASONPLUG_TOKEN`,
-      denied: `registry ${this.registry} denied ${scope}${said}${this.credential === undefined ? '; pass --token TOKEN (or user:token) or set REASONPLUG_TOKEN if it needs one' : '; where the token lacks this scope, use one that grants it'}`,
+      denied: `registry ${this.registry} denied ${scope}${said}${this.credential === undefined ? `; ${give} if it needs one` : '; where the token lacks this scope, use one that grants it'}`,
     }[reason];
     return new RegistryAuthError(text, this.registry, scope, reason, serverMessage);
   }

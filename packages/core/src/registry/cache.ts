@@ -26,6 +26,8 @@ import { checkFile } from '../modules/file-digest.js';
 import { MANIFEST_FILE } from '../modules/manifest.js';
 import { sha256Digest } from './artifact.js';
 import { uniqueSuffix, writeFileAtomic } from './atomic.js';
+import { InvalidReferenceError } from './errors.js';
+import { TAG } from './reference.js';
 
 const hexOf = (digest: string) => digest.slice('sha256:'.length);
 const registryDir = (registry: string) => registry.replaceAll(':', '_');
@@ -100,6 +102,8 @@ export class ModuleCache {
   }
 
   private refPath(registry: string, repository: string, tag: string): string {
+    // The tag becomes a file name: a tag from a registry must never name a path ("../..") outside the cache.
+    if (!TAG.test(tag)) throw new InvalidReferenceError(`${JSON.stringify(tag)} is not a tag, so it cannot name a ref in the cache at ${this.root}`);
     return join(this.root, 'refs', registryDir(registry), ...repository.split('/'), tag);
   }
 
@@ -133,8 +137,8 @@ export class ModuleCache {
       throw err;
     }
     for (const e of entries) {
-      // Skip nested repositories and temp files of refs being written.
-      if (!e.isFile() || e.name.endsWith('.tmp')) continue;
+      // Skip nested repositories, temp files of refs being written, and files no tag names.
+      if (!e.isFile() || e.name.endsWith('.tmp') || !TAG.test(e.name)) continue;
       const digest = await this.readRef(registry, repository, e.name);
       if (digest) out.set(e.name, digest);
     }

@@ -11,7 +11,7 @@ import type { RegistryClient } from './client.js';
 import { ExtensionUnavailableError, ModuleNotFoundError } from './errors.js';
 import type { SearchHit, SearchQuery } from './extension.js';
 import { forEachBounded } from './parallel.js';
-import { tagVersion } from './reference.js';
+import { isRepository, TAG, tagVersion } from './reference.js';
 
 /** Repositories read at once. */
 const CONCURRENCY = 4;
@@ -27,7 +27,8 @@ export async function searchByCatalog(client: RegistryClient, query: SearchQuery
     );
   }
   const hits: SearchHit[] = [];
-  await forEachBounded(repositories, CONCURRENCY, async (name) => {
+  // Hits are printed and become references: names a reference cannot take are no modules to find (as with the extension).
+  await forEachBounded(repositories.filter(isRepository), CONCURRENCY, async (name) => {
     const versions = (await moduleVersions(client, name)).filter((v) => matches(v, query)).sort(newestFirst);
     if (versions.length > 0) hits.push({ name, versions });
   });
@@ -45,7 +46,7 @@ async function moduleVersions(client: RegistryClient, name: string): Promise<Ver
     throw err;
   }
   const byDigest = new Map<string, string[]>();
-  for (const tag of tags) {
+  for (const tag of tags.filter((t) => TAG.test(t))) {
     const digest = await client.manifestDigest(name, tag);
     if (digest !== undefined) byDigest.set(digest, [...(byDigest.get(digest) ?? []), tag]);
   }

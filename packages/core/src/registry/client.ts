@@ -33,9 +33,13 @@ export class RegistryClient {
     this.transport = new Transport(opts);
   }
 
-  /** A client for `registry` with the transport settings of `s`. */
-  static for(registry: string, s: { plainHttp: boolean; token?: string }): RegistryClient {
-    return new RegistryClient({ registry, plainHttp: s.plainHttp, ...(s.token !== undefined ? { credential: s.token } : {}) });
+  /**
+   * A client for `registry` with the transport settings of `s`. The token is its registry's (`s.tokenFor`), as Docker
+   * and oras keep credentials by host: a reference naming another registry gets none of it.
+   */
+  static for(registry: string, s: { plainHttp: boolean; token?: string; tokenFor?: string }): RegistryClient {
+    const credential = s.tokenFor?.toLowerCase() === registry.toLowerCase() ? s.token : undefined;
+    return new RegistryClient({ registry, plainHttp: s.plainHttp, ...(credential !== undefined ? { credential } : {}) });
   }
 
   get registry(): string {

@@ -2,10 +2,18 @@
  * Typed errors of the registry client. Every message names the registry (or the cache) involved and says
  * what to do about it, so the CLI can print it as one line.
  */
+import { printable } from './printable.js';
 
-/** Base class of everything the registry client throws on purpose. */
+/**
+ * Base class of everything the registry client throws on purpose. Its message quotes what registries send (error
+ * text, media types, names), so control characters in it are escaped: printing it cannot drive a terminal.
+ */
 export class RegistryClientError extends Error {
   override name = 'RegistryClientError';
+
+  constructor(message: string) {
+    super(printable(message));
+  }
 }
 
 /** A module reference (`[registry/]namespace/name[@range|:tag|@sha256:...]`) that does not parse. */

@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { MAX_MANIFEST_BYTES } from './artifact.js';
 import { RegistryClient } from './client.js';
 import { InvalidArtifactError, ModuleNotFoundError, RegistryAuthError } from './errors.js';
+import { isRepository, TAG } from './reference.js';
 import { readLimited } from './transport.js';
 
 const EXTENSION = '_reasonplug';
@@ -14,16 +15,20 @@ const MAX_SEARCH_PAGES = 50;
 
 const DiscoverySchema = z.object({ extensions: z.array(z.object({ name: z.string() }).loose()) }).loose();
 
-const ResolvedSchema = z.object({ name: z.string(), version: z.string(), tag: z.string(), digest: z.string().regex(/^sha256:[0-9a-f]{64}$/) });
+const DIGEST = /^sha256:[0-9a-f]{64}$/;
+
+// The tag is written into the cache as a ref: only a tag (resolve.ts checks it against the version and range).
+const ResolvedSchema = z.object({ name: z.string(), version: z.string(), tag: z.string().regex(TAG), digest: z.string().regex(DIGEST) });
 /** A range resolved by the registry: the version picked, the tag it is pushed under, its manifest digest. */
 export type ResolvedVersion = z.infer<typeof ResolvedSchema>;
 
+// Names, tags and digests become references and are printed: only what OCI's grammar allows.
 const HitSchema = z.object({
-  name: z.string(),
+  name: z.string().refine(isRepository),
   versions: z.array(
     z.object({
-      digest: z.string(),
-      tags: z.array(z.string()),
+      digest: z.string().regex(DIGEST),
+      tags: z.array(z.string().regex(TAG)),
       version: z.string().optional(),
       kind: z.string().optional(),
       tasks: z.array(z.string()),

@@ -67,7 +67,8 @@ export async function searchModules(query: SearchQuery, opts: RegistryOptions = 
  * RegistryClientError naming the candidates when several repositories offer one (the choice is then the user's).
  */
 export async function reasonerForTask(task: string, tokenizer: string, opts: RegistryOptions = {}): Promise<{ ref: string; name: string; version?: string }> {
-  const hits = await searchModules({ task, kind: 'logit-reasoner', tokenizer }, opts);
+  // A hit without versions has nothing to pin (catalog search leaves such repositories out; a registry may not).
+  const hits = (await searchModules({ task, kind: 'logit-reasoner', tokenizer }, opts)).filter((h) => h.versions.length > 0);
   const registry = settingsFrom(opts).registry!;
   if (hits.length === 0) {
     throw new ModuleNotFoundError(`registry ${registry} has no logit-reasoner for task "${task}" that composes with this backbone (tokenizer ${tokenizer})`);

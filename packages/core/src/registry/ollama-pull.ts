@@ -88,8 +88,7 @@ export async function pullOllamaModel(spec: string, opts: OllamaPullOptions = {}
   const name = parseOllamaName(spec);
   if (settings.offline) throw new OfflineError(`offline: ${spec} cannot be pulled from ${name.host}`);
   // The token configured for reasonplug's registry goes to that registry only, never to Ollama's.
-  const token = settings.token !== undefined && settings.registry === name.host ? settings.token : undefined;
-  const client = RegistryClient.for(name.host, { plainHttp: settings.plainHttp, ...(token !== undefined ? { token } : {}) });
+  const client = RegistryClient.for(name.host, settings);
   const { repository, fetched } = await fetchManifest(client, name, opts.signal);
   const where = `${name.host}/${repository}:${name.tag}`;
   let manifest: unknown;

@@ -1,16 +1,16 @@
 /**
  * `pull`: a module reference to a verified module directory in the cache. The manifest and config are
- * checked (size, digest, shape, files against layers) before any layer is fetched; layers are verified as
- * they stream in (see download.ts); the directory appears only once complete. Nothing cached is taken on
- * trust: every blob a pull reuses is checked against its digest first (cache.ts says how, cheaply), and a
- * bad one is fetched again and the module directory rebuilt from good blobs.
+ * checked (size, digest, shape, the version asked for, files against layers) before any layer is fetched;
+ * layers are verified as they stream in (see download.ts); the directory appears only once complete. Nothing
+ * cached is taken on trust: every blob a pull reuses is checked against its digest first (cache.ts says how,
+ * cheaply), and a bad one is fetched again and the module directory rebuilt from good blobs.
  */
 import { loadModuleDir, type LoadedModule } from '../modules/module-dir.js';
 import { matchLayers, parseArtifact, parseConfig, type OciManifest } from './artifact.js';
 import { ModuleCache, type ModuleFile } from './cache.js';
 import { RegistryClient } from './client.js';
 import { downloadBlob, type TransferProgress } from './download.js';
-import { NotCachedError } from './errors.js';
+import { InvalidArtifactError, NotCachedError } from './errors.js';
 import { forEachBounded } from './parallel.js';
 import { formatRef, parseRef, tagVersion, versionTag, type ModuleRef } from './reference.js';
 import { resolveCached, resolveTarget } from './resolve.js';
@@ -88,7 +88,13 @@ export async function pullModule(spec: string | ModuleRef, opts: PullOptions = {
     config = await client.readBlob(repository, artifact.config);
     await cache.putBlob(artifact.config.digest, config);
   }
-  const files = matchLayers(artifact, parseConfig(config, source), source);
+  const module = parseConfig(config, source);
+  // The version asked for (a version tag, an exact version, a range the registry resolved) must be the one that
+  // came, before any layer is fetched: no ref may point a version at another version's module.
+  if (target.version !== undefined && target.version !== module.version) {
+    throw new InvalidArtifactError(`${source} is version ${module.version} by its reasonplug.json, not ${target.version}; refusing it`);
+  }
+  const files = matchLayers(artifact, module, source);
   const repaired: string[] = [];
   await forEachBounded(files, CONCURRENCY, async (f) => {
     const got = await downloadBlob(client, repository, f.descriptor, cache, {

@@ -19,11 +19,18 @@ export interface ModuleRef {
 
 /** One OCI repository path component. */
 const COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
-const TAG = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
+/** An OCI tag (distribution's grammar). */
+export const TAG = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
 const DIGEST = /^sha256:[0-9a-f]{64}$/;
 const REGISTRY = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::\d{1,5})?$/;
 
 const FORMS = 'expected [registry/]namespace/name followed by @range, :tag or @sha256:<hex>, e.g. ghcr.io/acme/math-reasoner@^1.2';
+
+/** Whether `name` is a repository as references name them: `namespace/name`, or more components. */
+export function isRepository(name: string): boolean {
+  const parts = name.split('/');
+  return parts.length >= 2 && parts.every((p) => COMPONENT.test(p));
+}
 
 /** The tag an exact version is pushed under. */
 export const versionTag = (version: string): string => version.replace('+', '_');

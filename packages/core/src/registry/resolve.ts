@@ -8,7 +8,7 @@ import semver from 'semver';
 import { Annotations } from './artifact.js';
 import type { ModuleCache } from './cache.js';
 import type { RegistryClient } from './client.js';
-import { ModuleNotFoundError } from './errors.js';
+import { InvalidArtifactError, ModuleNotFoundError } from './errors.js';
 import { hasExtension, resolveRemote } from './extension.js';
 import { tagVersion, versionTag, type ModuleRef } from './reference.js';
 
@@ -58,7 +58,16 @@ export async function resolveTarget(client: RegistryClient, ref: ModuleRef): Pro
   if (exact !== undefined) return { reference: versionTag(exact), tag: versionTag(exact), version: exact };
   if (await hasExtension(client)) {
     const r = await resolveRemote(client, ref.repository, s.range);
-    return { reference: r.digest, tag: r.tag, version: r.version, digest: r.digest };
+    // The answer is checked, not trusted: its tag is an exact version's, that version (which the registry may give
+    // without build metadata, as npm keys versions) and in the range; npm's `*` takes `latest` even as a prerelease.
+    const version = tagVersion(r.tag);
+    const agrees = version !== undefined && semver.valid(r.version) !== null && semver.eq(version, r.version);
+    if (!agrees || !(s.range === '*' || semver.satisfies(version, s.range))) {
+      throw new InvalidArtifactError(
+        `registry ${client.registry} resolved ${ref.repository}@${s.range} to version ${JSON.stringify(r.version)} under tag ${JSON.stringify(r.tag)}, ${agrees ? 'which is not in the range' : "which is not that version's tag"}; refusing it`,
+      );
+    }
+    return { reference: r.digest, tag: r.tag, version, digest: r.digest };
   }
   const tags = await client.listTags(ref.repository);
   const picked = pickVersion(tags, s.range, tags.includes('latest') ? await latestVersion(client, ref.repository) : undefined);

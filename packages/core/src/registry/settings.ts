@@ -16,6 +16,8 @@ export interface RegistryOptions {
   plainHttp?: boolean;
   /** Bearer token, or `user:token` for Basic (`REASONPLUG_TOKEN`). */
   token?: string;
+  /** The registry the token is for (default: `registry`); no other registry gets it. */
+  tokenFor?: string;
   /** Module cache directory (default: the shared cache root, `$REASONPLUG_CACHE` or `~/.cache/reasonplug`). */
   cacheDir?: string;
   /** Read the cache only, never the network (`REASONPLUG_OFFLINE=1`). */
@@ -26,6 +28,8 @@ export interface Settings {
   registry?: string;
   plainHttp: boolean;
   token?: string;
+  /** The registry the token is for (see {@link RegistryOptions.tokenFor}). */
+  tokenFor?: string;
   cacheDir: string;
   offline: boolean;
 }
@@ -40,9 +44,10 @@ export function settingsFrom(opts: RegistryOptions = {}, env: NodeJS.ProcessEnv 
     throw new InvalidReferenceError(`registry ${registry}: name it by its host, without ${scheme} (e.g. ${registry!.slice(scheme.length).replace(/\/+$/, '')}); ${BY_HOST}`);
   }
   const token = opts.token ?? (env['REASONPLUG_TOKEN'] || undefined);
+  const tokenFor = opts.tokenFor ?? registry;
   return {
     ...(registry ? { registry } : {}),
-    ...(token ? { token } : {}),
+    ...(token ? { token, ...(tokenFor ? { tokenFor } : {}) } : {}),
     plainHttp: opts.plainHttp ?? false,
     cacheDir: resolve(opts.cacheDir ?? cacheRoot()),
     offline: opts.offline ?? truthy(env['REASONPLUG_OFFLINE']),

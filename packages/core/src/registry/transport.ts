@@ -36,23 +36,39 @@ const USER_AGENT = 'reasonplug-registry-client/1';
 export class Transport {
   readonly registry: string;
   readonly baseUrl: string;
+  /** The registry's origin: the only one its credentials go to. */
+  private readonly origin: string;
   private readonly auth: Authenticator;
 
   constructor(opts: TransportOptions) {
     this.registry = opts.registry;
     this.baseUrl = registryUrl(opts.registry, opts.plainHttp);
+    this.origin = new URL(this.baseUrl).origin;
     this.auth = new Authenticator(opts.registry, opts.credential, (url, headers) => this.send('GET', url, headers));
   }
 
-  /** Sends a request to `path` (relative to the registry, or an absolute `Location`), answering one auth challenge. */
+  /**
+   * Sends a request to `path` (relative to the registry, or an absolute `Location` or `Link`), answering one auth
+   * challenge. Credentials go to the registry's own origin only: a URL it names on another origin gets none, as a
+   * redirect to one does (fetch drops them), and its challenge is not answered.
+   */
   async request(method: string, path: string | URL, opts: RequestOptions): Promise<Response> {
     const url = new URL(path, this.baseUrl);
-    let authorization = this.auth.header(opts.scope);
+    const own = url.origin === this.origin;
+    let authorization = own ? this.auth.header(opts.scope) : undefined;
     for (let attempt = 0; ; attempt++) {
       const headers = { ...opts.headers, ...(authorization ? { authorization } : {}) };
       const res = await this.send(method, url, headers, opts.body?.(), opts.signal);
       if (res.ok || opts.allow?.includes(res.status)) return res;
       const { code, message } = await readError(res);
+      if (res.status === 401 && !own) {
+        throw new RegistryResponseError(
+          `registry ${this.registry}: ${method} ${url.origin}${url.pathname} asks for credentials, and the registry's are not sent to another origin`,
+          this.registry,
+          401,
+          code,
+        );
+      }
       if (res.status === 401) {
         // A second 401 means the credentials themselves are refused; the first may just ask for them.
         if (attempt > 0) throw this.auth.error('rejected', opts.scope, message);
