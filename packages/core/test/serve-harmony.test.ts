@@ -57,8 +57,8 @@ describe('harmony replies (gpt-oss): the splitter', () => {
       [`<|channel|>analysis<|message|>${THOUGHT}`, { reasoning: THOUGHT, content: '', calls: [] }],
     ];
     for (const [text, want] of cases) for (const got of splitEveryWay(text)) expect(got, text).to.deep.equal(want);
-    // reasoning_format none: the thought is content too
-    for (const got of splitEveryWay(ANSWERED, false)) expect(got).to.deep.equal({ reasoning: '', content: THOUGHT + ANSWER, calls: [] });
+    // reasoning_format none: the analysis message is content too, as written (llama.cpp's)
+    for (const got of splitEveryWay(ANSWERED, false)) expect(got).to.deep.equal({ reasoning: '', content: `<|channel|>analysis<|message|>${THOUGHT}<|end|>${ANSWER}`, calls: [] });
   });
 
   it('knows the template, and a thinking budget closes the analysis message', () => {

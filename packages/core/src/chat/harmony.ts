@@ -56,14 +56,17 @@ export interface SplitHarmony {
 /**
  * Splits a harmony reply piece by piece: analysis bodies are reasoning, final bodies (and commentary to no one, and
  * other channels) content, commentary to `functions.<name>` a call, read when its body closes or the reply ends. A
- * reply that opens with no header is content as written (a model that writes plain text), and so is `thought: false`'s
- * analysis (reasoning_format none).
+ * reply that opens with no header is content as written (a model that writes plain text). `thought: false`
+ * (reasoning_format none) leaves the analysis message in the content as written, from its `<|channel|>` through the
+ * token that closes it, as llama.cpp's gpt-oss parser does with format none; the other messages lose their markers.
  */
 export class HarmonyReplySplitter {
   private pending = '';
   private state: 'header' | 'body' | 'plain' = 'header';
   private kind: 'reasoning' | 'content' | 'call' = 'content';
   private recipient = '';
+  /** The body is a thought given as content (`thought: false`), its markers kept. */
+  private raw = false;
   /** Whether the reply held an analysis message (its tokens are reasoning tokens). */
   entered = false;
 
@@ -86,7 +89,7 @@ export class HarmonyReplySplitter {
           else return out;
           continue;
         }
-        this.open(this.pending.slice(0, at));
+        this.open(out, this.pending.slice(0, at));
         this.pending = this.pending.slice(at + HARMONY.message.length);
         continue;
       }
@@ -100,7 +103,7 @@ export class HarmonyReplySplitter {
         return out;
       }
       const [at, closer] = closed;
-      this.close(out, this.pending.slice(0, at));
+      this.close(out, this.pending.slice(0, at) + (this.raw ? closer : ''));
       this.pending = this.pending.slice(at + closer.length);
       this.state = 'header';
     }
@@ -134,17 +137,25 @@ export class HarmonyReplySplitter {
   }
 
   /** Opens a message's body after its header. */
-  private open(header: string): void {
+  private open(out: SplitHarmony, header: string): void {
     const channel = /<\|channel\|>\s*([A-Za-z_]+)/.exec(header)?.[1] ?? '';
     const recipient = /(?:^|\s|>)to=([^\s<]+)/.exec(header)?.[1] ?? '';
     this.state = 'body';
+    this.raw = false;
     if (recipient.startsWith('functions.')) {
       this.kind = 'call';
       this.recipient = recipient.slice('functions.'.length);
     } else if (channel === 'analysis' && this.thought) {
       this.kind = 'reasoning';
       this.entered = true;
-    } else this.kind = 'content';
+    } else {
+      this.kind = 'content';
+      if (channel === 'analysis') {
+        // (the header from its channel: the `<|start|>assistant` before it is the message's opening, not its header)
+        this.raw = true;
+        out.content += `${header.slice(header.indexOf(HARMONY.channel))}${HARMONY.message}`;
+      }
+    }
   }
 
   private give(out: SplitHarmony, text: string): void {
