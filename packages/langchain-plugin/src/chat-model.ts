@@ -34,7 +34,7 @@ import {
 import { ReasonerRuntime } from './runtime.js';
 import { ReplySplitter, type SplitText } from './reply-splitter.js';
 import { structuredOutput } from './structured-output.js';
-import { keptTokens, reasoningTagsOf, replyParsing, thinkingBudgetFor, thoughtFirst, toolCallSyntaxOf, toolsRead, toolsShown, type ResponseFormat, type ToolCallSyntax, type ToolChoice } from './core.js';
+import { isHarmonyTemplate, keptTokens, reasoningTagsOf, replyParsing, thinkingBudgetFor, thoughtFirst, toolCallSyntaxOf, toolsRead, toolsShown, type ResponseFormat, type ToolCallSyntax, type ToolChoice } from './core.js';
 
 /** Call options of `ChatReasoner`: LangChain's, the reasoner options, and bound tools. */
 export interface ChatReasonerCallOptions extends BaseChatModelCallOptions, ReasonerCallOptions, ChatCallOptions {
@@ -83,11 +83,13 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
   /**
    * Loads the backbone and reasoners (each a local module directory, export directory or .onnx file) into one
    * engine. Throws `ReasonerOptionsError` for invalid options and `ChatTemplateError` when the backbone has no
-   * chat template and none is given.
+   * chat template and none is given, or when the template does not parse.
    */
   static async create(options: ChatReasonerOptions): Promise<ChatReasoner> {
     const { ours, rest } = splitOptions(ChatModelOptionsSchema, options, LANGCHAIN_MODEL_FIELDS);
     const { chatTemplate, chatTemplateKwargs, reasoningFormat, thinkingBudget, toolCallSyntax, ...modelOptions } = parseOptions(ChatModelOptionsSchema, ours, 'ChatReasoner.create');
+    // Before the engine loads: a template that does not parse is refused at once, not after loading the models.
+    if (chatTemplate !== undefined) ChatPrompter.checkTemplate(chatTemplate);
     const runtime = await ReasonerRuntime.load(modelOptions);
     const chatDefaults = {
       ...(chatTemplateKwargs ? { chatTemplateKwargs } : {}),
@@ -284,7 +286,7 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
    */
   override get profile(): ModelProfile {
     const tools = this.showsTools;
-    return { ...this.runtime.profile(), toolCalling: tools, toolChoice: tools, reasoningOutput: reasoningTagsOf(this.prompter.chatTemplate) !== undefined };
+    return { ...this.runtime.profile(), toolCalling: tools, toolChoice: tools, reasoningOutput: reasoningTagsOf(this.prompter.chatTemplate) !== undefined || isHarmonyTemplate(this.prompter.chatTemplate) };
   }
 
   /** Stops the engine's workers and frees the models; later calls fail. */

@@ -54,6 +54,16 @@ export function toTemplateMessage(message: BaseMessage): ChatMessage {
   }
 }
 
+/** `fn`'s result; a template that does not parse (core's `TokenizerError`) raised as `ChatTemplateError`. */
+function asChatTemplateError<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if ((err as Error).name === 'TokenizerError') throw new ChatTemplateError((err as Error).message, { cause: err });
+    throw err;
+  }
+}
+
 /** The tools a prompt shows: rendered by the template, or described in the system message (see `ChatTemplateOptions`). */
 export type ShownTools = { tools?: ToolDefinition[]; toolsPrompt?: ToolsPrompt };
 
@@ -69,9 +79,15 @@ export class ChatPrompter {
     this.rendersTools = tokenizer.rendersTools(template);
   }
 
+  /** Parses a template given at creation before anything loads: throws `ChatTemplateError` when it does not parse. */
+  static checkTemplate(template: string): void {
+    asChatTemplateError(() => TextTokenizer.checkGivenTemplate(template));
+  }
+
   /**
    * A prompter over the backbone's tokenizer, once there is a template to render with: `template` if given, else
-   * the one in tokenizer_config.json. Throws `ChatTemplateError` when there is no tokenizer or no template.
+   * the one in tokenizer_config.json (or chat_template.jinja). Throws `ChatTemplateError` when there is no
+   * tokenizer or no template, or when the template does not parse (naming the file it came from).
    */
   static load(backbone: BackboneInfo, tokenizer: TextTokenizer | undefined, template: string | undefined): ChatPrompter {
     if (!tokenizer) {
@@ -83,7 +99,10 @@ export class ChatPrompter {
           'pass one as create({ chatTemplate }), or use ReasonerLLM for text completion',
       );
     }
-    return new ChatPrompter(tokenizer, template);
+    return asChatTemplateError(() => {
+      tokenizer.checkChatTemplates(template);
+      return new ChatPrompter(tokenizer, template);
+    });
   }
 
   /** The template the prompts are rendered with. */

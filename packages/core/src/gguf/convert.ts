@@ -1115,6 +1115,24 @@ async function fileEntry(dir: string, path: string): Promise<ManifestFile> {
 }
 
 /**
+ * Raised when a converted module cannot be written (a full disk, a file-size limit, no permission), naming the GGUF
+ * file and where the module was going; `cause` is the system's error, which names neither.
+ */
+export class ConversionError extends Error {
+  override name = 'ConversionError';
+}
+
+/**
+ * `err` as the {@link ConversionError} of writing the module converted from `source` into `destination` when it is the
+ * system's (an errno error, or a ConversionError naming another destination), else `err` itself (its type says more).
+ */
+export function conversionFailure(err: unknown, source: string, destination: string): unknown {
+  const cause = err instanceof ConversionError ? err.cause : err;
+  if (typeof (cause as NodeJS.ErrnoException | undefined)?.syscall !== 'string') return err;
+  return new ConversionError(`cannot write the module converted from ${source} into ${destination}: ${(cause as Error).message}`, { cause });
+}
+
+/**
  * Converts a GGUF into a module directory at `outDir` (created if needed; existing files of the
  * same names are replaced). Returns the directory, the model config and the manifest written.
  */
@@ -1180,12 +1198,14 @@ export async function convertGguf(ggufPath: string, outDir: string, opts: Conver
     const weightBytes = bytesOf(weights.embed) + bytesOf(weights.finalNorm) + bytesOf(weights.lmHead) + weights.layers.reduce((n, l) => n + bytesIn(l), 0);
     const externalData = opts.externalData ?? weightBytes > EXTERNAL_DATA_THRESHOLD;
 
-    await mkdir(dir, { recursive: true });
-    // The manifest is written last, and a failure removes what was written: nothing a later load would take for a model.
+    // The manifest is written last, and a failure removes what was written, and the folders made for it: nothing a
+    // later load would take for a model, and no empty destination that a second try would refuse as not new.
     const written = ['reasonplug.json', 'model.onnx', 'model.onnx.data', 'tokenizer.json', 'tokenizer_config.json', dirname(POOLING_FILE)];
     const removeWritten = () => Promise.all(written.map((w) => rm(join(dir, w), { recursive: true, force: true })));
-    await removeWritten();
+    let created: string | undefined;
     try {
+      created = await mkdir(dir, { recursive: true });
+      await removeWritten();
       await writeLlamaModel(join(dir, 'model.onnx'), config, weights, {
         dtype,
         externalData,
@@ -1235,7 +1255,8 @@ export async function convertGguf(ggufPath: string, outDir: string, opts: Conver
       await writeFile(join(dir, 'reasonplug.json'), JSON.stringify(manifest, null, 2) + '\n');
     } catch (err) {
       await removeWritten();
-      throw err;
+      if (created !== undefined) await rm(created, { recursive: true, force: true });
+      throw conversionFailure(err, ggufPath, dir);
     }
   } finally {
     await f.close();

@@ -19,7 +19,7 @@ import { MANIFEST_FILE, ManifestError } from '../modules/manifest.js';
 import { loadModuleDir, ModuleIntegrityError } from '../modules/module-dir.js';
 import { suffixPid, uniqueSuffix } from '../registry/atomic.js';
 import { HASHING_DIGEST, type TransferProgress } from '../registry/download.js';
-import { convertGguf, type ConvertGgufOptions } from './convert.js';
+import { conversionFailure, convertGguf, type ConvertGgufOptions } from './convert.js';
 
 /**
  * Bumped when the converter writes different modules for the same file, so old entries are not reused (v2: weights
@@ -98,8 +98,9 @@ async function intact(dir: string): Promise<boolean> {
 
 /**
  * The module directory of a GGUF file: converted on first use into `<cacheDir>/gguf/<sha256>-v5`, reused
- * afterwards; the file's entries of earlier layouts are then removed. Conversion errors (`GgufError` and others)
- * propagate, with nothing left in the cache.
+ * afterwards; the file's entries of earlier layouts are then removed. Conversion errors (`GgufError`, a
+ * `ConversionError` naming the file and the cache entry where writing failed, and others) propagate, with nothing
+ * left in the cache.
  */
 export async function ggufModuleDir(path: string, opts: GgufModuleOptions): Promise<string> {
   // A split GGUF is known by all its shards (found by their names: nothing of the file is read while its digest is recorded).
@@ -153,10 +154,10 @@ async function convertInto(
   opts: GgufModuleOptions,
   progress: (bytes: number, total: number, digest: string) => void,
 ): Promise<void> {
-  await mkdir(root, { recursive: true });
-  await sweepStale(root);
   const tmp = `${dir}.${uniqueSuffix()}.tmp`;
   try {
+    await mkdir(root, { recursive: true });
+    await sweepStale(root);
     await convertGguf(path, tmp, {
       ...(opts.convert ?? {}),
       ...(opts.onProgress ? { onTensorRead: (bytes: number, total: number) => progress(bytes, total, `sha256:${sha256}`) } : {}),
@@ -170,6 +171,7 @@ async function convertInto(
     }
   } catch (err) {
     await rm(tmp, { recursive: true, force: true });
-    throw err;
+    // Named by the entry it was to become, not by its temp directory, which is gone.
+    throw conversionFailure(err, path, dir);
   }
 }

@@ -1,6 +1,7 @@
 /** Reading the folders of other tools' model stores (Ollama's, the Hugging Face hub cache), which may not be there. */
-import { existsSync, readdirSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { exists } from './locate.js';
 
 /** The names in `dir`; none when it cannot be read. */
 export function namesIn(dir: string): string[] {
@@ -11,11 +12,14 @@ export function namesIn(dir: string): string[] {
   }
 }
 
-/** `dir`'s entry `name`, else one whose name differs only in case (both stores' names are case-insensitive); undefined when neither is there. */
+/**
+ * `dir`'s entry `name`, else one whose name differs only in case (both stores' names are case-insensitive); undefined
+ * when neither is there. An entry that is a symlink to nothing is refused (`ModelNotFoundError`), not taken for one.
+ */
 export function entryOf(dir: string, name: string): string | undefined {
-  if (existsSync(join(dir, name))) return join(dir, name);
+  if (exists(join(dir, name))) return join(dir, name);
   const found = namesIn(dir).find((e) => e.toLowerCase() === name.toLowerCase());
-  return found === undefined ? undefined : join(dir, found);
+  return found !== undefined && exists(join(dir, found)) ? join(dir, found) : undefined;
 }
 
 /** Orders a store's models by their ids as the code points compare (the order listings and messages give them in). */

@@ -3,7 +3,7 @@
  * a plain export directory (model.onnx or decoder_model_merged.onnx beside tokenizer files), or an .onnx file.
  */
 import { stat } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
+import { lstatSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { MANIFEST_FILE, type ModuleManifest } from './manifest.js';
 import { loadModuleDir } from './module-dir.js';
@@ -43,12 +43,44 @@ export interface LocateOptions {
 /** Export file names of a plain directory, for messages (variants: hub-variants.ts). */
 const EXPORT_FILES = ['model.onnx', 'decoder_model_merged.onnx', 'onnx/model.onnx', 'onnx/decoder_model_merged.onnx', 'onnx/model_<dtype>.onnx'];
 
+/**
+ * Whether `path` is there, as `existsSync` says, except that a symlink whose target is missing is refused
+ * (`ModelNotFoundError` naming both) rather than taken for no file: a broken link is a broken copy of a model, and
+ * taken for absent it silently changes what loads (a module without its manifest's checks, a model without its
+ * tokenizer).
+ */
+export function exists(path: string): boolean {
+  try {
+    statSync(path);
+    return true;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ELOOP') throw new ModelNotFoundError(`${path} is a symlink that loops back on itself`);
+    if (code !== 'ENOENT' || !lstatSync(path, { throwIfNoEntry: false })?.isSymbolicLink()) return false;
+    throw new ModelNotFoundError(`${path} is a symlink to ${resolve(dirname(path), readlinkSync(path))}, which does not exist`);
+  }
+}
+
 async function isDirectory(path: string): Promise<boolean> {
   try {
     return (await stat(path)).isDirectory();
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new ModelNotFoundError(`model path not found: ${path}`);
+    const code = (err as NodeJS.ErrnoException).code;
+    if ((code === 'ENOENT' || code === 'ELOOP') && !exists(path)) throw new ModelNotFoundError(`model path not found: ${path}`);
     throw err;
+  }
+}
+
+/** Refuses a graph of a plain export (an .onnx file in `dir` or its onnx/ folder) that is a symlink to nothing. */
+function refuseDanglingGraphs(dir: string): void {
+  for (const folder of [dir, join(dir, 'onnx')]) {
+    let names: string[];
+    try {
+      names = readdirSync(folder);
+    } catch {
+      continue;
+    }
+    for (const name of names) if (name.endsWith('.onnx')) exists(join(folder, name));
   }
 }
 
@@ -63,27 +95,28 @@ export async function locateModel(path: string, opts: LocateOptions = {}): Promi
   if (!(await isDirectory(abs))) {
     if (opts.dtype !== undefined && opts.dtype !== 'auto') throw notHub('a file');
     const dir = dirname(abs);
-    return { modelPath: abs, ...(existsSync(join(dir, 'tokenizer.json')) ? { tokenizerDir: dir } : {}) };
+    return { modelPath: abs, ...(exists(join(dir, 'tokenizer.json')) ? { tokenizerDir: dir } : {}) };
   }
   const manifestPath = join(abs, MANIFEST_FILE);
-  if (existsSync(manifestPath)) {
+  if (exists(manifestPath)) {
     if (opts.dtype !== undefined && opts.dtype !== 'auto') throw notHub('a module directory');
     const { manifest, files } = await loadModuleDir(abs);
     return {
       modelPath: files.model,
       manifestPath,
       manifest,
-      ...(existsSync(join(abs, 'tokenizer.json')) ? { tokenizerDir: abs } : {}),
+      ...(exists(join(abs, 'tokenizer.json')) ? { tokenizerDir: abs } : {}),
       ...(manifest.generation ? { generation: manifest.generation } : {}),
     };
   }
   const variant = chooseVariant(abs, listVariants(abs), opts.dtype);
   const found = variant?.path;
   if (!found) {
+    refuseDanglingGraphs(abs);
     throw new ModelNotFoundError(
       `no model in ${abs}: expected reasonplug.json (a module) or one of ${EXPORT_FILES.join(', ')} (a plain export)`,
     );
   }
-  const tokenizerDir = [abs, dirname(found)].find((d) => existsSync(join(d, 'tokenizer.json')));
+  const tokenizerDir = [abs, dirname(found)].find((d) => exists(join(d, 'tokenizer.json')));
   return { modelPath: found, dtype: variant.dtype, ...(tokenizerDir ? { tokenizerDir } : {}) };
 }

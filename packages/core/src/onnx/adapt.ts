@@ -35,6 +35,7 @@ import {
   makeTensor,
   makeValueInfo,
   onnx,
+  OnnxFormatError,
   type GraphProto,
   type ModelProto,
   type NodeProto,
@@ -554,7 +555,16 @@ export function adaptDecoder(model: ModelProto | O.IModelProto, opts: AdaptOptio
   const notes: string[] = [];
   if (!model.graph) throw new UnsupportedModelError(`${source}: the model holds no graph`);
   const defaultOpset = (model.opsetImport ?? []).find((o) => (o.domain ?? '') === '' || o.domain === 'ai.onnx');
-  const opset = defaultOpset ? num(defaultOpset.version) : 1;
+  if (!defaultOpset) {
+    // Every ONNX model declares it, after its graph: a file cut at the graph's end decodes without it.
+    const others = (model.opsetImport ?? []).map((o) => o.domain).join(', ');
+    throw new OnnxFormatError(
+      others
+        ? `${source}: opset_import names no default-domain opset (only ${others}), which a graph of standard operators needs; export the model again`
+        : `${source}: no opset_import: the file may be truncated; download or export it again`,
+    );
+  }
+  const opset = num(defaultOpset.version);
   if (opset < 10 && (opts.lastLogitsOnly || opts.hiddenState || opts.inputsEmbeds || opts.logitsFloat32)) {
     throw new UnsupportedModelError(`${source}: default-domain opset ${opset} is too old to adapt (needs opset 10 or newer, for Slice with inputs)`);
   }

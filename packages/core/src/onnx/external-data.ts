@@ -3,8 +3,8 @@
  * otherwise surfaces as onnxruntime's coloured log line and an "out of bounds" error that names neither the
  * file nor the sizes.
  */
-import { stat } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { open, stat } from 'node:fs/promises';
+import { basename, isAbsolute, join } from 'node:path';
 import type { onnx as O } from 'onnx-proto';
 import { OnnxFormatError, onnx, type GraphProto, type ModelProto, type TensorProto } from './proto.js';
 
@@ -67,18 +67,40 @@ export function externalDataExtents(model: ModelProto | O.IModelProto): Record<s
 
 /**
  * Throws `OnnxFormatError` (one line: the file, the size it needs and the size it has) when an external-data
- * file of `modelPath` is missing or shorter than `extents` says. `dir` is where locations resolve (the
- * source graph's directory).
+ * file of `modelPath` is named by an absolute path, is missing, is not a file, cannot be read, or is shorter than
+ * `extents` says. `dir` is where locations resolve (the source graph's directory).
  */
 export async function checkExternalData(modelPath: string, dir: string, extents: Record<string, number>): Promise<void> {
   for (const [location, needed] of Object.entries(extents)) {
+    if (isAbsolute(location)) {
+      // ONNX names external data relative to the model; joined to `dir`, an absolute location would be refused as
+      // missing under a path that is neither the one written nor a real one.
+      throw new OnnxFormatError(
+        `${modelPath} keeps weights in ${location}, an absolute path: ONNX requires external data to be named relative to the model's folder; export the model again`,
+      );
+    }
     const path = join(dir, location);
     const info = await stat(path).catch((err: NodeJS.ErrnoException) => {
       if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return undefined;
       throw err;
     });
-    if (!info?.isFile()) {
+    if (!info) {
       throw new OnnxFormatError(`${path} is missing: ${basename(modelPath)} keeps weights in it (${needed} bytes expected); copy it beside the model`);
+    }
+    if (!info.isFile()) {
+      throw new OnnxFormatError(`${path} is ${info.isDirectory() ? 'a directory' : 'not a regular file'}: ${basename(modelPath)} keeps weights in it (${needed} bytes expected); it must be the data file saved with the model`);
+    }
+    // onnxruntime reports an unreadable file as "SystemError : 13" deep in its session setup. Opened rather than
+    // access()ed: access() answers for the real user, onnxruntime opens it as the effective one.
+    const readable = await open(path, 'r').then(
+      (handle) => handle.close().then(() => true),
+      (err: NodeJS.ErrnoException) => {
+        if (err.code === 'EACCES' || err.code === 'EPERM') return false;
+        throw err;
+      },
+    );
+    if (!readable) {
+      throw new OnnxFormatError(`${path} is not readable (permission denied): ${basename(modelPath)} keeps weights in it; give this user read access to it`);
     }
     if (info.size < needed) {
       throw new OnnxFormatError(

@@ -20,8 +20,16 @@ export const DataType = onnxProto.onnx.TensorProto.DataType;
 
 export { OnnxFormatError };
 
+/** GGUF's magic, "GGUF": no ONNX protobuf starts with it (0x47 would open field 8 with wire type 7, which does not exist). */
+const GGUF_MAGIC = [0x47, 0x47, 0x55, 0x46];
+
 /** Decodes an ONNX model from bytes, naming the file in the error when the protobuf is corrupt. */
 export function decodeModel(bytes: Uint8Array, source = '<bytes>'): ModelProto {
+  if (GGUF_MAGIC.every((b, i) => bytes[i] === b)) {
+    throw new OnnxFormatError(
+      `${source} is a GGUF file, not an ONNX model: give the file itself as the model (a GGUF is read by its path, whatever its name), or convert it into a module with \`reasonplug convert gguf\``,
+    );
+  }
   let model: ModelProto;
   try {
     model = onnx.ModelProto.decode(bytes);

@@ -44,16 +44,38 @@ const PROBE_MARGIN = 64;
 const PROBE_TOOL: FunctionTool = { type: 'function', function: { name: 'reasonplug_probe', description: 'probe', parameters: { type: 'object', properties: {} } } };
 const PROBE_TEXT = 'probe_text_9c41';
 
-/** Reads a JSON object from a tokenizer-side file; undefined when the file is absent. */
-export async function readJsonIfPresent(path: string): Promise<Record<string, unknown> | undefined> {
-  let text: string;
+/** The file recent transformers versions save a chat template in, beside tokenizer_config.json. */
+const TEMPLATE_FILE = 'chat_template.jinja';
+
+/** `source` parsed; `where` names the template in the TokenizerError raised when it does not parse. */
+function parseTemplate(source: string, where: string): Template {
+  try {
+    return new Template(source);
+  } catch (err) {
+    // The parser's own errors (and a TypeError on a template cut short) name neither the template nor its file.
+    throw new TokenizerError(`${where} does not parse: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * The text of a tokenizer-side file, undefined when it is absent; one that cannot be read (a directory, no read
+ * permission) is refused naming it, as a corrupt one is.
+ */
+async function readTextIfPresent(path: string): Promise<string | undefined> {
   try {
     // Decoded at once: read with an encoding, a multi-MB tokenizer.json is decoded chunk by chunk, and slower.
-    text = (await readFile(path)).toString('utf8');
+    return (await readFile(path)).toString('utf8');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return undefined;
+    throw new TokenizerError(`${path} ${code === 'EISDIR' ? 'is a directory, not a file' : `cannot be read (${(err as Error).message})`}; download or export it again`);
   }
+}
+
+/** Reads a JSON object from a tokenizer-side file; undefined when the file is absent. */
+export async function readJsonIfPresent(path: string): Promise<Record<string, unknown> | undefined> {
+  const text = await readTextIfPresent(path);
+  if (text === undefined) return undefined;
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -64,16 +86,6 @@ export async function readJsonIfPresent(path: string): Promise<Record<string, un
     throw new TokenizerError(`${path} does not hold a JSON object; download or export it again`);
   }
   return json as Record<string, unknown>;
-}
-
-/** The text of `chat_template.jinja` (where recent transformers versions save the template), undefined when absent. */
-async function readTemplateFile(dir: string): Promise<string | undefined> {
-  try {
-    return await readFile(join(dir, 'chat_template.jinja'), 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
 }
 
 function tokenContent(value: unknown): string | undefined {
@@ -144,6 +156,8 @@ export class TextTokenizer {
   private constructor(
     private readonly tokenizer: Tokenizer,
     private readonly config: TokenizerConfig,
+    /** The file the model's chat templates were read from, for messages. */
+    private readonly templatePath: string,
     /** Id prepended to prompts when the tokenizer adds one, else undefined. */
     readonly bosTokenId: number | undefined,
     /** Ids that end generation. */
@@ -170,7 +184,8 @@ export class TextTokenizer {
     const [json, tokenizerConfig, templateFile, generationConfig, modelConfigFile] = await Promise.all([
       readJsonIfPresent(join(dir, 'tokenizer.json')),
       readJsonIfPresent(join(dir, 'tokenizer_config.json')),
-      readTemplateFile(dir),
+      // Where recent transformers versions save the template.
+      readTextIfPresent(join(dir, TEMPLATE_FILE)),
       readJsonIfPresent(join(dir, 'generation_config.json')),
       readJsonIfPresent(join(dir, 'config.json')),
     ]);
@@ -178,6 +193,7 @@ export class TextTokenizer {
     const config = (tokenizerConfig ?? {}) as TokenizerConfig;
     // As in transformers, a chat_template.jinja file wins over tokenizer_config.json's chat_template.
     if (templateFile !== undefined) config.chat_template = templateFile;
+    const templatePath = join(dir, templateFile !== undefined ? TEMPLATE_FILE : 'tokenizer_config.json');
     const generation = generationConfig ?? {};
     const modelConfig = modelConfigFile ?? {};
     let tokenizer: Tokenizer;
@@ -202,7 +218,7 @@ export class TextTokenizer {
     // llama.cpp tokenizes code to fill in with its control tokens unmatched (`parse_special` false): a file that
     // spells "<|endoftext|>" holds those characters, not the end of text. User-defined added tokens still match.
     const makePlain = () => new Tokenizer({ ...json, added_tokens: (Array.isArray(json.added_tokens) ? json.added_tokens : []).filter((t: { special?: unknown }) => t.special !== true) }, config);
-    return new TextTokenizer(tokenizer, config, bos, eos, addsBos, idCount(tokenizer, json), vocabularyKind(json), makePlain);
+    return new TextTokenizer(tokenizer, config, templatePath, bos, eos, addsBos, idCount(tokenizer, json), vocabularyKind(json), makePlain);
   }
 
   /**
@@ -280,6 +296,24 @@ export class TextTokenizer {
     this.plain ??= this.makePlain();
     const code = (text: string) => encodeWithin(this.plain!, text, false, within);
     return fimPromptIds(fim, code(prefix), code(suffix), this.addsBos ? this.bosTokenId : undefined);
+  }
+
+  /**
+   * Parses a chat template given to render with (not the model's), so that one that does not parse can be refused
+   * before a model loads: throws `TokenizerError` saying why.
+   */
+  static checkGivenTemplate(source: string): void {
+    parseTemplate(source, 'the given chat template');
+  }
+
+  /**
+   * Parses `template`, else the model's templates (its default one and its tool-use one), so that one that does not
+   * parse is refused before any conversation: throws `TokenizerError` naming it (the model's file, or the given one).
+   */
+  checkChatTemplates(template?: string): void {
+    for (const source of template !== undefined ? [template] : [this.chatTemplate, this.toolUseTemplate]) {
+      if (source !== undefined) parseTemplate(source, this.templateName(source));
+    }
   }
 
   /** The chat template from chat_template.jinja or tokenizer_config.json, if the model ships one. */
@@ -369,7 +403,7 @@ export class TextTokenizer {
   /** Renders a conversation (and tools) with `source`; `extra`: the template's own variables. */
   private renderer(source: string, extra?: Record<string, unknown>): (messages: ChatMessage[], tools?: unknown[], addGenerationPrompt?: boolean) => string {
     const special = (key: string) => tokenContent(this.config[key]) ?? '';
-    const template = new Template(source);
+    const template = parseTemplate(source, this.templateName(source));
     return (messages, tools, addGenerationPrompt = false) =>
       template.render({
         // The template's own variables (Qwen3's enable_thinking, …) first: they cannot replace the conversation.
@@ -382,6 +416,13 @@ export class TextTokenizer {
         pad_token: special('pad_token'),
         ...(tools ? { tools } : {}),
       });
+  }
+
+  /** How messages name `source`: the model's file (and which of its templates), or the template given. */
+  private templateName(source: string): string {
+    if (source === this.chatTemplate) return `${this.templatePath}: chat template`;
+    if (source === this.toolUseTemplate) return `${this.templatePath}: tool_use chat template`;
+    return 'the given chat template';
   }
 
   /** A fact about the template `template` (default the model's), found by `probe` once and kept. */
