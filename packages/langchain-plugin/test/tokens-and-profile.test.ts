@@ -13,7 +13,7 @@ import { TextTokenizer } from '@reasonplug/core';
 import { ChatReasoner, ReasonerLLM } from '../src/index.js';
 import { models as shared } from '../../../test/support/paths.js';
 import { PLAIN_TEMPLATE, TOOLS_TEMPLATE, cacheDir, storiesModule, withChatTemplate } from './support/modules.js';
-import { THINKING_TEMPLATE } from '../../core/test/support/chat-templates.js';
+import { HARMONY_TEMPLATE, THINKING_TEMPLATE } from '../../core/test/support/chat-templates.js';
 
 const TEXTS = ['Once upon a time, there was a little dog named Max.', 'He liked to play in the park with his ball.', '', 'Ünïcödé and 12345 digits!'];
 
@@ -65,7 +65,7 @@ describe('token counts and model profiles', function () {
     expect(warnings).to.deep.equal([]);
   });
 
-  it('profile: the context as maxInputTokens, tool calling (in the generic syntax where the template renders no tools), reasoning output where it names thought tags', async () => {
+  it('profile: the context as maxInputTokens, tool calling (in the generic syntax where the template renders no tools), reasoning output where it names thought tags or is harmony', async () => {
     const llm = track(await ReasonerLLM.create({ backbone: await storiesModule(), cacheDir }));
     const context = llm.profile.maxInputTokens;
     expect(context).to.be.a('number').that.is.greaterThan(0);
@@ -78,6 +78,8 @@ describe('token counts and model profiles', function () {
     // A marker syntax asked for where the template cannot show tools: no tool calling.
     expect(await profileOf('profile-plain-hermes', PLAIN_TEMPLATE, 'hermes')).to.deep.include({ toolCalling: false, toolChoice: false });
     expect(await profileOf('profile-thinking', THINKING_TEMPLATE)).to.deep.include({ toolCalling: true, reasoningOutput: true });
+    // gpt-oss's harmony format thinks in its analysis channel, with no tags to name
+    expect(await profileOf('profile-harmony', HARMONY_TEMPLATE)).to.deep.include({ reasoningOutput: true });
     // contextLength lowers the backbone's context, for the engine and the agents reading the profile.
     const short = track(await ReasonerLLM.create({ backbone: await storiesModule(), cacheDir, contextLength: 16 }));
     expect(short.profile).to.deep.include({ maxInputTokens: 16, maxOutputTokens: 16 });
