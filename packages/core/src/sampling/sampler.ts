@@ -40,7 +40,7 @@ export function drawFromLogits(logits: Float32Array, rng: () => number, buf = ne
  * Temperatures below this sample greedily, as vLLM's do: 1/T would scale a logit past float32's range, and the first
  * infinite entry (not the largest logit) would win.
  */
-export const GREEDY_BELOW = 1e-5;
+const GREEDY_BELOW = 1e-5;
 
 /**
  * A per-sequence sampler. The chain is fixed: logit bias → repetition penalty → frequency and presence
