@@ -3,12 +3,15 @@
  * (naming the keyword and where it is), and takes bounded numbers out of XGrammar's hands (see number-range.ts):
  * each becomes a placeholder `const` whose literal in the generated grammar is replaced by an exact rule.
  * Property names holding a quote, a backslash or a control character become placeholders too: XGrammar 0.1.27
- * writes them into its grammar unescaped, which then does not compile.
+ * writes them into its grammar unescaped, which then does not compile. So do `enum` and `const`: their values'
+ * JSON texts are written as a prefix tree (literal-trie.ts), which its matcher takes exactly.
  */
+import { ebnfLiteral, literalTrie } from './literal-trie.js';
 import { numberRangeEbnf } from './number-range.js';
 import { checkOneOf } from './one-of.js';
 import { rewriteRegex } from './regex-rewrite.js';
 import { rewriteCombinations } from './schema-combinations.js';
+import { isObject, lookupLocalRef } from './schema-refs.js';
 import { ConstraintError, type JsonSchema } from './types.js';
 
 /** Keywords that constrain values but that the engine ignores; a schema using them is refused. */
@@ -51,13 +54,11 @@ const placeholder = (k: number) => `__reasonplug_placeholder_${k}__`;
 /** Property names XGrammar writes into its grammar unescaped (so it fails to compile). */
 const NEEDS_ESCAPE = /["\\\x00-\x1f]/;
 
-/** An EBNF string literal of `text`. */
-const ebnfLiteral = (text: string) => `"${text.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
-
 const DAY = '(((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01]))|((0[469]|11)-(0[1-9]|[12][0-9]|30))|(02-(0[1-9]|1[0-9]|2[0-8])))';
 const TIME = '([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])';
 const OCTET = '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
 const LABEL = '[A-Za-z0-9]([A-Za-z0-9-]{0,30}[A-Za-z0-9])?';
+const HOST_LABEL = '[A-Za-z0-9]([A-Za-z0-9-]{0,60}[A-Za-z0-9])?';
 /** A JSON Pointer's reference token: characters but `~`, `/`, a quote, a backslash or a control character; `~0`, `~1`. */
 const POINTER_TOKEN = '([^~/"\\\\\\u0000-\\u001f]|~[01])*';
 const SEGMENT = "[A-Za-z0-9._~!$&'()*+,;=:@-]{1,32}";
@@ -66,8 +67,9 @@ const SEGMENT = "[A-Za-z0-9._~!$&'()*+,;=:@-]{1,32}";
  * 30th; IPv4 octets with leading zeros, `15.08.40.55`, which validators refuse as possibly octal; a URI that
  * ends at its scheme's colon, `tom:`, and a URI template's dotted variable name, `{a.b}`, which the RFCs allow and
  * ajv-formats refuses; a JSON Pointer holding a raw quote or control character, which is no JSON string) or never end (fractions of
- * a second, e-mail local parts): each pattern is a subset of the format (February stops at 28; e-mail parts,
- * URI hosts, segments, queries and fragments have bounded lengths, and no percent-escapes).
+ * a second, e-mail local parts; host names, whose labels also ran past 63 characters): each pattern is a subset of
+ * the format (February stops at 28; e-mail parts, host names, URI hosts, segments, queries and fragments have
+ * bounded lengths, and no percent-escapes).
  */
 const FORMAT_PATTERNS: Record<string, string> = {
   ipv4: `^(${OCTET}\\.){3}${OCTET}$`,
@@ -75,6 +77,8 @@ const FORMAT_PATTERNS: Record<string, string> = {
   time: `^${TIME}$`,
   'date-time': `^[0-9]{4}-${DAY}T${TIME}$`,
   email: '^[a-z0-9_+-]{1,16}(\\.[a-z0-9_+-]{1,16}){0,2}@[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?(\\.[a-z]{2,6}){1,2}$',
+  // RFC 1123 labels of up to 62 characters, at most four: 251 characters at most (a name may have 253, a label 63)
+  hostname: `^${HOST_LABEL}(\\.${HOST_LABEL}){0,3}$`,
   // RFC 6901 reference tokens (XGrammar's class for them admits a raw quote or control character inside the JSON string)
   'json-pointer': `^(/${POINTER_TOKEN})*$`,
   'relative-json-pointer': `^(0|[1-9][0-9]{0,8})(#|(/${POINTER_TOKEN})*)$`,
@@ -119,18 +123,95 @@ function checkKeywordValues(s: Record<string, unknown>, path: string): void {
   }
 }
 
+/**
+ * Object keywords XGrammar 0.1.27 combines wrongly, refused by name: `patternProperties` beside `properties` or
+ * `required` (its grammar kept the pattern's properties alone), and an `additionalProperties` schema beside a
+ * property whose schema differs (its key for an additional property is any string, so `{"age": "five"}` passed
+ * where `age` is an integer and additional properties strings). (`additionalProperties: true` is narrowed instead:
+ * see {@link prepareJsonSchema}.)
+ */
+function checkObjectKeywords(s: Record<string, unknown>, path: string): void {
+  const declared = isObject(s.properties) ? Object.keys(s.properties) : [];
+  if (isObject(s.patternProperties) && (declared.length > 0 || (Array.isArray(s.required) && s.required.length > 0))) {
+    throw new ConstraintError(`JSON Schema keyword "patternProperties" at ${path} cannot be enforced beside "${declared.length ? 'properties' : 'required'}" (XGrammar then drops the latter)`);
+  }
+  const additional = s.additionalProperties;
+  if (!isObject(additional)) return;
+  const differs = declared.find((k) => {
+    const own = (s.properties as Record<string, unknown>)[k];
+    return JSON.stringify(own === true ? {} : own) !== JSON.stringify(additional);
+  });
+  if (differs !== undefined) {
+    throw new ConstraintError(
+      `JSON Schema keyword "additionalProperties" at ${path} cannot be enforced beside property "${differs}" with another schema ` +
+        '(an additional property may take a declared name, and its value would not be checked against the declared schema)',
+    );
+  }
+}
+
+/**
+ * The schema with the `false` subschemas that cannot hold a value dropped: optional properties (never written then)
+ * and `anyOf`/`oneOf` branches (XGrammar refuses any `false` with its own internal check). A required `false`
+ * property, or only `false` branches, admit no value and are refused.
+ */
+function withoutFalse(s: Record<string, unknown>, path: string): Record<string, unknown> {
+  let out = s;
+  if (isObject(s.properties) && Object.values(s.properties).includes(false)) {
+    const required = Array.isArray(s.required) ? (s.required as unknown[]) : [];
+    const never = Object.keys(s.properties).find((k) => s.properties && (s.properties as Record<string, unknown>)[k] === false && required.includes(k));
+    if (never !== undefined) throw new ConstraintError(`JSON Schema at ${path}: "required" names "${never}", whose schema is false (it admits no value)`);
+    out = { ...out, properties: Object.fromEntries(Object.entries(s.properties).filter(([, v]) => v !== false)) };
+  }
+  for (const key of ['anyOf', 'oneOf']) {
+    const branches = s[key];
+    if (!Array.isArray(branches) || !branches.includes(false)) continue;
+    const kept = branches.filter((b) => b !== false);
+    if (kept.length === 0) throw new ConstraintError(`JSON Schema keyword "${key}" at ${path}: every branch is false (it admits no value)`);
+    out = { ...out, [key]: kept };
+  }
+  return out;
+}
+
 /** Checks and rewrites a schema; throws ConstraintError naming the first unenforceable keyword. */
 export function prepareJsonSchema(schema: unknown): PreparedSchema {
   const rules = new Map<string, string>();
+  // `$ref`s whose JSON pointer holds an escape (`~1`, `~0`, `%20`), which XGrammar does not decode (it aborted):
+  // each target is copied under a plain name into the root's `$defs`.
+  const aliases = new Map<string, string>();
+  const aliased: Record<string, unknown> = {};
   const visit = (node: unknown, path: string): unknown => {
     if (typeof node === 'boolean') return node;
     if (!node || typeof node !== 'object' || Array.isArray(node)) {
       throw new ConstraintError(`JSON Schema at ${path} must be an object or a boolean`);
     }
     checkKeywordValues(node as Record<string, unknown>, path);
-    const s = rewriteCombinations(node as Record<string, unknown>, schema, path);
+    const s = withoutFalse(rewriteCombinations(node as Record<string, unknown>, schema, path), path);
+    let ref: string | undefined;
+    if (s.$ref !== undefined) {
+      const target = typeof s.$ref === 'string' ? lookupLocalRef(s.$ref, schema) : undefined;
+      // (XGrammar ignored the others: an anchor, a relative or external URI admitted any value)
+      if (target === undefined) {
+        throw new ConstraintError(`JSON Schema keyword "$ref" at ${path}: ${JSON.stringify(s.$ref)} cannot be resolved; only JSON pointers into this schema (#/$defs/name) are followed`);
+      }
+      if (/[~%]/.test(s.$ref as string)) {
+        ref = aliases.get(s.$ref as string);
+        if (ref === undefined) {
+          ref = `__reasonplug_ref_${aliases.size}`;
+          aliases.set(s.$ref as string, ref);
+          aliased[ref] = visit(target, s.$ref as string);
+        }
+      }
+    }
+    checkObjectKeywords(s, path);
     for (const key of Object.keys(s)) {
       if (key in UNENFORCEABLE) throw new ConstraintError(`JSON Schema keyword "${key}" at ${path} cannot be enforced: ${UNENFORCEABLE[key]}`);
+    }
+    if ('const' in s || Array.isArray(s.enum)) {
+      // (rewriteCombinations left only the listed values, filtered by the keywords beside them)
+      const key = placeholder(rules.size);
+      const listed = 'const' in s ? [s.const] : (s.enum as unknown[]);
+      rules.set(`"\\"${key}\\""`, literalTrie(listed.map((v) => JSON.stringify(v))));
+      return { const: key };
     }
     if (s.uniqueItems === true) throw new ConstraintError(`JSON Schema keyword "uniqueItems" at ${path} cannot be enforced: item uniqueness is not supported`);
     if (s.format !== undefined && (typeof s.format !== 'string' || !SUPPORTED_FORMATS.includes(s.format))) {
@@ -142,15 +223,14 @@ export function prepareJsonSchema(schema: unknown): PreparedSchema {
     if (typeof s.format === 'string' && lengthKey && typeof s.pattern !== 'string') {
       throw new ConstraintError(`JSON Schema keyword "${lengthKey}" at ${path} cannot be enforced together with "format"`);
     }
-    // XGrammar matches character classes on UTF-8 bytes: [α-ω] would admit "ñ".
-    if (typeof s.pattern === 'string' && /\[[^\]]*[^\x00-\x7f][^\]]*\]/.test(s.pattern)) {
-      throw new ConstraintError(`JSON Schema keyword "pattern" at ${path}: character classes with non-ASCII characters cannot be enforced; write alternatives (α|β) instead`);
-    }
     if (Array.isArray(s.oneOf)) checkOneOf(s.oneOf, schema, path);
     if (s.propertyNames !== undefined && s.additionalProperties !== undefined && typeof s.additionalProperties !== 'boolean') {
       throw new ConstraintError(`JSON Schema keyword "propertyNames" at ${path} cannot be enforced beside an "additionalProperties" schema (XGrammar then ignores the latter); use patternProperties`);
     }
     const out: Record<string, unknown> = { ...s };
+    // Open beside declared properties, XGrammar's additional key could take a declared name with any value: the
+    // reply holds the declared properties only, a subset of what the schema admits (each such object valid).
+    if (s.additionalProperties === true && isObject(s.properties) && Object.keys(s.properties).length > 0) out.additionalProperties = false;
     if (typeof s.pattern === 'string') {
       // XGrammar enforces a pattern and ignores a format or length bound beside it (it wrote "abcd" for
       // `^[a-z]+$` with maxLength 3). A pattern is more specific than its format (zod writes both for e-mail, UUID,
@@ -170,7 +250,9 @@ export function prepareJsonSchema(schema: unknown): PreparedSchema {
         delete out.maxLength;
       }
       delete out.format;
-      out.pattern = rewriteRegex(pattern, true, `JSON Schema keyword "pattern" at ${path}`);
+      // In a group: XGrammar binds the string's quotes to the first and last branch of a top-level `|` (`cat|dog`
+      // wrote `"cat` and `dog"`, which are no JSON strings).
+      out.pattern = rewriteRegex(`(?:${pattern})`, true, `JSON Schema keyword "pattern" at ${path}`);
     } else if (typeof s.format === 'string' && s.format in FORMAT_PATTERNS) {
       delete out.format;
       out.pattern = FORMAT_PATTERNS[s.format];
@@ -183,6 +265,7 @@ export function prepareJsonSchema(schema: unknown): PreparedSchema {
       }
     }
     for (const key of LIST) if (Array.isArray(s[key])) out[key] = (s[key] as unknown[]).map((x, i) => visit(x, `${path}/${key}/${i}`));
+    if (ref !== undefined) out.$ref = `#/$defs/${ref}`;
     if (out.properties && typeof out.properties === 'object' && Object.keys(out.properties).some((k) => NEEDS_ESCAPE.test(k))) {
       const renamed = new Map<string, string>();
       for (const name of Object.keys(out.properties)) {
@@ -210,7 +293,9 @@ export function prepareJsonSchema(schema: unknown): PreparedSchema {
     // With a type list, the bounded number is one branch and the other types another.
     return others.length ? { anyOf: [{ const: key }, { ...rest, type: others }] } : { ...rest, const: key };
   };
-  return { schema: visit(schema, '#') as JsonSchema, rules };
+  const prepared = visit(schema, '#');
+  if (aliases.size === 0 || !isObject(prepared)) return { schema: prepared as JsonSchema, rules };
+  return { schema: { ...prepared, $defs: { ...(isObject(prepared.$defs) ? prepared.$defs : {}), ...aliased } } as JsonSchema, rules };
 }
 
 /** Replaces the placeholders in a generated grammar by their rules. */

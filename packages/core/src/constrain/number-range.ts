@@ -6,6 +6,7 @@
  * `k` and `k + 1`; a bound that is not an integer keeps the numbers whose integer part alone proves them in
  * range (a subset of the valid values: every number written is valid).
  */
+import { literalTrie } from './literal-trie.js';
 import { ConstraintError } from './types.js';
 
 /** Numeric keywords of one schema. */
@@ -101,9 +102,10 @@ export function numberRangeEbnf(b: NumericBounds, where: string): string {
       );
     }
     const values: string[] = [];
-    for (let v = iLo; v <= iHi; v++) if (v % b.multipleOf === 0) values.push(`"${v}"`);
+    for (let v = iLo; v <= iHi; v++) if (v % b.multipleOf === 0) values.push(String(v));
     if (values.length === 0) throw new ConstraintError(`${where}: no integer in range is a multiple of ${b.multipleOf}`);
-    return alt(values);
+    // As a prefix tree: the alternation "-20" | "-15" | … admitted -25.
+    return literalTrie(values);
   }
   const parts: string[] = [];
   // k.f lies in (k, k+1): it is in range when k ≥ lo and k + 1 ≤ hi (strict bounds included).

@@ -10,6 +10,8 @@
  *   reply hold a raw `"` and end the string early. There a character the pattern names outside a class (a quote,
  *   `\\`, `\n`) is written as its JSON escape, which decodes to it; `.`, classes, `\W`, `\D` and `\S` leave out the
  *   quote, the backslash and the control characters (a subset of what they match), and `\s` is a space.
+ * - A class naming a character past ASCII it matches on UTF-8 bytes (`[α-ω]` wrote "ñ"): such classes are refused,
+ *   whether the character is written or escaped (`[\u03b1-\u03c9]`).
  */
 
 import { ConstraintError } from './types.js';
@@ -79,7 +81,8 @@ export function regexLiteral(text: string): string {
 
 /**
  * `pattern` rewritten for XGrammar; `json`: the text is the content of a JSON string (a schema's `pattern`).
- * Throws a ConstraintError, naming `where`, for `\W`, `\D` or `\S` inside a class of a JSON pattern.
+ * Throws a ConstraintError, naming `where`, for `\W`, `\D` or `\S` inside a class of a JSON pattern, and for a
+ * class member that is not ASCII.
  */
 export function rewriteRegex(pattern: string, json = false, where = 'the pattern'): string {
   const unsafe = json ? '"\\\\\\x00-\\x1f' : '';
@@ -112,6 +115,10 @@ export function rewriteRegex(pattern: string, json = false, where = 'the pattern
             hi = end.cp;
             j = end.end;
           }
+        }
+        // XGrammar matches such classes on UTF-8 bytes ([α-ω] wrote "ñ"), written or escaped alike.
+        if (Math.max(atom.cp, hi) > 0x7f) {
+          throw new ConstraintError(`${where}: character classes with non-ASCII characters cannot be enforced; write alternatives (α|β) instead`);
         }
         body += json && !negated ? safeRange(atom.cp, hi) : atom.cp === hi ? written(atom.cp, true) : `${written(atom.cp, true)}-${written(hi, true)}`;
       }

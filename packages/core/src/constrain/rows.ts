@@ -92,7 +92,8 @@ export function releaseConstraints(constraints: readonly (Constraint | undefined
 
 /**
  * Sets `parsed` on the rows whose JSON format completed. A row stopped by its token limit, a stop string or
- * an abort is incomplete, and gets none: it may not parse, and must not pass for a valid answer.
+ * an abort is incomplete, and gets none: it may not parse, and must not pass for a valid answer. Nor does a
+ * completed row whose text does not parse (a grammar engine's fault), without failing the other rows.
  */
 export function attachParsed(rows: RowResult[], option: ResponseFormatOption, constraints: readonly (Constraint | undefined)[]): void {
   const formats = formatsPerRow(option, rows.length);
@@ -100,6 +101,10 @@ export function attachParsed(rows: RowResult[], option: ResponseFormatOption, co
     const format = formats[r];
     if (!format || (format.type !== 'json_schema' && format.type !== 'json_object')) return;
     if (row.finishReason !== 'eos' || !constraints[r]?.isComplete()) return;
-    row.parsed = JSON.parse(format.thought ? answerAfterThought(row.text, format.thought) : row.text);
+    try {
+      row.parsed = JSON.parse(format.thought ? answerAfterThought(row.text, format.thought) : row.text);
+    } catch {
+      // left without `parsed`, as a cut row is
+    }
   });
 }

@@ -50,7 +50,7 @@ function satisfies(v: unknown, s: Schema): boolean {
 function filterListed(s: Schema, path: string): Schema {
   const listed = 'const' in s ? [s.const] : (s.enum as unknown[]);
   const others = Object.keys(s).filter((k) => k !== 'enum' && k !== 'const' && !ANNOTATIONS.has(k));
-  if (others.every((k) => k === 'type')) return s;
+  if (others.length === 0) return s;
   const unknown = others.find((k) => !VALUE_CHECKS.has(k));
   if (unknown) throw new ConstraintError(`JSON Schema keyword "${unknown}" at ${path} cannot be enforced beside "${'const' in s ? 'const' : 'enum'}"`);
   const kept = listed.filter((v) => satisfies(v, s));

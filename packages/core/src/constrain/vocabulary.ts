@@ -2,10 +2,11 @@
  * The vocabulary a grammar engine needs, read from a Hugging Face `tokenizer.json`: every token's encoded
  * form by id, and how encoded forms become bytes (SentencePiece byte fallback `▁`/`<0xAB>`, GPT-2 byte-level
  * `Ġ`, or raw). Added and special tokens are given as empty strings, which the engine never lets a grammar
- * produce: `<s>` or `<|im_start|>` must not appear as text inside a constrained reply.
+ * produce: `<s>` or `<|im_start|>` must not appear as text inside a constrained reply. So are tokens holding a byte
+ * that UTF-8 never uses.
  */
 import { vocabularyPairs } from '../tokenizer/fingerprint.js';
-import { byteLevelChar, steps, vocabularyKind, type VocabularyKind } from '../tokenizer/token-bytes.js';
+import { byteLevelChar, pieceBytes, steps, vocabularyKind, type VocabularyKind } from '../tokenizer/token-bytes.js';
 
 /** A vocabulary ready for a grammar engine. */
 export interface GrammarVocabulary {
@@ -37,6 +38,11 @@ export function grammarVocabulary(tokenizerJson: object, size: number): GrammarV
   if (typeof model.unk_token === 'string' && model.vocab && !Array.isArray(model.vocab)) blank((model.vocab as Json)[model.unk_token]);
 
   const kind = vocabularyKind(tj);
+  // Bytes that never occur in UTF-8 (C0, C1: overlong; F5–FF: past U+10FFFF): XGrammar takes such a lead byte as
+  // the start of a character, so a reply could hold them (decoded as U+FFFD).
+  if (kind !== 'raw') tokens.forEach((token, id) => {
+    if (token && pieceBytes(token, kind).some((b) => b === 0xc0 || b === 0xc1 || b >= 0xf5)) tokens[id] = '';
+  });
   const prependSpace =
     steps(tj.normalizer, 'normalizers').some((n) => n.type === 'Prepend' && n.prepend === '▁') ||
     steps(tj.pre_tokenizer, 'pretokenizers').some((p) => p.type === 'Metaspace' && p.prepend_scheme !== 'never' && p.add_prefix_space !== false);
