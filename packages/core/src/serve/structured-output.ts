@@ -6,6 +6,7 @@
  * `modelKwargs`) send them as they are. A request asks for one; two are refused by name, as vLLM refuses them.
  */
 import type { ResponseFormat } from '../constrain/types.js';
+import { literalTrie } from '../constrain/literal-trie.js';
 import { badRequest } from './errors.js';
 import { isObject, type Body } from './requests.js';
 
@@ -88,7 +89,8 @@ function choiceOf(v: unknown, param: string): ResponseFormat {
   if (!Array.isArray(v) || v.length === 0 || v.some((c) => typeof c !== 'string' || c === '')) {
     throw badRequest(`${param} must be a non-empty list of non-empty strings`, param);
   }
-  return { type: 'grammar', grammar: `root ::= ${[...new Set(v as string[])].map((c) => JSON.stringify(c)).join(' | ')}` };
+  // (a prefix tree: the grammar engine mis-accepts an alternation of literals that share a prefix)
+  return { type: 'grammar', grammar: `root ::= ${literalTrie(v as string[])}` };
 }
 
 /** vLLM's `structured_outputs` object: each constraint field it holds, under its own name. */
