@@ -46,6 +46,7 @@ describe('reasonplug serve', function () {
   let tokenizer: TextTokenizer;
   let dir: string;
   let healthWhileLoading: number;
+  let chatWhileLoading: { status: number; retryAfter: string | null };
   const records: RequestRecord[] = [];
   const post = (path: string, body: unknown, init: RequestInit = {}) =>
     fetch(`${server.url}${path}`, { method: 'POST', headers: { Authorization: `Bearer ${KEY}`, 'Content-Type': 'application/json' }, body: JSON.stringify(body), ...init });
@@ -71,6 +72,8 @@ describe('reasonplug serve', function () {
       onRequest: (record) => records.push(record),
     });
     healthWhileLoading = (await fetch(`${server.url}/health`)).status;
+    const early = await post('/v1/chat/completions', { model: 'stories260k', messages: [{ role: 'user', content: 'Hi' }] });
+    chatWhileLoading = { status: early.status, retryAfter: early.headers.get('retry-after') };
     [reference, tokenizer] = await Promise.all([
       Engine.load({ model: dir, reasoners: [{ name: 'r', model: reasoner, weight: 1 }] }),
       TextTokenizer.fromDirectory(dir),
@@ -84,6 +87,8 @@ describe('reasonplug serve', function () {
 
   it('answers /health with 503 while the model loads, then 200; lists the backbone, compositions and aliases with parent', async () => {
     expect(healthWhileLoading).to.equal(503);
+    // (the OpenAI SDKs wait as long as Retry-After says: their own backoff gave up within 2 s of a minutes-long load)
+    expect(chatWhileLoading).to.deep.equal({ status: 503, retryAfter: '5' });
     expect((await fetch(`${server.url}/health`)).status).to.equal(200);
     const res = await fetch(`${server.url}/v1/models`, { headers: { Authorization: `Bearer ${KEY}` } });
     const { data } = (await res.json()) as { data: { id: string; parent: string | null; reasoners: string[]; max_model_len: number }[] };
@@ -145,6 +150,10 @@ describe('reasonplug serve', function () {
     expect(several.finish_reason).to.equal('length');
     expect(single.message.tool_calls.length).to.equal(1);
     expect(single.finish_reason).to.equal('tool_calls');
+    // beside a response format (the SDK's parse() and runTools send both), a required call is still a call: the
+    // format shapes an answer, and this reply is none
+    const shaped = ((await (await post('/v1/chat/completions', { ...body, parallel_tool_calls: false, response_format: { type: 'json_schema', json_schema: { name: 'sum', schema: { type: 'object', properties: { sum: { type: 'integer' } }, required: ['sum'] } } } })).json()) as Calls).choices[0]!;
+    expect([shaped.finish_reason, shaped.message.tool_calls.length]).to.deep.equal(['tool_calls', 1]);
     for (const c of [...several.message.tool_calls, ...single.message.tool_calls]) expect(ajv.validate(weather, JSON.parse(c.function.arguments)), c.function.arguments).to.equal(true);
     // streamed, each call a delta of its own index, the same calls
     const streamed = events(await (await post('/v1/chat/completions', { ...body, stream: true })).text())
@@ -363,7 +372,9 @@ describe('reasonplug serve', function () {
     const answer = ((await emoji.json()) as { choices: { message: { content: string }; logprobs: { content: Entry[] } }[] }).choices[0]!;
     expect(answer.message.content).to.equal('😀 日');
     expect(answer.logprobs.content.length).to.be.greaterThan(2);
-    const written = answer.logprobs.content.filter((e) => e.token !== '</s>'); // (the end-of-sequence token's entry)
+    // (the end-of-sequence token shows nothing in the reply: no entry of its own)
+    expect(answer.logprobs.content.map((e) => e.token)).to.not.include('</s>');
+    const written = answer.logprobs.content;
     expect(Buffer.from(written.flatMap((e) => e.bytes)).toString('utf8')).to.equal('😀 日');
     expect(written.filter((e) => e.bytes.length === 1 && e.bytes[0]! >= 0x80)).to.have.length.greaterThan(1);
     // ... and each is named by the text it adds, as a stream writes it: nothing until the piece completing a character
@@ -416,20 +427,29 @@ describe('reasonplug serve', function () {
 
   it("completions' text_offset points into the text past characters spelt in byte tokens and special tokens written mid-reply", async () => {
     type Legacy = { tokens: string[]; text_offset: number[] };
-    // BOS forced at every step: listed, as vLLM lists it, but the text leaves it out
+    // BOS forced at every step: the text leaves it out, and tokens that end a reply showing nothing are not its
+    // tokens (OpenAI lists the content's): the lists hold the echoed prompt's alone (where the engine places them
+    // mid-reply, see logprob-offsets.test.ts)
     const bos = tokenizer.bosTokenId!;
     const body = { model: 'stories260k', prompt: 'A ☃ is', max_tokens: 3, temperature: 0, logprobs: 1, echo: true, logit_bias: { [bos]: 100 } };
-    const answer = (await (await post('/v1/completions', body)).json()) as { choices: { text: string; logprobs: Legacy }[] };
+    const answer = (await (await post('/v1/completions', body)).json()) as { choices: { text: string; logprobs: Legacy }[]; usage: { prompt_tokens: number; completion_tokens: number } };
     const { text, logprobs } = answer.choices[0]!;
     expect(text).to.equal('A ☃ is');
-    expect(logprobs.tokens.slice(-3)).to.deep.equal(['<s>', '<s>', '<s>']);
-    expect(logprobs.text_offset.slice(-3)).to.deep.equal([text.length, text.length, text.length]);
+    expect(answer.usage.completion_tokens).to.equal(3);
+    expect(logprobs.tokens).to.have.length(answer.usage.prompt_tokens);
     // (the first word's space is the tokenizer's, not the text's: SentencePiece drops it when decoding)
-    expect(logprobs.tokens.slice(1, -3).join('').trimStart()).to.equal(text);
-    logprobs.tokens.slice(2, -3).forEach((token, t) => expect(text.slice(logprobs.text_offset[t + 2]).startsWith(token), `token ${t + 2} ${JSON.stringify(token)}`).to.equal(true));
+    expect(logprobs.tokens.slice(1).join('').trimStart()).to.equal(text);
+    logprobs.tokens.slice(2).forEach((token, t) => expect(text.slice(logprobs.text_offset[t + 2]).startsWith(token), `token ${t + 2} ${JSON.stringify(token)}`).to.equal(true));
     const streamed = events(await (await post('/v1/completions', { ...body, stream: true })).text()).slice(0, -1);
     const offsets = streamed.flatMap((d) => (JSON.parse(d) as { choices: { logprobs: Legacy | null }[] }).choices[0]!.logprobs?.text_offset ?? []);
     expect(offsets).to.deep.equal(logprobs.text_offset);
+    // a stop string's tokens, cut from the text, are not listed either: the tokens joined are the text, streamed or not
+    const stopped = { model: 'stories260k', prompt: 'Once upon a time', max_tokens: 40, temperature: 0, logprobs: 0, stop: [' girl'] };
+    const cut = ((await (await post('/v1/completions', stopped)).json()) as { choices: { text: string; logprobs: Legacy; finish_reason: string }[] }).choices[0]!;
+    expect(cut.finish_reason).to.equal('stop');
+    expect(cut.logprobs.tokens.join('')).to.equal(cut.text);
+    const pieces = events(await (await post('/v1/completions', { ...stopped, stream: true })).text()).slice(0, -1);
+    expect(pieces.flatMap((d) => (JSON.parse(d) as { choices: { logprobs: Legacy | null }[] }).choices[0]!.logprobs?.tokens ?? []).join('')).to.equal(cut.text);
   });
 
   it("repeat_last_n (llama.cpp's field, Ollama's option) bounds the repetition penalty's window as the engine's repetitionWindow", async () => {
@@ -466,13 +486,16 @@ describe('reasonplug serve', function () {
       [{ model: 'stories260k', prompt: 'x', logit_bias: { 512: 1 } }, 400, 'SamplingOptionsError'],
       [{ model: 'stories260k', prompt: 'x', top_k: -2 }, 400, 'top_k'],
       [{ model: 'stories260k', prompt: 'x', repeat_last_n: -2 }, 400, 'repeat_last_n'],
+      [{ model: 'stories260k', messages: [{ role: 'user', content: 'x' }], modalities: ['text', 'audio'] }, 400, 'modalities'],
+      [{ model: 'stories260k', messages: [{ role: 'user', content: 'x' }], audio: { voice: 'alloy', format: 'wav' } }, 400, 'audio'],
+      [{ model: 'stories260k', messages: [{ role: 'user', content: 'x' }], web_search_options: {} }, 400, 'web_search_options'],
       [{ model: 'stories260k', prompt: 'x', logprobs: 21 }, 400, 'logprobs'],
       [{ model: 'stories260k', prompt: 'x', top_logprobs: 2 }, 400, 'top_logprobs'],
       [{ model: 'stories260k', prompt: 'x', temperature: 'hot' }, 400, 'temperature'],
       [{ model: 'stories260k', prompt: 'x', response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', properties: { a: { type: 'string', pattern: '(?<=a)b' } } } } } }, 400, 'ConstraintError'],
     ];
     for (const [body, status, what] of cases) {
-      const res = await post('/v1/completions', body);
+      const res = await post('messages' in (body as object) ? '/v1/chat/completions' : '/v1/completions', body);
       const { error } = (await res.json()) as { error: { message: string; type: string; code: string; param: string | null } };
       expect(res.status, JSON.stringify(body)).to.equal(status);
       expect([error.code, error.param], error.message).to.include(what);
@@ -483,6 +506,13 @@ describe('reasonplug serve', function () {
     expect(((await pastVocab.json()) as { error: { param: string } }).error.param).to.equal('logit_bias');
     // vLLM's top_k -1 is top-k off
     expect((await post('/v1/completions', { model: 'stories260k', prompt: 'x', max_tokens: 2, top_k: -1 })).status).to.equal(200);
+    // OpenAI's every reasoning effort goes to the template; the message has OpenAI's refusal and annotations; each
+    // answer its request id (a proxy's own where it sent one)
+    const answered = await post('/v1/chat/completions', { model: 'stories260k', messages: [{ role: 'user', content: 'x' }], max_tokens: 2, reasoning_effort: 'none' });
+    expect(answered.status).to.equal(200);
+    expect(answered.headers.get('x-request-id')).to.match(/^req_[0-9a-f]{32}$/);
+    expect(((await answered.json()) as { choices: { message: object }[] }).choices[0]!.message).to.deep.include({ refusal: null, annotations: [] });
+    expect((await post('/v1/completions', { model: 'stories260k', prompt: 'x', max_tokens: 1 }, { headers: { Authorization: `Bearer ${KEY}`, 'Content-Type': 'application/json', 'x-request-id': 'trace-7' } })).headers.get('x-request-id')).to.equal('trace-7');
     const weight = await post('/v1/completions', { model: 'stories260k', prompt: 'x', reasonplug: { reasoners: [{ name: 'r', weight: 'x' }] } });
     expect(((await weight.json()) as { error: { message: string } }).error.message).to.match(/r: weight must be a number or a schedule \(\[\{ until\?, weight \}\]\), got "x"/);
     const legacy = await post('/v1/chat/completions', { model: 'stories260k', messages: [{ role: 'user', content: 'x' }], functions: [{ name: 'f', parameters: {} }] });

@@ -7,7 +7,7 @@
 import { ChatReplySplitter, wholeReply, type ReplyParsing, type SplitReply } from '../chat/reply.js';
 import type { ParsedToolCall } from '../chat/tool-calls.js';
 import type { RowResult, TokenLogprobs } from '../generate/types.js';
-import { chatLogprobs } from './logprobs.js';
+import { chatLogprobs, shownEntries } from './logprobs.js';
 
 /** OpenAI's finish reasons: an end-of-sequence token and a stop string are both `stop`. */
 export function finishReason(reason: string): string {
@@ -29,7 +29,9 @@ export class ChatChoice {
   /** Tool calls streamed so far (their index in the deltas is their place here). */
   private readonly calls: ParsedToolCall[] = [];
   /** Tokens whose text is not out yet (half a character, a possible stop string) ride with the next delta. */
-  private readonly pending: TokenLogprobs[] = [];
+  private pending: TokenLogprobs[] = [];
+  /** Characters of the row's text so far (its tokens' entries lie before). */
+  private shown = 0;
 
   /**
    * @param parsing how the reply is read: its thought split off or not, tool calls split off or not
@@ -52,10 +54,13 @@ export class ChatChoice {
     const message = {
       role: 'assistant',
       content: split.toolCalls.length && !split.content ? null : split.content,
+      // (OpenAI's always: the SDKs type both as present)
+      refusal: null,
+      annotations: [],
       ...(split.reasoning ? { reasoning_content: split.reasoning } : {}),
       ...(split.toolCalls.length ? { tool_calls: split.toolCalls.map(toolCallJson) } : {}),
     };
-    return { choice: { message, logprobs: this.logprobs ? chatLogprobs(row.logprobs ?? []) : null, finish_reason: finish }, finish };
+    return { choice: { message, logprobs: this.logprobs ? chatLogprobs(shownEntries(row.logprobs ?? [], row.text.length)) : null, finish_reason: finish }, finish };
   }
 
   /** How many of the row's tokens its thought took, once the row has been given out. */
@@ -71,12 +76,14 @@ export class ChatChoice {
   /** The deltas a generated token's text gives (none while the splitter or the engine holds text back). */
   push(text: string, logprobs: TokenLogprobs | undefined): ChatDelta[] {
     if (logprobs) this.pending.push(logprobs);
+    this.shown += text.length;
     if (!text) return [];
     return this.deltas(this.splitter.push(text));
   }
 
   /** The last deltas once the row has ended: what the splitter held back, then the finish reason. */
   end(reason: string): ChatDelta[] {
+    this.pending = shownEntries(this.pending, this.shown);
     const out = this.deltas(this.given(this.splitter.end(reason === 'length')));
     out.push(this.delta({}, this.finish(reason)));
     return out;

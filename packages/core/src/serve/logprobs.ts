@@ -9,6 +9,17 @@ const logprobOf = (t: TokenLogprob) => Math.max(t.logprob, FLOOR);
 const tokenOf = (t: TokenLogprob) => t.token ?? `token_id:${t.id}`;
 const bytesOf = (t: TokenLogprob) => t.bytes ?? [...Buffer.from(tokenOf(t), 'utf8')];
 
+/**
+ * The entries of the tokens a reply's text shows: the last tokens that show nothing (the end-of-sequence token, a
+ * stop string's tokens, cut from the text) are not the message's tokens (OpenAI lists "message content tokens").
+ * `shown` is the text's length; entries the engine placed nowhere (no tokenizer) stay.
+ */
+export function shownEntries(entries: readonly TokenLogprobs[], shown: number): TokenLogprobs[] {
+  let end = entries.length;
+  while (end > 0 && entries[end - 1]!.offset !== undefined && entries[end - 1]!.offset! >= shown) end--;
+  return entries.slice(0, end);
+}
+
 /** Chat's `choices[].logprobs`: `{ content: [{ token, logprob, bytes, top_logprobs }] }`. */
 export function chatLogprobs(entries: readonly TokenLogprobs[]) {
   return {

@@ -258,6 +258,10 @@ export function parseChatRequest(body: unknown, stopParam = 'stop'): ChatRequest
   for (const old of ['functions', 'function_call'] as const) {
     if (body[old] !== undefined) throw badRequest(`${old} (deprecated function calling) is not supported: use tools and tool_choice`, old);
   }
+  // Output this text server cannot give is refused, not answered with text alone.
+  refuseUnless(body, 'modalities', (v) => Array.isArray(v) && v.every((m) => m === 'text'), 'this server writes text only');
+  refuseUnless(body, 'audio', () => false, 'this server writes text only');
+  refuseUnless(body, 'web_search_options', () => false, 'this server does not search the web (give search results as tool results)');
   const reasoningFormat = reasoningFormatOf(body.reasoning_format);
   const thinkingBudget = integer(body, 'thinking_token_budget', 0);
   return {
@@ -327,9 +331,12 @@ const TEMPLATE_INPUTS = ['messages', 'tools', 'add_generation_prompt'] as const;
  */
 function reasoningEffortOf(v: unknown): string | undefined {
   if (v === undefined || v === null) return undefined;
-  if (typeof v === 'string' && ['minimal', 'low', 'medium', 'high'].includes(v)) return v;
-  throw badRequest(`reasoning_effort must be "minimal", "low", "medium" or "high" (got ${JSON.stringify(v)})`, 'reasoning_effort');
+  if (typeof v === 'string' && (REASONING_EFFORTS as readonly string[]).includes(v)) return v;
+  throw badRequest(`reasoning_effort must be ${REASONING_EFFORTS.map((e) => JSON.stringify(e)).join(', ')} (got ${JSON.stringify(v)})`, 'reasoning_effort');
 }
+
+/** The reasoning efforts OpenAI's API names (its SDK's `ReasoningEffort`); the template reads the one given. */
+const REASONING_EFFORTS = ['none', 'minimal', 'low', 'medium', 'high', 'xhigh', 'max'] as const;
 
 /** `reasoning_format`: llama.cpp's names (`deepseek` and `auto` split a thought off, `none` leaves it in the content). */
 function reasoningFormatOf(v: unknown): ReasoningFormat | undefined {

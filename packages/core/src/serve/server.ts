@@ -34,7 +34,7 @@ import type { ReasoningFormat } from '../chat/reasoning.js';
 import { HttpError, badRequest, toHttpError } from './errors.js';
 import { jsonDepth, MAX_BODY_DEPTH } from './json-depth.js';
 import { ServerMetrics } from './metrics.js';
-import { chatLogprobs, completionLogprobs, joinLegacy, promptLegacyLogprobs, type LegacyLogprobs } from './logprobs.js';
+import { chatLogprobs, completionLogprobs, joinLegacy, promptLegacyLogprobs, shownEntries, type LegacyLogprobs } from './logprobs.js';
 import { ollamaChatLoad, ollamaModelName, parseOllamaChat, parseOllamaEmbed, parseOllamaGenerate, type OllamaEmbedRequest } from './ollama-request.js';
 import { ollamaDone, ollamaDoneReason, ollamaLogprobs, ollamaMessage, type ChatFields } from './ollama-output.js';
 import { reasoningTagsOf } from '../chat/reasoning.js';
@@ -199,6 +199,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const records = new WeakMap<ServerResponse, RequestRecord>();
   const server = listener(options.tls, (req, res) => {
     const path = (req.url ?? '/').split('?')[0]!;
+    // OpenAI's request id (its SDKs give it as `_request_id` for logs): a proxy's own where one sent it.
+    const given = req.headers['x-request-id'];
+    res.setHeader('x-request-id', typeof given === 'string' && REQUEST_ID.test(given) ? given : `req_${randomUUID().replaceAll('-', '')}`);
     // Anthropic's and Ollama's clients read their own error shapes.
     const dialect = path.startsWith('/v1/messages') ? 'anthropic' : path.startsWith('/api/') ? 'ollama' : 'openai';
     if (options.onRequest) track(req, res, path, options.onRequest);
@@ -258,7 +261,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     }
     if (req.method === 'POST' && (path === '/tokenize' || path === '/detokenize')) {
       authorize(req);
-      if (!loaded) throw new HttpError(503, 'the model is still loading', 'server_error', 'loading');
+      if (!loaded) throw notLoaded();
       const body = await readJson(req);
       return path === '/tokenize' ? tokenize(loaded, parseTokenizeRequest(body), res) : detokenize(loaded, parseDetokenizeRequest(body), res);
     }
@@ -305,8 +308,18 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   function servable(req: IncomingMessage): Loaded {
     authorize(req);
     if (draining) throw new HttpError(503, 'the server is shutting down', 'server_error', 'shutting_down', { Connection: 'close' });
-    if (!loaded) throw new HttpError(503, loadError ? `the model failed to load: ${loadError.message}` : 'the model is still loading', 'server_error', 'loading');
+    if (!loaded) throw notLoaded();
     return loaded;
+  }
+
+  /**
+   * The 503 of a request before the model is loaded: while it loads, with `Retry-After` (the OpenAI SDKs wait that
+   * long, up to a minute, where their own backoff gave up within 2 s); once it failed, with OpenAI's
+   * `x-should-retry: false`, since no retry can succeed.
+   */
+  function notLoaded(): HttpError {
+    if (loadError) return new HttpError(503, `the model failed to load: ${loadError.message}`, 'server_error', 'loading', { 'x-should-retry': 'false' });
+    return new HttpError(503, 'the model is still loading', 'server_error', 'loading', { 'Retry-After': String(LOADING_RETRY_SECONDS) });
   }
 
   function authorize(req: IncomingMessage): void {
@@ -508,8 +521,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     request.options.maxTokens ??= l.contextLength;
     const chatTemplate = options.chatTemplate ?? l.tokenizer!.chatTemplate;
     const syntax = toolSyntax(l);
-    // A response format of the request's own (withStructuredOutput's JSON) wins over the tool-call constraint.
-    const own = request.options.responseFormat;
+    // A response format of the request's own (withStructuredOutput's JSON) shapes the answer, and wins over the
+    // tool-call constraint unless a call is required (`required`, a named tool): that reply is the call, no answer.
+    const forced = request.toolChoice === 'required' || typeof request.toolChoice === 'object';
+    const own = forced ? undefined : request.options.responseFormat;
     const format = own ?? toolCallFormat(request, syntax);
     const parsing = replyParsing({
       format: request.reasoningFormat ?? options.reasoningFormat ?? 'auto',
@@ -891,7 +906,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
           choices: result.rows.map((row, index) => ({
             index,
             text: echoOf(index) + row.text,
-            logprobs: request.logprobs ? withEcho(index, completionLogprobs(row.logprobs ?? [], echoOf(index).length)) : null,
+            logprobs: request.logprobs ? withEcho(index, completionLogprobs(shownEntries(row.logprobs ?? [], row.text.length), echoOf(index).length)) : null,
             finish_reason: finishReason(row.finishReason),
           })),
           usage: usageJson(result, request.n),
@@ -919,7 +934,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       }
       const result = await stream.result;
       countGenerated(result);
-      result.rows.forEach((row, index) => chunk(index, '', finishReason(row.finishReason)));
+      result.rows.forEach((row, index) => {
+        pending[index] = shownEntries(pending[index]!, row.text.length);
+        chunk(index, '', finishReason(row.finishReason));
+      });
       if (request.includeUsage) sse.send({ ...base, object: 'text_completion', choices: [], usage: usageJson(result, request.n) });
       sse.done();
       return finishReason(result.rows[0]!.finishReason);
@@ -1186,6 +1204,12 @@ function sendJson(res: ServerResponse, status: number, body: unknown, headers: R
   res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text), ...headers });
   res.end(text);
 }
+
+/** Seconds a client is asked to wait (`Retry-After`) while the model loads. */
+const LOADING_RETRY_SECONDS = 5;
+
+/** A request id a client or proxy may give (`x-request-id`), kept as is: short, and printable without quoting. */
+const REQUEST_ID = /^[\w.:-]{1,128}$/;
 
 /** When Ollama's `/api/ps` says a served model unloads: never, while the server runs (a date far enough ahead). */
 const FOREVER = '2318-01-01T00:00:00Z';
