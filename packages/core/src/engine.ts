@@ -20,7 +20,8 @@ import {
   type WorkerConfig,
 } from './runtime/protocol.js';
 import { spawnWorker } from './runtime/spawn-worker.js';
-import { workerError } from './runtime/worker-errors.js';
+import { EngineClosedError, workerError } from './runtime/worker-errors.js';
+import { holdExitForRuns, newRunGuard, withRunGuard, type RunGuard } from './runtime/run-guard.js';
 import { findPreparedModel } from './runtime/prepare-model.js';
 import { resolveModelPath } from './registry/resolve-model.js';
 import type { RegistryOptions } from './registry/settings.js';
@@ -154,7 +155,7 @@ export interface EngineOptions extends RuntimeOptions {
 }
 
 export { QueueFullError };
-export { EngineError } from './runtime/worker-errors.js';
+export { EngineClosedError, EngineError } from './runtime/worker-errors.js';
 
 /** The reasoners `tasks` name, found in the registry for the backbone at `model` (its tokenizer) and pulled. */
 async function reasonersByTask(
@@ -201,9 +202,13 @@ export class Engine {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
   private closed = false;
+  private disposing: Promise<void> | undefined;
+  /** Ends the process exit's wait for this engine's runs (see run-guard.ts). */
+  private readonly releaseExit: () => void;
 
   private constructor(
     private readonly worker: Worker,
+    guard: RunGuard,
     /** What was loaded. */
     readonly info: ModelInfo,
     private readonly loadMs: number,
@@ -214,8 +219,14 @@ export class Engine {
     worker.on('message', (msg: FromWorker) => this.dispatch(msg));
     worker.on('error', (err) => this.failAll(err));
     worker.on('exit', (code) => {
-      if (!this.closed) this.failAll(new Error(`the model worker exited unexpectedly (code ${code})`));
+      if (this.closed) return;
+      this.closed = true;
+      this.disposing = Promise.resolve();
+      this.releaseExit();
+      this.failAll(new EngineClosedError(`the model worker exited unexpectedly (code ${code})`));
     });
+    // The process ending during a generation (process.exit(), an uncaught throw) first lets its runs finish.
+    this.releaseExit = holdExitForRuns(guard);
   }
 
   /** Loads a model (prepares its graph on first use, then starts its session in a worker). */
@@ -278,7 +289,8 @@ export class Engine {
       ...(draft ? { draftModel: { ...draft, model: draftPath! } } : {}),
       ...(prepared.some(Boolean) ? { prepared } : {}),
     };
-    const worker = spawnWorker('generation-worker', config);
+    const guard = newRunGuard();
+    const worker = withRunGuard(guard, () => spawnWorker('generation-worker', config));
     const info = await new Promise<ModelInfo>((resolve, reject) => {
       const onExit = (code: number) => reject(new Error(`the model worker exited during load (code ${code})`));
       worker.once('error', reject);
@@ -294,7 +306,7 @@ export class Engine {
       await worker.terminate();
       throw err;
     });
-    return new Engine(worker, info, performance.now() - t0);
+    return new Engine(worker, guard, info, performance.now() - t0);
   }
 
   /**
@@ -450,24 +462,32 @@ export class Engine {
     return this.request({ type: 'stats' }, () => {}) as Promise<BatchStats>;
   }
 
-  /** Stops the worker and frees the session. Pending calls fail. */
-  async dispose(): Promise<void> {
-    if (this.closed) return;
+  /**
+   * Stops the worker and frees the session; every call resolves once the worker is gone. Pending calls fail with an
+   * {@link EngineClosedError}, as do calls made after.
+   */
+  dispose(): Promise<void> {
+    this.disposing ??= this.stop();
+    return this.disposing;
+  }
+
+  private async stop(): Promise<void> {
     this.closed = true;
     // Running and queued generations stop at their next step, so that the worker releases its sessions and exits
     // soon; ending it with a run in flight aborts the whole process (onnxruntime's native code throws into a
     // terminated thread), which a 2 s wait did under any longer generation (found by fuzzing).
     for (const p of this.pending.values()) if (p.abort) Atomics.store(p.abort, 0, 1);
-    this.failAll(new Error('the engine was disposed'));
+    this.failAll(new EngineClosedError('the engine was disposed'));
     this.worker.ref(); // (whoever awaits dispose() carries on once the worker is gone)
     const exited = new Promise((r) => this.worker.once('exit', r));
     this.worker.postMessage({ type: 'dispose' } satisfies ToWorker);
     await Promise.race([exited, new Promise((r) => setTimeout(r, DISPOSE_WAIT_MS).unref())]);
     await this.worker.terminate();
+    this.releaseExit();
   }
 
   private request(msg: Request, onTokens: (e: TokenEvent[]) => void, abort?: Int32Array): Promise<unknown> {
-    if (this.closed) return Promise.reject(new Error('the engine is closed (disposed, or a reasoner failed); load it again'));
+    if (this.closed) return Promise.reject(new EngineClosedError('the engine is closed (disposed, or a reasoner failed); load it again'));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { onTokens, resolve, reject, ...(abort ? { abort } : {}) });
@@ -479,8 +499,8 @@ export class Engine {
   private dispatch(msg: FromWorker): void {
     if (msg.type === 'closed') {
       this.closed = true;
-      void this.worker.terminate();
-      return this.failAll(new Error(`the engine closed: ${msg.reason}`));
+      this.disposing ??= this.worker.terminate().then(() => this.releaseExit());
+      return this.failAll(new EngineClosedError(`the engine closed: ${msg.reason}`));
     }
     if (msg.type === 'stream') {
       for (const { id, events } of msg.streams) this.pending.get(id)?.onTokens(events);

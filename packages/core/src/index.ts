@@ -1,7 +1,7 @@
 /**
  * @reasonplug/core — run ONNX causal LMs with onnxruntime-node; build, convert and prepare decoder graphs.
  */
-export { Engine, EngineError, QueueFullError, type EngineOptions, type GenerationStream, type StreamOptions } from './engine.js';
+export { Engine, EngineClosedError, EngineError, QueueFullError, type EngineOptions, type GenerationStream, type StreamOptions } from './engine.js';
 export { KvBudgetError, type BatchStats } from './generate/continuous-batch.js';
 export type { PromptLookupOptions } from './generate/prompt-lookup.js';
 export { DraftModelError, type DraftModelOptions } from './generate/draft-model.js';

@@ -281,8 +281,7 @@ describe('bad prompts', () => {
       const bias = await engine.generate({ promptIds: [1] }, { logitBias: { [smallConfig.vocabSize]: 5 } }).catch((e: Error) => e);
       expect(bias).to.be.instanceOf(SamplingOptionsError).and.have.property('option', 'logitBias');
       expect((outside as Error).message).to.include(`token id ${smallConfig.vocabSize}`);
-      const empty = await engine.generate({ promptIds: [] }).catch((e: Error) => e);
-      expect((empty as Error).message).to.match(/empty/);
+      expect(() => engine.generate({ promptIds: [] })).to.throw(PromptError, 'promptIds is empty: give at least one token id');
       const ok = await engine.generate({ promptIds: [1, 2] }, { maxTokens: 3 });
       expect(ok.rows[0]!.ids).to.have.length(3);
     } finally {

@@ -140,7 +140,18 @@ interface Job {
 
 interface Exclusive {
   run(): Promise<void>;
+  /** Whether its caller gave up while it waited (see {@link ContinuousBatch.exclusive}). */
+  shouldAbort?: () => boolean;
 }
+
+/** Whether a queued entry's caller gave up on it. */
+const abandoned = (entry: Job | Exclusive): boolean => ('request' in entry ? entry.request.shouldAbort() : entry.shouldAbort?.() === true);
+
+/**
+ * How often calls aborted while they wait are looked for during exclusive work (a whole traced generation), when the
+ * loop takes no turn.
+ */
+const ABORT_SWEEP_MS = 10;
 
 /** A row of the running batch: its latest logits from each of its job's models, and its last token. */
 interface Live {
@@ -290,6 +301,7 @@ export class ContinuousBatch {
     if (budget !== undefined && needs > budget) {
       throw new KvBudgetError(`this request needs ${needs} bytes of KV cache (${request.prompts.length} rows × ${reserve} positions${this.kv.stateBytesPerRow ? ' and their recurrent states' : ''}), more than the budget of ${budget} bytes; lower maxTokens or raise kvBudgetBytes`);
     }
+    this.settleAbandoned();
     this.refuseWhenFull(this.queue.length === 0 && this.hasRoom(request.prompts.length, reserve));
     const stops = options.stop?.length && request.decode ? new StopStringMatcher(options.stop) : undefined;
     const job: Job = {
@@ -319,14 +331,33 @@ export class ContinuousBatch {
 
   /**
    * Runs `work` alone: after what is queued before it, with the batch empty, and before anything after it.
-   * `limited: false` exempts it from `maxQueue` (releasing the models must always get its turn).
+   * `limited: false` exempts it from `maxQueue` (releasing the models must always get its turn). Once `shouldAbort`
+   * is true while it waits, `work` runs at once, out of turn, and must then run nothing on the models (as the decode
+   * loop, which returns its rows aborted), so that the call settles and leaves the queue.
    */
-  exclusive<T>(work: () => Promise<T>, limited = true): Promise<T> {
+  exclusive<T>(work: () => Promise<T>, limited = true, shouldAbort?: () => boolean): Promise<T> {
     return new Promise((resolve, reject) => {
+      this.settleAbandoned();
       if (limited) this.refuseWhenFull(false);
-      this.queue.push({ run: () => work().then(resolve, reject) });
+      this.queue.push({ run: () => work().then(resolve, reject), ...(shouldAbort ? { shouldAbort } : {}) });
       this.kick();
     });
+  }
+
+  /** Settles the queued calls whose callers aborted, at once (not at their turn), freeing their places in the queue. */
+  private settleAbandoned(): void {
+    if (!this.queue.some(abandoned)) return;
+    // (each entry asked once: its caller's flag can be set meanwhile)
+    const left: (Job | Exclusive)[] = [];
+    const kept = this.queue.filter((entry) => !abandoned(entry) || !left.push(entry));
+    this.queue.splice(0, this.queue.length, ...kept);
+    for (const entry of left) {
+      if ('request' in entry) {
+        // Nothing was run for it.
+        for (const row of entry.rows) row.end('abort');
+        this.finish(entry);
+      } else void entry.run();
+    }
   }
 
   /** Whether nothing runs or waits: no rows, no queued request, no exclusive work. */
@@ -379,22 +410,23 @@ export class ContinuousBatch {
       const head = this.queue[0];
       if (!head || 'request' in head || this.rowsInUse > 0) return;
       this.queue.shift();
-      await head.run();
+      // The loop takes no turn until the work is done: calls aborted behind it settle meanwhile.
+      const sweep = setInterval(() => this.settleAbandoned(), ABORT_SWEEP_MS);
+      try {
+        await head.run();
+      } finally {
+        clearInterval(sweep);
+      }
     }
   }
 
-  /** Moves requests at the head of the queue into prefill while rows and KV budget allow. */
+  /** Moves requests at the head of the queue into prefill while rows and KV budget allow (settling aborted ones first). */
   private admitRequests(): void {
+    this.settleAbandoned();
     for (;;) {
       const head = this.queue[0];
       if (!head || !('request' in head) || !this.hasRoom(head.rows.length, head.reserve)) return;
       this.queue.shift();
-      if (head.request.shouldAbort()) {
-        // Aborted while it waited: nothing is run.
-        for (const row of head.rows) row.end('abort');
-        this.finish(head);
-        continue;
-      }
       head.admittedAt = performance.now();
       // The first bitmask is computed while the prompt is prefilled.
       for (const row of head.rows) row.constraint?.prepare?.();

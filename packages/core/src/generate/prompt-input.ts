@@ -23,8 +23,10 @@ export function validatePromptInput(input: unknown): asserts input is PromptInpu
     if (given.suffix !== undefined && typeof given.suffix !== 'string') throw new PromptError(`suffix must be a text, not ${describe(given.suffix)}`);
   } else if (forms[0] === 'promptIds') {
     if (!Array.isArray(value)) throw new PromptError(`promptIds must be a list of ids or of lists of ids, not ${describe(value)}`);
+    if (value.length === 0) throw new PromptError('promptIds is empty: give at least one token id');
   } else {
     if (!Array.isArray(value)) throw new PromptError(`messages must be a list of { role, content }, not ${describe(value)}`);
+    if (value.length === 0) throw new PromptError('messages is empty: give at least one message');
     const bad = value.findIndex((m) => m === null || typeof m !== 'object' || typeof (m as { role?: unknown }).role !== 'string');
     if (bad !== -1) throw new PromptError(`messages[${bad}] must be an object with a role (a text), not ${describe(value[bad])}`);
     if (given.chatTemplate !== undefined && typeof given.chatTemplate !== 'string') throw new PromptError(`chatTemplate must be a text, not ${describe(given.chatTemplate)}`);

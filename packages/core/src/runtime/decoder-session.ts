@@ -16,6 +16,7 @@ import { DEFAULT_PREFIX_CACHE_BYTES, PrefixCache } from './prefix-cache.js';
 import type { RowCache } from './batch-kv.js';
 import { allocate, byPastName, copyRow, emptyPast, KV_ROOM, pastNames, pastTensor, presentsOf, rowElements, widened, writeStep, type CacheData } from './cache-tensors.js';
 import { releaseTensors } from './release-tensors.js';
+import { guardedRun } from './run-guard.js';
 import { createCachedSession, SESSION_CACHE_MIN_BYTES, type SessionCacheSpec } from './session-cache.js';
 
 /** Where a prepared decoder graph lives and how to load it. */
@@ -520,13 +521,13 @@ export class DecoderSession {
    * longest row's width, its padding masked, which can change its last bits.)
    */
   private async runRows(feeds: Record<string, ort.Tensor>, rows: number): Promise<Record<string, ort.Tensor>> {
-    if (!this.runWideActivationScale || rows === 1) return (await this.session.run(feeds)) as Record<string, ort.Tensor>;
+    if (!this.runWideActivationScale || rows === 1) return (await guardedRun(() => this.session.run(feeds))) as Record<string, ort.Tensor>;
     const sig = this.signature;
     const whole = new Set([sig.useCacheBranch, sig.numLogitsToKeep?.name]);
     const runs: Record<string, ort.Tensor>[] = [];
     for (let r = 0; r < rows; r++) {
       const own = Object.fromEntries(Object.entries(feeds).map(([name, t]) => [name, whole.has(name) ? t : rowView(t, r, rows)]));
-      runs.push((await this.session.run(own)) as Record<string, ort.Tensor>);
+      runs.push((await guardedRun(() => this.session.run(own))) as Record<string, ort.Tensor>);
     }
     const out = Object.fromEntries(Object.keys(runs[0]!).map((name) => [name, joinRows(runs.map((o) => o[name]!))]));
     // (each row's outputs were copied into the joined ones)

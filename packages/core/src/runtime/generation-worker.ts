@@ -739,6 +739,8 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
               emit(named(trace ? { ...event, trace } : event));
             },
           }),
+          true,
+          shared.shouldAbort,
         )
     ).finally(() => releaseConstraints(constraints));
     if (traces) result.rows.forEach((row, r) => (row.trace = traces[r]));

@@ -5,6 +5,7 @@
 import * as ort from 'onnxruntime-node';
 import { executionProvidersFor, deviceFailure } from './devices.js';
 import type { RuntimeOptions } from './decoder-session.js';
+import { guardedRun } from './run-guard.js';
 
 /** Raised for a projector whose graph is not `[batch, hidden] → [batch, hidden]`, or that fails to run. */
 export class ProjectorError extends Error {
@@ -55,7 +56,7 @@ export class ProjectorSession {
     const name = this.session.inputNames[0]!;
     let out: ort.InferenceSession.OnnxValueMapType;
     try {
-      out = await this.session.run({ [name]: new ort.Tensor('float32', hidden, [rows, this.hiddenSize]) });
+      out = await guardedRun(() => this.session.run({ [name]: new ort.Tensor('float32', hidden, [rows, this.hiddenSize]) }));
     } catch (err) {
       throw new ProjectorError(`${this.label}: ${(err as Error).message}`);
     }

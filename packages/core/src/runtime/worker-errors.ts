@@ -50,6 +50,14 @@ export class EngineError extends Error {
   }
 }
 
+/**
+ * Raised for calls an engine can no longer answer: it was disposed (calls pending then and made after), its worker
+ * exited, or it closed itself (a reasoner failed). Load the model again.
+ */
+export class EngineClosedError extends Error {
+  override name = 'EngineClosedError';
+}
+
 /** The error the worker reported, as its own class where the package has it (else an {@link EngineError}). */
 export function workerError(error: WireError): Error {
   const Class = CLASSES[error.name];
