@@ -86,6 +86,16 @@ ${how};`;
       expect(longDone, 'settled while the traced call runs').to.equal(false);
       if (settled === 'still waiting') return;
       for (const r of settled) expect(r.rows.map((row) => [row.finishReason, row.ids.length])).to.deep.equal([['abort', 0]]);
+      // a plain call alone behind it waits in the queue (it was admitted beside the running call, and settled only
+      // when that ended), and settles at once when aborted
+      const alone = new AbortController();
+      const plain = engine.generate({ promptIds: [4, 5] }, { maxTokens: 10, signal: alone.signal });
+      await sleep(20);
+      expect((await engine.stats()).waiting).to.equal(1);
+      alone.abort();
+      const plainSettled = await Promise.race([plain, sleep(1500).then(() => 'still waiting' as const)]);
+      expect(plainSettled, 'the plain call settled').to.not.equal('still waiting');
+      expect(longDone).to.equal(false);
       stopLong.abort();
       expect((await long).rows[0]!.finishReason).to.equal('abort');
     } finally {

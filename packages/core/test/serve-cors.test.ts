@@ -84,7 +84,7 @@ describe('CORS: browser pages calling reasonplug serve', function () {
     const ok = await completion(allowed());
     expect(ok.status).to.equal(200);
     expect(ok.headers.get('access-control-allow-origin')).to.equal(allowed());
-    expect(ok.headers.get('access-control-expose-headers')).to.match(/\bRetry-After\b/i);
+    expect(ok.headers.get('access-control-expose-headers')).to.match(/\bRetry-After\b/i).and.match(/\bx-request-id\b/i).and.match(/\bx-should-retry\b/i);
     const text = ((await ok.json()) as { choices: { text: string }[] }).choices[0]!.text;
     const plain = await completion(undefined);
     expect(plain.headers.get('access-control-allow-origin')).to.equal(null);

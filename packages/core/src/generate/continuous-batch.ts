@@ -302,7 +302,7 @@ export class ContinuousBatch {
       throw new KvBudgetError(`this request needs ${needs} bytes of KV cache (${request.prompts.length} rows × ${reserve} positions${this.kv.stateBytesPerRow ? ' and their recurrent states' : ''}), more than the budget of ${budget} bytes; lower maxTokens or raise kvBudgetBytes`);
     }
     this.settleAbandoned();
-    this.refuseWhenFull(this.queue.length === 0 && this.hasRoom(request.prompts.length, reserve));
+    this.refuseWhenFull(!this.alone && this.queue.length === 0 && this.hasRoom(request.prompts.length, reserve));
     const stops = options.stop?.length && request.decode ? new StopStringMatcher(options.stop) : undefined;
     const job: Job = {
       request,
@@ -399,6 +399,9 @@ export class ContinuousBatch {
     });
   }
 
+  /** Whether exclusive work (a call running alone) holds the models: requests then wait in the queue. */
+  private alone = false;
+
   private get rowsInUse(): number {
     return this.live.length + this.ready.length + this.prefills.reduce((n, p) => n + 1 + p.twins.length, 0);
   }
@@ -410,11 +413,14 @@ export class ContinuousBatch {
       const head = this.queue[0];
       if (!head || 'request' in head || this.rowsInUse > 0) return;
       this.queue.shift();
-      // The loop takes no turn until the work is done: calls aborted behind it settle meanwhile.
+      // The loop takes no turn until the work is done: calls behind it wait in the queue (none is admitted beside
+      // it), and those aborted meanwhile settle.
       const sweep = setInterval(() => this.settleAbandoned(), ABORT_SWEEP_MS);
+      this.alone = true;
       try {
         await head.run();
       } finally {
+        this.alone = false;
         clearInterval(sweep);
       }
     }
@@ -423,6 +429,7 @@ export class ContinuousBatch {
   /** Moves requests at the head of the queue into prefill while rows and KV budget allow (settling aborted ones first). */
   private admitRequests(): void {
     this.settleAbandoned();
+    if (this.alone) return;
     for (;;) {
       const head = this.queue[0];
       if (!head || !('request' in head) || !this.hasRoom(head.rows.length, head.reserve)) return;

@@ -15,8 +15,11 @@ import { HttpError } from './errors.js';
 const METHODS = 'GET, POST';
 /** How long a browser may reuse a preflight's answer (seconds; Chromium caps it at 7200). */
 const PREFLIGHT_MAX_AGE_S = 600;
-/** Response headers beyond the CORS-safelisted ones that clients read: OpenAI's SDK waits `Retry-After` after a 429. */
-const EXPOSED = 'Retry-After';
+/**
+ * Response headers beyond the CORS-safelisted ones that clients read: OpenAI's SDK waits `Retry-After` after a 429
+ * or 503, gives up on `x-should-retry: false`, and gives `x-request-id` as the request's id.
+ */
+const EXPOSED = 'Retry-After, x-should-retry, x-request-id';
 
 /**
  * One configured origin in the form browsers send it (`https://app.example.com`, `http://localhost:3000`), or `*`;
