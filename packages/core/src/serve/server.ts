@@ -127,6 +127,15 @@ interface Loaded {
 /** One admitted or waiting request. */
 interface Slot {
   admit?: () => void;
+  /** The engine rows its call runs (its prompts × choices). */
+  rows: number;
+}
+
+/** The rows a call of `input` runs in the engine: one per prompt (a call's n choices are listed as prompts of their own). */
+function rowsOf(input: PromptInput): number {
+  if ('promptIds' in input) return typeof input.promptIds[0] === 'number' ? 1 : input.promptIds.length;
+  if ('prompt' in input) return Array.isArray(input.prompt) ? input.prompt.length : 1;
+  return 1;
 }
 
 /**
@@ -204,12 +213,12 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     res.setHeader('x-request-id', typeof given === 'string' && REQUEST_ID.test(given) ? given : `req_${randomUUID().replaceAll('-', '')}`);
     // Anthropic's and Ollama's clients read their own error shapes.
     const dialect = path.startsWith('/v1/messages') ? 'anthropic' : path.startsWith('/api/') ? 'ollama' : 'openai';
-    if (options.onRequest) track(req, res, path, options.onRequest);
-    handle(req, res, path).catch((err) => {
+    const answered = handle(req, res, path).catch((err) => {
       const error = toHttpError(err, path);
       note(res, { error: error.message });
       sendError(res, error, dialect);
     });
+    if (options.onRequest) track(req, res, path, answered, options.onRequest);
   });
 
   /** Adds what a handler learnt to its request's record, when requests are recorded. */
@@ -218,7 +227,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     if (record) Object.assign(record, fields);
   };
 
-  function track(req: IncomingMessage, res: ServerResponse, path: string, onRequest: (record: RequestRecord) => void): void {
+  /**
+   * Records a request: its status and time as the connection closes, given to `onRequest` once its handler is done
+   * too (a client gone mid-generation closes first; its row's finish and tokens are noted as the row stops).
+   */
+  function track(req: IncomingMessage, res: ServerResponse, path: string, answered: Promise<void>, onRequest: (record: RequestRecord) => void): void {
     const arrival = performance.now();
     const record: RequestRecord = { time: new Date(), method: req.method ?? '', path, status: 0, ms: 0, aborted: false };
     records.set(res, record);
@@ -227,7 +240,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       // 499 (nginx's "client closed request") for a client gone before any answer was written.
       record.status = res.headersSent || !record.aborted ? res.statusCode : 499;
       record.ms = performance.now() - arrival;
-      onRequest(record);
+      void answered.then(() => onRequest(record));
     });
   }
 
@@ -244,7 +257,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     if (req.method === 'GET' && path === '/metrics') {
       // The engine's count of the KV bytes it holds, against its budget or maxBatch rows of full context.
       const kv = loaded ? await loaded.engine.stats().catch(() => undefined) : undefined;
-      const capacity = kv ? (kv.kvBudgetBytes ?? kv.maxBatch * loaded!.contextLength * kv.bytesPerPosition) : 0;
+      // (a call of more rows than --max-batch runs when the batch is empty: the rows it holds are then the capacity)
+      const rows = Math.max(kv?.maxBatch ?? 0, [...running].reduce((n, slot) => n + slot.rows, 0));
+      const capacity = kv ? (kv.kvBudgetBytes ?? rows * loaded!.contextLength * kv.bytesPerPosition) : 0;
       res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' });
       res.end(
         metrics.render(loaded?.models.backbone ?? options.name ?? 'loading', {
@@ -371,8 +386,16 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     res.on('close', () => {
       if (!res.writableFinished) controller.abort();
     });
-    const slot: Slot = {};
-    await admit(slot, controller.signal);
+    const slot: Slot = { rows: rowsOf(input) };
+    await admit(slot, controller.signal).catch((err: unknown) => {
+      // A client gone while queued finished too, aborted (as the metrics' reasons and the request log have it).
+      if (controller.signal.aborted) {
+        note(res, { finishReason: 'abort' });
+        metrics.countFinished('abort');
+        metrics.e2e.observe((performance.now() - arrival) / 1000);
+      }
+      throw err;
+    });
     let reason = 'error';
     try {
       if (controller.signal.aborted) return void (reason = 'abort');
@@ -383,7 +406,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       // first token: waiting for it lets them be a 400 rather than a broken stream.
       const first = await iterator.next();
       const clock = new TokenClock(arrival, metrics);
-      if (!first.done) clock.tick();
+      if (!first.done) clock.tick(first.value.row);
       reason = await consume(stream, first, iterator, clock);
       clock.end();
       const result = await stream.result;
@@ -501,7 +524,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     res.on('close', () => {
       if (!res.writableFinished) controller.abort();
     });
-    const slot: Slot = {};
+    const slot: Slot = { rows: 1 };
     await admit(slot, controller.signal);
     try {
       return await work();
@@ -570,7 +593,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         sse.send({ ...base, object: 'chat.completion.chunk', choices: [{ index, delta, logprobs, finish_reason: finish }], ...(request.includeUsage ? { usage: null } : {}) });
       choices.forEach((choice, index) => send(index, choice.start()));
       for (let next = first; !next.done; next = await rest.next()) {
-        if (next !== first) clock.tick();
+        if (next !== first) clock.tick(next.value.row);
         const { row, text, logprobs } = next.value;
         for (const delta of choices[row]!.push(text, logprobs)) send(row, delta);
       }
@@ -732,7 +755,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       const lines = new JsonLines(res);
       const send = ({ delta, logprobs }: ChatDelta) => lines.send({ ...chunk(delta as ChatFields, logprobs), done: false });
       for (let next = first; !next.done; next = await rest.next()) {
-        if (next !== first) clock.tick();
+        if (next !== first) clock.tick(next.value.row);
         choice.push(next.value.text, next.value.logprobs).forEach(send);
       }
       const result = await stream.result;
@@ -763,7 +786,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       }
       const lines = new JsonLines(res);
       for (let next = first; !next.done; next = await rest.next()) {
-        if (next !== first) clock.tick();
+        if (next !== first) clock.tick(next.value.row);
         if (next.value.text || next.value.logprobs) lines.send({ ...chunk(next.value.text, next.value.logprobs), done: false });
       }
       const result = await stream.result;
@@ -850,7 +873,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       events.send(api.opening(first.done ? undefined : first.value));
       try {
         for (let next = first; !next.done; next = await rest.next()) {
-          if (next !== first) clock.tick();
+          if (next !== first) clock.tick(next.value.row);
           events.send(output.push(next.value.text, next.value.logprobs));
         }
         const result = await stream.result;
@@ -928,7 +951,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       };
       if (request.echo) rows.forEach((_, row) => send(row, echoOf(row), echoedOf(row) ?? null));
       for (let next = first; !next.done; next = await rest.next()) {
-        if (next !== first) clock.tick();
+        if (next !== first) clock.tick(next.value.row);
         if (next.value.logprobs) pending[next.value.row]!.push(next.value.logprobs);
         if (next.value.text) chunk(next.value.row, next.value.text);
       }
@@ -993,7 +1016,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   /** Runs a generation to its end, each token event heard by `onEvent`. */
   const drain = async (stream: GenerationStream, first: IteratorResult<TokenEvent>, rest: AsyncIterator<TokenEvent>, clock: TokenClock, onEvent?: (e: TokenEvent) => void) => {
     for (let next = first; !next.done; next = await rest.next()) {
-      if (next !== first) clock.tick();
+      if (next !== first) clock.tick(next.value.row);
       onEvent?.(next.value);
     }
     const result = await stream.result;
@@ -1079,46 +1102,49 @@ async function load(options: ServeOptions): Promise<Loaded> {
 }
 
 /**
- * Time to first token and inter-token latency of one request. The worker sends tokens in small batches when
- * they come faster than its flush interval; a batch's gap is shared evenly by its tokens, so a batch does not
- * read as one slow token and several instant ones.
+ * Times a request's tokens for the histograms: time to the first token (once a request), and the gaps between the
+ * tokens of each of its rows (a choice's sequence, as vLLM times each of `n` samples). A row's tokens that arrive
+ * together (the worker sends tokens in small batches when they come faster than its flush interval; drafted tokens
+ * are kept at once) share the gap before them evenly, so a batch does not read as one slow token and several instant
+ * ones.
  */
 class TokenClock {
-  private last: number | undefined;
-  private pendingGap = 0;
-  private pendingTokens = 0;
+  /** Per row: when its last token came, and the gap and tokens not yet observed. */
+  private readonly rows = new Map<number, { last: number; gap: number; tokens: number }>();
+  private started = false;
 
   constructor(
     private readonly arrival: number,
     private readonly metrics: ServerMetrics,
   ) {}
 
-  tick(): void {
+  tick(row: number): void {
     const now = performance.now();
-    if (this.last === undefined) {
+    if (!this.started) {
       this.metrics.ttft.observe((now - this.arrival) / 1000);
-      this.last = now;
-      return;
+      this.started = true;
     }
-    const gap = now - this.last;
+    const seen = this.rows.get(row);
+    if (!seen) return void this.rows.set(row, { last: now, gap: 0, tokens: 0 });
+    const gap = now - seen.last;
     // Tokens of one worker message arrive within microseconds of each other.
     if (gap < 0.05) {
-      this.pendingTokens++;
+      seen.tokens++;
       return;
     }
-    this.flush();
-    this.pendingGap = gap;
-    this.pendingTokens = 1;
-    this.last = now;
+    this.flush(seen);
+    seen.gap = gap;
+    seen.tokens = 1;
+    seen.last = now;
   }
 
   end(): void {
-    this.flush();
+    for (const seen of this.rows.values()) this.flush(seen);
   }
 
-  private flush(): void {
-    if (this.pendingTokens > 0) this.metrics.itl.observe(this.pendingGap / 1000 / this.pendingTokens, this.pendingTokens);
-    this.pendingTokens = 0;
+  private flush(seen: { gap: number; tokens: number }): void {
+    if (seen.tokens > 0) this.metrics.itl.observe(seen.gap / 1000 / seen.tokens, seen.tokens);
+    seen.tokens = 0;
   }
 }
 
