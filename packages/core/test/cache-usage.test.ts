@@ -9,6 +9,7 @@ import { pushModule } from '../src/registry/push.js';
 import { models } from '../../../test/support/paths.js';
 import { runReasonplug } from './support/cli.js';
 import { testDir } from './support/models.js';
+import { age } from './support/owners.js';
 import { makeRegistryModule, startOurRegistry, type OurRegistry } from './support/registries.js';
 
 const partsOf = (usage: CacheUsage) => usage.entries.map((e) => `${e.part}: ${e.name}`);
@@ -25,8 +26,9 @@ describe('reasonplug cache: what the cache holds, and clearing parts of it', fun
     const gguf = join(testDir('cache-usage-gguf'), 'story.gguf');
     await copyFile(models.stories260K, gguf);
     const converted = await ggufModuleDir(gguf, { cacheDir: root });
-    // what a conversion killed part-way leaves (the next conversion removes it)
+    // what a conversion killed part-way leaves (the next conversion removes it): not written to for long
     await cp(converted, `${converted}.4194303-0a1b.tmp`, { recursive: true });
+    await age(`${converted}.4194303-0a1b.tmp`);
     const original = await makeRegistryModule({ name: 'listed', files: { 'weights.bin': 300_000 } });
     const ref = `${registry.host}/acme/listed:1.0.0`;
     await pushModule(original, ref);

@@ -7,6 +7,8 @@ import { SESSION_CACHE_MIN_BYTES } from '../src/runtime/session-cache.js';
 import { prepareDecoder } from '../src/onnx/prepared-cache.js';
 import { randomLlamaWeights, writeLlamaModel } from '../src/onnx/llama-builder.js';
 import { smallConfig, testDir } from './support/models.js';
+import { age, invisiblePid } from './support/owners.js';
+import { cacheUsage } from '../src/modules/cache-usage.js';
 import { Command } from 'commander';
 import { addModelFlags, engineOptions, type ModelFlags } from '../src/cli/model-flags.js';
 
@@ -162,6 +164,36 @@ describe('session cache (optimized graphs with prepacked weights saved beside th
     expect((await stat(join(sessions, graph))).size).to.be.above(100);
     expect(await dataOf()).to.not.equal(rewritten);
     expect(await entries(sessions)).to.have.property('size', 3);
+  });
+
+  it('removes the files of saves whose writer is gone (killed mid-save, or beaten to the entry), not those still being written, and lists them apart', async () => {
+    const dir = await modelDir('sc-leftovers', 12);
+    const root = testDir('sc-leftovers-root');
+    const cacheDir = join(root, 'prepared');
+    const sessions = join(cacheDir, 'sessions');
+    await run(await open(dir, cacheDir, true));
+    const sidecar = [...(await entries(sessions)).keys()].find((n) => n.endsWith('.json'))!;
+    const key = sidecar.slice(0, -'.json'.length);
+    const pid = invisiblePid();
+    const writing = [`${key}.${pid}.0a0a0a0a0a0a.data`, `${key}.${pid}.0a0a0a0a0a0a.onnx.tmp`];
+    const killed = [`${key}.${pid}.0b0b0b0b0b0b.data`, `${key}.${pid}.0b0b0b0b0b0b.onnx.tmp`, `${key}.${process.pid}.0c0c0c0c0c0c.data`];
+    for (const f of [...writing, ...killed]) await writeFile(join(sessions, f), Buffer.alloc(100_000));
+    for (const f of killed.slice(0, 2)) await age(join(sessions, f));
+
+    // Listed apart from the entry, which is its sidecar, graph and the data file the sidecar names.
+    const usage = await cacheUsage(root);
+    const entryBytes = usage.entries.find((e) => e.part === 'sessions' && e.path === join(sessions, sidecar))!.bytes;
+    const own = (await Promise.all([...(await entries(sessions)).keys()].filter((n) => !writing.includes(n) && !killed.includes(n)).map(async (n) => (await stat(join(sessions, n))).size))).reduce((a, b) => a + b, 0);
+    expect(entryBytes).to.equal(own);
+    expect(usage.entries.find((e) => e.part === 'sessions' && e.path === sessions)?.bytes).to.equal(500_000);
+
+    // The next save of the entry removes the leftovers of writers that are gone.
+    await rm(join(sessions, sidecar));
+    await run(await open(dir, cacheDir, true));
+    const left = [...(await entries(sessions)).keys()];
+    expect(left.filter((n) => writing.includes(n))).to.deep.equal(writing);
+    expect(left.filter((n) => killed.includes(n))).to.deep.equal([]);
+    expect(left).to.have.length(3 + writing.length);
   });
 
   it('leaves nothing behind and still makes the session when the entry cannot be written', async () => {

@@ -12,14 +12,14 @@
  */
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { ggufDigest } from './digest.js';
 import { ggufFiles } from './reader.js';
 import { MANIFEST_FILE, ManifestError } from '../modules/manifest.js';
 import { loadModuleDir, ModuleIntegrityError } from '../modules/module-dir.js';
 import { suffixPid, uniqueSuffix } from '../registry/atomic.js';
-import { HASHING_DIGEST, type TransferProgress } from '../registry/download.js';
-import { conversionFailure, convertGguf, type ConvertGgufOptions } from './convert.js';
+import { HASHING_DIGEST, ownerGone, type TransferProgress } from '../registry/download.js';
+import { ConversionError, conversionFailure, convertGguf, type ConvertGgufOptions } from './convert.js';
 
 /**
  * Bumped when the converter writes different modules for the same file, so old entries are not reused (v2: weights
@@ -61,22 +61,18 @@ export interface GgufModuleOptions {
   convert?: Pick<ConvertGgufOptions, 'dtype' | 'kvCache'>;
 }
 
-/** Removes temp directories of conversions whose process is gone (a crash or kill mid-conversion). */
-async function sweepStale(root: string): Promise<void> {
+/**
+ * Removes the temp directories of conversions of entry `dir` whose process is gone (a crash or kill mid-conversion).
+ * Only this entry's: another entry's conversion may be running where its pid cannot be seen (another container).
+ */
+async function sweepStale(dir: string): Promise<void> {
+  const root = dirname(dir);
+  const prefix = `${basename(dir)}.`;
   for (const name of await readdir(root).catch(() => [] as string[])) {
     const m = /\.(\d+-[0-9a-f]+)\.tmp$/.exec(name);
-    if (!m) continue;
+    if (!m || !name.startsWith(prefix)) continue;
     const pid = suffixPid(m[1]!);
-    let alive = pid === process.pid;
-    if (!alive) {
-      try {
-        process.kill(pid, 0);
-        alive = true;
-      } catch (err) {
-        alive = (err as NodeJS.ErrnoException).code === 'EPERM';
-      }
-    }
-    if (!alive) await rm(join(root, name), { recursive: true, force: true });
+    if (pid !== process.pid && (await ownerGone(join(root, name), pid))) await rm(join(root, name), { recursive: true, force: true });
   }
 }
 
@@ -117,17 +113,23 @@ export async function ggufModuleDir(path: string, opts: GgufModuleOptions): Prom
   const entry = `${sha256}-${dtype === 'float32' ? '' : 'f16-'}${kv16 ? 'kv16-' : ''}`;
   const dir = join(root, `${entry}${LAYOUT}`);
   if (await intact(dir)) return dir;
-  // One conversion per entry in this process (a backbone and a reasoner of the same file load in parallel).
-  let pending = inflight.get(dir);
-  if (!pending) {
-    pending = convertInto(path, dir, root, sha256, opts, progress)
-      .then(() => dropEarlierLayouts(root, entry))
-      .finally(() => inflight.delete(dir));
-    inflight.set(dir, pending);
+  // Converted again once when the new entry is gone before it is used (a `reasonplug cache clear` in between).
+  for (let tries = 0; tries < 2; tries++) {
+    // One conversion per entry in this process (a backbone and a reasoner of the same file load in parallel).
+    let pending = inflight.get(dir);
+    if (!pending) {
+      pending = convertInto(path, dir, root, sha256, opts, progress)
+        .then(() => dropEarlierLayouts(root, entry))
+        .finally(() => inflight.delete(dir));
+      inflight.set(dir, pending);
+    }
+    await pending;
+    if (existsSync(join(dir, MANIFEST_FILE))) {
+      progress(size, size, `sha256:${sha256}`, true);
+      return dir;
+    }
   }
-  await pending;
-  progress(size, size, `sha256:${sha256}`, true);
-  return dir;
+  throw new ConversionError(`the module converted from ${path} into ${dir} was removed before it could be loaded (the cache cleared meanwhile?), twice; load it again`);
 }
 
 const inflight = new Map<string, Promise<void>>();
@@ -157,7 +159,7 @@ async function convertInto(
   const tmp = `${dir}.${uniqueSuffix()}.tmp`;
   try {
     await mkdir(root, { recursive: true });
-    await sweepStale(root);
+    await sweepStale(dir);
     await convertGguf(path, tmp, {
       ...(opts.convert ?? {}),
       ...(opts.onProgress ? { onTensorRead: (bytes: number, total: number) => progress(bytes, total, `sha256:${sha256}`) } : {}),

@@ -4,8 +4,10 @@
  * prepared graphs and saved sessions from the modules, stat records by hashing. Sizes count each file once, however
  * many hard links it has (a pulled module's files are links to its blobs).
  */
-import { lstat, readdir, readFile, rm } from 'node:fs/promises';
+import { lstat, readdir, readFile, rm, rmdir } from 'node:fs/promises';
 import { basename, join } from 'node:path';
+import { suffixPid } from '../registry/atomic.js';
+import { ownerGone } from '../registry/download.js';
 import { cacheRoot } from './cache-root.js';
 import { ollamaPulledModels, pulledOllamaStore } from './ollama-store.js';
 
@@ -39,6 +41,8 @@ const DIRS: Record<CachePart, string[]> = {
   digests: ['digests'],
 };
 
+const isGone = (err: unknown) => ['ENOENT', 'ENOTDIR'].includes((err as NodeJS.ErrnoException).code ?? '');
+
 /** Bytes of the files under `path` whose inodes are not in `seen` yet (adding them). */
 async function sizeOf(path: string, seen: Set<string>, skip?: string): Promise<number> {
   let st;
@@ -49,8 +53,16 @@ async function sizeOf(path: string, seen: Set<string>, skip?: string): Promise<n
   }
   if (st.isDirectory()) {
     if (path === skip) return 0;
+    let names: string[];
+    try {
+      names = await readdir(path);
+    } catch (err) {
+      // Renamed away or removed while listed (a conversion moved into place, a clear): nothing there to count.
+      if (isGone(err)) return 0;
+      throw err;
+    }
     let total = 0;
-    for (const name of await readdir(path)) total += await sizeOf(join(path, name), seen, skip);
+    for (const name of names) total += await sizeOf(join(path, name), seen, skip);
     return total;
   }
   const id = `${st.dev}:${st.ino}`;
@@ -124,7 +136,9 @@ export async function cacheUsage(root = cacheRoot()): Promise<CacheUsage> {
   for (const file of sessionFiles.filter((f) => f.endsWith('.json'))) {
     const meta = await readJson(join(sessions, file));
     const stem = file.slice(0, -'.json'.length);
-    const parts = sessionFiles.filter((f) => f.startsWith(stem));
+    // Only what the entry is made of: other files of its key are writes in progress or left by a crash.
+    const data = typeof meta?.['data'] === 'string' ? [meta['data']] : [];
+    const parts = [file, `${stem}.onnx`, ...data].filter((f) => sessionFiles.includes(f));
     const bytes = (await Promise.all(parts.map((f) => sizeOf(join(sessions, f), seen)))).reduce((a, b) => a + b, 0);
     const model = typeof meta?.['model'] === 'string' ? meta['model'] : stem;
     entries.push({ part: 'sessions', name: model, path: join(sessions, file), bytes });
@@ -145,6 +159,35 @@ export async function cacheUsage(root = cacheRoot()): Promise<CacheUsage> {
 export async function clearCache(parts: readonly CachePart[], root = cacheRoot()): Promise<void> {
   for (const part of parts) {
     if (!CACHE_PARTS.includes(part)) throw new RangeError(`unknown cache part ${String(part)}; one of ${CACHE_PARTS.join(', ')}`);
-    for (const dir of DIRS[part]) await rm(join(root, dir), { recursive: true, force: true });
+    for (const dir of DIRS[part]) await clearTree(join(root, dir));
+  }
+}
+
+/**
+ * Removes `path` and what it holds, but for the temp files and folders of other processes' conversions and downloads
+ * still under way (`*.<pid>-<hex>.tmp`, `*.<pid>-<hex>.partial`; see registry/download.ts `ownerGone`), and the
+ * folders holding them.
+ */
+async function clearTree(path: string): Promise<void> {
+  let entries;
+  try {
+    entries = await readdir(path, { withFileTypes: true });
+  } catch (err) {
+    if (isGone(err)) return;
+    throw err;
+  }
+  for (const e of entries) {
+    const child = join(path, e.name);
+    const temp = /\.(\d+-[0-9a-f]+)\.(?:tmp|partial)$/.exec(e.name);
+    const pid = temp ? suffixPid(temp[1]!) : undefined;
+    if (pid !== undefined && pid !== process.pid && !(await ownerGone(child, pid))) continue;
+    if (e.isDirectory() && !temp) await clearTree(child);
+    else await rm(child, { recursive: true, force: true });
+  }
+  try {
+    await rmdir(path);
+  } catch (err) {
+    // Still holding a write under way.
+    if (!isGone(err) && (err as NodeJS.ErrnoException).code !== 'ENOTEMPTY') throw err;
   }
 }

@@ -1,12 +1,12 @@
 /**
  * Downloading one blob into the cache: streamed to a process-unique `.partial` file while hashing,
  * fsynced, and renamed to its digest only when the SHA-256 matches. A download that breaks off keeps its
- * partial file; the next process to want the blob adopts it (when its owner is gone) and asks the
+ * partial file; the next process to want the blob adopts it (when its owner is gone, see `ownerGone`) and asks the
  * registry for the rest with `Range`.
  */
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { link, lstat, mkdir, open, readdir, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { suffixPid, uniqueSuffix } from './atomic.js';
 import type { Descriptor } from './artifact.js';
@@ -40,8 +40,12 @@ export interface DownloadOptions {
   signal?: AbortSignal;
 }
 
-/** A partial file untouched this long is abandoned even if a process with its pid exists (pid reuse, other hosts). */
-const STALE_MS = 15 * 60 * 1000;
+/**
+ * How long a temp file or folder of a process that is not visible here must have been still before it counts as
+ * abandoned: a process in another PID namespace (a container sharing the cache volume) is invisible while it writes,
+ * and writes more often than this; a pull killed here resumes from its partial file this long after.
+ */
+const STALE_MS = 2 * 60 * 1000;
 const HASH_CHUNK = 1 << 22;
 /** Partial files this process is writing; its other ones are left over from failed attempts, free to resume. */
 const writing = new Set<string>();
@@ -73,7 +77,7 @@ export async function downloadBlob(
     if (outcome === 'fetched' || outcome === 'repaired') fetchedMeanwhile = true;
   }
   // Registered in the same turn as the check above, so that no other pull of this blob starts in between.
-  const work = ensureBlob({ client, repository, descriptor, target, opts }, cache);
+  const work = ensureBlob({ client, repository, descriptor, target, cache, opts }, cache);
   inFlight.set(target, work);
   try {
     const outcome = await work;
@@ -132,6 +136,7 @@ interface Job {
   descriptor: Descriptor;
   /** Final path of the blob. */
   target: string;
+  cache: ModuleCache;
   opts: DownloadOptions;
 }
 
@@ -141,8 +146,8 @@ interface PartialFile {
   size: number;
 }
 
-/** Fetches the rest of a blob into `partial` (claimed by `claimPartial`), verifies it and renames it to `job.target`. */
-async function fetchInto({ client, repository, descriptor, target, opts }: Job, partial: PartialFile): Promise<void> {
+/** Fetches the rest of a blob into `partial` (claimed by `claimPartial`), verifies it and puts it at `job.target`. */
+async function fetchInto({ client, repository, descriptor, target, cache, opts }: Job, partial: PartialFile): Promise<void> {
   const { digest, size } = descriptor;
   const where = `${opts.file} (${digest}) of ${client.registry}/${repository}`;
   const fh = await open(partial.path, 'r+').catch((err: unknown) => {
@@ -213,8 +218,26 @@ async function fetchInto({ client, repository, descriptor, target, opts }: Job, 
     // An empty partial is worth nothing to a later attempt.
     if (!complete && (!keep || pos === 0)) await rm(partial.path, { force: true });
   }
-  await rename(partial.path, target);
+  await place(partial.path, target, descriptor, cache);
   report(true);
+}
+
+/**
+ * Moves a verified download to the blob's path, unless another process put the blob there meanwhile: renamed over,
+ * that one's inode would leave the modules already hard-linked to it, which would then hold no blob's file.
+ */
+async function place(partial: string, target: string, { digest, size }: Descriptor, cache: ModuleCache): Promise<void> {
+  try {
+    await link(partial, target);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    // (no hard links on this filesystem: nothing can be linked to the blob either)
+    if (code !== 'EEXIST' || (await cache.blobState(digest, size)) !== 'verified') {
+      await rename(partial, target);
+      return;
+    }
+  }
+  await unlink(partial);
 }
 
 /** Hashes the first `size` bytes of a file (the prefix a resumed download continues). */
@@ -270,7 +293,11 @@ async function claimPartial(dir: string, hex: string, size: number, adopt: boole
 
 function ownerAlive(pid: number, path: string, mtimeMs: number): boolean {
   if (pid === process.pid) return writing.has(path);
-  if (Date.now() - mtimeMs > STALE_MS) return false;
+  return !(Date.now() - mtimeMs > STALE_MS && !pidVisible(pid));
+}
+
+/** Whether a process with id `pid` exists in this PID namespace. */
+function pidVisible(pid: number): boolean {
   if (!Number.isInteger(pid) || pid <= 0) return false;
   try {
     process.kill(pid, 0);
@@ -279,4 +306,25 @@ function ownerAlive(pid: number, path: string, mtimeMs: number): boolean {
     // EPERM: the process exists but belongs to someone else.
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/** The newest mtime of a file, or of anything in a folder (its own included); undefined when it is gone. */
+async function newestWrite(path: string): Promise<number | undefined> {
+  const info = await lstat(path).catch(() => undefined);
+  if (!info) return undefined;
+  let newest = info.mtimeMs;
+  if (info.isDirectory()) {
+    for (const name of await readdir(path).catch(() => [] as string[])) newest = Math.max(newest, (await newestWrite(join(path, name))) ?? 0);
+  }
+  return newest;
+}
+
+/**
+ * Whether the temp file or folder at `path`, named after process `pid` (not this one), is abandoned: no process with
+ * that id is visible here and nothing in it has been written for `STALE_MS` (one that is gone counts as abandoned).
+ * Both must hold: a writer in another PID namespace is invisible here while it writes.
+ */
+export async function ownerGone(path: string, pid: number): Promise<boolean> {
+  const newest = await newestWrite(path);
+  return newest === undefined || (Date.now() - newest > STALE_MS && !pidVisible(pid));
 }

@@ -108,10 +108,15 @@ export async function pullModule(spec: string | ModuleRef, opts: PullOptions = {
   if (!(await cache.readSmallBlob(digest))) await cache.putBlob(digest, bytes);
   const { dir } = await cache.materialise(registry, repository, digest, artifact.config.digest, moduleFiles(files));
   const loaded = await loadModuleDir(dir, { verify: false });
-  if (target.tag !== undefined) await cache.writeRef(registry, repository, target.tag, digest);
+  if (target.tag !== undefined) await updateRef(cache, registry, repository, target.tag, digest);
   // The version ref lets a later offline pull resolve ranges, whatever tag this pull went through.
-  await cache.writeRef(registry, repository, versionTag(loaded.manifest.version), digest);
+  await updateRef(cache, registry, repository, versionTag(loaded.manifest.version), digest);
   return result(loaded, digest, cached, repaired.sort());
+}
+
+/** Points a tag at `digest`, writing nothing when it already does (a read-only cache pulls what it holds). */
+async function updateRef(cache: ModuleCache, registry: string, repository: string, tag: string, digest: string): Promise<void> {
+  if ((await cache.readRef(registry, repository, tag)) !== digest) await cache.writeRef(registry, repository, tag, digest);
 }
 
 const moduleFiles = (files: ReturnType<typeof matchLayers>): ModuleFile[] => files.map((f) => ({ path: f.path, digest: f.descriptor.digest }));

@@ -32,6 +32,7 @@ import { arch, cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { cachedHashFile } from '../modules/file-digest.js';
 import { writeFileAtomic } from '../registry/atomic.js';
+import { ownerGone } from '../registry/download.js';
 
 /** Bump when what an entry holds changes: old entries are then ignored. */
 const SESSION_CACHE_FORMAT = 1;
@@ -172,6 +173,27 @@ async function dropOlder(entry: Entry, dir: string): Promise<void> {
   }
 }
 
+/** Stems (`<key>.<pid>.<hex>`) of the saves this process is writing: its other ones were left by failed saves. */
+const saving = new Set<string>();
+
+/** A save's files in the making: `<key>.<pid>.<hex>.data` (named in the sidecar once done) and `.onnx.tmp`. */
+const SAVE_FILE = /^([0-9a-f]{16}-[0-9a-f]{64})\.((\d+)\.[0-9a-f]+)\.(?:data|onnx\.tmp)$/;
+
+/**
+ * Removes the files of saves no sidecar names whose writer is gone (see registry/download.ts `ownerGone`): left by
+ * a process killed mid-save, or by one whose entry a concurrent save of the same session replaced.
+ */
+async function dropLeftovers(dir: string): Promise<void> {
+  for (const name of await readdir(dir)) {
+    const m = SAVE_FILE.exec(name);
+    if (!m) continue;
+    const [, key, suffix, pid] = m as unknown as [string, string, string, string];
+    if ((await readSidecar(entryFiles(dir, key)))?.data === name) continue;
+    const gone = Number(pid) === process.pid ? !saving.has(`${key}.${suffix}`) : await ownerGone(join(dir, name), Number(pid));
+    if (gone) await rm(join(dir, name), { force: true }).catch(() => undefined);
+  }
+}
+
 /** Whether the cache's disk holds an entry's saved form (estimated from its graph's bytes) and keeps its reserve free. */
 async function roomFor(entry: Entry, spec: SessionCacheSpec): Promise<boolean> {
   const disk = await statfs(spec.dir);
@@ -206,6 +228,22 @@ export async function createCachedSession(
     }
   }
   const stem = `${entry.key}.${process.pid}.${randomBytes(6).toString('hex')}`;
+  saving.add(stem);
+  try {
+    return await save(entry, stem, spec, options, load);
+  } finally {
+    saving.delete(stem);
+  }
+}
+
+/** Creates the session the usual way while saving its optimized form as entry `entry`, in files named `stem.*`. */
+async function save(
+  entry: Entry,
+  stem: string,
+  spec: SessionCacheSpec,
+  options: ort.InferenceSession.SessionOptions,
+  load: (options: ort.InferenceSession.SessionOptions) => Promise<ort.InferenceSession>,
+): Promise<ort.InferenceSession> {
   const graphTmp = join(spec.dir, `${stem}.onnx.tmp`);
   const dataName = `${stem}.data`;
   const cleanUp = async () => {
@@ -244,6 +282,7 @@ export async function createCachedSession(
     await rename(graphTmp, entry.graph);
     const meta: Sidecar = { format: SESSION_CACHE_FORMAT, model: resolve(spec.model), data: dataName, graph: await stampOf(entry.graph), dataStamp: await stampOf(join(spec.dir, dataName)) };
     await writeFileAtomic(entry.sidecar, `${JSON.stringify(meta)}\n`);
+    await dropLeftovers(spec.dir);
     await dropOlder(entry, spec.dir);
   } catch {
     await cleanUp().catch(() => undefined);

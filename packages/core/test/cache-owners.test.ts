@@ -1,0 +1,155 @@
+import { expect } from 'chai';
+import { existsSync } from 'node:fs';
+import { copyFileSync, linkSync, statSync } from 'node:fs';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { models } from '../../../test/support/paths.js';
+import { ggufModuleDir } from '../src/gguf/gguf-module.js';
+import { cacheUsage, clearCache } from '../src/modules/cache-usage.js';
+import { loadModuleDir } from '../src/modules/module-dir.js';
+import type { TransferProgress } from '../src/registry/download.js';
+import { pullModule } from '../src/registry/pull.js';
+import { pushModule } from '../src/registry/push.js';
+import { testDir } from './support/models.js';
+import { age, invisiblePid } from './support/owners.js';
+import { makeRegistryModule, startOurRegistry, type OurRegistry } from './support/registries.js';
+
+/** A folder like a conversion's temp directory, with a file in it. */
+async function tempFolder(path: string): Promise<string> {
+  await mkdir(path, { recursive: true });
+  await writeFile(join(path, 'model.onnx.data'), 'partly written');
+  return path;
+}
+
+describe('temp files of writers this process cannot see (another PID namespace sharing the cache)', function () {
+  this.timeout(120_000);
+  let registry: OurRegistry;
+  before(async () => (registry = await startOurRegistry()));
+  after(() => registry?.close());
+
+  /** A module of one `weights.bin` pushed as acme/`name`: its directory, reference and the weights' hex digest. */
+  async function pushedWeights(name: string, bytes: number): Promise<{ dir: string; ref: string; hex: string }> {
+    const dir = await makeRegistryModule({ name, files: { 'weights.bin': bytes } });
+    await pushModule(dir, `${registry.host}/acme/${name}`);
+    const hex = (await loadModuleDir(dir, { verify: false })).manifest.files['weights_bin']!.sha256;
+    return { dir, ref: `${registry.host}/acme/${name}:1.0.0`, hex };
+  }
+
+  it("a conversion sweeps only its own entry's temp folders, and only those written to by no one for a while", async () => {
+    const cacheDir = testDir('owners-gguf');
+    const dir = await ggufModuleDir(models.stories260K, { cacheDir });
+    await rm(dir, { recursive: true });
+    const pid = invisiblePid();
+    const running = await tempFolder(`${dir}.${pid}-0a0a0a0a.tmp`);
+    const killed = await tempFolder(`${dir}.${pid}-0b0b0b0b.tmp`);
+    const otherEntry = await tempFolder(join(dirname(dir), `${'0'.repeat(64)}-v6.${pid}-0c0c0c0c.tmp`));
+    await age(killed);
+    await age(otherEntry);
+
+    expect(await ggufModuleDir(models.stories260K, { cacheDir })).to.equal(dir);
+    expect(existsSync(running), 'a conversion still writing').to.equal(true);
+    expect(existsSync(killed), 'a conversion long still').to.equal(false);
+    expect(existsSync(otherEntry), "another entry's conversion").to.equal(true);
+  });
+
+  it('a pull adopts a partial download of an unseen process only once it has been still for a while', async () => {
+    const { dir, ref, hex } = await pushedWeights('owners-partial', 1 << 20);
+    const prefix = (await readFile(join(dir, 'weights.bin'))).subarray(0, 1 << 19);
+    const pid = invisiblePid();
+    const pull = async (stale: boolean) => {
+      const cacheDir = testDir('owners-partial-cache');
+      const partial = join(cacheDir, 'blobs', 'sha256', `${hex}.${pid}-0d0d0d0d.partial`);
+      await mkdir(dirname(partial), { recursive: true });
+      await writeFile(partial, prefix);
+      if (stale) await age(partial);
+      let resumedFrom = 0;
+      const onProgress = (p: TransferProgress) => p.file === 'weights.bin' && (resumedFrom = Math.max(resumedFrom, p.resumedFrom));
+      await pullModule(ref, { cacheDir, onProgress });
+      return { resumedFrom, kept: existsSync(partial) };
+    };
+    expect(await pull(false), 'being written').to.deep.equal({ resumedFrom: 0, kept: true });
+    expect(await pull(true), 'abandoned').to.deep.equal({ resumedFrom: prefix.length, kept: false });
+  });
+
+  it('cache clear leaves the conversions and downloads still under way, and removes the rest', async () => {
+    const root = testDir('owners-clear');
+    const pid = invisiblePid();
+    const entry = await tempFolder(join(root, 'gguf', `${'1'.repeat(64)}-v6`));
+    const running = await tempFolder(`${entry}.${pid}-0a0a0a0a.tmp`);
+    const killed = await tempFolder(`${entry}.${pid}-0b0b0b0b.tmp`);
+    const blobs = join(root, 'blobs', 'sha256');
+    await mkdir(blobs, { recursive: true });
+    const downloading = join(blobs, `${'2'.repeat(64)}.${pid}-0c0c0c0c.partial`);
+    const brokenOff = join(blobs, `${'2'.repeat(64)}.${pid}-0d0d0d0d.partial`);
+    const blob = join(blobs, '3'.repeat(64));
+    for (const f of [downloading, brokenOff, blob]) await writeFile(f, 'bytes');
+    await age(killed);
+    await age(brokenOff);
+
+    await clearCache(['gguf', 'modules'], root);
+    expect(existsSync(running)).to.equal(true);
+    expect(existsSync(downloading)).to.equal(true);
+    for (const gone of [entry, killed, brokenOff, blob]) expect(existsSync(gone), gone).to.equal(false);
+  });
+
+  it('an online pull into a cache whose refs already say so rewrites none (a read-only cache pulls)', async () => {
+    const { ref } = await pushedWeights('owners-ro', 4096);
+    const cacheDir = testDir('owners-ro-cache');
+    await pullModule(ref, { cacheDir });
+    const refs = async () => {
+      const files = (await readdir(join(cacheDir, 'refs'), { recursive: true })).map((f) => join(cacheDir, 'refs', f)).filter((f) => statSync(f).isFile());
+      // (inode and change time: a file renamed over another may get the inode number just freed)
+      return new Map(files.map((f) => [f, `${statSync(f, { bigint: true }).ino} ${statSync(f, { bigint: true }).ctimeNs}`]));
+    };
+    const before = await refs();
+    expect(before.size).to.be.above(0);
+    await pullModule(ref, { cacheDir });
+    expect(await refs()).to.deep.equal(before);
+  });
+
+  it('lists a cache whose folders are renamed away while it is read', async () => {
+    const root = testDir('owners-list');
+    const gguf = join(root, 'gguf');
+    for (let i = 0; i < 20; i++) {
+      const dir = join(gguf, `${String(i).padStart(64, '0')}-v6`, 'nested');
+      await mkdir(dir, { recursive: true });
+      for (let j = 0; j < 20; j++) await writeFile(join(dir, `f${j}`), 'x');
+    }
+    let moving = true;
+    const mover = (async () => {
+      for (let n = 0; moving; n++) {
+        const i = n % 20;
+        const dir = join(gguf, `${String(i).padStart(64, '0')}-v6`);
+        await rename(join(dir, 'nested'), join(dir, 'moved')).catch(() => undefined);
+        await rename(join(dir, 'moved'), join(dir, 'nested')).catch(() => undefined);
+      }
+    })();
+    try {
+      for (let i = 0; i < 100; i++) await cacheUsage(root);
+    } finally {
+      moving = false;
+      await mover;
+    }
+  });
+
+  it("a download that finds the blob put in place meanwhile by another process keeps that one's file (its hard links)", async () => {
+    const { dir, ref, hex } = await pushedWeights('owners-link', 8 << 20);
+    const cacheDir = testDir('owners-link-cache');
+    const target = join(cacheDir, 'blobs', 'sha256', hex);
+    const otherModule = join(testDir('owners-link-other'), 'weights.bin');
+    let planted = false;
+    const onProgress = (p: TransferProgress) => {
+      if (planted || p.file !== 'weights.bin' || p.bytes === 0 || p.done) return;
+      // Another process completes the same blob and links a module of its own to it.
+      planted = true;
+      copyFileSync(join(dir, 'weights.bin'), target);
+      linkSync(target, otherModule);
+    };
+    const pulled = await pullModule(ref, { cacheDir, onProgress });
+    expect(planted).to.equal(true);
+    const ino = (await stat(otherModule)).ino;
+    expect((await stat(target)).ino, 'the blob is the file linked to').to.equal(ino);
+    expect((await stat(join(pulled.dir, 'weights.bin'))).ino).to.equal(ino);
+    expect((await readdir(dirname(target))).filter((n) => n.endsWith('.partial'))).to.deep.equal([]);
+  });
+});

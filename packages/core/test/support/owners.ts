@@ -1,0 +1,19 @@
+import { readdir, stat, utimes } from 'node:fs/promises';
+import { join } from 'node:path';
+
+/** A pid no process has here: what a writer in another PID namespace (a container sharing the cache) looks like. */
+export function invisiblePid(): number {
+  for (let pid = 4_000_000; ; pid++) {
+    try {
+      process.kill(pid, 0);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ESRCH') return pid;
+    }
+  }
+}
+
+/** Sets the mtime of a file, or of a folder and everything in it, to long ago (a writer that stopped). */
+export async function age(path: string): Promise<void> {
+  if ((await stat(path)).isDirectory()) for (const name of await readdir(path)) await age(join(path, name));
+  await utimes(path, 1_700_000_000, 1_700_000_000);
+}
