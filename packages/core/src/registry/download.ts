@@ -292,8 +292,12 @@ async function claimPartial(dir: string, hex: string, size: number, adopt: boole
 }
 
 function ownerAlive(pid: number, path: string, mtimeMs: number): boolean {
-  if (pid === process.pid) return writing.has(path);
-  return !(Date.now() - mtimeMs > STALE_MS && !pidVisible(pid));
+  return pid === process.pid ? writing.has(path) : !isAbandoned(mtimeMs, pid);
+}
+
+/** Whether a temp file last written at `lastWrite` by process `pid` (not this one) is abandoned (see {@link ownerGone}). */
+function isAbandoned(lastWrite: number, pid: number): boolean {
+  return Date.now() - lastWrite > STALE_MS && !pidVisible(pid);
 }
 
 /** Whether a process with id `pid` exists in this PID namespace. */
@@ -326,5 +330,5 @@ async function newestWrite(path: string): Promise<number | undefined> {
  */
 export async function ownerGone(path: string, pid: number): Promise<boolean> {
   const newest = await newestWrite(path);
-  return newest === undefined || (Date.now() - newest > STALE_MS && !pidVisible(pid));
+  return newest === undefined || isAbandoned(newest, pid);
 }
