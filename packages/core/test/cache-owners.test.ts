@@ -11,7 +11,7 @@ import type { TransferProgress } from '../src/registry/download.js';
 import { pullModule } from '../src/registry/pull.js';
 import { pushModule } from '../src/registry/push.js';
 import { testDir } from './support/models.js';
-import { age, invisiblePid } from './support/owners.js';
+import { age, invisiblePid, suffixOf } from './support/owners.js';
 import { makeRegistryModule, startOurRegistry, type OurRegistry } from './support/registries.js';
 
 /** A folder like a conversion's temp directory, with a file in it. */
@@ -21,7 +21,7 @@ async function tempFolder(path: string): Promise<string> {
   return path;
 }
 
-describe('temp files of writers this process cannot see (another PID namespace sharing the cache)', function () {
+describe('temp files of writers this process cannot see (another PID namespace sharing the cache), and of ones gone here', function () {
   this.timeout(120_000);
   let registry: OurRegistry;
   before(async () => (registry = await startOurRegistry()));
@@ -40,9 +40,9 @@ describe('temp files of writers this process cannot see (another PID namespace s
     const dir = await ggufModuleDir(models.stories260K, { cacheDir });
     await rm(dir, { recursive: true });
     const pid = invisiblePid();
-    const running = await tempFolder(`${dir}.${pid}-0a0a0a0a.tmp`);
-    const killed = await tempFolder(`${dir}.${pid}-0b0b0b0b.tmp`);
-    const otherEntry = await tempFolder(join(dirname(dir), `${'0'.repeat(64)}-v6.${pid}-0c0c0c0c.tmp`));
+    const running = await tempFolder(`${dir}.${suffixOf(pid, true)}.tmp`);
+    const killed = await tempFolder(`${dir}.${suffixOf(pid, true)}.tmp`);
+    const otherEntry = await tempFolder(join(dirname(dir), `${'0'.repeat(64)}-v6.${suffixOf(pid, true)}.tmp`));
     await age(killed);
     await age(otherEntry);
 
@@ -58,7 +58,7 @@ describe('temp files of writers this process cannot see (another PID namespace s
     const pid = invisiblePid();
     const pull = async (stale: boolean) => {
       const cacheDir = testDir('owners-partial-cache');
-      const partial = join(cacheDir, 'blobs', 'sha256', `${hex}.${pid}-0d0d0d0d.partial`);
+      const partial = join(cacheDir, 'blobs', 'sha256', `${hex}.${suffixOf(pid, true)}.partial`);
       await mkdir(dirname(partial), { recursive: true });
       await writeFile(partial, prefix);
       if (stale) await age(partial);
@@ -71,16 +71,52 @@ describe('temp files of writers this process cannot see (another PID namespace s
     expect(await pull(true), 'abandoned').to.deep.equal({ resumedFrom: prefix.length, kept: false });
   });
 
+  it('a pull killed in this PID namespace is resumed at once; one whose process lives here is left however still', async () => {
+    const { dir, ref, hex } = await pushedWeights('owners-here', 1 << 20);
+    const prefix = (await readFile(join(dir, 'weights.bin'))).subarray(0, 1 << 19);
+    const pull = async (suffix: string, still: boolean) => {
+      const cacheDir = testDir('owners-here-cache');
+      const partial = join(cacheDir, 'blobs', 'sha256', `${hex}.${suffix}.partial`);
+      await mkdir(dirname(partial), { recursive: true });
+      await writeFile(partial, prefix);
+      if (still) await age(partial);
+      let resumedFrom = 0;
+      const onProgress = (p: TransferProgress) => p.file === 'weights.bin' && (resumedFrom = Math.max(resumedFrom, p.resumedFrom));
+      await pullModule(ref, { cacheDir, onProgress });
+      return { resumedFrom, kept: existsSync(partial) };
+    };
+    expect(await pull(suffixOf(invisiblePid()), false), 'its process gone').to.deep.equal({ resumedFrom: prefix.length, kept: false });
+    expect(await pull(suffixOf(process.ppid), true), 'its process alive').to.deep.equal({ resumedFrom: 0, kept: true });
+  });
+
+  it('a conversion killed in this PID namespace is swept at once, and cache clear removes its files', async () => {
+    const cacheDir = testDir('owners-here-gguf');
+    const dir = await ggufModuleDir(models.stories260K, { cacheDir });
+    await rm(dir, { recursive: true });
+    const killed = await tempFolder(`${dir}.${suffixOf(invisiblePid())}.tmp`);
+    const alive = await tempFolder(`${dir}.${suffixOf(process.ppid)}.tmp`);
+    expect(await ggufModuleDir(models.stories260K, { cacheDir })).to.equal(dir);
+    expect(existsSync(killed), 'its process gone').to.equal(false);
+    expect(existsSync(alive), 'its process alive').to.equal(true);
+
+    const partial = join(cacheDir, 'blobs', 'sha256', `${'4'.repeat(64)}.${suffixOf(invisiblePid())}.partial`);
+    await mkdir(dirname(partial), { recursive: true });
+    await writeFile(partial, 'bytes');
+    await clearCache(['gguf', 'modules'], cacheDir);
+    expect(existsSync(partial), 'a partial download of a process gone').to.equal(false);
+    expect(existsSync(alive), 'a conversion of a process alive').to.equal(true);
+  });
+
   it('cache clear leaves the conversions and downloads still under way, and removes the rest', async () => {
     const root = testDir('owners-clear');
     const pid = invisiblePid();
     const entry = await tempFolder(join(root, 'gguf', `${'1'.repeat(64)}-v6`));
-    const running = await tempFolder(`${entry}.${pid}-0a0a0a0a.tmp`);
-    const killed = await tempFolder(`${entry}.${pid}-0b0b0b0b.tmp`);
+    const running = await tempFolder(`${entry}.${suffixOf(pid, true)}.tmp`);
+    const killed = await tempFolder(`${entry}.${suffixOf(pid, true)}.tmp`);
     const blobs = join(root, 'blobs', 'sha256');
     await mkdir(blobs, { recursive: true });
-    const downloading = join(blobs, `${'2'.repeat(64)}.${pid}-0c0c0c0c.partial`);
-    const brokenOff = join(blobs, `${'2'.repeat(64)}.${pid}-0d0d0d0d.partial`);
+    const downloading = join(blobs, `${'2'.repeat(64)}.${suffixOf(pid, true)}.partial`);
+    const brokenOff = join(blobs, `${'2'.repeat(64)}.${suffixOf(pid, true)}.partial`);
     const blob = join(blobs, '3'.repeat(64));
     for (const f of [downloading, brokenOff, blob]) await writeFile(f, 'bytes');
     await age(killed);

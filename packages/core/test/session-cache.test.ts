@@ -7,7 +7,7 @@ import { SESSION_CACHE_MIN_BYTES } from '../src/runtime/session-cache.js';
 import { prepareDecoder } from '../src/onnx/prepared-cache.js';
 import { randomLlamaWeights, writeLlamaModel } from '../src/onnx/llama-builder.js';
 import { smallConfig, testDir } from './support/models.js';
-import { age, invisiblePid } from './support/owners.js';
+import { age, invisiblePid, suffixOf } from './support/owners.js';
 import { cacheUsage } from '../src/modules/cache-usage.js';
 import { Command } from 'commander';
 import { addModelFlags, engineOptions, type ModelFlags } from '../src/cli/model-flags.js';
@@ -65,7 +65,7 @@ describe('session cache (optimized graphs with prepacked weights saved beside th
 
     const first = await run(await open(dir, cacheDir, undefined, SESSION_CACHE_MIN_BYTES));
     const written = await entries(sessions);
-    expect([...written.keys()].map((n) => n.replace(/^[0-9a-f]{16}-[0-9a-f]{64}/, 'KEY').replace(/\.\d+\.[0-9a-f]{12}\./, '.TMP.')).sort()).to.deep.equal(['KEY.TMP.data', 'KEY.json', 'KEY.onnx']);
+    expect([...written.keys()].map((n) => n.replace(/^[0-9a-f]{16}-[0-9a-f]{64}/, 'KEY').replace(/\.\d+-[0-9a-f]{16}\./, '.TMP.')).sort()).to.deep.equal(['KEY.TMP.data', 'KEY.json', 'KEY.onnx']);
     const second = await run(await open(dir, cacheDir, true));
     expect(await entries(sessions), 'the second load reads the entry, never writes it').to.deep.equal(written);
     expect(Array.from(first)).to.deep.equal(Array.from(plain));
@@ -175,8 +175,10 @@ describe('session cache (optimized graphs with prepacked weights saved beside th
     const sidecar = [...(await entries(sessions)).keys()].find((n) => n.endsWith('.json'))!;
     const key = sidecar.slice(0, -'.json'.length);
     const pid = invisiblePid();
-    const writing = [`${key}.${pid}.0a0a0a0a0a0a.data`, `${key}.${pid}.0a0a0a0a0a0a.onnx.tmp`];
-    const killed = [`${key}.${pid}.0b0b0b0b0b0b.data`, `${key}.${pid}.0b0b0b0b0b0b.onnx.tmp`, `${key}.${process.pid}.0c0c0c0c0c0c.data`];
+    const elsewhere = suffixOf(pid, true);
+    const writing = [`${key}.${elsewhere}.data`, `${key}.${elsewhere}.onnx.tmp`];
+    // The first two as an older version named them; the last two gone here (one of this process, one of another).
+    const killed = [`${key}.${pid}.0b0b0b0b0b0b.data`, `${key}.${pid}.0b0b0b0b0b0b.onnx.tmp`, `${key}.${suffixOf(process.pid)}.data`, `${key}.${suffixOf(pid)}.data`];
     for (const f of [...writing, ...killed]) await writeFile(join(sessions, f), Buffer.alloc(100_000));
     for (const f of killed.slice(0, 2)) await age(join(sessions, f));
 
@@ -185,7 +187,7 @@ describe('session cache (optimized graphs with prepacked weights saved beside th
     const entryBytes = usage.entries.find((e) => e.part === 'sessions' && e.path === join(sessions, sidecar))!.bytes;
     const own = (await Promise.all([...(await entries(sessions)).keys()].filter((n) => !writing.includes(n) && !killed.includes(n)).map(async (n) => (await stat(join(sessions, n))).size))).reduce((a, b) => a + b, 0);
     expect(entryBytes).to.equal(own);
-    expect(usage.entries.find((e) => e.part === 'sessions' && e.path === sessions)?.bytes).to.equal(500_000);
+    expect(usage.entries.find((e) => e.part === 'sessions' && e.path === sessions)?.bytes).to.equal(600_000);
 
     // The next save of the entry removes the leftovers of writers that are gone.
     await rm(join(sessions, sidecar));

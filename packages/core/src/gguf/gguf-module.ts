@@ -17,7 +17,7 @@ import { ggufDigest } from './digest.js';
 import { ggufFiles } from './reader.js';
 import { MANIFEST_FILE, ManifestError } from '../modules/manifest.js';
 import { loadModuleDir, ModuleIntegrityError } from '../modules/module-dir.js';
-import { suffixPid, uniqueSuffix } from '../registry/atomic.js';
+import { madeByMe, uniqueSuffix } from '../registry/atomic.js';
 import { HASHING_DIGEST, ownerGone, type TransferProgress } from '../registry/download.js';
 import { ConversionError, conversionFailure, convertGguf, type ConvertGgufOptions } from './convert.js';
 
@@ -71,8 +71,7 @@ async function sweepStale(dir: string): Promise<void> {
   for (const name of await readdir(root).catch(() => [] as string[])) {
     const m = /\.(\d+-[0-9a-f]+)\.tmp$/.exec(name);
     if (!m || !name.startsWith(prefix)) continue;
-    const pid = suffixPid(m[1]!);
-    if (pid !== process.pid && (await ownerGone(join(root, name), pid))) await rm(join(root, name), { recursive: true, force: true });
+    if (!madeByMe(m[1]!) && (await ownerGone(join(root, name), m[1]!))) await rm(join(root, name), { recursive: true, force: true });
   }
 }
 

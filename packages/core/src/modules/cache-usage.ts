@@ -6,7 +6,7 @@
  */
 import { lstat, readdir, readFile, rm, rmdir } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { suffixPid } from '../registry/atomic.js';
+import { madeByMe } from '../registry/atomic.js';
 import { ownerGone } from '../registry/download.js';
 import { cacheRoot } from './cache-root.js';
 import { ollamaPulledModels, pulledOllamaStore } from './ollama-store.js';
@@ -179,8 +179,7 @@ async function clearTree(path: string): Promise<void> {
   for (const e of entries) {
     const child = join(path, e.name);
     const temp = /\.(\d+-[0-9a-f]+)\.(?:tmp|partial)$/.exec(e.name);
-    const pid = temp ? suffixPid(temp[1]!) : undefined;
-    if (pid !== undefined && pid !== process.pid && !(await ownerGone(child, pid))) continue;
+    if (temp && !madeByMe(temp[1]!) && !(await ownerGone(child, temp[1]!))) continue;
     if (e.isDirectory() && !temp) await clearTree(child);
     else await rm(child, { recursive: true, force: true });
   }

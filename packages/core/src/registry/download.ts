@@ -8,7 +8,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { link, lstat, mkdir, open, readdir, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { suffixPid, uniqueSuffix } from './atomic.js';
+import { madeByMe, madeHere, suffixPid, uniqueSuffix } from './atomic.js';
 import type { Descriptor } from './artifact.js';
 import type { ModuleCache } from './cache.js';
 import type { RegistryClient } from './client.js';
@@ -43,7 +43,7 @@ export interface DownloadOptions {
 /**
  * How long a temp file or folder of a process that is not visible here must have been still before it counts as
  * abandoned: a process in another PID namespace (a container sharing the cache volume) is invisible while it writes,
- * and writes more often than this; a pull killed here resumes from its partial file this long after.
+ * and writes more often than this. (One of this namespace that is not visible is gone: a pull killed here resumes at once.)
  */
 const STALE_MS = 2 * 60 * 1000;
 const HASH_CHUNK = 1 << 22;
@@ -262,7 +262,7 @@ async function claimPartial(dir: string, hex: string, size: number, adopt: boole
       if (!name.startsWith(`${hex}.`) || !name.endsWith('.partial')) continue;
       const path = join(dir, name);
       const info = await stat(path).catch(() => undefined);
-      if (info && !ownerAlive(suffixPid(name.slice(hex.length + 1)), path, info.mtimeMs)) abandoned.push({ path, size: info.size });
+      if (info && !ownerAlive(name.slice(hex.length + 1, -'.partial'.length), path, info.mtimeMs)) abandoned.push({ path, size: info.size });
     }
   }
   abandoned.sort((a, b) => b.size - a.size);
@@ -291,13 +291,14 @@ async function claimPartial(dir: string, hex: string, size: number, adopt: boole
   return { path: mine, size: 0 };
 }
 
-function ownerAlive(pid: number, path: string, mtimeMs: number): boolean {
-  return pid === process.pid ? writing.has(path) : !isAbandoned(mtimeMs, pid);
+function ownerAlive(suffix: string, path: string, mtimeMs: number): boolean {
+  return madeByMe(suffix) ? writing.has(path) : !isAbandoned(mtimeMs, suffix);
 }
 
-/** Whether a temp file last written at `lastWrite` by process `pid` (not this one) is abandoned (see {@link ownerGone}). */
-function isAbandoned(lastWrite: number, pid: number): boolean {
-  return Date.now() - lastWrite > STALE_MS && !pidVisible(pid);
+/** Whether a temp file last written at `lastWrite`, named with `suffix` by another process, is abandoned (see {@link ownerGone}). */
+function isAbandoned(lastWrite: number, suffix: string): boolean {
+  if (pidVisible(suffixPid(suffix))) return false;
+  return madeHere(suffix) || Date.now() - lastWrite > STALE_MS;
 }
 
 /** Whether a process with id `pid` exists in this PID namespace. */
@@ -324,11 +325,12 @@ async function newestWrite(path: string): Promise<number | undefined> {
 }
 
 /**
- * Whether the temp file or folder at `path`, named after process `pid` (not this one), is abandoned: no process with
- * that id is visible here and nothing in it has been written for `STALE_MS` (one that is gone counts as abandoned).
- * Both must hold: a writer in another PID namespace is invisible here while it writes.
+ * Whether the temp file or folder at `path`, named with the `uniqueSuffix` `suffix` of another process, is abandoned
+ * (one that is gone counts as abandoned): no process with its id is visible here, and either it was made in this PID
+ * namespace or nothing in it has been written for `STALE_MS` — a writer in another namespace (a container sharing
+ * the cache) is invisible here while it writes.
  */
-export async function ownerGone(path: string, pid: number): Promise<boolean> {
+export async function ownerGone(path: string, suffix: string): Promise<boolean> {
   const newest = await newestWrite(path);
-  return newest === undefined || isAbandoned(newest, pid);
+  return newest === undefined || isAbandoned(newest, suffix);
 }

@@ -25,13 +25,13 @@
  * updated or removed leaves no stale gigabytes.
  */
 import * as ort from 'onnxruntime-node';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, statfs } from 'node:fs/promises';
 import { arch, cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { cachedHashFile } from '../modules/file-digest.js';
-import { writeFileAtomic } from '../registry/atomic.js';
+import { madeByMe, uniqueSuffix, writeFileAtomic } from '../registry/atomic.js';
 import { ownerGone } from '../registry/download.js';
 
 /** Bump when what an entry holds changes: old entries are then ignored. */
@@ -176,8 +176,11 @@ async function dropOlder(entry: Entry, dir: string): Promise<void> {
 /** Stems (`<key>.<pid>.<hex>`) of the saves this process is writing: its other ones were left by failed saves. */
 const saving = new Set<string>();
 
-/** A save's files in the making: `<key>.<pid>.<hex>.data` (named in the sidecar once done) and `.onnx.tmp`. */
-const SAVE_FILE = /^([0-9a-f]{16}-[0-9a-f]{64})\.((\d+)\.[0-9a-f]+)\.(?:data|onnx\.tmp)$/;
+/**
+ * A save's files in the making: `<key>.<uniqueSuffix>.data` (named in the sidecar once done) and `.onnx.tmp`; older
+ * versions wrote `<key>.<pid>.<hex>`.
+ */
+const SAVE_FILE = /^([0-9a-f]{16}-[0-9a-f]{64})\.((\d+)[-.]([0-9a-f]+))\.(?:data|onnx\.tmp)$/;
 
 /**
  * Removes the files of saves no sidecar names whose writer is gone (see registry/download.ts `ownerGone`): left by
@@ -187,9 +190,10 @@ async function dropLeftovers(dir: string): Promise<void> {
   for (const name of await readdir(dir)) {
     const m = SAVE_FILE.exec(name);
     if (!m) continue;
-    const [, key, suffix, pid] = m as unknown as [string, string, string, string];
+    const [, key, stemSuffix, pid, hex] = m as unknown as [string, string, string, string, string];
     if ((await readSidecar(entryFiles(dir, key)))?.data === name) continue;
-    const gone = Number(pid) === process.pid ? !saving.has(`${key}.${suffix}`) : await ownerGone(join(dir, name), Number(pid));
+    const suffix = `${pid}-${hex}`;
+    const gone = madeByMe(suffix) ? !saving.has(`${key}.${stemSuffix}`) : await ownerGone(join(dir, name), suffix);
     if (gone) await rm(join(dir, name), { force: true }).catch(() => undefined);
   }
 }
@@ -227,7 +231,7 @@ export async function createCachedSession(
       // Written again below.
     }
   }
-  const stem = `${entry.key}.${process.pid}.${randomBytes(6).toString('hex')}`;
+  const stem = `${entry.key}.${uniqueSuffix()}`;
   saving.add(stem);
   try {
     return await save(entry, stem, spec, options, load);
