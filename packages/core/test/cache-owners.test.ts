@@ -40,14 +40,15 @@ describe('temp files of writers this process cannot see (another PID namespace s
     const dir = await ggufModuleDir(models.stories260K, { cacheDir });
     await rm(dir, { recursive: true });
     const pid = invisiblePid();
-    const running = await tempFolder(`${dir}.${suffixOf(pid, true)}.tmp`);
+    // (One of this entry still writing is waited for: see below.)
     const killed = await tempFolder(`${dir}.${suffixOf(pid, true)}.tmp`);
+    const running = await tempFolder(join(dirname(dir), `${'0'.repeat(64)}-v6.${suffixOf(pid, true)}.tmp`));
     const otherEntry = await tempFolder(join(dirname(dir), `${'0'.repeat(64)}-v6.${suffixOf(pid, true)}.tmp`));
     await age(killed);
     await age(otherEntry);
 
     expect(await ggufModuleDir(models.stories260K, { cacheDir })).to.equal(dir);
-    expect(existsSync(running), 'a conversion still writing').to.equal(true);
+    expect(existsSync(running), "another entry's conversion still writing").to.equal(true);
     expect(existsSync(killed), 'a conversion long still').to.equal(false);
     expect(existsSync(otherEntry), "another entry's conversion").to.equal(true);
   });
@@ -94,17 +95,50 @@ describe('temp files of writers this process cannot see (another PID namespace s
     const dir = await ggufModuleDir(models.stories260K, { cacheDir });
     await rm(dir, { recursive: true });
     const killed = await tempFolder(`${dir}.${suffixOf(invisiblePid())}.tmp`);
-    const alive = await tempFolder(`${dir}.${suffixOf(process.ppid)}.tmp`);
     expect(await ggufModuleDir(models.stories260K, { cacheDir })).to.equal(dir);
     expect(existsSync(killed), 'its process gone').to.equal(false);
-    expect(existsSync(alive), 'its process alive').to.equal(true);
 
+    const alive = await tempFolder(`${dir}.${suffixOf(process.ppid)}.tmp`);
     const partial = join(cacheDir, 'blobs', 'sha256', `${'4'.repeat(64)}.${suffixOf(invisiblePid())}.partial`);
     await mkdir(dirname(partial), { recursive: true });
     await writeFile(partial, 'bytes');
     await clearCache(['gguf', 'modules'], cacheDir);
     expect(existsSync(partial), 'a partial download of a process gone').to.equal(false);
     expect(existsSync(alive), 'a conversion of a process alive').to.equal(true);
+  });
+
+  it("a load waits while another process converts the same file, takes that entry when it lands, and converts itself when that process dies", async () => {
+    const cacheDir = testDir('owners-wait');
+    const dir = await ggufModuleDir(models.stories260K, { cacheDir });
+    const converted = `${dir}.moved`;
+    await rename(dir, converted);
+    const other = await tempFolder(`${dir}.${suffixOf(process.ppid)}.tmp`);
+    const tensorReads = () => {
+      let reads = 0;
+      const onProgress = (p: TransferProgress) => p.digest.startsWith('sha256:') && !p.done && reads++;
+      return { onProgress, reads: () => reads };
+    };
+
+    // The other process finishes: its entry is taken as it is.
+    const waiting = tensorReads();
+    let settled = false;
+    const load = ggufModuleDir(models.stories260K, { cacheDir, onProgress: waiting.onProgress }).finally(() => (settled = true));
+    await new Promise((r) => setTimeout(r, 2500));
+    expect(settled, 'still waiting').to.equal(false);
+    await rename(converted, dir);
+    await rm(other, { recursive: true });
+    const ino = (await stat(dir)).ino;
+    expect(await load).to.equal(dir);
+    expect((await stat(dir)).ino, 'the entry it placed').to.equal(ino);
+    expect(waiting.reads(), 'tensors read').to.equal(0);
+
+    // The other process is gone with its conversion half-done: converted here.
+    await rm(dir, { recursive: true });
+    const killed = await tempFolder(`${dir}.${suffixOf(invisiblePid())}.tmp`);
+    const converting = tensorReads();
+    expect(await ggufModuleDir(models.stories260K, { cacheDir, onProgress: converting.onProgress })).to.equal(dir);
+    expect(converting.reads(), 'tensors read').to.be.above(0);
+    expect(existsSync(killed)).to.equal(false);
   });
 
   it('cache clear leaves the conversions and downloads still under way, and removes the rest', async () => {

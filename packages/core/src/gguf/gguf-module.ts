@@ -13,6 +13,7 @@
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ggufDigest } from './digest.js';
 import { ggufFiles } from './reader.js';
 import { MANIFEST_FILE, ManifestError } from '../modules/manifest.js';
@@ -62,17 +63,36 @@ export interface GgufModuleOptions {
 }
 
 /**
- * Removes the temp directories of conversions of entry `dir` whose process is gone (a crash or kill mid-conversion).
- * Only this entry's: another entry's conversion may be running where its pid cannot be seen (another container).
+ * Removes the temp directories of conversions of entry `dir` whose process is gone (a crash or kill mid-conversion),
+ * and says whether another process's conversion of it is still under way. Only this entry's: another entry's
+ * conversion may be running where its pid cannot be seen (another container).
  */
-async function sweepStale(dir: string): Promise<void> {
+async function sweepStale(dir: string): Promise<boolean> {
   const root = dirname(dir);
   const prefix = `${basename(dir)}.`;
+  let running = false;
   for (const name of await readdir(root).catch(() => [] as string[])) {
     const m = /\.(\d+-[0-9a-f]+)\.tmp$/.exec(name);
-    if (!m || !name.startsWith(prefix)) continue;
-    if (!madeByMe(m[1]!) && (await ownerGone(join(root, name), m[1]!))) await rm(join(root, name), { recursive: true, force: true });
+    if (!m || !name.startsWith(prefix) || madeByMe(m[1]!)) continue;
+    if (await ownerGone(join(root, name), m[1]!)) await rm(join(root, name), { recursive: true, force: true });
+    else running = true;
   }
+  return running;
+}
+
+/** How often a load waiting for another process's conversion of its file looks again. */
+const WAIT_MS = 1000;
+
+/**
+ * Waits while other processes convert entry `dir` (replicas sharing a cache start together: one conversion of a
+ * multi-GB file, not one each); whether the entry is there once none is under way.
+ */
+async function awaitOthers(dir: string): Promise<boolean> {
+  while (await sweepStale(dir)) {
+    if (await intact(dir)) return true;
+    await sleep(WAIT_MS);
+  }
+  return intact(dir);
 }
 
 /** Whether a cache entry is there with every file verified; a damaged one is removed, to be converted again. */
@@ -117,9 +137,10 @@ export async function ggufModuleDir(path: string, opts: GgufModuleOptions): Prom
     // One conversion per entry in this process (a backbone and a reasoner of the same file load in parallel).
     let pending = inflight.get(dir);
     if (!pending) {
-      pending = convertInto(path, dir, root, sha256, opts, progress)
-        .then(() => dropEarlierLayouts(root, entry))
-        .finally(() => inflight.delete(dir));
+      pending = (async () => {
+        if (!(await awaitOthers(dir))) await convertInto(path, dir, root, sha256, opts, progress);
+        await dropEarlierLayouts(root, entry);
+      })().finally(() => inflight.delete(dir));
       inflight.set(dir, pending);
     }
     await pending;
@@ -158,7 +179,6 @@ async function convertInto(
   const tmp = `${dir}.${uniqueSuffix()}.tmp`;
   try {
     await mkdir(root, { recursive: true });
-    await sweepStale(dir);
     await convertGguf(path, tmp, {
       ...(opts.convert ?? {}),
       ...(opts.onProgress ? { onTensorRead: (bytes: number, total: number) => progress(bytes, total, `sha256:${sha256}`) } : {}),
