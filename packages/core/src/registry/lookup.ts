@@ -6,7 +6,7 @@ import { RegistryClient } from './client.js';
 import { ModuleNotFoundError, NotCachedError, OfflineError, RegistryClientError } from './errors.js';
 import { hasExtension, searchRemote, type SearchHit, type SearchQuery } from './extension.js';
 import { formatRef, parseRef, tagVersion } from './reference.js';
-import { resolveCached, resolveTarget } from './resolve.js';
+import { pickVersion, resolveCached, resolveTarget } from './resolve.js';
 import { settingsFrom, type RegistryOptions } from './settings.js';
 
 export interface ResolvedModule {
@@ -63,8 +63,9 @@ export async function searchModules(query: SearchQuery, opts: RegistryOptions = 
 
 /**
  * The registry's logit-reasoner for `task` that composes with a backbone whose tokenizer fingerprint is `tokenizer`,
- * as a reference pinned to its newest version's digest. Throws ModuleNotFoundError when there is none, and
- * RegistryClientError naming the candidates when several repositories offer one (the choice is then the user's).
+ * as a reference pinned to a digest: of its versions that compose, the one `@*` would resolve to (`latest`, else the
+ * highest release). Throws ModuleNotFoundError when there is none, and RegistryClientError naming the candidates when
+ * several repositories offer one (the choice is then the user's).
  */
 export async function reasonerForTask(task: string, tokenizer: string, opts: RegistryOptions = {}): Promise<{ ref: string; name: string; version?: string }> {
   // A hit without versions has nothing to pin (catalog search leaves such repositories out; a registry may not).
@@ -79,6 +80,15 @@ export async function reasonerForTask(task: string, tokenizer: string, opts: Reg
     );
   }
   const [{ name, versions }] = hits as [SearchHit];
-  const newest = versions[0]!;
-  return { ref: `${registry}/${name}@${newest.digest}`, name, ...(newest.version !== undefined ? { version: newest.version } : {}) };
+  // The same rule as resolving a range, so that a prerelease is only taken where `latest` is on it.
+  const tags = versions.flatMap((v) => v.tags);
+  const latest = versions.find((v) => v.tags.includes('latest'))?.tags.map(tagVersion).find((v) => v !== undefined);
+  const picked = pickVersion(tags, '*', latest);
+  const chosen = picked && versions.find((v) => v.tags.includes(picked.tag));
+  if (!picked || !chosen) {
+    throw new ModuleNotFoundError(
+      `registry ${registry} has ${name} as the logit-reasoner for task "${task}", but none of its versions that compose with this backbone is a release or tagged latest (it has ${tags.filter((t) => tagVersion(t) !== undefined).join(', ') || 'no version tags'}); name the one to use as a reasoner`,
+    );
+  }
+  return { ref: `${registry}/${name}@${chosen.digest}`, name, version: picked.version };
 }

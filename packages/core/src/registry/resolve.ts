@@ -30,20 +30,29 @@ export function exactVersion(range: string): string | undefined {
 }
 
 /**
- * Picks among exact-version tags by npm's rule. `latestVersion` is the version the `latest` tag stands for,
- * when known. Undefined when no tag satisfies the range.
+ * Picks among exact-version tags by npm's rule, as reasonplug-registry's resolve does. `latestVersion` is the version
+ * the `latest` tag stands for, when known. Undefined when no tag satisfies the range.
  */
 export function pickVersion(tags: Iterable<string>, range: string, latestVersion?: string): { tag: string; version: string } | undefined {
-  const byVersion = new Map<string, string>();
+  const tagOf = new Map<string, string>();
   for (const tag of tags) {
     const version = tagVersion(tag);
-    if (version !== undefined) byVersion.set(version, tag);
+    if (version !== undefined) tagOf.set(version, tag);
   }
-  if (latestVersion !== undefined && byVersion.has(latestVersion) && semver.satisfies(latestVersion, range)) {
-    return { tag: byVersion.get(latestVersion)!, version: latestVersion };
+  // npm's `*` takes `latest` even as a prerelease; other ranges only when it satisfies them.
+  if (latestVersion !== undefined && tagOf.has(latestVersion) && (range === '*' || semver.satisfies(latestVersion, range))) {
+    return { tag: tagOf.get(latestVersion)!, version: latestVersion };
   }
-  const version = semver.maxSatisfying([...byVersion.keys()], range);
-  return version === null ? undefined : { tag: byVersion.get(version)!, version };
+  // npm keys versions without build metadata: where one version has several tags, its plain one stands for it.
+  const byVersion = new Map<string, string>();
+  for (const version of tagOf.keys()) {
+    const key = semver.parse(version)!.version;
+    if (!byVersion.has(key) || version === key) byVersion.set(key, version);
+  }
+  const picked = semver.maxSatisfying([...byVersion.keys()], range);
+  if (picked === null) return undefined;
+  const version = byVersion.get(picked)!;
+  return { tag: tagOf.get(version)!, version };
 }
 
 /** Resolves a reference against its registry. Throws `ModuleNotFoundError` when no version matches. */
@@ -55,7 +64,13 @@ export async function resolveTarget(client: RegistryClient, ref: ModuleRef): Pro
     return { reference: s.tag, tag: s.tag, ...(version ? { version } : {}) };
   }
   const exact = exactVersion(s.range);
-  if (exact !== undefined) return { reference: versionTag(exact), tag: versionTag(exact), version: exact };
+  if (exact !== undefined) {
+    if (semver.parse(exact)!.build.length > 0) return { reference: versionTag(exact), tag: versionTag(exact), version: exact };
+    // `1.2.3` also names a module pushed as `1.2.3+build.7` (ranges and npm ignore build metadata): its own tag
+    // first, else resolved as the range it is.
+    const digest = await client.manifestDigest(ref.repository, exact);
+    if (digest !== undefined) return { reference: digest, tag: exact, version: exact, digest };
+  }
   if (await hasExtension(client)) {
     const r = await resolveRemote(client, ref.repository, s.range);
     // The answer is checked, not trusted: its tag is an exact version's, that version (which the registry may give
