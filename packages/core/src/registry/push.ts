@@ -9,7 +9,7 @@ import semver from 'semver';
 import { packModule, type Descriptor } from './artifact.js';
 import { RegistryClient } from './client.js';
 import type { TransferProgress } from './download.js';
-import { InvalidReferenceError, ModuleNotFoundError, OfflineError, RegistryAuthError, VersionExistsError } from './errors.js';
+import { InvalidReferenceError, ModuleNotFoundError, OfflineError, RegistryAuthError, RegistryClientError, VersionExistsError } from './errors.js';
 import { forEachBounded } from './parallel.js';
 import { formatRef, parseRef, tagVersion, versionTag } from './reference.js';
 import { settingsFrom, type RegistryOptions } from './settings.js';
@@ -129,6 +129,13 @@ export async function pushModule(dir: string, spec: string, opts: PushOptions = 
       const current = existing === undefined ? await client.manifestDigest(repository, tag, true).catch(() => undefined) : existing;
       if (current !== undefined && current !== packed.digest) {
         throw conflict(current, existing === undefined ? ' (it was pushed while this push ran)' : `; the registry refused to replace it (${err.serverMessage ?? 'DENIED'})`);
+      }
+      // The token could write blobs, so it may push: the registry refuses the version itself (one published and
+      // deleted since keeps its content on registries that never reuse a version).
+      if (current === undefined && uploaded > 0) {
+        throw new RegistryClientError(
+          `${where} was refused though its files were uploaded (${err.serverMessage ?? 'DENIED'}): a registry that keeps versions immutable refuses a version published before with other content, even once deleted; bump "version" in reasonplug.json`,
+        );
       }
     }
     throw err;

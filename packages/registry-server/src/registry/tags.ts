@@ -1,8 +1,10 @@
 /**
  * Tags: `tag -> digest` links. Exact-version tags (`1.2.3`, `1.2.3-rc.1`, `1.2.3_build.7`) are
- * immutable: they are created with an atomic create-if-absent, and re-pushing one with another digest is
- * DENIED. So is a version under other build metadata (`1.2.3_build.8` beside `1.2.3`): semver ranges and
- * npm ignore build metadata, so two such manifests would be one version that resolves to either.
+ * immutable: the digest each is first set to is recorded with an atomic create-if-absent, and setting it to
+ * another digest is DENIED. So is a version under other build metadata (`1.2.3_build.8` beside `1.2.3`): semver
+ * ranges and npm ignore build metadata, so two such manifests would be one version that resolves to either.
+ * Deleting an exact-version tag yanks it (OCI clients and gc rely on `DELETE`) but keeps that record, so the
+ * version can come back only with the same digest: like npm, a published version never changes bytes.
  * Moving tags (`latest`, `1`, `1.2`) are plain overwrites.
  */
 import semver from 'semver';
@@ -10,7 +12,7 @@ import { denied } from '../errors.js';
 import { KeyedMutex } from '../keyed-mutex.js';
 import { exactVersionOfTag } from '../names.js';
 import type { StorageDriver } from '../storage/driver.js';
-import { tagDir, tagLink, tagsDir } from '../storage/layout.js';
+import { tagCurrentDir, tagDir, tagLink, tagReleaseLink, tagsDir } from '../storage/layout.js';
 
 export class TagStore {
   /** Covers backends whose create-if-absent is not atomic, for writes from this process. */
@@ -33,12 +35,12 @@ export class TagStore {
     // processes the same tag stays atomic; two build variants pushed at the same instant are not.)
     const version = semver.parse(exact)!.version;
     await this.locks.run(`${name}:${version}`, async () => {
-      // (only the tags of this version are read: a repository's others need no request each)
-      const siblings = (await this.list(name)).filter((other) => other !== tag && semver.parse(exactVersionOfTag(other) ?? '')?.version === version);
-      for (const other of siblings) {
-        const at = await this.get(name, other);
+      for (const other of await this.versionTags(name, version)) {
+        if (other === tag) continue;
+        const at = await this.released(name, other);
         if (at !== undefined && at !== digest) {
-          throw denied(`version ${version} already exists as tag ${other}, pointing to another manifest; build metadata does not make another version`, {
+          const where = (await this.get(name, other)) === undefined ? `was published as tag ${other} (since deleted)` : `already exists as tag ${other}`;
+          throw denied(`version ${version} ${where}, pointing to another manifest; build metadata does not make another version`, {
             tag,
             existing: other,
             current: at,
@@ -46,21 +48,30 @@ export class TagStore {
           });
         }
       }
-      let current = await this.get(name, tag);
-      if (current === undefined) {
-        const created = await this.storage.put(tagLink(name, tag), link, { ifAbsent: true });
-        current = created ? digest : await this.get(name, tag);
+      let released = await this.released(name, tag);
+      if (released === undefined) {
+        const created = await this.storage.put(tagReleaseLink(name, tag), link, { ifAbsent: true });
+        released = created ? digest : await this.released(name, tag);
       }
-      if (current !== digest) {
-        throw denied(`tag ${tag} is an exact version and already points to another manifest`, { tag, current, pushed: digest });
+      if (released !== digest) {
+        const why = (await this.get(name, tag)) === undefined ? 'was deleted, and a version is never reused for another manifest' : 'already points to another manifest';
+        throw denied(`tag ${tag} is an exact version and ${why}`, { tag, current: released, pushed: digest });
       }
+      if ((await this.get(name, tag)) !== digest) await this.storage.put(tagLink(name, tag), link);
     });
   }
 
-  /** False when the tag does not exist. */
+  /** False when the tag does not exist. An exact-version tag keeps its release record (see the module comment). */
   async delete(name: string, tag: string): Promise<boolean> {
-    if ((await this.get(name, tag)) === undefined) return false;
-    await this.storage.delete(tagDir(name, tag));
+    const digest = await this.get(name, tag);
+    if (digest === undefined) return false;
+    if (exactVersionOfTag(tag) === undefined) {
+      await this.storage.delete(tagDir(name, tag));
+      return true;
+    }
+    // A tag set before releases were recorded has only its current link: record it before that goes.
+    await this.storage.put(tagReleaseLink(name, tag), Buffer.from(digest), { ifAbsent: true });
+    await this.storage.delete(tagCurrentDir(name, tag));
     return true;
   }
 
@@ -85,5 +96,22 @@ export class TagStore {
       if (o.key.endsWith('/current/link')) tags.push(o.key.slice(dir.length, -'/current/link'.length));
     }
     return tags.sort();
+  }
+
+  /** The digest exact-version tag `tag` was published as, whether or not it was deleted since. */
+  private async released(name: string, tag: string): Promise<string | undefined> {
+    // (a tag set before releases were recorded has only its current link, which then says the same)
+    return (await this.storage.get(tagReleaseLink(name, tag)))?.toString() ?? (await this.get(name, tag));
+  }
+
+  /** The tags, deleted ones included, whose exact version is `version` under any build metadata. */
+  private async versionTags(name: string, version: string): Promise<Set<string>> {
+    const dir = tagsDir(name) + '/';
+    const tags = new Set<string>();
+    for await (const o of this.storage.list(tagsDir(name))) {
+      const tag = o.key.slice(dir.length, o.key.indexOf('/', dir.length));
+      if (semver.parse(exactVersionOfTag(tag) ?? '')?.version === version) tags.add(tag);
+    }
+    return tags;
   }
 }

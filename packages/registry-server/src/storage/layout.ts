@@ -5,6 +5,7 @@
  *   repositories/<name>/_layers/sha256/<hex>/link                 blob visible in <name>
  *   repositories/<name>/_manifests/revisions/sha256/<hex>/link    manifest in <name> (JSON: media type)
  *   repositories/<name>/_manifests/tags/<tag>/current/link        tag -> digest
+ *   repositories/<name>/_manifests/tags/<tag>/release/link        exact-version tag -> the digest it was published as (kept when the tag is deleted)
  *   repositories/<name>/_manifests/referrers/sha256/<subject>/<hex>/link   a manifest whose subject is <subject>
  *   repositories/<name>/_uploads/<uuid>/startedat                 upload session
  *   repositories/<name>/_uploads/<uuid>/data/<offset>.<uuid>      its parts, each written atomically
@@ -30,7 +31,10 @@ export const revisionLink = (name: string, hex: string) => `${revisionsDir(name)
 export const manifestsDir = (name: string) => `${repo(name)}/_manifests`;
 export const tagsDir = (name: string) => `${repo(name)}/_manifests/tags`;
 export const tagDir = (name: string, tag: string) => `${tagsDir(name)}/${tag}`;
-export const tagLink = (name: string, tag: string) => `${tagDir(name, tag)}/current/link`;
+export const tagCurrentDir = (name: string, tag: string) => `${tagDir(name, tag)}/current`;
+export const tagLink = (name: string, tag: string) => `${tagCurrentDir(name, tag)}/link`;
+/** The digest an exact-version tag was first set to: it outlives a `DELETE` of the tag, so the version is never reused. */
+export const tagReleaseLink = (name: string, tag: string) => `${tagDir(name, tag)}/release/link`;
 /** The manifests of `name` whose `subject` is manifest `subjectHex` (OCI 1.1 referrers), each a link holding its descriptor. */
 export const referrersDir = (name: string, subjectHex: string) => `${repo(name)}/_manifests/referrers/sha256/${subjectHex}`;
 export const referrerLink = (name: string, subjectHex: string, hex: string) => `${referrersDir(name, subjectHex)}/${hex}/link`;

@@ -3,8 +3,8 @@
  * every blob hashes to its digest, every link points at bytes that exist, every manifest's references are
  * held with the sizes it claims (a client may unlink them from the repository since, as on CNCF
  * distribution, but the bytes stay), every tag names a manifest of its repository, every referrer listed is a
- * manifest of its repository whose subject it is listed under, and every upload part matches the digest
- * recorded beside it.
+ * manifest of its repository whose subject it is listed under, every version's release record is a digest
+ * that its tag, where it still exists, names too, and every upload part matches the digest recorded beside it.
  */
 import { createHash } from 'node:crypto';
 import type { StorageDriver } from '../../src/storage/driver.js';
@@ -70,6 +70,7 @@ export async function verifyStorage(storage: StorageDriver): Promise<StorageRepo
     } else if (area === '_manifests') {
       const rev = new RegExp(`^revisions/sha256/(${HEX})/link$`).exec(rest);
       const tag = /^tags\/([^/]+)\/current\/link$/.exec(rest);
+      const release = /^tags\/([^/]+)\/release\/link$/.exec(rest);
       const referrer = new RegExp(`^referrers/sha256/(${HEX})/(${HEX})/link$`).exec(rest);
       if (referrer) {
         const [, subject, hex] = referrer as unknown as [string, string, string];
@@ -86,6 +87,12 @@ export async function verifyStorage(storage: StorageDriver): Promise<StorageRepo
         const digest = (await storage.get(key))?.toString() ?? '';
         const hex = /^sha256:([0-9a-f]{64})$/.exec(digest)?.[1];
         if (!hex || !present.has(`${base}/_manifests/revisions/sha256/${hex}/link`)) problems.push(`tag ${name}:${tag[1]} names ${digest}, not a manifest of ${name}`);
+      } else if (release) {
+        // Outlives its tag and even its manifest (a deleted version), so it names only a digest.
+        const digest = (await storage.get(key))?.toString() ?? '';
+        const current = (await storage.get(`${base}/_manifests/tags/${release[1]}/current/link`))?.toString();
+        if (!/^sha256:[0-9a-f]{64}$/.test(digest)) problems.push(`version ${name}:${release[1]} was released as ${digest}, not a digest`);
+        else if (current !== undefined && current !== digest) problems.push(`version ${name}:${release[1]} was released as ${digest}, but its tag names ${current}`);
       } else {
         problems.push(`stray manifest key ${key}`);
       }
