@@ -132,8 +132,7 @@ export class ChatPrompter {
       if (cut === undefined) throw new ChatTemplateError('the chat template does not write the last AI message as given, so the reply cannot continue it; end the conversation with a human or tool message');
       text = cut;
     }
-    // The template writes the special tokens (BOS included), so the tokenizer must not add them again.
-    return { text, ids: this.tokenizer.encode(text, false) };
+    return { text, ids: this.tokenizer.encodeChat(text) };
   }
 
   /** The text of generated ids with their special tokens (a thought's tags may be special tokens; harmony's are). */

@@ -85,8 +85,7 @@ function fitted(c: Conversation, messages: ChatMessage[], kept: number): { messa
   for (let dropped = 0; ; dropped += 2) {
     const turn = [...messages.slice(0, kept), ...messages.slice(kept + dropped)];
     const prompt = c.tokenizer.applyChatTemplate(turn, { template: c.template, ...(c.templateKwargs ? { extra: c.templateKwargs } : {}) });
-    // The template writes the special tokens (BOS included), so the tokenizer must not add them again.
-    const ids = c.tokenizer.encode(prompt, false);
+    const ids = c.tokenizer.encodeChat(prompt);
     if (ids.length + room <= c.context) return { messages: turn, prompt, ids, dropped };
     if (turn.length - kept <= 1) return ids.length < c.context ? { messages: turn, prompt, ids, dropped } : undefined;
   }

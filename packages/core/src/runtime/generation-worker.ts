@@ -204,7 +204,7 @@ function toPromptIds(input: PromptInput, tokenizer: TextTokenizer | undefined, c
       ...(input.toolsPrompt ? { toolsPrompt: input.toolsPrompt } : {}),
       ...(input.chatTemplateKwargs ? { extra: input.chatTemplateKwargs } : {}),
     });
-    return [tokenizer.encode(text, false, context)];
+    return [tokenizer.encodeChat(text, context)];
   }
   const prompts = Array.isArray(input.prompt) ? input.prompt : [input.prompt];
   const { suffix } = input;

@@ -452,8 +452,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       if (cut === undefined) throw badRequest(`the chat template of ${l.models.backbone} does not write the last message as given, so it cannot be continued`, 'continue_final_message');
       text = cut;
     }
-    // The template writes the special tokens (BOS included), so the tokenizer must not add them again.
-    return { text, ids: tokenizer.encode(text, addSpecialTokens, l.engine.info.contextLength) };
+    const within = l.engine.info.contextLength;
+    return { text, ids: addSpecialTokens ? tokenizer.encode(text, true, within) : tokenizer.encodeChat(text, within) };
   }
 
   /**

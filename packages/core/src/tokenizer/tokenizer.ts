@@ -8,6 +8,7 @@ import { argumentsFormOf, withArgumentsAs, type ArgumentsForm } from './tool-cal
 import { withToolsInPrompt, type FunctionTool, type ToolsPrompt } from './tools-in-prompt.js';
 import { fimPromptIds, fimTokensOf, type FimTokens } from './fill-in-middle.js';
 import { pieceBytes, vocabularyKind, type VocabularyKind } from './token-bytes.js';
+import { MANIFEST_FILE } from '../modules/manifest.js';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -169,6 +170,8 @@ export class TextTokenizer {
     private readonly kind: VocabularyKind,
     /** The same tokenizer matching no special added tokens in text, made when first asked for. */
     private readonly makePlain: () => Tokenizer,
+    /** Whether chat prompts are encoded as llama.cpp does (a module converted from GGUF; see `encodeChat`). */
+    private readonly llamaCppChat: boolean,
   ) {
     this.vocabSize = vocabSize;
   }
@@ -181,13 +184,15 @@ export class TextTokenizer {
     dir: string,
     overrides: { bosTokenId?: number; eosTokenIds?: number[] } = {},
   ): Promise<TextTokenizer> {
-    const [json, tokenizerConfig, templateFile, generationConfig, modelConfigFile] = await Promise.all([
+    const [json, tokenizerConfig, templateFile, generationConfig, modelConfigFile, manifest] = await Promise.all([
       readJsonIfPresent(join(dir, 'tokenizer.json')),
       readJsonIfPresent(join(dir, 'tokenizer_config.json')),
       // Where recent transformers versions save the template.
       readTextIfPresent(join(dir, TEMPLATE_FILE)),
       readJsonIfPresent(join(dir, 'generation_config.json')),
       readJsonIfPresent(join(dir, 'config.json')),
+      // (only its provenance: the manifest is validated where the module loads)
+      readJsonIfPresent(join(dir, MANIFEST_FILE)),
     ]);
     if (!json) throw new TokenizerError(`no tokenizer.json in ${dir}; pass --prompt-ids or add the tokenizer files`);
     const config = (tokenizerConfig ?? {}) as TokenizerConfig;
@@ -218,7 +223,8 @@ export class TextTokenizer {
     // llama.cpp tokenizes code to fill in with its control tokens unmatched (`parse_special` false): a file that
     // spells "<|endoftext|>" holds those characters, not the end of text. User-defined added tokens still match.
     const makePlain = () => new Tokenizer({ ...json, added_tokens: (Array.isArray(json.added_tokens) ? json.added_tokens : []).filter((t: { special?: unknown }) => t.special !== true) }, config);
-    return new TextTokenizer(tokenizer, config, templatePath, bos, eos, addsBos, idCount(tokenizer, json), vocabularyKind(json), makePlain);
+    const fromGguf = (manifest?.['provenance'] as { convertedFrom?: { format?: unknown } } | undefined)?.convertedFrom?.format === 'gguf';
+    return new TextTokenizer(tokenizer, config, templatePath, bos, eos, addsBos, idCount(tokenizer, json), vocabularyKind(json), makePlain, fromGguf);
   }
 
   /**
@@ -229,6 +235,21 @@ export class TextTokenizer {
    */
   encode(text: string, addSpecialTokens = true, within?: number): number[] {
     return encodeWithin(this.tokenizer, text, addSpecialTokens, within);
+  }
+
+  /**
+   * Encodes a prompt the chat template rendered as the model's own runtime does: transformers' way (the template
+   * writes the special tokens, none is added), or, for a module converted from GGUF, llama.cpp's (a BOS the template
+   * wrote first and an EOS it wrote last are taken off, and the tokenizer adds its own: a model whose vocabulary adds
+   * BOS starts every chat with one, whether its template writes it or not).
+   */
+  encodeChat(text: string, within?: number): number[] {
+    if (!this.llamaCppChat) return this.encode(text, false, within);
+    const bos = this.addsBos && this.bosTokenId !== undefined ? this.tokenizer.id_to_token(this.bosTokenId) : undefined;
+    const eos = this.config['add_eos_token'] === true ? tokenContent(this.config['eos_token']) : undefined;
+    let body = bos && text.startsWith(bos) ? text.slice(bos.length) : text;
+    if (eos && body.endsWith(eos)) body = body.slice(0, -eos.length);
+    return this.encode(body, true, within);
   }
 
   /**
