@@ -14,7 +14,7 @@ import { prepareDecoder } from '../onnx/prepared-cache.js';
 import { loadFailure } from '../runtime/devices.js';
 import { convertGguf, SUPPORTED_ARCHITECTURES } from '../gguf/convert.js';
 import { progressBar } from '../registry/progress.js';
-import { basename } from 'node:path';
+import { basename, resolve } from 'node:path';
 import { existsSync } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import type { TokenTrace } from '../compose/composed-source.js';
@@ -25,6 +25,7 @@ import { addRegistryCommands } from './registry-commands.js';
 import { addCacheCommand } from './cache-command.js';
 import { responseFormatFromFlags, type ResponseFormatFlags } from './response-format-flags.js';
 import { addServeCommand } from './serve-command.js';
+import { writeBeside } from './write-beside.js';
 import { addChatCommand } from './chat-command.js';
 import { addEmbedCommand } from './embed-command.js';
 import { addModelsCommand } from './models-command.js';
@@ -186,14 +187,16 @@ export function buildProgram(): Command {
       if (!existsSync(file)) throw new ModelNotFoundError(`model path not found: ${file}`);
       const bar = progressBar(`convert ${isLocalModelName(src) ? src : basename(file)}`);
       const onTensorRead = bar && ((bytes: number, total: number) => bar.update({ file: basename(file), digest: file, size: total, bytes, resumedFrom: 0, done: bytes === total }));
-      const { dir } = await convertGguf(file, outDir, {
-        dtype: flags.dtype,
-        kvCache: flags.kvCache,
-        kvOutput: flags.kvOutput,
-        ...(flags.name ? { name: flags.name } : {}),
-        ...(onTensorRead ? { onTensorRead } : {}),
-      }).finally(() => bar?.finish());
-      process.stdout.write(`${dir}\n`);
+      await writeBeside(outDir, (tmp) =>
+        convertGguf(file, tmp, {
+          dtype: flags.dtype,
+          kvCache: flags.kvCache,
+          kvOutput: flags.kvOutput,
+          ...(flags.name ? { name: flags.name } : {}),
+          ...(onTensorRead ? { onTensorRead } : {}),
+        }).finally(() => bar?.finish()),
+      );
+      process.stdout.write(`${resolve(outDir)}\n`);
     });
   program
     .command('quantize')

@@ -11,7 +11,7 @@
  * loading an unchanged multi-GB file again costs a `stat`, not a read of every byte.
  */
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
-import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ggufDigest } from './digest.js';
@@ -82,6 +82,9 @@ async function sweepStale(dir: string): Promise<boolean> {
 
 /** How often a load waiting for another process's conversion of its file looks again. */
 const WAIT_MS = 1000;
+
+/** How often a conversion touches its temp folder: well within the stillness after which it counts as abandoned. */
+const HEARTBEAT_MS = 20_000;
 
 /**
  * Waits while other processes convert entry `dir` (replicas sharing a cache start together: one conversion of a
@@ -177,8 +180,11 @@ async function convertInto(
   progress: (bytes: number, total: number, digest: string) => void,
 ): Promise<void> {
   const tmp = `${dir}.${uniqueSuffix()}.tmp`;
+  // Other processes tell a conversion under way by its folder and its writes (sweepStale): the folder is there from
+  // the start, and touched while the weights are read before anything is written.
+  const beat = setInterval(() => void utimes(tmp, new Date(), new Date()).catch(() => {}), HEARTBEAT_MS).unref();
   try {
-    await mkdir(root, { recursive: true });
+    await mkdir(tmp, { recursive: true });
     await convertGguf(path, tmp, {
       ...(opts.convert ?? {}),
       ...(opts.onProgress ? { onTensorRead: (bytes: number, total: number) => progress(bytes, total, `sha256:${sha256}`) } : {}),
@@ -194,5 +200,7 @@ async function convertInto(
     await rm(tmp, { recursive: true, force: true });
     // Named by the entry it was to become, not by its temp directory, which is gone.
     throw conversionFailure(err, path, dir);
+  } finally {
+    clearInterval(beat);
   }
 }
