@@ -1,10 +1,11 @@
 /**
  * Finds the decoder graph and tokenizer behind a model path: a module directory (reasonplug.json),
- * a plain export directory (model.onnx or decoder_model_merged.onnx beside tokenizer files), or an .onnx file.
+ * a plain export directory (model.onnx or decoder_model_merged.onnx beside tokenizer files, or the decoder an
+ * onnxruntime-genai export's genai_config.json names), or an .onnx file.
  */
-import { stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { lstatSync, readdirSync, readlinkSync, statSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join, resolve, sep } from 'node:path';
 import { MANIFEST_FILE, type ModuleManifest } from './manifest.js';
 import { loadModuleDir } from './module-dir.js';
 import { DtypeError, chooseVariant, listVariants, type Dtype } from './hub-variants.js';
@@ -42,6 +43,8 @@ export interface LocateOptions {
 
 /** Export file names of a plain directory, for messages (variants: hub-variants.ts). */
 const EXPORT_FILES = ['model.onnx', 'decoder_model_merged.onnx', 'onnx/model.onnx', 'onnx/decoder_model_merged.onnx', 'onnx/model_<dtype>.onnx'];
+/** onnxruntime-genai's description of an export directory; `model.decoder.filename` names its decoder graph. */
+const GENAI_CONFIG = 'genai_config.json';
 
 /**
  * Whether `path` is there, as `existsSync` says, except that a symlink whose target is missing is refused
@@ -85,8 +88,29 @@ function refuseDanglingGraphs(dir: string): void {
 }
 
 /**
+ * The decoder file `genai_config.json` names in `dir` (`model.decoder.filename`), when it names one inside `dir`;
+ * undefined when there is no such config or it names none (a config that does not parse names none: onnxruntime-genai
+ * would refuse it, and the file names of a plain export still apply).
+ */
+async function genaiDecoder(dir: string): Promise<string | undefined> {
+  let config: { model?: { decoder?: { filename?: unknown } } } | undefined;
+  try {
+    config = JSON.parse(await readFile(join(dir, GENAI_CONFIG), 'utf8')) as typeof config;
+  } catch {
+    return undefined;
+  }
+  const filename = config?.model?.decoder?.filename;
+  if (typeof filename !== 'string' || filename === '') return undefined;
+  const path = resolve(dir, filename);
+  return path.startsWith(dir + sep) ? path : undefined;
+}
+
+/**
  * Resolves a model path. A module directory is loaded with `loadModuleDir`, so an invalid manifest or a
- * missing, truncated or corrupt file fails here (`ManifestError`, `ModuleIntegrityError`).
+ * missing, truncated or corrupt file fails here (`ManifestError`, `ModuleIntegrityError`). In an export directory
+ * the graph is the hub variant `dtype` names (hub-variants.ts: without one, the variant config.json names, else the
+ * most precise present); a directory with none of those file names loads the decoder its genai_config.json names
+ * (onnxruntime-genai exports name it freely, e.g. `decoder.onnx`).
  */
 export async function locateModel(path: string, opts: LocateOptions = {}): Promise<ModelLocation> {
   const abs = resolve(path);
@@ -110,13 +134,15 @@ export async function locateModel(path: string, opts: LocateOptions = {}): Promi
     };
   }
   const variant = chooseVariant(abs, listVariants(abs), opts.dtype);
-  const found = variant?.path;
+  const genai = variant ? undefined : await genaiDecoder(abs);
+  const found = variant?.path ?? (genai !== undefined && exists(genai) ? genai : undefined);
   if (!found) {
     refuseDanglingGraphs(abs);
     throw new ModelNotFoundError(
-      `no model in ${abs}: expected reasonplug.json (a module) or one of ${EXPORT_FILES.join(', ')} (a plain export)`,
+      `no model in ${abs}: expected reasonplug.json (a module), one of ${EXPORT_FILES.join(', ')} (a plain export) ` +
+        (genai !== undefined ? `or ${genai}, the decoder its ${GENAI_CONFIG} names, which is not there` : `or a ${GENAI_CONFIG} naming the decoder (an onnxruntime-genai export)`),
     );
   }
   const tokenizerDir = [abs, dirname(found)].find((d) => exists(join(d, 'tokenizer.json')));
-  return { modelPath: found, dtype: variant.dtype, ...(tokenizerDir ? { tokenizerDir } : {}) };
+  return { modelPath: found, ...(variant ? { dtype: variant.dtype } : {}), ...(tokenizerDir ? { tokenizerDir } : {}) };
 }

@@ -5,7 +5,8 @@
 import { checkFile, hashFile } from './file-digest.js';
 import { randomBytes } from 'node:crypto';
 import { readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { externalDataLocations } from '../onnx/external-data-locations.js';
 import { tokenizerFingerprintOfDir } from '../tokenizer/fingerprint.js';
 // Defined beside the fingerprint (no manifest schema needed: model workers use it); still exported from here.
 export { tokenizerFingerprintOfDir };
@@ -23,8 +24,11 @@ export interface LoadedModule {
 /** What `writeModuleDir` needs: the manifest less what it computes, with files as paths relative to the directory. */
 export type ModuleDirInit = Omit<ModuleManifest, 'files' | 'schemaVersion'> & { files: Record<string, string> };
 
-/** `tokenizer`: the module's tokenizer.json is not the tokenizer its `compat.tokenizer` names. */
-export type IntegrityProblem = 'missing' | 'not-a-file' | 'size' | 'sha256' | 'tokenizer';
+/**
+ * `tokenizer`: the module's tokenizer.json is not the tokenizer its `compat.tokenizer` names. `unlisted`: the
+ * model's graph keeps weights in a file the manifest does not list (`file` is then `model`, `path` that file).
+ */
+export type IntegrityProblem = 'missing' | 'not-a-file' | 'size' | 'sha256' | 'tokenizer' | 'unlisted';
 
 /** Raised when a file of a module directory is missing or differs from its manifest entry. */
 export class ModuleIntegrityError extends Error {
@@ -91,6 +95,23 @@ async function mapBounded<T, R>(items: readonly T[], limit: number, fn: (item: T
   return results;
 }
 
+/**
+ * Refuses a model graph that keeps weights in files `files` does not list: those are neither verified nor packed,
+ * so a changed one would load unnoticed and a pushed module would arrive without them.
+ */
+function refuseUnlistedData(modelPath: string, listed: ReadonlySet<string>): void {
+  const unlisted = externalDataLocations(modelPath)
+    .map((location) => resolve(dirname(modelPath), location))
+    .filter((path) => !listed.has(path));
+  if (unlisted.length === 0) return;
+  throw new ModuleIntegrityError(
+    `${modelPath} (files.model) keeps weights in ${unlisted.join(', ')}, which the manifest's files do not list: ` +
+      `unlisted, weights are neither verified nor published with the module — write the module again listing ` +
+      `${unlisted.length > 1 ? 'them' : 'it'} (writeModuleDir, e.g. as files.modelData); a module downloaded so is incomplete and must be published again`,
+    { file: 'model', path: unlisted[0]!, problem: 'unlisted' },
+  );
+}
+
 async function readManifest(dir: string): Promise<ModuleManifest> {
   const path = join(dir, MANIFEST_FILE);
   let text: string;
@@ -115,7 +136,8 @@ async function readManifest(dir: string): Promise<ModuleManifest> {
 /**
  * Loads a module directory: validates `reasonplug.json`, checks that every listed file exists with its declared
  * size and, unless `verify` is false, its SHA-256. Sizes are always checked (one stat each), before any hashing,
- * so a missing or truncated file fails at once. A module that ships tokenizer.json must be for the tokenizer its
+ * so a missing or truncated file fails at once; so are the external-data files the model's graph names (its headers
+ * only are read), which must be listed too. A module that ships tokenizer.json must be for the tokenizer its
  * `compat.tokenizer` names. Throws `ManifestError` or `ModuleIntegrityError`.
  */
 export async function loadModuleDir(dir: string, opts: { verify?: boolean } = {}): Promise<LoadedModule> {
@@ -139,6 +161,7 @@ export async function loadModuleDir(dir: string, opts: { verify?: boolean } = {}
       );
     }
   });
+  refuseUnlistedData(join(abs, manifest.files.model.path), new Set(entries.map((e) => e.path)));
 
   if (opts.verify ?? true) {
     await mapBounded(entries, HASH_CONCURRENCY, async ({ key, entry, path }, signal) => {

@@ -6,6 +6,7 @@ import { locateModel, type ModelLocation } from '../modules/locate.js';
 import { findPreparedDecoder, prepareDecoder, type PrepareOptions } from '../onnx/prepared-cache.js';
 import type { RuntimeOptions } from './decoder-session.js';
 import { openPrepared, type OpenedDecoder, type PreparedModel } from './open-decoder.js';
+import { ProjectorError } from './projector-session.js';
 
 /** What a prepared graph offers beyond last-position fp32 logits. */
 export interface GraphNeeds {
@@ -15,9 +16,18 @@ export interface GraphNeeds {
   hiddenState?: boolean;
 }
 
-/** Locates a model and prepares its graph for last-position fp32 logits, and what `needs` asks beyond them. */
+/**
+ * Locates a model and prepares its graph for last-position fp32 logits, and what `needs` asks beyond them. A
+ * latent-projector module is refused by its kind (`ProjectorError`): it is no decoder, and its graph would only be
+ * refused later for a decoder's missing inputs.
+ */
 export async function prepareModel(model: string, cacheDir?: string, needs: GraphNeeds = {}, dtype?: string): Promise<PreparedModel> {
   const location = await locateModel(model, dtype !== undefined ? { dtype } : {});
+  if (location.manifest?.kind === 'latent-projector') {
+    throw new ProjectorError(
+      `${model} is a latent-projector module, not a decoder: pass it as the projector (--projector, or the projector option), not as a model, reasoner or draft model`,
+    );
+  }
   return { location, prepared: await prepareDecoder(location.modelPath, prepareOptions(location, cacheDir, needs)) };
 }
 
