@@ -37,6 +37,15 @@ const TEXTS = [
   'a',
   ' ',
   '\n',
+  // spaces beyond ASCII beside blanks, words, punctuation and CJK (llama.cpp reads each as U+000B in its expressions
+  // without \p{…} classes, so they fall in no literal range there: DeepSeek's CJK and punctuation ranges span them)
+  '\u2009 ',
+  ' \u2009',
+  '\u2028 ',
+  '  \u3000',
+  '\u3000  ',
+  'Vraiment\u202f?',
+  '\u2009word \u2028म 日\u3000本 a\u00a0b\u205f\u1680c \u2029\u0085',
 ];
 
 /** Random texts joined from pieces of many scripts and classes: contractions, spaces of every kind, digits, marks, emoji. */
@@ -48,6 +57,9 @@ function randomTexts(count: number): string[] {
   return Array.from({ length: count }, () => Array.from({ length: 1 + Math.floor(rng() * 12) }, () => pieces[Math.floor(rng() * pieces.length)]).join(''));
 }
 
+/** Merges of the byte-level forms of U+2009, U+2028, U+202F and U+3000, alone and with a blank, a word or "?" beside them. */
+const SPACE_MERGES = ['â Ģ', 'âĢ ī', 'âĢ ¨', 'âĢ ¯', 'ã Ģ', 'ãĢ Ģ', 'âĢī Ġ', 'Ġ âĢī', 'âĢ¨ Ġ', 'ĠĠ ãĢĢ', 'Ġ ãĢĢ', 'ãĢĢ Ġ', 'âĢ¯ ?', 'âĢī w', 'âĢ¨ à'];
+
 const QWEN_TEMPLATE =
   "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}" +
   "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
@@ -57,14 +69,30 @@ function vocabGguf(tokenizer: Record<string, WValue>): Buffer {
   return makeGguf({ 'general.architecture': { t: 'str', v: 'qwen2' }, ...tokenizer });
 }
 
+/** The items of an array key of a vocabulary's metadata. */
+function metaArray(meta: Record<string, WValue>, key: string): WValue[] {
+  const v = meta[key]!;
+  if (v.t !== 'arr') throw new Error(key);
+  return v.v;
+}
+
+/** Appends `merges` to a vocabulary's metadata, with the pieces they make where it lacks them. */
+function withMerges(meta: Record<string, WValue>, merges: readonly string[]): Record<string, WValue> {
+  const has = (key: string, v: string) => metaArray(meta, key).some((w) => w.t === 'str' && w.v === v);
+  for (const m of merges) {
+    if (!has('tokenizer.ggml.merges', m)) metaArray(meta, 'tokenizer.ggml.merges').push({ t: 'str', v: m });
+    const piece = m.replace(' ', '');
+    if (!has('tokenizer.ggml.tokens', piece)) {
+      metaArray(meta, 'tokenizer.ggml.tokens').push({ t: 'str', v: piece });
+      metaArray(meta, 'tokenizer.ggml.token_type').push({ t: 'i32', v: 1 });
+    }
+  }
+  return meta;
+}
 
 /** Appends `extra` to a vocabulary's metadata as control tokens; returns the first one's id. */
 function withControlTokens(meta: Record<string, WValue>, extra: readonly string[]): number {
-  const arr = (key: string) => {
-    const v = meta[key]!;
-    if (v.t !== 'arr') throw new Error(key);
-    return v.v;
-  };
+  const arr = (key: string) => metaArray(meta, key);
   const first = arr('tokenizer.ggml.tokens').length;
   arr('tokenizer.ggml.tokens').push(...extra.map((v): WValue => ({ t: 'str', v })));
   arr('tokenizer.ggml.token_type').push(...extra.map((): WValue => ({ t: 'i32', v: 3 })));
@@ -78,8 +106,9 @@ describe('gguf tokenizers: BPE pre-tokenizers, SentencePiece options, special to
     it(`"${pre}": text tokenizes to llama.cpp's ids`, async () => {
       const path = join(scratch.dir, `${pre}.gguf`);
       // (a piece of "." and a newline: Seed-Coder's expression splits them where Qwen's keeps them together; one of "e"
-      // and a combining mark's first byte, which Qwen3.5's keeps in one word)
-      await writeFile(path, vocabGguf(bpeTokenizerMeta(pre, { extraMerges: ['. Ċ', 'e Ì'] })));
+      // and a combining mark's first byte, which Qwen3.5's keeps in one word; pieces of U+2009, U+2028, U+202F and
+      // U+3000 with what follows or precedes them, which a split between them would keep apart)
+      await writeFile(path, vocabGguf(withMerges(bpeTokenizerMeta(pre, { extraMerges: ['. Ċ', 'e Ì'] }), SPACE_MERGES)));
       const tok = await withGguf(path, async (f) => tokenizerFromGguf(f));
       const hf = new Tokenizer(tok.tokenizerJson, tok.tokenizerConfig);
       const ours = TEXTS.map((t) => hf.encode(t, { add_special_tokens: false }).ids);
@@ -311,6 +340,37 @@ describe('gguf tokenizers: BPE pre-tokenizers, SentencePiece options, special to
       const theirs = await llamaCppTokenize(path, TEXTS);
       TEXTS.forEach((t, i) => expect(hf.encode(t, { add_special_tokens: false }).ids, `prefix ${prefix}: ${JSON.stringify(t)}`).to.deep.equal(theirs[i]));
     }
+  });
+
+  it("SentencePiece without BOS and EOS ids takes llama.cpp's defaults (BOS 1, EOS 2, UNK 0) and adds the BOS as it does", async () => {
+    const meta = await storiesTokenizerMeta();
+    delete meta['tokenizer.ggml.bos_token_id'];
+    delete meta['tokenizer.ggml.eos_token_id'];
+    const path = join(scratch.dir, 'spm-no-ids.gguf');
+    await writeFile(path, makeGguf({ 'general.architecture': { t: 'str', v: 'llama' }, ...meta }));
+    const tok = await withGguf(path, async (f) => tokenizerFromGguf(f));
+    const model = await (await llamaCpp()).loadModel({ modelPath: path, vocabOnly: true });
+    try {
+      expect(tok.special).to.deep.equal({ bos: model.tokens.bos, eos: model.tokens.eos, unk: 0 });
+      expect(tok.tokenizerConfig).to.include({ bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>', add_bos_token: model.tokens.shouldPrependBosToken });
+      expect(tok.endOfGeneration).to.include(model.tokens.eos);
+      const hf = new Tokenizer(tok.tokenizerJson, tok.tokenizerConfig);
+      for (const t of TEXTS) expect(hf.encode(t, { add_special_tokens: true }).ids, JSON.stringify(t)).to.deep.equal([model.tokens.bos, ...model.tokenize(t)]);
+    } finally {
+      await model.dispose();
+    }
+  });
+
+  it('ranks a merge the file lists twice by its first place, as llama.cpp does', async () => {
+    const meta = bpeTokenizerMeta('qwen2');
+    const merges = metaArray(meta, 'tokenizer.ggml.merges');
+    merges.push(...merges.slice(0, 20));
+    const path = join(scratch.dir, 'twice.gguf');
+    await writeFile(path, vocabGguf(meta));
+    const tok = await withGguf(path, async (f) => tokenizerFromGguf(f));
+    const hf = new Tokenizer(tok.tokenizerJson, tok.tokenizerConfig);
+    const theirs = await llamaCppTokenize(path, TEXTS);
+    TEXTS.forEach((t, i) => expect(hf.encode(t, { add_special_tokens: false }).ids, JSON.stringify(t)).to.deep.equal(theirs[i]));
   });
 
   it('refuses unknown and missing pre-tokenizers by name', () => {

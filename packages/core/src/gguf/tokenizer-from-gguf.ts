@@ -257,14 +257,13 @@ export function tokenizerFromGguf(meta: MetaSource, options: TokenizerFromGgufOp
     pieces.map((p): number => (/^<0x[0-9A-Fa-f]{2}>$/.test(p) ? TokenType.BYTE : TokenType.NORMAL));
 
   const specialId = tokenIdReader(get, n);
-  const bos = specialId('tokenizer.ggml.bos_token_id');
-  const eos = specialId('tokenizer.ggml.eos_token_id');
-  let unk = specialId('tokenizer.ggml.unknown_token_id');
+  // llama.cpp's defaults for SentencePiece vocabularies, BOS 1, EOS 2 and UNK 0 (where the vocabulary has them),
+  // stand wherever the file names no id in range.
+  const byDefault = (id: number) => (id < n ? id : undefined);
+  const bos = specialId('tokenizer.ggml.bos_token_id') ?? byDefault(1);
+  const eos = specialId('tokenizer.ggml.eos_token_id') ?? byDefault(2);
+  const unk = specialId('tokenizer.ggml.unknown_token_id') ?? byDefault(0);
   const pad = specialId('tokenizer.ggml.padding_token_id');
-  if (unk === undefined) {
-    const i = types.indexOf(TokenType.UNKNOWN);
-    if (i >= 0) unk = i;
-  }
   const special = specialIds(bos, eos, unk, pad);
 
   const boolMeta = boolReader(get);
@@ -440,14 +439,35 @@ function templateProcessing(
   return { type: 'TemplateProcessing', single, pair, special_tokens: specialTokens };
 }
 
+/** llama.cpp's whitespace beyond ASCII (`unicode_set_whitespace`, the code points of Unicode's White_Space). */
+const NON_ASCII_SPACES = new Set([0x85, 0xa0, 0x1680, 0x2000, 0x2001, 0x2002, 0x2003, 0x2004, 0x2005, 0x2006, 0x2007, 0x2008, 0x2009, 0x200a, 0x2028, 0x2029, 0x202f, 0x205f, 0x3000]);
+
 /**
- * The cased letters of DeepSeek LLM's word expression, as its tokenizer.json lists them (code point ranges, written
- * as numbers: several of its characters are singletons that Unicode normalization would turn into others).
+ * The inside of one of llama.cpp's character classes, from its code point ranges ("41-5a b5", hex), as llama.cpp
+ * matches it in an expression without \p{…} classes: before such an expression runs, unicode_regex_split turns every
+ * non-ASCII whitespace character into U+000B (std::wregex's \s knows only ASCII spaces), so those characters match
+ * \s but no range that spans them. Written as numbers: several characters of these classes are singletons that
+ * Unicode normalization would turn into others.
  */
-const CASED_LETTERS = '41-5a 61-7a b5 c0-d6 d8-f6 f8-1ba 1bc-1bf 1c4-293 295-2af 370-373 376 377 37b-37d 37f 386 388-38a 38c 38e-3a1 3a3-3f5 3f7-481 48a-52f 531-556 10a0-10c5 13a0-13f5 13f8-13fd 1c90-1cba 1cbd-1cbf 1d00-1d2b 1d6b-1d77 1d79-1d9a 1e00-1f15 1f18-1f1d 1f20-1f45 1f48-1f4d 1f50-1f57 1f59 1f5b 1f5d 1f5f-1f7d 1f80-1fb4 1fb6-1fbc 1fbe 1fc2-1fc4 1fc6-1fcc 1fd0-1fd3 1fd6-1fdb 1fe0-1fec 1ff2-1ff4 1ff6-1ffc 2102 2107 210a-2113 2115 2119-211d 2124 2126 2128 212a-212d 212f-2134 2139 213c-213f 2145-2149 214e 2183 2184 2c00-2c7b 2c7e-2ce4 2ceb-2cee 2cf2 2cf3 a640-a66d a680-a69b a722-a76f a771-a787 a78b-a78e ab70-abbf fb00-fb06 fb13-fb17 ff21-ff3a ff41-ff5a 10400-1044f 104b0-104d3 104d8-104fb 10c80-10cb2 10cc0-10cf2 118a0-118df 1e900-1e943'
-  .split(' ')
-  .map((r) => r.split('-').map((h) => String.fromCodePoint(parseInt(h, 16))).join('-'))
-  .join('');
+function literalClass(ranges: string): string {
+  const out: string[] = [];
+  for (const range of ranges.split(' ')) {
+    const [from, to = from] = range.split('-').map((h) => parseInt(h, 16)) as [number, number?];
+    let start: number | undefined;
+    for (let cp = from; cp <= to + 1; cp++) {
+      const inside = cp <= to && !NON_ASCII_SPACES.has(cp);
+      if (inside && start === undefined) start = cp;
+      if (!inside && start !== undefined) {
+        out.push(start === cp - 1 ? String.fromCodePoint(start) : `${String.fromCodePoint(start)}-${String.fromCodePoint(cp - 1)}`);
+        start = undefined;
+      }
+    }
+  }
+  return out.join('');
+}
+
+/** The cased letters of DeepSeek LLM's word expression, as its tokenizer.json lists them. */
+const CASED_LETTERS = literalClass('41-5a 61-7a b5 c0-d6 d8-f6 f8-1ba 1bc-1bf 1c4-293 295-2af 370-373 376 377 37b-37d 37f 386 388-38a 38c 38e-3a1 3a3-3f5 3f7-481 48a-52f 531-556 10a0-10c5 13a0-13f5 13f8-13fd 1c90-1cba 1cbd-1cbf 1d00-1d2b 1d6b-1d77 1d79-1d9a 1e00-1f15 1f18-1f1d 1f20-1f45 1f48-1f4d 1f50-1f57 1f59 1f5b 1f5d 1f5f-1f7d 1f80-1fb4 1fb6-1fbc 1fbe 1fc2-1fc4 1fc6-1fcc 1fd0-1fd3 1fd6-1fdb 1fe0-1fec 1ff2-1ff4 1ff6-1ffc 2102 2107 210a-2113 2115 2119-211d 2124 2126 2128 212a-212d 212f-2134 2139 213c-213f 2145-2149 214e 2183 2184 2c00-2c7b 2c7e-2ce4 2ceb-2cee 2cf2 2cf3 a640-a66d a680-a69b a722-a76f a771-a787 a78b-a78e ab70-abbf fb00-fb06 fb13-fb17 ff21-ff3a ff41-ff5a 10400-1044f 104b0-104d3 104d8-104fb 10c80-10cb2 10cc0-10cf2 118a0-118df 1e900-1e943');
 
 /** How llama.cpp pre-tokenizes one kind of BPE vocabulary (see {@link BPE_PRE_TOKENIZERS}). */
 interface BpePreTokenizer {
@@ -509,12 +529,14 @@ export const BPE_PRE_TOKENIZERS: Readonly<Record<string, BpePreTokenizer>> = (()
   const glm4 = { ...dbrx, noDefaultBos: true };
   // DeepSeek LLM and DeepSeek Coder (the llama-architecture models): newlines alone, words and punctuation with one
   // leading space, CJK runs, digits (runs, or one by one).
-  const cjk = '[一-龥ࠀ-一가-퟿]+';
+  // (llama.cpp's "[一-龥ࠀ-一가-퟿]+" and "[!-/:-~！-／：-～‘-‟　-。]", less the spaces in their ranges, U+2000–U+200A and
+  // U+3000 among them, which never match there)
+  const cjk = `[${literalClass('4e00-9fa5 800-4e00 ac00-d7ff')}]+`;
   const deepseekLlm = {
     regexes: [
       '[\r\n]',
       `\\s?[${CASED_LETTERS}]+`,
-      '\\s?[!-/:-~！-／：-～‘-‟　-。]+',
+      `\\s?[${literalClass('21-2f 3a-7e ff01-ff0f ff1a-ff5e 2018-201f 3000-3002')}]+`,
       '\\s+$',
       cjk,
       '\\p{N}+',
@@ -606,11 +628,15 @@ function bpeTokenizer(get: (key: string) => GgufValue | undefined, options: Toke
   if (!Array.isArray(rawMerges) || rawMerges.some((m) => typeof m !== 'string')) {
     fail('The GGUF\'s BPE vocabulary has no "tokenizer.ggml.merges" (an array of strings).', 'missing-metadata');
   }
-  // "left right", split at the first space after the first character (a merge part may itself be a space).
-  const merges = (rawMerges as string[]).map((m, i): [string, string] => {
+  // "left right", split at the first space after the first character (a merge part may itself be a space). A merge
+  // listed twice keeps its first rank, as llama.cpp's rank map does (tokenizers.js would rank it by the last).
+  const listed = new Set<string>();
+  const merges = (rawMerges as string[]).flatMap((m, i): [string, string][] => {
     const at = m.indexOf(' ', 1);
     if (at < 0) fail(`The GGUF merge #${i} "${m}" (tokenizer.ggml.merges) has no space between its two parts.`);
-    return [m.slice(0, at), m.slice(at + 1)];
+    if (listed.has(m)) return [];
+    listed.add(m);
+    return [[m.slice(0, at), m.slice(at + 1)]];
   });
   const types = numberArray(get('tokenizer.ggml.token_type'), 'tokenizer.ggml.token_type', n) ?? new Array<number>(n).fill(TokenType.NORMAL);
 
