@@ -5,7 +5,7 @@
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { copyFile, mkdir, open, readdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { Engine } from '../src/engine.js';
@@ -79,6 +79,18 @@ describe('a .gguf file as the model', function () {
     expect(events.every((e) => e.digest === HASHING_DIGEST)).to.equal(true);
     const manifest = JSON.parse(await readFile(join(dir, 'reasonplug.json'), 'utf8')) as { provenance: { convertedFrom: { file: string } } };
     expect(manifest.provenance.convertedFrom.file).to.equal('stories.gguf');
+  });
+
+  it('a file: URL names the file it points to (percent-escapes decoded); one of another host is refused by name', async () => {
+    const spaced = join(scratch.dir, 'with space é', 'stories.gguf');
+    await mkdir(join(spaced, '..'), { recursive: true });
+    await copyFile(STORIES, spaced);
+    const url = pathToFileURL(spaced).href;
+    expect(url).to.include('with%20space%20%C3%A9');
+    expect(await resolveModelPath(url)).to.equal(await resolveModelPath(spaced));
+    const err = await resolveModelPath('file://elsewhere/models/x.gguf').catch((e: Error) => e);
+    expect((err as Error).name).to.equal('ModelNotFoundError');
+    expect((err as Error).message).to.match(/^file:\/\/elsewhere\/models\/x\.gguf is not a file URL of this machine: /);
   });
 
   it('reasonplug generate --model file.gguf converts into $REASONPLUG_CACHE and writes the story', async () => {

@@ -5,7 +5,7 @@
 import { expect } from 'chai';
 import { ModuleCompatError } from '../src/modules/vocab-compat.js';
 import { execFile } from 'node:child_process';
-import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { copyFile, cp, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -18,7 +18,7 @@ import { maxIntraOpThreads } from '../src/runtime/thread-budget.js';
 import { MANIFEST_FILE, type ModuleManifest } from '../src/modules/manifest.js';
 import { writeModuleDir } from '../src/modules/module-dir.js';
 import { buildProjectorModel, randomProjectorWeights, writeProjectorModel } from '../src/onnx/projector-builder.js';
-import { models } from '../../../test/support/paths.js';
+import { models, repoRoot } from '../../../test/support/paths.js';
 import { builtModel, cacheDir, smallConfig, testDir } from './support/models.js';
 import { makeModule, storiesConfig, storiesModule } from './support/modules.js';
 import { runReasonplug } from './support/cli.js';
@@ -150,6 +150,17 @@ describe('CLI flag values', function () {
     expect(await flagError('serve', '--model', 'unused', '--reasoner', 'examples/modules/toy-math-reasoner=0.8')).to.include(
       '--reasoner examples/modules/toy-math-reasoner=0.8: expected NAME=REF[=WEIGHT], and "0.8" is a weight, not a model: name the reasoner, e.g. --reasoner r=examples/modules/toy-math-reasoner=0.8',
     );
+  });
+
+  it('--reasoner takes a path ending in "=<number>" as a path where that path is there and the part before is not (a folder named r=1)', async () => {
+    const example = (name: string) => join(repoRoot, 'examples', 'modules', name);
+    const dir = join(testDir('reasoner-eq'), 'r=1');
+    await cp(example('toy-math-reasoner'), dir, { recursive: true });
+    const run = (reasoner: string) => runReasonplug(['generate', '--model', example('toy-backbone-s'), '--reasoner', reasoner, '--prompt-ids', '1', '--max-tokens', '2', '--json']);
+    for (const reasoner of [dir, `${dir}=0.5`]) {
+      const r = await run(reasoner);
+      expect(r.code, `${reasoner}: ${r.stderr}`).to.equal(0);
+    }
   });
 
   it('from a shell: exit code 1, one line naming the flag, before the model is even looked for', async () => {

@@ -19,11 +19,15 @@ import type { ReasonerSpec } from '../runtime/protocol.js';
 import { PLACEMENTS, type PlacementChoice } from '../runtime/thread-budget.js';
 import { boundedDecimalFlag, decimalFlag, logitBiasFlag, nonNegativeIntegerFlag, parseWeight, positiveIntegerFlag, reasonerTaskFlag, type ReasonerTaskFlag, safeIntegerFlag, stopFlag, threadsFlag } from './flags.js';
 
-/** `PATH[=WEIGHT]` (or a registry ref): the weight is what follows the last `=` when it is a number. */
+/**
+ * `PATH[=WEIGHT]` (or a registry ref): the weight is what follows the last `=` when it is a number, unless the whole
+ * argument is a path that exists and the part before that `=` is not (a folder named `r=1`).
+ */
 const reasonerFlag = (v: string, prev: ReasonerSpec[] = []): ReasonerSpec[] => {
   const at = v.lastIndexOf('=');
   // `ns/name@>=1.2` is a registry range, not a weight.
   if (at > 0 && /[<>=]$/.test(v.slice(0, at))) return [...prev, { model: v }];
+  if (at > 0 && existsSync(v) && !existsSync(v.slice(0, at))) return [...prev, { model: v }];
   const weight = at > 0 ? parseWeight(v.slice(at + 1)) : undefined;
   if (weight !== undefined) return [...prev, { model: v.slice(0, at), weight }];
   if (at > 0 && !existsSync(v)) throw new InvalidArgumentError(`--reasoner ${v}: the weight after "=" must be a number`);

@@ -7,10 +7,11 @@
 import { isGgufFile } from '../gguf/gguf-module.js';
 import { summarizeGguf } from '../gguf/inspect.js';
 import { HfCacheError, hfCachedModels, hfCachePath, isHfRef } from './hf-cache.js';
-import { locateModel } from './locate.js';
+import { locateModel, ModelNotFoundError } from './locate.js';
 import { isLmStudioRef, lmStudioModelFile, lmStudioModels } from './lmstudio-models.js';
 import { isOllamaRef, OllamaModelError, ollamaPulledModels } from './ollama-store.js';
 import { ollamaModelPath, type OllamaPullOptions } from '../registry/ollama-pull.js';
+import { fileURLToPath } from 'node:url';
 
 /** Whether `spec` is such a name. */
 export function isLocalModelName(spec: string): boolean {
@@ -22,10 +23,20 @@ export function isLocalModelName(spec: string): boolean {
  * no store on this machine has is pulled from its registry (registry/ollama-pull.ts; `opts` as for registry pulls).
  */
 export async function localModelPath(spec: string, opts: OllamaPullOptions = {}): Promise<string> {
+  if (/^file:/i.test(spec)) return filePath(spec);
   if (isOllamaRef(spec)) return ollamaModelPath(spec, opts);
   if (isHfRef(spec)) return hfModelPath(spec, opts);
   if (isLmStudioRef(spec)) return lmStudioModelFile(spec);
   return spec;
+}
+
+/** The path of a `file:` URL (percent-escapes decoded), as Node's fs functions read one. */
+function filePath(spec: string): string {
+  try {
+    return fileURLToPath(spec);
+  } catch (err) {
+    throw new ModelNotFoundError(`${spec} is not a file URL of this machine: ${(err as Error).message}`);
+  }
 }
 
 /**
