@@ -23,10 +23,15 @@ export class GraphBuilder {
   private readonly counters: Map<string, number>;
   private readonly constCache = new Map<string, string>();
 
-  /** @param prefix prepended to every value and node name this builder makes (keeps sub-graphs' names apart). */
+  /**
+   * @param prefix prepended to every value and node name this builder makes (keeps sub-graphs' names apart).
+   * @param onInitializer called with each initializer as the root graph takes it (a writer that moves its bytes to
+   * external data there and then, so that a large model's weights are not all held until the graph is done).
+   */
   constructor(
     readonly prefix = '',
     parent?: GraphBuilder,
+    private readonly onInitializer?: (tensor: TensorProto) => void,
   ) {
     this.root = parent ? parent.root : this;
     this.used = parent ? parent.used : new Set();
@@ -76,7 +81,7 @@ export class GraphBuilder {
   /** Adds an initializer to the root graph under an exact name. */
   initializer(tensor: TensorProto): string {
     this.root.reserve(tensor.name!);
-    this.root.initializers.push(tensor);
+    this.root.take(tensor);
     return tensor.name!;
   }
 
@@ -93,8 +98,14 @@ export class GraphBuilder {
   /** A shared float32 constant from an existing array (not cached by value; named from `hint`). */
   f32Array(hint: string, dims: number[], data: Float32Array): string {
     const tensor = makeTensor(this.root.fresh(hint), DataType.FLOAT, dims, data);
-    this.root.initializers.push(tensor);
+    this.root.take(tensor);
     return tensor.name!;
+  }
+
+  /** Adds an initializer to this (root) graph. */
+  private take(tensor: TensorProto): void {
+    this.initializers.push(tensor);
+    this.onInitializer?.(tensor);
   }
 
   private constant(
@@ -110,7 +121,7 @@ export class GraphBuilder {
     if (hit) return hit;
     const hint = values.length <= 4 ? `const_${kind}_${values.join('_').replace(/[^0-9a-zA-Z_]/g, (c) => (c === '-' ? 'm' : 'p'))}` : `const_${kind}`;
     const name = root.fresh(hint);
-    root.initializers.push(makeTensor(name, dataType, dims, make()));
+    root.take(makeTensor(name, dataType, dims, make()));
     root.constCache.set(key, name);
     return name;
   }

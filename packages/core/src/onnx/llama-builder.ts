@@ -6,7 +6,7 @@
  * float32 even when weights and I/O are stored as float16, so graphs run on onnxruntime's CPU EP.
  */
 import { seededNormals } from './random-weights.js';
-import { open } from 'node:fs/promises';
+import { closeSync, openSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { onnx as O } from 'onnx-proto';
 import { DataType, makeNode, makeTensor, makeValueInfo, onnx, writeModel, type GraphProto, type TensorProto, type ValueInfoProto } from './proto.js';
@@ -814,8 +814,14 @@ interface LayerRefs {
  * Builds the ONNX model of a Llama decoder (optimum `text-generation-with-past` I/O names; see
  * {@link LlamaBuildOptions} for the optional inputs and outputs). Weights are copied (and transposed to
  * `[in, out]` for MatMul); the inputs are not modified. The result can be passed to `encodeModel`/`writeModel`.
+ * `onInitializer` sees each initializer as soon as it is made (see GraphBuilder).
  */
-export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<WeightMatrix>, options: LlamaBuildOptions = {}): O.IModelProto {
+export function buildLlamaModel(
+  config: LlamaConfig,
+  weights: LlamaWeights<WeightMatrix>,
+  options: LlamaBuildOptions = {},
+  onInitializer?: (tensor: TensorProto) => void,
+): O.IModelProto {
   const c = resolve(config);
   checkWeights(c, weights);
   const fp16 = options.dtype === 'float16';
@@ -845,7 +851,7 @@ export function buildLlamaModel(config: LlamaConfig, weights: LlamaWeights<Weigh
   const qDim = heads * headDim;
   const kvDim = kvHeads * headDim;
 
-  const g = new GraphBuilder();
+  const g = new GraphBuilder('', undefined, onInitializer);
 
   // ---- graph inputs and outputs (names reserved first so nothing else can take them)
   const seq = 'sequence_length';
@@ -1927,9 +1933,72 @@ export interface ExternalDataLayout {
 }
 
 /**
+ * Writes initializers of at least {@link EXTERNAL_MIN_BYTES} to external-data files as the builder makes them, in the
+ * order made, and drops their bytes from the tensors: a converted weight is written and let go before the next one is
+ * made, instead of the whole model's being held until the graph is done. Initializers over the same bytes (a tied
+ * head's codes and the embedding's) share one region of the file.
+ */
+class ExternalDataWriter {
+  private chunk = 0;
+  private location: string;
+  private fd: number;
+  private offset = 0;
+  /** Regions written, by the buffer they were written from (weakly: a buffer let go need not be remembered). */
+  private readonly written = new WeakMap<ArrayBufferLike, { byteOffset: number; byteLength: number; entries: NonNullable<TensorProto['externalData']> }[]>();
+
+  constructor(
+    private readonly dir: string,
+    private readonly first: string,
+    private readonly chunkBytes: number | undefined,
+  ) {
+    this.location = first;
+    this.fd = openSync(join(dir, first), 'w');
+  }
+
+  /** Moves `t`'s bytes to the file (where it is large enough to go there). */
+  add(t: TensorProto): void {
+    const raw = t.rawData as Uint8Array;
+    if (raw.byteLength < EXTERNAL_MIN_BYTES) return;
+    const shared = this.written.get(raw.buffer) ?? [];
+    let entries = shared.find((w) => w.byteOffset === raw.byteOffset && w.byteLength === raw.byteLength)?.entries;
+    if (!entries) {
+      if (this.chunkBytes !== undefined && this.offset > 0 && this.offset + raw.byteLength > this.chunkBytes) {
+        closeSync(this.fd);
+        this.location = `${this.first}_${++this.chunk}`;
+        this.fd = openSync(join(this.dir, this.location), 'w');
+        this.offset = 0;
+      }
+      if (raw.byteLength >= ALIGN_LARGE_BYTES && this.offset % PAGE !== 0) this.write(new Uint8Array(PAGE - (this.offset % PAGE)));
+      const offset = this.offset;
+      this.write(raw);
+      entries = [
+        { key: 'location', value: this.location },
+        { key: 'offset', value: String(offset) },
+        { key: 'length', value: String(raw.byteLength) },
+      ];
+      this.written.set(raw.buffer, [...shared, { byteOffset: raw.byteOffset, byteLength: raw.byteLength, entries }]);
+    }
+    t.externalData = entries;
+    t.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
+    delete t.rawData;
+  }
+
+  /** Appends `bytes` at the current offset (one write() moves at most about 2 GiB: an fp32 embedding can be more). */
+  private write(bytes: Uint8Array): void {
+    for (let done = 0; done < bytes.byteLength; ) done += writeSync(this.fd, bytes, done, bytes.byteLength - done, this.offset + done);
+    this.offset += bytes.byteLength;
+  }
+
+  close(): void {
+    closeSync(this.fd);
+  }
+}
+
+/**
  * Builds the model and writes it to `path`. With `externalData`, every initializer of at least 1 KiB goes to
  * `${basename(path)}.data` (or the layout's file and chunks) beside the model, referenced by ONNX external-data
  * entries (relative `location`, `offset`, `length`), as optimum exports do; large tensors start on 4 KiB boundaries.
+ * Each is written as the builder makes it (see ExternalDataWriter): a build that fails part-way leaves the data written.
  */
 export async function writeLlamaModel(
   path: string,
@@ -1937,59 +2006,25 @@ export async function writeLlamaModel(
   weights: LlamaWeights<WeightMatrix>,
   options: LlamaBuildOptions & { externalData?: boolean | ExternalDataLayout } = {},
 ): Promise<void> {
-  const model = buildLlamaModel(config, weights, options);
-  const inits = model.graph!.initializer as TensorProto[];
-  if (options.externalData) {
-    const layout = options.externalData === true ? {} : options.externalData;
-    const first = layout.location ?? `${basename(path)}.data`;
-    let chunk = 0;
-    let location = first;
-    let file = await open(join(dirname(path), location), 'w');
-    // Initializers over the same bytes (a tied head's codes and the embedding's) share one region of the file.
-    const written = new Map<ArrayBufferLike, { byteOffset: number; byteLength: number; entries: NonNullable<TensorProto['externalData']> }[]>();
-    try {
-      let offset = 0;
-      for (const t of inits) {
-        const raw = t.rawData as Uint8Array;
-        if (raw.byteLength < EXTERNAL_MIN_BYTES) continue;
-        const shared = written.get(raw.buffer) ?? [];
-        let entries = shared.find((w) => w.byteOffset === raw.byteOffset && w.byteLength === raw.byteLength)?.entries;
-        if (!entries) {
-          if (layout.chunkBytes !== undefined && offset > 0 && offset + raw.byteLength > layout.chunkBytes) {
-            await file.close();
-            location = `${first}_${++chunk}`;
-            file = await open(join(dirname(path), location), 'w');
-            offset = 0;
-          }
-          if (raw.byteLength >= ALIGN_LARGE_BYTES && offset % PAGE !== 0) {
-            const pad = PAGE - (offset % PAGE);
-            await file.write(new Uint8Array(pad), 0, pad, offset);
-            offset += pad;
-          }
-          await file.write(raw, 0, raw.byteLength, offset);
-          entries = [
-            { key: 'location', value: location },
-            { key: 'offset', value: String(offset) },
-            { key: 'length', value: String(raw.byteLength) },
-          ];
-          written.set(raw.buffer, [...shared, { byteOffset: raw.byteOffset, byteLength: raw.byteLength, entries }]);
-          offset += raw.byteLength;
-        }
-        t.externalData = entries;
-        t.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
-        delete t.rawData;
-      }
-    } finally {
-      await file.close();
-    }
-  } else {
-    const total = inits.reduce((n, t) => n + ((t.rawData as Uint8Array | undefined)?.byteLength ?? 0), 0);
+  if (!options.externalData) {
+    const model = buildLlamaModel(config, weights, options);
+    const total = (model.graph!.initializer as TensorProto[]).reduce((n, t) => n + ((t.rawData as Uint8Array | undefined)?.byteLength ?? 0), 0);
     if (total > MAX_INLINE_BYTES) {
       throw new Error(
         `the weights take ${(total / 2 ** 30).toFixed(2)} GiB, more than one protobuf file can hold (2 GiB); ` +
           'write the model with { externalData: true }',
       );
     }
+    await writeModel(path, model);
+    return;
+  }
+  const layout = options.externalData === true ? {} : options.externalData;
+  const data = new ExternalDataWriter(dirname(path), layout.location ?? `${basename(path)}.data`, layout.chunkBytes);
+  let model: O.IModelProto;
+  try {
+    model = buildLlamaModel(config, weights, options, (t) => data.add(t));
+  } finally {
+    data.close();
   }
   await writeModel(path, model);
 }
