@@ -5,10 +5,9 @@
  * repository, and ranges keep resolving to the original), the quantization is recorded in `provenance.quantization` and every digest is computed afresh.
  * The result is written beside its destination and renamed into place, so nothing half-written is left.
  */
-import { randomBytes } from 'node:crypto';
 import semver from 'semver';
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, rename, rm, stat } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { isGgufFile, isGgufPath } from '../gguf/gguf-module.js';
 import { isOllamaRef } from './ollama-store.js';
@@ -79,14 +78,18 @@ export async function quantizeModel(src: string, dest: string, opts: QuantizeOpt
   if (existsSync(target)) throw new QuantizeError(`${target} already exists; choose a new destination`);
   const bits = opts.bits ?? 4;
   await mkdir(dirname(target), { recursive: true });
-  const tmp = join(dirname(target), `.${basename(target)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  // Work in a short-named folder beside the destination (one file system, so the rename is atomic), not under a name
+  // built from the destination's: one near the 255-byte limit would pass it. The result goes inside, not as that
+  // folder, which mkdtemp makes private (0700).
+  const work = await mkdtemp(join(dirname(target), '.rpq-'));
+  const tmp = join(work, 'out');
   try {
     if (!(await stat(source)).isDirectory()) {
       const { report } = await quantizeFile(source, tmp, opts);
       await rename(tmp, target);
       return { path: target, report };
     }
-    await mkdir(tmp, { recursive: true });
+    await mkdir(tmp);
     let result: Omit<QuantizeResult, 'path'>;
     if (existsSync(join(source, MANIFEST_FILE))) {
       const { manifest, files } = await loadModuleDir(source);
@@ -131,8 +134,8 @@ export async function quantizeModel(src: string, dest: string, opts: QuantizeOpt
     }
     await rename(tmp, target);
     return { path: target, ...result };
-  } catch (err) {
-    await rm(tmp, { recursive: true, force: true });
-    throw err;
+  } finally {
+    // (empty once the result is renamed into place; what was written so far when it failed)
+    await rm(work, { recursive: true, force: true });
   }
 }

@@ -7,10 +7,10 @@
  * Nodes and initializers nothing reads any more are dropped; what stays external is inlined, so the result is
  * one self-contained file.
  */
-import { readFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import type { onnx as O } from 'onnx-proto';
-import { DataType, makeTensor, onnx, type GraphProto, type ModelProto, type NodeProto, type TensorProto } from '../proto.js';
+import { DataType, makeTensor, onnx, OnnxFormatError, type GraphProto, type ModelProto, type NodeProto, type TensorProto } from '../proto.js';
 import { float16ToFloat32, float32ArrayToFloat16, transpose2d } from '../graph-builder.js';
 import { quantizeMatrix, type BlockSearch } from './quantize-matrix.js';
 import { findHeadMatMuls } from './find-head.js';
@@ -100,35 +100,55 @@ function tensorBytes(t: TensorProto): number {
   return (t.rawData?.length ?? 0) + (t.floatData?.length ?? 0) * 4 + (t.int32Data?.length ?? 0) * 4 + (t.int64Data?.length ?? 0) * 8;
 }
 
-/** Reads tensors' bytes, external data included (each external file read once). */
+/**
+ * Reads tensors' bytes, external data included: each external file is opened once and each tensor read at its
+ * offset, so memory holds the tensors being quantized, not the file (which may pass what one Buffer holds, 2 GiB).
+ * {@link close} closes the files.
+ */
 class TensorReader {
-  private readonly files = new Map<string, Buffer>();
+  private readonly files = new Map<string, number>();
   constructor(private readonly baseDir: string) {}
 
   raw(t: TensorProto): Uint8Array | undefined {
     if (t.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL) {
       const entry = (key: string) => t.externalData?.find((e) => e.key === key)?.value;
       const location = entry('location')!;
-      let file = this.files.get(location);
-      if (!file) {
-        file = readFileSync(join(this.baseDir, location));
-        this.files.set(location, file);
+      const path = join(this.baseDir, location);
+      let fd = this.files.get(location);
+      if (fd === undefined) {
+        fd = openSync(path, 'r');
+        this.files.set(location, fd);
       }
       const offset = Number(entry('offset') ?? 0);
-      const length = Number(entry('length') ?? file.length - offset);
-      return file.subarray(offset, offset + length);
+      const length = Number(entry('length') ?? fstatSync(fd).size - offset);
+      // Its own buffer, not a pooled one: floats() views it in place, which needs a 4-byte aligned start.
+      const bytes = new Uint8Array(length);
+      for (let at = 0; at < length; ) {
+        const n = readSync(fd, bytes, at, length - at, offset + at);
+        if (n === 0) throw new OnnxFormatError(`${path} ends before ${t.name ?? 'a tensor'}'s ${length} bytes at offset ${offset}: the file is truncated`);
+        at += n;
+      }
+      return bytes;
     }
     return t.rawData && t.rawData.length > 0 ? t.rawData : undefined;
   }
 
+  /** Closes the external-data files opened so far. */
+  close(): void {
+    for (const fd of this.files.values()) closeSync(fd);
+    this.files.clear();
+  }
+
   floats(t: TensorProto): Float32Array | undefined {
     const raw = this.raw(t);
+    // External bytes come in a buffer of their own, viewed as they are; inline ones are copied out of the model's bytes (which need not be aligned).
+    const buffer = raw && (raw.byteOffset === 0 && raw.byteLength === raw.buffer.byteLength ? raw.buffer : raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength));
     if (t.dataType === DataType.FLOAT) {
-      if (raw) return new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength));
+      if (buffer) return new Float32Array(buffer);
       return Float32Array.from(t.floatData ?? []);
     }
     if (t.dataType === DataType.FLOAT16) {
-      const bits = raw ? new Uint16Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength)) : Uint16Array.from(t.int32Data ?? []);
+      const bits = buffer ? new Uint16Array(buffer) : Uint16Array.from(t.int32Data ?? []);
       return Float32Array.from(bits, float16ToFloat32);
     }
     return undefined;
@@ -137,7 +157,7 @@ class TensorReader {
   /** Moves an external tensor's data inline. */
   inline(t: TensorProto): void {
     if (t.dataLocation !== onnx.TensorProto.DataLocation.EXTERNAL) return;
-    t.rawData = new Uint8Array(this.raw(t)!);
+    t.rawData = this.raw(t)!;
     t.externalData = [];
     t.dataLocation = onnx.TensorProto.DataLocation.DEFAULT;
   }
@@ -149,6 +169,15 @@ class TensorReader {
  * has no constant MatMul weight to quantize, or whose result would not fit in one file.
  */
 export function quantizeGraph(model: ModelProto | O.IModelProto, source: string, baseDir: string, opts: QuantizeOptions = {}): { model: ModelProto; report: QuantizeReport } {
+  const reader = new TensorReader(baseDir);
+  try {
+    return quantizeWith(reader, model, source, opts);
+  } finally {
+    reader.close();
+  }
+}
+
+function quantizeWith(reader: TensorReader, model: ModelProto | O.IModelProto, source: string, opts: QuantizeOptions): { model: ModelProto; report: QuantizeReport } {
   const bits = opts.bits ?? 4;
   const blockSize = opts.blockSize ?? 32;
   const headBits = headBitsOf(opts);
@@ -175,7 +204,6 @@ export function quantizeGraph(model: ModelProto | O.IModelProto, source: string,
   const inits = new Map((main.initializer ?? []).map((t) => [t.name ?? '', t as TensorProto]));
   const producers = new Map<string, NodeProto>();
   for (const n of nodes) for (const o of n.output ?? []) if (o) producers.set(o, n);
-  const reader = new TensorReader(baseDir);
   const bytesBefore = [...inits.values()].reduce((s, t) => s + tensorBytes(t), 0);
   const used = new Set<string>([...all.flatMap((g) => [...(g.initializer ?? []), ...(g.input ?? []), ...(g.output ?? [])].map((v) => v.name ?? '')), ...nodes.flatMap((n) => [...(n.input ?? []), ...(n.output ?? [])])]);
   const fresh = (hint: string) => {
@@ -235,6 +263,13 @@ export function quantizeGraph(model: ModelProto | O.IModelProto, source: string,
     memo.set(name, r);
     return r;
   };
+  // A weight's floats are kept only while it is quantized (the memo serves one resolution and the head search):
+  // kept for the whole graph, they would hold all of the model's weights in memory at once.
+  const take = (name: string): Resolved | undefined => {
+    const r = resolve(name);
+    memo.clear();
+    return r;
+  };
 
   const added: TensorProto[] = [];
   const addInit = (hint: string, dataType: number, dims: number[], data: Uint8Array | Float32Array | Uint16Array): string => {
@@ -255,19 +290,18 @@ export function quantizeGraph(model: ModelProto | O.IModelProto, source: string,
   for (const node of nodes) {
     if ((node.domain ?? '') !== '' || node.opType !== 'MatMul') continue;
     const b = node.input?.[1] ?? '';
-    const w = resolve(b);
-    if (!w) continue;
     if (routers.has(node.output?.[0] ?? '')) {
-      report.skipped.push(`router ${b}: a mixture of experts' scores stay float`);
+      if (take(b)) report.skipped.push(`router ${b}: a mixture of experts' scores stay float`);
       continue;
     }
-    const [K, N] = [w.rows, w.cols];
     const isHead = heads.has(node);
     const nodeBits = isHead ? headBits : bits;
-    if (isHead && !report.head.names.includes(b)) report.head.names.push(b);
     const key = `${b}@${nodeBits}`;
     let q = nbitsOf.get(key);
     if (!q) {
+      const w = take(b);
+      if (!w) continue;
+      const [K, N] = [w.rows, w.cols];
       // MatMulNBits keeps ceil(K / block_size) blocks a column: a last partial block is stored padded with zeros,
       // which its zero point represents exactly, so they change neither its search nor the product.
       const blocks = Math.ceil(K / blockSize);
@@ -284,6 +318,7 @@ export function quantizeGraph(model: ModelProto | O.IModelProto, source: string,
       };
       nbitsOf.set(key, q);
     }
+    if (isHead && !report.head.names.includes(b)) report.head.names.push(b);
     node.opType = 'MatMulNBits';
     node.domain = MS;
     node.input = [node.input![0]!, ...q.inputs];
@@ -306,7 +341,7 @@ export function quantizeGraph(model: ModelProto | O.IModelProto, source: string,
     for (const node of nodes) {
       if ((node.domain ?? '') !== '' || node.opType !== 'Gather' || (attrInt(node, 'axis') ?? 0) !== 0) continue;
       const table = node.input?.[0] ?? '';
-      const w = inits.has(table) ? resolve(table) : undefined;
+      const w = inits.has(table) ? take(table) : undefined;
       if (!w) continue;
       if (w.cols % blockSize !== 0) {
         // GatherBlockQuantized needs whole blocks along the quantized axis.
