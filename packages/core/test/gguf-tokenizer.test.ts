@@ -361,6 +361,21 @@ describe('gguf tokenizers: BPE pre-tokenizers, SentencePiece options, special to
     }
   });
 
+  it('a BOS or EOS id outside the vocabulary counts as none named: the defaults stand (llama.cpp: "bad special token … using default id")', async () => {
+    const u32 = (v: number): WValue => ({ t: 'u32', v });
+    for (const base of [bpeTokenizerMeta('llama-bpe'), await storiesTokenizerMeta()]) {
+      const absent = { ...base };
+      delete absent['tokenizer.ggml.bos_token_id'];
+      delete absent['tokenizer.ggml.eos_token_id'];
+      const outside = { ...absent, 'tokenizer.ggml.bos_token_id': u32(1_000_000), 'tokenizer.ggml.eos_token_id': u32(1_000_001) };
+      const read = (meta: Record<string, WValue>) => tokenizerFromGguf(Object.fromEntries(Object.entries(meta).map(([k, v]) => [k, plain(v)])));
+      const [a, b] = [read(absent), read(outside)];
+      expect(b.special).to.deep.equal(a.special);
+      expect(b.special.bos, 'a default BOS').to.not.equal(undefined);
+      expect(b.tokenizerConfig).to.deep.equal(a.tokenizerConfig);
+    }
+  });
+
   it('ranks a merge the file lists twice by its first place, as llama.cpp does', async () => {
     const meta = bpeTokenizerMeta('qwen2');
     const merges = metaArray(meta, 'tokenizer.ggml.merges');

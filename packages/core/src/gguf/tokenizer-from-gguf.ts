@@ -642,8 +642,9 @@ function bpeTokenizer(get: (key: string) => GgufValue | undefined, options: Toke
 
   const specialId = tokenIdReader(get, n);
   // llama.cpp's defaults for BPE vocabularies: BOS = EOS = 11 unless the file names them.
-  const bos = get('tokenizer.ggml.bos_token_id') === undefined ? (n > 11 && !pre.noDefaultBos ? 11 : undefined) : specialId('tokenizer.ggml.bos_token_id');
-  const eos = get('tokenizer.ggml.eos_token_id') === undefined ? (n > 11 ? 11 : undefined) : specialId('tokenizer.ggml.eos_token_id');
+  // llama.cpp's BPE defaults (11) stand wherever the file names no id in range (it warns of "bad special token").
+  const bos = specialId('tokenizer.ggml.bos_token_id') ?? (n > 11 && !pre.noDefaultBos ? 11 : undefined);
+  const eos = specialId('tokenizer.ggml.eos_token_id') ?? (n > 11 ? 11 : undefined);
   const unk = specialId('tokenizer.ggml.unknown_token_id');
   const pad = specialId('tokenizer.ggml.padding_token_id');
   const special = specialIds(bos, eos, unk, pad);
