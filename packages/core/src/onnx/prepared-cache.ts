@@ -19,6 +19,10 @@
  * digest, never under one computed earlier: bytes changed behind a stale digest cannot poison the entry of the
  * good file. With `expectedSha256` (the module manifest's), other bytes are refused. External-data files are
  * checked against the extents the graph gives them before onnxruntime sees them.
+ *
+ * An unwritable cache (no permission, a read-only or full disk, a file in its place: a container run as another
+ * user) does not stop a load: the prepared graph is only a speed-up, so it is then handed over in memory
+ * ({@link PreparedDecoder.graph}) with a warning, prepared again at every load, and nothing of it is left in the cache.
  */
 import { cachedHashFile, checkFile } from '../modules/file-digest.js';
 import { cacheRoot } from '../modules/cache-root.js';
@@ -65,6 +69,13 @@ export interface PreparedDecoder extends GraphFacts {
   adaptation: string;
   /** For a graph of this cache: where sessions of it may keep their optimized form (runtime/session-cache.ts). */
   sessionDir?: string;
+  /**
+   * Set when the cache could not take the prepared graph: load these bytes instead of `preparedPath` (which is then
+   * where the graph would have been, and does not exist), with `externalDataDir` when that is set.
+   */
+  graph?: Uint8Array;
+  /** What the user should be told about this preparation (set with `graph`: why the cache was not used). */
+  warnings?: string[];
 }
 
 /** Counters for tests and diagnostics. */
@@ -91,10 +102,16 @@ interface EntryPaths {
   sidecarPath: string;
 }
 
-/** A verified cache entry. */
-interface CachedEntry {
-  meta: Sidecar;
+/** Where a prepared graph is: its cache entry's graph file, or, when the cache could not take it, memory. */
+interface GraphPlace {
   preparedPath: string;
+  /** The graph's bytes, and why they are not in the cache, when they are not. */
+  uncached?: { graph: Uint8Array; warning: string };
+}
+
+/** A verified cache entry, or the graph and sidecar the cache could not take. */
+interface CachedEntry extends GraphPlace {
+  meta: Sidecar;
 }
 
 /** Each external-data location a graph gives and the one that replaces it. */
@@ -133,6 +150,43 @@ async function writeAtomic(path: string, data: Uint8Array | string): Promise<voi
     await rm(tmp, { force: true });
     throw err;
   }
+}
+
+/** Codes that say the cache cannot take files: no permission, a read-only or full disk, a file in the way. */
+const UNWRITABLE = new Set(['EACCES', 'EPERM', 'EROFS', 'ENOSPC', 'EDQUOT', 'ENOTDIR']);
+
+const codeOf = (err: unknown) => (err as NodeJS.ErrnoException).code ?? '';
+
+/**
+ * Writes an entry's graph and sidecar into `dir`. Returns the error code when the cache cannot be written
+ * ({@link UNWRITABLE}; from making `dir` also EEXIST, a file in its place, and ENOENT, which a read-only mount says
+ * for a directory whose parent exists), and throws other failures, in both cases leaving no part of the entry behind.
+ */
+async function writeEntry(dir: string, paths: EntryPaths, graph: Uint8Array, meta: Sidecar): Promise<string | undefined> {
+  try {
+    await mkdir(dir, { recursive: true });
+  } catch (err) {
+    const code = codeOf(err);
+    if (UNWRITABLE.has(code) || code === 'EEXIST' || code === 'ENOENT') return code;
+    throw err;
+  }
+  try {
+    await writeAtomic(paths.preparedPath, graph);
+    await writeAtomic(paths.sidecarPath, `${JSON.stringify(meta, null, 2)}\n`);
+  } catch (err) {
+    // A graph without its sidecar is never a hit, only a file to sweep (unless another process has completed the entry).
+    if (!(await exists(paths.sidecarPath))) await rm(paths.preparedPath, { force: true }).catch(() => undefined);
+    if (UNWRITABLE.has(codeOf(err))) return codeOf(err);
+    throw err;
+  }
+  return undefined;
+}
+
+/** The warning of a prepared graph the cache could not take, with what would let it be kept. */
+function uncachedWarning(located: Located, code: string): string {
+  const { source, dir, cacheDirGiven } = located;
+  const remedy = cacheDirGiven ? 'give a writable cache directory' : 'set REASONPLUG_CACHE to a writable directory';
+  return `cannot write the prepared graph of ${source} to the cache ${dir} (${code}): it is used from memory and prepared again at every load; ${remedy} to keep it`;
 }
 
 /** The sidecar and graph of a cache entry for source `digest`, when both are there and the graph verifies. */
@@ -176,7 +230,8 @@ async function locateEntry(sourcePath: string, opts: PrepareOptions) {
     const key = createHash('sha256').update(JSON.stringify({ format: PREPARED_FORMAT_VERSION, source: hex, options, ...moved })).digest('hex');
     return { preparedPath: join(dir, `${key}.onnx`), sidecarPath: join(dir, `${key}.json`) };
   };
-  return { source, sourceDir: dirname(source), expected, recorded, options, adapting: Object.values(options).some(Boolean), dir, entry };
+  const cacheDirGiven = opts.cacheDir !== undefined;
+  return { source, sourceDir: dirname(source), expected, recorded, options, adapting: Object.values(options).some(Boolean), dir, cacheDirGiven, entry };
 }
 
 const dataFilesOf = (dir: string, extents: Record<string, number>) => Object.keys(extents).map((name) => join(dir, name));
@@ -212,20 +267,26 @@ function relocate(model: ModelProto, relocated: Relocation): ModelProto {
   return model;
 }
 
-/** The graph of entry `paths`, `base`'s relocated: from the cache, else with `write` derived from `base` and written (else undefined). */
-async function relocatedGraph(base: CachedEntry, paths: EntryPaths, relocated: Relocation, write: boolean): Promise<string | undefined> {
-  const hit = await cachedEntry(paths, base.meta.digest);
-  if (hit || !write) return hit?.preparedPath;
-  const bytes = await readFile(base.preparedPath);
-  if (sha256Hex(bytes) !== base.meta.prepared) throw new OnnxFormatError(`the prepared graph ${base.preparedPath} changed while it was read; load the model again`);
+/**
+ * The graph of entry `paths`, `base`'s relocated: from the cache, else with `write` derived from `base` and written,
+ * or kept in memory where `base` is or the cache cannot take it (else undefined).
+ */
+async function relocatedGraph(located: Located, base: CachedEntry, paths: EntryPaths, relocated: Relocation, write: boolean): Promise<GraphPlace | undefined> {
+  if (!base.uncached) {
+    const hit = await cachedEntry(paths, base.meta.digest);
+    if (hit || !write) return hit;
+  }
+  const bytes = base.uncached?.graph ?? (await readFile(base.preparedPath));
+  if (!base.uncached && sha256Hex(bytes) !== base.meta.prepared) throw new OnnxFormatError(`the prepared graph ${base.preparedPath} changed while it was read; load the model again`);
   const moved = encodeModel(relocate(decodeModel(bytes, base.preparedPath), relocated));
+  if (base.uncached) return { preparedPath: paths.preparedPath, uncached: { graph: moved, warning: base.uncached.warning } };
+  let code: string | undefined;
   try {
-    await writeAtomic(paths.preparedPath, moved);
-    await writeAtomic(paths.sidecarPath, `${JSON.stringify({ ...base.meta, prepared: sha256Hex(moved) }, null, 2)}\n`);
+    code = await writeEntry(located.dir, paths, moved, { ...base.meta, prepared: sha256Hex(moved) });
   } catch (err) {
     throw new Error(`cannot write the relocated graph of ${base.preparedPath} to ${paths.preparedPath}: ${(err as Error).message}`);
   }
-  return paths.preparedPath;
+  return { preparedPath: paths.preparedPath, ...(code === undefined ? {} : { uncached: { graph: moved, warning: uncachedWarning(located, code) } }) };
 }
 
 /**
@@ -237,17 +298,18 @@ async function decoderOf(located: Located, hex: string, hit: CachedEntry, write:
   const { source, sourceDir, options, dir, entry } = located;
   const { meta } = hit;
   const layout = meta.externalData ? await dataLayout(sourceDir, Object.keys(meta.externalFiles)) : undefined;
-  const preparedPath = layout?.relocated ? await relocatedGraph(hit, entry(hex, layout.relocated), layout.relocated, write) : hit.preparedPath;
-  if (preparedPath === undefined) return undefined;
+  const place = layout?.relocated ? await relocatedGraph(located, hit, entry(hex, layout.relocated), layout.relocated, write) : hit;
+  if (place === undefined) return undefined;
+  const { preparedPath, uncached } = place;
   return {
     sourcePath: source,
     preparedPath,
+    ...(uncached ? { graph: uncached.graph, warnings: [uncached.warning] } : { sessionDir: sessionDirOf(dir) }),
     ...(layout ? { externalDataDir: layout.dir } : {}),
     digest: meta.digest,
     notes: meta.notes,
     dataFiles: dataFilesOf(sourceDir, meta.externalFiles),
     adaptation: JSON.stringify(options),
-    sessionDir: sessionDirOf(dir),
     ...meta.facts,
   };
 }
@@ -326,14 +388,14 @@ export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = 
   const notes = adapted.notes;
   adapted = undefined;
   const meta: Sidecar = { format: PREPARED_FORMAT_VERSION, digest, prepared, externalFiles, options, externalData, notes, facts };
+  let code: string | undefined;
   try {
-    await mkdir(dir, { recursive: true });
-    await writeAtomic(preparedPath, bytes);
-    bytes = undefined;
-    await writeAtomic(sidecarPath, `${JSON.stringify(meta, null, 2)}\n`);
+    code = await writeEntry(dir, { preparedPath, sidecarPath }, bytes, meta);
   } catch (err) {
     throw new Error(`cannot write the prepared graph of ${source} to ${dir}: ${(err as Error).message}`);
   }
+  const place: GraphPlace = code === undefined ? { preparedPath } : { preparedPath, uncached: { graph: bytes, warning: uncachedWarning(located, code) } };
+  bytes = undefined;
   // (with `write`, always a decoder)
-  return (await decoderOf(located, sha256, { meta, preparedPath }, true))!;
+  return (await decoderOf(located, sha256, { meta, ...place }, true))!;
 }

@@ -25,6 +25,8 @@ export interface DecoderSource {
   path: string;
   /** Set when the graph keeps external data that lives in another directory: the graph is loaded from bytes. */
   externalDataDir?: string;
+  /** The graph's bytes, when it is not on disk at `path` (a prepared graph the cache could not take): loaded from them. */
+  graph?: Uint8Array;
   /** Original file, for messages. */
   label?: string;
   /** Weight bytes a decode step reads; small models default to one intra-op thread. */
@@ -169,7 +171,7 @@ export class DecoderSession {
     if (source.externalDataDir) config.model_external_initializers_file_folder_path = source.externalDataDir;
     if (Object.keys(config).length > 0) sessionOptions.extra = { session: config };
     const load = async (opts: ort.InferenceSession.SessionOptions) =>
-      source.externalDataDir ? ort.InferenceSession.create(await readFile(source.path), opts) : ort.InferenceSession.create(source.path, opts);
+      source.graph || source.externalDataDir ? ort.InferenceSession.create(source.graph ?? (await readFile(source.path)), opts) : ort.InferenceSession.create(source.path, opts);
     const keep = options.sessionCache ?? (source.weightBytes ?? 0) >= SESSION_CACHE_MIN_BYTES;
     const cache = device === 'cpu' && keep ? source.sessionCache : undefined;
     let session: ort.InferenceSession;

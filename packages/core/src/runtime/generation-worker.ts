@@ -403,6 +403,8 @@ async function start(): Promise<Loaded> {
         },
       )
     : undefined;
+  // (a prepared graph the cache could not take says so)
+  warnings.push(...[backbonePrepared!, ...reasonersPrepared].flatMap((m) => m!.prepared.warnings ?? []));
   if (draft) warnings.push(...draft.warnings);
   // (a batch cache of the backbone says whether its graph can take drafted positions back)
   if (draft && (!new BatchKv(session).takesRuns || session.runWideActivationScale || !rowsShareRuns(session.signature))) {
@@ -496,7 +498,7 @@ async function openDraftModel(
     const own = await declaredContextLength(prepared.location);
     const context = Math.min(own ?? Infinity, contextLength ?? Infinity);
     const drafter = new DraftModel(session, settings, vocab, context, config.batching?.prefillChunk ?? DEFAULT_PREFILL_CHUNK);
-    return { drafter, session, modelPath: info.modelPath, warnings: warnings.filter((w) => w.startsWith(facts.name)) };
+    return { drafter, session, modelPath: info.modelPath, warnings: [...(prepared.prepared.warnings ?? []), ...warnings.filter((w) => w.startsWith(facts.name))] };
   } catch (err) {
     await session.release();
     // (a tokenizer mismatch names the draft model's graph already)

@@ -27,6 +27,7 @@ export interface OpenedDecoder {
 export function decoderSource({ location, prepared }: PreparedModel): DecoderSource {
   return {
     path: prepared.preparedPath,
+    ...(prepared.graph ? { graph: prepared.graph } : {}),
     label: location.modelPath,
     weightBytes: prepared.stepBytes,
     padding: prepared.padding,
