@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
-import { readdir, readFile, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { cachedHashFile, checkFile, fileDigestStats, RACY_MS } from '../src/modules/file-digest.js';
 import { testDir } from './support/models.js';
@@ -26,6 +26,17 @@ describe('file digests (stat records)', function () {
     expect(await readdir(records).catch(() => [])).to.deep.equal([]);
     expect(fileDigestStats.hashed).to.equal(h0 + 1);
     await new Promise((r) => setTimeout(r, RACY_MS + 100));
+  });
+
+  it('a record that cannot be put in place leaves no temp file behind, and the digest is still right', async () => {
+    const blocked = join(dir, 'blocked-records');
+    await cachedHashFile(path(), undefined, blocked);
+    const [name] = await readdir(blocked);
+    // A directory where the record goes: the record's temp file is written, but cannot be renamed over it.
+    await rm(join(blocked, name!));
+    await mkdir(join(blocked, name!, 'in-the-way'), { recursive: true });
+    expect((await cachedHashFile(path(), undefined, blocked)).sha256).to.equal(sha(good));
+    expect(await readdir(blocked)).to.deep.equal([name]);
   });
 
   it('a damaged record does not condemn a good file when checked against its digest', async () => {

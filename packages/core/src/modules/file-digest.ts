@@ -16,9 +16,10 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, type BigIntStats } from 'node:fs';
-import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { cacheRoot } from './cache-root.js';
+import { uniqueSuffix } from '../registry/atomic.js';
 
 /** A file's content digest (lower-case hex) and size. */
 export interface FileDigest {
@@ -112,13 +113,14 @@ async function digestOf(
   const racy = before.ctimeNs > now - BigInt(RACY_MS) * 1_000_000n;
   if (!sameFile(before, after) || digest.size !== Number(before.size) || racy) return { digest, fromRecord: false };
   const fresh: StatRecord = { ...digest, mtimeNs: String(before.mtimeNs), ctimeNs: String(before.ctimeNs) };
+  const tmp = `${record}.${uniqueSuffix()}.tmp`;
   try {
     await mkdir(cacheDir, { recursive: true });
-    const tmp = `${record}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
     await writeFile(tmp, JSON.stringify(fresh));
     await rename(tmp, record);
   } catch {
-    // read-only or full cache: the digest is still right
+    // read-only or full cache: the digest is still right (a full disk may have let the file be made, empty)
+    await rm(tmp, { force: true }).catch(() => {});
   }
   return { digest, fromRecord: false };
 }
