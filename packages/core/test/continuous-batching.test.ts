@@ -416,16 +416,17 @@ describe('continuous batching with reasoners in lanes', function () {
   it('a composed call on an idle engine runs alone with its reasoner in the lane (no batch row), as a traced call does', async () => {
     const options = { maxTokens: 48, ignoreEos: true, logprobs: 2, reasoners: [{ name: 'r', weight: 1 }] };
     const traced = await alone(engine, { input: { promptIds: [1, 40, 41] }, options: { ...options, trace: 1 }, at: 0 });
-    // Asked while it streams (a batch row would count as running until its last token).
-    const rows: Promise<number>[] = [];
+    // Asked while it streams: a batch row would step the batch's caches (its row counts as running either way).
+    const stepped = (await engine.stats()).counters.perRowLayoutBytes;
+    const seen: Promise<{ running: number; perRowLayoutBytes: number }>[] = [];
     const stream = engine.stream({ promptIds: [1, 40, 41] }, options);
-    for await (const _ of stream) rows.push(engine.stats().then((s) => s.running));
+    for await (const _ of stream) seen.push(engine.stats().then((s) => ({ running: s.running, perRowLayoutBytes: s.counters.perRowLayoutBytes })));
     const result = await stream.result;
     expect(summary(result)).to.deep.equal(summary(traced));
     result.rows[0]!.logprobs!.forEach((e, t) => expect(Math.abs(e.logprob - traced.rows[0]!.logprobs![t]!.logprob)).to.be.below(1e-6));
-    const running = await Promise.all(rows);
-    expect(running.length).to.equal(48);
-    expect(running.every((n) => n === 0), `batch rows while it ran: ${running.join(',')}`).to.equal(true);
+    const stats = await Promise.all(seen);
+    expect(stats.length).to.equal(48);
+    expect(stats.every((s) => s.perRowLayoutBytes === stepped && s.running <= 1), `batch steps while it ran: ${JSON.stringify(stats)}`).to.equal(true);
   });
 });
 

@@ -43,7 +43,10 @@ export const DEFAULT_PREFILL_CHUNK = 256;
 export interface BatchLimits {
   /** Rows decoded together at most (default 8); a request with more prompts runs when the batch is empty. */
   maxBatch?: number;
-  /** Bytes the batch's KV cache may reach, each row counted at its prompt plus its token limit (default: no limit). */
+  /**
+   * Bytes the KV caches on the batch's thread may reach, each row counted at its prompt plus its token limit on every
+   * model it runs on there (default: no limit). A call that runs alone is held to it too.
+   */
   kvBudgetBytes?: number;
   /** Prompt tokens prefilled per run while other rows wait (default 256). */
   prefillChunk?: number;
@@ -89,11 +92,14 @@ export interface BatchRequest extends Omit<DecodeLoopInput, 'latent'> {
 
 /** What the batch reports about itself. */
 export interface BatchStats {
-  /** Rows decoding or being prefilled. */
+  /** Rows decoding or being prefilled, and those of a call running alone. */
   running: number;
   /** Requests waiting for room. */
   waiting: number;
-  /** Bytes of KV cache held (the batch and prompts being prefilled). */
+  /**
+   * Bytes of KV cache held on the batch's thread: the batch, prompts being prefilled, and a call running alone (its
+   * backbone's and inline reasoners' caches, without the room a converted GGUF graph's cache keeps for next steps).
+   */
   kvBytes: number;
   /** KV bytes one position of a row takes on the batch's models (the backbone and the reasoners on its thread). */
   bytesPerPosition: number;
@@ -140,8 +146,23 @@ interface Job {
 
 interface Exclusive {
   run(): Promise<void>;
+  /** The rows of a call that runs alone, and the models it runs on this thread (for {@link BatchStats}). */
+  held?: { rows: number; models: readonly number[] };
   /** Whether its caller gave up while it waited (see {@link ContinuousBatch.exclusive}). */
   shouldAbort?: () => boolean;
+}
+
+/** A call that runs alone instead of in the batch (see {@link ContinuousBatch.exclusive}). */
+export interface AloneCall extends Pick<BatchRequest, 'prompts' | 'options' | 'contextLength' | 'latent'> {
+  /** The reasoners it runs on the batch's thread (by reasoner index): their caches count against the budget. */
+  reasoners: readonly number[];
+}
+
+/** Rows of one request, each reserving `reserve` positions on `models`: what the KV budget counts. */
+interface Reservation {
+  rows: number;
+  reserve: number;
+  models: readonly number[];
 }
 
 /** Whether a queued entry's caller gave up on it. */
@@ -186,6 +207,16 @@ interface Prefill {
    */
   twins: number[];
 }
+
+/** Latent steps each row runs right after its prompt (the fixed policy's K). */
+const fixedLatentSteps = (latent: BatchRequest['latent']): number => (latent && typeof latent.policy === 'object' ? latent.policy.fixed : 0);
+
+/** Positions each row of a request reserves: its longest prompt, its fixed latent steps and its token limit, within the context. */
+const reservation = ({ prompts, options, contextLength, latent }: Pick<BatchRequest, 'prompts' | 'options' | 'contextLength' | 'latent'>): number =>
+  Math.min(contextLength ?? Infinity, Math.max(...prompts.map((p) => p.length)) + fixedLatentSteps(latent) + (options.maxTokens ?? 256));
+
+/** The positions rows may reach in a model's cache: their widest reservation. */
+const reach = (rows: readonly Live[]): number => Math.max(0, ...rows.map((l) => l.job.reserve));
 
 const yieldToMessages = () => new Promise<void>((r) => setImmediate(r));
 
@@ -282,7 +313,7 @@ export class ContinuousBatch {
     const context = request.contextLength ?? Infinity;
     const latent = request.latent;
     if (latent && !this.projector) throw new LatentPolicyError('latent decoding needs a projector: load the engine with one');
-    const fixedSteps = latent && typeof latent.policy === 'object' ? latent.policy.fixed : 0;
+    const fixedSteps = fixedLatentSteps(latent);
     request.prompts.forEach((p, r) => {
       if (p.length + fixedSteps > context) {
         throw new PromptError(
@@ -295,18 +326,16 @@ export class ContinuousBatch {
     if (markerPolicy && request.prompts.length > 1) {
       throw new LatentPolicyError('the marker policy decodes one prompt at a time; run batch rows separately or use fixed:K');
     }
-    const reserve = Math.min(context, Math.max(...request.prompts.map((p) => p.length)) + fixedSteps + maxTokens);
-    const budget = this.limits.kvBudgetBytes;
-    const needs = request.prompts.length * this.rowBytes(reserve);
-    if (budget !== undefined && needs > budget) {
-      throw new KvBudgetError(`this request needs ${needs} bytes of KV cache (${request.prompts.length} rows × ${reserve} positions${this.kv.stateBytesPerRow ? ' and their recurrent states' : ''}), more than the budget of ${budget} bytes; lower maxTokens or raise kvBudgetBytes`);
-    }
+    const reserve = reservation(request);
+    const models = [0, ...(request.composition?.reasoners ?? []).map((r) => 1 + r.index)];
+    const rows = { rows: request.prompts.length, reserve, models };
+    this.checkBudget(rows);
     this.settleAbandoned();
-    this.refuseWhenFull(!this.alone && this.queue.length === 0 && this.hasRoom(request.prompts.length, reserve));
+    this.refuseWhenFull(!this.alone && this.queue.length === 0 && this.hasRoom(rows));
     const stops = options.stop?.length && request.decode ? new StopStringMatcher(options.stop) : undefined;
     const job: Job = {
       request,
-      models: [0, ...(request.composition?.reasoners ?? []).map((r) => 1 + r.index)],
+      models,
       rows: newRows(request, stops, markerPolicy ? latent : undefined),
       used: request.prompts.map((p) => p.length),
       reserve,
@@ -333,15 +362,27 @@ export class ContinuousBatch {
    * Runs `work` alone: after what is queued before it, with the batch empty, and before anything after it.
    * `limited: false` exempts it from `maxQueue` (releasing the models must always get its turn). Once `shouldAbort`
    * is true while it waits, `work` runs at once, out of turn, and must then run nothing on the models (as the decode
-   * loop, which returns its rows aborted), so that the call settles and leaves the queue.
+   * loop, which returns its rows aborted), so that the call settles and leaves the queue. A `call` that generates is
+   * held to `kvBudgetBytes` as a request in the batch is (a {@link KvBudgetError} for one that can never fit), and its
+   * rows and its sessions' caches on this thread are counted in {@link stats} while it runs.
    */
-  exclusive<T>(work: () => Promise<T>, limited = true, shouldAbort?: () => boolean): Promise<T> {
+  exclusive<T>(work: () => Promise<T>, limited = true, shouldAbort?: () => boolean, call?: AloneCall): Promise<T> {
     return new Promise((resolve, reject) => {
+      const held = call && this.aloneHeld(call);
       this.settleAbandoned();
-      if (limited) this.refuseWhenFull(false);
-      this.queue.push({ run: () => work().then(resolve, reject), ...(shouldAbort ? { shouldAbort } : {}) });
+      // Work that starts at once never waits.
+      if (limited) this.refuseWhenFull(!this.alone && this.queue.length === 0 && this.rowsInUse === 0);
+      this.queue.push({ run: () => work().then(resolve, reject), ...(shouldAbort ? { shouldAbort } : {}), ...(held ? { held } : {}) });
       this.kick();
     });
+  }
+
+  /** A call that runs alone, checked against the budget: its rows, and the models it runs on this thread. */
+  private aloneHeld(call: AloneCall): NonNullable<Exclusive['held']> {
+    validateGenerateOptions(call.options);
+    const held = { rows: call.prompts.length, models: [0, ...call.reasoners.map((r) => 1 + r)] };
+    this.checkBudget({ ...held, reserve: reservation(call) });
+    return held;
   }
 
   /** Settles the queued calls whose callers aborted, at once (not at their turn), freeing their places in the queue. */
@@ -365,17 +406,20 @@ export class ContinuousBatch {
     return this.running === undefined && this.queue.length === 0;
   }
 
-  /** Rows running, requests waiting, KV bytes (every model's). */
+  /** Rows running (a call running alone's too), requests waiting, KV bytes (every model's on this thread). */
   stats(): BatchStats {
     const models = (job: Job) => job.models.map((m) => this.kvs[m]!.bytesPerPosition);
     let pending = 0;
     for (const p of this.prefills) models(p.job).forEach((b, i) => (pending += b * p.runs[i]!.length * (1 + p.twins.length)));
     for (const r of this.ready) models(r.job).forEach((b, i) => (pending += b * r.caches[i]!.length));
     const sum = (f: (kv: BatchCache) => number) => this.kvs.reduce((n, kv) => n + f(kv), 0);
+    // A call running alone holds its caches in its sessions, its prompts padded to one length (their room aside).
+    const held = this.held;
+    const alone = held ? held.models.reduce((n, m) => n + held.rows * (this.models[m]!.cachedLength * this.kvs[m]!.bytesPerPosition + this.kvs[m]!.stateBytesPerRow), 0) : 0;
     return {
-      running: this.rowsInUse,
+      running: this.rowsInUse + (held?.rows ?? 0),
       waiting: this.queue.length,
-      kvBytes: sum((kv) => kv.bytes) + pending + (this.drafter?.bytes ?? 0),
+      kvBytes: sum((kv) => kv.bytes) + pending + (this.drafter?.bytes ?? 0) + alone,
       bytesPerPosition: sum((kv) => kv.bytesPerPosition),
       maxBatch: this.maxBatch,
       ...(this.limits.kvBudgetBytes !== undefined ? { kvBudgetBytes: this.limits.kvBudgetBytes } : {}),
@@ -401,6 +445,8 @@ export class ContinuousBatch {
 
   /** Whether exclusive work (a call running alone) holds the models: requests then wait in the queue. */
   private alone = false;
+  /** The rows and models of the call running alone, when it generates. */
+  private held: Exclusive['held'];
 
   private get rowsInUse(): number {
     return this.live.length + this.ready.length + this.prefills.reduce((n, p) => n + 1 + p.twins.length, 0);
@@ -417,10 +463,12 @@ export class ContinuousBatch {
       // it), and those aborted meanwhile settle.
       const sweep = setInterval(() => this.settleAbandoned(), ABORT_SWEEP_MS);
       this.alone = true;
+      this.held = head.held;
       try {
         await head.run();
       } finally {
         this.alone = false;
+        this.held = undefined;
         clearInterval(sweep);
       }
     }
@@ -432,7 +480,7 @@ export class ContinuousBatch {
     if (this.alone) return;
     for (;;) {
       const head = this.queue[0];
-      if (!head || !('request' in head) || !this.hasRoom(head.rows.length, head.reserve)) return;
+      if (!head || !('request' in head) || !this.hasRoom({ rows: head.rows.length, reserve: head.reserve, models: head.models })) return;
       this.queue.shift();
       head.admittedAt = performance.now();
       // The first bitmask is computed while the prompt is prefilled.
@@ -451,22 +499,43 @@ export class ContinuousBatch {
     }
   }
 
-  /** Whether `rows` rows reserving `reserve` positions each can join now (always, into an empty batch). */
-  private hasRoom(rows: number, reserve: number): boolean {
+  /** Whether `joining` can join now (always, into an empty batch). */
+  private hasRoom(joining: Reservation): boolean {
     const busy = this.rowsInUse;
     if (busy === 0) return true;
-    if (busy + rows > this.maxBatch) return false;
+    if (busy + joining.rows > this.maxBatch) return false;
     const budget = this.limits.kvBudgetBytes;
     if (budget === undefined) return true;
-    // The batch's projected footprint: every row padded to the longest reservation.
-    const jobs = new Set([...this.live.map((l) => l.job), ...this.ready.map((r) => r.job), ...this.prefills.map((p) => p.job)]);
-    const widest = Math.max(reserve, ...[...jobs].map((j) => j.reserve));
-    return (busy + rows) * this.rowBytes(widest) <= budget;
+    // The batch's projected footprint: on each model, the rows that use it padded to the longest reservation there.
+    const rows = new Map<Job, number>();
+    const add = (job: Job, n: number) => rows.set(job, (rows.get(job) ?? 0) + n);
+    for (const l of this.live) add(l.job, 1);
+    for (const r of this.ready) add(r.job, 1);
+    for (const p of this.prefills) add(p.job, 1 + p.twins.length);
+    const all = [joining, ...[...rows].map(([job, n]) => ({ rows: n, reserve: job.reserve, models: job.models }))];
+    const projected = this.kvs.reduce((bytes, kv, m) => {
+      const on = all.filter((r) => r.models.includes(m));
+      if (on.length === 0) return bytes;
+      const widest = Math.max(...on.map((r) => r.reserve));
+      return bytes + on.reduce((n, r) => n + r.rows, 0) * (widest * kv.bytesPerPosition + kv.stateBytesPerRow);
+    }, 0);
+    return projected <= budget;
   }
 
-  /** The backbone's cache bytes of a row of `positions` positions: its keys and values, and its recurrent states. */
-  private rowBytes(positions: number): number {
-    return positions * this.kv.bytesPerPosition + this.kv.stateBytesPerRow;
+  /** Cache bytes of a row of `positions` positions on `models`: their keys and values, and their recurrent states. */
+  private rowBytes(models: readonly number[], positions: number): number {
+    return models.reduce((n, m) => n + positions * this.kvs[m]!.bytesPerPosition + this.kvs[m]!.stateBytesPerRow, 0);
+  }
+
+  /** Throws a {@link KvBudgetError} when `r` reserves more than the whole budget (it could never fit). */
+  private checkBudget(r: Reservation): void {
+    const needs = r.rows * this.rowBytes(r.models, r.reserve);
+    const budget = this.limits.kvBudgetBytes;
+    if (budget !== undefined && needs > budget) {
+      const on = r.models.length > 1 ? ` on ${r.models.map((m) => this.names[m]).join(' + ')}` : '';
+      const states = r.models.some((m) => this.kvs[m]!.stateBytesPerRow > 0) ? ' and their recurrent states' : '';
+      throw new KvBudgetError(`this request needs ${needs} bytes of KV cache (${r.rows} rows × ${r.reserve} positions${on}${states}), more than the budget of ${budget} bytes; lower maxTokens or raise kvBudgetBytes`);
+    }
   }
 
   /** Throws a {@link QueueFullError} when a request that cannot start now would exceed `maxQueue` waiting. */
@@ -665,8 +734,9 @@ export class ContinuousBatch {
     this.kvs.forEach((kv, m) => {
       const kept = this.order[m]!.flatMap((l, i) => (alive(l) ? [i] : []));
       const adding = joined.filter((j) => j.live.job.models.includes(m));
-      kv.rebuild(kept, adding.map((j) => j.caches[j.live.job.models.indexOf(m)]!));
-      this.order[m] = [...this.order[m]!.filter(alive), ...adding.map((j) => j.live)];
+      const rows = [...this.order[m]!.filter(alive), ...adding.map((j) => j.live)];
+      kv.rebuild(kept, adding.map((j) => j.caches[j.live.job.models.indexOf(m)]!), reach(rows));
+      this.order[m] = rows;
     });
     this.drafter?.keepFor(this.live);
     if (this.live.length === 0) return;
@@ -869,7 +939,7 @@ export class ContinuousBatch {
     }
     const moved = new Set(thinking.map((t) => t.at));
     const kept = rows.flatMap((_, i) => (moved.has(i) ? [] : [i]));
-    kv.rebuild(kept, caches);
+    kv.rebuild(kept, caches, reach(rows));
     this.order[0] = [...kept.map((i) => rows[i]!), ...thinking.map((t) => rows[t.at]!)];
   }
 

@@ -228,7 +228,8 @@ export interface BatchCache {
   /** Each row's last hidden state after the latest step, when the graph reports it. */
   readonly hidden: Float32Array | undefined;
   lengthOf(row: number): number;
-  rebuild(keep: readonly number[], added: readonly RowCache[]): void;
+  /** @param reach the positions the rows may reach (their widest reservation): room past it would never be written. */
+  rebuild(keep: readonly number[], added: readonly RowCache[], reach?: number): void;
   takeRow(row: number): RowCache;
   step(tokens: readonly number[]): Promise<Float32Array>;
 }
@@ -238,8 +239,9 @@ export interface BatchCache {
  * the cache a step or a rebuild replaces is freed at once ({@link releaseTensors}).
  *
  * With a graph that returns only each run's keys and values (`kvAppends`) the cache holds {@link KV_ROOM} slots of
- * room after its last position (`slots` ≥ `width`): a step feeds it as it is, masked past `width`, and writes the new
- * keys and values into slot `width` of each row; nothing is joined or copied out per step.
+ * room after its last position (`slots` ≥ `width`), no more than the rows may still write: a step feeds it as it is,
+ * masked past `width`, and writes the new keys and values into slot `width` of each row; nothing is joined or copied
+ * out per step.
  */
 export class BatchKv implements BatchCache {
   private past: Record<string, ort.Tensor> = {};
@@ -248,6 +250,8 @@ export class BatchKv implements BatchCache {
   private width = 0;
   /** Slots each row of {@link past} has: {@link width}, plus the room an appending graph's steps write into. */
   private slots = 0;
+  /** The positions the rows may reach (see {@link rebuild}): an appending graph's room ends there. */
+  private reach = Infinity;
   readonly counters: KvCounters = { copiedBytes: 0, perRowLayoutBytes: 0 };
   /** Set once the graph refused a run of several positions. */
   private runRefused = false;
@@ -289,17 +293,24 @@ export class BatchKv implements BatchCache {
     return this.lengths[row]!;
   }
 
-  /** Slots a cache of `width` positions is given: room for {@link KV_ROOM} more steps where the graph appends. */
+  /**
+   * Slots a cache of `width` positions is given: where the graph appends, room for {@link KV_ROOM} more steps, or as
+   * many as the rows may still write. Each row ends at `width` and stays short of its reservation, so the room
+   * is never outgrown while the rows stay; rows already past it (latent steps a marker asked for) get the whole room.
+   */
   private slotsFor(width: number): number {
-    return this.session.signature.kvAppends ? width + KV_ROOM : width;
+    if (!this.session.signature.kvAppends) return width;
+    return width + (this.reach > width ? Math.min(KV_ROOM, this.reach - width) : KV_ROOM);
   }
 
   /**
    * Keeps the rows listed in `keep` (in that order), then appends `added` (right-aligned in their `width`, as
    * {@link RowCache} describes them); one copy of what stays. With no rows left the cache is dropped entirely.
+   * `reach`: the positions the rows may reach, their widest reservation (see {@link BatchCache.rebuild}).
    */
-  rebuild(keep: readonly number[], added: readonly RowCache[]): void {
+  rebuild(keep: readonly number[], added: readonly RowCache[], reach = Infinity): void {
     if (keep.length === this.rows && added.length === 0 && keep.every((r, i) => r === i)) return;
+    this.reach = reach;
     this.relayout(keep, added, Math.max(0, ...keep.map((r) => this.lengths[r]!), ...added.map((c) => c.length)));
   }
 

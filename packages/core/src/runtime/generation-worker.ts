@@ -743,6 +743,8 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
           }),
           true,
           shared.shouldAbort,
+          // (its reasoners in lanes keep their caches in their workers)
+          { ...shared, ...(latent ? { latent } : {}), reasoners: plan.active.filter((a) => !isAlwaysZero(a.weight) && loaded.inline?.[a.slot]).map((a) => a.slot) },
         )
     ).finally(() => releaseConstraints(constraints));
     if (traces) result.rows.forEach((row, r) => (row.trace = traces[r]));
