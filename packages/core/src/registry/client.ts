@@ -14,6 +14,14 @@ const ACCEPT_MANIFESTS = [
   'application/vnd.docker.distribution.manifest.list.v2+json',
 ].join(', ');
 
+/**
+ * Bytes per upload chunk, and the largest blob sent in one request. fetch keeps every chunk of a streamed request
+ * body until the request ends, so a larger blob goes up as PATCHes of one buffer each: memory stays bounded.
+ */
+const UPLOAD_CHUNK_BYTES = 32 * 1024 * 1024;
+/** Pieces a chunk is sent in. */
+const UPLOAD_SLICE_BYTES = 1024 * 1024;
+
 const TAG_PAGE = 1000;
 /** Pages of a tag list or catalog followed at most (a runaway `Link` chain must end). */
 const MAX_TAG_PAGES = 100;
@@ -26,11 +34,19 @@ export interface BlobStream {
   length?: number;
 }
 
+export interface ClientOptions extends TransportOptions {
+  /** Bytes per upload chunk (internal: tests make it small); `UPLOAD_CHUNK_BYTES` by default. */
+  uploadChunkBytes?: number;
+}
+
 export class RegistryClient {
   readonly transport: Transport;
+  private readonly chunkBytes: number;
 
-  constructor(opts: TransportOptions) {
-    this.transport = new Transport(opts);
+  constructor(opts: ClientOptions) {
+    const { uploadChunkBytes, ...transport } = opts;
+    this.transport = new Transport(transport);
+    this.chunkBytes = uploadChunkBytes ?? UPLOAD_CHUNK_BYTES;
   }
 
   /**
@@ -166,16 +182,14 @@ export class RegistryClient {
     return bytes;
   }
 
-  /** Uploads a blob in one PUT (POST for a session, then PUT with `?digest=`); `open` makes its bytes. */
+  /**
+   * Uploads a blob; `open` makes its bytes. One larger than a chunk goes up in chunks (POST, a PATCH per chunk,
+   * PUT `?digest=`), or in one PUT where the registry refuses chunks; a smaller one in one PUT (POST, PUT `?digest=`).
+   */
   async uploadBlob(repository: string, descriptor: Descriptor, open: () => AsyncIterable<Uint8Array> | Uint8Array): Promise<void> {
+    if (descriptor.size > this.chunkBytes && (await this.uploadChunks(repository, descriptor, open))) return;
     const scope = RegistryClient.scope(repository, true);
-    const started = await this.transport.request('POST', `/v2/${repository}/blobs/uploads/`, { scope });
-    await started.body?.cancel();
-    const location = started.headers.get('location');
-    if (!location) {
-      throw new RegistryResponseError(`registry ${this.registry} started an upload to ${repository} without a Location header`, this.registry, started.status);
-    }
-    const url = new URL(location, this.transport.baseUrl);
+    const url = await this.startUpload(repository, scope);
     url.searchParams.set('digest', descriptor.digest);
     const done = await this.transport.request('PUT', url, {
       scope,
@@ -183,6 +197,56 @@ export class RegistryClient {
       body: open,
     });
     await done.body?.cancel();
+  }
+
+  /**
+   * Uploads a blob as PATCHes of at most `chunkBytes`, each following the `Location` of the answer before, then
+   * commits it. False, with nothing of it stored, where the registry refuses the first PATCH as unsupported.
+   */
+  private async uploadChunks(repository: string, descriptor: Descriptor, open: () => AsyncIterable<Uint8Array> | Uint8Array): Promise<boolean> {
+    const scope = RegistryClient.scope(repository, true);
+    let url = await this.startUpload(repository, scope);
+    let offset = 0;
+    // (leaving the loop early closes `open`'s stream)
+    for await (const chunk of chunksOf(open(), this.chunkBytes)) {
+      let res: Response;
+      try {
+        res = await this.transport.request('PATCH', url, {
+          scope,
+          headers: {
+            'content-type': 'application/octet-stream',
+            'content-range': `${offset}-${offset + chunk.length - 1}`,
+            'content-length': String(chunk.length),
+          },
+          // (the same bytes again when the request is repeated after an auth challenge)
+          body: () => slices(chunk),
+        });
+      } catch (err) {
+        if (offset === 0 && refusesChunks(err)) return false;
+        throw err;
+      }
+      await res.body?.cancel();
+      url = this.location(res, `took a chunk of an upload to ${repository}`);
+      offset += chunk.length;
+    }
+    url.searchParams.set('digest', descriptor.digest);
+    const done = await this.transport.request('PUT', url, { scope, headers: { 'content-length': '0' } });
+    await done.body?.cancel();
+    return true;
+  }
+
+  /** Opens an upload session (POST); its URL. */
+  private async startUpload(repository: string, scope: string): Promise<URL> {
+    const started = await this.transport.request('POST', `/v2/${repository}/blobs/uploads/`, { scope });
+    await started.body?.cancel();
+    return this.location(started, `started an upload to ${repository}`);
+  }
+
+  /** Where an upload goes on: the answer's `Location`, relative to the registry. */
+  private location(res: Response, what: string): URL {
+    const location = res.headers.get('location');
+    if (!location) throw new RegistryResponseError(`registry ${this.registry} ${what} without a Location header`, this.registry, res.status);
+    return new URL(location, this.transport.baseUrl);
   }
 
   /** Every tag of a repository, following `Link` pagination. Throws `ModuleNotFoundError` for an unknown repository. */
@@ -234,4 +298,38 @@ export class RegistryClient {
   private describe(repository: string, reference: string): string {
     return `${this.registry}/${repository}${reference.startsWith('sha256:') ? '@' : ':'}${reference}`;
   }
+}
+
+/**
+ * Whether an error answering an upload's PATCH says the registry takes no chunked uploads (method not routed,
+ * or OCI `UNSUPPORTED`), so that a single PUT may still work.
+ */
+function refusesChunks(err: unknown): boolean {
+  return err instanceof RegistryResponseError && (err.status === 404 || err.status === 405 || err.code === 'UNSUPPORTED');
+}
+
+/** A buffer as views of it: fetch copies a buffer body whole first, while it sends a stream's pieces as they are. */
+async function* slices(chunk: Buffer): AsyncIterable<Uint8Array> {
+  for (let at = 0; at < chunk.length; at += UPLOAD_SLICE_BYTES) yield chunk.subarray(at, at + UPLOAD_SLICE_BYTES);
+}
+
+/** The bytes of `source` in buffers of `size` bytes (the last one shorter), each allocated once a byte needs it. */
+async function* chunksOf(source: AsyncIterable<Uint8Array> | Uint8Array, size: number): AsyncGenerator<Buffer> {
+  let chunk: Buffer | undefined;
+  let filled = 0;
+  for await (const piece of source instanceof Uint8Array ? [source] : source) {
+    for (let at = 0; at < piece.length; ) {
+      chunk ??= Buffer.allocUnsafe(size);
+      const n = Math.min(size - filled, piece.length - at);
+      chunk.set(piece.subarray(at, at + n), filled);
+      filled += n;
+      at += n;
+      if (filled === size) {
+        yield chunk;
+        chunk = undefined;
+        filled = 0;
+      }
+    }
+  }
+  if (chunk) yield chunk.subarray(0, filled);
 }
