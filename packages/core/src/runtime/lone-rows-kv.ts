@@ -56,7 +56,7 @@ export class LoneRowsKv implements BatchCache {
     return this.kvs[row]!.lengthOf(0);
   }
 
-  rebuild(keep: readonly number[], added: readonly RowCache[]): void {
+  rebuild(keep: readonly number[], added: readonly RowCache[], reach?: number): void {
     const kept = new Set(keep);
     this.kvs.forEach((kv, r) => {
       if (kept.has(r)) return;
@@ -67,7 +67,7 @@ export class LoneRowsKv implements BatchCache {
     });
     const joining = added.map((cache) => {
       const kv = new BatchKv(this.session);
-      kv.rebuild([], [cache]);
+      kv.rebuild([], [cache], reach);
       return kv;
     });
     this.kvs = [...keep.map((r) => this.kvs[r]!), ...joining];

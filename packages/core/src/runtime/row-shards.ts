@@ -232,20 +232,20 @@ export class RowShards implements BatchCache {
     return this.local.takeRow(row);
   }
 
-  rebuild(keep: readonly number[], added: readonly RowCache[]): void {
+  rebuild(keep: readonly number[], added: readonly RowCache[], reach?: number): void {
     const coming = this.returning;
     if (coming) {
       // Rows are still coming back from the shards: this rebuild runs once they are in.
       this.returning = [...keep.map((r) => coming[r]!), ...added.map((c) => c.length)];
       this.pending = this.pending.catch(() => {}).then(() => {
         this.returning = undefined;
-        this.rebuild(keep, added);
+        this.rebuild(keep, added, reach);
       });
       return;
     }
     const total = keep.length + added.length;
     // Until the workers are up, and once one has failed (its rows failed with it), steps run on the backbone's session.
-    if (!this.wide && (total < this.minRows || !this.usable)) return this.local.rebuild(keep, added);
+    if (!this.wide && (total < this.minRows || !this.usable)) return this.local.rebuild(keep, added, reach);
     if (!this.wide) {
       // Widening: the kept rows' caches leave the backbone's cache for the shards.
       const caches = [...keep.map((r) => this.local.takeRow(r)), ...added];
@@ -254,10 +254,10 @@ export class RowShards implements BatchCache {
       this.places = [];
       this.shardLengths = this.shards.map(() => []);
       this.shardWidth = this.shards.map(() => 0);
-      this.spread([], caches);
+      this.spread([], caches, reach);
       return;
     }
-    if (total >= this.minRows) return this.spread(keep, added);
+    if (total >= this.minRows) return this.spread(keep, added, reach);
     // Narrowing: the kept rows come back from the shards (before the next step), the shards are emptied.
     const takes = this.shards.map((shard, s) => {
       const rows = keep.flatMap((r) => (this.places[r]!.shard === s ? [this.places[r]!.at] : []));
@@ -289,7 +289,7 @@ export class RowShards implements BatchCache {
         return { past: rowTensors(this.session.signature, row.past, row.length), length: row.length };
       });
       done();
-      this.local.rebuild([], [...back, ...added]);
+      this.local.rebuild([], [...back, ...added], reach);
     });
   }
 
@@ -297,7 +297,7 @@ export class RowShards implements BatchCache {
    * Wide to wide: kept rows stay on their shards (in batch order), each added row goes to the shard with the
    * fewest rows; every shard's cache is rebuilt as BatchKv would (kept, then added; columns trimmed).
    */
-  private spread(keep: readonly number[], added: readonly RowCache[]): void {
+  private spread(keep: readonly number[], added: readonly RowCache[], reach?: number): void {
     const keptOn: number[][] = this.shards.map(() => []);
     const addedOn: RowCache[][] = this.shards.map(() => []);
     const placed: { shard: number; kept?: number; added?: number }[] = [];
@@ -315,7 +315,7 @@ export class RowShards implements BatchCache {
       if (same) return;
       const rows = addedOn[s]!.map((c) => wireRow(this.session, c));
       for (const row of rows) this.moved += this.bytesPerPosition * row.length + this.stateBytesPerRow;
-      shard.send({ type: 'rebuild', keep: keptOn[s]!, added: rows }, rows.flatMap((r) => Object.values(r.past).map((a) => a.buffer as ArrayBuffer)));
+      shard.send({ type: 'rebuild', keep: keptOn[s]!, added: rows, ...(reach !== undefined ? { reach } : {}) }, rows.flatMap((r) => Object.values(r.past).map((a) => a.buffer as ArrayBuffer)));
       const lengths = [...keptOn[s]!.map((at) => this.shardLengths[s]![at]!), ...addedOn[s]!.map((c) => c.length)];
       this.shardLengths[s] = lengths;
       this.shardWidth[s] = Math.max(0, ...lengths);

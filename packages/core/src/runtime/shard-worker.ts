@@ -23,7 +23,7 @@ export interface WireRow {
 
 /** Requests to a shard. */
 export type ToShard =
-  | { type: 'rebuild'; keep: number[]; added: WireRow[] }
+  | { type: 'rebuild'; keep: number[]; added: WireRow[]; reach?: number }
   | { type: 'step'; id: number; tokens: number[] }
   | { type: 'take'; id: number; rows: number[] }
   | { type: 'release'; id: number };
@@ -58,7 +58,7 @@ DecoderSession.create(source, { intraOpThreads: 1 }).then(
       queue = queue.then(async () => {
         if (msg.type === 'rebuild') {
           try {
-            if (!broken) kv.rebuild(msg.keep, msg.added.map((r) => ({ past: rowTensors(session.signature, r.past, r.length), length: r.length })));
+            if (!broken) kv.rebuild(msg.keep, msg.added.map((r) => ({ past: rowTensors(session.signature, r.past, r.length), length: r.length })), msg.reach);
           } catch (err) {
             broken = err;
           }
