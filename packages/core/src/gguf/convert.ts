@@ -13,7 +13,7 @@ import { ggufDigest } from './digest.js';
 import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, extname, join, resolve } from 'node:path';
-import type { LlamaConfig, LlamaLayerWeights, LlamaWeights, MoeWeights, QuantizedMatrix, WeightMatrix } from '../onnx/llama-spec.js';
+import type { DeferredMatrix, LlamaConfig, LlamaLayerWeights, LlamaWeights, MoeWeights, WeightMatrix } from '../onnx/llama-spec.js';
 import { isQuantized, pickRows, sliceRows } from '../onnx/quantized-matrix.js';
 import { quantizeMatrix } from '../onnx/quantize/quantize-matrix.js';
 import { nbitsLayoutOf, toNBits } from './quant/nbits.js';
@@ -758,12 +758,45 @@ function yarnRope(p: { dims: number; base: number; factor: number; originalConte
   return { divisors, mscale: 1 + 0.1 * Math.log(1 / freqScale) };
 }
 
-/** Reads all weights of a GGUF of a supported architecture, checking each tensor's shape against the config. */
+/** A dense matrix of runs of rows (each `[from, n]`) of one GGUF tensor, read from the file when the builder loads it. */
+export interface TensorRows extends DeferredMatrix {
+  tensor: string;
+  runs: readonly (readonly [number, number])[];
+}
+
+/** A matrix as {@link llamaWeightsFromGguf} gives it: block-quantized (read), or dense rows of a tensor (deferred). */
+export type GgufMatrix = WeightMatrix | TensorRows;
+
+function tensorRows(f: GgufFile, tensor: string, cols: number, runs: readonly (readonly [number, number])[]): TensorRows {
+  const rows = runs.reduce((n, [, k]) => n + k, 0);
+  const load = (): Float32Array => {
+    if (runs.length === 1) return f.readRowsSync(tensor, runs[0]![0], runs[0]![1]);
+    const out = new Float32Array(rows * cols);
+    let at = 0;
+    for (const [from, n] of runs) {
+      out.set(f.readRowsSync(tensor, from, n), at);
+      at += n * cols;
+    }
+    return out;
+  };
+  return { kind: 'deferred', rows, cols, tensor, runs, load };
+}
+
+function isTensorRows(m: GgufMatrix): m is TensorRows {
+  return !(m instanceof Float32Array) && m.kind === 'deferred';
+}
+
+/**
+ * Checks all weights of a GGUF of a supported architecture against the config: block-quantized tensors are read (and
+ * repacked for MatMulNBits); dense and dequantized ones are left in the file as {@link DeferredMatrix}es, read when the
+ * builder comes to them, so that a conversion holds about one tensor's floats at a time rather than the whole model's.
+ * The file must stay open until the model is built.
+ */
 export async function llamaWeightsFromGguf(
   f: GgufFile,
   config: LlamaConfig,
   opts: { dequantize?: boolean } = {},
-): Promise<LlamaWeights<WeightMatrix>> {
+): Promise<LlamaWeights<GgufMatrix>> {
   const src = basename(f.path);
   const arch = ggufArchitecture(f);
   const h = config.hiddenSize;
@@ -786,33 +819,40 @@ export async function llamaWeightsFromGguf(
     used.add(name);
     return t;
   };
-  /** A projection or embedding matrix: block-quantized tensors are repacked for MatMulNBits (see quant/nbits.ts). */
-  const readMatrix = async (name: string, shape: [number, number]): Promise<WeightMatrix> => {
+  /** A projection or embedding matrix: block-quantized tensors are repacked for MatMulNBits (see quant/nbits.ts), others deferred. */
+  const readMatrix = async (name: string, shape: [number, number]): Promise<GgufMatrix> => {
     const t = check(name, shape);
-    if (!t.quantized || opts.dequantize) return f.readTensor(name);
+    if (!t.quantized || opts.dequantize) return tensorRows(f, name, shape[1], [[0, shape[0]]]);
     // the embedding is read by GatherBlockQuantized, which takes no offset columns
     return toNBits(t.type, await f.readTensorBytes(name), shape[0], shape[1], { offsetColumns: name !== 'token_embd.weight' });
   };
   /**
+   * The rows of `runs` (each `[from, n]`) of a matrix readMatrix gave, in that order: a deferred one's are read alone
+   * when it is loaded (readMatrix defers whole tensors: their rows are the tensor's).
+   */
+  const pick = (m: GgufMatrix, runs: readonly (readonly [number, number])[], cols: number): GgufMatrix =>
+    isTensorRows(m) ? tensorRows(f, m.tensor, cols, runs) : pickRows(m, runs, cols);
+  /**
    * A layer's experts: quantized for onnxruntime's QMoE where all three tensors are block-quantized (each repacked as
    * the MatMulNBits mapping repacks it, types with offsets requantized to 8 bits; where the three would then differ in
    * bits or block size, as Q4_K_M's Q4_K and Q6_K do, all three requantized from their values to 8 bits, block 32, with
-   * zero points), else dense float32 for its MoE (and with `dequantize`).
+   * zero points), else dense float32 for its MoE (and with `dequantize`), deferred.
    */
-  const readExperts = async (p: string, e: number): Promise<Pick<MoeWeights, 'gate' | 'up' | 'down'>> => {
+  const readExperts = async (p: string, e: number): Promise<Pick<MoeWeights<GgufMatrix>, 'gate' | 'up' | 'down'>> => {
     const tensors = [
       { name: `${p}ffn_gate_exps.weight`, rows: ff, cols: h },
       { name: `${p}ffn_up_exps.weight`, rows: ff, cols: h },
       { name: `${p}ffn_down_exps.weight`, rows: h, cols: ff },
     ].map((t) => ({ ...t, info: check(t.name, [e, t.rows, t.cols]) }));
+    const deferred = (t: (typeof tensors)[number]) => tensorRows(f, t.name, t.cols, [[0, e * t.rows]]);
     if (opts.dequantize || !tensors.every((t) => t.info.quantized)) {
-      const [gate, up, down] = await Promise.all(tensors.map((t) => f.readTensor(t.name)));
+      const [gate, up, down] = tensors.map(deferred);
       return { gate: gate!, up: up!, down: down! };
     }
     const layouts = tensors.map((t) => nbitsLayoutOf(t.info.type));
     const [first] = layouts;
     const alike = layouts.every((l, i) => l.bits === first!.bits && l.blockSize === first!.blockSize && (!l.zeroPoints || tensors[i]!.cols >= 2 * l.blockSize));
-    const experts: WeightMatrix[] = [];
+    const experts: GgufMatrix[] = [];
     for (const t of tensors) {
       if (alike) {
         experts.push(toNBits(t.info.type, await f.readTensorBytes(t.name), e * t.rows, t.cols, { offsetColumns: false }));
@@ -821,7 +861,7 @@ export async function llamaWeightsFromGguf(
         experts.push(quantizeMatrix(await f.readTensor(t.name), e * t.rows, t.cols, 8, EXPERT_BLOCK));
       } else {
         // (the operator misreads zero points of one block a row: such experts stay float)
-        experts.push(await f.readTensor(t.name));
+        experts.push(deferred(t));
       }
     }
     return { gate: experts[0]!, up: experts[1]!, down: experts[2]! };
@@ -832,7 +872,7 @@ export async function llamaWeightsFromGguf(
    * files split for the absorbed form hold them, or cut out of the older `attn_kv_b` (each head's no-rotary key rows,
    * then its value rows), as floats.
    */
-  const readLatentAttention = async (p: string): Promise<Pick<LlamaLayerWeights<WeightMatrix>, 'wq' | 'mla'>> => {
+  const readLatentAttention = async (p: string): Promise<Pick<LlamaLayerWeights<GgufMatrix>, 'wq' | 'mla'>> => {
     const { kvLoraRank: L, ropeDim: R, valueDim: V, qLoraRank: Q } = config.mla!;
     const H = config.numHeads;
     const N = hd - R;
@@ -860,7 +900,7 @@ export async function llamaWeightsFromGguf(
     };
   };
   /** A layer's Mamba2 mixer (llama.cpp's ssm_* tensors; `ssm_a` and `ssm_d` have no `.weight` suffix). */
-  const readMamba = async (p: string): Promise<NonNullable<LlamaLayerWeights<WeightMatrix>['mamba']>> => {
+  const readMamba = async (p: string): Promise<NonNullable<LlamaLayerWeights<GgufMatrix>['mamba']>> => {
     const { heads, headDim, stateSize, groups, convKernel } = config.mamba!;
     const inner = heads * headDim;
     const channels = inner + 2 * groups * stateSize;
@@ -882,26 +922,26 @@ export async function llamaWeightsFromGguf(
    * holds each key head's q, k, then the v and z of its run of value heads, `ssm_ba` each run's β then α rows; taken
    * apart here into the same matrices (rows only: a row of a quantized matrix moves as it is).
    */
-  const readDeltaNet = async (p: string): Promise<NonNullable<LlamaLayerWeights<WeightMatrix>['deltaNet']>> => {
+  const readDeltaNet = async (p: string): Promise<NonNullable<LlamaLayerWeights<GgufMatrix>['deltaNet']>> => {
     const { keyHeads, keyDim, valueHeads, valueDim, convKernel } = config.deltaNet!;
     const channels = 2 * keyHeads * keyDim + valueHeads * valueDim;
     const r = valueHeads / keyHeads;
     /** Rows [g · per + offset, n) of each key head g's run. */
     const perKeyHead = (offset: number, n: number, per: number) => Array.from({ length: keyHeads }, (_, g) => [g * per + offset, n] as const);
-    let projections: { qkv: WeightMatrix; gate: WeightMatrix };
+    let projections: { qkv: GgufMatrix; gate: GgufMatrix };
     if (f.tensorInfo(`${p}ssm_in.weight`)) {
       const run = r * valueDim;
       const stride = 2 * keyDim + 2 * run;
       const fused = await readMatrix(`${p}ssm_in.weight`, [keyHeads * stride, h]);
       projections = {
-        qkv: pickRows(fused, [...perKeyHead(0, keyDim, stride), ...perKeyHead(keyDim, keyDim, stride), ...perKeyHead(2 * keyDim, run, stride)], h),
-        gate: pickRows(fused, perKeyHead(2 * keyDim + run, run, stride), h),
+        qkv: pick(fused, [...perKeyHead(0, keyDim, stride), ...perKeyHead(keyDim, keyDim, stride), ...perKeyHead(2 * keyDim, run, stride)], h),
+        gate: pick(fused, perKeyHead(2 * keyDim + run, run, stride), h),
       };
     } else projections = { qkv: await readMatrix(`${p}attn_qkv.weight`, [channels, h]), gate: await readMatrix(`${p}attn_gate.weight`, [valueHeads * valueDim, h]) };
-    let rates: { beta: WeightMatrix; alpha: WeightMatrix };
+    let rates: { beta: GgufMatrix; alpha: GgufMatrix };
     if (f.tensorInfo(`${p}ssm_ba.weight`)) {
       const ba = await readMatrix(`${p}ssm_ba.weight`, [2 * valueHeads, h]);
-      rates = { beta: pickRows(ba, perKeyHead(0, r, 2 * r), h), alpha: pickRows(ba, perKeyHead(r, r, 2 * r), h) };
+      rates = { beta: pick(ba, perKeyHead(0, r, 2 * r), h), alpha: pick(ba, perKeyHead(r, r, 2 * r), h) };
     } else rates = { beta: await readMatrix(`${p}ssm_beta.weight`, [valueHeads, h]), alpha: await readMatrix(`${p}ssm_alpha.weight`, [valueHeads, h]) };
     return {
       ...projections,
@@ -913,12 +953,14 @@ export async function llamaWeightsFromGguf(
       outProj: await readMatrix(`${p}ssm_out.weight`, [h, valueHeads * valueDim]),
     };
   };
-  const rows = sliceRows;
-  const layers: LlamaLayerWeights<WeightMatrix>[] = [];
+  /** Rows [from, from + n) of a matrix readMatrix gave (`cols` columns): a deferred one's are read alone when it is loaded. */
+  const rows = (m: GgufMatrix, from: number, n: number, cols: number): GgufMatrix =>
+    isTensorRows(m) ? tensorRows(f, m.tensor, cols, [[from, n]]) : sliceRows(m, from, n, cols);
+  const layers: LlamaLayerWeights<GgufMatrix>[] = [];
   const preNorms = config.preNorms ?? true;
   for (let i = 0; i < config.numLayers; i++) {
     const p = `blk.${i}.`;
-    const layer: Partial<LlamaLayerWeights<WeightMatrix>> = preNorms ? { attnNorm: await read(`${p}attn_norm.weight`, [h]) } : {};
+    const layer: Partial<LlamaLayerWeights<GgufMatrix>> = preNorms ? { attnNorm: await read(`${p}attn_norm.weight`, [h]) } : {};
     const kind = config.layerTypes?.[i];
     // (no attention in these layers)
     const conv = !layerAttends(kind ?? 'full');
@@ -1014,9 +1056,9 @@ export async function llamaWeightsFromGguf(
       layer.bDown = await read(`${p}ffn_down.bias`, [h]);
     }
     if (config.postNorms) layer.postMlpNorm = await read(`${p}post_ffw_norm.weight`, [h]);
-    layers.push(layer as LlamaLayerWeights<WeightMatrix>);
+    layers.push(layer as LlamaLayerWeights<GgufMatrix>);
   }
-  const weights: LlamaWeights<WeightMatrix> = {
+  const weights: LlamaWeights<GgufMatrix> = {
     embed: await readMatrix('token_embd.weight', [config.vocabSize, h]),
     layers,
     // (LFM2's final norm is named as an embedding norm, `token_embd_norm`, which llama.cpp reads as the output norm)
@@ -1089,8 +1131,25 @@ function attentionOptions(config: LlamaConfig, opts: ConvertGgufOptions, maxPosi
   return { attention, gqaRotary: rotary, maxPositions, ...kv };
 }
 
-/** Bitwise equality of two matrices (dense values, or codes, scales and zero points). */
-function sameMatrix(a: WeightMatrix, b: WeightMatrix): boolean {
+/** About how many dense values are read at a time to tell whether a head repeats the embedding. */
+const COMPARE_VALUES = 2 ** 20;
+
+/**
+ * Bitwise equality of two matrices the converter read (dense values, or codes, scales and zero points); deferred ones
+ * are read and compared a band of rows at a time, so the check holds neither whole.
+ */
+function sameMatrix(f: GgufFile, a: GgufMatrix, b: GgufMatrix): boolean {
+  if (isTensorRows(a) || isTensorRows(b)) {
+    if (!isTensorRows(a) || !isTensorRows(b) || a.rows !== b.rows || a.cols !== b.cols) return false;
+    if (a.runs.length !== 1 || b.runs.length !== 1) return sameFloats(a.load(), b.load());
+    const [[fromA], [fromB]] = [a.runs[0]!, b.runs[0]!];
+    const band = Math.max(1, Math.floor(COMPARE_VALUES / a.cols));
+    for (let r = 0; r < a.rows; r += band) {
+      const n = Math.min(band, a.rows - r);
+      if (!sameFloats(f.readRowsSync(a.tensor, fromA + r, n), f.readRowsSync(b.tensor, fromB + r, n))) return false;
+    }
+    return true;
+  }
   if (isQuantized(a) || isQuantized(b)) {
     if (!isQuantized(a) || !isQuantized(b) || a.bits !== b.bits || a.blockSize !== b.blockSize) return false;
     const eq = (x?: ArrayBufferView, y?: ArrayBufferView) =>
@@ -1184,17 +1243,20 @@ export async function convertGguf(ggufPath: string, outDir: string, opts: Conver
 
     const weights = await llamaWeightsFromGguf(f, config, { dequantize: opts.dequantize ?? false });
     // llama2.c-style files store the output head separately even when it equals the embedding: tie them.
-    if (weights.lmHead && sameMatrix(weights.lmHead, weights.embed)) {
+    if (weights.lmHead && sameMatrix(f, weights.lmHead, weights.embed)) {
       delete weights.lmHead;
       config.tieWordEmbeddings = true;
     }
 
     // Bytes the initializers will take: dense values in `dtype`, quantized codes and scales as they are.
-    const bytesOf = (m: WeightMatrix | undefined): number =>
-      m === undefined ? 0 : isQuantized(m) ? m.data.length + m.scales.byteLength + (m.zeroPoints?.length ?? 0) : m.length * (dtype === 'float16' ? 2 : 4);
+    const bytesOf = (m: GgufMatrix | undefined): number => {
+      if (m === undefined) return 0;
+      if (!(m instanceof Float32Array) && m.kind === 'nbits') return m.data.length + m.scales.byteLength + (m.zeroPoints?.length ?? 0);
+      return (m instanceof Float32Array ? m.length : m.rows * m.cols) * (dtype === 'float16' ? 2 : 4);
+    };
     // A layer's matrices and vectors, its experts' included.
     const bytesIn = (o: object): number =>
-      Object.values(o).reduce((n: number, v: unknown) => n + (v instanceof Float32Array || (v as Partial<QuantizedMatrix>).kind === 'nbits' ? bytesOf(v as WeightMatrix) : bytesIn(v as object)), 0);
+      Object.values(o).reduce((n: number, v: unknown) => n + (v instanceof Float32Array || ['nbits', 'deferred'].includes((v as { kind?: string }).kind!) ? bytesOf(v as GgufMatrix) : bytesIn(v as object)), 0);
     const weightBytes = bytesOf(weights.embed) + bytesOf(weights.finalNorm) + bytesOf(weights.lmHead) + weights.layers.reduce((n, l) => n + bytesIn(l), 0);
     const externalData = opts.externalData ?? weightBytes > EXTERNAL_DATA_THRESHOLD;
 

@@ -1,10 +1,10 @@
 /**
  * A reader for GGUF files (llama.cpp's model container), versions 2 and 3, little-endian.
  *
- * Only the header (metadata and tensor infos) is parsed up front; tensor data is read on demand,
- * straight from the file into the returned `Float32Array` (F32) or through one staging buffer per
- * tensor (F16, BF16, the block-quantized types of `quant/`), or as raw bytes. The whole file is never
- * held in memory.
+ * Only the header (metadata and tensor infos) is parsed up front; tensor data is read on demand (a whole
+ * tensor, or a run of its rows, synchronously), straight from the file into the returned `Float32Array` (F32)
+ * or through one staging buffer per read (F16, BF16, the block-quantized types of `quant/`), or as raw bytes.
+ * The whole file is never held in memory.
  *
  * Layout (https://github.com/ggml-org/ggml/blob/master/docs/gguf.md):
  *   magic "GGUF" · u32 version · u64 tensor_count · u64 kv_count
@@ -13,7 +13,7 @@
  *   padding to `general.alignment` (default 32) · tensor data (offsets relative to here)
  * Strings are u64 length + UTF-8 bytes; arrays are u32 item type + u64 count + items.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { BLOCK_TYPES, dequantize } from './quant/index.js';
@@ -747,6 +747,36 @@ export class GgufFile implements GgufHeader {
     return halfBitsToFloat32(half, t.type);
   }
 
+  /**
+   * Rows [from, from + count) of one tensor (a row: its `dims[0]` values; all rows from `from` by default) as float32,
+   * converted as {@link readTensor} converts them, read synchronously: a build that writes each weight as it makes it
+   * reads the weight there and then, and a fused tensor's parts are read one at a time.
+   */
+  readRowsSync(name: string, from = 0, count?: number): Float32Array {
+    const { t, fh, source } = this.readable(name);
+    const rows = t.dims.slice(1).reduce((n, d) => n * d, 1);
+    const n = count ?? rows - from;
+    if (!Number.isSafeInteger(from) || !Number.isSafeInteger(n) || from < 0 || n < 0 || from + n > rows) {
+      throw new RangeError(`${source}: rows ${from} to ${from + n} of tensor "${name}", which has ${rows}`);
+    }
+    const elements = n * t.dims[0]!;
+    // (whole rows are whole blocks: the header's rows are multiples of a block type's block)
+    const at = t.fileOffset + (rows === 0 ? 0 : from * (t.byteLength / rows));
+    if (t.quantized) {
+      const bytes = new Uint8Array(rows === 0 ? 0 : n * (t.byteLength / rows));
+      readFullySync(fh, bytes, at, source, t.name);
+      return dequantize(BLOCK_TYPES.get(t.type)!, bytes, elements);
+    }
+    const out = new Float32Array(elements);
+    if (t.type === GGML_TYPE_F32) {
+      readFullySync(fh, new Uint8Array(out.buffer), at, source, t.name);
+      return out;
+    }
+    const half = new Uint16Array(elements);
+    readFullySync(fh, new Uint8Array(half.buffer), at, source, t.name);
+    return halfBitsToFloat32(half, t.type);
+  }
+
   /** The tensor `name`, the open file holding it and that file's name for messages; refuses a missing tensor, an unsupported type and a closed file. */
   private readable(name: string): { t: GgufTensorInfo & { byteLength: number }; fh: FileHandle; source: string } {
     const t = this.byName.get(name);
@@ -780,6 +810,14 @@ async function readFully(fh: FileHandle, dst: Uint8Array, position: number, sour
     if (bytesRead === 0) {
       throw new GgufError(`${source} is truncated: tensor "${what}" ends past the end of the file.`, 'truncated');
     }
+    done += bytesRead;
+  }
+}
+
+function readFullySync(fh: FileHandle, dst: Uint8Array, position: number, source: string, what: string): void {
+  for (let done = 0; done < dst.length; ) {
+    const bytesRead = readSync(fh.fd, dst, done, dst.length - done, position + done);
+    if (bytesRead === 0) throw new GgufError(`${source} is truncated: tensor "${what}" ends past the end of the file.`, 'truncated');
     done += bytesRead;
   }
 }

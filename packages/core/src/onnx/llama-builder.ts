@@ -11,7 +11,7 @@ import { basename, dirname, join } from 'node:path';
 import type { onnx as O } from 'onnx-proto';
 import { DataType, makeNode, makeTensor, makeValueInfo, onnx, writeModel, type GraphProto, type TensorProto, type ValueInfoProto } from './proto.js';
 import { GraphBuilder, float32ArrayToFloat16, transpose2d } from './graph-builder.js';
-import type { DeltaNetWeights, LlamaConfig, LlamaWeights, LlamaLayerWeights, MambaWeights, MlaWeights, MoeWeights, QuantizedMatrix, RopeStyle, WeightMatrix } from './llama-spec.js';
+import type { DeferredMatrix, DeltaNetWeights, LlamaConfig, LlamaWeights, LlamaLayerWeights, MambaWeights, MlaWeights, MoeWeights, QuantizedMatrix, RopeStyle, SourceMatrix, WeightMatrix } from './llama-spec.js';
 import { LONG_ROPE_CONTEXT_KEY } from './graph-facts.js';
 import { blocksPerRow, concatRows, isQuantized, rowBytes, storedColumns } from './quantized-matrix.js';
 
@@ -563,10 +563,25 @@ export function randomLlamaWeights(config: LlamaConfig, seed: number, scale = 0.
   return c.tied ? { embed, layers, finalNorm, ...biases } : { embed, layers, finalNorm, ...biases, lmHead: normal(c.vocab * c.hidden, scale) };
 }
 
-function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
+/** True for a matrix the builder reads when it comes to it. */
+function isDeferred(m: SourceMatrix): m is DeferredMatrix {
+  return !(m instanceof Float32Array) && m.kind === 'deferred';
+}
+
+/** A matrix in memory: a deferred one's values, read now. */
+function loaded(m: SourceMatrix): WeightMatrix {
+  return isDeferred(m) ? m.load() : m;
+}
+
+function checkWeights(c: Resolved, w: LlamaWeights<SourceMatrix>): void {
   const q = c.heads * c.headDim;
   const kv = c.kvHeads * c.headDim;
-  const expect = (what: string, a: WeightMatrix | undefined, n: number) => {
+  const expect = (what: string, a: SourceMatrix | undefined, n: number) => {
+    // (a deferred matrix's values are read later, by the build: its shape stands for them here)
+    if (a && isDeferred(a)) {
+      if (a.rows * a.cols !== n) throw new Error(`Llama weights: ${what} is a ${a.rows}x${a.cols} matrix, the config needs ${n} values`);
+      return;
+    }
     if (a && !(a instanceof Float32Array)) {
       const { rows, cols, bits, blockSize, data, scales } = a;
       if (rows * cols !== n) throw new Error(`Llama weights: ${what} is a ${rows}x${cols} quantized matrix, the config needs ${n} values`);
@@ -622,7 +637,7 @@ function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
       expect(`layers[${i}].moe.gate`, l.moe?.gate, e * c.inter * c.hidden);
       expect(`layers[${i}].moe.up`, l.moe?.up, e * c.inter * c.hidden);
       expect(`layers[${i}].moe.down`, l.moe?.down, e * c.hidden * c.inter);
-      const experts = [l.moe!.gate, l.moe!.up, l.moe!.down];
+      const experts = [l.moe!.gate, l.moe!.up, l.moe!.down].filter((m): m is WeightMatrix => !isDeferred(m));
       if (experts.some(isQuantized)) {
         const q = experts.filter(isQuantized);
         const [first] = q;
@@ -693,7 +708,7 @@ function checkWeights(c: Resolved, w: LlamaWeights<WeightMatrix>): void {
 }
 
 /** A 'delta' layer's gated DeltaNet against the config (LlamaConfig.deltaNet). */
-function checkDeltaNet(c: Resolved, l: LlamaLayerWeights<WeightMatrix>, i: number, expect: (what: string, a: WeightMatrix | undefined, n: number) => void): void {
+function checkDeltaNet(c: Resolved, l: LlamaLayerWeights<SourceMatrix>, i: number, expect: (what: string, a: SourceMatrix | undefined, n: number) => void): void {
   const { valueHeads, valueDim, channels, convKernel } = c.delta!;
   const d = l.deltaNet;
   expect(`layers[${i}].deltaNet.qkv`, d?.qkv, channels * c.hidden);
@@ -706,7 +721,7 @@ function checkDeltaNet(c: Resolved, l: LlamaLayerWeights<WeightMatrix>, i: numbe
 }
 
 /** A 'mamba' layer's mixer against the config (LlamaConfig.mamba). */
-function checkMamba(c: Resolved, l: LlamaLayerWeights<WeightMatrix>, i: number, expect: (what: string, a: WeightMatrix | undefined, n: number) => void): void {
+function checkMamba(c: Resolved, l: LlamaLayerWeights<SourceMatrix>, i: number, expect: (what: string, a: SourceMatrix | undefined, n: number) => void): void {
   const { heads, inner, channels, groups, stateSize, convKernel } = c.mamba!;
   const m = l.mamba;
   expect(`layers[${i}].mamba.inProj`, m?.inProj, (2 * inner + 2 * groups * stateSize + heads) * c.hidden);
@@ -718,7 +733,7 @@ function checkMamba(c: Resolved, l: LlamaLayerWeights<WeightMatrix>, i: number, 
 }
 
 /** A latent-attention layer's weights against the config (LlamaConfig.mla). */
-function checkMla(c: Resolved, l: LlamaLayerWeights<WeightMatrix>, i: number, expect: (what: string, a: WeightMatrix | undefined, n: number) => void): void {
+function checkMla(c: Resolved, l: LlamaLayerWeights<SourceMatrix>, i: number, expect: (what: string, a: SourceMatrix | undefined, n: number) => void): void {
   const { latent, rope, nope, value, qRank, qHead } = c.mla!;
   const m = l.mla;
   if (!m) throw new Error(`Llama weights: layers[${i}].mla is missing (the config has mla)`);
@@ -814,11 +829,12 @@ interface LayerRefs {
  * Builds the ONNX model of a Llama decoder (optimum `text-generation-with-past` I/O names; see
  * {@link LlamaBuildOptions} for the optional inputs and outputs). Weights are copied (and transposed to
  * `[in, out]` for MatMul); the inputs are not modified. The result can be passed to `encodeModel`/`writeModel`.
- * `onInitializer` sees each initializer as soon as it is made (see GraphBuilder).
+ * `onInitializer` sees each initializer as soon as it is made (see GraphBuilder); a {@link DeferredMatrix} is loaded
+ * just before its initializer is made, so a writer that moves each one out there holds one matrix's values at a time.
  */
 export function buildLlamaModel(
   config: LlamaConfig,
-  weights: LlamaWeights<WeightMatrix>,
+  weights: LlamaWeights<SourceMatrix>,
   options: LlamaBuildOptions = {},
   onInitializer?: (tensor: TensorProto) => void,
 ): O.IModelProto {
@@ -927,13 +943,15 @@ export function buildLlamaModel(
     const attrs = { K: storedColumns(m), N: m.rows, bits: m.bits, block_size: m.blockSize };
     return { kind: 'nbits', inputs, attrs, ...(m.offsetColumns ? { offsetBlock: m.blockSize } : {}) };
   };
-  const matrix = (name: string, out: number, inp: number, data: WeightMatrix): Linear =>
-    isQuantized(data) ? nbits(name, data) : { kind: 'dense', w: asFloat(stored(`${name}.T`, [inp, out], transpose2d(data, out, inp))) };
+  const matrix = (name: string, out: number, inp: number, source: SourceMatrix): Linear => {
+    const data = loaded(source);
+    return isQuantized(data) ? nbits(name, data) : { kind: 'dense', w: asFloat(stored(`${name}.T`, [inp, out], transpose2d(data, out, inp))) };
+  };
   const denseOf = (l: Linear): string => (l.kind === 'dense' ? l.w : '');
   /** q, k and v as one product where their layouts allow (onnxruntime folds a dense Concat at load). */
-  const qkvLinears = (p: string, l: LlamaLayerWeights<WeightMatrix>): Linear[] => {
+  const qkvLinears = (p: string, l: LlamaLayerWeights<SourceMatrix>): Linear[] => {
     const all = [l.wq!, l.wk!, l.wv!];
-    if (all.every(isQuantized)) {
+    if (all.every((m) => !isDeferred(m) && isQuantized(m))) {
       const cat = concatRows(all as QuantizedMatrix[]);
       if (cat) return [nbits(`${p}.self_attn.qkv_proj.weight`, cat)];
     }
@@ -966,12 +984,12 @@ export function buildLlamaModel(
   // one is read by GatherBlockQuantized from the same codes a tied head's MatMulNBits uses: two initializers
   // (each operator's shape) over one array, which external data writes once. Not a Reshape of the embedding:
   // onnxruntime would fold it into a copy at every session creation (Qwen2.5-0.5B's 136 MB head: +0.7 s).
-  const embedQ = isQuantized(weights.embed) ? weights.embed : undefined;
+  const embedQ = !isDeferred(weights.embed) && isQuantized(weights.embed) ? weights.embed : undefined;
   if (embedQ) usesContribOps = true;
   if (embedQ?.offsetColumns) throw new Error('Llama weights: a quantized embedding cannot have offset columns (GatherBlockQuantized reads plain blocks)');
   const embedStored = embedQ
     ? g.initializer(makeTensor('model.embed_tokens.qweight', DataType.UINT8, [vocab, (hidden * embedQ.bits) / 8], embedQ.data))
-    : stored('model.embed_tokens.weight', [vocab, hidden], weights.embed as Float32Array);
+    : stored('model.embed_tokens.weight', [vocab, hidden], loaded(weights.embed) as Float32Array);
   const embedQInputs = embedQ
     ? [
         g.initializer(makeTensor('model.embed_tokens.scales', DataType.FLOAT, [vocab, hidden / embedQ.blockSize], embedQ.scales)),
@@ -1036,13 +1054,13 @@ export function buildLlamaModel(
    * A mixture of experts' initializers: the MoE operator's fc1 `[E, 2I, H]` with each expert's gate and up rows
    * interleaved (its SwiGLU layout: gate i, then up i) and fc2 `[E, H, I]`, both `[out, in]` as GGUF stores them.
    */
-  function expertRefs(p: string, m: MoeWeights): NonNullable<LayerRefs['moe']> {
+  function expertRefs(p: string, m: MoeWeights<SourceMatrix>): NonNullable<LayerRefs['moe']> {
     usesContribOps = true;
     const e = c.moe!.experts;
     const shared = m.shared && c.moe!.sharedSize;
     return {
       router: matrix(`${p}.mlp.gate.weight`, e, hidden, m.router),
-      ...(isQuantized(m.gate) ? quantizedExperts(p, m) : denseExperts(p, m)),
+      ...(!isDeferred(m.gate) && isQuantized(m.gate) ? quantizedExperts(p, m) : denseExperts(p, m)),
       ...(m.shared && shared
         ? {
             shared: {
@@ -1070,7 +1088,7 @@ export function buildLlamaModel(
     return asFloat(stored(name, [taps, channels], transpose2d(kernel, channels, taps)));
   }
   /** A 'delta' layer's initializers (see LayerRefs.deltaNet). */
-  function deltaNetRefs(p: string, d: DeltaNetWeights<WeightMatrix>): NonNullable<LayerRefs['deltaNet']> {
+  function deltaNetRefs(p: string, d: DeltaNetWeights<SourceMatrix>): NonNullable<LayerRefs['deltaNet']> {
     const { valueHeads, valueDim, channels, convKernel } = c.delta!;
     return {
       qkv: matrix(`${p}.linear_attn.in_proj_qkv.weight`, channels, hidden, d.qkv),
@@ -1085,7 +1103,7 @@ export function buildLlamaModel(
     };
   }
   /** A 'mamba' layer's initializers (see LayerRefs.mamba). */
-  function mambaRefs(p: string, m: MambaWeights<WeightMatrix>): NonNullable<LayerRefs['mamba']> {
+  function mambaRefs(p: string, m: MambaWeights<SourceMatrix>): NonNullable<LayerRefs['mamba']> {
     const { heads, inner, channels, groups, stateSize, convKernel } = c.mamba!;
     return {
       inProj: matrix(`${p}.mixer.in_proj.weight`, 2 * inner + 2 * groups * stateSize + heads, hidden, m.inProj),
@@ -1099,7 +1117,7 @@ export function buildLlamaModel(
     };
   }
   /** A latent-attention layer's initializers (see LayerRefs.mla): kB and vB transposed per head, `[in, out]` as MatMul takes them. */
-  function mlaRefs(p: string, m: MlaWeights<WeightMatrix>, wq: WeightMatrix | undefined): NonNullable<LayerRefs['mla']> {
+  function mlaRefs(p: string, m: MlaWeights<SourceMatrix>, wq: SourceMatrix | undefined): NonNullable<LayerRefs['mla']> {
     const { latent, rope, nope, value, qRank, qHead } = c.mla!;
     const perHead = (name: string, data: Float32Array, rows: number, cols: number) => {
       const out = new Float32Array(data.length);
@@ -1125,20 +1143,18 @@ export function buildLlamaModel(
     if (gqa) return stored(`${p}.self_attn.sinks`, [heads], sinks);
     return asFloat(stored(`${p}.self_attn.sinks`, rep === 1 ? [1, heads, 1, 1] : [1, kvHeads, rep, 1, 1], sinks));
   }
-  /** fc1 and fc2 of the MoE operator from dense experts. */
-  function denseExperts(p: string, m: MoeWeights): { fc1: string; fc2: string } {
+  /** fc1 and fc2 of the MoE operator from dense experts (down read once fc1 is stored). */
+  function denseExperts(p: string, m: MoeWeights<SourceMatrix>): { fc1: string; fc2: string } {
     const e = c.moe!.experts;
-    const [gate, up, down] = [m.gate, m.up, m.down] as Float32Array[];
-    return {
-      fc1: asFloat(stored(`${p}.mlp.experts.gate_up_proj.weight`, [e, 2 * inter, hidden], interleaveRows(gate!, up!, e * inter, hidden))),
-      fc2: asFloat(stored(`${p}.mlp.experts.down_proj.weight`, [e, hidden, inter], down!)),
-    };
+    const dense = (x: SourceMatrix) => loaded(x) as Float32Array;
+    const fc1 = asFloat(stored(`${p}.mlp.experts.gate_up_proj.weight`, [e, 2 * inter, hidden], interleaveRows(dense(m.gate), dense(m.up), e * inter, hidden)));
+    return { fc1, fc2: asFloat(stored(`${p}.mlp.experts.down_proj.weight`, [e, hidden, inter], dense(m.down))) };
   }
   /**
    * fc1 and fc2 of the QMoE operator from experts quantized alike: codes `[E, rows, cols · bits / 8]`, float scales and
    * (8-bit) zero points `[E, rows, blocks]`, fc1's gate and up rows interleaved as for dense experts.
    */
-  function quantizedExperts(p: string, m: MoeWeights): { fc1: string; fc2: string; quantized: { scales: [string, string]; zeroPoints: [string, string]; bits: number; blockSize: number } } {
+  function quantizedExperts(p: string, m: MoeWeights<SourceMatrix>): { fc1: string; fc2: string; quantized: { scales: [string, string]; zeroPoints: [string, string]; bits: number; blockSize: number } } {
     const e = c.moe!.experts;
     const [gate, up, down] = [m.gate, m.up, m.down] as QuantizedMatrix[];
     const { bits, blockSize } = gate!;
@@ -2003,7 +2019,7 @@ class ExternalDataWriter {
 export async function writeLlamaModel(
   path: string,
   config: LlamaConfig,
-  weights: LlamaWeights<WeightMatrix>,
+  weights: LlamaWeights<SourceMatrix>,
   options: LlamaBuildOptions & { externalData?: boolean | ExternalDataLayout } = {},
 ): Promise<void> {
   if (!options.externalData) {

@@ -250,11 +250,26 @@ export interface QuantizedMatrix {
 export type WeightMatrix = Float32Array | QuantizedMatrix;
 
 /**
+ * A dense matrix `[rows, cols]` whose values are read only when the builder comes to it: a converter's weights are
+ * then read, converted, written and let go one at a time instead of all being held before the build starts.
+ */
+export interface DeferredMatrix {
+  kind: 'deferred';
+  rows: number;
+  cols: number;
+  /** Reads the float32 values, row-major (anew each call: the builder calls it once). */
+  load(): Float32Array;
+}
+
+/** A matrix as the builder takes it: a {@link WeightMatrix}, or one read on demand. */
+export type SourceMatrix = WeightMatrix | DeferredMatrix;
+
+/**
  * Weights of one decoder layer. Projection matrices use the PyTorch `nn.Linear` layout
  * `[out_features, in_features]`, row-major, as GGUF and safetensors store them. `M` is the matrix type:
- * dense by default; the builder also takes {@link QuantizedMatrix} (`LlamaLayerWeights<WeightMatrix>`).
+ * dense by default; the builder also takes {@link QuantizedMatrix} and {@link DeferredMatrix} (`LlamaLayerWeights<SourceMatrix>`).
  */
-export interface LlamaLayerWeights<M extends WeightMatrix = Float32Array> {
+export interface LlamaLayerWeights<M extends SourceMatrix = Float32Array> {
   /** Absent when `preNorms` is false. */
   attnNorm?: Float32Array; // [hidden]
   /** Absent with `mla.qLoraRank` (its `mla.qA`, `mla.qB`). */
@@ -279,7 +294,7 @@ export interface LlamaLayerWeights<M extends WeightMatrix = Float32Array> {
   /** With the config's `mla`: the latent attention's projections (see {@link MlaWeights}). */
   mla?: MlaWeights<M>;
   /** With the config's `moe` (past its `denseLayers`): the router and the experts' projections, expert after expert. */
-  moe?: MoeWeights;
+  moe?: MoeWeights<M | QuantizedMatrix>;
   /** With `qkvBias`. */
   bq?: Float32Array; // [numHeads*headDim]
   bk?: Float32Array; // [numKvHeads*headDim]
@@ -305,7 +320,7 @@ export interface LlamaLayerWeights<M extends WeightMatrix = Float32Array> {
  * A layer's latent attention (see `LlamaConfig.mla`; H heads, latent L = kvLoraRank, rotary part R, no-rotary part
  * N = headDim − R, value V = valueDim, hidden D).
  */
-export interface MlaWeights<M extends WeightMatrix = Float32Array> {
+export interface MlaWeights<M extends SourceMatrix = Float32Array> {
   /** With `qLoraRank` (Q): the query's low-rank projection, its RMSNorm, and its expansion to every head. */
   qA?: M; // [Q, D]
   qANorm?: Float32Array; // [Q]
@@ -319,7 +334,7 @@ export interface MlaWeights<M extends WeightMatrix = Float32Array> {
 }
 
 /** A 'conv' layer's gated short convolution (see `LlamaConfig.layerTypes`; hidden H, `convKernel` K taps). */
-export interface ShortConvWeights<M extends WeightMatrix = Float32Array> {
+export interface ShortConvWeights<M extends SourceMatrix = Float32Array> {
   /** b, c and x, stacked in that order. */
   inProj: M; // [3H, H]
   /** Each channel's taps, oldest input first. */
@@ -331,7 +346,7 @@ export interface ShortConvWeights<M extends WeightMatrix = Float32Array> {
  * A 'mamba' layer's Mamba2 mixer (see `LlamaConfig.mamba`; hidden H, I = heads · headDim, G groups, N = stateSize,
  * C = I + 2GN convolved channels, K taps).
  */
-export interface MambaWeights<M extends WeightMatrix = Float32Array> {
+export interface MambaWeights<M extends SourceMatrix = Float32Array> {
   /** z (the gate), x, B, C and each head's dt, stacked in that order. */
   inProj: M; // [2I + 2GN + heads, H]
   /** Each channel's taps over x, B and C, oldest input first, and their bias. */
@@ -352,7 +367,7 @@ export interface MambaWeights<M extends WeightMatrix = Float32Array> {
  * A 'delta' layer's gated DeltaNet (see `LlamaConfig.deltaNet`; hidden H, Hk key heads of Dk, Hv value heads of Dv,
  * C = 2·Hk·Dk + Hv·Dv convolved channels, K taps).
  */
-export interface DeltaNetWeights<M extends WeightMatrix = Float32Array> {
+export interface DeltaNetWeights<M extends SourceMatrix = Float32Array> {
   /** q, k and v, stacked in that order. */
   qkv: M; // [C, H]
   /** z, the output gate. */
@@ -374,12 +389,13 @@ export interface DeltaNetWeights<M extends WeightMatrix = Float32Array> {
  * A mixture of experts' weights (see `LlamaConfig.moe`): `E` experts of inner size `I` over hidden size `H`. The experts'
  * matrices are dense, or all three block-quantized alike (a {@link QuantizedMatrix} of `E · rows` rows, expert after
  * expert; same bits and block size, no offset columns, zero points only at 8 bits), run by onnxruntime's QMoE.
+ * `M`: the experts' matrix type (the builder also takes {@link DeferredMatrix} dense experts).
  */
-export interface MoeWeights {
+export interface MoeWeights<M extends SourceMatrix = Float32Array | QuantizedMatrix> {
   router: Float32Array; // [E, H]
-  gate: Float32Array | QuantizedMatrix; // [E, I, H]
-  up: Float32Array | QuantizedMatrix; // [E, I, H]
-  down: Float32Array | QuantizedMatrix; // [E, H, I]
+  gate: M; // [E, I, H]
+  up: M; // [E, I, H]
+  down: M; // [E, H, I]
   /** With `moe.sharedSize` (S): the shared expert's MLP and its gate's weights (none with `moe.sharedGate: false`). */
   shared?: { gate: Float32Array; up: Float32Array; down: Float32Array; router?: Float32Array }; // [S, H], [S, H], [H, S], [H]
   /** With `moe.selectionBias`: added to the gating scores for choosing experts only. */
@@ -389,7 +405,7 @@ export interface MoeWeights {
 }
 
 /** All weights of a Llama decoder (`M`: see {@link LlamaLayerWeights}). */
-export interface LlamaWeights<M extends WeightMatrix = Float32Array> {
+export interface LlamaWeights<M extends SourceMatrix = Float32Array> {
   embed: M; // [vocab, hidden]
   layers: LlamaLayerWeights<M>[];
   finalNorm: Float32Array; // [hidden]
