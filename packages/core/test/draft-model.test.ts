@@ -140,6 +140,14 @@ describe('draft model', () => {
       await same(drafting, { maxTokens: 60, responseFormat: { type: 'json_schema', schema } });
     });
 
+    it('keeps seeded sampling under a grammar that allows few tokens (drafted positions picked under the bitmask, as plain steps)', async () => {
+      // (a structural state: the plain step picks under the bitmask computed ahead; a drafted position had none ready
+      // and drew from the whole row first, which spends the seed's draws otherwise)
+      const responseFormat = { type: 'regex', pattern: ' (went|were|saw|had|played|and) [a-z ]+\\.' } as const;
+      const story = 'Once upon a time there was a little girl. Once upon a time there was a little';
+      for (let seed = 0; seed < 30; seed++) await same(drafting, { maxTokens: 8, temperature: 1, seed, responseFormat }, story);
+    });
+
     it('drafts for the call left alone after others finish, catching up with its context a chunk a step', async () => {
       // Prefill chunks of 4: the draft model catches up with the long call's prompt and reply over several steps.
       const chunked = await Engine.load({ model: stories, cacheDir, prefillChunk: 4, draftModel: { model: draftGguf, draftTokens: 3, adaptive: false } });

@@ -48,6 +48,8 @@ describe('picking under a grammar without its bitmask where that is exact', func
         const logits = Float32Array.from({ length: VOCAB }, (_, t) => rng() * 4 + (allowed.has(t) && rng() < 0.5 ? 3 : 0));
         const want = sRef.sample(logits.slice(), { generated: [] }, words);
         reference.accept(want);
+        // (as a row whose last pick found most tokens allowed: it computes no bitmask ahead)
+        fast.prefetch = false;
         expect(await pickAccepted(fast, sFast, logits.slice(), { generated: [] }), `path ${path} step ${k}`).to.equal(want);
       }
       expect(fast.isComplete()).to.equal(reference.isComplete());
@@ -93,6 +95,7 @@ describe('picking under a grammar without its bitmask where that is exact', func
     let refused = 0;
     for (let i = 0; i < draws; i++) {
       const c = await atState();
+      c.prefetch = false;
       const id = await pickAccepted(c, sampler, logits.slice(), { generated: [] });
       refused += c.clock.unmasked === 0 ? 1 : 0;
       counts.set(id, (counts.get(id) ?? 0) + 1);
@@ -104,6 +107,15 @@ describe('picking under a grammar without its bitmask where that is exact', func
     expect(tv).to.be.below(0.05);
     // Both branches ran, about as often as Z says.
     expect(refused / draws).to.be.within(1 - z - 0.05, 1 - z + 0.05);
+  });
+
+  it('a row meant to compute its bitmask ahead picks under it even where none was computed (a drafted position)', async () => {
+    const c = await fresh();
+    expect(c.prefetch).to.equal(true);
+    const sampler = new Sampler({ temperature: 1, seed: 3 });
+    await pickAccepted(c, sampler, Float32Array.from({ length: VOCAB }, (_, t) => (t % 5) / 2), { generated: [] });
+    expect([c.clock.unmasked, c.clock.fills.length]).to.deep.equal([0, 1]);
+    c.dispose();
   });
 
   it('truncated sampling (top-p) always picks under the bitmask', async () => {

@@ -72,8 +72,9 @@ const PICK_FIRST_ABOVE_SHARE = 0.5;
  * bitmask computed ahead, the pick is made among the tokens it allows. Without one, and where that is exact
  * ({@link Sampler.exactWithoutMask}), the sampler first picks from the whole row and the grammar checks that one
  * token (inside a JSON string almost every token is allowed, and the bitmask would cost more than the model's
- * pick); only a refused pick waits for a bitmask and is redone under it. Then sets whether the row's next bitmask
- * is computed ahead ({@link Constraint.prefetch}). Waits, picks and checks are timed.
+ * pick); only a refused pick waits for a bitmask and is redone under it. A row whose bitmask is meant to be
+ * computed ahead ({@link Constraint.prefetch}) always picks under it, computed ahead or not. Then sets whether the
+ * row's next bitmask is computed ahead. Waits, picks and checks are timed.
  */
 export async function pickAccepted(constraint: Constraint, sampler: Sampler, logits: Float32Array, ctx: SamplingContext): Promise<number> {
   const shaping = performance.now();
@@ -81,7 +82,9 @@ export async function pickAccepted(constraint: Constraint, sampler: Sampler, log
   // The pick's time includes the sampler's whole-row stages (repetition penalty, temperature).
   let pickUs = (performance.now() - shaping) * 1000;
   let acceptUs = 0;
-  if (!constraint.prepared && sampler.exactWithoutMask) {
+  // By the row's state (`prefetch`), not by whether a bitmask happens to be under way: a drafted position is picked
+  // with none prepared, and must be picked the way the plain step would (a seed draws the same tokens).
+  if (!constraint.prefetch && !constraint.prepared && sampler.exactWithoutMask) {
     const t0 = performance.now();
     const first = sampler.pick(logits);
     const t1 = performance.now();
