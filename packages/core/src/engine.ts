@@ -43,6 +43,7 @@ import { promptLookup, type PromptLookupOptions } from './generate/prompt-lookup
 import { draftModel, type DraftModelOptions } from './generate/draft-model.js';
 import { MAX_TOP_LOGPROBS } from './sampling/logprobs.js';
 import type { PromptLogprobsResult } from './runtime/prompt-logprobs.js';
+import { ggufModuleName } from './gguf/gguf-module.js';
 
 /** How to load a model. */
 export interface EngineOptions extends RuntimeOptions {
@@ -258,7 +259,13 @@ export class Engine {
       pull(modelSpec),
       projectorSpec ? pull(projectorSpec) : undefined,
       draft ? pull(draft.model) : undefined,
-      Promise.all((reasonerSpecs ?? []).map(async (r) => ({ ...r, model: await pull(r.model) }))),
+      Promise.all(
+        (reasonerSpecs ?? []).map(async (r) => {
+          const model = await pull(r.model);
+          const name = r.name ?? (await ggufModuleName(r.model, model));
+          return { ...r, model, ...(name !== undefined ? { name } : {}) };
+        }),
+      ),
     ]);
     const reasoners = [...named, ...(reasonerTasks?.length ? await reasonersByTask(model, dtype, reasonerTasks, registry, pull) : [])];
     // Models already prepared are looked up on this thread, where the modules it takes are loaded anyway, so the

@@ -15,6 +15,7 @@ import { ggufModuleDir } from '../src/gguf/gguf-module.js';
 import { RACY_MS } from '../src/modules/file-digest.js';
 import { loadModuleDir, ModuleIntegrityError } from '../src/modules/module-dir.js';
 import { resolveModelPath } from '../src/registry/resolve-model.js';
+import { startServer } from '../src/serve/server.js';
 import { HASHING_DIGEST, type TransferProgress } from '../src/registry/download.js';
 import { STORIES } from './support/gguf-models.js';
 import { useTempCache } from './support/temp-cache.js';
@@ -79,6 +80,22 @@ describe('a .gguf file as the model', function () {
     expect(events.every((e) => e.digest === HASHING_DIGEST)).to.equal(true);
     const manifest = JSON.parse(await readFile(join(dir, 'reasonplug.json'), 'utf8')) as { provenance: { convertedFrom: { file: string } } };
     expect(manifest.provenance.convertedFrom.file).to.equal('stories.gguf');
+  });
+
+  it('a GGUF file is shown by its own name, not by the copy of the same bytes its cache entry was converted from', async () => {
+    const [alpha, beta] = ['alpha', 'beta'].map((n) => join(scratch.dir, 'copies', `${n}.gguf`));
+    await mkdir(join(scratch.dir, 'copies'), { recursive: true });
+    for (const copy of [alpha!, beta!]) await copyFile(STORIES, copy);
+    const dir = await resolveModelPath(alpha!);
+    expect(await resolveModelPath(beta!)).to.equal(dir);
+    const server = await startServer({ engine: { model: beta!, reasoners: [{ model: alpha! }] }, port: 0 });
+    try {
+      await server.ready;
+      const { data } = (await (await fetch(`${server.url}/v1/models`)).json()) as { data: { id: string }[] };
+      expect(data.map((m) => m.id)).to.deep.equal(['beta', 'beta+alpha']);
+    } finally {
+      await server.close();
+    }
   });
 
   it('a file: URL names the file it points to (percent-escapes decoded); one of another host is refused by name', async () => {

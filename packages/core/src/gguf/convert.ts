@@ -137,6 +137,12 @@ export function moduleName(file: string, generalName: string | undefined, given:
   return [generalName, basename(file, extname(file))].map((s) => (s ? form(s) : '')).find((n) => n) ?? `gguf-${sha256.slice(0, 12)}`;
 }
 
+/** The file's `general.name`, where it names the model: llama.cpp's llama2.c converter writes "llama", no better than the file name. */
+export function generalNameOf(f: GgufFile): string | undefined {
+  const name = f.getString('general.name');
+  return name && name !== 'llama' ? name : undefined;
+}
+
 /** `<arch>.context_length`: a positive whole number of positions, required as llama.cpp requires it. */
 function contextLengthOf(f: GgufFile, arch: GgufArchitecture): number {
   const key = `${arch}.context_length`;
@@ -1229,9 +1235,7 @@ export async function convertGguf(ggufPath: string, outDir: string, opts: Conver
       throw new GgufError(`${file}: the tokenizer has ${nTokens} tokens but token_embd.weight has ${embd.dims[1]} rows; each token needs its row (llama.cpp refuses this file too).`, 'corrupt');
     }
     // Every piece of metadata the module records is read before anything is written.
-    const generalName = f.getString('general.name');
-    // llama.cpp's llama2.c converter writes general.name = "llama": no better than the file name.
-    const named = generalName && generalName !== 'llama' ? generalName : undefined;
+    const named = generalNameOf(f);
     const generalDescription = f.getString('general.description');
     const license = f.getString('general.license') ?? 'unknown';
     const poolingType = f.getNumber(`${arch}.pooling_type`);

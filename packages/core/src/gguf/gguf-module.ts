@@ -15,12 +15,12 @@ import { mkdir, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ggufDigest } from './digest.js';
-import { ggufFiles } from './reader.js';
+import { ggufFiles, withGguf } from './reader.js';
 import { MANIFEST_FILE, ManifestError } from '../modules/manifest.js';
 import { loadModuleDir, ModuleIntegrityError } from '../modules/module-dir.js';
 import { madeByMe, uniqueSuffix } from '../registry/atomic.js';
 import { HASHING_DIGEST, ownerGone, type TransferProgress } from '../registry/download.js';
-import { ConversionError, conversionFailure, convertGguf, type ConvertGgufOptions } from './convert.js';
+import { ConversionError, conversionFailure, convertGguf, generalNameOf, moduleName, type ConvertGgufOptions } from './convert.js';
 
 /**
  * Bumped when the converter writes different modules for the same file, so old entries are not reused (v2: weights
@@ -31,6 +31,20 @@ import { ConversionError, conversionFailure, convertGguf, type ConvertGgufOption
  * head per query head too, unless they have sliding windows).
  */
 const LAYOUT = 'v6';
+
+/**
+ * The name of the module a GGUF file given as a model became (`dir`), as `convertGguf` names it from this file: its
+ * `general.name`, else its file name; undefined for a spec that is no GGUF file. The cache entry is shared by every
+ * copy of the same bytes and carries the name of the copy converted first; a model shown by name (served, a
+ * reasoner) is named after the file given.
+ */
+export async function ggufModuleName(spec: string, dir: string): Promise<string | undefined> {
+  if (!isGgufFile(spec)) return undefined;
+  const from = (await loadModuleDir(dir, { verify: false })).manifest.provenance?.convertedFrom;
+  const sha256 = typeof from === 'object' ? from['sha256'] : undefined;
+  if (typeof sha256 !== 'string') return undefined;
+  return withGguf(ggufFiles(spec)[0]!, async (f) => moduleName(spec, generalNameOf(f), undefined, sha256));
+}
 
 /** Whether a model spec names a GGUF file (by its extension). */
 export function isGgufPath(spec: string): boolean {

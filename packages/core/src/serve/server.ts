@@ -19,6 +19,7 @@ import type { PromptInput } from '../runtime/protocol.js';
 import { DECODE_LOOK_BEHIND, TextTokenizer } from '../tokenizer/tokenizer.js';
 import { resolveModelPath } from '../registry/resolve-model.js';
 import { loadModuleDir } from '../modules/module-dir.js';
+import { ggufModuleName } from '../gguf/gguf-module.js';
 import { MANIFEST_FILE } from '../modules/manifest.js';
 import { ChatChoice, finishReason, type ChatDelta } from './choices.js';
 import { keptTokens, replyParsing, thinkingBudgetFor, thoughtFirst, toolsRead, type ReplyParsing } from '../chat/reply.js';
@@ -1091,7 +1092,8 @@ async function load(options: ServeOptions): Promise<Loaded> {
     const isDir = existsSync(abs) && statSync(abs).isDirectory();
     const manifest = isDir && existsSync(join(abs, MANIFEST_FILE)) ? (await loadModuleDir(abs, { verify: false })).manifest : undefined;
     // A model Ollama has pulled answers to its Ollama name, as Ollama's clients ask for it (`:latest` left out, as requests are read).
-    const name = options.name ?? (isOllamaRef(engineOptions.model) ? ollamaModelName(ollamaDisplayName(engineOptions.model)) : undefined) ?? manifest?.name ?? basename(engineOptions.model).replace(/\.(onnx|gguf)$/i, '');
+    const ollamaName = isOllamaRef(engineOptions.model) ? ollamaModelName(ollamaDisplayName(engineOptions.model)) : undefined;
+    const name = options.name ?? ollamaName ?? (isDir ? await ggufModuleName(engineOptions.model, abs) : undefined) ?? manifest?.name ?? basename(engineOptions.model).replace(/\.(onnx|gguf)$/i, '');
     const models = new ServedModels(name, engine.info.reasoners.map((r) => r.name), options.aliases, engine.info.contextLength);
     const tokenizer = engine.info.tokenizer && (await TextTokenizer.fromDirectory(engine.info.tokenizer.dir));
     return { engine, models, ...(tokenizer ? { tokenizer } : {}), contextLength: engine.info.contextLength ?? 2048 };
