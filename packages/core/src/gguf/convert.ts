@@ -24,6 +24,7 @@ import { GgufError, GgufFile, SUPPORTED_TENSOR_TYPES, type GgufTensorInfo } from
 import { tokenizerFromGguf } from './tokenizer-from-gguf.js';
 import { reportTensorReads } from './read-progress.js';
 import { POOLING_FILE, poolingConfig, poolingOfGguf } from '../modules/pooling.js';
+import { makeDirectory } from '../modules/make-directory.js';
 
 export interface ConvertGgufOptions {
   /** Storage type of the ONNX weights and float I/O. Default 'float32'. */
@@ -1270,7 +1271,7 @@ export async function convertGguf(ggufPath: string, outDir: string, opts: Conver
     const removeWritten = () => Promise.all(written.map((w) => rm(join(dir, w), { recursive: true, force: true })));
     let created: string | undefined;
     try {
-      created = await mkdir(dir, { recursive: true });
+      created = await makeDirectory(dir);
       await removeWritten();
       await writeLlamaModel(join(dir, 'model.onnx'), config, weights, {
         dtype,

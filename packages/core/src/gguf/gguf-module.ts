@@ -11,7 +11,7 @@
  * loading an unchanged multi-GB file again costs a `stat`, not a read of every byte.
  */
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
-import { mkdir, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
+import { readdir, rename, rm, stat, utimes } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ggufDigest } from './digest.js';
@@ -21,6 +21,7 @@ import { loadModuleDir, ModuleIntegrityError } from '../modules/module-dir.js';
 import { madeByMe, uniqueSuffix } from '../registry/atomic.js';
 import { HASHING_DIGEST, ownerGone, type TransferProgress } from '../registry/download.js';
 import { ConversionError, conversionFailure, convertGguf, generalNameOf, moduleName, type ConvertGgufOptions } from './convert.js';
+import { makeDirectory } from '../modules/make-directory.js';
 
 /**
  * Bumped when the converter writes different modules for the same file, so old entries are not reused (v2: weights
@@ -198,7 +199,7 @@ async function convertInto(
   // the start, and touched while the weights are read before anything is written.
   const beat = setInterval(() => void utimes(tmp, new Date(), new Date()).catch(() => {}), HEARTBEAT_MS).unref();
   try {
-    await mkdir(tmp, { recursive: true });
+    await makeDirectory(tmp);
     await convertGguf(path, tmp, {
       ...(opts.convert ?? {}),
       ...(opts.onProgress ? { onTensorRead: (bytes: number, total: number) => progress(bytes, total, `sha256:${sha256}`) } : {}),

@@ -17,6 +17,7 @@ import { MANIFEST_FILE, type ModuleManifest } from './manifest.js';
 import { loadModuleDir, writeModuleDir } from './module-dir.js';
 import { locateModel, ModelNotFoundError } from './locate.js';
 import { isLocalModelName, localModelPath } from './local-names.js';
+import { makeDirectory } from './make-directory.js';
 
 /** Files beside a plain export's graph that describe its tokenizer and generation; copied as they are. */
 const EXPORT_SIDE_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'chat_template.jinja'];
@@ -77,7 +78,7 @@ export async function quantizeModel(src: string, dest: string, opts: QuantizeOpt
   if (!existsSync(source)) throw new ModelNotFoundError(`model path not found: ${src}`);
   if (existsSync(target)) throw new QuantizeError(`${target} already exists; choose a new destination`);
   const bits = opts.bits ?? 4;
-  await mkdir(dirname(target), { recursive: true });
+  await makeDirectory(dirname(target));
   // Work in a short-named folder beside the destination (one file system, so the rename is atomic), not under a name
   // built from the destination's: one near the 255-byte limit would pass it. The result goes inside, not as that
   // folder, which mkdtemp makes private (0700).

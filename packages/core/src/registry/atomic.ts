@@ -4,9 +4,10 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, readlinkSync } from 'node:fs';
-import { mkdir, open, rename, rm } from 'node:fs/promises';
+import { open, rename, rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
+import { makeDirectory } from '../modules/make-directory.js';
 
 /**
  * This PID namespace on this boot, as 8 hex digits: a temp file marked with it names a pid that this process can see
@@ -40,7 +41,7 @@ export const madeByMe = (suffix: string): boolean => suffixPid(suffix) === proce
 
 /** Writes `data` to `path` atomically, creating its directory. */
 export async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
+  await makeDirectory(dirname(path));
   const tmp = `${path}.${uniqueSuffix()}.tmp`;
   try {
     const fh = await open(tmp, 'wx');

@@ -28,6 +28,7 @@ import { sha256Digest } from './artifact.js';
 import { uniqueSuffix, writeFileAtomic } from './atomic.js';
 import { InvalidReferenceError } from './errors.js';
 import { TAG } from './reference.js';
+import { makeDirectory } from '../modules/make-directory.js';
 
 const hexOf = (digest: string) => digest.slice('sha256:'.length);
 const registryDir = (registry: string) => registry.replaceAll(':', '_');
@@ -170,7 +171,7 @@ export class ModuleCache {
     if (state === 'bad') await this.dropModule(registry, repository, digest);
     const tmp = `${dir}.${uniqueSuffix()}.tmp`;
     try {
-      await mkdir(tmp, { recursive: true });
+      await makeDirectory(tmp);
       for (const f of all) {
         await mkdir(dirname(join(tmp, f.path)), { recursive: true });
         await linkOrCopy(this.blobPath(f.digest), join(tmp, f.path));
