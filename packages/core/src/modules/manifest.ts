@@ -9,9 +9,9 @@
 // Only `valid`: the whole of semver costs every model worker ~0.1 s of start-up, and this is all it needs here.
 import validSemver from 'semver/functions/valid.js';
 import { z } from 'zod';
+import { MANIFEST_FILE } from './manifest-file.js';
 
-/** File name of the manifest inside a module directory. */
-export const MANIFEST_FILE = 'reasonplug.json';
+export { MANIFEST_FILE };
 
 /** What a module is: the model others compose onto, a UniR logit reasoner, or a LiteReason latent projector. */
 export const MODULE_KINDS = ['backbone', 'logit-reasoner', 'latent-projector'] as const;

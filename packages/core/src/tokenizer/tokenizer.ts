@@ -8,7 +8,7 @@ import { argumentsFormOf, withArgumentsAs, type ArgumentsForm } from './tool-cal
 import { withToolsInPrompt, type FunctionTool, type ToolsPrompt } from './tools-in-prompt.js';
 import { fimPromptIds, fimTokensOf, type FimTokens } from './fill-in-middle.js';
 import { pieceBytes, vocabularyKind, type VocabularyKind } from './token-bytes.js';
-import { MANIFEST_FILE } from '../modules/manifest.js';
+import { MANIFEST_FILE } from '../modules/manifest-file.js';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
