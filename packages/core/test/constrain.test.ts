@@ -1,4 +1,6 @@
 import { expect } from 'chai';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { z } from 'zod';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -262,6 +264,24 @@ describe('constrained decoding', function () {
     // the engine (and its grammar engine, rebuilt after a failed compile) still works
     const ok = await engine.generate({ prompt: 'Once upon a time' }, { ...SAMPLING, responseFormat: { type: 'json_schema', schema: { type: 'object', properties: { ok: { type: 'boolean' } }, required: ['ok'] } } });
     expect(ok.rows[0]!.parsed).to.be.an('object');
+  });
+
+  it('compiles schema after schema in bounded memory: past its cache, nothing of a grammar is kept (a server whose clients send their own)', async () => {
+    const factory = new XGrammarFactory(grammarVocabulary(JSON.parse(await readFile(join(dir, 'tokenizer.json'), 'utf8')) as object, 512), 'many');
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const compile = async (from: number, to: number) => {
+      for (let i = from; i < to; i++) {
+        const key = `k${i}`;
+        await factory.compile({ type: 'json_schema', schema: { type: 'object', properties: { [key]: { type: 'integer' } }, required: [key] } }, [2]);
+      }
+      gc();
+      return process.memoryUsage().rss;
+    };
+    // (past the factory's cache of compiled grammars first; then ~15 KB a schema was kept for good: 30 MB here)
+    const warm = await compile(0, 600);
+    const after = await compile(600, 2600);
+    expect((after - warm) / 2 ** 20, 'MiB more after 2000 more schemas').to.be.below(12);
   });
 
   it('format ipv4: octets as validators read them, without leading zeros (XGrammar\'s own rule admits 08)', async () => {

@@ -243,7 +243,9 @@ export class XGrammarFactory implements ConstraintFactory {
         const instance = loadXGrammar();
         const { tokens, kind, prependSpace } = written.length ? withWritableTokens(this.vocabulary, written) : this.vocabulary;
         const info = await instance.xg.TokenizerInfo.createTokenizerInfo(tokens, kind, prependSpace, tokens.length, [...stops]);
-        const compiler = await instance.xg.GrammarCompiler.createGrammarCompiler(info);
+        // Without the compiler's own cache: it keeps every grammar it compiled, with no bound, beside this factory's
+        // bounded one (a server whose clients send their own schemas grew ~8 KB a schema for good).
+        const compiler = await instance.xg.GrammarCompiler.createGrammarCompiler(info, false);
         return { instance, info, compiler };
       })();
       this.loaded.set(key, loaded);
@@ -257,8 +259,7 @@ export class XGrammarFactory implements ConstraintFactory {
     // Everything that can be refused is checked before the library sees it.
     const source = thoughtFirst(await this.grammarSource(format, instance), format.thought);
     try {
-      const compiled =
-        source.kind === 'ebnf' ? await compiler.compileGrammar(source.text) : await compiler.compileStructuralTag(source.tag);
+      const compiled = source.kind === 'ebnf' ? await compileEbnf(instance, compiler, source.text) : await compiler.compileStructuralTag(source.tag);
       this.compiles++;
       return compiled;
     } catch (err) {
@@ -522,6 +523,19 @@ function xmlCalls(form: Required<Pick<ToolCallForm, 'begin' | 'end' | 'xml'>>, c
 }
 
 type GrammarSource = { kind: 'ebnf'; text: string } | { kind: 'tag'; tag: { type: 'structural_tag'; format: Record<string, unknown> } };
+
+/**
+ * An EBNF grammar compiled, its parsed form freed after: the library's `compileGrammar(text)` parses the text into a
+ * grammar object it never frees (WebAssembly memory kept for good, one per distinct schema).
+ */
+async function compileEbnf(instance: XGrammarInstance, compiler: GrammarCompiler, text: string): Promise<CompiledGrammar> {
+  const grammar = await instance.xg.Grammar.fromEBNF(text);
+  try {
+    return await compiler.compileGrammar(grammar);
+  } finally {
+    grammar.dispose();
+  }
+}
 
 /**
  * A format's grammar after a thought: free text up to the closing tag (XGrammar's `any_text`, which ends at the
