@@ -333,12 +333,18 @@ export class Engine {
     // Every reader leaving before the end (a `break` out of `for await`) stops the generation, as an abort does.
     const left = new AbortController();
     let readers = 0;
-    const signal = options.signal ? AbortSignal.any([options.signal, left.signal]) : left.signal;
-    const result = this.run(input, { ...options, signal }, (events) => {
+    // The caller's signal is forwarded by a listener removed when the call ends: AbortSignal.any left an entry on a
+    // long-lived signal (one shared by every call of an app) for each call, for good.
+    const caller = options.signal;
+    const forward = () => left.abort(caller?.reason);
+    if (caller?.aborted) forward();
+    else caller?.addEventListener('abort', forward, { once: true });
+    const result = this.run(input, { ...options, signal: left.signal }, (events) => {
       tokens.push(...events);
       wakeAll();
     });
     const end = () => {
+      caller?.removeEventListener('abort', forward);
       finished = true;
       wakeAll();
     };

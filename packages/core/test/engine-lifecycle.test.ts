@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
-import { once } from 'node:events';
+import { getEventListeners, once } from 'node:events';
 import { Engine, EngineClosedError, PromptError, QueueFullError } from '../src/index.js';
 import { builtModel, cacheDir, smallConfig } from './support/models.js';
 
@@ -100,6 +100,30 @@ ${how};`;
       expect((await long).rows[0]!.finishReason).to.equal('abort');
     } finally {
       stopLong.abort();
+      await engine.dispose();
+    }
+  });
+
+  it('one signal shared by many streamed calls (an app-wide shutdown) stops the call in flight and keeps nothing of the calls that ended', async () => {
+    const model = await builtModel('lifecycle-slow', slowConfig);
+    const engine = await Engine.load({ model, cacheDir });
+    try {
+      const shutdown = new AbortController();
+      for (let i = 0; i < 50; i++) {
+        const stream = engine.stream({ promptIds: [1 + (i % 50)] }, { maxTokens: 1, signal: shutdown.signal });
+        for await (const _ of stream);
+        expect((await stream.result).rows[0]!.finishReason).to.not.equal('abort');
+      }
+      // (AbortSignal.any left an entry on the shared signal per call, for good; a forwarding listener goes with its call)
+      expect(getEventListeners(shutdown.signal, 'abort')).to.have.length(0);
+      const running = engine.stream({ promptIds: [1, 2, 3] }, { maxTokens: 5000, ignoreEos: true, signal: shutdown.signal });
+      expect(getEventListeners(shutdown.signal, 'abort')).to.have.length(1);
+      // (read to the end: leaving the loop would stop it too)
+      for await (const _ of running) if (!shutdown.signal.aborted) shutdown.abort();
+      expect((await running.result).rows[0]!.finishReason).to.equal('abort');
+      const late = await engine.generate({ promptIds: [4] }, { maxTokens: 3, signal: shutdown.signal });
+      expect(late.rows[0]!.finishReason).to.equal('abort');
+    } finally {
       await engine.dispose();
     }
   });
