@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { copyFileSync, linkSync, statSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
@@ -112,10 +113,11 @@ describe('temp files of writers this process cannot see (another PID namespace s
     const dir = await ggufModuleDir(models.stories260K, { cacheDir });
     const converted = `${dir}.moved`;
     await rename(dir, converted);
-    const other = await tempFolder(`${dir}.${suffixOf(process.ppid)}.tmp`);
+    // (process 1 is alive here, and its claim sorts before this process's: of the two, it converts)
+    const other = await tempFolder(`${dir}.${suffixOf(1)}.tmp`);
     const tensorReads = () => {
       let reads = 0;
-      const onProgress = (p: TransferProgress) => p.digest.startsWith('sha256:') && !p.done && reads++;
+      const onProgress = (p: TransferProgress) => p.digest.startsWith('sha256:') && p.digest !== 'sha256:pending' && !p.done && reads++;
       return { onProgress, reads: () => reads };
     };
 
@@ -139,6 +141,37 @@ describe('temp files of writers this process cannot see (another PID namespace s
     expect(await ggufModuleDir(models.stories260K, { cacheDir, onProgress: converting.onProgress })).to.equal(dir);
     expect(converting.reads(), 'tensors read').to.be.above(0);
     expect(existsSync(killed)).to.equal(false);
+  });
+
+  it('processes loading the same file at the same moment convert it once: the first claim converts, the others take its entry', async () => {
+    const cacheDir = testDir('owners-together');
+    const moduleUrl = new URL('../src/gguf/gguf-module.ts', import.meta.url).href;
+    const script = `
+      const { ggufModuleDir } = await import(${JSON.stringify(moduleUrl)});
+      const go = Number(process.argv[1]);
+      await new Promise((r) => setTimeout(r, go - Date.now()));
+      let reads = 0;
+      const dir = await ggufModuleDir(${JSON.stringify(models.stories260K)}, { cacheDir: ${JSON.stringify(cacheDir)}, onProgress: (p) => p.digest.startsWith('sha256:') && p.digest !== 'sha256:pending' && !p.done && reads++ });
+      process.stdout.write(JSON.stringify({ dir, converted: reads > 0 }));`;
+    for (let round = 0; round < 2; round++) {
+      await rm(join(cacheDir, 'gguf'), { recursive: true, force: true });
+      // (started together: each has hashed the file, from the stat record, by the moment all go)
+      const go = Date.now() + 4000;
+      const runs = await Promise.all(
+        [0, 1, 2].map(
+          () =>
+            new Promise<{ dir: string; converted: boolean }>((resolve, reject) => {
+              const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script, String(go)], { stdio: ['ignore', 'pipe', 'inherit'] });
+              let out = '';
+              child.stdout.on('data', (d: Buffer) => (out += d));
+              child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as { dir: string; converted: boolean }) : reject(new Error(`exit ${code}`))));
+            }),
+        ),
+      );
+      expect(new Set(runs.map((r) => r.dir)).size).to.equal(1);
+      expect(runs.filter((r) => r.converted), `round ${round}`).to.have.length(1);
+      expect((await readdir(join(cacheDir, 'gguf'))).filter((n) => n.endsWith('.tmp'))).to.deep.equal([]);
+    }
   });
 
   it('cache clear leaves the conversions and downloads still under way, and removes the rest', async () => {

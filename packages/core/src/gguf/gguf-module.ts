@@ -11,7 +11,7 @@
  * loading an unchanged multi-GB file again costs a `stat`, not a read of every byte.
  */
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
-import { readdir, rename, rm, stat, utimes } from 'node:fs/promises';
+import { readdir, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ggufDigest } from './digest.js';
@@ -78,19 +78,19 @@ export interface GgufModuleOptions {
 }
 
 /**
- * Removes the temp directories of conversions of entry `dir` whose process is gone (a crash or kill mid-conversion),
- * and says whether another process's conversion of it is still under way. Only this entry's: another entry's
- * conversion may be running where its pid cannot be seen (another container).
+ * Removes the temp directories of conversions of entry `dir` whose process is gone (a crash or kill mid-conversion);
+ * the names of the other processes' ones still under way. Only this entry's: another entry's conversion may be running
+ * where its pid cannot be seen (another container).
  */
-async function sweepStale(dir: string): Promise<boolean> {
+async function sweepStale(dir: string): Promise<string[]> {
   const root = dirname(dir);
   const prefix = `${basename(dir)}.`;
-  let running = false;
+  const running: string[] = [];
   for (const name of await readdir(root).catch(() => [] as string[])) {
     const m = /\.(\d+-[0-9a-f]+)\.tmp$/.exec(name);
     if (!m || !name.startsWith(prefix) || madeByMe(m[1]!)) continue;
     if (await ownerGone(join(root, name), m[1]!)) await rm(join(root, name), { recursive: true, force: true });
-    else running = true;
+    else running.push(name);
   }
   return running;
 }
@@ -101,16 +101,30 @@ const WAIT_MS = 1000;
 /** How often a conversion touches its temp folder: well within the stillness after which it counts as abandoned. */
 const HEARTBEAT_MS = 20_000;
 
+/** Put in a claim's temp folder by the process that has started converting into it (and taken out before it lands). */
+const CONVERTING = '.converting';
+
 /**
- * Waits while other processes convert entry `dir` (replicas sharing a cache start together: one conversion of a
- * multi-GB file, not one each); whether the entry is there once none is under way.
+ * Waits while another process converts entry `dir`; whether its entry has landed (else this process converts into its
+ * claim, `mine`, which it made before looking). Replicas sharing a cache start together; one conversion of a multi-GB
+ * file, not one each: a process waits while a live claim is converting, or is older in name order; otherwise it marks
+ * its own as converting and looks once more, backing off where another marked its own meanwhile (the two then
+ * settle by name order). A claim whose process is gone is swept, and the waiters take over.
  */
-async function awaitOthers(dir: string): Promise<boolean> {
-  while (await sweepStale(dir)) {
+async function awaitOthers(dir: string, mine: string): Promise<boolean> {
+  const root = dirname(dir);
+  const marker = join(root, mine, CONVERTING);
+  const converting = (names: string[]) => names.some((name) => existsSync(join(root, name, CONVERTING)));
+  for (;;) {
+    const running = await sweepStale(dir);
     if (await intact(dir)) return true;
+    if (!converting(running) && running.every((name) => name > mine)) {
+      await writeFile(marker, '');
+      if (!converting(await sweepStale(dir))) return false;
+      await rm(marker, { force: true });
+    }
     await sleep(WAIT_MS);
   }
-  return intact(dir);
 }
 
 /** Whether a cache entry is there with every file verified; a damaged one is removed, to be converted again. */
@@ -156,7 +170,7 @@ export async function ggufModuleDir(path: string, opts: GgufModuleOptions): Prom
     let pending = inflight.get(dir);
     if (!pending) {
       pending = (async () => {
-        if (!(await awaitOthers(dir))) await convertInto(path, dir, root, sha256, opts, progress);
+        await convertInto(path, dir, sha256, opts, progress);
         await dropEarlierLayouts(root, entry);
       })().finally(() => inflight.delete(dir));
       inflight.set(dir, pending);
@@ -186,36 +200,38 @@ async function dropEarlierLayouts(root: string, entry: string): Promise<void> {
   }
 }
 
+/** Converts the file into entry `dir`, unless another process does it meanwhile (see {@link awaitOthers}). */
 async function convertInto(
   path: string,
   dir: string,
-  root: string,
   sha256: string,
   opts: GgufModuleOptions,
   progress: (bytes: number, total: number, digest: string) => void,
 ): Promise<void> {
   const tmp = `${dir}.${uniqueSuffix()}.tmp`;
   // Other processes tell a conversion under way by its folder and its writes (sweepStale): the folder is there from
-  // the start, and touched while the weights are read before anything is written.
+  // the start, and touched while this process waits or reads weights before anything is written.
   const beat = setInterval(() => void utimes(tmp, new Date(), new Date()).catch(() => {}), HEARTBEAT_MS).unref();
   try {
     await makeDirectory(tmp);
+    if (await awaitOthers(dir, basename(tmp))) return;
     await convertGguf(path, tmp, {
       ...(opts.convert ?? {}),
       ...(opts.onProgress ? { onTensorRead: (bytes: number, total: number) => progress(bytes, total, `sha256:${sha256}`) } : {}),
     });
+    await rm(join(tmp, CONVERTING));
     try {
       await rename(tmp, dir);
     } catch (err) {
       // Another process finished the same conversion first: keep its entry.
       if (!existsSync(join(dir, MANIFEST_FILE))) throw err;
-      await rm(tmp, { recursive: true, force: true });
     }
   } catch (err) {
-    await rm(tmp, { recursive: true, force: true });
     // Named by the entry it was to become, not by its temp directory, which is gone.
     throw conversionFailure(err, path, dir);
   } finally {
     clearInterval(beat);
+    // (gone once renamed into place)
+    await rm(tmp, { recursive: true, force: true });
   }
 }
