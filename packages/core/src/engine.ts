@@ -61,7 +61,8 @@ export interface EngineOptions extends RuntimeOptions {
   reasoners?: ReasonerSpec[];
   /**
    * Reasoners found by task in the registry (`registry`'s, else `REASONPLUG_REGISTRY`): for each, the logit-reasoner
-   * trained for `task` whose tokenizer is the backbone's, pinned to its newest version and named after the task.
+   * trained for `task` whose tokenizer is the backbone's, pinned to the version `@*` resolves to (`latest`, else its
+   * newest release) and named after the task.
    * Loading fails when none, or more than one repository, offers one.
    */
   reasonerTasks?: { task: string; weight?: WeightSpec }[];
