@@ -74,10 +74,19 @@ describe('_reasonplug extension', function () {
 
     await c.request('DELETE', `/v2/math/adder/manifests/${v2}`);
     versions = (await search('')).body.results[0]!.versions;
-    expect(versions.map((v) => [v.version, v.tags])).to.deep.equal([['1.0.0', ['1.0.0']]]);
+    // (latest moves off the version yanked, to the newest left)
+    expect(versions.map((v) => [v.version, v.tags])).to.deep.equal([['1.0.0', ['1.0.0', 'latest']]]);
 
     await c.request('DELETE', '/v2/math/adder/manifests/1.0.0');
     expect((await search('')).body.results).to.deep.equal([]);
+
+    // A version yanked from under a moving tag of its own is no version any more.
+    await c.pushModule('math/stable', ['1.0.0'], { version: '1.0.0' });
+    const v3 = await c.pushModule('math/stable', ['2.0.0', 'stable'], { version: '2.0.0' });
+    expect((await search('')).body.results[0]!.versions.map((v) => v.version)).to.deep.equal(['2.0.0', '1.0.0']);
+    await c.request('DELETE', '/v2/math/stable/manifests/2.0.0');
+    expect((await c.request('HEAD', '/v2/math/stable/manifests/stable')).headers.get('docker-content-digest')).to.equal(v3);
+    expect((await search('')).body.results[0]!.versions.map((v) => v.version)).to.deep.equal(['1.0.0']);
     expect((await c.request('HEAD', `/v2/math/adder/manifests/${v1}`)).status).to.equal(200);
   });
 

@@ -99,5 +99,44 @@ for (const driver of drivers) {
       expect((await push(c, 'ns/old', '4.0.0', other)).code).to.equal('DENIED');
       expect((await push(c, 'ns/old', '4.0.0', first)).status).to.equal(201);
     });
+    it('a manifest refused its exact-version tag lands nowhere: not by digest, not among its subject\'s referrers', async () => {
+      const first = await prepared('ns/refused', '1.0.0');
+      expect((await push(c, 'ns/refused', '1.0.0', first)).status).to.equal(201);
+      const other = JSON.parse((await prepared('ns/refused', '1.0.1')).toString()) as Record<string, unknown>;
+      // other content under 1.0.0, naming the first as its subject
+      const bytes = Buffer.from(JSON.stringify({ ...other, subject: { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: digestOf(first), size: first.length } }));
+      expect((await push(c, 'ns/refused', '1.0.0', bytes)).status).to.equal(403);
+      expect((await c.request('GET', `/v2/ns/refused/manifests/${digestOf(bytes)}`)).status).to.equal(404);
+      const referrers = (await (await c.request('GET', `/v2/ns/refused/referrers/${digestOf(first)}`)).json()) as { manifests: { digest: string }[] };
+      expect(referrers.manifests.map((m) => m.digest)).to.not.include(digestOf(bytes));
+      // The same bytes pushed by digest (untagged) land as any manifest does.
+      expect((await push(c, 'ns/refused', digestOf(bytes), bytes)).status).to.equal(201);
+      expect((await c.request('GET', `/v2/ns/refused/manifests/${digestOf(bytes)}`)).status).to.equal(200);
+    });
+
+    it('moves latest off a yanked version, to the newest release left (by tag or by digest), and drops it when none is left', async () => {
+      const tags = async () => (await (await c.request('GET', '/v2/ns/latest/tags/list')).json()) as { tags: string[] };
+      const latest = async () => (await c.request('HEAD', '/v2/ns/latest/manifests/latest')).headers.get('docker-content-digest');
+      const pushed: Record<string, string> = {};
+      for (const version of ['1.0.0', '1.1.0', '2.0.0-rc.1', '1.2.0']) {
+        const bytes = await prepared('ns/latest', version);
+        expect((await push(c, 'ns/latest', version, bytes)).status).to.equal(201);
+        pushed[version] = digestOf(bytes);
+      }
+      expect((await push(c, 'ns/latest', 'latest', await prepared('ns/latest', '1.2.0'))).status).to.equal(201);
+      expect(await latest()).to.equal(pushed['1.2.0']);
+      // By tag: the newest release left, not the prerelease above it.
+      expect((await c.request('DELETE', '/v2/ns/latest/manifests/1.2.0')).status).to.equal(202);
+      expect(await latest()).to.equal(pushed['1.1.0']);
+      // By digest: the manifest's tags go, latest moves on and stays.
+      expect((await c.request('DELETE', `/v2/ns/latest/manifests/${pushed['1.1.0']}`)).status).to.equal(202);
+      expect(await latest()).to.equal(pushed['1.0.0']);
+      // Only a prerelease left: it; then nothing.
+      expect((await c.request('DELETE', '/v2/ns/latest/manifests/1.0.0')).status).to.equal(202);
+      expect(await latest()).to.equal(pushed['2.0.0-rc.1']);
+      expect((await c.request('DELETE', '/v2/ns/latest/manifests/2.0.0-rc.1')).status).to.equal(202);
+      expect(await latest()).to.equal(null);
+      expect((await tags()).tags ?? []).to.deep.equal([]);
+    });
   });
 }

@@ -68,8 +68,11 @@ export async function searchModules(query: SearchQuery, opts: RegistryOptions = 
  * several repositories offer one (the choice is then the user's).
  */
 export async function reasonerForTask(task: string, tokenizer: string, opts: RegistryOptions = {}): Promise<{ ref: string; name: string; version?: string }> {
-  // A hit without versions has nothing to pin (catalog search leaves such repositories out; a registry may not).
-  const hits = (await searchModules({ task, kind: 'logit-reasoner', tokenizer }, opts)).filter((h) => h.versions.length > 0);
+  // Versions are what hold an exact-version tag (one held by moving tags alone was yanked); a hit without any has
+  // nothing to pin (catalog search leaves such repositories out; a registry may not).
+  const hits = (await searchModules({ task, kind: 'logit-reasoner', tokenizer }, opts))
+    .map((h) => ({ ...h, versions: h.versions.filter((v) => v.tags.some((t) => tagVersion(t) !== undefined)) }))
+    .filter((h) => h.versions.length > 0);
   const registry = settingsFrom(opts).registry!;
   if (hits.length === 0) {
     throw new ModuleNotFoundError(`registry ${registry} has no logit-reasoner for task "${task}" that composes with this backbone (tokenizer ${tokenizer})`);
@@ -87,7 +90,7 @@ export async function reasonerForTask(task: string, tokenizer: string, opts: Reg
   const chosen = picked && versions.find((v) => v.tags.includes(picked.tag));
   if (!picked || !chosen) {
     throw new ModuleNotFoundError(
-      `registry ${registry} has ${name} as the logit-reasoner for task "${task}", but none of its versions that compose with this backbone is a release or tagged latest (it has ${tags.filter((t) => tagVersion(t) !== undefined).join(', ') || 'no version tags'}); name the one to use as a reasoner`,
+      `registry ${registry} has ${name} as the logit-reasoner for task "${task}", but none of its versions that compose with this backbone is a release, and \`latest\` is on none of them (it has ${tags.filter((t) => tagVersion(t) !== undefined).join(', ') || 'no version tags'}); name the one to use as a reasoner`,
     );
   }
   return { ref: `${registry}/${name}@${chosen.digest}`, name, version: picked.version };

@@ -137,6 +137,16 @@ export async function pushModule(dir: string, spec: string, opts: PushOptions = 
           `${where} was refused though its files were uploaded (${err.serverMessage ?? 'DENIED'}): a registry that keeps versions immutable refuses a version published before with other content, even once deleted; bump "version" in reasonplug.json`,
         );
       }
+      // Every file was there already (a retry): nothing shows whether the token may push, so both causes are named.
+      if (current === undefined) {
+        throw new RegistryAuthError(
+          `${where} was refused (${err.serverMessage ?? 'DENIED'}): the version may have been published before with other content and deleted (registries that never reuse a version refuse it: bump "version" in reasonplug.json), or the token may not push here (pass --token TOKEN or set REASONPLUG_TOKEN)`,
+          err.registry,
+          err.scope,
+          err.reason,
+          ...(err.serverMessage !== undefined ? [err.serverMessage] : []),
+        );
+      }
     }
     throw err;
   }

@@ -61,6 +61,8 @@ export class ManifestStore {
 
     const hex = digestHex(digest);
     await this.locks.run(`${name}\0${hex}`, async () => {
+      const existed = (await this.storage.stat(revisionLink(name, hex))) !== undefined;
+      const blobLinked = (await this.blobs.stat(name, digest)) !== undefined;
       if (!(await this.blobs.held(digest))) await this.storage.put(blobKey(hex), bytes);
       // Linked as a blob too, so that `GET /blobs/<manifest digest>` works as it does on other registries.
       await this.blobs.link(name, digest);
@@ -69,7 +71,19 @@ export class ManifestStore {
         const listed = referrerDescriptor(digest, bytes.length, manifest);
         await this.storage.put(referrerLink(name, digestHex(manifest.subject.digest), hex), Buffer.from(JSON.stringify(listed)));
       }
-      if (!isDigest(reference)) await this.tags.set(name, reference, digest);
+      if (isDigest(reference)) return;
+      try {
+        await this.tags.set(name, reference, digest);
+      } catch (err) {
+        // A manifest refused its tag (an exact version that has other content) lands nowhere: not by digest, not
+        // among its subject's referrers. (One the repository held before stays as it was.)
+        if (!existed) {
+          if (manifest.subject) await this.storage.delete(`${referrersDir(name, digestHex(manifest.subject.digest))}/${hex}`);
+          await this.storage.delete(`${revisionsDir(name)}/${hex}`);
+          if (!blobLinked) await this.blobs.unlink(name, digest);
+        }
+        throw err;
+      }
     });
     return { digest, manifest };
   }
@@ -97,7 +111,8 @@ export class ManifestStore {
     await this.locks.run(`${name}\0${hex}`, async () => {
       if ((await this.storage.stat(revisionLink(name, hex))) === undefined) throw manifestUnknown(reference);
       for (const [tag, digest] of await this.tags.entries(name)) {
-        if (digest === reference) await this.tags.delete(name, tag);
+        // (read again: yanking a version moves `latest` off it, to another manifest that stays)
+        if (digest === reference && (await this.tags.get(name, tag)) === reference) await this.tags.delete(name, tag);
       }
       const subject = await this.subjectOf(name, hex);
       if (subject) await this.storage.delete(`${referrersDir(name, digestHex(subject))}/${hex}`);

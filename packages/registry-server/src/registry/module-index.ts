@@ -111,7 +111,9 @@ export class ModuleIndex {
     const results: SearchResult[] = [];
     for (const name of names) {
       const versions = ((await this.read(name))?.manifests ?? [])
-        .filter((m) => m.artifactType === MODULE_ARTIFACT_TYPE && matches(m, query))
+        // Versions only, as resolve counts them: a manifest held by moving tags alone (a version yanked from under
+        // `stable`) is none.
+        .filter((m) => m.artifactType === MODULE_ARTIFACT_TYPE && m.tags.some((t) => exactVersionOfTag(t) !== undefined) && matches(m, query))
         .sort(newestFirst)
         .map(({ mediaType: _m, artifactType: _a, ...rest }) => rest);
       if (versions.length === 0) continue;

@@ -72,7 +72,27 @@ export class TagStore {
     // A tag set before releases were recorded has only its current link: record it before that goes.
     await this.storage.put(tagReleaseLink(name, tag), Buffer.from(digest), { ifAbsent: true });
     await this.storage.delete(tagCurrentDir(name, tag));
+    await this.retargetLatest(name, digest);
     return true;
+  }
+
+  /**
+   * Where `latest` named a version just yanked (`digest`, under no exact-version tag any more), it moves to the newest
+   * release left, else the newest prerelease, and is deleted where none is left: as npm moves `latest` off a version
+   * unpublished, so that `@*` and clients that read `latest` never get a yanked version.
+   */
+  private async retargetLatest(name: string, digest: string): Promise<void> {
+    const entries = await this.entries(name);
+    if (entries.get('latest') !== digest) return;
+    const versions = [...entries].flatMap(([tag, at]) => {
+      const version = exactVersionOfTag(tag);
+      return version === undefined ? [] : [{ version, at }];
+    });
+    if (versions.some((v) => v.at === digest)) return;
+    const releases = versions.filter((v) => semver.prerelease(v.version) === null);
+    const newest = (releases.length > 0 ? releases : versions).sort((a, b) => semver.rcompare(a.version, b.version))[0];
+    if (newest) await this.storage.put(tagLink(name, 'latest'), Buffer.from(newest.at));
+    else await this.storage.delete(tagDir(name, 'latest'));
   }
 
   /** Every tag of the repository and the digest it points to. */
