@@ -4,15 +4,16 @@
  * half-written, non-empty destination, and the rerun removes the temp siblings whose writer is gone. No signal is
  * caught: a conversion's graph is built synchronously, and a handler would hold Ctrl-C until it ended.
  */
-import { readdir, rename, rm } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
-import { madeByMe, uniqueSuffix } from '../registry/atomic.js';
-import { ownerGone } from '../registry/download.js';
+import { rename, rm } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { uniqueSuffix } from '../registry/atomic.js';
+import { sweepTemps } from '../registry/download.js';
 
 /** Runs `write` on a temp directory beside `dest` and renames it onto `dest` (absent, or an empty directory). */
 export async function writeBeside<T>(dest: string, write: (tmp: string) => Promise<T>): Promise<T> {
   const target = resolve(dest);
-  await sweepAbandoned(target);
+  // (the temps of earlier runs that were stopped)
+  await sweepTemps(target);
   const tmp = `${target}.${uniqueSuffix()}.tmp`;
   try {
     const result = await write(tmp);
@@ -23,15 +24,5 @@ export async function writeBeside<T>(dest: string, write: (tmp: string) => Promi
     // Named by the destination the user gave, not by the temp, which is gone.
     if (err instanceof Error) err.message = err.message.replaceAll(tmp, target);
     throw err;
-  }
-}
-
-/** Removes the temp siblings of `target` that earlier runs left when they were stopped. */
-async function sweepAbandoned(target: string): Promise<void> {
-  const prefix = `${basename(target)}.`;
-  for (const name of await readdir(dirname(target)).catch(() => [] as string[])) {
-    const m = /\.(\d+-[0-9a-f]+)\.tmp$/.exec(name);
-    if (!m || !name.startsWith(prefix) || name.length !== prefix.length + m[0].length - 1 || madeByMe(m[1]!)) continue;
-    if (await ownerGone(join(dirname(target), name), m[1]!)) await rm(join(dirname(target), name), { recursive: true, force: true });
   }
 }

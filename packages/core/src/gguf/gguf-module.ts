@@ -18,8 +18,8 @@ import { ggufDigest } from './digest.js';
 import { ggufFiles, withGguf } from './reader.js';
 import { MANIFEST_FILE, ManifestError } from '../modules/manifest.js';
 import { loadModuleDir, ModuleIntegrityError } from '../modules/module-dir.js';
-import { madeByMe, uniqueSuffix } from '../registry/atomic.js';
-import { HASHING_DIGEST, ownerGone, type TransferProgress } from '../registry/download.js';
+import { uniqueSuffix } from '../registry/atomic.js';
+import { HASHING_DIGEST, sweepTemps, type TransferProgress } from '../registry/download.js';
 import { ConversionError, conversionFailure, convertGguf, generalNameOf, moduleName, type ConvertGgufOptions } from './convert.js';
 import { makeDirectory } from '../modules/make-directory.js';
 
@@ -77,24 +77,6 @@ export interface GgufModuleOptions {
   convert?: Pick<ConvertGgufOptions, 'dtype' | 'kvCache'>;
 }
 
-/**
- * Removes the temp directories of conversions of entry `dir` whose process is gone (a crash or kill mid-conversion);
- * the names of the other processes' ones still under way. Only this entry's: another entry's conversion may be running
- * where its pid cannot be seen (another container).
- */
-async function sweepStale(dir: string): Promise<string[]> {
-  const root = dirname(dir);
-  const prefix = `${basename(dir)}.`;
-  const running: string[] = [];
-  for (const name of await readdir(root).catch(() => [] as string[])) {
-    const m = /\.(\d+-[0-9a-f]+)\.tmp$/.exec(name);
-    if (!m || !name.startsWith(prefix) || madeByMe(m[1]!)) continue;
-    if (await ownerGone(join(root, name), m[1]!)) await rm(join(root, name), { recursive: true, force: true });
-    else running.push(name);
-  }
-  return running;
-}
-
 /** How often a load waiting for another process's conversion of its file looks again. */
 const WAIT_MS = 1000;
 
@@ -116,11 +98,11 @@ async function awaitOthers(dir: string, mine: string): Promise<boolean> {
   const marker = join(root, mine, CONVERTING);
   const converting = (names: string[]) => names.some((name) => existsSync(join(root, name, CONVERTING)));
   for (;;) {
-    const running = await sweepStale(dir);
+    const running = await sweepTemps(dir);
     if (await intact(dir)) return true;
     if (!converting(running) && running.every((name) => name > mine)) {
       await writeFile(marker, '');
-      if (!converting(await sweepStale(dir))) return false;
+      if (!converting(await sweepTemps(dir))) return false;
       await rm(marker, { force: true });
     }
     await sleep(WAIT_MS);
@@ -209,7 +191,7 @@ async function convertInto(
   progress: (bytes: number, total: number, digest: string) => void,
 ): Promise<void> {
   const tmp = `${dir}.${uniqueSuffix()}.tmp`;
-  // Other processes tell a conversion under way by its folder and its writes (sweepStale): the folder is there from
+  // Other processes tell a conversion under way by its folder and its writes (sweepTemps): the folder is there from
   // the start, and touched while this process waits or reads weights before anything is written.
   const beat = setInterval(() => void utimes(tmp, new Date(), new Date()).catch(() => {}), HEARTBEAT_MS).unref();
   try {

@@ -7,7 +7,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { link, lstat, mkdir, open, readdir, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { madeByMe, madeHere, suffixPid, uniqueSuffix } from './atomic.js';
 import type { Descriptor } from './artifact.js';
 import type { ModuleCache } from './cache.js';
@@ -333,4 +333,21 @@ async function newestWrite(path: string): Promise<number | undefined> {
 export async function ownerGone(path: string, suffix: string): Promise<boolean> {
   const newest = await newestWrite(path);
   return newest === undefined || isAbandoned(newest, suffix);
+}
+
+/**
+ * Removes the temp siblings of `target` (`<target>.<uniqueSuffix>.tmp`, files or folders) whose writer is gone (see
+ * {@link ownerGone}); the names of those other processes are still writing. This process's own are left alone.
+ */
+export async function sweepTemps(target: string): Promise<string[]> {
+  const root = dirname(target);
+  const prefix = `${basename(target)}.`;
+  const running: string[] = [];
+  for (const name of await readdir(root).catch(() => [] as string[])) {
+    const suffix = name.startsWith(prefix) && name.endsWith('.tmp') ? name.slice(prefix.length, -'.tmp'.length) : '';
+    if (!/^\d+-[0-9a-f]+$/.test(suffix) || madeByMe(suffix)) continue;
+    if (await ownerGone(join(root, name), suffix)) await rm(join(root, name), { recursive: true, force: true });
+    else running.push(name);
+  }
+  return running;
 }
