@@ -54,41 +54,33 @@ describe('temp files of writers this process cannot see (another PID namespace s
     expect(existsSync(otherEntry), "another entry's conversion").to.equal(true);
   });
 
+  /**
+   * Pulls `name`'s 1 MiB weights into a fresh cache that holds half of them as a partial download named with `suffix`
+   * (written long ago where `still`): where the pull resumed from, and whether that partial file is still there.
+   */
+  async function pullBesidePartial(name: string, suffix: string, still: boolean): Promise<{ resumedFrom: number; kept: boolean }> {
+    const { dir, ref, hex } = await pushedWeights(name, 1 << 20);
+    const half = (await readFile(join(dir, 'weights.bin'))).subarray(0, 1 << 19);
+    const cacheDir = testDir(`${name}-cache`);
+    const partial = join(cacheDir, 'blobs', 'sha256', `${hex}.${suffix}.partial`);
+    await mkdir(dirname(partial), { recursive: true });
+    await writeFile(partial, half);
+    if (still) await age(partial);
+    let resumedFrom = 0;
+    const onProgress = (p: TransferProgress) => p.file === 'weights.bin' && (resumedFrom = Math.max(resumedFrom, p.resumedFrom));
+    await pullModule(ref, { cacheDir, onProgress });
+    return { resumedFrom, kept: existsSync(partial) };
+  }
+
   it('a pull adopts a partial download of an unseen process only once it has been still for a while', async () => {
-    const { dir, ref, hex } = await pushedWeights('owners-partial', 1 << 20);
-    const prefix = (await readFile(join(dir, 'weights.bin'))).subarray(0, 1 << 19);
-    const pid = invisiblePid();
-    const pull = async (stale: boolean) => {
-      const cacheDir = testDir('owners-partial-cache');
-      const partial = join(cacheDir, 'blobs', 'sha256', `${hex}.${suffixOf(pid, true)}.partial`);
-      await mkdir(dirname(partial), { recursive: true });
-      await writeFile(partial, prefix);
-      if (stale) await age(partial);
-      let resumedFrom = 0;
-      const onProgress = (p: TransferProgress) => p.file === 'weights.bin' && (resumedFrom = Math.max(resumedFrom, p.resumedFrom));
-      await pullModule(ref, { cacheDir, onProgress });
-      return { resumedFrom, kept: existsSync(partial) };
-    };
-    expect(await pull(false), 'being written').to.deep.equal({ resumedFrom: 0, kept: true });
-    expect(await pull(true), 'abandoned').to.deep.equal({ resumedFrom: prefix.length, kept: false });
+    const elsewhere = suffixOf(invisiblePid(), true);
+    expect(await pullBesidePartial('owners-partial', elsewhere, false), 'being written').to.deep.equal({ resumedFrom: 0, kept: true });
+    expect(await pullBesidePartial('owners-partial', elsewhere, true), 'abandoned').to.deep.equal({ resumedFrom: 1 << 19, kept: false });
   });
 
   it('a pull killed in this PID namespace is resumed at once; one whose process lives here is left however still', async () => {
-    const { dir, ref, hex } = await pushedWeights('owners-here', 1 << 20);
-    const prefix = (await readFile(join(dir, 'weights.bin'))).subarray(0, 1 << 19);
-    const pull = async (suffix: string, still: boolean) => {
-      const cacheDir = testDir('owners-here-cache');
-      const partial = join(cacheDir, 'blobs', 'sha256', `${hex}.${suffix}.partial`);
-      await mkdir(dirname(partial), { recursive: true });
-      await writeFile(partial, prefix);
-      if (still) await age(partial);
-      let resumedFrom = 0;
-      const onProgress = (p: TransferProgress) => p.file === 'weights.bin' && (resumedFrom = Math.max(resumedFrom, p.resumedFrom));
-      await pullModule(ref, { cacheDir, onProgress });
-      return { resumedFrom, kept: existsSync(partial) };
-    };
-    expect(await pull(suffixOf(invisiblePid()), false), 'its process gone').to.deep.equal({ resumedFrom: prefix.length, kept: false });
-    expect(await pull(suffixOf(process.ppid), true), 'its process alive').to.deep.equal({ resumedFrom: 0, kept: true });
+    expect(await pullBesidePartial('owners-here', suffixOf(invisiblePid()), false), 'its process gone').to.deep.equal({ resumedFrom: 1 << 19, kept: false });
+    expect(await pullBesidePartial('owners-here', suffixOf(process.ppid), true), 'its process alive').to.deep.equal({ resumedFrom: 0, kept: true });
   });
 
   it('a conversion killed in this PID namespace is swept at once, and cache clear removes its files', async () => {
