@@ -197,4 +197,32 @@ describe('kvBudgetBytes on a converted GGUF graph (new keys and values written i
       await engine.dispose();
     }
   });
+
+  it("charges a draft model's row too, and keeps no room past the reservation in its cache", async () => {
+    const prompt = [1, 403, 407, 261, 378, 434, 285, 363, 274, 400];
+    const probe = await Engine.load({ model: stories, cacheDir, prefixCacheBytes: 0 });
+    const bpp = (await probe.stats()).bytesPerPosition;
+    await probe.dispose();
+    const draftModel = { model: stories, adaptive: false, draftTokens: 4 };
+    // The backbone's 50 positions alone: the draft model's row does not fit beside them.
+    const tight = await Engine.load({ model: stories, cacheDir, kvBudgetBytes: 50 * bpp, prefixCacheBytes: 0, draftModel });
+    try {
+      const err = await tight.generate({ promptIds: prompt }, { maxTokens: 40, ignoreEos: true }).catch((e: Error) => e);
+      expect(err).to.have.property('name', 'KvBudgetError');
+      expect((err as Error).message).to.match(/\(1 rows × 50 positions, and the draft model's row\)/);
+    } finally {
+      await tight.dispose();
+    }
+    // Both rows' 50 positions: it runs, drafting, within the budget (the draft cache held 75 positions, 64 of room).
+    const budget = 2 * 50 * bpp;
+    const engine = await Engine.load({ model: stories, cacheDir, kvBudgetBytes: budget, prefixCacheBytes: 0, draftModel });
+    try {
+      const { got, kvBytes } = await burst(engine, [{ input: { promptIds: prompt }, options: { maxTokens: 40, ignoreEos: true } }]);
+      expect(got[0]!.rows[0]!.ids).to.have.length(40);
+      expect((await engine.stats()).drafts!.draftedTokens).to.be.above(0);
+      expect(kvBytes).to.be.at.most(budget);
+    } finally {
+      await engine.dispose();
+    }
+  });
 });

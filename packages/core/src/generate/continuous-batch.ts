@@ -519,7 +519,7 @@ export class ContinuousBatch {
       const widest = Math.max(...on.map((r) => r.reserve));
       return bytes + on.reduce((n, r) => n + r.rows, 0) * (widest * kv.bytesPerPosition + kv.stateBytesPerRow);
     }, 0);
-    return projected <= budget;
+    return projected + this.draftRowBytes(Math.max(...all.map((r) => r.reserve))) <= budget;
   }
 
   /** Cache bytes of a row of `positions` positions on `models`: their keys and values, and their recurrent states. */
@@ -527,14 +527,20 @@ export class ContinuousBatch {
     return models.reduce((n, m) => n + positions * this.kvs[m]!.bytesPerPosition + this.kvs[m]!.stateBytesPerRow, 0);
   }
 
+  /** The draft model's one row (kept for a lone row while it stays in the batch), at `reserve` positions. */
+  private draftRowBytes(reserve: number): number {
+    return this.drafter ? reserve * this.drafter.bytesPerPosition : 0;
+  }
+
   /** Throws a {@link KvBudgetError} when `r` reserves more than the whole budget (it could never fit). */
   private checkBudget(r: Reservation): void {
-    const needs = r.rows * this.rowBytes(r.models, r.reserve);
+    const needs = r.rows * this.rowBytes(r.models, r.reserve) + this.draftRowBytes(r.reserve);
     const budget = this.limits.kvBudgetBytes;
     if (budget !== undefined && needs > budget) {
       const on = r.models.length > 1 ? ` on ${r.models.map((m) => this.names[m]).join(' + ')}` : '';
       const states = r.models.some((m) => this.kvs[m]!.stateBytesPerRow > 0) ? ' and their recurrent states' : '';
-      throw new KvBudgetError(`this request needs ${needs} bytes of KV cache (${r.rows} rows × ${r.reserve} positions${on}${states}), more than the budget of ${budget} bytes; lower maxTokens or raise kvBudgetBytes`);
+      const draft = this.drafter ? ", and the draft model's row" : '';
+      throw new KvBudgetError(`this request needs ${needs} bytes of KV cache (${r.rows} rows × ${r.reserve} positions${on}${states}${draft}), more than the budget of ${budget} bytes; lower maxTokens or raise kvBudgetBytes`);
     }
   }
 
@@ -835,7 +841,7 @@ export class ContinuousBatch {
     const found = lookup ? lookupDraft(context, lookup, limit) : [];
     if (found.length > 0) return { tokens: found, source: 'lookup' };
     if (!this.drafter) return undefined;
-    const drafted = await this.drafter.draft(l, context, room).catch((err: Error) => {
+    const drafted = await this.drafter.draft(l, context, room, l.job.reserve).catch((err: Error) => {
       throw new Error(`the draft model failed: ${err.name}: ${err.message}`);
     });
     return drafted.length > 0 ? { tokens: drafted, source: 'model' } : undefined;

@@ -106,6 +106,11 @@ export class DraftModel {
     return this.kv.bytes + (this.prefill ? this.prefill.length * this.kv.bytesPerPosition : 0);
   }
 
+  /** Bytes of KV cache a position of its one row takes. */
+  get bytesPerPosition(): number {
+    return this.kv.bytesPerPosition;
+  }
+
   /** Its prefix cache: bytes and entries kept. */
   get prefixCache(): PrefixCacheStats {
     return this.session.prefixCache.stats();
@@ -117,25 +122,25 @@ export class DraftModel {
    * tokens while it is at least `minProbability` sure of them. Empty while it is still catching up with a long
    * context, or where its context ends.
    */
-  async draft(owner: object, context: readonly number[], limit: number): Promise<number[]> {
+  async draft(owner: object, context: readonly number[], limit: number, reach?: number): Promise<number[]> {
     const max = Math.min(limit, this.settings.draftTokens, this.contextLength - context.length);
     if (max <= 0) return [];
     const allowed = this.settings.adaptive ? this.budget.limit(max) : max;
     if (allowed === 0) return [];
     const started = performance.now();
-    const out = await this.drafted(owner, context, allowed);
+    const out = await this.drafted(owner, context, allowed, reach);
     // (a call that only caught up with a long context says nothing of what a drafted token costs)
     if (out.length > 0) this.budget.observeDraft(out.length, performance.now() - started);
     return out;
   }
 
   /** {@link draft}'s tokens, `limit` > 0. */
-  private async drafted(owner: object, context: readonly number[], limit: number): Promise<number[]> {
+  private async drafted(owner: object, context: readonly number[], limit: number, reach: number | undefined): Promise<number[]> {
     if (owner !== this.owner) {
       this.release();
       this.owner = owner;
     }
-    let logits = await this.catchUp(context);
+    let logits = await this.catchUp(context, reach);
     const out: number[] = [];
     while (logits) {
       const { id, probability } = greedy(logits, this.vocab);
@@ -152,15 +157,15 @@ export class DraftModel {
    * Brings the cache to `context` (taking back what it ran past the tokens the row kept) and returns the logits
    * after its last token; undefined while a long catch-up is still under way.
    */
-  private async catchUp(context: readonly number[]): Promise<Float32Array | undefined> {
-    if (this.prefill || this.kv.rows === 0) return this.prefillStep(context);
+  private async catchUp(context: readonly number[], reach: number | undefined): Promise<Float32Array | undefined> {
+    if (this.prefill || this.kv.rows === 0) return this.prefillStep(context, reach);
     let same = 0;
     while (same < this.fed.length && same < context.length && this.fed[same] === context[same]) same++;
     // The last token is run again when the cache already holds it all: its logits are what drafting starts from.
     same = Math.min(same, context.length - 1);
     if (same === 0) {
       this.release();
-      return this.prefillStep(context);
+      return this.prefillStep(context, reach);
     }
     this.kv.dropLast(this.fed.length - same);
     this.fed.length = same;
@@ -171,14 +176,17 @@ export class DraftModel {
     return logits.subarray((lag.length - 1) * this.session.vocabSize, lag.length * this.session.vocabSize);
   }
 
-  /** One chunk of the owner's context into a cache of its own; once all of it is in, the cache is the draft model's. */
-  private async prefillStep(context: readonly number[]): Promise<Float32Array | undefined> {
+  /**
+   * One chunk of the owner's context into a cache of its own; once all of it is in, the cache is the draft model's,
+   * with no room past `reach` (the positions the owner may reach: see BatchKv.rebuild).
+   */
+  private async prefillStep(context: readonly number[], reach: number | undefined): Promise<Float32Array | undefined> {
     this.prefill ??= new RowPrefill(this.session, context.slice(), this.chunk, this.session.prefixCache.lookup(context));
     const logits = await this.prefill.next();
     if (!logits) return undefined;
     const cache = this.prefill.cache;
     this.session.prefixCache.store(this.prefill.prompt, () => cache, true);
-    this.kv.rebuild([], [cache]);
+    this.kv.rebuild([], [cache], reach);
     this.fed = [...this.prefill.prompt];
     this.prefill = undefined;
     // The context may have grown while it was prefilled: the next draft catches up with the rest.
