@@ -256,10 +256,13 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       return sendJson(res, 503, { status: 'loading', ...(loading ? { progress: { file: loading.file, bytes: loading.bytes, size: loading.size } } : {}) });
     }
     if (req.method === 'GET' && path === '/metrics') {
+      // (a call of more rows than --max-batch runs when the batch is empty: the rows it holds are then the capacity;
+      // counted before the engine is asked, so that a call ending meanwhile leaves its rows in the capacity, as its
+      // bytes may still be in the engine's answer)
+      const held = [...running].reduce((n, slot) => n + slot.rows, 0);
       // The engine's count of the KV bytes it holds, against its budget or maxBatch rows of full context.
       const kv = loaded ? await loaded.engine.stats().catch(() => undefined) : undefined;
-      // (a call of more rows than --max-batch runs when the batch is empty: the rows it holds are then the capacity)
-      const rows = Math.max(kv?.maxBatch ?? 0, [...running].reduce((n, slot) => n + slot.rows, 0));
+      const rows = Math.max(kv?.maxBatch ?? 0, held);
       const capacity = kv ? (kv.kvBudgetBytes ?? rows * loaded!.contextLength * kv.bytesPerPosition) : 0;
       res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' });
       res.end(
