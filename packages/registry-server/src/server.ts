@@ -83,6 +83,11 @@ const pageWrites: RequestHandler = (req, _res, next) => {
   next(denied(`writes from pages of ${origin} are refused by an open registry; start it with --auth to take writes with a token`));
 };
 
+/**
+ * Builds the registry (OCI distribution v1.1 plus the `_reasonplug` search and resolve extension) on `opts.storage`
+ * as an Express app; nothing listens and no maintenance runs until {@link RegistryServer.listen}. Throws a RangeError
+ * when `maxManifestBytes`, `uploadMaxAgeMs` or `headersTimeoutMs` is out of range.
+ */
 export function createRegistryServer(opts: RegistryServerOptions): RegistryServer {
   checkOptions(opts);
   const logger = opts.logger ?? pino({ level: 'silent' });

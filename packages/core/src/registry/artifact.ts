@@ -15,6 +15,7 @@ import { MANIFEST_FILE, ManifestError, parseManifest, type ModuleManifest } from
 import { loadModuleDir } from '../modules/module-dir.js';
 import { InvalidArtifactError } from './errors.js';
 
+/** Media types of a module artifact: its image manifest, `artifactType`, config (`reasonplug.json`) and file layers. */
 export const MediaTypes = {
   manifest: 'application/vnd.oci.image.manifest.v1+json',
   artifact: 'application/vnd.reasonplug.module.v1+json',
@@ -22,6 +23,11 @@ export const MediaTypes = {
   layer: 'application/octet-stream',
 } as const;
 
+/**
+ * Annotation keys `packModule` writes: on the manifest, fields of `reasonplug.json` (`title` is the module's name;
+ * search reads `version`, `kind`, `tasks`, `tokenizer`); on each layer, `title`, the file's path in the module,
+ * which a pull requires.
+ */
 export const Annotations = {
   title: 'org.opencontainers.image.title',
   version: 'org.opencontainers.image.version',

@@ -43,6 +43,10 @@ export interface ModuleFile {
   digest: string;
 }
 
+/**
+ * The module cache under `root` (layout in the module comment): content-addressed blobs that count only once they
+ * verify, tag refs, and module directories assembled from the blobs.
+ */
 export class ModuleCache {
   constructor(readonly root: string) {}
 

@@ -39,6 +39,13 @@ export interface ClientOptions extends TransportOptions {
   uploadChunkBytes?: number;
 }
 
+/**
+ * A client of one OCI registry (`opts.registry`, `host[:port]`; HTTPS unless loopback or `plainHttp`): manifests,
+ * blobs, uploads, tags and catalog, answering auth challenges with `opts.credential`. Manifests and small blobs are
+ * size-limited and digest-checked. Throws `RegistryClientError` subclasses: `ModuleNotFoundError` for a missing
+ * manifest, blob or repository, `RegistryAuthError`, `RegistryUnreachableError`, `DigestMismatchError`,
+ * `InvalidArtifactError`, and `RegistryResponseError` for other error answers.
+ */
 export class RegistryClient {
   readonly transport: Transport;
   private readonly chunkBytes: number;

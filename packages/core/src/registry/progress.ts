@@ -19,6 +19,10 @@ const WIDTH = 24;
 
 const mib = (n: number) => (n / (1024 * 1024)).toFixed(1);
 
+/**
+ * One progress line for a transfer, labelled `label`, redrawn in place on `stream` as `update` reports files; it
+ * stays blank until a file of 8 MiB or more is seen. {@link progressBar} makes one only for a terminal outside CI.
+ */
 export class ProgressBar {
   private readonly files = new Map<string, { size: number; bytes: number; resumedFrom: number }>();
   private readonly started = Date.now();

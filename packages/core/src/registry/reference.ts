@@ -61,11 +61,6 @@ function parseSelector(text: string, sel: string): Selector {
 }
 
 /**
- * Parses a module reference. `defaultRegistry` (from `--registry` / `REASONPLUG_REGISTRY`) applies when
- * the reference names none; the first component names a registry when it holds a "." or ":" or is
- * `localhost`, as in Docker references. Throws `InvalidReferenceError`.
- */
-/**
  * The `scheme://` a registry or reference given as a URL starts with: as docker's and oras's, a registry is named by
  * its host, and how it is reached (HTTPS, or plain HTTP for loopback and `--plain-http`) is the client's choice.
  */
@@ -76,6 +71,12 @@ export function urlScheme(text: string): string | undefined {
 /** How to name a registry instead of `scheme://…`. */
 export const BY_HOST = 'loopback registries are reached over plain HTTP, others with --plain-http';
 
+/**
+ * Parses a module reference. `defaultRegistry` (from `--registry` / `REASONPLUG_REGISTRY`) applies when
+ * the reference names none; the first component names a registry when it holds a "." or ":" or is
+ * `localhost`, as in Docker references. No selector means `:latest`. Throws `InvalidReferenceError`
+ * (also for a `scheme://` prefix, or no registry at all).
+ */
 export function parseRef(text: string, defaultRegistry?: string): ModuleRef {
   const scheme = urlScheme(text);
   if (scheme) {

@@ -11,6 +11,7 @@ export interface Scope {
   pattern: string;
 }
 
+/** A scope that is not `pull:<glob>` or `push:<glob>`; `scope` is the text given. */
 export class InvalidScopeError extends Error {
   override readonly name = 'InvalidScopeError';
   constructor(readonly scope: string) {
@@ -20,6 +21,10 @@ export class InvalidScopeError extends Error {
 
 const SCOPE = /^(pull|push):([a-z0-9*][a-z0-9._*-]*(?:\/[a-z0-9*][a-z0-9._*-]*)*)$/;
 
+/**
+ * Parses `pull:<glob>` or `push:<glob>` (lower-case repository components, `*` and `**` as in the module comment).
+ * Throws `InvalidScopeError` for anything else.
+ */
 export function parseScope(text: string): Scope {
   const m = SCOPE.exec(text);
   if (!m) throw new InvalidScopeError(text);

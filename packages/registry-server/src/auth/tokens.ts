@@ -29,10 +29,17 @@ export interface Principal {
 const TOKEN = /^rpr_([0-9a-f]{16})_([0-9a-f]{64})$/;
 const hashSecret = (secret: string) => createHash('sha256').update(secret).digest('hex');
 
+/**
+ * Creates, verifies, lists and revokes access tokens, kept as hashed records in the registry's storage. Give it to
+ * `createRegistryServer` as `auth.tokens`.
+ */
 export class TokenStore {
   constructor(private readonly storage: StorageDriver) {}
 
-  /** Creates a token; the returned `token` string is the only time the secret exists in clear. */
+  /**
+   * Creates a token; the returned `token` string is the only time the secret exists in clear. `user` defaults to
+   * `reasonplug`. Throws `InvalidScopeError` for a malformed scope, and an Error when `scopes` is empty.
+   */
   async create(opts: { scopes: string[]; user?: string }): Promise<{ token: string; record: TokenRecord }> {
     const scopes = opts.scopes.map((s) => formatScope(parseScope(s)));
     if (scopes.length === 0) throw new Error('a token needs at least one scope');

@@ -47,6 +47,7 @@ export class GarbageCollectionError extends Error {
   override readonly name = 'GarbageCollectionError';
 }
 
+/** {@link CollectOptions.minAgeMs}'s default: one hour. */
 export const DEFAULT_GC_MIN_AGE_MS = 3_600_000;
 
 const REVISION = /^repositories\/(.+)\/_manifests\/revisions\/sha256\/([0-9a-f]{64})\/link$/;

@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { manifestInvalid } from '../errors.js';
 
+/** The manifest media types the registry accepts: OCI image manifest and index, Docker schema 2 manifest and list. */
 export const MediaType = {
   ociManifest: 'application/vnd.oci.image.manifest.v1+json',
   ociIndex: 'application/vnd.oci.image.index.v1+json',

@@ -14,6 +14,10 @@ import { parseManifest } from './manifest-format.js';
 import type { ManifestStore } from './manifests.js';
 import type { TagStore } from './tags.js';
 
+/**
+ * The `artifactType` of a reasonplug module's manifest (or its config's media type, for an image manifest without
+ * one): only manifests of this type, with an exact-version tag, are found by search and resolve.
+ */
 export const MODULE_ARTIFACT_TYPE = 'application/vnd.reasonplug.module.v1+json';
 
 const ANNOTATION = {

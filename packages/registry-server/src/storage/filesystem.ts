@@ -23,6 +23,10 @@ const ABANDONED_MS = 24 * 3600 * 1000;
 const writing = new Set<string>();
 const isMissing = (err: unknown) => ['ENOENT', 'ENOTDIR'].includes((err as NodeJS.ErrnoException).code ?? '');
 
+/**
+ * A {@link StorageDriver} on a local directory (`reasonplug-registry --data`), created on first write. Every object
+ * appears whole (an fsynced temp file renamed into place), so a crash never leaves a partial one.
+ */
 export class FilesystemStorage implements StorageDriver {
   private tmpReady?: Promise<string | undefined>;
 

@@ -51,6 +51,11 @@ function cutOff(err: unknown): boolean {
   return ['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ERR_STREAM_PREMATURE_CLOSE'].includes(code ?? '') || message === 'aborted';
 }
 
+/**
+ * A {@link StorageDriver} on an S3 bucket (or an S3-compatible server), under an optional key prefix; stateless, so
+ * server replicas may share one bucket. The constructor sends no request: a wrong bucket or missing credentials
+ * show as the S3 client's errors on the first storage call.
+ */
 export class S3Storage implements StorageDriver {
   readonly client: S3Client;
   private readonly bucket: string;
