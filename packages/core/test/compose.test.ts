@@ -417,6 +417,37 @@ for (const placement of ['lanes', 'inline']) {
       expect(run.again).to.match(/closed/);
     }
   });
+
+  it('a reasoner failing under concurrent calls closes the engine with its own error, never a released session\'s', async () => {
+    // Its graph fails at position 20, which every call below reaches.
+    const limited = await makeModule({ name: 'limit20-r', seed: 10, edit: (p) => limitContext(p, 20) });
+    const prompts = [[1, 403, 407, 261], [1, 79, 300, 45, 90, 17, 22], [1], [1, 260, 261, 262, 263, 264, 265, 266, 267]];
+    // (the close races the calls queued behind the failing one: several rounds give it its chances)
+    for (const placement of ['lanes', 'inline'] as const) {
+      for (let round = 0; round < 3; round++) {
+        const engine = await Engine.load({ model: backbone, reasoners: [{ model: limited, weight: 0.8 }], cacheDir, placement });
+        try {
+          const calls = await Promise.allSettled(
+            prompts.map(async (p) => {
+              for await (const _ of engine.stream({ promptIds: p }, { maxTokens: 30, ignoreEos: true }));
+            }),
+          );
+          const errors = calls.map((c) => (c.status === 'rejected' ? (c.reason as Error) : undefined));
+          const at = `${placement}, round ${round}`;
+          for (const err of errors) {
+            expect(err?.name, at).to.be.oneOf(['ReasonerError', 'EngineClosedError']);
+            expect(err!.message, at).to.match(/reasoner limit20-r failed: .*out of data bounds/);
+            expect(err!.message, at).to.not.match(/disposed/);
+          }
+          expect(errors.filter((e) => e!.name === 'ReasonerError'), at).to.not.be.empty;
+          const later = await engine.generate({ promptIds: [1] }).catch((e: Error) => e);
+          expect((later as Error).name, at).to.equal('EngineClosedError');
+        } finally {
+          await engine.dispose();
+        }
+      }
+    }
+  });
 });
 
 describe('reasonplug generate --reasoner', function () {

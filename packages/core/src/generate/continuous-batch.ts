@@ -146,6 +146,8 @@ interface Job {
 
 interface Exclusive {
   run(): Promise<void>;
+  /** Fails it unrun (see {@link ContinuousBatch.stop}). */
+  fail(err: Error): void;
   /** The rows of a call that runs alone, and the models it runs on this thread (for {@link BatchStats}). */
   held?: { rows: number; models: readonly number[] };
   /** Whether its caller gave up while it waited (see {@link ContinuousBatch.exclusive}). */
@@ -254,6 +256,8 @@ export class ContinuousBatch {
   private readonly draftCounts = { draftedTokens: 0, acceptedTokens: 0 };
   /** The draft model, when one is loaded (see {@link useDraftModel}). */
   private drafter: DraftModel | undefined;
+  /** What stopped the batch for good (see {@link stop}). */
+  private stopped: Error | undefined;
 
   constructor(
     backbone: DecoderSession,
@@ -305,6 +309,7 @@ export class ContinuousBatch {
 
   /** Checks a request and queues it (throws, rejecting the submission, for one that can never run). */
   private enqueue(request: BatchRequest, resolve: (out: DecodeLoopOutput) => void, reject: (err: Error) => void): void {
+    if (this.stopped) throw this.stopped;
     validateGenerateOptions(request.options);
     checkPrompts(request.prompts, this.vocab);
     checkLogitBiasIds(request.options.logitBias, this.vocab);
@@ -368,11 +373,12 @@ export class ContinuousBatch {
    */
   exclusive<T>(work: () => Promise<T>, limited = true, shouldAbort?: () => boolean, call?: AloneCall): Promise<T> {
     return new Promise((resolve, reject) => {
+      if (this.stopped) throw this.stopped;
       const held = call && this.aloneHeld(call);
       this.settleAbandoned();
       // Work that starts at once never waits.
       if (limited) this.refuseWhenFull(!this.alone && this.queue.length === 0 && this.rowsInUse === 0);
-      this.queue.push({ run: () => work().then(resolve, reject), ...(shouldAbort ? { shouldAbort } : {}), ...(held ? { held } : {}) });
+      this.queue.push({ run: () => work().then(resolve, reject), fail: reject, ...(shouldAbort ? { shouldAbort } : {}), ...(held ? { held } : {}) });
       this.kick();
     });
   }
@@ -399,6 +405,20 @@ export class ContinuousBatch {
         this.finish(entry);
       } else void entry.run();
     }
+  }
+
+  /**
+   * Stops the batch for good, for models that must not run again (a reasoner failed, the engine closes): queued calls
+   * fail with `err` now, running rows once the run in flight has ended, and later calls are refused with it. Resolves
+   * once nothing runs on the models, so that they can be released.
+   */
+  stop(err: Error): Promise<void> {
+    this.stopped ??= err;
+    for (const entry of this.queue.splice(0)) {
+      if ('request' in entry) this.failJob(entry, this.stopped);
+      else entry.fail(this.stopped);
+    }
+    return this.running ?? Promise.resolve();
   }
 
   /** Whether nothing runs or waits: no rows, no queued request, no exclusive work. */
@@ -452,25 +472,26 @@ export class ContinuousBatch {
     return this.live.length + this.ready.length + this.prefills.reduce((n, p) => n + 1 + p.twins.length, 0);
   }
 
-  /** Moves queued requests into prefill while rows and KV budget allow; runs an exclusive one when idle. */
+  /**
+   * Moves queued requests into prefill while rows and KV budget allow; runs an exclusive one when idle. The loop
+   * yields after exclusive work before it admits more: a failure the work reported may stop the batch meanwhile.
+   */
   private async admit(): Promise<void> {
-    for (;;) {
-      this.admitRequests();
-      const head = this.queue[0];
-      if (!head || 'request' in head || this.rowsInUse > 0) return;
-      this.queue.shift();
-      // The loop takes no turn until the work is done: calls behind it wait in the queue (none is admitted beside
-      // it), and those aborted meanwhile settle.
-      const sweep = setInterval(() => this.settleAbandoned(), ABORT_SWEEP_MS);
-      this.alone = true;
-      this.held = head.held;
-      try {
-        await head.run();
-      } finally {
-        this.alone = false;
-        this.held = undefined;
-        clearInterval(sweep);
-      }
+    this.admitRequests();
+    const head = this.queue[0];
+    if (!head || 'request' in head || this.rowsInUse > 0) return;
+    this.queue.shift();
+    // The loop takes no turn until the work is done: calls behind it wait in the queue (none is admitted beside
+    // it), and those aborted meanwhile settle.
+    const sweep = setInterval(() => this.settleAbandoned(), ABORT_SWEEP_MS);
+    this.alone = true;
+    this.held = head.held;
+    try {
+      await head.run();
+    } finally {
+      this.alone = false;
+      this.held = undefined;
+      clearInterval(sweep);
     }
   }
 
@@ -555,6 +576,7 @@ export class ContinuousBatch {
     for (;;) {
       // New requests arrive as messages: let them in between steps.
       await yieldToMessages();
+      if (this.stopped) return this.failAll(this.stopped);
       await this.admit();
       if (this.rowsInUse === 0) {
         if (this.queue.length === 0) return;

@@ -645,11 +645,12 @@ function replyDecoder(tokenizer: TextTokenizer, kept: ReadonlySet<number>): (ids
 }
 
 async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Promise<void> {
-  if (closed) return;
+  // (a closing engine's 'closed' message answers every call it has not answered)
+  if (closeReason !== undefined) return;
   const { backbone, tokenizer } = loaded;
   if (msg.type === 'dispose') {
     // After the work already queued: a session is never released under a running step.
-    await batch.exclusive(() => Promise.all([backbone.release(), loaded.shards?.release(), loaded.projector?.session.release(), loaded.draft?.session.release(), ...loaded.groups.map((g) => g.release()), ...releaseCopies(loaded)]), false);
+    await batch.exclusive(() => releaseModels(loaded), false);
     port.close();
     return;
   }
@@ -659,7 +660,7 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
       if (!config.embeddings) throw new EmbeddingsUnavailableError('this engine gives no embeddings: load it with `embeddings: true` (reasonplug serve --embeddings)');
       post({ type: 'embedded', id: msg.id, result: await embed(backbone, tokenizer, msg.input, limits) });
     } catch (err) {
-      post({ type: 'error', id: msg.id, error: toWire(err) });
+      fail(msg.id, err);
     }
     return;
   }
@@ -671,7 +672,7 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
       }
       post({ type: 'scored', id: msg.id, result });
     } catch (err) {
-      post({ type: 'error', id: msg.id, error: toWire(err) });
+      fail(msg.id, err);
     }
     return;
   }
@@ -755,24 +756,43 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
   } catch (err) {
     // Tokens generated before a failure still reach the caller, ahead of the error.
     stream?.flush();
-    // A failed reasoner leaves its KV cache behind the token stream: the engine cannot go on with it, so
-    // every model is released before the error is reported, and later requests are refused.
-    if (err instanceof ReasonerError) await shutDown(loaded);
-    post({ type: 'error', id: msg.id, error: toWire(err) });
-    // The engine terminates this worker when it reads 'closed'; exiting first could overtake the message.
-    if (closed) post({ type: 'closed', reason: `${(err as Error).message}; load the engine again` });
+    if (err instanceof ReasonerError && closeReason === undefined) await close(loaded, batch, msg.id, err);
+    else fail(msg.id, err);
   }
 }
 
-let closed = false;
+/**
+ * Why the engine closed itself, once a reasoner failed: from then on the worker answers nothing but the failed call
+ * and one 'closed' message with this reason, which fails every other call the engine has not answered.
+ */
+let closeReason: string | undefined;
 
 /** The constraint stage over the backbone's vocabulary (built on the first constrained request). */
 let constraintFactory: (() => Promise<ConstraintFactory>) | undefined;
 
-/** Releases every model; the worker then answers nothing more. */
-async function shutDown(loaded: Loaded): Promise<void> {
-  closed = true;
+/** Reports a call's failure; once the engine is closing, the 'closed' message reports it instead, with the reason. */
+function fail(id: number, err: unknown): void {
+  if (closeReason === undefined) post({ type: 'error', id, error: toWire(err) });
+}
+
+/** Releases every model (a release that fails is left alone: the worker ends after this). */
+async function releaseModels(loaded: Loaded): Promise<void> {
   await Promise.allSettled([loaded.backbone.release(), loaded.shards?.release(), loaded.projector?.session.release(), loaded.draft?.session.release(), ...loaded.groups.map((g) => g.release()), ...releaseCopies(loaded)]);
+}
+
+/**
+ * Closes the engine for call `id`'s reasoner failure: the reasoner's KV cache is behind the token stream, so the
+ * engine cannot go on with it. The batch stops first (its calls fail with `err`), so that no call runs on a model
+ * being released and fails with that instead; then every model is released, the call gets `err`, and every other
+ * call the 'closed' message with `err`'s message.
+ */
+async function close(loaded: Loaded, batch: ContinuousBatch, id: number, err: ReasonerError): Promise<void> {
+  closeReason = `${err.message}; load the engine again`;
+  await batch.stop(err);
+  await releaseModels(loaded);
+  post({ type: 'error', id, error: toWire(err) });
+  // The engine terminates this worker when it reads 'closed'; exiting first could overtake the message.
+  post({ type: 'closed', reason: closeReason });
 }
 
 start().then(
