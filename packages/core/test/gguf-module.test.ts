@@ -38,7 +38,7 @@ describe('a .gguf file as the model', function () {
     }
     const dir = await ggufModuleDir(path, { cacheDir });
     expect((await readdir(join(cacheDir, 'gguf'))).sort()).to.deep.equal([...kept, basename(dir)].sort());
-    expect(basename(dir)).to.equal(`${sha}-kv16-v6`);
+    expect(basename(dir)).to.equal(`${sha}-kv16-v7`);
   });
 
   it('Engine.load converts it once into the cache and runs it; a second load (and a reasoner of the same file) reuses the conversion', async () => {
@@ -51,7 +51,7 @@ describe('a .gguf file as the model', function () {
       expect(r.rows[0]!.ids).to.deep.equal([403, 407, 261, 378]); // "Once upon a time", as llama.cpp reads the file
       const entries = await readdir(join(scratch.cache, 'gguf'));
       expect(entries).to.have.length(1);
-      expect(entries[0]).to.match(/^270cba1bd5109f42d03350f60406024560464db173c0e387d91f0426d3bd256d-kv16-v6$/);
+      expect(entries[0]).to.match(/^270cba1bd5109f42d03350f60406024560464db173c0e387d91f0426d3bd256d-kv16-v7$/);
       modelStat = await stat(join(scratch.cache, 'gguf', entries[0]!, 'model.onnx'));
     } finally {
       await engine.dispose();

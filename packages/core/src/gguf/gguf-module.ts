@@ -29,9 +29,10 @@ import { makeDirectory } from '../modules/make-directory.js';
  * their own initializer over the embedding's bytes, not a Reshape onnxruntime folds into a copy; a compact tokenizer.json;
  * v5: models whose query heads share kv heads get the op graph's attention, with a rotary kernel and fused norms;
  * v6: the op graph returns each run's keys and values alone, `new_key_values.{i}`, and is written for models with a kv
- * head per query head too, unless they have sliding windows).
+ * head per query head too, unless they have sliding windows; v7: tokenizer.json without the "[PAD<id>]" padding
+ * llama.cpp's converter fills a vocabulary with, so its fingerprint is the model's own).
  */
-const LAYOUT = 'v6';
+const LAYOUT = 'v7';
 
 /**
  * The name of the module a GGUF file given as a model became (`dir`), as `convertGguf` names it from this file: its

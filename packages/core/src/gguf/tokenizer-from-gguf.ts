@@ -165,13 +165,37 @@ function tokenPieces(get: Getter): string[] {
   return tokens as string[];
 }
 
-/** Reads a token-id key of a vocabulary of `n` pieces: undefined when absent or out of range, refused when not an integer. */
-function tokenIdReader(get: Getter, n: number): (key: string) => number | undefined {
+/**
+ * The ids llama.cpp's convert_hf_to_gguf.py filled the vocabulary with up to the model's `vocab_size`: UNUSED pieces
+ * "[PAD<id>]" where the Hugging Face vocabulary has no token (get_vocab_base and the SentencePiece path; Qwen: 271 ids
+ * past its 151,665 tokens), or, from its earlier SentencePiece path, a run "[PAD1]" … "[PAD<k>]" ending the list. They
+ * are no tokens: the model's tokenizer.json has none (a converted one listing them would not match its fingerprint),
+ * and llama.cpp renders them as nothing; left out, the engine cuts the logits to the real tokens and never samples
+ * them. Other UNUSED pieces (Gemma's "<unused0>" …) are the model's own and stay.
+ */
+function paddingIds(pieces: readonly string[], types: readonly number[]): Set<number> {
+  const isPad = (id: number, k: number) => types[id] === TokenType.UNUSED && pieces[id] === `[PAD${k}]`;
+  const padding = new Set<number>();
+  for (let id = 0; id < pieces.length; id++) if (isPad(id, id)) padding.add(id);
+  const n = pieces.length;
+  const k = Number(/^\[PAD([1-9]\d*)\]$/.exec(pieces[n - 1] ?? '')?.[1] ?? 0);
+  if (k > 0 && k <= n) {
+    const run = Array.from({ length: k }, (_, j) => n - k + j);
+    if (run.every((id, j) => isPad(id, j + 1))) for (const id of run) padding.add(id);
+  }
+  return padding;
+}
+
+/**
+ * Reads a token-id key of a vocabulary of `n` pieces: undefined when absent, out of range or a padding id, refused when
+ * not an integer.
+ */
+function tokenIdReader(get: Getter, n: number, padding: ReadonlySet<number>): (key: string) => number | undefined {
   return (key) => {
     const v = get(key);
     if (v === undefined) return undefined;
     if (typeof v !== 'number' || !Number.isInteger(v)) fail(`The GGUF metadata "${key}" is ${String(v)}, expected a token id.`);
-    return v >= 0 && v < n ? v : undefined; // llama.cpp writes 0xFFFFFFFF (-1) for "none"
+    return v >= 0 && v < n && !padding.has(v) ? v : undefined; // llama.cpp writes 0xFFFFFFFF (-1) for "none"
   };
 }
 
@@ -256,10 +280,11 @@ export function tokenizerFromGguf(meta: MetaSource, options: TokenizerFromGgufOp
     numberArray(get('tokenizer.ggml.token_type'), 'tokenizer.ggml.token_type', n) ??
     pieces.map((p): number => (/^<0x[0-9A-Fa-f]{2}>$/.test(p) ? TokenType.BYTE : TokenType.NORMAL));
 
-  const specialId = tokenIdReader(get, n);
+  const padding = paddingIds(pieces, types);
+  const specialId = tokenIdReader(get, n, padding);
   // llama.cpp's defaults for SentencePiece vocabularies, BOS 1, EOS 2 and UNK 0 (where the vocabulary has them),
   // stand wherever the file names no id in range.
-  const byDefault = (id: number) => (id < n ? id : undefined);
+  const byDefault = (id: number) => (id < n && !padding.has(id) ? id : undefined);
   const bos = specialId('tokenizer.ggml.bos_token_id') ?? byDefault(1);
   const eos = specialId('tokenizer.ggml.eos_token_id') ?? byDefault(2);
   const unk = specialId('tokenizer.ggml.unknown_token_id') ?? byDefault(0);
@@ -272,12 +297,12 @@ export function tokenizerFromGguf(meta: MetaSource, options: TokenizerFromGgufOp
   const addEos = boolMeta('tokenizer.ggml.add_eos_token', false);
   const addSpacePrefix = boolMeta('tokenizer.ggml.add_space_prefix', true);
 
-  // Vocabulary (a duplicate piece keeps its first id, as llama.cpp's token→id map does).
+  // Vocabulary (a duplicate piece keeps its first id, as llama.cpp's token→id map does), without the padding.
   const vocab: Record<string, number> = Object.create(null) as Record<string, number>;
   const vocabMap = new Map<string, number>();
   for (let id = 0; id < n; id++) {
     const p = pieces[id]!;
-    if (!vocabMap.has(p)) {
+    if (!vocabMap.has(p) && !padding.has(id)) {
       vocabMap.set(p, id);
       vocab[p] = id;
     }
@@ -640,11 +665,13 @@ function bpeTokenizer(get: (key: string) => GgufValue | undefined, options: Toke
   });
   const types = numberArray(get('tokenizer.ggml.token_type'), 'tokenizer.ggml.token_type', n) ?? new Array<number>(n).fill(TokenType.NORMAL);
 
-  const specialId = tokenIdReader(get, n);
+  const padding = paddingIds(pieces, types);
+  const specialId = tokenIdReader(get, n, padding);
   // llama.cpp's defaults for BPE vocabularies: BOS = EOS = 11 unless the file names them.
   // llama.cpp's BPE defaults (11) stand wherever the file names no id in range (it warns of "bad special token").
-  const bos = specialId('tokenizer.ggml.bos_token_id') ?? (n > 11 && !pre.noDefaultBos ? 11 : undefined);
-  const eos = specialId('tokenizer.ggml.eos_token_id') ?? (n > 11 ? 11 : undefined);
+  const byDefault = n > 11 && !padding.has(11) ? 11 : undefined;
+  const bos = specialId('tokenizer.ggml.bos_token_id') ?? (pre.noDefaultBos ? undefined : byDefault);
+  const eos = specialId('tokenizer.ggml.eos_token_id') ?? byDefault;
   const unk = specialId('tokenizer.ggml.unknown_token_id');
   const pad = specialId('tokenizer.ggml.padding_token_id');
   const special = specialIds(bos, eos, unk, pad);
@@ -653,9 +680,10 @@ function bpeTokenizer(get: (key: string) => GgufValue | undefined, options: Toke
   const addEos = boolMeta('tokenizer.ggml.add_eos_token', false);
 
   const vocab: Record<string, number> = Object.create(null) as Record<string, number>;
+  // (a duplicate piece keeps its first id; the padding is left out, see paddingIds)
   const first = new Map<string, number>();
   pieces.forEach((p, id) => {
-    if (!first.has(p)) {
+    if (!first.has(p) && !padding.has(id)) {
       first.set(p, id);
       vocab[p] = id;
     }
