@@ -282,7 +282,9 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
 
   /**
    * What the model can do, for LangChain's agents (the summarization middleware reads `maxInputTokens`): the
-   * backbone's context, tool calling where the template renders tools, reasoning output where it names thought tags.
+   * backbone's context; tool calling and tool choice wherever tools can be bound (not where the template renders no
+   * tools and the tool-call syntax is not `generic`, as `bindTools` then throws); reasoning output where the template
+   * names thought tags.
    */
   override get profile(): ModelProfile {
     const tools = this.showsTools;
