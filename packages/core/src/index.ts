@@ -84,4 +84,4 @@ export { GenericReplySplitter } from './chat/generic-reply.js';
 export { HARMONY_TOKENS, HarmonyReplySplitter, isHarmonyTemplate, type SplitHarmony } from './chat/harmony.js';
 export { ReasoningTextSplitter, opensThought, reasoningTagsOf, reasoningTokens, type ReasoningFormat, type ReasoningTags, type SplitReasoning } from './chat/reasoning.js';
 export { cutAfterFinalMessage } from './chat/continuation.js';
-export { ChatReplySplitter, keptTokens, replyParsing, splitReply, thinkingBudgetFor, thoughtFirst, toolsRead, type ReplyParsing, type SplitReply } from './chat/reply.js';
+export { ChatReplySplitter, keptTokens, replyFormat, replyParsing, splitReply, thinkingBudgetFor, thoughtFirst, toolsRead, type ReplyParsing, type SplitReply } from './chat/reply.js';

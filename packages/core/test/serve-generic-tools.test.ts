@@ -136,7 +136,7 @@ describe('reasonplug serve: tool calls for templates without tools (generic synt
     expect(Sum.parse(parsed)).to.deep.equal(parsed);
   });
 
-  it("a response format of the request's own wins over the tools: its JSON is the content, even one with a response key", async () => {
+  it("beside the tools (auto), an answer in the request's own response format is the content, even one with a response key", async () => {
     const schema = { type: 'object', properties: { response: { type: 'string', maxLength: 12 } }, required: ['response'], additionalProperties: false };
     const body = { model: 'stories', messages: [{ role: 'user', content: QUESTION }], tools: [ADD], response_format: { type: 'json_schema', json_schema: { name: 'r', schema, strict: true } }, max_tokens: 60, temperature: 0 };
     const res = await postJson(stories, '/v1/chat/completions', body);

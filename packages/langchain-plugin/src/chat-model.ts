@@ -34,7 +34,7 @@ import {
 import { ReasonerRuntime } from './runtime.js';
 import { ReplySplitter, type SplitText } from './reply-splitter.js';
 import { structuredOutput } from './structured-output.js';
-import { isHarmonyTemplate, keptTokens, reasoningTagsOf, replyParsing, thinkingBudgetFor, thoughtFirst, toolCallSyntaxOf, toolsRead, toolsShown, type ResponseFormat, type ToolCallSyntax, type ToolChoice } from './core.js';
+import { isHarmonyTemplate, keptTokens, reasoningTagsOf, replyFormat, replyParsing, thinkingBudgetFor, thoughtFirst, toolCallSyntaxOf, toolsRead, toolsShown, type ResponseFormat, type ToolCallSyntax, type ToolChoice } from './core.js';
 
 /** Call options of `ChatReasoner`: LangChain's, the reasoner options, and bound tools. */
 export interface ChatReasonerCallOptions extends BaseChatModelCallOptions, ReasonerCallOptions, ChatCallOptions {
@@ -137,14 +137,15 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
     const calls = toolCalls && { choice: toolCalls.choice, parallel: toolCalls.parallel ?? true };
     const shown = toolsShown(this.toolCallSyntax === 'generic', tools, calls);
     const prompt = this.prompter.render(messages, shown, chat.chatTemplateKwargs);
-    // Tool calls are constrained unless the call asks for a structure of its own (withStructuredOutput's JSON).
-    const responseFormat = plan.engine.responseFormat ?? toolCalls;
+    // A structure of the call's own (withStructuredOutput's JSON, createAgent's responseFormat) beside the tools: forced
+    // calls win, under `auto` the reply is calls or the answer in that structure (as the server has it).
+    const responseFormat = replyFormat(plan.engine.responseFormat, toolCalls);
     const parsing = replyParsing({
       format: chat.reasoningFormat ?? 'auto',
       chatTemplate: this.prompter.chatTemplate,
       prompt: prompt.text,
       constrained: responseFormat !== undefined,
-      tools: tools ? toolsRead(this.toolCallSyntax, plan.engine.responseFormat !== undefined) : undefined,
+      ...(tools ? toolsRead(this.toolCallSyntax, responseFormat) : {}),
       toolSpecs: tools?.map((t) => ({ name: t.function.name, parameters: t.function.parameters })),
     });
     const splitter = new ReplySplitter(parsing);

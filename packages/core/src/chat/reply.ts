@@ -6,9 +6,10 @@
 import { closesThought, opensThought, ReasoningTextSplitter, reasoningTagsOf, reasoningTokens, THINK_TAGS, type ReasoningFormat, type ReasoningTags } from './reasoning.js';
 import type { ResponseFormat } from '../constrain/types.js';
 import type { ThinkingBudget } from '../generate/types.js';
-import type { ToolCallSyntax } from '../constrain/tool-syntax.js';
+import { TOOL_CALL_SYNTAX, type ToolCallSyntax } from '../constrain/tool-syntax.js';
 import { ToolCallTextSplitter, type ParsedToolCall, type SplitToolText, type ToolParameters } from './tool-calls.js';
 import { GenericReplySplitter } from './generic-reply.js';
+import { GENERIC_REPLY } from '../tokenizer/tools-in-prompt.js';
 import { HARMONY, HARMONY_ANSWER, HARMONY_THOUGHT, HARMONY_TOKENS, HarmonyReplySplitter, isHarmonyTemplate } from './harmony.js';
 
 /** What one piece of a reply turned into. */
@@ -26,6 +27,12 @@ export interface ReplyParsing {
   tools?: ToolCallSyntax;
   /** The bound tools' parameter schemas, which type the values of calls written in tags (`qwen-xml`, `glm`). */
   toolParameters?: ToolParameters;
+  /**
+   * The reply is either calls or an answer of the call's own format in their place (a `tool_calls` format's `answer`):
+   * one that opens as calls is read as calls, any other is the answer, content as written whatever it holds (a
+   * `response` key in a generic reply, a call's marker inside a string).
+   */
+  answer?: boolean;
   /**
    * The reply is harmony messages (gpt-oss's template): its channels say what is thought, answer and call, whatever
    * `reasoning` and `tools` say; `thought` false gives the thought out as content (reasoning_format none).
@@ -45,13 +52,15 @@ export function replyParsing(opts: {
   chatTemplate: string | undefined;
   prompt: string;
   constrained: boolean;
-  /** The syntax of the tool calls the reply may hold (see `toolCallSyntaxOf`); absent: it holds none. */
-  tools: ToolCallSyntax | undefined;
+  /** The syntax of the tool calls the reply may hold (see `toolCallSyntaxOf`, {@link toolsRead}); absent: it holds none. */
+  tools?: ToolCallSyntax | undefined;
+  /** Whether the reply is calls or an answer in their place ({@link ReplyParsing.answer}, {@link toolsRead}). */
+  answer?: boolean;
   /** The bound tools, whose parameter schemas type the values of calls written in tags. */
   toolSpecs?: readonly { name: string; parameters?: unknown }[];
 }): ReplyParsing {
   const parameters = opts.tools && opts.toolSpecs ? { toolParameters: Object.fromEntries(opts.toolSpecs.map((t) => [t.name, (t.parameters ?? {}) as Record<string, unknown>])) } : {};
-  const tools = opts.tools ? { tools: opts.tools, ...parameters } : {};
+  const tools = opts.tools ? { tools: opts.tools, ...(opts.answer ? { answer: true } : {}), ...parameters } : {};
   if (isHarmonyTemplate(opts.chatTemplate)) return { harmony: { thought: opts.format !== 'none' }, ...tools };
   const named = reasoningTagsOf(opts.chatTemplate);
   if (opts.format === 'none' || (opts.constrained && (!named || closesThought(opts.prompt, named)))) return tools;
@@ -60,11 +69,27 @@ export function replyParsing(opts: {
 }
 
 /**
- * The syntax a reply's tool calls are read in: `syntax`, except a generic reply shaped by a response format of the
- * call's own (`ownFormat`): that structure is the answer, even one with a `response` key.
+ * The format a chat reply is held to, from the call's own response format (`own`: withStructuredOutput's JSON, a
+ * request's `response_format`) and the tool-call format of its tools (`calls`, which holds the tool choice): forced
+ * calls (`required`, a named tool) win, as that reply is the calls and no answer; under `auto` the reply is either
+ * calls or an answer in `own`'s format, as OpenAI's API takes tools beside a `response_format`; either alone is the
+ * format. An own `tool_calls` format says itself how calls are made, and is kept.
  */
-export function toolsRead(syntax: ToolCallSyntax, ownFormat: boolean): ToolCallSyntax | undefined {
-  return syntax === 'generic' && ownFormat ? undefined : syntax;
+export function replyFormat(own: ResponseFormat | undefined, calls: ResponseFormat | undefined): ResponseFormat | undefined {
+  if (calls?.type !== 'tool_calls' || own?.type === 'tool_calls') return own ?? calls;
+  if (!own || calls.choice !== 'auto') return calls;
+  const { thought: _, ...answer } = own;
+  return { ...calls, answer };
+}
+
+/**
+ * How a reply held to `format` (see {@link replyFormat}) reads tool calls written in `syntax`, as `replyParsing` takes
+ * it: calls, or calls or the answer in their place (`answer`); none in a generic reply shaped by a response format of
+ * the call's own alone, whose structure is the answer, even one with a `response` key.
+ */
+export function toolsRead(syntax: ToolCallSyntax, format: ResponseFormat | undefined): { tools?: ToolCallSyntax; answer?: boolean } {
+  if (format?.type === 'tool_calls') return format.answer !== undefined ? { tools: syntax, answer: true } : { tools: syntax };
+  return syntax === 'generic' && format !== undefined ? {} : { tools: syntax };
 }
 
 /**
@@ -103,7 +128,8 @@ export class ChatReplySplitter {
   constructor(private readonly parsing: ReplyParsing) {
     this.harmony = parsing.harmony && new HarmonyReplySplitter(parsing.harmony.thought);
     this.reasoning = !this.harmony && parsing.reasoning ? new ReasoningTextSplitter(parsing.reasoning.tags, parsing.reasoning.open) : undefined;
-    this.tools = this.harmony ? undefined : parsing.tools === 'generic' ? new GenericReplySplitter() : parsing.tools ? new ToolCallTextSplitter(parsing.tools, parsing.toolParameters) : undefined;
+    const calls = this.harmony || !parsing.tools ? undefined : parsing.tools === 'generic' ? new GenericReplySplitter() : new ToolCallTextSplitter(parsing.tools, parsing.toolParameters);
+    this.tools = calls && parsing.answer ? new CallsOrAnswer(calls, callOpenings(parsing.tools!, parsing.toolParameters)) : calls;
   }
 
   /** Takes the next piece of text. */
@@ -142,6 +168,57 @@ export class ChatReplySplitter {
     if (!end) return split;
     const tail = this.tools.end(cut);
     return { content: split.content + tail.content, toolCalls: [...split.toolCalls, ...tail.toolCalls] };
+  }
+}
+
+/** What splits tool calls out of a reply's answer text. */
+interface ToolsSplitter {
+  push(text: string): SplitToolText;
+  end(cut?: boolean): SplitToolText;
+}
+
+/**
+ * How a reply that is calls (as the constraint writes `required` calls) opens, after any blanks: the syntax's opening;
+ * the generic reply's object of calls; Llama 3's call of a bound tool (`tools`), whose opening an answer's JSON may share.
+ */
+function callOpenings(syntax: ToolCallSyntax, tools: ToolParameters | undefined): string[] {
+  if (syntax === 'generic') return [`{"${GENERIC_REPLY.calls}": [`, `{"${GENERIC_REPLY.call}": `];
+  const { begin } = TOOL_CALL_SYNTAX[syntax];
+  return syntax === 'json' && tools ? Object.keys(tools).map((name) => `${begin}${JSON.stringify(name)}, "parameters": `) : [begin];
+}
+
+/**
+ * A reply that is either calls or an answer in their place ({@link ReplyParsing.answer}): held back until its opening
+ * tells which; calls go to the syntax's splitter, an answer is content as written (a reply that ends before its
+ * opening told is content too).
+ */
+class CallsOrAnswer implements ToolsSplitter {
+  private held = '';
+  private kind: 'open' | 'calls' | 'answer' = 'open';
+
+  constructor(
+    private readonly calls: ToolsSplitter,
+    private readonly openings: readonly string[],
+  ) {}
+
+  push(text: string): SplitToolText {
+    if (this.kind === 'calls') return this.calls.push(text);
+    if (this.kind === 'answer') return { content: text, toolCalls: [] };
+    this.held += text;
+    const start = this.held.trimStart();
+    if (this.openings.some((o) => start.startsWith(o))) this.kind = 'calls';
+    else if (!this.openings.some((o) => o.startsWith(start))) this.kind = 'answer';
+    else return { content: '', toolCalls: [] };
+    const held = this.held;
+    this.held = '';
+    return this.push(held);
+  }
+
+  end(cut = false): SplitToolText {
+    const out = this.kind === 'calls' ? this.calls.end(cut) : { content: this.held, toolCalls: [] };
+    this.held = '';
+    this.kind = 'open';
+    return out;
   }
 }
 

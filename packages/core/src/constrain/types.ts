@@ -59,8 +59,14 @@ type FormatKind =
    * `[TOOL_CALLS]` (the vocabulary's special token, which the reply's text then keeps) and a JSON list of calls;
    * with `mistral-args` each call is `[TOOL_CALLS]name[ARGS]` (both special tokens, kept) and its arguments; with
    * `granite`, `<|tool_call|>` and a list, as `mistral`.
+   * `answer` (with `auto` only: refused beside `required` or a named tool, whose reply is calls and no answer) puts an
+   * answer of that format in place of free text, as OpenAI's API takes tools beside a `response_format`: the reply is
+   * either the calls, as `required` writes them (`parallel` respected), or the answer.
    */
-  | { type: 'tool_calls'; tools: ToolSpec[]; choice: ToolChoice; parallel?: boolean; syntax?: ToolCallSyntax };
+  | { type: 'tool_calls'; tools: ToolSpec[]; choice: ToolChoice; parallel?: boolean; syntax?: ToolCallSyntax; answer?: AnswerFormat };
+
+/** A format an answer may take beside tool calls (any but `tool_calls`). */
+export type AnswerFormat = Exclude<FormatKind, { type: 'tool_calls' }>;
 
 /** A grammar's state for one row. */
 export interface Constraint {

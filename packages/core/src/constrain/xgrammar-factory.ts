@@ -12,10 +12,10 @@ import { allowedShare, applyBitmask } from '../sampling/bitmask.js';
 import { StageClock } from './timing.js';
 import { loadXGrammar, type EmbindIntVector, type XGrammarBinding, type XGrammarInstance } from './xgrammar-loader.js';
 import { TOOL_CALL_SYNTAX, writtenTokens, type ToolCallForm, type ToolCallSyntax } from './tool-syntax.js';
-import { HARMONY, HARMONY_CALL } from '../chat/harmony.js';
+import { HARMONY, HARMONY_ANSWER, HARMONY_CALL } from '../chat/harmony.js';
 import { xmlArgumentsEbnf } from './xml-calls.js';
 import { GENERIC_REPLY } from '../tokenizer/tools-in-prompt.js';
-import { ConstraintError, type Constraint, type ConstraintFactory, type JsonSchema, type ResponseFormat, type ThoughtFirst, type ToolChoice, type ToolSpec } from './types.js';
+import { ConstraintError, type AnswerFormat, type Constraint, type ConstraintFactory, type JsonSchema, type ResponseFormat, type ThoughtFirst, type ToolChoice, type ToolSpec } from './types.js';
 
 /** Tool calls as the Hermes/Qwen chat templates teach them (the default syntax). */
 export const TOOL_CALL_BEGIN = TOOL_CALL_SYNTAX.hermes.begin;
@@ -300,8 +300,41 @@ export class XGrammarFactory implements ConstraintFactory {
     }
   }
 
-  private async toolCallFormat(format: Extract<ResponseFormat, { type: 'tool_calls' }>, instance: XGrammarInstance) {
-    const { tools, choice } = format;
+  /**
+   * A `tool_calls` format's structure. With an `answer` (under `auto`), the reply is the calls as `required` writes
+   * them, or the answer where `auto` would take free text: in the generic syntax the answer replaces the
+   * `{"response": …}` object, in harmony it is the final channel's message (its header first) where calls go to the
+   * commentary channel.
+   */
+  private async toolCallFormat(format: Extract<ResponseFormat, { type: 'tool_calls' }>, instance: XGrammarInstance): Promise<Record<string, unknown>> {
+    const { answer, choice } = format;
+    if (answer === undefined) return this.callsFormat(format, choice, instance);
+    if (choice !== 'auto') throw new ConstraintError('tool_calls: an answer goes with tool_choice auto only: with required or a named tool the reply is the calls, no answer');
+    const [calls, answered] = await Promise.all([this.callsFormat(format, 'required', instance), this.answerFormat(answer, instance)]);
+    // Harmony's answer is its final channel's message, header first. A generic reply's JSON answer may take the blank its
+    // calls' object may (a SentencePiece model's reply starts with "▁{"; JSON takes it), so neither way is favoured.
+    const json = answer.type === 'json_schema' || answer.type === 'json_object';
+    const opening = format.syntax === 'harmony' ? [{ type: 'const_string', value: HARMONY_ANSWER }] : format.syntax === 'generic' && json && this.vocabulary.prependSpace ? [{ type: 'regex', pattern: ' ?' }] : [];
+    const reply = opening.length ? { type: 'sequence', elements: [...opening, answered] } : answered;
+    // XGrammar takes an `or` of elements all limited or all unlimited (a run of calls has no end of its own): beside
+    // such calls the answer is a run too, one that stops after its first and only element.
+    const one = { type: 'tags_with_separator', tags: [{ type: 'tag', begin: '', content: reply, end: '' }], separator: '\n', at_least_one: true, stop_after_first: true };
+    return { type: 'or', elements: [calls, unlimited(calls) ? one : reply] };
+  }
+
+  /** An answer beside tool calls as an element of their structural tag. */
+  private async answerFormat(answer: AnswerFormat, instance: XGrammarInstance): Promise<Record<string, unknown>> {
+    const type = (answer as { type?: unknown } | null)?.type;
+    if (typeof answer !== 'object' || answer === null || type === 'tool_calls' || typeof type !== 'string') {
+      throw new ConstraintError('tool_calls: the answer must be a json_schema, json_object, grammar or regex format');
+    }
+    const source = await this.grammarSource(answer, instance);
+    return source.kind === 'ebnf' ? { type: 'grammar', grammar: source.text } : source.tag.format;
+  }
+
+  /** The calls of a `tool_calls` format under `choice`, in its syntax. */
+  private async callsFormat(format: Extract<ResponseFormat, { type: 'tool_calls' }>, choice: ToolChoice, instance: XGrammarInstance): Promise<Record<string, unknown>> {
+    const { tools } = format;
     const parallel = format.parallel ?? true;
     const syntax: ToolCallSyntax = format.syntax ?? 'hermes';
     if (!Array.isArray(tools) || tools.length === 0) throw new ConstraintError('tool_calls: bind at least one tool');
@@ -520,6 +553,23 @@ function xmlCalls(form: Required<Pick<ToolCallForm, 'begin' | 'end' | 'xml'>>, c
   if (choice === 'auto') return { type: 'triggered_tags', triggers: [begin], tags, stop_after_first: !parallel };
   if (choice === 'required' && parallel) return { type: 'tags_with_separator', tags, separator: '\n', at_least_one: true };
   return { type: 'or', elements: tags };
+}
+
+/** Whether XGrammar takes a structural tag element as unlimited: free text, or a run of tags, at its end. */
+function unlimited(format: Record<string, unknown>): boolean {
+  const elements = (format.elements ?? []) as Record<string, unknown>[];
+  switch (format.type) {
+    case 'any_text':
+    case 'triggered_tags':
+    case 'tags_with_separator':
+      return true;
+    case 'sequence':
+      return elements.length > 0 && unlimited(elements[elements.length - 1]!);
+    case 'or':
+      return elements.some(unlimited);
+    default:
+      return false;
+  }
 }
 
 type GrammarSource = { kind: 'ebnf'; text: string } | { kind: 'tag'; tag: { type: 'structural_tag'; format: Record<string, unknown> } };

@@ -22,7 +22,7 @@ import { loadModuleDir } from '../modules/module-dir.js';
 import { ggufModuleName } from '../gguf/gguf-module.js';
 import { MANIFEST_FILE } from '../modules/manifest.js';
 import { ChatChoice, finishReason, type ChatDelta } from './choices.js';
-import { keptTokens, replyParsing, thinkingBudgetFor, thoughtFirst, toolsRead, type ReplyParsing } from '../chat/reply.js';
+import { keptTokens, replyFormat, replyParsing, thinkingBudgetFor, thoughtFirst, toolsRead, type ReplyParsing } from '../chat/reply.js';
 import { cutAfterFinalMessage } from '../chat/continuation.js';
 import { parseResponsesRequest, type ResponsesRequest } from './responses-request.js';
 import { ResponseOutput, type ResponseUsage } from './responses-output.js';
@@ -548,17 +548,14 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     request.options.maxTokens ??= l.contextLength;
     const chatTemplate = options.chatTemplate ?? l.tokenizer!.chatTemplate;
     const syntax = toolSyntax(l);
-    // A response format of the request's own (withStructuredOutput's JSON) shapes the answer, and wins over the
-    // tool-call constraint unless a call is required (`required`, a named tool): that reply is the call, no answer.
-    const forced = request.toolChoice === 'required' || typeof request.toolChoice === 'object';
-    const own = forced ? undefined : request.options.responseFormat;
-    const format = own ?? toolCallFormat(request, syntax);
+    // (a response format of the request's own beside its tools: forced calls win, `auto` calls or answers in it)
+    const format = replyFormat(request.options.responseFormat, toolCallFormat(request, syntax));
     const parsing = replyParsing({
       format: request.reasoningFormat ?? options.reasoningFormat ?? 'auto',
       chatTemplate,
       prompt: prompt.text,
       constrained: format !== undefined,
-      tools: request.tools !== undefined && request.toolChoice !== undefined ? toolsRead(syntax, own !== undefined) : undefined,
+      ...(request.tools !== undefined && request.toolChoice !== undefined ? toolsRead(syntax, format) : {}),
       toolSpecs: request.tools?.map((t) => ({ name: t.function.name, parameters: t.function.parameters })),
     });
     if (format) request.options.responseFormat = thoughtFirst(format, parsing);
