@@ -1,11 +1,13 @@
 /**
  * `reasonplug serve` on loopback, with real clients: @langchain/openai's ChatOpenAI (invoke, stream with usage,
- * withStructuredOutput's default method, tool calls) and plain fetch (SSE, errors, 401, 404, 429, disconnects,
- * SIGTERM on the CLI as a child process). The model is the converted stories260K; replies are compared with the
- * engine's own greedy output for the same prompt, and structured replies are checked with ajv.
+ * withStructuredOutput's default method, tool calls), plain fetch (SSE, errors, 401, 404, 405, 413, 429, HEAD,
+ * disconnects, SIGTERM on the CLI as a child process) and raw sockets (Connection, absolute-form targets). The model is
+ * the converted stories260K; replies are compared with the engine's own greedy output for the same prompt, and
+ * structured replies are checked with ajv.
  */
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
+import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { ChatOpenAI } from '@langchain/openai';
@@ -39,6 +41,29 @@ function events(body: string): string[] {
     .map((e) => e.slice(6));
 }
 
+/**
+ * Sends raw request bytes on a connection of its own: what came back, and whether the server closed the connection
+ * within `ms` (a kept-alive one stays open for 5 s).
+ */
+async function exchange(url: string, request: string | Buffer, ms = 2500): Promise<{ text: string; closed: boolean }> {
+  const { hostname, port } = new URL(url);
+  const socket = connect(Number(port), hostname);
+  const chunks: Buffer[] = [];
+  socket.on('data', (d: Buffer) => chunks.push(d));
+  // (a server that answers and closes before the whole body is sent resets the rest of it)
+  socket.on('error', () => {});
+  socket.write(request);
+  const closed = await new Promise<boolean>((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms);
+    socket.once('close', () => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+  socket.destroy();
+  return { text: Buffer.concat(chunks).toString('latin1'), closed };
+}
+
 describe('reasonplug serve', function () {
   this.timeout(120_000);
   let server: RunningServer;
@@ -50,6 +75,8 @@ describe('reasonplug serve', function () {
   const records: RequestRecord[] = [];
   const post = (path: string, body: unknown, init: RequestInit = {}) =>
     fetch(`${server.url}${path}`, { method: 'POST', headers: { Authorization: `Bearer ${KEY}`, 'Content-Type': 'application/json' }, body: JSON.stringify(body), ...init });
+  /** The Host and Authorization lines of a raw request. */
+  const rawAuth = () => `Host: ${new URL(server.url).host}\r\nAuthorization: Bearer ${KEY}\r\n`;
   const chat = (over: Record<string, unknown> = {}) =>
     new ChatOpenAI({ model: 'stories260k', apiKey: KEY, temperature: 0, maxTokens: 16, configuration: { baseURL: `${server.url}/v1` }, maxRetries: 0, ...over });
   /** The engine's greedy reply to a chat, rendered with the same template. */
@@ -641,6 +668,77 @@ describe('reasonplug serve', function () {
     expect(JSON.parse(formatRequestRecord(done!, 'json'))).to.deep.include({ status: 200, time: done!.time.toISOString(), completionTokens: 5 });
     // A client's model name cannot write a line of its own.
     expect(formatRequestRecord({ ...missing!, model: 'x\nPOST /v1/completions 200 1 ms', error: 'e' }, 'text')).to.match(/^POST \/v1\/completions 404 \d+ ms model="x\\nPOST \/v1\/completions 200 1 ms" error="e"$/);
+  });
+
+  it('closes the connection of a 413 (its body left unread), so that a pooled client\'s next request is answered at once', async () => {
+    // A body over the limit is left unread: the 413 says Connection: close and the server closes, so that a pooled
+    // client's next request goes on a new connection instead of waiting on this one until it is reset.
+    const big = Buffer.alloc(9 * 2 ** 20, 'x');
+    const tooLarge = await exchange(server.url, Buffer.concat([Buffer.from(`POST /v1/chat/completions HTTP/1.1\r\n${rawAuth()}Content-Length: ${big.length}\r\n\r\n`), big]));
+    expect(tooLarge.text).to.match(/^HTTP\/1\.1 413 /);
+    expect(tooLarge.text).to.match(/\r\nConnection: close\r\n/i);
+    expect(tooLarge.closed, 'the connection after the 413 closed').to.equal(true);
+    const t0 = performance.now();
+    expect((await post('/v1/chat/completions', { model: 'stories260k', messages: [{ role: 'user', content: 'x'.repeat(big.length) }] })).status).to.equal(413);
+    expect((await fetch(`${server.url}/health`)).status).to.equal(200);
+    expect(performance.now() - t0, 'the request after the 413 waited').to.be.below(3000);
+  });
+
+  it('leaves a stream\'s Connection header to Node: a client\'s Connection: close and HTTP/1.0 get their connection closed', async () => {
+    const streamed = (path: string, version: string, close: string) => {
+      const body = JSON.stringify({ model: 'stories260k', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 2, stream: true });
+      return exchange(server.url, `POST ${path} HTTP/${version}\r\n${rawAuth()}${close}Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    };
+    for (const [path, version, close] of [['/v1/chat/completions', '1.1', 'Connection: close\r\n'], ['/v1/messages', '1.1', 'Connection: close\r\n'], ['/v1/chat/completions', '1.0', '']] as const) {
+      const { text, closed } = await streamed(path, version, close);
+      expect(text, `${path} HTTP/${version}`).to.match(/^HTTP\/1\.1 200 [^]*\r\nConnection: close\r\n/i);
+      expect(text).to.not.match(/\r\nConnection: keep-alive/i);
+      expect(closed, `${path} HTTP/${version}: the connection closed after the stream`).to.equal(true);
+    }
+    const kept = await streamed('/v1/chat/completions', '1.1', '');
+    expect(kept.text).to.match(/\r\nConnection: keep-alive\r\n/i);
+  });
+
+  it('answers HEAD wherever GET is routed, and a known path\'s other methods with 405 and Allow', async () => {
+    // HEAD wherever GET is routed: GET's status and headers, no body.
+    for (const path of ['/health', '/v1/models', '/v1/models/stories260k', '/metrics', '/api/tags', '/api/version']) {
+      const res = await fetch(`${server.url}${path}`, { method: 'HEAD', headers: { Authorization: `Bearer ${KEY}` } });
+      expect(res.status, `HEAD ${path}`).to.equal(200);
+      expect(await res.text()).to.equal('');
+    }
+    // A known path with another method: 405 with Allow, in the error shape of the path's API; unknown paths stay 404.
+    const refused = async (method: string, path: string) => {
+      const res = await fetch(`${server.url}${path}`, { method, headers: { Authorization: `Bearer ${KEY}` } });
+      return { status: res.status, allow: res.headers.get('allow'), body: (await res.json()) as object };
+    };
+    const get = await refused('GET', '/v1/chat/completions');
+    expect(get).to.deep.include({ status: 405, allow: 'POST' });
+    expect(get.body).to.have.nested.property('error.code', 'method_not_allowed');
+    expect(await refused('POST', '/health')).to.deep.include({ status: 405, allow: 'GET, HEAD' });
+    expect(await refused('DELETE', '/v1/models/stories260k')).to.deep.include({ status: 405, allow: 'GET, HEAD' });
+    const ollama = await refused('GET', '/api/chat');
+    expect(ollama).to.deep.include({ status: 405, allow: 'POST' });
+    expect(ollama.body).to.have.property('error').that.is.a('string');
+    expect((await refused('GET', '/v1/nothing')).status).to.equal(404);
+    expect((await refused('POST', '/nothing')).status).to.equal(404);
+  });
+
+  it("routes llama.cpp's un-prefixed OpenAI paths and absolute-form targets, and reads a body after a byte order mark", async () => {
+    // llama.cpp's routes without /v1, for clients whose base URL leaves it out; /v1/messages has no such twin.
+    const chatReply = await post('/chat/completions', { model: 'stories260k', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 2 });
+    expect(chatReply.status).to.equal(200);
+    expect(await chatReply.json()).to.have.property('object', 'chat.completion');
+    const listed = await fetch(`${server.url}/models`, { headers: { Authorization: `Bearer ${KEY}` } });
+    expect(((await listed.json()) as { data: { id: string }[] }).data[0]!.id).to.equal('stories260k');
+    expect((await post('/completions', { model: 'stories260k', prompt: 'Once', max_tokens: 1 })).status).to.equal(200);
+    expect((await post('/messages', { model: 'stories260k', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 2 })).status).to.equal(404);
+    // An absolute-form target (RFC 9112 §3.2.2, as proxies send it) routes by its path.
+    const absolute = await exchange(server.url, `GET ${server.url}/v1/models?x=1 HTTP/1.1\r\n${rawAuth()}Connection: close\r\n\r\n`);
+    expect(absolute.text).to.match(/^HTTP\/1\.1 200 /);
+    expect(absolute.text).to.include('"id":"stories260k"');
+    // A body that opens with a byte order mark is JSON still (RFC 8259 §8.1).
+    const bom = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(JSON.stringify({ model: 'stories260k', prompt: 'Once', max_tokens: 1 }))]);
+    expect((await post('/v1/completions', undefined, { body: bom })).status).to.equal(200);
   });
 
   it('the CLI on SIGTERM stops accepting, finishes the running request, then exits 0', async () => {

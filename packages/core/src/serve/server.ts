@@ -208,7 +208,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   /** Each request's record while it is answered, filled in as it goes (given to `onRequest` at its end). */
   const records = new WeakMap<ServerResponse, RequestRecord>();
   const server = listener(options.tls, (req, res) => {
-    const path = (req.url ?? '/').split('?')[0]!;
+    const sent = requestPath(req.url);
+    // llama.cpp's server answers the OpenAI routes without `/v1` too, for clients whose base URL leaves it out.
+    const path = UNPREFIXED.has(sent) ? `/v1${sent}` : sent;
     // OpenAI's request id (its SDKs give it as `_request_id` for logs): a proxy's own where one sent it.
     const given = req.headers['x-request-id'];
     res.setHeader('x-request-id', typeof given === 'string' && REQUEST_ID.test(given) ? given : `req_${randomUUID().replaceAll('-', '')}`);
@@ -219,7 +221,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       note(res, { error: error.message });
       sendError(res, error, dialect);
     });
-    if (options.onRequest) track(req, res, path, answered, options.onRequest);
+    if (options.onRequest) track(req, res, sent, answered, options.onRequest);
   });
 
   /** Adds what a handler learnt to its request's record, when requests are recorded. */
@@ -249,13 +251,14 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     checkHost(req, options.host ?? '127.0.0.1');
     // First, so that a page allowed to call can read every answer, errors included; a preflight ends here.
     if (cors.apply(req, res)) return;
-    if (req.method === 'GET' && path === '/health') {
+    const method = routedMethod(req);
+    if (method === 'GET' && path === '/health') {
       if (loaded && !draining) return sendJson(res, 200, { status: 'ok' });
       if (draining) return sendJson(res, 503, { status: 'draining' });
       if (loadError) return sendJson(res, 503, { status: `failed: ${loadError.message}` });
       return sendJson(res, 503, { status: 'loading', ...(loading ? { progress: { file: loading.file, bytes: loading.bytes, size: loading.size } } : {}) });
     }
-    if (req.method === 'GET' && path === '/metrics') {
+    if (method === 'GET' && path === '/metrics') {
       // (a call of more rows than --max-batch runs when the batch is empty: the rows it holds are then the capacity;
       // counted before the engine is asked, so that a call ending meanwhile leaves its rows in the capacity, as its
       // bytes may still be in the engine's answer)
@@ -278,7 +281,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       );
       return;
     }
-    if (req.method === 'POST' && (path === '/tokenize' || path === '/detokenize')) {
+    if (method === 'POST' && (path === '/tokenize' || path === '/detokenize')) {
       authorize(req);
       if (!loaded) throw notLoaded();
       const body = await readJson(req);
@@ -286,28 +289,28 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     }
     if (path.startsWith('/api/')) return ollama(req, res, path);
     // Ollama answers its root with 200, which its clients and editors' providers probe before anything else.
-    if ((req.method === 'GET' || req.method === 'HEAD') && path === '/') {
+    if (method === 'GET' && path === '/') {
       res.writeHead(200, { 'Content-Type': 'text/plain; charset=utf-8' });
-      res.end(req.method === 'HEAD' ? undefined : 'reasonplug is running (OpenAI, Anthropic and Ollama APIs)');
+      res.end('reasonplug is running (OpenAI, Anthropic and Ollama APIs)');
       return;
     }
-    if (!path.startsWith('/v1/')) throw new HttpError(404, `no route ${req.method} ${path}`, 'invalid_request_error', 'not_found');
+    if (!path.startsWith('/v1/')) throw noRoute(req, path);
     const l = servable(req);
-    if (req.method === 'GET' && path === '/v1/models') return sendJson(res, 200, { object: 'list', data: l.models.list() });
-    if (req.method === 'GET' && path.startsWith('/v1/models/')) {
+    if (method === 'GET' && path === '/v1/models') return sendJson(res, 200, { object: 'list', data: l.models.list() });
+    if (method === 'GET' && path.startsWith('/v1/models/')) {
       const id = modelIdOf(path.slice('/v1/models/'.length));
       const reasoners = l.models.resolve(id); // 404 unless served
       // Any composition is served, listed or not (`b+r2+r1` is not among the cards).
       const listed = l.models.list().find((m) => m.id === id);
       return sendJson(res, 200, listed ?? { ...l.models.list()[0]!, id, parent: l.models.backbone, reasoners });
     }
-    if (req.method === 'POST' && path === '/v1/messages/count_tokens') {
+    if (method === 'POST' && path === '/v1/messages/count_tokens') {
       const request = parseMessagesRequest(await readJson(req), true);
       l.models.resolve(request.model); // 404 unless served
       return sendJson(res, 200, { input_tokens: chatPrompt(l, request).ids.length });
     }
     const endpoint =
-      req.method === 'POST' ? ({ '/v1/chat/completions': chat, '/v1/completions': completion, '/v1/embeddings': embeddings, '/v1/responses': responses, '/v1/messages': messages } as const)[path] : undefined;
+      method === 'POST' ? ({ '/v1/chat/completions': chat, '/v1/completions': completion, '/v1/embeddings': embeddings, '/v1/responses': responses, '/v1/messages': messages } as const)[path] : undefined;
     if (endpoint) {
       active++;
       try {
@@ -320,7 +323,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         if (--active === 0) idle?.();
       }
     }
-    throw new HttpError(404, `no route ${req.method} ${path}`, 'invalid_request_error', 'not_found');
+    throw noRoute(req, path);
   }
 
   /** The loaded model for an API request: the caller authorized, the server not shutting down, the model loaded. */
@@ -359,12 +362,15 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     let size = 0;
     for await (const c of req as AsyncIterable<Buffer>) {
       size += c.length;
-      if (size > limit) throw new HttpError(413, `the request body is larger than ${limit} bytes`, 'invalid_request_error', 'body_too_large');
+      // The rest of the body is left unread, so the connection cannot carry another request: it closes after the answer.
+      if (size > limit) throw new HttpError(413, `the request body is larger than ${limit} bytes`, 'invalid_request_error', 'body_too_large', { Connection: 'close' });
       chunks.push(c);
     }
+    const text = Buffer.concat(chunks).toString('utf8');
     let body: unknown;
     try {
-      body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+      // (a byte order mark before the JSON is allowed to be ignored, RFC 8259 §8.1, and Python's json.loads does)
+      body = JSON.parse(text.startsWith('\uFEFF') ? text.slice(1) : text);
     } catch (err) {
       throw badRequest(`the request body is not JSON: ${(err as Error).message}`, null, 'invalid_json');
     }
@@ -648,9 +654,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
    * and embed, and the listings its clients read (`tags`, `ps`, `show`, `version`). Errors take Ollama's shape.
    */
   async function ollama(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
-    if (req.method === 'GET' && path === '/api/version') return sendJson(res, 200, { version: OLLAMA_API_VERSION, reasonplug: PACKAGE_VERSION });
+    const method = routedMethod(req);
+    if (method === 'GET' && path === '/api/version') return sendJson(res, 200, { version: OLLAMA_API_VERSION, reasonplug: PACKAGE_VERSION });
     const l = servable(req);
-    if (req.method === 'GET' && (path === '/api/tags' || path === '/api/ps')) return sendJson(res, 200, { models: ollamaModels(l, path === '/api/ps') });
+    if (method === 'GET' && (path === '/api/tags' || path === '/api/ps')) return sendJson(res, 200, { models: ollamaModels(l, path === '/api/ps') });
     const handlers: Record<string, ((body: unknown) => Promise<void>) | undefined> = {
       '/api/show': async (body) => sendJson(res, 200, ollamaShow(l, isObject(body) ? body.model : undefined)),
       '/api/chat': async (body) => {
@@ -671,8 +678,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       '/api/embed': (body) => ollamaEmbed(l, parseOllamaEmbed(body, false), res, false),
       '/api/embeddings': (body) => ollamaEmbed(l, parseOllamaEmbed(body, true), res, true),
     };
-    const handler = req.method === 'POST' ? handlers[path] : undefined;
-    if (!handler) throw new HttpError(404, `no route ${req.method} ${path} (this server answers Ollama's chat, generate, embed, embeddings, show, tags, ps and version)`, 'invalid_request_error', 'not_found');
+    const handler = method === 'POST' ? handlers[path] : undefined;
+    if (!handler) throw noRoute(req, path, " (this server answers Ollama's chat, generate, embed, embeddings, show, tags, ps and version)");
     active++;
     try {
       await handler(await readJson(req));
@@ -869,7 +876,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         sendJson(res, 200, api.whole(result));
         return finish(result);
       }
-      res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive' });
+      res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
       const events = new NamedEvents((chunk) => res.destroyed || res.write(chunk), api.numbered);
       events.send(api.opening(first.done ? undefined : first.value));
       try {
@@ -1150,10 +1157,10 @@ class TokenClock {
   }
 }
 
-/** A server-sent event stream. */
+/** A server-sent event stream (its `Connection` header Node's own: a client's `close` and HTTP/1.0 are kept to). */
 class Sse {
   constructor(private readonly res: ServerResponse) {
-    res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive' });
+    res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
     res.flushHeaders();
   }
   send(data: object): void {
@@ -1239,6 +1246,41 @@ const LOADING_RETRY_SECONDS = 5;
 /** A request id a client or proxy may give (`x-request-id`), kept as is: short, and printable without quoting. */
 const REQUEST_ID = /^[\w.:-]{1,128}$/;
 
+/**
+ * The path a request names: an origin-form target (`/v1/models?x`, RFC 9112 §3.2.1) up to its query, as sent (`//`
+ * is an empty segment there, not a host); an absolute-form one (`http://host:8000/v1/models`, §3.2.2) its URL's path.
+ */
+function requestPath(target = '/'): string {
+  if (target.startsWith('/')) return target.split('?')[0]!;
+  return URL.canParse(target) ? new URL(target).pathname : target;
+}
+
+/** The OpenAI routes llama.cpp's server also answers without `/v1` (its clients' base URLs may leave it out). */
+const UNPREFIXED = new Set(['/chat/completions', '/completions', '/embeddings', '/responses', '/models']);
+
+/** A request's method as the routes read it: HEAD is answered as GET is (Node writes the headers alone, RFC 9110 §9.3.2). */
+function routedMethod(req: IncomingMessage): string | undefined {
+  return req.method === 'HEAD' ? 'GET' : req.method;
+}
+
+/** The methods each route takes, as a 405's `Allow` names them (GET's routes take HEAD too; `/v1/models/{id}` is one). */
+const ALLOWED = new Map<string, string>([
+  ...['/', '/health', '/metrics', '/v1/models', '/api/version', '/api/tags', '/api/ps'].map((p): [string, string] => [p, 'GET, HEAD']),
+  ...['/tokenize', '/detokenize', '/v1/chat/completions', '/v1/completions', '/v1/embeddings', '/v1/responses', '/v1/messages', '/v1/messages/count_tokens', '/api/show', '/api/chat', '/api/generate', '/api/embed', '/api/embeddings'].map(
+    (p): [string, string] => [p, 'POST'],
+  ),
+]);
+
+/**
+ * The refusal of a request no route takes: a path routed for another method gets 405 with `Allow` (RFC 9110 §15.5.6,
+ * as vLLM's server answers), an unknown one 404 (`served` adds what the server answers there).
+ */
+function noRoute(req: IncomingMessage, path: string, served = ''): HttpError {
+  const allow = ALLOWED.get(path) ?? (path.startsWith('/v1/models/') ? ALLOWED.get('/v1/models') : undefined);
+  if (!allow) return new HttpError(404, `no route ${req.method} ${path}${served}`, 'invalid_request_error', 'not_found');
+  return new HttpError(405, `${req.method} ${path} is not allowed: it takes ${allow}`, 'invalid_request_error', 'method_not_allowed', { Allow: allow });
+}
+
 /** When Ollama's `/api/ps` says a served model unloads: never, while the server runs (a date far enough ahead). */
 const FOREVER = '2318-01-01T00:00:00Z';
 
@@ -1279,6 +1321,6 @@ function visibleLength(tokenizer: TextTokenizer, ids: readonly number[], j: numb
 
 /** An error in Anthropic's shape, `{"type": "error", "error": {"type", "message"}}`, its type from the status. */
 function anthropicError(err: HttpError): { type: 'error'; error: { type: string; message: string } } {
-  const types: Record<number, string> = { 400: 'invalid_request_error', 401: 'authentication_error', 403: 'permission_error', 404: 'not_found_error', 413: 'request_too_large', 429: 'rate_limit_error', 503: 'overloaded_error' };
+  const types: Record<number, string> = { 400: 'invalid_request_error', 401: 'authentication_error', 403: 'permission_error', 404: 'not_found_error', 405: 'invalid_request_error', 413: 'request_too_large', 429: 'rate_limit_error', 503: 'overloaded_error' };
   return { type: 'error', error: { type: types[err.status] ?? 'api_error', message: err.message } };
 }
