@@ -173,9 +173,9 @@ describe('reasonplug serve: tools with tool_choice auto beside response_format (
 
   before(async () => {
     // Scripted, for QUESTION with ADD shown, to call it and to answer in SCHEMA's JSON: tools in the template (hermes), and
-    // described in the system message (generic).
+    // described in the system message (generic, which describes the answer as SCHEMA's JSON).
     const messages = [{ role: 'user' as const, content: QUESTION }];
-    const generic = { toolsPrompt: { tools: [ADD], choice: 'auto' as const, parallel: false } };
+    const generic = { toolsPrompt: { tools: [ADD], choice: 'auto' as const, parallel: false, answer: { type: 'json_schema' as const, schema: SCHEMA } } };
     const made = [
       ['hermes-caller', TOOLS_TEMPLATE, '<tool_call>\n{"name": "add", "arguments": {"a": 2, "b": 2}}\n</tool_call>', { tools: [ADD], bpe: true }],
       ['hermes-answerer', TOOLS_TEMPLATE, ANSWERED, { tools: [ADD], bpe: true }],

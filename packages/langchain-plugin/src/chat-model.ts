@@ -135,7 +135,7 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
     const tools = this.toolsFor(options);
     const toolCalls = tools && this.toolCallFormat(options, tools);
     const calls = toolCalls && { choice: toolCalls.choice, parallel: toolCalls.parallel ?? true };
-    const shown = toolsShown(this.toolCallSyntax === 'generic', tools, calls);
+    const shown = toolsShown(this.toolCallSyntax === 'generic', tools, calls, plan.engine.responseFormat);
     const prompt = this.prompter.render(messages, shown, chat.chatTemplateKwargs);
     // A structure of the call's own (withStructuredOutput's JSON, createAgent's responseFormat) beside the tools: forced
     // calls win, under `auto` the reply is calls or the answer in that structure (as the server has it).

@@ -437,7 +437,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
    * A chat's prompt: the messages (and tools) rendered with the chat template, and its ids. Continuing the final
    * message, the prompt ends where that message's text does (the template's end of turn cut off).
    */
-  function chatPrompt(l: Loaded, spec: ChatPromptSpec, addSpecialTokens = false): { text: string; ids: number[] } {
+  function chatPrompt(l: Loaded, spec: ChatPromptSpec & Partial<Pick<ChatRequest, 'options'>>, addSpecialTokens = false): { text: string; ids: number[] } {
     const tokenizer = l.tokenizer;
     if (!tokenizer) throw badRequest('this model has no tokenizer.json beside it, so it cannot take chat messages', 'messages');
     if (!options.chatTemplate && !tokenizer.chatTemplate) {
@@ -455,7 +455,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     }
     // With tool_choice none a template that renders tools still shows them; a generic prompt does not describe them.
     const calls = spec.toolChoice ? { choice: spec.toolChoice, parallel: spec.parallelToolCalls } : undefined;
-    const shown = toolsShown(generic, spec.tools, calls);
+    // (a request's own response format, which under auto the reply may answer in: the description says so)
+    const shown = toolsShown(generic, spec.tools, calls, spec.options?.responseFormat);
     let text = tokenizer.applyChatTemplate(spec.messages, { ...template, addGenerationPrompt: spec.addGenerationPrompt, extra, ...shown });
     if (spec.continueFinalMessage) {
       const cut = cutAfterFinalMessage(text, spec.messages[spec.messages.length - 1]!.content);

@@ -3,11 +3,13 @@
  * templates): the tools and the reply's form are described in the system message, and the model answers with one
  * JSON object, `{"tool_calls": [{"name": …, "arguments": {…}}]}` to call tools or `{"response": "…"}` to answer, the
  * `generic` tool-call syntax, which the tool-call constraint enforces token by token (the envelope of llama.cpp's
- * generic tool calls). Earlier turns are shown in the same form: the assistant's calls and answers as such objects,
- * tool results as user messages, so a template that takes neither tool calls nor a tool role still renders the
- * conversation.
+ * generic tool calls). An answer held to a response format of the call's own takes the `{"response": …}` object's
+ * place, as that constraint then writes it. Earlier turns are shown in the same form: the assistant's calls and answers
+ * as such objects, tool results as user messages, so a template that takes neither tool calls nor a tool role still
+ * renders the conversation.
  */
 import type { ChatMessage } from './tokenizer.js';
+import type { AnswerFormat, ResponseFormat } from '../constrain/types.js';
 
 /** A tool as OpenAI's requests and chat templates give it. */
 export interface FunctionTool {
@@ -24,6 +26,11 @@ export interface ToolsPrompt {
   tools: readonly FunctionTool[];
   choice: 'auto' | 'required' | { name: string };
   parallel: boolean;
+  /**
+   * The format of an answer (under `auto` only), where the call has one of its own: the reply is the calls or the
+   * answer itself in that format, no `{"response": …}` object (see `replyFormat`).
+   */
+  answer?: AnswerFormat;
 }
 
 /**
@@ -46,7 +53,7 @@ export function spacedJson(value: unknown): string {
 }
 
 /** The system message's text: the tools (name, description, arguments' schema) and the form the reply takes. */
-export function toolsInstruction({ tools, choice, parallel }: ToolsPrompt): string {
+export function toolsInstruction({ tools, choice, parallel, answer }: ToolsPrompt): string {
   const listed = tools.map(({ function: f }) => ({ name: f.name, ...(f.description ? { description: f.description } : {}), parameters: f.parameters ?? { type: 'object' } }));
   const named = typeof choice === 'object' ? choice.name : undefined;
   const call = (name: string) => `{"name": ${JSON.stringify(name)}, "arguments": {…}}`;
@@ -56,23 +63,45 @@ export function toolsInstruction({ tools, choice, parallel }: ToolsPrompt): stri
       : parallel
         ? `To call tools, reply with {"${GENERIC_REPLY.calls}": [${call('<tool name>')}, …]}, one entry per call.`
         : `To call a tool, reply with {"${GENERIC_REPLY.call}": ${call('<tool name>')}}.`;
-  const answering =
-    choice === 'auto' ? `\nTo answer the user, reply with {"${GENERIC_REPLY.response}": "<your answer>"}.` : named === undefined ? '\nYou must call a tool.' : '';
-  return `You can call these tools (the arguments of each as a JSON Schema):\n${JSON.stringify(listed, null, 2)}\n\nReply with one JSON object and nothing else. ${calling}${answering}`;
+  const answering = choice === 'auto' ? `\nTo answer the user, ${answerForm(answer)}` : named === undefined ? '\nYou must call a tool.' : '';
+  // (an answer to a grammar or pattern need not be JSON: only the calls are an object then)
+  const form = choice === 'auto' && answer && !isJson(answer) ? 'A reply that calls tools is one JSON object and nothing else.' : 'Reply with one JSON object and nothing else.';
+  return `You can call these tools (the arguments of each as a JSON Schema):\n${JSON.stringify(listed, null, 2)}\n\n${form} ${calling}${answering}`;
+}
+
+/** Whether an answer's format is JSON. */
+function isJson(answer: AnswerFormat): boolean {
+  return answer.type === 'json_schema' || answer.type === 'json_object';
+}
+
+/**
+ * How an answer is written: the reply object's `response`, or, in a format of the call's own, the answer itself (its
+ * JSON Schema shown as the tools' are; a grammar or pattern is left to the conversation to describe).
+ */
+function answerForm(answer: AnswerFormat | undefined): string {
+  if (!answer) return `reply with {"${GENERIC_REPLY.response}": "<your answer>"}.`;
+  if (answer.type === 'json_schema') return `reply with your answer as one JSON object following this JSON Schema:\n${JSON.stringify(answer.schema, null, 2)}`;
+  if (answer.type === 'json_object') return 'reply with your answer as one JSON object.';
+  return 'reply with your answer in the requested format instead.';
 }
 
 /**
  * What a chat prompt shows of a request's tools (`ChatTemplateOptions`): for the `generic` syntax a `toolsPrompt`, the
  * tools described only where the reply may call them (`calls`), earlier calls and results in the reply object's form
- * either way (the template takes neither); for the others the tools themselves, for the template to render.
+ * either way (the template takes neither), and under `auto` the call's own response format (`own`) as the answer's
+ * (as `replyFormat` holds the reply to it); for the others the tools themselves, for the template to render.
  */
 export function toolsShown<T extends FunctionTool>(
   generic: boolean,
   tools: T[] | undefined,
   calls: Pick<ToolsPrompt, 'choice' | 'parallel'> | undefined,
+  own?: ResponseFormat,
 ): { tools?: T[]; toolsPrompt?: ToolsPrompt } {
-  if (generic) return { toolsPrompt: { tools: tools && calls ? tools : [], choice: calls?.choice ?? 'auto', parallel: calls?.parallel ?? true } };
-  return tools ? { tools } : {};
+  if (!generic) return tools ? { tools } : {};
+  const prompt: ToolsPrompt = { tools: tools && calls ? tools : [], choice: calls?.choice ?? 'auto', parallel: calls?.parallel ?? true };
+  if (prompt.tools.length === 0 || prompt.choice !== 'auto' || !own || own.type === 'tool_calls') return { toolsPrompt: prompt };
+  const { thought: _, ...answer } = own;
+  return { toolsPrompt: { ...prompt, answer } };
 }
 
 /** A call of an assistant message as the reply object lists it; arguments given as JSON text are parsed where they parse. */
@@ -93,10 +122,11 @@ function callOf(c: unknown): { name: unknown; arguments: unknown } {
  * The conversation as a template without tools renders it, with `prompt`'s tools described in the system message:
  * merged into the first one, or, where the template has no system role (`systemRole` false, as Gemma's), put before
  * the first user message's text (so is a system message of the conversation's own). An assistant's calls become its
- * reply object, and, where tools are described, its answers before the last message `{"response": …}` (the last may
- * be continued, so it stays as given); each run of tool results becomes one user message of `{"tool_response": …}`
- * lines (the tool's name found from its call's id), and a user message right after the run joins it (after a blank
- * line), so user and assistant still alternate as Gemma's and Llama 2's templates demand.
+ * reply object, and, where tools are described and the answer has no format of its own, its answers before the last
+ * message `{"response": …}` (the last may be continued, so it stays as given; an answer in a format of its own is
+ * shown as written, as the reply writes it); each run of tool results becomes one user message of
+ * `{"tool_response": …}` lines (the tool's name found from its call's id), and a user message right after the run joins
+ * it (after a blank line), so user and assistant still alternate as Gemma's and Llama 2's templates demand.
  */
 export function withToolsInPrompt(messages: readonly ChatMessage[], prompt: ToolsPrompt, systemRole: boolean): ChatMessage[] {
   const described = prompt.tools.length > 0;
@@ -110,7 +140,7 @@ export function withToolsInPrompt(messages: readonly ChatMessage[], prompt: Tool
       const shown: ChatMessage = { ...m, content: [m.content, spacedJson(reply)].filter((t) => t !== '').join('\n') };
       delete shown.tool_calls;
       out.push(shown);
-    } else if (m.role === 'assistant' && described && i < messages.length - 1) {
+    } else if (m.role === 'assistant' && described && !prompt.answer && i < messages.length - 1) {
       out.push({ ...m, content: spacedJson({ [GENERIC_REPLY.response]: m.content }) });
     } else if (m.role === 'tool') {
       const line = spacedJson({ tool_response: { name: m.name ?? names.get(m.tool_call_id), tool_call_id: m.tool_call_id, content: m.content } });
