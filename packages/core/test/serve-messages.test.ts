@@ -147,6 +147,44 @@ describe('reasonplug serve: /v1/messages (Anthropic SDK)', function () {
     expect(await count({})).to.be.lessThan(off);
   });
 
+  it("takes the chat's sampling extensions and output_config.format (output_format, its beta name) as the chat endpoint does; response_format is refused by name", async () => {
+    const question = [{ role: 'user', content: 'Tell me a story' }];
+    const text = async (body: object) => {
+      const res = await post(url, '/v1/messages', { model: 'stories260k', messages: question, ...body });
+      const message = (await res.json()) as { content: { text: string }[]; stop_reason: string };
+      expect(res.status, JSON.stringify(message)).to.equal(200);
+      return message.content[0]!.text;
+    };
+    const sampled = { temperature: 0.7, seed: 11 };
+    const extensions = { min_p: 0.1, repetition_penalty: 1.3, repeat_last_n: 8, frequency_penalty: 0.5, presence_penalty: 0.5, logit_bias: { '300': 2 }, ignore_eos: true };
+    const chat = (await viaChat(question, 30, { ...sampled, ...extensions })).choices[0]!.message.content;
+    // (the extensions change this reply: a route dropping them answers otherwise)
+    expect(chat).to.not.equal((await viaChat(question, 30, sampled)).choices[0]!.message.content);
+    expect(await text({ max_tokens: 30, ...sampled, ...extensions })).to.equal(chat);
+
+    const schema = { type: 'object', properties: { name: { type: 'string', maxLength: 12 }, age: { type: 'integer', minimum: 0, maximum: 120 } }, required: ['name', 'age'], additionalProperties: false };
+    // settings under which the tiny model finishes the structure (as in the chat endpoint's tests)
+    const finishing = { temperature: 0.7, seed: 11, repetition_penalty: 1.3 };
+    const person = [{ role: 'user', content: 'Make a person.' }];
+    const structured = (await viaChat(person, 80, { ...finishing, response_format: { type: 'json_schema', json_schema: { name: 'person', schema } } })).choices[0]!.message.content;
+    expect(JSON.parse(structured)).to.have.keys('name', 'age');
+    for (const format of [{ output_config: { format: { type: 'json_schema', schema } } }, { output_format: { type: 'json_schema', schema } }]) {
+      expect(await text({ messages: person, max_tokens: 80, ...finishing, ...format }), JSON.stringify(format)).to.equal(structured);
+    }
+    for (const [extra, param] of [
+      [{ response_format: { type: 'json_object' } }, 'response_format'],
+      [{ guided_json: schema }, 'guided_json'],
+      [{ output_config: { format: { type: 'json_object' } } }, 'output_config.format'],
+      [{ output_config: { format: { type: 'json_schema', schema } }, output_format: { type: 'json_schema', schema } }, 'output_format'],
+      [{ output_config: { verbosity: 'low' } }, 'output_config.verbosity'],
+    ] as const) {
+      const res = await post(url, '/v1/messages', { model: 'stories260k', max_tokens: 4, messages: question, ...extra });
+      const { error } = (await res.json()) as { error: { type: string; message: string } };
+      expect([res.status, error.type], param).to.deep.equal([400, 'invalid_request_error']);
+      expect(error.message, param).to.include(param);
+    }
+  });
+
   it("refuses what it cannot take, in Anthropic's error shape; the key goes as x-api-key", async () => {
     for (const [body, status, type, match] of [
       [{ model: 'stories260k', messages: [{ role: 'user', content: 'Hi' }] }, 400, 'invalid_request_error', /max_tokens must be a whole number/],

@@ -18,6 +18,7 @@ import { THINKING_TEMPLATE, TOOLS_TEMPLATE } from './support/chat-templates.js';
 import { coderTokenizerMeta } from './support/bpe-vocab.js';
 import { writeRandomGguf } from './support/gguf-models.js';
 import { testDir } from './support/models.js';
+import { parseOllamaChat } from '../src/serve/ollama-request.js';
 
 const QUESTION = 'Tell me a story';
 
@@ -111,6 +112,30 @@ describe("reasonplug serve: Ollama's API (/api/*)", function () {
     const off = await client.chat({ model: 'thinker', messages: [{ role: 'user', content: question }], think: false, options: { num_predict: 1 } });
     const tokenized = (await (await postJson(at, '/tokenize', { model: 'thinker', messages: [{ role: 'user', content: question }], chat_template_kwargs: { enable_thinking: false } })).json()) as { count: number };
     expect(off.prompt_eval_count).to.equal(tokenized.count);
+  });
+
+  it("options left out take Ollama's defaults (temperature 0.8, top_k 40, top_p 0.9, repeat_last_n 64); seed -1 is no seed", async () => {
+    const turn = (options?: object) => parseOllamaChat({ model: 'stories260k', messages: [{ role: 'user', content: QUESTION }], ...(options ? { options } : {}) }).options;
+    expect(turn()).to.include({ temperature: 0.8, topK: 40, topP: 0.9, repetitionWindow: 64 });
+    expect(turn()).to.not.have.any.keys('seed', 'minP', 'repetitionPenalty', 'maxTokens');
+    // what a request gives wins, -1 (the whole context) included
+    expect(turn({ temperature: 0, top_k: 0, top_p: 1, repeat_last_n: -1 })).to.include({ temperature: 0, topK: 0, topP: 1 }).and.not.have.property('repetitionWindow');
+    expect(turn({ seed: -1, temperature: 1.5 })).to.not.have.property('seed');
+    expect(turn({ seed: 7 })).to.include({ seed: 7 });
+
+    const generate = async (options: object) =>
+      ((await (await postJson(url, '/api/generate', { model: 'stories260k', prompt: 'Once upon a time', raw: true, stream: false, options })).json()) as { response: string }).response;
+    // a request sending nothing but a seed samples as one sending Ollama's defaults
+    const explicit = { temperature: 0.8, top_k: 40, top_p: 0.9, repeat_penalty: 1, repeat_last_n: 64 };
+    expect(await generate({ seed: 3, num_predict: 40 })).to.equal(await generate({ seed: 3, num_predict: 40, ...explicit }));
+    // repeat_penalty alone looks at the last 64 tokens, not the whole context
+    const penalized = { temperature: 0, num_predict: 120, repeat_penalty: 1.5 };
+    const alone = await generate(penalized);
+    expect(alone).to.equal(await generate({ ...penalized, repeat_last_n: 64 }));
+    expect(alone).to.not.equal(await generate({ ...penalized, repeat_last_n: -1 }));
+    // seed -1 draws afresh each time, as Ollama's
+    const drawn = await Promise.all([1, 2, 3].map(() => generate({ temperature: 1.5, seed: -1, num_predict: 20 })));
+    expect(new Set(drawn).size).to.be.greaterThan(1);
   });
 
   it('OllamaEmbeddings and /api/embed give the /v1/embeddings vectors, /api/embeddings the hidden state unscaled (as Ollama); nothing to embed answers empty', async () => {

@@ -223,6 +223,21 @@ describe('reasonplug serve: /v1/responses', function () {
     expect((await postJson(url, '/v1/responses', { model: 'stories260k', input: 'Hi', max_output_tokens: 2 })).status).to.equal(200);
   });
 
+  it("repeat_last_n and the chat's other sampling extensions read as the chat endpoint reads them", async () => {
+    const reply = async (path: string, body: object) => (await (await postJson(url, path, { model: 'stories260k', ...body })).json()) as Record<string, unknown>;
+    const chatText = async (extra: object) =>
+      ((await reply('/v1/chat/completions', { messages: [{ role: 'user', content: 'Tell me a story' }], max_tokens: 60, ...extra })) as { choices: { message: { content: string } }[] }).choices[0]!.message.content;
+    const penalized = { temperature: 0, repetition_penalty: 1.5 };
+    const windowed = await chatText({ ...penalized, repeat_last_n: 4 });
+    // (the window changes this reply: a route dropping it answers otherwise)
+    expect(windowed).to.not.equal(await chatText(penalized));
+    const response = (await reply('/v1/responses', { input: 'Tell me a story', max_output_tokens: 60, ...penalized, repeat_last_n: 4 })) as { output: { content: { text: string }[] }[] };
+    expect(response.output[0]!.content[0]!.text).to.equal(windowed);
+    const extensions = { temperature: 0.7, seed: 11, min_p: 0.1, repetition_penalty: 1.3, repeat_last_n: 8, frequency_penalty: 0.5, presence_penalty: 0.5, logit_bias: { '300': 2 }, ignore_eos: true };
+    const sampled = (await reply('/v1/responses', { input: 'Tell me a story', max_output_tokens: 60, ...extensions })) as typeof response;
+    expect(sampled.output[0]!.content[0]!.text).to.equal(await chatText(extensions));
+  });
+
   it('refuses by name what a stateless text server cannot do', async () => {
     for (const [extra, param] of [
       [{ top_logprobs: 21 }, 'top_logprobs'],
@@ -234,6 +249,9 @@ describe('reasonplug serve: /v1/responses', function () {
       [{ max_output_tokens: 0 }, 'max_output_tokens'],
       [{ text: { format: { type: 'yaml' } } }, 'text.format.type'],
       [{ input: [{ type: 'computer_call_output' }] }, 'input[0]'],
+      // chat completions' constraint fields: the Responses API's is text.format
+      [{ response_format: { type: 'json_object' } }, 'response_format'],
+      [{ guided_json: { type: 'object' } }, 'guided_json'],
     ] as const) {
       const res = await postJson(url, '/v1/responses', { model: 'stories260k', input: 'Hi', ...extra });
       expect(res.status, param).to.equal(400);

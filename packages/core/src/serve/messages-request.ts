@@ -2,11 +2,13 @@
  * Anthropic's Messages API requests (`POST /v1/messages`, as llama.cpp's server and Ollama take them for Claude
  * Code and the Anthropic SDKs) read as the chat request they amount to: `system` and `messages` with their content
  * blocks (text, tool_use, tool_result, thinking) become chat messages, a last assistant message is a prefill the
- * reply continues, `tools`/`tool_choice` the chat's tools, `thinking.budget_tokens` the thinking budget; the chat
- * parser checks every field. Images, documents and server tools (web search, code execution) are refused by name.
+ * reply continues, `tools`/`tool_choice` the chat's tools, `thinking.budget_tokens` the thinking budget,
+ * `output_config.format` the response format; the chat parser checks every field. Images, documents and server
+ * tools (web search, code execution) are refused by name.
  */
 import { badRequest } from './errors.js';
 import { chatToolsOf, isObject, parseChatRequest, type Body, type ChatRequest } from './requests.js';
+import { refuseChatConstraints, SAMPLING_EXTENSIONS } from './responses-request.js';
 
 /** Reads a `/v1/messages` (or `/v1/messages/count_tokens`) body; `counting` needs no `max_tokens`. */
 export function parseMessagesRequest(body: unknown, counting = false): ChatRequest {
@@ -17,11 +19,13 @@ export function parseMessagesRequest(body: unknown, counting = false): ChatReque
     if (!(Number.isSafeInteger(max) && (max as number) >= 1)) throw badRequest(`max_tokens must be a whole number >= 1 (got ${JSON.stringify(max)})`, 'max_tokens');
     chat.max_completion_tokens = max;
   }
-  for (const [from, to] of [['temperature', 'temperature'], ['top_p', 'top_p'], ['top_k', 'top_k'], ['stop_sequences', 'stop']] as const) {
+  for (const [from, to] of [['temperature', 'temperature'], ['top_p', 'top_p'], ['stop_sequences', 'stop']] as const) {
     if (body[from] !== undefined) chat[to] = body[from];
   }
-  // This server's own extensions, as on the other endpoints.
-  for (const key of ['seed', 'chat_template_kwargs', 'reasonplug'] as const) if (body[key] !== undefined) chat[key] = body[key];
+  // The chat's sampling extensions (`top_k` is Anthropic's own too) and this server's, as on the other endpoints.
+  for (const key of [...SAMPLING_EXTENSIONS, 'chat_template_kwargs', 'reasoning_format', 'reasonplug'] as const) if (body[key] !== undefined) chat[key] = body[key];
+  refuseChatConstraints(body, 'output_config.format');
+  Object.assign(chat, outputConfigOf(body));
   const messages = messagesOf(body.system, body.messages);
   chat.messages = messages;
   // A last assistant message is the start of the answer (Anthropic's prefill): the reply continues it.
@@ -97,6 +101,25 @@ function toolChoiceOf(choice: unknown): Body {
   if (choice.type === 'none') return { tool_choice: 'none' };
   if (choice.type === 'tool' && typeof choice.name === 'string') return { tool_choice: { type: 'function', function: { name: choice.name } }, ...parallel };
   throw badRequest('tool_choice must be {"type": "auto" | "any" | "tool" | "none"} ("tool" with a name)', 'tool_choice');
+}
+
+/**
+ * `output_config` (`format`: a JSON schema the answer follows, as chat's `json_schema` response format; `effort`: the
+ * template's `reasoning_effort`), and the structured outputs beta's `output_format`, which Anthropic still takes.
+ */
+function outputConfigOf(body: Body): Body {
+  const present = (v: unknown) => v !== undefined && v !== null;
+  const config = body.output_config ?? {};
+  if (!isObject(config)) throw badRequest('output_config must be an object such as {"format": {"type": "json_schema", "schema": {…}}}', 'output_config');
+  for (const key of Object.keys(config)) {
+    if (key !== 'format' && key !== 'effort') throw badRequest(`output_config.${key} is not supported (format and effort are)`, `output_config.${key}`, 'unsupported_parameter');
+  }
+  const out: Body = present(config.effort) ? { reasoning_effort: config.effort } : {};
+  if (present(config.format) && present(body.output_format)) throw badRequest('give the output format once: output_config.format (output_format is its beta name)', 'output_format');
+  const [param, format] = present(config.format) ? ['output_config.format', config.format] : ['output_format', body.output_format];
+  if (!present(format)) return out;
+  if (!isObject(format) || format.type !== 'json_schema' || !isObject(format.schema)) throw badRequest(`${param} must be {"type": "json_schema", "schema": {…}}`, param);
+  return { ...out, response_format: { type: 'json_schema', json_schema: { name: 'output', schema: format.schema, strict: true } } };
 }
 
 /**

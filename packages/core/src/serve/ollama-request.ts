@@ -43,6 +43,14 @@ const RUNTIME = new Set([
 const NEUTRAL: Readonly<Record<string, number>> = { mirostat: 0, tfs_z: 1, typical_p: 1 };
 
 /**
+ * Ollama's defaults (its api/types.go `DefaultOptions()`) for the options a request leaves out, as the OpenAI fields
+ * they set: Ollama's clients (`ollama run`, ChatOllama, Open WebUI) send none and expect these, not OpenAI's
+ * temperature 1 with nothing cut. The rest of Ollama's defaults are this server's own: `min_p` 0,
+ * `repeat_penalty` 1 (Ollama's since 0.32.10; 1.1 before), no penalties, no seed, no limit (`num_predict` -1).
+ */
+const DEFAULTS: Readonly<Record<string, number>> = { temperature: 0.8, top_k: 40, top_p: 0.9, repeat_last_n: 64 };
+
+/**
  * A `/api/generate` request: a completion of text as given (`raw`, or a fill-in-the-middle with `suffix`; its
  * `maxTokens` unset unless `num_predict` sets it), a chat turn of one user message, or (an empty prompt) only a check
  * that the model is loaded.
@@ -76,10 +84,13 @@ function common(body: Body): Body {
       else if (value === 0 || value < -2) throw badRequest('options.num_predict must be positive, -1 or -2', 'options.num_predict');
       continue;
     }
+    // -1 is Ollama's (and llama.cpp's) "no seed": each reply draws afresh.
+    if (key === 'seed' && value === -1) continue;
     const field = SAMPLING[key];
     if (!field) throw badRequest(`options.${key} is not an Ollama option this server knows`, `options.${key}`, 'unsupported_parameter');
     out[field] = value;
   }
+  for (const [key, value] of Object.entries(DEFAULTS)) out[SAMPLING[key]] ??= value;
   if (body.format !== undefined && body.format !== null && body.format !== '') {
     if (body.format === 'json') out.response_format = { type: 'json_object' };
     else if (isObject(body.format)) out.response_format = { type: 'json_schema', json_schema: { name: 'response', schema: body.format, strict: true } };

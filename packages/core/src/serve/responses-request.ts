@@ -15,11 +15,32 @@ export interface ResponsesRequest {
   echo: Body;
 }
 
+/**
+ * The chat's sampling extensions (vLLM's and llama.cpp's, as `/v1/chat/completions` reads them) that the Responses
+ * and Messages APIs, which have no such fields of their own, take as they are.
+ */
+export const SAMPLING_EXTENSIONS = [
+  'seed', 'top_k', 'min_p', 'repetition_penalty', 'repeat_last_n', 'frequency_penalty', 'presence_penalty', 'logit_bias', 'ignore_eos',
+] as const;
+
 /** Fields of a chat request a Responses request may carry as they are (sampling settings and this server's extensions). */
 const PASSED = [
-  'model', 'stream', 'temperature', 'top_p', 'parallel_tool_calls', 'seed', 'stop', 'top_k', 'min_p', 'repetition_penalty',
-  'frequency_penalty', 'presence_penalty', 'logit_bias', 'ignore_eos', 'chat_template_kwargs', 'reasoning_format', 'thinking_token_budget', 'reasonplug',
+  'model', 'stream', 'temperature', 'top_p', 'parallel_tool_calls', 'stop', ...SAMPLING_EXTENSIONS, 'chat_template_kwargs', 'reasoning_format',
+  'thinking_token_budget', 'reasonplug',
 ] as const;
+
+/** The chat's constraint fields (`structured-output.ts`): another API names its format its own way. */
+const CHAT_CONSTRAINTS = ['response_format', 'guided_json', 'guided_regex', 'guided_choice', 'guided_grammar', 'json_schema', 'grammar', 'structured_outputs'] as const;
+
+/**
+ * Refuses a chat completions constraint field sent to another API, which would otherwise go unread and leave the reply
+ * unconstrained; `instead` names that API's own field.
+ */
+export function refuseChatConstraints(body: Body, instead: string): void {
+  for (const key of CHAT_CONSTRAINTS) {
+    if (body[key] !== undefined && body[key] !== null) throw badRequest(`${key} is a chat completions field: this API's structured output is ${instead}`, key, 'unsupported_parameter');
+  }
+}
 
 /** Fields that need state this server does not keep. */
 const STATEFUL = ['previous_response_id', 'conversation', 'prompt'] as const;
@@ -34,6 +55,7 @@ export function parseResponsesRequest(body: unknown): ResponsesRequest {
   if (body.truncation !== undefined && body.truncation !== null && body.truncation !== 'disabled') {
     throw badRequest('truncation must be "disabled": the server never drops input to fit the context (a prompt too long is refused)', 'truncation', 'unsupported_parameter');
   }
+  refuseChatConstraints(body, 'text.format');
   const chat: Body = {};
   for (const key of PASSED) if (body[key] !== undefined) chat[key] = body[key];
   if (body.max_output_tokens !== undefined && body.max_output_tokens !== null) {
