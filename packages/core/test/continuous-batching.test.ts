@@ -348,7 +348,8 @@ describe('prompts prefilled together', () => {
       // the two distinct prompts ran as one run of two rows, not four
       expect(prefillRows).to.deep.equal([2]);
       const alone: number[][] = [];
-      for (const [r, prompt] of [a, a, b, a].entries()) alone.push((await batch.submit(request([prompt], 7 + r))).rows[0]!.ids);
+      // each prompt samples as it does alone, its repeats in the request from seed + 1, seed + 2
+      for (const [prompt, repeat] of [[a, 0], [a, 1], [b, 0], [a, 2]] as const) alone.push((await batch.submit(request([prompt], 7 + repeat))).rows[0]!.ids);
       expect(rows).to.deep.equal(alone);
       expect(new Set([rows[0], rows[1], rows[3]].map((ids) => ids!.join()))).to.have.property('size', 3);
       expect(batch.stats().running).to.equal(0);

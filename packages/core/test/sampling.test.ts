@@ -317,7 +317,7 @@ describe('sampling', () => {
       expect(new Sampler({ presencePenalty: 0.3 }).sample(Float32Array.from([2, 1.5]), { generated: [0, 0] })).to.equal(0);
     });
 
-    it('checks bias ids against the vocabulary, and rows of a call draw from seed + row', () => {
+    it("checks bias ids against the vocabulary, and a prompt's repeats in a call draw from seed + repeat", () => {
       expect(() => checkLogitBiasIds({ 4: 1 }, 5)).to.not.throw();
       expect(() => checkLogitBiasIds({ 5: 1 }, 5)).to.throw(SamplingOptionsError, /token 5, outside the model's vocabulary of 5/);
       expect(samplingForRow({ seed: 9, topK: 3 }, 0)).to.deep.equal({ seed: 9, topK: 3 });

@@ -81,9 +81,10 @@ export function parseLatentPolicy(text: string): LatentPolicy {
 }
 
 /**
- * The rows of a call: each with its sampler (row r seeded `seed + r`), stop strings, constraint, thought budget, and
- * a marker scanner where latent steps open at markers (`markers`; a constrained row opens none: its grammar decides
- * its tokens, so marker text written inside it is text).
+ * The rows of a call: each with its sampler (seeded `seed + k` where k rows before it in the call have its prompt, see
+ * {@link samplingForRow}), stop strings, constraint, thought budget, and a marker scanner where latent steps open at
+ * markers (`markers`; a constrained row opens none: its grammar decides its tokens, so marker text written inside it
+ * is text).
  */
 export function newRows(
   input: Pick<DecodeLoopInput, 'prompts' | 'options' | 'decode' | 'constraints' | 'thoughtBudget'>,
@@ -91,11 +92,15 @@ export function newRows(
   markers: Pick<LatentDriver, 'marker' | 'placeholder'> | undefined,
 ): RowState[] {
   const { options, thoughtBudget } = input;
+  const repeats = new Map<string, number>();
   return input.prompts.map((p, r) => {
+    const key = p.join();
+    const repeat = repeats.get(key) ?? 0;
+    repeats.set(key, repeat + 1);
     const constraint = input.constraints?.[r];
     const scanner = markers && !constraint ? new MarkerScanner(markers.marker, markers.placeholder) : undefined;
     const budget = thoughtBudget ? new ThoughtBudget(thoughtBudget) : undefined;
-    return new RowState(p, new Sampler(samplingForRow(options, r)), input.decode, stops, scanner, constraint, options.logprobs, budget);
+    return new RowState(p, new Sampler(samplingForRow(options, repeat)), input.decode, stops, scanner, constraint, options.logprobs, budget);
   });
 }
 

@@ -29,8 +29,9 @@ export interface SamplingOptions {
    */
   logitBias?: Readonly<Record<number, number>>;
   /**
-   * Seed for the sampler's own PRNG (safe integer); unset = seeded from crypto randomness. Row r of a call of
-   * several rows draws from seed + r (see {@link samplingForRow}).
+   * Seed for the sampler's own PRNG (safe integer); unset = seeded from crypto randomness. Each prompt of a call of
+   * several draws as it would alone; the k-th repeat of a prompt in the call draws from seed + k (see
+   * {@link samplingForRow}).
    */
   seed?: number;
 }
@@ -142,12 +143,13 @@ export function checkLogitBiasIds(bias: Readonly<Record<number, number>> | undef
 }
 
 /**
- * The sampling options of row `row` of a call: seed + row (seed − row past the safe range), so that identical
- * prompts in one call (several choices of one prompt) draw different samples, reproducibly, and row 0 draws as
- * the same call of one row does.
+ * The sampling options of a row whose prompt `repeat` rows before it in its call also have: seed + repeat (seed −
+ * repeat past the safe range). Several choices of one prompt then draw different samples, reproducibly, the first
+ * as the prompt alone does; and each prompt of a call draws as it would alone, as LangChain's batches (a call a
+ * prompt) and vLLM's lists of prompts (prompt i's choice j from seed + j) draw it.
  */
-export function samplingForRow<T extends SamplingOptions>(options: T, row: number): T {
-  if (options.seed === undefined || row === 0) return options;
-  const up = options.seed + row;
-  return { ...options, seed: Number.isSafeInteger(up) ? up : options.seed - row };
+export function samplingForRow<T extends SamplingOptions>(options: T, repeat: number): T {
+  if (options.seed === undefined || repeat === 0) return options;
+  const up = options.seed + repeat;
+  return { ...options, seed: Number.isSafeInteger(up) ? up : options.seed - repeat };
 }

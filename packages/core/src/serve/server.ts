@@ -834,6 +834,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       output_tokens: result.usage.completionTokens,
       cache_read_input_tokens: result.usage.cachedPromptTokens ?? 0,
       cache_creation_input_tokens: 0,
+      ...latentUsage(result),
     });
     const stop = (result: GenerationResult) => stopReason(result.rows[0]!.finishReason, output.called);
     await answerInBlocks(l, request, prompt.ids, res, output, {
@@ -902,7 +903,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const p = request.prompt;
     const isIds = typeof p !== 'string' && typeof p[0] === 'number';
     const prompts: (string | number[])[] = typeof p === 'string' || isIds ? [p as string | number[]] : (p as (string | number[])[]);
-    // Choice i·n + j is the j-th of prompt i (OpenAI's order), a row of its own that samples from seed + i·n + j.
+    // Choice i·n + j is the j-th of prompt i (OpenAI's order), a row of its own that samples from seed + j as vLLM's
+    // (the engine seeds a prompt's repeats in a call so): choice i·n is prompt i sent alone.
     const rows = prompts.flatMap((x) => Array.from({ length: request.n }, () => x));
     if (request.suffix !== undefined && !l.tokenizer?.fimTokens) throw noFillInMiddle(l);
     const input: PromptInput =
@@ -1207,8 +1209,18 @@ function modelIdOf(escaped: string): string {
  */
 const OLLAMA_API_VERSION = '0.9.0';
 
+/**
+ * The latent steps a generation ran (LiteReason, with a projector) and the reasoning tokens they stood for (where the
+ * projector declares `tokensPerStep`), for the top level of a usage object, beside the API's own counts: the steps
+ * are no tokens, so no token detail holds them. The OpenAI and Anthropic SDKs keep keys they do not know.
+ */
+function latentUsage({ usage }: GenerationResult): { latent_steps?: number; reasoning_tokens_saved?: number } {
+  if (usage.latentSteps === undefined) return {};
+  return { latent_steps: usage.latentSteps, ...(usage.reasoningTokensSaved !== undefined ? { reasoning_tokens_saved: usage.reasoningTokensSaved } : {}) };
+}
+
 /** A response's usage (one row). */
-function responseUsage(result: GenerationResult, reasoningTokens: number): ResponseUsage {
+function responseUsage(result: GenerationResult, reasoningTokens: number): ResponseUsage & ReturnType<typeof latentUsage> {
   const { promptTokens, completionTokens, cachedPromptTokens } = result.usage;
   return {
     input_tokens: promptTokens,
@@ -1216,12 +1228,13 @@ function responseUsage(result: GenerationResult, reasoningTokens: number): Respo
     output_tokens: completionTokens,
     output_tokens_details: { reasoning_tokens: reasoningTokens },
     total_tokens: promptTokens + completionTokens,
+    ...latentUsage(result),
   };
 }
 
 /**
  * OpenAI's usage: each prompt counted once, however many choices (`n`) were made of it; cached tokens as OpenAI's;
- * with a prediction, its accepted and rejected tokens.
+ * with a prediction, its accepted and rejected tokens; with a projector, the latent steps of every choice.
  */
 function usageJson(result: GenerationResult, n: number) {
   const promptTokens = result.usage.promptTokens / n;
@@ -1231,6 +1244,7 @@ function usageJson(result: GenerationResult, n: number) {
     completion_tokens: completionTokens,
     total_tokens: promptTokens + completionTokens,
     prompt_tokens_details: { cached_tokens: (result.usage.cachedPromptTokens ?? 0) / n },
+    ...latentUsage(result),
     ...(accepted !== undefined ? { completion_tokens_details: { accepted_prediction_tokens: accepted, rejected_prediction_tokens: rejected ?? 0 } } : {}),
   };
 }
