@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { copyFile, mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Engine } from '../src/engine.js';
-import { locateModel } from '../src/modules/locate.js';
+import { locateModel, ModelNotFoundError } from '../src/modules/locate.js';
 import { DtypeError, listVariants } from '../src/modules/hub-variants.js';
 import { randomLlamaWeights, writeLlamaModel, type LlamaBuildOptions, type ExternalDataLayout } from '../src/onnx/llama-builder.js';
 import { cacheDir, testDir } from './support/models.js';
@@ -122,5 +122,18 @@ describe('hub export directories (onnx/model_<dtype>.onnx)', function () {
     const file = await locateModel(join(several, 'onnx', 'model.onnx'), { dtype: 'fp16' }).catch((e: Error) => e);
     expect(file).to.be.instanceOf(DtypeError);
     expect((file as Error).message).to.contain('is a file');
+  });
+
+  it('a folder holding GGUF files names them, the file being what to give', async () => {
+    const folder = testDir('hub-gguf-folder');
+    await mkdir(join(folder, 'Q8_0'), { recursive: true });
+    await writeFile(join(folder, 'model-Q4_K_M.gguf'), 'GGUF');
+    await writeFile(join(folder, 'Q8_0', 'model-Q8_0-00001-of-00002.gguf'), 'GGUF');
+    await writeFile(join(folder, 'mmproj-model-f16.gguf'), 'GGUF');
+    const err = await locateModel(folder).catch((e: Error) => e);
+    expect(err).to.be.instanceOf(ModelNotFoundError);
+    expect((err as Error).message).to.equal(
+      `${folder} is a folder of GGUF files, not a model directory: give the GGUF file itself as the model (${join(folder, 'Q8_0', 'model-Q8_0-00001-of-00002.gguf')}, ${join(folder, 'model-Q4_K_M.gguf')})`,
+    );
   });
 });

@@ -9,6 +9,7 @@ import { dirname, join, resolve, sep } from 'node:path';
 import { MANIFEST_FILE, type ModuleManifest } from './manifest.js';
 import { loadModuleDir } from './module-dir.js';
 import { DtypeError, chooseVariant, listVariants, type Dtype } from './hub-variants.js';
+import { ggufModels } from './gguf-pick.js';
 
 /** Raised when a path holds no model the engine can find. */
 export class ModelNotFoundError extends Error {
@@ -138,6 +139,14 @@ export async function locateModel(path: string, opts: LocateOptions = {}): Promi
   const found = variant?.path ?? (genai !== undefined && exists(genai) ? genai : undefined);
   if (!found) {
     refuseDanglingGraphs(abs);
+    // A folder of GGUF files (one downloaded by hand, a copied LM Studio folder): the file is the model to name.
+    const gguf = ggufModels(abs);
+    if (gguf.length > 0) {
+      const shown = gguf.slice(0, 4).map((f) => join(abs, f));
+      throw new ModelNotFoundError(
+        `${abs} is a folder of GGUF files, not a model directory: give the GGUF file itself as the model (${shown.join(', ')}${gguf.length > shown.length ? ', …' : ''})`,
+      );
+    }
     throw new ModelNotFoundError(
       `no model in ${abs}: expected reasonplug.json (a module), one of ${EXPORT_FILES.join(', ')} (a plain export) ` +
         (genai !== undefined ? `or ${genai}, the decoder its ${GENAI_CONFIG} names, which is not there` : `or a ${GENAI_CONFIG} naming the decoder (an onnxruntime-genai export)`),
