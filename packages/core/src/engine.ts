@@ -20,7 +20,7 @@ import {
   type WorkerConfig,
 } from './runtime/protocol.js';
 import { spawnWorker } from './runtime/spawn-worker.js';
-import { EngineClosedError, workerError } from './runtime/worker-errors.js';
+import { callSite, EngineClosedError, workerError, type CallSite } from './runtime/worker-errors.js';
 import { holdExitForRuns, newRunGuard, withRunGuard, type RunGuard } from './runtime/run-guard.js';
 import { findPreparedModel } from './runtime/prepare-model.js';
 import { resolveModelPath } from './registry/resolve-model.js';
@@ -31,7 +31,7 @@ import { tokenizerFingerprintOf } from './tokenizer/fingerprint.js';
 import type { TransferProgress } from './registry/download.js';
 import type { FusionMode } from './compose/fusion.js';
 import type { WeightSpec } from './compose/weights.js';
-import { validateGenerateOptions } from './generate/options.js';
+import { refuseUnknownOptions, validateGenerateOptions } from './generate/options.js';
 import { validatePromptInput } from './generate/prompt-input.js';
 import { checkCallShape, checkMode, checkModelRef, checkReasonerList, checkTrace, CompositionOptionsError } from './compose/composition-options.js';
 import { PromptError } from './generate/decode-loop.js';
@@ -156,6 +156,27 @@ export interface EngineOptions extends RuntimeOptions {
   draftModel?: string | DraftModelOptions;
 }
 
+/** EngineOptions by name, for refusing the others (the type makes a new option fail to compile until it is listed). */
+const ENGINE_OPTION_NAMES = {
+  model: true, dtype: true, cacheDir: true, reasoners: true, reasonerTasks: true, placement: true, mode: true, projector: true,
+  embeddings: true, contextLength: true, registry: true, onProgress: true, ggufKvCache: true, maxBatch: true, maxQueue: true,
+  kvBudgetBytes: true, prefillChunk: true, prefixCacheBytes: true, rowShards: true, promptLookup: true, draftModel: true,
+  device: true, intraOpThreads: true, sessionCache: true,
+} as const satisfies Record<keyof EngineOptions, true>;
+
+/** Options of {@link Engine.embed}. */
+interface EmbedOptions {
+  /** false: the hidden states as they are, not scaled to unit length. */
+  normalize?: boolean;
+}
+
+const EMBED_OPTION_NAMES = { normalize: true } as const satisfies Record<keyof EmbedOptions, true>;
+
+/** Options of {@link Engine.promptLogprobs}. */
+type PromptLogprobsOptions = { topLogprobs?: number } & Pick<CompositionOptions, 'reasoners' | 'mode' | 'normalize'>;
+
+const PROMPT_LOGPROBS_OPTION_NAMES = { topLogprobs: true, reasoners: true, mode: true, normalize: true } as const satisfies Record<keyof PromptLogprobsOptions, true>;
+
 export { QueueFullError };
 export { EngineClosedError, EngineError } from './runtime/worker-errors.js';
 
@@ -197,7 +218,7 @@ export interface GenerationStream extends AsyncIterable<TokenEvent> {
 /** A request before it gets its id (distributes over the union). */
 type Request<T = Extract<ToWorker, { id: number }>> = T extends unknown ? Omit<T, 'id'> : never;
 
-type Pending = { onTokens(e: TokenEvent[]): void; resolve(v: unknown): void; reject(e: Error): void; abort?: Int32Array };
+type Pending = { onTokens(e: TokenEvent[]): void; resolve(v: unknown): void; reject(e: Error): void; abort?: Int32Array; site: CallSite };
 
 /** A loaded model, ready to generate. */
 export class Engine {
@@ -234,7 +255,10 @@ export class Engine {
   /** Loads a model (prepares its graph on first use, then starts its session in a worker). */
   static async load(options: EngineOptions): Promise<Engine> {
     const t0 = performance.now();
+    // (taken before the first await: after it, the caller's frames are gone)
+    const site = callSite(Engine.load);
     if (options === null || typeof options !== 'object') throw new CompositionOptionsError('Engine.load takes { model, … }');
+    refuseUnknownOptions(options, ENGINE_OPTION_NAMES, 'Engine.load');
     checkModelRef(options.model, 'model');
     if (options.projector !== undefined) checkModelRef(options.projector, 'projector');
     checkReasonerList(options.reasoners, 'model', '');
@@ -307,7 +331,7 @@ export class Engine {
         worker.off('exit', onExit);
         worker.off('error', reject);
         if (msg.type === 'ready') resolve(msg.info);
-        else if (msg.type === 'failed') reject(workerError(msg.error));
+        else if (msg.type === 'failed') reject(workerError(msg.error, site));
         else reject(new Error(`unexpected first message from the model worker: ${msg.type}`));
       });
     }).catch(async (err) => {
@@ -444,7 +468,8 @@ export class Engine {
    * `prefillChunk` tokens, apart from the running batch's caches, whose rows wait one chunk at a time as for a
    * prompt's prefill.
    */
-  async embed(input: EmbedInput, options: { normalize?: boolean } = {}): Promise<EmbedResult> {
+  async embed(input: EmbedInput, options: EmbedOptions = {}): Promise<EmbedResult> {
+    refuseUnknownOptions(options, EMBED_OPTION_NAMES, 'embed');
     const result = (await this.request({ type: 'embed', input }, () => {})) as EmbedResult;
     if (options.normalize === false) return result;
     return { ...result, vectors: result.vectors.map(unitLength) };
@@ -458,10 +483,11 @@ export class Engine {
    * (`reasoners`, `mode`, `normalize` as for `generate`; constant weights only), fused at every position; `reasoners:
    * []` scores by the backbone alone. Each input runs alone in chunks, as for `embed`.
    */
-  promptLogprobs(input: EmbedInput, options: { topLogprobs?: number } & Pick<CompositionOptions, 'reasoners' | 'mode' | 'normalize'> = {}): Promise<PromptLogprobsResult> {
+  promptLogprobs(input: EmbedInput, options: PromptLogprobsOptions = {}): Promise<PromptLogprobsResult> {
     const { topLogprobs: top = 0, ...composition } = options;
-    if (!(Number.isInteger(top) && top >= 0 && top <= MAX_TOP_LOGPROBS)) return Promise.reject(new RangeError(`topLogprobs must be a whole number from 0 to ${MAX_TOP_LOGPROBS}; got ${top}`));
     try {
+      refuseUnknownOptions(options, PROMPT_LOGPROBS_OPTION_NAMES, 'promptLogprobs');
+      if (!(Number.isInteger(top) && top >= 0 && top <= MAX_TOP_LOGPROBS)) throw new RangeError(`topLogprobs must be a whole number from 0 to ${MAX_TOP_LOGPROBS}; got ${top}`);
       checkReasonerList(composition.reasoners, 'name', '');
       checkMode(composition.mode, '');
       checkCallShape(composition);
@@ -503,8 +529,10 @@ export class Engine {
   private request(msg: Request, onTokens: (e: TokenEvent[]) => void, abort?: Int32Array): Promise<unknown> {
     if (this.closed) return Promise.reject(new EngineClosedError('the engine is closed (disposed, or a reasoner failed); load it again'));
     const id = this.nextId++;
+    // The worker's errors have no frames of the caller's thread: they are given the stack of this call.
+    const site = callSite(this.request);
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { onTokens, resolve, reject, ...(abort ? { abort } : {}) });
+      this.pending.set(id, { onTokens, resolve, reject, ...(abort ? { abort } : {}), site });
       if (this.pending.size === 1) this.worker.ref();
       this.worker.postMessage({ ...msg, id } as ToWorker);
     });
@@ -529,7 +557,7 @@ export class Engine {
     else if (msg.type === 'stats') p.resolve(msg.stats);
     else if (msg.type === 'encoded') p.resolve(msg.ids);
     else if (msg.type === 'embedded' || msg.type === 'scored') p.resolve(msg.result);
-    else if (msg.type === 'error') p.reject(workerError(msg.error));
+    else if (msg.type === 'error') p.reject(workerError(msg.error, p.site));
   }
 
   private failAll(err: Error): void {

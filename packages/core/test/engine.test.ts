@@ -300,13 +300,13 @@ describe('calls the fuzzing found mishandled', function () {
     const engine = await Engine.load({ model: await builtModel('prompt-forms'), cacheDir });
     try {
       const forms: [unknown, RegExp][] = [
-        [{ prompt: 5 }, /prompt must be a text.*item 0 is a number/],
+        [{ prompt: 5 }, /prompt must be a text or a non-empty list of texts, not a number/],
         [{ prompt: [1, 2] }, /item 0 is a number/],
         [{}, /no prompt given/],
         [null, /the prompt is null/],
         [{ prompt: 'a', promptIds: [1] }, /give one of prompt and promptIds/],
         [{ messages: 'hi' }, /messages must be a list/],
-        [{ messages: [null] }, /messages\[0\] must be an object with a role/],
+        [{ messages: [null] }, /messages\[0\] must be an object \{ role, content \}, not null/],
         [{ promptIds: 7 }, /promptIds must be a list/],
       ];
       for (const [input, message] of forms) {

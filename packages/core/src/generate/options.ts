@@ -1,6 +1,7 @@
-/** Validation of a generation's options: the sampling options, and what ends a row. */
+/** Validation of a generation's options: their names, the sampling options, and what ends a row. */
 import { validateSamplingOptions } from '../sampling/index.js';
 import { MAX_TOP_LOGPROBS } from '../sampling/logprobs.js';
+import type { GenerateRequestOptions } from '../runtime/protocol.js';
 import type { GenerateOptions } from './types.js';
 
 /** Raised for an invalid generation option (sampling options raise `SamplingOptionsError`). */
@@ -19,16 +20,75 @@ function fail(option: string, rule: string, got: unknown): never {
   throw new GenerateOptionsError(option, `generation option ${option} ${rule} (got ${typeof got === 'string' ? JSON.stringify(got) : String(got)})`);
 }
 
+/**
+ * The options a call takes, by name: a generation's, and the composition and constraint options that travel with them
+ * (the engine's call options, the CLI's). The type makes a new option fail to compile until it is listed here.
+ */
+const CALL_OPTION_NAMES = {
+  temperature: true, topK: true, topP: true, minP: true, repetitionPenalty: true, repetitionWindow: true, frequencyPenalty: true,
+  presencePenalty: true, logitBias: true, seed: true,
+  maxTokens: true, stop: true, eosTokenIds: true, ignoreEos: true, keepTokens: true, thinkingBudget: true, logprobs: true, prediction: true,
+  reasoners: true, mode: true, normalize: true, trace: true, latent: true, latentPlaceholder: true,
+  responseFormat: true,
+} as const satisfies Record<keyof GenerateRequestOptions, true>;
+
+/**
+ * Throws a TypeError for a key of `options` that `known` does not list (whatever its value: a misspelt option would
+ * otherwise be dropped without a word, as `max_tokens` ran 256 tokens), suggesting the name meant. `what` names the
+ * options in the message (`generation`, `Engine.load`).
+ */
+export function refuseUnknownOptions(options: object, known: Readonly<Record<string, true>>, what: string): void {
+  for (const key of Object.keys(options)) {
+    if (Object.hasOwn(known, key)) continue;
+    const meant = nearestName(key, Object.keys(known));
+    throw new TypeError(`unknown ${what} option ${JSON.stringify(key)}${meant ? ` (did you mean ${meant}?)` : ''}`);
+  }
+}
+
+/**
+ * The name `key` most likely meant: the camelCase of a snake_case key (the options are camelCase, OpenAI's and
+ * Python's are not), else the closest name within two edits, ignoring case (the first listed of equally close ones).
+ */
+function nearestName(key: string, names: readonly string[]): string | undefined {
+  const camel = key.toLowerCase().replace(/_+([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+  if (names.includes(camel)) return camel;
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const name of names) {
+    const d = editDistance(camel.toLowerCase(), name.toLowerCase());
+    if (d < bestDistance) [best, bestDistance] = [name, d];
+  }
+  return best;
+}
+
+/**
+ * Edits that turn `a` into `b`, each inserting, deleting or changing a character or swapping two adjacent ones
+ * (optimal string alignment: `modle` is one edit from `model`, as from `mode`).
+ */
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const row = d[i]!;
+      row[j] = Math.min(d[i - 1]![j]! + 1, row[j - 1]! + 1, d[i - 1]![j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) row[j] = Math.min(row[j]!, d[i - 2]![j - 2]! + 1);
+    }
+  }
+  return d[a.length]![b.length]!;
+}
+
 const isId = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
 
 /**
- * Checks the options of one generation: sampling options as {@link validateSamplingOptions} does, `maxTokens`
+ * Checks the options of one generation: no name outside a call's options (a TypeError naming it, see
+ * {@link refuseUnknownOptions}; composition and constraint options may come along, unchecked here), sampling options as {@link validateSamplingOptions} does, `maxTokens`
  * a whole number >= 1, `logprobs` 0 to 20, `stop` a list of non-empty strings (an empty one would match before the first
  * character), `eosTokenIds` a list of token ids, `keepTokens` a list of non-empty strings, `thinkingBudget` a whole
  * number of tokens >= 0 with non-empty tags, `prediction` a string. Throws naming the option.
  */
 export function validateGenerateOptions(options: GenerateOptions): void {
   validateSamplingOptions(options);
+  refuseUnknownOptions(options, CALL_OPTION_NAMES, 'generation');
   const { maxTokens, stop, eosTokenIds, logprobs, keepTokens, thinkingBudget, prediction } = options;
   if (logprobs !== undefined && !(Number.isSafeInteger(logprobs) && logprobs >= 0 && logprobs <= MAX_TOP_LOGPROBS)) {
     fail('logprobs', `must be a whole number from 0 to ${MAX_TOP_LOGPROBS} (alternatives per token)`, logprobs);

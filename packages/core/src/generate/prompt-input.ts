@@ -17,9 +17,13 @@ export function validatePromptInput(input: unknown): asserts input is PromptInpu
   if (forms.length !== 1) throw new PromptError(forms.length === 0 ? `no prompt given; ${USAGE}` : `give one of ${forms.join(' and ')}, not both`);
   const value = given[forms[0]!];
   if (forms[0] === 'prompt') {
-    const texts = Array.isArray(value) ? value : [value];
-    const bad = texts.findIndex((t) => typeof t !== 'string');
-    if (texts.length === 0 || bad !== -1) throw new PromptError(`prompt must be a text or a non-empty list of texts; ${texts.length ? `item ${bad} is ${describe(texts[bad])}` : 'the list is empty'}`);
+    const rule = 'prompt must be a text or a non-empty list of texts';
+    if (!Array.isArray(value)) {
+      if (typeof value !== 'string') throw new PromptError(`${rule}, not ${describe(value)}`);
+    } else {
+      const bad = value.findIndex((t) => typeof t !== 'string');
+      if (value.length === 0 || bad !== -1) throw new PromptError(`${rule}; ${value.length ? `item ${bad} is ${describe(value[bad])}` : 'the list is empty'}`);
+    }
     if (given.suffix !== undefined && typeof given.suffix !== 'string') throw new PromptError(`suffix must be a text, not ${describe(given.suffix)}`);
   } else if (forms[0] === 'promptIds') {
     if (!Array.isArray(value)) throw new PromptError(`promptIds must be a list of ids or of lists of ids, not ${describe(value)}`);
@@ -27,8 +31,12 @@ export function validatePromptInput(input: unknown): asserts input is PromptInpu
   } else {
     if (!Array.isArray(value)) throw new PromptError(`messages must be a list of { role, content }, not ${describe(value)}`);
     if (value.length === 0) throw new PromptError('messages is empty: give at least one message');
-    const bad = value.findIndex((m) => m === null || typeof m !== 'object' || typeof (m as { role?: unknown }).role !== 'string');
-    if (bad !== -1) throw new PromptError(`messages[${bad}] must be an object with a role (a text), not ${describe(value[bad])}`);
+    value.forEach((m: unknown, i) => {
+      if (m === null || typeof m !== 'object' || Array.isArray(m)) throw new PromptError(`messages[${i}] must be an object { role, content }, not ${describe(m)}`);
+      const { role } = m as { role?: unknown };
+      if (role === undefined) throw new PromptError(`messages[${i}] has no role: give { role, content }, the role a text such as "user"`);
+      if (typeof role !== 'string') throw new PromptError(`messages[${i}]'s role must be a text such as "user"; its role is ${describe(role)}`);
+    });
     if (given.chatTemplate !== undefined && typeof given.chatTemplate !== 'string') throw new PromptError(`chatTemplate must be a text, not ${describe(given.chatTemplate)}`);
     if (given.tools !== undefined && !Array.isArray(given.tools)) throw new PromptError(`tools must be a list, not ${describe(given.tools)}`);
   }

@@ -58,12 +58,35 @@ export class EngineClosedError extends Error {
   override name = 'EngineClosedError';
 }
 
-/** The error the worker reported, as its own class where the package has it (else an {@link EngineError}). */
-export function workerError(error: WireError): Error {
+/** Where a call was made on the caller's thread: the frames its worker's errors are given (see {@link callSite}). */
+export interface CallSite {
+  readonly stack?: string;
+}
+
+/** The stack here from the caller of `above` down: the frames of `above` and of what it called left out. */
+export function callSite(above: (...args: never[]) => unknown): CallSite {
+  const site: { stack?: string } = {};
+  Error.captureStackTrace(site, above);
+  return site;
+}
+
+/**
+ * The error the worker reported, as its own class where the package has it (else an {@link EngineError}), with the
+ * stack of `site`: the frames of the call that the worker answered, under its own `Name: message` line.
+ */
+export function workerError(error: WireError, site: CallSite): Error {
   const Class = CLASSES[error.name];
-  if (!Class) return new EngineError(error);
-  // Made as an Error whose prototype is the class's: the constructors differ in what they take, the fields came along.
-  const e = Reflect.construct(Error, [error.message], Class) as Error;
-  Object.assign(e, error.fields, { name: error.name });
+  let e: Error;
+  if (Class) {
+    // Made as an Error whose prototype is the class's: the constructors differ in what they take, the fields came along.
+    // V8 records no frames for it (it drops those up to new.target's constructor, which never ran): see below.
+    e = Reflect.construct(Error, [error.message], Class) as Error;
+    Object.assign(e, error.fields, { name: error.name });
+  } else {
+    e = new EngineError(error);
+  }
+  // (the site's own first line, `Error`, gives way to the error's; no frames where Error.stackTraceLimit is 0)
+  const at = site.stack?.indexOf('\n') ?? -1;
+  e.stack = `${error.message ? `${error.name}: ${error.message}` : error.name}${at === -1 ? '' : site.stack!.slice(at)}`;
   return e;
 }
