@@ -19,7 +19,7 @@ import { TokenStore } from './auth/tokens.js';
 import { collectGarbage } from './registry/garbage.js';
 import { openRegistry } from './registry/registry.js';
 import { createRegistryServer } from './server.js';
-import type { StorageDriver } from './storage/driver.js';
+import { probeStorage, type StorageDriver } from './storage/driver.js';
 import { FilesystemStorage } from './storage/filesystem.js';
 
 const USAGE = `usage:
@@ -104,12 +104,24 @@ function isHttpUrl(text: string): boolean {
 
 const UNIT_MS = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
 
+/** A positive duration such as `90s`, `30m`, `12h`, `7d` in ms, or undefined when `text` is none. */
+function durationMs(text: string): number | undefined {
+  const m = /^([1-9]\d*)([smhd])$/.exec(text);
+  return m ? Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS] : undefined;
+}
+
 /** A duration such as `90s`, `30m`, `12h`, `7d` in ms; `never` is Infinity. */
 function duration(name: string, text: string): number {
-  if (text === 'never') return Infinity;
-  const m = /^([1-9]\d*)([smhd])$/.exec(text);
-  if (!m) throw new UsageError(`--${name} must be a positive duration such as 90s, 30m, 12h or 7d, or never`);
-  return Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS];
+  const ms = text === 'never' ? Infinity : durationMs(text);
+  if (ms === undefined) throw new UsageError(`--${name} must be a positive duration such as 90s, 30m, 12h or 7d, or never`);
+  return ms;
+}
+
+/** gc's `--min-age` in ms: a duration or 0. Not `never`: keeping everything, the collection would remove nothing. */
+function minAge(text: string): number {
+  const ms = /^0[smhd]?$/.test(text) ? 0 : durationMs(text);
+  if (ms === undefined) throw new UsageError('--min-age must be a duration such as 30m or 1h, or 0');
+  return ms;
 }
 
 function integer(name: string, text: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
@@ -127,12 +139,15 @@ function logLevel(text: string): Level | 'silent' {
 async function serve(flags: Flags, args: string[]): Promise<void> {
   noArguments('serve', args);
   // Every flag is read before anything starts, so a bad one is refused without a word logged or a port taken.
+  // An empty host (an unset $HOST) would listen on every interface, which only an explicit 0.0.0.0 or :: should.
+  if (flags.host.trim() === '') throw new UsageError('--host must name an address (0.0.0.0 or :: to listen on every interface)');
   const port = integer('port', flags.port, 0, 65535);
   const maxManifestBytes = flags['max-manifest-bytes'] === undefined ? undefined : integer('max-manifest-bytes', flags['max-manifest-bytes'], 1);
   const uploadMaxAgeMs = duration('upload-max-age', flags['upload-max-age']);
   const level = logLevel(flags['log-level']);
   if (flags['no-anonymous-pull'] && !flags.auth) throw new UsageError('--no-anonymous-pull needs --auth: without it anyone may pull and push');
   const storage = await storageOf(flags);
+  await reachable(storage, flags);
   const logger = pino({ level });
   const server = createRegistryServer({
     storage,
@@ -148,6 +163,22 @@ async function serve(flags: Flags, args: string[]): Promise<void> {
   const stop = () => void Promise.race([listening.close(), sleep(10_000)]).then(() => process.exit(0));
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
+}
+
+/**
+ * Refuses to serve from storage that does not answer: on a missing bucket every read would look like an empty
+ * registry (valid tokens refused as unknown, every manifest 404) while the server reported itself up.
+ */
+async function reachable(storage: StorageDriver, flags: Flags): Promise<void> {
+  try {
+    await probeStorage(storage);
+  } catch (err) {
+    const { name, message } = err as Error;
+    const bucket = flags['s3-bucket'];
+    const where = bucket === undefined ? `--data ${flags.data}` : `--s3-bucket ${bucket}`;
+    const at = flags['s3-endpoint'] ?? 'AWS S3';
+    throw new Error(`cannot serve from ${where}: ${name === 'NoSuchBucket' ? `no bucket named ${bucket} at ${at} (create it first)` : `${name}: ${message}`}`);
+  }
 }
 
 /**
@@ -196,8 +227,7 @@ async function reindex(flags: Flags, args: string[]): Promise<void> {
 
 async function gc(flags: Flags, args: string[]): Promise<void> {
   noArguments('gc', args);
-  const minAge = flags['min-age'];
-  const minAgeMs = /^0[smhd]?$/.test(minAge) ? 0 : duration('min-age', minAge);
+  const minAgeMs = minAge(flags['min-age']);
   const dryRun = flags['dry-run'];
   const report = await collectGarbage(await storageOf(flags, true), { dryRun, deleteUntagged: flags['delete-untagged'], minAgeMs });
   for (const m of report.manifests) process.stdout.write(`manifest ${m}\n`);

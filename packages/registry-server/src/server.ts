@@ -1,11 +1,11 @@
 /** The registry as an Express app, and a listener with settings fit for multi-gigabyte uploads. */
-import express, { type Express, type RequestHandler } from 'express';
+import express, { type Express, type RequestHandler, type Response } from 'express';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { pino, type Logger } from 'pino';
 import { DEFAULT_UPLOAD_MAX_AGE_MS, Maintenance, type MaintenanceReport } from './registry/maintenance.js';
 import { openRegistry } from './registry/registry.js';
-import type { StorageDriver } from './storage/driver.js';
+import { probeStorage, type StorageDriver } from './storage/driver.js';
 import { Access, type AuthConfig, type Caller } from './http/access.js';
 import { discovery, resolve, search } from './http/extension-handlers.js';
 import { containStreamErrors, errorBody, identify, notFound, requestLog } from './http/middleware.js';
@@ -84,8 +84,24 @@ const pageWrites: RequestHandler = (req, _res, next) => {
 };
 
 /**
- * Builds the registry (OCI distribution v1.1 plus the `_reasonplug` search and resolve extension) on `opts.storage`
- * as an Express app; nothing listens and no maintenance runs until {@link RegistryServer.listen}. Throws a RangeError
+ * `GET /readyz`: 200 when a storage request succeeds, else 503 with the reason (the error's name only: the
+ * endpoint is open to anyone, the log has the whole error). The server itself answering is `/healthz`.
+ */
+async function ready(storage: StorageDriver, res: Response, logger: Logger): Promise<void> {
+  try {
+    await probeStorage(storage);
+  } catch (err) {
+    const { name, code } = err as NodeJS.ErrnoException;
+    logger.warn({ err }, 'not ready: storage failed');
+    res.status(503).json({ status: 'unavailable', reason: `storage: ${code ?? name}` });
+    return;
+  }
+  res.status(200).json({ status: 'ok' });
+}
+
+/**
+ * Builds the registry (OCI distribution v1.1 plus the `_reasonplug` search and resolve extension, and the probes
+ * `/healthz` and `/readyz`) on `opts.storage` as an Express app; nothing listens and no maintenance runs until {@link RegistryServer.listen}. Throws a RangeError
  * when `maxManifestBytes`, `uploadMaxAgeMs` or `headersTimeoutMs` is out of range.
  */
 export function createRegistryServer(opts: RegistryServerOptions): RegistryServer {
@@ -119,6 +135,11 @@ export function createRegistryServer(opts: RegistryServerOptions): RegistryServe
     res.set('Docker-Distribution-API-Version', 'registry/2.0');
     next();
   });
+  // Probes for orchestrators and load balancers: outside /v2/ and before authentication, as a probe sends no token.
+  app.get('/healthz', (_req, res) => {
+    res.status(200).json({ status: 'ok' });
+  });
+  app.get('/readyz', tracked((_req, res) => ready(opts.storage, res, logger)));
   if (!opts.auth) app.use(pageWrites);
   app.use(tracked(identify(s.access)));
   app.get('/v2/', (_req, res) => {

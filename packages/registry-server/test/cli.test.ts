@@ -3,6 +3,7 @@ import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { createRegistryServer, FilesystemStorage } from '../src/index.js';
 import { Client, errorCode } from './support/registry.js';
 import { registryCli, serveCli } from './support/cli.js';
+import { BUCKET, s3Endpoint } from './support/drivers.js';
 import { scratch } from './support/tmp.js';
 
 describe('reasonplug-registry CLI', function () {
@@ -97,6 +98,10 @@ describe('reasonplug-registry CLI', function () {
       [['reindex', '--data', `${data}/missing`], /does not exist/],
       [['token', 'revoke', 'abc', '--data', `${data}/missing`], /does not exist/],
       [['serve', '--s3-bucket', 'b', '--s3-endpoint', 'localhost:9000'], /--s3-endpoint must be an http:\/\/ or https:\/\/ URL/],
+      // An unset $HOST must not open the registry on every interface.
+      [['serve', '--host', ''], /--host must name an address \(0\.0\.0\.0 or :: to listen on every interface\)/],
+      [['serve', '--host', ' '], /--host must name an address/],
+      [['gc', '--min-age', 'never'], /--min-age must be a duration such as 30m or 1h, or 0/],
     ];
     for (const [args, message] of cases) {
       const run = await registryCli(...args, ...(args.includes('--data') ? [] : ['--data', data]));
@@ -107,5 +112,26 @@ describe('reasonplug-registry CLI', function () {
     expect(await readdir(data)).to.deep.equal(['not-a-dir']);
     expect(() => createRegistryServer({ storage: new FilesystemStorage(data), maxManifestBytes: -1 })).to.throw(RangeError, /maxManifestBytes must be a positive integer/);
     expect(() => createRegistryServer({ storage: new FilesystemStorage(data), uploadMaxAgeMs: 0 })).to.throw(RangeError, /uploadMaxAgeMs must be a positive/);
+  });
+
+  it('refuses to serve from a bucket that does not exist, naming it, before it logs or listens', async () => {
+    const endpoint = await s3Endpoint();
+    const saved = { ...process.env };
+    Object.assign(process.env, { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REQUEST_CHECKSUM_CALCULATION: 'when_required' });
+    try {
+      const run = await registryCli('serve', '--port', '0', '--auth', '--s3-bucket', 'no-such-bucket', '--s3-endpoint', endpoint, '--s3-path-style');
+      expect(run.code, run.stderr).to.equal(1);
+      expect(run.stderr).to.equal(`reasonplug-registry: cannot serve from --s3-bucket no-such-bucket: no bucket named no-such-bucket at ${endpoint} (create it first)\n`);
+      expect(run.stdout).to.equal('');
+      // The bucket that exists is served (an empty registry passes the check) and is ready.
+      const server = await serveCli('--s3-bucket', BUCKET, '--s3-prefix', `cli-${Date.now()}`, '--s3-endpoint', endpoint, '--s3-path-style');
+      try {
+        expect((await fetch(`${server.url}/readyz`)).status).to.equal(200);
+      } finally {
+        expect(await server.stop()).to.equal(0);
+      }
+    } finally {
+      process.env = saved;
+    }
   });
 });

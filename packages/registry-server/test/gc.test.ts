@@ -171,8 +171,11 @@ describe('reasonplug-registry gc', function () {
     // Kept by the default minimum age (an hour): nothing is old enough.
     const young = await registryCli('gc', '--data', data);
     expect(young.stderr).to.match(/^removed 0 blobs/);
-    const bad = await registryCli('gc', '--data', data, '--min-age', 'soon');
-    expect(bad.code).to.equal(2);
-    expect(bad.stderr).to.match(/--min-age must be a positive duration/);
+    // `never` (which --upload-max-age takes) would keep everything: a collection that silently removes nothing.
+    for (const age of ['soon', 'never']) {
+      const bad = await registryCli('gc', '--data', data, '--min-age', age);
+      expect(bad.code, age).to.equal(2);
+      expect(bad.stderr, age).to.match(/--min-age must be a duration such as 30m or 1h, or 0\n/);
+    }
   });
 });

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -11,7 +11,8 @@ import { text } from 'node:stream/consumers';
 import { InvalidKeyError, type StorageDriver } from '../src/storage/driver.js';
 import { FilesystemStorage } from '../src/storage/filesystem.js';
 import { S3Storage } from '../src/storage/s3.js';
-import { drivers } from './support/drivers.js';
+import { ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { BUCKET, drivers, s3Endpoint, s3Storage } from './support/drivers.js';
 
 async function keys(storage: StorageDriver, dir: string): Promise<string[]> {
   const out: string[] = [];
@@ -164,5 +165,52 @@ describe('S3Storage over a connection that cuts bodies off', function () {
     } finally {
       await always.close();
     }
+  });
+});
+
+describe('S3Storage on a bucket that is not there, and under a prefix', function () {
+  this.timeout(20_000);
+
+  it('throws NoSuchBucket from every read instead of reporting keys absent (an empty registry)', async () => {
+    const missing = s3Storage(await s3Endpoint(), '', 'no-such-bucket');
+    const reads: [string, () => Promise<unknown>][] = [
+      ['get', () => missing.get('a/b')],
+      ['stat', () => missing.stat('a/b')],
+      ['read', () => missing.read('a/b')],
+      ['read a range', () => missing.read('a/b', { start: 0, end: 1 })],
+    ];
+    for (const [what, read] of reads) {
+      const err = await read().then(
+        (v) => v,
+        (e: Error) => e,
+      );
+      expect((err as Error | undefined)?.name, what).to.equal('NoSuchBucket');
+    }
+    // Once the bucket is known to exist, a stat's bare 404 is an absent key: one HeadBucket, not one a stat.
+    const present = s3Storage(await s3Endpoint(), `t-${randomUUID()}/`);
+    const sent: string[] = [];
+    present.client.middlewareStack.add(
+      (next, context) => (args) => {
+        sent.push(context.commandName!);
+        return next(args);
+      },
+      { step: 'initialize' },
+    );
+    expect(await present.stat('a/b')).to.equal(undefined);
+    expect(await present.stat('a/c')).to.equal(undefined);
+    expect(sent).to.deep.equal(['HeadObjectCommand', 'HeadBucketCommand', 'HeadObjectCommand']);
+  });
+
+  it('takes the prefix as a folder: `p`, `p/` and `/p` name the same keys, `p/...`', async () => {
+    const endpoint = await s3Endpoint();
+    const folder = `team-${randomUUID()}`;
+    await s3Storage(endpoint, folder).put('blobs/x', Buffer.from('1'));
+    await s3Storage(endpoint, `${folder}/`).put('blobs/y', Buffer.from('2'));
+    for (const prefix of [folder, `${folder}/`, `/${folder}`]) {
+      expect(await keys(s3Storage(endpoint, prefix), 'blobs'), prefix).to.deep.equal(['blobs/x:1', 'blobs/y:1']);
+    }
+    const storage = s3Storage(endpoint, folder);
+    const listed = await storage.client.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: folder }));
+    expect(listed.Contents?.map((o) => o.Key).sort()).to.deep.equal([`${folder}/blobs/x`, `${folder}/blobs/y`]);
   });
 });

@@ -5,12 +5,17 @@ import { RegistryError } from '../errors.js';
 import { InvalidKeyError } from '../storage/driver.js';
 import type { Access, Caller } from './access.js';
 
-/** One structured log line per request, written when the response closes (finished or aborted). */
+/**
+ * One structured log line per request, written when the response closes (finished or aborted). `status` is null
+ * when no response was sent (the connection ended first): no code was answered, and nginx's 499 would say the
+ * client hung up, which a server shutting down, or an error that cut the connection, does as well.
+ */
 export function requestLog(logger: Logger): RequestHandler {
   return (req, res, next) => {
     const started = process.hrtime.bigint();
     // Read now: once a request is destroyed (a client gone mid-body), Node detaches its socket.
     const remote = req.socket?.remoteAddress;
+    const bytes = countBodies(req, res);
     res.once('close', () =>
       guarded(logger, 'request log', () => {
         const caller = res.locals.caller as Caller;
@@ -18,12 +23,13 @@ export function requestLog(logger: Logger): RequestHandler {
           {
             method: req.method,
             url: req.originalUrl,
-            status: res.statusCode,
+            status: res.headersSent ? res.statusCode : null,
             ms: Number(process.hrtime.bigint() - started) / 1e6,
             user: caller?.user ?? null,
             token: caller?.tokenId ?? null,
-            bytesIn: Number(req.headers['content-length'] ?? 0),
-            bytesOut: Number(res.getHeader('content-length') ?? 0),
+            bytesIn: bytes.in,
+            // Node sends no body for HEAD, whatever a handler writes.
+            bytesOut: req.method === 'HEAD' ? 0 : bytes.out,
             completed: res.writableFinished,
             remote,
             userAgent: req.headers['user-agent'],
@@ -34,6 +40,39 @@ export function requestLog(logger: Logger): RequestHandler {
     );
     next();
   };
+}
+
+/**
+ * Counts the body bytes that arrived and that were sent, framing left out. Node keeps no such count, and the
+ * headers cannot tell (a chunked body has no Content-Length; a body cut short is shorter than its own): its HTTP
+ * parser hands each body chunk that arrives to the request's `push()`, read by a handler or not, and handlers hand
+ * theirs to the response's `write()` and `end()`, which take them until the response is ended or destroyed.
+ */
+function countBodies(req: Request, res: Response): { in: number; out: number } {
+  const counts = { in: 0, out: 0 };
+  const size = (chunk: unknown, encoding: unknown) => {
+    if (typeof chunk === 'string') return Buffer.byteLength(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8');
+    return chunk instanceof Uint8Array ? chunk.length : 0;
+  };
+  const push = req.push;
+  req.push = function (this: Request, chunk: unknown, encoding?: BufferEncoding) {
+    counts.in += size(chunk, encoding);
+    return push.call(this, chunk, encoding);
+  };
+  const sent = (chunk: unknown, encoding: unknown) => {
+    if (!res.writableEnded && !res.destroyed) counts.out += size(chunk, encoding);
+  };
+  const write = res.write;
+  res.write = function (this: Response, chunk: unknown, ...rest: unknown[]) {
+    sent(chunk, rest[0]);
+    return (write as (...a: unknown[]) => boolean).call(this, chunk, ...rest);
+  } as Response['write'];
+  const end = res.end;
+  res.end = function (this: Response, chunk?: unknown, ...rest: unknown[]) {
+    sent(chunk, rest[0]);
+    return (end as (...a: unknown[]) => Response).call(this, chunk, ...rest);
+  } as Response['end'];
+  return counts;
 }
 
 /**
@@ -76,6 +115,24 @@ export const notFound: RequestHandler = (req, _res, next) => {
   next(new RegistryError('UNSUPPORTED', 404, `no such endpoint: ${req.method} ${req.path}`));
 };
 
+/**
+ * Whether `err` is the request body's stream failing because the client hung up mid-body. Decided from the error,
+ * not from the connection: a handler that fails on its own (a full disk) also ends the connection of a body it
+ * stops reading.
+ */
+function clientWentAway(err: unknown): boolean {
+  const { code, message } = err as NodeJS.ErrnoException;
+  return code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || message === 'aborted';
+}
+
+/** The 500 for an unexpected error: as CNCF distribution's, UNKNOWN, with a detail where it helps the client. */
+function serverFault(err: unknown): RegistryError {
+  const { code } = err as NodeJS.ErrnoException;
+  // Storage out of space (a full disk, a quota): worth a retry later, not a report of a bug.
+  if (code === 'ENOSPC' || code === 'EDQUOT') return new RegistryError('UNKNOWN', 500, "the registry's storage is full", { code });
+  return new RegistryError('UNKNOWN', 500, 'internal server error');
+}
+
 /** Writes every error as `{"errors":[{code,message,detail}]}`; unexpected ones are logged as 500s. */
 export function errorBody(logger: Logger): ErrorRequestHandler {
   return (err: unknown, req: Request, res: Response, _next) => {
@@ -87,14 +144,14 @@ export function errorBody(logger: Logger): ErrorRequestHandler {
           : undefined;
     if (!e) {
       // A client that hung up mid-body (a truncated upload) is expected; anything else is a fault.
-      const clientGone = !req.complete && (req.socket?.destroyed ?? true);
+      const clientGone = clientWentAway(err);
       logger[clientGone ? 'warn' : 'error']({ err, method: req.method, url: req.originalUrl }, clientGone ? 'client went away' : 'request failed');
     }
     if (res.headersSent) {
       res.destroy();
       return;
     }
-    const error = e ?? new RegistryError('UNKNOWN', 500, 'internal server error');
+    const error = e ?? serverFault(err);
     // An unread body would otherwise be drained, possibly gigabytes of it, to keep the connection alive.
     if (!req.complete) res.set('Connection', 'close');
     res

@@ -67,3 +67,11 @@ export function assertKey(key: string): string[] {
   if (segments.some((s) => !SEGMENT.test(s))) throw new InvalidKeyError(key);
   return segments;
 }
+
+/**
+ * A cheap request that fails unless the storage answers: reads a key nothing writes, so a missing bucket, refused
+ * credentials or an unreadable directory throw, while an empty registry (even a directory not made yet) passes.
+ */
+export async function probeStorage(storage: StorageDriver): Promise<void> {
+  await storage.get('_reasonplug/probe');
+}

@@ -12,8 +12,10 @@ import {
   DeleteObjectCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
+  HeadBucketCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
+  NoSuchBucket,
   PutObjectCommand,
   S3Client,
   type S3ClientConfig,
@@ -24,7 +26,10 @@ import { assertKey, type ByteRange, type ObjectInfo, type StorageDriver } from '
 
 export interface S3StorageOptions {
   bucket: string;
-  /** Key prefix inside the bucket (e.g. `registry/`), so one bucket can hold several registries. */
+  /**
+   * Key prefix inside the bucket, so one bucket can hold several registries: a folder, as CNCF distribution's
+   * `rootdirectory` (`registry` and `/registry/` both mean the keys `registry/…`).
+   */
   prefix?: string;
   /** A ready client, or the configuration to build one (endpoint, region, credentials, forcePathStyle). */
   client: S3Client | S3ClientConfig;
@@ -32,10 +37,19 @@ export interface S3StorageOptions {
   partSize?: number;
 }
 
+/** How long a bucket HeadBucket found is taken to exist before a stat's 404 asks again. */
+const BUCKET_RECHECK_MS = 60_000;
+
 /** CopyObject's documented limit; larger objects are copied by streaming them through. */
 const MAX_COPY = 5 * 1024 ** 3;
 
 const status = (err: unknown) => (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+
+/**
+ * Whether a GET's error says the key is absent. Only the key: a 404 `NoSuchBucket` (or a 404 page from something
+ * that is not S3) must not pass for an empty registry.
+ */
+const noSuchKey = (err: unknown) => status(err) === 404 && ['NoSuchKey', 'NotFound'].includes((err as Error).name);
 
 /**
  * Times a whole-object GET is asked again when its body is cut off. The SDK retries a request that fails before
@@ -61,11 +75,15 @@ export class S3Storage implements StorageDriver {
   private readonly bucket: string;
   private readonly prefix: string;
   private readonly partSize: number;
+  /** When HeadBucket last found the bucket (see {@link S3Storage.stat}). */
+  private bucketSeenAt = -Infinity;
 
   constructor(opts: S3StorageOptions) {
     this.client = opts.client instanceof S3Client ? opts.client : new S3Client(opts.client);
     this.bucket = opts.bucket;
-    this.prefix = opts.prefix ?? '';
+    // Keys are joined to the prefix as they are: without its slash, `team-b` would make `team-bblobs/…`.
+    const prefix = (opts.prefix ?? '').replace(/^\/+/, '');
+    this.prefix = prefix === '' || prefix.endsWith('/') ? prefix : `${prefix}/`;
     this.partSize = opts.partSize ?? 8 * 1024 * 1024;
   }
 
@@ -75,7 +93,7 @@ export class S3Storage implements StorageDriver {
         const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) }));
         return Buffer.from(await out.Body!.transformToByteArray());
       } catch (err) {
-        if (status(err) === 404) return undefined;
+        if (noSuchKey(err)) return undefined;
         if (attempt < BODY_RETRIES && cutOff(err)) continue;
         throw err;
       }
@@ -105,8 +123,22 @@ export class S3Storage implements StorageDriver {
       const out = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) }));
       return out.ContentLength ?? 0;
     } catch (err) {
-      if (status(err) === 404) return undefined;
-      throw err;
+      // A HEAD's answer has no body, so a missing key and a missing bucket are the same bare 404 (`NotFound`):
+      // HeadBucket tells them apart, at most once a minute (a bucket deleted under a running server is seen then).
+      if (status(err) !== 404) throw err;
+      if (Date.now() - this.bucketSeenAt > BUCKET_RECHECK_MS) await this.headBucket();
+      return undefined;
+    }
+  }
+
+  /** Throws the SDK's `NoSuchBucket` unless the bucket exists (and its other errors: access denied, unreachable). */
+  private async headBucket(): Promise<void> {
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+      this.bucketSeenAt = Date.now();
+    } catch (err) {
+      if (status(err) !== 404) throw err;
+      throw new NoSuchBucket({ message: `no bucket named ${this.bucket}`, $metadata: (err as NoSuchBucket).$metadata });
     }
   }
 
@@ -121,7 +153,7 @@ export class S3Storage implements StorageDriver {
       );
       return out.Body as Readable;
     } catch (err) {
-      if (status(err) === 404) return undefined;
+      if (noSuchKey(err)) return undefined;
       throw err;
     }
   }

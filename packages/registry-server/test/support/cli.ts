@@ -9,7 +9,8 @@ const run = promisify(execFile);
 
 export async function registryCli(...args: string[]): Promise<{ stdout: string; stderr: string; code: number }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', cli, ...args]);
+    // A command that should have ended but serves on (a flag it failed to refuse) is killed, not left behind.
+    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', cli, ...args], { timeout: 20_000 });
     return { stdout, stderr, code: 0 };
   } catch (err) {
     const e = err as { stdout: string; stderr: string; code: number };

@@ -20,7 +20,8 @@ export interface DriverUnderTest {
   open(): Promise<OpenedStorage>;
 }
 
-const BUCKET = 'registry';
+/** The one bucket s3rver has. */
+export const BUCKET = 'registry';
 // The SDK warns once per process that its 2027 releases will need Node 22; the tests run on Node 20 on purpose.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
 let s3server: Promise<{ endpoint: string; server: S3rver }> | undefined;
@@ -54,27 +55,34 @@ export const filesystemDriver: DriverUnderTest = {
   },
 };
 
+/** The test process's s3rver endpoint, whose one bucket is {@link BUCKET}. */
+export const s3Endpoint = async (): Promise<string> => (await s3()).endpoint;
+
+/** An S3Storage on s3rver at `endpoint`: in its bucket unless `bucket` names another (which s3rver lacks). */
+export function s3Storage(endpoint: string, prefix: string, bucket = BUCKET): S3Storage {
+  return new S3Storage({
+    bucket,
+    prefix,
+    partSize: 5 * 1024 * 1024,
+    client: {
+      endpoint,
+      region: 'us-east-1',
+      forcePathStyle: true,
+      credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+      // s3rver predates S3's flexible checksums (aws-chunked bodies); send checksums only where required.
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+    },
+  });
+}
+
 export const s3Driver: DriverUnderTest = {
   name: 's3 (s3rver)',
   async open() {
-    const { endpoint } = await s3();
     // A fresh prefix per test keeps tests apart inside the one bucket.
     const prefix = `t-${randomUUID()}/`;
-    const make = () =>
-      new S3Storage({
-        bucket: BUCKET,
-        prefix,
-        partSize: 5 * 1024 * 1024,
-        client: {
-          endpoint,
-          region: 'us-east-1',
-          forcePathStyle: true,
-          credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
-          // s3rver predates S3's flexible checksums (aws-chunked bodies); send checksums only where required.
-          requestChecksumCalculation: 'WHEN_REQUIRED',
-          responseChecksumValidation: 'WHEN_REQUIRED',
-        },
-      });
+    const endpoint = await s3Endpoint();
+    const make = () => s3Storage(endpoint, prefix);
     return { storage: make(), reopen: make };
   },
 };
