@@ -11,7 +11,7 @@ export { EmbedInputError, EmbeddingsUnavailableError } from './runtime/embed.js'
 export { unitLength } from './runtime/unit-length.js';
 export type { FinishReason, GenerateOptions, GenerationResult, GrammarTiming, RowResult, StageFigure, TokenEvent, TokenLogprob, TokenLogprobs, ThinkingBudget, Timing, Usage } from './generate/types.js';
 export { runDecodeLoop, type LogitSource } from './generate/decode-loop.js';
-export { GenerateOptionsError, validateGenerateOptions } from './generate/options.js';
+export { GenerateOptionsError, nearestName, validateGenerateOptions } from './generate/options.js';
 export { CompositionOptionsError, FUSION_MODES } from './compose/composition-options.js';
 export { DecoderSession, ModelRunError, type DecoderSource, type RuntimeOptions } from './runtime/decoder-session.js';
 export { ShardError } from './runtime/row-shards.js';

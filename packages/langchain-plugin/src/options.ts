@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import { ReasonerOptionsError, type OptionIssue } from './errors.js';
-import { formatFieldPath, PLACEMENTS, DTYPE_CHOICES, type ResponseFormat, type TransferProgress } from './core.js';
+import { formatFieldPath, nearestName, PLACEMENTS, DTYPE_CHOICES, type ResponseFormat, type TransferProgress } from './core.js';
 
 /**
  * A reasoner's weight: a constant, or a schedule over generated tokens such as
@@ -40,6 +40,11 @@ const generation = {
   minP: z.number().min(0).lt(1).optional(),
   /** 1 is off. */
   repetitionPenalty: z.number().positive().optional(),
+  /**
+   * How many of the last tokens (prompt and reply) the repetition penalty looks at, as llama.cpp's and Ollama's
+   * `repeat_last_n`: unset looks at all of them (their -1), 0 at none.
+   */
+  repetitionWindow: z.int().nonnegative().optional(),
   /** OpenAI's: each generated token's logit less this times its count so far; 0 is off. */
   frequencyPenalty: z.number().optional(),
   /** OpenAI's: every generated token's logit less this; 0 is off. */
@@ -273,22 +278,64 @@ export const LANGCHAIN_MODEL_FIELDS: ReadonlySet<string> = new Set([
 ]);
 
 /**
- * Splits `options` into the keys `schema` defines and LangChain's own (`langchain`: constructor fields, which
- * LangChain validates itself; undefined for call options, whose other keys are all LangChain's). With
- * `langchain` given, any other key stays with ours, so that the schema names it: LangChain would drop it
- * silently, and from JavaScript a `max_tokens` would leave every reply unbounded.
+ * Other runtimes' names for this package's options (OpenAI's, llama.cpp's, Ollama's, transformers'), which a call
+ * given them would otherwise drop without a word (a `num_predict` leaves every reply unbounded).
+ */
+const FOREIGN_NAMES: Readonly<Record<string, string>> = {
+  max_new_tokens: 'maxTokens',
+  max_completion_tokens: 'maxTokens',
+  num_predict: 'maxTokens',
+  n_predict: 'maxTokens',
+  repeat_penalty: 'repetitionPenalty',
+  repeat_last_n: 'repetitionWindow',
+  stop_sequences: 'stop',
+};
+
+/** A key as compared with the options' names: `max_tokens`, `MaxTokens` and `maxTokens` are one. */
+const squashed = (key: string) => key.toLowerCase().replace(/[_-]/g, '');
+
+/** The option `key` looks like it means (see {@link CALL_FIELDS_ELSEWHERE}), if any. */
+function meantOption(key: string): string | undefined {
+  const names = keysOf(CallOptionsSchema);
+  const foreign = Object.entries(FOREIGN_NAMES).find(([name]) => squashed(name) === squashed(key));
+  if (foreign) return foreign[1];
+  const same = names.find((name) => squashed(name) === squashed(key));
+  if (same) return same;
+  // A typo of a long name (`temprature`); short keys are left alone, as LangGraph's `store` is two edits from `stop`.
+  return key.length >= 6 ? nearestName(key, names.filter((name) => name.length >= 6)) : undefined;
+}
+
+/** The keys the models themselves read beside `CallOptionsSchema`'s: `ReasonerLLM`'s `suffix`, `ChatReasoner`'s. */
+const MODEL_CALL_FIELDS: ReadonlySet<string> = new Set(['suffix', 'tools', 'tool_choice', 'parallel_tool_calls', ...keysOf(ChatCallOptionsSchema)]);
+
+/**
+ * The keys of a call's options that are not `CallOptionsSchema`'s and go to their other readers: every key but one
+ * that looks like this package's options spelt another way (`max_tokens`, `repeat_last_n`, `temprature`), which the
+ * schema then names. LangChain's and LangGraph's keys (its call options and runnable config, the `promptIndex` it adds,
+ * the runtime a graph node passes on) pass whatever they are: their set grows with their versions, and a key refused
+ * for being new would fail every call.
+ */
+export const CALL_FIELDS_ELSEWHERE: Pick<ReadonlySet<string>, 'has'> = {
+  has: (key) => MODEL_CALL_FIELDS.has(key) || meantOption(key) === undefined,
+};
+
+/**
+ * Splits `options` into the keys `schema` defines and the others (`rest`): those in `elsewhere` (LangChain's
+ * constructor fields, which LangChain validates itself; the call option keys read elsewhere), or every other key
+ * where `elsewhere` is not given. With `elsewhere` given, any key in neither stays with ours, so that the schema
+ * names it: LangChain would drop it silently, and from JavaScript a `max_tokens` would leave every reply unbounded.
  */
 export function splitOptions(
   schema: z.ZodObject,
   options: object,
-  langchain?: ReadonlySet<string>,
+  elsewhere?: Pick<ReadonlySet<string>, 'has'>,
 ): { ours: Record<string, unknown>; rest: Record<string, unknown> } {
   const keys = new Set(keysOf(schema));
   const ours: Record<string, unknown> = {};
   const rest: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(options)) {
     if (value === undefined) continue;
-    (keys.has(key) || (langchain !== undefined && !langchain.has(key)) ? ours : rest)[key] = value;
+    (keys.has(key) || (elsewhere !== undefined && !elsewhere.has(key)) ? ours : rest)[key] = value;
   }
   return { ours, rest };
 }
@@ -302,7 +349,8 @@ export function parseOptions<S extends z.ZodType>(schema: S, value: unknown, whe
   if (result.success) return result.data;
   const known = schema instanceof z.ZodObject ? new Set(keysOf(schema)) : new Set<string>();
   const unknown = (path: PropertyKey[], key: string) => {
-    const near = path.length === 0 && camelCase(key) !== key && known.has(camelCase(key)) ? ` (did you mean ${camelCase(key)}?)` : '';
+    const meant = path.length === 0 ? (FOREIGN_NAMES[key] ?? (known.has(camelCase(key)) ? camelCase(key) : undefined)) : undefined;
+    const near = meant !== undefined && meant !== key ? ` (did you mean ${meant}?)` : '';
     return { path: formatFieldPath([...path, key]), message: `unknown option${near}` };
   };
   const issues: OptionIssue[] = result.error.issues.flatMap((iss) =>

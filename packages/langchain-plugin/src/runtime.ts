@@ -10,6 +10,7 @@ import { existsSync } from 'node:fs';
 import { Engine, TextTokenizer, resolveModelPath, type EngineOptions, type GenerationResult, type ResponseFormat, type StreamOptions } from './core.js';
 import { ReasonerOptionsError, UnknownReasonerError } from './errors.js';
 import {
+  CALL_FIELDS_ELSEWHERE,
   CallOptionsSchema,
   parseOptions,
   splitOptions,
@@ -122,11 +123,12 @@ export class ReasonerRuntime {
   }
 
   /**
-   * Validates the options of one call (LangChain's included; only this package's keys are read) and merges
-   * them over the model's defaults. Throws `ReasonerOptionsError` or `UnknownReasonerError`.
+   * Validates the options of one call (LangChain's included, left to their readers; a key that spells one of this
+   * package's options another way is refused by name rather than dropped) and merges them over the model's defaults. Throws
+   * `ReasonerOptionsError` or `UnknownReasonerError`.
    */
   plan(callOptions: object = {}): CallPlan {
-    const { reasoners: chosen, ...settings } = parseOptions(CallOptionsSchema, splitOptions(CallOptionsSchema, callOptions).ours, 'call options');
+    const { reasoners: chosen, ...settings } = parseOptions(CallOptionsSchema, splitOptions(CallOptionsSchema, callOptions, CALL_FIELDS_ELSEWHERE).ours, 'call options');
     const loaded = this.reasoners;
     const reasoners = chosen
       ? chosen.map(({ name, weight }) => {
@@ -148,7 +150,7 @@ export class ReasonerRuntime {
       return this.plan(callOptions).engine;
     } catch (err) {
       if (!(err instanceof ReasonerOptionsError || err instanceof UnknownReasonerError)) throw err;
-      return { ...this.defaults, ...splitOptions(CallOptionsSchema, callOptions).ours };
+      return { ...this.defaults, ...splitOptions(CallOptionsSchema, callOptions, CALL_FIELDS_ELSEWHERE).ours };
     }
   }
 

@@ -17,7 +17,7 @@ import { DEFAULT_DRAFT } from '../generate/draft-model.js';
 import { DEVICES } from '../runtime/devices.js';
 import type { ReasonerSpec } from '../runtime/protocol.js';
 import { PLACEMENTS, type PlacementChoice } from '../runtime/thread-budget.js';
-import { boundedDecimalFlag, decimalFlag, logitBiasFlag, nonNegativeIntegerFlag, parseWeight, positiveIntegerFlag, reasonerTaskFlag, type ReasonerTaskFlag, safeIntegerFlag, stopFlag, threadsFlag } from './flags.js';
+import { boundedDecimalFlag, decimalFlag, integerFlag, logitBiasFlag, nonNegativeIntegerFlag, parseWeight, positiveIntegerFlag, reasonerTaskFlag, type ReasonerTaskFlag, safeIntegerFlag, stopFlag, threadsFlag } from './flags.js';
 
 /**
  * `PATH[=WEIGHT]` (or a registry ref): the weight is what follows the last `=` when it is a number, unless the whole
@@ -116,6 +116,8 @@ export interface SamplingFlags {
   topP?: number;
   minP?: number;
   repetitionPenalty?: number;
+  /** llama.cpp's `--repeat-last-n`: -1 for all tokens. */
+  repeatLastN?: number;
   frequencyPenalty?: number;
   presencePenalty?: number;
   logitBias?: Record<number, number>;
@@ -155,6 +157,7 @@ export function addSamplingFlags(command: Command): Command {
     .option('--top-p <p>', 'nucleus sampling mass', decimalFlag('--top-p'))
     .option('--min-p <p>', 'drop tokens below p × the top probability', decimalFlag('--min-p'))
     .option('--repetition-penalty <r>', 'penalise tokens already present (>1)', decimalFlag('--repetition-penalty'))
+    .option('--repeat-last-n <n>', 'how many of the last tokens the repetition penalty looks at (0 = none, -1 = all, the default)', integerFlag('--repeat-last-n', -1, Number.MAX_SAFE_INTEGER, 'a whole number >= 0, or -1 for all tokens'))
     .option('--frequency-penalty <f>', "OpenAI's: lower each generated token's logit by f per time it was generated", decimalFlag('--frequency-penalty'))
     .option('--presence-penalty <p>', "OpenAI's: lower every generated token's logit by p", decimalFlag('--presence-penalty'))
     .option('--logit-bias <id=bias>', 'add bias to a token\'s logit, -100 bans it (repeatable)', logitBiasFlag)
@@ -191,6 +194,8 @@ export function samplingOptions(flags: SamplingFlags): StreamOptions {
     ...(flags.topP !== undefined ? { topP: flags.topP } : {}),
     ...(flags.minP !== undefined ? { minP: flags.minP } : {}),
     ...(flags.repetitionPenalty !== undefined ? { repetitionPenalty: flags.repetitionPenalty } : {}),
+    // llama.cpp's -1 (every token) is the engine's unset window.
+    ...(flags.repeatLastN !== undefined && flags.repeatLastN !== -1 ? { repetitionWindow: flags.repeatLastN } : {}),
     ...(flags.frequencyPenalty !== undefined ? { frequencyPenalty: flags.frequencyPenalty } : {}),
     ...(flags.presencePenalty !== undefined ? { presencePenalty: flags.presencePenalty } : {}),
     ...(flags.logitBias ? { logitBias: flags.logitBias } : {}),

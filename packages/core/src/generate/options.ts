@@ -49,7 +49,7 @@ export function refuseUnknownOptions(options: object, known: Readonly<Record<str
  * The name `key` most likely meant: the camelCase of a snake_case key (the options are camelCase, OpenAI's and
  * Python's are not), else the closest name within two edits, ignoring case (the first listed of equally close ones).
  */
-function nearestName(key: string, names: readonly string[]): string | undefined {
+export function nearestName(key: string, names: readonly string[]): string | undefined {
   const camel = key.toLowerCase().replace(/_+([a-z0-9])/g, (_, c: string) => c.toUpperCase());
   if (names.includes(camel)) return camel;
   let best: string | undefined;
