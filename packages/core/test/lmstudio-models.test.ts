@@ -54,7 +54,9 @@ describe('models LM Studio has downloaded (lmstudio://)', function () {
       `lmstudio://nobody/none: LM Studio has not downloaded nobody/none into ${root} or ${older}; it has lmstudio-community/Stories-GGUF, mlx-community/Tiny-4bit, old/legacy-GGUF, someone/tiny-GGUF`,
     );
     expect(refusal('lmstudio://lmstudio-community/Stories-GGUF:Q6_K')).to.match(/no GGUF file of lmstudio-community\/Stories-GGUF is Q6_K; it has stories-Q4_K_M\.gguf, stories-Q8_0\.gguf$/);
-    expect(refusal('lmstudio://mlx-community/Tiny-4bit')).to.match(/it has no GGUF files \(an MLX model is not read\)$/);
+    for (const spec of ['lmstudio://mlx-community/Tiny-4bit', 'lmstudio://mlx-community/Tiny-4bit:Q4_K_M']) {
+      expect(refusal(spec)).to.equal(`${spec}: mlx-community/Tiny-4bit has no GGUF files (an MLX model is not read)`);
+    }
     expect(refusal('lmstudio://someone/tiny-GGUF/other.gguf')).to.match(/other\.gguf is not among someone\/tiny-GGUF's files/);
   });
 

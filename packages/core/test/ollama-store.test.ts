@@ -14,6 +14,8 @@ import { OllamaModelError, ollamaModelFile } from '../src/modules/ollama-store.j
 import { resolveModelPath } from '../src/registry/resolve-model.js';
 import { listLocalModels } from '../src/modules/local-names.js';
 import { startServer } from '../src/serve/server.js';
+import { ollamaListedName, ServedModels } from '../src/serve/models.js';
+import { loadModuleDir } from '../src/modules/module-dir.js';
 import { runReasonplug } from './support/cli.js';
 import { testDir } from './support/models.js';
 import { rejection, thrown } from './support/assertions.js';
@@ -117,21 +119,43 @@ describe('models Ollama has pulled (ollama://)', function () {
 
   it('reasonplug serve answers to the Ollama name of the model it serves, as Ollama\'s clients ask for it', async () => {
     await withEnv({ OLLAMA_MODELS: store }, async () => {
-      const server = await startServer({ engine: { model: 'ollama://someone/tiny', cacheDir: testDir('ollama-serve-cache') }, port: 0 });
+      // (a template for the Anthropic route: stories260K has none)
+      const chatTemplate = '{% for m in messages %}{{ m.content }}{% endfor %}';
+      const server = await startServer({ engine: { model: 'ollama://someone/tiny', cacheDir: testDir('ollama-serve-cache') }, chatTemplate, port: 0 });
       try {
         await server.ready;
         const { data } = (await (await fetch(`${server.url}/v1/models`)).json()) as { data: { id: string }[] };
         expect(data.map((m) => m.id)).to.deep.equal(['someone/tiny']);
-        // Ollama's clients write `:latest`, or leave it out.
+        // Ollama's clients write `:latest`, or leave it out, on Ollama's routes and the OpenAI and Anthropic ones alike.
+        const post = (path: string, body: object) => fetch(`${server.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
         for (const model of ['someone/tiny:latest', 'someone/tiny']) {
-          const res = await fetch(`${server.url}/api/generate`, { method: 'POST', body: JSON.stringify({ model, prompt: 'Once upon a time', stream: false, options: { num_predict: 4, temperature: 0 } }) });
+          const res = await post('/api/generate', { model, prompt: 'Once upon a time', stream: false, options: { num_predict: 4, temperature: 0 } });
           expect(res.status, model).to.equal(200);
           expect(((await res.json()) as { eval_count: number }).eval_count).to.equal(4);
+          const completion = await post('/v1/completions', { model, prompt: 'Once upon a time', max_tokens: 4, temperature: 0 });
+          expect(completion.status, model).to.equal(200);
+          expect(((await completion.json()) as { usage: { completion_tokens: number } }).usage.completion_tokens).to.equal(4);
+          const message = await post('/v1/messages', { model, max_tokens: 4, messages: [{ role: 'user', content: 'Once upon a time' }] });
+          expect(message.status, model).to.equal(200);
         }
+        // Ollama lists every model with its tag.
+        const { models } = (await (await fetch(`${server.url}/api/tags`)).json()) as { models: { name: string; model: string }[] };
+        expect(models.map((m) => [m.name, m.model])).to.deep.equal([['someone/tiny:latest', 'someone/tiny:latest']]);
       } finally {
         await server.close();
       }
     });
+  });
+
+  it("a served name with a tag of its own answers to it alone, one without also with Ollama's default tag", () => {
+    const tagged = new ServedModels('stories:260k', []);
+    expect(tagged.resolve('stories:260k')).to.deep.equal([]);
+    expect(() => tagged.resolve('stories:260k:latest')).to.throw(/The model "stories:260k:latest" does not exist/);
+    expect(ollamaListedName('stories:260k')).to.equal('stories:260k');
+    const untagged = new ServedModels('registry.example:5000/team/model', ['r']);
+    expect(untagged.resolve('registry.example:5000/team/model:latest')).to.deep.equal([]);
+    expect(untagged.resolve('registry.example:5000/team/model+r:latest')).to.deep.equal(['r']);
+    expect(ollamaListedName('registry.example:5000/team/model')).to.equal('registry.example:5000/team/model:latest');
   });
 
   it('a name Ollama has pulled, given without ollama://, is refused saying how it loads', async () => {
@@ -152,6 +176,11 @@ describe('models Ollama has pulled (ollama://)', function () {
     const converted = await runReasonplug(['convert', 'gguf', 'ollama://someone/tiny', out], env);
     expect(converted.code, converted.stderr).to.equal(0);
     expect(converted.stdout.trim()).to.equal(out);
+    // named as serve answers to it, not after the blob (`sha256-<hex>`); --name still names it
+    expect((await loadModuleDir(out)).manifest.name).to.equal('someone-tiny');
+    const named = join(testDir('ollama-convert'), 'named');
+    expect((await runReasonplug(['convert', 'gguf', 'ollama://stories:260k', named, '--name', 'my-stories'], env)).code).to.equal(0);
+    expect((await loadModuleDir(named)).manifest.name).to.equal('my-stories');
     // (Offline: a model no store has is otherwise pulled from Ollama's registry; ollama-pull.test.ts.)
     const missing = await runReasonplug(['generate', '--model', 'ollama://qwen2.5:0.5b', '--prompt', 'hi'], { ...env, REASONPLUG_OFFLINE: '1' });
     expect(missing.code).to.not.equal(0);

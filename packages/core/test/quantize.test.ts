@@ -5,7 +5,7 @@ import { pullModule } from '../src/registry/pull.js';
 import { pushModule } from '../src/registry/push.js';
 import { startOurRegistry } from './support/registries.js';
 import { existsSync } from 'node:fs';
-import { mkdir, copyFile, stat } from 'node:fs/promises';
+import { mkdir, copyFile, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Engine } from '../src/engine.js';
 import { loadModuleDir } from '../src/modules/module-dir.js';
@@ -238,6 +238,29 @@ describe('reasonplug quantize', function () {
       expect((err as Error).message, block).to.match(/--block must be a power of two from 16 to 256/);
     }
     expect(() => quantizeGraph(new onnx.ModelProto(), 'x', root, { blockSize: 512 })).to.throw(QuantizeError, /from 16 to 256; got 512/);
+  });
+
+  it("keeps an onnxruntime-genai export's genai_config.json, its decoder renamed to the copy's graph, so its context length stays", async () => {
+    const root = testDir('qgenai');
+    const genai = join(root, 'genai');
+    await mkdir(genai);
+    // (the decoder under a name of its own, as genai exports name it freely; its weights' file keeps its name)
+    await copyFile(join(models.llamaFp16, 'model.onnx'), join(genai, 'decoder.onnx'));
+    for (const f of ['model.onnx.data', 'tokenizer.json', 'tokenizer_config.json']) await copyFile(join(models.llamaFp16, f), join(genai, f));
+    const config = JSON.parse(await readFile(join(models.llamaFp16, 'genai_config.json'), 'utf8'));
+    config.model.context_length = 512; // tokenizer_config.json says 2048
+    config.model.decoder.filename = 'decoder.onnx';
+    await writeFile(join(genai, 'genai_config.json'), JSON.stringify(config));
+    const out = join(root, 'genai-q8');
+    await quantizeModel(genai, out, { bits: 8 });
+    const copied = JSON.parse(await readFile(join(out, 'genai_config.json'), 'utf8'));
+    expect(copied).to.deep.equal({ model: { ...config.model, decoder: { ...config.model.decoder, filename: 'model.onnx' } } });
+    const engine = await Engine.load({ model: out, cacheDir });
+    try {
+      expect(engine.info.contextLength).to.equal(512);
+    } finally {
+      await engine.dispose();
+    }
   });
 
   it('finds a tied LM head in both branches of a merged decoder; --head-bits 4 and --search weighted are applied and recorded', async () => {

@@ -193,9 +193,10 @@ describe("reasonplug serve: Ollama's API (/api/*)", function () {
 
   it('lists the models and what they can do; errors come in Ollama\'s shape, which its client throws', async () => {
     const client = new Ollama({ host: url });
-    expect((await client.list()).models.map((m) => m.name)).to.deep.equal(['stories260k']);
+    // (with Ollama's default tag, as Ollama lists an untagged name; requests take it with or without)
+    expect((await client.list()).models.map((m) => [m.name, m.model])).to.deep.equal([['stories260k:latest', 'stories260k:latest']]);
     const [running] = (await client.ps()).models;
-    expect(running!.name).to.equal('stories260k');
+    expect(running!.name).to.equal('stories260k:latest');
     // (ollama-js declares both always present: a loaded model's unload time, its GPU bytes)
     expect(new Date(running!.expires_at).getTime()).to.be.greaterThan(Date.now());
     expect(running!.size_vram).to.equal(0);

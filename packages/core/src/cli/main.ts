@@ -12,7 +12,7 @@ import { resolveModelPath } from '../registry/resolve-model.js';
 import { detectSignature, describeSignature } from '../onnx/signature.js';
 import { prepareDecoder } from '../onnx/prepared-cache.js';
 import { loadFailure } from '../runtime/devices.js';
-import { convertGguf, SUPPORTED_ARCHITECTURES } from '../gguf/convert.js';
+import { convertGguf, kebabName, SUPPORTED_ARCHITECTURES } from '../gguf/convert.js';
 import { progressBar } from '../registry/progress.js';
 import { basename, resolve } from 'node:path';
 import { existsSync } from 'node:fs';
@@ -21,6 +21,8 @@ import type { TokenTrace } from '../compose/composed-source.js';
 import { DTYPE_CHOICES } from '../modules/hub-variants.js';
 import { quantizeModel } from '../modules/quantize-module.js';
 import { isLocalModelName } from '../modules/local-names.js';
+import { isOllamaRef, ollamaDisplayName } from '../modules/ollama-store.js';
+import { ollamaModelName } from '../serve/ollama-request.js';
 import { addRegistryCommands } from './registry-commands.js';
 import { addCacheCommand } from './cache-command.js';
 import { responseFormatFromFlags, type ResponseFormatFlags } from './response-format-flags.js';
@@ -145,6 +147,18 @@ async function inspect(path: string, flags: { dtype?: string } = {}): Promise<vo
   }
 }
 
+/**
+ * The name a model given as Ollama, the Hugging Face cache or LM Studio keep it goes by: an Ollama name as `serve`
+ * answers to it (the default host, namespace and tag left out), the others without their scheme (and a file's
+ * `.gguf`); undefined for any other spec, and for a name no module can be named after (no Latin letters or digits),
+ * which gives way to the file's own name.
+ */
+function localModelDisplayName(spec: string): string | undefined {
+  if (!isLocalModelName(spec)) return undefined;
+  const name = isOllamaRef(spec) ? ollamaModelName(ollamaDisplayName(spec)) : spec.replace(/^[a-z]+:\/\//i, '').replace(/\.gguf$/i, '');
+  return kebabName(name) ? name : undefined;
+}
+
 /** Builds the command tree (exported for tests and embedding). */
 export function buildProgram(): Command {
   const program = new Command('reasonplug')
@@ -185,6 +199,8 @@ export function buildProgram(): Command {
       await freshDirectory(outDir);
       const file = await localModelWithProgress(src);
       if (!existsSync(file)) throw new ModelNotFoundError(`model path not found: ${file}`);
+      // A model named as another tool keeps it is named so, not after its file (an Ollama blob is `sha256-<hex>`).
+      const name = flags.name ?? localModelDisplayName(src);
       const bar = progressBar(`convert ${isLocalModelName(src) ? src : basename(file)}`);
       const onTensorRead = bar && ((bytes: number, total: number) => bar.update({ file: basename(file), digest: file, size: total, bytes, resumedFrom: 0, done: bytes === total }));
       await writeBeside(outDir, (tmp) =>
@@ -192,7 +208,7 @@ export function buildProgram(): Command {
           dtype: flags.dtype,
           kvCache: flags.kvCache,
           kvOutput: flags.kvOutput,
-          ...(flags.name ? { name: flags.name } : {}),
+          ...(name ? { name } : {}),
           ...(onTensorRead ? { onTensorRead } : {}),
         }).finally(() => bar?.finish()),
       );

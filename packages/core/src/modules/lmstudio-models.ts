@@ -67,10 +67,11 @@ export function lmStudioModelFile(spec: string, roots: string[] = lmStudioRoots(
     return file;
   }
   const ggufs = ggufModels(dir);
+  if (ggufs.length === 0) throw new LmStudioModelError(`${spec}: ${id} has no GGUF files (an MLX model is not read)`);
   const { file, candidates } = chooseGguf(ggufs, quant);
   if (file !== undefined) return join(dir, file);
-  const has = `it has ${ggufs.join(', ') || 'no GGUF files (an MLX model is not read)'}`;
-  if (quant === undefined) throw new LmStudioModelError(`${spec}: ${id} has ${ggufs.length ? `${ggufs.length} GGUF files; choose one with lmstudio://${id}:<QUANT> or lmstudio://${id}/<file>; ` : ''}${has}`);
+  const has = `it has ${ggufs.join(', ')}`;
+  if (quant === undefined) throw new LmStudioModelError(`${spec}: ${id} has ${ggufs.length} GGUF files; choose one with lmstudio://${id}:<QUANT> or lmstudio://${id}/<file>; ${has}`);
   throw new LmStudioModelError(`${spec}: ${candidates.length ? `${candidates.length} GGUF files of ${id} are ${quant}; name one: lmstudio://${id}/<file>` : `no GGUF file of ${id} is ${quant}`}; ${has}`);
 }
 

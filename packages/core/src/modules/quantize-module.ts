@@ -7,7 +7,7 @@
  */
 import semver from 'semver';
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, rename, rm, stat } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { isGgufFile, isGgufPath } from '../gguf/gguf-module.js';
 import { isOllamaRef } from './ollama-store.js';
@@ -21,6 +21,10 @@ import { makeDirectory } from './make-directory.js';
 
 /** Files beside a plain export's graph that describe its tokenizer and generation; copied as they are. */
 const EXPORT_SIDE_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'chat_template.jinja'];
+/** onnxruntime-genai's description of an export: copied with its decoder renamed (see {@link copyGenaiConfig}). */
+const GENAI_CONFIG = 'genai_config.json';
+/** The graph a quantized export directory holds. */
+const EXPORT_GRAPH = 'model.onnx';
 
 /** What {@link quantizeModel} wrote. */
 export interface QuantizeResult {
@@ -46,6 +50,27 @@ async function quantizeFile(src: string, dest: string, opts: QuantizeOptions): P
   const { model: q, report } = quantizeGraph(model, src, dirname(src), opts);
   await writeModel(dest, q);
   return { report, external: externalFiles(model) };
+}
+
+/**
+ * Copies an onnxruntime-genai export's `genai_config.json` to `dest`, its decoder (`model.decoder.filename`, which
+ * locate.ts loads) renamed to the quantized graph's file name: the config is the first source of the context length
+ * (context-length.ts), and copied as it is it would name the export's own decoder file, which the copy lacks. One
+ * that does not parse, or has no decoder, is copied as it is (onnxruntime-genai refuses it either way, and locate.ts
+ * reads no decoder from it).
+ */
+async function copyGenaiConfig(src: string, dest: string): Promise<void> {
+  let config: { model?: { decoder?: unknown } } | null;
+  try {
+    config = JSON.parse(await readFile(src, 'utf8')) as typeof config;
+  } catch (err) {
+    if (!(err instanceof SyntaxError)) throw err;
+    return copyFile(src, dest);
+  }
+  const decoder = config?.model?.decoder;
+  if (typeof decoder !== 'object' || decoder === null || Array.isArray(decoder)) return copyFile(src, dest);
+  (decoder as Record<string, unknown>).filename = EXPORT_GRAPH;
+  await writeFile(dest, JSON.stringify(config, null, 4) + '\n');
 }
 
 /** The version of a quantized module: the source's, with `q<bits>` in its build metadata. */
@@ -127,9 +152,10 @@ export async function quantizeModel(src: string, dest: string, opts: QuantizeOpt
       result = { report, manifest: written };
     } else {
       const location = await locateModel(source);
-      const { report } = await quantizeFile(location.modelPath, join(tmp, 'model.onnx'), opts);
+      const { report } = await quantizeFile(location.modelPath, join(tmp, EXPORT_GRAPH), opts);
       for (const dir of new Set([source, location.tokenizerDir ?? source])) {
         for (const f of EXPORT_SIDE_FILES) if (existsSync(join(dir, f)) && !existsSync(join(tmp, f))) await copyFile(join(dir, f), join(tmp, f));
+        if (existsSync(join(dir, GENAI_CONFIG)) && !existsSync(join(tmp, GENAI_CONFIG))) await copyGenaiConfig(join(dir, GENAI_CONFIG), join(tmp, GENAI_CONFIG));
       }
       result = { report };
     }

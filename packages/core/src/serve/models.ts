@@ -20,6 +20,25 @@ export interface ModelCard {
   max_model_len?: number;
 }
 
+/** Ollama's default tag: a name without a tag is `<name>:latest`. */
+const DEFAULT_TAG = ':latest';
+
+/** Whether a served name carries an Ollama tag (a `:` in its last path segment; a registry host's port is no tag). */
+function hasTag(name: string): boolean {
+  return name.slice(name.lastIndexOf('/') + 1).includes(':');
+}
+
+/** `<name>` for `<name>:latest` where `<name>` has no tag of its own; undefined for any other name. */
+function withoutDefaultTag(model: string): string | undefined {
+  const name = model.endsWith(DEFAULT_TAG) ? model.slice(0, -DEFAULT_TAG.length) : undefined;
+  return name !== undefined && !hasTag(name) ? name : undefined;
+}
+
+/** A served name as Ollama lists it: with its tag, the default one where it has none (`stories` → `stories:latest`). */
+export function ollamaListedName(name: string): string {
+  return hasTag(name) ? name : `${name}${DEFAULT_TAG}`;
+}
+
 /** Raised for an alias that does not name a composition of what is loaded. */
 export class AliasError extends Error {
   override name = 'AliasError';
@@ -47,11 +66,16 @@ export class ServedModels {
     }
   }
 
-  /** The reasoners `model` runs; 404 for a name that is not served, 400 for a reasoner listed twice. */
+  /**
+   * The reasoners `model` runs; 404 for a name that is not served, 400 for a reasoner listed twice. A served name
+   * without a tag also answers to it with Ollama's default tag (`stories:latest`), on every route: that is how
+   * Ollama's clients write it, and how `/api/tags` lists it.
+   */
   resolve(model: string): string[] {
-    const alias = this.aliases.get(model);
+    const name = this.aliases.has(model) || this.compose(model) ? model : (withoutDefaultTag(model) ?? model);
+    const alias = this.aliases.get(name);
     if (alias) return alias;
-    const reasoners = this.compose(model);
+    const reasoners = this.compose(name);
     if (!reasoners) {
       throw new HttpError(404, `The model "${model}" does not exist: this server runs ${this.backbone}, compositions ${this.backbone}+<reasoner>+… of (${this.reasoners.join(', ') || 'no reasoners'}) and aliases (${[...this.aliases.keys()].join(', ') || 'none'})`, 'invalid_request_error', 'model_not_found', {}, 'model');
     }

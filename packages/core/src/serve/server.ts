@@ -40,7 +40,7 @@ import { ollamaChatLoad, ollamaModelName, parseOllamaChat, parseOllamaEmbed, par
 import { ollamaDone, ollamaDoneReason, ollamaLogprobs, ollamaMessage, type ChatFields } from './ollama-output.js';
 import { reasoningTagsOf } from '../chat/reasoning.js';
 import { isHarmonyTemplate } from '../chat/harmony.js';
-import { ServedModels } from './models.js';
+import { ollamaListedName, ServedModels } from './models.js';
 import { unitLength } from '../runtime/unit-length.js';
 import { checkHost, CorsPolicy } from './cors.js';
 import { isOllamaRef, ollamaDisplayName } from '../modules/ollama-store.js';
@@ -689,11 +689,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     }
   }
 
-  /** The served models as Ollama lists them. */
+  /** The served models as Ollama lists them (each with a tag, as Ollama's clients expect). */
   function ollamaModels(l: Loaded, running: boolean): object[] {
     return l.models.list().map((card) => ({
-      name: card.id,
-      model: card.id,
+      name: ollamaListedName(card.id),
+      model: ollamaListedName(card.id),
       modified_at: new Date(card.created * 1000).toISOString(),
       size: 0,
       digest: '',
