@@ -168,6 +168,19 @@ describe('registry push and pull (reasonplug-registry)', function () {
     expect(await searchModules({ task: 'cooking' }, { registry: registry.host })).to.deep.equal([]);
   });
 
+  it("takes the registry as its root's URL, from --registry or REASONPLUG_REGISTRY alike, in the CLI and the library", async () => {
+    await pushModule(await makeRegistryModule({ name: 'url-named', tasks: ['by-url'] }), `${registry.host}/acme/url-named`);
+    const url = `http://${registry.host}/`;
+    const names = (stdout: string) => (JSON.parse(stdout) as { name: string }[]).map((h) => h.name);
+    const env = { REASONPLUG_CACHE: testDir('search-url-cache') };
+    for (const [args, extra] of [[['--registry', url], {}], [[], { REASONPLUG_REGISTRY: url }]] as const) {
+      const found = await runReasonplug(['search', '--task', 'by-url', '--json', ...args], { ...env, ...extra });
+      expect(found.code, found.stderr).to.equal(0);
+      expect(names(found.stdout)).to.deep.equal(['acme/url-named']);
+    }
+    expect((await resolveModule('acme/url-named', { registry: url, cacheDir: cache })).registry).to.equal(registry.host);
+  });
+
   it('reasonplug search --for MODEL finds the modules that compose with that model (its tokenizer), a GGUF file included', async () => {
     const fingerprint = (await tokenizerFingerprintOfDir(await storiesModule()))!;
     await pushModule(await makeRegistryModule({ name: 'story-helper', tasks: ['math'], tokenizer: fingerprint }), `${registry.host}/acme/story-helper`);

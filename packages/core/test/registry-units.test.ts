@@ -6,6 +6,7 @@ import { Writable } from 'node:stream';
 import { Authenticator, parseChallenges } from '../src/registry/auth.js';
 import { InvalidReferenceError, RegistryAuthError } from '../src/registry/errors.js';
 import { progressBar } from '../src/registry/progress.js';
+import { RegistryClient } from '../src/registry/client.js';
 import { HASHING_DIGEST } from '../src/registry/download.js';
 import { formatRef, isLoopback, parseRef, registryUrl, tagVersion, versionTag } from '../src/registry/reference.js';
 import { exactVersion, pickVersion } from '../src/registry/resolve.js';
@@ -108,8 +109,20 @@ describe('registry client settings and challenges', () => {
     expect(settingsFrom({ registry: 'x.io', offline: false, cacheDir: '/d' }, env)).to.include({ registry: 'x.io', offline: false, cacheDir: '/d' });
     expect(settingsFrom({}, {}).cacheDir, 'the shared cache root').to.equal(cacheRoot());
     expect(settingsFrom({}, { REASONPLUG_OFFLINE: '0' }).offline).to.equal(false);
-    // a registry is named by its host, as docker's and oras's: a URL is refused saying so
-    expect(() => settingsFrom({}, { REASONPLUG_REGISTRY: 'http://localhost:5000/' })).to.throw(InvalidReferenceError, /registry http:\/\/localhost:5000\/: name it by its host, without http:\/\/ \(e\.g\. localhost:5000\)/);
+    // a registry is its host, or its root's URL (http:// asking for plain HTTP), from the option or the environment alike
+    const plain = settingsFrom({}, { REASONPLUG_REGISTRY: 'http://registry.local:5000/' });
+    expect(plain).to.include({ registry: 'registry.local:5000', plainHttp: false, plainHttpFor: 'registry.local:5000' });
+    expect(settingsFrom({ registry: 'http://registry.local:5000' }, {})).to.include({ registry: 'registry.local:5000', plainHttpFor: 'registry.local:5000' });
+    expect(settingsFrom({ registry: 'HTTPS://r.io' }, { REASONPLUG_REGISTRY: 'http://x.io' })).to.include({ registry: 'r.io', plainHttp: false }).and.not.have.property('plainHttpFor');
+    // plain HTTP is the named registry's own: Ollama's registry and a reference's others stay on HTTPS
+    expect(RegistryClient.for('registry.local:5000', plain).transport.baseUrl).to.equal('http://registry.local:5000');
+    expect(RegistryClient.for('registry.ollama.ai', plain).transport.baseUrl).to.equal('https://registry.ollama.ai');
+    expect(RegistryClient.for('registry.ollama.ai', { ...plain, plainHttp: true }).transport.baseUrl, '--plain-http: every registry').to.equal('http://registry.ollama.ai');
+    expect(settingsFrom({ token: 't' }, { REASONPLUG_REGISTRY: 'https://r.io:443' }), "the token is the host's").to.include({ registry: 'r.io:443', tokenFor: 'r.io:443' });
+    // ... and not a place in one, nor reached another way
+    for (const [given, host, shown] of [['http://localhost:5000/v2/', 'localhost:5000'], ['oci://r.io', 'r.io'], ['https://me:pw@r.io', 'r.io', 'https://…@r.io'], ['http://r.io?ns=acme', 'r.io']]) {
+      expect(() => settingsFrom({ registry: given }, {}), given).to.throw(InvalidReferenceError, `registry ${shown ?? given}: give its host (e.g. ${host}), or its root's URL (http://${host} for plain HTTP)`);
+    }
     expect(refusal('https://r.io/acme/math:1.0.0')).to.match(/name the registry by its host, without https:\/\/ \(e\.g\. r\.io\/acme\/math:1\.0\.0\)/);
     // a relative cache root is made absolute (what is listed and recorded names it wherever the process goes)
     const before = process.env['REASONPLUG_CACHE'];

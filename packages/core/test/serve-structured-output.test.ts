@@ -98,7 +98,7 @@ describe('reasonplug serve: structured output in vLLM\'s and llama.cpp\'s reques
       [{ guided_json: [1] }, 'guided_json', /JSON Schema/],
       [{ guided_regex: '' }, 'guided_regex', /regular expression/],
       [{ grammar: '  ' }, 'grammar', /root rule/],
-      [{ guided_json: SCHEMA, guided_whitespace_pattern: '[ ]*' }, 'guided_whitespace_pattern', /compactly/],
+      [{ guided_json: SCHEMA, guided_whitespace_pattern: '[ ]*' }, 'guided_whitespace_pattern', /one blank or newline, or none, wherever JSON allows whitespace/],
       [{ guided_choice: ['a'], guided_decoding_backend: 'mystery' }, 'guided_decoding_backend', /xgrammar/],
       [{ structured_outputs: { structural_tag: '{}' } }, 'structured_outputs.structural_tag', /not supported/],
       [{ structured_outputs: 'yes' }, 'structured_outputs', /object/],

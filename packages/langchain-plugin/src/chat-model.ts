@@ -332,6 +332,10 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
     else if (typeof choice === 'string') toolChoice = { name: choice };
     else if (typeof (choice as { function?: { name?: unknown } }).function?.name === 'string') toolChoice = { name: (choice as { function: { name: string } }).function.name };
     else throw new ToolsNotSupportedError(`tool_choice ${JSON.stringify(choice)} is not understood: use auto, required, any, none or a tool's name`);
+    const bound = tools.map((t) => t.function.name);
+    if (typeof toolChoice === 'object' && !bound.includes(toolChoice.name)) {
+      throw new ToolsNotSupportedError(`tool_choice names ${JSON.stringify(toolChoice.name)}, which is not a bound tool: name one of ${bound.join(', ')}, or use auto, required, any or none`);
+    }
     return {
       type: 'tool_calls',
       tools: tools.map((t) => ({ name: t.function.name, parameters: (t.function.parameters ?? {}) as Record<string, unknown> })),

@@ -596,6 +596,12 @@ describe('ChatReasoner', function () {
       expect(forced.tool_calls!.map((c) => c.name)).to.deep.equal(['add']);
       const odd = await model.bindTools([ADD_TOOL], { tool_choice: { kind: 'odd' } as never }).invoke('x').catch((e: Error) => e);
       expect(odd).to.be.instanceOf(ToolsNotSupportedError);
+      // A name that is no bound tool's, as a string or OpenAI's function object, is refused naming the bound tools.
+      for (const choice of ['bogus', { type: 'function', function: { name: 'bogus' } }]) {
+        const unbound = await model.bindTools([ADD_TOOL], { tool_choice: choice }).invoke('x', { maxTokens: 3 }).catch((e: Error) => e);
+        expect(unbound, JSON.stringify(choice)).to.be.instanceOf(ToolsNotSupportedError);
+        expect((unbound as Error).message).to.equal('tool_choice names "bogus", which is not a bound tool: name one of add, or use auto, required, any or none');
+      }
     });
   });
 });

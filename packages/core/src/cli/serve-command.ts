@@ -86,13 +86,12 @@ function hostFlag(v: string): string {
   return v;
 }
 
-/** `--registry`: `host[:port]`, or a URL whose `http:` scheme asks for plain HTTP. */
+/**
+ * `--registry` and `--registry-token`, read as every command's registry and `REASONPLUG_REGISTRY` are (the client's
+ * settings: `host[:port]`, or a URL whose `http://` asks for plain HTTP).
+ */
 function registryOptions(flag: string | undefined, token: string | undefined): RegistryOptions {
-  const out: RegistryOptions = token ? { token } : {};
-  if (!flag) return out;
-  const m = /^(https?):\/\/([^/]+)\/?$/.exec(flag);
-  if (!m) return { ...out, registry: flag };
-  return { ...out, registry: m[2]!, ...(m[1] === 'http' ? { plainHttp: true } : {}) };
+  return { ...(flag ? { registry: flag } : {}), ...(token ? { token } : {}) };
 }
 
 interface ServeFlags {

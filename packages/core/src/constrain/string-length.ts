@@ -13,7 +13,7 @@
 const BOUNDED = /^([A-Za-z0-9_]+) ::= "\\"" \[\^"\\\\\\r\\n\]\{(\d+),(\d*)\} "\\""$/gm;
 /** The characters such a string may hold: no escapes (XGrammar's bounded strings have none), no control characters. */
 const CHAR = '[^"\\\\\\x00-\\x1f]';
-/** After a JSON string comes a separator, the end of a container, or a key's colon (JSON is written compactly). */
+/** After a JSON string come blanks (the grammar takes one or none), then a separator, the end of a container, or a key's colon. */
 const FOLLOW = '(= [ \\n\\t]* [,}\\]:])';
 /**
  * Above this many counts the rules' compile time (one mask per count over the whole vocabulary) outweighs the

@@ -58,11 +58,13 @@ export class RegistryClient {
 
   /**
    * A client for `registry` with the transport settings of `s`. The token is its registry's (`s.tokenFor`), as Docker
-   * and oras keep credentials by host: a reference naming another registry gets none of it.
+   * and oras keep credentials by host: a reference naming another registry gets none of it; so is plain HTTP asked by
+   * an `http://` registry setting (`s.plainHttpFor`).
    */
-  static for(registry: string, s: { plainHttp: boolean; token?: string; tokenFor?: string }): RegistryClient {
+  static for(registry: string, s: { plainHttp: boolean; plainHttpFor?: string; token?: string; tokenFor?: string }): RegistryClient {
     const credential = s.tokenFor?.toLowerCase() === registry.toLowerCase() ? s.token : undefined;
-    return new RegistryClient({ registry, plainHttp: s.plainHttp, ...(credential !== undefined ? { credential } : {}) });
+    const plainHttp = s.plainHttp || s.plainHttpFor?.toLowerCase() === registry.toLowerCase();
+    return new RegistryClient({ registry, plainHttp, ...(credential !== undefined ? { credential } : {}) });
   }
 
   get registry(): string {

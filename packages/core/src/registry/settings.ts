@@ -6,13 +6,16 @@
 import { resolve } from 'node:path';
 import { cacheRoot } from '../modules/cache-root.js';
 import { InvalidReferenceError } from './errors.js';
-import { BY_HOST, urlScheme } from './reference.js';
+import { urlScheme } from './reference.js';
 
 /** Options shared by every registry operation. */
 export interface RegistryOptions {
-  /** Registry for references that name none (`REASONPLUG_REGISTRY`). */
+  /**
+   * Registry for references that name none (`REASONPLUG_REGISTRY`): `host[:port]`, or its URL (see
+   * {@link registrySetting}), `http://host[:port]` asking for plain HTTP.
+   */
   registry?: string;
-  /** Use plain HTTP with every registry, not only loopback ones. */
+  /** Use plain HTTP with every registry, not only loopback ones (a registry given as `http://…` asks it for itself). */
   plainHttp?: boolean;
   /** Bearer token, or `user:token` for Basic (`REASONPLUG_TOKEN`). */
   token?: string;
@@ -27,6 +30,8 @@ export interface RegistryOptions {
 export interface Settings {
   registry?: string;
   plainHttp: boolean;
+  /** The one registry reached over plain HTTP besides loopback ones, where the setting named it by an `http://` URL. */
+  plainHttpFor?: string;
   token?: string;
   /** The registry the token is for (see {@link RegistryOptions.tokenFor}). */
   tokenFor?: string;
@@ -36,19 +41,37 @@ export interface Settings {
 
 const truthy = (v: string | undefined) => v !== undefined && ['1', 'true', 'yes'].includes(v.toLowerCase());
 
+/**
+ * A registry setting (`--registry`, `REASONPLUG_REGISTRY`, `registry`): `host[:port]`, or the URL of the registry's
+ * root, `http://host[:port]` (plain HTTP, as `--plain-http` asks) or `https://host[:port]` (as the host alone). The
+ * setting names a registry, not a place in one: another scheme, a path, credentials or a query are refused.
+ */
+export function registrySetting(text: string): { registry: string; plainHttp: boolean } {
+  const scheme = urlScheme(text);
+  if (!scheme) return { registry: text, plainHttp: false };
+  const url = /^(https?):\/\/([^/?#@]+)\/?$/i.exec(text);
+  if (!url) {
+    const host = text.slice(scheme.length).split(/[/?#]/)[0]!.replace(/^.*@/, '');
+    // (credentials in the text are not repeated: error messages reach logs)
+    const shown = text.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#]*@/i, '$1…@');
+    throw new InvalidReferenceError(`registry ${shown}: give its host (e.g. ${host}), or its root's URL (http://${host} for plain HTTP)`);
+  }
+  return { registry: url[2]!, plainHttp: url[1]!.toLowerCase() === 'http' };
+}
+
 /** `opts` completed from `env` (and the cache root). */
 export function settingsFrom(opts: RegistryOptions = {}, env: NodeJS.ProcessEnv = process.env): Settings {
-  const registry = opts.registry ?? (env['REASONPLUG_REGISTRY'] || undefined);
-  const scheme = registry && urlScheme(registry);
-  if (scheme) {
-    throw new InvalidReferenceError(`registry ${registry}: name it by its host, without ${scheme} (e.g. ${registry!.slice(scheme.length).replace(/\/+$/, '')}); ${BY_HOST}`);
-  }
+  const given = opts.registry ?? (env['REASONPLUG_REGISTRY'] || undefined);
+  const setting = given !== undefined ? registrySetting(given) : undefined;
+  const registry = setting?.registry;
   const token = opts.token ?? (env['REASONPLUG_TOKEN'] || undefined);
   const tokenFor = opts.tokenFor ?? registry;
   return {
     ...(registry ? { registry } : {}),
     ...(token ? { token, ...(tokenFor ? { tokenFor } : {}) } : {}),
     plainHttp: opts.plainHttp ?? false,
+    // (`http://` is the named registry's own: Ollama's and a reference's other registries stay on HTTPS)
+    ...(setting?.plainHttp ? { plainHttpFor: setting.registry } : {}),
     cacheDir: resolve(opts.cacheDir ?? cacheRoot()),
     offline: opts.offline ?? truthy(env['REASONPLUG_OFFLINE']),
   };

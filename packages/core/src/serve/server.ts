@@ -549,6 +549,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
    * kept tokens, thinking budget), and how its reply is read. Shared by chat completions, responses and messages.
    */
   function chatTurn(l: Loaded, request: ChatRequest): { prompt: { text: string; ids: number[] }; parsing: ReplyParsing } {
+    // A model not served is a 404 before the prompt's own faults (no chat template, tools not shown) are found.
+    l.models.resolve(request.model);
     const prompt = chatPrompt(l, request);
     // Without max_tokens a chat reply may run to the end of the context (where the engine stops a row), as
     // OpenAI's and vLLM's do, not to the engine's 256: a long answer would be cut with nothing asked for.

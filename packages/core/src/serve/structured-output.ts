@@ -28,7 +28,7 @@ export function constraintOf(body: Body): ResponseFormat | undefined {
   add('grammar', present(body.grammar) ? grammarOf(body.grammar, 'grammar') : undefined);
   for (const [param, format] of structuredOutputsOf(body.structured_outputs)) add(param, format);
   if (present(body.guided_whitespace_pattern)) {
-    throw badRequest('guided_whitespace_pattern is not supported: JSON is written compactly (", " and ": ")', 'guided_whitespace_pattern');
+    throw badRequest('guided_whitespace_pattern is not supported: the constraint takes one blank or newline, or none, wherever JSON allows whitespace', 'guided_whitespace_pattern');
   }
   const backend = body.guided_decoding_backend;
   if (present(backend) && (typeof backend !== 'string' || !BACKENDS.has(backend.split(':')[0]!))) {
@@ -110,7 +110,8 @@ function structuredOutputsOf(v: unknown): [string, ResponseFormat][] {
       if (value !== true) throw badRequest(`${at} must be true`, at);
       out.push([at, { type: 'json_object' }]);
     } else if (key === 'disable_any_whitespace' || key === 'disable_fallback') {
-      // Settings of vLLM's backends, which hold either way: JSON is written compactly, and no other backend falls in.
+      // Settings of vLLM's backends, taken either way: one blank or newline, or none, wherever JSON allows whitespace
+      // (compact JSON passes, not forced), and no other backend falls in.
       if (typeof value !== 'boolean') throw badRequest(`${at} must be true or false`, at);
     } else throw badRequest(`${at} is not supported: give json, regex, choice, grammar or json_object`, at);
   }
