@@ -33,7 +33,7 @@ interface ConnectionFlags {
 /** Adds the connection options every registry command takes. */
 function connection(cmd: Command, offline: boolean): Command {
   cmd
-    .option('--registry <host[:port]>', 'registry for references that name none (default $REASONPLUG_REGISTRY)')
+    .option('--registry <host[:port]>', 'registry for references that name none: host[:port], or http(s)://host[:port] (http: plain HTTP with it) (default $REASONPLUG_REGISTRY)')
     .option('--plain-http', 'talk HTTP, not HTTPS, to a registry that is not on loopback')
     .option('--token <token>', 'bearer token, or user:token for Basic auth (default $REASONPLUG_TOKEN)');
   if (offline) cmd.option('--offline', 'read the cache only, never the network (or REASONPLUG_OFFLINE=1)');
