@@ -13,7 +13,7 @@
  */
 import { checkLogitBiasIds } from '../sampling/index.js';
 import type { DecoderSession } from '../runtime/decoder-session.js';
-import { BatchKv, prefillTogether, RowPrefill, type BatchCache, type KvCounters, type RowCache } from '../runtime/batch-kv.js';
+import { BatchKv, prefillTogether, RowPrefill, type BatchCache, type KvCounters, type RowCache, type RunsCache } from '../runtime/batch-kv.js';
 import type { PrefixCacheStats } from '../runtime/prefix-cache.js';
 import type { RowShards, RowShardStats } from '../runtime/row-shards.js';
 import { LoneRowsKv } from '../runtime/lone-rows-kv.js';
@@ -227,6 +227,12 @@ const yieldToMessages = () => new Promise<void>((r) => setImmediate(r));
  * different lengths in one run (no attention mask to hide a shorter row's padding, or a batch fixed at one row).
  */
 const rowsRunAlone = (session: DecoderSession): boolean => session.runWideActivationScale || !rowsShareRuns(session.signature);
+
+/**
+ * Whether a model's batch cache can run a draft and take its rest back now: a {@link BatchKv} of a graph that can, or
+ * the backbone's row shards while the batch is narrow (a cache whose rows run alone never runs several positions).
+ */
+const takesRuns = (kv: BatchCache): kv is RunsCache => 'takesRuns' in kv && kv.takesRuns === true;
 
 /** A model's batch cache: one whose rows each run alone where they must (see {@link rowsRunAlone}). */
 const batchCacheOf = (session: DecoderSession): BatchCache => (rowsRunAlone(session) ? new LoneRowsKv(session) : new BatchKv(session));
@@ -809,9 +815,9 @@ export class ContinuousBatch {
   private async runDraft(l: Live, { tokens: draft, source }: Draft): Promise<boolean> {
     const seq = 1 + draft.length;
     const positions = Array.from({ length: seq }, () => [] as Float32Array[]);
-    const ran: BatchKv[] = [];
+    const ran: RunsCache[] = [];
     for (const [at, m] of l.job.models.entries()) {
-      const kv = this.kvs[m] as BatchKv;
+      const kv = this.kvs[m] as RunsCache;
       let logits: Float32Array;
       try {
         const running = this.onModel(m, () => kv.run([l.token, ...draft], seq));
@@ -844,7 +850,7 @@ export class ContinuousBatch {
     const prediction = job.request.predictionIds;
     const lookup = this.limits.promptLookup;
     if ((!lookup && !prediction && !this.drafter) || job.request.latent) return undefined;
-    if (!job.models.every((m) => this.kvs[m] instanceof BatchKv && this.kvs[m].takesRuns)) return undefined;
+    if (!job.models.every((m) => takesRuns(this.kvs[m]!))) return undefined;
     const row = job.rows[r]!;
     // The token and the draft are fed; the draft's tokens and the one after it may be written.
     const room = Math.min(job.maxTokens - row.ids.length, (job.request.contextLength ?? Infinity) - job.used[r]!) - 1;
@@ -898,7 +904,7 @@ export class ContinuousBatch {
       }
       l.draft = undefined;
       // A finished row leaves, its cache with it.
-      if (!row.finish) for (const m of job.models) (this.kvs[m] as BatchKv).dropLast(draft.tokens.length - at);
+      if (!row.finish) for (const m of job.models) (this.kvs[m] as RunsCache).dropLast(draft.tokens.length - at);
       return id;
     }
   }

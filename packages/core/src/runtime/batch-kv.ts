@@ -235,6 +235,17 @@ export interface BatchCache {
 }
 
 /**
+ * A batch cache that can also feed each row several positions and take them back (a draft and its rejected rest):
+ * {@link BatchKv}, and the backbone's row shards while the batch is narrow.
+ */
+export interface RunsCache extends BatchCache {
+  /** Whether {@link run} and {@link dropLast} work on this cache now. */
+  readonly takesRuns: boolean;
+  run(tokens: readonly number[], seq: number): Promise<Float32Array>;
+  dropLast(n: number): void;
+}
+
+/**
  * The running batch's cache and the runs that advance it. Its cache is never handed out (rows leave as copies), so
  * the cache a step or a rebuild replaces is freed at once ({@link releaseTensors}).
  *
@@ -243,7 +254,7 @@ export interface BatchCache {
  * masked past `width`, and writes the new keys and values into slot `width` of each row; nothing is joined or copied
  * out per step.
  */
-export class BatchKv implements BatchCache {
+export class BatchKv implements RunsCache {
   private past: Record<string, ort.Tensor> = {};
   /** Valid positions of each row (on the side given by {@link padding}'s opposite). */
   private lengths: number[] = [];

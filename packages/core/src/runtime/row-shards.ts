@@ -7,9 +7,9 @@
  * this project's 2-vCPU machine two shards running at once slow each other (a 4-row step's thread time 5.5 ms
  * alone, 7.9 side by side) and each step pays ~2 ms of waking the workers and messages: on a quiet machine the
  * one session was faster (docs/benchmarks.md, "Serving"), so shards are off unless asked for (`rowShards: true`).
- * Narrow steps (fewer than `minRows` rows) and prefills stay on the backbone's own session.
+ * Narrow steps (fewer than `minRows` rows), a lone row's drafted runs and prefills stay on the backbone's own session.
  *
- * The batch sees one cache ({@link BatchCache}): rows keep their order, and rebuilds and steps are forwarded
+ * The batch sees one cache ({@link RunsCache}): rows keep their order, and rebuilds and steps are forwarded
  * to the shards in order (a worker handles its messages in order, so a rebuild needs no answer). Crossing
  * `minRows` moves the rows' caches between the backbone's cache and the shards once.
  */
@@ -17,7 +17,7 @@ import type { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { threadsPerCore } from './cpu-topology.js';
 import { rowTensors, type CacheData } from './cache-tensors.js';
-import { BatchKv, copyRowCache, type BatchCache, type KvCounters, type RowCache } from './batch-kv.js';
+import { BatchKv, copyRowCache, type KvCounters, type RowCache, type RunsCache } from './batch-kv.js';
 import type { DecoderSession, DecoderSource } from './decoder-session.js';
 import { fromWire, spawnWorker } from './spawn-worker.js';
 import type { FromShard, ToShard, WireRow } from './shard-worker.js';
@@ -126,7 +126,7 @@ interface Place {
 }
 
 /** The backbone's batch cache, split over row shards while the batch is at least `minRows` wide. */
-export class RowShards implements BatchCache {
+export class RowShards implements RunsCache {
   private readonly local: BatchKv;
   private wide = false;
   /** Wide: each row's shard and position, in batch order. */
@@ -323,7 +323,8 @@ export class RowShards implements BatchCache {
     this.places = placed.map((p) => ({ shard: p.shard, at: p.kept ?? keptOn[p.shard]!.length + p.added! }));
   }
 
-  async step(tokens: readonly number[]): Promise<Float32Array> {
+  /** Waits for the rows coming back from the shards (and rebuilds queued behind them); throws where a shard lost them. */
+  private async settle(): Promise<void> {
     for (let p = this.pending; ; p = this.pending) {
       try {
         await p;
@@ -331,8 +332,12 @@ export class RowShards implements BatchCache {
         this.pending = Promise.resolve();
         throw err;
       }
-      if (p === this.pending) break;
+      if (p === this.pending) return;
     }
+  }
+
+  async step(tokens: readonly number[]): Promise<Float32Array> {
+    await this.settle();
     if (!this.wide) {
       this.counts.narrowSteps++;
       return this.local.step(tokens);
@@ -352,6 +357,29 @@ export class RowShards implements BatchCache {
     this.shardLengths = this.shardLengths.map((lengths) => lengths.map((l) => l + 1));
     this.shardWidth = this.shardWidth.map((w, s) => (this.shardLengths[s]!.length > 0 ? w + 1 : 0));
     return logits;
+  }
+
+  /**
+   * Whether a run of several positions can be fed and taken back (see {@link BatchKv.run}): only while the batch is
+   * narrow, its rows in the backbone's cache (no shard takes runs: drafts run for a row alone).
+   */
+  get takesRuns(): boolean {
+    return !this.wide && this.local.takesRuns;
+  }
+
+  /** {@link BatchKv.run} on the backbone's cache, once rows coming back from the shards are in; counted as a narrow step. */
+  async run(tokens: readonly number[], seq: number): Promise<Float32Array> {
+    await this.settle();
+    if (this.wide) throw new ShardError('a run of several positions cannot be fed to a sharded batch');
+    const logits = await this.local.run(tokens, seq);
+    this.counts.narrowSteps++;
+    return logits;
+  }
+
+  /** {@link BatchKv.dropLast} on the backbone's cache (after a run, before the batch changes). */
+  dropLast(n: number): void {
+    if (this.wide || this.returning) throw new ShardError("positions can be taken back only from rows in the backbone's cache");
+    this.local.dropLast(n);
   }
 
   stats(): RowShardStats {
