@@ -2,7 +2,7 @@
  * `reasonplug cache [--json]` lists what the cache holds and its size; `reasonplug cache clear <part...>|--all`
  * removes parts of it (all of it can be made again; see modules/cache-usage.ts).
  */
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import { CACHE_PARTS, cacheUsage, clearCache, type CachePart } from '../modules/cache-usage.js';
 import { printColumns, sizeText as size } from './columns.js';
 
@@ -31,9 +31,9 @@ export function addCacheCommand(program: Command): void {
     .option('--all', 'every part')
     .action(async (parts: string[], flags: { all?: boolean }) => {
       const unknown = parts.filter((p) => !(CACHE_PARTS as readonly string[]).includes(p));
-      if (unknown.length > 0) throw new Error(`unknown cache part ${unknown.join(', ')}; the parts are ${CACHE_PARTS.join(', ')}`);
+      if (unknown.length > 0) throw new InvalidArgumentError(`unknown cache part ${unknown.join(', ')}; the parts are ${CACHE_PARTS.join(', ')}`);
       const chosen = flags.all ? [...CACHE_PARTS] : (parts as CachePart[]);
-      if (chosen.length === 0) throw new Error(`name the parts to remove (${CACHE_PARTS.join(', ')}) or --all`);
+      if (chosen.length === 0) throw new InvalidArgumentError(`name the parts to remove (${CACHE_PARTS.join(', ')}) or --all`);
       const before = await cacheUsage();
       await clearCache(chosen);
       // (prepared graphs hold the saved sessions)

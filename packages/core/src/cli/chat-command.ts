@@ -10,7 +10,7 @@ import { stdout } from './output-closed.js';
 import { Option, type Command } from 'commander';
 import { Engine, type StreamOptions } from '../engine.js';
 import { validateGenerateOptions } from '../generate/options.js';
-import { TextTokenizer, type ChatMessage } from '../tokenizer/tokenizer.js';
+import { TextTokenizer, TokenizerError, type ChatMessage } from '../tokenizer/tokenizer.js';
 import { ChatReplySplitter, keptTokens, replyParsing, thinkingBudgetFor } from '../chat/reply.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
 import { chatTemplateFile, jsonObjectFlag, nonNegativeIntegerFlag, positiveIntegerFlag } from './flags.js';
@@ -61,10 +61,10 @@ async function chat(flags: ChatFlags): Promise<void> {
   const engine = await Engine.load(await engineOptions(flags));
   try {
     const info = engine.info.tokenizer;
-    if (!info) throw new Error(`${flags.model} has no tokenizer.json beside it, so it cannot take chat messages: use generate with --prompt-ids`);
+    if (!info) throw new TokenizerError(`${flags.model} has no tokenizer.json beside it, so it cannot take chat messages: use generate with --prompt-ids`);
     const tokenizer = await TextTokenizer.fromDirectory(info.dir);
     const template = chatTemplate ?? tokenizer.chatTemplate;
-    if (!template) throw new Error(`${flags.model} has no chat template: give one with --chat-template, or use generate`);
+    if (!template) throw new TokenizerError(`${flags.model} has no chat template: give one with --chat-template, or use generate`);
     for (const w of engine.info.warnings) process.stderr.write(`warning: ${w}\n`);
     // Without --max-tokens a reply may run to the end of the context (the engine stops a row there).
     const context = engine.info.contextLength ?? 2048;

@@ -4,7 +4,7 @@
  * the backbone's final hidden state at its last token, unit length unless `--raw`.
  */
 import { createInterface } from 'node:readline';
-import { Option, type Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { Engine } from '../engine.js';
 import { DTYPE_CHOICES } from '../modules/hub-variants.js';
 import { DEVICES } from '../runtime/devices.js';
@@ -35,11 +35,11 @@ export function addEmbedCommand(program: Command): void {
 
 async function embedTexts(given: string[], flags: EmbedFlags): Promise<void> {
   const texts = given.length > 0 ? given : await inputLines();
-  if (texts.length === 0) throw new Error('embed: give texts as arguments or as lines of the input');
+  if (texts.length === 0) throw new InvalidArgumentError('embed: give texts as arguments or as lines of the input');
   const engine = await Engine.load({ ...(await engineOptions(flags)), embeddings: true });
   try {
     const size = engine.info.embeddingSize!;
-    if (flags.dimensions !== undefined && flags.dimensions > size) throw new Error(`--dimensions ${flags.dimensions} is more than the model's ${size}`);
+    if (flags.dimensions !== undefined && flags.dimensions > size) throw new InvalidArgumentError(`--dimensions ${flags.dimensions} is more than the model's ${size}`);
     const { vectors, promptTokens } = await engine.embed({ texts }, { normalize: !flags.raw });
     vectors.forEach((v, index) => {
       const cut = flags.dimensions === undefined ? v : flags.raw ? v.slice(0, flags.dimensions) : unitLength(v.slice(0, flags.dimensions));

@@ -106,12 +106,12 @@ export function chatTemplateFile(path: string): string {
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
-    throw new Error(`--chat-template ${path}: ${(err as NodeJS.ErrnoException).code === 'EISDIR' ? 'is a directory' : (err as Error).message}`);
+    throw new InvalidArgumentError(`--chat-template ${path}: ${(err as NodeJS.ErrnoException).code === 'EISDIR' ? 'is a directory' : (err as Error).message}`);
   }
   try {
     new Template(text);
   } catch (err) {
-    throw new Error(`--chat-template ${path} is not a Jinja template: ${(err as Error).message}`);
+    throw new InvalidArgumentError(`--chat-template ${path} is not a Jinja template: ${(err as Error).message}`);
   }
   return text;
 }

@@ -2,7 +2,7 @@
  * `reasonplug pack | push | pull | search | resolve`: modules to and from OCI registries.
  * Data goes to stdout (a manifest, a directory, a digest, results), messages and progress to stderr.
  */
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { packModule } from '../registry/artifact.js';
 import { MODULE_KINDS } from '../modules/manifest.js';
 import type { SearchHit } from '../registry/extension.js';
@@ -175,6 +175,6 @@ export function addRegistryCommands(program: Command): void {
 async function modelTokenizer(spec: string, opts: RegistryOptions): Promise<string> {
   const dir = await resolveModelPath(await ggufWithProgress(spec), opts);
   const fingerprint = await tokenizerFingerprintOf(await locateModel(dir));
-  if (fingerprint === undefined) throw new Error(`--for ${spec}: the model has no tokenizer.json, so no module can be matched to it`);
+  if (fingerprint === undefined) throw new InvalidArgumentError(`--for ${spec}: the model has no tokenizer.json, so no module can be matched to it`);
   return fingerprint;
 }

@@ -132,7 +132,7 @@ export function moduleName(file: string, generalName: string | undefined, given:
   const form = (s: string) => kebabName(s).slice(0, NAME_MAX).replace(/-+$/, '');
   if (given !== undefined) {
     const name = form(given);
-    if (!name) throw new Error(`the module name "${given}" has no Latin letters or digits to name a module by; give one that has`);
+    if (!name) throw new RangeError(`the module name "${given}" has no Latin letters or digits to name a module by; give one that has`);
     return name;
   }
   return [generalName, basename(file, extname(file))].map((s) => (s ? form(s) : '')).find((n) => n) ?? `gguf-${sha256.slice(0, 12)}`;
@@ -1125,14 +1125,12 @@ function attentionOptions(config: LlamaConfig, opts: ConvertGgufOptions, maxPosi
   // windows keep joined presents, so there the kernel stays where each query head has its own kv head.
   const sliding = config.layerTypes?.includes('sliding') ?? false;
   const attention = opts.attention ?? (headDim % 8 !== 0 || queriesPerKv >= 2 || !sliding ? 'ops' : 'gqa');
-  if (opts.kvCache !== undefined && opts.kvCache !== 'float32' && opts.kvCache !== 'float16') throw new Error(`unknown kvCache ${String(opts.kvCache)}; float32 or float16`);
   const kv: LlamaBuildOptions = (opts.kvCache ?? 'float16') === 'float16' ? { kvDtype: 'float16' } : {};
   const tables = config.ropeThetaLocal !== undefined || config.ropeScaleLocal !== undefined ? 2 : 1;
   const cacheBytes = tables * 2 * maxPositions * (headDim / 2) * 4;
   const rotary = opts.gqaRotary ?? (cacheBytes > MAX_ROTARY_CACHE_BYTES ? 'ops' : 'inside');
   // The op graph returns each run's keys and values alone, which the engine writes into a cache with room to spare
   // (no per-step join of the whole cache); sliding-window layers count their window in slots and keep the joined form.
-  if (opts.kvOutput !== undefined && opts.kvOutput !== 'joined' && opts.kvOutput !== 'new') throw new Error(`unknown kvOutput ${String(opts.kvOutput)}; joined or new`);
   const kvOutput = sliding ? 'joined' : (opts.kvOutput ?? 'new');
   if (attention === 'ops') return { attention, rotaryKernel: rotary === 'inside', fuseResidualNorms: true, maxPositions, kvOutput, ...kv };
   return { attention, gqaRotary: rotary, maxPositions, ...kv };
@@ -1198,13 +1196,24 @@ export function conversionFailure(err: unknown, source: string, destination: str
   return new ConversionError(`cannot write the module converted from ${source} into ${destination}: ${(cause as Error).message}`, { cause });
 }
 
+/** Refuses an option value the converter does not know (a RangeError naming it), before the file is read. */
+function checkOptions(opts: ConvertGgufOptions): void {
+  const { dtype, kvCache, kvOutput, attention, gqaRotary } = opts;
+  if (dtype !== undefined && dtype !== 'float32' && dtype !== 'float16') throw new RangeError(`dtype must be 'float32' or 'float16', got ${String(dtype)}`);
+  if (kvCache !== undefined && kvCache !== 'float32' && kvCache !== 'float16') throw new RangeError(`unknown kvCache ${String(kvCache)}; float32 or float16`);
+  if (kvOutput !== undefined && kvOutput !== 'joined' && kvOutput !== 'new') throw new RangeError(`unknown kvOutput ${String(kvOutput)}; joined or new`);
+  if (attention !== undefined && attention !== 'ops' && attention !== 'gqa') throw new RangeError(`unknown attention ${String(attention)}; ops or gqa`);
+  if (gqaRotary !== undefined && gqaRotary !== 'inside' && gqaRotary !== 'ops') throw new RangeError(`unknown gqaRotary ${String(gqaRotary)}; inside or ops`);
+}
+
 /**
  * Converts a GGUF into a module directory at `outDir` (created if needed; existing files of the
- * same names are replaced). Returns the directory, the model config and the manifest written.
+ * same names are replaced). Returns the directory, the model config and the manifest written. An option value it does
+ * not know is a RangeError, refused before the file is read.
  */
 export async function convertGguf(ggufPath: string, outDir: string, opts: ConvertGgufOptions = {}): Promise<ConvertGgufResult> {
+  checkOptions(opts);
   const dtype = opts.dtype ?? 'float32';
-  if (dtype !== 'float32' && dtype !== 'float16') throw new Error(`dtype must be 'float32' or 'float16', got ${String(dtype)}`);
   const dir = resolve(outDir);
   const file = basename(ggufPath);
   const f = await GgufFile.open(ggufPath);

@@ -10,6 +10,7 @@ import type { onnx as O } from 'onnx-proto';
 import { DataType, makeNode, makeTensor, makeValueInfo } from './proto.js';
 import { GraphBuilder, float32ArrayToFloat16, transpose2d } from './graph-builder.js';
 import type { LlamaConfig, LlamaWeights } from './llama-spec.js';
+import { LlamaConfigError } from './llama-builder.js';
 
 const MS = 'com.microsoft';
 
@@ -51,7 +52,7 @@ const PLAIN_LLAMA_KEYS = new Set<keyof LlamaConfig>([
 export function buildGenaiLlamaModel(config: LlamaConfig, weights: LlamaWeights, options: GenaiBuildOptions = {}): O.IModelProto {
   // The plain Llama block only: a variant this layout does not write must not be dropped silently.
   const variants = (Object.keys(config) as (keyof LlamaConfig)[]).filter((k) => !PLAIN_LLAMA_KEYS.has(k) && config[k] !== undefined);
-  if (variants.length > 0) throw new Error(`buildGenaiLlamaModel writes the plain Llama block; it does not write ${variants.join(', ')}`);
+  if (variants.length > 0) throw new LlamaConfigError(`buildGenaiLlamaModel writes the plain Llama block; it does not write ${variants.join(', ')}`);
   const vocab = config.vocabSize;
   const hidden = config.hiddenSize;
   const heads = config.numHeads;

@@ -31,6 +31,16 @@ const PAGE = 4096;
 /** Protobuf cannot hold a model of 2 GiB or more; leave room for the graph itself. */
 const MAX_INLINE_BYTES = 2 ** 31 - 64 * 1024 * 1024;
 
+/** Raised for a {@link LlamaConfig} the builder cannot write (a size out of range, an unknown style, options that exclude each other), naming the field. */
+export class LlamaConfigError extends RangeError {
+  override name = 'LlamaConfigError';
+}
+
+/** Raised for {@link LlamaWeights} that do not fit the config (a missing or misshapen matrix, a part the config has no place for), naming the weight. */
+export class LlamaWeightsError extends RangeError {
+  override name = 'LlamaWeightsError';
+}
+
 /** Options of {@link buildLlamaModel}; every flag defaults to the plain optimum `text-generation-with-past` layout. */
 export interface LlamaBuildOptions {
   /**
@@ -257,77 +267,77 @@ function resolve(config: LlamaConfig): Resolved {
     const { kvLoraRank, ropeDim, valueDim, qLoraRank } = mla;
     const whole = (n: number | undefined) => Number.isInteger(n) && n! > 0;
     if (!whole(kvLoraRank) || !whole(ropeDim) || ropeDim % 2 !== 0 || !(ropeDim < qHead) || !whole(valueDim) || (qLoraRank !== undefined && !whole(qLoraRank))) {
-      throw new Error(`invalid Llama config: mla needs positive whole kvLoraRank, valueDim and qLoraRank (or none) and an even ropeDim below headDim (${qHead}), got ${JSON.stringify(mla)}`);
+      throw new LlamaConfigError(`invalid Llama config: mla needs positive whole kvLoraRank, valueDim and qLoraRank (or none) and an even ropeDim below headDim (${qHead}), got ${JSON.stringify(mla)}`);
     }
-    if (config.ropeDims !== undefined && config.ropeDims !== ropeDim) throw new Error(`invalid Llama config: with mla, ropeDims is mla.ropeDim (${ropeDim}), not ${config.ropeDims}`);
+    if (config.ropeDims !== undefined && config.ropeDims !== ropeDim) throw new LlamaConfigError(`invalid Llama config: with mla, ropeDims is mla.ropeDim (${ropeDim}), not ${config.ropeDims}`);
     const other = (['qkvBias', 'qkNorm', 'attentionSinks', 'parallelBlock'] as const).filter((k) => config[k]);
-    if (other.length) throw new Error(`invalid Llama config: mla does not take ${other.join(', ')}`);
+    if (other.length) throw new LlamaConfigError(`invalid Llama config: mla does not take ${other.join(', ')}`);
   }
   for (const key of ['vocab', 'hidden', 'layers', 'heads', 'kvHeads', 'headDim', 'inter'] as const) {
-    if (!Number.isInteger(r[key]) || r[key] <= 0) throw new Error(`invalid Llama config: ${key} must be a positive integer, got ${r[key]}`);
+    if (!Number.isInteger(r[key]) || r[key] <= 0) throw new LlamaConfigError(`invalid Llama config: ${key} must be a positive integer, got ${r[key]}`);
   }
-  if (heads % kvHeads !== 0) throw new Error(`invalid Llama config: numHeads (${heads}) must be a multiple of numKvHeads (${kvHeads})`);
-  if (headDim % 2 !== 0) throw new Error(`invalid Llama config: headDim (${headDim}) must be even for rotary embeddings`);
+  if (heads % kvHeads !== 0) throw new LlamaConfigError(`invalid Llama config: numHeads (${heads}) must be a multiple of numKvHeads (${kvHeads})`);
+  if (headDim % 2 !== 0) throw new LlamaConfigError(`invalid Llama config: headDim (${headDim}) must be even for rotary embeddings`);
   const rd = r.ropeDims;
-  if (!Number.isInteger(rd) || rd <= 0 || rd % 2 !== 0 || rd > headDim) throw new Error(`invalid Llama config: ropeDims (${rd}) must be even and within headDim (${headDim})`);
-  if (r.rope !== 'half' && r.rope !== 'adjacent') throw new Error(`invalid Llama config: unknown ropeStyle ${String(r.rope)}`);
-  if (r.act !== 'silu' && r.act !== 'gelu_tanh' && r.act !== 'relu2') throw new Error(`invalid Llama config: unknown hiddenAct ${String(r.act)}`);
-  if (r.normBias && !r.layerNorm) throw new Error('invalid Llama config: normBias needs normType layer (RMSNorms have no bias)');
-  if (r.projectionBias && r.gated && !r.moe) throw new Error('invalid Llama config: projectionBias takes an ungated MLP (gatedMlp: false), or experts (moe: the output projection\'s bias only)');
+  if (!Number.isInteger(rd) || rd <= 0 || rd % 2 !== 0 || rd > headDim) throw new LlamaConfigError(`invalid Llama config: ropeDims (${rd}) must be even and within headDim (${headDim})`);
+  if (r.rope !== 'half' && r.rope !== 'adjacent') throw new LlamaConfigError(`invalid Llama config: unknown ropeStyle ${String(r.rope)}`);
+  if (r.act !== 'silu' && r.act !== 'gelu_tanh' && r.act !== 'relu2') throw new LlamaConfigError(`invalid Llama config: unknown hiddenAct ${String(r.act)}`);
+  if (r.normBias && !r.layerNorm) throw new LlamaConfigError('invalid Llama config: normBias needs normType layer (RMSNorms have no bias)');
+  if (r.projectionBias && r.gated && !r.moe) throw new LlamaConfigError('invalid Llama config: projectionBias takes an ungated MLP (gatedMlp: false), or experts (moe: the output projection\'s bias only)');
   if (r.moe) {
     const { experts, used, normalize, sharedSize, sharedGate, biases, swiglu, gating, selectionBias, scale, denseLayers, groups } = r.moe;
     if (!Number.isInteger(experts) || experts < 2 || !Number.isInteger(used) || used < 1 || used > experts) {
-      throw new Error(`invalid Llama config: moe needs a whole number of experts (2 or more) and of used experts (1 to experts), got ${experts} and ${used}`);
+      throw new LlamaConfigError(`invalid Llama config: moe needs a whole number of experts (2 or more) and of used experts (1 to experts), got ${experts} and ${used}`);
     }
-    if (typeof normalize !== 'boolean') throw new Error('invalid Llama config: moe.normalize must be true or false');
-    if (sharedSize !== undefined && !(Number.isInteger(sharedSize) && sharedSize > 0)) throw new Error(`invalid Llama config: moe.sharedSize must be a positive integer, got ${sharedSize}`);
+    if (typeof normalize !== 'boolean') throw new LlamaConfigError('invalid Llama config: moe.normalize must be true or false');
+    if (sharedSize !== undefined && !(Number.isInteger(sharedSize) && sharedSize > 0)) throw new LlamaConfigError(`invalid Llama config: moe.sharedSize must be a positive integer, got ${sharedSize}`);
     for (const [name, flag] of [['biases', biases], ['sharedGate', sharedGate], ['selectionBias', selectionBias]] as const) {
-      if (flag !== undefined && typeof flag !== 'boolean') throw new Error(`invalid Llama config: moe.${name} must be true or false`);
+      if (flag !== undefined && typeof flag !== 'boolean') throw new LlamaConfigError(`invalid Llama config: moe.${name} must be true or false`);
     }
-    if (sharedGate !== undefined && sharedSize === undefined) throw new Error('invalid Llama config: moe.sharedGate needs a shared expert (moe.sharedSize)');
-    if (gating !== undefined && gating !== 'softmax' && gating !== 'sigmoid') throw new Error(`invalid Llama config: moe.gating must be 'softmax' or 'sigmoid', got ${String(gating)}`);
-    if (scale !== undefined && !(scale > 0 && Number.isFinite(scale))) throw new Error(`invalid Llama config: moe.scale must be a positive number, got ${scale}`);
+    if (sharedGate !== undefined && sharedSize === undefined) throw new LlamaConfigError('invalid Llama config: moe.sharedGate needs a shared expert (moe.sharedSize)');
+    if (gating !== undefined && gating !== 'softmax' && gating !== 'sigmoid') throw new LlamaConfigError(`invalid Llama config: moe.gating must be 'softmax' or 'sigmoid', got ${String(gating)}`);
+    if (scale !== undefined && !(scale > 0 && Number.isFinite(scale))) throw new LlamaConfigError(`invalid Llama config: moe.scale must be a positive number, got ${scale}`);
     if (groups !== undefined) {
       const { count, used: chosen } = groups;
       if (!(Number.isInteger(count) && count >= 2 && experts % count === 0) || !(Number.isInteger(chosen) && chosen >= 1 && chosen < count) || (experts / count) * chosen < used) {
-        throw new Error(`invalid Llama config: moe.groups needs 2 or more groups that divide the experts, 1 to count − 1 of them used, holding the used experts, got ${JSON.stringify(groups)}`);
+        throw new LlamaConfigError(`invalid Llama config: moe.groups needs 2 or more groups that divide the experts, 1 to count − 1 of them used, holding the used experts, got ${JSON.stringify(groups)}`);
       }
     }
     if (denseLayers !== undefined) {
       const { count, intermediateSize } = denseLayers;
       if (!(Number.isInteger(count) && count >= 1 && count < r.layers) || !(Number.isInteger(intermediateSize) && intermediateSize > 0)) {
-        throw new Error(`invalid Llama config: moe.denseLayers needs 1 to ${r.layers - 1} layers and a positive intermediateSize, got ${JSON.stringify(denseLayers)}`);
+        throw new LlamaConfigError(`invalid Llama config: moe.denseLayers needs 1 to ${r.layers - 1} layers and a positive intermediateSize, got ${JSON.stringify(denseLayers)}`);
       }
     }
     if (swiglu !== undefined) {
       const { alpha, beta, limit } = swiglu;
       if (!(alpha > 0 && Number.isFinite(alpha)) || !Number.isFinite(beta) || (limit !== undefined && !(limit > 0 && Number.isFinite(limit)))) {
-        throw new Error(`invalid Llama config: moe.swiglu needs a positive alpha, a finite beta and a positive limit or none, got ${JSON.stringify(swiglu)}`);
+        throw new LlamaConfigError(`invalid Llama config: moe.swiglu needs a positive alpha, a finite beta and a positive limit or none, got ${JSON.stringify(swiglu)}`);
       }
     }
     // onnxruntime's CPU MoE kernel runs SwiGLU experts.
-    if (!r.gated || r.act !== 'silu') throw new Error('invalid Llama config: moe experts are gated SiLU MLPs (gatedMlp true, hiddenAct silu)');
+    if (!r.gated || r.act !== 'silu') throw new LlamaConfigError('invalid Llama config: moe experts are gated SiLU MLPs (gatedMlp true, hiddenAct silu)');
   }
-  if (r.headBias && (r.logitScale !== 1 || r.finalCap !== undefined)) throw new Error('invalid Llama config: headBias with logitScale or finalLogitSoftcap is not supported');
-  if (r.qkNormWidth !== 'head' && r.qkNormWidth !== 'projection') throw new Error(`invalid Llama config: unknown qkNormWidth ${String(r.qkNormWidth)}`);
-  if (config.normType !== undefined && config.normType !== 'rms' && config.normType !== 'layer') throw new Error(`invalid Llama config: unknown normType ${String(config.normType)}`);
-  if (r.layerNorm && r.qkNorm) throw new Error('invalid Llama config: q/k norms are RMSNorms; normType layer takes none');
-  if (r.parallel && (!r.preNorms || r.postNorms)) throw new Error('invalid Llama config: a parallel block reads one pre-norm and has no post-norms');
+  if (r.headBias && (r.logitScale !== 1 || r.finalCap !== undefined)) throw new LlamaConfigError('invalid Llama config: headBias with logitScale or finalLogitSoftcap is not supported');
+  if (r.qkNormWidth !== 'head' && r.qkNormWidth !== 'projection') throw new LlamaConfigError(`invalid Llama config: unknown qkNormWidth ${String(r.qkNormWidth)}`);
+  if (config.normType !== undefined && config.normType !== 'rms' && config.normType !== 'layer') throw new LlamaConfigError(`invalid Llama config: unknown normType ${String(config.normType)}`);
+  if (r.layerNorm && r.qkNorm) throw new LlamaConfigError('invalid Llama config: q/k norms are RMSNorms; normType layer takes none');
+  if (r.parallel && (!r.preNorms || r.postNorms)) throw new LlamaConfigError('invalid Llama config: a parallel block reads one pre-norm and has no post-norms');
   if (r.freqFactors && r.freqFactors.length !== rd / 2) {
-    throw new Error(`invalid Llama config: ropeFreqFactors has ${r.freqFactors.length} entries, ropeDims / 2 is ${rd / 2}`);
+    throw new LlamaConfigError(`invalid Llama config: ropeFreqFactors has ${r.freqFactors.length} entries, ropeDims / 2 is ${rd / 2}`);
   }
   if (r.longRope) {
     const { short, long, originalContext } = r.longRope;
-    if (r.freqFactors) throw new Error('invalid Llama config: ropeFreqFactors and longRope exclude each other');
-    if (!Number.isInteger(originalContext) || originalContext <= 0) throw new Error(`invalid Llama config: longRope.originalContext must be a positive integer, got ${originalContext}`);
+    if (r.freqFactors) throw new LlamaConfigError('invalid Llama config: ropeFreqFactors and longRope exclude each other');
+    if (!Number.isInteger(originalContext) || originalContext <= 0) throw new LlamaConfigError(`invalid Llama config: longRope.originalContext must be a positive integer, got ${originalContext}`);
     for (const [name, factors] of [['short', short], ['long', long]] as const) {
       if (factors.length !== rd / 2 || factors.some((f) => !(f > 0 && Number.isFinite(f)))) {
-        throw new Error(`invalid Llama config: longRope.${name} must hold ropeDims / 2 = ${rd / 2} positive factors`);
+        throw new LlamaConfigError(`invalid Llama config: longRope.${name} must hold ropeDims / 2 = ${rd / 2} positive factors`);
       }
     }
   }
   for (const key of ['ropeScale', 'ropeScaleLocal', 'queryScale', 'embedScale', 'theta', 'thetaLocal', 'ropeMscale', 'residualScale', 'logitScale'] as const) {
-    if (!(r[key] > 0) || !Number.isFinite(r[key])) throw new Error(`invalid Llama config: ${key === 'ropeMscale' ? 'ropeAttentionFactor' : key} must be a positive number, got ${r[key]}`);
+    if (!(r[key] > 0) || !Number.isFinite(r[key])) throw new LlamaConfigError(`invalid Llama config: ${key === 'ropeMscale' ? 'ropeAttentionFactor' : key} must be a positive number, got ${r[key]}`);
   }
   // Rotating whole heads, the factor scales q·k by its square: folded into the query scale, it costs nothing and
   // GroupQueryAttention can still rotate inside. A partial rotation scales only the rotated dimensions.
@@ -338,47 +348,47 @@ function resolve(config: LlamaConfig): Resolved {
   if (r.temperature) {
     const { scale, length, offset } = r.temperature;
     if (!Number.isFinite(scale) || !(Number.isInteger(length) && length > 0) || !Number.isFinite(offset)) {
-      throw new Error(`invalid Llama config: queryTemperature needs a finite scale and offset and a positive whole length, got ${JSON.stringify(r.temperature)}`);
+      throw new LlamaConfigError(`invalid Llama config: queryTemperature needs a finite scale and offset and a positive whole length, got ${JSON.stringify(r.temperature)}`);
     }
     // A norm of q after it would undo the factor.
-    if (r.qkNorm) throw new Error('invalid Llama config: queryTemperature with qkNorm is not supported');
+    if (r.qkNorm) throw new LlamaConfigError('invalid Llama config: queryTemperature with qkNorm is not supported');
   }
   for (const key of ['attnCap', 'finalCap'] as const) {
     const v = r[key];
-    if (v !== undefined && !(v > 0 && Number.isFinite(v))) throw new Error(`invalid Llama config: ${key === 'attnCap' ? 'attnLogitSoftcap' : 'finalLogitSoftcap'} must be a positive number, got ${v}`);
+    if (v !== undefined && !(v > 0 && Number.isFinite(v))) throw new LlamaConfigError(`invalid Llama config: ${key === 'attnCap' ? 'attnLogitSoftcap' : 'finalLogitSoftcap'} must be a positive number, got ${v}`);
   }
   if ([...r.noRope].some((l) => !Number.isInteger(l) || l < 0 || l >= r.layers)) {
-    throw new Error(`invalid Llama config: noRopeLayers must list layers of 0..${r.layers - 1}`);
+    throw new LlamaConfigError(`invalid Llama config: noRopeLayers must list layers of 0..${r.layers - 1}`);
   }
   if (r.layerTypes.length !== r.layers || r.layerTypes.some((t) => !['full', 'sliding', 'conv', 'mamba', 'delta', 'mlp', 'mamba-attention'].includes(t))) {
-    throw new Error(`invalid Llama config: layerTypes must list 'full', 'sliding', 'conv', 'mamba', 'delta', 'mlp' or 'mamba-attention' for each of the ${r.layers} layers`);
+    throw new LlamaConfigError(`invalid Llama config: layerTypes must list 'full', 'sliding', 'conv', 'mamba', 'delta', 'mlp' or 'mamba-attention' for each of the ${r.layers} layers`);
   }
-  if (r.layerTypes.includes('mlp') && !r.single) throw new Error("invalid Llama config: 'mlp' layers are single blocks (singleBlocks)");
-  if (r.single && (r.moe || r.parallel || r.postNorms || !r.preNorms)) throw new Error('invalid Llama config: singleBlocks take pre-norms, no post-norms, no parallel block and no moe');
+  if (r.layerTypes.includes('mlp') && !r.single) throw new LlamaConfigError("invalid Llama config: 'mlp' layers are single blocks (singleBlocks)");
+  if (r.single && (r.moe || r.parallel || r.postNorms || !r.preNorms)) throw new LlamaConfigError('invalid Llama config: singleBlocks take pre-norms, no post-norms, no parallel block and no moe');
   const deltas = r.layerTypes.filter((t) => t === 'delta').length;
   if (deltas > 0) {
     const d = r.delta;
     const whole = (n: number | undefined, least = 1) => Number.isInteger(n) && n! >= least;
     if (!d || !whole(d.convKernel, 2) || !whole(d.keyHeads) || !whole(d.keyDim) || !whole(d.valueHeads) || !whole(d.valueDim) || d.valueHeads % d.keyHeads !== 0) {
-      throw new Error(`invalid Llama config: 'delta' layers need deltaNet sizes (whole key and value heads, the value heads a multiple of the key heads, their sizes, convKernel of 2 or more taps), got ${JSON.stringify(config.deltaNet)}`);
+      throw new LlamaConfigError(`invalid Llama config: 'delta' layers need deltaNet sizes (whole key and value heads, the value heads a multiple of the key heads, their sizes, convKernel of 2 or more taps), got ${JSON.stringify(config.deltaNet)}`);
     }
-  } else if (config.deltaNet !== undefined) throw new Error("invalid Llama config: deltaNet is for 'delta' layers, and layerTypes lists none");
-  if (r.attnGate && (r.mla || r.qkvBias)) throw new Error('invalid Llama config: attentionGate does not take mla or qkvBias');
+  } else if (config.deltaNet !== undefined) throw new LlamaConfigError("invalid Llama config: deltaNet is for 'delta' layers, and layerTypes lists none");
+  if (r.attnGate && (r.mla || r.qkvBias)) throw new LlamaConfigError('invalid Llama config: attentionGate does not take mla or qkvBias');
   const convs = r.layerTypes.filter((t) => t === 'conv').length;
   const mambas = r.layerTypes.filter((t) => t === 'mamba' || t === 'mamba-attention').length;
-  if (convs > 0 && !(Number.isInteger(r.convKernel) && r.convKernel >= 2)) throw new Error(`invalid Llama config: 'conv' layers need a whole convKernel of 2 or more taps, got ${config.convKernel}`);
-  if (convs === 0 && config.convKernel !== undefined) throw new Error("invalid Llama config: convKernel is for 'conv' layers, and layerTypes lists none");
+  if (convs > 0 && !(Number.isInteger(r.convKernel) && r.convKernel >= 2)) throw new LlamaConfigError(`invalid Llama config: 'conv' layers need a whole convKernel of 2 or more taps, got ${config.convKernel}`);
+  if (convs === 0 && config.convKernel !== undefined) throw new LlamaConfigError("invalid Llama config: convKernel is for 'conv' layers, and layerTypes lists none");
   if (mambas > 0) {
     const m = r.mamba;
     const whole = (n: number | undefined, least = 1) => Number.isInteger(n) && n! >= least;
     if (!m || !whole(m.convKernel, 2) || !whole(m.heads) || !whole(m.headDim) || !whole(m.stateSize) || !whole(m.groups) || m.heads % m.groups !== 0) {
-      throw new Error(`invalid Llama config: 'mamba' layers need mamba sizes (whole heads, headDim, stateSize, groups dividing the heads, convKernel of 2 or more taps), got ${JSON.stringify(config.mamba)}`);
+      throw new LlamaConfigError(`invalid Llama config: 'mamba' layers need mamba sizes (whole heads, headDim, stateSize, groups dividing the heads, convKernel of 2 or more taps), got ${JSON.stringify(config.mamba)}`);
     }
-  } else if (config.mamba !== undefined) throw new Error("invalid Llama config: mamba is for 'mamba' layers, and layerTypes lists none");
-  if (!r.layerTypes.some(layerAttends)) throw new Error("invalid Llama config: no layer is attention ('full' or 'sliding'); a model needs an attention layer");
-  if (convs + mambas + deltas > 0 && (r.mla || r.parallel || r.postNorms || !r.preNorms)) throw new Error("invalid Llama config: 'conv', 'mamba' and 'delta' layers take pre-norms, no post-norms, no parallel block and no mla");
+  } else if (config.mamba !== undefined) throw new LlamaConfigError("invalid Llama config: mamba is for 'mamba' layers, and layerTypes lists none");
+  if (!r.layerTypes.some(layerAttends)) throw new LlamaConfigError("invalid Llama config: no layer is attention ('full' or 'sliding'); a model needs an attention layer");
+  if (convs + mambas + deltas > 0 && (r.mla || r.parallel || r.postNorms || !r.preNorms)) throw new LlamaConfigError("invalid Llama config: 'conv', 'mamba' and 'delta' layers take pre-norms, no post-norms, no parallel block and no mla");
   if (r.layerTypes.includes('sliding') && !(Number.isInteger(r.window) && r.window! > 0)) {
-    throw new Error(`invalid Llama config: sliding layers need a positive integer slidingWindow, got ${r.window}`);
+    throw new LlamaConfigError(`invalid Llama config: sliding layers need a positive integer slidingWindow, got ${r.window}`);
   }
   return r;
 }
@@ -579,36 +589,36 @@ function checkWeights(c: Resolved, w: LlamaWeights<SourceMatrix>): void {
   const expect = (what: string, a: SourceMatrix | undefined, n: number) => {
     // (a deferred matrix's values are read later, by the build: its shape stands for them here)
     if (a && isDeferred(a)) {
-      if (a.rows * a.cols !== n) throw new Error(`Llama weights: ${what} is a ${a.rows}x${a.cols} matrix, the config needs ${n} values`);
+      if (a.rows * a.cols !== n) throw new LlamaWeightsError(`Llama weights: ${what} is a ${a.rows}x${a.cols} matrix, the config needs ${n} values`);
       return;
     }
     if (a && !(a instanceof Float32Array)) {
       const { rows, cols, bits, blockSize, data, scales } = a;
-      if (rows * cols !== n) throw new Error(`Llama weights: ${what} is a ${rows}x${cols} quantized matrix, the config needs ${n} values`);
+      if (rows * cols !== n) throw new LlamaWeightsError(`Llama weights: ${what} is a ${rows}x${cols} quantized matrix, the config needs ${n} values`);
       if (cols % blockSize !== 0 || data.length !== rows * rowBytes(a) || scales.length !== rows * blocksPerRow(a)) {
-        throw new Error(`Llama weights: ${what} is a malformed quantized matrix (${bits}-bit, block ${blockSize}, ${data.length} code bytes, ${scales.length} scales)`);
+        throw new LlamaWeightsError(`Llama weights: ${what} is a malformed quantized matrix (${bits}-bit, block ${blockSize}, ${data.length} code bytes, ${scales.length} scales)`);
       }
       return;
     }
-    if (!(a instanceof Float32Array)) throw new Error(`Llama weights: ${what} is missing (expected a Float32Array of ${n} values)`);
-    if (a.length !== n) throw new Error(`Llama weights: ${what} has ${a.length} values, the config needs ${n}`);
+    if (!(a instanceof Float32Array)) throw new LlamaWeightsError(`Llama weights: ${what} is missing (expected a Float32Array of ${n} values)`);
+    if (a.length !== n) throw new LlamaWeightsError(`Llama weights: ${what} has ${a.length} values, the config needs ${n}`);
   };
   expect('embed', w.embed, c.vocab * c.hidden);
-  if (w.layers.length !== c.layers) throw new Error(`Llama weights: ${w.layers.length} layers given, the config has ${c.layers}`);
+  if (w.layers.length !== c.layers) throw new LlamaWeightsError(`Llama weights: ${w.layers.length} layers given, the config has ${c.layers}`);
   w.layers.forEach((l, i) => {
     if (c.preNorms) {
       expect(`layers[${i}].attnNorm`, l.attnNorm, c.hidden);
       if (!c.parallel && !c.single) expect(`layers[${i}].mlpNorm`, l.mlpNorm, c.hidden);
-      else if (l.mlpNorm) throw new Error(`Llama weights: layers[${i}] has an MLP norm, but the config's ${c.single ? 'single blocks read one norm each' : 'parallel block reads the attention norm'}`);
+      else if (l.mlpNorm) throw new LlamaWeightsError(`Llama weights: layers[${i}] has an MLP norm, but the config's ${c.single ? 'single blocks read one norm each' : 'parallel block reads the attention norm'}`);
     } else if (l.attnNorm || l.mlpNorm) {
-      throw new Error(`Llama weights: layers[${i}] has pre-norm weights, but the config has preNorms: false`);
+      throw new LlamaWeightsError(`Llama weights: layers[${i}] has pre-norm weights, but the config has preNorms: false`);
     }
     const kind = c.layerTypes[i]!;
     // (a layer without attention: no attention weights, its mixer's instead, or none)
     const conv = !layerAttends(kind);
     if (conv) {
       const attention = (['wq', 'wk', 'wv', 'wo', 'mla', 'bq', 'bk', 'bv', 'qNorm', 'kNorm', 'sinks', 'bo'] as const).filter((k) => l[k]);
-      if (attention.length) throw new Error(`Llama weights: layers[${i}] is a '${kind}' layer but has attention weights (${attention.join(', ')})`);
+      if (attention.length) throw new LlamaWeightsError(`Llama weights: layers[${i}] is a '${kind}' layer but has attention weights (${attention.join(', ')})`);
     }
     if (kind === 'conv') {
       expect(`layers[${i}].shortConv.inProj`, l.shortConv?.inProj, 3 * c.hidden * c.hidden);
@@ -616,9 +626,9 @@ function checkWeights(c: Resolved, w: LlamaWeights<SourceMatrix>): void {
       expect(`layers[${i}].shortConv.outProj`, l.shortConv?.outProj, c.hidden * c.hidden);
     } else if (kind === 'mamba' || kind === 'mamba-attention') checkMamba(c, l, i, expect);
     else if (kind === 'delta') checkDeltaNet(c, l, i, expect);
-    if (l.deltaNet && kind !== 'delta') throw new Error(`Llama weights: layers[${i}] has a gated DeltaNet, but the config's layer ${i} is '${kind}'`);
-    if (l.shortConv && kind !== 'conv') throw new Error(`Llama weights: layers[${i}] has a short convolution, but the config's layer ${i} is '${kind}'`);
-    if (l.mamba && kind !== 'mamba' && kind !== 'mamba-attention') throw new Error(`Llama weights: layers[${i}] has a Mamba mixer, but the config's layer ${i} is '${kind}'`);
+    if (l.deltaNet && kind !== 'delta') throw new LlamaWeightsError(`Llama weights: layers[${i}] has a gated DeltaNet, but the config's layer ${i} is '${kind}'`);
+    if (l.shortConv && kind !== 'conv') throw new LlamaWeightsError(`Llama weights: layers[${i}] has a short convolution, but the config's layer ${i} is '${kind}'`);
+    if (l.mamba && kind !== 'mamba' && kind !== 'mamba-attention') throw new LlamaWeightsError(`Llama weights: layers[${i}] has a Mamba mixer, but the config's layer ${i} is '${kind}'`);
     if (c.mla && !conv) checkMla(c, l, i, expect);
     else if (!conv) {
       expect(`layers[${i}].wq${c.attnGate ? ' (query and gate: attentionGate)' : ''}`, l.wq, (c.attnGate ? 2 : 1) * q * c.hidden);
@@ -629,9 +639,9 @@ function checkWeights(c: Resolved, w: LlamaWeights<SourceMatrix>): void {
     const inter = denseInter(c, i);
     // (single blocks: an MLP in the 'mlp' layers only)
     if (c.single && kind !== 'mlp') {
-      if (l.wGate || l.wUp || l.wDown) throw new Error(`Llama weights: layers[${i}] has MLP projections, but the config's single block ${i} is '${kind}'`);
+      if (l.wGate || l.wUp || l.wDown) throw new LlamaWeightsError(`Llama weights: layers[${i}] has MLP projections, but the config's single block ${i} is '${kind}'`);
     } else if (inter === undefined) {
-      if (l.wGate || l.wUp || l.wDown) throw new Error(`Llama weights: layers[${i}] has MLP projections, but the config's layer ${i} is a mixture of experts (moe)`);
+      if (l.wGate || l.wUp || l.wDown) throw new LlamaWeightsError(`Llama weights: layers[${i}] has MLP projections, but the config's layer ${i} is a mixture of experts (moe)`);
       const { experts: e, sharedSize } = c.moe!;
       expect(`layers[${i}].moe.router`, l.moe?.router, e * c.hidden);
       expect(`layers[${i}].moe.gate`, l.moe?.gate, e * c.inter * c.hidden);
@@ -642,12 +652,12 @@ function checkWeights(c: Resolved, w: LlamaWeights<SourceMatrix>): void {
         const q = experts.filter(isQuantized);
         const [first] = q;
         if (q.length !== 3 || q.some((m) => m.bits !== first!.bits || m.blockSize !== first!.blockSize || m.offsetColumns)) {
-          throw new Error(`Llama weights: layers[${i}].moe's gate, up and down must be dense, or quantized alike (same bits and block size, no offset columns)`);
+          throw new LlamaWeightsError(`Llama weights: layers[${i}].moe's gate, up and down must be dense, or quantized alike (same bits and block size, no offset columns)`);
         }
         // onnxruntime 1.30's 4-bit QMoE with zero points disagrees with its own dequantization, and it misreads zero points
         // of one block a row (measured); symmetric experts, and 8-bit zero points of several blocks a row, agree.
-        if (first!.bits === 4 && q.some((m) => m.zeroPoints)) throw new Error(`Llama weights: layers[${i}].moe's 4-bit experts must be symmetric (no zero points)`);
-        if (q.some((m) => m.zeroPoints && m.cols === m.blockSize)) throw new Error(`Llama weights: layers[${i}].moe's experts with zero points need two or more blocks a row`);
+        if (first!.bits === 4 && q.some((m) => m.zeroPoints)) throw new LlamaWeightsError(`Llama weights: layers[${i}].moe's 4-bit experts must be symmetric (no zero points)`);
+        if (q.some((m) => m.zeroPoints && m.cols === m.blockSize)) throw new LlamaWeightsError(`Llama weights: layers[${i}].moe's experts with zero points need two or more blocks a row`);
       }
       if (sharedSize !== undefined) {
         const shared = l.moe?.shared;
@@ -655,21 +665,21 @@ function checkWeights(c: Resolved, w: LlamaWeights<SourceMatrix>): void {
         expect(`layers[${i}].moe.shared.up`, shared?.up, sharedSize * c.hidden);
         expect(`layers[${i}].moe.shared.down`, shared?.down, c.hidden * sharedSize);
         if (c.moe!.sharedGate !== false) expect(`layers[${i}].moe.shared.router`, shared?.router, c.hidden);
-        else if (shared?.router) throw new Error(`Llama weights: layers[${i}] has a shared expert's gate, but the config's moe has sharedGate: false`);
-      } else if (l.moe?.shared) throw new Error(`Llama weights: layers[${i}] has a shared expert, but the config's moe has no sharedSize`);
+        else if (shared?.router) throw new LlamaWeightsError(`Llama weights: layers[${i}] has a shared expert's gate, but the config's moe has sharedGate: false`);
+      } else if (l.moe?.shared) throw new LlamaWeightsError(`Llama weights: layers[${i}] has a shared expert, but the config's moe has no sharedSize`);
       if (c.moe!.selectionBias) expect(`layers[${i}].moe.selectionBias`, l.moe?.selectionBias, e);
-      else if (l.moe?.selectionBias) throw new Error(`Llama weights: layers[${i}] has an expert selection bias, but the config's moe has no selectionBias`);
+      else if (l.moe?.selectionBias) throw new LlamaWeightsError(`Llama weights: layers[${i}] has an expert selection bias, but the config's moe has no selectionBias`);
       if (c.moe!.biases) {
         const biases = l.moe?.biases;
         expect(`layers[${i}].moe.biases.router`, biases?.router, e);
         expect(`layers[${i}].moe.biases.gate`, biases?.gate, e * c.inter);
         expect(`layers[${i}].moe.biases.up`, biases?.up, e * c.inter);
         expect(`layers[${i}].moe.biases.down`, biases?.down, e * c.hidden);
-      } else if (l.moe?.biases) throw new Error(`Llama weights: layers[${i}] has expert biases, but the config's moe has no biases`);
+      } else if (l.moe?.biases) throw new LlamaWeightsError(`Llama weights: layers[${i}] has expert biases, but the config's moe has no biases`);
     } else {
-      if (l.moe) throw new Error(`Llama weights: layers[${i}] has experts, but the config's layer ${i} is dense (${c.moe ? 'moe.denseLayers' : 'no moe'})`);
+      if (l.moe) throw new LlamaWeightsError(`Llama weights: layers[${i}] has experts, but the config's layer ${i} is dense (${c.moe ? 'moe.denseLayers' : 'no moe'})`);
       if (c.gated) expect(`layers[${i}].wGate`, l.wGate, inter * c.hidden);
-      else if (l.wGate) throw new Error(`Llama weights: layers[${i}] has a gate projection, but the config's MLP is not gated (gatedMlp: false)`);
+      else if (l.wGate) throw new LlamaWeightsError(`Llama weights: layers[${i}] has a gate projection, but the config's MLP is not gated (gatedMlp: false)`);
       expect(`layers[${i}].wUp`, l.wUp, inter * c.hidden);
       expect(`layers[${i}].wDown`, l.wDown, c.hidden * inter);
     }
@@ -699,7 +709,7 @@ function checkWeights(c: Resolved, w: LlamaWeights<SourceMatrix>): void {
       }
     }
     if (c.sinks && !conv) expect(`layers[${i}].sinks (attentionSinks)`, l.sinks, c.heads);
-    else if (l.sinks) throw new Error(`Llama weights: layers[${i}] has attention sinks, but the config has no attentionSinks`);
+    else if (l.sinks) throw new LlamaWeightsError(`Llama weights: layers[${i}] has attention sinks, but the config has no attentionSinks`);
   });
   expect('finalNorm', w.finalNorm, c.hidden);
   if (c.normBias) expect('finalNormBias (normBias)', w.finalNormBias, c.hidden);
@@ -736,11 +746,11 @@ function checkMamba(c: Resolved, l: LlamaLayerWeights<SourceMatrix>, i: number, 
 function checkMla(c: Resolved, l: LlamaLayerWeights<SourceMatrix>, i: number, expect: (what: string, a: SourceMatrix | undefined, n: number) => void): void {
   const { latent, rope, nope, value, qRank, qHead } = c.mla!;
   const m = l.mla;
-  if (!m) throw new Error(`Llama weights: layers[${i}].mla is missing (the config has mla)`);
-  if (l.wk || l.wv) throw new Error(`Llama weights: layers[${i}] has k or v projections, but the config's attention is latent (mla)`);
+  if (!m) throw new LlamaWeightsError(`Llama weights: layers[${i}].mla is missing (the config has mla)`);
+  if (l.wk || l.wv) throw new LlamaWeightsError(`Llama weights: layers[${i}] has k or v projections, but the config's attention is latent (mla)`);
   if (qRank === undefined) expect(`layers[${i}].wq`, l.wq, c.heads * qHead * c.hidden);
   else {
-    if (l.wq) throw new Error(`Llama weights: layers[${i}] has wq, but the config's queries go through mla.qA and mla.qB (qLoraRank)`);
+    if (l.wq) throw new LlamaWeightsError(`Llama weights: layers[${i}] has wq, but the config's queries go through mla.qA and mla.qB (qLoraRank)`);
     expect(`layers[${i}].mla.qA`, m.qA, qRank * c.hidden);
     expect(`layers[${i}].mla.qANorm`, m.qANorm, qRank);
     expect(`layers[${i}].mla.qB`, m.qB, c.heads * qHead * qRank);
@@ -841,28 +851,28 @@ export function buildLlamaModel(
   const c = resolve(config);
   checkWeights(c, weights);
   const fp16 = options.dtype === 'float16';
-  if (options.dtype !== undefined && options.dtype !== 'float32' && !fp16) throw new Error(`unknown dtype ${String(options.dtype)}`);
+  if (options.dtype !== undefined && options.dtype !== 'float32' && !fp16) throw new RangeError(`unknown dtype ${String(options.dtype)}`);
   const ioType = fp16 ? DataType.FLOAT16 : DataType.FLOAT;
-  if (options.kvDtype !== undefined && options.kvDtype !== 'float32' && options.kvDtype !== 'float16') throw new Error(`unknown kvDtype ${String(options.kvDtype)}`);
+  if (options.kvDtype !== undefined && options.kvDtype !== 'float32' && options.kvDtype !== 'float16') throw new RangeError(`unknown kvDtype ${String(options.kvDtype)}`);
   // (keys and values in fp16: the cache's I/O, GroupQueryAttention's inputs and rotary tables)
   const kvFp16 = fp16 || options.kvDtype === 'float16';
   const kvType = kvFp16 ? DataType.FLOAT16 : DataType.FLOAT;
   const idsType = options.idsType === 'int32' ? DataType.INT32 : DataType.INT64;
   const gqa = options.attention === 'gqa';
-  if (options.attention !== undefined && options.attention !== 'ops' && !gqa) throw new Error(`unknown attention ${String(options.attention)}`);
-  if (gqa && options.positionIds) throw new Error('GroupQueryAttention graphs take positions from attention_mask (seqlens_k); they have no position_ids input');
-  if (gqa && c.headDim % 8 !== 0) throw new Error(`onnxruntime's GroupQueryAttention takes heads whose size is a multiple of 8, not ${c.headDim}: build this model with attention 'ops'`);
+  if (options.attention !== undefined && options.attention !== 'ops' && !gqa) throw new RangeError(`unknown attention ${String(options.attention)}`);
+  if (gqa && options.positionIds) throw new RangeError('GroupQueryAttention graphs take positions from attention_mask (seqlens_k); they have no position_ids input');
+  if (gqa && c.headDim % 8 !== 0) throw new RangeError(`onnxruntime's GroupQueryAttention takes heads whose size is a multiple of 8, not ${c.headDim}: build this model with attention 'ops'`);
   const withPositions = options.positionIds ?? !gqa;
   const maxPositions = options.maxPositions ?? 4096;
-  if (gqa && !(Number.isInteger(maxPositions) && maxPositions > 0)) throw new Error(`maxPositions must be a positive integer, got ${maxPositions}`);
+  if (gqa && !(Number.isInteger(maxPositions) && maxPositions > 0)) throw new RangeError(`maxPositions must be a positive integer, got ${maxPositions}`);
   const merged = options.mergedDecoder ?? false;
   const keepLogits = options.numLogitsToKeep ?? false;
   const withHidden = options.outputHidden ?? false;
   const withEmbeds = options.inputsEmbeds ?? false;
-  if (options.kvOutput !== undefined && options.kvOutput !== 'joined' && options.kvOutput !== 'new') throw new Error(`unknown kvOutput ${String(options.kvOutput)}`);
+  if (options.kvOutput !== undefined && options.kvOutput !== 'joined' && options.kvOutput !== 'new') throw new RangeError(`unknown kvOutput ${String(options.kvOutput)}`);
   const appendsKv = options.kvOutput === 'new';
-  if (appendsKv && gqa) throw new Error("kvOutput 'new' needs attention 'ops' (GroupQueryAttention joins the cache itself)");
-  if (appendsKv && c.layerTypes.includes('sliding')) throw new Error("kvOutput 'new' cannot write sliding-window layers: their window is counted in cache slots, which a cache with room to spare does not keep in step with positions");
+  if (appendsKv && gqa) throw new RangeError("kvOutput 'new' needs attention 'ops' (GroupQueryAttention joins the cache itself)");
+  if (appendsKv && c.layerTypes.includes('sliding')) throw new RangeError("kvOutput 'new' cannot write sliding-window layers: their window is counted in cache slots, which a cache with room to spare does not keep in step with positions");
   const { hidden, heads, kvHeads, headDim, vocab, inter } = c;
   const qDim = heads * headDim;
   const kvDim = kvHeads * headDim;
@@ -986,7 +996,7 @@ export function buildLlamaModel(
   // onnxruntime would fold it into a copy at every session creation (Qwen2.5-0.5B's 136 MB head: +0.7 s).
   const embedQ = !isDeferred(weights.embed) && isQuantized(weights.embed) ? weights.embed : undefined;
   if (embedQ) usesContribOps = true;
-  if (embedQ?.offsetColumns) throw new Error('Llama weights: a quantized embedding cannot have offset columns (GatherBlockQuantized reads plain blocks)');
+  if (embedQ?.offsetColumns) throw new LlamaWeightsError('Llama weights: a quantized embedding cannot have offset columns (GatherBlockQuantized reads plain blocks)');
   const embedStored = embedQ
     ? g.initializer(makeTensor('model.embed_tokens.qweight', DataType.UINT8, [vocab, (hidden * embedQ.bits) / 8], embedQ.data))
     : stored('model.embed_tokens.weight', [vocab, hidden], loaded(weights.embed) as Float32Array);
@@ -2026,7 +2036,7 @@ export async function writeLlamaModel(
     const model = buildLlamaModel(config, weights, options);
     const total = (model.graph!.initializer as TensorProto[]).reduce((n, t) => n + ((t.rawData as Uint8Array | undefined)?.byteLength ?? 0), 0);
     if (total > MAX_INLINE_BYTES) {
-      throw new Error(
+      throw new RangeError(
         `the weights take ${(total / 2 ** 30).toFixed(2)} GiB, more than one protobuf file can hold (2 GiB); ` +
           'write the model with { externalData: true }',
       );

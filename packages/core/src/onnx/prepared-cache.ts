@@ -35,6 +35,9 @@ import { checkExternalData, externalDataExtents, forEachTensor } from './externa
 import { readHashedModel, sourceMismatch } from './source-graph.js';
 import { OnnxFormatError, decodeModel, encodeModel, readModel, type ModelProto } from './proto.js';
 import { graphFacts, type GraphFacts } from './graph-facts.js';
+import { PreparedCacheError } from './prepared-cache-error.js';
+
+export { PreparedCacheError };
 
 /** Bump when the adaptation changes what it writes: old cache entries are then ignored. */
 export const PREPARED_FORMAT_VERSION = 10;
@@ -284,7 +287,7 @@ async function relocatedGraph(located: Located, base: CachedEntry, paths: EntryP
   try {
     code = await writeEntry(located.dir, paths, moved, { ...base.meta, prepared: sha256Hex(moved) });
   } catch (err) {
-    throw new Error(`cannot write the relocated graph of ${base.preparedPath} to ${paths.preparedPath}: ${(err as Error).message}`);
+    throw new PreparedCacheError(`cannot write the relocated graph of ${base.preparedPath} to ${paths.preparedPath}: ${(err as Error).message}`, { cause: err });
   }
   return { preparedPath: paths.preparedPath, ...(code === undefined ? {} : { uncached: { graph: moved, warning: uncachedWarning(located, code) } }) };
 }
@@ -339,7 +342,8 @@ export async function findPreparedDecoder(sourcePath: string, opts: PrepareOptio
  * Returns the prepared form of the decoder graph at `sourcePath` for these options, adapting and caching it
  * on the first call. Throws {@link OnnxFormatError} for a missing or unreadable file and
  * `UnsupportedModelError` when the graph's I/O is not an accepted decoder layout (checked with
- * `detectSignature` on the graph's declared inputs and outputs) or the graph cannot be adapted.
+ * `detectSignature` on the graph's declared inputs and outputs) or the graph cannot be adapted, and
+ * {@link PreparedCacheError} when the cache fails to take the graph for a reason other than being unwritable.
  */
 export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = {}): Promise<PreparedDecoder> {
   const located = await locateEntry(sourcePath, opts);
@@ -392,7 +396,7 @@ export async function prepareDecoder(sourcePath: string, opts: PrepareOptions = 
   try {
     code = await writeEntry(dir, { preparedPath, sidecarPath }, bytes, meta);
   } catch (err) {
-    throw new Error(`cannot write the prepared graph of ${source} to ${dir}: ${(err as Error).message}`);
+    throw new PreparedCacheError(`cannot write the prepared graph of ${source} to ${dir}: ${(err as Error).message}`, { cause: err });
   }
   const place: GraphPlace = code === undefined ? { preparedPath } : { preparedPath, uncached: { graph: bytes, warning: uncachedWarning(located, code) } };
   bytes = undefined;

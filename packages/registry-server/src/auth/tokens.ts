@@ -38,11 +38,11 @@ export class TokenStore {
 
   /**
    * Creates a token; the returned `token` string is the only time the secret exists in clear. `user` defaults to
-   * `reasonplug`. Throws `InvalidScopeError` for a malformed scope, and an Error when `scopes` is empty.
+   * `reasonplug`. Throws `InvalidScopeError` for a malformed scope, and a RangeError when `scopes` is empty.
    */
   async create(opts: { scopes: string[]; user?: string }): Promise<{ token: string; record: TokenRecord }> {
     const scopes = opts.scopes.map((s) => formatScope(parseScope(s)));
-    if (scopes.length === 0) throw new Error('a token needs at least one scope');
+    if (scopes.length === 0) throw new RangeError('a token needs at least one scope');
     const id = randomBytes(8).toString('hex');
     const secret = randomBytes(32).toString('hex');
     const record: TokenRecord = {
