@@ -19,16 +19,18 @@ import { ChatGenerationChunk, type ChatResult, type LLMResult } from '@langchain
 import type { Runnable } from '@langchain/core/runnables';
 import { convertToOpenAITool } from '@langchain/core/utils/function_calling';
 import { ChatPrompter } from './chat-prompt.js';
-import { ToolsNotSupportedError } from './errors.js';
+import { ReasonerOptionsError, ToolsNotSupportedError } from './errors.js';
 import { abortError, startGeneration, takeTurn } from './generation.js';
 import {
   ChatCallOptionsSchema,
   ChatModelOptionsSchema,
   LANGCHAIN_MODEL_FIELDS,
   parseOptions,
+  readResponseFormat,
   splitOptions,
   type ChatCallOptions,
   type ChatModelOptions,
+  type OpenAIResponseFormat,
   type ReasonerCallOptions,
 } from './options.js';
 import { ReasonerRuntime } from './runtime.js';
@@ -45,6 +47,11 @@ export interface ChatReasonerCallOptions extends BaseChatModelCallOptions, Reaso
    * one call at most.
    */
   parallel_tool_calls?: boolean;
+  /**
+   * OpenAI's name and shape of `responseFormat` (`{ type: 'json_schema', json_schema: { schema } }`, `json_object`,
+   * `text`), as ChatOpenAI takes it and `createAgent` passes it for a structured answer; one of the two at most.
+   */
+  response_format?: OpenAIResponseFormat;
 }
 
 /** What `ChatReasoner.create` takes: the module options and defaults, and LangChain's model parameters. */
@@ -130,7 +137,7 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
     options: this['ParsedCallOptions'],
     runManager?: CallbackManagerForLLMRun,
   ): AsyncGenerator<ChatGenerationChunk> {
-    const plan = this.runtime.plan(options);
+    const plan = this.runtime.plan(readResponseFormat(options));
     const chat = this.chatOptions(options);
     const tools = this.toolsFor(options);
     const toolCalls = tools && this.toolCallFormat(options, tools);
@@ -239,12 +246,12 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
    */
   override invocationParams(options?: this['ParsedCallOptions']): Record<string, unknown> {
     const tools = options && this.toolDefinitions(options);
-    return { model_name: this.runtime.backbone.name, ...this.runtime.tracedSettings(options), ...(tools ? { tools } : {}) };
+    return { model_name: this.runtime.backbone.name, ...this.tracedSettings(options), ...(tools ? { tools } : {}) };
   }
 
   /** LangSmith's parameters of a call (never throws, as `invocationParams`). */
   override getLsParams(options: this['ParsedCallOptions']): LangSmithParams {
-    const { temperature, maxTokens, stop } = this.runtime.tracedSettings(options);
+    const { temperature, maxTokens, stop } = this.tracedSettings(options);
     return {
       ls_provider: 'reasonplug',
       ls_model_name: this.runtime.backbone.name,
@@ -295,6 +302,16 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
   /** Stops the engine's workers and frees the models; later calls fail. */
   dispose(): Promise<void> {
     return this.runtime.dispose();
+  }
+
+  /** A call's settings for tracing, its `response_format` read as the run reads it (never throws, as `invocationParams`). */
+  private tracedSettings(options?: this['ParsedCallOptions']): Record<string, unknown> {
+    try {
+      return this.runtime.tracedSettings(options && readResponseFormat(options));
+    } catch (err) {
+      if (!(err instanceof ReasonerOptionsError)) throw err;
+      return this.runtime.tracedSettings(options);
+    }
   }
 
   /** A call's template variables (over the model's) and reasoning format; throws `ReasonerOptionsError` for invalid ones. */

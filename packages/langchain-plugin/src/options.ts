@@ -253,6 +253,41 @@ export const CallOptionsSchema = z.strictObject({
   ...generation,
 });
 
+/**
+ * OpenAI's `response_format` (ChatOpenAI's call option, which LangChain's `createAgent` passes a chat model for its
+ * provider strategy): `json_schema` with the schema under `json_schema.schema`, `json_object`, or `text` (none). Its
+ * `name`, `description` and `strict` are not read: the reply follows the schema whatever `strict` says.
+ */
+const OpenAIResponseFormatSchema = z.discriminatedUnion(
+  'type',
+  [
+    z.object({ type: z.literal('json_schema'), json_schema: z.object({ schema: z.union([z.record(z.string(), z.unknown()), z.boolean()]).optional() }) }),
+    z.object({ type: z.literal('json_object') }),
+    z.object({ type: z.literal('text') }),
+  ],
+  { error: 'expected OpenAI\'s { type: "json_schema", json_schema: { schema } }, { type: "json_object" } or { type: "text" }' },
+);
+
+/** OpenAI's `response_format`, as a chat model's call option. */
+export type OpenAIResponseFormat = z.input<typeof OpenAIResponseFormatSchema>;
+
+/**
+ * A chat call's options with OpenAI's `response_format` read into `responseFormat` (`json_schema` → its schema,
+ * `json_object` as it is, `text` none), so that code written for ChatOpenAI (createAgent's provider strategy) gets
+ * its structure. Throws `ReasonerOptionsError` naming `response_format` for another shape, or beside a `responseFormat`.
+ */
+export function readResponseFormat(options: object): object {
+  const { response_format: given, ...rest } = options as Record<string, unknown>;
+  if (given === undefined || given === null) return rest;
+  if (rest.responseFormat !== undefined) {
+    throw new ReasonerOptionsError('call options', [{ path: 'response_format', message: 'is OpenAI\'s spelling of responseFormat, which is given too: give one of them' }]);
+  }
+  const format = parseOptions(z.object({ response_format: OpenAIResponseFormatSchema }), { response_format: given }, 'call options').response_format;
+  if (format.type === 'text') return rest;
+  const responseFormat: ResponseFormat = format.type === 'json_object' ? format : { type: 'json_schema', schema: format.json_schema.schema ?? true };
+  return { ...rest, responseFormat };
+}
+
 export type ModelOptions = z.input<typeof ModelOptionsSchema>;
 export type ChatModelOptions = z.input<typeof ChatModelOptionsSchema>;
 export type ParsedModelOptions = z.output<typeof ModelOptionsSchema>;

@@ -447,11 +447,12 @@ function toolsOf(v: unknown): ChatRequest['tools'] {
 /**
  * A `/tokenize` body (vLLM's shape): a text prompt, tokenized as `/v1/completions` reads one (special tokens
  * added unless `add_special_tokens` is false), or chat `messages` (with `tools`), rendered and tokenized as
- * `/v1/chat/completions` does (the template writes the special tokens: none added unless asked).
+ * `/v1/chat/completions` does (the template writes the special tokens: none added unless asked). A chat's constraint
+ * (`response_format` and the others chat reads) is kept: the generic tool syntax's prompt describes the answer in it.
  */
 export type TokenizeRequest = { model?: string; addSpecialTokens?: boolean } & (
   | { prompt: string }
-  | ChatPromptSpec
+  | (ChatPromptSpec & { options?: Pick<CallOptions, 'responseFormat'> })
 );
 
 /** Reads a `/tokenize` body. */
@@ -463,7 +464,8 @@ export function parseTokenizeRequest(body: unknown): TokenizeRequest {
   const base = { ...(model !== undefined ? { model } : {}), ...(special !== undefined ? { addSpecialTokens: special } : {}) };
   if (typeof body.prompt === 'string' && body.messages === undefined) return { ...base, prompt: body.prompt };
   if (!Array.isArray(body.messages) || body.prompt !== undefined) throw badRequest('give either prompt (a string) or messages (a list)', body.prompt === undefined ? 'messages' : 'prompt');
-  return { ...base, ...chatPromptSpec(body) };
+  const responseFormat = constraintOf(body);
+  return { ...base, ...chatPromptSpec(body), ...(responseFormat ? { options: { responseFormat } } : {}) };
 }
 
 /** Reads a `/detokenize` body: `tokens`, a list of token ids. */
