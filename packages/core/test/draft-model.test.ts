@@ -14,6 +14,7 @@ import { startServer } from '../src/serve/server.js';
 import { BLOCK_TYPES } from '../src/gguf/quant/index.js';
 import { cacheDir } from './support/models.js';
 import { makeModule, storiesGqaModule, storiesModule } from './support/modules.js';
+import { limitContext } from './support/graph-edits.js';
 import { STORIES } from './support/gguf-models.js';
 import { rewriteGguf } from './support/gguf-writer.js';
 import { GGML, quantizeGgml } from './support/ggml-quantize.js';
@@ -254,6 +255,20 @@ describe('draft model', () => {
         expect(got.timing.decodeSteps).to.be.greaterThan(80);
       } finally {
         await adaptive.dispose();
+      }
+    });
+
+    it('a draft model failing mid-run fails the call with a DraftModelError naming its failure', async () => {
+      const backbone = await makeModule({ name: 'df-backbone', kind: 'backbone', seed: 41 });
+      // (its graph takes 12 positions: drafting past them fails inside onnxruntime)
+      const fragile = await makeModule({ name: 'df-draft', kind: 'backbone', seed: 41, edit: (p) => limitContext(p, 12) });
+      const engine = await Engine.load({ model: backbone, cacheDir, draftModel: { model: fragile, adaptive: false } });
+      try {
+        const err = await engine.generate({ promptIds: [1, 5, 9] }, { maxTokens: 30, ignoreEos: true }).catch((e: Error) => e);
+        expect(err).to.have.property('name', 'DraftModelError');
+        expect((err as Error).message).to.match(/^the draft model failed: ModelRunError: .*df-draft.*position 12/s);
+      } finally {
+        await engine.dispose();
       }
     });
 

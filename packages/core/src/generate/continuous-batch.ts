@@ -28,7 +28,7 @@ import { weightAt, type WeightSpec } from '../compose/weights.js';
 import { reasonerFailed } from '../compose/reasoner-group.js';
 import { pickAccepted } from '../constrain/timing.js';
 import { DEFAULT_PROMPT_LOOKUP, lookupDraft, lookupPrediction, type PromptLookup } from './prompt-lookup.js';
-import type { DraftModel } from './draft-model.js';
+import { DraftModelError, type DraftModel } from './draft-model.js';
 
 /** Rows decoded together at most, unless {@link BatchLimits.maxBatch} says otherwise. */
 export const DEFAULT_MAX_BATCH = 8;
@@ -870,7 +870,7 @@ export class ContinuousBatch {
     if (found.length > 0) return { tokens: found, source: 'lookup' };
     if (!this.drafter) return undefined;
     const drafted = await this.drafter.draft(l, context, room, l.job.reserve).catch((err: Error) => {
-      throw new Error(`the draft model failed: ${err.name}: ${err.message}`);
+      throw new DraftModelError(`the draft model failed: ${err.name}: ${err.message}`, { cause: err });
     });
     return drafted.length > 0 ? { tokens: drafted, source: 'model' } : undefined;
   }
