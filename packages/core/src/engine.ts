@@ -164,6 +164,17 @@ const ENGINE_OPTION_NAMES = {
   device: true, intraOpThreads: true, sessionCache: true,
 } as const satisfies Record<keyof EngineOptions, true>;
 
+/** A `reasonerTasks` entry's fields by name. */
+const REASONER_TASK_NAMES = { task: true, weight: true } as const satisfies Record<keyof NonNullable<EngineOptions['reasonerTasks']>[number], true>;
+
+/** Refuses names outside a `reasonerTasks` entry's fields (a misspelt weight would compose at the reasoner's default). */
+function checkReasonerTaskFields(tasks: unknown): void {
+  if (!Array.isArray(tasks)) return;
+  tasks.forEach((t: unknown, i) => {
+    if (t !== null && typeof t === 'object') refuseUnknownOptions(t, REASONER_TASK_NAMES, 'Engine.load', `reasonerTasks[${i}]`);
+  });
+}
+
 /** Options of {@link Engine.embed}. */
 interface EmbedOptions {
   /** false: the hidden states as they are, not scaled to unit length. */
@@ -261,7 +272,8 @@ export class Engine {
     refuseUnknownOptions(options, ENGINE_OPTION_NAMES, 'Engine.load');
     checkModelRef(options.model, 'model');
     if (options.projector !== undefined) checkModelRef(options.projector, 'projector');
-    checkReasonerList(options.reasoners, 'model', '');
+    checkReasonerList(options.reasoners, 'model', '', 'Engine.load');
+    checkReasonerTaskFields(options.reasonerTasks);
     checkMode(options.mode, '');
     const { model: modelSpec, dtype, projector: projectorSpec, reasoners: reasonerSpecs, reasonerTasks, registry, onProgress, ggufKvCache, cacheDir, mode, placement, maxBatch, maxQueue, kvBudgetBytes, prefillChunk, rowShards, promptLookup: lookupOption, draftModel: draftOption, embeddings, contextLength, ...runtime } = options;
     const count = (name: string, v: number | undefined, min: number) => {
@@ -410,7 +422,7 @@ export class Engine {
     // Bad options throw here, before anything is sent: synchronously, from `stream` and `generate` alike.
     validatePromptInput(input);
     validateGenerateOptions(generateOptions);
-    checkReasonerList(generateOptions.reasoners, 'name', 'call option ');
+    checkReasonerList(generateOptions.reasoners, 'name', 'call option ', 'generation');
     checkMode(generateOptions.mode, 'call option ');
     checkTrace(generateOptions.trace);
     checkCallShape(generateOptions);
@@ -488,7 +500,7 @@ export class Engine {
     try {
       refuseUnknownOptions(options, PROMPT_LOGPROBS_OPTION_NAMES, 'promptLogprobs');
       if (!(Number.isInteger(top) && top >= 0 && top <= MAX_TOP_LOGPROBS)) throw new RangeError(`topLogprobs must be a whole number from 0 to ${MAX_TOP_LOGPROBS}; got ${top}`);
-      checkReasonerList(composition.reasoners, 'name', '');
+      checkReasonerList(composition.reasoners, 'name', '', 'promptLogprobs');
       checkMode(composition.mode, '');
       checkCallShape(composition);
     } catch (err) {

@@ -51,6 +51,7 @@ export { StreamDecoder } from './tokenizer/stream-decoder.js';
 export * from './sampling/index.js';
 export * from './onnx/signature.js';
 export { OnnxFormatError } from './onnx/proto.js';
+export { PreparedCacheError } from './onnx/prepared-cache-error.js';
 export * from './onnx/llama-spec.js';
 export * from './onnx/llama-builder.js';
 export * from './onnx/adapt.js';

@@ -5,6 +5,8 @@
  * the reasoners are known; only a normalised call's constant weights are summed here.
  */
 import { unnormalisableSum, type FusionMode } from './fusion.js';
+import { refuseUnknownOptions } from '../generate/options.js';
+import type { CompositionOptions, ReasonerSpec } from '../runtime/protocol.js';
 
 /** The fusion modes the engine runs. */
 export const FUSION_MODES: readonly FusionMode[] = ['logits', 'logprobs'];
@@ -26,12 +28,23 @@ export function checkModelRef(value: unknown, name: string): void {
   if (typeof value !== 'string' || value.trim() === '') throw new CompositionOptionsError(`${name} must be a model path or registry reference; got ${shown(value)}`);
 }
 
-/** A list of reasoner entries: objects whose `key` (model at load, name per call) is a non-empty text. */
-export function checkReasonerList(list: unknown, key: 'model' | 'name', where: string): void {
+/** A reasoner entry's fields by name, at load and per call (the types make a new field fail to compile until it is listed). */
+const REASONER_FIELD_NAMES = {
+  model: { model: true, name: true, weight: true, dtype: true } satisfies Record<keyof ReasonerSpec, true>,
+  name: { name: true, weight: true } satisfies Record<keyof NonNullable<CompositionOptions['reasoners']>[number], true>,
+} as const;
+
+/**
+ * A list of reasoner entries: objects whose `key` (model at load, name per call) is a non-empty text, with no field
+ * outside an entry's (refused as the options `what` names are: `Engine.load`, `generation`).
+ */
+export function checkReasonerList(list: unknown, key: 'model' | 'name', where: string, what: string): void {
   if (list === undefined) return;
   if (!Array.isArray(list)) throw new CompositionOptionsError(`${where}reasoners must be a list of { ${key}, weight? }; got ${shown(list)}`);
   list.forEach((r, i) => {
-    if (r === null || typeof r !== 'object') throw new CompositionOptionsError(`${where}reasoners[${i}] must be an object { ${key}, weight? }; got ${shown(r)}`);
+    if (r === null || typeof r !== 'object' || Array.isArray(r)) throw new CompositionOptionsError(`${where}reasoners[${i}] must be an object { ${key}, weight? }; got ${shown(r)}`);
+    // (before the key's own check: `{ modle }` is misspelt, not missing its model)
+    refuseUnknownOptions(r, REASONER_FIELD_NAMES[key], what, `reasoners[${i}]`);
     const v = (r as Record<string, unknown>)[key];
     if (key === 'model') checkModelRef(v, `${where}reasoners[${i}].model`);
     else if (typeof v !== 'string' || v === '') throw new CompositionOptionsError(`${where}reasoners[${i}].name must name a loaded reasoner; got ${shown(v)}`);

@@ -68,6 +68,21 @@ type FormatKind =
 /** A format an answer may take beside tool calls (any but `tool_calls`). */
 export type AnswerFormat = Exclude<FormatKind, { type: 'tool_calls' }>;
 
+/**
+ * Each format's fields by name (`thought` aside, which a reply's format has and an answer's has not), for refusing
+ * the others: the type makes a new field fail to compile until it is listed here.
+ */
+export const FORMAT_FIELD_NAMES = {
+  json_schema: { type: true, schema: true },
+  json_object: { type: true },
+  grammar: { type: true, grammar: true },
+  regex: { type: true, pattern: true },
+  tool_calls: { type: true, tools: true, choice: true, parallel: true, syntax: true, answer: true },
+} as const satisfies { [K in FormatKind['type']]: Record<keyof Extract<FormatKind, { type: K }>, true> };
+
+/** {@link ThoughtFirst}'s fields by name. */
+export const THOUGHT_FIELD_NAMES = { open: true, close: true, opened: true, answer: true } as const satisfies Record<keyof ThoughtFirst, true>;
+
 /** A grammar's state for one row. */
 export interface Constraint {
   /**

@@ -15,6 +15,7 @@ import type { DecoderSession } from '../runtime/decoder-session.js';
 import { DraftBudget } from './draft-budget.js';
 import { maxIndexIn } from '../sampling/select.js';
 import { logSumExp } from '../compose/fusion.js';
+import { refuseUnknownOptions } from './options.js';
 
 /** A draft model and how it drafts. */
 export interface DraftModelOptions {
@@ -39,6 +40,9 @@ export interface DraftModelOptions {
   minProbability?: number;
 }
 
+/** {@link DraftModelOptions} by name, for refusing the others (the type makes a new option fail to compile until it is listed). */
+const DRAFT_MODEL_OPTION_NAMES = { model: true, dtype: true, draftTokens: true, adaptive: true, minProbability: true } as const satisfies Record<keyof DraftModelOptions, true>;
+
 /** {@link DraftModelOptions} with every default filled in. */
 export type DraftModelSettings = Required<Omit<DraftModelOptions, 'dtype'>> & Pick<DraftModelOptions, 'dtype'>;
 
@@ -50,12 +54,17 @@ export type DraftModelSettings = Required<Omit<DraftModelOptions, 'dtype'>> & Pi
  */
 export const DEFAULT_DRAFT = { draftTokens: 4, adaptive: true, minProbability: 0.5 } as const;
 
-/** Checks a user's draft model option (typed errors for the caller's input) and fills in the defaults. */
+/**
+ * Checks a user's draft model option (typed errors for the caller's input: a name outside its options is refused as
+ * Engine.load's are) and fills in the defaults.
+ */
 export function draftModel(option: string | DraftModelOptions): DraftModelSettings {
   const o = typeof option === 'string' ? { model: option } : option;
-  if (o === null || typeof o !== 'object' || typeof o.model !== 'string' || o.model.trim() === '') {
-    throw new TypeError('draftModel must be a model reference, or { model, draftTokens?, minProbability?, dtype? }');
-  }
+  const shape = 'draftModel must be a model reference, or { model, draftTokens?, minProbability?, dtype? }';
+  if (o === null || typeof o !== 'object' || Array.isArray(o)) throw new TypeError(shape);
+  // (before the model: `{ modle }` is misspelt, not missing its model)
+  refuseUnknownOptions(o, DRAFT_MODEL_OPTION_NAMES, 'Engine.load', 'draftModel');
+  if (typeof o.model !== 'string' || o.model.trim() === '') throw new TypeError(shape);
   const { draftTokens = DEFAULT_DRAFT.draftTokens, adaptive = DEFAULT_DRAFT.adaptive, minProbability = DEFAULT_DRAFT.minProbability } = o;
   if (!(Number.isInteger(draftTokens) && draftTokens >= 1)) throw new RangeError(`draftModel.draftTokens must be a whole number >= 1; got ${draftTokens}`);
   if (typeof adaptive !== 'boolean') throw new TypeError(`draftModel.adaptive must be true or false; got ${String(adaptive)}`);

@@ -2,7 +2,8 @@
 import { validateSamplingOptions } from '../sampling/index.js';
 import { MAX_TOP_LOGPROBS } from '../sampling/logprobs.js';
 import type { GenerateRequestOptions } from '../runtime/protocol.js';
-import type { GenerateOptions } from './types.js';
+import { FORMAT_FIELD_NAMES, THOUGHT_FIELD_NAMES } from '../constrain/types.js';
+import type { GenerateOptions, ThinkingBudget } from './types.js';
 
 /** Raised for an invalid generation option (sampling options raise `SamplingOptionsError`). */
 export class GenerateOptionsError extends Error {
@@ -32,17 +33,44 @@ const CALL_OPTION_NAMES = {
   responseFormat: true,
 } as const satisfies Record<keyof GenerateRequestOptions, true>;
 
+/** A thinking budget's fields by name. */
+const THINKING_BUDGET_NAMES = { tokens: true, open: true, close: true, opened: true } as const satisfies Record<keyof ThinkingBudget, true>;
+
 /**
  * Throws a TypeError for a key of `options` that `known` does not list (whatever its value: a misspelt option would
  * otherwise be dropped without a word, as `max_tokens` ran 256 tokens), suggesting the name meant. `what` names the
- * options in the message (`generation`, `Engine.load`).
+ * options in the message (`generation`, `Engine.load`); `path`, where `options` is nested in them, names its place
+ * (`draftModel`, `reasoners[1]`), which the message then puts before the key and the name meant.
  */
-export function refuseUnknownOptions(options: object, known: Readonly<Record<string, true>>, what: string): void {
+export function refuseUnknownOptions(options: object, known: Readonly<Record<string, true>>, what: string, path?: string): void {
+  const at = path === undefined ? '' : `${path}.`;
   for (const key of Object.keys(options)) {
     if (Object.hasOwn(known, key)) continue;
     const meant = nearestName(key, Object.keys(known));
-    throw new TypeError(`unknown ${what} option ${JSON.stringify(key)}${meant ? ` (did you mean ${meant}?)` : ''}`);
+    throw new TypeError(`unknown ${what} option ${JSON.stringify(at + key)}${meant ? ` (did you mean ${at}${meant}?)` : ''}`);
   }
+}
+
+/**
+ * Refuses names outside a response format's fields, in its thought and its tool calls' answer too: `{ type:
+ * 'json_object', schema }` admitted any object, and OpenAI's `{ type: 'json_schema', json_schema: { schema } }` failed
+ * on a missing schema without saying where it goes. A format that is no object, or of no known type, is left to the
+ * constraint stage, which refuses it.
+ */
+function refuseUnknownFormatFields(format: unknown, path: string, isAnswer: boolean): void {
+  if (format === null || typeof format !== 'object' || Array.isArray(format)) return;
+  const { type, thought, answer } = format as Record<string, unknown>;
+  if (typeof type !== 'string' || !Object.hasOwn(FORMAT_FIELD_NAMES, type)) return;
+  if (type === 'json_schema' && Object.hasOwn(format, 'json_schema')) {
+    throw new TypeError(`unknown generation option "${path}.json_schema" (give the schema itself as ${path}.schema, { type: 'json_schema', schema }: it is not nested in json_schema as in OpenAI's response_format)`);
+  }
+  if (type === 'json_object' && Object.hasOwn(format, 'schema')) {
+    throw new TypeError(`unknown generation option "${path}.schema" (a json_object format admits any object and takes no schema: give { type: 'json_schema', schema })`);
+  }
+  const fields = FORMAT_FIELD_NAMES[type as keyof typeof FORMAT_FIELD_NAMES];
+  refuseUnknownOptions(format, isAnswer ? fields : { ...fields, thought: true }, 'generation', path);
+  if (thought !== null && typeof thought === 'object') refuseUnknownOptions(thought, THOUGHT_FIELD_NAMES, 'generation', `${path}.thought`);
+  if (type === 'tool_calls') refuseUnknownFormatFields(answer, `${path}.answer`, true);
 }
 
 /**
@@ -80,8 +108,9 @@ function editDistance(a: string, b: string): number {
 const isId = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
 
 /**
- * Checks the options of one generation: no name outside a call's options (a TypeError naming it, see
- * {@link refuseUnknownOptions}; composition and constraint options may come along, unchecked here), sampling options as {@link validateSamplingOptions} does, `maxTokens`
+ * Checks the options of one generation: no name outside a call's options, nor inside a `thinkingBudget` or a
+ * `responseFormat` outside theirs (a TypeError naming it, see {@link refuseUnknownOptions}; composition and constraint
+ * options may come along, their values unchecked here), sampling options as {@link validateSamplingOptions} does, `maxTokens`
  * a whole number >= 1, `logprobs` 0 to 20, `stop` a list of non-empty strings (an empty one would match before the first
  * character), `eosTokenIds` a list of token ids, `keepTokens` a list of non-empty strings, `thinkingBudget` a whole
  * number of tokens >= 0 with non-empty tags, `prediction` a string. Throws naming the option.
@@ -89,6 +118,9 @@ const isId = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
 export function validateGenerateOptions(options: GenerateOptions): void {
   validateSamplingOptions(options);
   refuseUnknownOptions(options, CALL_OPTION_NAMES, 'generation');
+  const { responseFormat } = options as GenerateRequestOptions;
+  if (Array.isArray(responseFormat)) responseFormat.forEach((f, i) => refuseUnknownFormatFields(f, `responseFormat[${i}]`, false));
+  else refuseUnknownFormatFields(responseFormat, 'responseFormat', false);
   const { maxTokens, stop, eosTokenIds, logprobs, keepTokens, thinkingBudget, prediction } = options;
   if (logprobs !== undefined && !(Number.isSafeInteger(logprobs) && logprobs >= 0 && logprobs <= MAX_TOP_LOGPROBS)) {
     fail('logprobs', `must be a whole number from 0 to ${MAX_TOP_LOGPROBS} (alternatives per token)`, logprobs);
@@ -112,6 +144,7 @@ export function validateGenerateOptions(options: GenerateOptions): void {
   if (prediction !== undefined && typeof prediction !== 'string') fail('prediction', "must be a string (the reply's expected text)", prediction);
   if (thinkingBudget !== undefined) {
     if (typeof thinkingBudget !== 'object' || thinkingBudget === null) fail('thinkingBudget', 'must be an object { tokens, open, close, opened? }', thinkingBudget);
+    refuseUnknownOptions(thinkingBudget, THINKING_BUDGET_NAMES, 'generation', 'thinkingBudget');
     const { tokens, open, close, opened } = thinkingBudget;
     if (!(Number.isSafeInteger(tokens) && tokens >= 0)) fail('thinkingBudget.tokens', 'must be a whole number >= 0', tokens);
     for (const [key, tag] of [['open', open], ['close', close]] as const) (typeof tag === 'string' && tag !== '') || fail(`thinkingBudget.${key}`, 'must be a non-empty string (a thought tag)', tag);

@@ -4,6 +4,7 @@
  * the model checks the whole draft in one run and keeps what it would have written itself. Replies that quote
  * or edit their context (retrieval answers, code edits, extraction, summaries) repeat long stretches of it.
  */
+import { refuseUnknownOptions } from './options.js';
 
 /** How drafts are looked up. */
 export interface PromptLookupOptions {
@@ -15,19 +16,23 @@ export interface PromptLookupOptions {
   minNgram?: number;
 }
 
+/** {@link PromptLookupOptions} by name, for refusing the others (the type makes a new option fail to compile until it is listed). */
+const PROMPT_LOOKUP_OPTION_NAMES = { draftTokens: true, maxNgram: true, minNgram: true } as const satisfies Record<keyof PromptLookupOptions, true>;
+
 /** {@link PromptLookupOptions} with every default filled in. */
 export type PromptLookup = Required<PromptLookupOptions>;
 
 /** The defaults: what `promptLookup: true` means, and how a request's prediction is looked up in. */
 export const DEFAULT_PROMPT_LOOKUP: PromptLookup = { draftTokens: 4, maxNgram: 3, minNgram: 2 };
 
-/** Checks the options (typed errors for the caller's input) and fills in the defaults. */
+/** Checks the options (typed errors for the caller's input: a name outside them is refused as Engine.load's are) and fills in the defaults. */
 export function promptLookup(options: true | PromptLookupOptions): PromptLookup {
   if (options !== true && (typeof options !== 'object' || options === null || Array.isArray(options))) {
     // (a number reads as the CLI's `--prompt-lookup N`, which is `{ draftTokens: N }` here)
     throw new TypeError(`promptLookup must be true, false or { draftTokens?, minNgram?, maxNgram? }; got ${JSON.stringify(options)}`);
   }
   const o = options === true ? {} : options;
+  refuseUnknownOptions(o, PROMPT_LOOKUP_OPTION_NAMES, 'Engine.load', 'promptLookup');
   const whole = (name: string, v: number | undefined, min: number) => {
     if (v !== undefined && !(Number.isInteger(v) && v >= min)) throw new RangeError(`promptLookup.${name} must be a whole number >= ${min}; got ${v}`);
   };

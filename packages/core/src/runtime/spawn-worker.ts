@@ -22,22 +22,36 @@ export interface WireError {
   message: string;
   /** Its own fields of plain values (a `GenerateOptionsError`'s `option`, a `GgufError`'s `code`). */
   fields?: Record<string, string | number | boolean>;
+  /** Its stack on the thread it was raised in. */
+  stack?: string;
+  /** Its `cause` (onnxruntime's own error under an `OnnxFormatError`), flattened in turn. */
+  cause?: WireError;
 }
 
-/** Flattens an error for postMessage. */
-export function toWire(err: unknown): WireError {
+/**
+ * Causes carried under an error at most: a chain is seldom more than two deep, and one that loops (an error its own
+ * cause's cause) must end.
+ */
+const MAX_CAUSES = 4;
+
+/** Flattens an error for postMessage, with its chain of causes (`cause` is not enumerable: it would be lost). */
+export function toWire(err: unknown, causes = MAX_CAUSES): WireError {
   const plain = (v: unknown): v is string | number | boolean => ['string', 'number', 'boolean'].includes(typeof v);
-  const fields = err !== null && typeof err === 'object' ? Object.entries(err).filter(([k, v]) => k !== 'name' && k !== 'message' && plain(v)) : [];
+  const fields = err !== null && typeof err === 'object' ? Object.entries(err).filter(([k, v]) => !['name', 'message', 'stack', 'cause'].includes(k) && plain(v)) : [];
+  const { stack, cause } = (err ?? {}) as { stack?: unknown; cause?: unknown };
   return {
     name: (err as Error)?.name ?? 'Error',
     message: (err as Error)?.message ?? String(err),
     ...(fields.length > 0 ? { fields: Object.fromEntries(fields) as Record<string, string | number | boolean> } : {}),
+    ...(typeof stack === 'string' ? { stack } : {}),
+    ...(cause !== undefined && causes > 0 ? { cause: toWire(cause, causes - 1) } : {}),
   };
 }
 
-/** Rebuilds an error received from another thread, keeping its name. */
+/** Rebuilds an error received from another thread as an Error keeping its name, fields, stack and causes. */
 export function fromWire(error: WireError): Error {
-  const e = new Error(error.message);
-  e.name = error.name;
+  const e = new Error(error.message, error.cause ? { cause: fromWire(error.cause) } : undefined);
+  Object.assign(e, error.fields, { name: error.name });
+  if (error.stack !== undefined) e.stack = error.stack;
   return e;
 }

@@ -21,6 +21,7 @@ import { ManifestError } from '../modules/manifest.js';
 import { ModuleIntegrityError } from '../modules/module-dir.js';
 import { ModuleCompatError } from '../modules/vocab-compat.js';
 import { OnnxFormatError } from '../onnx/format-error.js';
+import { PreparedCacheError } from '../onnx/prepared-cache-error.js';
 import { UnsupportedModelError } from '../onnx/signature.js';
 import { SamplingOptionsError } from '../sampling/options.js';
 import { TokenizerError } from '../tokenizer/tokenizer.js';
@@ -30,13 +31,13 @@ import { EmbedInputError, EmbeddingsUnavailableError } from './embed.js';
 import { ProjectorError } from './projector-session.js';
 import { ShardError } from './row-shards.js';
 import { PlacementError, ThreadCountError } from './thread-budget.js';
-import type { WireError } from './spawn-worker.js';
+import { fromWire, type WireError } from './spawn-worker.js';
 
 const CLASSES: Readonly<Record<string, abstract new (...args: never[]) => Error>> = Object.fromEntries(
   [
     CompositionOptionsError, ConstraintError, ContextLengthError, DeviceUnavailableError, DraftModelError, DtypeError, EmbedInputError,
     EmbeddingsUnavailableError, GenerateOptionsError, GgufError, KvBudgetError, LatentPolicyError, ManifestError, ModelNotFoundError,
-    ModelRunError, ModuleCompatError, ModuleIntegrityError, OnnxFormatError, PlacementError, ProjectorError, PromptError, QueueFullError,
+    ModelRunError, ModuleCompatError, ModuleIntegrityError, OnnxFormatError, PlacementError, PreparedCacheError, ProjectorError, PromptError, QueueFullError,
     ReasonerError, ReasonerSelectionError, SamplingOptionsError, ShardError, ThreadCountError, TokenizerError, UnsupportedModelError,
     VocabularyMismatchError, WeightScheduleError,
   ].map((c) => [c.name, c]),
@@ -44,8 +45,8 @@ const CLASSES: Readonly<Record<string, abstract new (...args: never[]) => Error>
 
 /** Raised for failures reported by the worker that are none of the package's own errors, keeping the original's name. */
 export class EngineError extends Error {
-  constructor(error: WireError) {
-    super(error.message);
+  constructor(error: WireError, options?: ErrorOptions) {
+    super(error.message, options);
     this.name = error.name;
   }
 }
@@ -72,18 +73,20 @@ export function callSite(above: (...args: never[]) => unknown): CallSite {
 
 /**
  * The error the worker reported, as its own class where the package has it (else an {@link EngineError}), with the
- * stack of `site`: the frames of the call that the worker answered, under its own `Name: message` line.
+ * stack of `site`: the frames of the call that the worker answered, under its own `Name: message` line. Its causes
+ * are rebuilt as any error from another thread is ({@link fromWire}: their names, messages and the worker's stacks).
  */
 export function workerError(error: WireError, site: CallSite): Error {
   const Class = CLASSES[error.name];
+  const options = error.cause ? { cause: fromWire(error.cause) } : undefined;
   let e: Error;
   if (Class) {
     // Made as an Error whose prototype is the class's: the constructors differ in what they take, the fields came along.
     // V8 records no frames for it (it drops those up to new.target's constructor, which never ran): see below.
-    e = Reflect.construct(Error, [error.message], Class) as Error;
+    e = Reflect.construct(Error, [error.message, options], Class) as Error;
     Object.assign(e, error.fields, { name: error.name });
   } else {
-    e = new EngineError(error);
+    e = new EngineError(error, options);
   }
   // (the site's own first line, `Error`, gives way to the error's; no frames where Error.stackTraceLimit is 0)
   const at = site.stack?.indexOf('\n') ?? -1;
