@@ -11,13 +11,11 @@ import { DEFAULT_DRAFT, draftModel } from '../src/generate/draft-model.js';
 import { DraftBudget, PROBE_EVERY } from '../src/generate/draft-budget.js';
 import type { GenerationResult } from '../src/generate/types.js';
 import { startServer } from '../src/serve/server.js';
-import { BLOCK_TYPES } from '../src/gguf/quant/index.js';
 import { cacheDir } from './support/models.js';
 import { makeModule, storiesGqaModule, storiesModule } from './support/modules.js';
 import { limitContext } from './support/graph-edits.js';
-import { STORIES } from './support/gguf-models.js';
+import { STORIES, writeStoriesQ4Draft } from './support/gguf-models.js';
 import { rewriteGguf } from './support/gguf-writer.js';
-import { GGML, quantizeGgml } from './support/ggml-quantize.js';
 import { useTempCache } from './support/temp-cache.js';
 import { repoRoot } from '../../../test/support/paths.js';
 
@@ -93,16 +91,8 @@ describe('draft model', () => {
 
     before(async () => {
       stories = await storiesModule();
-      // The trained model's matrices as Q4_0: a draft that agrees with it most of the time, as a family's small model does.
       draftGguf = join(scratch.dir, 'stories260K-q4_0.gguf');
-      await rewriteGguf(
-        STORIES,
-        draftGguf,
-        (_meta, tensors) => {
-          for (const t of tensors.values()) if (t.dims.length === 2 && t.dims[0]! % BLOCK_TYPES.get(GGML.Q4_0)!.blockElems === 0) t.type = GGML.Q4_0;
-        },
-        (data, type) => quantizeGgml(data, type),
-      );
+      await writeStoriesQ4Draft(draftGguf);
       // (drafts every step: on a backbone this small they do not pay, and the adaptive engine would draft next to none)
       [plain, drafting] = await Promise.all([Engine.load({ model: stories, cacheDir }), Engine.load({ model: stories, cacheDir, draftModel: { model: draftGguf, adaptive: false } })]);
     });

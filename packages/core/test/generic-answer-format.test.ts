@@ -10,27 +10,22 @@ import { toolsInstruction, toolsShown, withToolsInPrompt, type ToolsPrompt } fro
 import { scriptedChatModule } from './support/modules.js';
 import { GEMMA_TEMPLATE } from './support/chat-templates.js';
 import { postJson, useServers } from './support/servers.js';
+import { ADD_TOOL, SUM_FORMAT, SUM_SCHEMA } from './support/sum-tool.js';
 
-const ADD = {
-  type: 'function' as const,
-  function: { name: 'add', description: 'Add two integers', parameters: { type: 'object', properties: { a: { type: 'integer' }, b: { type: 'integer' } }, required: ['a', 'b'] } },
-};
-const SCHEMA = { type: 'object', properties: { sum: { type: 'integer' } }, required: ['sum'], additionalProperties: false };
-const FORMAT = { type: 'json_schema' as const, schema: SCHEMA };
-/** A question, its answer in SCHEMA's JSON, and the next question. */
+/** A question, its answer in SUM_SCHEMA's JSON, and the next question. */
 const TURNS: ChatMessage[] = [
   { role: 'user', content: 'What are two and two?' },
   { role: 'assistant', content: '{"sum": 4}' },
   { role: 'user', content: 'And three and four?' },
 ];
-const SCHEMA_SHOWN = `To answer the user, reply with your answer as one JSON object following this JSON Schema:\n${JSON.stringify(SCHEMA, null, 2)}`;
+const SCHEMA_SHOWN = `To answer the user, reply with your answer as one JSON object following this JSON Schema:\n${JSON.stringify(SUM_SCHEMA, null, 2)}`;
 
 describe('generic tools beside a response format of the call\'s own (tool_choice auto)', function () {
   this.timeout(240_000);
   const { serve } = useServers();
 
   it("a chat request's prompt shows the answer's schema, no response object, and the earlier answer as written", async () => {
-    const shown: ToolsPrompt = { tools: [ADD], choice: 'auto', parallel: true, answer: FORMAT };
+    const shown: ToolsPrompt = { tools: [ADD_TOOL], choice: 'auto', parallel: true, answer: SUM_FORMAT };
     const { dir } = await scriptedChatModule('gemma-format-answerer', GEMMA_TEMPLATE, TURNS, '{"sum": 7}', { toolsPrompt: shown });
     const tokenizer = await TextTokenizer.fromDirectory(dir);
     const expected = tokenizer.applyChatTemplate(TURNS, { template: GEMMA_TEMPLATE, toolsPrompt: shown });
@@ -41,8 +36,8 @@ describe('generic tools beside a response format of the call\'s own (tool_choice
     const body = {
       model: 'gemma-format-answerer',
       messages: TURNS,
-      tools: [ADD],
-      response_format: { type: 'json_schema', json_schema: { name: 'sum', schema: SCHEMA, strict: true } },
+      tools: [ADD_TOOL],
+      response_format: { type: 'json_schema', json_schema: { name: 'sum', schema: SUM_SCHEMA, strict: true } },
       max_tokens: 40,
       temperature: 0,
     };
@@ -57,21 +52,21 @@ describe('generic tools beside a response format of the call\'s own (tool_choice
 
   it('a grammar or pattern answer is asked for in the requested format; forced calls and no calls describe no answer', () => {
     const auto = { choice: 'auto' as const, parallel: true };
-    const regex = toolsShown(true, [ADD], auto, { type: 'regex', pattern: '[0-9]+' }).toolsPrompt!;
+    const regex = toolsShown(true, [ADD_TOOL], auto, { type: 'regex', pattern: '[0-9]+' }).toolsPrompt!;
     const text = toolsInstruction(regex);
     expect(text).to.include('A reply that calls tools is one JSON object and nothing else. To call tools, reply with {"tool_calls": [');
     expect(text).to.include('\nTo answer the user, reply with your answer in the requested format instead.').and.not.include('{"response"');
-    expect(toolsInstruction(toolsShown(true, [ADD], auto, { type: 'json_object' }).toolsPrompt!)).to.include('To answer the user, reply with your answer as one JSON object.');
+    expect(toolsInstruction(toolsShown(true, [ADD_TOOL], auto, { type: 'json_object' }).toolsPrompt!)).to.include('To answer the user, reply with your answer as one JSON object.');
     // A thought before the structure is no part of the answer's format.
     const thought = { open: '<think>', close: '</think>', opened: false };
-    expect(toolsShown(true, [ADD], auto, { ...FORMAT, thought }).toolsPrompt!.answer).to.deep.equal(FORMAT);
+    expect(toolsShown(true, [ADD_TOOL], auto, { ...SUM_FORMAT, thought }).toolsPrompt!.answer).to.deep.equal(SUM_FORMAT);
 
     // Required or named calls are the reply, no answer; with tool_choice none nothing is described: prompts as without the format.
     for (const calls of [{ choice: 'required' as const, parallel: true }, { choice: { name: 'add' }, parallel: false }, undefined]) {
-      expect(toolsShown(true, [ADD], calls, FORMAT), JSON.stringify(calls)).to.deep.equal(toolsShown(true, [ADD], calls));
+      expect(toolsShown(true, [ADD_TOOL], calls, SUM_FORMAT), JSON.stringify(calls)).to.deep.equal(toolsShown(true, [ADD_TOOL], calls));
     }
     // Without a format of its own an earlier answer is still the response object.
-    const wrapped = withToolsInPrompt(TURNS, toolsShown(true, [ADD], auto).toolsPrompt!, true);
+    const wrapped = withToolsInPrompt(TURNS, toolsShown(true, [ADD_TOOL], auto).toolsPrompt!, true);
     expect(wrapped[2]!.content).to.equal('{"response": "{\\"sum\\": 4}"}');
   });
 });

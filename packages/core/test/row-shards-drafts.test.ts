@@ -9,12 +9,9 @@ import { join } from 'node:path';
 import { Engine, type EngineOptions, type StreamOptions } from '../src/engine.js';
 import type { GenerationResult } from '../src/generate/types.js';
 import type { BatchStats } from '../src/generate/continuous-batch.js';
-import { BLOCK_TYPES } from '../src/gguf/quant/index.js';
 import { cacheDir } from './support/models.js';
 import { makeModule, storiesConfig, storiesModule } from './support/modules.js';
-import { STORIES } from './support/gguf-models.js';
-import { rewriteGguf } from './support/gguf-writer.js';
-import { GGML, quantizeGgml } from './support/ggml-quantize.js';
+import { writeStoriesQ4Draft } from './support/gguf-models.js';
 import { useTempCache } from './support/temp-cache.js';
 
 // (a reply that repeats itself: prompt lookup drafts much of it)
@@ -33,14 +30,7 @@ describe('row shards with drafts', function () {
   before(async () => {
     const stories = await storiesModule();
     const draftGguf = join(scratch.dir, 'stories260K-q4_0.gguf');
-    await rewriteGguf(
-      STORIES,
-      draftGguf,
-      (_meta, tensors) => {
-        for (const t of tensors.values()) if (t.dims.length === 2 && t.dims[0]! % BLOCK_TYPES.get(GGML.Q4_0)!.blockElems === 0) t.type = GGML.Q4_0;
-      },
-      (data, type) => quantizeGgml(data, type),
-    );
+    await writeStoriesQ4Draft(draftGguf);
     const load = (extra: Partial<EngineOptions>) => Engine.load({ model: stories, ...base, ...extra });
     // (the draft model drafts every step: adaptive, it would draft next to none on a backbone this small)
     const drafts = { draftModel: { model: draftGguf, adaptive: false } };

@@ -10,12 +10,8 @@ import type { ResponseFormat } from '../src/constrain/types.js';
 import { makeModule } from './support/modules.js';
 import { GEMMA_TEMPLATE } from './support/chat-templates.js';
 import { postJson, useServers } from './support/servers.js';
+import { ADD_TOOL, SUM_SCHEMA } from './support/sum-tool.js';
 
-const ADD = {
-  type: 'function' as const,
-  function: { name: 'add', description: 'Add two integers', parameters: { type: 'object', properties: { a: { type: 'integer' }, b: { type: 'integer' } }, required: ['a', 'b'] } },
-};
-const SCHEMA = { type: 'object', properties: { sum: { type: 'integer' } }, required: ['sum'], additionalProperties: false };
 const MESSAGES: ChatMessage[] = [{ role: 'user', content: 'What are two and two?' }];
 
 describe('/tokenize of a chat request with tools and a response format (generic syntax)', function () {
@@ -26,9 +22,9 @@ describe('/tokenize of a chat request with tools and a response format (generic 
     const dir = await makeModule({ name: 'gemma-tokenize-format', kind: 'backbone', chatTemplate: GEMMA_TEMPLATE });
     const tokenizer = await TextTokenizer.fromDirectory(dir);
     const url = await serve({ engine: { model: dir }, name: 'gemma-tokenize-format' });
-    const body = { model: 'gemma-tokenize-format', messages: MESSAGES, tools: [ADD] };
+    const body = { model: 'gemma-tokenize-format', messages: MESSAGES, tools: [ADD_TOOL] };
     const idsOf = (answer?: ResponseFormat) =>
-      tokenizer.encode(tokenizer.applyChatTemplate(MESSAGES, { template: GEMMA_TEMPLATE, ...toolsShown(true, [ADD], { choice: 'auto', parallel: true }, answer) }), false);
+      tokenizer.encode(tokenizer.applyChatTemplate(MESSAGES, { template: GEMMA_TEMPLATE, ...toolsShown(true, [ADD_TOOL], { choice: 'auto', parallel: true }, answer) }), false);
     const tokenized = async (fields: object) => {
       const res = await postJson(url, '/tokenize', { ...body, ...fields });
       expect(res.status, JSON.stringify(fields)).to.equal(200);
@@ -41,7 +37,7 @@ describe('/tokenize of a chat request with tools and a response format (generic 
     };
 
     const cases: [object, ResponseFormat][] = [
-      [{ response_format: { type: 'json_schema', json_schema: { name: 'sum', schema: SCHEMA, strict: true } } }, { type: 'json_schema', schema: SCHEMA }],
+      [{ response_format: { type: 'json_schema', json_schema: { name: 'sum', schema: SUM_SCHEMA, strict: true } } }, { type: 'json_schema', schema: SUM_SCHEMA }],
       [{ structured_outputs: { regex: '[0-9]+' } }, { type: 'regex', pattern: '[0-9]+' }],
     ];
     for (const [fields, format] of cases) {

@@ -10,13 +10,8 @@ import { ChatReasoner } from '../src/index.js';
 import { TextTokenizer, type ChatMessage, type ToolsPrompt } from '@reasonplug/core';
 import { cacheDir, GEMMA_TEMPLATE } from './support/modules.js';
 import { scriptedChatModule } from '../../core/test/support/modules.js';
+import { ADD_TOOL, SUM_FORMAT, SUM_SCHEMA } from '../../core/test/support/sum-tool.js';
 
-const ADD = {
-  type: 'function' as const,
-  function: { name: 'add', description: 'Add two integers', parameters: { type: 'object', properties: { a: { type: 'integer' }, b: { type: 'integer' } }, required: ['a', 'b'] } },
-};
-const SCHEMA = { type: 'object', properties: { sum: { type: 'integer' } }, required: ['sum'], additionalProperties: false };
-const FORMAT = { type: 'json_schema' as const, schema: SCHEMA };
 const TURNS: ChatMessage[] = [
   { role: 'user', content: 'What are two and two?' },
   { role: 'assistant', content: '{"sum": 4}' },
@@ -31,17 +26,17 @@ describe('ChatReasoner: generic tools beside a response format of its own', func
   });
 
   it("under tool_choice auto the prompt shows the answer's schema and the earlier answer as written, and the answer comes back", async () => {
-    const shown: ToolsPrompt = { tools: [ADD], choice: 'auto', parallel: true, answer: FORMAT };
+    const shown: ToolsPrompt = { tools: [ADD_TOOL], choice: 'auto', parallel: true, answer: SUM_FORMAT };
     const { dir } = await scriptedChatModule('plugin-gemma-format-answerer', GEMMA_TEMPLATE, TURNS, '{"sum": 7}', { toolsPrompt: shown });
     const tokenizer = await TextTokenizer.fromDirectory(dir);
     const expected = tokenizer.applyChatTemplate(TURNS, { template: GEMMA_TEMPLATE, toolsPrompt: shown });
-    expect(expected).to.include(`To answer the user, reply with your answer as one JSON object following this JSON Schema:\n${JSON.stringify(SCHEMA, null, 2)}`);
+    expect(expected).to.include(`To answer the user, reply with your answer as one JSON object following this JSON Schema:\n${JSON.stringify(SUM_SCHEMA, null, 2)}`);
     expect(expected).to.not.include('{"response"');
     expect(expected).to.include('<start_of_turn>model\n{"sum": 4}<end_of_turn>');
 
     answerer = await ChatReasoner.create({ backbone: dir, cacheDir, maxTokens: 40 });
     const history = [new HumanMessage(TURNS[0]!.content), new AIMessage(TURNS[1]!.content), new HumanMessage(TURNS[2]!.content)];
-    const reply = await answerer.bindTools([ADD]).withConfig({ responseFormat: FORMAT }).invoke(history);
+    const reply = await answerer.bindTools([ADD_TOOL]).withConfig({ responseFormat: SUM_FORMAT }).invoke(history);
     // The plugin's prompt is that one (its length, and the model scripted at exactly it answers).
     expect(reply.usage_metadata!.input_tokens).to.equal(tokenizer.encode(expected, false).length);
     expect([JSON.parse(reply.content as string) as unknown, reply.tool_calls, reply.response_metadata.finish_reason]).to.deep.equal([{ sum: 7 }, [], 'stop']);

@@ -9,15 +9,11 @@ import { ChatReasoner } from '../src/index.js';
 import { cacheDir } from './support/modules.js';
 import { scriptedChatModule } from '../../core/test/support/modules.js';
 import { TOOLS_TEMPLATE } from '../../core/test/support/chat-templates.js';
+import { ADD_TOOL, SUM_FORMAT } from '../../core/test/support/sum-tool.js';
 
 const QUESTION = 'What are two and two?';
-const ADD = {
-  type: 'function' as const,
-  function: { name: 'add', description: 'Add two integers', parameters: { type: 'object', properties: { a: { type: 'integer' }, b: { type: 'integer' } }, required: ['a', 'b'] } },
-};
 const CALL = '<tool_call>\n{"name": "add", "arguments": {"a": 2, "b": 2}}\n</tool_call>';
 const ANSWER = '{"sum": 4}';
-const FORMAT = { type: 'json_schema' as const, schema: { type: 'object', properties: { sum: { type: 'integer' } }, required: ['sum'], additionalProperties: false } };
 
 describe('ChatReasoner: bound tools beside a response format of its own', function () {
   this.timeout(120_000);
@@ -27,7 +23,7 @@ describe('ChatReasoner: bound tools beside a response format of its own', functi
   before(async () => {
     // (a byte-level vocabulary: the reply's first token is its text's, with no blank a SentencePiece one puts first)
     const script = async (name: string, reply: string) =>
-      ChatReasoner.create({ backbone: (await scriptedChatModule(name, TOOLS_TEMPLATE, [{ role: 'user', content: QUESTION }], reply, { tools: [ADD], bpe: true })).dir, cacheDir, maxTokens: 80 });
+      ChatReasoner.create({ backbone: (await scriptedChatModule(name, TOOLS_TEMPLATE, [{ role: 'user', content: QUESTION }], reply, { tools: [ADD_TOOL], bpe: true })).dir, cacheDir, maxTokens: 80 });
     caller = await script('plugin-format-caller', CALL);
     answerer = await script('plugin-format-answerer', ANSWER);
   });
@@ -36,21 +32,21 @@ describe('ChatReasoner: bound tools beside a response format of its own', functi
   });
 
   it('under tool_choice auto a model that calls gets its call, one that answers its JSON as content, in invoke and stream', async () => {
-    const called = await caller.bindTools([ADD]).withConfig({ responseFormat: FORMAT }).invoke([new HumanMessage(QUESTION)]);
+    const called = await caller.bindTools([ADD_TOOL]).withConfig({ responseFormat: SUM_FORMAT }).invoke([new HumanMessage(QUESTION)]);
     expect(called.tool_calls!.map((c) => [c.name, c.args])).to.deep.equal([['add', { a: 2, b: 2 }]]);
     expect([called.content, called.response_metadata.finish_reason]).to.deep.equal(['', 'tool_calls']);
-    const answered = await answerer.bindTools([ADD]).withConfig({ responseFormat: FORMAT }).invoke([new HumanMessage(QUESTION)]);
+    const answered = await answerer.bindTools([ADD_TOOL]).withConfig({ responseFormat: SUM_FORMAT }).invoke([new HumanMessage(QUESTION)]);
     expect([answered.content, answered.tool_calls, answered.response_metadata.finish_reason]).to.deep.equal([ANSWER, [], 'stop']);
 
     const chunks: AIMessageChunk[] = [];
-    for await (const c of await caller.bindTools([ADD]).withConfig({ responseFormat: FORMAT }).stream([new HumanMessage(QUESTION)])) chunks.push(c);
+    for await (const c of await caller.bindTools([ADD_TOOL]).withConfig({ responseFormat: SUM_FORMAT }).stream([new HumanMessage(QUESTION)])) chunks.push(c);
     const joined = chunks.reduce((a, b) => a.concat(b));
     expect(joined.tool_calls!.map((c) => [c.name, c.args])).to.deep.equal([['add', { a: 2, b: 2 }]]);
     expect(joined.content).to.equal('');
   });
 
   it('a required call wins over the format, as the server has it', async () => {
-    const forced = await caller.bindTools([ADD], { tool_choice: 'required' }).withConfig({ responseFormat: FORMAT }).invoke([new HumanMessage(QUESTION)]);
+    const forced = await caller.bindTools([ADD_TOOL], { tool_choice: 'required' }).withConfig({ responseFormat: SUM_FORMAT }).invoke([new HumanMessage(QUESTION)]);
     expect(forced.tool_calls!.map((c) => [c.name, c.args])).to.deep.equal([['add', { a: 2, b: 2 }]]);
     expect(forced.content).to.equal('');
   });

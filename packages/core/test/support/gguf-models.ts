@@ -7,11 +7,28 @@ import * as ort from 'onnxruntime-node';
 import { writeFile } from 'node:fs/promises';
 import { seededNormals } from '../../src/onnx/random-weights.js';
 import { withGguf } from '../../src/gguf/reader.js';
-import { makeGguf, metadataToW, encodeTensor, type WTensor, type WValue } from './gguf-writer.js';
+import { makeGguf, metadataToW, encodeTensor, rewriteGguf, type WTensor, type WValue } from './gguf-writer.js';
+import { GGML, quantizeGgml } from './ggml-quantize.js';
+import { BLOCK_TYPES } from '../../src/gguf/quant/index.js';
 import { convertGguf, type ConvertGgufOptions } from '../../src/gguf/convert.js';
 import { pastAfter } from './bare-loop.js';
 
 export const STORIES = new URL('../../../../../shared/models/stories260K/stories260K.gguf', import.meta.url).pathname;
+
+/**
+ * Writes stories260K with its matrices as Q4_0 to `path`: a draft model that agrees with the trained model most of the
+ * time, as a family's small model does.
+ */
+export async function writeStoriesQ4Draft(path: string): Promise<void> {
+  await rewriteGguf(
+    STORIES,
+    path,
+    (_meta, tensors) => {
+      for (const t of tensors.values()) if (t.dims.length === 2 && t.dims[0]! % BLOCK_TYPES.get(GGML.Q4_0)!.blockElems === 0) t.type = GGML.Q4_0;
+    },
+    (data, type) => quantizeGgml(data, type),
+  );
+}
 
 /** Shape and features of a random model. */
 export interface RandomGgufSpec {
