@@ -181,6 +181,30 @@ describe('reasonplug serve: harmony replies (gpt-oss)', function () {
     }
   });
 
+  it('a call in the guide form, or after a commentary preamble, is kept beside a response_format, and under required and named', async () => {
+    const scripts = {
+      'guide-caller': [`${ANALYSIS}<|channel|>commentary to=functions.add <|constrain|>json<|message|>{"a": 2, "b": 2}`, ''],
+      'preamble-caller': [`${ANALYSIS}<|channel|>commentary<|message|>Adding them.<|end|><|start|>assistant to=functions.add<|channel|>commentary json<|message|>{"a": 2, "b": 2}`, 'Adding them.'],
+    } as const;
+    const sum = { type: 'object', properties: { sum: { type: 'integer' } }, required: ['sum'], additionalProperties: false };
+    type Reply = { choices: { message: { content: string | null; reasoning_content?: string; tool_calls?: { function: { name: string; arguments: string } }[] }; finish_reason: string }[] };
+    for (const [name, [reply, words]] of Object.entries(scripts)) {
+      const { dir } = await scriptedChatModule(name, HARMONY_TEMPLATE, [{ role: 'user', content: QUESTION }], reply, { specialTokens: HARMONY_TOKENS, bpe: true, tools: [ADD] });
+      const url = await serve({ engine: { model: dir }, name });
+      for (const over of [
+        { tool_choice: 'auto', response_format: { type: 'json_schema', json_schema: { name: 'sum', schema: sum, strict: true } } },
+        { tool_choice: 'required' },
+        { tool_choice: { type: 'function', function: { name: 'add' } } },
+      ]) {
+        const res = await postJson(url, '/v1/chat/completions', { model: name, messages: [{ role: 'user', content: QUESTION }], tools: [ADD], max_tokens: 120, temperature: 0, ...over });
+        expect(res.status).to.equal(200);
+        const choice = ((await res.json()) as Reply).choices[0]!;
+        const seen = [choice.finish_reason, choice.message.tool_calls?.map((c) => [c.function.name, JSON.parse(c.function.arguments) as unknown]), choice.message.content ?? '', choice.message.reasoning_content];
+        expect(seen, `${name} ${JSON.stringify(over)}`).to.deep.equal(['tool_calls', [['add', { a: 2, b: 2 }]], words, THOUGHT]);
+      }
+    }
+  });
+
   it("a call with its recipient in the channel, as the harmony guide writes it, passes the auto constraint as written", async () => {
     const guide = `${ANALYSIS}<|channel|>commentary to=functions.add <|constrain|>json<|message|>{"a": 2, "b": 2}`;
     const { dir } = await scriptedChatModule('guide-call', HARMONY_TEMPLATE, [{ role: 'user', content: QUESTION }], guide, { specialTokens: HARMONY_TOKENS, bpe: true, tools: [ADD] });

@@ -106,6 +106,39 @@ describe('tool calls or an answer in the format (tool_choice auto beside a respo
     expect(await accepts(thinking, `<|channel|>analysis<|message|>Sum it.<|end|><|start|>assistant${HARMONY_ANSWER}`)).to.equal(true);
   });
 
+  it('harmony: beside an answer, under required and a named tool, a call may name its recipient in the channel and follow commentary preambles', async () => {
+    const args = '{"a": 1, "b": 2}';
+    const guide = (header: string, name = 'add') => `<|channel|>commentary to=functions.${name}${header}<|message|>${args}`;
+    const preamble = (words: string) => `<|channel|>commentary<|message|>${words}<|end|><|start|>assistant`;
+    const twoTools = [...TOOLS, { name: 'sub', parameters: ADD_PARAMETERS }];
+    const formats: [string, ResponseFormat][] = [
+      ['answer', answered('harmony')],
+      ['required', { type: 'tool_calls', tools: twoTools, choice: 'required', syntax: 'harmony' }],
+      ['named', { type: 'tool_calls', tools: twoTools, choice: { name: 'add' }, syntax: 'harmony' }],
+    ];
+    const cases: [string, boolean][] = [
+      // the harmony guide's example, and the other headers the splitter reads after the recipient
+      [guide(' <|constrain|>json'), true],
+      [guide('<|constrain|>json'), true],
+      [guide(' json'), true],
+      [guide(''), true],
+      [guide('<|channel|>commentary json'), false],
+      [`${preamble('Adding them.')}${HARMONY_CALL}`, true],
+      [`${preamble('A <b> and <|en.')}${preamble('Then:')}${guide(' <|constrain|>json')}`, true],
+      [preamble('Adding them.'), false], // a preamble goes before a call
+      [`<|channel|>commentary<|message|>Adding.<|end|>then${HARMONY_CALL}`, false],
+      [`${preamble('Adding them.')}${HARMONY_ANSWER}`, false],
+    ];
+    for (const [label, format] of formats) {
+      for (const [text, want] of cases) expect(await accepts(format, text), `${label}: ${JSON.stringify(text)}`).to.equal(want);
+    }
+    expect(await accepts(formats[1]![1], guide(' <|constrain|>json', 'sub'))).to.equal(true);
+    expect(await accepts(formats[2]![1], guide(' <|constrain|>json', 'sub'))).to.equal(false);
+    // after the thought too
+    const thinking: ResponseFormat = { ...answered('harmony'), thought: { open: '<|channel|>analysis<|message|>', close: '<|end|><|start|>assistant', opened: false } };
+    expect(await accepts(thinking, `<|channel|>analysis<|message|>Add them.<|end|><|start|>assistant${preamble('Adding.')}${guide(' <|constrain|>json')}`)).to.equal(true);
+  });
+
   it('an answer of each non-tool kind (json_object, grammar, regex), and none beside required or a named tool', async () => {
     const hermes = (answer: ResponseFormat & { type: 'json_object' | 'grammar' | 'regex' }): ResponseFormat => ({ type: 'tool_calls', tools: TOOLS, choice: 'auto', answer });
     expect(await accepts(hermes({ type: 'json_object' }), '{"x": [1]}')).to.equal(true);

@@ -522,11 +522,26 @@ function deepseekCalls(calls: { name: string; content: object }[], choice: ToolC
   return choice === 'auto' ? { type: 'triggered_tags', triggers: [begin], tags: [marked], stop_after_first: true } : marked;
 }
 
+/** A harmony call's opening with its recipient in the channel, as the harmony guide writes it. */
+const HARMONY_IN_CHANNEL = `${HARMONY.channel}commentary to=functions.`;
+
+/**
+ * Commentary preambles (the harmony guide's "Preambles"), any number or none: words to the user on the commentary
+ * channel before a call, each body closed by the first `<|end|>` (as the splitter reads it, content), then the next
+ * message's `<|start|>assistant`.
+ */
+const HARMONY_PREAMBLES = [
+  'root ::= harmony_preamble*',
+  `harmony_preamble ::= "${HARMONY.channel}commentary${HARMONY.message}" harmony_body "${HARMONY.start}assistant"`,
+  `harmony_body ::= TagDispatch(stop_eos=false, stop_str=("${HARMONY.end}"), loop_after_dispatch=false)`,
+].join('\n');
+
 /**
  * gpt-oss's call (harmony): after its message's `<|start|>assistant`, the recipient ` to=functions.<name>`, the channel
  * `<|channel|>commentary json<|message|>` (as its template writes a call) and the arguments' JSON; the model then writes
  * `<|call|>`, which ends the reply: one call a reply, as the template renders one a message. With `auto` the reply may
- * be any messages instead (the answer on the final channel).
+ * be any messages instead (the answer on the final channel). Otherwise (`required`, a named tool, beside an answer) the
+ * call may also name its recipient in the channel, as the harmony guide writes it, and come after commentary preambles.
  */
 function harmonyCalls(calls: { name: string; content: object }[], choice: ToolChoice): Record<string, unknown> {
   // The recipient in the header before the channel, as gpt-oss's template writes it (`<|start|>assistant
@@ -539,7 +554,14 @@ function harmonyCalls(calls: { name: string; content: object }[], choice: ToolCh
     ),
   };
   const tags = calls.map((c) => ({ type: 'tag', begin: `${HARMONY_CALL}${c.name}`, content: { type: 'sequence', elements: [header, c.content] }, end: '' }));
-  return choice === 'auto' ? { type: 'triggered_tags', triggers: [HARMONY_CALL], tags, stop_after_first: true } : { type: 'or', elements: tags };
+  // Under auto the free text before the trigger holds the guide's channel and any preambles; elsewhere each is spelled out.
+  if (choice === 'auto') return { type: 'triggered_tags', triggers: [HARMONY_CALL], tags, stop_after_first: true };
+  const channelHeader = {
+    type: 'or',
+    elements: [` ${HARMONY.constrain}json${HARMONY.message}`, `${HARMONY.constrain}json${HARMONY.message}`, ` json${HARMONY.message}`, HARMONY.message].map((value) => ({ type: 'const_string', value })),
+  };
+  const inChannel = calls.map((c) => ({ type: 'tag', begin: `${HARMONY_IN_CHANNEL}${c.name}`, content: { type: 'sequence', elements: [channelHeader, c.content] }, end: '' }));
+  return { type: 'sequence', elements: [{ type: 'grammar', grammar: HARMONY_PREAMBLES }, { type: 'or', elements: [...tags, ...inChannel] }] };
 }
 
 /**
