@@ -5,6 +5,7 @@ import { ConstraintError, XGrammarFactory, grammarVocabulary, prepareJsonSchema,
 import { attachParsed } from '../src/constrain/rows.js';
 import type { RowResult } from '../src/generate/types.js';
 import { storiesModule } from './support/modules.js';
+import { takesWhole } from './support/grammar-accepts.js';
 
 /**
  * Exactness of the constraints against hand-written expectations: texts fed byte by byte to a row's constraint
@@ -22,15 +23,7 @@ describe('constraints accept exactly what the format admits', function () {
   });
 
   /** Whether the constraint of `format` takes `text` whole and then ends. */
-  async function accepts(format: ResponseFormat, text: string): Promise<boolean> {
-    const c = await factory.create(format, [2]);
-    try {
-      for (const b of Buffer.from(text)) if (!c.tryAccept(3 + b)) return false;
-      return c.tryAccept(2);
-    } finally {
-      c.dispose();
-    }
-  }
+  const accepts = (format: ResponseFormat, text: string) => takesWhole(factory, format, text);
 
   /** Expects each text's acceptance under a schema: `[text, admitted]`. */
   async function expectSchema(schema: Record<string, unknown>, cases: [string, boolean][]): Promise<void> {

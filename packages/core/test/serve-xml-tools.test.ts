@@ -22,6 +22,7 @@ import { createRng } from '../src/sampling/index.js';
 import { scriptedChatModule, storiesModule } from './support/modules.js';
 import { GLM45_TEMPLATE, QWEN3_CODER_TEMPLATE, THINKING_TEMPLATE } from './support/chat-templates.js';
 import { postJson, useServers } from './support/servers.js';
+import { takesWhole } from './support/grammar-accepts.js';
 
 const QUESTION = 'What are two and two? Note the sum.';
 const ADD = {
@@ -141,16 +142,8 @@ describe('tool calls in tags: the grammar and the splitter', function () {
     factory = new XGrammarFactory(grammarVocabulary(JSON.parse(await readFile(join(dir, 'tokenizer.json'), 'utf8')) as object, 512), 'xml-calls');
   });
 
-  /** Whether the format's grammar takes `text` (as stories260K's byte tokens, id 3 + byte) and may end there (EOS 2). */
-  async function accepts(format: ResponseFormat, text: string): Promise<boolean> {
-    const c = await factory.create(format, [2]);
-    try {
-      if (![...Buffer.from(text)].every((b) => c.tryAccept(3 + b))) return false;
-      return ((await c.allowed())[0]! & 0b100) !== 0;
-    } finally {
-      c.dispose();
-    }
-  }
+  /** Whether the constraint of `format` takes `text` whole and then ends. */
+  const accepts = (format: ResponseFormat, text: string) => takesWhole(factory, format, text);
 
   for (const syntax of ['qwen-xml', 'glm'] as const) {
     const call = written[syntax];

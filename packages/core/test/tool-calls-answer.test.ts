@@ -13,6 +13,7 @@ import { ChatReplySplitter, replyFormat, splitReply, toolsRead, type ReplyParsin
 import { scriptedChatModule, storiesModule } from './support/modules.js';
 import { GEMMA_TEMPLATE, TOOLS_TEMPLATE } from './support/chat-templates.js';
 import { postJson, useServers } from './support/servers.js';
+import { takesWhole } from './support/grammar-accepts.js';
 
 const ADD_PARAMETERS = { type: 'object', properties: { a: { type: 'integer' }, b: { type: 'integer' } }, required: ['a', 'b'] };
 const TOOLS = [{ name: 'add', parameters: ADD_PARAMETERS }];
@@ -52,15 +53,7 @@ describe('tool calls or an answer in the format (tool_choice auto beside a respo
   });
 
   /** Whether the constraint of `format` takes `text` whole and then ends. */
-  async function accepts(format: ResponseFormat, text: string): Promise<boolean> {
-    const c = await factory.create(format, [2]);
-    try {
-      for (const b of Buffer.from(text)) if (!c.tryAccept(3 + b)) return false;
-      return c.tryAccept(2);
-    } finally {
-      c.dispose();
-    }
-  }
+  const accepts = (format: ResponseFormat, text: string) => takesWhole(factory, format, text);
 
   const answered = (syntax: ToolCallSyntax, parallel = true): ResponseFormat => ({ type: 'tool_calls', tools: TOOLS, choice: 'auto', parallel, syntax, answer: { type: 'json_schema', schema: SUM } });
 
