@@ -52,6 +52,18 @@ describe('reasonplug serve: /v1/responses', function () {
     url = await serve({ engine: { model: await storiesModule() }, chatTemplate: TOOLS_TEMPLATE });
   });
 
+  it("answers carry the fields OpenAI's schema requires: a tool's parameters and strict, the text part's logprobs, usage's cache_write_tokens, chat logprobs' refusal", async () => {
+    const tools = [{ type: 'function', name: 'ping' }];
+    const whole = (await (await postJson(url, '/v1/responses', { model: 'stories260k', input: 'Hi', max_output_tokens: 4, tools, tool_choice: 'none' })).json()) as Record<string, any>;
+    expect(whole.tools).to.deep.equal([{ type: 'function', name: 'ping', parameters: null, strict: true }]);
+    expect(whole.usage.input_tokens_details).to.have.property('cache_write_tokens', 0);
+    const events = responseEvents(await (await postJson(url, '/v1/responses', { model: 'stories260k', input: 'Hi', max_output_tokens: 4, stream: true })).text());
+    const added = events.find((e) => e.type === 'response.content_part.added')!;
+    expect(added.part).to.deep.equal({ type: 'output_text', text: '', annotations: [], logprobs: [] });
+    const chat = (await (await postJson(url, '/v1/chat/completions', { model: 'stories260k', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 2, logprobs: true })).json()) as Record<string, any>;
+    expect(chat.choices[0].logprobs).to.have.property('refusal', null);
+  });
+
   it('ChatOpenAI in Responses mode answers as the chat endpoint does, in invoke and stream, with usage', async () => {
     const chat = await model().invoke('Tell me a story');
     const reply = await model({ useResponsesApi: true }).invoke('Tell me a story');

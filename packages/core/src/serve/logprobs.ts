@@ -20,9 +20,13 @@ export function shownEntries(entries: readonly TokenLogprobs[], shown: number): 
   return entries.slice(0, end);
 }
 
-/** Chat's `choices[].logprobs`: `{ content: [{ token, logprob, bytes, top_logprobs }] }`. */
+/**
+ * Chat's `choices[].logprobs`: `{ content: [{ token, logprob, bytes, top_logprobs }], refusal: null }` (OpenAI's schema
+ * requires `refusal`, the tokens of a refusal, which a reply here never has).
+ */
 export function chatLogprobs(entries: readonly TokenLogprobs[]) {
   return {
+    refusal: null,
     content: entries.map((e) => ({
       token: tokenOf(e),
       logprob: logprobOf(e),

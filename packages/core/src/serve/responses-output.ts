@@ -14,7 +14,8 @@ type Item = Record<string, unknown> & { type: string; id: string };
 /** The usage of a finished response, in the Responses API's words. */
 export interface ResponseUsage {
   input_tokens: number;
-  input_tokens_details: { cached_tokens: number };
+  /** `cache_write_tokens` (OpenAI's schema requires it) is 0: the prefix cache keeps prompts at no cost to report. */
+  input_tokens_details: { cached_tokens: number; cache_write_tokens: number };
   output_tokens: number;
   output_tokens_details: { reasoning_tokens: number };
   total_tokens: number;
@@ -58,7 +59,7 @@ export class ResponseOutput extends BlockOutput<Event> {
         : { type: 'message', id: itemId('msg'), status: 'in_progress', role: 'assistant', content: [] };
       this.items[output_index] = item;
       // Its one part opens before any delta, which clients (the OpenAI SDK's stream helper) add to that part.
-      const part = thought ? { type: 'reasoning_text', text: '' } : { type: 'output_text', text: '', annotations: [] };
+      const part = thought ? { type: 'reasoning_text', text: '' } : { type: 'output_text', text: '', annotations: [], logprobs: [] };
       return [
         { type: 'response.output_item.added', output_index, item: structuredClone(item) },
         { type: 'response.content_part.added', ...this.at(e.index), part },

@@ -90,7 +90,9 @@ export function parseResponsesRequest(body: unknown): ResponsesRequest {
     temperature: body.temperature ?? 1,
     top_p: body.top_p ?? 1,
     tool_choice: body.tool_choice ?? 'auto',
-    tools: body.tools ?? [],
+    // (as OpenAI's Response lists a function tool: `parameters` and `strict` always there; the schema is enforced token
+    // by token, strict or not)
+    tools: ((body.tools ?? []) as unknown[]).map((t) => (isObject(t) && t.type === 'function' ? { ...t, parameters: t.parameters ?? null, strict: t.strict ?? true } : t)),
     text: { format: isObject(body.text) && isObject(body.text.format) ? body.text.format : { type: 'text' } },
     top_logprobs: body.top_logprobs ?? null,
   };

@@ -1226,7 +1226,7 @@ function responseUsage(result: GenerationResult, reasoningTokens: number): Respo
   const { promptTokens, completionTokens, cachedPromptTokens } = result.usage;
   return {
     input_tokens: promptTokens,
-    input_tokens_details: { cached_tokens: cachedPromptTokens ?? 0 },
+    input_tokens_details: { cached_tokens: cachedPromptTokens ?? 0, cache_write_tokens: 0 },
     output_tokens: completionTokens,
     output_tokens_details: { reasoning_tokens: reasoningTokens },
     total_tokens: promptTokens + completionTokens,
