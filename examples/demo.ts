@@ -28,6 +28,14 @@ const { values } = parseArgs({
   },
 });
 const say = (line = '') => process.stdout.write(`${line}\n`);
+// A count that is no whole number would run nothing and print a table of dashes.
+for (const [flag, least] of [['problems', 1], ['examples', 0], ['seed', 0]] as const) {
+  const given = values[flag];
+  if (!/^\d+$/.test(given) || Number(given) < least) {
+    process.stderr.write(`demo: --${flag} ${given}: give a whole number from ${least}\n`);
+    process.exit(2);
+  }
+}
 // The story's GGUF: a path, or a model Ollama, the Hugging Face cache or LM Studio keeps (ollama://…, hf://…, lmstudio://…); a name that is
 // missing is said before anything runs.
 let gguf: string;

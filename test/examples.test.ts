@@ -59,6 +59,18 @@ describe('examples', function () {
     console.log(`      (demo: ${seconds.toFixed(1)} s)`);
   });
 
+  it('demo.ts refuses a count that is no whole number before it runs anything (it printed a table of dashes)', async () => {
+    for (const [flag, value, least] of [['--problems', 'abc', 1], ['--problems', '0', 1], ['--examples', '1.5', 0]] as const) {
+      const failed = await run(process.execPath, [...fromSources, join(repoRoot, 'examples', 'demo.ts'), flag, value], { cwd: repoRoot }).then(
+        () => undefined,
+        (err: { code: number; stderr: string; stdout: string }) => err,
+      );
+      expect(failed?.code, `${flag} ${value}`).to.equal(2);
+      expect(failed?.stderr).to.equal(`demo: ${flag} ${value}: give a whole number from ${least}\n`);
+      expect(failed?.stdout).to.equal('');
+    }
+  });
+
   it('predicted-outputs.ts writes the same story one token a step, with prompt lookup and with a prediction, in fewer steps', async () => {
     const { stdout, stderr } = await run(process.execPath, [...fromSources, join(repoRoot, 'examples', 'predicted-outputs.ts')], { cwd: repoRoot });
     expect(stderr).to.equal('');
