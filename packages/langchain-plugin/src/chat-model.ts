@@ -16,7 +16,7 @@ import {
 import { AIMessage, AIMessageChunk, type BaseMessage, type MessageContent } from '@langchain/core/messages';
 import type { ModelProfile } from '@langchain/core/language_models/profile';
 import { ChatGenerationChunk, type ChatResult, type LLMResult } from '@langchain/core/outputs';
-import type { Runnable } from '@langchain/core/runnables';
+import type { Runnable, RunnableConfig } from '@langchain/core/runnables';
 import { convertToOpenAITool } from '@langchain/core/utils/function_calling';
 import { ChatPrompter } from './chat-prompt.js';
 import { ReasonerOptionsError, ToolsNotSupportedError } from './errors.js';
@@ -258,7 +258,8 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
       ls_model_type: 'chat',
       ls_temperature: typeof temperature === 'number' ? temperature : 0,
       ...(typeof maxTokens === 'number' ? { ls_max_tokens: maxTokens } : {}),
-      ...(Array.isArray(stop) ? { ls_stop: stop as string[] } : {}),
+      // Always there, as BaseChatModel's own, even where no stop is set.
+      ls_stop: Array.isArray(stop) ? (stop as string[]) : undefined,
     };
   }
 
@@ -297,6 +298,11 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
   override get profile(): ModelProfile {
     const tools = this.showsTools;
     return { ...this.runtime.profile(), toolCalling: tools, toolChoice: tools, reasoningOutput: reasoningTagsOf(this.prompter.chatTemplate) !== undefined || isHarmonyTemplate(this.prompter.chatTemplate) };
+  }
+
+  /** Where every call's options are read (invoke, stream, batch): the model's `timeout` joins the call's there. */
+  protected override _separateRunnableConfigFromCallOptionsCompat(options?: Partial<ChatReasonerCallOptions>): [RunnableConfig, this['ParsedCallOptions']] {
+    return super._separateRunnableConfigFromCallOptionsCompat(this.runtime.timed(options));
   }
 
   /** Stops the engine's workers and frees the models; later calls fail. */

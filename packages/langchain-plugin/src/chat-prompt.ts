@@ -11,15 +11,60 @@ import type { BackboneInfo } from './backbone.js';
 import { cutAfterFinalMessage, TextTokenizer, type ChatMessage, type ToolsPrompt } from './core.js';
 import { ChatTemplateError, UnsupportedMessageError } from './errors.js';
 
-/** The text of a message; refuses content a text model cannot read. */
+/**
+ * Blocks of an AI message that the template gets another way or not at all: tool calls (v1's `tool_call`, Anthropic's
+ * `tool_use`; the template renders `tool_calls`), a provider's server-side tool calls and their results (no local model
+ * made them), and thoughts (`reasoning`, Anthropic's `thinking`, read into `reasoning_content`; a redacted one is unreadable).
+ */
+const AI_BLOCKS_ELSEWHERE: ReadonlySet<string> = new Set([
+  'tool_call', 'tool_call_chunk', 'invalid_tool_call', 'tool_use',
+  'server_tool_call', 'server_tool_call_chunk', 'server_tool_call_result',
+  'reasoning', 'thinking', 'redacted_thinking',
+]);
+
+/** The text of a message; refuses content a text model cannot read (media, and tool or thought blocks outside AI messages). */
 function textOf(message: BaseMessage): string {
   if (typeof message.content === 'string') return message.content;
   return message.content
     .map((block) => {
       if (block.type === 'text' && typeof block.text === 'string') return block.text;
+      if (message.type === 'ai' && AI_BLOCKS_ELSEWHERE.has(block.type)) return '';
       throw new UnsupportedMessageError(`a ${message.type} message holds a "${block.type}" block; reasonplug models read text only`);
     })
     .join('');
+}
+
+type ContentBlock = Exclude<BaseMessage['content'], string>[number];
+
+/**
+ * An AI message's tool calls: its `tool_calls`, or, where it has none, the calls among its content blocks (v1's
+ * `tool_call`, Anthropic's `tool_use`), as a history written by hand or by another library may hold them.
+ */
+function toolCallsOf(message: BaseMessage): { id?: string; name: string; args: unknown }[] {
+  const calls = 'tool_calls' in message && Array.isArray(message.tool_calls) ? message.tool_calls : [];
+  if (calls.length || typeof message.content === 'string') return calls;
+  return message.content.flatMap((block: ContentBlock) => {
+    if (typeof block.name !== 'string') return [];
+    const id = typeof block.id === 'string' ? { id: block.id } : {};
+    if (block.type === 'tool_call') return [{ ...id, name: block.name, args: block.args ?? {} }];
+    if (block.type === 'tool_use') return [{ ...id, name: block.name, args: block.input ?? {} }];
+    return [];
+  });
+}
+
+/**
+ * An AI message's thought, as this model (or an OpenAI-compatible server) gave it in `reasoning_content`, else its
+ * `reasoning` (v1) or `thinking` (Anthropic's) blocks joined; templates that show or drop thoughts read it.
+ */
+function thoughtOf(message: BaseMessage): string | undefined {
+  const given = message.additional_kwargs.reasoning_content;
+  if (typeof given === 'string') return given;
+  if (typeof message.content === 'string') return undefined;
+  const parts = message.content.flatMap((block: ContentBlock) => {
+    const text = block.type === 'reasoning' ? block.reasoning : block.type === 'thinking' ? block.thinking : undefined;
+    return typeof text === 'string' ? [text] : [];
+  });
+  return parts.length ? parts.join('') : undefined;
 }
 
 /** One LangChain message as a chat template expects it (`role`, `content`, `tool_calls`, `tool_call_id`). */
@@ -31,13 +76,12 @@ export function toTemplateMessage(message: BaseMessage): ChatMessage {
     case 'human':
       return { role: 'user', content };
     case 'ai': {
-      const calls = 'tool_calls' in message && Array.isArray(message.tool_calls) ? message.tool_calls : [];
-      // The reply's thought, as this model (or an OpenAI-compatible server) gave it: templates that show or drop thoughts read it.
-      const thought = message.additional_kwargs.reasoning_content;
+      const calls = toolCallsOf(message);
+      const thought = thoughtOf(message);
       return {
         role: 'assistant',
         content,
-        ...(typeof thought === 'string' ? { reasoning_content: thought } : {}),
+        ...(thought !== undefined ? { reasoning_content: thought } : {}),
         ...(calls.length
           ? { tool_calls: calls.map((c) => ({ id: c.id, type: 'function', function: { name: c.name, arguments: c.args } })) }
           : {}),

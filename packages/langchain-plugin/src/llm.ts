@@ -7,6 +7,7 @@ import { LLM, type BaseLLMCallOptions, type BaseLLMParams } from '@langchain/cor
 import { AIMessageChunk, type MessageContent } from '@langchain/core/messages';
 import type { ModelProfile } from '@langchain/core/language_models/profile';
 import { GenerationChunk, type LLMResult } from '@langchain/core/outputs';
+import type { RunnableConfig } from '@langchain/core/runnables';
 import { abortError, startGeneration, takeTurn } from './generation.js';
 import { LANGCHAIN_MODEL_FIELDS, ModelOptionsSchema, parseOptions, splitOptions, type ModelOptions, type ReasonerCallOptions } from './options.js';
 import { ReasonerRuntime } from './runtime.js';
@@ -138,6 +139,11 @@ export class ReasonerLLM extends LLM<ReasonerLLMCallOptions> {
   /** What the model can do, for LangChain's agents: the backbone's context, structured output. */
   override get profile(): ModelProfile {
     return this.runtime.profile();
+  }
+
+  /** Where every call's options are read (invoke, stream, batch): the model's `timeout` joins the call's there. */
+  protected override _separateRunnableConfigFromCallOptionsCompat(options?: Partial<ReasonerLLMCallOptions>): [RunnableConfig, this['ParsedCallOptions']] {
+    return super._separateRunnableConfigFromCallOptionsCompat(this.runtime.timed(options));
   }
 
   /** Stops the engine's workers and frees the models; later calls fail. */

@@ -170,6 +170,11 @@ export const ModelOptionsSchema = z.strictObject({
     ])
     .optional(),
   ...generation,
+  /**
+   * Milliseconds every call may take, as ChatOpenAI's `timeout` of its requests: the generation stops then, as with a
+   * call's own `timeout` (LangChain's call option), which applies beside it (whichever ends first stops the call).
+   */
+  timeout: z.number().positive().optional(),
   maxRetries: refusedRetry,
   onFailedAttempt: refusedRetry,
 });
@@ -306,10 +311,11 @@ function keysOf(schema: z.ZodObject): string[] {
 
 /**
  * LangChain's constructor fields of a model (`BaseChatModelParams`, `BaseLLMParams`), which go to LangChain; its
- * retry fields are the schema's, which refuses them.
+ * retry fields are the schema's, which refuses them. Also the providers' `streaming` flag, taken and of no effect:
+ * these models stream every reply to callbacks, invoked or streamed.
  */
 export const LANGCHAIN_MODEL_FIELDS: ReadonlySet<string> = new Set([
-  'verbose', 'callbacks', 'tags', 'metadata', 'callbackManager', 'cache', 'maxConcurrency', 'disableStreaming', 'outputVersion',
+  'verbose', 'callbacks', 'tags', 'metadata', 'callbackManager', 'cache', 'maxConcurrency', 'disableStreaming', 'outputVersion', 'streaming',
 ]);
 
 /**
@@ -324,14 +330,14 @@ const FOREIGN_NAMES: Readonly<Record<string, string>> = {
   repeat_penalty: 'repetitionPenalty',
   repeat_last_n: 'repetitionWindow',
   stop_sequences: 'stop',
+  stopSequences: 'stop',
 };
 
 /** A key as compared with the options' names: `max_tokens`, `MaxTokens` and `maxTokens` are one. */
 const squashed = (key: string) => key.toLowerCase().replace(/[_-]/g, '');
 
-/** The option `key` looks like it means (see {@link CALL_FIELDS_ELSEWHERE}), if any. */
-function meantOption(key: string): string | undefined {
-  const names = keysOf(CallOptionsSchema);
+/** The option among `names` (default: a call's) that `key` looks like it means (see {@link CALL_FIELDS_ELSEWHERE}), if any. */
+function meantOption(key: string, names: readonly string[] = keysOf(CallOptionsSchema)): string | undefined {
   const foreign = Object.entries(FOREIGN_NAMES).find(([name]) => squashed(name) === squashed(key));
   if (foreign) return foreign[1];
   const same = names.find((name) => squashed(name) === squashed(key));
@@ -375,16 +381,14 @@ export function splitOptions(
   return { ours, rest };
 }
 
-/** `max_tokens` → `maxTokens`. */
-const camelCase = (key: string) => key.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
-
 /** Validates `value` against `schema`; throws `ReasonerOptionsError` naming `where` and every offending field. */
 export function parseOptions<S extends z.ZodType>(schema: S, value: unknown, where: string): z.output<S> {
   const result = schema.safeParse(value);
   if (result.success) return result.data;
   const known = schema instanceof z.ZodObject ? new Set(keysOf(schema)) : new Set<string>();
   const unknown = (path: PropertyKey[], key: string) => {
-    const meant = path.length === 0 ? (FOREIGN_NAMES[key] ?? (known.has(camelCase(key)) ? camelCase(key) : undefined)) : undefined;
+    // The hint a call's options get where they are split (a foreign name, another spelling, a typo), among these names.
+    const meant = path.length === 0 ? meantOption(key, [...known]) : undefined;
     const near = meant !== undefined && meant !== key ? ` (did you mean ${meant}?)` : '';
     return { path: formatFieldPath([...path, key]), message: `unknown option${near}` };
   };

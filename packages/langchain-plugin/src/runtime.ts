@@ -46,11 +46,13 @@ export class ReasonerRuntime {
     private readonly modulePaths: readonly string[],
     private readonly defaults: GenerationDefaults,
     private readonly device: string | undefined,
+    /** Milliseconds every call may take, if limited (`timeout` at creation). */
+    private readonly timeout: number | undefined,
   ) {}
 
   /** Loads the backbone and reasoners of parsed model options into one engine. */
   static async load(options: ParsedModelOptions): Promise<ReasonerRuntime> {
-    const { backbone, dtype, reasoners = [], projector, registry, onProgress, device, intraOpThreads, placement, cacheDir, prefixCacheBytes, contextLength, ggufKvCache, sessionCache, promptLookup, draftModel, ...defaults } = options;
+    const { backbone, dtype, reasoners = [], projector, registry, onProgress, device, intraOpThreads, placement, cacheDir, prefixCacheBytes, contextLength, ggufKvCache, sessionCache, promptLookup, draftModel, timeout, ...defaults } = options;
     // The backbone is resolved here (a registry reference becomes a pulled module directory) because its
     // directory also serves the chat template; the engine resolves the other modules itself.
     const backbonePath = await resolveModelPath(backbone, onProgress ? { ...registry, onProgress } : (registry ?? {}), ggufKvCache ? { kvCache: ggufKvCache } : undefined);
@@ -76,7 +78,7 @@ export class ReasonerRuntime {
     try {
       const info = await describeBackbone(backbonePath, engine.info);
       const modules = reasoners.map((r) => (existsSync(r.module) ? resolve(r.module) : r.module));
-      return new ReasonerRuntime(engine, info, modules, defaults, device);
+      return new ReasonerRuntime(engine, info, modules, defaults, device, timeout);
     } catch (err) {
       await engine.dispose();
       throw err;
@@ -154,6 +156,15 @@ export class ReasonerRuntime {
     }
   }
 
+  /**
+   * A call's options with the model's `timeout` joined to the call's own, the shorter kept (as LangChain merges two
+   * configs' timeouts), for LangChain to fold into the call's signal as it does a call's own.
+   */
+  timed<T extends { timeout?: number }>(options: T | undefined): T | undefined {
+    if (this.timeout === undefined) return options;
+    return { ...options, timeout: Math.min(options?.timeout ?? Infinity, this.timeout) } as T;
+  }
+
   /** What identifies this model: backbone, reasoners with their default weights, device and default settings. */
   identifyingParams(): Record<string, unknown> {
     return {
@@ -182,7 +193,9 @@ export class ReasonerRuntime {
   responseMetadata(plan: CallPlan, result: GenerationResult): Record<string, unknown> {
     return {
       model_provider: 'reasonplug',
+      // The name under ChatOpenAI's key and under ChatOllama's (which LangChain's standard tests read): code written for either finds it.
       model_name: this.backbone.name,
+      model: this.backbone.name,
       backbone: { name: this.backbone.name, ...(this.backbone.version ? { version: this.backbone.version } : {}), path: this.backbone.path },
       reasoners: plan.reasoners,
       mode: plan.engine.mode ?? this.engine.info.mode,

@@ -5,7 +5,7 @@
  * Zod schemas are validated again by LangChain's parsers and come back typed. A reply cut off by the token limit
  * fails to parse (`OutputParserException`; `includeRaw` gives `parsed: null`), whichever the method.
  */
-import type { BaseLanguageModelInput, StructuredOutputMethodOptions } from '@langchain/core/language_models/base';
+import type { BaseLanguageModelCallOptions, BaseLanguageModelInput, StructuredOutputMethodOptions } from '@langchain/core/language_models/base';
 import { isAIMessage, type BaseMessage } from '@langchain/core/messages';
 import { OutputParserException } from '@langchain/core/output_parsers';
 import { JsonOutputKeyToolsParser } from '@langchain/core/output_parsers/openai_tools';
@@ -22,10 +22,13 @@ import { isSerializableSchema } from '@langchain/core/utils/standard_schema';
 import { ReasonerOptionsError } from './errors.js';
 import type { ResponseFormat } from './core.js';
 
+/** What tracers are told of a structured call (LangChain's call option, which LangSmith reads). */
+type TracedFormat = NonNullable<BaseLanguageModelCallOptions['ls_structured_output_format']>;
+
 /** What the structured-output pipeline needs of the model. */
 export interface StructuredModel {
-  withConfig(config: { responseFormat: ResponseFormat }): Runnable<BaseLanguageModelInput, BaseMessage>;
-  bindTools(tools: unknown[], kwargs: { tool_choice: string }): Runnable<BaseLanguageModelInput, BaseMessage>;
+  withConfig(config: { responseFormat: ResponseFormat; ls_structured_output_format: TracedFormat }): Runnable<BaseLanguageModelInput, BaseMessage>;
+  bindTools(tools: unknown[], kwargs: { tool_choice: string; ls_structured_output_format: TracedFormat }): Runnable<BaseLanguageModelInput, BaseMessage>;
 }
 
 /** The methods `withStructuredOutput` takes. */
@@ -45,15 +48,17 @@ export function structuredOutput(
   const asJsonSchema = (isInteropZodSchema(schema) || isSerializableSchema(schema) ? toJsonSchema(schema) : schema) as Record<string, unknown>;
   const includeRaw = config.includeRaw === true;
   const runName = includeRaw ? 'StructuredOutputRunnable' : 'StructuredOutput';
+  // As ChatOpenAI and ChatOllama bind it: tracers (LangSmith) see the method and schema in the call's options.
+  const traced: TracedFormat = { kwargs: { method }, schema: asJsonSchema as TracedFormat['schema'] };
   if (method === 'functionCalling') {
     const name = config.name ?? (typeof asJsonSchema.title === 'string' ? asJsonSchema.title : 'extract');
     const description = getSchemaDescription(schema) ?? (asJsonSchema.description as string | undefined) ?? 'Answer in this structure.';
     const tool = { type: 'function', function: { name, description, parameters: asJsonSchema } };
-    const llm = model.bindTools([tool], { tool_choice: name });
+    const llm = model.bindTools([tool], { tool_choice: name, ls_structured_output_format: traced });
     return assembleStructuredOutputPipeline(llm, createFunctionCallingParser(schema, name, ForcedCallParser) as never, includeRaw, runName);
   }
   const responseFormat: ResponseFormat = method === 'jsonMode' ? { type: 'json_object' } : { type: 'json_schema', schema: asJsonSchema };
-  return assembleStructuredOutputPipeline(model.withConfig({ responseFormat }), createContentParser(schema) as never, includeRaw, runName);
+  return assembleStructuredOutputPipeline(model.withConfig({ responseFormat, ls_structured_output_format: traced }), createContentParser(schema) as never, includeRaw, runName);
 }
 
 /**

@@ -58,10 +58,13 @@ describe('call options', function () {
     expect((llmErr as ReasonerOptionsError).issues).to.deep.equal([
       { path: 'repeat_last_n', message: 'unknown option (did you mean repetitionWindow?)' },
       { path: 'max_tokens', message: 'unknown option (did you mean maxTokens?)' },
-      { path: 'temprature', message: 'unknown option' },
+      { path: 'temprature', message: 'unknown option (did you mean temperature?)' },
     ]);
-    const chatErr = await chat.withConfig({ numPredict: 3 } as never).invoke('x').catch((e: Error) => e);
-    expect((chatErr as ReasonerOptionsError).issues).to.deep.equal([{ path: 'numPredict', message: 'unknown option' }]);
+    const chatErr = await chat.withConfig({ numPredict: 3, stopSequences: ['\n'] } as never).invoke('x').catch((e: Error) => e);
+    expect((chatErr as ReasonerOptionsError).issues).to.deep.equal([
+      { path: 'numPredict', message: 'unknown option (did you mean maxTokens?)' },
+      { path: 'stopSequences', message: 'unknown option (did you mean stop?)' },
+    ]);
     // A key no release of LangChain or LangGraph sent before (their config grows): passed on, not refused.
     expect(await llm.invoke(PROMPT, { maxTokens: 2, someFutureConfigKey: true, store: {} } as never)).to.be.a('string');
     const langchain = {

@@ -94,6 +94,7 @@ describe('ChatReasoner', function () {
       expect(reference.response_metadata).to.deep.include({
         model_provider: 'reasonplug',
         model_name: 'stories-chat',
+        model: 'stories-chat',
         backbone: { name: 'stories-chat', version: '0.1.0', path: storiesChat },
         reasoners: [{ name: 'math-r', weight: 0.5 }, { name: 'cipher-r', weight: 0.3 }],
         mode: 'logits',
@@ -251,9 +252,11 @@ describe('ChatReasoner', function () {
       expect(performance.now() - t0).to.be.below(1500);
     }
 
+    let slowChat: string;
+
     before(async () => {
-      const backbone = await withChatTemplate(await slowBackbone(), 'slow-chat', PLAIN_TEMPLATE);
-      slow = await ChatReasoner.create({ backbone, cacheDir, maxTokens: LONG });
+      slowChat = await withChatTemplate(await slowBackbone(), 'slow-chat', PLAIN_TEMPLATE);
+      slow = await ChatReasoner.create({ backbone: slowChat, cacheDir, maxTokens: LONG });
     });
 
     after(() => slow?.dispose());
@@ -321,6 +324,33 @@ describe('ChatReasoner', function () {
       expect(streamErr).to.be.instanceOf(Error);
       expect(seen).to.be.within(1, LONG - 1);
       await expectEngineFree();
+    });
+
+    it("a timeout given at creation (ChatOpenAI's parameter) stops every call, beside a call's own; streaming is taken", async () => {
+      const limited = await ChatReasoner.create({ backbone: slowChat, cacheDir, maxTokens: LONG, timeout: 300, streaming: true } as never);
+      const llm = await ReasonerLLM.create({ backbone: await slowBackbone(), cacheDir, maxTokens: LONG, timeout: 300, streaming: false } as never);
+      try {
+        // A call's own longer timeout does not lift the model's: the shorter one stops it.
+        for (const call of [() => limited.invoke('Hello'), () => limited.withConfig({ timeout: 60_000 }).invoke('Hello'), () => llm.invoke('Hello', { timeout: 60_000 })]) {
+          const t0 = performance.now();
+          const err = await call().catch((e: unknown) => e);
+          expect(performance.now() - t0).to.be.below(1500);
+          expect(ModelAbortError.isInstance(err), String(err)).to.equal(true);
+          expect((err as Error).message).to.match(/timed out/);
+          expect((err as ModelAbortError).partialOutput!.usage_metadata!.output_tokens).to.be.within(1, LONG - 1);
+        }
+        let seen = 0;
+        const streamErr = await (async () => {
+          for await (const _ of await limited.stream('Hello')) seen++;
+        })().catch((e: Error) => e);
+        expect((streamErr as Error).name).to.be.oneOf(['TimeoutError', 'ModelAbortError']);
+        expect(seen).to.be.within(1, LONG - 1);
+        // A shorter call's own wins over the model's.
+        const quick = await limited.invoke('Hello', { timeout: 1 }).catch((e: unknown) => e);
+        expect((quick as ModelAbortError).partialOutput!.usage_metadata!.output_tokens).to.be.below(50);
+      } finally {
+        await Promise.all([limited.dispose(), llm.dispose()]);
+      }
     });
   });
 
@@ -404,11 +434,14 @@ describe('ChatReasoner', function () {
 
     it("refuses options that are neither its own nor LangChain's, naming a snake_case spelling's own", async () => {
       // (from JavaScript no type check catches these; LangChain would drop them, and max_tokens left replies unbounded)
-      const err = await ChatReasoner.create({ backbone: 'never-loaded', cacheDir, max_tokens: 5, model: 'x', verbose: false, tags: ['t'] } as never).catch((e: Error) => e);
+      const err = await ChatReasoner.create({ backbone: 'never-loaded', cacheDir, max_tokens: 5, model: 'x', verbose: false, tags: ['t'], stopSequences: ['x'], temprature: 1, timeout: -1 } as never).catch((e: Error) => e);
       expect(err).to.be.instanceOf(ReasonerOptionsError);
       expect((err as ReasonerOptionsError).issues).to.deep.equal([
+        { path: 'timeout', message: 'Too small: expected number to be >0' },
         { path: 'max_tokens', message: 'unknown option (did you mean maxTokens?)' },
         { path: 'model', message: 'unknown option' },
+        { path: 'stopSequences', message: 'unknown option (did you mean stop?)' },
+        { path: 'temprature', message: 'unknown option (did you mean temperature?)' },
       ]);
       const llm = await ReasonerLLM.create({ backbone: 'never-loaded', cacheDir, top_p: 0.5 } as never).catch((e: Error) => e);
       expect((llm as ReasonerOptionsError).issues).to.deep.equal([{ path: 'top_p', message: 'unknown option (did you mean topP?)' }]);
@@ -460,6 +493,10 @@ describe('ChatReasoner', function () {
         ls_max_tokens: 2,
         ls_stop: ['\n'],
       });
+      // No stop set: the key is still there, as BaseChatModel's own getLsParams gives it.
+      const unstopped = model.getLsParams({} as never);
+      expect(unstopped).to.have.property('ls_stop', undefined);
+      expect(unstopped).to.include({ ls_provider: 'reasonplug', ls_max_tokens: MAX });
     });
   });
 
@@ -589,6 +626,49 @@ describe('ChatReasoner', function () {
       const v1 = await forced.invoke('x', { maxTokens: 120, outputVersion: 'v1' });
       expect((v1.content as { type: string }[]).filter((b) => b.type === 'tool_call')).to.deep.equal([{ ...toolCall, id: v1.tool_calls![0]!.id }]);
       expect(v1.response_metadata.output_version).to.equal('v1');
+    });
+
+    it("takes its own outputVersion 'v1' reply with a tool call back in the next turn, the call rendered from tool_calls", async () => {
+      const question = new HumanMessage('Add 2 and 3');
+      const v1 = await alone.bindTools([ADD_TOOL], { tool_choice: 'add', parallel_tool_calls: false }).invoke([question], { maxTokens: 120, outputVersion: 'v1' });
+      expect((v1.content as { type: string }[]).map((b) => b.type)).to.include('tool_call');
+      const [call] = v1.tool_calls!;
+      const result = new ToolMessage({ content: '5', tool_call_id: call!.id! });
+      const next = await alone.bindTools([ADD_TOOL]).invoke([question, v1, result], { maxTokens: 1 });
+      const rendered = tokenizer.applyChatTemplate(
+        [
+          { role: 'user', content: 'Add 2 and 3' },
+          { role: 'assistant', content: v1.text, tool_calls: [{ id: call!.id, type: 'function', function: { name: 'add', arguments: call!.args } }] },
+          { role: 'tool', content: '5', tool_call_id: call!.id },
+        ],
+        { tools: [ADD_TOOL] },
+      );
+      expect(rendered).to.include(`<|assistant|>${v1.text}<tool_call>{"name": "add", "arguments": `);
+      expect(next.usage_metadata!.input_tokens).to.equal(tokenizer.encode(rendered, false).length);
+    });
+
+    it("renders an Anthropic-shaped history: tool_use blocks give the calls where tool_calls is empty, thinking blocks the thought", async () => {
+      const THOUGHT_TEMPLATE =
+        '{{ bos_token }}{% if tools %}<|tools|>{{ tools | tojson }}<|end|>{% endif %}{% for m in messages %}<|{{ m.role }}|>{% if m.reasoning_content %}[{{ m.reasoning_content }}]{% endif %}{{ m.content }}' +
+        '{% for c in m.tool_calls or [] %}<tool_call>{{ c.function | tojson }}</tool_call>{% endfor %}<|end|>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}';
+      const thoughtful = await ChatReasoner.create({ backbone: await withChatTemplate(storiesChat, 'stories-thought', THOUGHT_TEMPLATE), cacheDir, maxTokens: 1 });
+      try {
+        const anthropic = new AIMessage({
+          content: [
+            { type: 'thinking', thinking: 'Two and three.', signature: 'sig' },
+            { type: 'text', text: 'Let me add.' },
+            { type: 'tool_use', id: 'toolu_1', name: 'add', input: { a: 2, b: 3 } },
+          ],
+        });
+        const history = [new HumanMessage('Add 2 and 3'), anthropic, new ToolMessage({ content: '5', tool_call_id: 'toolu_1' })];
+        const reply = await thoughtful.invoke(history);
+        const rendered =
+          '<s><|user|>Add 2 and 3<|end|><|assistant|>[Two and three.]Let me add.<tool_call>{"name": "add", "arguments": {"a": 2, "b": 3}}</tool_call><|end|>' +
+          '<|tool|>5<|end|><|assistant|>';
+        expect(reply.usage_metadata!.input_tokens).to.equal(tokenizer.encode(rendered, false).length);
+      } finally {
+        await thoughtful.dispose();
+      }
     });
 
     it('refuses tool choices it does not understand', async () => {

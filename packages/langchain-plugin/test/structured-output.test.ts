@@ -13,6 +13,7 @@ import { Ajv2020 } from 'ajv/dist/2020.js';
 import { z } from 'zod';
 import { ChatReasoner } from '../src/index.js';
 import { TOOLS_TEMPLATE, cacheDir, storiesModule, withChatTemplate } from './support/modules.js';
+import { Recorder } from './support/recorder.js';
 
 const ajv = new Ajv2020({ strict: false });
 
@@ -56,6 +57,15 @@ describe('ChatReasoner structured output and tool calls', function () {
     const text = (contact.raw as AIMessage).text;
     expect(text, text).to.match(/^\{\s?"email"\s?:\s?"/);
     if ((contact.raw as AIMessage).response_metadata.finish_reason !== 'length') expect(Contact.safeParse(contact.parsed).success, text).to.equal(true);
+  });
+
+  it('tells tracers the method and JSON schema of each structured call (ls_structured_output_format), as ChatOpenAI does', async () => {
+    for (const method of ['jsonSchema', 'jsonMode', 'functionCalling'] as const) {
+      const recorder = new Recorder();
+      await model.withStructuredOutput(Sum, { name: 'add', method, includeRaw: true }).invoke('What is 2 + 3?', { callbacks: [recorder] });
+      const options = recorder.start?.extraParams?.options as Record<string, unknown>;
+      expect(options.ls_structured_output_format, method).to.deep.equal({ kwargs: { method }, schema: toJsonSchema(Sum) });
+    }
   });
 
   it('bindTools forces a well-formed call with tool_choice required or a tool name, and streams it as tool_call_chunks', async () => {

@@ -116,8 +116,37 @@ describe('messages for chat templates', () => {
     expect(toTemplateMessage(new ChatMessage('note', 'narrator'))).to.deep.equal({ role: 'narrator', content: 'note' });
   });
 
+  it("reads an AI message's tool-call and thought blocks as its calls and thought, not as text", () => {
+    const call = { id: 'c1', name: 'add', args: { a: 2, b: 3 } };
+    const rendered = { role: 'assistant', content: 'Adding.', tool_calls: [{ id: 'c1', type: 'function', function: { name: 'add', arguments: { a: 2, b: 3 } } }] };
+    // outputVersion 'v1': the calls are in content and in tool_calls; the template gets them once.
+    const v1 = new AIMessage({ content: [{ type: 'reasoning', reasoning: 'Sum.' }, { type: 'text', text: 'Adding.' }, { type: 'tool_call', ...call }], tool_calls: [call] });
+    expect(toTemplateMessage(v1)).to.deep.equal({ ...rendered, reasoning_content: 'Sum.' });
+    // Anthropic's: tool_use blocks beside tool_calls, or alone; a thought given as reasoning_content is taken over blocks.
+    const tool_use = { type: 'tool_use', id: 'c1', name: 'add', input: { a: 2, b: 3 } };
+    const thinking = { type: 'thinking', thinking: 'Hm.', signature: 's' };
+    expect(toTemplateMessage(new AIMessage({ content: [{ type: 'text', text: 'Adding.' }, tool_use], tool_calls: [call] }))).to.deep.equal(rendered);
+    expect(toTemplateMessage(new AIMessage({ content: [thinking, { type: 'text', text: 'Adding.' }, tool_use] }))).to.deep.equal({ ...rendered, reasoning_content: 'Hm.' });
+    const given = new AIMessage({ content: [thinking, { type: 'text', text: 'Adding.' }, tool_use], additional_kwargs: { reasoning_content: 'Own.' } });
+    expect(toTemplateMessage(given)).to.deep.equal({ ...rendered, reasoning_content: 'Own.' });
+    // Chunks, invalid calls and a provider's server-side calls write nothing.
+    const others = [
+      { type: 'tool_call_chunk', name: 'add', args: '{"a"', index: 0 },
+      { type: 'invalid_tool_call', name: 'add', args: '{', error: 'bad' },
+      { type: 'server_tool_call', id: 's1', name: 'web_search', args: {} },
+      { type: 'server_tool_call_result', toolCallId: 's1', status: 'success' },
+      { type: 'redacted_thinking', data: 'x' },
+    ];
+    expect(toTemplateMessage(new AIMessage({ content: [{ type: 'text', text: 'Adding.' }, ...others], tool_calls: [call] }))).to.deep.equal(rendered);
+  });
+
   it('refuses content a text model cannot read', () => {
     const image = new HumanMessage({ content: [{ type: 'image_url', image_url: { url: 'https://example.com/a.png' } }] });
     expect(() => toTemplateMessage(image)).to.throw(UnsupportedMessageError, /image_url/);
+    const aiImage = new AIMessage({ content: [{ type: 'text', text: 'See.' }, { type: 'image', url: 'https://example.com/a.png' }] });
+    expect(() => toTemplateMessage(aiImage)).to.throw(UnsupportedMessageError, /ai message holds a "image"/);
+    // Tool-call blocks belong to AI messages only.
+    const human = new HumanMessage({ content: [{ type: 'tool_use', id: 'c1', name: 'add', input: {} }] });
+    expect(() => toTemplateMessage(human)).to.throw(UnsupportedMessageError, /tool_use/);
   });
 });
