@@ -204,7 +204,7 @@ describe("reasonplug serve: Ollama's API (/api/*)", function () {
     expect(show.capabilities).to.include.members(['completion', 'tools', 'embedding']).and.not.include('insert');
     // the family the converted GGUF declared, and the context length under the keys Ollama's clients read
     expect(show.details.family).to.equal('llama');
-    expect(show.model_info).to.deep.equal({ 'general.architecture': 'llama', 'general.context_length': 2048, 'llama.context_length': 2048 });
+    expect(show.model_info).to.deep.equal({ 'general.architecture': 'llama', 'general.context_length': 2048, 'llama.context_length': 2048, 'llama.embedding_length': 64 });
     expect(show.template).to.equal(TOOLS_TEMPLATE);
     // the Ollama API it speaks, not the package's 0.x (editors' providers refuse servers below their minimum)
     const version = (await (await fetch(`${url}/api/version`)).json()) as { version: string; reasonplug: string };

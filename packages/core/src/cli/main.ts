@@ -22,7 +22,7 @@ import { DTYPE_CHOICES } from '../modules/hub-variants.js';
 import { quantizeModel } from '../modules/quantize-module.js';
 import { isLocalModelName } from '../modules/local-names.js';
 import { isOllamaRef, ollamaDisplayName } from '../modules/ollama-store.js';
-import { ollamaModelName } from '../serve/ollama-request.js';
+import { ollamaServedName } from '../serve/models.js';
 import { addRegistryCommands } from './registry-commands.js';
 import { addCacheCommand } from './cache-command.js';
 import { responseFormatFromFlags, type ResponseFormatFlags } from './response-format-flags.js';
@@ -155,7 +155,7 @@ async function inspect(path: string, flags: { dtype?: string } = {}): Promise<vo
  */
 function localModelDisplayName(spec: string): string | undefined {
   if (!isLocalModelName(spec)) return undefined;
-  const name = isOllamaRef(spec) ? ollamaModelName(ollamaDisplayName(spec)) : spec.replace(/^[a-z]+:\/\//i, '').replace(/\.gguf$/i, '');
+  const name = isOllamaRef(spec) ? ollamaServedName(ollamaDisplayName(spec)) : spec.replace(/^[a-z]+:\/\//i, '').replace(/\.gguf$/i, '');
   return kebabName(name) ? name : undefined;
 }
 

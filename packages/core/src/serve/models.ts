@@ -28,15 +28,33 @@ function hasTag(name: string): boolean {
   return name.slice(name.lastIndexOf('/') + 1).includes(':');
 }
 
-/** `<name>` for `<name>:latest` where `<name>` has no tag of its own; undefined for any other name. */
+/** `<name>` for `<name>:latest` (the tag in any case) where `<name>` has no tag of its own; undefined for any other name. */
 function withoutDefaultTag(model: string): string | undefined {
-  const name = model.endsWith(DEFAULT_TAG) ? model.slice(0, -DEFAULT_TAG.length) : undefined;
+  const name = model.toLowerCase().endsWith(DEFAULT_TAG) ? model.slice(0, -DEFAULT_TAG.length) : undefined;
   return name !== undefined && !hasTag(name) ? name : undefined;
+}
+
+/** The other way to write `model` with Ollama's default tag: `<name>` for `<name>:latest`, and the reverse. */
+function defaultTagTwin(model: string): string | undefined {
+  return withoutDefaultTag(model) ?? (hasTag(model) ? undefined : `${model}${DEFAULT_TAG}`);
+}
+
+/**
+ * The name `serve` gives a model it loads by its Ollama name, and `convert` the module: as Ollama's clients write it,
+ * the default tag left out (`stories:latest` → `stories`; `stories:260k` as it is).
+ */
+export function ollamaServedName(name: string): string {
+  return withoutDefaultTag(name) ?? name;
 }
 
 /** A served name as Ollama lists it: with its tag, the default one where it has none (`stories` → `stories:latest`). */
 export function ollamaListedName(name: string): string {
   return hasTag(name) ? name : `${name}${DEFAULT_TAG}`;
+}
+
+/** Whether two names are the same, or (`foldCase`) the same but for case. */
+function sameName(a: string, b: string, foldCase: boolean): boolean {
+  return foldCase ? a.toLowerCase() === b.toLowerCase() : a === b;
 }
 
 /** Raised for an alias that does not name a composition of what is loaded. */
@@ -68,20 +86,24 @@ export class ServedModels {
 
   /**
    * The reasoners `model` runs; 404 for a name that is not served, 400 for a reasoner listed twice. A served name
-   * without a tag also answers to it with Ollama's default tag (`stories:latest`), on every route: that is how
-   * Ollama's clients write it, and how `/api/tags` lists it.
+   * answers to it with or without Ollama's default tag (`stories`, `stories:latest`), on every route: that is how
+   * Ollama's clients write it, and how `/api/tags` lists it. A name matched by none exactly is matched ignoring case,
+   * as Ollama finds its models.
    */
   resolve(model: string): string[] {
-    const name = this.aliases.has(model) || this.compose(model) ? model : (withoutDefaultTag(model) ?? model);
-    const alias = this.aliases.get(name);
-    if (alias) return alias;
-    const reasoners = this.compose(name);
-    if (!reasoners) {
-      throw new HttpError(404, `The model "${model}" does not exist: this server runs ${this.backbone}, compositions ${this.backbone}+<reasoner>+… of (${this.reasoners.join(', ') || 'no reasoners'}) and aliases (${[...this.aliases.keys()].join(', ') || 'none'})`, 'invalid_request_error', 'model_not_found', {}, 'model');
+    const names = [model, defaultTagTwin(model)].filter((n) => n !== undefined);
+    for (const foldCase of [false, true]) {
+      for (const name of names) {
+        const alias = this.alias(name, foldCase);
+        if (alias) return alias;
+        const reasoners = this.compose(name, foldCase);
+        if (!reasoners) continue;
+        const twice = reasoners.find((r, i) => reasoners.indexOf(r) !== i);
+        if (twice) throw badRequest(`model "${model}" lists the reasoner ${twice} twice; list each once`, 'model');
+        return reasoners;
+      }
     }
-    const twice = reasoners.find((r, i) => reasoners.indexOf(r) !== i);
-    if (twice) throw badRequest(`model "${model}" lists the reasoner ${twice} twice; list each once`, 'model');
-    return reasoners;
+    throw new HttpError(404, `The model "${model}" does not exist: this server runs ${this.backbone}, compositions ${this.backbone}+<reasoner>+… of (${this.reasoners.join(', ') || 'no reasoners'}) and aliases (${[...this.aliases.keys()].join(', ') || 'none'})`, 'invalid_request_error', 'model_not_found', {}, 'model');
   }
 
   /** The `reasonplug` extension's reasoners, each named as a loaded one (else a 400 naming the entry). */
@@ -113,11 +135,18 @@ export class ServedModels {
     ];
   }
 
-  private compose(name: string): string[] | undefined {
-    if (name === this.backbone) return [];
+  /** The reasoners of the alias `name`, if it is one. */
+  private alias(name: string, foldCase: boolean): string[] | undefined {
+    if (!foldCase) return this.aliases.get(name);
+    return [...this.aliases].find(([alias]) => sameName(alias, name, true))?.[1];
+  }
+
+  /** The reasoners (by their loaded names) of `name` read as the backbone or a composition on it. */
+  private compose(name: string, foldCase = false): string[] | undefined {
     const prefix = `${this.backbone}+`;
-    if (!name.startsWith(prefix)) return undefined;
-    const parts = name.slice(prefix.length).split('+');
-    return parts.every((p) => this.reasoners.includes(p)) ? parts : undefined;
+    if (sameName(name, this.backbone, foldCase)) return [];
+    if (!sameName(name.slice(0, prefix.length), prefix, foldCase)) return undefined;
+    const parts = name.slice(prefix.length).split('+').map((p) => this.reasoners.find((r) => sameName(r, p, foldCase)));
+    return parts.every((p) => p !== undefined) ? parts : undefined;
   }
 }

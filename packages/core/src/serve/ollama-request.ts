@@ -33,12 +33,6 @@ const SAMPLING: Readonly<Record<string, string>> = {
   frequency_penalty: 'frequency_penalty',
 };
 
-/** Options that tune how Ollama's runtime loads and runs a model, not what it writes: taken and not used here. */
-const RUNTIME = new Set([
-  'numa', 'num_ctx', 'num_batch', 'num_gpu', 'main_gpu', 'low_vram', 'f16_kv', 'logits_all', 'vocab_only', 'use_mmap', 'use_mlock',
-  'embedding_only', 'num_thread', 'num_keep', 'penalize_newline',
-]);
-
 /** Sampling options whose neutral value is all this server runs (another is refused by name). */
 const NEUTRAL: Readonly<Record<string, number>> = { mirostat: 0, tfs_z: 1, typical_p: 1 };
 
@@ -60,10 +54,13 @@ export type OllamaGenerateRequest =
   | { kind: 'text'; completion: CompletionRequest }
   | { kind: 'load'; model: string };
 
-/** A served model's name as Ollama's clients write it: `:latest` is the name itself. */
+/**
+ * A request's model name, as written: answers echo it, as Ollama's do, and the served names resolve it (with or
+ * without `:latest`, in any case).
+ */
 export function ollamaModelName(name: unknown): string {
   if (typeof name !== 'string' || name === '') throw badRequest('model is required: the name of a served model', 'model');
-  return name.endsWith(':latest') ? name.slice(0, -':latest'.length) : name;
+  return name;
 }
 
 /** The OpenAI fields of what every generating request carries: model, stream, options, format, think, logprobs, `reasonplug`. */
@@ -72,7 +69,7 @@ function common(body: Body): Body {
   const options = body.options ?? {};
   if (!isObject(options)) throw badRequest('options must be an object', 'options');
   for (const [key, value] of Object.entries(options)) {
-    if (value === undefined || value === null || RUNTIME.has(key)) continue;
+    if (value === undefined || value === null) continue;
     if (Object.hasOwn(NEUTRAL, key)) {
       if (value !== NEUTRAL[key]) throw badRequest(`options.${key} ${JSON.stringify(value)} is not supported (only ${NEUTRAL[key]})`, `options.${key}`, 'unsupported_parameter');
       continue;
@@ -87,8 +84,10 @@ function common(body: Body): Body {
     // -1 is Ollama's (and llama.cpp's) "no seed": each reply draws afresh.
     if (key === 'seed' && value === -1) continue;
     const field = SAMPLING[key];
-    if (!field) throw badRequest(`options.${key} is not an Ollama option this server knows`, `options.${key}`, 'unsupported_parameter');
-    out[field] = value;
+    // The rest, the runtime's own (`num_ctx`, `num_gpu`, `draft_num_predict`, …) and those Ollama dropped
+    // (`mirostat_tau`, `penalize_newline`, …) or never had, are skipped, as Ollama's Options.FromMap skips a key it
+    // does not know: its clients send them all.
+    if (field) out[field] = value;
   }
   for (const [key, value] of Object.entries(DEFAULTS)) out[SAMPLING[key]] ??= value;
   if (body.format !== undefined && body.format !== null && body.format !== '') {
@@ -97,13 +96,14 @@ function common(body: Body): Body {
     else throw badRequest('format must be "json" or a JSON schema', 'format');
   }
   const think = body.think;
-  if (think !== undefined && think !== null && typeof think !== 'boolean' && think !== 'low' && think !== 'medium' && think !== 'high') {
-    throw badRequest('think must be true, false, "low", "medium" or "high"', 'think');
+  if (think !== undefined && think !== null && typeof think !== 'boolean' && think !== 'low' && think !== 'medium' && think !== 'high' && think !== 'max') {
+    throw badRequest('think must be true, false, "low", "medium", "high" or "max"', 'think');
   }
   // Without a thought (think: false), a template that can leave it out (Qwen3's enable_thinking) does.
   if (think === false) out.chat_template_kwargs = { enable_thinking: false };
-  // A level (gpt-oss's) is the reasoning effort the template is given, as Ollama's renderer writes it.
-  if (typeof think === 'string') out.reasoning_effort = think;
+  // A level (gpt-oss's) is the reasoning effort the template is given, as Ollama's renderer writes it; "max" is
+  // "high", the most a template's `reasoning_effort` takes (Ollama maps it so for harmony's).
+  if (typeof think === 'string') out.reasoning_effort = think === 'max' ? 'high' : think;
   // This server's own extension (reasoners and their weights, latent steps), as on the OpenAI routes.
   if (body.reasonplug !== undefined) out.reasonplug = body.reasonplug;
   if (body.logprobs === true) {
@@ -118,9 +118,11 @@ function message(m: unknown, i: number): Body {
   const param = `messages[${i}]`;
   if (!isObject(m)) throw badRequest(`${param} must be an object with a role`, param);
   if (Array.isArray(m.images) && m.images.length > 0) throw badRequest(`${param}.images: this server's models read text only`, `${param}.images`, 'unsupported_content');
-  const out: Body = { role: m.role, content: m.content ?? '' };
+  // (roles in any case, as Ollama lower-cases them)
+  const out: Body = { role: typeof m.role === 'string' ? m.role.toLowerCase() : m.role, content: m.content ?? '' };
   if (typeof m.thinking === 'string' && m.thinking) out.reasoning_content = m.thinking;
   if (typeof m.tool_name === 'string') out.name = m.tool_name;
+  if (typeof m.tool_call_id === 'string') out.tool_call_id = m.tool_call_id;
   if (Array.isArray(m.tool_calls) && m.tool_calls.length > 0) {
     out.tool_calls = m.tool_calls.map((c, j) => {
       const fn = isObject(c) ? c.function : undefined;
@@ -156,19 +158,20 @@ export function parseOllamaGenerate(body: unknown, hasChatTemplate: boolean): Ol
   // (no prompt at all asks, as an empty one does, only that the model be loaded)
   const prompt = body.prompt ?? '';
   if (typeof prompt !== 'string') throw badRequest('prompt must be a string', 'prompt');
+  const given = (v: unknown) => v !== undefined && v !== null && v !== '' && !(Array.isArray(v) && v.length === 0);
+  // (Ollama's own words: its raw mode takes the prompt alone)
+  if (body.raw === true && (given(body.template) || given(body.system) || given(body.context))) throw badRequest('raw mode does not support template, system, or context', 'raw');
   for (const key of ['template', 'context'] as const) {
-    const v = body[key];
-    if (v !== undefined && v !== null && v !== '' && !(Array.isArray(v) && v.length === 0)) {
-      throw badRequest(`${key} is not supported: the model's own chat template renders the prompt (send raw: true for text as given)`, key, 'unsupported_parameter');
-    }
+    if (given(body[key])) throw badRequest(`${key} is not supported: the model's own chat template renders the prompt (send raw: true for text as given)`, key, 'unsupported_parameter');
   }
   if (Array.isArray(body.images) && body.images.length > 0) throw badRequest("images: this server's models read text only", 'images', 'unsupported_content');
   const base = common(body);
   const suffix = typeof body.suffix === 'string' && body.suffix ? body.suffix : undefined;
   if (prompt === '' && suffix === undefined) return { kind: 'load', model: base.model as string };
   if (body.raw === true || suffix !== undefined || !hasChatTemplate) {
-    // Text as given: the prompt, or the code before the suffix.
-    const completion = parseCompletionRequest({ ...base, prompt, ...(suffix !== undefined ? { suffix } : {}) }, OLLAMA_STOP);
+    // Text as given: the prompt, or the code before the suffix; log-probabilities as a completion asks for them.
+    const { logprobs, top_logprobs: top, ...rest } = base;
+    const completion = parseCompletionRequest({ ...rest, prompt, ...(suffix !== undefined ? { suffix } : {}), ...(logprobs === true ? { logprobs: top ?? 0 } : {}) }, OLLAMA_STOP);
     if (base.max_tokens === undefined) delete completion.options.maxTokens;
     return { kind: 'text', completion };
   }
@@ -176,8 +179,11 @@ export function parseOllamaGenerate(body: unknown, hasChatTemplate: boolean): Ol
   return { kind: 'chat', chat: parseChatRequest({ ...base, messages }, OLLAMA_STOP) };
 }
 
-/** An `/api/embed` or `/api/embeddings` request: its texts, or (none given) only a check that the model is loaded. */
-export type OllamaEmbedRequest = { kind: 'embed'; embed: EmbeddingsRequest } | { kind: 'load'; model: string };
+/**
+ * An `/api/embed` or `/api/embeddings` request: its texts, and whether an input past the context is cut to it (`/api/embed`
+ * unless `truncate` is false, as Ollama's; `/api/embeddings` never); or (none given) only a check that the model is loaded.
+ */
+export type OllamaEmbedRequest = { kind: 'embed'; embed: EmbeddingsRequest; truncate: boolean } | { kind: 'load'; model: string };
 
 /** Reads a `/api/embed` body (`input` a string or a list of them) or the older `/api/embeddings` one (`prompt`). */
 export function parseOllamaEmbed(body: unknown, legacy: boolean): OllamaEmbedRequest {
@@ -187,6 +193,7 @@ export function parseOllamaEmbed(body: unknown, legacy: boolean): OllamaEmbedReq
   if (legacy && input !== undefined && input !== null && typeof input !== 'string') throw badRequest('prompt must be a string', 'prompt');
   // Nothing to embed asks, as Ollama's clients warm a model, only that it be loaded.
   if (input === undefined || input === null || input === '' || (Array.isArray(input) && input.length === 0)) return { kind: 'load', model };
-  // `truncate` is not read: an input past the context is refused (a 400 naming it), never cut.
-  return { kind: 'embed', embed: parseEmbeddingsRequest({ model, input, ...(body.dimensions !== undefined ? { dimensions: body.dimensions } : {}) }) };
+  const truncate = legacy ? false : (body.truncate ?? true);
+  if (typeof truncate !== 'boolean') throw badRequest('truncate must be true or false', 'truncate');
+  return { kind: 'embed', embed: parseEmbeddingsRequest({ model, input, ...(body.dimensions !== undefined ? { dimensions: body.dimensions } : {}) }), truncate };
 }

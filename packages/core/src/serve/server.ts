@@ -8,9 +8,9 @@
  */
 import { createServer, type IncomingMessage, type RequestListener, type Server as HttpServer, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import { randomUUID, timingSafeEqual } from 'node:crypto';
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
-import { basename, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { Engine, type EngineOptions, type GenerationStream, type StreamOptions } from '../engine.js';
 import { PACKAGE_VERSION } from '../package-version.js';
@@ -37,10 +37,10 @@ import { jsonDepth, MAX_BODY_DEPTH } from './json-depth.js';
 import { ServerMetrics } from './metrics.js';
 import { chatLogprobs, completionLogprobs, joinLegacy, promptLegacyLogprobs, shownEntries, type LegacyLogprobs } from './logprobs.js';
 import { ollamaChatLoad, ollamaModelName, parseOllamaChat, parseOllamaEmbed, parseOllamaGenerate, type OllamaEmbedRequest } from './ollama-request.js';
-import { ollamaDone, ollamaDoneReason, ollamaLogprobs, ollamaMessage, type ChatFields } from './ollama-output.js';
+import { ollamaDone, ollamaDoneReason, ollamaLoadReason, ollamaLogprobs, ollamaMessage, type ChatFields } from './ollama-output.js';
 import { reasoningTagsOf } from '../chat/reasoning.js';
 import { isHarmonyTemplate } from '../chat/harmony.js';
-import { ollamaListedName, ServedModels } from './models.js';
+import { ollamaListedName, ollamaServedName, ServedModels } from './models.js';
 import { unitLength } from '../runtime/unit-length.js';
 import { checkHost, CorsPolicy } from './cors.js';
 import { isOllamaRef, ollamaDisplayName } from '../modules/ollama-store.js';
@@ -660,23 +660,26 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const method = routedMethod(req);
     if (method === 'GET' && path === '/api/version') return sendJson(res, 200, { version: OLLAMA_API_VERSION, reasonplug: PACKAGE_VERSION });
     const l = servable(req);
-    if (method === 'GET' && (path === '/api/tags' || path === '/api/ps')) return sendJson(res, 200, { models: ollamaModels(l, path === '/api/ps') });
+    if (method === 'GET' && (path === '/api/tags' || path === '/api/ps')) return sendJson(res, 200, { models: await ollamaModels(l, path === '/api/ps') });
     const handlers: Record<string, ((body: unknown) => Promise<void>) | undefined> = {
-      '/api/show': async (body) => sendJson(res, 200, ollamaShow(l, isObject(body) ? body.model : undefined)),
+      // (`name` is the field's older spelling, which Ollama still reads when `model` is left out)
+      '/api/show': async (body) => sendJson(res, 200, await ollamaShow(l, isObject(body) ? body.model || body.name : undefined)),
       '/api/chat': async (body) => {
         const load = ollamaChatLoad(body);
         if (load === undefined) return ollamaTurn(l, parseOllamaChat(body), res, 'chat');
-        // No messages load the model (loaded already here): the answer says so.
+        // No messages load the model (loaded already here), or unload it: the answer says so.
         l.models.resolve(load);
-        sendJson(res, 200, { model: load, created_at: new Date().toISOString(), message: { role: 'assistant', content: '' }, done: true, done_reason: 'load' });
+        const reason = ollamaLoadReason((body as { keep_alive?: unknown }).keep_alive);
+        sendJson(res, 200, { model: load, created_at: new Date().toISOString(), message: { role: 'assistant', content: '' }, done: true, done_reason: reason });
       },
       '/api/generate': async (body) => {
         const request = parseOllamaGenerate(body, (options.chatTemplate ?? l.tokenizer?.chatTemplate) !== undefined);
         if (request.kind === 'chat') return ollamaTurn(l, request.chat, res, 'generate');
         if (request.kind === 'text') return ollamaText(l, request.completion, res);
-        // An empty prompt loads the model (loaded already here): the answer says so.
+        // An empty prompt loads the model (loaded already here), or unloads it: the answer says so.
         l.models.resolve(request.model);
-        sendJson(res, 200, { model: request.model, created_at: new Date().toISOString(), response: '', done: true, done_reason: 'load' });
+        const reason = ollamaLoadReason((body as { keep_alive?: unknown }).keep_alive);
+        sendJson(res, 200, { model: request.model, created_at: new Date().toISOString(), response: '', done: true, done_reason: reason });
       },
       '/api/embed': (body) => ollamaEmbed(l, parseOllamaEmbed(body, false), res, false),
       '/api/embeddings': (body) => ollamaEmbed(l, parseOllamaEmbed(body, true), res, true),
@@ -691,18 +694,28 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     }
   }
 
-  /** The served models as Ollama lists them (each with a tag, as Ollama's clients expect). */
-  function ollamaModels(l: Loaded, running: boolean): object[] {
-    return l.models.list().map((card) => ({
-      name: ollamaListedName(card.id),
-      model: ollamaListedName(card.id),
-      modified_at: new Date(card.created * 1000).toISOString(),
-      size: 0,
-      digest: '',
-      details: ollamaDetails(l, card.parent),
-      // (`/api/ps`: served models stay loaded until the server stops; Ollama's clients read both fields)
-      ...(running ? { expires_at: FOREVER, size_vram: 0 } : {}),
-    }));
+  /**
+   * The served models as Ollama lists them (each with a tag, as Ollama's clients expect), with the bytes of the files
+   * each runs (a composition's, its backbone's and reasoners') and a digest of them (Ollama's CLI prints its first 12
+   * characters, and fails on a shorter one).
+   */
+  async function ollamaModels(l: Loaded, running: boolean): Promise<object[]> {
+    const backbone = await ollamaFiles(l.engine.info.modelPath, l.models.backbone);
+    const reasoners = new Map(await Promise.all(l.engine.info.reasoners.map(async (r) => [r.name, await ollamaFiles(r.modelPath, r.name)] as const)));
+    return l.models.list().map((card) => {
+      const parts = [backbone, ...card.reasoners.map((r) => reasoners.get(r)!)];
+      return {
+        name: ollamaListedName(card.id),
+        model: ollamaListedName(card.id),
+        modified_at: new Date(card.created * 1000).toISOString(),
+        size: parts.reduce((n, p) => n + p.size, 0),
+        // (a composition's: a digest of its parts', as an Ollama manifest's digest covers its layers')
+        digest: parts.length === 1 ? backbone.digest : sha256Hex(parts.map((p) => p.digest).join(',')),
+        details: ollamaDetails(l, card.parent),
+        // (`/api/ps`: served models stay loaded until the server stops; Ollama's clients read both fields)
+        ...(running ? { expires_at: FOREVER, size_vram: 0, context_length: card.max_model_len ?? l.contextLength } : {}),
+      };
+    });
   }
 
   /** Ollama's `details` of a served model: its family is the architecture its files declare. */
@@ -712,9 +725,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   }
 
   /** `/api/show`: a served model's template and what it can do (Ollama's capabilities). */
-  function ollamaShow(l: Loaded, model: unknown): object {
-    const name = ollamaModelName(model);
-    l.models.resolve(name); // 404 unless served
+  async function ollamaShow(l: Loaded, model: unknown): Promise<object> {
+    // (404 unless served; any spelling resolve takes: `:latest` or not, another case)
+    const reasoners = l.models.resolve(ollamaModelName(model));
     const template = options.chatTemplate ?? l.tokenizer?.chatTemplate;
     const capabilities = [
       'completion',
@@ -724,14 +737,15 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       ...(reasoningTagsOf(template) || isHarmonyTemplate(template) ? ['thinking'] : []),
       ...(l.engine.info.embeddingSize !== undefined ? ['embedding'] : []),
     ];
-    const card = l.models.list().find((m) => m.id === name);
+    // (every card has the backbone's context)
+    const backbone = l.models.list()[0]!;
     return {
       license: '',
       modelfile: '',
       parameters: '',
       template: template ?? '',
-      details: ollamaDetails(l, card?.parent),
-      model_info: ollamaModelInfo(l.engine.info.architecture, card?.max_model_len),
+      details: ollamaDetails(l, reasoners.length ? l.models.backbone : null),
+      model_info: ollamaModelInfo(l.engine.info.architecture, backbone.max_model_len, await embeddingLength(l)),
       capabilities,
     };
   }
@@ -819,7 +833,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       l.models.resolve(request.model); // 404 unless served
       return sendJson(res, 200, legacy ? { embedding: [] } : { model: request.model, embeddings: [], total_duration: 0, load_duration: 0, prompt_eval_count: 0 });
     }
-    const { vectors, tokens } = await embedded(l, request.embed, res, !legacy);
+    const limit = l.engine.info.contextLength;
+    // (`truncate`: Ollama's way with an input past the context; without it, the engine's refusal names the input)
+    const embed = request.truncate && limit !== undefined && l.tokenizer ? { ...request.embed, input: { ids: withinContext(l.tokenizer, request.embed.input, limit) } } : request.embed;
+    const { vectors, tokens } = await embedded(l, embed, res, !legacy);
     if (legacy) return sendJson(res, 200, { embedding: Array.from(vectors[0]!) });
     sendJson(res, 200, { model: request.embed.model, embeddings: vectors.map((v) => Array.from(v)), total_duration: Math.round((performance.now() - t0) * 1e6), load_duration: 0, prompt_eval_count: tokens });
   }
@@ -1104,7 +1121,7 @@ async function load(options: ServeOptions): Promise<Loaded> {
     const isDir = existsSync(abs) && statSync(abs).isDirectory();
     const manifest = isDir && existsSync(join(abs, MANIFEST_FILE)) ? (await loadModuleDir(abs, { verify: false })).manifest : undefined;
     // A model Ollama has pulled answers to its Ollama name, as Ollama's clients ask for it (`:latest` left out, as requests are read).
-    const ollamaName = isOllamaRef(engineOptions.model) ? ollamaModelName(ollamaDisplayName(engineOptions.model)) : undefined;
+    const ollamaName = isOllamaRef(engineOptions.model) ? ollamaServedName(ollamaDisplayName(engineOptions.model)) : undefined;
     const name = options.name ?? ollamaName ?? (isDir ? await ggufModuleName(engineOptions.model, abs) : undefined) ?? manifest?.name ?? basename(engineOptions.model).replace(/\.(onnx|gguf)$/i, '');
     const models = new ServedModels(name, engine.info.reasoners.map((r) => r.name), options.aliases, engine.info.contextLength);
     const tokenizer = engine.info.tokenizer && (await TextTokenizer.fromDirectory(engine.info.tokenizer.dir));
@@ -1302,14 +1319,78 @@ function noRoute(req: IncomingMessage, path: string, served = ''): HttpError {
 const FOREVER = '2318-01-01T00:00:00Z';
 
 /**
- * Ollama's `model_info`: the architecture and its context length as GGUF keys name them
- * (`general.architecture`, `<arch>.context_length`; clients read either form).
+ * Ollama's `model_info`: the architecture, its context length and its hidden size as GGUF keys name them
+ * (`general.architecture`, `<arch>.context_length`, `<arch>.embedding_length`; `ollama show` reads them under the
+ * architecture's name, other clients `general.context_length` too). A model whose files declare no architecture goes
+ * by `onnx`, the format it runs in (as `details.format` says), so that its keys are still found.
  */
-function ollamaModelInfo(architecture: string | undefined, contextLength: number | undefined): Record<string, string | number> {
+function ollamaModelInfo(architecture: string | undefined, contextLength: number | undefined, embeddingLength: number | undefined): Record<string, string | number> {
+  const arch = architecture ?? 'onnx';
   return {
-    ...(architecture ? { 'general.architecture': architecture } : {}),
-    ...(contextLength !== undefined ? { 'general.context_length': contextLength, ...(architecture ? { [`${architecture}.context_length`]: contextLength } : {}) } : {}),
+    'general.architecture': arch,
+    ...(contextLength !== undefined ? { 'general.context_length': contextLength, [`${arch}.context_length`]: contextLength } : {}),
+    ...(embeddingLength !== undefined ? { [`${arch}.embedding_length`]: embeddingLength } : {}),
   };
+}
+
+/** What Ollama's listings say of a model's files: a digest (64 hex digits), their bytes, the hidden size they declare. */
+interface OllamaFiles {
+  digest: string;
+  size: number;
+  hiddenSize?: number;
+}
+
+/**
+ * The files of the graph at `modelPath`, for Ollama's listings: a module's from its manifest (its digest the GGUF's it
+ * was converted from, as Ollama names a model's blob by it, else its graph's); a bare graph's bytes (with its external
+ * data) and a digest of the name it is served as, since hashing a multi-GB file to list it is not worth the wait.
+ */
+async function ollamaFiles(modelPath: string, name: string): Promise<OllamaFiles> {
+  const dir = dirname(modelPath);
+  if (existsSync(join(dir, MANIFEST_FILE))) {
+    const { manifest } = await loadModuleDir(dir, { verify: false });
+    const from = manifest.provenance?.convertedFrom;
+    const gguf = typeof from === 'object' && typeof from['sha256'] === 'string' ? from['sha256'] : undefined;
+    const size = Object.values(manifest.files).reduce((n, f) => n + f.size, 0);
+    return { digest: gguf ?? manifest.files.model.sha256, size, ...(manifest.compat.hiddenSize !== undefined ? { hiddenSize: manifest.compat.hiddenSize } : {}) };
+  }
+  const size = [modelPath, `${modelPath}.data`].filter((p) => existsSync(p)).reduce((n, p) => n + statSync(p).size, 0);
+  return { digest: sha256Hex(name), size };
+}
+
+/** The backbone's hidden size (its embeddings' length), where its graph or its manifest gives it. */
+async function embeddingLength(l: Loaded): Promise<number | undefined> {
+  const { embeddingSize, signature } = l.engine.info;
+  return embeddingSize ?? signature.hiddenState?.hiddenSize ?? signature.inputsEmbeds?.hiddenSize ?? (await ollamaFiles(l.engine.info.modelPath, l.models.backbone)).hiddenSize;
+}
+
+function sha256Hex(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+/**
+ * Each input cut to the context's `limit` positions, as Ollama's `/api/embed` cuts one (`truncate`): its first tokens,
+ * and the token the tokenizer ends every input with (an EOS that last-token pooling reads) kept last.
+ */
+function withinContext(tokenizer: TextTokenizer, input: EmbeddingsRequest['input'], limit: number): number[][] {
+  const added = tokenizer.encode('', true);
+  return ('ids' in input ? input.ids : input.texts.map((t) => encodedPrefix(tokenizer, t, limit))).map((ids) => {
+    if (ids.length <= limit) return ids;
+    // (a tokenizer that adds one token only adds it first, BOS, unless it ends the input)
+    const ends = added.length > 0 && ids.at(-1) === added.at(-1) && !(added.length === 1 && ids[0] === added[0]);
+    return ends ? [...ids.slice(0, limit - 1), ids.at(-1)!] : ids.slice(0, limit);
+  });
+}
+
+/**
+ * The tokens of `text`, or of a prefix of it long enough to give more than `limit` of them (a few more, so that where
+ * the prefix is cut does not change the ones kept): an 8 MB input encoded whole would hold the server's thread for a minute.
+ */
+function encodedPrefix(tokenizer: TextTokenizer, text: string, limit: number): number[] {
+  for (let chars = limit * 4; ; chars *= 4) {
+    const ids = tokenizer.encode(text.slice(0, chars), true);
+    if (chars >= text.length || ids.length > limit + 16) return ids;
+  }
 }
 
 /** The error shapes of the APIs served: OpenAI's, Anthropic's (`/v1/messages`) and Ollama's (`/api/*`). */
