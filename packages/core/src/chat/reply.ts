@@ -4,7 +4,7 @@
  * the OpenAI server and the LangChain plugin.
  */
 import { closesThought, opensThought, ReasoningTextSplitter, reasoningTagsOf, reasoningTokens, THINK_TAGS, type ReasoningFormat, type ReasoningTags } from './reasoning.js';
-import type { ResponseFormat } from '../constrain/types.js';
+import { answerBeside, type ResponseFormat } from '../constrain/types.js';
 import type { ThinkingBudget } from '../generate/types.js';
 import { TOOL_CALL_SYNTAX, type ToolCallSyntax } from '../constrain/tool-syntax.js';
 import { ToolCallTextSplitter, type ParsedToolCall, type SplitToolText, type ToolParameters } from './tool-calls.js';
@@ -77,9 +77,8 @@ export function replyParsing(opts: {
  */
 export function replyFormat(own: ResponseFormat | undefined, calls: ResponseFormat | undefined): ResponseFormat | undefined {
   if (calls?.type !== 'tool_calls' || own?.type === 'tool_calls') return own ?? calls;
-  if (!own || calls.choice !== 'auto') return calls;
-  const { thought: _, ...answer } = own;
-  return { ...calls, answer };
+  const answer = answerBeside(own, calls.choice);
+  return answer ? { ...calls, answer } : calls;
 }
 
 /**

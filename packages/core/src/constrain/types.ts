@@ -69,6 +69,18 @@ type FormatKind =
 export type AnswerFormat = Exclude<FormatKind, { type: 'tool_calls' }>;
 
 /**
+ * The answer a reply under `choice` may give in place of tool calls, in `own`'s format (a call's own response format):
+ * only under `auto` (a forced call is the whole reply), none where `own` is itself a `tool_calls` format; `own`'s
+ * thought belongs to the reply, not to the answer. Shared by the constraint (`replyFormat`) and the prompt that
+ * describes it (`toolsShown`).
+ */
+export function answerBeside(own: ResponseFormat | undefined, choice: ToolChoice): AnswerFormat | undefined {
+  if (!own || own.type === 'tool_calls' || choice !== 'auto') return undefined;
+  const { thought: _, ...answer } = own;
+  return answer;
+}
+
+/**
  * Each format's fields by name (`thought` aside, which a reply's format has and an answer's has not), for refusing
  * the others: the type makes a new field fail to compile until it is listed here.
  */

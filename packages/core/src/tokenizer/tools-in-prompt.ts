@@ -9,7 +9,7 @@
  * renders the conversation.
  */
 import type { ChatMessage } from './tokenizer.js';
-import type { AnswerFormat, ResponseFormat } from '../constrain/types.js';
+import { answerBeside, type AnswerFormat, type ResponseFormat } from '../constrain/types.js';
 
 /** A tool as OpenAI's requests and chat templates give it. */
 export interface FunctionTool {
@@ -99,9 +99,8 @@ export function toolsShown<T extends FunctionTool>(
 ): { tools?: T[]; toolsPrompt?: ToolsPrompt } {
   if (!generic) return tools ? { tools } : {};
   const prompt: ToolsPrompt = { tools: tools && calls ? tools : [], choice: calls?.choice ?? 'auto', parallel: calls?.parallel ?? true };
-  if (prompt.tools.length === 0 || prompt.choice !== 'auto' || !own || own.type === 'tool_calls') return { toolsPrompt: prompt };
-  const { thought: _, ...answer } = own;
-  return { toolsPrompt: { ...prompt, answer } };
+  const answer = prompt.tools.length > 0 ? answerBeside(own, prompt.choice) : undefined;
+  return { toolsPrompt: answer ? { ...prompt, answer } : prompt };
 }
 
 /** A call of an assistant message as the reply object lists it; arguments given as JSON text are parsed where they parse. */
