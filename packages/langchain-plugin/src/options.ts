@@ -336,10 +336,16 @@ const FOREIGN_NAMES: Readonly<Record<string, string>> = {
 /** A key as compared with the options' names: `max_tokens`, `MaxTokens` and `maxTokens` are one. */
 const squashed = (key: string) => key.toLowerCase().replace(/[_-]/g, '');
 
+/** {@link FOREIGN_NAMES} by their squashed form, the option each means. */
+const FOREIGN_SQUASHED: ReadonlyMap<string, string> = new Map(Object.entries(FOREIGN_NAMES).map(([name, ours]) => [squashed(name), ours]));
+
+/** A call's option names (read for every key of every call, so listed once). */
+const CALL_NAMES: readonly string[] = keysOf(CallOptionsSchema);
+
 /** The option among `names` (default: a call's) that `key` looks like it means (see {@link CALL_FIELDS_ELSEWHERE}), if any. */
-function meantOption(key: string, names: readonly string[] = keysOf(CallOptionsSchema)): string | undefined {
-  const foreign = Object.entries(FOREIGN_NAMES).find(([name]) => squashed(name) === squashed(key));
-  if (foreign) return foreign[1];
+function meantOption(key: string, names: readonly string[] = CALL_NAMES): string | undefined {
+  const foreign = FOREIGN_SQUASHED.get(squashed(key));
+  if (foreign) return foreign;
   const same = names.find((name) => squashed(name) === squashed(key));
   if (same) return same;
   // A typo of a long name (`temprature`); short keys are left alone, as LangGraph's `store` is two edits from `stop`.
