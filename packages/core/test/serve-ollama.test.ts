@@ -114,6 +114,19 @@ describe("reasonplug serve: Ollama's API (/api/*)", function () {
     expect(off.prompt_eval_count).to.equal(tokenized.count);
   });
 
+  it('think asked of a model whose template writes no thought is Ollama\'s 400, which its clients read to ask again without it', async () => {
+    const messages = [{ role: 'user', content: QUESTION }];
+    for (const [path, think] of [['/api/chat', true], ['/api/chat', 'high'], ['/api/generate', true]] as const) {
+      const body = path === '/api/chat' ? { model: 'stories260k', messages, think } : { model: 'stories260k', prompt: QUESTION, think };
+      const res = await postJson(url, path, { ...body, stream: false, options: { num_predict: 2 } });
+      expect(res.status, `${path} think ${think}`).to.equal(400);
+      expect(await res.json()).to.deep.equal({ error: '"stories260k" does not support thinking' });
+    }
+    // think: false is no thought, which every model gives; an unknown model is still the 404
+    expect((await postJson(url, '/api/chat', { model: 'stories260k', messages, think: false, stream: false, options: { num_predict: 2 } })).status).to.equal(200);
+    expect((await postJson(url, '/api/chat', { model: 'nope', messages, think: true, stream: false })).status).to.equal(404);
+  });
+
   it("options left out take Ollama's defaults (temperature 0.8, top_k 40, top_p 0.9, repeat_last_n 64); seed -1 is no seed", async () => {
     const turn = (options?: object) => parseOllamaChat({ model: 'stories260k', messages: [{ role: 'user', content: QUESTION }], ...(options ? { options } : {}) }).options;
     expect(turn()).to.include({ temperature: 0.8, topK: 40, topP: 0.9, repetitionWindow: 64 });

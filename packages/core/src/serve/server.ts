@@ -666,7 +666,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       '/api/show': async (body) => sendJson(res, 200, await ollamaShow(l, isObject(body) ? body.model || body.name : undefined)),
       '/api/chat': async (body) => {
         const load = ollamaChatLoad(body);
-        if (load === undefined) return ollamaTurn(l, parseOllamaChat(body), res, 'chat');
+        if (load === undefined) return ollamaTurn(l, thoughtServed(l, parseOllamaChat(body), body), res, 'chat');
         // No messages load the model (loaded already here), or unload it: the answer says so.
         l.models.resolve(load);
         const reason = ollamaLoadReason((body as { keep_alive?: unknown }).keep_alive);
@@ -674,7 +674,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       },
       '/api/generate': async (body) => {
         const request = parseOllamaGenerate(body, (options.chatTemplate ?? l.tokenizer?.chatTemplate) !== undefined);
-        if (request.kind === 'chat') return ollamaTurn(l, request.chat, res, 'generate');
+        if (request.kind === 'chat') return ollamaTurn(l, thoughtServed(l, request.chat, body), res, 'generate');
         if (request.kind === 'text') return ollamaText(l, request.completion, res);
         // An empty prompt loads the model (loaded already here), or unloads it: the answer says so.
         l.models.resolve(request.model);
@@ -724,6 +724,23 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     return { parent_model: parent ?? '', format: 'onnx', family: family ?? '', families: family ? [family] : null, parameter_size: '', quantization_level: '' };
   }
 
+  /** Whether a served model's template writes a thought apart from the answer (Ollama's `thinking` capability). */
+  function writesThought(l: Loaded): boolean {
+    const template = options.chatTemplate ?? l.tokenizer?.chatTemplate;
+    return reasoningTagsOf(template) !== undefined || isHarmonyTemplate(template);
+  }
+
+  /**
+   * A thought asked for (`think` true or a level) of a served model that writes none is Ollama's 400, which its clients
+   * read to ask again without `think`; a reply without the thought would pass for the model's whole thinking.
+   */
+  function thoughtServed(l: Loaded, request: ChatRequest, body: unknown): ChatRequest {
+    const think = (body as { think?: unknown }).think;
+    l.models.resolve(request.model);
+    if ((think === true || typeof think === 'string') && !writesThought(l)) throw badRequest(`"${request.model}" does not support thinking`, 'think');
+    return request;
+  }
+
   /** `/api/show`: a served model's template and what it can do (Ollama's capabilities). */
   async function ollamaShow(l: Loaded, model: unknown): Promise<object> {
     // (404 unless served; any spelling resolve takes: `:latest` or not, another case)
@@ -734,7 +751,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       // Shown by the template, or described in the system message (generic).
       ...(template && (toolSyntax(l) === 'generic' || l.tokenizer!.rendersTools(options.chatTemplate)) ? ['tools'] : []),
       ...(l.tokenizer?.fimTokens ? ['insert'] : []),
-      ...(reasoningTagsOf(template) || isHarmonyTemplate(template) ? ['thinking'] : []),
+      ...(writesThought(l) ? ['thinking'] : []),
       ...(l.engine.info.embeddingSize !== undefined ? ['embedding'] : []),
     ];
     // (every card has the backbone's context)
