@@ -22,11 +22,10 @@ import { checkPrompts, LatentPolicyError, newRows, PromptError, TO_LENGTHEN, typ
 import { rowLatentSteps, type LatentProjector } from '../runtime/row-latent.js';
 import { StopStringMatcher } from './stop-strings.js';
 import type { TokenEvent, TokenLogprobs } from './types.js';
-import { validateGenerateOptions } from './options.js';
+import { DEFAULT_MAX_TOKENS, checkStopTokenIds, validateGenerateOptions } from './options.js';
 import { accumulateLogits, combineWithBackbone, fusionScale, type FusionMode } from '../compose/fusion.js';
 import { weightAt, type WeightSpec } from '../compose/weights.js';
 import { reasonerFailed } from '../compose/reasoner-group.js';
-import { pickAccepted } from '../constrain/timing.js';
 import { DEFAULT_PROMPT_LOOKUP, lookupDraft, lookupPrediction, type PromptLookup } from './prompt-lookup.js';
 import { DraftModelError, type DraftModel } from './draft-model.js';
 
@@ -130,7 +129,6 @@ interface Job {
   maxTokens: number;
   /** Latent steps each row runs after its prompt (the fixed policy). */
   fixedSteps: number;
-  eos: Set<number>;
   unfinished: number;
   /** Prompt tokens of its rows taken from the backbone's prefix cache. */
   cachedTokens: number;
@@ -215,7 +213,7 @@ const fixedLatentSteps = (latent: BatchRequest['latent']): number => (latent && 
 
 /** Positions each row of a request reserves: its longest prompt, its fixed latent steps and its token limit, within the context. */
 const reservation = ({ prompts, options, contextLength, latent }: Pick<BatchRequest, 'prompts' | 'options' | 'contextLength' | 'latent'>): number =>
-  Math.min(contextLength ?? Infinity, Math.max(...prompts.map((p) => p.length)) + fixedLatentSteps(latent) + (options.maxTokens ?? 256));
+  Math.min(contextLength ?? Infinity, Math.max(...prompts.map((p) => p.length)) + fixedLatentSteps(latent) + (options.maxTokens ?? DEFAULT_MAX_TOKENS));
 
 /** The positions rows may reach in a model's cache: their widest reservation. */
 const reach = (rows: readonly Live[]): number => Math.max(0, ...rows.map((l) => l.job.reserve));
@@ -320,7 +318,8 @@ export class ContinuousBatch {
     checkPrompts(request.prompts, this.vocab);
     checkLogitBiasIds(request.options.logitBias, this.vocab);
     const { options } = request;
-    const maxTokens = options.maxTokens ?? 256;
+    checkStopTokenIds(options.stopTokenIds, Math.min(request.vocabLimit ?? this.vocab, this.vocab));
+    const maxTokens = options.maxTokens ?? DEFAULT_MAX_TOKENS;
     const context = request.contextLength ?? Infinity;
     const latent = request.latent;
     if (latent && !this.projector) throw new LatentPolicyError('latent decoding needs a projector: load the engine with one');
@@ -352,7 +351,6 @@ export class ContinuousBatch {
       reserve,
       maxTokens,
       fixedSteps,
-      eos: new Set(options.ignoreEos ? [] : (options.eosTokenIds ?? request.eosTokenIds)),
       unfinished: request.prompts.length,
       cachedTokens: 0,
       ...(request.predictionIds ? { predicted: { accepted: 0, rejected: 0 } } : {}),
@@ -922,12 +920,9 @@ export class ContinuousBatch {
       const logits = this.fused(l).subarray(0, limit);
       // Read before the grammar mask and the sampler write over the logits.
       const pass = row.measure(logits);
-      const ctx = { generated: row.ids, prompt: row.prompt };
-      // A constrained row's grammar has accepted the token when it is picked.
-      id = row.forcedToken() ?? (row.constraint ? await pickAccepted(row.constraint, row.sampler, logits, ctx) : row.sampler.sample(logits, ctx));
+      id = await row.pick(logits);
       logprobs = row.record(pass, id);
-      // Once the grammar has taken its stop token the reply is complete (even when EOS is otherwise ignored).
-      text = row.accept(id, job.eos.has(id) || row.constraint?.isComplete() === true, (job.request.contextLength ?? Infinity) - job.used[r]! - 1);
+      text = row.accept(id, (job.request.contextLength ?? Infinity) - job.used[r]! - 1);
     } catch (err) {
       this.failJob(job, err as Error);
       return undefined;

@@ -1,14 +1,14 @@
 /**
  * The decode loop: prefill, then sample → stream → feed one token per row until every row stops
- * (end-of-sequence id, stop string, token limit, or abort checked between steps).
+ * (end-of-sequence or stop token id, stop string, token limit, or abort checked between steps).
  */
-import { Sampler, checkLogitBiasIds, samplingForRow } from '../sampling/index.js';
+import { NoCandidatesError, Sampler, checkLogitBiasIds, samplingForRow, type SamplingContext } from '../sampling/index.js';
 import { LogprobPass } from '../sampling/logprobs.js';
 import { StreamDecoder, type DecodeFn } from '../tokenizer/stream-decoder.js';
 import { StopStringMatcher } from './stop-strings.js';
 import { MarkerScanner, type MarkerSpec } from './latent-marker.js';
 import type { FinishReason, GenerateOptions, RowResult, TokenEvent, TokenLogprobs, Usage } from './types.js';
-import { validateGenerateOptions } from './options.js';
+import { DEFAULT_MAX_TOKENS, checkStopTokenIds, validateGenerateOptions } from './options.js';
 import type { Constraint } from '../constrain/types.js';
 import { pickAccepted } from '../constrain/timing.js';
 import { ThoughtBudget, type ThoughtBudgetSpec } from './thought-budget.js';
@@ -82,16 +82,22 @@ export function parseLatentPolicy(text: string): LatentPolicy {
 
 /**
  * The rows of a call: each with its sampler (seeded `seed + k` where k rows before it in the call have its prompt, see
- * {@link samplingForRow}), stop strings, constraint, thought budget, and a marker scanner where latent steps open at
- * markers (`markers`; a constrained row opens none: its grammar decides its tokens, so marker text written inside it
- * is text).
+ * {@link samplingForRow}), stop strings, what else ends it, constraint, thought budget, and a marker scanner where
+ * latent steps open at markers (`markers`; a constrained row opens none: its grammar decides its tokens, so marker
+ * text written inside it is text).
  */
 export function newRows(
-  input: Pick<DecodeLoopInput, 'prompts' | 'options' | 'decode' | 'constraints' | 'thoughtBudget'>,
+  input: Pick<DecodeLoopInput, 'prompts' | 'options' | 'eosTokenIds' | 'decode' | 'constraints' | 'thoughtBudget'>,
   stops: StopStringMatcher | undefined,
   markers: Pick<LatentDriver, 'marker' | 'placeholder'> | undefined,
 ): RowState[] {
   const { options, thoughtBudget } = input;
+  const ends: RowEnds = {
+    eos: new Set(options.ignoreEos ? [] : (options.eosTokenIds ?? input.eosTokenIds)),
+    stopIds: new Set(options.stopTokenIds),
+    minTokens: options.minTokens ?? 0,
+    includeStop: options.includeStopString === true,
+  };
   const repeats = new Map<string, number>();
   return input.prompts.map((p, r) => {
     const key = p.join();
@@ -100,8 +106,20 @@ export function newRows(
     const constraint = input.constraints?.[r];
     const scanner = markers && !constraint ? new MarkerScanner(markers.marker, markers.placeholder) : undefined;
     const budget = thoughtBudget ? new ThoughtBudget(thoughtBudget) : undefined;
-    return new RowState(p, new Sampler(samplingForRow(options, repeat)), input.decode, stops, scanner, constraint, options.logprobs, budget);
+    return new RowState(p, new Sampler(samplingForRow(options, repeat)), input.decode, stops, ends, scanner, constraint, options.logprobs, budget);
   });
+}
+
+/** What ends a row besides its token limit and the context: a call's options, and the model's end-of-sequence ids. */
+export interface RowEnds {
+  /** End-of-sequence ids (none with `ignoreEos`): the row ends with 'eos'. */
+  eos: ReadonlySet<number>;
+  /** `stopTokenIds`: the row ends with 'stop'. */
+  stopIds: ReadonlySet<number>;
+  /** Tokens the row generates before an id of `eos` or `stopIds` may be sampled, or a stop string end it. */
+  minTokens: number;
+  /** The stop string that ends the row stays in its text. */
+  includeStop: boolean;
 }
 
 /** Rows, usage and the loop's own timing. */
@@ -134,6 +152,7 @@ export class RowState {
     readonly sampler: Sampler,
     decode: DecodeFn | undefined,
     private readonly stops: StopStringMatcher | undefined,
+    private readonly ends: RowEnds,
     private readonly markers: MarkerScanner | undefined,
     readonly constraint?: Constraint,
     /** Alternatives per token to report (unset: no log-probabilities). */
@@ -189,13 +208,53 @@ export class RowState {
   }
 
   /**
+   * The row's next token from `logits` (its own, measured already where log-probabilities are asked for; written
+   * over): the token it must write, else the sampler's pick, accepted by its grammar where it has one (which has then
+   * advanced on it). Before `minTokens`, the ids that would end the row are held back: −∞, as vLLM's min-tokens logits
+   * processor sets them, unless the grammar allows nothing else (its value is complete and cannot be made longer: the
+   * format's end wins, as a reply cut short of it could not be parsed).
+   */
+  async pick(logits: Float32Array): Promise<number> {
+    const forced = this.forcedToken();
+    if (forced !== undefined) return forced;
+    const ctx: SamplingContext = { generated: this.ids, prompt: this.prompt };
+    const held = this.holdEnds(logits);
+    if (!this.constraint) return this.sampler.sample(logits, ctx);
+    try {
+      return await pickAccepted(this.constraint, this.sampler, logits, ctx);
+    } catch (err) {
+      if (!(err instanceof NoCandidatesError) || !held) throw err;
+      // The held ids get their logits back and are shaped once by the second pick (the first left them at −∞); the
+      // other tokens, shaped twice, are all refused by the grammar, so the pick among the allowed is exact.
+      for (const [id, logit] of held) logits[id] = logit;
+      return pickAccepted(this.constraint, this.sampler, logits, ctx);
+    }
+  }
+
+  /** Sets −∞ on the ids that would end the row while it has fewer than `minTokens` tokens; returns their logits, if any. */
+  private holdEnds(logits: Float32Array): Map<number, number> | undefined {
+    const { eos, stopIds, minTokens } = this.ends;
+    if (this.ids.length >= minTokens) return undefined;
+    const held = new Map<number, number>();
+    for (const id of [...eos, ...stopIds]) {
+      if (id >= logits.length || held.has(id)) continue;
+      held.set(id, logits[id]!);
+      logits[id] = -Infinity;
+    }
+    return held.size > 0 ? held : undefined;
+  }
+
+  /**
    * Records a sampled id; returns the text that may be streamed now. `latentRoom`: the positions the context has
    * left once this id is fed, which a marker it completes can think in (its placeholders shown for those steps).
    */
-  accept(id: number, isEos: boolean, latentRoom = Infinity): string {
+  accept(id: number, latentRoom = Infinity): string {
     this.ids.push(id);
-    if (isEos) {
-      this.finish = 'eos';
+    const { eos, stopIds, minTokens, includeStop } = this.ends;
+    // Once the grammar has taken its stop token the reply is complete (even when EOS is otherwise ignored).
+    const ended = eos.has(id) || this.constraint?.isComplete() === true;
+    if (ended || stopIds.has(id)) {
+      this.finish = ended ? 'eos' : 'stop';
       this.text += this.markers?.flush() ?? '';
       return this.release(this.text.length);
     }
@@ -203,17 +262,18 @@ export class RowState {
     const checked = this.text.length;
     this.text += this.visible(this.decoder.push(id), latentRoom);
     this.budget?.observe(this.text);
-    if (this.stops) {
-      const found = this.stops.find(this.text, checked);
-      if (found) {
-        this.text = this.text.slice(0, found.at);
-        this.finish = 'stop';
-        this.stopString = found.stop;
-        return this.release(found.at);
-      }
-      return this.release(this.text.length - this.stops.holdback(this.text));
+    if (!this.stops) return this.release(this.text.length);
+    // As vLLM's stop checker, none is looked for until the row has more than `minTokens` tokens: one written before stays text.
+    const found = this.ids.length > minTokens ? this.stops.find(this.text, checked) : undefined;
+    if (found) {
+      const end = found.at + (includeStop ? found.stop.length : 0);
+      this.text = this.text.slice(0, end);
+      this.finish = 'stop';
+      this.stopString = found.stop;
+      return this.release(end);
     }
-    return this.release(this.text.length);
+    // A stop string that will stay in the text needs no part of it held back.
+    return this.release(this.text.length - (includeStop ? 0 : this.stops.holdback(this.text)));
   }
 
   /**
@@ -242,13 +302,13 @@ export class RowState {
 export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput): Promise<DecodeLoopOutput> {
   const { options } = input;
   validateGenerateOptions(options);
-  const maxTokens = options.maxTokens ?? 256;
+  const maxTokens = options.maxTokens ?? DEFAULT_MAX_TOKENS;
   const vocab = source.vocabSize;
   const limit = Math.min(input.vocabLimit ?? vocab, vocab);
-  const eos = new Set(options.ignoreEos ? [] : (options.eosTokenIds ?? input.eosTokenIds));
   const stops = options.stop?.length && input.decode ? new StopStringMatcher(options.stop) : undefined;
   checkPrompts(input.prompts, vocab);
   checkLogitBiasIds(options.logitBias, limit);
+  checkStopTokenIds(options.stopTokenIds, limit);
   const latent = input.latent;
   const context = input.contextLength ?? Infinity;
   // A batch is left-padded to its longest prompt: every row takes that many positions.
@@ -301,22 +361,14 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
     const lastFit = used >= context;
     // Log-probabilities are read from the logits as the model gave them, before the grammar stage.
     const passes = options.logprobs === undefined ? undefined : rows.map((row, r) => (row.finish ? undefined : row.measure(logits.subarray(r * vocab, r * vocab + limit))));
-    // The grammar stage: a constrained row gets a token its grammar accepts (and has advanced on).
-    const picked: (number | undefined)[] = [];
-    for (let r = 0; r < rows.length; r++) {
-      const row = rows[r]!;
-      if (row.finish || !row.constraint) continue;
-      picked[r] = row.forcedToken() ?? await pickAccepted(row.constraint, row.sampler, logits.subarray(r * vocab, r * vocab + limit), { generated: row.ids, prompt: row.prompt });
-    }
+    // Every row's token (a constrained row's accepted by its grammar, which has advanced on it), then their events.
+    const picked: number[] = [];
+    for (let r = 0; r < rows.length; r++) if (!rows[r]!.finish) picked[r] = await rows[r]!.pick(logits.subarray(r * vocab, r * vocab + limit));
     const next = rows.map((row, r) => {
       if (row.finish) return row.ids[row.ids.length - 1] ?? row.prompt[row.prompt.length - 1]!;
-      const id = picked[r] ?? row.forcedToken() ?? row.sampler.sample(logits.subarray(r * vocab, r * vocab + limit), {
-        generated: row.ids,
-        prompt: row.prompt,
-      });
+      const id = picked[r]!;
       const logprobs = row.record(passes?.[r], id);
-      // Once the grammar has taken its stop token the reply is complete (even when EOS is otherwise ignored).
-      let text = row.accept(id, eos.has(id) || row.constraint?.isComplete() === true, context - used - 1);
+      let text = row.accept(id, context - used - 1);
       if (!row.finish && (row.ids.length >= maxTokens || lastFit)) text += row.end('length');
       usage.completionTokens++;
       const event: TokenEvent = logprobs ? { row: r, id, text, logprobs } : { row: r, id, text };

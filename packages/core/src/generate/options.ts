@@ -28,7 +28,8 @@ function fail(option: string, rule: string, got: unknown): never {
 const CALL_OPTION_NAMES = {
   temperature: true, topK: true, topP: true, minP: true, repetitionPenalty: true, repetitionWindow: true, frequencyPenalty: true,
   presencePenalty: true, logitBias: true, seed: true,
-  maxTokens: true, stop: true, eosTokenIds: true, ignoreEos: true, keepTokens: true, thinkingBudget: true, logprobs: true, prediction: true,
+  maxTokens: true, stop: true, includeStopString: true, eosTokenIds: true, ignoreEos: true, stopTokenIds: true, minTokens: true, keepTokens: true,
+  thinkingBudget: true, logprobs: true, prediction: true,
   reasoners: true, mode: true, normalize: true, trace: true, latent: true, latentPlaceholder: true,
   responseFormat: true,
 } as const satisfies Record<keyof GenerateRequestOptions, true>;
@@ -107,13 +108,18 @@ function editDistance(a: string, b: string): number {
 
 const isId = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
 
+/** The token limit of a call that sets none. */
+export const DEFAULT_MAX_TOKENS = 256;
+
 /**
  * Checks the options of one generation: no name outside a call's options, nor inside a `thinkingBudget` or a
  * `responseFormat` outside theirs (a TypeError naming it, see {@link refuseUnknownOptions}; composition and constraint
  * options may come along, their values unchecked here), sampling options as {@link validateSamplingOptions} does, `maxTokens`
- * a whole number >= 1, `logprobs` 0 to 20, `stop` a list of non-empty strings (an empty one would match before the first
- * character), `eosTokenIds` a list of token ids, `keepTokens` a list of non-empty strings, `thinkingBudget` a whole
- * number of tokens >= 0 with non-empty tags, `prediction` a string. Throws naming the option.
+ * a whole number >= 1, `minTokens` a whole number from 0 to `maxTokens` (default {@link DEFAULT_MAX_TOKENS}), `logprobs` 0 to
+ * 20, `stop` a list of non-empty strings (an empty one would match before the first character), `includeStopString` true
+ * or false, `eosTokenIds` and `stopTokenIds` lists of token ids (whether the vocabulary has them is
+ * {@link checkStopTokenIds}'s), `keepTokens` a list of non-empty strings, `thinkingBudget` a whole number of tokens >= 0
+ * with non-empty tags, `prediction` a string. Throws naming the option.
  */
 export function validateGenerateOptions(options: GenerateOptions): void {
   validateSamplingOptions(options);
@@ -121,11 +127,16 @@ export function validateGenerateOptions(options: GenerateOptions): void {
   const { responseFormat } = options as GenerateRequestOptions;
   if (Array.isArray(responseFormat)) responseFormat.forEach((f, i) => refuseUnknownFormatFields(f, `responseFormat[${i}]`, false));
   else refuseUnknownFormatFields(responseFormat, 'responseFormat', false);
-  const { maxTokens, stop, eosTokenIds, logprobs, keepTokens, thinkingBudget, prediction } = options;
+  const { maxTokens, minTokens, stop, includeStopString, eosTokenIds, stopTokenIds, logprobs, keepTokens, thinkingBudget, prediction } = options;
   if (logprobs !== undefined && !(Number.isSafeInteger(logprobs) && logprobs >= 0 && logprobs <= MAX_TOP_LOGPROBS)) {
     fail('logprobs', `must be a whole number from 0 to ${MAX_TOP_LOGPROBS} (alternatives per token)`, logprobs);
   }
   if (maxTokens !== undefined && !(Number.isSafeInteger(maxTokens) && maxTokens >= 1)) fail('maxTokens', 'must be a whole number >= 1', maxTokens);
+  if (minTokens !== undefined) {
+    if (!(Number.isSafeInteger(minTokens) && minTokens >= 0)) fail('minTokens', 'must be a whole number >= 0', minTokens);
+    const limit = maxTokens ?? DEFAULT_MAX_TOKENS;
+    if (minTokens > limit) fail('minTokens', `must be at most maxTokens (${limit}${maxTokens === undefined ? ', the default' : ''})`, minTokens);
+  }
   if (stop !== undefined) {
     if (!Array.isArray(stop)) fail('stop', 'must be a list of strings', stop);
     stop.forEach((s, i) => {
@@ -133,9 +144,11 @@ export function validateGenerateOptions(options: GenerateOptions): void {
       if (s === '') fail(`stop[${i}]`, 'must not be empty: an empty stop string would end every row before its first character', s);
     });
   }
-  if (eosTokenIds !== undefined) {
-    if (!Array.isArray(eosTokenIds)) fail('eosTokenIds', 'must be a list of token ids', eosTokenIds);
-    eosTokenIds.forEach((id, i) => isId(id) || fail(`eosTokenIds[${i}]`, 'must be a whole number >= 0', id));
+  if (includeStopString !== undefined && typeof includeStopString !== 'boolean') fail('includeStopString', 'must be true or false', includeStopString);
+  for (const [name, ids] of [['eosTokenIds', eosTokenIds], ['stopTokenIds', stopTokenIds]] as const) {
+    if (ids === undefined) continue;
+    if (!Array.isArray(ids)) fail(name, 'must be a list of token ids', ids);
+    ids.forEach((id, i) => isId(id) || fail(`${name}[${i}]`, 'must be a whole number >= 0', id));
   }
   if (keepTokens !== undefined) {
     if (!Array.isArray(keepTokens)) fail('keepTokens', 'must be a list of token texts', keepTokens);
@@ -150,4 +163,9 @@ export function validateGenerateOptions(options: GenerateOptions): void {
     for (const [key, tag] of [['open', open], ['close', close]] as const) (typeof tag === 'string' && tag !== '') || fail(`thinkingBudget.${key}`, 'must be a non-empty string (a thought tag)', tag);
     if (opened !== undefined && typeof opened !== 'boolean') fail('thinkingBudget.opened', 'must be true or false', opened);
   }
+}
+
+/** Throws a {@link GenerateOptionsError} for a `stopTokenIds` id outside a vocabulary of `vocab` tokens (it could never be sampled). */
+export function checkStopTokenIds(ids: readonly number[] | undefined, vocab: number): void {
+  ids?.forEach((id, i) => id < vocab || fail(`stopTokenIds[${i}]`, `names a token outside the model's vocabulary of ${vocab} tokens (ids 0 to ${vocab - 1})`, id));
 }

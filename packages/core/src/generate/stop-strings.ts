@@ -3,21 +3,17 @@
  * that might still become one so that no part of a stop string is ever streamed.
  */
 export class StopStringMatcher {
-  private readonly longest: number;
-
-  constructor(private readonly stops: readonly string[]) {
-    this.longest = Math.max(0, ...stops.map((s) => s.length));
-  }
+  constructor(private readonly stops: readonly string[]) {}
 
   /**
    * Looks at `text` (all text so far) given that `checkedUpTo` characters were already searched. Returns where the
-   * first stop string in it starts and which one it is (the first given, of those starting there), or undefined.
+   * first stop string that ends past them starts and which one it is (the first given, of those starting there), or
+   * undefined. One wholly inside the searched text is not found again: text written before `minTokens` keeps its.
    */
   find(text: string, checkedUpTo: number): { at: number; stop: string } | undefined {
     let best: { at: number; stop: string } | undefined;
-    const from = Math.max(0, checkedUpTo - this.longest + 1);
     for (const stop of this.stops) {
-      const at = text.indexOf(stop, from);
+      const at = text.indexOf(stop, Math.max(0, checkedUpTo - stop.length + 1));
       if (at !== -1 && (best === undefined || at < best.at)) best = { at, stop };
     }
     return best;

@@ -6,12 +6,29 @@ import type { TokenTrace } from '../compose/composed-source.js';
 export interface GenerateOptions extends SamplingOptions {
   /** Generated tokens per row at most, a whole number >= 1 (default 256); a row also stops where the model's context ends. */
   maxTokens?: number;
-  /** Strings that end a row; the text is cut before them. */
+  /** Strings that end a row; the text is cut before them (after them with `includeStopString`). */
   stop?: string[];
+  /**
+   * Keep the stop string that ended a row at the end of its text, streamed too (vLLM's `include_stop_str_in_output`;
+   * default false: the text is cut before it).
+   */
+  includeStopString?: boolean;
   /** Replace the model's end-of-sequence ids. */
   eosTokenIds?: number[];
-  /** Keep generating past end-of-sequence ids. */
+  /** Keep generating past end-of-sequence ids (not past `stopTokenIds`, as vLLM's `ignore_eos`). */
   ignoreEos?: boolean;
+  /**
+   * Token ids that end a row as an end-of-sequence id does, beside the model's (vLLM's `stop_token_ids`), with
+   * `ignoreEos` too: `finishReason` 'stop', the id last in `ids` and its text not in the reply. Ids inside the vocabulary.
+   */
+  stopTokenIds?: number[];
+  /**
+   * Tokens a row generates before anything but its token limit or the context may end it (vLLM's `min_tokens`; default
+   * 0): until then its end-of-sequence ids and `stopTokenIds` are never sampled (their logits set to −∞ after log-probabilities
+   * are read) and stop strings do not end it (one written by then stays text). A whole number from 0 to `maxTokens`. A response format's end still
+   * ends the row where its grammar allows nothing else (a complete JSON value cannot be made longer).
+   */
+  minTokens?: number;
   /**
    * Special tokens whose text the reply keeps (decoding drops special tokens otherwise): a reasoning model's thought
    * tags where its vocabulary makes them special (Magistral's `[THINK]`, `[/THINK]`), for the reply to be read by.
@@ -161,7 +178,7 @@ export interface RowResult {
   ids: number[];
   text: string;
   finishReason: FinishReason;
-  /** The stop string that ended the row (`finishReason` 'stop'). */
+  /** The stop string that ended the row (`finishReason` 'stop'; none where a `stopTokenIds` id, the last of `ids`, ended it). */
   stopString?: string;
   /** Latent steps this row ran, when a projector is loaded. */
   latentSteps?: number;
