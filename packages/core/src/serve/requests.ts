@@ -1,7 +1,13 @@
 /**
  * Reading OpenAI request bodies (`/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`) into engine calls.
- * Every field is checked here, before a request is queued, so a bad one is a 400 that names the parameter; fields
- * the engine cannot honour (`best_of` above 1) are refused by name rather than silently ignored.
+ * Every field read is checked here, before a request is queued, so a bad one is a 400 that names the parameter.
+ * Besides OpenAI's own fields, those vLLM's and llama.cpp's clients send are honoured under their names (`top_k`,
+ * `min_p`, `repetition_penalty` or `repeat_penalty`, `n_predict`, `seed: -1`, `ignore_eos`, `stop_token_ids`,
+ * `min_tokens`, `include_stop_str_in_output`, `skip_special_tokens`, `truncate_prompt_tokens`, `add_special_tokens`,
+ * chat `echo`, `documents`, `chat_template_kwargs`, the constraint fields of `structured-output.ts`, …); those the
+ * engine cannot honour (`best_of` above 1, a per-request `chat_template`, the samplers and outputs in
+ * `NEUTRAL` at any but their neutral value) are refused by name rather than ignored. Fields not read at all are
+ * bookkeeping that changes no reply (`user`, `metadata`, `store`, llama.cpp's `cache_prompt`, …).
  */
 import type { ChatMessage } from '../tokenizer/tokenizer.js';
 import type { CompositionOptions } from '../runtime/protocol.js';
@@ -33,6 +39,10 @@ export interface ParsedRequest {
   reasoners?: { name: string; weight?: WeightSpec }[];
   /** Choices per prompt (`n`): each a row of its own, row j sampling from seed + j. */
   n: number;
+  /** `skip_special_tokens: false` (vLLM's): the reply keeps the text of the tokenizer's special tokens. */
+  keepSpecialTokens: boolean;
+  /** `truncate_prompt_tokens` (vLLM's): only the prompt's last this many tokens are run; -1, as many as the context holds. */
+  truncatePromptTokens?: number;
 }
 
 /** What the chat template renders: messages, tools and the template's own variables. */
@@ -61,6 +71,10 @@ export interface ChatRequest extends ParsedRequest, ChatPromptSpec {
   reasoningFormat?: ReasoningFormat;
   /** `thinking_token_budget` (vLLM's): tokens the reply's thought may take before its closing tag is written; default the server's. */
   thinkingBudget?: number;
+  /** `echo` (vLLM's): the reply's content starts with the text of a last message in the reply's role (the one continued). */
+  echo: boolean;
+  /** `add_special_tokens` (vLLM's): the tokenizer's BOS/EOS added around the rendered prompt (default false: the template writes them). */
+  addSpecialTokens: boolean;
 }
 
 /** A text completion request: one prompt, or several (one choice each). */
@@ -68,6 +82,8 @@ export interface CompletionRequest extends ParsedRequest {
   prompt: string | string[] | number[] | number[][];
   /** `echo`: the prompt is written before the completion (with `logprobs`, its tokens' log-probabilities before the completion's). */
   echo: boolean;
+  /** `add_special_tokens` (vLLM's): a text prompt is tokenized with the tokenizer's BOS/EOS (default true). */
+  addSpecialTokens: boolean;
   /** `max_tokens: 0` with `echo`: the prompt alone, scored, nothing generated (OpenAI's legacy way of scoring text). */
   scoreOnly?: boolean;
   /** `suffix`: the code after the insertion; the prompt is the code before it (fill-in-the-middle). */
@@ -91,6 +107,71 @@ const integer = (body: Body, key: string, min: number) =>
 function refuseUnless(body: Body, key: string, isDefault: (v: unknown) => boolean, why: string): void {
   const v = body[key];
   if (v !== undefined && v !== null && !isDefault(v)) throw badRequest(`${key} ${JSON.stringify(v)} is not supported: ${why}`, key, 'unsupported_parameter');
+}
+
+/**
+ * vLLM's and llama.cpp's fields for what this server does not run: each taken at its neutral value (what their
+ * clients send by default), refused by name at any other, with why and what to use instead.
+ */
+const NEUTRAL: Readonly<Record<string, readonly [neutral: unknown, why: string]>> = {
+  use_beam_search: [false, 'there is no beam search: ask for n choices and choose'],
+  priority: [0, 'requests are served in the order they come'],
+  allowed_token_ids: [null, 'there is no list of allowed tokens: use logit_bias, or a constraint (guided_choice, grammar)'],
+  bad_words: [[], 'there is no list of banned words: use logit_bias against their tokens'],
+  prompt_logprobs: [null, "the prompt's log-probabilities come from /v1/completions with echo and logprobs"],
+  return_tokens_as_token_ids: [false, 'log-probabilities name their tokens by text (and bytes)'],
+  mirostat: [0, 'there is no Mirostat sampling'],
+  typical_p: [1, 'there is no locally typical sampling'],
+  tfs_z: [1, 'there is no tail-free sampling'],
+  xtc_probability: [0, 'there is no XTC sampling'],
+  dry_multiplier: [0, 'there is no DRY penalty: use repetition_penalty, frequency_penalty or presence_penalty'],
+  top_n_sigma: [-1, 'there is no top-nσ sampling'],
+  dynatemp_range: [0, 'there is no dynamic temperature'],
+  n_probs: [0, 'ask for logprobs (with top_logprobs on chat) instead'],
+};
+
+/** The fields {@link NEUTRAL} refuses at any but their neutral value: the other APIs' routes pass them on to be checked. */
+export const REFUSED_UNLESS_NEUTRAL = Object.keys(NEUTRAL);
+
+/** A true-or-false field; `fallback` when not given (or null). */
+function flag(body: Body, key: string, fallback: boolean): boolean {
+  const v = body[key] ?? fallback;
+  if (typeof v !== 'boolean') throw badRequest(`${key} must be true or false`, key);
+  return v;
+}
+
+/**
+ * One setting given under two servers' names (llama.cpp's `n_predict` for `max_tokens`): either, or both where they
+ * agree; two different values are a 400 naming the other server's field.
+ */
+function agree<T>(ours: T | undefined, oursParam: string, theirs: T | undefined, theirsParam: string): T | undefined {
+  if (ours !== undefined && theirs !== undefined && ours !== theirs) {
+    throw badRequest(`${theirsParam} ${JSON.stringify(theirs)} and ${oursParam} ${JSON.stringify(ours)} differ: give one of them`, theirsParam);
+  }
+  return ours ?? theirs;
+}
+
+/**
+ * The reply's length limit: `max_completion_tokens` (or its older name `max_tokens`) or llama.cpp's `n_predict`,
+ * whose -1 asks for none (the reply runs to the end of the context). Undefined for none, asked for or not.
+ */
+function maxTokensOf(body: Body): number | undefined {
+  const param = body.max_completion_tokens !== undefined && body.max_completion_tokens !== null ? 'max_completion_tokens' : 'max_tokens';
+  const predict = number(body, 'n_predict', (n) => Number.isSafeInteger(n) && (n >= 1 || n === -1), 'a whole number >= 1, or -1 for no limit');
+  const limit = agree(integer(body, param, 1), param, predict, 'n_predict');
+  return limit === -1 ? undefined : limit;
+}
+
+/** A reply cannot be held from ending (vLLM's `min_tokens`) past its length limit: vLLM's rule. */
+function minWithinMax({ minTokens, maxTokens }: CallOptions): void {
+  if (minTokens !== undefined && maxTokens !== undefined && minTokens > maxTokens) throw badRequest(`min_tokens must be at most the reply's limit of ${maxTokens} tokens (got ${minTokens})`, 'min_tokens');
+}
+
+/** vLLM's `stop_token_ids`: ids that end the reply as end-of-sequence does; undefined when none. */
+function stopTokenIdsOf(v: unknown): number[] | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (!Array.isArray(v) || (v.length > 0 && !isTokenIds(v))) throw badRequest(`stop_token_ids must be a list of token ids (got ${JSON.stringify(v)})`, 'stop_token_ids');
+  return v.length > 0 ? v : undefined;
 }
 
 /**
@@ -123,6 +204,9 @@ function common(body: Body, chat: boolean, stopParam: string): ParsedRequest {
   const n = integer(body, 'n', 1) ?? 1;
   if (n > MAX_CHOICES) throw badRequest(`n must be a whole number from 1 to ${MAX_CHOICES} (got ${n})`, 'n');
   refuseUnless(body, 'best_of', (v) => v === 1 || v === n, 'choices are not ranked on the server: ask for n of them and choose');
+  for (const [key, [neutral, why]] of Object.entries(NEUTRAL)) {
+    refuseUnless(body, key, (v) => JSON.stringify(v) === JSON.stringify(neutral), `${why} (leave it out${neutral === null ? '' : ` or send ${JSON.stringify(neutral)}`})`);
+  }
   const frequencyPenalty = number(body, 'frequency_penalty', (x) => x >= -2 && x <= 2, 'a number from -2 to 2');
   const presencePenalty = number(body, 'presence_penalty', (x) => x >= -2 && x <= 2, 'a number from -2 to 2');
   const logitBias = logitBiasOf(body.logit_bias);
@@ -132,23 +216,29 @@ function common(body: Body, chat: boolean, stopParam: string): ParsedRequest {
   if (streamOptions !== undefined && streamOptions !== null && !isObject(streamOptions)) throw badRequest('stream_options must be an object', 'stream_options');
   const includeUsage = isObject(streamOptions) && streamOptions.include_usage === true;
 
-  const maxTokens = integer(body, 'max_completion_tokens', 1) ?? integer(body, 'max_tokens', 1);
+  const maxTokens = maxTokensOf(body);
   const temperature = number(body, 'temperature', (n) => n >= 0 && n <= 2, 'a number from 0 to 2');
   const topP = number(body, 'top_p', (n) => n > 0 && n <= 1, 'a number in (0, 1]');
   // vLLM's -1 (as 0) leaves top-k off.
   const topK = body.top_k === -1 ? 0 : integer(body, 'top_k', 0);
   const minP = number(body, 'min_p', (n) => n >= 0 && n < 1, 'a number in [0, 1)');
-  const repetitionPenalty = number(body, 'repetition_penalty', (n) => n > 0, 'a number > 0 (1 = off)');
+  const penalty = (key: string) => number(body, key, (n) => n > 0, 'a number > 0 (1 = off)');
+  const repetitionPenalty = agree(penalty('repetition_penalty'), 'repetition_penalty', penalty('repeat_penalty'), 'repeat_penalty');
   const repetitionWindow = repetitionWindowOf(body);
-  const seed = number(body, 'seed', Number.isSafeInteger, 'a whole number');
+  // vLLM's and llama.cpp's -1: no seed, each reply drawn afresh.
+  const seed = body.seed === -1 ? undefined : number(body, 'seed', Number.isSafeInteger, 'a whole number');
   const stop = stopList(body.stop, stopParam);
   const logprobs = logprobsOf(body, chat);
   const responseFormat = constraintOf(body);
   const prediction = predictionOf(body.prediction);
   const ext = extension(body.reasonplug);
   // vLLM's extension: keep generating past end-of-sequence (benchmarks of a fixed length).
-  const ignoreEos = body.ignore_eos ?? false;
-  if (typeof ignoreEos !== 'boolean') throw badRequest('ignore_eos must be true or false', 'ignore_eos');
+  const ignoreEos = flag(body, 'ignore_eos', false);
+  // vLLM's stop rules beside OpenAI's: ids that end the reply, a length before it may end, the stop string kept.
+  const stopTokenIds = stopTokenIdsOf(body.stop_token_ids);
+  const minTokens = integer(body, 'min_tokens', 0);
+  const includeStopString = flag(body, 'include_stop_str_in_output', false);
+  const truncatePromptTokens = number(body, 'truncate_prompt_tokens', (k) => Number.isSafeInteger(k) && (k >= 1 || k === -1), 'a whole number >= 1, or -1 for the context length');
   const options: CallOptions = {
     // OpenAI samples at temperature 1 unless told otherwise; 0 is greedy.
     temperature: temperature ?? 1,
@@ -164,13 +254,27 @@ function common(body: Body, chat: boolean, stopParam: string): ParsedRequest {
     ...(seed !== undefined ? { seed } : {}),
     ...(stop ? { stop } : {}),
     ...(ignoreEos ? { ignoreEos } : {}),
+    ...(stopTokenIds ? { stopTokenIds } : {}),
+    ...(minTokens ? { minTokens } : {}),
+    ...(includeStopString ? { includeStopString } : {}),
     ...(logprobs !== undefined ? { logprobs } : {}),
     ...(responseFormat ? { responseFormat } : {}),
     ...(prediction !== undefined ? { prediction } : {}),
     ...(ext.mode ? { mode: ext.mode } : {}),
     ...(ext.latent ? { latent: ext.latent } : {}),
   };
-  return { model: body.model, stream, includeUsage, options, logprobs: logprobs !== undefined, n, ...(ext.reasoners ? { reasoners: ext.reasoners } : {}) };
+  minWithinMax(options);
+  return {
+    model: body.model,
+    stream,
+    includeUsage,
+    options,
+    logprobs: logprobs !== undefined,
+    n,
+    ...(ext.reasoners ? { reasoners: ext.reasoners } : {}),
+    keepSpecialTokens: !flag(body, 'skip_special_tokens', true),
+    ...(truncatePromptTokens !== undefined ? { truncatePromptTokens } : {}),
+  };
 }
 
 /**
@@ -269,6 +373,9 @@ export function parseChatRequest(body: unknown, stopParam = 'stop'): ChatRequest
     ...prompt,
     ...(reasoningFormat ? { reasoningFormat } : {}),
     ...(thinkingBudget !== undefined ? { thinkingBudget } : {}),
+    echo: flag(body, 'echo', false),
+    // vLLM's chat default: the template writes the special tokens.
+    addSpecialTokens: flag(body, 'add_special_tokens', false),
   };
 }
 
@@ -281,6 +388,14 @@ function chatPromptSpec(body: Body): ChatPromptSpec {
   for (const key of TEMPLATE_INPUTS) {
     if (kwargs?.[key] !== undefined) throw badRequest(`chat_template_kwargs.${key} is set by the request itself, not as a template variable`, `chat_template_kwargs.${key}`);
   }
+  if (body.chat_template !== undefined && body.chat_template !== null) {
+    throw badRequest(
+      "chat_template is not taken per request: the server renders with the model's template, or the one it was started with (--chat-template), as vLLM does unless started with --trust-request-chat-template",
+      'chat_template',
+      'unsupported_parameter',
+    );
+  }
+  const documents = documentsOf(body.documents, kwargs?.documents);
   const effort = reasoningEffortOf(body.reasoning_effort);
   const continueFinal = body.continue_final_message ?? false;
   if (typeof continueFinal !== 'boolean') throw badRequest('continue_final_message must be true or false', 'continue_final_message');
@@ -297,7 +412,9 @@ function chatPromptSpec(body: Body): ChatPromptSpec {
   return {
     messages,
     ...(tools ? { tools } : {}),
-    ...((kwargs && Object.keys(kwargs).length) || effort ? { templateKwargs: { ...(effort ? { reasoning_effort: effort } : {}), ...kwargs } } : {}),
+    ...((kwargs && Object.keys(kwargs).length) || effort || documents
+      ? { templateKwargs: { ...(effort ? { reasoning_effort: effort } : {}), ...(documents ? { documents } : {}), ...kwargs } }
+      : {}),
     addGenerationPrompt: generation,
     continueFinalMessage: continueFinal,
     ...(toolChoice ? { toolChoice } : {}),
@@ -320,6 +437,18 @@ function toolChoiceOf(choice: unknown, tools: ChatPromptSpec['tools']): ToolChoi
     return { name };
   }
   throw badRequest('tool_choice must be "none", "auto", "required" or {"type": "function", "function": {"name": …}}', 'tool_choice');
+}
+
+/**
+ * vLLM's `documents` (texts retrieved for the answer, each an object such as `{title, text}`), the template's variable
+ * of that name, as vLLM gives it (RAG models' templates, Command R's and Granite's, render them); `kwarg` is
+ * `chat_template_kwargs.documents`, which must not say otherwise.
+ */
+function documentsOf(v: unknown, kwarg: unknown): Body[] | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (!Array.isArray(v) || !v.every(isObject)) throw badRequest('documents must be a list of objects such as {"title": …, "text": …}', 'documents');
+  if (kwarg !== undefined && JSON.stringify(kwarg) !== JSON.stringify(v)) throw badRequest('documents and chat_template_kwargs.documents differ: give one of them', 'documents');
+  return v;
 }
 
 /** Template variables the server sets from the request's own fields. */
@@ -386,20 +515,12 @@ function chatMessage(m: unknown, i: number): ChatMessage {
   // An earlier turn's thought, as the server gave it out: templates that show or drop thoughts read this field.
   if (role === 'assistant' && typeof m.reasoning_content === 'string') out.reasoning_content = m.reasoning_content;
   if (role === 'assistant' && Array.isArray(m.tool_calls) && m.tool_calls.length > 0) {
-    // Templates render arguments as an object (`tojson`); OpenAI sends them as JSON text (the tokenizer gives text back
-    // to templates that join it into the prompt as a string, DeepSeek's).
+    // OpenAI sends arguments as JSON text, kept so: the tokenizer parses it for templates that render an object
+    // (`tojson`), keeping its numbers' spelling, and gives it as it is to those that join it in (DeepSeek's).
     out.tool_calls = m.tool_calls.map((c, j) => {
       const fn = isObject(c) ? c.function : undefined;
       if (!isObject(fn) || typeof fn.name !== 'string') throw badRequest(`${param}.tool_calls[${j}] must carry function.name`, `${param}.tool_calls[${j}]`);
-      let args: unknown = fn.arguments ?? {};
-      if (typeof args === 'string') {
-        try {
-          args = JSON.parse(args);
-        } catch {
-          // kept as the text the client sent
-        }
-      }
-      return { id: (c as Body).id, type: 'function', function: { name: fn.name, arguments: args } };
+      return { id: (c as Body).id, type: 'function', function: { name: fn.name, arguments: fn.arguments ?? {} } };
     });
   }
   if (role === 'tool' && typeof m.tool_call_id === 'string') out.tool_call_id = m.tool_call_id;
@@ -449,8 +570,16 @@ function toolsOf(v: unknown): ChatRequest['tools'] {
  * added unless `add_special_tokens` is false), or chat `messages` (with `tools`), rendered and tokenized as
  * `/v1/chat/completions` does (the template writes the special tokens: none added unless asked). A chat's constraint
  * (`response_format` and the others chat reads) is kept: the generic tool syntax's prompt describes the answer in it.
+ * llama.cpp's shape too: the text as `content`, special tokens added only with `add_special`.
  */
-export type TokenizeRequest = { model?: string; addSpecialTokens?: boolean } & (
+export type TokenizeRequest = {
+  model?: string;
+  addSpecialTokens?: boolean;
+  /** `return_token_strs` (vLLM's): `token_strs` beside the ids, each token as the vocabulary spells it. */
+  returnTokenStrs: boolean;
+  /** `with_pieces` (llama.cpp's): `tokens` as `{id, piece}`, the piece the token's text (its bytes where they are not UTF-8). */
+  withPieces: boolean;
+} & (
   | { prompt: string }
   | (ChatPromptSpec & { options?: Pick<CallOptions, 'responseFormat'> })
 );
@@ -461,9 +590,16 @@ export function parseTokenizeRequest(body: unknown): TokenizeRequest {
   const model = optionalString(body, 'model');
   const special = body.add_special_tokens;
   if (special !== undefined && typeof special !== 'boolean') throw badRequest('add_special_tokens must be true or false', 'add_special_tokens');
-  const base = { ...(model !== undefined ? { model } : {}), ...(special !== undefined ? { addSpecialTokens: special } : {}) };
+  const base = {
+    ...(model !== undefined ? { model } : {}),
+    ...(special !== undefined ? { addSpecialTokens: special } : {}),
+    returnTokenStrs: flag(body, 'return_token_strs', false),
+    withPieces: flag(body, 'with_pieces', false),
+  };
+  // llama.cpp's clients send the text as `content`, its BOS added only where `add_special` asks (llama.cpp's default: none).
+  if (typeof body.content === 'string' && body.prompt === undefined && body.messages === undefined) return { ...base, prompt: body.content, addSpecialTokens: flag(body, 'add_special', false) };
   if (typeof body.prompt === 'string' && body.messages === undefined) return { ...base, prompt: body.prompt };
-  if (!Array.isArray(body.messages) || body.prompt !== undefined) throw badRequest('give either prompt (a string) or messages (a list)', body.prompt === undefined ? 'messages' : 'prompt');
+  if (!Array.isArray(body.messages) || body.prompt !== undefined) throw badRequest("give either prompt (a string, or llama.cpp's content) or messages (a list)", body.prompt === undefined ? 'messages' : 'prompt');
   const responseFormat = constraintOf(body);
   return { ...base, ...chatPromptSpec(body), ...(responseFormat ? { options: { responseFormat } } : {}) };
 }
@@ -540,14 +676,15 @@ export function parseCompletionRequest(body: unknown, stopParam = 'stop'): Compl
   if (prompts * base.n > MAX_COMPLETION_ROWS) {
     throw badRequest(`prompt lists ${prompts} prompts${base.n > 1 ? ` of ${base.n} choices each` : ''}: at most ${MAX_COMPLETION_ROWS} choices in all per request`, 'prompt');
   }
-  const echo = body.echo ?? false;
-  if (typeof echo !== 'boolean') throw badRequest('echo must be true or false', 'echo');
+  const echo = flag(body, 'echo', false);
   if (suffix !== undefined) {
     // An insertion's prompt is the code before it, as text: the model's fill-in-the-middle tokens go around both.
     if (typeof p !== 'string' && !(p as unknown[]).every((x) => typeof x === 'string')) throw badRequest('with a suffix, prompt must be text (a string or a list of strings)', 'prompt');
     if (echo) throw badRequest('echo cannot be combined with suffix', 'echo');
   }
-  // OpenAI's completions default to 16 tokens.
-  if (base.options.maxTokens === undefined) base.options.maxTokens = 16;
-  return { ...base, prompt: p as CompletionRequest['prompt'], echo, ...(suffix !== undefined ? { suffix } : {}), ...(scoreOnly ? { scoreOnly } : {}) };
+  // OpenAI's completions default to 16 tokens; llama.cpp's n_predict -1 asks for no limit.
+  if (base.options.maxTokens === undefined && body.n_predict !== -1) base.options.maxTokens = 16;
+  minWithinMax(base.options);
+  const addSpecialTokens = flag(body, 'add_special_tokens', true);
+  return { ...base, prompt: p as CompletionRequest['prompt'], echo, addSpecialTokens, ...(suffix !== undefined ? { suffix } : {}), ...(scoreOnly ? { scoreOnly } : {}) };
 }

@@ -6,7 +6,7 @@
  * cannot run (web search, file search, …) are refused by name.
  */
 import { badRequest } from './errors.js';
-import { chatToolsOf, isObject, parseChatRequest, type Body, type ChatRequest } from './requests.js';
+import { chatToolsOf, isObject, parseChatRequest, REFUSED_UNLESS_NEUTRAL, type Body, type ChatRequest } from './requests.js';
 
 /** A Responses request: the chat request it amounts to, and what the response echoes back. */
 export interface ResponsesRequest {
@@ -20,7 +20,10 @@ export interface ResponsesRequest {
  * and Messages APIs, which have no such fields of their own, take as they are.
  */
 export const SAMPLING_EXTENSIONS = [
-  'seed', 'top_k', 'min_p', 'repetition_penalty', 'repeat_last_n', 'frequency_penalty', 'presence_penalty', 'logit_bias', 'ignore_eos',
+  'seed', 'top_k', 'min_p', 'repetition_penalty', 'repeat_penalty', 'repeat_last_n', 'frequency_penalty', 'presence_penalty', 'logit_bias',
+  'ignore_eos', 'stop_token_ids', 'min_tokens', 'include_stop_str_in_output', 'skip_special_tokens', 'truncate_prompt_tokens', 'documents',
+  // (passed on to be refused by name unless neutral, as on the chat route)
+  ...REFUSED_UNLESS_NEUTRAL,
 ] as const;
 
 /** Fields of a chat request a Responses request may carry as they are (sampling settings and this server's extensions). */

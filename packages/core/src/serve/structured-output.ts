@@ -1,8 +1,8 @@
 /**
  * The constraint a request asks for, in the fields OpenAI-compatible servers take: OpenAI's `response_format`;
  * vLLM's `guided_json`, `guided_regex`, `guided_choice` and `guided_grammar`, and their later form
- * `structured_outputs: {json, regex, choice, grammar, json_object}`; llama.cpp's `json_schema` and `grammar` (GBNF,
- * which XGrammar's EBNF reads). Clients written for those servers (outlines' and instructor's vLLM modes, ChatOpenAI's
+ * `structured_outputs: {json, regex, choice, grammar, json_object}`; llama.cpp's `json_schema`, `grammar` (GBNF,
+ * which XGrammar's EBNF reads) and `response_format: {type: "json_object", schema}`. Clients written for those servers (outlines' and instructor's vLLM modes, ChatOpenAI's
  * `modelKwargs`) send them as they are. A request asks for one; two are refused by name, as vLLM refuses them.
  */
 import type { ResponseFormat } from '../constrain/types.js';
@@ -43,12 +43,15 @@ export function constraintOf(body: Body): ResponseFormat | undefined {
 /** Whether a field is given (JSON null is not). */
 const present = (v: unknown): boolean => v !== undefined && v !== null;
 
-/** OpenAI's `response_format`: `text` (none), `json_object`, or `json_schema` with its schema under `json_schema.schema`. */
+/**
+ * OpenAI's `response_format`: `text` (none), `json_object`, or `json_schema` with its schema under `json_schema.schema`;
+ * llama.cpp's `json_object` with a `schema` beside its type is that schema's constraint.
+ */
 function responseFormatOf(v: unknown): ResponseFormat | undefined {
   if (!present(v)) return undefined;
   if (!isObject(v)) throw badRequest('response_format must be an object such as {"type": "json_object"}', 'response_format');
   if (v.type === 'text') return undefined;
-  if (v.type === 'json_object') return { type: 'json_object' };
+  if (v.type === 'json_object') return present(v.schema) ? jsonSchemaOf(v.schema, 'response_format.schema') : { type: 'json_object' };
   if (v.type === 'json_schema') {
     const spec = v.json_schema;
     if (!isObject(spec) || (spec.schema !== undefined && !isObject(spec.schema) && typeof spec.schema !== 'boolean')) {
