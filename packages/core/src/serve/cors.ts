@@ -17,9 +17,10 @@ const METHODS = 'GET, POST';
 const PREFLIGHT_MAX_AGE_S = 600;
 /**
  * Response headers beyond the CORS-safelisted ones that clients read: OpenAI's SDK waits `Retry-After` after a 429
- * or 503, gives up on `x-should-retry: false`, and gives `x-request-id` as the request's id.
+ * or 503, gives up on `x-should-retry: false`, and gives `x-request-id` as the request's id (Anthropic's SDK reads
+ * it as `request-id`).
  */
-const EXPOSED = 'Retry-After, x-should-retry, x-request-id';
+const EXPOSED = 'Retry-After, x-should-retry, x-request-id, request-id';
 
 /**
  * One configured origin in the form browsers send it (`https://app.example.com`, `http://localhost:3000`), or `*`;

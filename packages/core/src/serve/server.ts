@@ -211,9 +211,12 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const sent = requestPath(req.url);
     // llama.cpp's server answers the OpenAI routes without `/v1` too, for clients whose base URL leaves it out.
     const path = UNPREFIXED.has(sent) ? `/v1${sent}` : sent;
-    // OpenAI's request id (its SDKs give it as `_request_id` for logs): a proxy's own where one sent it.
+    // The request's id, a proxy's own where one sent it: OpenAI's SDKs read it as `x-request-id`, Anthropic's as
+    // `request-id` (each gives it as `_request_id` for logs).
     const given = req.headers['x-request-id'];
-    res.setHeader('x-request-id', typeof given === 'string' && REQUEST_ID.test(given) ? given : `req_${randomUUID().replaceAll('-', '')}`);
+    const requestId = typeof given === 'string' && REQUEST_ID.test(given) ? given : `req_${randomUUID().replaceAll('-', '')}`;
+    res.setHeader('x-request-id', requestId);
+    res.setHeader('request-id', requestId);
     // Anthropic's and Ollama's clients read their own error shapes.
     const dialect = path.startsWith('/v1/messages') ? 'anthropic' : path.startsWith('/api/') ? 'ollama' : 'openai';
     const answered = handle(req, res, path).catch((err) => {
@@ -252,7 +255,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     // First, so that a page allowed to call can read every answer, errors included; a preflight ends here.
     if (cors.apply(req, res)) return;
     const method = routedMethod(req);
-    if (method === 'GET' && path === '/health') {
+    // (`/v1/health`: llama.cpp's alias, which its clients probe under their `/v1` base URL)
+    if (method === 'GET' && (path === '/health' || path === '/v1/health')) {
       if (loaded && !draining) return sendJson(res, 200, { status: 'ok' });
       if (draining) return sendJson(res, 503, { status: 'draining' });
       if (loadError) return sendJson(res, 503, { status: `failed: ${loadError.message}` });
@@ -409,7 +413,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     let reason = 'error';
     try {
       if (controller.signal.aborted) return void (reason = 'abort');
-      const callOptions: StreamOptions = { ...request.options, reasoners, signal: controller.signal };
+      // (vLLM's `skip_special_tokens: false`: every special token's text stays in the reply, beside those it is read by)
+      const keepTokens = request.keepSpecialTokens && l.tokenizer ? [...new Set([...(request.options.keepTokens ?? []), ...specialTokenTexts(l.tokenizer)])] : request.options.keepTokens;
+      const callOptions: StreamOptions = { ...request.options, ...(keepTokens ? { keepTokens } : {}), reasoners, signal: controller.signal };
       const stream = l.engine.stream(input, callOptions);
       const iterator = stream[Symbol.asyncIterator]();
       // Faults of the request (a bad schema, an unknown reasoner, a prompt too long) surface before the
@@ -434,10 +440,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   }
 
   /**
-   * A chat's prompt: the messages (and tools) rendered with the chat template, and its ids. Continuing the final
-   * message, the prompt ends where that message's text does (the template's end of turn cut off).
+   * A chat's prompt: the messages (and tools) rendered with the chat template, and its ids (the tokenizer's BOS/EOS
+   * added around them with `addSpecialTokens`; only the last `keep` of them with one). Continuing the final message,
+   * the prompt ends where that message's text does (the template's end of turn cut off).
    */
-  function chatPrompt(l: Loaded, spec: ChatPromptSpec & Partial<Pick<ChatRequest, 'options'>>, addSpecialTokens = false): { text: string; ids: number[] } {
+  function chatPrompt(l: Loaded, spec: ChatPromptSpec & Partial<Pick<ChatRequest, 'options'>>, addSpecialTokens = false, keep?: number): { text: string; ids: number[] } {
     const tokenizer = l.tokenizer;
     if (!tokenizer) throw badRequest('this model has no tokenizer.json beside it, so it cannot take chat messages', 'messages');
     if (!options.chatTemplate && !tokenizer.chatTemplate) {
@@ -463,8 +470,13 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       if (cut === undefined) throw badRequest(`the chat template of ${l.models.backbone} does not write the last message as given, so it cannot be continued`, 'continue_final_message');
       text = cut;
     }
-    const within = l.engine.info.contextLength;
-    return { text, ids: addSpecialTokens ? tokenizer.encode(text, true, within) : tokenizer.encodeChat(text, within) };
+    const encode = (t: string, within?: number) => (addSpecialTokens ? tokenizer.encode(t, true, within) : tokenizer.encodeChat(t, within));
+    return { text, ids: keep === undefined ? encode(text, l.engine.info.contextLength) : lastTokens(encode, text, keep) };
+  }
+
+  /** How many of its prompt's last tokens a request runs (vLLM's `truncate_prompt_tokens`, -1 the context's); undefined: all. */
+  function keptPromptTokens(l: Loaded, request: ParsedRequest): number | undefined {
+    return request.truncatePromptTokens === -1 ? l.contextLength : request.truncatePromptTokens;
   }
 
   /**
@@ -475,25 +487,36 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     return options.toolCallSyntax ?? toolCallSyntaxOf(options.chatTemplate ?? l.tokenizer!.toolUseTemplate ?? l.tokenizer!.chatTemplate, l.tokenizer!.rendersTools(options.chatTemplate));
   }
 
-    /** `/tokenize` (vLLM's): the ids a completion or chat request would run, their count and the context. */
+  /**
+   * `/tokenize` (vLLM's, and llama.cpp's): the ids a completion or chat request would run, their count and the
+   * context; with vLLM's `return_token_strs` each token as the vocabulary spells it, with llama.cpp's `with_pieces`
+   * each id beside its piece.
+   */
   function tokenize(l: Loaded, request: TokenizeRequest, res: ServerResponse): void {
     if (request.model !== undefined) l.models.resolve(request.model); // 404 unless served
-    if (!l.tokenizer) throw badRequest('this model has no tokenizer.json beside it, so it cannot tokenize text');
-    const tokens =
+    const tokenizer = l.tokenizer;
+    if (!tokenizer) throw badRequest('this model has no tokenizer.json beside it, so it cannot tokenize text');
+    const ids =
       'prompt' in request
-        ? l.tokenizer.encode(request.prompt, request.addSpecialTokens ?? true, l.engine.info.contextLength)
+        ? tokenizer.encode(request.prompt, request.addSpecialTokens ?? true, l.engine.info.contextLength)
         : chatPrompt(l, request, request.addSpecialTokens ?? false).ids;
-    sendJson(res, 200, { count: tokens.length, max_model_len: l.contextLength, tokens });
+    sendJson(res, 200, {
+      count: ids.length,
+      max_model_len: l.contextLength,
+      tokens: request.withPieces ? ids.map((id) => ({ id, piece: tokenPiece(tokenizer, id) })) : ids,
+      ...(request.returnTokenStrs ? { token_strs: ids.map((id) => tokenizer.piece(id) ?? '') } : {}),
+    });
   }
 
-  /** `/detokenize` (vLLM's): the text of token ids, special tokens included. */
+  /** `/detokenize` (vLLM's, and llama.cpp's): the text of token ids, special tokens included, as `prompt` (vLLM's) and `content` (llama.cpp's). */
   function detokenize(l: Loaded, request: { model?: string; tokens: number[] }, res: ServerResponse): void {
     if (request.model !== undefined) l.models.resolve(request.model);
     const tokenizer = l.tokenizer;
     if (!tokenizer) throw badRequest('this model has no tokenizer.json beside it, so it cannot detokenize');
     const outside = request.tokens.find((t) => t >= tokenizer.vocabSize);
     if (outside !== undefined) throw badRequest(`token ${outside} is not in the vocabulary (${tokenizer.vocabSize} tokens)`, 'tokens');
-    sendJson(res, 200, { prompt: tokenizer.decode(request.tokens, false) });
+    const text = tokenizer.decode(request.tokens, false);
+    sendJson(res, 200, { prompt: text, content: text });
   }
 
   /**
@@ -551,7 +574,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   function chatTurn(l: Loaded, request: ChatRequest): { prompt: { text: string; ids: number[] }; parsing: ReplyParsing } {
     // A model not served is a 404 before the prompt's own faults (no chat template, tools not shown) are found.
     l.models.resolve(request.model);
-    const prompt = chatPrompt(l, request);
+    const prompt = chatPrompt(l, request, request.addSpecialTokens, keptPromptTokens(l, request));
     // Without max_tokens a chat reply may run to the end of the context (where the engine stops a row), as
     // OpenAI's and vLLM's do, not to the engine's 256: a long answer would be cut with nothing asked for.
     request.options.maxTokens ??= l.contextLength;
@@ -580,6 +603,14 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const id = `chatcmpl-${randomUUID()}`;
     const created = Math.floor(Date.now() / 1000);
     const base = { id, created, model: request.model, system_fingerprint: 'reasonplug' };
+    // vLLM's `echo`: the content opens with the text of a last message in the reply's role (the one continued).
+    const last = request.messages.at(-1);
+    const echoed = request.echo && last?.role === 'assistant' ? last.content : '';
+    const withEcho = (choice: object) => {
+      if (!echoed) return choice;
+      const { message } = choice as { message: { content: string | null } };
+      return { ...choice, message: { ...message, content: echoed + (message.content ?? '') } };
+    };
 
     // n choices are n rows of one call (row j samples from seed + j).
     const input: PromptInput = { promptIds: request.n === 1 ? prompt.ids : Array.from({ length: request.n }, () => prompt.ids) };
@@ -595,13 +626,15 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       if (!request.stream) {
         const result = await drain(stream, first, rest, clock);
         const answers = result.rows.map((row, index) => choices[index]!.message(row));
-        sendJson(res, 200, { ...base, object: 'chat.completion', choices: answers.map(({ choice }, index) => ({ index, ...choice })), usage: usage(result) });
+        sendJson(res, 200, { ...base, object: 'chat.completion', choices: answers.map(({ choice }, index) => ({ index, ...withEcho(choice) })), usage: usage(result) });
         return answers[0]!.finish;
       }
       const sse = new Sse(res);
       const send = (index: number, { delta, logprobs, finish }: ChatDelta) =>
         sse.send({ ...base, object: 'chat.completion.chunk', choices: [{ index, delta, logprobs, finish_reason: finish }], ...(request.includeUsage ? { usage: null } : {}) });
       choices.forEach((choice, index) => send(index, choice.start()));
+      // (as vLLM streams it: a delta of its own after the role's)
+      if (echoed) choices.forEach((_, index) => send(index, { delta: { content: echoed }, logprobs: null, finish: null }));
       for (let next = first; !next.done; next = await rest.next()) {
         if (next !== first) clock.tick(next.value.row);
         const { row, text, logprobs } = next.value;
@@ -859,28 +892,49 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   }
 
   /** `/v1/messages` (Anthropic's Messages API): the chat turn the request amounts to, answered as a message or its event stream. */
-  async function messages(l: Loaded, request: ChatRequest, res: ServerResponse): Promise<void> {
+  async function messages(l: Loaded, request: ReturnType<typeof parseMessagesRequest>, res: ServerResponse): Promise<void> {
     const { prompt, parsing } = chatTurn(l, request);
-    const output = new MessageOutput(parsing);
+    const output = new MessageOutput(parsing, request.thoughtOmitted);
     const id = itemId('msg');
-    const message = (content: object[], stop: string | null, usage: object, sequence: string | null = null) => ({ id, type: 'message', role: 'assistant', model: request.model, content, stop_reason: stop, stop_sequence: sequence, usage });
+    // (the fields the SDK's types hold always present: no container, refusal or cache diagnostics here)
+    const message = (content: object[], stop: string | null, usage: object, sequence: string | null = null) => ({
+      id,
+      type: 'message',
+      role: 'assistant',
+      model: request.model,
+      content,
+      stop_reason: stop,
+      stop_sequence: sequence,
+      stop_details: null,
+      container: null,
+      diagnostics: null,
+      usage,
+    });
     // Anthropic counts the tokens read from the cache apart: the prompt is input_tokens + cache_read_input_tokens.
-    const usage = (result: GenerationResult) => ({
-      input_tokens: result.usage.promptTokens - (result.usage.cachedPromptTokens ?? 0),
-      output_tokens: result.usage.completionTokens,
-      cache_read_input_tokens: result.usage.cachedPromptTokens ?? 0,
+    const counts = (input: number, cached: number, output: number, thinking: number | null) => ({
+      input_tokens: input - cached,
+      output_tokens: output,
+      cache_read_input_tokens: cached,
       cache_creation_input_tokens: 0,
+      output_tokens_details: thinking === null ? null : { thinking_tokens: thinking },
+      server_tool_use: null,
+    });
+    // A message's usage (message_delta's has only the counts), as the SDK's types hold it: nothing is written to a
+    // cache by request, one tier and speed.
+    const usage = (counted: ReturnType<typeof counts>) => ({ ...counted, cache_creation: { ephemeral_5m_input_tokens: 0, ephemeral_1h_input_tokens: 0 }, inference_geo: null, service_tier: 'standard', speed: 'standard' });
+    const final = (result: GenerationResult) => ({
+      ...counts(result.usage.promptTokens, result.usage.cachedPromptTokens ?? 0, result.usage.completionTokens, output.reasoningTokens(result.rows[0]!.ids, (ids) => l.tokenizer!.decode(ids, false))),
       ...latentUsage(result),
     });
-    const stop = (result: GenerationResult) => stopReason(result.rows[0]!.finishReason, output.called);
+    const stop = (result: GenerationResult) => stopReason(result.rows[0]!, output.called, request.options.maxTokens!);
     await answerInBlocks(l, request, prompt.ids, res, output, {
-      whole: (result) => message(output.content, stop(result), usage(result), result.rows[0]!.stopString ?? null),
-      opening: (first) => {
-        const cached = first?.cachedPromptTokens ?? 0;
-        return [{ type: 'message_start', message: message([], null, { input_tokens: prompt.ids.length - cached, output_tokens: 0, cache_read_input_tokens: cached, cache_creation_input_tokens: 0 }) }];
-      },
-      closing: (result) => [{ type: 'message_delta', delta: { stop_reason: stop(result), stop_sequence: result.rows[0]!.stopString ?? null }, usage: usage(result) }, { type: 'message_stop' }],
-      error: (err) => ({ type: 'error', error: anthropicError(err).error }),
+      whole: (result) => message(output.content, stop(result), usage(final(result)), result.rows[0]!.stopString ?? null),
+      opening: (first) => [{ type: 'message_start', message: message([], null, usage(counts(prompt.ids.length, first?.cachedPromptTokens ?? 0, 0, null))) }],
+      closing: (result) => [
+        { type: 'message_delta', delta: { stop_reason: stop(result), stop_sequence: result.rows[0]!.stopString ?? null, stop_details: null, container: null }, usage: final(result) },
+        { type: 'message_stop' },
+      ],
+      error: (err) => anthropicError(err, res),
       numbered: false,
     });
   }
@@ -941,22 +995,24 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const prompts: (string | number[])[] = typeof p === 'string' || isIds ? [p as string | number[]] : (p as (string | number[])[]);
     // Choice i·n + j is the j-th of prompt i (OpenAI's order), a row of its own that samples from seed + j as vLLM's
     // (the engine seeds a prompt's repeats in a call so): choice i·n is prompt i sent alone.
-    const rows = prompts.flatMap((x) => Array.from({ length: request.n }, () => x));
+    const ran = completionPrompts(l, request, prompts);
+    const rows = ran.flatMap((x) => Array.from({ length: request.n }, () => x));
     if (request.suffix !== undefined && !l.tokenizer?.fimTokens) throw noFillInMiddle(l);
     const input: PromptInput =
       typeof rows[0] === 'string' ? { prompt: rows as string[], ...(request.suffix !== undefined ? { suffix: request.suffix } : {}) } : { promptIds: rows as number[][] };
+    // (as vLLM echoes: a text as given, even where only its last tokens ran; ids as those that ran)
     const echoOf = (row: number) => {
       if (!request.echo) return '';
-      const x = rows[row]!;
-      if (typeof x === 'string') return x;
+      const given = prompts[Math.floor(row / request.n)]!;
+      if (typeof given === 'string') return given;
       if (!l.tokenizer) throw badRequest('echo of token ids needs the model tokenizer', 'echo');
-      return l.tokenizer.decode(x);
+      return l.tokenizer.decode(rows[row] as number[]);
     };
     const id = `cmpl-${randomUUID()}`;
     const base = { id, created: Math.floor(Date.now() / 1000), model: request.model, system_fingerprint: 'reasonplug' };
     const arrival = performance.now();
     // Echoed with logprobs, the prompt's own tokens open each choice's lists, scored after the tokens before them.
-    const scored = request.echo && (request.logprobs || request.scoreOnly) ? await echoedLogprobs(l, request, prompts, res) : undefined;
+    const scored = request.echo && (request.logprobs || request.scoreOnly) ? await echoedLogprobs(l, request, ran, res) : undefined;
     const echoedOf = (row: number) => (request.logprobs ? scored?.[Math.floor(row / request.n)] : undefined);
     const withEcho = (row: number, after: LegacyLogprobs) => {
       const echoed = echoedOf(row);
@@ -1011,6 +1067,25 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       if (request.includeUsage) sse.send({ ...base, object: 'text_completion', choices: [], usage: usageJson(result, request.n) });
       sse.done();
       return finishReason(result.rows[0]!.finishReason);
+    });
+  }
+
+  /**
+   * A completion's prompts as the engine runs them: text as given, unless the request has it tokenized its own way
+   * (vLLM's `add_special_tokens: false`, or `truncate_prompt_tokens`, which given ids take too).
+   */
+  function completionPrompts(l: Loaded, request: CompletionRequest, prompts: (string | number[])[]): (string | number[])[] {
+    const keep = keptPromptTokens(l, request);
+    if (keep === undefined && request.addSpecialTokens) return prompts;
+    const param = keep === undefined ? 'add_special_tokens' : 'truncate_prompt_tokens';
+    // (a fill-in-the-middle prompt is written around the model's own tokens, BOS first where the tokenizer adds it)
+    if (request.suffix !== undefined) throw badRequest(`${param} cannot be combined with suffix`, param);
+    const tokenizer = l.tokenizer;
+    return prompts.map((prompt) => {
+      if (typeof prompt !== 'string') return keep === undefined ? prompt : prompt.slice(Math.max(0, prompt.length - keep));
+      if (!tokenizer) throw badRequest(`${param} needs the model tokenizer to tokenize the prompt`, param);
+      const encode = (text: string, within?: number) => tokenizer.encode(text, request.addSpecialTokens, within);
+      return keep === undefined ? encode(prompt, l.engine.info.contextLength) : lastTokens(encode, prompt, keep);
     });
   }
 
@@ -1316,7 +1391,7 @@ function routedMethod(req: IncomingMessage): string | undefined {
 
 /** The methods each route takes, as a 405's `Allow` names them (GET's routes take HEAD too; `/v1/models/{id}` is one). */
 const ALLOWED = new Map<string, string>([
-  ...['/', '/health', '/metrics', '/v1/models', '/api/version', '/api/tags', '/api/ps'].map((p): [string, string] => [p, 'GET, HEAD']),
+  ...['/', '/health', '/v1/health', '/metrics', '/v1/models', '/api/version', '/api/tags', '/api/ps'].map((p): [string, string] => [p, 'GET, HEAD']),
   ...['/tokenize', '/detokenize', '/v1/chat/completions', '/v1/completions', '/v1/embeddings', '/v1/responses', '/v1/messages', '/v1/messages/count_tokens', '/api/show', '/api/chat', '/api/generate', '/api/embed', '/api/embeddings'].map(
     (p): [string, string] => [p, 'POST'],
   ),
@@ -1417,7 +1492,7 @@ type ErrorDialect = 'openai' | 'anthropic' | 'ollama';
 function sendError(res: ServerResponse, err: HttpError, dialect: ErrorDialect = 'openai'): void {
   // An answer already ended (a Responses or Messages stream closes with its own error event) takes nothing more.
   if (res.destroyed || res.writableEnded) return;
-  const body = dialect === 'anthropic' ? anthropicError(err) : dialect === 'ollama' ? { error: err.message } : err.body();
+  const body = dialect === 'anthropic' ? anthropicError(err, res) : dialect === 'ollama' ? { error: err.message } : err.body();
   if (res.headersSent) {
     // Mid-stream: the stream's own last line (Ollama's are JSON lines, the others server-sent events).
     res.end(dialect === 'ollama' ? `${JSON.stringify(body)}\n` : `data: ${JSON.stringify(body)}\n\n`);
@@ -1434,8 +1509,52 @@ function visibleLength(tokenizer: TextTokenizer, ids: readonly number[], j: numb
   return tokenizer.textsAfter(ids.slice(Math.max(0, j - DECODE_LOOK_BEHIND), j), [ids[j]!], true)[0]!.length;
 }
 
-/** An error in Anthropic's shape, `{"type": "error", "error": {"type", "message"}}`, its type from the status. */
-function anthropicError(err: HttpError): { type: 'error'; error: { type: string; message: string } } {
+/**
+ * The last `keep` tokens of `text` (vLLM's `truncate_prompt_tokens`), encoded from an end of it long enough to give
+ * more than that (a few more, so that where it is cut does not change the ones kept): a prompt past the context is
+ * cut rather than refused, and an 8 MB one encoded whole would hold the server's thread for a minute.
+ */
+function lastTokens(encode: (text: string) => number[], text: string, keep: number): number[] {
+  for (let chars = keep * 4; ; chars *= 4) {
+    const ids = encode(text.slice(-chars));
+    if (chars >= text.length || ids.length > keep + 16) return ids.slice(Math.max(0, ids.length - keep));
+  }
+}
+
+/** Text decoding that refuses bytes which are not UTF-8 (a BOM kept as the character it is). */
+const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/** llama.cpp's piece of token `id` (`with_pieces`): its text, or its bytes where they are not UTF-8 (part of a character). */
+function tokenPiece(tokenizer: TextTokenizer, id: number): string | number[] {
+  const bytes = tokenizer.tokenBytes(id) ?? [];
+  try {
+    return STRICT_UTF8.decode(Uint8Array.from(bytes));
+  } catch {
+    return bytes;
+  }
+}
+
+/** Each tokenizer's special tokens' texts, listed once asked for. */
+const SPECIAL_TEXTS = new WeakMap<TextTokenizer, string[]>();
+
+/** The text of every special token of `tokenizer` (BOS, EOS, a chat turn's markers): what vLLM's `skip_special_tokens: false` keeps. */
+function specialTokenTexts(tokenizer: TextTokenizer): string[] {
+  let texts = SPECIAL_TEXTS.get(tokenizer);
+  if (!texts) {
+    texts = [];
+    // (an added token's bytes are its text's)
+    for (let id = 0; id < tokenizer.vocabSize; id++) if (tokenizer.isSpecial(id)) texts.push(Buffer.from(tokenizer.tokenBytes(id) ?? []).toString('utf8'));
+    SPECIAL_TEXTS.set(tokenizer, texts);
+  }
+  return texts;
+}
+
+/**
+ * An error in Anthropic's shape, `{"type": "error", "error": {"type", "message"}, "request_id"}`, its type from the
+ * status, its id the answer's `request-id`.
+ */
+function anthropicError(err: HttpError, res: ServerResponse): { type: 'error'; error: { type: string; message: string }; request_id: string | null } {
   const types: Record<number, string> = { 400: 'invalid_request_error', 401: 'authentication_error', 403: 'permission_error', 404: 'not_found_error', 405: 'invalid_request_error', 413: 'request_too_large', 429: 'rate_limit_error', 503: 'overloaded_error' };
-  return { type: 'error', error: { type: types[err.status] ?? 'api_error', message: err.message } };
+  const id = res.getHeader('request-id');
+  return { type: 'error', error: { type: types[err.status] ?? 'api_error', message: err.message }, request_id: typeof id === 'string' ? id : null };
 }

@@ -283,6 +283,11 @@ export class TextTokenizer {
     return this.addedIds.has(id) ? [...Buffer.from(piece, 'utf8')] : pieceBytes(piece, this.kind);
   }
 
+  /** Token `id` as the vocabulary spells it (`▁Once`, `Ġw`, `<0xC3>`, an added token's text); undefined for an id it lacks. */
+  piece(id: number): string | undefined {
+    return this.tokenizer.id_to_token(id) ?? undefined;
+  }
+
   /**
    * The text each of `ids` adds after `context` (a few ids before it: see {@link DECODE_LOOK_BEHIND}), so that a
    * word's leading space shows as the decoder writes it mid-text; special tokens kept unless `skipSpecialTokens`.
