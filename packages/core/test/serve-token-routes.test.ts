@@ -86,6 +86,14 @@ describe('reasonplug serve: llama.cpp and vLLM token routes and prompt fields', 
     expect(tokens.some((t) => Array.isArray(t.piece)), JSON.stringify(tokens)).to.equal(true);
   });
 
+  it('a message given as text parts is one text, the parts a line apart (as vLLM and llama.cpp join them), on chat and responses', async () => {
+    const parts = [{ type: 'text', text: 'Summarize this:' }, { type: 'text', text: 'The cat sat.' }];
+    const joined = await ids({ messages: [{ role: 'user', content: 'Summarize this:\nThe cat sat.' }] });
+    expect(await ids({ messages: [{ role: 'user', content: parts }] })).to.deep.equal(joined);
+    const responses = (await json('/v1/responses', { ...GREEDY, max_output_tokens: 1, input: [{ role: 'user', content: parts.map((p) => ({ ...p, type: 'input_text' })) }] })) as { usage: { input_tokens: number } };
+    expect(responses.usage.input_tokens).to.equal(joined.length);
+  });
+
   it("/detokenize gives llama.cpp's content beside vLLM's prompt; GET /v1/health answers as /health", async () => {
     expect(await json('/detokenize', { tokens: [1, 403, 407] })).to.deep.equal({ prompt: '<s> Once upon', content: '<s> Once upon' });
     for (const path of ['/health', '/v1/health']) {

@@ -26,12 +26,13 @@ const AI_BLOCKS_ELSEWHERE: ReadonlySet<string> = new Set([
 function textOf(message: BaseMessage): string {
   if (typeof message.content === 'string') return message.content;
   return message.content
-    .map((block) => {
-      if (block.type === 'text' && typeof block.text === 'string') return block.text;
-      if (message.type === 'ai' && AI_BLOCKS_ELSEWHERE.has(block.type)) return '';
+    .flatMap((block) => {
+      if (block.type === 'text' && typeof block.text === 'string') return [block.text];
+      if (message.type === 'ai' && AI_BLOCKS_ELSEWHERE.has(block.type)) return [];
       throw new UnsupportedMessageError(`a ${message.type} message holds a "${block.type}" block; reasonplug models read text only`);
     })
-    .join('');
+    // (one text, the blocks a line apart, as vLLM and llama.cpp give a template the parts of a message)
+    .join('\n');
 }
 
 type ContentBlock = Exclude<BaseMessage['content'], string>[number];

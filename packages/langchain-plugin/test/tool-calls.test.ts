@@ -98,9 +98,10 @@ describe('tool calls in generated text', () => {
 describe('messages for chat templates', () => {
   it('maps roles, tool calls and tool results to the shape Hugging Face templates expect', () => {
     expect(toTemplateMessage(new SystemMessage('Be brief.'))).to.deep.equal({ role: 'system', content: 'Be brief.' });
-    expect(toTemplateMessage(new HumanMessage({ content: [{ type: 'text', text: 'Hi ' }, { type: 'text', text: 'there' }] }))).to.deep.equal({
+    // text blocks a line apart, as vLLM and llama.cpp join a message's parts
+    expect(toTemplateMessage(new HumanMessage({ content: [{ type: 'text', text: 'Summarize this:' }, { type: 'text', text: 'The cat sat.' }] }))).to.deep.equal({
       role: 'user',
-      content: 'Hi there',
+      content: 'Summarize this:\nThe cat sat.',
     });
     expect(toTemplateMessage(new AIMessage({ content: '', tool_calls: [{ id: 'c1', name: 'add', args: { a: 1 } }] }))).to.deep.equal({
       role: 'assistant',

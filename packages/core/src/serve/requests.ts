@@ -537,7 +537,8 @@ function textContent(v: unknown, param: string): string {
         if (isObject(part) && part.type === 'text' && typeof part.text === 'string') return part.text;
         throw badRequest(`${param}[${j}] is a ${isObject(part) ? JSON.stringify(part.type) : typeof part} part; the models read text only`, `${param}[${j}]`);
       })
-      .join('');
+      // (one text, the parts a line apart, as vLLM and llama.cpp give a template that reads a string)
+      .join('\n');
   }
   throw badRequest(`${param} must be a string or a list of text parts`, param);
 }

@@ -113,7 +113,8 @@ function textOf(content: unknown, param: string): string {
       if ((part.type === 'input_text' || part.type === 'output_text' || part.type === 'text') && typeof part.text === 'string') return part.text;
       throw badRequest(`${p} is a "${part.type}" part: this server's models read text only`, p, 'unsupported_content');
     })
-    .join('');
+    // (a line apart, as the chat route joins text parts)
+    .join('\n');
 }
 
 /**
