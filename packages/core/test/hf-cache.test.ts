@@ -9,6 +9,7 @@ import { dirname, join, relative } from 'node:path';
 import { models } from '../../../test/support/paths.js';
 import { HfCacheError, hfCachePath, hfCacheRoot } from '../src/modules/hf-cache.js';
 import { listLocalModels } from '../src/modules/local-names.js';
+import { ModelNotFoundError } from '../src/modules/locate.js';
 import { randomLlamaWeights, writeLlamaModel } from '../src/onnx/llama-builder.js';
 import { findPreparedDecoder, prepareDecoder } from '../src/onnx/prepared-cache.js';
 import { runReasonplug } from './support/cli.js';
@@ -91,13 +92,19 @@ describe('models in the Hugging Face cache (hf://)', function () {
       expect(err, spec).to.be.instanceOf(HfCacheError);
       return err.message;
     };
-    for (const spec of ['hf://', 'hf://org', 'hf://org/', 'hf://org/repo:Q8_0/file.gguf', 'hf://org/repo/../x.gguf', 'hf://-org/repo']) expect(refusal(spec), spec).to.match(/is not a Hugging Face model name/);
+    for (const spec of ['hf://', 'hf://org/', 'hf://org/repo:Q8_0/file.gguf', 'hf://org/repo/../x.gguf', 'hf://-org/repo', 'hf://org/repo@', 'hf://org/repo@v1/../x.gguf', 'hf://org/repo@v1/f.gguf:Q8_0']) {
+      expect(refusal(spec), spec).to.match(/is not a Hugging Face model name/);
+    }
+    // (`hf://org` names a repository of no organization, as `hf://gpt2`: model-discovery.test.ts.)
+    expect(refusal('hf://org')).to.match(/^hf:\/\/org: org is not in the Hugging Face cache/);
     expect(refusal('hf://org/missing')).to.equal(
       `hf://org/missing: org/missing is not in the Hugging Face cache at ${cache} (hf download org/missing); it has org/one-GGUF, org/stories-GGUF, org/stories-onnx, org/two-GGUF`,
     );
     expect(refusal('hf://org/stories-GGUF:Q5_K_M')).to.match(/no GGUF file of org\/stories-GGUF in the cache is Q5_K_M; it has Q2_K\/stories260K-Q2_K-00001-of-00002\.gguf, stories260K-Q4_K\.gguf, stories260K-Q4_K_M\.gguf, stories260K-Q8_0\.gguf$/);
     expect(refusal('hf://org/two-GGUF')).to.match(/has 2 GGUF files in the cache \(two\.Q6_K\.gguf, two\.Q8_0\.gguf\); choose one with hf:\/\/org\/two-GGUF:<QUANT>/);
-    expect(refusal('hf://org/stories-GGUF@v2')).to.match(/revision v2 of org\/stories-GGUF is not in the cache \(it has main, v1\); hf download org\/stories-GGUF --revision v2/);
+    expect(refusal('hf://org/stories-GGUF@v2')).to.equal(
+      `hf://org/stories-GGUF@v2: revision v2 of org/stories-GGUF is not in the cache; it has commits ${MAIN} (main), ${OLD} (v1), loaded as hf://org/stories-GGUF@<commit>; hf download org/stories-GGUF --revision v2`,
+    );
     expect(refusal('hf://org/stories-GGUF/other.gguf')).to.match(/other\.gguf of org\/stories-GGUF is not in the cache \(hf download org\/stories-GGUF other\.gguf\)/);
   });
 
@@ -148,12 +155,20 @@ describe('models in the Hugging Face cache (hf://)', function () {
     expect(gguf.stderr).to.contain(`convert gguf ${join(cache, 'models--org--stories-GGUF', 'snapshots', MAIN, 'stories260K-Q8_0.gguf')} DIR`);
   });
 
-  it('a link whose blob was never downloaded is not a file of the snapshot', async () => {
-    const snap = await snapshot(cache, 'org/partial-GGUF', MAIN, ['main'], { 'p.Q8_0.gguf': gguf, 'p.Q4_0.gguf': gguf });
-    const blob = join(cache, 'models--org--partial-GGUF', 'blobs', `${MAIN.slice(0, 8)}-p.Q4_0.gguf`);
-    // As an interrupted download leaves it: the link in place, its blob still `.incomplete`.
-    await rename(blob, `${blob}.incomplete`);
-    expect(hfCachePath('hf://org/partial-GGUF', cache)).to.equal(join(snap, 'p.Q8_0.gguf'));
+  it('a link whose blob is gone is refused when chosen, naming it, not passed over for another file', async () => {
+    const snap = await snapshot(cache, 'org/partial-GGUF', MAIN, ['main'], { 'p.Q8_0.gguf': gguf, 'p.Q4_K_M.gguf': gguf });
+    const blob = join(cache, 'models--org--partial-GGUF', 'blobs', `${MAIN.slice(0, 8)}-p.Q4_K_M.gguf`);
+    await rename(blob, `${blob}.gone`);
+    const err = thrown(() => hfCachePath('hf://org/partial-GGUF', cache));
+    expect(err).to.be.instanceOf(ModelNotFoundError);
+    expect(err.message).to.equal(`${join(snap, 'p.Q4_K_M.gguf')} is a symlink to ${blob}, which does not exist`);
+    expect(thrown(() => hfCachePath('hf://org/partial-GGUF/p.Q4_K_M.gguf', cache))).to.be.instanceOf(ModelNotFoundError);
+    expect(hfCachePath('hf://org/partial-GGUF:Q8_0', cache)).to.equal(join(snap, 'p.Q8_0.gguf'));
+    const listed = await listLocalModels({ ollamaStores: [join(cache, 'no-ollama')], hfCache: cache, lmStudioRoots: [] });
+    expect(listed.filter((m) => m.name.startsWith('hf://org/partial-GGUF')).map((m) => [m.name, m.refused ?? 'loads'])).to.deep.equal([
+      ['hf://org/partial-GGUF/p.Q4_K_M.gguf', err.message],
+      ['hf://org/partial-GGUF/p.Q8_0.gguf', 'loads'],
+    ]);
   });
 
   it('an export whose data files are links into blobs/, or into another directory, decodes as the same export in a plain directory', async () => {

@@ -15,7 +15,8 @@ import { pullOllamaModel } from '../registry/ollama-pull.js';
 import { isOllamaRef } from '../modules/ollama-store.js';
 import { isLocalModelName, localModelPath } from '../modules/local-names.js';
 import { locateModel } from '../modules/locate.js';
-import { resolveModelPath } from '../registry/resolve-model.js';
+import { localNameHints, resolveModelPath } from '../registry/resolve-model.js';
+import { InvalidReferenceError } from '../registry/errors.js';
 import { tokenizerFingerprintOf } from '../tokenizer/fingerprint.js';
 import { ggufWithProgress } from './model-flags.js';
 import type { TransferProgress } from '../registry/download.js';
@@ -125,7 +126,14 @@ export function addRegistryCommands(program: Command): void {
       process.stdout.write(`${await localModelPath(ref, { ...options(flags), ...onProgress }).finally(() => bar?.finish())}\n`);
       return;
     }
-    const r = await pullModule(ref, { ...options(flags, ref), ...onProgress }).finally(() => bar?.finish());
+    const r = await pullModule(ref, { ...options(flags, ref), ...onProgress })
+      .catch((err: unknown) => {
+        // A model another tool keeps, named as that tool's users type it: say how it is pulled.
+        const hints = err instanceof InvalidReferenceError ? localNameHints(ref) : [];
+        if (hints.length === 0) throw err;
+        throw new InvalidReferenceError(`${(err as Error).message}; ${hints.map((h) => `${h.holder}: reasonplug pull ${h.name}`).join('; ')}`);
+      })
+      .finally(() => bar?.finish());
     process.stdout.write(`${r.dir}\n`);
     say(`${r.cached ? 'cached' : 'pulled'} ${r.pinned} (version ${r.version})`);
     if (r.repaired.length > 0) say(`repaired ${r.repaired.join(', ')}: the cached copy failed verification and was downloaded again`);

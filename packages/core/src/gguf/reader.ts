@@ -346,9 +346,8 @@ function readValue(c: Cursor, type: number, what: string, depth = 0): GgufValue 
   }
 }
 
-/** Parses the header from the first bytes of a file; throws NeedMore when the window is too short. */
-function parseHeaderWindow(bytes: Uint8Array, fileSize: number, source: string): GgufHeader {
-  const c = new Cursor(bytes, fileSize, source);
+/** Reads a header's magic, version and counts (refusing what is no GGUF file of a version read here). */
+function readPreamble(c: Cursor, bytes: Uint8Array, fileSize: number, source: string): { version: number; tensorCount: number; kvCount: number } {
   if (fileSize < 4) {
     throw new GgufError(`${source} is ${fileSize} bytes long: too short to be a GGUF file (expected the magic "GGUF").`, 'truncated');
   }
@@ -371,6 +370,34 @@ function parseHeaderWindow(bytes: Uint8Array, fileSize: number, source: string):
   }
   const tensorCount = c.count('the tensor count', 32); // name length, n_dims, one dim, type, offset
   const kvCount = c.count('the metadata count', 13); // key length, value type, one byte
+  return { version, tensorCount, kvCount };
+}
+
+/**
+ * The value of metadata `key` read from the first bytes of a file of `fileSize` bytes, without the rest of its
+ * header (a folder's files are told apart without reading megabytes of vocabulary each); undefined where `bytes` end
+ * before the key, or the header has none.
+ */
+export function metadataAtStart(bytes: Uint8Array, key: string, source: string, fileSize: number): GgufValue | undefined {
+  const c = new Cursor(bytes, fileSize, source);
+  try {
+    const { kvCount } = readPreamble(c, bytes, fileSize, source);
+    for (let i = 0; i < kvCount; i++) {
+      const name = c.string(`metadata key #${i}`);
+      const value = readValue(c, c.u32(`the value type of "${name}"`), `metadata "${name}"`);
+      if (name === key) return value;
+    }
+    return undefined;
+  } catch (err) {
+    if (err instanceof NeedMore) return undefined;
+    throw err;
+  }
+}
+
+/** Parses the header from the first bytes of a file; throws NeedMore when the window is too short. */
+function parseHeaderWindow(bytes: Uint8Array, fileSize: number, source: string): GgufHeader {
+  const c = new Cursor(bytes, fileSize, source);
+  const { version, tensorCount, kvCount } = readPreamble(c, bytes, fileSize, source);
 
   const metadata = new Map<string, GgufMetadataEntry>();
   for (let i = 0; i < kvCount; i++) {

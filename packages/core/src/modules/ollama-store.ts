@@ -43,9 +43,9 @@ export class OllamaModelError extends Error {
   }
 }
 
-/** Whether a model spec names an Ollama model (`ollama://…`). */
+/** Whether a model spec names an Ollama model (`ollama://…`, the scheme in any case: RFC 3986 §3.1). */
 export function isOllamaRef(spec: string): boolean {
-  return spec.startsWith(OLLAMA_SCHEME);
+  return spec.slice(0, OLLAMA_SCHEME.length).toLowerCase() === OLLAMA_SCHEME;
 }
 
 /** Where Ollama may keep its models, in the order looked at. */
