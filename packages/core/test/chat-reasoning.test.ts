@@ -104,13 +104,13 @@ describe('reasoning: splitting a thought from the answer', () => {
     const whole = splitReply(parsing, reply);
     expect(whole.reasoning).to.equal('I could write <tool_call>{"name":"x"}</tool_call> here.');
     expect(whole.content).to.equal('Calling.\n');
-    expect(whole.toolCalls.map((c) => [c.name, c.arguments])).to.deep.equal([['add', '{"a":1}']]);
+    expect(whole.toolCalls.map((c) => [c.name, c.arguments])).to.deep.equal([['add', '{"a": 1}']]);
     for (const pieces of cuttings(reply, 20, 7)) {
       const splitter = new ChatReplySplitter(parsing);
       const parts = [...pieces.map((p) => splitter.push(p)), splitter.end()];
       expect(parts.map((p) => p.reasoning).join('')).to.equal(whole.reasoning);
       expect(parts.map((p) => p.content).join('')).to.equal(whole.content);
-      expect(parts.flatMap((p) => p.toolCalls.map((c) => c.arguments))).to.deep.equal(['{"a":1}']);
+      expect(parts.flatMap((p) => p.toolCalls.map((c) => c.arguments))).to.deep.equal(['{"a": 1}']);
     }
   });
 

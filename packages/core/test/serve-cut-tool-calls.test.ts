@@ -52,8 +52,8 @@ describe('reasonplug serve: tool calls cut off by the token limit', function () 
     expect(choice!.message.content).to.equal(null);
     const calls = choice!.message.tool_calls!.map((c) => [c.function.name, c.function.arguments]);
     expect(calls.slice(0, 2)).to.deep.equal([
-      ['add', '{"a":2,"b":2}'],
-      ['add', '{"a":3,"b":4}'],
+      ['add', '{"a": 2, "b": 2}'],
+      ['add', '{"a": 3, "b": 4}'],
     ]);
     const partial = written.slice(written.lastIndexOf('"arguments": ') + '"arguments": '.length);
     expect(calls[2]).to.deep.equal(['add', partial]);
@@ -79,8 +79,8 @@ describe('reasonplug serve: tool calls cut off by the token limit', function () 
     expect(joined.content).to.equal('');
     expect(joined.response_metadata.finish_reason).to.equal('length');
     expect(joined.tool_call_chunks!.map((c) => [c.name, c.args])).to.deep.equal([
-      ['add', '{"a":2,"b":2}'],
-      ['add', '{"a":3,"b":4}'],
+      ['add', '{"a": 2, "b": 2}'],
+      ['add', '{"a": 3, "b": 4}'],
       ['add', reply.invalid_tool_calls![0]!.args],
     ]);
   });
@@ -114,7 +114,9 @@ describe('chat replies cut off by the token limit, in each tool-call syntax', ()
     const split = splitReply({ tools, toolParameters: PARAMETERS }, text, cut);
     return { content: split.content, calls: split.toolCalls.map(({ name, arguments: args, partial }) => [name, args, partial ?? false]) };
   };
-  const whole = (a: number) => ['add', `{"a":${a}}`, false];
+  // (the arguments as the model wrote them; the tagged syntaxes' as JSON written from their values)
+  const whole = (a: number) => ['add', `{"a": ${a}}`, false];
+  const tagged = (a: number) => ['add', `{"a":${a}}`, false];
   const cases: [ToolCallSyntax, string, { content: string; calls: unknown[] }][] = [
     ['generic', '{"tool_calls": [{"name": "add", "arguments": {"a": 1}}, {"name": "add", "arguments": {"a": 2, "s": "Pa', { content: '', calls: [whole(1), ['add', '{"a": 2, "s": "Pa', true]] }],
     ['generic', '{"tool_call": {"name": "add", "argu', { content: '', calls: [['add', '', true]] }],
@@ -140,7 +142,7 @@ describe('chat replies cut off by the token limit, in each tool-call syntax', ()
     ],
     ['deepseek', '<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>add\n```json\n{"a": 1}\n``', { content: '', calls: [whole(1)] }],
     ['qwen-xml', '<tool_call>\n<function=add>\n<parameter=a>\n1\n</parameter>\n<parameter=s>\nPa', { content: '', calls: [['add', '{"a":1,"s":"Pa', true]] }],
-    ['qwen-xml', '<tool_call>\n<function=add>\n<parameter=a>\n1\n</parameter>\n</function>\n</tool', { content: '', calls: [whole(1)] }],
+    ['qwen-xml', '<tool_call>\n<function=add>\n<parameter=a>\n1\n</parameter>\n</function>\n</tool', { content: '', calls: [tagged(1)] }],
     ['qwen-xml', '<tool_call>\n<function=ad', { content: '', calls: [] }],
     ['glm', '<tool_call>add\n<arg_key>a</arg_key>\n<arg_value>1</arg_value>\n<arg_key>s</arg_key>\n<arg_value>Pa', { content: '', calls: [['add', '{"a":1,"s":"Pa', true]] }],
   ];

@@ -153,7 +153,7 @@ describe('reasonplug serve: Mistral tool calls after the [TOOL_CALLS] token', fu
     const end = splitter.end();
     expect(out.map((o) => o.content).join('') + end.content).to.equal('Sure. ');
     expect(out.every((o) => o.toolCalls.length === 0)).to.equal(true);
-    expect(end.toolCalls.map((c) => [c.name, c.arguments])).to.deep.equal([['add', '{"a":1,"b":2}'], ['add', '{}']]);
+    expect(end.toolCalls.map((c) => [c.name, c.arguments])).to.deep.equal([['add', '{"a": 1, "b": 2}'], ['add', '{}']]);
     expect(end.toolCalls[0]!.id).to.equal('abcDEF123');
     expect(end.toolCalls[1]!.id).to.match(/^[a-zA-Z0-9]{9}$/);
     const broken = new ToolCallTextSplitter('mistral');
@@ -204,7 +204,7 @@ describe('reasonplug serve: Mistral\'s later tool calls, [TOOL_CALLS]name[ARGS]{
     expect(out.map((o) => o.content).join('') + end.content).to.equal('Adding. ');
     // The first call is read as soon as the second opens.
     expect(out.map((o) => o.toolCalls.length)).to.deep.equal([0, 0, 0, 1, 0]);
-    expect([...out[3]!.toolCalls, ...end.toolCalls].map((c) => [c.name, c.arguments])).to.deep.equal([['add', '{"a":1,"b":2}'], ['add', '{"a":3,"b":4}']]);
+    expect([...out[3]!.toolCalls, ...end.toolCalls].map((c) => [c.name, c.arguments])).to.deep.equal([['add', '{"a": 1, "b": 2}'], ['add', '{"a": 3, "b": 4}']]);
     const broken = new ToolCallTextSplitter('mistral-args');
     broken.push('[TOOL_CALLS]add[ARGS]{"a": ');
     expect(broken.end().toolCalls.map((c) => [c.name, c.arguments])).to.deep.equal([['add', '{"a":']]);
@@ -315,7 +315,7 @@ describe("reasonplug serve: DeepSeek's tool calls, fenced between <｜tool▁cal
     const end = splitter.end();
     expect(out.map((o) => o.content).join('') + end.content).to.equal('Adding. ');
     expect(out.slice(0, -1).every((o) => o.toolCalls.length === 0)).to.equal(true);
-    expect(out.at(-1)!.toolCalls.map((c) => [c.name, c.arguments])).to.deep.equal([['add', '{"a":1,"b":2}'], ['add', '{"a": x}']]);
+    expect(out.at(-1)!.toolCalls.map((c) => [c.name, c.arguments])).to.deep.equal([['add', '{"a": 1, "b": 2}'], ['add', '{"a": x}']]);
     const open = new ToolCallTextSplitter('deepseek');
     open.push(`${CALLS}${CALL}function${SEP}add\n`);
     expect(open.end()).to.deep.equal({ content: `${CALLS}${CALL}function${SEP}add\n`, toolCalls: [] });
@@ -376,6 +376,6 @@ describe("reasonplug serve: Cohere's tool calls, a list between <|START_ACTION|>
     const out = pieces.map((p) => splitter.push(p));
     const end = splitter.end();
     expect(out.map((o) => o.content).join('') + end.content).to.equal('Adding. ');
-    expect([...out.flatMap((o) => o.toolCalls), ...end.toolCalls].map((c) => [c.name, c.arguments])).to.deep.equal([['add', '{"a":1,"b":2}']]);
+    expect([...out.flatMap((o) => o.toolCalls), ...end.toolCalls].map((c) => [c.name, c.arguments])).to.deep.equal([['add', '{"a": 1, "b": 2}']]);
   });
 });

@@ -125,7 +125,9 @@ for (const { syntax, model, template, textTokens } of SUITES) {
       };
       const res = await postJson(url, '/tokenize', body);
       expect(res.status).to.equal(200);
-      expect(tokenizer.decode(((await res.json()) as { tokens: number[] }).tokens, false)).to.include(reply);
+      // (Qwen3-Coder's template writes a value that is no string with `|string`: Python's `True`, as transformers renders it)
+      const rendered = syntax === 'qwen-xml' ? reply.replace('\ntrue\n', '\nTrue\n') : reply;
+      expect(tokenizer.decode(((await res.json()) as { tokens: number[] }).tokens, false)).to.include(rendered);
       const next = await chat().bindTools(TOOLS).invoke([new HumanMessage(QUESTION), got, new ToolMessage({ content: '4', tool_call_id: got.tool_calls![0]!.id! })]);
       expect(next.usage_metadata?.input_tokens).to.be.greaterThan(100);
     });

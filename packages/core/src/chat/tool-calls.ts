@@ -3,12 +3,13 @@
  * (`constrain/tool-syntax.ts`): Hermes/Qwen's `<tool_call>{"name": "add", "arguments": {"a": 1}}</tool_call>`
  * blocks, Llama 3's `{"name": "add", "parameters": {"a": 1}}` ending the reply, Mistral's
  * `[TOOL_CALLS] [{"name": "add", "arguments": {"a": 1}}, …]` ending it (Granite's the same after `<|tool_call|>`),
- * or its later `[TOOL_CALLS]add[ARGS]{"a": 1}` calls, or DeepSeek's fenced calls between `<｜tool▁calls▁begin｜>` and
- * `<｜tool▁calls▁end｜>`, or Cohere's list between `<|START_ACTION|>` and `<|END_ACTION|>`, or Qwen3-Coder's and GLM-4.5's
- * calls in tags, whose values are typed by the tools' parameter schemas where given. A streaming splitter: text
- * outside calls streams on as content, text that may still turn into the opening of a call is held back, and each
- * call becomes one parsed call. Shared by the OpenAI server and the LangChain plugin, so both read a model's calls
- * the same way.
+ * or its later `[TOOL_CALLS]add[ARGS]{"a": 1}` calls (Small 3.2's `[TOOL_CALLS]add[CALL_ID]a1b2c3d4e[ARGS]{"a": 1}`), or
+ * DeepSeek's fenced calls between `<｜tool▁calls▁begin｜>` and `<｜tool▁calls▁end｜>`, or Cohere's list between
+ * `<|START_ACTION|>` and `<|END_ACTION|>`, or Qwen3-Coder's and GLM-4.5's calls in tags, whose values are typed by the
+ * tools' parameter schemas where given. A streaming splitter: text outside calls streams on as content, text that may
+ * still turn into the opening of a call is held back, and each call becomes one parsed call, its arguments the JSON
+ * text the model wrote (`1.0`, or an integer past 2^53, would change going through a JavaScript value). Shared by the
+ * OpenAI server and the LangChain plugin, so both read a model's calls the same way.
  */
 import { randomInt, randomUUID } from 'node:crypto';
 import { partialTagAt } from './partial-tag.js';
@@ -26,13 +27,13 @@ export type ToolParameters = Readonly<Record<string, JsonSchema>>;
 
 /** One call the model wrote. */
 export interface ParsedToolCall {
-  /** A fresh unique id ({@link toolCallId}), or the one the model wrote (Mistral Nemo writes its calls' ids). */
+  /** A fresh unique id ({@link toolCallId}), or the one the model wrote (Mistral Nemo and Small 3.2 write their calls' ids). */
   id: string;
   /** The tool's name, when the block was JSON with a string `name`. */
   name?: string;
   /**
-   * The arguments as JSON text (`arguments`, or `parameters` as Llama 3 writes); for a block that is not such
-   * JSON, the block's raw text, so nothing the model wrote is dropped.
+   * The arguments as JSON text, as the model wrote them (`arguments`, or `parameters` as Llama 3 writes); for a
+   * block that is not such JSON, the block's raw text, so nothing the model wrote is dropped.
    */
   arguments: string;
   /**
@@ -159,6 +160,9 @@ export class ToolCallTextSplitter {
 /** Letters and digits, of which Mistral's templates want call ids made. */
 const ALPHANUMERIC = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789';
 
+/** A call id Mistral's templates take (they raise an error on any other). */
+const MISTRAL_ID = /^[a-zA-Z0-9]{9}$/;
+
 /**
  * A fresh call id: `call_<uuid>`; for Mistral's syntaxes, nine letters and digits, the only ids Mistral's templates
  * render (they raise an error on any other when the call goes back to the model).
@@ -177,17 +181,11 @@ export function toolCallId(syntax: ToolCallSyntax = 'hermes'): string {
 export function parseToolCalls(body: string, syntax: ToolCallSyntax = 'hermes', parameters?: ToolParameters): ParsedToolCall[] {
   const form: ToolCallForm = TOOL_CALL_SYNTAX[syntax];
   if (form.xml) return [taggedCall(body, form.xml, syntax, parameters)];
-  if (form.args) return [namedCall(body, form.args, syntax)];
+  if (form.args) return [namedCall(body, form.args, form.id, syntax)];
   if (form.each) return fencedCalls(body, form.each, syntax);
-  if (!form.list) return [parseToolCall(body, syntax)];
-  let list: unknown;
-  try {
-    list = JSON.parse(body);
-  } catch {
-    return [parseToolCall(body, syntax)];
-  }
-  if (!Array.isArray(list) || list.length === 0) return [parseToolCall(body, syntax)];
-  return list.map((call) => toolCallOf(call, syntax) ?? { id: toolCallId(syntax), arguments: JSON.stringify(call) });
+  const list = form.list && isJson(body) ? listPrefix(body) : undefined;
+  if (!list?.length) return [parseToolCall(body, syntax)];
+  return list.map((element) => parseToolCall(element.raw, syntax));
 }
 
 /** A regular expression of a form's text, each run of whitespace in it optional (models drop or add a newline there). */
@@ -209,7 +207,7 @@ function taggedCall(body: string, xml: XmlCallForm, syntax: ToolCallSyntax, para
   const named = taggedName(body, xml);
   if (!named) return { id, arguments: body.trim() };
   const { args } = taggedArguments(body.slice(named.end), xml, propertiesOf(parameters, named.name));
-  return { id, name: named.name, arguments: JSON.stringify(args) };
+  return { id, name: named.name, arguments: objectJson(args) };
 }
 
 /** A tagged call's name and where it ends; `whole` once the tag after it is written. Undefined: the text names none. */
@@ -224,14 +222,17 @@ function taggedName(body: string, xml: XmlCallForm): { name: string; end: number
   return name ? { name, end, whole: ends.length > 0 } : undefined;
 }
 
-/** The arguments written whole in `text` (a tagged call after its name), typed by `properties`, and where the last ends. */
-function taggedArguments(text: string, xml: XmlCallForm, properties: Record<string, unknown>): { args: Record<string, unknown>; end: number } {
-  const args: Record<string, unknown> = {};
+/**
+ * The arguments written whole in `text` (a tagged call after its name), each key's value as JSON text typed by
+ * `properties`, and where the last ends.
+ */
+function taggedArguments(text: string, xml: XmlCallForm, properties: Record<string, unknown>): { args: Map<string, string>; end: number } {
+  const args = new Map<string, string>();
   let end = 0;
   const argument = new RegExp(`${tagPattern(xml.key[0])}([\\s\\S]*?)${tagPattern(xml.key[1])}([\\s\\S]*?)${tagPattern(xml.value)}`, 'g');
   for (const match of text.matchAll(argument)) {
     const key = match[1]!.trim();
-    args[key] = typedValue(match[2]!, properties[key]);
+    args.set(key, typedJson(match[2]!, properties[key]));
     end = match.index + match[0].length;
   }
   return { args, end };
@@ -242,35 +243,34 @@ function propertiesOf(parameters: ToolParameters | undefined, name: string): Rec
   return ((parameters?.[name] as { properties?: Record<string, unknown> } | undefined)?.properties ?? {}) as Record<string, unknown>;
 }
 
-/** An argument's text as its parameter's schema (if known) types it. */
-function typedValue(text: string, schema: unknown): unknown {
-  if (isStringSchema(schema)) return text;
+/** An argument's text as JSON, typed as its parameter's schema (if known) types it; JSON written keeps its spelling. */
+function typedJson(text: string, schema: unknown): string {
+  if (isStringSchema(schema)) return JSON.stringify(text);
   const trimmed = text.trim();
-  if ((schema as { type?: unknown } | undefined)?.type === 'boolean' && /^(true|false)$/i.test(trimmed)) return trimmed.toLowerCase() === 'true';
-  try {
-    return JSON.parse(trimmed);
-  } catch {
-    return text;
-  }
+  if ((schema as { type?: unknown } | undefined)?.type === 'boolean' && /^(true|false)$/i.test(trimmed)) return trimmed.toLowerCase();
+  return isJson(trimmed) ? trimmed : JSON.stringify(text);
 }
 
-/** `name[ARGS]{…}` as a call: the name, then the arguments as JSON (kept raw where they are not JSON). */
-function namedCall(body: string, args: string, syntax: ToolCallSyntax): ParsedToolCall {
+/** The JSON object of members whose values are JSON text. */
+function objectJson(members: Map<string, string>): string {
+  return `{${[...members].map(([key, value]) => `${JSON.stringify(key)}:${value}`).join(',')}}`;
+}
+
+/**
+ * `name[ARGS]{…}` (or `name[CALL_ID]id[ARGS]{…}`) as a call: the name, the id where it is one Mistral's templates take,
+ * then the arguments' text.
+ */
+function namedCall(body: string, args: string, callId: string | undefined, syntax: ToolCallSyntax): ParsedToolCall {
   const at = body.indexOf(args);
-  const id = toolCallId(syntax);
-  if (at === -1) return { id, arguments: body.trim() };
-  const text = body.slice(at + args.length).trim();
-  try {
-    return { id, name: body.slice(0, at).trim(), arguments: JSON.stringify(JSON.parse(text)) };
-  } catch {
-    return { id, name: body.slice(0, at).trim(), arguments: text };
-  }
+  if (at === -1) return { id: toolCallId(syntax), arguments: body.trim() };
+  const [name, written] = callId === undefined ? [body.slice(0, at)] : body.slice(0, at).split(callId, 2);
+  const own = written?.trim();
+  return { id: own !== undefined && MISTRAL_ID.test(own) ? own : toolCallId(syntax), name: name!.trim(), arguments: body.slice(at + args.length).trim() };
 }
 
 /**
  * DeepSeek's calls (each `<｜tool▁call▁begin｜>function<｜tool▁sep｜>name`, a newline, its arguments fenced as ```json,
- * `<｜tool▁call▁end｜>`): each a call, its arguments kept raw where they are not JSON; text that holds no such call is
- * one raw call.
+ * `<｜tool▁call▁end｜>`): each a call, its arguments the fence's text; text that holds no such call is one raw call.
  */
 function fencedCalls(body: string, each: FencedForm, syntax: ToolCallSyntax): ParsedToolCall[] {
   const calls = fencedParts(body, each).map((part) => fencedCall(part.endsWith(each.end) ? part.slice(0, -each.end.length) : part, each, syntax));
@@ -296,11 +296,7 @@ function fencedCall(text: string, each: FencedForm, syntax: ToolCallSyntax): Par
   const line = rest.indexOf('\n');
   const name = (line === -1 ? rest : rest.slice(0, line)).trim();
   const args = (line === -1 ? '' : rest.slice(line + 1)).trim().replace(/^```(?:json)?\s*/, '').replace(/\s*```$/, '');
-  try {
-    return { id, name, arguments: JSON.stringify(JSON.parse(args)) };
-  } catch {
-    return { id, name, arguments: args };
-  }
+  return { id, name, arguments: args };
 }
 
 /**
@@ -314,7 +310,7 @@ function cutToolCalls(body: string, syntax: ToolCallSyntax, parameters: ToolPara
   const markers = [form.end, form.args && form.begin, form.args, form.each?.begin, form.each?.end].filter((t): t is string => !!t);
   const text = body.slice(0, body.length - Math.max(0, ...markers.map((t) => partialTagAt(body, t))));
   if (form.xml) return cutTaggedCall(text, form.xml, syntax, parameters);
-  if (form.args) return cutNamedCall(text, form.args, syntax);
+  if (form.args) return cutNamedCall(text, form.args, form.id, syntax);
   if (form.each) return cutFencedCalls(text, form.each, syntax);
   return cutJsonCalls(text, syntax);
 }
@@ -335,14 +331,14 @@ function cutJsonCall(text: string, syntax: ToolCallSyntax): ParsedToolCall[] {
   if (typeof name !== 'string') return [];
   const args = members!.get('arguments') ?? members!.get('parameters');
   const id = toolCallId(syntax);
-  if (args?.whole && isJson(args.raw)) return [{ id, name, arguments: JSON.stringify(JSON.parse(args.raw)) }];
+  if (args?.whole && isJson(args.raw)) return [{ id, name, arguments: args.raw }];
   return [{ id, name, arguments: args?.raw ?? '', partial: true }];
 }
 
 /** A cut-off `name[ARGS]{…}` call: none before `[ARGS]` (the name may go on), `partial` while its arguments are no JSON. */
-function cutNamedCall(body: string, args: string, syntax: ToolCallSyntax): ParsedToolCall[] {
+function cutNamedCall(body: string, args: string, callId: string | undefined, syntax: ToolCallSyntax): ParsedToolCall[] {
   if (!body.includes(args)) return [];
-  const call = namedCall(body, args, syntax);
+  const call = namedCall(body, args, callId, syntax);
   return [isJson(call.arguments) ? call : { ...call, partial: true }];
 }
 
@@ -356,7 +352,7 @@ function cutFencedCalls(body: string, each: FencedForm, syntax: ToolCallSyntax):
     const call = fencedCall(part, each, syntax);
     // Whole arguments the start of the closing fence may follow; the start of the opening fence is no arguments yet.
     const args = call.arguments.replace(/\s*`{1,2}$/, '');
-    if (isJson(args)) return [{ ...call, arguments: JSON.stringify(JSON.parse(args)) }];
+    if (isJson(args)) return [{ ...call, arguments: args }];
     return [{ ...call, arguments: '```json'.startsWith(part.slice(line + 1).trim()) ? '' : call.arguments, partial: true as const }];
   });
 }
@@ -375,8 +371,8 @@ function cutTaggedCall(body: string, xml: XmlCallForm, syntax: ToolCallSyntax, p
   const { args, end } = taggedArguments(text, xml, properties);
   const id = toolCallId(syntax);
   const close = xml.close.trim();
-  if (close && text.includes(close)) return [{ id, name, arguments: JSON.stringify(args) }];
-  let json = JSON.stringify(args).slice(0, -1);
+  if (close && text.includes(close)) return [{ id, name, arguments: objectJson(args) }];
+  let json = objectJson(args).slice(0, -1);
   const opened = new RegExp(`^\\s*${tagPattern(xml.key[0])}([\\s\\S]*?)${tagPattern(xml.key[1])}`).exec(text.slice(end));
   if (opened) {
     const key = opened[1]!.trim();
@@ -390,7 +386,7 @@ function cutTaggedCall(body: string, xml: XmlCallForm, syntax: ToolCallSyntax, p
 /** One call's text as a call (see {@link parseToolCalls} for what is kept when it is not JSON). */
 export function parseToolCall(body: string, syntax: ToolCallSyntax = 'hermes'): ParsedToolCall {
   try {
-    const call = toolCallOf(JSON.parse(body), syntax);
+    const call = toolCallOf(JSON.parse(body), syntax, body);
     if (call) return call;
   } catch {
     // not JSON: kept raw below
@@ -398,13 +394,18 @@ export function parseToolCall(body: string, syntax: ToolCallSyntax = 'hermes'): 
   return { id: toolCallId(syntax), arguments: body.trim() };
 }
 
-/** A parsed JSON value as a call: an object with a string `name`; its `id` kept where the syntax's ids are valid. */
-export function toolCallOf(value: unknown, syntax: ToolCallSyntax): ParsedToolCall | undefined {
+/**
+ * A parsed JSON value as a call: an object with a string `name`; its `id` kept where the syntax's ids are valid. Its
+ * arguments as `text` (the JSON the value was read from) writes them, where given.
+ */
+export function toolCallOf(value: unknown, syntax: ToolCallSyntax, text?: string): ParsedToolCall | undefined {
   if (!value || typeof value !== 'object') return undefined;
   const call = value as { name?: unknown; tool_name?: unknown; arguments?: unknown; parameters?: unknown; id?: unknown };
   // Cohere's calls name their tool `tool_name`.
   const name = call.name ?? call.tool_name;
   if (typeof name !== 'string') return undefined;
-  const own = syntax === 'mistral' && typeof call.id === 'string' && /^[a-zA-Z0-9]{9}$/.test(call.id) ? call.id : undefined;
-  return { id: own ?? toolCallId(syntax), name, arguments: JSON.stringify(call.arguments ?? call.parameters ?? {}) };
+  const own = syntax === 'mistral' && typeof call.id === 'string' && MISTRAL_ID.test(call.id) ? call.id : undefined;
+  const key = call.arguments != null ? 'arguments' : call.parameters != null ? 'parameters' : undefined;
+  const written = key && text !== undefined ? objectPrefix(text)?.get(key)?.raw : undefined;
+  return { id: own ?? toolCallId(syntax), name, arguments: written ?? JSON.stringify(key ? call[key] : {}) };
 }

@@ -11,8 +11,9 @@ import { HARMONY_CALL, HARMONY_TOKENS, isHarmonyTemplate } from '../chat/harmony
  * `{"name": …, "parameters": {…}}` (Llama 3.1–3.3, whose templates render a call that way and refuse several);
  * `mistral`: the reply ends in `[TOOL_CALLS]` and a JSON list of `{"name": …, "arguments": {…}}` objects
  * (Mistral 7B v0.3, Nemo, Small 24B 2501); `mistral-args`: each call is `[TOOL_CALLS]name[ARGS]{…}` (Mistral's
- * later tokenizers: Small 3.2, Magistral, Devstral, Ministral 3). `[TOOL_CALLS]` and `[ARGS]` are special tokens
- * of those vocabularies. `granite`: the reply ends in `<|tool_call|>` (a special token) and a JSON list of calls
+ * later tokenizers: Small 3.2, Magistral, Devstral, Ministral 3), or `[TOOL_CALLS]name[CALL_ID]id[ARGS]{…}` with the
+ * call's nine-character id, as Small 3.2's template renders calls. `[TOOL_CALLS]`, `[CALL_ID]` and `[ARGS]` are special
+ * tokens of those vocabularies. `granite`: the reply ends in `<|tool_call|>` (a special token) and a JSON list of calls
  * (Granite 3.x). `deepseek`: DeepSeek R1's and V3's calls between `<｜tool▁calls▁begin｜>` and `<｜tool▁calls▁end｜>`,
  * each `<｜tool▁call▁begin｜>function<｜tool▁sep｜>name`, a newline and its arguments in a ```json fence, then
  * `<｜tool▁call▁end｜>` (DeepSeek-R1-0528 and its Qwen3 distill); the markers are added tokens of their vocabularies.
@@ -55,6 +56,8 @@ export interface ToolCallForm {
   readonly list?: boolean;
   /** Without `end`: the special text between a call's name and its JSON arguments, each call opened anew. */
   readonly args?: string;
+  /** With `args`: the special text between a call's name and the id the model gives it, where it writes one. */
+  readonly id?: string;
   /**
    * Each call between `begin` and `end` inside the block: the call's kind (`function`), `sep`, its name, a newline and
    * its arguments' JSON fenced as ```json (DeepSeek's); calls after the first start on a new line.
@@ -69,7 +72,7 @@ export const TOOL_CALL_SYNTAX = {
   hermes: { begin: '<tool_call>', end: '</tool_call>' },
   json: { begin: '{"name": ', beginsJson: true, alsoBegins: ['{"name":"', '{"type": "function", "name": ', '{"type":"function","name":"'] },
   mistral: { begin: '[TOOL_CALLS]', list: true },
-  'mistral-args': { begin: '[TOOL_CALLS]', args: '[ARGS]' },
+  'mistral-args': { begin: '[TOOL_CALLS]', args: '[ARGS]', id: '[CALL_ID]' },
   granite: { begin: '<|tool_call|>', list: true },
   deepseek: { begin: '<｜tool▁calls▁begin｜>', end: '<｜tool▁calls▁end｜>', each: { begin: '<｜tool▁call▁begin｜>', sep: '<｜tool▁sep｜>', end: '<｜tool▁call▁end｜>' } },
   'command-r': { begin: '<|START_ACTION|>', end: '<|END_ACTION|>', list: true },
@@ -126,7 +129,7 @@ export function markerTokensOf(syntax: ToolCallSyntax): readonly string[] {
   // Llama 3's opening is the call's own JSON, no marker; harmony's headers are its special tokens.
   if (form.beginsJson) return [];
   if (syntax === 'harmony') return HARMONY_TOKENS;
-  return [form.begin, form.end, form.args, form.each?.begin, form.each?.sep, form.each?.end, ...(form.xml?.markers ?? [])].filter((t): t is string => t !== undefined);
+  return [form.begin, form.end, form.args, form.id, form.each?.begin, form.each?.sep, form.each?.end, ...(form.xml?.markers ?? [])].filter((t): t is string => t !== undefined);
 }
 
 /**

@@ -371,7 +371,8 @@ export class XGrammarFactory implements ConstraintFactory {
       if (syntax === 'command-r') return cohereCalls(grammars, choice, parallel);
       if (syntax === 'harmony') return harmonyCalls(grammars, choice);
       if (syntax === 'generic') return genericReply(grammars, choice, parallel, await this.schemaEbnf({ type: 'string' }, true, instance), this.vocabulary.prependSpace);
-      return syntax === 'mistral-args' ? mistralArgsCalls(grammars, choice, parallel) : listedCalls(syntax, grammars, choice, parallel);
+      if (syntax === 'mistral-args') return mistralArgsCalls(grammars, choice, parallel, this.vocabulary.added.has(TOOL_CALL_SYNTAX['mistral-args'].id));
+      return listedCalls(syntax, grammars, choice, parallel);
     }
     // One tag, its call in either layout templates use: Hermes/Qwen's (a newline inside the tags) or the compact
     // one; after a blank where the vocabulary prepends one to text (SentencePiece writes `▁` after an added token,
@@ -438,13 +439,17 @@ function listedCalls(syntax: 'mistral' | 'granite', calls: { name: string; conte
 /**
  * Mistral's later calls: each `[TOOL_CALLS]name[ARGS]` and the arguments' JSON, one after another, with a few
  * blanks admitted after each special token (a SentencePiece vocabulary writes one there, as llama.cpp tokenizes).
- * `parallel` false and a named tool admit one call.
+ * With `ids` (a vocabulary that holds `[CALL_ID]`, as Small 3.2's, whose template renders each call's id so), a call may
+ * name its id between: `[TOOL_CALLS]name[CALL_ID]` and nine letters and digits, then `[ARGS]`. `parallel` false and a
+ * named tool admit one call.
  */
-function mistralArgsCalls(calls: { name: string; content: object }[], choice: ToolChoice, parallel: boolean): Record<string, unknown> {
-  const { begin, args } = TOOL_CALL_SYNTAX['mistral-args'];
+function mistralArgsCalls(calls: { name: string; content: object }[], choice: ToolChoice, parallel: boolean, ids: boolean): Record<string, unknown> {
+  const { begin, args, id } = TOOL_CALL_SYNTAX['mistral-args'];
   const several = typeof choice === 'object' ? false : parallel;
   const blank = { type: 'regex', pattern: ' {0,4}' };
-  const call = { type: 'or', elements: calls.map((c) => ({ type: 'sequence', elements: [blank, { type: 'const_string', value: `${c.name}${args}` }, blank, c.content] })) };
+  // (the special texts as literals of the pattern: the grammar writes each as its token)
+  const named = (name: string) => (ids ? { type: 'regex', pattern: `${regexLiteral(name)}(${regexLiteral(id)} {0,4}[a-zA-Z0-9]{9})?${regexLiteral(args)}` } : { type: 'const_string', value: `${name}${args}` });
+  const call = { type: 'or', elements: calls.map((c) => ({ type: 'sequence', elements: [blank, named(c.name), blank, c.content] })) };
   const marked = { type: 'tag', begin, content: call, end: '' };
   if (choice === 'auto') return { type: 'triggered_tags', triggers: [begin], tags: [marked], stop_after_first: !several };
   if (!several) return marked;

@@ -3,10 +3,10 @@
  * special ids gathered from the files that carry them, and chat templates through @huggingface/jinja.
  */
 import { Tokenizer } from '@huggingface/tokenizers';
-import { Template } from '@huggingface/jinja';
 import { argumentsFormOf, withArgumentsAs, type ArgumentsForm } from './tool-call-arguments.js';
 import { withToolsInPrompt, type FunctionTool, type ToolsPrompt } from './tools-in-prompt.js';
 import { fimPromptIds, fimTokensOf, type FimTokens } from './fill-in-middle.js';
+import { PythonTemplate, TemplateRaisedError } from './jinja-python.js';
 import { pieceBytes, vocabularyKind, type VocabularyKind } from './token-bytes.js';
 import { MANIFEST_FILE } from '../modules/manifest-file.js';
 import { readFile } from 'node:fs/promises';
@@ -49,9 +49,9 @@ const PROBE_TEXT = 'probe_text_9c41';
 const TEMPLATE_FILE = 'chat_template.jinja';
 
 /** `source` parsed; `where` names the template in the TokenizerError raised when it does not parse. */
-function parseTemplate(source: string, where: string): Template {
+function parseTemplate(source: string, where: string): PythonTemplate {
   try {
-    return new Template(source);
+    return new PythonTemplate(source);
   } catch (err) {
     // The parser's own errors (and a TypeError on a template cut short) name neither the template nor its file.
     throw new TokenizerError(`${where} does not parse: ${(err as Error).message}`);
@@ -366,17 +366,25 @@ export class TextTokenizer {
   }
 
   /**
-   * Whether `template` (default the model's, its tool-use one where it has one) shows tools to the model: rendering a
-   * conversation with a tool changes its text. Where it does not, tools go into the prompt as the `generic` syntax
-   * puts them ({@link ChatTemplateOptions}).
+   * Whether `template` (default the model's, its tool-use one where it has one) shows tools to the model: the probe
+   * tool's name is in a conversation's text, or a tool changes the text. Where it does not, tools go into the prompt
+   * as the `generic` syntax puts them ({@link ChatTemplateOptions}).
    */
   rendersTools(template?: string): boolean {
     return this.probed(template ?? this.toolUseTemplate, 'tools', (render) => {
       const probe: ChatMessage[] = [{ role: 'user', content: 'hello' }];
+      let shown: string;
       try {
-        return render(probe, [PROBE_TOOL]) !== render(probe);
+        shown = render(probe, [PROBE_TOOL]);
       } catch {
         return false; // a template that fails when given tools does not take them
+      }
+      if (shown.includes(PROBE_TOOL.function.name)) return true;
+      try {
+        return shown !== render(probe);
+      } catch {
+        // Hermes 2 Pro's and Command R+'s tool-use templates loop over `tools`, and cannot render without them.
+        return false;
       }
     });
   }
@@ -400,18 +408,20 @@ export class TextTokenizer {
     const source = this.templateSource(options.template ?? (options.tools?.length ? this.toolUseTemplate : undefined));
     const render = this.renderer(source, options.extra);
     if (options.toolsPrompt) messages = withToolsInPrompt(messages, options.toolsPrompt, this.rendersSystem(source));
+    let restore = (rendered: string) => rendered;
     if (messages.some((m) => Array.isArray(m.tool_calls))) {
       const form = this.probed(source, 'argumentsForm', argumentsFormOf);
-      messages = withArgumentsAs(messages, form);
+      ({ messages, restore } = withArgumentsAs(messages, form));
     }
     // An earlier turn's thought under the name gpt-oss's template reads it by (`thinking`) as well as Qwen3's.
     messages = messages.map((m) => (typeof m.reasoning_content === 'string' && m.thinking === undefined ? { ...m, thinking: m.reasoning_content } : m));
     try {
-      return render(messages, options.tools, options.addGenerationPrompt ?? true);
+      return restore(render(messages, options.tools, options.addGenerationPrompt ?? true));
     } catch (err) {
       // A template refuses what its model cannot take (Gemma's alternating roles, say) with raise_exception: the
-      // caller's messages are at fault, and the error says so.
-      throw new TokenizerError(`the chat template cannot render these messages: ${(err as Error).message}`);
+      // caller's messages are at fault, and the error says so. Anything else is the renderer's failing, not theirs.
+      if (err instanceof TemplateRaisedError) throw new TokenizerError(`the chat template cannot render these messages: ${err.message}`);
+      throw new TokenizerError(`${this.templateName(source)} uses a construct the chat template renderer does not support: ${(err as Error).message}`);
     }
   }
 
@@ -432,7 +442,9 @@ export class TextTokenizer {
     const template = parseTemplate(source, this.templateName(source));
     return (messages, tools, addGenerationPrompt = false) =>
       template.render({
-        // The template's own variables (Qwen3's enable_thinking, …) first: they cannot replace the conversation.
+        // None where there are no tools, as transformers and llama.cpp render (`tools is not none` is a common test).
+        tools: null,
+        // The template's own variables (Qwen3's enable_thinking, …) next: they cannot replace the conversation.
         ...extra,
         messages,
         add_generation_prompt: addGenerationPrompt,
