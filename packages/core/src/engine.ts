@@ -44,6 +44,9 @@ import { draftModel, type DraftModelOptions } from './generate/draft-model.js';
 import { MAX_TOP_LOGPROBS } from './sampling/logprobs.js';
 import type { PromptLogprobsResult } from './runtime/prompt-logprobs.js';
 import { ggufModuleName } from './gguf/gguf-module.js';
+import { generationConfigDefaults, ollamaModelDefaults } from './modules/model-defaults.js';
+import { isOllamaRef, ollamaSearchStores } from './modules/ollama-store.js';
+import { settingsFrom } from './registry/settings.js';
 
 /** How to load a model. */
 export interface EngineOptions extends RuntimeOptions {
@@ -154,6 +157,18 @@ export interface EngineOptions extends RuntimeOptions {
    * positions back (see `promptLookup`).
    */
   draftModel?: string | DraftModelOptions;
+  /**
+   * Whether the model's own defaults are read from its files (`info.defaults`: an Ollama model's params, system prompt
+   * and license layers; a hub export's `generation_config.json`) and its own context length setting (Ollama's
+   * `num_ctx`) is the context length where `contextLength` is not given. Default true; the engine's calls never apply
+   * the sampling defaults themselves (see `ModelInfo.defaults`).
+   */
+  modelDefaults?: boolean;
+  /**
+   * The name `model` was resolved from, when the caller resolved it first (`resolveModelPath`): an `ollama://` name's
+   * manifest holds the model's defaults, its converted module does not. Default: `model`.
+   */
+  modelSource?: string;
 }
 
 /** EngineOptions by name, for refusing the others (the type makes a new option fail to compile until it is listed). */
@@ -161,7 +176,7 @@ const ENGINE_OPTION_NAMES = {
   model: true, dtype: true, cacheDir: true, reasoners: true, reasonerTasks: true, placement: true, mode: true, projector: true,
   embeddings: true, contextLength: true, registry: true, onProgress: true, ggufKvCache: true, maxBatch: true, maxQueue: true,
   kvBudgetBytes: true, prefillChunk: true, prefixCacheBytes: true, rowShards: true, promptLookup: true, draftModel: true,
-  device: true, intraOpThreads: true, sessionCache: true,
+  device: true, intraOpThreads: true, sessionCache: true, modelDefaults: true, modelSource: true,
 } as const satisfies Record<keyof EngineOptions, true>;
 
 /** A `reasonerTasks` entry's fields by name. */
@@ -275,7 +290,9 @@ export class Engine {
     checkReasonerList(options.reasoners, 'model', '', 'Engine.load');
     checkReasonerTaskFields(options.reasonerTasks);
     checkMode(options.mode, '');
-    const { model: modelSpec, dtype, projector: projectorSpec, reasoners: reasonerSpecs, reasonerTasks, registry, onProgress, ggufKvCache, cacheDir, mode, placement, maxBatch, maxQueue, kvBudgetBytes, prefillChunk, rowShards, promptLookup: lookupOption, draftModel: draftOption, embeddings, contextLength, ...runtime } = options;
+    const { model: modelSpec, dtype, projector: projectorSpec, reasoners: reasonerSpecs, reasonerTasks, registry, onProgress, ggufKvCache, cacheDir, mode, placement, maxBatch, maxQueue, kvBudgetBytes, prefillChunk, rowShards, promptLookup: lookupOption, draftModel: draftOption, embeddings, contextLength, modelDefaults: readDefaults, modelSource, ...runtime } = options;
+    if (readDefaults !== undefined && typeof readDefaults !== 'boolean') throw new CompositionOptionsError(`modelDefaults must be true or false; got ${JSON.stringify(readDefaults)}`);
+    if (modelSource !== undefined) checkModelRef(modelSource, 'modelSource');
     const count = (name: string, v: number | undefined, min: number) => {
       if (v !== undefined && !(Number.isInteger(v) && v >= min)) throw new RangeError(`${name} must be a whole number >= ${min}; got ${v}`);
     };
@@ -305,6 +322,9 @@ export class Engine {
       ),
     ]);
     const reasoners = [...named, ...(reasonerTasks?.length ? await reasonersByTask(model, dtype, reasonerTasks, registry, pull) : [])];
+    // An Ollama model's defaults are in its manifest (pulled by now), which its converted module does not keep.
+    const source = modelSource ?? modelSpec;
+    const ollamaDefaults = readDefaults !== false && isOllamaRef(source) ? ollamaModelDefaults(source, ollamaSearchStores(settingsFrom(registry).cacheDir)) : undefined;
     // Models already prepared are looked up on this thread, where the modules it takes are loaded anyway, so the
     // worker need not load them (~0.3 s of its start-up); it prepares the others and reports any failure.
     const prepared = await Promise.all([
@@ -319,6 +339,7 @@ export class Engine {
       ...(projector ? { projector } : {}),
       ...(embeddings ? { embeddings } : {}),
       ...(contextLength !== undefined ? { contextLength } : {}),
+      ...(contextLength === undefined && ollamaDefaults?.contextLength !== undefined ? { defaultContextLength: ollamaDefaults.contextLength } : {}),
       ...(cacheDir ? { cacheDir } : {}),
       ...(placement ? { placement } : {}),
       ...(mode ? { mode } : {}),
@@ -346,10 +367,17 @@ export class Engine {
         else if (msg.type === 'failed') reject(workerError(msg.error, site));
         else reject(new Error(`unexpected first message from the model worker: ${msg.type}`));
       });
-    }).catch(async (err) => {
-      await worker.terminate();
-      throw err;
-    });
+    })
+      .then(async (loaded) => {
+        // (a hub export's generation_config.json, beside the graph the worker found)
+        const location = { modelPath: loaded.modelPath, ...(loaded.tokenizer ? { tokenizerDir: loaded.tokenizer.dir } : {}) };
+        const defaults = readDefaults === false ? undefined : (ollamaDefaults ?? (await generationConfigDefaults(location)));
+        return defaults ? { ...loaded, defaults } : loaded;
+      })
+      .catch(async (err) => {
+        await worker.terminate();
+        throw err;
+      });
     return new Engine(worker, guard, info, performance.now() - t0);
   }
 

@@ -14,6 +14,7 @@ import { TextTokenizer, TokenizerError, type ChatMessage } from '../tokenizer/to
 import { ChatReplySplitter, keptTokens, replyParsing, thinkingBudgetFor } from '../chat/reply.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
 import { chatTemplateFile, jsonObjectFlag, nonNegativeIntegerFlag, positiveIntegerFlag } from './flags.js';
+import { withModelMessages, withModelSampling } from '../modules/model-defaults.js';
 import { addLatentFlags, addModelFlags, addSamplingFlags, decodeSpeed, engineOptions, latentOptions, samplingOptions, type LatentFlags, type ModelFlags, type SamplingFlags } from './model-flags.js';
 
 interface ChatFlags extends ModelFlags, SamplingFlags, LatentFlags {
@@ -30,7 +31,8 @@ interface Conversation {
   engine: Engine;
   tokenizer: TextTokenizer;
   options: StreamOptions;
-  system: string | undefined;
+  /** The messages every turn starts with: a system message, the model's example messages. */
+  opening: ChatMessage[];
   /** The template (the model's unless --chat-template) and its variables. */
   template: string;
   templateKwargs: Record<string, unknown> | undefined;
@@ -45,8 +47,8 @@ interface Conversation {
 export function addChatCommand(program: Command): void {
   const command = program.command('chat').description('talk with a model turn by turn: each line of input is a message (/reset forgets, /exit leaves)');
   addLatentFlags(addSamplingFlags(addModelFlags(command)))
-    .option('--system <text>', 'system message that opens the conversation')
-    .option('--max-tokens <n>', 'tokens per reply at most (default: to the end of the context)', positiveIntegerFlag('--max-tokens'))
+    .option('--system <text>', "system message that opens the conversation (default: the model's own, an Ollama model's SYSTEM)")
+    .option('--max-tokens <n>', "tokens per reply at most (default: the model's own limit, else to the end of the context)", positiveIntegerFlag('--max-tokens'))
     .option('--chat-template <file>', "a Jinja chat template used instead of the model's")
     .option('--chat-template-kwargs <json>', 'template variables, e.g. \'{"enable_thinking": false}\'', jsonObjectFlag('--chat-template-kwargs'))
     .addOption(new Option('--reasoning-format <f>', "a reply's <think> thought: to stderr, apart from the answer (auto), or left in the reply (none)").choices(['auto', 'none']).default('auto'))
@@ -68,8 +70,13 @@ async function chat(flags: ChatFlags): Promise<void> {
     for (const w of engine.info.warnings) process.stderr.write(`warning: ${w}\n`);
     // Without --max-tokens a reply may run to the end of the context (the engine stops a row there).
     const context = engine.info.contextLength ?? 2048;
-    const options: StreamOptions = { ...sampling, ...latentOptions(flags), maxTokens: flags.maxTokens ?? context };
-    await converse({ engine, tokenizer, options, system: flags.system, template, templateKwargs: flags.chatTemplateKwargs, reasoningFormat: flags.reasoningFormat, thinkingBudget: flags.thinkingBudget, context });
+    // The model's own sampling settings, limit and stop strings where flags leave them out (none with --no-model-defaults).
+    const defaults = engine.info.defaults;
+    const options = withModelSampling<StreamOptions>({ ...sampling, ...latentOptions(flags), ...(flags.maxTokens ? { maxTokens: flags.maxTokens } : {}) }, defaults);
+    options.maxTokens ??= context;
+    // The model's system prompt unless --system gives one, and its example messages, open the conversation.
+    const opening = withModelMessages(flags.system ? [{ role: 'system', content: flags.system }] : [], defaults);
+    await converse({ engine, tokenizer, options, opening, template, templateKwargs: flags.chatTemplateKwargs, reasoningFormat: flags.reasoningFormat, thinkingBudget: flags.thinkingBudget, context });
   } finally {
     await engine.dispose();
   }
@@ -102,7 +109,7 @@ async function converse(c: Conversation): Promise<void> {
   // (with the terminal as its output readline echoes what is typed and edits the line; raw mode turns the echo off)
   const lines = createInterface({ input: process.stdin, ...(interactive ? { output: process.stdout } : {}), terminal: interactive });
   lines.setPrompt('> ');
-  const opening: ChatMessage[] = c.system ? [{ role: 'system', content: c.system }] : [];
+  const opening = c.opening;
   let history = [...opening];
   let replying: AbortController | undefined;
   // Ctrl-C stops the reply being written; between replies it leaves.

@@ -34,17 +34,21 @@ import { addModelsCommand } from './models-command.js';
 import { addLatentFlags, addModelFlags, addSamplingFlags, decodeSpeed, engineOptions, latentOptions, localModelWithProgress, samplingOptions, type LatentFlags, type ModelFlags, type SamplingFlags } from './model-flags.js';
 import { integerFlag, positiveIntegerFlag, promptIdsFlag } from './flags.js';
 import type { PromptInput } from '../runtime/protocol.js';
+import { withModelSampling } from '../modules/model-defaults.js';
 
 interface GenerateFlags extends ModelFlags, SamplingFlags, LatentFlags {
   prompt?: string;
   promptIds?: number[];
   suffix?: string;
-  maxTokens: number;
+  maxTokens?: number;
   trace?: number | true;
   json?: boolean;
 }
 
 type GenerateFlagsWithFormat = GenerateFlags & ResponseFormatFlags;
+
+/** `generate`'s reply limit where neither --max-tokens nor the model's files give one. */
+const DEFAULT_MAX_TOKENS = 128;
 
 async function generate(flags: GenerateFlagsWithFormat): Promise<void> {
   if ((flags.prompt === undefined) === (flags.promptIds === undefined)) {
@@ -53,7 +57,7 @@ async function generate(flags: GenerateFlagsWithFormat): Promise<void> {
   if (flags.suffix !== undefined && flags.prompt === undefined) throw new InvalidArgumentError('--suffix fills in after --prompt: give the code before the insertion as --prompt');
   const input: PromptInput = flags.promptIds ? { promptIds: flags.promptIds } : { prompt: flags.prompt!, ...(flags.suffix !== undefined ? { suffix: flags.suffix } : {}) };
   const options: StreamOptions = {
-    maxTokens: flags.maxTokens,
+    ...(flags.maxTokens !== undefined ? { maxTokens: flags.maxTokens } : {}),
     ...samplingOptions(flags),
     ...(flags.trace ? { trace: flags.trace === true ? 5 : flags.trace } : {}),
     ...latentOptions(flags),
@@ -71,7 +75,9 @@ async function generate(flags: GenerateFlagsWithFormat): Promise<void> {
     controller.abort();
   });
   try {
-    const stream = engine.stream(input, { ...options, signal: controller.signal });
+    // The model's own sampling settings, limit and stop strings where flags leave them out (none with --no-model-defaults).
+    const defaulted = withModelSampling(options, engine.info.defaults);
+    const stream = engine.stream(input, { ...defaulted, maxTokens: defaulted.maxTokens ?? DEFAULT_MAX_TOKENS, signal: controller.signal });
     for (const w of engine.info.warnings) process.stderr.write(`warning: ${w}\n`);
     const traces: unknown[] = [];
     for await (const t of stream) {
@@ -169,7 +175,7 @@ export function buildProgram(): Command {
     .option('--prompt <text>', 'prompt text (tokenized with the model tokenizer, BOS added as it specifies)')
     .option('--prompt-ids <ids>', 'prompt as comma-separated token ids, fed as given', promptIdsFlag)
     .option('--suffix <text>', 'fill in the middle: the code after the insertion, --prompt the code before it (code models with FIM tokens)')
-    .option('--max-tokens <n>', 'tokens to generate at most (a row also stops at the context length)', positiveIntegerFlag('--max-tokens'), 128)
+    .option('--max-tokens <n>', `tokens to generate at most (default: the model's own limit, else ${DEFAULT_MAX_TOKENS}; a row also stops at the context length)`, positiveIntegerFlag('--max-tokens'))
     .option('--trace [n]', 'show the top n candidates of every model and of the fusion per token', positiveIntegerFlag('--trace'))
     .option('--json-schema <file>', 'constrain the reply to JSON valid against the JSON Schema in this file')
     .option('--grammar <file>', 'constrain the reply to the EBNF/GBNF grammar in this file (start rule root)')

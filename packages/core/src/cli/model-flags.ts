@@ -49,6 +49,8 @@ export interface ModelFlags {
   kvCache?: 'float32' | 'float16';
   /** false with --no-session-cache. */
   sessionCache?: boolean;
+  /** false with --no-model-defaults. */
+  modelDefaults?: boolean;
   /** --prompt-lookup, with the draft's length when given. */
   promptLookup?: true | number;
   /** --draft-model, --draft-max, --draft-p-min. */
@@ -109,6 +111,17 @@ export function sessionCacheOption(): Option {
   return new Option('--no-session-cache', "don't keep large models' optimized sessions with prepacked weights on disk (faster later loads, for 2.3-2.5x the model's bytes)");
 }
 
+/**
+ * --no-model-defaults (Engine.load's `modelDefaults: false`; vLLM's `--generation-config vllm`), for every command that
+ * generates: without it, what the model's files recommend is used where flags (or a request) leave it out.
+ */
+export function modelDefaultsOption(): Option {
+  return new Option(
+    '--no-model-defaults',
+    "ignore the model's own defaults, used otherwise where flags or requests say nothing: the sampling settings, reply limit and stop strings its files recommend (an Ollama model's parameters, a hub export's generation_config.json), an Ollama model's system prompt and context length (num_ctx)",
+  );
+}
+
 /** What the sampling flags give. */
 export interface SamplingFlags {
   temperature?: number;
@@ -152,7 +165,7 @@ export function addModelFlags(command: Command): Command {
 /** Adds the sampling flags (`--temperature`, `--seed`, `--stop`, …) to a command. */
 export function addSamplingFlags(command: Command): Command {
   return command
-    .option('--temperature <t>', '0 = greedy (default)', decimalFlag('--temperature'))
+    .option('--temperature <t>', "0 = greedy (the default, unless the model's files recommend one: see --no-model-defaults)", decimalFlag('--temperature'))
     .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', nonNegativeIntegerFlag('--top-k'))
     .option('--top-p <p>', 'nucleus sampling mass', decimalFlag('--top-p'))
     .option('--min-p <p>', 'drop tokens below p × the top probability', decimalFlag('--min-p'))
@@ -162,7 +175,8 @@ export function addSamplingFlags(command: Command): Command {
     .option('--presence-penalty <p>', "OpenAI's: lower every generated token's logit by p", decimalFlag('--presence-penalty'))
     .option('--logit-bias <id=bias>', 'add bias to a token\'s logit, -100 bans it (repeatable)', logitBiasFlag)
     .option('--seed <s>', 'seed of the sampler', safeIntegerFlag('--seed'))
-    .option('--stop <text>', 'stop string, not empty (repeatable)', stopFlag);
+    .option('--stop <text>', 'stop string, not empty (repeatable)', stopFlag)
+    .addOption(modelDefaultsOption());
 }
 
 /** The engine options of the sampling flags (only those given). */
@@ -218,6 +232,8 @@ export async function engineOptions(flags: ModelFlags): Promise<EngineOptions> {
     ...(flags.placement ? { placement: flags.placement } : {}),
     ...(flags.contextLength !== undefined ? { contextLength: flags.contextLength } : {}),
     ...(flags.sessionCache === false ? { sessionCache: false } : {}),
+    // (the name it was given by: an Ollama model's defaults are in its manifest, not in the module it is converted to)
+    ...(flags.modelDefaults === false ? { modelDefaults: false } : { modelSource: flags.model }),
     ...promptLookupOf(flags.promptLookup),
     ...draftModelOf(flags, flags.draftModel !== undefined ? await ggufWithProgress(flags.draftModel, flags.kvCache) : undefined),
   };

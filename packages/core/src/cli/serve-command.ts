@@ -17,7 +17,7 @@ import type { FusionMode } from '../compose/fusion.js';
 import { chatTemplateFile, integerFlag, jsonObjectFlag, nonNegativeIntegerFlag, parseWeight, reasonerTaskFlag, type ReasonerTaskFlag, threadsFlag } from './flags.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
 import type { ToolCallSyntax } from '../constrain/tool-syntax.js';
-import { draftModelOf, draftModelOptions, promptLookupOf, promptLookupOption, sessionCacheOption } from './model-flags.js';
+import { draftModelOf, draftModelOptions, modelDefaultsOption, promptLookupOf, promptLookupOption, sessionCacheOption } from './model-flags.js';
 
 /** `NAME=REF[=WEIGHT]`: the served name, the model (path or registry reference), an optional default weight. */
 export function servedReasonerFlag(v: string, prev: ReasonerSpec[] = []): ReasonerSpec[] {
@@ -116,6 +116,8 @@ interface ServeFlags {
   maxBatch: number;
   prefixCacheMb: number;
   sessionCache?: boolean;
+  /** false with --no-model-defaults. */
+  modelDefaults?: boolean;
   embeddings?: boolean;
   chatTemplate?: string;
   chatTemplateKwargs?: Record<string, unknown>;
@@ -171,6 +173,7 @@ export function addServeCommand(program: Command): void {
     .option('--context-length <n>', "positions a request may use (prompt and reply), at most the model's own (vLLM's --max-model-len)", integerFlag('--context-length', 1, Number.MAX_SAFE_INTEGER, 'a whole number >= 1'))
     .addOption(new Option('--kv-cache <t>', "keys' and values' type of .gguf models converted on first use: float16 (default, as llama.cpp's; faster at long contexts) or float32 (exact against llama.cpp's F32 cache)").choices(['float32', 'float16']))
     .addOption(sessionCacheOption())
+    .addOption(modelDefaultsOption())
     .addOption(promptLookupOption())
     .addOption(draftModel!)
     .addOption(draftMax!)
@@ -222,6 +225,7 @@ async function serve(flags: ServeFlags): Promise<void> {
       ...(flags.contextLength !== undefined ? { contextLength: flags.contextLength } : {}),
       ...(flags.kvCache ? { ggufKvCache: flags.kvCache } : {}),
       ...(flags.sessionCache === false ? { sessionCache: false } : {}),
+      ...(flags.modelDefaults === false ? { modelDefaults: false } : {}),
       ...promptLookupOf(flags.promptLookup),
       ...draftModelOf(flags),
     },

@@ -7,9 +7,11 @@
  *
  * The store is `$OLLAMA_MODELS`, else `~/.ollama/models`, else a Linux service install's
  * `/usr/share/ollama/.ollama/models`; after it, the store of the models reasonplug pulls itself from Ollama's registry
- * (registry/ollama-pull.ts), in its cache. Only the model layer is read: Ollama's Go chat template is not Jinja, and the
- * GGUF's own `tokenizer.chat_template` (what Ollama derives its template from) is used; a vision projector layer is
- * left out (the model runs as a text model); a LoRA adapter layer is refused, since it would change the model.
+ * (registry/ollama-pull.ts), in its cache. The model layer is the model; its system prompt, options (`params`), example
+ * messages and license layers are read beside it ({@link ollamaModelLayers}, the model's defaults: model-defaults.ts).
+ * Ollama's Go chat template is not Jinja, and the GGUF's own `tokenizer.chat_template` (what Ollama derives its
+ * template from) is used; a vision projector layer is left out (the model runs as a text model); a LoRA adapter layer
+ * is refused, since it would change the model.
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
@@ -22,6 +24,10 @@ const OLLAMA_SCHEME = 'ollama://';
 
 const MODEL_LAYER = 'application/vnd.ollama.image.model';
 const ADAPTER_LAYER = 'application/vnd.ollama.image.adapter';
+const SYSTEM_LAYER = 'application/vnd.ollama.image.system';
+const PARAMS_LAYER = 'application/vnd.ollama.image.params';
+const MESSAGES_LAYER = 'application/vnd.ollama.image.messages';
+const LICENSE_LAYER = 'application/vnd.ollama.image.license';
 const DEFAULT_HOST = 'registry.ollama.ai';
 const DEFAULT_NAMESPACE = 'library';
 const DEFAULT_TAG = 'latest';
@@ -197,12 +203,19 @@ export function ollamaManifestPath(store: string, name: OllamaName): string {
   return join(store, 'manifests', name.host, name.namespace, name.model, name.tag);
 }
 
+/** A model's manifest as found in a store: where, and its parsed JSON. */
+interface FoundManifest {
+  store: string;
+  at: string;
+  manifest: unknown;
+}
+
 /**
- * The GGUF file of the Ollama model `spec` names (`ollama://…`), from the first of `stores` that has pulled it. Throws
- * OllamaModelError naming what is missing: a store, the model (with the models there are), its model layer or blob;
- * the first two are `notPulled` (registry/ollama-pull.ts can then pull it).
+ * The manifest of the Ollama model `spec` names, from the first of `stores` that has pulled it. Throws OllamaModelError
+ * naming what is missing: a store, the model (with the models there are); both are `notPulled` (registry/ollama-pull.ts
+ * can then pull it).
  */
-export function ollamaModelFile(spec: string, stores: string[] = ollamaSearchStores()): string {
+function findManifest(spec: string, stores: string[]): FoundManifest {
   const name = parseOllamaName(spec);
   const present = existingStores(stores);
   if (present.length === 0) {
@@ -212,15 +225,11 @@ export function ollamaModelFile(spec: string, stores: string[] = ollamaSearchSto
     let at: string | undefined = join(store, 'manifests');
     for (const part of [name.host, name.namespace, name.model, name.tag]) at = at && entryOf(at, part);
     if (!at || !statSync(at).isFile()) continue;
-    let manifest: unknown;
     try {
-      manifest = JSON.parse(readFileSync(at, 'utf8'));
+      return { store, at, manifest: JSON.parse(readFileSync(at, 'utf8')) };
     } catch (err) {
       throw new OllamaModelError(spec, `the manifest ${at} cannot be read: ${(err as Error).message}`);
     }
-    const blob = ollamaBlobPath(store, ollamaModelLayer(spec, manifest, at).digest);
-    if (!existsSync(blob)) throw new OllamaModelError(spec, `its model blob ${blob} is missing (ollama pull ${ollamaShortName(name)} again)`);
-    return blob;
   }
   const pulled = [...new Set(present.flatMap(pulledModels))].sort();
   throw new OllamaModelError(
@@ -228,4 +237,69 @@ export function ollamaModelFile(spec: string, stores: string[] = ollamaSearchSto
     `Ollama has not pulled ${ollamaShortName(name)} into ${present.join(' or ')} (ollama pull ${ollamaShortName(name)}); it has ${pulled.length ? pulled.join(', ') : 'no models'}`,
     true,
   );
+}
+
+/**
+ * The GGUF file of the Ollama model `spec` names (`ollama://…`), from the first of `stores` that has pulled it. Throws
+ * OllamaModelError naming what is missing: a store, the model (with the models there are), its model layer or blob;
+ * the first two are `notPulled` (registry/ollama-pull.ts can then pull it).
+ */
+export function ollamaModelFile(spec: string, stores: string[] = ollamaSearchStores()): string {
+  const { store, at, manifest } = findManifest(spec, stores);
+  const blob = ollamaBlobPath(store, ollamaModelLayer(spec, manifest, at).digest);
+  if (!existsSync(blob)) throw new OllamaModelError(spec, `its model blob ${blob} is missing (ollama pull ${ollamaShortName(parseOllamaName(spec))} again)`);
+  return blob;
+}
+
+/**
+ * What an Ollama model's manifest carries beside its model, as Ollama's GetModel reads it (server/images.go): the
+ * system prompt (the last `system` layer), the options (`params`, a JSON object of Ollama's option names), the
+ * example messages (`messages`, a JSON list) and the license texts.
+ */
+export interface OllamaModelLayers {
+  system?: string;
+  params?: Record<string, unknown>;
+  messages?: unknown[];
+  license?: string[];
+}
+
+/**
+ * The layers of `spec`'s manifest beside its model (found as {@link ollamaModelFile} finds it). A layer whose blob the
+ * store lacks is left out (reasonplug's own pulls fetch the model layer alone); one that is not what Ollama writes (params
+ * not a JSON object, messages not a JSON list) is refused with an OllamaModelError naming it.
+ */
+export function ollamaModelLayers(spec: string, stores: string[] = ollamaSearchStores()): OllamaModelLayers {
+  const { store, at, manifest } = findManifest(spec, stores);
+  const layers = (manifest as { layers?: unknown } | null)?.layers;
+  const out: OllamaModelLayers = {};
+  for (const layer of Array.isArray(layers) ? (layers as Layer[]) : []) {
+    const { mediaType, digest } = layer ?? {};
+    if (typeof digest !== 'string' || !/^sha256:[0-9a-f]{64}$/.test(digest)) continue;
+    if (mediaType !== SYSTEM_LAYER && mediaType !== PARAMS_LAYER && mediaType !== MESSAGES_LAYER && mediaType !== LICENSE_LAYER) continue;
+    const blob = ollamaBlobPath(store, digest);
+    if (!existsSync(blob)) continue;
+    const text = readFileSync(blob, 'utf8');
+    if (mediaType === SYSTEM_LAYER) out.system = text;
+    else if (mediaType === LICENSE_LAYER) out.license = [...(out.license ?? []), text];
+    else {
+      const json = jsonLayer(spec, text, `the ${mediaType} layer of ${at}`);
+      if (mediaType === PARAMS_LAYER) {
+        if (json === null || typeof json !== 'object' || Array.isArray(json)) throw new OllamaModelError(spec, `the ${mediaType} layer of ${at} is not a JSON object of options`);
+        out.params = json as Record<string, unknown>;
+      } else {
+        if (!Array.isArray(json)) throw new OllamaModelError(spec, `the ${mediaType} layer of ${at} is not a JSON list of messages`);
+        out.messages = json;
+      }
+    }
+  }
+  return out;
+}
+
+/** A layer's JSON, refused naming the layer when it is not JSON. */
+function jsonLayer(spec: string, text: string, what: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new OllamaModelError(spec, `${what} is not JSON: ${(err as Error).message}`);
+  }
 }

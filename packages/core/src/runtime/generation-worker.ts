@@ -344,7 +344,8 @@ async function start(): Promise<Loaded> {
       if (limit !== undefined && declared !== undefined && limit > declared) {
         throw new ContextLengthError(`contextLength ${limit} is more than the ${declared} positions the model${config.reasoners.length ? 's' : ''} declare${config.reasoners.length ? '' : 's'}; it can only lower them`);
       }
-      return limit ?? declared;
+      // (the model's own setting, Ollama's num_ctx, may ask for more than it was trained on: it only lowers the limit)
+      return limit ?? (config.defaultContextLength !== undefined ? Math.min(config.defaultContextLength, declared ?? Infinity) : declared);
     },
   ).catch(async (err: unknown) => {
     await Promise.allSettled([releaseAll(), projector?.session.release()]);

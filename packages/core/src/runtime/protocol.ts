@@ -15,6 +15,7 @@ import type { BatchLimits, BatchStats } from '../generate/continuous-batch.js';
 import type { PreparedModel } from './open-decoder.js';
 import type { GraphNeeds } from './prepare-model.js';
 import type { PromptLogprobsResult } from './prompt-logprobs.js';
+import type { ModelDefaults } from '../modules/model-defaults.js';
 
 /** A prompt in one of the forms the engine takes. A list makes a batch (left-padded). */
 export type PromptInput =
@@ -83,6 +84,8 @@ export interface WorkerConfig {
   embeddings?: boolean;
   /** Positions a generation may use, at most the models' own (see `EngineOptions.contextLength`). */
   contextLength?: number;
+  /** Without `contextLength`: the model's own setting of it (Ollama's `num_ctx`), which lowers what the models declare, never raises it. */
+  defaultContextLength?: number;
   /** Limits of the continuous batch. */
   batching?: BatchLimits;
   /** Speculative decoding with a draft model (its `model` a local path by now). */
@@ -160,6 +163,12 @@ export interface ModelInfo {
    * composition's models). Generation stops there with `finishReason: 'length'`.
    */
   contextLength?: number;
+  /**
+   * What the model's files recommend (modules/model-defaults.ts): sampling settings, a system prompt, a license. The
+   * engine's calls do not apply them (`reasonplug serve` and the CLI do, where a request or flag says nothing); absent
+   * when the files give none, or with `EngineOptions.modelDefaults: false`.
+   */
+  defaults?: ModelDefaults;
 }
 
 export type ToWorker =

@@ -44,6 +44,8 @@ import { ollamaListedName, ollamaServedName, ServedModels } from './models.js';
 import { unitLength } from '../runtime/unit-length.js';
 import { checkHost, CorsPolicy } from './cors.js';
 import { isOllamaRef, ollamaDisplayName } from '../modules/ollama-store.js';
+import { withModelMessages, type SamplingDefaults } from '../modules/model-defaults.js';
+import { CHAT_FIELDS, MESSAGES_FIELDS, ollamaOptionsOf, ollamaParameters, RESPONSES_FIELDS, withOllamaDefaults, withSamplingDefaults } from './defaults-request.js';
 import type { RequestRecord } from './request-log.js';
 import type { TransferProgress } from '../registry/download.js';
 import {
@@ -320,14 +322,20 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       try {
         const body = await readJson(req);
         if (endpoint === embeddings) return await embeddings(l, parseEmbeddingsRequest(body), res);
-        if (endpoint === responses) return await responses(l, parseResponsesRequest(body), res);
-        if (endpoint === messages) return await messages(l, parseMessagesRequest(body), res);
-        return await (endpoint === chat ? chat(l, parseChatRequest(body), res) : completion(l, parseCompletionRequest(body), res));
+        if (endpoint === responses) return await responses(l, parseResponsesRequest(withSamplingDefaults(body, sampling(l), RESPONSES_FIELDS)), res);
+        if (endpoint === messages) return await messages(l, parseMessagesRequest(withSamplingDefaults(body, sampling(l), MESSAGES_FIELDS)), res);
+        const defaulted = withSamplingDefaults(body, sampling(l), CHAT_FIELDS);
+        return await (endpoint === chat ? chat(l, parseChatRequest(defaulted), res) : completion(l, parseCompletionRequest(defaulted), res));
       } finally {
         if (--active === 0) idle?.();
       }
     }
     throw noRoute(req, path);
+  }
+
+  /** The served model's own sampling defaults, which a request's body gets where it says nothing (defaults-request.ts). */
+  function sampling(l: Loaded): SamplingDefaults | undefined {
+    return l.engine.info.defaults?.sampling;
   }
 
   /** The loaded model for an API request: the caller authorized, the server not shutting down, the model loaded. */
@@ -464,7 +472,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const calls = spec.toolChoice ? { choice: spec.toolChoice, parallel: spec.parallelToolCalls } : undefined;
     // (a request's own response format, which under auto the reply may answer in: the description says so)
     const shown = toolsShown(generic, spec.tools, calls, spec.options?.responseFormat);
-    let text = tokenizer.applyChatTemplate(spec.messages, { ...template, addGenerationPrompt: spec.addGenerationPrompt, extra, ...shown });
+    // A chat without a system message of its own gets the model's (and its example messages), as Ollama's does.
+    const messages = withModelMessages(spec.messages, l.engine.info.defaults);
+    let text = tokenizer.applyChatTemplate(messages, { ...template, addGenerationPrompt: spec.addGenerationPrompt, extra, ...shown });
     if (spec.continueFinalMessage) {
       const cut = cutAfterFinalMessage(text, spec.messages[spec.messages.length - 1]!.content);
       if (cut === undefined) throw badRequest(`the chat template of ${l.models.backbone} does not write the last message as given, so it cannot be continued`, 'continue_final_message');
@@ -699,14 +709,14 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       '/api/show': async (body) => sendJson(res, 200, await ollamaShow(l, isObject(body) ? body.model || body.name : undefined)),
       '/api/chat': async (body) => {
         const load = ollamaChatLoad(body);
-        if (load === undefined) return ollamaTurn(l, thoughtServed(l, parseOllamaChat(body), body), res, 'chat');
+        if (load === undefined) return ollamaTurn(l, thoughtServed(l, parseOllamaChat(withOllamaDefaults(body, sampling(l))), body), res, 'chat');
         // No messages load the model (loaded already here), or unload it: the answer says so.
         l.models.resolve(load);
         const reason = ollamaLoadReason((body as { keep_alive?: unknown }).keep_alive);
         sendJson(res, 200, { model: load, created_at: new Date().toISOString(), message: { role: 'assistant', content: '' }, done: true, done_reason: reason });
       },
       '/api/generate': async (body) => {
-        const request = parseOllamaGenerate(body, (options.chatTemplate ?? l.tokenizer?.chatTemplate) !== undefined);
+        const request = parseOllamaGenerate(withOllamaDefaults(body, sampling(l)), (options.chatTemplate ?? l.tokenizer?.chatTemplate) !== undefined);
         if (request.kind === 'chat') return ollamaTurn(l, thoughtServed(l, request.chat, body), res, 'generate');
         if (request.kind === 'text') return ollamaText(l, request.completion, res);
         // An empty prompt loads the model (loaded already here), or unloads it: the answer says so.
@@ -774,7 +784,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     return request;
   }
 
-  /** `/api/show`: a served model's template and what it can do (Ollama's capabilities). */
+  /** `/api/show`: a served model's template, its own defaults (license, system prompt, options, messages) and what it can do (Ollama's capabilities). */
   async function ollamaShow(l: Loaded, model: unknown): Promise<object> {
     // (404 unless served; any spelling resolve takes: `:latest` or not, another case)
     const reasoners = l.models.resolve(ollamaModelName(model));
@@ -789,11 +799,16 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     ];
     // (every card has the backbone's context)
     const backbone = l.models.list()[0]!;
+    const defaults = l.engine.info.defaults;
+    // (a hub export's generation_config.json shown as the Ollama options it amounts to)
+    const parameters = defaults?.parameters ?? (defaults?.sampling ? ollamaOptionsOf(defaults.sampling) : {});
     return {
-      license: '',
+      license: (defaults?.license ?? []).join('\n'),
       modelfile: '',
-      parameters: '',
+      parameters: ollamaParameters(parameters),
       template: template ?? '',
+      ...(defaults?.system ? { system: defaults.system } : {}),
+      ...(defaults?.messages ? { messages: defaults.messages } : {}),
       details: ollamaDetails(l, reasoners.length ? l.models.backbone : null),
       model_info: ollamaModelInfo(l.engine.info.architecture, backbone.max_model_len, await embeddingLength(l)),
       capabilities,
@@ -1207,7 +1222,8 @@ async function load(options: ServeOptions): Promise<Loaded> {
   const { registry, onProgress } = engineOptions;
   const model = await resolveModelPath(engineOptions.model, onProgress ? { ...registry, onProgress } : registry, engineOptions.ggufKvCache ? { kvCache: engineOptions.ggufKvCache } : undefined);
   // The engine batches as many rows as the server lets requests in (its own default is 8), unless told otherwise.
-  const engine = await Engine.load({ ...(options.maxBatch !== undefined ? { maxBatch: options.maxBatch } : {}), ...engineOptions, model });
+  // (the name it was resolved from: an Ollama model's defaults are in its manifest)
+  const engine = await Engine.load({ ...(options.maxBatch !== undefined ? { maxBatch: options.maxBatch } : {}), ...engineOptions, model, modelSource: engineOptions.modelSource ?? engineOptions.model });
   try {
     const abs = resolve(model);
     const isDir = existsSync(abs) && statSync(abs).isDirectory();
