@@ -12,7 +12,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { models } from '../../../test/support/paths.js';
-import { OllamaModelError } from '../src/modules/ollama-store.js';
+import { OllamaModelError, ollamaModelLayers } from '../src/modules/ollama-store.js';
 import { listLocalModels, localModelPath } from '../src/modules/local-names.js';
 import { cacheUsage } from '../src/modules/cache-usage.js';
 import { RegistryClient } from '../src/registry/client.js';
@@ -142,10 +142,13 @@ describe("models pulled by their Ollama names from Ollama's registry (ollama://h
     const name = `ollama://${front.host}/library/stories:260k`;
     const [direct, pulled] = await greedyFromEach([models.stories260K, name], { ...noOllama, REASONPLUG_CACHE: cache });
     expect(pulled).to.deep.equal(direct);
-    // Only the GGUF file came down, under Ollama's blob name, in reasonplug's store; the manifest beside it.
+    // The GGUF file came down, under Ollama's blob name, in reasonplug's store, with the model's options (its
+    // defaults) and not its Go template; the manifest beside them.
     const digest = createHash('sha256').update(stories).digest('hex');
     const store = join(cache, 'ollama');
-    expect(await readdir(join(store, 'blobs'))).to.deep.equal([`sha256-${digest}`]);
+    const paramsDigest = createHash('sha256').update('{"stop":["</s>"]}').digest('hex');
+    expect(await readdir(join(store, 'blobs'))).to.have.members([`sha256-${digest}`, `sha256-${paramsDigest}`]);
+    expect(ollamaModelLayers(name, [store])).to.deep.equal({ params: { stop: ['</s>'] } });
     expect(existsSync(join(store, 'manifests', front.host, 'library', 'stories', '260k'))).to.equal(true);
     // Listed by the name that loads it, and in the cache's own part.
     const listed = await listLocalModels({ ollamaStores: [noOllama.OLLAMA_MODELS, store], hfCache: join(cache, 'no-hf'), lmStudioRoots: [] });

@@ -265,7 +265,7 @@ export interface OllamaModelLayers {
 
 /**
  * The layers of `spec`'s manifest beside its model (found as {@link ollamaModelFile} finds it). A layer whose blob the
- * store lacks is left out (reasonplug's own pulls fetch the model layer alone); one that is not what Ollama writes (params
+ * store lacks is left out (one larger than reasonplug's own pulls fetch, {@link ollamaSideLayers}); one that is not what Ollama writes (params
  * not a JSON object, messages not a JSON list) is refused with an OllamaModelError naming it.
  */
 export function ollamaModelLayers(spec: string, stores: string[] = ollamaSearchStores()): OllamaModelLayers {
@@ -293,6 +293,24 @@ export function ollamaModelLayers(spec: string, stores: string[] = ollamaSearchS
     }
   }
   return out;
+}
+
+/** Layers of at most this many bytes are read beside the model: a system prompt, options, messages, a license. */
+const SIDE_LAYER_BYTES = 1 << 20;
+
+/**
+ * The layers of a manifest that {@link ollamaModelLayers} reads beside the model (system, params, messages, license),
+ * each of a well-formed digest and a size of at most 1 MiB: what a pull fetches with the model layer so that the model
+ * keeps its defaults.
+ */
+export function ollamaSideLayers(manifest: unknown): { mediaType: string; digest: string; size: number }[] {
+  const layers = (manifest as { layers?: unknown } | null)?.layers;
+  return (Array.isArray(layers) ? (layers as Layer[]) : []).flatMap((layer) => {
+    const { mediaType, digest, size } = layer ?? {};
+    const side = mediaType === SYSTEM_LAYER || mediaType === PARAMS_LAYER || mediaType === MESSAGES_LAYER || mediaType === LICENSE_LAYER;
+    const sized = typeof size === 'number' && Number.isSafeInteger(size) && size >= 0 && size <= SIDE_LAYER_BYTES;
+    return side && sized && typeof digest === 'string' && /^sha256:[0-9a-f]{64}$/.test(digest) ? [{ mediaType, digest, size }] : [];
+  });
 }
 
 /** A layer's JSON, refused naming the layer when it is not JSON. */

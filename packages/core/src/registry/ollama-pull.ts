@@ -2,9 +2,10 @@
  * Pulling a model by its Ollama name (`ollama://qwen2.5:0.5b`, `ollama://hf.co/org/repo:Q4_K_M`) from the registry the
  * name's host runs — `registry.ollama.ai` unless the name gives another — when no Ollama store on this machine has it,
  * so a model loads by that name without Ollama installed. Those registries speak OCI's distribution API: the manifest
- * `/v2/<namespace>/<model>/manifests/<tag>` lists the model's layers, and only its model layer (the GGUF file) is
- * fetched, with the client every registry pull uses (token challenges, `Range` resumes, the digest checked before the
- * file takes its name). What is pulled goes into reasonplug's own store in its cache, laid out as Ollama's
+ * `/v2/<namespace>/<model>/manifests/<tag>` lists the model's layers, and its model layer (the GGUF file) is fetched
+ * with the small ones that give its defaults (system prompt, options, messages, license; not its Go template), with
+ * the client every registry pull uses (token challenges, `Range` resumes, the digest checked before the file takes
+ * its name). What is pulled goes into reasonplug's own store in its cache, laid out as Ollama's
  * (`<cache>/ollama`, modules/ollama-store.ts), never into Ollama's store.
  */
 import { mkdir } from 'node:fs/promises';
@@ -16,6 +17,7 @@ import {
   ollamaModelFile,
   ollamaModelLayer,
   ollamaSearchStores,
+  ollamaSideLayers,
   ollamaShortName,
   parseOllamaName,
   pulledOllamaStore,
@@ -100,11 +102,16 @@ export async function pullOllamaModel(spec: string, opts: OllamaPullOptions = {}
   const { digest, size } = ollamaModelLayer(spec, manifest, where);
   if (size === undefined) throw new OllamaModelError(spec, `the manifest ${where} gives its model layer no size`);
   const store = pulledOllamaStore(settings.cacheDir);
-  await downloadBlob(client, repository, { mediaType: 'application/vnd.ollama.image.model', digest, size }, new OllamaBlobs(store, settings.cacheDir), {
+  const blobs = new OllamaBlobs(store, settings.cacheDir);
+  await downloadBlob(client, repository, { mediaType: 'application/vnd.ollama.image.model', digest, size }, blobs, {
     file: ollamaShortName(name),
     ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
     ...(opts.signal ? { signal: opts.signal } : {}),
   });
+  // The small layers beside it too (system prompt, options, messages, license): the model's own defaults.
+  for (const layer of ollamaSideLayers(manifest)) {
+    await downloadBlob(client, repository, layer, blobs, { file: `${ollamaShortName(name)} (${layer.mediaType.replace(/.*\./, '')})`, ...(opts.signal ? { signal: opts.signal } : {}) });
+  }
   // The manifest last: a store lists only models whose model blob is there.
   const at = ollamaManifestPath(store, name);
   await mkdir(dirname(at), { recursive: true });
