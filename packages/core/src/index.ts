@@ -45,7 +45,7 @@ export {
   type LoadedModule,
   type ModuleDirInit,
 } from './modules/module-dir.js';
-export { TextTokenizer, TokenizerError, type ChatMessage, type ChatTemplateOptions } from './tokenizer/tokenizer.js';
+export { ChatTemplateUnsupportedError, TextTokenizer, TokenizerError, type ChatMessage, type ChatTemplateOptions } from './tokenizer/tokenizer.js';
 export { withToolsInPrompt, toolsShown, GENERIC_REPLY, type FunctionTool, type ToolsPrompt } from './tokenizer/tools-in-prompt.js';
 export { StreamDecoder } from './tokenizer/stream-decoder.js';
 export * from './sampling/index.js';

@@ -38,7 +38,7 @@ describe('harmony replies with reasoning_format none', function () {
     const cases: [string, string, string[]][] = [
       [ANSWERED, `${ANALYSIS}${ANSWER}`, []],
       // a later analysis, and one written with its recipient's header form: from its channel on
-      [`<|channel|>commentary<|message|>Adding.<|end|><|start|>assistant<|channel|>analysis<|message|>${THOUGHT}<|end|><|start|>assistant to=functions.add<|channel|>commentary json<|message|>{"a": 2, "b": 2}<|call|>`, `Adding.${ANALYSIS}`, ['add {"a":2,"b":2}']],
+      [`<|channel|>commentary<|message|>Adding.<|end|><|start|>assistant<|channel|>analysis<|message|>${THOUGHT}<|end|><|start|>assistant to=functions.add<|channel|>commentary json<|message|>{"a": 2, "b": 2}<|call|>`, `Adding.${ANALYSIS}`, ['add {"a": 2, "b": 2}']],
       // a thought the reply ends in: its header and body, no closer
       [`<|channel|>analysis<|message|>${THOUGHT}`, `<|channel|>analysis<|message|>${THOUGHT}`, []],
     ];

@@ -156,7 +156,7 @@ describe('chat replies cut off by the token limit, in each tool-call syntax', ()
     const partial = splitReply({ harmony: { thought: true } }, `${call}{"a": 2`, true);
     expect(partial.toolCalls.map((c) => [c.name, c.arguments, c.partial])).to.deep.equal([['add', '{"a": 2', true]]);
     const closing = splitReply({ harmony: { thought: true } }, `${call}{"a": 2}<|ca`, true);
-    expect(closing.toolCalls.map((c) => [c.name, c.arguments, c.partial])).to.deep.equal([['add', '{"a":2}', undefined]]);
+    expect(closing.toolCalls.map((c) => [c.name, c.arguments, c.partial])).to.deep.equal([['add', '{"a": 2}', undefined]]);
   });
 
   it('a reply that ended by itself is read as before: an unclosed call is text', () => {

@@ -47,9 +47,9 @@ describe('harmony replies (gpt-oss): the splitter', () => {
     const cases: [string, { reasoning: string; content: string; calls: [string | undefined, string][] }][] = [
       [ANSWERED, { reasoning: THOUGHT, content: ANSWER, calls: [] }],
       [`${ANSWERED}<|return|>`, { reasoning: THOUGHT, content: ANSWER, calls: [] }],
-      [CALLED, { reasoning: THOUGHT, content: '', calls: [['add', '{"a":2,"b":2}']] }],
+      [CALLED, { reasoning: THOUGHT, content: '', calls: [['add', '{"a": 2, "b": 2}']] }],
       // the format's guide writes the recipient after the channel, and a content type
-      [`<|channel|>commentary to=functions.add <|constrain|>json<|message|>{"a": 1, "b": 5}<|call|>`, { reasoning: '', content: '', calls: [['add', '{"a":1,"b":5}']] }],
+      [`<|channel|>commentary to=functions.add <|constrain|>json<|message|>{"a": 1, "b": 5}<|call|>`, { reasoning: '', content: '', calls: [['add', '{"a": 1, "b": 5}']] }],
       // words to the user on the commentary channel are content; arguments that are no JSON are kept raw
       [`<|channel|>commentary<|message|>Adding.<|end|><|start|>assistant to=functions.add<|channel|>commentary json<|message|>{"a": 2`, { reasoning: '', content: 'Adding.', calls: [['add', '{"a": 2']] }],
       // a reply with no header is content as written; a cut thought is reasoning

@@ -32,6 +32,10 @@ const CALLS: Record<Exclude<ToolCallSyntax, 'harmony'>, { one: string; two?: str
   granite: { one: '<|tool_call|>[{"name": "add", "arguments": {"a": 1, "b": 2}}]' },
   deepseek: { one: '<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>add\n```json\n{"a": 1, "b": 2}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>' },
   'command-r': { one: '<|START_ACTION|>[{"tool_call_id": "0", "tool_name": "add", "parameters": {"a": 1, "b": 2}}]<|END_ACTION|>' },
+  'command-r-plus': {
+    one: 'Action: ```json\n[\n    {\n        "tool_name": "add",\n        "parameters": {\n            "a": 1,\n            "b": 2\n        }\n    }\n]\n```',
+    two: 'Action: ```json\n[{"tool_name": "add", "parameters": {"a": 1, "b": 2}}, {"tool_name": "add", "parameters": {"a": 3, "b": 4}}]```',
+  },
   generic: {
     one: '{"tool_calls": [{"name": "add", "arguments": {"a": 1, "b": 2}}]}',
     two: '{"tool_calls": [{"name": "add", "arguments": {"a": 1, "b": 2}}, {"name": "add", "arguments": {"a": 3, "b": 4}}]}',

@@ -99,12 +99,16 @@ export function toTemplateMessage(message: BaseMessage): ChatMessage {
   }
 }
 
-/** `fn`'s result; a template that does not parse (core's `TokenizerError`) raised as `ChatTemplateError`. */
+/** Core's errors of a template: one that does not parse or refuses the messages, and one using what the renderer lacks. */
+const TEMPLATE_ERRORS = new Set(['TokenizerError', 'ChatTemplateUnsupportedError']);
+
+/** `fn`'s result; a template's failure (core's `TokenizerError`, its subclass) raised as `ChatTemplateError`. */
 function asChatTemplateError<T>(fn: () => T): T {
   try {
     return fn();
   } catch (err) {
-    if ((err as Error).name === 'TokenizerError') throw new ChatTemplateError((err as Error).message, { cause: err });
+    // (by name, as an error from the engine's worker thread keeps it; its subclass too: a construct the renderer lacks)
+    if (TEMPLATE_ERRORS.has((err as Error).name)) throw new ChatTemplateError((err as Error).message, { cause: err });
     throw err;
   }
 }

@@ -205,12 +205,12 @@ export const ChatModelOptionsSchema = ModelOptionsSchema.extend({
   /**
    * How the model writes tool calls: `<tool_call>` blocks (`hermes`), Llama 3's JSON object (`json`), Mistral's
    * `[TOOL_CALLS]` list (`mistral`), its `[TOOL_CALLS]name[ARGS]` calls (`mistral-args`), Granite's `<|tool_call|>` list
-   * (`granite`), DeepSeek's fenced calls (`deepseek`), Cohere's `<|START_ACTION|>` list (`command-r`), gpt-oss's commentary
-   * messages to `functions.<name>` (`harmony`), Qwen3-Coder's `<function=…>`/`<parameter=…>` tags (`qwen-xml`), GLM-4.5's
-   * `<arg_key>`/`<arg_value>` tags (`glm`), or a JSON reply with the tools described in the system message (`generic`); default: as its chat template renders them, `generic` where it
+   * (`granite`), DeepSeek's fenced calls (`deepseek`), Cohere's `<|START_ACTION|>` list (`command-r`), Command R+'s
+   * `Action:` and ```json list (`command-r-plus`), gpt-oss's commentary messages to `functions.<name>` (`harmony`),
+   * Qwen3-Coder's `<function=…>`/`<parameter=…>` tags (`qwen-xml`), GLM-4.5's `<arg_key>`/`<arg_value>` tags (`glm`), or a JSON reply with the tools described in the system message (`generic`); default: as its chat template renders them, `generic` where it
    * renders none.
    */
-  toolCallSyntax: z.enum(['hermes', 'json', 'mistral', 'mistral-args', 'granite', 'deepseek', 'command-r', 'harmony', 'qwen-xml', 'glm', 'generic']).optional(),
+  toolCallSyntax: z.enum(['hermes', 'json', 'mistral', 'mistral-args', 'granite', 'deepseek', 'command-r', 'command-r-plus', 'harmony', 'qwen-xml', 'glm', 'generic']).optional(),
   ...chat,
 });
 

@@ -7,7 +7,7 @@
  */
 import { GENERIC_REPLY } from '../tokenizer/tools-in-prompt.js';
 import { cutJsonCalls, toolCallId, toolCallOf, type ParsedToolCall, type SplitToolText } from './tool-calls.js';
-import { objectPrefix } from './partial-json.js';
+import { isJson, listPrefix, objectPrefix } from './partial-json.js';
 
 /** The opening of an answer, up to its string's first character. */
 const RESPONSE_OPENING = new RegExp(`^\\s*\\{\\s*"${GENERIC_REPLY.response}"\\s*:\\s*"`);
@@ -85,19 +85,20 @@ export class GenericReplySplitter {
     }
   }
 
-  /** The reply's calls; a reply that does not parse as them is content, unless it was `cut` ({@link cutCalls}). */
+  /**
+   * The reply's calls, each from its own text, so its arguments are the JSON the model wrote; a reply that does not
+   * parse as them is content, unless it was `cut` ({@link cutCalls}).
+   */
   private calls(cut: boolean): SplitToolText {
     const text = this.text;
-    let reply: Record<string, unknown>;
-    try {
-      reply = JSON.parse(text) as Record<string, unknown>;
-    } catch {
-      return cut ? { content: '', toolCalls: cutCalls(text) } : { content: text, toolCalls: [] };
-    }
-    const listed = reply[GENERIC_REPLY.calls];
-    const calls: unknown[] = Array.isArray(listed) ? listed : reply[GENERIC_REPLY.call] !== undefined ? [reply[GENERIC_REPLY.call]] : [];
+    if (!isJson(text)) return cut ? { content: '', toolCalls: cutCalls(text) } : { content: text, toolCalls: [] };
+    const members = objectPrefix(text);
+    const listed = members?.get(GENERIC_REPLY.calls);
+    const one = members?.get(GENERIC_REPLY.call);
+    // (as a parsed reply reads: the list where it is one, else the single call)
+    const calls = listPrefix(listed?.raw ?? '')?.map((element) => element.raw) ?? (one ? [one.raw] : []);
     if (calls.length === 0) return { content: text, toolCalls: [] };
-    const toolCalls: ParsedToolCall[] = calls.map((c) => toolCallOf(c, 'generic') ?? { id: toolCallId('generic'), arguments: JSON.stringify(c) });
+    const toolCalls: ParsedToolCall[] = calls.map((raw) => toolCallOf(JSON.parse(raw), 'generic', raw) ?? { id: toolCallId('generic'), arguments: raw });
     return { content: '', toolCalls };
   }
 }

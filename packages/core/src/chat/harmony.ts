@@ -163,18 +163,15 @@ export class HarmonyReplySplitter {
     else if (this.kind === 'content') out.content += text;
   }
 
-  /** Closes the body whose rest is `text`. */
+  /**
+   * Closes the body whose rest is `text`. A call's arguments are its body as written (JSON's numbers spelled as the
+   * model spelled them, its layout kept), or, not JSON, its raw text, as the other syntaxes keep both.
+   */
   private close(out: SplitHarmony, text: string): void {
     if (this.kind !== 'call') {
       this.give(out, text);
       return;
     }
-    let args = text.trim();
-    try {
-      args = JSON.stringify(JSON.parse(args));
-    } catch {
-      // not JSON: kept raw, as the other syntaxes keep it
-    }
-    out.toolCalls.push({ id: `call_${randomUUID()}`, name: this.recipient, arguments: args });
+    out.toolCalls.push({ id: `call_${randomUUID()}`, name: this.recipient, arguments: text.trim() });
   }
 }

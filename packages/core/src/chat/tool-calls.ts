@@ -5,8 +5,8 @@
  * `[TOOL_CALLS] [{"name": "add", "arguments": {"a": 1}}, …]` ending it (Granite's the same after `<|tool_call|>`),
  * or its later `[TOOL_CALLS]add[ARGS]{"a": 1}` calls (Small 3.2's `[TOOL_CALLS]add[CALL_ID]a1b2c3d4e[ARGS]{"a": 1}`), or
  * DeepSeek's fenced calls between `<｜tool▁calls▁begin｜>` and `<｜tool▁calls▁end｜>`, or Cohere's list between
- * `<|START_ACTION|>` and `<|END_ACTION|>`, or Qwen3-Coder's and GLM-4.5's calls in tags, whose values are typed by the
- * tools' parameter schemas where given. A streaming splitter: text outside calls streams on as content, text that may
+ * `<|START_ACTION|>` and `<|END_ACTION|>` (Command R+'s after `Action:` in a ```json fence), or Qwen3-Coder's and
+ * GLM-4.5's calls in tags, whose values are typed by the tools' parameter schemas where given. A streaming splitter: text outside calls streams on as content, text that may
  * still turn into the opening of a call is held back, and each call becomes one parsed call, its arguments the JSON
  * text the model wrote (`1.0`, or an integer past 2^53, would change going through a JavaScript value). Shared by the
  * OpenAI server and the LangChain plugin, so both read a model's calls the same way.
@@ -60,6 +60,8 @@ export class ToolCallTextSplitter {
   private inBlock = false;
   /** Whether nothing but whitespace came since the reply began or the last call closed. */
   private afterCall = true;
+  /** Whether the last block closed held only the syntax's direct answer (`directly-answer`): the answer follows it. */
+  private answers = false;
   /** The opening of the block now open, or the syntax's own (what an unclosed block gives back as text). */
   private begin: string;
   /** Every opening of a block. */
@@ -101,9 +103,19 @@ export class ToolCallTextSplitter {
       if (this.inBlock) {
         // A call that has no closing text ends where the next one opens (`mistral-args`), that opening kept.
         const close = this.close ?? (this.form.args ? this.form.begin : undefined);
-        const at = close === undefined ? -1 : this.pending.indexOf(close);
+        const from = this.form.fence ? fenceEnd(this.pending, this.form.fence) : 0;
+        if (from === undefined) break;
+        if (from === -1) {
+          // (`Action:` in the model's words, no fence after it: text, and the text after it is read on)
+          out.content += this.content(this.begin);
+          this.inBlock = false;
+          continue;
+        }
+        const at = close === undefined ? -1 : this.pending.indexOf(close, from);
         if (close === undefined || at === -1) break;
-        out.toolCalls.push(...parseToolCalls(this.pending.slice(0, at), this.syntax, this.parameters));
+        const calls = parseToolCalls(this.pending.slice(0, at), this.syntax, this.parameters);
+        out.toolCalls.push(...calls);
+        this.answers = this.form.direct !== undefined && calls.length === 0;
         this.afterCall = true;
         this.pending = this.pending.slice(this.close === undefined ? at : at + close.length);
       } else {
@@ -141,6 +153,7 @@ export class ToolCallTextSplitter {
     this.pending = '';
     this.inBlock = false;
     this.afterCall = true;
+    this.answers = false;
     return out;
   }
 
@@ -152,9 +165,26 @@ export class ToolCallTextSplitter {
   /** Text outside a block as content: none if it is layout; once anything else comes, layout no longer. */
   private content(text: string): string {
     if (this.layout(text)) return '';
+    const answer = this.answers && this.afterCall;
     this.afterCall = false;
-    return text;
+    return answer ? text.trimStart() : text;
   }
+}
+
+/**
+ * Where the calls start in the text after a fenced syntax's opening (`Action:`): after blanks and the fence; undefined
+ * while the text may still become the fence, -1 where it is no fence.
+ */
+function fenceEnd(text: string, fence: string): number | undefined {
+  const rest = text.trimStart();
+  if (rest.startsWith(fence)) return text.length - rest.length + fence.length;
+  return fence.startsWith(rest) ? undefined : -1;
+}
+
+/** A fenced block's text without its opening fence and language tag (Command R+'s ```json). */
+function unfenced(body: string, fence: string): string {
+  const rest = body.trimStart();
+  return rest.startsWith(fence) ? rest.slice(fence.length).replace(/^json\b/, '') : body;
 }
 
 /** Letters and digits, of which Mistral's templates want call ids made. */
@@ -176,16 +206,22 @@ export function toolCallId(syntax: ToolCallSyntax = 'hermes'): string {
 
 /**
  * The calls of one block (`mistral`: of its list). A block that is not such JSON becomes one call with the raw
- * text as its arguments, so nothing the model wrote is dropped.
+ * text as its arguments, so nothing the model wrote is dropped. A call of the syntax's `direct` tool is none.
  */
 export function parseToolCalls(body: string, syntax: ToolCallSyntax = 'hermes', parameters?: ToolParameters): ParsedToolCall[] {
   const form: ToolCallForm = TOOL_CALL_SYNTAX[syntax];
   if (form.xml) return [taggedCall(body, form.xml, syntax, parameters)];
   if (form.args) return [namedCall(body, form.args, form.id, syntax)];
   if (form.each) return fencedCalls(body, form.each, syntax);
-  const list = form.list && isJson(body) ? listPrefix(body) : undefined;
-  if (!list?.length) return [parseToolCall(body, syntax)];
-  return list.map((element) => parseToolCall(element.raw, syntax));
+  const text = form.fence ? unfenced(body, form.fence) : body;
+  const list = form.list && isJson(text) ? listPrefix(text) : undefined;
+  const calls = list?.length ? list.map((element) => parseToolCall(element.raw, syntax)) : [parseToolCall(text, syntax)];
+  return withoutDirect(calls, form);
+}
+
+/** The calls that call a tool: those of the form's `direct` tool (Cohere's `directly-answer`) left out. */
+function withoutDirect(calls: ParsedToolCall[], form: ToolCallForm): ParsedToolCall[] {
+  return form.direct === undefined ? calls : calls.filter((c) => c.name !== form.direct);
 }
 
 /** A regular expression of a form's text, each run of whitespace in it optional (models drop or add a newline there). */
@@ -312,7 +348,7 @@ function cutToolCalls(body: string, syntax: ToolCallSyntax, parameters: ToolPara
   if (form.xml) return cutTaggedCall(text, form.xml, syntax, parameters);
   if (form.args) return cutNamedCall(text, form.args, form.id, syntax);
   if (form.each) return cutFencedCalls(text, form.each, syntax);
-  return cutJsonCalls(text, syntax);
+  return withoutDirect(cutJsonCalls(form.fence ? unfenced(text, form.fence) : text, syntax), form);
 }
 
 /** A cut-off call object (`{"name": …, "arguments": …`), or a list of them (Mistral's, Granite's, Cohere's), as calls. */

@@ -18,8 +18,11 @@ import { HARMONY_CALL, HARMONY_TOKENS, isHarmonyTemplate } from '../chat/harmony
  * each `<｜tool▁call▁begin｜>function<｜tool▁sep｜>name`, a newline and its arguments in a ```json fence, then
  * `<｜tool▁call▁end｜>` (DeepSeek-R1-0528 and its Qwen3 distill); the markers are added tokens of their vocabularies.
  * `command-r`: Cohere's, a JSON list of `{"tool_call_id": "0", "tool_name": …, "parameters": {…}}` objects between the
- * special tokens `<|START_ACTION|>` and `<|END_ACTION|>` (Command R7B, Command A). `generic`: for templates that show no
- * tools, the reply is one JSON object, `{"tool_calls": [{"name": …, "arguments": {…}}, …]}` (`{"tool_call": {…}}` for one
+ * special tokens `<|START_ACTION|>` and `<|END_ACTION|>` (Command R7B, Command A). `command-r-plus`: Command R+'s
+ * (its 04-2024 and 08-2024 tool_use templates), `Action:` and a ```json fence around a JSON list of
+ * `{"tool_name": …, "parameters": {…}}` objects, all plain text; its tool `directly-answer` calls nothing, the answer
+ * follows as text (llama.cpp names no format for it, and reads it as its generic one). `generic`: for templates that
+ * show no tools, the reply is one JSON object, `{"tool_calls": [{"name": …, "arguments": {…}}, …]}` (`{"tool_call": {…}}` for one
  * call) or `{"response": "…"}`, as the system message describes it (`tokenizer/tools-in-prompt.ts`). `harmony`:
  * gpt-oss's, a message to `functions.<name>` on the commentary channel whose body is the arguments' JSON, one call a
  * reply (`chat/harmony.ts`). `qwen-xml`: Qwen3-Coder's, `<tool_call>`, `<function=name>` and each argument as
@@ -27,7 +30,7 @@ import { HARMONY_CALL, HARMONY_TOKENS, isHarmonyTemplate } from '../chat/harmony
  * and each argument as `<arg_key>key</arg_key>` and `<arg_value>value</arg_value>`; in both a string value is written
  * as it is, any other as JSON (`XmlCallForm`).
  */
-export type ToolCallSyntax = 'hermes' | 'json' | 'mistral' | 'mistral-args' | 'granite' | 'deepseek' | 'command-r' | 'generic' | 'harmony' | 'qwen-xml' | 'glm';
+export type ToolCallSyntax = 'hermes' | 'json' | 'mistral' | 'mistral-args' | 'granite' | 'deepseek' | 'command-r' | 'command-r-plus' | 'generic' | 'harmony' | 'qwen-xml' | 'glm';
 
 /**
  * A call written as tags around its name and each argument (Qwen3-Coder's, GLM-4.5's), between the form's `begin` and
@@ -65,6 +68,13 @@ export interface ToolCallForm {
   readonly each?: { readonly begin: string; readonly sep: string; readonly end: string };
   /** Between `begin` and `end`: the call's name and arguments in tags (see {@link XmlCallForm}). */
   readonly xml?: XmlCallForm;
+  /**
+   * With `end`: the code fence that opens the calls after `begin` (a language tag may follow it); `end`, the fence's
+   * close, is looked for after it. Text after `begin` that does not open the fence holds no call.
+   */
+  readonly fence?: string;
+  /** The name of a tool that calls nothing: the model's way to answer in text after the calls (Cohere's). */
+  readonly direct?: string;
 }
 
 /** Each syntax's form. */
@@ -76,6 +86,8 @@ export const TOOL_CALL_SYNTAX = {
   granite: { begin: '<|tool_call|>', list: true },
   deepseek: { begin: '<｜tool▁calls▁begin｜>', end: '<｜tool▁calls▁end｜>', each: { begin: '<｜tool▁call▁begin｜>', sep: '<｜tool▁sep｜>', end: '<｜tool▁call▁end｜>' } },
   'command-r': { begin: '<|START_ACTION|>', end: '<|END_ACTION|>', list: true },
+  // As Command R+'s template renders a call: `Action:\n```json\n[\n    {\n        "tool_name": "add",\n        "parameters": {…}\n    }\n]```\n`.
+  'command-r-plus': { begin: 'Action:', end: '```', fence: '```', list: true, direct: 'directly-answer' },
   // The calls' opening, for completeness: the reply object is written and read by its own code (the generic branch of
   // xgrammar-factory, `chat/generic-reply.ts`), not by the marker machinery; it holds no marker token.
   generic: { begin: '{"tool_call', beginsJson: true },
@@ -94,10 +106,10 @@ export const TOOL_CALL_SYNTAX = {
 
 /**
  * The syntax a chat template teaches: `deepseek` where it writes `<｜tool▁calls▁begin｜>`, `command-r` where it writes
- * `<|START_ACTION|>`, `qwen-xml` where it writes `<function=` and `<parameter=`, `glm` where it writes `<arg_key>` and
- * `<arg_value>`, `hermes` where it writes `<tool_call>` otherwise, `granite` where it writes `<|tool_call|>`, `mistral-args`
- * where it writes `[TOOL_CALLS]` and `[ARGS]`, `mistral` where it writes `[TOOL_CALLS]` alone, `json` for Llama 3's (it
- * renders calls as `"parameters"` objects and tool results in the `ipython` role). `generic` where it shows no tools
+ * `<|START_ACTION|>`, `command-r-plus` where it asks for `Action:` and a ```json list of `"tool_name"` objects,
+ * `qwen-xml` where it writes `<function=` and `<parameter=`, `glm` where it writes `<arg_key>` and `<arg_value>`,
+ * `hermes` where it writes `<tool_call>` otherwise, `granite` where it writes `<|tool_call|>`, `mistral-args` where it
+ * writes `[TOOL_CALLS]` and `[ARGS]`, `mistral` where it writes `[TOOL_CALLS]` alone, `json` for Llama 3's (it renders calls as `"parameters"` objects and tool results in the `ipython` role). `generic` where it shows no tools
  * (`rendersTools` false), and where it shows them but writes calls in none of these forms: the model is then told the
  * generic reply's form in the system message, rather than held to a syntax it never saw (llama.cpp likewise falls back
  * to its generic form). `hermes` without a template (prompts the caller writes).
@@ -108,6 +120,7 @@ export function toolCallSyntaxOf(chatTemplate: string | undefined, rendersTools 
   if (!rendersTools) return 'generic';
   if (chatTemplate.includes(TOOL_CALL_SYNTAX.deepseek.begin)) return 'deepseek';
   if (chatTemplate.includes(TOOL_CALL_SYNTAX['command-r'].begin)) return 'command-r';
+  if (chatTemplate.includes(TOOL_CALL_SYNTAX['command-r-plus'].begin) && chatTemplate.includes('```json') && chatTemplate.includes('"tool_name"')) return 'command-r-plus';
   // (both open their calls with Hermes' `<tool_call>` too; Seed-OSS's tags of the same shape open with `<seed:tool_call>`,
   // a form not built: such templates get the generic reply rather than tags they never saw)
   if (chatTemplate.includes('<seed:tool_call>')) return 'generic';
@@ -126,8 +139,9 @@ export function toolCallSyntaxOf(chatTemplate: string | undefined, rendersTools 
  */
 export function markerTokensOf(syntax: ToolCallSyntax): readonly string[] {
   const form: ToolCallForm = TOOL_CALL_SYNTAX[syntax];
-  // Llama 3's opening is the call's own JSON, no marker; harmony's headers are its special tokens.
-  if (form.beginsJson) return [];
+  // Llama 3's opening is the call's own JSON, no marker; Command R+'s `Action:` and fences are text; harmony's headers
+  // are its special tokens.
+  if (form.beginsJson || form.fence) return [];
   if (syntax === 'harmony') return HARMONY_TOKENS;
   return [form.begin, form.end, form.args, form.id, form.each?.begin, form.each?.sep, form.each?.end, ...(form.xml?.markers ?? [])].filter((t): t is string => t !== undefined);
 }

@@ -165,6 +165,12 @@ const CACHE_SIZE = 128;
  */
 const JSON_WHITESPACE = 1;
 
+/**
+ * Whitespace Command R+'s call arguments may take at each place: a newline and the indentation of a value three levels
+ * into them, as its template renders them (`tojson(indent=4)|indent(8)`: members at 12 blanks), which the model writes.
+ */
+const INDENTED_WHITESPACE = 1 + 8 + 4 * 3;
+
 /** One of JSON's blanks or none, as the schemas' grammars take them (JSON_WHITESPACE; `\s` would take `\v` and `\f`). */
 const BLANK = '[ \\t\\n]?';
 
@@ -290,10 +296,10 @@ export class XGrammarFactory implements ConstraintFactory {
     }
   }
 
-  private async schemaEbnf(schema: JsonSchema, strict: boolean, instance: XGrammarInstance): Promise<string> {
+  private async schemaEbnf(schema: JsonSchema, strict: boolean, instance: XGrammarInstance, whitespace = JSON_WHITESPACE): Promise<string> {
     const prepared = prepareJsonSchema(schema);
     try {
-      const ebnf = await instance.xg.Testings._jsonSchemaToEBNF(JSON.stringify(prepared.schema), true, -1, undefined, strict, JSON_WHITESPACE);
+      const ebnf = await instance.xg.Testings._jsonSchemaToEBNF(JSON.stringify(prepared.schema), true, -1, undefined, strict, whitespace);
       return unrollBoundedStrings(spliceRules(ebnf, prepared.rules));
     } catch (err) {
       throw this.failure({ type: 'json_schema', schema }, err, instance);
@@ -346,7 +352,7 @@ export class XGrammarFactory implements ConstraintFactory {
       throw new ConstraintError(`tool_choice names "${wanted}", which is not among the bound tools (${names.join(', ')})`);
     }
     const called = tools.filter((t) => wanted === undefined || t.name === wanted);
-    const grammarOf = async (t: ToolSpec) => ({ type: 'grammar', grammar: await this.schemaEbnf(t.parameters, true, instance) });
+    const grammarOf = async (t: ToolSpec, whitespace?: number) => ({ type: 'grammar', grammar: await this.schemaEbnf(t.parameters, true, instance, whitespace) });
     if (syntax === 'qwen-xml' || syntax === 'glm') {
       const form = TOOL_CALL_SYNTAX[syntax];
       const schemaEbnf = (schema: JsonSchema) => this.schemaEbnf(schema, true, instance);
@@ -366,9 +372,11 @@ export class XGrammarFactory implements ConstraintFactory {
     }
     if (syntax !== 'hermes') {
       // Each tool's arguments' grammar, under its name, for the marker syntaxes.
-      const grammars = await Promise.all(called.map(async (t) => ({ name: t.name, content: await grammarOf(t) })));
+      const whitespace = syntax === 'command-r-plus' ? INDENTED_WHITESPACE : undefined;
+      const grammars = await Promise.all(called.map(async (t) => ({ name: t.name, content: await grammarOf(t, whitespace) })));
       if (syntax === 'deepseek') return deepseekCalls(grammars, choice, parallel);
       if (syntax === 'command-r') return cohereCalls(grammars, choice, parallel);
+      if (syntax === 'command-r-plus') return actionCalls(grammars, choice, parallel);
       if (syntax === 'harmony') return harmonyCalls(grammars, choice);
       if (syntax === 'generic') return genericReply(grammars, choice, parallel, await this.schemaEbnf({ type: 'string' }, true, instance), this.vocabulary.prependSpace);
       if (syntax === 'mistral-args') return mistralArgsCalls(grammars, choice, parallel, this.vocabulary.added.has(TOOL_CALL_SYNTAX['mistral-args'].id));
@@ -481,6 +489,32 @@ function cohereCalls(calls: { name: string; content: object }[], choice: ToolCho
   // The list as the marked tag's content: its closing bracket before the end marker.
   const marked = { type: 'tag', begin: `${begin}[`, content: items, end: `]${end}` };
   return choice === 'auto' ? { type: 'triggered_tags', triggers: [begin], tags: [marked], stop_after_first: true } : marked;
+}
+
+/**
+ * Command R+'s calls: `Action:`, a blank or a newline, a ```json fence around a JSON list of
+ * `{"tool_name": …, "parameters": …}` objects, laid out as its template renders them (each line indented) or compact,
+ * and the fence's close, which ends the reply. `parallel` false and a named tool admit one call. Under `auto` the reply
+ * may instead be text, or, as the template asks, the call of `directly-answer` with no parameters and then the answer
+ * in text.
+ */
+function actionCalls(calls: { name: string; content: object }[], choice: ToolChoice, parallel: boolean): Record<string, unknown> {
+  const { begin, end, fence, direct } = TOOL_CALL_SYNTAX['command-r-plus'];
+  const several = typeof choice === 'object' ? false : parallel;
+  // Where the template puts a newline and indentation; bounded, and none at all for compact JSON.
+  const indent = '\\n? {0,8}';
+  const opening = `[ \\n]?${regexLiteral(fence)}json\\n\\[`;
+  const call = (name: string) => `${indent}\\{${indent}${regexLiteral(`"tool_name": ${JSON.stringify(name)},`)}${indent}${regexLiteral('"parameters": ')}`;
+  // Each call ends with the indentation before what follows it: the next call's comma, or the list's bracket.
+  const callEnd = `${indent}\\}${indent}`;
+  const one = { type: 'or', elements: calls.map((c) => ({ type: 'sequence', elements: [{ type: 'regex', pattern: call(c.name) }, c.content, { type: 'regex', pattern: callEnd }] })) };
+  const items = several ? { type: 'tags_with_separator', tags: [{ type: 'tag', begin: '', content: one, end: '' }], separator: ',', at_least_one: true } : one;
+  // The list as a tag of its own (XGrammar takes separated tags only so), its bracket the tag's end.
+  const list = { type: 'sequence', elements: [{ type: 'regex', pattern: opening }, { type: 'tag', begin: '', content: items, end: ']' }, { type: 'regex', pattern: '\\n?' }] };
+  const marked = { type: 'tag', begin, content: list, end };
+  if (choice !== 'auto') return marked;
+  const answer = `${regexLiteral(begin)}${opening}${call(direct)}\\{\\}${callEnd}\\]\\n?${regexLiteral(end)}`;
+  return { type: 'or', elements: [{ type: 'triggered_tags', triggers: [begin], tags: [marked], stop_after_first: true }, { type: 'sequence', elements: [{ type: 'regex', pattern: answer }, { type: 'any_text' }] }] };
 }
 
 /**

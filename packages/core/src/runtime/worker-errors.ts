@@ -24,7 +24,7 @@ import { OnnxFormatError } from '../onnx/format-error.js';
 import { PreparedCacheError } from '../onnx/prepared-cache-error.js';
 import { UnsupportedModelError } from '../onnx/signature.js';
 import { SamplingOptionsError } from '../sampling/options.js';
-import { TokenizerError } from '../tokenizer/tokenizer.js';
+import { ChatTemplateUnsupportedError, TokenizerError } from '../tokenizer/tokenizer.js';
 import { ModelRunError } from './decoder-session.js';
 import { DeviceUnavailableError } from './devices.js';
 import { EmbedInputError, EmbeddingsUnavailableError } from './embed.js';
@@ -38,7 +38,7 @@ const CLASSES: Readonly<Record<string, abstract new (...args: never[]) => Error>
     CompositionOptionsError, ConstraintError, ContextLengthError, DeviceUnavailableError, DraftModelError, DtypeError, EmbedInputError,
     EmbeddingsUnavailableError, GenerateOptionsError, GgufError, KvBudgetError, LatentPolicyError, ManifestError, ModelNotFoundError,
     ModelRunError, ModuleCompatError, ModuleIntegrityError, OnnxFormatError, PlacementError, PreparedCacheError, ProjectorError, PromptError, QueueFullError,
-    ReasonerError, ReasonerSelectionError, SamplingOptionsError, ShardError, ThreadCountError, TokenizerError, UnsupportedModelError,
+    ReasonerError, ReasonerSelectionError, SamplingOptionsError, ShardError, ThreadCountError, TokenizerError, ChatTemplateUnsupportedError, UnsupportedModelError,
     VocabularyMismatchError, WeightScheduleError,
   ].map((c) => [c.name, c]),
 );

@@ -63,11 +63,15 @@ function optionParam(e: Error): string | null {
 
 /**
  * Maps anything thrown while serving `path` to an {@link HttpError}: request faults to 400 (an input past the
- * context as OpenAI's `context_length_exceeded`, which clients such as LiteLLM act on), the rest to 500.
+ * context as OpenAI's `context_length_exceeded`, which clients such as LiteLLM act on), the rest to 500. A chat template
+ * the renderer cannot run is the server's fault, whatever the messages (`chat_template_unsupported`); one that refuses
+ * them with its own `raise_exception` is a TokenizerError, the request's.
  */
 export function toHttpError(err: unknown, path = ''): HttpError {
   if (err instanceof HttpError) return err;
   const e = err as Error;
+  // (by name: raised in a generation worker, it comes back as an EngineError of that name)
+  if (e?.name === 'ChatTemplateUnsupportedError') return new HttpError(500, `${e.name}: ${e.message}`, 'server_error', 'chat_template_unsupported');
   if (REQUEST_FAULTS.has(e?.name) && PAST_CONTEXT.test(e.message)) return badRequest(`${e.name}: ${e.message}`, inputParam(path), 'context_length_exceeded');
   if (REQUEST_FAULTS.has(e?.name)) return badRequest(`${e.name}: ${e.message}`, optionParam(e), e.name);
   return new HttpError(500, `${e?.name ?? 'Error'}: ${e?.message ?? String(err)}`, 'server_error', 'internal_error');

@@ -17,6 +17,14 @@ export class TokenizerError extends Error {
   override name = 'TokenizerError';
 }
 
+/**
+ * Raised when a chat template uses a construct the renderer does not support: the template and this package are at
+ * fault, not the messages it was given (a template's own `raise_exception` is a {@link TokenizerError}).
+ */
+export class ChatTemplateUnsupportedError extends TokenizerError {
+  override name = 'ChatTemplateUnsupportedError';
+}
+
 /** One chat message as chat templates expect it. */
 export interface ChatMessage {
   role: string;
@@ -421,7 +429,7 @@ export class TextTokenizer {
       // A template refuses what its model cannot take (Gemma's alternating roles, say) with raise_exception: the
       // caller's messages are at fault, and the error says so. Anything else is the renderer's failing, not theirs.
       if (err instanceof TemplateRaisedError) throw new TokenizerError(`the chat template cannot render these messages: ${err.message}`);
-      throw new TokenizerError(`${this.templateName(source)} uses a construct the chat template renderer does not support: ${(err as Error).message}`);
+      throw new ChatTemplateUnsupportedError(`${this.templateName(source)} uses a construct the chat template renderer does not support: ${(err as Error).message}`);
     }
   }
 

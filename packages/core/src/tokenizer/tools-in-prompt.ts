@@ -10,6 +10,7 @@
  */
 import type { ChatMessage } from './tokenizer.js';
 import { answerBeside, type AnswerFormat, type ResponseFormat } from '../constrain/types.js';
+import { isJson as isJsonText } from '../chat/partial-json.js';
 
 /** A tool as OpenAI's requests and chat templates give it. */
 export interface FunctionTool {
@@ -39,11 +40,26 @@ export interface ToolsPrompt {
  */
 export const GENERIC_REPLY = { calls: 'tool_calls', call: 'tool_call', response: 'response' } as const;
 
+/** JSON text written into {@link spacedJson}'s output with its values as written (a call's arguments). */
+class JsonText {
+  constructor(readonly text: string) {}
+}
+
+/** A JSON text's tokens: strings, and runs of anything else but punctuation and whitespace (numbers, literals). */
+const JSON_TOKENS = /"(?:[^"\\]|\\.)*"|[{}[\],:]|[^\s{}[\],:"]+/g;
+
+/** JSON text in {@link spacedJson}'s layout, its strings and numbers as written (`1.0` stays, as a big integer does). */
+function relaid(text: string): string {
+  return (text.match(JSON_TOKENS) ?? []).map((t) => (t === ',' ? ', ' : t === ':' ? ': ' : t)).join('');
+}
+
 /**
  * JSON as the constraint writes it (XGrammar's layout without free whitespace): `", "` between items, `": "` after
- * keys, nothing else. Earlier turns are written so, the layout the reply is held to.
+ * keys, nothing else. Earlier turns are written so, the layout the reply is held to; JSON text given as such (a call's
+ * arguments) in that layout with its values as written.
  */
 export function spacedJson(value: unknown): string {
+  if (value instanceof JsonText) return relaid(value.text);
   if (Array.isArray(value)) return `[${value.map(spacedJson).join(', ')}]`;
   if (value && typeof value === 'object') {
     const entries = Object.entries(value).filter(([, v]) => v !== undefined);
@@ -103,18 +119,15 @@ export function toolsShown<T extends FunctionTool>(
   return { toolsPrompt: answer ? { ...prompt, answer } : prompt };
 }
 
-/** A call of an assistant message as the reply object lists it; arguments given as JSON text are parsed where they parse. */
+/**
+ * A call of an assistant message as the reply object lists it: arguments given as JSON text laid out again with their
+ * values as written (a number parsed and written again may change: `1.0`, an integer past 2^53), other text as a JSON
+ * string.
+ */
 function callOf(c: unknown): { name: unknown; arguments: unknown } {
   const fn = (c as { function?: { name?: unknown; arguments?: unknown } } | null)?.function ?? {};
-  let args: unknown = fn.arguments ?? {};
-  if (typeof args === 'string') {
-    try {
-      args = JSON.parse(args) as unknown;
-    } catch {
-      // kept as the text given
-    }
-  }
-  return { name: fn.name, arguments: args };
+  const args: unknown = fn.arguments ?? {};
+  return { name: fn.name, arguments: typeof args === 'string' && isJsonText(args) ? new JsonText(args.trim()) : args };
 }
 
 /**
