@@ -42,6 +42,21 @@ const MAP = ['properties', 'patternProperties', '$defs', 'definitions'];
 const LIST = ['anyOf', 'oneOf', 'allOf', 'prefixItems'];
 const NUMERIC = ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'multipleOf'] as const;
 
+/**
+ * What one schema may ask the grammar compiler for. XGrammar's compile runs on the generation thread, stalling every
+ * other request meanwhile, and grows faster than the schema: on a 152k vocabulary 8,000 enum integers took 1.5 s,
+ * 30,000 many seconds; 200 optional properties of one object 2 s, 400 8 s. Within these a schema compiles in about half
+ * a second there; beyond them it is refused before the compile.
+ */
+export const SCHEMA_LIMITS = {
+  /** `enum` and `const` values, across the schema. */
+  values: 2000,
+  /** The JSON text of those values, in all (UTF-16 code units). */
+  valueChars: 32 * 1024,
+  /** Properties of one object that `required` does not name. */
+  optionalProperties: 100,
+} as const;
+
 /** A schema ready to compile, and the grammar rules its placeholders stand for. */
 export interface PreparedSchema {
   schema: JsonSchema;
@@ -149,6 +164,16 @@ function checkObjectKeywords(s: Record<string, unknown>, path: string): void {
   }
 }
 
+/** Refuses an object with more optional properties than {@link SCHEMA_LIMITS} allows (XGrammar's compile grows as their square). */
+function checkOptionalProperties(s: Record<string, unknown>, path: string): void {
+  if (!isObject(s.properties)) return;
+  const required = new Set(Array.isArray(s.required) ? (s.required as unknown[]) : []);
+  const optional = Object.keys(s.properties).filter((k) => !required.has(k)).length;
+  if (optional > SCHEMA_LIMITS.optionalProperties) {
+    throw new ConstraintError(`JSON Schema keyword "properties" at ${path}: ${optional} properties are optional (not in "required"); at most ${SCHEMA_LIMITS.optionalProperties} of one object may be`);
+  }
+}
+
 /**
  * The schema with the `false` subschemas that cannot hold a value dropped: optional properties (never written then)
  * and `anyOf`/`oneOf` branches (XGrammar refuses any `false` with its own internal check). A required `false`
@@ -179,6 +204,7 @@ export function prepareJsonSchema(schema: unknown): PreparedSchema {
   // each target is copied under a plain name into the root's `$defs`.
   const aliases = new Map<string, string>();
   const aliased: Record<string, unknown> = {};
+  const listed = { values: 0, chars: 0 };
   const visit = (node: unknown, path: string): unknown => {
     if (typeof node === 'boolean') return node;
     if (!node || typeof node !== 'object' || Array.isArray(node)) {
@@ -203,14 +229,20 @@ export function prepareJsonSchema(schema: unknown): PreparedSchema {
       }
     }
     checkObjectKeywords(s, path);
+    checkOptionalProperties(s, path);
     for (const key of Object.keys(s)) {
       if (key in UNENFORCEABLE) throw new ConstraintError(`JSON Schema keyword "${key}" at ${path} cannot be enforced: ${UNENFORCEABLE[key]}`);
     }
     if ('const' in s || Array.isArray(s.enum)) {
       // (rewriteCombinations left only the listed values, filtered by the keywords beside them)
       const key = placeholder(rules.size);
-      const listed = 'const' in s ? [s.const] : (s.enum as unknown[]);
-      rules.set(`"\\"${key}\\""`, literalTrie(listed.map((v) => JSON.stringify(v))));
+      const values = 'const' in s ? [s.const] : (s.enum as unknown[]);
+      listed.values += values.length;
+      if (listed.values > SCHEMA_LIMITS.values) throw new ConstraintError(`JSON Schema at ${path}: the schema lists more than ${SCHEMA_LIMITS.values} enum/const values (${listed.values} by here), the most one schema may list`);
+      const texts = values.map((v) => JSON.stringify(v));
+      listed.chars += texts.reduce((n, t) => n + t.length, 0);
+      if (listed.chars > SCHEMA_LIMITS.valueChars) throw new ConstraintError(`JSON Schema at ${path}: the schema's enum/const values run to more than ${SCHEMA_LIMITS.valueChars} characters of JSON (${listed.chars} by here), the most one schema may list`);
+      rules.set(`"\\"${key}\\""`, literalTrie(texts));
       return { const: key };
     }
     if (s.uniqueItems === true) throw new ConstraintError(`JSON Schema keyword "uniqueItems" at ${path} cannot be enforced: item uniqueness is not supported`);

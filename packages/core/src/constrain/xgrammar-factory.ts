@@ -175,10 +175,17 @@ const INDENTED_WHITESPACE = 1 + 8 + 4 * 3;
 const BLANK = '[ \\t\\n]?';
 
 
+/**
+ * One copy of the library for a stop-token set (and the tokens written as text): its compiler, and the compiles on
+ * it, which take turns so that what the library prints while one runs is that compile's own.
+ */
 interface Loaded {
   instance: XGrammarInstance;
-  info: TokenizerInfo;
-  compiler: GrammarCompiler;
+  ready: Promise<{ info: TokenizerInfo; compiler: GrammarCompiler }>;
+  /** Settles once the compiles started on this copy so far have. */
+  turn: Promise<unknown>;
+  /** Set when a compile on it failed (the library aborted): compiles waiting their turn go to a fresh copy. */
+  failed?: boolean;
 }
 
 /**
@@ -189,8 +196,10 @@ interface Loaded {
  */
 export class XGrammarFactory implements ConstraintFactory {
   /** By stop-token set (ids sorted, joined) and the special tokens written as text. */
-  private readonly loaded = new Map<string, Promise<Loaded>>();
+  private readonly loaded = new Map<string, Loaded>();
   private readonly cache = new Map<string, Promise<CompiledGrammar>>();
+  /** The copy each grammar was compiled on: its matchers are made there (a grammar of another copy is no grammar to it). */
+  private readonly owners = new WeakMap<CompiledGrammar, XGrammarInstance>();
   /** Formats compiled so far (a cache hit compiles nothing). */
   compiles = 0;
 
@@ -206,7 +215,7 @@ export class XGrammarFactory implements ConstraintFactory {
     }
     const stops = [...new Set(stopTokenIds)].sort((a, b) => a - b);
     const compiled = await this.compile(format, stops);
-    const { instance } = await this.load(stops, this.writable(format));
+    const instance = this.owners.get(compiled)!;
     const matcher = await instance.xg.GrammarMatcher.createGrammarMatcher(compiled, stops);
     return new XGrammarConstraint(matcher, instance.binding(), this.vocabulary.tokens.length);
   }
@@ -241,36 +250,52 @@ export class XGrammarFactory implements ConstraintFactory {
     return writtenTokens(format).filter((text) => this.vocabulary.added.has(text));
   }
 
-  private load(stops: readonly number[], written: readonly string[]): Promise<Loaded> {
+  private load(stops: readonly number[], written: readonly string[]): Loaded {
     const key = `${stops.join(',')}\u0000${written.join('\u0000')}`;
     let loaded = this.loaded.get(key);
     if (!loaded) {
-      loaded = (async () => {
-        const instance = loadXGrammar();
+      const instance = loadXGrammar();
+      const ready = (async () => {
         const { tokens, kind, prependSpace } = written.length ? withWritableTokens(this.vocabulary, written) : this.vocabulary;
         const info = await instance.xg.TokenizerInfo.createTokenizerInfo(tokens, kind, prependSpace, tokens.length, [...stops]);
         // Without the compiler's own cache: it keeps every grammar it compiled, with no bound, beside this factory's
         // bounded one (a server whose clients send their own schemas grew ~8 KB a schema for good).
         const compiler = await instance.xg.GrammarCompiler.createGrammarCompiler(info, false);
-        return { instance, info, compiler };
+        return { info, compiler };
       })();
+      loaded = { instance, ready, turn: ready.catch(() => {}) };
       this.loaded.set(key, loaded);
     }
     return loaded;
   }
 
-  private async compileNew(format: ResponseFormat, stops: readonly number[]): Promise<CompiledGrammar> {
-    const { instance, compiler } = await this.load(stops, this.writable(format));
-    instance.takeMessages();
-    // Everything that can be refused is checked before the library sees it.
-    const source = thoughtFirst(await this.grammarSource(format, instance), format.thought);
+  /**
+   * Compiles on the current copy of the library, after the compiles before it there: the library awaits inside each
+   * call, so compiles run side by side would interleave what they print. One queued behind a compile that failed
+   * starts over on the copy that replaces it.
+   */
+  private compileNew(format: ResponseFormat, stops: readonly number[]): Promise<CompiledGrammar> {
+    const loaded = this.load(stops, this.writable(format));
+    const run = loaded.turn.then(() => (loaded.failed ? this.compileNew(format, stops) : this.compileOn(loaded, format)));
+    loaded.turn = run.catch(() => {});
+    return run;
+  }
+
+  /** One compile, on `loaded`'s copy of the library, whose grammar its matchers will be made on. */
+  private async compileOn({ instance, ready }: Loaded, format: ResponseFormat): Promise<CompiledGrammar> {
+    instance.takeMessages(); // (printed since the last compile: not this one's)
+    let compiled: CompiledGrammar;
     try {
-      const compiled = source.kind === 'ebnf' ? await compileEbnf(instance, compiler, source.text) : await compiler.compileStructuralTag(source.tag);
-      this.compiles++;
-      return compiled;
+      const { compiler } = await ready;
+      // Everything that can be refused is checked before the library sees it.
+      const source = thoughtFirst(await this.grammarSource(format, instance), format.thought);
+      compiled = source.kind === 'ebnf' ? await compileEbnf(instance, compiler, source.text) : await compiler.compileStructuralTag(source.tag);
     } catch (err) {
       throw this.failure(format, err, instance);
     }
+    this.owners.set(compiled, instance);
+    this.compiles++;
+    return compiled;
   }
 
   /** The EBNF (or structural tag) a format compiles from. */
@@ -409,18 +434,24 @@ export class XGrammarFactory implements ConstraintFactory {
   }
 
   /**
-   * A library failure as a ConstraintError with the library's own reason. A failed call aborts the
-   * WebAssembly instance, so the next compile starts from a fresh one (cached grammars belong to the old).
+   * A library failure as a ConstraintError with the library's own reason: its FATAL line (a WARNING it printed first,
+   * say that it ignores a `^`, is not why). A failed call aborts the WebAssembly instance, so that copy of the library
+   * is dropped, once, with the grammars cached from it: later compiles go to a fresh one, while the rows already
+   * matching on the old one finish there.
    */
   private failure(format: ResponseFormat, err: unknown, instance: XGrammarInstance): ConstraintError {
     if (err instanceof ConstraintError) return err;
-    const printed = instance.takeMessages();
-    const reason =
-      printed
-        .map((l) => l.replace(/^\[FATAL\]\s*\S+:\d+:\s*/, ''))
-        .find((l) => l && l !== 'Aborted()' && !l.startsWith('Aborted(')) ?? (err as Error)?.message ?? String(err);
-    this.loaded.clear();
-    this.cache.clear();
+    const printed = instance.takeMessages().filter((l) => l && !l.startsWith('[WARNING]') && !l.startsWith('Aborted('));
+    const line = printed.find((l) => l.startsWith('[FATAL]')) ?? printed[0];
+    const reason = line?.replace(/^\[FATAL\]\s*\S+:\d+:\s*/, '') ?? (err as Error)?.message ?? String(err);
+    for (const [key, loaded] of this.loaded) {
+      if (loaded.instance !== instance) continue;
+      loaded.failed = true;
+      this.loaded.delete(key);
+      for (const [cached, compiled] of this.cache) {
+        compiled.then((g) => this.owners.get(g) === instance && this.cache.get(cached) === compiled && this.cache.delete(cached), () => {});
+      }
+    }
     return new ConstraintError(`cannot compile the ${format.type} constraint: ${reason}`);
   }
 }
