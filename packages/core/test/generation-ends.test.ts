@@ -122,6 +122,12 @@ describe('stop token ids, a minimum length, and keeping the stop string', functi
         expect(streamed).to.equal(row.text);
         const cut = await reply(engine, { ...extra, maxTokens: 100, stop: ['park', 'Lily'], includeStopString: false });
         expect(cut.row.text).to.equal(text.slice(0, end - 'Lily'.length));
+        // a stop token's text too, as vLLM's include_stop_str_in_output keeps it
+        const { id, at } = stopId();
+        const through = (await engine.generate({ prompt: PROMPT }, { maxTokens: at + 1 })).rows[0]!.text;
+        const kept = await reply(engine, { ...extra, maxTokens: 100, stopTokenIds: [id], includeStopString: true });
+        expect(kept.row).to.include({ text: through, finishReason: 'stop' });
+        expect(kept.streamed).to.equal(through);
       });
 
       it('a response format that allows only its end wins over minTokens; one that can go on is held back', async () => {

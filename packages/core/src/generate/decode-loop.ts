@@ -255,6 +255,8 @@ export class RowState {
     const ended = eos.has(id) || this.constraint?.isComplete() === true;
     if (ended || stopIds.has(id)) {
       this.finish = ended ? 'eos' : 'stop';
+      // (kept with `includeStopString`, as vLLM's include_stop_str_in_output keeps a stop token's text)
+      if (!ended && includeStop && this.decoder) this.text += this.visible(this.decoder.push(id), latentRoom);
       this.text += this.markers?.flush() ?? '';
       return this.release(this.text.length);
     }

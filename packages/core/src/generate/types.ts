@@ -9,8 +9,8 @@ export interface GenerateOptions extends SamplingOptions {
   /** Strings that end a row; the text is cut before them (after them with `includeStopString`). */
   stop?: string[];
   /**
-   * Keep the stop string that ended a row at the end of its text, streamed too (vLLM's `include_stop_str_in_output`;
-   * default false: the text is cut before it).
+   * Keep the stop string that ended a row at the end of its text, streamed too, and a `stopTokenIds` token's text
+   * (vLLM's `include_stop_str_in_output`; default false: the text is cut before them).
    */
   includeStopString?: boolean;
   /** Replace the model's end-of-sequence ids. */
@@ -19,7 +19,7 @@ export interface GenerateOptions extends SamplingOptions {
   ignoreEos?: boolean;
   /**
    * Token ids that end a row as an end-of-sequence id does, beside the model's (vLLM's `stop_token_ids`), with
-   * `ignoreEos` too: `finishReason` 'stop', the id last in `ids` and its text not in the reply. Ids inside the vocabulary.
+   * `ignoreEos` too: `finishReason` 'stop', the id last in `ids` and its text not in the reply (unless `includeStopString`). Ids inside the vocabulary.
    */
   stopTokenIds?: number[];
   /**
