@@ -6,12 +6,12 @@
  * carry their ids, `[TOOL_CALLS]name[CALL_ID]id[ARGS]{…}`, which the constraint lets the model write.
  */
 import { expect } from 'chai';
-import { Template } from '@huggingface/jinja';
 import { Engine } from '../src/engine.js';
 import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { ToolCallTextSplitter, type ParsedToolCall, type ToolParameters } from '../src/chat/tool-calls.js';
 import { markerTokensOf, toolCallSyntaxOf, type ToolCallSyntax } from '../src/constrain/tool-syntax.js';
 import { withArgumentsAs } from '../src/tokenizer/tool-call-arguments.js';
+import { PythonTemplate } from '../src/tokenizer/jinja-python.js';
 import type { ChatMessage } from '../src/tokenizer/tokenizer.js';
 import { scriptedChatModule } from './support/modules.js';
 import { THINKING_TEMPLATE } from './support/chat-templates.js';
@@ -73,8 +73,7 @@ describe('tool-call arguments as the model wrote them', () => {
 /** A history call with `args`, rendered by `template` as the tokenizer hands calls to it. */
 function rendered(template: string, args: string): string {
   const messages: ChatMessage[] = [{ role: 'assistant', content: '', tool_calls: [{ id: 'abcDEF123', type: 'function', function: { name: 'f', arguments: args } }] }];
-  const { messages: given, restore } = withArgumentsAs(messages, 'object');
-  return restore(new Template(template).render({ messages: given }));
+  return new PythonTemplate(template).render({ messages: withArgumentsAs(messages, 'object') });
 }
 
 describe('history calls rendered with the numbers spelled as Python spells them', () => {

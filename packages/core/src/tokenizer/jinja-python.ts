@@ -6,19 +6,31 @@
  *   and dicts as Python writes them (Qwen3-Coder's and Qwen3.5's `value|string` of a boolean argument);
  * - Python's `str` methods `strip`, `lstrip` and `rstrip` with the characters to strip (Qwen3's `.strip('\n')`),
  *   `format`, `count` and `capitalize`;
- * - filters: `trim` of any value, `capitalize`, `min`, `max`, `first`/`last` of an empty list, `map` by a filter's
- *   name (`map('tojson')`), `select`/`reject` by a test, `join` of non-strings, `dictsort`;
+ * - numbers of JSON text ({@link JsonNumber}: a tool call's arguments) as Python's `json.loads` reads them: `1.0` a
+ *   float, an integer past 2^53 with its digits;
+ * - filters: `tojson` as transformers' (Python's `json.dumps`: `1.0`, `1e-07`), `trim` of any value, `capitalize`,
+ *   `int` and `abs` of numbers, `min`, `max`, `first`/`last` of an empty list, `map` by a filter's name
+ *   (`map('tojson')`), `select`/`reject` by a test, `join` of non-strings, `dictsort`;
  * - dict literals with number keys (Seed-OSS's budget table), `'-' * 3`, tuples unpacked in `for`;
  * - jinja2's lenient undefined: `for` over an undefined value, and filters that iterate one (`length`, `join`,
  *   `selectattr`…), take it as empty, `select`/`reject` a None too;
  * - `raise_exception` raises {@link TemplateRaisedError}, told apart from what the renderer cannot do.
  */
 import * as jinja from '@huggingface/jinja';
-import { pyCapitalize, pyCount, pyFloatRepr, pyFormat, pyStrftime, pyStringRepr, pyStrip } from './python-text.js';
+import { pyCapitalize, pyCount, pyFloatRepr, pyFormat, pyJsonString, pyStrftime, pyStringRepr, pyStrip } from './python-text.js';
 
 /** A template's own `raise_exception(message)`: what it refuses (Gemma's system role, roles out of turn). */
 export class TemplateRaisedError extends Error {
   override name = 'TemplateRaisedError';
+}
+
+/**
+ * A number in a template's context as JSON text spells it, which the template reads as Python's `json.loads` does: a
+ * float where the text has a fraction or an exponent (`1.0`, which a JavaScript number cannot tell from `1`), an
+ * integer exactly (`12345678901234567890`, which a JavaScript number rounds).
+ */
+export class JsonNumber {
+  constructor(readonly text: string) {}
 }
 
 /*
@@ -30,6 +42,7 @@ interface Value {
   type: string;
   value: unknown;
   __bool__(): { value: boolean };
+  toString(): string;
 }
 /** A node of a parsed template (the library exports no node classes either: nodes are told apart by `type`). */
 interface Node {
@@ -39,6 +52,8 @@ interface Node {
 interface Environment {
   /** Declares a variable of a JavaScript value. */
   set(name: string, value: unknown): Value;
+  /** Declares a variable of a runtime value. */
+  declareVariable(name: string, value: Value): Value;
   variables: Map<string, Value>;
   tests: ReadonlyMap<string, (...values: Value[]) => boolean>;
 }
@@ -76,6 +91,45 @@ const UndefinedValue = classOf(undefined);
 const ArrayValue = classOf([]);
 const ObjectValue = classOf({});
 
+/**
+ * An integer past 2^53 (read from JSON text): written with its own digits, as Python writes its int; its value is the
+ * nearest double, so that arithmetic and comparisons come out near Python's, with its sign and magnitude.
+ */
+class BigIntegerValue extends IntegerValue {
+  constructor(readonly digits: string) {
+    super(Number(digits));
+  }
+
+  override toString(): string {
+    return this.digits;
+  }
+}
+
+/** Python's int of a whole number `n`: exact digits past 2^53 too (a double is an integer there). */
+function integer(n: number): Value {
+  if (!Number.isFinite(n)) throw new Error(`cannot convert float ${pyFloatRepr(n)} to integer`);
+  return Number.isSafeInteger(n) ? new IntegerValue(n) : new BigIntegerValue(BigInt(n).toString());
+}
+
+/** The number JSON text `raw` spells, as Python's `json.loads` reads it. */
+function jsonNumber(raw: string): Value {
+  if (/[.eE]/.test(raw)) return new FloatValue(Number(raw));
+  const value = Number(raw);
+  return Number.isSafeInteger(value) ? new IntegerValue(value) : new BigIntegerValue(BigInt(raw).toString());
+}
+
+/**
+ * The runtime value of a context value: {@link JsonNumber}s as Python reads them, a Map as a dict in its own order,
+ * the rest as the library converts it (arrays and objects walked here, since they may hold either).
+ */
+function contextValue(js: unknown): Value {
+  if (js instanceof JsonNumber) return jsonNumber(js.text);
+  if (Array.isArray(js)) return list(js.map(contextValue));
+  if (js instanceof Map) return new ObjectValue(new Map([...js].map(([k, v]) => [k, contextValue(v)])));
+  if (js !== null && typeof js === 'object') return new ObjectValue(new Map(Object.entries(js).map(([k, v]) => [k, contextValue(v)])));
+  return new Environment().set('v', js);
+}
+
 const text = (s: string) => new StringValue(s);
 const list = (items: Value[]) => new ArrayValue(items);
 const isList = (v: Value) => v.type === 'ArrayValue' || v.type === 'TupleValue';
@@ -87,7 +141,8 @@ const entriesOf = (v: Value) => v.value as Map<unknown, Value>;
 function keyValue(key: unknown): Value {
   if (typeof key === 'number') return Number.isInteger(key) ? new IntegerValue(key) : new FloatValue(key);
   if (typeof key === 'boolean') return new BooleanValue(key);
-  return key === null ? new NullValue(null) : text(String(key));
+  // (the library's None holds undefined)
+  return key === null || key === undefined ? new NullValue(null) : text(String(key));
 }
 
 /** Python's `repr()` of a value. */
@@ -95,6 +150,9 @@ function repr(v: Value): string {
   switch (v.type) {
     case 'StringValue':
       return pyStringRepr(v.value as string);
+    case 'IntegerValue':
+      // Python writes an int's digits; JavaScript writes a double (the library's arithmetic past 2^53) from 1e21 with an exponent.
+      return v instanceof BigIntegerValue || !Number.isInteger(v.value) ? v.toString() : BigInt(v.value as number).toString();
     case 'FloatValue':
       return pyFloatRepr(v.value as number);
     case 'BooleanValue':
@@ -118,10 +176,14 @@ function repr(v: Value): string {
   }
 }
 
+/**
+ * A dict's entries as Python has them: an undefined one is a JavaScript object's `undefined` field, which its JSON
+ * (and so transformers' dict) lacks.
+ */
+const dictEntries = (entries: Map<unknown, Value>) => [...entries].filter(([, value]) => value.type !== 'UndefinedValue');
+
 function dictRepr(entries: Map<unknown, Value>): string {
-  // An undefined entry is a JavaScript object's `undefined` field, which its JSON (and so transformers' dict) lacks.
-  const shown = [...entries].filter(([, value]) => value.type !== 'UndefinedValue');
-  return `{${shown.map(([key, value]) => `${repr(keyValue(key))}: ${repr(value)}`).join(', ')}}`;
+  return `{${dictEntries(entries).map(([key, value]) => `${repr(keyValue(key))}: ${repr(value)}`).join(', ')}}`;
 }
 
 /** Python's `str()` of a value, as jinja2 prints it: an undefined value prints nothing. */
@@ -256,6 +318,16 @@ class PythonInterpreter extends Interpreter {
     switch (name) {
       case 'string':
         return text(str(operand));
+      case 'tojson':
+        return text(pyJson(operand, jsonOptions(...args())));
+      case 'int':
+        // Python's `int()`: an integer as it is (a big one keeps its digits), a float cut toward zero.
+        if (operand.type === 'IntegerValue') return operand;
+        if (operand.type === 'FloatValue') return integer(Math.trunc(operand.value as number));
+        break;
+      case 'abs':
+        if (operand instanceof BigIntegerValue) return new BigIntegerValue(operand.digits.replace(/^-/, ''));
+        break;
       case 'trim': {
         const chars = args()[0][0];
         return text(pyStrip(str(operand), chars && chars.type !== 'NullValue' ? str(chars) : undefined, true, true));
@@ -340,6 +412,79 @@ class PythonInterpreter extends Interpreter {
   }
 }
 
+/** How Python's `json.dumps` writes: `indent` the text of one level (undefined: all on one line). */
+interface JsonOptions {
+  ensureAscii: boolean;
+  indent: string | undefined;
+  separators: readonly [item: string, key: string];
+  sortKeys: boolean;
+}
+
+/** The options of transformers' `tojson(ensure_ascii=False, indent=None, separators=None, sort_keys=False)`. */
+function jsonOptions(args: Value[], kwargs: Map<string, Value>): JsonOptions {
+  const given = (at: number, name: string) => {
+    const v = args[at] ?? kwargs.get(name);
+    return v?.type === 'NullValue' ? undefined : v;
+  };
+  const indentArg = given(1, 'indent');
+  if (indentArg && indentArg.type !== 'IntegerValue' && indentArg.type !== 'StringValue') {
+    throw new Error(`tojson: indent must be an integer or a string, not ${indentArg.type}`);
+  }
+  const indent = indentArg?.type === 'IntegerValue' ? ' '.repeat(Math.max(0, indentArg.value as number)) : (indentArg?.value as string | undefined);
+  const separatorsArg = given(2, 'separators');
+  let separators: [string, string] = [indent === undefined ? ', ' : ',', ': '];
+  if (separatorsArg) {
+    const items = isList(separatorsArg) ? itemsOf(separatorsArg) : [];
+    if (items.length !== 2 || items.some((item) => item.type !== 'StringValue')) throw new Error('tojson: separators must be two strings');
+    separators = [items[0]!.value as string, items[1]!.value as string];
+  }
+  const flag = (at: number, name: string) => given(at, name)?.__bool__().value ?? false;
+  return { ensureAscii: flag(0, 'ensure_ascii'), indent, separators, sortKeys: flag(3, 'sort_keys') };
+}
+
+/**
+ * Python's `json.dumps(v, …)` (transformers' `tojson`): floats as their `repr` (`1.0`, `1e-07`), `NaN` and
+ * `Infinity` as Python writes them, dict keys that are not strings as JSON writes them (`1`, `true`, `null`), a
+ * nested value on its own line, `depth` levels in, where there is an indent.
+ */
+function pyJson(v: Value, options: JsonOptions, depth = 0): string {
+  const { indent, separators } = options;
+  const laidOut = (open: string, items: string[], close: string) => {
+    if (indent === undefined || items.length === 0) return open + items.join(separators[0]) + close;
+    const line = `\n${indent.repeat(depth + 1)}`;
+    return `${open}${line}${items.join(separators[0] + line)}\n${indent.repeat(depth)}${close}`;
+  };
+  switch (v.type) {
+    case 'StringValue':
+      return pyJsonString(v.value as string, options.ensureAscii);
+    case 'IntegerValue':
+      return repr(v);
+    case 'FloatValue': {
+      const x = v.value as number;
+      return Number.isFinite(x) ? pyFloatRepr(x) : Number.isNaN(x) ? 'NaN' : x > 0 ? 'Infinity' : '-Infinity';
+    }
+    case 'BooleanValue':
+      return v.value ? 'true' : 'false';
+    case 'NullValue':
+    case 'UndefinedValue':
+      return 'null';
+    case 'ArrayValue':
+    case 'TupleValue':
+      return laidOut('[', itemsOf(v).map((item) => pyJson(item, options, depth + 1)), ']');
+    case 'ObjectValue':
+    case 'KeywordArgumentsValue':
+    case 'NamespaceValue': {
+      const entries = dictEntries(entriesOf(v));
+      const keyOf = ([k]: [unknown, Value]) => k as string | number;
+      if (options.sortKeys) entries.sort((a, b) => (keyOf(a) < keyOf(b) ? -1 : keyOf(a) > keyOf(b) ? 1 : 0));
+      const key = (k: unknown) => pyJsonString(typeof k === 'string' ? k : pyJson(keyValue(k), options), options.ensureAscii);
+      return laidOut('{', entries.map(([k, value]) => key(k) + separators[1] + pyJson(value, options, depth + 1)), '}');
+    }
+    default:
+      throw new Error(`Object of type ${v.type} is not JSON serializable`);
+  }
+}
+
 const STRING_METHODS = new Set(['strip', 'lstrip', 'rstrip', 'format', 'count', 'capitalize']);
 
 function stringMethod(s: string, method: string, args: Value[], kwargs: Map<string, Value>): Value {
@@ -416,13 +561,14 @@ export class PythonTemplate {
   }
 
   /**
-   * The text of the template given `context` (plain JavaScript values); throws {@link TemplateRaisedError} where the
-   * template raises, and the library's error where it cannot evaluate something.
+   * The text of the template given `context` (plain JavaScript values, {@link JsonNumber}s, and Maps as dicts in their
+   * order); throws {@link TemplateRaisedError} where the template raises, and the library's error where it cannot
+   * evaluate something.
    */
   render(context: Record<string, unknown>): string {
     const env = new Environment();
     for (const [name, value] of Object.entries(CONSTANTS)) env.set(name, value);
-    for (const [name, value] of Object.entries(context)) if (!Object.hasOwn(CONSTANTS, name)) env.set(name, value);
+    for (const [name, value] of Object.entries(context)) if (!Object.hasOwn(CONSTANTS, name)) env.declareVariable(name, contextValue(value));
     // The caller's variables win, as a render's keyword arguments win over jinja2's globals.
     for (const [name, value] of Object.entries(GLOBALS)) if (!env.variables.has(name)) env.set(name, value);
     return new PythonInterpreter(env, this.printed).run(this.program).value as string;

@@ -70,6 +70,15 @@ export function pyStringRepr(s: string): string {
 
 const hex = (n: number, width: number) => n.toString(16).padStart(width, '0');
 
+/**
+ * Python's `json.dumps()` of a string: JSON's own escapes (which JavaScript writes alike), and with `ensureAscii`
+ * every character outside printable ASCII as `\uXXXX`, an astral one as its two UTF-16 halves.
+ */
+export function pyJsonString(s: string, ensureAscii: boolean): string {
+  const json = JSON.stringify(s);
+  return ensureAscii ? json.replace(/[^\x20-\x7e]/g, (c) => `\\u${hex(c.charCodeAt(0), 4)}`) : json;
+}
+
 /** Python's `repr()` of a float: the shortest digits that read back, positional from 1e-4 to 1e16, `.0` on whole numbers. */
 export function pyFloatRepr(x: number): string {
   if (Number.isNaN(x)) return 'nan';

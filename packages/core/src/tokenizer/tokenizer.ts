@@ -416,15 +416,14 @@ export class TextTokenizer {
     const source = this.templateSource(options.template ?? (options.tools?.length ? this.toolUseTemplate : undefined));
     const render = this.renderer(source, options.extra);
     if (options.toolsPrompt) messages = withToolsInPrompt(messages, options.toolsPrompt, this.rendersSystem(source));
-    let restore = (rendered: string) => rendered;
     if (messages.some((m) => Array.isArray(m.tool_calls))) {
       const form = this.probed(source, 'argumentsForm', argumentsFormOf);
-      ({ messages, restore } = withArgumentsAs(messages, form));
+      messages = withArgumentsAs(messages, form);
     }
     // An earlier turn's thought under the name gpt-oss's template reads it by (`thinking`) as well as Qwen3's.
     messages = messages.map((m) => (typeof m.reasoning_content === 'string' && m.thinking === undefined ? { ...m, thinking: m.reasoning_content } : m));
     try {
-      return restore(render(messages, options.tools, options.addGenerationPrompt ?? true));
+      return render(messages, options.tools, options.addGenerationPrompt ?? true);
     } catch (err) {
       // A template refuses what its model cannot take (Gemma's alternating roles, say) with raise_exception: the
       // caller's messages are at fault, and the error says so. Anything else is the renderer's failing, not theirs.

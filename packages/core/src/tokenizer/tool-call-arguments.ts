@@ -4,16 +4,12 @@
  * print as "[object Map]". Which one a template takes is found by rendering a probe call both ways, as llama.cpp
  * probes a template's capabilities.
  *
- * Arguments parsed for a template render as transformers' do (Python's `json.loads`, then `tojson`): a number whose
- * JavaScript value would be written otherwise (`1.0` as `1`, an integer past 2^53 rounded, `1e-7` as `1e-7` for
- * Python's `1e-07`) goes to the template as a placeholder number, and the rendering gets Python's spelling back where
- * the placeholder shows (as transformers itself stands placeholders in for special tokens). The placeholder is a
- * number of the same kind, integer or float, so that templates which test a value's type (`is string`, `is number`)
- * take the branch Python's value takes.
+ * Arguments parsed for a template reach it as transformers' do (Python's `json.loads`): each number as its JSON text
+ * ({@link JsonNumber}, `1.0` a float, `12345678901234567890` exact), each object a Map, its keys in the text's order
+ * (a JavaScript object puts `"2"` before `"b"`).
  */
-import { randomInt } from 'node:crypto';
 import type { ChatMessage } from './tokenizer.js';
-import { pyFloatRepr } from './python-text.js';
+import { JsonNumber } from './jinja-python.js';
 
 /** `object`: arguments as a parsed object; `text`: as JSON text. */
 export type ArgumentsForm = 'object' | 'text';
@@ -41,82 +37,62 @@ export function argumentsFormOf(render: (messages: ChatMessage[]) => string): Ar
   return !shows(args) && shows(JSON.stringify(args)) ? 'text' : 'object';
 }
 
-/** Messages ready for a template, and what its rendering of them needs put back. */
-export interface TemplateArguments {
-  messages: ChatMessage[];
-  /** The rendering with Python's spelling of each number that stood in as a placeholder. */
-  restore(rendered: string): string;
-}
-
 /**
- * The messages with each tool call's arguments in `form` (JSON text parsed where it parses, numbers JavaScript would
- * write otherwise as placeholders; objects written as JSON).
+ * The messages with each tool call's arguments in `form` (JSON text read as Python reads it where it parses; objects
+ * written as JSON).
  */
-export function withArgumentsAs(messages: ChatMessage[], form: ArgumentsForm): TemplateArguments {
-  const numbers = new NumberPlaceholders();
-  const out = messages.map((m) => {
+export function withArgumentsAs(messages: ChatMessage[], form: ArgumentsForm): ChatMessage[] {
+  return messages.map((m) => {
     if (!Array.isArray(m.tool_calls)) return m;
     const toolCalls = (m.tool_calls as unknown[]).map((c) => {
       const fn = (c as { function?: { arguments?: unknown } } | null)?.function;
       if (!fn || typeof fn !== 'object') return c;
-      return { ...(c as object), function: { ...fn, arguments: inForm(fn.arguments, form, numbers) } };
+      return { ...(c as object), function: { ...fn, arguments: inForm(fn.arguments, form) } };
     });
     return { ...m, tool_calls: toolCalls };
   });
-  return { messages: out, restore: (rendered) => numbers.restore(rendered) };
 }
 
-function inForm(args: unknown, form: ArgumentsForm, numbers: NumberPlaceholders): unknown {
+function inForm(args: unknown, form: ArgumentsForm): unknown {
   if (form === 'text') return typeof args === 'string' ? args : JSON.stringify(args ?? {});
   if (typeof args !== 'string') return args;
   try {
-    return JSON.parse(numbers.replace(args)) as unknown;
+    JSON.parse(args);
   } catch {
     return args;
   }
+  return pythonJson(args);
 }
 
-/** A JSON text's strings and numbers, in order (a digit outside a string is part of a number). */
-const STRING_OR_NUMBER = /"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/g;
+/** A token of JSON text, after blanks: a string, a number, a literal, or a bracket, colon or comma. */
+const TOKEN = /[ \t\n\r]*("(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false|null|[{}[\]:,])/y;
 
-/** A placeholder as a template writes it: sixteen digits, and `.5` for a float's. */
-const PLACEHOLDER = /(?<![\d.])\d{16}(?:\.5)?(?!\d)/g;
-
-/**
- * Placeholders for the numbers of JSON texts that a JavaScript value would not write back as Python does: random
- * integers from 10^15 (below 2^53, so written exactly), plus one half for a float.
- */
-class NumberPlaceholders {
-  /** Python's spelling of each number, by its placeholder's text. */
-  private readonly spellings = new Map<string, string>();
-
-  /** `json` with such numbers as placeholders. */
-  replace(json: string): string {
-    return json.replace(STRING_OR_NUMBER, (token) => {
-      if (token.startsWith('"')) return token;
-      const spelling = pythonNumber(token);
-      if (spelling === JSON.stringify(Number(token))) return token;
-      let placeholder: string;
-      do placeholder = `${1e15 + randomInt(2 ** 48 - 1)}${/^-?\d+$/.test(token) ? '' : '.5'}`;
-      while (this.spellings.has(placeholder));
-      this.spellings.set(placeholder, spelling);
-      return placeholder;
-    });
-  }
-
-  /** `rendered` with each placeholder as its number. */
-  restore(rendered: string): string {
-    if (this.spellings.size === 0) return rendered;
-    return rendered.replace(PLACEHOLDER, (text) => this.spellings.get(text) ?? text);
-  }
-}
-
-/**
- * How Python writes the number JSON text `raw` reads as: an integer exactly, a float as its `repr` (`1.0`, `1e-07`),
- * infinity (a float too large) as `json.dumps` writes it.
- */
-function pythonNumber(raw: string): string {
-  if (/^-?\d+$/.test(raw)) return BigInt(raw).toString();
-  const value = Number(raw);
-  return Number.isFinite(value) ? pyFloatRepr(value) : value > 0 ? 'Infinity' : '-Infinity';
+/** The value of JSON text `json` (known to parse), numbers as {@link JsonNumber}s and objects as Maps. */
+function pythonJson(json: string): unknown {
+  let at = 0;
+  const next = (): string => {
+    TOKEN.lastIndex = at;
+    const token = TOKEN.exec(json)![1]!;
+    at = TOKEN.lastIndex;
+    return token;
+  };
+  const read = (token: string): unknown => {
+    if (token === '[') {
+      const items: unknown[] = [];
+      for (let t = next(); t !== ']'; t = next()) if (t !== ',') items.push(read(t));
+      return items;
+    }
+    if (token === '{') {
+      // A key given twice keeps its first place and its last value, as in Python's dict.
+      const entries = new Map<string, unknown>();
+      for (let t = next(); t !== '}'; t = next()) {
+        if (t === ',') continue;
+        next(); // the colon
+        entries.set(JSON.parse(t) as string, read(next()));
+      }
+      return entries;
+    }
+    return /^-?\d/.test(token) ? new JsonNumber(token) : (JSON.parse(token) as unknown);
+  };
+  return read(next());
 }
