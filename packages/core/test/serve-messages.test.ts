@@ -187,7 +187,7 @@ describe('reasonplug serve: /v1/messages (Anthropic SDK)', function () {
 
   it("refuses what it cannot take, in Anthropic's error shape; the key goes as x-api-key", async () => {
     for (const [body, status, type, match] of [
-      [{ model: 'stories260k', messages: [{ role: 'user', content: 'Hi' }] }, 400, 'invalid_request_error', /max_tokens must be a whole number/],
+      [{ model: 'stories260k', messages: [{ role: 'user', content: 'Hi' }] }, 400, 'invalid_request_error', /^max_tokens is required/],
       [{ model: 'stories260k', max_tokens: 4, messages: [{ role: 'user', content: [{ type: 'image', source: { type: 'url', url: 'https://x/y.png' } }] }] }, 400, 'invalid_request_error', /"image" block/],
       [{ model: 'stories260k', max_tokens: 4, tools: [{ type: 'web_search_20250305', name: 'web_search' }], messages: [{ role: 'user', content: 'Hi' }] }, 400, 'invalid_request_error', /web_search_20250305/],
       // a tool as chat completions writes it, or without its name: the error spells Anthropic's shape

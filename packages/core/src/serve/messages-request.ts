@@ -8,7 +8,7 @@
  * server tools (web search, code execution) are refused by name.
  */
 import { badRequest } from './errors.js';
-import { chatToolsOf, isObject, parseChatRequest, type Body, type ChatRequest } from './requests.js';
+import { chatToolsOf, isObject, parseChatRequest, shown, type Body, type ChatRequest } from './requests.js';
 import { refuseChatConstraints, SAMPLING_EXTENSIONS } from './responses-request.js';
 
 /** A `/v1/messages` request: the chat request it amounts to, and how its answer shows the thought. */
@@ -23,7 +23,9 @@ export function parseMessagesRequest(body: unknown, counting = false): MessagesR
   const chat: Body = { model: body.model, stream: body.stream ?? false };
   const max = body.max_tokens;
   if (!counting) {
-    if (!(Number.isSafeInteger(max) && (max as number) >= 1)) throw badRequest(`max_tokens must be a whole number >= 1 (got ${JSON.stringify(max)})`, 'max_tokens');
+    // (Anthropic's API requires it, where OpenAI's leave it out for no limit)
+    if (max === undefined || max === null) throw badRequest('max_tokens is required: the most tokens the reply may take, a whole number >= 1', 'max_tokens');
+    if (!(Number.isSafeInteger(max) && (max as number) >= 1)) throw badRequest(`max_tokens must be a whole number >= 1 (got ${shown(max)})`, 'max_tokens');
     chat.max_completion_tokens = max;
   }
   for (const [from, to] of [['temperature', 'temperature'], ['top_p', 'top_p'], ['stop_sequences', 'stop']] as const) {
@@ -57,7 +59,8 @@ function textOf(content: unknown, param: string): string {
       if (type !== 'text') throw READ.has(type) ? badRequest(`${at} is a "${type}" block: ${param} takes text blocks only`, at) : unsupportedBlock(type, at);
       return checked(block as Body, ['text'], at).text as string;
     })
-    .join('');
+    // (a line apart, as the chat route joins a message's text parts)
+    .join('\n');
 }
 
 /**
@@ -129,7 +132,8 @@ function turnsOf(messages: unknown[]): Turn[] {
     if (!Array.isArray(content)) throw badRequest(`${param}.content must be a string or a list of content blocks`, `${param}.content`);
     const blocks = content.map((block, j) => ({ block, at: `${param}.content[${j}]` }));
     const last = turns[turns.length - 1];
-    if (last !== undefined && last.role !== 'system' && last.role === m.role) last.blocks.push(...blocks);
+    // (pushed one by one: a spread of more than about 120,000 blocks overflows the stack)
+    if (last !== undefined && last.role !== 'system' && last.role === m.role) for (const b of blocks) last.blocks.push(b);
     else turns.push({ role: m.role, blocks });
   });
   return turns;
@@ -147,16 +151,19 @@ function turnBlock({ block, at }: SentBlock, role: 'user' | 'assistant'): Body &
 /** A user turn's tool messages (one per `tool_result`, in order), then its text, if any or if it holds no results. */
 function userMessages(blocks: SentBlock[]): Body[] {
   const out: Body[] = [];
-  let text = '';
+  const texts: string[] = [];
   for (const sent of blocks) {
     const block = turnBlock(sent, 'user');
     if (block.type === 'text') {
-      text += block.text as string;
+      texts.push(block.text as string);
       continue;
     }
     const content = block.content === undefined ? '' : textOf(block.content, `${sent.at}.content`);
     out.push({ role: 'tool', tool_call_id: block.tool_use_id, content: block.is_error === true ? `Error: ${content}` : content });
   }
+  // (a line apart, as the chat route joins a message's text parts; an assistant turn's text is joined as it is: a
+  // prefill's pieces continue one another)
+  const text = texts.join('\n');
   return text || out.length === 0 ? [...out, { role: 'user', content: text }] : out;
 }
 
@@ -217,7 +224,7 @@ function thinkingOf(thinking: unknown, kwargs: unknown): Body {
   if (thinking.type === 'adaptive' || thinking.type === 'between_tools') return {};
   if (thinking.type === 'enabled') {
     const budget = thinking.budget_tokens;
-    if (!(Number.isSafeInteger(budget) && (budget as number) >= 0)) throw badRequest(`thinking.budget_tokens must be a whole number >= 0 (got ${JSON.stringify(budget)})`, 'thinking.budget_tokens');
+    if (!(Number.isSafeInteger(budget) && (budget as number) >= 0)) throw badRequest(`thinking.budget_tokens must be a whole number >= 0 (got ${shown(budget)})`, 'thinking.budget_tokens');
     return { thinking_token_budget: budget };
   }
   throw badRequest('thinking.type must be "enabled", "adaptive", "between_tools" or "disabled"', 'thinking.type');
@@ -227,6 +234,6 @@ function thinkingOf(thinking: unknown, kwargs: unknown): Body {
 function thinkingDisplayOf(thinking: unknown): 'summarized' | 'omitted' {
   if (!isObject(thinking) || (thinking.type !== 'enabled' && thinking.type !== 'adaptive')) return 'summarized';
   const display = thinking.display ?? 'summarized';
-  if (display !== 'summarized' && display !== 'omitted') throw badRequest(`thinking.display must be "summarized" or "omitted" (got ${JSON.stringify(display)})`, 'thinking.display');
+  if (display !== 'summarized' && display !== 'omitted') throw badRequest(`thinking.display must be "summarized" or "omitted" (got ${shown(display)})`, 'thinking.display');
   return display;
 }

@@ -10,6 +10,7 @@ import {
   parseChatRequest,
   parseCompletionRequest,
   parseEmbeddingsRequest,
+  shown,
   type Body,
   type ChatRequest,
   type CompletionRequest,
@@ -71,7 +72,7 @@ function common(body: Body): Body {
   for (const [key, value] of Object.entries(options)) {
     if (value === undefined || value === null) continue;
     if (Object.hasOwn(NEUTRAL, key)) {
-      if (value !== NEUTRAL[key]) throw badRequest(`options.${key} ${JSON.stringify(value)} is not supported (only ${NEUTRAL[key]})`, `options.${key}`, 'unsupported_parameter');
+      if (value !== NEUTRAL[key]) throw badRequest(`options.${key} ${shown(value)} is not supported (only ${NEUTRAL[key]})`, `options.${key}`, 'unsupported_parameter');
       continue;
     }
     if (key === 'num_predict') {

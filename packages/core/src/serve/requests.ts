@@ -93,10 +93,18 @@ export interface CompletionRequest extends ParsedRequest {
 /** Whether a JSON value is an object (not an array, not null). */
 export const isObject = (v: unknown): v is Body => typeof v === 'object' && v !== null && !Array.isArray(v);
 
+/**
+ * A value a request sent, as a refusal quotes it: as JSON, but a number as JavaScript writes it (a body's `1e999`
+ * parses as Infinity, which JSON would write as `null`).
+ */
+export function shown(v: unknown): string {
+  return typeof v === 'number' ? String(v) : JSON.stringify(v);
+}
+
 function number(body: Body, key: string, check: (n: number) => boolean, rule: string): number | undefined {
   const v = body[key];
   if (v === undefined || v === null) return undefined;
-  if (typeof v !== 'number' || !Number.isFinite(v) || !check(v)) throw badRequest(`${key} must be ${rule} (got ${JSON.stringify(v)})`, key);
+  if (typeof v !== 'number' || !Number.isFinite(v) || !check(v)) throw badRequest(`${key} must be ${rule} (got ${shown(v)})`, key);
   return v;
 }
 
@@ -106,7 +114,7 @@ const integer = (body: Body, key: string, min: number) =>
 /** Refuses a field the server does not implement when it asks for anything but the default. */
 function refuseUnless(body: Body, key: string, isDefault: (v: unknown) => boolean, why: string): void {
   const v = body[key];
-  if (v !== undefined && v !== null && !isDefault(v)) throw badRequest(`${key} ${JSON.stringify(v)} is not supported: ${why}`, key, 'unsupported_parameter');
+  if (v !== undefined && v !== null && !isDefault(v)) throw badRequest(`${key} ${shown(v)} is not supported: ${why}`, key, 'unsupported_parameter');
 }
 
 /**
@@ -193,7 +201,7 @@ function logprobsOf(body: Body, chat: boolean): number | undefined {
   if (top !== undefined) throw badRequest('top_logprobs is a chat parameter; /v1/completions takes logprobs: N', 'top_logprobs');
   if (v === undefined || v === null) return undefined;
   if (!(Number.isSafeInteger(v) && (v as number) >= 0 && (v as number) <= MAX_TOP_LOGPROBS)) {
-    throw badRequest(`logprobs must be a whole number from 0 to ${MAX_TOP_LOGPROBS}: alternatives per token (got ${JSON.stringify(v)})`, 'logprobs');
+    throw badRequest(`logprobs must be a whole number from 0 to ${MAX_TOP_LOGPROBS}: alternatives per token (got ${shown(v)})`, 'logprobs');
   }
   return v as number;
 }
@@ -307,7 +315,7 @@ function logitBiasOf(v: unknown): Record<number, number> | undefined {
   const out: Record<number, number> = {};
   for (const [key, bias] of Object.entries(v)) {
     if (!/^(0|[1-9][0-9]*)$/.test(key) || !Number.isSafeInteger(Number(key))) throw badRequest(`logit_bias keys must be token ids (got ${JSON.stringify(key)})`, 'logit_bias');
-    if (typeof bias !== 'number' || !(bias >= -100 && bias <= 100)) throw badRequest(`logit_bias values must be numbers from -100 to 100 (token ${key}: ${JSON.stringify(bias)})`, 'logit_bias');
+    if (typeof bias !== 'number' || !(bias >= -100 && bias <= 100)) throw badRequest(`logit_bias values must be numbers from -100 to 100 (token ${key}: ${shown(bias)})`, 'logit_bias');
     out[Number(key)] = bias;
   }
   return Object.keys(out).length > 0 ? out : undefined;
@@ -461,7 +469,7 @@ const TEMPLATE_INPUTS = ['messages', 'tools', 'add_generation_prompt'] as const;
 function reasoningEffortOf(v: unknown): string | undefined {
   if (v === undefined || v === null) return undefined;
   if (typeof v === 'string' && (REASONING_EFFORTS as readonly string[]).includes(v)) return v;
-  throw badRequest(`reasoning_effort must be ${REASONING_EFFORTS.map((e) => JSON.stringify(e)).join(', ')} (got ${JSON.stringify(v)})`, 'reasoning_effort');
+  throw badRequest(`reasoning_effort must be ${REASONING_EFFORTS.map((e) => JSON.stringify(e)).join(', ')} (got ${shown(v)})`, 'reasoning_effort');
 }
 
 /** The reasoning efforts OpenAI's API names (its SDK's `ReasoningEffort`); the template reads the one given. */
@@ -472,7 +480,7 @@ function reasoningFormatOf(v: unknown): ReasoningFormat | undefined {
   if (v === undefined || v === null) return undefined;
   if (v === 'auto' || v === 'deepseek') return 'auto';
   if (v === 'none') return 'none';
-  throw badRequest(`reasoning_format must be "auto", "deepseek" or "none" (got ${JSON.stringify(v)})`, 'reasoning_format');
+  throw badRequest(`reasoning_format must be "auto", "deepseek" or "none" (got ${shown(v)})`, 'reasoning_format');
 }
 
 /**
@@ -534,7 +542,10 @@ function textContent(v: unknown, param: string): string {
   if (Array.isArray(v)) {
     return v
       .map((part, j) => {
-        if (isObject(part) && part.type === 'text' && typeof part.text === 'string') return part.text;
+        if (isObject(part) && part.type === 'text') {
+          if (typeof part.text !== 'string') throw badRequest(`${param}[${j}].text must be a string`, `${param}[${j}].text`);
+          return part.text;
+        }
         throw badRequest(`${param}[${j}] is a ${isObject(part) ? JSON.stringify(part.type) : typeof part} part; the models read text only`, `${param}[${j}]`);
       })
       // (one text, the parts a line apart, as vLLM and llama.cpp give a template that reads a string)

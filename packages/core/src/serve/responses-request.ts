@@ -6,7 +6,7 @@
  * cannot run (web search, file search, …) are refused by name.
  */
 import { badRequest } from './errors.js';
-import { chatToolsOf, isObject, parseChatRequest, REFUSED_UNLESS_NEUTRAL, type Body, type ChatRequest } from './requests.js';
+import { chatToolsOf, isObject, parseChatRequest, REFUSED_UNLESS_NEUTRAL, shown, type Body, type ChatRequest } from './requests.js';
 
 /** A Responses request: the chat request it amounts to, and what the response echoes back. */
 export interface ResponsesRequest {
@@ -62,7 +62,7 @@ export function parseResponsesRequest(body: unknown): ResponsesRequest {
   const chat: Body = {};
   for (const key of PASSED) if (body[key] !== undefined) chat[key] = body[key];
   if (body.max_output_tokens !== undefined && body.max_output_tokens !== null) {
-    if (!(Number.isSafeInteger(body.max_output_tokens) && (body.max_output_tokens as number) >= 1)) throw badRequest(`max_output_tokens must be a whole number >= 1 (got ${JSON.stringify(body.max_output_tokens)})`, 'max_output_tokens');
+    if (!(Number.isSafeInteger(body.max_output_tokens) && (body.max_output_tokens as number) >= 1)) throw badRequest(`max_output_tokens must be a whole number >= 1 (got ${shown(body.max_output_tokens)})`, 'max_output_tokens');
     chat.max_completion_tokens = body.max_output_tokens;
   }
   // Log-probabilities of the answer's text: asked for by `include` (as OpenAI's SDKs and ChatOpenAI do) or by `top_logprobs`.
@@ -110,7 +110,10 @@ function textOf(content: unknown, param: string): string {
     .map((part, i) => {
       const p = `${param}[${i}]`;
       if (!isObject(part) || typeof part.type !== 'string') throw badRequest(`${p} must be a content part with a type`, p);
-      if ((part.type === 'input_text' || part.type === 'output_text' || part.type === 'text') && typeof part.text === 'string') return part.text;
+      if (part.type === 'input_text' || part.type === 'output_text' || part.type === 'text') {
+        if (typeof part.text !== 'string') throw badRequest(`${p}.text must be a string`, `${p}.text`);
+        return part.text;
+      }
       throw badRequest(`${p} is a "${part.type}" part: this server's models read text only`, p, 'unsupported_content');
     })
     // (a line apart, as the chat route joins text parts)
@@ -154,7 +157,8 @@ function messagesOf(instructions: unknown, input: unknown): Body[] {
         thought = undefined;
         messages.push(caller);
       }
-      caller.tool_calls = [...((caller.tool_calls as unknown[]) ?? []), { id: item.call_id, type: 'function', function: { name: item.name, arguments: item.arguments } }];
+      // (pushed: a list copied for each call took 55 s over 100,000 calls)
+      ((caller.tool_calls ??= []) as unknown[]).push({ id: item.call_id, type: 'function', function: { name: item.name, arguments: item.arguments } });
     } else if (type === 'function_call_output') {
       if (typeof item.call_id !== 'string') throw badRequest(`${param}.call_id must be the call_id of a function call`, `${param}.call_id`);
       messages.push({ role: 'tool', tool_call_id: item.call_id, content: textOf(item.output, `${param}.output`) });

@@ -16,7 +16,7 @@ import { Engine, type EngineOptions, type GenerationStream, type StreamOptions }
 import { PACKAGE_VERSION } from '../package-version.js';
 import type { GenerationResult, TokenEvent, TokenLogprobs } from '../generate/types.js';
 import type { PromptInput } from '../runtime/protocol.js';
-import { DECODE_LOOK_BEHIND, TextTokenizer } from '../tokenizer/tokenizer.js';
+import { DECODE_LOOK_BEHIND, TextTokenizer, TokenizerError, type ChatMessage } from '../tokenizer/tokenizer.js';
 import { resolveModelPath } from '../registry/resolve-model.js';
 import { loadModuleDir } from '../modules/module-dir.js';
 import { ggufModuleName } from '../gguf/gguf-module.js';
@@ -97,6 +97,16 @@ export interface ServeOptions {
   /** Largest request body in bytes (default 8 MiB). */
   maxBodyBytes?: number;
   /**
+   * Milliseconds a request's body may take to arrive once its headers have (default 30 000); a body still arriving
+   * then is refused with 408 and its connection closed, so that a client trickling it cannot hold a request open.
+   */
+  bodyTimeoutMs?: number;
+  /**
+   * Milliseconds `close()` waits for admitted and queued requests to finish (default 30 000, as Kubernetes' default
+   * grace period); then it closes their connections (their rows stop at their next step) and stops waiting for the engine.
+   */
+  shutdownTimeoutMs?: number;
+  /**
    * Origins of browser pages allowed to call besides loopback ones (`https://app.example.com`; `*`: any). Requests
    * from other origins get 403; requests without an `Origin` header are not affected (see serve/cors.ts).
    */
@@ -114,7 +124,10 @@ export interface RunningServer {
   /** Settles once the model is loaded (rejects when loading fails; the server then answers 503). */
   readonly ready: Promise<void>;
   readonly metrics: ServerMetrics;
-  /** Stops accepting, finishes every admitted and queued request, frees the engine, closes the socket. */
+  /**
+   * Stops accepting, refuses the requests still sending their bodies, finishes every admitted and queued request
+   * (those still running after `shutdownTimeoutMs` are cut off), frees the engine, closes the socket.
+   */
   close(): Promise<void>;
 }
 
@@ -156,6 +169,12 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   if (!(Number.isSafeInteger(maxBatch) && maxBatch >= 1)) throw new RangeError(`maxBatch must be a whole number >= 1 (got ${maxBatch})`);
   if (!(Number.isSafeInteger(maxQueue) && maxQueue >= 0)) throw new RangeError(`maxQueue must be a whole number >= 0 (got ${maxQueue})`);
   if (!(options.apiKeys ?? []).every(usableApiKey)) throw new RangeError('apiKeys must be non-empty strings without surrounding whitespace');
+  const bodyTimeoutMs = options.bodyTimeoutMs ?? 30_000;
+  const shutdownTimeoutMs = options.shutdownTimeoutMs ?? 30_000;
+  for (const [name, ms] of [['bodyTimeoutMs', bodyTimeoutMs], ['shutdownTimeoutMs', shutdownTimeoutMs]] as const) {
+    // (setTimeout fires at once past 2^31 - 1 ms)
+    if (!(Number.isSafeInteger(ms) && ms >= 1 && ms < 2 ** 31)) throw new RangeError(`${name} must be a whole number of milliseconds from 1 to ${2 ** 31 - 1} (got ${ms})`);
+  }
   const cors = new CorsPolicy(options.corsOrigins);
   const metrics = new ServerMetrics();
   const running = new Set<Slot>();
@@ -168,6 +187,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   /** Requests being handled (read, queued, running, answering): what a shutdown waits for. */
   let active = 0;
   let idle: (() => void) | undefined;
+  /** The refusals of the bodies being read, each ending its read (called as the server shuts down). */
+  const reading = new Set<(err: HttpError) => void>();
 
   const admit = (slot: Slot, signal: AbortSignal): Promise<void> => {
     if (running.size < maxBatch) {
@@ -369,16 +390,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   }
 
   async function readJson(req: IncomingMessage): Promise<unknown> {
-    const limit = options.maxBodyBytes ?? 8 * 2 ** 20;
-    const chunks: Buffer[] = [];
-    let size = 0;
-    for await (const c of req as AsyncIterable<Buffer>) {
-      size += c.length;
-      // The rest of the body is left unread, so the connection cannot carry another request: it closes after the answer.
-      if (size > limit) throw new HttpError(413, `the request body is larger than ${limit} bytes`, 'invalid_request_error', 'body_too_large', { Connection: 'close' });
-      chunks.push(c);
-    }
-    const text = Buffer.concat(chunks).toString('utf8');
+    const text = (await readBody(req)).toString('utf8');
     let body: unknown;
     try {
       // (a byte order mark before the JSON is allowed to be ignored, RFC 8259 §8.1, and Python's json.loads does)
@@ -388,6 +400,36 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     }
     if (jsonDepth(body, MAX_BODY_DEPTH) > MAX_BODY_DEPTH) throw badRequest(`the request body nests arrays and objects more than ${MAX_BODY_DEPTH} levels deep`, null, 'too_deep');
     return body;
+  }
+
+  /**
+   * A request's body, refused once larger than the limit (413), once `bodyTimeoutMs` has passed (408), or as the
+   * server shuts down (503). A refused body is left unread, not destroyed (which would close the connection before
+   * the refusal is written): the refusal says `Connection: close`, so the connection ends after it.
+   */
+  async function readBody(req: IncomingMessage): Promise<Buffer> {
+    const limit = options.maxBodyBytes ?? 8 * 2 ** 20;
+    let refuse!: (err: HttpError) => void;
+    const refused = new Promise<never>((_, reject) => (refuse = reject));
+    const timer = setTimeout(
+      () => refuse(new HttpError(408, `the request body did not arrive within ${bodyTimeoutMs / 1000} s of its headers`, 'invalid_request_error', 'request_timeout', { Connection: 'close' })),
+      bodyTimeoutMs,
+    );
+    reading.add(refuse);
+    const chunks = req[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+    const body: Buffer[] = [];
+    try {
+      for (let size = 0; ; ) {
+        const next = await Promise.race([chunks.next(), refused]);
+        if (next.done) return Buffer.concat(body);
+        size += next.value.length;
+        if (size > limit) throw new HttpError(413, `the request body is larger than ${limit} bytes`, 'invalid_request_error', 'body_too_large', { Connection: 'close' });
+        body.push(next.value);
+      }
+    } finally {
+      clearTimeout(timer);
+      reading.delete(refuse);
+    }
   }
 
   /** Runs one request: admission, the engine call, its metrics; `consume` reads the stream and answers. */
@@ -431,7 +473,14 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       const first = await iterator.next();
       const clock = new TokenClock(arrival, metrics);
       if (!first.done) clock.tick(first.value.row);
-      reason = await consume(stream, first, iterator, clock);
+      // A streamed answer takes its next event only once what was written has gone out to the client.
+      const rest: AsyncIterator<TokenEvent> = {
+        next: async () => {
+          await flowing(res);
+          return iterator.next();
+        },
+      };
+      reason = await consume(stream, first, rest, clock);
       clock.end();
       const result = await stream.result;
       // (the engine counts the prompt once per row; the n rows of one prompt share its prefill)
@@ -472,6 +521,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const calls = spec.toolChoice ? { choice: spec.toolChoice, parallel: spec.parallelToolCalls } : undefined;
     // (a request's own response format, which under auto the reply may answer in: the description says so)
     const shown = toolsShown(generic, spec.tools, calls, spec.options?.responseFormat);
+    refuseBeyondContext(l, spec.messages);
     // A chat without a system message of its own gets the model's (and its example messages), as Ollama's does.
     const messages = withModelMessages(spec.messages, l.engine.info.defaults);
     let text = tokenizer.applyChatTemplate(messages, { ...template, addGenerationPrompt: spec.addGenerationPrompt, extra, ...shown });
@@ -482,6 +532,19 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     }
     const encode = (t: string, within?: number) => (addSpecialTokens ? tokenizer.encode(t, true, within) : tokenizer.encodeChat(t, within));
     return { text, ids: keep === undefined ? encode(text, l.engine.info.contextLength) : lastTokens(encode, text, keep) };
+  }
+
+  /**
+   * Refuses, before they are rendered, messages that cannot fit the context: more messages and tool calls than it has
+   * positions, since any real template writes each with one token at least (280,000 empty messages held the
+   * server's thread 2.4 s in the template before the prompt was found too long). Content parts are not counted: they
+   * are joined into their message's text first, and may be empty. A TokenizerError, as the prompt's own overflow is.
+   */
+  function refuseBeyondContext(l: Loaded, messages: readonly ChatMessage[]): void {
+    const calls = messages.reduce((n, m) => n + (Array.isArray(m.tool_calls) ? m.tool_calls.length : 0), 0);
+    if (messages.length + calls <= l.contextLength) return;
+    const counted = `${messages.length} messages${calls ? ` and ${calls} tool calls` : ''}`;
+    throw new TokenizerError(`the chat's ${counted} are more than the context length of ${l.contextLength} tokens (each takes one token at least); send fewer`);
   }
 
   /** How many of its prompt's last tokens a request runs (vLLM's `truncate_prompt_tokens`, -1 the context's); undefined: all. */
@@ -1193,13 +1256,20 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     async close() {
       if (draining) return;
       draining = true;
+      const deadline = new Promise<false>((r) => setTimeout(() => r(false), shutdownTimeoutMs).unref());
       // Stop accepting; connections kept alive are closed once they are idle.
       const closed = new Promise<void>((r) => server.close(() => r()));
       server.closeIdleConnections();
-      if (active > 0) await new Promise<void>((r) => (idle = r));
+      // A request whose body is still arriving would hold the shutdown for as long as its client trickles it.
+      for (const refuse of reading) refuse(new HttpError(503, 'the server is shutting down', 'server_error', 'shutting_down', { Connection: 'close' }));
+      const finished = active === 0 || (await Promise.race([new Promise<true>((r) => (idle = () => r(true))), deadline]));
+      // Past the deadline the requests left are cut off: their rows stop at their next step.
+      if (!finished) server.closeAllConnections();
       server.closeIdleConnections();
-      await ready.catch(() => {});
-      await loaded?.engine.dispose();
+      // The engine is given what is left of the deadline: a batch thread held by one long step (a grammar's compile)
+      // would hold the shutdown past the end of every request. (The CLI then exits; a library's process keeps the
+      // engine's dispose going, which ends its worker once that step is done, or a minute on.)
+      await Promise.race([ready.then(() => loaded!.engine.dispose(), () => {}), deadline]);
       server.closeAllConnections();
       await closed;
     },
@@ -1285,6 +1355,23 @@ class TokenClock {
     if (seen.tokens > 0) this.metrics.itl.observe(seen.gap / 1000 / seen.tokens, seen.tokens);
     seen.tokens = 0;
   }
+}
+
+/**
+ * Settles once `res` can take more: at once unless its last write filled the socket's buffer, else when that drains
+ * or the connection closes. A stream that waits on it before each event writes no faster than its client reads; one
+ * that did not kept the whole reply in memory for a client that stopped reading (86 MiB for one stream of 64 choices
+ * with 20 alternatives per token), as the engine generates on. The events not yet sent wait in the engine's stream.
+ */
+function flowing(res: ServerResponse): Promise<void> | undefined {
+  if (!res.writableNeedDrain) return undefined;
+  return new Promise((resolve) => {
+    const go = () => {
+      res.off('drain', go).off('close', go);
+      resolve();
+    };
+    res.on('drain', go).on('close', go);
+  });
 }
 
 /** A server-sent event stream (its `Connection` header Node's own: a client's `close` and HTTP/1.0 are kept to). */
@@ -1570,7 +1657,7 @@ function specialTokenTexts(tokenizer: TextTokenizer): string[] {
  * status, its id the answer's `request-id`.
  */
 function anthropicError(err: HttpError, res: ServerResponse): { type: 'error'; error: { type: string; message: string }; request_id: string | null } {
-  const types: Record<number, string> = { 400: 'invalid_request_error', 401: 'authentication_error', 403: 'permission_error', 404: 'not_found_error', 405: 'invalid_request_error', 413: 'request_too_large', 429: 'rate_limit_error', 503: 'overloaded_error' };
+  const types: Record<number, string> = { 400: 'invalid_request_error', 401: 'authentication_error', 403: 'permission_error', 404: 'not_found_error', 405: 'invalid_request_error', 408: 'timeout_error', 413: 'request_too_large', 429: 'rate_limit_error', 503: 'overloaded_error' };
   const id = res.getHeader('request-id');
   return { type: 'error', error: { type: types[err.status] ?? 'api_error', message: err.message }, request_id: typeof id === 'string' ? id : null };
 }

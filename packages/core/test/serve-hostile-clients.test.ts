@@ -1,0 +1,253 @@
+/**
+ * `reasonplug serve` under careless and slow clients, on loopback with raw sockets and the converted stories260K: a
+ * client that stops reading a large stream (the answer waits for it rather than piling up in the server), bodies
+ * trickled past the body deadline (408 in each API's error shape) or still arriving at shutdown (503), a shutdown
+ * past its deadline, chats of more messages than the context has positions (refused before they are rendered), and
+ * the wording of refusals of values JSON cannot write back (`1e999`) or fields left out.
+ */
+import { expect } from 'chai';
+import { spawn } from 'node:child_process';
+import { connect, type Socket } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { TOOLS_TEMPLATE } from './support/chat-templates.js';
+import { fromSources } from '../../../test/support/paths.js';
+import { storiesModule } from './support/modules.js';
+import { postJson, useServers } from './support/servers.js';
+import { startServer } from '../src/serve/server.js';
+import { parseChatRequest } from '../src/serve/requests.js';
+import { parseResponsesRequest } from '../src/serve/responses-request.js';
+import { parseMessagesRequest } from '../src/serve/messages-request.js';
+import { HttpError } from '../src/serve/errors.js';
+
+/** A raw request's connection: what came back so far, and whether the server closed it. */
+interface Raw {
+  socket: Socket;
+  received: () => string;
+  closed: Promise<void>;
+}
+
+/** Opens a connection to `url` and writes `head` (a request's headers, perhaps part of its body) on it. */
+function rawRequest(url: string, head: string): Raw {
+  const { hostname, port } = new URL(url);
+  const socket = connect(Number(port), hostname);
+  const chunks: Buffer[] = [];
+  socket.on('data', (d: Buffer) => chunks.push(d));
+  socket.on('error', () => {});
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  socket.write(head);
+  return { socket, received: () => Buffer.concat(chunks).toString('utf8'), closed };
+}
+
+/** The head of a JSON POST whose body will be `length` bytes (HTTP/1.0: an answer unchunked, its connection closed after it). */
+const postHead = (url: string, path: string, length: number, version = '1.1') =>
+  `POST ${path} HTTP/${version}\r\nHost: ${new URL(url).host}\r\nContent-Type: application/json\r\nContent-Length: ${length}\r\n\r\n`;
+
+/** Resolves after `ms`, or rejects with `what` when `promise` settles later. */
+async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms)));
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A gauge or counter of `/metrics` (the served model's sample). */
+async function metric(url: string, name: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`reasonplug:${name}{`));
+  return Number(line!.split(' ').at(-1));
+}
+
+/** A refusal's message, for the parsers' tests. */
+function refusal(parse: () => unknown): string {
+  try {
+    parse();
+  } catch (err) {
+    expect(err).to.be.instanceOf(HttpError);
+    return (err as HttpError).message;
+  }
+  throw new Error('not refused');
+}
+
+describe('serve: careless and slow clients', function () {
+  this.timeout(120_000);
+  const { serve } = useServers();
+  let dir: string;
+  let url: string;
+  let context: number;
+
+  before(async () => {
+    dir = await storiesModule();
+    url = await serve({ engine: { model: dir }, chatTemplate: TOOLS_TEMPLATE, bodyTimeoutMs: 400 });
+    context = ((await (await postJson(url, '/tokenize', { prompt: 'x' })).json()) as { max_model_len: number }).max_model_len;
+  });
+
+  it('waits for a client that stops reading a stream instead of writing the rest into memory; the whole answer comes once it reads', async () => {
+    // 32 choices of 400 tokens with 20 alternatives each: some 20 MiB of events, more than loopback's socket buffers hold.
+    const n = 32;
+    const tokens = 400;
+    const body = JSON.stringify({ model: 'stories260k', messages: [{ role: 'user', content: 'Hi' }], n, max_tokens: tokens, ignore_eos: true, stream: true, logprobs: true, top_logprobs: 20 });
+    const generated = await metric(url, 'generation_tokens_total');
+    const raw = rawRequest(url, postHead(url, '/v1/chat/completions', Buffer.byteLength(body), '1.0') + body);
+    raw.socket.pause();
+    // The engine generates on (its KV grows, then frees as the rows end) while the client reads nothing.
+    let seen = false;
+    for (const t0 = performance.now(); performance.now() - t0 < 60_000; await new Promise((r) => setTimeout(r, 100))) {
+      const kv = await metric(url, 'kv_cache_bytes');
+      if (kv > 0) seen = true;
+      else if (seen) break;
+    }
+    expect(seen, 'the rows ran').to.equal(true);
+    expect(await metric(url, 'kv_cache_bytes'), 'the rows ended').to.equal(0);
+    // The answer has not been written on: the request still runs, its tokens not yet taken from the engine's stream
+    // (counted once the stream is read to its end). Written on, the whole reply would sit in the socket's buffer.
+    expect(await metric(url, 'num_requests_running')).to.equal(1);
+    expect(await metric(url, 'generation_tokens_total')).to.equal(generated);
+    raw.socket.resume();
+    await within(raw.closed, 60_000, 'the answer ended');
+    const events = raw.received().split('\r\n\r\n')[1]!.split('\n\n').filter((e) => e.startsWith('data: ')).map((e) => e.slice(6));
+    expect(events.at(-1)).to.equal('[DONE]');
+    const chunks = events.slice(0, -1).map((e) => JSON.parse(e) as { choices: { index: number; logprobs: { content: unknown[] } | null; finish_reason: string | null }[] });
+    for (let index = 0; index < n; index++) {
+      const mine = chunks.flatMap((c) => c.choices.filter((x) => x.index === index));
+      expect(mine.reduce((k, c) => k + (c.logprobs?.content.length ?? 0), 0), `choice ${index}'s tokens`).to.equal(tokens);
+      expect(mine.at(-1)!.finish_reason).to.equal('length');
+    }
+    expect(await metric(url, 'generation_tokens_total')).to.equal(generated + n * tokens);
+    expect(await metric(url, 'num_requests_running')).to.equal(0);
+  });
+
+  it("refuses a body still arriving after the body deadline with 408 in each API's error shape, and closes its connection", async () => {
+    const body = JSON.stringify({ model: 'stories260k', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 2 });
+    for (const path of ['/v1/chat/completions', '/v1/messages', '/api/chat']) {
+      // Half the body, then nothing: the client trickles the rest, or has stalled.
+      const raw = rawRequest(url, postHead(url, path, Buffer.byteLength(body)) + body.slice(0, 20));
+      await within(raw.closed, 5_000, `${path}: the connection closed`);
+      const [head, answer] = raw.received().split('\r\n\r\n');
+      expect(head, path).to.match(/^HTTP\/1\.1 408 /);
+      expect(head, path).to.match(/\r\nConnection: close/i);
+      const error = JSON.parse(answer!);
+      const message = 'the request body did not arrive within 0.4 s of its headers';
+      if (path === '/v1/messages') expect(error).to.deep.include({ type: 'error', error: { type: 'timeout_error', message } });
+      else if (path === '/api/chat') expect(error).to.deep.equal({ error: message });
+      else expect(error).to.deep.equal({ error: { message, type: 'invalid_request_error', code: 'request_timeout', param: null } });
+    }
+    // A body sent whole is read as before.
+    expect((await postJson(url, '/v1/chat/completions', JSON.parse(body))).status).to.equal(200);
+  });
+
+  it('refuses bodies still arriving when it shuts down (503), and cuts off requests still running at the shutdown deadline', async () => {
+    const server = await startServer({ engine: { model: dir }, port: 0, chatTemplate: TOOLS_TEMPLATE, shutdownTimeoutMs: 500 });
+    try {
+      await server.ready;
+      // (the default body deadline, 30 s: the shutdown does not wait for it)
+      const body = JSON.stringify({ model: 'stories260k', prompt: 'Once', max_tokens: 2 });
+      const trickled = rawRequest(server.url, postHead(server.url, '/v1/completions', Buffer.byteLength(body)) + body.slice(0, 5));
+      // A stream that runs for longer than the deadline: 64 choices to the end of the context.
+      const long = JSON.stringify({ model: 'stories260k', prompt: 'Once', n: 64, max_tokens: context - 8, ignore_eos: true, stream: true });
+      const running = rawRequest(server.url, postHead(server.url, '/v1/completions', Buffer.byteLength(long)) + long);
+      for (const t0 = performance.now(); !running.received().includes('data: ') && performance.now() - t0 < 30_000; ) await new Promise((r) => setTimeout(r, 20));
+      const t0 = performance.now();
+      await within(server.close(), 5_000, 'close()');
+      expect(performance.now() - t0, 'close() took').to.be.below(3_000);
+      await within(trickled.closed, 1_000, 'the trickled request closed');
+      expect(trickled.received()).to.match(/^HTTP\/1\.1 503 [^]*\r\nConnection: close[^]*"the server is shutting down"/i);
+      await within(running.closed, 1_000, 'the running request closed');
+      expect(running.received(), 'the stream was cut off before its end').to.not.include('[DONE]');
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('refuses deadlines a timer cannot keep before it listens', async () => {
+    for (const over of [{ bodyTimeoutMs: 0 }, { shutdownTimeoutMs: 2 ** 31 }, { bodyTimeoutMs: 1.5 }]) {
+      const refused = await startServer({ engine: { model: dir }, port: 0, ...over }).then(() => undefined, (err: Error) => err);
+      expect(refused, JSON.stringify(over)).to.be.instanceOf(RangeError);
+      expect(refused!.message).to.match(/must be a whole number of milliseconds from 1 to 2147483647/);
+    }
+  });
+
+  it('refuses, before rendering, chats of more messages (and tool calls) than the context has positions, on every chat route', async () => {
+    const empty = Array.from({ length: context + 1 }, () => ({ role: 'user', content: '' }));
+    // (Anthropic's consecutive messages of one role are one turn: these alternate)
+    const turns = empty.map((m, i) => ({ ...m, role: i % 2 ? 'assistant' : 'user' }));
+    const counted = `${context + 1} messages are more than the context length of ${context} tokens`;
+    const routes: [string, object, (body: any) => string][] = [
+      ['/v1/chat/completions', { model: 'stories260k', messages: empty, max_tokens: 2 }, (b) => b.error.message],
+      ['/tokenize', { messages: empty }, (b) => b.error.message],
+      ['/v1/messages', { model: 'stories260k', messages: turns, max_tokens: 2 }, (b) => b.error.message],
+      ['/v1/messages/count_tokens', { model: 'stories260k', messages: turns }, (b) => b.error.message],
+      ['/v1/responses', { model: 'stories260k', input: empty, max_output_tokens: 2 }, (b) => b.error.message],
+      ['/api/chat', { model: 'stories260k', messages: empty, stream: false }, (b) => b.error],
+    ];
+    for (const [path, body, message] of routes) {
+      const res = await postJson(url, path, body);
+      expect(res.status, path).to.equal(400);
+      expect(message(await res.json()), path).to.include(counted);
+    }
+    // One assistant message of as many calls (the Responses API's function calls join the message before them).
+    const calls = Array.from({ length: context }, (_, i) => ({ type: 'function_call', call_id: `c${i}`, name: 'f', arguments: '{}' }));
+    const res = await postJson(url, '/v1/responses', { model: 'stories260k', input: [{ role: 'user', content: 'Hi' }, ...calls], max_output_tokens: 2 });
+    expect(res.status).to.equal(400);
+    const { error } = (await res.json()) as { error: { message: string; code: string; param: string } };
+    expect(error).to.deep.include({ code: 'context_length_exceeded', param: 'input' });
+    expect(error.message).to.include(`2 messages and ${context} tool calls are more than the context length of ${context} tokens`);
+  });
+
+  it('reads 100,000 function calls of a Responses input, and 300,000 blocks of a Messages turn, at once', () => {
+    const calls = Array.from({ length: 100_000 }, (_, i) => ({ type: 'function_call', call_id: `c${i}`, name: 'f', arguments: '{}' }));
+    let t0 = performance.now();
+    const { chat } = parseResponsesRequest({ model: 'm', input: [{ role: 'user', content: 'Hi' }, ...calls] });
+    expect(performance.now() - t0, 'ms to read the calls').to.be.below(2_000);
+    expect((chat.messages[1]!.tool_calls as unknown[]).length).to.equal(100_000);
+    // (a turn's blocks after another message of the same role: more than a spread's arguments may hold)
+    const blocks = Array.from({ length: 300_000 }, () => ({ type: 'text', text: 'a' }));
+    t0 = performance.now();
+    const request = parseMessagesRequest({ model: 'm', max_tokens: 4, messages: [{ role: 'user', content: 'Hi' }, { role: 'user', content: blocks }] });
+    expect(performance.now() - t0, 'ms to read the blocks').to.be.below(2_000);
+    expect(request.messages).to.have.length(1);
+    expect(request.messages[0]!.content.match(/a/g)).to.have.length(300_000);
+  });
+
+  it('words refusals of a text part without its text, a number JSON cannot write back, and a missing max_tokens', () => {
+    const chat = (over: object) => () => parseChatRequest({ model: 'm', messages: [{ role: 'user', content: 'Hi' }], ...over });
+    expect(refusal(chat({ messages: [{ role: 'user', content: [{ type: 'text' }] }] }))).to.equal('messages[0].content[0].text must be a string');
+    expect(refusal(() => parseResponsesRequest({ model: 'm', input: [{ role: 'user', content: [{ type: 'input_text' }] }] }))).to.equal('input[0].content[0].text must be a string');
+    // (a body's 1e999 is Infinity once parsed: JSON writes it as null)
+    expect(refusal(chat(JSON.parse('{"temperature": 1e999}')))).to.equal('temperature must be a number from 0 to 2 (got Infinity)');
+    expect(refusal(chat(JSON.parse('{"priority": -1e999}')))).to.match(/^priority -Infinity is not supported/);
+    expect(refusal(() => parseResponsesRequest(JSON.parse('{"model": "m", "input": "Hi", "max_output_tokens": 1e999}')))).to.equal('max_output_tokens must be a whole number >= 1 (got Infinity)');
+    expect(refusal(() => parseMessagesRequest({ model: 'm', messages: [{ role: 'user', content: 'Hi' }] }))).to.equal('max_tokens is required: the most tokens the reply may take, a whole number >= 1');
+    expect(refusal(() => parseMessagesRequest(JSON.parse('{"model": "m", "max_tokens": 1e999, "messages": [{"role": "user", "content": "Hi"}]}')))).to.equal('max_tokens must be a whole number >= 1 (got Infinity)');
+  });
+  it('the CLI takes both deadlines in seconds: --body-timeout answers a stalled body with 408, --shutdown-timeout bounds SIGTERM', async () => {
+    const cli = fileURLToPath(new URL('../src/cli/reasonplug.ts', import.meta.url));
+    const args = [...fromSources, cli, 'serve', '--model', dir, '--port', '0', '--body-timeout', '1', '--shutdown-timeout', '1'];
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    try {
+      await within(new Promise<void>((resolve, reject) => {
+        child.stderr.on('data', () => stderr.includes('ready;') && resolve());
+        child.on('exit', () => reject(new Error(`serve exited: ${stderr}`)));
+      }), 60_000, 'the CLI server got ready');
+      const at = /listening on (http:\/\/\S+)/.exec(stderr)![1]!;
+      const raw = rawRequest(at, postHead(at, '/v1/completions', 100) + '{"model"');
+      await within(raw.closed, 5_000, 'the stalled body was answered');
+      expect(raw.received()).to.match(/^HTTP\/1\.1 408 [\s\S]*within 1 s of its headers/);
+      // A request that runs for long is cut off a second after SIGTERM, and the server exits.
+      const res = await postJson(at, '/v1/completions', { model: 'stories260k', prompt: 'Once', n: 64, max_tokens: context - 8, ignore_eos: true, stream: true });
+      const reader = res.body!.getReader();
+      await reader.read();
+      const signalled = Date.now();
+      child.kill('SIGTERM');
+      await within(exited, 10_000, 'the server exited');
+      expect(Date.now() - signalled).to.be.below(8_000);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+});
