@@ -129,6 +129,12 @@ describe('reasonplug serve: llama.cpp and vLLM token routes and prompt fields', 
     expect(cut.choices[0]!.text).to.equal((await complete({ prompt: all.slice(-2) })).choices[0]!.text);
     expect((await complete({ prompt: all, truncate_prompt_tokens: 3 })).usage.prompt_tokens).to.equal(3);
     expect((await complete({ prompt: PROMPT, truncate_prompt_tokens: -1 })).usage.prompt_tokens).to.equal(all.length);
+    // Echoed with log-probabilities, the text is what ran, so that the tokens' offsets index it and spell it.
+    type Legacy = { tokens: string[]; text_offset: number[] };
+    const echoed = (await complete({ prompt: PROMPT, truncate_prompt_tokens: 3, echo: true, logprobs: 0, max_tokens: 2 })) as unknown as { choices: { text: string; logprobs: Legacy }[] };
+    const { text, logprobs } = echoed.choices[0]!;
+    expect(logprobs.tokens).to.have.length(5);
+    logprobs.tokens.forEach((t, i) => expect(text.slice(logprobs.text_offset[i], logprobs.text_offset[i]! + t.length), `token ${i}`).to.equal(t));
     // A prompt past the context (2048 tokens) is cut to its end rather than refused.
     const long = `${'The dog ran to the park. '.repeat(600)}${PROMPT}`;
     const longCut = await complete({ prompt: long, truncate_prompt_tokens: 5 });

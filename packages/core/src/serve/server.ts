@@ -1068,6 +1068,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   }
 
   async function completion(l: Loaded, request: CompletionRequest, res: ServerResponse): Promise<void> {
+    // (no limit asked for, llama.cpp's `n_predict: -1`: to the end of the context, as a chat reply runs)
+    request.options.maxTokens ??= l.contextLength;
     const p = request.prompt;
     const isIds = typeof p !== 'string' && typeof p[0] === 'number';
     const prompts: (string | number[])[] = typeof p === 'string' || isIds ? [p as string | number[]] : (p as (string | number[])[]);
@@ -1078,10 +1080,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     if (request.suffix !== undefined && !l.tokenizer?.fimTokens) throw noFillInMiddle(l);
     const input: PromptInput =
       typeof rows[0] === 'string' ? { prompt: rows as string[], ...(request.suffix !== undefined ? { suffix: request.suffix } : {}) } : { promptIds: rows as number[][] };
-    // (as vLLM echoes: a text as given, even where only its last tokens ran; ids as those that ran)
+    // A text that ran as given is echoed as given; one that ran as ids of its own (its last tokens, or no BOS) and ids
+    // are echoed as the text of the ids that ran, which the echoed tokens' offsets index.
     const echoOf = (row: number) => {
       if (!request.echo) return '';
-      const given = prompts[Math.floor(row / request.n)]!;
+      const given = ran[Math.floor(row / request.n)]!;
       if (typeof given === 'string') return given;
       if (!l.tokenizer) throw badRequest('echo of token ids needs the model tokenizer', 'echo');
       return l.tokenizer.decode(rows[row] as number[]);
