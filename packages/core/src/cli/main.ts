@@ -50,9 +50,24 @@ type GenerateFlagsWithFormat = GenerateFlags & ResponseFormatFlags;
 /** `generate`'s reply limit where neither --max-tokens nor the model's files give one. */
 const DEFAULT_MAX_TOKENS = 128;
 
+/**
+ * The prompt text: `--prompt`'s, or stdin's where it is `-` or where neither --prompt nor --prompt-ids is given and
+ * stdin is no terminal (`echo … | reasonplug generate`), less the line ending `echo` puts after it.
+ */
+async function promptText(flags: GenerateFlags): Promise<string | undefined> {
+  const piped = flags.prompt === undefined && flags.promptIds === undefined && process.stdin.isTTY !== true;
+  if (flags.prompt !== '-' && !piped) return flags.prompt;
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  const text = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+  // (an empty pipe, as from </dev/null, is no prompt: the error below says what to give)
+  return piped && !text ? undefined : text;
+}
+
 async function generate(flags: GenerateFlagsWithFormat): Promise<void> {
+  flags.prompt = await promptText(flags);
   if ((flags.prompt === undefined) === (flags.promptIds === undefined)) {
-    throw new InvalidArgumentError('give exactly one of --prompt or --prompt-ids');
+    throw new InvalidArgumentError('give exactly one of --prompt or --prompt-ids (or pipe the prompt to stdin)');
   }
   if (flags.suffix !== undefined && flags.prompt === undefined) throw new InvalidArgumentError('--suffix fills in after --prompt: give the code before the insertion as --prompt');
   const input: PromptInput = flags.promptIds ? { promptIds: flags.promptIds } : { prompt: flags.prompt!, ...(flags.suffix !== undefined ? { suffix: flags.suffix } : {}) };
@@ -172,7 +187,7 @@ export function buildProgram(): Command {
     .version(PACKAGE_VERSION, '-v, --version', 'print the version');
   const generateCommand = program.command('generate').description('generate text from a model');
   addLatentFlags(addSamplingFlags(addModelFlags(generateCommand)))
-    .option('--prompt <text>', 'prompt text (tokenized with the model tokenizer, BOS added as it specifies)')
+    .option('--prompt <text>', 'prompt text (tokenized with the model tokenizer, BOS added as it specifies); - reads it from stdin, as does leaving out --prompt and --prompt-ids with stdin a pipe or file')
     .option('--prompt-ids <ids>', 'prompt as comma-separated token ids, fed as given', promptIdsFlag)
     .option('--suffix <text>', 'fill in the middle: the code after the insertion, --prompt the code before it (code models with FIM tokens)')
     .option('--max-tokens <n>', `tokens to generate at most (default: the model's own limit, else ${DEFAULT_MAX_TOKENS}; a row also stops at the context length)`, positiveIntegerFlag('--max-tokens'))

@@ -1,7 +1,7 @@
 /**
  * A one-line progress bar for pushes and pulls: bytes done of the bytes seen so far, rate, and the file
  * moving. Drawn only on a terminal, outside CI, and once a large file is involved: small modules and
- * logs stay quiet.
+ * logs stay quiet. A terminal without cursor control (TERM=dumb) gets a line per tenth of the way instead.
  */
 import { HASHING_DIGEST, type TransferProgress } from './download.js';
 
@@ -20,18 +20,22 @@ const WIDTH = 24;
 const mib = (n: number) => (n / (1024 * 1024)).toFixed(1);
 
 /**
- * One progress line for a transfer, labelled `label`, redrawn in place on `stream` as `update` reports files; it
- * stays blank until a file of 8 MiB or more is seen. {@link progressBar} makes one only for a terminal outside CI.
+ * One progress line for a transfer, labelled `label`, redrawn in place on `stream` as `update` reports files (or,
+ * `inPlace` false, written anew as each tenth of the way is passed); it stays blank until a file of 8 MiB or more is
+ * seen. {@link progressBar} makes one only for a terminal outside CI.
  */
 export class ProgressBar {
   private readonly files = new Map<string, { size: number; bytes: number; resumedFrom: number }>();
   private readonly started = Date.now();
   private drawn = 0;
   private large = false;
+  /** Out of place, the file and the tenth of the way last written. */
+  private written = { file: '', tenth: -1 };
 
   constructor(
     private readonly label: string,
     private readonly stream: ProgressStream,
+    private readonly inPlace = true,
   ) {}
 
   /** Records a progress event; redraws at most every 100 ms. */
@@ -50,7 +54,7 @@ export class ProgressBar {
   finish(): void {
     if (this.drawn === 0) return;
     this.draw('done');
-    this.stream.write('\n');
+    if (this.inPlace) this.stream.write('\n');
   }
 
   private draw(file: string): void {
@@ -66,11 +70,22 @@ export class ProgressBar {
     const filled = Math.round(fraction * WIDTH);
     const rate = moved / Math.max((Date.now() - this.started) / 1000, 1e-3);
     const line = `${this.label} [${'#'.repeat(filled)}${'-'.repeat(WIDTH - filled)}] ${(fraction * 100).toFixed(0).padStart(3)}% ${mib(bytes)}/${mib(size)} MiB ${mib(rate)} MiB/s ${file}`;
-    this.stream.write(`\r${line.slice(0, (this.stream.columns ?? 120) - 1)}\x1b[K`);
+    const shown = line.slice(0, (this.stream.columns ?? 120) - 1);
+    if (this.inPlace) {
+      this.stream.write(`\r${shown}\x1b[K`);
+      return;
+    }
+    const tenth = Math.floor(fraction * 10);
+    if (file === this.written.file && tenth <= this.written.tenth) return;
+    this.written = { file, tenth };
+    this.stream.write(`${shown}\n`);
   }
 }
 
-/** A bar for `label` when `stream` is a terminal and `env` is not CI; otherwise undefined (no output). */
+/**
+ * A bar for `label` when `stream` is a terminal and `env` is not CI, redrawn in place unless TERM=dumb (a terminal
+ * that would print the escape codes); otherwise undefined (no output).
+ */
 export function progressBar(label: string, stream: ProgressStream = process.stderr, env: NodeJS.ProcessEnv = process.env): ProgressBar | undefined {
-  return stream.isTTY && !env['CI'] ? new ProgressBar(label, stream) : undefined;
+  return stream.isTTY && !env['CI'] ? new ProgressBar(label, stream, env['TERM'] !== 'dumb') : undefined;
 }
