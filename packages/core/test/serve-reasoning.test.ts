@@ -10,6 +10,7 @@ import { ChatOpenAI } from '@langchain/openai';
 import { AIMessageChunk } from '@langchain/core/messages';
 import { Engine } from '../src/engine.js';
 import { startServer, type RunningServer } from '../src/serve/server.js';
+import { parseChatRequest } from '../src/serve/requests.js';
 import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { scriptedChatModule, storiesModule } from './support/modules.js';
 import { MAGISTRAL_TEMPLATE, OPEN_THOUGHT_TEMPLATE, THINKING_TEMPLATE } from './support/chat-templates.js';
@@ -77,6 +78,21 @@ describe('reasonplug serve: reasoning models', function () {
     expect(raw.choices[0]!.message.content).to.include(`<think>\n${THOUGHT}\n</think>`);
     expect(raw.choices[0]!.message).to.not.have.property('reasoning_content');
     expect(raw.usage.completion_tokens_details.reasoning_tokens).to.equal(0);
+  });
+
+  it("the thought also goes by vLLM's newer name, reasoning (the OpenAI Agents SDK's), whole and streamed, and comes back by it", async () => {
+    const { url } = await serve('thinker-named', THINKING_TEMPLATE, `<think>\n${THOUGHT}\n</think>\n\n${ANSWER}`);
+    const body = { model: 'thinker-named', messages: [{ role: 'user', content: QUESTION }] };
+    const whole = (await (await post(url, '/v1/chat/completions', body)).json()) as { choices: { message: Record<string, unknown> }[] };
+    expect(whole.choices[0]!.message).to.include({ reasoning: THOUGHT, reasoning_content: THOUGHT, content: ANSWER });
+    const events = (await (await post(url, '/v1/chat/completions', { ...body, stream: true })).text()).split('\n\n').filter((e) => e.startsWith('data: {'));
+    const deltas = events.map((e) => (JSON.parse(e.slice(6)) as { choices: { delta: Record<string, string> }[] }).choices[0]?.delta ?? {});
+    expect(deltas.map((d) => d.reasoning ?? '').join('')).to.equal(THOUGHT);
+    expect(deltas.map((d) => d.reasoning_content ?? '').join('')).to.equal(THOUGHT);
+    // An earlier turn's thought sent back as reasoning is the message's reasoning_content, as that name is.
+    const turn = (thought: Record<string, string>) => parseChatRequest({ ...body, messages: [...body.messages, { role: 'assistant', content: ANSWER, ...thought }] }).messages[1];
+    expect(turn({ reasoning: THOUGHT })).to.deep.equal(turn({ reasoning_content: THOUGHT }));
+    expect(turn({ reasoning: THOUGHT })!.reasoning_content).to.equal(THOUGHT);
   });
 
   it('a template that opens the thought in the prompt: the reply starts inside it', async () => {

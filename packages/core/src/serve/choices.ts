@@ -21,6 +21,12 @@ export interface ChatDelta {
   finish: string | null;
 }
 
+/**
+ * A reply's thought under both names clients read it by: `reasoning_content` (DeepSeek's API, llama.cpp's, vLLM's
+ * older name) and `reasoning` (vLLM's newer one, which the OpenAI Agents SDK reads and sends back).
+ */
+const thought = (text: string) => ({ reasoning_content: text, reasoning: text });
+
 const toolCallJson = (c: ParsedToolCall) => ({ id: c.id, type: 'function', function: { name: c.name ?? '', arguments: c.arguments } });
 
 /** One choice of a chat completion (one row of the engine's call). */
@@ -57,7 +63,7 @@ export class ChatChoice {
       // (OpenAI's always: the SDKs type both as present)
       refusal: null,
       annotations: [],
-      ...(split.reasoning ? { reasoning_content: split.reasoning } : {}),
+      ...(split.reasoning ? thought(split.reasoning) : {}),
       ...(split.toolCalls.length ? { tool_calls: split.toolCalls.map(toolCallJson) } : {}),
     };
     return { choice: { message, logprobs: this.logprobs ? chatLogprobs(shownEntries(row.logprobs ?? [], row.text.length)) : null, finish_reason: finish }, finish };
@@ -101,7 +107,7 @@ export class ChatChoice {
 
   private deltas(split: SplitReply): ChatDelta[] {
     const out: ChatDelta[] = [];
-    if (split.reasoning) out.push(this.delta({ reasoning_content: split.reasoning }));
+    if (split.reasoning) out.push(this.delta(thought(split.reasoning)));
     if (split.content) out.push(this.delta({ content: split.content }));
     for (const call of split.toolCalls) {
       out.push(this.delta({ tool_calls: [{ index: this.calls.length, ...toolCallJson(call) }] }));

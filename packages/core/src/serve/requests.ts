@@ -521,7 +521,9 @@ function chatMessage(m: unknown, i: number): ChatMessage {
   const content = textContent(m.content, `${param}.content`);
   const out: ChatMessage = { role, content };
   // An earlier turn's thought, as the server gave it out: templates that show or drop thoughts read this field.
-  if (role === 'assistant' && typeof m.reasoning_content === 'string') out.reasoning_content = m.reasoning_content;
+  // (or as `reasoning`, vLLM's newer name for it, which the OpenAI Agents SDK sends back)
+  const thought = m.reasoning_content ?? m.reasoning;
+  if (role === 'assistant' && typeof thought === 'string') out.reasoning_content = thought;
   if (role === 'assistant' && Array.isArray(m.tool_calls) && m.tool_calls.length > 0) {
     // OpenAI sends arguments as JSON text, kept so: the tokenizer parses it for templates that render an object
     // (`tojson`), keeping its numbers' spelling, and gives it as it is to those that join it in (DeepSeek's).
