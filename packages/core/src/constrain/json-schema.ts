@@ -11,7 +11,9 @@ import { numberRangeEbnf } from './number-range.js';
 import { checkOneOf } from './one-of.js';
 import { rewriteRegex } from './regex-rewrite.js';
 import { rewriteCombinations } from './schema-combinations.js';
+import { withRecordKeywords } from './schema-records.js';
 import { isObject, lookupLocalRef } from './schema-refs.js';
+import { isDraft2020, withTupleItems } from './schema-tuples.js';
 import { ConstraintError, type JsonSchema } from './types.js';
 
 /** Keywords that constrain values but that the engine ignores; a schema using them is refused. */
@@ -37,7 +39,7 @@ export const SUPPORTED_FORMATS: readonly string[] = [
 ];
 
 /** Keywords whose value is one subschema, a map of them, or a list of them. */
-const ONE = ['items', 'additionalProperties', 'additionalItems', 'propertyNames', 'unevaluatedProperties', 'unevaluatedItems'];
+const ONE = ['items', 'additionalProperties', 'propertyNames', 'unevaluatedProperties', 'unevaluatedItems'];
 const MAP = ['properties', 'patternProperties', '$defs', 'definitions'];
 const LIST = ['anyOf', 'oneOf', 'allOf', 'prefixItems'];
 const NUMERIC = ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'multipleOf'] as const;
@@ -205,13 +207,15 @@ export function prepareJsonSchema(schema: unknown): PreparedSchema {
   const aliases = new Map<string, string>();
   const aliased: Record<string, unknown> = {};
   const listed = { values: 0, chars: 0 };
+  const draft2020 = isDraft2020(schema);
   const visit = (node: unknown, path: string): unknown => {
     if (typeof node === 'boolean') return node;
     if (!node || typeof node !== 'object' || Array.isArray(node)) {
       throw new ConstraintError(`JSON Schema at ${path} must be an object or a boolean`);
     }
     checkKeywordValues(node as Record<string, unknown>, path);
-    const s = withoutFalse(rewriteCombinations(node as Record<string, unknown>, schema, path), path);
+    const combined = rewriteCombinations(node as Record<string, unknown>, schema, path);
+    const s = withoutFalse(withRecordKeywords(withTupleItems(combined, draft2020, path), path), path);
     let ref: string | undefined;
     if (s.$ref !== undefined) {
       const target = typeof s.$ref === 'string' ? lookupLocalRef(s.$ref, schema) : undefined;
@@ -256,9 +260,6 @@ export function prepareJsonSchema(schema: unknown): PreparedSchema {
       throw new ConstraintError(`JSON Schema keyword "${lengthKey}" at ${path} cannot be enforced together with "format"`);
     }
     if (Array.isArray(s.oneOf)) checkOneOf(s.oneOf, schema, path);
-    if (s.propertyNames !== undefined && s.additionalProperties !== undefined && typeof s.additionalProperties !== 'boolean') {
-      throw new ConstraintError(`JSON Schema keyword "propertyNames" at ${path} cannot be enforced beside an "additionalProperties" schema (XGrammar then ignores the latter); use patternProperties`);
-    }
     const out: Record<string, unknown> = { ...s };
     // Open beside declared properties, XGrammar's additional key could take a declared name with any value: the
     // reply holds the declared properties only, a subset of what the schema admits (each such object valid).
@@ -290,7 +291,6 @@ export function prepareJsonSchema(schema: unknown): PreparedSchema {
       out.pattern = FORMAT_PATTERNS[s.format];
     }
     for (const key of ONE) if (key in s && typeof s[key] === 'object' && !Array.isArray(s[key])) out[key] = visit(s[key], `${path}/${key}`);
-    if (Array.isArray(s.items)) out.items = s.items.map((x, i) => visit(x, `${path}/items/${i}`));
     for (const key of MAP) {
       if (s[key] && typeof s[key] === 'object') {
         out[key] = Object.fromEntries(Object.entries(s[key] as object).map(([k, v]) => [k, visit(v, `${path}/${key}/${k}`)]));

@@ -113,6 +113,13 @@ export function rewriteCombinations(node: Schema, root: unknown, path: string): 
   if (typeof $ref === 'string' && Object.keys(siblings).some((k) => !ANNOTATIONS.has(k) && k !== '$defs' && k !== 'definitions')) {
     s = { allOf: [{ $ref }, ...(Array.isArray(siblings.allOf) ? siblings.allOf : [])], ...Object.fromEntries(Object.entries(siblings).filter(([k]) => k !== 'allOf')) };
   }
+  // An allOf of one `$ref` beside annotations is that `$ref` (zod's draft-07 output wraps each recursive use so):
+  // merged, the definition was inlined into itself without end.
+  const only = Array.isArray(s.allOf) && s.allOf.length === 1 ? s.allOf[0] : undefined;
+  if (isObject(only) && Object.keys(only).every((k) => k === '$ref') && typeof only.$ref === 'string' && Object.keys(s).every((k) => k === 'allOf' || ANNOTATIONS.has(k))) {
+    const { allOf: _, ...own } = s;
+    s = { ...own, $ref: only.$ref };
+  }
   if (Array.isArray(s.allOf) && s.allOf.length > 0) {
     const branches = s.allOf.map((b) => resolved(b, root));
     if (branches.some((b) => !isObject(b) || 'allOf' in b)) {

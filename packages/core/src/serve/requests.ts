@@ -17,7 +17,7 @@ import type { WeightSpec } from '../compose/weights.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
 import type { ToolCallSyntax } from '../constrain/tool-syntax.js';
 import { badRequest } from './errors.js';
-import { constraintOf } from './structured-output.js';
+import { checkToolSchema, constraintOf } from './structured-output.js';
 import { MAX_TOP_LOGPROBS } from '../sampling/logprobs.js';
 
 /** A JSON request body (or an object within one). */
@@ -485,10 +485,10 @@ function reasoningFormatOf(v: unknown): ReasoningFormat | undefined {
 
 /**
  * Another API's tool list (Responses, Messages) in the chat's shape: the tools of a type the client runs (`runs`)
- * with their parameters (`schema`); any other type (a hosted tool) is refused by name. `shape` spells that API's
- * tool for errors. Undefined for none.
+ * with their parameters (the tool's field `schemaField`, `fallback` where it has none); any other type (a hosted tool)
+ * is refused by name. `shape` spells that API's tool for errors. Undefined for none.
  */
-export function chatToolsOf(tools: unknown, runs: (type: unknown) => boolean, schema: (tool: Body) => unknown, shape: string): Body[] | undefined {
+export function chatToolsOf(tools: unknown, runs: (type: unknown) => boolean, schemaField: string, fallback: unknown, shape: string): Body[] | undefined {
   if (tools === undefined || tools === null) return undefined;
   if (!Array.isArray(tools)) throw badRequest(`tools must be a list of tools, each ${shape}`, 'tools');
   if (tools.length === 0) return undefined;
@@ -499,7 +499,8 @@ export function chatToolsOf(tools: unknown, runs: (type: unknown) => boolean, sc
     if (isObject(t.function)) throw badRequest(`${param} is a chat completions tool ({"type": "function", "function": {…}}): this API's tools are ${shape}`, param);
     if (!runs(t.type)) throw badRequest(`${param} is a "${String(t.type)}" tool: this server serves tools the client runs only`, param, 'unsupported_tool');
     if (typeof t.name !== 'string' || t.name === '') throw badRequest(`${param}.name must be the tool's name: tools are ${shape}`, `${param}.name`);
-    const parameters = schema(t);
+    const parameters = t[schemaField] ?? fallback;
+    if (parameters !== undefined && parameters !== null) checkToolSchema(parameters, t.name, `${param}.${schemaField}`);
     return { type: 'function', function: { name: t.name, ...(t.description !== undefined ? { description: t.description } : {}), ...(parameters !== undefined && parameters !== null ? { parameters } : {}) } };
   });
 }
@@ -568,6 +569,7 @@ function toolsOf(v: unknown): ChatRequest['tools'] {
     if (fn.parameters !== undefined && !isObject(fn.parameters)) throw badRequest(`tools[${i}].function.parameters must be a JSON Schema object`, `tools[${i}].function.parameters`);
     // (the model writes the name to call the tool: an empty one can be neither written nor told apart)
     if (fn.name.trim() === '') throw badRequest(`tools[${i}].function.name is empty; name the function`, `tools[${i}].function.name`);
+    if (fn.parameters) checkToolSchema(fn.parameters, fn.name, `tools[${i}].function.parameters`);
     return {
       type: 'function' as const,
       function: {

@@ -8,8 +8,7 @@ import type { ReplyParsing } from '../chat/reply.js';
 import type { TokenLogprobs } from '../generate/types.js';
 import { chatLogprobs } from './logprobs.js';
 import { BlockOutput, itemId, type BlockEvent, type Event } from './reply-blocks.js';
-
-type Item = Record<string, unknown> & { type: string; id: string };
+import type { OutputItem as Item } from './response-items.js';
 
 /** The usage of a finished response, in the Responses API's words. */
 export interface ResponseUsage {

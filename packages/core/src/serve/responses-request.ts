@@ -1,9 +1,10 @@
 /**
  * OpenAI's Responses API requests (`POST /v1/responses`, as vLLM, Ollama and llama.cpp's server take them) read as
  * the chat request they amount to: `instructions` and `input` items become messages, function tools and
- * `text.format` become the chat's tools and response format, and the chat parser checks every field. The server
- * keeps no state, so what needs stored responses (`previous_response_id`, `conversation`, `background`) and tools it
- * cannot run (web search, file search, …) are refused by name.
+ * `text.format` become the chat's tools and response format, and the chat parser checks every field. An
+ * `item_reference` input item reads as the output item it names, from the items the server keeps of its recent
+ * answers (response-items.ts); what needs stored responses or conversations (`previous_response_id`, `conversation`,
+ * `background`) and tools it cannot run (web search, file search, …) are refused by name.
  */
 import { badRequest } from './errors.js';
 import { chatToolsOf, isObject, parseChatRequest, REFUSED_UNLESS_NEUTRAL, shown, type Body, type ChatRequest } from './requests.js';
@@ -13,7 +14,17 @@ export interface ResponsesRequest {
   chat: ChatRequest;
   /** Request fields the response object repeats (OpenAI's `instructions`, `metadata`, `tools`, `text`, …). */
   echo: Body;
+  /** Whether the answer's output items are kept for later `item_reference`s (`store`, true unless false, as OpenAI's). */
+  store: boolean;
 }
+
+/** The output items of earlier answers, by id: what an `item_reference` names. */
+export interface HeldItems {
+  get(id: string): Body | undefined;
+}
+
+/** No items held: every reference is refused. */
+const NONE_HELD: HeldItems = { get: () => undefined };
 
 /**
  * The chat's sampling extensions (vLLM's and llama.cpp's, as `/v1/chat/completions` reads them) that the Responses
@@ -48,9 +59,10 @@ export function refuseChatConstraints(body: Body, instead: string): void {
 /** Fields that need state this server does not keep. */
 const STATEFUL = ['previous_response_id', 'conversation', 'prompt'] as const;
 
-/** Reads a `/v1/responses` body. */
-export function parseResponsesRequest(body: unknown): ResponsesRequest {
+/** Reads a `/v1/responses` body; its `item_reference` items read as the items `held` gives for their ids. */
+export function parseResponsesRequest(body: unknown, held: HeldItems = NONE_HELD): ResponsesRequest {
   if (!isObject(body)) throw badRequest('the request body must be a JSON object');
+  if (body.store !== undefined && body.store !== null && typeof body.store !== 'boolean') throw badRequest(`store must be true or false (got ${shown(body.store)})`, 'store');
   for (const key of STATEFUL) {
     if (body[key] !== undefined && body[key] !== null) throw badRequest(`${key} is not supported: this server stores no responses or prompts; send the whole conversation as input`, key, 'unsupported_parameter');
   }
@@ -77,8 +89,8 @@ export function parseResponsesRequest(body: unknown): ResponsesRequest {
     if (!isObject(body.reasoning)) throw badRequest('reasoning must be an object such as {"effort": "high"}', 'reasoning');
     if (body.reasoning.effort !== undefined && body.reasoning.effort !== null) chat.reasoning_effort = body.reasoning.effort;
   }
-  chat.messages = messagesOf(body.instructions, body.input);
-  const tools = chatToolsOf(body.tools, (type) => type === 'function', (t) => t.parameters, '{"type": "function", "name": …, "parameters": {…}}');
+  chat.messages = messagesOf(body.instructions, body.input, held);
+  const tools = chatToolsOf(body.tools, (type) => type === 'function', 'parameters', undefined, '{"type": "function", "name": …, "parameters": {…}}');
   if (tools) chat.tools = tools;
   if (body.tool_choice !== undefined) chat.tool_choice = toolChoiceOf(body.tool_choice);
   const format = formatOf(body.text);
@@ -99,7 +111,7 @@ export function parseResponsesRequest(body: unknown): ResponsesRequest {
     text: { format: isObject(body.text) && isObject(body.text.format) ? body.text.format : { type: 'text' } },
     top_logprobs: body.top_logprobs ?? null,
   };
-  return { chat: request, echo };
+  return { chat: request, echo, store: body.store !== false };
 }
 
 /** The text of an input message's content: a string, or `input_text`/`output_text` parts. */
@@ -125,7 +137,7 @@ function textOf(content: unknown, param: string): string {
  * developer's as system messages), function calls (an assistant message's tool calls, consecutive calls in one
  * message), their outputs (tool messages) and reasoning (the next assistant message's `reasoning_content`).
  */
-function messagesOf(instructions: unknown, input: unknown): Body[] {
+function messagesOf(instructions: unknown, input: unknown, held: HeldItems): Body[] {
   const messages: Body[] = [];
   if (instructions !== undefined && instructions !== null) {
     if (typeof instructions !== 'string') throw badRequest('instructions must be a string', 'instructions');
@@ -136,9 +148,10 @@ function messagesOf(instructions: unknown, input: unknown): Body[] {
   let thought: string | undefined;
   /** The assistant message that function calls join: the one just before them. */
   let caller: Body | undefined;
-  input.forEach((item, i) => {
+  input.forEach((given, i) => {
     const param = `input[${i}]`;
-    if (!isObject(item)) throw badRequest(`${param} must be an input item`, param);
+    if (!isObject(given)) throw badRequest(`${param} must be an input item`, param);
+    const item = isReference(given) ? referenced(given, held, param) : given;
     const type = item.type ?? 'message';
     if (type === 'message') {
       const role = item.role === 'developer' ? 'system' : item.role;
@@ -171,6 +184,28 @@ function messagesOf(instructions: unknown, input: unknown): Body[] {
     }
   });
   return messages;
+}
+
+/**
+ * Whether an input item is an `item_reference`: so typed, or (OpenAI's schema makes a reference's `type` optional)
+ * untyped with an `id` and no `role`, which a message would have.
+ */
+function isReference(item: Body): boolean {
+  return item.type === 'item_reference' || ((item.type === undefined || item.type === null) && item.role === undefined && item.id !== undefined);
+}
+
+/** The held item a reference names; a 400 saying why none is and how to do without. */
+function referenced(reference: Body, held: HeldItems, param: string): Body {
+  if (typeof reference.id !== 'string') throw badRequest(`${param}.id must be the id of an output item of an earlier response`, `${param}.id`);
+  const item = held.get(reference.id);
+  if (item) return item;
+  throw badRequest(
+    `${param} is a reference to the item ${JSON.stringify(reference.id)}, which this server does not hold: it keeps the output items of its recent ` +
+      'answers in memory (the least recently used go first; answers asked with store: false leave none; none outlive a restart, and replicas ' +
+      'behind a load balancer do not share them). Send the whole item instead (the AI SDK sends whole items with providerOptions: { openai: { store: false } })',
+    param,
+    'item_not_found',
+  );
 }
 
 /** `tool_choice`: the chat's strings, or `{ type: 'function', name }`. */

@@ -26,6 +26,7 @@ import { keptTokens, replyFormat, replyParsing, thinkingBudgetFor, thoughtFirst,
 import { cutAfterFinalMessage } from '../chat/continuation.js';
 import { parseResponsesRequest, type ResponsesRequest } from './responses-request.js';
 import { ResponseOutput, type ResponseUsage } from './responses-output.js';
+import { ResponseItems } from './response-items.js';
 import { itemId, NamedEvents, type BlockOutput, type Event } from './reply-blocks.js';
 import { parseMessagesRequest } from './messages-request.js';
 import { MessageOutput, stopReason } from './messages-output.js';
@@ -343,7 +344,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       try {
         const body = await readJson(req);
         if (endpoint === embeddings) return await embeddings(l, parseEmbeddingsRequest(body), res);
-        if (endpoint === responses) return await responses(l, parseResponsesRequest(withSamplingDefaults(body, sampling(l), RESPONSES_FIELDS)), res);
+        if (endpoint === responses) {
+          const scope = itemScope(req);
+          const held = { get: (id: string) => responseItems.get(id, scope) };
+          return await responses(l, parseResponsesRequest(withSamplingDefaults(body, sampling(l), RESPONSES_FIELDS), held), res, scope);
+        }
         if (endpoint === messages) return await messages(l, parseMessagesRequest(withSamplingDefaults(body, sampling(l), MESSAGES_FIELDS)), res);
         const defaulted = withSamplingDefaults(body, sampling(l), CHAT_FIELDS);
         return await (endpoint === chat ? chat(l, parseChatRequest(defaulted), res) : completion(l, parseCompletionRequest(defaulted), res));
@@ -377,12 +382,24 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     return new HttpError(503, 'the model is still loading', 'server_error', 'loading', { 'Retry-After': String(LOADING_RETRY_SECONDS) });
   }
 
+  /** The API key a request presents (Anthropic's clients send it as x-api-key). */
+  function presentedKey(req: IncomingMessage): string | undefined {
+    const m = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '');
+    const header = req.headers['x-api-key'];
+    return m?.[1]?.trim() ?? (typeof header === 'string' ? header.trim() : undefined);
+  }
+
+  /**
+   * Whose stored Responses items a request may name: those answered to the same API key (a digest of it), or, on a
+   * server without keys, everyone's.
+   */
+  function itemScope(req: IncomingMessage): string {
+    return keys.length === 0 ? '' : createHash('sha256').update(presentedKey(req) ?? '').digest('hex');
+  }
+
   function authorize(req: IncomingMessage): void {
     if (keys.length === 0) return;
-    const m = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '');
-    // Anthropic's clients send the key as x-api-key.
-    const header = req.headers['x-api-key'];
-    const key = m?.[1]?.trim() ?? (typeof header === 'string' ? header.trim() : undefined);
+    const key = presentedKey(req);
     const given = key ? Buffer.from(key) : undefined;
     if (!given || !keys.some((k) => k.length === given.length && timingSafeEqual(k, given))) {
       throw new HttpError(401, given ? 'Incorrect API key provided' : 'Missing API key: send Authorization: Bearer <key> (or x-api-key)', 'invalid_request_error', 'invalid_api_key');
@@ -722,8 +739,14 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     });
   }
 
-  /** `/v1/responses`: the chat turn the request amounts to, answered as a response object or its event stream. */
-  async function responses(l: Loaded, request: ResponsesRequest, res: ServerResponse): Promise<void> {
+  /** The output items of this server's Responses answers, which later requests' `item_reference`s name. */
+  const responseItems = new ResponseItems();
+
+  /**
+   * `/v1/responses`: the chat turn the request amounts to, answered as a response object or its event stream; its
+   * output items are kept for later references once it is finished, whole or streamed (unless `store: false`).
+   */
+  async function responses(l: Loaded, request: ResponsesRequest, res: ServerResponse, scope: string): Promise<void> {
     const chatRequest = request.chat;
     const { prompt, parsing } = chatTurn(l, chatRequest);
     const output = new ResponseOutput(parsing, chatRequest.logprobs);
@@ -738,19 +761,23 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         output: result ? output.items : [],
         // (the effort the template was given, as the request set it)
         reasoning: { effort: typeof chatRequest.templateKwargs?.reasoning_effort === 'string' ? chatRequest.templateKwargs.reasoning_effort : null, summary: null },
-        store: false,
+        store: request.store,
         truncation: 'disabled',
         usage: result ? responseUsage(result, output.reasoningTokens(result.rows[0]!.ids, (ids) => l.tokenizer!.decode(ids, false))) : null,
       };
     };
+    const finished = (result: GenerationResult) => {
+      if (request.store) responseItems.keep(output.items, scope);
+      return response(result);
+    };
     await answerInBlocks(l, chatRequest, prompt.ids, res, output, {
-      whole: response,
+      whole: finished,
       opening: () => [
         { type: 'response.created', response: response() },
         { type: 'response.in_progress', response: response() },
       ],
       closing: (result) => {
-        const done = response(result);
+        const done = finished(result);
         return [{ type: done.status === 'completed' ? 'response.completed' : 'response.incomplete', response: done }];
       },
       error: ({ message, code, param }) => ({ type: 'error', code, message, param }),

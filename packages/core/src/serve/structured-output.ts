@@ -5,8 +5,9 @@
  * which XGrammar's EBNF reads) and `response_format: {type: "json_object", schema}`. Clients written for those servers (outlines' and instructor's vLLM modes, ChatOpenAI's
  * `modelKwargs`) send them as they are. A request asks for one; two are refused by name, as vLLM refuses them.
  */
-import type { ResponseFormat } from '../constrain/types.js';
+import { prepareJsonSchema } from '../constrain/json-schema.js';
 import { literalTrie } from '../constrain/literal-trie.js';
+import { ConstraintError, type ResponseFormat } from '../constrain/types.js';
 import { badRequest } from './errors.js';
 import { isObject, type Body } from './requests.js';
 
@@ -38,6 +39,20 @@ export function constraintOf(body: Body): ResponseFormat | undefined {
     throw badRequest(`a request takes one constraint: ${asked.map((a) => a.param).join(' and ')} were both given`, asked[1]!.param);
   }
   return asked[0]?.format;
+}
+
+/**
+ * Refuses, as the request's fault, a tool's parameters schema the constraint cannot enforce: a 400 naming the tool and
+ * the field that holds the schema (`param`), with OpenAI's code for it, `invalid_function_parameters`. Every tool is
+ * checked, as OpenAI checks them, whichever `tool_choice` is given.
+ */
+export function checkToolSchema(schema: unknown, tool: string, param: string): void {
+  try {
+    prepareJsonSchema(schema);
+  } catch (err) {
+    if (!(err instanceof ConstraintError)) throw err;
+    throw badRequest(`${param} of tool ${JSON.stringify(tool)}: ${err.message}`, param, 'invalid_function_parameters');
+  }
 }
 
 /** Whether a field is given (JSON null is not). */
