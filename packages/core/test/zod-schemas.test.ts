@@ -154,6 +154,10 @@ describe("zod's JSON Schemas: records, tuples, recursion", function () {
       expect(error.message.startsWith(`${param} of tool "rate": JSON Schema keyword "propertyNames" at #/properties/v cannot be enforced`), error.message).to.equal(true);
       // (Anthropic's error body has no param or code: the message names the field)
       if (path !== '/v1/messages') expect([error.param, error.code], path).to.deep.equal([param, 'invalid_function_parameters']);
+      // With tool_choice none nothing enforces the schema (the tools are only shown): no refusal.
+      const none = path === '/v1/messages' ? { tool_choice: { type: 'none' } } : { tool_choice: 'none' };
+      const shown = await postJson(url, path, { model: 'stories', ...body, ...none, ...(path === '/v1/messages' ? {} : path === '/v1/responses' ? { max_output_tokens: 2 } : { max_tokens: 2 }) });
+      expect(shown.status, `${path} with tool_choice none`).to.equal(200);
     }
   });
 });

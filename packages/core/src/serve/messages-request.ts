@@ -41,7 +41,7 @@ export function parseMessagesRequest(body: unknown, counting = false): MessagesR
   const last = messages[messages.length - 1];
   if (last?.role === 'assistant' && last.content !== '') chat.continue_final_message = true;
   // Client tools (`{name, description, input_schema}`, typed `custom` or not); typed server tools are refused.
-  const tools = chatToolsOf(body.tools, (type) => type === undefined || type === 'custom', 'input_schema', { type: 'object' }, '{"name": …, "description": …, "input_schema": {…}}');
+  const tools = chatToolsOf(body.tools, (type) => type === undefined || type === 'custom', 'input_schema', { type: 'object' }, '{"name": …, "description": …, "input_schema": {…}}', !(isObject(body.tool_choice) && body.tool_choice.type === 'none'));
   if (tools) chat.tools = tools;
   Object.assign(chat, toolChoiceOf(body.tool_choice));
   Object.assign(chat, thinkingOf(body.thinking, chat.chat_template_kwargs));

@@ -390,7 +390,8 @@ export function parseChatRequest(body: unknown, stopParam = 'stop'): ChatRequest
 /** What a chat or `/tokenize` body asks the template to render: messages, tools, `chat_template_kwargs`, and where the prompt ends. */
 function chatPromptSpec(body: Body): ChatPromptSpec {
   const messages = (body.messages as unknown[]).map((m, i) => chatMessage(m, i));
-  const tools = toolsOf(body.tools);
+  // (enforced by the tool-call constraint unless tool_choice is none, which only shows them)
+  const tools = toolsOf(body.tools, body.tool_choice !== 'none');
   const kwargs = body.chat_template_kwargs;
   if (kwargs !== undefined && kwargs !== null && !isObject(kwargs)) throw badRequest('chat_template_kwargs must be an object of template variables', 'chat_template_kwargs');
   for (const key of TEMPLATE_INPUTS) {
@@ -485,10 +486,11 @@ function reasoningFormatOf(v: unknown): ReasoningFormat | undefined {
 
 /**
  * Another API's tool list (Responses, Messages) in the chat's shape: the tools of a type the client runs (`runs`)
- * with their parameters (the tool's field `schemaField`, `fallback` where it has none); any other type (a hosted tool)
- * is refused by name. `shape` spells that API's tool for errors. Undefined for none.
+ * with their parameters (the tool's field `schemaField`, `fallback` where it has none, checked where `enforced`: the
+ * tool choice is not none); any other type (a hosted tool) is refused by name. `shape` spells that API's tool for
+ * errors. Undefined for none.
  */
-export function chatToolsOf(tools: unknown, runs: (type: unknown) => boolean, schemaField: string, fallback: unknown, shape: string): Body[] | undefined {
+export function chatToolsOf(tools: unknown, runs: (type: unknown) => boolean, schemaField: string, fallback: unknown, shape: string, enforced: boolean): Body[] | undefined {
   if (tools === undefined || tools === null) return undefined;
   if (!Array.isArray(tools)) throw badRequest(`tools must be a list of tools, each ${shape}`, 'tools');
   if (tools.length === 0) return undefined;
@@ -500,7 +502,7 @@ export function chatToolsOf(tools: unknown, runs: (type: unknown) => boolean, sc
     if (!runs(t.type)) throw badRequest(`${param} is a "${String(t.type)}" tool: this server serves tools the client runs only`, param, 'unsupported_tool');
     if (typeof t.name !== 'string' || t.name === '') throw badRequest(`${param}.name must be the tool's name: tools are ${shape}`, `${param}.name`);
     const parameters = t[schemaField] ?? fallback;
-    if (parameters !== undefined && parameters !== null) checkToolSchema(parameters, t.name, `${param}.${schemaField}`);
+    if (parameters !== undefined && parameters !== null && enforced) checkToolSchema(parameters, t.name, `${param}.${schemaField}`);
     return { type: 'function', function: { name: t.name, ...(t.description !== undefined ? { description: t.description } : {}), ...(parameters !== undefined && parameters !== null ? { parameters } : {}) } };
   });
 }
@@ -557,7 +559,7 @@ function textContent(v: unknown, param: string): string {
   throw badRequest(`${param} must be a string or a list of text parts`, param);
 }
 
-function toolsOf(v: unknown): ChatRequest['tools'] {
+function toolsOf(v: unknown, enforced: boolean): ChatRequest['tools'] {
   if (v === undefined || v === null) return undefined;
   if (!Array.isArray(v)) throw badRequest('tools must be a list of {"type": "function", "function": {...}}', 'tools');
   if (v.length === 0) return undefined;
@@ -569,7 +571,7 @@ function toolsOf(v: unknown): ChatRequest['tools'] {
     if (fn.parameters !== undefined && !isObject(fn.parameters)) throw badRequest(`tools[${i}].function.parameters must be a JSON Schema object`, `tools[${i}].function.parameters`);
     // (the model writes the name to call the tool: an empty one can be neither written nor told apart)
     if (fn.name.trim() === '') throw badRequest(`tools[${i}].function.name is empty; name the function`, `tools[${i}].function.name`);
-    if (fn.parameters) checkToolSchema(fn.parameters, fn.name, `tools[${i}].function.parameters`);
+    if (fn.parameters && enforced) checkToolSchema(fn.parameters, fn.name, `tools[${i}].function.parameters`);
     return {
       type: 'function' as const,
       function: {

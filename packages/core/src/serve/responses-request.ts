@@ -90,7 +90,7 @@ export function parseResponsesRequest(body: unknown, held: HeldItems = NONE_HELD
     if (body.reasoning.effort !== undefined && body.reasoning.effort !== null) chat.reasoning_effort = body.reasoning.effort;
   }
   chat.messages = messagesOf(body.instructions, body.input, held);
-  const tools = chatToolsOf(body.tools, (type) => type === 'function', 'parameters', undefined, '{"type": "function", "name": …, "parameters": {…}}');
+  const tools = chatToolsOf(body.tools, (type) => type === 'function', 'parameters', undefined, '{"type": "function", "name": …, "parameters": {…}}', body.tool_choice !== 'none');
   if (tools) chat.tools = tools;
   if (body.tool_choice !== undefined) chat.tool_choice = toolChoiceOf(body.tool_choice);
   const format = formatOf(body.text);

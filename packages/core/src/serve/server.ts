@@ -98,10 +98,15 @@ export interface ServeOptions {
   /** Largest request body in bytes (default 8 MiB). */
   maxBodyBytes?: number;
   /**
-   * Milliseconds a request's body may take to arrive once its headers have (default 30 000); a body still arriving
-   * then is refused with 408 and its connection closed, so that a client trickling it cannot hold a request open.
+   * Milliseconds a request's body may go without a byte arriving, from its headers on (default 30 000); a body stalled
+   * that long is refused with 408 and its connection closed, so that a client trickling it cannot hold a request open.
    */
   bodyTimeoutMs?: number;
+  /**
+   * Milliseconds a streamed answer may wait for its client to take what was written (default 60 000, as nginx's
+   * send_timeout); a client that reads nothing for that long is cut off, its row stopped and its place freed.
+   */
+  sendTimeoutMs?: number;
   /**
    * Milliseconds `close()` waits for admitted and queued requests to finish (default 30 000, as Kubernetes' default
    * grace period); then it closes their connections (their rows stop at their next step) and stops waiting for the engine.
@@ -171,8 +176,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   if (!(Number.isSafeInteger(maxQueue) && maxQueue >= 0)) throw new RangeError(`maxQueue must be a whole number >= 0 (got ${maxQueue})`);
   if (!(options.apiKeys ?? []).every(usableApiKey)) throw new RangeError('apiKeys must be non-empty strings without surrounding whitespace');
   const bodyTimeoutMs = options.bodyTimeoutMs ?? 30_000;
+  const sendTimeoutMs = options.sendTimeoutMs ?? 60_000;
   const shutdownTimeoutMs = options.shutdownTimeoutMs ?? 30_000;
-  for (const [name, ms] of [['bodyTimeoutMs', bodyTimeoutMs], ['shutdownTimeoutMs', shutdownTimeoutMs]] as const) {
+  for (const [name, ms] of [['bodyTimeoutMs', bodyTimeoutMs], ['sendTimeoutMs', sendTimeoutMs], ['shutdownTimeoutMs', shutdownTimeoutMs]] as const) {
     // (setTimeout fires at once past 2^31 - 1 ms)
     if (!(Number.isSafeInteger(ms) && ms >= 1 && ms < 2 ** 31)) throw new RangeError(`${name} must be a whole number of milliseconds from 1 to ${2 ** 31 - 1} (got ${ms})`);
   }
@@ -428,10 +434,16 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const limit = options.maxBodyBytes ?? 8 * 2 ** 20;
     let refuse!: (err: HttpError) => void;
     const refused = new Promise<never>((_, reject) => (refuse = reject));
-    const timer = setTimeout(
-      () => refuse(new HttpError(408, `the request body did not arrive within ${bodyTimeoutMs / 1000} s of its headers`, 'invalid_request_error', 'request_timeout', { Connection: 'close' })),
-      bodyTimeoutMs,
-    );
+    // (the time between two reads, as nginx's client_body_timeout: a large body sent steadily takes what it takes)
+    let timer: NodeJS.Timeout | undefined;
+    const arm = () => {
+      clearTimeout(timer);
+      timer = setTimeout(
+        () => refuse(new HttpError(408, `no part of the request body arrived for ${bodyTimeoutMs / 1000} s`, 'invalid_request_error', 'request_timeout', { Connection: 'close' })),
+        bodyTimeoutMs,
+      );
+    };
+    arm();
     reading.add(refuse);
     const chunks = req[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
     const body: Buffer[] = [];
@@ -439,6 +451,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       for (let size = 0; ; ) {
         const next = await Promise.race([chunks.next(), refused]);
         if (next.done) return Buffer.concat(body);
+        arm();
         size += next.value.length;
         if (size > limit) throw new HttpError(413, `the request body is larger than ${limit} bytes`, 'invalid_request_error', 'body_too_large', { Connection: 'close' });
         body.push(next.value);
@@ -490,10 +503,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       const first = await iterator.next();
       const clock = new TokenClock(arrival, metrics);
       if (!first.done) clock.tick(first.value.row);
-      // A streamed answer takes its next event only once what was written has gone out to the client.
+      // A streamed answer takes its next event only once what was written has gone out to the client; one that reads
+      // nothing for the send deadline is cut off (its row stops and frees its place), as nginx's send_timeout does.
       const rest: AsyncIterator<TokenEvent> = {
         next: async () => {
-          await flowing(res);
+          await flowing(res, sendTimeoutMs);
           return iterator.next();
         },
       };
@@ -538,7 +552,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const calls = spec.toolChoice ? { choice: spec.toolChoice, parallel: spec.parallelToolCalls } : undefined;
     // (a request's own response format, which under auto the reply may answer in: the description says so)
     const shown = toolsShown(generic, spec.tools, calls, spec.options?.responseFormat);
-    refuseBeyondContext(l, spec.messages);
+    // (a prompt cut to its last tokens, vLLM's truncate_prompt_tokens, may be rendered longer than the context)
+    if (keep === undefined) refuseBeyondContext(l, spec.messages);
     // A chat without a system message of its own gets the model's (and its example messages), as Ollama's does.
     const messages = withModelMessages(spec.messages, l.engine.info.defaults);
     let text = tokenizer.applyChatTemplate(messages, { ...template, addGenerationPrompt: spec.addGenerationPrompt, extra, ...shown });
@@ -1392,14 +1407,18 @@ class TokenClock {
  * or the connection closes. A stream that waits on it before each event writes no faster than its client reads; one
  * that did not kept the whole reply in memory for a client that stopped reading (86 MiB for one stream of 64 choices
  * with 20 alternatives per token), as the engine generates on. The events not yet sent wait in the engine's stream.
+ * A client that takes nothing for `deadlineMs` is cut off: it would hold its place in the batch for ever.
  */
-function flowing(res: ServerResponse): Promise<void> | undefined {
+function flowing(res: ServerResponse, deadlineMs: number): Promise<void> | undefined {
   if (!res.writableNeedDrain) return undefined;
   return new Promise((resolve) => {
     const go = () => {
+      clearTimeout(timer);
       res.off('drain', go).off('close', go);
       resolve();
     };
+    // (destroyed, the answer closes: its row is aborted as a client's leaving aborts it)
+    const timer = setTimeout(() => res.destroy(), deadlineMs);
     res.on('drain', go).on('close', go);
   });
 }

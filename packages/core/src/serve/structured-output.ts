@@ -43,8 +43,8 @@ export function constraintOf(body: Body): ResponseFormat | undefined {
 
 /**
  * Refuses, as the request's fault, a tool's parameters schema the constraint cannot enforce: a 400 naming the tool and
- * the field that holds the schema (`param`), with OpenAI's code for it, `invalid_function_parameters`. Every tool is
- * checked, as OpenAI checks them, whichever `tool_choice` is given.
+ * the field that holds the schema (`param`), with OpenAI's code for it, `invalid_function_parameters`. Called for the
+ * tools a tool-call constraint is built from (any `tool_choice` but `none`; under `none` tools are only shown).
  */
 export function checkToolSchema(schema: unknown, tool: string, param: string): void {
   try {
