@@ -340,7 +340,11 @@ class PythonInterpreter extends Interpreter {
         break;
       case 'min':
       case 'max':
-        if (isList(operand)) return extreme(itemsOf(operand), name, args()[1].get('case_sensitive')?.value === true);
+        if (isList(operand)) {
+          const [, kwargs] = args();
+          const attribute = kwargs.get('attribute')?.value;
+          return extreme(itemsOf(operand), name, kwargs.get('case_sensitive')?.value === true, attribute === undefined || attribute === null ? undefined : String(attribute));
+        }
         break;
       case 'select':
       case 'reject':
@@ -505,13 +509,27 @@ function stringMethod(s: string, method: string, args: Value[], kwargs: Map<stri
 }
 
 /** `min`/`max` of a list, strings compared ignoring case unless `caseSensitive`; undefined for an empty list. */
-function extreme(items: Value[], which: 'min' | 'max', caseSensitive: boolean): Value {
-  const key = (v: Value) => (v.type === 'StringValue' && !caseSensitive ? (v.value as string).toLowerCase() : (v.value as number | string));
+function extreme(items: Value[], which: 'min' | 'max', caseSensitive: boolean, attribute?: string): Value {
+  const key = (item: Value) => {
+    const v = attribute === undefined ? item : attributeOf(item, attribute);
+    return v.type === 'StringValue' && !caseSensitive ? (v.value as string).toLowerCase() : (v.value as number | string);
+  };
   let best: Value | undefined;
   for (const item of items) {
     if (!best || (which === 'min' ? key(item) < key(best) : key(item) > key(best))) best = item;
   }
   return best ?? new UndefinedValue(undefined);
+}
+
+/** jinja2's `attribute=` path of an item: keys (or list indices) joined by dots; undefined where one is missing. */
+function attributeOf(item: Value, path: string): Value {
+  let v = item;
+  for (const part of path.split('.')) {
+    const next = isDict(v) ? entriesOf(v).get(part) ?? entriesOf(v).get(Number(part)) : isList(v) && /^\d+$/.test(part) ? itemsOf(v)[Number(part)] : undefined;
+    if (next === undefined) return new UndefinedValue(undefined);
+    v = next;
+  }
+  return v;
 }
 
 /** `dictsort(case_sensitive=False, by='key', reverse=False)`: the dict's (key, value) pairs, sorted. */
