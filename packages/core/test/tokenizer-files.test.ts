@@ -7,7 +7,7 @@ import { expect } from 'chai';
 import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Engine } from '../src/engine.js';
-import { TextTokenizer, TokenizerError } from '../src/tokenizer/tokenizer.js';
+import { ChatTemplateUnsupportedError, TextTokenizer, TokenizerError } from '../src/tokenizer/tokenizer.js';
 import { models } from '../../../test/support/paths.js';
 import { rejection, thrown } from './support/assertions.js';
 import { runReasonplug } from './support/cli.js';
@@ -39,7 +39,8 @@ describe('broken tokenizer files', function () {
       const dir = await modelWithTemplate('unparsed', template);
       const tok = await TextTokenizer.fromDirectory(dir);
       const err = thrown(() => tok.applyChatTemplate(hi));
-      expect(err).to.be.instanceOf(TokenizerError);
+      // (the model's own: the renderer's failing, not the caller's, which the server answers as its own fault)
+      expect(err).to.be.instanceOf(ChatTemplateUnsupportedError);
       expect(err.message).to.match(new RegExp(`^${escaped(join(dir, 'tokenizer_config.json'))}: chat template does not parse: `));
       expect(() => tok.rendersTools()).to.throw(TokenizerError, /tokenizer_config\.json: chat template does not parse/);
       expect(() => tok.checkChatTemplates()).to.throw(TokenizerError, /tokenizer_config\.json: chat template does not parse/);
@@ -56,6 +57,8 @@ describe('broken tokenizer files', function () {
     const dir = await modelWithTemplate('given', UNCLOSED);
     const tok = await TextTokenizer.fromDirectory(dir);
     expect(() => tok.applyChatTemplate(hi, { template: MISTYPED })).to.throw(TokenizerError, /^the given chat template does not parse: Parser Error/);
+    // (the caller's own template: the caller's fault)
+    expect(thrown(() => tok.applyChatTemplate(hi, { template: MISTYPED }))).to.not.be.instanceOf(ChatTemplateUnsupportedError);
     expect(() => TextTokenizer.checkGivenTemplate(UNCLOSED)).to.throw(TokenizerError, /^the given chat template does not parse: /);
     expect(tok.applyChatTemplate(hi, { template: '{{ messages[0].content }}' })).to.equal('Hi!');
   });
@@ -66,7 +69,7 @@ describe('broken tokenizer files', function () {
     const engine = await Engine.load({ model: dir, cacheDir });
     try {
       const err = await rejection(engine.generate({ messages: hi }, { maxTokens: 2 }));
-      expect(err).to.be.instanceOf(TokenizerError);
+      expect(err).to.be.instanceOf(ChatTemplateUnsupportedError);
       expect(err.message).to.match(expected);
       // Text completion still runs.
       expect((await engine.generate({ prompt: 'Hello' }, { maxTokens: 2 })).rows[0]!.ids).to.have.length(2);
@@ -75,7 +78,7 @@ describe('broken tokenizer files', function () {
     }
     const cli = await runReasonplug(['chat', '--model', dir, '--max-tokens', '2'], { REASONPLUG_CACHE: join(testDir('cli-cache'), 'cache') }, 'Hi!\n');
     expect(cli.code).to.not.equal(0);
-    expect(cli.stderr).to.match(new RegExp(`^reasonplug: TokenizerError: ${expected.source}`));
+    expect(cli.stderr).to.match(new RegExp(`^reasonplug: ChatTemplateUnsupportedError: ${expected.source}`));
   });
 
   it('refuses a tokenizer.json (or chat_template.jinja) that is a directory, naming it', async () => {

@@ -53,16 +53,24 @@ const PROBE_MARGIN = 64;
 const PROBE_TOOL: FunctionTool = { type: 'function', function: { name: 'reasonplug_probe', description: 'probe', parameters: { type: 'object', properties: {} } } };
 const PROBE_TEXT = 'probe_text_9c41';
 
+/** How errors name a template the caller gave, not the model's. */
+const GIVEN = 'the given chat template';
+
 /** The file recent transformers versions save a chat template in, beside tokenizer_config.json. */
 const TEMPLATE_FILE = 'chat_template.jinja';
 
-/** `source` parsed; `where` names the template in the TokenizerError raised when it does not parse. */
-function parseTemplate(source: string, where: string): PythonTemplate {
+/**
+ * `source` parsed; `where` names the template in the error raised when it does not parse: a TokenizerError for a
+ * template the caller gave, a ChatTemplateUnsupportedError for the model's own (jinja2 may well read it: what fails
+ * is this renderer, not the caller).
+ */
+function parseTemplate(source: string, where: string, given: boolean): PythonTemplate {
   try {
     return new PythonTemplate(source);
   } catch (err) {
     // The parser's own errors (and a TypeError on a template cut short) name neither the template nor its file.
-    throw new TokenizerError(`${where} does not parse: ${(err as Error).message}`);
+    const message = `${where} does not parse: ${(err as Error).message}`;
+    throw given ? new TokenizerError(message) : new ChatTemplateUnsupportedError(message);
   }
 }
 
@@ -337,7 +345,7 @@ export class TextTokenizer {
    * before a model loads: throws `TokenizerError` saying why.
    */
   static checkGivenTemplate(source: string): void {
-    parseTemplate(source, 'the given chat template');
+    parseTemplate(source, GIVEN, true);
   }
 
   /**
@@ -346,7 +354,7 @@ export class TextTokenizer {
    */
   checkChatTemplates(template?: string): void {
     for (const source of template !== undefined ? [template] : [this.chatTemplate, this.toolUseTemplate]) {
-      if (source !== undefined) parseTemplate(source, this.templateName(source));
+      if (source !== undefined) parseTemplate(source, this.templateName(source), this.templateName(source) === GIVEN);
     }
   }
 
@@ -446,7 +454,7 @@ export class TextTokenizer {
   /** Renders a conversation (and tools) with `source`; `extra`: the template's own variables. */
   private renderer(source: string, extra?: Record<string, unknown>): (messages: ChatMessage[], tools?: unknown[], addGenerationPrompt?: boolean) => string {
     const special = (key: string) => tokenContent(this.config[key]) ?? '';
-    const template = parseTemplate(source, this.templateName(source));
+    const template = parseTemplate(source, this.templateName(source), this.templateName(source) === GIVEN);
     return (messages, tools, addGenerationPrompt = false) =>
       template.render({
         // None where there are no tools, as transformers and llama.cpp render (`tools is not none` is a common test).
@@ -467,7 +475,7 @@ export class TextTokenizer {
   private templateName(source: string): string {
     if (source === this.chatTemplate) return `${this.templatePath}: chat template`;
     if (source === this.toolUseTemplate) return `${this.templatePath}: tool_use chat template`;
-    return 'the given chat template';
+    return GIVEN;
   }
 
   /** A fact about the template `template` (default the model's), found by `probe` once and kept. */
