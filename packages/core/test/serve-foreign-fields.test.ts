@@ -7,7 +7,7 @@
 import { expect } from 'chai';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { HttpError } from '../src/serve/errors.js';
-import { parseChatRequest, parseCompletionRequest } from '../src/serve/requests.js';
+import { parseChatRequest, parseCompletionRequest, parseTokenizeRequest } from '../src/serve/requests.js';
 import { storiesModule } from './support/modules.js';
 import { postJson, useServers } from './support/servers.js';
 
@@ -81,6 +81,10 @@ describe("OpenAI routes: vLLM's and llama.cpp's request fields, as parsed", () =
     const error = refusal(() => chat({ chat_template: '{{ messages[0].content }}' }));
     expect(error).to.include({ param: 'chat_template', code: 'unsupported_parameter' });
     expect(error.message).to.include('--chat-template');
+    // /tokenize too, beside a prompt as beside messages
+    for (const body of [{ prompt: 'Once', chat_template: 'x' }, { messages: [{ role: 'user', content: 'Hi' }], chat_template: 'x' }]) {
+      expect(refusal(() => parseTokenizeRequest(body))).to.include({ param: 'chat_template', code: 'unsupported_parameter' });
+    }
   });
 
   it('the samplers and outputs the server does not run: taken at their neutral value, refused by name at another', () => {

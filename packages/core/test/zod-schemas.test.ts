@@ -159,5 +159,11 @@ describe("zod's JSON Schemas: records, tuples, recursion", function () {
       const shown = await postJson(url, path, { model: 'stories', ...body, ...none, ...(path === '/v1/messages' ? {} : path === '/v1/responses' ? { max_output_tokens: 2 } : { max_tokens: 2 }) });
       expect(shown.status, `${path} with tool_choice none`).to.equal(200);
     }
+    // A pattern XGrammar cannot compile (a back-reference) is refused up front as the tool's too, not the whole request's.
+    const backref = { type: 'object', properties: { s: { type: 'string', pattern: '(a)\\1' } } };
+    const bad = await postJson(url, '/v1/chat/completions', { model: 'stories', messages, tools: [{ type: 'function', function: { name: 'echo', parameters: backref } }] });
+    const error = ((await bad.json()) as { error: { message: string; code: string; param: string } }).error;
+    expect([bad.status, error.code, error.param]).to.deep.equal([400, 'invalid_function_parameters', 'tools[0].function.parameters']);
+    expect(error.message).to.match(/of tool "echo": .*back-references \(\\1…\) cannot be enforced/);
   });
 });

@@ -81,8 +81,8 @@ export function regexLiteral(text: string): string {
 
 /**
  * `pattern` rewritten for XGrammar; `json`: the text is the content of a JSON string (a schema's `pattern`).
- * Throws a ConstraintError, naming `where`, for `\W`, `\D` or `\S` inside a class of a JSON pattern, and for a
- * class member that is not ASCII.
+ * Throws a ConstraintError, naming `where`, for `\W`, `\D` or `\S` inside a class of a JSON pattern, for a
+ * class member that is not ASCII, and for a back-reference or a lookaround, which XGrammar's regular expressions lack.
  */
 export function rewriteRegex(pattern: string, json = false, where = 'the pattern'): string {
   const unsafe = json ? '"\\\\\\x00-\\x1f' : '';
@@ -128,6 +128,8 @@ export function rewriteRegex(pattern: string, json = false, where = 'the pattern
       continue;
     }
     if (c === '\\') {
+      // (XGrammar's regular expressions have none: its compile fails, for the whole request, after any check here)
+      if (/^\\([1-9]|k<)/.test(pattern.slice(i, i + 3))) throw new ConstraintError(`${where}: back-references (${pattern.slice(i, i + 2)}…) cannot be enforced`);
       const atom = readAtom(pattern, i);
       const letter = atom.shorthand ?? '';
       if (atom.cp !== undefined) out += json ? jsonLiteral(atom.cp) : pattern.slice(i, atom.end);
@@ -137,6 +139,8 @@ export function rewriteRegex(pattern: string, json = false, where = 'the pattern
       i = atom.end - 1;
       continue;
     }
+    // (nor lookarounds: its compile fails on them too)
+    if (c === '(' && /^\(\?(=|!|<=|<!)/.test(pattern.slice(i, i + 4))) throw new ConstraintError(`${where}: lookaround assertions (${pattern.slice(i, i + (pattern[i + 2] === '<' ? 4 : 3))}…) cannot be enforced`);
     if (c === '.') out += json ? `[^${unsafe}]` : '[^\\n\\r]';
     else if (json && jsonUnsafe(c.codePointAt(0)!)) out += jsonLiteral(c.codePointAt(0)!);
     else out += c;

@@ -397,13 +397,7 @@ function chatPromptSpec(body: Body): ChatPromptSpec {
   for (const key of TEMPLATE_INPUTS) {
     if (kwargs?.[key] !== undefined) throw badRequest(`chat_template_kwargs.${key} is set by the request itself, not as a template variable`, `chat_template_kwargs.${key}`);
   }
-  if (body.chat_template !== undefined && body.chat_template !== null) {
-    throw badRequest(
-      "chat_template is not taken per request: the server renders with the model's template, or the one it was started with (--chat-template), as vLLM does unless started with --trust-request-chat-template",
-      'chat_template',
-      'unsupported_parameter',
-    );
-  }
+  refuseRequestTemplate(body);
   const documents = documentsOf(body.documents, kwargs?.documents);
   const effort = reasoningEffortOf(body.reasoning_effort);
   const continueFinal = body.continue_final_message ?? false;
@@ -446,6 +440,16 @@ function toolChoiceOf(choice: unknown, tools: ChatPromptSpec['tools']): ToolChoi
     return { name };
   }
   throw badRequest('tool_choice must be "none", "auto", "required" or {"type": "function", "function": {"name": …}}', 'tool_choice');
+}
+
+/** A request's own `chat_template` is refused: vLLM refuses one unless started with --trust-request-chat-template. */
+function refuseRequestTemplate(body: Body): void {
+  if (body.chat_template === undefined || body.chat_template === null) return;
+  throw badRequest(
+    "chat_template is not taken per request: the server renders with the model's template, or the one it was started with (--chat-template), as vLLM does unless started with --trust-request-chat-template",
+    'chat_template',
+    'unsupported_parameter',
+  );
 }
 
 /**
@@ -606,6 +610,8 @@ export type TokenizeRequest = {
 export function parseTokenizeRequest(body: unknown): TokenizeRequest {
   if (!isObject(body)) throw badRequest('the request body must be a JSON object');
   const model = optionalString(body, 'model');
+  // (beside a prompt too, where no template renders: taken, it would be ignored)
+  refuseRequestTemplate(body);
   const special = body.add_special_tokens;
   if (special !== undefined && typeof special !== 'boolean') throw badRequest('add_special_tokens must be true or false', 'add_special_tokens');
   const base = {
