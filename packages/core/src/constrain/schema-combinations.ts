@@ -16,7 +16,7 @@ import { ConstraintError } from './types.js';
 type Schema = Record<string, unknown>;
 
 /** Keywords that only describe or identify (zod's JSON Schema puts `$schema` beside a top-level `enum`). */
-const ANNOTATIONS = new Set(['title', 'description', 'default', 'examples', '$comment', 'deprecated', 'readOnly', 'writeOnly', '$schema', '$id']);
+export const ANNOTATIONS: ReadonlySet<string> = new Set(['title', 'description', 'default', 'examples', '$comment', 'deprecated', 'readOnly', 'writeOnly', '$schema', '$id']);
 
 /** Keywords a listed value is checked against here (anything else beside `enum`/`const` is refused). */
 const VALUE_CHECKS = new Set(['type', 'minLength', 'maxLength', 'pattern', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'multipleOf']);

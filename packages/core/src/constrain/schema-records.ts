@@ -8,13 +8,12 @@
  * `additionalProperties: {}` (zod's loose objects) is `true`. Any other `propertyNames` beside an `additionalProperties`
  * schema is refused by name.
  */
+import { ANNOTATIONS } from './schema-combinations.js';
 import { isObject } from './schema-refs.js';
 import { ConstraintError } from './types.js';
 
 type Schema = Record<string, unknown>;
 
-/** Keywords that only describe. */
-const ANNOTATIONS = new Set(['title', 'description', '$comment', 'examples']);
 
 /** The keywords of a `propertyNames` schema that say something of a name (`type: "string"` does not: every name is one). */
 const nameKeywords = (v: Schema): string[] => Object.keys(v).filter((k) => !ANNOTATIONS.has(k) && !(k === 'type' && v.type === 'string'));
