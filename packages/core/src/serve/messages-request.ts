@@ -8,7 +8,7 @@
  * server tools (web search, code execution) are refused by name.
  */
 import { badRequest } from './errors.js';
-import { chatToolsOf, isObject, parseChatRequest, shown, type Body, type ChatRequest } from './requests.js';
+import { chatToolsOf, isObject, parseChatRequest, PART_SEPARATOR, shown, type Body, type ChatRequest } from './requests.js';
 import { refuseChatConstraints, SAMPLING_EXTENSIONS } from './responses-request.js';
 
 /** A `/v1/messages` request: the chat request it amounts to, and how its answer shows the thought. */
@@ -59,8 +59,7 @@ function textOf(content: unknown, param: string): string {
       if (type !== 'text') throw READ.has(type) ? badRequest(`${at} is a "${type}" block: ${param} takes text blocks only`, at) : unsupportedBlock(type, at);
       return checked(block as Body, ['text'], at).text as string;
     })
-    // (a line apart, as the chat route joins a message's text parts)
-    .join('\n');
+    .join(PART_SEPARATOR);
 }
 
 /**
@@ -161,9 +160,8 @@ function userMessages(blocks: SentBlock[]): Body[] {
     const content = block.content === undefined ? '' : textOf(block.content, `${sent.at}.content`);
     out.push({ role: 'tool', tool_call_id: block.tool_use_id, content: block.is_error === true ? `Error: ${content}` : content });
   }
-  // (a line apart, as the chat route joins a message's text parts; an assistant turn's text is joined as it is: a
-  // prefill's pieces continue one another)
-  const text = texts.join('\n');
+  // (an assistant turn's text is joined as it is: a prefill's pieces continue one another)
+  const text = texts.join(PART_SEPARATOR);
   return text || out.length === 0 ? [...out, { role: 'user', content: text }] : out;
 }
 

@@ -90,6 +90,12 @@ export interface CompletionRequest extends ParsedRequest {
   suffix?: string;
 }
 
+/**
+ * What stands between the text parts of a message read as one text, on every route: a line break, as vLLM and
+ * llama.cpp join them for a template that reads a string.
+ */
+export const PART_SEPARATOR = '\n';
+
 /** Whether a JSON value is an object (not an array, not null). */
 export const isObject = (v: unknown): v is Body => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -557,8 +563,7 @@ function textContent(v: unknown, param: string): string {
         }
         throw badRequest(`${param}[${j}] is a ${isObject(part) ? JSON.stringify(part.type) : typeof part} part; the models read text only`, `${param}[${j}]`);
       })
-      // (one text, the parts a line apart, as vLLM and llama.cpp give a template that reads a string)
-      .join('\n');
+      .join(PART_SEPARATOR);
   }
   throw badRequest(`${param} must be a string or a list of text parts`, param);
 }

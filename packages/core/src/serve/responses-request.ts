@@ -7,7 +7,7 @@
  * `background`) and tools it cannot run (web search, file search, …) are refused by name.
  */
 import { badRequest } from './errors.js';
-import { chatToolsOf, isObject, parseChatRequest, REFUSED_UNLESS_NEUTRAL, shown, type Body, type ChatRequest } from './requests.js';
+import { chatToolsOf, isObject, parseChatRequest, PART_SEPARATOR, REFUSED_UNLESS_NEUTRAL, shown, type Body, type ChatRequest } from './requests.js';
 
 /** A Responses request: the chat request it amounts to, and what the response echoes back. */
 export interface ResponsesRequest {
@@ -128,8 +128,7 @@ function textOf(content: unknown, param: string): string {
       }
       throw badRequest(`${p} is a "${part.type}" part: this server's models read text only`, p, 'unsupported_content');
     })
-    // (a line apart, as the chat route joins text parts)
-    .join('\n');
+    .join(PART_SEPARATOR);
 }
 
 /**
