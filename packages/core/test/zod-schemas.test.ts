@@ -15,6 +15,7 @@ import { createRng } from '../src/sampling/index.js';
 import { storiesModule } from './support/modules.js';
 import { TOOLS_TEMPLATE } from './support/chat-templates.js';
 import { postJson, useServers } from './support/servers.js';
+import { randomWalk } from './support/grammar-walk.js';
 
 const ajv7 = new Ajv({ strict: false, allErrors: true });
 const ajv2020 = new Ajv2020({ strict: false, allErrors: true });
@@ -57,29 +58,8 @@ describe("zod's JSON Schemas: records, tuples, recursion", function () {
     url = await serve({ engine: { model: dir }, name: 'stories', chatTemplate: TOOLS_TEMPLATE });
   });
 
-  /** One random walk over the stories260K byte tokens (id = 3 + byte, EOS 2) through a schema's grammar: its text, or undefined if it did not end. */
-  const walk = async (schema: JsonSchema, rng: () => number): Promise<string | undefined> => {
-    const c = await factory.create({ type: 'json_schema', schema }, [2]);
-    const closers = ['"', '}', ']', '0', 'e'].map((ch) => 3 + ch.charCodeAt(0));
-    const ids: number[] = [];
-    try {
-      for (let step = 0; step < 400; step++) {
-        const mask = await c.allowed();
-        const ok = (id: number) => ((mask[id >> 5]! >>> (id & 31)) & 1) === 1;
-        const next = Array.from({ length: 128 }, (_, b) => 3 + b).filter(ok);
-        if (ok(2) && (next.length === 0 || rng() < 0.5)) return Buffer.from(ids.map((id) => id - 3)).toString('utf8');
-        if (next.length === 0) return undefined;
-        const closing = ids.length > 30 ? next.filter((id) => closers.includes(id)) : [];
-        const pool = closing.length > 0 && rng() < 0.8 ? closing : next;
-        const id = pool[Math.floor(rng() * pool.length)]!;
-        c.accept(id);
-        ids.push(id);
-      }
-      return undefined;
-    } finally {
-      c.dispose();
-    }
-  };
+  /** One random walk over the stories260K byte tokens through a schema's grammar: its text, or undefined if it did not end. */
+  const walk = (schema: JsonSchema, rng: () => number) => randomWalk(factory, { type: 'json_schema', schema }, rng);
 
   it('every record, tuple, recursive and loose schema zod writes compiles, and its grammar writes only what ajv of its draft accepts', async () => {
     const rng = createRng(7);
