@@ -225,10 +225,10 @@ const CASES: Case[] = [
   },
   {
     name: "min and max by an attribute's path",
-    template: "{{ xs|min(attribute='a') }} {{ xs|max(attribute='a') }} {{ ys|max(attribute='b.c') }} {{ ['B', 'a']|max }}",
+    template: "{{ xs|min(attribute='a') }} {{ xs|max(attribute='a') }} {{ ys|max(attribute='b.c') }} {{ ['B', 'a']|max }} {{ ['a', 'B']|max(true) }} {{ xs|max(false, 'a') }}",
     messages: HI,
     extra: { xs: [{ a: 2 }, { a: 1 }, { a: 3 }], ys: [{ b: { c: 5 } }, { b: { c: 9 } }] },
-    jinja2: "{'a': 1} {'a': 3} {'b': {'c': 9}} B",
+    jinja2: "{'a': 1} {'a': 3} {'b': {'c': 9}} B a {'a': 3}",
   },
   { name: "Phi-4-mini's messages without tool calls (for over undefined)", template: PHI4_MINI_MESSAGES, messages: [...HI, { role: 'assistant', content: 'Hello!' }], jinja2: "<|user|>Hi<|end|><|assistant|>Hello!<|end|>" },
   { name: "Python's operators, methods and filters", template: PYTHON_BITS, messages: HI, extra: { l: [{ a: 'é' }, [1, null]] }, jinja2: "---|3|{\"a\": \"é\"}, [1, null]|Hello world|None|True/None|1.0|[None, \"it's\"]||a" },

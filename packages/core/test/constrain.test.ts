@@ -618,6 +618,7 @@ describe('constrained decoding', function () {
     // what XGrammar's regular expressions lack is refused here, naming it (its compile would fail the whole request)
     expect(() => rewriteRegex('(a)\\1', false, 'here')).to.throw(/here: back-references \(\\1…\) cannot be enforced/);
     expect(() => rewriteRegex('a(?!b)', false, 'here')).to.throw(/here: lookaround assertions \(\(\?!…\) cannot be enforced/);
+    for (const pattern of ['^a[\\1]$', '[^\\1]']) expect(() => rewriteRegex(pattern, true, 'here')).to.throw(/here: \\1 inside a character class cannot be enforced/);
     expect(rewriteRegex('\\\\1(?:a)')).to.equal('\\\\1(?:a)');
     expect(rewriteRegex('a"b\\n\\\\c', true)).to.equal('a\\\\"b\\\\n\\\\\\\\c');
     expect(rewriteRegex('^[ -~]+$', true)).to.equal('^[ -!#-\\[\\]-~]+$');

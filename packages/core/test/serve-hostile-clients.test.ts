@@ -14,6 +14,7 @@ import { fromSources } from '../../../test/support/paths.js';
 import { storiesModule } from './support/modules.js';
 import { postJson, useServers } from './support/servers.js';
 import { startServer } from '../src/serve/server.js';
+import { listener } from '../src/serve/listener.js';
 import { parseChatRequest } from '../src/serve/requests.js';
 import { parseResponsesRequest } from '../src/serve/responses-request.js';
 import { parseMessagesRequest } from '../src/serve/messages-request.js';
@@ -136,6 +137,9 @@ describe('serve: careless and slow clients', function () {
   });
 
   it('takes a large body sent slowly but steadily: the body deadline is the time between two reads', async () => {
+    // (and Node's own limit on a whole request, 300 s, which would cut it with a bare 408, is off; its header timeout stays)
+    const server = listener(undefined, () => {});
+    expect([server.requestTimeout, server.headersTimeout]).to.deep.equal([0, 60_000]);
     // (made long by JSON's own whitespace, which the prompt does not see)
     const body = Buffer.from(`${JSON.stringify({ model: 'stories260k', prompt: 'Once', max_tokens: 1 })}${' '.repeat(4000)}`);
     const raw = rawRequest(url, postHead(url, '/v1/completions', body.length));

@@ -99,6 +99,8 @@ export function rewriteRegex(pattern: string, json = false, where = 'the pattern
         j = atom.end;
         if (atom.cp === undefined) {
           const letter = atom.shorthand!;
+          // (JavaScript and Python read `[\1]` as the octal escape \x01, XGrammar as the digit: neither is what it says)
+          if (/[0-9]/.test(letter)) throw new ConstraintError(`${where}: \\${letter} inside a character class cannot be enforced`);
           if (letter === 's') body += json && !negated ? ' ' : SPACE;
           else if (json && !negated && letter in NEGATED_SHORTHAND) {
             throw new ConstraintError(`${where}: \\${letter} inside a character class cannot be enforced inside a JSON string`);

@@ -6,8 +6,8 @@
  * before the model loads, so `/health` can say 503 while it does. Browser pages of other origins are let in or refused
  * first (cors.ts); each answered request's record goes to `onRequest` (request-log.ts).
  */
-import { createServer, type IncomingMessage, type RequestListener, type Server as HttpServer, type ServerResponse } from 'node:http';
-import { createServer as createHttpsServer } from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { listener, type TlsFiles } from './listener.js';
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
@@ -120,7 +120,7 @@ export interface ServeOptions {
   /** Called with each request's record when its answer ends (`reasonplug serve` writes it as a line; see request-log.ts). */
   onRequest?: (record: RequestRecord) => void;
   /** Serve HTTPS with this PEM key and certificate (chain) instead of plain HTTP. */
-  tls?: { key: string | Buffer; cert: string | Buffer };
+  tls?: TlsFiles;
 }
 
 /** A listening server. */
@@ -1319,16 +1319,6 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       await closed;
     },
   };
-}
-
-/** A plain HTTP server, or an HTTPS one with `tls`'s key and certificate (refused at once when they are unusable). */
-function listener(tls: ServeOptions['tls'], handler: RequestListener): HttpServer {
-  if (!tls) return createServer(handler);
-  try {
-    return createHttpsServer({ key: tls.key, cert: tls.cert }, handler);
-  } catch (err) {
-    throw new RangeError(`the TLS key and certificate cannot be used: ${(err as Error).message}`);
-  }
 }
 
 /** Loads the engine, names the backbone, and finds the tokenizer chat prompts are rendered with. */

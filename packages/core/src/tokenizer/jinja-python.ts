@@ -341,9 +341,11 @@ class PythonInterpreter extends Interpreter {
       case 'min':
       case 'max':
         if (isList(operand)) {
-          const [, kwargs] = args();
-          const attribute = kwargs.get('attribute')?.value;
-          return extreme(itemsOf(operand), name, kwargs.get('case_sensitive')?.value === true, attribute === undefined || attribute === null ? undefined : String(attribute));
+          // (jinja2's `min(case_sensitive=False, attribute=None)`: by position or by name)
+          const [positional, kwargs] = args();
+          const attribute = (positional[1] ?? kwargs.get('attribute'))?.value;
+          const caseSensitive = (positional[0] ?? kwargs.get('case_sensitive'))?.value === true;
+          return extreme(itemsOf(operand), name, caseSensitive, attribute === undefined || attribute === null ? undefined : String(attribute));
         }
         break;
       case 'select':
