@@ -10,9 +10,9 @@
 export type OutputItem = Record<string, unknown> & { type: string; id: string };
 
 /** Items kept at most by default. */
-export const DEFAULT_MAX_ITEMS = 10_000;
+const DEFAULT_MAX_ITEMS = 10_000;
 /** Bytes of items (as JSON) kept at most by default: 64 MiB. */
-export const DEFAULT_MAX_BYTES = 64 * 1024 * 1024;
+const DEFAULT_MAX_BYTES = 64 * 1024 * 1024;
 
 /** Output items by id, least recently used first out. */
 export class ResponseItems {
