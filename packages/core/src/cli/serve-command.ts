@@ -4,7 +4,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { startServer, usableApiKey } from '../serve/server.js';
+import { startServer } from '../serve/server.js';
+import { usableApiKey } from '../serve/api-keys.js';
 import { corsOriginOf } from '../serve/cors.js';
 import { formatRequestRecord, type RequestLogFormat, type RequestRecord } from '../serve/request-log.js';
 import type { ReasonerSpec } from '../runtime/protocol.js';

@@ -1,0 +1,87 @@
+/**
+ * Writing answers: a JSON body, an error in the shape of the API asked (OpenAI's, Anthropic's or Ollama's), and the
+ * two stream formats (server-sent events, JSON lines), written no faster than the client reads.
+ */
+import type { ServerResponse } from 'node:http';
+import type { HttpError } from './errors.js';
+
+/** Answers `body` as JSON with `status` (and `headers`). */
+export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text), ...headers });
+  res.end(text);
+}
+
+/** The error shapes of the APIs served: OpenAI's, Anthropic's (`/v1/messages`) and Ollama's (`/api/*`). */
+type ErrorDialect = 'openai' | 'anthropic' | 'ollama';
+
+/** Answers an error, unless the answer already started (a stream then ends with an error event). */
+export function sendError(res: ServerResponse, err: HttpError, dialect: ErrorDialect = 'openai'): void {
+  // An answer already ended (a Responses or Messages stream closes with its own error event) takes nothing more.
+  if (res.destroyed || res.writableEnded) return;
+  const body = dialect === 'anthropic' ? anthropicError(err, res) : dialect === 'ollama' ? { error: err.message } : err.body();
+  if (res.headersSent) {
+    // Mid-stream: the stream's own last line (Ollama's are JSON lines, the others server-sent events).
+    res.end(dialect === 'ollama' ? `${JSON.stringify(body)}\n` : `data: ${JSON.stringify(body)}\n\n`);
+    return;
+  }
+  sendJson(res, err.status, body, err.headers);
+}
+
+/**
+ * An error in Anthropic's shape, `{"type": "error", "error": {"type", "message"}, "request_id"}`, its type from the
+ * status, its id the answer's `request-id`.
+ */
+export function anthropicError(err: HttpError, res: ServerResponse): { type: 'error'; error: { type: string; message: string }; request_id: string | null } {
+  const types: Record<number, string> = { 400: 'invalid_request_error', 401: 'authentication_error', 403: 'permission_error', 404: 'not_found_error', 405: 'invalid_request_error', 408: 'timeout_error', 413: 'request_too_large', 429: 'rate_limit_error', 503: 'overloaded_error' };
+  const id = res.getHeader('request-id');
+  return { type: 'error', error: { type: types[err.status] ?? 'api_error', message: err.message }, request_id: typeof id === 'string' ? id : null };
+}
+
+/**
+ * Settles once `res` can take more: at once unless its last write filled the socket's buffer, else when that drains
+ * or the connection closes. A stream that waits on it before each event writes no faster than its client reads; one
+ * that did not kept the whole reply in memory for a client that stopped reading (86 MiB for one stream of 64 choices
+ * with 20 alternatives per token), as the engine generates on. The events not yet sent wait in the engine's stream.
+ * A client that takes nothing for `deadlineMs` is cut off: it would hold its place in the batch for ever.
+ */
+export function flowing(res: ServerResponse, deadlineMs: number): Promise<void> | undefined {
+  if (!res.writableNeedDrain) return undefined;
+  return new Promise((resolve) => {
+    const go = () => {
+      clearTimeout(timer);
+      res.off('drain', go).off('close', go);
+      resolve();
+    };
+    // (destroyed, the answer closes: its row is aborted as a client's leaving aborts it)
+    const timer = setTimeout(() => res.destroy(), deadlineMs);
+    res.on('drain', go).on('close', go);
+  });
+}
+
+/** A server-sent event stream (its `Connection` header Node's own: a client's `close` and HTTP/1.0 are kept to). */
+export class Sse {
+  constructor(private readonly res: ServerResponse) {
+    res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
+    res.flushHeaders();
+  }
+  send(data: object): void {
+    if (!this.res.destroyed) this.res.write(`data: ${JSON.stringify(data)}\n\n`);
+  }
+  done(): void {
+    if (!this.res.destroyed) this.res.end('data: [DONE]\n\n');
+  }
+}
+
+/** Ollama's stream: one JSON object per line. */
+export class JsonLines {
+  constructor(private readonly res: ServerResponse) {
+    res.writeHead(200, { 'Content-Type': 'application/x-ndjson' });
+  }
+  send(line: object): void {
+    if (!this.res.destroyed) this.res.write(`${JSON.stringify(line)}\n`);
+  }
+  end(line: object): void {
+    if (!this.res.destroyed) this.res.end(`${JSON.stringify(line)}\n`);
+  }
+}

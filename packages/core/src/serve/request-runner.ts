@@ -1,0 +1,152 @@
+/**
+ * Running a request in the engine: its admission (admission.ts), the engine call, its stream read no faster than the
+ * client takes the answer, and what it adds to the metrics and to its record.
+ */
+import type { ServerResponse } from 'node:http';
+import type { GenerationStream, StreamOptions } from '../engine.js';
+import type { GenerationResult, TokenEvent } from '../generate/types.js';
+import type { PromptInput } from '../runtime/protocol.js';
+import type { TextTokenizer } from '../tokenizer/tokenizer.js';
+import type { Admission, Slot } from './admission.js';
+import { flowing } from './answer-writers.js';
+import type { ServerMetrics } from './metrics.js';
+import type { RequestRecord } from './request-log.js';
+import type { RequestRecords } from './request-records.js';
+import type { ParsedRequest } from './requests.js';
+import type { Loaded } from './served.js';
+import { TokenClock } from './token-clock.js';
+
+/** The rows a call of `input` runs in the engine: one per prompt (a call's n choices are listed as prompts of their own). */
+function rowsOf(input: PromptInput): number {
+  if ('promptIds' in input) return typeof input.promptIds[0] === 'number' ? 1 : input.promptIds.length;
+  if ('prompt' in input) return Array.isArray(input.prompt) ? input.prompt.length : 1;
+  return 1;
+}
+
+/** Each tokenizer's special tokens' texts, listed once asked for. */
+const SPECIAL_TEXTS = new WeakMap<TextTokenizer, string[]>();
+
+/** The text of every special token of `tokenizer` (BOS, EOS, a chat turn's markers): what vLLM's `skip_special_tokens: false` keeps. */
+function specialTokenTexts(tokenizer: TextTokenizer): string[] {
+  let texts = SPECIAL_TEXTS.get(tokenizer);
+  if (!texts) {
+    texts = [];
+    // (an added token's bytes are its text's)
+    for (let id = 0; id < tokenizer.vocabSize; id++) if (tokenizer.isSpecial(id)) texts.push(Buffer.from(tokenizer.tokenBytes(id) ?? []).toString('utf8'));
+    SPECIAL_TEXTS.set(tokenizer, texts);
+  }
+  return texts;
+}
+
+/** Runs requests in the engine, each admitted first, and counts what they did. */
+export class RequestRunner {
+  constructor(
+    private readonly admission: Admission,
+    /** The server's metrics, which the runs add to (and routes that answer without a run, such as a scored prompt). */
+    readonly metrics: ServerMetrics,
+    private readonly records: RequestRecords,
+    /** Milliseconds a streamed answer may wait for its client to take what was written (`ServeOptions.sendTimeoutMs`). */
+    private readonly sendTimeoutMs: number,
+  ) {}
+
+  /** Adds what a handler learnt to its request's record, when requests are recorded. */
+  note(res: ServerResponse, fields: Partial<RequestRecord>): void {
+    this.records.note(res, fields);
+  }
+
+  /** Runs one request: admission, the engine call, its metrics; `consume` reads the stream and answers. */
+  async run(
+    l: Loaded,
+    request: ParsedRequest,
+    input: PromptInput,
+    res: ServerResponse,
+    consume: (stream: GenerationStream, first: IteratorResult<TokenEvent>, rest: AsyncIterator<TokenEvent>, clock: TokenClock) => Promise<string>,
+  ): Promise<void> {
+    this.note(res, { model: request.model });
+    // The model name is checked even when the extension lists the reasoners itself.
+    const named = l.models.resolve(request.model).map((name) => ({ name }));
+    if (request.reasoners) l.models.checkExtension(request.reasoners);
+    const reasoners = request.reasoners ?? named;
+    const arrival = performance.now();
+    const controller = new AbortController();
+    res.on('close', () => {
+      if (!res.writableFinished) controller.abort();
+    });
+    const slot: Slot = { rows: rowsOf(input) };
+    await this.admission.admit(slot, controller.signal).catch((err: unknown) => {
+      // A client gone while queued finished too, aborted (as the metrics' reasons and the request log have it).
+      if (controller.signal.aborted) {
+        this.note(res, { finishReason: 'abort' });
+        this.metrics.countFinished('abort');
+        this.metrics.e2e.observe((performance.now() - arrival) / 1000);
+      }
+      throw err;
+    });
+    let reason = 'error';
+    try {
+      if (controller.signal.aborted) return void (reason = 'abort');
+      // (vLLM's `skip_special_tokens: false`: every special token's text stays in the reply, beside those it is read by)
+      const keepTokens = request.keepSpecialTokens && l.tokenizer ? [...new Set([...(request.options.keepTokens ?? []), ...specialTokenTexts(l.tokenizer)])] : request.options.keepTokens;
+      const callOptions: StreamOptions = { ...request.options, ...(keepTokens ? { keepTokens } : {}), reasoners, signal: controller.signal };
+      const stream = l.engine.stream(input, callOptions);
+      const iterator = stream[Symbol.asyncIterator]();
+      // Faults of the request (a bad schema, an unknown reasoner, a prompt too long) surface before the
+      // first token: waiting for it lets them be a 400 rather than a broken stream.
+      const first = await iterator.next();
+      const clock = new TokenClock(arrival, this.metrics);
+      if (!first.done) clock.tick(first.value.row);
+      // A streamed answer takes its next event only once what was written has gone out to the client; one that reads
+      // nothing for the send deadline is cut off (its row stops and frees its place), as nginx's send_timeout does.
+      const rest: AsyncIterator<TokenEvent> = {
+        next: async () => {
+          await flowing(res, this.sendTimeoutMs);
+          return iterator.next();
+        },
+      };
+      reason = await consume(stream, first, rest, clock);
+      clock.end();
+      const result = await stream.result;
+      // (the engine counts the prompt once per row; the n rows of one prompt share its prefill)
+      const promptTokens = result.usage.promptTokens / request.n;
+      this.metrics.promptTokens += promptTokens;
+      this.note(res, { promptTokens, completionTokens: result.usage.completionTokens });
+    } finally {
+      const finishReason = controller.signal.aborted ? 'abort' : reason;
+      this.note(res, { finishReason });
+      this.metrics.countFinished(finishReason);
+      this.metrics.e2e.observe((performance.now() - arrival) / 1000);
+      this.admission.release(slot);
+    }
+  }
+
+  /** Runs `work` once the request is admitted (a slot of its own, as any request takes), freeing the slot after. */
+  async admitted<T>(res: ServerResponse, work: () => Promise<T>): Promise<T> {
+    const controller = new AbortController();
+    res.on('close', () => {
+      if (!res.writableFinished) controller.abort();
+    });
+    const slot: Slot = { rows: 1 };
+    await this.admission.admit(slot, controller.signal);
+    try {
+      return await work();
+    } finally {
+      this.admission.release(slot);
+    }
+  }
+
+  /** Adds a generation's tokens to the metrics (once its stream has ended). */
+  countGenerated(result: GenerationResult): void {
+    this.metrics.generationTokens += result.usage.completionTokens;
+  }
+
+  /** Reads a stream to its end without answering yet (non-streaming requests), timing its tokens, each event heard by `onEvent`. */
+  async drain(stream: GenerationStream, first: IteratorResult<TokenEvent>, rest: AsyncIterator<TokenEvent>, clock: TokenClock, onEvent?: (e: TokenEvent) => void): Promise<GenerationResult> {
+    for (let next = first; !next.done; next = await rest.next()) {
+      if (next !== first) clock.tick(next.value.row);
+      onEvent?.(next.value);
+    }
+    const result = await stream.result;
+    this.countGenerated(result);
+    return result;
+  }
+}
