@@ -1,15 +1,17 @@
 /**
  * The OCI 1.1 referrers API on both storage drivers: manifests with a `subject` (signatures, SBOMs, evaluation
  * reports attached to a module version) are listed by `GET /v2/<name>/referrers/<digest>`, filtered by artifact type,
- * until they are deleted; garbage collection keeps those of a manifest it keeps.
+ * until they are deleted, and so are those that clients listed under the referrers tag schema's fallback tag while the
+ * registry had no referrers API; garbage collection keeps those of a manifest it keeps.
  */
 import { expect } from 'chai';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TokenStore } from '../src/auth/tokens.js';
 import { collectGarbage } from '../src/registry/garbage.js';
 import type { StorageDriver } from '../src/storage/driver.js';
+import { manifestsDir } from '../src/storage/layout.js';
 import { drivers, filesystemDriver } from './support/drivers.js';
-import { Client, digestOf, errorCode, OCI_INDEX, OCI_MANIFEST, startRegistry, useRegistry } from './support/registry.js';
+import { Client, digestOf, errorCode, moduleArtifact, OCI_INDEX, OCI_MANIFEST, startRegistry, useRegistry } from './support/registry.js';
 import { verifyStorage } from './support/verify.js';
 
 const SIGNATURE = 'application/vnd.example.signature.v1+json';
@@ -44,6 +46,24 @@ async function pushReferrer(c: Client, repo: string, subject: { digest: string; 
   const digest = digestOf(manifest);
   const res = await c.putManifest(repo, digest, manifest);
   return { digest, size: manifest.length, res };
+}
+
+/**
+ * What a registry build without the referrers API left after these pushes: every manifest, blob and tag, but no
+ * referrer links (it wrote none).
+ */
+async function asOlderBuildLeftIt(storage: StorageDriver, repo: string): Promise<void> {
+  await storage.delete(`${manifestsDir(repo)}/referrers`);
+}
+
+/**
+ * Pushes, by tag `sha256-<hex>`, the image index of `subject`'s referrers that an OCI 1.1 client keeps where a
+ * registry answers no referrers API (the spec's referrers tag schema).
+ */
+async function pushReferrersTag(c: Client, repo: string, subject: string, entries: { digest: string; size: number; artifactType?: string }[]): Promise<void> {
+  const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: entries.map((e) => ({ mediaType: OCI_MANIFEST, ...e })) }));
+  const res = await c.putManifest(repo, subject.replace(':', '-'), index, OCI_INDEX);
+  expect(res.status, await res.text()).to.equal(201);
 }
 
 async function referrers(c: Client, repo: string, digest: string, query = ''): Promise<{ res: Response; listed: Listed[] }> {
@@ -88,6 +108,55 @@ for (const driver of drivers) {
       expect((await c.request('DELETE', `/v2/math/adder/manifests/${sbom.digest}`)).status).to.equal(202);
       expect((await referrers(c, 'math/adder', moduleDigest)).listed.map((d) => d.digest).sort()).to.deep.equal([signature.digest, report.digest].sort());
       expect((await verifyStorage(storage)).problems).to.deep.equal([]);
+    });
+
+    it("lists the referrers a referrers tag's index names, as a build without the API left them, filtered by artifact type", async () => {
+      const moduleDigest = await c.pushModule('math/adder', ['1.0.0']);
+      const subject = { digest: moduleDigest, size: Number((await c.request('HEAD', `/v2/math/adder/manifests/1.0.0`, { headers: { accept: OCI_MANIFEST } })).headers.get('content-length')) };
+      const signature = await pushReferrer(c, 'math/adder', subject, 'signature bytes', SIGNATURE);
+      const sbom = await pushReferrer(c, 'math/adder', subject, 'sbom bytes', SBOM);
+      const gone = await pushReferrer(c, 'math/adder', subject, 'signature deleted since', SIGNATURE);
+      const other = await pushReferrer(c, 'math/adder', { digest: `sha256:${'d'.repeat(64)}`, size: 9 }, 'signature of another manifest', SIGNATURE);
+      await asOlderBuildLeftIt(storage, 'math/adder');
+      // Pushed after the upgrade, with its link, and listed under the tag as well by a client that keeps the tag anyway.
+      const report = await pushReferrer(c, 'math/adder', subject, 'evaluation report');
+      // A client that found no referrers API listed them under the fallback tag (one twice, and, wrongly, a referrer of
+      // another manifest, which is no referrer of this one however it is tagged); one was deleted since.
+      const listed = [signature, sbom, gone, other, report, signature];
+      await pushReferrersTag(c, 'math/adder', moduleDigest, listed.map((r) => ({ digest: r.digest, size: r.size })));
+      expect((await c.request('DELETE', `/v2/math/adder/manifests/${gone.digest}`)).status).to.equal(202);
+
+      const all = await referrers(c, 'math/adder', moduleDigest);
+      expect(all.res.headers.get('oci-filters-applied')).to.equal(null);
+      const created = { 'org.opencontainers.image.created': '2026-12-06T00:00:00Z' };
+      expect(all.listed).to.deep.equal(
+        [
+          { mediaType: OCI_MANIFEST, digest: signature.digest, size: signature.size, artifactType: SIGNATURE, annotations: { ...created, note: 'signature bytes' } },
+          { mediaType: OCI_MANIFEST, digest: sbom.digest, size: sbom.size, artifactType: SBOM, annotations: { ...created, note: 'sbom bytes' } },
+          { mediaType: OCI_MANIFEST, digest: report.digest, size: report.size, artifactType: 'application/vnd.example.report.config.v1+json', annotations: { ...created, note: 'evaluation report' } },
+        ].sort((a, b) => (a.digest < b.digest ? -1 : 1)),
+      );
+      const signatures = await referrers(c, 'math/adder', moduleDigest, `?artifactType=${encodeURIComponent(SIGNATURE)}`);
+      expect(signatures.res.headers.get('oci-filters-applied')).to.equal('artifactType');
+      expect(signatures.listed.map((d) => d.digest)).to.deep.equal([signature.digest]);
+
+      expect((await c.request('DELETE', `/v2/math/adder/manifests/${sbom.digest}`)).status).to.equal(202);
+      expect((await referrers(c, 'math/adder', moduleDigest)).listed.map((d) => d.digest).sort()).to.deep.equal([signature.digest, report.digest].sort());
+    });
+
+    it('ignores a referrers tag that names no index, and one of another repository', async () => {
+      const moduleDigest = await c.pushModule('math/adder', ['1.0.0']);
+      const subject = { digest: moduleDigest, size: Number((await c.request('HEAD', `/v2/math/adder/manifests/1.0.0`, { headers: { accept: OCI_MANIFEST } })).headers.get('content-length')) };
+      const signature = await pushReferrer(c, 'math/adder', subject, 'signature bytes', SIGNATURE);
+      await asOlderBuildLeftIt(storage, 'math/adder');
+      await pushReferrersTag(c, 'math/adder', moduleDigest, [signature]);
+      // Another repository holding the same signature and the same subject, but a tag that is an image manifest.
+      await c.pushModule('math/other', ['1.0.0']);
+      await pushReferrer(c, 'math/other', subject, 'signature bytes', SIGNATURE);
+      await asOlderBuildLeftIt(storage, 'math/other');
+      expect((await c.putManifest('math/other', moduleDigest.replace(':', '-'), moduleArtifact().manifest)).status).to.equal(201);
+      expect((await referrers(c, 'math/other', moduleDigest)).listed).to.deep.equal([]);
+      expect((await referrers(c, 'math/adder', moduleDigest)).listed.map((d) => d.digest)).to.deep.equal([signature.digest]);
     });
 
     it('answers an empty index, never 404, for a digest nothing refers to or a repository it does not have; 400 for a bad digest', async () => {

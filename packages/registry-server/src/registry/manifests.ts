@@ -1,7 +1,7 @@
 /**
  * Manifests: stored as blobs (exact bytes), made visible in a repository by a revision link that also
  * records the media type they were pushed as, and reachable by tag; one with a `subject` is listed among its
- * subject's referrers (OCI 1.1) until it is deleted.
+ * subject's referrers (OCI 1.1) until it is deleted, as are those a referrers tag's index names (see `referrers`).
  */
 import { sha256 } from '../digest.js';
 import { KeyedMutex } from '../keyed-mutex.js';
@@ -24,6 +24,12 @@ export interface ReferrerDescriptor extends Descriptor {
   artifactType?: string;
   annotations?: Record<string, string>;
 }
+
+/**
+ * The tag under which clients keep an image index of `subject`'s referrers where a registry has no referrers API
+ * (OCI 1.1's referrers tag schema, `<alg>-<ref>`; a sha256 digest needs none of its truncation).
+ */
+const referrersTag = (subject: string) => subject.replace(':', '-');
 
 function referrerDescriptor(digest: string, size: number, manifest: ParsedManifest): ReferrerDescriptor {
   return {
@@ -114,7 +120,7 @@ export class ManifestStore {
         // (read again: yanking a version moves `latest` off it, to another manifest that stays)
         if (digest === reference && (await this.tags.get(name, tag)) === reference) await this.tags.delete(name, tag);
       }
-      const subject = await this.subjectOf(name, hex);
+      const subject = (await this.parsed(name, hex))?.manifest.subject?.digest;
       if (subject) await this.storage.delete(`${referrersDir(name, digestHex(subject))}/${hex}`);
       await this.storage.delete(`${revisionsDir(name)}/${hex}`);
       await this.blobs.unlink(name, reference);
@@ -126,24 +132,43 @@ export class ManifestStore {
    * lists them by, sorted by digest; with `artifactType`, only those of that type. None for a subject nothing refers to.
    */
   async referrers(name: string, subject: string, artifactType?: string): Promise<ReferrerDescriptor[]> {
-    const found: ReferrerDescriptor[] = [];
+    const found = new Map<string, ReferrerDescriptor>();
     for await (const o of this.storage.list(referrersDir(name, digestHex(subject)))) {
       const bytes = o.key.endsWith('/link') ? await this.storage.get(o.key) : undefined;
       if (!bytes) continue;
       const d = JSON.parse(bytes.toString()) as ReferrerDescriptor;
       // One being deleted: its revision goes first.
       if ((await this.storage.stat(revisionLink(name, digestHex(d.digest)))) === undefined) continue;
-      if (artifactType === undefined || d.artifactType === artifactType) found.push(d);
+      found.set(d.digest, d);
     }
-    return found.sort((a, b) => (a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0));
+    await this.addTaggedReferrers(name, subject, found);
+    return [...found.values()]
+      .filter((d) => artifactType === undefined || d.artifactType === artifactType)
+      .sort((a, b) => (a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0));
   }
 
-  /** The subject digest of manifest `hex` of `name`, if it has one (and can be read). */
-  private async subjectOf(name: string, hex: string): Promise<string | undefined> {
+  /**
+   * Adds to `found` the referrers of `subject` named by the index under its referrers tag. Clients keep that tag where
+   * the registry answers no referrers API, as builds before it did and left their signatures without a link; the spec
+   * has a registry that enables the API list them (but only manifests of `name` that do have that subject). Entries
+   * already found are not read again, so this costs one tag read where clients kept no such tag.
+   */
+  private async addTaggedReferrers(name: string, subject: string, found: Map<string, ReferrerDescriptor>): Promise<void> {
+    const tagged = await this.tags.get(name, referrersTag(subject));
+    const index = tagged !== undefined && isDigest(tagged) ? await this.parsed(name, digestHex(tagged)) : undefined;
+    for (const { digest } of index?.manifest.manifests ?? []) {
+      if (found.has(digest) || !isDigest(digest)) continue;
+      const entry = await this.parsed(name, digestHex(digest));
+      if (entry?.manifest.subject?.digest === subject) found.set(digest, referrerDescriptor(digest, entry.bytes.length, entry.manifest));
+    }
+  }
+
+  /** Manifest `hex` of `name` and its bytes, if the repository holds it (and it can be read). */
+  private async parsed(name: string, hex: string): Promise<{ bytes: Buffer; manifest: ParsedManifest } | undefined> {
     const [revision, bytes] = await Promise.all([this.storage.get(revisionLink(name, hex)), this.storage.get(blobKey(hex))]);
     if (!revision || !bytes) return undefined;
     try {
-      return parseManifest(bytes, (JSON.parse(revision.toString()) as { mediaType?: string }).mediaType).subject?.digest;
+      return { bytes, manifest: parseManifest(bytes, (JSON.parse(revision.toString()) as { mediaType?: string }).mediaType) };
     } catch {
       return undefined;
     }
