@@ -29,12 +29,15 @@ export {
   MODULE_KINDS,
   ManifestError,
   ModuleManifestSchema,
+  SCHEMA_VERSIONS,
   formatFieldPath,
   parseManifest,
+  schemaVersionFor,
   type ManifestIssue,
   type ModuleFileEntry,
   type ModuleKind,
   type ModuleManifest,
+  type SchemaVersion,
 } from './modules/manifest.js';
 export {
   loadModuleDir,

@@ -56,11 +56,13 @@ describe('module manifest', () => {
     };
     expect(parseManifest(projector, 'x')).to.deep.equal(projector);
     for (const name of ['a', 'qwen2.5-math_1.5b', 'x'.repeat(128)]) expect(parseManifest({ ...validManifest(), name }, 'x').name).to.equal(name);
+    // 2: the same fields over a graph that may return new keys and values only.
+    expect(parseManifest({ ...validManifest(), schemaVersion: 2 }, 'x')).to.deep.equal({ ...validManifest(), schemaVersion: 2 });
   });
 
   const cases: [string, (m: Record<string, any>) => void, RegExp][] = [
-    ['a wrong schemaVersion', (m) => (m.schemaVersion = 2), /^reasonplug\.json: schemaVersion: is 2, .*reads only schemaVersion 1/],
-    ['a missing schemaVersion', (m) => delete m.schemaVersion, /^reasonplug\.json: schemaVersion: missing; expected 1$/],
+    ['a wrong schemaVersion', (m) => (m.schemaVersion = 3), /^reasonplug\.json: schemaVersion: is 3, .*reads only schemaVersion 1 and 2; upgrade reasonplug/],
+    ['a missing schemaVersion', (m) => delete m.schemaVersion, /^reasonplug\.json: schemaVersion: missing; expected 1 or 2$/],
     ['an upper-case name', (m) => (m.name = 'Math'), /^reasonplug\.json: name: expected lower-case letters/],
     ['a name with a doubled separator', (m) => (m.name = 'math--reasoner'), /^reasonplug\.json: name: expected lower-case/],
     ['a name over 128 characters', (m) => (m.name = 'x'.repeat(129)), /^reasonplug\.json: name: must be at most 128 characters, got 129$/],

@@ -25,6 +25,7 @@ import { tokenizerFromGguf } from './tokenizer-from-gguf.js';
 import { reportTensorReads } from './read-progress.js';
 import { POOLING_FILE, poolingConfig, poolingOfGguf } from '../modules/pooling.js';
 import { makeDirectory } from '../modules/make-directory.js';
+import { schemaVersionFor, type SchemaVersion } from '../modules/manifest.js';
 
 export interface ConvertGgufOptions {
   /** Storage type of the ONNX weights and float I/O. Default 'float32'. */
@@ -87,9 +88,9 @@ export interface ManifestFile {
   size: number;
 }
 
-/** The manifest this converter writes (a backbone module). */
+/** The manifest this converter writes (a backbone module): version 2 where its graph returns new keys and values only. */
 export interface ConvertedManifest {
-  schemaVersion: 1;
+  schemaVersion: SchemaVersion;
   name: string;
   version: string;
   kind: 'backbone';
@@ -1282,13 +1283,14 @@ export async function convertGguf(ggufPath: string, outDir: string, opts: Conver
     try {
       created = await makeDirectory(dir);
       await removeWritten();
+      const attentionBuild = attentionOptions(config, opts, contextLength);
       await writeLlamaModel(join(dir, 'model.onnx'), config, weights, {
         dtype,
         externalData,
         // the engine asks for the last position's logits only: a 512-token prefill skips 511 rows of the head
         numLogitsToKeep: true,
         ...(opts.quantAccuracyLevel !== undefined ? { quantAccuracyLevel: opts.quantAccuracyLevel } : {}),
-        ...attentionOptions(config, opts, contextLength),
+        ...attentionBuild,
       });
       // Compact: a 151,936-token vocabulary is 4 MB instead of 10 indented, which every load parses (~0.1 s less).
       await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tok.tokenizerJson) + '\n');
@@ -1308,7 +1310,8 @@ export async function convertGguf(ggufPath: string, outDir: string, opts: Conver
       const description =
         generalDescription ?? `${named ?? basename(file, extname(file))}: ${arch} decoder (${config.numLayers} layers, hidden ${config.hiddenSize}, vocab ${config.vocabSize}) converted from ${file}.`;
       manifest = {
-        schemaVersion: 1,
+        // Read from what the graph was built with: a reader of version 1 expects `present.{i}` outputs.
+        schemaVersion: schemaVersionFor(attentionBuild.kvOutput),
         name,
         version: '0.1.0',
         kind: 'backbone',

@@ -3,8 +3,8 @@
  * and `parseManifest`, which turns every violation into one readable line naming the field.
  *
  * Objects are strict — an unknown field is refused rather than ignored, so a typo such as `compat.hiddensize`
- * cannot silently drop a requirement; new fields come with a new schemaVersion. `provenance` is the
- * exception: it is free-form record keeping.
+ * cannot silently drop a requirement; new fields, and new graph conventions, come with a new schemaVersion.
+ * `provenance` is the exception: it is free-form record keeping.
  */
 // Only `valid`: the whole of semver costs every model worker ~0.1 s of start-up, and this is all it needs here.
 import validSemver from 'semver/functions/valid.js';
@@ -62,14 +62,30 @@ export type ModuleFileEntry = z.infer<ReturnType<typeof fileEntry>>;
 
 const Tag = z.string().regex(NAME_RE, 'expected a lower-case tag such as "math" or "tool-use"');
 
+/**
+ * The manifest versions this reasonplug reads. Both have the same fields; they differ in what the graph may return.
+ * 1: the ONNX decoder conventions of ARCHITECTURE.md, whose decoders return the past joined with the run's keys and
+ * values (`present.{i}.key|value`). 2: the graph may instead return only the run's new keys and values
+ * (`new_key_values.{i}.key|value`, LlamaBuildOptions.kvOutput 'new'), which the caller appends; a reader that knows
+ * only 1 then refuses the module by its version, not as a broken decoder. Version 1 stays accepted with such outputs
+ * too: modules converted before version 2 existed have them, and the engine reads the convention from the graph.
+ */
+export const SCHEMA_VERSIONS = [1, 2] as const;
+export type SchemaVersion = (typeof SCHEMA_VERSIONS)[number];
+
+/** The version a module's manifest declares: 2 where its graph returns new keys and values only, else 1. */
+export function schemaVersionFor(kvOutput: 'joined' | 'new' | undefined): SchemaVersion {
+  return kvOutput === 'new' ? 2 : 1;
+}
+
 /** The `reasonplug.json` schema. Prefer `parseManifest`, which words its errors for people. */
 export const ModuleManifestSchema = z
   .strictObject({
-    schemaVersion: z.literal(1, {
+    schemaVersion: z.literal(SCHEMA_VERSIONS, {
       error: (iss) =>
         iss.input === undefined
-          ? 'missing; expected 1'
-          : `is ${JSON.stringify(iss.input)}, but this reasonplug reads only schemaVersion 1; upgrade reasonplug or re-pack the module`,
+          ? 'missing; expected 1 or 2'
+          : `is ${JSON.stringify(iss.input)}, but this reasonplug reads only schemaVersion 1 and 2; upgrade reasonplug or re-pack the module`,
     }),
     name: z
       .string()
@@ -237,7 +253,7 @@ export function parseManifest(json: unknown, source: string): ModuleManifest {
   for (const iss of result.error.issues) {
     if (iss.code === 'unrecognized_keys') {
       for (const key of iss.keys) {
-        issues.push({ path: formatFieldPath([...iss.path, key]), message: 'unknown field; schemaVersion 1 does not define it (check the spelling)' });
+        issues.push({ path: formatFieldPath([...iss.path, key]), message: 'unknown field; schemaVersion 1 and 2 do not define it (check the spelling)' });
       }
     } else {
       issues.push({ path: formatFieldPath(iss.path), message: iss.message });

@@ -10,7 +10,7 @@ import { externalDataLocations } from '../onnx/external-data-locations.js';
 import { tokenizerFingerprintOfDir } from '../tokenizer/fingerprint.js';
 // Defined beside the fingerprint (no manifest schema needed: model workers use it); still exported from here.
 export { tokenizerFingerprintOfDir };
-import { MANIFEST_FILE, ManifestError, parseManifest, type ModuleFileEntry, type ModuleManifest } from './manifest.js';
+import { MANIFEST_FILE, ManifestError, parseManifest, type ModuleFileEntry, type ModuleManifest, type SchemaVersion } from './manifest.js';
 
 /** A module directory whose manifest is valid and whose files were found (and, by default, verified). */
 export interface LoadedModule {
@@ -21,8 +21,11 @@ export interface LoadedModule {
   files: Record<string, string>;
 }
 
-/** What `writeModuleDir` needs: the manifest less what it computes, with files as paths relative to the directory. */
-export type ModuleDirInit = Omit<ModuleManifest, 'files' | 'schemaVersion'> & { files: Record<string, string> };
+/**
+ * What `writeModuleDir` needs: the manifest less what it computes, with files as paths relative to the directory.
+ * `schemaVersion` defaults to 1; give 2 for a graph that returns new keys and values only (SCHEMA_VERSIONS).
+ */
+export type ModuleDirInit = Omit<ModuleManifest, 'files' | 'schemaVersion'> & { files: Record<string, string>; schemaVersion?: SchemaVersion };
 
 /**
  * `tokenizer`: the module's tokenizer.json is not the tokenizer its `compat.tokenizer` names. `unlisted`: the
@@ -196,12 +199,12 @@ export async function loadModuleDir(dir: string, opts: { verify?: boolean } = {}
 export async function writeModuleDir(dir: string, init: ModuleDirInit): Promise<ModuleManifest> {
   const abs = resolve(dir);
   const manifestPath = join(abs, MANIFEST_FILE);
-  const { files: paths, ...fields } = init;
+  const { files: paths, schemaVersion = 1, ...fields } = init;
   // Model first, the rest by key, so the same module always serializes the same way.
   const keys = Object.keys(paths).sort((a, b) => (a === 'model' ? -1 : b === 'model' ? 1 : a < b ? -1 : a > b ? 1 : 0));
   const withFiles = (entry: (key: string, i: number) => ModuleFileEntry) => ({
+    schemaVersion,
     ...fields,
-    schemaVersion: 1,
     files: Object.fromEntries(keys.map((key, i) => [key, entry(key, i)])),
   });
 

@@ -129,7 +129,9 @@ export async function quantizeModel(src: string, dest: string, opts: QuantizeOpt
         await copyFile(join(source, entry.path), join(tmp, entry.path));
         kept[key] = entry.path;
       }
-      const { files: _files, schemaVersion: _schema, ...fields } = manifest;
+      // The source's schemaVersion too: quantizing swaps MatMuls and leaves the graph's outputs as they were, so a
+      // graph that returns new keys and values (version 2) still does.
+      const { files: _files, ...fields } = manifest;
       const written = await writeModuleDir(tmp, {
         ...fields,
         version: quantizedVersion(manifest.version, bits),
