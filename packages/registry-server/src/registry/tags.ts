@@ -49,15 +49,23 @@ export class TagStore {
         }
       }
       let released = await this.released(name, tag);
+      let created = false;
       if (released === undefined) {
-        const created = await this.storage.put(tagReleaseLink(name, tag), link, { ifAbsent: true });
+        created = await this.storage.put(tagReleaseLink(name, tag), link, { ifAbsent: true });
         released = created ? digest : await this.released(name, tag);
       }
       if (released !== digest) {
         const why = (await this.get(name, tag)) === undefined ? 'was deleted, and a version is never reused for another manifest' : 'already points to another manifest';
         throw denied(`tag ${tag} is an exact version and ${why}`, { tag, current: released, pushed: digest });
       }
-      if ((await this.get(name, tag)) !== digest) await this.storage.put(tagLink(name, tag), link);
+      try {
+        if ((await this.get(name, tag)) !== digest) await this.storage.put(tagLink(name, tag), link);
+      } catch (err) {
+        // A version whose tag never appeared (a full disk) was never published: its record must not refuse the push
+        // that comes once the fault is gone. Only the record this call made goes; an earlier push's stays.
+        if (created) await this.storage.delete(tagReleaseLink(name, tag)).catch(() => {});
+        throw err;
+      }
     });
   }
 

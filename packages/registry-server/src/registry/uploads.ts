@@ -85,13 +85,19 @@ export class UploadSessions {
       await this.storage.delete(`${uploadPartsDir(name, id)}/${part}`);
       return offset;
     }
-    await this.storage.put(`${uploadPartDigestsDir(name, id)}/${part}`, Buffer.from(digester.digest));
+    try {
+      await this.storage.put(`${uploadPartDigestsDir(name, id)}/${part}`, Buffer.from(digester.digest));
+    } catch (err) {
+      // The chunk is answered with an error: its part must not move the offset the client resumes from.
+      await this.storage.delete(`${uploadPartsDir(name, id)}/${part}`).catch(() => {});
+      throw err;
+    }
     return offset + digester.bytes;
   }
 
   /**
    * Verifies the session's bytes against `digest`, makes them the blob (visible in `name`) and ends
-   * the session. A mismatch ends the session too, leaving nothing behind.
+   * the session. A failure (a mismatch, a full disk) ends the session too, leaving nothing behind.
    */
   async complete(name: string, id: string, digest: string): Promise<void> {
     // One completion of a session at a time (a client retrying a PUT it thought lost): the first makes the blob,
@@ -112,11 +118,13 @@ export class UploadSessions {
       } else {
         await this.storage.write(blobKey(hex), through(this.concat(parts), new DigestStream({ digest })));
       }
+      await this.blobs.link(name, digest);
     } catch (err) {
-      if (err instanceof RegistryError) await this.cancel(name, id);
+      // As distribution's PutBlobUploadComplete cancels: parts kept for a retry of the commit would hold a full disk
+      // until the purge, while clients start the upload again. (The client hears of the failure, not of a failed cleanup.)
+      await this.storage.delete(uploadDir(name, id)).catch(() => {});
       throw err;
     }
-    await this.blobs.link(name, digest);
     await this.storage.delete(uploadDir(name, id));
   }
 
