@@ -255,8 +255,13 @@ export class RowState {
     const ended = eos.has(id) || this.constraint?.isComplete() === true;
     if (ended || stopIds.has(id)) {
       this.finish = ended ? 'eos' : 'stop';
-      // (kept with `includeStopString`, as vLLM's include_stop_str_in_output keeps a stop token's text)
-      if (!ended && includeStop && this.decoder) this.text += this.visible(this.decoder.push(id), latentRoom);
+      if (this.decoder) {
+        // (kept with `includeStopString`, as vLLM's include_stop_str_in_output keeps a stop token's text)
+        if (!ended && includeStop) this.text += this.visible(this.decoder.push(id), latentRoom);
+        // The reply's text is its tokens' decode whatever ends it, as at the token limit: a character left unfinished
+        // shows as U+FFFD, and a U+FFFD the model wrote last stays.
+        this.text += this.visible(this.decoder.flush(), 0);
+      }
       this.text += this.markers?.flush() ?? '';
       return this.release(this.text.length);
     }

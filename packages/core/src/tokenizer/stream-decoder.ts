@@ -48,7 +48,10 @@ export class StreamDecoder {
     return '';
   }
 
-  /** Text still held back (an incomplete character at the very end), flushed as is. */
+  /**
+   * Text still held back, as the decode gives it: an unfinished character at the very end as U+FFFD, a U+FFFD the
+   * ids spell out as itself (push cannot tell them apart, and waits on both). Call it whatever ends the text.
+   */
   flush(): string {
     const prefixText = this.prefixText ?? this.decode(this.ids.slice(this.prefixOffset, this.readOffset));
     const fullText = this.decode(this.ids.slice(this.prefixOffset));

@@ -153,8 +153,31 @@ function encodeWithin(tokenizer: Tokenizer, text: string, addSpecialTokens: bool
 /** Ids before a token enough for a decoder's look-behind when naming the token by the text it adds. */
 export const DECODE_LOOK_BEHIND = 4;
 
-/** What a decode ends in while its last bytes wait for the rest of a character: U+FFFD, which the next id may complete. */
-const HELD_BYTES = /\uFFFD+$/;
+/**
+ * Whether `bytes` end in the first bytes of a character, which more bytes may complete: a decode shows them as one
+ * U+FFFD until then (WHATWG's decoder, the tokenizers'). Bytes that can no longer be a character (a lone continuation
+ * byte, `FF`, `E0 80`) are U+FFFD for good, as is a U+FFFD written out (`EF BF BD`).
+ */
+function endsMidCharacter(bytes: readonly number[]): boolean {
+  let lead = bytes.length - 1;
+  while (lead >= 0 && bytes.length - lead <= 3 && (bytes[lead]! & 0xc0) === 0x80) lead--;
+  if (lead < 0) return false;
+  const first = bytes[lead]!;
+  const length = first >= 0xc2 && first <= 0xdf ? 2 : first >= 0xe0 && first <= 0xef ? 3 : first >= 0xf0 && first <= 0xf4 ? 4 : 0;
+  if (bytes.length - lead >= length) return false;
+  const second = bytes[lead + 1];
+  if (second === undefined) return true;
+  // The byte after E0, ED, F0 or F4 is bounded (no overlong forms, surrogates or code points past U+10FFFF).
+  const [low, high] = first === 0xe0 ? [0xa0, 0xbf] : first === 0xed ? [0x80, 0x9f] : first === 0xf0 ? [0x90, 0xbf] : first === 0xf4 ? [0x80, 0x8f] : [0x80, 0xbf];
+  return second >= low && second <= high;
+}
+
+/** The length of the common start of two strings. */
+function commonPrefixLength(a: string, b: string): number {
+  let n = 0;
+  while (n < a.length && a[n] === b[n]) n++;
+  return n;
+}
 
 /** A loaded tokenizer with the special ids generation needs. */
 export class TextTokenizer {
@@ -307,14 +330,29 @@ export class TextTokenizer {
   /**
    * The text each of `ids` adds after `context` (a few ids before it: see {@link DECODE_LOOK_BEHIND}), so that a
    * word's leading space shows as the decoder writes it mid-text; special tokens kept unless `skipSpecialTokens`.
-   * A token holding part of a character adds nothing and the one completing it adds the character, as a stream
-   * writes them (so that the names, joined, are the text).
+   * A token holding part of a character adds nothing and the one completing it adds the character, also where
+   * `context` starts inside a character; bytes that can be no character add U+FFFD once they are known to be none.
+   * Joined, the names are the text, but for a character left unfinished at its end.
    */
   textsAfter(context: readonly number[], ids: readonly number[], skipSpecialTokens = false): string[] {
-    const before = this.decode(context, skipSpecialTokens).replace(HELD_BYTES, '');
+    /** The last bytes the decode of `ids` is made of (a skipped special token's none). */
+    const lastBytes = (ids: readonly number[]): number[] => {
+      const bytes: number[] = [];
+      for (let i = ids.length - 1; i >= 0 && bytes.length < 4; i--) {
+        if (!skipSpecialTokens || !this.isSpecial(ids[i]!)) bytes.unshift(...(this.tokenBytes(ids[i]!) ?? []));
+      }
+      return bytes;
+    };
+    // A character not finished yet is not text: its U+FFFD goes. The rest compares as it decodes, the U+FFFD of a
+    // `context` that starts inside a character included, so that those bytes (named before it) name nothing here.
+    const settled = (ids: readonly number[]): string => {
+      const text = this.decode(ids, skipSpecialTokens);
+      return text.endsWith('\uFFFD') && endsMidCharacter(lastBytes(ids)) ? text.slice(0, -1) : text;
+    };
+    const before = settled(context);
     return ids.map((id) => {
-      const after = this.decode([...context, id], skipSpecialTokens).replace(HELD_BYTES, '');
-      return after.startsWith(before) ? after.slice(before.length) : this.decode([id], skipSpecialTokens);
+      const after = settled([...context, id]);
+      return after.slice(commonPrefixLength(before, after));
     });
   }
 
