@@ -108,6 +108,9 @@ function editDistance(a: string, b: string): number {
 
 const isId = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
 
+/** A surrogate outside a pair (a `u` pattern reads a pair as the one character it is): text that is not well-formed. */
+const LONE_SURROGATE = /\p{Surrogate}/u;
+
 /** The token limit of a call that sets none. */
 export const DEFAULT_MAX_TOKENS = 256;
 
@@ -116,10 +119,11 @@ export const DEFAULT_MAX_TOKENS = 256;
  * `responseFormat` outside theirs (a TypeError naming it, see {@link refuseUnknownOptions}; composition and constraint
  * options may come along, their values unchecked here), sampling options as {@link validateSamplingOptions} does, `maxTokens`
  * a whole number >= 1, `minTokens` a whole number from 0 to `maxTokens` (default {@link DEFAULT_MAX_TOKENS}), `logprobs` 0 to
- * 20, `stop` a list of non-empty strings (an empty one would match before the first character), `includeStopString` true
- * or false, `eosTokenIds` and `stopTokenIds` lists of token ids (whether the vocabulary has them is
- * {@link checkStopTokenIds}'s), `keepTokens` a list of non-empty strings, `thinkingBudget` a whole number of tokens >= 0
- * with non-empty tags, `prediction` a string. Throws naming the option.
+ * 20, `stop` a list of non-empty, well-formed strings (an empty one would match before the first character, a lone
+ * surrogate such as JSON's `"\udc69"` inside an emoji, leaving half of it), `includeStopString` true or false,
+ * `eosTokenIds` and `stopTokenIds` lists of token ids (whether the vocabulary has them is {@link checkStopTokenIds}'s),
+ * `keepTokens` a list of non-empty strings, `thinkingBudget` a whole number of tokens >= 0 with non-empty tags,
+ * `prediction` a string. Throws naming the option.
  */
 export function validateGenerateOptions(options: GenerateOptions): void {
   validateSamplingOptions(options);
@@ -142,6 +146,7 @@ export function validateGenerateOptions(options: GenerateOptions): void {
     stop.forEach((s, i) => {
       if (typeof s !== 'string') fail(`stop[${i}]`, 'must be a string', s);
       if (s === '') fail(`stop[${i}]`, 'must not be empty: an empty stop string would end every row before its first character', s);
+      if (LONE_SURROGATE.test(s)) fail(`stop[${i}]`, 'must be well-formed UTF-16: a lone surrogate would match inside a character, cutting it in half', s);
     });
   }
   if (includeStopString !== undefined && typeof includeStopString !== 'boolean') fail('includeStopString', 'must be true or false', includeStopString);

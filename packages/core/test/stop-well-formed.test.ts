@@ -1,0 +1,77 @@
+/**
+ * Stop strings that are not well-formed UTF-16: a lone surrogate (JSON's `"\udc69"`) matched half of an emoji and cut
+ * the reply inside it, leaving the other half, which Python clients fail to encode. Every door refuses one.
+ */
+import { expect } from 'chai';
+import { dirname } from 'node:path';
+import { Engine } from '../src/engine.js';
+import { GenerateOptionsError } from '../src/generate/options.js';
+import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
+import { followScript } from './support/graph-edits.js';
+import { cacheDir } from './support/models.js';
+import { makeModule, storiesConfig } from './support/modules.js';
+import { postJson, useServers } from './support/servers.js';
+
+/** The prompt and the reply the scripted model writes to it (👩 is \ud83d\udc69). */
+const PROMPT = '😀é:';
+const REPLY = 'Hi 😀 é 👩🏽‍💻 END';
+
+/** A backbone over the stories vocabulary (its byte pieces spell the emoji) that answers {@link PROMPT} with {@link REPLY}. */
+async function scriptedModule(): Promise<string> {
+  return makeModule({
+    name: 'astral-stops',
+    kind: 'backbone',
+    seed: 4,
+    config: storiesConfig(),
+    chatTemplate: `{{ bos_token }}${PROMPT}`,
+    edit: async (model) => {
+      const tokenizer = await TextTokenizer.fromDirectory(dirname(model));
+      const prompt = tokenizer.encode(PROMPT, true);
+      await followScript(model, 512, [...new Array<number>(prompt.length - 1).fill(0), ...tokenizer.encode(REPLY, false), ...new Array<number>(50).fill(2)]);
+    },
+  });
+}
+
+describe('stop strings that are not well-formed', function () {
+  this.timeout(120_000);
+  const { serve } = useServers();
+  let dir: string;
+  let engine: Engine;
+
+  before(async () => {
+    dir = await scriptedModule();
+    engine = await Engine.load({ model: dir, cacheDir });
+  });
+  after(() => engine?.dispose());
+
+  it('refuses a stop string holding a lone surrogate, naming it, where a well-formed astral one stops', async () => {
+    for (const stop of [['END', '\udc69'], ['END', '\ud83d'], ['END', 'a\udc69\ud83d']]) {
+      expect(() => engine.stream({ prompt: PROMPT }, { stop })).to.throw(GenerateOptionsError, /stop\[1\] must be well-formed UTF-16/);
+      expect(() => engine.generate({ prompt: PROMPT }, { stop }))
+        .to.throw(GenerateOptionsError, JSON.stringify(stop[1]))
+        .with.property('option', 'stop[1]');
+    }
+    const cut = (await engine.generate({ prompt: PROMPT }, { maxTokens: 60, stop: ['🏽'] })).rows[0]!;
+    expect([cut.text.trimStart(), cut.finishReason]).to.deep.equal(['Hi 😀 é 👩', 'stop']);
+  });
+
+  it('answers 400 naming the stop string on every door', async () => {
+    const at = await serve({ engine: { model: dir }, name: 'astral' });
+    const doors: [string, object][] = [
+      ['/v1/completions', { model: 'astral', prompt: PROMPT, stop: ['END', '\udc69'] }],
+      ['/v1/completions', { model: 'astral', prompt: PROMPT, stop: ['END', '\udc69'], stream: true }],
+      ['/v1/chat/completions', { model: 'astral', messages: [{ role: 'user', content: 'x' }], stop: ['END', '\udc69'] }],
+      ['/v1/chat/completions', { model: 'astral', messages: [{ role: 'user', content: 'x' }], stop: ['END', '\udc69'], stream: true }],
+      ['/v1/messages', { model: 'astral', max_tokens: 8, messages: [{ role: 'user', content: 'x' }], stop_sequences: ['END', '\udc69'] }],
+      ['/api/generate', { model: 'astral', prompt: PROMPT, stream: false, options: { stop: ['END', '\udc69'] } }],
+    ];
+    for (const [path, body] of doors) {
+      const res = await postJson(at, path, body);
+      const text = await res.text();
+      expect(res.status, `${path} ${text}`).to.equal(400);
+      expect(text, path).to.match(/stop\[1\] must be well-formed UTF-16/);
+      // (OpenAI's doors name the field as `param`)
+      if (path.startsWith('/v1/c')) expect((JSON.parse(text) as { error: { param: string } }).error.param).to.equal('stop[1]');
+    }
+  });
+});
