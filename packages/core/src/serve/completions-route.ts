@@ -10,7 +10,7 @@ import { DECODE_LOOK_BEHIND, type TextTokenizer } from '../tokenizer/tokenizer.j
 import { sendJson, Sse } from './answer-writers.js';
 import { finishReason } from './choices.js';
 import { badRequest, type HttpError } from './errors.js';
-import { completionLogprobs, joinLegacy, promptLegacyLogprobs, shownEntries, type LegacyLogprobs } from './logprobs.js';
+import { completionLogprobs, joinLegacy, promptLegacyLogprobs, shownEntries, TextOffsets, type LegacyLogprobs } from './logprobs.js';
 import { keptPromptTokens, lastTokens } from './prompt-truncation.js';
 import type { CompletionRequest } from './requests.js';
 import type { Loaded, Served } from './served.js';
@@ -63,7 +63,7 @@ export async function completion(l: Served, request: CompletionRequest, res: Ser
         choices: result.rows.map((row, index) => ({
           index,
           text: echoOf(index) + row.text,
-          logprobs: request.logprobs ? withEcho(index, completionLogprobs(shownEntries(row.logprobs ?? [], row.text.length), echoOf(index).length)) : null,
+          logprobs: request.logprobs ? withEcho(index, completionLogprobs(shownEntries(row.logprobs ?? [], row.text.length), new TextOffsets(echoOf(index)).push(row.text))) : null,
           finish_reason: finishReason(row.finishReason),
         })),
         usage: usageJson(result, request.n),
@@ -71,15 +71,16 @@ export async function completion(l: Served, request: CompletionRequest, res: Ser
       return finishReason(result.rows[0]!.finishReason);
     }
     const sse = new Sse(res);
-    // Per choice: tokens whose text is not out yet.
+    // Per choice: tokens whose text is not out yet, and where the text out so far puts them.
     const pending = rows.map((): TokenLogprobs[] => []);
+    const offsets = rows.map((_, row) => new TextOffsets(echoOf(row)));
     const send = (index: number, text: string, logprobs: LegacyLogprobs | null, finish: string | null = null) =>
       sse.send({ ...base, object: 'text_completion', choices: [{ index, text, logprobs, finish_reason: finish }], ...(request.includeUsage ? { usage: null } : {}) });
     const chunk = (index: number, text: string, finish: string | null = null) => {
       let logprobs: LegacyLogprobs | null = null;
-      if (request.logprobs && (pending[index]!.length > 0 || finish)) {
-        const entries = pending[index]!.splice(0);
-        logprobs = completionLogprobs(entries, echoOf(index).length);
+      if (request.logprobs) {
+        offsets[index]!.push(text);
+        if (pending[index]!.length > 0 || finish) logprobs = completionLogprobs(pending[index]!.splice(0), offsets[index]!);
       }
       send(index, text, logprobs, finish);
     };
@@ -135,7 +136,7 @@ async function echoedLogprobs(l: Served, request: CompletionRequest, prompts: (s
   const tokenizer = l.tokenizer;
   return scored.map(({ ids, logprobs }) => {
     const first = tokenizer ? tokenizer.decode([ids[0]!], false) : `token_id:${ids[0]}`;
-    return promptLegacyLogprobs(logprobs, first, ids.map((_, j) => (tokenizer ? visibleLength(tokenizer, ids, j) : 0)));
+    return promptLegacyLogprobs(logprobs, first, ids.map((_, j) => (tokenizer ? visibleText(tokenizer, ids, j) : '')));
   });
 }
 
@@ -163,11 +164,11 @@ function scoreOnly(
 }
 
 /**
- * How much of the decoded text token `j` of `ids` writes (special tokens such as BOS none): the text after the
- * tokens before it, read over a few of them so that a word's leading space counts where the decoder writes it.
+ * The decoded text token `j` of `ids` writes (special tokens such as BOS none): the text after the tokens before it,
+ * read over a few of them so that a word's leading space counts where the decoder writes it.
  */
-function visibleLength(tokenizer: TextTokenizer, ids: readonly number[], j: number): number {
-  return tokenizer.textsAfter(ids.slice(Math.max(0, j - DECODE_LOOK_BEHIND), j), [ids[j]!], true)[0]!.length;
+function visibleText(tokenizer: TextTokenizer, ids: readonly number[], j: number): string {
+  return tokenizer.textsAfter(ids.slice(Math.max(0, j - DECODE_LOOK_BEHIND), j), [ids[j]!], true)[0]!;
 }
 
 /** The refusal of a `suffix` for a model without fill-in-the-middle tokens. */

@@ -37,11 +37,61 @@ export function chatLogprobs(entries: readonly TokenLogprobs[]) {
 }
 
 /**
- * Legacy completions' `choices[].logprobs`: parallel lists of tokens, their log-probabilities, the alternatives
- * (token → logprob, the chosen token among them, as vLLM reports) and each token's character offset in the
- * choice's text: where the engine found its text in the reply, after `echoed` characters of echoed prompt.
+ * Code points in `text`, as Python's `len` counts them (a surrogate pair one, a lone surrogate one too): the unit of
+ * legacy `text_offset`, which OpenAI's Python-served API and vLLM (`text_offset[i] + len(token)`) count in, so that a
+ * Python client's `text[offset:]` starts at the token. JavaScript's `length` counts UTF-16 units, one more for each
+ * character past U+FFFF (an emoji).
  */
-export function completionLogprobs(entries: readonly TokenLogprobs[], echoed: number) {
+function codePoints(text: string): number {
+  let n = 0;
+  for (let i = 0; i < text.length; i++, n++) {
+    const c = text.charCodeAt(i);
+    if (c >= 0xd800 && c < 0xdc00 && (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00) i++;
+  }
+  return n;
+}
+
+/**
+ * One choice's `text_offset`s: the engine's offsets into the reply (UTF-16 units) as code points into the choice's
+ * text, the echoed prompt first. Fed the reply's text as it goes out and asked offsets in order, within the text fed,
+ * it counts each stretch of text once, so that a long streamed reply costs its length rather than its square.
+ */
+export class TextOffsets {
+  /** The reply's text past the last offset asked. */
+  private rest = '';
+  /** Units of the reply before the last offset asked, and code points of the choice's text before it. */
+  private units = 0;
+  private points: number;
+
+  constructor(echoed: string) {
+    this.points = codePoints(echoed);
+  }
+
+  /** Adds the reply's next text. */
+  push(text: string): this {
+    this.rest += text;
+    return this;
+  }
+
+  /**
+   * Where the reply's UTF-16 `offset` (no less than the last asked, no further than the text fed) falls in the
+   * choice's text, in code points.
+   */
+  at(offset: number): number {
+    const ahead = offset - this.units;
+    this.points += codePoints(this.rest.slice(0, ahead));
+    this.rest = this.rest.slice(ahead);
+    this.units = offset;
+    return this.points;
+  }
+}
+
+/**
+ * Legacy completions' `choices[].logprobs`: parallel lists of tokens, their log-probabilities, the alternatives
+ * (token → logprob, the chosen token among them, as vLLM reports) and each token's offset in the choice's text
+ * (`offsets`, fed the reply's text this far): where the engine found its text in the reply.
+ */
+export function completionLogprobs(entries: readonly TokenLogprobs[], offsets: TextOffsets) {
   const tokens: string[] = [];
   const tokenLogprobs: number[] = [];
   const top: Record<string, number>[] = [];
@@ -51,7 +101,7 @@ export function completionLogprobs(entries: readonly TokenLogprobs[], echoed: nu
     tokens.push(token);
     tokenLogprobs.push(logprobOf(e));
     top.push(Object.fromEntries([...e.top, e].map((t) => [tokenOf(t), logprobOf(t)])));
-    textOffset.push(echoed + (e.offset ?? 0));
+    textOffset.push(offsets.at(e.offset ?? 0));
   }
   return { tokens, token_logprobs: tokenLogprobs, top_logprobs: top, text_offset: textOffset };
 }
@@ -62,12 +112,13 @@ export type LegacyLogprobs = { tokens: string[]; token_logprobs: (number | null)
 /**
  * A scored prompt as the start of legacy completions' lists (`echo` with `logprobs`): its first token with `null`,
  * then each token's log-probability after those before it. `first` names the first token; `visible` gives each
- * token's length in the echoed text (special tokens such as BOS take none), from which the offsets run.
+ * token's text in the echoed prompt (special tokens such as BOS show none), from which the offsets run.
  */
-export function promptLegacyLogprobs(entries: readonly TokenLogprobs[], first: string, visible: readonly number[]): LegacyLogprobs {
+export function promptLegacyLogprobs(entries: readonly TokenLogprobs[], first: string, visible: readonly string[]): LegacyLogprobs {
   const offsets: number[] = [];
-  visible.reduce((at, n) => (offsets.push(at), at + n), 0);
-  const listed = completionLogprobs(entries, 0);
+  visible.reduce((at, text) => (offsets.push(at), at + codePoints(text)), 0);
+  // (the prompt's entries have no offsets of their own: `visible` places them)
+  const listed = completionLogprobs(entries, new TextOffsets(''));
   return {
     tokens: [first, ...listed.tokens],
     token_logprobs: [null, ...listed.token_logprobs],

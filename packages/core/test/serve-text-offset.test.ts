@@ -1,0 +1,75 @@
+/**
+ * `/v1/completions`' `text_offset` in code points, as OpenAI's Python-served legacy API and vLLM count them: a Python
+ * client's `text[offset:]` starts at the token past an emoji (two UTF-16 units, one code point), echoed or generated.
+ */
+import { expect } from 'chai';
+import { dirname } from 'node:path';
+import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
+import { followScript } from './support/graph-edits.js';
+import { makeModule, storiesConfig } from './support/modules.js';
+import { postJson, useServers } from './support/servers.js';
+
+const PROMPT = '😀é:';
+const REPLY = 'Hi 😀 é 👩🏽‍💻 END';
+
+const pythonSlice = (text: string, at: number) => [...text].slice(at).join('');
+const pythonLen = (text: string) => [...text].length;
+
+type Legacy = { tokens: string[]; text_offset: number[] };
+
+describe('/v1/completions text_offset past astral characters', function () {
+  this.timeout(120_000);
+  const { serve } = useServers();
+  let at: string;
+
+  before(async () => {
+    // (the stories vocabulary spells the emoji in byte pieces)
+    const dir = await makeModule({
+      name: 'astral-completion',
+      kind: 'backbone',
+      seed: 4,
+      config: storiesConfig(),
+      edit: async (model) => {
+        const tokenizer = await TextTokenizer.fromDirectory(dirname(model));
+        const prompt = tokenizer.encode(PROMPT, true);
+        await followScript(model, 512, [...new Array<number>(prompt.length - 1).fill(0), ...tokenizer.encode(REPLY, false), ...new Array<number>(50).fill(2)]);
+      },
+    });
+    at = await serve({ engine: { model: dir }, name: 'astral' });
+  });
+
+  it('counts code points in the echoed prompt and the reply, streamed as whole', async () => {
+    const body = { model: 'astral', prompt: PROMPT, max_tokens: 60, logprobs: 1, echo: true };
+    const answer = (await (await postJson(at, '/v1/completions', body)).json()) as { choices: { text: string; logprobs: Legacy }[]; usage: { prompt_tokens: number } };
+    const { text, logprobs } = answer.choices[0]!;
+    expect(text.slice(PROMPT.length).trimStart()).to.equal(REPLY);
+    const { tokens, text_offset: offsets } = logprobs;
+    // the prompt's tokens: é after 😀 at 1, the colon at 2
+    expect([offsets[tokens.indexOf('é')], offsets[tokens.indexOf(':')]]).to.deep.equal([1, 2]);
+    // the reply's, after them: vLLM's text_offset[i + 1] = text_offset[i] + len(token), where Python's slice finds each
+    const first = answer.usage.prompt_tokens;
+    expect(offsets[first]).to.equal(pythonLen(PROMPT));
+    tokens.slice(first, -1).forEach((t, i) => expect(offsets[first + i + 1], `after ${JSON.stringify(t)}`).to.equal(offsets[first + i]! + pythonLen(t)));
+    tokens.slice(first).forEach((t, i) => expect(pythonSlice(text, offsets[first + i]!).startsWith(t), `${JSON.stringify(t)} at ${offsets[first + i]}`).to.equal(true));
+    expect(offsets.at(-1)).to.equal(pythonLen(text) - 1);
+
+    const sse = await (await postJson(at, '/v1/completions', { ...body, stream: true })).text();
+    const chunks = sse.split('\n').filter((l) => l.startsWith('data: {')).map((l) => JSON.parse(l.slice(6)) as { choices: { logprobs: Legacy | null }[] });
+    expect(chunks.flatMap((c) => c.choices[0]?.logprobs?.text_offset ?? [])).to.deep.equal(offsets);
+  });
+
+  it('counts them without echo, past text a stop string held back, and with max_tokens 0 (the prompt scored alone)', async () => {
+    // (each space might have started the stop string: held back until the next token)
+    const body = { model: 'astral', prompt: PROMPT, max_tokens: 60, logprobs: 0, stop: [' X'] };
+    const plain = ((await (await postJson(at, '/v1/completions', body)).json()) as { choices: { text: string; logprobs: Legacy }[] }).choices[0]!;
+    expect(plain.text.trimStart()).to.equal(REPLY);
+    const emoji = plain.logprobs.tokens.indexOf('😀');
+    expect(plain.logprobs.text_offset.slice(emoji, emoji + 3)).to.deep.equal([4, 5, 6]);
+    plain.logprobs.tokens.forEach((t, i) => expect(pythonSlice(plain.text, plain.logprobs.text_offset[i]!).startsWith(t), `${JSON.stringify(t)} at ${plain.logprobs.text_offset[i]}`).to.equal(true));
+    const sse = await (await postJson(at, '/v1/completions', { ...body, stream: true })).text();
+    const chunks = sse.split('\n').filter((l) => l.startsWith('data: {')).map((l) => JSON.parse(l.slice(6)) as { choices: { logprobs: Legacy | null }[] });
+    expect(chunks.flatMap((c) => c.choices[0]?.logprobs?.text_offset ?? [])).to.deep.equal(plain.logprobs.text_offset);
+    const scored = ((await (await postJson(at, '/v1/completions', { model: 'astral', prompt: PROMPT, max_tokens: 0, logprobs: 0, echo: true })).json()) as { choices: { logprobs: Legacy }[] }).choices[0]!;
+    expect(scored.logprobs.text_offset.at(-1)).to.equal(2);
+  });
+});
