@@ -24,14 +24,16 @@ describe('a .gguf file as the model', function () {
   this.timeout(120_000);
   const scratch = useTempCache('reasonplug-gguf-module-');
 
-  it("a conversion in the current layout removes the same file's entries of earlier layouts, and nothing else", async () => {
+  it("a conversion in the current layout removes the same file's entries of earlier layouts whatever their options, and nothing else", async () => {
     const path = join(scratch.dir, 'stories-layouts.gguf');
     await copyFile(STORIES, path);
     const cacheDir = join(scratch.dir, 'layouts-cache');
     const sha = '270cba1bd5109f42d03350f60406024560464db173c0e387d91f0426d3bd256d';
     const other = 'f'.repeat(64);
-    const old = [`${sha}-kv16-v5`, `${sha}-kv16-v3`];
-    const kept = [`${sha}-v5`, `${sha}-f16-v5`, `${other}-kv16-v5`];
+    // (`<sha>-v4`: the default conversion as builds named it before keys and values were float16 by default)
+    const old = [`${sha}-kv16-v5`, `${sha}-kv16-v3`, `${sha}-v4`, `${sha}-f16-v6`];
+    // the file's conversions with other options in the current layout, another file's
+    const kept = [`${sha}-v7`, `${sha}-f16-v7`, `${other}-kv16-v5`, `${other}-v4`];
     for (const name of [...old, ...kept]) {
       await mkdir(join(cacheDir, 'gguf', name), { recursive: true });
       await writeFile(join(cacheDir, 'gguf', name, 'model.onnx'), 'an earlier conversion');

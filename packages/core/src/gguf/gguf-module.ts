@@ -127,10 +127,10 @@ async function intact(dir: string): Promise<boolean> {
 }
 
 /**
- * The module directory of a GGUF file: converted on first use into `<cacheDir>/gguf/<sha256>-v5`, reused
- * afterwards; the file's entries of earlier layouts are then removed. Conversion errors (`GgufError`, a
- * `ConversionError` naming the file and the cache entry where writing failed, and others) propagate, with nothing
- * left in the cache.
+ * The module directory of a GGUF file: converted on first use into `<cacheDir>/gguf/<sha256>-kv16-v7` (the
+ * conversion options, then the layout), reused afterwards; the file's entries of earlier layouts are then removed.
+ * Conversion errors (`GgufError`, a `ConversionError` naming the file and the cache entry where writing failed, and
+ * others) propagate, with nothing left in the cache.
  */
 export async function ggufModuleDir(path: string, opts: GgufModuleOptions): Promise<string> {
   // A split GGUF is known by all its shards (found by their names: nothing of the file is read while its digest is recorded).
@@ -154,7 +154,7 @@ export async function ggufModuleDir(path: string, opts: GgufModuleOptions): Prom
     if (!pending) {
       pending = (async () => {
         await convertInto(path, dir, sha256, opts, progress);
-        await dropEarlierLayouts(root, entry);
+        await dropEarlierLayouts(root, sha256);
       })().finally(() => inflight.delete(dir));
       inflight.set(dir, pending);
     }
@@ -170,16 +170,38 @@ export async function ggufModuleDir(path: string, opts: GgufModuleOptions): Prom
 const inflight = new Map<string, Promise<void>>();
 
 /**
- * Removes the entries of the same file and conversion options written by an earlier layout (`<entry>v4` once
- * `<entry>v5` is there): each holds the whole model, and nothing reads it any more.
+ * An entry's name: the file's digest, the conversion options (`f16-`, `kv16-`, or none: builds before keys and values
+ * were float16 by default wrote `<sha256>-v4` for today's `<sha256>-kv16-v7`) and the layout number.
  */
-async function dropEarlierLayouts(root: string, entry: string): Promise<void> {
-  const current = Number(LAYOUT.slice(1));
-  for (const name of await readdir(root).catch(() => [] as string[])) {
-    if (!name.startsWith(entry)) continue;
-    const layout = /^v(\d+)$/.exec(name.slice(entry.length));
+const ENTRY_NAME = /^([0-9a-f]{64})-(?:f16-)?(?:kv16-)?v(\d+)$/;
+
+/** Whether `name` (under the cache's `gguf/`) is an entry of an earlier layout than this converter's: nothing reads it any more. */
+export function isEarlierLayout(name: string): boolean {
+  const layout = ENTRY_NAME.exec(name)?.[2];
+  return layout !== undefined && Number(layout) < Number(LAYOUT.slice(1));
+}
+
+/**
+ * Removes the entries of file `sha256` written by an earlier layout, whatever their conversion options (`<sha256>-v4`
+ * once `<sha256>-kv16-v7` is there), and the temp folders of those entries whose writer is gone: each holds the whole
+ * model, and nothing reads it any more. An entry with a temp folder still in use is left: an older build converting
+ * into it, or waiting on its conversion, loads it as soon as it lands.
+ */
+async function dropEarlierLayouts(root: string, sha256: string): Promise<void> {
+  const names = await readdir(root).catch(() => [] as string[]);
+  // (an entry's temp folders are `<entry>.<uniqueSuffix>.tmp`)
+  const earlier = new Set(names.map((name) => name.split('.')[0]!).filter((name) => name.startsWith(`${sha256}-`) && isEarlierLayout(name)));
+  for (const name of earlier) {
     // (best effort: the new entry is in place whatever happens to an old one)
-    if (layout && Number(layout[1]) < current) await rm(join(root, name), { recursive: true, force: true }).catch(() => undefined);
+    try {
+      if ((await sweepTemps(join(root, name))).length > 0 || !names.includes(name)) continue;
+      // Renamed away first, as a damaged entry is, so no older build loads it half-deleted.
+      const doomed = join(root, `${name}.${uniqueSuffix()}.tmp`);
+      await rename(join(root, name), doomed);
+      await rm(doomed, { recursive: true, force: true });
+    } catch {
+      // (left, and listed as stale: modules/cache-usage.ts)
+    }
   }
 }
 

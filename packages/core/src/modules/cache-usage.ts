@@ -2,12 +2,16 @@
  * What the cache root holds and how much disk each part takes, and clearing parts of it (`reasonplug cache`).
  * Every part is derived and can be made again: converted GGUFs from their files, pulled modules and Ollama models from their registries,
  * prepared graphs and saved sessions from the modules, stat records by hashing. Sizes count each file once, however
- * many hard links it has (a pulled module's files are links to its blobs).
+ * many hard links it has (a pulled module's files are links to its blobs). Conversions of an earlier layout and
+ * prepared graphs of an earlier format, which an upgrade removes once it writes their successors, are listed as stale
+ * where any remain.
  */
 import { lstat, readdir, readFile, rm, rmdir } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { madeByMe } from '../registry/atomic.js';
 import { ownerGone } from '../registry/download.js';
+import { isEarlierLayout } from '../gguf/gguf-module.js';
+import { isEarlierFormat } from '../onnx/prepared-cache.js';
 import { cacheRoot } from './cache-root.js';
 import { ollamaPulledModels, pulledOllamaStore } from './ollama-store.js';
 
@@ -40,6 +44,9 @@ const DIRS: Record<CachePart, string[]> = {
   sessions: [join('prepared', 'sessions')],
   digests: ['digests'],
 };
+
+/** What the listing says of an entry an earlier version wrote, which this one never reads: `cache clear` of its part removes it. */
+const STALE = 'stale: no longer read';
 
 const isGone = (err: unknown) => ['ENOENT', 'ENOTDIR'].includes((err as NodeJS.ErrnoException).code ?? '');
 
@@ -105,9 +112,12 @@ export async function cacheUsage(root = cacheRoot()): Promise<CacheUsage> {
       entries.push({ part: 'gguf', name: 'a conversion in progress or broken off', path: dir, bytes: await sizeOf(dir, seen) });
       continue;
     }
-    // (the entry's conversion options: `kv16-v5`, `f16-v5`, `v5` after the file's digest)
+    // (the entry's conversion options: `kv16-v7`, `f16-v7`, `v7` after the file's digest)
     const variant = basename(dir).replace(/^[0-9a-f]{64}-/, '');
-    entries.push({ part: 'gguf', name: `${await moduleName(dir, dir)} [${variant}]`, path: dir, bytes: await sizeOf(dir, seen) });
+    // One of an earlier layout is one an upgrade did not remove (gguf-module.ts `dropEarlierLayouts`): an older version
+    // converted it meanwhile, or removing it failed.
+    const stale = isEarlierLayout(basename(dir)) ? `, ${STALE}` : '';
+    entries.push({ part: 'gguf', name: `${await moduleName(dir, dir)} [${variant}${stale}]`, path: dir, bytes: await sizeOf(dir, seen) });
   }
   // A pulled module: modules/<registry>/<namespace>/<name>/sha256-<hex>; its files are links to blobs, counted there.
   for (const registry of await subdirs(join(root, 'modules'))) {
@@ -146,9 +156,21 @@ export async function cacheUsage(root = cacheRoot()): Promise<CacheUsage> {
   const others = await sizeOf(sessions, seen);
   if (others > 0) entries.push({ part: 'sessions', name: 'files of no saved session (writes in progress or left by a crash)', path: sessions, bytes: others });
   const prepared = join(root, 'prepared');
-  const graphs = (await readdir(prepared).catch(() => [] as string[])).filter((f) => f.endsWith('.onnx')).length;
+  const preparedFiles = await readdir(prepared).catch(() => [] as string[]);
+  // Graphs of an earlier format (onnx/prepared-cache.ts `dropEarlierFormats`) first, so the live count leaves them out.
+  let staleGraphs = 0;
+  let staleBytes = 0;
+  for (const file of preparedFiles.filter((f) => f.endsWith('.json'))) {
+    const meta = await readJson(join(prepared, file));
+    if (!meta || !isEarlierFormat(meta)) continue;
+    const graph = `${file.slice(0, -'.json'.length)}.onnx`;
+    if (preparedFiles.includes(graph)) staleGraphs++;
+    staleBytes += (await sizeOf(join(prepared, file), seen)) + (await sizeOf(join(prepared, graph), seen));
+  }
+  const graphs = preparedFiles.filter((f) => f.endsWith('.onnx')).length - staleGraphs;
   const preparedBytes = await sizeOf(prepared, seen, sessions);
   if (preparedBytes > 0) entries.push({ part: 'prepared', name: `${graphs} prepared graph(s)`, path: prepared, bytes: preparedBytes });
+  if (staleBytes > 0) entries.push({ part: 'prepared', name: `${staleGraphs} prepared graph(s) of an earlier format, ${STALE}`, path: prepared, bytes: staleBytes });
   const digests = await sizeOf(join(root, 'digests'), seen);
   if (digests > 0) entries.push({ part: 'digests', name: 'stat records of verified files', path: join(root, 'digests'), bytes: digests });
   const bytes = Object.fromEntries(CACHE_PARTS.map((p) => [p, entries.filter((e) => e.part === p).reduce((n, e) => n + e.bytes, 0)])) as Record<CachePart, number>;

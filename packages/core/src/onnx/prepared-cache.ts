@@ -27,7 +27,7 @@
 import { cachedHashFile, checkFile } from '../modules/file-digest.js';
 import { cacheRoot } from '../modules/cache-root.js';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readFile, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, realpath, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { adaptDecoder, modelValueMetadata, usesExternalData, type AdaptOptions } from './adapt.js';
 import { detectSignature } from './signature.js';
@@ -39,8 +39,16 @@ import { PreparedCacheError } from './prepared-cache-error.js';
 
 export { PreparedCacheError };
 
-/** Bump when the adaptation changes what it writes: old cache entries are then ignored. */
+/** Bump when the adaptation changes what it writes: old cache entries are then ignored, and removed by the new ones. */
 export const PREPARED_FORMAT_VERSION = 10;
+
+/**
+ * Whether a prepared graph's sidecar (its JSON) is of an earlier {@link PREPARED_FORMAT_VERSION}: its graph is never
+ * read again. (A later format's is a newer version's sharing the cache, and kept.)
+ */
+export function isEarlierFormat(sidecar: { format?: unknown }): boolean {
+  return typeof sidecar.format === 'number' && sidecar.format < PREPARED_FORMAT_VERSION;
+}
 
 /** Options of {@link prepareDecoder}. */
 export interface PrepareOptions extends AdaptOptions {
@@ -182,7 +190,31 @@ async function writeEntry(dir: string, paths: EntryPaths, graph: Uint8Array, met
     if (UNWRITABLE.has(codeOf(err))) return codeOf(err);
     throw err;
   }
+  await dropEarlierFormats(dir);
   return undefined;
+}
+
+/**
+ * Removes the entries written in an earlier format: each a copy of its graph (weights and all, where they are inside)
+ * that nothing reads any more, whatever its source: after an upgrade a converted GGUF's graph has a new source too (the
+ * conversion's new layout), so keying the removal by source would leave those behind. The sidecar goes first, so no
+ * entry is taken for a hit half-removed; a process that has a graph open (an older version's) keeps reading it, the
+ * file going when it closes it, as with saved sessions (runtime/session-cache.ts).
+ */
+async function dropEarlierFormats(dir: string): Promise<void> {
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    if (!name.endsWith('.json')) continue;
+    const sidecarPath = join(dir, name);
+    // (best effort: the new entry is written whatever happens to an old one, and an unreadable sidecar is no entry)
+    try {
+      const meta = JSON.parse(await readFile(sidecarPath, 'utf8')) as Partial<Sidecar> | null;
+      if (!meta || !isEarlierFormat(meta)) continue;
+      await rm(sidecarPath, { force: true });
+      await rm(`${sidecarPath.slice(0, -'.json'.length)}.onnx`, { force: true });
+    } catch {
+      // (listed as stale while it stays: modules/cache-usage.ts)
+    }
+  }
 }
 
 /** The warning of a prepared graph the cache could not take, with what would let it be kept. */
