@@ -5,7 +5,7 @@
  */
 import { expect } from 'chai';
 import { once } from 'node:events';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { createServer, request, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -179,7 +179,8 @@ describe('chunked blob upload (reasonplug-registry)', function () {
     const { descriptor, read } = await roundTrip(proxy.host, bytes, token);
     expect(read).to.equal(descriptor.digest);
     const sent = uploads(proxy.seen);
-    expect(sent.map((s) => s.method)).to.deep.equal(['POST', 'PATCH', 'POST', 'PUT']);
+    // (the refused session is cancelled: the client never comes back to it)
+    expect(sent.map((s) => s.method)).to.deep.equal(['POST', 'PATCH', 'DELETE', 'POST', 'PUT']);
     expect(sent.at(-1)!.length).to.equal(String(bytes.length));
   });
 
@@ -189,13 +190,15 @@ describe('chunked blob upload (reasonplug-registry)', function () {
     const refusing = await proxied(registry.host, (req) => (req.method === 'PATCH' ? { status: 400, headers: { 'content-type': 'application/json' }, body: unsupported } : undefined));
     const { descriptor, read } = await roundTrip(refusing.host, bytesOf(2 * MiB + 1, 9), token);
     expect(read).to.equal(descriptor.digest);
-    expect(uploads(refusing.seen).map((s) => s.method)).to.deep.equal(['POST', 'PATCH', 'POST', 'PUT']);
+    expect(uploads(refusing.seen).map((s) => s.method)).to.deep.equal(['POST', 'PATCH', 'DELETE', 'POST', 'PUT']);
 
     const late = await proxied(registry.host, (req, n) => (req.method === 'PATCH' && n === 1 ? { status: 405 } : undefined));
     const err = await rejection(roundTrip(late.host, bytesOf(2 * MiB + 1, 10), token));
     expect(err).to.be.instanceOf(RegistryResponseError);
     expect((err as RegistryResponseError).status).to.equal(405);
-    expect(uploads(late.seen).map((s) => s.method)).to.deep.equal(['POST', 'PATCH', 'PATCH']);
+    // The session holding the first chunk is cancelled, not left to the registry's purge.
+    expect(uploads(late.seen).map((s) => [s.method, s.status])).to.deep.equal([['POST', 202], ['PATCH', 202], ['PATCH', 405], ['DELETE', 204]]);
+    expect(await readdir(join(registry.root, 'repositories', 'acme', 'chunks', '_uploads'))).to.deep.equal([]);
   });
 });
 
@@ -228,6 +231,7 @@ describe('chunked blob upload (CNCF distribution)', function () {
     const proxy = await proxied(dist!.host, (req) => (req.method === 'PATCH' ? { status: 405 } : undefined));
     const { descriptor, read } = await roundTrip(proxy.host, bytesOf(2 * MiB + 5, 12));
     expect(read).to.equal(descriptor.digest);
-    expect(uploads(proxy.seen).map((s) => s.method)).to.deep.equal(['POST', 'PATCH', 'POST', 'PUT']);
+    // The refused session is cancelled at its Location (distribution wants its _state).
+    expect(uploads(proxy.seen).map((s) => [s.method, s.status])).to.deep.equal([['POST', 202], ['PATCH', 405], ['DELETE', 204], ['POST', 202], ['PUT', 201]]);
   });
 });

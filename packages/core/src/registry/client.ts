@@ -21,6 +21,8 @@ const ACCEPT_MANIFESTS = [
 const UPLOAD_CHUNK_BYTES = 32 * 1024 * 1024;
 /** Pieces a chunk is sent in. */
 const UPLOAD_SLICE_BYTES = 1024 * 1024;
+/** How long cancelling an upload may take: it only spares the registry's storage, and must not hold up the failure. */
+const CANCEL_TIMEOUT_MS = 10_000;
 
 const TAG_PAGE = 1000;
 /** Pages of a tag list or catalog followed at most (a runaway `Link` chain must end). */
@@ -194,18 +196,25 @@ export class RegistryClient {
   /**
    * Uploads a blob; `open` makes its bytes. One larger than a chunk goes up in chunks (POST, a PATCH per chunk,
    * PUT `?digest=`), or in one PUT where the registry refuses chunks; a smaller one in one PUT (POST, PUT `?digest=`).
+   * An upload that fails is cancelled (see `cancelUpload`) before its error is thrown.
    */
   async uploadBlob(repository: string, descriptor: Descriptor, open: () => AsyncIterable<Uint8Array> | Uint8Array): Promise<void> {
     if (descriptor.size > this.chunkBytes && (await this.uploadChunks(repository, descriptor, open))) return;
     const scope = RegistryClient.scope(repository, true);
-    const url = await this.startUpload(repository, scope);
-    url.searchParams.set('digest', descriptor.digest);
-    const done = await this.transport.request('PUT', url, {
-      scope,
-      headers: { 'content-type': 'application/octet-stream', 'content-length': String(descriptor.size) },
-      body: open,
-    });
-    await done.body?.cancel();
+    const session = await this.startUpload(repository, scope);
+    const commit = new URL(session);
+    commit.searchParams.set('digest', descriptor.digest);
+    try {
+      const done = await this.transport.request('PUT', commit, {
+        scope,
+        headers: { 'content-type': 'application/octet-stream', 'content-length': String(descriptor.size) },
+        body: open,
+      });
+      await done.body?.cancel();
+    } catch (err) {
+      await this.cancelUpload(session, scope);
+      throw err;
+    }
   }
 
   /**
@@ -216,31 +225,38 @@ export class RegistryClient {
     const scope = RegistryClient.scope(repository, true);
     let url = await this.startUpload(repository, scope);
     let offset = 0;
-    // (leaving the loop early closes `open`'s stream)
-    for await (const chunk of chunksOf(open(), this.chunkBytes)) {
-      let res: Response;
-      try {
-        res = await this.transport.request('PATCH', url, {
-          scope,
-          headers: {
-            'content-type': 'application/octet-stream',
-            'content-range': `${offset}-${offset + chunk.length - 1}`,
-            'content-length': String(chunk.length),
-          },
-          // (the same bytes again when the request is repeated after an auth challenge)
-          body: () => slices(chunk),
-        });
-      } catch (err) {
-        if (offset === 0 && refusesChunks(err)) return false;
-        throw err;
+    try {
+      // (leaving the loop early closes `open`'s stream)
+      for await (const chunk of chunksOf(open(), this.chunkBytes)) {
+        let res: Response;
+        try {
+          res = await this.transport.request('PATCH', url, {
+            scope,
+            headers: {
+              'content-type': 'application/octet-stream',
+              'content-range': `${offset}-${offset + chunk.length - 1}`,
+              'content-length': String(chunk.length),
+            },
+            // (the same bytes again when the request is repeated after an auth challenge)
+            body: () => slices(chunk),
+          });
+        } catch (err) {
+          if (offset !== 0 || !refusesChunks(err)) throw err;
+          await this.cancelUpload(url, scope);
+          return false;
+        }
+        await res.body?.cancel();
+        url = this.location(res, `took a chunk of an upload to ${repository}`);
+        offset += chunk.length;
       }
-      await res.body?.cancel();
-      url = this.location(res, `took a chunk of an upload to ${repository}`);
-      offset += chunk.length;
+      const commit = new URL(url);
+      commit.searchParams.set('digest', descriptor.digest);
+      const done = await this.transport.request('PUT', commit, { scope, headers: { 'content-length': '0' } });
+      await done.body?.cancel();
+    } catch (err) {
+      await this.cancelUpload(url, scope);
+      throw err;
     }
-    url.searchParams.set('digest', descriptor.digest);
-    const done = await this.transport.request('PUT', url, { scope, headers: { 'content-length': '0' } });
-    await done.body?.cancel();
     return true;
   }
 
@@ -249,6 +265,20 @@ export class RegistryClient {
     const started = await this.transport.request('POST', `/v2/${repository}/blobs/uploads/`, { scope });
     await started.body?.cancel();
     return this.location(started, `started an upload to ${repository}`);
+  }
+
+  /**
+   * Cancels an upload session the client gives up on (`DELETE`, as OCI defines it): the client never resumes one, and
+   * a registry keeps an abandoned session's parts until it purges such sessions, days later (on a full disk, no retry
+   * can succeed until then). Best effort, and bounded in time: the failure that ended the upload is the one reported.
+   */
+  private async cancelUpload(session: URL, scope: string): Promise<void> {
+    try {
+      const res = await this.transport.request('DELETE', session, { scope, signal: AbortSignal.timeout(CANCEL_TIMEOUT_MS) });
+      await res.body?.cancel();
+    } catch {
+      // (a registry that cannot cancel it still purges it in the end)
+    }
   }
 
   /** Where an upload goes on: the answer's `Location`, relative to the registry. */

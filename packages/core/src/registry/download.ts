@@ -6,13 +6,13 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { link, lstat, mkdir, open, readdir, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { link, lstat, mkdir, open, readdir, rename, rm, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { madeByMe, madeHere, suffixPid, uniqueSuffix } from './atomic.js';
 import type { Descriptor } from './artifact.js';
 import type { ModuleCache } from './cache.js';
 import type { RegistryClient } from './client.js';
-import { DigestMismatchError, RegistryUnreachableError } from './errors.js';
+import { CacheWriteError, DigestMismatchError, RegistryUnreachableError } from './errors.js';
 
 /** Progress of one file of a push or pull. */
 export interface TransferProgress {
@@ -58,8 +58,8 @@ const inFlight = new Map<string, Promise<'cached' | 'fetched' | 'repaired'>>();
 /**
  * Ensures blob `descriptor` is in the cache, verified: says whether it was there (`cached`), was not
  * (`fetched`), or was there with other content and has been fetched again (`repaired`). Throws
- * `DigestMismatchError` (nothing of the blob is kept) or `RegistryUnreachableError` (what arrived is kept,
- * and the next attempt resumes from it).
+ * `DigestMismatchError` (nothing of the blob is kept), `RegistryUnreachableError` or, where the cache could not take
+ * the bytes, `CacheWriteError` (in both, what was written is kept, and the next attempt resumes from it).
  */
 export async function downloadBlob(
   client: RegistryClient,
@@ -150,6 +150,7 @@ interface PartialFile {
 async function fetchInto({ client, repository, descriptor, target, cache, opts }: Job, partial: PartialFile): Promise<void> {
   const { digest, size } = descriptor;
   const where = `${opts.file} (${digest}) of ${client.registry}/${repository}`;
+  const unwritten = (err: unknown) => cacheWriteError(err, partial.path, `${opts.file} (${digest})`, 'pull again to resume from what was written');
   const fh = await open(partial.path, 'r+').catch((err: unknown) => {
     writing.delete(partial.path);
     throw err;
@@ -189,12 +190,14 @@ async function fetchInto({ client, repository, descriptor, target, cache, opts }
           throw new DigestMismatchError(`registry ${client.registry} sent more than the ${size} bytes of ${where}; refusing it, nothing was kept`, digest, `more than ${size} bytes`);
         }
         hash.update(chunk);
-        await fh.write(chunk, 0, chunk.length, pos);
+        await writeAll(fh, chunk, pos).catch((err: unknown) => {
+          throw unwritten(err);
+        });
         pos += chunk.length;
         report(false);
       }
     } catch (err) {
-      if (err instanceof DigestMismatchError || opts.signal?.aborted) throw err;
+      if (err instanceof DigestMismatchError || err instanceof CacheWriteError || opts.signal?.aborted) throw err;
       const why = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message;
       throw new RegistryUnreachableError(`the download of ${where} broke off at byte ${pos} of ${size} (${why}); pull again to resume`, client.registry);
     }
@@ -210,7 +213,9 @@ async function fetchInto({ client, repository, descriptor, target, cache, opts }
         actual,
       );
     }
-    await fh.sync();
+    await fh.sync().catch((err: unknown) => {
+      throw unwritten(err);
+    });
     complete = true;
   } finally {
     await fh.close();
@@ -220,6 +225,37 @@ async function fetchInto({ client, repository, descriptor, target, cache, opts }
   }
   await place(partial.path, target, descriptor, cache);
   report(true);
+}
+
+/**
+ * Writes all of `chunk` at `pos`. A positional write may take only part of it and report no error (a file-size limit
+ * reached, a disk filling up): the rest is written again, which then fails with the cause. A write that takes nothing
+ * without an error is a full disk.
+ */
+async function writeAll(fh: FileHandle, chunk: Uint8Array, pos: number): Promise<void> {
+  for (let done = 0; done < chunk.length; ) {
+    const { bytesWritten } = await fh.write(chunk, done, chunk.length - done, pos + done);
+    if (bytesWritten === 0) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', syscall: 'write' });
+    done += bytesWritten;
+  }
+}
+
+/** Why a write into the cache failed, by the system's error code, with what gets past it. */
+const WRITE_FAILURES: Record<string, string> = {
+  ENOSPC: 'no space left on its disk (ENOSPC); free some, or point REASONPLUG_CACHE at another disk',
+  EDQUOT: 'the disk quota is used up (EDQUOT); free some space, or point REASONPLUG_CACHE at another disk',
+  EFBIG: 'the file would be larger than this process may write (EFBIG: a file-size limit, ulimit -f); raise the limit',
+};
+
+/**
+ * `err`, a file system failure to write `what` to `path` in the cache, as a `CacheWriteError` naming the path and the
+ * cause, ending with `next` (what to do then); any other error (one with no `syscall`) is returned as it is.
+ */
+export function cacheWriteError(err: unknown, path: string, what: string, next: string): unknown {
+  if (!(err instanceof Error) || typeof (err as NodeJS.ErrnoException).syscall !== 'string') return err;
+  const { code } = err as NodeJS.ErrnoException;
+  const why = (code !== undefined && WRITE_FAILURES[code]) || err.message;
+  return new CacheWriteError(`cannot write ${what} into the cache (${path}): ${why}; then ${next}`, path, code, { cause: err });
 }
 
 /**

@@ -11,8 +11,8 @@ import { printable } from './printable.js';
 export class RegistryClientError extends Error {
   override name = 'RegistryClientError';
 
-  constructor(message: string) {
-    super(printable(message));
+  constructor(message: string, options?: ErrorOptions) {
+    super(printable(message), options);
   }
 }
 
@@ -29,6 +29,23 @@ export class RegistryUnreachableError extends RegistryClientError {
     readonly registry: string,
   ) {
     super(message);
+  }
+}
+
+/**
+ * The cache could not take a file: its disk is full (`ENOSPC`, `EDQUOT`), a file-size limit (`ulimit -f`) stops it
+ * (`EFBIG`), or the file system failed otherwise (`code`, the system's error code; `cause`, its error). `path` is the
+ * file in the cache. Not the registry's fault: pulling again cannot help until the cause is dealt with.
+ */
+export class CacheWriteError extends RegistryClientError {
+  override name = 'CacheWriteError';
+  constructor(
+    message: string,
+    readonly path: string,
+    readonly code: string | undefined,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
   }
 }
 

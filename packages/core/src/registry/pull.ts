@@ -9,7 +9,7 @@ import { loadModuleDir, type LoadedModule } from '../modules/module-dir.js';
 import { matchLayers, parseArtifact, parseConfig, type OciManifest } from './artifact.js';
 import { ModuleCache, type ModuleFile } from './cache.js';
 import { RegistryClient } from './client.js';
-import { downloadBlob, type TransferProgress } from './download.js';
+import { cacheWriteError, downloadBlob, type TransferProgress } from './download.js';
 import { InvalidArtifactError, NotCachedError } from './errors.js';
 import { forEachBounded } from './parallel.js';
 import { formatRef, parseRef, tagVersion, versionTag, type ModuleRef } from './reference.js';
@@ -86,7 +86,7 @@ export async function pullModule(spec: string | ModuleRef, opts: PullOptions = {
   let cached = config !== undefined;
   if (!config) {
     config = await client.readBlob(repository, artifact.config);
-    await cache.putBlob(artifact.config.digest, config);
+    await storeBlob(cache, artifact.config.digest, config, `the config (reasonplug.json) of ${source}`);
   }
   const module = parseConfig(config, source);
   // The version asked for (a version tag, an exact version, a range the registry resolved) must be the one that
@@ -105,7 +105,7 @@ export async function pullModule(spec: string | ModuleRef, opts: PullOptions = {
     if (got !== 'cached') cached = false;
     if (got === 'repaired') repaired.push(f.path);
   });
-  if (!(await cache.readSmallBlob(digest))) await cache.putBlob(digest, bytes);
+  if (!(await cache.readSmallBlob(digest))) await storeBlob(cache, digest, bytes, `the manifest of ${source}`);
   const { dir } = await cache.materialise(registry, repository, digest, artifact.config.digest, moduleFiles(files));
   const loaded = await loadModuleDir(dir, { verify: false });
   if (target.tag !== undefined) await updateRef(cache, registry, repository, target.tag, digest);
@@ -116,7 +116,17 @@ export async function pullModule(spec: string | ModuleRef, opts: PullOptions = {
 
 /** Points a tag at `digest`, writing nothing when it already does (a read-only cache pulls what it holds). */
 async function updateRef(cache: ModuleCache, registry: string, repository: string, tag: string, digest: string): Promise<void> {
-  if ((await cache.readRef(registry, repository, tag)) !== digest) await cache.writeRef(registry, repository, tag, digest);
+  if ((await cache.readRef(registry, repository, tag)) === digest) return;
+  await cache.writeRef(registry, repository, tag, digest).catch((err: unknown) => {
+    throw cacheWriteError(err, cache.root, `the ref ${tag} of ${registry}/${repository}`, 'pull again');
+  });
+}
+
+/** `cache.putBlob`, its file system failures as `CacheWriteError`s naming the blob's path and `what` it is. */
+async function storeBlob(cache: ModuleCache, digest: string, bytes: Uint8Array, what: string): Promise<void> {
+  await cache.putBlob(digest, bytes).catch((err: unknown) => {
+    throw cacheWriteError(err, cache.blobPath(digest), what, 'pull again');
+  });
 }
 
 const moduleFiles = (files: ReturnType<typeof matchLayers>): ModuleFile[] => files.map((f) => ({ path: f.path, digest: f.descriptor.digest }));
