@@ -6,7 +6,7 @@ import { keptTokens, replyFormat, replyParsing, thinkingBudgetFor, thoughtFirst,
 import { cutAfterFinalMessage } from '../chat/continuation.js';
 import { toolCallSyntaxOf, type ToolCallSyntax } from '../constrain/tool-syntax.js';
 import { toolsShown } from '../tokenizer/tools-in-prompt.js';
-import { TokenizerError, type ChatMessage } from '../tokenizer/tokenizer.js';
+import { TokenizerError, type ChatMessage, type TextTokenizer } from '../tokenizer/tokenizer.js';
 import { withModelMessages } from '../modules/model-defaults.js';
 import { badRequest } from './errors.js';
 import { keptPromptTokens, lastTokens } from './prompt-truncation.js';
@@ -50,8 +50,7 @@ export function chatTurn(l: ChatModel, request: ChatRequest): { prompt: { text: 
  * the prompt ends where that message's text does (the template's end of turn cut off).
  */
 export function chatPrompt(l: ChatModel, spec: ChatPromptSpec & Partial<Pick<ChatRequest, 'options'>>, addSpecialTokens = false, keep?: number): { text: string; ids: number[] } {
-  const tokenizer = l.tokenizer;
-  if (!tokenizer) throw badRequest('this model has no tokenizer.json beside it, so it cannot take chat messages', 'messages');
+  const tokenizer = chatTokenizer(l);
   if (!l.options.chatTemplate && !tokenizer.chatTemplate) {
     throw badRequest(`the model ${l.models.backbone} has no chat template; start the server with --chat-template, or use /v1/completions`, 'messages', 'no_chat_template');
   }
@@ -98,8 +97,17 @@ function refuseBeyondContext(l: Loaded, messages: readonly ChatMessage[]): void 
 
 /**
  * How the model is shown tools and writes its calls: the server's `toolCallSyntax`, else the syntax the chat
- * template teaches, or `generic` (tools described in the system message, calls as a JSON reply) where it shows none.
+ * template teaches, or `generic` (tools described in the system message, calls as a JSON reply) where it shows none;
+ * without the server's, a model without a tokenizer gets the chat routes' 400.
  */
 export function toolSyntax(l: ChatModel): ToolCallSyntax {
-  return l.options.toolCallSyntax ?? toolCallSyntaxOf(l.options.chatTemplate ?? l.tokenizer!.toolUseTemplate ?? l.tokenizer!.chatTemplate, l.tokenizer!.rendersTools(l.options.chatTemplate));
+  if (l.options.toolCallSyntax) return l.options.toolCallSyntax;
+  const tokenizer = chatTokenizer(l);
+  return toolCallSyntaxOf(l.options.chatTemplate ?? tokenizer.toolUseTemplate ?? tokenizer.chatTemplate, tokenizer.rendersTools(l.options.chatTemplate));
+}
+
+/** The tokenizer chat prompts are rendered with: a 400 for a model without one (a bare graph), which cannot chat. */
+function chatTokenizer(l: Loaded): TextTokenizer {
+  if (!l.tokenizer) throw badRequest('this model has no tokenizer.json beside it, so it cannot take chat messages', 'messages');
+  return l.tokenizer;
 }

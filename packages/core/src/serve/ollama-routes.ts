@@ -20,7 +20,7 @@ import { noFillInMiddle } from './completions-route.js';
 import { ollamaOptionsOf, ollamaParameters, withOllamaDefaults } from './defaults-request.js';
 import { embedded } from './embeddings-route.js';
 import { badRequest } from './errors.js';
-import { chatLogprobs } from './logprobs.js';
+import { chatLogprobs, shownEntries } from './logprobs.js';
 import { ollamaListedName } from './models.js';
 import { ollamaDone, ollamaDoneReason, ollamaLoadReason, ollamaLogprobs, ollamaMessage, type ChatFields } from './ollama-output.js';
 import { ollamaChatLoad, ollamaModelName, parseOllamaChat, parseOllamaEmbed, parseOllamaGenerate, type OllamaEmbedRequest } from './ollama-request.js';
@@ -116,8 +116,8 @@ async function ollamaShow(l: ChatModel, model: unknown): Promise<object> {
   const template = l.options.chatTemplate ?? l.tokenizer?.chatTemplate;
   const capabilities = [
     'completion',
-    // Shown by the template, or described in the system message (generic).
-    ...(template && (toolSyntax(l) === 'generic' || l.tokenizer!.rendersTools(l.options.chatTemplate)) ? ['tools'] : []),
+    // Shown by the template, or described in the system message (generic); a model without a tokenizer takes no chat.
+    ...(template && l.tokenizer && (toolSyntax(l) === 'generic' || l.tokenizer.rendersTools(l.options.chatTemplate)) ? ['tools'] : []),
     ...(l.tokenizer?.fimTokens ? ['insert'] : []),
     ...(writesThought(l) ? ['thinking'] : []),
     ...(l.engine.info.embeddingSize !== undefined ? ['embedding'] : []),
@@ -188,26 +188,32 @@ async function ollamaText(l: Served, request: CompletionRequest, res: ServerResp
   request.options.maxTokens ??= l.contextLength;
   if (request.suffix !== undefined && !l.tokenizer?.fimTokens) throw noFillInMiddle(l);
   const input: PromptInput = { prompt: request.prompt as string, ...(request.suffix !== undefined ? { suffix: request.suffix } : {}) };
-  const chunk = (response: string, logprobs?: TokenLogprobs) => {
-    const lp = logprobs && request.logprobs ? ollamaLogprobs(chatLogprobs([logprobs])) : undefined;
+  const chunk = (response: string, entries?: readonly TokenLogprobs[]) => {
+    const lp = entries && request.logprobs ? ollamaLogprobs(chatLogprobs(entries)) : undefined;
     return { model: request.model, created_at: new Date().toISOString(), response, ...(lp ? { logprobs: lp } : {}) };
   };
   await l.runner.run(l, request, input, res, async (stream, first, rest, clock) => {
     if (!request.stream) {
       const result = await l.runner.drain(stream, first, rest, clock);
-      const finish = finishReason(result.rows[0]!.finishReason);
-      sendJson(res, 200, { ...chunk(result.rows[0]!.text), ...ollamaDone(result, ollamaDoneReason(finish)) });
+      const row = result.rows[0]!;
+      const finish = finishReason(row.finishReason);
+      // (the shown tokens' entries, as on the chat turn: an end-of-sequence token or a stop string's tokens show nothing)
+      sendJson(res, 200, { ...chunk(row.text, shownEntries(row.logprobs ?? [], row.text.length)), ...ollamaDone(result, ollamaDoneReason(finish)) });
       return finish;
     }
     const lines = new JsonLines(res);
+    // Tokens whose text is not out yet (half a character, a possible stop string) ride with the next text.
+    const pending: TokenLogprobs[] = [];
     for (let next = first; !next.done; next = await rest.next()) {
       if (next !== first) clock.tick(next.value.row);
-      if (next.value.text || next.value.logprobs) lines.send({ ...chunk(next.value.text, next.value.logprobs), done: false });
+      if (next.value.logprobs) pending.push(next.value.logprobs);
+      if (next.value.text) lines.send({ ...chunk(next.value.text, pending.length ? pending.splice(0) : undefined), done: false });
     }
     const result = await stream.result;
     l.runner.countGenerated(result);
-    const finish = finishReason(result.rows[0]!.finishReason);
-    lines.end({ ...chunk(''), ...ollamaDone(result, ollamaDoneReason(finish)) });
+    const row = result.rows[0]!;
+    const finish = finishReason(row.finishReason);
+    lines.end({ ...chunk('', shownEntries(pending, row.text.length)), ...ollamaDone(result, ollamaDoneReason(finish)) });
     return finish;
   });
 }

@@ -132,6 +132,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const bodyTimeoutMs = options.bodyTimeoutMs ?? 30_000;
   const sendTimeoutMs = options.sendTimeoutMs ?? 60_000;
   const shutdownTimeoutMs = options.shutdownTimeoutMs ?? 30_000;
+  const maxBodyBytes = options.maxBodyBytes ?? 8 * 2 ** 20;
+  if (!(Number.isSafeInteger(maxBodyBytes) && maxBodyBytes >= 1)) throw new RangeError(`maxBodyBytes must be a whole number >= 1 (got ${maxBodyBytes})`);
   for (const [name, ms] of [['bodyTimeoutMs', bodyTimeoutMs], ['sendTimeoutMs', sendTimeoutMs], ['shutdownTimeoutMs', shutdownTimeoutMs]] as const) {
     // (setTimeout fires at once past 2^31 - 1 ms)
     if (!(Number.isSafeInteger(ms) && ms >= 1 && ms < 2 ** 31)) throw new RangeError(`${name} must be a whole number of milliseconds from 1 to ${2 ** 31 - 1} (got ${ms})`);
@@ -140,7 +142,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const metrics = new ServerMetrics();
   const admission = new Admission(maxBatch, maxQueue, metrics);
   const apiKeys = new ApiKeys(options.apiKeys ?? []);
-  const bodies = new BodyReader(options.maxBodyBytes ?? 8 * 2 ** 20, bodyTimeoutMs);
+  const bodies = new BodyReader(maxBodyBytes, bodyTimeoutMs);
   const records = new RequestRecords();
   const runner = new RequestRunner(admission, metrics, records, sendTimeoutMs);
   /** The output items of this server's Responses answers, which later requests' `item_reference`s name. */
@@ -209,10 +211,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       return;
     }
     if (method === 'POST' && (path === '/tokenize' || path === '/detokenize')) {
-      apiKeys.authorize(req);
-      if (!loaded) throw notLoaded();
-      const body = await bodies.readJson(req);
-      return path === '/tokenize' ? tokenize(loaded, parseTokenizeRequest(body), res) : detokenize(loaded, parseDetokenizeRequest(body), res);
+      const l = servable(req);
+      return counted(async () => {
+        const body = await bodies.readJson(req);
+        return path === '/tokenize' ? tokenize(l, parseTokenizeRequest(body), res) : detokenize(l, parseDetokenizeRequest(body), res);
+      });
     }
     if (path.startsWith('/api/')) return ollama(req, res, path);
     // Ollama answers its root with 200, which its clients and editors' providers probe before anything else.
@@ -231,25 +234,22 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       const listed = l.models.list().find((m) => m.id === id);
       return sendJson(res, 200, listed ?? { ...l.models.list()[0]!, id, parent: l.models.backbone, reasoners });
     }
-    if (method === 'POST' && path === '/v1/messages/count_tokens') return countTokens(l, await bodies.readJson(req), res);
+    if (method === 'POST' && path === '/v1/messages/count_tokens') return counted(async () => countTokens(l, await bodies.readJson(req), res));
     const endpoint =
       method === 'POST' ? ({ '/v1/chat/completions': chat, '/v1/completions': completion, '/v1/embeddings': embeddings, '/v1/responses': responses, '/v1/messages': messages } as const)[path] : undefined;
     if (endpoint) {
-      active++;
-      try {
+      return counted(async () => {
         const body = await bodies.readJson(req);
-        if (endpoint === embeddings) return await embeddings(l, parseEmbeddingsRequest(body), res);
+        if (endpoint === embeddings) return embeddings(l, parseEmbeddingsRequest(body), res);
         if (endpoint === responses) {
           const scope = apiKeys.itemScope(req);
           const held = { get: (id: string) => responseItems.get(id, scope) };
-          return await responses(l, parseResponsesRequest(withSamplingDefaults(body, sampling(l), RESPONSES_FIELDS), held), res, responseItems, scope);
+          return responses(l, parseResponsesRequest(withSamplingDefaults(body, sampling(l), RESPONSES_FIELDS), held), res, responseItems, scope);
         }
-        if (endpoint === messages) return await messages(l, parseMessagesRequest(withSamplingDefaults(body, sampling(l), MESSAGES_FIELDS)), res);
+        if (endpoint === messages) return messages(l, parseMessagesRequest(withSamplingDefaults(body, sampling(l), MESSAGES_FIELDS)), res);
         const defaulted = withSamplingDefaults(body, sampling(l), CHAT_FIELDS);
-        return await (endpoint === chat ? chat(l, parseChatRequest(defaulted), res) : completion(l, parseCompletionRequest(defaulted), res));
-      } finally {
-        if (--active === 0) idle?.();
-      }
+        return endpoint === chat ? chat(l, parseChatRequest(defaulted), res) : completion(l, parseCompletionRequest(defaulted), res);
+      });
     }
     throw noRoute(req, path);
   }
@@ -265,9 +265,14 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     if (method === 'GET' && (path === '/api/tags' || path === '/api/ps')) return sendJson(res, 200, { models: await ollamaModels(l, path === '/api/ps') });
     const handler = method === 'POST' ? OLLAMA_ROUTES[path] : undefined;
     if (!handler) throw noRoute(req, path, " (this server answers Ollama's chat, generate, embed, embeddings, show, tags, ps and version)");
+    return counted(async () => handler(l, await bodies.readJson(req), res));
+  }
+
+  /** Runs an API request's handling (its body read, its answer) among the requests a shutdown waits for. */
+  async function counted(work: () => Promise<void>): Promise<void> {
     active++;
     try {
-      await handler(l, await bodies.readJson(req), res);
+      await work();
     } finally {
       if (--active === 0) idle?.();
     }
