@@ -246,16 +246,22 @@ export function buildProgram(): Command {
     .option('--embeddings', 'also quantize embedding tables (GatherBlockQuantized)')
     .addOption(new Option('--head-bits <n>', 'bits for the LM head (default: 8 with --bits 4, as Q4_K_M keeps output.weight at Q6_K; else --bits)').choices(['4', '8']))
     .addOption(new Option('--search <s>', "per-block scale search: range (zero point at the block minimum, a few scales tried) or weighted (error-weighted least squares, after llama.cpp's Q4_K search)").choices(['range', 'weighted']).default('range'))
-    .action(async (src: string, dest: string, flags: { bits: string; block: number; accuracy: 'int8' | 'fp32'; embeddings?: boolean; headBits?: string; search: 'weighted' | 'range' }) => {
-      const { path, report } = await quantizeModel(src, dest, {
+    .addOption(new Option('--dtype <t>', "graph of a hub export directory (transformers.js names; default: as its config.json says, else the most precise present, a float one where that is quantized)").choices([...DTYPE_CHOICES]))
+    // (not --version: the program's --version is read wherever it is written)
+    .option('--copy-version <v>', "a module copy's version (semver; default: the original's with -q<bits>, as 1.0.0-q4; a prerelease original needs one: that would outrank it)")
+    .action(async (src: string, dest: string, flags: { bits: string; block: number; accuracy: 'int8' | 'fp32'; embeddings?: boolean; headBits?: string; search: 'weighted' | 'range'; dtype?: string; copyVersion?: string }) => {
+      const { path, report, variant } = await quantizeModel(src, dest, {
         bits: Number(flags.bits) as 4 | 8,
         blockSize: flags.block,
         accuracy: flags.accuracy,
         embeddings: flags.embeddings ?? false,
         ...(flags.headBits ? { headBits: Number(flags.headBits) as 4 | 8 } : {}),
         search: flags.search,
+        ...(flags.dtype ? { dtype: flags.dtype } : {}),
+        ...(flags.copyVersion !== undefined ? { version: flags.copyVersion } : {}),
       });
       process.stdout.write(`${path}\n`);
+      if (variant?.passedOver) process.stderr.write(`[config.json picks the ${variant.passedOver} graph, which is already quantized: quantized the ${variant.dtype} graph instead]\n`);
       process.stderr.write(
         `[${report.matmuls} MatMul → MatMulNBits${report.head.names.length ? ` (LM head at ${report.head.bits} bits)` : ''}${report.gathers ? `, ${report.gathers} Gather → GatherBlockQuantized` : ''}; ` +
           `weights ${(report.bytesBefore / 2 ** 20).toFixed(2)} → ${(report.bytesAfter / 2 ** 20).toFixed(2)} MiB` +

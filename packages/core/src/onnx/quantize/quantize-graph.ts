@@ -36,6 +36,13 @@ export interface QuantizeOptions {
   headBits?: 4 | 8;
   /** How each block's scale and zero point are chosen (see {@link BlockSearch}). Default `range`. */
   search?: BlockSearch;
+  /**
+   * `quantizeModel` only, for a module source: the copy's version (semver). Default: the original's with a `q<bits>`
+   * prerelease identifier (`1.0.0-q4`); required for a prerelease original, whose derived version would rank above it.
+   */
+  version?: string;
+  /** `quantizeModel` only, for a hub export directory: the graph to quantize, as `locateModel` takes it (hub-variants.ts). */
+  dtype?: string;
 }
 
 /** The LM head's bits that {@link quantizeGraph} uses for these options. */
@@ -50,6 +57,50 @@ export class QuantizeError extends Error {
 
 /** Operators that mean a graph's weights are already quantized. */
 const QUANTIZED_OPS = new Set(['MatMulNBits', 'MatMulInteger', 'DynamicQuantizeLinear', 'MatMulBnb4', 'GatherBlockQuantized', 'QLinearMatMul', 'MatMulIntegerToFloat', 'DynamicQuantizeMatMul', 'QAttention', 'QMoE']);
+/** Operators a weight passes through on its way to what reads it (those `resolve` walks back through). */
+const WEIGHT_PASSES = new Set(['Identity', 'Cast', 'Transpose', 'Concat']);
+
+/**
+ * The nodes that make a graph already quantized: those of {@link QUANTIZED_OPS}, and the DequantizeLinear of each
+ * constant that reaches a MatMul or Gemm operand or a Gather's table, as onnxruntime's QDQ format stores weights (one
+ * that dequantizes activations, or a bias, leaves the weights float).
+ */
+function quantizedNodes(all: readonly GraphProto[], nodes: readonly NodeProto[]): NodeProto[] {
+  const constants = new Set(all.flatMap((g) => (g.initializer ?? []).map((t) => t.name ?? '')));
+  for (const n of nodes) if (n.opType === 'Constant') for (const o of n.output ?? []) constants.add(o);
+  const readers = new Map<string, NodeProto[]>();
+  for (const n of nodes) {
+    for (const i of n.input ?? []) {
+      if (!readers.has(i)) readers.set(i, []);
+      readers.get(i)!.push(n);
+    }
+  }
+  const readsWeight = (value: string, depth = 0): boolean =>
+    depth <= 16 &&
+    (readers.get(value) ?? []).some((n) => {
+      if ((n.domain ?? '') !== '') return false;
+      if (n.opType === 'MatMul' || n.opType === 'Gemm') return n.input?.[0] === value || n.input?.[1] === value;
+      if (n.opType === 'Gather') return n.input?.[0] === value;
+      return WEIGHT_PASSES.has(n.opType ?? '') && (n.output ?? []).some((o) => readsWeight(o, depth + 1));
+    });
+  return nodes.filter(
+    (n) =>
+      QUANTIZED_OPS.has(n.opType ?? '') ||
+      (n.opType === 'DequantizeLinear' && ((n.domain ?? '') === '' || n.domain === MS) && constants.has(n.input?.[0] ?? '') && readsWeight(n.output?.[0] ?? '')),
+  );
+}
+
+/**
+ * Throws {@link QuantizeError} where `model` is already quantized, naming `source` and what quantizes it: what
+ * {@link quantizeGraph} checks first, for callers with refusals of their own to make after it (quantize-module.ts).
+ */
+export function checkNotQuantized(model: ModelProto | O.IModelProto, source: string): void {
+  const all = graphs((model.graph ?? {}) as GraphProto);
+  const found = quantizedNodes(all, all.flatMap((g) => g.node ?? []));
+  if (found.length === 0) return;
+  const ops = [...new Set(found.map((n) => `${n.domain ? `${n.domain}::` : ''}${n.opType}`))].join(', ');
+  throw new QuantizeError(`${source} is already quantized (${found.length} ${ops} node${found.length > 1 ? 's' : ''}); quantize the original float model instead`);
+}
 
 /** A constant matrix reaching a MatMul or Gather, as float32 values, and the float type the consumer sees. */
 interface Resolved {
@@ -195,11 +246,7 @@ function quantizeWith(reader: TensorReader, model: ModelProto | O.IModelProto, s
   const all = graphs(main);
   const nodes = all.flatMap((g) => g.node ?? []);
 
-  const found = nodes.filter((n) => QUANTIZED_OPS.has(n.opType ?? ''));
-  if (found.length > 0) {
-    const ops = [...new Set(found.map((n) => `${n.domain ? `${n.domain}::` : ''}${n.opType}`))].join(', ');
-    throw new QuantizeError(`${source} is already quantized (${found.length} ${ops} node${found.length > 1 ? 's' : ''}); quantize the original float model instead`);
-  }
+  checkNotQuantized(copy, source);
 
   const inits = new Map((main.initializer ?? []).map((t) => [t.name ?? '', t as TensorProto]));
   const producers = new Map<string, NodeProto>();
