@@ -38,6 +38,30 @@ describe('/v1/completions text_offset past astral characters', function () {
     at = await serve({ engine: { model: dir }, name: 'astral' });
   });
 
+  it('lists a token streamed with the text it starts in, where a stop string held back its own past text let out', async () => {
+    // (` E EX`: after `A E E` the second ` E` may start it; `E` then lets the first out while the second stays held)
+    const reply = 'A E E EN.';
+    const dir = await makeModule({
+      name: 'overlapping-stop',
+      kind: 'backbone',
+      seed: 4,
+      config: storiesConfig(),
+      edit: async (model) => {
+        const tokenizer = await TextTokenizer.fromDirectory(dirname(model));
+        const prompt = tokenizer.encode('Q:', true);
+        await followScript(model, 512, [...new Array<number>(prompt.length - 1).fill(0), ...tokenizer.encode(reply, false), ...new Array<number>(50).fill(2)]);
+      },
+    });
+    const url = await serve({ engine: { model: dir }, name: 'overlap' });
+    const body = { model: 'overlap', prompt: 'Q:', max_tokens: 20, logprobs: 0, stop: [' E EX'] };
+    const whole = ((await (await postJson(url, '/v1/completions', body)).json()) as { choices: { text: string; logprobs: Legacy }[] }).choices[0]!;
+    expect(whole.text.trimStart()).to.equal(reply);
+    whole.logprobs.tokens.forEach((t, i) => expect(pythonSlice(whole.text, whole.logprobs.text_offset[i]!).startsWith(t), `${JSON.stringify(t)} at ${whole.logprobs.text_offset[i]}`).to.equal(true));
+    const sse = await (await postJson(url, '/v1/completions', { ...body, stream: true })).text();
+    const chunks = sse.split('\n').filter((l) => l.startsWith('data: {')).map((l) => JSON.parse(l.slice(6)) as { choices: { logprobs: Legacy | null }[] });
+    expect(chunks.flatMap((c) => c.choices[0]?.logprobs?.text_offset ?? [])).to.deep.equal(whole.logprobs.text_offset);
+  });
+
   it('counts code points in the echoed prompt and the reply, streamed as whole', async () => {
     const body = { model: 'astral', prompt: PROMPT, max_tokens: 60, logprobs: 1, echo: true };
     const answer = (await (await postJson(at, '/v1/completions', body)).json()) as { choices: { text: string; logprobs: Legacy }[]; usage: { prompt_tokens: number } };

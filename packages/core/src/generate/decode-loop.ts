@@ -168,7 +168,7 @@ export class RowState {
     return this.topLogprobs === undefined ? undefined : new LogprobPass(logits, this.topLogprobs);
   }
 
-  /** Records the log-probability of the id sampled from a measured row (call before {@link accept}). */
+  /** Records the log-probability of the id sampled from a measured row (call before {@link accept}, which places it in the text). */
   record(pass: LogprobPass | undefined, id: number): TokenLogprobs | undefined {
     if (!pass) return undefined;
     const entry = { id, logprob: pass.logprobOf(id), top: pass.top };
@@ -257,17 +257,19 @@ export class RowState {
       this.finish = ended ? 'eos' : 'stop';
       if (this.decoder) {
         // (kept with `includeStopString`, as vLLM's include_stop_str_in_output keeps a stop token's text)
-        if (!ended && includeStop) this.text += this.visible(this.decoder.push(id), latentRoom);
+        const kept = !ended && includeStop;
+        if (kept) this.append(this.decoder.push(id), latentRoom);
         // The reply's text is its tokens' decode whatever ends it, as at the token limit: a character left unfinished
         // shows as U+FFFD, and a U+FFFD the model wrote last stays.
-        this.text += this.visible(this.decoder.flush(), 0);
+        this.text += this.visible(this.decoder.flush(), 0) + (this.markers?.flush() ?? '');
+        // An end the text does not keep shows nothing: past the text, it is no token of the reply's.
+        if (!kept) this.place(this.text.length);
       }
-      this.text += this.markers?.flush() ?? '';
       return this.release(this.text.length);
     }
     if (!this.decoder) return '';
     const checked = this.text.length;
-    this.text += this.visible(this.decoder.push(id), latentRoom);
+    this.append(this.decoder.push(id), latentRoom);
     this.budget?.observe(this.text);
     if (!this.stops) return this.release(this.text.length);
     // As vLLM's stop checker, none is looked for until the row has more than `minTokens` tokens: one written before stays text.
@@ -296,6 +298,24 @@ export class RowState {
     // (the row ends here: a marker its last text completes runs no step)
     if (this.decoder) this.text += this.visible(this.decoder.flush(), 0) + (this.markers?.flush() ?? '');
     return this.release(this.text.length);
+  }
+
+  /**
+   * Adds the text the decoder gave for the last id (`piece`) as the reader sees it, and places the id where its text
+   * starts, before any stop string holds it back. Text a marker held comes out before the piece; a piece the marker
+   * scanner swallows or holds (or turns into placeholders) sits where what it shows starts; an id that completes no
+   * character yet, where its character will.
+   */
+  private append(piece: string, room: number): void {
+    const shown = this.visible(piece, room);
+    this.text += shown;
+    this.place(this.text.length - (piece !== '' && shown.endsWith(piece) ? piece.length : shown.length));
+  }
+
+  /** Sets where the last id's text starts on its log-probability entry, when log-probabilities were asked for. */
+  private place(at: number): void {
+    const entry = this.logprobs?.[this.ids.length - 1];
+    if (entry) entry.offset = at;
   }
 
   private release(upTo: number): string {

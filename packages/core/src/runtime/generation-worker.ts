@@ -694,11 +694,10 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
     // `generate` calls take the result alone: their tokens are not posted.
     stream = msg.streamTokens ? new StreamBatcher((events) => outbox.add(msg.id, events)) : undefined;
     const emit = (event: TokenEvent) => stream?.push(event);
-    // The row's results hold the same entries: naming them here names them there too, posted or not.
+    // The row's results hold the same entries: naming them here names them there too, posted or not. (Their offsets
+    // are the row's own: it knows where each token's text landed, before a stop string held any back.)
     // Made at the first token, once the prompts have been checked.
     let recent: number[][] | undefined;
-    // Characters of each row's text so far, where the next token's text starts.
-    const written = prompts.map(() => 0);
     const named = (event: TokenEvent) => {
       if (!event.logprobs || !tokenizer) return event;
       recent ??= prompts.map((p) => p.slice(-DECODE_LOOK_BEHIND));
@@ -706,11 +705,6 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
       nameTokens(tokenizer, context, event.logprobs);
       context.push(event.id);
       if (context.length > DECODE_LOOK_BEHIND) context.shift();
-      // Text held back (a stop string's possible start) comes out before the token's own: it ends the piece.
-      const own = event.logprobs.token!;
-      const at = written[event.row]!;
-      event.logprobs.offset = own !== '' && event.text.endsWith(own) ? at + event.text.length - own.length : at;
-      written[event.row] = at + event.text.length;
       return event;
     };
     const shared = {

@@ -71,8 +71,9 @@ export async function completion(l: Served, request: CompletionRequest, res: Ser
       return finishReason(result.rows[0]!.finishReason);
     }
     const sse = new Sse(res);
-    // Per choice: tokens whose text is not out yet, and where the text out so far puts them.
+    // Per choice: tokens not listed yet, the reply's text sent (UTF-16 units), and where that text puts them.
     const pending = rows.map((): TokenLogprobs[] => []);
+    const sent = rows.map(() => 0);
     const offsets = rows.map((_, row) => new TextOffsets(echoOf(row)));
     const send = (index: number, text: string, logprobs: LegacyLogprobs | null, finish: string | null = null) =>
       sse.send({ ...base, object: 'text_completion', choices: [{ index, text, logprobs, finish_reason: finish }], ...(request.includeUsage ? { usage: null } : {}) });
@@ -80,7 +81,13 @@ export async function completion(l: Served, request: CompletionRequest, res: Ser
       let logprobs: LegacyLogprobs | null = null;
       if (request.logprobs) {
         offsets[index]!.push(text);
-        if (pending[index]!.length > 0 || finish) logprobs = completionLogprobs(pending[index]!.splice(0), offsets[index]!);
+        sent[index]! += text.length;
+        // A token goes out with the text it starts in: text a stop string's possible start held back may come out
+        // while later tokens' own text is still held (at the end, what is left goes).
+        const waiting = pending[index]!;
+        let out = finish ? waiting.length : 0;
+        while (out < waiting.length && (waiting[out]!.offset ?? 0) <= sent[index]!) out++;
+        if (out > 0 || finish) logprobs = completionLogprobs(waiting.splice(0, out), offsets[index]!);
       }
       send(index, text, logprobs, finish);
     };
