@@ -191,7 +191,7 @@ function checkReasonerTaskFields(tasks: unknown): void {
 }
 
 /** Options of {@link Engine.embed}. */
-interface EmbedOptions {
+export interface EmbedOptions {
   /** false: the hidden states as they are, not scaled to unit length. */
   normalize?: boolean;
 }
@@ -199,7 +199,10 @@ interface EmbedOptions {
 const EMBED_OPTION_NAMES = { normalize: true } as const satisfies Record<keyof EmbedOptions, true>;
 
 /** Options of {@link Engine.promptLogprobs}. */
-type PromptLogprobsOptions = { topLogprobs?: number } & Pick<CompositionOptions, 'reasoners' | 'mode' | 'normalize'>;
+export type PromptLogprobsOptions = {
+  /** How many most likely alternatives to report at each position beside the prompt's own token (0–20, default 0). */
+  topLogprobs?: number;
+} & Pick<CompositionOptions, 'reasoners' | 'mode' | 'normalize'>;
 
 const PROMPT_LOGPROBS_OPTION_NAMES = { topLogprobs: true, reasoners: true, mode: true, normalize: true } as const satisfies Record<keyof PromptLogprobsOptions, true>;
 
@@ -238,6 +241,7 @@ export interface StreamOptions extends GenerateOptions, CompositionOptions, Cons
 
 /** Streamed tokens of one generation, and its result once done. */
 export interface GenerationStream extends AsyncIterable<TokenEvent> {
+  /** Settles when the generation ends (rejecting where it fails), whether or not the tokens are read. */
   readonly result: Promise<GenerationResult>;
 }
 

@@ -1,8 +1,13 @@
 /**
  * @reasonplug/core — run ONNX causal LMs with onnxruntime-node; build, convert and prepare decoder graphs.
  */
-export { Engine, EngineClosedError, EngineError, QueueFullError, type EngineOptions, type GenerationStream, type StreamOptions } from './engine.js';
+export { Engine, EngineClosedError, EngineError, QueueFullError, type EmbedOptions, type EngineOptions, type GenerationStream, type PromptLogprobsOptions, type StreamOptions } from './engine.js';
+export type { WireError } from './runtime/spawn-worker.js';
 export { KvBudgetError, type BatchStats } from './generate/continuous-batch.js';
+export type { KvCounters, RowCache } from './runtime/batch-kv.js';
+export type { PrefixCache, PrefixCacheStats } from './runtime/prefix-cache.js';
+export type { RowShardStats } from './runtime/row-shards.js';
+export type { SessionCacheSpec } from './runtime/session-cache.js';
 export type { PromptLookupOptions } from './generate/prompt-lookup.js';
 export { DraftModelError, type DraftModelOptions } from './generate/draft-model.js';
 export type { EmbedInput, EmbedResult, ModelInfo, PromptInput } from './runtime/protocol.js';
@@ -10,19 +15,20 @@ export type { PromptLogprobsResult, ScoredPrompt } from './runtime/prompt-logpro
 export { EmbedInputError, EmbeddingsUnavailableError } from './runtime/embed.js';
 export { unitLength } from './runtime/unit-length.js';
 export type { FinishReason, GenerateOptions, GenerationResult, GrammarTiming, RowResult, StageFigure, TokenEvent, TokenLogprob, TokenLogprobs, ThinkingBudget, Timing, Usage } from './generate/types.js';
-export { runDecodeLoop, type LogitSource } from './generate/decode-loop.js';
 export { GenerateOptionsError, nearestName, validateGenerateOptions } from './generate/options.js';
 export { CompositionOptionsError, FUSION_MODES } from './compose/composition-options.js';
 export { DecoderSession, ModelRunError, type DecoderSource, type RuntimeOptions } from './runtime/decoder-session.js';
 export { ShardError } from './runtime/row-shards.js';
 export { PLACEMENTS, PlacementError, ThreadCountError, maxIntraOpThreads, type Placement, type PlacementChoice } from './runtime/thread-budget.js';
 export { DEVICES, DeviceUnavailableError, executionProvidersFor, type Device } from './runtime/devices.js';
-export { locateModel, ModelNotFoundError, type ModelLocation } from './modules/locate.js';
+export { locateModel, ModelNotFoundError, type LocateOptions, type ModelLocation } from './modules/locate.js';
+export type { ModelDefaults, SamplingDefaults } from './modules/model-defaults.js';
 export { ContextLengthError, declaredContextLength } from './modules/context-length.js';
 export { ModuleCompatError } from './modules/vocab-compat.js';
 export { DTYPES, DTYPE_CHOICES, DtypeError, validateDtype, listVariants, type Dtype, type ModelVariant } from './modules/hub-variants.js';
 export { quantizeModel, type QuantizeResult } from './modules/quantize-module.js';
 export { quantizeGraph, QuantizeError, type QuantizeOptions, type QuantizeReport } from './onnx/quantize/quantize-graph.js';
+export type { BlockSearch } from './onnx/quantize/quantize-matrix.js';
 export { buildGenaiLlamaModel, type GenaiBuildOptions } from './onnx/genai-builder.js';
 export {
   MANIFEST_FILE,
@@ -50,23 +56,68 @@ export {
 } from './modules/module-dir.js';
 export { ChatTemplateUnsupportedError, TextTokenizer, TokenizerError, type ChatMessage, type ChatTemplateOptions } from './tokenizer/tokenizer.js';
 export { withToolsInPrompt, toolsShown, GENERIC_REPLY, type FunctionTool, type ToolsPrompt } from './tokenizer/tools-in-prompt.js';
-export { StreamDecoder } from './tokenizer/stream-decoder.js';
-export * from './sampling/index.js';
-export * from './onnx/signature.js';
-export { OnnxFormatError } from './onnx/proto.js';
+export { StreamDecoder, type DecodeFn } from './tokenizer/stream-decoder.js';
+export type { FimTokens } from './tokenizer/fill-in-middle.js';
+export type { VocabularyKind } from './tokenizer/token-bytes.js';
+export {
+  FrequencyPresencePenaltyProcessor,
+  LogitBiasProcessor,
+  MinPProcessor,
+  NoCandidatesError,
+  RepetitionPenaltyProcessor,
+  Sampler,
+  SamplingOptionsError,
+  TemperatureProcessor,
+  TopKProcessor,
+  TopPProcessor,
+  applyBitmask,
+  argmaxAllowed,
+  checkLogitBiasIds,
+  createRng,
+  drawFromLogits,
+  randomSeed,
+  samplingForRow,
+  validateSamplingOptions,
+  type CandidateFilter,
+  type LogitProcessor,
+  type SamplingContext,
+  type SamplingOptions,
+} from './sampling/index.js';
+export { UnsupportedModelError, type DecoderSignature, type FloatType, type IdType, type KvNames, type StateNames } from './onnx/signature.js';
+export { OnnxFormatError, type ModelProto, type TensorProto } from './onnx/proto.js';
 export { PreparedCacheError } from './onnx/prepared-cache-error.js';
 export * from './onnx/llama-spec.js';
 export * from './onnx/llama-builder.js';
-export * from './onnx/adapt.js';
-export * from './onnx/prepared-cache.js';
-export * from './gguf/convert.js';
-export { GgufError } from './gguf/reader.js';
+export type { AdaptOptions } from './onnx/adapt.js';
+export type { GraphFacts } from './onnx/graph-facts.js';
+export { defaultPreparedCacheDir, findPreparedDecoder, prepareDecoder, type PreparedDecoder, type PrepareOptions } from './onnx/prepared-cache.js';
+export {
+  ConversionError,
+  SUPPORTED_ARCHITECTURES,
+  convertGguf,
+  moduleName,
+  type ConvertedManifest,
+  type ConvertGgufOptions,
+  type ConvertGgufResult,
+  type GgufArchitecture,
+  type ManifestFile,
+} from './gguf/convert.js';
+export { GgufError, type GgufValue } from './gguf/reader.js';
 export { ggufModuleDir, isGgufFile, isGgufPath, type GgufModuleOptions } from './gguf/gguf-module.js';
 export { OllamaModelError, ollamaModelFile } from './modules/ollama-store.js';
 export { HfCacheError, hfCachePath } from './modules/hf-cache.js';
 export { LmStudioModelError, lmStudioModelFile } from './modules/lmstudio-models.js';
 export { isLocalModelName, localModelPath } from './modules/local-names.js';
-export { tokenizerFromGguf, BPE_PRE_TOKENIZERS, type GgufTokenizer } from './gguf/tokenizer-from-gguf.js';
+export {
+  tokenizerFromGguf,
+  BPE_PRE_TOKENIZERS,
+  type GgufTokenizer,
+  type HfAddedToken,
+  type HfTokenizerConfig,
+  type HfTokenizerJson,
+  type SpecialTokenIds,
+  type TokenizerFromGgufOptions,
+} from './gguf/tokenizer-from-gguf.js';
 export { validateWeightSpec, weightAt, WeightScheduleError, type WeightSegment, type WeightSpec } from './compose/weights.js';
 export type { FusionMode } from './compose/fusion.js';
 export { VocabularyMismatchError } from './compose/vocabulary.js';
@@ -78,11 +129,19 @@ export { LatentPolicyError, PromptError, parseLatentPolicy, type LatentPolicy } 
 export type { MarkerSpec } from './generate/latent-marker.js';
 export type { CompositionOptions, GenerateRequestOptions, ReasonerSpec } from './runtime/protocol.js';
 export type { ConstraintOptions } from './runtime/protocol.js';
-export { ConstraintError, XGrammarFactory, grammarVocabulary, type Constraint, type ConstraintFactory, type JsonSchema, type ResponseFormat, type ThoughtFirst, type ToolChoice, type ToolSpec } from './constrain/index.js';
+export { ConstraintError, XGrammarFactory, grammarVocabulary, type Constraint, type ConstraintFactory, type GrammarVocabulary, type JsonSchema, type ResponseFormat, type ThoughtFirst, type ToolChoice, type ToolSpec } from './constrain/index.js';
+export type { AnswerFormat } from './constrain/types.js';
+export type { StageClock } from './constrain/timing.js';
 export * from './registry/index.js';
+export type { BlobState, ModuleFile } from './registry/cache.js';
+export type { BlobStream, ClientOptions } from './registry/client.js';
+export type { RequestOptions, Transport, TransportOptions } from './registry/transport.js';
 export { startServer, type RunningServer, type ServeOptions } from './serve/server.js';
+export type { TlsFiles } from './serve/listener.js';
+export type { Histogram, ServerMetrics } from './serve/metrics.js';
+export type { RequestRecord } from './serve/request-log.js';
 export { HttpError } from './serve/errors.js';
-export { TOOL_CALL_SYNTAX, toolCallSyntaxOf, type ToolCallSyntax, type XmlCallForm } from './constrain/tool-syntax.js';
+export { TOOL_CALL_SYNTAX, toolCallSyntaxOf, type ToolCallForm, type ToolCallSyntax, type XmlCallForm } from './constrain/tool-syntax.js';
 export { ToolCallTextSplitter, parseToolCall, parseToolCalls, toolCallId, type ParsedToolCall, type SplitToolText, type ToolParameters } from './chat/tool-calls.js';
 export { GenericReplySplitter } from './chat/generic-reply.js';
 export { HARMONY_TOKENS, HarmonyReplySplitter, isHarmonyTemplate, type SplitHarmony } from './chat/harmony.js';

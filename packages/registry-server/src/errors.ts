@@ -24,6 +24,11 @@ export type ErrorCode =
 /** An error the HTTP layer reports to the client as OCI error JSON. */
 export class RegistryError extends Error {
   override readonly name = 'RegistryError';
+  /**
+   * @param code the OCI error code in the JSON body
+   * @param status the HTTP status
+   * @param detail the error's `detail` in the body
+   */
   constructor(
     readonly code: ErrorCode,
     readonly status: number,

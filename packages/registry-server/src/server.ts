@@ -14,7 +14,9 @@ import { listCatalog } from './http/tags-handler.js';
 import type { Services } from './http/services.js';
 import { denied } from './errors.js';
 
+/** Options of {@link createRegistryServer}. */
 export interface RegistryServerOptions {
+  /** Where the registry's objects live: a `FilesystemStorage`, an `S3Storage` or another {@link StorageDriver}. */
   storage: StorageDriver;
   /** Token authentication; without it the registry is open to anyone who can reach it. */
   auth?: AuthConfig;
@@ -31,6 +33,7 @@ export interface RegistryServerOptions {
   headersTimeoutMs?: number;
 }
 
+/** A registry that listens ({@link RegistryServer.listen}). */
 export interface ListeningRegistry {
   /** e.g. `http://127.0.0.1:5000` */
   url: string;
@@ -38,7 +41,9 @@ export interface ListeningRegistry {
   close(): Promise<void>;
 }
 
+/** A registry built by {@link createRegistryServer}, not listening yet. */
 export interface RegistryServer {
+  /** The Express app serving every route: mount it in your own server, or call {@link RegistryServer.listen}. */
   app: Express;
   /** Listens, and starts the maintenance schedule ({@link RegistryServer.maintain} at once, then periodically). */
   listen(port: number, host?: string): Promise<ListeningRegistry>;

@@ -12,7 +12,9 @@ export type JsonSchema = Record<string, unknown> | boolean;
 
 /** A tool a tool-call constraint may call: its name and the JSON Schema of its arguments. */
 export interface ToolSpec {
+  /** The function's name, as the model writes it in a call. */
   name: string;
+  /** The JSON Schema its arguments must validate against. */
   parameters: JsonSchema;
 }
 

@@ -61,6 +61,7 @@ export interface ThinkingBudget {
   tokens: number;
   /** The tags, e.g. `<think>` and `</think>`. */
   open: string;
+  /** The closing tag, e.g. `</think>`. */
   close: string;
   /** The prompt opened the thought (DeepSeek-R1's template): the reply starts inside it. */
   opened?: boolean;
@@ -68,7 +69,9 @@ export interface ThinkingBudget {
 
 /** A token and its log-probability; the engine fills `token` and `bytes` where it has a tokenizer. */
 export interface TokenLogprob {
+  /** Token id. */
   id: number;
+  /** Natural log of its probability (≤ 0). */
   logprob: number;
   /** The token on its own, as the tokenizer decodes it (special tokens kept). */
   token?: string;
@@ -78,6 +81,7 @@ export interface TokenLogprob {
 
 /** A generated token's log-probability and the most likely alternatives at its step (most likely first). */
 export interface TokenLogprobs extends TokenLogprob {
+  /** The `logprobs` most likely tokens at this step, most likely first (empty with `logprobs: 0`). */
   top: TokenLogprob[];
   /**
    * Where the token's text starts in the row's text, in characters (UTF-16 units, as `text.length` counts): a token
@@ -91,8 +95,11 @@ export type FinishReason = 'eos' | 'stop' | 'length' | 'abort';
 
 /** One generated token of one row, with the text it completed (possibly empty). */
 export interface TokenEvent {
+  /** The row (prompt) it belongs to: an index into the call's prompts and the result's `rows`. */
   row: number;
+  /** The token id. */
   id: number;
+  /** Text this token completed, to append to the row's text: empty while a character or a possible stop string is incomplete. */
   text: string;
   /** What each composed model proposed for this token (when tracing was asked for). */
   trace?: TokenTrace;
@@ -107,6 +114,7 @@ export interface TokenEvent {
 
 /** Token counts. */
 export interface Usage {
+  /** Prompt tokens over every row (cached ones included). */
   promptTokens: number;
   /** Discrete tokens generated. */
   completionTokens: number;
@@ -118,6 +126,7 @@ export interface Usage {
   reasoningTokensSaved?: number;
   /** With a `prediction`: its tokens drafted and kept in the reply, and those drafted and not kept (OpenAI's counts). */
   acceptedPredictionTokens?: number;
+  /** With a `prediction`: its tokens drafted and not kept. */
   rejectedPredictionTokens?: number;
 }
 
@@ -131,6 +140,7 @@ export interface Timing {
   msPerToken: number;
   /** Model steps after the first token: one a token, fewer where prompt lookup's drafted tokens were kept. */
   decodeSteps: number;
+  /** The whole call as the caller waited for it (queueing included), ms. */
   totalMs: number;
   /** What the grammar stage cost, when a response format constrained the call. */
   grammar?: GrammarTiming;
@@ -138,8 +148,11 @@ export interface Timing {
 
 /** One figure over the tokens of a call, µs. */
 export interface StageFigure {
+  /** Mean, µs. */
   mean: number;
+  /** Median, µs. */
   median: number;
+  /** Largest, µs. */
   max: number;
 }
 
@@ -175,8 +188,14 @@ export interface GrammarTiming {
 
 /** What one prompt produced. */
 export interface RowResult {
+  /** Generated ids (not the prompt's), the end-of-sequence or stop token that ended the row included. */
   ids: number[];
+  /** Generated text: no end-of-sequence text, and no stop string unless `includeStopString`. */
   text: string;
+  /**
+   * `eos`: an end-of-sequence id (or a response format's grammar completed); `stop`: a stop string or `stopTokenIds`;
+   * `length`: `maxTokens` or the end of the context; `abort`: the call's signal, or the stream was left early.
+   */
   finishReason: FinishReason;
   /** The stop string that ended the row (`finishReason` 'stop'; none where a `stopTokenIds` id, the last of `ids`, ended it). */
   stopString?: string;
@@ -192,7 +211,10 @@ export interface RowResult {
 
 /** The result of a generation (one row per prompt). */
 export interface GenerationResult {
+  /** One per prompt, in the order given. */
   rows: RowResult[];
+  /** Token counts of the whole call. */
   usage: Usage;
+  /** Where the call's time went. */
   timing: Timing;
 }

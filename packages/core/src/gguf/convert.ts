@@ -27,6 +27,7 @@ import { POOLING_FILE, poolingConfig, poolingOfGguf } from '../modules/pooling.j
 import { makeDirectory } from '../modules/make-directory.js';
 import { schemaVersionFor, type SchemaVersion } from '../modules/manifest.js';
 
+/** Options of {@link convertGguf}; every one has a default. */
 export interface ConvertGgufOptions {
   /** Storage type of the ONNX weights and float I/O. Default 'float32'. */
   dtype?: 'float32' | 'float16';
@@ -103,9 +104,13 @@ export interface ConvertedManifest {
   provenance: { convertedFrom: { file: string; sha256: string; format: 'gguf'; architecture: string } };
 }
 
+/** What {@link convertGguf} wrote. */
 export interface ConvertGgufResult {
+  /** The module directory (`outDir`). */
   dir: string;
+  /** The model's shape as read from the GGUF, which the ONNX graph was built from. */
   config: LlamaConfig;
+  /** The `reasonplug.json` written into `dir`. */
   manifest: ConvertedManifest;
 }
 
@@ -156,6 +161,7 @@ function contextLengthOf(f: GgufFile, arch: GgufArchitecture): number {
 
 /** The `general.architecture` values the converter reads (llama.cpp's names). */
 export const SUPPORTED_ARCHITECTURES = ['llama', 'mistral3', 'granite', 'smollm3', 'ernie4_5', 'exaone', 'exaone4', 'qwen2', 'qwen2vl', 'qwen3', 'qwen3vl', 'qwen2moe', 'qwen3moe', 'qwen3vlmoe', 'bailingmoe2', 'olmo2', 'olmoe', 'granitemoe', 'gpt-oss', 'glm4moe', 'ernie4_5-moe', 'deepseek2', 'gemma', 'gemma2', 'gemma3', 'phi3', 'command-r', 'cohere2', 'glm4', 'starcoder2', 'stablelm', 'arcee', 'seed_oss', 'nemotron', 'minicpm', 'internlm2', 'phi2', 'lfm2', 'lfm2moe', 'granitehybrid', 'qwen35', 'qwen35moe', 'qwen3next', 'nemotron_h', 'falcon-h1'] as const;
+/** One of {@link SUPPORTED_ARCHITECTURES}. */
 export type GgufArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
 
 /**

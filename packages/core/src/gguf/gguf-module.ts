@@ -69,6 +69,7 @@ export function isGgufFile(path: string): boolean {
   }
 }
 
+/** Options of {@link ggufModuleDir}. */
 export interface GgufModuleOptions {
   /** Cache root (default `$REASONPLUG_CACHE`, else ~/.cache/reasonplug); entries go under `gguf/`. */
   cacheDir: string;

@@ -88,9 +88,13 @@ export interface SpecialTokenIds {
   pad?: number;
 }
 
+/** What {@link tokenizerFromGguf} builds: the two files a Hugging Face tokenizer is loaded from, and its special ids. */
 export interface GgufTokenizer {
+  /** Contents of tokenizer.json. */
   tokenizerJson: HfTokenizerJson;
+  /** Contents of tokenizer_config.json. */
   tokenizerConfig: HfTokenizerConfig;
+  /** BOS, EOS, UNK and PAD ids where the GGUF names them. */
   special: SpecialTokenIds;
   /** Ids that end generation, as llama.cpp finds them (EOS, EOT, EOM and the usual end-of-turn pieces). */
   endOfGeneration: number[];
@@ -132,6 +136,7 @@ function endOfGeneration(get: (key: string) => GgufValue | undefined, pieces: re
   return [...ids].sort((a, b) => a - b);
 }
 
+/** Options of {@link tokenizerFromGguf}. */
 export interface TokenizerFromGgufOptions {
   /** Written as `model_max_length` (e.g. the model's context length). */
   modelMaxLength?: number;

@@ -15,6 +15,7 @@ export { MANIFEST_FILE };
 
 /** What a module is: the model others compose onto, a UniR logit reasoner, or a LiteReason latent projector. */
 export const MODULE_KINDS = ['backbone', 'logit-reasoner', 'latent-projector'] as const;
+/** One of {@link MODULE_KINDS}. */
 export type ModuleKind = (typeof MODULE_KINDS)[number];
 
 /** An OCI repository path component (distribution's grammar, minus `__` and repeated dashes). */
@@ -71,6 +72,7 @@ const Tag = z.string().regex(NAME_RE, 'expected a lower-case tag such as "math" 
  * too: modules converted before version 2 existed have them, and the engine reads the convention from the graph.
  */
 export const SCHEMA_VERSIONS = [1, 2] as const;
+/** A manifest `schemaVersion` this version reads: one of {@link SCHEMA_VERSIONS}. */
 export type SchemaVersion = (typeof SCHEMA_VERSIONS)[number];
 
 /** The version a module's manifest declares: 2 where its graph returns new keys and values only, else 1. */

@@ -26,6 +26,7 @@ export type SamplingDefaults = Pick<
 
 /** What a model's files recommend (see the module's comment for where each comes from). */
 export interface ModelDefaults {
+  /** Sampling settings, stop strings and reply limit (an Ollama model's `params`, a hub export's generation_config.json). */
   sampling?: SamplingDefaults;
   /** Positions a generation may use (Ollama's `num_ctx`): the engine's context length unless its `contextLength` is given. */
   contextLength?: number;

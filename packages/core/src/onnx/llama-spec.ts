@@ -12,9 +12,13 @@ export type RopeStyle =
 
 /** Architecture hyper-parameters of a Llama-style decoder. */
 export interface LlamaConfig {
+  /** Token ids the embedding and the LM head cover (the logits' width). */
   vocabSize: number;
+  /** Width of the residual stream (the embedding size). */
   hiddenSize: number;
+  /** Decoder layers. */
   numLayers: number;
+  /** Query heads per attention layer. */
   numHeads: number;
   /** Key/value heads (GQA when smaller than numHeads). Defaults to numHeads. */
   numKvHeads?: number;

@@ -11,9 +11,11 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { OnnxFormatError } from './format-error.js';
 
 export const onnx = onnxProto.onnx;
+/** An ONNX model in memory (onnx-proto's generated class), as the graph builders return it and quantizeGraph takes it. */
 export type ModelProto = O.ModelProto;
 export type GraphProto = O.IGraphProto;
 export type NodeProto = O.INodeProto;
+/** An ONNX tensor (an initializer's name, dims, type and data). */
 export type TensorProto = O.ITensorProto;
 export type ValueInfoProto = O.IValueInfoProto;
 export const DataType = onnxProto.onnx.TensorProto.DataType;

@@ -5,6 +5,7 @@
 
 /** Element types the engine feeds or reads. */
 export type IdType = 'int64' | 'int32';
+/** Element types of the float inputs and outputs (KV cache, states, embeddings) the engine feeds or reads. */
 export type FloatType = 'float32' | 'float16';
 
 /** One past/present pair of a layer. */

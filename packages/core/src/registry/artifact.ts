@@ -47,6 +47,7 @@ const DescriptorSchema = z.object({
   size: z.int().nonnegative().max(Number.MAX_SAFE_INTEGER),
   annotations: z.record(z.string(), z.string()).optional(),
 });
+/** An OCI content descriptor: a blob's media type, `sha256:` digest, size in bytes and annotations. */
 export type Descriptor = z.infer<typeof DescriptorSchema>;
 
 const OciManifestSchema = z.object({
@@ -57,6 +58,7 @@ const OciManifestSchema = z.object({
   layers: z.array(DescriptorSchema),
   annotations: z.record(z.string(), z.string()).optional(),
 });
+/** An OCI image manifest as a module is pushed: its config blob, one layer per module file, and annotations. */
 export type OciManifest = z.infer<typeof OciManifestSchema>;
 
 /** A module ready to push: the manifest bytes and, for each blob, where its bytes are. */

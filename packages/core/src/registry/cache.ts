@@ -39,7 +39,9 @@ export type BlobState = 'absent' | 'verified' | 'corrupt';
 
 /** A file of a module directory and the blob it is made from. */
 export interface ModuleFile {
+  /** The file's path in the module directory. */
   path: string;
+  /** The `sha256:` digest of its blob. */
   digest: string;
 }
 
@@ -48,6 +50,7 @@ export interface ModuleFile {
  * verify, tag refs, and module directories assembled from the blobs.
  */
 export class ModuleCache {
+  /** The cache at `root` (e.g. `$REASONPLUG_CACHE`); nothing is read or created until a call needs it. */
   constructor(readonly root: string) {}
 
   get blobsDir(): string {

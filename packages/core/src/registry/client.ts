@@ -36,6 +36,7 @@ export interface BlobStream {
   length?: number;
 }
 
+/** Options of the {@link RegistryClient} constructor: the registry, plain HTTP and the credential. */
 export interface ClientOptions extends TransportOptions {
   /** Bytes per upload chunk (internal: tests make it small); `UPLOAD_CHUNK_BYTES` by default. */
   uploadChunkBytes?: number;
@@ -49,9 +50,11 @@ export interface ClientOptions extends TransportOptions {
  * `InvalidArtifactError`, and `RegistryResponseError` for other error answers.
  */
 export class RegistryClient {
+  /** The HTTP transport the client's calls go through (authenticated, typed errors). */
   readonly transport: Transport;
   private readonly chunkBytes: number;
 
+  /** A client of `opts.registry`; nothing is sent before the first call. */
   constructor(opts: ClientOptions) {
     const { uploadChunkBytes, ...transport } = opts;
     this.transport = new Transport(transport);

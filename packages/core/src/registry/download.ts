@@ -18,12 +18,15 @@ import { CacheWriteError, DigestMismatchError, RegistryUnreachableError } from '
 export interface TransferProgress {
   /** The file's path in the module. */
   file: string;
+  /** The blob's `sha256:` digest. */
   digest: string;
+  /** The file's whole size in bytes. */
   size: number;
   /** Bytes present so far, including resumed ones. */
   bytes: number;
   /** Bytes taken over from an interrupted download (0 for a fresh one or an upload). */
   resumedFrom: number;
+  /** True on the file's last report, once it is complete (downloads: verified and in the cache). */
   done: boolean;
 }
 

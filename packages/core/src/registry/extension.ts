@@ -39,9 +39,13 @@ const HitSchema = z.object({
 /** One repository that matched a search, with its matching versions, newest first. */
 export type SearchHit = z.infer<typeof HitSchema>;
 
+/** What {@link searchModules} looks for; a field left out matches every module, given ones must all match. */
 export interface SearchQuery {
+  /** A task the module lists in its manifest's `tasks`. */
   task?: string;
+  /** The module's kind (`backbone`, `logit-reasoner`, `latent-projector`). */
   kind?: string;
+  /** The tokenizer fingerprint (`sha256:…`) of the backbone it composes with (`compat.tokenizer`). */
   tokenizer?: string;
 }
 

@@ -9,13 +9,17 @@ import { formatRef, parseRef, tagVersion } from './reference.js';
 import { pickVersion, resolveCached, resolveTarget } from './resolve.js';
 import { settingsFrom, type RegistryOptions } from './settings.js';
 
+/** What {@link resolveModule} found: the version a reference means and its manifest digest. Nothing is downloaded. */
 export interface ResolvedModule {
+  /** `host[:port]`. */
   registry: string;
+  /** `namespace/name`. */
   repository: string;
   /** The exact version, when the manifest or tag says. */
   version?: string;
   /** The tag it was found under, if any. */
   tag?: string;
+  /** Manifest digest (`sha256:…`). */
   digest: string;
   /** `registry/namespace/name@sha256:...` */
   pinned: string;

@@ -16,16 +16,23 @@ import { formatRef, parseRef, tagVersion, versionTag, type ModuleRef } from './r
 import { resolveCached, resolveTarget } from './resolve.js';
 import { settingsFrom, type RegistryOptions } from './settings.js';
 
+/** Options of {@link pullModule}: the registry settings, and progress and cancellation. */
 export interface PullOptions extends RegistryOptions {
+  /** Called as each file's bytes arrive, for a progress bar. */
   onProgress?: (p: TransferProgress) => void;
+  /** Cancels the pull: it rejects, and no module directory is written. */
   signal?: AbortSignal;
 }
 
+/** A pulled module: its verified directory in the cache and what it was pulled as. */
 export interface PulledModule {
   /** The module directory, ready for `Engine.load({ model })`. */
   dir: string;
+  /** `host[:port]` it was pulled from. */
   registry: string;
+  /** `namespace/name`. */
   repository: string;
+  /** The module's exact version (its manifest's `version`). */
   version: string;
   /** Manifest digest. */
   digest: string;

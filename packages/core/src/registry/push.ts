@@ -14,6 +14,7 @@ import { forEachBounded } from './parallel.js';
 import { formatRef, parseRef, tagVersion, versionTag } from './reference.js';
 import { settingsFrom, type RegistryOptions } from './settings.js';
 
+/** Options of {@link pushModule}: the registry settings, and how versions and tags are treated. */
 export interface PushOptions extends RegistryOptions {
   /** Replace an exact version that exists with other content (where the registry allows it). */
   force?: boolean;
@@ -23,19 +24,25 @@ export interface PushOptions extends RegistryOptions {
    * line, a prerelease or a pushed-again old version does not take `latest` from a newer release.
    */
   latest?: boolean;
+  /** Called as each file's bytes are uploaded, for a progress bar. */
   onProgress?: (p: TransferProgress) => void;
 }
 
+/** What {@link pushModule} published. */
 export interface PushResult {
+  /** `host[:port]` pushed to. */
   registry: string;
+  /** `namespace/name`. */
   repository: string;
+  /** The module's exact version (its manifest's `version`). */
   version: string;
   /** Manifest digest. */
   digest: string;
   /** Tags set: the exact version, and `latest` where it moved. */
   tags: string[];
-  /** Bytes uploaded, and blobs skipped because the registry had them. */
+  /** Bytes uploaded. */
   uploaded: number;
+  /** Blobs not uploaded because the registry had them already. */
   skipped: number;
 }
 

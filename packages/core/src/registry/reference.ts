@@ -9,11 +9,13 @@ import { InvalidReferenceError } from './errors.js';
 /** What a reference asks for: a tag, a semver range (npm semantics), or a manifest digest. */
 export type Selector = { type: 'tag'; tag: string } | { type: 'range'; range: string } | { type: 'digest'; digest: string };
 
+/** A parsed module reference (see {@link parseRef}, {@link formatRef}). */
 export interface ModuleRef {
   /** `host[:port]`, e.g. `ghcr.io` or `127.0.0.1:5000`. */
   registry: string;
   /** `namespace/name` (more components are allowed, as registries nest them). */
   repository: string;
+  /** The version asked for: a tag (`latest` when the reference names none), a semver range or a digest. */
   selector: Selector;
 }
 

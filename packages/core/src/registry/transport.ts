@@ -6,22 +6,27 @@ import { Authenticator } from './auth.js';
 import { RegistryResponseError, RegistryUnreachableError } from './errors.js';
 import { registryUrl } from './reference.js';
 
+/** Which registry a {@link Transport} talks to, and how. */
 export interface TransportOptions {
   /** `host[:port]` */
   registry: string;
+  /** Plain HTTP instead of HTTPS (loopback registries get plain HTTP anyway). */
   plainHttp?: boolean;
   /** Token, or `user:token`. */
   credential?: string;
 }
 
+/** One request of {@link Transport.request}. */
 export interface RequestOptions {
   /** Authorization scope, e.g. `repository:acme/math:pull`. */
   scope: string;
+  /** Request headers (the authorization header is the transport's). */
   headers?: Record<string, string>;
   /** Makes the body; called again when the request is repeated after an auth challenge. */
   body?: () => NonNullable<RequestInit['body']>;
   /** Statuses handed back to the caller instead of thrown (2xx always are). */
   allow?: readonly number[];
+  /** Aborts the request. */
   signal?: AbortSignal;
 }
 
@@ -33,13 +38,17 @@ interface OciErrors {
 const ERROR_BODY_LIMIT = 64 * 1024;
 const USER_AGENT = 'reasonplug-registry-client/1';
 
+/** HTTP to one registry: its base URL, authentication (answering one challenge), failures as typed errors. */
 export class Transport {
+  /** `host[:port]`, as given. */
   readonly registry: string;
+  /** `https://host[:port]` (or `http://`), which request paths are relative to. */
   readonly baseUrl: string;
   /** The registry's origin: the only one its credentials go to. */
   private readonly origin: string;
   private readonly auth: Authenticator;
 
+  /** A transport to `opts.registry`; nothing is sent before the first request. */
   constructor(opts: TransportOptions) {
     this.registry = opts.registry;
     this.baseUrl = registryUrl(opts.registry, opts.plainHttp);

@@ -142,6 +142,7 @@ export class PrefixCache {
     }
   }
 
+  /** What the cache holds now, and its lookups so far. */
   stats(): PrefixCacheStats {
     return { bytes: this.held, budgetBytes: this.budgetBytes, entries: this.entries.length, queriedTokens: this.queried, hitTokens: this.hits };
   }

@@ -16,12 +16,15 @@ import type { TextTokenizer } from '../tokenizer/tokenizer.js';
 
 /** One prompt scored: its ids, and for each token after the first an entry (`logprobs[j]` scores `ids[j + 1]`). */
 export interface ScoredPrompt {
+  /** The prompt's token ids. */
   ids: number[];
+  /** One per id after the first: `logprobs[j]` is `ids[j + 1]`'s, with its alternatives. */
   logprobs: TokenLogprobs[];
 }
 
 /** The prompts scored, in order. */
 export interface PromptLogprobsResult {
+  /** One per input, in order. */
   prompts: ScoredPrompt[];
 }
 

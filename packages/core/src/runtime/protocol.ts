@@ -20,6 +20,7 @@ import type { ModelDefaults } from '../modules/model-defaults.js';
 /** A prompt in one of the forms the engine takes. A list makes a batch (left-padded). */
 export type PromptInput =
   | {
+      /** Text to complete, tokenized as the model's tokenizer does (its BOS added where it adds one); a list is a batch. */
       prompt: string | string[];
       /**
        * Fill-in-the-middle: the code after the insertion, each prompt the code before it; the model's FIM tokens go
@@ -27,8 +28,12 @@ export type PromptInput =
        */
       suffix?: string;
     }
-  | { promptIds: number[] | number[][] }
   | {
+      /** Token ids as they are (no BOS added); a list of lists is a batch. */
+      promptIds: number[] | number[][];
+    }
+  | {
+      /** A conversation, rendered with the model's chat template (or `chatTemplate`): the reply continues it. */
       messages: ChatMessage[];
       /** A template to use instead of the model's. */
       chatTemplate?: string;
@@ -44,10 +49,19 @@ export type PromptInput =
     };
 
 /** Texts (tokenized as the model's tokenizer adds its special tokens) or token ids to embed, one vector each. */
-export type EmbedInput = { texts: string[] } | { ids: number[][] };
+export type EmbedInput =
+  | {
+      /** Texts, one vector each. */
+      texts: string[];
+    }
+  | {
+      /** Token id lists, one vector each (used as they are). */
+      ids: number[][];
+    };
 
 /** One vector per input, in order: the backbone's final hidden state at each input's last token. */
 export interface EmbedResult {
+  /** One per input, `ModelInfo.embeddingSize` long; unit length unless `normalize: false`. */
   vectors: Float32Array[];
   /** Tokens each input took. */
   promptTokens: number[];
@@ -129,14 +143,27 @@ export type GenerateRequestOptions = GenerateOptions & CompositionOptions & Cons
 
 /** What the engine learns about its model once loaded. */
 export interface ModelInfo {
+  /** The backbone's decoder graph as located (not its prepared copy). */
   modelPath: string;
+  /** The graph's inputs and outputs as the engine drives them (KV layout, id and float types, states). */
   signature: DecoderSignature;
   /** The architecture the model's files declare (`llama`, `qwen2`, …: see `declaredArchitecture`), if they do. */
   architecture?: string;
   /** Logit width of the model. */
   vocabSize: number;
   /** The backbone's tokenizer; `dir` holds its tokenizer.json and config (for rendering chats outside the engine). */
-  tokenizer?: { dir: string; vocabSize: number; bosTokenId?: number; eosTokenIds: number[]; hasChatTemplate: boolean };
+  tokenizer?: {
+    /** Directory holding tokenizer.json. */
+    dir: string;
+    /** Ids the tokenizer knows (may be less than the logits' width, for a padded vocabulary). */
+    vocabSize: number;
+    /** The id prompts start with, where the model uses one. */
+    bosTokenId?: number;
+    /** Ids that end a row (`finishReason: 'eos'`). */
+    eosTokenIds: number[];
+    /** Whether the model has a chat template (else `messages` need `chatTemplate`). */
+    hasChatTemplate: boolean;
+  };
   /** Vocabulary the fused logits cover (the tokenizer's size; padded logits are cut to it). */
   sharedVocabSize: number;
   /** What graph preparation did (or could not do). */
@@ -148,15 +175,36 @@ export interface ModelInfo {
   /** The length of `Engine.embed`'s vectors, when the engine was loaded with `embeddings`. */
   embeddingSize?: number;
   /** The loaded reasoning projector and the marker it answers to. */
-  projector?: { modelPath: string; hiddenSize: number; marker: MarkerSpec };
+  projector?: {
+    /** The projector's graph. */
+    modelPath: string;
+    /** Width of the hidden states it maps. */
+    hiddenSize: number;
+    /** How the model asks for latent steps (`<implicit_thought>N</implicit_thought>`). */
+    marker: MarkerSpec;
+  };
   /** Loaded reasoners with their default weights. */
   reasoners: { name: string; modelPath: string; weight: WeightSpec; vocabSize: number }[];
   /** The draft model, when one is loaded: its graph, and how many tokens it drafts at most. */
-  draftModel?: { modelPath: string; draftTokens: number; adaptive: boolean; minProbability: number };
+  draftModel?: {
+    /** The draft model's graph. */
+    modelPath: string;
+    /** Tokens drafted a step at most. */
+    draftTokens: number;
+    /** Whether a step drafts only as many as pay for themselves (`DraftModelOptions.adaptive`). */
+    adaptive: boolean;
+    /** The draft's own probability below which it stops drafting (`DraftModelOptions.minProbability`). */
+    minProbability: number;
+  };
   /** Intra-op threads of the session; absent means onnxruntime's default (one per physical core). */
   intraOpThreads?: number;
   /** Where the reasoners run, and the reasoners (by name) each lane worker hosts (none inline). */
-  placement: { kind: Placement; lanes: string[][] };
+  placement: {
+    /** `lanes` (reasoners in worker threads of their own) or `inline` (on the backbone's thread). */
+    kind: Placement;
+    /** Per lane worker, the names of the reasoners it hosts (empty when inline). */
+    lanes: string[][];
+  };
   /**
    * Positions a generation may use (prompt, generated tokens, latent steps): the engine's `contextLength`, else what
    * the models declare (`genai_config.json`, `config.json`, `tokenizer_config.json`; the smallest of a

@@ -4,7 +4,9 @@ import { createServer as createHttpsServer } from 'node:https';
 
 /** A TLS key and certificate, PEM. */
 export interface TlsFiles {
+  /** The private key's PEM text (the contents, not a path). */
   key: Buffer | string;
+  /** The certificate, then its chain, as PEM text. */
   cert: Buffer | string;
 }
 

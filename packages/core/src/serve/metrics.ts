@@ -16,6 +16,7 @@ export class Histogram {
   private readonly counts: number[];
   private sum = 0;
   private count = 0;
+  /** @param buckets upper bounds of the buckets, ascending (seconds for the server's) */
   constructor(readonly buckets: readonly number[]) {
     this.counts = buckets.map(() => 0);
   }
@@ -45,16 +46,22 @@ export class Histogram {
 
 /** What the server counts. Gauges are read when scraped (see {@link ServerMetrics.render}). */
 export class ServerMetrics {
+  /** Prompt tokens of every request answered (embedding inputs included). */
   promptTokens = 0;
+  /** Tokens generated. */
   generationTokens = 0;
   /** Finished requests by finish reason (`stop`, `length`, `tool_calls`, `abort`, `error`). */
   readonly finished = new Map<string, number>();
   /** Requests refused because the queue was full. */
   rejected = 0;
+  /** Time to first token from the request's arrival, seconds. */
   readonly ttft = new Histogram(TTFT_BUCKETS);
+  /** Time between a request's tokens after its first, seconds. */
   readonly itl = new Histogram(ITL_BUCKETS);
+  /** A request's whole time from arrival to its answer's end, seconds. */
   readonly e2e = new Histogram(E2E_BUCKETS);
 
+  /** Counts one finished request under `reason` (see {@link finished}). */
   countFinished(reason: string): void {
     this.finished.set(reason, (this.finished.get(reason) ?? 0) + 1);
   }

@@ -7,6 +7,7 @@
 export interface RequestRecord {
   /** When it arrived. */
   time: Date;
+  /** HTTP method. */
   method: string;
   /** The path, without the query. */
   path: string;
@@ -18,7 +19,9 @@ export interface RequestRecord {
   aborted: boolean;
   /** The model the request named, for requests that ran the model. */
   model?: string;
+  /** Prompt tokens, for requests that ran the model. */
   promptTokens?: number;
+  /** Tokens generated, for requests that generated. */
   completionTokens?: number;
   /** How the generation ended: `stop`, `length`, `tool_calls`, `abort`, `error`. */
   finishReason?: string;

@@ -60,6 +60,7 @@ export interface ServeOptions {
   aliases?: Record<string, string>;
   /** Bearer tokens accepted on `/v1/*`; none: no authentication. */
   apiKeys?: string[];
+  /** Address to listen on (default `127.0.0.1`: this machine only; `0.0.0.0` for every interface). */
   host?: string;
   /** 0 picks a free port. Default 8000. */
   port?: number;
@@ -114,6 +115,7 @@ export interface RunningServer {
   readonly url: string;
   /** Settles once the model is loaded (rejects when loading fails; the server then answers 503). */
   readonly ready: Promise<void>;
+  /** The counters and histograms `/metrics` reports, live. */
   readonly metrics: ServerMetrics;
   /**
    * Stops accepting, refuses the requests still sending their bodies, finishes every admitted and queued request

@@ -6,8 +6,11 @@
 
 /** The ids of a vocabulary's FIM tokens. */
 export interface FimTokens {
+  /** Goes before the code before the insertion. */
   prefix: number;
+  /** Goes before the code after it. */
   suffix: number;
+  /** Ends the prompt: the model writes the middle next. */
   middle: number;
 }
 

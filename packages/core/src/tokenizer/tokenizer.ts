@@ -27,7 +27,9 @@ export class ChatTemplateUnsupportedError extends TokenizerError {
 
 /** One chat message as chat templates expect it. */
 export interface ChatMessage {
+  /** `system`, `user`, `assistant`, `tool`, or another role the template knows. */
   role: string;
+  /** The message's text. */
   content: string;
   [key: string]: unknown;
 }

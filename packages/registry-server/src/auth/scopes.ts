@@ -4,16 +4,21 @@
  * `math/sub/adder`; `pull:**` covers everything. `push` implies `pull` (a push reads what it checks).
  */
 
+/** What a scope allows: reading (`pull`) or writing and reading (`push`). */
 export type Action = 'pull' | 'push';
 
+/** A parsed token scope (see {@link parseScope}). */
 export interface Scope {
+  /** `pull`, or `push` (which implies `pull`). */
   action: Action;
+  /** The repository glob: `*` within one path component, `**` across components. */
   pattern: string;
 }
 
 /** A scope that is not `pull:<glob>` or `push:<glob>`; `scope` is the text given. */
 export class InvalidScopeError extends Error {
   override readonly name = 'InvalidScopeError';
+  /** @param scope the text that is not a scope */
   constructor(readonly scope: string) {
     super(`invalid scope ${JSON.stringify(scope)}: expected pull:<glob> or push:<glob>, e.g. push:math/*`);
   }

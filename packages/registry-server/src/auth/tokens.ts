@@ -9,20 +9,27 @@ import type { StorageDriver } from '../storage/driver.js';
 import { tokenKey, tokensDir } from '../storage/layout.js';
 import { formatScope, parseScope, type Scope } from './scopes.js';
 
+/** A stored access token: who it is for, what it allows, and its secret's hash (never the secret). */
 export interface TokenRecord {
+  /** 16 hex digits: the token's name in storage and in `rpr_<id>_<secret>`; what `revoke` takes. */
   id: string;
   /** Who the token is for; shown in request logs. */
   user: string;
+  /** Its scopes as written (`pull:<glob>`, `push:<glob>`). */
   scopes: string[];
   /** Hex SHA-256 of the secret. */
   secretHash: string;
+  /** When it was created (ISO 8601, UTC). */
   createdAt: string;
 }
 
 /** A verified token: its record and parsed scopes. */
 export interface Principal {
+  /** {@link TokenRecord.user}. */
   user: string;
+  /** {@link TokenRecord.id}. */
   tokenId: string;
+  /** What the token allows. */
   scopes: Scope[];
 }
 
@@ -34,6 +41,7 @@ const hashSecret = (secret: string) => createHash('sha256').update(secret).diges
  * `createRegistryServer` as `auth.tokens`.
  */
 export class TokenStore {
+  /** Tokens kept in `storage`: the registry's own (the same driver given to `createRegistryServer`). */
   constructor(private readonly storage: StorageDriver) {}
 
   /**
@@ -69,6 +77,7 @@ export class TokenStore {
     return { user: record.user, tokenId: record.id, scopes: record.scopes.map(parseScope) };
   }
 
+  /** Every token's record (no secrets), oldest first. */
   async list(): Promise<TokenRecord[]> {
     const records: TokenRecord[] = [];
     for await (const o of this.storage.list(tokensDir)) {

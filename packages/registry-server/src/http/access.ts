@@ -9,7 +9,9 @@ import { denied, RegistryError } from '../errors.js';
 import { allows, type Action } from '../auth/scopes.js';
 import type { Principal, TokenStore } from '../auth/tokens.js';
 
+/** Token authentication of a registry (`RegistryServerOptions.auth`). */
 export interface AuthConfig {
+  /** The tokens that authenticate callers (kept in the registry's storage). */
   tokens: TokenStore;
   /** Whether requests without credentials may pull (default true). */
   anonymousPull?: boolean;

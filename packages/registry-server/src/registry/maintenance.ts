@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import type { StorageDriver } from '../storage/driver.js';
 import type { UploadSessions } from './uploads.js';
 
+/** What one maintenance pass (`RegistryServer.maintain`) removed. */
 export interface MaintenanceReport {
   /** Temp files of dead writers removed. */
   tempFiles: number;

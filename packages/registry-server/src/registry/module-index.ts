@@ -29,14 +29,21 @@ const ANNOTATION = {
 
 /** A tagged manifest as the index knows it. */
 export interface IndexedManifest {
+  /** Manifest digest (`sha256:…`). */
   digest: string;
+  /** The manifest's media type. */
   mediaType: string;
+  /** The manifest's `artifactType` ({@link MODULE_ARTIFACT_TYPE} for a module). */
   artifactType?: string;
   /** Tags pointing to it, sorted. */
   tags: string[];
+  /** The module's version (annotation `org.opencontainers.image.version`). */
   version?: string;
+  /** The module's kind (`dev.reasonplug.kind`). */
   kind?: string;
+  /** The tasks it lists (`dev.reasonplug.tasks`); empty when none. */
   tasks: string[];
+  /** Tokenizer fingerprint of the backbone it composes with (`dev.reasonplug.tokenizer`). */
   tokenizer?: string;
 }
 
@@ -55,7 +62,9 @@ export interface SearchQuery {
   last?: string;
 }
 
+/** One repository a search found, with its matching module versions. */
 export interface SearchResult {
+  /** Repository name (`namespace/name`). */
   name: string;
   /** Matching module versions, newest first. */
   versions: Omit<IndexedManifest, 'mediaType' | 'artifactType'>[];

@@ -9,10 +9,15 @@ import { manifestUnknown, RegistryError } from '../errors.js';
 import { exactVersionOfTag } from '../names.js';
 import { MODULE_ARTIFACT_TYPE, type RepositoryIndex } from './module-index.js';
 
+/** The module version a range resolved to (the `_reasonplug/resolve` answer). */
 export interface Resolved {
+  /** Repository name. */
   name: string;
+  /** The exact version picked. */
   version: string;
+  /** The exact-version tag it is pushed under (`+` written `_`). */
   tag: string;
+  /** Its manifest digest. */
   digest: string;
 }
 

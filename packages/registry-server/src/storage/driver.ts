@@ -10,17 +10,26 @@ import type { Readable } from 'node:stream';
 
 /** An inclusive byte range. */
 export interface ByteRange {
+  /** First byte's offset. */
   start: number;
+  /** Last byte's offset (included). */
   end: number;
 }
 
+/** An object as {@link StorageDriver.list} lists it. */
 export interface ObjectInfo {
+  /** Its key. */
   key: string;
+  /** Its size in bytes. */
   size: number;
   /** When the object was last written (ms since the epoch): garbage collection keeps what is younger than it asks. */
   modified: number;
 }
 
+/**
+ * Where a registry keeps its objects (blobs, manifests, tags, tokens): `FilesystemStorage`, `S3Storage`, or your own
+ * implementation of these calls.
+ */
 export interface StorageDriver {
   /** Whole content of a small object, or undefined when absent. */
   get(key: string): Promise<Buffer | undefined>;
@@ -54,6 +63,7 @@ export interface StorageDriver {
 /** Thrown for a key that could escape the storage root or is not a plain path. */
 export class InvalidKeyError extends Error {
   override readonly name = 'InvalidKeyError';
+  /** @param key the key refused */
   constructor(readonly key: string) {
     super(`invalid storage key: ${JSON.stringify(key)}`);
   }

@@ -24,7 +24,9 @@ import { Upload } from '@aws-sdk/lib-storage';
 import type { Readable } from 'node:stream';
 import { assertKey, type ByteRange, type ObjectInfo, type StorageDriver } from './driver.js';
 
+/** Options of {@link S3Storage}: the bucket, the key prefix and the S3 client. */
 export interface S3StorageOptions {
+  /** The bucket's name; it must exist (the driver does not create it). */
   bucket: string;
   /**
    * Key prefix inside the bucket, so one bucket can hold several registries: a folder, as CNCF distribution's
@@ -71,6 +73,7 @@ function cutOff(err: unknown): boolean {
  * show as the S3 client's errors on the first storage call.
  */
 export class S3Storage implements StorageDriver {
+  /** The S3 client every call goes through (the one given, or built from the configuration given). */
   readonly client: S3Client;
   private readonly bucket: string;
   private readonly prefix: string;
@@ -78,6 +81,7 @@ export class S3Storage implements StorageDriver {
   /** When HeadBucket last found the bucket (see {@link S3Storage.stat}). */
   private bucketSeenAt = -Infinity;
 
+  /** Storage in `opts.bucket` under `opts.prefix`; sends no request (see the class comment). */
   constructor(opts: S3StorageOptions) {
     this.client = opts.client instanceof S3Client ? opts.client : new S3Client(opts.client);
     this.bucket = opts.bucket;
