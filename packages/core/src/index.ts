@@ -20,7 +20,7 @@ export { CompositionOptionsError, FUSION_MODES } from './compose/composition-opt
 export { DecoderSession, ModelRunError, type DecoderSource, type RuntimeOptions } from './runtime/decoder-session.js';
 export { ShardError } from './runtime/row-shards.js';
 export { PLACEMENTS, PlacementError, ThreadCountError, maxIntraOpThreads, type Placement, type PlacementChoice } from './runtime/thread-budget.js';
-export { DEVICES, DeviceUnavailableError, executionProvidersFor, type Device } from './runtime/devices.js';
+export { DEVICES, DeviceUnavailableError, executionProvidersFor, ModelMemoryError, type Device } from './runtime/devices.js';
 export { locateModel, ModelNotFoundError, type LocateOptions, type ModelLocation } from './modules/locate.js';
 export type { ModelDefaults, SamplingDefaults } from './modules/model-defaults.js';
 export { ContextLengthError, declaredContextLength } from './modules/context-length.js';

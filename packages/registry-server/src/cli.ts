@@ -11,16 +11,56 @@
  * Storage is the directory `--data` unless `--s3-bucket` is given (then `--s3-endpoint`, `--s3-region`,
  * `--s3-prefix`, `--s3-path-style`; credentials come from the AWS SDK's usual sources).
  */
+import { readFileSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { pino, type Level, type Logger } from 'pino';
-import { TokenStore } from './auth/tokens.js';
-import { collectGarbage } from './registry/garbage.js';
-import { openRegistry } from './registry/registry.js';
-import { createRegistryServer } from './server.js';
-import { probeStorage, type StorageDriver } from './storage/driver.js';
-import { FilesystemStorage } from './storage/filesystem.js';
+import type { Level, Logger } from 'pino';
+import type { StorageDriver } from './storage/driver.js';
+
+/**
+ * Files Node's loader holds open at once as it loads the commands' modules (it reads a whole level of imports
+ * together, zod's locales among them): the built CLI starts from a limit of 98 (Node 20). Under it any failure to
+ * load is the limit's.
+ */
+const FILES_TO_LOAD = 100;
+
+/** The open-files limit, from /proc/self/limits (Linux; Node raised the soft limit to the hard one as it started). */
+function openFilesLimit(): number | undefined {
+  try {
+    const soft = /^Max open files\s+(\d+)\s/m.exec(readFileSync('/proc/self/limits', 'utf8'))?.[1];
+    return soft === undefined ? undefined : Number(soft);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Ends a start whose loading of the commands' modules failed for want of file descriptors, saying so: past the limit
+ * the loader reports EMFILE on a file, or, where a package's package.json was the file it could not open, that the
+ * installed package is missing. Any other failure is thrown as it came.
+ */
+function notStarted(err: unknown, openFiles: number | undefined): never {
+  const code = (err as NodeJS.ErrnoException).code;
+  const short = code === 'EMFILE' || (code === 'ERR_MODULE_NOT_FOUND' && openFiles !== undefined && openFiles < FILES_TO_LOAD);
+  if (!short) throw err;
+  const limit = openFiles === undefined ? 'the open-files limit (ulimit -n)' : `an open-files limit of ${openFiles} (ulimit -n)`;
+  process.stderr.write(`reasonplug-registry: cannot start with ${limit}: loading it takes about ${FILES_TO_LOAD} open files at once; raise the limit (\`ulimit -n 1024\`) and run it again\n`);
+  process.exit(1);
+}
+
+// The modules the commands run on are loaded rather than imported so that a failure to load them can be explained.
+// The limit is read first: once the loader has used up the descriptors, /proc/self/limits could not be opened either.
+const openFiles = openFilesLimit();
+const [{ pino }, { TokenStore }, { collectGarbage }, { openRegistry }, { createRegistryServer }, { probeStorage }, { FilesystemStorage }] = await Promise.all([
+  import('pino'),
+  import('./auth/tokens.js'),
+  import('./registry/garbage.js'),
+  import('./registry/registry.js'),
+  import('./server.js'),
+  import('./storage/driver.js'),
+  import('./storage/filesystem.js'),
+]).catch((err: unknown) => notStarted(err, openFiles));
 
 const USAGE = `usage:
   reasonplug-registry serve [--data DIR] [--port 5000] [--host 127.0.0.1] [--auth] [--no-anonymous-pull]

@@ -2,11 +2,14 @@
  * Execution providers: the `--device` names users pass, mapped onto onnxruntime-node, with a clear error
  * (and the install command) when the provider's binaries are not installed.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { freemem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { listSupportedBackends } from 'onnxruntime-node';
+import { externalDataLocations } from '../onnx/external-data-locations.js';
 import { OnnxFormatError } from '../onnx/format-error.js';
+import { processLimit } from './process-limits.js';
 
 /** Devices the engine accepts. */
 export const DEVICES = ['cpu', 'cuda', 'tensorrt', 'webgpu', 'coreml', 'dml'] as const;
@@ -72,8 +75,46 @@ export function deviceFailure(device: string, err: unknown, model: string): Erro
   );
 }
 
-/** onnxruntime's refusal to load a model on the CPU, naming the model (its own messages name a source line, not the file). */
+/** Raised when onnxruntime runs out of memory (or of address space, under `ulimit -v`) loading a model: the file is fine. */
+export class ModelMemoryError extends Error {
+  override name = 'ModelMemoryError';
+}
+
+/**
+ * onnxruntime's words for an allocation that failed: C++'s std::bad_alloc (what its CPU allocator throws; a session
+ * reports "Exception during initialization: std::bad_alloc"), its arena's and allocators' own messages, and
+ * strerror(ENOMEM) where mapping a weights file failed.
+ */
+const OUT_OF_MEMORY = /bad_alloc|Failed to allocate memory|BFC Arena ran out of memory|Memory allocation failed|Failed to allocate external initializer buffer|Cannot allocate memory/;
+
+const size = (bytes: number) => (bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(2)} GiB` : `${(bytes / 2 ** 20).toFixed(1)} MiB`);
+
+/** The bytes of the model file at `model` and of the external-data files it names; undefined where it cannot be read. */
+function bytesOnDisk(model: string): number | undefined {
+  try {
+    const files = [model, ...externalDataLocations(model).map((location) => join(dirname(model), location))];
+    return files.reduce((sum, file) => sum + statSync(file).size, 0);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * onnxruntime's refusal to load a model on the CPU, naming the model (its own messages name a source line, not the
+ * file): a {@link ModelMemoryError} where it ran out of memory (with the model's size and the limit it ran into),
+ * else an {@link OnnxFormatError}.
+ */
 export function loadFailure(model: string, err: unknown): Error {
   if (err instanceof OnnxFormatError) return err;
-  return new OnnxFormatError(`onnxruntime could not load ${model}: ${(err as Error).message}`, { cause: err });
+  const message = (err as Error).message;
+  if (OUT_OF_MEMORY.test(message)) {
+    const bytes = bytesOnDisk(model);
+    const addressSpace = processLimit('Max address space');
+    const room = addressSpace === undefined ? `${size(freemem())} of memory is free` : `the process's address space is limited to ${size(addressSpace)} (ulimit -v)`;
+    return new ModelMemoryError(
+      `not enough memory to load ${model}${bytes === undefined ? '' : ` (${size(bytes)} on disk)`}: onnxruntime failed to allocate memory for it (${message}); ${room}`,
+      { cause: err },
+    );
+  }
+  return new OnnxFormatError(`onnxruntime could not load ${model}: ${message}`, { cause: err });
 }

@@ -26,7 +26,7 @@ import { UnsupportedModelError } from '../onnx/signature.js';
 import { SamplingOptionsError } from '../sampling/options.js';
 import { ChatTemplateUnsupportedError, TokenizerError } from '../tokenizer/tokenizer.js';
 import { ModelRunError } from './decoder-session.js';
-import { DeviceUnavailableError } from './devices.js';
+import { DeviceUnavailableError, ModelMemoryError } from './devices.js';
 import { EmbedInputError, EmbeddingsUnavailableError } from './embed.js';
 import { ProjectorError } from './projector-session.js';
 import { ShardError } from './row-shards.js';
@@ -36,7 +36,7 @@ import { fromWire, type WireError } from './spawn-worker.js';
 const CLASSES: Readonly<Record<string, abstract new (...args: never[]) => Error>> = Object.fromEntries(
   [
     CompositionOptionsError, ConstraintError, ContextLengthError, DeviceUnavailableError, DraftModelError, DtypeError, EmbedInputError,
-    EmbeddingsUnavailableError, GenerateOptionsError, GgufError, KvBudgetError, LatentPolicyError, ManifestError, ModelNotFoundError,
+    EmbeddingsUnavailableError, GenerateOptionsError, GgufError, KvBudgetError, LatentPolicyError, ManifestError, ModelMemoryError, ModelNotFoundError,
     ModelRunError, ModuleCompatError, ModuleIntegrityError, OnnxFormatError, PlacementError, PreparedCacheError, ProjectorError, PromptError, QueueFullError,
     ReasonerError, ReasonerSelectionError, SamplingOptionsError, ShardError, ThreadCountError, TokenizerError, ChatTemplateUnsupportedError, UnsupportedModelError,
     VocabularyMismatchError, WeightScheduleError,
