@@ -240,7 +240,7 @@ function originalContextLength(f: GgufFile, arch: GgufArchitecture, feature: str
 }
 
 /** The architecture a GGUF declares; refuses, by name, those the converter does not read. */
-export function ggufArchitecture(f: GgufFile): GgufArchitecture {
+function ggufArchitecture(f: GgufFile): GgufArchitecture {
   const src = basename(f.path);
   const arch = f.getString('general.architecture');
   if (arch === undefined) throw new GgufError(`${src} has no "general.architecture" metadata.`, 'missing-metadata');
@@ -773,7 +773,7 @@ function yarnRope(p: { dims: number; base: number; factor: number; originalConte
 }
 
 /** A dense matrix of runs of rows (each `[from, n]`) of one GGUF tensor, read from the file when the builder loads it. */
-export interface TensorRows extends DeferredMatrix {
+interface TensorRows extends DeferredMatrix {
   tensor: string;
   runs: readonly (readonly [number, number])[];
 }

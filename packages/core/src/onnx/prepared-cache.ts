@@ -37,8 +37,6 @@ import { OnnxFormatError, decodeModel, encodeModel, readModel, type ModelProto }
 import { graphFacts, type GraphFacts } from './graph-facts.js';
 import { PreparedCacheError } from './prepared-cache-error.js';
 
-export { PreparedCacheError };
-
 /** Bump when the adaptation changes what it writes: old cache entries are then ignored, and removed by the new ones. */
 export const PREPARED_FORMAT_VERSION = 10;
 

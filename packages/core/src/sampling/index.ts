@@ -2,7 +2,7 @@ export type { LogitProcessor, SamplingContext } from './types.js';
 export { SamplingOptionsError, checkLogitBiasIds, samplingForRow, validateSamplingOptions, type SamplingOptions } from './options.js';
 export { createRng, randomSeed } from './rng.js';
 export { argmax, heapKthLargest, quickselectKthLargest } from './select.js';
-export { allowedShare, applyBitmask, argmaxAllowed, gatherAllowed } from './bitmask.js';
+export { applyBitmask, argmaxAllowed, gatherAllowed } from './bitmask.js';
 export {
   FrequencyPresencePenaltyProcessor,
   LogitBiasProcessor,
@@ -14,7 +14,6 @@ export {
 } from './processors.js';
 export {
   CandidateBuffer,
-  drawCandidates,
   gatherFinite,
   maskToCandidates,
   type CandidateFilter,
