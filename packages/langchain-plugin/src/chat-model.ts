@@ -16,7 +16,7 @@ import {
 import { AIMessage, AIMessageChunk, type BaseMessage, type MessageContent } from '@langchain/core/messages';
 import type { ModelProfile } from '@langchain/core/language_models/profile';
 import { ChatGenerationChunk, type ChatResult, type LLMResult } from '@langchain/core/outputs';
-import type { Runnable, RunnableConfig } from '@langchain/core/runnables';
+import type { Runnable } from '@langchain/core/runnables';
 import { convertToOpenAITool } from '@langchain/core/utils/function_calling';
 import { ChatPrompter } from './chat-prompt.js';
 import { ReasonerOptionsError, ToolsNotSupportedError } from './errors.js';
@@ -76,8 +76,8 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
   private constructor(
     private readonly runtime: ReasonerRuntime,
     private readonly prompter: ChatPrompter,
-    /** The template given at creation, if any (part of what identifies the model). */
-    private readonly chatTemplate: string | undefined,
+    /** The template and tool-call syntax given at creation, if any (part of what identifies the model). */
+    private readonly given: Pick<ChatModelOptions, 'chatTemplate' | 'toolCallSyntax'>,
     /** Template variables and reasoning format given at creation (calls override them). */
     private readonly chatDefaults: ChatCallOptions,
     /** How the model writes tool calls. */
@@ -105,7 +105,7 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
     };
     try {
       const prompter = ChatPrompter.load(runtime.backbone, await runtime.tokenizer(), chatTemplate);
-      return new ChatReasoner(runtime, prompter, chatTemplate, chatDefaults, toolCallSyntax ?? toolCallSyntaxOf(prompter.toolsTemplate, prompter.rendersTools), rest);
+      return new ChatReasoner(runtime, prompter, { chatTemplate, toolCallSyntax }, chatDefaults, toolCallSyntax ?? toolCallSyntaxOf(prompter.toolsTemplate, prompter.rendersTools), rest);
     } catch (err) {
       await runtime.dispose();
       throw err;
@@ -121,8 +121,10 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
    * the system message, the reply a JSON object: the `generic` syntax), and the calls the model writes come back as
    * `tool_calls`, always well-formed (a bound tool, arguments valid against its schema): with `tool_choice` `auto`
    * (the default) the model may answer or call; `required` (or `any`) forces one or more calls, a tool's name one
-   * call of it. `parallel_tool_calls: false` admits one call at most. Throws `ToolsNotSupportedError` when a
-   * `toolCallSyntax` given at creation needs a template that renders tools and this one does not.
+   * call of it; `none` forbids calls: the template still shows the tools (a `generic` prompt does not describe them)
+   * and the reply is free text, read for no call. `parallel_tool_calls: false` admits one call at most. Throws
+   * `ToolsNotSupportedError` when a `toolCallSyntax` given at creation needs a template that renders tools and this
+   * one does not.
    */
   override bindTools(
     tools: BindToolsInput[],
@@ -140,6 +142,7 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
     const plan = this.runtime.plan(readResponseFormat(options));
     const chat = this.chatOptions(options);
     const tools = this.toolsFor(options);
+    // (under `none` the tools are shown, as OpenAI's and the server's are, but no call is held to them or read)
     const toolCalls = tools && this.toolCallFormat(options, tools);
     const calls = toolCalls && { choice: toolCalls.choice, parallel: toolCalls.parallel ?? true };
     const shown = toolsShown(this.toolCallSyntax === 'generic', tools, calls, plan.engine.responseFormat);
@@ -152,7 +155,7 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
       chatTemplate: this.prompter.chatTemplate,
       prompt: prompt.text,
       constrained: responseFormat !== undefined,
-      ...(tools ? toolsRead(this.toolCallSyntax, responseFormat) : {}),
+      ...(toolCalls ? toolsRead(this.toolCallSyntax, responseFormat) : {}),
       toolSpecs: tools?.map((t) => ({ name: t.function.name, parameters: t.function.parameters })),
     });
     const splitter = new ReplySplitter(parsing);
@@ -167,23 +170,28 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
       ...(kept.length ? { keepTokens: kept } : {}),
       ...(chat.thinkingBudget !== undefined ? { thinkingBudget: thinkingBudgetFor(chat.thinkingBudget, parsing, this.prompter.chatTemplate, prompt.text) } : {}),
     };
-    const release = await takeTurn(this.caller, options.signal);
+    const { signal, release } = await takeTurn(this.caller, options.signal, this.runtime.timeout);
     try {
-      const generation = startGeneration(this.runtime.engine, { promptIds: prompt.ids }, engineOptions, options.signal);
+      const generation = startGeneration(this.runtime.engine, { promptIds: prompt.ids }, engineOptions, signal);
+      // Every chunk goes to callbacks, the last one's usage too (LangGraph's "messages" mode, tracers), as ChatOpenAI's.
+      const reported = async (chunk: ChatGenerationChunk) => {
+        await runManager?.handleLLMNewToken(chunk.text, undefined, undefined, undefined, undefined, { chunk });
+        return chunk;
+      };
       let called = false;
       const emit = async (split: SplitText) => {
         if (!split.reasoning && !split.content && split.toolCalls.length === 0) return undefined;
         called ||= split.toolCalls.length > 0;
-        const chunk = new ChatGenerationChunk({
-          text: split.content,
-          message: new AIMessageChunk({
-            content: split.content,
-            tool_call_chunks: split.toolCalls,
-            additional_kwargs: split.reasoning ? { reasoning_content: split.reasoning } : {},
+        return reported(
+          new ChatGenerationChunk({
+            text: split.content,
+            message: new AIMessageChunk({
+              content: split.content,
+              tool_call_chunks: split.toolCalls,
+              additional_kwargs: split.reasoning ? { reasoning_content: split.reasoning } : {},
+            }),
           }),
-        });
-        await runManager?.handleLLMNewToken(split.content, undefined, undefined, undefined, undefined, { chunk });
-        return chunk;
+        );
       };
       for await (const text of generation.pieces) {
         const chunk = await emit(splitter.push(text));
@@ -195,13 +203,13 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
       const usage_metadata = reasoning ? { ...usage, output_token_details: { ...usage.output_token_details, reasoning } } : usage;
       const response_metadata = this.runtime.responseMetadata(plan, result);
       if (result.rows[0]!.finishReason === 'abort') {
-        throw abortError(options.signal, new AIMessageChunk({ content: result.rows[0]!.text, usage_metadata, response_metadata }));
+        throw abortError(signal, new AIMessageChunk({ content: result.rows[0]!.text, usage_metadata, response_metadata }));
       }
       const tail = await emit(splitter.end(result.rows[0]!.finishReason === 'length'));
       if (tail) yield tail;
       // A reply that made calls ends in 'tool_calls', as ChatOpenAI's do; one cut short stays 'length'.
       if (called && response_metadata.finish_reason === 'stop') response_metadata.finish_reason = 'tool_calls';
-      yield new ChatGenerationChunk({ text: '', message: new AIMessageChunk({ content: '', usage_metadata, response_metadata }) });
+      yield await reported(new ChatGenerationChunk({ text: '', message: new AIMessageChunk({ content: '', usage_metadata, response_metadata }) }));
     } finally {
       release();
     }
@@ -263,12 +271,17 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
     };
   }
 
-  /** Backbone, reasoners with default weights, device, defaults, chat template and its variables: what tells two models apart. */
+  /**
+   * Backbone, reasoners with default weights, the load options that change replies, defaults, chat template, tool-call
+   * syntax and chat defaults: what tells two models apart (LangChain's cache keys are made of it).
+   */
   override _identifyingParams(): Record<string, unknown> {
     const { chatTemplateKwargs, reasoningFormat, thinkingBudget } = this.chatDefaults;
+    const { chatTemplate, toolCallSyntax } = this.given;
     return {
       ...this.runtime.identifyingParams(),
-      ...(this.chatTemplate ? { chat_template: this.chatTemplate } : {}),
+      ...(chatTemplate ? { chat_template: chatTemplate } : {}),
+      ...(toolCallSyntax ? { tool_call_syntax: toolCallSyntax } : {}),
       ...(chatTemplateKwargs ? { chat_template_kwargs: chatTemplateKwargs } : {}),
       ...(reasoningFormat ? { reasoning_format: reasoningFormat } : {}),
       ...(thinkingBudget !== undefined ? { thinking_token_budget: thinkingBudget } : {}),
@@ -300,11 +313,6 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
     return { ...this.runtime.profile(), toolCalling: tools, toolChoice: tools, reasoningOutput: reasoningTagsOf(this.prompter.chatTemplate) !== undefined || isHarmonyTemplate(this.prompter.chatTemplate) };
   }
 
-  /** Where every call's options are read (invoke, stream, batch): the model's `timeout` joins the call's there. */
-  protected override _separateRunnableConfigFromCallOptionsCompat(options?: Partial<ChatReasonerCallOptions>): [RunnableConfig, this['ParsedCallOptions']] {
-    return super._separateRunnableConfigFromCallOptionsCompat(this.runtime.timed(options));
-  }
-
   /** Stops the engine's workers and frees the models; later calls fail. */
   dispose(): Promise<void> {
     return this.runtime.dispose();
@@ -333,22 +341,23 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
     };
   }
 
-  /** The tools to render for a call, or undefined when none apply; throws where they cannot be shown. */
+  /** The tools to render for a call, or undefined when none are bound; throws where they cannot be shown. */
   private toolsFor(options: this['ParsedCallOptions']): ToolDefinition[] | undefined {
     const tools = this.toolDefinitions(options);
     if (tools) this.checkToolsRendered();
     return tools;
   }
 
-  /** A call's tools, unchecked, or undefined when none apply. */
+  /** A call's tools (shown under `tool_choice` `none` too), unchecked, or undefined when none are bound. */
   private toolDefinitions(options: this['ParsedCallOptions']): ToolDefinition[] | undefined {
-    if (!options.tools?.length || options.tool_choice === 'none') return undefined;
+    if (!options.tools?.length) return undefined;
     return options.tools.map((t) => convertToOpenAITool(t));
   }
 
-  /** The constraint a call's tools and `tool_choice` put on the reply. */
-  private toolCallFormat(options: this['ParsedCallOptions'], tools: ToolDefinition[]): Extract<ResponseFormat, { type: 'tool_calls' }> {
+  /** The constraint a call's tools and `tool_choice` put on the reply: none under `none`, which forbids calls. */
+  private toolCallFormat(options: this['ParsedCallOptions'], tools: ToolDefinition[]): Extract<ResponseFormat, { type: 'tool_calls' }> | undefined {
     const choice = options.tool_choice as unknown;
+    if (choice === 'none') return undefined;
     let toolChoice: ToolChoice;
     if (choice === undefined || choice === 'auto') toolChoice = 'auto';
     else if (choice === 'any' || choice === 'required') toolChoice = 'required';

@@ -7,7 +7,6 @@ import { LLM, type BaseLLMCallOptions, type BaseLLMParams } from '@langchain/cor
 import { AIMessageChunk, type MessageContent } from '@langchain/core/messages';
 import type { ModelProfile } from '@langchain/core/language_models/profile';
 import { GenerationChunk, type LLMResult } from '@langchain/core/outputs';
-import type { RunnableConfig } from '@langchain/core/runnables';
 import { abortError, startGeneration, takeTurn } from './generation.js';
 import { LANGCHAIN_MODEL_FIELDS, ModelOptionsSchema, parseOptions, splitOptions, type ModelOptions, type ReasonerCallOptions } from './options.js';
 import { ReasonerRuntime } from './runtime.js';
@@ -70,44 +69,20 @@ export class ReasonerLLM extends LLM<ReasonerLLMCallOptions> {
    * Streams text pieces, then one empty chunk whose `generationInfo` holds the response metadata (backbone,
    * reasoners, finish reason, timing) and `usage_metadata`.
    */
-  override async *_streamResponseChunks(
-    prompt: string,
-    options: this['ParsedCallOptions'],
-    runManager?: CallbackManagerForLLMRun,
-  ): AsyncGenerator<GenerationChunk> {
-    const plan = this.runtime.plan(options);
-    const { suffix } = options;
-    if (suffix !== undefined && typeof suffix !== 'string') throw new ReasonerOptionsError('call options', [{ path: 'suffix', message: `must be a string, not ${JSON.stringify(suffix)}` }]);
-    const release = await takeTurn(this.caller, options.signal);
-    try {
-      const generation = startGeneration(this.runtime.engine, { prompt, ...(suffix !== undefined ? { suffix } : {}) }, plan.engine, options.signal);
-      for await (const text of generation.pieces) {
-        const chunk = new GenerationChunk({ text });
-        await runManager?.handleLLMNewToken(text, undefined, undefined, undefined, undefined, { chunk });
-        yield chunk;
-      }
-      const result = await generation.result;
-      const usage_metadata = this.runtime.usage(result);
-      const response_metadata = this.runtime.responseMetadata(plan, result);
-      if (result.rows[0]!.finishReason === 'abort') {
-        throw abortError(options.signal, new AIMessageChunk({ content: result.rows[0]!.text, usage_metadata, response_metadata }));
-      }
-      yield new GenerationChunk({ text: '', generationInfo: { ...response_metadata, usage_metadata } });
-    } finally {
-      release();
-    }
+  override _streamResponseChunks(prompt: string, options: this['ParsedCallOptions'], runManager?: CallbackManagerForLLMRun): AsyncGenerator<GenerationChunk> {
+    return this.chunks(prompt, 0, options, runManager);
   }
 
   /** One completion, through the stream so that callbacks see every token. */
   override async _call(prompt: string, options: this['ParsedCallOptions'], runManager?: CallbackManagerForLLMRun): Promise<string> {
-    return (await this.complete(prompt, options, runManager)).text;
+    return (await this.complete(prompt, 0, options, runManager)).text;
   }
 
   /** Completes the prompts concurrently (they share the engine's running batch, up to `maxConcurrency` at once) and sums their usage. */
   override async _generate(prompts: string[], options: this['ParsedCallOptions'], runManager?: CallbackManagerForLLMRun): Promise<LLMResult> {
     const generations: GenerationChunk[][] = [];
     const tokenUsage = { promptTokens: 0, completionTokens: 0, totalTokens: 0 };
-    const completed = await Promise.all(prompts.map((prompt) => this.complete(prompt, options, runManager)));
+    const completed = await Promise.all(prompts.map((prompt, i) => this.complete(prompt, i, options, runManager)));
     for (const generation of completed) {
       const usage = generation.generationInfo!.usage_metadata as AIMessageChunk['usage_metadata'] & object;
       tokenUsage.promptTokens += usage.input_tokens;
@@ -141,19 +116,42 @@ export class ReasonerLLM extends LLM<ReasonerLLMCallOptions> {
     return this.runtime.profile();
   }
 
-  /** Where every call's options are read (invoke, stream, batch): the model's `timeout` joins the call's there. */
-  protected override _separateRunnableConfigFromCallOptionsCompat(options?: Partial<ReasonerLLMCallOptions>): [RunnableConfig, this['ParsedCallOptions']] {
-    return super._separateRunnableConfigFromCallOptionsCompat(this.runtime.timed(options));
-  }
-
   /** Stops the engine's workers and frees the models; later calls fail. */
   dispose(): Promise<void> {
     return this.runtime.dispose();
   }
 
-  private async complete(prompt: string, options: this['ParsedCallOptions'], runManager?: CallbackManagerForLLMRun): Promise<GenerationChunk> {
+  private async complete(prompt: string, index: number, options: this['ParsedCallOptions'], runManager?: CallbackManagerForLLMRun): Promise<GenerationChunk> {
     let generation = new GenerationChunk({ text: '' });
-    for await (const chunk of this._streamResponseChunks(prompt, options, runManager)) generation = generation.concat(chunk);
+    for await (const chunk of this.chunks(prompt, index, options, runManager)) generation = generation.concat(chunk);
     return generation;
+  }
+
+  /**
+   * The chunks of the completion of `prompt`, each reported to callbacks as the `index`th prompt's (the prompts of one
+   * `generate` share its run), the last one with the usage too, as LangChain's OpenAI models report theirs.
+   */
+  private async *chunks(prompt: string, index: number, options: this['ParsedCallOptions'], runManager?: CallbackManagerForLLMRun): AsyncGenerator<GenerationChunk> {
+    const plan = this.runtime.plan(options);
+    const { suffix } = options;
+    if (suffix !== undefined && typeof suffix !== 'string') throw new ReasonerOptionsError('call options', [{ path: 'suffix', message: `must be a string, not ${JSON.stringify(suffix)}` }]);
+    const reported = async (chunk: GenerationChunk) => {
+      await runManager?.handleLLMNewToken(chunk.text, { prompt: index, completion: 0 }, undefined, undefined, undefined, { chunk });
+      return chunk;
+    };
+    const { signal, release } = await takeTurn(this.caller, options.signal, this.runtime.timeout);
+    try {
+      const generation = startGeneration(this.runtime.engine, { prompt, ...(suffix !== undefined ? { suffix } : {}) }, plan.engine, signal);
+      for await (const text of generation.pieces) yield await reported(new GenerationChunk({ text }));
+      const result = await generation.result;
+      const usage_metadata = this.runtime.usage(result);
+      const response_metadata = this.runtime.responseMetadata(plan, result);
+      if (result.rows[0]!.finishReason === 'abort') {
+        throw abortError(signal, new AIMessageChunk({ content: result.rows[0]!.text, usage_metadata, response_metadata }));
+      }
+      yield await reported(new GenerationChunk({ text: '', generationInfo: { ...response_metadata, usage_metadata } }));
+    } finally {
+      release();
+    }
   }
 }

@@ -171,8 +171,9 @@ export const ModelOptionsSchema = z.strictObject({
     .optional(),
   ...generation,
   /**
-   * Milliseconds every call may take, as ChatOpenAI's `timeout` of its requests: the generation stops then, as with a
-   * call's own `timeout` (LangChain's call option), which applies beside it (whichever ends first stops the call).
+   * Milliseconds each call may run once it has its place among the model's generations (`maxConcurrency`), as
+   * ChatOpenAI's `timeout` counts per request: the generation stops then. A call's own `timeout` (LangChain's call
+   * option) applies beside it and, as LangChain's RunnableConfig.timeout, covers the whole call, the wait included.
    */
   timeout: z.number().positive().optional(),
   maxRetries: refusedRetry,

@@ -35,6 +35,13 @@ export interface CallPlan {
   reasoners: ActiveReasoner[];
 }
 
+/**
+ * What a model was loaded with, beside its models' paths, that changes its replies: the device, the graphs chosen, the
+ * context, the KV cache type of converted GGUFs. (Threads, placement, prefix and session caches, and speculative
+ * decoding change how fast a reply comes, not what it is.)
+ */
+type LoadedAs = Pick<ParsedModelOptions, 'device' | 'dtype' | 'contextLength' | 'ggufKvCache'>;
+
 /** The loaded models of a reasoner model. */
 export class ReasonerRuntime {
   private loadedTokenizer: Promise<TextTokenizer | undefined> | undefined;
@@ -42,12 +49,15 @@ export class ReasonerRuntime {
   private constructor(
     readonly engine: Engine,
     readonly backbone: BackboneInfo,
-    /** Reasoner modules in load order: absolute paths, or registry references as given. */
-    private readonly modulePaths: readonly string[],
+    /** Reasoner modules in load order: absolute paths, or registry references as given; with the graph chosen of each. */
+    private readonly modules: readonly { module: string; dtype?: string }[],
     private readonly defaults: GenerationDefaults,
-    private readonly device: string | undefined,
-    /** Milliseconds every call may take, if limited (`timeout` at creation). */
-    private readonly timeout: number | undefined,
+    private readonly loadedAs: LoadedAs,
+    /**
+     * Milliseconds each call may generate, if limited (`timeout` at creation): counted from its turn (see `takeTurn`),
+     * as ChatOpenAI's `timeout` is per request.
+     */
+    readonly timeout: number | undefined,
   ) {}
 
   /** Loads the backbone and reasoners of parsed model options into one engine. */
@@ -77,8 +87,8 @@ export class ReasonerRuntime {
     });
     try {
       const info = await describeBackbone(backbonePath, engine.info);
-      const modules = reasoners.map((r) => (existsSync(r.module) ? resolve(r.module) : r.module));
-      return new ReasonerRuntime(engine, info, modules, defaults, device, timeout);
+      const modules = reasoners.map((r) => ({ module: existsSync(r.module) ? resolve(r.module) : r.module, ...(r.dtype ? { dtype: r.dtype } : {}) }));
+      return new ReasonerRuntime(engine, info, modules, defaults, { device, dtype, contextLength, ggufKvCache }, timeout);
     } catch (err) {
       await engine.dispose();
       throw err;
@@ -157,23 +167,21 @@ export class ReasonerRuntime {
   }
 
   /**
-   * A call's options with the model's `timeout` joined to the call's own, the shorter kept (as LangChain merges two
-   * configs' timeouts), for LangChain to fold into the call's signal as it does a call's own.
+   * What identifies this model, as LangChain's cache keys and tracers read it: backbone, reasoners with their default
+   * weights, the load options that change replies (snake_case, as `model_name`), and the default settings.
    */
-  timed<T extends { timeout?: number }>(options: T | undefined): T | undefined {
-    if (this.timeout === undefined) return options;
-    return { ...options, timeout: Math.min(options?.timeout ?? Infinity, this.timeout) } as T;
-  }
-
-  /** What identifies this model: backbone, reasoners with their default weights, device and default settings. */
   identifyingParams(): Record<string, unknown> {
+    const { device, dtype, contextLength, ggufKvCache } = this.loadedAs;
     return {
       model_name: this.backbone.name,
       backbone: this.backbone.path,
-      reasoners: this.engine.info.reasoners.map((r, i) => ({ name: r.name, module: this.modulePaths[i], weight: r.weight })),
+      ...(dtype ? { dtype } : {}),
+      reasoners: this.engine.info.reasoners.map((r, i) => ({ name: r.name, ...this.modules[i], weight: r.weight })),
       mode: this.engine.info.mode,
       ...(this.engine.info.projector ? { projector: this.engine.info.projector.modelPath } : {}),
-      device: this.device ?? 'cpu',
+      device: device ?? 'cpu',
+      ...(contextLength !== undefined ? { context_length: contextLength } : {}),
+      ...(ggufKvCache ? { gguf_kv_cache: ggufKvCache } : {}),
       ...this.defaults,
     };
   }

@@ -12,6 +12,7 @@ import { ChatGenerationChunk, type ChatGeneration } from '@langchain/core/output
 import { ChatPromptTemplate } from '@langchain/core/prompts';
 import { toJsonSchema } from '@langchain/core/utils/json_schema';
 import { z } from 'zod';
+import { END, MessagesAnnotation, START, StateGraph } from '@langchain/langgraph';
 import { Engine, TextTokenizer } from '@reasonplug/core';
 import {
   ChatReasoner,
@@ -237,6 +238,30 @@ describe('ChatReasoner', function () {
         });
         expect(recorder.end?.llmOutput?.tokenUsage, how).to.deep.equal({ promptTokens: reply.usage_metadata!.input_tokens, completionTokens: MAX, totalTokens: reply.usage_metadata!.total_tokens });
       }
+    });
+
+    it("the last chunk, with usage and finish reason, reaches callbacks too (as ChatOpenAI's): a chain's stream events and LangGraph's messages mode see it", async () => {
+      for (const run of [(cb: Recorder) => model.invoke(STORY, { callbacks: [cb] }), async (cb: Recorder) => joined(await collect(await model.stream(STORY, { callbacks: [cb] })))]) {
+        const recorder = new Recorder();
+        const reply = await run(recorder);
+        const last = (recorder.fields.at(-1)!.chunk as ChatGenerationChunk).message as AIMessageChunk;
+        expect(recorder.tokens.at(-1)).to.equal('');
+        expect(usageOf(last)).to.deep.equal(usageOf(reply));
+        expect(last.response_metadata.finish_reason).to.equal('length');
+      }
+      // Inside a chain the model's stream events come from its callbacks.
+      const chain = ChatPromptTemplate.fromMessages([['human', '{text}']]).pipe(model);
+      const events = await collect(chain.streamEvents({ text: STORY }, { version: 'v2' }));
+      const usage = events.filter((e) => e.event === 'on_chat_model_stream' && (e.data.chunk as AIMessageChunk).usage_metadata);
+      expect(usage.map((e) => usageOf(e.data.chunk as AIMessageChunk))).to.deep.equal([usageOf(reference)]);
+      const graph = new StateGraph(MessagesAnnotation)
+        .addNode('model', async (state) => ({ messages: [await model.invoke(state.messages)] }))
+        .addEdge(START, 'model')
+        .addEdge('model', END)
+        .compile();
+      const messages: AIMessageChunk[] = [];
+      for await (const [chunk] of await graph.stream({ messages: [new HumanMessage(STORY)] }, { streamMode: 'messages' })) messages.push(chunk as AIMessageChunk);
+      expect(messages.filter((m) => m.usage_metadata).map(usageOf)).to.deep.equal([usageOf(reference)]);
     });
   });
 
@@ -585,6 +610,31 @@ describe('ChatReasoner', function () {
         // The functionCalling pipeline forces a call of "add" (the script's free text is masked) and parses it.
         const sum = await scripted.withStructuredOutput(AddSchema, { name: 'add', method: 'functionCalling' }).invoke(question);
         expect(AddSchema.parse(sum)).to.deep.equal(sum);
+      } finally {
+        await scripted.dispose();
+      }
+    });
+
+    it("tool_choice none shows the tools (as OpenAI's and the server's) and forbids calls: the reply is free text, not read for calls", async () => {
+      const question = [new HumanMessage('Add 2 and 3')];
+      const prompt = async (choice: string) => (await alone.bindTools([ADD_TOOL], { tool_choice: choice }).invoke(question, { maxTokens: 1 })).usage_metadata!.input_tokens;
+      const promptLength = await prompt('auto');
+      expect(await prompt('none')).to.equal(promptLength);
+      expect(promptLength).to.be.greaterThan((await alone.invoke(question, { maxTokens: 1 })).usage_metadata!.input_tokens);
+      expect(alone.invocationParams({ tools: [ADD_TOOL], tool_choice: 'none' } as never)).to.have.property('tools').with.length(1);
+      // A reasoner that writes a call at the prompt length with the tools shown: under none it stays text.
+      const call = '<tool_call>{"name": "add", "arguments": {"a": 2, "b": 3}}</tool_call>';
+      const scripted = await ChatReasoner.create({
+        backbone: storiesChat,
+        reasoners: [{ module: await scriptedReasoner('none-script-r', tokenizer.encode(` Sure.${call}`, false), promptLength) }],
+        cacheDir,
+        maxTokens: 100,
+      });
+      try {
+        const reply = await scripted.bindTools([ADD_TOOL], { tool_choice: 'none' }).invoke(question);
+        expect(reply.text).to.contain(call);
+        expect(reply.tool_calls).to.deep.equal([]);
+        expect(reply.response_metadata.finish_reason).to.equal('stop');
       } finally {
         await scripted.dispose();
       }

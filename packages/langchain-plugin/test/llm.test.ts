@@ -62,6 +62,29 @@ describe('ReasonerLLM', function () {
     expect(result.llmOutput?.tokenUsage).to.deep.equal({ promptTokens: sum('input_tokens'), completionTokens: sum('output_tokens'), totalTokens: sum('total_tokens') });
   });
 
+  it("reports the last chunk, with usage and metadata, to callbacks too, as LangChain's OpenAI models do", async () => {
+    for (const run of [(cb: Recorder) => llm.invoke(PROMPT, { callbacks: [cb] }), async (cb: Recorder) => (await collect(await llm.stream(PROMPT, { callbacks: [cb] }))).join('')]) {
+      const recorder = new Recorder();
+      const text = await run(recorder);
+      expect(recorder.tokens.join('')).to.equal(text);
+      expect(recorder.tokens.at(-1)).to.equal('');
+      const info = recorder.fields.at(-1)!.chunk!.generationInfo!;
+      expect(info).to.deep.include({ model_provider: 'reasonplug', finish_reason: 'length', usage_metadata: { input_tokens: 5, output_tokens: 20, total_tokens: 25 } });
+    }
+  });
+
+  it("reports each prompt's tokens of a generate call with its index, as LangChain's OpenAI does", async () => {
+    const recorder = new Recorder();
+    const prompts = [PROMPT, 'Tim and Lily', 'The sun'];
+    const result = await llm.generate(prompts, { callbacks: [recorder], reasoners: [] });
+    prompts.forEach((_, i) => {
+      const mine = recorder.tokens.filter((_, k) => recorder.indices[k]!.prompt === i);
+      expect(mine.join(''), `prompt ${i}`).to.equal(result.generations[i]![0]!.text);
+      expect(mine.at(-1), `prompt ${i}`).to.equal('');
+    });
+    expect(new Set(recorder.indices.map((idx) => idx.completion))).to.deep.equal(new Set([0]));
+  });
+
   it('batches concurrent calls through the engine queue, each as if alone', async () => {
     const prompts = [PROMPT, 'Tim and Lily', 'The sun'];
     const each: string[] = [];

@@ -104,6 +104,44 @@ describe('maxConcurrency', function () {
     }
   });
 
+  it("the model's timeout counts from a call's turn (as ChatOpenAI's, per request), not its wait; a call's own timeout covers the wait", async () => {
+    const backbone = await slowBackbone();
+    const slowChat = await withChatTemplate(backbone, 'slow-turns', PLAIN_TEMPLATE);
+    const MAX = 300;
+    const untimed = await ReasonerLLM.create({ backbone, cacheDir, maxTokens: MAX });
+    let alone: number;
+    try {
+      await untimed.invoke('Hi');
+      const t0 = performance.now();
+      await untimed.invoke('Hi');
+      alone = performance.now() - t0;
+    } finally {
+      await untimed.dispose();
+    }
+    // Each call alone takes a quarter of the timeout at most; the eighth in line waits seven times as long.
+    const timeout = Math.ceil(Math.max(400, 4 * alone));
+    const timed = [
+      await ReasonerLLM.create({ backbone, cacheDir, maxTokens: MAX, timeout, maxConcurrency: 1 }),
+      await ChatReasoner.create({ backbone: slowChat, cacheDir, maxTokens: MAX, timeout, maxConcurrency: 1 }),
+    ];
+    try {
+      for (const model of timed) {
+        const replies = await (model as ReasonerLLM).batch(Array<string>(8).fill('Hi'), {}, { returnExceptions: true });
+        expect(replies.map((r) => (r instanceof Error ? `${r.name}: ${r.message}` : 'ok')), model._llmType()).to.deep.equal(Array(8).fill('ok'));
+        // A call's own timeout (LangChain's, which covers the whole call) ends it while it waits, before its first
+        // token: here behind a stream, which holds its place until it is read to its end.
+        const first = (await (model as ReasonerLLM).stream('Hi'))[Symbol.asyncIterator]();
+        await first.next();
+        const second = await (model as ReasonerLLM).invoke('Hi', { timeout: Math.ceil(alone / 4) }).catch((e: unknown) => e);
+        while (!(await first.next()).done);
+        expect(ModelAbortError.isInstance(second), String(second)).to.equal(true);
+        expect((second as ModelAbortError).partialOutput!.usage_metadata!.output_tokens).to.equal(0);
+      }
+    } finally {
+      await Promise.all(timed.map((m) => m.dispose()));
+    }
+  });
+
   it("refuses LangChain's retry fields by name: a local engine fails the same way on every try", async () => {
     for (const create of [ChatReasoner.create, ReasonerLLM.create]) {
       const err = await create({ backbone: 'never-loaded', cacheDir, maxRetries: 2, onFailedAttempt: () => {} } as never).catch((e: Error) => e);

@@ -7,6 +7,8 @@ export class Recorder extends BaseCallbackHandler {
   override awaitHandlers = true;
   readonly tokens: string[] = [];
   readonly fields: (HandleLLMNewTokenCallbackFields | undefined)[] = [];
+  /** Which prompt and completion each token is of. */
+  readonly indices: NewTokenIndices[] = [];
   start: { extraParams?: Record<string, unknown>; metadata?: Record<string, unknown> } | undefined;
   end: LLMResult | undefined;
 
@@ -15,9 +17,10 @@ export class Recorder extends BaseCallbackHandler {
     super();
   }
 
-  override handleLLMNewToken(token: string, _idx: NewTokenIndices, _runId: string, _parent?: string, _tags?: string[], fields?: HandleLLMNewTokenCallbackFields): void {
+  override handleLLMNewToken(token: string, idx: NewTokenIndices, _runId: string, _parent?: string, _tags?: string[], fields?: HandleLLMNewTokenCallbackFields): void {
     this.tokens.push(token);
     this.fields.push(fields);
+    this.indices.push(idx);
     this.onToken(this);
   }
 
