@@ -33,14 +33,14 @@ describe('a .gguf file as the model', function () {
     // (`<sha>-v4`: the default conversion as builds named it before keys and values were float16 by default)
     const old = [`${sha}-kv16-v5`, `${sha}-kv16-v3`, `${sha}-v4`, `${sha}-f16-v6`];
     // the file's conversions with other options in the current layout, another file's
-    const kept = [`${sha}-v7`, `${sha}-f16-v7`, `${other}-kv16-v5`, `${other}-v4`];
+    const kept = [`${sha}-v8`, `${sha}-f16-v8`, `${other}-kv16-v5`, `${other}-v4`];
     for (const name of [...old, ...kept]) {
       await mkdir(join(cacheDir, 'gguf', name), { recursive: true });
       await writeFile(join(cacheDir, 'gguf', name, 'model.onnx'), 'an earlier conversion');
     }
     const dir = await ggufModuleDir(path, { cacheDir });
     expect((await readdir(join(cacheDir, 'gguf'))).sort()).to.deep.equal([...kept, basename(dir)].sort());
-    expect(basename(dir)).to.equal(`${sha}-kv16-v7`);
+    expect(basename(dir)).to.equal(`${sha}-kv16-v8`);
   });
 
   it('Engine.load converts it once into the cache and runs it; a second load (and a reasoner of the same file) reuses the conversion', async () => {
@@ -53,7 +53,7 @@ describe('a .gguf file as the model', function () {
       expect(r.rows[0]!.ids).to.deep.equal([403, 407, 261, 378]); // "Once upon a time", as llama.cpp reads the file
       const entries = await readdir(join(scratch.cache, 'gguf'));
       expect(entries).to.have.length(1);
-      expect(entries[0]).to.match(/^270cba1bd5109f42d03350f60406024560464db173c0e387d91f0426d3bd256d-kv16-v7$/);
+      expect(entries[0]).to.match(/^270cba1bd5109f42d03350f60406024560464db173c0e387d91f0426d3bd256d-kv16-v8$/);
       modelStat = await stat(join(scratch.cache, 'gguf', entries[0]!, 'model.onnx'));
     } finally {
       await engine.dispose();

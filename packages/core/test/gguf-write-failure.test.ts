@@ -52,7 +52,7 @@ describe('a GGUF conversion that cannot be written', function () {
     const args = ['generate', '--model', models.stories260K, '--prompt', 'Once upon a time', '--max-tokens', '4'];
     const run = await limitedReasonplug(args, env);
     expect(run.code).to.not.equal(0);
-    const entry = join(cache, 'gguf', `${SHA}-kv16-v7`);
+    const entry = join(cache, 'gguf', `${SHA}-kv16-v8`);
     expect(run.stderr).to.match(new RegExp(`^reasonplug: ConversionError: cannot write the module converted from ${models.stories260K} into ${entry}: EFBIG: file too large`));
     expect(await readdir(join(cache, 'gguf'))).to.deep.equal([]);
 
@@ -65,6 +65,6 @@ describe('a GGUF conversion that cannot be written', function () {
     expect((await runReasonplug(['cache'], env)).stdout).to.match(/gguf .* a conversion in progress or broken off/);
     const ok = await runReasonplug(args, env);
     expect(ok.stdout).to.match(/^, there was/);
-    expect(await readdir(join(cache, 'gguf'))).to.deep.equal([`${SHA}-kv16-v7`]);
+    expect(await readdir(join(cache, 'gguf'))).to.deep.equal([`${SHA}-kv16-v8`]);
   });
 });

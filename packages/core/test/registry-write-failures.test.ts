@@ -80,17 +80,18 @@ describe('a pull into a cache that cannot take the bytes', function () {
     expect(sha256Digest(await readFile(join(pulled.dir, 'weights.bin')))).to.equal(weights);
   });
 
-  it('says which cache cannot take a ref, as a CacheWriteError', async () => {
+  it("says which ref file a cache cannot take, as a CacheWriteError", async () => {
     const dir = await makeRegistryModule({ name: 'unref', files: { 'weights.bin': 10_000 } });
     const ref = `${registry.host}/acme/unref:1.0.0`;
     await pushModule(dir, ref);
     const cache = testDir('ref-blocked');
     // A folder where the ref's file goes: the rename of its temp file onto it fails.
-    await mkdir(join(cache, 'refs', registry.host.replace(':', '_'), 'acme', 'unref', '1.0.0', 'x'), { recursive: true });
+    const refFile = join(cache, 'refs', registry.host.replace(':', '_'), 'acme', 'unref', '1.0.0');
+    await mkdir(join(refFile, 'x'), { recursive: true });
     const err = await rejection(pullModule(ref, { cacheDir: cache }));
     expect(err).to.be.instanceOf(CacheWriteError);
-    expect((err as CacheWriteError).path).to.equal(cache);
-    expect(err.message).to.include(`cannot write the ref 1.0.0 of ${registry.host}/acme/unref into the cache (${cache})`);
+    expect((err as CacheWriteError).path).to.equal(refFile);
+    expect(err.message).to.include(`cannot write the ref 1.0.0 of ${registry.host}/acme/unref into the cache (${refFile})`);
   });
 });
 

@@ -10,7 +10,7 @@ import { models } from '../../../test/support/paths.js';
 import { Engine } from '../src/engine.js';
 import { ggufModuleDir } from '../src/gguf/gguf-module.js';
 import { cacheUsage, type CacheUsage } from '../src/modules/cache-usage.js';
-import { PREPARED_FORMAT_VERSION } from '../src/onnx/prepared-cache.js';
+import { PREPARED_FORMAT_VERSION, prepareDecoder } from '../src/onnx/prepared-cache.js';
 import { testDir } from './support/models.js';
 import { invisiblePid, suffixOf } from './support/owners.js';
 
@@ -23,7 +23,7 @@ describe('caches after an upgrade', function () {
   it("a GGUF's conversion named before the options infix (<sha>-v4) goes; one an older version still converts into stays, listed as stale", async () => {
     const cacheDir = testDir('leftovers-gguf');
     const current = await ggufModuleDir(models.stories260K, { cacheDir });
-    expect(basename(current)).to.equal(`${SHA}-kv16-v7`);
+    expect(basename(current)).to.equal(`${SHA}-kv16-v8`);
     const root = join(cacheDir, 'gguf');
     // a whole conversion of an earlier build, as it named the default one
     await cp(current, join(root, `${SHA}-v4`), { recursive: true });
@@ -43,10 +43,54 @@ describe('caches after an upgrade', function () {
     expect((await readdir(root)).sort()).to.deep.equal([basename(current), `${SHA}-v6`, basename(converting)].sort());
     const usage = listed(await cacheUsage(cacheDir), 'gguf');
     expect(usage.map((e) => e.name)).to.have.members([
-      'stories260k@0.1.0 (from stories260K.gguf) [kv16-v7]',
+      'stories260k@0.1.0 (from stories260K.gguf) [kv16-v8]',
       'stories260k@0.1.0 (from stories260K.gguf) [v6, stale: no longer read]',
       'a conversion in progress or broken off',
     ]);
+  });
+
+  it("an intact conversion found at load leaves the earlier layouts: an older build sharing the cache keeps its own entry", async () => {
+    const cacheDir = testDir('leftovers-intact');
+    const current = await ggufModuleDir(models.stories260K, { cacheDir });
+    const root = join(cacheDir, 'gguf');
+    // the entry an older build converted after this one (removed at each load, it would be converted again each time)
+    const older = join(root, `${SHA}-kv16-v7`);
+    await cp(current, older, { recursive: true });
+    const { ino } = await stat(older);
+
+    expect(await ggufModuleDir(models.stories260K, { cacheDir })).to.equal(current);
+    expect((await stat(older)).ino).to.equal(ino);
+  });
+
+  it("keeps a conversion whose manifest is of schemaVersion 2 under a layout no build reading only version 1 owns (theirs ends at -v7)", async () => {
+    const dir = await ggufModuleDir(models.stories260K, { cacheDir: testDir('leftovers-schema2') });
+    const manifest = JSON.parse(await readFile(join(dir, 'reasonplug.json'), 'utf8')) as { schemaVersion: number };
+    expect(manifest.schemaVersion).to.equal(2);
+    expect(Number(/-v(\d+)$/.exec(basename(dir))![1])).to.be.above(7);
+  });
+
+  it("removes no file of a prepared-graph directory that is not a cache entry's, nor lists one as stale", async () => {
+    const root = testDir('leftovers-foreign');
+    const module = await ggufModuleDir(models.stories260K, { cacheDir: root });
+    // a directory of the user's own, given as cacheDir, holding their files beside an earlier format's entry
+    const mine = testDir('leftovers-foreign-dir');
+    await writeFile(join(mine, 'export.json'), JSON.stringify({ format: 1, note: 'my export settings' }));
+    await cp(join(module, 'model.onnx'), join(mine, 'export.onnx'));
+    const old = 'c'.repeat(64);
+    await writeFile(join(mine, `${old}.json`), JSON.stringify({ format: PREPARED_FORMAT_VERSION - 1 }));
+    await writeFile(join(mine, `${old}.onnx`), 'a graph of an earlier format');
+    await prepareDecoder(join(module, 'model.onnx'), { cacheDir: mine, lastLogitsOnly: true });
+    const left = await readdir(mine);
+    expect(left).to.include.members(['export.json', 'export.onnx']);
+    expect(left).not.to.include.members([`${old}.json`]);
+    expect(left).not.to.include.members([`${old}.onnx`]);
+
+    // the cache root's own directory: such a file there is no prepared graph, stale or not
+    const prepared = join(root, 'prepared');
+    await mkdir(prepared, { recursive: true });
+    await cp(join(mine, 'export.json'), join(prepared, 'export.json'));
+    await cp(join(mine, 'export.onnx'), join(prepared, 'export.onnx'));
+    expect(listed(await cacheUsage(root), 'prepared').map((e) => e.name)).to.deep.equal(['0 prepared graph(s)']);
   });
 
   it('prepared graphs of earlier formats, listed as stale, go once a graph is prepared in the current one (a newer version\'s stay)', async () => {

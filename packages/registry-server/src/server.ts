@@ -116,6 +116,7 @@ export function createRegistryServer(opts: RegistryServerOptions): RegistryServe
     ...openRegistry(opts.storage),
     access: new Access(opts.auth),
     maxManifestBytes: opts.maxManifestBytes ?? DEFAULT_MAX_MANIFEST,
+    logger,
   };
   // Handlers still running (a write failing after its connection was cut): close() waits for them, so
   // that no storage work outlives the server.

@@ -6,9 +6,11 @@
  */
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
 import type { ListeningRegistry } from '../src/server.js';
 import { FilesystemStorage } from '../src/storage/filesystem.js';
-import { blobDir, tagCurrentDir, uploadDir, uploadPartDigestsDir } from '../src/storage/layout.js';
+import { blobDir, indexDir, tagCurrentDir, uploadDir, uploadPartDigestsDir } from '../src/storage/layout.js';
 import { Client, digestOf, moduleArtifact, startRegistry } from './support/registry.js';
 import { scratch } from './support/tmp.js';
 
@@ -61,6 +63,42 @@ describe('a storage write failing inside a push', function () {
     expect((await c.putManifest(repo, '0.1.0', corrected.manifest)).status).to.equal(201);
     const head = await c.request('HEAD', `/v2/${repo}/manifests/0.1.0`);
     expect(head.headers.get('docker-content-digest')).to.equal(digestOf(corrected.manifest));
+  });
+
+  it('answers a push whose search index write failed as done (the tag stands), logs it, and the index catches up later', async () => {
+    const repo = 'ns/indexed';
+    const lines: { level: number; msg: string; repository?: string }[] = [];
+    const sink = new Writable({
+      write(chunk, _enc, done) {
+        lines.push(JSON.parse(chunk.toString()) as (typeof lines)[number]);
+        done();
+      },
+    });
+    const logged = await startRegistry(storage, { logger: pino({ level: 'info' }, sink) });
+    try {
+      const lc = new Client(logged.url);
+      const first = moduleArtifact({ version: '0.1.0' });
+      const other = moduleArtifact({ version: '0.1.0', files: { 'model.onnx': 'other weights' } });
+      for (const b of [...first.blobs, ...other.blobs]) await lc.pushBlob(repo, b);
+      const found = async () => ((await (await lc.request('GET', '/v2/_reasonplug/search')).json()) as { results: { name: string }[] }).results.map((r) => r.name);
+
+      // The index document's folder cannot be made: only that write fails.
+      await block(`${indexDir}/${repo}`);
+      expect((await lc.putManifest(repo, '0.1.0', first.manifest)).status).to.equal(201);
+      expect(lines.filter((l) => l.level >= 50 && l.repository === repo).map((l) => l.msg)).to.deep.equal([
+        'search index not updated (the write stands; `reasonplug-registry reindex` rebuilds it)',
+      ]);
+      // The client goes on to move `latest`, as a push does; the version is published, and keeps its content.
+      expect((await lc.putManifest(repo, 'latest', first.manifest)).status).to.equal(201);
+      expect((await lc.putManifest(repo, '0.1.0', other.manifest)).status).to.equal(403);
+      expect(await found()).to.deep.equal([]);
+
+      await clear(`${indexDir}/${repo}`);
+      expect((await lc.putManifest(repo, 'latest', first.manifest)).status).to.equal(201);
+      expect(await found()).to.deep.equal([repo]);
+    } finally {
+      await logged.close();
+    }
   });
 
   for (const { how, parts } of [

@@ -30,9 +30,12 @@ import { makeDirectory } from '../modules/make-directory.js';
  * v5: models whose query heads share kv heads get the op graph's attention, with a rotary kernel and fused norms;
  * v6: the op graph returns each run's keys and values alone, `new_key_values.{i}`, and is written for models with a kv
  * head per query head too, unless they have sliding windows; v7: tokenizer.json without the "[PAD<id>]" padding
- * llama.cpp's converter fills a vocabulary with, so its fingerprint is the model's own).
+ * llama.cpp's converter fills a vocabulary with, so its fingerprint is the model's own; v8: the same modules, with
+ * manifests of schemaVersion 2 where the graph returns new keys and values: a build that reads only version 1 took such
+ * a manifest under a name it owns, `-v7`, for a damaged entry, removed it and converted again; under a name of their
+ * own, it never meets one).
  */
-const LAYOUT = 'v7';
+const LAYOUT = 'v8';
 
 /**
  * The name of the module a GGUF file given as a model became (`dir`), as `convertGguf` names it from this file: its
@@ -128,7 +131,7 @@ async function intact(dir: string): Promise<boolean> {
 }
 
 /**
- * The module directory of a GGUF file: converted on first use into `<cacheDir>/gguf/<sha256>-kv16-v7` (the
+ * The module directory of a GGUF file: converted on first use into `<cacheDir>/gguf/<sha256>-kv16-v8` (the
  * conversion options, then the layout), reused afterwards; the file's entries of earlier layouts are then removed.
  * Conversion errors (`GgufError`, a `ConversionError` naming the file and the cache entry where writing failed, and
  * others) propagate, with nothing left in the cache.
@@ -147,6 +150,8 @@ export async function ggufModuleDir(path: string, opts: GgufModuleOptions): Prom
   const kv16 = dtype === 'float32' && (opts.convert?.kvCache ?? 'float16') === 'float16';
   const entry = `${sha256}-${dtype === 'float32' ? '' : 'f16-'}${kv16 ? 'kv16-' : ''}`;
   const dir = join(root, `${entry}${LAYOUT}`);
+  // (earlier layouts are removed as an entry is converted, not at each load: two builds sharing a cache would each
+  // remove the other's entry and convert again, load after load)
   if (await intact(dir)) return dir;
   // Converted again once when the new entry is gone before it is used (a `reasonplug cache clear` in between).
   for (let tries = 0; tries < 2; tries++) {
@@ -172,7 +177,7 @@ const inflight = new Map<string, Promise<void>>();
 
 /**
  * An entry's name: the file's digest, the conversion options (`f16-`, `kv16-`, or none: builds before keys and values
- * were float16 by default wrote `<sha256>-v4` for today's `<sha256>-kv16-v7`) and the layout number.
+ * were float16 by default wrote `<sha256>-v4` for today's `<sha256>-kv16-v8`) and the layout number.
  */
 const ENTRY_NAME = /^([0-9a-f]{64})-(?:f16-)?(?:kv16-)?v(\d+)$/;
 
@@ -184,7 +189,7 @@ export function isEarlierLayout(name: string): boolean {
 
 /**
  * Removes the entries of file `sha256` written by an earlier layout, whatever their conversion options (`<sha256>-v4`
- * once `<sha256>-kv16-v7` is there), and the temp folders of those entries whose writer is gone: each holds the whole
+ * once `<sha256>-kv16-v8` is there), and the temp folders of those entries whose writer is gone: each holds the whole
  * model, and nothing reads it any more. An entry with a temp folder still in use is left: an older build converting
  * into it, or waiting on its conversion, loads it as soon as it lands.
  */

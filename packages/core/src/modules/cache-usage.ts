@@ -11,7 +11,7 @@ import { basename, join } from 'node:path';
 import { madeByMe } from '../registry/atomic.js';
 import { ownerGone } from '../registry/download.js';
 import { isEarlierLayout } from '../gguf/gguf-module.js';
-import { isEarlierFormat } from '../onnx/prepared-cache.js';
+import { isEarlierFormat, isEntryFile } from '../onnx/prepared-cache.js';
 import { cacheRoot } from './cache-root.js';
 import { ollamaPulledModels, pulledOllamaStore } from './ollama-store.js';
 
@@ -112,7 +112,7 @@ export async function cacheUsage(root = cacheRoot()): Promise<CacheUsage> {
       entries.push({ part: 'gguf', name: 'a conversion in progress or broken off', path: dir, bytes: await sizeOf(dir, seen) });
       continue;
     }
-    // (the entry's conversion options: `kv16-v7`, `f16-v7`, `v7` after the file's digest)
+    // (the entry's conversion options: `kv16-v8`, `f16-v8`, `v8` after the file's digest)
     const variant = basename(dir).replace(/^[0-9a-f]{64}-/, '');
     // One of an earlier layout is one an upgrade did not remove (gguf-module.ts `dropEarlierLayouts`): an older version
     // converted it meanwhile, or removing it failed.
@@ -156,7 +156,8 @@ export async function cacheUsage(root = cacheRoot()): Promise<CacheUsage> {
   const others = await sizeOf(sessions, seen);
   if (others > 0) entries.push({ part: 'sessions', name: 'files of no saved session (writes in progress or left by a crash)', path: sessions, bytes: others });
   const prepared = join(root, 'prepared');
-  const preparedFiles = await readdir(prepared).catch(() => [] as string[]);
+  // (entries' files only: other files there are counted in the part's bytes, but are no prepared graph, stale or not)
+  const preparedFiles = (await readdir(prepared).catch(() => [] as string[])).filter(isEntryFile);
   // Graphs of an earlier format (onnx/prepared-cache.ts `dropEarlierFormats`) first, so the live count leaves them out.
   let staleGraphs = 0;
   let staleBytes = 0;

@@ -68,8 +68,10 @@ const Tag = z.string().regex(NAME_RE, 'expected a lower-case tag such as "math" 
  * 1: the ONNX decoder conventions of ARCHITECTURE.md, whose decoders return the past joined with the run's keys and
  * values (`present.{i}.key|value`). 2: the graph may instead return only the run's new keys and values
  * (`new_key_values.{i}.key|value`, LlamaBuildOptions.kvOutput 'new'), which the caller appends; a reader that knows
- * only 1 then refuses the module by its version, not as a broken decoder. Version 1 stays accepted with such outputs
- * too: modules converted before version 2 existed have them, and the engine reads the convention from the graph.
+ * only 1, given such a module, refuses it by its version, not as a broken decoder (in a GGUF cache it shares it meets
+ * none: conversions with such manifests are entries of a layout of their own, gguf-module.ts `LAYOUT` v8). Version 1
+ * stays accepted with such outputs too: modules converted before version 2 existed have them, and the engine reads the
+ * convention from the graph.
  */
 export const SCHEMA_VERSIONS = [1, 2] as const;
 /** A manifest `schemaVersion` this version reads: one of {@link SCHEMA_VERSIONS}. */

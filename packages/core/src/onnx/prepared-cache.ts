@@ -48,6 +48,17 @@ export function isEarlierFormat(sidecar: { format?: unknown }): boolean {
   return typeof sidecar.format === 'number' && sidecar.format < PREPARED_FORMAT_VERSION;
 }
 
+/** An entry's files: `<key>.json` (its sidecar) and `<key>.onnx` (its graph), the key 64 hex digits ({@link locateEntry}). */
+const ENTRY_FILE = /^[0-9a-f]{64}\.(?:json|onnx)$/;
+
+/**
+ * Whether `name`, in a directory of prepared graphs, is a file of a cache entry: any other (a user's own file in the
+ * `cacheDir` they chose) is none of this cache's to list or remove.
+ */
+export function isEntryFile(name: string): boolean {
+  return ENTRY_FILE.test(name);
+}
+
 /** Options of {@link prepareDecoder}. */
 export interface PrepareOptions extends AdaptOptions {
   /** Directory of prepared graphs; default `$REASONPLUG_CACHE/prepared` or `~/.cache/reasonplug/prepared`. */
@@ -201,7 +212,7 @@ async function writeEntry(dir: string, paths: EntryPaths, graph: Uint8Array, met
  */
 async function dropEarlierFormats(dir: string): Promise<void> {
   for (const name of await readdir(dir).catch(() => [] as string[])) {
-    if (!name.endsWith('.json')) continue;
+    if (!name.endsWith('.json') || !isEntryFile(name)) continue;
     const sidecarPath = join(dir, name);
     // (best effort: the new entry is written whatever happens to an old one, and an unreadable sidecar is no entry)
     try {

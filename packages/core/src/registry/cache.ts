@@ -109,7 +109,8 @@ export class ModuleCache {
     return sha256Digest(bytes) === digest ? bytes : undefined;
   }
 
-  private refPath(registry: string, repository: string, tag: string): string {
+  /** The file a tag's ref is kept in (`InvalidReferenceError` for a string no tag can be). */
+  refPath(registry: string, repository: string, tag: string): string {
     // The tag becomes a file name: a tag from a registry must never name a path ("../..") outside the cache.
     if (!TAG.test(tag)) throw new InvalidReferenceError(`${JSON.stringify(tag)} is not a tag, so it cannot name a ref in the cache at ${this.root}`);
     return join(this.root, 'refs', registryDir(registry), ...repository.split('/'), tag);

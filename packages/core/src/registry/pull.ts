@@ -125,7 +125,7 @@ export async function pullModule(spec: string | ModuleRef, opts: PullOptions = {
 async function updateRef(cache: ModuleCache, registry: string, repository: string, tag: string, digest: string): Promise<void> {
   if ((await cache.readRef(registry, repository, tag)) === digest) return;
   await cache.writeRef(registry, repository, tag, digest).catch((err: unknown) => {
-    throw cacheWriteError(err, cache.root, `the ref ${tag} of ${registry}/${repository}`, 'pull again');
+    throw cacheWriteError(err, cache.refPath(registry, repository, tag), `the ref ${tag} of ${registry}/${repository}`, 'pull again');
   });
 }
 

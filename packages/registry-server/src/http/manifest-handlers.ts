@@ -24,7 +24,7 @@ export async function getManifest(s: Services, req: Request, res: Response, name
 export async function putManifest(s: Services, req: Request, res: Response, name: string, reference: string): Promise<void> {
   const bytes = await readManifestBody(req, s.maxManifestBytes);
   const { digest, manifest } = await s.manifests.put(name, reference, bytes, req.headers['content-type']);
-  if (!isDigest(reference)) await s.index.refresh(name);
+  if (!isDigest(reference)) await refreshIndex(s, name);
   res
     .status(201)
     .set({
@@ -56,8 +56,22 @@ export async function listReferrers(s: Services, req: Request, res: Response, na
 
 export async function deleteManifest(s: Services, res: Response, name: string, reference: string): Promise<void> {
   await s.manifests.delete(name, reference);
-  await s.index.refresh(name);
+  await refreshIndex(s, name);
   res.status(202).set('Content-Length', '0').end();
+}
+
+/**
+ * Rebuilds repository `name`'s search document after a write that has landed. A failure (a full disk) is logged, not
+ * answered: the tag or deletion stands either way, so an error would only tell the client to retry what is done (an
+ * exact version then refuses other content), and the document is derived data, rebuilt by the next write to the
+ * repository or by `reasonplug-registry reindex`. (Not refreshed before the write: it is built from the tags as they are.)
+ */
+async function refreshIndex(s: Services, name: string): Promise<void> {
+  try {
+    await s.index.refresh(name);
+  } catch (err) {
+    s.logger.error({ err, repository: name }, 'search index not updated (the write stands; `reasonplug-registry reindex` rebuilds it)');
+  }
 }
 
 /**
