@@ -1,6 +1,6 @@
 /**
  * What `reasonplug serve` answers before a route does its work: `/api/show` and the chat routes on a bare graph (no
- * tokenizer.json) started with a chat template; the token routes (`/tokenize`, `/detokenize`, Anthropic's
+ * tokenizer.json) started with a chat template, and an echo of token ids there; the token routes (`/tokenize`, `/detokenize`, Anthropic's
  * `count_tokens`) while it shuts down, as every API route (the caller authorized first, then 503); and a body size
  * limit that is no whole number, refused before it listens. Raw sockets on loopback, the converted stories260K.
  */
@@ -65,6 +65,17 @@ describe("reasonplug serve: the routes' guards", function () {
       const ollama = await postJson(at, '/api/chat', { model: 'bare', messages, tools: TOOLS, stream: false });
       expect([ollama.status, ((await ollama.json()) as { error: string }).error], String(syntax)).to.deep.equal([400, NO_TOKENIZER]);
     }
+  });
+
+  it('a bare graph: echo of token ids, which needs the tokenizer to write them as text, is a 400 before anything runs, streamed or not', async () => {
+    const at = await serve({ engine: { model: await builtModel('guards-bare') }, name: 'bare' });
+    for (const stream of [false, true]) {
+      const res = await postJson(at, '/v1/completions', { model: 'bare', prompt: [1, 2, 3], max_tokens: 3, echo: true, stream });
+      const { error } = (await res.json()) as { error: { message: string; param: string } };
+      expect([res.status, error.message, error.param], `stream: ${stream}`).to.deep.equal([400, 'echo of token ids needs the model tokenizer', 'echo']);
+    }
+    // (without echo, ids run as ever)
+    expect((await postJson(at, '/v1/completions', { model: 'bare', prompt: [1, 2, 3], max_tokens: 3 })).status).to.equal(200);
   });
 
   it('the token routes answer 503 once it shuts down (401 first to a caller without a key), and a body still arriving then is refused', async () => {

@@ -62,6 +62,35 @@ describe('/v1/completions text_offset past astral characters', function () {
     expect(chunks.flatMap((c) => c.choices[0]?.logprobs?.text_offset ?? [])).to.deep.equal(whole.logprobs.text_offset);
   });
 
+  it('places a token after a byte that can be no character past that byte\'s U+FFFD, streamed as whole', async () => {
+    let reply: number[] = [];
+    const dir = await makeModule({
+      name: 'invalid-byte-offsets',
+      kind: 'backbone',
+      seed: 4,
+      config: storiesConfig(),
+      edit: async (model) => {
+        const tokenizer = await TextTokenizer.fromDirectory(dirname(model));
+        const prompt = tokenizer.encode('Q:', true);
+        // (a lone continuation byte: U+FFFD for good, named so at its own token)
+        reply = [...tokenizer.encode('Hi', false), tokenizer.tokenId('<0x98>')!, tokenizer.tokenId('A')!, tokenizer.tokenId('B')!, ...tokenizer.encode(' ok.', false)];
+        await followScript(model, 512, [...new Array<number>(prompt.length - 1).fill(0), ...reply, ...new Array<number>(50).fill(2)]);
+      },
+    });
+    const url = await serve({ engine: { model: dir }, name: 'invalid-byte' });
+    const body = { model: 'invalid-byte', prompt: 'Q:', max_tokens: 20, logprobs: 0 };
+    const whole = ((await (await postJson(url, '/v1/completions', body)).json()) as { choices: { text: string; logprobs: Legacy }[] }).choices[0]!;
+    const { tokens, text_offset: offsets } = whole.logprobs;
+    expect(tokens).to.have.length(reply.length);
+    expect(tokens.join('')).to.equal(whole.text);
+    expect(tokens.slice(2, 5)).to.deep.equal(['\uFFFD', 'A', 'B']);
+    tokens.slice(0, -1).forEach((t, i) => expect(offsets[i + 1], `after ${JSON.stringify(t)}`).to.equal(offsets[i]! + pythonLen(t)));
+    const sse = await (await postJson(url, '/v1/completions', { ...body, stream: true })).text();
+    const chunks = sse.split('\n').filter((l) => l.startsWith('data: {')).map((l) => JSON.parse(l.slice(6)) as { choices: { text: string; logprobs: Legacy | null }[] });
+    expect(chunks.map((c) => c.choices[0]?.text ?? '').join('')).to.equal(whole.text);
+    expect(chunks.flatMap((c) => c.choices[0]?.logprobs?.text_offset ?? [])).to.deep.equal(offsets);
+  });
+
   it('counts code points in the echoed prompt and the reply, streamed as whole', async () => {
     const body = { model: 'astral', prompt: PROMPT, max_tokens: 60, logprobs: 1, echo: true };
     const answer = (await (await postJson(at, '/v1/completions', body)).json()) as { choices: { text: string; logprobs: Legacy }[]; usage: { prompt_tokens: number } };

@@ -55,23 +55,26 @@ describe('stop strings that are not well-formed', function () {
     expect([cut.text.trimStart(), cut.finishReason]).to.deep.equal(['Hi 😀 é 👩', 'stop']);
   });
 
-  it('answers 400 naming the stop string on every door', async () => {
+  it('answers 400 naming the stop string by the field the client sent, on every door', async () => {
     const at = await serve({ engine: { model: dir }, name: 'astral' });
-    const doors: [string, object][] = [
-      ['/v1/completions', { model: 'astral', prompt: PROMPT, stop: ['END', '\udc69'] }],
-      ['/v1/completions', { model: 'astral', prompt: PROMPT, stop: ['END', '\udc69'], stream: true }],
-      ['/v1/chat/completions', { model: 'astral', messages: [{ role: 'user', content: 'x' }], stop: ['END', '\udc69'] }],
-      ['/v1/chat/completions', { model: 'astral', messages: [{ role: 'user', content: 'x' }], stop: ['END', '\udc69'], stream: true }],
-      ['/v1/messages', { model: 'astral', max_tokens: 8, messages: [{ role: 'user', content: 'x' }], stop_sequences: ['END', '\udc69'] }],
-      ['/api/generate', { model: 'astral', prompt: PROMPT, stream: false, options: { stop: ['END', '\udc69'] } }],
+    const messages = [{ role: 'user', content: 'x' }];
+    const doors: [string, object, string][] = [
+      ['/v1/completions', { model: 'astral', prompt: PROMPT, stop: ['END', '\udc69'] }, 'stop[1]'],
+      ['/v1/completions', { model: 'astral', prompt: PROMPT, stop: ['END', '\udc69'], stream: true }, 'stop[1]'],
+      ['/v1/completions', { model: 'astral', prompt: PROMPT, stop: '\udc69' }, 'stop'],
+      ['/v1/chat/completions', { model: 'astral', messages, stop: ['END', '\udc69'] }, 'stop[1]'],
+      ['/v1/chat/completions', { model: 'astral', messages, stop: ['END', '\udc69'], stream: true }, 'stop[1]'],
+      ['/v1/messages', { model: 'astral', max_tokens: 8, messages, stop_sequences: ['END', '\udc69'] }, 'stop_sequences[1]'],
+      ['/api/generate', { model: 'astral', prompt: PROMPT, stream: false, options: { stop: ['END', '\udc69'] } }, 'options.stop[1]'],
+      ['/api/chat', { model: 'astral', messages, stream: false, options: { stop: ['END', '\udc69'] } }, 'options.stop[1]'],
     ];
-    for (const [path, body] of doors) {
+    for (const [path, body, field] of doors) {
       const res = await postJson(at, path, body);
       const text = await res.text();
       expect(res.status, `${path} ${text}`).to.equal(400);
-      expect(text, path).to.match(/stop\[1\] must be well-formed UTF-16/);
+      expect(text, path).to.include(`"${field} must be well-formed UTF-16`);
       // (OpenAI's doors name the field as `param`)
-      if (path.startsWith('/v1/c')) expect((JSON.parse(text) as { error: { param: string } }).error.param).to.equal('stop[1]');
+      if (path.startsWith('/v1/c')) expect((JSON.parse(text) as { error: { param: string } }).error.param).to.equal(field);
     }
   });
 });

@@ -1,8 +1,9 @@
 import { expect } from 'chai';
-import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
+import { DECODE_LOOK_BEHIND, TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { StreamDecoder } from '../src/tokenizer/stream-decoder.js';
 import { StopStringMatcher } from '../src/generate/stop-strings.js';
 import { models } from '../../../test/support/paths.js';
+import { storiesModule } from './support/modules.js';
 
 describe('incremental detokenization', () => {
   let tok: TextTokenizer;
@@ -34,6 +35,21 @@ describe('incremental detokenization', () => {
     const pieces = ids.map((id) => decoder.push(id));
     expect(pieces.slice(0, -1).join('')).to.not.include('😀');
     expect(pieces.join('')).to.equal('😀');
+  });
+});
+
+describe('incremental detokenization with a byte view', () => {
+  it('gives bytes that can be no character, and a U+FFFD written out, with their own token, as the tokens are named', async () => {
+    const tok = await TextTokenizer.fromDirectory(await storiesModule());
+    const byte = (b: number) => tok.tokenId(`<0x${b.toString(16).toUpperCase()}>`)!;
+    // `Hi`, a lone continuation byte, `A`, U+FFFD spelt out (EF BF BD), then 你 (E4 BD A0)
+    const ids = [...tok.encode('Hi', false), byte(0x98), tok.tokenId('A')!, byte(0xef), byte(0xbf), byte(0xbd), byte(0xe4), byte(0xbd), byte(0xa0)];
+    const pieces = (decoder: StreamDecoder) => [...ids.map((id) => decoder.push(id)), decoder.flush()];
+    const names = ids.map((id, j) => tok.textsAfter(ids.slice(Math.max(0, j - DECODE_LOOK_BEHIND), j), [id], true)[0]!);
+    expect(names).to.deep.equal(['H', 'i', '\uFFFD', 'A', '', '', '\uFFFD', '', '', '你']);
+    expect(pieces(new StreamDecoder(tok.replyDecoder()))).to.deep.equal([...names, '']);
+    // Without one, any U+FFFD at the end may be a character not finished yet: it waits for the next token.
+    expect(pieces(new StreamDecoder((x) => tok.decode(x)))).to.deep.equal(['H', 'i', '', '\uFFFDA', '', '', '', '', '', '\uFFFD你', '']);
   });
 });
 

@@ -301,10 +301,11 @@ export class RowState {
   }
 
   /**
-   * Adds the text the decoder gave for the last id (`piece`) as the reader sees it, and places the id where its text
-   * starts, before any stop string holds it back. Text a marker held comes out before the piece; a piece the marker
-   * scanner swallows or holds (or turns into placeholders) sits where what it shows starts; an id that completes no
-   * character yet, where its character will.
+   * Adds the text the decoder gave for the last id (`piece`: its own text as its entry names it, with the character
+   * it completes whole) as the reader sees it, and places the id where the piece starts, before any stop string
+   * holds it back. Text a marker held comes out before the piece; a piece the marker scanner swallows or holds (or
+   * turns into placeholders) sits where what it shows starts; an id that completes no character yet, where its
+   * character will.
    */
   private append(piece: string, room: number): void {
     const shown = this.visible(piece, room);

@@ -641,10 +641,6 @@ function thoughtBudgetSpec(budget: ThinkingBudget, tokenizer: TextTokenizer | un
   return { tokens: budget.tokens, open: budget.open, close: budget.close, opened: budget.opened ?? false, closeIds };
 }
 
-function replyDecoder(tokenizer: TextTokenizer, kept: ReadonlySet<number>): (ids: readonly number[]) => string {
-  return kept.size ? (ids) => tokenizer.decode(ids, true, kept) : (ids) => tokenizer.decode(ids);
-}
-
 async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Promise<void> {
   // (a closing engine's 'closed' message answers every call it has not answered)
   if (closeReason !== undefined) return;
@@ -713,7 +709,7 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
       options,
       eosTokenIds: tokenizer?.eosTokenIds ?? [],
       ...(loaded.contextLength !== undefined ? { contextLength: loaded.contextLength } : {}),
-      ...(tokenizer ? { decode: replyDecoder(tokenizer, writtenTokenIds(responseFormat, prompts.length, (t) => tokenizer.tokenId(t), keptTexts(options))) } : {}),
+      ...(tokenizer ? { decode: tokenizer.replyDecoder(writtenTokenIds(responseFormat, prompts.length, (t) => tokenizer.tokenId(t), keptTexts(options))) } : {}),
       ...(options.thinkingBudget ? { thoughtBudget: thoughtBudgetSpec(options.thinkingBudget, tokenizer) } : {}),
       shouldAbort: () => Atomics.load(abort, 0) !== 0,
     };

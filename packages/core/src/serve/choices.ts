@@ -7,7 +7,7 @@
 import { ChatReplySplitter, wholeReply, type ReplyParsing, type SplitReply } from '../chat/reply.js';
 import type { ParsedToolCall } from '../chat/tool-calls.js';
 import type { RowResult, TokenLogprobs } from '../generate/types.js';
-import { chatLogprobs, shownEntries } from './logprobs.js';
+import { chatLogprobs, releasedEntries, shownEntries } from './logprobs.js';
 
 /** OpenAI's finish reasons: an end-of-sequence token and a stop string are both `stop`. */
 export function finishReason(reason: string): string {
@@ -34,9 +34,12 @@ export class ChatChoice {
   private readonly splitter: ChatReplySplitter;
   /** Tool calls streamed so far (their index in the deltas is their place here). */
   private readonly calls: ParsedToolCall[] = [];
-  /** Tokens whose text is not out yet (half a character, a possible stop string) ride with the next delta. */
+  /**
+   * Tokens not given out yet: each rides with the first delta after its text has started (a character's first bytes
+   * wait for the token completing it; a possible stop string's tokens, to be let out or cut).
+   */
   private pending: TokenLogprobs[] = [];
-  /** Characters of the row's text so far (its tokens' entries lie before). */
+  /** UTF-16 units of the row's text so far, which place its tokens' entries. */
   private shown = 0;
 
   /**
@@ -117,7 +120,8 @@ export class ChatChoice {
   }
 
   private delta(delta: object, finish: string | null = null): ChatDelta {
-    const logprobs = this.logprobs && (this.pending.length > 0 || finish) ? chatLogprobs(this.pending.splice(0)) : null;
+    const entries = releasedEntries(this.pending, this.shown);
+    const logprobs = this.logprobs && (entries.length > 0 || finish) ? chatLogprobs(entries) : null;
     return { delta, logprobs, finish };
   }
 }

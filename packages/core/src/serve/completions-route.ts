@@ -10,7 +10,7 @@ import { DECODE_LOOK_BEHIND, type TextTokenizer } from '../tokenizer/tokenizer.j
 import { sendJson, Sse } from './answer-writers.js';
 import { finishReason } from './choices.js';
 import { badRequest, type HttpError } from './errors.js';
-import { completionLogprobs, joinLegacy, promptLegacyLogprobs, shownEntries, TextOffsets, type LegacyLogprobs } from './logprobs.js';
+import { completionLogprobs, joinLegacy, promptLegacyLogprobs, releasedEntries, shownEntries, TextOffsets, type LegacyLogprobs } from './logprobs.js';
 import { keptPromptTokens, lastTokens } from './prompt-truncation.js';
 import type { CompletionRequest } from './requests.js';
 import type { Loaded, Served } from './served.js';
@@ -26,6 +26,8 @@ export async function completion(l: Served, request: CompletionRequest, res: Ser
   // Choice i·n + j is the j-th of prompt i (OpenAI's order), a row of its own that samples from seed + j as vLLM's
   // (the engine seeds a prompt's repeats in a call so): choice i·n is prompt i sent alone.
   const ran = completionPrompts(l, request, prompts);
+  // (refused before anything runs: a stream would have sent its 200 before the echo needed the text)
+  if (request.echo && !l.tokenizer && ran.some((x) => typeof x !== 'string')) throw badRequest('echo of token ids needs the model tokenizer', 'echo');
   const rows = ran.flatMap((x) => Array.from({ length: request.n }, () => x));
   if (request.suffix !== undefined && !l.tokenizer?.fimTokens) throw noFillInMiddle(l);
   const input: PromptInput =
@@ -35,9 +37,7 @@ export async function completion(l: Served, request: CompletionRequest, res: Ser
   const echoOf = (row: number) => {
     if (!request.echo) return '';
     const given = ran[Math.floor(row / request.n)]!;
-    if (typeof given === 'string') return given;
-    if (!l.tokenizer) throw badRequest('echo of token ids needs the model tokenizer', 'echo');
-    return l.tokenizer.decode(rows[row] as number[]);
+    return typeof given === 'string' ? given : l.tokenizer!.decode(rows[row] as number[]);
   };
   const id = `cmpl-${randomUUID()}`;
   const base = { id, created: Math.floor(Date.now() / 1000), model: request.model, system_fingerprint: 'reasonplug' };
@@ -71,23 +71,17 @@ export async function completion(l: Served, request: CompletionRequest, res: Ser
       return finishReason(result.rows[0]!.finishReason);
     }
     const sse = new Sse(res);
-    // Per choice: tokens not listed yet, the reply's text sent (UTF-16 units), and where that text puts them.
+    // Per choice: tokens not listed yet, and the reply's text sent, which places them.
     const pending = rows.map((): TokenLogprobs[] => []);
-    const sent = rows.map(() => 0);
     const offsets = rows.map((_, row) => new TextOffsets(echoOf(row)));
     const send = (index: number, text: string, logprobs: LegacyLogprobs | null, finish: string | null = null) =>
       sse.send({ ...base, object: 'text_completion', choices: [{ index, text, logprobs, finish_reason: finish }], ...(request.includeUsage ? { usage: null } : {}) });
     const chunk = (index: number, text: string, finish: string | null = null) => {
       let logprobs: LegacyLogprobs | null = null;
       if (request.logprobs) {
-        offsets[index]!.push(text);
-        sent[index]! += text.length;
-        // A token goes out with the text it starts in: text a stop string's possible start held back may come out
-        // while later tokens' own text is still held (at the end, what is left goes).
-        const waiting = pending[index]!;
-        let out = finish ? waiting.length : 0;
-        while (out < waiting.length && (waiting[out]!.offset ?? 0) <= sent[index]!) out++;
-        if (out > 0 || finish) logprobs = completionLogprobs(waiting.splice(0, out), offsets[index]!);
+        // (text a stop string's possible start held back may come out while later tokens' own text is still held)
+        const out = releasedEntries(pending[index]!, offsets[index]!.push(text).fed);
+        if (out.length > 0 || finish) logprobs = completionLogprobs(out, offsets[index]!);
       }
       send(index, text, logprobs, finish);
     };

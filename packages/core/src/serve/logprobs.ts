@@ -21,6 +21,19 @@ export function shownEntries(entries: readonly TokenLogprobs[], shown: number): 
 }
 
 /**
+ * Takes from `pending` (a reply's entries not given out yet, in order) those the text sent so far shows: each entry
+ * whose text starts within the reply's first `sent` UTF-16 units (the engine places a token that completes no
+ * character yet where its character will start), and each placed nowhere (no tokenizer). The others wait for more
+ * text, or for the end, where {@link shownEntries} drops those that show nothing.
+ */
+export function releasedEntries(pending: TokenLogprobs[], sent: number): TokenLogprobs[] {
+  const shows = ({ offset }: TokenLogprobs) => offset === undefined || offset < sent;
+  let out = 0;
+  while (out < pending.length && shows(pending[out]!)) out++;
+  return pending.splice(0, out);
+}
+
+/**
  * Chat's `choices[].logprobs`: `{ content: [{ token, logprob, bytes, top_logprobs }], refusal: null }` (OpenAI's schema
  * requires `refusal`, the tokens of a refusal, which a reply here never has).
  */
@@ -65,6 +78,11 @@ export class TextOffsets {
 
   constructor(echoed: string) {
     this.points = codePoints(echoed);
+  }
+
+  /** UTF-16 units of the reply fed so far. */
+  get fed(): number {
+    return this.units + this.rest.length;
   }
 
   /** Adds the reply's next text. */

@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { ChatReplySplitter, type ReplyParsing, type SplitReply } from '../chat/reply.js';
 import type { ParsedToolCall } from '../chat/tool-calls.js';
 import type { TokenLogprobs } from '../generate/types.js';
+import { releasedEntries, shownEntries } from './logprobs.js';
 
 /** A stream event of a block-shaped API, named by its type. */
 export type Event = Record<string, unknown> & { type: string };
@@ -97,12 +98,16 @@ export class ReplyBlocks {
 /**
  * A reply rendered block by block in one API's words: a subclass says what each block event reads as. Generated
  * tokens' log-probabilities, when given, ride with the text they became: each text delta (or a text block's close)
- * carries the tokens not given out yet; those of a thought or a tool call are dropped (where a piece ends a thought
- * and starts the text, the text keeps the last tokens its own characters came from).
+ * carries the tokens not given out yet whose text has started (a character's first bytes wait for the token
+ * completing it, a possible stop string's tokens to be let out or cut; the last tokens, which show nothing, are not
+ * given); those of a thought or a tool call are dropped (where a piece ends a thought and starts the text, the text
+ * keeps the last tokens its own characters came from).
  */
 export abstract class BlockOutput<E> {
   private readonly blocks: ReplyBlocks;
   private pending: TokenLogprobs[] = [];
+  /** UTF-16 units of the reply's text so far, which place its tokens' entries. */
+  private sent = 0;
 
   constructor(parsing: ReplyParsing) {
     this.blocks = new ReplyBlocks(parsing);
@@ -116,6 +121,7 @@ export abstract class BlockOutput<E> {
   /** The events a piece of the reply's text gives; `logprobs`: the token's that gave it. */
   push(text: string, logprobs?: TokenLogprobs): E[] {
     if (logprobs) this.pending.push(logprobs);
+    this.sent += text.length;
     return this.rendered(this.blocks.push(text));
   }
 
@@ -125,6 +131,7 @@ export abstract class BlockOutput<E> {
   /** The events of the reply's end: what was held back, and the close of the last block; `cut` where the reply was cut short. */
   end(cut = false): E[] {
     this.cut = cut;
+    this.pending = shownEntries(this.pending, this.sent);
     return this.rendered(this.blocks.end(cut));
   }
 
@@ -136,19 +143,10 @@ export abstract class BlockOutput<E> {
         other = true;
         return this.render(e, []);
       }
-      // Text after a thought or a call in the same piece: the held-back tokens before its own were theirs.
-      const tokens = other ? this.lastTokensOf(e.kind === 'delta' ? e.text : '') : this.pending.splice(0);
-      this.pending = [];
-      return this.render(e, tokens);
+      const released = releasedEntries(this.pending, this.sent);
+      // Text after a thought or a call in the same piece: the tokens before its own were theirs.
+      return this.render(e, other ? lastTokensOf(released, e.kind === 'delta' ? e.text : '') : released);
     });
-  }
-
-  /** The last pending tokens whose texts make up `text` (the last one at least). */
-  private lastTokensOf(text: string): TokenLogprobs[] {
-    let start = this.pending.length - 1;
-    let covered = this.pending[start]?.token?.length ?? 0;
-    while (start > 0 && covered < text.trim().length) covered += this.pending[--start]!.token?.length ?? 0;
-    return this.pending.slice(Math.max(start, 0));
   }
 
   /** How many of the reply's tokens its thought took. */
@@ -157,6 +155,14 @@ export abstract class BlockOutput<E> {
   }
 
   protected abstract render(e: BlockEvent, logprobs: readonly TokenLogprobs[]): E[];
+}
+
+/** The last of `tokens` whose texts make up `text` (the last one at least). */
+function lastTokensOf(tokens: readonly TokenLogprobs[], text: string): TokenLogprobs[] {
+  let start = tokens.length - 1;
+  let covered = tokens[start]?.token?.length ?? 0;
+  while (start > 0 && covered < text.trim().length) covered += tokens[--start]!.token?.length ?? 0;
+  return tokens.slice(Math.max(start, 0));
 }
 
 /** Writes events as server-sent events whose `event:` names their type (the Responses and Messages APIs' streams). */

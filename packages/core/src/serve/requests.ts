@@ -334,12 +334,18 @@ function logitBiasOf(v: unknown): Record<number, number> | undefined {
  */
 const MAX_STOPS = 64;
 
-/** A request's stop strings, named in errors by `param` (Anthropic's `stop_sequences`, Ollama's `options.stop`). */
+/** A request's stop strings, non-empty and well-formed, named in errors by `param` (Anthropic's `stop_sequences`, Ollama's `options.stop`). */
 function stopList(v: unknown, param: string): string[] | undefined {
   if (v === undefined || v === null) return undefined;
   const list = typeof v === 'string' ? [v] : v;
   if (!Array.isArray(list) || list.length > MAX_STOPS || list.some((s) => typeof s !== 'string' || s === '')) {
     throw badRequest(`${param} must be a non-empty string or a list of at most ${MAX_STOPS} non-empty strings`, param);
+  }
+  // (the engine refuses one too, under its own option's name, which is not the field this client sent)
+  const lone = (list as string[]).findIndex((s) => /\p{Surrogate}/u.test(s));
+  if (lone >= 0) {
+    const name = typeof v === 'string' ? param : `${param}[${lone}]`;
+    throw badRequest(`${name} must be well-formed UTF-16: a lone surrogate would match inside a character, cutting it in half`, name);
   }
   return list as string[];
 }

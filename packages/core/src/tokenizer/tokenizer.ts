@@ -8,6 +8,7 @@ import { withToolsInPrompt, type FunctionTool, type ToolsPrompt } from './tools-
 import { fimPromptIds, fimTokensOf, type FimTokens } from './fill-in-middle.js';
 import { PythonTemplate, TemplateRaisedError } from './jinja-python.js';
 import { pieceBytes, vocabularyKind, type VocabularyKind } from './token-bytes.js';
+import { endsHeld, type DecodeFn } from './stream-decoder.js';
 import { MANIFEST_FILE } from '../modules/manifest-file.js';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -154,25 +155,6 @@ function encodeWithin(tokenizer: Tokenizer, text: string, addSpecialTokens: bool
 
 /** Ids before a token enough for a decoder's look-behind when naming the token by the text it adds. */
 export const DECODE_LOOK_BEHIND = 4;
-
-/**
- * Whether `bytes` end in the first bytes of a character, which more bytes may complete: a decode shows them as one
- * U+FFFD until then (WHATWG's decoder, the tokenizers'). Bytes that can no longer be a character (a lone continuation
- * byte, `FF`, `E0 80`) are U+FFFD for good, as is a U+FFFD written out (`EF BF BD`).
- */
-function endsMidCharacter(bytes: readonly number[]): boolean {
-  let lead = bytes.length - 1;
-  while (lead >= 0 && bytes.length - lead <= 3 && (bytes[lead]! & 0xc0) === 0x80) lead--;
-  if (lead < 0) return false;
-  const first = bytes[lead]!;
-  const length = first >= 0xc2 && first <= 0xdf ? 2 : first >= 0xe0 && first <= 0xef ? 3 : first >= 0xf0 && first <= 0xf4 ? 4 : 0;
-  if (bytes.length - lead >= length) return false;
-  const second = bytes[lead + 1];
-  if (second === undefined) return true;
-  // The byte after E0, ED, F0 or F4 is bounded (no overlong forms, surrogates or code points past U+10FFFF).
-  const [low, high] = first === 0xe0 ? [0xa0, 0xbf] : first === 0xed ? [0x80, 0x9f] : first === 0xf0 ? [0x90, 0xbf] : first === 0xf4 ? [0x80, 0x8f] : [0x80, 0xbf];
-  return second >= low && second <= high;
-}
 
 /** The length of the common start of two strings. */
 function commonPrefixLength(a: string, b: string): number {
@@ -324,6 +306,20 @@ export class TextTokenizer {
     return this.addedIds.has(id) ? [...Buffer.from(piece, 'utf8')] : pieceBytes(piece, this.kind);
   }
 
+  /** The bytes token `id` adds to a decode: none for a special token it drops (all with `skipSpecialTokens` but the `kept`). */
+  private decodedBytes(id: number, skipSpecialTokens: boolean, kept?: ReadonlySet<number>): number[] | undefined {
+    return skipSpecialTokens && this.isSpecial(id) && !kept?.has(id) ? [] : this.tokenBytes(id);
+  }
+
+  /**
+   * The decode of a reply (special tokens dropped but the `kept` ones) for a stream decoder, with its byte
+   * view: bytes that can be no character then come out as U+FFFD with their own token, as {@link textsAfter} names
+   * them, and only a character not finished yet is held back.
+   */
+  replyDecoder(kept: ReadonlySet<number> = new Set()): DecodeFn {
+    return Object.assign((ids: readonly number[]) => this.decode(ids, true, kept), { bytes: (id: number) => this.decodedBytes(id, true, kept) });
+  }
+
   /** Token `id` as the vocabulary spells it (`▁Once`, `Ġw`, `<0xC3>`, an added token's text); undefined for an id it lacks. */
   piece(id: number): string | undefined {
     return this.tokenizer.id_to_token(id) ?? undefined;
@@ -337,19 +333,12 @@ export class TextTokenizer {
    * Joined, the names are the text, but for a character left unfinished at its end.
    */
   textsAfter(context: readonly number[], ids: readonly number[], skipSpecialTokens = false): string[] {
-    /** The last bytes the decode of `ids` is made of (a skipped special token's none). */
-    const lastBytes = (ids: readonly number[]): number[] => {
-      const bytes: number[] = [];
-      for (let i = ids.length - 1; i >= 0 && bytes.length < 4; i--) {
-        if (!skipSpecialTokens || !this.isSpecial(ids[i]!)) bytes.unshift(...(this.tokenBytes(ids[i]!) ?? []));
-      }
-      return bytes;
-    };
+    const bytes = (id: number) => this.decodedBytes(id, skipSpecialTokens);
     // A character not finished yet is not text: its U+FFFD goes. The rest compares as it decodes, the U+FFFD of a
     // `context` that starts inside a character included, so that those bytes (named before it) name nothing here.
     const settled = (ids: readonly number[]): string => {
       const text = this.decode(ids, skipSpecialTokens);
-      return text.endsWith('\uFFFD') && endsMidCharacter(lastBytes(ids)) ? text.slice(0, -1) : text;
+      return endsHeld(text, ids, bytes) ? text.slice(0, -1) : text;
     };
     const before = settled(context);
     return ids.map((id) => {
