@@ -18,6 +18,8 @@ import type { ModelProfile } from '@langchain/core/language_models/profile';
 import { ChatGenerationChunk, type ChatResult, type LLMResult } from '@langchain/core/outputs';
 import type { Runnable } from '@langchain/core/runnables';
 import { convertToOpenAITool } from '@langchain/core/utils/function_calling';
+import type { SerializableSchema } from '@langchain/core/utils/standard_schema';
+import type { InteropZodType } from '@langchain/core/utils/types';
 import { ChatPrompter } from './chat-prompt.js';
 import { ReasonerOptionsError, ToolsNotSupportedError } from './errors.js';
 import { abortError, startGeneration, takeTurn } from './generation.js';
@@ -28,11 +30,8 @@ import {
   parseOptions,
   readResponseFormat,
   splitOptions,
-  type ChatCallOptions,
-  type ChatModelOptions,
-  type OpenAIResponseFormat,
-  type ReasonerCallOptions,
 } from './options.js';
+import type { ChatCallOptions, ChatModelOptions, OpenAIResponseFormat, ReasonerCallOptions } from './option-types.js';
 import { ReasonerRuntime } from './runtime.js';
 import { ReplySplitter, type SplitText } from './reply-splitter.js';
 import { structuredOutput } from './structured-output.js';
@@ -290,9 +289,22 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
 
   /**
    * A runnable that answers in `schema`'s structure (zod, standard schema or JSON Schema), enforced token by token:
-   * `method` `jsonSchema` (default), `jsonMode` or `functionCalling`; `includeRaw` adds the message.
+   * `method` `jsonSchema` (default), `jsonMode` or `functionCalling`; `includeRaw` adds the message. Typed as
+   * LangChain's providers type it (ChatOpenAI's, ChatOllama's): the parsed answer is the schema's output type.
    */
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- LangChain's overloads take any schema
+  override withStructuredOutput<RunOutput extends Record<string, any> = Record<string, any>>(
+    schema: InteropZodType<RunOutput> | SerializableSchema<RunOutput> | Record<string, any>,
+    config?: StructuredOutputMethodOptions<false>,
+  ): Runnable<BaseLanguageModelInput, RunOutput>;
+  override withStructuredOutput<RunOutput extends Record<string, any> = Record<string, any>>(
+    schema: InteropZodType<RunOutput> | SerializableSchema<RunOutput> | Record<string, any>,
+    config?: StructuredOutputMethodOptions<true>,
+  ): Runnable<BaseLanguageModelInput, { raw: BaseMessage; parsed: RunOutput }>;
+  override withStructuredOutput<RunOutput extends Record<string, any> = Record<string, any>>(
+    schema: InteropZodType<RunOutput> | SerializableSchema<RunOutput> | Record<string, any>,
+    config?: StructuredOutputMethodOptions<boolean>,
+  ): Runnable<BaseLanguageModelInput, RunOutput> | Runnable<BaseLanguageModelInput, { raw: BaseMessage; parsed: RunOutput }>;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the implementation of the overloads above
   override withStructuredOutput(schema: any, config?: StructuredOutputMethodOptions<boolean>): any {
     return structuredOutput(this, schema, config);
   }

@@ -2,10 +2,12 @@
 export { Engine, TextTokenizer, ChatReplySplitter, cutAfterFinalMessage, isHarmonyTemplate, keptTokens, reasoningTagsOf, replyFormat, replyParsing, thinkingBudgetFor, thoughtFirst, toolCallSyntaxOf, toolsRead, toolsShown, formatFieldPath, loadModuleDir, MANIFEST_FILE, nearestName, PLACEMENTS, DTYPE_CHOICES, resolveModelPath, unitLength } from '@reasonplug/core';
 export type {
   ChatMessage,
+  Dtype,
   EngineOptions,
   GenerationResult,
   ModelInfo,
   ParsedToolCall,
+  PlacementChoice,
   PromptInput,
   ReplyParsing,
   ResponseFormat,

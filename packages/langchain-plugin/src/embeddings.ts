@@ -6,21 +6,29 @@ import { Embeddings, type EmbeddingsParams } from '@langchain/core/embeddings';
 import { stampRetryable } from '@langchain/core/errors';
 import { z } from 'zod';
 import { Engine, unitLength, type ModelInfo } from './core.js';
-import { ModelOptionsSchema, parseOptions, splitOptions } from './options.js';
+import { ModelOptionsSchema, parseOptions, schemaOf, splitOptions } from './options.js';
+import type { ModelOptions } from './option-types.js';
 
 /**
- * What `BackboneEmbeddings.create` takes (LangChain's own `maxConcurrency` comes beside these; its retries are
- * refused, as the models refuse them).
+ * What `BackboneEmbeddings.create` takes: the model options that load a backbone, and LangChain's `maxConcurrency`
+ * (its retries are refused, as the models refuse them).
  */
-export const EmbeddingsOptionsSchema = ModelOptionsSchema.pick({ backbone: true, dtype: true, registry: true, onProgress: true, device: true, intraOpThreads: true, cacheDir: true, maxRetries: true, onFailedAttempt: true }).extend({
+export interface EmbeddingsOptions
+  extends Pick<ModelOptions, 'backbone' | 'dtype' | 'registry' | 'onProgress' | 'device' | 'intraOpThreads' | 'cacheDir' | 'maxRetries' | 'onFailedAttempt'>,
+    Pick<EmbeddingsParams, 'maxConcurrency'> {
   /** The vectors cut to their first this many components and scaled to unit length again (as OpenAI's `dimensions`). */
-  dimensions: z.int().positive().optional(),
-});
+  dimensions?: number;
+}
 
 /** The field of LangChain's `Embeddings` taken: its caller's concurrency. */
 const CALLER_FIELDS: ReadonlySet<string> = new Set(['maxConcurrency']);
 
-export type EmbeddingsOptions = z.input<typeof EmbeddingsOptionsSchema> & Pick<EmbeddingsParams, 'maxConcurrency'>;
+/** Parses `EmbeddingsOptions` but its caller's field (LangChain's). */
+export const EmbeddingsOptionsSchema = schemaOf<Omit<EmbeddingsOptions, 'maxConcurrency'>>()(
+  ModelOptionsSchema.pick({ backbone: true, dtype: true, registry: true, onProgress: true, device: true, intraOpThreads: true, cacheDir: true, maxRetries: true, onFailedAttempt: true }).extend({
+    dimensions: z.int().positive().optional(),
+  }),
+);
 
 /**
  * A backbone's embeddings:

@@ -5,14 +5,16 @@
 export { ChatReasoner, type ChatReasonerCallOptions, type ChatReasonerOptions } from './chat-model.js';
 export { ReasonerLLM, type ReasonerLLMCallOptions, type ReasonerLLMOptions } from './llm.js';
 export { BackboneEmbeddings, EmbeddingsOptionsSchema, type EmbeddingsOptions } from './embeddings.js';
-export {
-  CallOptionsSchema,
-  ChatModelOptionsSchema,
-  ModelOptionsSchema,
-  type ChatModelOptions,
-  type ModelOptions,
-  type ReasonerCallOptions,
-} from './options.js';
+export { CallOptionsSchema, ChatModelOptionsSchema, ModelOptionsSchema } from './options.js';
+export type {
+  ChatCallOptions,
+  ChatModelOptions,
+  GenerationOptions,
+  ModelOptions,
+  OpenAIResponseFormat,
+  ReasonerCallOptions,
+  ReasonerWeight,
+} from './option-types.js';
 export {
   ChatTemplateError,
   ReasonerOptionsError,

@@ -8,7 +8,8 @@ import { AIMessageChunk, type MessageContent } from '@langchain/core/messages';
 import type { ModelProfile } from '@langchain/core/language_models/profile';
 import { GenerationChunk, type LLMResult } from '@langchain/core/outputs';
 import { abortError, startGeneration, takeTurn } from './generation.js';
-import { LANGCHAIN_MODEL_FIELDS, ModelOptionsSchema, parseOptions, splitOptions, type ModelOptions, type ReasonerCallOptions } from './options.js';
+import { LANGCHAIN_MODEL_FIELDS, ModelOptionsSchema, parseOptions, splitOptions } from './options.js';
+import type { ModelOptions, ReasonerCallOptions } from './option-types.js';
 import { ReasonerRuntime } from './runtime.js';
 import { ReasonerOptionsError } from './errors.js';
 

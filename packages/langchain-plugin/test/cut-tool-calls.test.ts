@@ -98,7 +98,7 @@ describe('ChatReasoner: tool calls cut off by the token limit', function () {
     const short = await create({ backbone: generic, cacheDir, temperature: 0, maxTokens: 40 });
     const raw = await short.withStructuredOutput(Pet, { method: 'functionCalling', includeRaw: true }).invoke('A dog');
     expect(raw.parsed).to.equal(null);
-    expect(raw.raw.response_metadata.finish_reason).to.equal('length');
+    expect((raw.raw.response_metadata as { finish_reason?: string }).finish_reason).to.equal('length');
     let error: unknown;
     await short
       .withStructuredOutput(Pet, { method: 'functionCalling' })

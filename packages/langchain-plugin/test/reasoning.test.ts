@@ -59,10 +59,10 @@ describe('ChatReasoner: reasoning models', function () {
   });
 
   it('withStructuredOutput on a reasoning template thinks first, then answers in the structure', async () => {
-    const model = await create({ backbone: thinker.dir });
+    const model = await create({ backbone: thinker.dir, maxTokens: 80 });
     // One way to write the answer, so the scripted model (which would write "Four.") finishes it.
     const schema = { type: 'object', properties: { answer: { enum: [4] } }, required: ['answer'], additionalProperties: false };
-    const { raw, parsed } = await model.withStructuredOutput(schema, { includeRaw: true }).invoke([new HumanMessage(QUESTION)], { maxTokens: 80 });
+    const { raw, parsed } = await model.withStructuredOutput(schema, { includeRaw: true }).invoke([new HumanMessage(QUESTION)]);
     expect(parsed).to.deep.equal({ answer: 4 });
     expect(raw.additional_kwargs.reasoning_content).to.equal(THOUGHT);
     // (the grammar leaves the blanks to the model)
