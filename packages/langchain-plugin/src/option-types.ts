@@ -191,6 +191,17 @@ export interface ReasonerCallOptions extends GenerationOptions {
  * `name`, `description` and `strict` are not read: the reply follows the schema whatever `strict` says.
  */
 export type OpenAIResponseFormat =
-  | { type: 'json_schema'; json_schema: { schema?: Record<string, unknown> | boolean } }
+  | {
+      type: 'json_schema';
+      json_schema: {
+        schema?: Record<string, unknown> | boolean;
+        /** Not read (the format's name, as OpenAI takes it). */
+        name?: string;
+        /** Not read. */
+        description?: string;
+        /** Not read: the reply follows the schema either way. */
+        strict?: boolean | null;
+      };
+    }
   | { type: 'json_object' }
   | { type: 'text' };

@@ -180,7 +180,7 @@ const OpenAIResponseFormatSchema = schemaOf<OpenAIResponseFormat>()(
   z.discriminatedUnion(
     'type',
     [
-      z.object({ type: z.literal('json_schema'), json_schema: z.object({ schema: z.union([z.record(z.string(), z.unknown()), z.boolean()]).optional() }) }),
+      z.object({ type: z.literal('json_schema'), json_schema: z.object({ schema: z.union([z.record(z.string(), z.unknown()), z.boolean()]).optional(), name: z.string().optional(), description: z.string().optional(), strict: z.boolean().nullable().optional() }) }),
       z.object({ type: z.literal('json_object') }),
       z.object({ type: z.literal('text') }),
     ],

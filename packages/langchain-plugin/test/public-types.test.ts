@@ -97,6 +97,8 @@ describe('published types of @reasonplug/langchain', function () {
         return joke.setup + parsed.punchline + raw.text + String(loose.n);
       }
       export const format: OpenAIResponseFormat = { type: 'json_schema', json_schema: { schema: { type: 'object' } } };
+      // (as ChatOpenAI's callers write it: name and strict are taken, not read)
+      export const named: OpenAIResponseFormat = { type: 'json_schema', json_schema: { name: 'answer', description: 'the answer', schema: { type: 'object' }, strict: true } };
       export const chat: ChatCallOptions = { reasoningFormat: 'none', thinkingBudget: 64 };
       export const call: Partial<ChatReasonerCallOptions> = { response_format: format, ...chat, maxTokens: 8 };
       export const settings: GenerationOptions = { temperature: 0.7, latent: 'fixed:2' };
