@@ -238,7 +238,7 @@ export function buildProgram(): Command {
   program
     .command('quantize')
     .description('write a 4- or 8-bit copy of a module, plain export directory or .onnx file (MatMul weights → MatMulNBits)')
-    .argument('<src>', 'module directory, plain export directory, or .onnx file')
+    .argument('<src>', 'module directory, plain export directory, or .onnx file (a path, a file: URL, or hf://org/repo as the Hugging Face cache holds it)')
     .argument('<dest>', 'where the quantized copy goes (must not exist)')
     .addOption(new Option('--bits <n>', 'bits per weight').choices(['4', '8']).default('4'))
     .addOption(new Option('--block <n>', 'weights per block (a power of two from 16 to 256)').argParser(integerFlag('--block', 16, 256, 'a power of two from 16 to 256')).default(32))
