@@ -157,11 +157,16 @@ export abstract class BlockOutput<E> {
   protected abstract render(e: BlockEvent, logprobs: readonly TokenLogprobs[]): E[];
 }
 
-/** The last of `tokens` whose texts make up `text` (the last one at least). */
+/**
+ * The last of `tokens` whose texts make up `text` (the last one at least), with the tokens holding the first bytes of
+ * its first character: they name nothing and start where the token completing it does.
+ */
 function lastTokensOf(tokens: readonly TokenLogprobs[], text: string): TokenLogprobs[] {
   let start = tokens.length - 1;
   let covered = tokens[start]?.token?.length ?? 0;
   while (start > 0 && covered < text.trim().length) covered += tokens[--start]!.token?.length ?? 0;
+  const at = tokens[start]?.offset;
+  while (start > 0 && at !== undefined && tokens[start - 1]!.offset === at && !tokens[start - 1]!.token) start--;
   return tokens.slice(Math.max(start, 0));
 }
 
