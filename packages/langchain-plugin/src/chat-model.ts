@@ -22,7 +22,7 @@ import type { SerializableSchema } from '@langchain/core/utils/standard_schema';
 import type { InteropZodType } from '@langchain/core/utils/types';
 import { ChatPrompter } from './chat-prompt.js';
 import { ReasonerOptionsError, ToolsNotSupportedError } from './errors.js';
-import { abortError, startGeneration, takeTurn } from './generation.js';
+import { generateChunks } from './generation.js';
 import {
   ChatCallOptionsSchema,
   ChatModelOptionsSchema,
@@ -87,8 +87,8 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
   }
 
   /**
-   * Loads the backbone and reasoners (each a local module directory, export directory or .onnx file) into one
-   * engine. Throws `ReasonerOptionsError` for invalid options and `ChatTemplateError` when the backbone has no
+   * Loads the backbone and reasoners (each a local path or a reference, pulled where needed: see `ModelOptions`)
+   * into one engine. Throws `ReasonerOptionsError` for invalid options and `ChatTemplateError` when the backbone has no
    * chat template and none is given, or when the template does not parse.
    */
   static async create(options: ChatReasonerOptions): Promise<ChatReasoner> {
@@ -169,49 +169,34 @@ export class ChatReasoner extends BaseChatModel<ChatReasonerCallOptions, AIMessa
       ...(kept.length ? { keepTokens: kept } : {}),
       ...(chat.thinkingBudget !== undefined ? { thinkingBudget: thinkingBudgetFor(chat.thinkingBudget, parsing, this.prompter.chatTemplate, prompt.text) } : {}),
     };
-    const { signal, release } = await takeTurn(this.caller, options.signal, this.runtime.timeout);
-    try {
-      const generation = startGeneration(this.runtime.engine, { promptIds: prompt.ids }, engineOptions, signal);
-      // Every chunk goes to callbacks, the last one's usage too (LangGraph's "messages" mode, tracers), as ChatOpenAI's.
-      const reported = async (chunk: ChatGenerationChunk) => {
-        await runManager?.handleLLMNewToken(chunk.text, undefined, undefined, undefined, undefined, { chunk });
-        return chunk;
-      };
-      let called = false;
-      const emit = async (split: SplitText) => {
-        if (!split.reasoning && !split.content && split.toolCalls.length === 0) return undefined;
-        called ||= split.toolCalls.length > 0;
-        return reported(
-          new ChatGenerationChunk({
-            text: split.content,
-            message: new AIMessageChunk({
-              content: split.content,
-              tool_call_chunks: split.toolCalls,
-              additional_kwargs: split.reasoning ? { reasoning_content: split.reasoning } : {},
-            }),
-          }),
-        );
-      };
-      for await (const text of generation.pieces) {
-        const chunk = await emit(splitter.push(text));
-        if (chunk) yield chunk;
-      }
-      const result = await generation.result;
-      const usage = this.runtime.usage(result);
-      const reasoning = splitter.reasoningTokens(result.rows[0]!.ids, (ids) => this.prompter.decode(ids));
-      const usage_metadata = reasoning ? { ...usage, output_token_details: { ...usage.output_token_details, reasoning } } : usage;
-      const response_metadata = this.runtime.responseMetadata(plan, result);
-      if (result.rows[0]!.finishReason === 'abort') {
-        throw abortError(signal, new AIMessageChunk({ content: result.rows[0]!.text, usage_metadata, response_metadata }));
-      }
-      const tail = await emit(splitter.end(result.rows[0]!.finishReason === 'length'));
-      if (tail) yield tail;
-      // A reply that made calls ends in 'tool_calls', as ChatOpenAI's do; one cut short stays 'length'.
-      if (called && response_metadata.finish_reason === 'stop') response_metadata.finish_reason = 'tool_calls';
-      yield await reported(new ChatGenerationChunk({ text: '', message: new AIMessageChunk({ content: '', usage_metadata, response_metadata }) }));
-    } finally {
-      release();
-    }
+    let called = false;
+    /** The chunk of a piece of the reply as the splitter gives it: content, thought, tool calls; none if empty. */
+    const chunkOf = (split: SplitText) => {
+      if (!split.reasoning && !split.content && split.toolCalls.length === 0) return undefined;
+      called ||= split.toolCalls.length > 0;
+      return new ChatGenerationChunk({
+        text: split.content,
+        message: new AIMessageChunk({
+          content: split.content,
+          tool_call_chunks: split.toolCalls,
+          additional_kwargs: split.reasoning ? { reasoning_content: split.reasoning } : {},
+        }),
+      });
+    };
+    const call = { input: { promptIds: prompt.ids }, plan, options: engineOptions, signal: options.signal, runManager };
+    yield* generateChunks(this.runtime, this.caller, call, {
+      piece: (text) => chunkOf(splitter.push(text)),
+      usage: (usage, result) => {
+        const reasoning = splitter.reasoningTokens(result.rows[0]!.ids, (ids) => this.prompter.decode(ids));
+        return reasoning ? { ...usage, output_token_details: { ...usage.output_token_details, reasoning } } : usage;
+      },
+      rest: (result) => chunkOf(splitter.end(result.rows[0]!.finishReason === 'length')),
+      last: (usage_metadata, response_metadata) => {
+        // A reply that made calls ends in 'tool_calls', as ChatOpenAI's do; one cut short stays 'length'.
+        if (called && response_metadata.finish_reason === 'stop') response_metadata.finish_reason = 'tool_calls';
+        return new ChatGenerationChunk({ text: '', message: new AIMessageChunk({ content: '', usage_metadata, response_metadata }) });
+      },
+    });
   }
 
   /**

@@ -2,12 +2,16 @@
  * One generation on the shared engine, tied to the caller's lifetime: the caller's AbortSignal (LangChain folds a
  * call's `timeout` into it; the model's joins it once the call has its turn) stops the engine between two steps, and
  * so does leaving the stream of pieces early, so an abandoned call never keeps the engine, and the calls queued
- * behind it, busy.
+ * behind it, busy. `generateChunks` is the sequence both models stream a call through.
  */
+import type { NewTokenIndices } from '@langchain/core/callbacks/base';
+import type { CallbackManagerForLLMRun } from '@langchain/core/callbacks/manager';
 import { ModelAbortError } from '@langchain/core/errors';
-import type { AIMessageChunk } from '@langchain/core/messages';
+import { AIMessageChunk, type UsageMetadata } from '@langchain/core/messages';
+import type { GenerationChunk } from '@langchain/core/outputs';
 import type { AsyncCaller } from '@langchain/core/utils/async_caller';
 import type { Engine, GenerationResult, PromptInput, StreamOptions } from './core.js';
+import type { CallPlan, ReasonerRuntime } from './runtime.js';
 
 /** A running generation: its text as it comes, then its result. */
 export interface Generation {
@@ -18,7 +22,7 @@ export interface Generation {
 }
 
 /** Starts a generation of one sequence (callers read the first row of the result). */
-export function startGeneration(
+function startGeneration(
   engine: Engine,
   input: PromptInput,
   options: Omit<StreamOptions, 'signal'>,
@@ -64,16 +68,23 @@ export function takeTurn(caller: AsyncCaller, signal: AbortSignal | undefined, t
   let release!: () => void;
   const released = new Promise<void>((resolve) => (release = resolve));
   if (signal?.aborted) return Promise.resolve({ signal, release });
-  return new Promise((granted) => {
+  return new Promise((granted, refused) => {
     const abandon = () => {
       release();
       granted({ signal, release });
     };
     signal?.addEventListener('abort', abandon, { once: true });
-    // The callable never fails, so the caller's retries never come into it: only its queue does.
+    // The callable never fails, so the caller's retries never come into it, only its queue does, and nothing it
+    // throws is lost there: a timer Node cannot set (the options refuse such a timeout) fails the call, which would
+    // otherwise wait for ever.
     void caller.call(() => {
       signal?.removeEventListener('abort', abandon);
-      granted({ signal: withTimeout(signal, timeout), release });
+      try {
+        granted({ signal: withTimeout(signal, timeout), release });
+      } catch (err) {
+        release();
+        refused(err);
+      }
       return released;
     });
   });
@@ -87,8 +98,66 @@ function withTimeout(signal: AbortSignal | undefined, ms: number | undefined): A
 }
 
 /** The error an aborted generation raises, carrying what was generated before the abort. */
-export function abortError(signal: AbortSignal | undefined, partial: AIMessageChunk): ModelAbortError {
+function abortError(signal: AbortSignal | undefined, partial: AIMessageChunk): ModelAbortError {
   const reason = signal?.reason as { name?: unknown } | undefined;
   const why = reason?.name === 'TimeoutError' ? 'timed out' : 'was aborted';
   return new ModelAbortError(`the generation ${why} after ${partial.usage_metadata?.output_tokens ?? 0} tokens`, partial);
+}
+
+/** What a model makes of one generation: chunks of its own kind (text, or messages) from the text and the result. */
+export interface ChunkMaker<C extends GenerationChunk> {
+  /** The chunk of a piece of text as it comes, if it shows anything yet. */
+  piece(text: string): C | undefined;
+  /** The usage to report: the runtime's, with what only the model counts (the chat model's reasoning tokens). */
+  usage?(usage: UsageMetadata, result: GenerationResult): UsageMetadata;
+  /** The chunk of what was held back until the end, if any (not reached when the generation was aborted). */
+  rest?(result: GenerationResult): C | undefined;
+  /** The last chunk, without text: the usage and the response metadata. */
+  last(usage: UsageMetadata, metadata: Record<string, unknown>): C;
+}
+
+/** One call of a model: what it generates, with what, and who hears of its chunks. */
+export interface ModelCall {
+  input: PromptInput;
+  /** The call's plan (its reasoners and settings, for the response metadata). */
+  plan: CallPlan;
+  /** The engine options it runs with: the plan's, or the chat model's built on them. */
+  options: Omit<StreamOptions, 'signal'>;
+  /** The call's own signal (LangChain's, its `timeout` folded in). */
+  signal: AbortSignal | undefined;
+  runManager?: CallbackManagerForLLMRun;
+  /** Which prompt's completion the chunks are, for callbacks (the prompts of one `generate` share its run). */
+  indices?: NewTokenIndices;
+}
+
+/**
+ * Streams one call: waits for its turn (`takeTurn`), then yields the chunks `maker` makes of the text as it comes and
+ * of the result, each reported to callbacks (LangGraph's "messages" mode, tracers), the last one with the usage and
+ * response metadata, as LangChain's OpenAI models report theirs. An aborted or timed-out generation throws
+ * `ModelAbortError` carrying what was written. The turn is given back however the call ends.
+ */
+export async function* generateChunks<C extends GenerationChunk>(runtime: ReasonerRuntime, caller: AsyncCaller, call: ModelCall, maker: ChunkMaker<C>): AsyncGenerator<C> {
+  const reported = async (chunk: C) => {
+    await call.runManager?.handleLLMNewToken(chunk.text, call.indices, undefined, undefined, undefined, { chunk });
+    return chunk;
+  };
+  const { signal, release } = await takeTurn(caller, call.signal, runtime.timeout);
+  try {
+    const generation = startGeneration(runtime.engine, call.input, call.options, signal);
+    for await (const text of generation.pieces) {
+      const chunk = maker.piece(text);
+      if (chunk) yield await reported(chunk);
+    }
+    const result = await generation.result;
+    const usage = maker.usage ? maker.usage(runtime.usage(result), result) : runtime.usage(result);
+    const metadata = runtime.responseMetadata(call.plan, result);
+    if (result.rows[0]!.finishReason === 'abort') {
+      throw abortError(signal, new AIMessageChunk({ content: result.rows[0]!.text, usage_metadata: usage, response_metadata: metadata }));
+    }
+    const rest = maker.rest?.(result);
+    if (rest) yield await reported(rest);
+    yield await reported(maker.last(usage, metadata));
+  } finally {
+    release();
+  }
 }

@@ -4,10 +4,10 @@
  */
 import type { CallbackManagerForLLMRun } from '@langchain/core/callbacks/manager';
 import { LLM, type BaseLLMCallOptions, type BaseLLMParams } from '@langchain/core/language_models/llms';
-import { AIMessageChunk, type MessageContent } from '@langchain/core/messages';
+import type { AIMessageChunk, MessageContent } from '@langchain/core/messages';
 import type { ModelProfile } from '@langchain/core/language_models/profile';
 import { GenerationChunk, type LLMResult } from '@langchain/core/outputs';
-import { abortError, startGeneration, takeTurn } from './generation.js';
+import { generateChunks } from './generation.js';
 import { LANGCHAIN_MODEL_FIELDS, ModelOptionsSchema, parseOptions, splitOptions } from './options.js';
 import type { ModelOptions, ReasonerCallOptions } from './option-types.js';
 import { ReasonerRuntime } from './runtime.js';
@@ -47,8 +47,8 @@ export class ReasonerLLM extends LLM<ReasonerLLMCallOptions> {
   }
 
   /**
-   * Loads the backbone and reasoners (each a local module directory, export directory or .onnx file) into one
-   * engine. Throws `ReasonerOptionsError` for invalid options.
+   * Loads the backbone and reasoners (each a local path or a reference, pulled where needed: see `ModelOptions`)
+   * into one engine. Throws `ReasonerOptionsError` for invalid options.
    */
   static async create(options: ReasonerLLMOptions): Promise<ReasonerLLM> {
     const { ours, rest } = splitOptions(ModelOptionsSchema, options, LANGCHAIN_MODEL_FIELDS);
@@ -136,23 +136,11 @@ export class ReasonerLLM extends LLM<ReasonerLLMCallOptions> {
     const plan = this.runtime.plan(options);
     const { suffix } = options;
     if (suffix !== undefined && typeof suffix !== 'string') throw new ReasonerOptionsError('call options', [{ path: 'suffix', message: `must be a string, not ${JSON.stringify(suffix)}` }]);
-    const reported = async (chunk: GenerationChunk) => {
-      await runManager?.handleLLMNewToken(chunk.text, { prompt: index, completion: 0 }, undefined, undefined, undefined, { chunk });
-      return chunk;
-    };
-    const { signal, release } = await takeTurn(this.caller, options.signal, this.runtime.timeout);
-    try {
-      const generation = startGeneration(this.runtime.engine, { prompt, ...(suffix !== undefined ? { suffix } : {}) }, plan.engine, signal);
-      for await (const text of generation.pieces) yield await reported(new GenerationChunk({ text }));
-      const result = await generation.result;
-      const usage_metadata = this.runtime.usage(result);
-      const response_metadata = this.runtime.responseMetadata(plan, result);
-      if (result.rows[0]!.finishReason === 'abort') {
-        throw abortError(signal, new AIMessageChunk({ content: result.rows[0]!.text, usage_metadata, response_metadata }));
-      }
-      yield await reported(new GenerationChunk({ text: '', generationInfo: { ...response_metadata, usage_metadata } }));
-    } finally {
-      release();
-    }
+    const input = { prompt, ...(suffix !== undefined ? { suffix } : {}) };
+    const call = { input, plan, options: plan.engine, signal: options.signal, runManager, indices: { prompt: index, completion: 0 } };
+    yield* generateChunks(this.runtime, this.caller, call, {
+      piece: (text) => new GenerationChunk({ text }),
+      last: (usage_metadata, response_metadata) => new GenerationChunk({ text: '', generationInfo: { ...response_metadata, usage_metadata } }),
+    });
   }
 }

@@ -50,11 +50,18 @@ export interface GenerationOptions {
 
 /** What `ReasonerLLM.create` takes (LangChain's own model parameters come beside these). */
 export interface ModelOptions extends GenerationOptions {
-  /** The backbone: a module directory, a plain ONNX export directory, or an .onnx file. */
+  /**
+   * The backbone: a module directory, a plain ONNX export directory, an .onnx or GGUF file, a model by its Ollama,
+   * Hugging Face or LM Studio name (`ollama://…`, `hf://…`, `lmstudio://…`), or a registry reference
+   * (`[registry/]namespace/name@range`, pulled as `registry` says).
+   */
   backbone: string;
   /** The backbone's graph in a hub export directory, by transformers.js's names (fp32, fp16, q8, int8, uint8, q4, q4f16, bnb4; auto: as its config.json says). */
   dtype?: Dtype | 'auto';
-  /** Reasoner modules composed with the backbone, each a local module directory (or export, or .onnx file). */
+  /**
+   * Reasoner modules composed with the backbone, each given as `backbone` is: a local module directory, export
+   * directory, .onnx or GGUF file, or a model's name or registry reference, pulled where needed.
+   */
   reasoners?: {
     module: string;
     /** Name used per call and in metadata; default: the module manifest's name. */
@@ -64,7 +71,7 @@ export interface ModelOptions extends GenerationOptions {
     /** The reasoner's graph in a hub export directory (as `dtype`). */
     dtype?: Dtype | 'auto';
   }[];
-  /** LiteReason reasoning projector: a latent-projector module directory or an .onnx file. */
+  /** LiteReason reasoning projector: a latent-projector module directory or an .onnx file, or its registry reference. */
   projector?: string;
   /**
    * How registry references among `backbone`, `reasoners[].module` and `projector` are pulled: default registry,
@@ -120,8 +127,14 @@ export interface ModelOptions extends GenerationOptions {
    * Milliseconds each call may run once it has its place among the model's generations (`maxConcurrency`), as
    * ChatOpenAI's `timeout` counts per request: the generation stops then. A call's own `timeout` (LangChain's call
    * option) applies beside it and, as LangChain's RunnableConfig.timeout, covers the whole call, the wait included.
+   * At most 2^31-1 (about 24.8 days, the longest timer Node sets); unset: no limit.
    */
   timeout?: number;
+  /**
+   * Taken, as ChatOpenAI's (`new ChatOpenAI({ streaming: true })`), and of no effect: these models stream every reply
+   * to callbacks token by token, invoked or streamed, so there is nothing to turn on.
+   */
+  streaming?: boolean;
   /**
    * Refused: LangChain's retry of remote calls. A local engine fails the same way on every try (invalid options, a
    * broken constraint, a closed engine), so retries would only delay the error; `model.withRetry()` retries a runnable.

@@ -62,6 +62,9 @@ const generation = {
   latentPlaceholder: z.string().optional(),
 };
 
+/** The longest `timeout` taken, in milliseconds: Node's timers' limit (2^31-1). */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
 /** LangChain's retry fields, refused by name (why: `ModelOptions.maxRetries`). */
 const refusedRetry = z
   .never({ error: "is LangChain's retry of remote calls: a local engine fails the same way on every try, so it is not taken (model.withRetry() retries where wanted)" })
@@ -120,7 +123,9 @@ export const ModelOptionsSchema = schemaOf<ModelOptions>()(
       ])
       .optional(),
     ...generation,
-    timeout: z.number().positive().optional(),
+    // (Node's timers hold 2^31-1 ms at most: a longer one would fire at once, a far longer one never be set)
+    timeout: z.number().positive().max(MAX_TIMEOUT_MS, `is at most ${MAX_TIMEOUT_MS} ms (about 24.8 days, the longest timer Node sets): leave it unset for no limit`).optional(),
+    streaming: z.boolean().optional(),
     maxRetries: refusedRetry,
     onFailedAttempt: refusedRetry,
   }),
@@ -216,12 +221,11 @@ function keysOf(schema: z.ZodObject): string[] {
 }
 
 /**
- * LangChain's constructor fields of a model (`BaseChatModelParams`, `BaseLLMParams`), which go to LangChain; its
- * retry fields are the schema's, which refuses them. Also the providers' `streaming` flag, taken and of no effect:
- * these models stream every reply to callbacks, invoked or streamed.
+ * LangChain's constructor fields of a model (`BaseChatModelParams`, `BaseLLMParams`), which go to LangChain. Its retry
+ * fields are the schema's, which refuses them, as is the providers' `streaming` flag, which it takes.
  */
 export const LANGCHAIN_MODEL_FIELDS: ReadonlySet<string> = new Set([
-  'verbose', 'callbacks', 'tags', 'metadata', 'callbackManager', 'cache', 'maxConcurrency', 'disableStreaming', 'outputVersion', 'streaming',
+  'verbose', 'callbacks', 'tags', 'metadata', 'callbackManager', 'cache', 'maxConcurrency', 'disableStreaming', 'outputVersion',
 ]);
 
 /**

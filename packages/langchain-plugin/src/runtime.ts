@@ -2,11 +2,9 @@
  * A backbone and its reasoners loaded once into one engine, with the model's default settings. Every call of a
  * model, and of the `withConfig` bindings made from it, runs here; concurrent calls share the engine's running batch.
  */
-import { resolve } from 'node:path';
 import type { MessageContent, UsageMetadata } from '@langchain/core/messages';
 import type { ModelProfile } from '@langchain/core/language_models/profile';
 import { describeBackbone, type BackboneInfo } from './backbone.js';
-import { existsSync } from 'node:fs';
 import { Engine, TextTokenizer, resolveModelPath, type EngineOptions, type GenerationResult, type ResponseFormat, type StreamOptions } from './core.js';
 import { ReasonerOptionsError, UnknownReasonerError } from './errors.js';
 import {
@@ -49,8 +47,8 @@ export class ReasonerRuntime {
   private constructor(
     readonly engine: Engine,
     readonly backbone: BackboneInfo,
-    /** Reasoner modules in load order: absolute paths, or registry references as given; with the graph chosen of each. */
-    private readonly modules: readonly { module: string; dtype?: string }[],
+    /** The graph chosen of each reasoner (its `dtype` at creation, if given), in load order. */
+    private readonly reasonerDtypes: readonly (string | undefined)[],
     private readonly defaults: GenerationDefaults,
     private readonly loadedAs: LoadedAs,
     /**
@@ -62,7 +60,8 @@ export class ReasonerRuntime {
 
   /** Loads the backbone and reasoners of parsed model options into one engine. */
   static async load(options: ParsedModelOptions): Promise<ReasonerRuntime> {
-    const { backbone, dtype, reasoners = [], projector, registry, onProgress, device, intraOpThreads, placement, cacheDir, prefixCacheBytes, contextLength, ggufKvCache, sessionCache, promptLookup, draftModel, timeout, ...defaults } = options;
+    // (`streaming` is taken and changes nothing: every reply streams to callbacks)
+    const { backbone, dtype, reasoners = [], projector, registry, onProgress, device, intraOpThreads, placement, cacheDir, prefixCacheBytes, contextLength, ggufKvCache, sessionCache, promptLookup, draftModel, timeout, streaming: _, ...defaults } = options;
     // The backbone is resolved here (a registry reference becomes a pulled module directory) because its
     // directory also serves the chat template; the engine resolves the other modules itself.
     const backbonePath = await resolveModelPath(backbone, onProgress ? { ...registry, onProgress } : (registry ?? {}), ggufKvCache ? { kvCache: ggufKvCache } : undefined);
@@ -87,8 +86,8 @@ export class ReasonerRuntime {
     });
     try {
       const info = await describeBackbone(backbonePath, engine.info);
-      const modules = reasoners.map((r) => ({ module: existsSync(r.module) ? resolve(r.module) : r.module, ...(r.dtype ? { dtype: r.dtype } : {}) }));
-      return new ReasonerRuntime(engine, info, modules, defaults, { device, dtype, contextLength, ggufKvCache }, timeout);
+      const dtypes = reasoners.map((r) => r.dtype);
+      return new ReasonerRuntime(engine, info, dtypes, defaults, { device, dtype, contextLength, ggufKvCache }, timeout);
     } catch (err) {
       await engine.dispose();
       throw err;
@@ -168,7 +167,9 @@ export class ReasonerRuntime {
 
   /**
    * What identifies this model, as LangChain's cache keys and tracers read it: backbone, reasoners with their default
-   * weights, the load options that change replies (snake_case, as `model_name`), and the default settings.
+   * weights, the load options that change replies (snake_case, as `model_name`), and the default settings. Each model
+   * is named by what was loaded, not as given: a registry range (`acme/math@^1`) loads another version once one is
+   * pushed, and a pulled module lies in a directory named by its manifest's digest.
    */
   identifyingParams(): Record<string, unknown> {
     const { device, dtype, contextLength, ggufKvCache } = this.loadedAs;
@@ -176,7 +177,10 @@ export class ReasonerRuntime {
       model_name: this.backbone.name,
       backbone: this.backbone.path,
       ...(dtype ? { dtype } : {}),
-      reasoners: this.engine.info.reasoners.map((r, i) => ({ name: r.name, ...this.modules[i], weight: r.weight })),
+      reasoners: this.engine.info.reasoners.map((r, i) => {
+        const chosen = this.reasonerDtypes[i];
+        return { name: r.name, module: r.modelPath, ...(chosen ? { dtype: chosen } : {}), weight: r.weight };
+      }),
       mode: this.engine.info.mode,
       ...(this.engine.info.projector ? { projector: this.engine.info.projector.modelPath } : {}),
       device: device ?? 'cpu',

@@ -89,7 +89,7 @@ describe('identity: the cache keys of models created differently', function () {
     ]).then((loaded) => loaded.map(track));
     expect(fp16._identifyingParams()).to.include({ dtype: 'fp16' });
     expect(cacheKey(fp16)).to.not.equal(cacheKey(fp32!));
-    expect((fp16Reasoner!._identifyingParams().reasoners as unknown[])[0]).to.deep.equal({ name: 'r', module: hub, dtype: 'fp16', weight: 1 });
+    expect((fp16Reasoner!._identifyingParams().reasoners as unknown[])[0]).to.deep.equal({ name: 'r', module: join(hub, 'onnx', 'model_fp16.onnx'), dtype: 'fp16', weight: 1 });
     expect(cacheKey(fp16Reasoner!)).to.not.equal(cacheKey(fp32Reasoner!));
 
     const [half, full] = await Promise.all([

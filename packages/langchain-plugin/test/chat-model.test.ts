@@ -352,9 +352,13 @@ describe('ChatReasoner', function () {
     });
 
     it("a timeout given at creation (ChatOpenAI's parameter) stops every call, beside a call's own; streaming is taken", async () => {
-      const limited = await ChatReasoner.create({ backbone: slowChat, cacheDir, maxTokens: LONG, timeout: 300, streaming: true } as never);
-      const llm = await ReasonerLLM.create({ backbone: await slowBackbone(), cacheDir, maxTokens: LONG, timeout: 300, streaming: false } as never);
+      const limited = await ChatReasoner.create({ backbone: slowChat, cacheDir, maxTokens: LONG, timeout: 300, streaming: true });
+      const llm = await ReasonerLLM.create({ backbone: await slowBackbone(), cacheDir, maxTokens: LONG, timeout: 300, streaming: false });
       try {
+        // (taken and of no effect: not among the defaults, nor what tells models apart)
+        expect(limited._identifyingParams()).to.not.have.property('streaming');
+        const notFlag = await ChatReasoner.create({ backbone: 'never-loaded', streaming: 'yes' } as never).catch((e: unknown) => e);
+        expect((notFlag as ReasonerOptionsError).issues?.map((i) => i.path)).to.deep.equal(['streaming']);
         // A call's own longer timeout does not lift the model's: the shorter one stops it.
         for (const call of [() => limited.invoke('Hello'), () => limited.withConfig({ timeout: 60_000 }).invoke('Hello'), () => llm.invoke('Hello', { timeout: 60_000 })]) {
           const t0 = performance.now();
@@ -493,8 +497,9 @@ describe('ChatReasoner', function () {
         model_name: 'stories-chat',
         backbone: storiesChat,
         reasoners: [
-          { name: 'math-r', module: mathR, weight: 0.5 },
-          { name: 'cipher-r', module: cipherR, weight: 0.3 },
+          // (each by the graph loaded)
+          { name: 'math-r', module: `${mathR}/model.onnx`, weight: 0.5 },
+          { name: 'cipher-r', module: `${cipherR}/model.onnx`, weight: 0.3 },
         ],
         mode: 'logits',
         device: 'cpu',

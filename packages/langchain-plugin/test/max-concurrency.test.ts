@@ -1,11 +1,14 @@
 /**
  * LangChain's `maxConcurrency` on `ChatReasoner` and `ReasonerLLM`: at most that many calls of a model generate at
  * once, each holding its place for its whole generation, streaming included, and giving it back however it ends
- * (finished, failed, aborted, left early, or aborted while it waited). LangChain's retry fields are refused by name.
+ * (finished, failed, aborted, left early, or aborted while it waited). The model's `timeout` counts from a call's
+ * turn, up to the longest timer Node sets. LangChain's retry fields are refused by name.
  */
 import { expect } from 'chai';
 import { ModelAbortError } from '@langchain/core/errors';
+import { AsyncCaller } from '@langchain/core/utils/async_caller';
 import { ChatReasoner, ReasonerLLM, ReasonerOptionsError } from '../src/index.js';
+import { takeTurn } from '../src/generation.js';
 import { PLAIN_TEMPLATE, cacheDir, slowBackbone, storiesModule, withChatTemplate } from './support/modules.js';
 import { Recorder } from './support/recorder.js';
 
@@ -140,6 +143,32 @@ describe('maxConcurrency', function () {
     } finally {
       await Promise.all(timed.map((m) => m.dispose()));
     }
+  });
+
+  it('refuses a timeout longer than any timer Node sets (2^31-1 ms), naming it, and takes the longest', async () => {
+    for (const create of [ChatReasoner.create, ReasonerLLM.create]) {
+      for (const timeout of [2 ** 31, 2 ** 32]) {
+        const err = await create({ backbone: 'never-loaded', cacheDir, timeout }).catch((e: Error) => e);
+        expect(err, String(err)).to.be.instanceOf(ReasonerOptionsError);
+        expect((err as ReasonerOptionsError).issues.map((i) => i.path)).to.deep.equal(['timeout']);
+        expect((err as Error).message).to.match(/timeout: is at most 2147483647 ms/);
+      }
+    }
+    const longest = await ReasonerLLM.create({ backbone: await storiesModule(), cacheDir, maxTokens: 4, timeout: 2 ** 31 - 1 });
+    try {
+      expect(await within(10_000, longest.invoke('Once upon a time'))).to.be.a('string').that.is.not.empty;
+    } finally {
+      await longest.dispose();
+    }
+  });
+
+  it('a turn whose timer cannot be set fails the call, never leaves it waiting, and passes the turn on', async () => {
+    const caller = new AsyncCaller({ maxConcurrency: 1, maxRetries: 0 });
+    const err = await within(5_000, takeTurn(caller, undefined, 2 ** 32)).catch((e: Error) => e);
+    expect(err).to.be.instanceOf(RangeError);
+    const next = await within(5_000, takeTurn(caller, undefined, 1_000));
+    expect(next.signal?.aborted).to.equal(false);
+    next.release();
   });
 
   it("refuses LangChain's retry fields by name: a local engine fails the same way on every try", async () => {

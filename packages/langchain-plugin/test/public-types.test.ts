@@ -75,7 +75,7 @@ describe('published types of @reasonplug/langchain', function () {
     const lost = [...inSource].filter(([key, doc]) => doc && inDeclarations.get(key) !== true).map(([key]) => key);
     expect(lost).to.deep.equal([]);
     // (the options a consumer hovers in `ChatReasoner.create({ … })` and a call's options among them)
-    for (const key of ['ChatReasonerOptions.backbone', 'ChatReasonerOptions.maxTokens', 'ChatReasonerOptions.reasoners', 'ReasonerLLMOptions.timeout', 'ChatReasonerCallOptions.reasoners', 'ChatReasonerCallOptions.thinkingBudget', 'EmbeddingsOptions.dimensions', 'EmbeddingsOptions.backbone']) {
+    for (const key of ['ChatReasonerOptions.backbone', 'ChatReasonerOptions.maxTokens', 'ChatReasonerOptions.reasoners', 'ReasonerLLMOptions.timeout', 'ChatReasonerOptions.streaming', 'ChatReasonerCallOptions.reasoners', 'ChatReasonerCallOptions.thinkingBudget', 'EmbeddingsOptions.dimensions', 'EmbeddingsOptions.backbone']) {
       expect(inDeclarations.get(key), key).to.equal(true);
     }
   });
@@ -84,7 +84,7 @@ describe('published types of @reasonplug/langchain', function () {
     const consumer = join(out, 'consumer.ts');
     const source = `
       import { z } from 'zod';
-      import type { ChatReasoner, ChatCallOptions, ChatReasonerCallOptions, GenerationOptions, OpenAIResponseFormat, ReasonerWeight } from './index.js';
+      import type { ChatReasoner, ChatCallOptions, ChatReasonerCallOptions, ChatReasonerOptions, GenerationOptions, OpenAIResponseFormat, ReasonerLLMOptions, ReasonerWeight } from './index.js';
       const Joke = z.object({ setup: z.string(), punchline: z.string() });
       export async function tell(model: ChatReasoner): Promise<string> {
         const joke = await model.withStructuredOutput(Joke).invoke('Tell me a joke');
@@ -103,6 +103,9 @@ describe('published types of @reasonplug/langchain', function () {
       export const call: Partial<ChatReasonerCallOptions> = { response_format: format, ...chat, maxTokens: 8 };
       export const settings: GenerationOptions = { temperature: 0.7, latent: 'fixed:2' };
       export const weight: ReasonerWeight = [{ until: 40, weight: 1.2 }, { weight: 1 }];
+      // (as ChatOpenAI's callers write their options: streaming is taken)
+      export const created: ChatReasonerOptions = { backbone: 'x', timeout: 1000, maxConcurrency: 2, streaming: true, cache: true };
+      export const completion: ReasonerLLMOptions = { backbone: 'x', reasoners: [{ module: 'acme/math@^1' }], streaming: false };
     `;
     const program = programWith(new Map([...emitted.files, [consumer, source]]), [consumer]);
     const errors = ts.getPreEmitDiagnostics(program, program.getSourceFile(consumer)).map((d) => {
