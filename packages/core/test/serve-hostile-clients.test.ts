@@ -7,12 +7,12 @@
  */
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
-import { connect, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { TOOLS_TEMPLATE } from './support/chat-templates.js';
 import { fromSources } from '../../../test/support/paths.js';
 import { storiesModule } from './support/modules.js';
 import { postJson, useServers } from './support/servers.js';
+import { rawRequest } from './support/raw-http.js';
 import { startServer } from '../src/serve/server.js';
 import { listener } from '../src/serve/listener.js';
 import { parseChatRequest } from '../src/serve/requests.js';
@@ -20,24 +20,6 @@ import { parseResponsesRequest } from '../src/serve/responses-request.js';
 import { parseMessagesRequest } from '../src/serve/messages-request.js';
 import { HttpError } from '../src/serve/errors.js';
 
-/** A raw request's connection: what came back so far, and whether the server closed it. */
-interface Raw {
-  socket: Socket;
-  received: () => string;
-  closed: Promise<void>;
-}
-
-/** Opens a connection to `url` and writes `head` (a request's headers, perhaps part of its body) on it. */
-function rawRequest(url: string, head: string): Raw {
-  const { hostname, port } = new URL(url);
-  const socket = connect(Number(port), hostname);
-  const chunks: Buffer[] = [];
-  socket.on('data', (d: Buffer) => chunks.push(d));
-  socket.on('error', () => {});
-  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
-  socket.write(head);
-  return { socket, received: () => Buffer.concat(chunks).toString('utf8'), closed };
-}
 
 /** The head of a JSON POST whose body will be `length` bytes (HTTP/1.0: an answer unchunked, its connection closed after it). */
 const postHead = (url: string, path: string, length: number, version = '1.1') =>

@@ -5,31 +5,13 @@
  * limit that is no whole number, refused before it listens. Raw sockets on loopback, the converted stories260K.
  */
 import { expect } from 'chai';
-import { connect, type Socket } from 'node:net';
 import { builtModel } from './support/models.js';
 import { storiesModule } from './support/modules.js';
 import { postJson, useServers } from './support/servers.js';
+import { rawRequest } from './support/raw-http.js';
 import { TOOLS_TEMPLATE } from './support/chat-templates.js';
 import { startServer } from '../src/serve/server.js';
 
-/** A raw connection: what came back so far, and whether the server closed it. */
-interface Raw {
-  socket: Socket;
-  received: () => string;
-  closed: Promise<void>;
-}
-
-/** Opens a connection to `url` and writes `head` (the start of a request) on it. */
-function rawRequest(url: string, head: string): Raw {
-  const { hostname, port } = new URL(url);
-  const socket = connect(Number(port), hostname);
-  const chunks: Buffer[] = [];
-  socket.on('data', (d: Buffer) => chunks.push(d));
-  socket.on('error', () => {});
-  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
-  socket.write(head);
-  return { socket, received: () => Buffer.concat(chunks).toString('utf8'), closed };
-}
 
 /** Rejects with `what` unless `promise` settles within `ms`. */
 async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
