@@ -1,10 +1,24 @@
 /** vLLM's `truncate_prompt_tokens`: how many of its prompt's last tokens a request runs, and encoding just those. */
+import { parseLatentPolicy } from '../generate/decode-loop.js';
+import { badRequest } from './errors.js';
 import type { Loaded } from './served.js';
 import type { ParsedRequest } from './requests.js';
 
-/** How many of its prompt's last tokens a request runs (vLLM's `truncate_prompt_tokens`, -1 the context's); undefined: all. */
+/**
+ * How many of its prompt's last tokens a request runs (vLLM's `truncate_prompt_tokens`); undefined: all. -1 keeps as
+ * many as the context holds with the positions its fixed latent steps take after the prompt. More than the context
+ * is refused, as vLLM refuses a truncation past max_model_len, whatever the prompt's length.
+ */
 export function keptPromptTokens(l: Loaded, request: ParsedRequest): number | undefined {
-  return request.truncatePromptTokens === -1 ? l.contextLength : request.truncatePromptTokens;
+  const given = request.truncatePromptTokens;
+  if (given === undefined) return undefined;
+  const param = 'truncate_prompt_tokens';
+  if (given > l.contextLength) throw badRequest(`truncate_prompt_tokens is ${given}, more than the model's context length (max_model_len) of ${l.contextLength}; choose a smaller one, or -1`, param);
+  if (given !== -1) return given;
+  const policy = request.options.latent === undefined ? undefined : parseLatentPolicy(request.options.latent);
+  const steps = typeof policy === 'object' ? policy.fixed : 0;
+  if (steps >= l.contextLength) throw badRequest(`the request's ${steps} fixed latent steps leave no room for a prompt in the context length of ${l.contextLength}`, param);
+  return l.contextLength - steps;
 }
 
 /**
