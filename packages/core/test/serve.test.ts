@@ -662,12 +662,12 @@ describe('reasonplug serve', function () {
     expect(bad).to.deep.include({ path: '/v1/chat/completions', status: 400 });
     expect(bad!.error).to.match(/messages/);
     expect(gone).to.deep.include({ status: 200, aborted: true, model: 'stories260k+r', finishReason: 'abort' });
-    expect(formatRequestRecord(done!, 'text')).to.match(new RegExp(`^POST /v1/completions 200 \\d+ ms model=stories260k prompt=${ok.usage.prompt_tokens} completion=5 finish=length$`));
-    expect(formatRequestRecord(missing!, 'text')).to.match(/^POST \/v1\/completions 404 \d+ ms model=stories260k\+nope error=".*nope.*"$/);
+    expect(formatRequestRecord(done!, 'text')).to.match(new RegExp(`^POST /v1/completions 200 \\d+ ms id=req_[0-9a-f]{32} model=stories260k prompt=${ok.usage.prompt_tokens} completion=5 finish=length$`));
+    expect(formatRequestRecord(missing!, 'text')).to.match(/^POST \/v1\/completions 404 \d+ ms id=req_[0-9a-f]{32} model=stories260k\+nope error=".*nope.*"$/);
     expect(formatRequestRecord(gone!, 'text')).to.match(/ finish=abort client went away$/);
     expect(JSON.parse(formatRequestRecord(done!, 'json'))).to.deep.include({ status: 200, time: done!.time.toISOString(), completionTokens: 5 });
     // A client's model name cannot write a line of its own.
-    expect(formatRequestRecord({ ...missing!, model: 'x\nPOST /v1/completions 200 1 ms', error: 'e' }, 'text')).to.match(/^POST \/v1\/completions 404 \d+ ms model="x\\nPOST \/v1\/completions 200 1 ms" error="e"$/);
+    expect(formatRequestRecord({ ...missing!, model: 'x\nPOST /v1/completions 200 1 ms', error: 'e' }, 'text')).to.match(/^POST \/v1\/completions 404 \d+ ms id=req_[0-9a-f]{32} model="x\\nPOST \/v1\/completions 200 1 ms" error="e"$/);
   });
 
   it('closes the connection of a 413 (its body left unread), so that a pooled client\'s next request is answered at once', async () => {
@@ -771,7 +771,7 @@ describe('reasonplug serve', function () {
       expect(JSON.parse(data.at(-2)!).choices[0].finish_reason).to.equal('length');
       expect(await exited).to.equal(0);
       // The request log: a line for each request answered, on stderr.
-      expect(stderr).to.match(/^POST \/v1\/completions 200 \d+ ms model=stories260k prompt=\d+ completion=\d+ finish=length$/m);
+      expect(stderr).to.match(/^POST \/v1\/completions 200 \d+ ms id=req_[0-9a-f]{32} model=stories260k prompt=\d+ completion=\d+ finish=length$/m);
     } finally {
       child.kill('SIGKILL');
     }

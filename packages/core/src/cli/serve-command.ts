@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { startServer } from '../serve/server.js';
 import { usableApiKey } from '../serve/api-keys.js';
-import { corsOriginOf } from '../serve/cors.js';
+import { allowedHostOf, corsOriginOf } from '../serve/cors.js';
 import { formatRequestRecord, type RequestLogFormat, type RequestRecord } from '../serve/request-log.js';
 import type { ReasonerSpec } from '../runtime/protocol.js';
 import type { RegistryOptions } from '../registry/settings.js';
@@ -63,6 +63,15 @@ function corsOriginFlag(v: string, prev: string[] = []): string[] {
   }
 }
 
+/** `--allowed-host` (repeatable): a host name as a `Host` header names it, or `*`. */
+function allowedHostFlag(v: string, prev: string[] = []): string[] {
+  try {
+    return [...prev, allowedHostOf(v)];
+  } catch (err) {
+    throw new InvalidArgumentError(`--allowed-host: ${(err as Error).message}`);
+  }
+}
+
 /** A flag naming a file to read at once (a missing or unreadable one is a usage error). */
 function fileFlag(flag: string): (file: string) => Buffer {
   return (file) => {
@@ -108,6 +117,7 @@ interface ServeFlags {
   port: number;
   apiKey?: string[];
   corsOrigin?: string[];
+  allowedHost?: string[];
   requestLog: RequestLogFormat;
   sslKeyFile?: Buffer;
   sslCertFile?: Buffer;
@@ -158,6 +168,7 @@ export function addServeCommand(program: Command): void {
     .option('--port <n>', 'port to listen on (0: any free one)', integerFlag('--port', 0, 65535, 'a port from 0 to 65535'), 8000)
     .option('--api-key <key>', 'accepted bearer token (repeatable; default: $REASONPLUG_API_KEY, comma-separated; none: open)', apiKeyFlag)
     .option('--cors-origin <origin>', "origin of browser pages allowed to call besides loopback ones, e.g. https://app.example.com (repeatable; '*': any); other origins get 403", corsOriginFlag)
+    .option('--allowed-host <name>', "host name served besides this machine's (localhost, its host name, IP addresses) while listening on loopback, e.g. the Host a reverse proxy sends (repeatable; '*': any, which turns off the DNS-rebinding protection); other names get 403", allowedHostFlag)
     .option('--ssl-key-file <file>', 'serve HTTPS: the PEM private key (with --ssl-cert-file)', fileFlag('--ssl-key-file'))
     .option('--ssl-cert-file <file>', 'serve HTTPS: the PEM certificate, its chain after it (with --ssl-key-file)', fileFlag('--ssl-cert-file'))
     .addOption(new Option('--request-log <format>', 'a line on stderr for each request answered: method, path, status, time, model, tokens, finish reason, error (never prompts, replies or keys)').choices(['text', 'json', 'off']).default('text'))
@@ -240,6 +251,7 @@ async function serve(flags: ServeFlags): Promise<void> {
     ...(flags.alias ? { aliases: flags.alias } : {}),
     apiKeys,
     ...(flags.corsOrigin ? { corsOrigins: flags.corsOrigin } : {}),
+    ...(flags.allowedHost ? { allowedHosts: flags.allowedHost } : {}),
     ...tlsOptions(flags),
     ...(requestLog !== 'off' ? { onRequest: (record: RequestRecord) => say(formatRequestRecord(record, requestLog)) } : {}),
     host: flags.host,

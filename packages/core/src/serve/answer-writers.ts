@@ -59,11 +59,24 @@ export function flowing(res: ServerResponse, deadlineMs: number): Promise<void> 
   });
 }
 
-/** A server-sent event stream (its `Connection` header Node's own: a client's `close` and HTTP/1.0 are kept to). */
+/**
+ * Opens a server-sent event stream, unless its keep-alives already did (its `Connection` header Node's own: a
+ * client's `close` and HTTP/1.0 are kept to). `X-Accel-Buffering: no` has nginx pass each event on as it comes, where
+ * its default `proxy_buffering on` would hold them back and send them in bursts.
+ */
+export function openEventStream(res: ServerResponse): void {
+  if (res.headersSent) return;
+  res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no' });
+  res.flushHeaders();
+}
+
+/** A comment line, which event-stream clients skip: the keep-alive of a stream of OpenAI's shapes (request-runner.ts). */
+export const SSE_KEEP_ALIVE = ': keep-alive\n\n';
+
+/** A server-sent event stream of data lines, OpenAI's `data: [DONE]` last. */
 export class Sse {
   constructor(private readonly res: ServerResponse) {
-    res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
-    res.flushHeaders();
+    openEventStream(res);
   }
   send(data: object): void {
     if (!this.res.destroyed) this.res.write(`data: ${JSON.stringify(data)}\n\n`);
@@ -73,10 +86,14 @@ export class Sse {
   }
 }
 
-/** Ollama's stream: one JSON object per line. */
+/**
+ * Ollama's stream: one JSON object per line. The format has no comment to keep a stream alive with while it waits for
+ * its first token: a proxy's read timeout must cover its queue and prefill.
+ */
 export class JsonLines {
   constructor(private readonly res: ServerResponse) {
-    res.writeHead(200, { 'Content-Type': 'application/x-ndjson' });
+    // (unbuffered by nginx, as an event stream is)
+    res.writeHead(200, { 'Content-Type': 'application/x-ndjson', 'X-Accel-Buffering': 'no' });
   }
   send(line: object): void {
     if (!this.res.destroyed) this.res.write(`${JSON.stringify(line)}\n`);

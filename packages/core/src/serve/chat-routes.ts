@@ -6,7 +6,7 @@ import type { ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import type { GenerationResult, TokenEvent } from '../generate/types.js';
 import type { PromptInput } from '../runtime/protocol.js';
-import { anthropicError, sendJson, Sse } from './answer-writers.js';
+import { anthropicError, openEventStream, sendJson, Sse, SSE_KEEP_ALIVE } from './answer-writers.js';
 import { chatPrompt, chatTurn } from './chat-turn.js';
 import { ChatChoice, finishReason, type ChatDelta } from './choices.js';
 import { toHttpError, type HttpError } from './errors.js';
@@ -69,7 +69,7 @@ export async function chat(l: Served, request: ChatRequest, res: ServerResponse)
     if (request.includeUsage) sse.send({ ...base, object: 'chat.completion.chunk', choices: [], usage: usage(result) });
     sse.done();
     return choices[0]!.finish(result.rows[0]!.finishReason);
-  });
+  }, request.stream ? SSE_KEEP_ALIVE : undefined);
 }
 
 /**
@@ -112,6 +112,7 @@ export async function responses(l: Served, request: ResponsesRequest, res: Serve
       return [{ type: done.status === 'completed' ? 'response.completed' : 'response.incomplete', response: done }];
     },
     error: ({ message, code, param }) => ({ type: 'error', code, message, param }),
+    keepAlive: SSE_KEEP_ALIVE,
     numbered: true,
   });
 }
@@ -160,9 +161,13 @@ export async function messages(l: Served, request: ReturnType<typeof parseMessag
       { type: 'message_stop' },
     ],
     error: (err) => anthropicError(err, res),
+    keepAlive: ANTHROPIC_PING,
     numbered: false,
   });
 }
+
+/** The event Anthropic's streams keep alive with (its SDKs skip it). */
+const ANTHROPIC_PING = `event: ping\ndata: ${JSON.stringify({ type: 'ping' })}\n\n`;
 
 /** `/v1/messages/count_tokens` (Anthropic's): the tokens of the prompt a Messages request would run. */
 export function countTokens(l: ChatModel, body: unknown, res: ServerResponse): void {
@@ -173,7 +178,8 @@ export function countTokens(l: ChatModel, body: unknown, res: ServerResponse): v
 
 /**
  * Answers a chat turn in a block-shaped API (Responses, Messages): whole, or as its named events between its
- * opening and closing ones; a failure once the stream has started ends it with the API's error event.
+ * opening and closing ones; a failure once the stream has opened (its first token, or keep-alives while it waited for
+ * one) ends it with the API's error event.
  */
 async function answerInBlocks(
   l: Served,
@@ -187,23 +193,25 @@ async function answerInBlocks(
     opening: (first: TokenEvent | undefined) => Event[];
     closing: (result: GenerationResult) => Event[];
     error: (err: HttpError) => Event;
+    /** What a stream writes to keep alive while it waits for its first token (request-runner.ts). */
+    keepAlive: string;
     /** Whether events carry a `sequence_number`. */
     numbered: boolean;
   },
 ): Promise<void> {
   const finish = (result: GenerationResult) => (output.called ? 'tool_calls' : finishReason(result.rows[0]!.finishReason));
-  await l.runner.run(l, request, { promptIds }, res, async (stream, first, rest, clock) => {
-    if (!request.stream) {
-      // Token by token, as a stream would give them: log-probabilities ride with the text they became.
-      const result = await l.runner.drain(stream, first, rest, clock, (e) => output.push(e.text, e.logprobs));
-      output.end(result.rows[0]!.finishReason === 'length');
-      sendJson(res, 200, api.whole(result));
-      return finish(result);
-    }
-    res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
-    const events = new NamedEvents((chunk) => res.destroyed || res.write(chunk), api.numbered);
-    events.send(api.opening(first.done ? undefined : first.value));
-    try {
+  const events = new NamedEvents((chunk) => res.destroyed || res.write(chunk), api.numbered);
+  try {
+    await l.runner.run(l, request, { promptIds }, res, async (stream, first, rest, clock) => {
+      if (!request.stream) {
+        // Token by token, as a stream would give them: log-probabilities ride with the text they became.
+        const result = await l.runner.drain(stream, first, rest, clock, (e) => output.push(e.text, e.logprobs));
+        output.end(result.rows[0]!.finishReason === 'length');
+        sendJson(res, 200, api.whole(result));
+        return finish(result);
+      }
+      openEventStream(res);
+      events.send(api.opening(first.done ? undefined : first.value));
       for (let next = first; !next.done; next = await rest.next()) {
         if (next !== first) clock.tick(next.value.row);
         events.send(output.push(next.value.text, next.value.logprobs));
@@ -211,12 +219,14 @@ async function answerInBlocks(
       const result = await stream.result;
       l.runner.countGenerated(result);
       events.send([...output.end(result.rows[0]!.finishReason === 'length'), ...api.closing(result)]);
-      return finish(result);
-    } catch (err) {
-      events.send([api.error(toHttpError(err))]);
-      return 'error';
-    } finally {
       if (!res.destroyed) res.end();
-    }
-  });
+      return finish(result);
+    }, request.stream ? api.keepAlive : undefined);
+  } catch (err) {
+    if (!request.stream || !res.headersSent || res.writableEnded) throw err;
+    const error = toHttpError(err);
+    l.runner.note(res, { error: error.message });
+    events.send([api.error(error)]);
+    if (!res.destroyed) res.end();
+  }
 }

@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import type { TokenLogprobs } from '../generate/types.js';
 import type { PromptInput } from '../runtime/protocol.js';
 import { DECODE_LOOK_BEHIND, type TextTokenizer } from '../tokenizer/tokenizer.js';
-import { sendJson, Sse } from './answer-writers.js';
+import { sendJson, Sse, SSE_KEEP_ALIVE } from './answer-writers.js';
 import { finishReason } from './choices.js';
 import { badRequest, type HttpError } from './errors.js';
 import { completionLogprobs, joinLegacy, promptLegacyLogprobs, releasedEntries, shownEntries, TextOffsets, type LegacyLogprobs } from './logprobs.js';
@@ -100,7 +100,7 @@ export async function completion(l: Served, request: CompletionRequest, res: Ser
     if (request.includeUsage) sse.send({ ...base, object: 'text_completion', choices: [], usage: usageJson(result, request.n) });
     sse.done();
     return finishReason(result.rows[0]!.finishReason);
-  });
+  }, request.stream ? SSE_KEEP_ALIVE : undefined);
 }
 
 /**

@@ -7,8 +7,13 @@
  * user visits could make the server generate for it with a "simple" request (a `text/plain` POST) that browsers
  * send without asking first, even though the page could not read the answer. Ollama refuses unlisted origins the
  * same way. Requests without an `Origin` header (curl, SDKs, other servers) are not affected.
+ *
+ * A server listening on loopback alone also refuses requests whose `Host` header names another machine (HostPolicy):
+ * that is what a page sends once a rebinding DNS name of its own points at 127.0.0.1, with no `Origin` on a GET.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { isIP } from 'node:net';
+import { hostname } from 'node:os';
 import { HttpError } from './errors.js';
 
 /** The methods the server's routes answer. */
@@ -68,21 +73,59 @@ function isLoopbackName(host: string): boolean {
 }
 
 /**
- * Refuses a request whose `Host` header names another machine, when the server listens on loopback alone: a page of
- * another site whose name a rebinding DNS points at 127.0.0.1 sends its own host name, and no `Origin` on a GET
- * (Ollama refuses such requests too). A request without `Host` (HTTP/1.0) passes.
+ * One configured host name (`--allowed-host`) as a `Host` header names it, lowercased, or `*`; throws a RangeError
+ * naming what is wrong with anything else (a port, a scheme, a path).
  */
-export function checkHost(req: IncomingMessage, listening: string): void {
-  const host = req.headers.host;
-  if (host === undefined || !isLoopbackName(listening === '::1' ? '[::1]' : listening)) return;
-  let name: string;
+export function allowedHostOf(entry: string): string {
+  if (entry === '*') return entry;
+  // (no patterns: `*.example.com` would be taken for a name no request sends)
+  const name = /^(\[[0-9a-f:.]+\]|[^\s/?#@:*[\]]+)$/i.test(entry) ? hostOf(entry) : '';
+  if (!name) throw new RangeError(`${JSON.stringify(entry)} is not a host name: write the name alone, without scheme, port or wildcard (e.g. llm.example.com), or * for any`);
+  return name;
+}
+
+/** The host name of a `Host` header's value (lowercased, without its port), or '' for one that names none. */
+function hostOf(host: string): string {
   try {
-    name = new URL(`http://${host}`).hostname;
+    return new URL(`http://${host}`).hostname;
   } catch {
-    name = '';
+    return '';
   }
-  if (!isLoopbackName(name)) {
-    throw new HttpError(403, `requests for host ${JSON.stringify(host)} are not served: this server listens on loopback, for this machine's names (localhost, 127.0.0.1)`, 'invalid_request_error', 'host_not_allowed');
+}
+
+/**
+ * Which host names a server answers when it listens on loopback alone. A page of another site whose name a
+ * rebinding DNS points at 127.0.0.1 sends its own name as `Host`, and no `Origin` on a GET (Ollama refuses such
+ * requests too), so the names of this machine are served and others refused with 403: `localhost` and
+ * `*.localhost`, the machine's host name, IP addresses (an attack needs a name of its own, and an address names
+ * none), and the names listed (`--allowed-host`: the name a reverse proxy sends; `*`: any, which turns the check
+ * off). A server listening on other addresses serves any name, as does a request without `Host` (HTTP/1.0).
+ */
+export class HostPolicy {
+  private readonly off: boolean;
+  private readonly listed: ReadonlySet<string>;
+  private readonly machine = hostname().toLowerCase();
+
+  /** `listening`: the address the server listens on; `hosts`: names allowed besides this machine's (each checked by `allowedHostOf`). */
+  constructor(listening: string, hosts: readonly string[] = []) {
+    const normal = hosts.map(allowedHostOf);
+    this.off = normal.includes('*') || !isLoopbackName(listening === '::1' ? '[::1]' : listening);
+    this.listed = new Set(normal);
+  }
+
+  /** Refuses `req` with a 403 HttpError saying how to let it in, unless its `Host` names a host served. */
+  check(req: IncomingMessage): void {
+    const host = req.headers.host;
+    if (this.off || host === undefined) return;
+    const name = hostOf(host);
+    if (name && (isLoopbackName(name) || isIP(name.replace(/^\[(.*)\]$/, '$1')) !== 0 || name === this.machine || this.listed.has(name))) return;
+    const allow = name ? `--allowed-host ${name}` : `--allowed-host '*'`;
+    throw new HttpError(
+      403,
+      `requests for host ${JSON.stringify(host)} are not served: this server listens on loopback and answers this machine's names (localhost, ${this.machine}, IP addresses), so that no web page can reach it through a DNS name of its own; have the proxy in front send Host: localhost (nginx: proxy_set_header Host localhost;), or start the server with ${allow}, or with --host ADDRESS to listen beyond loopback`,
+      'invalid_request_error',
+      'host_not_allowed',
+    );
   }
 }
 

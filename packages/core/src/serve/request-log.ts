@@ -7,6 +7,8 @@
 export interface RequestRecord {
   /** When it arrived. */
   time: Date;
+  /** Its id, as its answer's `x-request-id` carries it (a client's or a proxy's own where one sent it). */
+  requestId: string;
   /** HTTP method. */
   method: string;
   /** The path, without the query. */
@@ -35,7 +37,8 @@ export type RequestLogFormat = 'text' | 'json' | 'off';
 /** The record as one line (no newline): readable, or a JSON object for log collectors. */
 export function formatRequestRecord(r: RequestRecord, format: 'text' | 'json'): string {
   if (format === 'json') return JSON.stringify({ ...r, time: r.time.toISOString(), ms: Math.round(r.ms) });
-  const parts = [r.method, r.path, String(r.status), `${Math.round(r.ms)} ms`];
+  // (the id printable without quoting: a client's is kept only so, server.ts)
+  const parts = [r.method, r.path, String(r.status), `${Math.round(r.ms)} ms`, `id=${r.requestId}`];
   // A model name is the client's text: quoted when it holds spaces or control characters, so it cannot forge a line.
   if (r.model !== undefined) parts.push(`model=${/^[\x21-\x7e]+$/.test(r.model) ? r.model : JSON.stringify(r.model)}`);
   if (r.promptTokens !== undefined) parts.push(`prompt=${r.promptTokens}`);

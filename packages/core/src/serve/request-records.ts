@@ -14,12 +14,12 @@ export class RequestRecords {
   }
 
   /**
-   * Records a request: its status and time as the connection closes, given to `onRequest` once its handler is done
+   * Records a request (`requestId`: the id its answer carries): its status and time as the connection closes, given to `onRequest` once its handler is done
    * too (a client gone mid-generation closes first; its row's finish and tokens are noted as the row stops).
    */
-  track(req: IncomingMessage, res: ServerResponse, path: string, answered: Promise<void>, onRequest: (record: RequestRecord) => void): void {
+  track(req: IncomingMessage, res: ServerResponse, path: string, requestId: string, answered: Promise<void>, onRequest: (record: RequestRecord) => void): void {
     const arrival = performance.now();
-    const record: RequestRecord = { time: new Date(), method: req.method ?? '', path, status: 0, ms: 0, aborted: false };
+    const record: RequestRecord = { time: new Date(), requestId, method: req.method ?? '', path, status: 0, ms: 0, aborted: false };
     this.records.set(res, record);
     res.once('close', () => {
       record.aborted = !res.writableFinished;

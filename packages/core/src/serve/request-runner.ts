@@ -1,6 +1,7 @@
 /**
  * Running a request in the engine: its admission (admission.ts), the engine call, its stream read no faster than the
- * client takes the answer, and what it adds to the metrics and to its record.
+ * client takes the answer, a stream's keep-alives while its first token is awaited, and what it adds to the metrics
+ * and to its record.
  */
 import type { ServerResponse } from 'node:http';
 import type { GenerationStream, StreamOptions } from '../engine.js';
@@ -8,7 +9,7 @@ import type { GenerationResult, TokenEvent } from '../generate/types.js';
 import type { PromptInput } from '../runtime/protocol.js';
 import type { TextTokenizer } from '../tokenizer/tokenizer.js';
 import type { Admission, Slot } from './admission.js';
-import { flowing } from './answer-writers.js';
+import { flowing, openEventStream } from './answer-writers.js';
 import type { ServerMetrics } from './metrics.js';
 import type { RequestRecord } from './request-log.js';
 import type { RequestRecords } from './request-records.js';
@@ -38,6 +39,9 @@ function specialTokenTexts(tokenizer: TextTokenizer): string[] {
   return texts;
 }
 
+/** Milliseconds a streamed answer waits for its first token before its stream opens with a keep-alive (and between two). */
+export const KEEP_ALIVE_MS = 15_000;
+
 /** Runs requests in the engine, each admitted first, and counts what they did. */
 export class RequestRunner {
   constructor(
@@ -47,6 +51,8 @@ export class RequestRunner {
     private readonly records: RequestRecords,
     /** Milliseconds a streamed answer may wait for its client to take what was written (`ServeOptions.sendTimeoutMs`). */
     private readonly sendTimeoutMs: number,
+    /** Milliseconds a stream waits for its first token before each keep-alive (`KEEP_ALIVE_MS`, but in tests). */
+    private readonly keepAliveMs: number,
   ) {}
 
   /** Adds what a handler learnt to its request's record, when requests are recorded. */
@@ -54,13 +60,21 @@ export class RequestRunner {
     this.records.note(res, fields);
   }
 
-  /** Runs one request: admission, the engine call, its metrics; `consume` reads the stream and answers. */
+  /**
+   * Runs one request: admission, the engine call, its metrics; `consume` reads the stream and answers. A streamed
+   * answer gives its `keepAlive` text (an event-stream comment, or its API's ping event): while its first token is
+   * awaited (queued, or a long prefill), the stream opens after `keepAliveMs` with it, and it is written again every
+   * `keepAliveMs`, so that a reverse proxy's read timeout (nginx's `proxy_read_timeout`, 60 s by default) does not cut
+   * the stream off. Until then the request's faults are answered with their own status; once the stream opened, they
+   * end it, as faults after its first token do.
+   */
   async run(
     l: Loaded,
     request: ParsedRequest,
     input: PromptInput,
     res: ServerResponse,
     consume: (stream: GenerationStream, first: IteratorResult<TokenEvent>, rest: AsyncIterator<TokenEvent>, clock: TokenClock) => Promise<string>,
+    keepAlive?: string,
   ): Promise<void> {
     this.note(res, { model: request.model });
     // The model name is checked even when the extension lists the reasoners itself.
@@ -73,7 +87,12 @@ export class RequestRunner {
       if (!res.writableFinished) controller.abort();
     });
     const slot: Slot = { rows: rowsOf(input) };
-    await this.admission.admit(slot, controller.signal).catch((err: unknown) => {
+    // (a full queue throws here, before any keep-alive is due)
+    const admitted = this.admission.admit(slot, controller.signal);
+    const keepingAlive = keepAlive === undefined ? undefined : setInterval(() => this.keepAlive(res, keepAlive), this.keepAliveMs);
+    const stopKeepAlive = () => clearInterval(keepingAlive);
+    await admitted.catch((err: unknown) => {
+      stopKeepAlive();
       // A client gone while queued finished too, aborted (as the metrics' reasons and the request log have it).
       if (controller.signal.aborted) {
         this.note(res, { finishReason: 'abort' });
@@ -91,8 +110,8 @@ export class RequestRunner {
       const stream = l.engine.stream(input, callOptions);
       const iterator = stream[Symbol.asyncIterator]();
       // Faults of the request (a bad schema, an unknown reasoner, a prompt too long) surface before the
-      // first token: waiting for it lets them be a 400 rather than a broken stream.
-      const first = await iterator.next();
+      // first token: waiting for it lets them be a 400 rather than a broken stream (unless keep-alives opened it).
+      const first = await iterator.next().finally(stopKeepAlive);
       const clock = new TokenClock(arrival, this.metrics);
       if (!first.done) clock.tick(first.value.row);
       // A streamed answer takes its next event only once what was written has gone out to the client; one that reads
@@ -111,12 +130,20 @@ export class RequestRunner {
       this.metrics.promptTokens += promptTokens;
       this.note(res, { promptTokens, completionTokens: result.usage.completionTokens });
     } finally {
+      stopKeepAlive();
       const finishReason = controller.signal.aborted ? 'abort' : reason;
       this.note(res, { finishReason });
       this.metrics.countFinished(finishReason);
       this.metrics.e2e.observe((performance.now() - arrival) / 1000);
       this.admission.release(slot);
     }
+  }
+
+  /** Opens a stream still waiting for its first token (headers only once) and writes its keep-alive. */
+  private keepAlive(res: ServerResponse, text: string): void {
+    if (res.destroyed) return;
+    openEventStream(res);
+    res.write(text);
   }
 
   /** Runs `work` once the request is admitted (a slot of its own, as any request takes), freeing the slot after. */

@@ -3,8 +3,9 @@
  * also answers OpenAI's Responses API, Anthropic's Messages API and Ollama's API (`/api/*`) through the same chat turn.
  * Concurrent requests are concurrent `engine.stream` calls; the server's own admission keeps at most `maxBatch` of
  * them in the engine and `maxQueue` more waiting, and answers 429 with `Retry-After` beyond that. The socket listens
- * before the model loads, so `/health` can say 503 while it does. Browser pages of other origins are let in or refused
- * first (cors.ts); each answered request's record goes to `onRequest` (request-log.ts).
+ * before the model loads, so `/health` can say 503 while it does. Requests for other machines' host names and browser
+ * pages of other origins are let in or refused first (cors.ts); each answered request's record goes to `onRequest`
+ * (request-log.ts).
  * The routes are modules of their own (chat-routes.ts, completions-route.ts, embeddings-route.ts, tokenize-routes.ts,
  * ollama-routes.ts), sharing the loaded model and the request runner through served.ts; this one listens, sends each
  * path to its route, and shuts down.
@@ -31,7 +32,7 @@ import { ApiKeys, usableApiKey } from './api-keys.js';
 import { sendError, sendJson } from './answer-writers.js';
 import { chat, countTokens, messages, responses } from './chat-routes.js';
 import { completion } from './completions-route.js';
-import { checkHost, CorsPolicy } from './cors.js';
+import { CorsPolicy, HostPolicy } from './cors.js';
 import { CHAT_FIELDS, MESSAGES_FIELDS, RESPONSES_FIELDS, withSamplingDefaults } from './defaults-request.js';
 import { embeddings } from './embeddings-route.js';
 import { HttpError, toHttpError } from './errors.js';
@@ -41,7 +42,7 @@ import { OLLAMA_API_VERSION, OLLAMA_ROUTES, ollamaModels } from './ollama-routes
 import { BodyReader } from './request-body.js';
 import type { RequestRecord } from './request-log.js';
 import { RequestRecords } from './request-records.js';
-import { RequestRunner } from './request-runner.js';
+import { KEEP_ALIVE_MS, RequestRunner } from './request-runner.js';
 import { parseChatRequest, parseCompletionRequest, parseDetokenizeRequest, parseEmbeddingsRequest, parseTokenizeRequest } from './requests.js';
 import { ResponseItems } from './response-items.js';
 import { parseResponsesRequest } from './responses-request.js';
@@ -103,10 +104,18 @@ export interface ServeOptions {
    * from other origins get 403; requests without an `Origin` header are not affected (see serve/cors.ts).
    */
   corsOrigins?: string[];
+  /**
+   * Host names served besides this machine's (localhost, its host name, IP addresses) while the server listens on
+   * loopback: the name a reverse proxy sends as `Host` (`*`: any, which turns the DNS-rebinding protection off; see
+   * serve/cors.ts). Requests for other names get 403.
+   */
+  allowedHosts?: string[];
   /** Called with each request's record when its answer ends (`reasonplug serve` writes it as a line; see request-log.ts). */
   onRequest?: (record: RequestRecord) => void;
   /** Serve HTTPS with this PEM key and certificate (chain) instead of plain HTTP. */
   tls?: TlsFiles;
+  /** For tests: milliseconds a stream waits for its first token before each keep-alive (default 15 000; see request-runner.ts). */
+  keepAliveMs?: number;
 }
 
 /** A listening server. */
@@ -134,19 +143,21 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   const bodyTimeoutMs = options.bodyTimeoutMs ?? 30_000;
   const sendTimeoutMs = options.sendTimeoutMs ?? 60_000;
   const shutdownTimeoutMs = options.shutdownTimeoutMs ?? 30_000;
+  const keepAliveMs = options.keepAliveMs ?? KEEP_ALIVE_MS;
   const maxBodyBytes = options.maxBodyBytes ?? 8 * 2 ** 20;
   if (!(Number.isSafeInteger(maxBodyBytes) && maxBodyBytes >= 1)) throw new RangeError(`maxBodyBytes must be a whole number >= 1 (got ${maxBodyBytes})`);
-  for (const [name, ms] of [['bodyTimeoutMs', bodyTimeoutMs], ['sendTimeoutMs', sendTimeoutMs], ['shutdownTimeoutMs', shutdownTimeoutMs]] as const) {
+  for (const [name, ms] of [['bodyTimeoutMs', bodyTimeoutMs], ['sendTimeoutMs', sendTimeoutMs], ['shutdownTimeoutMs', shutdownTimeoutMs], ['keepAliveMs', keepAliveMs]] as const) {
     // (setTimeout fires at once past 2^31 - 1 ms)
     if (!(Number.isSafeInteger(ms) && ms >= 1 && ms < 2 ** 31)) throw new RangeError(`${name} must be a whole number of milliseconds from 1 to ${2 ** 31 - 1} (got ${ms})`);
   }
   const cors = new CorsPolicy(options.corsOrigins);
+  const hosts = new HostPolicy(options.host ?? '127.0.0.1', options.allowedHosts);
   const metrics = new ServerMetrics();
   const admission = new Admission(maxBatch, maxQueue, metrics);
   const apiKeys = new ApiKeys(options.apiKeys ?? []);
   const bodies = new BodyReader(maxBodyBytes, bodyTimeoutMs);
   const records = new RequestRecords();
-  const runner = new RequestRunner(admission, metrics, records, sendTimeoutMs);
+  const runner = new RequestRunner(admission, metrics, records, sendTimeoutMs, keepAliveMs);
   /** The output items of this server's Responses answers, which later requests' `item_reference`s name. */
   const responseItems = new ResponseItems();
   let loaded: Served | undefined;
@@ -174,11 +185,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       records.note(res, { error: error.message });
       sendError(res, error, dialect);
     });
-    if (options.onRequest) records.track(req, res, sent, answered, options.onRequest);
+    if (options.onRequest) records.track(req, res, sent, requestId, answered, options.onRequest);
   });
 
   async function handle(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
-    checkHost(req, options.host ?? '127.0.0.1');
+    hosts.check(req);
     // First, so that a page allowed to call can read every answer, errors included; a preflight ends here.
     if (cors.apply(req, res)) return;
     const method = routedMethod(req);
