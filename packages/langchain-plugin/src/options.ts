@@ -221,8 +221,9 @@ function keysOf(schema: z.ZodObject): string[] {
 }
 
 /**
- * LangChain's constructor fields of a model (`BaseChatModelParams`, `BaseLLMParams`), which go to LangChain. Its retry
- * fields are the schema's, which refuses them, as is the providers' `streaming` flag, which it takes.
+ * LangChain's constructor fields of a model (`BaseChatModelParams`, `BaseLLMParams`), which go to LangChain. Two kinds
+ * of field are the schema's instead: its retry fields, which the schema refuses, and the providers' `streaming` flag,
+ * which it takes (and which changes nothing).
  */
 export const LANGCHAIN_MODEL_FIELDS: ReadonlySet<string> = new Set([
   'verbose', 'callbacks', 'tags', 'metadata', 'callbackManager', 'cache', 'maxConcurrency', 'disableStreaming', 'outputVersion',
