@@ -1,7 +1,8 @@
 /**
  * `reasonplug serve` behind a reverse proxy (nginx, haproxy): every stream marked unbuffered for nginx, the Host
  * check's names (IP addresses, the machine's host name, `--allowed-host`) and its advice, keep-alives of a stream whose
- * first token waits in the queue (and the API's own error event when it then fails), the request id in the request log.
+ * first token (or scored prompt) waits in the queue (and the API's own error event when it then fails), the request
+ * id in the request log.
  */
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
@@ -250,6 +251,45 @@ describe('reasonplug serve behind a reverse proxy', function () {
     const logged = records.filter((r) => r.path !== '/v1/completions');
     expect(logged.map((r) => [r.path, r.status, r.finishReason])).to.have.deep.members(failing.map(([path]) => [path, 200, 'error']));
     for (const r of logged) expect(r.error, r.path).to.match(/ConstraintError/);
+  });
+
+  it('a queued streamed echo with logprobs (lm-evaluation-harness) keeps alive while queued and scored, then answers as alone; a scoring fault ends it with an error event', async () => {
+    records.length = 0;
+    const scoring = { model: MODEL, prompt: 'Once upon', max_tokens: 3, echo: true, logprobs: 1, temperature: 0 };
+    const alone = (await (await postJson(url, '/v1/completions', scoring)).json()) as { choices: { text: string; logprobs: { tokens: string[] } }[] };
+    const queued: [string, object][] = [
+      ['scored then generated', { ...scoring, stream: true }],
+      ['scored alone', { ...scoring, max_tokens: 0, stream: true }],
+      ['too long to score', { ...scoring, prompt: 'Once upon a time '.repeat(700), stream: true }],
+    ];
+    const texts = await whileHeld(async (release) => {
+      const bodies = await Promise.all(
+        queued.map(async ([what, body]) => {
+          const res = await within(postJson(url, '/v1/completions', body), 10_000, `${what}: opened while queued`);
+          expect([res.status, res.headers.get('content-type')], what).to.deep.equal([200, 'text/event-stream']);
+          return new Arriving(res);
+        }),
+      );
+      await Promise.all(bodies.map((b, i) => b.until((text) => keepAlives(text) >= 2, 10_000, `${queued[i]![0]}: two keep-alives`)));
+      for (const [i, b] of bodies.entries()) expect(b.text, `${queued[i]![0]}: nothing but keep-alives while queued`).to.match(/^(: keep-alive\n\n)+$/);
+      release();
+      return Promise.all(bodies.map((b) => within(b.rest(), 30_000, 'the stream ended')));
+    });
+    type Chunk = { choices: { text: string; logprobs: { tokens: string[] } | null; finish_reason: string | null }[] };
+    const [generated, scored, tooLong] = texts.map(eventsOf);
+    // The echo, then the generation admitted again after it (its headers and keep-alives not written twice).
+    expect(generated!.at(-1)!.data).to.equal('[DONE]');
+    const chunks = generated!.slice(0, -1).map((e) => (e.data as Chunk).choices[0]!);
+    expect(chunks.map((c) => c.text).join('')).to.equal(alone.choices[0]!.text);
+    expect(chunks.flatMap((c) => c.logprobs?.tokens ?? [])).to.deep.equal(alone.choices[0]!.logprobs.tokens);
+    expect(chunks.at(-1)!.finish_reason).to.equal('length');
+    expect(scored!.map((e) => (e.data === '[DONE]' ? e.data : (e.data as Chunk).choices[0]!.text))).to.deep.equal(['Once upon', '[DONE]']);
+    expect(tooLong).to.have.length(1);
+    expect((tooLong![0]!.data as { error: { message: string } }).error.message).to.match(/context length/);
+    for (let i = 0; i < 40 && !records.some((r) => r.error); i++) await new Promise((r) => setTimeout(r, 25));
+    const faulted = records.filter((r) => r.error);
+    expect(faulted.map((r) => r.status)).to.deep.equal([200]);
+    expect(faulted[0]!.error).to.match(/context length/);
   });
 
   it('logs each request with the id its answer carries (a proxy\'s own where it sent one), in both formats', async () => {

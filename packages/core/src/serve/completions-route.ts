@@ -124,15 +124,19 @@ function completionPrompts(l: Loaded, request: CompletionRequest, prompts: (stri
 
 /**
  * The legacy lists of each prompt's own tokens (`echo` with `logprobs`), scored by the model the request names;
- * admitted as any request (the generation after it is admitted again).
+ * admitted as any request (the generation after it is admitted again). A streamed request's keep-alives start here,
+ * while it waits in the queue and is scored (lm-evaluation-harness sends such requests, which a proxy's read
+ * timeout would otherwise cut off).
  */
 async function echoedLogprobs(l: Served, request: CompletionRequest, prompts: (string | number[])[], res: ServerResponse): Promise<LegacyLogprobs[]> {
   const named = l.models.resolve(request.model).map((name) => ({ name }));
   if (request.reasoners) l.models.checkExtension(request.reasoners);
   const reasoners = request.reasoners ?? named;
   const input = typeof prompts[0] === 'string' ? { texts: prompts as string[] } : { ids: prompts as number[][] };
-  const { prompts: scored } = await l.runner.admitted(res, () =>
-    l.engine.promptLogprobs(input, { topLogprobs: request.options.logprobs ?? 0, reasoners, ...(request.options.mode ? { mode: request.options.mode } : {}) }),
+  const { prompts: scored } = await l.runner.admitted(
+    res,
+    () => l.engine.promptLogprobs(input, { topLogprobs: request.options.logprobs ?? 0, reasoners, ...(request.options.mode ? { mode: request.options.mode } : {}) }),
+    request.stream ? SSE_KEEP_ALIVE : undefined,
   );
   const tokenizer = l.tokenizer;
   return scored.map(({ ids, logprobs }) => {

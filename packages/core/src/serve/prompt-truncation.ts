@@ -6,18 +6,19 @@ import type { ParsedRequest } from './requests.js';
 
 /**
  * How many of its prompt's last tokens a request runs (vLLM's `truncate_prompt_tokens`); undefined: all. -1 keeps as
- * many as the context holds with the positions its fixed latent steps take after the prompt. More than the context
- * is refused, as vLLM refuses a truncation past max_model_len, whatever the prompt's length.
+ * many as the context holds with the positions its fixed latent steps take after the prompt (steps that fill the
+ * context are the latent policy's fault). More than the context is refused, as vLLM refuses a truncation past
+ * max_model_len, whatever the prompt's length.
  */
 export function keptPromptTokens(l: Loaded, request: ParsedRequest): number | undefined {
   const given = request.truncatePromptTokens;
   if (given === undefined) return undefined;
-  const param = 'truncate_prompt_tokens';
-  if (given > l.contextLength) throw badRequest(`truncate_prompt_tokens is ${given}, more than the model's context length (max_model_len) of ${l.contextLength}; choose a smaller one, or -1`, param);
+  if (given > l.contextLength) throw badRequest(`truncate_prompt_tokens is ${given}, more than the model's context length (max_model_len) of ${l.contextLength}; choose a smaller one, or -1`, 'truncate_prompt_tokens');
   if (given !== -1) return given;
   const policy = request.options.latent === undefined ? undefined : parseLatentPolicy(request.options.latent);
   const steps = typeof policy === 'object' ? policy.fixed : 0;
-  if (steps >= l.contextLength) throw badRequest(`the request's ${steps} fixed latent steps leave no room for a prompt in the context length of ${l.contextLength}`, param);
+  // (no prompt, however cut, fits beside these steps: the policy is refused, not the truncation)
+  if (steps >= l.contextLength) throw badRequest(`reasonplug.latent fixed:${steps} leaves no room for a prompt in the context length of ${l.contextLength}: K must be below the context length`, 'reasonplug.latent');
   return l.contextLength - steps;
 }
 

@@ -1,7 +1,7 @@
 /**
  * Running a request in the engine: its admission (admission.ts), the engine call, its stream read no faster than the
- * client takes the answer, a stream's keep-alives while its first token is awaited, and what it adds to the metrics
- * and to its record.
+ * client takes the answer, a stream's keep-alives while its first token (or its prompt's scores) is awaited, and what
+ * it adds to the metrics and to its record.
  */
 import type { ServerResponse } from 'node:http';
 import type { GenerationStream, StreamOptions } from '../engine.js';
@@ -82,19 +82,11 @@ export class RequestRunner {
     if (request.reasoners) l.models.checkExtension(request.reasoners);
     const reasoners = request.reasoners ?? named;
     const arrival = performance.now();
-    const controller = new AbortController();
-    res.on('close', () => {
-      if (!res.writableFinished) controller.abort();
-    });
     const slot: Slot = { rows: rowsOf(input) };
-    // (a full queue throws here, before any keep-alive is due)
-    const admitted = this.admission.admit(slot, controller.signal);
-    const keepingAlive = keepAlive === undefined ? undefined : setInterval(() => this.keepAlive(res, keepAlive), this.keepAliveMs);
-    const stopKeepAlive = () => clearInterval(keepingAlive);
+    const { admitted, signal, stopKeepAlive } = this.queue(res, slot, keepAlive);
     await admitted.catch((err: unknown) => {
-      stopKeepAlive();
       // A client gone while queued finished too, aborted (as the metrics' reasons and the request log have it).
-      if (controller.signal.aborted) {
+      if (signal.aborted) {
         this.note(res, { finishReason: 'abort' });
         this.metrics.countFinished('abort');
         this.metrics.e2e.observe((performance.now() - arrival) / 1000);
@@ -103,10 +95,10 @@ export class RequestRunner {
     });
     let reason = 'error';
     try {
-      if (controller.signal.aborted) return void (reason = 'abort');
+      if (signal.aborted) return void (reason = 'abort');
       // (vLLM's `skip_special_tokens: false`: every special token's text stays in the reply, beside those it is read by)
       const keepTokens = request.keepSpecialTokens && l.tokenizer ? [...new Set([...(request.options.keepTokens ?? []), ...specialTokenTexts(l.tokenizer)])] : request.options.keepTokens;
-      const callOptions: StreamOptions = { ...request.options, ...(keepTokens ? { keepTokens } : {}), reasoners, signal: controller.signal };
+      const callOptions: StreamOptions = { ...request.options, ...(keepTokens ? { keepTokens } : {}), reasoners, signal };
       const stream = l.engine.stream(input, callOptions);
       const iterator = stream[Symbol.asyncIterator]();
       // Faults of the request (a bad schema, an unknown reasoner, a prompt too long) surface before the
@@ -131,12 +123,36 @@ export class RequestRunner {
       this.note(res, { promptTokens, completionTokens: result.usage.completionTokens });
     } finally {
       stopKeepAlive();
-      const finishReason = controller.signal.aborted ? 'abort' : reason;
+      const finishReason = signal.aborted ? 'abort' : reason;
       this.note(res, { finishReason });
       this.metrics.countFinished(finishReason);
       this.metrics.e2e.observe((performance.now() - arrival) / 1000);
       this.admission.release(slot);
     }
+  }
+
+  /**
+   * Queues `slot` for the request `res` answers: `signal` aborts once its client goes away before the answer ended
+   * (which ends its wait, then its run). With a `keepAlive` text, its stream opens with it after `keepAliveMs` and has
+   * it again every `keepAliveMs` until `stopKeepAlive` (or a failed wait) stops them. A full queue throws here,
+   * before any keep-alive is due.
+   */
+  private queue(res: ServerResponse, slot: Slot, keepAlive?: string): { admitted: Promise<void>; signal: AbortSignal; stopKeepAlive: () => void } {
+    const controller = new AbortController();
+    res.on('close', () => {
+      if (!res.writableFinished) controller.abort();
+    });
+    const admitted = this.admission.admit(slot, controller.signal);
+    const keepingAlive = keepAlive === undefined ? undefined : setInterval(() => this.keepAlive(res, keepAlive), this.keepAliveMs);
+    const stopKeepAlive = () => clearInterval(keepingAlive);
+    return {
+      admitted: admitted.catch((err: unknown) => {
+        stopKeepAlive();
+        throw err;
+      }),
+      signal: controller.signal,
+      stopKeepAlive,
+    };
   }
 
   /** Opens a stream still waiting for its first token (headers only once) and writes its keep-alive. */
@@ -146,17 +162,19 @@ export class RequestRunner {
     res.write(text);
   }
 
-  /** Runs `work` once the request is admitted (a slot of its own, as any request takes), freeing the slot after. */
-  async admitted<T>(res: ServerResponse, work: () => Promise<T>): Promise<T> {
-    const controller = new AbortController();
-    res.on('close', () => {
-      if (!res.writableFinished) controller.abort();
-    });
+  /**
+   * Runs `work` once the request is admitted (a slot of its own, as any request takes), freeing the slot after. A
+   * streamed answer gives its `keepAlive`, written as `run` writes it while `work` waits and runs (a prompt scored
+   * before its generation); a fault of `work` after the stream opened then ends the stream with its error event.
+   */
+  async admitted<T>(res: ServerResponse, work: () => Promise<T>, keepAlive?: string): Promise<T> {
     const slot: Slot = { rows: 1 };
-    await this.admission.admit(slot, controller.signal);
+    const { admitted, stopKeepAlive } = this.queue(res, slot, keepAlive);
+    await admitted;
     try {
       return await work();
     } finally {
+      stopKeepAlive();
       this.admission.release(slot);
     }
   }
