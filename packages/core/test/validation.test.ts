@@ -377,7 +377,10 @@ describe('context length with latent steps', function () {
       expect(engine.info.contextLength).to.equal(10);
       const over = await rejection(engine.generate({ promptIds: [1, 2, 3] }, { latent: 'fixed:8', maxTokens: 5 }));
       expect(over.name).to.equal('PromptError');
-      expect(over.message).to.include('prompt 0 has 3 tokens and 8 latent steps follow it').and.include('context length of 10 positions');
+      expect(over.message).to.include('prompt 0 has 3 tokens and 8 latent steps follow it').and.include('context length of 10 positions').and.include('shorten the prompt or ask for fewer latent steps');
+      // steps that fill the context by themselves: no prompt is short enough
+      const steps = await rejection(engine.generate({ promptIds: [1] }, { latent: 'fixed:10', maxTokens: 5 }));
+      expect(steps.message).to.include('ask for fewer latent steps (fixed:K with K below 10)').and.not.include('shorten the prompt');
       const fits = await engine.generate({ promptIds: [1, 2, 3] }, { latent: 'fixed:7', maxTokens: 5, ignoreEos: true });
       expect(fits.usage.latentSteps).to.equal(7);
       expect(fits.rows[0]!.ids).to.have.length(1);

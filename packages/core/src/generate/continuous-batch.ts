@@ -18,7 +18,7 @@ import type { PrefixCacheStats } from '../runtime/prefix-cache.js';
 import type { RowShards, RowShardStats } from '../runtime/row-shards.js';
 import { LoneRowsKv } from '../runtime/lone-rows-kv.js';
 import { rowsShareRuns } from '../onnx/signature.js';
-import { checkPrompts, LatentPolicyError, newRows, PromptError, TO_LENGTHEN, type RowState, type DecodeLoopInput, type DecodeLoopOutput, type LatentDriver } from './decode-loop.js';
+import { checkPrompts, LatentPolicyError, newRows, pastContext, type RowState, type DecodeLoopInput, type DecodeLoopOutput, type LatentDriver } from './decode-loop.js';
 import { rowLatentSteps, type LatentProjector } from '../runtime/row-latent.js';
 import { StopStringMatcher } from './stop-strings.js';
 import type { TokenEvent, TokenLogprobs } from './types.js';
@@ -325,12 +325,7 @@ export class ContinuousBatch {
     if (latent && !this.projector) throw new LatentPolicyError('latent decoding needs a projector: load the engine with one');
     const fixedSteps = fixedLatentSteps(latent);
     request.prompts.forEach((p, r) => {
-      if (p.length + fixedSteps > context) {
-        throw new PromptError(
-          `prompt ${r} has ${p.length} tokens${fixedSteps ? ` and ${fixedSteps} latent steps follow it` : ''}, ` +
-            `more than the context length of ${context} positions; shorten the prompt${TO_LENGTHEN}`,
-        );
-      }
+      if (p.length + fixedSteps > context) throw pastContext(r, p.length, fixedSteps, context);
     });
     const markerPolicy = latent?.policy === 'marker' && request.decode !== undefined;
     if (markerPolicy && request.prompts.length > 1) {

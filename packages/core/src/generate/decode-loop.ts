@@ -342,13 +342,7 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
   // A batch is left-padded to its longest prompt: every row takes that many positions.
   let used = Math.max(...input.prompts.map((p) => p.length));
   const fixedSteps = latent && typeof latent.policy === 'object' ? latent.policy.fixed : 0;
-  if (used + fixedSteps > context) {
-    const longest = input.prompts.findIndex((p) => p.length === used);
-    throw new PromptError(
-      `prompt ${longest} has ${used} tokens${fixedSteps ? ` and ${fixedSteps} latent steps follow it` : ''}, ` +
-        `more than the context length of ${context} positions; shorten the prompt${TO_LENGTHEN}`,
-    );
-  }
+  if (used + fixedSteps > context) throw pastContext(input.prompts.findIndex((p) => p.length === used), used, fixedSteps, context);
   const markerPolicy = latent?.policy === 'marker' && input.decode !== undefined;
   if (markerPolicy && input.prompts.length > 1) {
     throw new LatentPolicyError('the marker policy decodes one prompt at a time; run batch rows separately or use fixed:K');
@@ -440,11 +434,21 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
  * The other way out of a prompt past the context, where the limit was lowered at load (`contextLength`,
  * `--context-length`, as llama.cpp's `-c`) below what the model allows.
  */
-export const TO_LENGTHEN = ', or load the model with a larger contextLength (--context-length) where it allows more';
+const TO_LENGTHEN = ', or load the model with a larger contextLength (--context-length) where it allows more';
 
 /** Raised for prompts the model cannot take. */
 export class PromptError extends Error {
   override name = 'PromptError';
+}
+
+/**
+ * The refusal of prompt `row` of `length` tokens, followed by `fixedSteps` latent steps, past a context of `context`
+ * positions: what to shorten is the prompt, or the steps where they fill the context by themselves.
+ */
+export function pastContext(row: number, length: number, fixedSteps: number, context: number): PromptError {
+  const steps = fixedSteps ? ` and ${fixedSteps} latent steps follow it` : '';
+  const fix = fixedSteps >= context ? `ask for fewer latent steps (fixed:K with K below ${context})` : `shorten the prompt${fixedSteps ? ' or ask for fewer latent steps' : ''}`;
+  return new PromptError(`prompt ${row} has ${length} tokens${steps}, more than the context length of ${context} positions; ${fix}${TO_LENGTHEN}`);
 }
 
 /** Refuses prompts that are not non-empty lists of ids inside the vocabulary. */
