@@ -14,7 +14,7 @@ import type { Engine, GenerationResult, PromptInput, StreamOptions } from './cor
 import type { CallPlan, ReasonerRuntime } from './runtime.js';
 
 /** A running generation: its text as it comes, then its result. */
-export interface Generation {
+interface Generation {
   /** The non-empty text of each generated token (a token that completes no character gives none). */
   pieces: AsyncIterable<string>;
   /** The engine's result; errors surface through `pieces` first. */
