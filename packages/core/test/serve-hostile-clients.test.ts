@@ -12,6 +12,7 @@ import { TOOLS_TEMPLATE } from './support/chat-templates.js';
 import { fromSources } from '../../../test/support/paths.js';
 import { storiesModule } from './support/modules.js';
 import { postJson, useServers } from './support/servers.js';
+import { within } from './support/assertions.js';
 import { rawRequest } from './support/raw-http.js';
 import { startServer } from '../src/serve/server.js';
 import { listener } from '../src/serve/listener.js';
@@ -20,21 +21,9 @@ import { parseResponsesRequest } from '../src/serve/responses-request.js';
 import { parseMessagesRequest } from '../src/serve/messages-request.js';
 import { HttpError } from '../src/serve/errors.js';
 
-
 /** The head of a JSON POST whose body will be `length` bytes (HTTP/1.0: an answer unchunked, its connection closed after it). */
 const postHead = (url: string, path: string, length: number, version = '1.1') =>
   `POST ${path} HTTP/${version}\r\nHost: ${new URL(url).host}\r\nContent-Type: application/json\r\nContent-Length: ${length}\r\n\r\n`;
-
-/** Resolves after `ms`, or rejects with `what` when `promise` settles later. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms)));
-  try {
-    return await Promise.race([promise, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** A gauge or counter of `/metrics` (the served model's sample). */
 async function metric(url: string, name: string): Promise<number> {

@@ -19,22 +19,12 @@ import { fromSources } from '../../../test/support/paths.js';
 import { TOOLS_TEMPLATE } from './support/chat-templates.js';
 import { storiesModule } from './support/modules.js';
 import { postJson, useServers } from './support/servers.js';
+import { within } from './support/assertions.js';
 
 const MODEL = 'stories260k';
 const MESSAGES = [{ role: 'user', content: 'Tell me a story' }];
 /** A response format no token can start: the engine refuses it at the first token (a 400 when nothing was written yet). */
 const NO_TOKEN = { type: 'json_schema', name: 'x', schema: { $ref: '#' } };
-
-/** `promise`, or a rejection naming `what` after `ms`. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms)));
-  try {
-    return await Promise.race([promise, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** A GET of `path` with the `Host` header given (fetch sets its own), and any other headers. */
 function getWithHost(at: string, path: string, host: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {

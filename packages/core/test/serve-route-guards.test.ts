@@ -8,21 +8,10 @@ import { expect } from 'chai';
 import { builtModel } from './support/models.js';
 import { storiesModule } from './support/modules.js';
 import { postJson, useServers } from './support/servers.js';
+import { within } from './support/assertions.js';
 import { rawRequest } from './support/raw-http.js';
 import { TOOLS_TEMPLATE } from './support/chat-templates.js';
 import { startServer } from '../src/serve/server.js';
-
-
-/** Rejects with `what` unless `promise` settles within `ms`. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms)));
-  try {
-    return await Promise.race([promise, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 const TOOLS = [{ type: 'function', function: { name: 'add', parameters: { type: 'object', properties: { a: { type: 'number' } } } } }];
 const NO_TOKENIZER = 'this model has no tokenizer.json beside it, so it cannot take chat messages';

@@ -19,3 +19,14 @@ export function thrown(fn: () => unknown): Error {
   }
   throw new Error('expected the call to throw an Error');
 }
+
+/** `promise`'s outcome, or a rejection naming `what` unless it settles within `ms`. */
+export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms)));
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
