@@ -17,6 +17,28 @@ const pythonLen = (text: string) => [...text].length;
 
 type Legacy = { tokens: string[]; text_offset: number[] };
 
+/** A stories-vocabulary backbone that answers `prompt` with the ids `reply` gives for its tokenizer, then EOS. */
+async function scripted(name: string, prompt: string, reply: (tokenizer: TextTokenizer) => number[]): Promise<string> {
+  return makeModule({
+    name,
+    kind: 'backbone',
+    seed: 4,
+    config: storiesConfig(),
+    edit: async (model) => {
+      const tokenizer = await TextTokenizer.fromDirectory(dirname(model));
+      const ids = tokenizer.encode(prompt, true);
+      await followScript(model, 512, [...new Array<number>(ids.length - 1).fill(0), ...reply(tokenizer), ...new Array<number>(50).fill(2)]);
+    },
+  });
+}
+
+/** A streamed completion's chunks. */
+const chunksOf = async (res: Response) =>
+  (await res.text())
+    .split('\n')
+    .filter((l) => l.startsWith('data: {'))
+    .map((l) => JSON.parse(l.slice(6)) as { choices: { text: string; logprobs: Legacy | null }[] });
+
 describe('/v1/completions text_offset past astral characters', function () {
   this.timeout(120_000);
   const { serve } = useServers();
@@ -24,59 +46,29 @@ describe('/v1/completions text_offset past astral characters', function () {
 
   before(async () => {
     // (the stories vocabulary spells the emoji in byte pieces)
-    const dir = await makeModule({
-      name: 'astral-completion',
-      kind: 'backbone',
-      seed: 4,
-      config: storiesConfig(),
-      edit: async (model) => {
-        const tokenizer = await TextTokenizer.fromDirectory(dirname(model));
-        const prompt = tokenizer.encode(PROMPT, true);
-        await followScript(model, 512, [...new Array<number>(prompt.length - 1).fill(0), ...tokenizer.encode(REPLY, false), ...new Array<number>(50).fill(2)]);
-      },
-    });
+    const dir = await scripted('astral-completion', PROMPT, (tokenizer) => tokenizer.encode(REPLY, false));
     at = await serve({ engine: { model: dir }, name: 'astral' });
   });
 
   it('lists a token streamed with the text it starts in, where a stop string held back its own past text let out', async () => {
     // (` E EX`: after `A E E` the second ` E` may start it; `E` then lets the first out while the second stays held)
     const reply = 'A E E EN.';
-    const dir = await makeModule({
-      name: 'overlapping-stop',
-      kind: 'backbone',
-      seed: 4,
-      config: storiesConfig(),
-      edit: async (model) => {
-        const tokenizer = await TextTokenizer.fromDirectory(dirname(model));
-        const prompt = tokenizer.encode('Q:', true);
-        await followScript(model, 512, [...new Array<number>(prompt.length - 1).fill(0), ...tokenizer.encode(reply, false), ...new Array<number>(50).fill(2)]);
-      },
-    });
+    const dir = await scripted('overlapping-stop', 'Q:', (tokenizer) => tokenizer.encode(reply, false));
     const url = await serve({ engine: { model: dir }, name: 'overlap' });
     const body = { model: 'overlap', prompt: 'Q:', max_tokens: 20, logprobs: 0, stop: [' E EX'] };
     const whole = ((await (await postJson(url, '/v1/completions', body)).json()) as { choices: { text: string; logprobs: Legacy }[] }).choices[0]!;
     expect(whole.text.trimStart()).to.equal(reply);
     whole.logprobs.tokens.forEach((t, i) => expect(pythonSlice(whole.text, whole.logprobs.text_offset[i]!).startsWith(t), `${JSON.stringify(t)} at ${whole.logprobs.text_offset[i]}`).to.equal(true));
-    const sse = await (await postJson(url, '/v1/completions', { ...body, stream: true })).text();
-    const chunks = sse.split('\n').filter((l) => l.startsWith('data: {')).map((l) => JSON.parse(l.slice(6)) as { choices: { logprobs: Legacy | null }[] });
+    const chunks = await chunksOf(await postJson(url, '/v1/completions', { ...body, stream: true }));
     expect(chunks.flatMap((c) => c.choices[0]?.logprobs?.text_offset ?? [])).to.deep.equal(whole.logprobs.text_offset);
   });
 
   it('places a token after a byte that can be no character past that byte\'s U+FFFD, streamed as whole', async () => {
     let reply: number[] = [];
-    const dir = await makeModule({
-      name: 'invalid-byte-offsets',
-      kind: 'backbone',
-      seed: 4,
-      config: storiesConfig(),
-      edit: async (model) => {
-        const tokenizer = await TextTokenizer.fromDirectory(dirname(model));
-        const prompt = tokenizer.encode('Q:', true);
-        // (a lone continuation byte: U+FFFD for good, named so at its own token)
-        reply = [...tokenizer.encode('Hi', false), tokenizer.tokenId('<0x98>')!, tokenizer.tokenId('A')!, tokenizer.tokenId('B')!, ...tokenizer.encode(' ok.', false)];
-        await followScript(model, 512, [...new Array<number>(prompt.length - 1).fill(0), ...reply, ...new Array<number>(50).fill(2)]);
-      },
-    });
+    // (a lone continuation byte: U+FFFD for good, named so at its own token)
+    const dir = await scripted('invalid-byte-offsets', 'Q:', (tokenizer) =>
+      (reply = [...tokenizer.encode('Hi', false), tokenizer.tokenId('<0x98>')!, tokenizer.tokenId('A')!, tokenizer.tokenId('B')!, ...tokenizer.encode(' ok.', false)]),
+    );
     const url = await serve({ engine: { model: dir }, name: 'invalid-byte' });
     const body = { model: 'invalid-byte', prompt: 'Q:', max_tokens: 20, logprobs: 0 };
     const whole = ((await (await postJson(url, '/v1/completions', body)).json()) as { choices: { text: string; logprobs: Legacy }[] }).choices[0]!;
@@ -85,8 +77,7 @@ describe('/v1/completions text_offset past astral characters', function () {
     expect(tokens.join('')).to.equal(whole.text);
     expect(tokens.slice(2, 5)).to.deep.equal(['\uFFFD', 'A', 'B']);
     tokens.slice(0, -1).forEach((t, i) => expect(offsets[i + 1], `after ${JSON.stringify(t)}`).to.equal(offsets[i]! + pythonLen(t)));
-    const sse = await (await postJson(url, '/v1/completions', { ...body, stream: true })).text();
-    const chunks = sse.split('\n').filter((l) => l.startsWith('data: {')).map((l) => JSON.parse(l.slice(6)) as { choices: { text: string; logprobs: Legacy | null }[] });
+    const chunks = await chunksOf(await postJson(url, '/v1/completions', { ...body, stream: true }));
     expect(chunks.map((c) => c.choices[0]?.text ?? '').join('')).to.equal(whole.text);
     expect(chunks.flatMap((c) => c.choices[0]?.logprobs?.text_offset ?? [])).to.deep.equal(offsets);
   });
@@ -106,8 +97,7 @@ describe('/v1/completions text_offset past astral characters', function () {
     tokens.slice(first).forEach((t, i) => expect(pythonSlice(text, offsets[first + i]!).startsWith(t), `${JSON.stringify(t)} at ${offsets[first + i]}`).to.equal(true));
     expect(offsets.at(-1)).to.equal(pythonLen(text) - 1);
 
-    const sse = await (await postJson(at, '/v1/completions', { ...body, stream: true })).text();
-    const chunks = sse.split('\n').filter((l) => l.startsWith('data: {')).map((l) => JSON.parse(l.slice(6)) as { choices: { logprobs: Legacy | null }[] });
+    const chunks = await chunksOf(await postJson(at, '/v1/completions', { ...body, stream: true }));
     expect(chunks.flatMap((c) => c.choices[0]?.logprobs?.text_offset ?? [])).to.deep.equal(offsets);
   });
 
@@ -119,8 +109,7 @@ describe('/v1/completions text_offset past astral characters', function () {
     const emoji = plain.logprobs.tokens.indexOf('😀');
     expect(plain.logprobs.text_offset.slice(emoji, emoji + 3)).to.deep.equal([4, 5, 6]);
     plain.logprobs.tokens.forEach((t, i) => expect(pythonSlice(plain.text, plain.logprobs.text_offset[i]!).startsWith(t), `${JSON.stringify(t)} at ${plain.logprobs.text_offset[i]}`).to.equal(true));
-    const sse = await (await postJson(at, '/v1/completions', { ...body, stream: true })).text();
-    const chunks = sse.split('\n').filter((l) => l.startsWith('data: {')).map((l) => JSON.parse(l.slice(6)) as { choices: { logprobs: Legacy | null }[] });
+    const chunks = await chunksOf(await postJson(at, '/v1/completions', { ...body, stream: true }));
     expect(chunks.flatMap((c) => c.choices[0]?.logprobs?.text_offset ?? [])).to.deep.equal(plain.logprobs.text_offset);
     const scored = ((await (await postJson(at, '/v1/completions', { model: 'astral', prompt: PROMPT, max_tokens: 0, logprobs: 0, echo: true })).json()) as { choices: { logprobs: Legacy }[] }).choices[0]!;
     expect(scored.logprobs.text_offset.at(-1)).to.equal(2);
