@@ -6,7 +6,7 @@
  */
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
-import { request } from 'node:http';
+import { request, type IncomingHttpHeaders } from 'node:http';
 import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import Anthropic from '@anthropic-ai/sdk';
@@ -27,13 +27,13 @@ const MESSAGES = [{ role: 'user', content: 'Tell me a story' }];
 const NO_TOKEN = { type: 'json_schema', name: 'x', schema: { $ref: '#' } };
 
 /** A GET of `path` with the `Host` header given (fetch sets its own), and any other headers. */
-function getWithHost(at: string, path: string, host: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
+function getWithHost(at: string, path: string, host: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string; headers: IncomingHttpHeaders }> {
   const { hostname: address, port } = new URL(at);
   return new Promise((resolve, reject) => {
-    const req = request({ host: address, port, path, headers: { ...headers, Host: host } }, (res) => {
+    const req = request({ host: address.replace(/^\[(.*)\]$/, '$1'), port, path, headers: { ...headers, Host: host } }, (res) => {
       let body = '';
       res.on('data', (d: Buffer) => (body += d.toString()));
-      res.on('end', () => resolve({ status: res.statusCode!, body }));
+      res.on('end', () => resolve({ status: res.statusCode!, body, headers: res.headers }));
     });
     req.on('error', reject);
     req.end();
@@ -155,6 +155,23 @@ describe('reasonplug serve behind a reverse proxy', function () {
       const { error } = JSON.parse(refused.body) as { error: { code: string; message: string } };
       expect(error.code).to.equal('host_not_allowed');
       expect(error.message).to.include('Host: localhost').and.include(`--allowed-host ${host}`).and.include('--host');
+    }
+    // A page allowed to call reads the refusal, saying what to do (an attacker's origin is not allowed: it reads none).
+    const told = await getWithHost(url, '/health', 'llm.internal', { Origin: 'http://localhost:3000' });
+    expect(told.status).to.equal(403);
+    expect(told.headers['access-control-allow-origin']).to.equal('http://localhost:3000');
+    const opaque = await getWithHost(url, '/health', 'attacker.example', { Origin: 'http://attacker.example' });
+    expect(opaque.status).to.equal(403);
+    expect(opaque.headers['access-control-allow-origin']).to.equal(undefined);
+    // Loopback written another way is loopback: the check stays on.
+    for (const host of ['0:0:0:0:0:0:0:1', '::ffff:127.0.0.1']) {
+      const spelled = await startServer({ engine: { model: '/nonexistent/model' }, host, port: 0 });
+      spelled.ready.catch(() => {});
+      try {
+        expect((await getWithHost(spelled.url, '/health', 'attacker.example')).status, host).to.equal(403);
+      } finally {
+        await spelled.close();
+      }
     }
     // `*` lets any name in; what the check answers comes before the model's state (this one never loads).
     const any = await startServer({ engine: { model: '/nonexistent/model' }, port: 0, allowedHosts: ['*'] });

@@ -69,7 +69,7 @@ function isLoopback(origin: string): boolean {
 
 /** Whether a host name (as a URL gives it) names this machine's loopback interface. */
 function isLoopbackName(host: string): boolean {
-  return host === 'localhost' || host.endsWith('.localhost') || host === '[::1]' || /^127(\.\d{1,3}){3}$/.test(host);
+  return host === 'localhost' || host.endsWith('.localhost') || host === '[::1]' || /^127(\.\d{1,3}){3}$/.test(host) || /^\[::ffff:7f[0-9a-f]{2}:[0-9a-f]{1,4}\]$/.test(host);
 }
 
 /**
@@ -109,7 +109,9 @@ export class HostPolicy {
   /** `listening`: the address the server listens on; `hosts`: names allowed besides this machine's (each checked by `allowedHostOf`). */
   constructor(listening: string, hosts: readonly string[] = []) {
     const normal = hosts.map(allowedHostOf);
-    this.off = normal.includes('*') || !isLoopbackName(listening === '::1' ? '[::1]' : listening);
+    // (an address in any of its spellings: `0:0:0:0:0:0:0:1` is `[::1]`, `::ffff:127.0.0.1` an IPv4 loopback)
+    const address = hostOf(isIP(listening) === 6 ? `[${listening}]` : listening) || listening;
+    this.off = normal.includes('*') || !isLoopbackName(address);
     this.listed = new Set(normal);
   }
 

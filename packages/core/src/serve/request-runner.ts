@@ -139,9 +139,12 @@ export class RequestRunner {
    */
   private queue(res: ServerResponse, slot: Slot, keepAlive?: string): { admitted: Promise<void>; signal: AbortSignal; stopKeepAlive: () => void } {
     const controller = new AbortController();
-    res.on('close', () => {
+    const gone = () => {
       if (!res.writableFinished) controller.abort();
-    });
+    };
+    // (a request queued twice, scored for echo and then run, may find its client gone already: 'close' has fired)
+    if (res.closed) gone();
+    else res.on('close', gone);
     const admitted = this.admission.admit(slot, controller.signal);
     const keepingAlive = keepAlive === undefined ? undefined : setInterval(() => this.keepAlive(res, keepAlive), this.keepAliveMs);
     const stopKeepAlive = () => clearInterval(keepingAlive);

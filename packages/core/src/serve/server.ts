@@ -189,9 +189,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   });
 
   async function handle(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
-    hosts.check(req);
-    // First, so that a page allowed to call can read every answer, errors included; a preflight ends here.
+    // First, so that a page allowed to call can read every answer, errors included (a Host refused too: a rebinding
+    // page's own origin is never allowed, so it reads nothing); a preflight ends here.
     if (cors.apply(req, res)) return;
+    hosts.check(req);
     const method = routedMethod(req);
     // (`/v1/health`: llama.cpp's alias, which its clients probe under their `/v1` base URL)
     if (method === 'GET' && (path === '/health' || path === '/v1/health')) {
