@@ -7,7 +7,7 @@
 import { ChatReplySplitter, wholeReply, type ReplyParsing, type SplitReply } from '../chat/reply.js';
 import type { ParsedToolCall } from '../chat/tool-calls.js';
 import type { RowResult, TokenLogprobs } from '../generate/types.js';
-import { chatLogprobs, releasedEntries, shownEntries } from './logprobs.js';
+import { chatLogprobs, HeldEntries, shownEntries } from './logprobs.js';
 
 /** OpenAI's finish reasons: an end-of-sequence token and a stop string are both `stop`. */
 export function finishReason(reason: string): string {
@@ -34,13 +34,8 @@ export class ChatChoice {
   private readonly splitter: ChatReplySplitter;
   /** Tool calls streamed so far (their index in the deltas is their place here). */
   private readonly calls: ParsedToolCall[] = [];
-  /**
-   * Tokens not given out yet: each rides with the first delta after its text has started (a character's first bytes
-   * wait for the token completing it; a possible stop string's tokens, to be let out or cut).
-   */
-  private pending: TokenLogprobs[] = [];
-  /** UTF-16 units of the row's text so far, which place its tokens' entries. */
-  private shown = 0;
+  /** Tokens not given out yet: each rides with the first delta after its text has started. */
+  private readonly held = new HeldEntries();
 
   /**
    * @param parsing how the reply is read: its thought split off or not, tool calls split off or not
@@ -84,15 +79,14 @@ export class ChatChoice {
 
   /** The deltas a generated token's text gives (none while the splitter or the engine holds text back). */
   push(text: string, logprobs: TokenLogprobs | undefined): ChatDelta[] {
-    if (logprobs) this.pending.push(logprobs);
-    this.shown += text.length;
+    this.held.push(text, logprobs);
     if (!text) return [];
     return this.deltas(this.splitter.push(text));
   }
 
   /** The last deltas once the row has ended: what the splitter held back, then the finish reason. */
   end(reason: string): ChatDelta[] {
-    this.pending = shownEntries(this.pending, this.shown);
+    this.held.end();
     const out = this.deltas(this.given(this.splitter.end(reason === 'length')));
     out.push(this.delta({}, this.finish(reason)));
     return out;
@@ -120,7 +114,7 @@ export class ChatChoice {
   }
 
   private delta(delta: object, finish: string | null = null): ChatDelta {
-    const entries = releasedEntries(this.pending, this.shown);
+    const entries = this.held.released();
     const logprobs = this.logprobs && (entries.length > 0 || finish) ? chatLogprobs(entries) : null;
     return { delta, logprobs, finish };
   }

@@ -4,13 +4,12 @@
  */
 import type { ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
-import type { TokenLogprobs } from '../generate/types.js';
 import type { PromptInput } from '../runtime/protocol.js';
 import { DECODE_LOOK_BEHIND, type TextTokenizer } from '../tokenizer/tokenizer.js';
 import { sendJson, Sse, SSE_KEEP_ALIVE } from './answer-writers.js';
 import { finishReason } from './choices.js';
 import { badRequest, type HttpError } from './errors.js';
-import { completionLogprobs, joinLegacy, promptLegacyLogprobs, releasedEntries, shownEntries, TextOffsets, type LegacyLogprobs } from './logprobs.js';
+import { completionLogprobs, HeldEntries, joinLegacy, promptLegacyLogprobs, shownEntries, TextOffsets, type LegacyLogprobs } from './logprobs.js';
 import { keptPromptTokens, lastTokens } from './prompt-truncation.js';
 import type { CompletionRequest } from './requests.js';
 import type { Loaded, Served } from './served.js';
@@ -71,8 +70,8 @@ export async function completion(l: Served, request: CompletionRequest, res: Ser
       return finishReason(result.rows[0]!.finishReason);
     }
     const sse = new Sse(res);
-    // Per choice: tokens not listed yet, and the reply's text sent, which places them.
-    const pending = rows.map((): TokenLogprobs[] => []);
+    // Per choice: tokens not listed yet, placed by the reply's text sent.
+    const held = rows.map(() => new HeldEntries());
     const offsets = rows.map((_, row) => new TextOffsets(echoOf(row)));
     const send = (index: number, text: string, logprobs: LegacyLogprobs | null, finish: string | null = null) =>
       sse.send({ ...base, object: 'text_completion', choices: [{ index, text, logprobs, finish_reason: finish }], ...(request.includeUsage ? { usage: null } : {}) });
@@ -80,7 +79,8 @@ export async function completion(l: Served, request: CompletionRequest, res: Ser
       let logprobs: LegacyLogprobs | null = null;
       if (request.logprobs) {
         // (text a stop string's possible start held back may come out while later tokens' own text is still held)
-        const out = releasedEntries(pending[index]!, offsets[index]!.push(text).fed);
+        offsets[index]!.push(text);
+        const out = held[index]!.released();
         if (out.length > 0 || finish) logprobs = completionLogprobs(out, offsets[index]!);
       }
       send(index, text, logprobs, finish);
@@ -88,13 +88,13 @@ export async function completion(l: Served, request: CompletionRequest, res: Ser
     if (request.echo) rows.forEach((_, row) => send(row, echoOf(row), echoedOf(row) ?? null));
     for (let next = first; !next.done; next = await rest.next()) {
       if (next !== first) clock.tick(next.value.row);
-      if (next.value.logprobs) pending[next.value.row]!.push(next.value.logprobs);
+      held[next.value.row]!.push(next.value.text, next.value.logprobs);
       if (next.value.text) chunk(next.value.row, next.value.text);
     }
     const result = await stream.result;
     l.runner.countGenerated(result);
     result.rows.forEach((row, index) => {
-      pending[index] = shownEntries(pending[index]!, row.text.length);
+      held[index]!.end();
       chunk(index, '', finishReason(row.finishReason));
     });
     if (request.includeUsage) sse.send({ ...base, object: 'text_completion', choices: [], usage: usageJson(result, request.n) });

@@ -21,16 +21,37 @@ export function shownEntries(entries: readonly TokenLogprobs[], shown: number): 
 }
 
 /**
- * Takes from `pending` (a reply's entries not given out yet, in order) those the text sent so far shows: each entry
- * whose text starts within the reply's first `sent` UTF-16 units (the engine places a token that completes no
- * character yet where its character will start), and each placed nowhere (no tokenizer). The others wait for more
- * text, or for the end, where {@link shownEntries} drops those that show nothing.
+ * A streamed reply's entries not given out yet, in order, and the UTF-16 units of its text sent so far, which place
+ * them: each rides with the first text after its own has started (a character's first bytes wait for the token
+ * completing it; a possible stop string's tokens, to be let out or cut).
  */
-export function releasedEntries(pending: TokenLogprobs[], sent: number): TokenLogprobs[] {
-  const shows = ({ offset }: TokenLogprobs) => offset === undefined || offset < sent;
-  let out = 0;
-  while (out < pending.length && shows(pending[out]!)) out++;
-  return pending.splice(0, out);
+export class HeldEntries {
+  private pending: TokenLogprobs[] = [];
+  private sent = 0;
+
+  /** Holds a token's entry, if it has one, and counts the text it completed as sent. */
+  push(text: string, entry?: TokenLogprobs): void {
+    if (entry) this.pending.push(entry);
+    this.sent += text.length;
+  }
+
+  /**
+   * Takes out the entries the text sent so far shows: each whose text starts within it (the engine places a token
+   * that completes no character yet where its character will start), and each placed nowhere (no tokenizer). The
+   * others wait for more text, or for {@link end}.
+   */
+  released(): TokenLogprobs[] {
+    const shows = ({ offset }: TokenLogprobs) => offset === undefined || offset < this.sent;
+    let out = 0;
+    while (out < this.pending.length && shows(this.pending[out]!)) out++;
+    return this.pending.splice(0, out);
+  }
+
+  /** Ends the reply: drops the last entries, which show nothing (see {@link shownEntries}), and gives those still held. */
+  end(): TokenLogprobs[] {
+    this.pending = shownEntries(this.pending, this.sent);
+    return [...this.pending];
+  }
 }
 
 /**
@@ -78,11 +99,6 @@ export class TextOffsets {
 
   constructor(echoed: string) {
     this.points = codePoints(echoed);
-  }
-
-  /** UTF-16 units of the reply fed so far. */
-  get fed(): number {
-    return this.units + this.rest.length;
   }
 
   /** Adds the reply's next text. */

@@ -20,7 +20,7 @@ import { noFillInMiddle } from './completions-route.js';
 import { ollamaOptionsOf, ollamaParameters, withOllamaDefaults } from './defaults-request.js';
 import { embedded } from './embeddings-route.js';
 import { badRequest } from './errors.js';
-import { chatLogprobs, releasedEntries, shownEntries } from './logprobs.js';
+import { chatLogprobs, HeldEntries, shownEntries } from './logprobs.js';
 import { ollamaListedName } from './models.js';
 import { ollamaDone, ollamaDoneReason, ollamaLoadReason, ollamaLogprobs, ollamaMessage, type ChatFields } from './ollama-output.js';
 import { ollamaChatLoad, ollamaModelName, parseOllamaChat, parseOllamaEmbed, parseOllamaGenerate, type OllamaEmbedRequest } from './ollama-request.js';
@@ -202,23 +202,20 @@ async function ollamaText(l: Served, request: CompletionRequest, res: ServerResp
       return finish;
     }
     const lines = new JsonLines(res);
-    // Tokens not given out yet, each with the first text after its own has started (a character's first bytes wait
-    // for the token completing it; a possible stop string's tokens, to be let out or cut), and the text sent.
-    const pending: TokenLogprobs[] = [];
-    let sent = 0;
+    // Tokens not given out yet, each with the first text after its own has started.
+    const held = new HeldEntries();
     for (let next = first; !next.done; next = await rest.next()) {
       if (next !== first) clock.tick(next.value.row);
-      if (next.value.logprobs) pending.push(next.value.logprobs);
+      held.push(next.value.text, next.value.logprobs);
       if (!next.value.text) continue;
-      sent += next.value.text.length;
-      const out = releasedEntries(pending, sent);
+      const out = held.released();
       lines.send({ ...chunk(next.value.text, out.length ? out : undefined), done: false });
     }
     const result = await stream.result;
     l.runner.countGenerated(result);
     const row = result.rows[0]!;
     const finish = finishReason(row.finishReason);
-    lines.end({ ...chunk('', shownEntries(pending, row.text.length)), ...ollamaDone(result, ollamaDoneReason(finish)) });
+    lines.end({ ...chunk('', held.end()), ...ollamaDone(result, ollamaDoneReason(finish)) });
     return finish;
   });
 }

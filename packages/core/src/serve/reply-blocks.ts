@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { ChatReplySplitter, type ReplyParsing, type SplitReply } from '../chat/reply.js';
 import type { ParsedToolCall } from '../chat/tool-calls.js';
 import type { TokenLogprobs } from '../generate/types.js';
-import { releasedEntries, shownEntries } from './logprobs.js';
+import { HeldEntries } from './logprobs.js';
 
 /** A stream event of a block-shaped API, named by its type. */
 export type Event = Record<string, unknown> & { type: string };
@@ -105,9 +105,7 @@ export class ReplyBlocks {
  */
 export abstract class BlockOutput<E> {
   private readonly blocks: ReplyBlocks;
-  private pending: TokenLogprobs[] = [];
-  /** UTF-16 units of the reply's text so far, which place its tokens' entries. */
-  private sent = 0;
+  private readonly held = new HeldEntries();
 
   constructor(parsing: ReplyParsing) {
     this.blocks = new ReplyBlocks(parsing);
@@ -120,8 +118,7 @@ export abstract class BlockOutput<E> {
 
   /** The events a piece of the reply's text gives; `logprobs`: the token's that gave it. */
   push(text: string, logprobs?: TokenLogprobs): E[] {
-    if (logprobs) this.pending.push(logprobs);
-    this.sent += text.length;
+    this.held.push(text, logprobs);
     return this.rendered(this.blocks.push(text));
   }
 
@@ -131,7 +128,7 @@ export abstract class BlockOutput<E> {
   /** The events of the reply's end: what was held back, and the close of the last block; `cut` where the reply was cut short. */
   end(cut = false): E[] {
     this.cut = cut;
-    this.pending = shownEntries(this.pending, this.sent);
+    this.held.end();
     return this.rendered(this.blocks.end(cut));
   }
 
@@ -143,7 +140,7 @@ export abstract class BlockOutput<E> {
         other = true;
         return this.render(e, []);
       }
-      const released = releasedEntries(this.pending, this.sent);
+      const released = this.held.released();
       // Text after a thought or a call in the same piece: the tokens before its own were theirs.
       return this.render(e, other ? lastTokensOf(released, e.kind === 'delta' ? e.text : '') : released);
     });
