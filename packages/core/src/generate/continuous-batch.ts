@@ -18,7 +18,7 @@ import type { PrefixCacheStats } from '../runtime/prefix-cache.js';
 import type { RowShards, RowShardStats } from '../runtime/row-shards.js';
 import { LoneRowsKv } from '../runtime/lone-rows-kv.js';
 import { rowsShareRuns } from '../onnx/signature.js';
-import { checkPrompts, LatentPolicyError, newRows, pastContext, type RowState, type DecodeLoopInput, type DecodeLoopOutput, type LatentDriver } from './decode-loop.js';
+import { checkPrompts, fixedLatentSteps, LatentPolicyError, newRows, pastContext, type RowState, type DecodeLoopInput, type DecodeLoopOutput, type LatentDriver } from './decode-loop.js';
 import { rowLatentSteps, type LatentProjector } from '../runtime/row-latent.js';
 import { StopStringMatcher } from './stop-strings.js';
 import type { TokenEvent, TokenLogprobs } from './types.js';
@@ -208,12 +208,9 @@ interface Prefill {
   twins: number[];
 }
 
-/** Latent steps each row runs right after its prompt (the fixed policy's K). */
-const fixedLatentSteps = (latent: BatchRequest['latent']): number => (latent && typeof latent.policy === 'object' ? latent.policy.fixed : 0);
-
 /** Positions each row of a request reserves: its longest prompt, its fixed latent steps and its token limit, within the context. */
 const reservation = ({ prompts, options, contextLength, latent }: Pick<BatchRequest, 'prompts' | 'options' | 'contextLength' | 'latent'>): number =>
-  Math.min(contextLength ?? Infinity, Math.max(...prompts.map((p) => p.length)) + fixedLatentSteps(latent) + (options.maxTokens ?? DEFAULT_MAX_TOKENS));
+  Math.min(contextLength ?? Infinity, Math.max(...prompts.map((p) => p.length)) + fixedLatentSteps(latent?.policy) + (options.maxTokens ?? DEFAULT_MAX_TOKENS));
 
 /** The positions rows may reach in a model's cache: their widest reservation. */
 const reach = (rows: readonly Live[]): number => Math.max(0, ...rows.map((l) => l.job.reserve));
@@ -323,7 +320,7 @@ export class ContinuousBatch {
     const context = request.contextLength ?? Infinity;
     const latent = request.latent;
     if (latent && !this.projector) throw new LatentPolicyError('latent decoding needs a projector: load the engine with one');
-    const fixedSteps = fixedLatentSteps(latent);
+    const fixedSteps = fixedLatentSteps(latent?.policy);
     request.prompts.forEach((p, r) => {
       if (p.length + fixedSteps > context) throw pastContext(r, p.length, fixedSteps, context);
     });

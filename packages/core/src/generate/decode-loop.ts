@@ -80,6 +80,11 @@ export function parseLatentPolicy(text: string): LatentPolicy {
   throw new LatentPolicyError(`latent policy must be marker, never or fixed:K with K ≥ 1; got "${text}"`);
 }
 
+/** The latent steps a policy runs after the prompt before the first token (`fixed:K`: K; others none). */
+export function fixedLatentSteps(policy: LatentPolicy | undefined): number {
+  return typeof policy === 'object' ? policy.fixed : 0;
+}
+
 /**
  * The rows of a call: each with its sampler (seeded `seed + k` where k rows before it in the call have its prompt, see
  * {@link samplingForRow}), stop strings, what else ends it, constraint, thought budget, and a marker scanner where
@@ -341,7 +346,7 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
   const context = input.contextLength ?? Infinity;
   // A batch is left-padded to its longest prompt: every row takes that many positions.
   let used = Math.max(...input.prompts.map((p) => p.length));
-  const fixedSteps = latent && typeof latent.policy === 'object' ? latent.policy.fixed : 0;
+  const fixedSteps = fixedLatentSteps(latent?.policy);
   if (used + fixedSteps > context) throw pastContext(input.prompts.findIndex((p) => p.length === used), used, fixedSteps, context);
   const markerPolicy = latent?.policy === 'marker' && input.decode !== undefined;
   if (markerPolicy && input.prompts.length > 1) {

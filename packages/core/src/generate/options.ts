@@ -111,6 +111,14 @@ const isId = (v: unknown) => Number.isSafeInteger(v) && (v as number) >= 0;
 /** A surrogate outside a pair (a `u` pattern reads a pair as the one character it is): text that is not well-formed. */
 const LONE_SURROGATE = /\p{Surrogate}/u;
 
+/** Why a stop string must be well-formed, as both the engine and the server word their refusals. */
+export const ILL_FORMED_STOP = 'must be well-formed UTF-16: a lone surrogate would match inside a character, cutting it in half';
+
+/** The index of the first of `stops` that is not well-formed UTF-16 (holds a lone surrogate), or -1. */
+export function illFormedStop(stops: readonly string[]): number {
+  return stops.findIndex((s) => LONE_SURROGATE.test(s));
+}
+
 /** The token limit of a call that sets none. */
 export const DEFAULT_MAX_TOKENS = 256;
 
@@ -146,7 +154,7 @@ export function validateGenerateOptions(options: GenerateOptions): void {
     stop.forEach((s, i) => {
       if (typeof s !== 'string') fail(`stop[${i}]`, 'must be a string', s);
       if (s === '') fail(`stop[${i}]`, 'must not be empty: an empty stop string would end every row before its first character', s);
-      if (LONE_SURROGATE.test(s)) fail(`stop[${i}]`, 'must be well-formed UTF-16: a lone surrogate would match inside a character, cutting it in half', s);
+      if (LONE_SURROGATE.test(s)) fail(`stop[${i}]`, ILL_FORMED_STOP, s);
     });
   }
   if (includeStopString !== undefined && typeof includeStopString !== 'boolean') fail('includeStopString', 'must be true or false', includeStopString);

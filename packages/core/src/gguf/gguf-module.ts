@@ -122,12 +122,19 @@ async function intact(dir: string): Promise<boolean> {
     return true;
   } catch (err) {
     if (!(err instanceof ModuleIntegrityError || err instanceof ManifestError)) throw err;
-    // Renamed away first, so no other process loads it half-deleted (a leftover is swept as a dead process's temp).
-    const doomed = `${dir}.${uniqueSuffix()}.tmp`;
-    await rename(dir, doomed).catch(() => {});
-    await rm(doomed, { recursive: true, force: true });
+    await removeEntry(dir).catch(() => {});
     return false;
   }
+}
+
+/**
+ * Removes a cache entry, renamed away first so that no other process loads it half-deleted (a leftover of the removal
+ * is swept as a dead process's temp); rejects where it cannot be renamed.
+ */
+async function removeEntry(dir: string): Promise<void> {
+  const doomed = `${dir}.${uniqueSuffix()}.tmp`;
+  await rename(dir, doomed);
+  await rm(doomed, { recursive: true, force: true });
 }
 
 /**
@@ -201,10 +208,7 @@ async function dropEarlierLayouts(root: string, sha256: string): Promise<void> {
     // (best effort: the new entry is in place whatever happens to an old one)
     try {
       if ((await sweepTemps(join(root, name))).length > 0 || !names.includes(name)) continue;
-      // Renamed away first, as a damaged entry is, so no older build loads it half-deleted.
-      const doomed = join(root, `${name}.${uniqueSuffix()}.tmp`);
-      await rename(join(root, name), doomed);
-      await rm(doomed, { recursive: true, force: true });
+      await removeEntry(join(root, name));
     } catch {
       // (left, and listed as stale: modules/cache-usage.ts)
     }

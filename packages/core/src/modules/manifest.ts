@@ -39,7 +39,7 @@ function relativePathProblem(path: string): string | undefined {
 }
 
 /** Strict semver, as written in tags: no leading "v" or "=", no surrounding spaces (semver.valid allows those). */
-function isExactSemver(v: string): boolean {
+export function isExactSemver(v: string): boolean {
   return /^\d\S*$/.test(v) && validSemver(v) !== null;
 }
 

@@ -15,7 +15,7 @@ import { isOllamaRef } from './ollama-store.js';
 import { HfCacheError, hfCachePath, isHfRef } from './hf-cache.js';
 import { readModel, writeModel, type ModelProto } from '../onnx/proto.js';
 import { checkNotQuantized, headBitsOf, quantizeGraph, QuantizeError, type QuantizeOptions, type QuantizeReport } from '../onnx/quantize/quantize-graph.js';
-import type { ModuleManifest } from './manifest.js';
+import { isExactSemver, type ModuleManifest } from './manifest.js';
 import { writeModuleDir } from './module-dir.js';
 import { locateModel, ModelNotFoundError, type ModelLocation } from './locate.js';
 import { listVariants, type Dtype } from './hub-variants.js';
@@ -85,11 +85,6 @@ async function copyGenaiConfig(src: string, dest: string): Promise<void> {
   if (typeof decoder !== 'object' || decoder === null || Array.isArray(decoder)) return copyFile(src, dest);
   (decoder as Record<string, unknown>).filename = EXPORT_GRAPH;
   await writeFile(dest, JSON.stringify(config, null, 4) + '\n');
-}
-
-/** Strict semver, as a manifest takes it (manifest.ts): no leading "v" or "=", no spaces. */
-function isExactSemver(version: string): boolean {
-  return /^\d\S*$/.test(version) && semver.valid(version) !== null;
 }
 
 /**

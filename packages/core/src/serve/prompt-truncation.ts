@@ -1,5 +1,5 @@
 /** vLLM's `truncate_prompt_tokens`: how many of its prompt's last tokens a request runs, and encoding just those. */
-import { parseLatentPolicy } from '../generate/decode-loop.js';
+import { fixedLatentSteps, parseLatentPolicy } from '../generate/decode-loop.js';
 import { badRequest } from './errors.js';
 import type { Loaded } from './served.js';
 import type { ParsedRequest } from './requests.js';
@@ -15,8 +15,7 @@ export function keptPromptTokens(l: Loaded, request: ParsedRequest): number | un
   if (given === undefined) return undefined;
   if (given > l.contextLength) throw badRequest(`truncate_prompt_tokens is ${given}, more than the model's context length (max_model_len) of ${l.contextLength}; choose a smaller one, or -1`, 'truncate_prompt_tokens');
   if (given !== -1) return given;
-  const policy = request.options.latent === undefined ? undefined : parseLatentPolicy(request.options.latent);
-  const steps = typeof policy === 'object' ? policy.fixed : 0;
+  const steps = fixedLatentSteps(request.options.latent === undefined ? undefined : parseLatentPolicy(request.options.latent));
   // (no prompt, however cut, fits beside these steps: the policy is refused, not the truncation)
   if (steps >= l.contextLength) throw badRequest(`reasonplug.latent fixed:${steps} leaves no room for a prompt in the context length of ${l.contextLength}: K must be below the context length`, 'reasonplug.latent');
   return l.contextLength - steps;

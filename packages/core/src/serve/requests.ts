@@ -19,6 +19,7 @@ import type { ToolCallSyntax } from '../constrain/tool-syntax.js';
 import { badRequest } from './errors.js';
 import { checkToolSchema, constraintOf } from './structured-output.js';
 import { MAX_TOP_LOGPROBS } from '../sampling/logprobs.js';
+import { ILL_FORMED_STOP, illFormedStop } from '../generate/options.js';
 
 /** A JSON request body (or an object within one). */
 export type Body = Record<string, unknown>;
@@ -342,10 +343,10 @@ function stopList(v: unknown, param: string): string[] | undefined {
     throw badRequest(`${param} must be a non-empty string or a list of at most ${MAX_STOPS} non-empty strings`, param);
   }
   // (the engine refuses one too, under its own option's name, which is not the field this client sent)
-  const lone = (list as string[]).findIndex((s) => /\p{Surrogate}/u.test(s));
+  const lone = illFormedStop(list as string[]);
   if (lone >= 0) {
     const name = typeof v === 'string' ? param : `${param}[${lone}]`;
-    throw badRequest(`${name} must be well-formed UTF-16: a lone surrogate would match inside a character, cutting it in half`, name);
+    throw badRequest(`${name} ${ILL_FORMED_STOP}`, name);
   }
   return list as string[];
 }

@@ -241,12 +241,12 @@ function quantizeWith(reader: TensorReader, model: ModelProto | O.IModelProto, s
     throw new QuantizeError(`the block size must be a power of two from 16 to 256; got ${String(blockSize)}`);
   }
   const accuracyLevel = (opts.accuracy ?? 'int8') === 'int8' ? 4 : 1;
+  // (before the copy, which would copy every weight of a graph that is refused)
+  checkNotQuantized(model, source);
   const copy = onnx.ModelProto.decode(onnx.ModelProto.encode(model as O.IModelProto).finish());
   const main = copy.graph as GraphProto;
   const all = graphs(main);
   const nodes = all.flatMap((g) => g.node ?? []);
-
-  checkNotQuantized(copy, source);
 
   const inits = new Map((main.initializer ?? []).map((t) => [t.name ?? '', t as TensorProto]));
   const producers = new Map<string, NodeProto>();
