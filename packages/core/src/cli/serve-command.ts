@@ -54,23 +54,22 @@ function apiKeyFlag(v: string, prev: string[] = []): string[] {
   return [...prev, v];
 }
 
-/** `--cors-origin` (repeatable): an origin as browsers send it, or `*`. */
-function corsOriginFlag(v: string, prev: string[] = []): string[] {
-  try {
-    return [...prev, corsOriginOf(v)];
-  } catch (err) {
-    throw new InvalidArgumentError(`--cors-origin: ${(err as Error).message}`);
-  }
+/** A repeatable flag whose values `parse` reads, its refusals usage errors naming the flag. */
+function listFlag(flag: string, parse: (v: string) => string): (v: string, prev?: string[]) => string[] {
+  return (v, prev = []) => {
+    try {
+      return [...prev, parse(v)];
+    } catch (err) {
+      throw new InvalidArgumentError(`${flag}: ${(err as Error).message}`);
+    }
+  };
 }
 
+/** `--cors-origin` (repeatable): an origin as browsers send it, or `*`. */
+const corsOriginFlag = listFlag('--cors-origin', corsOriginOf);
+
 /** `--allowed-host` (repeatable): a host name as a `Host` header names it, or `*`. */
-function allowedHostFlag(v: string, prev: string[] = []): string[] {
-  try {
-    return [...prev, allowedHostOf(v)];
-  } catch (err) {
-    throw new InvalidArgumentError(`--allowed-host: ${(err as Error).message}`);
-  }
-}
+const allowedHostFlag = listFlag('--allowed-host', allowedHostOf);
 
 /** A flag naming a file to read at once (a missing or unreadable one is a usage error). */
 function fileFlag(flag: string): (file: string) => Buffer {

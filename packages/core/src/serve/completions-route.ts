@@ -33,11 +33,13 @@ export async function completion(l: Served, request: CompletionRequest, res: Ser
     typeof rows[0] === 'string' ? { prompt: rows as string[], ...(request.suffix !== undefined ? { suffix: request.suffix } : {}) } : { promptIds: rows as number[][] };
   // A text that ran as given is echoed as given; one that ran as ids of its own (its last tokens, or no BOS) and ids
   // are echoed as the text of the ids that ran, which the echoed tokens' offsets index.
-  const echoOf = (row: number) => {
+  // (once per row: ids are decoded)
+  const echoes = rows.map((ids, row) => {
     if (!request.echo) return '';
     const given = ran[Math.floor(row / request.n)]!;
-    return typeof given === 'string' ? given : l.tokenizer!.decode(rows[row] as number[]);
-  };
+    return typeof given === 'string' ? given : l.tokenizer!.decode(ids as number[]);
+  });
+  const echoOf = (row: number) => echoes[row]!;
   const id = `cmpl-${randomUUID()}`;
   const base = { id, created: Math.floor(Date.now() / 1000), model: request.model, system_fingerprint: 'reasonplug' };
   const arrival = performance.now();
