@@ -6,14 +6,11 @@
  * continuous batch, alone and beside other calls.
  */
 import { expect } from 'chai';
-import { dirname } from 'node:path';
 import { Engine, type StreamOptions } from '../src/engine.js';
 import type { RowResult, TokenLogprobs } from '../src/generate/types.js';
 import { shownEntries } from '../src/serve/logprobs.js';
-import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { cacheDir } from './support/models.js';
-import { makeModule, storiesConfig } from './support/modules.js';
-import { followScript } from './support/graph-edits.js';
+import { scriptedModule } from './support/modules.js';
 
 const REPLY = 'Tom saw the END of it. The EN';
 const STOP = 'ENDING';
@@ -44,22 +41,12 @@ describe('offsets of tokens held back as a stop string\'s start', function () {
   let ids: number[];
 
   before(async () => {
-    const dir = await makeModule({
-      name: 'held-token-offsets',
-      kind: 'backbone',
-      seed: 4,
-      config: storiesConfig(),
-      edit: async (model) => {
-        const tokenizer = await TextTokenizer.fromDirectory(dirname(model));
-        prompt = tokenizer.encode('Q:', true);
-        ids = tokenizer.encode(REPLY, false);
-        // The stop string's start spelt a letter a token, so that several are held back at once.
-        const letters = ['E', 'N', 'D'].map((l) => tokenizer.tokenId(l));
-        expect(ids.filter((id) => letters.includes(id)).length).to.equal(5);
-        await followScript(model, 512, [...new Array<number>(prompt.length - 1).fill(0), ...ids, ...new Array<number>(50).fill(EOS)]);
-      },
-    });
-    engine = await Engine.load({ model: dir, cacheDir });
+    const made = await scriptedModule('held-token-offsets', 'Q:', (tokenizer) => tokenizer.encode(REPLY, false));
+    ({ promptIds: prompt, replyIds: ids } = made);
+    // The stop string's start spelt a letter a token, so that several are held back at once.
+    const letters = ['E', 'N', 'D'].map((l) => made.tokenizer.tokenId(l));
+    expect(ids.filter((id) => letters.includes(id)).length).to.equal(5);
+    engine = await Engine.load({ model: made.dir, cacheDir });
   });
   after(() => engine?.dispose());
 

@@ -5,10 +5,8 @@
  * goes out once its own text has. Scripted backbones over the stories vocabulary.
  */
 import { expect } from 'chai';
-import { dirname } from 'node:path';
 import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
-import { followScript } from './support/graph-edits.js';
-import { makeModule, storiesConfig, storiesModule } from './support/modules.js';
+import { scriptedModule, storiesModule } from './support/modules.js';
 import { postJson, useServers } from './support/servers.js';
 
 const TEMPLATE = '{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}';
@@ -20,18 +18,7 @@ type Listed = { text: string; tokens: string[] };
 
 /** A backbone that answers `Q:` with `reply` (its ids), then EOS. */
 async function scripted(name: string, reply: (tokenizer: TextTokenizer) => number[]): Promise<string> {
-  return makeModule({
-    name,
-    kind: 'backbone',
-    seed: 4,
-    config: storiesConfig(),
-    chatTemplate: TEMPLATE,
-    edit: async (model) => {
-      const tokenizer = await TextTokenizer.fromDirectory(dirname(model));
-      const prompt = tokenizer.encode('Q:', true);
-      await followScript(model, 512, [...new Array<number>(prompt.length - 1).fill(0), ...reply(tokenizer), ...new Array<number>(50).fill(2)]);
-    },
-  });
+  return (await scriptedModule(name, 'Q:', reply, { chatTemplate: TEMPLATE })).dir;
 }
 
 const sseData = async (res: Response) => (await res.text()).split('\n').filter((l) => l.startsWith('data: {')).map((l) => JSON.parse(l.slice(6)));

@@ -3,10 +3,8 @@
  * client's `text[offset:]` starts at the token past an emoji (two UTF-16 units, one code point), echoed or generated.
  */
 import { expect } from 'chai';
-import { dirname } from 'node:path';
 import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
-import { followScript } from './support/graph-edits.js';
-import { makeModule, storiesConfig } from './support/modules.js';
+import { scriptedModule } from './support/modules.js';
 import { postJson, useServers } from './support/servers.js';
 
 const PROMPT = '😀é:';
@@ -19,17 +17,7 @@ type Legacy = { tokens: string[]; text_offset: number[] };
 
 /** A stories-vocabulary backbone that answers `prompt` with the ids `reply` gives for its tokenizer, then EOS. */
 async function scripted(name: string, prompt: string, reply: (tokenizer: TextTokenizer) => number[]): Promise<string> {
-  return makeModule({
-    name,
-    kind: 'backbone',
-    seed: 4,
-    config: storiesConfig(),
-    edit: async (model) => {
-      const tokenizer = await TextTokenizer.fromDirectory(dirname(model));
-      const ids = tokenizer.encode(prompt, true);
-      await followScript(model, 512, [...new Array<number>(ids.length - 1).fill(0), ...reply(tokenizer), ...new Array<number>(50).fill(2)]);
-    },
-  });
+  return (await scriptedModule(name, prompt, reply)).dir;
 }
 
 /** A streamed completion's chunks. */

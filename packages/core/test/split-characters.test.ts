@@ -6,14 +6,11 @@
  * (EOS, a stop token id, the token limit), streamed or not, on the continuous batch and the decode loop.
  */
 import { expect } from 'chai';
-import { dirname } from 'node:path';
 import { Engine, type StreamOptions } from '../src/engine.js';
 import type { RowResult } from '../src/generate/types.js';
 import { DECODE_LOOK_BEHIND, TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { cacheDir } from './support/models.js';
-import { makeModule, storiesConfig } from './support/modules.js';
-import { followScript } from './support/graph-edits.js';
-import { bpeTokenizerFiles } from './support/bpe-vocab.js';
+import { scriptedModule } from './support/modules.js';
 
 /** Whole characters, each split over several tokens in both vocabularies, and a U+FFFD written out. */
 const REPLY = 'Hi 你好世界 👩🏽 a\uFFFD';
@@ -37,26 +34,17 @@ interface Scripted {
 
 /** A backbone over the vocabulary that answers `prompt` with REPLY's tokens, LONE's, then EOS. */
 async function scripted(name: string, bpe: boolean): Promise<Scripted> {
-  const files = bpe ? bpeTokenizerFiles() : undefined;
-  const vocab = files ? Math.max(...files.tokenizerJson.added_tokens.map((t) => t.id)) + 1 : 512;
-  let made: Omit<Scripted, 'engine'> | undefined;
-  const dir = await makeModule({
+  let lone = 0;
+  const made = await scriptedModule(
     name,
-    kind: 'backbone',
-    seed: 4,
-    config: storiesConfig({ vocabSize: vocab }),
-    ...(files ? { tokenizerFiles: files } : {}),
-    edit: async (model) => {
-      const tokenizer = await TextTokenizer.fromDirectory(dirname(model));
-      const lone = [...Array(vocab).keys()].find((id) => tokenizer.tokenBytes(id)?.join() === String(LONE))!;
-      const prompt = tokenizer.encode('Q:', true);
-      const ids = [...tokenizer.encode(REPLY, false), lone];
-      // EOS (the manifest's id 2, which makeModule writes for both vocabularies) is favoured for 200 positions after.
-      await followScript(model, vocab, [...new Array<number>(prompt.length - 1).fill(0), ...ids, ...new Array<number>(200).fill(2)]);
-      made = { tokenizer, prompt, ids, lone };
+    'Q:',
+    (tokenizer) => {
+      lone = [...Array(tokenizer.vocabSize).keys()].find((id) => tokenizer.tokenBytes(id)?.join() === String(LONE))!;
+      return [...tokenizer.encode(REPLY, false), lone];
     },
-  });
-  return { engine: await Engine.load({ model: dir, cacheDir }), ...made! };
+    { bpe, eosRun: 200 },
+  );
+  return { engine: await Engine.load({ model: made.dir, cacheDir }), tokenizer: made.tokenizer, prompt: made.promptIds, ids: made.replyIds, lone };
 }
 
 async function reply(s: Scripted, options: StreamOptions): Promise<{ row: RowResult; streamed: string }> {

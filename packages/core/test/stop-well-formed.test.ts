@@ -3,13 +3,10 @@
  * the reply inside it, leaving the other half, which Python clients fail to encode. Every door refuses one.
  */
 import { expect } from 'chai';
-import { dirname } from 'node:path';
 import { Engine } from '../src/engine.js';
 import { GenerateOptionsError } from '../src/generate/options.js';
-import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
-import { followScript } from './support/graph-edits.js';
 import { cacheDir } from './support/models.js';
-import { makeModule, storiesConfig } from './support/modules.js';
+import { scriptedModule } from './support/modules.js';
 import { postJson, useServers } from './support/servers.js';
 
 /** The prompt and the reply the scripted model writes to it (👩 is \ud83d\udc69). */
@@ -17,19 +14,8 @@ const PROMPT = '😀é:';
 const REPLY = 'Hi 😀 é 👩🏽‍💻 END';
 
 /** A backbone over the stories vocabulary (its byte pieces spell the emoji) that answers {@link PROMPT} with {@link REPLY}. */
-async function scriptedModule(): Promise<string> {
-  return makeModule({
-    name: 'astral-stops',
-    kind: 'backbone',
-    seed: 4,
-    config: storiesConfig(),
-    chatTemplate: `{{ bos_token }}${PROMPT}`,
-    edit: async (model) => {
-      const tokenizer = await TextTokenizer.fromDirectory(dirname(model));
-      const prompt = tokenizer.encode(PROMPT, true);
-      await followScript(model, 512, [...new Array<number>(prompt.length - 1).fill(0), ...tokenizer.encode(REPLY, false), ...new Array<number>(50).fill(2)]);
-    },
-  });
+async function astralModule(): Promise<string> {
+  return (await scriptedModule('astral-stops', PROMPT, (tokenizer) => tokenizer.encode(REPLY, false), { chatTemplate: `{{ bos_token }}${PROMPT}` })).dir;
 }
 
 describe('stop strings that are not well-formed', function () {
@@ -39,7 +25,7 @@ describe('stop strings that are not well-formed', function () {
   let engine: Engine;
 
   before(async () => {
-    dir = await scriptedModule();
+    dir = await astralModule();
     engine = await Engine.load({ model: dir, cacheDir });
   });
   after(() => engine?.dispose());

@@ -88,6 +88,48 @@ export async function makeModule(spec: ModuleSpec): Promise<string> {
   return dir;
 }
 
+/** What {@link scriptedModule} made: the module, its tokenizer, and the ids of the prompt it answers and of its reply. */
+export interface ScriptedModule {
+  dir: string;
+  tokenizer: TextTokenizer;
+  promptIds: number[];
+  replyIds: number[];
+}
+
+/**
+ * A backbone over the stories vocabulary (or bpe-vocab's byte-level one with `bpe`) that answers `prompt` (encoded
+ * with BOS) with the ids `reply` gives for its tokenizer, then EOS, favoured for `eosRun` more positions (default
+ * 50): its logits favour each token where it is due (`followScript`), so the reply is scripted for prompts of exactly
+ * that length.
+ */
+export async function scriptedModule(
+  name: string,
+  prompt: string,
+  reply: (tokenizer: TextTokenizer) => number[],
+  opts: { chatTemplate?: string; bpe?: boolean; eosRun?: number } = {},
+): Promise<ScriptedModule> {
+  const files = opts.bpe ? bpeTokenizerFiles() : undefined;
+  const vocab = files ? Math.max(...files.tokenizerJson.added_tokens.map((t) => t.id)) + 1 : 512;
+  let made: Omit<ScriptedModule, 'dir'> | undefined;
+  const dir = await makeModule({
+    name,
+    kind: 'backbone',
+    seed: 4,
+    config: storiesConfig({ vocabSize: vocab }),
+    ...(opts.chatTemplate !== undefined ? { chatTemplate: opts.chatTemplate } : {}),
+    ...(files ? { tokenizerFiles: files } : {}),
+    edit: async (model) => {
+      const tokenizer = await TextTokenizer.fromDirectory(dirname(model));
+      const promptIds = tokenizer.encode(prompt, true);
+      const replyIds = reply(tokenizer);
+      // (EOS is the manifest's id 2, which makeModule writes for both vocabularies)
+      await followScript(model, vocab, [...new Array<number>(promptIds.length - 1).fill(0), ...replyIds, ...new Array<number>(opts.eosRun ?? 50).fill(2)]);
+      made = { tokenizer, promptIds, replyIds };
+    },
+  });
+  return { dir, ...made! };
+}
+
 /**
  * A chat backbone (its template in tokenizer_config.json) that answers `messages` with `reply`, token by token, then
  * EOS (favoured for 200 more positions): its logits favour each reply token at the position where it is due (test support's `followScript`), so the
