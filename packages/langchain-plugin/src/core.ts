@@ -11,6 +11,7 @@ export type {
   PromptInput,
   ReplyParsing,
   ResponseFormat,
+  SamplingOptions,
   SplitReply,
   StreamOptions,
   ToolCallSyntax,

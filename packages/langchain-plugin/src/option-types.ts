@@ -3,7 +3,7 @@
  * reach the published declarations (a zod schema's inferred type reaches them without its fields' comments). Each
  * is tied in options.ts to the schema that parses it, so that neither changes without the other.
  */
-import type { Dtype, PlacementChoice, ResponseFormat, ToolCallSyntax, TransferProgress } from './core.js';
+import type { Dtype, PlacementChoice, ResponseFormat, SamplingOptions, ToolCallSyntax, TransferProgress } from './core.js';
 
 /**
  * A reasoner's weight: a constant, or a schedule over generated tokens such as
@@ -11,31 +11,15 @@ import type { Dtype, PlacementChoice, ResponseFormat, ToolCallSyntax, TransferPr
  */
 export type ReasonerWeight = number | { until?: number; weight: number }[];
 
-/** Generation settings: defaults of a model, overridable per call. Ranges are the engine's. */
-export interface GenerationOptions {
+/**
+ * Generation settings: defaults of a model, overridable per call. The sampling settings are the engine's own
+ * (`SamplingOptions`: their docs and ranges), but for `logitBias`, whose ids are keys as JSON writes them.
+ */
+export interface GenerationOptions extends Omit<SamplingOptions, 'logitBias'> {
   /** Generated tokens at most (the engine's default is 256). */
   maxTokens?: number;
-  /** 0 (the default) is greedy. */
-  temperature?: number;
-  /** 0 disables. */
-  topK?: number;
-  topP?: number;
-  minP?: number;
-  /** 1 is off. */
-  repetitionPenalty?: number;
-  /**
-   * How many of the last tokens (prompt and reply) the repetition penalty looks at, as llama.cpp's and Ollama's
-   * `repeat_last_n`: unset looks at all of them (their -1), 0 at none.
-   */
-  repetitionWindow?: number;
-  /** OpenAI's: each generated token's logit less this times its count so far; 0 is off. */
-  frequencyPenalty?: number;
-  /** OpenAI's: every generated token's logit less this; 0 is off. */
-  presencePenalty?: number;
   /** OpenAI's `logit_bias`: token id → bias added to its logit (-100 bans it). */
   logitBias?: Record<string, number>;
-  /** Makes sampled output reproducible. */
-  seed?: number;
   /** Strings that end generation; the text is cut before them (the engine enforces them). */
   stop?: string[];
   /** How reasoner logits are transformed before weighting: 'logits' (UniR) or 'logprobs' (GenARM). */
