@@ -204,11 +204,12 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     if (method === 'GET' && path === '/metrics') {
       // (a call of more rows than --max-batch runs when the batch is empty: the rows it holds are then the capacity;
       // counted before the engine is asked, so that a call ending meanwhile leaves its rows in the capacity, as its
-      // bytes may still be in the engine's answer)
+      // bytes may still be in the engine's answer; and the engine's own rows beside its bytes, since a call's answer
+      // may reach the server, which frees its place, before the engine has let its rows go)
       const held = admission.heldRows();
       // The engine's count of the KV bytes it holds, against its budget or maxBatch rows of full context.
       const kv = loaded ? await loaded.engine.stats().catch(() => undefined) : undefined;
-      const rows = Math.max(kv?.maxBatch ?? 0, held);
+      const rows = Math.max(kv?.maxBatch ?? 0, kv?.running ?? 0, held);
       const capacity = kv ? (kv.kvBudgetBytes ?? rows * loaded!.contextLength * kv.bytesPerPosition) : 0;
       res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' });
       res.end(
