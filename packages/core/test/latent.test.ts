@@ -67,6 +67,49 @@ describe('latent markers', () => {
     expect(r.markers).to.deep.equal([2]);
     expect(r.text).to.equal('<>');
   });
+
+  it('finds a well-formed marker right after a malformed one, split at any point', () => {
+    // After N, a `<` is read as the close tag's: when it opens a marker instead, that marker must still count.
+    const full = '<implicit_thought>3<implicit_thought>4</implicit_thought> done';
+    expect(scan(['<implicit_thought>', '3', '<implicit_thought>', '4', '</implicit_thought>', ' done'], '.')).to.deep.equal({
+      text: '<implicit_thought>3.... done',
+      markers: [4],
+    });
+    for (let a = 1; a < full.length; a++) {
+      for (const b of [a + 1, Math.min(full.length, a + 9)]) {
+        expect(scan([full.slice(0, a), full.slice(a, b), full.slice(b)], '.'), `split at ${a},${b}`).to.deep.equal({
+          text: '<implicit_thought>3.... done',
+          markers: [4],
+        });
+      }
+    }
+  });
+
+  it('keeps every possible marker start when a held fragment turns out to be text', () => {
+    for (const [text, shown, markers] of [
+      ['<implicit_thought><implicit_thought>2</implicit_thought>', '<implicit_thought>..', [2]],
+      ['<implicit_thought>3<<implicit_thought>2</implicit_thought>', '<implicit_thought>3<..', [2]],
+      ['<implicit_thought>3</<implicit_thought>2</implicit_thought>', '<implicit_thought>3</..', [2]],
+      ['<implicit_thought>3</implicit_<implicit_thought>2</implicit_thought>', '<implicit_thought>3</implicit_..', [2]],
+      ['<implicit_thought>3<implicit_thought>2<implicit_thought>1</implicit_thought>', '<implicit_thought>3<implicit_thought>2.', [1]],
+      ['<implicit_thought>3<implicit_thought>2</implicit_thought><implicit_thought>5</implicit_thought>', '<implicit_thought>3.......', [2, 5]],
+      ['<implicit_thought>3<', '<implicit_thought>3<', []],
+      ['<implicit_thought>3<implicit_thought>', '<implicit_thought>3<implicit_thought>', []],
+    ] as const) {
+      expect(scan([text], '.'), text).to.deep.equal({ text: shown, markers });
+      expect(scan([...text], '.'), `${text} a character at a time`).to.deep.equal({ text: shown, markers });
+    }
+  });
+
+  it('holds back only what may still become a marker, and passes plain text with `<` through', () => {
+    const s = new MarkerScanner(MARKER, '.');
+    expect(s.push('if a < b and <b>c</b> <= d')).to.deep.equal({ text: 'if a < b and <b>c</b> <= d', markers: [] });
+    expect(s.push('x <implicit_thought>3<impl')).to.deep.equal({ text: 'x <implicit_thought>3', markers: [] });
+    expect(s.push('icit_thought>2</implicit_thought> <')).to.deep.equal({ text: '.. ', markers: [2] });
+    expect(s.push('3')).to.deep.equal({ text: '<3', markers: [] });
+    expect(s.push(' <implicit_thought>4</implic')).to.deep.equal({ text: ' ', markers: [] });
+    expect(s.flush()).to.equal('<implicit_thought>4</implic');
+  });
 });
 
 /** Plain-TypeScript SwiGLU stack: down(silu(gate(x)) * up(x)) per layer. */
@@ -223,6 +266,24 @@ describe('LiteReason latent decoding', function () {
       const never = await engine.generate({ prompt: 'Once upon a time' }, { maxTokens: discrete.length, latent: 'never' });
       expect(never.rows[0]!.text).to.include('<implicit_thought>3</implicit_thought>');
       expect(never.usage.latentSteps ?? 0).to.equal(0);
+    } finally {
+      await engine.dispose();
+    }
+  });
+
+  it('runs the steps of a marker the model writes right after a malformed one, which stays text', async () => {
+    const prompt = tokenizer.encode('Once upon a time');
+    const { dir, discrete } = await scriptedBackbone('scripted-malformed', prompt, 'a cat. <implicit_thought>3<implicit_thought>4</implicit_thought> It ran.', [4]);
+    const engine = await Engine.load({ model: dir, projector: projectorPath, cacheDir });
+    try {
+      const stream = engine.stream({ prompt: 'Once upon a time' }, { maxTokens: discrete.length, latentPlaceholder: '…' });
+      let streamed = '';
+      for await (const t of stream) streamed += t.text;
+      const r = await stream.result;
+      expect(r.rows[0]!.ids).to.deep.equal(discrete);
+      expect(r.rows[0]!.text).to.equal(' a cat. <implicit_thought>3………… It ran.');
+      expect(streamed).to.equal(r.rows[0]!.text);
+      expect(r.usage.latentSteps).to.equal(4);
     } finally {
       await engine.dispose();
     }

@@ -88,9 +88,11 @@ export class MarkerScanner {
       if (matched === close.length) this.complete(s.digits, out);
       return;
     }
-    // Not a marker after all: release what was held, then read this character afresh (it may open one).
-    out.text += this.flush();
-    this.consume(ch, out);
+    // Not a marker after all. Only the first held character is surely text: a later one (a `<` taken for the close
+    // tag's, say) may open a marker, so the rest of the held text is read again, then this character.
+    const held = this.flush();
+    out.text += held.slice(0, 1);
+    for (const c of held.slice(1) + ch) this.consume(c, out);
   }
 
   private hold(ch: string, next: State): void {
