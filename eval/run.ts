@@ -74,7 +74,8 @@ async function runSetting(name: string, task: 'math' | 'cipher', problems: Probl
     ...(s.reasoners ? { reasoners: s.reasoners } : {}),
     ...(s.latent ? { latent: s.latent } : {}),
   };
-  // The marker policy decodes one prompt at a time; everything else goes in batches.
+  // Under the marker policy a problem runs one a call, as eval/README.md's results were made (several in a call get
+  // the same replies, see packages/core/test/latent-batch.test.ts); everything else goes in batches.
   const batch = s.latent === 'marker' ? 1 : 25;
   for (let i = 0; i < problems.length; i += batch) {
     const chunk = problems.slice(i, i + batch);

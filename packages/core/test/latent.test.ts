@@ -355,8 +355,17 @@ describe('LiteReason latent decoding', function () {
         const r = await engine.generate({ prompt: 'Once upon a time' }, { maxTokens: discrete.length });
         expect(r.rows[0]!.ids).to.deep.equal(discrete);
         expect(r.usage.latentSteps).to.equal(2);
-        const batch = await engine.generate({ prompt: ['a', 'b'] }).catch((e: Error) => e);
-        expect((batch as Error).name).to.equal('LatentPolicyError');
+        // Two prompts think in the batch, each row on its own cache, wherever the reasoners are placed (alone, a call
+        // weighting reasoners in lanes would run the latent steps on every row at once); a traced call cannot.
+        const options = { maxTokens: discrete.length, temperature: 0 };
+        const batch = await engine.generate({ prompt: ['Once upon a time', 'a'] }, options);
+        const alone = await engine.generate({ prompt: 'a' }, options);
+        expect(batch.rows.map((row) => [row.ids, row.latentSteps])).to.deep.equal([
+          [discrete, 2],
+          [alone.rows[0]!.ids, alone.rows[0]!.latentSteps],
+        ]);
+        const traced = await engine.generate({ prompt: ['Once upon a time', 'a'] }, { ...options, trace: 3 }).catch((e: Error) => e);
+        expect((traced as Error).name).to.equal('LatentPolicyError');
       } finally {
         await engine.dispose();
       }

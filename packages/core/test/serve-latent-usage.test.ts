@@ -44,7 +44,10 @@ describe('reasonplug serve: latent steps in the usage', function () {
 
   it("completions give the engine's latent steps at the usage's top level, every choice's, streamed or not", async () => {
     expect(await usageOf('/v1/completions', { prompt: PROMPT, max_tokens: 20 })).to.deep.include(want);
-    // (the marker policy runs one row at a time: two choices take fixed steps)
+    // Two choices (and two prompts) think at their markers, each as one alone; fixed steps count per choice too.
+    const twice = { latent_steps: 2 * want.latent_steps, reasoning_tokens_saved: 2 * want.reasoning_tokens_saved };
+    expect(await usageOf('/v1/completions', { prompt: PROMPT, max_tokens: 20, n: 2 })).to.deep.include(twice);
+    expect(await usageOf('/v1/completions', { prompt: [PROMPT, PROMPT], max_tokens: 20 })).to.deep.include(twice);
     const fixed = { prompt: PROMPT, max_tokens: 20, n: 2, reasonplug: { latent: 'fixed:3' } };
     expect(await usageOf('/v1/completions', fixed)).to.deep.include({ latent_steps: 2 * 3, reasoning_tokens_saved: 2 * 3 * 4 });
     const res = await postJson(url, '/v1/completions', { model: 'pol', prompt: PROMPT, max_tokens: 20, temperature: 0, stream: true, stream_options: { include_usage: true } });

@@ -18,7 +18,7 @@ import type { PrefixCacheStats } from '../runtime/prefix-cache.js';
 import type { RowShards, RowShardStats } from '../runtime/row-shards.js';
 import { LoneRowsKv } from '../runtime/lone-rows-kv.js';
 import { rowsShareRuns } from '../onnx/signature.js';
-import { checkPrompts, fixedLatentSteps, LatentPolicyError, newRows, pastContext, type RowState, type DecodeLoopInput, type DecodeLoopOutput, type LatentDriver } from './decode-loop.js';
+import { checkPrompts, fixedLatentSteps, LatentPolicyError, latentRoom, newRows, pastContext, type RowState, type DecodeLoopInput, type DecodeLoopOutput, type LatentDriver } from './decode-loop.js';
 import { rowLatentSteps, type LatentProjector } from '../runtime/row-latent.js';
 import { StopStringMatcher } from './stop-strings.js';
 import type { TokenEvent, TokenLogprobs } from './types.js';
@@ -324,10 +324,8 @@ export class ContinuousBatch {
     request.prompts.forEach((p, r) => {
       if (p.length + fixedSteps > context) throw pastContext(r, p.length, fixedSteps, context);
     });
+    // (each row thinks at its own markers on its own cache, see think: a request may have several prompts)
     const markerPolicy = latent?.policy === 'marker' && request.decode !== undefined;
-    if (markerPolicy && request.prompts.length > 1) {
-      throw new LatentPolicyError('the marker policy decodes one prompt at a time; run batch rows separately or use fixed:K');
-    }
     const reserve = reservation(request);
     const models = [0, ...(request.composition?.reasoners ?? []).map((r) => 1 + r.index)];
     const rows = { rows: request.prompts.length, reserve, models };
@@ -914,7 +912,7 @@ export class ContinuousBatch {
       const pass = row.measure(logits);
       id = await row.pick(logits);
       logprobs = row.record(pass, id);
-      text = row.accept(id, (job.request.contextLength ?? Infinity) - job.used[r]! - 1);
+      text = row.accept(id, latentRoom(row, job.maxTokens, (job.request.contextLength ?? Infinity) - job.used[r]! - 1));
     } catch (err) {
       this.failJob(job, err as Error);
       return undefined;

@@ -331,6 +331,15 @@ export class RowState {
   }
 }
 
+/**
+ * The latent steps a marker completed by `row`'s next token may run: none where that token is the row's last by its
+ * token limit (no step runs after it, so no placeholder is shown for one), else `contextLeft`, the positions the
+ * context has left once the token is fed.
+ */
+export function latentRoom(row: RowState, maxTokens: number, contextLeft: number): number {
+  return row.ids.length + 1 >= maxTokens ? 0 : contextLeft;
+}
+
 /** Runs one generation over a logit source. */
 export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput): Promise<DecodeLoopOutput> {
   const { options } = input;
@@ -349,8 +358,10 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
   const fixedSteps = fixedLatentSteps(latent?.policy);
   if (used + fixedSteps > context) throw pastContext(input.prompts.findIndex((p) => p.length === used), used, fixedSteps, context);
   const markerPolicy = latent?.policy === 'marker' && input.decode !== undefined;
+  // The driver's steps run on every row at once, and rows write their markers at different steps: only a lone row
+  // can think here (the continuous batch thinks row by row, and takes every other call of several prompts).
   if (markerPolicy && input.prompts.length > 1) {
-    throw new LatentPolicyError('the marker policy decodes one prompt at a time; run batch rows separately or use fixed:K');
+    throw new LatentPolicyError('a traced call under the marker policy thinks for one prompt at a time: trace one prompt a call, or use fixed:K');
   }
   const rows = newRows(input, stops, markerPolicy ? latent : undefined);
   const usage: Usage = { promptTokens: input.prompts.reduce((n, p) => n + p.length, 0), completionTokens: 0 };
@@ -395,7 +406,7 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
       if (row.finish) return row.ids[row.ids.length - 1] ?? row.prompt[row.prompt.length - 1]!;
       const id = picked[r]!;
       const logprobs = row.record(passes?.[r], id);
-      let text = row.accept(id, context - used - 1);
+      let text = row.accept(id, latentRoom(row, maxTokens, context - used - 1));
       if (!row.finish && (row.ids.length >= maxTokens || lastFit)) text += row.end('length');
       usage.completionTokens++;
       const event: TokenEvent = logprobs ? { row: r, id, text, logprobs } : { row: r, id, text };

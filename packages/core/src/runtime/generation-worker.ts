@@ -545,18 +545,19 @@ function loneRowsModel(loaded: Loaded, plan: CompositionPlan): DecoderSession | 
  * call that weights reasoners placed in lanes while the engine is idle (alone, its reasoners run in their lanes,
  * in parallel with the backbone, as the placement chose them for) unless it has drafts to run: a draft model's or
  * its prediction's, which are kept most of the time and only the batch runs (prompt lookup's, often none, do not
- * outweigh the lanes), or several prompts a model cannot run together (see {@link loneRowsModel}); a traced call of
+ * outweigh the lanes), several prompts a model cannot run together (see {@link loneRowsModel}) or several prompts
+ * that think at their own markers (`thinksPerRow`: alone, latent steps run on every row at once); a traced call of
  * those is refused. Otherwise lane-placed reasoners join through a copy on the batch's thread. Latent steps run
  * in the batch, and right-padded (GroupQueryAttention) graphs too, each model's cache padded on its own side.
  */
-async function batchComposition(loaded: Loaded, batch: ContinuousBatch, plan: CompositionPlan, trace: number | undefined, predicted: boolean, prompts: number) {
+async function batchComposition(loaded: Loaded, batch: ContinuousBatch, plan: CompositionPlan, trace: number | undefined, predicted: boolean, prompts: number, thinksPerRow: boolean) {
   const reasoners = plan.active.filter((a) => !isAlwaysZero(a.weight)).map((a) => ({ index: a.slot, weight: a.weight }));
   const lone = prompts > 1 ? loneRowsModel(loaded, plan) : undefined;
   if (trace) {
     if (lone) throw new GenerateOptionsError('trace', `a traced call runs its prompts together, which ${lone.label} cannot (${loneRowsReason(lone)}): trace one prompt a call`);
     return undefined;
   }
-  if (!lone && loaded.openCopy && reasoners.length > 0 && batch.idle && !loaded.draft && !predicted) return undefined;
+  if (!lone && !thinksPerRow && loaded.openCopy && reasoners.length > 0 && batch.idle && !loaded.draft && !predicted) return undefined;
   const models = await Promise.all(reasoners.map((r) => onBatchThread(loaded, batch, r.index)));
   if (models.some((m) => !m)) return undefined;
   return { reasoners, mode: plan.mode, normalize: plan.normalize };
@@ -714,7 +715,8 @@ async function serve(loaded: Loaded, batch: ContinuousBatch, msg: ToWorker): Pro
       shouldAbort: () => Atomics.load(abort, 0) !== 0,
     };
     const predictionIds = options.prediction !== undefined ? predictionTokens(options.prediction, tokenizer) : undefined;
-    const composition = await batchComposition(loaded, batch, plan, msg.options.trace, predictionIds !== undefined, prompts.length);
+    const thinksPerRow = projector !== undefined && policy === 'marker' && prompts.length > 1;
+    const composition = await batchComposition(loaded, batch, plan, msg.options.trace, predictionIds !== undefined, prompts.length, thinksPerRow);
     const latent =
       projector && policy !== 'never'
         ? { policy, marker: projector.marker, ...(msg.options.latentPlaceholder ? { placeholder: msg.options.latentPlaceholder } : {}) }
