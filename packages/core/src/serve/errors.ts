@@ -57,6 +57,8 @@ function inputParam(path: string): string | null {
  * options in snake case), if it names one.
  */
 function optionParam(e: Error): string | null {
+  // (the latent policy is the body extension's: a server without a projector refuses `marker`)
+  if (e.name === 'LatentPolicyError') return 'reasonplug.latent';
   const option = (e as { option?: unknown }).option;
   return typeof option === 'string' ? option.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`) : null;
 }

@@ -20,6 +20,7 @@ import { badRequest } from './errors.js';
 import { checkToolSchema, constraintOf } from './structured-output.js';
 import { MAX_TOP_LOGPROBS } from '../sampling/logprobs.js';
 import { ILL_FORMED_STOP, illFormedStop } from '../generate/options.js';
+import { LatentPolicyError, parseLatentPolicy } from '../generate/decode-loop.js';
 
 /** A JSON request body (or an object within one). */
 export type Body = Record<string, unknown>;
@@ -276,7 +277,7 @@ function common(body: Body, chat: boolean, stopParam: string): ParsedRequest {
     ...(responseFormat ? { responseFormat } : {}),
     ...(prediction !== undefined ? { prediction } : {}),
     ...(ext.mode ? { mode: ext.mode } : {}),
-    ...(ext.latent ? { latent: ext.latent } : {}),
+    ...(ext.latent !== undefined ? { latent: ext.latent } : {}),
   };
   minWithinMax(options);
   return {
@@ -366,11 +367,21 @@ function extension(v: unknown): { reasoners?: { name: string; weight?: WeightSpe
     if (v.mode !== 'logits' && v.mode !== 'logprobs') throw badRequest('reasonplug.mode must be "logits" or "logprobs"', 'reasonplug.mode');
     out.mode = v.mode;
   }
-  if (v.latent !== undefined) {
-    if (typeof v.latent !== 'string') throw badRequest('reasonplug.latent must be "marker", "never" or "fixed:K"', 'reasonplug.latent');
-    out.latent = v.latent;
-  }
+  if (v.latent !== undefined) out.latent = latentOf(v.latent);
   return out;
+}
+
+/** `reasonplug.latent`: a policy the engine's own parser takes; any other (`""` too) is refused here, naming the field. */
+function latentOf(v: unknown): string {
+  try {
+    if (typeof v === 'string') {
+      parseLatentPolicy(v);
+      return v;
+    }
+  } catch (err) {
+    if (!(err instanceof LatentPolicyError)) throw err;
+  }
+  throw badRequest(`reasonplug.latent must be "marker", "never" or "fixed:K" with K >= 1 (got ${shown(v)})`, 'reasonplug.latent');
 }
 
 /** Reads a `/v1/chat/completions` body (or one translated into it, whose stop strings came as `stopParam`). */
