@@ -83,11 +83,11 @@ async function llamaWeights(dir: string, raw: RawExport, config: LlamaConfig): P
   return { embed: await t('embed'), layers, finalNorm: await t('finalNorm'), lmHead: config.tieWordEmbeddings ? undefined : await t('lmHead') };
 }
 
-const names = existsSync(from) ? (await readdir(from)).sort() : [];
-if (names.length === 0) throw new Error(`nothing to export in ${from}; run the training tooling first (training/README.md)`);
+// (a directory without weights.json is what a failed export leaves: exporting nothing from it must not pass for success)
+const names = existsSync(from) ? (await readdir(from)).sort().filter((name) => existsSync(join(from, name, 'weights.json'))) : [];
+if (names.length === 0) throw new Error(`nothing to export in ${from}: no subdirectory holds weights.json; run training/export.py first (training/README.md)`);
 for (const name of names) {
   const src = join(from, name);
-  if (!existsSync(join(src, 'weights.json'))) continue;
   const raw = JSON.parse(await readFile(join(src, 'weights.json'), 'utf8')) as RawExport;
   if (raw.format !== 'reasonplug-raw-f32-v1') throw new Error(`${src}: unknown format ${raw.format}`);
   // Written beside the module it replaces and renamed over it once whole: a failure leaves the old one as it was.

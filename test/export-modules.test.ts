@@ -4,6 +4,7 @@
  */
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -75,5 +76,15 @@ describe('scripts/export-modules.ts', function () {
     expect(await readFile(join(module, 'reasonplug.json'), 'utf8')).to.equal(before);
     await loadModuleDir(module); // every file still verifies
     expect(await readdir(to)).to.deep.equal(['tiny-export']);
+  });
+
+  it('fails with "nothing to export" where no subdirectory holds weights.json, as a failed training/export.py leaves it', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'reasonplug-export-'));
+    const [from, to] = [join(dir, 'raw'), join(dir, 'modules')];
+    await mkdir(join(from, 'projector'), { recursive: true });
+    const result = await run(['--from', from, '--to', to]);
+    expect(result.code).to.not.equal(0);
+    expect(result.stderr).to.match(/nothing to export in .*raw: no subdirectory holds weights\.json/);
+    expect(existsSync(to)).to.equal(false);
   });
 });

@@ -45,6 +45,11 @@ ap.add_argument('--distill-steps', type=int, default=0, help='projector stage: w
 ap.add_argument('--distill-lr', type=float, default=3e-3)
 ap.add_argument('--cot-batch', type=int, default=16, help='curriculum stage: "Q:" chain-of-thought and "L:" marker examples per step')
 a = ap.parse_args()
+# The checkpoints each stage starts from, refused here rather than as torch's error on None.
+for flag in ['policy', 'init_projector'] if a.eval_only else {'policy': ['backbone'], 'joint': ['policy', 'init_projector']}.get(a.stage, ['policy']):
+    if not getattr(a, flag): ap.error(f'{"--eval-only" if a.eval_only else "--stage " + a.stage} needs --{flag.replace("_", "-")}')
+for flag in ('backbone', 'policy', 'init_projector'):
+    if getattr(a, flag) and not os.path.isfile(getattr(a, flag)): ap.error(f'--{flag.replace("_", "-")} {getattr(a, flag)}: no such file')
 torch.set_num_threads(a.threads); torch.manual_seed(a.seed); r = random.Random(a.seed)
 AUX = a.aux_intermediate
 K = a.latent_per_step
@@ -220,16 +225,30 @@ def stage_generate(policy, proj, exs, k, max_new=40):
     return greedy_continue(policy, lg[:, -1], mask, past, max_new)
 
 
+SRC = a.backbone if a.stage == 'policy' and not a.eval_only else a.policy
+policy, start = load_ckpt(SRC); H = policy.c['hiddenSize']
+init_projector = torch.load(a.init_projector)['state'] if a.init_projector else None
+# What the policy was trained from, carried over from stage to stage for training/export.py's provenance: the backbone
+# checkpoint it began as, and each stage with the checkpoint that stage started from.
+BACKBONE = os.path.relpath(a.backbone, ROOT) if a.stage == 'policy' else start.get('backbone')
+STAGES = [] if a.stage == 'policy' else start.get('stages', [])
+
+
+def policy_extra(step, **numbers):
+    """A policy checkpoint's extra: its step and numbers, this run's args, the backbone and the stages so far."""
+    return {'step': step, **numbers, 'args': vars(a), 'backbone': BACKBONE,
+            'stages': STAGES + [{'stage': a.stage, 'from': os.path.relpath(SRC, ROOT), 'step': step, 'latentPerStep': K}]}
+
+
 if a.eval_only:
-    policy, _ = load_ckpt(a.policy); H = policy.c['hiddenSize']; proj = Projector(H, 2 * H)
-    proj.load_state_dict(torch.load(a.init_projector)['state'])
+    proj = Projector(H, 2 * H); proj.load_state_dict(init_projector)
     acc, rt = eval_engine(policy, proj, test_set('math'))
     log(json.dumps({'latent_acc': acc, 'latent_reasoning_tokens': rt, 'cot_acc': evaluate([policy], 'math', n=200), 'K': K, 'split': 'test', 'n': 200}))
     raise SystemExit(0)
 
 outdir = os.path.join(OUT, 'ckpt', a.name or a.stage); os.makedirs(outdir, exist_ok=True); history = []
 if a.stage == 'policy':
-    policy, _ = load_ckpt(a.backbone); policy.train()
+    policy.train()
     opt = torch.optim.AdamW(policy.parameters(), lr=a.lr, weight_decay=0.01, betas=(0.9, 0.95))
     for step in range(1, a.steps + 1):
         exs = [train_example('math', r) for _ in range(a.batch)]
@@ -249,15 +268,14 @@ if a.stage == 'policy':
             mk = sum(decode(o).startswith(marker(e)) for o, e in zip(outs, test_set('math'))) / a.eval_n
             policy.train()
             history.append({'step': step, 'cot_acc': acc, 'marker_acc': mk}); log('eval', history[-1])
-            save_ckpt(policy, os.path.join(outdir, f'step{step}.pt'), {'step': step, 'acc': acc, 'marker_acc': mk, 'args': vars(a)})
+            save_ckpt(policy, os.path.join(outdir, f'step{step}.pt'), policy_extra(step, acc=acc, marker_acc=mk))
             with open(os.path.join(outdir, 'history.json'), 'w') as f: json.dump(history, f, indent=1)
 elif a.stage == 'joint':
     # The policy is taught to use its latent steps: policy and projector trained together through the latent
     # rollout (the SFT stand-in for LiteReason's second, RL stage), with the chain-of-thought and marker losses kept
     # so the same policy still writes its reasoning for "Q:" and markers for "L:".
-    policy, _ = load_ckpt(a.policy); policy.train()
-    H = policy.c['hiddenSize']; proj = Projector(H, 2 * H)
-    proj.load_state_dict(torch.load(a.init_projector)['state'])
+    policy.train(); proj = Projector(H, 2 * H)
+    proj.load_state_dict(init_projector)
     opt = torch.optim.AdamW(list(policy.parameters()) + list(proj.parameters()), lr=a.lr, weight_decay=0.0, betas=(0.9, 0.95))
     for step in range(1, a.steps + 1):
         n = r.choice([2, 3, 4]); exs = []
@@ -278,10 +296,11 @@ elif a.stage == 'joint':
             acc = eval_latent(policy, proj, a.eval_n); cacc = evaluate([policy], 'math', n=a.eval_n)
             policy.train()
             history.append({'step': step, 'latent_acc': acc, 'cot_acc': cacc}); log('eval', history[-1])
-            save_ckpt(policy, os.path.join(outdir, f'policy-step{step}.pt'), {'step': step, 'cot_acc': cacc})
+            save_ckpt(policy, os.path.join(outdir, f'policy-step{step}.pt'), policy_extra(step, cot_acc=cacc))
             tmp = os.path.join(outdir, f'projector-step{step}.pt')
             torch.save({'config': {'hiddenSize': H, 'innerSize': 2 * H, 'layers': 3, 'vocabSize': V}, 'state': proj.state_dict(),
-                        'extra': {'step': step, 'acc': acc, 'tokensPerStep': 8 // K, 'policy': 'joint'}}, tmp + '.tmp')
+                        'extra': {'step': step, 'acc': acc, 'tokensPerStep': 8 // K,
+                                  'policy': os.path.relpath(os.path.join(outdir, f'policy-step{step}.pt'), ROOT), 'args': vars(a)}}, tmp + '.tmp')
             os.replace(tmp + '.tmp', tmp)
             with open(os.path.join(outdir, 'history.json'), 'w') as f: json.dump(history, f, indent=1)
 elif a.stage == 'curriculum':
@@ -290,9 +309,8 @@ elif a.stage == 'curriculum':
     # written rest and the answer goes back through the latent steps into the projector and the policy, so each
     # latent step has to carry the intermediate result the text after it starts from. The chain-of-thought loss
     # ("Q:") and the marker loss ("L:", N = K x steps, the fully latent format) are kept.
-    policy, _ = load_ckpt(a.policy); policy.train()
-    H = policy.c['hiddenSize']; proj = Projector(H, 2 * H)
-    if a.init_projector: proj.load_state_dict(torch.load(a.init_projector)['state'])
+    policy.train(); proj = Projector(H, 2 * H)
+    if init_projector: proj.load_state_dict(init_projector)
     else:
         for p in proj.parameters(): nn.init.normal_(p, std=0.5 / math.sqrt(p.shape[1]))
     params = list(policy.parameters()) + list(proj.parameters())
@@ -329,10 +347,11 @@ elif a.stage == 'curriculum':
                 policy.train()
                 history.append({'step': step, 'stage': k, 'stage_acc': st / len(sub), 'latent_acc': acc, 'latent_reasoning_tokens': rt,
                                 'cot_acc': cacc, 'split': 'validation', 'n': len(sub)}); log('eval', history[-1])
-                save_ckpt(policy, os.path.join(outdir, f'policy-step{step}.pt'), {'step': step, 'stage': k, 'cot_acc': cacc, 'args': vars(a)})
+                save_ckpt(policy, os.path.join(outdir, f'policy-step{step}.pt'), policy_extra(step, stage=k, cot_acc=cacc))
                 tmp = os.path.join(outdir, f'projector-step{step}.pt')
                 torch.save({'config': {'hiddenSize': H, 'innerSize': 2 * H, 'layers': 3, 'vocabSize': V}, 'state': proj.state_dict(),
-                            'extra': {'step': step, 'stage': k, 'acc': acc, 'tokensPerStep': 8 // K, 'policy': 'curriculum', 'args': vars(a)}}, tmp + '.tmp')
+                            'extra': {'step': step, 'stage': k, 'acc': acc, 'tokensPerStep': 8 // K,
+                                      'policy': os.path.relpath(os.path.join(outdir, f'policy-step{step}.pt'), ROOT), 'args': vars(a)}}, tmp + '.tmp')
                 os.replace(tmp + '.tmp', tmp)
                 with open(os.path.join(outdir, 'history.json'), 'w') as f: json.dump(history, f, indent=1)
 elif a.stage == 'compress':
@@ -341,7 +360,7 @@ elif a.stage == 'compress':
     # of thought writes "52-3=49;", 8), then the answer. These digit positions are what the latent steps take over:
     # the projector is then trained (--stage projector --distill-steps, policy frozen) to feed, from the hidden state
     # at each position, what the policy would read next, and by SFT through the latent rollout.
-    policy, _ = load_ckpt(a.policy); policy.train()
+    policy.train()
     opt = torch.optim.AdamW(policy.parameters(), lr=a.lr, weight_decay=0.01, betas=(0.9, 0.95))
     val = validation_set('math')
     comp = lambda e: marker(e) + compressed(e) + e['answer']
@@ -361,14 +380,13 @@ elif a.stage == 'compress':
             cacc = evaluate([policy], 'math', n=a.eval_n, split='validation')
             policy.train()
             history.append({'step': step, 'compressed_text_acc': cacc_txt, 'cot_acc': cacc, 'split': 'validation', 'n': len(sub)}); log('eval', history[-1])
-            save_ckpt(policy, os.path.join(outdir, f'step{step}.pt'), {'step': step, 'cot_acc': cacc, 'compressed_text_acc': cacc_txt, 'args': vars(a)})
+            save_ckpt(policy, os.path.join(outdir, f'step{step}.pt'), policy_extra(step, cot_acc=cacc, compressed_text_acc=cacc_txt))
             with open(os.path.join(outdir, 'history.json'), 'w') as f: json.dump(history, f, indent=1)
 else:
-    policy, _ = load_ckpt(a.policy)
     for p in policy.parameters(): p.requires_grad_(False)
-    H = policy.c['hiddenSize']; proj = Projector(H, 2 * H)
+    proj = Projector(H, 2 * H)
     for p in proj.parameters(): nn.init.normal_(p, std=0.5 / math.sqrt(p.shape[1]))
-    if a.init_projector: proj.load_state_dict(torch.load(a.init_projector)['state'])
+    if init_projector: proj.load_state_dict(init_projector)
     val = validation_set('math')
 
     def save_proj(step, acc, rt, phase):
