@@ -10,7 +10,7 @@ import { ebnfLiteral, literalTrie } from './literal-trie.js';
 import { numberRangeEbnf } from './number-range.js';
 import { checkOneOf } from './one-of.js';
 import { rewriteRegex } from './regex-rewrite.js';
-import { rewriteCombinations } from './schema-combinations.js';
+import { ANNOTATIONS, rewriteCombinations } from './schema-combinations.js';
 import { withRecordKeywords } from './schema-records.js';
 import { isObject, lookupLocalRef } from './schema-refs.js';
 import { isDraft2020, withTupleItems } from './schema-tuples.js';
@@ -30,7 +30,12 @@ const UNENFORCEABLE: Record<string, string> = {
   maxContains: 'array containment is not supported',
   $dynamicRef: 'dynamic references are not supported',
   $recursiveRef: 'dynamic references are not supported',
+  unevaluatedProperties: 'where allOf, anyOf, oneOf or $ref combine schemas it depends on what each evaluates (alone it is enforced, as additionalProperties)',
+  unevaluatedItems: 'where allOf, anyOf, oneOf or $ref combine schemas it depends on what each evaluates (alone it is enforced, as items)',
 };
+
+/** Keywords whose subschemas' evaluations count toward the `unevaluated*` keywords beside them. */
+const APPLICATORS = ['$ref', '$dynamicRef', '$recursiveRef', 'allOf', 'anyOf', 'oneOf', 'not', 'if', 'then', 'else', 'dependentSchemas', 'dependencies', 'contains'];
 
 /** The string formats the engine enforces. */
 export const SUPPORTED_FORMATS: readonly string[] = [
@@ -65,6 +70,9 @@ export interface PreparedSchema {
   /** Placeholder literal (as it appears in the generated EBNF) → the rule text that replaces it. */
   rules: Map<string, string>;
 }
+
+/** The `$ref`s XGrammar follows as they are: the root, and a definition by a name without `/`, `~` or `%`. */
+const FOLLOWED_REF = /^#(\/(\$defs|definitions)\/[^/~%]+)?$/;
 
 const placeholder = (k: number) => `__reasonplug_placeholder_${k}__`;
 
@@ -177,9 +185,52 @@ function checkOptionalProperties(s: Record<string, unknown>, path: string): void
 }
 
 /**
- * The schema with the `false` subschemas that cannot hold a value dropped: optional properties (never written then)
- * and `anyOf`/`oneOf` branches (XGrammar refuses any `false` with its own internal check). A required `false`
- * property, or only `false` branches, admit no value and are refused.
+ * The node with `unevaluatedProperties`/`unevaluatedItems` written as what they mean where no applicator stands beside
+ * them: only the node's own properties and items are evaluated there, so they are `additionalProperties` and the
+ * items after the tuple, or nothing where those are given (so the checks on those apply: XGrammar read them so
+ * itself, beside a declared property with another schema too, and beside an applicator, where they mean more:
+ * `{"allOf": [{"prefixItems": [true]}, {"unevaluatedItems": false}]}` wrote `[false]`). Read from the node as
+ * written, before {@link rewriteCombinations} merges branches into it (a branch's own evaluates only that branch's
+ * items); beside an applicator, or merged in from a branch, they are left to be refused, but for `true` or `{}`,
+ * which constrain nothing and are dropped.
+ */
+function withUnevaluated(node: Record<string, unknown>): Record<string, unknown> {
+  if (!('unevaluatedProperties' in node) && !('unevaluatedItems' in node)) return node;
+  const { unevaluatedProperties: properties, unevaluatedItems: items, ...out } = node;
+  if (APPLICATORS.some((k) => k in node)) {
+    const constrains = (v: unknown) => v !== undefined && v !== true && !(isObject(v) && Object.keys(v).every((k) => ANNOTATIONS.has(k)));
+    return { ...out, ...(constrains(properties) ? { unevaluatedProperties: properties } : {}), ...(constrains(items) ? { unevaluatedItems: items } : {}) };
+  }
+  if (properties !== undefined && !('additionalProperties' in node)) out.additionalProperties = properties;
+  // (a list of `items` is an older draft's tuple: its additional items are `additionalItems`)
+  if (items !== undefined && !(Array.isArray(node.items) ? 'additionalItems' in node : 'items' in node)) out[Array.isArray(node.items) ? 'additionalItems' : 'items'] = items;
+  return out;
+}
+
+/**
+ * Array items as JSON Schema reads them where XGrammar's strict mode did not: an array without `items` or
+ * `prefixItems` takes any items (given a `minItems` it failed to compile, "minItems is greater than the number of
+ * prefixItems, but additional items are not allowed: 1 > 0"; given a `maxItems` it wrote only `[]`), as do the items
+ * past a tuple shorter than its `minItems`. A tuple without `items` stays closed: its replies are tuples the schema
+ * admits, as objects carry only their declared properties. An array that must hold more items than `items: false`
+ * leaves room for is refused by name.
+ */
+function withItems(s: Record<string, unknown>, path: string): Record<string, unknown> {
+  const tuple = Array.isArray(s.prefixItems) ? s.prefixItems.length : 0;
+  const needed = typeof s.minItems === 'number' ? s.minItems : 0;
+  if (s.items === false && needed > tuple) {
+    throw new ConstraintError(`JSON Schema keyword "items" at ${path} is false, so an array holds at most ${tuple} items (its "prefixItems"), fewer than its "minItems" ${needed} (it admits no array)`);
+  }
+  const types = Array.isArray(s.type) ? (s.type as unknown[]) : [s.type];
+  if (!types.includes('array') || 'items' in s || (tuple > 0 && needed <= tuple)) return s;
+  return { ...s, items: true };
+}
+
+/**
+ * The schema with the `false` subschemas that cannot hold a value dropped: optional properties (never written then),
+ * `anyOf`/`oneOf` branches, and the tuple items from the first `false` one on (the array ends before it: `items`
+ * becomes false). XGrammar refuses any `false` with its own internal check ("prefixItems contains false"). A required
+ * `false` property, only `false` branches, or a `false` item before `minItems` admit no value and are refused.
  */
 function withoutFalse(s: Record<string, unknown>, path: string): Record<string, unknown> {
   let out = s;
@@ -196,26 +247,36 @@ function withoutFalse(s: Record<string, unknown>, path: string): Record<string, 
     if (kept.length === 0) throw new ConstraintError(`JSON Schema keyword "${key}" at ${path}: every branch is false (it admits no value)`);
     out = { ...out, [key]: kept };
   }
+  const end = Array.isArray(s.prefixItems) ? s.prefixItems.indexOf(false) : -1;
+  if (end >= 0) {
+    if (typeof s.minItems === 'number' && s.minItems > end) {
+      throw new ConstraintError(`JSON Schema keyword "prefixItems" at ${path}: item ${end} is false, so an array holds at most ${end} items, fewer than its "minItems" ${s.minItems} (it admits no array)`);
+    }
+    const { prefixItems: _, ...rest } = out;
+    out = { ...rest, ...(end > 0 ? { prefixItems: (s.prefixItems as unknown[]).slice(0, end) } : {}), items: false };
+  }
   return out;
 }
 
 /** Checks and rewrites a schema; throws ConstraintError naming the first unenforceable keyword. */
 export function prepareJsonSchema(schema: unknown): PreparedSchema {
   const rules = new Map<string, string>();
-  // `$ref`s whose JSON pointer holds an escape (`~1`, `~0`, `%20`), which XGrammar does not decode (it aborted):
-  // each target is copied under a plain name into the root's `$defs`.
+  // `$ref`s XGrammar does not follow itself (all but the root and a definition by a plain name): it aborted on a pointer
+  // with an escape (`~1`, `~0`, `%20`), which it does not decode, and on one through a list (`#/prefixItems/0`, "Cannot
+  // find field 0"). Each target is copied under a plain name into the root's `$defs`.
   const aliases = new Map<string, string>();
   const aliased: Record<string, unknown> = {};
   const listed = { values: 0, chars: 0 };
   const draft2020 = isDraft2020(schema);
   const visit = (node: unknown, path: string): unknown => {
+    if (node === false && path === '#') throw new ConstraintError('JSON Schema at # is false: it admits no value');
     if (typeof node === 'boolean') return node;
     if (!node || typeof node !== 'object' || Array.isArray(node)) {
       throw new ConstraintError(`JSON Schema at ${path} must be an object or a boolean`);
     }
     checkKeywordValues(node as Record<string, unknown>, path);
-    const combined = rewriteCombinations(node as Record<string, unknown>, schema, path);
-    const s = withoutFalse(withRecordKeywords(withTupleItems(combined, draft2020, path), path), path);
+    const combined = rewriteCombinations(withUnevaluated(node as Record<string, unknown>), schema, path);
+    const s = withItems(withoutFalse(withRecordKeywords(withTupleItems(combined, draft2020, path), path), path), path);
     let ref: string | undefined;
     if (s.$ref !== undefined) {
       const target = typeof s.$ref === 'string' ? lookupLocalRef(s.$ref, schema) : undefined;
@@ -223,7 +284,8 @@ export function prepareJsonSchema(schema: unknown): PreparedSchema {
       if (target === undefined) {
         throw new ConstraintError(`JSON Schema keyword "$ref" at ${path}: ${JSON.stringify(s.$ref)} cannot be resolved; only JSON pointers into this schema (#/$defs/name) are followed`);
       }
-      if (/[~%]/.test(s.$ref as string)) {
+      if (target === false) throw new ConstraintError(`JSON Schema keyword "$ref" at ${path}: ${JSON.stringify(s.$ref)} points at a false schema (it admits no value)`);
+      if (!FOLLOWED_REF.test(s.$ref as string)) {
         ref = aliases.get(s.$ref as string);
         if (ref === undefined) {
           ref = `__reasonplug_ref_${aliases.size}`;

@@ -37,12 +37,15 @@ function jsonLiteral(cp: number): string {
 const SINGLE_ESCAPES: Record<string, number> = { t: 9, n: 10, v: 11, f: 12, r: 13, '0': 0 };
 
 /**
- * The code point an escape names (`x41`, `u00e9`, `n`, `.`: the text after the backslash) and the escape's
+ * The code point an escape names (`x41`, `u00e9`, `cJ`, `n`, `.`: the text after the backslash) and the escape's
  * length; undefined for anything else (`\d`, `\p{L}`, `\1`, `\b`), which is kept as written.
  */
 function escapedCodePoint(rest: string): { cp: number; length: number } | undefined {
   const hex = /^(?:x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4}))/.exec(rest);
   if (hex) return { cp: parseInt(hex[1] ?? hex[2]!, 16), length: hex[0].length };
+  // A control escape, as ECMAScript reads it: the letter's code point modulo 32 (`\cJ` a newline). Kept as written,
+  // XGrammar wrote the raw control character inside a JSON string, and misread `[\cA-\cZ]`.
+  if (/^c[A-Za-z]/.test(rest)) return { cp: rest.charCodeAt(1) % 32, length: 2 };
   const c = rest[0] ?? '';
   if (c in SINGLE_ESCAPES) return { cp: SINGLE_ESCAPES[c]!, length: 1 };
   if (c === '' || /[0-9A-Za-z]/.test(c)) return undefined;
@@ -125,6 +128,10 @@ export function rewriteRegex(pattern: string, json = false, where = 'the pattern
         body += json && !negated ? safeRange(atom.cp, hi) : atom.cp === hi ? written(atom.cp, true) : `${written(atom.cp, true)}-${written(hi, true)}`;
       }
       if (j >= pattern.length) throw new ConstraintError(`${where}: the character class opened at ${i} is never closed with "]"`);
+      // (every member left out: XGrammar refuses the empty class, saying only that it is empty)
+      if (json && !negated && !body && j > i + 1) {
+        throw new ConstraintError(`${where}: the character class ${pattern.slice(i, j + 1)} holds only characters a JSON string escapes (the quote, the backslash, control characters), which a class cannot write; write them outside a class (\\cA|\\cB)`);
+      }
       out += negated ? `[^${body}${unsafe}]` : `[${body}]`;
       i = j;
       continue;

@@ -174,6 +174,131 @@ const INDENTED_WHITESPACE = 1 + 8 + 4 * 3;
 /** One of JSON's blanks or none, as the schemas' grammars take them (JSON_WHITESPACE; `\s` would take `\v` and `\f`). */
 const BLANK = '[ \\t\\n]?';
 
+/**
+ * Digits of a JSON number XGrammar leaves unbounded, at most: 16 in the integer part and in the fraction (as
+ * llama.cpp's JSON grammars, about a double's precision), 3 in the exponent (a double's reach, 1e308).
+ */
+const NUMBER_DIGITS = { integer: 16, fraction: 16, exponent: 3 };
+
+/** XGrammar 0.1.27's JSON number rules (unbounded), as its schema converter writes them, and their bounded forms. */
+const UNBOUNDED_NUMBERS: [string, string][] = [
+  ['("0" | "-"? [1-9] [0-9]*)', `("0" | "-"? [1-9] [0-9]{0,${NUMBER_DIGITS.integer - 1}})`],
+  [
+    '"-"? ("0" | [1-9] [0-9]*) ("." [0-9]+)? ([eE] [+-]? [0-9]+)?',
+    `"-"? ("0" | [1-9] [0-9]{0,${NUMBER_DIGITS.integer - 1}}) ("." [0-9]{1,${NUMBER_DIGITS.fraction}})? ([eE] [+-]? [0-9]{1,${NUMBER_DIGITS.exponent}})?`,
+  ],
+];
+
+/**
+ * XGrammar's JSON grammar with its unbounded runs bounded. Its rules for any value (`basic_array`, `basic_object`,
+ * under `{"type": "object"}`, `true`, `{}`) take `[ \n\t]*` whatever whitespace count it is given, and its numbers
+ * any number of digits: a small model wrote newlines, or `-3.000…`, to its token limit. Whitespace takes at most
+ * `whitespace` characters there as everywhere else; numbers at most {@link NUMBER_DIGITS}. Rules spliced in after
+ * (exact number ranges) are not touched.
+ */
+function bounded(ebnf: string, whitespace: number): string {
+  let out = ebnf.split('[ \\n\\t]*').join(`[ \\n\\t]{0,${whitespace}}`);
+  for (const [unbounded, limited] of UNBOUNDED_NUMBERS) out = out.split(unbounded).join(limited);
+  return out;
+}
+
+/**
+ * Valid UTF-8 past ASCII, byte by byte (Unicode's table 3-7: no overlong form, no surrogate, nothing past U+10FFFF).
+ * XGrammar 0.1.27 compiles a class that names no negation into byte ranges, each bound cut to its low byte, so
+ * `[\xc2-\xdf]` is the bytes C2–DF. A class of one member it writes as that code point's UTF-8 (`[\xe0]` would be
+ * C3 A0): such lead bytes are named twice.
+ */
+const UTF8_CHARACTER = [
+  '[\\xc2-\\xdf] C',
+  '[\\xe0\\xe0] [\\xa0-\\xbf] C',
+  '[\\xe1-\\xec] C C',
+  '[\\xed\\xed] [\\x80-\\x9f] C',
+  '[\\xee-\\xef] C C',
+  '[\\xf0\\xf0] [\\x90-\\xbf] C C',
+  '[\\xf1-\\xf3] C C C',
+  '[\\xf4\\xf4] [\\x80-\\x8f] C C',
+].map((bytes) => bytes.replace(/C/g, '[\\x80-\\xbf]')).join(' | ');
+
+/** XGrammar's escapes in a class but the hexadecimal ones: C's and the regex punctuation it takes escaped. */
+const CLASS_ESCAPES: Record<string, number> = { a: 7, b: 8, f: 12, n: 10, r: 13, t: 9, v: 11, '0': 0, e: 27 };
+
+/**
+ * The code points a class's members (the text between `[^` and `]`) name, all ASCII; undefined if one escape is
+ * unknown or a member is past ASCII (such a class is left as XGrammar reads it).
+ */
+function asciiMembers(body: string): Set<number> | undefined {
+  const named = new Set<number>();
+  let last: number | undefined;
+  let range = false;
+  for (let i = 0; i < body.length; ) {
+    let cp: number;
+    if (body[i] === '\\') {
+      const hex = /^\\(?:x([0-9a-fA-F]+)|u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8}))/.exec(body.slice(i));
+      const c = body[i + 1] ?? '';
+      if (hex) cp = parseInt(hex[1] ?? hex[2] ?? hex[3]!, 16);
+      else if (c in CLASS_ESCAPES) cp = CLASS_ESCAPES[c]!;
+      else if (/[\\'"?^$.*+()[\]{}|/-]/.test(c)) cp = c.charCodeAt(0);
+      else return undefined;
+      i += hex ? hex[0].length : 2;
+    } else if (body[i] === '-' && last !== undefined && !range && i + 1 < body.length) {
+      range = true;
+      i++;
+      continue;
+    } else {
+      cp = body.codePointAt(i)!;
+      i += String.fromCodePoint(cp).length;
+    }
+    if (cp > 0x7f) return undefined;
+    const from = range ? last! : cp;
+    for (let x = from; x <= cp; x++) named.add(x);
+    last = range ? undefined : cp;
+    range = false;
+  }
+  return named;
+}
+
+/**
+ * The grammar with each negated class (`[^"\\\x00-\x1f]`, a JSON string's character) taking valid UTF-8 alone. Past
+ * ASCII, XGrammar's negated classes take any lead byte and then any continuation bytes, so a string could hold
+ * `F4 9E 9D 9E` (past U+10FFFF) or `ED A0 80` (a surrogate), which decode to U+FFFD; here such a class is its ASCII
+ * members and {@link UTF8_CHARACTER}, the same language but for those sequences.
+ */
+function utf8Only(ebnf: string): string {
+  let out = '';
+  for (let i = 0; i < ebnf.length; ) {
+    const c = ebnf[i]!;
+    // A string literal, or a class, read to its unescaped end.
+    const close = c === '"' ? '"' : c === '[' ? ']' : undefined;
+    if (!close) {
+      out += c;
+      i++;
+      continue;
+    }
+    let j = i + 1;
+    while (j < ebnf.length && ebnf[j] !== close) j += ebnf[j] === '\\' ? 2 : 1;
+    const text = ebnf.slice(i, j + 1);
+    i = j + 1;
+    const named = close === ']' && text.startsWith('[^') ? asciiMembers(text.slice(2, -1)) : undefined;
+    // Written out in place: as a rule of its own (shared), a length-bounded string's masks were no longer
+    // precomputed (17 ms a token against 30 µs, `maxLength: 40`, 32,000 tokens).
+    out += named ? `(${asciiClass(named)}${UTF8_CHARACTER})` : text;
+  }
+  return out;
+}
+
+/** A class of the ASCII code points not `named`, and ` | ` after it; empty where there are none. */
+function asciiClass(named: ReadonlySet<number>): string {
+  const at = (v: number) => `\\x${v.toString(16).padStart(2, '0')}`;
+  let ranges = '';
+  for (let x = 0; x < 0x80; x++) {
+    if (named.has(x)) continue;
+    let y = x;
+    while (y + 1 < 0x80 && !named.has(y + 1)) y++;
+    ranges += x === y ? at(x) : `${at(x)}-${at(y)}`;
+    x = y;
+  }
+  return ranges ? `[${ranges}] | ` : '';
+}
 
 /**
  * One copy of the library for a stop-token set (and the tokens written as text): its compiler, and the compiles on
@@ -325,7 +450,7 @@ export class XGrammarFactory implements ConstraintFactory {
     const prepared = prepareJsonSchema(schema);
     try {
       const ebnf = await instance.xg.Testings._jsonSchemaToEBNF(JSON.stringify(prepared.schema), true, -1, undefined, strict, whitespace);
-      return unrollBoundedStrings(spliceRules(ebnf, prepared.rules));
+      return utf8Only(unrollBoundedStrings(spliceRules(bounded(ebnf, whitespace), prepared.rules)));
     } catch (err) {
       throw this.failure({ type: 'json_schema', schema }, err, instance);
     }

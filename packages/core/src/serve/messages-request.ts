@@ -8,6 +8,7 @@
  * server tools (web search, code execution) are refused by name.
  */
 import { badRequest } from './errors.js';
+import { checkFormatSchema } from './structured-output.js';
 import { chatToolsOf, isObject, parseChatRequest, PART_SEPARATOR, shown, type Body, type ChatRequest } from './requests.js';
 import { refuseChatConstraints, SAMPLING_EXTENSIONS } from './responses-request.js';
 
@@ -207,6 +208,7 @@ function outputConfigOf(body: Body): Body {
   const [param, format] = present(config.format) ? ['output_config.format', config.format] : ['output_format', body.output_format];
   if (!present(format)) return out;
   if (!isObject(format) || format.type !== 'json_schema' || !isObject(format.schema)) throw badRequest(`${param} must be {"type": "json_schema", "schema": {…}}`, param);
+  checkFormatSchema(format.schema, `${param}.schema`);
   return { ...out, response_format: { type: 'json_schema', json_schema: { name: 'output', schema: format.schema, strict: true } } };
 }
 

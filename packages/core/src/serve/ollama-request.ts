@@ -5,6 +5,7 @@
  * the thought's handling; the OpenAI parsers then check every field. Ollama streams unless `stream` is false.
  */
 import { badRequest } from './errors.js';
+import { checkFormatSchema } from './structured-output.js';
 import {
   isObject,
   parseChatRequest,
@@ -93,8 +94,11 @@ function common(body: Body): Body {
   for (const [key, value] of Object.entries(DEFAULTS)) out[SAMPLING[key]] ??= value;
   if (body.format !== undefined && body.format !== null && body.format !== '') {
     if (body.format === 'json') out.response_format = { type: 'json_object' };
-    else if (isObject(body.format)) out.response_format = { type: 'json_schema', json_schema: { name: 'response', schema: body.format, strict: true } };
-    else throw badRequest('format must be "json" or a JSON schema', 'format');
+    else if (!isObject(body.format)) throw badRequest('format must be "json" or a JSON schema', 'format');
+    else {
+      checkFormatSchema(body.format, 'format');
+      out.response_format = { type: 'json_schema', json_schema: { name: 'response', schema: body.format, strict: true } };
+    }
   }
   const think = body.think;
   if (think !== undefined && think !== null && typeof think !== 'boolean' && think !== 'low' && think !== 'medium' && think !== 'high' && think !== 'max') {

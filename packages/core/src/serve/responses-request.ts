@@ -7,6 +7,7 @@
  * `background`) and tools it cannot run (web search, file search, …) are refused by name.
  */
 import { badRequest } from './errors.js';
+import { checkFormatSchema } from './structured-output.js';
 import { chatToolsOf, isObject, parseChatRequest, PART_SEPARATOR, REFUSED_UNLESS_NEUTRAL, shown, type Body, type ChatRequest } from './requests.js';
 
 /** A Responses request: the chat request it amounts to, and what the response echoes back. */
@@ -224,6 +225,7 @@ function formatOf(text: unknown): Body | undefined {
   if (format.type === 'text') return undefined;
   if (format.type === 'json_object') return { type: 'json_object' };
   if (format.type === 'json_schema') {
+    checkFormatSchema(format.schema ?? true, 'text.format.schema');
     return { type: 'json_schema', json_schema: { name: format.name, schema: format.schema, ...(format.strict !== undefined ? { strict: format.strict } : {}) } };
   }
   throw badRequest(`text.format.type must be "text", "json_object" or "json_schema" (got ${JSON.stringify(format.type)})`, 'text.format.type');

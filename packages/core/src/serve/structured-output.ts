@@ -47,12 +47,36 @@ export function constraintOf(body: Body): ResponseFormat | undefined {
  * tools a tool-call constraint is built from (any `tool_choice` but `none`; under `none` tools are only shown).
  */
 export function checkToolSchema(schema: unknown, tool: string, param: string): void {
+  checkSchema(schema, param, `${param} of tool ${JSON.stringify(tool)}`, 'invalid_function_parameters');
+}
+
+/**
+ * Refuses a schema the constraint cannot enforce (`prepareJsonSchema`'s refusals, which include what the grammar
+ * compile is known to fail on) while the request is read, naming the field that holds it (`param`; `about` opens the
+ * message): refused by the engine as the request runs, its error named no field.
+ */
+function checkSchema(schema: unknown, param: string, about: string, code: string): void {
   try {
     prepareJsonSchema(schema);
   } catch (err) {
     if (!(err instanceof ConstraintError)) throw err;
-    throw badRequest(`${param} of tool ${JSON.stringify(tool)}: ${err.message}`, param, 'invalid_function_parameters');
+    throw badRequest(`${about}: ${err.message}`, param, code);
   }
+}
+
+/**
+ * Refuses a response format's JSON Schema the constraint cannot enforce: a 400 naming `param`, the field that holds
+ * it in the request (the engine's code for it, `ConstraintError`). The other APIs' readers check their own fields
+ * with it before they translate them into chat's `response_format`.
+ */
+export function checkFormatSchema(schema: unknown, param: string): void {
+  checkSchema(schema, param, param, 'ConstraintError');
+}
+
+/** A constraint field's JSON Schema, checked (see {@link checkFormatSchema}). */
+function checkedSchema(schema: Record<string, unknown> | boolean, param: string): ResponseFormat {
+  checkFormatSchema(schema, param);
+  return { type: 'json_schema', schema };
 }
 
 /** Whether a field is given (JSON null is not). */
@@ -73,7 +97,7 @@ function responseFormatOf(v: unknown): ResponseFormat | undefined {
       throw badRequest('response_format.json_schema must be an object with a JSON Schema under "schema"', 'response_format.json_schema');
     }
     // `strict: false` asks for less than is enforced: the reply follows the schema either way.
-    return { type: 'json_schema', schema: (spec.schema ?? true) as Record<string, unknown> | boolean };
+    return checkedSchema((spec.schema ?? true) as Record<string, unknown> | boolean, 'response_format.json_schema.schema');
   }
   throw badRequest(`response_format.type ${JSON.stringify(v.type)} is not one of text, json_object, json_schema`, 'response_format.type');
 }
@@ -89,7 +113,7 @@ function jsonSchemaOf(v: unknown, param: string): ResponseFormat {
     }
   }
   if (!isObject(schema) && typeof schema !== 'boolean') throw badRequest(`${param} must be a JSON Schema (an object, or its JSON text)`, param);
-  return { type: 'json_schema', schema };
+  return checkedSchema(schema, param);
 }
 
 function regexOf(v: unknown, param: string): ResponseFormat {
