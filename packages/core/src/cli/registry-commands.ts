@@ -6,7 +6,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { packModule } from '../registry/artifact.js';
 import { MODULE_KINDS } from '../modules/manifest.js';
 import type { SearchHit } from '../registry/extension.js';
-import { resolveModule, searchModules } from '../registry/lookup.js';
+import { filterProjectorsByHiddenSize, resolveModule, searchModules } from '../registry/lookup.js';
 import { printable } from '../registry/printable.js';
 import { progressBar } from '../registry/progress.js';
 import { pullModule } from '../registry/pull.js';
@@ -15,6 +15,8 @@ import { pullOllamaModel } from '../registry/ollama-pull.js';
 import { isOllamaRef } from '../modules/ollama-store.js';
 import { isLocalModelName, localModelPath } from '../modules/local-names.js';
 import { locateModel } from '../modules/locate.js';
+import { UnsupportedModelError } from '../onnx/signature.js';
+import { projectorHiddenSize } from '../runtime/prepare-model.js';
 import { localNameHints, resolveModelPath } from '../registry/resolve-model.js';
 import { InvalidReferenceError } from '../registry/errors.js';
 import { tokenizerFingerprintOf } from '../tokenizer/fingerprint.js';
@@ -147,18 +149,24 @@ export function addRegistryCommands(program: Command): void {
       .addOption(new Option('--kind <kind>', 'module kind').choices([...MODULE_KINDS]))
       .option('--tokenizer <fingerprint>', 'modules for this tokenizer (sha256:...)')
       .addOption(
-        new Option('--for <model>', "modules that compose with this model (its tokenizer's fingerprint): a path, a GGUF file, ollama://…, hf://… or a registry reference").conflicts('tokenizer'),
+        new Option('--for <model>', "modules that compose with this model (its tokenizer's fingerprint; for latent-projectors also its hidden size): a path, a GGUF file, ollama://…, hf://… or a registry reference").conflicts('tokenizer'),
       )
       .option('--json', 'print the results as JSON'),
     false,
   ).action(async (flags: ConnectionFlags & { task?: string; kind?: string; tokenizer?: string; for?: string; json?: boolean }) => {
-    const tokenizer = flags.for !== undefined ? await modelTokenizer(flags.for, options(flags)) : flags.tokenizer;
+    // (pulled or converted as loading would)
+    const model = flags.for !== undefined ? { spec: flags.for, path: await resolveModelPath(await ggufWithProgress(flags.for), options(flags)) } : undefined;
+    const tokenizer = model ? await modelTokenizer(model.path, model.spec) : flags.tokenizer;
     const query = {
       ...(flags.task !== undefined ? { task: flags.task } : {}),
       ...(flags.kind !== undefined ? { kind: flags.kind } : {}),
       ...(tokenizer !== undefined ? { tokenizer } : {}),
     };
-    const hits = await searchModules(query, options(flags));
+    let hits = await searchModules(query, options(flags));
+    // A latent-projector also needs the model's hidden size, which only costs something to learn when one is found.
+    if (model && hits.some((h) => h.versions.some((v) => v.kind === 'latent-projector'))) {
+      hits = await filterProjectorsByHiddenSize(hits, await hiddenSizeFor(model.path, model.spec), options(flags));
+    }
     // (JSON escapes C0 control characters, not C1 ones; `printable` writes those as JSON does.)
     if (flags.json) process.stdout.write(`${printable(JSON.stringify(hits))}\n`);
     else printHits(hits);
@@ -179,10 +187,18 @@ export function addRegistryCommands(program: Command): void {
   });
 }
 
-/** The tokenizer fingerprint modules must declare to compose with `spec` (pulled or converted as loading would). */
-async function modelTokenizer(spec: string, opts: RegistryOptions): Promise<string> {
-  const dir = await resolveModelPath(await ggufWithProgress(spec), opts);
-  const fingerprint = await tokenizerFingerprintOf(await locateModel(dir));
+/** The tokenizer fingerprint modules must declare to compose with the model at `path` (`spec`, as given). */
+async function modelTokenizer(path: string, spec: string): Promise<string> {
+  const fingerprint = await tokenizerFingerprintOf(await locateModel(path));
   if (fingerprint === undefined) throw new InvalidArgumentError(`--for ${spec}: the model has no tokenizer.json, so no module can be matched to it`);
   return fingerprint;
+}
+
+/** {@link projectorHiddenSize} of the model at `path` (`spec`, as given); undefined, with a note, where no projector runs with it. */
+async function hiddenSizeFor(path: string, spec: string): Promise<number | undefined> {
+  return projectorHiddenSize(path).catch((err: unknown) => {
+    if (!(err instanceof UnsupportedModelError)) throw err;
+    say(`--for ${spec}: no latent-projector runs with this model (${err.message})`);
+    return undefined;
+  });
 }

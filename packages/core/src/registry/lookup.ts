@@ -1,13 +1,17 @@
-/** `resolve` and `search`: questions about modules that download nothing but manifests. */
-import { Annotations, parseArtifact } from './artifact.js';
+/** `resolve` and `search`: questions about modules that download nothing but manifests (and, for projectors, their configs). */
+import { Annotations, parseArtifact, parseConfig } from './artifact.js';
 import { ModuleCache } from './cache.js';
 import { searchByCatalog } from './catalog-search.js';
 import { RegistryClient } from './client.js';
-import { ModuleNotFoundError, NotCachedError, OfflineError, RegistryClientError } from './errors.js';
+import { InvalidArtifactError, ModuleNotFoundError, NotCachedError, OfflineError, RegistryClientError } from './errors.js';
 import { hasExtension, searchRemote, type SearchHit, type SearchQuery } from './extension.js';
+import { forEachBounded } from './parallel.js';
 import { formatRef, parseRef, tagVersion } from './reference.js';
 import { pickVersion, resolveCached, resolveTarget } from './resolve.js';
 import { settingsFrom, type RegistryOptions } from './settings.js';
+
+/** Module configs read at once. */
+const CONCURRENCY = 4;
 
 /** What {@link resolveModule} found: the version a reference means and its manifest digest. Nothing is downloaded. */
 export interface ResolvedModule {
@@ -58,11 +62,52 @@ export async function resolveModule(spec: string, opts: RegistryOptions = {}): P
  * that publish one; catalog-search.ts). Throws ExtensionUnavailableError for a registry with neither.
  */
 export async function searchModules(query: SearchQuery, opts: RegistryOptions = {}): Promise<SearchHit[]> {
+  const client = searchClient(opts);
+  return (await hasExtension(client)) ? searchRemote(client, query) : searchByCatalog(client, query);
+}
+
+/**
+ * `hits` (of {@link searchModules}, same options) less the latent-projector versions whose config's `compat.hiddenSize`
+ * is not `hiddenSize` — all of them where it is undefined (a model no projector runs with) — and less the hits left
+ * without a version. Search answers do not carry the hidden size: the manifest and config of each projector version
+ * are fetched, of no other. Other kinds are kept as they are.
+ */
+export async function filterProjectorsByHiddenSize(hits: SearchHit[], hiddenSize: number | undefined, opts: RegistryOptions = {}): Promise<SearchHit[]> {
+  const isProjector = (v: SearchHit['versions'][number]) => v.kind === 'latent-projector';
+  const candidates = hiddenSize === undefined ? [] : hits.flatMap((h) => h.versions.filter(isProjector).map((v) => ({ name: h.name, digest: v.digest })));
+  const fitting = new Set<string>();
+  if (candidates.length > 0) {
+    const client = searchClient(opts);
+    await forEachBounded(candidates, CONCURRENCY, async ({ name, digest }) => {
+      if ((await declaredHiddenSize(client, name, digest)) === hiddenSize) fitting.add(`${name}@${digest}`);
+    });
+  }
+  return hits
+    .map((h) => ({ ...h, versions: h.versions.filter((v) => !isProjector(v) || fitting.has(`${h.name}@${v.digest}`)) }))
+    .filter((h) => h.versions.length > 0);
+}
+
+/**
+ * The `compat.hiddenSize` of module `repository@digest`'s config; undefined where it has none, and for a manifest
+ * deleted since the search or one that is no valid module (neither can be pulled).
+ */
+async function declaredHiddenSize(client: RegistryClient, repository: string, digest: string): Promise<number | undefined> {
+  const source = `${client.registry}/${repository}@${digest}`;
+  try {
+    const artifact = parseArtifact((await client.getManifest(repository, digest)).bytes, source);
+    return parseConfig(await client.readBlob(repository, artifact.config), source).compat.hiddenSize;
+  } catch (err) {
+    if (err instanceof ModuleNotFoundError || err instanceof InvalidArtifactError) return undefined;
+    throw err;
+  }
+}
+
+/** The client of the registry a search asks. */
+function searchClient(opts: RegistryOptions): RegistryClient {
   const s = settingsFrom(opts);
   if (s.offline) throw new OfflineError('search asks a registry, but offline mode is on (--offline or REASONPLUG_OFFLINE=1)');
   if (s.registry === undefined) throw new RegistryClientError('search needs a registry: pass --registry HOST[:PORT] or set REASONPLUG_REGISTRY');
-  const client = RegistryClient.for(s.registry, s);
-  return (await hasExtension(client)) ? searchRemote(client, query) : searchByCatalog(client, query);
+  return RegistryClient.for(s.registry, s);
 }
 
 /**

@@ -3,7 +3,10 @@
  * (cached). Apart from open-decoder.ts so that a model worker given its prepared models does not load this.
  */
 import { locateModel, type ModelLocation } from '../modules/locate.js';
+import { modelValueMetadata } from '../onnx/adapt.js';
 import { findPreparedDecoder, prepareDecoder, type PrepareOptions } from '../onnx/prepared-cache.js';
+import { decodeModel, readModel } from '../onnx/proto.js';
+import { detectSignature } from '../onnx/signature.js';
 import type { RuntimeOptions } from './decoder-session.js';
 import { openPrepared, type OpenedDecoder, type PreparedModel } from './open-decoder.js';
 import { ProjectorError } from './projector-session.js';
@@ -44,6 +47,18 @@ export async function findPreparedModel(model: string, cacheDir?: string, needs:
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The hidden size a latent-projector must map to run with `model`: that of the final hidden state its graph gives
+ * once prepared for the projector loop (prepared and cached as a load with a projector would), read from the graph
+ * without a session. Throws UnsupportedModelError for a graph that cannot give one.
+ */
+export async function projectorHiddenSize(model: string, cacheDir?: string): Promise<number | undefined> {
+  const { prepared } = await prepareModel(model, cacheDir, { latent: true });
+  const graph = prepared.graph ? decodeModel(prepared.graph, prepared.sourcePath) : await readModel(prepared.preparedPath);
+  const io = modelValueMetadata(graph);
+  return detectSignature(io.inputs, io.outputs, prepared.sourcePath).hiddenState?.hiddenSize;
 }
 
 /** {@link prepareModel}, then {@link openPrepared}. */
