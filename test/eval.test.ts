@@ -81,4 +81,42 @@ describe('eval (fast subset of the results table)', function () {
     expect(missing.stderr).to.include(`the eval needs toy-math-reasoner in ${own}`);
     await rm(own, { recursive: true, force: true });
   });
+
+  it('finds modules exported under another prefix with --prefix (through the registry too); without it names the prefix it looked for and the one there; refuses a prefix no module name can take', async () => {
+    const own = await mkdtemp(join(tmpdir(), 'reasonplug-eval-prefix-'));
+    // (named in their manifests as `training/export.py --prefix mine` names them: a pushed module's name is its repository's)
+    for (const role of ['backbone-s', 'math-reasoner']) {
+      await cp(join(modules, `toy-${role}`), join(own, `mine-${role}`), { recursive: true });
+      const manifestPath = join(own, `mine-${role}`, 'reasonplug.json');
+      const manifest = JSON.parse(await readFile(manifestPath, 'utf8')) as { name: string };
+      await writeFile(manifestPath, JSON.stringify({ ...manifest, name: `mine-${role}` }));
+    }
+    const evalRun = (args: string[]) =>
+      run(process.execPath, [...fromSources, join(repoRoot, 'eval', 'run.ts'), ...args], { cwd: repoRoot, maxBuffer: 16 * 1024 * 1024 }).then(
+        ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+        (e: { code?: number; stdout?: string; stderr?: string }) => ({ code: e.code ?? 1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' }),
+      );
+    try {
+      const ran = await evalRun(['--n', '2', '--json', '--modules', own, '--prefix', 'mine']);
+      expect(ran.code, ran.stderr).to.equal(0);
+      expect(ran.stderr).to.include('/examples/mine-backbone-s:').and.include('/examples/mine-math-reasoner:');
+      const settings = (JSON.parse(ran.stdout.trim().split('\n').at(-1)!) as { rows: JsonRow[] }).rows.map((r) => `${r.setting}/${r.task}`);
+      expect(settings).to.deep.equal(['S/math', 'S+math/math', 'S/cipher', 'S+math/cipher']);
+
+      const unprefixed = await evalRun(['--n', '2', '--local', '--modules', own]);
+      expect(unprefixed.code).to.not.equal(0);
+      expect(unprefixed.stderr).to.include(`the eval needs toy-backbone-s and toy-math-reasoner in ${own}`);
+      expect(unprefixed.stderr).to.include('it looked for prefix toy, that directory has modules for --prefix mine');
+
+      const bad = await evalRun(['--n', '2', '--local', '--modules', own, '--prefix', 'Mine']);
+      expect(bad.code).to.not.equal(0);
+      expect(bad.stderr).to.include('--prefix Mine: the module name Mine-backbone-s is not lower-case letters and digits');
+
+      const help = await evalRun(['--help']);
+      expect(help.code).to.equal(0);
+      expect(help.stdout).to.include('--prefix NAME').and.include('default toy');
+    } finally {
+      await rm(own, { recursive: true, force: true });
+    }
+  });
 });
