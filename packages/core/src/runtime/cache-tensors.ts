@@ -58,7 +58,32 @@ export function allocate(sig: DecoderSignature, name: string, elements: number):
 
 /** A tensor of past input `name` over `data`. */
 export function pastTensor(sig: DecoderSignature, name: string, data: CacheData, rows: number, length: number): ort.Tensor {
-  return new ort.Tensor(typeOf(sig, name), data, pastDims(sig, name, rows, length));
+  return tensorOver(typeOf(sig, name), data, pastDims(sig, name, rows, length));
+}
+
+/**
+ * A float tensor whose `data` is `data` itself, fp16 as raw bits. Where a global Float16Array exists (Node 24 on),
+ * onnxruntime-common wraps fp16 data in a Float16Array over the same bytes, which onnxruntime-node 1.31's binding
+ * reads as 0 bytes when it is fed ("not enough space: expected N, got 0", microsoft/onnxruntime#32323), and whose
+ * elements read as numbers where this code reads bits: the array given, an own `data` over that wrapper, is what both
+ * read instead.
+ */
+function tensorOver(type: FloatType, data: CacheData, dims: readonly number[]): ort.Tensor {
+  const t = new ort.Tensor(type, data, dims);
+  if (t.data !== data) Object.defineProperty(t, 'data', { value: data });
+  return t;
+}
+
+/** `t` with fp16 data as raw bits: itself, or (its data a Float16Array) a tensor over a Uint16Array of the same bytes. */
+export function withBits(t: ort.Tensor): ort.Tensor {
+  if (t.type !== 'float16' || t.data instanceof Uint16Array) return t;
+  const { buffer, byteOffset, byteLength } = t.data as ArrayBufferView;
+  return tensorOver('float16', new Uint16Array(buffer, byteOffset, byteLength / 2), t.dims);
+}
+
+/** `tensors` (feeds or a run's outputs, by name) with fp16 data as raw bits (see {@link withBits}). */
+export function allWithBits(tensors: Record<string, ort.Tensor>): Record<string, ort.Tensor> {
+  return Object.fromEntries(Object.entries(tensors).map(([name, t]) => [name, withBits(t)]));
 }
 
 /** The cache of `rows` rows before their first token: no keys or values yet, every state zero. */

@@ -14,7 +14,7 @@ import { threadsPerCore } from './cpu-topology.js';
 import { float32ArrayToFloat16 } from '../onnx/float16.js';
 import { DEFAULT_PREFIX_CACHE_BYTES, PrefixCache } from './prefix-cache.js';
 import type { RowCache } from './batch-kv.js';
-import { allocate, byPastName, copyRow, emptyPast, KV_ROOM, pastNames, pastTensor, presentsOf, rowElements, widened, writeStep, type CacheData } from './cache-tensors.js';
+import { allocate, allWithBits, byPastName, copyRow, emptyPast, KV_ROOM, pastNames, pastTensor, presentsOf, rowElements, widened, withBits, writeStep, type CacheData } from './cache-tensors.js';
 import { releaseTensors } from './release-tensors.js';
 import { guardedRun } from './run-guard.js';
 import { createCachedSession, SESSION_CACHE_MIN_BYTES, type SessionCacheSpec } from './session-cache.js';
@@ -451,7 +451,8 @@ export class DecoderSession {
     ends?: readonly number[],
     every?: number,
   ): Promise<{ logits: Float32Array; present: Record<string, ort.Tensor>; hidden?: Float32Array }> {
-    const fed = past ?? emptyPast(this.signature, rows);
+    // (a caller's fp16 tensors hold Float16Arrays where the global exists; the presents are joined to them as bits)
+    const fed = past ? allWithBits(past) : emptyPast(this.signature, rows);
     const { out, ...rest } = await this.runBatch(ids, rows, fed, pastLength, mask, positions, embeds, ends, every);
     return { ...rest, present: presentsOf(this.signature, out, fed, pastLength, rows) };
   }
@@ -523,18 +524,23 @@ export class DecoderSession {
    * longest row's width, its padding masked, which can change its last bits.)
    */
   private async runRows(feeds: Record<string, ort.Tensor>, rows: number): Promise<Record<string, ort.Tensor>> {
-    if (!this.runWideActivationScale || rows === 1) return (await guardedRun(() => this.session.run(feeds))) as Record<string, ort.Tensor>;
+    if (!this.runWideActivationScale || rows === 1) return this.runOnce(feeds);
     const sig = this.signature;
     const whole = new Set([sig.useCacheBranch, sig.numLogitsToKeep?.name]);
     const runs: Record<string, ort.Tensor>[] = [];
     for (let r = 0; r < rows; r++) {
       const own = Object.fromEntries(Object.entries(feeds).map(([name, t]) => [name, whole.has(name) ? t : rowView(t, r, rows)]));
-      runs.push((await guardedRun(() => this.session.run(own))) as Record<string, ort.Tensor>);
+      runs.push(await this.runOnce(own));
     }
     const out = Object.fromEntries(Object.keys(runs[0]!).map((name) => [name, joinRows(runs.map((o) => o[name]!))]));
     // (each row's outputs were copied into the joined ones)
     releaseTensors(runs.flatMap((o) => Object.values(o)));
     return out;
+  }
+
+  /** One run of the session, fp16 tensors fed and returned as raw bits (see `withBits`). */
+  private async runOnce(feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>> {
+    return allWithBits((await guardedRun(() => this.session.run(allWithBits(feeds)))) as Record<string, ort.Tensor>);
   }
 
   /** Whether {@link forward} can return logits of positions before the last (the graph takes `num_logits_to_keep`). */
@@ -581,7 +587,7 @@ function joinRows(parts: readonly ort.Tensor[]): ort.Tensor {
     at += (t.data as TensorData).length;
   }
   const rows = parts.reduce((n, t) => n + Number(t.dims[0]), 0);
-  return new ort.Tensor(first.type as 'float32', out as Float32Array, [rows, ...first.dims.slice(1)]);
+  return withBits(new ort.Tensor(first.type as 'float32', out as Float32Array, [rows, ...first.dims.slice(1)]));
 }
 
 /** An fp32 or fp16 tensor from fp32 values. */
