@@ -83,6 +83,7 @@ describe('module manifest', () => {
     ],
     ['too many latent steps', (m) => (m.latent = { open: '<t>', close: '</t>', maxSteps: 1025 }), /^reasonplug\.json: latent\.maxSteps: must be <= 1024, got 1025$/],
     ['a missing model file entry', (m) => (m.files = { tokenizer: m.files.model }), /^reasonplug\.json: files\.model: missing; every module lists its ONNX graph/],
+    ['a file entry given as a bare path', (m) => ((m.files as Record<string, unknown>).model = 'model.onnx'), /^reasonplug\.json: files\.model: expected \{ path, sha256, size \}.*got "model\.onnx"/],
     ['a bad sha256', (m) => (m.files.model.sha256 = 'abc'), /^reasonplug\.json: files\.model\.sha256: expected 64 hex characters/],
     ['an upper-case sha256', (m) => (m.files.model.sha256 = HEX.toUpperCase()), /^reasonplug\.json: files\.model\.sha256: expected 64 hex characters/],
     ['a negative size', (m) => (m.files.model.size = -1), /^reasonplug\.json: files\.model\.size: must be >= 0, got -1$/],

@@ -37,9 +37,17 @@ describe('registry pack', () => {
       'dev.reasonplug.tasks': 'math,tool-use',
       'dev.reasonplug.tokenizer': `sha256:${'ab'.repeat(32)}`,
       'org.opencontainers.image.version': '1.2.3+build.4',
+      'org.opencontainers.image.licenses': 'MIT',
     });
     expect(packed.digest).to.equal(sha256(packed.bytes));
     expect((await packModule(dir)).digest, 'packing is deterministic').to.equal(packed.digest);
+  });
+
+  it('leaves the licenses annotation (an SPDX expression) out for a module whose license is unknown', async () => {
+    const dir = await makeRegistryModule({ name: 'unlicensed' });
+    const manifest = JSON.parse(await readFile(join(dir, 'reasonplug.json'), 'utf8')) as { license: string };
+    await writeFile(join(dir, 'reasonplug.json'), JSON.stringify({ ...manifest, license: 'unknown' }));
+    expect((await packModule(dir)).manifest.annotations).to.not.have.property('org.opencontainers.image.licenses');
   });
 
   it('refuses a module whose files do not match its manifest', async () => {

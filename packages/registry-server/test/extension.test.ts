@@ -142,6 +142,9 @@ describe('_reasonplug extension', function () {
     expect(body.errors[0]).to.deep.include({ code: 'DENIED' });
     expect(body.errors[0]!.message).to.include('version 3.0.0 already exists as tag 3.0.0');
     await c.pushModule('math/builds', ['3.0.1_b.1'], { version: '3.0.1+b.1' });
+    // (answered with its build metadata, as search gives the version)
+    const built = await c.request('GET', '/v2/_reasonplug/resolve?name=math/builds&range=3.0.1');
+    expect(await built.json()).to.deep.include({ version: '3.0.1+b.1', tag: '3.0.1_b.1' });
     const plainLater = moduleArtifact({ version: '3.0.1' });
     for (const b of plainLater.blobs) await c.pushBlob('math/builds', b);
     expect((await c.putManifest('math/builds', '3.0.1', plainLater.manifest)).status).to.equal(403);
@@ -170,7 +173,7 @@ describe('_reasonplug extension', function () {
     expect(await of('^3')).to.deep.include({ tag: '3.0.0', digest: plain });
     expect(await of('')).to.deep.include({ tag: '3.0.0', digest: plain });
     await c.putManifest('math/legacy', 'latest', moduleArtifact({ version: '3.0.0+b.1' }).manifest);
-    expect(await of('latest')).to.deep.include({ tag: '3.0.0_b.1', digest: built });
+    expect(await of('latest')).to.deep.include({ tag: '3.0.0_b.1', digest: built, version: '3.0.0+b.1' });
     expect(await of('')).to.deep.include({ tag: '3.0.0_b.1', digest: built });
     expect(await of('^3')).to.deep.include({ tag: '3.0.0_b.1', digest: built });
   });

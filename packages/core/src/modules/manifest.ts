@@ -48,15 +48,23 @@ const RelativePath = z.string().superRefine((path, ctx) => {
   if (problem) ctx.addIssue({ code: 'custom', message: problem, input: path });
 });
 
-// A factory so that files.model can carry its own message for "missing".
-const fileEntry = (params?: z.core.$ZodObjectParams) =>
+// A factory so that files.model can carry its own message for "missing"; an entry that is no object (a bare path,
+// as a hand-written manifest may give it) is told the shape.
+const fileEntry = (missing?: string) =>
   z.strictObject(
     {
       path: RelativePath,
       sha256: z.string().regex(HEX64_RE, "expected 64 hex characters (the file's SHA-256, lower-case)"),
       size: z.int().nonnegative(),
     },
-    params,
+    {
+      error: (iss) =>
+        iss.input === undefined && missing !== undefined
+          ? missing
+          : iss.code === 'invalid_type'
+            ? `expected { path, sha256, size } (the file's path in the module, its SHA-256 and its size in bytes), got ${JSON.stringify(iss.input)}`
+            : undefined,
+    },
   );
 /** One file of a module: where it lies in the directory, its SHA-256 (hex) and size in bytes. */
 export type ModuleFileEntry = z.infer<ReturnType<typeof fileEntry>>;
@@ -132,9 +140,7 @@ export const ModuleManifestSchema = z
       .optional(),
     files: z
       .object({
-        model: fileEntry({
-          error: (iss) => (iss.input === undefined ? 'missing; every module lists its ONNX graph as files.model' : undefined),
-        }),
+        model: fileEntry('missing; every module lists its ONNX graph as files.model'),
       })
       .catchall(fileEntry()),
     provenance: z

@@ -106,7 +106,8 @@ export async function packModule(dir: string): Promise<PackedModule> {
       [Annotations.title]: module.name,
       [Annotations.version]: module.version,
       [Annotations.description]: module.description,
-      [Annotations.licenses]: module.license,
+      // (an SPDX expression by OCI's definition: a license the module does not know is left out, not "unknown")
+      ...(module.license && module.license !== 'unknown' ? { [Annotations.licenses]: module.license } : {}),
       [Annotations.kind]: module.kind,
       [Annotations.tasks]: module.tasks.join(','),
       [Annotations.tokenizer]: module.compat.tokenizer,

@@ -31,7 +31,9 @@ export function resolveVersion(repo: RepositoryIndex, range: string): Resolved {
     if (m.artifactType !== MODULE_ARTIFACT_TYPE) continue;
     const exact = m.tags.find((t) => exactVersionOfTag(t) !== undefined);
     if (exact === undefined) continue;
-    const own = semver.parse(exactVersionOfTag(exact))!.version;
+    // (keyed as npm keys it; answered with its build metadata, as search gives it)
+    const ownFull = exactVersionOfTag(exact)!;
+    const own = semver.parse(ownFull)!.version;
     for (const tag of m.tags) {
       const full = exactVersionOfTag(tag);
       // npm keys versions without build metadata. Repositories from before the push refused other build
@@ -41,7 +43,7 @@ export function resolveVersion(repo: RepositoryIndex, range: string): Resolved {
         if (versions[key] === undefined || tag === key) versions[key] = { name: repo.name, version: key, tag, digest: m.digest };
       } else {
         distTags[tag] = own;
-        targets.set(tag, { name: repo.name, version: own, tag: exact, digest: m.digest });
+        targets.set(tag, { name: repo.name, version: ownFull, tag: exact, digest: m.digest });
       }
     }
   }
@@ -51,7 +53,7 @@ export function resolveVersion(repo: RepositoryIndex, range: string): Resolved {
   if (target) return target;
   // `latest` wins when it satisfies the range: its own manifest, whichever build of its version it is.
   const latest = targets.get('latest');
-  if (latest) versions[latest.version] = latest;
+  if (latest) versions[semver.parse(latest.version)!.version] = latest;
   let picked: Resolved;
   try {
     // The packument name only appears in npm's messages; repository names are not npm names.
@@ -63,5 +65,5 @@ export function resolveVersion(repo: RepositoryIndex, range: string): Resolved {
     }
     throw new RegistryError('UNSUPPORTED', 400, `not a version, range or tag: ${JSON.stringify(range)}`, { range });
   }
-  return { name: repo.name, version: picked.version, tag: picked.tag, digest: picked.digest };
+  return { name: repo.name, version: exactVersionOfTag(picked.tag) ?? picked.version, tag: picked.tag, digest: picked.digest };
 }
