@@ -74,18 +74,19 @@ describe('JSON grammars: only valid JSON, bounded runs', function () {
     expect(await takesWhole(factory, schema({ type: 'object' }), '{\n"a": [1, 2],\n"b": {"c": null}\n}')).to.equal(true);
   });
 
-  it('bounds the digits of numbers XGrammar leaves unbounded (16 integer, 16 fraction, 3 exponent), not exact ranges', async () => {
+  it('bounds the digits of numbers XGrammar leaves unbounded (32 integer, 32 fraction, 3 exponent), not exact ranges', async () => {
     const number = schema({ type: 'number' });
-    expect(await run(factory, number, '-3.', '0')).to.equal(16);
-    expect(await run(factory, number, '-', '9')).to.equal(16);
+    expect(await run(factory, number, '-3.', '0')).to.equal(32);
+    expect(await run(factory, number, '-', '9')).to.equal(32);
     expect(await run(factory, number, '1e+', '0')).to.equal(3);
-    expect(await takesWhole(factory, number, '-1234567890123456.1234567890123456E-308')).to.equal(true);
-    expect(await takesWhole(factory, number, '12345678901234567')).to.equal(false);
-    expect(await run(factory, schema({ type: 'integer' }), '', '7')).to.equal(16);
+    expect(await takesWhole(factory, number, `-${'1234567890123456'.repeat(2)}.${'1234567890123456'.repeat(2)}E-308`)).to.equal(true);
+    expect(await takesWhole(factory, number, '12345678901234567890')).to.equal(true);
+    expect(await takesWhole(factory, number, `1${'0'.repeat(32)}`)).to.equal(false);
+    expect(await run(factory, schema({ type: 'integer' }), '', '7')).to.equal(32);
     // nested under any value, an object's property, an array's items
-    expect(await run(factory, schema(true), '{"a":[0.', '5')).to.equal(16);
-    expect(await run(factory, schema({ type: 'object', properties: { n: { type: 'number' } } }), '{"n":', '5')).to.equal(16);
-    expect(await run(factory, schema({ type: 'array', items: { type: 'integer' } }), '[1,', '5')).to.equal(16);
+    expect(await run(factory, schema(true), '{"a":[0.', '5')).to.equal(32);
+    expect(await run(factory, schema({ type: 'object', properties: { n: { type: 'number' } } }), '{"n":', '5')).to.equal(32);
+    expect(await run(factory, schema({ type: 'array', items: { type: 'integer' } }), '[1,', '5')).to.equal(32);
     // exact ranges keep their own rules
     const ranged = schema({ type: 'integer', minimum: -5, maximum: 120 });
     expect(await takesWhole(factory, ranged, '120')).to.equal(true);
