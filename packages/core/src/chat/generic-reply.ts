@@ -18,13 +18,16 @@ const UNDECIDED = /^\s*(?:\{\s*(?:"[a-z_]*(?:"\s*(?::\s*)?)?)?)?$/;
 
 /** Splits a generic reply piece by piece (as `ToolCallTextSplitter` does for the marker syntaxes). */
 export class GenericReplySplitter {
-  /** The reply so far. */
+  /**
+   * The text not yet given out: `open` and `calls`, the reply so far; `response`, the answer's string text not yet
+   * decoded, then, once its closing quote is written, what follows it. It is read with each piece only while short
+   * (`open`, a string's unfinished escape), so a long reply costs no more per piece than a short one (a growing
+   * string read with each piece is copied whole each time).
+   */
   private text = '';
   private kind: 'open' | 'response' | 'calls' | 'plain' = 'open';
-  /** `response`: where the answer's string text not yet given out starts; `plain`: the text not yet given out. */
-  private at = 0;
-  /** `response`: where the string's closing quote is, once written. */
-  private closedAt: number | undefined;
+  /** `response`: whether the string's closing quote is written. */
+  private closed = false;
 
   /** Takes the next piece of text. */
   push(piece: string): SplitToolText {
@@ -42,9 +45,8 @@ export class GenericReplySplitter {
     const out =
       this.kind === 'calls' ? this.calls(cut) : this.kind === 'open' ? { content: '', toolCalls: [] } : { content: this.flush() + (cut ? '' : this.tail()), toolCalls: [] };
     this.text = '';
-    this.at = 0;
     this.kind = 'open';
-    this.closedAt = undefined;
+    this.closed = false;
     return out;
   }
 
@@ -54,14 +56,14 @@ export class GenericReplySplitter {
    */
   private tail(): string {
     if (this.kind !== 'response') return '';
-    return this.closedAt === undefined ? this.text.slice(this.at) : this.text.slice(this.closedAt + 1).replace(/^\s*\}\s*$/, '');
+    return this.closed ? this.text.replace(/^\s*\}\s*$/, '') : this.text;
   }
 
   private decide(): void {
     const response = RESPONSE_OPENING.exec(this.text);
     if (response) {
       this.kind = 'response';
-      this.at = response[0].length;
+      this.text = this.text.slice(response[0].length);
     } else if (CALLS_OPENING.test(this.text)) this.kind = 'calls';
     else if (!UNDECIDED.test(this.text)) this.kind = 'plain';
   }
@@ -69,15 +71,15 @@ export class GenericReplySplitter {
   /** The content that can be given out now. */
   private flush(): string {
     if (this.kind === 'plain') {
-      const out = this.text.slice(this.at);
-      this.at = this.text.length;
+      const out = this.text;
+      this.text = '';
       return out;
     }
-    if (this.kind !== 'response' || this.closedAt !== undefined) return '';
-    const { end, closed } = completeString(this.text, this.at);
-    const raw = this.text.slice(this.at, end);
-    this.at = end;
-    if (closed) this.closedAt = end;
+    if (this.kind !== 'response' || this.closed) return '';
+    const { end, closed } = completeString(this.text);
+    const raw = this.text.slice(0, end);
+    this.text = this.text.slice(closed ? end + 1 : end);
+    this.closed = closed;
     try {
       return JSON.parse(`"${raw}"`) as string;
     } catch {
@@ -111,11 +113,11 @@ function cutCalls(text: string): ParsedToolCall[] {
 }
 
 /**
- * How far from `start` the text of a JSON string can be decoded now: up to its closing quote (`closed`), or up to an
- * escape not yet complete (a `\u` high surrogate waits for its low half, so no half of a character is given out).
+ * How far the text of a JSON string can be decoded now: up to its closing quote (`closed`), or up to an escape not yet
+ * complete (a `\u` high surrogate waits for its low half, so no half of a character is given out).
  */
-function completeString(text: string, start: number): { end: number; closed: boolean } {
-  let i = start;
+function completeString(text: string): { end: number; closed: boolean } {
+  let i = 0;
   while (i < text.length) {
     const c = text[i];
     if (c === '"') return { end: i, closed: true };

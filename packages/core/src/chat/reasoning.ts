@@ -67,8 +67,14 @@ export interface SplitReasoning {
  */
 export class ReasoningTextSplitter {
   private state: 'start' | 'thought' | 'after' | 'answer';
-  /** Text not yet given out. */
+  /** Text held back and searched again with the next piece: what may still turn into a tag. */
   private pending = '';
+  /**
+   * Whitespace held back before `pending` (before a thought, or that may still precede its closing tag): not read
+   * until it is given out or dropped, so a long run of it costs no more per piece than a short one (a growing string
+   * read with each piece is copied whole each time).
+   */
+  private blank = '';
   /** Whether any of the thought has been given out (whitespace before it is dropped). */
   private thoughtStarted = false;
   /** Whether the reply has been inside a thought, empty or not (its tags are then reasoning tokens). */
@@ -93,62 +99,68 @@ export class ReasoningTextSplitter {
 
   /** Takes the next piece of text. */
   push(text: string): SplitReasoning {
-    this.pending += text;
+    let rest = this.pending + text;
+    this.pending = '';
     const out: SplitReasoning = { reasoning: '', content: '' };
     if (this.state === 'start') {
-      const rest = this.pending.trimStart();
-      if (rest.startsWith(this.tags.open)) {
+      const opening = rest.trimStart();
+      this.blank += rest.slice(0, rest.length - opening.length);
+      if (opening.startsWith(this.tags.open)) {
         this.state = 'thought';
         this.entered = true;
-        this.pending = rest.slice(this.tags.open.length);
-      } else if (this.tags.open.startsWith(rest)) {
+        this.blank = '';
+        rest = opening.slice(this.tags.open.length);
+      } else if (this.tags.open.startsWith(opening)) {
+        this.pending = opening;
         return out; // whitespace, or the opening tag so far
       } else {
         this.state = 'answer';
+        rest = this.blank + opening;
+        this.blank = '';
       }
     }
     if (this.state === 'thought') {
-      const at = this.pending.indexOf(this.tags.close);
+      const at = rest.indexOf(this.tags.close);
       if (at === -1) {
-        out.reasoning = this.thought(this.pending.length - partialTagAt(this.pending, this.tags.close), false);
+        const free = rest.length - partialTagAt(rest, this.tags.close);
+        out.reasoning = this.thought(rest.slice(0, free), false);
+        this.pending = rest.slice(free);
         return out;
       }
-      out.reasoning = this.thought(at, true);
-      this.pending = this.pending.slice(this.tags.close.length);
+      out.reasoning = this.thought(rest.slice(0, at), true);
+      rest = rest.slice(at + this.tags.close.length);
       this.state = 'after';
     }
     if (this.state === 'after') {
-      this.pending = this.pending.trimStart();
-      if (!this.pending) return out;
+      rest = rest.trimStart();
+      if (!rest) return out;
       this.state = 'answer';
     }
-    out.content = this.pending;
-    this.pending = '';
+    out.content = rest;
     return out;
   }
 
   /** Ends the text: a thought never closed (the reply was cut) is all reasoning; held-back text before any thought is content. */
   end(): SplitReasoning {
     const out: SplitReasoning = { reasoning: '', content: '' };
-    if (this.state === 'thought') out.reasoning = this.thought(this.pending.length, true);
-    else if (this.state !== 'after') out.content = this.pending;
-    this.pending = '';
+    if (this.state === 'thought') out.reasoning = this.thought(this.pending, true);
+    else if (this.state !== 'after') out.content = this.blank + this.pending;
+    this.pending = this.blank = '';
     return out;
   }
 
-  /** Gives out the thought's text up to `end` of what is pending; trailing whitespace waits unless the thought `closes` there. */
-  private thought(end: number, closes: boolean): string {
-    let text = this.pending.slice(0, end);
+  /**
+   * Gives out the thought's `text` that follows the held `blank`; its trailing whitespace waits (in `blank`) unless the
+   * thought `closes` there, where it is dropped.
+   */
+  private thought(text: string, closes: boolean): string {
     if (!this.thoughtStarted) text = text.trimStart();
-    if (closes) text = text.trimEnd();
-    else {
-      const kept = text.trimEnd();
-      end -= text.length - kept.length;
-      text = kept;
-    }
-    this.pending = this.pending.slice(end);
-    if (text) this.thoughtStarted = true;
-    return text;
+    const kept = text.trimEnd();
+    const blank = this.blank;
+    this.blank = closes ? '' : kept ? text.slice(kept.length) : blank + text;
+    if (!kept) return '';
+    this.thoughtStarted = true;
+    return blank + kept;
   }
 }
 

@@ -55,9 +55,20 @@ export interface SplitToolText {
  * and given out only when more text follows it.
  */
 export class ToolCallTextSplitter {
-  /** Text not yet given out: a possible opening outside a call, or the text of an open call. */
+  /**
+   * Text held back and searched again with the next piece: outside a call, a possible opening; in one, what may be
+   * the start of its close (all of it until a fenced syntax's fence is read). The text held before it, `body` and
+   * `blank`, is not read until it is given out, so a long call or run of blanks costs no more per piece than a short
+   * one (a growing string read with each piece is copied whole each time).
+   */
   private pending = '';
+  /** The open call's text before `pending`: no close in it. */
+  private body = '';
+  /** Whitespace outside a call before `pending`, held back as the layout after a call. */
+  private blank = '';
   private inBlock = false;
+  /** Whether the open call's fence (a fenced syntax's) has been read, its calls' text after it in `body`. */
+  private fenced = false;
   /** Whether nothing but whitespace came since the reply began or the last call closed. */
   private afterCall = true;
   /** Whether the last block closed held only the syntax's direct answer (`directly-answer`): the answer follows it. */
@@ -101,22 +112,33 @@ export class ToolCallTextSplitter {
     const out: SplitToolText = { content: '', toolCalls: [] };
     for (;;) {
       if (this.inBlock) {
+        if (this.form.fence && !this.fenced) {
+          const from = fenceEnd(this.pending, this.form.fence);
+          if (from === undefined) break;
+          if (from === -1) {
+            // (`Action:` in the model's words, no fence after it: text, and the text after it is read on)
+            out.content += this.content(this.begin);
+            this.inBlock = false;
+            continue;
+          }
+          this.body = this.pending.slice(0, from);
+          this.pending = this.pending.slice(from);
+          this.fenced = true;
+        }
         // A call that has no closing text ends where the next one opens (`mistral-args`), that opening kept.
         const close = this.close ?? (this.form.args ? this.form.begin : undefined);
-        const from = this.form.fence ? fenceEnd(this.pending, this.form.fence) : 0;
-        if (from === undefined) break;
-        if (from === -1) {
-          // (`Action:` in the model's words, no fence after it: text, and the text after it is read on)
-          out.content += this.content(this.begin);
-          this.inBlock = false;
-          continue;
+        const at = close === undefined ? -1 : this.pending.indexOf(close);
+        if (close === undefined || at === -1) {
+          const free = this.pending.length - (close === undefined ? 0 : partialTagAt(this.pending, close));
+          this.body += this.pending.slice(0, free);
+          this.pending = this.pending.slice(free);
+          break;
         }
-        const at = close === undefined ? -1 : this.pending.indexOf(close, from);
-        if (close === undefined || at === -1) break;
-        const calls = parseToolCalls(this.pending.slice(0, at), this.syntax, this.parameters);
+        const calls = parseToolCalls(this.body + this.pending.slice(0, at), this.syntax, this.parameters);
         out.toolCalls.push(...calls);
         this.answers = this.form.direct !== undefined && calls.length === 0;
         this.afterCall = true;
+        this.body = '';
         this.pending = this.pending.slice(this.close === undefined ? at : at + close.length);
       } else {
         const found = this.opening(this.pending);
@@ -125,15 +147,16 @@ export class ToolCallTextSplitter {
         this.begin = begin;
         out.content += this.content(this.pending.slice(0, at));
         this.pending = this.pending.slice(this.form.beginsJson ? at : at + begin.length);
+        this.fenced = false;
       }
       this.inBlock = !this.inBlock;
     }
     if (!this.inBlock) {
       const free = this.pending.length - this.partialOpening(this.pending);
-      if (!this.layout(this.pending.slice(0, free))) {
-        out.content += this.content(this.pending.slice(0, free));
-        this.pending = this.pending.slice(free);
-      }
+      const text = this.pending.slice(0, free);
+      if (this.layout(text)) this.blank += text;
+      else out.content += this.content(text);
+      this.pending = this.pending.slice(free);
     }
     return out;
   }
@@ -146,28 +169,34 @@ export class ToolCallTextSplitter {
    */
   end(cut = false): SplitToolText {
     const out: SplitToolText = { content: '', toolCalls: [] };
+    const block = this.body + this.pending;
     if (!this.inBlock) out.content = this.content(cut ? this.pending.slice(0, this.pending.length - this.partialOpening(this.pending)) : this.pending);
-    else if (cut) out.toolCalls.push(...cutToolCalls(this.pending, this.syntax, this.parameters));
-    else if (this.close === undefined) out.toolCalls.push(...parseToolCalls(this.pending, this.syntax, this.parameters));
-    else out.content = this.begin + this.pending;
-    this.pending = '';
+    else if (cut) out.toolCalls.push(...cutToolCalls(block, this.syntax, this.parameters));
+    else if (this.close === undefined) out.toolCalls.push(...parseToolCalls(block, this.syntax, this.parameters));
+    else out.content = this.begin + block;
+    this.pending = this.body = this.blank = '';
     this.inBlock = false;
     this.afterCall = true;
     this.answers = false;
     return out;
   }
 
-  /** Whether text outside a block is (so far) only the layout after a call. */
+  /** Whether text outside a block, after the held `blank`, is (so far) only the layout after a call. */
   private layout(text: string): boolean {
     return this.afterCall && text.trim() === '';
   }
 
-  /** Text outside a block as content: none if it is layout; once anything else comes, layout no longer. */
+  /**
+   * Text outside a block, after the held `blank`, as content with it: none if it is layout; once anything else comes,
+   * layout no longer.
+   */
   private content(text: string): string {
+    const blank = this.blank;
+    this.blank = '';
     if (this.layout(text)) return '';
     const answer = this.answers && this.afterCall;
     this.afterCall = false;
-    return answer ? text.trimStart() : text;
+    return answer ? text.trimStart() : blank + text;
   }
 }
 

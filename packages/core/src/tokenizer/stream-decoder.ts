@@ -76,6 +76,9 @@ export class StreamDecoder {
 
   /** Adds one id; returns the text it completes (possibly empty). */
   push(id: number): string {
+    // An id the decode drops (a skipped special token: no bytes) changes no decode and completes nothing; kept out of
+    // the window, a run of them (EOS under ignoreEos) does not grow it.
+    if (this.decode.bytes?.(id)?.length === 0) return '';
     this.ids.push(id);
     const prefixText = (this.prefixText ??= this.decode(this.ids.slice(this.prefixOffset, this.readOffset)));
     const fullText = this.decode(this.ids.slice(this.prefixOffset));
