@@ -76,7 +76,10 @@ export interface EngineOptions extends RuntimeOptions {
    * per reasoner).
    */
   placement?: PlacementChoice;
-  /** Default transform of logits before weighting: 'logits' (UniR) or 'logprobs' (GenARM). */
+  /**
+   * Transform of every model's logits before weighting: 'logits' (UniR) or 'logprobs' (GenARM); default: each
+   * reasoner's declared one (its manifest's `composition.mode`), the backbone's `logprobs` where a reasoner declares it.
+   */
   mode?: FusionMode;
   /** LiteReason reasoning projector (module directory or .onnx); enables latent decoding. */
   projector?: string;

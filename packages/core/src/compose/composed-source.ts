@@ -43,8 +43,9 @@ export class ReasonerSelectionError extends Error {
 
 /** What one generation composes. */
 export interface CompositionPlan {
-  /** Reasoners taking part, by slot index, with their weights for this request. */
-  active: { slot: number; weight: WeightSpec }[];
+  /** Reasoners taking part, by slot index, with their weights for this request and their T (default: `mode`). */
+  active: { slot: number; weight: WeightSpec; mode?: FusionMode }[];
+  /** The backbone's T, and each reasoner's that gives none. */
   mode: FusionMode;
   /** Divide the fused logits by the sum of weights (backbone's 1 included). */
   normalize: boolean;
@@ -78,7 +79,7 @@ export class ComposedSource implements LogitSource {
   private fused = new Float32Array(0);
   private traces: TokenTrace[] = [];
   /** Reasoners whose weight is not zero for the whole call (the others never run). */
-  private readonly active: { slot: ReasonerSlot; weight: WeightSpec }[];
+  private readonly active: { slot: ReasonerSlot; weight: WeightSpec; mode: FusionMode }[];
   private readonly parts: GroupPart[] = [];
   /** The groups' latest answers: latent steps fuse with them, since reasoners never see latent inputs. */
   private outputs: GroupOutput[] = [];
@@ -91,7 +92,7 @@ export class ComposedSource implements LogitSource {
     private readonly plan: CompositionPlan,
     private readonly latent?: { backbone: LatentBackbone; projector: Projector },
   ) {
-    this.active = plan.active.filter((a) => !isAlwaysZero(a.weight)).map((a) => ({ slot: reasoners[a.slot]!, weight: a.weight }));
+    this.active = plan.active.filter((a) => !isAlwaysZero(a.weight)).map((a) => ({ slot: reasoners[a.slot]!, weight: a.weight, mode: a.mode ?? plan.mode }));
     this.active.forEach(({ slot }, i) => {
       let part = this.parts.find((p) => p.group === slot.group);
       if (!part) this.parts.push((part = { group: slot.group, active: [] }));
@@ -112,7 +113,7 @@ export class ComposedSource implements LogitSource {
     return this.run(
       (part) =>
         part.group.prefill(
-          { members: part.active.map((i) => this.active[i]!.slot.member), mode: this.plan.mode, vocab: this.vocabSize, keepLogits },
+          { members: part.active.map((i) => this.active[i]!.slot.member), modes: part.active.map((i) => this.active[i]!.mode), vocab: this.vocabSize, keepLogits },
           prompts,
           part.active.map((i) => weights[i]!),
         ),

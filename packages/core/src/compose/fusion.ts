@@ -8,6 +8,24 @@
 /** How each model's logits are transformed before weighting. */
 export type FusionMode = 'logits' | 'logprobs';
 
+/** Each model's T in one call: the backbone's, and each reasoner's in the order given. */
+export interface FusionModes {
+  backbone: FusionMode;
+  reasoners: FusionMode[];
+}
+
+/**
+ * Each model's T for one call. A mode the call (else the load) gives applies to every model. Otherwise each reasoner
+ * has the one its manifest declares (logits without one), and the backbone log-softmax when a reasoner the call
+ * weights declares it, so that a composition whose reasoners all declare one mode fuses wholly in it; a reasoner the
+ * call leaves out or weights 0 decides nothing (the models' order neither).
+ */
+export function fusionModes(given: FusionMode | undefined, reasoners: readonly { declared: FusionMode | undefined; weighted: boolean }[]): FusionModes {
+  if (given) return { backbone: given, reasoners: reasoners.map(() => given) };
+  const own = reasoners.map((r) => r.declared ?? 'logits');
+  return { backbone: reasoners.some((r, i) => r.weighted && own[i] === 'logprobs') ? 'logprobs' : 'logits', reasoners: own };
+}
+
 /** One model's `[rows × stride]` logits and its weight for this step. */
 export interface FusionInput {
   logits: Float32Array;

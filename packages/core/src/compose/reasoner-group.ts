@@ -31,7 +31,8 @@ export interface Decoder extends LogitSource {
 export interface GroupCall {
   /** The group's members taking part, by index, in the call's order. */
   members: readonly number[];
-  mode: FusionMode;
+  /** Each member's T, in the call's order (reasoners may declare different ones). */
+  modes: readonly FusionMode[];
   /** The shared vocabulary: each member's logits are truncated to it. */
   vocab: number;
   /** Also hand back each member's own (truncated) logits, for the trace. */
@@ -77,7 +78,7 @@ export function addMemberLogits(
   call: GroupCall,
   weight: number,
 ): void {
-  accumulateLogits(out.sum, { logits: z, stride, weight }, rows, call.vocab, call.mode, index === 0);
+  accumulateLogits(out.sum, { logits: z, stride, weight }, rows, call.vocab, call.modes[index]!, index === 0);
   const keep = out.logits?.[index];
   if (keep) for (let r = 0; r < rows; r++) keep.set(z.subarray(r * stride, r * stride + call.vocab), r * call.vocab);
 }

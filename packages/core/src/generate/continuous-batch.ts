@@ -82,9 +82,10 @@ export interface BatchRequest extends Omit<DecodeLoopInput, 'latent'> {
   latent?: Omit<LatentDriver, 'run'>;
   /**
    * Reasoners fused with the backbone for this request: by reasoner index (the batch's models after the
-   * backbone), in the order their logits are summed. Each runs only for the rows of requests that use it.
+   * backbone), in the order their logits are summed, each with its T (`mode`, default the backbone's). Each runs only
+   * for the rows of requests that use it.
    */
-  composition?: { reasoners: { index: number; weight: WeightSpec }[]; mode: FusionMode; normalize: boolean };
+  composition?: { reasoners: { index: number; weight: WeightSpec; mode?: FusionMode }[]; mode: FusionMode; normalize: boolean };
   /** The tokens of `options.prediction`: drafts are looked up in them (see {@link lookupPrediction}). */
   predictionIds?: number[];
 }
@@ -710,7 +711,8 @@ export class ContinuousBatch {
     if (weights.length > 0) {
       weights.forEach((weight, i) => {
         const z = l.logits[1 + i]!;
-        accumulateLogits(sum, { logits: z, stride: this.models[l.job.models[1 + i]!]!.vocabSize, weight }, 1, V, comp.mode, i === 0);
+        const mode = comp.reasoners[i]!.mode ?? comp.mode;
+        accumulateLogits(sum, { logits: z, stride: this.models[l.job.models[1 + i]!]!.vocabSize, weight }, 1, V, mode, i === 0);
       });
       parts.push(sum);
     }

@@ -16,7 +16,7 @@ import type { ThoughtBudgetSpec } from '../generate/thought-budget.js';
 import { ComposedSource, ReasonerSelectionError, type CompositionPlan, type ReasonerSlot, type TokenTrace } from '../compose/composed-source.js';
 import { sharedVocabulary, VocabularyMismatchError, type VocabularyFacts } from '../compose/vocabulary.js';
 import { validateWeightSpec, WeightScheduleError, type WeightSpec } from '../compose/weights.js';
-import type { FusionMode } from '../compose/fusion.js';
+import { fusionModes, type FusionMode } from '../compose/fusion.js';
 import { LocalReasonerGroup, ReasonerError, labelLoadFailure, type ReasonerGroup } from '../compose/reasoner-group.js';
 import { decoderSource, openPrepared, openReasoner, type PreparedModel, type ReasonerInfo } from './open-decoder.js';
 import { ReasonerLane } from './reasoner-lane.js';
@@ -132,10 +132,12 @@ interface Loaded {
   /** The backbone's row shards for wide steps, when it has them. */
   shards?: RowShards;
   tokenizer?: TextTokenizer;
-  reasoners: (ReasonerSlot & { weight: WeightSpec })[];
+  /** Each with its loaded weight and the fusion mode its manifest declares. */
+  reasoners: (ReasonerSlot & { weight: WeightSpec; declaredMode: FusionMode | undefined })[];
   groups: ReasonerGroup[];
   vocab: number;
-  mode: FusionMode;
+  /** The load's fusion mode, when it gives one: every model's unless a call gives another. */
+  mode?: FusionMode;
   /** Positions the composition holds, when its models declare it. */
   contextLength?: number;
   projector?: { session: ProjectorSession; marker: MarkerSpec };
@@ -370,6 +372,7 @@ async function start(): Promise<Loaded> {
       member,
       info,
       weight: validateWeightSpec(spec.weight ?? manifest?.composition?.defaultWeight ?? 1, name),
+      declaredMode: manifest?.composition?.mode,
       manifest,
       fingerprint: manifest?.compat.tokenizer ?? info.tokenizerFingerprint,
     };
@@ -416,7 +419,8 @@ async function start(): Promise<Loaded> {
         : 'cannot take drafted positions back (recurrent states, or right padding)';
     warnings.push(`the draft model is loaded but not used: ${location.modelPath} ${why}; it decodes one token a step`);
   }
-  const mode: FusionMode = config.mode ?? reasoners.find((r) => r.manifest?.composition)?.manifest?.composition?.mode ?? 'logits';
+  // The backbone's T for a call that gives none and takes the loaded reasoners (each reasoner keeps its own, see planFor).
+  const mode = config.mode ?? fusionModes(undefined, reasoners.map((r) => ({ declared: r.declaredMode, weighted: !isAlwaysZero(r.weight) }))).backbone;
 
   const architecture = await declaredArchitecture(location);
   const info: ModelInfo = {
@@ -463,7 +467,7 @@ async function start(): Promise<Loaded> {
     reasoners,
     groups,
     vocab,
-    mode,
+    ...(config.mode ? { mode: config.mode } : {}),
     ...(projector ? { projector } : {}),
     ...(contextLength !== undefined ? { contextLength } : {}),
     ...(inline ? { inline } : {}),
@@ -507,14 +511,14 @@ async function openDraftModel(
   }
 }
 
-/** Which reasoners take part in one request, with which weights. */
+/** Which reasoners take part in one request, with which weights, and each model's T (see {@link fusionModes}). */
 function planFor(loaded: Loaded, options: GenerateRequestOptions): CompositionPlan {
   const byName = new Map(loaded.reasoners.map((r, slot) => [r.name, slot]));
   const named = options.reasoners?.map((r) => r.name) ?? [];
   const twice = named.find((n, i) => named.indexOf(n) !== i);
   // A reasoner listed twice would be stepped twice per token and fall out of step with the stream.
   if (twice) throw new ReasonerSelectionError(`reasoner "${twice}" is listed twice for this call; list each reasoner once`);
-  const active = options.reasoners
+  const chosen = options.reasoners
     ? options.reasoners.map((r) => {
         const slot = byName.get(r.name);
         if (slot === undefined) {
@@ -523,7 +527,12 @@ function planFor(loaded: Loaded, options: GenerateRequestOptions): CompositionPl
         return { slot, weight: validateWeightSpec(r.weight ?? loaded.reasoners[slot]!.weight, r.name) };
       })
     : loaded.reasoners.map((r, slot) => ({ slot, weight: r.weight }));
-  return { active, mode: options.mode ?? loaded.mode, normalize: options.normalize ?? false, traceTop: options.trace ?? 0 };
+  const modes = fusionModes(
+    options.mode ?? loaded.mode,
+    chosen.map(({ slot, weight }) => ({ declared: loaded.reasoners[slot]!.declaredMode, weighted: !isAlwaysZero(weight) })),
+  );
+  const active = chosen.map((a, i) => ({ ...a, mode: modes.reasoners[i]! }));
+  return { active, mode: modes.backbone, normalize: options.normalize ?? false, traceTop: options.trace ?? 0 };
 }
 
 /** Why a session's rows cannot share a run (see {@link rowsShareRuns}). */
@@ -547,11 +556,12 @@ function loneRowsModel(loaded: Loaded, plan: CompositionPlan): DecoderSession | 
  * its prediction's, which are kept most of the time and only the batch runs (prompt lookup's, often none, do not
  * outweigh the lanes), several prompts a model cannot run together (see {@link loneRowsModel}) or several prompts
  * that think at their own markers (`thinksPerRow`: alone, latent steps run on every row at once); a traced call of
- * those is refused. Otherwise lane-placed reasoners join through a copy on the batch's thread. Latent steps run
- * in the batch, and right-padded (GroupQueryAttention) graphs too, each model's cache padded on its own side.
+ * those is refused. Otherwise lane-placed reasoners join through a copy on the batch's thread, each reasoner fused
+ * with its own T. Latent steps run in the batch, and right-padded (GroupQueryAttention) graphs too, each model's cache
+ * padded on its own side.
  */
 async function batchComposition(loaded: Loaded, batch: ContinuousBatch, plan: CompositionPlan, trace: number | undefined, predicted: boolean, prompts: number, thinksPerRow: boolean) {
-  const reasoners = plan.active.filter((a) => !isAlwaysZero(a.weight)).map((a) => ({ index: a.slot, weight: a.weight }));
+  const reasoners = plan.active.filter((a) => !isAlwaysZero(a.weight)).map((a) => ({ index: a.slot, weight: a.weight, ...(a.mode ? { mode: a.mode } : {}) }));
   const lone = prompts > 1 ? loneRowsModel(loaded, plan) : undefined;
   if (trace) {
     if (lone) throw new GenerateOptionsError('trace', `a traced call runs its prompts together, which ${lone.label} cannot (${loneRowsReason(lone)}): trace one prompt a call`);
@@ -603,6 +613,8 @@ async function scoringComposition(loaded: Loaded, batch: ContinuousBatch, option
         return { session, weight };
       }),
   );
+  // One T for every model (the backbone's): a score is the log-softmax of the fused row, which another T would only
+  // shift by a constant per row (w · log Σ exp z), and so leave as it is.
   return { reasoners, mode: plan.mode, normalize: plan.normalize, vocab: loaded.vocab };
 }
 

@@ -120,7 +120,11 @@ export function backboneNeeds(config: Pick<WorkerConfig, 'projector' | 'embeddin
 export interface CompositionOptions {
   /** The reasoners taking part in this call (by name), with optional weights; default: all loaded, default weights. */
   reasoners?: { name: string; weight?: WeightSpec }[];
-  /** Transform applied to each model's logits before weighting; default: the engine's. */
+  /**
+   * Transform applied to every model's logits before weighting; default: the engine's, else each reasoner's declared
+   * one (its manifest's `composition.mode`, `logits` without), the backbone's `logprobs` where a reasoner the call
+   * weights declares it.
+   */
   mode?: FusionMode;
   /** Divide fused logits by the sum of weights (backbone 1 included): GenARM's T/(1+a). */
   normalize?: boolean;
@@ -170,7 +174,10 @@ export interface ModelInfo {
   notes: string[];
   /** Things the user should know, e.g. a reasoner whose tokenizer could not be checked. */
   warnings: string[];
-  /** How reasoner logits are transformed before weighting. */
+  /**
+   * The backbone's transform for a call that gives none and weights the loaded reasoners: the load's `mode`, else
+   * `logprobs` where a loaded reasoner declares it, else `logits`. Each reasoner fuses in its own declared one.
+   */
   mode: FusionMode;
   /** The length of `Engine.embed`'s vectors, when the engine was loaded with `embeddings`. */
   embeddingSize?: number;
