@@ -14,9 +14,9 @@ import { S3Storage } from '../src/storage/s3.js';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { BUCKET, drivers, s3Endpoint, s3Storage } from './support/drivers.js';
 
-async function keys(storage: StorageDriver, dir: string): Promise<string[]> {
+async function keys(storage: StorageDriver, dir: string, namePrefix?: string): Promise<string[]> {
   const out: string[] = [];
-  for await (const o of storage.list(dir)) out.push(`${o.key}:${o.size}`);
+  for await (const o of storage.list(dir, namePrefix)) out.push(`${o.key}:${o.size}`);
   return out.sort();
 }
 
@@ -101,6 +101,20 @@ for (const driver of drivers) {
       expect(await keys(storage, 't')).to.deep.equal(['t/z/1:1']);
       expect(await keys(storage, 't2')).to.deep.equal(['t2/3:1']);
       await storage.delete('does/not/exist');
+    });
+
+    it('lists only the entries of a directory whose name starts with a prefix, at any depth below them', async () => {
+      for (const key of ['t/1.2.3/current/link', 't/1.2.3_b/release/link', 't/1.2.30/current/link', 't/1.2.4/current/link', 't/x1.2.3/link']) {
+        await storage.put(key, Buffer.from('a'));
+      }
+      expect(await keys(storage, 't', '1.2.3')).to.deep.equal(['t/1.2.3/current/link:1', 't/1.2.30/current/link:1', 't/1.2.3_b/release/link:1']);
+      expect(await keys(storage, 't', '9')).to.deep.equal([]);
+      expect(await keys(storage, 'missing', '1')).to.deep.equal([]);
+      for (const namePrefix of ['a/b', '..', '']) {
+        let error: unknown;
+        await keys(storage, 't', namePrefix).catch((e) => (error = e));
+        expect(error, namePrefix).to.be.instanceOf(InvalidKeyError);
+      }
     });
 
     it('lists when each object was last written (to the second at least: S3 keeps no finer)', async () => {

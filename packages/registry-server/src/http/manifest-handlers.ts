@@ -24,7 +24,7 @@ export async function getManifest(s: Services, req: Request, res: Response, name
 export async function putManifest(s: Services, req: Request, res: Response, name: string, reference: string): Promise<void> {
   const bytes = await readManifestBody(req, s.maxManifestBytes);
   const { digest, manifest } = await s.manifests.put(name, reference, bytes, req.headers['content-type']);
-  if (!isDigest(reference)) await refreshIndex(s, name);
+  if (!isDigest(reference)) await updateIndex(s, name, reference);
   res
     .status(201)
     .set({
@@ -56,19 +56,20 @@ export async function listReferrers(s: Services, req: Request, res: Response, na
 
 export async function deleteManifest(s: Services, res: Response, name: string, reference: string): Promise<void> {
   await s.manifests.delete(name, reference);
-  await refreshIndex(s, name);
+  await updateIndex(s, name, reference);
   res.status(202).set('Content-Length', '0').end();
 }
 
 /**
- * Rebuilds repository `name`'s search document after a write that has landed. A failure (a full disk) is logged, not
- * answered: the tag or deletion stands either way, so an error would only tell the client to retry what is done (an
- * exact version then refuses other content), and the document is derived data, rebuilt by the next write to the
- * repository or by `reasonplug-registry reindex`. (Not refreshed before the write: it is built from the tags as they are.)
+ * Updates repository `name`'s search document after a write to `reference` that has landed. A failure (a full disk) is
+ * logged, not answered: the tag or deletion stands either way, so an error would only tell the client to retry what is
+ * done (an exact version then refuses other content), and the document is derived data, rebuilt by the next write to
+ * the repository (in this process) or by `reasonplug-registry reindex`. (Not updated before the write: it is made from
+ * the tags as they are.)
  */
-async function refreshIndex(s: Services, name: string): Promise<void> {
+async function updateIndex(s: Services, name: string, reference: string): Promise<void> {
   try {
-    await s.index.refresh(name);
+    await s.index.update(name, reference);
   } catch (err) {
     s.logger.error({ err, repository: name }, 'search index not updated (the write stands; `reasonplug-registry reindex` rebuilds it)');
   }

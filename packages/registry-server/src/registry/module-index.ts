@@ -1,13 +1,17 @@
 /**
  * The search index: one document per repository listing its tagged manifests with the reasonplug
- * annotations. A document is always rebuilt from the tags themselves (never patched), and the rebuild
- * repeats until the tags it read are still the tags after it wrote, so concurrent pushes, tag moves and
- * deletes converge on the truth. Manifest bytes never change, so entries known from the previous
- * document are reused instead of re-read.
+ * annotations. A tag write updates the document from the previous one plus the tags it changed (a push must not
+ * cost time in the repository's tag count); the document is rebuilt from all the tags where it is missing or does not
+ * read, where an update of it failed in this process, where a read-back finds another replica's update written over
+ * this one, and by `refresh`/`rebuildAll` (`reasonplug-registry reindex`). A rebuild repeats until the tags it read
+ * are still the tags after it wrote, so concurrent pushes, tag moves and deletes converge on the truth. Within one
+ * process a repository's document is written by one update at a time. Manifest bytes never change, so entries known
+ * from the previous document are reused instead of re-read.
  */
 import semver from 'semver';
 import { RegistryError } from '../errors.js';
-import { exactVersionOfTag } from '../names.js';
+import { KeyedMutex } from '../keyed-mutex.js';
+import { exactVersionOfTag, isDigest } from '../names.js';
 import type { StorageDriver } from '../storage/driver.js';
 import { indexDir, moduleIndex } from '../storage/layout.js';
 import { parseManifest } from './manifest-format.js';
@@ -73,6 +77,11 @@ export interface SearchResult {
 const MAX_REBUILDS = 5;
 
 export class ModuleIndex {
+  /** A repository's document is read, changed and written by one update at a time in this process. */
+  private readonly locks = new KeyedMutex();
+  /** Repositories whose last update failed: their document may lack a change, so the next update rebuilds it. */
+  private readonly stale = new Set<string>();
+
   constructor(
     private readonly storage: StorageDriver,
     private readonly manifests: ManifestStore,
@@ -93,15 +102,63 @@ export class ModuleIndex {
     }
   }
 
+  /**
+   * Brings repository `name`'s document up to date after a write to `reference`: a tag (set or deleted) or a manifest
+   * digest (deleted, with its tags). Only the tags that write can have changed are read again: the tag, or those the
+   * document lists for the digest, and `latest`, which a yanked version moves.
+   */
+  async update(name: string, reference: string): Promise<void> {
+    await this.locks.run(name, async () => {
+      try {
+        const previous = this.stale.has(name) ? undefined : await this.read(name);
+        if (!previous || !(await this.patch(name, previous, reference))) await this.rebuild(name);
+        this.stale.delete(name);
+      } catch (err) {
+        this.stale.add(name);
+        throw err;
+      }
+    });
+  }
+
   /** Rebuilds repository `name`'s document from its current tags. */
   async refresh(name: string): Promise<void> {
+    await this.locks.run(name, () => this.rebuild(name));
+  }
+
+  /**
+   * Writes `previous` with the tags `reference` can have changed read again; false where a read-back finds another
+   * document written over it meanwhile (a replica's update of the same repository, made from the document before).
+   */
+  private async patch(name: string, previous: RepositoryIndex, reference: string): Promise<boolean> {
+    const tags = new Map(previous.manifests.flatMap((m) => m.tags.map((tag) => [tag, m.digest] as const)));
+    const changed = new Set(isDigest(reference) ? [...tags].filter(([, digest]) => digest === reference).map(([tag]) => tag) : [reference]);
+    changed.add('latest');
+    for (const tag of changed) {
+      const digest = await this.tags.get(name, tag);
+      if (digest === undefined) tags.delete(tag);
+      else tags.set(tag, digest);
+    }
+    const written = await this.write(name, await this.build(name, tags, previous));
+    return (await this.storage.get(moduleIndex(name)))?.toString() === written;
+  }
+
+  private async rebuild(name: string): Promise<void> {
     for (let i = 0; i < MAX_REBUILDS; i++) {
       const tags = await this.tags.entries(name);
-      const doc = await this.build(name, tags, await this.read(name));
-      if (doc.manifests.length > 0) await this.storage.put(moduleIndex(name), Buffer.from(JSON.stringify(doc)));
-      else await this.storage.delete(moduleIndex(name));
+      await this.write(name, await this.build(name, tags, await this.read(name)));
       if (sameEntries(tags, await this.tags.entries(name))) return;
     }
+  }
+
+  /** Stores `doc` (deletes it when it lists nothing); returns the text written, undefined for none. */
+  private async write(name: string, doc: RepositoryIndex): Promise<string | undefined> {
+    if (doc.manifests.length === 0) {
+      await this.storage.delete(moduleIndex(name));
+      return undefined;
+    }
+    const text = JSON.stringify(doc);
+    await this.storage.put(moduleIndex(name), Buffer.from(text));
+    return text;
   }
 
   /** Rebuilds every repository's document, e.g. after index documents were lost; returns the count. */

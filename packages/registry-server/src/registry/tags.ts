@@ -136,7 +136,9 @@ export class TagStore {
   private async versionTags(name: string, version: string): Promise<Set<string>> {
     const dir = tagsDir(name) + '/';
     const tags = new Set<string>();
-    for await (const o of this.storage.list(tagsDir(name))) {
+    // Each such tag starts with the version itself, so only tags of that prefix are listed, not every tag (a
+    // repository's hundreds of versions made each push walk them all); `1.2.30` still starts with `1.2.3`.
+    for await (const o of this.storage.list(tagsDir(name), version)) {
       const tag = o.key.slice(dir.length, o.key.indexOf('/', dir.length));
       if (semver.parse(exactVersionOfTag(tag) ?? '')?.version === version) tags.add(tag);
     }

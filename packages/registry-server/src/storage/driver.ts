@@ -47,8 +47,12 @@ export interface StorageDriver {
    * a failing source (a digest check in its flush, a client that hangs up) leaves nothing behind.
    */
   write(key: string, source: Readable): Promise<void>;
-  /** Every object whose key starts with `dir + '/'`, at any depth, in no particular order. */
-  list(dir: string): AsyncIterable<ObjectInfo>;
+  /**
+   * Every object whose key starts with `dir + '/'`, at any depth, in no particular order; with `namePrefix` (the start
+   * of one segment, see {@link assertNamePrefix}), only those whose key starts with `dir + '/' + namePrefix`, which S3
+   * lists by prefix and a directory by its entries' names, without reading the others.
+   */
+  list(dir: string, namePrefix?: string): AsyncIterable<ObjectInfo>;
   /** Moves an object to another key, replacing what is there. */
   move(from: string, to: string): Promise<void>;
   /** Removes the object at `key` and every object under `key + '/'`; absent keys are not an error. */
@@ -76,6 +80,12 @@ export function assertKey(key: string): string[] {
   const segments = key.split('/');
   if (segments.some((s) => !SEGMENT.test(s))) throw new InvalidKeyError(key);
   return segments;
+}
+
+/** Refuses a {@link StorageDriver.list} name prefix that is not the start of one valid segment under `dir`. */
+export function assertNamePrefix(dir: string, namePrefix: string): void {
+  if (namePrefix.includes('/')) throw new InvalidKeyError(`${dir}/${namePrefix}`);
+  assertKey(`${dir}/${namePrefix}`);
 }
 
 /**

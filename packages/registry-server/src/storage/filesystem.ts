@@ -10,7 +10,7 @@ import { link, mkdir, open, readdir, readFile, rename, rm, stat, unlink } from '
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { assertKey, type ByteRange, type ObjectInfo, type StorageDriver } from './driver.js';
+import { assertKey, assertNamePrefix, type ByteRange, type ObjectInfo, type StorageDriver } from './driver.js';
 
 const CHUNK = 1 << 20;
 /**
@@ -96,8 +96,9 @@ export class FilesystemStorage implements StorageDriver {
     }
   }
 
-  async *list(dir: string): AsyncIterable<ObjectInfo> {
-    yield* this.walk(this.path(dir));
+  async *list(dir: string, namePrefix?: string): AsyncIterable<ObjectInfo> {
+    if (namePrefix !== undefined) assertNamePrefix(dir, namePrefix);
+    yield* this.walk(this.path(dir), namePrefix);
   }
 
   async move(from: string, to: string): Promise<void> {
@@ -142,7 +143,8 @@ export class FilesystemStorage implements StorageDriver {
     return join(this.root, ...assertKey(key));
   }
 
-  private async *walk(path: string): AsyncGenerator<ObjectInfo> {
+  /** The files under `path`; with `namePrefix`, only under its entries whose name starts with it. */
+  private async *walk(path: string, namePrefix = ''): AsyncGenerator<ObjectInfo> {
     let entries;
     try {
       entries = await readdir(path, { withFileTypes: true });
@@ -151,6 +153,7 @@ export class FilesystemStorage implements StorageDriver {
       throw err;
     }
     for (const e of entries) {
+      if (!e.name.startsWith(namePrefix)) continue;
       const child = join(path, e.name);
       if (e.isDirectory()) yield* this.walk(child);
       else if (e.isFile()) {

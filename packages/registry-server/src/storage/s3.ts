@@ -22,7 +22,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import type { Readable } from 'node:stream';
-import { assertKey, type ByteRange, type ObjectInfo, type StorageDriver } from './driver.js';
+import { assertKey, assertNamePrefix, type ByteRange, type ObjectInfo, type StorageDriver } from './driver.js';
 
 /** Options of {@link S3Storage}: the bucket, the key prefix and the S3 client. */
 export interface S3StorageOptions {
@@ -173,8 +173,9 @@ export class S3Storage implements StorageDriver {
     await upload.done();
   }
 
-  async *list(dir: string): AsyncIterable<ObjectInfo> {
-    const prefix = this.objectKey(dir) + '/';
+  async *list(dir: string, namePrefix?: string): AsyncIterable<ObjectInfo> {
+    if (namePrefix !== undefined) assertNamePrefix(dir, namePrefix);
+    const prefix = `${this.objectKey(dir)}/${namePrefix ?? ''}`;
     let token: string | undefined;
     do {
       const out = await this.client.send(
