@@ -1,15 +1,18 @@
 /**
  * `reasonplug serve`: the OpenAI-compatible server (serve/server.ts) from the command line. Messages go to
- * stderr; SIGTERM (and SIGINT) stop accepting, finish what is running, then exit.
+ * stderr (JSON lines with `--request-log json`); SIGTERM (and SIGINT) stop accepting, finish what is running, then exit.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { startServer } from '../serve/server.js';
+import { startServer, type ServedInfo } from '../serve/server.js';
 import { usableApiKey } from '../serve/api-keys.js';
 import { allowedHostOf, corsOriginOf } from '../serve/cors.js';
 import { formatRequestRecord, type RequestLogFormat, type RequestRecord } from '../serve/request-log.js';
 import type { ReasonerSpec } from '../runtime/protocol.js';
-import type { RegistryOptions } from '../registry/settings.js';
+import { settingsFrom, type RegistryOptions } from '../registry/settings.js';
+import { parseRef } from '../registry/reference.js';
+import { InvalidReferenceError, RegistryAuthError } from '../registry/errors.js';
+import { isLocalModelName } from '../modules/local-names.js';
 import type { TransferProgress } from '../registry/download.js';
 import { DEVICES } from '../runtime/devices.js';
 import { DTYPE_CHOICES } from '../modules/hub-variants.js';
@@ -97,10 +100,83 @@ function hostFlag(v: string): string {
 
 /**
  * `--registry` and `--registry-token`, read as every command's registry and `REASONPLUG_REGISTRY` are (the client's
- * settings: `host[:port]`, or a URL whose `http://` asks for plain HTTP).
+ * settings: `host[:port]`, or a URL whose `http://` asks for plain HTTP). The token goes to the registry the model
+ * references name (`--model registry.local:5000/team/m@^1`), as `pull --token` does, else to `--registry`'s;
+ * references that name two registries are refused, since only one of them could get it.
  */
-function registryOptions(flag: string | undefined, token: string | undefined): RegistryOptions {
-  return { ...(flag ? { registry: flag } : {}), ...(token ? { token } : {}) };
+function registryOptions(flags: ServeFlags): RegistryOptions {
+  const { registry, registryToken: token } = flags;
+  const options = { ...(registry ? { registry } : {}), ...(token ? { token } : {}) };
+  if (!token) return options;
+  const fallback = settingsFrom(options).registry;
+  const named = modelReferences(flags).flatMap(({ flag, spec }) => {
+    const from = registryOf(spec, fallback);
+    return from === undefined ? [] : [{ flag, from }];
+  });
+  const [first] = named;
+  const other = named.find((n) => n.from !== first!.from);
+  if (other) {
+    throw new InvalidArgumentError(
+      `--registry-token goes to one registry, but ${first!.flag} names ${first!.from} and ${other.flag} names ${other.from}: serve modules of one registry, or pull each first with its own token (reasonplug pull REF --token TOKEN) and serve them from the cache with REASONPLUG_OFFLINE=1`,
+    );
+  }
+  return first ? { ...options, tokenFor: first.from } : options;
+}
+
+/** The models the flags name, each with the flag that names it (for messages). */
+function modelReferences(flags: ServeFlags): { flag: string; spec: string }[] {
+  return [
+    { flag: '--model', spec: flags.model },
+    ...(flags.reasoner ?? []).map((r) => ({ flag: `--reasoner ${r.name ?? r.model}`, spec: r.model })),
+    ...(flags.projector ? [{ flag: '--projector', spec: flags.projector }] : []),
+    ...(flags.draftModel ? [{ flag: '--draft-model', spec: flags.draftModel }] : []),
+  ];
+}
+
+/**
+ * The registry (lower case) a model is pulled from where it is a registry reference (`fallback`'s where it names
+ * none); undefined for a path or a model another tool keeps.
+ */
+function registryOf(spec: string, fallback: string | undefined): string | undefined {
+  if (isLocalModelName(spec) || existsSync(spec)) return undefined;
+  try {
+    return parseRef(spec, fallback).registry.toLowerCase();
+  } catch (err) {
+    if (err instanceof InvalidReferenceError) return undefined;
+    throw err;
+  }
+}
+
+/**
+ * A registry's refusal as serve's flags would mend it: the registry client's hint names the registry commands'
+ * `--token`, which serve calls `--registry-token`.
+ */
+function withServeFlags(err: unknown): unknown {
+  if (!(err instanceof RegistryAuthError)) return err;
+  return new RegistryAuthError(err.message.replace(/--token\b/g, '--registry-token'), err.registry, err.scope, err.reason, err.serverMessage);
+}
+
+/** A line of serve's own on stderr: what it says, and the fields a JSON line adds to it. */
+type Say = (level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>) => void;
+
+/**
+ * Serve's own lines (start-up, progress, ready, signals, a fatal error): `reasonplug serve: …` text, or with
+ * `--request-log json` JSON objects (`time`, `level`, `msg` and the fields given), so that stderr is JSON lines
+ * throughout for a log collector.
+ */
+function serveLines(format: RequestLogFormat): Say {
+  if (format !== 'json') return (_level, msg) => process.stderr.write(`reasonplug serve: ${msg}\n`);
+  return (level, msg, fields = {}) => process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields })}\n`);
+}
+
+/**
+ * The ready line: where to call, the model ids served, what a registry reference resolved to, the context length, and
+ * the cache the models were pulled and converted into.
+ */
+function readyLine(url: string, apiKeys: boolean, info: ServedInfo, cacheDir: string): [string, Record<string, unknown>] {
+  const pulled = info.pulled ? ` from ${info.pulled.pinned} (version ${info.pulled.version})` : '';
+  const msg = `ready; ${url}/v1 (${apiKeys ? 'API key required' : 'no API key'}); serving ${info.models.join(', ')}${pulled}; context length ${info.contextLength}; cache ${cacheDir}`;
+  return [msg, { url: `${url}/v1`, apiKey: apiKeys, models: info.models, contextLength: info.contextLength, cacheDir, ...(info.pulled ? { pulled: info.pulled } : {}) }];
 }
 
 interface ServeFlags {
@@ -220,9 +296,22 @@ export function progressLines(write: (line: string) => void): (p: TransferProgre
 }
 
 async function serve(flags: ServeFlags): Promise<void> {
+  const say = serveLines(flags.requestLog);
+  try {
+    await serveUntilReady(flags, say);
+  } catch (err) {
+    const failure = withServeFlags(err) as Error;
+    // As text, main's line; as JSON, a line of the log too.
+    if (flags.requestLog !== 'json') throw failure;
+    say('error', `${failure.name === 'Error' ? '' : `${failure.name}: `}${failure.message}`);
+    process.exitCode = 1;
+  }
+}
+
+/** Starts the server, stops it on SIGTERM and SIGINT, and says when it is ready (unless it is stopping by then). */
+async function serveUntilReady(flags: ServeFlags, say: Say): Promise<void> {
   const apiKeys = flags.apiKey ?? (process.env.REASONPLUG_API_KEY ?? '').split(',').map((k) => k.trim()).filter(Boolean);
-  const registry = registryOptions(flags.registry, flags.registryToken);
-  const say = (text: string) => process.stderr.write(`${text}\n`);
+  const registry = registryOptions(flags);
   const { requestLog } = flags;
   const running = await startServer({
     engine: {
@@ -233,7 +322,7 @@ async function serve(flags: ServeFlags): Promise<void> {
       ...(flags.projector ? { projector: flags.projector } : {}),
       ...(flags.mode ? { mode: flags.mode } : {}),
       registry,
-      onProgress: progressLines((line) => say(`reasonplug serve: ${line}`)),
+      onProgress: progressLines((line) => say('info', line)),
       device: flags.device,
       ...(flags.threads ? { intraOpThreads: flags.threads } : {}),
       ...(flags.placement ? { placement: flags.placement } : {}),
@@ -252,7 +341,7 @@ async function serve(flags: ServeFlags): Promise<void> {
     ...(flags.corsOrigin ? { corsOrigins: flags.corsOrigin } : {}),
     ...(flags.allowedHost ? { allowedHosts: flags.allowedHost } : {}),
     ...tlsOptions(flags),
-    ...(requestLog !== 'off' ? { onRequest: (record: RequestRecord) => say(formatRequestRecord(record, requestLog)) } : {}),
+    ...(requestLog !== 'off' ? { onRequest: (record: RequestRecord) => process.stderr.write(`${formatRequestRecord(record, requestLog)}\n`) } : {}),
     host: flags.host,
     port: flags.port,
     maxBatch: flags.maxBatch,
@@ -266,27 +355,34 @@ async function serve(flags: ServeFlags): Promise<void> {
     ...(flags.thinkingBudget !== undefined ? { thinkingBudget: flags.thinkingBudget } : {}),
     ...(flags.toolCallSyntax !== 'auto' ? { toolCallSyntax: flags.toolCallSyntax } : {}),
   });
-  say(`reasonplug serve: listening on ${running.url} (loading ${flags.model})`);
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    say(`reasonplug serve: ${signal}: finishing running requests, then exiting`);
+    say('info', `${signal}: finishing running requests, then exiting`);
     running.close().then(
-      () => process.exit(0),
+      ({ cutOff }) => {
+        if (cutOff > 0) say('warn', `cut off ${cutOff} request${cutOff === 1 ? '' : 's'} after --shutdown-timeout (${flags.shutdownTimeout} s)`, { cutOff });
+        process.exit(0);
+      },
       (err: Error) => {
-        say(`reasonplug serve: ${err.message}`);
+        say('error', err.message);
         process.exit(1);
       },
     );
   };
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));
+  // (said once a signal stops it: whoever waits for this line may signal at once)
+  say('info', `listening on ${running.url} (loading ${flags.model})`, { url: running.url });
+  let info: ServedInfo;
   try {
-    await running.ready;
+    info = await running.ready;
   } catch (err) {
     await running.close();
     throw err;
   }
-  say(`reasonplug serve: ready; ${running.url}/v1 (${apiKeys.length ? 'API key required' : 'no API key'})`);
+  // Stopped while the model loaded: the server is not taking requests.
+  if (stopping) return;
+  say('info', ...readyLine(running.url, apiKeys.length > 0, info, settingsFrom(registry).cacheDir));
 }

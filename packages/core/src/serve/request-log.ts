@@ -19,7 +19,7 @@ export interface RequestRecord {
   ms: number;
   /** The client went away before the answer ended (its row stopped). */
   aborted: boolean;
-  /** The model the request named, for requests that ran the model. */
+  /** The model the request named (any request whose body named one, refused or not). */
   model?: string;
   /** Prompt tokens, for requests that ran the model. */
   promptTokens?: number;

@@ -11,7 +11,6 @@
  * path to its route, and shuts down.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { randomUUID } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import type { AddressInfo } from 'node:net';
@@ -19,6 +18,9 @@ import { Engine, type EngineOptions } from '../engine.js';
 import { PACKAGE_VERSION } from '../package-version.js';
 import { TextTokenizer } from '../tokenizer/tokenizer.js';
 import { resolveModelPath } from '../registry/resolve-model.js';
+import { pullModule, type PulledModule } from '../registry/pull.js';
+import type { RegistryOptions } from '../registry/settings.js';
+import { isLocalModelName } from '../modules/local-names.js';
 import { loadModuleDir } from '../modules/module-dir.js';
 import { ggufModuleName } from '../gguf/gguf-module.js';
 import { MANIFEST_FILE } from '../modules/manifest.js';
@@ -26,7 +28,7 @@ import { isOllamaRef, ollamaDisplayName } from '../modules/ollama-store.js';
 import type { ToolCallSyntax } from '../constrain/tool-syntax.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
 import type { TransferProgress } from '../registry/download.js';
-import { listener, type TlsFiles } from './listener.js';
+import { listener, type RefusedRequest, type TlsFiles } from './listener.js';
 import { Admission } from './admission.js';
 import { ApiKeys, usableApiKey } from './api-keys.js';
 import { sendError, sendJson } from './answer-writers.js';
@@ -41,9 +43,9 @@ import { ollamaServedName, ServedModels } from './models.js';
 import { OLLAMA_API_VERSION, OLLAMA_ROUTES, ollamaModels } from './ollama-routes.js';
 import { BodyReader } from './request-body.js';
 import type { RequestRecord } from './request-log.js';
-import { RequestRecords } from './request-records.js';
+import { newRequestId, refusedRecord, RequestRecords } from './request-records.js';
 import { KEEP_ALIVE_MS, RequestRunner } from './request-runner.js';
-import { parseChatRequest, parseCompletionRequest, parseDetokenizeRequest, parseEmbeddingsRequest, parseTokenizeRequest } from './requests.js';
+import { isObject, parseChatRequest, parseCompletionRequest, parseDetokenizeRequest, parseEmbeddingsRequest, parseTokenizeRequest } from './requests.js';
 import { ResponseItems } from './response-items.js';
 import { parseResponsesRequest } from './responses-request.js';
 import { parseMessagesRequest } from './messages-request.js';
@@ -110,7 +112,10 @@ export interface ServeOptions {
    * serve/cors.ts). Requests for other names get 403.
    */
   allowedHosts?: string[];
-  /** Called with each request's record when its answer ends (`reasonplug serve` writes it as a line; see request-log.ts). */
+  /**
+   * Called with each request's record when its answer ends, and with one for each request the HTTP parser refused
+   * before any route saw it (`reasonplug serve` writes each as a line; see request-log.ts).
+   */
   onRequest?: (record: RequestRecord) => void;
   /** Serve HTTPS with this PEM key and certificate (chain) instead of plain HTTP. */
   tls?: TlsFiles;
@@ -118,19 +123,30 @@ export interface ServeOptions {
   keepAliveMs?: number;
 }
 
+/** What a server loaded, as its `ready` gives it. */
+export interface ServedInfo {
+  /** The model ids it answers to, as `GET /v1/models` lists them: the backbone, its compositions, the aliases. */
+  models: string[];
+  /** Positions one request may use (prompt and reply). */
+  contextLength: number;
+  /** For a model given as a registry reference: the module it resolved to, its exact version and manifest digest. */
+  pulled?: Pick<PulledModule, 'version' | 'digest' | 'pinned'>;
+}
+
 /** A listening server. */
 export interface RunningServer {
   /** `http://host:port`. */
   readonly url: string;
-  /** Settles once the model is loaded (rejects when loading fails; the server then answers 503). */
-  readonly ready: Promise<void>;
+  /** Settles once the model is loaded, with what it serves (rejects when loading fails; the server then answers 503). */
+  readonly ready: Promise<ServedInfo>;
   /** The counters and histograms `/metrics` reports, live. */
   readonly metrics: ServerMetrics;
   /**
    * Stops accepting, refuses the requests still sending their bodies, finishes every admitted and queued request
-   * (those still running after `shutdownTimeoutMs` are cut off), frees the engine, closes the socket.
+   * (those still running after `shutdownTimeoutMs` are cut off, and given a moment for their records to be written),
+   * frees the engine, closes the socket. Settles with the number of requests cut off; a second call settles with the first.
    */
-  close(): Promise<void>;
+  close(): Promise<{ cutOff: number }>;
 }
 
 /** Starts the server: listens at once, loads the model behind it. */
@@ -168,6 +184,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   let active = 0;
   let idle: (() => void) | undefined;
 
+  const { onRequest } = options;
+  const onRefused = onRequest && ((refused: RefusedRequest) => onRequest(refusedRecord(refused)));
   const server = listener(options.tls, (req, res) => {
     const sent = requestPath(req.url);
     // llama.cpp's server answers the OpenAI routes without `/v1` too, for clients whose base URL leaves it out.
@@ -175,7 +193,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     // The request's id, a proxy's own where one sent it: OpenAI's SDKs read it as `x-request-id`, Anthropic's as
     // `request-id` (each gives it as `_request_id` for logs).
     const given = req.headers['x-request-id'];
-    const requestId = typeof given === 'string' && REQUEST_ID.test(given) ? given : `req_${randomUUID().replaceAll('-', '')}`;
+    const requestId = typeof given === 'string' && REQUEST_ID.test(given) ? given : newRequestId();
     res.setHeader('x-request-id', requestId);
     res.setHeader('request-id', requestId);
     // Anthropic's and Ollama's clients read their own error shapes.
@@ -185,8 +203,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       records.note(res, { error: error.message });
       sendError(res, error, dialect);
     });
-    if (options.onRequest) records.track(req, res, sent, requestId, answered, options.onRequest);
-  });
+    if (onRequest) records.track(req, res, sent, requestId, answered, onRequest);
+  }, onRefused);
 
   async function handle(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
     // First, so that a page allowed to call can read every answer, errors included (a Host refused too: a rebinding
@@ -228,7 +246,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     if (method === 'POST' && (path === '/tokenize' || path === '/detokenize')) {
       const l = servable(req);
       return counted(async () => {
-        const body = await bodies.readJson(req);
+        const body = await bodyOf(req, res);
         return path === '/tokenize' ? tokenize(l, parseTokenizeRequest(body), res) : detokenize(l, parseDetokenizeRequest(body), res);
       });
     }
@@ -249,12 +267,12 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       const listed = l.models.list().find((m) => m.id === id);
       return sendJson(res, 200, listed ?? { ...l.models.list()[0]!, id, parent: l.models.backbone, reasoners });
     }
-    if (method === 'POST' && path === '/v1/messages/count_tokens') return counted(async () => countTokens(l, await bodies.readJson(req), res));
+    if (method === 'POST' && path === '/v1/messages/count_tokens') return counted(async () => countTokens(l, await bodyOf(req, res), res));
     const endpoint =
       method === 'POST' ? ({ '/v1/chat/completions': chat, '/v1/completions': completion, '/v1/embeddings': embeddings, '/v1/responses': responses, '/v1/messages': messages } as const)[path] : undefined;
     if (endpoint) {
       return counted(async () => {
-        const body = await bodies.readJson(req);
+        const body = await bodyOf(req, res);
         if (endpoint === embeddings) return embeddings(l, parseEmbeddingsRequest(body), res);
         if (endpoint === responses) {
           const scope = apiKeys.itemScope(req);
@@ -280,7 +298,17 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     if (method === 'GET' && (path === '/api/tags' || path === '/api/ps')) return sendJson(res, 200, { models: await ollamaModels(l, path === '/api/ps') });
     const handler = method === 'POST' ? OLLAMA_ROUTES[path] : undefined;
     if (!handler) throw noRoute(req, path, " (this server answers Ollama's chat, generate, embed, embeddings, show, tags, ps and version)");
-    return counted(async () => handler(l, await bodies.readJson(req), res));
+    return counted(async () => handler(l, await bodyOf(req, res), res));
+  }
+
+  /**
+   * An API request's JSON body, the model it names noted on its record at once: a request refused before it runs (a
+   * model not served, a field wrong) is logged with the model it asked for, on every route.
+   */
+  async function bodyOf(req: IncomingMessage, res: ServerResponse): Promise<unknown> {
+    const body = await bodies.readJson(req);
+    if (isObject(body) && typeof body.model === 'string') records.note(res, { model: body.model });
+    return body;
   }
 
   /** Runs an API request's handling (its body read, its answer) among the requests a shutdown waits for. */
@@ -326,8 +354,9 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     options.engine.onProgress?.(p);
   };
   const ready = load({ ...options, engine: { ...options.engine, onProgress } }).then(
-    (l) => {
+    ({ pulled, ...l }): ServedInfo => {
       loaded = { ...l, options, runner };
+      return { models: l.models.list().map((m) => m.id), contextLength: l.contextLength, ...(pulled ? { pulled } : {}) };
     },
     (err: Error) => {
       loadError = err;
@@ -336,38 +365,51 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
   );
   ready.catch(() => {});
 
+  let closing: Promise<{ cutOff: number }> | undefined;
+  /** `close()`'s work, done once (see {@link RunningServer.close}). */
+  async function shutdown(): Promise<{ cutOff: number }> {
+    draining = true;
+    const deadline = new Promise<false>((r) => setTimeout(() => r(false), shutdownTimeoutMs).unref());
+    // Stop accepting; connections kept alive are closed once they are idle.
+    const closed = new Promise<void>((r) => server.close(() => r()));
+    server.closeIdleConnections();
+    // A request whose body is still arriving would hold the shutdown for as long as its client trickles it.
+    bodies.refuseAll();
+    const finished = active === 0 || (await Promise.race([new Promise<true>((r) => (idle = () => r(true))), deadline]));
+    // Past the deadline the requests left are cut off: their rows stop at their next step.
+    const cutOff = finished ? 0 : active;
+    if (!finished) server.closeAllConnections();
+    server.closeIdleConnections();
+    await records.written(RECORDS_AFTER_CUT_OFF_MS);
+    // The engine is given what is left of the deadline: a batch thread held by one long step (a grammar's compile)
+    // would hold the shutdown past the end of every request. (The CLI then exits; a library's process keeps the
+    // engine's dispose going, which ends its worker once that step is done, or a minute on.)
+    await Promise.race([ready.then(() => loaded!.engine.dispose(), () => {}), deadline]);
+    server.closeAllConnections();
+    await closed;
+    return { cutOff };
+  }
+
   return {
     url: `${options.tls ? 'https' : 'http'}://${host}:${address.port}`,
     ready,
     metrics,
-    async close() {
-      if (draining) return;
-      draining = true;
-      const deadline = new Promise<false>((r) => setTimeout(() => r(false), shutdownTimeoutMs).unref());
-      // Stop accepting; connections kept alive are closed once they are idle.
-      const closed = new Promise<void>((r) => server.close(() => r()));
-      server.closeIdleConnections();
-      // A request whose body is still arriving would hold the shutdown for as long as its client trickles it.
-      bodies.refuseAll();
-      const finished = active === 0 || (await Promise.race([new Promise<true>((r) => (idle = () => r(true))), deadline]));
-      // Past the deadline the requests left are cut off: their rows stop at their next step.
-      if (!finished) server.closeAllConnections();
-      server.closeIdleConnections();
-      // The engine is given what is left of the deadline: a batch thread held by one long step (a grammar's compile)
-      // would hold the shutdown past the end of every request. (The CLI then exits; a library's process keeps the
-      // engine's dispose going, which ends its worker once that step is done, or a minute on.)
-      await Promise.race([ready.then(() => loaded!.engine.dispose(), () => {}), deadline]);
-      server.closeAllConnections();
-      await closed;
+    close() {
+      closing ??= shutdown();
+      return closing;
     },
   };
 }
 
-/** Loads the engine, names the backbone, and finds the tokenizer chat prompts are rendered with. */
-async function load(options: ServeOptions): Promise<Loaded> {
+/**
+ * Loads the engine, names the backbone, and finds the tokenizer chat prompts are rendered with; for a registry
+ * reference, what it resolved to too.
+ */
+async function load(options: ServeOptions): Promise<Loaded & Pick<ServedInfo, 'pulled'>> {
   const { engine: engineOptions } = options;
   const { registry, onProgress } = engineOptions;
   const model = await resolveModelPath(engineOptions.model, onProgress ? { ...registry, onProgress } : registry, engineOptions.ggufKvCache ? { kvCache: engineOptions.ggufKvCache } : undefined);
+  const pulled = await pulledAs(engineOptions.model, model, registry);
   // The engine batches as many rows as the server lets requests in (its own default is 8), unless told otherwise.
   // (the name it was resolved from: an Ollama model's defaults are in its manifest)
   const engine = await Engine.load({ ...(options.maxBatch !== undefined ? { maxBatch: options.maxBatch } : {}), ...engineOptions, model, modelSource: engineOptions.modelSource ?? engineOptions.model });
@@ -380,12 +422,30 @@ async function load(options: ServeOptions): Promise<Loaded> {
     const name = options.name ?? ollamaName ?? (isDir ? await ggufModuleName(engineOptions.model, abs) : undefined) ?? manifest?.name ?? basename(engineOptions.model).replace(/\.(onnx|gguf)$/i, '');
     const models = new ServedModels(name, engine.info.reasoners.map((r) => r.name), options.aliases, engine.info.contextLength);
     const tokenizer = engine.info.tokenizer && (await TextTokenizer.fromDirectory(engine.info.tokenizer.dir));
-    return { engine, models, ...(tokenizer ? { tokenizer } : {}), contextLength: engine.info.contextLength ?? 2048 };
+    return { engine, models, ...(tokenizer ? { tokenizer } : {}), contextLength: engine.info.contextLength ?? 2048, ...(pulled ? { pulled } : {}) };
   } catch (err) {
     await engine.dispose();
     throw err;
   }
 }
+
+/**
+ * What the registry reference `spec` resolved to, `dir` in the cache: read back from the cache it was just pulled
+ * into (its version refs resolve a range there too); undefined for a model that is no registry reference (a path, a
+ * model another tool keeps, a GGUF file converted), which no offline pull of it finds as that directory.
+ */
+async function pulledAs(spec: string, dir: string, registry: RegistryOptions | undefined): Promise<ServedInfo['pulled']> {
+  if (dir === spec || isLocalModelName(spec)) return undefined;
+  // (only to say what loaded: a reference the cache cannot answer so is named without them)
+  const pulled = await pullModule(spec, { ...registry, offline: true }).catch(() => undefined);
+  return pulled?.dir === dir ? { version: pulled.version, digest: pulled.digest, pinned: pulled.pinned } : undefined;
+}
+
+/**
+ * Milliseconds a shutdown waits, once it has cut requests off, for their handlers to end and their records to be
+ * written: a row stops at its next step, well within this (a handler still running after it goes unrecorded).
+ */
+const RECORDS_AFTER_CUT_OFF_MS = 1_000;
 
 /** Seconds a client is asked to wait (`Retry-After`) while the model loads. */
 const LOADING_RETRY_SECONDS = 5;
