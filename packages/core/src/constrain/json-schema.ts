@@ -52,8 +52,10 @@ const NUMERIC = ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', '
 /**
  * What one schema may ask the grammar compiler for. XGrammar's compile runs on the generation thread, stalling every
  * other request meanwhile, and grows faster than the schema: on a 152k vocabulary 8,000 enum integers took 1.5 s,
- * 30,000 many seconds; 200 optional properties of one object 2 s, 400 8 s. Within these a schema compiles in about half
- * a second there; beyond them it is refused before the compile.
+ * 30,000 many seconds; 200 optional properties of one object 2 s, 400 8 s; on a 32k one (CPU time) 500 required
+ * properties 0.7 s, 1,000 2.5 s, 1,600 6.3 s, in one object or spread over ten. Within the value limits a schema
+ * compiles in about half a second on the large vocabulary; within the property ones in at most 2.2 s on the small one
+ * (five objects of 100 optional properties). Beyond them it is refused before the compile.
  */
 export const SCHEMA_LIMITS = {
   /** `enum` and `const` values, across the schema. */
@@ -62,6 +64,14 @@ export const SCHEMA_LIMITS = {
   valueChars: 32 * 1024,
   /** Properties of one object that `required` does not name. */
   optionalProperties: 100,
+  /** Declared properties (`properties`' keys), across the schema's objects (OpenAI's strict mode takes 5,000). */
+  properties: 500,
+  /**
+   * Levels of subschemas (a property's, an item's, a combinator's branch, a `$ref`'s target) from the root, `$ref`s
+   * opened where they stand. XGrammar 0.1.27's compile ran out of its WebAssembly memory ("memory access out of
+   * bounds") at 54 nested objects and at 40 objects linked by `$ref`s (80 levels here).
+   */
+  depth: 32,
 } as const;
 
 /** A schema ready to compile, and the grammar rules its placeholders stand for. */
@@ -174,6 +184,17 @@ function checkObjectKeywords(s: Record<string, unknown>, path: string): void {
   }
 }
 
+/** The subschemas a level below a schema's own (the definitions in `$defs` are reached through `$ref`s instead). */
+function* nested(s: Record<string, unknown>): Generator<unknown> {
+  for (const key of [...ONE, 'additionalItems']) if (isObject(s[key])) yield s[key];
+  for (const key of ['properties', 'patternProperties']) if (isObject(s[key])) yield* Object.values(s[key] as object);
+  // (`items` as a list is an older draft's tuple)
+  for (const key of [...LIST, 'items']) if (Array.isArray(s[key])) yield* s[key] as unknown[];
+}
+
+const tooDeep = (path: string, how: string) =>
+  new ConstraintError(`JSON Schema at ${path}${how} nests more than ${SCHEMA_LIMITS.depth} levels deep (each property, item, combinator branch and $ref target is a level), the most one schema may nest`);
+
 /** Refuses an object with more optional properties than {@link SCHEMA_LIMITS} allows (XGrammar's compile grows as their square). */
 function checkOptionalProperties(s: Record<string, unknown>, path: string): void {
   if (!isObject(s.properties)) return;
@@ -266,9 +287,43 @@ export function prepareJsonSchema(schema: unknown): PreparedSchema {
   // find field 0"). Each target is copied under a plain name into the root's `$defs`.
   const aliases = new Map<string, string>();
   const aliased: Record<string, unknown> = {};
-  const listed = { values: 0, chars: 0 };
+  const listed = { values: 0, chars: 0, properties: 0 };
   const draft2020 = isDraft2020(schema);
-  const visit = (node: unknown, path: string): unknown => {
+  // The levels each `$ref` target nests below itself, kept for each place that opens it. A `$ref` to a schema it is
+  // within (`open`) opens nothing: the grammar refers to that schema's rule there, a recursion.
+  const heights = new Map<unknown, number>();
+  const open = new Set<unknown>();
+  /** The levels below `target`, exact up to `room`; past it a number above `room` (refused, so a cut count is never reused). */
+  const below = (target: unknown, room: number): number => {
+    if (!isObject(target) || open.has(target)) return 0;
+    let known = heights.get(target);
+    if (known === undefined) {
+      open.add(target);
+      known = height(target, room);
+      open.delete(target);
+      heights.set(target, known);
+    }
+    return known;
+  };
+  /** The same for a schema within a target, whose `$ref` (if any) is a level below it, as are its subschemas. */
+  const height = (node: Record<string, unknown>, room: number): number => {
+    if (room < 0) return 0;
+    let most = typeof node.$ref === 'string' ? 1 + below(lookupLocalRef(node.$ref, schema), room - 1) : 0;
+    for (const child of nested(node)) {
+      if (most > room) break;
+      most = Math.max(most, 1 + (isObject(child) ? height(child, room - 1) : 0));
+    }
+    return most;
+  };
+  const visit = (node: unknown, path: string, depth: number): unknown => {
+    // (before anything walks the node: deeper, such a schema also ran these walks out of the JavaScript stack)
+    if (depth > SCHEMA_LIMITS.depth) throw tooDeep(path, '');
+    open.add(node);
+    const out = prepare(node, path, depth);
+    open.delete(node);
+    return out;
+  };
+  const prepare = (node: unknown, path: string, depth: number): unknown => {
     if (node === false && path === '#') throw new ConstraintError('JSON Schema at # is false: it admits no value');
     if (typeof node === 'boolean') return node;
     if (!node || typeof node !== 'object' || Array.isArray(node)) {
@@ -285,17 +340,23 @@ export function prepareJsonSchema(schema: unknown): PreparedSchema {
         throw new ConstraintError(`JSON Schema keyword "$ref" at ${path}: ${JSON.stringify(s.$ref)} cannot be resolved; only JSON pointers into this schema (#/$defs/name) are followed`);
       }
       if (target === false) throw new ConstraintError(`JSON Schema keyword "$ref" at ${path}: ${JSON.stringify(s.$ref)} points at a false schema (it admits no value)`);
+      const room = SCHEMA_LIMITS.depth - depth - 1;
+      if (below(target, room) > room) throw tooDeep(path, `, its "$ref" ${JSON.stringify(s.$ref)} opened there,`);
       if (!FOLLOWED_REF.test(s.$ref as string)) {
         ref = aliases.get(s.$ref as string);
         if (ref === undefined) {
           ref = `__reasonplug_ref_${aliases.size}`;
           aliases.set(s.$ref as string, ref);
-          aliased[ref] = visit(target, s.$ref as string);
+          aliased[ref] = visit(target, s.$ref as string, depth + 1);
         }
       }
     }
     checkObjectKeywords(s, path);
     checkOptionalProperties(s, path);
+    if (isObject(s.properties)) {
+      listed.properties += Object.keys(s.properties).length;
+      if (listed.properties > SCHEMA_LIMITS.properties) throw new ConstraintError(`JSON Schema at ${path}: the schema declares more than ${SCHEMA_LIMITS.properties} object properties (${listed.properties} by here), the most one schema may declare`);
+    }
     for (const key of Object.keys(s)) {
       if (key in UNENFORCEABLE) throw new ConstraintError(`JSON Schema keyword "${key}" at ${path} cannot be enforced: ${UNENFORCEABLE[key]}`);
     }
@@ -352,13 +413,13 @@ export function prepareJsonSchema(schema: unknown): PreparedSchema {
       delete out.format;
       out.pattern = FORMAT_PATTERNS[s.format];
     }
-    for (const key of ONE) if (key in s && typeof s[key] === 'object' && !Array.isArray(s[key])) out[key] = visit(s[key], `${path}/${key}`);
+    for (const key of ONE) if (key in s && typeof s[key] === 'object' && !Array.isArray(s[key])) out[key] = visit(s[key], `${path}/${key}`, depth + 1);
     for (const key of MAP) {
       if (s[key] && typeof s[key] === 'object') {
-        out[key] = Object.fromEntries(Object.entries(s[key] as object).map(([k, v]) => [k, visit(v, `${path}/${key}/${k}`)]));
+        out[key] = Object.fromEntries(Object.entries(s[key] as object).map(([k, v]) => [k, visit(v, `${path}/${key}/${k}`, depth + 1)]));
       }
     }
-    for (const key of LIST) if (Array.isArray(s[key])) out[key] = (s[key] as unknown[]).map((x, i) => visit(x, `${path}/${key}/${i}`));
+    for (const key of LIST) if (Array.isArray(s[key])) out[key] = (s[key] as unknown[]).map((x, i) => visit(x, `${path}/${key}/${i}`, depth + 1));
     if (ref !== undefined) out.$ref = `#/$defs/${ref}`;
     if (out.properties && typeof out.properties === 'object' && Object.keys(out.properties).some((k) => NEEDS_ESCAPE.test(k))) {
       const renamed = new Map<string, string>();
@@ -387,7 +448,7 @@ export function prepareJsonSchema(schema: unknown): PreparedSchema {
     // With a type list, the bounded number is one branch and the other types another.
     return others.length ? { anyOf: [{ const: key }, { ...rest, type: others }] } : { ...rest, const: key };
   };
-  const prepared = visit(schema, '#');
+  const prepared = visit(schema, '#', 0);
   if (aliases.size === 0 || !isObject(prepared)) return { schema: prepared as JsonSchema, rules };
   return { schema: { ...prepared, $defs: { ...(isObject(prepared.$defs) ? prepared.$defs : {}), ...aliased } } as JsonSchema, rules };
 }
