@@ -16,6 +16,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { Level, Logger } from 'pino';
+import type { ListeningRegistry } from './server.js';
 import type { StorageDriver } from './storage/driver.js';
 
 /**
@@ -52,8 +53,9 @@ function notStarted(err: unknown, openFiles: number | undefined): never {
 // The modules the commands run on are loaded rather than imported so that a failure to load them can be explained.
 // The limit is read first: once the loader has used up the descriptors, /proc/self/limits could not be opened either.
 const openFiles = openFilesLimit();
-const [{ pino }, { TokenStore }, { collectGarbage }, { openRegistry }, { createRegistryServer }, { probeStorage }, { FilesystemStorage }] = await Promise.all([
+const [{ pino, destination }, { errorFields }, { TokenStore }, { collectGarbage }, { openRegistry }, { createRegistryServer }, { probeStorage }, { FilesystemStorage }] = await Promise.all([
   import('pino'),
+  import('./http/log-fields.js'),
   import('./auth/tokens.js'),
   import('./registry/garbage.js'),
   import('./registry/registry.js'),
@@ -188,7 +190,10 @@ async function serve(flags: Flags, args: string[]): Promise<void> {
   if (flags['no-anonymous-pull'] && !flags.auth) throw new UsageError('--no-anonymous-pull needs --auth: without it anyone may pull and push');
   const storage = await storageOf(flags);
   await reachable(storage, flags);
-  const logger = pino({ level });
+  // The server logs errors through this serializer anyway; the process-wide last line (below) needs it too.
+  // Written as logged: pino's default buffers while a write is under way, and what it then flushes as the process
+  // exits (after a shutdown, an uncaught exception) lands before the line still being written, or is lost.
+  const logger = pino({ level, serializers: { err: errorFields } }, destination({ dest: 1, sync: true }));
   const server = createRegistryServer({
     storage,
     ...(flags.auth ? { auth: { tokens: new TokenStore(storage), anonymousPull: !flags['no-anonymous-pull'] } } : {}),
@@ -199,10 +204,29 @@ async function serve(flags: Flags, args: string[]): Promise<void> {
   if (!flags.auth) logger.warn('no --auth: anyone who can reach this address can push');
   lastLine(logger);
   const listening = await server.listen(port, flags.host);
-  // A handler stuck on an unresponsive backend must not hold the process: exit after a grace period.
-  const stop = () => void Promise.race([listening.close(), sleep(10_000)]).then(() => process.exit(0));
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+  const stop = (signal: NodeJS.Signals) => {
+    // A second signal ends the process at once (Node's default), for an operator who will not wait.
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+    void shutdown(listening, logger, signal);
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+}
+
+/** Requests running when a signal comes have this long to finish (a blob upload cut mid-body starts over). */
+const GRACE_MS = 10_000;
+/** Then the handlers of the requests cut have this long to settle: one stuck on an unresponsive backend must not hold the process. */
+const SETTLE_MS = 5_000;
+
+/** Drains and closes the server, logging the signal, what was running and the end, then exits. */
+async function shutdown(listening: ListeningRegistry, logger: Logger, signal: NodeJS.Signals): Promise<void> {
+  const requests = listening.openRequests;
+  logger.info({ signal, requests, graceMs: GRACE_MS }, `${signal}: draining ${requests} requests`);
+  const closed = listening.close({ graceMs: GRACE_MS }).then(() => true);
+  if (await Promise.race([closed, sleep(GRACE_MS + SETTLE_MS).then(() => false)])) logger.info('shutdown complete');
+  else logger.warn({ settleMs: SETTLE_MS }, `shutdown: handlers still running ${SETTLE_MS} ms after their requests were cut; exiting anyway`);
+  process.exit(0);
 }
 
 /**

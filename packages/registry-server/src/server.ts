@@ -8,7 +8,9 @@ import { openRegistry } from './registry/registry.js';
 import { probeStorage, type StorageDriver } from './storage/driver.js';
 import { Access, type AuthConfig, type Caller } from './http/access.js';
 import { discovery, resolve, search } from './http/extension-handlers.js';
+import { errorFields } from './http/log-fields.js';
 import { containStreamErrors, errorBody, identify, notFound, requestLog } from './http/middleware.js';
+import { OpenRequests } from './http/open-requests.js';
 import { repositoryRoutes } from './http/repository-routes.js';
 import { listCatalog } from './http/tags-handler.js';
 import type { Services } from './http/services.js';
@@ -22,7 +24,10 @@ export interface RegistryServerOptions {
   auth?: AuthConfig;
   /** Largest manifest accepted, in bytes (default 4 MiB); a larger push gets 413. */
   maxManifestBytes?: number;
-  /** Receives one structured line per request (default: silent). */
+  /**
+   * Receives one structured line per request (default: silent). Errors are logged through a serializer of its
+   * own (name, message, stack, code, status, an AWS SDK error's request id), not the logger's.
+   */
   logger?: Logger;
   /**
    * Upload sessions started longer ago than this many ms are purged, at start and then daily (default
@@ -37,8 +42,14 @@ export interface RegistryServerOptions {
 export interface ListeningRegistry {
   /** e.g. `http://127.0.0.1:5000` */
   url: string;
-  /** Stops listening and cuts open connections; resolves once running handlers and maintenance have settled. */
-  close(): Promise<void>;
+  /** Requests being answered now. */
+  readonly openRequests: number;
+  /**
+   * Stops listening and closes idle connections, gives the requests being answered up to `graceMs` (default 0)
+   * to finish, then cuts the connections left; resolves once running handlers and maintenance have settled.
+   * Throws a RangeError unless `graceMs` is a finite number of ms, 0 or more.
+   */
+  close(opts?: { graceMs?: number }): Promise<void>;
 }
 
 /** A registry built by {@link createRegistryServer}, not listening yet. */
@@ -111,10 +122,10 @@ async function ready(storage: StorageDriver, res: Response, logger: Logger): Pro
  */
 export function createRegistryServer(opts: RegistryServerOptions): RegistryServer {
   checkOptions(opts);
-  const logger = opts.logger ?? pino({ level: 'silent' });
+  const logger = (opts.logger ?? pino({ level: 'silent' })).child({}, { serializers: { err: errorFields } });
   const s: Services = {
     ...openRegistry(opts.storage),
-    access: new Access(opts.auth),
+    access: new Access(opts.auth, opts.storage),
     maxManifestBytes: opts.maxManifestBytes ?? DEFAULT_MAX_MANIFEST,
     logger,
   };
@@ -130,11 +141,13 @@ export function createRegistryServer(opts: RegistryServerOptions): RegistryServe
       work.then(settled, settled);
       return work; // Express turns a rejection into the error answer
     };
+  const open = new OpenRequests();
   const maintenance = new Maintenance(opts.storage, s.uploads, opts.uploadMaxAgeMs ?? DEFAULT_UPLOAD_MAX_AGE_MS, logger);
 
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
+  app.use(open.track);
   app.use(containStreamErrors(logger));
   app.use(requestLog(logger));
   app.use((_req, res, next) => {
@@ -184,11 +197,20 @@ export function createRegistryServer(opts: RegistryServerOptions): RegistryServe
           maintenance.start();
           resolveListen({
             url,
-            close: async () => {
-              await new Promise<void>((done) => {
-                server.close(() => done());
-                server.closeAllConnections();
-              });
+            get openRequests() {
+              return open.size;
+            },
+            close: async ({ graceMs = 0 } = {}) => {
+              if (!(Number.isFinite(graceMs) && graceMs >= 0)) throw new RangeError(`graceMs must be a finite number of ms, 0 or more (got ${graceMs})`);
+              // Stops accepting; Node closes the connections idle now, and each answer from here on closes its own.
+              const closed = new Promise<void>((done) => server.close(() => done()));
+              if (!(await open.drain(graceMs))) {
+                const cut = open.markCut();
+                logger.warn({ requests: cut, graceMs }, `shutdown: cutting ${cut.length} requests still running after the grace period`);
+              }
+              // What is left: connections kept alive past their last answer, and those of the requests just cut.
+              server.closeAllConnections();
+              await closed;
               await Promise.allSettled([...inflight]);
               await maintenance.stop();
             },

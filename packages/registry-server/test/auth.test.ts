@@ -173,6 +173,38 @@ describe('authentication and scopes', function () {
     expect(JSON.stringify(logLines)).to.not.include(token);
   });
 
+  it('logs credentials that do not verify as warnings, with why and the token id, never the secret; no credentials as an ordinary challenge', async () => {
+    const c = await start(false);
+    const { token, record } = await tokens.create({ scopes: ['pull:**'] });
+    const revoked = (await tokens.create({ scopes: ['pull:**'] })).token;
+    await tokens.revoke(revoked.split('_')[1]!);
+    const wrongSecret = `rpr_${record.id}_${'ab'.repeat(32)}`;
+    const tries: [string, string | undefined][] = [
+      ['none', undefined],
+      ['wrong', bearer(wrongSecret)],
+      ['revoked', bearer(revoked)],
+      ['guess', basic('mallory', 'rpr_0123456789abcdef_GUESS')],
+      ['scheme', 'Token abc'],
+      ['right', bearer(token)],
+    ];
+    for (const [repo, auth] of tries) {
+      const res = await (auth ? c.as(auth) : c).request('GET', `/v2/${repo}/x/tags/list`);
+      expect(res.status, repo).to.equal(repo === 'right' ? 404 : 401);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const lines = logLines.filter((l) => l.msg === 'request');
+    expect(lines.map((l) => [(l.url as string).split('/')[2], l.level, l.status, l.token, l.authFailure])).to.deep.equal([
+      ['none', 30, 401, null, undefined],
+      ['wrong', 40, 401, record.id, 'wrong secret'],
+      ['revoked', 40, 401, revoked.split('_')[1], 'unknown or revoked token'],
+      ['guess', 40, 401, '0123456789abcdef', 'malformed credentials'],
+      ['scheme', 40, 401, null, 'malformed credentials'],
+      ['right', 30, 404, record.id, undefined],
+    ]);
+    const logged = JSON.stringify(logLines);
+    for (const secret of [wrongSecret, revoked, token].map((t) => t.split('_')[2]!).concat('GUESS')) expect(logged).to.not.include(secret);
+  });
+
   it('keeps tokens in S3 storage too, shared by replicas', async () => {
     const s3 = await s3Driver.open();
     const { token } = await new TokenStore(s3.storage).create({ scopes: ['pull:**'] });

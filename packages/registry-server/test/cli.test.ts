@@ -66,6 +66,30 @@ describe('reasonplug-registry CLI', function () {
     }
   });
 
+  it('on SIGTERM says so, lets a request in flight finish, and says when it is done', async () => {
+    const server = await serveCli('--data', await scratch('cli-drain'));
+    const c = new Client(server.url);
+    const location = (await c.request('POST', '/v2/acme/drain/blobs/uploads/')).headers.get('location')!;
+    let sent = 0;
+    const body = (async function* () {
+      for (; sent < 6; sent++) {
+        if (sent > 0) await new Promise((resolve) => setTimeout(resolve, 250));
+        yield Buffer.alloc(1000, 'x');
+      }
+    })();
+    const patched = c.request('PATCH', location, { body, headers: { 'content-type': 'application/octet-stream' } });
+    while (sent < 2) await new Promise((resolve) => setTimeout(resolve, 10)); // the request is under way
+    const stopped = server.stop();
+    expect((await patched).status).to.equal(202);
+    expect(await stopped).to.equal(0);
+    const lines = server.log.filter((l) => l.msg !== 'maintenance' && l.method !== 'POST').map((l) => [l.level, l.msg, l.method ?? l.signal, l.status ?? l.requests]);
+    expect(lines.slice(-3)).to.deep.equal([
+      [30, 'SIGTERM: draining 1 requests', 'SIGTERM', 1],
+      [30, 'request', 'PATCH', 202],
+      [30, 'shutdown complete', undefined, undefined],
+    ]);
+  });
+
   it('explains its usage on bad input', async () => {
     const bad = await registryCli('token', 'create', '--scope', 'admin:*');
     expect(bad.code).to.equal(1);

@@ -1,10 +1,13 @@
 /**
  * What an operator relies on: the request log's status and byte counts, the log level and answer of a storage
- * fault (a full disk), and the probes an orchestrator uses (`/healthz`, `/readyz`).
+ * fault (a full disk), secrets kept out of the log, a shutdown that drains, and the probes an orchestrator uses
+ * (`/healthz`, `/readyz`).
  */
 import { expect } from 'chai';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { createWriteStream, existsSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -83,6 +86,114 @@ describe('the request log', function () {
     expect((await exchange).status).to.equal(undefined);
     await sleep(50);
     expect(requests('PATCH').map((l) => [l.status, l.bytesIn, l.completed])).to.deep.equal([[null, 1000, false]]);
+  });
+
+  it("redacts query parameters other than the protocol's (a token sent as ?access_token=)", async () => {
+    const { registry, c, requests } = await loggedRegistry(new FilesystemStorage(await scratch('log-query')));
+    try {
+      await c.request('GET', '/v2/acme/logs/tags/list?access_token=SECRET-1&n=5&last=a%2Fb');
+      await c.request('GET', '/v2/_reasonplug/search?task=math&kind=logit-reasoner&rpr_0123456789abcdef_SECRET-2');
+      await c.request('GET', '/v2/_reasonplug/resolve?name=acme/logs&range=%5E1&sig=SECRET-3');
+      await sleep(50);
+      expect(requests('GET').map((l) => l.url)).to.deep.equal([
+        '/v2/acme/logs/tags/list?access_token=[REDACTED]&n=5&last=a%2Fb',
+        '/v2/_reasonplug/search?task=math&kind=logit-reasoner&[REDACTED]',
+        '/v2/_reasonplug/resolve?name=acme/logs&range=%5E1&sig=[REDACTED]',
+      ]);
+    } finally {
+      await registry.close();
+    }
+  });
+});
+
+describe('a shutdown', function () {
+  this.timeout(20_000);
+
+  /** A chunked body of `pieces` 1000-byte chunks, one every `everyMs`. */
+  async function* slowBody(pieces: number, everyMs: number) {
+    for (let i = 0; i < pieces; i++) {
+      if (i > 0) await sleep(everyMs);
+      yield Buffer.alloc(1000, 'x');
+    }
+  }
+
+  async function untilOpen(registry: { openRequests: number }, n: number) {
+    while (registry.openRequests !== n) await sleep(10);
+  }
+
+  it('lets a request in flight finish within the grace period, not held by an idle kept-alive connection', async () => {
+    const { registry, c, requests } = await loggedRegistry(new FilesystemStorage(await scratch('drain')));
+    const location = (await c.request('POST', '/v2/acme/drain/blobs/uploads/')).headers.get('location')!;
+    // A connection kept alive after its answer, idle when the shutdown starts.
+    const idle = rawExchange(registry.url, { send: [`GET /healthz HTTP/1.1\r\nHost: ${new URL(registry.url).host}\r\n\r\n`], then: 'keep', timeoutMs: 10_000 });
+    const patched = c.request('PATCH', location, { body: slowBody(5, 200), headers: { 'content-type': 'application/octet-stream' } });
+    await untilOpen(registry, 1);
+    await sleep(100); // the idle connection's answer is out
+    const started = Date.now();
+    await registry.close({ graceMs: 8000 });
+    expect(Date.now() - started).to.be.below(4000);
+    expect((await patched).status).to.equal(202);
+    expect((await idle).status).to.equal(200);
+    await sleep(50);
+    expect(requests('PATCH').map((l) => [l.status, l.bytesIn, l.completed])).to.deep.equal([[202, 5000, true]]);
+  });
+
+  it('cuts what still runs after the grace period, saying so, and does not blame the client', async () => {
+    const { registry, c, lines, requests } = await loggedRegistry(new FilesystemStorage(await scratch('drain-cut')));
+    const location = (await c.request('POST', '/v2/acme/drain/blobs/uploads/')).headers.get('location')!;
+    const head = `PATCH ${location} HTTP/1.1\r\nHost: ${new URL(registry.url).host}\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n`;
+    const exchange = rawExchange(registry.url, { send: [head, Buffer.alloc(1000, 'x')], then: 'keep', timeoutMs: 10_000 });
+    await untilOpen(registry, 1);
+    const started = Date.now();
+    await registry.close({ graceMs: 500 });
+    expect(Date.now() - started).to.be.at.least(490);
+    expect((await exchange).status).to.equal(undefined);
+    await sleep(50);
+    const warnings = lines.filter((l) => (l.level as number) >= 40);
+    expect(warnings.map((l) => [l.level, l.msg, l.requests])).to.deep.equal([
+      [40, 'shutdown: cutting 1 requests still running after the grace period', [`PATCH ${location}`]],
+    ]);
+    expect(requests('PATCH').map((l) => [l.status, l.bytesIn, l.completed])).to.deep.equal([[null, 1000, false]]);
+  });
+});
+
+describe('errors in the log', function () {
+  this.timeout(20_000);
+
+  it("keep an S3 error's name, message, code and request id, not the signing details S3 echoes back", async () => {
+    // An S3 endpoint refusing every request as real S3 does a wrong secret key: its error names the key id and
+    // echoes the signature, the string to sign and the canonical request.
+    const s3 = createServer((req, res) => {
+      const body =
+        '<?xml version="1.0" encoding="UTF-8"?><Error><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match the signature you provided.</Message>' +
+        `<AWSAccessKeyId>AKIAFAKEKEYID0000000</AWSAccessKeyId><StringToSign>AWS4-HMAC-SHA256 x</StringToSign><SignatureProvided>${'ab'.repeat(32)}</SignatureProvided>` +
+        `<CanonicalRequest>GET / ${req.headers.authorization}</CanonicalRequest><RequestId>REQ-1</RequestId></Error>`;
+      res.writeHead(403, { 'content-type': 'application/xml', 'x-amz-request-id': 'REQ-1' }).end(body);
+    });
+    await new Promise<void>((done) => s3.listen(0, '127.0.0.1', done));
+    const endpoint = `http://127.0.0.1:${(s3.address() as AddressInfo).port}`;
+    const { registry, c, lines } = await loggedRegistry(s3Storage(endpoint, 'p/'));
+    try {
+      expect((await c.request('GET', '/readyz')).status).to.equal(503);
+      expect((await c.request('GET', '/v2/acme/x/manifests/latest')).status).to.equal(500);
+      await sleep(50);
+      const failed = lines.filter((l) => ['maintenance failed', 'not ready: storage failed', 'request failed'].includes(l.msg as string));
+      expect(failed.map((l) => l.msg).sort()).to.deep.equal(['maintenance failed', 'not ready: storage failed', 'request failed']);
+      for (const l of failed) {
+        const { stack, ...err } = l.err as Record<string, unknown>;
+        expect(stack, l.msg as string).to.match(/^SignatureDoesNotMatch: /);
+        expect(err, l.msg as string).to.deep.equal({
+          type: 'SignatureDoesNotMatch',
+          message: 'The request signature we calculated does not match the signature you provided.',
+          $metadata: { requestId: 'REQ-1', httpStatusCode: 403 },
+        });
+      }
+      const logged = JSON.stringify(lines);
+      for (const secret of ['AKIAFAKEKEYID0000000', 'ab'.repeat(32), 'StringToSign', 'CanonicalRequest', 'Credential=']) expect(logged).to.not.include(secret);
+    } finally {
+      await registry.close();
+      s3.close();
+    }
   });
 });
 

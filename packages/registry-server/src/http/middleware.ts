@@ -3,12 +3,17 @@ import type { ErrorRequestHandler, Request, RequestHandler, Response } from 'exp
 import type { Logger } from 'pino';
 import { RegistryError } from '../errors.js';
 import { InvalidKeyError } from '../storage/driver.js';
-import type { Access, Caller } from './access.js';
+import type { Access, AuthFailure, Caller } from './access.js';
+import { loggedUrl } from './log-fields.js';
+import { cutByShutdown } from './open-requests.js';
 
 /**
  * One structured log line per request, written when the response closes (finished or aborted). `status` is null
  * when no response was sent (the connection ended first): no code was answered, and nginx's 499 would say the
- * client hung up, which a server shutting down, or an error that cut the connection, does as well.
+ * client hung up, which a server shutting down, or an error that cut the connection, does as well. Credentials
+ * that did not verify make it a warning with `authFailure` (why) and `token` (the id they named, if any), as
+ * OWASP asks of authentication failures. Query parameters other than the protocol's are redacted: a client may
+ * put a token there.
  */
 export function requestLog(logger: Logger): RequestHandler {
   return (req, res, next) => {
@@ -19,14 +24,16 @@ export function requestLog(logger: Logger): RequestHandler {
     res.once('close', () =>
       guarded(logger, 'request log', () => {
         const caller = res.locals.caller as Caller;
-        logger.info(
+        const failure = res.locals.authFailure as AuthFailure | undefined;
+        logger[failure ? 'warn' : 'info'](
           {
             method: req.method,
-            url: req.originalUrl,
+            url: loggedUrl(req.originalUrl),
             status: res.headersSent ? res.statusCode : null,
             ms: Number(process.hrtime.bigint() - started) / 1e6,
             user: caller?.user ?? null,
-            token: caller?.tokenId ?? null,
+            token: caller?.tokenId ?? failure?.tokenId ?? null,
+            ...(failure ? { authFailure: failure.reason } : {}),
             bytesIn: bytes.in,
             // Node sends no body for HEAD, whatever a handler writes.
             bytesOut: req.method === 'HEAD' ? 0 : bytes.out,
@@ -83,7 +90,7 @@ function countBodies(req: Request, res: Response): { in: number; out: number } {
 export function containStreamErrors(logger: Logger): RequestHandler {
   return (req, res, next) => {
     const log = (side: string) => (err: Error) =>
-      guarded(logger, 'stream error log', () => logger.debug({ err, method: req.method, url: req.originalUrl, side }, 'stream error'));
+      guarded(logger, 'stream error log', () => logger.debug({ err, method: req.method, url: loggedUrl(req.originalUrl), side }, 'stream error'));
     req.on('error', log('request'));
     res.on('error', log('response'));
     next();
@@ -103,10 +110,13 @@ function guarded(logger: Logger, what: string, work: () => void): void {
   }
 }
 
-/** Sets `res.locals.caller` from the request's credentials (401 for credentials that do not verify). */
+/**
+ * Sets `res.locals.caller` from the request's credentials (401 for credentials that do not verify, which
+ * `res.locals.authFailure` then describes).
+ */
 export function identify(access: Access): RequestHandler {
   return async (req, res, next) => {
-    res.locals.caller = await access.identify(req);
+    res.locals.caller = await access.identify(req, res);
     next();
   };
 }
@@ -143,9 +153,12 @@ export function errorBody(logger: Logger): ErrorRequestHandler {
           ? new RegistryError('NAME_INVALID', 400, 'invalid name')
           : undefined;
     if (!e) {
-      // A client that hung up mid-body (a truncated upload) is expected; anything else is a fault.
-      const clientGone = clientWentAway(err);
-      logger[clientGone ? 'warn' : 'error']({ err, method: req.method, url: req.originalUrl }, clientGone ? 'client went away' : 'request failed');
+      // A client that hung up mid-body (a truncated upload) is expected; anything else is a fault. An abort the
+      // server's own shutdown caused is neither: the shutdown's warning names the requests it cut.
+      const aborted = clientWentAway(err);
+      const url = loggedUrl(req.originalUrl);
+      if (aborted && cutByShutdown(res)) logger.debug({ method: req.method, url }, 'cut by shutdown');
+      else logger[aborted ? 'warn' : 'error']({ err, method: req.method, url }, aborted ? 'client went away' : 'request failed');
     }
     if (res.headersSent) {
       res.destroy();

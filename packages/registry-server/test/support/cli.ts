@@ -18,23 +18,31 @@ export async function registryCli(...args: string[]): Promise<{ stdout: string; 
   }
 }
 
-/** `serve` in a child process; resolves once it logs the URL it listens on. */
-export async function serveCli(...args: string[]): Promise<{ url: string; child: ChildProcess; stop(): Promise<number | null> }> {
+/**
+ * `serve` in a child process; resolves once it logs the URL it listens on. `log` collects its log lines; `stop()`
+ * sends SIGTERM and resolves with the exit code once the process has ended and its last line is read.
+ */
+export async function serveCli(
+  ...args: string[]
+): Promise<{ url: string; child: ChildProcess; log: Record<string, unknown>[]; stop(): Promise<number | null> }> {
   const child = spawn(process.execPath, ['--import', 'tsx', cli, 'serve', '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   const lines = createInterface({ input: child.stdout! });
+  const log: Record<string, unknown>[] = [];
   const url = await new Promise<string>((resolve, reject) => {
     child.once('exit', (code) => reject(new Error(`reasonplug-registry serve exited with ${code}`)));
     lines.on('line', (line) => {
       const entry = JSON.parse(line) as { msg?: string; url?: string };
+      log.push(entry);
       if (entry.msg === 'listening') resolve(entry.url!);
     });
   });
   return {
     url,
     child,
+    log,
     stop: () =>
       new Promise((resolve) => {
-        child.once('exit', (code) => resolve(code));
+        child.once('close', (code) => resolve(code));
         child.kill('SIGTERM');
       }),
   };
