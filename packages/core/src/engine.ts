@@ -78,7 +78,8 @@ export interface EngineOptions extends RuntimeOptions {
   placement?: PlacementChoice;
   /**
    * Transform of every model's logits before weighting: 'logits' (UniR) or 'logprobs' (GenARM); default: each
-   * reasoner's declared one (its manifest's `composition.mode`), the backbone's `logprobs` where a reasoner declares it.
+   * reasoner's declared one (its manifest's `composition.mode`), the backbone's `logprobs` where a reasoner the call
+   * weights declares it.
    */
   mode?: FusionMode;
   /** LiteReason reasoning projector (module directory or .onnx); enables latent decoding. */

@@ -119,7 +119,7 @@ export {
   type TokenizerFromGgufOptions,
 } from './gguf/tokenizer-from-gguf.js';
 export { validateWeightSpec, weightAt, WeightScheduleError, type WeightSegment, type WeightSpec } from './compose/weights.js';
-export type { FusionMode } from './compose/fusion.js';
+export { fusionModes, type FusionMode, type FusionModes } from './compose/fusion.js';
 export { VocabularyMismatchError } from './compose/vocabulary.js';
 export { ReasonerSelectionError, type TokenTrace, type TraceCandidate } from './compose/composed-source.js';
 export { ReasonerError } from './compose/reasoner-group.js';

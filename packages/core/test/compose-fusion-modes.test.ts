@@ -111,6 +111,7 @@ describe('fusion mode per reasoner', function () {
       const engine = await Engine.load({ model: backbone, reasoners: [{ model: math }, { model: lp }], cacheDir, placement });
       try {
         expect(engine.info.mode, placement).to.equal('logprobs');
+        expect(engine.info.reasoners.map((r) => r.mode), 'declared').to.deep.equal(['logits', 'logprobs']);
         const reasoners = [{ name: 'toy-math-reasoner', weight: 0.8 }, { name: 'cipher-lp', weight: 0.6 }];
         const cases: [string, 'logits' | undefined, (zb: Float64Array, zm: Float64Array, zl: Float64Array, v: number) => number][] = [
           ['declared modes', undefined, (zb, zm, zl, v) => logSoftmax64(zb)[v]! + 0.8 * zm[v]! + 0.6 * logSoftmax64(zl)[v]!],

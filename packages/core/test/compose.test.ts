@@ -202,7 +202,7 @@ describe('UniR composition', function () {
       const c = await composed.generate({ promptIds: PROMPT }, opts);
       expect(c.rows[0]!.ids).to.have.length(16);
       expect(c.rows[0]!.ids).to.not.deep.equal(a.rows[0]!.ids);
-      expect(composed.info.reasoners).to.deep.equal([{ name: 'math-r', modelPath: join(mathR, 'model.onnx'), weight: 2, vocabSize: 512 }]);
+      expect(composed.info.reasoners).to.deep.equal([{ name: 'math-r', modelPath: join(mathR, 'model.onnx'), weight: 2, vocabSize: 512, mode: 'logits' }]);
     } finally {
       await Promise.all([alone.dispose(), composed.dispose()]);
     }

@@ -64,6 +64,10 @@ describe('LiteReason with the toy math policy (several prompts, the token limit)
       const longer = await engine.generate({ prompt }, { ...cut, maxTokens: closing + 2 });
       expect(longer.usage.latentSteps).to.equal(rows[0]!.latentSteps);
       expect(longer.rows[0]!.text.startsWith(before + pieces[closing])).to.equal(true);
+      // A stop token kept in the text that closes the marker ends the row there too: no step, no placeholder.
+      const stop = { maxTokens: 48, temperature: 0, latentPlaceholder: '·', stopTokenIds: [rows[0]!.ids[closing]!], includeStopString: true, ...(trace ? { trace } : {}) };
+      const stopped = await engine.generate({ prompt }, stop);
+      expect([stopped.rows[0]!.text, stopped.usage.latentSteps, stopped.rows[0]!.finishReason], `trace ${trace}`).to.deep.equal([before, 0, 'stop']);
     }
   });
 });

@@ -5,7 +5,7 @@
 import type { MessageContent, UsageMetadata } from '@langchain/core/messages';
 import type { ModelProfile } from '@langchain/core/language_models/profile';
 import { describeBackbone, type BackboneInfo } from './backbone.js';
-import { Engine, TextTokenizer, resolveModelPath, type EngineOptions, type GenerationResult, type ResponseFormat, type StreamOptions } from './core.js';
+import { Engine, TextTokenizer, fusionModes, resolveModelPath, type EngineOptions, type FusionMode, type GenerationResult, type ResponseFormat, type StreamOptions } from './core.js';
 import { ReasonerOptionsError, UnknownReasonerError } from './errors.js';
 import {
   CALL_FIELDS_ELSEWHERE,
@@ -209,8 +209,7 @@ export class ReasonerRuntime {
       model_name: this.backbone.name,
       model: this.backbone.name,
       backbone: { name: this.backbone.name, ...(this.backbone.version ? { version: this.backbone.version } : {}), path: this.backbone.path },
-      reasoners: plan.reasoners,
-      mode: plan.engine.mode ?? this.engine.info.mode,
+      ...this.fusionOf(plan),
       // OpenAI's words, as ChatOpenAI reports them: the end-of-sequence token is a 'stop' too.
       finish_reason: result.rows[0]!.finishReason === 'eos' ? 'stop' : result.rows[0]!.finishReason,
       ...(result.usage.latentSteps !== undefined
@@ -224,6 +223,19 @@ export class ReasonerRuntime {
         : {}),
       timing: { prefill_ms: result.timing.prefillMs, ms_per_token: result.timing.msPerToken, decode_steps: result.timing.decodeSteps, total_ms: result.timing.totalMs },
     };
+  }
+
+  /**
+   * How the call fused: the backbone's mode, and each reasoner's beside its weight (a mode the call or the model gives
+   * applies to every model; else each reasoner fuses in the one its manifest declares, see core's `fusionModes`).
+   */
+  private fusionOf(plan: CallPlan): { reasoners: (ActiveReasoner & { mode: FusionMode })[]; mode: FusionMode } {
+    const declared = new Map(this.engine.info.reasoners.map((r) => [r.name, r.mode]));
+    const modes = fusionModes(
+      plan.engine.mode,
+      plan.reasoners.map((r) => ({ declared: declared.get(r.name), weighted: r.weight !== 0 })),
+    );
+    return { reasoners: plan.reasoners.map((r, i) => ({ ...r, mode: modes.reasoners[i]! })), mode: modes.backbone };
   }
 
   /** Stops the engine's workers; later calls fail. */

@@ -97,7 +97,7 @@ describe('ChatReasoner', function () {
         model_name: 'stories-chat',
         model: 'stories-chat',
         backbone: { name: 'stories-chat', version: '0.1.0', path: storiesChat },
-        reasoners: [{ name: 'math-r', weight: 0.5 }, { name: 'cipher-r', weight: 0.3 }],
+        reasoners: [{ name: 'math-r', weight: 0.5, mode: 'logits' }, { name: 'cipher-r', weight: 0.3, mode: 'logits' }],
         mode: 'logits',
         finish_reason: 'length',
       });
@@ -393,13 +393,13 @@ describe('ChatReasoner', function () {
       expect(zero.content).to.equal(base.content);
       const strong = await model.withConfig({ reasoners: [{ name: 'math-r', weight: 4 }] }).invoke(STORY);
       expect(strong.content).to.not.equal(base.content);
-      expect(strong.response_metadata.reasoners).to.deep.equal([{ name: 'math-r', weight: 4 }]);
+      expect(strong.response_metadata.reasoners).to.deep.equal([{ name: 'math-r', weight: 4, mode: 'logits' }]);
       const defaults = await model.withConfig({ reasoners: [{ name: 'cipher-r' }, { name: 'math-r' }] }).invoke(STORY);
       expect(defaults.content).to.equal(reference.content);
-      expect(defaults.response_metadata.reasoners).to.deep.equal([{ name: 'cipher-r', weight: 0.3 }, { name: 'math-r', weight: 0.5 }]);
+      expect(defaults.response_metadata.reasoners).to.deep.equal([{ name: 'cipher-r', weight: 0.3, mode: 'logits' }, { name: 'math-r', weight: 0.5, mode: 'logits' }]);
       const schedule = [{ until: 4, weight: 4 }, { weight: 0 }];
       const scheduled = await model.withConfig({ reasoners: [{ name: 'math-r', weight: schedule }] }).invoke(STORY);
-      expect(scheduled.response_metadata.reasoners).to.deep.equal([{ name: 'math-r', weight: schedule }]);
+      expect(scheduled.response_metadata.reasoners).to.deep.equal([{ name: 'math-r', weight: schedule, mode: 'logits' }]);
     });
 
     it('carries sampling settings: a seed reproduces a sampled reply, maxTokens bounds it', async () => {

@@ -33,7 +33,7 @@ describe('models with modules from a registry', function () {
     try {
       const [a, b] = [await remote.invoke('Once upon a time'), await local.invoke('Once upon a time')];
       expect(a.text).to.equal(b.text);
-      expect(a.response_metadata.reasoners).to.deep.equal([{ name: 'reg-math', weight: 0.7 }]);
+      expect(a.response_metadata.reasoners).to.deep.equal([{ name: 'reg-math', weight: 0.7, mode: 'logits' }]);
     } finally {
       await Promise.all([remote.dispose(), local.dispose()]);
     }

@@ -250,8 +250,8 @@ export class RowState {
   }
 
   /**
-   * Records a sampled id; returns the text that may be streamed now. `latentRoom`: the positions the context has
-   * left once this id is fed, which a marker it completes can think in (its placeholders shown for those steps).
+   * Records a sampled id; returns the text that may be streamed now. `latentRoom`: the latent steps a marker this id
+   * completes can run (see {@link latentRoom}: none where it is the row's last), its placeholders shown for those.
    */
   accept(id: number, latentRoom = Infinity): string {
     this.ids.push(id);
@@ -263,7 +263,8 @@ export class RowState {
       if (this.decoder) {
         // (kept with `includeStopString`, as vLLM's include_stop_str_in_output keeps a stop token's text)
         const kept = !ended && includeStop;
-        if (kept) this.append(this.decoder.push(id), latentRoom);
+        // (the row ends on it: a marker its text completes runs no step)
+        if (kept) this.append(this.decoder.push(id), 0);
         // The reply's text is its tokens' decode whatever ends it, as at the token limit: a character left unfinished
         // shows as U+FFFD, and a U+FFFD the model wrote last stays.
         this.text += this.visible(this.decoder.flush(), 0) + (this.markers?.flush() ?? '');

@@ -432,7 +432,7 @@ async function start(): Promise<Loaded> {
     notes,
     warnings,
     mode,
-    reasoners: reasoners.map((r) => ({ name: r.name, modelPath: r.info.modelPath, weight: r.weight, vocabSize: r.info.vocabSize })),
+    reasoners: reasoners.map((r) => ({ name: r.name, modelPath: r.info.modelPath, weight: r.weight, vocabSize: r.info.vocabSize, ...(r.declaredMode ? { mode: r.declaredMode } : {}) })),
     ...(draft ? { draftModel: { modelPath: draft.modelPath, draftTokens: config.draftModel!.draftTokens, adaptive: config.draftModel!.adaptive, minProbability: config.draftModel!.minProbability } } : {}),
     ...(session.intraOpThreads ? { intraOpThreads: session.intraOpThreads } : {}),
     placement: { kind: plan.placement, lanes: plan.lanes.map((members) => members.map((i) => names[i]!)) },

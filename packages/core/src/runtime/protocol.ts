@@ -190,8 +190,8 @@ export interface ModelInfo {
     /** How the model asks for latent steps (`<implicit_thought>N</implicit_thought>`). */
     marker: MarkerSpec;
   };
-  /** Loaded reasoners with their default weights. */
-  reasoners: { name: string; modelPath: string; weight: WeightSpec; vocabSize: number }[];
+  /** Loaded reasoners with their default weights, and the fusion mode each one's manifest declares. */
+  reasoners: { name: string; modelPath: string; weight: WeightSpec; vocabSize: number; mode?: FusionMode }[];
   /** The draft model, when one is loaded: its graph, and how many tokens it drafts at most. */
   draftModel?: {
     /** The draft model's graph. */
