@@ -1,14 +1,12 @@
 /**
- * `reasonplug serve` with a latent projector: the tokens of a latent marker, which the reply's text does not show, are
- * not listed among its log-probabilities on any door, whole or streamed (joined, the listed tokens are the text, and
- * legacy `text_offset`s point at them), while a marker left unclosed, let out as text, keeps its tokens; and
+ * `reasonplug serve` with a latent projector: every token of a reply is listed among its log-probabilities on every
+ * door, whole or streamed alike, a latent marker's too (zero width: placed where the text after it starts, as a
+ * special token the text skips), and a marker left unclosed, let out as text, is text like any other; and
  * `reasonplug.latent` is checked by the engine's parser before the request runs, a 400 naming the field. The toy
  * math policy writes the markers, the toy projector runs their steps; greedy.
  */
 import { expect } from 'chai';
 import { join } from 'node:path';
-import type { TokenLogprobs } from '../src/generate/types.js';
-import { HeldEntries, shownEntries } from '../src/serve/logprobs.js';
 import { postJson, useServers } from './support/servers.js';
 import { repoRoot } from '../../../test/support/paths.js';
 
@@ -106,13 +104,6 @@ function expectListedAsShown(answers: Doors): void {
   }
 }
 
-/** Legacy `text_offset`s, streamed as whole, point at their tokens in the text. */
-function expectOffsetsAtTokens({ answers, offsets }: Awaited<ReturnType<typeof openAiDoors>>): void {
-  const { text, tokens } = answers.completions!.whole;
-  expect(offsets.streamed).to.deep.equal(offsets.whole);
-  tokens.forEach((token, i) => expect(text.slice(offsets.whole[i]).startsWith(token), `${JSON.stringify(token)} at ${offsets.whole[i]}`).to.equal(true));
-}
-
 describe('reasonplug serve: log-probabilities of a reply with latent markers', function () {
   this.timeout(240_000);
   const { serve } = useServers();
@@ -122,22 +113,26 @@ describe('reasonplug serve: log-probabilities of a reply with latent markers', f
     url = await serve({ engine: { model: POLICY, projector: PROJECTOR }, name: 'pol', chatTemplate: TEMPLATE });
   });
 
-  it("leave out a latent marker's tokens on every door, whole and streamed, and keep those of a marker let out as text", async () => {
+  it("list a latent marker's tokens on every door, whole and streamed alike, where the text after the marker starts", async () => {
     const usage = ((await (await postJson(url, '/v1/completions', { model: 'pol', prompt: PROMPT, max_tokens: 30, temperature: 0 })).json()) as { usage: { latent_steps: number } }).usage;
     expect(usage.latent_steps, 'the reply wrote a marker').to.be.greaterThan(0);
     const hidden = await openAiDoors(url);
     const answers = { ...hidden.answers, ...(await ollamaDoors(url)) };
-    for (const [door, { whole }] of Object.entries(answers)) {
+    for (const [door, { whole, streamed }] of Object.entries(answers)) {
       expect(whole.text, door).to.match(/^#\d+$/);
-      expect(whole.tokens.join(' '), door).to.not.include('implicit_thought');
+      expect(streamed, door).to.deep.equal(whole);
+      // (the marker's tokens name its text, which the reply does not show)
+      expect(whole.tokens.join('').replace(/<implicit_thought>\d+<\/implicit_thought>/, ''), door).to.equal(whole.text);
     }
-    expectListedAsShown(answers);
-    expectOffsetsAtTokens(hidden);
-    // Never closed, the marker is text: its tokens, placed together where that text starts, are all listed.
+    const { tokens } = hidden.answers.completions!.whole;
+    const close = tokens.indexOf('</implicit_thought>');
+    expect(close, JSON.stringify(tokens)).to.be.greaterThan(0);
+    expect(hidden.offsets.streamed).to.deep.equal(hidden.offsets.whole);
+    expect(hidden.offsets.whole.slice(0, close + 2).every((at) => at === 0), JSON.stringify(hidden.offsets.whole)).to.equal(true);
+    // Never closed, the marker is text: its tokens are the text's.
     const shown = await openAiDoors(url, { logit_bias: { [CLOSE_TAG]: -100 } });
     for (const [door, { whole }] of Object.entries(shown.answers)) expect(whole.text, door).to.match(/^<implicit_thought>\d+\D/);
     expectListedAsShown(shown.answers);
-    // (the engine places them all where the marker's text starts: it let them out as one)
     expect(shown.offsets.streamed).to.deep.equal(shown.offsets.whole);
   });
 
@@ -169,28 +164,5 @@ describe('reasonplug serve: log-probabilities of a reply with latent markers', f
     const res = await postJson(bare, '/v1/completions', { model: 'pol', prompt: PROMPT, max_tokens: 4, reasonplug: { latent: 'marker' } });
     const { error } = (await res.json()) as { error: { code: string; param: string | null } };
     expect([res.status, error.code, error.param]).to.deep.equal([400, 'LatentPolicyError', 'reasonplug.latent']);
-  });
-});
-
-describe('streamed log-probability entries around a latent marker', () => {
-  it('go out once the text tells which tokens show it: a hidden marker\'s never, a held one\'s when its text is out', () => {
-    // As the engine places them, in a vocabulary that splits the tag: a marker it hid, `#`, then a tag it held and let
-    // out as text with `6x` (keeping `<`, which may open another), its end held back a while for a stop string.
-    const entry = (token: string, offset: number): TokenLogprobs => ({ id: 0, token, logprob: 0, top: [], offset });
-    const marker = [entry('<implicit_thought>', 0), entry('6', 0), entry('</implicit_thought>', 0)];
-    const [hash, tag, tail, z, eos] = [entry('#', 0), entry('<implicit_thought>', 1), entry('6x<', 1), entry('z', 22), entry('</s>', 23)];
-    const text = '#<implicit_thought>6x<z';
-    const steps: [string, TokenLogprobs][] = [...marker.map((e): [string, TokenLogprobs] => ['', e]), ['#', hash], ['', tag], ['<i', tail], ['mplicit_thought>6x<z', z], ['', eos]];
-    const held = new HeldEntries();
-    const released: TokenLogprobs[][] = [];
-    for (const [piece, e] of steps) {
-      held.push(piece, e);
-      if (piece) released.push(held.released());
-    }
-    released.push(held.end());
-    // (`#` waits for the next token to show the marker's tokens are not its text; the tag for the rest of its text)
-    expect(released.map((out) => out.map((e) => e.token))).to.deep.equal([[], ['#'], ['<implicit_thought>', '6x<', 'z'], []]);
-    expect(shownEntries([...marker, hash, tag, tail, z, eos], text.length)).to.deep.equal(released.flat());
-    expect(released.flat().map((e) => e.token).join('')).to.equal(text);
   });
 });

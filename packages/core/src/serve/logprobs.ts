@@ -11,47 +11,19 @@ const bytesOf = (t: TokenLogprob) => t.bytes ?? [...Buffer.from(tokenOf(t), 'utf
 
 /**
  * The entries of the tokens a reply's text shows: the last tokens that show nothing (the end-of-sequence token, a
- * stop string's tokens, cut from the text) are not the message's tokens (OpenAI lists "message content tokens"), nor
- * are those that show nothing before text (see {@link showing}). `shown` is the text's length; entries the engine
- * placed nowhere (no tokenizer) stay.
+ * stop string's tokens, cut from the text) are not the message's tokens (OpenAI lists "message content tokens").
+ * `shown` is the text's length; entries the engine placed nowhere (no tokenizer) stay.
  */
 export function shownEntries(entries: readonly TokenLogprobs[], shown: number): TokenLogprobs[] {
   let end = entries.length;
   while (end > 0 && entries[end - 1]!.offset !== undefined && entries[end - 1]!.offset! >= shown) end--;
-  return showing(entries.slice(0, end), shown);
-}
-
-/**
- * `entries` (each placed before `end`, where the text they make up ends) without those that show nothing. The engine
- * places a token that shows nothing where the text after it starts (a latent marker's tokens, a special token the
- * text leaves out), beside that text's own tokens, so of the tokens placed at one offset the text from there to the
- * next offset is the last ones': walking back, each token that names text is kept while the text there has room left
- * for it. Tokens that name nothing (a character's first bytes, placed where it starts) stay, their bytes the text's;
- * and so do tokens a marker held and then let out as text, placed together where that text starts, which fill it.
- */
-function showing(entries: readonly TokenLogprobs[], end: number): TokenLogprobs[] {
-  const kept: TokenLogprobs[] = [];
-  let at: number | undefined;
-  let until = end;
-  let used = 0;
-  for (let i = entries.length - 1; i >= 0; i--) {
-    const e = entries[i]!;
-    if (e.offset !== at) {
-      if (at !== undefined) until = at;
-      at = e.offset;
-      used = 0;
-    }
-    const name = e.token ?? '';
-    if (at === undefined || name === '' || used < until - at) kept.push(e);
-    used += name.length;
-  }
-  return kept.reverse();
+  return entries.slice(0, end);
 }
 
 /**
  * A streamed reply's entries not given out yet, in order, and the UTF-16 units of its text sent so far, which place
  * them: each rides with the first text after its own has started (a character's first bytes wait for the token
- * completing it; a possible stop string's tokens, to be let out or cut), unless it shows nothing.
+ * completing it; a possible stop string's tokens, to be let out or cut).
  */
 export class HeldEntries {
   private pending: TokenLogprobs[] = [];
@@ -65,27 +37,17 @@ export class HeldEntries {
 
   /**
    * Takes out the entries the text sent so far shows: each whose text starts within it (the engine places a token
-   * that completes no character yet where its character will start), and each placed nowhere (no tokenizer), less
-   * those that show nothing (see {@link showing}). The others wait for more text, or for {@link end}; so do the last
-   * ones placed together while one of them names more than the text sent from there (a latent marker's tokens
-   * before the text after it): whether that text holds it, only the next token's place, or the end, tells.
+   * that completes no character yet where its character will start), and each placed nowhere (no tokenizer). The
+   * others wait for more text, or for {@link end}.
    */
   released(): TokenLogprobs[] {
     const shows = ({ offset }: TokenLogprobs) => offset === undefined || offset < this.sent;
     let out = 0;
     while (out < this.pending.length && shows(this.pending[out]!)) out++;
-    // (a held entry's place is where the text of those let out ends)
-    let end = this.pending[out]?.offset ?? this.sent;
-    const at = this.pending[out - 1]?.offset;
-    if (out === this.pending.length && at !== undefined) {
-      let start = out;
-      while (start > 0 && this.pending[start - 1]!.offset === at) start--;
-      if (showing(this.pending.slice(start, out), this.sent).length < out - start) [out, end] = [start, at];
-    }
-    return showing(this.pending.splice(0, out), end);
+    return this.pending.splice(0, out);
   }
 
-  /** Ends the reply: drops the entries that show nothing (see {@link shownEntries}), and gives those still held. */
+  /** Ends the reply: drops the last entries, which show nothing (see {@link shownEntries}), and gives those still held. */
   end(): TokenLogprobs[] {
     this.pending = shownEntries(this.pending, this.sent);
     return [...this.pending];
