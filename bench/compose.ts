@@ -4,8 +4,8 @@
  * backbone gives up, or inline after the backbone on its thread; the one the engine picks by itself is marked
  * `auto` and is the engine's figure in the JSON line), and the naive
  * sequential loop the reference implementation uses (every model one after another on one thread). Greedy;
- * ms/token is the slope between a short and a long generation; medians over rounds that interleave the
- * settings.
+ * ms/token is the slope between a short and a long generation (a round whose slope comes out ≤ 0 on a busy
+ * machine is run again, and counted); medians over rounds that interleave the settings.
  *
  * A decode step is bound by the bytes of weights it reads. The reasoner has the backbone's architecture (an
  * untied head, so its embedding table is only gathered from), hence reads ~1/9 of the backbone's bytes per
@@ -14,9 +14,10 @@
  * on the cores one lane leaves it: with few cores, that, not the reasoners, is what lanes cost. A last table
  * is the floor on this machine: the backbone's plain steps, then with only the reasoners' output projections
  * run after each (the weights every reasoner step must read, with none of its layers); a target below that
- * row is out of reach here for any placement. The 4-bit table runs the same models after `reasonplug quantize`
+ * row is out of reach here for any placement. The 4-bit tables run the same models after `reasonplug quantize`
  * (backbone and reasoners, block 32) in both placements, the engine's own marked, against the 4-bit backbone alone
- * (`--quantized-only` runs that table alone).
+ * with the same heads: once as quantize makes them by default (LM heads at 8 bits), once with `--head-bits 4` (issue
+ * #17's target quantizes "MatMul weights including the LM head"). `--quantized-only` runs those tables alone.
  *
  *   npm run bench:compose [-- --rounds 9 --short 16 --long 144] [-- --quantized-only]
  */
@@ -29,6 +30,7 @@ import { openDecoder } from '../packages/core/src/runtime/prepare-model.js';
 import { llamaParameterCount, randomLlamaWeights } from '../packages/core/src/onnx/llama-builder.js';
 import type { LlamaConfig } from '../packages/core/src/onnx/llama-spec.js';
 import { median, printTable, quartiles } from './support/stats.js';
+import { SlopeRounds } from './support/slope.js';
 import { headsOnly, type Head } from './support/head-floor.js';
 import { benchLlama, benchQuantized, LLAMA_24M, PROMPT } from './support/models.js';
 import type { Placement, PlacementChoice } from '../packages/core/src/runtime/thread-budget.js';
@@ -137,13 +139,13 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '9' },
     short: { type: 'string', default: '16' },
     long: { type: 'string', default: '144' },
-    /** Only the 4-bit table: a short run for work on quantized composition. */
+    /** Only the 4-bit tables: a short run for work on quantized composition. */
     'quantized-only': { type: 'boolean', default: false },
   },
 });
 const rounds = Number(values.rounds);
-const short = Number(values.short);
-const long = Number(values.long);
+const slope = new SlopeRounds(Number(values.short), Number(values.long));
+const { short, long } = slope;
 const quantizedOnly = values['quantized-only'];
 
 const backbone = await benchLlama('llama24m', BACKBONE, 1);
@@ -188,23 +190,40 @@ if (!quantizedOnly) {
   for (const n of [1, 3]) settings.push(await floorSetting(`+ ${n > 1 ? `${n} reasoners' output projections` : "1 reasoner's output projection"} only`, backbone, heads.slice(0, n)));
 }
 const q4Start = settings.length;
-const backboneQ4 = await benchQuantized(backbone, { bits: 4 });
-const reasonersQ4 = await Promise.all(reasoners.map((r) => benchQuantized(r, { bits: 4 })));
-settings.push(await engineSetting('4-bit backbone alone', backboneQ4, []));
-const pickedQ4 = new Map<number, number>();
-for (const n of [1, 3]) pickedQ4.set(n, await bothPlacements(`4-bit: + ${n} 4-bit ${plural(n)}`, backboneQ4, reasonersQ4, n));
+/** A 4-bit table: the rows from `start` (the backbone alone, its anchor) and the engine's own placement's rows. */
+interface QuantizedGroup {
+  headBits: 4 | 8;
+  start: number;
+  picked: Map<number, number>;
+}
+const quantizedGroups: QuantizedGroup[] = [];
+for (const headBits of [8, 4] as const) {
+  // benchQuantized names its file by bits alone, so the 4-bit heads are quantized from copies of the same fp32
+  // models under other names (same shapes and seeds: the same weights), not over the 8-bit heads' files.
+  const sources =
+    headBits === 8
+      ? { backbone, reasoners }
+      : {
+          backbone: await benchLlama('llama24m-head4', BACKBONE, 1),
+          reasoners: await Promise.all(REASONER_SEEDS.map((seed) => benchLlama(`reasoner3m-untied-${seed}-head4`, REASONER, seed))),
+        };
+  // quantize's own default (8-bit head) as `{ bits: 4 }`, the options bench:decode quantizes its 4-bit model with
+  const options = headBits === 8 ? { bits: 4 as const } : { bits: 4 as const, headBits };
+  const backboneQ4 = await benchQuantized(sources.backbone, options);
+  const reasonersQ4 = await Promise.all(sources.reasoners.map((r) => benchQuantized(r, options)));
+  const what = `4-bit, ${headBits}-bit head`;
+  const group: QuantizedGroup = { headBits, start: settings.length, picked: new Map() };
+  settings.push(await engineSetting(`${what}: backbone alone`, backboneQ4, []));
+  for (const n of [1, 3]) group.picked.set(n, await bothPlacements(`${what}: + ${n} ${plural(n)}`, backboneQ4, reasonersQ4, n));
+  quantizedGroups.push(group);
+}
 
 const slopes = settings.map(() => [] as number[]);
 for (const s of settings) await s.run(short); // warm-up
-const settle = () => new Promise((r) => setTimeout(r, 25));
 for (let round = 0; round < rounds; round++) {
   for (let k = 0; k < settings.length; k++) {
     const i = (k + round) % settings.length;
-    await settle();
-    const a = await settings[i]!.run(short);
-    await settle();
-    const b = await settings[i]!.run(long);
-    slopes[i]!.push((b - a) / (long - short));
+    slopes[i]!.push((await slope.take(settings[i]!.label, (n) => settings[i]!.run(n), (ms) => ms)).msPerToken);
   }
 }
 for (const s of settings) await s.dispose();
@@ -217,11 +236,14 @@ const row = (i: number, anchor: number) => ({
   vsBackboneAlone: ms[i]! / anchor,
 });
 const table = (r: ReturnType<typeof row>) => [r.setting, r.msPerToken, `${r.middleHalf[0].toFixed(2)}–${r.middleHalf[1].toFixed(2)}`, `${r.vsBackboneAlone.toFixed(2)}x`];
-const quantized = settings.slice(q4Start).map((_, i) => row(q4Start + i, ms[q4Start]!));
-const quantizedAuto = { oneReasoner: quantized[pickedQ4.get(1)! - q4Start]!, threeReasoners: quantized[pickedQ4.get(3)! - q4Start]! };
-const common = { bench: 'compose', cores: availableParallelism(), rounds, short, long, backboneParams: llamaParameterCount(BACKBONE), reasonerParams: llamaParameterCount(REASONER) };
+const quantized = quantizedGroups.map(({ headBits, start, picked: own }, g) => {
+  const end = quantizedGroups[g + 1]?.start ?? settings.length;
+  const rows = settings.slice(start, end).map((_, i) => row(start + i, ms[start]!));
+  return { headBits, rows, engineAuto: { oneReasoner: rows[own.get(1)! - start]!, threeReasoners: rows[own.get(3)! - start]! } };
+});
+const common = { bench: 'compose', cores: availableParallelism(), rounds, short, long, reruns: slope.reruns, backboneParams: llamaParameterCount(BACKBONE), reasonerParams: llamaParameterCount(REASONER) };
 if (quantizedOnly) {
-  console.log(JSON.stringify({ ...common, quantized, quantizedAuto }));
+  console.log(JSON.stringify({ ...common, quantized }));
 } else {
   const rows = settings.slice(0, floorStart).map((_, i) => row(i, ms[0]!));
   const floor = settings.slice(floorStart, q4Start).map((_, i) => row(floorStart + i, ms[floorStart]!));
@@ -240,11 +262,10 @@ if (quantizedOnly) {
       engineVsSequential: vsSequential,
       floor,
       quantized,
-      quantizedAuto,
     }),
   );
   printTable(
-    `UniR composition, greedy, ms/token (slope ${short}→${long} tokens, median of ${rounds}); backbone ${(llamaParameterCount(BACKBONE) / 1e6).toFixed(1)}M, reasoners ${(llamaParameterCount(REASONER) / 1e6).toFixed(2)}M each`,
+    `UniR composition, greedy, ms/token (slope ${short}→${long} tokens, median of ${rounds}${slope.note()}); backbone ${(llamaParameterCount(BACKBONE) / 1e6).toFixed(1)}M, reasoners ${(llamaParameterCount(REASONER) / 1e6).toFixed(2)}M each`,
     ['setting', 'ms/token', 'middle half of rounds', 'vs backbone alone'],
     rows.map(table),
   );
@@ -258,8 +279,10 @@ if (quantizedOnly) {
     floor.map(table),
   );
 }
-printTable(
-  `4-bit backbone and reasoners (reasonplug quantize), both placements, the engine's own marked (slope ${short}→${long} tokens, median of ${rounds})`,
-  ['setting', 'ms/token', 'middle half of rounds', 'vs 4-bit backbone alone'],
-  quantized.map(table),
-);
+for (const { headBits, rows } of quantized) {
+  printTable(
+    `4-bit backbone and reasoners (reasonplug quantize, block 32), LM heads ${headBits === 8 ? "8-bit (quantize's default)" : '4-bit too (--head-bits 4)'}, both placements, the engine's own marked (slope ${short}→${long} tokens, median of ${rounds}${slope.note()})`,
+    ['setting', 'ms/token', 'middle half of rounds', `vs 4-bit, ${headBits}-bit head backbone alone`],
+    rows.map(table),
+  );
+}

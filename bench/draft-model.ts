@@ -11,18 +11,18 @@
  * Figures per generation: decode ms per token after the first, target steps per token, the share of drafted tokens
  * kept, and how many leading tokens equal the same contender's without drafts (all of them on exact arithmetic;
  * quantized graphs round a run of several positions differently from one, and a near tie can go the other way).
- * Contenders rotate within each round; medians over rounds and prompts.
+ * Contenders rotate within each round; medians over rounds and prompts, but the share kept, which is pooled (all
+ * the runs' kept tokens over all their drafted ones).
  *
  *   npm run bench:draft-model [-- --rounds 3 --tokens 128 --type F16|Q8_0|Q4_0 --draft-max 4 --p-min 0.5 --nudge 0.4]
  */
 import { parseArgs } from 'node:util';
-import { mkdir } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Engine } from '../packages/core/src/engine.js';
 import { BLOCK_TYPES } from '../packages/core/src/gguf/quant/index.js';
 import { GGML } from '../packages/core/test/support/ggml-quantize.js';
 import { models, repoRoot } from '../test/support/paths.js';
+import { cached, writtenStamp } from './support/models.js';
 import { writeWideStories } from './support/wide-stories.js';
 import { printTable } from './support/stats.js';
 import { interleavedRuns, llamaCppRun, medianMs, speculativeFigures, type Generate } from './support/speculative.js';
@@ -30,6 +30,8 @@ import { interleavedRuns, llamaCppRun, medianMs, speculativeFigures, type Genera
 const STORIES = ['Once upon a time, there was a little girl named Lily.', 'Tom had a big red ball. He liked to play with the ball in the park.', 'One day, a cat and a dog went to the park.'];
 /** Neurons of each feed-forward layer of the wide target (stories260K has 172). */
 const WIDTH = 65536;
+/** The width of the copy whose bytes stamp the target: past stories260K's 172 and, as {@link WIDTH}, whole blocks of each type. */
+const MINI_WIDTH = 256;
 // (llama.cpp at one thread: at two it runs this machine's small models several times slower, see the README)
 type Contender = 'reasonplug' | 'reasonplug + draft' | 'llama.cpp 1t' | 'llama.cpp 1t + draft';
 const CONTENDERS: Contender[] = ['reasonplug', 'reasonplug + draft', 'llama.cpp 1t', 'llama.cpp 1t + draft'];
@@ -39,17 +41,17 @@ interface Settings {
   pMin: number;
 }
 
-/** The wide target as `type`, written once into `.cache/bench/draft/`. */
+/**
+ * The wide target as `type`, in `.cache/bench/draft/`, written again when what the writer makes of a copy
+ * {@link MINI_WIDTH} wide changes (its code, or stories260K).
+ */
 async function target(type: string, nudge: number): Promise<string> {
   const ggml = (GGML as Record<string, number>)[type];
   if (ggml === undefined || !['Q8_0', 'Q4_0', 'F16'].includes(type)) throw new Error(`--type must be Q8_0, Q4_0 or F16; got ${type}`);
-  const dir = join(repoRoot, '.cache', 'bench', 'draft');
-  const path = join(dir, `stories-wide-${WIDTH}-${nudge}-${type}.gguf`);
-  if (!existsSync(path)) {
-    await mkdir(dir, { recursive: true });
-    await writeWideStories(models.stories260K, path, WIDTH - 172, nudge, ggml, BLOCK_TYPES.get(ggml)?.blockElems ?? 1);
-  }
-  return path;
+  const path = join(repoRoot, '.cache', 'bench', 'draft', `stories-wide-${WIDTH}-${nudge}-${type}.gguf`);
+  const write = (to: string, width: number) => writeWideStories(models.stories260K, to, width - 172, nudge, ggml, BLOCK_TYPES.get(ggml)?.blockElems ?? 1);
+  const recipe = JSON.stringify({ width: WIDTH, nudge, type, writer: await writtenStamp((to) => write(to, MINI_WIDTH)) });
+  return cached(path, recipe, () => write(path, WIDTH));
 }
 
 async function engineContender(model: string, draft: Settings | undefined): Promise<{ generate: Generate; dispose: () => Promise<void> }> {
@@ -132,8 +134,8 @@ async function main(): Promise<void> {
   });
   console.log(JSON.stringify({ bench: 'draft-model', type: values.type, draftMax: settings.draftMax, pMin: settings.pMin, rows }));
   printTable(
-    `Draft model (stories260K) for a wide ${values.type} copy of it, greedy, up to ${tokens} tokens, draft ≤ ${settings.draftMax} at p ≥ ${settings.pMin} (medians over ${rounds} rounds × ${STORIES.length} prompts)`,
-    ['contender', 'tokens', 'ms/token', 'vs reasonplug', 'vs without', 'steps/token', 'kept of drafted', 'same as without'],
+    `Draft model (stories260K) for a wide ${values.type} copy of it, greedy, up to ${tokens} tokens, draft ≤ ${settings.draftMax} at p ≥ ${settings.pMin} (medians over ${rounds} rounds × ${STORIES.length} prompts; kept of drafted pooled over them)`,
+    ['contender', 'tokens', 'ms/token', 'vs reasonplug', 'vs without', 'steps/token', 'kept of drafted (pooled)', 'same as without'],
     rows.map((r) => [r.contender, r.tokens, r.msPerToken, `${r.vsReasonplug}x`, r.vsWithout !== undefined ? `${r.vsWithout}x` : '-', r.stepsPerToken, r.keptOfDrafted ?? '-', r.sameAsWithout ?? '-'] as (string | number)[]),
   );
 }

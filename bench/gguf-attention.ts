@@ -23,7 +23,6 @@
  *   npm run bench:gguf-attention [-- --model llama125m|llama125mMha|qwen05b --steps 160 --prefills 9 --type Q4_0 --prompt 16
  *                                    --kv f16|f32 --variants ops,ops-kernels,gqa,gqa-ropeops,gqa-unfused]
  */
-import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
@@ -35,6 +34,7 @@ import { writeLlamaModel, type LlamaBuildOptions } from '../packages/core/src/on
 import { readModel } from '../packages/core/src/onnx/proto.js';
 import { GGML } from '../packages/core/test/support/ggml-quantize.js';
 import { repoRoot } from '../test/support/paths.js';
+import { cached, ggufWriterStamp } from './support/models.js';
 import { randomLlamaGguf, type LlamaShape } from './support/random-llama.js';
 import { median, printTable } from './support/stats.js';
 
@@ -159,7 +159,7 @@ async function main(): Promise<void> {
   const gguf = join(dir, `${model.stem}-${type}.gguf`);
   // (as llama-quantize does for the Qwen shape, whose rows of 896 are no whole K-quant blocks: a Q8_0 embedding)
   const typeOf = (t: string) => (SHAPE.arch === 'qwen2' && t === 'token_embd.weight' && type !== 'F16' && type !== 'F32' ? GGML.Q8_0 : GGML[type]);
-  if (!existsSync(gguf)) await writeFile(gguf, randomLlamaGguf(SHAPE, `bench ${model.stem} ${type}`, typeOf));
+  await cached(gguf, JSON.stringify({ SHAPE, type, writer: ggufWriterStamp(SHAPE, typeOf) }), () => writeFile(gguf, randomLlamaGguf(SHAPE, `bench ${model.stem} ${type}`, typeOf)));
   const names = values.variants!.split(',');
   const unknown = names.filter((n) => !(n in VARIANTS));
   if (unknown.length || !names.includes('ops')) throw new Error(`--variants: ops and any of ${Object.keys(VARIANTS).join(', ')} (ratios are to ops), got ${values.variants}`);

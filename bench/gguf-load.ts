@@ -2,8 +2,9 @@
  * Where the load time of a converted GGUF module goes, per file type and weight layout: the ~125M llama that
  * `npm run bench:gguf` writes (run it first), converted with its weights inside `model.onnx` (`inline`, the
  * converter's layout before 16 MiB of weights went to `model.onnx.data`) and in memory-mapped external data
- * (`external`, the default now). Each figure comes from a fresh process, rounds interleave layouts and types,
- * medians are printed:
+ * (`external`, the default now). Each module is loaded once before the rounds (which writes its prepared graph
+ * and saved session, as bench:gguf's warm load does), each figure comes from a fresh process, rounds interleave
+ * layouts and types, medians are printed:
  * - `Engine.load`: what bench:gguf calls load time (worker start-up included), and the peak RSS after it and
  *   one 8-token generation;
  * - the same steps on one thread, timed apart: importing the runtime (onnxruntime-node, the engine's modules),
@@ -17,7 +18,6 @@
  *   npm run bench:gguf-load [-- --rounds 3 --types Q4_0,Q4_K_M,Q8_0,F16 --from dist --row-shards auto]
  */
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { readFile, rm, writeFile } from 'node:fs/promises';
@@ -40,31 +40,42 @@ const STAGES = ['engineLoad', 'imports', 'locate', 'prepare', 'session', 'tokeni
 type Stage = (typeof STAGES)[number];
 type Figures = Record<Stage | 'engineRssMb' | 'sessionRssMb', number>;
 
-/** The module of `type` in `layout`, converted again whenever the converter's sources change. */
+/**
+ * The module of `type` in `layout`, converted again whenever bench:gguf has written its GGUF again or what the
+ * converter writes for a miniature of it changes (bench/support/models.ts).
+ */
 async function prepare(type: string, layout: Layout): Promise<string> {
   const gguf = join(ggufDir, `llama-125m-${type}.gguf`);
   if (!existsSync(gguf)) throw new Error(`${gguf} is missing: run \`npm run bench:gguf -- --models llama125m --types ${type}\` first`);
   const module = join(dir, `llama-125m-${type}-${layout}`);
-  const sources = ['gguf/convert.ts', 'gguf/quant/nbits.ts', 'onnx/llama-builder.ts'].map((f) => readFileSync(join(repoRoot, 'packages/core/src', f)));
-  const stampText = createHash('sha256').update(Buffer.concat(sources)).update(readFileSync(`${gguf}.recipe`)).digest('hex');
+  // (imported here: the measuring children load neither the converter nor the builders)
+  const [{ converterStamp, SERVING_SHAPE }, { withGguf }] = await Promise.all([import('./support/models.js'), import('../packages/core/src/gguf/reader.js')]);
+  // The miniature's tensors take the types of the same tensors in the file (its layers are the file's first ones;
+  // bench:gguf's llama is the serving shape).
+  const types = await withGguf(gguf, async (f) => new Map(f.tensors.map((t) => [t.name, t.type])));
+  const converter = await converterStamp(SERVING_SHAPE, (tensor) => types.get(tensor)!, { externalData: layout === 'external' });
+  const recipe = JSON.stringify({ gguf: await readFile(`${gguf}.recipe`, 'utf8'), converter });
   const stamp = `${module}.converter`;
-  if (!existsSync(join(module, 'reasonplug.json')) || (await readFile(stamp, 'utf8').catch(() => '')) !== stampText) {
+  if (!existsSync(join(module, 'reasonplug.json')) || (await readFile(stamp, 'utf8').catch(() => '')) !== recipe) {
     console.error(`converting ${gguf} (${layout})`);
     await rm(module, { recursive: true, force: true });
     const { convertGguf } = await import('../packages/core/src/gguf/convert.js');
     await convertGguf(gguf, module, { externalData: layout === 'external' });
-    await writeFile(stamp, stampText);
+    await writeFile(stamp, recipe);
   }
   return module;
 }
 
 const peakRssMb = () => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? 0) / 1024;
 
+/** `Engine.load`'s options for a bench module. */
+const engineLoadOptions = (module: string, rowShards: boolean) => ({ model: module, intraOpThreads: THREADS, ...(rowShards ? {} : { rowShards: false }) });
+
 /** `Engine.load` of the module, then one short generation: load time and peak RSS as bench:gguf sees them. */
 async function engineChild(module: string, from: CoreBuild, rowShards: boolean): Promise<Partial<Figures>> {
   const { Engine } = (await import(coreModule(from, 'engine'))) as typeof import('../packages/core/src/engine.js');
   const t0 = performance.now();
-  const engine = await Engine.load({ model: module, intraOpThreads: THREADS, ...(rowShards ? {} : { rowShards: false }) });
+  const engine = await Engine.load(engineLoadOptions(module, rowShards));
   const engineLoad = performance.now() - t0;
   await engine.generate({ promptIds: PROMPT }, { maxTokens: 8, ignoreEos: true });
   await engine.dispose();
@@ -121,6 +132,11 @@ async function main(): Promise<void> {
   const from = parseCoreBuild(values.from!);
   if (!['auto', 'off'].includes(values['row-shards']!)) throw new Error(`--row-shards must be auto or off; got ${values['row-shards']}`);
   const rowShards = values['row-shards'] === 'auto';
+  if (values.child === 'warm') {
+    const { Engine } = (await import(coreModule(from, 'engine'))) as typeof import('../packages/core/src/engine.js');
+    await (await Engine.load(engineLoadOptions(values.module!, rowShards))).dispose();
+    return;
+  }
   if (values.child) {
     const fig = values.child === 'engine' ? await engineChild(values.module!, from, rowShards) : await stagesChild(values.module!, from);
     process.stdout.write(JSON.stringify(fig) + '\n');
@@ -135,6 +151,11 @@ async function main(): Promise<void> {
   const got = new Map<string, Partial<Figures>[]>();
   const loads: number[] = [];
   const self = fileURLToPath(import.meta.url);
+  // One load of each module first, as bench:gguf does, so that no round pays for the prepared graph or the saved
+  // session being written (the first round after a conversion was far off the others).
+  for (const module of modules.values()) {
+    execFileSync(process.execPath, [...process.execArgv, self, '--child', 'warm', '--module', module, '--from', from, '--row-shards', values['row-shards']!], { stdio: ['ignore', 'ignore', 'inherit'] });
+  }
   for (let round = 0; round < rounds; round++) {
     for (const t of types) {
       const layouts = round % 2 === 0 ? LAYOUTS : [...LAYOUTS].reverse();

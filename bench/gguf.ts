@@ -38,13 +38,13 @@
  *   npm run bench:gguf [-- --rounds 3 --models llama125m,qwen05b --types Q4_0,Q4_K_M,Q8_0,F16 --short 16 --long 48 --pairs 3 --context 8 --kv f16|f32|f16-joined --from dist --row-shards auto --session-cache auto --v8-marking js --llama-one-thread on]
  */
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import type { ConvertGgufOptions } from '../packages/core/src/gguf/convert.js';
 import { GGML } from '../packages/core/test/support/ggml-quantize.js';
 import { repoRoot } from '../test/support/paths.js';
 import { randomLlamaGguf, type LlamaShape } from './support/random-llama.js';
@@ -166,13 +166,6 @@ interface Figures {
 
 const dir = join(repoRoot, '.cache', 'bench', 'gguf');
 
-// Modules are converted again whenever the converter's sources change (a module from an older converter would
-// measure an older graph). Hashed once at start, as this process loaded them: a source edited during a long run
-// must not stamp a module the older code converted as current.
-const converter = createHash('sha256')
-  .update(Buffer.concat(['gguf/convert.ts', 'gguf/quant/nbits.ts', 'onnx/llama-builder.ts'].map((f) => readFileSync(join(repoRoot, 'packages/core/src', f)))))
-  .digest('hex');
-
 /** llama-quantize's Q4_K_M choice per tensor (Q6_K for attn_v/ffn_down in the first and last eighths and every third layer between, and the head). */
 function q4kmType(name: string, n: number): number {
   const layer = Number(/^blk\.(\d+)\./.exec(name)?.[1] ?? -1);
@@ -196,28 +189,39 @@ function qwenType(file: FileType, name: string, layers: number): number {
   return type === GGML.Q6_K ? GGML.Q8_0 : GGML.Q5_0;
 }
 
-/** The GGUF of `model` as `file` and its converted module, written once (the recipe stamp rebuilds them when the shape changes). */
+/**
+ * The GGUF of `model` as `file` and its converted module, written again when the shape changes or when what the GGUF
+ * writer or the converter writes for a miniature of the model does (bench/support/models.ts): an older file or module
+ * would measure an older model or graph. The miniature is converted by the code this process converts with, so a
+ * source edited during a long run does not stamp a module the older code converted as current.
+ */
 async function prepare(name: ModelName, file: FileType, kvCache: KvCache): Promise<{ gguf: string; module: string }> {
+  // (imported here: the measuring children load neither the converter nor the builders)
+  const { converterStamp, ggufWriterStamp } = await import('./support/models.js');
   const { shape: SHAPE, stem, name: ggufName, typeOf } = MODELS[name]!;
+  const type = (tensor: string, layers: number) => typeOf(file, tensor, layers);
   const gguf = join(dir, `${stem}-${file}.gguf`);
   const module = join(dir, `${stem}-${file}${{ f32: '', f16: '-kv16', 'f16-joined': '-kv16-joined' }[kvCache]}`);
-  const recipe = JSON.stringify({ SHAPE, file, v: 1 });
+  const recipe = JSON.stringify({ SHAPE, file, writer: ggufWriterStamp(SHAPE, type) });
   const stamp = `${gguf}.recipe`;
   if (!existsSync(gguf) || (await readFile(stamp, 'utf8').catch(() => '')) !== recipe) {
     await mkdir(dir, { recursive: true });
     console.error(`writing ${gguf}`);
     // each tensor's values seeded by its place in the file, so every file holds the same model
-    await writeFile(gguf, randomLlamaGguf(SHAPE, `${ggufName} ${file}`, (t) => typeOf(file, t, SHAPE.layers)));
+    await writeFile(gguf, randomLlamaGguf(SHAPE, `${ggufName} ${file}`, (t) => type(t, SHAPE.layers)));
     await rm(module, { recursive: true, force: true });
     await writeFile(stamp, recipe);
   }
+  const options: ConvertGgufOptions = { kvCache: kvCache === 'f32' ? 'float32' : 'float16', ...(kvCache === 'f16-joined' ? { kvOutput: 'joined' as const } : {}) };
+  // (every bench model is past the converter's threshold for external data, which the miniature is not)
+  const moduleRecipe = JSON.stringify({ gguf: recipe, converter: await converterStamp(SHAPE, type, { ...options, externalData: true }) });
   const moduleStamp = `${module}.converter`;
-  if (!existsSync(join(module, 'reasonplug.json')) || (await readFile(moduleStamp, 'utf8').catch(() => '')) !== converter) {
+  if (!existsSync(join(module, 'reasonplug.json')) || (await readFile(moduleStamp, 'utf8').catch(() => '')) !== moduleRecipe) {
     console.error(`converting ${gguf}`);
     await rm(module, { recursive: true, force: true });
     const { convertGguf } = await import('../packages/core/src/gguf/convert.js');
-    await convertGguf(gguf, module, { kvCache: kvCache === 'f32' ? 'float32' : 'float16', ...(kvCache === 'f16-joined' ? { kvOutput: 'joined' as const } : {}) });
-    await writeFile(moduleStamp, converter);
+    await convertGguf(gguf, module, options);
+    await writeFile(moduleStamp, moduleRecipe);
   }
   return { gguf, module };
 }

@@ -13,7 +13,7 @@
  * run of several positions rounds a near tie the other way). `reasonplug + prediction` passes each call a
  * prediction of its reply (OpenAI's Predicted Outputs): the reply without drafts with one word in its middle replaced,
  * as an edit of a text would be. Contenders rotate within each round; medians over
- * rounds and prompts.
+ * rounds and prompts, but the share kept, which is pooled (all the runs' kept tokens over all their drafted ones).
  *
  *   npm run bench:prompt-lookup [-- --rounds 3 --tokens 128 --models stories260k,llama125m,toy-math]
  */
@@ -154,8 +154,8 @@ async function main(): Promise<void> {
   }
   console.log(JSON.stringify({ bench: 'prompt-lookup', threads: THREADS, draftTokens: DRAFT, rows }));
   printTable(
-    `Prompt lookup, ${THREADS} threads, greedy, up to ${values.tokens} tokens (medians over ${values.rounds} rounds × ${STORIES.length} prompts)`,
-    ['model', 'contender', 'tokens', 'ms/token', 'vs reasonplug', 'steps/token', 'kept of drafted', 'same as without'],
+    `Prompt lookup, ${THREADS} threads, greedy, up to ${values.tokens} tokens (medians over ${values.rounds} rounds × ${STORIES.length} prompts; kept of drafted pooled over them)`,
+    ['model', 'contender', 'tokens', 'ms/token', 'vs reasonplug', 'steps/token', 'kept of drafted (pooled)', 'same as without'],
     rows.map((r) => [r.model, r.contender, r.tokens, r.msPerToken, `${r.vsReasonplug}x`, r.stepsPerToken, r.keptOfDrafted ?? '-', r.sameAsWithout ?? '-'] as (string | number)[]),
   );
 }

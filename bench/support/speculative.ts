@@ -77,7 +77,11 @@ export async function interleavedRuns<C extends string>(
   return out;
 }
 
-/** A contender's figures over its runs (medians), its time per token against `baseMs` and, when given, `withoutMs`. */
+/**
+ * A contender's figures over its runs (medians), its time per token against `baseMs` and, when given, `withoutMs`.
+ * The share of drafted tokens kept is pooled instead (all runs' kept over all runs' drafted): a median of per-run
+ * shares would weigh a run of two drafts as one of a hundred, and has no value for runs that drafted nothing.
+ */
 export function speculativeFigures({ runs, agreement }: { runs: Run[]; agreement: number[] }, baseMs: number, withoutMs?: number) {
   const drafted = runs.reduce((n, r) => n + r.drafted, 0);
   const accepted = runs.reduce((n, r) => n + r.accepted, 0);
