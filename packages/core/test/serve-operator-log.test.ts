@@ -18,7 +18,7 @@ import { rawRequest } from './support/raw-http.js';
 import { startOurRegistry } from './support/registries.js';
 import { startServer } from '../src/serve/server.js';
 import { pushModule } from '../src/registry/push.js';
-import type { RequestRecord } from '../src/serve/request-log.js';
+import { formatRequestRecord, type RequestRecord } from '../src/serve/request-log.js';
 
 const cli = fileURLToPath(new URL('../src/cli/reasonplug.ts', import.meta.url));
 
@@ -90,7 +90,7 @@ describe('serve: what the operator is told', function () {
     context = ((await (await postJson(url, '/tokenize', { prompt: 'x' })).json()) as { max_model_len: number }).max_model_len;
   });
 
-  it('records the requests a shutdown cuts off (a stream 200, a whole answer 499, both aborted), and says how many it cut', async () => {
+  it('records the requests a shutdown cuts off as cut (a stream 200, a whole answer 503), not as clients gone, and says how many it cut', async () => {
     const cut: RequestRecord[] = [];
     const server = await startServer({ engine: { model: dir }, port: 0, maxBatch: 64, shutdownTimeoutMs: 500, onRequest: (r) => cut.push(r) });
     try {
@@ -103,11 +103,12 @@ describe('serve: what the operator is told', function () {
       expect(await within(server.close(), 5_000, 'close()')).to.deep.equal({ cutOff: 2 });
       await Promise.all([whole.closed, streamed.closed]);
       // Written before close() settled.
-      const written = cut.filter((r) => r.path === '/v1/completions').map((r) => ({ status: r.status, aborted: r.aborted, finish: r.finishReason, model: r.model }));
-      expect(written).to.have.deep.members([
-        { status: 499, aborted: true, finish: 'abort', model: 'stories260k' },
-        { status: 200, aborted: true, finish: 'abort', model: 'stories260k' },
+      const written = cut.filter((r) => r.path === '/v1/completions');
+      expect(written.map((r) => ({ status: r.status, aborted: r.aborted, cutOff: r.cutOff, finish: r.finishReason, model: r.model, error: r.error }))).to.have.deep.members([
+        { status: 503, aborted: true, cutOff: true, finish: 'abort', model: 'stories260k', error: undefined },
+        { status: 200, aborted: true, cutOff: true, finish: 'abort', model: 'stories260k', error: undefined },
       ]);
+      expect(written.map((r) => formatRequestRecord(r, 'text'))).to.satisfy((lines: string[]) => lines.every((l) => l.includes('cut off by shutdown') && !l.includes('client went away')));
     } finally {
       await server.close();
     }

@@ -17,8 +17,10 @@ export interface RequestRecord {
   status: number;
   /** From arrival to the answer's end, or to the client going away. */
   ms: number;
-  /** The client went away before the answer ended (its row stopped). */
+  /** The answer did not reach its end (its row stopped): the client went away, or the shutdown cut it (`cutOff`). */
   aborted: boolean;
+  /** The shutdown cut the request off past its deadline (`--shutdown-timeout`), not the client. */
+  cutOff?: boolean;
   /** The model the request named (any request whose body named one, refused or not). */
   model?: string;
   /** Prompt tokens, for requests that ran the model. */
@@ -44,7 +46,8 @@ export function formatRequestRecord(r: RequestRecord, format: 'text' | 'json'): 
   if (r.promptTokens !== undefined) parts.push(`prompt=${r.promptTokens}`);
   if (r.completionTokens !== undefined) parts.push(`completion=${r.completionTokens}`);
   if (r.finishReason !== undefined) parts.push(`finish=${r.finishReason}`);
-  if (r.aborted) parts.push('client went away');
+  if (r.cutOff) parts.push('cut off by shutdown');
+  else if (r.aborted) parts.push('client went away');
   if (r.error !== undefined) parts.push(`error=${JSON.stringify(r.error)}`);
   return parts.join(' ');
 }

@@ -23,6 +23,9 @@ export class RequestRecords {
   private readonly records = new WeakMap<ServerResponse, RequestRecord>();
   /** Records tracked and not given out yet, which a shutdown waits for. */
   private unwritten = 0;
+  /** Answers not closed yet, and those the shutdown cut off (see {@link cutAll}). */
+  private readonly open = new Set<ServerResponse>();
+  private readonly cut = new Set<ServerResponse>();
   private allWritten: (() => void) | undefined;
 
   /** Adds what a handler learnt to its request's record, when requests are recorded. */
@@ -39,17 +42,28 @@ export class RequestRecords {
     const arrival = performance.now();
     const record: RequestRecord = { time: new Date(), requestId, method: req.method ?? '', path, status: 0, ms: 0, aborted: false };
     this.records.set(res, record);
+    this.open.add(res);
     this.unwritten++;
     res.once('close', () => {
       record.aborted = !res.writableFinished;
-      // 499 (nginx's "client closed request") for a client gone before any answer was written.
-      record.status = res.headersSent || !record.aborted ? res.statusCode : 499;
+      // 499 (nginx's "client closed request") for a client gone before any answer was written; 503 for one the
+      // shutdown cut off so.
+      record.status = res.headersSent || !record.aborted ? res.statusCode : this.cut.has(res) ? 503 : 499;
       record.ms = performance.now() - arrival;
+      if (this.cut.has(res) && record.aborted) record.cutOff = true;
+      this.open.delete(res);
       void answered.then(() => {
+        // (what the handler met as its connection closed, "client went away while queued" say, was the cut)
+        if (record.cutOff) delete record.error;
         if (--this.unwritten === 0) this.allWritten?.();
         onRequest(record);
       });
     });
+  }
+
+  /** Marks every request still open as cut off by the shutdown (call before its connections are closed). */
+  cutAll(): void {
+    for (const res of this.open) this.cut.add(res);
   }
 
   /**

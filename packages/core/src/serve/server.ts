@@ -378,7 +378,10 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     const finished = active === 0 || (await Promise.race([new Promise<true>((r) => (idle = () => r(true))), deadline]));
     // Past the deadline the requests left are cut off: their rows stop at their next step.
     const cutOff = finished ? 0 : active;
-    if (!finished) server.closeAllConnections();
+    if (!finished) {
+      records.cutAll();
+      server.closeAllConnections();
+    }
     server.closeIdleConnections();
     await records.written(RECORDS_AFTER_CUT_OFF_MS);
     // The engine is given what is left of the deadline: a batch thread held by one long step (a grammar's compile)
