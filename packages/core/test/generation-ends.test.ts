@@ -159,17 +159,21 @@ describe('stop token ids, a minimum length, and keeping the stop string', functi
     const alone: Reply[] = [];
     for (const options of calls) alone.push(await reply(engine, options));
     let busiest = 0;
+    let done = false;
+    // (sampled on its own while the calls run, not only as tokens arrive: on a busy machine a call's tokens can all
+    // arrive before the next call is admitted)
+    const sampling = (async () => {
+      while (!done) busiest = Math.max(busiest, (await engine.stats()).running);
+    })();
     const together = await Promise.all(
       calls.map(async (options) => {
         const stream = engine.stream({ prompt: PROMPT }, options);
         let streamed = '';
-        for await (const token of stream) {
-          streamed += token.text;
-          busiest = Math.max(busiest, (await engine.stats()).running);
-        }
+        for await (const token of stream) streamed += token.text;
         return { row: (await stream.result).rows[0]!, streamed };
       }),
-    );
+    ).finally(() => (done = true));
+    await sampling;
     expect(busiest, 'rows running at once').to.be.above(1);
     const shown = (r: Reply) => ({ ids: r.row.ids, text: r.row.text, finishReason: r.row.finishReason, stopString: r.row.stopString, streamed: r.streamed });
     expect(together.map(shown)).to.deep.equal(alone.map(shown));
