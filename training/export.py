@@ -129,7 +129,6 @@ def trained_against(what):
     if at: return at, at.rpartition('@')[0]
     shown = recorded and f'the checkpoint {rel(os.path.join(ROOT, recorded))}'
     return (shown, shown) if shown else (None, None)
-    return None, None
 
 
 def imported(extra):
