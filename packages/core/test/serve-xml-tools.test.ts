@@ -16,7 +16,7 @@ import { Engine } from '../src/engine.js';
 import { TextTokenizer } from '../src/tokenizer/tokenizer.js';
 import { toolCallSyntaxOf, TOOL_CALL_SYNTAX } from '../src/constrain/tool-syntax.js';
 import { XGrammarFactory, grammarVocabulary, type ResponseFormat } from '../src/constrain/index.js';
-import { prefixRules } from '../src/constrain/xml-calls.js';
+import { mergeGrammars } from '../src/constrain/xml-calls.js';
 import { ToolCallTextSplitter } from '../src/chat/tool-calls.js';
 import { createRng } from '../src/sampling/index.js';
 import { scriptedChatModule, storiesModule } from './support/modules.js';
@@ -240,10 +240,10 @@ describe('tool calls in tags: the grammar and the splitter', function () {
     });
   }
 
-  it('Hermes-form templates stay hermes, Seed-OSS-form ones (<seed:tool_call>) get the generic reply; prefixRules renames rules but not text in literals or classes', () => {
+  it('Hermes-form templates stay hermes, Seed-OSS-form ones (<seed:tool_call>) get the generic reply; mergeGrammars renames rules but not text in literals or classes', () => {
     expect(toolCallSyntaxOf(THINKING_TEMPLATE)).to.equal('hermes');
     expect(toolCallSyntaxOf(QWEN3_CODER_TEMPLATE.replaceAll('<tool_call>', '<seed:tool_call>').replaceAll('</tool_call>', '</seed:tool_call>'))).to.equal('generic');
     const ebnf = 'root ::= "root" item [root] ("a" | item)\nitem ::= "\\"item" root';
-    expect(prefixRules(ebnf, 'p_')).to.equal('p_root ::= "root" p_item [root] ("a" | p_item)\np_item ::= "\\"item" p_root');
+    expect(mergeGrammars([ebnf]).rules).to.equal('g0_root ::= "root" g0_item [root] ("a" | g0_item)\ng0_item ::= "\\"item" g0_root');
   });
 });

@@ -5,7 +5,7 @@
  */
 import type { CompiledGrammar, GrammarCompiler, GrammarMatcher, TokenizerInfo } from '@mlc-ai/web-xgrammar';
 import { prepareJsonSchema, spliceRules } from './json-schema.js';
-import { regexLiteral, rewriteRegex } from './regex-rewrite.js';
+import { rewriteRegex } from './regex-rewrite.js';
 import { unrollBoundedStrings } from './string-length.js';
 import { withWritableTokens, type GrammarVocabulary } from './vocabulary.js';
 import { allowedShare, applyBitmask } from '../sampling/bitmask.js';
@@ -13,9 +13,9 @@ import { StageClock } from './timing.js';
 import { loadXGrammar, type EmbindIntVector, type XGrammarBinding, type XGrammarInstance } from './xgrammar-loader.js';
 import { TOOL_CALL_SYNTAX, writtenTokens, type ToolCallForm, type ToolCallSyntax } from './tool-syntax.js';
 import { HARMONY, HARMONY_ANSWER, HARMONY_CALL } from '../chat/harmony.js';
-import { xmlArgumentsEbnf } from './xml-calls.js';
+import { mergeGrammars, xmlArgumentsEbnf } from './xml-calls.js';
 import { GENERIC_REPLY } from '../tokenizer/tools-in-prompt.js';
-import { ConstraintError, type AnswerFormat, type Constraint, type ConstraintFactory, type JsonSchema, type ResponseFormat, type ThoughtFirst, type ToolChoice, type ToolSpec } from './types.js';
+import { ConstraintError, type AnswerFormat, type Constraint, type ConstraintFactory, type JsonSchema, type ResponseFormat, type ThoughtFirst, type ToolChoice } from './types.js';
 
 /** Tool calls as the Hermes/Qwen chat templates teach them (the default syntax). */
 export const TOOL_CALL_BEGIN = TOOL_CALL_SYNTAX.hermes.begin;
@@ -170,6 +170,14 @@ const JSON_WHITESPACE = 1;
  * into them, as its template renders them (`tojson(indent=4)|indent(8)`: members at 12 blanks), which the model writes.
  */
 const INDENTED_WHITESPACE = 1 + 8 + 4 * 3;
+
+/**
+ * The most characters the merged grammar of a tool_calls format's arguments may hold: about 170 tools of six
+ * arguments, or 400 of two. XGrammar's compile time grows with the square of a grammar's size, and while it
+ * compiles every other stream of the engine waits (32,000 tokens, on a busy 2-CPU machine: 137,000 characters took
+ * 11 s, 274,000 took 24 s).
+ */
+export const MAX_TOOL_GRAMMAR = 200_000;
 
 /** One of JSON's blanks or none, as the schemas' grammars take them (JSON_WHITESPACE; `\s` would take `\v` and `\f`). */
 const BLANK = '[ \\t\\n]?';
@@ -503,60 +511,41 @@ export class XGrammarFactory implements ConstraintFactory {
       throw new ConstraintError(`tool_choice names "${wanted}", which is not among the bound tools (${names.join(', ')})`);
     }
     const called = tools.filter((t) => wanted === undefined || t.name === wanted);
-    const grammarOf = async (t: ToolSpec, whitespace?: number) => ({ type: 'grammar', grammar: await this.schemaEbnf(t.parameters, true, instance, whitespace) });
-    if (syntax === 'qwen-xml' || syntax === 'glm') {
-      const form = TOOL_CALL_SYNTAX[syntax];
-      const schemaEbnf = (schema: JsonSchema) => this.schemaEbnf(schema, true, instance);
-      const calls = await Promise.all(called.map(async (t) => ({ name: t.name, content: { type: 'grammar', grammar: await xmlArgumentsEbnf(form.xml, t.parameters, schemaEbnf) } })));
-      return xmlCalls(form, calls, choice, parallel);
+    // Every tool's arguments as rules of one grammar, JSON's own rules once (see mergeGrammars).
+    const whitespace = syntax === 'command-r-plus' ? INDENTED_WHITESPACE : undefined;
+    const xml = syntax === 'qwen-xml' || syntax === 'glm' ? TOOL_CALL_SYNTAX[syntax].xml : undefined;
+    const schemaEbnf = (schema: JsonSchema) => this.schemaEbnf(schema, true, instance, whitespace);
+    const grammars = await Promise.all(called.map((t) => (xml ? xmlArgumentsEbnf(xml, t.parameters, schemaEbnf) : schemaEbnf(t.parameters))));
+    const { rules, roots } = mergeGrammars(grammars);
+    if (rules.length > MAX_TOOL_GRAMMAR) {
+      throw new ConstraintError(
+        `tool_calls: the grammar of the ${called.length} tools' arguments holds ${rules.length} characters, over the limit of ${MAX_TOOL_GRAMMAR} (MAX_TOOL_GRAMMAR: its compile time grows with the square of its size, and other streams wait for it); bind fewer tools, or give them smaller schemas`,
+      );
     }
-    if (syntax === 'json') {
-      // One call, the rest of the reply (Llama 3's templates render one and refuse several).
-      // Under `auto`, the call also with OpenAI's `"type": "function"` first, as Llama 3.2 writes it (llama.cpp takes both).
-      const { begin } = TOOL_CALL_SYNTAX.json;
-      const typed = '{"type": "function", "name": ';
-      const tagsAfter = (opening: string) =>
-        Promise.all(called.map(async (t) => ({ type: 'tag', begin: `${opening}${JSON.stringify(t.name)}, "parameters": `, content: await grammarOf(t), end: '}' })));
-      const tags = await tagsAfter(begin);
-      if (choice !== 'auto') return { type: 'or', elements: tags };
-      return { type: 'triggered_tags', triggers: [begin, typed], tags: [...tags, ...(await tagsAfter(typed))], stop_after_first: true };
+    const merged: CallRules = { calls: called.map((t, i) => ({ name: t.name, args: roots[i]! })), rules };
+    switch (syntax) {
+      case 'qwen-xml':
+      case 'glm':
+        return xmlCalls(TOOL_CALL_SYNTAX[syntax], merged, choice, parallel);
+      case 'hermes':
+        return hermesCalls(merged, choice, parallel, this.vocabulary.prependSpace);
+      case 'json':
+        return jsonCall(merged, choice);
+      case 'deepseek':
+        return deepseekCalls(merged, choice, parallel);
+      case 'command-r':
+        return cohereCalls(merged, choice, parallel);
+      case 'command-r-plus':
+        return actionCalls(merged, choice, parallel);
+      case 'harmony':
+        return harmonyCalls(merged, choice);
+      case 'generic':
+        return genericReply(merged, choice, parallel, await this.schemaEbnf({ type: 'string' }, true, instance), this.vocabulary.prependSpace);
+      case 'mistral-args':
+        return mistralArgsCalls(merged, choice, parallel, this.vocabulary.added.has(TOOL_CALL_SYNTAX['mistral-args'].id));
+      default:
+        return listedCalls(syntax, merged, choice, parallel);
     }
-    if (syntax !== 'hermes') {
-      // Each tool's arguments' grammar, under its name, for the marker syntaxes.
-      const whitespace = syntax === 'command-r-plus' ? INDENTED_WHITESPACE : undefined;
-      const grammars = await Promise.all(called.map(async (t) => ({ name: t.name, content: await grammarOf(t, whitespace) })));
-      if (syntax === 'deepseek') return deepseekCalls(grammars, choice, parallel);
-      if (syntax === 'command-r') return cohereCalls(grammars, choice, parallel);
-      if (syntax === 'command-r-plus') return actionCalls(grammars, choice, parallel);
-      if (syntax === 'harmony') return harmonyCalls(grammars, choice);
-      if (syntax === 'generic') return genericReply(grammars, choice, parallel, await this.schemaEbnf({ type: 'string' }, true, instance), this.vocabulary.prependSpace);
-      if (syntax === 'mistral-args') return mistralArgsCalls(grammars, choice, parallel, this.vocabulary.added.has(TOOL_CALL_SYNTAX['mistral-args'].id));
-      return listedCalls(syntax, grammars, choice, parallel);
-    }
-    // One tag, its call in either layout templates use: Hermes/Qwen's (a newline inside the tags) or the compact
-    // one; after a blank where the vocabulary prepends one to text (SentencePiece writes `▁` after an added token,
-    // as Hermes 2 Pro Mistral's `<tool_call>` is).
-    // (spaced as json.dumps writes it, or compact: a blank or none after each separator, as the arguments take it)
-    const calls = await Promise.all(
-      called.map(async (t) => ({
-        type: 'sequence',
-        elements: [
-          { type: 'regex', pattern: `\\{${BLANK}"name"${BLANK}:${BLANK}${regexLiteral(JSON.stringify(t.name))}${BLANK},${BLANK}"arguments"${BLANK}:${BLANK}` },
-          await grammarOf(t),
-          { type: 'regex', pattern: `${BLANK}\\}` },
-        ],
-      })),
-    );
-    const call = { type: 'or', elements: calls };
-    const blank = this.vocabulary.prependSpace ? [{ type: 'regex', pattern: ' ?' }] : [];
-    const newline = { type: 'const_string', value: '\n' };
-    const layouts = { type: 'or', elements: [{ type: 'sequence', elements: [...blank, newline, call, newline] }, { type: 'sequence', elements: [...blank, call] }] };
-    const tags = [{ type: 'tag', begin: TOOL_CALL_BEGIN, content: layouts, end: TOOL_CALL_END }];
-    if (choice === 'auto') return { type: 'triggered_tags', triggers: [TOOL_CALL_BEGIN], tags, stop_after_first: !parallel };
-    // Several calls one per line, as Hermes/Qwen templates write an assistant turn's calls (vLLM likewise calls a
-    // named tool once).
-    if (choice === 'required' && parallel) return { type: 'tags_with_separator', tags, separator: '\n', at_least_one: true };
-    return tags[0]!;
   }
 
   /**
@@ -582,18 +571,69 @@ export class XGrammarFactory implements ConstraintFactory {
   }
 }
 
+/** An EBNF string literal of `text` (XGrammar reads JSON's escapes). */
+function ebnfLiteral(text: string): string {
+  return JSON.stringify(text);
+}
+
+/** The called tools' arguments as rules of one grammar: each tool's name and its arguments' root rule, and the rules. */
+interface CallRules {
+  calls: { name: string; args: string }[];
+  rules: string;
+}
+
+/** The tools as alternatives of a rule's text, each as `call` writes it from the tool's name and arguments' rule. */
+function eachCall(tools: CallRules, call: (name: string, args: string) => string): string {
+  return tools.calls.map((c) => `(${call(c.name, c.args)})`).join(' | ');
+}
+
+/** A grammar element of a structural tag: the rules `lines` (`root` among them) and the tools' rules. */
+function callsGrammar(tools: CallRules, ...lines: string[]): Record<string, unknown> {
+  return { type: 'grammar', grammar: [...lines, tools.rules].join('\n') };
+}
+
+/**
+ * Hermes/Qwen's calls: each in a `<tool_call>` tag, in either layout templates use: Hermes/Qwen's (a newline inside
+ * the tags) or the compact one; after a blank where the vocabulary prepends one to text (SentencePiece writes `▁`
+ * after an added token, as Hermes 2 Pro Mistral's `<tool_call>` is). Several one per line, as Hermes/Qwen templates
+ * write an assistant turn's calls; `parallel` false and a named tool admit one call (vLLM likewise calls a named tool once).
+ */
+function hermesCalls(tools: CallRules, choice: ToolChoice, parallel: boolean, blank: boolean): Record<string, unknown> {
+  // (spaced as json.dumps writes it, or compact: a blank or none after each separator, as the arguments take it)
+  const named = eachCall(tools, (name, args) => `${ebnfLiteral(JSON.stringify(name))} ${BLANK} "," ${BLANK} "\\"arguments\\"" ${BLANK} ":" ${BLANK} ${args}`);
+  const content = callsGrammar(tools, `root ::= ${blank ? '" "? ' : ''}("\\n" call "\\n" | call)`, `call ::= "{" ${BLANK} "\\"name\\"" ${BLANK} ":" ${BLANK} (${named}) ${BLANK} "}"`);
+  const tags = [{ type: 'tag', begin: TOOL_CALL_BEGIN, content, end: TOOL_CALL_END }];
+  if (choice === 'auto') return { type: 'triggered_tags', triggers: [TOOL_CALL_BEGIN], tags, stop_after_first: !parallel };
+  if (choice === 'required' && parallel) return { type: 'tags_with_separator', tags, separator: '\n', at_least_one: true };
+  return tags[0]!;
+}
+
+/**
+ * Llama 3's call: one, the rest of the reply (its templates render one and refuse several). Under `auto`, the call
+ * also with OpenAI's `"type": "function"` first, as Llama 3.2 writes it (llama.cpp takes both).
+ */
+function jsonCall(tools: CallRules, choice: ToolChoice): Record<string, unknown> {
+  const { begin } = TOOL_CALL_SYNTAX.json;
+  const content = callsGrammar(tools, `root ::= ${eachCall(tools, (name, args) => `${ebnfLiteral(`${JSON.stringify(name)}, "parameters": `)} ${args}`)}`);
+  const call = (opening: string) => ({ type: 'tag', begin: opening, content, end: '}' });
+  if (choice !== 'auto') return call(begin);
+  // (each opening a trigger of its own, so the grammar twice)
+  const typed = '{"type": "function", "name": ';
+  return { type: 'triggered_tags', triggers: [begin, typed], tags: [call(begin), call(typed)], stop_after_first: true };
+}
+
 /**
  * Calls as a list after a marker (Mistral's `[TOOL_CALLS]`, Granite's `<|tool_call|>`): the marker, a few blanks
  * (Mistral's templates render one) or none, then one JSON list of `{"name": …, "arguments": …}` objects that ends
  * the reply; Mistral's each with the 9-character `id` Nemo writes or without. `parallel` false admits one call.
  */
-function listedCalls(syntax: 'mistral' | 'granite', calls: { name: string; content: object }[], choice: ToolChoice, parallel: boolean): Record<string, unknown> {
+function listedCalls(syntax: 'mistral' | 'granite', tools: CallRules, choice: ToolChoice, parallel: boolean): Record<string, unknown> {
   const { begin } = TOOL_CALL_SYNTAX[syntax];
-  const id = { type: 'regex', pattern: '(, "id": "[a-zA-Z0-9]{9}")?' };
-  const content = (c: { content: object }) => (syntax === 'mistral' ? { type: 'sequence', elements: [c.content, id] } : c.content);
-  const tags = calls.map((c) => ({ type: 'tag', begin: `{"name": ${JSON.stringify(c.name)}, "arguments": `, content: content(c), end: '}' }));
+  const id = syntax === 'mistral' ? ` (${ebnfLiteral(', "id": "')} [a-zA-Z0-9]{9} "\\"")?` : '';
+  const content = callsGrammar(tools, `root ::= (${eachCall(tools, (name, args) => `${ebnfLiteral(`${JSON.stringify(name)}, "arguments": `)} ${args}`)})${id}`);
+  const call = { type: 'tag', begin: '{"name": ', content, end: '}' };
   const several = typeof choice === 'object' ? false : parallel;
-  const items = several ? { type: 'tags_with_separator', tags, separator: ', ', at_least_one: true } : { type: 'or', elements: tags };
+  const items = several ? { type: 'tags_with_separator', tags: [call], separator: ', ', at_least_one: true } : call;
   // The list as a tag of its own: its closing bracket is the tag's end (XGrammar takes separated tags only so).
   // Blanks before it, bounded: a SentencePiece vocabulary may write the template's one blank as two pieces.
   const list = { type: 'sequence', elements: [{ type: 'regex', pattern: ' {0,4}' }, { type: 'tag', begin: '[', content: items, end: ']' }] };
@@ -608,13 +648,12 @@ function listedCalls(syntax: 'mistral' | 'granite', calls: { name: string; conte
  * name its id between: `[TOOL_CALLS]name[CALL_ID]` and nine letters and digits, then `[ARGS]`. `parallel` false and a
  * named tool admit one call.
  */
-function mistralArgsCalls(calls: { name: string; content: object }[], choice: ToolChoice, parallel: boolean, ids: boolean): Record<string, unknown> {
+function mistralArgsCalls(tools: CallRules, choice: ToolChoice, parallel: boolean, ids: boolean): Record<string, unknown> {
   const { begin, args, id } = TOOL_CALL_SYNTAX['mistral-args'];
   const several = typeof choice === 'object' ? false : parallel;
-  const blank = { type: 'regex', pattern: ' {0,4}' };
-  // (the special texts as literals of the pattern: the grammar writes each as its token)
-  const named = (name: string) => (ids ? { type: 'regex', pattern: `${regexLiteral(name)}(${regexLiteral(id)} {0,4}[a-zA-Z0-9]{9})?${regexLiteral(args)}` } : { type: 'const_string', value: `${name}${args}` });
-  const call = { type: 'or', elements: calls.map((c) => ({ type: 'sequence', elements: [blank, named(c.name), blank, c.content] })) };
+  // (the special texts as literals of the grammar: it writes each as its token)
+  const named = ids ? ` (${ebnfLiteral(id)} [ ]{0,4} [a-zA-Z0-9]{9})?` : '';
+  const call = callsGrammar(tools, `root ::= [ ]{0,4} (${eachCall(tools, (name, rule) => `${ebnfLiteral(name)}${named} ${ebnfLiteral(args)} [ ]{0,4} ${rule}`)})`);
   const marked = { type: 'tag', begin, content: call, end: '' };
   if (choice === 'auto') return { type: 'triggered_tags', triggers: [begin], tags: [marked], stop_after_first: !several };
   if (!several) return marked;
@@ -626,22 +665,11 @@ function mistralArgsCalls(calls: { name: string; content: object }[], choice: To
  * Cohere's calls: `<|START_ACTION|>`, a JSON list of `{"tool_call_id": "<n>", "tool_name": …, "parameters": …}`
  * objects, `<|END_ACTION|>`, which ends the reply. `parallel` false and a named tool admit one call.
  */
-function cohereCalls(calls: { name: string; content: object }[], choice: ToolChoice, parallel: boolean): Record<string, unknown> {
+function cohereCalls(tools: CallRules, choice: ToolChoice, parallel: boolean): Record<string, unknown> {
   const { begin, end } = TOOL_CALL_SYNTAX['command-r'];
   const several = typeof choice === 'object' ? false : parallel;
-  const call = {
-    type: 'or',
-    elements: calls.map((c) => ({
-      type: 'sequence',
-      elements: [
-        { type: 'const_string', value: '{"tool_call_id": "' },
-        { type: 'regex', pattern: '[0-9]{1,3}' },
-        { type: 'const_string', value: `", "tool_name": ${JSON.stringify(c.name)}, "parameters": ` },
-        c.content,
-        { type: 'const_string', value: '}' },
-      ],
-    })),
-  };
+  const named = eachCall(tools, (name, args) => `${ebnfLiteral(`${JSON.stringify(name)}, "parameters": `)} ${args}`);
+  const call = callsGrammar(tools, `root ::= ${ebnfLiteral('{"tool_call_id": "')} [0-9]{1,3} ${ebnfLiteral('", "tool_name": ')} (${named}) "}"`);
   const items = several ? { type: 'tags_with_separator', tags: [{ type: 'tag', begin: '', content: call, end: '' }], separator: ', ', at_least_one: true } : call;
   // The list as the marked tag's content: its closing bracket before the end marker.
   const marked = { type: 'tag', begin: `${begin}[`, content: items, end: `]${end}` };
@@ -655,23 +683,23 @@ function cohereCalls(calls: { name: string; content: object }[], choice: ToolCho
  * may instead be text, or, as the template asks, the call of `directly-answer` with no parameters and then the answer
  * in text.
  */
-function actionCalls(calls: { name: string; content: object }[], choice: ToolChoice, parallel: boolean): Record<string, unknown> {
+function actionCalls(tools: CallRules, choice: ToolChoice, parallel: boolean): Record<string, unknown> {
   const { begin, end, fence, direct } = TOOL_CALL_SYNTAX['command-r-plus'];
   const several = typeof choice === 'object' ? false : parallel;
   // Where the template puts a newline and indentation; bounded, and none at all for compact JSON.
-  const indent = '\\n? {0,8}';
-  const opening = `[ \\n]?${regexLiteral(fence)}json\\n\\[`;
-  const call = (name: string) => `${indent}\\{${indent}${regexLiteral(`"tool_name": ${JSON.stringify(name)},`)}${indent}${regexLiteral('"parameters": ')}`;
+  const indent = '"\\n"? [ ]{0,8}';
+  const opening = `[ \\n]? ${ebnfLiteral(`${fence}json\n[`)}`;
+  const named = (name: string) => `${ebnfLiteral(`"tool_name": ${JSON.stringify(name)},`)} ${indent} ${ebnfLiteral('"parameters": ')}`;
   // Each call ends with the indentation before what follows it: the next call's comma, or the list's bracket.
-  const callEnd = `${indent}\\}${indent}`;
-  const one = { type: 'or', elements: calls.map((c) => ({ type: 'sequence', elements: [{ type: 'regex', pattern: call(c.name) }, c.content, { type: 'regex', pattern: callEnd }] })) };
+  const callEnd = `${indent} "}" ${indent}`;
+  const one = callsGrammar(tools, `root ::= ${indent} "{" ${indent} (${eachCall(tools, (name, args) => `${named(name)} ${args}`)}) ${callEnd}`);
   const items = several ? { type: 'tags_with_separator', tags: [{ type: 'tag', begin: '', content: one, end: '' }], separator: ',', at_least_one: true } : one;
   // The list as a tag of its own (XGrammar takes separated tags only so), its bracket the tag's end.
-  const list = { type: 'sequence', elements: [{ type: 'regex', pattern: opening }, { type: 'tag', begin: '', content: items, end: ']' }, { type: 'regex', pattern: '\\n?' }] };
+  const list = { type: 'sequence', elements: [{ type: 'grammar', grammar: `root ::= ${opening}` }, { type: 'tag', begin: '', content: items, end: ']' }, { type: 'regex', pattern: '\\n?' }] };
   const marked = { type: 'tag', begin, content: list, end };
   if (choice !== 'auto') return marked;
-  const answer = `${regexLiteral(begin)}${opening}${call(direct)}\\{\\}${callEnd}\\]\\n?${regexLiteral(end)}`;
-  return { type: 'or', elements: [{ type: 'triggered_tags', triggers: [begin], tags: [marked], stop_after_first: true }, { type: 'sequence', elements: [{ type: 'regex', pattern: answer }, { type: 'any_text' }] }] };
+  const answer = `root ::= ${ebnfLiteral(begin)} ${opening} ${indent} "{" ${indent} ${named(direct)} "{}" ${callEnd} "]" "\\n"? ${ebnfLiteral(end)}`;
+  return { type: 'or', elements: [{ type: 'triggered_tags', triggers: [begin], tags: [marked], stop_after_first: true }, { type: 'sequence', elements: [{ type: 'grammar', grammar: answer }, { type: 'any_text' }] }] };
 }
 
 /**
@@ -680,11 +708,8 @@ function actionCalls(calls: { name: string; content: object }[], choice: ToolCho
  * `{"response": "…"}`. Laid out as XGrammar lays out JSON without free whitespace, as the prompt's earlier turns are;
  * `blank`: one blank may come first.
  */
-function genericReply(calls: { name: string; content: object }[], choice: ToolChoice, parallel: boolean, text: string, blank: boolean): Record<string, unknown> {
-  const call = {
-    type: 'or',
-    elements: calls.map((c) => ({ type: 'sequence', elements: [{ type: 'const_string', value: `{"name": ${JSON.stringify(c.name)}, "arguments": ` }, c.content, { type: 'const_string', value: '}' }] })),
-  };
+function genericReply(tools: CallRules, choice: ToolChoice, parallel: boolean, text: string, blank: boolean): Record<string, unknown> {
+  const call = callsGrammar(tools, `root ::= ${ebnfLiteral('{"name": ')} (${eachCall(tools, (name, args) => `${ebnfLiteral(`${JSON.stringify(name)}, "arguments": `)} ${args}`)}) "}"`);
   const several = typeof choice === 'object' ? false : parallel;
   const calling = several
     ? { type: 'tag', begin: `{"${GENERIC_REPLY.calls}": [`, content: { type: 'tags_with_separator', tags: [{ type: 'tag', begin: '', content: call, end: '' }], separator: ', ', at_least_one: true }, end: ']}' }
@@ -700,16 +725,11 @@ function genericReply(calls: { name: string; content: object }[], choice: ToolCh
  * its arguments in a ```json fence, closed by `<｜tool▁call▁end｜>`, calls after the first on a new line (as R1's
  * template renders them), and `<｜tool▁calls▁end｜>`, which ends the reply. `parallel` false and a named tool admit one call.
  */
-function deepseekCalls(calls: { name: string; content: object }[], choice: ToolChoice, parallel: boolean): Record<string, unknown> {
+function deepseekCalls(tools: CallRules, choice: ToolChoice, parallel: boolean): Record<string, unknown> {
   const { begin, end, each } = TOOL_CALL_SYNTAX.deepseek;
   const several = typeof choice === 'object' ? false : parallel;
-  const call = {
-    type: 'or',
-    elements: calls.map((c) => ({
-      type: 'sequence',
-      elements: [{ type: 'const_string', value: `function${each.sep}${c.name}\n\`\`\`json\n` }, c.content, { type: 'const_string', value: '\n```' }],
-    })),
-  };
+  const named = eachCall(tools, (name, args) => `${ebnfLiteral(`${name}\n\`\`\`json\n`)} ${args}`);
+  const call = callsGrammar(tools, `root ::= ${ebnfLiteral(`function${each.sep}`)} (${named}) ${ebnfLiteral('\n```')}`);
   // As in mistralArgsCalls, the next call's opening separates it from the one before (XGrammar takes no empty separator).
   const items = several
     ? { type: 'sequence', elements: [{ type: 'const_string', value: each.begin }, { type: 'tags_with_separator', tags: [{ type: 'tag', begin: '', content: call, end: each.end }], separator: `\n${each.begin}`, at_least_one: true }] }
@@ -739,38 +759,35 @@ const HARMONY_PREAMBLES = [
  * be any messages instead (the answer on the final channel). Otherwise (`required`, a named tool, beside an answer) the
  * call may also name its recipient in the channel, as the harmony guide writes it, and come after commentary preambles.
  */
-function harmonyCalls(calls: { name: string; content: object }[], choice: ToolChoice): Record<string, unknown> {
+function harmonyCalls(tools: CallRules, choice: ToolChoice): Record<string, unknown> {
   // The recipient in the header before the channel, as gpt-oss's template writes it (`<|start|>assistant
   // to=functions.f<|channel|>commentary json<|message|>`), or in the channel after it, as the harmony guide does
   // (`<|channel|>commentary to=functions.f <|constrain|>json<|message|>`): both are read (chat/harmony.ts), as llama.cpp reads them.
-  const header = {
-    type: 'or',
-    elements: [`${HARMONY.channel}commentary json${HARMONY.message}`, ` ${HARMONY.constrain}json${HARMONY.message}`, `${HARMONY.constrain}json${HARMONY.message}`, HARMONY.message].map(
-      (value) => ({ type: 'const_string', value }),
-    ),
-  };
-  const tags = calls.map((c) => ({ type: 'tag', begin: `${HARMONY_CALL}${c.name}`, content: { type: 'sequence', elements: [header, c.content] }, end: '' }));
+  const header = `header ::= ${[`${HARMONY.channel}commentary json${HARMONY.message}`, ` ${HARMONY.constrain}json${HARMONY.message}`, `${HARMONY.constrain}json${HARMONY.message}`, HARMONY.message].map(ebnfLiteral).join(' | ')}`;
+  const named = (headerRule: string) => eachCall(tools, (name, args) => `${ebnfLiteral(name)} ${headerRule} ${args}`);
   // Under auto the free text before the trigger holds the guide's channel and any preambles; elsewhere each is spelled out.
-  if (choice === 'auto') return { type: 'triggered_tags', triggers: [HARMONY_CALL], tags, stop_after_first: true };
-  const channelHeader = {
-    type: 'or',
-    elements: [` ${HARMONY.constrain}json${HARMONY.message}`, `${HARMONY.constrain}json${HARMONY.message}`, ` json${HARMONY.message}`, HARMONY.message].map((value) => ({ type: 'const_string', value })),
-  };
-  const inChannel = calls.map((c) => ({ type: 'tag', begin: `${HARMONY_IN_CHANNEL}${c.name}`, content: { type: 'sequence', elements: [channelHeader, c.content] }, end: '' }));
-  return { type: 'sequence', elements: [{ type: 'grammar', grammar: HARMONY_PREAMBLES }, { type: 'or', elements: [...tags, ...inChannel] }] };
+  if (choice === 'auto') {
+    const tag = { type: 'tag', begin: HARMONY_CALL, content: callsGrammar(tools, `root ::= ${named('header')}`, header), end: '' };
+    return { type: 'triggered_tags', triggers: [HARMONY_CALL], tags: [tag], stop_after_first: true };
+  }
+  const channelHeader = `channel_header ::= ${[` ${HARMONY.constrain}json${HARMONY.message}`, `${HARMONY.constrain}json${HARMONY.message}`, ` json${HARMONY.message}`, HARMONY.message].map(ebnfLiteral).join(' | ')}`;
+  const call = callsGrammar(tools, `root ::= ${ebnfLiteral(HARMONY_CALL)} (${named('header')}) | ${ebnfLiteral(HARMONY_IN_CHANNEL)} (${named('channel_header')})`, header, channelHeader);
+  return { type: 'sequence', elements: [{ type: 'grammar', grammar: HARMONY_PREAMBLES }, call] };
 }
 
 /**
- * Calls in tags (Qwen3-Coder's, GLM-4.5's): each `<tool_call>`, the name in its tags, the arguments (`content`, see
+ * Calls in tags (Qwen3-Coder's, GLM-4.5's): each `<tool_call>`, the name in its tags, the arguments (see
  * xmlArgumentsEbnf) and the closing tags; several one per line, as the templates write them. `parallel` false and a
  * named tool admit one call.
  */
-function xmlCalls(form: Required<Pick<ToolCallForm, 'begin' | 'end' | 'xml'>>, calls: { name: string; content: object }[], choice: ToolChoice, parallel: boolean): Record<string, unknown> {
+function xmlCalls(form: Required<Pick<ToolCallForm, 'begin' | 'end' | 'xml'>>, tools: CallRules, choice: ToolChoice, parallel: boolean): Record<string, unknown> {
   const { begin, end, xml } = form;
-  const tags = calls.map((c) => ({ type: 'tag', begin: `${begin}${xml.name[0]}${c.name}${xml.name[1]}`, content: c.content, end: `${xml.close}${end}` }));
+  const close = xml.close ? ` ${ebnfLiteral(xml.close)}` : '';
+  const content = callsGrammar(tools, `root ::= (${eachCall(tools, (name, args) => `${ebnfLiteral(`${xml.name[0]}${name}${xml.name[1]}`)} ${args}`)})${close}`);
+  const tags = [{ type: 'tag', begin, content, end }];
   if (choice === 'auto') return { type: 'triggered_tags', triggers: [begin], tags, stop_after_first: !parallel };
   if (choice === 'required' && parallel) return { type: 'tags_with_separator', tags, separator: '\n', at_least_one: true };
-  return { type: 'or', elements: tags };
+  return tags[0]!;
 }
 
 /** Whether XGrammar takes a structural tag element as unlimited: free text, or a run of tags, at its end. */
