@@ -93,6 +93,14 @@ describe('JSON grammars: only valid JSON, bounded runs', function () {
     expect(await takesWhole(factory, ranged, '121')).to.equal(false);
     expect(await takesWhole(factory, schema({ type: 'number', minimum: 0, maximum: 3 }), '2.5')).to.equal(true);
     expect(await takesWhole(factory, schema({ type: 'number', minimum: 0, maximum: 3 }), '3.5')).to.equal(false);
+    // a range open on one side (pydantic's NonNegativeInt, zod's .positive()) is bounded there alike (it took 400 digits)
+    expect(await run(factory, schema({ type: 'integer', minimum: 0 }), '', '7')).to.equal(32);
+    expect(await run(factory, schema({ type: 'number', exclusiveMinimum: 0 }), '', '7')).to.equal(32);
+    expect(await run(factory, schema({ type: 'number', exclusiveMinimum: 0 }), '1.', '0')).to.equal(5);
+    expect(await run(factory, schema({ type: 'integer', maximum: 100 }), '-', '7')).to.equal(32);
+    expect(await run(factory, schema({ type: 'number', maximum: -5 }), '-', '7')).to.equal(32);
+    expect(await takesWhole(factory, schema({ type: 'integer', minimum: 10 }), '9'.repeat(32))).to.equal(true);
+    expect(await takesWhole(factory, schema({ type: 'number', maximum: -5 }), `-${'9'.repeat(32)}.5`)).to.equal(true);
   });
 
   it('takes valid UTF-8 alone inside strings: no surrogate, overlong form, nor anything past U+10FFFF', async () => {

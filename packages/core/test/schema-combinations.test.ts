@@ -91,9 +91,44 @@ describe('keywords beside anyOf, oneOf and allOf', function () {
     expect(await refusal({ type: 'string', pattern: '^a', anyOf: [{ pattern: 'b$' }] })).to.match(/keyword "anyOf" at # cannot be enforced: branch 0 and the keywords beside it give it different values \("pattern"\)/);
   });
 
+  it('annotations beside a recursive union (pydantic\'s discriminator, OpenAPI\'s nullable, x- extensions) leave its $ref branches alone', async () => {
+    // pydantic v2's expression tree: Expr = Annotated[Union[Lit, Add], Field(discriminator='kind')] (copied into each
+    // branch, the discriminator made each `$ref` branch an allOf, inlined without end to the depth limit)
+    const expr = (title: string) => ({ discriminator: { mapping: { add: '#/$defs/Add', lit: '#/$defs/Lit' }, propertyName: 'kind' }, oneOf: [{ $ref: '#/$defs/Lit' }, { $ref: '#/$defs/Add' }], title });
+    const calc = {
+      $defs: {
+        Add: { properties: { kind: { const: 'add', title: 'Kind', type: 'string' }, left: expr('Left'), right: expr('Right') }, required: ['kind', 'left', 'right'], title: 'Add', type: 'object' },
+        Lit: { properties: { kind: { const: 'lit', title: 'Kind', type: 'string' }, value: { title: 'Value', type: 'integer' } }, required: ['kind', 'value'], title: 'Lit', type: 'object' },
+      },
+      properties: { expr: expr('Expr') },
+      required: ['expr'], title: 'Calc', type: 'object',
+    };
+    const take = async (schema: Record<string, unknown>, text: string) => {
+      const c = await factory.create({ type: 'json_schema', schema }, [2]);
+      try {
+        return [...Buffer.from(text)].every((b) => c.tryAccept(3 + b)) && c.tryAccept(2);
+      } finally {
+        c.dispose();
+      }
+    };
+    expect(await take(calc, '{"expr": {"kind": "add", "left": {"kind": "lit", "value": 1}, "right": {"kind": "add", "left": {"kind": "lit", "value": 2}, "right": {"kind": "lit", "value": 3}}}}')).to.equal(true);
+    expect(await take(calc, '{"expr": {"kind": "add", "left": {"kind": "lit"}, "right": {"kind": "lit", "value": 2}}}')).to.equal(false);
+    await expectValidWalks(calc);
+    // a recursive Optional (anyOf the node's $ref and null) beside an extension or OpenAPI's nullable, which XGrammar ignores
+    for (const extra of [{ 'x-order': 1 }, { nullable: true }]) {
+      const node = { $defs: { Node: { type: 'object', properties: { v: { type: 'integer' }, next: { anyOf: [{ $ref: '#/$defs/Node' }, { type: 'null' }], ...extra } }, required: ['v'] } }, $ref: '#/$defs/Node' };
+      expect(await take(node, '{"v": 1, "next": {"v": 2, "next": {"v": 3, "next": null}}}'), JSON.stringify(extra)).to.equal(true);
+      expect(await take(node, '{"v": 1, "next": {"next": null}}'), JSON.stringify(extra)).to.equal(false);
+    }
+    // (ajv reads OpenAPI's nullable itself, and refuses it without a type beside it)
+    await expectValidWalks({ $defs: { Node: { type: 'object', properties: { v: { type: 'integer' }, next: { anyOf: [{ $ref: '#/$defs/Node' }, { type: 'null' }], 'x-order': 1 } }, required: ['v'] } }, $ref: '#/$defs/Node' });
+    // an unknown keyword beside enum is an annotation too
+    await expectValidWalks({ enum: ['a', 'b'], 'x-labels': ['A', 'B'] });
+  });
+
   it('a $ref cycle through anyOf branches with keywords beside them is refused, not followed without end', async () => {
     const schema = { $defs: { n: { type: 'object', anyOf: [{ $ref: '#/$defs/n' }, { properties: { a: { type: 'integer' } } }] } }, $ref: '#/$defs/n' };
-    // (each round of the cycle nests its branches a level deeper: refused at the depth limit)
-    expect(await refusal(schema)).to.match(/^ConstraintError: JSON Schema at #\/\$defs\/n(\/anyOf\/0)+ nests more than 32 levels deep/);
+    // (each round of the cycle nests its branches a level deeper: refused where they nest 32 deep)
+    expect(await refusal(schema)).to.match(/^ConstraintError: JSON Schema keyword "anyOf" at #\/\$defs\/n(\/anyOf\/0)+ cannot be enforced: with the keywords beside them written into them, its branches nest more than 32 deep/);
   });
 });

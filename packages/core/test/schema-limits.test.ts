@@ -1,8 +1,8 @@
 /**
  * The limits on a schema's size that its compile does not meet in time or at all: properties across the schema
  * (XGrammar's compile grew with the square of them, objects apart or not) and nesting depth, `$ref`s opened where
- * they stand (past about 50 levels XGrammar's compile failed with "memory access out of bounds"), refused before
- * anything compiles; recursion and ten levels of pydantic's optional nested models pass.
+ * they stand (past about 50 levels XGrammar's compile failed with "memory access out of bounds", or never ended),
+ * refused before anything compiles; recursion and 24 levels of pydantic's optional nested models pass.
  */
 import { expect } from 'chai';
 import { readFile } from 'node:fs/promises';
@@ -37,7 +37,16 @@ const refChain = (links: number) => {
   return { $ref: `#/$defs/d${links}`, $defs };
 };
 
-const DEEP = `nests more than ${SCHEMA_LIMITS.depth} levels deep (each property, item, combinator branch and $ref target is a level), the most one schema may nest`;
+const DEEP = `nests more than ${SCHEMA_LIMITS.depth} levels deep (each property, item, combinator branch and $ref target is a level, a branch's own $ref target none), the most one schema may nest`;
+
+/**
+ * pydantic's JSON Schema for `models` nested optional models (L0.child: Optional[L1], …): each `child` an anyOf of
+ * the next model's `$ref` and null, each model two levels (the property, the branch).
+ */
+const optionalChain = (models: number) => {
+  const model = (i: number): object => ({ properties: { v: { title: 'V', type: 'integer' }, ...(i < models - 1 ? { child: { anyOf: [{ $ref: `#/$defs/L${i + 1}` }, { type: 'null' }], default: null } } : {}) }, required: ['v'], title: `L${i}`, type: 'object' });
+  return { ...model(0), $defs: Object.fromEntries(Array.from({ length: models - 1 }, (_, i) => [`L${i + 1}`, model(i + 1)])) };
+};
 
 describe('schema limits: properties across the schema, nesting depth', function () {
   this.timeout(120_000);
@@ -66,24 +75,28 @@ describe('schema limits: properties across the schema, nesting depth', function 
     // at the limit, compiled
     await f.compile(format(objects(124)), [2]);
     expect(f.compiles).to.equal(1);
+    // the properties beside an anyOf are written into each branch, and counted once ("520 by here" for these 260)
+    const beside = required(258, 'p');
+    const either = { ...beside, properties: { ...beside.properties, id: { type: 'string' }, name: { type: 'string' } }, anyOf: [{ required: ['id'] }, { required: ['name'] }] };
+    expect(await refusal(f.compile(format(either), [2]))).to.equal(undefined);
   });
 
   it(`refuses nesting past ${SCHEMA_LIMITS.depth} levels of objects, arrays and combinators before compiling, naming the depth`, async () => {
     const f = await factory();
     const path = (segment: string, n: number) => `#${segment.repeat(n)}`;
-    // 64 levels of objects failed in XGrammar's compile: "memory access out of bounds"
-    for (const levels of [33, 64]) {
-      expect(await refusal(f.compile(format(nestedObjects(levels)), [2]))).to.equal(`ConstraintError: JSON Schema at ${path('/properties/a', 33)} ${DEEP}`);
+    // 54 and 64 levels of objects failed in XGrammar's compile: "memory access out of bounds"
+    for (const levels of [49, 54, 64]) {
+      expect(await refusal(f.compile(format(nestedObjects(levels)), [2]))).to.equal(`ConstraintError: JSON Schema at ${path('/properties/a', 49)} ${DEEP}`);
     }
     let items: object = { type: 'integer' };
-    for (let i = 0; i < 33; i++) items = { type: 'array', items };
-    expect(await refusal(f.compile(format(items), [2]))).to.equal(`ConstraintError: JSON Schema at ${path('/items', 33)} ${DEEP}`);
+    for (let i = 0; i < 49; i++) items = { type: 'array', items };
+    expect(await refusal(f.compile(format(items), [2]))).to.equal(`ConstraintError: JSON Schema at ${path('/items', 49)} ${DEEP}`);
     let branches: object = { type: 'integer' };
-    for (let i = 0; i < 33; i++) branches = { anyOf: [branches, { type: 'null' }] };
-    expect(await refusal(f.compile(format(branches), [2]))).to.equal(`ConstraintError: JSON Schema at ${path('/anyOf/0', 33)} ${DEEP}`);
+    for (let i = 0; i < 49; i++) branches = { anyOf: [branches, { type: 'null' }] };
+    expect(await refusal(f.compile(format(branches), [2]))).to.equal(`ConstraintError: JSON Schema at ${path('/anyOf/0', 49)} ${DEEP}`);
     expect(f.compiles).to.equal(0);
     // a schema far deeper is refused the same way (it ran the preparation out of the JavaScript stack: a RangeError)
-    expect(() => prepareJsonSchema(nestedObjects(20_000))).to.throw(`JSON Schema at ${path('/properties/a', 33)} ${DEEP}`);
+    expect(() => prepareJsonSchema(nestedObjects(20_000))).to.throw(`JSON Schema at ${path('/properties/a', 49)} ${DEEP}`);
     // at the limit, compiled and enforced
     const deepest = nestedObjects(SCHEMA_LIMITS.depth);
     const reply = '{"a": '.repeat(SCHEMA_LIMITS.depth) + '7' + '}'.repeat(SCHEMA_LIMITS.depth);
@@ -91,16 +104,24 @@ describe('schema limits: properties across the schema, nesting depth', function 
     expect(await takesWhole(f, format(deepest), reply.replace('7', '"7"'))).to.equal(false);
   });
 
-  it('counts the levels inside a $ref target where the $ref stands, a recursive $ref as no deeper: ten levels of optional pydantic models pass', async () => {
+  it('counts the levels inside a $ref target where the $ref stands, a recursive $ref as no deeper: 24 levels of optional pydantic models pass', async () => {
     const f = await factory();
-    // 15 links: the integer 31 levels deep; 16: 33 (a chain of 40 failed to compile, one of 48 never ended)
-    expect(await refusal(f.compile(format(refChain(16)), [2]))).to.equal(`ConstraintError: JSON Schema at #, its "$ref" "#/$defs/d16" opened there, ${DEEP}`);
+    // 23 links: the integer 47 levels deep; 24: 49 (a chain of 40 failed to compile, one of 45 never ended)
+    expect(await refusal(f.compile(format(refChain(24)), [2]))).to.equal(`ConstraintError: JSON Schema at #, its "$ref" "#/$defs/d24" opened there, ${DEEP}`);
     // where a target is opened deeper than where it is defined, there
     const opened = (levels: number) => ({ ...nestedObjects(20, { $ref: '#/$defs/deep' }), $defs: { deep: nestedObjects(levels) } });
-    expect(await refusal(f.compile(format(opened(12)), [2]))).to.equal(`ConstraintError: JSON Schema at #${'/properties/a'.repeat(20)}, its "$ref" "#/$defs/deep" opened there, ${DEEP}`);
+    expect(await refusal(f.compile(format(opened(28)), [2]))).to.equal(`ConstraintError: JSON Schema at #${'/properties/a'.repeat(20)}, its "$ref" "#/$defs/deep" opened there, ${DEEP}`);
+    // pydantic's optional models, an anyOf branch `$ref` each: 25 models nest 49 levels (28 failed to compile, 27 did)
+    expect(await refusal(f.compile(format(optionalChain(25)), [2]))).to.equal(`ConstraintError: JSON Schema at #/properties/child/anyOf/0, its "$ref" "#/$defs/L1" opened there, ${DEEP}`);
     expect(f.compiles).to.equal(0);
-    await f.compile(format(refChain(15)), [2]);
-    await f.compile(format(opened(11)), [2]);
+    await f.compile(format(refChain(23)), [2]);
+    await f.compile(format(opened(27)), [2]);
+    const deepest: Record<string, unknown> = { v: 0 };
+    let last = deepest;
+    for (let i = 1; i < 24; i++) last = (last.child = { v: i }) as Record<string, unknown>;
+    expect(await takesWhole(f, format(optionalChain(24)), JSON.stringify(deepest))).to.equal(true);
+    last.child = { v: 24 };
+    expect(await takesWhole(f, format(optionalChain(24)), JSON.stringify(deepest))).to.equal(false);
     // a tree whose node holds its children 20 levels down: the grammar refers to the node's rule, however deep the tree
     let holder: object = { type: 'array', items: { $ref: '#/$defs/node' } };
     for (let i = 0; i < 19; i++) holder = { type: 'object', properties: { c: holder } };

@@ -59,7 +59,7 @@ describe('JSON Schema keywords the grammar engine ignored or failed on', functio
       (e: Error) => `${e.name}: ${e.message}`,
     );
 
-  it('unevaluatedProperties and unevaluatedItems alone are additionalProperties and items; beside an applicator they are refused by name', async () => {
+  it('unevaluatedProperties and unevaluatedItems alone, or beside an allOf or $ref merged, are additionalProperties and items; beside another applicator they are refused by name', async () => {
     await expectTexts({ type: 'array', prefixItems: [{ type: 'integer' }], unevaluatedItems: false }, [['[1]', true], ['[1, 2]', false]]);
     await expectTexts({ type: 'array', unevaluatedItems: { type: 'integer' } }, [['[1, 2]', true], ['["x"]', false]]);
     await expectTexts({ type: 'object', unevaluatedProperties: { type: 'number' } }, [['{"a": 1}', true], ['{"a": "x"}', false]]);
@@ -76,10 +76,24 @@ describe('JSON Schema keywords the grammar engine ignored or failed on', functio
       expect(message).to.include(keyword);
     };
     await refusedNaming({ allOf: [{ prefixItems: [true] }, { unevaluatedItems: false }] }, 'unevaluatedItems', '#');
-    await refusedNaming({ allOf: [{ type: 'object', properties: { a: { type: 'integer' } }, required: ['a'] }], unevaluatedProperties: false, properties: { b: { type: 'boolean' } }, required: ['b'] }, 'unevaluatedProperties', '#');
-    await refusedNaming({ $defs: { a: { type: 'object', properties: { x: { type: 'integer' } } } }, type: 'object', properties: { v: { $ref: '#/$defs/a', unevaluatedProperties: false } } }, 'unevaluatedProperties', '#/properties/v');
     // inside a branch, it evaluates that branch's properties alone: merged into the schema beside, it is refused
-    await refusedNaming({ allOf: [{ type: 'object', properties: { a: { type: 'integer' } }, unevaluatedProperties: false }] }, 'unevaluatedProperties', '#');
+    await refusedNaming({ allOf: [{ type: 'object', properties: { a: { type: 'integer' } }, unevaluatedProperties: false }], properties: { b: { type: 'boolean' } } }, 'unevaluatedProperties', '#');
+    // beside anyOf or oneOf it sees what each matching branch evaluates (each branch's own saw less: {"a": "x", "b": 1} was refused)
+    const either = { type: 'object', anyOf: [{ properties: { a: { type: 'string' } }, required: ['a'] }, { properties: { b: { type: 'integer' } }, required: ['b'] }] };
+    await refusedNaming({ ...either, unevaluatedProperties: false }, 'unevaluatedProperties', '#');
+    await refusedNaming({ type: 'array', oneOf: [{ prefixItems: [{ type: 'integer' }] }, { prefixItems: [{ type: 'string' }] }], unevaluatedItems: false }, 'unevaluatedItems', '#');
+    // beside an allOf or a $ref, merged into one schema, it sees the merged properties: what zod-to-json-schema writes
+    // for `a.strict().and(b.strict())` with target jsonSchema2019-09
+    const closed = [['{"a": "x", "b": 1}', true], ['{"a": "x", "b": 1, "c": 2}', false], ['{"a": "x"}', false]] as [string, boolean][];
+    await expectTexts({ allOf: [{ type: 'object', properties: { a: { type: 'string' } }, required: ['a'] }, { type: 'object', properties: { b: { type: 'number' } }, required: ['b'] }], unevaluatedProperties: false }, closed);
+    const $defs = { A: { type: 'object', properties: { a: { type: 'string' } }, required: ['a'] }, B: { type: 'object', properties: { b: { type: 'number' } }, required: ['b'] } };
+    await expectTexts({ $defs, allOf: [{ $ref: '#/$defs/A' }, { $ref: '#/$defs/B' }], unevaluatedProperties: false }, closed);
+    // (the properties beside the $ref come first)
+    await expectTexts({ $defs, $ref: '#/$defs/A', properties: { b: { type: 'number' } }, required: ['b'], unevaluatedProperties: false }, [['{"b": 1, "a": "x"}', true], ['{"b": 1, "a": "x", "c": 2}', false], ['{"b": 1}', false]]);
+    await expectTexts({ allOf: [{ type: 'array', prefixItems: [{ type: 'integer' }] }], minItems: 1, unevaluatedItems: false }, [['[1]', true], ['[1, 2]', false]]);
+    await expectValidWalks({ $defs, allOf: [{ $ref: '#/$defs/A' }, { $ref: '#/$defs/B' }], unevaluatedProperties: false });
+    // a branch's own beside nothing else it could see: what it evaluates is the merged schema's
+    await expectTexts({ allOf: [{ type: 'object', properties: { a: { type: 'integer' } }, unevaluatedProperties: false }] }, [['{"a": 1}', true], ['{"a": 1, "b": 2}', false]]);
     // beside an applicator `true` constrains nothing
     await expectValidWalks({ type: 'object', allOf: [{ properties: { a: { type: 'integer' } }, required: ['a'] }], unevaluatedProperties: true });
   });

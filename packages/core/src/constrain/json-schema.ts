@@ -10,7 +10,7 @@ import { ebnfLiteral, literalTrie } from './literal-trie.js';
 import { numberRangeEbnf } from './number-range.js';
 import { checkOneOf } from './one-of.js';
 import { rewriteRegex } from './regex-rewrite.js';
-import { ANNOTATIONS, rewriteCombinations } from './schema-combinations.js';
+import { annotates, rewriteCombinations } from './schema-combinations.js';
 import { withRecordKeywords } from './schema-records.js';
 import { isObject, lookupLocalRef } from './schema-refs.js';
 import { isDraft2020, withTupleItems } from './schema-tuples.js';
@@ -30,8 +30,8 @@ const UNENFORCEABLE: Record<string, string> = {
   maxContains: 'array containment is not supported',
   $dynamicRef: 'dynamic references are not supported',
   $recursiveRef: 'dynamic references are not supported',
-  unevaluatedProperties: 'where allOf, anyOf, oneOf or $ref combine schemas it depends on what each evaluates (alone it is enforced, as additionalProperties)',
-  unevaluatedItems: 'where allOf, anyOf, oneOf or $ref combine schemas it depends on what each evaluates (alone it is enforced, as items)',
+  unevaluatedProperties: 'beside anyOf, oneOf or a conditional it depends on what each branch evaluates (alone, or beside an allOf or $ref merged into one schema, it is enforced as additionalProperties)',
+  unevaluatedItems: 'beside anyOf, oneOf or a conditional it depends on what each branch evaluates (alone, or beside an allOf or $ref merged into one schema, it is enforced as items)',
 };
 
 /** Keywords whose subschemas' evaluations count toward the `unevaluated*` keywords beside them. */
@@ -68,10 +68,13 @@ export const SCHEMA_LIMITS = {
   properties: 500,
   /**
    * Levels of subschemas (a property's, an item's, a combinator's branch, a `$ref`'s target) from the root, `$ref`s
-   * opened where they stand. XGrammar 0.1.27's compile ran out of its WebAssembly memory ("memory access out of
-   * bounds") at 54 nested objects and at 40 objects linked by `$ref`s (80 levels here).
+   * opened where they stand; a combinator branch that is a `$ref` is one level with its target. XGrammar 0.1.27's
+   * compile ran out of its WebAssembly memory ("memory access out of bounds") at 54 nested objects (53 levels
+   * compiled), 28 of pydantic's nested optional models (an anyOf branch `$ref` each: 57 levels here; 27, 55 levels,
+   * compiled), 40 objects linked through a property `$ref` each (81 levels here), about 70 nested arrays and 90
+   * nested anyOfs; a chain of 45 such objects never ended. The limit stays 6 levels short of the nearest failure.
    */
-  depth: 32,
+  depth: 48,
 } as const;
 
 /** A schema ready to compile, and the grammar rules its placeholders stand for. */
@@ -184,16 +187,29 @@ function checkObjectKeywords(s: Record<string, unknown>, path: string): void {
   }
 }
 
-/** The subschemas a level below a schema's own (the definitions in `$defs` are reached through `$ref`s instead). */
-function* nested(s: Record<string, unknown>): Generator<unknown> {
-  for (const key of [...ONE, 'additionalItems']) if (isObject(s[key])) yield s[key];
-  for (const key of ['properties', 'patternProperties']) if (isObject(s[key])) yield* Object.values(s[key] as object);
+/** Keywords whose subschemas are combinator branches (see {@link hop}). */
+const BRANCHES = ['anyOf', 'oneOf', 'allOf'];
+
+/**
+ * The subschemas a level below a schema's own (the definitions in `$defs` are reached through `$ref`s instead), each
+ * with whether it is a combinator branch.
+ */
+function* nested(s: Record<string, unknown>): Generator<[unknown, boolean]> {
+  for (const key of [...ONE, 'additionalItems']) if (isObject(s[key])) yield [s[key], false];
+  for (const key of ['properties', 'patternProperties']) if (isObject(s[key])) for (const v of Object.values(s[key] as object)) yield [v, false];
   // (`items` as a list is an older draft's tuple)
-  for (const key of [...LIST, 'items']) if (Array.isArray(s[key])) yield* s[key] as unknown[];
+  for (const key of [...LIST, 'items']) if (Array.isArray(s[key])) for (const v of s[key] as unknown[]) yield [v, BRANCHES.includes(key)];
 }
 
+/**
+ * The levels a `$ref` adds to its target's: none from a combinator branch (XGrammar's compile took 27 of pydantic's
+ * optional models, a property and an anyOf branch `$ref` each, where it failed at 54 nested objects), one elsewhere
+ * (it failed at 40 objects linked through a property `$ref` each).
+ */
+const hop = (branch: boolean): number => (branch ? 0 : 1);
+
 const tooDeep = (path: string, how: string) =>
-  new ConstraintError(`JSON Schema at ${path}${how} nests more than ${SCHEMA_LIMITS.depth} levels deep (each property, item, combinator branch and $ref target is a level), the most one schema may nest`);
+  new ConstraintError(`JSON Schema at ${path}${how} nests more than ${SCHEMA_LIMITS.depth} levels deep (each property, item, combinator branch and $ref target is a level, a branch's own $ref target none), the most one schema may nest`);
 
 /** Refuses an object with more optional properties than {@link SCHEMA_LIMITS} allows (XGrammar's compile grows as their square). */
 function checkOptionalProperties(s: Record<string, unknown>, path: string): void {
@@ -211,15 +227,16 @@ function checkOptionalProperties(s: Record<string, unknown>, path: string): void
  * items after the tuple, or nothing where those are given (so the checks on those apply: XGrammar read them so
  * itself, beside a declared property with another schema too, and beside an applicator, where they mean more:
  * `{"allOf": [{"prefixItems": [true]}, {"unevaluatedItems": false}]}` wrote `[false]`). Read from the node as
- * written, before {@link rewriteCombinations} merges branches into it (a branch's own evaluates only that branch's
- * items); beside an applicator, or merged in from a branch, they are left to be refused, but for `true` or `{}`,
- * which constrain nothing and are dropped.
+ * written, and again once {@link rewriteCombinations} has merged an `allOf` or a `$ref` into it, where what its branches
+ * evaluate is the merged node's own (a branch's own `unevaluated*` beside another branch's properties or items is
+ * refused there: it evaluates only that branch's); beside an applicator that remains they are left to be refused,
+ * but for `true` or `{}`, which constrain nothing and are dropped.
  */
 function withUnevaluated(node: Record<string, unknown>): Record<string, unknown> {
   if (!('unevaluatedProperties' in node) && !('unevaluatedItems' in node)) return node;
   const { unevaluatedProperties: properties, unevaluatedItems: items, ...out } = node;
   if (APPLICATORS.some((k) => k in node)) {
-    const constrains = (v: unknown) => v !== undefined && v !== true && !(isObject(v) && Object.keys(v).every((k) => ANNOTATIONS.has(k)));
+    const constrains = (v: unknown) => v !== undefined && v !== true && !(isObject(v) && Object.keys(v).every(annotates));
     return { ...out, ...(constrains(properties) ? { unevaluatedProperties: properties } : {}), ...(constrains(items) ? { unevaluatedItems: items } : {}) };
   }
   if (properties !== undefined && !('additionalProperties' in node)) out.additionalProperties = properties;
@@ -288,6 +305,8 @@ export function prepareJsonSchema(schema: unknown): PreparedSchema {
   const aliases = new Map<string, string>();
   const aliased: Record<string, unknown> = {};
   const listed = { values: 0, chars: 0, properties: 0 };
+  // (the keywords beside an anyOf/oneOf are written into each branch: their one `properties` counts once)
+  const counted = new WeakSet<object>();
   const draft2020 = isDraft2020(schema);
   // The levels each `$ref` target nests below itself, kept for each place that opens it. A `$ref` to a schema it is
   // within (`open`) opens nothing: the grammar refers to that schema's rule there, a recursion.
@@ -305,32 +324,33 @@ export function prepareJsonSchema(schema: unknown): PreparedSchema {
     }
     return known;
   };
-  /** The same for a schema within a target, whose `$ref` (if any) is a level below it, as are its subschemas. */
-  const height = (node: Record<string, unknown>, room: number): number => {
+  /** The same for a schema within a target (a combinator branch or not), its `$ref`'s target and subschemas below it. */
+  const height = (node: Record<string, unknown>, room: number, branch = false): number => {
     if (room < 0) return 0;
-    let most = typeof node.$ref === 'string' ? 1 + below(lookupLocalRef(node.$ref, schema), room - 1) : 0;
-    for (const child of nested(node)) {
+    let most = typeof node.$ref === 'string' ? hop(branch) + below(lookupLocalRef(node.$ref, schema), room - hop(branch)) : 0;
+    for (const [child, isBranch] of nested(node)) {
       if (most > room) break;
-      most = Math.max(most, 1 + (isObject(child) ? height(child, room - 1) : 0));
+      most = Math.max(most, 1 + (isObject(child) ? height(child, room - 1, isBranch) : 0));
     }
     return most;
   };
-  const visit = (node: unknown, path: string, depth: number): unknown => {
+  const visit = (node: unknown, path: string, depth: number, branch = false): unknown => {
     // (before anything walks the node: deeper, such a schema also ran these walks out of the JavaScript stack)
     if (depth > SCHEMA_LIMITS.depth) throw tooDeep(path, '');
     open.add(node);
-    const out = prepare(node, path, depth);
+    const out = prepare(node, path, depth, branch);
     open.delete(node);
     return out;
   };
-  const prepare = (node: unknown, path: string, depth: number): unknown => {
+  const prepare = (node: unknown, path: string, depth: number, branch: boolean): unknown => {
     if (node === false && path === '#') throw new ConstraintError('JSON Schema at # is false: it admits no value');
     if (typeof node === 'boolean') return node;
     if (!node || typeof node !== 'object' || Array.isArray(node)) {
       throw new ConstraintError(`JSON Schema at ${path} must be an object or a boolean`);
     }
     checkKeywordValues(node as Record<string, unknown>, path);
-    const combined = rewriteCombinations(withUnevaluated(node as Record<string, unknown>), schema, path);
+    // (again once an allOf or a `$ref` is merged: its branches' properties and items are the merged node's own)
+    const combined = withUnevaluated(rewriteCombinations(withUnevaluated(node as Record<string, unknown>), schema, path));
     const s = withItems(withoutFalse(withRecordKeywords(withTupleItems(combined, draft2020, path), path), path), path);
     let ref: string | undefined;
     if (s.$ref !== undefined) {
@@ -340,20 +360,21 @@ export function prepareJsonSchema(schema: unknown): PreparedSchema {
         throw new ConstraintError(`JSON Schema keyword "$ref" at ${path}: ${JSON.stringify(s.$ref)} cannot be resolved; only JSON pointers into this schema (#/$defs/name) are followed`);
       }
       if (target === false) throw new ConstraintError(`JSON Schema keyword "$ref" at ${path}: ${JSON.stringify(s.$ref)} points at a false schema (it admits no value)`);
-      const room = SCHEMA_LIMITS.depth - depth - 1;
+      const room = SCHEMA_LIMITS.depth - depth - hop(branch);
       if (below(target, room) > room) throw tooDeep(path, `, its "$ref" ${JSON.stringify(s.$ref)} opened there,`);
       if (!FOLLOWED_REF.test(s.$ref as string)) {
         ref = aliases.get(s.$ref as string);
         if (ref === undefined) {
           ref = `__reasonplug_ref_${aliases.size}`;
           aliases.set(s.$ref as string, ref);
-          aliased[ref] = visit(target, s.$ref as string, depth + 1);
+          aliased[ref] = visit(target, s.$ref as string, depth + hop(branch));
         }
       }
     }
     checkObjectKeywords(s, path);
     checkOptionalProperties(s, path);
-    if (isObject(s.properties)) {
+    if (isObject(s.properties) && !counted.has(s.properties)) {
+      counted.add(s.properties);
       listed.properties += Object.keys(s.properties).length;
       if (listed.properties > SCHEMA_LIMITS.properties) throw new ConstraintError(`JSON Schema at ${path}: the schema declares more than ${SCHEMA_LIMITS.properties} object properties (${listed.properties} by here), the most one schema may declare`);
     }
@@ -419,7 +440,7 @@ export function prepareJsonSchema(schema: unknown): PreparedSchema {
         out[key] = Object.fromEntries(Object.entries(s[key] as object).map(([k, v]) => [k, visit(v, `${path}/${key}/${k}`, depth + 1)]));
       }
     }
-    for (const key of LIST) if (Array.isArray(s[key])) out[key] = (s[key] as unknown[]).map((x, i) => visit(x, `${path}/${key}/${i}`, depth + 1));
+    for (const key of LIST) if (Array.isArray(s[key])) out[key] = (s[key] as unknown[]).map((x, i) => visit(x, `${path}/${key}/${i}`, depth + 1, BRANCHES.includes(key)));
     if (ref !== undefined) out.$ref = `#/$defs/${ref}`;
     if (out.properties && typeof out.properties === 'object' && Object.keys(out.properties).some((k) => NEEDS_ESCAPE.test(k))) {
       const renamed = new Map<string, string>();

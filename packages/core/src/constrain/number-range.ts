@@ -21,6 +21,11 @@ export interface NumericBounds {
 
 /** Integer ranges enumerated for `multipleOf` at most this many values wide. */
 const MAX_ENUMERATED = 2048;
+/**
+ * Digits of an integer part on a side without a bound, at most: as XGrammar's own numbers are bounded
+ * (xgrammar-factory.ts), else a model could run on with digits (`minimum: 0` took 400).
+ */
+const OPEN_DIGITS = 32;
 const FRACTION = '"." [0-9]{0,5} [1-9]';
 
 /** Same-length digit strings lo..hi (leading zeros allowed): one EBNF sequence per alternative. */
@@ -41,7 +46,7 @@ function sameLength(lo: string, hi: string): string[] {
   return out;
 }
 
-/** Decimal integers in [lo, hi] (0 ≤ lo ≤ hi, hi may be Infinity), no leading zeros: EBNF alternatives. */
+/** Decimal integers in [lo, hi] (0 ≤ lo ≤ hi; hi may be Infinity: up to {@link OPEN_DIGITS} digits), no leading zeros: EBNF alternatives. */
 function naturalRange(lo: number, hi: number): string[] {
   const out: string[] = [];
   const loLen = String(lo).length;
@@ -66,7 +71,7 @@ function naturalRange(lo: number, hi: number): string[] {
     out.push(...sameLength(String(a), String(b)));
   }
   flush();
-  if (!Number.isFinite(hi)) out.push(`[1-9] [0-9]{${loLen},}`);
+  if (!Number.isFinite(hi)) out.push(`[1-9] [0-9]{${loLen},${OPEN_DIGITS - 1}}`);
   return out;
 }
 

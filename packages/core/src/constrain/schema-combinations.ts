@@ -24,7 +24,25 @@ export const ANNOTATIONS: ReadonlySet<string> = new Set(['title', 'description',
 /** Keywords that hold definitions only, for `$ref`s to reach: they constrain no value where they are written. */
 const DEFINITIONS: ReadonlySet<string> = new Set(['$defs', 'definitions']);
 
-/** Keywords a listed value is checked against here (anything else beside `enum`/`const` is refused). */
+/** The keywords of JSON Schema (2020-12 and the drafts before) that constrain a value, `format` included (enforced here). */
+const VALIDATING: ReadonlySet<string> = new Set([
+  'type', 'enum', 'const', 'multipleOf', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum',
+  'minLength', 'maxLength', 'pattern', 'format',
+  'items', 'prefixItems', 'additionalItems', 'unevaluatedItems', 'minItems', 'maxItems', 'uniqueItems', 'contains', 'minContains', 'maxContains',
+  'properties', 'patternProperties', 'additionalProperties', 'unevaluatedProperties', 'propertyNames', 'required', 'minProperties', 'maxProperties',
+  'dependentRequired', 'dependentSchemas', 'dependencies',
+  'allOf', 'anyOf', 'oneOf', 'not', 'if', 'then', 'else', '$ref', '$dynamicRef', '$recursiveRef',
+]);
+
+/**
+ * Whether a keyword only describes (as {@link ANNOTATIONS} do): any that neither validates nor holds definitions.
+ * JSON Schema 2020-12 collects unknown keywords as annotations, and XGrammar ignores them too (pydantic's
+ * `discriminator`, OpenAPI's `nullable`: `{"type": "string", "nullable": true}` did not take `null`; `x-`
+ * extensions). Copied beside a recursive `$ref`, they made it an allOf inlined without end.
+ */
+export const annotates = (key: string): boolean => !VALIDATING.has(key) && !DEFINITIONS.has(key);
+
+/** Keywords a listed value is checked against here (any other validating keyword beside `enum`/`const` is refused). */
 const VALUE_CHECKS = new Set(['type', 'minLength', 'maxLength', 'pattern', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'multipleOf']);
 
 const jsonType = (v: unknown): string => (v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v === 'number' ? 'number' : typeof v);
@@ -55,13 +73,13 @@ function satisfies(v: unknown, s: Schema): boolean {
 /** `enum`/`const` with the value keywords beside it applied to the listed values. */
 function filterListed(s: Schema, path: string): Schema {
   const listed = 'const' in s ? [s.const] : (s.enum as unknown[]);
-  const others = Object.keys(s).filter((k) => k !== 'enum' && k !== 'const' && !ANNOTATIONS.has(k) && !DEFINITIONS.has(k));
+  const others = Object.keys(s).filter((k) => k !== 'enum' && k !== 'const' && VALIDATING.has(k));
   if (others.length === 0) return s;
   const unknown = others.find((k) => !VALUE_CHECKS.has(k));
   if (unknown) throw new ConstraintError(`JSON Schema keyword "${unknown}" at ${path} cannot be enforced beside "${'const' in s ? 'const' : 'enum'}"`);
   const kept = listed.filter((v) => satisfies(v, s));
   if (kept.length === 0) throw new ConstraintError(`JSON Schema at ${path}: no value of its "${'const' in s ? 'const' : 'enum'}" satisfies the keywords beside it`);
-  const out: Schema = Object.fromEntries(Object.entries(s).filter(([k]) => ANNOTATIONS.has(k)));
+  const out: Schema = Object.fromEntries(Object.entries(s).filter(([k]) => annotates(k)));
   out.enum = kept;
   return out;
 }
@@ -86,7 +104,7 @@ function resolved(s: unknown, root: unknown): unknown {
 }
 
 /** A subschema that constrains nothing (`true`, `{}` or annotations alone). */
-const saysNothing = (v: unknown): boolean => v === true || (isObject(v) && Object.keys(v).every((k) => ANNOTATIONS.has(k)));
+const saysNothing = (v: unknown): boolean => v === true || (isObject(v) && Object.keys(v).every(annotates));
 
 /** The types both `a` and `b` allow (an integer is a number); undefined where they share none. */
 function commonType(a: unknown, b: unknown, refuse: Refuse): string | string[] | undefined {
@@ -162,7 +180,7 @@ function mergeAll(parts: Schema[], refuse: Refuse, outer?: Schema): Schema | fal
     for (const [key, value] of Object.entries(part)) {
       if (lists.length > 1 && (key === 'const' || (key === 'enum' && Array.isArray(value)))) continue;
       // (definitions are reached from the root whatever part holds them)
-      if (!(key in out) || ANNOTATIONS.has(key) || DEFINITIONS.has(key)) {
+      if (!(key in out) || !VALIDATING.has(key)) {
         if (!(key in out)) out[key] = value;
         continue;
       }
@@ -219,15 +237,16 @@ function allOfParts(branches: unknown[], root: unknown, refuse: Refuse, depth = 
  * An `anyOf`/`oneOf` with the value keywords beside it written into each branch (JSON Schema applies both; XGrammar
  * compiled the branches alone: `{type: "integer", anyOf: [{minimum: 5}, …]}` wrote 35.2). `true` branches are `{}`;
  * branches no value satisfies (`false`, no type in common with the keywords beside) are dropped. For `oneOf` this is
- * exact too: exactly one of S∧A, S∧B holds where S and exactly one of A, B does. (An `unevaluatedProperties` beside
- * an `anyOf` sees what every matching branch evaluates; in each branch, what that branch does: a subset is admitted.)
+ * exact too: exactly one of S∧A, S∧B holds where S and exactly one of A, B does. An `unevaluatedProperties` or
+ * `unevaluatedItems` beside it sees what every matching branch evaluates, in each branch only what that branch does:
+ * the node is then left as it is, to be refused.
  */
 function distributed(s: Schema, path: string): Schema {
   const key = Array.isArray(s.anyOf) ? 'anyOf' : Array.isArray(s.oneOf) ? 'oneOf' : undefined;
   if (key === undefined) return s;
   // (a second combinator beside it goes into the branches too, and is distributed there)
-  const beside = Object.fromEntries(Object.entries(s).filter(([k]) => k !== key && !ANNOTATIONS.has(k) && !DEFINITIONS.has(k)));
-  if (Object.keys(beside).length === 0) return s;
+  const beside = Object.fromEntries(Object.entries(s).filter(([k]) => k !== key && VALIDATING.has(k)));
+  if (Object.keys(beside).length === 0 || 'unevaluatedProperties' in beside || 'unevaluatedItems' in beside) return s;
   // A branch that is a `$ref` to a schema with this combinator meets it again in its own branches: cut such a cycle.
   if (path.split('/').filter((segment) => segment === 'anyOf' || segment === 'oneOf').length > MAX_DEPTH) {
     throw new ConstraintError(`JSON Schema keyword "${key}" at ${path} cannot be enforced: with the keywords beside them written into them, its branches nest more than ${MAX_DEPTH} deep (a $ref cycle through them?)`);
@@ -243,7 +262,7 @@ function distributed(s: Schema, path: string): Schema {
     if (merged !== false) branches.push(merged);
   });
   if (branches.length === 0) throw new ConstraintError(`JSON Schema keyword "${key}" at ${path}: no branch admits a value beside the keywords next to it (it admits no value)`);
-  return { ...Object.fromEntries(Object.entries(s).filter(([k]) => ANNOTATIONS.has(k) || DEFINITIONS.has(k))), [key]: branches };
+  return { ...Object.fromEntries(Object.entries(s).filter(([k]) => !VALIDATING.has(k))), [key]: branches };
 }
 
 /**
@@ -254,19 +273,19 @@ export function rewriteCombinations(node: Schema, root: unknown, path: string): 
   let s = node;
   // A `$ref` beside value keywords applies both (draft 2020-12): as the branches of an allOf.
   const { $ref, ...siblings } = s;
-  if (typeof $ref === 'string' && Object.keys(siblings).some((k) => !ANNOTATIONS.has(k) && !DEFINITIONS.has(k))) {
+  if (typeof $ref === 'string' && Object.keys(siblings).some((k) => VALIDATING.has(k))) {
     s = { allOf: [{ $ref }, ...(Array.isArray(siblings.allOf) ? siblings.allOf : [])], ...Object.fromEntries(Object.entries(siblings).filter(([k]) => k !== 'allOf')) };
   }
   // An allOf of one `$ref` beside annotations is that `$ref` (zod's draft-07 output wraps each recursive use so):
   // merged, the definition was inlined into itself without end.
   const only = Array.isArray(s.allOf) && s.allOf.length === 1 ? s.allOf[0] : undefined;
-  if (isObject(only) && Object.keys(only).every((k) => k === '$ref') && typeof only.$ref === 'string' && Object.keys(s).every((k) => k === 'allOf' || ANNOTATIONS.has(k))) {
+  if (isObject(only) && Object.keys(only).every((k) => k === '$ref') && typeof only.$ref === 'string' && Object.keys(s).every((k) => k === 'allOf' || annotates(k))) {
     const { allOf: _, ...own } = s;
     s = { ...own, $ref: only.$ref };
   }
   if (Array.isArray(s.allOf) && s.allOf.length > 0) {
     const { allOf, ...own } = s;
-    const which = Object.keys(own).some((k) => !ANNOTATIONS.has(k) && !DEFINITIONS.has(k)) ? 'its branches and the keywords beside it' : 'its branches';
+    const which = Object.keys(own).some((k) => VALIDATING.has(k)) ? 'its branches and the keywords beside it' : 'its branches';
     const refuse: Refuse = (key, why) => {
       throw new ConstraintError(`JSON Schema keyword "allOf" at ${path} cannot be enforced: ${which} ${why} ("${key}"); write them as one schema`);
     };
