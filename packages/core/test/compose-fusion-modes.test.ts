@@ -10,6 +10,7 @@ import { writeModuleDir } from '../src/modules/module-dir.js';
 import { readModel, writeModel, type ModelProto } from '../src/onnx/proto.js';
 import { cacheDir, testDir } from './support/models.js';
 import { repoRoot } from '../../../test/support/paths.js';
+import { argmax, logSoftmax64 } from './support/logit-math.js';
 
 const example = (name: string) => join(repoRoot, 'examples', 'modules', name);
 const backbone = example('toy-backbone-s');
@@ -17,21 +18,6 @@ const math = example('toy-math-reasoner');
 /** The toy vocabulary (tokenizer and logits alike). */
 const V = 52;
 const PROMPT = 'Q:12+7*3=';
-
-function logSoftmax64(z: ArrayLike<number>): Float64Array {
-  let max = -Infinity;
-  for (let i = 0; i < V; i++) max = Math.max(max, z[i]!);
-  let sum = 0;
-  for (let i = 0; i < V; i++) sum += Math.exp(z[i]! - max);
-  const lse = max + Math.log(sum);
-  return Float64Array.from({ length: V }, (_, i) => z[i]! - lse);
-}
-
-function argmax(z: ArrayLike<number>): number {
-  let b = 0;
-  for (let i = 1; i < z.length; i++) if (z[i]! > z[b]!) b = i;
-  return b;
-}
 
 /**
  * A copy of toy-cipher-reasoner named `name` that declares `logprobs` (a GenARM-style reasoner), its graph edited by
@@ -90,7 +76,7 @@ describe('fusion mode per reasoner', function () {
         let fused = await source.prefill([prompt]);
         let zs = await Promise.all(refs.map((r) => r.session.prefill([prompt])));
         for (let step = 0; step < 3; step++) {
-          const [tb, t2] = [logSoftmax64(zs[0]!), logSoftmax64(zs[2]!)];
+          const [tb, t2] = [logSoftmax64(zs[0]!, V), logSoftmax64(zs[2]!, V)];
           for (let v = 0; v < V; v++) {
             const expected = tb[v]! + 0.8 * zs[1]![v]! + 0.6 * t2[v]!;
             expect(fused[v]!, `${where}, step ${step}, id ${v}`).to.be.closeTo(expected, 1e-4 * Math.max(1, Math.abs(expected)));
@@ -114,7 +100,7 @@ describe('fusion mode per reasoner', function () {
         expect(engine.info.reasoners.map((r) => r.mode), 'declared').to.deep.equal(['logits', 'logprobs']);
         const reasoners = [{ name: 'toy-math-reasoner', weight: 0.8 }, { name: 'cipher-lp', weight: 0.6 }];
         const cases: [string, 'logits' | undefined, (zb: Float64Array, zm: Float64Array, zl: Float64Array, v: number) => number][] = [
-          ['declared modes', undefined, (zb, zm, zl, v) => logSoftmax64(zb)[v]! + 0.8 * zm[v]! + 0.6 * logSoftmax64(zl)[v]!],
+          ['declared modes', undefined, (zb, zm, zl, v) => logSoftmax64(zb, V)[v]! + 0.8 * zm[v]! + 0.6 * logSoftmax64(zl, V)[v]!],
           ['the call\'s mode', 'logits', (zb, zm, zl, v) => zb[v]! + 0.8 * zm[v]! + 0.6 * zl[v]!],
         ];
         for (const [what, mode, fuse] of cases) {

@@ -15,23 +15,9 @@ import { addLogitBias, limitContext } from './support/graph-edits.js';
 import { makeModule, storiesConfig } from './support/modules.js';
 import { builtModel, cacheDir, smallConfig, testDir } from './support/models.js';
 import { models } from '../../../test/support/paths.js';
+import { argmax, logSoftmax64 } from './support/logit-math.js';
 
 const PROMPT = [1, 403, 407, 261];
-
-function logSoftmax64(z: Float32Array, n: number): Float64Array {
-  let max = -Infinity;
-  for (let i = 0; i < n; i++) max = Math.max(max, z[i]!);
-  let sum = 0;
-  for (let i = 0; i < n; i++) sum += Math.exp(z[i]! - max);
-  const lse = max + Math.log(sum);
-  return Float64Array.from({ length: n }, (_, i) => z[i]! - lse);
-}
-
-function argmax(z: ArrayLike<number>): number {
-  let b = 0;
-  for (let i = 1; i < z.length; i++) if (z[i]! > z[b]!) b = i;
-  return b;
-}
 
 describe('UniR composition', function () {
   this.timeout(120_000);

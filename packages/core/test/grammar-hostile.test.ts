@@ -1,10 +1,8 @@
 import { expect } from 'chai';
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { XGrammarFactory, grammarVocabulary, type ResponseFormat } from '../src/constrain/index.js';
+import { XGrammarFactory, type ResponseFormat } from '../src/constrain/index.js';
 import { SCHEMA_LIMITS } from '../src/constrain/json-schema.js';
-import { storiesModule } from './support/modules.js';
 import { takesWhole } from './support/grammar-accepts.js';
+import { storiesGrammarVocabulary } from './support/grammar-walk.js';
 
 /** A schema pattern XGrammar refuses while compiling (it aborts its WebAssembly instance), after a warning about `^`. */
 /**
@@ -23,9 +21,9 @@ describe('grammar compilation under hostile requests', function () {
   let factory: () => Promise<XGrammarFactory>;
 
   before(async () => {
-    const json = JSON.parse(await readFile(join(await storiesModule(), 'tokenizer.json'), 'utf8')) as object;
+    const vocabulary = await storiesGrammarVocabulary();
     let n = 0;
-    factory = async () => new XGrammarFactory(grammarVocabulary(json, 512), `hostile-${n++}`);
+    factory = async () => new XGrammarFactory(vocabulary, `hostile-${n++}`);
   });
 
   it('a compile that fails does not fail the valid ones beside it: each grammar gets its matcher on its own instance', async () => {

@@ -1,12 +1,9 @@
 import { expect } from 'chai';
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
-import { XGrammarFactory, grammarVocabulary, type JsonSchema, type ResponseFormat } from '../src/constrain/index.js';
+import { XGrammarFactory, type JsonSchema, type ResponseFormat } from '../src/constrain/index.js';
 import { createRng } from '../src/sampling/index.js';
-import { storiesModule } from './support/modules.js';
 import { takesWhole } from './support/grammar-accepts.js';
-import { STORIES_BYTES, walkGrammar } from './support/grammar-walk.js';
+import { STORIES_BYTES, storiesGrammarVocabulary, walkGrammar } from './support/grammar-walk.js';
 
 const schema = (s: JsonSchema): ResponseFormat => ({ type: 'json_schema', schema: s });
 
@@ -31,8 +28,7 @@ describe('JSON grammars: only valid JSON, bounded runs', function () {
   let factory: XGrammarFactory;
 
   before(async () => {
-    const json = JSON.parse(await readFile(join(await storiesModule(), 'tokenizer.json'), 'utf8')) as object;
-    factory = new XGrammarFactory(grammarVocabulary(json, 512), 'json-bounds');
+    factory = new XGrammarFactory(await storiesGrammarVocabulary(), 'json-bounds');
   });
 
   it('a pattern\'s control escapes (\\cX) are written as JSON escapes of the character they name', async () => {

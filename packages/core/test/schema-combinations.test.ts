@@ -1,11 +1,8 @@
 import { expect } from 'chai';
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
-import { XGrammarFactory, grammarVocabulary } from '../src/constrain/index.js';
+import { XGrammarFactory } from '../src/constrain/index.js';
 import { createRng } from '../src/sampling/index.js';
-import { storiesModule } from './support/modules.js';
-import { randomWalk } from './support/grammar-walk.js';
+import { randomWalk, storiesGrammarVocabulary } from './support/grammar-walk.js';
 
 const ajv = new Ajv2020({ strict: false, allErrors: true });
 
@@ -19,8 +16,7 @@ describe('keywords beside anyOf, oneOf and allOf', function () {
   let factory: XGrammarFactory;
 
   before(async () => {
-    const json = JSON.parse(await readFile(join(await storiesModule(), 'tokenizer.json'), 'utf8')) as object;
-    factory = new XGrammarFactory(grammarVocabulary(json, 512), 'combinations');
+    factory = new XGrammarFactory(await storiesGrammarVocabulary(), 'combinations');
   });
 
   /** The texts of `count` random walks through the schema's grammar that ended (each seed its own walk). */

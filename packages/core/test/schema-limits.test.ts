@@ -5,12 +5,10 @@
  * refused before anything compiles; recursion and 24 levels of pydantic's optional nested models pass.
  */
 import { expect } from 'chai';
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { XGrammarFactory, grammarVocabulary, prepareJsonSchema, type JsonSchema, type ResponseFormat } from '../src/constrain/index.js';
+import { XGrammarFactory, prepareJsonSchema, type JsonSchema, type ResponseFormat } from '../src/constrain/index.js';
 import { SCHEMA_LIMITS } from '../src/constrain/json-schema.js';
-import { storiesModule } from './support/modules.js';
 import { takesWhole } from './support/grammar-accepts.js';
+import { storiesGrammarVocabulary } from './support/grammar-walk.js';
 
 /** The ConstraintError's message, or undefined where the call succeeded. */
 const refusal = (p: Promise<unknown>) => p.then(() => undefined, (e: Error) => `${e.name}: ${e.message}`);
@@ -53,9 +51,9 @@ describe('schema limits: properties across the schema, nesting depth', function 
   let factory: () => Promise<XGrammarFactory>;
 
   before(async () => {
-    const json = JSON.parse(await readFile(join(await storiesModule(), 'tokenizer.json'), 'utf8')) as object;
+    const vocabulary = await storiesGrammarVocabulary();
     let n = 0;
-    factory = async () => new XGrammarFactory(grammarVocabulary(json, 512), `limits-${n++}`);
+    factory = async () => new XGrammarFactory(vocabulary, `limits-${n++}`);
   });
 
   it(`refuses more than ${SCHEMA_LIMITS.properties} properties across the schema's objects, naming the limit and the count`, async () => {

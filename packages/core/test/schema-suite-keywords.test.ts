@@ -1,13 +1,11 @@
 import { expect } from 'chai';
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
-import { XGrammarFactory, grammarVocabulary, type ResponseFormat } from '../src/constrain/index.js';
+import { XGrammarFactory, type ResponseFormat } from '../src/constrain/index.js';
 import { createRng } from '../src/sampling/index.js';
-import { storiesModule } from './support/modules.js';
 import { TOOLS_TEMPLATE } from './support/chat-templates.js';
 import { takesWhole } from './support/grammar-accepts.js';
-import { randomWalk } from './support/grammar-walk.js';
+import { randomWalk, storiesGrammarVocabulary } from './support/grammar-walk.js';
+import { storiesModule } from './support/modules.js';
 import { postJson, useServers } from './support/servers.js';
 
 const ajv = new Ajv2020({ strict: false, allErrors: true });
@@ -23,8 +21,7 @@ describe('JSON Schema keywords the grammar engine ignored or failed on', functio
   let factory: XGrammarFactory;
 
   before(async () => {
-    const json = JSON.parse(await readFile(join(await storiesModule(), 'tokenizer.json'), 'utf8')) as object;
-    factory = new XGrammarFactory(grammarVocabulary(json, 512), 'suite-keywords');
+    factory = new XGrammarFactory(await storiesGrammarVocabulary(), 'suite-keywords');
   });
 
   const format = (schema: unknown): ResponseFormat => ({ type: 'json_schema', schema: schema as Record<string, unknown> });

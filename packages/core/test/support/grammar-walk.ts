@@ -2,8 +2,12 @@
  * Random walks through a constraint's grammar, for tests that check what a grammar writes against an outside judge
  * (ajv, JavaScript's regular expressions).
  */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { XGrammarFactory } from '../../src/constrain/xgrammar-factory.js';
 import type { ResponseFormat } from '../../src/constrain/types.js';
+import { grammarVocabulary, type GrammarVocabulary } from '../../src/constrain/vocabulary.js';
+import { storiesModule } from './modules.js';
 
 /** A vocabulary to walk a grammar over: the ids a step may take, the end token, and how ids read as text. */
 export interface WalkVocabulary {
@@ -56,3 +60,9 @@ export const STORIES_BYTES: WalkVocabulary = {
 /** A walk over the stories260K byte tokens, after the bytes of `prefix`. */
 export const randomWalk = (factory: XGrammarFactory, format: ResponseFormat, rng: () => number, prefix = '') =>
   walkGrammar(factory, format, rng, STORIES_BYTES, [...Buffer.from(prefix)].map((b) => 3 + b));
+
+/** stories260K's vocabulary as the grammar engine sees it (its tokenizer.json, 512 ids): what the grammar tests walk. */
+export async function storiesGrammarVocabulary(): Promise<GrammarVocabulary> {
+  const json = JSON.parse(await readFile(join(await storiesModule(), 'tokenizer.json'), 'utf8')) as object;
+  return grammarVocabulary(json, 512);
+}
