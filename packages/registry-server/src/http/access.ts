@@ -29,7 +29,7 @@ export type Caller = Principal | undefined;
  * not a token at all (or a scheme not taken), no token under the id (never issued, or revoked: revoking deletes
  * it), or a real token's id with the wrong secret.
  */
-export type AuthFailureReason = 'malformed credentials' | 'unknown or revoked token' | 'wrong secret';
+type AuthFailureReason = 'malformed credentials' | 'unknown or revoked token' | 'wrong secret';
 
 /** A request's credentials that did not verify (`res.locals.authFailure`). */
 export interface AuthFailure {
