@@ -248,45 +248,46 @@ describe('LiteReason latent decoding', function () {
     return { dir, discrete };
   }
 
-  it('runs N latent steps where the model writes a marker, hides the marker and counts steps and tokens', async () => {
-    const prompt = tokenizer.encode('Once upon a time');
-    const { dir, discrete } = await scriptedBackbone('scripted', prompt, 'there was a dog. <implicit_thought>3</implicit_thought> The dog was happy.', [3]);
+  /**
+   * Streams what a backbone scripted to write `reply` (its markers asking `steps`) answers 'Once upon a time', latent
+   * placeholders '…'; `more` makes further calls of the same engine before it is disposed.
+   */
+  async function streamScripted(name: string, reply: string, steps: number[], more?: (engine: Engine, discrete: number[]) => Promise<void>) {
+    const { dir, discrete } = await scriptedBackbone(name, tokenizer.encode('Once upon a time'), reply, steps);
     const engine = await Engine.load({ model: dir, projector: projectorPath, cacheDir });
     try {
       const stream = engine.stream({ prompt: 'Once upon a time' }, { maxTokens: discrete.length, latentPlaceholder: '…' });
       let streamed = '';
       for await (const t of stream) streamed += t.text;
-      const r = await stream.result;
-      expect(r.rows[0]!.ids).to.deep.equal(discrete);
-      expect(r.rows[0]!.text).to.equal(' there was a dog. ……… The dog was happy.');
-      expect(streamed).to.equal(r.rows[0]!.text);
-      expect(r.usage.latentSteps).to.equal(3);
-      expect(r.usage.completionTokens).to.equal(discrete.length);
+      const result = await stream.result;
+      await more?.(engine, discrete);
+      return { result, streamed, discrete };
+    } finally {
+      await engine.dispose();
+    }
+  }
 
+  it('runs N latent steps where the model writes a marker, hides the marker and counts steps and tokens', async () => {
+    const reply = 'there was a dog. <implicit_thought>3</implicit_thought> The dog was happy.';
+    const { result: r, streamed, discrete } = await streamScripted('scripted', reply, [3], async (engine, discrete) => {
       const never = await engine.generate({ prompt: 'Once upon a time' }, { maxTokens: discrete.length, latent: 'never' });
       expect(never.rows[0]!.text).to.include('<implicit_thought>3</implicit_thought>');
       expect(never.usage.latentSteps ?? 0).to.equal(0);
-    } finally {
-      await engine.dispose();
-    }
+    });
+    expect(r.rows[0]!.ids).to.deep.equal(discrete);
+    expect(r.rows[0]!.text).to.equal(' there was a dog. ……… The dog was happy.');
+    expect(streamed).to.equal(r.rows[0]!.text);
+    expect(r.usage.latentSteps).to.equal(3);
+    expect(r.usage.completionTokens).to.equal(discrete.length);
   });
 
   it('runs the steps of a marker the model writes right after a malformed one, which stays text', async () => {
-    const prompt = tokenizer.encode('Once upon a time');
-    const { dir, discrete } = await scriptedBackbone('scripted-malformed', prompt, 'a cat. <implicit_thought>3<implicit_thought>4</implicit_thought> It ran.', [4]);
-    const engine = await Engine.load({ model: dir, projector: projectorPath, cacheDir });
-    try {
-      const stream = engine.stream({ prompt: 'Once upon a time' }, { maxTokens: discrete.length, latentPlaceholder: '…' });
-      let streamed = '';
-      for await (const t of stream) streamed += t.text;
-      const r = await stream.result;
-      expect(r.rows[0]!.ids).to.deep.equal(discrete);
-      expect(r.rows[0]!.text).to.equal(' a cat. <implicit_thought>3………… It ran.');
-      expect(streamed).to.equal(r.rows[0]!.text);
-      expect(r.usage.latentSteps).to.equal(4);
-    } finally {
-      await engine.dispose();
-    }
+    const reply = 'a cat. <implicit_thought>3<implicit_thought>4</implicit_thought> It ran.';
+    const { result: r, streamed, discrete } = await streamScripted('scripted-malformed', reply, [4]);
+    expect(r.rows[0]!.ids).to.deep.equal(discrete);
+    expect(r.rows[0]!.text).to.equal(' a cat. <implicit_thought>3………… It ran.');
+    expect(streamed).to.equal(r.rows[0]!.text);
+    expect(r.usage.latentSteps).to.equal(4);
   });
 
   it('thinks only the latent steps that fit in the context, then stops with finishReason length', async () => {
