@@ -5,6 +5,8 @@
  * and the normalisation are applied last, in one pass.
  */
 
+import { combineInto, weightedInto } from './fusion-kernels.js';
+
 /** How each model's logits are transformed before weighting. */
 export type FusionMode = 'logits' | 'logprobs';
 
@@ -47,9 +49,8 @@ export function accumulateLogits(acc: Float32Array, input: FusionInput, rows: nu
       if (first) acc.fill(0, o, o + vocab);
       continue;
     }
-    const shift = mode === 'logprobs' ? logSumExp(logits.subarray(z, z + vocab)) : 0;
-    if (first) for (let v = 0; v < vocab; v++) acc[o + v] = weight * (logits[z + v]! - shift);
-    else for (let v = 0; v < vocab; v++) acc[o + v]! += weight * (logits[z + v]! - shift);
+    const row = logits.subarray(z, z + vocab);
+    weightedInto(acc.subarray(o, o + vocab), row, weight, mode === 'logprobs' ? logSumExp(row) : 0, !first);
   }
 }
 
@@ -70,15 +71,16 @@ export function combineWithBackbone(
   for (let r = 0; r < rows; r++) {
     const o = r * vocab;
     const z = r * stride;
-    const shift = mode === 'logprobs' ? logSumExp(logits.subarray(z, z + vocab)) : 0;
+    const row = logits.subarray(z, z + vocab);
+    const shift = mode === 'logprobs' ? logSumExp(row) : 0;
+    const into = out.subarray(o, o + vocab);
     if (parts.length === 1) {
-      const p = parts[0]!;
-      for (let v = 0; v < vocab; v++) out[o + v] = (logits[z + v]! - shift + p[o + v]!) * scale;
+      combineInto(into, row, parts[0]!.subarray(o, o + vocab), shift, scale);
       continue;
     }
-    for (let v = 0; v < vocab; v++) out[o + v] = logits[z + v]! - shift;
-    for (const p of parts) for (let v = 0; v < vocab; v++) out[o + v]! += p[o + v]!;
-    if (scale !== 1) for (let v = 0; v < vocab; v++) out[o + v]! *= scale;
+    weightedInto(into, row, 1, shift, false);
+    for (const p of parts) weightedInto(into, p.subarray(o, o + vocab), 1, 0, true);
+    if (scale !== 1) weightedInto(into, into, scale, 0, false);
   }
   return out;
 }
