@@ -102,9 +102,26 @@ export function poolSpinsAfterRun(threads: number | undefined, cores = available
 
 function idTensor(type: IdType, values: ArrayLike<number>, dims: number[]): ort.Tensor {
   if (type === 'int32') return new ort.Tensor('int32', Int32Array.from(values), dims);
+  return new ort.Tensor('int64', int64s(values), dims);
+}
+
+const LITTLE_ENDIAN = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
+
+/**
+ * `values` as int64s. Ids, positions and masks fit in 32 bits: each is written as its two 32-bit halves, which
+ * costs a third of a BigInt made per value (a step's attention mask has a value per row and position).
+ */
+function int64s(values: ArrayLike<number>): BigInt64Array {
   const data = new BigInt64Array(values.length);
-  for (let i = 0; i < values.length; i++) data[i] = BigInt(values[i]!);
-  return new ort.Tensor('int64', data, dims);
+  const halves = LITTLE_ENDIAN ? new Int32Array(data.buffer) : undefined;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i]!;
+    if (halves && (v | 0) === v) {
+      halves[2 * i] = v;
+      halves[2 * i + 1] = v >> 31;
+    } else data[i] = BigInt(v);
+  }
+  return data;
 }
 
 function appendColumn(type: IdType, mask: IdArray, rows: number, cols: number, value: number): IdArray {
