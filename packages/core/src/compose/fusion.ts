@@ -5,7 +5,7 @@
  * and the normalisation are applied last, in one pass.
  */
 
-import { combineInto, weightedInto } from './fusion-kernels.js';
+import { combineInto, weightedInto } from '../sampling/logit-kernels.js';
 
 /** How each model's logits are transformed before weighting. */
 export type FusionMode = 'logits' | 'logprobs';

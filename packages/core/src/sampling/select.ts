@@ -1,4 +1,8 @@
 /** Selection primitives for the hot loop: argmax and k-th-largest without sorting the vocabulary. */
+import { maxIndexOf } from './logit-kernels.js';
+
+/** From this many values on, the argmax runs in WebAssembly SIMD (below, the copy and call cost more than they save). */
+const SIMD_MIN_LENGTH = 1024;
 
 /**
  * Index of the largest of `logits[0 .. limit)` in one pass; the first one on ties. NaN is never
@@ -16,6 +20,10 @@ export function argmax(logits: Float32Array, limit?: number): number {
  * above -Infinity.
  */
 export function maxIndexIn(logits: Float32Array, from: number, to: number): number {
+  if (to - from >= SIMD_MIN_LENGTH) {
+    const at = maxIndexOf(logits.subarray(from, to));
+    return at < 0 ? -1 : from + at;
+  }
   // Four independent running maxima break the compare-and-branch dependency chain: ~1.6x faster than one
   // lane on a 32k vocabulary, and this runs once per generated token.
   let b0 = -Infinity, b1 = -Infinity, b2 = -Infinity, b3 = -Infinity;

@@ -1,13 +1,14 @@
 /**
- * The WebAssembly fusion kernels: their bytes are the .wat beside them as wabt assembles it, and they compute what
- * float32 arithmetic (each operation rounded) gives, at every length (the four-lane loop and its tail) and for the
- * values logits take (-Infinity under a mask, NaN).
+ * The WebAssembly kernels over logits: their bytes are the .wat beside them as wabt assembles it; the fusion computes
+ * what float32 arithmetic (each operation rounded) gives, and the argmax what a plain loop finds, at every length
+ * (the SIMD loops and their tails) and for the values logits take (-Infinity under a mask, NaN, ties).
  */
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import wabtInit from 'wabt';
-import { combineInto, MODULE_BASE64, weightedInto } from '../src/compose/fusion-kernels.js';
+import { combineInto, maxIndexOf, MODULE_BASE64, weightedInto } from '../src/sampling/logit-kernels.js';
+import { maxIndexIn } from '../src/sampling/select.js';
 import { accumulateLogits, combineWithBackbone } from '../src/compose/fusion.js';
 
 const f = Math.fround;
@@ -26,11 +27,11 @@ function expectSame(actual: Float32Array, expected: ArrayLike<number>): void {
   for (let i = 0; i < actual.length; i++) if (!Object.is(actual[i], expected[i])) expect.fail(`element ${i}: ${actual[i]} where ${expected[i]} was expected`);
 }
 
-describe('fusion kernels (WebAssembly SIMD)', () => {
-  it('are the bytes wabt assembles from fusion-kernels.wat', async () => {
+describe('logit kernels (WebAssembly SIMD)', () => {
+  it('are the bytes wabt assembles from logit-kernels.wat', async () => {
     const wabt = await wabtInit();
-    const text = readFileSync(fileURLToPath(new URL('../src/compose/fusion-kernels.wat', import.meta.url)), 'utf8');
-    const assembled = wabt.parseWat('fusion-kernels.wat', text, { simd: true }).toBinary({}).buffer;
+    const text = readFileSync(fileURLToPath(new URL('../src/sampling/logit-kernels.wat', import.meta.url)), 'utf8');
+    const assembled = wabt.parseWat('logit-kernels.wat', text, { simd: true }).toBinary({}).buffer;
     expect(Buffer.from(assembled).toString('base64')).to.equal(MODULE_BASE64);
   });
 
@@ -82,5 +83,37 @@ describe('fusion kernels (WebAssembly SIMD)', () => {
       const z = base[Math.floor(i / vocab) * stride + (i % vocab)]!;
       return f(f(0.5 * z) + f(2 * z));
     }));
+  });
+
+  /** The first index of the largest value, NaN never chosen, -1 when nothing is above -Infinity. */
+  const plainArgmax = (x: Float32Array) => {
+    let [best, index] = [-Infinity, -1];
+    for (let i = 0; i < x.length; i++) if (x[i]! > best) [best, index] = [x[i]!, i];
+    return index;
+  };
+
+  for (const n of [0, 1, 15, 16, 17, 1023, 1024, 32000, 151_937]) {
+    it(`finds the first largest of ${n} values, ties and NaN and -Infinity among them`, () => {
+      const x = values(n, 9);
+      expect(maxIndexOf(x)).to.equal(plainArgmax(x));
+      if (n < 2) return;
+      // a tie of the largest in another lane and later: the first one wins; then a NaN in its place is passed over
+      const top = plainArgmax(x);
+      x[n - 1] = x[top]!;
+      if (top > 0) x[top - 1] = x[top]!;
+      expect(maxIndexOf(x)).to.equal(plainArgmax(x));
+      x[plainArgmax(x)] = NaN;
+      expect(maxIndexOf(x)).to.equal(plainArgmax(x));
+      expect(maxIndexIn(x, 1, n)).to.equal(plainArgmax(x.subarray(1)) + 1);
+    });
+  }
+
+  it('answers -1 for a row that is all -Infinity and NaN, as maxIndexIn does', () => {
+    const x = new Float32Array(2048).fill(-Infinity);
+    x[100] = NaN;
+    expect(maxIndexOf(x)).to.equal(-1);
+    expect(maxIndexIn(x, 0, x.length)).to.equal(-1);
+    x[2047] = -1e30;
+    expect(maxIndexOf(x)).to.equal(2047);
   });
 });
