@@ -107,6 +107,28 @@ describe('serve: careless and slow clients', function () {
     expect(raw.received()).to.not.include('[DONE]');
   });
 
+  it('cuts off a client that takes nothing of a finished non-streamed answer for the send deadline, as it cuts a stream', async () => {
+    const at = await serve({ engine: { model: dir }, chatTemplate: TOOLS_TEMPLATE, sendTimeoutMs: 1_000 });
+    // Some 10 MiB of JSON, more than loopback's socket buffers hold: the rest waits in the server for the client.
+    const body = JSON.stringify({ model: 'stories260k', messages: [{ role: 'user', content: 'Hi' }], n: 16, max_tokens: 400, ignore_eos: true, logprobs: true, top_logprobs: 20 });
+    const raw = rawRequest(at, postHead(at, '/v1/chat/completions', Buffer.byteLength(body)) + body);
+    raw.socket.pause();
+    // The answer is made and ended (the request leaves the engine), then waits on the socket; the deadline passes.
+    let seen = false;
+    for (const t0 = performance.now(); performance.now() - t0 < 60_000; await new Promise((r) => setTimeout(r, 100))) {
+      const running = await metric(at, 'num_requests_running');
+      if (running > 0) seen = true;
+      else if (seen) break;
+    }
+    expect(seen, 'the request ran').to.equal(true);
+    await new Promise((r) => setTimeout(r, 3_000));
+    raw.socket.resume();
+    await within(raw.closed, 10_000, 'the stalled connection closed');
+    const [head, ...rest] = raw.received().split('\r\n\r\n');
+    const length = Number(/\r\ncontent-length: (\d+)/i.exec(head!)![1]);
+    expect(Buffer.byteLength(rest.join('\r\n\r\n')), 'the answer was cut short').to.be.below(length);
+  });
+
   it('takes a large body sent slowly but steadily: the body deadline is the time between two reads', async () => {
     // (and Node's own limit on a whole request, 300 s, which would cut it with a bare 408, is off; its header timeout stays)
     const server = listener(undefined, () => {});

@@ -252,7 +252,7 @@ export function addServeCommand(program: Command): void {
     .option('--max-batch <n>', 'requests let into the engine at once', integerFlag('--max-batch', 1, 4096, 'a whole number from 1 to 4096'), 8)
     .option('--max-queue <n>', 'requests waiting beyond those; more get 429', integerFlag('--max-queue', 0, 1_000_000, 'a whole number >= 0'), 64)
     .option('--body-timeout <s>', "seconds a request's body may go without a byte arriving (then 408)", integerFlag('--body-timeout', 1, 2_147_483, 'a whole number of seconds from 1 to 2147483'), 30)
-    .option('--send-timeout <s>', 'seconds a streamed answer waits for a client that reads nothing (then it is cut off, its row stopped)', integerFlag('--send-timeout', 1, 2_147_483, 'a whole number of seconds from 1 to 2147483'), 60)
+    .option('--send-timeout <s>', 'seconds an answer waits for a client that reads nothing (then it is cut off: a stream\'s row stopped, an ended answer\'s rest dropped)', integerFlag('--send-timeout', 1, 2_147_483, 'a whole number of seconds from 1 to 2147483'), 60)
     .option('--shutdown-timeout <s>', 'seconds SIGTERM waits for running requests before cutting them off and exiting', integerFlag('--shutdown-timeout', 1, 2_147_483, 'a whole number of seconds from 1 to 2147483'), 30)
     .option('--prefix-cache-mb <n>', "MiB of KV cache each model keeps of recent prompts, for prompts that begin with one (0: off)", integerFlag('--prefix-cache-mb', 0, 1_048_576, 'a whole number of MiB >= 0'), 128)
     .option('--embeddings', "serve /v1/embeddings: the backbone's final hidden state at each input's last token (its graph gets that output)")

@@ -12,6 +12,18 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
   res.end(text);
 }
 
+/**
+ * Cuts an ended answer whose client takes nothing of what is left to send for `ms`, as a streamed answer is cut while
+ * it runs: the unsent rest (a non-streamed answer of many choices with logprobs is megabytes) is otherwise held for as
+ * long as the connection stays open. Any progress of the socket restarts the wait.
+ */
+export function limitUnsentTail(res: ServerResponse, ms: number): void {
+  if (!res.writableEnded || res.writableFinished || res.destroyed) return;
+  const cut = () => res.destroy();
+  res.setTimeout(ms, cut);
+  res.once('finish', () => res.off('timeout', cut));
+}
+
 /** The error shapes of the APIs served: OpenAI's, Anthropic's (`/v1/messages`) and Ollama's (`/api/*`). */
 type ErrorDialect = 'openai' | 'anthropic' | 'ollama';
 

@@ -31,7 +31,7 @@ import type { TransferProgress } from '../registry/download.js';
 import { listener, type RefusedRequest, type TlsFiles } from './listener.js';
 import { Admission } from './admission.js';
 import { ApiKeys, usableApiKey } from './api-keys.js';
-import { sendError, sendJson } from './answer-writers.js';
+import { limitUnsentTail, sendError, sendJson } from './answer-writers.js';
 import { chat, countTokens, messages, responses } from './chat-routes.js';
 import { completion } from './completions-route.js';
 import { CorsPolicy, HostPolicy } from './cors.js';
@@ -92,8 +92,9 @@ export interface ServeOptions {
    */
   bodyTimeoutMs?: number;
   /**
-   * Milliseconds a streamed answer may wait for its client to take what was written (default 60 000, as nginx's
-   * send_timeout); a client that reads nothing for that long is cut off, its row stopped and its place freed.
+   * Milliseconds an answer may wait for its client to take what was written (default 60 000, as nginx's
+   * send_timeout); a client that reads nothing for that long is cut off: a stream's row stopped and its place freed,
+   * an ended answer's unsent rest dropped with its connection.
    */
   sendTimeoutMs?: number;
   /**
@@ -198,11 +199,13 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     res.setHeader('request-id', requestId);
     // Anthropic's and Ollama's clients read their own error shapes.
     const dialect = path.startsWith('/v1/messages') ? 'anthropic' : path.startsWith('/api/') ? 'ollama' : 'openai';
-    const answered = handle(req, res, path).catch((err) => {
-      const error = toHttpError(err, path);
-      records.note(res, { error: error.message });
-      sendError(res, error, dialect);
-    });
+    const answered = handle(req, res, path)
+      .catch((err) => {
+        const error = toHttpError(err, path);
+        records.note(res, { error: error.message });
+        sendError(res, error, dialect);
+      })
+      .finally(() => limitUnsentTail(res, sendTimeoutMs));
     if (onRequest) records.track(req, res, sent, requestId, answered, onRequest);
   }, onRefused);
 
