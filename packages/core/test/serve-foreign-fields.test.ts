@@ -53,6 +53,16 @@ describe("OpenAI routes: vLLM's and llama.cpp's request fields, as parsed", () =
     }
   });
 
+  it('stream_options: include_usage true or false (absent or null: false), only beside stream: true, as OpenAI and vLLM take it', () => {
+    for (const parse of both) {
+      expect(parse({ stream: true, stream_options: { include_usage: true } }).includeUsage).to.equal(true);
+      for (const off of [{}, { include_usage: false }, { include_usage: null }]) expect(parse({ stream: true, stream_options: off }).includeUsage).to.equal(false);
+      expect(parse({ stream: false, stream_options: null }).includeUsage).to.equal(false);
+      for (const bad of ['yes', 1, {}]) expect(refusal(() => parse({ stream: true, stream_options: { include_usage: bad } })).param).to.equal('stream_options.include_usage');
+      for (const stream of [false, undefined]) expect(refusal(() => parse({ stream, stream_options: { include_usage: true } })).param).to.equal('stream_options');
+    }
+  });
+
   it('seed -1 is no seed', () => {
     for (const parse of both) {
       expect(parse({ seed: -1 }).options).to.not.have.property('seed');

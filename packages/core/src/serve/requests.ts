@@ -230,7 +230,10 @@ function common(body: Body, chat: boolean, stopParam: string): ParsedRequest {
   if (typeof stream !== 'boolean') throw badRequest('stream must be true or false', 'stream');
   const streamOptions = body.stream_options;
   if (streamOptions !== undefined && streamOptions !== null && !isObject(streamOptions)) throw badRequest('stream_options must be an object', 'stream_options');
-  const includeUsage = isObject(streamOptions) && streamOptions.include_usage === true;
+  // (OpenAI and vLLM refuse stream options on an answer that is not streamed)
+  if (isObject(streamOptions) && !stream) throw badRequest('stream_options is only allowed with stream: true', 'stream_options');
+  const includeUsage = isObject(streamOptions) ? (streamOptions.include_usage ?? false) : false;
+  if (typeof includeUsage !== 'boolean') throw badRequest('stream_options.include_usage must be true or false', 'stream_options.include_usage');
 
   const maxTokens = maxTokensOf(body);
   const temperature = number(body, 'temperature', (n) => n >= 0 && n <= 2, 'a number from 0 to 2');
