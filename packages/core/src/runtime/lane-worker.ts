@@ -18,6 +18,8 @@ export interface LaneWorkerConfig {
   runtime: RuntimeOptions;
   /** The shared block of the request/answer channel. */
   channel: SharedArrayBuffer;
+  /** The lane has a core of its own: it may spin for a request it expects soon. */
+  dedicatedCore: boolean;
 }
 
 /** The lane's messages, before it starts serving. */
@@ -80,7 +82,7 @@ function receiveStart(): LaneStart {
 }
 
 async function serve(sessions: DecoderSession[]): Promise<never> {
-  const server = new ChannelServer(config.channel);
+  const server = new ChannelServer(config.channel, config.dedicatedCore);
   let state: CallState | undefined;
   for (;;) {
     const { kind, rows } = server.next();

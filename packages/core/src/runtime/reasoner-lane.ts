@@ -49,7 +49,7 @@ export class ReasonerLane implements ReasonerGroup {
   /** Starts a worker and opens the prepared models in it; `names` label them in errors. */
   static async open(models: readonly PreparedModel[], names: readonly string[], options: LaneOptions): Promise<ReasonerLane> {
     const channel = createChannelBuffer();
-    const config: LaneWorkerConfig = { models: [...models], runtime: options.runtime, channel };
+    const config: LaneWorkerConfig = { models: [...models], runtime: options.runtime, channel, dedicatedCore: options.dedicatedCore };
     const worker = spawnWorker('lane-worker', config);
     const members = await new Promise<ReasonerInfo[]>((resolve, reject) => {
       const onExit = (code: number) => reject(new ReasonerError(`reasoner ${names.join(', ')}: the worker exited during load (code ${code})`));

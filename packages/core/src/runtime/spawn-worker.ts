@@ -8,7 +8,11 @@ const fromSource = import.meta.url.endsWith('.ts');
 
 /** Spawns `runtime/<name>.js` (or `.ts` when running from sources) with `workerData`. */
 export function spawnWorker(name: string, workerData: unknown): Worker {
-  const url = new URL(`./${name}${fromSource ? '.ts' : '.js'}`, import.meta.url);
+  return workerAt(new URL(`./${name}${fromSource ? '.ts' : '.js'}`, import.meta.url), workerData);
+}
+
+/** Starts the worker module at `url`, a TypeScript one through tsx when running from sources. */
+export function workerAt(url: URL, workerData: unknown): Worker {
   if (!fromSource) return new Worker(url, { workerData });
   // Node 20 does not share module hooks with workers, and tsx registers its hooks on the main thread only.
   const tsxApi = pathToFileURL(join(dirname(createRequire(import.meta.url).resolve('tsx/package.json')), 'dist/esm/api/index.mjs')).href;
