@@ -181,10 +181,16 @@ describe('temp files of writers this process cannot see (another PID namespace s
     await age(killed);
     await age(brokenOff);
 
-    await clearCache(['gguf', 'modules'], root);
+    expect(await clearCache(['gguf', 'modules'], root)).to.deep.equal({ live: [running, downloading], blobsKept: true });
     expect(existsSync(running)).to.equal(true);
     expect(existsSync(downloading)).to.equal(true);
-    for (const gone of [entry, killed, brokenOff, blob]) expect(existsSync(gone), gone).to.equal(false);
+    // (a pull under way links the blobs it has verified once its downloads end)
+    expect(existsSync(blob), 'blobs stay while a pull is under way').to.equal(true);
+    for (const gone of [entry, killed, brokenOff]) expect(existsSync(gone), gone).to.equal(false);
+    // once the download has ended, they go
+    await rm(downloading);
+    expect(await clearCache(['modules'], root)).to.deep.equal({ live: [], blobsKept: false });
+    expect(existsSync(blob)).to.equal(false);
   });
 
   it('an online pull into a cache whose refs already say so rewrites none (a read-only cache pulls)', async () => {

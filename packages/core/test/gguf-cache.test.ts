@@ -1,5 +1,6 @@
 import { expect } from 'chai';
-import { readFile, stat, utimes } from 'node:fs/promises';
+import { readdir, readFile, rm, stat, utimes } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { models } from '../../../test/support/paths.js';
 import { ggufModuleDir } from '../src/gguf/gguf-module.js';
@@ -30,6 +31,15 @@ describe('GGUF conversion cache', function () {
     expect(await sha(model)).to.equal(good);
     expect(manifest.files.model.sha256).to.equal(good);
     await locateModel(dir);
+  });
+
+  it('converts again an entry that lost its reasonplug.json, instead of failing every later load on the rename into its place', async () => {
+    const cacheDir = testDir('gguf-cache-no-manifest');
+    const dir = await ggufModuleDir(models.stories260K, { cacheDir });
+    await rm(join(dir, 'reasonplug.json'));
+    for (let load = 0; load < 2; load++) expect(await ggufModuleDir(models.stories260K, { cacheDir })).to.equal(dir);
+    await locateModel(dir);
+    expect((await readdir(dirname(dir))).filter((n) => n.endsWith('.tmp')), 'nothing left beside it').to.deep.equal([]);
   });
 
   it("keeps a float32-KV conversion (Engine.load's ggufKvCache, --kv-cache) apart from the default float16 one, and loads it", async () => {

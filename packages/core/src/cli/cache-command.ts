@@ -35,10 +35,18 @@ export function addCacheCommand(program: Command): void {
       const chosen = flags.all ? [...CACHE_PARTS] : (parts as CachePart[]);
       if (chosen.length === 0) throw new InvalidArgumentError(`name the parts to remove (${CACHE_PARTS.join(', ')}) or --all`);
       const before = await cacheUsage();
-      await clearCache(chosen);
+      const { blobsKept } = await clearCache(chosen);
+      const after = await cacheUsage();
       // (prepared graphs hold the saved sessions)
-      const removed = new Set<CachePart>(chosen.includes('prepared') ? [...chosen, 'sessions'] : chosen);
-      const freed = [...removed].reduce((n, p) => n + before.bytes[p], 0);
-      process.stderr.write(`removed ${[...removed].join(', ')}: ${size(freed)} freed\n`);
+      const removed = [...new Set<CachePart>(chosen.includes('prepared') ? [...chosen, 'sessions'] : chosen)];
+      // What is left of them is what the clear kept: other processes' writes under way (and what a pull wrote meanwhile).
+      const kept = removed.reduce((n, p) => n + after.bytes[p], 0);
+      const freed = Math.max(0, removed.reduce((n, p) => n + before.bytes[p], 0) - kept);
+      const keptText = blobsKept
+        ? `; kept ${size(kept)} of downloads in progress and the module blobs their pulls link (clear modules again once they end)`
+        : kept > 0
+          ? `; kept ${size(kept)} of downloads and conversions in progress`
+          : '';
+      process.stderr.write(`removed ${removed.join(', ')}: ${size(freed)} freed${keptText}\n`);
     });
 }

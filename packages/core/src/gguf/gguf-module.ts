@@ -116,7 +116,13 @@ async function awaitOthers(dir: string, mine: string): Promise<boolean> {
 
 /** Whether a cache entry is there with every file verified; a damaged one is removed, to be converted again. */
 async function intact(dir: string): Promise<boolean> {
-  if (!existsSync(join(dir, MANIFEST_FILE))) return false;
+  // The directory first: an entry is renamed into place whole, its manifest in it, so one seen before its manifest is
+  // looked for and found without it is damaged (and blocks the rename of every later conversion into its place).
+  const there = existsSync(dir);
+  if (!existsSync(join(dir, MANIFEST_FILE))) {
+    if (there) await removeEntry(dir).catch(() => {});
+    return false;
+  }
   try {
     await loadModuleDir(dir);
     return true;

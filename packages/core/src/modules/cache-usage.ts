@@ -4,7 +4,7 @@
  * prepared graphs and saved sessions from the modules, stat records by hashing. Sizes count each file once, however
  * many hard links it has (a pulled module's files are links to its blobs). Conversions of an earlier layout and
  * prepared graphs of an earlier format, which an upgrade removes once it writes their successors, are listed as stale
- * where any remain.
+ * where any remain. Clearing leaves what other processes are writing, and the module blobs while a pull is under way.
  */
 import { lstat, readdir, readFile, rm, rmdir } from 'node:fs/promises';
 import { basename, join } from 'node:path';
@@ -38,7 +38,8 @@ export interface CacheUsage {
 /** Directories (under the root) each part lives in; `prepared` holds `sessions`, counted apart. */
 const DIRS: Record<CachePart, string[]> = {
   gguf: ['gguf'],
-  modules: ['modules', 'blobs', 'refs'],
+  // (blobs last: clearCache keeps them while anything of a pull is under way)
+  modules: ['modules', 'refs', 'blobs'],
   ollama: ['ollama'],
   prepared: ['prepared'],
   sessions: [join('prepared', 'sessions')],
@@ -47,6 +48,9 @@ const DIRS: Record<CachePart, string[]> = {
 
 /** What the listing says of an entry an earlier version wrote, which this one never reads: `cache clear` of its part removes it. */
 const STALE = 'stale: no longer read';
+
+/** A temp file or folder's name, `<target>.<uniqueSuffix>.tmp|partial`: a write under way, or left by a dead process. */
+const TEMP = /\.(\d+-[0-9a-f]+)\.(?:tmp|partial)$/;
 
 const isGone = (err: unknown) => ['ENOENT', 'ENOTDIR'].includes((err as NodeJS.ErrnoException).code ?? '');
 
@@ -123,7 +127,12 @@ export async function cacheUsage(root = cacheRoot()): Promise<CacheUsage> {
   for (const registry of await subdirs(join(root, 'modules'))) {
     for (const namespace of await subdirs(registry)) {
       for (const name of await subdirs(namespace)) {
-        for (const dir of await subdirs(name)) entries.push({ part: 'modules', name: await moduleName(dir, dir), path: dir, bytes: await sizeOf(dir, seen) });
+        for (const dir of await subdirs(name)) {
+          // A module directory's temp name (registry/cache.ts): being assembled or removed, or left by a dead process
+          // and swept by the next pull of it.
+          const label = TEMP.test(dir) ? 'a pull in progress or broken off' : await moduleName(dir, dir);
+          entries.push({ part: 'modules', name: label, path: dir, bytes: await sizeOf(dir, seen) });
+        }
       }
     }
   }
@@ -178,38 +187,88 @@ export async function cacheUsage(root = cacheRoot()): Promise<CacheUsage> {
   return { root, entries, bytes };
 }
 
-/** Removes the given parts of the cache at `root` (default: the cache root). */
-export async function clearCache(parts: readonly CachePart[], root = cacheRoot()): Promise<void> {
+/** What {@link clearCache} left in the parts it cleared. */
+export interface ClearOutcome {
+  /** The temp files and folders of other processes' downloads and conversions still under way. */
+  live: string[];
+  /**
+   * Whether the module blobs were kept (but for downloads broken off): a pull under way links the blobs it has verified
+   * into its module directory once its downloads end, and would find them gone. Clearing `modules` again once it ends
+   * removes them.
+   */
+  blobsKept: boolean;
+}
+
+/**
+ * Removes the given parts of the cache at `root` (default: the cache root), but for other processes' writes still under
+ * way, and, while a pull is under way, the module blobs (see {@link ClearOutcome}).
+ */
+export async function clearCache(parts: readonly CachePart[], root = cacheRoot()): Promise<ClearOutcome> {
+  const live: string[] = [];
+  let blobsKept = false;
   for (const part of parts) {
     if (!CACHE_PARTS.includes(part)) throw new RangeError(`unknown cache part ${String(part)}; one of ${CACHE_PARTS.join(', ')}`);
-    for (const dir of DIRS[part]) await clearTree(join(root, dir));
+    const kept: string[] = [];
+    for (const dir of DIRS[part]) {
+      const path = join(root, dir);
+      // A pull under way (its downloads, or its temp module directory or ref once they end) links the blobs it has
+      // verified once its downloads end: they stay, but for downloads broken off.
+      const keepBlobs = dir === 'blobs' && (kept.length > 0 || (await anyLive(path)));
+      if (keepBlobs) blobsKept = true;
+      kept.push(...(await clearTree(path, keepBlobs)));
+    }
+    live.push(...kept);
   }
+  return { live, blobsKept };
+}
+
+/** Whether `path`, named `name`, is a temp file or folder of another process's write still under way (see clearTree). */
+async function isLive(path: string, name: string): Promise<boolean> {
+  const temp = TEMP.exec(name);
+  return temp !== null && !madeByMe(temp[1]!) && !(await ownerGone(path, temp[1]!));
+}
+
+/** Whether anything under `path` is a temp file or folder of another process's write still under way. */
+async function anyLive(path: string): Promise<boolean> {
+  let entries;
+  try {
+    entries = await readdir(path, { withFileTypes: true });
+  } catch (err) {
+    if (isGone(err)) return false;
+    throw err;
+  }
+  for (const e of entries) {
+    const child = join(path, e.name);
+    if ((await isLive(child, e.name)) || (e.isDirectory() && (await anyLive(child)))) return true;
+  }
+  return false;
 }
 
 /**
  * Removes `path` and what it holds, but for the temp files and folders of other processes' conversions and downloads
  * still under way (`*.<pid>-<hex>.tmp`, `*.<pid>-<hex>.partial`; see registry/download.ts `ownerGone`), and the
- * folders holding them.
+ * folders holding them; returns those it left. `tempsOnly`: removes only the temps of writes broken off.
  */
-async function clearTree(path: string): Promise<void> {
+async function clearTree(path: string, tempsOnly = false): Promise<string[]> {
   let entries;
   try {
     entries = await readdir(path, { withFileTypes: true });
   } catch (err) {
-    if (isGone(err)) return;
+    if (isGone(err)) return [];
     throw err;
   }
+  const live: string[] = [];
   for (const e of entries) {
     const child = join(path, e.name);
-    const temp = /\.(\d+-[0-9a-f]+)\.(?:tmp|partial)$/.exec(e.name);
-    if (temp && !madeByMe(temp[1]!) && !(await ownerGone(child, temp[1]!))) continue;
-    if (e.isDirectory() && !temp) await clearTree(child);
-    else await rm(child, { recursive: true, force: true });
+    if (await isLive(child, e.name)) live.push(child);
+    else if (e.isDirectory() && !TEMP.test(e.name)) live.push(...(await clearTree(child, tempsOnly)));
+    else if (!tempsOnly || TEMP.test(e.name)) await rm(child, { recursive: true, force: true });
   }
   try {
     await rmdir(path);
   } catch (err) {
-    // Still holding a write under way.
+    // Still holding a write under way, or what it needs.
     if (!isGone(err) && (err as NodeJS.ErrnoException).code !== 'ENOTEMPTY') throw err;
   }
+  return live;
 }

@@ -6,6 +6,7 @@
  *   refs/<registry>/<namespace>/<name>/<tag>           the manifest digest the tag pointed to when pulled
  *   modules/<registry>/<namespace>/<name>/sha256-<hex>/   the module directory of a manifest: its files
  *                                                       hard-linked (or copied) from blobs/ under their titles
+ *   modules/…/sha256-<hex>.<pid>-<rand>.tmp            one being assembled or removed, or left by a dead process
  *   digests/<dev>-<ino>.json                           stat records of verified files (modules/file-digest.ts)
  *
  * `<registry>` is `host_port` (":" is not allowed in Windows file names). Nothing appears under its final
@@ -20,13 +21,15 @@
  * multi-GB blob costs a `stat` and not a read of every byte. A blob that fails is fetched again and
  * renamed over the bad one; a module directory whose files are not the verified blobs is rebuilt.
  */
+import { existsSync } from 'node:fs';
 import { copyFile, link, mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { checkFile } from '../modules/file-digest.js';
 import { MANIFEST_FILE } from '../modules/manifest.js';
 import { sha256Digest } from './artifact.js';
 import { uniqueSuffix, writeFileAtomic } from './atomic.js';
-import { InvalidReferenceError } from './errors.js';
+import { sweepTemps } from './download.js';
+import { InvalidReferenceError, RegistryClientError } from './errors.js';
 import { TAG } from './reference.js';
 import { makeDirectory } from '../modules/make-directory.js';
 
@@ -36,6 +39,21 @@ const DIGEST = /^sha256:[0-9a-f]{64}$/;
 
 /** What the cache holds under a blob's name: nothing, the verified content, or something else (corrupt). */
 export type BlobState = 'absent' | 'verified' | 'corrupt';
+
+/**
+ * A blob a module directory was to be assembled from was removed after the caller verified it (a `reasonplug cache
+ * clear` in between): the cache cannot make the module without fetching it again, so pulling again does.
+ */
+export class BlobRemovedError extends RegistryClientError {
+  override name = 'BlobRemovedError';
+  constructor(
+    message: string,
+    /** The `sha256:` digest of the blob that is gone. */
+    readonly digest: string,
+  ) {
+    super(message);
+  }
+}
 
 /** A file of a module directory and the blob it is made from. */
 export interface ModuleFile {
@@ -162,7 +180,8 @@ export class ModuleCache {
    * The module directory of manifest `digest`, assembled from cached blobs (the config as `reasonplug.json`,
    * each file under its path) unless a good one is there. The caller has verified every blob (`blobState`)
    * in this process; an existing directory is good when each file is one of those blobs (the same inode,
-   * as a hard link is) or, for copies, verifies against the blob's digest. A bad one is replaced.
+   * as a hard link is) or, for copies, verifies against the blob's digest. A bad one is replaced, and the temp
+   * directories of dead processes beside it are swept. A blob removed meanwhile is a `BlobRemovedError`.
    * Paths must be validated relative paths. Returns the directory and whether it was (re)built.
    */
   async materialise(
@@ -174,6 +193,8 @@ export class ModuleCache {
   ): Promise<{ dir: string; built: boolean }> {
     const dir = this.moduleDir(registry, repository, digest);
     const all = [...files, { path: MANIFEST_FILE, digest: config }];
+    // (best effort: a cache this process cannot write still serves the modules it holds)
+    await sweepTemps(dir).catch(() => {});
     const state = await this.moduleState(dir, all);
     if (state === 'good') return { dir, built: false };
     if (state === 'bad') await this.dropModule(registry, repository, digest);
@@ -182,7 +203,14 @@ export class ModuleCache {
       await makeDirectory(tmp);
       for (const f of all) {
         await mkdir(dirname(join(tmp, f.path)), { recursive: true });
-        await linkOrCopy(this.blobPath(f.digest), join(tmp, f.path));
+        const blob = this.blobPath(f.digest);
+        await linkOrCopy(blob, join(tmp, f.path)).catch((err: unknown) => {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || existsSync(blob)) throw err;
+          throw new BlobRemovedError(
+            `${f.path} (${f.digest}) was removed from the cache at ${this.root} after it was verified, before the module ${registry}/${repository}@${digest} was assembled from it (a \`reasonplug cache clear\` meanwhile?); pull it again`,
+            f.digest,
+          );
+        });
       }
       await rename(tmp, dir);
     } catch (err) {

@@ -1,6 +1,6 @@
 /** The registry client: references, packing, push, pull into the cache, resolve, search. */
 export { Annotations, MAX_MANIFEST_BYTES, MediaTypes, packModule, type Descriptor, type OciManifest, type PackedModule } from './artifact.js';
-export { ModuleCache } from './cache.js';
+export { BlobRemovedError, ModuleCache } from './cache.js';
 export { RegistryClient } from './client.js';
 export type { TransferProgress } from './download.js';
 export * from './errors.js';

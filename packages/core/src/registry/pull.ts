@@ -7,7 +7,7 @@
  */
 import { loadModuleDir, type LoadedModule } from '../modules/module-dir.js';
 import { matchLayers, parseArtifact, parseConfig, type OciManifest } from './artifact.js';
-import { ModuleCache, type ModuleFile } from './cache.js';
+import { BlobRemovedError, ModuleCache, type ModuleFile } from './cache.js';
 import { RegistryClient } from './client.js';
 import { cacheWriteError, downloadBlob, type TransferProgress } from './download.js';
 import { InvalidArtifactError, NotCachedError } from './errors.js';
@@ -102,23 +102,33 @@ export async function pullModule(spec: string | ModuleRef, opts: PullOptions = {
     throw new InvalidArtifactError(`${source} is version ${module.version} by its reasonplug.json, not ${target.version}; refusing it`);
   }
   const files = matchLayers(artifact, module, source);
-  const repaired: string[] = [];
-  await forEachBounded(files, CONCURRENCY, async (f) => {
-    const got = await downloadBlob(client, repository, f.descriptor, cache, {
-      file: f.path,
-      ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
-      ...(opts.signal ? { signal: opts.signal } : {}),
+  const configBytes = config;
+  const repaired = new Set<string>();
+  /** Fetches what the cache lacks of the module and assembles its directory. */
+  const assemble = async () => {
+    await forEachBounded(files, CONCURRENCY, async (f) => {
+      const got = await downloadBlob(client, repository, f.descriptor, cache, {
+        file: f.path,
+        ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      });
+      if (got !== 'cached') cached = false;
+      if (got === 'repaired') repaired.add(f.path);
     });
-    if (got !== 'cached') cached = false;
-    if (got === 'repaired') repaired.push(f.path);
+    if (!(await cache.readSmallBlob(artifact.config.digest))) await storeBlob(cache, artifact.config.digest, configBytes, `the config (reasonplug.json) of ${source}`);
+    if (!(await cache.readSmallBlob(digest))) await storeBlob(cache, digest, bytes, `the manifest of ${source}`);
+    return cache.materialise(registry, repository, digest, artifact.config.digest, moduleFiles(files));
+  };
+  // A blob verified here may be removed before the directory is made of it (a `cache clear` meanwhile): fetched again once.
+  const { dir } = await assemble().catch((err: unknown) => {
+    if (err instanceof BlobRemovedError) return assemble();
+    throw err;
   });
-  if (!(await cache.readSmallBlob(digest))) await storeBlob(cache, digest, bytes, `the manifest of ${source}`);
-  const { dir } = await cache.materialise(registry, repository, digest, artifact.config.digest, moduleFiles(files));
   const loaded = await loadModuleDir(dir, { verify: false });
   if (target.tag !== undefined) await updateRef(cache, registry, repository, target.tag, digest);
   // The version ref lets a later offline pull resolve ranges, whatever tag this pull went through.
   await updateRef(cache, registry, repository, versionTag(loaded.manifest.version), digest);
-  return result(loaded, digest, cached, repaired.sort());
+  return result(loaded, digest, cached, [...repaired].sort());
 }
 
 /** Points a tag at `digest`, writing nothing when it already does (a read-only cache pulls what it holds). */
