@@ -83,6 +83,8 @@ export function withBits(t: ort.Tensor): ort.Tensor {
 
 /** `tensors` (feeds or a run's outputs, by name) with fp16 data as raw bits (see {@link withBits}). */
 export function allWithBits(tensors: Record<string, ort.Tensor>): Record<string, ort.Tensor> {
+  // (without Float16Array, onnxruntime-common keeps float16 data as Uint16Array bits: nothing to convert, every step)
+  if (typeof (globalThis as { Float16Array?: unknown }).Float16Array !== 'function') return tensors;
   return Object.fromEntries(Object.entries(tensors).map(([name, t]) => [name, withBits(t)]));
 }
 
