@@ -50,6 +50,12 @@ describe('logit kernels (WebAssembly SIMD)', () => {
     });
   }
 
+  it('refuses inputs shorter than the output (the module would read an earlier call\'s values as theirs)', () => {
+    expect(() => combineInto(new Float32Array(8), values(4, 1), values(8, 2), 0, 1)).to.throw(RangeError);
+    expect(() => combineInto(new Float32Array(8), values(8, 1), values(7, 2), 0, 1)).to.throw(RangeError);
+    expect(() => weightedInto(new Float32Array(8), values(4, 1), 1, 0, false)).to.throw(RangeError);
+  });
+
   it('reads only the first out.length values of longer inputs, and writes nothing past out', () => {
     const [a, b] = [values(64, 4), values(64, 5)];
     const backing = new Float32Array(12).fill(7);
@@ -59,15 +65,16 @@ describe('logit kernels (WebAssembly SIMD)', () => {
     expectSame(backing.subarray(10), [7, 7]);
   });
 
-  it('fuse rows of padded logits with one part, several parts and a scale, as each pass rounded to float32', () => {
+  it('fuse rows of padded logits with one part, several parts (summed first) and a scale, each operation rounded to float32', () => {
     const [rows, vocab, stride] = [2, 37, 40];
     const base = values(rows * stride, 6);
     const parts = [values(rows * vocab, 7), values(rows * vocab, 8)];
+    // (several parts are summed first, then joined to the backbone's term as one part is)
     const expected = (r: number, v: number, ps: Float32Array[], scale: number) => {
-      let z = base[r * stride + v]!;
-      if (ps.length === 1) return f(f(z + ps[0]![r * vocab + v]!) * scale);
-      for (const p of ps) z = f(z + p[r * vocab + v]!);
-      return scale === 1 ? z : f(z * scale);
+      const z = base[r * stride + v]!;
+      if (ps.length === 0) return f(z * scale);
+      const sum = ps.slice(1).reduce((acc, p) => f(acc + p[r * vocab + v]!), ps[0]![r * vocab + v]!);
+      return f(f(z + sum) * scale);
     };
     for (const [ps, scale] of [[parts.slice(0, 1), 1], [parts, 1], [parts, 0.25], [[], 0.5]] as const) {
       const out = combineWithBackbone(new Float32Array(rows * vocab), { logits: base, stride }, ps, rows, vocab, 'logits', scale);

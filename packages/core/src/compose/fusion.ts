@@ -74,16 +74,27 @@ export function combineWithBackbone(
     const row = logits.subarray(z, z + vocab);
     const shift = mode === 'logprobs' ? logSumExp(row) : 0;
     const into = out.subarray(o, o + vocab);
-    if (parts.length === 1) {
-      combineInto(into, row, parts[0]!.subarray(o, o + vocab), shift, scale);
+    if (parts.length === 0) {
+      weightedInto(into, row, scale, shift, false);
       continue;
     }
-    weightedInto(into, row, 1, shift, false);
-    for (const p of parts) weightedInto(into, p.subarray(o, o + vocab), 1, 0, true);
-    if (scale !== 1) weightedInto(into, into, scale, 0, false);
+    // Several parts (lanes, each the sum of its reasoners' terms, in the reasoners' order) are summed first, so that
+    // the row is fused by the same operations as one part holding every term (a call's reasoners inline, the batch).
+    let sum = parts[0]!.subarray(o, o + vocab);
+    if (parts.length > 1) {
+      if (partsSum.length < vocab) partsSum = new Float32Array(vocab);
+      const joined = partsSum.subarray(0, vocab);
+      joined.set(sum);
+      for (const p of parts.slice(1)) weightedInto(joined, p.subarray(o, o + vocab), 1, 0, true);
+      sum = joined;
+    }
+    combineInto(into, row, sum, shift, scale);
   }
   return out;
 }
+
+/** The row that several parts are summed into (this thread's; rows are fused one at a time). */
+let partsSum = new Float32Array(0);
 
 /**
  * `1 / Σ w` for normalised fusion (an anti-expert's negative weight counts negatively, as in proxy-tuning); 1

@@ -254,7 +254,7 @@ export class DecoderSession {
     this.length = 0;
     this.replacePast(emptyPast(sig, rows), true);
     const maskType = sig.attentionMask?.type ?? 'int64';
-    this.mask = (maskType === 'int32' ? Int32Array.from(mask) : BigInt64Array.from(mask, BigInt)) as IdArray;
+    this.mask = (maskType === 'int32' ? Int32Array.from(mask) : int64s(mask)) as IdArray;
     const logits = await this.run(idTensor(sig.inputIds.type, ids, [rows, seq]), undefined, positions, seq, 'prefill');
     if (rows === 1) this.keepPrompt(prompts[0]!);
     return logits;
@@ -337,7 +337,7 @@ export class DecoderSession {
     }
     const mask = prompts.flatMap((p) => Array.from({ length: seq }, (_, i) => ((right ? i < p.length : i >= seq - p.length) ? 1 : 0)));
     const maskType = sig.attentionMask?.type ?? 'int64';
-    this.mask = (maskType === 'int32' ? Int32Array.from(mask) : BigInt64Array.from(mask, BigInt)) as IdArray;
+    this.mask = (maskType === 'int32' ? Int32Array.from(mask) : int64s(mask)) as IdArray;
     this.replacePast(past, true);
     this.rows = rows;
     this.length = seq;

@@ -52,6 +52,8 @@ function withRoom(n: number): KernelExports {
 /** `out = (a - shift + b) · scale`, element by element over `out.length` floats (`a` and `b` at least as long). */
 export function combineInto(out: Float32Array, a: Float32Array, b: Float32Array, shift: number, scale: number): void {
   const n = out.length;
+  // (a shorter input would leave an earlier call's values in the module's memory to be read as its own)
+  if (a.length < n || b.length < n) throw new RangeError(`combineInto: inputs of ${a.length} and ${b.length} values for ${n} outputs`);
   const k = withRoom(n);
   floats.set(a.subarray(0, n), 0);
   floats.set(b.subarray(0, n), n);
@@ -62,6 +64,7 @@ export function combineInto(out: Float32Array, a: Float32Array, b: Float32Array,
 /** `acc = weight · (x - shift)`, or `acc += weight · (x - shift)` with `add`, over `acc.length` floats. */
 export function weightedInto(acc: Float32Array, x: Float32Array, weight: number, shift: number, add: boolean): void {
   const n = acc.length;
+  if (x.length < n) throw new RangeError(`weightedInto: ${x.length} values for ${n} outputs`);
   const k = withRoom(n);
   floats.set(x.subarray(0, n), 0);
   if (add) floats.set(acc, 2 * n);
