@@ -129,6 +129,28 @@ describe('serve: careless and slow clients', function () {
     expect(Buffer.byteLength(rest.join('\r\n\r\n')), 'the answer was cut short').to.be.below(length);
   });
 
+  it('leaves alone a pipelined request that takes longer than the send deadline to answer, once the answer before it is read', async () => {
+    const at = await serve({ engine: { model: dir }, chatTemplate: TOOLS_TEMPLATE, sendTimeoutMs: 1_000 });
+    // The first answer is more than the socket's buffers hold; the second takes a few seconds to make.
+    const first = JSON.stringify({ model: 'stories260k', messages: [{ role: 'user', content: 'Hi' }], n: 16, max_tokens: 400, ignore_eos: true, logprobs: true, top_logprobs: 20 });
+    const second = JSON.stringify({ model: 'stories260k', prompt: 'Once', n: 4, max_tokens: context - 16, ignore_eos: true });
+    const raw = rawRequest(at, postHead(at, '/v1/chat/completions', Buffer.byteLength(first)) + first + postHead(at, '/v1/completions', Buffer.byteLength(second)) + second);
+    raw.socket.pause();
+    await new Promise((r) => setTimeout(r, 500));
+    raw.socket.resume();
+    /** The answers received so far, each [status line, whole body length, body length so far]. */
+    const answers = () =>
+      raw.received().split(/(?=HTTP\/1\.1 )/).map((a) => {
+        const [head, ...rest] = a.split('\r\n\r\n');
+        return [head!.split('\r\n')[0], Number(/\r\ncontent-length: (\d+)/i.exec(head!)?.[1]), Buffer.byteLength(rest.join('\r\n\r\n'))] as const;
+      });
+    const whole = () => answers().length === 2 && answers()[1]![2] === answers()[1]![1];
+    for (const t0 = performance.now(); performance.now() - t0 < 60_000 && !whole(); ) await new Promise((r) => setTimeout(r, 100));
+    expect(answers().map(([status]) => status)).to.deep.equal(['HTTP/1.1 200 OK', 'HTTP/1.1 200 OK']);
+    expect(whole(), 'the second answer came whole').to.equal(true);
+    raw.socket.destroy();
+  });
+
   it('takes a large body sent slowly but steadily: the body deadline is the time between two reads', async () => {
     // (and Node's own limit on a whole request, 300 s, which would cut it with a bare 408, is off; its header timeout stays)
     const server = listener(undefined, () => {});
