@@ -32,6 +32,16 @@ async function metric(url: string, name: string): Promise<number> {
   return Number(line!.split(' ').at(-1));
 }
 
+/** Waits (up to a minute) for a gauge to go above 0 and back to 0; whether it did. */
+async function roseAndFell(url: string, name: string): Promise<boolean> {
+  let seen = false;
+  for (const t0 = performance.now(); performance.now() - t0 < 60_000; await new Promise((r) => setTimeout(r, 100))) {
+    if ((await metric(url, name)) > 0) seen = true;
+    else if (seen) return true;
+  }
+  return false;
+}
+
 /** A refusal's message, for the parsers' tests. */
 function refusal(parse: () => unknown): string {
   try {
@@ -65,13 +75,7 @@ describe('serve: careless and slow clients', function () {
     const raw = rawRequest(url, postHead(url, '/v1/chat/completions', Buffer.byteLength(body), '1.0') + body);
     raw.socket.pause();
     // The engine generates on (its KV grows, then frees as the rows end) while the client reads nothing.
-    let seen = false;
-    for (const t0 = performance.now(); performance.now() - t0 < 60_000; await new Promise((r) => setTimeout(r, 100))) {
-      const kv = await metric(url, 'kv_cache_bytes');
-      if (kv > 0) seen = true;
-      else if (seen) break;
-    }
-    expect(seen, 'the rows ran').to.equal(true);
+    expect(await roseAndFell(url, 'kv_cache_bytes'), 'the rows ran').to.equal(true);
     expect(await metric(url, 'kv_cache_bytes'), 'the rows ended').to.equal(0);
     // The answer has not been written on: the request still runs, its tokens not yet taken from the engine's stream
     // (counted once the stream is read to its end). Written on, the whole reply would sit in the socket's buffer.
@@ -114,13 +118,7 @@ describe('serve: careless and slow clients', function () {
     const raw = rawRequest(at, postHead(at, '/v1/chat/completions', Buffer.byteLength(body)) + body);
     raw.socket.pause();
     // The answer is made and ended (the request leaves the engine), then waits on the socket; the deadline passes.
-    let seen = false;
-    for (const t0 = performance.now(); performance.now() - t0 < 60_000; await new Promise((r) => setTimeout(r, 100))) {
-      const running = await metric(at, 'num_requests_running');
-      if (running > 0) seen = true;
-      else if (seen) break;
-    }
-    expect(seen, 'the request ran').to.equal(true);
+    expect(await roseAndFell(at, 'num_requests_running'), 'the request ran').to.equal(true);
     await new Promise((r) => setTimeout(r, 3_000));
     raw.socket.resume();
     await within(raw.closed, 10_000, 'the stalled connection closed');
