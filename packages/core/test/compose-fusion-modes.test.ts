@@ -10,7 +10,7 @@ import { writeModuleDir } from '../src/modules/module-dir.js';
 import { readModel, writeModel, type ModelProto } from '../src/onnx/proto.js';
 import { cacheDir, testDir } from './support/models.js';
 import { repoRoot } from '../../../test/support/paths.js';
-import { argmax, logSoftmax64 } from './support/logit-math.js';
+import { expectGreedySteps, logSoftmax64 } from './support/logit-math.js';
 
 const example = (name: string) => join(repoRoot, 'examples', 'modules', name);
 const backbone = example('toy-backbone-s');
@@ -73,18 +73,11 @@ describe('fusion mode per reasoner', function () {
           normalize: false,
           traceTop: 0,
         });
-        let fused = await source.prefill([prompt]);
-        let zs = await Promise.all(refs.map((r) => r.session.prefill([prompt])));
-        for (let step = 0; step < 3; step++) {
-          const [tb, t2] = [logSoftmax64(zs[0]!, V), logSoftmax64(zs[2]!, V)];
-          for (let v = 0; v < V; v++) {
-            const expected = tb[v]! + 0.8 * zs[1]![v]! + 0.6 * t2[v]!;
-            expect(fused[v]!, `${where}, step ${step}, id ${v}`).to.be.closeTo(expected, 1e-4 * Math.max(1, Math.abs(expected)));
-          }
-          const next = argmax(fused);
-          fused = await source.step([next]);
-          zs = await Promise.all(refs.map((r) => r.session.step([next])));
-        }
+        const expected = ([zb, zm, zl]: Float32Array[]) => {
+          const [tb, tl] = [logSoftmax64(zb!, V), logSoftmax64(zl!, V)];
+          return Float64Array.from({ length: V }, (_, v) => tb[v]! + 0.8 * zm![v]! + 0.6 * tl[v]!);
+        };
+        await expectGreedySteps(source, refs.map((r) => r.session), prompt, 3, V, expected, where);
       }
     } finally {
       for (const o of [...opened, ...refs]) await o.session.release();

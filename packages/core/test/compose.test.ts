@@ -15,7 +15,7 @@ import { addLogitBias, limitContext } from './support/graph-edits.js';
 import { makeModule, storiesConfig } from './support/modules.js';
 import { builtModel, cacheDir, smallConfig, testDir } from './support/models.js';
 import { models } from '../../../test/support/paths.js';
-import { argmax, logSoftmax64 } from './support/logit-math.js';
+import { argmax, expectGreedySteps, logSoftmax64 } from './support/logit-math.js';
 
 const PROMPT = [1, 403, 407, 261];
 
@@ -54,25 +54,20 @@ describe('UniR composition', function () {
               normalize,
               traceTop: 2,
             });
-            let fused = await source.prefill([PROMPT]);
-            let zs = await Promise.all(refs.map((r) => r.session.prefill([PROMPT])));
-            for (let step = 0; step < 3; step++) {
-              const T = (z: Float32Array) => (mode === 'logprobs' ? logSoftmax64(z, V) : Float64Array.from(z.subarray(0, V)));
+            const T = (z: Float32Array) => (mode === 'logprobs' ? logSoftmax64(z, V) : Float64Array.from(z.subarray(0, V)));
+            const scale = normalize ? 1 / (1 + w1 + w2) : 1;
+            const expected = (zs: Float32Array[]) => {
               const [t0, t1, t2] = zs.map((z) => T(z));
-              const scale = normalize ? 1 / (1 + w1 + w2) : 1;
-              for (let v = 0; v < V; v++) {
-                const expected = (t0![v]! + w1 * t1![v]! + w2 * t2![v]!) * scale;
-                expect(fused[v]!, `${where}, ${mode}, step ${step}, id ${v}`).to.be.closeTo(expected, 1e-4 * Math.max(1, Math.abs(expected)));
-              }
-              // the trace shows each reasoner's own top candidate
+              return Float64Array.from({ length: V }, (_, v) => (t0![v]! + w1 * t1![v]! + w2 * t2![v]!) * scale);
+            };
+            // the trace shows each reasoner's own top candidate
+            const traced = (zs: Float32Array[]) => {
               const trace = source.trace(0)!;
               expect(trace.models.map((m) => m.name)).to.deep.equal(['backbone', 'math', 'cipher']);
               expect(trace.models[1]!.top[0]!.id).to.equal(argmax(zs[1]!.subarray(0, V)));
               expect(trace.models[2]!.top[0]!.id).to.equal(argmax(zs[2]!.subarray(0, V)));
-              const next = argmax(fused);
-              fused = await source.step([next]);
-              zs = await Promise.all(refs.map((r) => r.session.step([next])));
-            }
+            };
+            await expectGreedySteps(source, refs.map((r) => r.session), PROMPT, 3, V, expected, `${where}, ${mode}`, traced);
           }
         }
       }
