@@ -104,8 +104,8 @@ export async function pullModule(spec: string | ModuleRef, opts: PullOptions = {
   const files = matchLayers(artifact, module, source);
   const configBytes = config;
   const repaired = new Set<string>();
-  /** Fetches what the cache lacks of the module and assembles its directory. */
-  const assemble = async () => {
+  /** Fetches what the cache lacks of the module and assembles its directory (`again`: after a blob was removed). */
+  const assemble = async (again: boolean) => {
     await forEachBounded(files, CONCURRENCY, async (f) => {
       const got = await downloadBlob(client, repository, f.descriptor, cache, {
         file: f.path,
@@ -115,13 +115,14 @@ export async function pullModule(spec: string | ModuleRef, opts: PullOptions = {
       if (got !== 'cached') cached = false;
       if (got === 'repaired') repaired.add(f.path);
     });
-    if (!(await cache.readSmallBlob(artifact.config.digest))) await storeBlob(cache, artifact.config.digest, configBytes, `the config (reasonplug.json) of ${source}`);
+    // (the config was stored above; a clear meanwhile may have taken it too)
+    if (again && !(await cache.readSmallBlob(artifact.config.digest))) await storeBlob(cache, artifact.config.digest, configBytes, `the config (reasonplug.json) of ${source}`);
     if (!(await cache.readSmallBlob(digest))) await storeBlob(cache, digest, bytes, `the manifest of ${source}`);
     return cache.materialise(registry, repository, digest, artifact.config.digest, moduleFiles(files));
   };
   // A blob verified here may be removed before the directory is made of it (a `cache clear` meanwhile): fetched again once.
-  const { dir } = await assemble().catch((err: unknown) => {
-    if (err instanceof BlobRemovedError) return assemble();
+  const { dir } = await assemble(false).catch((err: unknown) => {
+    if (err instanceof BlobRemovedError) return assemble(true);
     throw err;
   });
   const loaded = await loadModuleDir(dir, { verify: false });
