@@ -1,8 +1,10 @@
 /**
  * `reasonplug cache [--json]` lists what the cache holds and its size; `reasonplug cache clear <part...>|--all`
- * removes parts of it (all of it can be made again; see modules/cache-usage.ts).
+ * removes parts of it (all of it can be made again; see modules/cache-usage.ts); `reasonplug cache rm <ref...>` removes
+ * pulled modules (modules/cache-remove.ts).
  */
 import { InvalidArgumentError, type Command } from 'commander';
+import { removeModules, type RemovedModule } from '../modules/cache-remove.js';
 import { CACHE_PARTS, cacheUsage, clearCache, type CachePart } from '../modules/cache-usage.js';
 import { printColumns, sizeText as size } from './columns.js';
 
@@ -17,7 +19,30 @@ async function list(flags: { json?: boolean }): Promise<void> {
   process.stdout.write(`\n${usage.root}: ${size(total)} (${CACHE_PARTS.map((p) => `${p} ${size(usage.bytes[p])}`).join(', ')})\n`);
 }
 
-/** Adds `cache` and `cache clear` to the `reasonplug` program. */
+/** `1.0.0 (sha256:…; tags 1.0.0, latest)`: a removed module's version, digest and the tags that went with it. */
+const removedText = (m: RemovedModule) => `${m.version !== undefined ? `${m.version} ` : ''}(${m.digest}${m.tags.length > 0 ? `; tags ${m.tags.join(', ')}` : ''})`;
+
+async function remove(refs: string[], flags: { registry?: string }): Promise<void> {
+  const before = await cacheUsage();
+  const outcome = await removeModules(refs, flags.registry !== undefined ? { registry: flags.registry } : {});
+  const after = await cacheUsage();
+  for (const { wholeRepository, modules } of outcome.removed) {
+    if (modules.length === 0) continue;
+    const name = `${modules[0]!.registry}/${modules[0]!.repository}`;
+    if (wholeRepository) process.stderr.write(`removed every cached version of ${name}:\n${modules.map((m) => `  ${removedText(m)}\n`).join('')}`);
+    else process.stderr.write(modules.map((m) => `removed ${name} ${removedText(m)}\n`).join(''));
+  }
+  // (a module directory's files are its blobs' inodes: the blobs that go free the bytes)
+  const freed = size(Math.max(0, before.bytes.modules - after.bytes.modules));
+  const { blobs } = outcome;
+  process.stderr.write(
+    outcome.blobsKept
+      ? `kept their blobs: a pull is under way, which may link them (\`cache clear modules\` removes them once it ends); ${freed} freed\n`
+      : `${blobs.removed} blob(s) removed${blobs.shared > 0 ? `, ${blobs.shared} kept that modules still cached use` : ''}: ${freed} freed\n`,
+  );
+}
+
+/** Adds `cache`, `cache clear` and `cache rm` to the `reasonplug` program. */
 export function addCacheCommand(program: Command): void {
   const cache = program
     .command('cache')
@@ -49,4 +74,10 @@ export function addCacheCommand(program: Command): void {
           : '';
       process.stderr.write(`removed ${removed.join(', ')}: ${size(freed)} freed${keptText}\n`);
     });
+  cache
+    .command('rm')
+    .description('remove pulled modules from the cache, with their blobs that no module still cached uses; references resolve against the cache alone (a bare name: every cached version)')
+    .argument('<refs...>', '[registry/]namespace/name followed by :tag, @version or @range (the version a pull --offline takes) or @sha256:<hex>; or the bare name')
+    .option('--registry <host[:port]>', 'registry for references that name none (default $REASONPLUG_REGISTRY)')
+    .action(remove);
 }

@@ -229,7 +229,7 @@ async function isLive(path: string, name: string): Promise<boolean> {
 }
 
 /** Whether anything under `path` is a temp file or folder of another process's write still under way. */
-async function anyLive(path: string): Promise<boolean> {
+export async function anyLive(path: string): Promise<boolean> {
   let entries;
   try {
     entries = await readdir(path, { withFileTypes: true });

@@ -36,6 +36,8 @@ import { makeDirectory } from '../modules/make-directory.js';
 const hexOf = (digest: string) => digest.slice('sha256:'.length);
 const registryDir = (registry: string) => registry.replaceAll(':', '_');
 const DIGEST = /^sha256:[0-9a-f]{64}$/;
+/** A module directory's name (see {@link ModuleCache.moduleDir}). */
+export const MODULE_DIR = /^sha256-[0-9a-f]{64}$/;
 
 /** What the cache holds under a blob's name: nothing, the verified content, or something else (corrupt). */
 export type BlobState = 'absent' | 'verified' | 'corrupt';
@@ -172,8 +174,26 @@ export class ModuleCache {
     return out;
   }
 
+  /** The directory a repository's module directories are in. */
+  repositoryDir(registry: string, repository: string): string {
+    return join(this.root, 'modules', registryDir(registry), ...repository.split('/'));
+  }
+
+  /** The manifest digests of a repository's module directories (nested repositories' are theirs). */
+  async manifests(registry: string, repository: string): Promise<string[]> {
+    let entries;
+    try {
+      entries = await readdir(this.repositoryDir(registry, repository), { withFileTypes: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+    // (temp directories of pulls under way, or of dead ones, end in `.tmp` and are no module)
+    return entries.filter((e) => e.isDirectory() && MODULE_DIR.test(e.name)).map((e) => `sha256:${e.name.slice('sha256-'.length)}`);
+  }
+
   moduleDir(registry: string, repository: string, digest: string): string {
-    return join(this.root, 'modules', registryDir(registry), ...repository.split('/'), `sha256-${hexOf(digest)}`);
+    return join(this.repositoryDir(registry, repository), `sha256-${hexOf(digest)}`);
   }
 
   /**
