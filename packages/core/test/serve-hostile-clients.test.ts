@@ -127,6 +127,23 @@ describe('serve: careless and slow clients', function () {
     expect(Buffer.byteLength(rest.join('\r\n\r\n')), 'the answer was cut short').to.be.below(length);
   });
 
+  it('lets a client read a finished non-streamed answer slowly but steadily, however much longer than the send deadline it takes', async () => {
+    const at = await serve({ engine: { model: dir }, chatTemplate: TOOLS_TEMPLATE, sendTimeoutMs: 1_000 });
+    const body = JSON.stringify({ model: 'stories260k', messages: [{ role: 'user', content: 'Hi' }], n: 16, max_tokens: 400, ignore_eos: true, logprobs: true, top_logprobs: 20 });
+    const raw = rawRequest(at, postHead(at, '/v1/chat/completions', Buffer.byteLength(body), '1.0') + body);
+    // ~10 MiB read a piece at a time with a pause after each: a few seconds in all, never a second without a read
+    raw.socket.on('data', () => {
+      raw.socket.pause();
+      setTimeout(() => raw.socket.resume(), 20);
+    });
+    const started = performance.now();
+    await within(raw.closed, 60_000, 'the answer ended');
+    const [head, ...rest] = raw.received().split('\r\n\r\n');
+    const length = Number(/\r\ncontent-length: (\d+)/i.exec(head!)![1]);
+    expect(Buffer.byteLength(rest.join('\r\n\r\n')), 'the whole answer came').to.equal(length);
+    expect(performance.now() - started, 'it took longer than the send deadline').to.be.above(1_000);
+  });
+
   it('leaves alone a pipelined request that takes longer than the send deadline to answer, once the answer before it is read', async () => {
     const at = await serve({ engine: { model: dir }, chatTemplate: TOOLS_TEMPLATE, sendTimeoutMs: 1_000 });
     // The first answer is more than the socket's buffers hold; the second takes a few seconds to make.

@@ -15,22 +15,23 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
 /**
  * Cuts an ended answer whose client takes nothing of what is left to send for `ms`, as a streamed answer is cut while
  * it runs: the unsent rest (a non-streamed answer of many choices with logprobs is megabytes) is otherwise held for as
- * long as the connection stays open. Any of it taken restarts the wait. Its own timer, not the socket's timeout: a
- * pipelined request's answer takes the socket over with whatever timeout is set on it.
+ * long as the connection stays open. On the socket's own timeout, which Node restarts on every part of a write the
+ * client takes (a non-streamed answer is one write: a timer of our own would see it complete only whole, and cut a
+ * client reading slowly but steadily). `keepAliveMs` is the server's keep-alive timeout, which Node sets on a socket
+ * left idle when the answer finishes; a socket that goes on to a pipelined request's answer gets back the timeout it
+ * had (the request may take longer than `ms` to answer). Where the two are equal they cannot be told apart, and the
+ * socket keeps `ms`.
  */
-export function limitUnsentTail(res: ServerResponse, ms: number): void {
+export function limitUnsentTail(res: ServerResponse, ms: number, keepAliveMs: number): void {
   const socket = res.socket;
   if (!socket || !res.writableEnded || res.writableFinished || res.destroyed) return;
-  // (what waits in the socket's buffer, the write handed to the system included, shrinks as the client reads)
-  let unsent = socket.writableLength;
-  let progressAt = Date.now();
-  const timer = setInterval(() => {
-    if (socket.writableLength < unsent) [unsent, progressAt] = [socket.writableLength, Date.now()];
-    else if (Date.now() - progressAt >= ms) res.destroy();
-  }, Math.min(ms, 1_000));
-  timer.unref();
-  const stop = () => clearInterval(timer);
-  res.once('finish', stop).once('close', stop);
+  const before = socket.timeout ?? 0;
+  const cut = () => res.destroy();
+  res.setTimeout(ms, cut);
+  res.once('finish', () => {
+    res.off('timeout', cut);
+    if (!socket.destroyed && socket.timeout === ms && ms !== keepAliveMs) socket.setTimeout(before);
+  });
 }
 
 /** The error shapes of the APIs served: OpenAI's, Anthropic's (`/v1/messages`) and Ollama's (`/api/*`). */

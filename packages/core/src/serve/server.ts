@@ -205,7 +205,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
         records.note(res, { error: error.message });
         sendError(res, error, dialect);
       })
-      .finally(() => limitUnsentTail(res, sendTimeoutMs));
+      .finally(() => limitUnsentTail(res, sendTimeoutMs, server.keepAliveTimeout));
     if (onRequest) records.track(req, res, sent, requestId, answered, onRequest);
   }, onRefused);
 
