@@ -1,13 +1,13 @@
 import { expect } from 'chai';
 import { existsSync } from 'node:fs';
-import { cp, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import { removeModules } from '../src/modules/cache-remove.js';
 import { cacheUsage } from '../src/modules/cache-usage.js';
 import { loadModuleDir } from '../src/modules/module-dir.js';
 import { sha256Digest } from '../src/registry/artifact.js';
 import { ModuleCache } from '../src/registry/cache.js';
-import { ModuleNotFoundError } from '../src/registry/errors.js';
+import { CacheWriteError, ModuleNotFoundError } from '../src/registry/errors.js';
 import { pullModule, type PulledModule } from '../src/registry/pull.js';
 import { pushModule } from '../src/registry/push.js';
 import { rejection } from './support/assertions.js';
@@ -163,6 +163,18 @@ describe('cache rm: removing pulled modules from the cache', function () {
     const digest = `${registry.host}/acme/rm-a@sha256:${'0'.repeat(64)}`;
     expect(await rejection(removeModules([digest], { root: cacheDir }))).to.be.instanceOf(ModuleNotFoundError);
     expect(await tree(cacheDir)).to.deep.equal(before);
+  });
+
+  it('a removal that fails part-way is a CacheWriteError naming what it could not remove and the modules removed before it', async () => {
+    const { cacheDir, cache, a1 } = await pulled('rm-fails');
+    // a.bin's blob, which only rm-a 1.0.0 uses, made a folder with a file in it: removing it as a file fails
+    const blob = cache.blobPath((await blobsOf(a1))['a.bin']!);
+    await rm(blob);
+    await mkdir(blob);
+    await writeFile(join(blob, 'in-the-way'), 'x');
+    const err = await rejection(removeModules([`${registry.host}/acme/rm-a@1.0.0`], { root: cacheDir }));
+    expect(err).to.be.instanceOf(CacheWriteError);
+    expect(err.message).to.match(new RegExp(`^cannot remove the blob sha256:[0-9a-f]{64} from the cache \\(${blob}\\): .*; ${registry.host}/acme/rm-a@${a1.digest} removed before it$`));
   });
 
   it('while a download is under way the blobs stay, and the output says so; by digest removes that manifest', async () => {

@@ -9,7 +9,7 @@ import { readdir, readFile, rm, rmdir, stat } from 'node:fs/promises';
 import { dirname, join, sep } from 'node:path';
 import { Annotations, MAX_MANIFEST_BYTES, parseArtifact, sha256Digest } from '../registry/artifact.js';
 import { MODULE_DIR, ModuleCache } from '../registry/cache.js';
-import { ModuleNotFoundError } from '../registry/errors.js';
+import { CacheWriteError, ModuleNotFoundError } from '../registry/errors.js';
 import { formatRef, parseRef, type ModuleRef } from '../registry/reference.js';
 import { resolveCached } from '../registry/resolve.js';
 import { settingsFrom } from '../registry/settings.js';
@@ -84,13 +84,16 @@ export async function removeModules(refs: readonly string[], opts: { registry?: 
       if (done.has(key)) continue;
       done.add(key);
       const manifest = await manifestBlobs(cache, digest);
-      const files = await directoryBlobs(cache.moduleDir(t.registry, t.name, digest));
+      const dir = cache.moduleDir(t.registry, t.name, digest);
+      const files = await directoryBlobs(dir);
       for (const blob of [digest, ...(manifest?.blobs ?? []), ...files]) candidates.add(blob);
-      await cache.dropModule(t.registry, t.name, digest);
       const tags: string[] = [];
+      // (the directory first: a ref goes only with its module, so a failure leaves a module its refs still name)
+      await removal(cache.dropModule(t.registry, t.name, digest), dir, `${t.registry}/${t.name}@${digest}`, removed);
       for (const [tag, to] of await cache.refs(t.registry, t.name)) {
         if (to !== digest) continue;
-        await rm(cache.refPath(t.registry, t.name, tag), { force: true });
+        const ref = cache.refPath(t.registry, t.name, tag);
+        await removal(rm(ref, { force: true }), ref, `the ref ${tag} of ${t.registry}/${t.name}`, removed);
         tags.push(tag);
       }
       modules.push({ registry: t.registry, repository: t.name, digest, ...(manifest?.version !== undefined ? { version: manifest.version } : {}), tags: tags.sort() });
@@ -107,10 +110,25 @@ export async function removeModules(refs: readonly string[], opts: { registry?: 
   let gone = 0;
   for (const digest of candidates) {
     if (used.has(digest)) continue;
-    await rm(cache.blobPath(digest), { force: true });
+    await removal(rm(cache.blobPath(digest), { force: true }), cache.blobPath(digest), `the blob ${digest}`, removed);
     gone++;
   }
   return { removed, blobs: { removed: gone, shared: candidates.size - gone }, blobsKept: false };
+}
+
+/**
+ * Awaits one removal; its file system failure becomes a `CacheWriteError` naming `what` could not be removed (at `path`)
+ * and the modules removed before it, so that a cache left part-way is described as it is.
+ */
+async function removal(done: Promise<void>, path: string, what: string, removed: RemoveOutcome['removed']): Promise<void> {
+  try {
+    await done;
+  } catch (err) {
+    const before = removed.flatMap((r) => r.modules.map((m) => `${m.registry}/${m.repository}@${m.digest}`));
+    if (!(err instanceof Error)) throw err;
+    const so = before.length > 0 ? `${before.join(', ')} removed before it` : 'nothing removed before it';
+    throw new CacheWriteError(`cannot remove ${what} from the cache (${path}): ${err.message}; ${so}`, path, (err as NodeJS.ErrnoException).code, { cause: err });
+  }
 }
 
 /** The manifest digests of `ref` the cache holds a module directory or a ref of (every one, for `wholeRepository`). */

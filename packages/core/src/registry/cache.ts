@@ -268,8 +268,10 @@ export class ModuleCache {
   async dropModule(registry: string, repository: string, digest: string): Promise<void> {
     const dir = this.moduleDir(registry, repository, digest);
     const doomed = `${dir}.${uniqueSuffix()}.tmp`;
-    // Renamed away first, so no other process sees it half-deleted.
-    await rename(dir, doomed).catch(() => {});
+    // Renamed away first, so no other process sees it half-deleted; one that is not there is already gone.
+    await rename(dir, doomed).catch((err: unknown) => {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    });
     await rm(doomed, { recursive: true, force: true });
   }
 }
