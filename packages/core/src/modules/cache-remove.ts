@@ -8,7 +8,7 @@
 import { readdir, readFile, rm, rmdir, stat } from 'node:fs/promises';
 import { dirname, join, sep } from 'node:path';
 import { Annotations, MAX_MANIFEST_BYTES, parseArtifact, sha256Digest } from '../registry/artifact.js';
-import { MODULE_DIR, ModuleCache } from '../registry/cache.js';
+import { DIGEST, MODULE_DIR, ModuleCache } from '../registry/cache.js';
 import { CacheWriteError, ModuleNotFoundError } from '../registry/errors.js';
 import { formatRef, parseRef, type ModuleRef } from '../registry/reference.js';
 import { resolveCached } from '../registry/resolve.js';
@@ -222,7 +222,7 @@ async function refDigests(path: string): Promise<string[]> {
     if (e.isDirectory()) out.push(...(await refDigests(child)));
     else if (e.isFile()) {
       const text = (await readFile(child, 'utf8').catch(() => '')).trim();
-      if (/^sha256:[0-9a-f]{64}$/.test(text)) out.push(text);
+      if (DIGEST.test(text)) out.push(text);
     }
   }
   return out;

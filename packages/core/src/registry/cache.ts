@@ -35,7 +35,8 @@ import { makeDirectory } from '../modules/make-directory.js';
 
 const hexOf = (digest: string) => digest.slice('sha256:'.length);
 const registryDir = (registry: string) => registry.replaceAll(':', '_');
-const DIGEST = /^sha256:[0-9a-f]{64}$/;
+/** A `sha256:` digest as the cache writes it in refs and names blobs by. */
+export const DIGEST = /^sha256:[0-9a-f]{64}$/;
 /** A module directory's name (see {@link ModuleCache.moduleDir}). */
 export const MODULE_DIR = /^sha256-[0-9a-f]{64}$/;
 
