@@ -229,7 +229,7 @@ describe('serve: what the operator is told', function () {
       const served = serveCli(['--model', ref, '--registry-token', reader], env());
       try {
         const [line] = await served.waitFor(/ready;.*\n/);
-        expect(line).to.include(`serving stories260k from ${registry.host}/team/stories260k@${digest} (version ${version}); context length ${context}; cache `);
+        expect(line).to.include(`serving stories260k; model from ${registry.host}/team/stories260k@${digest} (version ${version}); context length ${context}; cache `);
         served.child.kill('SIGTERM');
         expect(await within(served.exited, 15_000, 'the server exited')).to.equal(0);
       } finally {

@@ -4,7 +4,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { startServer, type ServedInfo } from '../serve/server.js';
+import { startServer, type ResolvedReference, type ServedInfo } from '../serve/server.js';
 import { usableApiKey } from '../serve/api-keys.js';
 import { allowedHostOf, corsOriginOf } from '../serve/cors.js';
 import { formatRequestRecord, type RequestLogFormat, type RequestRecord } from '../serve/request-log.js';
@@ -169,14 +169,18 @@ function serveLines(format: RequestLogFormat): Say {
   return (level, msg, fields = {}) => process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields })}\n`);
 }
 
+/** How the ready line names a model given as a registry reference, a reasoner by its served name. */
+const ROLE_LABELS: Record<ResolvedReference['role'], string> = { model: 'model', reasoner: 'reasoner', projector: 'projector', draftModel: 'draft model' };
+
 /**
- * The ready line: where to call, the model ids served, what a registry reference resolved to, the context length, and
+ * The ready line: where to call, the model ids served, what each registry reference resolved to (`model from
+ * REG/ns/name@sha256:… (version V); math from …`: the bytes each replica of a scale-out runs), the context length, and
  * the cache the models were pulled and converted into.
  */
 function readyLine(url: string, apiKeys: boolean, info: ServedInfo, cacheDir: string): [string, Record<string, unknown>] {
-  const pulled = info.pulled ? ` from ${info.pulled.pinned} (version ${info.pulled.version})` : '';
-  const msg = `ready; ${url}/v1 (${apiKeys ? 'API key required' : 'no API key'}); serving ${info.models.join(', ')}${pulled}; context length ${info.contextLength}; cache ${cacheDir}`;
-  return [msg, { url: `${url}/v1`, apiKey: apiKeys, models: info.models, contextLength: info.contextLength, cacheDir, ...(info.pulled ? { pulled: info.pulled } : {}) }];
+  const resolved = info.resolved.map((r) => `; ${r.name ?? ROLE_LABELS[r.role]} from ${r.pinned} (version ${r.version})`).join('');
+  const msg = `ready; ${url}/v1 (${apiKeys ? 'API key required' : 'no API key'}); serving ${info.models.join(', ')}${resolved}; context length ${info.contextLength}; cache ${cacheDir}`;
+  return [msg, { url: `${url}/v1`, apiKey: apiKeys, models: info.models, contextLength: info.contextLength, cacheDir, resolved: info.resolved, ...(info.pulled ? { pulled: info.pulled } : {}) }];
 }
 
 interface ServeFlags {

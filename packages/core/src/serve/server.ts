@@ -18,11 +18,11 @@ import { Engine, type EngineOptions } from '../engine.js';
 import { PACKAGE_VERSION } from '../package-version.js';
 import { TextTokenizer } from '../tokenizer/tokenizer.js';
 import { resolveModelPath } from '../registry/resolve-model.js';
-import { pullModule, type PulledModule } from '../registry/pull.js';
+import { pullModule, type PulledModule, type PullOptions } from '../registry/pull.js';
 import type { RegistryOptions } from '../registry/settings.js';
 import { isLocalModelName } from '../modules/local-names.js';
 import { loadModuleDir } from '../modules/module-dir.js';
-import { ggufModuleName } from '../gguf/gguf-module.js';
+import { ggufModuleName, type GgufModuleOptions } from '../gguf/gguf-module.js';
 import { MANIFEST_FILE } from '../modules/manifest.js';
 import { isOllamaRef, ollamaDisplayName } from '../modules/ollama-store.js';
 import type { ToolCallSyntax } from '../constrain/tool-syntax.js';
@@ -124,13 +124,26 @@ export interface ServeOptions {
   keepAliveMs?: number;
 }
 
+/** A model a server loaded from a registry reference: what it was loaded as, and the module the reference resolved to. */
+export interface ResolvedReference extends Pick<PulledModule, 'version' | 'digest' | 'pinned'> {
+  /** The backbone (`model`), a reasoner, the projector or the draft model. */
+  role: 'model' | 'reasoner' | 'projector' | 'draftModel';
+  /** A reasoner's served name (models are served as `<backbone>+<name>`). */
+  name?: string;
+}
+
 /** What a server loaded, as its `ready` gives it. */
 export interface ServedInfo {
   /** The model ids it answers to, as `GET /v1/models` lists them: the backbone, its compositions, the aliases. */
   models: string[];
   /** Positions one request may use (prompt and reply). */
   contextLength: number;
-  /** For a model given as a registry reference: the module it resolved to, its exact version and manifest digest. */
+  /**
+   * Each model given as a registry reference (the backbone, the reasoners in their order, the projector, the draft
+   * model): the module it resolved to, its exact version and manifest digest; empty when none was.
+   */
+  resolved: ResolvedReference[];
+  /** The backbone's entry of `resolved` (without its role), where the backbone was given as a registry reference. */
   pulled?: Pick<PulledModule, 'version' | 'digest' | 'pinned'>;
 }
 
@@ -357,9 +370,11 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     options.engine.onProgress?.(p);
   };
   const ready = load({ ...options, engine: { ...options.engine, onProgress } }).then(
-    ({ pulled, ...l }): ServedInfo => {
+    ({ resolved, ...l }): ServedInfo => {
       loaded = { ...l, options, runner };
-      return { models: l.models.list().map((m) => m.id), contextLength: l.contextLength, ...(pulled ? { pulled } : {}) };
+      const backbone = resolved.find((r) => r.role === 'model');
+      const pulled = backbone && { version: backbone.version, digest: backbone.digest, pinned: backbone.pinned };
+      return { models: l.models.list().map((m) => m.id), contextLength: l.contextLength, resolved, ...(pulled ? { pulled } : {}) };
     },
     (err: Error) => {
       loadError = err;
@@ -408,19 +423,45 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
 }
 
 /**
- * Loads the engine, names the backbone, and finds the tokenizer chat prompts are rendered with; for a registry
- * reference, what it resolved to too.
+ * Loads the engine, names the backbone, and finds the tokenizer chat prompts are rendered with; for each model given
+ * as a registry reference, what it resolved to too.
  */
-async function load(options: ServeOptions): Promise<Loaded & Pick<ServedInfo, 'pulled'>> {
+async function load(options: ServeOptions): Promise<Loaded & Pick<ServedInfo, 'resolved'>> {
   const { engine: engineOptions } = options;
-  const { registry, onProgress } = engineOptions;
-  const model = await resolveModelPath(engineOptions.model, onProgress ? { ...registry, onProgress } : registry, engineOptions.ggufKvCache ? { kvCache: engineOptions.ggufKvCache } : undefined);
-  const pulled = await pulledAs(engineOptions.model, model, registry);
+  const { registry, onProgress, reasoners = [], projector, draftModel } = engineOptions;
+  const pullOptions = onProgress ? { ...registry, onProgress } : registry;
+  const convert = engineOptions.ggufKvCache ? { kvCache: engineOptions.ggufKvCache } : undefined;
+  // Every model is resolved here and the engine given the paths: resolving a range again, the engine could find a
+  // version newer than the one the ready line names.
+  const resolveSpec = (spec: string) => resolvedModel(spec, pullOptions, convert, registry);
+  const draftSpec = typeof draftModel === 'string' ? draftModel : draftModel?.model;
+  const [model, reasonerModels, projectorModel, draft] = await Promise.all([
+    resolveSpec(engineOptions.model),
+    Promise.all(reasoners.map((r) => resolveSpec(r.model))),
+    projector !== undefined ? resolveSpec(projector) : undefined,
+    draftSpec !== undefined ? resolveSpec(draftSpec) : undefined,
+  ]);
+  const reasonersAt = await Promise.all(
+    reasoners.map(async (r, i) => {
+      const path = reasonerModels[i]!.path;
+      // (named as the engine names a reasoner given by its spec: a GGUF file's after the file)
+      const name = r.name ?? (await ggufModuleName(r.model, path));
+      return { ...r, model: path, ...(name !== undefined ? { name } : {}) };
+    }),
+  );
   // The engine batches as many rows as the server lets requests in (its own default is 8), unless told otherwise.
   // (the name it was resolved from: an Ollama model's defaults are in its manifest)
-  const engine = await Engine.load({ ...(options.maxBatch !== undefined ? { maxBatch: options.maxBatch } : {}), ...engineOptions, model, modelSource: engineOptions.modelSource ?? engineOptions.model });
+  const engine = await Engine.load({
+    ...(options.maxBatch !== undefined ? { maxBatch: options.maxBatch } : {}),
+    ...engineOptions,
+    model: model.path,
+    modelSource: engineOptions.modelSource ?? engineOptions.model,
+    reasoners: reasonersAt,
+    ...(projectorModel ? { projector: projectorModel.path } : {}),
+    ...(draft ? { draftModel: typeof draftModel === 'object' ? { ...draftModel, model: draft.path } : draft.path } : {}),
+  });
   try {
-    const abs = resolve(model);
+    const abs = resolve(model.path);
     const isDir = existsSync(abs) && statSync(abs).isDirectory();
     const manifest = isDir && existsSync(join(abs, MANIFEST_FILE)) ? (await loadModuleDir(abs, { verify: false })).manifest : undefined;
     // A model Ollama has pulled answers to its Ollama name, as Ollama's clients ask for it (`:latest` left out, as requests are read).
@@ -428,11 +469,32 @@ async function load(options: ServeOptions): Promise<Loaded & Pick<ServedInfo, 'p
     const name = options.name ?? ollamaName ?? (isDir ? await ggufModuleName(engineOptions.model, abs) : undefined) ?? manifest?.name ?? basename(engineOptions.model).replace(/\.(onnx|gguf)$/i, '');
     const models = new ServedModels(name, engine.info.reasoners.map((r) => r.name), options.aliases, engine.info.contextLength);
     const tokenizer = engine.info.tokenizer && (await TextTokenizer.fromDirectory(engine.info.tokenizer.dir));
-    return { engine, models, ...(tokenizer ? { tokenizer } : {}), contextLength: engine.info.contextLength ?? 2048, ...(pulled ? { pulled } : {}) };
+    // (the engine's reasoners begin with the ones given, in their order; those found by task follow)
+    const loadedAs: [Pick<ResolvedReference, 'role' | 'name'>, ResolvedModel | undefined][] = [
+      [{ role: 'model' }, model],
+      ...reasonerModels.map((m, i): [Pick<ResolvedReference, 'role' | 'name'>, ResolvedModel] => [{ role: 'reasoner', name: engine.info.reasoners[i]!.name }, m]),
+      [{ role: 'projector' }, projectorModel],
+      [{ role: 'draftModel' }, draft],
+    ];
+    const resolved = loadedAs.flatMap(([as, m]) => (m?.pulled ? [{ ...as, ...m.pulled }] : []));
+    return { engine, models, ...(tokenizer ? { tokenizer } : {}), contextLength: engine.info.contextLength ?? 2048, resolved };
   } catch (err) {
     await engine.dispose();
     throw err;
   }
+}
+
+/** Where a model given to load is loaded from, and for a registry reference the module it resolved to. */
+type ResolvedModel = { path: string; pulled?: ServedInfo['pulled'] };
+
+/**
+ * The path `spec` loads from (a registry reference pulled into the cache, a GGUF file converted, a path as given),
+ * and for a registry reference the module it resolved to.
+ */
+async function resolvedModel(spec: string, opts: PullOptions | undefined, convert: GgufModuleOptions['convert'], registry: RegistryOptions | undefined): Promise<ResolvedModel> {
+  const path = await resolveModelPath(spec, opts, convert);
+  const pulled = await pulledAs(spec, path, registry);
+  return { path, ...(pulled ? { pulled } : {}) };
 }
 
 /**

@@ -1,0 +1,84 @@
+/**
+ * `reasonplug serve`'s ready line names what every registry reference it loaded resolved to, each by what it was
+ * given as (the backbone, a reasoner by its name, the projector, the draft model), so that an operator pinning
+ * replicas sees the bytes each runs. A real registry on loopback holding the example modules; the CLI as a child.
+ */
+import { expect } from 'chai';
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { repoRoot } from '../../../test/support/paths.js';
+import { within } from './support/assertions.js';
+import { cliPath } from './support/cli.js';
+import { testDir } from './support/models.js';
+import { startOurRegistry, type OurRegistry } from './support/registries.js';
+import { pushModule } from '../src/registry/push.js';
+
+const example = (name: string) => join(repoRoot, 'examples', 'modules', name);
+
+/** Runs `reasonplug serve --port 0 …args` until its ready line, and gives that line (stopping the server). */
+async function readyLineOf(args: string[], env: Record<string, string>): Promise<string> {
+  const child = spawn(process.execPath, ['--import', 'tsx', cliPath, 'serve', '--port', '0', ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
+  let stderr = '';
+  try {
+    const ready = new Promise<string>((resolve, reject) => {
+      child.stderr.on('data', (d) => {
+        stderr += d;
+        const line = /^.*ready;.*\n/m.exec(stderr);
+        if (line) resolve(line[0].trimEnd());
+      });
+      child.on('exit', () => reject(new Error(`serve exited before it was ready: ${stderr}`)));
+    });
+    return await within(ready, 90_000, 'the ready line');
+  } finally {
+    child.kill('SIGKILL');
+  }
+}
+
+describe("serve's ready line: what each registry reference resolved to", function () {
+  this.timeout(180_000);
+  let registry: OurRegistry;
+  const pushed: Record<string, { version: string; digest: string }> = {};
+
+  before(async () => {
+    registry = await startOurRegistry();
+    for (const name of ['toy-backbone-s', 'toy-math-reasoner', 'toy-math-projector']) {
+      pushed[name] = await pushModule(example(name), `${registry.host}/acme/${name}:1.0.0`);
+    }
+  });
+  after(() => registry?.close());
+
+  const from = (name: string) => `${registry.host}/acme/${name}@${pushed[name]!.digest} (version ${pushed[name]!.version})`;
+
+  it('names the backbone as model and a reasoner by its name, each after the served ids', async () => {
+    const line = await readyLineOf(['--model', 'acme/toy-backbone-s@^1', '--reasoner', 'math=acme/toy-math-reasoner@^1.0', '--registry', registry.host], {
+      REASONPLUG_CACHE: testDir('ready-line-text'),
+    });
+    expect(line).to.include(`; serving toy-backbone-s, toy-backbone-s+math; model from ${from('toy-backbone-s')}; math from ${from('toy-math-reasoner')}; context length `);
+  });
+
+  it('with a local backbone: the reasoner, the projector and the draft model, in the text and as `resolved` in JSON', async () => {
+    const line = await readyLineOf(
+      [
+        '--model', example('toy-math-policy'),
+        '--reasoner', `math=${registry.host}/acme/toy-math-reasoner@1.0.0`,
+        '--projector', 'acme/toy-math-projector@^1',
+        '--draft-model', 'acme/toy-backbone-s@~1.0',
+        '--registry', registry.host,
+        '--request-log', 'json',
+      ],
+      { REASONPLUG_CACHE: testDir('ready-line-json') },
+    );
+    const ready = JSON.parse(line) as { msg: string; resolved: unknown; pulled?: unknown };
+    expect(ready.msg).to.include(
+      `; serving toy-math-policy, toy-math-policy+math; math from ${from('toy-math-reasoner')}; projector from ${from('toy-math-projector')}; draft model from ${from('toy-backbone-s')}; context length `,
+    );
+    const entry = (name: string) => ({ version: '1.0.0', digest: pushed[name]!.digest, pinned: `${registry.host}/acme/${name}@${pushed[name]!.digest}` });
+    expect(ready.resolved).to.deep.equal([
+      { role: 'reasoner', name: 'math', ...entry('toy-math-reasoner') },
+      { role: 'projector', ...entry('toy-math-projector') },
+      { role: 'draftModel', ...entry('toy-backbone-s') },
+    ]);
+    // (`pulled` is the backbone's alone, and this one is a path)
+    expect(ready).to.not.have.property('pulled');
+  });
+});
