@@ -243,7 +243,7 @@ export interface StreamOptions extends GenerateOptions, CompositionOptions, Cons
   signal?: AbortSignal;
 }
 
-/** Streamed tokens of one generation, and its result once done. */
+/** Streamed tokens of one generation (each row's last one with its `finishReason`, as the row ends), and its result once done. */
 export interface GenerationStream extends AsyncIterable<TokenEvent> {
   /** Settles when the generation ends (rejecting where it fails), whether or not the tokens are read. */
   readonly result: Promise<GenerationResult>;

@@ -442,7 +442,7 @@ describe('reasonplug serve', function () {
     const [only] = scoreOnly.choices;
     expect(only!.text).to.equal(text);
     expect(only!.finish_reason).to.equal('length');
-    expect(scoreOnly.usage).to.deep.equal({ prompt_tokens: n, completion_tokens: 0, total_tokens: n });
+    expect(scoreOnly.usage).to.deep.equal({ prompt_tokens: n, completion_tokens: 0, total_tokens: n, prompt_tokens_details: { cached_tokens: 0 } });
     expect(only!.logprobs.token_logprobs.slice(1)).to.deep.equal(lp.token_logprobs.slice(1, n));
     expect((await post('/v1/completions', { model: 'stories260k', prompt: text, max_tokens: 0 })).status).to.equal(400);
     // a composition scores its prompt as it generates: fused at every position

@@ -21,7 +21,7 @@ import { rowsShareRuns } from '../onnx/signature.js';
 import { checkPrompts, fixedLatentSteps, LatentPolicyError, latentRoom, newRows, pastContext, type RowState, type DecodeLoopInput, type DecodeLoopOutput, type LatentDriver } from './decode-loop.js';
 import { rowLatentSteps, type LatentProjector } from '../runtime/row-latent.js';
 import { StopStringMatcher } from './stop-strings.js';
-import type { TokenEvent, TokenLogprobs } from './types.js';
+import type { TokenLogprobs } from './types.js';
 import { DEFAULT_MAX_TOKENS, checkStopTokenIds, validateGenerateOptions } from './options.js';
 import { accumulateLogits, combineWithBackbone, fusionScale, type FusionMode } from '../compose/fusion.js';
 import { weightAt, type WeightSpec } from '../compose/weights.js';
@@ -922,7 +922,7 @@ export class ContinuousBatch {
     // A token is sampled from logits already computed; only feeding it needs a free position.
     const lastFit = job.used[r]! >= (job.request.contextLength ?? Infinity);
     if (!row.finish && (row.ids.length >= job.maxTokens || lastFit)) text += row.end('length');
-    const event: TokenEvent = logprobs ? { row: r, id, text, logprobs } : { row: r, id, text };
+    const event = row.event(r, id, text, logprobs);
     if (job.firstTokenAt === 0) {
       job.firstTokenAt = performance.now();
       if (job.cachedTokens > 0) event.cachedPromptTokens = job.cachedTokens;

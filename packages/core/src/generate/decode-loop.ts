@@ -181,6 +181,19 @@ export class RowState {
     return entry;
   }
 
+  /**
+   * The event of the row's token `id` just accepted (its `text` what {@link accept} and {@link end} released), with the
+   * row's end where this token ended it.
+   */
+  event(row: number, id: number, text: string, logprobs: TokenLogprobs | undefined): TokenEvent {
+    const event: TokenEvent = logprobs ? { row, id, text, logprobs } : { row, id, text };
+    if (this.finish) {
+      event.finishReason = this.finish;
+      if (this.stopString !== undefined) event.stopString = this.stopString;
+    }
+    return event;
+  }
+
   /** The row as a result. */
   result(latent: boolean): RowResult {
     return {
@@ -410,7 +423,7 @@ export async function runDecodeLoop(source: LogitSource, input: DecodeLoopInput)
       let text = row.accept(id, latentRoom(row, maxTokens, context - used - 1));
       if (!row.finish && (row.ids.length >= maxTokens || lastFit)) text += row.end('length');
       usage.completionTokens++;
-      const event: TokenEvent = logprobs ? { row: r, id, text, logprobs } : { row: r, id, text };
+      const event = row.event(r, id, text, logprobs);
       if (usage.completionTokens === 1 && usage.cachedPromptTokens) event.cachedPromptTokens = usage.cachedPromptTokens;
       input.onToken(event);
       return id;

@@ -106,6 +106,14 @@ export interface TokenEvent {
   /** Its log-probability and alternatives (when `logprobs` was asked for). */
   logprobs?: TokenLogprobs;
   /**
+   * On the row's last token, sent as the row ends while the call's other rows may go on: why it ended (its result's
+   * `finishReason`). Its `text` then holds the rest of the row's text (what a possible stop string held back). Rows
+   * that the call's abort ends have no such token: their stream just ends.
+   */
+  finishReason?: FinishReason;
+  /** With `finishReason` 'stop': the stop string that ended the row (its result's `stopString`). */
+  stopString?: string;
+  /**
    * On a call's first token, when the prefix cache gave part of the prompt: how many prompt tokens it gave (the
    * result's `usage.cachedPromptTokens`, known before the end: Anthropic's `message_start` reports it).
    */

@@ -87,18 +87,25 @@ export async function completion(l: Served, request: CompletionRequest, res: Ser
       }
       send(index, text, logprobs, finish);
     };
+    // Each choice ends in the chunk where its row ends, as OpenAI's and vLLM's do, not once the last of the n has.
+    const open = new Set(rows.keys());
+    const end = (index: number, reason: string) => {
+      open.delete(index);
+      held[index]!.end();
+      chunk(index, '', finishReason(reason));
+    };
     if (request.echo) rows.forEach((_, row) => send(row, echoOf(row), echoedOf(row) ?? null));
     for (let next = first; !next.done; next = await rest.next()) {
       if (next !== first) clock.tick(next.value.row);
-      held[next.value.row]!.push(next.value.text, next.value.logprobs);
-      if (next.value.text) chunk(next.value.row, next.value.text);
+      const { row, text, logprobs, finishReason: reason } = next.value;
+      held[row]!.push(text, logprobs);
+      if (text) chunk(row, text);
+      if (reason) end(row, reason);
     }
     const result = await stream.result;
     l.runner.countGenerated(result);
-    result.rows.forEach((row, index) => {
-      held[index]!.end();
-      chunk(index, '', finishReason(row.finishReason));
-    });
+    // (rows an abort ended had no last token to say so)
+    for (const index of open) end(index, result.rows[index]!.finishReason);
     if (request.includeUsage) sse.send({ ...base, object: 'text_completion', choices: [], usage: usageJson(result, request.n) });
     sse.done();
     return finishReason(result.rows[0]!.finishReason);
@@ -156,7 +163,8 @@ function scoreOnly(
   base: object,
   res: ServerResponse,
 ): void {
-  const usage = { prompt_tokens: promptTokens, completion_tokens: 0, total_tokens: promptTokens };
+  // (as usageJson writes it: the prompts were scored apart from the prefix cache, which gave none of their tokens)
+  const usage = { prompt_tokens: promptTokens, completion_tokens: 0, total_tokens: promptTokens, prompt_tokens_details: { cached_tokens: 0 } };
   l.runner.note(res, { model: request.model, finishReason: 'length', promptTokens, completionTokens: 0 });
   // Scored requests count as any other in /metrics (lm-evaluation-harness sends thousands of them).
   l.runner.metrics.promptTokens += promptTokens;
@@ -165,7 +173,8 @@ function scoreOnly(
   const choice = (c: (typeof choices)[number], index: number) => ({ index, text: c.text, logprobs: c.logprobs, finish_reason: 'length' });
   if (!request.stream) return sendJson(res, 200, { ...base, object: 'text_completion', choices: choices.map(choice), usage });
   const sse = new Sse(res);
-  choices.forEach((c, index) => sse.send({ ...base, object: 'text_completion', choices: [choice(c, index)] }));
+  // (OpenAI's: with include_usage, every chunk before the usage's own has `usage: null`)
+  choices.forEach((c, index) => sse.send({ ...base, object: 'text_completion', choices: [choice(c, index)], ...(request.includeUsage ? { usage: null } : {}) }));
   if (request.includeUsage) sse.send({ ...base, object: 'text_completion', choices: [], usage });
   sse.done();
 }
