@@ -23,6 +23,14 @@
  * way and nothing half-written behind. Entries are named after their model's path and variant too, and a new entry
  * removes the older ones of its model and variant, and those of models no longer there, so a module converted,
  * updated or removed leaves no stale gigabytes.
+ *
+ * onnxruntime (1.31.1) writes each packed copy into the data file straight after its weight, padding only before
+ * weights past 1 MiB (to 4 KiB) and before others to their element's size, and maps the copies in place when loading,
+ * while its kernels assume the 64-byte alignment of the buffers they packed into. A copy that lands elsewhere (after
+ * one whose size is no multiple of 64: stories260K's MatMulNBits with K = 64 pack 13918 bytes) makes the loaded
+ * session crash (SGEMM's aligned AVX-512 loads) or compute garbage (MatMulNBits finds its aligned parts at other
+ * bytes). Such a form is never kept (see {@link packedCopiesAligned}): its graph's sessions are created the usual way,
+ * and each load pays for writing it again (it comes out the same).
  */
 import * as ort from 'onnxruntime-node';
 import { createHash } from 'node:crypto';
@@ -31,11 +39,15 @@ import { mkdir, readdir, readFile, rename, rm, stat, statfs } from 'node:fs/prom
 import { arch, cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { cachedHashFile } from '../modules/file-digest.js';
+import type { GraphProto } from '../onnx/proto.js';
 import { madeByMe, uniqueSuffix, writeFileAtomic } from '../registry/atomic.js';
 import { ownerGone } from '../registry/download.js';
 
-/** Bump when what an entry holds changes: old entries are then ignored. */
-const SESSION_CACHE_FORMAT = 1;
+/** Bump when what an entry holds changes: old entries are then ignored (2: only forms whose packed copies are aligned). */
+const SESSION_CACHE_FORMAT = 2;
+
+/** What onnxruntime's CPU allocator aligns the buffers its kernels pack weights into to (MLAS's preferred alignment). */
+const PACKED_ALIGNMENT = 64;
 
 /** Bytes a decode step must read for a graph's session to be kept (smaller ones are created quickly anyway). */
 export const SESSION_CACHE_MIN_BYTES = 64 * 2 ** 20;
@@ -147,6 +159,41 @@ async function hit(entry: Entry, dir: string): Promise<string | undefined> {
   } catch {
     return undefined;
   }
+}
+
+/** The graph and its subgraphs (the bodies of If, Loop and Scan), whose initializers may be saved with packed copies too. */
+function* graphsOf(graph: GraphProto): Generator<GraphProto> {
+  yield graph;
+  for (const node of graph.node ?? []) {
+    for (const a of node.attribute ?? []) for (const g of [...(a.g ? [a.g] : []), ...(a.graphs ?? [])]) yield* graphsOf(g);
+  }
+}
+
+/**
+ * Whether every packed copy a saved graph names lies at a multiple of {@link PACKED_ALIGNMENT} in its data file, where
+ * onnxruntime maps it for its kernels as if packed there (see the module's comment). Read from the graph alone, so a
+ * saved form that would crash its process is refused before any session loads it. An entry is
+ * `prepacked_<n>` = `<kernel key>|<offset>;<length>;<checksum>` with one `|`-separated blob per buffer; an entry not of
+ * that form is not known to be aligned.
+ */
+async function packedCopiesAligned(graphPath: string): Promise<boolean> {
+  // (loaded only when a form is saved: a model worker otherwise never loads protobuf, ~0.3 s of its start-up)
+  const { readModel } = await import('../onnx/proto.js');
+  const model = await readModel(graphPath);
+  for (const graph of graphsOf(model.graph!)) {
+    for (const tensor of graph.initializer ?? []) {
+      for (const { key, value } of tensor.externalData ?? []) {
+        if (!key?.startsWith('prepacked')) continue;
+        const blobs = (value ?? '').split('|').slice(1);
+        const aligned = (blob: string) => {
+          const fields = blob.split(';');
+          return fields.length === 3 && /^\d+$/.test(fields[0]!) && Number(fields[0]) % PACKED_ALIGNMENT === 0;
+        };
+        if (blobs.length === 0 || !blobs.every(aligned)) return false;
+      }
+    }
+  }
+  return true;
 }
 
 /** Removes an entry and the data file its sidecar names. */
@@ -282,6 +329,13 @@ async function save(
     return load(options);
   }
   try {
+    if (!(await packedCopiesAligned(graphTmp))) {
+      // Kept, it would crash or compute garbage when loaded; written again, it comes out the same. (The older entries
+      // of the model go all the same: an earlier format's may be one of these.)
+      await cleanUp();
+      await dropOlder(entry, spec.dir);
+      return created;
+    }
     await drop(entry, spec.dir);
     await rename(graphTmp, entry.graph);
     const meta: Sidecar = { format: SESSION_CACHE_FORMAT, model: resolve(spec.model), data: dataName, graph: await stampOf(entry.graph), dataStamp: await stampOf(join(spec.dir, dataName)) };
