@@ -7,7 +7,10 @@
  *
  * Configurations: 4-bit at accuracy_level 0-4 (onnxruntime maps every level but 4 to fp32 compute for fp32 inputs:
  * contrib_ops/cpu/quantization/matmul_nbits.cc GetComputeType), block 32/64/128, with and without zero points;
- * 8-bit at level 4; dense fp32 MatMul. Rounds interleave configurations and widths (order rotated each round);
+ * 8-bit at level 4; dense fp32 MatMul; and `qgemm`, int8 weights with one scale per column as
+ * `DynamicQuantizeMatMul` (its activations quantized per call to 8 bits with one scale for the whole input), which
+ * onnxruntime runs on MLAS's QGEMM (AMX or VNNI kernels where the CPU has them; MatMulNBits has neither). Rows of a
+ * prompt's size (`--rows 64,512`) show what prefill would gain from it. Rounds interleave configurations and widths (order rotated each round);
  * figures are medians of the rounds' per-step times, in ms, with the range of the middle half.
  *
  * `--graph PATH` instead times whole decode steps of a converted decoder (e.g. bench:serve's Q4_0 module under
@@ -37,7 +40,8 @@ const LAYERS = 12;
 /** One MatMulNBits (or dense) configuration. */
 interface Config {
   name: string;
-  bits: 4 | 8 | 32;
+  /** 32: dense fp32 MatMul; 'qgemm': int8 per-column weights through DynamicQuantizeMatMul; else MatMulNBits. */
+  bits: 4 | 8 | 32 | 'qgemm';
   accuracy: number;
   block: number;
   zeroPoints: boolean;
@@ -57,6 +61,7 @@ const ALL: Config[] = [
   { name: '8bit-a4b32z', bits: 8, accuracy: 4, block: 32, zeroPoints: true },
   { name: '8bit-a4b128z', bits: 8, accuracy: 4, block: 128, zeroPoints: true },
   { name: 'fp32', bits: 32, accuracy: 0, block: 0, zeroPoints: false },
+  { name: 'qgemm', bits: 'qgemm', accuracy: 0, block: 0, zeroPoints: false },
 ];
 
 /** The step's products: [inputs, outputs] per node. */
@@ -95,6 +100,14 @@ function buildModel(c: Config): Uint8Array {
       for (let j = 0; j < w.length; j++) w[j] = (rnd() - 0.5) * 0.05;
       inits.push(makeTensor(`w${i}`, DataType.FLOAT, [k, n], w));
       nodes.push(makeNode('MatMul', [input, `w${i}`], [y]));
+      return;
+    }
+    if (c.bits === 'qgemm') {
+      const w = new Uint8Array(k * n);
+      for (let j = 0; j < w.length; j++) w[j] = (rnd() * 256) | 0;
+      const scales = Float32Array.from({ length: n }, () => 0.002 + rnd() * 0.004);
+      inits.push(makeTensor(`w${i}`, DataType.INT8, [k, n], w), makeTensor(`s${i}`, DataType.FLOAT, [n], scales));
+      nodes.push(makeNode('DynamicQuantizeMatMul', [input, `w${i}`, `s${i}`], [y], {}, `n${i}`, 'com.microsoft'));
       return;
     }
     const blocks = k / c.block;
