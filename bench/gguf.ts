@@ -21,6 +21,8 @@
  * loads every session the usual way instead of from its saved optimized form with prepacked weights (the engine's
  * default for these models; each module is loaded once before the rounds, so none of them writes it).
  *
+ * `--int8-prompts on` adds the engine loaded with `int8Prompts` (`reasonplug int8 prompts`: prompts through 8-bit
+ * integer products, see packages/core/src/onnx/int8-prompt-graph.ts) as a contender of its own.
  * llama.cpp also runs on one thread (`llama.cpp 1t`; `--llama-one-thread off` leaves it out): on a 2-vCPU machine
  * node-llama-cpp's two-thread pool can lose a core to the JavaScript thread that takes each token, and its one-thread
  * step was then the faster (2026-12-06: 3.3-3.6 against 10-13 ms a token on the 125M llama's Q4_0), so the ratios are
@@ -35,7 +37,7 @@
  * thread (`js`, default: `--no-concurrent-marking`, as the `reasonplug` executable runs) or on V8's helper threads
  * (`concurrent`, node's default), which preempt onnxruntime's threads on a machine they fill (README, design notes).
  *
- *   npm run bench:gguf [-- --rounds 3 --models llama125m,qwen05b --types Q4_0,Q4_K_M,Q8_0,F16 --short 16 --long 48 --pairs 3 --context 8 --kv f16|f32|f16-joined --from dist --row-shards auto --session-cache auto --v8-marking js --llama-one-thread on]
+ *   npm run bench:gguf [-- --rounds 3 --models llama125m,qwen05b --types Q4_0,Q4_K_M,Q8_0,F16 --short 16 --long 48 --pairs 3 --context 8 --kv f16|f32|f16-joined --from dist --row-shards auto --session-cache auto --v8-marking js --llama-one-thread on --int8-prompts off]
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
@@ -139,7 +141,9 @@ type FileType = (typeof TYPES)[number];
 /** The types measured unless `--types` says otherwise (MXFP4 is gpt-oss's). */
 const DEFAULT_TYPES: readonly FileType[] = ['Q4_0', 'Q4_K_M', 'Q8_0', 'F16'];
 type ModelName = keyof typeof MODELS;
-type Contender = 'llama.cpp' | 'llama.cpp 1t' | 'reasonplug';
+type Contender = 'llama.cpp' | 'llama.cpp 1t' | 'reasonplug' | 'reasonplug int8 prompts';
+/** The reasonplug contenders: the engine as it loads by default, and with `int8Prompts` (`--int8-prompts on`). */
+const OURS: Contender[] = ['reasonplug', 'reasonplug int8 prompts'];
 /** The llama.cpp contenders: its two-thread run (the issue's setting) and its one-thread run. */
 const LLAMA: Contender[] = ['llama.cpp', 'llama.cpp 1t'];
 /** The converted modules' KV cache type (`--kv`). */
@@ -266,18 +270,18 @@ async function timeGenerations(
 }
 
 /** `Engine.load`'s options for a bench module. */
-function engineLoadOptions(module: string, choices: EngineChoices) {
-  return { model: module, intraOpThreads: THREADS, prefixCacheBytes: 0, ...(choices.rowShards === 'off' ? { rowShards: false } : {}), ...(choices.sessionCache === 'off' ? { sessionCache: false } : {}) };
+function engineLoadOptions(module: string, choices: EngineChoices, int8Prompts = false) {
+  return { model: module, ...(int8Prompts ? { int8Prompts } : {}), intraOpThreads: THREADS, prefixCacheBytes: 0, ...(choices.rowShards === 'off' ? { rowShards: false } : {}), ...(choices.sessionCache === 'off' ? { sessionCache: false } : {}) };
 }
 
 /** One contender's figures on one file of a model of `vocab` tokens, measured in this (fresh) process. */
 async function measureHere(contender: Contender, gguf: string, module: string, vocab: number, short: number, long: number, pairs: number, context: number, from: CoreBuild, choices: EngineChoices): Promise<Figures> {
-  if (contender === 'reasonplug') {
+  if (OURS.includes(contender)) {
     const { Engine } = (await import(coreModule(from, 'engine'))) as typeof import('../packages/core/src/engine.js');
     const t0 = performance.now();
     // No prefix cache: llama.cpp's sequence is cleared before each call here, so neither keeps earlier prompts
     // (the random 512-token prompts would never be reused, only held: up to 128 MiB more RSS).
-    const engine = await Engine.load(engineLoadOptions(module, choices));
+    const engine = await Engine.load(engineLoadOptions(module, choices, contender === 'reasonplug int8 prompts'));
     const loadMs = performance.now() - t0;
     // performance.now() counts from the process's start
     const readyMs = performance.now();
@@ -332,6 +336,7 @@ async function main(): Promise<void> {
       'session-cache': { type: 'string', default: 'auto' },
       'v8-marking': { type: 'string', default: 'js' },
       'llama-one-thread': { type: 'string', default: 'on' },
+      'int8-prompts': { type: 'string', default: 'off' },
     },
   });
   const from = parseCoreBuild(values.from!);
@@ -344,7 +349,9 @@ async function main(): Promise<void> {
   const choices: EngineChoices = { rowShards, sessionCache, v8Marking };
   const oneThread = values['llama-one-thread'];
   if (oneThread !== 'on' && oneThread !== 'off') throw new Error(`--llama-one-thread must be on or off; got ${oneThread}`);
-  const contenders: Contender[] = oneThread === 'on' ? [...LLAMA, 'reasonplug'] : ['llama.cpp', 'reasonplug'];
+  const int8 = values['int8-prompts'];
+  if (int8 !== 'on' && int8 !== 'off') throw new Error(`--int8-prompts must be on or off; got ${int8}`);
+  const contenders: Contender[] = [...(oneThread === 'on' ? LLAMA : ['llama.cpp' as const]), 'reasonplug', ...(int8 === 'on' ? ['reasonplug int8 prompts' as const] : [])];
   const short = Number(values.short);
   const long = Number(values.long);
   const pairs = Number(values.pairs);
@@ -355,7 +362,7 @@ async function main(): Promise<void> {
   if (!(context >= 1)) throw new Error(`--context must be at least 1; got ${values.context}`);
   if (values.child === 'warm') {
     const { Engine } = (await import(coreModule(from, 'engine'))) as typeof import('../packages/core/src/engine.js');
-    await (await Engine.load(engineLoadOptions(values.module!, choices))).dispose();
+    await (await Engine.load(engineLoadOptions(values.module!, choices, values['int8-prompts'] === 'on'))).dispose();
     return;
   }
   if (values.child) {
@@ -381,7 +388,11 @@ async function benchModel(name: ModelName, types: FileType[], contenders: Conten
   const self = fileURLToPath(import.meta.url);
   const choiceArgs = ['--from', from, '--row-shards', choices.rowShards, '--session-cache', choices.sessionCache];
   // One load of each module first, so that no round pays for the prepared graph or the saved session being written.
-  for (const { module } of files.values()) execFileSync(process.execPath, [...process.execArgv, self, '--child', 'warm', '--module', module, ...choiceArgs], { stdio: ['ignore', 'ignore', 'inherit'] });
+  for (const { module } of files.values()) {
+    for (const int8 of contenders.includes('reasonplug int8 prompts') ? ['off', 'on'] : ['off']) {
+      execFileSync(process.execPath, [...process.execArgv, self, '--child', 'warm', '--module', module, '--int8-prompts', int8, ...choiceArgs], { stdio: ['ignore', 'ignore', 'inherit'] });
+    }
+  }
   for (let round = 0; round < rounds; round++) {
     for (const t of types) {
       const order = round % 2 === 0 ? contenders : [...contenders].reverse();
@@ -389,7 +400,7 @@ async function benchModel(name: ModelName, types: FileType[], contenders: Conten
         const { gguf, module } = files.get(t)!;
         const out = execFileSync(
           process.execPath,
-          [...process.execArgv, ...(c === 'reasonplug' && choices.v8Marking === 'js' ? ['--no-concurrent-marking'] : []), self, '--child', c, '--gguf', gguf, '--module', module, '--vocab', String(shape.vocab), '--short', String(short), '--long', String(long), '--pairs', String(pairs), '--context', String(context), ...choiceArgs],
+          [...process.execArgv, ...(OURS.includes(c) && choices.v8Marking === 'js' ? ['--no-concurrent-marking'] : []), self, '--child', c, '--gguf', gguf, '--module', module, '--vocab', String(shape.vocab), '--short', String(short), '--long', String(long), '--pairs', String(pairs), '--context', String(context), ...choiceArgs],
           { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, NODE_LLAMA_CPP_SKIP_DOWNLOAD: 'true' } },
         );
         const fig = JSON.parse(out.trim().split('\n').pop()!) as Figures;
@@ -437,8 +448,10 @@ async function benchModel(name: ModelName, types: FileType[], contenders: Conten
     const keys: (keyof Figures)[] = ['msPerToken', 'prefillMs', 'loadMs', 'readyMs', 'peakRssMb'];
     // Against each llama.cpp run, then against the better of them for each figure (all figures: lower is better).
     const anchors = LLAMA.filter((c) => contenders.includes(c));
-    for (const a of anchors) rows.push([`${t} reasonplug / ${a}`, ...keys.map((k) => `${(med(t, 'reasonplug', k) / med(t, a, k)).toFixed(2)}x`)]);
-    if (anchors.length > 1) rows.push([`${t} reasonplug / best llama.cpp`, ...keys.map((k) => `${(med(t, 'reasonplug', k) / Math.min(...anchors.map((a) => med(t, a, k)))).toFixed(2)}x`)]);
+    for (const ours of OURS.filter((c) => contenders.includes(c))) {
+      for (const a of anchors) rows.push([`${t} ${ours} / ${a}`, ...keys.map((k) => `${(med(t, ours, k) / med(t, a, k)).toFixed(2)}x`)]);
+      if (anchors.length > 1) rows.push([`${t} ${ours} / best llama.cpp`, ...keys.map((k) => `${(med(t, ours, k) / Math.min(...anchors.map((a) => med(t, a, k)))).toFixed(2)}x`)]);
+    }
   }
   printTable(
     `GGUF ${title}, ${THREADS} threads, greedy${context > PROMPT.length ? `, decode after ${context} tokens` : ''}${{ f32: ', reasonplug with a float32 KV cache', f16: '', 'f16-joined': ', reasonplug with joined presents' }[kvCache]}, reasonplug from ${from === 'dist' ? 'dist/' : 'sources (tsx)'}${choices.rowShards === 'off' ? ' without row shards' : ''}${choices.sessionCache === 'off' ? ' without saved sessions' : ''}, medians of ${rounds} rounds (load average ${median(loads).toFixed(1)})`,

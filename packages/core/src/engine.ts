@@ -180,7 +180,7 @@ const ENGINE_OPTION_NAMES = {
   model: true, dtype: true, cacheDir: true, reasoners: true, reasonerTasks: true, placement: true, mode: true, projector: true,
   embeddings: true, contextLength: true, registry: true, onProgress: true, ggufKvCache: true, maxBatch: true, maxQueue: true,
   kvBudgetBytes: true, prefillChunk: true, prefixCacheBytes: true, rowShards: true, promptLookup: true, draftModel: true,
-  device: true, intraOpThreads: true, sessionCache: true, modelDefaults: true, modelSource: true,
+  device: true, intraOpThreads: true, sessionCache: true, int8Prompts: true, modelDefaults: true, modelSource: true,
 } as const satisfies Record<keyof EngineOptions, true>;
 
 /** A `reasonerTasks` entry's fields by name. */

@@ -104,6 +104,7 @@ export const ModelOptionsSchema = schemaOf<ModelOptions>()(
     contextLength: z.int().positive().optional(),
     ggufKvCache: z.enum(['float32', 'float16']).optional(),
     sessionCache: z.boolean().optional(),
+    int8Prompts: z.boolean().optional(),
     promptLookup: z
       .union([
         z.boolean(),

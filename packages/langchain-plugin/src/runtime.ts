@@ -61,7 +61,7 @@ export class ReasonerRuntime {
   /** Loads the backbone and reasoners of parsed model options into one engine. */
   static async load(options: ParsedModelOptions): Promise<ReasonerRuntime> {
     // (`streaming` is taken and changes nothing: every reply streams to callbacks)
-    const { backbone, dtype, reasoners = [], projector, registry, onProgress, device, intraOpThreads, placement, cacheDir, prefixCacheBytes, contextLength, ggufKvCache, sessionCache, promptLookup, draftModel, timeout, streaming: _, ...defaults } = options;
+    const { backbone, dtype, reasoners = [], projector, registry, onProgress, device, intraOpThreads, placement, cacheDir, prefixCacheBytes, contextLength, ggufKvCache, sessionCache, int8Prompts, promptLookup, draftModel, timeout, streaming: _, ...defaults } = options;
     // The backbone is resolved here (a registry reference becomes a pulled module directory) because its
     // directory also serves the chat template; the engine resolves the other modules itself.
     const backbonePath = await resolveModelPath(backbone, onProgress ? { ...registry, onProgress } : (registry ?? {}), ggufKvCache ? { kvCache: ggufKvCache } : undefined);
@@ -81,6 +81,7 @@ export class ReasonerRuntime {
       ...(contextLength !== undefined ? { contextLength } : {}),
       ...(ggufKvCache ? { ggufKvCache } : {}),
       ...(sessionCache !== undefined ? { sessionCache } : {}),
+      ...(int8Prompts !== undefined ? { int8Prompts } : {}),
       ...(promptLookup ? { promptLookup } : {}),
       ...(draftModel ? { draftModel } : {}),
     });

@@ -21,7 +21,7 @@ import type { FusionMode } from '../compose/fusion.js';
 import { chatTemplateFile, integerFlag, jsonObjectFlag, nonNegativeIntegerFlag, parseWeight, reasonerTaskFlag, type ReasonerTaskFlag, threadsFlag } from './flags.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
 import type { ToolCallSyntax } from '../constrain/tool-syntax.js';
-import { draftModelOf, draftModelOptions, modelDefaultsOption, promptLookupOf, promptLookupOption, sessionCacheOption } from './model-flags.js';
+import { draftModelOf, draftModelOptions, modelDefaultsOption, promptLookupOf, promptLookupOption, sessionCacheOption, int8PromptsOption } from './model-flags.js';
 
 /** `NAME=REF[=WEIGHT]`: the served name, the model (path or registry reference), an optional default weight. */
 export function servedReasonerFlag(v: string, prev: ReasonerSpec[] = []): ReasonerSpec[] {
@@ -209,6 +209,7 @@ interface ServeFlags {
   shutdownTimeout: number;
   prefixCacheMb: number;
   sessionCache?: boolean;
+  int8Prompts?: boolean;
   /** false with --no-model-defaults. */
   modelDefaults?: boolean;
   embeddings?: boolean;
@@ -270,6 +271,7 @@ export function addServeCommand(program: Command): void {
     .option('--context-length <n>', "positions a request may use (prompt and reply), at most the model's own (vLLM's --max-model-len)", integerFlag('--context-length', 1, Number.MAX_SAFE_INTEGER, 'a whole number >= 1'))
     .addOption(new Option('--kv-cache <t>', "keys' and values' type of .gguf models converted on first use: float16 (default, as llama.cpp's; faster at long contexts) or float32 (exact against llama.cpp's F32 cache)").choices(['float32', 'float16']))
     .addOption(sessionCacheOption())
+    .addOption(int8PromptsOption())
     .addOption(modelDefaultsOption())
     .addOption(promptLookupOption())
     .addOption(draftModel!)
@@ -335,6 +337,7 @@ async function serveUntilReady(flags: ServeFlags, say: Say): Promise<void> {
       ...(flags.contextLength !== undefined ? { contextLength: flags.contextLength } : {}),
       ...(flags.kvCache ? { ggufKvCache: flags.kvCache } : {}),
       ...(flags.sessionCache === false ? { sessionCache: false } : {}),
+      ...(flags.int8Prompts ? { int8Prompts: true } : {}),
       ...(flags.modelDefaults === false ? { modelDefaults: false } : {}),
       ...promptLookupOf(flags.promptLookup),
       ...draftModelOf(flags),

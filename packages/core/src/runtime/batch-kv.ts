@@ -139,7 +139,7 @@ export class RowPrefill {
     const positions = ids.map((_, i) => this.done + i);
     let out: Awaited<ReturnType<DecoderSession['forward']>>;
     try {
-      out = await this.session.forward(ids, 1, this.past, this.done, mask, positions, undefined, undefined, this.onLogits ? ids.length : undefined);
+      out = await this.session.forward(ids, 1, this.past, this.done, mask, positions, undefined, undefined, this.onLogits ? ids.length : undefined, true);
     } catch (err) {
       if (this.done === 0) throw err;
       if (this.reused > 0) this.session.prefixCache.refused(this.reused);
@@ -205,7 +205,7 @@ export async function prefillTogether(
     }
   }
   const ends = right && prompts.some((p) => p.length !== width) ? prompts.map((p) => p.length - 1) : undefined;
-  const { logits, present } = await session.forward(ids, prompts.length, undefined, 0, mask, positions, undefined, ends);
+  const { logits, present } = await session.forward(ids, prompts.length, undefined, 0, mask, positions, undefined, ends, undefined, true);
   return {
     logits: rowsOf(logits, prompts.length, session.vocabSize),
     caches: prompts.map((p, r) => ({ past: present, length: p.length, row: r, width, ...(right ? { start: 0 } : {}) })),

@@ -1,5 +1,5 @@
 /**
- * Finds a decoder's LM head for the quantizer: the MatMul(s) whose product becomes the graph output `logits`,
+ * Finds a decoder's LM head for the quantizer and the int8 prompt graph: the MatMul(s) (or MatMulNBits) whose product becomes the graph output `logits`,
  * walking back through what a head may be followed by (casts, a constant bias or scale, a final soft-cap's Tanh,
  * a [*, 0|-1, *] Reshape) and into both branches of an `If` (merged decoders). The adaptation (onnx/adapt.ts)
  * has its own, stricter walk for slicing the head; this one only has to name it.
@@ -15,7 +15,7 @@ function subgraphs(node: NodeProto): GraphProto[] {
 }
 
 /**
- * The MatMul nodes (default domain) computing `logits` in `main` or its sub-graphs. `producers` maps each value
+ * The MatMul nodes (default domain), or `com.microsoft` MatMulNBits, computing `logits` in `main` or its sub-graphs. `producers` maps each value
  * to the node computing it (every graph); `isWeight` tells a constant weight matrix the quantizer can read (it may be
  * computed, e.g. a tied head's Transpose of the embedding). Empty when there is no `logits` output or the walk meets
  * anything else.
@@ -36,7 +36,13 @@ export function findHeadMatMuls(main: GraphProto, producers: Map<string, NodePro
   const walk = (value: string, steps: number): boolean => {
     if (steps > MAX_STEPS) return false;
     const n = producers.get(value);
-    if (!n || (n.domain ?? '') !== '') return false;
+    if (!n) return false;
+    // (a head already block-quantized: what the int8 prompt graph leaves as it is)
+    if (n.opType === 'MatMulNBits' && n.domain === 'com.microsoft') {
+      heads.add(n);
+      return true;
+    }
+    if ((n.domain ?? '') !== '') return false;
     const ins = (n.input ?? []).filter(Boolean);
     switch (n.opType) {
       case 'MatMul':
