@@ -148,6 +148,21 @@ describe('int8 prompts (int8Prompts)', function () {
     }
   });
 
+  it("embeddings (prompts alone) come through the int8 products too: close to the model's own, not equal", async () => {
+    const cacheDir = join(scratch.dir, 'prepared');
+    const vectors: Float32Array[][] = [];
+    for (const int8Prompts of [false, true]) {
+      const engine = await Engine.load({ model: q8.module, embeddings: true, int8Prompts, cacheDir });
+      vectors.push((await engine.embed({ ids: [prompt, prompt.slice(0, 12)] })).vectors);
+      await engine.dispose();
+    }
+    vectors[0]!.forEach((own, i) => {
+      const int8 = vectors[1]![i]!;
+      const cosine = own.reduce((s, v, k) => s + v * int8[k]!, 0);
+      expect(cosine, `input ${i}`).to.be.above(0.995).and.below(1 - 1e-7);
+    });
+  });
+
   it('a model without block-quantized products runs as without the option; the int8 graph is saved with the sessions and loaded from there', async () => {
     const f32 = (await convertExact(STORIES, join(scratch.dir, 'stories-f32'))).dir;
     const cacheDir = join(scratch.dir, 'prepared-f32');

@@ -10,9 +10,9 @@ import { DTYPE_CHOICES } from '../modules/hub-variants.js';
 import { DEVICES } from '../runtime/devices.js';
 import { unitLength } from '../runtime/unit-length.js';
 import { positiveIntegerFlag, threadsFlag } from './flags.js';
-import { engineOptions, sessionCacheOption, type ModelFlags } from './model-flags.js';
+import { engineOptions, int8PromptsOption, sessionCacheOption, type ModelFlags } from './model-flags.js';
 
-interface EmbedFlags extends Pick<ModelFlags, 'model' | 'dtype' | 'device' | 'threads' | 'sessionCache'> {
+interface EmbedFlags extends Pick<ModelFlags, 'model' | 'dtype' | 'device' | 'threads' | 'sessionCache' | 'int8Prompts'> {
   dimensions?: number;
   raw?: boolean;
 }
@@ -30,6 +30,7 @@ export function addEmbedCommand(program: Command): void {
     .option('--dimensions <n>', 'keep the first n components (at unit length again)', positiveIntegerFlag('--dimensions'))
     .option('--raw', 'the hidden state as it is, not scaled to unit length')
     .addOption(sessionCacheOption())
+    .addOption(int8PromptsOption())
     .action((texts: string[], flags: EmbedFlags) => embedTexts(texts, flags));
 }
 
