@@ -240,7 +240,11 @@ export class DecoderSession {
     let promptSession = session;
     try {
       const signature = detectSignature(session.inputMetadata, session.outputMetadata, label);
-      if (options.int8Prompts && device === 'cpu') promptSession = (await createInt8PromptSession(source, signature.logits.vocabSize, sessionOptions, cache)) ?? session;
+      if (options.int8Prompts && device === 'cpu') {
+        // (kept whatever the model's size unless told not to: the rewrite takes seconds where loading its saved form takes tenths)
+        const promptCache = options.sessionCache === false ? undefined : source.sessionCache;
+        promptSession = (await createInt8PromptSession(source, signature.logits.vocabSize, sessionOptions, promptCache)) ?? session;
+      }
       const prefixBytes = options.prefixCacheBytes ?? DEFAULT_PREFIX_CACHE_BYTES;
       return new DecoderSession(session, promptSession, signature, label, threads, source.padding ?? 'left', source.longRopeContext, source.runWideActivationScale ?? false, prefixBytes);
     } catch (err) {
