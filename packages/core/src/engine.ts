@@ -183,6 +183,40 @@ const ENGINE_OPTION_NAMES = {
   device: true, intraOpThreads: true, sessionCache: true, int8Prompts: true, modelDefaults: true, modelSource: true,
 } as const satisfies Record<keyof EngineOptions, true>;
 
+/**
+ * Checks `Engine.load`'s options as it does before it pulls or converts anything (names, types, ranges, dtypes),
+ * throwing what it throws: for a caller that resolves the models itself first (the server), so that a mistake is named
+ * before any download.
+ */
+export function checkEngineOptions(options: EngineOptions): void {
+  if (options === null || typeof options !== 'object') throw new CompositionOptionsError('Engine.load takes { model, … }');
+  refuseUnknownOptions(options, ENGINE_OPTION_NAMES, 'Engine.load');
+  checkModelRef(options.model, 'model');
+  if (options.projector !== undefined) checkModelRef(options.projector, 'projector');
+  checkReasonerList(options.reasoners, 'model', '', 'Engine.load');
+  checkReasonerTaskFields(options.reasonerTasks);
+  checkMode(options.mode, '');
+  const { dtype, reasoners: reasonerSpecs, placement, maxBatch, maxQueue, kvBudgetBytes, prefillChunk, promptLookup: lookupOption, draftModel: draftOption, contextLength, modelDefaults: readDefaults, modelSource, ...runtime } = options;
+  for (const [name, value] of [['modelDefaults', readDefaults], ['sessionCache', runtime.sessionCache], ['int8Prompts', runtime.int8Prompts]] as const) {
+    if (value !== undefined && typeof value !== 'boolean') throw new CompositionOptionsError(`${name} must be true or false; got ${JSON.stringify(value)}`);
+  }
+  if (modelSource !== undefined) checkModelRef(modelSource, 'modelSource');
+  const count = (name: string, v: number | undefined, min: number) => {
+    if (v !== undefined && !(Number.isInteger(v) && v >= min)) throw new RangeError(`${name} must be a whole number >= ${min}; got ${v}`);
+  };
+  count('maxBatch', maxBatch, 1);
+  count('maxQueue', maxQueue, 0);
+  count('kvBudgetBytes', kvBudgetBytes, 1);
+  count('prefillChunk', prefillChunk, 1);
+  count('prefixCacheBytes', runtime.prefixCacheBytes, 0);
+  count('contextLength', contextLength, 1);
+  if (lookupOption) promptLookup(lookupOption);
+  const draft = draftOption !== undefined ? draftModel(draftOption) : undefined;
+  if (placement !== undefined) validatePlacement(placement);
+  if (runtime.intraOpThreads !== undefined) validateIntraOpThreads(runtime.intraOpThreads);
+  for (const d of [dtype, draft?.dtype, ...(reasonerSpecs ?? []).map((r) => r.dtype)]) if (d !== undefined) validateDtype(d);
+}
+
 /** A `reasonerTasks` entry's fields by name. */
 const REASONER_TASK_NAMES = { task: true, weight: true } as const satisfies Record<keyof NonNullable<EngineOptions['reasonerTasks']>[number], true>;
 
@@ -243,7 +277,7 @@ export interface StreamOptions extends GenerateOptions, CompositionOptions, Cons
   signal?: AbortSignal;
 }
 
-/** Streamed tokens of one generation (each row's last one with its `finishReason`, as the row ends), and its result once done. */
+/** Streamed tokens of one generation (a row's last one with its `finishReason` as the row ends, unless an abort ends it), and its result once done. */
 export interface GenerationStream extends AsyncIterable<TokenEvent> {
   /** Settles when the generation ends (rejecting where it fails), whether or not the tokens are read. */
   readonly result: Promise<GenerationResult>;
@@ -291,30 +325,10 @@ export class Engine {
     const t0 = performance.now();
     // (taken before the first await: after it, the caller's frames are gone)
     const site = callSite(Engine.load);
-    if (options === null || typeof options !== 'object') throw new CompositionOptionsError('Engine.load takes { model, … }');
-    refuseUnknownOptions(options, ENGINE_OPTION_NAMES, 'Engine.load');
-    checkModelRef(options.model, 'model');
-    if (options.projector !== undefined) checkModelRef(options.projector, 'projector');
-    checkReasonerList(options.reasoners, 'model', '', 'Engine.load');
-    checkReasonerTaskFields(options.reasonerTasks);
-    checkMode(options.mode, '');
+    checkEngineOptions(options);
     const { model: modelSpec, dtype, projector: projectorSpec, reasoners: reasonerSpecs, reasonerTasks, registry, onProgress, ggufKvCache, cacheDir, mode, placement, maxBatch, maxQueue, kvBudgetBytes, prefillChunk, rowShards, promptLookup: lookupOption, draftModel: draftOption, embeddings, contextLength, modelDefaults: readDefaults, modelSource, ...runtime } = options;
-    if (readDefaults !== undefined && typeof readDefaults !== 'boolean') throw new CompositionOptionsError(`modelDefaults must be true or false; got ${JSON.stringify(readDefaults)}`);
-    if (modelSource !== undefined) checkModelRef(modelSource, 'modelSource');
-    const count = (name: string, v: number | undefined, min: number) => {
-      if (v !== undefined && !(Number.isInteger(v) && v >= min)) throw new RangeError(`${name} must be a whole number >= ${min}; got ${v}`);
-    };
-    count('maxBatch', maxBatch, 1);
-    count('maxQueue', maxQueue, 0);
-    count('kvBudgetBytes', kvBudgetBytes, 1);
-    count('prefillChunk', prefillChunk, 1);
-    count('prefixCacheBytes', runtime.prefixCacheBytes, 0);
-    count('contextLength', contextLength, 1);
     const lookup = lookupOption ? promptLookup(lookupOption) : undefined;
     const draft = draftOption !== undefined ? draftModel(draftOption) : undefined;
-    if (placement !== undefined) validatePlacement(placement);
-    if (runtime.intraOpThreads !== undefined) validateIntraOpThreads(runtime.intraOpThreads);
-    for (const d of [dtype, draft?.dtype, ...(reasonerSpecs ?? []).map((r) => r.dtype)]) if (d !== undefined) validateDtype(d);
     // Registry references (`[registry/]namespace/name@range`) are pulled into the cache; paths pass through.
     const pull = (spec: string) => resolveModelPath(spec, onProgress ? { ...registry, onProgress } : registry, ggufKvCache ? { kvCache: ggufKvCache } : undefined);
     const [model, projector, draftPath, named] = await Promise.all([

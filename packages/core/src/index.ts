@@ -136,7 +136,7 @@ export * from './registry/index.js';
 export type { BlobState, ModuleFile } from './registry/cache.js';
 export type { BlobStream, ClientOptions } from './registry/client.js';
 export type { RequestOptions, Transport, TransportOptions } from './registry/transport.js';
-export { startServer, type RunningServer, type ServedInfo, type ServeOptions } from './serve/server.js';
+export { startServer, type ResolvedReference, type RunningServer, type ServedInfo, type ServeOptions } from './serve/server.js';
 export type { TlsFiles } from './serve/listener.js';
 export type { Histogram, ServerMetrics } from './serve/metrics.js';
 export type { RequestRecord } from './serve/request-log.js';

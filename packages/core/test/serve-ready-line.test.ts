@@ -12,6 +12,9 @@ import { cliPath } from './support/cli.js';
 import { testDir } from './support/models.js';
 import { startOurRegistry, type OurRegistry } from './support/registries.js';
 import { pushModule } from '../src/registry/push.js';
+import { startServer } from '../src/serve/server.js';
+import { ModuleNotFoundError } from '../src/registry/errors.js';
+import { readdir } from 'node:fs/promises';
 
 const example = (name: string) => join(repoRoot, 'examples', 'modules', name);
 
@@ -81,4 +84,18 @@ describe("serve's ready line: what each registry reference resolved to", functio
     // (`pulled` is the backbone's alone, and this one is a path)
     expect(ready).to.not.have.property('pulled');
   });
+
+  it('names a mistake in the options before it pulls anything, and pulls nothing more once the backbone cannot be had', async () => {
+    const cacheDir = testDir('ready-line-order');
+    const registryOptions = { registry: registry.host, cacheDir };
+    const misspelt = await startServer({ engine: { model: example('toy-backbone-s'), reasoners: [{ model: 'acme/toy-math-reasoner@^1', wieght: 1 } as never], registry: registryOptions }, port: 0 });
+    const err = await misspelt.ready.catch((e: unknown) => e);
+    await misspelt.close();
+    expect(err).to.be.instanceOf(TypeError).with.property('message').that.matches(/unknown Engine\.load option "reasoners\[0\]\.wieght"/);
+    const unknown = await startServer({ engine: { model: 'acme/nope@^1', reasoners: [{ model: 'acme/toy-math-reasoner@^1' }], registry: registryOptions }, port: 0 });
+    expect(await unknown.ready.catch((e: unknown) => e)).to.be.instanceOf(ModuleNotFoundError);
+    await unknown.close();
+    expect((await readdir(cacheDir).catch(() => [])).length, 'nothing pulled into the cache').to.equal(0);
+  });
 });
+

@@ -169,8 +169,8 @@ function serveLines(format: RequestLogFormat): Say {
   return (level, msg, fields = {}) => process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields })}\n`);
 }
 
-/** How the ready line names a model given as a registry reference, a reasoner by its served name. */
-const ROLE_LABELS: Record<ResolvedReference['role'], string> = { model: 'model', reasoner: 'reasoner', projector: 'projector', draftModel: 'draft model' };
+/** How the ready line names a model given as a registry reference (a reasoner by its served name instead). */
+const ROLE_LABELS: Record<Exclude<ResolvedReference['role'], 'reasoner'>, string> = { model: 'model', projector: 'projector', draftModel: 'draft model' };
 
 /**
  * The ready line: where to call, the model ids served, what each registry reference resolved to (`model from
@@ -178,7 +178,7 @@ const ROLE_LABELS: Record<ResolvedReference['role'], string> = { model: 'model',
  * the cache the models were pulled and converted into.
  */
 function readyLine(url: string, apiKeys: boolean, info: ServedInfo, cacheDir: string): [string, Record<string, unknown>] {
-  const resolved = info.resolved.map((r) => `; ${r.name ?? ROLE_LABELS[r.role]} from ${r.pinned} (version ${r.version})`).join('');
+  const resolved = info.resolved.map((r) => `; ${r.role === 'reasoner' ? r.name : ROLE_LABELS[r.role]} from ${r.pinned} (version ${r.version})`).join('');
   const msg = `ready; ${url}/v1 (${apiKeys ? 'API key required' : 'no API key'}); serving ${info.models.join(', ')}${resolved}; context length ${info.contextLength}; cache ${cacheDir}`;
   return [msg, { url: `${url}/v1`, apiKey: apiKeys, models: info.models, contextLength: info.contextLength, cacheDir, resolved: info.resolved, ...(info.pulled ? { pulled: info.pulled } : {}) }];
 }

@@ -14,7 +14,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { existsSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { Engine, type EngineOptions } from '../engine.js';
+import { checkEngineOptions, Engine, type EngineOptions } from '../engine.js';
 import { PACKAGE_VERSION } from '../package-version.js';
 import { TextTokenizer } from '../tokenizer/tokenizer.js';
 import { resolveModelPath } from '../registry/resolve-model.js';
@@ -139,8 +139,9 @@ export interface ServedInfo {
   /** Positions one request may use (prompt and reply). */
   contextLength: number;
   /**
-   * Each model given as a registry reference (the backbone, the reasoners in their order, the projector, the draft
-   * model): the module it resolved to, its exact version and manifest digest; empty when none was.
+   * Each model given as a registry reference (the backbone, the reasoners given in their order, the projector, the
+   * draft model; not reasoners found by task): the module it resolved to, its exact version and manifest digest; empty
+   * when none was.
    */
   resolved: ResolvedReference[];
   /** The backbone's entry of `resolved` (without its role), where the backbone was given as a registry reference. */
@@ -431,12 +432,15 @@ async function load(options: ServeOptions): Promise<Loaded & Pick<ServedInfo, 'r
   const { registry, onProgress, reasoners = [], projector, draftModel } = engineOptions;
   const pullOptions = onProgress ? { ...registry, onProgress } : registry;
   const convert = engineOptions.ggufKvCache ? { kvCache: engineOptions.ggufKvCache } : undefined;
-  // Every model is resolved here and the engine given the paths: resolving a range again, the engine could find a
-  // version newer than the one the ready line names.
+  // The engine's checks first: a mistake in the options is named before anything is pulled.
+  checkEngineOptions({ ...(options.maxBatch !== undefined ? { maxBatch: options.maxBatch } : {}), ...engineOptions });
+  // The models given are resolved here and the engine given the paths: resolving a range again, the engine could find
+  // a version newer than the one the ready line names. (Reasoners found by task the engine finds and pulls itself.)
   const resolveSpec = (spec: string) => resolvedModel(spec, pullOptions, convert, registry);
   const draftSpec = typeof draftModel === 'string' ? draftModel : draftModel?.model;
-  const [model, reasonerModels, projectorModel, draft] = await Promise.all([
-    resolveSpec(engineOptions.model),
+  // The backbone first: one that cannot be had stops the load before the others are pulled.
+  const model = await resolveSpec(engineOptions.model);
+  const [reasonerModels, projectorModel, draft] = await Promise.all([
     Promise.all(reasoners.map((r) => resolveSpec(r.model))),
     projector !== undefined ? resolveSpec(projector) : undefined,
     draftSpec !== undefined ? resolveSpec(draftSpec) : undefined,
