@@ -4,7 +4,8 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Engine } from '../src/engine.js';
 import { hasInt8PromptProducts, int8PromptGraph } from '../src/onnx/int8-prompt-graph.js';
-import { encodeModel, readModel } from '../src/onnx/proto.js';
+import { DataType, encodeModel, readModel } from '../src/onnx/proto.js';
+import { quantizeGraph } from '../src/onnx/quantize/quantize-graph.js';
 import { BLOCK_TYPES } from '../src/gguf/quant/index.js';
 import { convertExact, llamaCppGreedy, STORIES, storiesTokenizerMeta, writeRandomGguf } from './support/gguf-models.js';
 import { rewriteGguf } from './support/gguf-writer.js';
@@ -107,6 +108,22 @@ describe('int8 prompts (int8Prompts)', function () {
     }
   });
 
+  it('leaves alone products whose zero points are not uint8 codes (HQQ writes them as floats): read as codes they would be wrong', async () => {
+    const f32 = (await convertExact(STORIES, join(scratch.dir, 'stories-f32-zp'))).dir;
+    const { model } = quantizeGraph(await readModel(join(f32, 'model.onnx')), 'stories', f32, { bits: 4 });
+    const vocab = 512;
+    expect(hasInt8PromptProducts(model, vocab), 'with uint8 zero points').to.equal(true);
+    for (const t of model.graph!.initializer!) {
+      if (!t.name!.endsWith('.qzeros')) continue;
+      // the same zero points as floats, one per block, as MatMulNBits also takes them
+      const codes = t.rawData!;
+      const floats = Float32Array.from({ length: codes.length * 2 }, (_, i) => (codes[i >> 1]! >> ((i & 1) * 4)) & 15);
+      Object.assign(t, { dataType: DataType.FLOAT, dims: [floats.length], rawData: new Uint8Array(floats.buffer) });
+    }
+    expect(hasInt8PromptProducts(model, vocab)).to.equal(false);
+    expect(int8PromptGraph(model, f32, vocab)).to.equal(undefined);
+  });
+
   it("stories260K as Q8_0: all 60 greedy tokens after a 70-token prompt prefilled through int8 products equal llama.cpp's", async () => {
     const engine = await Engine.load({ model: q8.module, int8Prompts: true, prefixCacheBytes: 0, cacheDir: join(scratch.dir, 'prepared') });
     try {
@@ -173,6 +190,11 @@ describe('int8 prompts (int8Prompts)', function () {
       await engine.dispose();
     }
     expect(runs[1]).to.deep.equal(runs[0]);
+    // (a string is no switch: 'false' would turn it on)
+    for (const int8Prompts of ['false', 1]) {
+      const err = await Engine.load({ model: f32, int8Prompts: int8Prompts as unknown as boolean, cacheDir }).catch((e: unknown) => e);
+      expect(err, String(int8Prompts)).to.be.instanceOf(Error).with.property('message').that.matches(/int8Prompts must be true or false/);
+    }
 
     const sessions = join(scratch.dir, 'prepared-q8', 'sessions');
     const entries = async () => (await readdir(sessions).catch(() => [])).filter((f) => f.endsWith('.json')).length;

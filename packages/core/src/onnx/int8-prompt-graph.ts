@@ -12,12 +12,17 @@
  * block. A token's values then never depend on the other tokens run with it, so a prompt computes the same alone,
  * batched, in chunks or after a cached prefix. The price: the int8 weights held beside the model's own (about a byte a
  * weight more), and a rounding of its own — one scale over a whole row of a token's activations and of an output's
- * weights, where the model's products use one per block: a prompt's next-token distribution within KL ~7e-4 of the
- * model's own on stories260K, a hundredth of what separates its 8- and 4-bit files (README, "int8 prompts").
+ * weights, where the model's products use one per block: on stories260K a prompt's next-token distribution lies within
+ * KL 5-8e-4 of the model's own on average (8e-3 at worst), its 8- and 4-bit files 7e-2 apart (README, "int8 prompts").
+ * Left as they are: products in sub-graphs (merged decoders' If branches), a mixture's experts (QMoE), and products
+ * whose tensors are kept otherwise than as raw uint8 codes and zero points and fp32 scales.
  */
 import { DataType, makeNode, makeTensor, type GraphProto, type ModelProto, type NodeProto, type TensorProto } from './proto.js';
 import { TensorReader } from './tensor-reader.js';
 import { findHeadMatMuls } from './quantize/find-head.js';
+import { pruneGraph } from './graph-walk.js';
+import { dequantizeRow } from './quantized-matrix.js';
+import type { QuantizedMatrix } from './llama-spec.js';
 
 /** A rewritten graph and what was rewritten. */
 export interface Int8PromptGraph {
@@ -25,8 +30,6 @@ export interface Int8PromptGraph {
   model: ModelProto;
   /** Products rewritten. */
   products: number;
-  /** Bytes of the int8 weights the graph now holds inline. */
-  int8Bytes: number;
 }
 
 const MS = 'com.microsoft';
@@ -40,9 +43,9 @@ export const INT8_PROMPT_FORMAT = 1;
  * block-quantized with fp32 activations, no bias or group index, or a default-domain opset before 11 (Round).
  */
 export function int8PromptGraph(model: ModelProto, dataDir: string, logitsWidth: number): Int8PromptGraph | undefined {
+  if (!hasInt8PromptProducts(model, logitsWidth)) return undefined;
   const graph = model.graph!;
-  const opset = Number((model.opsetImport ?? []).find((o) => (o.domain ?? '') === '' || o.domain === 'ai.onnx')?.version ?? 0);
-  if (opset < 11) return undefined;
+  const opset = defaultOpset(model);
   const inits = new Map((graph.initializer ?? []).map((t) => [t.name!, t as TensorProto]));
   const producers = new Map<string, NodeProto>();
   for (const n of graph.node ?? []) for (const o of n.output ?? []) producers.set(o, n);
@@ -64,7 +67,6 @@ export function int8PromptGraph(model: ModelProto, dataDir: string, logitsWidth:
   const reader = new TensorReader(dataDir);
   const nodes: NodeProto[] = [];
   let products = 0;
-  let int8Bytes = 0;
   try {
     for (const node of graph.node ?? []) {
       const matrix = matrixOf(node, inits, reader, producers, isHead);
@@ -106,17 +108,14 @@ export function int8PromptGraph(model: ModelProto, dataDir: string, logitsWidth:
       nodes.push(makeNode('MatMulIntegerToFloat', [input.codes, weightsT, c.one, scales, c.zp], [product], {}, fresh('n_product'), MS));
       op('Mul', [product, input.scale], 'out', {}, node.output![0]!);
       products++;
-      int8Bytes += matrix.codes.length;
     }
   } finally {
     reader.close();
   }
   if (products === 0) return undefined;
-  graph.node = withoutDeadNodes(nodes, new Set((graph.output ?? []).map((o) => o.name!)));
-  // (an initializer also declared a graph input, as old exports have them, stays: the input would otherwise need feeding)
-  const used = new Set([...graph.node.flatMap(readsOf), ...(graph.input ?? []).map((i) => i.name!)]);
-  graph.initializer = (graph.initializer ?? []).filter((t) => used.has(t.name!));
-  return { model, products, int8Bytes };
+  graph.node = nodes;
+  pruneGraph(graph);
+  return { model, products };
 }
 
 /** A product's weights requantized: `codes` `[rows, cols]` int8 (MatMulInteger's B transposed), one scale per row (output). */
@@ -138,18 +137,27 @@ function rewritable(node: NodeProto, inits: Map<string, TensorProto>, isHead: (n
   const scalesT = inits.get(s ?? '');
   const zpT = zp ? inits.get(zp) : undefined;
   const [K, N, bits, block] = [attr('K'), attr('N'), attr('bits'), attr('block_size')];
-  if (!a || !codesT || scalesT?.dataType !== DataType.FLOAT || (zp && !zpT) || rest.some((r) => r !== '') || isHead(node) || (bits !== 4 && bits !== 8)) return undefined;
+  // (zero points as uint8 codes only: float ones, as HQQ writes them, are values of another kind)
+  const zpOk = !zp || zpT?.dataType === DataType.UINT8;
+  if (!a || codesT?.dataType !== DataType.UINT8 || scalesT?.dataType !== DataType.FLOAT || !zpOk || rest.some((r) => r !== '') || isHead(node) || (bits !== 4 && bits !== 8)) return undefined;
   return { a, codesT, scalesT, zpT, K, N, bits, block };
 }
 
 /** Whether {@link int8PromptGraph} would rewrite any of the graph's products (read from the graph alone, no weights). */
 export function hasInt8PromptProducts(model: ModelProto, logitsWidth: number): boolean {
+  // (Round, which the activations' quantization needs, is from opset 11)
+  if (defaultOpset(model) < 11) return false;
   const graph = model.graph ?? {};
   const inits = new Map((graph.initializer ?? []).map((t) => [t.name!, t as TensorProto]));
   const producers = new Map<string, NodeProto>();
   for (const n of graph.node ?? []) for (const o of n.output ?? []) producers.set(o, n);
   const isHead = headTest(graph, producers, logitsWidth);
   return (graph.node ?? []).some((n) => rewritable(n, inits, isHead) !== undefined);
+}
+
+/** The graph's default-domain opset version (0 where it names none). */
+function defaultOpset(model: ModelProto): number {
+  return Number((model.opsetImport ?? []).find((o) => (o.domain ?? '') === '' || o.domain === 'ai.onnx')?.version ?? 0);
 }
 
 /**
@@ -168,35 +176,17 @@ function matrixOf(node: NodeProto, inits: Map<string, TensorProto>, reader: Tens
   const { a, codesT, scalesT, zpT, K, N, bits, block } = product;
   const offsets = offsetInput(a, K, block, producers);
   const cols = offsets ? K - offsets.columns : K;
-  const codes = reader.raw(codesT)!;
-  const scales = reader.floats(scalesT)!;
+  const data = reader.raw(codesT);
+  const scales = reader.floats(scalesT);
   const zeroPoints = zpT ? reader.raw(zpT) : undefined;
-  const blocks = Math.ceil(K / block);
-  const zpRow = bits === 4 ? Math.ceil(blocks / 2) : blocks;
-  const mid = bits === 4 ? 8 : 128;
+  // (tensors kept in a form this does not read — typed fields instead of raw bytes — leave the product as it is)
+  if (!data || !scales || (zpT && !zeroPoints)) return undefined;
+  const m: QuantizedMatrix = { kind: 'nbits', rows: N, cols, bits: bits as 4 | 8, blockSize: block, data, scales, ...(zeroPoints ? { zeroPoints } : {}), ...(offsets ? { offsetColumns: offsets.columns } : {}) };
   const out = new Int8Array(N * cols);
   const outScales = new Float32Array(N);
-  const row = new Float32Array(K);
+  const values = new Float32Array(K);
   for (let n = 0; n < N; n++) {
-    // The row's values as the operator applies them: (code − zero point) · its block's scale.
-    for (let blk = 0; blk < blocks; blk++) {
-      const scale = scales[n * blocks + blk]!;
-      const z = zeroPoints ? (bits === 8 ? zeroPoints[n * zpRow + blk]! : (zeroPoints[n * zpRow + (blk >> 1)]! >> ((blk & 1) * 4)) & 15) : mid;
-      const first = blk * block;
-      const end = Math.min(block, K - first);
-      const base = (n * blocks + blk) * block;
-      if (bits === 8) for (let j = 0; j < end; j++) row[first + j] = (codes[base + j]! - z) * scale;
-      else {
-        // (two codes a byte, low nibble first; a block starts on a byte: its size is even)
-        for (let j = 0; j < end; j += 2) {
-          const byte = codes[(base + j) >> 1]!;
-          row[first + j] = ((byte & 15) - z) * scale;
-          if (j + 1 < end) row[first + j + 1] = ((byte >> 4) - z) * scale;
-        }
-      }
-    }
-    // Offset columns multiply the sum of a block of the input: each is added to its block's weights instead.
-    if (offsets) for (let k = 0; k < cols; k++) row[k]! += row[cols + Math.floor(k / offsets.block)]!;
+    const row = dequantizeRow(m, n, values);
     let amax = 0;
     for (let k = 0; k < cols; k++) {
       const v = Math.abs(row[k]!);
@@ -213,9 +203,10 @@ function matrixOf(node: NodeProto, inits: Map<string, TensorProto>, reader: Tens
 
 /**
  * Where a product's input is its activations extended by their sums over blocks (`Concat(x, ReduceSum(Reshape(x)))`,
- * as the converter feeds offset columns): `x`, the sums' block size and how many columns they add.
+ * as the converter feeds offset columns, one per block of the product's own block size): `x`, and how many columns
+ * the sums add.
  */
-function offsetInput(input: string, K: number, block: number, producers: Map<string, NodeProto>): { input: string; block: number; columns: number } | undefined {
+function offsetInput(input: string, K: number, block: number, producers: Map<string, NodeProto>): { input: string; columns: number } | undefined {
   const concat = producers.get(input);
   if (concat?.opType !== 'Concat' || concat.input?.length !== 2) return undefined;
   const [x, sums] = concat.input as [string, string];
@@ -223,22 +214,5 @@ function offsetInput(input: string, K: number, block: number, producers: Map<str
   if (reduce?.opType !== 'ReduceSum' || producers.get(reduce.input?.[0] ?? '')?.input?.[0] !== x) return undefined;
   // K = cols + cols / block
   const cols = (K * block) / (block + 1);
-  return Number.isInteger(cols) && cols % block === 0 ? { input: x, block, columns: K - cols } : undefined;
-}
-
-/** The values a node reads: its inputs, and those its sub-graphs (If and Loop bodies) read from the outer scope. */
-function readsOf(node: NodeProto): string[] {
-  const inner = (node.attribute ?? []).flatMap((a) => [...(a.g ? [a.g] : []), ...(a.graphs ?? [])]).flatMap((g) => (g.node ?? []).flatMap(readsOf));
-  return [...(node.input ?? []), ...inner];
-}
-
-/** The nodes whose outputs something reads (another node or a graph output), in their order. */
-function withoutDeadNodes(nodes: NodeProto[], outputs: Set<string>): NodeProto[] {
-  let live = nodes;
-  for (;;) {
-    const read = new Set([...outputs, ...live.flatMap(readsOf)]);
-    const next = live.filter((n) => (n.output ?? []).some((o) => read.has(o)));
-    if (next.length === live.length) return live;
-    live = next;
-  }
+  return Number.isInteger(cols) && cols % block === 0 ? { input: x, columns: K - cols } : undefined;
 }

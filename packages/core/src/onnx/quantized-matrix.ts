@@ -94,24 +94,39 @@ export function concatRows(ms: QuantizedMatrix[]): QuantizedMatrix | undefined {
  */
 export function dequantizeMatrix(m: WeightMatrix): Float32Array {
   if (!isQuantized(m)) return m;
+  const out = new Float32Array(m.rows * m.cols);
+  const row = new Float32Array(storedColumns(m));
+  for (let r = 0; r < m.rows; r++) out.set(dequantizeRow(m, r, row), r * m.cols);
+  return out;
+}
+
+/**
+ * Row `r`'s values as the operator applies them, into `out` (at least {@link storedColumns} long, reused across rows):
+ * its first `cols` hold the row, each block's offset added where the matrix has offset columns. Returns them.
+ */
+export function dequantizeRow(m: QuantizedMatrix, r: number, out: Float32Array): Float32Array {
   const stored = storedColumns(m);
   const blocks = blocksPerRow(m);
-  const rb = rowBytes(m);
   const zb = zpRowBytes(m);
   const mid = m.bits === 4 ? 8 : 128;
-  const value = (r: number, c: number): number => {
-    const b = Math.floor(c / m.blockSize);
-    const i = r * rb * (8 / m.bits) + c;
-    const code = m.bits === 8 ? m.data[i]! : (m.data[i >> 1]! >> ((i & 1) * 4)) & 0xf;
-    let zp = mid;
-    if (m.zeroPoints) zp = m.bits === 8 ? m.zeroPoints[r * zb + b]! : (m.zeroPoints[r * zb + (b >> 1)]! >> ((b & 1) * 4)) & 0xf;
-    return (code - zp) * m.scales[r * blocks + b]!;
-  };
-  const out = new Float32Array(m.rows * m.cols);
-  for (let r = 0; r < m.rows; r++) {
-    for (let c = 0; c < m.cols; c++) {
-      out[r * m.cols + c] = stored > m.cols ? value(r, c) + value(r, m.cols + Math.floor(c / m.blockSize)) : value(r, c);
+  const { blockSize, data, scales, zeroPoints } = m;
+  for (let b = 0; b < blocks; b++) {
+    const scale = scales[r * blocks + b]!;
+    const zp = zeroPoints ? (m.bits === 8 ? zeroPoints[r * zb + b]! : (zeroPoints[r * zb + (b >> 1)]! >> ((b & 1) * 4)) & 15) : mid;
+    const first = b * blockSize;
+    const end = Math.min(blockSize, stored - first);
+    const base = (r * blocks + b) * blockSize;
+    if (m.bits === 8) for (let j = 0; j < end; j++) out[first + j] = (data[base + j]! - zp) * scale;
+    else {
+      // (two codes a byte, low nibble first; a block starts on a byte: its size is even)
+      for (let j = 0; j < end; j += 2) {
+        const byte = data[(base + j) >> 1]!;
+        out[first + j] = ((byte & 15) - zp) * scale;
+        if (j + 1 < end) out[first + j + 1] = ((byte >> 4) - zp) * scale;
+      }
     }
   }
-  return out;
+  // Offset columns multiply the sum of a block of the input: each is added to its block's columns instead.
+  if (stored > m.cols) for (let c = 0; c < m.cols; c++) out[c]! += out[m.cols + Math.floor(c / blockSize)]!;
+  return out.subarray(0, m.cols);
 }

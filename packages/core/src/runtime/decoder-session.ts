@@ -21,9 +21,8 @@ import { guardedRun } from './run-guard.js';
 import { createCachedSession, SESSION_CACHE_MIN_BYTES, type SessionCacheSpec } from './session-cache.js';
 
 /**
- * The session prompts run on ({@link RuntimeOptions.int8Prompts}): the graph rewritten by {@link int8PromptGraph},
- * kept in the session cache as a variant of its own where the model's session is; undefined for a graph with no
- * product to rewrite.
+ * The session prompts run on ({@link RuntimeOptions.int8Prompts}): the graph rewritten by `int8PromptGraph`, kept in
+ * the session cache (`cache`) as a variant of its own; undefined for a graph with no product to rewrite.
  */
 async function createInt8PromptSession(
   source: DecoderSource,
@@ -42,7 +41,7 @@ async function createInt8PromptSession(
   const load = (opts: ort.InferenceSession.SessionOptions) =>
     ort.InferenceSession.create(encodeModel(int8PromptGraph(decodeModel(bytes, source.path), dataDir, logitsWidth)!.model), opts);
   try {
-    return cache ? await createCachedSession(source.path, { ...cache, variant: `${cache.variant}+int8-prompts/${INT8_PROMPT_FORMAT}` }, withData, load) : await load(withData);
+    return cache ? await createCachedSession(source.path, { ...cache, variant: `${cache.variant}+int8-prompts`, salt: `int8-prompts/${INT8_PROMPT_FORMAT}` }, withData, load) : await load(withData);
   } catch (err) {
     throw new ModelRunError(`${label}: its int8 prompt graph (int8Prompts) could not be loaded: ${(err as Error).message}`);
   }
@@ -89,7 +88,8 @@ export interface RuntimeOptions {
    * Whether a CPU session is created from its optimized form with prepacked weights, saved beside the prepared graph
    * the first time: later loads take 15-60% less time, the packed weights are file pages (shared, reclaimable) instead
    * of private memory, for 2.3-2.5x the module's bytes on disk (see runtime/session-cache.ts). Default: for graphs
-   * whose decode step reads at least 64 MiB; true: every graph; false: none.
+   * whose decode step reads at least 64 MiB, and for every {@link int8Prompts} prompt session; true: every graph;
+   * false: none.
    */
   sessionCache?: boolean;
   /**

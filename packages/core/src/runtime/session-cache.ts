@@ -39,7 +39,7 @@ import { mkdir, readdir, readFile, rename, rm, stat, statfs } from 'node:fs/prom
 import { arch, cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { cachedHashFile } from '../modules/file-digest.js';
-import type { GraphProto } from '../onnx/proto.js';
+import { graphsOf } from '../onnx/graph-walk.js';
 import { madeByMe, uniqueSuffix, writeFileAtomic } from '../registry/atomic.js';
 import { ownerGone } from '../registry/download.js';
 
@@ -71,6 +71,11 @@ export interface SessionCacheSpec {
   variant: string;
   /** Absolute paths of the external data files the graph reads. */
   dataFiles: string[];
+  /**
+   * What else the saved form depends on (a rewrite's format, when the session is of a graph rewritten at load): part
+   * of the entry's content key, so that a new one replaces the entry of the old (a variant of its own would not).
+   */
+  salt?: string;
   /**
    * Bytes the disk must keep free after the saved form is written (default: a tenth of the disk, 1 GiB at least): with
    * less room the session is created the usual way and nothing is written, so the cache never fills a disk.
@@ -125,7 +130,7 @@ async function entryPaths(graphPath: string, spec: SessionCacheSpec) {
   const digests = files.map((f) => f.sha256);
   const owner = createHash('sha256').update(JSON.stringify([resolve(spec.model), spec.variant])).digest('hex').slice(0, 16);
   const content = createHash('sha256')
-    .update(JSON.stringify({ format: SESSION_CACHE_FORMAT, onnxruntime: ort.env.versions.node ?? ort.env.versions.common, cpu: cpuKey(), digests }))
+    .update(JSON.stringify({ format: SESSION_CACHE_FORMAT, onnxruntime: ort.env.versions.node ?? ort.env.versions.common, cpu: cpuKey(), digests, ...(spec.salt ? { salt: spec.salt } : {}) }))
     .digest('hex');
   const key = `${owner}-${content}`;
   // (the graph's and its data's bytes size the saved form before it is written)
@@ -158,14 +163,6 @@ async function hit(entry: Entry, dir: string): Promise<string | undefined> {
     return sameStamp(graph, meta.graph) && sameStamp(data, meta.dataStamp) ? entry.graph : undefined;
   } catch {
     return undefined;
-  }
-}
-
-/** The graph and its subgraphs (the bodies of If, Loop and Scan), whose initializers may be saved with packed copies too. */
-function* graphsOf(graph: GraphProto): Generator<GraphProto> {
-  yield graph;
-  for (const node of graph.node ?? []) {
-    for (const a of node.attribute ?? []) for (const g of [...(a.g ? [a.g] : []), ...(a.graphs ?? [])]) yield* graphsOf(g);
   }
 }
 

@@ -5,14 +5,11 @@
  * has its own, stricter walk for slicing the head; this one only has to name it.
  */
 import type { GraphProto, NodeProto } from '../proto.js';
+import { subgraphs } from '../graph-walk.js';
 
 const PASS_UNARY = new Set(['Cast', 'Identity', 'Tanh', 'Reshape']);
 const PASS_BINARY = new Set(['Add', 'Sub', 'Mul', 'Div']);
 const MAX_STEPS = 64;
-
-function subgraphs(node: NodeProto): GraphProto[] {
-  return (node.attribute ?? []).flatMap((a) => [...(a.g ? [a.g] : []), ...(a.graphs ?? [])]);
-}
 
 /**
  * The MatMul nodes (default domain), or `com.microsoft` MatMulNBits, computing `logits` in `main` or its sub-graphs. `producers` maps each value

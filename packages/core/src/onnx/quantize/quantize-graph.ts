@@ -12,6 +12,7 @@ import { DataType, makeTensor, onnx, type GraphProto, type ModelProto, type Node
 import { float32ArrayToFloat16, transpose2d } from '../graph-builder.js';
 import { quantizeMatrix, type BlockSearch } from './quantize-matrix.js';
 import { TensorReader } from '../tensor-reader.js';
+import { graphsOf, pruneGraph } from '../graph-walk.js';
 import { findHeadMatMuls } from './find-head.js';
 
 const MS = 'com.microsoft';
@@ -94,7 +95,7 @@ function quantizedNodes(all: readonly GraphProto[], nodes: readonly NodeProto[])
  * {@link quantizeGraph} checks first, for callers with refusals of their own to make after it (quantize-module.ts).
  */
 export function checkNotQuantized(model: ModelProto | O.IModelProto, source: string): void {
-  const all = graphs((model.graph ?? {}) as GraphProto);
+  const all = graphsOf((model.graph ?? {}) as GraphProto);
   const found = quantizedNodes(all, all.flatMap((g) => g.node ?? []));
   if (found.length === 0) return;
   const ops = [...new Set(found.map((n) => `${n.domain ? `${n.domain}::` : ''}${n.opType}`))].join(', ');
@@ -122,16 +123,6 @@ export interface QuantizeReport {
   /** Initializer bytes before and after. */
   bytesBefore: number;
   bytesAfter: number;
-}
-
-function subgraphs(node: NodeProto): GraphProto[] {
-  return (node.attribute ?? []).flatMap((a) => [...(a.g ? [a.g] : []), ...(a.graphs ?? [])]);
-}
-
-function graphs(g: GraphProto, out: GraphProto[] = []): GraphProto[] {
-  out.push(g);
-  for (const n of g.node ?? []) for (const sg of subgraphs(n)) graphs(sg, out);
-  return out;
 }
 
 function attrInt(node: NodeProto, name: string): number | undefined {
@@ -181,7 +172,7 @@ function quantizeWith(reader: TensorReader, model: ModelProto | O.IModelProto, s
   checkNotQuantized(model, source);
   const copy = onnx.ModelProto.decode(onnx.ModelProto.encode(model as O.IModelProto).finish());
   const main = copy.graph as GraphProto;
-  const all = graphs(main);
+  const all = graphsOf(main);
   const nodes = all.flatMap((g) => g.node ?? []);
 
   const inits = new Map((main.initializer ?? []).map((t) => [t.name ?? '', t as TensorProto]));
@@ -353,7 +344,7 @@ function quantizeWith(reader: TensorReader, model: ModelProto | O.IModelProto, s
   }
 
   main.initializer = [...(main.initializer ?? []), ...added];
-  prune(main);
+  pruneGraph(main);
   for (const t of main.initializer ?? []) reader.inline(t as TensorProto);
   report.bytesAfter = (main.initializer ?? []).reduce((s, t) => s + tensorBytes(t as TensorProto), 0);
   if (report.bytesAfter > MAX_INLINE_BYTES) {
@@ -372,23 +363,3 @@ function padColumns(values: Float32Array, rows: number, cols: number, width: num
   return out;
 }
 
-/** Drops nodes whose outputs nothing reads, then initializers nothing reads, across the graph and its sub-graphs. */
-function prune(main: GraphProto): void {
-  for (let changed = true; changed; ) {
-    changed = false;
-    const all = graphs(main);
-    const read = new Set<string>();
-    for (const g of all) {
-      for (const o of g.output ?? []) read.add(o.name ?? '');
-      for (const n of g.node ?? []) for (const i of n.input ?? []) read.add(i);
-    }
-    for (const g of all) {
-      const keep = (g.node ?? []).filter((n) => (n.output ?? []).some((o) => o && read.has(o)));
-      if (keep.length !== (g.node ?? []).length) {
-        g.node = keep;
-        changed = true;
-      }
-    }
-    if (!changed) main.initializer = (main.initializer ?? []).filter((t) => read.has(t.name ?? ''));
-  }
-}
