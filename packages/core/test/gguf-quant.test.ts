@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import type { ConvertGgufOptions } from '../src/gguf/convert.js';
 import { GgufError, withGguf } from '../src/gguf/reader.js';
-import { convertExact, llamaCppGreedy, llamaCppNextProbabilities, ortGreedy, STORIES, storiesTokenizerMeta, writeRandomGguf, type RandomGgufSpec } from './support/gguf-models.js';
+import { convertExact, llamaCppGreedy, requantizedGguf, llamaCppNextProbabilities, ortGreedy, STORIES, storiesTokenizerMeta, writeRandomGguf, type RandomGgufSpec } from './support/gguf-models.js';
 import { rewriteGguf } from './support/gguf-writer.js';
 import { BLOCK_TYPES, dequantize } from '../src/gguf/quant/index.js';
 import { isLossless, toNBits } from '../src/gguf/quant/nbits.js';
@@ -78,22 +78,6 @@ describe('gguf quantized models against llama.cpp', function () {
   this.timeout(120_000);
   const scratch = useTempDir('reasonplug-gguf-quant-');
 
-  /** Re-encodes a GGUF with each 2-D tensor stored as `typeOf(name)` (when its rows divide into that type's blocks). */
-  async function requantized(src: string, dst: string, typeOf: (name: string) => number): Promise<void> {
-    await rewriteGguf(
-      src,
-      dst,
-      (_meta, tensors) => {
-        for (const [name, t] of tensors) {
-          if (t.dims.length !== 2) continue;
-          const type = typeOf(name);
-          const elems = BLOCK_TYPES.get(type)?.blockElems ?? 1;
-          if (t.dims[0]! % elems === 0) t.type = type;
-        }
-      },
-      (data, type) => quantizeGgml(data, type),
-    );
-  }
 
   async function compare(path: string, steps: number, prompt = [1], options: ConvertGgufOptions = {}): Promise<{ ours: number[]; ref: number[] }> {
     const res = await convertExact(path, join(scratch.dir, `${basename(path)}-module`), options);
@@ -212,7 +196,7 @@ describe('gguf quantized models against llama.cpp', function () {
         const path = join(scratch.dir, `${spec.arch}-${type}.gguf`);
         // the matrices quantized; norms and the convolutions' taps stay F32, as llama.cpp's quantizer leaves them (measured: LFM2's
         // quantized and float runs agree on 23 of 24 tokens at Q8_0 and 6 at Q4_0; Granite's on 24 and 23)
-        await requantized(f32Path, path, (name) => (/norm|conv1d|shortconv\.conv\.|gate_inp/.test(name) ? GGML.F32 : type));
+        await requantizedGguf(f32Path, path, (name) => (/norm|conv1d|shortconv\.conv\.|gate_inp/.test(name) ? GGML.F32 : type));
         // Granite's and Qwen3-Next's 4-bit matrices run on float activations here: on int8 ones (accuracy level 4, the default)
         // these random models leave llama.cpp's quantized run at its 4th and 11th tokens (measured), where llama.cpp's own
         // int8 activations (q8_0) round otherwise and its two runs stay together; on float ones ours equals both over all they share.
@@ -234,7 +218,7 @@ describe('gguf quantized models against llama.cpp', function () {
 
   it('stories260K as Q8_0: all 60 greedy tokens equal llama.cpp', async () => {
     const path = join(scratch.dir, 'stories-q8_0.gguf');
-    await requantized(STORIES, path, () => GGML.Q8_0);
+    await requantizedGguf(STORIES, path, () => GGML.Q8_0);
     await withGguf(path, async (f) => {
       expect(f.tensorInfo('blk.0.attn_q.weight')!.typeName).to.equal('Q8_0');
       expect(f.tensorInfo('token_embd.weight')!.typeName).to.equal('Q8_0');
@@ -266,7 +250,7 @@ describe('gguf quantized models against llama.cpp', function () {
 
   it("stories260K as Q4_0: greedy tokens equal llama.cpp's over the prefix where its F32 and Q4_0 runs agree", async () => {
     const path = join(scratch.dir, 'stories-q4_0.gguf');
-    await requantized(STORIES, path, () => GGML.Q4_0);
+    await requantizedGguf(STORIES, path, () => GGML.Q4_0);
     const { ours, ref } = await compare(path, 60);
     const f32 = await llamaCppGreedy(STORIES, [1], 60);
     let agree = 0;

@@ -6,30 +6,12 @@ import { Engine } from '../src/engine.js';
 import { hasInt8PromptProducts, int8PromptGraph } from '../src/onnx/int8-prompt-graph.js';
 import { DataType, encodeModel, readModel } from '../src/onnx/proto.js';
 import { quantizeGraph } from '../src/onnx/quantize/quantize-graph.js';
-import { BLOCK_TYPES } from '../src/gguf/quant/index.js';
-import { convertExact, llamaCppGreedy, STORIES, storiesTokenizerMeta, writeRandomGguf } from './support/gguf-models.js';
-import { rewriteGguf } from './support/gguf-writer.js';
-import { GGML, quantizeGgml } from './support/ggml-quantize.js';
+import { convertExact, llamaCppGreedy, requantizedGguf, STORIES, storiesTokenizerMeta, writeRandomGguf } from './support/gguf-models.js';
+import { GGML } from './support/ggml-quantize.js';
 import { useTempDir } from './support/temp-cache.js';
 
 const TEXT =
   'Once upon a time, there was a little girl named Lily. She loved to play outside in the park with her friends. One day, she saw a big red ball under a tree. She ran to get it, but a dog was there.';
-
-/** Writes `src` with each 2-D tensor as `typeOf(name)` where its rows divide into that type's blocks. */
-async function requantized(src: string, dst: string, typeOf: (name: string) => number): Promise<string> {
-  await rewriteGguf(
-    src,
-    dst,
-    (_meta, tensors) => {
-      for (const [name, t] of tensors) {
-        const type = typeOf(name);
-        if (t.dims.length === 2 && t.dims[0]! % (BLOCK_TYPES.get(type)?.blockElems ?? 1) === 0) t.type = type;
-      }
-    },
-    (data, type) => quantizeGgml(data, type),
-  );
-  return dst;
-}
 
 /** The last position's logits of `ids` run from an empty cache through a bare session of `graph` (a path or bytes). */
 async function promptLogits(graph: string | Uint8Array, dataDir: string, ids: number[]): Promise<Float32Array> {
@@ -71,7 +53,7 @@ describe('int8 prompts (int8Prompts)', function () {
   let prompt: number[];
 
   before(async () => {
-    const gguf = await requantized(STORIES, join(scratch.dir, 'stories-q8_0.gguf'), () => GGML.Q8_0);
+    const gguf = await requantizedGguf(STORIES, join(scratch.dir, 'stories-q8_0.gguf'), () => GGML.Q8_0);
     q8 = { gguf, module: (await convertExact(gguf, join(scratch.dir, 'stories-q8_0'))).dir };
     const engine = await Engine.load({ model: q8.module, cacheDir: join(scratch.dir, 'prepared') });
     prompt = await engine.tokenize(TEXT);
@@ -84,8 +66,8 @@ describe('int8 prompts (int8Prompts)', function () {
     await writeRandomGguf(random, { arch: 'llama', hidden: 256, layers: 2, heads: 4, kvHeads: 2, ff: 512, untied: true, scale: 0.08, embedScale: 0.3 }, await storiesTokenizerMeta());
     const files: [string, string, number[]][] = [
       ['Q8_0', q8.gguf, prompt],
-      ['Q4_0', await requantized(STORIES, join(scratch.dir, 'stories-q4_0.gguf'), () => GGML.Q4_0), prompt],
-      ['offsets', await requantized(random, join(scratch.dir, 'random-offsets.gguf'), (n) => (n.includes('attn') ? GGML.Q5_K : n.includes('output') ? GGML.Q6_K : GGML.Q4_K)), prompt.map((id) => id % 500)],
+      ['Q4_0', await requantizedGguf(STORIES, join(scratch.dir, 'stories-q4_0.gguf'), () => GGML.Q4_0), prompt],
+      ['offsets', await requantizedGguf(random, join(scratch.dir, 'random-offsets.gguf'), (n) => (n.includes('attn') ? GGML.Q5_K : n.includes('output') ? GGML.Q6_K : GGML.Q4_K)), prompt.map((id) => id % 500)],
     ];
     for (const [label, gguf, ids] of files) {
       const dir = (await convertExact(gguf, join(scratch.dir, `${label}-module`))).dir;

@@ -15,19 +15,28 @@ import { pastAfter } from './bare-loop.js';
 
 export const STORIES = new URL('../../../../../shared/models/stories260K/stories260K.gguf', import.meta.url).pathname;
 
+/** Re-encodes the GGUF `src` as `dst` with each 2-D tensor stored as `typeOf(name)` where its rows divide into that type's blocks. */
+export async function requantizedGguf(src: string, dst: string, typeOf: (name: string) => number): Promise<string> {
+  await rewriteGguf(
+    src,
+    dst,
+    (_meta, tensors) => {
+      for (const [name, t] of tensors) {
+        const type = typeOf(name);
+        if (t.dims.length === 2 && t.dims[0]! % (BLOCK_TYPES.get(type)?.blockElems ?? 1) === 0) t.type = type;
+      }
+    },
+    (data, type) => quantizeGgml(data, type),
+  );
+  return dst;
+}
+
 /**
  * Writes stories260K with its matrices as Q4_0 to `path`: a draft model that agrees with the trained model most of the
  * time, as a family's small model does.
  */
 export async function writeStoriesQ4Draft(path: string): Promise<void> {
-  await rewriteGguf(
-    STORIES,
-    path,
-    (_meta, tensors) => {
-      for (const t of tensors.values()) if (t.dims.length === 2 && t.dims[0]! % BLOCK_TYPES.get(GGML.Q4_0)!.blockElems === 0) t.type = GGML.Q4_0;
-    },
-    (data, type) => quantizeGgml(data, type),
-  );
+  await requantizedGguf(STORIES, path, () => GGML.Q4_0);
 }
 
 /** Shape and features of a random model. */
