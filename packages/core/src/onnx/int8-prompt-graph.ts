@@ -39,8 +39,8 @@ export const INT8_PROMPT_FORMAT = 1;
 
 /**
  * Rewrites `model` (in place) as described above; `dataDir` is where its external data lives, `logitsWidth` the width
- * of its logits (a product of that many outputs is the head, left as it is). Undefined when no product qualifies: none
- * block-quantized with fp32 activations, no bias or group index, or a default-domain opset before 11 (Round).
+ * of its logits (where no walk back from `logits` finds the head, a product that wide is taken for it). Undefined when
+ * no product qualifies (see {@link hasInt8PromptProducts}).
  */
 export function int8PromptGraph(model: ModelProto, dataDir: string, logitsWidth: number): Int8PromptGraph | undefined {
   if (!hasInt8PromptProducts(model, logitsWidth)) return undefined;
@@ -66,6 +66,11 @@ export function int8PromptGraph(model: ModelProto, dataDir: string, logitsWidth:
   const quantizedInputs = new Map<string, { codes: string; scale: string }>();
   const reader = new TensorReader(dataDir);
   const nodes: NodeProto[] = [];
+  const op = (type: string, inputs: string[], hint: string, attrs: Parameters<typeof makeNode>[3] = {}, out?: string): string => {
+    const output = out ?? fresh(hint);
+    nodes.push(makeNode(type, inputs, [output], attrs, fresh(`n_${hint}`)));
+    return output;
+  };
   let products = 0;
   try {
     for (const node of graph.node ?? []) {
@@ -85,11 +90,6 @@ export function int8PromptGraph(model: ModelProto, dataDir: string, logitsWidth:
         ...(opset >= 18 ? { axes: constant('axes', DataType.INT64, BigInt64Array.of(-1n), [1]) } : {}),
       };
       const c = shared;
-      const op = (type: string, inputs: string[], hint: string, attrs: Parameters<typeof makeNode>[3] = {}, out?: string): string => {
-        const output = out ?? fresh(hint);
-        nodes.push(makeNode(type, inputs, [output], attrs, fresh(`n_${hint}`)));
-        return output;
-      };
       // Each token's activations to 8 bits, symmetric around 128 (MatMulInteger takes one zero point for all rows).
       let input = quantizedInputs.get(matrix.input);
       if (!input) {
@@ -102,7 +102,7 @@ export function int8PromptGraph(model: ModelProto, dataDir: string, logitsWidth:
       const weights = fresh('weight');
       const scales = fresh('weight_scale');
       graph.initializer!.push(makeTensor(weights, DataType.INT8, [matrix.rows, matrix.cols], matrix.codes), makeTensor(scales, DataType.FLOAT, [matrix.rows], matrix.scales));
-      // (into the operator's [cols, rows] by onnxruntime's constant folding as the session is made, in native code)
+      // (written row by row as dequantized; onnxruntime's constant folding turns it into the operator's [cols, rows])
       const weightsT = op('Transpose', [weights], 'weight_t', { perm: [1, 0] });
       const product = fresh('product');
       nodes.push(makeNode('MatMulIntegerToFloat', [input.codes, weightsT, c.one, scales, c.zp], [product], {}, fresh('n_product'), MS));
@@ -143,7 +143,11 @@ function rewritable(node: NodeProto, inits: Map<string, TensorProto>, isHead: (n
   return { a, codesT, scalesT, zpT, K, N, bits, block };
 }
 
-/** Whether {@link int8PromptGraph} would rewrite any of the graph's products (read from the graph alone, no weights). */
+/**
+ * Whether {@link int8PromptGraph} would rewrite any of the graph's products (read from the graph alone, no weights):
+ * MatMulNBits of 4 or 8 bits with fp32 scales, uint8 codes and zero points, no bias or group index, not the head, in
+ * a graph of default-domain opset 11 or later (Round).
+ */
 export function hasInt8PromptProducts(model: ModelProto, logitsWidth: number): boolean {
   // (Round, which the activations' quantization needs, is from opset 11)
   if (defaultOpset(model) < 11) return false;
