@@ -90,20 +90,26 @@ describe('int8 prompts (int8Prompts)', function () {
     }
   });
 
-  it('leaves alone products whose zero points are not uint8 codes (HQQ writes them as floats): read as codes they would be wrong', async () => {
+  it('leaves alone products whose zero points are not uint8 codes in raw bytes (HQQ writes floats; int32_data holds them too): read as codes they would be wrong', async () => {
     const f32 = (await convertExact(STORIES, join(scratch.dir, 'stories-f32-zp'))).dir;
-    const { model } = quantizeGraph(await readModel(join(f32, 'model.onnx')), 'stories', f32, { bits: 4 });
+    const source = await readModel(join(f32, 'model.onnx'));
     const vocab = 512;
-    expect(hasInt8PromptProducts(model, vocab), 'with uint8 zero points').to.equal(true);
-    for (const t of model.graph!.initializer!) {
-      if (!t.name!.endsWith('.qzeros')) continue;
+    const forms: [string, (codes: Uint8Array) => object][] = [
       // the same zero points as floats, one per block, as MatMulNBits also takes them
-      const codes = t.rawData!;
-      const floats = Float32Array.from({ length: codes.length * 2 }, (_, i) => (codes[i >> 1]! >> ((i & 1) * 4)) & 15);
-      Object.assign(t, { dataType: DataType.FLOAT, dims: [floats.length], rawData: new Uint8Array(floats.buffer) });
+      ['floats', (codes) => {
+        const floats = Float32Array.from({ length: codes.length * 2 }, (_, i) => (codes[i >> 1]! >> ((i & 1) * 4)) & 15);
+        return { dataType: DataType.FLOAT, dims: [floats.length], rawData: new Uint8Array(floats.buffer) };
+      }],
+      // the same bytes in int32_data, the field ONNX also allows for uint8
+      ['int32_data', (codes) => ({ int32Data: Array.from(codes), rawData: new Uint8Array(0) })],
+    ];
+    for (const [form, rewrite] of forms) {
+      const { model } = quantizeGraph(source, 'stories', f32, { bits: 4 });
+      expect(hasInt8PromptProducts(model, vocab), 'with uint8 zero points').to.equal(true);
+      for (const t of model.graph!.initializer!) if (t.name!.endsWith('.qzeros')) Object.assign(t, rewrite(t.rawData!));
+      expect(hasInt8PromptProducts(model, vocab), form).to.equal(false);
+      expect(int8PromptGraph(model, f32, vocab), form).to.equal(undefined);
     }
-    expect(hasInt8PromptProducts(model, vocab)).to.equal(false);
-    expect(int8PromptGraph(model, f32, vocab)).to.equal(undefined);
   });
 
   it("stories260K as Q8_0: all 60 greedy tokens after a 70-token prompt prefilled through int8 products equal llama.cpp's", async () => {

@@ -11,11 +11,12 @@ import { Engine } from '../src/engine.js';
 import { loadModuleDir } from '../src/modules/module-dir.js';
 import { quantizeModel } from '../src/modules/quantize-module.js';
 import { QuantizeError, quantizeGraph } from '../src/onnx/quantize/quantize-graph.js';
-import { onnx, readModel } from '../src/onnx/proto.js';
+import { makeValueInfo, onnx, readModel } from '../src/onnx/proto.js';
+import * as ort from 'onnxruntime-node';
 import { buildProjectorModel, randomProjectorWeights, writeProjectorModel } from '../src/onnx/projector-builder.js';
 import { buildProgram } from '../src/cli/main.js';
 import { cacheDir, testDir } from './support/models.js';
-import { models } from '../../../test/support/paths.js';
+import { models, repoRoot } from '../../../test/support/paths.js';
 import { makeModule, storiesConfig } from './support/modules.js';
 import { bareArgmaxes, bareGreedy, bareLogits } from './support/bare-loop.js';
 import { randomLlamaWeights, writeLlamaModel } from '../src/onnx/llama-builder.js';
@@ -279,6 +280,20 @@ describe('reasonplug quantize', function () {
     const { manifest, files } = await loadModuleDir(dest);
     expect(manifest.provenance?.quantization).to.include({ bits: 4, headBits: 4, search: 'weighted' });
     expect(nbitsKinds((await readModel(files.model!)).graph!)).to.deep.equal([...Array(10).fill('body4'), 'head4'].sort());
+  });
+
+  it('drops the replaced weights of an old export whose initializers are graph inputs too (IR < 4), with their input declarations', async () => {
+    const source = await readModel(join(repoRoot, 'examples', 'modules', 'toy-backbone-s', 'model.onnx'));
+    const inputs = source.graph!.input!.map((i) => i.name);
+    for (const t of source.graph!.initializer!) source.graph!.input!.push(makeValueInfo(t.name!, t.dataType!, (t.dims ?? []).map(Number)));
+    const { model, report } = quantizeGraph(source, 'legacy', '.');
+    const kept = new Set(model.graph!.initializer!.map((t) => t.name));
+    // every input left is one a caller feeds, or one of the weights still there
+    expect(model.graph!.input!.map((i) => i.name).filter((n) => !kept.has(n))).to.deep.equal(inputs);
+    expect(report.bytesAfter).to.be.below(report.bytesBefore / 3);
+    const session = await ort.InferenceSession.create(onnx.ModelProto.encode(model).finish());
+    expect(session.inputNames).to.deep.equal(inputs);
+    await session.release();
   });
 
   it('the weighted block search has lower weighted error than the range search, and no higher squared error', () => {

@@ -17,8 +17,8 @@ export function graphsOf(g: GraphProto, out: GraphProto[] = []): GraphProto[] {
 }
 
 /**
- * Drops nodes whose outputs nothing reads, then initializers nothing reads, across the graph and its sub-graphs. An
- * initializer also declared a graph input (as old exports have them) stays: the input would otherwise need feeding.
+ * Drops nodes whose outputs nothing reads, then initializers nothing reads, across the graph and its sub-graphs, with
+ * their declarations as graph inputs where old exports (IR < 4) have them (left alone, such an input would need feeding).
  */
 export function pruneGraph(main: GraphProto): void {
   for (let changed = true; changed; ) {
@@ -37,8 +37,9 @@ export function pruneGraph(main: GraphProto): void {
       }
     }
     if (!changed) {
-      for (const i of main.input ?? []) read.add(i.name ?? '');
-      main.initializer = (main.initializer ?? []).filter((t) => read.has(t.name ?? ''));
+      const dropped = new Set((main.initializer ?? []).filter((t) => !read.has(t.name ?? '')).map((t) => t.name ?? ''));
+      main.initializer = (main.initializer ?? []).filter((t) => !dropped.has(t.name ?? ''));
+      if (main.input) main.input = main.input.filter((i) => !dropped.has(i.name ?? ''));
     }
   }
 }

@@ -17,7 +17,7 @@
  * Left as they are: products in sub-graphs (merged decoders' If branches), a mixture's experts (QMoE), and products
  * whose tensors are kept otherwise than as raw uint8 codes and zero points and fp32 scales.
  */
-import { DataType, makeNode, makeTensor, type GraphProto, type ModelProto, type NodeProto, type TensorProto } from './proto.js';
+import { DataType, makeNode, makeTensor, onnx, type GraphProto, type ModelProto, type NodeProto, type TensorProto } from './proto.js';
 import { TensorReader } from './tensor-reader.js';
 import { findHeadMatMuls } from './quantize/find-head.js';
 import { pruneGraph } from './graph-walk.js';
@@ -137,9 +137,10 @@ function rewritable(node: NodeProto, inits: Map<string, TensorProto>, isHead: (n
   const scalesT = inits.get(s ?? '');
   const zpT = zp ? inits.get(zp) : undefined;
   const [K, N, bits, block] = [attr('K'), attr('N'), attr('bits'), attr('block_size')];
-  // (zero points as uint8 codes only: float ones, as HQQ writes them, are values of another kind)
-  const zpOk = !zp || zpT?.dataType === DataType.UINT8;
-  if (!a || codesT?.dataType !== DataType.UINT8 || scalesT?.dataType !== DataType.FLOAT || !zpOk || rest.some((r) => r !== '') || isHead(node) || (bits !== 4 && bits !== 8)) return undefined;
+  // (zero points as uint8 codes only: float ones, as HQQ writes them, are values of another kind; codes and zero points
+  // as raw bytes, inline or external, as TensorReader.raw reads them, not in int32_data)
+  const bytes = (t: TensorProto | undefined): t is TensorProto => t?.dataType === DataType.UINT8 && (t.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL || (t.rawData?.length ?? 0) > 0);
+  if (!a || !bytes(codesT) || scalesT?.dataType !== DataType.FLOAT || (zp && !bytes(zpT)) || rest.some((r) => r !== '') || isHead(node) || (bits !== 4 && bits !== 8)) return undefined;
   return { a, codesT, scalesT, zpT, K, N, bits, block };
 }
 
@@ -183,7 +184,7 @@ function matrixOf(node: NodeProto, inits: Map<string, TensorProto>, reader: Tens
   const data = reader.raw(codesT);
   const scales = reader.floats(scalesT);
   const zeroPoints = zpT ? reader.raw(zpT) : undefined;
-  // (tensors kept in a form this does not read — typed fields instead of raw bytes — leave the product as it is)
+  // (what rewritable checked; a tensor read as nothing leaves the product as it is all the same)
   if (!data || !scales || (zpT && !zeroPoints)) return undefined;
   const m: QuantizedMatrix = { kind: 'nbits', rows: N, cols, bits: bits as 4 | 8, blockSize: block, data, scales, ...(zeroPoints ? { zeroPoints } : {}), ...(offsets ? { offsetColumns: offsets.columns } : {}) };
   const out = new Int8Array(N * cols);

@@ -1,6 +1,6 @@
 /**
  * Helpers for {@link QuantizedMatrix} (MatMulNBits layout): row slices and row concatenation (fused GGUF
- * projections, the builder's one q/k/v product), and dequantization (tests, error measurements).
+ * projections, the builder's one q/k/v product), and dequantization (int8 prompt graphs; tests, error measurements).
  */
 import type { QuantizedMatrix, WeightMatrix } from './llama-spec.js';
 
@@ -101,8 +101,8 @@ export function dequantizeMatrix(m: WeightMatrix): Float32Array {
 }
 
 /**
- * Row `r`'s values as the operator applies them, into `out` (at least {@link storedColumns} long, reused across rows):
- * its first `cols` hold the row, each block's offset added where the matrix has offset columns. Returns them.
+ * Row `r`'s values as the operator applies them, into `out` (at least `cols` long, reused across rows): each block's
+ * offset added where the matrix has offset columns. Returns them (`out`'s first `cols`).
  */
 export function dequantizeRow(m: QuantizedMatrix, r: number, out: Float32Array): Float32Array {
   const stored = storedColumns(m);
@@ -110,23 +110,40 @@ export function dequantizeRow(m: QuantizedMatrix, r: number, out: Float32Array):
   const zb = zpRowBytes(m);
   const mid = m.bits === 4 ? 8 : 128;
   const { blockSize, data, scales, zeroPoints } = m;
+  const zeroPoint = (b: number) => (zeroPoints ? (m.bits === 8 ? zeroPoints[r * zb + b]! : (zeroPoints[r * zb + (b >> 1)]! >> ((b & 1) * 4)) & 15) : mid);
+  const code = (c: number) => {
+    const i = r * blocks * blockSize + c;
+    return m.bits === 8 ? data[i]! : (data[i >> 1]! >> ((i & 1) * 4)) & 15;
+  };
+  // Offset columns multiply the sum of a block of the input: each is added to its block's columns instead, in the same
+  // sum as the column's own value (one rounding to float32, as the operator's would be).
+  const offsets = new Float64Array(stored > m.cols ? stored - m.cols : 0);
+  for (let k = 0; k < offsets.length; k++) {
+    const c = m.cols + k;
+    const b = Math.floor(c / blockSize);
+    offsets[k] = (code(c) - zeroPoint(b)) * scales[r * blocks + b]!;
+  }
   for (let b = 0; b < blocks; b++) {
-    const scale = scales[r * blocks + b]!;
-    const zp = zeroPoints ? (m.bits === 8 ? zeroPoints[r * zb + b]! : (zeroPoints[r * zb + (b >> 1)]! >> ((b & 1) * 4)) & 15) : mid;
     const first = b * blockSize;
-    const end = Math.min(blockSize, stored - first);
+    const end = Math.min(blockSize, m.cols - first);
+    if (end <= 0) break;
+    const scale = scales[r * blocks + b]!;
+    const zp = zeroPoint(b);
     const base = (r * blocks + b) * blockSize;
-    if (m.bits === 8) for (let j = 0; j < end; j++) out[first + j] = (data[base + j]! - zp) * scale;
+    // (block b's columns take offset column b; none added where there are none, which keeps a -0 as it is)
+    const offset = offsets.length > 0 ? offsets[b]! : undefined;
+    const put = (c: number, v: number) => {
+      out[c] = offset === undefined ? v : v + offset;
+    };
+    if (m.bits === 8) for (let j = 0; j < end; j++) put(first + j, (data[base + j]! - zp) * scale);
     else {
       // (two codes a byte, low nibble first; a block starts on a byte: its size is even)
       for (let j = 0; j < end; j += 2) {
         const byte = data[(base + j) >> 1]!;
-        out[first + j] = ((byte & 15) - zp) * scale;
-        if (j + 1 < end) out[first + j + 1] = ((byte >> 4) - zp) * scale;
+        put(first + j, ((byte & 15) - zp) * scale);
+        if (j + 1 < end) put(first + j + 1, ((byte >> 4) - zp) * scale);
       }
     }
   }
-  // Offset columns multiply the sum of a block of the input: each is added to its block's columns instead.
-  if (stored > m.cols) for (let c = 0; c < m.cols; c++) out[c]! += out[m.cols + Math.floor(c / blockSize)]!;
   return out.subarray(0, m.cols);
 }

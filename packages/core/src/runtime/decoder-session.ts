@@ -38,8 +38,12 @@ async function createInt8PromptSession(
   const label = source.label ?? source.path;
   const withData = { ...options, extra: { session: { ...(options.extra?.session as Record<string, unknown> | undefined), model_external_initializers_file_folder_path: dataDir } } };
   // (rewritten only where the session cache has no saved form of it, from a graph of its own each time: the rewrite changes it)
-  const load = (opts: ort.InferenceSession.SessionOptions) =>
-    ort.InferenceSession.create(encodeModel(int8PromptGraph(decodeModel(bytes, source.path), dataDir, logitsWidth)!.model), opts);
+  const load = (opts: ort.InferenceSession.SessionOptions) => {
+    const rewritten = int8PromptGraph(decodeModel(bytes, source.path), dataDir, logitsWidth);
+    // (not reached where hasInt8PromptProducts said yes, unless a weight's bytes could not be read: then no prompt session)
+    if (!rewritten) throw new ModelRunError('no product could be rewritten');
+    return ort.InferenceSession.create(encodeModel(rewritten.model), opts);
+  };
   try {
     return cache ? await createCachedSession(source.path, { ...cache, variant: `${cache.variant}+int8-prompts`, salt: `int8-prompts/${INT8_PROMPT_FORMAT}` }, withData, load) : await load(withData);
   } catch (err) {
