@@ -184,11 +184,12 @@ const ENGINE_OPTION_NAMES = {
 } as const satisfies Record<keyof EngineOptions, true>;
 
 /**
- * Checks `Engine.load`'s options as it does before it pulls or converts anything (names, types, ranges, dtypes),
- * throwing what it throws: for a caller that resolves the models itself first (the server), so that a mistake is named
- * before any download.
+ * Checks `Engine.load`'s options as it does before it pulls or converts anything (names, types, ranges, dtypes; not
+ * the device, found when its session is made), throwing what it throws, and gives the prompt lookup and draft model
+ * options parsed: for a caller that resolves the models itself first (the server), so that a mistake is named before
+ * any download.
  */
-export function checkEngineOptions(options: EngineOptions): void {
+export function checkEngineOptions(options: EngineOptions): { lookup?: ReturnType<typeof promptLookup>; draft?: ReturnType<typeof draftModel> } {
   if (options === null || typeof options !== 'object') throw new CompositionOptionsError('Engine.load takes { model, … }');
   refuseUnknownOptions(options, ENGINE_OPTION_NAMES, 'Engine.load');
   checkModelRef(options.model, 'model');
@@ -210,11 +211,12 @@ export function checkEngineOptions(options: EngineOptions): void {
   count('prefillChunk', prefillChunk, 1);
   count('prefixCacheBytes', runtime.prefixCacheBytes, 0);
   count('contextLength', contextLength, 1);
-  if (lookupOption) promptLookup(lookupOption);
+  const lookup = lookupOption ? promptLookup(lookupOption) : undefined;
   const draft = draftOption !== undefined ? draftModel(draftOption) : undefined;
   if (placement !== undefined) validatePlacement(placement);
   if (runtime.intraOpThreads !== undefined) validateIntraOpThreads(runtime.intraOpThreads);
   for (const d of [dtype, draft?.dtype, ...(reasonerSpecs ?? []).map((r) => r.dtype)]) if (d !== undefined) validateDtype(d);
+  return { ...(lookup ? { lookup } : {}), ...(draft ? { draft } : {}) };
 }
 
 /** A `reasonerTasks` entry's fields by name. */
@@ -222,7 +224,8 @@ const REASONER_TASK_NAMES = { task: true, weight: true } as const satisfies Reco
 
 /** Refuses names outside a `reasonerTasks` entry's fields (a misspelt weight would compose at the reasoner's default). */
 function checkReasonerTaskFields(tasks: unknown): void {
-  if (!Array.isArray(tasks)) return;
+  if (tasks === undefined) return;
+  if (!Array.isArray(tasks)) throw new CompositionOptionsError(`reasonerTasks must be a list of { task, weight? }; got ${JSON.stringify(tasks)}`);
   tasks.forEach((t: unknown, i) => {
     if (t !== null && typeof t === 'object') refuseUnknownOptions(t, REASONER_TASK_NAMES, 'Engine.load', `reasonerTasks[${i}]`);
   });
@@ -325,10 +328,8 @@ export class Engine {
     const t0 = performance.now();
     // (taken before the first await: after it, the caller's frames are gone)
     const site = callSite(Engine.load);
-    checkEngineOptions(options);
-    const { model: modelSpec, dtype, projector: projectorSpec, reasoners: reasonerSpecs, reasonerTasks, registry, onProgress, ggufKvCache, cacheDir, mode, placement, maxBatch, maxQueue, kvBudgetBytes, prefillChunk, rowShards, promptLookup: lookupOption, draftModel: draftOption, embeddings, contextLength, modelDefaults: readDefaults, modelSource, ...runtime } = options;
-    const lookup = lookupOption ? promptLookup(lookupOption) : undefined;
-    const draft = draftOption !== undefined ? draftModel(draftOption) : undefined;
+    const { lookup, draft } = checkEngineOptions(options);
+    const { model: modelSpec, dtype, projector: projectorSpec, reasoners: reasonerSpecs, reasonerTasks, registry, onProgress, ggufKvCache, cacheDir, mode, placement, maxBatch, maxQueue, kvBudgetBytes, prefillChunk, rowShards, promptLookup: _lookup, draftModel: _draft, embeddings, contextLength, modelDefaults: readDefaults, modelSource, ...runtime } = options;
     // Registry references (`[registry/]namespace/name@range`) are pulled into the cache; paths pass through.
     const pull = (spec: string) => resolveModelPath(spec, onProgress ? { ...registry, onProgress } : registry, ggufKvCache ? { kvCache: ggufKvCache } : undefined);
     const [model, projector, draftPath, named] = await Promise.all([

@@ -14,6 +14,7 @@ import { startOurRegistry, type OurRegistry } from './support/registries.js';
 import { pushModule } from '../src/registry/push.js';
 import { startServer } from '../src/serve/server.js';
 import { ModuleNotFoundError } from '../src/registry/errors.js';
+import { ModelNotFoundError } from '../src/modules/locate.js';
 import { readdir } from 'node:fs/promises';
 
 const example = (name: string) => join(repoRoot, 'examples', 'modules', name);
@@ -95,6 +96,12 @@ describe("serve's ready line: what each registry reference resolved to", functio
     const unknown = await startServer({ engine: { model: 'acme/nope@^1', reasoners: [{ model: 'acme/toy-math-reasoner@^1' }], registry: registryOptions }, port: 0 });
     expect(await unknown.ready.catch((e: unknown) => e)).to.be.instanceOf(ModuleNotFoundError);
     await unknown.close();
+    const missing = await startServer({ engine: { model: join(cacheDir, 'no-such-model'), reasoners: [{ model: 'acme/toy-math-reasoner@^1' }], registry: registryOptions }, port: 0 });
+    expect(await missing.ready.catch((e: unknown) => e)).to.be.instanceOf(ModelNotFoundError).with.property('message').that.matches(/model path not found/);
+    await missing.close();
+    const tasks = await startServer({ engine: { model: example('toy-backbone-s'), reasonerTasks: 'math' as never, registry: registryOptions }, port: 0 });
+    expect(await tasks.ready.catch((e: unknown) => e)).to.have.property('message').that.matches(/reasonerTasks must be a list of \{ task, weight\? \}/);
+    await tasks.close();
     expect((await readdir(cacheDir).catch(() => [])).length, 'nothing pulled into the cache').to.equal(0);
   });
 });

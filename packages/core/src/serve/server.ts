@@ -21,6 +21,7 @@ import { resolveModelPath } from '../registry/resolve-model.js';
 import { pullModule, type PulledModule, type PullOptions } from '../registry/pull.js';
 import type { RegistryOptions } from '../registry/settings.js';
 import { isLocalModelName } from '../modules/local-names.js';
+import { ModelNotFoundError } from '../modules/locate.js';
 import { loadModuleDir } from '../modules/module-dir.js';
 import { ggufModuleName, type GgufModuleOptions } from '../gguf/gguf-module.js';
 import { MANIFEST_FILE } from '../modules/manifest.js';
@@ -438,8 +439,10 @@ async function load(options: ServeOptions): Promise<Loaded & Pick<ServedInfo, 'r
   // a version newer than the one the ready line names. (Reasoners found by task the engine finds and pulls itself.)
   const resolveSpec = (spec: string) => resolvedModel(spec, pullOptions, convert, registry);
   const draftSpec = typeof draftModel === 'string' ? draftModel : draftModel?.model;
-  // The backbone first: one that cannot be had stops the load before the others are pulled.
+  // The backbone first: one that cannot be had stops the load before the others are pulled (a path passes through
+  // resolution as it is, so one that is not there is refused here, as the engine would).
   const model = await resolveSpec(engineOptions.model);
+  if (!existsSync(model.path)) throw new ModelNotFoundError(`model path not found: ${model.path}`);
   const [reasonerModels, projectorModel, draft] = await Promise.all([
     Promise.all(reasoners.map((r) => resolveSpec(r.model))),
     projector !== undefined ? resolveSpec(projector) : undefined,
