@@ -105,45 +105,48 @@ export function dequantizeMatrix(m: WeightMatrix): Float32Array {
  * offset added where the matrix has offset columns. Returns them (`out`'s first `cols`).
  */
 export function dequantizeRow(m: QuantizedMatrix, r: number, out: Float32Array): Float32Array {
-  const stored = storedColumns(m);
   const blocks = blocksPerRow(m);
   const zb = zpRowBytes(m);
   const mid = m.bits === 4 ? 8 : 128;
-  const { blockSize, data, scales, zeroPoints } = m;
-  const zeroPoint = (b: number) => (zeroPoints ? (m.bits === 8 ? zeroPoints[r * zb + b]! : (zeroPoints[r * zb + (b >> 1)]! >> ((b & 1) * 4)) & 15) : mid);
-  const code = (c: number) => {
-    const i = r * blocks * blockSize + c;
-    return m.bits === 8 ? data[i]! : (data[i >> 1]! >> ((i & 1) * 4)) & 15;
-  };
-  // Offset columns multiply the sum of a block of the input: each is added to its block's columns instead, in the same
-  // sum as the column's own value (one rounding to float32, as the operator's would be).
-  const offsets = new Float64Array(stored > m.cols ? stored - m.cols : 0);
-  for (let k = 0; k < offsets.length; k++) {
-    const c = m.cols + k;
-    const b = Math.floor(c / blockSize);
-    offsets[k] = (code(c) - zeroPoint(b)) * scales[r * blocks + b]!;
-  }
+  const { blockSize, data, scales, zeroPoints, cols } = m;
+  const offsetColumns = storedColumns(m) - cols;
   for (let b = 0; b < blocks; b++) {
     const first = b * blockSize;
-    const end = Math.min(blockSize, m.cols - first);
+    const end = Math.min(blockSize, cols - first);
     if (end <= 0) break;
     const scale = scales[r * blocks + b]!;
-    const zp = zeroPoint(b);
+    const zp = zeroPoints ? (m.bits === 8 ? zeroPoints[r * zb + b]! : (zeroPoints[r * zb + (b >> 1)]! >> ((b & 1) * 4)) & 15) : mid;
     const base = (r * blocks + b) * blockSize;
-    // (block b's columns take offset column b; none added where there are none, which keeps a -0 as it is)
-    const offset = offsets.length > 0 ? offsets[b]! : undefined;
-    const put = (c: number, v: number) => {
-      out[c] = offset === undefined ? v : v + offset;
-    };
-    if (m.bits === 8) for (let j = 0; j < end; j++) put(first + j, (data[base + j]! - zp) * scale);
-    else {
+    if (offsetColumns > 0) {
+      // Offset column b multiplies the sum of block b of the input: it is added to the block's values instead, in the
+      // same sum (one rounding to float32, as the operator's would be).
+      const offset = offsetOf(m, r, cols + b);
+      for (let j = 0; j < end; j++) out[first + j] = (codeAt(m, r, first + j) - zp) * scale + offset;
+    } else if (m.bits === 8) {
+      for (let j = 0; j < end; j++) out[first + j] = (data[base + j]! - zp) * scale;
+    } else {
       // (two codes a byte, low nibble first; a block starts on a byte: its size is even)
       for (let j = 0; j < end; j += 2) {
         const byte = data[(base + j) >> 1]!;
-        put(first + j, ((byte & 15) - zp) * scale);
-        if (j + 1 < end) put(first + j + 1, ((byte >> 4) - zp) * scale);
+        out[first + j] = ((byte & 15) - zp) * scale;
+        if (j + 1 < end) out[first + j + 1] = ((byte >> 4) - zp) * scale;
       }
     }
   }
-  return out.subarray(0, m.cols);
+  return out.subarray(0, cols);
+}
+
+/** Row `r`'s code at stored column `c`. */
+function codeAt(m: QuantizedMatrix, r: number, c: number): number {
+  const i = r * blocksPerRow(m) * m.blockSize + c;
+  return m.bits === 8 ? m.data[i]! : (m.data[i >> 1]! >> ((i & 1) * 4)) & 15;
+}
+
+/** Row `r`'s value at stored column `c` (an offset column), unrounded. */
+function offsetOf(m: QuantizedMatrix, r: number, c: number): number {
+  const blocks = blocksPerRow(m);
+  const b = Math.floor(c / m.blockSize);
+  const zb = zpRowBytes(m);
+  const zp = m.zeroPoints ? (m.bits === 8 ? m.zeroPoints[r * zb + b]! : (m.zeroPoints[r * zb + (b >> 1)]! >> ((b & 1) * 4)) & 15) : m.bits === 4 ? 8 : 128;
+  return (codeAt(m, r, c) - zp) * m.scales[r * blocks + b]!;
 }
