@@ -25,18 +25,16 @@ import { holdExitForRuns, newRunGuard, withRunGuard, type RunGuard } from './run
 import { findPreparedModel } from './runtime/prepare-model.js';
 import { resolveModelPath } from './registry/resolve-model.js';
 import type { RegistryOptions } from './registry/settings.js';
-import { reasonerForTask } from './registry/lookup.js';
-import { locateModel } from './modules/locate.js';
-import { tokenizerFingerprintOf } from './tokenizer/fingerprint.js';
+import { reasonersForTasks, type ReasonerTask } from './registry/task-reasoners.js';
 import type { TransferProgress } from './registry/download.js';
 import type { FusionMode } from './compose/fusion.js';
-import type { WeightSpec } from './compose/weights.js';
 import { refuseUnknownOptions, validateGenerateOptions } from './generate/options.js';
 import { validatePromptInput } from './generate/prompt-input.js';
 import { checkCallShape, checkMode, checkModelRef, checkReasonerList, checkTrace, CompositionOptionsError } from './compose/composition-options.js';
 import { PromptError } from './generate/decode-loop.js';
 import { validateIntraOpThreads, validatePlacement, type PlacementChoice } from './runtime/thread-budget.js';
 import { validateDtype } from './modules/hub-variants.js';
+import { checkDeviceName } from './runtime/devices.js';
 import { QueueFullError, type BatchStats } from './generate/continuous-batch.js';
 import { unitLength } from './runtime/unit-length.js';
 import { promptLookup, type PromptLookupOptions } from './generate/prompt-lookup.js';
@@ -68,7 +66,7 @@ export interface EngineOptions extends RuntimeOptions {
    * newest release) and named after the task.
    * Loading fails when none, or more than one repository, offers one.
    */
-  reasonerTasks?: { task: string; weight?: WeightSpec }[];
+  reasonerTasks?: ReasonerTask[];
   /**
    * Where reasoners run: `lanes` (worker threads beside the backbone, on cores it gives up), `inline` (on the
    * backbone's thread after it, the backbone keeping every core), or `auto` (default: on the CPU, the one
@@ -184,10 +182,10 @@ const ENGINE_OPTION_NAMES = {
 } as const satisfies Record<keyof EngineOptions, true>;
 
 /**
- * Checks `Engine.load`'s options as it does before it pulls or converts anything (names, types, ranges, dtypes; not
- * the device, found when its session is made), throwing what it throws, and gives the prompt lookup and draft model
- * options parsed: for a caller that resolves the models itself first (the server), so that a mistake is named before
- * any download.
+ * Checks `Engine.load`'s options as it does before it pulls or converts anything (names, types, ranges, dtypes, the
+ * device's name; not whether the device is installed, found when its session is made), throwing what it throws, and
+ * gives the prompt lookup and draft model options parsed: for a caller that resolves the models itself first (the
+ * server), so that a mistake is named before any download.
  */
 export function checkEngineOptions(options: EngineOptions): { lookup?: ReturnType<typeof promptLookup>; draft?: ReturnType<typeof draftModel> } {
   if (options === null || typeof options !== 'object') throw new CompositionOptionsError('Engine.load takes { model, … }');
@@ -215,6 +213,7 @@ export function checkEngineOptions(options: EngineOptions): { lookup?: ReturnTyp
   const draft = draftOption !== undefined ? draftModel(draftOption) : undefined;
   if (placement !== undefined) validatePlacement(placement);
   if (runtime.intraOpThreads !== undefined) validateIntraOpThreads(runtime.intraOpThreads);
+  if (runtime.device !== undefined) checkDeviceName(runtime.device);
   for (const d of [dtype, draft?.dtype, ...(reasonerSpecs ?? []).map((r) => r.dtype)]) if (d !== undefined) validateDtype(d);
   return { ...(lookup ? { lookup } : {}), ...(draft ? { draft } : {}) };
 }
@@ -249,24 +248,6 @@ const PROMPT_LOGPROBS_OPTION_NAMES = { topLogprobs: true, reasoners: true, mode:
 
 export { QueueFullError };
 export { EngineClosedError, EngineError } from './runtime/worker-errors.js';
-
-/** The reasoners `tasks` name, found in the registry for the backbone at `model` (its tokenizer) and pulled. */
-async function reasonersByTask(
-  model: string,
-  dtype: string | undefined,
-  tasks: NonNullable<EngineOptions['reasonerTasks']>,
-  registry: RegistryOptions | undefined,
-  pull: (spec: string) => Promise<string>,
-): Promise<ReasonerSpec[]> {
-  const tokenizer = await tokenizerFingerprintOf(await locateModel(model, dtype ? { dtype } : {}));
-  if (tokenizer === undefined) throw new CompositionOptionsError(`reasonerTasks: the backbone ${model} has no tokenizer.json, so no reasoner can be matched to it`);
-  return Promise.all(
-    tasks.map(async ({ task, weight }) => {
-      const { ref } = await reasonerForTask(task, tokenizer, registry);
-      return { model: await pull(ref), name: task, ...(weight !== undefined ? { weight } : {}) };
-    }),
-  );
-}
 
 /**
  * How long dispose waits for the worker to stop once its generations are told to: a step or a prefill chunk, even
@@ -344,7 +325,8 @@ export class Engine {
         }),
       ),
     ]);
-    const reasoners = [...named, ...(reasonerTasks?.length ? await reasonersByTask(model, dtype, reasonerTasks, registry, pull) : [])];
+    const byTask = reasonerTasks?.length ? await reasonersForTasks(model, dtype, reasonerTasks, registry) : [];
+    const reasoners = [...named, ...(await Promise.all(byTask.map(async (r) => ({ ...r, model: await pull(r.model) }))))];
     // An Ollama model's defaults are in its manifest (pulled by now), which its converted module does not keep.
     const source = modelSource ?? modelSpec;
     const ollamaDefaults = readDefaults !== false && isOllamaRef(source) ? ollamaModelDefaults(source, ollamaSearchStores(settingsFrom(registry).cacheDir)) : undefined;

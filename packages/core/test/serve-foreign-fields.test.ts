@@ -8,6 +8,7 @@ import { expect } from 'chai';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { HttpError } from '../src/serve/errors.js';
 import { parseChatRequest, parseCompletionRequest, parseTokenizeRequest } from '../src/serve/requests.js';
+import { parseResponsesRequest } from '../src/serve/responses-request.js';
 import { storiesModule } from './support/modules.js';
 import { postJson, useServers } from './support/servers.js';
 
@@ -60,6 +61,17 @@ describe("OpenAI routes: vLLM's and llama.cpp's request fields, as parsed", () =
       expect(parse({ stream: false, stream_options: null }).includeUsage).to.equal(false);
       for (const bad of ['yes', 1, {}]) expect(refusal(() => parse({ stream: true, stream_options: { include_usage: bad } })).param).to.equal('stream_options.include_usage');
       for (const stream of [false, undefined]) expect(refusal(() => parse({ stream, stream_options: { include_usage: true } })).param).to.equal('stream_options');
+    }
+  });
+
+  it("stream_options on the Responses API: its include_obfuscation true or false, only beside stream: true, as the chat's", () => {
+    const responses = (fields: Record<string, unknown>) => parseResponsesRequest({ model: 's', input: 'Once upon a time', ...fields });
+    for (const parse of [...both, responses]) {
+      for (const given of [{}, { include_obfuscation: true }, { include_obfuscation: false }, { include_obfuscation: null }]) expect(() => parse({ stream: true, stream_options: given })).to.not.throw();
+      expect(() => parse({ stream: false, stream_options: null })).to.not.throw();
+      for (const bad of ['yes', 1, {}]) expect(refusal(() => parse({ stream: true, stream_options: { include_obfuscation: bad } })).param).to.equal('stream_options.include_obfuscation');
+      for (const bad of [true, 'yes', []]) expect(refusal(() => parse({ stream: true, stream_options: bad })).param).to.equal('stream_options');
+      for (const stream of [false, undefined]) expect(refusal(() => parse({ stream, stream_options: { include_obfuscation: false } })).message).to.equal('stream_options is only allowed with stream: true');
     }
   });
 

@@ -1,7 +1,8 @@
 /**
  * `reasonplug serve`'s ready line names what every registry reference it loaded resolved to, each by what it was
- * given as (the backbone, a reasoner by its name, the projector, the draft model), so that an operator pinning
- * replicas sees the bytes each runs. A real registry on loopback holding the example modules; the CLI as a child.
+ * given as (the backbone, a reasoner by its name, given or found by task, the projector, the draft model), so that an
+ * operator pinning replicas sees the bytes each runs. A real registry on loopback holding the example modules; the CLI
+ * as a child.
  */
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
@@ -15,6 +16,7 @@ import { pushModule } from '../src/registry/push.js';
 import { startServer } from '../src/serve/server.js';
 import { ModuleNotFoundError } from '../src/registry/errors.js';
 import { ModelNotFoundError } from '../src/modules/locate.js';
+import { DeviceUnavailableError } from '../src/runtime/devices.js';
 import { readdir } from 'node:fs/promises';
 
 const example = (name: string) => join(repoRoot, 'examples', 'modules', name);
@@ -86,6 +88,17 @@ describe("serve's ready line: what each registry reference resolved to", functio
     expect(ready).to.not.have.property('pulled');
   });
 
+  it('names a reasoner found by task as one given: by its served name, the pinned reference and version', async () => {
+    const line = await readyLineOf(['--model', example('toy-backbone-s'), '--reasoner-task', 'math=1', '--registry', registry.host, '--request-log', 'json'], {
+      REASONPLUG_CACHE: testDir('ready-line-task'),
+    });
+    const ready = JSON.parse(line) as { msg: string; resolved: unknown };
+    expect(ready.msg).to.include(`; serving toy-backbone-s, toy-backbone-s+math; math from ${from('toy-math-reasoner')}; context length `);
+    expect(ready.resolved).to.deep.equal([
+      { role: 'reasoner', name: 'math', version: '1.0.0', digest: pushed['toy-math-reasoner']!.digest, pinned: `${registry.host}/acme/toy-math-reasoner@${pushed['toy-math-reasoner']!.digest}` },
+    ]);
+  });
+
   it('names a mistake in the options before it pulls anything, and pulls nothing more once the backbone cannot be had', async () => {
     const cacheDir = testDir('ready-line-order');
     const registryOptions = { registry: registry.host, cacheDir };
@@ -102,6 +115,11 @@ describe("serve's ready line: what each registry reference resolved to", functio
     const tasks = await startServer({ engine: { model: example('toy-backbone-s'), reasonerTasks: 'math' as never, registry: registryOptions }, port: 0 });
     expect(await tasks.ready.catch((e: unknown) => e)).to.have.property('message').that.matches(/reasonerTasks must be a list of \{ task, weight\? \}/);
     await tasks.close();
+    const device = await startServer({ engine: { model: example('toy-backbone-s'), reasoners: [{ model: 'acme/toy-math-reasoner@^1' }], device: 'gpu', registry: registryOptions }, port: 0 });
+    expect(await device.ready.catch((e: unknown) => e))
+      .to.be.instanceOf(DeviceUnavailableError)
+      .with.property('message', 'unknown device "gpu"; expected one of cpu, cuda, tensorrt, webgpu, coreml, dml');
+    await device.close();
     expect((await readdir(cacheDir).catch(() => [])).length, 'nothing pulled into the cache').to.equal(0);
   });
 });

@@ -42,12 +42,20 @@ function bindingDir(): string | undefined {
   }
 }
 
-/** Checks that a device can be used here and returns the onnxruntime execution-provider list for it. */
-export function executionProvidersFor(device: string): string[] {
+/**
+ * Refuses a name that is none of {@link DEVICES}: a mistake found from the options alone, before any model is pulled
+ * or converted (whether the device's provider is installed here is found when a session is made).
+ */
+export function checkDeviceName(device: string): asserts device is Device {
   if (!(DEVICES as readonly string[]).includes(device)) {
     throw new DeviceUnavailableError(`unknown device "${device}"; expected one of ${DEVICES.join(', ')}`);
   }
-  const d = device as Device;
+}
+
+/** Checks that a device can be used here and returns the onnxruntime execution-provider list for it. */
+export function executionProvidersFor(device: string): string[] {
+  checkDeviceName(device);
+  const d = device;
   if (d === 'cpu') return ['cpu'];
   const backend = listSupportedBackends().find((b) => b.name === d);
   if (!backend) {

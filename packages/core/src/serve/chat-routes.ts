@@ -58,22 +58,10 @@ export async function chat(l: Served, request: ChatRequest, res: ServerResponse)
     choices.forEach((choice, index) => send(index, choice.start()));
     // (as vLLM streams it: a delta of its own after the role's)
     if (echoed) choices.forEach((_, index) => send(index, { delta: { content: echoed }, logprobs: null, finish: null }));
-    // Each choice ends in the chunk where its row ends, as OpenAI's and vLLM's do, not once the last of the n has.
-    const open = new Set(choices.keys());
-    const end = (index: number, reason: string) => {
-      open.delete(index);
-      choices[index]!.end(reason).forEach((delta) => send(index, delta));
-    };
-    for (let next = first; !next.done; next = await rest.next()) {
-      if (next !== first) clock.tick(next.value.row);
-      const { row, text, logprobs, finishReason: reason } = next.value;
-      for (const delta of choices[row]!.push(text, logprobs)) send(row, delta);
-      if (reason) end(row, reason);
-    }
-    const result = await stream.result;
-    l.runner.countGenerated(result);
-    // (rows an abort ended had no last token to say so)
-    for (const index of open) end(index, result.rows[index]!.finishReason);
+    const result = await l.runner.streamChoices(stream, first, rest, clock, request.n, {
+      token: ({ row, text, logprobs }) => choices[row]!.push(text, logprobs).forEach((delta) => send(row, delta)),
+      end: (index, reason) => choices[index]!.end(reason).forEach((delta) => send(index, delta)),
+    });
     if (request.includeUsage) sse.send({ ...base, object: 'chat.completion.chunk', choices: [], usage: usage(result) });
     sse.done();
     return choices[0]!.finish(result.rows[0]!.finishReason);
@@ -220,12 +208,7 @@ async function answerInBlocks(
       }
       openEventStream(res);
       events.send(api.opening(first.done ? undefined : first.value));
-      for (let next = first; !next.done; next = await rest.next()) {
-        if (next !== first) clock.tick(next.value.row);
-        events.send(output.push(next.value.text, next.value.logprobs));
-      }
-      const result = await stream.result;
-      l.runner.countGenerated(result);
+      const result = await l.runner.drain(stream, first, rest, clock, (e) => events.send(output.push(e.text, e.logprobs)));
       events.send([...output.end(result.rows[0]!.finishReason === 'length'), ...api.closing(result)]);
       if (!res.destroyed) res.end();
       return finish(result);

@@ -87,25 +87,17 @@ export async function completion(l: Served, request: CompletionRequest, res: Ser
       }
       send(index, text, logprobs, finish);
     };
-    // Each choice ends in the chunk where its row ends, as OpenAI's and vLLM's do, not once the last of the n has.
-    const open = new Set(rows.keys());
-    const end = (index: number, reason: string) => {
-      open.delete(index);
-      held[index]!.end();
-      chunk(index, '', finishReason(reason));
-    };
     if (request.echo) rows.forEach((_, row) => send(row, echoOf(row), echoedOf(row) ?? null));
-    for (let next = first; !next.done; next = await rest.next()) {
-      if (next !== first) clock.tick(next.value.row);
-      const { row, text, logprobs, finishReason: reason } = next.value;
-      held[row]!.push(text, logprobs);
-      if (text) chunk(row, text);
-      if (reason) end(row, reason);
-    }
-    const result = await stream.result;
-    l.runner.countGenerated(result);
-    // (rows an abort ended had no last token to say so)
-    for (const index of open) end(index, result.rows[index]!.finishReason);
+    const result = await l.runner.streamChoices(stream, first, rest, clock, rows.length, {
+      token: ({ row, text, logprobs }) => {
+        held[row]!.push(text, logprobs);
+        if (text) chunk(row, text);
+      },
+      end: (index, reason) => {
+        held[index]!.end();
+        chunk(index, '', finishReason(reason));
+      },
+    });
     if (request.includeUsage) sse.send({ ...base, object: 'text_completion', choices: [], usage: usageJson(result, request.n) });
     sse.done();
     return finishReason(result.rows[0]!.finishReason);

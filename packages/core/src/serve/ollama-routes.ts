@@ -169,12 +169,7 @@ async function ollamaTurn(l: Served, request: ChatRequest, res: ServerResponse, 
     }
     const lines = new JsonLines(res);
     const send = ({ delta, logprobs }: ChatDelta) => lines.send({ ...chunk(delta as ChatFields, logprobs), done: false });
-    for (let next = first; !next.done; next = await rest.next()) {
-      if (next !== first) clock.tick(next.value.row);
-      choice.push(next.value.text, next.value.logprobs).forEach(send);
-    }
-    const result = await stream.result;
-    l.runner.countGenerated(result);
+    const result = await l.runner.drain(stream, first, rest, clock, (e) => choice.push(e.text, e.logprobs).forEach(send));
     const deltas = choice.end(result.rows[0]!.finishReason);
     const last = deltas.pop()!;
     deltas.forEach(send);
@@ -204,15 +199,12 @@ async function ollamaText(l: Served, request: CompletionRequest, res: ServerResp
     const lines = new JsonLines(res);
     // Tokens not given out yet, each with the first text after its own has started.
     const held = new HeldEntries();
-    for (let next = first; !next.done; next = await rest.next()) {
-      if (next !== first) clock.tick(next.value.row);
-      held.push(next.value.text, next.value.logprobs);
-      if (!next.value.text) continue;
+    const result = await l.runner.drain(stream, first, rest, clock, ({ text, logprobs }) => {
+      held.push(text, logprobs);
+      if (!text) return;
       const out = held.released();
-      lines.send({ ...chunk(next.value.text, out.length ? out : undefined), done: false });
-    }
-    const result = await stream.result;
-    l.runner.countGenerated(result);
+      lines.send({ ...chunk(text, out.length ? out : undefined), done: false });
+    });
     const row = result.rows[0]!;
     const finish = finishReason(row.finishReason);
     lines.end({ ...chunk('', held.end()), ...ollamaDone(result, ollamaDoneReason(finish)) });

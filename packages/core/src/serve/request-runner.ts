@@ -182,19 +182,44 @@ export class RequestRunner {
     }
   }
 
-  /** Adds a generation's tokens to the metrics (once its stream has ended). */
-  countGenerated(result: GenerationResult): void {
-    this.metrics.generationTokens += result.usage.completionTokens;
+  /**
+   * Reads the stream of a streamed answer of `choices` choices (one a row) to its end as {@link drain} does, each event
+   * given to `choice.token`, and ends each choice once by `choice.end`: in the chunk where its row ends (its last token
+   * says so), as OpenAI's and vLLM's do, not once the last of them has; rows an abort ended, which had no last token
+   * to say so, once the stream is over.
+   */
+  async streamChoices(
+    stream: GenerationStream,
+    first: IteratorResult<TokenEvent>,
+    rest: AsyncIterator<TokenEvent>,
+    clock: TokenClock,
+    choices: number,
+    choice: { token(e: TokenEvent): void; end(index: number, reason: string): void },
+  ): Promise<GenerationResult> {
+    const open = new Set(Array.from({ length: choices }, (_, index) => index));
+    const end = (index: number, reason: string) => {
+      open.delete(index);
+      choice.end(index, reason);
+    };
+    const result = await this.drain(stream, first, rest, clock, (e) => {
+      choice.token(e);
+      if (e.finishReason) end(e.row, e.finishReason);
+    });
+    for (const index of open) end(index, result.rows[index]!.finishReason);
+    return result;
   }
 
-  /** Reads a stream to its end without answering yet (non-streaming requests), timing its tokens, each event heard by `onEvent`. */
+  /**
+   * Reads a stream to its end, timing its tokens, each event heard by `onEvent` (a streamed answer writes it there),
+   * and adds the tokens generated to the metrics.
+   */
   async drain(stream: GenerationStream, first: IteratorResult<TokenEvent>, rest: AsyncIterator<TokenEvent>, clock: TokenClock, onEvent?: (e: TokenEvent) => void): Promise<GenerationResult> {
     for (let next = first; !next.done; next = await rest.next()) {
       if (next !== first) clock.tick(next.value.row);
       onEvent?.(next.value);
     }
     const result = await stream.result;
-    this.countGenerated(result);
+    this.metrics.generationTokens += result.usage.completionTokens;
     return result;
   }
 }

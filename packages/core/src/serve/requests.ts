@@ -149,6 +149,24 @@ const NEUTRAL: Readonly<Record<string, readonly [neutral: unknown, why: string]>
 /** The fields {@link NEUTRAL} refuses at any but their neutral value: the other APIs' routes pass them on to be checked. */
 export const REFUSED_UNLESS_NEUTRAL = Object.keys(NEUTRAL);
 
+/**
+ * `stream_options`: an object, only beside `stream: true` (OpenAI and vLLM refuse stream options on an answer that is
+ * not streamed), whose `members` (those of the API asked) are each true or false; gives them (absent or null: false).
+ * (`include_obfuscation`, which OpenAI's chat completions and Responses take, asks for padding of its events against a
+ * side channel of its network: this server writes none either way.)
+ */
+export function streamOptionsOf<K extends string>(body: Body, stream: boolean, members: readonly K[]): Record<K, boolean> {
+  const options = body.stream_options;
+  if (options !== undefined && options !== null && !isObject(options)) throw badRequest('stream_options must be an object', 'stream_options');
+  if (isObject(options) && !stream) throw badRequest('stream_options is only allowed with stream: true', 'stream_options');
+  const read = (member: K): [K, boolean] => {
+    const v = isObject(options) ? (options[member] ?? false) : false;
+    if (typeof v !== 'boolean') throw badRequest(`stream_options.${member} must be true or false`, `stream_options.${member}`);
+    return [member, v];
+  };
+  return Object.fromEntries(members.map(read)) as Record<K, boolean>;
+}
+
 /** A true-or-false field; `fallback` when not given (or null). */
 function flag(body: Body, key: string, fallback: boolean): boolean {
   const v = body[key] ?? fallback;
@@ -228,12 +246,7 @@ function common(body: Body, chat: boolean, stopParam: string): ParsedRequest {
   const logitBias = logitBiasOf(body.logit_bias);
   const stream = body.stream ?? false;
   if (typeof stream !== 'boolean') throw badRequest('stream must be true or false', 'stream');
-  const streamOptions = body.stream_options;
-  if (streamOptions !== undefined && streamOptions !== null && !isObject(streamOptions)) throw badRequest('stream_options must be an object', 'stream_options');
-  // (OpenAI and vLLM refuse stream options on an answer that is not streamed)
-  if (isObject(streamOptions) && !stream) throw badRequest('stream_options is only allowed with stream: true', 'stream_options');
-  const includeUsage = isObject(streamOptions) ? (streamOptions.include_usage ?? false) : false;
-  if (typeof includeUsage !== 'boolean') throw badRequest('stream_options.include_usage must be true or false', 'stream_options.include_usage');
+  const { include_usage: includeUsage } = streamOptionsOf(body, stream, ['include_usage', 'include_obfuscation']);
 
   const maxTokens = maxTokensOf(body);
   const temperature = number(body, 'temperature', (n) => n >= 0 && n <= 2, 'a number from 0 to 2');

@@ -8,7 +8,7 @@
  */
 import { badRequest } from './errors.js';
 import { checkFormatSchema } from './structured-output.js';
-import { chatToolsOf, isObject, parseChatRequest, PART_SEPARATOR, REFUSED_UNLESS_NEUTRAL, shown, type Body, type ChatRequest } from './requests.js';
+import { chatToolsOf, isObject, parseChatRequest, PART_SEPARATOR, REFUSED_UNLESS_NEUTRAL, shown, streamOptionsOf, type Body, type ChatRequest } from './requests.js';
 
 /** A Responses request: the chat request it amounts to, and what the response echoes back. */
 export interface ResponsesRequest {
@@ -97,6 +97,8 @@ export function parseResponsesRequest(body: unknown, held: HeldItems = NONE_HELD
   const format = formatOf(body.text);
   if (format) chat.response_format = format;
   const request = parseChatRequest(chat);
+  // (the Responses API's stream options have no include_usage: its streams' usage is response.completed's, always)
+  streamOptionsOf(body, request.stream, ['include_obfuscation']);
   if (body.metadata !== undefined && body.metadata !== null && !isObject(body.metadata)) throw badRequest('metadata must be an object of strings', 'metadata');
   const echo: Body = {
     instructions: body.instructions ?? null,

@@ -20,6 +20,7 @@ import { TextTokenizer } from '../tokenizer/tokenizer.js';
 import { resolveModelPath } from '../registry/resolve-model.js';
 import { pullModule, type PulledModule, type PullOptions } from '../registry/pull.js';
 import type { RegistryOptions } from '../registry/settings.js';
+import { reasonersForTasks } from '../registry/task-reasoners.js';
 import { isLocalModelName } from '../modules/local-names.js';
 import { ModelNotFoundError } from '../modules/locate.js';
 import { loadModuleDir } from '../modules/module-dir.js';
@@ -140,8 +141,8 @@ export interface ServedInfo {
   /** Positions one request may use (prompt and reply). */
   contextLength: number;
   /**
-   * Each model given as a registry reference (the backbone, the reasoners given in their order, the projector, the
-   * draft model; not reasoners found by task): the module it resolved to, its exact version and manifest digest; empty
+   * Each model given as a registry reference (the backbone, the reasoners given in their order, then those found by
+   * task, the projector, the draft model): the module it resolved to, its exact version and manifest digest; empty
    * when none was.
    */
   resolved: ResolvedReference[];
@@ -429,20 +430,23 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
  * as a registry reference, what it resolved to too.
  */
 async function load(options: ServeOptions): Promise<Loaded & Pick<ServedInfo, 'resolved'>> {
-  const { engine: engineOptions } = options;
-  const { registry, onProgress, reasoners = [], projector, draftModel } = engineOptions;
+  // (reasoners found by task are found here, and the engine given them as reasoners)
+  const { reasonerTasks, ...engineOptions } = options.engine;
+  const { registry, onProgress, reasoners: given = [], projector, draftModel } = engineOptions;
   const pullOptions = onProgress ? { ...registry, onProgress } : registry;
   const convert = engineOptions.ggufKvCache ? { kvCache: engineOptions.ggufKvCache } : undefined;
   // The engine's checks first: a mistake in the options is named before anything is pulled.
-  checkEngineOptions({ ...(options.maxBatch !== undefined ? { maxBatch: options.maxBatch } : {}), ...engineOptions });
+  checkEngineOptions({ ...(options.maxBatch !== undefined ? { maxBatch: options.maxBatch } : {}), ...options.engine });
   // The models given are resolved here and the engine given the paths: resolving a range again, the engine could find
-  // a version newer than the one the ready line names. (Reasoners found by task the engine finds and pulls itself.)
+  // a version newer than the one the ready line names.
   const resolveSpec = (spec: string) => resolvedModel(spec, pullOptions, convert, registry);
   const draftSpec = typeof draftModel === 'string' ? draftModel : draftModel?.model;
   // The backbone first: one that cannot be had stops the load before the others are pulled (a path passes through
   // resolution as it is, so one that is not there is refused here, as the engine would).
   const model = await resolveSpec(engineOptions.model);
   if (!existsSync(model.path)) throw new ModelNotFoundError(`model path not found: ${model.path}`);
+  // Reasoners found by task (for the backbone's tokenizer) follow the ones given, pinned to the version found.
+  const reasoners = [...given, ...(reasonerTasks?.length ? await reasonersForTasks(model.path, engineOptions.dtype, reasonerTasks, registry) : [])];
   const [reasonerModels, projectorModel, draft] = await Promise.all([
     Promise.all(reasoners.map((r) => resolveSpec(r.model))),
     projector !== undefined ? resolveSpec(projector) : undefined,
@@ -476,7 +480,7 @@ async function load(options: ServeOptions): Promise<Loaded & Pick<ServedInfo, 'r
     const name = options.name ?? ollamaName ?? (isDir ? await ggufModuleName(engineOptions.model, abs) : undefined) ?? manifest?.name ?? basename(engineOptions.model).replace(/\.(onnx|gguf)$/i, '');
     const models = new ServedModels(name, engine.info.reasoners.map((r) => r.name), options.aliases, engine.info.contextLength);
     const tokenizer = engine.info.tokenizer && (await TextTokenizer.fromDirectory(engine.info.tokenizer.dir));
-    // (the engine's reasoners begin with the ones given, in their order; those found by task follow)
+    // (the engine's reasoners are the ones it was given, in their order)
     const loadedAs: [Pick<ResolvedReference, 'role' | 'name'>, ResolvedModel | undefined][] = [
       [{ role: 'model' }, model],
       ...reasonerModels.map((m, i): [Pick<ResolvedReference, 'role' | 'name'>, ResolvedModel] => [{ role: 'reasoner', name: engine.info.reasoners[i]!.name }, m]),
