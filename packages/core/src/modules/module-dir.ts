@@ -8,6 +8,7 @@ import { readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { externalDataLocations } from '../onnx/external-data-locations.js';
 import { tokenizerFingerprintOfDir } from '../tokenizer/fingerprint.js';
+import { recordedTokenizerFingerprint } from '../tokenizer/recorded-fingerprint.js';
 // Defined beside the fingerprint (no manifest schema needed: model workers use it); still exported from here.
 export { tokenizerFingerprintOfDir };
 import { MANIFEST_FILE, ManifestError, parseManifest, type ModuleFileEntry, type ModuleManifest, type SchemaVersion } from './manifest.js';
@@ -179,8 +180,9 @@ export async function loadModuleDir(dir: string, opts: { verify?: boolean } = {}
     });
   }
   // The fingerprint decides what composes with what (search, --reasoner-task, the engine's checks), and those trust
-  // the manifest: a module must not claim a tokenizer other than the one it runs with.
-  const fingerprint = await tokenizerFingerprintOfDir(abs);
+  // the manifest: a module must not claim a tokenizer other than the one it runs with. (Remembered by the file's
+  // digest: computing it was a good part of each load.)
+  const fingerprint = await recordedTokenizerFingerprint(abs, manifest.compat.tokenizer);
   if (fingerprint !== undefined && fingerprint !== manifest.compat.tokenizer) {
     const path = join(abs, 'tokenizer.json');
     throw new ModuleIntegrityError(

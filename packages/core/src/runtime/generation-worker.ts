@@ -43,6 +43,10 @@ import { rowsShareRuns } from '../onnx/signature.js';
 
 const port = parentPort!;
 const config = workerData as WorkerConfig;
+/** The models the engine found prepared: its first message, posted while this thread loads its modules (protocol.ts). */
+const foundPrepared = new Promise<(PreparedModel | undefined)[]>((resolve) =>
+  port.once('message', (msg: ToWorker) => resolve(msg.type === 'prepared' ? msg.models : [])),
+);
 /**
  * Streamed tokens of every request, posted together: a step of the continuous batch yields a token for each of
  * its rows, and one message for the step instead of one per row spares the worker a postMessage per row (timed in
@@ -299,8 +303,8 @@ function rowShards(backbone: PreparedModel, session: DecoderSession): RowShards 
 async function start(): Promise<Loaded> {
   const label = (i: number) => config.reasoners[i]!.name ?? `${i + 1} (${config.reasoners[i]!.model})`;
   // Every model is located and prepared first: their sizes decide where the reasoners run. Those the engine
-  // found prepared come with the config.
-  const found = config.prepared ?? [];
+  // found prepared come in its first message.
+  const found = await foundPrepared;
   const [backbonePrepared, ...reasonersPrepared] = await Promise.all([
     found[0] ?? prepareModel(config.model, config.cacheDir, backboneNeeds(config), config.dtype),
     ...config.reasoners.map((r, i) => found[i + 1] ?? prepareModel(r.model, config.cacheDir, {}, r.dtype).catch(labelled(label(i)))),

@@ -104,11 +104,6 @@ export interface WorkerConfig {
   batching?: BatchLimits;
   /** Speculative decoding with a draft model (its `model` a local path by now). */
   draftModel?: DraftModelSettings;
-  /**
-   * The backbone and then each reasoner as the engine found them already prepared (undefined where not): the
-   * worker prepares only the others, and so need not load the manifest schema and protobuf modules.
-   */
-  prepared?: (PreparedModel | undefined)[];
 }
 
 /** What the backbone's graph must offer for a worker started so: latent steps with a projector, its hidden state for embeddings. */
@@ -227,6 +222,12 @@ export interface ModelInfo {
 }
 
 export type ToWorker =
+  /**
+   * The first message, posted while the worker starts: the backbone and then each reasoner as the engine found them
+   * already prepared (undefined where not). The worker prepares only the others, and so need not load the manifest
+   * schema and protobuf modules; the engine looks them up while the worker's thread starts and loads its modules.
+   */
+  | { type: 'prepared'; models: (PreparedModel | undefined)[] }
   | {
       type: 'generate';
       id: number;
