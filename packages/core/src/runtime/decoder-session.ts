@@ -92,7 +92,7 @@ export interface RuntimeOptions {
    * Whether a CPU session is created from its optimized form with prepacked weights, saved beside the prepared graph
    * the first time: later loads take 15-60% less time, the packed weights are file pages (shared, reclaimable) instead
    * of private memory, for 2.3-2.5x the module's bytes on disk (see runtime/session-cache.ts). Default: for graphs
-   * whose decode step reads at least 64 MiB, and for every {@link int8Prompts} prompt session; true: every graph;
+   * whose decode step reads at least 32 MiB, and for every {@link int8Prompts} prompt session; true: every graph;
    * false: none.
    */
   sessionCache?: boolean;
