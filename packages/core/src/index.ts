@@ -17,7 +17,7 @@ export { unitLength } from './runtime/unit-length.js';
 export type { FinishReason, GenerateOptions, GenerationResult, GrammarTiming, RowResult, StageFigure, TokenEvent, TokenLogprob, TokenLogprobs, ThinkingBudget, Timing, Usage } from './generate/types.js';
 export { GenerateOptionsError, nearestName, validateGenerateOptions } from './generate/options.js';
 export { CompositionOptionsError, FUSION_MODES } from './compose/composition-options.js';
-export { DecoderSession, ModelRunError, type DecoderSource, type RuntimeOptions } from './runtime/decoder-session.js';
+export { DecoderSession, ModelRunError, type DecoderSource, type Int8PromptsOutcome, type RuntimeOptions } from './runtime/decoder-session.js';
 export { ShardError } from './runtime/row-shards.js';
 export { PLACEMENTS, PlacementError, ThreadCountError, maxIntraOpThreads, type Placement, type PlacementChoice } from './runtime/thread-budget.js';
 export { DEVICES, DeviceUnavailableError, executionProvidersFor, ModelMemoryError, type Device } from './runtime/devices.js';

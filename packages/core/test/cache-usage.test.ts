@@ -8,6 +8,8 @@ import { pullModule } from '../src/registry/pull.js';
 import { pushModule } from '../src/registry/push.js';
 import { models } from '../../../test/support/paths.js';
 import { runReasonplug } from './support/cli.js';
+import { GGML } from './support/ggml-quantize.js';
+import { requantizedGguf, STORIES } from './support/gguf-models.js';
 import { testDir } from './support/models.js';
 import { age } from './support/owners.js';
 import { makeRegistryModule, startOurRegistry, type OurRegistry } from './support/registries.js';
@@ -69,6 +71,25 @@ describe('reasonplug cache: what the cache holds, and clearing parts of it', fun
     const all = await runReasonplug(['cache', 'clear', '--all'], { REASONPLUG_CACHE: root });
     expect(all.code, all.stderr).to.equal(0);
     expect(await readdir(root)).to.deep.equal([]);
+  });
+
+  it("lists a model's int8 prompt session (int8Prompts) apart from its own saved session, as `[int8 prompts]`", async () => {
+    const root = testDir('cache-usage-int8');
+    const gguf = await requantizedGguf(STORIES, join(testDir('cache-usage-int8-gguf'), 'story-q8.gguf'), () => GGML.Q8_0);
+    const converted = await ggufModuleDir(gguf, { cacheDir: root });
+    const listed: string[][] = [];
+    for (const int8Prompts of [false, true]) {
+      const engine = await Engine.load({ model: converted, cacheDir: join(root, 'prepared'), sessionCache: true, int8Prompts });
+      await engine.dispose();
+      listed.push((await cacheUsage(root)).entries.filter((e) => e.part === 'sessions').map((e) => e.name));
+    }
+    // (the model's own session is listed as before, where its saved form is kept; the int8 one joins it, labelled)
+    const int8Row = `${join(converted, 'model.onnx')} [int8 prompts]`;
+    expect(listed[0]).to.not.include(int8Row);
+    expect([...listed[1]!].sort()).to.deep.equal([...listed[0]!, int8Row].sort());
+    // and so in the CLI's table
+    const table = (await runReasonplug(['cache'], { REASONPLUG_CACHE: root })).stdout.split('\n');
+    expect(table.filter((l) => l.startsWith('sessions ') && l.endsWith(` ${int8Row}`))).to.have.length(1);
   });
 
   it('refuses an unknown part by name, and a clear that names none', async () => {

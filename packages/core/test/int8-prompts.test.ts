@@ -3,11 +3,12 @@ import * as ort from 'onnxruntime-node';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Engine } from '../src/engine.js';
-import { hasInt8PromptProducts, int8PromptGraph } from '../src/onnx/int8-prompt-graph.js';
+import { int8PromptGraph, int8PromptProducts } from '../src/onnx/int8-prompt-graph.js';
 import { DataType, encodeModel, readModel } from '../src/onnx/proto.js';
 import { quantizeGraph } from '../src/onnx/quantize/quantize-graph.js';
 import { convertExact, llamaCppGreedy, requantizedGguf, STORIES, storiesTokenizerMeta, writeRandomGguf } from './support/gguf-models.js';
 import { GGML } from './support/ggml-quantize.js';
+import { runReasonplug } from './support/cli.js';
 import { useTempDir } from './support/temp-cache.js';
 
 const TEXT =
@@ -50,11 +51,13 @@ describe('int8 prompts (int8Prompts)', function () {
   this.timeout(180_000);
   const scratch = useTempDir('reasonplug-int8-prompts-');
   let q8: { gguf: string; module: string };
+  let f32: string;
   let prompt: number[];
 
   before(async () => {
     const gguf = await requantizedGguf(STORIES, join(scratch.dir, 'stories-q8_0.gguf'), () => GGML.Q8_0);
     q8 = { gguf, module: (await convertExact(gguf, join(scratch.dir, 'stories-q8_0'))).dir };
+    f32 = (await convertExact(STORIES, join(scratch.dir, 'stories-f32'))).dir;
     const engine = await Engine.load({ model: q8.module, cacheDir: join(scratch.dir, 'prepared') });
     prompt = await engine.tokenize(TEXT);
     await engine.dispose();
@@ -74,7 +77,7 @@ describe('int8 prompts (int8Prompts)', function () {
       const model = await readModel(join(dir, 'model.onnx'));
       const products = model.graph!.node!.filter((n) => n.opType === 'MatMulNBits').length;
       const own = await promptLogits(join(dir, 'model.onnx'), dir, ids);
-      expect(hasInt8PromptProducts(model, own.length), label).to.equal(true);
+      expect(int8PromptProducts(model, own.length), label).to.equal(products - 1);
       const rewritten = int8PromptGraph(model, dir, own.length)!;
       const left = rewritten.model.graph!.node!.filter((n) => n.opType === 'MatMulNBits');
       expect(left.map((n) => Number(n.attribute!.find((a) => a.name === 'N')!.i)), `${label}: only the head left`).to.deep.equal([own.length]);
@@ -105,9 +108,9 @@ describe('int8 prompts (int8Prompts)', function () {
     ];
     for (const [form, rewrite] of forms) {
       const { model } = quantizeGraph(source, 'stories', f32, { bits: 4 });
-      expect(hasInt8PromptProducts(model, vocab), 'with uint8 zero points').to.equal(true);
+      expect(int8PromptProducts(model, vocab), 'with uint8 zero points').to.be.above(0);
       for (const t of model.graph!.initializer!) if (t.name!.endsWith('.qzeros')) Object.assign(t, rewrite(t.rawData!));
-      expect(hasInt8PromptProducts(model, vocab), form).to.equal(false);
+      expect(int8PromptProducts(model, vocab), form).to.equal(0);
       expect(int8PromptGraph(model, f32, vocab), form).to.equal(undefined);
     }
   });
@@ -168,16 +171,18 @@ describe('int8 prompts (int8Prompts)', function () {
     });
   });
 
-  it('a model without block-quantized products runs as without the option; the int8 graph is saved with the sessions and loaded from there', async () => {
-    const f32 = (await convertExact(STORIES, join(scratch.dir, 'stories-f32'))).dir;
+  it('a model without block-quantized products runs as without the option; the int8 graph is saved with the sessions and loaded from there; Engine.info says which, either way', async () => {
     const cacheDir = join(scratch.dir, 'prepared-f32');
     const runs: number[][] = [];
+    const said: unknown[] = [];
     for (const int8Prompts of [false, true]) {
       const engine = await Engine.load({ model: f32, int8Prompts, cacheDir });
       runs.push((await engine.generate({ promptIds: prompt }, { maxTokens: 20 })).rows[0]!.ids);
+      said.push(engine.info.int8Prompts);
       await engine.dispose();
     }
     expect(runs[1]).to.deep.equal(runs[0]);
+    expect(said).to.deep.equal([undefined, { products: 0, unused: 'no-products' }]);
     // (a string is no switch: 'false' would turn it on)
     for (const int8Prompts of ['false', 1]) {
       const err = await Engine.load({ model: f32, int8Prompts: int8Prompts as unknown as boolean, cacheDir }).catch((e: unknown) => e);
@@ -188,9 +193,11 @@ describe('int8 prompts (int8Prompts)', function () {
     const entries = async () => (await readdir(sessions).catch(() => [])).filter((f) => f.endsWith('.json')).length;
     const tokens: number[][] = [];
     const counts: number[] = [];
+    const infos: unknown[] = [];
     for (let i = 0; i < 2; i++) {
       const engine = await Engine.load({ model: q8.module, int8Prompts: true, sessionCache: true, cacheDir: join(scratch.dir, 'prepared-q8') });
       tokens.push((await engine.generate({ promptIds: prompt }, { maxTokens: 20 })).rows[0]!.ids);
+      infos.push(engine.info.int8Prompts);
       await engine.dispose();
       counts.push(await entries());
     }
@@ -198,5 +205,25 @@ describe('int8 prompts (int8Prompts)', function () {
     expect(counts[0]).to.be.at.least(1);
     expect(counts[1]).to.equal(counts[0]);
     expect(tokens[1]).to.deep.equal(tokens[0]);
+    // every block-quantized product but the head, rewritten by the first load and read from its saved form by the second
+    const products = (await readModel(join(q8.module, 'model.onnx'))).graph!.node!.filter((n) => n.opType === 'MatMulNBits').length - 1;
+    expect(products).to.be.above(0);
+    expect(infos).to.deep.equal([{ products }, { products }]);
+  });
+
+  it('generate and embed say in one line on stderr when --int8-prompts rewrote nothing, and nothing where it did', async () => {
+    const env = { REASONPLUG_CACHE: join(scratch.dir, 'cli-cache') };
+    const line = '[--int8-prompts: no block-quantized products to rewrite; prompts run as without the option]\n';
+    const runs = {
+      'generate, float model': await runReasonplug(['generate', '--model', f32, '--int8-prompts', '--prompt-ids', '1', '--max-tokens', '2'], env),
+      'embed, float model': await runReasonplug(['embed', '--model', f32, '--int8-prompts', 'Once upon a time'], env),
+      'generate, Q8_0': await runReasonplug(['generate', '--model', q8.module, '--int8-prompts', '--prompt-ids', '1', '--max-tokens', '2'], env),
+      'generate, float model without the flag': await runReasonplug(['generate', '--model', f32, '--prompt-ids', '1', '--max-tokens', '2'], env),
+    };
+    for (const [what, r] of Object.entries(runs)) expect(r.code, `${what}: ${r.stderr}`).to.equal(0);
+    expect(runs['generate, float model'].stderr.split(line)).to.have.length(2);
+    expect(runs['embed, float model'].stderr.split(line)).to.have.length(2);
+    expect(runs['generate, Q8_0'].stderr).to.not.include('--int8-prompts');
+    expect(runs['generate, float model without the flag'].stderr).to.not.include('--int8-prompts');
   });
 });

@@ -18,19 +18,21 @@ import { ModuleNotFoundError } from '../src/registry/errors.js';
 import { ModelNotFoundError } from '../src/modules/locate.js';
 import { DeviceUnavailableError } from '../src/runtime/devices.js';
 import { readdir } from 'node:fs/promises';
+import { GGML } from './support/ggml-quantize.js';
+import { requantizedGguf, STORIES } from './support/gguf-models.js';
 
 const example = (name: string) => join(repoRoot, 'examples', 'modules', name);
 
-/** Runs `reasonplug serve --port 0 …args` until its ready line, and gives that line (stopping the server). */
-async function readyLineOf(args: string[], env: Record<string, string>): Promise<string> {
+/** Runs `reasonplug serve --port 0 …args` until its ready line, and gives that line and what stderr had before it (stopping the server). */
+async function serveUntilReady(args: string[], env: Record<string, string>): Promise<{ ready: string; before: string }> {
   const child = spawn(process.execPath, ['--import', 'tsx', cliPath, 'serve', '--port', '0', ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
   let stderr = '';
   try {
-    const ready = new Promise<string>((resolve, reject) => {
+    const ready = new Promise<{ ready: string; before: string }>((resolve, reject) => {
       child.stderr.on('data', (d) => {
         stderr += d;
         const line = /^.*ready;.*\n/m.exec(stderr);
-        if (line) resolve(line[0].trimEnd());
+        if (line) resolve({ ready: line[0].trimEnd(), before: stderr.slice(0, line.index) });
       });
       child.on('exit', () => reject(new Error(`serve exited before it was ready: ${stderr}`)));
     });
@@ -39,6 +41,9 @@ async function readyLineOf(args: string[], env: Record<string, string>): Promise
     child.kill('SIGKILL');
   }
 }
+
+/** The ready line of `reasonplug serve --port 0 …args`. */
+const readyLineOf = async (args: string[], env: Record<string, string>): Promise<string> => (await serveUntilReady(args, env)).ready;
 
 describe("serve's ready line: what each registry reference resolved to", function () {
   this.timeout(180_000);
@@ -124,3 +129,34 @@ describe("serve's ready line: what each registry reference resolved to", functio
   });
 });
 
+describe("serve's ready line: int8 prompts", function () {
+  this.timeout(300_000);
+
+  it('says `int8 prompts` where --int8-prompts rewrote the backbone; where it rewrote nothing, a line of its own before the ready line says so and why (text and JSON)', async () => {
+    const dir = testDir('ready-line-q8');
+    const env = { REASONPLUG_CACHE: join(dir, 'cache') };
+    const q8 = await requantizedGguf(STORIES, join(dir, 'stories-q8_0.gguf'), () => GGML.Q8_0);
+    const unusedText = '--int8-prompts: no block-quantized products to rewrite; prompts run as without the option';
+
+    const on = await serveUntilReady(['--model', q8, '--int8-prompts'], env);
+    const products = Number(/; context length \d+; int8 prompts \((\d+) products\); cache /.exec(on.ready)?.[1]);
+    expect(products, on.ready).to.be.above(0);
+    expect(on.before).to.not.include('--int8-prompts');
+    const onJson = await serveUntilReady(['--model', q8, '--int8-prompts', '--request-log', 'json'], env);
+    expect(JSON.parse(onJson.ready)).to.have.property('int8Prompts').that.deep.equals({ products });
+
+    // the float model (stories260K is F32): its prompts run as without the option, and serve says so once
+    const off = await serveUntilReady(['--model', STORIES, '--int8-prompts'], env);
+    expect(off.before.split('\n').filter((l) => /int8/i.test(l))).to.deep.equal([`reasonplug serve: ${unusedText}`]);
+    expect(off.ready).to.not.match(/int8/i);
+    const offJson = await serveUntilReady(['--model', STORIES, '--int8-prompts', '--request-log', 'json'], env);
+    const lines = offJson.before.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const unused = { products: 0, unused: 'no-products' };
+    expect(lines.filter((l) => /int8/i.test(JSON.stringify(l))).map(({ time: _, ...l }) => l)).to.deep.equal([{ level: 'warn', msg: unusedText, int8Prompts: unused }]);
+    expect(JSON.parse(offJson.ready)).to.have.property('int8Prompts').that.deep.equals(unused);
+
+    // and nothing without the flag
+    const plain = await serveUntilReady(['--model', STORIES, '--request-log', 'json'], env);
+    expect(plain.before + plain.ready).to.not.match(/int8/i);
+  });
+});

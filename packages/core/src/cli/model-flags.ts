@@ -15,6 +15,7 @@ import { progressBar } from '../registry/progress.js';
 import { resolveModelPath } from '../registry/resolve-model.js';
 import { DEFAULT_DRAFT } from '../generate/draft-model.js';
 import { DEVICES } from '../runtime/devices.js';
+import type { Int8PromptsOutcome } from '../runtime/decoder-session.js';
 import type { ReasonerSpec } from '../runtime/protocol.js';
 import { PLACEMENTS, type PlacementChoice } from '../runtime/thread-budget.js';
 import { boundedDecimalFlag, decimalFlag, integerFlag, logitBiasFlag, nonNegativeIntegerFlag, parseWeight, positiveIntegerFlag, reasonerTaskFlag, type ReasonerTaskFlag, safeIntegerFlag, stopFlag, threadsFlag } from './flags.js';
@@ -119,6 +120,17 @@ export function int8PromptsOption(): Option {
     '--int8-prompts',
     "run prompts through 8-bit integer products (AMX/VNNI) instead of the model's 4/8-bit block products: prefill about twice as fast, for about a byte a weight more memory and an int8 rounding of the prompt (steps unchanged)",
   );
+}
+
+/**
+ * What `generate`, `chat`, `embed` and `serve` say where --int8-prompts (given) rewrote nothing of the backbone
+ * (`ModelInfo.int8Prompts`): the option is no error there, its prompts run as without it, and this line is how the
+ * user learns it did nothing, and why; undefined where it rewrote products or was not given.
+ */
+export function int8PromptsUnused(outcome: Int8PromptsOutcome | undefined): string | undefined {
+  if (!outcome || outcome.products > 0) return undefined;
+  const why = outcome.unused === 'device' ? 'int8 products are for the CPU only' : 'no block-quantized products to rewrite';
+  return `--int8-prompts: ${why}; prompts run as without the option`;
 }
 
 /**

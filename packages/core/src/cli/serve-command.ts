@@ -21,7 +21,7 @@ import type { FusionMode } from '../compose/fusion.js';
 import { chatTemplateFile, integerFlag, jsonObjectFlag, nonNegativeIntegerFlag, parseWeight, reasonerTaskFlag, type ReasonerTaskFlag, threadsFlag } from './flags.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
 import type { ToolCallSyntax } from '../constrain/tool-syntax.js';
-import { draftModelOf, draftModelOptions, modelDefaultsOption, promptLookupOf, promptLookupOption, sessionCacheOption, int8PromptsOption } from './model-flags.js';
+import { draftModelOf, draftModelOptions, modelDefaultsOption, promptLookupOf, promptLookupOption, sessionCacheOption, int8PromptsOption, int8PromptsUnused } from './model-flags.js';
 
 /** `NAME=REF[=WEIGHT]`: the served name, the model (path or registry reference), an optional default weight. */
 export function servedReasonerFlag(v: string, prev: ReasonerSpec[] = []): ReasonerSpec[] {
@@ -174,13 +174,28 @@ const ROLE_LABELS: Record<Exclude<ResolvedReference['role'], 'reasoner'>, string
 
 /**
  * The ready line: where to call, the model ids served, what each registry reference resolved to (`model from
- * REG/ns/name@sha256:… (version V); math from …`: the bytes each replica of a scale-out runs), the context length, and
- * the cache the models were pulled and converted into.
+ * REG/ns/name@sha256:… (version V); math from …`: the bytes each replica of a scale-out runs), the context length,
+ * whether prompts run on int8 products (`int8 prompts (N products)`; `int8Prompts` in JSON wherever --int8-prompts was
+ * given, `{ products: 0, unused }` where it rewrote nothing), and the cache the models were pulled and converted into.
  */
 function readyLine(url: string, apiKeys: boolean, info: ServedInfo, cacheDir: string): [string, Record<string, unknown>] {
   const resolved = info.resolved.map((r) => `; ${r.role === 'reasoner' ? r.name : ROLE_LABELS[r.role]} from ${r.pinned} (version ${r.version})`).join('');
-  const msg = `ready; ${url}/v1 (${apiKeys ? 'API key required' : 'no API key'}); serving ${info.models.join(', ')}${resolved}; context length ${info.contextLength}; cache ${cacheDir}`;
-  return [msg, { url: `${url}/v1`, apiKey: apiKeys, models: info.models, contextLength: info.contextLength, cacheDir, resolved: info.resolved, ...(info.pulled ? { pulled: info.pulled } : {}) }];
+  const products = info.int8Prompts?.products ?? 0;
+  const int8 = products > 0 ? `; int8 prompts (${products} product${products === 1 ? '' : 's'})` : '';
+  const msg = `ready; ${url}/v1 (${apiKeys ? 'API key required' : 'no API key'}); serving ${info.models.join(', ')}${resolved}; context length ${info.contextLength}${int8}; cache ${cacheDir}`;
+  return [
+    msg,
+    {
+      url: `${url}/v1`,
+      apiKey: apiKeys,
+      models: info.models,
+      contextLength: info.contextLength,
+      ...(info.int8Prompts ? { int8Prompts: info.int8Prompts } : {}),
+      cacheDir,
+      resolved: info.resolved,
+      ...(info.pulled ? { pulled: info.pulled } : {}),
+    },
+  ];
 }
 
 interface ServeFlags {
@@ -391,5 +406,7 @@ async function serveUntilReady(flags: ServeFlags, say: Say): Promise<void> {
   }
   // Stopped while the model loaded: the server is not taking requests.
   if (stopping) return;
+  const int8Unused = int8PromptsUnused(info.int8Prompts);
+  if (int8Unused) say('warn', int8Unused, { int8Prompts: info.int8Prompts });
   say('info', ...readyLine(running.url, apiKeys.length > 0, info, settingsFrom(registry).cacheDir));
 }

@@ -22,7 +22,10 @@ export type CachePart = (typeof CACHE_PARTS)[number];
 /** One thing the cache holds. */
 export interface CacheEntry {
   part: CachePart;
-  /** What it is: a module's `name@version` and its source, a saved session's model, or the part's file count. */
+  /**
+   * What it is: a module's `name@version` and its source, a saved session's model (with `[int8 prompts]` after it for
+   * the session prompts run on with `int8Prompts`, a graph of its own), or the part's file count.
+   */
   name: string;
   path: string;
   bytes: number;
@@ -160,7 +163,9 @@ export async function cacheUsage(root = cacheRoot()): Promise<CacheUsage> {
     const parts = [file, `${stem}.onnx`, ...data].filter((f) => sessionFiles.includes(f));
     const bytes = (await Promise.all(parts.map((f) => sizeOf(join(sessions, f), seen)))).reduce((a, b) => a + b, 0);
     const model = typeof meta?.['model'] === 'string' ? meta['model'] : stem;
-    entries.push({ part: 'sessions', name: model, path: join(sessions, file), bytes });
+    // (a session of another graph of the model, runtime/session-cache.ts `SessionCacheSpec.label`)
+    const label = typeof meta?.['label'] === 'string' ? ` [${meta['label']}]` : '';
+    entries.push({ part: 'sessions', name: `${model}${label}`, path: join(sessions, file), bytes });
   }
   const others = await sizeOf(sessions, seen);
   if (others > 0) entries.push({ part: 'sessions', name: 'files of no saved session (writes in progress or left by a crash)', path: sessions, bytes: others });

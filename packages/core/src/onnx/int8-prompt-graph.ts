@@ -40,10 +40,10 @@ export const INT8_PROMPT_FORMAT = 1;
 /**
  * Rewrites `model` (in place) as described above; `dataDir` is where its external data lives, `logitsWidth` the width
  * of its logits (where no walk back from `logits` finds the head, a product that wide is taken for it). Undefined when
- * no product qualifies (see {@link hasInt8PromptProducts}).
+ * no product qualifies (see {@link int8PromptProducts}).
  */
 export function int8PromptGraph(model: ModelProto, dataDir: string, logitsWidth: number): Int8PromptGraph | undefined {
-  if (!hasInt8PromptProducts(model, logitsWidth)) return undefined;
+  if (int8PromptProducts(model, logitsWidth) === 0) return undefined;
   const graph = model.graph!;
   const opset = defaultOpset(model);
   const inits = new Map((graph.initializer ?? []).map((t) => [t.name!, t as TensorProto]));
@@ -145,19 +145,19 @@ function rewritable(node: NodeProto, inits: Map<string, TensorProto>, isHead: (n
 }
 
 /**
- * Whether {@link int8PromptGraph} would rewrite any of the graph's products (read from the graph alone, no weights):
- * MatMulNBits of 4 or 8 bits with fp32 scales, uint8 codes and zero points, no bias or group index, not the head, in
- * a graph of default-domain opset 11 or later (Round).
+ * How many of the graph's products {@link int8PromptGraph} rewrites (read from the graph alone, no weights, so that a
+ * prompt session loaded from its saved form can say so too): MatMulNBits of 4 or 8 bits with fp32 scales, uint8 codes
+ * and zero points, no bias or group index, not the head, in a graph of default-domain opset 11 or later (Round).
  */
-export function hasInt8PromptProducts(model: ModelProto, logitsWidth: number): boolean {
+export function int8PromptProducts(model: ModelProto, logitsWidth: number): number {
   // (Round, which the activations' quantization needs, is from opset 11)
-  if (defaultOpset(model) < 11) return false;
+  if (defaultOpset(model) < 11) return 0;
   const graph = model.graph ?? {};
   const inits = new Map((graph.initializer ?? []).map((t) => [t.name!, t as TensorProto]));
   const producers = new Map<string, NodeProto>();
   for (const n of graph.node ?? []) for (const o of n.output ?? []) producers.set(o, n);
   const isHead = headTest(graph, producers, logitsWidth);
-  return (graph.node ?? []).some((n) => rewritable(n, inits, isHead) !== undefined);
+  return (graph.node ?? []).filter((n) => rewritable(n, inits, isHead) !== undefined).length;
 }
 
 /** The graph's default-domain opset version (0 where it names none). */

@@ -22,30 +22,38 @@ import { createCachedSession, SESSION_CACHE_MIN_BYTES, type SessionCacheSpec } f
 
 /**
  * The session prompts run on ({@link RuntimeOptions.int8Prompts}): the graph rewritten by `int8PromptGraph`, kept in
- * the session cache (`cache`) as a variant of its own; undefined for a graph with no product to rewrite.
+ * the session cache (`cache`) as a variant of its own, with the number of products rewritten; undefined for a graph
+ * with no product to rewrite.
  */
 async function createInt8PromptSession(
   source: DecoderSource,
   logitsWidth: number,
   options: ort.InferenceSession.SessionOptions,
   cache: SessionCacheSpec | undefined,
-): Promise<ort.InferenceSession | undefined> {
+): Promise<{ session: ort.InferenceSession; products: number } | undefined> {
   // (loaded here, not with this module: a model worker otherwise never loads protobuf, ~0.3 s of its start-up)
-  const [{ hasInt8PromptProducts, int8PromptGraph, INT8_PROMPT_FORMAT }, { decodeModel, encodeModel }] = await Promise.all([import('../onnx/int8-prompt-graph.js'), import('../onnx/proto.js')]);
+  const [{ int8PromptProducts, int8PromptGraph, INT8_PROMPT_FORMAT }, { decodeModel, encodeModel }] = await Promise.all([import('../onnx/int8-prompt-graph.js'), import('../onnx/proto.js')]);
   const dataDir = source.externalDataDir ?? dirname(source.path);
   const bytes = source.graph ?? (await readFile(source.path));
-  if (!hasInt8PromptProducts(decodeModel(bytes, source.path), logitsWidth)) return undefined;
+  // (counted from the graph: a session loaded from its saved form rewrites nothing)
+  const products = int8PromptProducts(decodeModel(bytes, source.path), logitsWidth);
+  if (products === 0) return undefined;
   const label = source.label ?? source.path;
   const withData = { ...options, extra: { session: { ...(options.extra?.session as Record<string, unknown> | undefined), model_external_initializers_file_folder_path: dataDir } } };
   // (rewritten only where the session cache has no saved form of it, from a graph of its own each time: the rewrite changes it)
   const load = (opts: ort.InferenceSession.SessionOptions) => {
     const rewritten = int8PromptGraph(decodeModel(bytes, source.path), dataDir, logitsWidth);
-    // (not reached where hasInt8PromptProducts said yes, unless a weight's bytes could not be read: then no prompt session)
+    // (not undefined: the rewrite takes the products counted above, and a weight it cannot read, its data file missing
+    // or cut short, throws instead; either way the load fails with the message below rather than run without the option)
     if (!rewritten) throw new ModelRunError('no product could be rewritten');
     return ort.InferenceSession.create(encodeModel(rewritten.model), opts);
   };
   try {
-    return cache ? await createCachedSession(source.path, { ...cache, variant: `${cache.variant}+int8-prompts`, salt: `int8-prompts/${INT8_PROMPT_FORMAT}` }, withData, load) : await load(withData);
+    // (`reasonplug cache` lists it as the model's int8 prompt session, not as its own)
+    const session = cache
+      ? await createCachedSession(source.path, { ...cache, variant: `${cache.variant}+int8-prompts`, salt: `int8-prompts/${INT8_PROMPT_FORMAT}`, label: 'int8 prompts' }, withData, load)
+      : await load(withData);
+    return { session, products };
   } catch (err) {
     throw new ModelRunError(`${label}: its int8 prompt graph (int8Prompts) could not be loaded: ${(err as Error).message}`);
   }
@@ -101,9 +109,24 @@ export interface RuntimeOptions {
    * products, on onnxruntime's integer GEMM (AMX or VNNI kernels where the CPU has them): prefill 2-2.5x faster on
    * the CPU measured, for about a byte a weight more memory and an int8 rounding of the prompt (see
    * onnx/int8-prompt-graph.ts). Steps keep the model's own products. CPU only; a graph without such products runs as
-   * without it. Default false.
+   * without it ({@link DecoderSession.int8Prompts} says which). Default false.
    */
   int8Prompts?: boolean;
+}
+
+/**
+ * What {@link RuntimeOptions.int8Prompts} did for one model (`ModelInfo.int8Prompts`): the option is no error where it
+ * can do nothing, so this is where a user sees whether prompts run on int8 products.
+ */
+export interface Int8PromptsOutcome {
+  /** Products its prompts run as 8-bit integer products; 0: none, its prompts run on the model's own products. */
+  products: number;
+  /**
+   * With no product rewritten, why: `device`, a device other than the CPU (the int8 products are onnxruntime's CPU
+   * kernels); `no-products`, no block-quantized product the rewrite takes (float and fp16 graphs, merged decoders,
+   * whose products lie in `If` branches, fp16 scales as q4f16 exports have them).
+   */
+  unused?: 'device' | 'no-products';
 }
 
 /** Raised when a model run fails; names the model and the step. */
@@ -211,6 +234,8 @@ export class DecoderSession {
      */
     readonly runWideActivationScale: boolean,
     prefixCacheBytes: number,
+    /** What {@link RuntimeOptions.int8Prompts} did; undefined where the session was not asked for it. */
+    readonly int8Prompts: Int8PromptsOutcome | undefined,
   ) {
     this.prefixCache = new PrefixCache(this, runWideActivationScale ? 0 : prefixCacheBytes);
   }
@@ -244,13 +269,17 @@ export class DecoderSession {
     let promptSession = session;
     try {
       const signature = detectSignature(session.inputMetadata, session.outputMetadata, label);
-      if (options.int8Prompts && device === 'cpu') {
+      let int8Prompts: Int8PromptsOutcome | undefined;
+      if (options.int8Prompts && device !== 'cpu') int8Prompts = { products: 0, unused: 'device' };
+      else if (options.int8Prompts) {
         // (kept whatever the model's size unless told not to: the rewrite takes seconds where loading its saved form takes tenths)
         const promptCache = options.sessionCache === false ? undefined : source.sessionCache;
-        promptSession = (await createInt8PromptSession(source, signature.logits.vocabSize, sessionOptions, promptCache)) ?? session;
+        const int8 = await createInt8PromptSession(source, signature.logits.vocabSize, sessionOptions, promptCache);
+        promptSession = int8?.session ?? session;
+        int8Prompts = int8 ? { products: int8.products } : { products: 0, unused: 'no-products' };
       }
       const prefixBytes = options.prefixCacheBytes ?? DEFAULT_PREFIX_CACHE_BYTES;
-      return new DecoderSession(session, promptSession, signature, label, threads, source.padding ?? 'left', source.longRopeContext, source.runWideActivationScale ?? false, prefixBytes);
+      return new DecoderSession(session, promptSession, signature, label, threads, source.padding ?? 'left', source.longRopeContext, source.runWideActivationScale ?? false, prefixBytes, int8Prompts);
     } catch (err) {
       await session.release();
       if (promptSession !== session) await promptSession.release();

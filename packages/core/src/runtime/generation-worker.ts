@@ -436,8 +436,26 @@ async function start(): Promise<Loaded> {
     notes,
     warnings,
     mode,
-    reasoners: reasoners.map((r) => ({ name: r.name, modelPath: r.info.modelPath, weight: r.weight, vocabSize: r.info.vocabSize, ...(r.declaredMode ? { mode: r.declaredMode } : {}) })),
-    ...(draft ? { draftModel: { modelPath: draft.modelPath, draftTokens: config.draftModel!.draftTokens, adaptive: config.draftModel!.adaptive, minProbability: config.draftModel!.minProbability } } : {}),
+    ...(session.int8Prompts ? { int8Prompts: session.int8Prompts } : {}),
+    reasoners: reasoners.map((r) => ({
+      name: r.name,
+      modelPath: r.info.modelPath,
+      weight: r.weight,
+      vocabSize: r.info.vocabSize,
+      ...(r.declaredMode ? { mode: r.declaredMode } : {}),
+      ...(r.info.int8Prompts ? { int8Prompts: r.info.int8Prompts } : {}),
+    })),
+    ...(draft
+      ? {
+          draftModel: {
+            modelPath: draft.modelPath,
+            draftTokens: config.draftModel!.draftTokens,
+            adaptive: config.draftModel!.adaptive,
+            minProbability: config.draftModel!.minProbability,
+            ...(draft.session.int8Prompts ? { int8Prompts: draft.session.int8Prompts } : {}),
+          },
+        }
+      : {}),
     ...(session.intraOpThreads ? { intraOpThreads: session.intraOpThreads } : {}),
     placement: { kind: plan.placement, lanes: plan.lanes.map((members) => members.map((i) => names[i]!)) },
     ...(contextLength !== undefined ? { contextLength } : {}),

@@ -6,7 +6,7 @@
 import type { ModelLocation } from '../modules/locate.js';
 import type { ModuleManifest } from '../modules/manifest.js';
 import type { PreparedDecoder } from '../onnx/prepared-cache.js';
-import { DecoderSession, type DecoderSource, type RuntimeOptions } from './decoder-session.js';
+import { DecoderSession, type DecoderSource, type Int8PromptsOutcome, type RuntimeOptions } from './decoder-session.js';
 import { checkDeclaredVocabSize, tokenizerSizeOfDir } from '../modules/vocab-compat.js';
 import { tokenizerFingerprintOf } from '../tokenizer/fingerprint.js';
 
@@ -59,6 +59,8 @@ export interface ReasonerInfo {
   manifest?: ModuleManifest;
   tokenizerFingerprint?: string;
   notes: string[];
+  /** What `int8Prompts` did for its prompts (`DecoderSession.int8Prompts`), where asked for. */
+  int8Prompts?: Int8PromptsOutcome;
 }
 
 /** Opens a prepared reasoner and reads what composing it needs (its manifest, tokenizer fingerprint). */
@@ -71,6 +73,7 @@ export async function openReasoner(model: PreparedModel, runtime: RuntimeOptions
     ...(location.manifest ? { manifest: location.manifest } : {}),
     ...(fingerprint ? { tokenizerFingerprint: fingerprint } : {}),
     notes,
+    ...(session.int8Prompts ? { int8Prompts: session.int8Prompts } : {}),
   };
   return { session, info };
 }

@@ -4,7 +4,7 @@ import type { DecoderSignature } from '../onnx/signature.js';
 import type { ChatMessage } from '../tokenizer/tokenizer.js';
 import type { ToolsPrompt } from '../tokenizer/tools-in-prompt.js';
 import type { GenerateOptions, GenerationResult, Timing, TokenEvent } from '../generate/types.js';
-import type { RuntimeOptions } from './decoder-session.js';
+import type { Int8PromptsOutcome, RuntimeOptions } from './decoder-session.js';
 import type { WireError } from './spawn-worker.js';
 import type { FusionMode } from '../compose/fusion.js';
 import type { WeightSpec } from '../compose/weights.js';
@@ -185,8 +185,18 @@ export interface ModelInfo {
     /** How the model asks for latent steps (`<implicit_thought>N</implicit_thought>`). */
     marker: MarkerSpec;
   };
-  /** Loaded reasoners with their default weights, and the fusion mode each one's manifest declares. */
-  reasoners: { name: string; modelPath: string; weight: WeightSpec; vocabSize: number; mode?: FusionMode }[];
+  /**
+   * Whether the backbone's prompts run on 8-bit integer products, where the engine was loaded with `int8Prompts`:
+   * `{ products: N }`, N of its block-quantized products rewritten; `{ products: 0, unused }` where none could be,
+   * and why (`device`: not the CPU; `no-products`: no block-quantized product the rewrite takes, as in float and fp16
+   * graphs, merged decoders and q4f16 exports), its prompts then running as without the option. Absent without it.
+   */
+  int8Prompts?: Int8PromptsOutcome;
+  /**
+   * Loaded reasoners with their default weights, the fusion mode each one's manifest declares, and what `int8Prompts`
+   * did for each (as the backbone's {@link int8Prompts}).
+   */
+  reasoners: { name: string; modelPath: string; weight: WeightSpec; vocabSize: number; mode?: FusionMode; int8Prompts?: Int8PromptsOutcome }[];
   /** The draft model, when one is loaded: its graph, and how many tokens it drafts at most. */
   draftModel?: {
     /** The draft model's graph. */
@@ -197,6 +207,8 @@ export interface ModelInfo {
     adaptive: boolean;
     /** The draft's own probability below which it stops drafting (`DraftModelOptions.minProbability`). */
     minProbability: number;
+    /** What `int8Prompts` did for the draft model's prompts (as the backbone's {@link int8Prompts}). */
+    int8Prompts?: Int8PromptsOutcome;
   };
   /** Intra-op threads of the session; absent means onnxruntime's default (one per physical core). */
   intraOpThreads?: number;

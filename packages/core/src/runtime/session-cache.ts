@@ -80,6 +80,11 @@ export interface SessionCacheSpec {
    */
   salt?: string;
   /**
+   * What the session is of where it is not the model's own graph (`int8 prompts`, see decoder-session.ts): kept in the
+   * entry, so that `reasonplug cache` tells it apart from the model's own saved session.
+   */
+  label?: string;
+  /**
    * Bytes the disk must keep free after the saved form is written (default: a tenth of the disk, 1 GiB at least): with
    * less room the session is created the usual way and nothing is written, so the cache never fills a disk.
    */
@@ -97,6 +102,8 @@ interface Sidecar {
   format: number;
   /** The model the graph was prepared from (what `reasonplug cache` lists). */
   model: string;
+  /** {@link SessionCacheSpec.label}, where given (listed beside the model). */
+  label?: string;
   /** File name (in the entry's directory) of the saved form's data. */
   data: string;
   graph: FileStamp;
@@ -338,7 +345,7 @@ async function save(
     }
     await drop(entry, spec.dir);
     await rename(graphTmp, entry.graph);
-    const meta: Sidecar = { format: SESSION_CACHE_FORMAT, model: resolve(spec.model), data: dataName, graph: await stampOf(entry.graph), dataStamp: await stampOf(join(spec.dir, dataName)) };
+    const meta: Sidecar = { format: SESSION_CACHE_FORMAT, model: resolve(spec.model), ...(spec.label ? { label: spec.label } : {}), data: dataName, graph: await stampOf(entry.graph), dataStamp: await stampOf(join(spec.dir, dataName)) };
     await writeFileAtomic(entry.sidecar, `${JSON.stringify(meta)}\n`);
     await dropLeftovers(spec.dir);
     await dropOlder(entry, spec.dir);

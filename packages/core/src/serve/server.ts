@@ -30,6 +30,7 @@ import { isOllamaRef, ollamaDisplayName } from '../modules/ollama-store.js';
 import type { ToolCallSyntax } from '../constrain/tool-syntax.js';
 import type { ReasoningFormat } from '../chat/reasoning.js';
 import type { TransferProgress } from '../registry/download.js';
+import type { Int8PromptsOutcome } from '../runtime/decoder-session.js';
 import { listener, type RefusedRequest, type TlsFiles } from './listener.js';
 import { Admission } from './admission.js';
 import { ApiKeys, usableApiKey } from './api-keys.js';
@@ -148,6 +149,8 @@ export interface ServedInfo {
   resolved: ResolvedReference[];
   /** The backbone's entry of `resolved` (without its role), where the backbone was given as a registry reference. */
   pulled?: Pick<PulledModule, 'version' | 'digest' | 'pinned'>;
+  /** What `int8Prompts` did for the backbone (`ModelInfo.int8Prompts`), where the engine was loaded with it. */
+  int8Prompts?: Int8PromptsOutcome;
 }
 
 /** A listening server. */
@@ -377,7 +380,8 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
       loaded = { ...l, options, runner };
       const backbone = resolved.find((r) => r.role === 'model');
       const pulled = backbone && { version: backbone.version, digest: backbone.digest, pinned: backbone.pinned };
-      return { models: l.models.list().map((m) => m.id), contextLength: l.contextLength, resolved, ...(pulled ? { pulled } : {}) };
+      const { int8Prompts } = l.engine.info;
+      return { models: l.models.list().map((m) => m.id), contextLength: l.contextLength, resolved, ...(pulled ? { pulled } : {}), ...(int8Prompts ? { int8Prompts } : {}) };
     },
     (err: Error) => {
       loadError = err;
