@@ -385,7 +385,14 @@ export class Engine {
       findPreparedModel(model, cacheDir, backboneNeeds({ ...(projector ? { projector } : {}), ...(embeddings ? { embeddings } : {}) }), dtype),
       ...reasoners.map((r) => findPreparedModel(r.model, cacheDir, {}, r.dtype)),
     ]).then((models) => worker.postMessage({ type: 'prepared', models } satisfies ToWorker));
-    const [info] = await Promise.all([loading, found]);
+    // (a worker whose first message could not be posted would wait for it, and hold the process, forever)
+    const [info] = await Promise.all([
+      loading,
+      found.catch(async (err) => {
+        await worker.terminate();
+        throw err;
+      }),
+    ]);
     return new Engine(worker, guard, info, performance.now() - t0);
   }
 

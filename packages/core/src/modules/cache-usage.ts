@@ -1,7 +1,7 @@
 /**
  * What the cache root holds and how much disk each part takes, and clearing parts of it (`reasonplug cache`).
  * Every part is derived and can be made again: converted GGUFs from their files, pulled modules and Ollama models from their registries,
- * prepared graphs and saved sessions from the modules, stat records by hashing. Sizes count each file once, however
+ * prepared graphs and saved sessions from the modules, stat records and tokenizer fingerprints by hashing. Sizes count each file once, however
  * many hard links it has (a pulled module's files are links to its blobs). Conversions of an earlier layout and
  * prepared graphs of an earlier format, which an upgrade removes once it writes their successors, are listed as stale
  * where any remain. Clearing leaves what other processes are writing, and the module blobs while a pull is under way.
@@ -187,7 +187,7 @@ export async function cacheUsage(root = cacheRoot()): Promise<CacheUsage> {
   if (preparedBytes > 0) entries.push({ part: 'prepared', name: `${graphs} prepared graph(s)`, path: prepared, bytes: preparedBytes });
   if (staleBytes > 0) entries.push({ part: 'prepared', name: `${staleGraphs} prepared graph(s) of an earlier format, ${STALE}`, path: prepared, bytes: staleBytes });
   const digests = await sizeOf(join(root, 'digests'), seen);
-  if (digests > 0) entries.push({ part: 'digests', name: 'stat records of verified files', path: join(root, 'digests'), bytes: digests });
+  if (digests > 0) entries.push({ part: 'digests', name: 'stat records of verified files, tokenizer fingerprints', path: join(root, 'digests'), bytes: digests });
   const bytes = Object.fromEntries(CACHE_PARTS.map((p) => [p, entries.filter((e) => e.part === p).reduce((n, e) => n + e.bytes, 0)])) as Record<CachePart, number>;
   return { root, entries, bytes };
 }

@@ -5,7 +5,7 @@
  * ~0.8 s of a module with Qwen2.5's 151,936 tokens and merges, on the thread that starts the model's worker. With a
  * record it is a stat and two small reads.
  *
- * A record, `tokenizer-<sha256>.json` beside the stat records (file-digest.ts), holds the fingerprint of the bytes
+ * A record, `tokenizer-v1-<sha256>.json` beside the stat records (file-digest.ts), holds the fingerprint of the bytes
  * whose digest names it; that digest comes from the file's stat record, trusted as a module's verification trusts it.
  * A record that does not give the fingerprint the caller expects is not believed, as a stat record that disagrees is
  * not: the fingerprint is computed again (a damaged record must not condemn a good module) and the record replaced.
@@ -15,6 +15,9 @@ import { join, resolve } from 'node:path';
 import { cachedHashFile, defaultDigestDir } from '../modules/file-digest.js';
 import { writeFileAtomic } from '../registry/atomic.js';
 import { tokenizerFingerprintOfDir } from './fingerprint.js';
+
+/** Bump when the fingerprint's method changes: records of the old one then answer for nothing. */
+const RECORD_VERSION = 'v1';
 
 /** Counters for tests and diagnostics: fingerprints computed from tokenizer.json, and answered from a record. */
 export const fingerprintRecordStats = { computed: 0, recorded: 0 };
@@ -43,7 +46,7 @@ async function readRecord(path: string): Promise<unknown> {
 export async function recordedTokenizerFingerprint(dir: string, expected: string, cacheDir = defaultDigestDir()): Promise<string | undefined> {
   const path = join(resolve(dir), 'tokenizer.json');
   const digest = await digestOf(path, cacheDir);
-  const record = digest === undefined ? undefined : join(cacheDir, `tokenizer-${digest}.json`);
+  const record = digest === undefined ? undefined : join(cacheDir, `tokenizer-${RECORD_VERSION}-${digest}.json`);
   const recorded = record === undefined ? undefined : await readRecord(record);
   if (recorded === expected) {
     fingerprintRecordStats.recorded++;
