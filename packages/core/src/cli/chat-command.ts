@@ -17,7 +17,7 @@ import { ChatReplySplitter, keptTokens, replyParsing, thinkingBudgetFor } from '
 import type { ReasoningFormat } from '../chat/reasoning.js';
 import { chatTemplateFile, jsonObjectFlag, nonNegativeIntegerFlag, positiveIntegerFlag } from './flags.js';
 import { withModelMessages, withModelSampling } from '../modules/model-defaults.js';
-import { addLatentFlags, addModelFlags, addSamplingFlags, decodeSpeed, engineOptions, int8PromptsUnused, latentOptions, samplingOptions, type LatentFlags, type ModelFlags, type SamplingFlags } from './model-flags.js';
+import { addLatentFlags, addModelFlags, addSamplingFlags, decodeSpeed, engineOptions, noteInt8PromptsUnused, latentOptions, samplingOptions, type LatentFlags, type ModelFlags, type SamplingFlags } from './model-flags.js';
 
 interface ChatFlags extends ModelFlags, SamplingFlags, LatentFlags {
   system?: string;
@@ -70,8 +70,7 @@ async function chat(flags: ChatFlags): Promise<void> {
     const template = chatTemplate ?? tokenizer.chatTemplate;
     if (!template) throw new TokenizerError(`${flags.model} has no chat template: give one with --chat-template, or use generate`);
     for (const w of engine.info.warnings) process.stderr.write(`warning: ${w}\n`);
-    const int8Unused = int8PromptsUnused(engine.info.int8Prompts);
-    if (int8Unused) process.stderr.write(`[${int8Unused}]\n`);
+    noteInt8PromptsUnused(engine.info.int8Prompts);
     // Without --max-tokens a reply may run to the end of the context (the engine stops a row there).
     const context = engine.info.contextLength ?? 2048;
     // The model's own sampling settings, limit and stop strings where flags leave them out (none with --no-model-defaults).

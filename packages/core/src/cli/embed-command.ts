@@ -10,7 +10,7 @@ import { DTYPE_CHOICES } from '../modules/hub-variants.js';
 import { DEVICES } from '../runtime/devices.js';
 import { unitLength } from '../runtime/unit-length.js';
 import { positiveIntegerFlag, threadsFlag } from './flags.js';
-import { engineOptions, int8PromptsOption, int8PromptsUnused, sessionCacheOption, type ModelFlags } from './model-flags.js';
+import { engineOptions, int8PromptsOption, noteInt8PromptsUnused, sessionCacheOption, type ModelFlags } from './model-flags.js';
 
 interface EmbedFlags extends Pick<ModelFlags, 'model' | 'dtype' | 'device' | 'threads' | 'sessionCache' | 'int8Prompts'> {
   dimensions?: number;
@@ -39,8 +39,7 @@ async function embedTexts(given: string[], flags: EmbedFlags): Promise<void> {
   if (texts.length === 0) throw new InvalidArgumentError('embed: give texts as arguments or as lines of the input');
   const engine = await Engine.load({ ...(await engineOptions(flags)), embeddings: true });
   try {
-    const int8Unused = int8PromptsUnused(engine.info.int8Prompts);
-    if (int8Unused) process.stderr.write(`[${int8Unused}]\n`);
+    noteInt8PromptsUnused(engine.info.int8Prompts);
     const size = engine.info.embeddingSize!;
     if (flags.dimensions !== undefined && flags.dimensions > size) throw new InvalidArgumentError(`--dimensions ${flags.dimensions} is more than the model's ${size}`);
     const { vectors, promptTokens } = await engine.embed({ texts }, { normalize: !flags.raw });

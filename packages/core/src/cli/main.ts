@@ -31,7 +31,7 @@ import { writeBeside } from './write-beside.js';
 import { addChatCommand } from './chat-command.js';
 import { addEmbedCommand } from './embed-command.js';
 import { addModelsCommand } from './models-command.js';
-import { addLatentFlags, addModelFlags, addSamplingFlags, decodeSpeed, engineOptions, int8PromptsUnused, latentOptions, localModelWithProgress, samplingOptions, type LatentFlags, type ModelFlags, type SamplingFlags } from './model-flags.js';
+import { addLatentFlags, addModelFlags, addSamplingFlags, decodeSpeed, engineOptions, noteInt8PromptsUnused, latentOptions, localModelWithProgress, samplingOptions, type LatentFlags, type ModelFlags, type SamplingFlags } from './model-flags.js';
 import { integerFlag, positiveIntegerFlag, promptIdsFlag } from './flags.js';
 import type { PromptInput } from '../runtime/protocol.js';
 import { withModelSampling } from '../modules/model-defaults.js';
@@ -94,8 +94,7 @@ async function generate(flags: GenerateFlagsWithFormat): Promise<void> {
     const defaulted = withModelSampling(options, engine.info.defaults);
     const stream = engine.stream(input, { ...defaulted, maxTokens: defaulted.maxTokens ?? DEFAULT_MAX_TOKENS, signal: controller.signal });
     for (const w of engine.info.warnings) process.stderr.write(`warning: ${w}\n`);
-    const int8Unused = int8PromptsUnused(engine.info.int8Prompts);
-    if (int8Unused) process.stderr.write(`[${int8Unused}]\n`);
+    noteInt8PromptsUnused(engine.info.int8Prompts);
     const traces: unknown[] = [];
     for await (const t of stream) {
       if (t.trace) {

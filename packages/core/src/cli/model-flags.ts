@@ -133,6 +133,12 @@ export function int8PromptsUnused(outcome: Int8PromptsOutcome | undefined): stri
   return `--int8-prompts: ${why}; prompts run as without the option`;
 }
 
+/** Writes {@link int8PromptsUnused}'s line on stderr, in the CLI's bracketed note style, where there is one. */
+export function noteInt8PromptsUnused(outcome: Int8PromptsOutcome | undefined): void {
+  const unused = int8PromptsUnused(outcome);
+  if (unused) process.stderr.write(`[${unused}]\n`);
+}
+
 /**
  * --no-model-defaults (Engine.load's `modelDefaults: false`; vLLM's `--generation-config vllm`), for every command that
  * generates: without it, what the model's files recommend is used where flags (or a request) leave it out.
