@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import * as ort from 'onnxruntime-node';
-import { readdir } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Engine } from '../src/engine.js';
 import { int8PromptGraph, int8PromptProducts } from '../src/onnx/int8-prompt-graph.js';
@@ -209,6 +209,25 @@ describe('int8 prompts (int8Prompts)', function () {
     const products = (await readModel(join(q8.module, 'model.onnx'))).graph!.node!.filter((n) => n.opType === 'MatMulNBits').length - 1;
     expect(products).to.be.above(0);
     expect(infos).to.deep.equal([{ products }, { products }]);
+    // The count is kept with the saved form, so a load from it decodes no graph: a count edited there is the one given,
+    // and one that is no count (or none, an entry saved before counts were kept) is counted from the graph again, and kept.
+    const sidecars = (await readdir(sessions)).filter((f) => f.endsWith('.json')).map((f) => join(sessions, f));
+    const kept: string[] = [];
+    for (const f of sidecars) if (JSON.parse(await readFile(f, 'utf8')).label === 'int8 prompts') kept.push(f);
+    expect(kept).to.have.length(1);
+    const sidecar = JSON.parse(await readFile(kept[0]!, 'utf8'));
+    expect(sidecar.facts).to.deep.equal({ products });
+    const infoWith = async (facts: unknown) => {
+      await writeFile(kept[0]!, JSON.stringify({ ...sidecar, facts }));
+      const engine = await Engine.load({ model: q8.module, int8Prompts: true, sessionCache: true, cacheDir: join(scratch.dir, 'prepared-q8') });
+      await engine.dispose();
+      return engine.info.int8Prompts;
+    };
+    expect(await infoWith({ products: products + 1 })).to.deep.equal({ products: products + 1 });
+    expect(await infoWith({ products: 0 })).to.deep.equal({ products });
+    expect(await infoWith({ products: 'many' })).to.deep.equal({ products });
+    expect(await infoWith(undefined)).to.deep.equal({ products });
+    expect(JSON.parse(await readFile(kept[0]!, 'utf8')).facts).to.deep.equal({ products });
   });
 
   it('generate and embed say in one line on stderr when --int8-prompts rewrote nothing, and nothing where it did', async () => {

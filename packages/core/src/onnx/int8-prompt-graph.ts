@@ -34,9 +34,6 @@ export interface Int8PromptGraph {
 
 const MS = 'com.microsoft';
 
-/** Bump when the rewrite changes what it writes: sessions saved of earlier rewrites are then made again. */
-export const INT8_PROMPT_FORMAT = 1;
-
 /**
  * Rewrites `model` (in place) as described above; `dataDir` is where its external data lives, `logitsWidth` the width
  * of its logits (where no walk back from `logits` finds the head, a product that wide is taken for it). Undefined when

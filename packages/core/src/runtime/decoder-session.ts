@@ -18,7 +18,8 @@ import type { RowCache } from './batch-kv.js';
 import { allocate, allWithBits, byPastName, copyRow, emptyPast, KV_ROOM, pastNames, pastTensor, presentsOf, rowElements, widened, withBits, writeStep, type CacheData } from './cache-tensors.js';
 import { releaseTensors } from './release-tensors.js';
 import { guardedRun } from './run-guard.js';
-import { createCachedSession, SESSION_CACHE_MIN_BYTES, type SessionCacheSpec } from './session-cache.js';
+import { INT8_PROMPT_FORMAT } from '../onnx/int8-prompt-format.js';
+import { createCachedSession, savedFacts, SESSION_CACHE_MIN_BYTES, type SessionCacheSpec } from './session-cache.js';
 
 /**
  * The session prompts run on ({@link RuntimeOptions.int8Prompts}): the graph rewritten by `int8PromptGraph`, kept in
@@ -31,28 +32,33 @@ async function createInt8PromptSession(
   options: ort.InferenceSession.SessionOptions,
   cache: SessionCacheSpec | undefined,
 ): Promise<{ session: ort.InferenceSession; products: number } | undefined> {
-  // (loaded here, not with this module: a model worker otherwise never loads protobuf, ~0.3 s of its start-up)
-  const [{ int8PromptProducts, int8PromptGraph, INT8_PROMPT_FORMAT }, { decodeModel, encodeModel }] = await Promise.all([import('../onnx/int8-prompt-graph.js'), import('../onnx/proto.js')]);
+  // (loaded only where needed, not with this module: a model worker otherwise never loads protobuf, ~0.1-0.3 s of its start-up)
+  const modules = () => Promise.all([import('../onnx/int8-prompt-graph.js'), import('../onnx/proto.js')]);
   const dataDir = source.externalDataDir ?? dirname(source.path);
-  const bytes = source.graph ?? (await readFile(source.path));
-  // (counted from the graph: a session loaded from its saved form rewrites nothing)
-  const products = int8PromptProducts(decodeModel(bytes, source.path), logitsWidth);
+  const graph = async () => source.graph ?? (await readFile(source.path));
+  // (`reasonplug cache` lists it as the model's int8 prompt session, not as its own; the salt names the rewrite's format)
+  const saved = cache && { ...cache, variant: `${cache.variant}+int8-prompts`, salt: `int8-prompts/${INT8_PROMPT_FORMAT}`, label: 'int8 prompts' };
+  // (counted from the graph, a session loaded from its saved form rewriting nothing, unless that form kept the count)
+  const recorded = saved && (await savedFacts(source.path, saved))?.['products'];
+  let products = Number.isSafeInteger(recorded) && recorded! > 0 ? recorded! : undefined;
+  if (products === undefined) {
+    const [{ int8PromptProducts }, { decodeModel }] = await modules();
+    products = int8PromptProducts(decodeModel(await graph(), source.path), logitsWidth);
+  }
   if (products === 0) return undefined;
   const label = source.label ?? source.path;
   const withData = { ...options, extra: { session: { ...(options.extra?.session as Record<string, unknown> | undefined), model_external_initializers_file_folder_path: dataDir } } };
   // (rewritten only where the session cache has no saved form of it, from a graph of its own each time: the rewrite changes it)
-  const load = (opts: ort.InferenceSession.SessionOptions) => {
-    const rewritten = int8PromptGraph(decodeModel(bytes, source.path), dataDir, logitsWidth);
+  const load = async (opts: ort.InferenceSession.SessionOptions) => {
+    const [{ int8PromptGraph }, { decodeModel, encodeModel }] = await modules();
+    const rewritten = int8PromptGraph(decodeModel(await graph(), source.path), dataDir, logitsWidth);
     // (not undefined: the rewrite takes the products counted above, and a weight it cannot read, its data file missing
     // or cut short, throws instead; either way the load fails with the message below rather than run without the option)
     if (!rewritten) throw new ModelRunError('no product could be rewritten');
     return ort.InferenceSession.create(encodeModel(rewritten.model), opts);
   };
   try {
-    // (`reasonplug cache` lists it as the model's int8 prompt session, not as its own)
-    const session = cache
-      ? await createCachedSession(source.path, { ...cache, variant: `${cache.variant}+int8-prompts`, salt: `int8-prompts/${INT8_PROMPT_FORMAT}`, label: 'int8 prompts' }, withData, load)
-      : await load(withData);
+    const session = saved ? await createCachedSession(source.path, { ...saved, facts: { products } }, withData, load) : await load(withData);
     return { session, products };
   } catch (err) {
     throw new ModelRunError(`${label}: its int8 prompt graph (int8Prompts) could not be loaded: ${(err as Error).message}`);

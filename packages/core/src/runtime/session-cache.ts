@@ -85,6 +85,11 @@ export interface SessionCacheSpec {
    */
   label?: string;
   /**
+   * What the caller counted from the graph to create its session (int8 prompts' products): kept in the entry, and
+   * given back by {@link savedFacts} while the entry is whole, so that a load from it need not decode the graph again.
+   */
+  facts?: Record<string, number>;
+  /**
    * Bytes the disk must keep free after the saved form is written (default: a tenth of the disk, 1 GiB at least): with
    * less room the session is created the usual way and nothing is written, so the cache never fills a disk.
    */
@@ -104,6 +109,8 @@ interface Sidecar {
   model: string;
   /** {@link SessionCacheSpec.label}, where given (listed beside the model). */
   label?: string;
+  /** {@link SessionCacheSpec.facts}, where given. */
+  facts?: Record<string, number>;
   /** File name (in the entry's directory) of the saved form's data. */
   data: string;
   graph: FileStamp;
@@ -164,13 +171,25 @@ async function readSidecar(entry: Pick<Entry, 'sidecar'>): Promise<Sidecar | und
   }
 }
 
-/** The saved form's graph path when the entry is whole and unchanged since it was written. */
-async function hit(entry: Entry, dir: string): Promise<string | undefined> {
+/** The saved form's graph path and sidecar when the entry is whole and unchanged since it was written. */
+async function hit(entry: Entry, dir: string): Promise<{ graph: string; meta: Sidecar } | undefined> {
   const meta = await readSidecar(entry);
   if (!meta) return undefined;
   try {
     const [graph, data] = await Promise.all([stampOf(entry.graph), stampOf(join(dir, meta.data))]);
-    return sameStamp(graph, meta.graph) && sameStamp(data, meta.dataStamp) ? entry.graph : undefined;
+    return sameStamp(graph, meta.graph) && sameStamp(data, meta.dataStamp) ? { graph: entry.graph, meta } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The {@link SessionCacheSpec.facts} kept with `graphPath`'s saved form under `spec`, where it has a whole one that
+ * kept them; a load that finds none counts them from the graph (and {@link createCachedSession} keeps them).
+ */
+export async function savedFacts(graphPath: string, spec: SessionCacheSpec): Promise<Record<string, number> | undefined> {
+  try {
+    return (await hit(await entryPaths(graphPath, spec), spec.dir))?.meta.facts;
   } catch {
     return undefined;
   }
@@ -279,10 +298,16 @@ export async function createCachedSession(
     // The saved form's data lies beside it: onnxruntime finds it relative to the graph's own path.
     const session = { ...(options.extra?.session as Record<string, unknown> | undefined) };
     delete session['model_external_initializers_file_folder_path'];
+    let created: ort.InferenceSession | undefined;
     try {
-      return await ort.InferenceSession.create(saved, { ...options, extra: { ...options.extra, session } });
+      created = await ort.InferenceSession.create(saved.graph, { ...options, extra: { ...options.extra, session } });
     } catch {
       // Written again below.
+    }
+    if (created) {
+      // (an entry saved before its facts were kept gets them, so the next load need not count them again)
+      if (spec.facts && JSON.stringify(saved.meta.facts) !== JSON.stringify(spec.facts)) await writeFileAtomic(entry.sidecar, `${JSON.stringify({ ...saved.meta, facts: spec.facts })}\n`).catch(() => undefined);
+      return created;
     }
   }
   const stem = `${entry.key}.${uniqueSuffix()}`;
@@ -345,7 +370,7 @@ async function save(
     }
     await drop(entry, spec.dir);
     await rename(graphTmp, entry.graph);
-    const meta: Sidecar = { format: SESSION_CACHE_FORMAT, model: resolve(spec.model), ...(spec.label ? { label: spec.label } : {}), data: dataName, graph: await stampOf(entry.graph), dataStamp: await stampOf(join(spec.dir, dataName)) };
+    const meta: Sidecar = { format: SESSION_CACHE_FORMAT, model: resolve(spec.model), ...(spec.label ? { label: spec.label } : {}), ...(spec.facts ? { facts: spec.facts } : {}), data: dataName, graph: await stampOf(entry.graph), dataStamp: await stampOf(join(spec.dir, dataName)) };
     await writeFileAtomic(entry.sidecar, `${JSON.stringify(meta)}\n`);
     await dropLeftovers(spec.dir);
     await dropOlder(entry, spec.dir);
