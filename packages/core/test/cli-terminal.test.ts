@@ -49,16 +49,16 @@ class Terminal {
     this.child.stdin.write(keys);
   }
 
-  /** Waits (15 s at most) until the screen passes `test`. */
+  /** Waits (60 s at most: a CLI started from sources on a loaded machine) until the screen passes `test`. */
   async until(test: (screen: string) => boolean, what: string): Promise<void> {
-    for (const end = Date.now() + 15_000; !test(this.screen); await new Promise((r) => setTimeout(r, 20))) {
+    for (const end = Date.now() + 60_000; !test(this.screen); await new Promise((r) => setTimeout(r, 20))) {
       if (Date.now() > end) throw new Error(`no ${what} on the screen: ${JSON.stringify(this.screen)}`);
     }
   }
 
-  /** The exit code, once the command ends by itself (15 s at most). */
+  /** The exit code, once the command ends by itself (60 s at most). */
   async code(): Promise<number | null> {
-    const timeout = new Promise<'running'>((r) => setTimeout(() => r('running'), 15_000).unref());
+    const timeout = new Promise<'running'>((r) => setTimeout(() => r('running'), 60_000).unref());
     const code = await Promise.race([this.exited, timeout]);
     if (code === 'running') {
       this.child.kill('SIGKILL');

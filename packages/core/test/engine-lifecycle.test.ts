@@ -47,8 +47,8 @@ ${how};`;
       expect((await engine.stats()).waiting).to.equal(1);
       expect(await engine.generate({ promptIds: [6] }, { maxTokens: 1 }).catch((e: Error) => e)).to.be.instanceOf(QueueFullError);
       caller.abort();
-      // (it waited for the whole blocker before)
-      const first = await Promise.race([queued.then((r) => r), sleep(1500).then(() => 'still waiting' as const)]);
+      // (it waited for the whole blocker before: raced against the blocker's end, not a clock, which a loaded machine slows)
+      const first = await Promise.race([queued.then((r) => r), blocker.then(() => 'still waiting' as const)]);
       expect(first, 'the aborted call settled').to.not.equal('still waiting');
       expect(blockerDone, 'settled while the blocker runs').to.equal(false);
       if (first === 'still waiting') return;
@@ -81,7 +81,7 @@ ${how};`;
       const batched = engine.generate({ promptIds: [4, 5] }, { maxTokens: 10, signal: caller.signal });
       await sleep(20);
       caller.abort();
-      const settled = await Promise.race([Promise.all([traced, batched]), sleep(1500).then(() => 'still waiting' as const)]);
+      const settled = await Promise.race([Promise.all([traced, batched]), long.then(() => 'still waiting' as const)]);
       expect(settled, 'the aborted calls settled').to.not.equal('still waiting');
       expect(longDone, 'settled while the traced call runs').to.equal(false);
       if (settled === 'still waiting') return;
@@ -93,7 +93,7 @@ ${how};`;
       await sleep(20);
       expect((await engine.stats()).waiting).to.equal(1);
       alone.abort();
-      const plainSettled = await Promise.race([plain, sleep(1500).then(() => 'still waiting' as const)]);
+      const plainSettled = await Promise.race([plain, long.then(() => 'still waiting' as const)]);
       expect(plainSettled, 'the plain call settled').to.not.equal('still waiting');
       expect(longDone).to.equal(false);
       stopLong.abort();

@@ -100,7 +100,8 @@ describe('serve: careless and slow clients', function () {
     const body = JSON.stringify({ model: 'stories260k', messages: [{ role: 'user', content: 'Hi' }], n: 16, max_tokens: context - 16, ignore_eos: true, stream: true, logprobs: true, top_logprobs: 20 });
     const raw = rawRequest(at, postHead(at, '/v1/chat/completions', Buffer.byteLength(body)) + body);
     raw.socket.pause();
-    await new Promise((r) => setTimeout(r, 300));
+    // (until it holds the one place: on a loaded machine that may take longer than a fixed pause)
+    for (const t0 = performance.now(); (await metric(at, 'num_requests_running')) === 0 && performance.now() - t0 < 30_000; ) await new Promise((r) => setTimeout(r, 20));
     // Another request waits for the one place, then runs once the stalled client is cut off.
     const started = performance.now();
     const other = await within(postJson(at, '/v1/completions', { model: 'stories260k', prompt: 'Once', max_tokens: 2 }), 20_000, 'the waiting request was answered');

@@ -64,14 +64,16 @@ describe('reasonplug serve: metrics of several choices and of clients that leave
     const reader = await long;
     const queued = new AbortController();
     const waiting = fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ model: 'stories260k', prompt: 'x', max_tokens: 5 }), signal: queued.signal }).catch(() => 'gone');
-    await sleep(50);
+    // (polled, not a fixed pause: on a loaded machine the request may take longer to arrive, and its end to be counted)
+    for (let i = 0; i < 1500 && (await value('num_requests_waiting')) === 0; i++) await sleep(20);
+    expect(await value('num_requests_waiting'), 'the second request waits').to.equal(1);
     queued.abort();
     expect(await waiting).to.equal('gone');
-    await sleep(50);
+    for (let i = 0; i < 500 && (await value('request_success_total', 'finished_reason="abort"')) === aborted; i++) await sleep(20);
     expect((await value('request_success_total', 'finished_reason="abort"')) - aborted).to.equal(1);
     await reader.cancel();
     // (the record comes once the handler has noted how the row ended)
-    for (let i = 0; i < 40 && !records.some((r) => r.aborted && r.status === 200); i++) await sleep(25);
+    for (let i = 0; i < 400 && !records.some((r) => r.aborted && r.status === 200); i++) await sleep(25);
     const left = records.find((r) => r.aborted && r.status === 200)!;
     expect(left).to.deep.include({ finishReason: 'abort' });
     expect(left.completionTokens).to.be.greaterThan(0);

@@ -79,7 +79,7 @@ describe('serve: what the operator is told', function () {
   async function recordOf(res: Response): Promise<RequestRecord> {
     await res.arrayBuffer();
     const id = res.headers.get('x-request-id');
-    await until(() => records.some((r) => r.requestId === id), 2_000, `the record of ${id}`);
+    await until(() => records.some((r) => r.requestId === id), 30_000, `the record of ${id}`);
     return records.find((r) => r.requestId === id)!;
   }
 
@@ -100,6 +100,8 @@ describe('serve: what the operator is told', function () {
       const whole = rawPost(server.url, '/v1/completions', long(false));
       const streamed = rawPost(server.url, '/v1/completions', long(true));
       await until(() => streamed.received().includes('data: '), 30_000, 'the stream began');
+      // (and the whole answer's request admitted too: sent first, it may still arrive after on a loaded machine)
+      for (let i = 0; i < 1500 && !/^reasonplug:num_requests_running\{[^}]*\} 2$/m.test(await (await fetch(`${server.url}/metrics`)).text()); i++) await new Promise((r) => setTimeout(r, 20));
       expect(await within(server.close(), 5_000, 'close()')).to.deep.equal({ cutOff: 2 });
       await Promise.all([whole.closed, streamed.closed]);
       // Written before close() settled.

@@ -254,7 +254,7 @@ describe('reasonplug serve behind a reverse proxy', function () {
     expect(error.event).to.equal('error');
     expect(error.data).to.deep.include({ type: 'error' });
     expect((error.data as { error: { type: string; message: string } }).error).to.deep.include({ type: 'invalid_request_error' });
-    for (let i = 0; i < 40 && records.filter((r) => r.path !== '/v1/completions').length < 3; i++) await new Promise((r) => setTimeout(r, 25));
+    for (let i = 0; i < 400 && records.filter((r) => r.path !== '/v1/completions').length < 3; i++) await new Promise((r) => setTimeout(r, 25));
     const logged = records.filter((r) => r.path !== '/v1/completions');
     expect(logged.map((r) => [r.path, r.status, r.finishReason])).to.have.deep.members(failing.map(([path]) => [path, 200, 'error']));
     for (const r of logged) expect(r.error, r.path).to.match(/ConstraintError/);
@@ -293,7 +293,7 @@ describe('reasonplug serve behind a reverse proxy', function () {
     expect(scored!.map((e) => (e.data === '[DONE]' ? e.data : (e.data as Chunk).choices[0]!.text))).to.deep.equal(['Once upon', '[DONE]']);
     expect(tooLong).to.have.length(1);
     expect((tooLong![0]!.data as { error: { message: string } }).error.message).to.match(/context length/);
-    for (let i = 0; i < 40 && !records.some((r) => r.error); i++) await new Promise((r) => setTimeout(r, 25));
+    for (let i = 0; i < 400 && !records.some((r) => r.error); i++) await new Promise((r) => setTimeout(r, 25));
     const faulted = records.filter((r) => r.error);
     expect(faulted.map((r) => r.status)).to.deep.equal([200]);
     expect(faulted[0]!.error).to.match(/context length/);
@@ -305,7 +305,7 @@ describe('reasonplug serve behind a reverse proxy', function () {
     await given.text();
     const own = await postJson(url, '/v1/completions', { model: MODEL, prompt: 'Once', max_tokens: 2 });
     await own.text();
-    for (let i = 0; i < 40 && records.length < 2; i++) await new Promise((r) => setTimeout(r, 25));
+    for (let i = 0; i < 400 && records.length < 2; i++) await new Promise((r) => setTimeout(r, 25));
     expect(records.map((r) => r.requestId)).to.deep.equal(['proxy-42', own.headers.get('x-request-id')]);
     expect(formatRequestRecord(records[0]!, 'text')).to.match(/^POST \/v1\/completions 200 \d+ ms id=proxy-42 model=stories260k /);
     expect(JSON.parse(formatRequestRecord(records[1]!, 'json'))).to.deep.include({ requestId: own.headers.get('x-request-id') });

@@ -609,8 +609,12 @@ describe('reasonplug serve', function () {
     const reader = a.body!.getReader();
     await reader.read(); // the first request is running
     const b = post('/v1/completions', long, { signal: second.signal }).catch(() => undefined);
-    await new Promise((r) => setTimeout(r, 100));
-    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    // (until the second request is in: on a loaded machine it may take longer than a fixed pause to arrive)
+    let metrics = '';
+    for (const t0 = performance.now(); performance.now() - t0 < 30_000; await new Promise((r) => setTimeout(r, 20))) {
+      metrics = await (await fetch(`${server.url}/metrics`)).text();
+      if (!/^reasonplug:num_requests_waiting\{[^}]*\} 0$/m.test(metrics)) break;
+    }
     expect(metrics).to.match(/^reasonplug:num_requests_running\{[^}]*\} 1$/m);
     expect(metrics).to.match(/^reasonplug:num_requests_waiting\{[^}]*\} 1$/m);
     // KV use is the engine's own byte count of the running row's cache, against its capacity.
@@ -760,10 +764,20 @@ describe('reasonplug serve', function () {
       const reader = res.body!.getReader();
       let text = new TextDecoder().decode((await reader.read()).value);
       child.kill('SIGTERM');
-      await new Promise((r) => setTimeout(r, 200));
-      const refused = await fetch(`${url}/health`).then((r) => r.status, () => 'refused');
-      expect(refused).to.be.oneOf([503, 'refused']);
-      for (let r = await reader.read(); !r.done; r = await reader.read()) text += new TextDecoder().decode(r.value);
+      let ended = false;
+      const rest = (async () => {
+        for (let r = await reader.read(); !r.done; r = await reader.read()) text += new TextDecoder().decode(r.value);
+        ended = true;
+      })();
+      // Asked until it refuses, while the request still runs (a loaded machine may take longer than a fixed pause to
+      // deliver the signal): a server that took requests until its last one ended would answer 200 to the end.
+      let refused: number | string = 200;
+      while (refused === 200 && !ended) {
+        refused = await fetch(`${url}/health`).then((r) => r.status, () => 'refused');
+        if (refused === 200) await new Promise((r) => setTimeout(r, 20));
+      }
+      expect(refused, 'refused while the request ran').to.be.oneOf([503, 'refused']);
+      await rest;
       const data = events(text);
       expect(data.at(-1)).to.equal('[DONE]');
       // All 600 tokens came (the request was mid-way at SIGTERM, ~1 ms a token): it ran to its end.

@@ -7,7 +7,8 @@ import { BUCKET, s3Endpoint } from './support/drivers.js';
 import { scratch } from './support/tmp.js';
 
 describe('reasonplug-registry CLI', function () {
-  this.timeout(30_000);
+  // (each test runs the CLI from sources a few times, a second or more each: 5-6 s on CI, past 10 s when it is loaded)
+  this.timeout(60_000);
 
   it('prints its version (--version, -v, version) and its usage (--help, help)', async () => {
     const { version } = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -102,7 +103,9 @@ describe('reasonplug-registry CLI', function () {
     expect(age.stderr).to.match(/--upload-max-age must be a positive duration such as 90s, 30m, 12h or 7d, or never/);
   });
 
-  it('refuses bad flags and stray arguments before it logs, listens or touches storage', async () => {
+  it('refuses bad flags and stray arguments before it logs, listens or touches storage', async function () {
+    // 18 processes one after another, about a second each from sources: 13-20 s on CI, past 30 s when it is loaded
+    this.timeout(120_000);
     const data = await scratch('cli-flags');
     const file = `${data}/not-a-dir`;
     await writeFile(file, 'x');

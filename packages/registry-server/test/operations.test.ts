@@ -81,6 +81,8 @@ describe('the request log', function () {
     const location = (await c.request('POST', '/v2/acme/logs/blobs/uploads/')).headers.get('location')!;
     const head = `PATCH ${location} HTTP/1.1\r\nHost: ${new URL(registry.url).host}\r\nContent-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n`;
     const exchange = rawExchange(registry.url, { send: [head, Buffer.alloc(1000, 'x')], then: 'keep', timeoutMs: 5000 });
+    // (the request in, then time for its 1000 bytes: a loaded machine may take longer than a fixed pause to take it)
+    for (let i = 0; i < 500 && registry.openRequests !== 1; i++) await sleep(20);
     await sleep(300);
     await registry.close(); // as SIGTERM does: stop listening, cut open connections
     expect((await exchange).status).to.equal(undefined);
