@@ -3,7 +3,9 @@
  * with no build by hand. From that clone the three workspaces are packed (`prepack` builds them again, clean), and
  * a project outside the repository installs the tarballs with npm, from the registry or its cache, and uses them:
  * an ESM and a CommonJS script (invoke, stream, batch, stop, abort, an LCEL chain), a TypeScript consumer with
- * `nodenext`, the README's chain exactly as printed, `npx reasonplug` and `npx reasonplug-registry`.
+ * `nodenext` in both module systems, the README's chain exactly as printed (and through `require`), `npx reasonplug`
+ * and `npx reasonplug-registry`. The plugin is a dual package: either way it is loaded, its classes extend the
+ * `@langchain/core` that the consumer's own `import` or `require` gets (`instanceof`, and LangChain's types).
  *
  * It packs what is committed (HEAD), as CI sees it. Optional dependencies are left out of the clone's install
  * (node-llama-cpp's ~600 MB of prebuilt llama.cpp binaries; nothing the bins use), to keep the test near two
@@ -62,6 +64,7 @@ function consumerScript(kind: 'esm' | 'cjs'): string {
     ['PromptTemplate', '@langchain/core/prompts'],
     ['StringOutputParser', '@langchain/core/output_parsers'],
     ['ModelAbortError', '@langchain/core/errors'],
+    ['BaseLLM', '@langchain/core/language_models/llms'],
   ];
   const head = imports
     .map(([name, from]) => (kind === 'esm' ? `import { ${name} } from '${from}';` : `const { ${name} } = require('${from}');`))
@@ -71,6 +74,7 @@ const dir = process.argv[2];
 const llm = await ReasonerLLM.create({ backbone: dir, maxTokens: 24, temperature: 0 });
 try {
   const out = { module: typeof require === 'function' && typeof module === 'object' ? 'cjs' : 'esm' };
+  out.extendsOurBaseLLM = ReasonerLLM.prototype instanceof BaseLLM;
   out.invoke = await llm.invoke('Once upon a time');
   out.pieces = [];
   for await (const piece of await llm.stream('Once upon a time')) out.pieces.push(piece);
@@ -117,13 +121,27 @@ export async function check(dir: string): Promise<string> {
   return [text, wrong, chat.getName(), engine, manifest, server].join();
 }
 `;
-const TS_CJS = `import { ReasonerLLM } from '@reasonplug/langchain';
+/**
+ * The CommonJS consumer hands the models to LangChain's own types, which it takes from @langchain/core's CommonJS
+ * declarations (`.d.cts`): they accept the plugin's classes only if the plugin's declarations, read as CommonJS,
+ * reach those same declarations.
+ */
+const TS_CJS = `import { ChatReasoner, ReasonerLLM } from '@reasonplug/langchain';
+import type { BaseChatModel } from '@langchain/core/language_models/chat_models';
+import type { BaseLLM } from '@langchain/core/language_models/llms';
+import { StringOutputParser } from '@langchain/core/output_parsers';
+import { ChatPromptTemplate, PromptTemplate } from '@langchain/core/prompts';
+import { RunnableSequence, type Runnable } from '@langchain/core/runnables';
 
 export async function complete(dir: string): Promise<string> {
   const llm = await ReasonerLLM.create({ backbone: dir });
   // @ts-expect-error temperature is a number
   await llm.invoke('x', { temperature: 'hot' });
-  return llm.invoke('Once upon a time');
+  const base: BaseLLM = llm;
+  const chat: BaseChatModel = await ChatReasoner.create({ backbone: dir, chatTemplate: '{{ messages[0].content }}' });
+  const story: Runnable<{ animal: string }, string> = PromptTemplate.fromTemplate('Once upon a time, there was a {animal}').pipe(llm).pipe(new StringOutputParser());
+  const answer = RunnableSequence.from([ChatPromptTemplate.fromMessages([['human', '{question}']]), chat, new StringOutputParser()]);
+  return [await base.invoke('Once upon a time'), await story.invoke({ animal: 'dog' }), await answer.invoke({ question: 'Why?' })].join();
 }
 `;
 
@@ -134,6 +152,19 @@ function readmeChain(): string {
   const block = section.match(/```js\n(\/\/ story\.mjs[^\n]*\n[\s\S]*?)```/);
   if (!block) throw new Error('README: no ```js block starting "// story.mjs" under "## Use it from your own project"');
   return block[1]!;
+}
+
+/** The README's chain as a CommonJS script: its imports as `require` calls, the rest in an async function. */
+function asCommonJS(esm: string): string {
+  const requires: string[] = [];
+  const rest: string[] = [];
+  for (const line of esm.split('\n')) {
+    const named = line.match(/^import (\{ [\w, ]+ \}) from ('[^']+');$/);
+    if (named) requires.push(`const ${named[1]} = require(${named[2]});`);
+    else rest.push(line);
+  }
+  if (requires.length < 3 || rest.some((line) => line.startsWith('import '))) throw new Error(`README chain: imports not all named imports:\n${esm}`);
+  return `${requires.join('\n')}\n(async () => {\n${rest.join('\n')}})().catch((e) => { console.error(e); process.exitCode = 1; });\n`;
 }
 
 describe('packages, as npm users get them (fresh clone, npm pack, install into a new project)', function () {
@@ -212,6 +243,22 @@ describe('packages, as npm users get them (fresh clone, npm pack, install into a
     expect(packed.find((p) => p.name === '@reasonplug/registry-server')!.files.map((f) => f.path)).to.include('bin/reasonplug-registry.js');
   });
 
+  it('the plugin ships an ES module build and a CommonJS one, with the same declarations', async () => {
+    const files = packed.find((p) => p.name === '@reasonplug/langchain')!.files.map((f) => f.path);
+    expect(files).to.include.members(['dist/cjs/package.json', 'dist/cjs/index.js', 'dist/cjs/index.d.ts']);
+    const installed = join(consumer, 'node_modules', '@reasonplug', 'langchain', 'dist');
+    expect(JSON.parse(readFileSync(join(installed, 'cjs', 'package.json'), 'utf8'))).to.deep.equal({ type: 'commonjs' });
+    const esmDeclarations = files.filter((f) => /^dist\/[^/]+\.d\.ts$/.test(f)).sort();
+    const cjsDeclarations = files.filter((f) => /^dist\/cjs\/[^/]+\.d\.ts$/.test(f)).map((f) => f.replace('cjs/', '')).sort();
+    expect(cjsDeclarations).to.deep.equal(esmDeclarations);
+    for (const f of esmDeclarations) {
+      const name = f.slice('dist/'.length);
+      expect(readFileSync(join(installed, 'cjs', name), 'utf8'), name).to.equal(readFileSync(join(installed, name), 'utf8'));
+    }
+    const required = await sh(process.execPath, ['-p', "require.resolve('@reasonplug/langchain')"], consumer);
+    expect(required.stdout.trim()).to.equal(join(installed, 'cjs', 'index.js'));
+  });
+
   it('one copy of @langchain/core: the plugin takes it as a peer', async () => {
     const nested = join(consumer, 'node_modules', '@reasonplug', 'langchain', 'node_modules', '@langchain');
     expect(existsSync(nested), nested).to.equal(false);
@@ -226,6 +273,7 @@ describe('packages, as npm users get them (fresh clone, npm pack, install into a
     esm = JSON.parse(stdout) as Record<string, unknown>;
     const out = esm as { module: string; invoke: string; pieces: string[]; batch: string[]; stop: string; abort: unknown; chain: string; direct: string };
     expect(out.module).to.equal('esm');
+    expect(esm.extendsOurBaseLLM, 'ReasonerLLM.prototype instanceof BaseLLM').to.equal(true);
     expect(out.invoke).to.match(/^, there was a little girl named Lily/);
     expect(out.pieces.length).to.be.above(1);
     expect(out.pieces.join('')).to.equal(out.invoke);
@@ -238,11 +286,13 @@ describe('packages, as npm users get them (fresh clone, npm pack, install into a
     expect(out.chain.length).to.be.above(10);
   });
 
-  it('a CommonJS script require()s it (require(esm), Node ^20.19 || >=22.12) and gets the same results', async () => {
+  it('a CommonJS script require()s it (its CommonJS build; core through require(esm), Node ^20.19 || >=22.12) and gets the same results', async () => {
     await writeFile(join(consumer, 'use.cjs'), consumerScript('cjs'));
     const { stdout, stderr } = await sh(process.execPath, ['use.cjs', story], consumer);
     const cjs = JSON.parse(stdout) as Record<string, unknown>;
     expect(cjs.module).to.equal('cjs');
+    // (the plugin's classes extend the @langchain/core the script's own require() gets: its CommonJS build)
+    expect(cjs.extendsOurBaseLLM, 'ReasonerLLM.prototype instanceof BaseLLM').to.equal(true);
     expect({ ...cjs, module: 'esm', abort: 0 }).to.deep.equal({ ...esm, abort: 0 });
     expect(cjs.abort).to.have.property('finish', 'abort');
     expect(stderr).to.not.match(/Error/);
@@ -267,6 +317,13 @@ describe('packages, as npm users get them (fresh clone, npm pack, install into a
     await writeFile(join(consumer, 'story.mjs'), readmeChain());
     const { stdout } = await sh(process.execPath, ['story.mjs'], consumer);
     expect(stdout.trim()).to.equal((esm.direct as string).trim());
+  });
+
+  it("the README's chain runs through require() as well", async () => {
+    await writeFile(join(consumer, 'story.cjs'), asCommonJS(readmeChain()));
+    const { stdout, stderr } = await sh(process.execPath, ['story.cjs'], consumer);
+    expect(stdout.trim()).to.equal((esm.direct as string).trim());
+    expect(stderr).to.not.match(/Error/);
   });
 
   it('npx reasonplug generate, and npx reasonplug-registry serve takes a push from npx reasonplug push', async () => {

@@ -12,6 +12,7 @@ export type {
   GenerationOptions,
   ModelOptions,
   OpenAIResponseFormat,
+  ProgressListener,
   ReasonerCallOptions,
   ReasonerWeight,
 } from './option-types.js';

@@ -12,6 +12,13 @@ import type { Dtype, PlacementChoice, ResponseFormat, SamplingOptions, ToolCallS
 export type ReasonerWeight = number | { until?: number; weight: number }[];
 
 /**
+ * A listener of loading's progress, named so that the declarations of both builds (ESM and CommonJS) refer to it
+ * here: the CommonJS build resolves modules as Node 10 did, and would otherwise name `TransferProgress` by a path
+ * into core's dist/ that core's `exports` does not open.
+ */
+export type ProgressListener = (p: TransferProgress) => void;
+
+/**
  * Generation settings: defaults of a model, overridable per call. The sampling settings are the engine's own
  * (`SamplingOptions`: their docs and ranges), but for `logitBias`, whose ids are keys as JSON writes them.
  */
@@ -66,7 +73,7 @@ export interface ModelOptions extends GenerationOptions {
    * Progress of what loading pulls and converts, file by file (core's `onProgress`): a backbone named `ollama://…` or
    * `hf://…` that no local store has, or a `.gguf` converted on first use, takes minutes the first time.
    */
-  onProgress?: (p: TransferProgress) => void;
+  onProgress?: ProgressListener;
   /** Execution provider: cpu (default), cuda, tensorrt, webgpu, coreml, dml. */
   device?: string;
   intraOpThreads?: number;

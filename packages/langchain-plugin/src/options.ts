@@ -5,8 +5,8 @@
  */
 import { z } from 'zod';
 import { ReasonerOptionsError, type OptionIssue } from './errors.js';
-import { formatFieldPath, nearestName, PLACEMENTS, DTYPE_CHOICES, type ResponseFormat, type TransferProgress } from './core.js';
-import type { ChatCallOptions, ChatModelOptions, ModelOptions, OpenAIResponseFormat, ReasonerCallOptions } from './option-types.js';
+import { formatFieldPath, nearestName, PLACEMENTS, DTYPE_CHOICES, type ResponseFormat } from './core.js';
+import type { ChatCallOptions, ChatModelOptions, ModelOptions, OpenAIResponseFormat, ProgressListener, ReasonerCallOptions } from './option-types.js';
 
 /**
  * Whether `A` and `B` are one type, deeply: optional keys count too, which assignability both ways would let differ.
@@ -95,7 +95,7 @@ export const ModelOptionsSchema = schemaOf<ModelOptions>()(
         offline: z.boolean().optional(),
       })
       .optional(),
-    onProgress: z.custom<(p: TransferProgress) => void>((v) => typeof v === 'function', 'expected a function').optional(),
+    onProgress: z.custom<ProgressListener>((v) => typeof v === 'function', 'expected a function').optional(),
     device: z.string().min(1).optional(),
     intraOpThreads: z.int().positive().optional(),
     placement: z.enum(PLACEMENTS).optional(),
