@@ -351,6 +351,20 @@ describe('gguf', function () {
       for (let i = 1; i < s.length; i++) expect(s[i]).to.be.at.most(s[i - 1]!);
     });
 
+    it('derives merges from a vocabulary holding a piece of 32 Ki characters in a moment (it was cut at each one: a minute; a megabyte-long piece, hours)', async function () {
+      this.timeout(10_000);
+      const meta = await withGguf(STORIES, async (f) => f.metadataObject());
+      const long = 'x'.repeat(2 ** 15);
+      const pieces = [...tokens];
+      pieces[300] = long; // a normal piece
+      const t0 = performance.now();
+      const j = tokenizerFromGguf({ ...meta, 'tokenizer.ggml.tokens': pieces }).tokenizerJson;
+      expect(performance.now() - t0).to.be.below(5_000);
+      expect(j.model.vocab[long]).to.equal(300);
+      expect(j.model.merges[0]).to.deep.equal(['▁', 't']);
+      expect(j.model.merges.filter(([a, b]) => a + b === long)).to.deep.equal([]);
+    });
+
     it('encodes "Once upon a time" like SentencePiece', () => {
       const e = tokenizer.encode('Once upon a time');
       expect(e.tokens).to.deep.equal(['<s>', '▁Once', '▁upon', '▁a', '▁time']);
@@ -472,6 +486,29 @@ describe('gguf', function () {
         expect(err, name).to.be.instanceOf(GgufError).with.property('code', 'corrupt');
         expect((err as Error).message, name).to.match(message).and.include(`${name}.gguf`);
         expect(existsSync(join(out, 'model.onnx')), name).to.equal(false);
+      }
+    });
+
+    it('refuses a block count past the tensors, KV heads that are no positive count and a key length other than the value length, naming the keys', async () => {
+      const i32 = (value: number) => ({ type: GgufValueType.INT32, value });
+      const u32 = (value: number) => ({ type: GgufValueType.UINT32, value });
+      const cases: [string, Record<string, { type: GgufValueType; value: number }>, RegExp][] = [
+        // (a count taken as it is sized per-layer lists by it: a gemma2 file ran out of memory)
+        ['blocks-huge', { 'llama.block_count': u32(1e9) }, /"llama\.block_count" is 1000000000, more blocks than the file's 48 tensors/],
+        ['kv-negative', { 'llama.attention.head_count_kv': i32(-1) }, /"llama\.attention\.head_count_kv" is -1, expected a positive integer/],
+        ['kv-zero', { 'llama.attention.head_count_kv': u32(0) }, /"llama\.attention\.head_count_kv" is 0, expected a positive integer/],
+        ['key-length', { 'llama.attention.key_length': u32(16) }, /key length 16 that differs from the value length 8 \("llama\.attention\.key_length", "llama\.attention\.value_length"\)/],
+      ];
+      for (const [name, edits, message] of cases) {
+        const path = join(scratch.dir, `${name}.gguf`);
+        await rewriteGguf(STORIES, path, (meta) => {
+          for (const [k, v] of Object.entries(edits)) meta.set(k, v);
+        });
+        const out = join(scratch.dir, `${name}-out`);
+        const err = await convertExact(path, out).catch((e: unknown) => e);
+        expect(err, name).to.be.instanceOf(GgufError);
+        expect((err as Error).message, name).to.match(message).and.include(`${name}.gguf`);
+        expect(existsSync(out), name).to.equal(false);
       }
     });
 

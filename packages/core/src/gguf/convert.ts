@@ -327,12 +327,13 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
   const attentionKv = Array.isArray(kvPerLayer) ? [...new Set(kvPerLayer.filter((n) => n !== 0))] : undefined;
   if (attentionKv && attentionKv.length !== 1) refuse(`attention layers with ${attentionKv.length ? `different numbers of KV heads (${attentionKv.join(', ')})` : 'no KV heads: no attention layer'} ("${key('attention.head_count_kv')}")`);
   const numKvHeads = attentionKv ? Number(attentionKv[0]) : (scalar('attention.head_count_kv') ?? numHeads);
+  if (!Number.isInteger(numKvHeads) || numKvHeads <= 0) throw new GgufError(`${src}: "${key('attention.head_count_kv')}" is ${numKvHeads}, expected a positive integer.`, 'corrupt');
   // DeepSeek-V2's latent attention: a query/key head and a value head of their own sizes (files split for llama.cpp's
   // absorbed form give them as the `_mla` lengths, and the latent's as the plain ones).
   const latent = arch === 'deepseek2';
   const headDim = (latent ? scalar('attention.key_length_mla') : undefined) ?? scalar('attention.key_length') ?? hiddenSize / numHeads;
   const valueDim = (latent ? scalar('attention.value_length_mla') : undefined) ?? scalar('attention.value_length') ?? hiddenSize / numHeads;
-  if (valueDim !== headDim && !latent) refuse(`a key length ${headDim} that differs from the value length ${valueDim}`);
+  if (valueDim !== headDim && !latent) refuse(`a key length ${headDim} that differs from the value length ${valueDim} ("${key('attention.key_length')}", "${key('attention.value_length')}")`);
   const ropeDims = scalar('rope.dimension_count') ?? headDim;
   if (!Number.isInteger(headDim) || headDim <= 0 || numHeads % numKvHeads !== 0) {
     throw new GgufError(`${src}: ${numHeads} heads, ${numKvHeads} KV heads and head size ${headDim} do not form a valid attention layout.`, 'corrupt');
@@ -345,7 +346,10 @@ export function llamaConfigFromGguf(f: GgufFile): LlamaConfig {
     refuse(`rotary embeddings over ${ropeDims} of ${headDim} head dimensions (partial rotary; ${[...PARTIAL_ROTARY].join(', ')} only)`);
   }
   const nextn = NEXTN_BLOCKS.has(arch) ? (scalar('nextn_predict_layers') ?? 0) : 0;
-  const numLayers = required('block_count') - nextn;
+  const blocks = required('block_count');
+  // Each block has tensors of its own: more blocks than tensors is damage, and would size the per-layer lists built below.
+  if (blocks > f.tensors.length) throw new GgufError(`${src}: "${key('block_count')}" is ${blocks}, more blocks than the file's ${f.tensors.length} tensors.`, 'corrupt');
+  const numLayers = blocks - nextn;
   if (!Number.isInteger(nextn) || nextn < 0 || numLayers <= 0) throw new GgufError(`${src}: "${key('nextn_predict_layers')}" is ${nextn}, expected fewer than the ${numLayers + nextn} blocks.`, 'corrupt');
   if (convLayers && convLayers.length !== numLayers) throw new GgufError(`${src}: "${key('attention.head_count_kv')}" lists ${convLayers.length} layers, the file has ${numLayers}.`, 'corrupt');
   const embd = f.tensorInfo('token_embd.weight');

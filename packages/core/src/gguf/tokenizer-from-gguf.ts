@@ -417,12 +417,16 @@ export function mergesFromScores(
   const mergeable = (id: number | undefined): id is number =>
     id !== undefined && (types[id] === TokenType.NORMAL || types[id] === TokenType.USER_DEFINED || types[id] === TokenType.UNDEFINED);
   const all: { left: string; right: string; score: number; piece: number; kl: number; kr: number }[] = [];
+  // A part other than a first or last character is a piece, so of a length some piece has: splits are looked up only
+  // there (a piece of n characters cut at every point costs n² in copies: a damaged vocabulary's megabyte-long piece took hours).
+  const lengths = new Set(pieces.map((p) => Array.from(p).length));
   for (let id = 0; id < pieces.length; id++) {
     if (!mergeable(id) || vocabMap.get(pieces[id]!) !== id) continue;
     const chars = Array.from(pieces[id]!);
     if (chars.length < 2) continue;
     const local: typeof all = [];
     for (let k = 1; k < chars.length; k++) {
+      if (!(k === 1 || lengths.has(k)) || !(k === chars.length - 1 || lengths.has(chars.length - k))) continue;
       const left = chars.slice(0, k).join('');
       const right = chars.slice(k).join('');
       const il = vocabMap.get(left);
