@@ -489,12 +489,15 @@ describe('gguf', function () {
       }
     });
 
-    it('refuses a block count past the tensors, KV heads that are no positive count and a key length other than the value length, naming the keys', async () => {
+    it('refuses a block count past the tensors (or not the file\'s blocks, saying so), KV heads that are no positive count and a key length other than the value length, naming the keys', async () => {
       const i32 = (value: number) => ({ type: GgufValueType.INT32, value });
       const u32 = (value: number) => ({ type: GgufValueType.UINT32, value });
       const cases: [string, Record<string, { type: GgufValueType; value: number }>, RegExp][] = [
         // (a count taken as it is sized per-layer lists by it: a gemma2 file ran out of memory)
         ['blocks-huge', { 'llama.block_count': u32(1e9) }, /"llama\.block_count" is 1000000000, more blocks than the file's 48 tensors/],
+        // (stories260K has 5 blocks: one more or one fewer is a missing block or blocks left over, said so)
+        ['blocks-more', { 'llama.block_count': u32(6) }, /no tensor "blk\.5\.[^"]+" \(expected shape \[[\d, ]+\]; no tensor of its block, of the 6 that "llama\.block_count" says\)/],
+        ['blocks-fewer', { 'llama.block_count': u32(4) }, /tensors the converter does not use: "blk\.4\.[^"]+".* \(blocks past the 4 that "llama\.block_count" says\)/],
         ['kv-negative', { 'llama.attention.head_count_kv': i32(-1) }, /"llama\.attention\.head_count_kv" is -1, expected a positive integer/],
         ['kv-zero', { 'llama.attention.head_count_kv': u32(0) }, /"llama\.attention\.head_count_kv" is 0, expected a positive integer/],
         ['key-length', { 'llama.attention.key_length': u32(16) }, /key length 16 that differs from the value length 8 \("llama\.attention\.key_length", "llama\.attention\.value_length"\)/],

@@ -824,10 +824,15 @@ export async function llamaWeightsFromGguf(
   const ff = config.intermediateSize;
   const used = new Set<string>();
   const read = async (name: string, shape: number[]): Promise<Float32Array> => f.readTensor(check(name, shape).name);
+  /** Whether `name` is of a block the file has no tensor of (a block count larger than the file's). */
+  const blockMissing = (name: string) => {
+    const block = /^blk\.\d+\./.exec(name)?.[0];
+    return block !== undefined && !f.tensors.some((t) => t.name.startsWith(block));
+  };
   /** The tensor's info once its shape matches `shape`; marks it used. */
   const check = (name: string, shape: number[]): GgufTensorInfo => {
     const t: GgufTensorInfo | undefined = f.tensorInfo(name);
-    if (!t) throw new GgufError(`${src} has no tensor "${name}" (expected shape [${shape.join(', ')}]).`, 'missing-tensor');
+    if (!t) throw new GgufError(`${src} has no tensor "${name}" (expected shape [${shape.join(', ')}]${blockMissing(name) ? `; no tensor of its block, of the ${config.numLayers} that "${arch}.block_count" says` : ''}).`, 'missing-tensor');
     if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
       throw new GgufError(
         `${src}: tensor "${name}" has shape [${t.shape.join(', ')}] (GGUF ne [${t.dims.join(', ')}]); the metadata implies [${shape.join(', ')}].`,
@@ -1112,7 +1117,7 @@ export async function llamaWeightsFromGguf(
   const unused = f.tensors.map((t) => t.name).filter((n) => !used.has(n) && !skipped(n));
   if (unused.length > 0) {
     throw new GgufError(
-      `${src} (${arch}) has tensors the converter does not use: ${unused.slice(0, 5).map((n) => `"${n}"`).join(', ')}${unused.length > 5 ? ` and ${unused.length - 5} more` : ''}.`,
+      `${src} (${arch}) has tensors the converter does not use: ${unused.slice(0, 5).map((n) => `"${n}"`).join(', ')}${unused.length > 5 ? ` and ${unused.length - 5} more` : ''}${unused.some((n) => Number(/^blk\.(\d+)\./.exec(n)?.[1] ?? -1) >= config.numLayers) ? ` (blocks past the ${config.numLayers} that "${arch}.block_count" says)` : ''}.`,
       'unsupported-model',
     );
   }
