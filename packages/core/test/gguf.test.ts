@@ -515,6 +515,14 @@ describe('gguf', function () {
       }
     });
 
+    it("a tokenizer refusal names the file as well as the key", async () => {
+      const path = join(scratch.dir, 'bogus-tokenizer.gguf');
+      await rewriteGguf(STORIES, path, (meta) => meta.set('tokenizer.ggml.model', { type: GgufValueType.STRING, value: 'bogus' }));
+      const err = await convertExact(path, join(scratch.dir, 'bogus-tokenizer-out')).catch((e: unknown) => e);
+      expect(err).to.be.instanceOf(GgufError);
+      expect((err as Error).message).to.match(/^bogus-tokenizer\.gguf: .*"bogus"/);
+    });
+
     it('refuses a file without its norm epsilon or context length, naming the key, as llama.cpp does (no guessed default)', async () => {
       for (const key of ['llama.attention.layer_norm_rms_epsilon', 'llama.context_length']) {
         const path = join(scratch.dir, `no-${key}.gguf`);

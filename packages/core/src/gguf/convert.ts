@@ -1249,7 +1249,7 @@ export async function convertGguf(ggufPath: string, outDir: string, opts: Conver
     }
     const arch = ggufArchitecture(f);
     const contextLength = contextLengthOf(f, arch);
-    const tok = tokenizerFromGguf(f, { modelMaxLength: contextLength });
+    const tok = withFileName(file, () => tokenizerFromGguf(f, { modelMaxLength: contextLength }));
     const nTokens = (f.get('tokenizer.ggml.tokens') as unknown[]).length;
     if (nTokens > config.vocabSize) {
       throw new GgufError(`${file}: the tokenizer has ${nTokens} tokens but the model's vocabulary is ${config.vocabSize}.`, 'corrupt');
@@ -1356,4 +1356,14 @@ export async function convertGguf(ggufPath: string, outDir: string, opts: Conver
     await f.close();
   }
   return { dir, config, manifest };
+}
+
+/** Runs `read`, naming `file` in a {@link GgufError} it throws (the tokenizer's refusals speak of metadata, not files). */
+function withFileName<T>(file: string, read: () => T): T {
+  try {
+    return read();
+  } catch (err) {
+    if (err instanceof GgufError && !err.message.includes(file)) throw new GgufError(`${file}: ${err.message}`, err.code);
+    throw err;
+  }
 }
