@@ -101,7 +101,9 @@ describe('serve: careless and slow clients', function () {
     const raw = rawRequest(at, postHead(at, '/v1/chat/completions', Buffer.byteLength(body)) + body);
     raw.socket.pause();
     // (until it holds the one place: on a loaded machine that may take longer than a fixed pause)
-    for (const t0 = performance.now(); (await metric(at, 'num_requests_running')) === 0 && performance.now() - t0 < 30_000; ) await new Promise((r) => setTimeout(r, 20));
+    let running = 0;
+    for (const t0 = performance.now(); (running = await metric(at, 'num_requests_running')) === 0 && performance.now() - t0 < 30_000; ) await new Promise((r) => setTimeout(r, 20));
+    expect(running, 'the stalled request holds the one place').to.equal(1);
     // Another request waits for the one place, then runs once the stalled client is cut off.
     const started = performance.now();
     const other = await within(postJson(at, '/v1/completions', { model: 'stories260k', prompt: 'Once', max_tokens: 2 }), 20_000, 'the waiting request was answered');

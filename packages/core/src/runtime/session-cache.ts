@@ -305,8 +305,12 @@ export async function createCachedSession(
       // Written again below.
     }
     if (created) {
-      // (an entry saved before its facts were kept gets them, so the next load need not count them again)
-      if (spec.facts && JSON.stringify(saved.meta.facts) !== JSON.stringify(spec.facts)) await writeFileAtomic(entry.sidecar, `${JSON.stringify({ ...saved.meta, facts: spec.facts })}\n`).catch(() => undefined);
+      // (an entry saved before its facts were kept gets them, so the next load need not count them again; only while it
+      // is still the entry loaded: one saved again or dropped by another process meanwhile is not written back)
+      if (spec.facts && JSON.stringify(saved.meta.facts) !== JSON.stringify(spec.facts)) {
+        const still = await hit(entry, spec.dir);
+        if (still && JSON.stringify(still.meta) === JSON.stringify(saved.meta)) await writeFileAtomic(entry.sidecar, `${JSON.stringify({ ...saved.meta, facts: spec.facts })}\n`).catch(() => undefined);
+      }
       return created;
     }
   }
