@@ -433,6 +433,19 @@ describe('gguf', function () {
   });
 
   describe('convert', () => {
+    /** Converts stories260K with `edits` made to its metadata, as `name`.gguf: the refusal, and where the module was to go (no model there). */
+    async function editedRefusal(name: string, edits: Record<string, { type: GgufValueType; value: number | string }>): Promise<{ err: GgufError; out: string }> {
+      const path = join(scratch.dir, `${name}.gguf`);
+      await rewriteGguf(STORIES, path, (meta) => {
+        for (const [k, v] of Object.entries(edits)) meta.set(k, v);
+      });
+      const out = join(scratch.dir, `${name}-out`);
+      const err = await convertExact(path, out).catch((e: unknown) => e);
+      expect(err, name).to.be.instanceOf(GgufError);
+      expect(existsSync(join(out, 'model.onnx')), name).to.equal(false);
+      return { err: err as GgufError, out };
+    }
+
     it('names modules in kebab case', () => {
       expect(kebabName('stories260K')).to.equal('stories260k');
       expect(kebabName('TinyLlama 1.1B Chat_v1.0')).to.equal('tiny-llama-1-1b-chat-v1-0');
@@ -477,15 +490,9 @@ describe('gguf', function () {
         ['scale-neg', { 'llama.rope.scaling.factor': f32(-2) }, /"llama\.rope\.scaling\.factor" is -2/],
       ];
       for (const [name, edits, message] of cases) {
-        const path = join(scratch.dir, `${name}.gguf`);
-        await rewriteGguf(STORIES, path, (meta) => {
-          for (const [k, v] of Object.entries(edits)) meta.set(k, v);
-        });
-        const out = join(scratch.dir, `${name}-out`);
-        const err = await convertExact(path, out).catch((e: unknown) => e);
-        expect(err, name).to.be.instanceOf(GgufError).with.property('code', 'corrupt');
-        expect((err as Error).message, name).to.match(message).and.include(`${name}.gguf`);
-        expect(existsSync(join(out, 'model.onnx')), name).to.equal(false);
+        const { err } = await editedRefusal(name, edits);
+        expect(err, name).to.have.property('code', 'corrupt');
+        expect(err.message, name).to.match(message).and.include(`${name}.gguf`);
       }
     });
 
@@ -503,24 +510,15 @@ describe('gguf', function () {
         ['key-length', { 'llama.attention.key_length': u32(16) }, /key length 16 that differs from the value length 8 \("llama\.attention\.key_length", "llama\.attention\.value_length"\)/],
       ];
       for (const [name, edits, message] of cases) {
-        const path = join(scratch.dir, `${name}.gguf`);
-        await rewriteGguf(STORIES, path, (meta) => {
-          for (const [k, v] of Object.entries(edits)) meta.set(k, v);
-        });
-        const out = join(scratch.dir, `${name}-out`);
-        const err = await convertExact(path, out).catch((e: unknown) => e);
-        expect(err, name).to.be.instanceOf(GgufError);
-        expect((err as Error).message, name).to.match(message).and.include(`${name}.gguf`);
+        const { err, out } = await editedRefusal(name, edits);
+        expect(err.message, name).to.match(message).and.include(`${name}.gguf`);
         expect(existsSync(out), name).to.equal(false);
       }
     });
 
     it("a tokenizer refusal names the file as well as the key", async () => {
-      const path = join(scratch.dir, 'bogus-tokenizer.gguf');
-      await rewriteGguf(STORIES, path, (meta) => meta.set('tokenizer.ggml.model', { type: GgufValueType.STRING, value: 'bogus' }));
-      const err = await convertExact(path, join(scratch.dir, 'bogus-tokenizer-out')).catch((e: unknown) => e);
-      expect(err).to.be.instanceOf(GgufError);
-      expect((err as Error).message).to.match(/^bogus-tokenizer\.gguf: .*"bogus"/);
+      const { err } = await editedRefusal('bogus-tokenizer', { 'tokenizer.ggml.model': { type: GgufValueType.STRING, value: 'bogus' } });
+      expect(err.message).to.match(/^bogus-tokenizer\.gguf: .*"bogus"/);
     });
 
     it('refuses a file without its norm epsilon or context length, naming the key, as llama.cpp does (no guessed default)', async () => {
