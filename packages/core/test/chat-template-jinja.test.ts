@@ -279,4 +279,14 @@ describe('chat templates rendered as jinja2 renders them', function () {
       'the chat template cannot render these messages: System role not supported',
     );
   });
+
+  it("refuses a range() longer than jinja2's sandbox allows, as jinja2 does, rather than building it", () => {
+    // range(10**8) ran the model worker out of memory after half a minute.
+    expect(tok.applyChatTemplate(HI, { template: '{% for i in range(100000) %}x{% endfor %}' })).to.have.length(100_000);
+    expect(tok.applyChatTemplate(HI, { template: '{{ range(0, 10**9, 10**4) | length }}' })).to.equal('100000');
+    expect(() => tok.applyChatTemplate(HI, { template: '{% for i in range(100001) %}x{% endfor %}' })).to.throw(
+      TokenizerError,
+      "the chat template cannot render these messages: range too big: the template asks for 100001 numbers, and jinja2's sandbox (transformers') gives at most 100000",
+    );
+  });
 });

@@ -1,10 +1,11 @@
 /**
  * External-data files that are there but unusable, refused in one line naming the file before onnxruntime opens it:
- * an absolute `location` (ONNX names external data relative to the model), a directory where the data file belongs,
- * and a data file this user cannot read (onnxruntime's own report is "SystemError : 13").
+ * an absolute `location` or one leading out of the model's folder (ONNX names external data relative to the model,
+ * below it), a directory where the data file belongs, and a data file this user cannot read (onnxruntime's own report
+ * is "SystemError : 13").
  */
 import { expect } from 'chai';
-import { chmod, copyFile, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Engine } from '../src/engine.js';
@@ -18,6 +19,7 @@ const DATA_BYTES = 2130080;
 
 /** The tiny Llama export (weights in model.onnx.data) copied into `dir`, without its data file. */
 async function exportWithoutData(dir: string): Promise<string> {
+  await mkdir(dir, { recursive: true });
   for (const f of ['model.onnx', 'tokenizer.json', 'tokenizer_config.json', 'genai_config.json']) await copyFile(join(models.llamaFp16, f), join(dir, f));
   return join(dir, 'model.onnx');
 }
@@ -36,6 +38,21 @@ describe('unusable external-data files', function () {
     expect(err).to.be.instanceOf(OnnxFormatError);
     expect(err.message).to.equal(
       `${model} keeps weights in ${absolute}, an absolute path: ONNX requires external data to be named relative to the model's folder; export the model again`,
+    );
+  });
+
+  it('refuses a location that leads out of the model folder by name, rather than checking the file it reaches', async () => {
+    // Checked as written, a file outside (here a short one, as /etc/passwd was) was called a truncated data file.
+    const dir = testDir('outside');
+    const model = await exportWithoutData(join(dir, 'inner'));
+    await writeFile(join(dir, 'outside.data'), 'not weights');
+    const proto = await readModel(model);
+    for (const t of proto.graph!.initializer!) for (const e of t.externalData ?? []) if (e.key === 'location') e.value = '../outside.data';
+    await writeModel(model, proto);
+    const err = await rejection(Engine.load({ model: join(dir, 'inner'), cacheDir }));
+    expect(err).to.be.instanceOf(OnnxFormatError);
+    expect(err.message).to.equal(
+      `${model} keeps weights in ../outside.data, outside the model's folder: ONNX requires external data to be a file in that folder or below it; export the model again`,
     );
   });
 

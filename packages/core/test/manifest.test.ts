@@ -201,6 +201,16 @@ describe('module directories', () => {
     expect(notJson.message).to.match(/reasonplug\.json: not valid JSON/);
   });
 
+  it('refuses a manifest that is a directory by its path, not as a bare EISDIR', async () => {
+    const dir = await storiesCopy();
+    const manifest = join(dir, 'reasonplug.json');
+    await rm(manifest);
+    await mkdir(manifest);
+    const err = await rejection(loadModuleDir(dir));
+    expect(err).to.be.instanceOf(ManifestError);
+    expect(err.message).to.contain(`${manifest}: is a directory, not the module's manifest file; download the module again`);
+  });
+
   it('refuses an invalid manifest on disk, naming the file and the field', async () => {
     const dir = await storiesCopy();
     const manifest = JSON.parse(await readFile(join(dir, 'reasonplug.json'), 'utf8'));

@@ -4,6 +4,7 @@
  * and a latent-projector module given where a decoder belongs.
  */
 import { expect } from 'chai';
+import { readdirSync, readlinkSync } from 'node:fs';
 import { copyFile, mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Engine } from '../src/engine.js';
@@ -166,5 +167,42 @@ describe('module and export directory loading', function () {
       expect(asDraft).to.be.instanceOf(ProjectorError);
       expect(asDraft.message).to.equal(`draft model ${projector}: ${refusal}`);
     });
+  });
+});
+
+describe('a module file refused for its digest', function () {
+  this.timeout(60_000);
+
+  it('is reported once the hashing of the other files has ended, not while it still holds them open', async function () {
+    // A model worker reports the refusal and is terminated: hashes still under way then left their digest records
+    // half written (`.tmp` files in the cache). Open descriptors show what is still under way (Linux: /proc/self/fd).
+    if (process.platform !== 'linux') this.skip();
+    const dir = testDir('digest-refused');
+    await writeFile(join(dir, 'model.onnx'), 'a graph');
+    const large = Buffer.alloc(24 << 20, 7);
+    for (const name of ['a.bin', 'b.bin', 'c.bin']) await writeFile(join(dir, name), large);
+    await writeModuleDir(dir, {
+      name: 'digest-refused',
+      version: '1.0.0',
+      kind: 'backbone',
+      tasks: [],
+      description: 'a module whose small graph no longer has its digest',
+      license: 'MIT',
+      compat: { tokenizer: `sha256:${'0'.repeat(64)}`, vocabSize: 8 },
+      files: { model: 'model.onnx', a: 'a.bin', b: 'b.bin', c: 'c.bin' },
+    });
+    await writeFile(join(dir, 'model.onnx'), 'A graph');
+    const err = await rejection(loadModuleDir(dir));
+    expect(err).to.be.instanceOf(ModuleIntegrityError);
+    // (Looked at synchronously: awaited reads would give the hashing time to end.)
+    const held = readdirSync('/proc/self/fd').flatMap((fd) => {
+      try {
+        const target = readlinkSync(join('/proc/self/fd', fd));
+        return target.startsWith(dir) ? [target] : [];
+      } catch {
+        return [];
+      }
+    });
+    expect(held).to.deep.equal([]);
   });
 });

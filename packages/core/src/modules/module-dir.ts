@@ -79,23 +79,30 @@ async function fileSize(path: string): Promise<number | 'missing' | 'not-a-file'
   }
 }
 
-/** Maps `items` through `fn`, at most `limit` at a time; the first failure aborts the others and is thrown. */
+/**
+ * Maps `items` through `fn`, at most `limit` at a time; the first failure aborts the others and is thrown once they
+ * have ended. (Thrown at once, a model worker reported it and was terminated while the others still wrote their digest
+ * records, which left `.tmp` files in the cache.)
+ */
 async function mapBounded<T, R>(items: readonly T[], limit: number, fn: (item: T, signal: AbortSignal) => Promise<R>): Promise<R[]> {
   const abort = new AbortController();
   const results: R[] = new Array(items.length);
   let next = 0;
+  let failed: { error: unknown } | undefined;
   const worker = async (): Promise<void> => {
     while (next < items.length && !abort.signal.aborted) {
       const i = next++;
       try {
         results[i] = await fn(items[i], abort.signal);
       } catch (err) {
+        // (the others then fail as aborted)
+        failed ??= { error: err };
         abort.abort();
-        throw err;
       }
     }
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  if (failed) throw failed.error;
   return results;
 }
 
@@ -123,6 +130,8 @@ async function readManifest(dir: string): Promise<ModuleManifest> {
     text = await readFile(path, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
+    // (read() alone names neither the file nor what is wrong: "EISDIR: illegal operation on a directory, read")
+    if (code === 'EISDIR') throw new ManifestError(path, [{ path: '', message: `is a directory, not the module's manifest file; ${REMEDY}` }]);
     if (code !== 'ENOENT' && code !== 'ENOTDIR') throw err;
     throw new ManifestError(path, [
       { path: '', message: `not found, so ${dir} is not a module directory; make one with \`reasonplug convert\` (or writeModuleDir in code)` },

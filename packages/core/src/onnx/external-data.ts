@@ -4,7 +4,7 @@
  * file nor the sizes.
  */
 import { open, stat } from 'node:fs/promises';
-import { basename, isAbsolute, join } from 'node:path';
+import { basename, isAbsolute, join, relative, sep } from 'node:path';
 import type { onnx as O } from 'onnx-proto';
 import { OnnxFormatError, onnx, type GraphProto, type ModelProto, type TensorProto } from './proto.js';
 
@@ -67,8 +67,8 @@ export function externalDataExtents(model: ModelProto | O.IModelProto): Record<s
 
 /**
  * Throws `OnnxFormatError` (one line: the file, the size it needs and the size it has) when an external-data
- * file of `modelPath` is named by an absolute path, is missing, is not a file, cannot be read, or is shorter than
- * `extents` says. `dir` is where locations resolve (the source graph's directory).
+ * file of `modelPath` is named by an absolute path or one leading out of `dir`, is missing, is not a file, cannot be
+ * read, or is shorter than `extents` says. `dir` is where locations resolve (the source graph's directory).
  */
 export async function checkExternalData(modelPath: string, dir: string, extents: Record<string, number>): Promise<void> {
   for (const [location, needed] of Object.entries(extents)) {
@@ -80,6 +80,14 @@ export async function checkExternalData(modelPath: string, dir: string, extents:
       );
     }
     const path = join(dir, location);
+    // onnxruntime refuses these too, but only after opening the graph, in a line that names the initializer, not the
+    // file; stat()ing first would call a file outside the folder (even /etc/passwd) "truncated" or "missing".
+    const inside = relative(dir, path);
+    if (inside === '..' || inside.startsWith(`..${sep}`)) {
+      throw new OnnxFormatError(
+        `${modelPath} keeps weights in ${location}, outside the model's folder: ONNX requires external data to be a file in that folder or below it; export the model again`,
+      );
+    }
     const info = await stat(path).catch((err: NodeJS.ErrnoException) => {
       if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return undefined;
       throw err;

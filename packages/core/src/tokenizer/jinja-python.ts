@@ -19,7 +19,10 @@
 import * as jinja from '@huggingface/jinja';
 import { pyCapitalize, pyCount, pyFloatRepr, pyFormat, pyJsonString, pyStrftime, pyStringRepr, pyStrip } from './python-text.js';
 
-/** A template's own `raise_exception(message)`: what it refuses (Gemma's system role, roles out of turn). */
+/**
+ * A template's own `raise_exception(message)`: what it refuses (Gemma's system role, roles out of turn); also what
+ * jinja2's sandbox raises as it renders (a `range()` too big).
+ */
 export class TemplateRaisedError extends Error {
   override name = 'TemplateRaisedError';
 }
@@ -548,10 +551,20 @@ function dictsort(entries: Map<unknown, Value>, [args, kwargs]: [Value[], Map<st
   return list(pairs.map((pair) => list([...pair])));
 }
 
-/** Python's `range(stop)` and `range(start, stop[, step])`. */
+/**
+ * The most numbers a template's `range()` gives: jinja2's sandbox (`MAX_RANGE`, transformers renders chat templates in
+ * it) refuses more, and a template asking for 10^8 ran the model worker out of memory.
+ */
+const MAX_RANGE = 100_000;
+
+/** Python's `range(stop)` and `range(start, stop[, step])`, as long as jinja2's sandbox allows. */
 function range(start: number, stop?: number, step = 1): number[] {
   if (stop === undefined) [start, stop] = [0, start];
   if (step === 0) throw new Error('range() arg 3 must not be zero');
+  const count = Math.ceil((stop - start) / step);
+  if (count > MAX_RANGE) {
+    throw new TemplateRaisedError(`range too big: the template asks for ${count} numbers, and jinja2's sandbox (transformers') gives at most ${MAX_RANGE}`);
+  }
   const out: number[] = [];
   for (let i = start; step > 0 ? i < stop : i > stop; i += step) out.push(i);
   return out;
