@@ -305,12 +305,7 @@ export async function createCachedSession(
       // Written again below.
     }
     if (created) {
-      // (an entry saved before its facts were kept gets them, so the next load need not count them again; only while it
-      // is still the entry loaded: one saved again or dropped by another process meanwhile is not written back)
-      if (spec.facts && JSON.stringify(saved.meta.facts) !== JSON.stringify(spec.facts)) {
-        const still = await hit(entry, spec.dir);
-        if (still && JSON.stringify(still.meta) === JSON.stringify(saved.meta)) await writeFileAtomic(entry.sidecar, `${JSON.stringify({ ...saved.meta, facts: spec.facts })}\n`).catch(() => undefined);
-      }
+      if (spec.facts) await keepFacts(entry, spec.dir, spec.facts, saved.meta);
       return created;
     }
   }
@@ -321,6 +316,17 @@ export async function createCachedSession(
   } finally {
     saving.delete(stem);
   }
+}
+
+/**
+ * Gives `facts` to an entry saved before they were kept (its sidecar `loaded`), so that the next load need not count
+ * them again; only while it is still the entry loaded: one saved again or dropped by another process while the session
+ * was created is not written back.
+ */
+async function keepFacts(entry: Entry, dir: string, facts: Record<string, number>, loaded: Sidecar): Promise<void> {
+  if (JSON.stringify(loaded.facts) === JSON.stringify(facts)) return;
+  const still = await hit(entry, dir);
+  if (still && JSON.stringify(still.meta) === JSON.stringify(loaded)) await writeFileAtomic(entry.sidecar, `${JSON.stringify({ ...loaded, facts })}\n`).catch(() => undefined);
 }
 
 /** Creates the session the usual way while saving its optimized form as entry `entry`, in files named `stem.*`. */
