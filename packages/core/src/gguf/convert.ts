@@ -826,8 +826,8 @@ export async function llamaWeightsFromGguf(
   const read = async (name: string, shape: number[]): Promise<Float32Array> => f.readTensor(check(name, shape).name);
   /** Whether `name` is of a block the file has no tensor of (a block count larger than the file's). */
   const blockMissing = (name: string) => {
-    const block = /^blk\.\d+\./.exec(name)?.[0];
-    return block !== undefined && !f.tensors.some((t) => t.name.startsWith(block));
+    const block = blockOf(name);
+    return block !== undefined && !f.tensors.some((t) => blockOf(t.name) === block);
   };
   /** The tensor's info once its shape matches `shape`; marks it used. */
   const check = (name: string, shape: number[]): GgufTensorInfo => {
@@ -1109,15 +1109,13 @@ export async function llamaWeightsFromGguf(
     };
   }
   // Multi-token-prediction blocks past the model's layers (GLM-4.5's, Ling 2.0's): llama.cpp loads them and never runs them.
-  const skipped = (n: string) => {
-    const layer = /^blk\.(\d+)\./.exec(n);
-    return NEXTN_BLOCKS.has(arch) && layer !== null && Number(layer[1]) >= config.numLayers;
-  };
+  const skipped = (n: string) => NEXTN_BLOCKS.has(arch) && (blockOf(n) ?? -1) >= config.numLayers;
   // Whatever is left is something this converter would drop: refuse it by name (llama.cpp refuses unused tensors too).
   const unused = f.tensors.map((t) => t.name).filter((n) => !used.has(n) && !skipped(n));
   if (unused.length > 0) {
+    const pastBlocks = unused.some((n) => (blockOf(n) ?? -1) >= config.numLayers);
     throw new GgufError(
-      `${src} (${arch}) has tensors the converter does not use: ${unused.slice(0, 5).map((n) => `"${n}"`).join(', ')}${unused.length > 5 ? ` and ${unused.length - 5} more` : ''}${unused.some((n) => Number(/^blk\.(\d+)\./.exec(n)?.[1] ?? -1) >= config.numLayers) ? ` (blocks past the ${config.numLayers} that "${arch}.block_count" says)` : ''}.`,
+      `${src} (${arch}) has tensors the converter does not use: ${unused.slice(0, 5).map((n) => `"${n}"`).join(', ')}${unused.length > 5 ? ` and ${unused.length - 5} more` : ''}${pastBlocks ? ` (blocks past the ${config.numLayers} that "${arch}.block_count" says)` : ''}.`,
       'unsupported-model',
     );
   }
@@ -1356,6 +1354,12 @@ export async function convertGguf(ggufPath: string, outDir: string, opts: Conver
     await f.close();
   }
   return { dir, config, manifest };
+}
+
+/** The block a tensor name is of (`blk.<n>.…`), if any. */
+function blockOf(name: string): number | undefined {
+  const block = /^blk\.(\d+)\./.exec(name);
+  return block ? Number(block[1]) : undefined;
 }
 
 /** Runs `read`, naming `file` in a {@link GgufError} it throws (the tokenizer's refusals speak of metadata, not files). */
